@@ -1,0 +1,5 @@
+//! Command line (wiring only).
+
+pub fn main() -> std::process::ExitCode {
+    std::process::ExitCode::SUCCESS
+}

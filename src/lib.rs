@@ -1,0 +1,33 @@
+//! seatwarden keeps a SCIM 2.0 workspace's accounts, roles and group access in line
+//! with the company directory.
+//!
+//! One run is a pipeline (see ARCHITECTURE.md):
+//!
+//! ```text
+//! directory ──snapshot──┐
+//!                       ├─► store ─► policy ─► plan ─► guard ─► apply ─► verify ─► report
+//! workspace ──snapshot──┘
+//! ```
+//!
+//! Layers, lowest first; a module never imports one above it:
+//! - [`model`]: plain data (identities, accounts, groups, links, actions).
+//! - the pure core, no I/O and no clock: [`policy`] (desired state), [`plan`]
+//!   (diff), [`guard`] (safety rules).
+//! - edges: [`directory`] (sources of truth), [`workspace`] (SCIM 2.0 client),
+//!   [`store`] (SQLite state and journal), [`retry`] (transient-failure policy).
+//! - [`apply`] (journaled executor and verification), [`report`] (drift reports).
+//! - wiring: [`run`] (one reconciliation run), [`config`], [`cli`].
+
+pub mod apply;
+pub mod cli;
+pub mod config;
+pub mod directory;
+pub mod guard;
+pub mod model;
+pub mod plan;
+pub mod policy;
+pub mod report;
+pub mod retry;
+pub mod run;
+pub mod store;
+pub mod workspace;

@@ -1,0 +1,502 @@
+//! Plain data shared by every layer: identities (directory side), accounts and
+//! groups (workspace side), links between them, and the plan vocabulary (drift
+//! kinds, actions). No behaviour beyond parsing and display lives here.
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+/// Taskade's seven tiers. The derive order is the privilege order: `Viewer` is the
+/// lowest, `Owner` the highest, so `max()` picks the strongest role.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum Role {
+    Viewer,
+    Participant,
+    Collaborator,
+    Commenter,
+    Editor,
+    Maintainer,
+    Owner,
+}
+
+impl Role {
+    pub const ALL: [Role; 7] = [
+        Role::Viewer,
+        Role::Participant,
+        Role::Collaborator,
+        Role::Commenter,
+        Role::Editor,
+        Role::Maintainer,
+        Role::Owner,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Viewer => "Viewer",
+            Role::Participant => "Participant",
+            Role::Collaborator => "Collaborator",
+            Role::Commenter => "Commenter",
+            Role::Editor => "Editor",
+            Role::Maintainer => "Maintainer",
+            Role::Owner => "Owner",
+        }
+    }
+}
+
+impl fmt::Display for Role {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown role {0:?}; expected one of Owner, Maintainer, Editor, Commenter, Collaborator, Participant, Viewer")]
+pub struct UnknownRole(pub String);
+
+impl FromStr for Role {
+    type Err = UnknownRole;
+
+    /// Case-insensitive: workspaces and directory exports disagree on casing.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Role::ALL
+            .into_iter()
+            .find(|role| role.as_str().eq_ignore_ascii_case(s.trim()))
+            .ok_or_else(|| UnknownRole(s.to_owned()))
+    }
+}
+
+/// A directory person's status, normalised across providers. A person absent from
+/// the directory snapshot is "deleted"; that is not a status but an absence.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum IdentityStatus {
+    Active,
+    Suspended,
+    Deprovisioned,
+}
+
+impl IdentityStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            IdentityStatus::Active => "active",
+            IdentityStatus::Suspended => "suspended",
+            IdentityStatus::Deprovisioned => "deprovisioned",
+        }
+    }
+}
+
+impl FromStr for IdentityStatus {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "active" => Ok(IdentityStatus::Active),
+            "suspended" => Ok(IdentityStatus::Suspended),
+            "deprovisioned" => Ok(IdentityStatus::Deprovisioned),
+            other => Err(format!(
+                "unknown status {other:?}; expected active, suspended or deprovisioned"
+            )),
+        }
+    }
+}
+
+/// A person in the directory (the source of truth).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Identity {
+    /// Stable directory id; becomes the account's `externalId`.
+    pub id: String,
+    pub user_name: String,
+    pub email: Option<String>,
+    pub given_name: Option<String>,
+    pub family_name: Option<String>,
+    pub display_name: Option<String>,
+    pub status: IdentityStatus,
+    pub department: Option<String>,
+    /// Directory group names (not ids) this person is a member of.
+    pub groups: Vec<String>,
+}
+
+/// Everything the directory said in one read.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DirectorySnapshot {
+    pub identities: Vec<Identity>,
+    /// False when the connector could not read every object. An incomplete snapshot
+    /// never produces deprovisioning (design invariant 3).
+    pub complete: bool,
+}
+
+/// A user in the workspace, as the SCIM service provider shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Account {
+    /// SCIM `id`, assigned by the workspace.
+    pub id: String,
+    pub user_name: String,
+    pub external_id: Option<String>,
+    pub given_name: Option<String>,
+    pub family_name: Option<String>,
+    pub display_name: Option<String>,
+    /// The primary (else the first work, else the first) email value.
+    pub email: Option<String>,
+    pub active: bool,
+    /// Role values exactly as the workspace reports them (`roles[].value`, or the
+    /// configured extension attribute as a single entry). Empty when none.
+    pub roles: Vec<String>,
+}
+
+impl Account {
+    /// The account's role when it carries exactly one known role.
+    pub fn role(&self) -> Option<Role> {
+        match self.roles.as_slice() {
+            [only] => only.parse().ok(),
+            _ => None,
+        }
+    }
+}
+
+/// A SCIM Group in the workspace: a Taskade workspace or folder.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WorkspaceGroup {
+    pub id: String,
+    pub display_name: String,
+    /// Member account ids (SCIM `members[].value`).
+    pub members: Vec<String>,
+}
+
+/// Everything the workspace said in one read.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WorkspaceSnapshot {
+    pub accounts: Vec<Account>,
+    pub groups: Vec<WorkspaceGroup>,
+}
+
+/// How a link was first established; kept for audits and `explain`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LinkMethod {
+    ExternalId,
+    UserName,
+    Email,
+    /// The account was created by seatwarden for this identity.
+    Created,
+    /// An unmatched account adopted under `unmatched_accounts = "adopt"`.
+    Adopted,
+}
+
+impl LinkMethod {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LinkMethod::ExternalId => "external_id",
+            LinkMethod::UserName => "user_name",
+            LinkMethod::Email => "email",
+            LinkMethod::Created => "created",
+            LinkMethod::Adopted => "adopted",
+        }
+    }
+}
+
+/// identity id ↔ account id, stored once matched.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct Link {
+    pub identity_id: String,
+    pub account_id: String,
+}
+
+/// A link the plan proposes (a match found this run, not yet stored).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NewLink {
+    pub identity_id: String,
+    pub account_id: String,
+    pub method: LinkMethod,
+}
+
+/// The attributes seatwarden manages on an account.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AccountSpec {
+    pub user_name: String,
+    /// Always the directory identity id.
+    pub external_id: String,
+    pub given_name: Option<String>,
+    pub family_name: Option<String>,
+    pub display_name: Option<String>,
+    pub email: Option<String>,
+    /// `None` when roles are not managed (`role_attribute = "none"`).
+    pub role: Option<Role>,
+}
+
+/// One managed attribute, for attribute drift and the PATCH that repairs it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Attribute {
+    UserName,
+    ExternalId,
+    GivenName,
+    FamilyName,
+    DisplayName,
+    Email,
+}
+
+impl Attribute {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Attribute::UserName => "userName",
+            Attribute::ExternalId => "externalId",
+            Attribute::GivenName => "name.givenName",
+            Attribute::FamilyName => "name.familyName",
+            Attribute::DisplayName => "displayName",
+            Attribute::Email => "emails",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AttributeChange {
+    pub attribute: Attribute,
+    pub from: Option<String>,
+    /// `None` clears the attribute.
+    pub to: Option<String>,
+}
+
+/// Why something differs between desired and actual state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DriftKind {
+    MissingAccount,
+    StaleAccess,
+    OrphanedAccount,
+    RoleDrift,
+    GroupDrift,
+    AttributeDrift,
+    ReactivationDue,
+    DisputedMatch,
+}
+
+impl DriftKind {
+    pub const ALL: [DriftKind; 8] = [
+        DriftKind::StaleAccess,
+        DriftKind::MissingAccount,
+        DriftKind::ReactivationDue,
+        DriftKind::RoleDrift,
+        DriftKind::GroupDrift,
+        DriftKind::AttributeDrift,
+        DriftKind::OrphanedAccount,
+        DriftKind::DisputedMatch,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DriftKind::MissingAccount => "missing_account",
+            DriftKind::StaleAccess => "stale_access",
+            DriftKind::OrphanedAccount => "orphaned_account",
+            DriftKind::RoleDrift => "role_drift",
+            DriftKind::GroupDrift => "group_drift",
+            DriftKind::AttributeDrift => "attribute_drift",
+            DriftKind::ReactivationDue => "reactivation_due",
+            DriftKind::DisputedMatch => "disputed_match",
+        }
+    }
+}
+
+impl fmt::Display for DriftKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One observed difference, with the person concerned. Every action has a drift
+/// item as its reason; some drift items (disputed matches, reported orphans) have
+/// no action.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DriftItem {
+    pub kind: DriftKind,
+    pub identity_id: Option<String>,
+    pub account_id: Option<String>,
+    /// The person's userName (directory side if known, else the account's).
+    pub user_name: String,
+    /// Human-readable why, e.g. "identity is deprovisioned in the directory".
+    pub detail: String,
+}
+
+/// A workspace group an action writes to: one that exists, or one an earlier
+/// `CreateGroup` action of the same plan creates.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum GroupRef {
+    Existing { id: String, display_name: String },
+    Created { display_name: String },
+}
+
+impl GroupRef {
+    pub fn display_name(&self) -> &str {
+        match self {
+            GroupRef::Existing { display_name, .. } | GroupRef::Created { display_name } => {
+                display_name
+            }
+        }
+    }
+}
+
+/// An account an action refers to: one that exists, or the one an earlier
+/// `CreateAccount` action of the same plan creates for an identity.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum AccountRef {
+    Existing { id: String },
+    Created { identity_id: String },
+}
+
+/// What one action writes to the workspace.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum ActionKind {
+    Deactivate { account_id: String },
+    Delete { account_id: String },
+    CreateGroup { display_name: String },
+    CreateAccount { identity_id: String, spec: AccountSpec },
+    Reactivate { account_id: String },
+    UpdateAttributes { account_id: String, changes: Vec<AttributeChange> },
+    SetRole { account_id: String, from: Vec<String>, to: Role },
+    AddMembers { group: GroupRef, members: Vec<AccountRef> },
+    RemoveMembers { group: GroupRef, members: Vec<String> },
+}
+
+impl ActionKind {
+    pub fn name(&self) -> &'static str {
+        match self {
+            ActionKind::Deactivate { .. } => "deactivate",
+            ActionKind::Delete { .. } => "delete",
+            ActionKind::CreateGroup { .. } => "create_group",
+            ActionKind::CreateAccount { .. } => "create_account",
+            ActionKind::Reactivate { .. } => "reactivate",
+            ActionKind::UpdateAttributes { .. } => "update_attributes",
+            ActionKind::SetRole { .. } => "set_role",
+            ActionKind::AddMembers { .. } => "add_members",
+            ActionKind::RemoveMembers { .. } => "remove_members",
+        }
+    }
+
+    /// Deactivations and deletions: what the deprovision thresholds count.
+    pub fn is_deprovision(&self) -> bool {
+        matches!(self, ActionKind::Deactivate { .. } | ActionKind::Delete { .. })
+    }
+
+    /// The existing account this action writes to, if any.
+    pub fn account_id(&self) -> Option<&str> {
+        match self {
+            ActionKind::Deactivate { account_id }
+            | ActionKind::Delete { account_id }
+            | ActionKind::Reactivate { account_id }
+            | ActionKind::UpdateAttributes { account_id, .. }
+            | ActionKind::SetRole { account_id, .. } => Some(account_id),
+            _ => None,
+        }
+    }
+}
+
+/// Why the guard held an action back.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "rule", rename_all = "snake_case")]
+pub enum HoldReason {
+    /// The directory snapshot was incomplete: no deprovisioning from it.
+    IncompleteDirectory,
+    /// More deprovisions than `max_deprovisions` / `max_deprovision_percent` allow.
+    DeprovisionThreshold {
+        planned: usize,
+        limit: usize,
+        managed: usize,
+    },
+    /// The action would leave the workspace without an active Owner.
+    LastOwner,
+}
+
+impl fmt::Display for HoldReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            HoldReason::IncompleteDirectory => {
+                f.write_str("the directory snapshot was incomplete; no deprovisioning from it")
+            }
+            HoldReason::DeprovisionThreshold {
+                planned,
+                limit,
+                managed,
+            } => write!(
+                f,
+                "{planned} deprovisions planned, limit is {limit} (of {managed} managed accounts)"
+            ),
+            HoldReason::LastOwner => {
+                f.write_str("would leave the workspace without an active Owner")
+            }
+        }
+    }
+}
+
+/// One step of a plan, with the drift that caused it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Action {
+    /// Position in the plan, from 0; also the journal key within a run.
+    pub seq: u32,
+    pub kind: ActionKind,
+    pub reason: DriftKind,
+    /// The person concerned (or the group name for group-only actions).
+    pub subject: String,
+    pub identity_id: Option<String>,
+    /// Human-readable why.
+    pub detail: String,
+    /// Set by the guard: the action is reported and not applied.
+    pub held: Option<HoldReason>,
+}
+
+/// The ordered result of diffing desired against actual state.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Plan {
+    pub actions: Vec<Action>,
+    pub drift: Vec<DriftItem>,
+    /// Matches found this run that are not stored links yet.
+    pub new_links: Vec<NewLink>,
+}
+
+impl Plan {
+    pub fn is_empty(&self) -> bool {
+        self.actions.is_empty()
+    }
+
+    pub fn runnable(&self) -> impl Iterator<Item = &Action> {
+        self.actions.iter().filter(|a| a.held.is_none())
+    }
+
+    pub fn held(&self) -> impl Iterator<Item = &Action> {
+        self.actions.iter().filter(|a| a.held.is_some())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn roles_order_by_privilege_and_parse_case_insensitively() {
+        assert!(Role::Owner > Role::Maintainer);
+        assert!(Role::Commenter > Role::Collaborator);
+        assert!(Role::Participant > Role::Viewer);
+        assert_eq!("editor".parse::<Role>(), Ok(Role::Editor));
+        assert!("Admin".parse::<Role>().is_err());
+    }
+
+    #[test]
+    fn account_role_needs_exactly_one_known_value() {
+        let mut account = Account {
+            id: "1".into(),
+            user_name: "a".into(),
+            external_id: None,
+            given_name: None,
+            family_name: None,
+            display_name: None,
+            email: None,
+            active: true,
+            roles: vec!["Editor".into()],
+        };
+        assert_eq!(account.role(), Some(Role::Editor));
+        account.roles.push("Viewer".into());
+        assert_eq!(account.role(), None);
+    }
+}
