@@ -1,1 +1,745 @@
-//! TODO
+//! The executor: writes a guarded plan to the workspace, journaling every write in
+//! SQLite before it is sent, then verifies each change by re-reading the workspace.
+//!
+//! Actions run in phases so that later actions can refer to objects created by
+//! earlier ones: deprovisions, then groups, then accounts, then account updates,
+//! then memberships. Within a phase, actions run concurrently up to the workspace's
+//! `max_concurrency` (the client also enforces it, with the request rate limit).
+//!
+//! Journal states: `planned → in_flight` (row updated before the request leaves),
+//! then `applied` once the workspace shows the change, or `failed` with the
+//! provider's message. Transient failures are retried inside the client; what
+//! reaches this module is final for this run.
+//!
+//! Crash safety: a row left `in_flight` by a dead process is resolved by
+//! [`recover`] at the start of the next run, by re-reading the object; a create is
+//! never sent twice because a created account is found by its userName first.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Mutex;
+
+use chrono::Utc;
+use futures::stream::{self, StreamExt};
+
+use crate::model::{
+    Account, AccountRef, Action, ActionKind, Attribute, GroupRef, LinkMethod, NewLink, Plan,
+    WorkspaceGroup,
+};
+use crate::store::{JournalEntry, RunId, Store, StoreError};
+use crate::workspace::{ScimClient, WorkspaceError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApplyError {
+    #[error("state database: {0}")]
+    Store(#[from] StoreError),
+    #[error("the state database lock was poisoned by a panicking task")]
+    Poisoned,
+}
+
+impl crate::retry::Transient for ApplyError {
+    fn is_transient(&self) -> bool {
+        match self {
+            ApplyError::Store(e) => e.is_transient(),
+            ApplyError::Poisoned => false,
+        }
+    }
+}
+
+/// What happened to the runnable actions of one plan.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ApplySummary {
+    pub applied: usize,
+    pub failed: usize,
+}
+
+/// Objects created during this run, so later phases can refer to them.
+#[derive(Default)]
+struct Created {
+    accounts: HashMap<String, String>,
+    groups: HashMap<String, String>,
+}
+
+struct Executor<'a> {
+    client: &'a ScimClient,
+    store: &'a Mutex<Store>,
+    run: RunId,
+    concurrency: usize,
+    created: Mutex<Created>,
+}
+
+/// Result of executing one action's write(s): what to verify it against.
+enum Written {
+    /// The write was accepted; verify against the workspace.
+    Sent,
+    /// Nothing to verify (e.g. already gone on a deactivate).
+    Done,
+}
+
+impl Executor<'_> {
+    fn with_store<T>(
+        &self,
+        f: impl FnOnce(&mut Store) -> Result<T, StoreError>,
+    ) -> Result<T, ApplyError> {
+        let mut store = self.store.lock().map_err(|_| ApplyError::Poisoned)?;
+        Ok(f(&mut store)?)
+    }
+
+    fn created_account(&self, identity_id: &str) -> Option<String> {
+        self.created
+            .lock()
+            .ok()
+            .and_then(|c| c.accounts.get(identity_id).cloned())
+    }
+
+    fn created_group(&self, name: &str) -> Option<String> {
+        self.created
+            .lock()
+            .ok()
+            .and_then(|c| c.groups.get(&name.to_lowercase()).cloned())
+    }
+
+    fn resolve_group(&self, group: &GroupRef) -> Result<String, String> {
+        match group {
+            GroupRef::Existing { id, .. } => Ok(id.clone()),
+            GroupRef::Created { display_name } => {
+                self.created_group(display_name).ok_or_else(|| {
+                    format!("group {display_name:?} was not created earlier in this run")
+                })
+            }
+        }
+    }
+
+    fn resolve_members(&self, members: &[AccountRef]) -> (Vec<String>, Vec<String>) {
+        let mut ids = Vec::new();
+        let mut missing = Vec::new();
+        for member in members {
+            match member {
+                AccountRef::Existing { id } => ids.push(id.clone()),
+                AccountRef::Created { identity_id } => match self.created_account(identity_id) {
+                    Some(id) => ids.push(id),
+                    None => missing.push(identity_id.clone()),
+                },
+            }
+        }
+        (ids, missing)
+    }
+
+    async fn write(&self, action: &Action) -> Result<Written, String> {
+        let client = self.client;
+        match &action.kind {
+            ActionKind::Deactivate { account_id } => {
+                match client.set_active(account_id, false).await {
+                    Err(e) if e.is_not_found() => Ok(Written::Done),
+                    other => other.map(|()| Written::Sent).map_err(|e| e.to_string()),
+                }
+            }
+            ActionKind::Delete { account_id } => match client.delete_account(account_id).await {
+                Err(e) if e.is_not_found() => Ok(Written::Done),
+                other => other.map(|()| Written::Sent).map_err(|e| e.to_string()),
+            },
+            ActionKind::Reactivate { account_id } => client
+                .set_active(account_id, true)
+                .await
+                .map(|()| Written::Sent)
+                .map_err(|e| e.to_string()),
+            ActionKind::UpdateAttributes {
+                account_id,
+                changes,
+            } => client
+                .update_attributes(account_id, changes)
+                .await
+                .map(|()| Written::Sent)
+                .map_err(|e| e.to_string()),
+            ActionKind::SetRole { account_id, to, .. } => client
+                .set_role(account_id, *to)
+                .await
+                .map(|()| Written::Sent)
+                .map_err(|e| e.to_string()),
+            ActionKind::CreateGroup { display_name } => {
+                let group = match client.create_group(display_name).await {
+                    Ok(group) => group,
+                    // Someone (push SCIM, an admin) created it since the snapshot.
+                    Err(e) if e.is_conflict() => client
+                        .find_group_by_name(display_name)
+                        .await
+                        .map_err(|e| e.to_string())?
+                        .ok_or_else(|| {
+                            format!("{e}; and no group named {display_name:?} can be found")
+                        })?,
+                    Err(e) => return Err(e.to_string()),
+                };
+                if let Ok(mut created) = self.created.lock() {
+                    created
+                        .groups
+                        .insert(display_name.to_lowercase(), group.id.clone());
+                }
+                self.with_store(|s| {
+                    s.mark_applied(
+                        self.run,
+                        action.seq,
+                        Utc::now(),
+                        Some(&serde_json::json!({"group_id": group.id})),
+                    )
+                })
+                .map_err(|e| e.to_string())?;
+                Ok(Written::Sent)
+            }
+            ActionKind::CreateAccount { identity_id, spec } => {
+                let (account, method) = match client.create_account(spec).await {
+                    Ok(account) => (account, LinkMethod::Created),
+                    // The account exists (push SCIM got there first, or our earlier
+                    // attempt timed out after the server had created it): link it.
+                    Err(e) if e.is_conflict() => {
+                        match client
+                            .find_account_by_user_name(&spec.user_name)
+                            .await
+                            .map_err(|e| e.to_string())?
+                        {
+                            Some(account) => (account, LinkMethod::UserName),
+                            None => {
+                                return Err(format!(
+                                    "{e}; the workspace says {:?} exists but no account with that \
+                                     userName is visible over SCIM (uniqueness on email?): link it by hand",
+                                    spec.user_name
+                                ));
+                            }
+                        }
+                    }
+                    Err(e) => return Err(e.to_string()),
+                };
+                if let Ok(mut created) = self.created.lock() {
+                    created
+                        .accounts
+                        .insert(identity_id.clone(), account.id.clone());
+                }
+                let link = NewLink {
+                    identity_id: identity_id.clone(),
+                    account_id: account.id.clone(),
+                    method,
+                };
+                self.with_store(|s| {
+                    s.upsert_links(std::slice::from_ref(&link), Utc::now())?;
+                    s.mark_applied(
+                        self.run,
+                        action.seq,
+                        Utc::now(),
+                        Some(&serde_json::json!({"account_id": account.id})),
+                    )
+                })
+                .map_err(|e| e.to_string())?;
+                Ok(Written::Sent)
+            }
+            ActionKind::AddMembers { group, members } => {
+                let group_id = self.resolve_group(group)?;
+                let (ids, missing) = self.resolve_members(members);
+                if !ids.is_empty() {
+                    client
+                        .add_members(&group_id, &ids)
+                        .await
+                        .map_err(|e| e.to_string())?;
+                }
+                if missing.is_empty() {
+                    Ok(Written::Sent)
+                } else {
+                    Err(format!(
+                        "added {} members; {} could not be added because their account was not \
+                         created: {}",
+                        ids.len(),
+                        missing.len(),
+                        missing.join(", ")
+                    ))
+                }
+            }
+            ActionKind::RemoveMembers { group, members } => {
+                let group_id = self.resolve_group(group)?;
+                client
+                    .remove_members(&group_id, members)
+                    .await
+                    .map(|()| Written::Sent)
+                    .map_err(|e| e.to_string())
+            }
+        }
+    }
+
+    /// Journal, write, and leave the row `in_flight` until verification.
+    async fn execute(&self, action: &Action) -> Result<Option<String>, ApplyError> {
+        self.with_store(|s| s.mark_in_flight(self.run, action.seq, Utc::now()))?;
+        match self.write(action).await {
+            Ok(Written::Sent) => Ok(None),
+            Ok(Written::Done) => {
+                self.with_store(|s| s.mark_applied(self.run, action.seq, Utc::now(), None))?;
+                Ok(None)
+            }
+            Err(message) => {
+                tracing::warn!(seq = action.seq, op = action.kind.name(), subject = %action.subject, error = %message, "action failed");
+                self.with_store(|s| s.mark_failed(self.run, action.seq, Utc::now(), &message))?;
+                Ok(Some(message))
+            }
+        }
+    }
+}
+
+fn phase(kind: &ActionKind) -> u8 {
+    match kind {
+        ActionKind::Deactivate { .. } | ActionKind::Delete { .. } => 0,
+        ActionKind::CreateGroup { .. } => 1,
+        ActionKind::CreateAccount { .. } => 2,
+        ActionKind::Reactivate { .. }
+        | ActionKind::UpdateAttributes { .. }
+        | ActionKind::SetRole { .. } => 3,
+        ActionKind::AddMembers { .. } | ActionKind::RemoveMembers { .. } => 4,
+    }
+}
+
+/// Applies every runnable action of `plan` (journaled under `run`), then verifies.
+pub async fn apply(
+    client: &ScimClient,
+    store: &Mutex<Store>,
+    run: RunId,
+    plan: &Plan,
+    concurrency: usize,
+) -> Result<ApplySummary, ApplyError> {
+    let executor = Executor {
+        client,
+        store,
+        run,
+        concurrency: concurrency.max(1),
+        created: Mutex::new(Created::default()),
+    };
+    let mut phases: BTreeMap<u8, Vec<&Action>> = BTreeMap::new();
+    for action in plan.runnable() {
+        phases.entry(phase(&action.kind)).or_default().push(action);
+    }
+    let mut failed_seqs = BTreeSet::new();
+    for (_, actions) in phases {
+        let results: Vec<(u32, Result<Option<String>, ApplyError>)> = stream::iter(actions)
+            .map(|action| async { (action.seq, executor.execute(action).await) })
+            .buffer_unordered(executor.concurrency)
+            .collect()
+            .await;
+        for (seq, result) in results {
+            if result?.is_some() {
+                failed_seqs.insert(seq);
+            }
+        }
+    }
+
+    let to_verify: Vec<&Action> = plan
+        .runnable()
+        .filter(|a| !failed_seqs.contains(&a.seq))
+        .collect();
+    let created = executor
+        .created
+        .into_inner()
+        .map_err(|_| ApplyError::Poisoned)?;
+    let verifier = Verifier::new(client, &created);
+    let results: Vec<(u32, Result<(), String>)> = stream::iter(to_verify)
+        .map(|action| async { (action.seq, verifier.verify(action).await) })
+        .buffer_unordered(concurrency.max(1))
+        .collect()
+        .await;
+
+    let mut summary = ApplySummary {
+        applied: 0,
+        failed: failed_seqs.len(),
+    };
+    let mut store = store.lock().map_err(|_| ApplyError::Poisoned)?;
+    for (seq, result) in results {
+        match result {
+            Ok(()) => {
+                store.mark_applied(run, seq, Utc::now(), None)?;
+                summary.applied += 1;
+            }
+            Err(message) => {
+                store.mark_failed(run, seq, Utc::now(), &format!("not verified: {message}"))?;
+                summary.failed += 1;
+            }
+        }
+    }
+    let deleted: Vec<String> = plan
+        .runnable()
+        .filter_map(|a| match &a.kind {
+            ActionKind::Delete { account_id } => Some(account_id.clone()),
+            _ => None,
+        })
+        .collect();
+    if !deleted.is_empty() {
+        store.remove_links_to_accounts(&deleted)?;
+    }
+    Ok(summary)
+}
+
+/// Re-reads objects and checks that an action's effect is visible. Each account
+/// and group is read at most once per verification pass.
+struct Verifier<'a> {
+    client: &'a ScimClient,
+    created_accounts: HashMap<String, String>,
+    created_groups: HashMap<String, String>,
+    accounts: tokio::sync::Mutex<HashMap<String, Option<Account>>>,
+    groups: tokio::sync::Mutex<HashMap<String, Option<WorkspaceGroup>>>,
+}
+
+impl<'a> Verifier<'a> {
+    fn new(client: &'a ScimClient, created: &Created) -> Self {
+        Verifier {
+            client,
+            created_accounts: created.accounts.clone(),
+            created_groups: created.groups.clone(),
+            accounts: Default::default(),
+            groups: Default::default(),
+        }
+    }
+
+    async fn account(&self, id: &str) -> Result<Option<Account>, String> {
+        if let Some(cached) = self.accounts.lock().await.get(id) {
+            return Ok(cached.clone());
+        }
+        let account = self
+            .client
+            .get_account(id)
+            .await
+            .map_err(|e: WorkspaceError| e.to_string())?;
+        self.accounts
+            .lock()
+            .await
+            .insert(id.to_owned(), account.clone());
+        Ok(account)
+    }
+
+    async fn group(&self, id: &str) -> Result<Option<WorkspaceGroup>, String> {
+        if let Some(cached) = self.groups.lock().await.get(id) {
+            return Ok(cached.clone());
+        }
+        let group = self
+            .client
+            .get_group(id)
+            .await
+            .map_err(|e: WorkspaceError| e.to_string())?;
+        self.groups
+            .lock()
+            .await
+            .insert(id.to_owned(), group.clone());
+        Ok(group)
+    }
+
+    fn group_id(&self, group: &GroupRef) -> Option<String> {
+        match group {
+            GroupRef::Existing { id, .. } => Some(id.clone()),
+            GroupRef::Created { display_name } => self
+                .created_groups
+                .get(&display_name.to_lowercase())
+                .cloned(),
+        }
+    }
+
+    async fn verify(&self, action: &Action) -> Result<(), String> {
+        verify_effect(action, self).await
+    }
+}
+
+/// Where [`verify_effect`] reads the workspace from.
+trait Reader {
+    async fn account(&self, id: &str) -> Result<Option<Account>, String>;
+    async fn account_by_user_name(&self, user_name: &str) -> Result<Option<Account>, String>;
+    async fn group(&self, id: &str) -> Result<Option<WorkspaceGroup>, String>;
+    fn created_account(&self, identity_id: &str) -> Option<String>;
+    fn group_id(&self, group: &GroupRef) -> Option<String>;
+}
+
+impl Reader for Verifier<'_> {
+    async fn account(&self, id: &str) -> Result<Option<Account>, String> {
+        Verifier::account(self, id).await
+    }
+    async fn account_by_user_name(&self, user_name: &str) -> Result<Option<Account>, String> {
+        self.client
+            .find_account_by_user_name(user_name)
+            .await
+            .map_err(|e| e.to_string())
+    }
+    async fn group(&self, id: &str) -> Result<Option<WorkspaceGroup>, String> {
+        Verifier::group(self, id).await
+    }
+    fn created_account(&self, identity_id: &str) -> Option<String> {
+        self.created_accounts.get(identity_id).cloned()
+    }
+    fn group_id(&self, group: &GroupRef) -> Option<String> {
+        Verifier::group_id(self, group)
+    }
+}
+
+fn same(attribute: Attribute, actual: Option<&str>, wanted: Option<&str>) -> bool {
+    match attribute {
+        Attribute::UserName | Attribute::Email => match (actual, wanted) {
+            (Some(a), Some(w)) => a.eq_ignore_ascii_case(w),
+            (a, w) => a == w,
+        },
+        _ => actual == wanted,
+    }
+}
+
+fn attribute_value(account: &Account, attribute: Attribute) -> Option<&str> {
+    match attribute {
+        Attribute::UserName => Some(account.user_name.as_str()),
+        Attribute::ExternalId => account.external_id.as_deref(),
+        Attribute::GivenName => account.given_name.as_deref(),
+        Attribute::FamilyName => account.family_name.as_deref(),
+        Attribute::DisplayName => account.display_name.as_deref(),
+        Attribute::Email => account.email.as_deref(),
+    }
+}
+
+/// Checks that the workspace shows `action`'s effect. Used right after applying
+/// and when resolving actions a crashed run left `in_flight`.
+async fn verify_effect(action: &Action, reader: &impl Reader) -> Result<(), String> {
+    let missing = |id: &str| format!("account {id} is not in the workspace");
+    match &action.kind {
+        ActionKind::Deactivate { account_id } => match reader.account(account_id).await? {
+            Some(account) if account.active => Err(format!("account {account_id} is still active")),
+            _ => Ok(()),
+        },
+        ActionKind::Delete { account_id } => match reader.account(account_id).await? {
+            Some(_) => Err(format!("account {account_id} still exists")),
+            None => Ok(()),
+        },
+        ActionKind::Reactivate { account_id } => match reader.account(account_id).await? {
+            Some(account) if account.active => Ok(()),
+            Some(_) => Err(format!("account {account_id} is still inactive")),
+            None => Err(missing(account_id)),
+        },
+        ActionKind::UpdateAttributes {
+            account_id,
+            changes,
+        } => {
+            let account = reader
+                .account(account_id)
+                .await?
+                .ok_or_else(|| missing(account_id))?;
+            let wrong: Vec<String> = changes
+                .iter()
+                .filter(|c| {
+                    !same(
+                        c.attribute,
+                        attribute_value(&account, c.attribute),
+                        c.to.as_deref(),
+                    )
+                })
+                .map(|c| {
+                    format!(
+                        "{} is {:?}, expected {:?}",
+                        c.attribute.as_str(),
+                        attribute_value(&account, c.attribute),
+                        c.to
+                    )
+                })
+                .collect();
+            if wrong.is_empty() {
+                Ok(())
+            } else {
+                Err(wrong.join("; "))
+            }
+        }
+        ActionKind::SetRole { account_id, to, .. } => {
+            let account = reader
+                .account(account_id)
+                .await?
+                .ok_or_else(|| missing(account_id))?;
+            if account.roles.len() == 1 && account.roles[0] == to.as_str() {
+                Ok(())
+            } else {
+                Err(format!("roles are {:?}, expected [{to}]", account.roles))
+            }
+        }
+        ActionKind::CreateAccount { identity_id, spec } => {
+            let account = match reader.created_account(identity_id) {
+                Some(id) => reader.account(&id).await?,
+                None => reader.account_by_user_name(&spec.user_name).await?,
+            };
+            match account {
+                Some(account) if account.user_name.eq_ignore_ascii_case(&spec.user_name) => Ok(()),
+                Some(account) => Err(format!(
+                    "account {} has userName {:?}, expected {:?}",
+                    account.id, account.user_name, spec.user_name
+                )),
+                None => Err(format!("no account with userName {:?}", spec.user_name)),
+            }
+        }
+        ActionKind::CreateGroup { display_name } => {
+            let group = GroupRef::Created {
+                display_name: display_name.clone(),
+            };
+            let id = reader
+                .group_id(&group)
+                .ok_or_else(|| format!("group {display_name:?} was not created"))?;
+            match reader.group(&id).await? {
+                Some(_) => Ok(()),
+                None => Err(format!(
+                    "group {display_name:?} ({id}) is not in the workspace"
+                )),
+            }
+        }
+        ActionKind::AddMembers { group, members } => {
+            let id = reader
+                .group_id(group)
+                .ok_or_else(|| format!("group {:?} does not exist", group.display_name()))?;
+            let current = reader.group(&id).await?.ok_or_else(|| {
+                format!("group {:?} is not in the workspace", group.display_name())
+            })?;
+            let present: BTreeSet<&str> = current.members.iter().map(String::as_str).collect();
+            let absent: Vec<String> = members
+                .iter()
+                .filter_map(|m| match m {
+                    AccountRef::Existing { id } => Some(id.clone()),
+                    AccountRef::Created { identity_id } => reader.created_account(identity_id),
+                })
+                .filter(|id| !present.contains(id.as_str()))
+                .collect();
+            if absent.is_empty() {
+                Ok(())
+            } else {
+                Err(format!("not members yet: {}", absent.join(", ")))
+            }
+        }
+        ActionKind::RemoveMembers { group, members } => {
+            let id = reader
+                .group_id(group)
+                .ok_or_else(|| format!("group {:?} does not exist", group.display_name()))?;
+            let Some(current) = reader.group(&id).await? else {
+                return Ok(());
+            };
+            let present: BTreeSet<&str> = current.members.iter().map(String::as_str).collect();
+            let still: Vec<&str> = members
+                .iter()
+                .map(String::as_str)
+                .filter(|m| present.contains(m))
+                .collect();
+            if still.is_empty() {
+                Ok(())
+            } else {
+                Err(format!("still members: {}", still.join(", ")))
+            }
+        }
+    }
+}
+
+/// Resolves journal rows that a dead process left `in_flight`: each object is
+/// re-read; the row becomes `applied` when the workspace shows the change and
+/// `failed` otherwise (the new plan, made from a fresh snapshot, redoes it). A
+/// create that did reach the workspace is linked, so it is never sent again.
+pub async fn recover(client: &ScimClient, store: &Mutex<Store>) -> Result<usize, ApplyError> {
+    let interrupted: Vec<JournalEntry> = {
+        let store = store.lock().map_err(|_| ApplyError::Poisoned)?;
+        store.interrupted()?
+    };
+    let mut resolved = 0;
+    for entry in interrupted {
+        let action = &entry.action;
+        let outcome = match &action.kind {
+            // A create whose answer was lost: the account exists if the server
+            // took it. Link it so the new plan updates it instead of creating.
+            ActionKind::CreateAccount { identity_id, spec } => {
+                match client.find_account_by_user_name(&spec.user_name).await {
+                    Ok(Some(account)) => {
+                        let link = NewLink {
+                            identity_id: identity_id.clone(),
+                            account_id: account.id,
+                            method: LinkMethod::Created,
+                        };
+                        let mut store = store.lock().map_err(|_| ApplyError::Poisoned)?;
+                        store.upsert_links(&[link], Utc::now())?;
+                        Ok(())
+                    }
+                    Ok(None) => Err(format!("no account with userName {:?}", spec.user_name)),
+                    Err(e) => Err(e.to_string()),
+                }
+            }
+            _ => {
+                let reader = Recovery {
+                    client,
+                    store,
+                    run: entry.run,
+                };
+                verify_effect(action, &reader).await
+            }
+        };
+        let mut store = store.lock().map_err(|_| ApplyError::Poisoned)?;
+        match outcome {
+            Ok(()) => {
+                store.mark_applied(entry.run, action.seq, Utc::now(), None)?;
+                tracing::info!(
+                    run = entry.run,
+                    seq = action.seq,
+                    op = action.kind.name(),
+                    "interrupted action had reached the workspace"
+                );
+            }
+            Err(why) => {
+                store.mark_failed(
+                    entry.run,
+                    action.seq,
+                    Utc::now(),
+                    &format!("interrupted; the workspace does not show it ({why}); the next plan redoes it"),
+                )?;
+                tracing::info!(
+                    run = entry.run,
+                    seq = action.seq,
+                    op = action.kind.name(),
+                    "interrupted action had not reached the workspace"
+                );
+            }
+        }
+        resolved += 1;
+    }
+    Ok(resolved)
+}
+
+/// Reads for recovery: created objects are looked up from the journal's results.
+struct Recovery<'a> {
+    client: &'a ScimClient,
+    store: &'a Mutex<Store>,
+    run: RunId,
+}
+
+impl Recovery<'_> {
+    fn created_id(&self, key: &str) -> Option<String> {
+        let store = self.store.lock().ok()?;
+        let journal = store.journal(self.run).ok()?;
+        journal.iter().find_map(|entry| {
+            let result = store.action_result(self.run, entry.action.seq).ok()??;
+            match &entry.action.kind {
+                ActionKind::CreateAccount { identity_id, .. } if identity_id == key => {
+                    result.get("account_id")?.as_str().map(str::to_owned)
+                }
+                ActionKind::CreateGroup { display_name }
+                    if display_name.eq_ignore_ascii_case(key) =>
+                {
+                    result.get("group_id")?.as_str().map(str::to_owned)
+                }
+                _ => None,
+            }
+        })
+    }
+}
+
+impl Reader for Recovery<'_> {
+    async fn account(&self, id: &str) -> Result<Option<Account>, String> {
+        self.client.get_account(id).await.map_err(|e| e.to_string())
+    }
+    async fn account_by_user_name(&self, user_name: &str) -> Result<Option<Account>, String> {
+        self.client
+            .find_account_by_user_name(user_name)
+            .await
+            .map_err(|e| e.to_string())
+    }
+    async fn group(&self, id: &str) -> Result<Option<WorkspaceGroup>, String> {
+        self.client.get_group(id).await.map_err(|e| e.to_string())
+    }
+    fn created_account(&self, identity_id: &str) -> Option<String> {
+        self.created_id(identity_id)
+    }
+    fn group_id(&self, group: &GroupRef) -> Option<String> {
+        match group {
+            GroupRef::Existing { id, .. } => Some(id.clone()),
+            GroupRef::Created { display_name } => self.created_id(display_name),
+        }
+    }
+}

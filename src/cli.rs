@@ -1,5 +1,245 @@
-//! Command line (wiring only).
+//! Command line: parses arguments, sets up logging, and wires config, store and
+//! run together. No reconciliation logic lives here.
 
-pub fn main() -> std::process::ExitCode {
-    std::process::ExitCode::SUCCESS
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand, ValueEnum};
+
+use crate::config::Config;
+use crate::report::{self, Report};
+use crate::run::{self, Mode};
+use crate::store::{RunId, RunKind, Store};
+
+/// Exit codes scripts can rely on.
+pub mod exit {
+    /// Success; for `reconcile`, the workspace converged.
+    pub const OK: u8 = 0;
+    /// An error: bad configuration, unreadable directory or workspace, database.
+    pub const ERROR: u8 = 1;
+    /// `plan --detailed-exitcode`: the plan has changes.
+    pub const CHANGES: u8 = 2;
+    /// Some actions were held by the guard and wait for a human.
+    pub const HELD: u8 = 3;
+    /// Some actions failed (their errors are in the report).
+    pub const FAILED: u8 = 4;
+}
+
+const AFTER_HELP: &str = "\
+Exit codes:
+  0  success; for reconcile: every planned action was applied and verified
+  1  error (configuration, directory, workspace or state database)
+  2  plan --detailed-exitcode: the plan has changes
+  3  actions were held by the guard (thresholds, incomplete directory, last Owner)
+  4  some actions failed (see `seatwarden report`)
+
+Every configuration key can be overridden with SEATWARDEN__SECTION__KEY,
+e.g. SEATWARDEN__WORKSPACE__TOKEN_FILE=/run/credentials/seatwarden/token.
+
+Typical use:
+  seatwarden check-config            validate and print the effective configuration
+  seatwarden plan                    show what differs and why; writes nothing
+  seatwarden reconcile               converge the workspace
+  seatwarden report --format json    the latest drift report";
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "seatwarden",
+    version,
+    about = "Keeps a SCIM 2.0 workspace's accounts, roles and groups in line with the directory",
+    long_about = "seatwarden reads the whole directory (the source of truth) and the whole SCIM 2.0 \
+workspace, computes what the workspace should look like, shows the difference and why, and \
+converges it — above all deactivating people who left — with every write journaled in a local \
+SQLite database first.",
+    after_help = AFTER_HELP
+)]
+pub struct Cli {
+    /// Configuration file.
+    #[arg(
+        long,
+        short,
+        global = true,
+        env = "SEATWARDEN_CONFIG",
+        default_value = "seatwarden.toml"
+    )]
+    pub config: PathBuf,
+
+    /// Log format on stderr.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+
+    /// More log output (-v: debug, -vv: trace). RUST_LOG overrides.
+    #[arg(long, short, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Validate the configuration and print it, secrets redacted.
+    CheckConfig,
+    /// Read both sides and show what differs and why. Writes nothing to the workspace.
+    Plan {
+        #[arg(long, value_enum, default_value_t = Format::Text)]
+        format: Format,
+        /// Exit 2 when the plan has changes (0 when there is nothing to do).
+        #[arg(long)]
+        detailed_exitcode: bool,
+    },
+    /// Converge the workspace: plan, apply (journaled, with retries), verify, report.
+    Reconcile {
+        /// Plan and report, but write nothing to the workspace.
+        #[arg(long)]
+        dry_run: bool,
+        #[arg(long, value_enum, default_value_t = Format::Text)]
+        format: Format,
+    },
+    /// Print a stored drift report.
+    Report {
+        /// `latest` or a run id.
+        #[arg(long, default_value = "latest")]
+        run: String,
+        #[arg(long, value_enum, default_value_t = Format::Text)]
+        format: Format,
+    },
+}
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.log_format, cli.verbose);
+    match run_command(cli) {
+        Ok(code) => ExitCode::from(code),
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::from(exit::ERROR)
+        }
+    }
+}
+
+fn init_logging(format: LogFormat, verbose: u8) {
+    let default = match verbose {
+        0 => "warn,seatwarden=info",
+        1 => "info,seatwarden=debug",
+        _ => "debug,seatwarden=trace",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Text => builder
+            .with_ansi(std::io::stderr().is_terminal())
+            .try_init(),
+        LogFormat::Json => builder.json().try_init(),
+    };
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")
+}
+
+fn run_command(cli: Cli) -> anyhow::Result<u8> {
+    let config = Config::load(&cli.config)?;
+    match cli.command {
+        Command::CheckConfig => {
+            // Reading the token proves the secret file is readable; never printed.
+            config.workspace_token()?;
+            print!("{}", config.to_redacted_toml());
+            eprintln!("configuration OK: {}", config.source.display());
+            Ok(exit::OK)
+        }
+        Command::Plan {
+            format,
+            detailed_exitcode,
+        } => {
+            let outcome = execute(&config, Mode::Plan)?;
+            print_report(&outcome.report, format);
+            Ok(if detailed_exitcode && !outcome.plan.is_empty() {
+                exit::CHANGES
+            } else {
+                exit::OK
+            })
+        }
+        Command::Reconcile { dry_run, format } => {
+            let mode = if dry_run {
+                Mode::DryRun
+            } else {
+                Mode::Reconcile
+            };
+            let outcome = execute(&config, mode)?;
+            print_report(&outcome.report, format);
+            Ok(exit_code_for(&outcome.report))
+        }
+        Command::Report { run, format } => {
+            let store = open_store(&config)?;
+            let run_id: RunId = if run == "latest" {
+                store
+                    .latest_run(&[RunKind::Plan, RunKind::DryRun, RunKind::Reconcile])?
+                    .map(|r| r.id)
+                    .context("no runs recorded yet in the state database")?
+            } else {
+                run.parse()
+                    .with_context(|| format!("--run takes `latest` or a run id, not {run:?}"))?
+            };
+            let json = store
+                .report(run_id)?
+                .with_context(|| format!("no report stored for run {run_id}"))?;
+            let report = Report::from_json(&json)
+                .with_context(|| format!("the stored report of run {run_id} cannot be read"))?;
+            print_report(&report, format);
+            Ok(exit::OK)
+        }
+    }
+}
+
+/// 4 when anything failed, else 3 when anything was held, else 0.
+pub fn exit_code_for(report: &Report) -> u8 {
+    if report.summary.actions_failed > 0 {
+        exit::FAILED
+    } else if report.summary.actions_held > 0 {
+        exit::HELD
+    } else {
+        exit::OK
+    }
+}
+
+fn open_store(config: &Config) -> anyhow::Result<Store> {
+    Store::open(&config.state.path)
+        .with_context(|| format!("opening the state database {}", config.state.path.display()))
+}
+
+fn execute(config: &Config, mode: Mode) -> anyhow::Result<run::RunOutcome> {
+    let store = open_store(config)?;
+    let outcome = runtime()?.block_on(run::execute(config, store, mode))?;
+    Ok(outcome)
+}
+
+fn print_report(report: &Report, format: Format) {
+    match format {
+        Format::Json => println!("{}", report.to_json()),
+        Format::Text => print!(
+            "{}",
+            report::render_text(report, std::io::stdout().is_terminal())
+        ),
+    }
 }

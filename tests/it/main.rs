@@ -1,1 +1,6 @@
+//! The one integration test binary (links once). Modules by area.
 
+mod cli;
+mod config;
+mod interop;
+mod resume;

@@ -1,0 +1,138 @@
+//! Benchmarks for the pure core and the snapshot ingest (issue 2's goals).
+//!
+//! One measurement per process, so peak memory (VmHWM) belongs to that size alone:
+//!
+//! ```sh
+//! cargo bench --bench core -- plan 100000      # desired state + plan + guard
+//! cargo bench --bench core -- ingest 100000    # workspace snapshot into SQLite
+//! scripts/bench.sh                             # every size, as in BENCHMARKS.md
+//! ```
+//!
+//! Data comes from `seatwarden::synth` (deterministic for the seed) with 5% drift.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::time::Instant;
+
+use seatwarden::guard::{self, GuardInput, GuardSettings};
+use seatwarden::model::{Link, Role};
+use seatwarden::plan::{self, DeprovisionAction, PlanSettings};
+use seatwarden::policy::{self, Mapping, PolicySettings, Protected, UnmatchedAccounts};
+use seatwarden::store::Store;
+use seatwarden::synth::{self, SynthSpec};
+
+fn peak_rss_mib() -> f64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        .map(|kb| kb / 1024.0)
+        .unwrap_or(f64::NAN)
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| a != "--bench")
+        .collect();
+    let what = args.first().map(String::as_str).unwrap_or("plan");
+    let people: usize = args.get(1).and_then(|n| n.parse().ok()).unwrap_or(100_000);
+    let groups = 20;
+    let spec = SynthSpec {
+        people,
+        groups,
+        drift_percent: 5.0,
+        seed: 42,
+    };
+    let generated = Instant::now();
+    let data = synth::generate(&spec);
+    let generate_s = generated.elapsed().as_secs_f64();
+
+    match what {
+        "plan" => {
+            let policy_settings = PolicySettings {
+                scope_groups: vec!["Taskade Users".into()],
+                default_role: Role::Viewer,
+                mappings: data
+                    .roles
+                    .iter()
+                    .map(|(group, role)| Mapping {
+                        group: group.clone(),
+                        workspace_group: group.clone(),
+                        role: *role,
+                    })
+                    .collect(),
+                manage_roles: true,
+            };
+            let plan_settings = PlanSettings {
+                deprovision: DeprovisionAction::Deactivate,
+                unmatched_accounts: UnmatchedAccounts::Report,
+                manage_roles: true,
+                protected: Protected::new(&["breakglass@example.com".to_owned()]),
+            };
+            // Links as a previous run would have stored them: every matched account.
+            let links: Vec<Link> = data
+                .workspace
+                .accounts
+                .iter()
+                .filter_map(|a| {
+                    a.external_id.as_ref().map(|id| Link {
+                        identity_id: id.clone(),
+                        account_id: a.id.clone(),
+                    })
+                })
+                .collect();
+            let started = Instant::now();
+            let desired = policy::desired_state(&data.directory, &policy_settings);
+            let planned = plan::plan(
+                &desired,
+                &data.directory,
+                &data.workspace,
+                &links,
+                &plan_settings,
+            );
+            let guarded = guard::guard(
+                planned,
+                &data.workspace,
+                &GuardSettings {
+                    max_deprovisions: usize::MAX,
+                    max_deprovision_percent: 100.0,
+                    min_population_for_percent: 0,
+                },
+                &GuardInput {
+                    directory_complete: true,
+                    managed_accounts: links.len(),
+                },
+            );
+            let plan_s = started.elapsed().as_secs_f64();
+            println!(
+                "{{\"bench\":\"plan\",\"people\":{people},\"accounts\":{},\"actions\":{},\"drift\":{},\"generate_s\":{generate_s:.3},\"plan_s\":{plan_s:.3},\"peak_rss_mib\":{:.0}}}",
+                data.workspace.accounts.len(),
+                guarded.actions.len(),
+                guarded.drift.len(),
+                peak_rss_mib()
+            );
+        }
+        "ingest" => {
+            let dir = tempfile::tempdir().unwrap();
+            let mut store = Store::open(&dir.path().join("bench.db")).unwrap();
+            let run = store
+                .begin_run(seatwarden::store::RunKind::Plan, chrono::Utc::now())
+                .unwrap();
+            let memberships: usize = data.workspace.groups.iter().map(|g| g.members.len()).sum();
+            let started = Instant::now();
+            store.save_workspace_snapshot(run, &data.workspace).unwrap();
+            let ingest_s = started.elapsed().as_secs_f64();
+            println!(
+                "{{\"bench\":\"ingest\",\"accounts\":{},\"groups\":{},\"memberships\":{memberships},\"ingest_s\":{ingest_s:.3},\"peak_rss_mib\":{:.0}}}",
+                data.workspace.accounts.len(),
+                data.workspace.groups.len(),
+                peak_rss_mib()
+            );
+        }
+        other => {
+            eprintln!("unknown benchmark {other:?}; use `plan N` or `ingest N`");
+            std::process::exit(2);
+        }
+    }
+}

@@ -1,0 +1,157 @@
+//! The terminal rendering: counts first, then drift grouped by kind, then what
+//! needs a human (held and failed actions). Colour only when asked (on a TTY).
+
+use std::fmt::Write;
+
+use super::{Outcome, Report};
+use crate::model::DriftKind;
+
+struct Style {
+    colour: bool,
+}
+
+impl Style {
+    fn paint(&self, code: &str, text: &str) -> String {
+        if self.colour {
+            format!("\x1b[{code}m{text}\x1b[0m")
+        } else {
+            text.to_owned()
+        }
+    }
+    fn bold(&self, text: &str) -> String {
+        self.paint("1", text)
+    }
+    fn red(&self, text: &str) -> String {
+        self.paint("31", text)
+    }
+    fn yellow(&self, text: &str) -> String {
+        self.paint("33", text)
+    }
+    fn green(&self, text: &str) -> String {
+        self.paint("32", text)
+    }
+}
+
+fn kind_title(kind: DriftKind) -> &'static str {
+    match kind {
+        DriftKind::StaleAccess => "Stale access (should no longer have access)",
+        DriftKind::MissingAccount => "Missing accounts (in scope, never provisioned)",
+        DriftKind::ReactivationDue => "Reactivations due",
+        DriftKind::RoleDrift => "Role drift",
+        DriftKind::GroupDrift => "Group drift",
+        DriftKind::AttributeDrift => "Attribute drift",
+        DriftKind::OrphanedAccount => "Orphaned accounts (no identity justifies them)",
+        DriftKind::DisputedMatch => "Disputed matches (never acted on)",
+    }
+}
+
+/// Renders the report for a terminal. Deterministic for a given report.
+pub fn render_text(report: &Report, colour: bool) -> String {
+    let style = Style { colour };
+    let s = &report.summary;
+    let mut out = String::new();
+    let headline = if s.actions_failed > 0 {
+        style.red(&format!("{} actions failed", s.actions_failed))
+    } else if s.actions_held > 0 {
+        style.yellow(&format!(
+            "{} actions held by the guard — needs a human",
+            s.actions_held
+        ))
+    } else if s.converged {
+        style.green("in sync")
+    } else {
+        style.yellow(&format!("{} drift items", s.drift_total))
+    };
+    let _ = writeln!(
+        out,
+        "{} run {} ({}): {}",
+        style.bold("seatwarden"),
+        report.run_id,
+        report.mode,
+        headline
+    );
+    let _ = writeln!(out, "  directory: {}", report.directory);
+    let _ = writeln!(out, "  workspace: {}", report.workspace);
+    let _ = writeln!(
+        out,
+        "  {} identities, {} accounts ({} managed)",
+        s.identities, s.accounts, s.managed_accounts
+    );
+    let _ = writeln!(
+        out,
+        "  actions: {} planned, {} applied, {} failed, {} held, {} not run; {} retries{}",
+        s.actions_planned,
+        s.actions_applied,
+        s.actions_failed,
+        s.actions_held,
+        s.actions_not_run,
+        s.retries,
+        if s.recovered > 0 {
+            format!("; {} recovered from an interrupted run", s.recovered)
+        } else {
+            String::new()
+        }
+    );
+
+    if report.drift.is_empty() {
+        let _ = writeln!(out, "\nNo drift.");
+    } else {
+        let _ = writeln!(out, "\nDrift ({}):", s.drift_total);
+        for kind in DriftKind::ALL {
+            let count = s.drift_by_kind.get(&kind).copied().unwrap_or(0);
+            if count > 0 {
+                let _ = writeln!(out, "  {:<18} {count}", kind.as_str());
+            }
+        }
+        for kind in DriftKind::ALL {
+            let items: Vec<_> = report.drift.iter().filter(|d| d.kind == kind).collect();
+            if items.is_empty() {
+                continue;
+            }
+            let _ = writeln!(out, "\n{} ({})", style.bold(kind_title(kind)), items.len());
+            for item in items {
+                let _ = writeln!(out, "  - {}: {}", item.user_name, item.detail);
+            }
+        }
+    }
+
+    let mut attention: Vec<_> = report
+        .actions
+        .iter()
+        .filter(|a| matches!(a.outcome, Outcome::Failed | Outcome::Held))
+        .collect();
+    attention.sort_by_key(|a| (a.outcome != Outcome::Failed, a.seq));
+    if !attention.is_empty() {
+        let _ = writeln!(out, "\n{}", style.bold("Needs attention"));
+        for action in attention {
+            let label = match action.outcome {
+                Outcome::Failed => style.red("FAILED"),
+                _ => style.yellow("HELD"),
+            };
+            let _ = writeln!(
+                out,
+                "  {label} #{} {} {} — {}",
+                action.seq,
+                action.op,
+                action.subject,
+                action.error.as_deref().unwrap_or("")
+            );
+        }
+    }
+
+    if !report.actions.is_empty() {
+        let _ = writeln!(out, "\nActions:");
+        for action in &report.actions {
+            let _ = writeln!(
+                out,
+                "  #{:<4} {:<8} {:<17} {:<30} {}",
+                action.seq,
+                action.outcome.as_str(),
+                action.op,
+                action.subject,
+                action.detail
+            );
+        }
+    }
+    out
+}

@@ -1,0 +1,198 @@
+//! Configuration: the documented shape loads, the environment overlays it, and bad
+//! input names the key and the file.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use seatwarden::config::{Config, DirectoryConfig};
+use seatwarden::model::Role;
+
+const MINIMAL: &str = r#"
+[directory]
+kind = "file"
+path = "directory.json"
+
+[workspace]
+url = "https://scim.example.com/scim/v2"
+token = "s3cr3t-token-value"
+"#;
+
+fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+fn load(text: &str, env: &[(&str, &str)]) -> Result<Config, String> {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write(dir.path(), "seatwarden.toml", text);
+    let env: HashMap<String, String> = env
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect();
+    Config::load_with_env(&path, Some(env)).map_err(|e| e.to_string())
+}
+
+#[test]
+fn the_documented_example_loads_with_its_values() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/example/seatwarden.toml");
+    let config = Config::load_with_env(&path, Some(HashMap::new())).unwrap();
+    assert_eq!(config.workspace.page_size, 100);
+    assert_eq!(config.workspace.max_concurrency, 4);
+    assert_eq!(config.policy.scope_groups, vec!["Taskade Users"]);
+    assert_eq!(config.policy.default_role, Role::Viewer);
+    assert_eq!(config.policy.mapping.len(), 2);
+    assert_eq!(config.policy.mapping[0].role, Role::Editor);
+    assert_eq!(config.safety.max_deprovisions, 25);
+    assert_eq!(config.safety.protected, vec!["breakglass@example.com"]);
+    // Relative paths are resolved against the configuration file's directory.
+    let DirectoryConfig::File { path: directory } = &config.directory;
+    assert_eq!(directory, &path.parent().unwrap().join("directory.json"));
+    assert_eq!(
+        config.state.path,
+        path.parent().unwrap().join("seatwarden.db")
+    );
+}
+
+#[test]
+fn defaults_fill_everything_but_directory_and_workspace() {
+    let config = load(MINIMAL, &[]).unwrap();
+    assert_eq!(config.workspace.role_attribute, "roles");
+    assert_eq!(config.workspace.timeout, "30s");
+    assert!(config.policy.scope_groups.is_empty());
+    assert_eq!(config.safety.min_population_for_percent, 100);
+}
+
+#[test]
+fn environment_variables_override_keys_and_lists() {
+    let config = load(
+        MINIMAL,
+        &[
+            ("SEATWARDEN__WORKSPACE__PAGE_SIZE", "50"),
+            (
+                "SEATWARDEN__POLICY__SCOPE_GROUPS",
+                "Taskade Users,Contractors",
+            ),
+            ("SEATWARDEN__SAFETY__MAX_DEPROVISIONS", "3"),
+        ],
+    )
+    .unwrap();
+    assert_eq!(config.workspace.page_size, 50);
+    assert_eq!(
+        config.policy.scope_groups,
+        vec!["Taskade Users", "Contractors"]
+    );
+    assert_eq!(config.safety.max_deprovisions, 3);
+}
+
+#[test]
+fn an_unknown_key_is_named_with_the_file() {
+    let err = load(&format!("{MINIMAL}\n[safety]\nmax_deprovision = 3\n"), &[]).unwrap_err();
+    assert!(err.contains("max_deprovision"), "{err}");
+    assert!(err.contains("seatwarden.toml"), "{err}");
+}
+
+#[test]
+fn a_wrong_type_is_named_with_key_and_file() {
+    let text = MINIMAL.replace(
+        "token = \"s3cr3t-token-value\"",
+        "token = \"s3cr3t-token-value\"\npage_size = \"lots\"",
+    );
+    let err = load(&text, &[]).unwrap_err();
+    assert!(err.contains("page_size"), "{err}");
+    assert!(err.contains("seatwarden.toml"), "{err}");
+}
+
+#[test]
+fn a_bad_role_names_the_key() {
+    let err = load(
+        &format!("{MINIMAL}\n[policy]\ndefault_role = \"Admin\"\n"),
+        &[],
+    )
+    .unwrap_err();
+    assert!(err.contains("default_role"), "{err}");
+}
+
+#[test]
+fn semantic_errors_name_the_key() {
+    let err = load(
+        &MINIMAL.replace("https://scim.example.com/scim/v2", "not a url"),
+        &[],
+    )
+    .unwrap_err();
+    assert!(err.contains("workspace.url"), "{err}");
+    let err = load(
+        &format!("{MINIMAL}\n[safety]\nmax_deprovision_percent = 150\n"),
+        &[],
+    )
+    .unwrap_err();
+    assert!(err.contains("safety.max_deprovision_percent"), "{err}");
+    let err = load(
+        &MINIMAL.replace(
+            "token = \"s3cr3t-token-value\"",
+            "role_attribute = \"roles\"",
+        ),
+        &[],
+    )
+    .unwrap_err();
+    assert!(err.contains("workspace.token"), "{err}");
+}
+
+#[test]
+fn token_file_is_read_trimmed_and_never_printed() {
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "token", "file-token-123\n");
+    let text = MINIMAL.replace("token = \"s3cr3t-token-value\"", "token_file = \"token\"");
+    let path = write(dir.path(), "seatwarden.toml", &text);
+    let config = Config::load_with_env(&path, Some(HashMap::new())).unwrap();
+    use secrecy::ExposeSecret;
+    assert_eq!(
+        config.workspace_token().unwrap().expose_secret(),
+        "file-token-123"
+    );
+    let printed = config.to_redacted_toml();
+    assert!(!printed.contains("file-token-123"));
+    assert!(printed.contains("token_file"));
+}
+
+#[test]
+fn inline_token_is_redacted_in_the_effective_config_and_debug_output() {
+    let config = load(MINIMAL, &[]).unwrap();
+    let printed = config.to_redacted_toml();
+    assert!(printed.contains("[redacted]"), "{printed}");
+    assert!(!printed.contains("s3cr3t-token-value"));
+    assert!(!format!("{config:?}").contains("s3cr3t-token-value"));
+}
+
+#[test]
+fn a_missing_token_file_names_the_key_and_the_file() {
+    let text = MINIMAL.replace(
+        "token = \"s3cr3t-token-value\"",
+        "token_file = \"/nonexistent/token\"",
+    );
+    let config = load(&text, &[]).unwrap();
+    let err = config.workspace_token().unwrap_err().to_string();
+    assert!(err.contains("workspace.token_file"), "{err}");
+    assert!(err.contains("/nonexistent/token"), "{err}");
+}
+
+#[test]
+fn a_missing_config_file_says_how_to_point_at_one() {
+    let err = Config::load_with_env(Path::new("/nonexistent/seatwarden.toml"), None)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("SEATWARDEN_CONFIG"), "{err}");
+}
+
+#[test]
+fn durations_parse_in_the_documented_units() {
+    use seatwarden::config::parse_duration;
+    use std::time::Duration;
+    assert_eq!(parse_duration("30s"), Ok(Duration::from_secs(30)));
+    assert_eq!(parse_duration("1h30m"), Ok(Duration::from_secs(5400)));
+    assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+    assert_eq!(parse_duration("7d"), Ok(Duration::from_secs(7 * 86_400)));
+    assert!(parse_duration("30").is_err());
+    assert!(parse_duration("fast").is_err());
+}

@@ -1,0 +1,240 @@
+//! Interop with a SCIM server nobody on this team wrote: PyPI `scim2-server`.
+//!
+//! These tests are `#[ignore]`d so `cargo test` needs nothing installed; the interop
+//! suite (`bash scripts/interop.sh`) installs and starts the server and runs them with
+//! `--ignored`, passing its address in `SEATWARDEN_SCIM2_SERVER_URL` and the bearer
+//! token in `SEATWARDEN_SCIM2_SERVER_TOKEN`. Every test uses its own tenant.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use seatwarden::config::Config;
+use seatwarden::model::{AccountSpec, DriftKind, IdentityStatus};
+use seatwarden::retry::RetryPolicy;
+use seatwarden::run::{self, Mode};
+use seatwarden::store::Store;
+use seatwarden::synth::{self, SynthSpec};
+use seatwarden::workspace::{RoleAttribute, ScimClient, ScimSettings};
+
+fn server() -> (String, String) {
+    let url = std::env::var("SEATWARDEN_SCIM2_SERVER_URL").unwrap_or_else(|_| {
+        panic!(
+            "SEATWARDEN_SCIM2_SERVER_URL is not set: run the interop suite with \
+             `bash scripts/interop.sh`, which starts scim2-server"
+        )
+    });
+    let token = std::env::var("SEATWARDEN_SCIM2_SERVER_TOKEN")
+        .unwrap_or_else(|_| panic!("SEATWARDEN_SCIM2_SERVER_TOKEN is not set"));
+    (url.trim_end_matches('/').to_owned(), token)
+}
+
+/// A tenant of its own for each test, so tests never see each other's objects.
+fn tenant_url(base: &str, name: &str) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    format!("{base}/{name}-{}-{nanos}/v2", std::process::id())
+}
+
+fn client(url: &str, token: &str) -> ScimClient {
+    ScimClient::new(ScimSettings {
+        base_url: url.parse().unwrap(),
+        token: token.to_owned().into(),
+        role_attribute: RoleAttribute::Roles,
+        page_size: 100,
+        // scim2-server speaks HTTP/1.0 with a listen backlog of 5.
+        max_concurrency: 4,
+        requests_per_second: 1000,
+        timeout: Duration::from_secs(30),
+        retry: RetryPolicy::default(),
+    })
+    .unwrap()
+}
+
+#[tokio::test]
+#[ignore = "needs scim2-server: run `bash scripts/interop.sh`"]
+async fn interop_reconcile_converges_every_drift_kind_against_scim2_server() {
+    let (base, token) = server();
+    let url = tenant_url(&base, "converge");
+    let workspace = client(&url, &token);
+    workspace.discover().await.unwrap();
+
+    let data = synth::generate(&SynthSpec {
+        people: 300,
+        groups: 6,
+        drift_percent: 10.0,
+        seed: 7,
+    });
+
+    // Seed the workspace with the drifted state the generator describes.
+    let mut ids: HashMap<String, String> = HashMap::new();
+    for account in &data.workspace.accounts {
+        let created = workspace
+            .create_account(&AccountSpec {
+                user_name: account.user_name.clone(),
+                external_id: account.external_id.clone().unwrap_or_default(),
+                given_name: account.given_name.clone(),
+                family_name: account.family_name.clone(),
+                display_name: account.display_name.clone(),
+                email: account.email.clone(),
+                role: account.role(),
+            })
+            .await
+            .unwrap();
+        if !account.active {
+            workspace.set_active(&created.id, false).await.unwrap();
+        }
+        ids.insert(account.id.clone(), created.id);
+    }
+    for group in &data.workspace.groups {
+        let created = workspace.create_group(&group.display_name).await.unwrap();
+        let members: Vec<String> = group
+            .members
+            .iter()
+            .filter_map(|m| ids.get(m).cloned())
+            .collect();
+        if !members.is_empty() {
+            workspace.add_members(&created.id, &members).await.unwrap();
+        }
+    }
+
+    // Drift kinds the generator does not make: a leaver who came back (their
+    // account is inactive), and a disputed match (two accounts claim one person).
+    let active: Vec<_> = data
+        .directory
+        .identities
+        .iter()
+        .filter(|i| {
+            i.status == IdentityStatus::Active && i.groups.iter().any(|g| g == "Taskade Users")
+        })
+        .collect();
+    let returner = data
+        .workspace
+        .accounts
+        .iter()
+        .find(|a| {
+            a.active
+                && active
+                    .iter()
+                    .any(|i| a.external_id.as_deref() == Some(i.id.as_str()))
+        })
+        .expect("the generator keeps some converged accounts");
+    workspace
+        .set_active(&ids[&returner.id], false)
+        .await
+        .unwrap();
+    let disputed = active
+        .iter()
+        .find(|i| returner.external_id.as_deref() != Some(i.id.as_str()))
+        .unwrap();
+    workspace
+        .create_account(&AccountSpec {
+            user_name: format!("second.{}", disputed.user_name),
+            external_id: disputed.id.clone(),
+            given_name: None,
+            family_name: None,
+            display_name: None,
+            email: None,
+            role: None,
+        })
+        .await
+        .unwrap();
+
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("directory.json"),
+        synth::directory_json(&data.directory),
+    )
+    .unwrap();
+    let mut toml = format!(
+        "[directory]\nkind = \"file\"\npath = \"directory.json\"\n\n\
+         [workspace]\nurl = \"{url}\"\ntoken = \"{token}\"\nmax_concurrency = 4\nrequests_per_second = 1000\n\n\
+         [policy]\nscope_groups = [\"Taskade Users\"]\ndefault_role = \"Viewer\"\n\n\
+         [safety]\nmax_deprovisions = 1000\nmax_deprovision_percent = 100\n"
+    );
+    for (group, role) in &data.roles {
+        toml.push_str(&format!(
+            "\n[[policy.mapping]]\ngroup = \"{group}\"\nworkspace_group = \"{group}\"\nrole = \"{role}\"\n"
+        ));
+    }
+    std::fs::write(dir.path().join("seatwarden.toml"), toml).unwrap();
+    let config =
+        Config::load_with_env(&dir.path().join("seatwarden.toml"), Some(HashMap::new())).unwrap();
+
+    let first = run::execute(
+        &config,
+        Store::open(&config.state.path).unwrap(),
+        Mode::Reconcile,
+    )
+    .await
+    .unwrap();
+    let summary = &first.report.summary;
+    for kind in DriftKind::ALL {
+        assert!(
+            summary.drift_by_kind[&kind] > 0,
+            "the scenario should contain {kind}: {:?}",
+            summary.drift_by_kind
+        );
+    }
+    assert_eq!(
+        summary.actions_failed,
+        0,
+        "{:#?}",
+        first
+            .report
+            .actions
+            .iter()
+            .filter(|a| a.error.is_some())
+            .collect::<Vec<_>>()
+    );
+    assert_eq!(summary.actions_held, 0);
+    assert!(summary.actions_applied > 0);
+    assert!(summary.converged);
+
+    let second = run::execute(
+        &config,
+        Store::open(&config.state.path).unwrap(),
+        Mode::Plan,
+    )
+    .await
+    .unwrap();
+    assert!(
+        second.plan.is_empty(),
+        "a converged workspace plans nothing, got {:#?}",
+        second.plan.actions
+    );
+    // What remains is drift seatwarden reports but never acts on.
+    let left: Vec<DriftKind> = second.plan.drift.iter().map(|d| d.kind).collect();
+    assert!(
+        left.iter().all(|k| matches!(
+            k,
+            DriftKind::OrphanedAccount | DriftKind::DisputedMatch | DriftKind::GroupDrift
+        )),
+        "{left:?}"
+    );
+
+    // And the workspace really shows it: every leaver's account is inactive.
+    let after = workspace.snapshot(&|_| {}).await.unwrap();
+    for identity in data
+        .directory
+        .identities
+        .iter()
+        .filter(|i| i.status != IdentityStatus::Active)
+    {
+        if let Some(account) = after
+            .accounts
+            .iter()
+            .find(|a| a.user_name.eq_ignore_ascii_case(&identity.user_name))
+        {
+            assert!(!account.active, "{} should be inactive", identity.user_name);
+        }
+    }
+    let returned = after
+        .accounts
+        .iter()
+        .find(|a| a.id == ids[&returner.id])
+        .unwrap();
+    assert!(returned.active, "the returner's own account is reactivated");
+}

@@ -1,0 +1,260 @@
+//! Crash safety: a run that died after sending a create (journal row left
+//! `in_flight`) is resolved by the next run, which re-reads the workspace, links the
+//! account the create made, and never sends the create again.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use chrono::Utc;
+use serde_json::json;
+use wiremock::matchers::{method, path, query_param};
+use wiremock::{Mock, MockServer, ResponseTemplate};
+
+use seatwarden::config::Config;
+use seatwarden::model::{AccountSpec, Action, ActionKind, DriftKind, Plan, Role};
+use seatwarden::run::{self, Mode};
+use seatwarden::store::{ActionState, RunKind, Store};
+
+fn scim(body: serde_json::Value) -> ResponseTemplate {
+    ResponseTemplate::new(200)
+        .insert_header("content-type", "application/scim+json")
+        .set_body_json(body)
+}
+
+fn ada_account() -> serde_json::Value {
+    json!({
+        "schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"],
+        "id": "acc-1",
+        "userName": "ada@example.com",
+        "externalId": "00u1",
+        "name": {"givenName": "Ada", "familyName": "Lovelace"},
+        "displayName": "Ada Lovelace",
+        "emails": [{"value": "ada@example.com", "type": "work", "primary": true}],
+        "active": true,
+        "roles": [{"value": "Viewer", "primary": true}]
+    })
+}
+
+fn list(resources: Vec<serde_json::Value>) -> serde_json::Value {
+    json!({
+        "schemas": ["urn:ietf:params:scim:api:messages:2.0:ListResponse"],
+        "totalResults": resources.len(),
+        "startIndex": 1,
+        "itemsPerPage": resources.len(),
+        "Resources": resources
+    })
+}
+
+#[tokio::test]
+async fn an_interrupted_create_is_linked_not_sent_twice() {
+    let server = MockServer::start().await;
+    Mock::given(method("GET"))
+        .and(path("/ServiceProviderConfig"))
+        .respond_with(ResponseTemplate::new(404))
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/Users"))
+        .and(query_param("filter", "userName eq \"ada@example.com\""))
+        .respond_with(scim(list(vec![ada_account()])))
+        .with_priority(1)
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/Users"))
+        .respond_with(scim(list(vec![ada_account()])))
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/Groups"))
+        .respond_with(scim(list(vec![])))
+        .mount(&server)
+        .await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(500))
+        .expect(0)
+        .mount(&server)
+        .await;
+
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("directory.json"),
+        json!({"users": [{
+            "id": "00u1", "userName": "ada@example.com", "email": "ada@example.com",
+            "givenName": "Ada", "familyName": "Lovelace", "displayName": "Ada Lovelace",
+            "status": "active", "groups": []
+        }]})
+        .to_string(),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("seatwarden.toml"),
+        format!(
+            "[directory]\nkind = \"file\"\npath = \"directory.json\"\n\n\
+             [workspace]\nurl = \"{}\"\ntoken = \"t0ken\"\n",
+            server.uri()
+        ),
+    )
+    .unwrap();
+    let config = Config::load_with_env(
+        &dir.path().join("seatwarden.toml"),
+        Some(Default::default()),
+    )
+    .unwrap();
+
+    // The run that "crashed": its create was journaled in_flight and then nothing.
+    let crashed_run = {
+        let mut store = Store::open(&config.state.path).unwrap();
+        let run = store.begin_run(RunKind::Reconcile, Utc::now()).unwrap();
+        let plan = Plan {
+            actions: vec![Action {
+                seq: 0,
+                kind: ActionKind::CreateAccount {
+                    identity_id: "00u1".into(),
+                    spec: AccountSpec {
+                        user_name: "ada@example.com".into(),
+                        external_id: "00u1".into(),
+                        given_name: Some("Ada".into()),
+                        family_name: Some("Lovelace".into()),
+                        display_name: Some("Ada Lovelace".into()),
+                        email: Some("ada@example.com".into()),
+                        role: Some(Role::Viewer),
+                    },
+                },
+                reason: DriftKind::MissingAccount,
+                subject: "ada@example.com".into(),
+                identity_id: Some("00u1".into()),
+                detail: "in scope, no account".into(),
+                held: None,
+            }],
+            drift: vec![],
+            new_links: vec![],
+        };
+        store.save_plan(run, &plan, Utc::now()).unwrap();
+        store.mark_in_flight(run, 0, Utc::now()).unwrap();
+        run
+    };
+
+    let store = Store::open(&config.state.path).unwrap();
+    let outcome = run::execute(&config, store, Mode::Reconcile).await.unwrap();
+    assert_eq!(outcome.report.summary.recovered, 1);
+    assert!(
+        outcome.plan.is_empty(),
+        "nothing left to do: {:?}",
+        outcome.plan.actions
+    );
+
+    let store = Store::open(&config.state.path).unwrap();
+    let journal = store.journal(crashed_run).unwrap();
+    assert_eq!(journal[0].state, ActionState::Applied);
+    let links = store.links().unwrap();
+    assert_eq!(links.len(), 1);
+    assert_eq!(links[0].identity_id, "00u1");
+    assert_eq!(links[0].account_id, "acc-1");
+    // `expect(0)` on POST is checked when the server drops.
+}
+
+#[tokio::test]
+async fn an_interrupted_create_that_never_arrived_is_marked_failed_and_redone() {
+    let server = MockServer::start().await;
+    Mock::given(method("GET"))
+        .and(path("/ServiceProviderConfig"))
+        .respond_with(ResponseTemplate::new(404))
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/Users"))
+        .respond_with(scim(list(vec![])))
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/Groups"))
+        .respond_with(scim(list(vec![])))
+        .mount(&server)
+        .await;
+    Mock::given(method("POST"))
+        .and(path("/Users"))
+        .respond_with(
+            ResponseTemplate::new(201)
+                .insert_header("content-type", "application/scim+json")
+                .set_body_json(ada_account()),
+        )
+        .expect(1)
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/Users/acc-1"))
+        .respond_with(scim(ada_account()))
+        .mount(&server)
+        .await;
+
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("directory.json"),
+        json!({"users": [{
+            "id": "00u1", "userName": "ada@example.com", "email": "ada@example.com",
+            "givenName": "Ada", "familyName": "Lovelace", "displayName": "Ada Lovelace",
+            "status": "active", "groups": []
+        }]})
+        .to_string(),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("seatwarden.toml"),
+        format!(
+            "[directory]\nkind = \"file\"\npath = \"directory.json\"\n\n\
+             [workspace]\nurl = \"{}\"\ntoken = \"t0ken\"\n",
+            server.uri()
+        ),
+    )
+    .unwrap();
+    let config = Config::load_with_env(
+        &dir.path().join("seatwarden.toml"),
+        Some(Default::default()),
+    )
+    .unwrap();
+    let crashed_run = {
+        let mut store = Store::open(&config.state.path).unwrap();
+        let run = store.begin_run(RunKind::Reconcile, Utc::now()).unwrap();
+        let plan = Plan {
+            actions: vec![Action {
+                seq: 0,
+                kind: ActionKind::CreateAccount {
+                    identity_id: "00u1".into(),
+                    spec: AccountSpec {
+                        user_name: "ada@example.com".into(),
+                        external_id: "00u1".into(),
+                        given_name: None,
+                        family_name: None,
+                        display_name: None,
+                        email: None,
+                        role: None,
+                    },
+                },
+                reason: DriftKind::MissingAccount,
+                subject: "ada@example.com".into(),
+                identity_id: Some("00u1".into()),
+                detail: "in scope, no account".into(),
+                held: None,
+            }],
+            drift: vec![],
+            new_links: vec![],
+        };
+        store.save_plan(run, &plan, Utc::now()).unwrap();
+        store.mark_in_flight(run, 0, Utc::now()).unwrap();
+        run
+    };
+
+    let store = Store::open(&config.state.path).unwrap();
+    let outcome = run::execute(&config, store, Mode::Reconcile).await.unwrap();
+    assert_eq!(outcome.report.summary.recovered, 1);
+    assert_eq!(
+        outcome.report.summary.actions_applied, 1,
+        "{:?}",
+        outcome.report.actions
+    );
+    let store = Store::open(&config.state.path).unwrap();
+    assert_eq!(
+        store.journal(crashed_run).unwrap()[0].state,
+        ActionState::Failed
+    );
+    assert_eq!(store.links().unwrap()[0].account_id, "acc-1");
+}
