@@ -284,8 +284,8 @@ impl ScimClient {
         query: &[(&str, String)],
         body: Option<&Value>,
     ) -> Result<Answer, WorkspaceError> {
+        let endpoint = endpoint_name(&method, path, query);
         let mut url = format!("{}{path}", self.inner.base);
-        let mut endpoint = format!("{method} {path}");
         if !query.is_empty() {
             let encoded: Vec<String> = query
                 .iter()
@@ -293,9 +293,6 @@ impl ScimClient {
                 .collect();
             url.push('?');
             url.push_str(&encoded.join("&"));
-            let plain: Vec<String> = query.iter().map(|(k, v)| format!("{k}={v}")).collect();
-            endpoint.push('?');
-            endpoint.push_str(&plain.join("&"));
         }
         let body_bytes =
             match body {
@@ -397,7 +394,7 @@ impl ScimClient {
     /// body, a body that is not JSON) is tolerated: defaults apply. Authentication
     /// failures and unreachable servers are errors.
     pub async fn discover(&self) -> Result<(), WorkspaceError> {
-        let (endpoint, config) = match self.get_json("/ServiceProviderConfig", &[]).await {
+        let (_, config) = match self.get_json("/ServiceProviderConfig", &[]).await {
             Ok(found) => found,
             Err(
                 e @ WorkspaceError::Status {
@@ -412,7 +409,6 @@ impl ScimClient {
                 return Ok(());
             }
         };
-        let _ = endpoint;
         let number = |v: &Value| match v {
             Value::Number(n) => n.as_u64(),
             Value::String(s) => s.trim().parse().ok(),

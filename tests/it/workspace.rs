@@ -896,6 +896,73 @@ async fn client_errors_are_not_retried() {
     assert_eq!(client.stats().retries, 0);
 }
 
+// ---------------------------------------------------------------- transport
+
+/// A hand-rolled HTTP server on a std thread: `http10` answers HTTP/1.0 without a
+/// length and closes (like Python's wsgiref); otherwise it answers HTTP/1.1 with
+/// keep-alive but closes a connection, unanswered, on its second request.
+fn closing_server(http10: bool) -> String {
+    use std::io::{BufRead, BufReader, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { return };
+            std::thread::spawn(move || {
+                let mut reader = BufReader::new(stream.try_clone().unwrap());
+                for served in 0.. {
+                    let mut line = String::new();
+                    loop {
+                        line.clear();
+                        if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                            return;
+                        }
+                        if line == "\r\n" {
+                            break;
+                        }
+                    }
+                    if served == 1 {
+                        return; // drop the connection with the request unanswered
+                    }
+                    let body = r#"{"id": "u1", "userName": "a"}"#;
+                    let head = if http10 {
+                        "HTTP/1.0 200 OK\r\nContent-Type: application/scim+json\r\n\r\n".to_owned()
+                    } else {
+                        format!(
+                            "HTTP/1.1 200 OK\r\nContent-Type: application/scim+json\r\nContent-Length: {}\r\n\r\n",
+                            body.len()
+                        )
+                    };
+                    let _ = stream.write_all(format!("{head}{body}").as_bytes());
+                    let _ = stream.flush();
+                    if http10 {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    format!("http://{addr}/scim/v2")
+}
+
+#[tokio::test]
+async fn servers_that_close_connections_are_survived() {
+    for http10 in [true, false] {
+        let client = ScimClient::new(settings(&closing_server(http10))).unwrap();
+        for _ in 0..3 {
+            let account = client.get_account("u1").await.unwrap().unwrap();
+            assert_eq!(account.id, "u1");
+        }
+        let stats = client.stats();
+        if http10 {
+            assert_eq!(stats.retries, 0, "HTTP/1.0 connections are never reused");
+        } else {
+            // The second request went out on the kept-alive connection and was cut.
+            assert!(stats.retries >= 1, "{stats:?}");
+        }
+    }
+}
+
 // ---------------------------------------------------------------- interop
 
 /// Talks to a real scim2-server (`scripts/interop-setup.sh`, then
