@@ -896,6 +896,89 @@ async fn client_errors_are_not_retried() {
     assert_eq!(client.stats().retries, 0);
 }
 
+#[tokio::test]
+async fn unusable_service_provider_configs_are_tolerated() {
+    let answers = [
+        ResponseTemplate::new(501)
+            .set_body_json(json!({"status": 501, "detail": "not implemented"})),
+        ResponseTemplate::new(500).set_body_string("<html>boom</html>"),
+        ResponseTemplate::new(200).set_body_string("<html>hello</html>"),
+        ResponseTemplate::new(200).set_body_json(json!({"filter": "yes"})),
+    ];
+    for answer in answers {
+        let server = MockServer::start().await;
+        Mock::given(method("GET"))
+            .and(path("/scim/v2/ServiceProviderConfig"))
+            .respond_with(answer)
+            .mount(&server)
+            .await;
+        let client = client(&server);
+        client.discover().await.unwrap();
+    }
+}
+
+#[tokio::test]
+async fn concurrency_and_rate_are_bounded() {
+    let server = MockServer::start().await;
+    Mock::given(method("GET"))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .set_body_json(json!({"id": "u1", "userName": "a"}))
+                .set_delay(Duration::from_millis(300)),
+        )
+        .mount(&server)
+        .await;
+    // Two at a time: four requests take two rounds.
+    let client = client_with(&server, |s| s.max_concurrency = 2);
+    let started = std::time::Instant::now();
+    let all = futures::future::join_all((0..4).map(|_| client.get_account("u1"))).await;
+    assert!(all.iter().all(Result::is_ok));
+    let elapsed = started.elapsed();
+    assert!(elapsed >= Duration::from_millis(580), "{elapsed:?}");
+    assert!(elapsed < Duration::from_millis(1100), "{elapsed:?}");
+
+    // Two per second (burst of two): the fourth request waits about a second.
+    let client = client_with(&server, |s| {
+        s.max_concurrency = 8;
+        s.requests_per_second = 2;
+    });
+    let started = std::time::Instant::now();
+    let all = futures::future::join_all((0..4).map(|_| client.get_account("u1"))).await;
+    assert!(all.iter().all(Result::is_ok));
+    assert!(
+        started.elapsed() >= Duration::from_millis(950),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
+#[tokio::test]
+async fn timeouts_are_transient_and_retried() {
+    let server = MockServer::start().await;
+    Mock::given(method("GET"))
+        .respond_with(ResponseTemplate::new(200).set_delay(Duration::from_secs(5)))
+        .expect(2)
+        .mount(&server)
+        .await;
+    let client = client_with(&server, |s| {
+        s.timeout = Duration::from_millis(200);
+        s.retry = RetryPolicy::immediate(1);
+    });
+    let err = client.get_account("u1").await.unwrap_err();
+    assert!(err.is_transient());
+    assert!(
+        err.to_string().starts_with("GET /Users/u1: timed out"),
+        "{err}"
+    );
+    assert_eq!(
+        client.stats(),
+        seatwarden::workspace::ClientStats {
+            requests: 2,
+            retries: 1
+        }
+    );
+}
+
 // ---------------------------------------------------------------- transport
 
 /// A hand-rolled HTTP server on a std thread: `http10` answers HTTP/1.0 without a
