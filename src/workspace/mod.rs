@@ -527,6 +527,21 @@ impl ScimClient {
         body["schemas"] = Value::Array(schemas);
         let endpoint = endpoint_name(&Method::POST, "/Users", &[]);
         let answer = self.send(Method::POST, "/Users", &[], Some(&body)).await?;
+        if answer.body.trim().is_empty() {
+            // A 201 without the resource: read it back.
+            return self
+                .find_account_by_user_name(&spec.user_name)
+                .await?
+                .ok_or_else(|| {
+                    WorkspaceError::malformed(
+                        &endpoint,
+                        format!(
+                            "HTTP {} without a body, and userName {:?} is not found afterwards",
+                            answer.status, spec.user_name
+                        ),
+                    )
+                });
+        }
         let v = parse::json_body(&endpoint, &answer.body)?;
         parse::account(&endpoint, &v, &self.inner.role_attribute)
     }
@@ -597,6 +612,21 @@ impl ScimClient {
         let body = json!({"schemas": [SCHEMA_GROUP], "displayName": display_name});
         let endpoint = endpoint_name(&Method::POST, "/Groups", &[]);
         let answer = self.send(Method::POST, "/Groups", &[], Some(&body)).await?;
+        if answer.body.trim().is_empty() {
+            // A 201 without the resource: read it back.
+            return self
+                .find_group_by_name(display_name)
+                .await?
+                .ok_or_else(|| {
+                    WorkspaceError::malformed(
+                        &endpoint,
+                        format!(
+                            "HTTP {} without a body, and group {display_name:?} is not found afterwards",
+                            answer.status
+                        ),
+                    )
+                });
+        }
         let v = parse::json_body(&endpoint, &answer.body)?;
         parse::group(&endpoint, &v)
     }

@@ -691,6 +691,47 @@ async fn create_account_posts_the_spec() {
 }
 
 #[tokio::test]
+async fn created_without_a_body_is_read_back() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(201))
+        .expect(2)
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/scim/v2/Groups"))
+        .and(query_param("filter", r#"displayName eq "G""#))
+        .respond_with(list(Some(1), vec![json!({"id": "g1", "displayName": "G"})]))
+        .expect(1)
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/scim/v2/Users"))
+        .respond_with(list(Some(0), vec![]))
+        .expect(1)
+        .mount(&server)
+        .await;
+    let client = client(&server);
+    assert_eq!(client.create_group("G").await.unwrap().id, "g1");
+    let spec = AccountSpec {
+        user_name: "ghost".into(),
+        external_id: "e".into(),
+        given_name: None,
+        family_name: None,
+        display_name: None,
+        email: None,
+        role: None,
+    };
+    let err = client.create_account(&spec).await.unwrap_err();
+    assert!(matches!(err, WorkspaceError::Malformed { .. }), "{err}");
+    assert!(
+        err.to_string()
+            .starts_with("POST /Users: malformed response: HTTP 201 without a body"),
+        "{err}"
+    );
+}
+
+#[tokio::test]
 async fn conflict_without_scim_type_is_a_conflict() {
     let server = MockServer::start().await;
     Mock::given(method("POST"))
