@@ -1,1 +1,775 @@
-//! TODO
+//! The SCIM 2.0 workspace client: discovery (`/ServiceProviderConfig`), index paging
+//! that survives lying or lazy providers, and the writes the executor needs.
+//!
+//! Every request goes through [`ScimClient::send`]: a concurrency permit, the rate
+//! limiter, bearer auth, a per-request timeout and [`crate::retry::retry`] for
+//! transient failures (connect errors, timeouts, closed connections, 429, 5xx).
+
+mod error;
+mod paging;
+mod parse;
+
+use std::collections::HashSet;
+use std::num::NonZeroU32;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, SystemTime};
+
+use governor::clock::DefaultClock;
+use governor::middleware::NoOpMiddleware;
+use governor::state::{InMemoryState, NotKeyed};
+use governor::{Quota, RateLimiter};
+use reqwest::Method;
+use secrecy::{ExposeSecret, SecretString};
+use serde_json::{Value, json};
+use tokio::sync::Semaphore;
+
+pub use error::WorkspaceError;
+
+use crate::model::{
+    Account, AccountSpec, Attribute, AttributeChange, Role, WorkspaceGroup, WorkspaceSnapshot,
+};
+use crate::retry::RetryPolicy;
+
+const SCHEMA_USER: &str = "urn:ietf:params:scim:schemas:core:2.0:User";
+const SCHEMA_GROUP: &str = "urn:ietf:params:scim:schemas:core:2.0:Group";
+const SCHEMA_PATCH: &str = "urn:ietf:params:scim:api:messages:2.0:PatchOp";
+const SCIM_JSON: &str = "application/scim+json";
+/// Members per `add` operation / `remove` operations per request.
+const MEMBER_CHUNK: usize = 100;
+
+/// Which attribute carries an account's role.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RoleAttribute {
+    /// The multi-valued core `roles` attribute.
+    Roles,
+    /// Roles are not written (nor read).
+    None,
+    /// A single-valued extension attribute, e.g.
+    /// `urn:ietf:params:scim:schemas:extension:taskade:2.0:User:role`.
+    Extension { schema: String, attribute: String },
+}
+
+impl RoleAttribute {
+    /// `"roles"`, `"none"` or a full extension attribute URN (split at the last `:`).
+    pub fn parse(s: &str) -> Result<RoleAttribute, String> {
+        let s = s.trim();
+        if s.eq_ignore_ascii_case("roles") {
+            return Ok(RoleAttribute::Roles);
+        }
+        if s.eq_ignore_ascii_case("none") {
+            return Ok(RoleAttribute::None);
+        }
+        match s.rsplit_once(':') {
+            Some((schema, attribute))
+                if s.starts_with("urn:") && schema.contains(':') && !attribute.is_empty() =>
+            {
+                Ok(RoleAttribute::Extension {
+                    schema: schema.to_owned(),
+                    attribute: attribute.to_owned(),
+                })
+            }
+            _ => Err(format!(
+                "unknown role attribute {s:?}; expected \"roles\", \"none\" or an extension \
+                 attribute such as \"urn:ietf:params:scim:schemas:extension:acme:2.0:User:role\""
+            )),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct ScimSettings {
+    /// Up to and including the version, e.g. `https://www.taskade.com/scim/v2`.
+    pub base_url: url::Url,
+    pub token: SecretString,
+    pub role_attribute: RoleAttribute,
+    /// Requested page size; capped by the provider's `filter.maxResults`.
+    pub page_size: u32,
+    pub max_concurrency: usize,
+    /// 0 disables rate limiting.
+    pub requests_per_second: u32,
+    /// Per request (each attempt).
+    pub timeout: Duration,
+    pub retry: RetryPolicy,
+}
+
+/// Reported after each page of a listing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Progress {
+    /// `"accounts"` or `"groups"`.
+    pub what: &'static str,
+    pub pages: u64,
+    /// Distinct objects so far.
+    pub objects: u64,
+    /// The provider's `totalResults`, when it sent one.
+    pub total: Option<u64>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ClientStats {
+    /// HTTP attempts made (retries included).
+    pub requests: u64,
+    /// Attempts that were retries of a transient failure.
+    pub retries: u64,
+}
+
+/// What `/ServiceProviderConfig` told us.
+#[derive(Debug, Clone, Copy, Default)]
+struct Discovered {
+    max_results: Option<u32>,
+    patch_supported: Option<bool>,
+}
+
+type Limiter = RateLimiter<NotKeyed, InMemoryState, DefaultClock, NoOpMiddleware>;
+
+struct Inner {
+    http: reqwest::Client,
+    /// Base URL without a trailing slash.
+    base: String,
+    token: SecretString,
+    role_attribute: RoleAttribute,
+    page_size: u32,
+    max_concurrency: usize,
+    timeout: Duration,
+    retry: RetryPolicy,
+    permits: Semaphore,
+    limiter: Option<Limiter>,
+    discovered: Mutex<Discovered>,
+    requests: AtomicU64,
+    retries: AtomicU64,
+}
+
+/// A SCIM 2.0 client; cheap to clone, shared by concurrent tasks.
+#[derive(Clone)]
+pub struct ScimClient {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for ScimClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ScimClient")
+            .field("base", &self.inner.base)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A successful answer: status and raw body (possibly empty).
+struct Answer {
+    status: u16,
+    body: String,
+}
+
+/// Percent-encodes a query component (RFC 3986 unreserved characters stay as-is;
+/// spaces become `%20`, not `+`, which some providers do not decode).
+fn encode_component(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+fn transport_error(endpoint: &str, e: &reqwest::Error) -> WorkspaceError {
+    let mut message = if e.is_timeout() {
+        "timed out".to_owned()
+    } else if e.is_connect() {
+        "connection failed".to_owned()
+    } else {
+        "request failed".to_owned()
+    };
+    // The chain says why ("connection closed before message completed", …). reqwest's
+    // own Display carries the URL, never headers; strip it anyway, we name the endpoint.
+    let mut source: Option<&dyn std::error::Error> = std::error::Error::source(e);
+    while let Some(s) = source {
+        message.push_str(": ");
+        message.push_str(&s.to_string());
+        source = s.source();
+    }
+    WorkspaceError::Transport {
+        endpoint: endpoint.to_owned(),
+        message,
+        // A builder error (bad URL) will not fix itself; everything else that failed
+        // before a status arrived is the network's or the server's doing.
+        transient: !e.is_builder(),
+    }
+}
+
+impl ScimClient {
+    pub fn new(settings: ScimSettings) -> Result<ScimClient, WorkspaceError> {
+        // Another component may have installed it already; either way one is there.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        match settings.base_url.scheme() {
+            "http" | "https" => {}
+            other => {
+                return Err(WorkspaceError::Settings(format!(
+                    "base URL scheme must be http or https, not {other:?}"
+                )));
+            }
+        }
+        if settings.base_url.query().is_some() {
+            return Err(WorkspaceError::Settings(
+                "base URL must not have a query".to_owned(),
+            ));
+        }
+        if settings.max_concurrency == 0 {
+            return Err(WorkspaceError::Settings(
+                "max_concurrency must be at least 1".to_owned(),
+            ));
+        }
+        let http = reqwest::Client::builder()
+            .tls_backend_rustls()
+            .connect_timeout(settings.timeout)
+            // Providers behind wsgiref-style servers close every connection; do not
+            // keep idle ones around for long.
+            .pool_idle_timeout(Duration::from_secs(15))
+            .user_agent(concat!("seatwarden/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| WorkspaceError::Settings(format!("HTTP client: {e}")))?;
+        let limiter = NonZeroU32::new(settings.requests_per_second).map(|rps| {
+            RateLimiter::direct_with_clock(Quota::per_second(rps), DefaultClock::default())
+        });
+        Ok(ScimClient {
+            inner: Arc::new(Inner {
+                http,
+                base: settings.base_url.as_str().trim_end_matches('/').to_owned(),
+                token: settings.token,
+                role_attribute: settings.role_attribute,
+                page_size: settings.page_size.max(1),
+                max_concurrency: settings.max_concurrency,
+                timeout: settings.timeout,
+                retry: settings.retry,
+                permits: Semaphore::new(settings.max_concurrency),
+                limiter,
+                discovered: Mutex::new(Discovered::default()),
+                requests: AtomicU64::new(0),
+                retries: AtomicU64::new(0),
+            }),
+        })
+    }
+
+    pub fn stats(&self) -> ClientStats {
+        ClientStats {
+            requests: self.inner.requests.load(Ordering::Relaxed),
+            retries: self.inner.retries.load(Ordering::Relaxed),
+        }
+    }
+
+    fn discovered(&self) -> Discovered {
+        *self
+            .inner
+            .discovered
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The page size actually requested: the configured one, capped by the
+    /// provider's `filter.maxResults`, never 0.
+    fn effective_page_size(&self) -> u32 {
+        let mut n = self.inner.page_size;
+        if let Some(max) = self.discovered().max_results.filter(|m| *m > 0) {
+            n = n.min(max);
+        }
+        n.max(1)
+    }
+
+    /// The one way out: permit, rate limit, auth, timeout, retries.
+    async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        query: &[(&str, String)],
+        body: Option<&Value>,
+    ) -> Result<Answer, WorkspaceError> {
+        let endpoint = endpoint_name(&method, path, query);
+        let mut url = format!("{}{path}", self.inner.base);
+        if !query.is_empty() {
+            let encoded: Vec<String> = query
+                .iter()
+                .map(|(k, v)| format!("{}={}", encode_component(k), encode_component(v)))
+                .collect();
+            url.push('?');
+            url.push_str(&encoded.join("&"));
+        }
+        let body_bytes =
+            match body {
+                Some(v) => Some(serde_json::to_vec(v).map_err(|e| {
+                    WorkspaceError::malformed(&endpoint, format!("request body: {e}"))
+                })?),
+                None => None,
+            };
+        let inner = &self.inner;
+        crate::retry::retry(
+            inner.retry,
+            || self.attempt(&method, &url, &endpoint, body_bytes.clone()),
+            |e, delay| {
+                inner.retries.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(error = %e, ?delay, "retrying SCIM request");
+            },
+        )
+        .await
+    }
+
+    async fn attempt(
+        &self,
+        method: &Method,
+        url: &str,
+        endpoint: &str,
+        body: Option<Vec<u8>>,
+    ) -> Result<Answer, WorkspaceError> {
+        let inner = &self.inner;
+        let _permit = inner
+            .permits
+            .acquire()
+            .await
+            .map_err(|_| WorkspaceError::Settings("client is shut down".to_owned()))?;
+        if let Some(limiter) = &inner.limiter {
+            limiter.until_ready().await;
+        }
+        inner.requests.fetch_add(1, Ordering::Relaxed);
+        let mut request = inner
+            .http
+            .request(method.clone(), url)
+            .timeout(inner.timeout)
+            .bearer_auth(inner.token.expose_secret())
+            .header(
+                reqwest::header::ACCEPT,
+                "application/scim+json, application/json",
+            );
+        if let Some(body) = body {
+            request = request
+                .header(reqwest::header::CONTENT_TYPE, SCIM_JSON)
+                .body(body);
+        }
+        let response = request
+            .send()
+            .await
+            .map_err(|e| transport_error(endpoint, &e))?;
+        let status = response.status().as_u16();
+        let retry_after = response
+            .headers()
+            .get(reqwest::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| crate::retry::parse_retry_after(v, SystemTime::now()));
+        let text = response
+            .text()
+            .await
+            .map_err(|e| transport_error(endpoint, &e))?;
+        if (200..300).contains(&status) {
+            return Ok(Answer { status, body: text });
+        }
+        let (scim_type, detail) = parse::error_body(&text);
+        // Belt and braces: a provider echoing the Authorization header must not
+        // smuggle the token into an error message.
+        let token = inner.token.expose_secret();
+        let detail = if token.is_empty() {
+            detail
+        } else {
+            detail.replace(token, "[redacted]")
+        };
+        Err(WorkspaceError::Status {
+            endpoint: endpoint.to_owned(),
+            status,
+            scim_type,
+            detail,
+            retry_after,
+        })
+    }
+
+    async fn get_json(
+        &self,
+        path: &str,
+        query: &[(&str, String)],
+    ) -> Result<(String, Value), WorkspaceError> {
+        let endpoint = endpoint_name(&Method::GET, path, query);
+        let answer = self.send(Method::GET, path, query, None).await?;
+        let value = parse::json_body(&endpoint, &answer.body)?;
+        Ok((endpoint, value))
+    }
+
+    /// Reads `/ServiceProviderConfig`. A provider without one (404, 501, an error
+    /// body, a body that is not JSON) is tolerated: defaults apply. Authentication
+    /// failures and unreachable servers are errors.
+    pub async fn discover(&self) -> Result<(), WorkspaceError> {
+        let (_, config) = match self.get_json("/ServiceProviderConfig", &[]).await {
+            Ok(found) => found,
+            Err(
+                e @ WorkspaceError::Status {
+                    status: 401 | 403, ..
+                },
+            ) => return Err(e),
+            Err(e @ (WorkspaceError::Transport { .. } | WorkspaceError::Settings(_))) => {
+                return Err(e);
+            }
+            Err(e) => {
+                tracing::info!(error = %e, "no usable ServiceProviderConfig; using defaults");
+                return Ok(());
+            }
+        };
+        let number = |v: &Value| match v {
+            Value::Number(n) => n.as_u64(),
+            Value::String(s) => s.trim().parse().ok(),
+            _ => None,
+        };
+        let flag = |v: &Value| match v {
+            Value::Bool(b) => Some(*b),
+            Value::String(s) => s.trim().parse().ok(),
+            _ => None,
+        };
+        let max_results = config
+            .get("filter")
+            .and_then(|f| f.get("maxResults"))
+            .and_then(number)
+            .filter(|m| *m > 0)
+            .map(|m| u32::try_from(m).unwrap_or(u32::MAX));
+        let patch_supported = config
+            .get("patch")
+            .and_then(|p| p.get("supported"))
+            .and_then(flag);
+        tracing::debug!(
+            ?max_results,
+            ?patch_supported,
+            "discovered ServiceProviderConfig"
+        );
+        *self
+            .inner
+            .discovered
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Discovered {
+            max_results,
+            patch_supported,
+        };
+        Ok(())
+    }
+
+    /// All Users and all Groups (with members), listed concurrently.
+    pub async fn snapshot(
+        &self,
+        progress: &(dyn Fn(Progress) + Send + Sync),
+    ) -> Result<WorkspaceSnapshot, WorkspaceError> {
+        let role_attribute = self.inner.role_attribute.clone();
+        let accounts = paging::list_all(self, "/Users", "accounts", progress, |endpoint, v| {
+            let account = parse::account(endpoint, v, &role_attribute)?;
+            Ok((account.id.clone(), account))
+        });
+        let groups = paging::list_all(self, "/Groups", "groups", progress, |endpoint, v| {
+            let group = parse::group(endpoint, v)?;
+            Ok((group.id.clone(), group))
+        });
+        let (accounts, groups) = futures::try_join!(accounts, groups)?;
+        Ok(WorkspaceSnapshot { accounts, groups })
+    }
+
+    pub async fn get_account(&self, id: &str) -> Result<Option<Account>, WorkspaceError> {
+        let path = format!("/Users/{}", encode_component(id));
+        match self.get_json(&path, &[]).await {
+            Ok((endpoint, v)) => {
+                parse::account(&endpoint, &v, &self.inner.role_attribute).map(Some)
+            }
+            Err(e) if e.is_not_found() => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// `filter=userName eq "…"`; userName is not case-exact, so among several
+    /// results the exact (case-insensitive) match wins.
+    pub async fn find_account_by_user_name(
+        &self,
+        user_name: &str,
+    ) -> Result<Option<Account>, WorkspaceError> {
+        let filter = format!("userName eq {}", parse::filter_string(user_name));
+        let found = self
+            .find("/Users", filter, |endpoint, v| {
+                parse::account(endpoint, v, &self.inner.role_attribute)
+            })
+            .await?;
+        Ok(pick(found, |a: &Account| {
+            a.user_name.eq_ignore_ascii_case(user_name)
+        }))
+    }
+
+    pub async fn create_account(&self, spec: &AccountSpec) -> Result<Account, WorkspaceError> {
+        let mut schemas = vec![Value::from(SCHEMA_USER)];
+        let mut body = json!({
+            "userName": spec.user_name,
+            "externalId": spec.external_id,
+            "active": true,
+        });
+        let mut name = serde_json::Map::new();
+        if let Some(given) = &spec.given_name {
+            name.insert("givenName".into(), given.clone().into());
+        }
+        if let Some(family) = &spec.family_name {
+            name.insert("familyName".into(), family.clone().into());
+        }
+        if !name.is_empty() {
+            body["name"] = Value::Object(name);
+        }
+        if let Some(display) = &spec.display_name {
+            body["displayName"] = display.clone().into();
+        }
+        if let Some(email) = &spec.email {
+            body["emails"] = email_value(email);
+        }
+        if let Some(role) = spec.role {
+            match &self.inner.role_attribute {
+                RoleAttribute::None => {}
+                RoleAttribute::Roles => body["roles"] = roles_value(role),
+                RoleAttribute::Extension { schema, attribute } => {
+                    schemas.push(schema.clone().into());
+                    body[schema.as_str()] = json!({ attribute.as_str(): role.as_str() });
+                }
+            }
+        }
+        body["schemas"] = Value::Array(schemas);
+        let endpoint = endpoint_name(&Method::POST, "/Users", &[]);
+        let answer = self.send(Method::POST, "/Users", &[], Some(&body)).await?;
+        if answer.body.trim().is_empty() {
+            // A 201 without the resource: read it back.
+            return self
+                .find_account_by_user_name(&spec.user_name)
+                .await?
+                .ok_or_else(|| {
+                    WorkspaceError::malformed(
+                        &endpoint,
+                        format!(
+                            "HTTP {} without a body, and userName {:?} is not found afterwards",
+                            answer.status, spec.user_name
+                        ),
+                    )
+                });
+        }
+        let v = parse::json_body(&endpoint, &answer.body)?;
+        parse::account(&endpoint, &v, &self.inner.role_attribute)
+    }
+
+    pub async fn update_attributes(
+        &self,
+        id: &str,
+        changes: &[AttributeChange],
+    ) -> Result<(), WorkspaceError> {
+        let operations: Vec<Value> = changes.iter().map(attribute_op).collect();
+        if operations.is_empty() {
+            return Ok(());
+        }
+        self.patch(&format!("/Users/{}", encode_component(id)), operations)
+            .await
+    }
+
+    /// Writes the role per the configured attribute; `RoleAttribute::None` sends nothing.
+    pub async fn set_role(&self, id: &str, role: Role) -> Result<(), WorkspaceError> {
+        let op = match &self.inner.role_attribute {
+            RoleAttribute::None => return Ok(()),
+            RoleAttribute::Roles => {
+                json!({"op": "replace", "path": "roles", "value": roles_value(role)})
+            }
+            RoleAttribute::Extension { schema, attribute } => json!({
+                "op": "replace",
+                "path": format!("{schema}:{attribute}"),
+                "value": role.as_str(),
+            }),
+        };
+        self.patch(&format!("/Users/{}", encode_component(id)), vec![op])
+            .await
+    }
+
+    pub async fn set_active(&self, id: &str, active: bool) -> Result<(), WorkspaceError> {
+        let op = json!({"op": "replace", "path": "active", "value": active});
+        self.patch(&format!("/Users/{}", encode_component(id)), vec![op])
+            .await
+    }
+
+    pub async fn delete_account(&self, id: &str) -> Result<(), WorkspaceError> {
+        let path = format!("/Users/{}", encode_component(id));
+        self.send(Method::DELETE, &path, &[], None).await?;
+        Ok(())
+    }
+
+    pub async fn get_group(&self, id: &str) -> Result<Option<WorkspaceGroup>, WorkspaceError> {
+        let path = format!("/Groups/{}", encode_component(id));
+        match self.get_json(&path, &[]).await {
+            Ok((endpoint, v)) => parse::group(&endpoint, &v).map(Some),
+            Err(e) if e.is_not_found() => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    pub async fn find_group_by_name(
+        &self,
+        display_name: &str,
+    ) -> Result<Option<WorkspaceGroup>, WorkspaceError> {
+        let filter = format!("displayName eq {}", parse::filter_string(display_name));
+        let found = self.find("/Groups", filter, parse::group).await?;
+        Ok(pick(found, |g: &WorkspaceGroup| {
+            g.display_name == display_name
+        }))
+    }
+
+    pub async fn create_group(&self, display_name: &str) -> Result<WorkspaceGroup, WorkspaceError> {
+        let body = json!({"schemas": [SCHEMA_GROUP], "displayName": display_name});
+        let endpoint = endpoint_name(&Method::POST, "/Groups", &[]);
+        let answer = self.send(Method::POST, "/Groups", &[], Some(&body)).await?;
+        if answer.body.trim().is_empty() {
+            // A 201 without the resource: read it back.
+            return self
+                .find_group_by_name(display_name)
+                .await?
+                .ok_or_else(|| {
+                    WorkspaceError::malformed(
+                        &endpoint,
+                        format!(
+                            "HTTP {} without a body, and group {display_name:?} is not found afterwards",
+                            answer.status
+                        ),
+                    )
+                });
+        }
+        let v = parse::json_body(&endpoint, &answer.body)?;
+        parse::group(&endpoint, &v)
+    }
+
+    /// `add members [{value}]`, at most 100 members per request.
+    pub async fn add_members(
+        &self,
+        group_id: &str,
+        account_ids: &[String],
+    ) -> Result<(), WorkspaceError> {
+        let path = format!("/Groups/{}", encode_component(group_id));
+        for chunk in account_ids.chunks(MEMBER_CHUNK) {
+            let members: Vec<Value> = chunk.iter().map(|id| json!({"value": id})).collect();
+            let op = json!({"op": "add", "path": "members", "value": members});
+            self.patch(&path, vec![op]).await?;
+        }
+        Ok(())
+    }
+
+    /// One `remove members[value eq "id"]` operation per id, at most 100 per request.
+    pub async fn remove_members(
+        &self,
+        group_id: &str,
+        account_ids: &[String],
+    ) -> Result<(), WorkspaceError> {
+        let path = format!("/Groups/{}", encode_component(group_id));
+        for chunk in account_ids.chunks(MEMBER_CHUNK) {
+            let ops: Vec<Value> = chunk
+                .iter()
+                .map(|id| {
+                    json!({
+                        "op": "remove",
+                        "path": format!("members[value eq {}]", parse::filter_string(id)),
+                    })
+                })
+                .collect();
+            self.patch(&path, ops).await?;
+        }
+        Ok(())
+    }
+
+    /// PATCH; success is 200 with the resource or 204 without a body.
+    async fn patch(&self, path: &str, operations: Vec<Value>) -> Result<(), WorkspaceError> {
+        if self.discovered().patch_supported == Some(false) {
+            tracing::warn!(path, "provider says PATCH is not supported; trying anyway");
+        }
+        let body = json!({"schemas": [SCHEMA_PATCH], "Operations": operations});
+        let answer = self.send(Method::PATCH, path, &[], Some(&body)).await?;
+        tracing::trace!(path, status = answer.status, "patched");
+        Ok(())
+    }
+
+    /// GET with a filter; every match (one page of them).
+    async fn find<T>(
+        &self,
+        path: &str,
+        filter: String,
+        parse_one: impl Fn(&str, &Value) -> Result<T, WorkspaceError>,
+    ) -> Result<Vec<T>, WorkspaceError> {
+        let query = [
+            ("filter", filter),
+            ("startIndex", "1".to_owned()),
+            ("count", self.effective_page_size().to_string()),
+        ];
+        let (endpoint, v) = self.get_json(path, &query).await?;
+        let page = parse::page(&endpoint, &v, 1)?;
+        let mut seen = HashSet::new();
+        let mut out = Vec::new();
+        for item in &page.resources {
+            let parsed = parse_one(&endpoint, item)?;
+            if let Some(Value::String(id)) = item.get("id") {
+                if !seen.insert(id.clone()) {
+                    continue;
+                }
+            }
+            out.push(parsed);
+        }
+        Ok(out)
+    }
+}
+
+/// The `matches` candidate, else the only one; several non-matching: none.
+fn pick<T>(found: Vec<T>, matches: impl Fn(&T) -> bool) -> Option<T> {
+    if found.len() == 1 {
+        return found.into_iter().next();
+    }
+    found.into_iter().find(|x| matches(x))
+}
+
+pub(crate) fn endpoint_name(method: &Method, path: &str, query: &[(&str, String)]) -> String {
+    let mut endpoint = format!("{method} {path}");
+    if !query.is_empty() {
+        let plain: Vec<String> = query.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        endpoint.push('?');
+        endpoint.push_str(&plain.join("&"));
+    }
+    endpoint
+}
+
+fn email_value(email: &str) -> Value {
+    json!([{"value": email, "type": "work", "primary": true}])
+}
+
+fn roles_value(role: Role) -> Value {
+    json!([{"value": role.as_str(), "primary": true}])
+}
+
+fn attribute_op(change: &AttributeChange) -> Value {
+    let path = change.attribute.as_str();
+    match (&change.to, change.attribute) {
+        (None, _) => json!({"op": "remove", "path": path}),
+        (Some(email), Attribute::Email) => {
+            json!({"op": "replace", "path": path, "value": email_value(email)})
+        }
+        (Some(value), _) => json!({"op": "replace", "path": path, "value": value}),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+    use super::*;
+
+    #[test]
+    fn role_attribute_parses() {
+        assert_eq!(RoleAttribute::parse("roles"), Ok(RoleAttribute::Roles));
+        assert_eq!(RoleAttribute::parse("None"), Ok(RoleAttribute::None));
+        assert_eq!(
+            RoleAttribute::parse("urn:ietf:params:scim:schemas:extension:taskade:2.0:User:role"),
+            Ok(RoleAttribute::Extension {
+                schema: "urn:ietf:params:scim:schemas:extension:taskade:2.0:User".into(),
+                attribute: "role".into(),
+            })
+        );
+        assert!(RoleAttribute::parse("role").is_err());
+        assert!(RoleAttribute::parse("urn:x:").is_err());
+    }
+
+    #[test]
+    fn query_components_use_percent_twenty() {
+        assert_eq!(
+            encode_component(r#"userName eq "a b""#),
+            "userName%20eq%20%22a%20b%22"
+        );
+    }
+}

@@ -4,3 +4,4 @@ mod cli;
 mod config;
 mod interop;
 mod resume;
+mod workspace;

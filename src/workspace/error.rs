@@ -1,0 +1,127 @@
+//! What can go wrong talking to the workspace. Every variant names the endpoint
+//! (`GET /Users?startIndex=201&count=100`) and what was wrong; none ever carries the
+//! bearer token.
+
+use std::time::Duration;
+
+use crate::retry::Transient;
+
+/// How long a provider's `detail` (or a non-SCIM body) may be in an error.
+pub(crate) const MAX_DETAIL_CHARS: usize = 300;
+
+#[derive(Debug, thiserror::Error)]
+pub enum WorkspaceError {
+    /// The settings cannot make a client (bad base URL, TLS setup, zero limits).
+    #[error("SCIM client settings: {0}")]
+    Settings(String),
+
+    /// No HTTP answer: connect error, timeout, connection closed mid-exchange.
+    #[error("{endpoint}: {message}")]
+    Transport {
+        endpoint: String,
+        message: String,
+        transient: bool,
+    },
+
+    /// The provider answered with a non-success status.
+    #[error("{endpoint}: HTTP {status}{}: {detail}", scim_type.as_deref().map(|t| format!(" ({t})")).unwrap_or_default())]
+    Status {
+        endpoint: String,
+        status: u16,
+        /// SCIM `scimType` when the body was a SCIM error that had one.
+        scim_type: Option<String>,
+        /// The provider's `detail` (or the start of a non-SCIM body), truncated.
+        detail: String,
+        retry_after: Option<Duration>,
+    },
+
+    /// A success status with a body the client cannot use.
+    #[error("{endpoint}: malformed response: {what}")]
+    Malformed { endpoint: String, what: String },
+}
+
+impl WorkspaceError {
+    pub fn is_not_found(&self) -> bool {
+        self.status() == Some(404)
+    }
+
+    /// 409 — with or without `scimType: uniqueness`.
+    pub fn is_conflict(&self) -> bool {
+        self.status() == Some(409)
+    }
+
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            WorkspaceError::Status { status, .. } => Some(*status),
+            _ => None,
+        }
+    }
+
+    pub(crate) fn malformed(endpoint: &str, what: impl Into<String>) -> Self {
+        WorkspaceError::Malformed {
+            endpoint: endpoint.to_owned(),
+            what: what.into(),
+        }
+    }
+}
+
+impl Transient for WorkspaceError {
+    fn is_transient(&self) -> bool {
+        match self {
+            WorkspaceError::Transport { transient, .. } => *transient,
+            // 501 is "not implemented": asking again will not implement it.
+            WorkspaceError::Status { status, .. } => {
+                *status == 429 || (*status >= 500 && *status != 501)
+            }
+            WorkspaceError::Settings(_) | WorkspaceError::Malformed { .. } => false,
+        }
+    }
+
+    fn retry_after(&self) -> Option<Duration> {
+        match self {
+            WorkspaceError::Status { retry_after, .. } => *retry_after,
+            _ => None,
+        }
+    }
+}
+
+/// Cuts `s` to at most `max` characters (on a char boundary), marking the cut.
+pub(crate) fn truncate(s: &str, max: usize) -> String {
+    let collapsed: String = s.split_whitespace().collect::<Vec<_>>().join(" ");
+    match collapsed.char_indices().nth(max) {
+        Some((at, _)) => format!("{}…", &collapsed[..at]),
+        None => collapsed,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn truncate_collapses_whitespace_and_cuts_on_char_boundaries() {
+        assert_eq!(truncate("a  b\n\tc", 10), "a b c");
+        assert_eq!(truncate("ééééé", 3), "ééé…");
+    }
+
+    #[test]
+    fn classification() {
+        let status = |s: u16| WorkspaceError::Status {
+            endpoint: "GET /Users".into(),
+            status: s,
+            scim_type: None,
+            detail: String::new(),
+            retry_after: None,
+        };
+        assert!(status(429).is_transient());
+        assert!(status(503).is_transient());
+        assert!(!status(501).is_transient());
+        assert!(!status(400).is_transient());
+        assert!(status(409).is_conflict());
+        assert!(status(404).is_not_found());
+        assert_eq!(
+            status(409).to_string(),
+            "GET /Users: HTTP 409: ".to_string()
+        );
+    }
+}

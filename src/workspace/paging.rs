@@ -1,0 +1,260 @@
+//! Index paging (`startIndex`/`count`) that survives providers which lie about
+//! `totalResults`, ignore `count`, leave out `itemsPerPage` or repeat pages.
+//!
+//! The loop stops on an empty page, on a page that brings no new id, when
+//! `startIndex` passes `totalResults` (unless the pages keep coming full and new,
+//! which is how a `totalResults` equal to the page size shows itself), and after an
+//! iteration cap. When the first page announces more than one page, the rest are
+//! fetched concurrently (bounded by `max_concurrency`) and the sequential loop
+//! takes over if the last of them was still full.
+
+use std::collections::HashSet;
+
+use futures::StreamExt;
+use serde_json::Value;
+
+use super::error::WorkspaceError;
+use super::parse::{self, Page};
+use super::{Progress, ScimClient};
+
+/// No listing may take more pages than this, whatever the provider says.
+pub(crate) const ABSOLUTE_PAGE_CAP: u64 = 100_000;
+/// Pages allowed beyond what `totalResults` (or the ids seen) account for.
+const SLACK_PAGES: u64 = 10;
+
+struct Collector<T> {
+    seen: HashSet<String>,
+    items: Vec<T>,
+    pages: u64,
+}
+
+impl<T> Collector<T> {
+    /// Adds a page's resources; returns how many ids were new.
+    fn add<F>(
+        &mut self,
+        endpoint: &str,
+        resources: &[Value],
+        parse_one: &F,
+    ) -> Result<u64, WorkspaceError>
+    where
+        F: Fn(&str, &Value) -> Result<(String, T), WorkspaceError>,
+    {
+        self.pages += 1;
+        let mut new = 0;
+        for item in resources {
+            let (id, parsed) = parse_one(endpoint, item)?;
+            if self.seen.insert(id) {
+                self.items.push(parsed);
+                new += 1;
+            }
+        }
+        Ok(new)
+    }
+
+    fn report(
+        &self,
+        progress: &(dyn Fn(Progress) + Send + Sync),
+        what: &'static str,
+        total: Option<u64>,
+    ) {
+        progress(Progress {
+            what,
+            pages: self.pages,
+            objects: self.items.len() as u64,
+            total,
+        });
+    }
+}
+
+/// The last page seen, for deciding whether to ask for another.
+#[derive(Debug, Clone, Copy)]
+struct Last {
+    len: u64,
+    new: u64,
+    /// The `startIndex` for the next page: this page's plus what it actually held.
+    next: u64,
+}
+
+/// Whether another page may hold more: see the module docs.
+fn more_pages(last: Last, requested: u64, stride: u64, seen: u64, total: Option<u64>) -> bool {
+    if last.len == 0 || last.new == 0 {
+        return false;
+    }
+    match total {
+        Some(t) if last.next <= t => true,
+        // Past totalResults: believe it unless the page was full and the count is
+        // already proven wrong, or looks like the page size rather than a total.
+        Some(t) => last.len >= requested && (seen > t || t == last.len),
+        // No totalResults: a full page (by what the provider actually sends per
+        // page) may have a successor.
+        None => last.len >= requested.min(stride),
+    }
+}
+
+fn page_cap(total: Option<u64>, seen: u64, stride: u64) -> u64 {
+    let known = total.unwrap_or(0).max(seen);
+    (known / stride.max(1))
+        .saturating_add(SLACK_PAGES)
+        .min(ABSOLUTE_PAGE_CAP)
+}
+
+async fn fetch(
+    client: &ScimClient,
+    path: &str,
+    start: u64,
+    count: u64,
+) -> Result<(String, Page), WorkspaceError> {
+    let query = [
+        ("startIndex", start.to_string()),
+        ("count", count.to_string()),
+    ];
+    let (endpoint, body) = client.get_json(path, &query).await?;
+    let page = parse::page(&endpoint, &body, start)?;
+    Ok((endpoint, page))
+}
+
+pub(crate) async fn list_all<T, F>(
+    client: &ScimClient,
+    path: &str,
+    what: &'static str,
+    progress: &(dyn Fn(Progress) + Send + Sync),
+    parse_one: F,
+) -> Result<Vec<T>, WorkspaceError>
+where
+    F: Fn(&str, &Value) -> Result<(String, T), WorkspaceError>,
+{
+    let requested = u64::from(client.effective_page_size());
+    let mut collector = Collector {
+        seen: HashSet::new(),
+        items: Vec::new(),
+        pages: 0,
+    };
+
+    let (endpoint, first) = fetch(client, path, 1, requested).await?;
+    let mut total = first.total_results;
+    let stride = first.resources.len() as u64;
+    let new = collector.add(&endpoint, &first.resources, &parse_one)?;
+    collector.report(progress, what, total);
+    let mut last = Last {
+        len: stride,
+        new,
+        next: 1 + stride,
+    };
+
+    // The rest of the announced pages, concurrently, consumed in order.
+    if let Some(t) = total
+        && stride > 0
+        && t > stride
+        && client.inner.max_concurrency > 1
+    {
+        let pages_left = (t - stride).div_ceil(stride).min(ABSOLUTE_PAGE_CAP);
+        let starts = (1..=pages_left).map(|i| 1 + i * stride);
+        let mut pages = futures::stream::iter(starts.map(|start| async move {
+            fetch(client, path, start, requested)
+                .await
+                .map(|page| (start, page))
+        }))
+        .buffered(client.inner.max_concurrency);
+        while let Some(result) = pages.next().await {
+            let (start, (endpoint, page)) = result?;
+            let len = page.resources.len() as u64;
+            let new = collector.add(&endpoint, &page.resources, &parse_one)?;
+            total = page.total_results.or(total);
+            collector.report(progress, what, total);
+            last = Last {
+                len,
+                new,
+                next: start + len,
+            };
+            if len == 0 || new == 0 {
+                // Stop early; do not keep asking a provider that has run dry.
+                break;
+            }
+        }
+    }
+
+    while more_pages(last, requested, stride, collector.items.len() as u64, total) {
+        let cap = page_cap(total, collector.items.len() as u64, stride);
+        if collector.pages >= cap {
+            return Err(WorkspaceError::malformed(
+                &super::endpoint_name(
+                    &reqwest::Method::GET,
+                    path,
+                    &[
+                        ("startIndex", last.next.to_string()),
+                        ("count", requested.to_string()),
+                    ],
+                ),
+                format!(
+                    "paging did not end after {} pages ({} {what}, totalResults {})",
+                    collector.pages,
+                    collector.items.len(),
+                    total.map_or_else(|| "absent".to_owned(), |t| t.to_string())
+                ),
+            ));
+        }
+        let (endpoint, page) = fetch(client, path, last.next, requested).await?;
+        let len = page.resources.len() as u64;
+        let new = collector.add(&endpoint, &page.resources, &parse_one)?;
+        total = page.total_results.or(total);
+        collector.report(progress, what, total);
+        last = Last {
+            len,
+            new,
+            next: last.next + len,
+        };
+    }
+
+    if let Some(t) = total
+        && (collector.items.len() as u64) < t
+    {
+        tracing::warn!(
+            what,
+            listed = collector.items.len(),
+            total_results = t,
+            "listing ended with fewer objects than totalResults announced"
+        );
+    }
+    Ok(collector.items)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn last(len: u64, new: u64, next: u64) -> Last {
+        Last { len, new, next }
+    }
+
+    #[test]
+    fn stops_on_empty_or_stale_pages() {
+        assert!(!more_pages(last(0, 0, 101), 100, 100, 100, None));
+        assert!(!more_pages(last(100, 0, 201), 100, 100, 100, Some(1000)));
+    }
+
+    #[test]
+    fn trusts_total_results_unless_it_looks_like_the_page_size() {
+        assert!(more_pages(last(100, 100, 101), 100, 100, 100, Some(250)));
+        assert!(!more_pages(last(100, 100, 201), 100, 100, 200, Some(200)));
+        assert!(!more_pages(last(5, 5, 6), 100, 5, 5, Some(5)));
+        // totalResults == page size, page full: keep going.
+        assert!(more_pages(last(100, 100, 201), 100, 100, 200, Some(100)));
+        // already more objects than totalResults and the page was full.
+        assert!(more_pages(last(100, 100, 301), 100, 100, 300, Some(150)));
+    }
+
+    #[test]
+    fn without_total_results_a_full_page_has_a_successor() {
+        assert!(more_pages(last(100, 100, 101), 100, 100, 100, None));
+        assert!(!more_pages(last(40, 40, 141), 100, 100, 140, None));
+        // count ignored, the provider sends 10 a page.
+        assert!(more_pages(last(10, 10, 21), 100, 10, 20, None));
+    }
+
+    #[test]
+    fn the_cap_grows_with_what_is_seen_but_not_past_the_absolute_cap() {
+        assert_eq!(page_cap(Some(1000), 0, 100), 20);
+        assert_eq!(page_cap(Some(100), 5000, 100), 60);
+        assert_eq!(page_cap(Some(u64::MAX), 0, 1), ABSOLUTE_PAGE_CAP);
+    }
+}

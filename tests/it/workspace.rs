@@ -1,0 +1,1243 @@
+//! The SCIM 2.0 workspace client against wiremock providers with known quirks, and
+//! (ignored) against a real third-party server, scim2-server.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::collections::BTreeSet;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use seatwarden::model::{AccountSpec, Attribute, AttributeChange, Role};
+use seatwarden::retry::{RetryPolicy, Transient};
+use seatwarden::workspace::{Progress, RoleAttribute, ScimClient, ScimSettings, WorkspaceError};
+use serde_json::{Value, json};
+use wiremock::matchers::{body_json, header, method, path, query_param};
+use wiremock::{Mock, MockServer, Request, ResponseTemplate};
+
+const TOKEN: &str = "s3cr3t-t0ken-value";
+
+fn settings(base: &str) -> ScimSettings {
+    ScimSettings {
+        base_url: base.parse().unwrap(),
+        token: TOKEN.to_owned().into(),
+        role_attribute: RoleAttribute::Roles,
+        page_size: 100,
+        max_concurrency: 4,
+        requests_per_second: 0,
+        timeout: Duration::from_secs(10),
+        retry: RetryPolicy::immediate(3),
+    }
+}
+
+fn client_with(server: &MockServer, tweak: impl FnOnce(&mut ScimSettings)) -> ScimClient {
+    let mut s = settings(&format!("{}/scim/v2", server.uri()));
+    tweak(&mut s);
+    ScimClient::new(s).unwrap()
+}
+
+fn client(server: &MockServer) -> ScimClient {
+    client_with(server, |_| {})
+}
+
+fn user(i: usize) -> Value {
+    json!({
+        "schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"],
+        "id": format!("u{i}"),
+        "userName": format!("user{i}@example.com"),
+        "active": true,
+    })
+}
+
+fn list(total: Option<usize>, resources: Vec<Value>) -> ResponseTemplate {
+    let mut body = json!({
+        "schemas": ["urn:ietf:params:scim:api:messages:2.0:ListResponse"],
+        "Resources": resources,
+    });
+    if let Some(total) = total {
+        body["totalResults"] = total.into();
+    }
+    ResponseTemplate::new(200).set_body_json(body)
+}
+
+fn query(req: &Request, name: &str) -> Option<String> {
+    req.url
+        .query_pairs()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.into_owned())
+}
+
+fn start_count(req: &Request) -> (usize, usize) {
+    let start = query(req, "startIndex").map_or(1, |s| s.parse().unwrap());
+    let count = query(req, "count").map_or(0, |s| s.parse().unwrap());
+    (start, count)
+}
+
+/// A well-behaved /Users of `n` users; `total` overrides what totalResults says.
+fn users_provider(
+    n: usize,
+    total: impl Fn(usize) -> Option<usize> + Send + Sync + 'static,
+) -> impl Fn(&Request) -> ResponseTemplate + Send + Sync + 'static {
+    move |req: &Request| {
+        let (start, count) = start_count(req);
+        let items: Vec<Value> = (start..=n).take(count).map(user).collect();
+        let len = items.len();
+        list(total(len), items)
+    }
+}
+
+async fn mount_empty_groups(server: &MockServer) {
+    Mock::given(method("GET"))
+        .and(path("/scim/v2/Groups"))
+        .respond_with(list(Some(0), vec![]))
+        .mount(server)
+        .await;
+}
+
+async fn user_requests(server: &MockServer) -> Vec<(usize, usize)> {
+    server
+        .received_requests()
+        .await
+        .unwrap()
+        .iter()
+        .filter(|r| r.url.path() == "/scim/v2/Users")
+        .map(start_count)
+        .collect()
+}
+
+fn ids(accounts: &[seatwarden::model::Account]) -> Vec<String> {
+    accounts.iter().map(|a| a.id.clone()).collect()
+}
+
+fn expected_ids(n: usize) -> Vec<String> {
+    (1..=n).map(|i| format!("u{i}")).collect()
+}
+
+fn no_progress(_: Progress) {}
+
+// ---------------------------------------------------------------- discovery
+
+#[tokio::test]
+async fn missing_service_provider_config_is_tolerated() {
+    let server = MockServer::start().await;
+    Mock::given(method("GET"))
+        .and(path("/scim/v2/ServiceProviderConfig"))
+        .respond_with(ResponseTemplate::new(404).set_body_string("Not Found"))
+        .expect(1)
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/scim/v2/Users"))
+        .respond_with(users_provider(3, |_| Some(3)))
+        .mount(&server)
+        .await;
+    mount_empty_groups(&server).await;
+    let client = client_with(&server, |s| s.page_size = 50);
+    client.discover().await.unwrap();
+    let snapshot = client.snapshot(&no_progress).await.unwrap();
+    assert_eq!(ids(&snapshot.accounts), expected_ids(3));
+    assert_eq!(user_requests(&server).await, vec![(1, 50)]);
+}
+
+#[tokio::test]
+async fn discovery_rejects_a_bad_token() {
+    let server = MockServer::start().await;
+    Mock::given(method("GET"))
+        .and(path("/scim/v2/ServiceProviderConfig"))
+        .respond_with(
+            ResponseTemplate::new(401)
+                .set_body_json(json!({"status": "401", "detail": "bad token"})),
+        )
+        .mount(&server)
+        .await;
+    let err = client(&server).discover().await.unwrap_err();
+    assert_eq!(err.status(), Some(401));
+}
+
+#[tokio::test]
+async fn max_results_caps_the_page_size() {
+    let server = MockServer::start().await;
+    Mock::given(method("GET"))
+        .and(path("/scim/v2/ServiceProviderConfig"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+            "patch": {"supported": true},
+            "filter": {"supported": true, "maxResults": 2},
+        })))
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/scim/v2/Users"))
+        .respond_with(users_provider(5, |_| Some(5)))
+        .mount(&server)
+        .await;
+    mount_empty_groups(&server).await;
+    let client = client_with(&server, |s| s.max_concurrency = 1);
+    client.discover().await.unwrap();
+    let snapshot = client.snapshot(&no_progress).await.unwrap();
+    assert_eq!(ids(&snapshot.accounts), expected_ids(5));
+    assert_eq!(user_requests(&server).await, vec![(1, 2), (3, 2), (5, 2)]);
+}
+
+// ---------------------------------------------------------------- paging
+
+#[tokio::test]
+async fn pages_through_total_results_sequentially_and_concurrently() {
+    for concurrency in [1, 4] {
+        let server = MockServer::start().await;
+        Mock::given(method("GET"))
+            .and(path("/scim/v2/Users"))
+            .respond_with(users_provider(7, |_| Some(7)))
+            .mount(&server)
+            .await;
+        mount_empty_groups(&server).await;
+        let client = client_with(&server, |s| {
+            s.page_size = 3;
+            s.max_concurrency = concurrency;
+        });
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let recorder = {
+            let seen = Arc::clone(&seen);
+            move |p: Progress| seen.lock().unwrap().push(p)
+        };
+        let snapshot = client.snapshot(&recorder).await.unwrap();
+        assert_eq!(
+            ids(&snapshot.accounts),
+            expected_ids(7),
+            "concurrency {concurrency}"
+        );
+        let mut requests = user_requests(&server).await;
+        requests.sort_unstable();
+        assert_eq!(
+            requests,
+            vec![(1, 3), (4, 3), (7, 3)],
+            "concurrency {concurrency}"
+        );
+        let accounts: Vec<(u64, u64)> = seen
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|p| p.what == "accounts")
+            .map(|p| (p.pages, p.objects))
+            .collect();
+        assert_eq!(accounts, vec![(1, 3), (2, 6), (3, 7)]);
+        assert!(seen.lock().unwrap().iter().any(|p| p.what == "groups"));
+    }
+}
+
+#[tokio::test]
+async fn total_results_equal_to_the_page_size_is_not_believed() {
+    let server = MockServer::start().await;
+    // 8 users, but totalResults always says how many are on the page.
+    Mock::given(method("GET"))
+        .and(path("/scim/v2/Users"))
+        .respond_with(users_provider(8, Some))
+        .mount(&server)
+        .await;
+    mount_empty_groups(&server).await;
+    let client = client_with(&server, |s| s.page_size = 3);
+    let snapshot = client.snapshot(&no_progress).await.unwrap();
+    assert_eq!(ids(&snapshot.accounts), expected_ids(8));
+    assert_eq!(user_requests(&server).await, vec![(1, 3), (4, 3), (7, 3)]);
+}
+
+#[tokio::test]
+async fn a_server_ignoring_count_is_paged_by_what_it_sends() {
+    let server = MockServer::start().await;
+    // Asked for 2, sends 3 a page (honours startIndex), no itemsPerPage.
+    Mock::given(method("GET"))
+        .and(path("/scim/v2/Users"))
+        .respond_with(|req: &Request| {
+            let (start, _) = start_count(req);
+            list(Some(8), (start..=8).take(3).map(user).collect())
+        })
+        .mount(&server)
+        .await;
+    mount_empty_groups(&server).await;
+    for concurrency in [1, 4] {
+        let client = client_with(&server, |s| {
+            s.page_size = 2;
+            s.max_concurrency = concurrency;
+        });
+        let snapshot = client.snapshot(&no_progress).await.unwrap();
+        assert_eq!(
+            ids(&snapshot.accounts),
+            expected_ids(8),
+            "concurrency {concurrency}"
+        );
+    }
+    let mut starts: Vec<usize> = user_requests(&server).await.iter().map(|r| r.0).collect();
+    starts.sort_unstable();
+    assert_eq!(starts, vec![1, 1, 4, 4, 7, 7]);
+}
+
+#[tokio::test]
+async fn a_page_without_new_ids_stops_the_loop() {
+    let server = MockServer::start().await;
+    // Ignores startIndex: every page is the first one; totalResults claims 1000.
+    Mock::given(method("GET"))
+        .and(path("/scim/v2/Users"))
+        .respond_with(list(Some(1000), (1..=3).map(user).collect()))
+        .expect(2)
+        .mount(&server)
+        .await;
+    mount_empty_groups(&server).await;
+    let client = client_with(&server, |s| {
+        s.page_size = 3;
+        s.max_concurrency = 1;
+    });
+    let snapshot = client.snapshot(&no_progress).await.unwrap();
+    assert_eq!(ids(&snapshot.accounts), expected_ids(3));
+}
+
+#[tokio::test]
+async fn a_page_without_new_ids_stops_the_concurrent_loop_too() {
+    let server = MockServer::start().await;
+    Mock::given(method("GET"))
+        .and(path("/scim/v2/Users"))
+        .respond_with(list(Some(1_000_000), (1..=3).map(user).collect()))
+        .mount(&server)
+        .await;
+    mount_empty_groups(&server).await;
+    let client = client_with(&server, |s| {
+        s.page_size = 3;
+        s.max_concurrency = 4;
+    });
+    let snapshot = client.snapshot(&no_progress).await.unwrap();
+    assert_eq!(ids(&snapshot.accounts), expected_ids(3));
+    let requests = user_requests(&server).await.len();
+    assert!(
+        requests <= 1 + 4 + 1,
+        "stopped early, made {requests} requests"
+    );
+}
+
+#[tokio::test]
+async fn an_empty_page_stops_the_loop() {
+    let server = MockServer::start().await;
+    // No totalResults at all; 3 users on a page of 3, then nothing.
+    Mock::given(method("GET"))
+        .and(path("/scim/v2/Users"))
+        .respond_with(users_provider(3, |_| None))
+        .mount(&server)
+        .await;
+    // totalResults says 10 but the second page is empty.
+    Mock::given(method("GET"))
+        .and(path("/scim/v2/Groups"))
+        .respond_with(|req: &Request| {
+            let (start, _) = start_count(req);
+            let groups = if start == 1 {
+                (1..=3)
+                    .map(|i| json!({"id": format!("g{i}"), "displayName": format!("G{i}")}))
+                    .collect()
+            } else {
+                vec![]
+            };
+            list(Some(10), groups)
+        })
+        .mount(&server)
+        .await;
+    let client = client_with(&server, |s| {
+        s.page_size = 3;
+        s.max_concurrency = 1;
+    });
+    let snapshot = client.snapshot(&no_progress).await.unwrap();
+    assert_eq!(ids(&snapshot.accounts), expected_ids(3));
+    assert_eq!(user_requests(&server).await, vec![(1, 3), (4, 3)]);
+    assert_eq!(snapshot.groups.len(), 3);
+    assert!(snapshot.groups.iter().all(|g| g.members.is_empty()));
+    let group_requests = server
+        .received_requests()
+        .await
+        .unwrap()
+        .iter()
+        .filter(|r| r.url.path() == "/scim/v2/Groups")
+        .count();
+    assert_eq!(group_requests, 2);
+}
+
+#[tokio::test]
+async fn never_sends_count_zero() {
+    let server = MockServer::start().await;
+    Mock::given(method("GET"))
+        .and(path("/scim/v2/ServiceProviderConfig"))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .set_body_json(json!({"filter": {"supported": true, "maxResults": 0}})),
+        )
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/scim/v2/Users"))
+        .and(query_param("count", "0"))
+        .respond_with(ResponseTemplate::new(500))
+        .expect(0)
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/scim/v2/Users"))
+        .respond_with(users_provider(2, |_| Some(2)))
+        .mount(&server)
+        .await;
+    mount_empty_groups(&server).await;
+    let client = client_with(&server, |s| s.page_size = 0);
+    client.discover().await.unwrap();
+    let snapshot = client.snapshot(&no_progress).await.unwrap();
+    assert_eq!(ids(&snapshot.accounts), expected_ids(2));
+    let requests = user_requests(&server).await;
+    assert!(!requests.is_empty());
+    assert!(
+        requests.iter().all(|(_, count)| *count >= 1),
+        "{requests:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_list_response_without_resources_is_malformed() {
+    let server = MockServer::start().await;
+    Mock::given(method("GET"))
+        .and(path("/scim/v2/Users"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"totalResults": 5})))
+        .mount(&server)
+        .await;
+    mount_empty_groups(&server).await;
+    let err = client(&server).snapshot(&no_progress).await.unwrap_err();
+    let text = err.to_string();
+    assert!(text.contains("GET /Users?startIndex=1&count=100"), "{text}");
+    assert!(text.contains("no Resources"), "{text}");
+}
+
+#[tokio::test]
+async fn a_user_without_id_is_malformed() {
+    let server = MockServer::start().await;
+    Mock::given(method("GET"))
+        .and(path("/scim/v2/Users/u1"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"userName": "a"})))
+        .mount(&server)
+        .await;
+    let err = client(&server).get_account("u1").await.unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "GET /Users/u1: malformed response: User without id"
+    );
+}
+
+// ---------------------------------------------------------------- reads
+
+#[tokio::test]
+async fn accounts_parse_tolerantly() {
+    let server = MockServer::start().await;
+    Mock::given(method("GET"))
+        .and(path("/scim/v2/Users/u1"))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .insert_header("content-type", "application/json")
+                .set_body_json(json!({
+                    "id": "u1", "userName": "ada@example.com", "externalId": "okta-1",
+                    "name": {"givenName": "Ada", "familyName": "Lovelace"},
+                    "displayName": "Ada L",
+                    "emails": [{"value": "home@example.com", "type": "home"},
+                               {"value": "ada@example.com", "type": "work"}],
+                    "active": "False",
+                    "roles": [{"value": "Editor", "primary": true}],
+                })),
+        )
+        .mount(&server)
+        .await;
+    let account = client(&server).get_account("u1").await.unwrap().unwrap();
+    assert_eq!(
+        account,
+        seatwarden::model::Account {
+            id: "u1".into(),
+            user_name: "ada@example.com".into(),
+            external_id: Some("okta-1".into()),
+            given_name: Some("Ada".into()),
+            family_name: Some("Lovelace".into()),
+            display_name: Some("Ada L".into()),
+            email: Some("ada@example.com".into()),
+            active: false,
+            roles: vec!["Editor".into()],
+        }
+    );
+}
+
+#[tokio::test]
+async fn not_found_reads_are_none() {
+    let server = MockServer::start().await;
+    Mock::given(method("GET"))
+        .respond_with(ResponseTemplate::new(404).set_body_json(json!({
+            "schemas": ["urn:ietf:params:scim:api:messages:2.0:Error"],
+            "status": "404", "detail": "not found"})))
+        .mount(&server)
+        .await;
+    let client = client(&server);
+    assert_eq!(client.get_account("nope").await.unwrap(), None);
+    assert_eq!(client.get_group("nope").await.unwrap(), None);
+    // A 404 is not retried.
+    assert_eq!(client.stats().requests, 2);
+    assert_eq!(client.stats().retries, 0);
+}
+
+#[tokio::test]
+async fn filter_values_are_escaped() {
+    let server = MockServer::start().await;
+    Mock::given(method("GET"))
+        .and(path("/scim/v2/Users"))
+        .and(query_param(
+            "filter",
+            r#"userName eq "a\"b\\c@example.com""#,
+        ))
+        .respond_with(list(
+            Some(1),
+            vec![json!({"id": "u1", "userName": "a\"b\\c@example.com"})],
+        ))
+        .expect(1)
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/scim/v2/Groups"))
+        .and(query_param("filter", r#"displayName eq "R&D \"core\"""#))
+        .respond_with(list(Some(0), vec![]))
+        .expect(1)
+        .mount(&server)
+        .await;
+    let client = client(&server);
+    let found = client
+        .find_account_by_user_name(r#"a"b\c@example.com"#)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(found.id, "u1");
+    assert_eq!(
+        client.find_group_by_name(r#"R&D "core""#).await.unwrap(),
+        None
+    );
+    let raw = server.received_requests().await.unwrap()[0]
+        .url
+        .query()
+        .unwrap()
+        .to_owned();
+    assert!(
+        raw.starts_with("filter=userName%20eq%20%22a%5C%22b%5C%5Cc%40example.com%22"),
+        "{raw}"
+    );
+}
+
+// ---------------------------------------------------------------- writes
+
+async fn capture_patches(server: &MockServer, status: u16) {
+    Mock::given(method("PATCH"))
+        .respond_with(ResponseTemplate::new(status))
+        .mount(server)
+        .await;
+}
+
+async fn patch_bodies(server: &MockServer) -> Vec<Value> {
+    server
+        .received_requests()
+        .await
+        .unwrap()
+        .iter()
+        .filter(|r| r.method.as_str() == "PATCH")
+        .map(|r| {
+            json!({
+                "path": r.url.path(),
+                "content_type": r.headers.get("content-type").map(|v| v.to_str().unwrap()),
+                "body": serde_json::from_slice::<Value>(&r.body).unwrap(),
+            })
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn patch_answered_204_or_200_is_success() {
+    let server = MockServer::start().await;
+    Mock::given(method("PATCH"))
+        .and(path("/scim/v2/Users/u204"))
+        .respond_with(ResponseTemplate::new(204))
+        .expect(1)
+        .mount(&server)
+        .await;
+    Mock::given(method("PATCH"))
+        .and(path("/scim/v2/Users/u200"))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .set_body_json(json!({"id": "u200", "userName": "x", "active": false})),
+        )
+        .expect(1)
+        .mount(&server)
+        .await;
+    let client = client(&server);
+    client.set_active("u204", false).await.unwrap();
+    client.set_active("u200", false).await.unwrap();
+    assert_eq!(
+        patch_bodies(&server).await[0]["body"],
+        json!({"schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"],
+               "Operations": [{"op": "replace", "path": "active", "value": false}]})
+    );
+}
+
+#[tokio::test]
+async fn role_patch_bodies() {
+    let server = MockServer::start().await;
+    capture_patches(&server, 204).await;
+    client(&server)
+        .set_role("u1", Role::Maintainer)
+        .await
+        .unwrap();
+    let ext = client_with(&server, |s| {
+        s.role_attribute =
+            RoleAttribute::parse("urn:ietf:params:scim:schemas:extension:taskade:2.0:User:role")
+                .unwrap();
+    });
+    ext.set_role("u2", Role::Viewer).await.unwrap();
+    let none = client_with(&server, |s| s.role_attribute = RoleAttribute::None);
+    none.set_role("u3", Role::Owner).await.unwrap();
+    assert_eq!(none.stats().requests, 0);
+    insta::assert_json_snapshot!(patch_bodies(&server).await);
+}
+
+#[tokio::test]
+async fn attribute_patch_bodies() {
+    let server = MockServer::start().await;
+    capture_patches(&server, 200).await;
+    let change = |attribute, to: Option<&str>| AttributeChange {
+        attribute,
+        from: Some("old".into()),
+        to: to.map(str::to_owned),
+    };
+    let client = client(&server);
+    client
+        .update_attributes(
+            "u1",
+            &[
+                change(Attribute::UserName, Some("new@example.com")),
+                change(Attribute::GivenName, Some("Ada")),
+                change(Attribute::DisplayName, None),
+                change(Attribute::Email, Some("new@example.com")),
+            ],
+        )
+        .await
+        .unwrap();
+    client.update_attributes("u1", &[]).await.unwrap();
+    assert_eq!(client.stats().requests, 1);
+    insta::assert_json_snapshot!(patch_bodies(&server).await);
+}
+
+#[tokio::test]
+async fn member_patch_bodies() {
+    let server = MockServer::start().await;
+    capture_patches(&server, 204).await;
+    let client = client(&server);
+    let many: Vec<String> = (0..150).map(|i| format!("u{i}")).collect();
+    client.add_members("g1", &many).await.unwrap();
+    client.add_members("g1", &[]).await.unwrap();
+    client
+        .remove_members("g1", &["u1".to_owned(), "odd\"id".to_owned()])
+        .await
+        .unwrap();
+    let bodies = patch_bodies(&server).await;
+    assert_eq!(bodies.len(), 3);
+    let sizes: Vec<usize> = bodies[..2]
+        .iter()
+        .map(|b| {
+            b["body"]["Operations"][0]["value"]
+                .as_array()
+                .unwrap()
+                .len()
+        })
+        .collect();
+    assert_eq!(sizes, vec![100, 50]);
+    let mut shown = bodies.clone();
+    // Keep the golden file readable: the first two members of each add.
+    for b in &mut shown[..2] {
+        let value = b["body"]["Operations"][0]["value"].as_array_mut().unwrap();
+        value.truncate(2);
+    }
+    insta::assert_json_snapshot!(shown);
+}
+
+#[tokio::test]
+async fn create_account_posts_the_spec() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/scim/v2/Users"))
+        .and(header("content-type", "application/scim+json"))
+        .and(body_json(json!({
+            "schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"],
+            "userName": "ada@example.com",
+            "externalId": "okta-1",
+            "active": true,
+            "name": {"givenName": "Ada", "familyName": "Lovelace"},
+            "emails": [{"value": "ada@example.com", "type": "work", "primary": true}],
+            "roles": [{"value": "Editor", "primary": true}],
+        })))
+        .respond_with(ResponseTemplate::new(201).set_body_json(json!({
+            "id": "new-1", "userName": "ada@example.com", "externalId": "okta-1",
+            "roles": [{"value": "Editor"}]})))
+        .expect(1)
+        .mount(&server)
+        .await;
+    let spec = AccountSpec {
+        user_name: "ada@example.com".into(),
+        external_id: "okta-1".into(),
+        given_name: Some("Ada".into()),
+        family_name: Some("Lovelace".into()),
+        display_name: None,
+        email: Some("ada@example.com".into()),
+        role: Some(Role::Editor),
+    };
+    let account = client(&server).create_account(&spec).await.unwrap();
+    assert_eq!(account.id, "new-1");
+    assert!(account.active);
+    assert_eq!(account.role(), Some(Role::Editor));
+}
+
+#[tokio::test]
+async fn created_without_a_body_is_read_back() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(201))
+        .expect(2)
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/scim/v2/Groups"))
+        .and(query_param("filter", r#"displayName eq "G""#))
+        .respond_with(list(Some(1), vec![json!({"id": "g1", "displayName": "G"})]))
+        .expect(1)
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/scim/v2/Users"))
+        .respond_with(list(Some(0), vec![]))
+        .expect(1)
+        .mount(&server)
+        .await;
+    let client = client(&server);
+    assert_eq!(client.create_group("G").await.unwrap().id, "g1");
+    let spec = AccountSpec {
+        user_name: "ghost".into(),
+        external_id: "e".into(),
+        given_name: None,
+        family_name: None,
+        display_name: None,
+        email: None,
+        role: None,
+    };
+    let err = client.create_account(&spec).await.unwrap_err();
+    assert!(matches!(err, WorkspaceError::Malformed { .. }), "{err}");
+    assert!(
+        err.to_string()
+            .starts_with("POST /Users: malformed response: HTTP 201 without a body"),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn conflict_without_scim_type_is_a_conflict() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(409).set_body_json(json!({"detail": "already exists"})))
+        .expect(2)
+        .mount(&server)
+        .await;
+    let client = client(&server);
+    let spec = AccountSpec {
+        user_name: "a".into(),
+        external_id: "e".into(),
+        given_name: None,
+        family_name: None,
+        display_name: None,
+        email: None,
+        role: None,
+    };
+    let err = client.create_account(&spec).await.unwrap_err();
+    assert!(err.is_conflict());
+    assert!(!err.is_transient());
+    assert_eq!(err.to_string(), "POST /Users: HTTP 409: already exists");
+    assert!(client.create_group("G").await.unwrap_err().is_conflict());
+}
+
+// ---------------------------------------------------------------- errors
+
+#[tokio::test]
+async fn error_body_with_a_numeric_status() {
+    let server = MockServer::start().await;
+    Mock::given(method("GET"))
+        .respond_with(ResponseTemplate::new(400).set_body_json(json!({
+            "schemas": ["urn:ietf:params:scim:api:messages:2.0:Error"],
+            "status": 400, "scimType": "invalidFilter", "detail": "filter not supported"})))
+        .mount(&server)
+        .await;
+    let err = client(&server)
+        .find_account_by_user_name("a")
+        .await
+        .unwrap_err();
+    assert_eq!(err.status(), Some(400));
+    assert_eq!(
+        err.to_string(),
+        r#"GET /Users?filter=userName eq "a"&startIndex=1&count=100: HTTP 400 (invalidFilter): filter not supported"#
+    );
+}
+
+#[tokio::test]
+async fn non_scim_html_error_body() {
+    let server = MockServer::start().await;
+    Mock::given(method("GET"))
+        .respond_with(
+            ResponseTemplate::new(403)
+                .insert_header("content-type", "text/html")
+                .set_body_string(format!(
+                    "<html>\n<body><h1>Forbidden</h1>{}</body></html>",
+                    "x".repeat(5000)
+                )),
+        )
+        .expect(1)
+        .mount(&server)
+        .await;
+    let err = client(&server).get_group("g1").await.unwrap_err();
+    let text = err.to_string();
+    assert!(
+        text.starts_with("GET /Groups/g1: HTTP 403: <html> <body><h1>Forbidden</h1>"),
+        "{text}"
+    );
+    assert!(
+        text.len() < 500,
+        "detail is truncated: {} chars",
+        text.len()
+    );
+}
+
+#[tokio::test]
+async fn the_token_is_sent_and_never_shown() {
+    let server = MockServer::start().await;
+    Mock::given(method("GET"))
+        .and(header("authorization", format!("Bearer {TOKEN}").as_str()))
+        .respond_with(|req: &Request| {
+            let accept = req.headers.get("accept").unwrap().to_str().unwrap();
+            assert_eq!(accept, "application/scim+json, application/json");
+            // A provider that echoes the request headers in its error.
+            let auth = req
+                .headers
+                .get("authorization")
+                .unwrap()
+                .to_str()
+                .unwrap()
+                .to_owned();
+            ResponseTemplate::new(400).set_body_json(
+                json!({"status": "400", "detail": format!("bad request with {auth}")}),
+            )
+        })
+        .expect(1)
+        .mount(&server)
+        .await;
+    let err = client(&server).get_account("u1").await.unwrap_err();
+    assert_eq!(err.status(), Some(400), "the token was sent: {err}");
+    assert!(!err.to_string().contains(TOKEN), "{err}");
+    assert!(!format!("{err:?}").contains(TOKEN), "{err:?}");
+    assert!(format!("{:?}", client(&server)).find(TOKEN).is_none());
+
+    // Transport errors too.
+    let unreachable = ScimClient::new(settings("http://127.0.0.1:9/scim/v2")).unwrap();
+    let err = unreachable.get_account("u1").await.unwrap_err();
+    assert!(matches!(err, WorkspaceError::Transport { .. }), "{err:?}");
+    assert!(err.is_transient());
+    assert!(!err.to_string().contains(TOKEN));
+    assert!(err.to_string().starts_with("GET /Users/u1: "), "{err}");
+}
+
+// ---------------------------------------------------------------- retries
+
+#[tokio::test]
+async fn retry_after_429_is_honoured() {
+    let server = MockServer::start().await;
+    Mock::given(method("GET"))
+        .respond_with(ResponseTemplate::new(429).insert_header("retry-after", "1"))
+        .up_to_n_times(1)
+        .expect(1)
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .respond_with(
+            ResponseTemplate::new(200).set_body_json(json!({"id": "u1", "userName": "a"})),
+        )
+        .expect(1)
+        .mount(&server)
+        .await;
+    let client = client_with(&server, |s| {
+        s.retry = RetryPolicy {
+            max_retry_after: Duration::from_secs(2),
+            ..RetryPolicy::immediate(3)
+        };
+    });
+    let started = std::time::Instant::now();
+    let account = client.get_account("u1").await.unwrap().unwrap();
+    assert_eq!(account.id, "u1");
+    assert!(
+        started.elapsed() >= Duration::from_millis(950),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(client.stats().retries, 1);
+    assert_eq!(client.stats().requests, 2);
+}
+
+#[tokio::test]
+async fn server_errors_are_retried() {
+    let server = MockServer::start().await;
+    Mock::given(method("PATCH"))
+        .respond_with(ResponseTemplate::new(500).set_body_string("oops"))
+        .up_to_n_times(1)
+        .expect(1)
+        .mount(&server)
+        .await;
+    Mock::given(method("PATCH"))
+        .respond_with(ResponseTemplate::new(204))
+        .expect(1)
+        .mount(&server)
+        .await;
+    let client = client(&server);
+    client.set_active("u1", true).await.unwrap();
+    assert_eq!(client.stats().retries, 1);
+}
+
+#[tokio::test]
+async fn persistent_server_errors_give_up_after_the_budget() {
+    let server = MockServer::start().await;
+    Mock::given(method("GET"))
+        .respond_with(ResponseTemplate::new(503))
+        .expect(4)
+        .mount(&server)
+        .await;
+    let client = client(&server);
+    let err = client.get_account("u1").await.unwrap_err();
+    assert_eq!(err.status(), Some(503));
+    assert_eq!(
+        client.stats(),
+        seatwarden::workspace::ClientStats {
+            requests: 4,
+            retries: 3
+        }
+    );
+}
+
+#[tokio::test]
+async fn client_errors_are_not_retried() {
+    let server = MockServer::start().await;
+    Mock::given(method("PATCH"))
+        .respond_with(
+            ResponseTemplate::new(400)
+                .set_body_json(json!({"status": "400", "scimType": "invalidPath", "detail": "no"})),
+        )
+        .expect(1)
+        .mount(&server)
+        .await;
+    let client = client(&server);
+    let err = client.set_active("u1", false).await.unwrap_err();
+    assert_eq!(err.status(), Some(400));
+    assert!(!err.is_transient());
+    assert_eq!(client.stats().retries, 0);
+}
+
+#[tokio::test]
+async fn unusable_service_provider_configs_are_tolerated() {
+    let answers = [
+        ResponseTemplate::new(501)
+            .set_body_json(json!({"status": 501, "detail": "not implemented"})),
+        ResponseTemplate::new(500).set_body_string("<html>boom</html>"),
+        ResponseTemplate::new(200).set_body_string("<html>hello</html>"),
+        ResponseTemplate::new(200).set_body_json(json!({"filter": "yes"})),
+    ];
+    for answer in answers {
+        let server = MockServer::start().await;
+        Mock::given(method("GET"))
+            .and(path("/scim/v2/ServiceProviderConfig"))
+            .respond_with(answer)
+            .mount(&server)
+            .await;
+        let client = client(&server);
+        client.discover().await.unwrap();
+    }
+}
+
+#[tokio::test]
+async fn concurrency_and_rate_are_bounded() {
+    let server = MockServer::start().await;
+    Mock::given(method("GET"))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .set_body_json(json!({"id": "u1", "userName": "a"}))
+                .set_delay(Duration::from_millis(300)),
+        )
+        .mount(&server)
+        .await;
+    // Two at a time: four requests take two rounds.
+    let client = client_with(&server, |s| s.max_concurrency = 2);
+    let started = std::time::Instant::now();
+    let all = futures::future::join_all((0..4).map(|_| client.get_account("u1"))).await;
+    assert!(all.iter().all(Result::is_ok));
+    let elapsed = started.elapsed();
+    assert!(elapsed >= Duration::from_millis(580), "{elapsed:?}");
+    assert!(elapsed < Duration::from_millis(1100), "{elapsed:?}");
+
+    // Two per second (burst of two): the fourth request waits about a second.
+    let client = client_with(&server, |s| {
+        s.max_concurrency = 8;
+        s.requests_per_second = 2;
+    });
+    let started = std::time::Instant::now();
+    let all = futures::future::join_all((0..4).map(|_| client.get_account("u1"))).await;
+    assert!(all.iter().all(Result::is_ok));
+    assert!(
+        started.elapsed() >= Duration::from_millis(950),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
+#[tokio::test]
+async fn timeouts_are_transient_and_retried() {
+    let server = MockServer::start().await;
+    Mock::given(method("GET"))
+        .respond_with(ResponseTemplate::new(200).set_delay(Duration::from_secs(5)))
+        .expect(2)
+        .mount(&server)
+        .await;
+    let client = client_with(&server, |s| {
+        s.timeout = Duration::from_millis(200);
+        s.retry = RetryPolicy::immediate(1);
+    });
+    let err = client.get_account("u1").await.unwrap_err();
+    assert!(err.is_transient());
+    assert!(
+        err.to_string().starts_with("GET /Users/u1: timed out"),
+        "{err}"
+    );
+    assert_eq!(
+        client.stats(),
+        seatwarden::workspace::ClientStats {
+            requests: 2,
+            retries: 1
+        }
+    );
+}
+
+// ---------------------------------------------------------------- transport
+
+/// A hand-rolled HTTP server on a std thread: `http10` answers HTTP/1.0 without a
+/// length and closes (like Python's wsgiref); otherwise it answers HTTP/1.1 with
+/// keep-alive but closes a connection, unanswered, on its second request.
+fn closing_server(http10: bool) -> String {
+    use std::io::{BufRead, BufReader, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { return };
+            std::thread::spawn(move || {
+                let mut reader = BufReader::new(stream.try_clone().unwrap());
+                for served in 0.. {
+                    let mut line = String::new();
+                    loop {
+                        line.clear();
+                        if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                            return;
+                        }
+                        if line == "\r\n" {
+                            break;
+                        }
+                    }
+                    if served == 1 {
+                        return; // drop the connection with the request unanswered
+                    }
+                    let body = r#"{"id": "u1", "userName": "a"}"#;
+                    let head = if http10 {
+                        "HTTP/1.0 200 OK\r\nContent-Type: application/scim+json\r\n\r\n".to_owned()
+                    } else {
+                        format!(
+                            "HTTP/1.1 200 OK\r\nContent-Type: application/scim+json\r\nContent-Length: {}\r\n\r\n",
+                            body.len()
+                        )
+                    };
+                    let _ = stream.write_all(format!("{head}{body}").as_bytes());
+                    let _ = stream.flush();
+                    if http10 {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    format!("http://{addr}/scim/v2")
+}
+
+#[tokio::test]
+async fn servers_that_close_connections_are_survived() {
+    for http10 in [true, false] {
+        let client = ScimClient::new(settings(&closing_server(http10))).unwrap();
+        for _ in 0..3 {
+            let account = client.get_account("u1").await.unwrap().unwrap();
+            assert_eq!(account.id, "u1");
+        }
+        let stats = client.stats();
+        if http10 {
+            assert_eq!(stats.retries, 0, "HTTP/1.0 connections are never reused");
+        } else {
+            // The second request went out on the kept-alive connection and was cut.
+            assert!(stats.retries >= 1, "{stats:?}");
+        }
+    }
+}
+
+// ---------------------------------------------------------------- interop
+
+/// Talks to a real scim2-server (`scripts/interop-setup.sh`, then
+/// `scripts/interop-scim-server.sh start PORT TOKEN`), on a fresh tenant.
+#[tokio::test]
+#[ignore = "needs a running scim2-server: set SEATWARDEN_SCIM2_SERVER_URL and SEATWARDEN_SCIM2_SERVER_TOKEN"]
+async fn interop_scim2_server_client_roundtrip() {
+    let (Ok(url), Ok(token)) = (
+        std::env::var("SEATWARDEN_SCIM2_SERVER_URL"),
+        std::env::var("SEATWARDEN_SCIM2_SERVER_TOKEN"),
+    ) else {
+        panic!(
+            "set SEATWARDEN_SCIM2_SERVER_URL (e.g. http://127.0.0.1:8089) and \
+             SEATWARDEN_SCIM2_SERVER_TOKEN; start the server with \
+             scripts/interop-setup.sh && scripts/interop-scim-server.sh start 8089 TOKEN"
+        );
+    };
+    let tenant = format!(
+        "seatwarden-{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos()
+    );
+    let mut s = settings(&format!("{}/{tenant}/v2", url.trim_end_matches('/')));
+    s.token = token.into();
+    s.page_size = 100;
+    s.max_concurrency = 4;
+    s.retry = RetryPolicy::default();
+    let client = ScimClient::new(s).unwrap();
+    client.discover().await.unwrap();
+
+    // 250 accounts, 4 at a time.
+    let specs: Vec<AccountSpec> = (0..250)
+        .map(|i| AccountSpec {
+            user_name: format!("user{i:03}@example.com"),
+            external_id: format!("dir-{i:03}"),
+            given_name: Some(format!("Given{i}")),
+            family_name: Some("Family".into()),
+            display_name: Some(format!("User {i}")),
+            email: Some(format!("user{i:03}@example.com")),
+            role: Some(Role::Viewer),
+        })
+        .collect();
+    let created: Vec<_> = futures::future::try_join_all(specs.chunks(4).map(|chunk| {
+        let client = client.clone();
+        let chunk = chunk.to_vec();
+        async move {
+            let mut out = Vec::new();
+            for spec in &chunk {
+                out.push(client.create_account(spec).await?);
+            }
+            Ok::<_, WorkspaceError>(out)
+        }
+    }))
+    .await
+    .unwrap()
+    .into_iter()
+    .flatten()
+    .collect();
+    assert_eq!(created.len(), 250);
+    let id_of = |i: usize| created[i].id.clone();
+
+    // A duplicate is a conflict; lookups by name find the right one.
+    let dup = client.create_account(&specs[0]).await.unwrap_err();
+    assert!(dup.is_conflict(), "{dup}");
+    let found = client
+        .find_account_by_user_name("USER007@example.com")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(found.id, id_of(7));
+    assert_eq!(client.get_account("does-not-exist").await.unwrap(), None);
+
+    let group = client.create_group("Engineering \"core\"").await.unwrap();
+    let members: Vec<String> = (0..120).map(id_of).collect();
+    client.add_members(&group.id, &members).await.unwrap();
+    client.set_role(&id_of(0), Role::Owner).await.unwrap();
+    client.set_role(&id_of(1), Role::Editor).await.unwrap();
+    for i in 200..210 {
+        client.set_active(&id_of(i), false).await.unwrap();
+    }
+    let removed: Vec<String> = (100..120).map(id_of).collect();
+    client.remove_members(&group.id, &removed).await.unwrap();
+    client
+        .update_attributes(
+            &id_of(2),
+            &[AttributeChange {
+                attribute: Attribute::DisplayName,
+                from: Some("User 2".into()),
+                to: Some("Renamed".into()),
+            }],
+        )
+        .await
+        .unwrap();
+    let by_name = client
+        .find_group_by_name("Engineering \"core\"")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(by_name.id, group.id);
+
+    let pages = Arc::new(Mutex::new(0u64));
+    let recorder = {
+        let pages = Arc::clone(&pages);
+        move |p: Progress| {
+            if p.what == "accounts" {
+                *pages.lock().unwrap() = p.pages;
+            }
+        }
+    };
+    let snapshot = client.snapshot(&recorder).await.unwrap();
+    assert_eq!(*pages.lock().unwrap(), 3, "250 accounts in pages of 100");
+    assert_eq!(snapshot.accounts.len(), 250);
+    let by_id: std::collections::HashMap<&str, &seatwarden::model::Account> = snapshot
+        .accounts
+        .iter()
+        .map(|a| (a.id.as_str(), a))
+        .collect();
+    for (i, spec) in specs.iter().enumerate() {
+        let account = by_id[id_of(i).as_str()];
+        assert_eq!(account.user_name, spec.user_name);
+        assert_eq!(
+            account.external_id.as_deref(),
+            Some(spec.external_id.as_str())
+        );
+        assert_eq!(account.email, spec.email);
+        assert_eq!(account.given_name, spec.given_name);
+        assert_eq!(account.active, !(200..210).contains(&i), "account {i}");
+        let role = match i {
+            0 => "Owner",
+            1 => "Editor",
+            _ => "Viewer",
+        };
+        assert_eq!(account.roles, vec![role.to_owned()], "account {i}");
+        let display = if i == 2 {
+            "Renamed".to_owned()
+        } else {
+            format!("User {i}")
+        };
+        assert_eq!(account.display_name.as_deref(), Some(display.as_str()));
+    }
+    assert_eq!(snapshot.groups.len(), 1);
+    let listed: BTreeSet<String> = snapshot.groups[0].members.iter().cloned().collect();
+    let expected: BTreeSet<String> = (0..100).map(id_of).collect();
+    assert_eq!(listed, expected);
+    assert_eq!(snapshot.groups[0].display_name, "Engineering \"core\"");
+
+    client.delete_account(&id_of(249)).await.unwrap();
+    assert_eq!(client.get_account(&id_of(249)).await.unwrap(), None);
+    let stats = client.stats();
+    eprintln!("scim2-server roundtrip: {stats:?}");
+}
