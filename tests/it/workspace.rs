@@ -975,8 +975,8 @@ async fn concurrency_and_rate_are_bounded() {
     let all = futures::future::join_all((0..4).map(|_| client.get_account("u1"))).await;
     assert!(all.iter().all(Result::is_ok));
     let elapsed = started.elapsed();
+    // A lower bound only: an upper bound would make the test depend on machine load.
     assert!(elapsed >= Duration::from_millis(580), "{elapsed:?}");
-    assert!(elapsed < Duration::from_millis(1100), "{elapsed:?}");
 
     // Two per second (burst of two): the fourth request waits about a second.
     let client = client_with(&server, |s| {
