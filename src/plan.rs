@@ -1081,3 +1081,705 @@ pub fn simulate(
     links.retain(|l| seen.insert(l.clone()));
     (ws, links)
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+mod tests {
+    use super::*;
+    use crate::model::{IdentityStatus, Role};
+    use crate::policy::{Mapping, PolicySettings, desired_state};
+
+    fn ident(id: &str, status: IdentityStatus, groups: &[&str]) -> Identity {
+        Identity {
+            id: id.into(),
+            user_name: format!("{id}@ex.com"),
+            email: Some(format!("{id}@ex.com")),
+            given_name: Some(id.to_uppercase()),
+            family_name: None,
+            display_name: None,
+            status,
+            department: None,
+            groups: groups.iter().map(|g| (*g).to_owned()).collect(),
+        }
+    }
+
+    fn active(id: &str, groups: &[&str]) -> Identity {
+        ident(id, IdentityStatus::Active, groups)
+    }
+
+    /// An account in line with `ident(identity, ..)` with role Viewer.
+    fn acct(id: &str, identity: &str) -> Account {
+        Account {
+            id: id.into(),
+            user_name: format!("{identity}@ex.com"),
+            external_id: Some(identity.into()),
+            given_name: Some(identity.to_uppercase()),
+            family_name: None,
+            display_name: None,
+            email: Some(format!("{identity}@ex.com")),
+            active: true,
+            roles: vec!["Viewer".into()],
+        }
+    }
+
+    fn group(id: &str, name: &str, members: &[&str]) -> WorkspaceGroup {
+        WorkspaceGroup {
+            id: id.into(),
+            display_name: name.into(),
+            members: members.iter().map(|m| (*m).to_owned()).collect(),
+        }
+    }
+
+    fn link(identity: &str, account: &str) -> Link {
+        Link {
+            identity_id: identity.into(),
+            account_id: account.into(),
+        }
+    }
+
+    struct Fx {
+        identities: Vec<Identity>,
+        accounts: Vec<Account>,
+        groups: Vec<WorkspaceGroup>,
+        links: Vec<Link>,
+        policy: PolicySettings,
+        settings: PlanSettings,
+    }
+
+    impl Fx {
+        fn new() -> Self {
+            Fx {
+                identities: vec![],
+                accounts: vec![],
+                groups: vec![group("g", "Engineering", &[])],
+                links: vec![],
+                policy: PolicySettings {
+                    scope_groups: vec![],
+                    default_role: Role::Viewer,
+                    mappings: vec![
+                        Mapping {
+                            group: "eng".into(),
+                            workspace_group: "Engineering".into(),
+                            role: Role::Editor,
+                        },
+                        Mapping {
+                            group: "leads".into(),
+                            workspace_group: "Engineering".into(),
+                            role: Role::Maintainer,
+                        },
+                    ],
+                    manage_roles: true,
+                },
+                settings: PlanSettings {
+                    deprovision: DeprovisionAction::Deactivate,
+                    unmatched_accounts: UnmatchedAccounts::Report,
+                    manage_roles: true,
+                    protected: Protected::default(),
+                },
+            }
+        }
+
+        fn dir(&self) -> DirectorySnapshot {
+            DirectorySnapshot {
+                identities: self.identities.clone(),
+                complete: true,
+            }
+        }
+
+        fn ws(&self) -> WorkspaceSnapshot {
+            WorkspaceSnapshot {
+                accounts: self.accounts.clone(),
+                groups: self.groups.clone(),
+            }
+        }
+
+        fn plan(&self) -> Plan {
+            let dir = self.dir();
+            plan(
+                &desired_state(&dir, &self.policy),
+                &dir,
+                &self.ws(),
+                &self.links,
+                &self.settings,
+            )
+        }
+
+        /// Applies the plan and plans again.
+        fn replan(&self) -> Plan {
+            let first = self.plan();
+            let (ws, links) = simulate(&self.ws(), &self.links, &first);
+            let dir = self.dir();
+            plan(
+                &desired_state(&dir, &self.policy),
+                &dir,
+                &ws,
+                &links,
+                &self.settings,
+            )
+        }
+    }
+
+    fn kinds(plan: &Plan) -> Vec<&ActionKind> {
+        plan.actions.iter().map(|a| &a.kind).collect()
+    }
+
+    fn drift_of(plan: &Plan, kind: DriftKind) -> Vec<&DriftItem> {
+        plan.drift.iter().filter(|d| d.kind == kind).collect()
+    }
+
+    fn existing(id: &str) -> AccountRef {
+        AccountRef::Existing { id: id.into() }
+    }
+
+    #[test]
+    fn converged_workspace_plans_nothing() {
+        let mut fx = Fx::new();
+        fx.identities = vec![active("a", &[]), active("b", &["eng"])];
+        fx.accounts = vec![acct("1", "a"), acct("2", "b")];
+        fx.accounts[1].roles = vec!["Editor".into()];
+        fx.groups = vec![group("g", "Engineering", &["2"])];
+        fx.links = vec![link("a", "1"), link("b", "2")];
+        let plan = fx.plan();
+        assert!(plan.actions.is_empty(), "{:#?}", plan.actions);
+        assert!(plan.drift.is_empty(), "{:#?}", plan.drift);
+        assert!(plan.new_links.is_empty());
+    }
+
+    #[test]
+    fn missing_account_is_created_and_added_to_its_groups() {
+        let mut fx = Fx::new();
+        fx.groups.clear();
+        fx.identities = vec![active("a", &["eng", "leads"])];
+        let plan = fx.plan();
+        let spec = AccountSpec {
+            user_name: "a@ex.com".into(),
+            external_id: "a".into(),
+            given_name: Some("A".into()),
+            family_name: None,
+            display_name: None,
+            email: Some("a@ex.com".into()),
+            role: Some(Role::Maintainer),
+        };
+        assert_eq!(
+            kinds(&plan),
+            [
+                &ActionKind::CreateGroup {
+                    display_name: "Engineering".into()
+                },
+                &ActionKind::CreateAccount {
+                    identity_id: "a".into(),
+                    spec
+                },
+                &ActionKind::AddMembers {
+                    group: GroupRef::Created {
+                        display_name: "Engineering".into()
+                    },
+                    members: vec![AccountRef::Created {
+                        identity_id: "a".into()
+                    }],
+                },
+            ]
+        );
+        assert_eq!(plan.actions[1].reason, DriftKind::MissingAccount);
+        assert_eq!(plan.actions[1].subject, "a@ex.com");
+        assert_eq!(
+            plan.actions.iter().map(|a| a.seq).collect::<Vec<_>>(),
+            [0, 1, 2]
+        );
+        assert_eq!(drift_of(&plan, DriftKind::MissingAccount).len(), 1);
+        assert!(fx.replan().is_empty());
+    }
+
+    #[test]
+    fn inactive_identities_lose_access_but_keep_memberships() {
+        let mut fx = Fx::new();
+        fx.identities = vec![
+            ident("s", IdentityStatus::Suspended, &["eng"]),
+            ident("d", IdentityStatus::Deprovisioned, &[]),
+            ident("o", IdentityStatus::Active, &["contractors"]),
+        ];
+        fx.policy.scope_groups = vec!["eng".into()];
+        fx.accounts = vec![acct("1", "s"), acct("2", "d"), acct("3", "o")];
+        fx.accounts[1].given_name = Some("stale".into());
+        fx.accounts[1].roles = vec!["Owner".into()];
+        fx.groups = vec![group("g", "Engineering", &["1", "2"])];
+        let plan = fx.plan();
+        assert_eq!(
+            kinds(&plan),
+            [
+                &ActionKind::Deactivate {
+                    account_id: "2".into()
+                },
+                &ActionKind::Deactivate {
+                    account_id: "3".into()
+                },
+                &ActionKind::Deactivate {
+                    account_id: "1".into()
+                },
+            ]
+        );
+        assert!(
+            plan.actions
+                .iter()
+                .all(|a| a.reason == DriftKind::StaleAccess)
+        );
+        assert!(plan.actions[0].detail.contains("deprovisioned"));
+        assert!(plan.actions[1].detail.contains("not in any scope group"));
+        assert!(fx.replan().is_empty());
+    }
+
+    #[test]
+    fn already_inactive_accounts_are_left_unless_deprovisioning_deletes() {
+        let mut fx = Fx::new();
+        fx.identities = vec![ident("s", IdentityStatus::Suspended, &[])];
+        fx.accounts = vec![acct("1", "s")];
+        fx.accounts[0].active = false;
+        assert!(fx.plan().actions.is_empty());
+        fx.settings.deprovision = DeprovisionAction::Delete;
+        let plan = fx.plan();
+        assert_eq!(
+            kinds(&plan),
+            [&ActionKind::Delete {
+                account_id: "1".into()
+            }]
+        );
+        assert!(fx.replan().is_empty());
+    }
+
+    #[test]
+    fn identity_gone_from_the_directory_is_deprovisioned_through_its_link() {
+        let mut fx = Fx::new();
+        fx.accounts = vec![acct("1", "gone")];
+        fx.links = vec![link("gone", "1")];
+        let plan = fx.plan();
+        assert_eq!(
+            kinds(&plan),
+            [&ActionKind::Deactivate {
+                account_id: "1".into()
+            }]
+        );
+        assert_eq!(plan.actions[0].identity_id.as_deref(), Some("gone"));
+        assert!(plan.actions[0].detail.contains("deleted"));
+        // Without the link the same account is merely orphaned.
+        fx.links.clear();
+        let plan = fx.plan();
+        assert!(plan.actions.is_empty());
+        assert_eq!(drift_of(&plan, DriftKind::OrphanedAccount).len(), 1);
+    }
+
+    #[test]
+    fn inactive_account_of_active_identity_is_reactivated_and_fixed() {
+        let mut fx = Fx::new();
+        fx.groups.clear();
+        fx.identities = vec![active("a", &["eng"])];
+        fx.accounts = vec![acct("1", "a")];
+        fx.accounts[0].active = false;
+        fx.accounts[0].given_name = Some("Old".into());
+        fx.links = vec![link("a", "1")];
+        let plan = fx.plan();
+        let names: Vec<_> = plan.actions.iter().map(|a| a.kind.name()).collect();
+        assert_eq!(
+            names,
+            [
+                "create_group",
+                "reactivate",
+                "update_attributes",
+                "set_role",
+                "add_members"
+            ]
+        );
+        assert_eq!(plan.actions[1].kind.account_id(), Some("1"));
+        assert_eq!(plan.actions[1].reason, DriftKind::ReactivationDue);
+        assert!(
+            !plan
+                .actions
+                .iter()
+                .any(|a| a.kind.name() == "create_account")
+        );
+        assert!(fx.replan().is_empty());
+    }
+
+    #[test]
+    fn attribute_drift_ignores_case_of_user_name_and_email_and_never_clears() {
+        let mut fx = Fx::new();
+        fx.identities = vec![active("a", &[])];
+        fx.identities[0].display_name = None;
+        fx.identities[0].family_name = Some("Smith".into());
+        fx.accounts = vec![acct("1", "a")];
+        fx.accounts[0].user_name = "A@EX.COM".into();
+        fx.accounts[0].email = Some("A@Ex.Com".into());
+        fx.accounts[0].display_name = Some("Keep me".into());
+        fx.accounts[0].given_name = Some("a".into());
+        fx.accounts[0].external_id = None;
+        let plan = fx.plan();
+        assert_eq!(
+            kinds(&plan),
+            [&ActionKind::UpdateAttributes {
+                account_id: "1".into(),
+                changes: vec![
+                    AttributeChange {
+                        attribute: Attribute::ExternalId,
+                        from: None,
+                        to: Some("a".into())
+                    },
+                    AttributeChange {
+                        attribute: Attribute::GivenName,
+                        from: Some("a".into()),
+                        to: Some("A".into())
+                    },
+                    AttributeChange {
+                        attribute: Attribute::FamilyName,
+                        from: None,
+                        to: Some("Smith".into())
+                    },
+                ]
+            }]
+        );
+        assert_eq!(plan.actions[0].reason, DriftKind::AttributeDrift);
+        assert_eq!(drift_of(&plan, DriftKind::AttributeDrift).len(), 1);
+        assert_eq!(plan.new_links.len(), 1);
+        assert_eq!(plan.new_links[0].method, LinkMethod::UserName);
+    }
+
+    #[test]
+    fn role_drift_needs_exactly_the_desired_role() {
+        let mut fx = Fx::new();
+        fx.identities = vec![active("a", &["leads"])];
+        fx.accounts = vec![acct("1", "a")];
+        fx.groups = vec![group("g", "engineering", &["1"])];
+        fx.accounts[0].roles = vec!["maintainer".into()];
+        assert!(fx.plan().is_empty(), "case of the role value is not drift");
+
+        fx.accounts[0].roles = vec!["Maintainer".into(), "Viewer".into()];
+        let plan = fx.plan();
+        assert_eq!(
+            kinds(&plan),
+            [&ActionKind::SetRole {
+                account_id: "1".into(),
+                from: vec!["Maintainer".into(), "Viewer".into()],
+                to: Role::Maintainer
+            }]
+        );
+        assert_eq!(plan.actions[0].reason, DriftKind::RoleDrift);
+
+        fx.settings.manage_roles = false;
+        assert!(fx.plan().is_empty());
+        fx.settings.manage_roles = true;
+        fx.policy.manage_roles = false;
+        assert!(fx.plan().is_empty());
+    }
+
+    #[test]
+    fn matching_order_and_new_links() {
+        let mut fx = Fx::new();
+        fx.identities = vec![active("a", &[]), active("b", &[]), active("c", &[])];
+        let mut by_user_name = acct("2", "b");
+        by_user_name.external_id = Some("unknown".into());
+        by_user_name.user_name = "B@EX.COM".into();
+        let mut by_email = acct("3", "c");
+        by_email.external_id = None;
+        by_email.user_name = "someone-else".into();
+        by_email.email = Some("C@ex.com".into());
+        fx.accounts = vec![acct("1", "a"), by_user_name, by_email];
+        let plan = fx.plan();
+        let links: Vec<_> = plan
+            .new_links
+            .iter()
+            .map(|l| (l.identity_id.as_str(), l.account_id.as_str(), l.method))
+            .collect();
+        assert_eq!(
+            links,
+            [
+                ("a", "1", LinkMethod::ExternalId),
+                ("b", "2", LinkMethod::UserName),
+                ("c", "3", LinkMethod::Email)
+            ]
+        );
+        assert!(
+            !plan
+                .actions
+                .iter()
+                .any(|a| a.kind.name() == "create_account")
+        );
+        assert!(fx.replan().is_empty());
+    }
+
+    #[test]
+    fn stored_link_beats_heuristics_and_dead_links_are_ignored() {
+        let mut fx = Fx::new();
+        fx.identities = vec![active("a", &[]), active("b", &[])];
+        // Account 1 looks like b but is linked to a.
+        fx.accounts = vec![acct("1", "b")];
+        fx.links = vec![link("a", "1"), link("b", "vanished")];
+        let plan = fx.plan();
+        assert!(plan.new_links.is_empty());
+        let update = plan
+            .actions
+            .iter()
+            .find(|a| a.kind.name() == "update_attributes")
+            .unwrap();
+        assert_eq!(update.identity_id.as_deref(), Some("a"));
+        let created: Vec<_> = plan
+            .actions
+            .iter()
+            .filter_map(|a| match &a.kind {
+                ActionKind::CreateAccount { identity_id, .. } => Some(identity_id.as_str()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(created, ["b"]);
+    }
+
+    #[test]
+    fn several_candidate_identities_are_disputed_and_untouched() {
+        let mut fx = Fx::new();
+        let mut x = active("x", &[]);
+        x.email = Some("Pat@ex.com".into());
+        let mut y = ident("y", IdentityStatus::Suspended, &[]);
+        y.email = Some("pat@EX.com".into());
+        fx.identities = vec![x, y];
+        let mut account = acct("1", "nobody");
+        account.external_id = None;
+        account.email = Some("pat@ex.com".into());
+        fx.accounts = vec![account];
+        let plan = fx.plan();
+        assert!(plan.actions.is_empty(), "{:#?}", plan.actions);
+        assert!(plan.new_links.is_empty());
+        let disputed = drift_of(&plan, DriftKind::DisputedMatch);
+        assert_eq!(disputed.len(), 3, "{disputed:#?}");
+        assert!(disputed[0].detail.contains("several identities"));
+    }
+
+    #[test]
+    fn several_accounts_for_one_identity_are_disputed() {
+        let mut fx = Fx::new();
+        fx.identities = vec![ident("a", IdentityStatus::Suspended, &[])];
+        let mut by_email = acct("2", "a");
+        by_email.external_id = None;
+        by_email.user_name = "other".into();
+        fx.accounts = vec![acct("1", "a"), by_email];
+        // Each account's deciding rule yields only `a`, but two accounts claim it.
+        let plan = fx.plan();
+        assert!(plan.actions.is_empty(), "{:#?}", plan.actions);
+        assert_eq!(drift_of(&plan, DriftKind::DisputedMatch).len(), 3);
+        // A stored link decides: the other account is a duplicate.
+        fx.links = vec![link("a", "1")];
+        let plan = fx.plan();
+        let mut ids: Vec<_> = plan
+            .actions
+            .iter()
+            .map(|a| a.kind.account_id().unwrap())
+            .collect();
+        ids.sort_unstable();
+        assert_eq!(ids, ["1", "2"], "a leaver's duplicate account goes too");
+    }
+
+    #[test]
+    fn duplicate_account_of_active_person_is_reported_not_touched() {
+        let mut fx = Fx::new();
+        fx.identities = vec![active("a", &["eng"])];
+        let mut dupe = acct("2", "a");
+        dupe.external_id = None;
+        dupe.user_name = "a-old".into();
+        dupe.roles = vec![];
+        fx.accounts = vec![acct("1", "a"), dupe];
+        fx.accounts[0].roles = vec!["Editor".into()];
+        fx.groups = vec![group("g", "Engineering", &["1", "2"])];
+        fx.links = vec![link("a", "1")];
+        let plan = fx.plan();
+        assert!(plan.actions.is_empty(), "{:#?}", plan.actions);
+        let disputed = drift_of(&plan, DriftKind::DisputedMatch);
+        assert_eq!(disputed.len(), 1);
+        assert_eq!(disputed[0].account_id.as_deref(), Some("2"));
+    }
+
+    #[test]
+    fn inconsistent_stored_links_are_disputed() {
+        let mut fx = Fx::new();
+        fx.identities = vec![ident("a", IdentityStatus::Suspended, &[]), active("b", &[])];
+        fx.accounts = vec![acct("1", "a")];
+        fx.links = vec![link("a", "1"), link("b", "1")];
+        let plan = fx.plan();
+        assert!(plan.actions.is_empty(), "{:#?}", plan.actions);
+        assert_eq!(drift_of(&plan, DriftKind::DisputedMatch).len(), 3);
+    }
+
+    #[test]
+    fn orphans_follow_the_unmatched_accounts_setting() {
+        let mut fx = Fx::new();
+        let mut orphan = acct("1", "stranger");
+        orphan.external_id = None;
+        let mut inactive_orphan = acct("2", "ghost");
+        inactive_orphan.active = false;
+        fx.accounts = vec![orphan, inactive_orphan];
+
+        let plan = fx.plan();
+        assert!(plan.actions.is_empty());
+        assert_eq!(drift_of(&plan, DriftKind::OrphanedAccount).len(), 2);
+
+        fx.settings.unmatched_accounts = UnmatchedAccounts::Adopt;
+        let plan = fx.plan();
+        assert!(plan.actions.is_empty() && plan.drift.is_empty());
+
+        fx.settings.unmatched_accounts = UnmatchedAccounts::Deactivate;
+        fx.settings.deprovision = DeprovisionAction::Delete;
+        let plan = fx.plan();
+        assert_eq!(
+            kinds(&plan),
+            [&ActionKind::Deactivate {
+                account_id: "1".into()
+            }],
+            "orphans are deactivated, never deleted"
+        );
+        assert_eq!(plan.actions[0].reason, DriftKind::OrphanedAccount);
+        assert!(fx.replan().is_empty());
+    }
+
+    #[test]
+    fn managed_group_membership_is_repaired() {
+        let mut fx = Fx::new();
+        fx.identities = vec![
+            active("a", &["eng"]),
+            active("b", &["eng"]),
+            active("c", &[]),
+            ident("s", IdentityStatus::Suspended, &[]),
+        ];
+        fx.accounts = vec![
+            acct("1", "a"),
+            acct("2", "b"),
+            acct("3", "c"),
+            acct("4", "s"),
+            acct("9", "stranger"),
+        ];
+        fx.accounts[0].roles = vec!["Editor".into()];
+        fx.accounts[1].roles = vec!["Editor".into()];
+        fx.accounts[3].active = false;
+        fx.accounts[4].external_id = None;
+        fx.groups = vec![
+            group("g", "ENGINEERING", &["1", "3", "4", "9", "dangling"]),
+            group("h", "Unmanaged", &["3", "9"]),
+        ];
+        let plan = fx.plan();
+        let group_ref = GroupRef::Existing {
+            id: "g".into(),
+            display_name: "ENGINEERING".into(),
+        };
+        assert_eq!(
+            kinds(&plan),
+            [
+                &ActionKind::AddMembers {
+                    group: group_ref.clone(),
+                    members: vec![existing("2")]
+                },
+                &ActionKind::RemoveMembers {
+                    group: group_ref.clone(),
+                    members: vec!["3".into()]
+                },
+            ]
+        );
+        assert_eq!(plan.actions[0].subject, "ENGINEERING");
+        let group_drift = drift_of(&plan, DriftKind::GroupDrift);
+        assert_eq!(group_drift.len(), 3, "{group_drift:#?}");
+        assert!(
+            group_drift
+                .iter()
+                .any(|d| d.account_id.as_deref() == Some("9"))
+        );
+
+        fx.settings.unmatched_accounts = UnmatchedAccounts::Deactivate;
+        let plan = fx.plan();
+        let names: Vec<_> = plan.actions.iter().map(|a| a.kind.name()).collect();
+        assert_eq!(names, ["deactivate", "add_members", "remove_members"]);
+        assert_eq!(
+            plan.actions[2].kind,
+            ActionKind::RemoveMembers {
+                group: group_ref,
+                members: vec!["3".into(), "9".into()]
+            }
+        );
+        assert_eq!(plan.actions[2].seq, 2);
+        assert_eq!(plan.actions[2].reason, DriftKind::GroupDrift);
+        assert!(fx.replan().is_empty());
+    }
+
+    #[test]
+    fn protected_accounts_never_appear_in_actions() {
+        let mut fx = Fx::new();
+        fx.identities = vec![
+            ident("root", IdentityStatus::Suspended, &[]),
+            active("admin", &["eng"]),
+            active("new-admin", &["eng"]),
+        ];
+        fx.accounts = vec![acct("1", "root"), acct("2", "admin"), acct("3", "x")];
+        fx.accounts[1].active = false;
+        fx.accounts[2].user_name = "breakglass".into();
+        fx.accounts[2].external_id = None;
+        fx.groups = vec![group("g", "Engineering", &["3"])];
+        fx.settings.unmatched_accounts = UnmatchedAccounts::Deactivate;
+        fx.settings.protected = Protected::new(&[
+            "ROOT@ex.com".into(),
+            "*admin@ex.com".into(),
+            "break?lass".into(),
+        ]);
+        let plan = fx.plan();
+        assert!(plan.actions.is_empty(), "{:#?}", plan.actions);
+    }
+
+    #[test]
+    fn actions_are_ordered_by_class_then_subject() {
+        let mut fx = Fx::new();
+        fx.groups.clear();
+        fx.identities = vec![
+            active("z", &["eng"]),
+            active("m", &[]),
+            ident("q", IdentityStatus::Suspended, &[]),
+            ident("b", IdentityStatus::Suspended, &[]),
+        ];
+        fx.accounts = vec![acct("1", "m"), acct("2", "q"), acct("3", "b")];
+        fx.accounts[0].active = false;
+        fx.accounts[0].roles = vec![];
+        let plan = fx.plan();
+        let got: Vec<_> = plan
+            .actions
+            .iter()
+            .map(|a| (a.seq, a.kind.name(), a.subject.as_str()))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                (0, "deactivate", "b@ex.com"),
+                (1, "deactivate", "q@ex.com"),
+                (2, "create_group", "Engineering"),
+                (3, "create_account", "z@ex.com"),
+                (4, "reactivate", "m@ex.com"),
+                (5, "set_role", "m@ex.com"),
+                (6, "add_members", "Engineering"),
+            ]
+        );
+        let mut sorted = plan.drift.clone();
+        sorted.sort_by(|a, b| (a.kind, &a.user_name).cmp(&(b.kind, &b.user_name)));
+        assert_eq!(plan.drift, sorted);
+        // Every action has a drift item of its kind for its subject.
+        for action in &plan.actions {
+            assert!(
+                plan.drift.iter().any(|d| d.kind == action.reason),
+                "{action:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn simulate_skips_held_actions() {
+        let mut fx = Fx::new();
+        fx.identities = vec![ident("s", IdentityStatus::Suspended, &[])];
+        fx.accounts = vec![acct("1", "s")];
+        let mut plan = fx.plan();
+        plan.actions[0].held = Some(crate::model::HoldReason::LastOwner);
+        let (ws, _) = simulate(&fx.ws(), &fx.links, &plan);
+        assert_eq!(ws, fx.ws());
+        plan.actions[0].held = None;
+        let (ws, links) = simulate(&fx.ws(), &fx.links, &plan);
+        assert!(!ws.accounts[0].active);
+        assert_eq!(links, [link("s", "1")]);
+    }
+}
