@@ -43,6 +43,17 @@
 //!   projects, so reactivation restores access without loss.
 //! - Protected accounts (by the account's or the identity's userName) appear in no
 //!   action at all, not even in member lists.
+//! - Orphans (accounts no identity matches) follow `unmatched_accounts`: `report`
+//!   gives drift items only (also for their memberships of managed groups), `adopt`
+//!   accepts them as they are (no drift), `deactivate` deactivates active ones and
+//!   takes them out of managed groups — never deletes them, whatever `deprovision`
+//!   says: "existing users keep their data".
+//!
+//! # Order
+//!
+//! Deprovisions first, then create group, create account, reactivate, update
+//! attributes, set role, add members, remove members; within a class by subject,
+//! then account id. Drift items sort by kind, then userName.
 
 use std::collections::{BTreeMap, BTreeSet};
 
