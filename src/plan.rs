@@ -252,7 +252,10 @@ impl<'a> Matching<'a> {
             }
         }
         for (&account_id, ids) in &by_account {
-            let clean = ids.len() == 1 && ids.iter().all(|i| by_identity[i].len() == 1);
+            let clean = ids.len() == 1
+                && ids
+                    .iter()
+                    .all(|i| by_identity.get(i).is_some_and(|a| a.len() == 1));
             if clean {
                 for &identity_id in ids {
                     m.owners.insert(account_id, Owner::Primary(identity_id));
@@ -267,11 +270,11 @@ impl<'a> Matching<'a> {
                     )),
                 );
                 for &identity_id in ids {
-                    let accts = &by_identity[identity_id];
+                    let accounts = by_identity.get(identity_id).into_iter().flatten();
                     m.disputed.entry(identity_id).or_insert_with(|| {
                         format!(
                             "stored links are not one-to-one (identity is linked to {})",
-                            joined(accts.iter().copied())
+                            joined(accounts.copied())
                         )
                     });
                 }
@@ -1777,6 +1780,21 @@ mod tests {
                 "{action:?}"
             );
         }
+    }
+
+    #[test]
+    fn simulate_names_created_objects_and_links_them() {
+        let mut fx = Fx::new();
+        fx.groups.clear();
+        fx.identities = vec![active("a", &["eng"])];
+        let plan = fx.plan();
+        let (ws, links) = simulate(&fx.ws(), &fx.links, &plan);
+        assert_eq!(ws.accounts.len(), 1);
+        assert_eq!(ws.accounts[0].id, "new:a");
+        assert_eq!(ws.accounts[0].roles, ["Editor"]);
+        assert_eq!(ws.groups[0].id, "new:Engineering");
+        assert_eq!(ws.groups[0].members, ["new:a"]);
+        assert_eq!(links, [link("a", "new:a")]);
     }
 
     #[test]

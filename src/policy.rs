@@ -302,6 +302,18 @@ mod tests {
     }
 
     #[test]
+    fn inactive_reasons_read_as_sentences() {
+        assert_eq!(
+            InactiveReason::Suspended.to_string(),
+            "identity is suspended in the directory"
+        );
+        assert_eq!(
+            InactiveReason::OutOfScope.to_string(),
+            "identity is not in any scope group"
+        );
+    }
+
+    #[test]
     fn scope_group_names_are_case_sensitive() {
         let dir = directory(vec![identity("a", IdentityStatus::Active, &["staff"])]);
         let state = desired_state(&dir, &settings(&["Staff"]));
