@@ -19,9 +19,11 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use serde::{Deserialize, Serialize};
+
 use crate::model::{ActionKind, HoldReason, Plan, Role, WorkspaceSnapshot};
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct GuardSettings {
     pub max_deprovisions: usize,
     pub max_deprovision_percent: f64,

@@ -44,7 +44,7 @@ pub enum UnmatchedAccounts {
     Deactivate,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PolicySettings {
     /// Directory groups that bring people into scope; empty means every active
     /// identity is in scope.
