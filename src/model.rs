@@ -51,9 +51,7 @@ impl fmt::Display for Role {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error(
-    "unknown role {0:?}; expected one of Owner, Maintainer, Editor, Commenter, Collaborator, Participant, Viewer"
-)]
+#[error("unknown role {0:?}; expected one of Owner, Maintainer, Editor, Commenter, Collaborator, Participant, Viewer")]
 pub struct UnknownRole(pub String);
 
 impl FromStr for Role {
@@ -351,39 +349,15 @@ pub enum AccountRef {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case")]
 pub enum ActionKind {
-    Deactivate {
-        account_id: String,
-    },
-    Delete {
-        account_id: String,
-    },
-    CreateGroup {
-        display_name: String,
-    },
-    CreateAccount {
-        identity_id: String,
-        spec: AccountSpec,
-    },
-    Reactivate {
-        account_id: String,
-    },
-    UpdateAttributes {
-        account_id: String,
-        changes: Vec<AttributeChange>,
-    },
-    SetRole {
-        account_id: String,
-        from: Vec<String>,
-        to: Role,
-    },
-    AddMembers {
-        group: GroupRef,
-        members: Vec<AccountRef>,
-    },
-    RemoveMembers {
-        group: GroupRef,
-        members: Vec<String>,
-    },
+    Deactivate { account_id: String },
+    Delete { account_id: String },
+    CreateGroup { display_name: String },
+    CreateAccount { identity_id: String, spec: AccountSpec },
+    Reactivate { account_id: String },
+    UpdateAttributes { account_id: String, changes: Vec<AttributeChange> },
+    SetRole { account_id: String, from: Vec<String>, to: Role },
+    AddMembers { group: GroupRef, members: Vec<AccountRef> },
+    RemoveMembers { group: GroupRef, members: Vec<String> },
 }
 
 impl ActionKind {
@@ -403,10 +377,7 @@ impl ActionKind {
 
     /// Deactivations and deletions: what the deprovision thresholds count.
     pub fn is_deprovision(&self) -> bool {
-        matches!(
-            self,
-            ActionKind::Deactivate { .. } | ActionKind::Delete { .. }
-        )
+        matches!(self, ActionKind::Deactivate { .. } | ActionKind::Delete { .. })
     }
 
     /// The existing account this action writes to, if any.

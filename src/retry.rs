@@ -185,8 +185,7 @@ mod tests {
 
     #[test]
     fn retry_after_accepts_seconds_and_http_dates() {
-        let now = httpdate::parse_http_date("Sun, 29 Nov 2026 10:00:00 GMT")
-            .unwrap_or(std::time::UNIX_EPOCH);
+        let now = httpdate::parse_http_date("Sun, 29 Nov 2026 10:00:00 GMT").unwrap_or(std::time::UNIX_EPOCH);
         assert_eq!(parse_retry_after("7", now), Some(Duration::from_secs(7)));
         assert_eq!(
             parse_retry_after("Sun, 29 Nov 2026 10:00:30 GMT", now),
