@@ -1,1 +1,1814 @@
-//! TODO
+//! The diff: desired state against the workspace as it is, giving an ordered list of
+//! actions, each with the drift that caused it (design brief, pipeline step 3).
+//!
+//! Pure: no I/O, no clock. The same inputs always give the same plan, byte for byte.
+//!
+//! # Matching accounts to identities
+//!
+//! Every directory identity is a candidate, whatever its status: a leaver's account
+//! must be found to be deactivated. For each workspace account, in order:
+//!
+//! 1. a stored link (a link whose account no longer exists is ignored; a link to an
+//!    identity absent from the directory means that identity was *deleted*);
+//! 2. `externalId` equal to the identity id;
+//! 3. `userName` equal to the identity's, case-insensitively;
+//! 4. primary email equal to the identity's, case-insensitively.
+//!
+//! The first heuristic rule (2–4) that yields any candidate decides. Matches found
+//! by 2–4 are proposed in [`Plan::new_links`]; linking needs no workspace write.
+//!
+//! A match is **disputed** — reported as [`DriftKind::DisputedMatch`] and never acted
+//! on, for the accounts nor for the identities involved — when stored links are not
+//! one-to-one, when an account's deciding rule yields several identities, or when
+//! several unlinked accounts match the same identity.
+//!
+//! A stored link decides an identity's account. An unlinked account whose only
+//! candidate is an identity already linked to another account is a **duplicate** of
+//! that identity: reported as a dispute while the person is active, and deprovisioned
+//! along with the linked account once the person loses access. Letting a leaver keep
+//! a second account would defeat deprovisioning, and treating it as an orphan would
+//! make it flip to "matched" as soon as the linked account is deleted.
+//!
+//! # What is managed
+//!
+//! - Attributes: only those the directory provides. A desired `None` never clears a
+//!   workspace value, so a directory without display names does not wipe them.
+//!   userName and email compare case-insensitively (a case change alone is not drift),
+//!   the rest exactly.
+//! - Roles: when `manage_roles` and the spec has a role; an account whose single role
+//!   value names the desired role (in any case) is in line.
+//! - Groups: only groups a mapping names (matched to workspace groups by display name,
+//!   case-insensitively; with several same-named groups the lowest id is used).
+//!   Members of people who lost access are left alone: deactivated accounts keep their
+//!   projects, so reactivation restores access without loss.
+//! - Protected accounts (by the account's or the identity's userName) appear in no
+//!   action at all, not even in member lists.
+//! - Orphans (accounts no identity matches) follow `unmatched_accounts`: `report`
+//!   gives drift items only (also for their memberships of managed groups), `adopt`
+//!   accepts them as they are (no drift), `deactivate` deactivates active ones and
+//!   takes them out of managed groups — never deletes them, whatever `deprovision`
+//!   says: "existing users keep their data".
+//!
+//! # Order
+//!
+//! Deprovisions first, then create group, create account, reactivate, update
+//! attributes, set role, add members, remove members; within a class by subject,
+//! then account id. Drift items sort by kind, then userName.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::{Deserialize, Serialize};
+
+use crate::model::{
+    Account, AccountRef, AccountSpec, Action, ActionKind, Attribute, AttributeChange,
+    DirectorySnapshot, DriftItem, DriftKind, GroupRef, Identity, Link, LinkMethod, NewLink, Plan,
+    WorkspaceGroup, WorkspaceSnapshot,
+};
+use crate::policy::{DesiredState, Protected, UnmatchedAccounts};
+
+/// What losing access does to an account.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DeprovisionAction {
+    Deactivate,
+    Delete,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlanSettings {
+    pub deprovision: DeprovisionAction,
+    pub unmatched_accounts: UnmatchedAccounts,
+    pub manage_roles: bool,
+    pub protected: Protected,
+}
+
+/// Diffs `desired` against `workspace`. `directory` is the snapshot `desired` was
+/// computed from; it supplies the match candidates and tells deleted identities
+/// (absent) from inactive ones. Never sets [`Action::held`]; that is the guard's job.
+pub fn plan(
+    desired: &DesiredState,
+    directory: &DirectorySnapshot,
+    workspace: &WorkspaceSnapshot,
+    links: &[Link],
+    settings: &PlanSettings,
+) -> Plan {
+    let matching = Matching::build(directory, workspace, links);
+    let mut planner = Planner {
+        desired,
+        settings,
+        matching: &matching,
+        out: Out::default(),
+        members: BTreeMap::new(),
+        managed_members: BTreeSet::new(),
+        untouchable: BTreeSet::new(),
+    };
+    planner.disputes();
+    planner.identities();
+    planner.orphans();
+    planner.groups(workspace);
+    let Out {
+        mut actions,
+        mut drift,
+    } = planner.out;
+
+    actions.sort_by(|a, b| sort_key(a).cmp(&sort_key(b)));
+    for (seq, action) in actions.iter_mut().enumerate() {
+        action.seq = u32::try_from(seq).unwrap_or(u32::MAX);
+    }
+    drift.sort_by(|a, b| {
+        (
+            a.kind,
+            &a.user_name,
+            &a.account_id,
+            &a.identity_id,
+            &a.detail,
+        )
+            .cmp(&(
+                b.kind,
+                &b.user_name,
+                &b.account_id,
+                &b.identity_id,
+                &b.detail,
+            ))
+    });
+    let mut new_links = matching.new_links;
+    new_links.sort_by(|a, b| (&a.identity_id, &a.account_id).cmp(&(&b.identity_id, &b.account_id)));
+    Plan {
+        actions,
+        drift,
+        new_links,
+    }
+}
+
+/// Deprovisions first (they are the urgent part and the guard's subject), then the
+/// order in which later actions can rely on earlier ones: groups and accounts exist
+/// before members are added.
+fn sort_key(action: &Action) -> (u8, &str, &str) {
+    let (class, secondary) = match &action.kind {
+        ActionKind::Deactivate { account_id } | ActionKind::Delete { account_id } => {
+            (0, account_id.as_str())
+        }
+        ActionKind::CreateGroup { display_name } => (1, display_name.as_str()),
+        ActionKind::CreateAccount { identity_id, .. } => (2, identity_id.as_str()),
+        ActionKind::Reactivate { account_id } => (3, account_id.as_str()),
+        ActionKind::UpdateAttributes { account_id, .. } => (4, account_id.as_str()),
+        ActionKind::SetRole { account_id, .. } => (5, account_id.as_str()),
+        ActionKind::AddMembers { group, .. } => (6, group.display_name()),
+        ActionKind::RemoveMembers { group, .. } => (7, group.display_name()),
+    };
+    (class, action.subject.as_str(), secondary)
+}
+
+/// How one account relates to the directory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Owner<'a> {
+    /// The identity's account: a one-to-one stored link or a clean new match.
+    Primary(&'a str),
+    /// Matches only an identity that is linked to another account.
+    Duplicate {
+        identity_id: &'a str,
+        linked_to: &'a str,
+        method: LinkMethod,
+    },
+    Disputed(String),
+    Orphan,
+}
+
+struct Matching<'a> {
+    identities: BTreeMap<&'a str, &'a Identity>,
+    accounts: BTreeMap<&'a str, &'a Account>,
+    owners: BTreeMap<&'a str, Owner<'a>>,
+    /// identity id → its account id.
+    primary: BTreeMap<&'a str, &'a str>,
+    /// identity id → why it is disputed.
+    disputed: BTreeMap<&'a str, String>,
+    new_links: Vec<NewLink>,
+}
+
+fn fold(s: &str) -> String {
+    s.to_lowercase()
+}
+
+fn same_ci(a: &str, b: &str) -> bool {
+    a == b || fold(a) == fold(b)
+}
+
+fn joined<'s>(items: impl IntoIterator<Item = &'s str>) -> String {
+    items.into_iter().collect::<Vec<_>>().join(", ")
+}
+
+impl<'a> Matching<'a> {
+    fn build(
+        directory: &'a DirectorySnapshot,
+        workspace: &'a WorkspaceSnapshot,
+        links: &'a [Link],
+    ) -> Self {
+        let mut identities = BTreeMap::new();
+        let mut by_user_name: BTreeMap<String, BTreeSet<&str>> = BTreeMap::new();
+        let mut by_email: BTreeMap<String, BTreeSet<&str>> = BTreeMap::new();
+        for identity in &directory.identities {
+            if identities.contains_key(identity.id.as_str()) {
+                continue;
+            }
+            identities.insert(identity.id.as_str(), identity);
+            by_user_name
+                .entry(fold(&identity.user_name))
+                .or_default()
+                .insert(&identity.id);
+            if let Some(email) = &identity.email {
+                by_email
+                    .entry(fold(email))
+                    .or_default()
+                    .insert(&identity.id);
+            }
+        }
+        let mut accounts = BTreeMap::new();
+        for account in &workspace.accounts {
+            accounts.entry(account.id.as_str()).or_insert(account);
+        }
+
+        let mut m = Matching {
+            identities,
+            accounts,
+            owners: BTreeMap::new(),
+            primary: BTreeMap::new(),
+            disputed: BTreeMap::new(),
+            new_links: Vec::new(),
+        };
+
+        // Stored links: only one-to-one pairs decide; anything else is disputed.
+        let mut by_account: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::new();
+        let mut by_identity: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::new();
+        for link in links {
+            if m.accounts.contains_key(link.account_id.as_str()) {
+                by_account
+                    .entry(&link.account_id)
+                    .or_default()
+                    .insert(&link.identity_id);
+                by_identity
+                    .entry(&link.identity_id)
+                    .or_default()
+                    .insert(&link.account_id);
+            }
+        }
+        for (&account_id, ids) in &by_account {
+            let clean = ids.len() == 1
+                && ids
+                    .iter()
+                    .all(|i| by_identity.get(i).is_some_and(|a| a.len() == 1));
+            if clean {
+                for &identity_id in ids {
+                    m.owners.insert(account_id, Owner::Primary(identity_id));
+                    m.primary.insert(identity_id, account_id);
+                }
+            } else {
+                m.owners.insert(
+                    account_id,
+                    Owner::Disputed(format!(
+                        "stored links are not one-to-one (account is linked to {})",
+                        joined(ids.iter().copied())
+                    )),
+                );
+                for &identity_id in ids {
+                    let accounts = by_identity.get(identity_id).into_iter().flatten();
+                    m.disputed.entry(identity_id).or_insert_with(|| {
+                        format!(
+                            "stored links are not one-to-one (identity is linked to {})",
+                            joined(accounts.copied())
+                        )
+                    });
+                }
+            }
+        }
+
+        // Heuristic matching for accounts without a stored link.
+        let mut tentative: BTreeMap<&str, Vec<(&str, LinkMethod)>> = BTreeMap::new();
+        for (&account_id, account) in &m.accounts {
+            if by_account.contains_key(account_id) {
+                continue;
+            }
+            let Some((method, candidates)) = candidates(account, &m, &by_user_name, &by_email)
+            else {
+                m.owners.insert(account_id, Owner::Orphan);
+                continue;
+            };
+            let mut iter = candidates.iter();
+            match (iter.next(), iter.next()) {
+                (Some(&only), None) => {
+                    if let Some(&linked_to) = m.primary.get(only) {
+                        m.owners.insert(
+                            account_id,
+                            Owner::Duplicate {
+                                identity_id: only,
+                                linked_to,
+                                method,
+                            },
+                        );
+                    } else if by_identity.contains_key(only) {
+                        m.owners.insert(
+                            account_id,
+                            Owner::Disputed(format!(
+                                "matches identity {only} by {}, whose stored links are disputed",
+                                method.as_str()
+                            )),
+                        );
+                    } else {
+                        tentative
+                            .entry(only)
+                            .or_default()
+                            .push((account_id, method));
+                    }
+                }
+                _ => {
+                    let detail = format!(
+                        "matches several identities by {}: {}",
+                        method.as_str(),
+                        joined(candidates.iter().copied())
+                    );
+                    for &identity_id in &candidates {
+                        // A stored link already decides a linked identity's account.
+                        if !by_identity.contains_key(identity_id) {
+                            m.disputed.entry(identity_id).or_insert_with(|| {
+                                format!(
+                                    "account {account_id} matches this and other identities by {}",
+                                    method.as_str()
+                                )
+                            });
+                        }
+                    }
+                    m.owners.insert(account_id, Owner::Disputed(detail));
+                }
+            }
+        }
+        for (identity_id, matched) in tentative {
+            match matched.as_slice() {
+                [(account_id, method)] if !m.disputed.contains_key(identity_id) => {
+                    m.owners.insert(account_id, Owner::Primary(identity_id));
+                    m.primary.insert(identity_id, account_id);
+                    m.new_links.push(NewLink {
+                        identity_id: identity_id.to_owned(),
+                        account_id: (*account_id).to_owned(),
+                        method: *method,
+                    });
+                }
+                _ => {
+                    let ids = joined(matched.iter().map(|(a, _)| *a));
+                    for (account_id, method) in &matched {
+                        m.owners.insert(
+                            account_id,
+                            Owner::Disputed(format!(
+                                "matches identity {identity_id} by {}, as do other accounts or identities ({ids})",
+                                method.as_str()
+                            )),
+                        );
+                    }
+                    m.disputed
+                        .entry(identity_id)
+                        .or_insert_with(|| format!("several accounts match this identity: {ids}"));
+                }
+            }
+        }
+        m
+    }
+
+    fn account(&self, account_id: &str) -> Option<&'a Account> {
+        self.accounts.get(account_id).copied()
+    }
+}
+
+/// The identities the first rule that yields anything finds for an unlinked account.
+fn candidates<'a>(
+    account: &Account,
+    m: &Matching<'a>,
+    by_user_name: &BTreeMap<String, BTreeSet<&'a str>>,
+    by_email: &BTreeMap<String, BTreeSet<&'a str>>,
+) -> Option<(LinkMethod, BTreeSet<&'a str>)> {
+    if let Some(external_id) = &account.external_id {
+        if let Some((&id, _)) = m.identities.get_key_value(external_id.as_str()) {
+            return Some((LinkMethod::ExternalId, BTreeSet::from([id])));
+        }
+    }
+    if let Some(ids) = by_user_name.get(&fold(&account.user_name)) {
+        return Some((LinkMethod::UserName, ids.clone()));
+    }
+    let email = account.email.as_ref()?;
+    by_email
+        .get(&fold(email))
+        .map(|ids| (LinkMethod::Email, ids.clone()))
+}
+
+#[derive(Default)]
+struct Out {
+    actions: Vec<Action>,
+    drift: Vec<DriftItem>,
+}
+
+struct Planner<'p, 'a> {
+    desired: &'p DesiredState,
+    settings: &'p PlanSettings,
+    matching: &'p Matching<'a>,
+    out: Out,
+    /// Lower-cased managed group name → desired members.
+    members: BTreeMap<String, BTreeSet<AccountRef>>,
+    /// Accounts whose memberships seatwarden manages (desired-active people).
+    managed_members: BTreeSet<&'a str>,
+    /// Accounts no action may name.
+    untouchable: BTreeSet<&'a str>,
+}
+
+struct Item<'s> {
+    kind: DriftKind,
+    identity_id: Option<&'s str>,
+    account_id: Option<&'s str>,
+    user_name: &'s str,
+    detail: String,
+}
+
+impl<'p, 'a> Planner<'p, 'a> {
+    fn drift(&mut self, item: Item<'_>) {
+        self.out.drift.push(DriftItem {
+            kind: item.kind,
+            identity_id: item.identity_id.map(str::to_owned),
+            account_id: item.account_id.map(str::to_owned),
+            user_name: item.user_name.to_owned(),
+            detail: item.detail,
+        });
+    }
+
+    /// Records an action and the drift item that is its reason.
+    fn act(&mut self, kind: ActionKind, item: Item<'_>) {
+        self.out.actions.push(Action {
+            seq: 0,
+            kind,
+            reason: item.kind,
+            subject: item.user_name.to_owned(),
+            identity_id: item.identity_id.map(str::to_owned),
+            detail: item.detail.clone(),
+            held: None,
+        });
+        self.drift(item);
+    }
+
+    fn protected(&self, user_name: &str) -> bool {
+        self.settings.protected.matches(user_name)
+    }
+
+    fn disputes(&mut self) {
+        let m = self.matching;
+        for (&account_id, owner) in &m.owners {
+            if let Owner::Disputed(detail) = owner {
+                let Some(account) = m.account(account_id) else {
+                    continue;
+                };
+                self.drift(Item {
+                    kind: DriftKind::DisputedMatch,
+                    identity_id: None,
+                    account_id: Some(account_id),
+                    user_name: &account.user_name,
+                    detail: detail.clone(),
+                });
+            }
+        }
+        for (&identity_id, detail) in &m.disputed {
+            let user_name = m
+                .identities
+                .get(identity_id)
+                .map_or(identity_id, |i| i.user_name.as_str());
+            self.drift(Item {
+                kind: DriftKind::DisputedMatch,
+                identity_id: Some(identity_id),
+                account_id: None,
+                user_name,
+                detail: detail.clone(),
+            });
+        }
+    }
+
+    fn identities(&mut self) {
+        let m = self.matching;
+        let mut duplicates: BTreeMap<&str, Vec<(&str, &str, LinkMethod)>> = BTreeMap::new();
+        for (&account_id, owner) in &m.owners {
+            if let Owner::Duplicate {
+                identity_id,
+                linked_to,
+                method,
+            } = owner
+            {
+                duplicates
+                    .entry(identity_id)
+                    .or_default()
+                    .push((account_id, linked_to, *method));
+            }
+        }
+        let ids: BTreeSet<&str> = self
+            .desired
+            .active
+            .keys()
+            .chain(self.desired.inactive.keys())
+            .map(String::as_str)
+            .chain(m.primary.keys().copied())
+            .collect();
+        for identity_id in ids {
+            if m.disputed.contains_key(identity_id) {
+                continue;
+            }
+            let primary = m.primary.get(identity_id).and_then(|a| m.account(a));
+            let dupes: Vec<(&Account, &str, LinkMethod)> = duplicates
+                .get(identity_id)
+                .into_iter()
+                .flatten()
+                .filter_map(|&(a, linked_to, method)| {
+                    m.account(a).map(|acc| (acc, linked_to, method))
+                })
+                .collect();
+            let directory_user_name = self
+                .desired
+                .active
+                .get(identity_id)
+                .map(|d| d.spec.user_name.as_str())
+                .or_else(|| m.identities.get(identity_id).map(|i| i.user_name.as_str()));
+            if directory_user_name.is_some_and(|u| self.protected(u)) {
+                self.untouchable.extend(primary.map(|a| a.id.as_str()));
+                self.untouchable
+                    .extend(dupes.iter().map(|(a, _, _)| a.id.as_str()));
+                continue;
+            }
+            let subject = directory_user_name
+                .or(primary.map(|a| a.user_name.as_str()))
+                .unwrap_or(identity_id);
+
+            if self.desired.active.contains_key(identity_id) {
+                self.keep(identity_id, subject, primary);
+                for (dupe, linked_to, method) in dupes {
+                    if self.protected(&dupe.user_name) {
+                        self.untouchable.insert(&dupe.id);
+                        continue;
+                    }
+                    self.drift(Item {
+                        kind: DriftKind::DisputedMatch,
+                        identity_id: Some(identity_id),
+                        account_id: Some(&dupe.id),
+                        user_name: subject,
+                        detail: format!(
+                            "duplicate account: matches by {} but the identity is linked to account {linked_to}",
+                            method.as_str()
+                        ),
+                    });
+                }
+            } else {
+                let why = match self.desired.inactive.get(identity_id) {
+                    Some(reason) => reason.to_string(),
+                    None if !m.identities.contains_key(identity_id) => {
+                        "identity was deleted from the directory".to_owned()
+                    }
+                    None => "identity is not in the desired state".to_owned(),
+                };
+                for account in primary.into_iter().chain(dupes.iter().map(|d| d.0)) {
+                    self.revoke(identity_id, subject, account, &why);
+                }
+            }
+        }
+    }
+
+    /// A person who should have access, with their account if they have one.
+    fn keep(&mut self, identity_id: &'p str, subject: &str, account: Option<&'a Account>) {
+        let Some(want) = self.desired.active.get(identity_id) else {
+            return;
+        };
+        let account_ref = match account {
+            None => {
+                self.act(
+                    ActionKind::CreateAccount {
+                        identity_id: identity_id.to_owned(),
+                        spec: want.spec.clone(),
+                    },
+                    Item {
+                        kind: DriftKind::MissingAccount,
+                        identity_id: Some(identity_id),
+                        account_id: None,
+                        user_name: subject,
+                        detail: "identity is in scope but has no workspace account".to_owned(),
+                    },
+                );
+                AccountRef::Created {
+                    identity_id: identity_id.to_owned(),
+                }
+            }
+            Some(account) => {
+                if self.protected(&account.user_name) {
+                    self.untouchable.insert(&account.id);
+                    return;
+                }
+                self.fix(identity_id, subject, account, &want.spec);
+                self.managed_members.insert(&account.id);
+                AccountRef::Existing {
+                    id: account.id.clone(),
+                }
+            }
+        };
+        for group in &want.groups {
+            self.members
+                .entry(fold(group))
+                .or_default()
+                .insert(account_ref.clone());
+        }
+    }
+
+    fn fix(&mut self, identity_id: &str, subject: &str, account: &Account, spec: &AccountSpec) {
+        let item = |kind, detail: String| Item {
+            kind,
+            identity_id: Some(identity_id),
+            account_id: Some(&account.id),
+            user_name: subject,
+            detail,
+        };
+        if !account.active {
+            self.act(
+                ActionKind::Reactivate {
+                    account_id: account.id.clone(),
+                },
+                item(
+                    DriftKind::ReactivationDue,
+                    "identity is active and in scope but the account is deactivated".to_owned(),
+                ),
+            );
+        }
+        let changes = attribute_changes(spec, account);
+        if !changes.is_empty() {
+            let names = joined(changes.iter().map(|c| c.attribute.as_str()));
+            self.act(
+                ActionKind::UpdateAttributes {
+                    account_id: account.id.clone(),
+                    changes,
+                },
+                item(
+                    DriftKind::AttributeDrift,
+                    format!("differs from the directory in {names}"),
+                ),
+            );
+        }
+        if let Some(role) = spec.role.filter(|_| self.settings.manage_roles) {
+            if account.role() != Some(role) {
+                let from = if account.roles.is_empty() {
+                    "no role".to_owned()
+                } else {
+                    account.roles.join(", ")
+                };
+                self.act(
+                    ActionKind::SetRole {
+                        account_id: account.id.clone(),
+                        from: account.roles.clone(),
+                        to: role,
+                    },
+                    item(
+                        DriftKind::RoleDrift,
+                        format!("role is {from}, policy gives {role}"),
+                    ),
+                );
+            }
+        }
+    }
+
+    /// An account of a person who must not have access.
+    fn revoke(&mut self, identity_id: &str, subject: &str, account: &'a Account, why: &str) {
+        if self.protected(&account.user_name) {
+            self.untouchable.insert(&account.id);
+            return;
+        }
+        let delete = self.settings.deprovision == DeprovisionAction::Delete;
+        if !account.active && !delete {
+            return;
+        }
+        let account_id = account.id.clone();
+        let kind = if delete {
+            ActionKind::Delete { account_id }
+        } else {
+            ActionKind::Deactivate { account_id }
+        };
+        let detail = if account.active {
+            format!("{why}; account is still active")
+        } else {
+            format!("{why}; account is deactivated and deprovisioning deletes")
+        };
+        self.act(
+            kind,
+            Item {
+                kind: DriftKind::StaleAccess,
+                identity_id: Some(identity_id),
+                account_id: Some(&account.id),
+                user_name: subject,
+                detail,
+            },
+        );
+    }
+
+    fn orphans(&mut self) {
+        let m = self.matching;
+        for (&account_id, owner) in &m.owners {
+            let Some(account) = m.account(account_id) else {
+                continue;
+            };
+            if *owner != Owner::Orphan {
+                continue;
+            }
+            if self.protected(&account.user_name) {
+                self.untouchable.insert(account_id);
+                continue;
+            }
+            let item = Item {
+                kind: DriftKind::OrphanedAccount,
+                identity_id: None,
+                account_id: Some(account_id),
+                user_name: &account.user_name,
+                detail: "no directory identity matches this account".to_owned(),
+            };
+            match self.settings.unmatched_accounts {
+                UnmatchedAccounts::Adopt => {}
+                UnmatchedAccounts::Report => self.drift(item),
+                UnmatchedAccounts::Deactivate if account.active => self.act(
+                    ActionKind::Deactivate {
+                        account_id: account_id.to_owned(),
+                    },
+                    item,
+                ),
+                UnmatchedAccounts::Deactivate => {}
+            }
+        }
+    }
+
+    fn groups(&mut self, workspace: &'a WorkspaceSnapshot) {
+        let m = self.matching;
+        let mut managed: BTreeMap<String, &str> = BTreeMap::new();
+        for name in self
+            .desired
+            .managed_groups
+            .iter()
+            .chain(self.desired.active.values().flat_map(|d| d.groups.iter()))
+        {
+            managed.entry(fold(name)).or_insert(name);
+        }
+        let mut existing: BTreeMap<String, &WorkspaceGroup> = BTreeMap::new();
+        for group in &workspace.groups {
+            let slot = existing.entry(fold(&group.display_name)).or_insert(group);
+            if group.id < slot.id {
+                *slot = group;
+            }
+        }
+        for (key, name) in managed {
+            let want = self.members.remove(&key).unwrap_or_default();
+            let (group_ref, actual): (GroupRef, BTreeSet<&str>) = match existing.get(&key) {
+                Some(group) => (
+                    GroupRef::Existing {
+                        id: group.id.clone(),
+                        display_name: group.display_name.clone(),
+                    },
+                    group.members.iter().map(String::as_str).collect(),
+                ),
+                None => {
+                    self.act(
+                        ActionKind::CreateGroup {
+                            display_name: name.to_owned(),
+                        },
+                        Item {
+                            kind: DriftKind::GroupDrift,
+                            identity_id: None,
+                            account_id: None,
+                            user_name: name,
+                            detail: format!("workspace group {name} does not exist"),
+                        },
+                    );
+                    (
+                        GroupRef::Created {
+                            display_name: name.to_owned(),
+                        },
+                        BTreeSet::new(),
+                    )
+                }
+            };
+            let group_name = group_ref.display_name().to_owned();
+
+            let add: Vec<AccountRef> = want
+                .iter()
+                .filter(|r| match r {
+                    AccountRef::Existing { id } => !actual.contains(id.as_str()),
+                    AccountRef::Created { .. } => true,
+                })
+                .cloned()
+                .collect();
+            for member in &add {
+                let (identity_id, account_id, user_name) = match member {
+                    AccountRef::Existing { id } => {
+                        let identity = match m.owners.get(id.as_str()) {
+                            Some(Owner::Primary(i)) => Some(*i),
+                            _ => None,
+                        };
+                        let user_name = identity
+                            .and_then(|i| self.desired.active.get(i))
+                            .map_or(id.as_str(), |d| d.spec.user_name.as_str());
+                        (identity, Some(id.as_str()), user_name)
+                    }
+                    AccountRef::Created { identity_id } => {
+                        let user_name = self
+                            .desired
+                            .active
+                            .get(identity_id)
+                            .map_or(identity_id.as_str(), |d| d.spec.user_name.as_str());
+                        (Some(identity_id.as_str()), None, user_name)
+                    }
+                };
+                self.drift(Item {
+                    kind: DriftKind::GroupDrift,
+                    identity_id,
+                    account_id,
+                    user_name,
+                    detail: format!("should be a member of workspace group {group_name}"),
+                });
+            }
+
+            let mut remove = Vec::new();
+            for &member in &actual {
+                let Some(account) = m.account(member) else {
+                    continue;
+                };
+                let wanted = want.contains(&AccountRef::Existing {
+                    id: member.to_owned(),
+                });
+                if wanted || self.untouchable.contains(member) || self.protected(&account.user_name)
+                {
+                    continue;
+                }
+                let identity_id = match m.owners.get(member) {
+                    Some(Owner::Primary(i)) if self.managed_members.contains(member) => Some(*i),
+                    Some(Owner::Orphan) => None,
+                    _ => continue,
+                };
+                let subject = identity_id
+                    .and_then(|i| self.desired.active.get(i))
+                    .map_or(account.user_name.as_str(), |d| d.spec.user_name.as_str());
+                let item = Item {
+                    kind: DriftKind::GroupDrift,
+                    identity_id,
+                    account_id: Some(member),
+                    user_name: subject,
+                    detail: if identity_id.is_some() {
+                        format!("no mapping grants workspace group {group_name} any more")
+                    } else {
+                        format!("unmatched account is a member of managed group {group_name}")
+                    },
+                };
+                match (identity_id, self.settings.unmatched_accounts) {
+                    (Some(_), _) | (None, UnmatchedAccounts::Deactivate) => {
+                        self.drift(item);
+                        remove.push(member.to_owned());
+                    }
+                    (None, UnmatchedAccounts::Report) => self.drift(item),
+                    (None, UnmatchedAccounts::Adopt) => {}
+                }
+            }
+
+            if !add.is_empty() {
+                let count = add.len();
+                self.out.actions.push(Action {
+                    seq: 0,
+                    kind: ActionKind::AddMembers {
+                        group: group_ref.clone(),
+                        members: add,
+                    },
+                    reason: DriftKind::GroupDrift,
+                    subject: group_name.clone(),
+                    identity_id: None,
+                    detail: format!("{count} member(s) missing from {group_name}"),
+                    held: None,
+                });
+            }
+            if !remove.is_empty() {
+                let count = remove.len();
+                self.out.actions.push(Action {
+                    seq: 0,
+                    kind: ActionKind::RemoveMembers {
+                        group: group_ref,
+                        members: remove,
+                    },
+                    reason: DriftKind::GroupDrift,
+                    subject: group_name.clone(),
+                    identity_id: None,
+                    detail: format!("{count} member(s) of {group_name} not granted by any mapping"),
+                    held: None,
+                });
+            }
+        }
+    }
+}
+
+/// Attribute drift, limited to what the directory provides (see the module docs).
+fn attribute_changes(spec: &AccountSpec, account: &Account) -> Vec<AttributeChange> {
+    let mut changes = Vec::new();
+    let mut change = |attribute, from: Option<&String>, to: &String| {
+        changes.push(AttributeChange {
+            attribute,
+            from: from.cloned(),
+            to: Some(to.clone()),
+        });
+    };
+    if !same_ci(&spec.user_name, &account.user_name) {
+        change(
+            Attribute::UserName,
+            Some(&account.user_name),
+            &spec.user_name,
+        );
+    }
+    if account.external_id.as_ref() != Some(&spec.external_id) {
+        change(
+            Attribute::ExternalId,
+            account.external_id.as_ref(),
+            &spec.external_id,
+        );
+    }
+    for (attribute, want, have) in [
+        (Attribute::GivenName, &spec.given_name, &account.given_name),
+        (
+            Attribute::FamilyName,
+            &spec.family_name,
+            &account.family_name,
+        ),
+        (
+            Attribute::DisplayName,
+            &spec.display_name,
+            &account.display_name,
+        ),
+    ] {
+        if let Some(want) = want {
+            if have.as_ref() != Some(want) {
+                change(attribute, have.as_ref(), want);
+            }
+        }
+    }
+    if let Some(want) = &spec.email {
+        if !account.email.as_ref().is_some_and(|e| same_ci(e, want)) {
+            change(Attribute::Email, account.email.as_ref(), want);
+        }
+    }
+    changes
+}
+
+/// The account id [`simulate`] gives an account created for `identity_id`.
+pub fn created_account_id(identity_id: &str) -> String {
+    format!("new:{identity_id}")
+}
+
+/// The group id [`simulate`] gives a group created as `display_name`.
+pub fn created_group_id(display_name: &str) -> String {
+    format!("new:{display_name}")
+}
+
+/// Pure model of applying a plan's runnable (not held) actions to a workspace:
+/// returns the workspace and links as they would be afterwards. Created accounts get
+/// id `new:{identity_id}`, created groups `new:{display_name}`. The plan's proposed
+/// links are stored; links to deleted accounts are dropped. Actions that refer to
+/// something missing (a held create, a vanished account) change nothing, as a
+/// workspace would refuse them.
+pub fn simulate(
+    workspace: &WorkspaceSnapshot,
+    links: &[Link],
+    plan: &Plan,
+) -> (WorkspaceSnapshot, Vec<Link>) {
+    let mut ws = workspace.clone();
+    let mut links: Vec<Link> = links.to_vec();
+    links.extend(plan.new_links.iter().map(|l| Link {
+        identity_id: l.identity_id.clone(),
+        account_id: l.account_id.clone(),
+    }));
+
+    let account_id_of = |r: &AccountRef| match r {
+        AccountRef::Existing { id } => id.clone(),
+        AccountRef::Created { identity_id } => created_account_id(identity_id),
+    };
+    let group_id_of = |r: &GroupRef| match r {
+        GroupRef::Existing { id, .. } => id.clone(),
+        GroupRef::Created { display_name } => created_group_id(display_name),
+    };
+
+    for action in plan.runnable() {
+        match &action.kind {
+            ActionKind::Deactivate { account_id } => {
+                for a in ws.accounts.iter_mut().filter(|a| &a.id == account_id) {
+                    a.active = false;
+                }
+            }
+            ActionKind::Reactivate { account_id } => {
+                for a in ws.accounts.iter_mut().filter(|a| &a.id == account_id) {
+                    a.active = true;
+                }
+            }
+            ActionKind::Delete { account_id } => {
+                ws.accounts.retain(|a| &a.id != account_id);
+                for g in &mut ws.groups {
+                    g.members.retain(|m| m != account_id);
+                }
+                links.retain(|l| &l.account_id != account_id);
+            }
+            ActionKind::CreateGroup { display_name } => {
+                let id = created_group_id(display_name);
+                if !ws.groups.iter().any(|g| g.id == id) {
+                    ws.groups.push(WorkspaceGroup {
+                        id,
+                        display_name: display_name.clone(),
+                        members: Vec::new(),
+                    });
+                }
+            }
+            ActionKind::CreateAccount { identity_id, spec } => {
+                let id = created_account_id(identity_id);
+                if !ws.accounts.iter().any(|a| a.id == id) {
+                    ws.accounts.push(Account {
+                        id: id.clone(),
+                        user_name: spec.user_name.clone(),
+                        external_id: Some(spec.external_id.clone()),
+                        given_name: spec.given_name.clone(),
+                        family_name: spec.family_name.clone(),
+                        display_name: spec.display_name.clone(),
+                        email: spec.email.clone(),
+                        active: true,
+                        roles: spec
+                            .role
+                            .map(|r| r.as_str().to_owned())
+                            .into_iter()
+                            .collect(),
+                    });
+                    links.push(Link {
+                        identity_id: identity_id.clone(),
+                        account_id: id,
+                    });
+                }
+            }
+            ActionKind::UpdateAttributes {
+                account_id,
+                changes,
+            } => {
+                for a in ws.accounts.iter_mut().filter(|a| &a.id == account_id) {
+                    for c in changes {
+                        match c.attribute {
+                            Attribute::UserName => {
+                                // userName is required in SCIM; a clear is refused.
+                                if let Some(to) = &c.to {
+                                    a.user_name = to.clone();
+                                }
+                            }
+                            Attribute::ExternalId => a.external_id = c.to.clone(),
+                            Attribute::GivenName => a.given_name = c.to.clone(),
+                            Attribute::FamilyName => a.family_name = c.to.clone(),
+                            Attribute::DisplayName => a.display_name = c.to.clone(),
+                            Attribute::Email => a.email = c.to.clone(),
+                        }
+                    }
+                }
+            }
+            ActionKind::SetRole { account_id, to, .. } => {
+                for a in ws.accounts.iter_mut().filter(|a| &a.id == account_id) {
+                    a.roles = vec![to.as_str().to_owned()];
+                }
+            }
+            ActionKind::AddMembers { group, members } => {
+                let group_id = group_id_of(group);
+                let ids: Vec<String> = members
+                    .iter()
+                    .map(account_id_of)
+                    .filter(|id| ws.accounts.iter().any(|a| &a.id == id))
+                    .collect();
+                for g in ws.groups.iter_mut().filter(|g| g.id == group_id) {
+                    for id in &ids {
+                        if !g.members.contains(id) {
+                            g.members.push(id.clone());
+                        }
+                    }
+                }
+            }
+            ActionKind::RemoveMembers { group, members } => {
+                let group_id = group_id_of(group);
+                for g in ws.groups.iter_mut().filter(|g| g.id == group_id) {
+                    g.members.retain(|m| !members.contains(m));
+                }
+            }
+        }
+    }
+    let mut seen = BTreeSet::new();
+    links.retain(|l| seen.insert(l.clone()));
+    (ws, links)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+mod tests {
+    use super::*;
+    use crate::model::{IdentityStatus, Role};
+    use crate::policy::{Mapping, PolicySettings, desired_state};
+
+    fn ident(id: &str, status: IdentityStatus, groups: &[&str]) -> Identity {
+        Identity {
+            id: id.into(),
+            user_name: format!("{id}@ex.com"),
+            email: Some(format!("{id}@ex.com")),
+            given_name: Some(id.to_uppercase()),
+            family_name: None,
+            display_name: None,
+            status,
+            department: None,
+            groups: groups.iter().map(|g| (*g).to_owned()).collect(),
+        }
+    }
+
+    fn active(id: &str, groups: &[&str]) -> Identity {
+        ident(id, IdentityStatus::Active, groups)
+    }
+
+    /// An account in line with `ident(identity, ..)` with role Viewer.
+    fn acct(id: &str, identity: &str) -> Account {
+        Account {
+            id: id.into(),
+            user_name: format!("{identity}@ex.com"),
+            external_id: Some(identity.into()),
+            given_name: Some(identity.to_uppercase()),
+            family_name: None,
+            display_name: None,
+            email: Some(format!("{identity}@ex.com")),
+            active: true,
+            roles: vec!["Viewer".into()],
+        }
+    }
+
+    fn group(id: &str, name: &str, members: &[&str]) -> WorkspaceGroup {
+        WorkspaceGroup {
+            id: id.into(),
+            display_name: name.into(),
+            members: members.iter().map(|m| (*m).to_owned()).collect(),
+        }
+    }
+
+    fn link(identity: &str, account: &str) -> Link {
+        Link {
+            identity_id: identity.into(),
+            account_id: account.into(),
+        }
+    }
+
+    struct Fx {
+        identities: Vec<Identity>,
+        accounts: Vec<Account>,
+        groups: Vec<WorkspaceGroup>,
+        links: Vec<Link>,
+        policy: PolicySettings,
+        settings: PlanSettings,
+    }
+
+    impl Fx {
+        fn new() -> Self {
+            Fx {
+                identities: vec![],
+                accounts: vec![],
+                groups: vec![group("g", "Engineering", &[])],
+                links: vec![],
+                policy: PolicySettings {
+                    scope_groups: vec![],
+                    default_role: Role::Viewer,
+                    mappings: vec![
+                        Mapping {
+                            group: "eng".into(),
+                            workspace_group: "Engineering".into(),
+                            role: Role::Editor,
+                        },
+                        Mapping {
+                            group: "leads".into(),
+                            workspace_group: "Engineering".into(),
+                            role: Role::Maintainer,
+                        },
+                    ],
+                    manage_roles: true,
+                },
+                settings: PlanSettings {
+                    deprovision: DeprovisionAction::Deactivate,
+                    unmatched_accounts: UnmatchedAccounts::Report,
+                    manage_roles: true,
+                    protected: Protected::default(),
+                },
+            }
+        }
+
+        fn dir(&self) -> DirectorySnapshot {
+            DirectorySnapshot {
+                identities: self.identities.clone(),
+                complete: true,
+            }
+        }
+
+        fn ws(&self) -> WorkspaceSnapshot {
+            WorkspaceSnapshot {
+                accounts: self.accounts.clone(),
+                groups: self.groups.clone(),
+            }
+        }
+
+        fn plan(&self) -> Plan {
+            let dir = self.dir();
+            plan(
+                &desired_state(&dir, &self.policy),
+                &dir,
+                &self.ws(),
+                &self.links,
+                &self.settings,
+            )
+        }
+
+        /// Applies the plan and plans again.
+        fn replan(&self) -> Plan {
+            let first = self.plan();
+            let (ws, links) = simulate(&self.ws(), &self.links, &first);
+            let dir = self.dir();
+            plan(
+                &desired_state(&dir, &self.policy),
+                &dir,
+                &ws,
+                &links,
+                &self.settings,
+            )
+        }
+    }
+
+    fn kinds(plan: &Plan) -> Vec<&ActionKind> {
+        plan.actions.iter().map(|a| &a.kind).collect()
+    }
+
+    fn drift_of(plan: &Plan, kind: DriftKind) -> Vec<&DriftItem> {
+        plan.drift.iter().filter(|d| d.kind == kind).collect()
+    }
+
+    fn existing(id: &str) -> AccountRef {
+        AccountRef::Existing { id: id.into() }
+    }
+
+    #[test]
+    fn converged_workspace_plans_nothing() {
+        let mut fx = Fx::new();
+        fx.identities = vec![active("a", &[]), active("b", &["eng"])];
+        fx.accounts = vec![acct("1", "a"), acct("2", "b")];
+        fx.accounts[1].roles = vec!["Editor".into()];
+        fx.groups = vec![group("g", "Engineering", &["2"])];
+        fx.links = vec![link("a", "1"), link("b", "2")];
+        let plan = fx.plan();
+        assert!(plan.actions.is_empty(), "{:#?}", plan.actions);
+        assert!(plan.drift.is_empty(), "{:#?}", plan.drift);
+        assert!(plan.new_links.is_empty());
+    }
+
+    #[test]
+    fn missing_account_is_created_and_added_to_its_groups() {
+        let mut fx = Fx::new();
+        fx.groups.clear();
+        fx.identities = vec![active("a", &["eng", "leads"])];
+        let plan = fx.plan();
+        let spec = AccountSpec {
+            user_name: "a@ex.com".into(),
+            external_id: "a".into(),
+            given_name: Some("A".into()),
+            family_name: None,
+            display_name: None,
+            email: Some("a@ex.com".into()),
+            role: Some(Role::Maintainer),
+        };
+        assert_eq!(
+            kinds(&plan),
+            [
+                &ActionKind::CreateGroup {
+                    display_name: "Engineering".into()
+                },
+                &ActionKind::CreateAccount {
+                    identity_id: "a".into(),
+                    spec
+                },
+                &ActionKind::AddMembers {
+                    group: GroupRef::Created {
+                        display_name: "Engineering".into()
+                    },
+                    members: vec![AccountRef::Created {
+                        identity_id: "a".into()
+                    }],
+                },
+            ]
+        );
+        assert_eq!(plan.actions[1].reason, DriftKind::MissingAccount);
+        assert_eq!(plan.actions[1].subject, "a@ex.com");
+        assert_eq!(
+            plan.actions.iter().map(|a| a.seq).collect::<Vec<_>>(),
+            [0, 1, 2]
+        );
+        assert_eq!(drift_of(&plan, DriftKind::MissingAccount).len(), 1);
+        assert!(fx.replan().is_empty());
+    }
+
+    #[test]
+    fn inactive_identities_lose_access_but_keep_memberships() {
+        let mut fx = Fx::new();
+        fx.identities = vec![
+            ident("s", IdentityStatus::Suspended, &["eng"]),
+            ident("d", IdentityStatus::Deprovisioned, &[]),
+            ident("o", IdentityStatus::Active, &["contractors"]),
+        ];
+        fx.policy.scope_groups = vec!["eng".into()];
+        fx.accounts = vec![acct("1", "s"), acct("2", "d"), acct("3", "o")];
+        fx.accounts[1].given_name = Some("stale".into());
+        fx.accounts[1].roles = vec!["Owner".into()];
+        fx.groups = vec![group("g", "Engineering", &["1", "2"])];
+        let plan = fx.plan();
+        assert_eq!(
+            kinds(&plan),
+            [
+                &ActionKind::Deactivate {
+                    account_id: "2".into()
+                },
+                &ActionKind::Deactivate {
+                    account_id: "3".into()
+                },
+                &ActionKind::Deactivate {
+                    account_id: "1".into()
+                },
+            ]
+        );
+        assert!(
+            plan.actions
+                .iter()
+                .all(|a| a.reason == DriftKind::StaleAccess)
+        );
+        assert!(plan.actions[0].detail.contains("deprovisioned"));
+        assert!(plan.actions[1].detail.contains("not in any scope group"));
+        assert!(fx.replan().is_empty());
+    }
+
+    #[test]
+    fn already_inactive_accounts_are_left_unless_deprovisioning_deletes() {
+        let mut fx = Fx::new();
+        fx.identities = vec![ident("s", IdentityStatus::Suspended, &[])];
+        fx.accounts = vec![acct("1", "s")];
+        fx.accounts[0].active = false;
+        assert!(fx.plan().actions.is_empty());
+        fx.settings.deprovision = DeprovisionAction::Delete;
+        let plan = fx.plan();
+        assert_eq!(
+            kinds(&plan),
+            [&ActionKind::Delete {
+                account_id: "1".into()
+            }]
+        );
+        assert!(fx.replan().is_empty());
+    }
+
+    #[test]
+    fn identity_gone_from_the_directory_is_deprovisioned_through_its_link() {
+        let mut fx = Fx::new();
+        fx.accounts = vec![acct("1", "gone")];
+        fx.links = vec![link("gone", "1")];
+        let plan = fx.plan();
+        assert_eq!(
+            kinds(&plan),
+            [&ActionKind::Deactivate {
+                account_id: "1".into()
+            }]
+        );
+        assert_eq!(plan.actions[0].identity_id.as_deref(), Some("gone"));
+        assert!(plan.actions[0].detail.contains("deleted"));
+        // Without the link the same account is merely orphaned.
+        fx.links.clear();
+        let plan = fx.plan();
+        assert!(plan.actions.is_empty());
+        assert_eq!(drift_of(&plan, DriftKind::OrphanedAccount).len(), 1);
+    }
+
+    #[test]
+    fn inactive_account_of_active_identity_is_reactivated_and_fixed() {
+        let mut fx = Fx::new();
+        fx.groups.clear();
+        fx.identities = vec![active("a", &["eng"])];
+        fx.accounts = vec![acct("1", "a")];
+        fx.accounts[0].active = false;
+        fx.accounts[0].given_name = Some("Old".into());
+        fx.links = vec![link("a", "1")];
+        let plan = fx.plan();
+        let names: Vec<_> = plan.actions.iter().map(|a| a.kind.name()).collect();
+        assert_eq!(
+            names,
+            [
+                "create_group",
+                "reactivate",
+                "update_attributes",
+                "set_role",
+                "add_members"
+            ]
+        );
+        assert_eq!(plan.actions[1].kind.account_id(), Some("1"));
+        assert_eq!(plan.actions[1].reason, DriftKind::ReactivationDue);
+        assert!(
+            !plan
+                .actions
+                .iter()
+                .any(|a| a.kind.name() == "create_account")
+        );
+        assert!(fx.replan().is_empty());
+    }
+
+    #[test]
+    fn attribute_drift_ignores_case_of_user_name_and_email_and_never_clears() {
+        let mut fx = Fx::new();
+        fx.identities = vec![active("a", &[])];
+        fx.identities[0].display_name = None;
+        fx.identities[0].family_name = Some("Smith".into());
+        fx.accounts = vec![acct("1", "a")];
+        fx.accounts[0].user_name = "A@EX.COM".into();
+        fx.accounts[0].email = Some("A@Ex.Com".into());
+        fx.accounts[0].display_name = Some("Keep me".into());
+        fx.accounts[0].given_name = Some("a".into());
+        fx.accounts[0].external_id = None;
+        let plan = fx.plan();
+        assert_eq!(
+            kinds(&plan),
+            [&ActionKind::UpdateAttributes {
+                account_id: "1".into(),
+                changes: vec![
+                    AttributeChange {
+                        attribute: Attribute::ExternalId,
+                        from: None,
+                        to: Some("a".into())
+                    },
+                    AttributeChange {
+                        attribute: Attribute::GivenName,
+                        from: Some("a".into()),
+                        to: Some("A".into())
+                    },
+                    AttributeChange {
+                        attribute: Attribute::FamilyName,
+                        from: None,
+                        to: Some("Smith".into())
+                    },
+                ]
+            }]
+        );
+        assert_eq!(plan.actions[0].reason, DriftKind::AttributeDrift);
+        assert_eq!(drift_of(&plan, DriftKind::AttributeDrift).len(), 1);
+        assert_eq!(plan.new_links.len(), 1);
+        assert_eq!(plan.new_links[0].method, LinkMethod::UserName);
+    }
+
+    #[test]
+    fn role_drift_needs_exactly_the_desired_role() {
+        let mut fx = Fx::new();
+        fx.identities = vec![active("a", &["leads"])];
+        fx.accounts = vec![acct("1", "a")];
+        fx.groups = vec![group("g", "engineering", &["1"])];
+        fx.accounts[0].roles = vec!["maintainer".into()];
+        assert!(fx.plan().is_empty(), "case of the role value is not drift");
+
+        fx.accounts[0].roles = vec!["Maintainer".into(), "Viewer".into()];
+        let plan = fx.plan();
+        assert_eq!(
+            kinds(&plan),
+            [&ActionKind::SetRole {
+                account_id: "1".into(),
+                from: vec!["Maintainer".into(), "Viewer".into()],
+                to: Role::Maintainer
+            }]
+        );
+        assert_eq!(plan.actions[0].reason, DriftKind::RoleDrift);
+
+        fx.settings.manage_roles = false;
+        assert!(fx.plan().is_empty());
+        fx.settings.manage_roles = true;
+        fx.policy.manage_roles = false;
+        assert!(fx.plan().is_empty());
+    }
+
+    #[test]
+    fn matching_order_and_new_links() {
+        let mut fx = Fx::new();
+        fx.identities = vec![active("a", &[]), active("b", &[]), active("c", &[])];
+        let mut by_user_name = acct("2", "b");
+        by_user_name.external_id = Some("unknown".into());
+        by_user_name.user_name = "B@EX.COM".into();
+        let mut by_email = acct("3", "c");
+        by_email.external_id = None;
+        by_email.user_name = "someone-else".into();
+        by_email.email = Some("C@ex.com".into());
+        fx.accounts = vec![acct("1", "a"), by_user_name, by_email];
+        let plan = fx.plan();
+        let links: Vec<_> = plan
+            .new_links
+            .iter()
+            .map(|l| (l.identity_id.as_str(), l.account_id.as_str(), l.method))
+            .collect();
+        assert_eq!(
+            links,
+            [
+                ("a", "1", LinkMethod::ExternalId),
+                ("b", "2", LinkMethod::UserName),
+                ("c", "3", LinkMethod::Email)
+            ]
+        );
+        assert!(
+            !plan
+                .actions
+                .iter()
+                .any(|a| a.kind.name() == "create_account")
+        );
+        assert!(fx.replan().is_empty());
+    }
+
+    #[test]
+    fn stored_link_beats_heuristics_and_dead_links_are_ignored() {
+        let mut fx = Fx::new();
+        fx.identities = vec![active("a", &[]), active("b", &[])];
+        // Account 1 looks like b but is linked to a.
+        fx.accounts = vec![acct("1", "b")];
+        fx.links = vec![link("a", "1"), link("b", "vanished")];
+        let plan = fx.plan();
+        assert!(plan.new_links.is_empty());
+        let update = plan
+            .actions
+            .iter()
+            .find(|a| a.kind.name() == "update_attributes")
+            .unwrap();
+        assert_eq!(update.identity_id.as_deref(), Some("a"));
+        let created: Vec<_> = plan
+            .actions
+            .iter()
+            .filter_map(|a| match &a.kind {
+                ActionKind::CreateAccount { identity_id, .. } => Some(identity_id.as_str()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(created, ["b"]);
+    }
+
+    #[test]
+    fn several_candidate_identities_are_disputed_and_untouched() {
+        let mut fx = Fx::new();
+        let mut x = active("x", &[]);
+        x.email = Some("Pat@ex.com".into());
+        let mut y = ident("y", IdentityStatus::Suspended, &[]);
+        y.email = Some("pat@EX.com".into());
+        fx.identities = vec![x, y];
+        let mut account = acct("1", "nobody");
+        account.external_id = None;
+        account.email = Some("pat@ex.com".into());
+        fx.accounts = vec![account];
+        let plan = fx.plan();
+        assert!(plan.actions.is_empty(), "{:#?}", plan.actions);
+        assert!(plan.new_links.is_empty());
+        let disputed = drift_of(&plan, DriftKind::DisputedMatch);
+        assert_eq!(disputed.len(), 3, "{disputed:#?}");
+        assert!(disputed[0].detail.contains("several identities"));
+    }
+
+    #[test]
+    fn several_accounts_for_one_identity_are_disputed() {
+        let mut fx = Fx::new();
+        fx.identities = vec![ident("a", IdentityStatus::Suspended, &[])];
+        let mut by_email = acct("2", "a");
+        by_email.external_id = None;
+        by_email.user_name = "other".into();
+        fx.accounts = vec![acct("1", "a"), by_email];
+        // Each account's deciding rule yields only `a`, but two accounts claim it.
+        let plan = fx.plan();
+        assert!(plan.actions.is_empty(), "{:#?}", plan.actions);
+        assert_eq!(drift_of(&plan, DriftKind::DisputedMatch).len(), 3);
+        // A stored link decides: the other account is a duplicate.
+        fx.links = vec![link("a", "1")];
+        let plan = fx.plan();
+        let mut ids: Vec<_> = plan
+            .actions
+            .iter()
+            .map(|a| a.kind.account_id().unwrap())
+            .collect();
+        ids.sort_unstable();
+        assert_eq!(ids, ["1", "2"], "a leaver's duplicate account goes too");
+    }
+
+    #[test]
+    fn duplicate_account_of_active_person_is_reported_not_touched() {
+        let mut fx = Fx::new();
+        fx.identities = vec![active("a", &["eng"])];
+        let mut dupe = acct("2", "a");
+        dupe.external_id = None;
+        dupe.user_name = "a-old".into();
+        dupe.roles = vec![];
+        fx.accounts = vec![acct("1", "a"), dupe];
+        fx.accounts[0].roles = vec!["Editor".into()];
+        fx.groups = vec![group("g", "Engineering", &["1", "2"])];
+        fx.links = vec![link("a", "1")];
+        let plan = fx.plan();
+        assert!(plan.actions.is_empty(), "{:#?}", plan.actions);
+        let disputed = drift_of(&plan, DriftKind::DisputedMatch);
+        assert_eq!(disputed.len(), 1);
+        assert_eq!(disputed[0].account_id.as_deref(), Some("2"));
+    }
+
+    #[test]
+    fn inconsistent_stored_links_are_disputed() {
+        let mut fx = Fx::new();
+        fx.identities = vec![ident("a", IdentityStatus::Suspended, &[]), active("b", &[])];
+        fx.accounts = vec![acct("1", "a")];
+        fx.links = vec![link("a", "1"), link("b", "1")];
+        let plan = fx.plan();
+        assert!(plan.actions.is_empty(), "{:#?}", plan.actions);
+        assert_eq!(drift_of(&plan, DriftKind::DisputedMatch).len(), 3);
+    }
+
+    #[test]
+    fn orphans_follow_the_unmatched_accounts_setting() {
+        let mut fx = Fx::new();
+        let mut orphan = acct("1", "stranger");
+        orphan.external_id = None;
+        let mut inactive_orphan = acct("2", "ghost");
+        inactive_orphan.active = false;
+        fx.accounts = vec![orphan, inactive_orphan];
+
+        let plan = fx.plan();
+        assert!(plan.actions.is_empty());
+        assert_eq!(drift_of(&plan, DriftKind::OrphanedAccount).len(), 2);
+
+        fx.settings.unmatched_accounts = UnmatchedAccounts::Adopt;
+        let plan = fx.plan();
+        assert!(plan.actions.is_empty() && plan.drift.is_empty());
+
+        fx.settings.unmatched_accounts = UnmatchedAccounts::Deactivate;
+        fx.settings.deprovision = DeprovisionAction::Delete;
+        let plan = fx.plan();
+        assert_eq!(
+            kinds(&plan),
+            [&ActionKind::Deactivate {
+                account_id: "1".into()
+            }],
+            "orphans are deactivated, never deleted"
+        );
+        assert_eq!(plan.actions[0].reason, DriftKind::OrphanedAccount);
+        assert!(fx.replan().is_empty());
+    }
+
+    #[test]
+    fn managed_group_membership_is_repaired() {
+        let mut fx = Fx::new();
+        fx.identities = vec![
+            active("a", &["eng"]),
+            active("b", &["eng"]),
+            active("c", &[]),
+            ident("s", IdentityStatus::Suspended, &[]),
+        ];
+        fx.accounts = vec![
+            acct("1", "a"),
+            acct("2", "b"),
+            acct("3", "c"),
+            acct("4", "s"),
+            acct("9", "stranger"),
+        ];
+        fx.accounts[0].roles = vec!["Editor".into()];
+        fx.accounts[1].roles = vec!["Editor".into()];
+        fx.accounts[3].active = false;
+        fx.accounts[4].external_id = None;
+        fx.groups = vec![
+            group("g", "ENGINEERING", &["1", "3", "4", "9", "dangling"]),
+            group("h", "Unmanaged", &["3", "9"]),
+        ];
+        let plan = fx.plan();
+        let group_ref = GroupRef::Existing {
+            id: "g".into(),
+            display_name: "ENGINEERING".into(),
+        };
+        assert_eq!(
+            kinds(&plan),
+            [
+                &ActionKind::AddMembers {
+                    group: group_ref.clone(),
+                    members: vec![existing("2")]
+                },
+                &ActionKind::RemoveMembers {
+                    group: group_ref.clone(),
+                    members: vec!["3".into()]
+                },
+            ]
+        );
+        assert_eq!(plan.actions[0].subject, "ENGINEERING");
+        let group_drift = drift_of(&plan, DriftKind::GroupDrift);
+        assert_eq!(group_drift.len(), 3, "{group_drift:#?}");
+        assert!(
+            group_drift
+                .iter()
+                .any(|d| d.account_id.as_deref() == Some("9"))
+        );
+
+        fx.settings.unmatched_accounts = UnmatchedAccounts::Deactivate;
+        let plan = fx.plan();
+        let names: Vec<_> = plan.actions.iter().map(|a| a.kind.name()).collect();
+        assert_eq!(names, ["deactivate", "add_members", "remove_members"]);
+        assert_eq!(
+            plan.actions[2].kind,
+            ActionKind::RemoveMembers {
+                group: group_ref,
+                members: vec!["3".into(), "9".into()]
+            }
+        );
+        assert_eq!(plan.actions[2].seq, 2);
+        assert_eq!(plan.actions[2].reason, DriftKind::GroupDrift);
+        assert!(fx.replan().is_empty());
+    }
+
+    #[test]
+    fn protected_accounts_never_appear_in_actions() {
+        let mut fx = Fx::new();
+        fx.identities = vec![
+            ident("root", IdentityStatus::Suspended, &[]),
+            active("admin", &["eng"]),
+            active("new-admin", &["eng"]),
+        ];
+        fx.accounts = vec![acct("1", "root"), acct("2", "admin"), acct("3", "x")];
+        fx.accounts[1].active = false;
+        fx.accounts[2].user_name = "breakglass".into();
+        fx.accounts[2].external_id = None;
+        fx.groups = vec![group("g", "Engineering", &["3"])];
+        fx.settings.unmatched_accounts = UnmatchedAccounts::Deactivate;
+        fx.settings.protected = Protected::new(&[
+            "ROOT@ex.com".into(),
+            "*admin@ex.com".into(),
+            "break?lass".into(),
+        ]);
+        let plan = fx.plan();
+        assert!(plan.actions.is_empty(), "{:#?}", plan.actions);
+    }
+
+    #[test]
+    fn actions_are_ordered_by_class_then_subject() {
+        let mut fx = Fx::new();
+        fx.groups.clear();
+        fx.identities = vec![
+            active("z", &["eng"]),
+            active("m", &[]),
+            ident("q", IdentityStatus::Suspended, &[]),
+            ident("b", IdentityStatus::Suspended, &[]),
+        ];
+        fx.accounts = vec![acct("1", "m"), acct("2", "q"), acct("3", "b")];
+        fx.accounts[0].active = false;
+        fx.accounts[0].roles = vec![];
+        let plan = fx.plan();
+        let got: Vec<_> = plan
+            .actions
+            .iter()
+            .map(|a| (a.seq, a.kind.name(), a.subject.as_str()))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                (0, "deactivate", "b@ex.com"),
+                (1, "deactivate", "q@ex.com"),
+                (2, "create_group", "Engineering"),
+                (3, "create_account", "z@ex.com"),
+                (4, "reactivate", "m@ex.com"),
+                (5, "set_role", "m@ex.com"),
+                (6, "add_members", "Engineering"),
+            ]
+        );
+        let mut sorted = plan.drift.clone();
+        sorted.sort_by(|a, b| (a.kind, &a.user_name).cmp(&(b.kind, &b.user_name)));
+        assert_eq!(plan.drift, sorted);
+        // Every action has a drift item of its kind for its subject.
+        for action in &plan.actions {
+            assert!(
+                plan.drift.iter().any(|d| d.kind == action.reason),
+                "{action:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn simulate_names_created_objects_and_links_them() {
+        let mut fx = Fx::new();
+        fx.groups.clear();
+        fx.identities = vec![active("a", &["eng"])];
+        let plan = fx.plan();
+        let (ws, links) = simulate(&fx.ws(), &fx.links, &plan);
+        assert_eq!(ws.accounts.len(), 1);
+        assert_eq!(ws.accounts[0].id, "new:a");
+        assert_eq!(ws.accounts[0].roles, ["Editor"]);
+        assert_eq!(ws.groups[0].id, "new:Engineering");
+        assert_eq!(ws.groups[0].members, ["new:a"]);
+        assert_eq!(links, [link("a", "new:a")]);
+    }
+
+    #[test]
+    fn simulate_skips_held_actions() {
+        let mut fx = Fx::new();
+        fx.identities = vec![ident("s", IdentityStatus::Suspended, &[])];
+        fx.accounts = vec![acct("1", "s")];
+        let mut plan = fx.plan();
+        plan.actions[0].held = Some(crate::model::HoldReason::LastOwner);
+        let (ws, _) = simulate(&fx.ws(), &fx.links, &plan);
+        assert_eq!(ws, fx.ws());
+        plan.actions[0].held = None;
+        let (ws, links) = simulate(&fx.ws(), &fx.links, &plan);
+        assert!(!ws.accounts[0].active);
+        assert_eq!(links, [link("s", "1")]);
+    }
+}

@@ -2,6 +2,7 @@
 
 mod cli;
 mod config;
+mod core;
 mod interop;
 mod resume;
 mod workspace;

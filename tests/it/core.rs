@@ -1,0 +1,386 @@
+//! Property tests of the pure core (policy → plan → guard, with `simulate` standing in
+//! for the workspace): convergence, idempotence, protected accounts, guard limits and
+//! disputed matches, over random small directories, workspaces and links.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::collections::BTreeSet;
+
+use proptest::prelude::*;
+use proptest::sample::subsequence;
+
+use seatwarden::guard::{GuardInput, GuardSettings, deprovision_limit, guard};
+use seatwarden::model::{
+    Account, AccountRef, ActionKind, DirectorySnapshot, DriftKind, Identity, IdentityStatus, Link,
+    Plan, Role, WorkspaceGroup, WorkspaceSnapshot,
+};
+use seatwarden::plan::{DeprovisionAction, PlanSettings, plan, simulate};
+use seatwarden::policy::{
+    DesiredState, Mapping, PolicySettings, Protected, UnmatchedAccounts, desired_state,
+};
+
+const IDENTITY_IDS: usize = 34; // ids beyond the directory size make dead references
+const ACCOUNT_IDS: usize = 32;
+
+fn cased(base: String, upper: bool) -> String {
+    if upper { base.to_uppercase() } else { base }
+}
+
+fn email() -> impl Strategy<Value = Option<String>> {
+    proptest::option::weighted(0.8, (0..30usize, any::<bool>()))
+        .prop_map(|e| e.map(|(n, up)| cased(format!("mail{n}@ex.com"), up)))
+}
+
+fn user_name() -> impl Strategy<Value = String> {
+    (0..40usize, any::<bool>()).prop_map(|(n, up)| cased(format!("user{n}"), up))
+}
+
+fn small_name(prefix: &'static str) -> impl Strategy<Value = Option<String>> {
+    proptest::option::of(0..3usize).prop_map(move |n| n.map(|n| format!("{prefix}{n}")))
+}
+
+fn identity(index: usize) -> impl Strategy<Value = Identity> {
+    (
+        user_name(),
+        email(),
+        small_name("G"),
+        small_name("F"),
+        small_name("D"),
+        prop_oneof![
+            6 => Just(IdentityStatus::Active),
+            1 => Just(IdentityStatus::Suspended),
+            1 => Just(IdentityStatus::Deprovisioned),
+        ],
+        subsequence(vec!["eng", "leads", "design", "ops", "misc"], 0..=3),
+    )
+        .prop_map(
+            move |(user_name, email, given, family, display, status, groups)| Identity {
+                id: format!("i{index}"),
+                user_name,
+                email,
+                given_name: given,
+                family_name: family,
+                display_name: display,
+                status,
+                department: None,
+                groups: groups.into_iter().map(str::to_owned).collect(),
+            },
+        )
+}
+
+fn roles() -> impl Strategy<Value = Vec<String>> {
+    let role = (proptest::sample::select(Role::ALL.to_vec()), any::<bool>())
+        .prop_map(|(r, up)| cased(r.as_str().to_owned(), up));
+    prop_oneof![
+        1 => Just(vec![]),
+        6 => role.prop_map(|r| vec![r]),
+        1 => Just(vec!["Owner".to_owned(), "Viewer".to_owned()]),
+        1 => Just(vec!["bogus".to_owned()]),
+    ]
+}
+
+fn account(index: usize) -> impl Strategy<Value = Account> {
+    (
+        proptest::option::weighted(0.5, 0..IDENTITY_IDS),
+        user_name(),
+        email(),
+        small_name("G"),
+        small_name("F"),
+        small_name("D"),
+        proptest::bool::weighted(0.8),
+        roles(),
+    )
+        .prop_map(
+            move |(external, user_name, email, given, family, display, active, roles)| Account {
+                id: format!("a{index}"),
+                user_name,
+                external_id: external.map(|n| format!("i{n}")),
+                given_name: given,
+                family_name: family,
+                display_name: display,
+                email,
+                active,
+                roles,
+            },
+        )
+}
+
+fn group(index: usize) -> impl Strategy<Value = WorkspaceGroup> {
+    (
+        proptest::sample::select(vec!["Engineering", "engineering", "Design", "Ops", "Other"]),
+        proptest::collection::vec(0..ACCOUNT_IDS, 0..8),
+    )
+        .prop_map(move |(name, members)| WorkspaceGroup {
+            id: format!("g{index}"),
+            display_name: name.to_owned(),
+            members: members.into_iter().map(|m| format!("a{m}")).collect(),
+        })
+}
+
+#[derive(Debug, Clone)]
+struct Scenario {
+    directory: DirectorySnapshot,
+    workspace: WorkspaceSnapshot,
+    links: Vec<Link>,
+    policy: PolicySettings,
+    settings: PlanSettings,
+}
+
+impl Scenario {
+    fn desired(&self) -> DesiredState {
+        desired_state(&self.directory, &self.policy)
+    }
+
+    fn plan_against(&self, workspace: &WorkspaceSnapshot, links: &[Link]) -> Plan {
+        plan(
+            &self.desired(),
+            &self.directory,
+            workspace,
+            links,
+            &self.settings,
+        )
+    }
+
+    fn plan(&self) -> Plan {
+        self.plan_against(&self.workspace, &self.links)
+    }
+}
+
+fn scenario() -> impl Strategy<Value = Scenario> {
+    let identities = (0..30usize).prop_flat_map(|n| (0..n).map(identity).collect::<Vec<_>>());
+    let accounts = (0..30usize).prop_flat_map(|n| (0..n).map(account).collect::<Vec<_>>());
+    let groups = (0..5usize).prop_flat_map(|n| (0..n).map(group).collect::<Vec<_>>());
+    let links = proptest::collection::vec((0..IDENTITY_IDS, 0..ACCOUNT_IDS), 0..10);
+    let knobs = (
+        any::<bool>(),
+        any::<bool>(),
+        proptest::sample::select(vec![
+            DeprovisionAction::Deactivate,
+            DeprovisionAction::Delete,
+        ]),
+        proptest::sample::select(vec![
+            UnmatchedAccounts::Report,
+            UnmatchedAccounts::Adopt,
+            UnmatchedAccounts::Deactivate,
+        ]),
+    );
+    (identities, accounts, groups, links, knobs).prop_map(
+        |(identities, accounts, groups, links, (scoped, manage_roles, deprovision, unmatched))| {
+            let mapping = |group: &str, workspace_group: &str, role| Mapping {
+                group: group.into(),
+                workspace_group: workspace_group.into(),
+                role,
+            };
+            Scenario {
+                directory: DirectorySnapshot {
+                    identities,
+                    complete: true,
+                },
+                workspace: WorkspaceSnapshot { accounts, groups },
+                links: links
+                    .into_iter()
+                    .map(|(i, a)| Link {
+                        identity_id: format!("i{i}"),
+                        account_id: format!("a{a}"),
+                    })
+                    .collect(),
+                policy: PolicySettings {
+                    scope_groups: if scoped {
+                        vec!["eng".into(), "design".into(), "ops".into()]
+                    } else {
+                        vec![]
+                    },
+                    default_role: Role::Viewer,
+                    mappings: vec![
+                        mapping("eng", "Engineering", Role::Editor),
+                        mapping("leads", "ENGINEERING", Role::Maintainer),
+                        mapping("design", "Design", Role::Commenter),
+                        mapping("ops", "Ops", Role::Owner),
+                    ],
+                    manage_roles,
+                },
+                settings: PlanSettings {
+                    deprovision,
+                    unmatched_accounts: unmatched,
+                    manage_roles,
+                    protected: Protected::default(),
+                },
+            }
+        },
+    )
+}
+
+/// Every existing account id an action names, and every identity it is for.
+fn touched(plan: &Plan) -> (BTreeSet<String>, BTreeSet<String>) {
+    let mut accounts = BTreeSet::new();
+    let mut identities = BTreeSet::new();
+    for action in &plan.actions {
+        accounts.extend(action.kind.account_id().map(str::to_owned));
+        identities.extend(action.identity_id.clone());
+        match &action.kind {
+            ActionKind::CreateAccount { identity_id, .. } => {
+                identities.insert(identity_id.clone());
+            }
+            ActionKind::AddMembers { members, .. } => {
+                for member in members {
+                    match member {
+                        AccountRef::Existing { id } => accounts.insert(id.clone()),
+                        AccountRef::Created { identity_id } => {
+                            identities.insert(identity_id.clone())
+                        }
+                    };
+                }
+            }
+            ActionKind::RemoveMembers { members, .. } => {
+                accounts.extend(members.iter().cloned());
+            }
+            _ => {}
+        }
+    }
+    (accounts, identities)
+}
+
+fn active_owners(workspace: &WorkspaceSnapshot) -> usize {
+    workspace
+        .accounts
+        .iter()
+        .filter(|a| a.active && a.role() == Some(Role::Owner))
+        .count()
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    /// Applying a plan and planning again plans nothing; applying that plan changes
+    /// nothing.
+    #[test]
+    fn plans_converge_and_are_idempotent(s in scenario()) {
+        let first = s.plan();
+        let (workspace, links) = simulate(&s.workspace, &s.links, &first);
+        let second = s.plan_against(&workspace, &links);
+        prop_assert!(second.actions.is_empty(), "second plan: {:#?}", second.actions);
+        prop_assert!(second.new_links.is_empty(), "{:#?}", second.new_links);
+        // Only disputes and reported drift survive.
+        for item in &second.drift {
+            prop_assert!(
+                matches!(item.kind, DriftKind::DisputedMatch | DriftKind::OrphanedAccount | DriftKind::GroupDrift),
+                "{item:?}"
+            );
+        }
+        let (again, again_links) = simulate(&workspace, &links, &second);
+        prop_assert_eq!(&again, &workspace);
+        prop_assert_eq!(&again_links, &links);
+        prop_assert_eq!(s.plan_against(&again, &again_links), second);
+    }
+
+    /// Same inputs, same plan; seqs are 0..n in order.
+    #[test]
+    fn plans_are_deterministic_and_numbered(s in scenario()) {
+        let plan = s.plan();
+        prop_assert_eq!(&plan, &s.plan());
+        for (i, action) in plan.actions.iter().enumerate() {
+            prop_assert_eq!(action.seq as usize, i);
+            prop_assert!(action.held.is_none());
+            prop_assert!(
+                plan.drift.iter().any(|d| d.kind == action.reason),
+                "no drift item for {:?}", action
+            );
+        }
+    }
+
+    /// Protected accounts never appear in any action.
+    #[test]
+    fn protected_accounts_are_never_touched(
+        mut s in scenario(),
+        patterns in proptest::collection::vec(
+            proptest::sample::select(vec!["user1*", "USER?", "*3", "user2", "u*r5", "*"]),
+            0..3,
+        ),
+    ) {
+        let patterns: Vec<String> = patterns.into_iter().map(str::to_owned).collect();
+        let protected = Protected::new(&patterns);
+        s.settings.protected = protected.clone();
+        let plan = s.plan();
+        let (accounts, identities) = touched(&plan);
+        for account in &s.workspace.accounts {
+            if protected.matches(&account.user_name) {
+                prop_assert!(!accounts.contains(&account.id), "{} touched", account.user_name);
+            }
+        }
+        for identity in &s.directory.identities {
+            if protected.matches(&identity.user_name) {
+                prop_assert!(!identities.contains(&identity.id), "{} touched", identity.user_name);
+            }
+        }
+        for action in &plan.actions {
+            if let ActionKind::CreateAccount { spec, .. } = &action.kind {
+                prop_assert!(!protected.matches(&spec.user_name));
+            }
+        }
+        if patterns.iter().any(|p| p == "*") {
+            let only_groups = plan
+                .actions
+                .iter()
+                .all(|a| matches!(a.kind, ActionKind::CreateGroup { .. }));
+            prop_assert!(only_groups, "everything is protected: {:#?}", plan.actions);
+        }
+    }
+
+    /// The guard lets no more deprovisions through than its limit, none from an
+    /// incomplete directory, never leaves the workspace without an active Owner, and
+    /// never adds, drops or reorders actions.
+    #[test]
+    fn guard_limits_hold(
+        s in scenario(),
+        max in 0..12usize,
+        percent in 0.0..60.0f64,
+        min_population in 0..20usize,
+        managed in 0..40usize,
+        complete in proptest::bool::weighted(0.8),
+    ) {
+        let plan = s.plan();
+        let settings = GuardSettings {
+            max_deprovisions: max,
+            max_deprovision_percent: percent,
+            min_population_for_percent: min_population,
+        };
+        let input = GuardInput { directory_complete: complete, managed_accounts: managed };
+        let guarded = guard(plan.clone(), &s.workspace, &settings, &input);
+
+        prop_assert_eq!(guarded.actions.len(), plan.actions.len());
+        for (before, after) in plan.actions.iter().zip(&guarded.actions) {
+            prop_assert_eq!(&before.kind, &after.kind);
+            prop_assert_eq!(before.seq, after.seq);
+        }
+        let runnable = guarded.runnable().filter(|a| a.kind.is_deprovision()).count();
+        prop_assert!(runnable <= deprovision_limit(&settings, managed));
+        if !complete {
+            prop_assert_eq!(runnable, 0);
+        }
+        let owners_before = active_owners(&s.workspace);
+        let (after, _) = simulate(&s.workspace, &s.links, &guarded);
+        if owners_before > 0 {
+            prop_assert!(active_owners(&after) > 0, "guarded: {:#?}", guarded.actions);
+        }
+    }
+
+    /// Disputed identities and accounts get no actions.
+    #[test]
+    fn disputes_are_never_acted_on(s in scenario()) {
+        let plan = s.plan();
+        let (accounts, identities) = touched(&plan);
+        for item in plan.drift.iter().filter(|d| d.kind == DriftKind::DisputedMatch) {
+            match (&item.account_id, &item.identity_id) {
+                (Some(account), _) => prop_assert!(!accounts.contains(account), "{item:?}"),
+                // An identity-level dispute: nothing for that person at all.
+                (None, Some(identity)) => prop_assert!(!identities.contains(identity), "{item:?}"),
+                (None, None) => prop_assert!(false, "dispute names nothing: {item:?}"),
+            }
+        }
+        for link in &plan.new_links {
+            prop_assert!(!plan.drift.iter().any(|d| d.kind == DriftKind::DisputedMatch
+                && (d.account_id.as_ref() == Some(&link.account_id)
+                    || (d.account_id.is_none() && d.identity_id.as_ref() == Some(&link.identity_id)))));
+        }
+    }
+}
