@@ -280,4 +280,33 @@ impl Store {
             .and_then(|mut stmt| stmt.query_map([], journal_entry)?.collect())
             .context(|| "reading interrupted (in-flight) actions from actions".to_owned())
     }
+
+    /// `seatwarden approve RUN`: moves every `Held` action of `run` back to
+    /// `Planned` so the executor can apply it. The journaled action keeps its `held`
+    /// reason as the record of why it waited. Returns how many were released.
+    pub fn approve_held(&mut self, run: RunId, at: DateTime<Utc>) -> Result<usize, StoreError> {
+        Self::require_run(&self.conn, run, "approving its held actions")?;
+        self.conn
+            .prepare_cached(
+                "UPDATE actions SET state = 'planned', updated_at = ?2
+                 WHERE run_id = ?1 AND state = 'held'",
+            )
+            .and_then(|mut stmt| stmt.execute(params![run, ts(at)]))
+            .context(|| format!("approving the held actions of run {run} in actions"))
+    }
+
+    /// Deactivations and deletions applied or in flight (of any run) whose journal
+    /// row changed at or after `since`: what the rolling 24 h deprovision threshold
+    /// counts.
+    pub fn deprovisions_since(&self, since: DateTime<Utc>) -> Result<u64, StoreError> {
+        self.conn
+            .prepare_cached(
+                "SELECT count(*) FROM actions
+                 WHERE state IN ('applied', 'in_flight')
+                   AND kind IN ('deactivate', 'delete')
+                   AND updated_at >= ?1",
+            )
+            .and_then(|mut stmt| stmt.query_row([ts(since)], |row| row.get(0)))
+            .context(|| "counting recent deprovisions in actions".to_owned())
+    }
 }

@@ -268,6 +268,16 @@ impl Store {
     /// process holds the lock past the busy timeout (then `is_transient()`).
     pub fn check_writable(&self) -> Result<(), StoreError> {
         let context = || format!("checking that {} is writable", self.display_path());
+        // BEGIN IMMEDIATE succeeds on a read-only connection; ask explicitly.
+        if self.conn.is_readonly(rusqlite::MAIN_DB).context(context)? {
+            return Err(StoreError::Sqlite {
+                context: context(),
+                source: rusqlite::Error::SqliteFailure(
+                    rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_READONLY),
+                    Some("the database is open read-only".to_owned()),
+                ),
+            });
+        }
         self.conn
             .execute_batch("BEGIN IMMEDIATE")
             .context(context)?;
@@ -364,6 +374,20 @@ impl Store {
                     .optional()
             })
             .context(context)
+    }
+
+    /// Deletes runs older than `run` (lower ids) and, by cascade, their snapshots,
+    /// journal, drift items and reports. Runs with actions still in flight are kept:
+    /// a restart must be able to resume them. Returns how many runs were deleted.
+    pub fn prune_runs_before(&mut self, run: RunId) -> Result<usize, StoreError> {
+        self.conn
+            .prepare_cached(
+                "DELETE FROM runs WHERE id < ?1 AND NOT EXISTS (
+                     SELECT 1 FROM actions
+                     WHERE actions.run_id = runs.id AND actions.state = 'in_flight')",
+            )
+            .and_then(|mut stmt| stmt.execute([run]))
+            .context(|| format!("pruning runs before run {run} from runs"))
     }
 
     /// Errors with [`StoreError::UnknownRun`] unless `run` exists.

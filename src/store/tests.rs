@@ -264,6 +264,23 @@ fn a_held_write_lock_is_a_transient_error() {
     store.begin_run(RunKind::Plan, t(0)).unwrap();
 }
 
+#[test]
+fn a_read_only_database_is_not_writable() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ro.db");
+    drop(Store::open(&path).unwrap());
+    let conn =
+        rusqlite::Connection::open_with_flags(&path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .unwrap();
+    let store = Store {
+        conn,
+        path: Some(path.clone()),
+    };
+    let err = store.check_writable().unwrap_err();
+    assert!(err.to_string().contains("ro.db"), "{err}");
+    assert!(!err.is_transient());
+}
+
 // ---- runs ---------------------------------------------------------------------
 
 #[test]
@@ -842,6 +859,75 @@ fn journal_survives_reopening_the_file() {
     assert_eq!(interrupted.len(), 1);
     assert_eq!(interrupted[0].run, run);
     assert_eq!(interrupted[0].action, sample_plan().actions[0]);
+}
+
+#[test]
+fn approving_releases_held_actions_for_applying() {
+    let mut store = Store::open_in_memory().unwrap();
+    let run = store.begin_run(RunKind::Reconcile, t(0)).unwrap();
+    store.save_plan(run, &sample_plan(), t(1)).unwrap();
+    store.mark_in_flight(run, 0, t(2)).unwrap();
+    assert_eq!(store.approve_held(run, t(3)).unwrap(), 2);
+    assert_eq!(
+        states(&store, run),
+        vec![
+            (0, ActionState::InFlight, 1),
+            (1, ActionState::Planned, 0),
+            (2, ActionState::Planned, 0),
+            (3, ActionState::Planned, 0),
+        ]
+    );
+    store.mark_in_flight(run, 1, t(4)).unwrap();
+    assert_eq!(store.approve_held(run, t(5)).unwrap(), 0);
+    assert!(matches!(
+        store.approve_held(run + 1, t(5)),
+        Err(StoreError::UnknownRun { .. })
+    ));
+}
+
+#[test]
+fn deprovisions_since_counts_recent_applied_or_in_flight_deactivations() {
+    let mut store = Store::open_in_memory().unwrap();
+    let r1 = store.begin_run(RunKind::Reconcile, t(0)).unwrap();
+    let r2 = store.begin_run(RunKind::Reconcile, t(0)).unwrap();
+    store.save_plan(r1, &sample_plan(), t(0)).unwrap();
+    store.save_plan(r2, &sample_plan(), t(0)).unwrap();
+    store.approve_held(r2, t(0)).unwrap();
+    // r1: seq 0 deactivated long ago; r2: seq 0 applied recently, seq 1 in flight,
+    // seq 2 (a create) applied recently: not a deprovision.
+    store.mark_in_flight(r1, 0, t(10)).unwrap();
+    store.mark_applied(r1, 0, t(11), None).unwrap();
+    store.mark_in_flight(r2, 0, t(100)).unwrap();
+    store.mark_applied(r2, 0, t(101), None).unwrap();
+    store.mark_in_flight(r2, 1, t(102)).unwrap();
+    store.mark_in_flight(r2, 2, t(103)).unwrap();
+    store.mark_applied(r2, 2, t(104), None).unwrap();
+    assert_eq!(store.deprovisions_since(t(50)).unwrap(), 2);
+    assert_eq!(store.deprovisions_since(t(0)).unwrap(), 3);
+    assert_eq!(store.deprovisions_since(t(102)).unwrap(), 1);
+    store.mark_failed(r2, 1, t(105), "x").unwrap();
+    assert_eq!(store.deprovisions_since(t(50)).unwrap(), 1);
+}
+
+#[test]
+fn pruning_keeps_newer_runs_and_runs_with_actions_in_flight() {
+    let mut store = Store::open_in_memory().unwrap();
+    let r1 = store.begin_run(RunKind::Reconcile, t(0)).unwrap();
+    let r2 = store.begin_run(RunKind::Reconcile, t(1)).unwrap();
+    let r3 = store.begin_run(RunKind::Reconcile, t(2)).unwrap();
+    let r4 = store.begin_run(RunKind::Reconcile, t(3)).unwrap();
+    store.save_plan(r2, &sample_plan(), t(1)).unwrap();
+    store.mark_in_flight(r2, 0, t(1)).unwrap();
+    store
+        .save_workspace_snapshot(r1, &workspace(3, 1, 1))
+        .unwrap();
+    assert_eq!(store.prune_runs_before(r4).unwrap(), 2);
+    assert_eq!(store.run(r1).unwrap(), None);
+    assert!(store.run(r2).unwrap().is_some());
+    assert_eq!(store.run(r3).unwrap(), None);
+    assert!(store.run(r4).unwrap().is_some());
+    assert_eq!(store.load_workspace_snapshot(r1).unwrap(), None);
+    assert_eq!(store.interrupted().unwrap().len(), 1);
 }
 
 // ---- reports ------------------------------------------------------------------
