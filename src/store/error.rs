@@ -21,8 +21,8 @@ pub enum StoreError {
     /// The database was written by a newer seatwarden.
     #[error(
         "the state database {path} has schema version {found}, newer than this binary \
-         supports (version {supported}); run a newer seatwarden or point `store.path` at \
-         another file"
+         supports (version {supported}); run a newer seatwarden or use another \
+         database file"
     )]
     TooNew {
         path: String,

@@ -10,11 +10,12 @@ use seatwarden::model::{
 use seatwarden::store::{ActionState, RunKind, RunStatus, Store, StoreError};
 
 fn store_is_send<T: Send>() {}
+fn error_is_send_sync<T: Send + Sync + 'static>() {}
 
 #[test]
 fn one_run_end_to_end_then_resume_after_a_crash() {
     store_is_send::<Store>();
-    store_is_send::<StoreError>();
+    error_is_send_sync::<StoreError>();
     let at = |s: i64| Utc.timestamp_opt(1_800_000_000 + s, 0).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("seatwarden.db");
