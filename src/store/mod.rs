@@ -1,1 +1,505 @@
-//! TODO
+//! The SQLite state store: runs, directory and workspace snapshots keyed by run,
+//! identity↔account links, the action journal (written before every workspace
+//! write, design invariant 2), drift items and reports.
+//!
+//! The store is synchronous and owns one connection; async callers wrap it in a
+//! mutex or `spawn_blocking`. It never logs, and stores no secrets: only directory
+//! and workspace attributes, plans and results.
+//!
+//! Storage choices:
+//! - file databases use WAL, `synchronous=NORMAL`, `foreign_keys=ON` and a 5 s busy
+//!   timeout; writes take the lock up front (`BEGIN IMMEDIATE`);
+//! - the schema version is `PRAGMA user_version` (see [`migrations`]); a database
+//!   newer than this binary is refused;
+//! - timestamps are RFC 3339 UTC text with nine fraction digits (see `codec`);
+//! - JSON columns (`roles`, `payload`, `result`, reports) are text;
+//! - the directory snapshot's `complete` flag is on the run (`runs.directory_complete`).
+
+mod codec;
+mod error;
+pub mod migrations;
+mod snapshot;
+
+mod journal;
+
+#[cfg(test)]
+mod tests;
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
+use serde::{Deserialize, Serialize};
+
+use crate::model::{Action, LinkMethod, NewLink};
+
+use codec::{Ts, ts};
+use error::Context;
+pub use error::StoreError;
+
+pub type RunId = i64;
+
+/// How long a statement waits for another connection's lock before SQLITE_BUSY.
+pub const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RunKind {
+    Plan,
+    Reconcile,
+    DryRun,
+}
+
+impl RunKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunKind::Plan => "plan",
+            RunKind::Reconcile => "reconcile",
+            RunKind::DryRun => "dry_run",
+        }
+    }
+}
+
+impl fmt::Display for RunKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A run that ends with held or failed actions is still `Succeeded`: the run did
+/// its job; its report says what is held or failing. `Failed` means the run itself
+/// could not complete (a snapshot could not be read, the store failed, ...).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RunStatus {
+    Running,
+    Succeeded,
+    Failed,
+}
+
+impl RunStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunStatus::Running => "running",
+            RunStatus::Succeeded => "succeeded",
+            RunStatus::Failed => "failed",
+        }
+    }
+}
+
+impl fmt::Display for RunStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunRecord {
+    pub id: RunId,
+    pub kind: RunKind,
+    pub status: RunStatus,
+    pub started_at: DateTime<Utc>,
+    pub finished_at: Option<DateTime<Utc>>,
+    pub error: Option<String>,
+}
+
+/// Where one journaled action stands.
+///
+/// ```text
+/// Planned ──► InFlight ──► Applied
+///               ▲  │
+///               │  ▼
+///              Failed          Held (never started; waits for approval)
+/// ```
+/// `InFlight` may be re-entered (a resumed action after a crash) and counts another
+/// attempt each time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ActionState {
+    Planned,
+    InFlight,
+    Applied,
+    Failed,
+    Held,
+}
+
+impl ActionState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ActionState::Planned => "planned",
+            ActionState::InFlight => "in_flight",
+            ActionState::Applied => "applied",
+            ActionState::Failed => "failed",
+            ActionState::Held => "held",
+        }
+    }
+}
+
+impl fmt::Display for ActionState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One row of the action journal. The action's position is `action.seq`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JournalEntry {
+    pub run: RunId,
+    pub action: Action,
+    pub state: ActionState,
+    /// How many times the action was marked in flight.
+    pub attempts: u32,
+    /// The most recent failure; kept after a later success, for the report.
+    pub last_error: Option<String>,
+    pub updated_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredLink {
+    pub identity_id: String,
+    pub account_id: String,
+    pub method: LinkMethod,
+    pub linked_at: DateTime<Utc>,
+}
+
+/// The state database. One connection; not `Sync` (wrap it in a mutex to share).
+pub struct Store {
+    conn: Connection,
+    path: Option<PathBuf>,
+}
+
+impl fmt::Debug for Store {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Store").field("path", &self.path).finish()
+    }
+}
+
+const RUN_COLUMNS: &str = "id, kind, status, started_at, finished_at, error";
+
+fn run_record(row: &rusqlite::Row<'_>) -> rusqlite::Result<RunRecord> {
+    Ok(RunRecord {
+        id: row.get(0)?,
+        kind: row.get(1)?,
+        status: row.get(2)?,
+        started_at: row.get::<_, Ts>(3)?.0,
+        finished_at: row.get::<_, Option<Ts>>(4)?.map(|t| t.0),
+        error: row.get(5)?,
+    })
+}
+
+impl Store {
+    /// Opens (creating if missing) the database at `path` and migrates it.
+    pub fn open(path: &Path) -> Result<Store, StoreError> {
+        let open_error = |source| StoreError::Open {
+            path: path.to_owned(),
+            source,
+        };
+        let conn = Connection::open(path).map_err(open_error)?;
+        let mut store = Store {
+            conn,
+            path: Some(path.to_owned()),
+        };
+        store.configure().map_err(open_error)?;
+        let mode: String = store
+            .conn
+            .pragma_update_and_check(None, "journal_mode", "wal", |row| row.get(0))
+            .map_err(open_error)?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            return Err(StoreError::NoWal {
+                path: path.to_owned(),
+                mode,
+            });
+        }
+        store.migrate()?;
+        Ok(store)
+    }
+
+    /// A private, empty, migrated database that lives as long as the `Store`.
+    pub fn open_in_memory() -> Result<Store, StoreError> {
+        let conn = Connection::open_in_memory().map_err(|source| StoreError::Open {
+            path: PathBuf::from(":memory:"),
+            source,
+        })?;
+        let mut store = Store { conn, path: None };
+        store.configure().map_err(|source| StoreError::Open {
+            path: PathBuf::from(":memory:"),
+            source,
+        })?;
+        store.migrate()?;
+        Ok(store)
+    }
+
+    fn configure(&self) -> rusqlite::Result<()> {
+        self.conn.busy_timeout(BUSY_TIMEOUT)?;
+        self.conn.pragma_update(None, "foreign_keys", true)?;
+        self.conn.pragma_update(None, "synchronous", "NORMAL")?;
+        // 32 MiB page cache: a 100k-account snapshot fits without spilling mid-write.
+        self.conn.pragma_update(None, "cache_size", -32_768)?;
+        self.conn.set_prepared_statement_cache_capacity(64);
+        Ok(())
+    }
+
+    fn migrate(&mut self) -> Result<(), StoreError> {
+        let shown = self.display_path();
+        migrations::migrate(&mut self.conn, &shown)
+    }
+
+    fn display_path(&self) -> String {
+        self.path
+            .as_deref()
+            .map_or_else(|| ":memory:".to_owned(), |p| p.display().to_string())
+    }
+
+    /// The database file; `None` for an in-memory store.
+    pub fn path(&self) -> Option<&Path> {
+        self.path.as_deref()
+    }
+
+    /// The schema version of the open database.
+    pub fn schema_version(&self) -> Result<i64, StoreError> {
+        self.conn
+            .pragma_query_value(None, "user_version", |row| row.get(0))
+            .context(|| format!("reading the schema version of {}", self.display_path()))
+    }
+
+    /// Takes and releases the write lock: fails when the file is read-only or another
+    /// process holds the lock past the busy timeout (then `is_transient()`).
+    pub fn check_writable(&self) -> Result<(), StoreError> {
+        let context = || format!("checking that {} is writable", self.display_path());
+        // BEGIN IMMEDIATE succeeds on a read-only connection; ask explicitly.
+        if self.conn.is_readonly(rusqlite::MAIN_DB).context(context)? {
+            return Err(StoreError::Sqlite {
+                context: context(),
+                source: rusqlite::Error::SqliteFailure(
+                    rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_READONLY),
+                    Some("the database is open read-only".to_owned()),
+                ),
+            });
+        }
+        self.conn
+            .execute_batch("BEGIN IMMEDIATE")
+            .context(context)?;
+        self.conn.execute_batch("ROLLBACK").context(context)
+    }
+
+    fn write_tx(
+        &mut self,
+        context: impl FnOnce() -> String,
+    ) -> Result<rusqlite::Transaction<'_>, StoreError> {
+        self.conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .context(context)
+    }
+
+    // ---- runs -------------------------------------------------------------------
+
+    pub fn begin_run(&mut self, kind: RunKind, at: DateTime<Utc>) -> Result<RunId, StoreError> {
+        self.conn
+            .prepare_cached(
+                "INSERT INTO runs (kind, status, started_at) VALUES (?1, 'running', ?2)",
+            )
+            .and_then(|mut stmt| stmt.insert(params![kind, ts(at)]))
+            .context(|| format!("starting a {kind} run in runs"))
+    }
+
+    /// Ends a running run. `status` must be final; a run is finished once.
+    pub fn finish_run(
+        &mut self,
+        run: RunId,
+        at: DateTime<Utc>,
+        status: RunStatus,
+        error: Option<&str>,
+    ) -> Result<(), StoreError> {
+        if status == RunStatus::Running {
+            return Err(StoreError::FinalStatusRequired { run });
+        }
+        let changed = self
+            .conn
+            .prepare_cached(
+                "UPDATE runs SET status = ?2, finished_at = ?3, error = ?4
+                 WHERE id = ?1 AND status = 'running'",
+            )
+            .and_then(|mut stmt| stmt.execute(params![run, status, ts(at), error]))
+            .context(|| format!("finishing run {run} in runs"))?;
+        if changed == 1 {
+            return Ok(());
+        }
+        match self.run(run)? {
+            None => Err(StoreError::UnknownRun {
+                run,
+                context: "finishing it",
+            }),
+            Some(record) => Err(StoreError::RunNotRunning {
+                run,
+                status: record.status,
+            }),
+        }
+    }
+
+    pub fn run(&self, run: RunId) -> Result<Option<RunRecord>, StoreError> {
+        self.conn
+            .prepare_cached(&format!("SELECT {RUN_COLUMNS} FROM runs WHERE id = ?1"))
+            .and_then(|mut stmt| stmt.query_row([run], run_record).optional())
+            .context(|| format!("reading run {run} from runs"))
+    }
+
+    /// The newest run (highest id) of any of `kinds`; any kind when `kinds` is empty.
+    pub fn latest_run(&self, kinds: &[RunKind]) -> Result<Option<RunRecord>, StoreError> {
+        let context = || {
+            let names: Vec<&str> = kinds.iter().map(|k| k.as_str()).collect();
+            format!(
+                "finding the latest run of kinds [{}] in runs",
+                names.join(", ")
+            )
+        };
+        if kinds.is_empty() {
+            return self
+                .conn
+                .prepare_cached(&format!(
+                    "SELECT {RUN_COLUMNS} FROM runs ORDER BY id DESC LIMIT 1"
+                ))
+                .and_then(|mut stmt| stmt.query_row([], run_record).optional())
+                .context(context);
+        }
+        let placeholders = vec!["?"; kinds.len()].join(", ");
+        self.conn
+            .prepare_cached(&format!(
+                "SELECT {RUN_COLUMNS} FROM runs WHERE kind IN ({placeholders})
+                 ORDER BY id DESC LIMIT 1"
+            ))
+            .and_then(|mut stmt| {
+                stmt.query_row(rusqlite::params_from_iter(kinds), run_record)
+                    .optional()
+            })
+            .context(context)
+    }
+
+    /// Deletes runs older than `run` (lower ids) and, by cascade, their snapshots,
+    /// journal, drift items and reports. Runs with actions still in flight are kept:
+    /// a restart must be able to resume them. Returns how many runs were deleted.
+    pub fn prune_runs_before(&mut self, run: RunId) -> Result<usize, StoreError> {
+        self.conn
+            .prepare_cached(
+                "DELETE FROM runs WHERE id < ?1 AND NOT EXISTS (
+                     SELECT 1 FROM actions
+                     WHERE actions.run_id = runs.id AND actions.state = 'in_flight')",
+            )
+            .and_then(|mut stmt| stmt.execute([run]))
+            .context(|| format!("pruning runs before run {run} from runs"))
+    }
+
+    /// Errors with [`StoreError::UnknownRun`] unless `run` exists.
+    fn require_run(conn: &Connection, run: RunId, context: &'static str) -> Result<(), StoreError> {
+        let exists = conn
+            .prepare_cached("SELECT 1 FROM runs WHERE id = ?1")
+            .and_then(|mut stmt| stmt.exists([run]))
+            .context(|| format!("looking up run {run} in runs ({context})"))?;
+        if exists {
+            Ok(())
+        } else {
+            Err(StoreError::UnknownRun { run, context })
+        }
+    }
+
+    // ---- links ------------------------------------------------------------------
+
+    /// Every stored link, ordered by identity id.
+    pub fn links(&self) -> Result<Vec<StoredLink>, StoreError> {
+        self.conn
+            .prepare_cached(
+                "SELECT identity_id, account_id, method, linked_at FROM links
+                 ORDER BY identity_id",
+            )
+            .and_then(|mut stmt| {
+                stmt.query_map([], |row| {
+                    Ok(StoredLink {
+                        identity_id: row.get(0)?,
+                        account_id: row.get(1)?,
+                        method: codec::link_method(row, 2)?,
+                        linked_at: row.get::<_, Ts>(3)?.0,
+                    })
+                })?
+                .collect()
+            })
+            .context(|| "reading links".to_owned())
+    }
+
+    /// Stores `links` in one transaction. The identity id is the key: a new link for
+    /// an identity replaces its old one. An account has at most one link: a new link
+    /// to an account replaces any other identity's link to it. Re-stating an existing
+    /// link keeps its original method and `linked_at`.
+    pub fn upsert_links(&mut self, links: &[NewLink], at: DateTime<Utc>) -> Result<(), StoreError> {
+        let context = || "storing links".to_owned();
+        let at = ts(at);
+        let tx = self.write_tx(context)?;
+        {
+            let mut unlink = tx
+                .prepare_cached("DELETE FROM links WHERE account_id = ?1 AND identity_id <> ?2")
+                .context(context)?;
+            let mut upsert = tx
+                .prepare_cached(
+                    "INSERT INTO links (identity_id, account_id, method, linked_at)
+                     VALUES (?1, ?2, ?3, ?4)
+                     ON CONFLICT (identity_id) DO UPDATE
+                        SET account_id = excluded.account_id,
+                            method = excluded.method,
+                            linked_at = excluded.linked_at
+                        WHERE links.account_id <> excluded.account_id",
+                )
+                .context(context)?;
+            for link in links {
+                unlink
+                    .execute(params![link.account_id, link.identity_id])
+                    .context(context)?;
+                upsert
+                    .execute(params![
+                        link.identity_id,
+                        link.account_id,
+                        link.method.as_str(),
+                        at
+                    ])
+                    .context(context)?;
+            }
+        }
+        tx.commit().context(context)
+    }
+
+    /// Forgets the links to these accounts (they were deleted from the workspace).
+    pub fn remove_links_to_accounts(&mut self, account_ids: &[String]) -> Result<(), StoreError> {
+        let context = || "removing links to deleted accounts from links".to_owned();
+        let tx = self.write_tx(context)?;
+        {
+            let mut delete = tx
+                .prepare_cached("DELETE FROM links WHERE account_id = ?1")
+                .context(context)?;
+            for account_id in account_ids {
+                delete.execute([account_id]).context(context)?;
+            }
+        }
+        tx.commit().context(context)
+    }
+
+    // ---- reports ----------------------------------------------------------------
+
+    /// Stores (or replaces) the run's report; `report_json` must be valid JSON.
+    pub fn save_report(&mut self, run: RunId, report_json: &str) -> Result<(), StoreError> {
+        Self::require_run(&self.conn, run, "saving its report")?;
+        self.conn
+            .prepare_cached(
+                "INSERT INTO reports (run_id, json) VALUES (?1, ?2)
+                 ON CONFLICT (run_id) DO UPDATE SET json = excluded.json",
+            )
+            .and_then(|mut stmt| stmt.execute(params![run, report_json]))
+            .context(|| format!("saving the report of run {run} in reports"))?;
+        Ok(())
+    }
+
+    pub fn report(&self, run: RunId) -> Result<Option<String>, StoreError> {
+        self.conn
+            .prepare_cached("SELECT json FROM reports WHERE run_id = ?1")
+            .and_then(|mut stmt| stmt.query_row([run], |row| row.get(0)).optional())
+            .context(|| format!("reading the report of run {run} from reports"))
+    }
+}

@@ -5,4 +5,5 @@ mod config;
 mod core;
 mod interop;
 mod resume;
+mod store;
 mod workspace;

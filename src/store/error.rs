@@ -1,0 +1,130 @@
+//! The store's one error type. Every variant says what failed and where (the table,
+//! the run, the action, the database path), never the data involved: no values from
+//! rows appear in messages, so nothing sensitive can leak through an error.
+
+use std::path::PathBuf;
+
+use rusqlite::ErrorCode;
+
+use super::{ActionState, RunId, RunStatus};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database file could not be opened or configured.
+    #[error("cannot open the state database {path}: {source}")]
+    Open {
+        path: PathBuf,
+        #[source]
+        source: rusqlite::Error,
+    },
+
+    /// The database was written by a newer seatwarden.
+    #[error(
+        "the state database {path} has schema version {found}, newer than this binary \
+         supports (version {supported}); run a newer seatwarden or use another \
+         database file"
+    )]
+    TooNew {
+        path: String,
+        found: i64,
+        supported: i64,
+    },
+
+    /// A schema migration failed; it was rolled back, the database is unchanged.
+    #[error("migrating the state database {path} to schema version {version} failed: {source}")]
+    Migration {
+        path: String,
+        version: i64,
+        #[source]
+        source: rusqlite::Error,
+    },
+
+    /// The file database did not switch to write-ahead logging (e.g. a network file
+    /// system without shared memory).
+    #[error("the state database {path} cannot use WAL journaling (journal_mode is {mode:?})")]
+    NoWal { path: PathBuf, mode: String },
+
+    /// A statement failed; `context` names the operation, table and run.
+    #[error("{context}: {source}")]
+    Sqlite {
+        context: String,
+        #[source]
+        source: rusqlite::Error,
+    },
+
+    /// Encoding a value as JSON for a JSON column failed.
+    #[error("{context}: cannot encode as JSON: {source}")]
+    Encode {
+        context: String,
+        #[source]
+        source: serde_json::Error,
+    },
+
+    /// A stored value could not be decoded (a JSON column, a timestamp, an enum).
+    #[error("corrupt row in {table} (run {run}): {detail}")]
+    Corrupt {
+        table: &'static str,
+        run: RunId,
+        detail: String,
+    },
+
+    #[error("run {run} does not exist in the state database ({context})")]
+    UnknownRun { run: RunId, context: &'static str },
+
+    #[error("run {run} is already {status}; only a running run can be finished")]
+    RunNotRunning { run: RunId, status: RunStatus },
+
+    #[error("finishing run {run}: the final status must be succeeded or failed, not running")]
+    FinalStatusRequired { run: RunId },
+
+    #[error("run {run} already has a saved plan in actions/drift_items; a plan is saved once")]
+    PlanExists { run: RunId },
+
+    #[error("no journal row for action {seq} of run {run} in actions")]
+    NoSuchAction { run: RunId, seq: u32 },
+
+    #[error("action {seq} of run {run} is {from}; it cannot be marked {to}")]
+    InvalidTransition {
+        run: RunId,
+        seq: u32,
+        from: ActionState,
+        to: ActionState,
+    },
+}
+
+impl StoreError {
+    /// True when another connection holds a lock (SQLITE_BUSY / SQLITE_LOCKED) even
+    /// after the 5 s busy timeout: the same call may succeed later.
+    pub fn is_transient(&self) -> bool {
+        let source = match self {
+            StoreError::Open { source, .. }
+            | StoreError::Migration { source, .. }
+            | StoreError::Sqlite { source, .. } => source,
+            _ => return false,
+        };
+        matches!(
+            source.sqlite_error_code(),
+            Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked)
+        )
+    }
+}
+
+impl crate::retry::Transient for StoreError {
+    fn is_transient(&self) -> bool {
+        StoreError::is_transient(self)
+    }
+}
+
+/// Attaches "what and where" to a rusqlite result.
+pub(crate) trait Context<T> {
+    fn context(self, context: impl FnOnce() -> String) -> Result<T, StoreError>;
+}
+
+impl<T> Context<T> for Result<T, rusqlite::Error> {
+    fn context(self, context: impl FnOnce() -> String) -> Result<T, StoreError> {
+        self.map_err(|source| StoreError::Sqlite {
+            context: context(),
+            source,
+        })
+    }
+}

@@ -1,0 +1,312 @@
+//! Plans and the action journal. `save_plan` writes one row per action before any
+//! of them is applied (design invariant 2); the executor then moves each row through
+//! `Planned → InFlight → Applied | Failed` (see [`ActionState`]). Rows left
+//! `InFlight` by a crash are found again with [`Store::interrupted`].
+
+use chrono::{DateTime, Utc};
+use rusqlite::{OptionalExtension, params};
+
+use crate::model::{DriftItem, Plan};
+
+use super::codec::{self, Ts, ts};
+use super::error::Context;
+use super::{ActionState, JournalEntry, RunId, Store, StoreError};
+
+const JOURNAL_COLUMNS: &str = "run_id, payload, state, attempts, last_error, updated_at";
+
+fn journal_entry(row: &rusqlite::Row<'_>) -> rusqlite::Result<JournalEntry> {
+    Ok(JournalEntry {
+        run: row.get(0)?,
+        action: codec::json_col(row, 1)?,
+        state: row.get(2)?,
+        attempts: row.get(3)?,
+        last_error: row.get(4)?,
+        updated_at: row.get::<_, Ts>(5)?.0,
+    })
+}
+
+impl Store {
+    /// Journals the plan of `run` in one transaction: a row per action (`Held` when
+    /// the guard held it, else `Planned`) keyed by `action.seq`, and a row per drift
+    /// item. A run's plan is saved once. `plan.new_links` are not stored here; see
+    /// [`Store::upsert_links`].
+    pub fn save_plan(
+        &mut self,
+        run: RunId,
+        plan: &Plan,
+        at: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        let at = ts(at);
+        let tx = self.write_tx(|| format!("saving the plan of run {run}"))?;
+        Self::require_run(&tx, run, "saving its plan")?;
+        let exists = tx
+            .prepare_cached(
+                "SELECT EXISTS (SELECT 1 FROM actions WHERE run_id = ?1)
+                     OR EXISTS (SELECT 1 FROM drift_items WHERE run_id = ?1)",
+            )
+            .and_then(|mut stmt| stmt.query_row([run], |row| row.get::<_, bool>(0)))
+            .context(|| format!("checking for an earlier plan of run {run} in actions"))?;
+        if exists {
+            return Err(StoreError::PlanExists { run });
+        }
+        {
+            let actions_context = || format!("saving the plan of run {run} into actions");
+            let drift_context = || format!("saving the plan of run {run} into drift_items");
+            let mut insert_action = tx
+                .prepare_cached(
+                    "INSERT INTO actions
+                       (run_id, seq, kind, reason, subject, identity_id, account_id, payload,
+                        state, attempts, created_at, updated_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, 0, ?10, ?10)",
+                )
+                .context(actions_context)?;
+            for action in &plan.actions {
+                let payload =
+                    serde_json::to_string(action).map_err(|source| StoreError::Encode {
+                        context: format!("saving action {} of run {run} into actions", action.seq),
+                        source,
+                    })?;
+                let state = if action.held.is_some() {
+                    ActionState::Held
+                } else {
+                    ActionState::Planned
+                };
+                insert_action
+                    .execute(params![
+                        run,
+                        action.seq,
+                        action.kind.name(),
+                        action.reason.as_str(),
+                        action.subject,
+                        action.identity_id,
+                        action.kind.account_id(),
+                        payload,
+                        state,
+                        at,
+                    ])
+                    .context(|| {
+                        format!("saving action {} of run {run} into actions", action.seq)
+                    })?;
+            }
+            let mut insert_drift = tx
+                .prepare_cached(
+                    "INSERT INTO drift_items
+                       (run_id, seq, kind, identity_id, account_id, user_name, detail)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                )
+                .context(drift_context)?;
+            for (seq, item) in plan.drift.iter().enumerate() {
+                insert_drift
+                    .execute(params![
+                        run,
+                        i64::try_from(seq).unwrap_or(i64::MAX),
+                        item.kind.as_str(),
+                        item.identity_id,
+                        item.account_id,
+                        item.user_name,
+                        item.detail,
+                    ])
+                    .context(drift_context)?;
+            }
+        }
+        tx.commit()
+            .context(|| format!("committing the plan of run {run}"))
+    }
+
+    /// The journal of `run`, ordered by `seq`.
+    pub fn journal(&self, run: RunId) -> Result<Vec<JournalEntry>, StoreError> {
+        self.conn
+            .prepare_cached(&format!(
+                "SELECT {JOURNAL_COLUMNS} FROM actions WHERE run_id = ?1 ORDER BY seq"
+            ))
+            .and_then(|mut stmt| stmt.query_map([run], journal_entry)?.collect())
+            .context(|| format!("reading the journal of run {run} from actions"))
+    }
+
+    /// The drift items of `run`, in plan order.
+    pub fn drift(&self, run: RunId) -> Result<Vec<DriftItem>, StoreError> {
+        self.conn
+            .prepare_cached(
+                "SELECT kind, identity_id, account_id, user_name, detail FROM drift_items
+                 WHERE run_id = ?1 ORDER BY seq",
+            )
+            .and_then(|mut stmt| {
+                stmt.query_map([run], |row| {
+                    Ok(DriftItem {
+                        kind: codec::drift_kind(row, 0)?,
+                        identity_id: row.get(1)?,
+                        account_id: row.get(2)?,
+                        user_name: row.get(3)?,
+                        detail: row.get(4)?,
+                    })
+                })?
+                .collect()
+            })
+            .context(|| format!("reading the drift items of run {run} from drift_items"))
+    }
+
+    /// Journals that action `seq` of `run` is about to be sent: state `InFlight`,
+    /// one more attempt. Allowed from `Planned`, `Failed` (a retry) and `InFlight`
+    /// (resuming after a crash); never from `Held` or `Applied`.
+    pub fn mark_in_flight(
+        &mut self,
+        run: RunId,
+        seq: u32,
+        at: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        let changed = self
+            .conn
+            .prepare_cached(
+                "UPDATE actions SET state = 'in_flight', attempts = attempts + 1, updated_at = ?3
+                 WHERE run_id = ?1 AND seq = ?2 AND state IN ('planned', 'failed', 'in_flight')",
+            )
+            .and_then(|mut stmt| stmt.execute(params![run, seq, ts(at)]))
+            .context(|| format!("marking action {seq} of run {run} in flight in actions"))?;
+        self.check_transition(run, seq, changed, ActionState::InFlight)
+    }
+
+    /// Journals that action `seq` of `run` took effect; `result` is what the
+    /// workspace returned that later steps need (e.g. `{"account_id": "..."}`).
+    /// Only an `InFlight` action can be marked applied.
+    pub fn mark_applied(
+        &mut self,
+        run: RunId,
+        seq: u32,
+        at: DateTime<Utc>,
+        result: Option<&serde_json::Value>,
+    ) -> Result<(), StoreError> {
+        let result = result
+            .map(serde_json::to_string)
+            .transpose()
+            .map_err(|source| StoreError::Encode {
+                context: format!("storing the result of action {seq} of run {run} in actions"),
+                source,
+            })?;
+        let changed = self
+            .conn
+            .prepare_cached(
+                "UPDATE actions SET state = 'applied', result = ?4, updated_at = ?3
+                 WHERE run_id = ?1 AND seq = ?2 AND state = 'in_flight'",
+            )
+            .and_then(|mut stmt| stmt.execute(params![run, seq, ts(at), result]))
+            .context(|| format!("marking action {seq} of run {run} applied in actions"))?;
+        self.check_transition(run, seq, changed, ActionState::Applied)
+    }
+
+    /// Journals that action `seq` of `run` failed (after its retries). Only an
+    /// `InFlight` action can be marked failed; it may be retried with
+    /// [`Store::mark_in_flight`].
+    pub fn mark_failed(
+        &mut self,
+        run: RunId,
+        seq: u32,
+        at: DateTime<Utc>,
+        error: &str,
+    ) -> Result<(), StoreError> {
+        let changed = self
+            .conn
+            .prepare_cached(
+                "UPDATE actions SET state = 'failed', last_error = ?4, updated_at = ?3
+                 WHERE run_id = ?1 AND seq = ?2 AND state = 'in_flight'",
+            )
+            .and_then(|mut stmt| stmt.execute(params![run, seq, ts(at), error]))
+            .context(|| format!("marking action {seq} of run {run} failed in actions"))?;
+        self.check_transition(run, seq, changed, ActionState::Failed)
+    }
+
+    /// After a guarded `UPDATE` changed `changed` rows: Ok, or why not.
+    fn check_transition(
+        &self,
+        run: RunId,
+        seq: u32,
+        changed: usize,
+        to: ActionState,
+    ) -> Result<(), StoreError> {
+        if changed > 0 {
+            return Ok(());
+        }
+        match self.action_state(run, seq)? {
+            None => Err(StoreError::NoSuchAction { run, seq }),
+            Some(from) => Err(StoreError::InvalidTransition { run, seq, from, to }),
+        }
+    }
+
+    fn action_state(&self, run: RunId, seq: u32) -> Result<Option<ActionState>, StoreError> {
+        self.conn
+            .prepare_cached("SELECT state FROM actions WHERE run_id = ?1 AND seq = ?2")
+            .and_then(|mut stmt| {
+                stmt.query_row(params![run, seq], |row| row.get(0))
+                    .optional()
+            })
+            .context(|| format!("reading the state of action {seq} of run {run} from actions"))
+    }
+
+    /// The result stored by [`Store::mark_applied`]; `None` when none was stored.
+    /// Errors when the action does not exist.
+    pub fn action_result(
+        &self,
+        run: RunId,
+        seq: u32,
+    ) -> Result<Option<serde_json::Value>, StoreError> {
+        let row: Option<Option<String>> = self
+            .conn
+            .prepare_cached("SELECT result FROM actions WHERE run_id = ?1 AND seq = ?2")
+            .and_then(|mut stmt| {
+                stmt.query_row(params![run, seq], |row| row.get(0))
+                    .optional()
+            })
+            .context(|| format!("reading the result of action {seq} of run {run} from actions"))?;
+        let Some(result) = row else {
+            return Err(StoreError::NoSuchAction { run, seq });
+        };
+        result
+            .map(|text| serde_json::from_str(&text))
+            .transpose()
+            .map_err(|e| StoreError::Corrupt {
+                table: "actions",
+                run,
+                detail: format!("the result of action {seq} is not JSON: {e}"),
+            })
+    }
+
+    /// Actions left `InFlight` by any run (a crash mid-apply), oldest run first,
+    /// then by `seq`.
+    pub fn interrupted(&self) -> Result<Vec<JournalEntry>, StoreError> {
+        self.conn
+            .prepare_cached(&format!(
+                "SELECT {JOURNAL_COLUMNS} FROM actions WHERE state = 'in_flight'
+                 ORDER BY run_id, seq"
+            ))
+            .and_then(|mut stmt| stmt.query_map([], journal_entry)?.collect())
+            .context(|| "reading interrupted (in-flight) actions from actions".to_owned())
+    }
+
+    /// `seatwarden approve RUN`: moves every `Held` action of `run` back to
+    /// `Planned` so the executor can apply it. The journaled action keeps its `held`
+    /// reason as the record of why it waited. Returns how many were released.
+    pub fn approve_held(&mut self, run: RunId, at: DateTime<Utc>) -> Result<usize, StoreError> {
+        Self::require_run(&self.conn, run, "approving its held actions")?;
+        self.conn
+            .prepare_cached(
+                "UPDATE actions SET state = 'planned', updated_at = ?2
+                 WHERE run_id = ?1 AND state = 'held'",
+            )
+            .and_then(|mut stmt| stmt.execute(params![run, ts(at)]))
+            .context(|| format!("approving the held actions of run {run} in actions"))
+    }
+
+    /// Deactivations and deletions applied or in flight (of any run) whose journal
+    /// row changed at or after `since`: what the rolling 24 h deprovision threshold
+    /// counts.
+    pub fn deprovisions_since(&self, since: DateTime<Utc>) -> Result<u64, StoreError> {
+        self.conn
+            .prepare_cached(
+                "SELECT count(*) FROM actions
+                 WHERE state IN ('applied', 'in_flight')
+                   AND kind IN ('deactivate', 'delete')
+                   AND updated_at >= ?1",
+            )
+            .and_then(|mut stmt| stmt.query_row([ts(since)], |row| row.get(0)))
+            .context(|| "counting recent deprovisions in actions".to_owned())
+    }
+}

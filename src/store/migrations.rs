@@ -1,0 +1,192 @@
+//! Schema migrations. The schema version lives in `PRAGMA user_version`; migration
+//! `n` (1-based) takes the database from version `n - 1` to `n` inside one
+//! `BEGIN IMMEDIATE` transaction, so a failed migration leaves the file unchanged and
+//! two processes opening the same file cannot both migrate it. A database whose
+//! version is newer than [`LATEST`] is refused rather than guessed at.
+//!
+//! Append new migrations; never edit a released one.
+
+use rusqlite::{Connection, TransactionBehavior};
+
+use super::StoreError;
+
+/// Migration 1: runs, snapshots keyed by run, links, the action journal, drift
+/// items and reports.
+///
+/// Snapshot rows are keyed by `(run_id, pos)` where `pos` is the position in the
+/// snapshot as read, so loads return exactly what was saved, in the same order, and
+/// inserts append to the end of the b-tree (WITHOUT ROWID: one b-tree per table, no
+/// separate rowid index). Ids inside a snapshot are not declared unique: a snapshot
+/// records what the source said, duplicates included. Everything keyed by run
+/// cascades from `runs`, so pruning old runs is `DELETE FROM runs WHERE id < ?`.
+const M1: &str = r#"
+CREATE TABLE runs (
+    id                 INTEGER PRIMARY KEY AUTOINCREMENT,
+    kind               TEXT NOT NULL CHECK (kind IN ('plan', 'reconcile', 'dry_run')),
+    status             TEXT NOT NULL CHECK (status IN ('running', 'succeeded', 'failed')),
+    started_at         TEXT NOT NULL,
+    finished_at        TEXT,
+    error              TEXT,
+    -- NULL: no directory snapshot saved for this run; else its `complete` flag.
+    directory_complete INTEGER CHECK (directory_complete IN (0, 1)),
+    -- 1 once a workspace snapshot was saved for this run.
+    workspace_saved    INTEGER NOT NULL DEFAULT 0 CHECK (workspace_saved IN (0, 1))
+) STRICT;
+CREATE INDEX runs_kind ON runs (kind, id);
+
+CREATE TABLE directory_identities (
+    run_id       INTEGER NOT NULL REFERENCES runs (id) ON DELETE CASCADE,
+    pos          INTEGER NOT NULL,
+    id           TEXT NOT NULL,
+    user_name    TEXT NOT NULL,
+    email        TEXT,
+    given_name   TEXT,
+    family_name  TEXT,
+    display_name TEXT,
+    status       TEXT NOT NULL CHECK (status IN ('active', 'suspended', 'deprovisioned')),
+    department   TEXT,
+    PRIMARY KEY (run_id, pos)
+) STRICT, WITHOUT ROWID;
+
+CREATE TABLE directory_memberships (
+    run_id       INTEGER NOT NULL REFERENCES runs (id) ON DELETE CASCADE,
+    pos          INTEGER NOT NULL,
+    identity_pos INTEGER NOT NULL,
+    identity_id  TEXT NOT NULL,
+    group_name   TEXT NOT NULL,
+    PRIMARY KEY (run_id, pos)
+) STRICT, WITHOUT ROWID;
+
+CREATE TABLE workspace_accounts (
+    run_id       INTEGER NOT NULL REFERENCES runs (id) ON DELETE CASCADE,
+    pos          INTEGER NOT NULL,
+    id           TEXT NOT NULL,
+    user_name    TEXT NOT NULL,
+    external_id  TEXT,
+    given_name   TEXT,
+    family_name  TEXT,
+    display_name TEXT,
+    email        TEXT,
+    active       INTEGER NOT NULL CHECK (active IN (0, 1)),
+    roles        TEXT NOT NULL, -- JSON array of strings
+    PRIMARY KEY (run_id, pos)
+) STRICT, WITHOUT ROWID;
+
+CREATE TABLE workspace_groups (
+    run_id       INTEGER NOT NULL REFERENCES runs (id) ON DELETE CASCADE,
+    pos          INTEGER NOT NULL,
+    id           TEXT NOT NULL,
+    display_name TEXT NOT NULL,
+    PRIMARY KEY (run_id, pos)
+) STRICT, WITHOUT ROWID;
+
+CREATE TABLE workspace_memberships (
+    run_id     INTEGER NOT NULL REFERENCES runs (id) ON DELETE CASCADE,
+    pos        INTEGER NOT NULL,
+    group_pos  INTEGER NOT NULL,
+    group_id   TEXT NOT NULL,
+    account_id TEXT NOT NULL,
+    PRIMARY KEY (run_id, pos)
+) STRICT, WITHOUT ROWID;
+
+CREATE TABLE links (
+    identity_id TEXT NOT NULL PRIMARY KEY,
+    account_id  TEXT NOT NULL UNIQUE,
+    method      TEXT NOT NULL
+                CHECK (method IN ('external_id', 'user_name', 'email', 'created', 'adopted')),
+    linked_at   TEXT NOT NULL
+) STRICT;
+
+CREATE TABLE actions (
+    run_id      INTEGER NOT NULL REFERENCES runs (id) ON DELETE CASCADE,
+    seq         INTEGER NOT NULL CHECK (seq >= 0),
+    kind        TEXT NOT NULL,
+    reason      TEXT NOT NULL,
+    subject     TEXT NOT NULL,
+    identity_id TEXT,
+    account_id  TEXT,
+    payload     TEXT NOT NULL, -- the whole model::Action as JSON
+    state       TEXT NOT NULL
+                CHECK (state IN ('planned', 'in_flight', 'applied', 'failed', 'held')),
+    attempts    INTEGER NOT NULL DEFAULT 0 CHECK (attempts >= 0),
+    last_error  TEXT,
+    result      TEXT, -- JSON, e.g. {"account_id": "..."} for creates
+    created_at  TEXT NOT NULL,
+    updated_at  TEXT NOT NULL,
+    PRIMARY KEY (run_id, seq)
+) STRICT, WITHOUT ROWID;
+CREATE INDEX actions_state ON actions (state);
+CREATE INDEX actions_identity ON actions (identity_id);
+CREATE INDEX actions_account ON actions (account_id);
+
+CREATE TABLE drift_items (
+    run_id      INTEGER NOT NULL REFERENCES runs (id) ON DELETE CASCADE,
+    seq         INTEGER NOT NULL,
+    kind        TEXT NOT NULL,
+    identity_id TEXT,
+    account_id  TEXT,
+    user_name   TEXT NOT NULL,
+    detail      TEXT NOT NULL,
+    PRIMARY KEY (run_id, seq)
+) STRICT, WITHOUT ROWID;
+
+CREATE TABLE reports (
+    run_id INTEGER NOT NULL PRIMARY KEY REFERENCES runs (id) ON DELETE CASCADE,
+    json   TEXT NOT NULL CHECK (json_valid(json))
+) STRICT;
+"#;
+
+const MIGRATIONS: &[&str] = &[M1];
+
+/// The schema version this binary writes.
+pub const LATEST: i64 = MIGRATIONS.len() as i64;
+
+/// Brings the database up to [`LATEST`]; `path` is only for messages.
+pub(crate) fn migrate(conn: &mut Connection, path: &str) -> Result<(), StoreError> {
+    loop {
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(|source| StoreError::Migration {
+                path: path.to_owned(),
+                version: LATEST,
+                source,
+            })?;
+        // Read the version inside the write lock: another process may have migrated
+        // the file while we waited for it.
+        let current: i64 = tx
+            .pragma_query_value(None, "user_version", |row| row.get(0))
+            .map_err(|source| StoreError::Migration {
+                path: path.to_owned(),
+                version: LATEST,
+                source,
+            })?;
+        if current > LATEST {
+            return Err(StoreError::TooNew {
+                path: path.to_owned(),
+                found: current,
+                supported: LATEST,
+            });
+        }
+        if current == LATEST {
+            return Ok(());
+        }
+        let next = current + 1;
+        let migration_error = |source| StoreError::Migration {
+            path: path.to_owned(),
+            version: next,
+            source,
+        };
+        let sql = usize::try_from(current)
+            .ok()
+            .and_then(|index| MIGRATIONS.get(index))
+            .ok_or_else(|| StoreError::Migration {
+                path: path.to_owned(),
+                version: next,
+                source: rusqlite::Error::InvalidQuery,
+            })?;
+        tx.execute_batch(sql).map_err(migration_error)?;
+        tx.pragma_update(None, "user_version", next)
+            .map_err(migration_error)?;
+        tx.commit().map_err(migration_error)?;
+    }
+}

@@ -1,0 +1,1077 @@
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::time::Duration;
+
+use chrono::{DateTime, TimeZone, Utc};
+use serde_json::json;
+
+use super::*;
+use crate::model::{
+    Account, AccountSpec, ActionKind, DirectorySnapshot, DriftItem, DriftKind, HoldReason,
+    Identity, IdentityStatus, Plan, Role, WorkspaceGroup, WorkspaceSnapshot,
+};
+
+fn t(secs: i64) -> DateTime<Utc> {
+    // A nanosecond fraction checks that timestamps round-trip exactly.
+    Utc.timestamp_opt(1_790_000_000 + secs, 123_456_789)
+        .unwrap()
+}
+
+fn identity(i: usize, status: IdentityStatus, groups: &[&str]) -> Identity {
+    Identity {
+        id: format!("00u{i}"),
+        user_name: format!("user{i}@example.com"),
+        email: Some(format!("user{i}@example.com")),
+        given_name: Some(format!("Given{i}")),
+        family_name: Some("Family".into()),
+        display_name: Some(format!("User {i}")),
+        status,
+        department: Some("Engineering".into()),
+        groups: groups.iter().map(|g| (*g).to_owned()).collect(),
+    }
+}
+
+fn bare_identity(id: &str) -> Identity {
+    Identity {
+        id: id.into(),
+        user_name: id.into(),
+        email: None,
+        given_name: None,
+        family_name: None,
+        display_name: None,
+        status: IdentityStatus::Suspended,
+        department: None,
+        groups: vec![],
+    }
+}
+
+fn account(i: usize) -> Account {
+    Account {
+        id: format!("acc-{i:06}"),
+        user_name: format!("user{i}@example.com"),
+        external_id: (i % 3 != 0).then(|| format!("00u{i}")),
+        given_name: (i % 5 != 0).then(|| format!("Given{i}")),
+        family_name: (i % 7 != 0).then(|| "Family".to_owned()),
+        display_name: (i % 2 == 0).then(|| format!("User {i} \"quoted\" ünïcode")),
+        email: (i % 11 != 0).then(|| format!("user{i}@example.com")),
+        active: i % 4 != 0,
+        roles: match i % 3 {
+            0 => vec![],
+            1 => vec!["Editor".into()],
+            _ => vec!["Viewer".into(), "Owner".into()],
+        },
+    }
+}
+
+fn workspace(accounts: usize, groups: usize, per_group: usize) -> WorkspaceSnapshot {
+    WorkspaceSnapshot {
+        accounts: (0..accounts).map(account).collect(),
+        groups: (0..groups)
+            .map(|g| WorkspaceGroup {
+                id: format!("grp-{g}"),
+                display_name: format!("Group {g}"),
+                members: (0..per_group)
+                    .map(|m| format!("acc-{:06}", (g * 7 + m * 13) % accounts.max(1)))
+                    .collect(),
+            })
+            .collect(),
+    }
+}
+
+fn action(seq: u32, kind: ActionKind, held: Option<HoldReason>) -> Action {
+    Action {
+        seq,
+        kind,
+        reason: DriftKind::StaleAccess,
+        subject: format!("person{seq}"),
+        identity_id: Some(format!("00u{seq}")),
+        detail: "identity is deprovisioned in the directory".into(),
+        held,
+    }
+}
+
+fn sample_plan() -> Plan {
+    Plan {
+        actions: vec![
+            action(
+                0,
+                ActionKind::Deactivate {
+                    account_id: "a0".into(),
+                },
+                None,
+            ),
+            action(
+                1,
+                ActionKind::Deactivate {
+                    account_id: "a1".into(),
+                },
+                Some(HoldReason::DeprovisionThreshold {
+                    planned: 2,
+                    limit: 1,
+                    managed: 10,
+                }),
+            ),
+            action(
+                2,
+                ActionKind::CreateAccount {
+                    identity_id: "00u2".into(),
+                    spec: AccountSpec {
+                        user_name: "p2@example.com".into(),
+                        external_id: "00u2".into(),
+                        given_name: None,
+                        family_name: Some("Two".into()),
+                        display_name: None,
+                        email: Some("p2@example.com".into()),
+                        role: Some(Role::Editor),
+                    },
+                },
+                None,
+            ),
+            action(
+                3,
+                ActionKind::CreateGroup {
+                    display_name: "Design".into(),
+                },
+                Some(HoldReason::LastOwner),
+            ),
+        ],
+        drift: vec![
+            DriftItem {
+                kind: DriftKind::StaleAccess,
+                identity_id: Some("00u0".into()),
+                account_id: Some("a0".into()),
+                user_name: "p0".into(),
+                detail: "gone".into(),
+            },
+            DriftItem {
+                kind: DriftKind::DisputedMatch,
+                identity_id: None,
+                account_id: None,
+                user_name: "ghost".into(),
+                detail: "two candidates".into(),
+            },
+        ],
+        new_links: vec![],
+    }
+}
+
+fn states(store: &Store, run: RunId) -> Vec<(u32, ActionState, u32)> {
+    store
+        .journal(run)
+        .unwrap()
+        .into_iter()
+        .map(|e| (e.action.seq, e.state, e.attempts))
+        .collect()
+}
+
+// ---- open / migrations --------------------------------------------------------
+
+#[test]
+fn file_database_uses_wal_and_migrations_are_idempotent() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state.db");
+    let run = {
+        let mut store = Store::open(&path).unwrap();
+        assert_eq!(store.path(), Some(path.as_path()));
+        assert_eq!(store.schema_version().unwrap(), migrations::LATEST);
+        store.check_writable().unwrap();
+        store.begin_run(RunKind::Reconcile, t(0)).unwrap()
+    };
+    // Opening again runs no migration twice (a second CREATE TABLE would fail) and
+    // keeps the data.
+    let store = Store::open(&path).unwrap();
+    assert_eq!(store.schema_version().unwrap(), migrations::LATEST);
+    assert_eq!(store.run(run).unwrap().unwrap().kind, RunKind::Reconcile);
+
+    let other = rusqlite::Connection::open(&path).unwrap();
+    let mode: String = other
+        .pragma_query_value(None, "journal_mode", |r| r.get(0))
+        .unwrap();
+    assert_eq!(mode, "wal");
+    let fk: bool = store
+        .conn
+        .pragma_query_value(None, "foreign_keys", |r| r.get(0))
+        .unwrap();
+    assert!(fk);
+    let sync: i64 = store
+        .conn
+        .pragma_query_value(None, "synchronous", |r| r.get(0))
+        .unwrap();
+    assert_eq!(sync, 1, "synchronous=NORMAL");
+}
+
+#[test]
+fn database_from_a_newer_binary_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("future.db");
+    drop(Store::open(&path).unwrap());
+    {
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        conn.pragma_update(None, "user_version", migrations::LATEST + 1)
+            .unwrap();
+    }
+    let err = Store::open(&path).unwrap_err();
+    assert!(
+        matches!(err, StoreError::TooNew { found, supported, .. }
+            if found == migrations::LATEST + 1 && supported == migrations::LATEST),
+        "{err:?}"
+    );
+    let message = err.to_string();
+    assert!(message.contains("future.db"), "{message}");
+    assert!(message.contains("newer than this binary"), "{message}");
+    assert!(!err.is_transient());
+}
+
+#[test]
+fn a_partly_migrated_database_is_brought_up_to_date() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("v0.db");
+    // An empty file at version 0 (e.g. created by an older tool) gets migration 1.
+    rusqlite::Connection::open(&path)
+        .unwrap()
+        .execute_batch("CREATE TABLE unrelated (x INTEGER)")
+        .unwrap();
+    let mut store = Store::open(&path).unwrap();
+    assert_eq!(store.schema_version().unwrap(), migrations::LATEST);
+    store.begin_run(RunKind::Plan, t(0)).unwrap();
+}
+
+#[test]
+fn in_memory_store_has_no_path_and_is_migrated() {
+    let store = Store::open_in_memory().unwrap();
+    assert_eq!(store.path(), None);
+    assert_eq!(store.schema_version().unwrap(), migrations::LATEST);
+    store.check_writable().unwrap();
+}
+
+#[test]
+fn a_held_write_lock_is_a_transient_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("busy.db");
+    let mut store = Store::open(&path).unwrap();
+    store.conn.busy_timeout(Duration::from_millis(20)).unwrap();
+    let other = rusqlite::Connection::open(&path).unwrap();
+    other.execute_batch("BEGIN IMMEDIATE").unwrap();
+
+    let err = store.check_writable().unwrap_err();
+    assert!(err.is_transient(), "{err:?}");
+    assert!(err.to_string().contains("busy.db"), "{err}");
+    let err = store.begin_run(RunKind::Plan, t(0)).unwrap_err();
+    assert!(err.is_transient(), "{err:?}");
+
+    other.execute_batch("ROLLBACK").unwrap();
+    store.check_writable().unwrap();
+    store.begin_run(RunKind::Plan, t(0)).unwrap();
+}
+
+#[test]
+fn a_read_only_database_is_not_writable() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ro.db");
+    drop(Store::open(&path).unwrap());
+    let conn =
+        rusqlite::Connection::open_with_flags(&path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .unwrap();
+    let store = Store {
+        conn,
+        path: Some(path.clone()),
+    };
+    let err = store.check_writable().unwrap_err();
+    assert!(err.to_string().contains("ro.db"), "{err}");
+    assert!(!err.is_transient());
+}
+
+// ---- runs ---------------------------------------------------------------------
+
+#[test]
+fn runs_start_running_and_finish_once() {
+    let mut store = Store::open_in_memory().unwrap();
+    let run = store.begin_run(RunKind::DryRun, t(0)).unwrap();
+    let record = store.run(run).unwrap().unwrap();
+    assert_eq!(
+        record,
+        RunRecord {
+            id: run,
+            kind: RunKind::DryRun,
+            status: RunStatus::Running,
+            started_at: t(0),
+            finished_at: None,
+            error: None,
+        }
+    );
+    store
+        .finish_run(run, t(5), RunStatus::Failed, Some("directory unreachable"))
+        .unwrap();
+    let record = store.run(run).unwrap().unwrap();
+    assert_eq!(record.status, RunStatus::Failed);
+    assert_eq!(record.finished_at, Some(t(5)));
+    assert_eq!(record.error.as_deref(), Some("directory unreachable"));
+
+    let err = store
+        .finish_run(run, t(6), RunStatus::Succeeded, None)
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            StoreError::RunNotRunning {
+                status: RunStatus::Failed,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    let err = store
+        .finish_run(run + 100, t(6), RunStatus::Succeeded, None)
+        .unwrap_err();
+    assert!(
+        err.to_string().contains(&format!("run {}", run + 100)),
+        "{err}"
+    );
+    let other = store.begin_run(RunKind::Plan, t(7)).unwrap();
+    assert!(matches!(
+        store.finish_run(other, t(8), RunStatus::Running, None),
+        Err(StoreError::FinalStatusRequired { .. })
+    ));
+    assert_eq!(store.run(run + 100).unwrap(), None);
+}
+
+#[test]
+fn latest_run_filters_by_kind() {
+    let mut store = Store::open_in_memory().unwrap();
+    assert_eq!(store.latest_run(&[]).unwrap(), None);
+    let r1 = store.begin_run(RunKind::Reconcile, t(0)).unwrap();
+    let r2 = store.begin_run(RunKind::Plan, t(1)).unwrap();
+    let r3 = store.begin_run(RunKind::DryRun, t(2)).unwrap();
+    let r4 = store.begin_run(RunKind::Reconcile, t(3)).unwrap();
+    let r5 = store.begin_run(RunKind::Plan, t(4)).unwrap();
+    assert!(r1 < r2 && r2 < r3 && r3 < r4 && r4 < r5);
+    let id = |kinds: &[RunKind]| store.latest_run(kinds).unwrap().map(|r| r.id);
+    assert_eq!(id(&[]), Some(r5));
+    assert_eq!(id(&[RunKind::Reconcile]), Some(r4));
+    assert_eq!(id(&[RunKind::DryRun]), Some(r3));
+    assert_eq!(id(&[RunKind::DryRun, RunKind::Reconcile]), Some(r4));
+    assert_eq!(
+        id(&[RunKind::Reconcile, RunKind::DryRun, RunKind::Reconcile]),
+        Some(r4)
+    );
+    assert_eq!(id(&[RunKind::Plan, RunKind::DryRun]), Some(r5));
+    let latest = store.latest_run(&[RunKind::DryRun]).unwrap().unwrap();
+    assert_eq!(latest.kind, RunKind::DryRun);
+    assert_eq!(latest.started_at, t(2));
+}
+
+#[test]
+fn run_ids_are_not_reused_after_pruning() {
+    let mut store = Store::open_in_memory().unwrap();
+    let r1 = store.begin_run(RunKind::Plan, t(0)).unwrap();
+    store.conn.execute("DELETE FROM runs", []).unwrap();
+    let r2 = store.begin_run(RunKind::Plan, t(1)).unwrap();
+    assert!(r2 > r1);
+}
+
+// ---- snapshots ----------------------------------------------------------------
+
+#[test]
+fn directory_snapshot_round_trips_exactly() {
+    let mut store = Store::open_in_memory().unwrap();
+    let run = store.begin_run(RunKind::Reconcile, t(0)).unwrap();
+    assert_eq!(store.load_directory_snapshot(run).unwrap(), None);
+
+    let snapshot = DirectorySnapshot {
+        identities: vec![
+            identity(1, IdentityStatus::Active, &["Engineering", "All Staff"]),
+            bare_identity("00u-bare"),
+            identity(2, IdentityStatus::Deprovisioned, &[]),
+            identity(
+                3,
+                IdentityStatus::Active,
+                &["All Staff", "Design", "Engineering"],
+            ),
+            // The same id twice: stored as the source said it.
+            bare_identity("00u-bare"),
+        ],
+        complete: false,
+    };
+    store.save_directory_snapshot(run, &snapshot).unwrap();
+    assert_eq!(store.load_directory_snapshot(run).unwrap(), Some(snapshot));
+
+    // Saving again replaces, including the complete flag.
+    let second = DirectorySnapshot {
+        identities: vec![identity(9, IdentityStatus::Suspended, &["Ops"])],
+        complete: true,
+    };
+    store.save_directory_snapshot(run, &second).unwrap();
+    assert_eq!(store.load_directory_snapshot(run).unwrap(), Some(second));
+
+    // An empty snapshot is a snapshot, not an absence.
+    let other = store.begin_run(RunKind::Reconcile, t(1)).unwrap();
+    let empty = DirectorySnapshot {
+        identities: vec![],
+        complete: true,
+    };
+    store.save_directory_snapshot(other, &empty).unwrap();
+    assert_eq!(store.load_directory_snapshot(other).unwrap(), Some(empty));
+    // Snapshots of different runs do not mix.
+    assert_eq!(
+        store
+            .load_directory_snapshot(run)
+            .unwrap()
+            .unwrap()
+            .identities
+            .len(),
+        1
+    );
+}
+
+#[test]
+fn workspace_snapshot_of_1000_accounts_round_trips_exactly() {
+    let mut store = Store::open_in_memory().unwrap();
+    let run = store.begin_run(RunKind::Reconcile, t(0)).unwrap();
+    assert_eq!(store.load_workspace_snapshot(run).unwrap(), None);
+    let mut snapshot = workspace(1000, 40, 25);
+    snapshot.groups.push(WorkspaceGroup {
+        id: "grp-empty".into(),
+        display_name: "Nobody".into(),
+        members: vec![],
+    });
+    // Members not among the accounts (the source said so) are kept.
+    snapshot.groups[0].members.push("acc-missing".into());
+    store.save_workspace_snapshot(run, &snapshot).unwrap();
+    let loaded = store.load_workspace_snapshot(run).unwrap().unwrap();
+    assert_eq!(loaded.accounts.len(), 1000);
+    assert_eq!(loaded, snapshot);
+
+    let empty_run = store.begin_run(RunKind::Reconcile, t(1)).unwrap();
+    store
+        .save_workspace_snapshot(empty_run, &WorkspaceSnapshot::default())
+        .unwrap();
+    assert_eq!(
+        store.load_workspace_snapshot(empty_run).unwrap(),
+        Some(WorkspaceSnapshot::default())
+    );
+    // Re-saving replaces rather than appends.
+    let smaller = workspace(3, 1, 2);
+    store.save_workspace_snapshot(run, &smaller).unwrap();
+    assert_eq!(store.load_workspace_snapshot(run).unwrap(), Some(smaller));
+}
+
+#[test]
+fn snapshots_for_unknown_runs_are_refused_with_the_run_named() {
+    let mut store = Store::open_in_memory().unwrap();
+    let err = store
+        .save_workspace_snapshot(42, &workspace(2, 1, 1))
+        .unwrap_err();
+    assert!(
+        matches!(err, StoreError::UnknownRun { run: 42, .. }),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("run 42"), "{err}");
+    let err = store
+        .save_directory_snapshot(43, &DirectorySnapshot::default())
+        .unwrap_err();
+    assert!(err.to_string().contains("run 43"), "{err}");
+    assert_eq!(store.load_workspace_snapshot(42).unwrap(), None);
+    assert_eq!(store.load_directory_snapshot(43).unwrap(), None);
+}
+
+#[test]
+fn deleting_a_run_cascades_to_everything_keyed_by_it() {
+    let mut store = Store::open_in_memory().unwrap();
+    let old = store.begin_run(RunKind::Reconcile, t(0)).unwrap();
+    let new = store.begin_run(RunKind::Reconcile, t(1)).unwrap();
+    for run in [old, new] {
+        store
+            .save_directory_snapshot(
+                run,
+                &DirectorySnapshot {
+                    identities: vec![identity(1, IdentityStatus::Active, &["G"])],
+                    complete: true,
+                },
+            )
+            .unwrap();
+        store
+            .save_workspace_snapshot(run, &workspace(5, 2, 2))
+            .unwrap();
+        store.save_plan(run, &sample_plan(), t(2)).unwrap();
+        store.save_report(run, "{}").unwrap();
+    }
+    store
+        .conn
+        .execute("DELETE FROM runs WHERE id = ?1", [old])
+        .unwrap();
+    for table in [
+        "directory_identities",
+        "directory_memberships",
+        "workspace_accounts",
+        "workspace_groups",
+        "workspace_memberships",
+        "actions",
+        "drift_items",
+        "reports",
+    ] {
+        let left: i64 = store
+            .conn
+            .query_row(
+                &format!("SELECT count(*) FROM {table} WHERE run_id = ?1"),
+                [old],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(left, 0, "{table}");
+        let kept: i64 = store
+            .conn
+            .query_row(
+                &format!("SELECT count(*) FROM {table} WHERE run_id = ?1"),
+                [new],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert!(kept > 0, "{table}");
+    }
+}
+
+// ---- links --------------------------------------------------------------------
+
+fn new_link(identity: &str, account: &str, method: LinkMethod) -> NewLink {
+    NewLink {
+        identity_id: identity.into(),
+        account_id: account.into(),
+        method,
+    }
+}
+
+fn link_pairs(store: &Store) -> Vec<(String, String, LinkMethod, DateTime<Utc>)> {
+    store
+        .links()
+        .unwrap()
+        .into_iter()
+        .map(|l| (l.identity_id, l.account_id, l.method, l.linked_at))
+        .collect()
+}
+
+#[test]
+fn upserting_a_link_to_a_linked_account_replaces_the_old_link() {
+    let mut store = Store::open_in_memory().unwrap();
+    store
+        .upsert_links(
+            &[
+                new_link("i1", "a1", LinkMethod::ExternalId),
+                new_link("i2", "a2", LinkMethod::Email),
+            ],
+            t(0),
+        )
+        .unwrap();
+    // i3 now claims a1: i1's link to a1 goes. i2 is re-stated: keeps method and time.
+    store
+        .upsert_links(
+            &[
+                new_link("i3", "a1", LinkMethod::Created),
+                new_link("i2", "a2", LinkMethod::UserName),
+            ],
+            t(10),
+        )
+        .unwrap();
+    assert_eq!(
+        link_pairs(&store),
+        vec![
+            ("i2".into(), "a2".into(), LinkMethod::Email, t(0)),
+            ("i3".into(), "a1".into(), LinkMethod::Created, t(10)),
+        ]
+    );
+    // An identity moving to another account replaces its own link.
+    store
+        .upsert_links(&[new_link("i2", "a9", LinkMethod::Adopted)], t(20))
+        .unwrap();
+    assert_eq!(
+        link_pairs(&store),
+        vec![
+            ("i2".into(), "a9".into(), LinkMethod::Adopted, t(20)),
+            ("i3".into(), "a1".into(), LinkMethod::Created, t(10)),
+        ]
+    );
+    // Swapping two accounts within one batch works (no UNIQUE failure midway).
+    store
+        .upsert_links(
+            &[
+                new_link("i2", "a1", LinkMethod::UserName),
+                new_link("i3", "a9", LinkMethod::UserName),
+            ],
+            t(30),
+        )
+        .unwrap();
+    assert_eq!(
+        link_pairs(&store),
+        vec![
+            ("i2".into(), "a1".into(), LinkMethod::UserName, t(30)),
+            ("i3".into(), "a9".into(), LinkMethod::UserName, t(30)),
+        ]
+    );
+}
+
+#[test]
+fn links_to_deleted_accounts_are_removed() {
+    let mut store = Store::open_in_memory().unwrap();
+    store
+        .upsert_links(
+            &[
+                new_link("i1", "a1", LinkMethod::ExternalId),
+                new_link("i2", "a2", LinkMethod::ExternalId),
+                new_link("i3", "a3", LinkMethod::ExternalId),
+            ],
+            t(0),
+        )
+        .unwrap();
+    store
+        .remove_links_to_accounts(&["a1".into(), "a3".into(), "unknown".into()])
+        .unwrap();
+    let left: Vec<_> = store
+        .links()
+        .unwrap()
+        .into_iter()
+        .map(|l| l.identity_id)
+        .collect();
+    assert_eq!(left, vec!["i2".to_owned()]);
+    store.remove_links_to_accounts(&[]).unwrap();
+    store.upsert_links(&[], t(1)).unwrap();
+    assert_eq!(store.links().unwrap().len(), 1);
+}
+
+// ---- plans and the journal ----------------------------------------------------
+
+#[test]
+fn saved_plan_journals_held_and_planned_actions_in_seq_order() {
+    let mut store = Store::open_in_memory().unwrap();
+    let run = store.begin_run(RunKind::Reconcile, t(0)).unwrap();
+    let mut plan = sample_plan();
+    // Journal order is seq order, whatever order the actions came in.
+    plan.actions.reverse();
+    store.save_plan(run, &plan, t(1)).unwrap();
+    plan.actions.reverse();
+
+    let journal = store.journal(run).unwrap();
+    let actions: Vec<Action> = journal.iter().map(|e| e.action.clone()).collect();
+    assert_eq!(actions, plan.actions);
+    assert_eq!(
+        states(&store, run),
+        vec![
+            (0, ActionState::Planned, 0),
+            (1, ActionState::Held, 0),
+            (2, ActionState::Planned, 0),
+            (3, ActionState::Held, 0),
+        ]
+    );
+    assert!(
+        journal
+            .iter()
+            .all(|e| e.run == run && e.updated_at == t(1) && e.last_error.is_none())
+    );
+    assert_eq!(store.drift(run).unwrap(), plan.drift);
+
+    // Indexed columns carry the action's kind, reason and account.
+    let (kind, reason, account): (String, String, Option<String>) = store
+        .conn
+        .query_row(
+            "SELECT kind, reason, account_id FROM actions WHERE run_id = ?1 AND seq = 0",
+            [run],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )
+        .unwrap();
+    assert_eq!(
+        (kind.as_str(), reason.as_str(), account.as_deref()),
+        ("deactivate", "stale_access", Some("a0"))
+    );
+
+    let err = store.save_plan(run, &plan, t(2)).unwrap_err();
+    assert!(matches!(err, StoreError::PlanExists { .. }), "{err:?}");
+    assert_eq!(store.journal(run).unwrap().len(), 4);
+
+    let err = store.save_plan(run + 1, &plan, t(2)).unwrap_err();
+    assert!(matches!(err, StoreError::UnknownRun { .. }), "{err:?}");
+
+    // An empty plan is fine and its journal is empty.
+    let other = store.begin_run(RunKind::Plan, t(3)).unwrap();
+    store.save_plan(other, &Plan::default(), t(3)).unwrap();
+    assert!(store.journal(other).unwrap().is_empty());
+    assert!(store.drift(other).unwrap().is_empty());
+}
+
+#[test]
+fn duplicate_seqs_fail_the_whole_plan() {
+    let mut store = Store::open_in_memory().unwrap();
+    let run = store.begin_run(RunKind::Reconcile, t(0)).unwrap();
+    let mut plan = sample_plan();
+    plan.actions[2].seq = 0;
+    let err = store.save_plan(run, &plan, t(1)).unwrap_err();
+    assert!(err.to_string().contains("actions"), "{err}");
+    assert!(err.to_string().contains(&format!("run {run}")), "{err}");
+    // One transaction: nothing was kept.
+    assert!(store.journal(run).unwrap().is_empty());
+    assert!(store.drift(run).unwrap().is_empty());
+    store.save_plan(run, &sample_plan(), t(2)).unwrap();
+}
+
+#[test]
+fn state_transitions_count_attempts_and_keep_results() {
+    let mut store = Store::open_in_memory().unwrap();
+    let run = store.begin_run(RunKind::Reconcile, t(0)).unwrap();
+    store.save_plan(run, &sample_plan(), t(1)).unwrap();
+
+    // Applying needs the journal to say in-flight first.
+    let err = store.mark_applied(run, 2, t(2), None).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            StoreError::InvalidTransition {
+                from: ActionState::Planned,
+                to: ActionState::Applied,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert!(matches!(
+        store.mark_failed(run, 2, t(2), "x"),
+        Err(StoreError::InvalidTransition {
+            from: ActionState::Planned,
+            ..
+        })
+    ));
+
+    store.mark_in_flight(run, 2, t(2)).unwrap();
+    store
+        .mark_failed(run, 2, t(3), "503 Service Unavailable")
+        .unwrap();
+    store.mark_in_flight(run, 2, t(4)).unwrap();
+    let created = json!({"account_id": "acc-new"});
+    store.mark_applied(run, 2, t(5), Some(&created)).unwrap();
+
+    let entry = store.journal(run).unwrap().remove(2);
+    assert_eq!(entry.state, ActionState::Applied);
+    assert_eq!(entry.attempts, 2);
+    assert_eq!(entry.last_error.as_deref(), Some("503 Service Unavailable"));
+    assert_eq!(entry.updated_at, t(5));
+    assert_eq!(store.action_result(run, 2).unwrap(), Some(created));
+
+    // Applied is final; held actions cannot start.
+    let err = store.mark_in_flight(run, 2, t(6)).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            StoreError::InvalidTransition {
+                from: ActionState::Applied,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    let err = store.mark_in_flight(run, 1, t(6)).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            StoreError::InvalidTransition {
+                from: ActionState::Held,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert!(
+        err.to_string().contains(&format!("action 1 of run {run}")),
+        "{err}"
+    );
+
+    // Resuming an in-flight action counts another attempt.
+    store.mark_in_flight(run, 0, t(7)).unwrap();
+    store.mark_in_flight(run, 0, t(8)).unwrap();
+    store.mark_applied(run, 0, t(9), None).unwrap();
+    assert_eq!(store.action_result(run, 0).unwrap(), None);
+
+    assert_eq!(
+        states(&store, run),
+        vec![
+            (0, ActionState::Applied, 2),
+            (1, ActionState::Held, 0),
+            (2, ActionState::Applied, 2),
+            (3, ActionState::Held, 0),
+        ]
+    );
+
+    // Rows that do not exist are errors naming the action, run and table.
+    for err in [
+        store.mark_in_flight(run, 99, t(10)).unwrap_err(),
+        store.mark_applied(run, 99, t(10), None).unwrap_err(),
+        store.mark_failed(run + 1, 0, t(10), "x").unwrap_err(),
+    ] {
+        assert!(matches!(err, StoreError::NoSuchAction { .. }), "{err:?}");
+        assert!(err.to_string().contains("actions"), "{err}");
+    }
+    let err = store.action_result(run, 99).unwrap_err();
+    assert!(
+        err.to_string().contains(&format!("action 99 of run {run}")),
+        "{err}"
+    );
+}
+
+#[test]
+fn interrupted_returns_only_in_flight_rows_across_runs_oldest_first() {
+    let mut store = Store::open_in_memory().unwrap();
+    let r1 = store.begin_run(RunKind::Reconcile, t(0)).unwrap();
+    let r2 = store.begin_run(RunKind::Reconcile, t(1)).unwrap();
+    store.save_plan(r1, &sample_plan(), t(0)).unwrap();
+    store.save_plan(r2, &sample_plan(), t(1)).unwrap();
+    assert!(store.interrupted().unwrap().is_empty());
+
+    // r2 first, to show the order is by run, not by update time.
+    store.mark_in_flight(r2, 2, t(2)).unwrap();
+    store.mark_in_flight(r2, 0, t(3)).unwrap();
+    store.mark_in_flight(r1, 2, t(4)).unwrap();
+    store.mark_in_flight(r1, 0, t(5)).unwrap();
+    store.mark_applied(r1, 0, t(6), None).unwrap();
+    store.mark_in_flight(r2, 0, t(7)).unwrap();
+    store.mark_failed(r2, 0, t(8), "boom").unwrap();
+
+    let interrupted: Vec<(RunId, u32, u32)> = store
+        .interrupted()
+        .unwrap()
+        .into_iter()
+        .map(|e| {
+            assert_eq!(e.state, ActionState::InFlight);
+            (e.run, e.action.seq, e.attempts)
+        })
+        .collect();
+    assert_eq!(interrupted, vec![(r1, 2, 1), (r2, 2, 1)]);
+}
+
+#[test]
+fn journal_survives_reopening_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state.db");
+    let run = {
+        let mut store = Store::open(&path).unwrap();
+        let run = store.begin_run(RunKind::Reconcile, t(0)).unwrap();
+        store.save_plan(run, &sample_plan(), t(1)).unwrap();
+        store.mark_in_flight(run, 0, t(2)).unwrap();
+        run
+        // dropped mid-apply: a crash
+    };
+    let store = Store::open(&path).unwrap();
+    let interrupted = store.interrupted().unwrap();
+    assert_eq!(interrupted.len(), 1);
+    assert_eq!(interrupted[0].run, run);
+    assert_eq!(interrupted[0].action, sample_plan().actions[0]);
+}
+
+#[test]
+fn approving_releases_held_actions_for_applying() {
+    let mut store = Store::open_in_memory().unwrap();
+    let run = store.begin_run(RunKind::Reconcile, t(0)).unwrap();
+    store.save_plan(run, &sample_plan(), t(1)).unwrap();
+    store.mark_in_flight(run, 0, t(2)).unwrap();
+    assert_eq!(store.approve_held(run, t(3)).unwrap(), 2);
+    assert_eq!(
+        states(&store, run),
+        vec![
+            (0, ActionState::InFlight, 1),
+            (1, ActionState::Planned, 0),
+            (2, ActionState::Planned, 0),
+            (3, ActionState::Planned, 0),
+        ]
+    );
+    store.mark_in_flight(run, 1, t(4)).unwrap();
+    assert_eq!(store.approve_held(run, t(5)).unwrap(), 0);
+    assert!(matches!(
+        store.approve_held(run + 1, t(5)),
+        Err(StoreError::UnknownRun { .. })
+    ));
+}
+
+#[test]
+fn deprovisions_since_counts_recent_applied_or_in_flight_deactivations() {
+    let mut store = Store::open_in_memory().unwrap();
+    let r1 = store.begin_run(RunKind::Reconcile, t(0)).unwrap();
+    let r2 = store.begin_run(RunKind::Reconcile, t(0)).unwrap();
+    store.save_plan(r1, &sample_plan(), t(0)).unwrap();
+    store.save_plan(r2, &sample_plan(), t(0)).unwrap();
+    store.approve_held(r2, t(0)).unwrap();
+    // r1: seq 0 deactivated long ago; r2: seq 0 applied recently, seq 1 in flight,
+    // seq 2 (a create) applied recently: not a deprovision.
+    store.mark_in_flight(r1, 0, t(10)).unwrap();
+    store.mark_applied(r1, 0, t(11), None).unwrap();
+    store.mark_in_flight(r2, 0, t(100)).unwrap();
+    store.mark_applied(r2, 0, t(101), None).unwrap();
+    store.mark_in_flight(r2, 1, t(102)).unwrap();
+    store.mark_in_flight(r2, 2, t(103)).unwrap();
+    store.mark_applied(r2, 2, t(104), None).unwrap();
+    assert_eq!(store.deprovisions_since(t(50)).unwrap(), 2);
+    assert_eq!(store.deprovisions_since(t(0)).unwrap(), 3);
+    assert_eq!(store.deprovisions_since(t(102)).unwrap(), 1);
+    store.mark_failed(r2, 1, t(105), "x").unwrap();
+    assert_eq!(store.deprovisions_since(t(50)).unwrap(), 1);
+}
+
+#[test]
+fn pruning_keeps_newer_runs_and_runs_with_actions_in_flight() {
+    let mut store = Store::open_in_memory().unwrap();
+    let r1 = store.begin_run(RunKind::Reconcile, t(0)).unwrap();
+    let r2 = store.begin_run(RunKind::Reconcile, t(1)).unwrap();
+    let r3 = store.begin_run(RunKind::Reconcile, t(2)).unwrap();
+    let r4 = store.begin_run(RunKind::Reconcile, t(3)).unwrap();
+    store.save_plan(r2, &sample_plan(), t(1)).unwrap();
+    store.mark_in_flight(r2, 0, t(1)).unwrap();
+    store
+        .save_workspace_snapshot(r1, &workspace(3, 1, 1))
+        .unwrap();
+    assert_eq!(store.prune_runs_before(r4).unwrap(), 2);
+    assert_eq!(store.run(r1).unwrap(), None);
+    assert!(store.run(r2).unwrap().is_some());
+    assert_eq!(store.run(r3).unwrap(), None);
+    assert!(store.run(r4).unwrap().is_some());
+    assert_eq!(store.load_workspace_snapshot(r1).unwrap(), None);
+    assert_eq!(store.interrupted().unwrap().len(), 1);
+}
+
+// ---- reports ------------------------------------------------------------------
+
+#[test]
+fn reports_are_stored_replaced_and_loaded() {
+    let mut store = Store::open_in_memory().unwrap();
+    let run = store.begin_run(RunKind::Reconcile, t(0)).unwrap();
+    assert_eq!(store.report(run).unwrap(), None);
+    store.save_report(run, r#"{"held": 1}"#).unwrap();
+    assert_eq!(
+        store.report(run).unwrap().as_deref(),
+        Some(r#"{"held": 1}"#)
+    );
+    store.save_report(run, r#"{"held": 0}"#).unwrap();
+    assert_eq!(
+        store.report(run).unwrap().as_deref(),
+        Some(r#"{"held": 0}"#)
+    );
+
+    let err = store.save_report(run, "not json").unwrap_err();
+    assert!(err.to_string().contains("reports"), "{err}");
+    assert!(err.to_string().contains(&format!("run {run}")), "{err}");
+    assert_eq!(
+        store.report(run).unwrap().as_deref(),
+        Some(r#"{"held": 0}"#)
+    );
+
+    let err = store.save_report(run + 1, "{}").unwrap_err();
+    assert!(matches!(err, StoreError::UnknownRun { .. }), "{err:?}");
+}
+
+// ---- ingest timing (run by hand) ----------------------------------------------
+
+/// `cargo test --release --lib store::tests::ingest_100k -- --ignored --nocapture`
+#[test]
+#[ignore = "timing; run by hand in release mode"]
+fn ingest_100k_accounts_timing() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = Store::open(&dir.path().join("bench.db")).unwrap();
+    // 100k accounts, 1,000 groups × 200 members = 200k memberships.
+    let snapshot = workspace(100_000, 1000, 200);
+    for round in 0..3 {
+        let run = store.begin_run(RunKind::Reconcile, t(round)).unwrap();
+        let start = std::time::Instant::now();
+        store.save_workspace_snapshot(run, &snapshot).unwrap();
+        let saved = start.elapsed();
+        let start = std::time::Instant::now();
+        let loaded = store.load_workspace_snapshot(run).unwrap().unwrap();
+        let load = start.elapsed();
+        assert_eq!(loaded.accounts.len(), 100_000);
+        println!("round {round}: save {saved:?}, load {load:?}");
+    }
+    let accounts_only = WorkspaceSnapshot {
+        accounts: snapshot.accounts.clone(),
+        groups: vec![],
+    };
+    let run = store.begin_run(RunKind::Reconcile, t(9)).unwrap();
+    let start = std::time::Instant::now();
+    store.save_workspace_snapshot(run, &accounts_only).unwrap();
+    println!("accounts only: save {:?}", start.elapsed());
+
+    let directory = DirectorySnapshot {
+        identities: (0..100_000)
+            .map(|i| identity(i, IdentityStatus::Active, &["All Staff", "Engineering"]))
+            .collect(),
+        complete: true,
+    };
+    let start = std::time::Instant::now();
+    store.save_directory_snapshot(run, &directory).unwrap();
+    println!(
+        "directory 100k identities + 200k memberships: save {:?}",
+        start.elapsed()
+    );
+}
+
+/// Compares the layout chosen for snapshot tables (WITHOUT ROWID, key (run_id, pos))
+/// with a rowid table plus an index on (run_id, pos), for 100k accounts.
+/// `cargo test --release --lib store::tests::layout -- --ignored --nocapture`
+#[test]
+#[ignore = "timing; run by hand in release mode"]
+fn layout_timing_rowid_vs_without_rowid() {
+    let accounts: Vec<Account> = (0..100_000).map(account).collect();
+    for (name, ddl) in [
+        (
+            "WITHOUT ROWID, PRIMARY KEY (run_id, pos)",
+            "CREATE TABLE a (run_id INTEGER NOT NULL REFERENCES runs (id) ON DELETE CASCADE,
+               pos INTEGER NOT NULL, id TEXT NOT NULL, user_name TEXT NOT NULL,
+               external_id TEXT, given_name TEXT, family_name TEXT, display_name TEXT,
+               email TEXT, active INTEGER NOT NULL, roles TEXT NOT NULL,
+               PRIMARY KEY (run_id, pos)) STRICT, WITHOUT ROWID",
+        ),
+        (
+            "rowid table + index (run_id, pos)",
+            "CREATE TABLE a (run_id INTEGER NOT NULL REFERENCES runs (id) ON DELETE CASCADE,
+               pos INTEGER NOT NULL, id TEXT NOT NULL, user_name TEXT NOT NULL,
+               external_id TEXT, given_name TEXT, family_name TEXT, display_name TEXT,
+               email TEXT, active INTEGER NOT NULL, roles TEXT NOT NULL) STRICT;
+             CREATE INDEX a_run ON a (run_id, pos)",
+        ),
+        (
+            "WITHOUT ROWID + UNIQUE (run_id, id)",
+            "CREATE TABLE a (run_id INTEGER NOT NULL REFERENCES runs (id) ON DELETE CASCADE,
+               pos INTEGER NOT NULL, id TEXT NOT NULL, user_name TEXT NOT NULL,
+               external_id TEXT, given_name TEXT, family_name TEXT, display_name TEXT,
+               email TEXT, active INTEGER NOT NULL, roles TEXT NOT NULL,
+               PRIMARY KEY (run_id, pos), UNIQUE (run_id, id)) STRICT, WITHOUT ROWID",
+        ),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::open(&dir.path().join("layout.db")).unwrap();
+        store.conn.execute_batch(ddl).unwrap();
+        let mut best = Duration::MAX;
+        for round in 0..3 {
+            let run = store.begin_run(RunKind::Plan, t(round)).unwrap();
+            let start = std::time::Instant::now();
+            let tx = store.conn.transaction().unwrap();
+            {
+                let mut insert = tx
+                    .prepare_cached(
+                        "INSERT INTO a VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+                    )
+                    .unwrap();
+                for (i, a) in accounts.iter().enumerate() {
+                    insert
+                        .execute(rusqlite::params![
+                            run,
+                            i as i64,
+                            a.id,
+                            a.user_name,
+                            a.external_id,
+                            a.given_name,
+                            a.family_name,
+                            a.display_name,
+                            a.email,
+                            a.active,
+                            serde_json::to_string(&a.roles).unwrap(),
+                        ])
+                        .unwrap();
+                }
+            }
+            tx.commit().unwrap();
+            best = best.min(start.elapsed());
+        }
+        println!("{name}: best of 3 = {best:?}");
+    }
+}
