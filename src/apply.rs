@@ -174,11 +174,11 @@ impl Executor<'_> {
                         .insert(display_name.to_lowercase(), group.id.clone());
                 }
                 self.with_store(|s| {
-                    s.mark_applied(
+                    s.record_result(
                         self.run,
                         action.seq,
                         Utc::now(),
-                        Some(&serde_json::json!({"group_id": group.id})),
+                        &serde_json::json!({"group_id": group.id}),
                     )
                 })
                 .map_err(|e| e.to_string())?;
@@ -219,11 +219,11 @@ impl Executor<'_> {
                 };
                 self.with_store(|s| {
                     s.upsert_links(std::slice::from_ref(&link), Utc::now())?;
-                    s.mark_applied(
+                    s.record_result(
                         self.run,
                         action.seq,
                         Utc::now(),
-                        Some(&serde_json::json!({"account_id": account.id})),
+                        &serde_json::json!({"account_id": account.id}),
                     )
                 })
                 .map_err(|e| e.to_string())?;
@@ -262,21 +262,32 @@ impl Executor<'_> {
     }
 
     /// Journal, write, and leave the row `in_flight` until verification.
-    async fn execute(&self, action: &Action) -> Result<Option<String>, ApplyError> {
+    async fn execute(&self, action: &Action) -> Result<Executed, ApplyError> {
         self.with_store(|s| s.mark_in_flight(self.run, action.seq, Utc::now()))?;
         match self.write(action).await {
-            Ok(Written::Sent) => Ok(None),
+            Ok(Written::Sent) => Ok(Executed::ToVerify),
             Ok(Written::Done) => {
                 self.with_store(|s| s.mark_applied(self.run, action.seq, Utc::now(), None))?;
-                Ok(None)
+                Ok(Executed::Done)
             }
             Err(message) => {
                 tracing::warn!(seq = action.seq, op = action.kind.name(), subject = %action.subject, error = %message, "action failed");
                 self.with_store(|s| s.mark_failed(self.run, action.seq, Utc::now(), &message))?;
-                Ok(Some(message))
+                Ok(Executed::Failed)
             }
         }
     }
+}
+
+/// Where an action stands after its write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Executed {
+    /// Sent and accepted; applied once verification sees it.
+    ToVerify,
+    /// Nothing to verify (the account was already gone); journaled applied.
+    Done,
+    /// Journaled failed with the provider's message.
+    Failed,
 }
 
 fn phase(kind: &ActionKind) -> u8 {
@@ -310,23 +321,26 @@ pub async fn apply(
     for action in plan.runnable() {
         phases.entry(phase(&action.kind)).or_default().push(action);
     }
-    let mut failed_seqs = BTreeSet::new();
+    let mut executed: HashMap<u32, Executed> = HashMap::new();
     for (_, actions) in phases {
-        let results: Vec<(u32, Result<Option<String>, ApplyError>)> = stream::iter(actions)
+        let results: Vec<(u32, Result<Executed, ApplyError>)> = stream::iter(actions)
             .map(|action| async { (action.seq, executor.execute(action).await) })
             .buffer_unordered(executor.concurrency)
             .collect()
             .await;
         for (seq, result) in results {
-            if result?.is_some() {
-                failed_seqs.insert(seq);
-            }
+            executed.insert(seq, result?);
         }
     }
+    let count = |what: Executed| executed.values().filter(|e| **e == what).count();
+    let mut summary = ApplySummary {
+        applied: count(Executed::Done),
+        failed: count(Executed::Failed),
+    };
 
     let to_verify: Vec<&Action> = plan
         .runnable()
-        .filter(|a| !failed_seqs.contains(&a.seq))
+        .filter(|a| executed.get(&a.seq) == Some(&Executed::ToVerify))
         .collect();
     let created = executor
         .created
@@ -339,10 +353,6 @@ pub async fn apply(
         .collect()
         .await;
 
-    let mut summary = ApplySummary {
-        applied: 0,
-        failed: failed_seqs.len(),
-    };
     let mut store = store.lock().map_err(|_| ApplyError::Poisoned)?;
     for (seq, result) in results {
         match result {

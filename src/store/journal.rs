@@ -185,12 +185,37 @@ impl Store {
         let changed = self
             .conn
             .prepare_cached(
-                "UPDATE actions SET state = 'applied', result = ?4, updated_at = ?3
+                "UPDATE actions SET state = 'applied', result = COALESCE(?4, result), updated_at = ?3
                  WHERE run_id = ?1 AND seq = ?2 AND state = 'in_flight'",
             )
             .and_then(|mut stmt| stmt.execute(params![run, seq, ts(at), result]))
             .context(|| format!("marking action {seq} of run {run} applied in actions"))?;
         self.check_transition(run, seq, changed, ActionState::Applied)
+    }
+
+    /// Records what a write returned (e.g. the id of a created account) while the
+    /// action is still `InFlight`, before verification, so a crash between the
+    /// write and its verification loses nothing. `mark_applied` keeps it.
+    pub fn record_result(
+        &mut self,
+        run: RunId,
+        seq: u32,
+        at: DateTime<Utc>,
+        result: &serde_json::Value,
+    ) -> Result<(), StoreError> {
+        let result = serde_json::to_string(result).map_err(|source| StoreError::Encode {
+            context: format!("storing the result of action {seq} of run {run} in actions"),
+            source,
+        })?;
+        let changed = self
+            .conn
+            .prepare_cached(
+                "UPDATE actions SET result = ?4, updated_at = ?3
+                 WHERE run_id = ?1 AND seq = ?2 AND state = 'in_flight'",
+            )
+            .and_then(|mut stmt| stmt.execute(params![run, seq, ts(at), result]))
+            .context(|| format!("recording the result of action {seq} of run {run} in actions"))?;
+        self.check_transition(run, seq, changed, ActionState::InFlight)
     }
 
     /// Journals that action `seq` of `run` failed (after its retries). Only an
