@@ -1,0 +1,657 @@
+//! The file source: a JSON or CSV export of the directory, read whole on every run.
+//!
+//! The kind is chosen by the extension, `.json` or `.csv` (any case).
+//!
+//! JSON:
+//!
+//! ```json
+//! {"users": [
+//!   {"id": "u1", "userName": "ada@example.com", "email": "ada@example.com",
+//!    "givenName": "Ada", "familyName": "Lovelace", "displayName": "Ada Lovelace",
+//!    "status": "active", "department": "Research", "groups": ["Engineering"]}
+//! ]}
+//! ```
+//!
+//! CSV: a header row `id,userName,email,givenName,familyName,displayName,status,department,groups`
+//! (RFC 4180 quoting; columns in any order) with `groups` separated by `;`.
+//!
+//! Rules, the same for both kinds:
+//! - `id`, `userName` and `status` are required and non-empty; every other field is
+//!   optional, and an empty value means "none". `status` is `active`, `suspended` or
+//!   `deprovisioned`; a person absent from the file is deleted.
+//! - Values are trimmed; group names are trimmed, empty entries dropped and
+//!   duplicates removed (first occurrence kept).
+//! - Unknown JSON fields and unknown CSV columns are errors: a typo such as
+//!   `usrName` must not silently drop data.
+//! - Duplicate ids, and userNames equal ignoring case, are errors.
+//! - Any error rejects the whole file; its message names the file, the row
+//!   (`users[3] (id "u42")` or `line 5`) and the field.
+//! - An empty file, a CSV file with only a header, and `{"users": []}` are valid and
+//!   give an empty snapshot: whether to act on it is the guard's decision.
+
+use std::collections::HashMap;
+use std::collections::HashSet;
+use std::collections::hash_map::Entry;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
+use serde_json::{Map, Value};
+
+use super::DirectoryError;
+use crate::model::{DirectorySnapshot, Identity, IdentityStatus};
+
+/// A directory export on disk.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileSource {
+    path: PathBuf,
+}
+
+impl FileSource {
+    pub fn new(path: PathBuf) -> Self {
+        FileSource { path }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Reads and validates the whole file (blocking).
+    pub fn read(&self) -> Result<DirectorySnapshot, DirectoryError> {
+        let format = Format::of(&self.path)?;
+        let text = std::fs::read_to_string(&self.path).map_err(|source| DirectoryError::Io {
+            path: self.path.clone(),
+            source,
+        })?;
+        let identities = match format {
+            Format::Json => parse_json(&text, &self.path)?,
+            Format::Csv => parse_csv(&text, &self.path)?,
+        };
+        Ok(DirectorySnapshot {
+            identities,
+            complete: true,
+        })
+    }
+
+    /// [`FileSource::read`] on the blocking pool: parsing a large export is CPU
+    /// work that must not stall the runtime's workers.
+    pub async fn snapshot(&self) -> Result<DirectorySnapshot, DirectoryError> {
+        let source = self.clone();
+        tokio::task::spawn_blocking(move || source.read())
+            .await
+            .map_err(|source| DirectoryError::Task {
+                path: self.path.clone(),
+                source,
+            })?
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Format {
+    Json,
+    Csv,
+}
+
+impl Format {
+    fn of(path: &Path) -> Result<Format, DirectoryError> {
+        let extension = path
+            .extension()
+            .and_then(|e| e.to_str())
+            .map(str::to_ascii_lowercase);
+        match extension.as_deref() {
+            Some("json") => Ok(Format::Json),
+            Some("csv") => Ok(Format::Csv),
+            _ => Err(DirectoryError::UnsupportedFormat {
+                path: path.to_owned(),
+            }),
+        }
+    }
+}
+
+/// The fields of one person, as named in both file kinds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Field {
+    Id,
+    UserName,
+    Email,
+    GivenName,
+    FamilyName,
+    DisplayName,
+    Status,
+    Department,
+    Groups,
+}
+
+impl Field {
+    const ALL: [Field; 9] = [
+        Field::Id,
+        Field::UserName,
+        Field::Email,
+        Field::GivenName,
+        Field::FamilyName,
+        Field::DisplayName,
+        Field::Status,
+        Field::Department,
+        Field::Groups,
+    ];
+    const REQUIRED: [Field; 3] = [Field::Id, Field::UserName, Field::Status];
+    const EXPECTED: &'static str = "expected one of id, userName, email, givenName, familyName, displayName, status, department, groups";
+
+    fn name(self) -> &'static str {
+        match self {
+            Field::Id => "id",
+            Field::UserName => "userName",
+            Field::Email => "email",
+            Field::GivenName => "givenName",
+            Field::FamilyName => "familyName",
+            Field::DisplayName => "displayName",
+            Field::Status => "status",
+            Field::Department => "department",
+            Field::Groups => "groups",
+        }
+    }
+
+    /// Exact, case-sensitive: `username` is as much a typo as `usrName`.
+    fn parse(name: &str) -> Option<Field> {
+        Field::ALL.into_iter().find(|f| f.name() == name)
+    }
+}
+
+/// Where a row is in the file, for error messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Row {
+    /// Index in the JSON `users` array.
+    Json(usize),
+    /// 1-based line where the CSV record starts (quoted fields may span lines).
+    Csv(u64),
+}
+
+impl Row {
+    fn location(self, id: Option<&str>) -> String {
+        match (self, id) {
+            (Row::Json(index), Some(id)) => format!("users[{index}] (id {id:?})"),
+            (Row::Json(index), None) => format!("users[{index}]"),
+            (Row::Csv(line), _) => format!("line {line}"),
+        }
+    }
+}
+
+/// One person's values as found in the file, before validation.
+#[derive(Debug, Default)]
+struct RawRow {
+    id: Option<String>,
+    user_name: Option<String>,
+    email: Option<String>,
+    given_name: Option<String>,
+    family_name: Option<String>,
+    display_name: Option<String>,
+    status: Option<String>,
+    department: Option<String>,
+    groups: Vec<String>,
+}
+
+impl RawRow {
+    /// The slot of a single-valued field; `None` for `groups`.
+    fn scalar(&mut self, field: Field) -> Option<&mut Option<String>> {
+        match field {
+            Field::Id => Some(&mut self.id),
+            Field::UserName => Some(&mut self.user_name),
+            Field::Email => Some(&mut self.email),
+            Field::GivenName => Some(&mut self.given_name),
+            Field::FamilyName => Some(&mut self.family_name),
+            Field::DisplayName => Some(&mut self.display_name),
+            Field::Status => Some(&mut self.status),
+            Field::Department => Some(&mut self.department),
+            Field::Groups => None,
+        }
+    }
+}
+
+/// Trimmed; `None` when empty. Reuses the allocation when nothing was trimmed.
+fn clean(value: Option<String>) -> Option<String> {
+    let value = value?;
+    let trimmed = value.trim();
+    if trimmed.is_empty() {
+        None
+    } else if trimmed.len() == value.len() {
+        Some(value)
+    } else {
+        Some(trimmed.to_owned())
+    }
+}
+
+/// Trimmed, empty entries dropped, duplicates removed keeping the first.
+fn clean_groups(groups: Vec<String>) -> Vec<String> {
+    let count = groups.len();
+    let names = groups.into_iter().filter_map(|group| clean(Some(group)));
+    // A linear scan beats hashing for the usual handful of groups; long lists
+    // (hundreds of groups per person in some Okta orgs) use a set.
+    if count <= 16 {
+        let mut out: Vec<String> = Vec::new();
+        for name in names {
+            if !out.contains(&name) {
+                out.push(name);
+            }
+        }
+        out
+    } else {
+        let mut seen = HashSet::new();
+        names.filter(|name| seen.insert(name.clone())).collect()
+    }
+}
+
+/// Validates rows one at a time and keeps what is needed to find duplicates.
+struct Collector<'p> {
+    path: &'p Path,
+    identities: Vec<Identity>,
+    /// id → row where it was first seen.
+    ids: HashMap<String, Row>,
+    /// lowercased userName → row where it was first seen.
+    user_names: HashMap<String, Row>,
+}
+
+impl<'p> Collector<'p> {
+    fn new(path: &'p Path) -> Self {
+        Collector {
+            path,
+            identities: Vec::new(),
+            ids: HashMap::new(),
+            user_names: HashMap::new(),
+        }
+    }
+
+    fn invalid(
+        &self,
+        row: Row,
+        id: Option<&str>,
+        field: Option<&str>,
+        message: impl Into<String>,
+    ) -> DirectoryError {
+        invalid(self.path, row.location(id), field, message)
+    }
+
+    fn push(&mut self, row: Row, raw: RawRow) -> Result<(), DirectoryError> {
+        let id = clean(raw.id);
+        let required = |this: &Self, field: Field, id: Option<&str>| {
+            this.invalid(
+                row,
+                id,
+                Some(field.name()),
+                "required, but missing or empty",
+            )
+        };
+        let Some(id) = id else {
+            return Err(required(self, Field::Id, None));
+        };
+        let Some(user_name) = clean(raw.user_name) else {
+            return Err(required(self, Field::UserName, Some(&id)));
+        };
+        let Some(status) = clean(raw.status) else {
+            return Err(required(self, Field::Status, Some(&id)));
+        };
+        let status: IdentityStatus = status
+            .parse()
+            .map_err(|message: String| self.invalid(row, Some(&id), Some("status"), message))?;
+
+        match self.ids.entry(id.clone()) {
+            Entry::Occupied(first) => {
+                let message = format!(
+                    "duplicate id {id:?}, first seen at {}",
+                    first.get().location(None)
+                );
+                return Err(invalid(
+                    self.path,
+                    row.location(Some(&id)),
+                    Some("id"),
+                    message,
+                ));
+            }
+            Entry::Vacant(slot) => {
+                slot.insert(row);
+            }
+        }
+        match self.user_names.entry(user_name.to_lowercase()) {
+            Entry::Occupied(first) => {
+                let message = format!(
+                    "duplicate userName {user_name:?} (compared ignoring case), first seen at {}",
+                    first.get().location(None)
+                );
+                return Err(invalid(
+                    self.path,
+                    row.location(Some(&id)),
+                    Some("userName"),
+                    message,
+                ));
+            }
+            Entry::Vacant(slot) => {
+                slot.insert(row);
+            }
+        }
+
+        self.identities.push(Identity {
+            id,
+            user_name,
+            email: clean(raw.email),
+            given_name: clean(raw.given_name),
+            family_name: clean(raw.family_name),
+            display_name: clean(raw.display_name),
+            status,
+            department: clean(raw.department),
+            groups: clean_groups(raw.groups),
+        });
+        Ok(())
+    }
+}
+
+fn invalid(
+    path: &Path,
+    location: String,
+    field: Option<&str>,
+    message: impl Into<String>,
+) -> DirectoryError {
+    DirectoryError::Invalid {
+        path: path.to_owned(),
+        location,
+        field: field.map(str::to_owned),
+        message: message.into(),
+    }
+}
+
+/// Excel and some PowerShell exports start UTF-8 files with a byte-order mark.
+fn strip_bom(text: &str) -> &str {
+    text.strip_prefix('\u{feff}').unwrap_or(text)
+}
+
+// ---------------------------------------------------------------------------------
+// JSON
+
+/// Parses a JSON export (see the module docs for the shape).
+///
+/// The `users` array is streamed: each element is validated as soon as it is read,
+/// so memory holds the identities and one raw row, never a tree of the whole file.
+pub fn parse_json(text: &str, path: &Path) -> Result<Vec<Identity>, DirectoryError> {
+    let text = strip_bom(text);
+    if text.trim().is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut state = JsonState {
+        collector: Collector::new(path),
+        failure: None,
+        saw_users: false,
+    };
+    let mut deserializer = serde_json::Deserializer::from_str(text);
+    let result = FileSeed(&mut state)
+        .deserialize(&mut deserializer)
+        .and_then(|()| deserializer.end());
+    // A validation error is stashed in `failure` and aborts serde with a
+    // placeholder error; the stashed one is what the user needs to see.
+    if let Some(failure) = state.failure {
+        return Err(failure);
+    }
+    if let Err(error) = result {
+        return Err(json_syntax(path, &error));
+    }
+    if !state.saw_users {
+        return Err(invalid(
+            path,
+            "top level".to_owned(),
+            Some("users"),
+            "missing; the file must be {\"users\": [...]}",
+        ));
+    }
+    Ok(state.collector.identities)
+}
+
+fn json_syntax(path: &Path, error: &serde_json::Error) -> DirectoryError {
+    let text = error.to_string();
+    let position = format!(" at line {} column {}", error.line(), error.column());
+    let message = text.strip_suffix(&position).unwrap_or(&text);
+    invalid(
+        path,
+        format!("line {}, column {}", error.line(), error.column()),
+        None,
+        message,
+    )
+}
+
+struct JsonState<'p> {
+    collector: Collector<'p>,
+    failure: Option<DirectoryError>,
+    saw_users: bool,
+}
+
+impl JsonState<'_> {
+    fn fail<E: de::Error>(&mut self, error: DirectoryError) -> E {
+        self.failure = Some(error);
+        E::custom("invalid directory file")
+    }
+}
+
+/// The top-level object.
+struct FileSeed<'s, 'p>(&'s mut JsonState<'p>);
+
+impl<'de> DeserializeSeed<'de> for FileSeed<'_, '_> {
+    type Value = ();
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
+        deserializer.deserialize_map(self)
+    }
+}
+
+impl<'de> Visitor<'de> for FileSeed<'_, '_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("an object {\"users\": [...]}")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        let state = self.0;
+        while let Some(key) = map.next_key::<String>()? {
+            if key != "users" {
+                let path = state.collector.path;
+                return Err(state.fail(invalid(
+                    path,
+                    "top level".to_owned(),
+                    Some(&key),
+                    "unknown field; the file must be {\"users\": [...]}",
+                )));
+            }
+            if state.saw_users {
+                let path = state.collector.path;
+                return Err(state.fail(invalid(
+                    path,
+                    "top level".to_owned(),
+                    Some("users"),
+                    "appears twice",
+                )));
+            }
+            state.saw_users = true;
+            map.next_value_seed(UsersSeed(&mut *state))?;
+        }
+        Ok(())
+    }
+}
+
+/// The `users` array.
+struct UsersSeed<'s, 'p>(&'s mut JsonState<'p>);
+
+impl<'de> DeserializeSeed<'de> for UsersSeed<'_, '_> {
+    type Value = ();
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
+        deserializer.deserialize_seq(self)
+    }
+}
+
+impl<'de> Visitor<'de> for UsersSeed<'_, '_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("an array of user objects")
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        let state = self.0;
+        let mut index = 0;
+        while let Some(value) = seq.next_element::<Value>()? {
+            let row = Row::Json(index);
+            let pushed = match value {
+                Value::Object(fields) => json_row(state.collector.path, row, fields)
+                    .and_then(|raw| state.collector.push(row, raw)),
+                other => Err(invalid(
+                    state.collector.path,
+                    row.location(None),
+                    None,
+                    format!("expected a user object, found {}", kind(&other)),
+                )),
+            };
+            if let Err(error) = pushed {
+                return Err(state.fail(error));
+            }
+            index += 1;
+        }
+        Ok(())
+    }
+}
+
+fn json_row(path: &Path, row: Row, fields: Map<String, Value>) -> Result<RawRow, DirectoryError> {
+    let id_hint = fields
+        .get("id")
+        .and_then(Value::as_str)
+        .map(str::trim)
+        .filter(|id| !id.is_empty())
+        .map(str::to_owned);
+    let error = |field: &str, message: String| {
+        invalid(path, row.location(id_hint.as_deref()), Some(field), message)
+    };
+    let mut raw = RawRow::default();
+    for (name, value) in fields {
+        let Some(field) = Field::parse(&name) else {
+            return Err(error(&name, format!("unknown field; {}", Field::EXPECTED)));
+        };
+        if let Some(slot) = raw.scalar(field) {
+            *slot = match value {
+                Value::String(s) => Some(s),
+                Value::Null => None,
+                other => {
+                    return Err(error(
+                        &name,
+                        format!("expected a string, found {}", kind(&other)),
+                    ));
+                }
+            };
+            continue;
+        }
+        raw.groups = match value {
+            Value::Null => Vec::new(),
+            Value::Array(items) => {
+                let mut groups = Vec::with_capacity(items.len());
+                for (i, item) in items.into_iter().enumerate() {
+                    match item {
+                        Value::String(s) => groups.push(s),
+                        other => {
+                            return Err(error(
+                                &name,
+                                format!("entry {i} should be a group name, found {}", kind(&other)),
+                            ));
+                        }
+                    }
+                }
+                groups
+            }
+            other => {
+                return Err(error(
+                    &name,
+                    format!("expected an array of group names, found {}", kind(&other)),
+                ));
+            }
+        };
+    }
+    Ok(raw)
+}
+
+fn kind(value: &Value) -> String {
+    match value {
+        Value::Null => "null".to_owned(),
+        Value::Bool(b) => format!("the boolean {b}"),
+        Value::Number(n) => format!("the number {n} (quote it)"),
+        Value::String(_) => "a string".to_owned(),
+        Value::Array(_) => "an array".to_owned(),
+        Value::Object(_) => "an object".to_owned(),
+    }
+}
+
+// ---------------------------------------------------------------------------------
+// CSV
+
+/// Parses a CSV export (see the module docs for the columns).
+pub fn parse_csv(text: &str, path: &Path) -> Result<Vec<Identity>, DirectoryError> {
+    let text = strip_bom(text);
+    let mut reader = csv::ReaderBuilder::new()
+        .has_headers(true)
+        .from_reader(text.as_bytes());
+    let header = reader.headers().map_err(|e| csv_error(path, &e))?.clone();
+    if header.is_empty() {
+        return Ok(Vec::new());
+    }
+
+    let header_error = |column: &str, message: String| {
+        invalid(path, "line 1 (header)".to_owned(), Some(column), message)
+    };
+    let mut columns: Vec<(usize, Field)> = Vec::with_capacity(header.len());
+    for (index, name) in header.iter().enumerate() {
+        let name = name.trim();
+        let Some(field) = Field::parse(name) else {
+            return Err(header_error(
+                name,
+                format!("unknown column; {}", Field::EXPECTED),
+            ));
+        };
+        if columns.iter().any(|&(_, f)| f == field) {
+            return Err(header_error(name, "column appears twice".to_owned()));
+        }
+        columns.push((index, field));
+    }
+    for field in Field::REQUIRED {
+        if !columns.iter().any(|&(_, f)| f == field) {
+            return Err(header_error(
+                field.name(),
+                "required column is missing".to_owned(),
+            ));
+        }
+    }
+
+    let mut collector = Collector::new(path);
+    let mut record = csv::StringRecord::new();
+    while reader
+        .read_record(&mut record)
+        .map_err(|e| csv_error(path, &e))?
+    {
+        let line = record.position().map_or(0, |p| p.line());
+        let mut raw = RawRow::default();
+        for &(index, field) in &columns {
+            let value = record.get(index).unwrap_or_default();
+            match raw.scalar(field) {
+                Some(slot) => *slot = Some(value.to_owned()),
+                None => raw.groups = value.split(';').map(str::to_owned).collect(),
+            }
+        }
+        collector.push(Row::Csv(line), raw)?;
+    }
+    Ok(collector.identities)
+}
+
+fn csv_error(path: &Path, error: &csv::Error) -> DirectoryError {
+    let location = error.position().map_or_else(
+        || "unknown line".to_owned(),
+        |p| format!("line {}", p.line()),
+    );
+    let message = match error.kind() {
+        csv::ErrorKind::UnequalLengths {
+            expected_len, len, ..
+        } => format!("has {len} fields, but the header has {expected_len}"),
+        _ => error.to_string(),
+    };
+    invalid(path, location, None, message)
+}
