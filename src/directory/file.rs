@@ -135,7 +135,6 @@ impl Field {
         Field::Groups,
     ];
     const REQUIRED: [Field; 3] = [Field::Id, Field::UserName, Field::Status];
-    const EXPECTED: &'static str = "expected one of id, userName, email, givenName, familyName, displayName, status, department, groups";
 
     fn name(self) -> &'static str {
         match self {
@@ -149,6 +148,11 @@ impl Field {
             Field::Department => "department",
             Field::Groups => "groups",
         }
+    }
+
+    /// "expected one of id, userName, …", for unknown-field errors.
+    fn expected() -> String {
+        format!("expected one of {}", Field::ALL.map(Field::name).join(", "))
     }
 
     /// Exact, case-sensitive: `username` is as much a typo as `usrName`.
@@ -271,61 +275,33 @@ impl<'p> Collector<'p> {
     }
 
     fn push(&mut self, row: Row, raw: RawRow) -> Result<(), DirectoryError> {
-        let id = clean(raw.id);
-        let required = |this: &Self, field: Field, id: Option<&str>| {
-            this.invalid(
-                row,
-                id,
-                Some(field.name()),
-                "required, but missing or empty",
-            )
-        };
-        let Some(id) = id else {
-            return Err(required(self, Field::Id, None));
+        const MISSING: &str = "required, but missing or empty";
+        let Some(id) = clean(raw.id) else {
+            return Err(self.invalid(row, None, Some("id"), MISSING));
         };
         let Some(user_name) = clean(raw.user_name) else {
-            return Err(required(self, Field::UserName, Some(&id)));
+            return Err(self.invalid(row, Some(&id), Some("userName"), MISSING));
         };
         let Some(status) = clean(raw.status) else {
-            return Err(required(self, Field::Status, Some(&id)));
+            return Err(self.invalid(row, Some(&id), Some("status"), MISSING));
         };
         let status: IdentityStatus = status
             .parse()
             .map_err(|message: String| self.invalid(row, Some(&id), Some("status"), message))?;
 
-        match self.ids.entry(id.clone()) {
-            Entry::Occupied(first) => {
-                let message = format!(
-                    "duplicate id {id:?}, first seen at {}",
-                    first.get().location(None)
-                );
-                return Err(invalid(
-                    self.path,
-                    row.location(Some(&id)),
-                    Some("id"),
-                    message,
-                ));
-            }
-            Entry::Vacant(slot) => {
-                slot.insert(row);
-            }
+        if let Some(first) = first_seen(&mut self.ids, id.clone(), row) {
+            let message = format!(
+                "duplicate id {id:?}, first seen at {}",
+                first.location(None)
+            );
+            return Err(self.invalid(row, Some(&id), Some("id"), message));
         }
-        match self.user_names.entry(user_name.to_lowercase()) {
-            Entry::Occupied(first) => {
-                let message = format!(
-                    "duplicate userName {user_name:?} (compared ignoring case), first seen at {}",
-                    first.get().location(None)
-                );
-                return Err(invalid(
-                    self.path,
-                    row.location(Some(&id)),
-                    Some("userName"),
-                    message,
-                ));
-            }
-            Entry::Vacant(slot) => {
-                slot.insert(row);
-            }
+        if let Some(first) = first_seen(&mut self.user_names, user_name.to_lowercase(), row) {
+            let message = format!(
+                "duplicate userName {user_name:?} (compared ignoring case), first seen at {}",
+                first.location(None)
+            );
+            return Err(self.invalid(row, Some(&id), Some("userName"), message));
         }
 
         self.identities.push(Identity {
@@ -340,6 +316,17 @@ impl<'p> Collector<'p> {
             groups: clean_groups(raw.groups),
         });
         Ok(())
+    }
+}
+
+/// Records `key` at `row`, or returns the row where it was seen before.
+fn first_seen(seen: &mut HashMap<String, Row>, key: String, row: Row) -> Option<Row> {
+    match seen.entry(key) {
+        Entry::Occupied(first) => Some(*first.get()),
+        Entry::Vacant(slot) => {
+            slot.insert(row);
+            None
+        }
     }
 }
 
@@ -528,7 +515,10 @@ fn json_row(path: &Path, row: Row, fields: Map<String, Value>) -> Result<RawRow,
     let mut raw = RawRow::default();
     for (name, value) in fields {
         let Some(field) = Field::parse(&name) else {
-            return Err(error(&name, format!("unknown field; {}", Field::EXPECTED)));
+            return Err(error(
+                &name,
+                format!("unknown field; {}", Field::expected()),
+            ));
         };
         if let Some(slot) = raw.scalar(field) {
             *slot = match value {
@@ -605,7 +595,7 @@ pub fn parse_csv(text: &str, path: &Path) -> Result<Vec<Identity>, DirectoryErro
         let Some(field) = Field::parse(name) else {
             return Err(header_error(
                 name,
-                format!("unknown column; {}", Field::EXPECTED),
+                format!("unknown column; {}", Field::expected()),
             ));
         };
         if columns.iter().any(|&(_, f)| f == field) {
