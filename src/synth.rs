@@ -315,7 +315,10 @@ pub fn generate(spec: &SynthSpec) -> Synth {
         let drift = match (is_drifted, in_scope, status) {
             (false, _, _) => None,
             (true, true, IdentityStatus::Active) => {
-                Some(ACTIVE_DRIFTS[drift_rng.below(ACTIVE_DRIFTS.len())])
+                match ACTIVE_DRIFTS[drift_rng.below(ACTIVE_DRIFTS.len())] {
+                    Drift::MissingMembership if mapped.is_empty() => Some(Drift::DisplayName),
+                    kind => Some(kind),
+                }
             }
             (true, _, _) => Some(Drift::StaleAccess),
         };
@@ -339,9 +342,7 @@ pub fn generate(spec: &SynthSpec) -> Synth {
                 }
                 _ => role,
             };
-            let renamed = matches!(drift, Some(Drift::DisplayName))
-                || (matches!(drift, Some(Drift::MissingMembership)) && skipped_group.is_none());
-            let account_display_name = if renamed {
+            let account_display_name = if drift == Some(Drift::DisplayName) {
                 let other = FAMILY_NAMES
                     .iter()
                     .copied()
@@ -424,8 +425,9 @@ pub fn directory_json(directory: &DirectorySnapshot) -> String {
         out.push_str(if i == 0 { "\n" } else { ",\n" });
         out.push('{');
         push_field(&mut out, "id", &identity.id);
+        out.push_str(", ");
+        push_field(&mut out, "userName", &identity.user_name);
         let optional = [
-            ("userName", Some(&identity.user_name)),
             ("email", identity.email.as_ref()),
             ("givenName", identity.given_name.as_ref()),
             ("familyName", identity.family_name.as_ref()),
@@ -634,19 +636,37 @@ mod tests {
         state
     }
 
+    /// How many account ids differ (account or memberships) between two workspaces.
+    fn changed_accounts(a: &WorkspaceSnapshot, b: &WorkspaceSnapshot) -> usize {
+        let (before, after) = (state(a), state(b));
+        let ids: HashSet<&str> = before.keys().chain(after.keys()).copied().collect();
+        ids.into_iter()
+            .filter(|id| before.get(id) != after.get(id))
+            .count()
+    }
+
     #[test]
     fn drift_changes_exactly_the_chosen_share_of_people() {
+        for groups in [0, 1, 20] {
+            let spec = SynthSpec {
+                groups,
+                ..spec(10_000, 5.0)
+            };
+            let clean = generate(&SynthSpec {
+                drift_percent: 0.0,
+                ..spec
+            });
+            let drifted = generate(&spec);
+            assert_eq!(clean.directory, drifted.directory);
+            assert_eq!(
+                changed_accounts(&clean.workspace, &drifted.workspace),
+                500,
+                "groups = {groups}"
+            );
+        }
+
         let clean = generate(&spec(10_000, 0.0));
         let drifted = generate(&spec(10_000, 5.0));
-        assert_eq!(clean.directory, drifted.directory);
-        let (before, after) = (state(&clean.workspace), state(&drifted.workspace));
-        let ids: HashSet<&str> = before.keys().chain(after.keys()).copied().collect();
-        let changed = ids
-            .into_iter()
-            .filter(|id| before.get(id) != after.get(id))
-            .count();
-        assert_eq!(changed, 500);
-
         // Every kind of drift shows up.
         let accounts = &drifted.workspace.accounts;
         let people: BTreeMap<&str, &Identity> = drifted
@@ -674,13 +694,7 @@ mod tests {
         let people = 1_000;
         let all = generate(&spec(people, 100.0));
         let clean = generate(&spec(people, 0.0));
-        let (before, after) = (state(&clean.workspace), state(&all.workspace));
-        let ids: HashSet<&str> = before.keys().chain(after.keys()).copied().collect();
-        let changed = ids
-            .into_iter()
-            .filter(|id| before.get(id) != after.get(id))
-            .count();
-        assert_eq!(changed, people);
+        assert_eq!(changed_accounts(&clean.workspace, &all.workspace), people);
         assert_eq!(generate(&spec(people, 250.0)), all);
         assert_eq!(generate(&spec(people, f64::NAN)), clean);
         assert_eq!(generate(&spec(people, -3.0)), clean);
