@@ -790,13 +790,19 @@ mod tests {
             seed: 7,
         });
         let generated = started.elapsed();
+        let started = std::time::Instant::now();
         let json = directory_json(&synth.directory);
+        let serialised = started.elapsed();
+        let started = std::time::Instant::now();
+        let read = crate::directory::file::parse_json(&json, Path::new("synth.json")).unwrap();
         println!(
-            "generate: {generated:?}, directory_json: {:?} ({} MB), accounts: {}",
-            started.elapsed() - generated,
+            "generate: {generated:?}, directory_json: {serialised:?} ({} MB), parse_json: {:?}; \
+             accounts: {}",
             json.len() / 1_000_000,
+            started.elapsed(),
             synth.workspace.accounts.len()
         );
         assert_eq!(synth.directory.identities.len(), 1_000_000);
+        assert!(read == synth.directory.identities);
     }
 }
