@@ -36,7 +36,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 
 use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
-use serde_json::{Map, Value};
+use serde_json::Value;
 
 use super::DirectoryError;
 use crate::model::{DirectorySnapshot, Identity, IdentityStatus};
@@ -153,6 +153,11 @@ impl Field {
     /// "expected one of id, userName, …", for unknown-field errors.
     fn expected() -> String {
         format!("expected one of {}", Field::ALL.map(Field::name).join(", "))
+    }
+
+    /// A distinct bit per field, to notice a JSON key given twice.
+    fn bit(self) -> u16 {
+        1 << (self as u16)
     }
 
     /// Exact, case-sensitive: `username` is as much a typo as `usrName`.
@@ -481,84 +486,176 @@ impl<'de> Visitor<'de> for UsersSeed<'_, '_> {
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
         let state = self.0;
         let mut index = 0;
-        while let Some(value) = seq.next_element::<Value>()? {
+        loop {
             let row = Row::Json(index);
-            let pushed = match value {
-                Value::Object(fields) => json_row(state.collector.path, row, fields)
-                    .and_then(|raw| state.collector.push(row, raw)),
-                other => Err(invalid(
-                    state.collector.path,
-                    row.location(None),
-                    None,
-                    format!("expected a user object, found {}", kind(&other)),
-                )),
+            let path = state.collector.path;
+            let Some(parsed) = seq.next_element_seed(UserSeed { path, row })? else {
+                return Ok(());
             };
-            if let Err(error) = pushed {
+            if let Err(error) = parsed.and_then(|raw| state.collector.push(row, raw)) {
                 return Err(state.fail(error));
             }
             index += 1;
         }
-        Ok(())
     }
 }
 
-fn json_row(path: &Path, row: Row, fields: Map<String, Value>) -> Result<RawRow, DirectoryError> {
-    let id_hint = fields
-        .get("id")
-        .and_then(Value::as_str)
-        .map(str::trim)
-        .filter(|id| !id.is_empty())
-        .map(str::to_owned);
-    let error = |field: &str, message: String| {
-        invalid(path, row.location(id_hint.as_deref()), Some(field), message)
-    };
-    let mut raw = RawRow::default();
-    for (name, value) in fields {
-        let Some(field) = Field::parse(&name) else {
-            return Err(error(
-                &name,
-                format!("unknown field; {}", Field::expected()),
-            ));
-        };
-        if let Some(slot) = raw.scalar(field) {
-            *slot = match value {
-                Value::String(s) => Some(s),
-                Value::Null => None,
-                other => {
-                    return Err(error(
-                        &name,
-                        format!("expected a string, found {}", kind(&other)),
+/// One element of `users`, read field by field without building a map. The first
+/// problem found is kept and reported once the whole object is read, so the
+/// message can name the row's id even when `id` comes after the bad field.
+struct UserSeed<'p> {
+    path: &'p Path,
+    row: Row,
+}
+
+impl<'de> DeserializeSeed<'de> for UserSeed<'_> {
+    type Value = Result<RawRow, DirectoryError>;
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
+        deserializer.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for UserSeed<'_> {
+    type Value = Result<RawRow, DirectoryError>;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a user object")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut raw = RawRow::default();
+        let mut problem: Option<(String, String)> = None;
+        let mut seen = 0u16;
+        while let Some(key) = map.next_key::<Key>()? {
+            let field = match key {
+                Key::Known(field) if seen & field.bit() != 0 => {
+                    map.next_value::<de::IgnoredAny>()?;
+                    problem.get_or_insert((
+                        field.name().to_owned(),
+                        "appears twice in this user".to_owned(),
                     ));
+                    continue;
+                }
+                Key::Known(field) => field,
+                Key::Unknown(name) => {
+                    map.next_value::<de::IgnoredAny>()?;
+                    problem.get_or_insert((name, format!("unknown field; {}", Field::expected())));
+                    continue;
                 }
             };
-            continue;
+            seen |= field.bit();
+            let value = map.next_value::<Value>()?;
+            let parsed = match raw.scalar(field) {
+                Some(slot) => json_scalar(value).map(|v| *slot = v),
+                None => json_groups(value).map(|groups| raw.groups = groups),
+            };
+            if let Err(message) = parsed {
+                problem.get_or_insert((field.name().to_owned(), message));
+            }
         }
-        raw.groups = match value {
-            Value::Null => Vec::new(),
-            Value::Array(items) => {
-                let mut groups = Vec::with_capacity(items.len());
-                for (i, item) in items.into_iter().enumerate() {
-                    match item {
-                        Value::String(s) => groups.push(s),
-                        other => {
-                            return Err(error(
-                                &name,
-                                format!("entry {i} should be a group name, found {}", kind(&other)),
-                            ));
-                        }
-                    }
-                }
-                groups
+        Ok(match problem {
+            None => Ok(raw),
+            Some((field, message)) => {
+                let id = clean(raw.id);
+                Err(invalid(
+                    self.path,
+                    self.row.location(id.as_deref()),
+                    Some(&field),
+                    message,
+                ))
             }
-            other => {
-                return Err(error(
-                    &name,
-                    format!("expected an array of group names, found {}", kind(&other)),
-                ));
-            }
-        };
+        })
     }
-    Ok(raw)
+
+    // Anything but an object: read it whole, then say what it was.
+    fn visit_bool<E: de::Error>(self, v: bool) -> Result<Self::Value, E> {
+        Ok(self.not_an_object(&Value::Bool(v)))
+    }
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<Self::Value, E> {
+        Ok(self.not_an_object(&Value::from(v)))
+    }
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<Self::Value, E> {
+        Ok(self.not_an_object(&Value::from(v)))
+    }
+    fn visit_f64<E: de::Error>(self, v: f64) -> Result<Self::Value, E> {
+        Ok(self.not_an_object(&Value::from(v)))
+    }
+    fn visit_str<E: de::Error>(self, _: &str) -> Result<Self::Value, E> {
+        Ok(self.not_an_object(&Value::String(String::new())))
+    }
+    fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+        Ok(self.not_an_object(&Value::Null))
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        while seq.next_element::<de::IgnoredAny>()?.is_some() {}
+        Ok(self.not_an_object(&Value::Array(Vec::new())))
+    }
+}
+
+impl UserSeed<'_> {
+    fn not_an_object(&self, value: &Value) -> Result<RawRow, DirectoryError> {
+        Err(invalid(
+            self.path,
+            self.row.location(None),
+            None,
+            format!("expected a user object, found {}", kind(value)),
+        ))
+    }
+}
+
+/// A user object's key, recognised without allocating for the known ones.
+enum Key {
+    Known(Field),
+    Unknown(String),
+}
+
+impl<'de> de::Deserialize<'de> for Key {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct KeyVisitor;
+        impl Visitor<'_> for KeyVisitor {
+            type Value = Key;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a field name")
+            }
+            fn visit_str<E: de::Error>(self, name: &str) -> Result<Key, E> {
+                Ok(match Field::parse(name) {
+                    Some(field) => Key::Known(field),
+                    None => Key::Unknown(name.to_owned()),
+                })
+            }
+        }
+        deserializer.deserialize_identifier(KeyVisitor)
+    }
+}
+
+fn json_scalar(value: Value) -> Result<Option<String>, String> {
+    match value {
+        Value::String(s) => Ok(Some(s)),
+        Value::Null => Ok(None),
+        other => Err(format!("expected a string, found {}", kind(&other))),
+    }
+}
+
+fn json_groups(value: Value) -> Result<Vec<String>, String> {
+    match value {
+        Value::Null => Ok(Vec::new()),
+        Value::Array(items) => items
+            .into_iter()
+            .enumerate()
+            .map(|(i, item)| match item {
+                Value::String(s) => Ok(s),
+                other => Err(format!(
+                    "entry {i} should be a group name, found {}",
+                    kind(&other)
+                )),
+            })
+            .collect(),
+        other => Err(format!(
+            "expected an array of group names, found {}",
+            kind(&other)
+        )),
+    }
 }
 
 fn kind(value: &Value) -> String {

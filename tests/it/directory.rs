@@ -347,6 +347,28 @@ fn malformed_json_is_rejected_with_its_position() {
 }
 
 #[test]
+fn a_json_user_error_names_the_id_even_when_it_comes_after_the_bad_field() {
+    let message = parse_json_err(
+        r#"{"users": [{"usrName": "a", "id": "u9", "userName": "a", "status": "active"}]}"#,
+    );
+    assert!(
+        message.contains("users[0] (id \"u9\"), field \"usrName\": unknown field"),
+        "{message}"
+    );
+}
+
+#[test]
+fn a_json_key_given_twice_in_one_user_is_rejected() {
+    let message = parse_json_err(
+        r#"{"users": [{"id": "u1", "userName": "a", "status": "active", "status": "suspended"}]}"#,
+    );
+    assert!(
+        message.contains("users[0] (id \"u1\"), field \"status\": appears twice"),
+        "{message}"
+    );
+}
+
+#[test]
 fn csv_rows_with_the_wrong_number_of_fields_are_rejected() {
     let error = parse_csv(
         "id,userName,status\nu1,ada@example.com\n",
