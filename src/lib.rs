@@ -30,4 +30,5 @@ pub mod report;
 pub mod retry;
 pub mod run;
 pub mod store;
+pub mod synth;
 pub mod workspace;

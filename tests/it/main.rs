@@ -3,6 +3,7 @@
 mod cli;
 mod config;
 mod core;
+mod directory;
 mod interop;
 mod resume;
 mod store;

@@ -1,0 +1,744 @@
+//! The file source: a JSON or CSV export of the directory, read whole on every run.
+//!
+//! The kind is chosen by the extension, `.json` or `.csv` (any case).
+//!
+//! JSON:
+//!
+//! ```json
+//! {"users": [
+//!   {"id": "u1", "userName": "ada@example.com", "email": "ada@example.com",
+//!    "givenName": "Ada", "familyName": "Lovelace", "displayName": "Ada Lovelace",
+//!    "status": "active", "department": "Research", "groups": ["Engineering"]}
+//! ]}
+//! ```
+//!
+//! CSV: a header row `id,userName,email,givenName,familyName,displayName,status,department,groups`
+//! (RFC 4180 quoting; columns in any order) with `groups` separated by `;`.
+//!
+//! Rules, the same for both kinds:
+//! - `id`, `userName` and `status` are required and non-empty; every other field is
+//!   optional, and an empty value means "none". `status` is `active`, `suspended` or
+//!   `deprovisioned`; a person absent from the file is deleted.
+//! - Values are trimmed; group names are trimmed, empty entries dropped and
+//!   duplicates removed (first occurrence kept).
+//! - Unknown JSON fields and unknown CSV columns are errors: a typo such as
+//!   `usrName` must not silently drop data.
+//! - Duplicate ids, and userNames equal ignoring case, are errors.
+//! - Any error rejects the whole file; its message names the file, the row
+//!   (`users[3] (id "u42")` or `line 5`) and the field.
+//! - An empty file, a CSV file with only a header, and `{"users": []}` are valid and
+//!   give an empty snapshot: whether to act on it is the guard's decision.
+
+use std::collections::HashMap;
+use std::collections::HashSet;
+use std::collections::hash_map::Entry;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
+use serde_json::Value;
+
+use super::DirectoryError;
+use crate::model::{DirectorySnapshot, Identity, IdentityStatus};
+
+/// A directory export on disk.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileSource {
+    path: PathBuf,
+}
+
+impl FileSource {
+    pub fn new(path: PathBuf) -> Self {
+        FileSource { path }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Reads and validates the whole file (blocking).
+    pub fn read(&self) -> Result<DirectorySnapshot, DirectoryError> {
+        let format = Format::of(&self.path)?;
+        let text = std::fs::read_to_string(&self.path).map_err(|source| DirectoryError::Io {
+            path: self.path.clone(),
+            source,
+        })?;
+        let identities = match format {
+            Format::Json => parse_json(&text, &self.path)?,
+            Format::Csv => parse_csv(&text, &self.path)?,
+        };
+        Ok(DirectorySnapshot {
+            identities,
+            complete: true,
+        })
+    }
+
+    /// [`FileSource::read`] on the blocking pool: parsing a large export is CPU
+    /// work that must not stall the runtime's workers.
+    pub async fn snapshot(&self) -> Result<DirectorySnapshot, DirectoryError> {
+        let source = self.clone();
+        tokio::task::spawn_blocking(move || source.read())
+            .await
+            .map_err(|source| DirectoryError::Task {
+                path: self.path.clone(),
+                source,
+            })?
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Format {
+    Json,
+    Csv,
+}
+
+impl Format {
+    fn of(path: &Path) -> Result<Format, DirectoryError> {
+        let extension = path
+            .extension()
+            .and_then(|e| e.to_str())
+            .map(str::to_ascii_lowercase);
+        match extension.as_deref() {
+            Some("json") => Ok(Format::Json),
+            Some("csv") => Ok(Format::Csv),
+            _ => Err(DirectoryError::UnsupportedFormat {
+                path: path.to_owned(),
+            }),
+        }
+    }
+}
+
+/// The fields of one person, as named in both file kinds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Field {
+    Id,
+    UserName,
+    Email,
+    GivenName,
+    FamilyName,
+    DisplayName,
+    Status,
+    Department,
+    Groups,
+}
+
+impl Field {
+    const ALL: [Field; 9] = [
+        Field::Id,
+        Field::UserName,
+        Field::Email,
+        Field::GivenName,
+        Field::FamilyName,
+        Field::DisplayName,
+        Field::Status,
+        Field::Department,
+        Field::Groups,
+    ];
+    const REQUIRED: [Field; 3] = [Field::Id, Field::UserName, Field::Status];
+
+    fn name(self) -> &'static str {
+        match self {
+            Field::Id => "id",
+            Field::UserName => "userName",
+            Field::Email => "email",
+            Field::GivenName => "givenName",
+            Field::FamilyName => "familyName",
+            Field::DisplayName => "displayName",
+            Field::Status => "status",
+            Field::Department => "department",
+            Field::Groups => "groups",
+        }
+    }
+
+    /// "expected one of id, userName, …", for unknown-field errors.
+    fn expected() -> String {
+        format!("expected one of {}", Field::ALL.map(Field::name).join(", "))
+    }
+
+    /// A distinct bit per field, to notice a JSON key given twice.
+    fn bit(self) -> u16 {
+        1 << (self as u16)
+    }
+
+    /// Exact, case-sensitive: `username` is as much a typo as `usrName`.
+    fn parse(name: &str) -> Option<Field> {
+        Field::ALL.into_iter().find(|f| f.name() == name)
+    }
+}
+
+/// Where a row is in the file, for error messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Row {
+    /// Index in the JSON `users` array.
+    Json(usize),
+    /// 1-based line where the CSV record starts (quoted fields may span lines).
+    Csv(u64),
+}
+
+impl Row {
+    fn location(self, id: Option<&str>) -> String {
+        match (self, id) {
+            (Row::Json(index), Some(id)) => format!("users[{index}] (id {id:?})"),
+            (Row::Json(index), None) => format!("users[{index}]"),
+            (Row::Csv(line), _) => format!("line {line}"),
+        }
+    }
+}
+
+/// One person's values as found in the file, before validation.
+#[derive(Debug, Default)]
+struct RawRow {
+    id: Option<String>,
+    user_name: Option<String>,
+    email: Option<String>,
+    given_name: Option<String>,
+    family_name: Option<String>,
+    display_name: Option<String>,
+    status: Option<String>,
+    department: Option<String>,
+    groups: Vec<String>,
+}
+
+impl RawRow {
+    /// The slot of a single-valued field; `None` for `groups`.
+    fn scalar(&mut self, field: Field) -> Option<&mut Option<String>> {
+        match field {
+            Field::Id => Some(&mut self.id),
+            Field::UserName => Some(&mut self.user_name),
+            Field::Email => Some(&mut self.email),
+            Field::GivenName => Some(&mut self.given_name),
+            Field::FamilyName => Some(&mut self.family_name),
+            Field::DisplayName => Some(&mut self.display_name),
+            Field::Status => Some(&mut self.status),
+            Field::Department => Some(&mut self.department),
+            Field::Groups => None,
+        }
+    }
+}
+
+/// Trimmed; `None` when empty. Reuses the allocation when nothing was trimmed.
+fn clean(value: Option<String>) -> Option<String> {
+    let value = value?;
+    let trimmed = value.trim();
+    if trimmed.is_empty() {
+        None
+    } else if trimmed.len() == value.len() {
+        Some(value)
+    } else {
+        Some(trimmed.to_owned())
+    }
+}
+
+/// Trimmed, empty entries dropped, duplicates removed keeping the first.
+fn clean_groups(groups: Vec<String>) -> Vec<String> {
+    let count = groups.len();
+    let names = groups.into_iter().filter_map(|group| clean(Some(group)));
+    // A linear scan beats hashing for the usual handful of groups; long lists
+    // (hundreds of groups per person in some Okta orgs) use a set.
+    if count <= 16 {
+        let mut out: Vec<String> = Vec::new();
+        for name in names {
+            if !out.contains(&name) {
+                out.push(name);
+            }
+        }
+        out
+    } else {
+        let mut seen = HashSet::new();
+        names.filter(|name| seen.insert(name.clone())).collect()
+    }
+}
+
+/// Validates rows one at a time and keeps what is needed to find duplicates.
+struct Collector<'p> {
+    path: &'p Path,
+    identities: Vec<Identity>,
+    /// id → row where it was first seen.
+    ids: HashMap<String, Row>,
+    /// lowercased userName → row where it was first seen.
+    user_names: HashMap<String, Row>,
+}
+
+impl<'p> Collector<'p> {
+    fn new(path: &'p Path) -> Self {
+        Collector {
+            path,
+            identities: Vec::new(),
+            ids: HashMap::new(),
+            user_names: HashMap::new(),
+        }
+    }
+
+    fn invalid(
+        &self,
+        row: Row,
+        id: Option<&str>,
+        field: Option<&str>,
+        message: impl Into<String>,
+    ) -> DirectoryError {
+        invalid(self.path, row.location(id), field, message)
+    }
+
+    fn push(&mut self, row: Row, raw: RawRow) -> Result<(), DirectoryError> {
+        const MISSING: &str = "required, but missing or empty";
+        let Some(id) = clean(raw.id) else {
+            return Err(self.invalid(row, None, Some("id"), MISSING));
+        };
+        let Some(user_name) = clean(raw.user_name) else {
+            return Err(self.invalid(row, Some(&id), Some("userName"), MISSING));
+        };
+        let Some(status) = clean(raw.status) else {
+            return Err(self.invalid(row, Some(&id), Some("status"), MISSING));
+        };
+        let status: IdentityStatus = status
+            .parse()
+            .map_err(|message: String| self.invalid(row, Some(&id), Some("status"), message))?;
+
+        if let Some(first) = first_seen(&mut self.ids, id.clone(), row) {
+            let message = format!(
+                "duplicate id {id:?}, first seen at {}",
+                first.location(None)
+            );
+            return Err(self.invalid(row, Some(&id), Some("id"), message));
+        }
+        if let Some(first) = first_seen(&mut self.user_names, user_name.to_lowercase(), row) {
+            let message = format!(
+                "duplicate userName {user_name:?} (compared ignoring case), first seen at {}",
+                first.location(None)
+            );
+            return Err(self.invalid(row, Some(&id), Some("userName"), message));
+        }
+
+        self.identities.push(Identity {
+            id,
+            user_name,
+            email: clean(raw.email),
+            given_name: clean(raw.given_name),
+            family_name: clean(raw.family_name),
+            display_name: clean(raw.display_name),
+            status,
+            department: clean(raw.department),
+            groups: clean_groups(raw.groups),
+        });
+        Ok(())
+    }
+}
+
+/// Records `key` at `row`, or returns the row where it was seen before.
+fn first_seen(seen: &mut HashMap<String, Row>, key: String, row: Row) -> Option<Row> {
+    match seen.entry(key) {
+        Entry::Occupied(first) => Some(*first.get()),
+        Entry::Vacant(slot) => {
+            slot.insert(row);
+            None
+        }
+    }
+}
+
+fn invalid(
+    path: &Path,
+    location: String,
+    field: Option<&str>,
+    message: impl Into<String>,
+) -> DirectoryError {
+    DirectoryError::Invalid {
+        path: path.to_owned(),
+        location,
+        field: field.map(str::to_owned),
+        message: message.into(),
+    }
+}
+
+/// Excel and some PowerShell exports start UTF-8 files with a byte-order mark.
+fn strip_bom(text: &str) -> &str {
+    text.strip_prefix('\u{feff}').unwrap_or(text)
+}
+
+// ---------------------------------------------------------------------------------
+// JSON
+
+/// Parses a JSON export (see the module docs for the shape).
+///
+/// The `users` array is streamed: each element is validated as soon as it is read,
+/// so memory holds the identities and one raw row, never a tree of the whole file.
+pub fn parse_json(text: &str, path: &Path) -> Result<Vec<Identity>, DirectoryError> {
+    let text = strip_bom(text);
+    if text.trim().is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut state = JsonState {
+        collector: Collector::new(path),
+        failure: None,
+        saw_users: false,
+    };
+    let mut deserializer = serde_json::Deserializer::from_str(text);
+    let result = FileSeed(&mut state)
+        .deserialize(&mut deserializer)
+        .and_then(|()| deserializer.end());
+    // A validation error is stashed in `failure` and aborts serde with a
+    // placeholder error; the stashed one is what the user needs to see.
+    if let Some(failure) = state.failure {
+        return Err(failure);
+    }
+    if let Err(error) = result {
+        return Err(json_syntax(path, &error));
+    }
+    if !state.saw_users {
+        return Err(invalid(
+            path,
+            "top level".to_owned(),
+            Some("users"),
+            "missing; the file must be {\"users\": [...]}",
+        ));
+    }
+    Ok(state.collector.identities)
+}
+
+fn json_syntax(path: &Path, error: &serde_json::Error) -> DirectoryError {
+    let text = error.to_string();
+    let position = format!(" at line {} column {}", error.line(), error.column());
+    let message = text.strip_suffix(&position).unwrap_or(&text);
+    invalid(
+        path,
+        format!("line {}, column {}", error.line(), error.column()),
+        None,
+        message,
+    )
+}
+
+struct JsonState<'p> {
+    collector: Collector<'p>,
+    failure: Option<DirectoryError>,
+    saw_users: bool,
+}
+
+impl JsonState<'_> {
+    fn fail<E: de::Error>(&mut self, error: DirectoryError) -> E {
+        self.failure = Some(error);
+        E::custom("invalid directory file")
+    }
+}
+
+/// The top-level object.
+struct FileSeed<'s, 'p>(&'s mut JsonState<'p>);
+
+impl<'de> DeserializeSeed<'de> for FileSeed<'_, '_> {
+    type Value = ();
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
+        deserializer.deserialize_map(self)
+    }
+}
+
+impl<'de> Visitor<'de> for FileSeed<'_, '_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("an object {\"users\": [...]}")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        let state = self.0;
+        while let Some(key) = map.next_key::<String>()? {
+            if key != "users" {
+                let path = state.collector.path;
+                return Err(state.fail(invalid(
+                    path,
+                    "top level".to_owned(),
+                    Some(&key),
+                    "unknown field; the file must be {\"users\": [...]}",
+                )));
+            }
+            if state.saw_users {
+                let path = state.collector.path;
+                return Err(state.fail(invalid(
+                    path,
+                    "top level".to_owned(),
+                    Some("users"),
+                    "appears twice",
+                )));
+            }
+            state.saw_users = true;
+            map.next_value_seed(UsersSeed(&mut *state))?;
+        }
+        Ok(())
+    }
+}
+
+/// The `users` array.
+struct UsersSeed<'s, 'p>(&'s mut JsonState<'p>);
+
+impl<'de> DeserializeSeed<'de> for UsersSeed<'_, '_> {
+    type Value = ();
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
+        deserializer.deserialize_seq(self)
+    }
+}
+
+impl<'de> Visitor<'de> for UsersSeed<'_, '_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("an array of user objects")
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        let state = self.0;
+        let mut index = 0;
+        loop {
+            let row = Row::Json(index);
+            let path = state.collector.path;
+            let Some(parsed) = seq.next_element_seed(UserSeed { path, row })? else {
+                return Ok(());
+            };
+            if let Err(error) = parsed.and_then(|raw| state.collector.push(row, raw)) {
+                return Err(state.fail(error));
+            }
+            index += 1;
+        }
+    }
+}
+
+/// One element of `users`, read field by field without building a map. The first
+/// problem found is kept and reported once the whole object is read, so the
+/// message can name the row's id even when `id` comes after the bad field.
+struct UserSeed<'p> {
+    path: &'p Path,
+    row: Row,
+}
+
+impl<'de> DeserializeSeed<'de> for UserSeed<'_> {
+    type Value = Result<RawRow, DirectoryError>;
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
+        deserializer.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for UserSeed<'_> {
+    type Value = Result<RawRow, DirectoryError>;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a user object")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut raw = RawRow::default();
+        let mut problem: Option<(String, String)> = None;
+        let mut seen = 0u16;
+        while let Some(key) = map.next_key::<Key>()? {
+            let field = match key {
+                Key::Known(field) if seen & field.bit() != 0 => {
+                    map.next_value::<de::IgnoredAny>()?;
+                    problem.get_or_insert((
+                        field.name().to_owned(),
+                        "appears twice in this user".to_owned(),
+                    ));
+                    continue;
+                }
+                Key::Known(field) => field,
+                Key::Unknown(name) => {
+                    map.next_value::<de::IgnoredAny>()?;
+                    problem.get_or_insert((name, format!("unknown field; {}", Field::expected())));
+                    continue;
+                }
+            };
+            seen |= field.bit();
+            let value = map.next_value::<Value>()?;
+            let parsed = match raw.scalar(field) {
+                Some(slot) => json_scalar(value).map(|v| *slot = v),
+                None => json_groups(value).map(|groups| raw.groups = groups),
+            };
+            if let Err(message) = parsed {
+                problem.get_or_insert((field.name().to_owned(), message));
+            }
+        }
+        Ok(match problem {
+            None => Ok(raw),
+            Some((field, message)) => {
+                let id = clean(raw.id);
+                Err(invalid(
+                    self.path,
+                    self.row.location(id.as_deref()),
+                    Some(&field),
+                    message,
+                ))
+            }
+        })
+    }
+
+    // Anything but an object: read it whole, then say what it was.
+    fn visit_bool<E: de::Error>(self, v: bool) -> Result<Self::Value, E> {
+        Ok(self.not_an_object(&Value::Bool(v)))
+    }
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<Self::Value, E> {
+        Ok(self.not_an_object(&Value::from(v)))
+    }
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<Self::Value, E> {
+        Ok(self.not_an_object(&Value::from(v)))
+    }
+    fn visit_f64<E: de::Error>(self, v: f64) -> Result<Self::Value, E> {
+        Ok(self.not_an_object(&Value::from(v)))
+    }
+    fn visit_str<E: de::Error>(self, _: &str) -> Result<Self::Value, E> {
+        Ok(self.not_an_object(&Value::String(String::new())))
+    }
+    fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+        Ok(self.not_an_object(&Value::Null))
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        while seq.next_element::<de::IgnoredAny>()?.is_some() {}
+        Ok(self.not_an_object(&Value::Array(Vec::new())))
+    }
+}
+
+impl UserSeed<'_> {
+    fn not_an_object(&self, value: &Value) -> Result<RawRow, DirectoryError> {
+        Err(invalid(
+            self.path,
+            self.row.location(None),
+            None,
+            format!("expected a user object, found {}", kind(value)),
+        ))
+    }
+}
+
+/// A user object's key, recognised without allocating for the known ones.
+enum Key {
+    Known(Field),
+    Unknown(String),
+}
+
+impl<'de> de::Deserialize<'de> for Key {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct KeyVisitor;
+        impl Visitor<'_> for KeyVisitor {
+            type Value = Key;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a field name")
+            }
+            fn visit_str<E: de::Error>(self, name: &str) -> Result<Key, E> {
+                Ok(match Field::parse(name) {
+                    Some(field) => Key::Known(field),
+                    None => Key::Unknown(name.to_owned()),
+                })
+            }
+        }
+        deserializer.deserialize_identifier(KeyVisitor)
+    }
+}
+
+fn json_scalar(value: Value) -> Result<Option<String>, String> {
+    match value {
+        Value::String(s) => Ok(Some(s)),
+        Value::Null => Ok(None),
+        other => Err(format!("expected a string, found {}", kind(&other))),
+    }
+}
+
+fn json_groups(value: Value) -> Result<Vec<String>, String> {
+    match value {
+        Value::Null => Ok(Vec::new()),
+        Value::Array(items) => items
+            .into_iter()
+            .enumerate()
+            .map(|(i, item)| match item {
+                Value::String(s) => Ok(s),
+                other => Err(format!(
+                    "entry {i} should be a group name, found {}",
+                    kind(&other)
+                )),
+            })
+            .collect(),
+        other => Err(format!(
+            "expected an array of group names, found {}",
+            kind(&other)
+        )),
+    }
+}
+
+fn kind(value: &Value) -> String {
+    match value {
+        Value::Null => "null".to_owned(),
+        Value::Bool(b) => format!("the boolean {b}"),
+        Value::Number(n) => format!("the number {n} (quote it)"),
+        Value::String(_) => "a string".to_owned(),
+        Value::Array(_) => "an array".to_owned(),
+        Value::Object(_) => "an object".to_owned(),
+    }
+}
+
+// ---------------------------------------------------------------------------------
+// CSV
+
+/// Parses a CSV export (see the module docs for the columns).
+pub fn parse_csv(text: &str, path: &Path) -> Result<Vec<Identity>, DirectoryError> {
+    let text = strip_bom(text);
+    let mut reader = csv::ReaderBuilder::new()
+        .has_headers(true)
+        .from_reader(text.as_bytes());
+    let header = reader.headers().map_err(|e| csv_error(path, &e))?.clone();
+    if header.is_empty() {
+        return Ok(Vec::new());
+    }
+
+    let header_error = |column: &str, message: String| {
+        invalid(path, "line 1 (header)".to_owned(), Some(column), message)
+    };
+    let mut columns: Vec<(usize, Field)> = Vec::with_capacity(header.len());
+    for (index, name) in header.iter().enumerate() {
+        let name = name.trim();
+        let Some(field) = Field::parse(name) else {
+            return Err(header_error(
+                name,
+                format!("unknown column; {}", Field::expected()),
+            ));
+        };
+        if columns.iter().any(|&(_, f)| f == field) {
+            return Err(header_error(name, "column appears twice".to_owned()));
+        }
+        columns.push((index, field));
+    }
+    for field in Field::REQUIRED {
+        if !columns.iter().any(|&(_, f)| f == field) {
+            return Err(header_error(
+                field.name(),
+                "required column is missing".to_owned(),
+            ));
+        }
+    }
+
+    let mut collector = Collector::new(path);
+    let mut record = csv::StringRecord::new();
+    while reader
+        .read_record(&mut record)
+        .map_err(|e| csv_error(path, &e))?
+    {
+        let line = record.position().map_or(0, |p| p.line());
+        let mut raw = RawRow::default();
+        for &(index, field) in &columns {
+            let value = record.get(index).unwrap_or_default();
+            match raw.scalar(field) {
+                Some(slot) => *slot = Some(value.to_owned()),
+                None => raw.groups = value.split(';').map(str::to_owned).collect(),
+            }
+        }
+        collector.push(Row::Csv(line), raw)?;
+    }
+    Ok(collector.identities)
+}
+
+fn csv_error(path: &Path, error: &csv::Error) -> DirectoryError {
+    let location = error.position().map_or_else(
+        || "unknown line".to_owned(),
+        |p| format!("line {}", p.line()),
+    );
+    let message = match error.kind() {
+        csv::ErrorKind::UnequalLengths {
+            expected_len, len, ..
+        } => format!("has {len} fields, but the header has {expected_len}"),
+        _ => error.to_string(),
+    };
+    invalid(path, location, None, message)
+}
