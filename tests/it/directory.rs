@@ -195,6 +195,33 @@ fn duplicate_ids_are_rejected_naming_both_rows() {
 }
 
 #[test]
+fn of_several_duplicates_the_earliest_repeat_is_reported() {
+    let user = |id: &str, name: &str| {
+        format!(r#"{{"id": "{id}", "userName": "{name}", "status": "active"}}"#)
+    };
+    let text = format!(
+        r#"{{"users": [{}, {}, {}, {}]}}"#,
+        user("u1", "a"),
+        user("u2", "b"),
+        user("u2", "c"),
+        user("u1", "d")
+    );
+    let message = parse_json_err(&text);
+    assert!(
+        message.contains(
+            "users[2] (id \"u2\"), field \"id\": duplicate id \"u2\", first seen at users[1]"
+        ),
+        "{message}"
+    );
+    let csv = "id,userName,status\nu1,a,active\nu2,B,active\nu3,c,active\nu4,b,active\n";
+    let message = parse_csv(csv, Path::new("d.csv")).unwrap_err().to_string();
+    assert!(
+        message.contains("line 5, field \"userName\": duplicate userName \"b\" (compared ignoring case), first seen at line 3"),
+        "{message}"
+    );
+}
+
+#[test]
 fn user_names_differing_only_in_case_are_duplicates() {
     assert_invalid(
         "duplicate-username.json",
