@@ -193,8 +193,15 @@ fn same_ci(a: &str, b: &str) -> bool {
     a == b || fold(a) == fold(b)
 }
 
-fn joined<'s>(items: impl IntoIterator<Item = &'s str>) -> String {
-    items.into_iter().collect::<Vec<_>>().join(", ")
+fn joined<S: AsRef<str>>(items: impl IntoIterator<Item = S>) -> String {
+    let items: Vec<S> = items.into_iter().collect();
+    let parts: Vec<&str> = items.iter().map(AsRef::as_ref).collect();
+    parts.join(", ")
+}
+
+/// An attribute value as a person reads it in a report.
+fn shown(value: Option<&str>) -> String {
+    value.map_or_else(|| "(none)".to_owned(), |v| format!("{v:?}"))
 }
 
 impl<'a> Matching<'a> {
@@ -635,7 +642,14 @@ impl<'p, 'a> Planner<'p, 'a> {
         }
         let changes = attribute_changes(spec, account);
         if !changes.is_empty() {
-            let names = joined(changes.iter().map(|c| c.attribute.as_str()));
+            let names = joined(changes.iter().map(|c| {
+                format!(
+                    "{} {} → {}",
+                    c.attribute.as_str(),
+                    shown(c.from.as_deref()),
+                    shown(c.to.as_deref())
+                )
+            }));
             self.act(
                 ActionKind::UpdateAttributes {
                     account_id: account.id.clone(),
@@ -643,7 +657,7 @@ impl<'p, 'a> Planner<'p, 'a> {
                 },
                 item(
                     DriftKind::AttributeDrift,
-                    format!("differs from the directory in {names}"),
+                    format!("differs from the directory: {names}"),
                 ),
             );
         }

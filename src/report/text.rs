@@ -50,6 +50,7 @@ pub fn render_text(report: &Report, colour: bool) -> String {
     let style = Style { colour };
     let s = &report.summary;
     let mut out = String::new();
+    let applying = report.mode == "reconcile";
     let headline = if s.actions_failed > 0 {
         style.red(&format!("{} actions failed", s.actions_failed))
     } else if s.actions_held > 0 {
@@ -57,10 +58,23 @@ pub fn render_text(report: &Report, colour: bool) -> String {
             "{} actions held by the guard — needs a human",
             s.actions_held
         ))
-    } else if s.converged {
+    } else if s.actions_planned == 0 && s.drift_total == 0 {
         style.green("in sync")
+    } else if s.actions_planned == 0 {
+        style.yellow(&format!(
+            "nothing to do; {} drift items to review",
+            s.drift_total
+        ))
+    } else if applying && s.converged {
+        style.green(&format!(
+            "converged: {} actions applied and verified",
+            s.actions_applied
+        ))
     } else {
-        style.yellow(&format!("{} drift items", s.drift_total))
+        style.yellow(&format!(
+            "{} drift items, {} actions planned",
+            s.drift_total, s.actions_planned
+        ))
     };
     let _ = writeln!(
         out,
@@ -146,7 +160,10 @@ pub fn render_text(report: &Report, colour: bool) -> String {
                 out,
                 "  #{:<4} {:<8} {:<17} {:<30} {}",
                 action.seq,
-                action.outcome.as_str(),
+                match action.outcome {
+                    Outcome::NotRun if !applying => "planned",
+                    other => other.as_str(),
+                },
                 action.op,
                 action.subject,
                 action.detail

@@ -5,6 +5,7 @@ mod config;
 mod core;
 mod directory;
 mod interop;
+mod report;
 mod resume;
 mod store;
 mod workspace;

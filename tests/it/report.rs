@@ -1,0 +1,247 @@
+//! Golden reports: a plan with every drift kind, rendered as text and JSON. A
+//! change in what a person reads (or in the JSON schema) shows up as a diff here.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use chrono::{TimeZone, Utc};
+
+use seatwarden::guard::{self, GuardInput, GuardSettings};
+use seatwarden::model::{
+    Account, DirectorySnapshot, DriftKind, Identity, IdentityStatus, Link, Plan, WorkspaceGroup,
+    WorkspaceSnapshot,
+};
+use seatwarden::plan::{self, DeprovisionAction, PlanSettings};
+use seatwarden::policy::{self, Mapping, PolicySettings, Protected, UnmatchedAccounts};
+use seatwarden::report::{self, ActionOutcome, Outcome, Report, Summary};
+
+fn identity(id: &str, user: &str, status: IdentityStatus, groups: &[&str]) -> Identity {
+    let (given, family) = user.split_once('.').unwrap_or((user, "Example"));
+    Identity {
+        id: id.into(),
+        user_name: format!("{user}@example.com"),
+        email: Some(format!("{user}@example.com")),
+        given_name: Some(given.into()),
+        family_name: Some(family.into()),
+        display_name: Some(format!("{given} {family}")),
+        status,
+        department: None,
+        groups: groups.iter().map(|g| (*g).to_owned()).collect(),
+    }
+}
+
+fn account(id: &str, of: &Identity, active: bool, role: &str) -> Account {
+    Account {
+        id: id.into(),
+        user_name: of.user_name.clone(),
+        external_id: Some(of.id.clone()),
+        given_name: of.given_name.clone(),
+        family_name: of.family_name.clone(),
+        display_name: of.display_name.clone(),
+        email: of.email.clone(),
+        active,
+        roles: vec![role.into()],
+    }
+}
+
+/// Every drift kind once: a leaver, a new hire, a returner, a wrong role, a renamed
+/// person, a missing folder membership, a hand-made account, a disputed match.
+fn scenario() -> Plan {
+    let scope = "Taskade Users";
+    let ada = identity(
+        "u1",
+        "ada.lovelace",
+        IdentityStatus::Active,
+        &[scope, "Engineering"],
+    );
+    let bob = identity("u2", "bob.leaver", IdentityStatus::Deprovisioned, &[scope]);
+    let cyd = identity(
+        "u3",
+        "cyd.newhire",
+        IdentityStatus::Active,
+        &[scope, "Engineering"],
+    );
+    let dan = identity("u4", "dan.returner", IdentityStatus::Active, &[scope]);
+    let eve = identity("u5", "eve.twice", IdentityStatus::Active, &[scope]);
+    let mut renamed = account("a1", &ada, true, "Viewer");
+    renamed.display_name = Some("Ada King".into());
+    let mut second_eve = account("a6", &eve, true, "Viewer");
+    second_eve.user_name = "eve.second@example.com".into();
+    second_eve.email = None;
+    let mallory = Account {
+        id: "a9".into(),
+        user_name: "mallory@example.com".into(),
+        external_id: None,
+        given_name: None,
+        family_name: None,
+        display_name: Some("Mallory".into()),
+        email: None,
+        active: true,
+        roles: vec!["Editor".into()],
+    };
+    let directory = DirectorySnapshot {
+        identities: vec![ada.clone(), bob.clone(), cyd, dan.clone(), eve.clone()],
+        complete: true,
+    };
+    let workspace = WorkspaceSnapshot {
+        accounts: vec![
+            renamed,
+            account("a2", &bob, true, "Viewer"),
+            account("a4", &dan, false, "Viewer"),
+            account("a5", &eve, true, "Viewer"),
+            second_eve,
+            mallory,
+        ],
+        groups: vec![WorkspaceGroup {
+            id: "g1".into(),
+            display_name: "Engineering".into(),
+            members: vec!["a9".into()],
+        }],
+    };
+    let links = vec![
+        Link {
+            identity_id: "u1".into(),
+            account_id: "a1".into(),
+        },
+        Link {
+            identity_id: "u2".into(),
+            account_id: "a2".into(),
+        },
+    ];
+    let policy_settings = PolicySettings {
+        scope_groups: vec![scope.into()],
+        default_role: seatwarden::model::Role::Viewer,
+        mappings: vec![Mapping {
+            group: "Engineering".into(),
+            workspace_group: "Engineering".into(),
+            role: seatwarden::model::Role::Editor,
+        }],
+        manage_roles: true,
+    };
+    let desired = policy::desired_state(&directory, &policy_settings);
+    let planned = plan::plan(
+        &desired,
+        &directory,
+        &workspace,
+        &links,
+        &PlanSettings {
+            deprovision: DeprovisionAction::Deactivate,
+            unmatched_accounts: UnmatchedAccounts::Report,
+            manage_roles: true,
+            protected: Protected::new(&["breakglass@example.com".into()]),
+        },
+    );
+    guard::guard(
+        planned,
+        &workspace,
+        &GuardSettings {
+            max_deprovisions: 25,
+            max_deprovision_percent: 5.0,
+            min_population_for_percent: 100,
+        },
+        &GuardInput {
+            directory_complete: true,
+            managed_accounts: 4,
+        },
+    )
+}
+
+fn report_of(
+    plan: &Plan,
+    mode: &str,
+    outcome_of: impl Fn(usize) -> (Outcome, Option<String>),
+) -> Report {
+    let actions: Vec<ActionOutcome> = plan
+        .actions
+        .iter()
+        .enumerate()
+        .map(|(i, a)| {
+            let (outcome, error) = outcome_of(i);
+            ActionOutcome {
+                seq: a.seq,
+                op: a.kind.name().into(),
+                reason: a.reason,
+                subject: a.subject.clone(),
+                detail: a.detail.clone(),
+                outcome,
+                attempts: u32::from(outcome != Outcome::NotRun),
+                error,
+            }
+        })
+        .collect();
+    let count = |o: Outcome| actions.iter().filter(|a| a.outcome == o).count();
+    Report {
+        schema_version: report::SCHEMA_VERSION,
+        run_id: 7,
+        mode: mode.into(),
+        started_at: Utc.with_ymd_and_hms(2026, 11, 29, 8, 0, 0).unwrap(),
+        finished_at: Utc.with_ymd_and_hms(2026, 11, 29, 8, 0, 3).unwrap(),
+        directory: "file /etc/seatwarden/directory.json".into(),
+        workspace: "https://www.taskade.com/scim/v2".into(),
+        summary: Summary {
+            identities: 5,
+            accounts: 6,
+            managed_accounts: 4,
+            drift_total: plan.drift.len(),
+            drift_by_kind: report::count_by_kind(&plan.drift),
+            actions_planned: actions.len(),
+            actions_applied: count(Outcome::Applied),
+            actions_failed: count(Outcome::Failed),
+            actions_held: count(Outcome::Held),
+            actions_not_run: count(Outcome::NotRun),
+            retries: 2,
+            recovered: 0,
+            converged: count(Outcome::Applied) == actions.len(),
+        },
+        drift: plan.drift.clone(),
+        actions,
+    }
+}
+
+#[test]
+fn the_scenario_has_every_drift_kind() {
+    let plan = scenario();
+    let counts = report::count_by_kind(&plan.drift);
+    for kind in DriftKind::ALL {
+        assert!(counts[&kind] > 0, "missing {kind}: {counts:?}");
+    }
+}
+
+#[test]
+fn plan_report_text() {
+    let plan = scenario();
+    let report = report_of(&plan, "plan", |_| (Outcome::NotRun, None));
+    insta::assert_snapshot!(report::render_text(&report, false));
+}
+
+#[test]
+fn reconcile_report_text_with_a_failure_and_a_hold() {
+    let plan = scenario();
+    let report = report_of(&plan, "reconcile", |i| match i {
+        0 => (
+            Outcome::Held,
+            Some("2 deprovisions planned, limit is 1 (of 4 managed accounts)".into()),
+        ),
+        1 => (
+            Outcome::Failed,
+            Some("POST /Users: 400 invalidValue: emails[0].value is not an email".into()),
+        ),
+        _ => (Outcome::Applied, None),
+    });
+    let text = report::render_text(&report, false);
+    assert!(!text.contains('\x1b'), "no colour when not asked");
+    insta::assert_snapshot!(text);
+    let coloured = report::render_text(&report, true);
+    assert!(coloured.contains("\x1b[31m"), "failures in red on a TTY");
+}
+
+#[test]
+fn report_json_schema() {
+    let plan = scenario();
+    let report = report_of(&plan, "reconcile", |_| (Outcome::Applied, None));
+    let json = report.to_json();
+    insta::assert_snapshot!(json);
+    assert_eq!(
+        Report::from_json(&json).unwrap(),
+        report,
+        "the JSON round-trips"
+    );
+}
