@@ -43,6 +43,64 @@ fn list(resources: Vec<serde_json::Value>) -> serde_json::Value {
     })
 }
 
+/// A directory with Ada (active, in scope) and a config pointing at `server`.
+fn config_for(server: &MockServer, dir: &std::path::Path) -> Config {
+    std::fs::write(
+        dir.join("directory.json"),
+        json!({"users": [{
+            "id": "00u1", "userName": "ada@example.com", "email": "ada@example.com",
+            "givenName": "Ada", "familyName": "Lovelace", "displayName": "Ada Lovelace",
+            "status": "active", "groups": []
+        }]})
+        .to_string(),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("seatwarden.toml"),
+        format!(
+            "[directory]\nkind = \"file\"\npath = \"directory.json\"\n\n\
+             [workspace]\nurl = \"{}\"\ntoken = \"t0ken\"\n",
+            server.uri()
+        ),
+    )
+    .unwrap();
+    Config::load_with_env(&dir.join("seatwarden.toml"), Some(Default::default())).unwrap()
+}
+
+/// Journals a create of Ada's account and leaves it `in_flight`, as a process
+/// that died right after sending it would. Returns that run's id.
+fn crashed_create(config: &Config) -> i64 {
+    let mut store = Store::open(&config.state.path).unwrap();
+    let run = store.begin_run(RunKind::Reconcile, Utc::now()).unwrap();
+    let plan = Plan {
+        actions: vec![Action {
+            seq: 0,
+            kind: ActionKind::CreateAccount {
+                identity_id: "00u1".into(),
+                spec: AccountSpec {
+                    user_name: "ada@example.com".into(),
+                    external_id: "00u1".into(),
+                    given_name: Some("Ada".into()),
+                    family_name: Some("Lovelace".into()),
+                    display_name: Some("Ada Lovelace".into()),
+                    email: Some("ada@example.com".into()),
+                    role: Some(Role::Viewer),
+                },
+            },
+            reason: DriftKind::MissingAccount,
+            subject: "ada@example.com".into(),
+            identity_id: Some("00u1".into()),
+            detail: "in scope, no account".into(),
+            held: None,
+        }],
+        drift: vec![],
+        new_links: vec![],
+    };
+    store.save_plan(run, &plan, Utc::now()).unwrap();
+    store.mark_in_flight(run, 0, Utc::now()).unwrap();
+    run
+}
+
 #[tokio::test]
 async fn an_interrupted_create_is_linked_not_sent_twice() {
     let server = MockServer::start().await;
@@ -75,63 +133,8 @@ async fn an_interrupted_create_is_linked_not_sent_twice() {
         .await;
 
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(
-        dir.path().join("directory.json"),
-        json!({"users": [{
-            "id": "00u1", "userName": "ada@example.com", "email": "ada@example.com",
-            "givenName": "Ada", "familyName": "Lovelace", "displayName": "Ada Lovelace",
-            "status": "active", "groups": []
-        }]})
-        .to_string(),
-    )
-    .unwrap();
-    std::fs::write(
-        dir.path().join("seatwarden.toml"),
-        format!(
-            "[directory]\nkind = \"file\"\npath = \"directory.json\"\n\n\
-             [workspace]\nurl = \"{}\"\ntoken = \"t0ken\"\n",
-            server.uri()
-        ),
-    )
-    .unwrap();
-    let config = Config::load_with_env(
-        &dir.path().join("seatwarden.toml"),
-        Some(Default::default()),
-    )
-    .unwrap();
-
-    // The run that "crashed": its create was journaled in_flight and then nothing.
-    let crashed_run = {
-        let mut store = Store::open(&config.state.path).unwrap();
-        let run = store.begin_run(RunKind::Reconcile, Utc::now()).unwrap();
-        let plan = Plan {
-            actions: vec![Action {
-                seq: 0,
-                kind: ActionKind::CreateAccount {
-                    identity_id: "00u1".into(),
-                    spec: AccountSpec {
-                        user_name: "ada@example.com".into(),
-                        external_id: "00u1".into(),
-                        given_name: Some("Ada".into()),
-                        family_name: Some("Lovelace".into()),
-                        display_name: Some("Ada Lovelace".into()),
-                        email: Some("ada@example.com".into()),
-                        role: Some(Role::Viewer),
-                    },
-                },
-                reason: DriftKind::MissingAccount,
-                subject: "ada@example.com".into(),
-                identity_id: Some("00u1".into()),
-                detail: "in scope, no account".into(),
-                held: None,
-            }],
-            drift: vec![],
-            new_links: vec![],
-        };
-        store.save_plan(run, &plan, Utc::now()).unwrap();
-        store.mark_in_flight(run, 0, Utc::now()).unwrap();
-        run
-    };
+    let config = config_for(&server, dir.path());
+    let crashed_run = crashed_create(&config);
 
     let store = Store::open(&config.state.path).unwrap();
     let outcome = run::execute(&config, store, Mode::Reconcile).await.unwrap();
@@ -187,61 +190,8 @@ async fn an_interrupted_create_that_never_arrived_is_marked_failed_and_redone() 
         .await;
 
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(
-        dir.path().join("directory.json"),
-        json!({"users": [{
-            "id": "00u1", "userName": "ada@example.com", "email": "ada@example.com",
-            "givenName": "Ada", "familyName": "Lovelace", "displayName": "Ada Lovelace",
-            "status": "active", "groups": []
-        }]})
-        .to_string(),
-    )
-    .unwrap();
-    std::fs::write(
-        dir.path().join("seatwarden.toml"),
-        format!(
-            "[directory]\nkind = \"file\"\npath = \"directory.json\"\n\n\
-             [workspace]\nurl = \"{}\"\ntoken = \"t0ken\"\n",
-            server.uri()
-        ),
-    )
-    .unwrap();
-    let config = Config::load_with_env(
-        &dir.path().join("seatwarden.toml"),
-        Some(Default::default()),
-    )
-    .unwrap();
-    let crashed_run = {
-        let mut store = Store::open(&config.state.path).unwrap();
-        let run = store.begin_run(RunKind::Reconcile, Utc::now()).unwrap();
-        let plan = Plan {
-            actions: vec![Action {
-                seq: 0,
-                kind: ActionKind::CreateAccount {
-                    identity_id: "00u1".into(),
-                    spec: AccountSpec {
-                        user_name: "ada@example.com".into(),
-                        external_id: "00u1".into(),
-                        given_name: None,
-                        family_name: None,
-                        display_name: None,
-                        email: None,
-                        role: None,
-                    },
-                },
-                reason: DriftKind::MissingAccount,
-                subject: "ada@example.com".into(),
-                identity_id: Some("00u1".into()),
-                detail: "in scope, no account".into(),
-                held: None,
-            }],
-            drift: vec![],
-            new_links: vec![],
-        };
-        store.save_plan(run, &plan, Utc::now()).unwrap();
-        store.mark_in_flight(run, 0, Utc::now()).unwrap();
-        run
-    };
+    let config = config_for(&server, dir.path());
+    let crashed_run = crashed_create(&config);
 
     let store = Store::open(&config.state.path).unwrap();
     let outcome = run::execute(&config, store, Mode::Reconcile).await.unwrap();
