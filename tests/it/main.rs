@@ -6,5 +6,6 @@ mod core;
 mod directory;
 mod interop;
 mod resume;
+mod sandbox;
 mod store;
 mod workspace;
