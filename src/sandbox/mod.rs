@@ -588,7 +588,9 @@ fn route(
         ["Users"] => match m {
             Method::GET => {
                 let q = list_query(uri, shared.max_results)?;
-                Ok(json_response(200, &shared.store().list_users(&q)?))
+                // Bind first: the guard must be gone before the body is serialised.
+                let list = shared.store().list_users(&q)?;
+                Ok(json_response(200, &list))
             }
             Method::POST => {
                 let v = json_body(body)?;
@@ -598,7 +600,10 @@ fn route(
             _ => Err(not_allowed()),
         },
         ["Users", id] => match m {
-            Method::GET => Ok(resource_response(200, &shared.store().get_user(id)?, false)),
+            Method::GET => {
+                let r = shared.store().get_user(id)?;
+                Ok(resource_response(200, &r, false))
+            }
             Method::PUT => {
                 let v = json_body(body)?;
                 let r = shared.store().replace_user(id, &v, if_match, now)?;
@@ -618,7 +623,8 @@ fn route(
         ["Groups"] => match m {
             Method::GET => {
                 let q = list_query(uri, shared.max_results)?;
-                Ok(json_response(200, &shared.store().list_groups(&q)?))
+                let list = shared.store().list_groups(&q)?;
+                Ok(json_response(200, &list))
             }
             Method::POST => {
                 let v = json_body(body)?;
@@ -633,11 +639,10 @@ fn route(
                 .iter()
                 .any(|e| e.eq_ignore_ascii_case("members"));
             match m {
-                Method::GET => Ok(resource_response(
-                    200,
-                    &shared.store().get_group(id, with_members)?,
-                    false,
-                )),
+                Method::GET => {
+                    let r = shared.store().get_group(id, with_members)?;
+                    Ok(resource_response(200, &r, false))
+                }
                 Method::PUT => {
                     let v = json_body(body)?;
                     let r = shared.store().replace_group(id, &v, if_match, now)?;

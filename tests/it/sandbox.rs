@@ -1087,3 +1087,34 @@ async fn interop_sandbox_agrees_with_scim2_server() {
     assert_eq!(ours, theirs);
     sandbox.shutdown().await;
 }
+
+#[tokio::test]
+async fn sandbox_serves_a_large_workspace() {
+    let mut seed = seed(20_000);
+    seed.groups = vec![WorkspaceGroup {
+        id: "g1".into(),
+        display_name: "Everyone".into(),
+        members: seed.accounts.iter().map(|a| a.id.clone()).collect(),
+    }];
+    let sandbox = start(seed, Faults::default()).await;
+    let scim = client(&sandbox, 1000);
+    scim.discover().await.unwrap();
+    let started = std::time::Instant::now();
+    let snapshot = scim.snapshot(&|_| {}).await.unwrap();
+    eprintln!("listed 20k accounts in {:?}", started.elapsed());
+    assert_eq!(snapshot.accounts.len(), 20_000);
+    assert_eq!(snapshot.groups[0].members.len(), 20_000);
+    let started = std::time::Instant::now();
+    for i in 0..200 {
+        let found = scim
+            .find_account_by_user_name(&format!("USER{}@example.com", i * 97))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(found.id, format!("u{:04}", i * 97));
+        scim.set_active(&found.id, false).await.unwrap();
+    }
+    eprintln!("200 lookups + writes in {:?}", started.elapsed());
+    assert_eq!(sandbox.stats().writes, 200);
+    sandbox.shutdown().await;
+}
