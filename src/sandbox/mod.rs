@@ -18,11 +18,19 @@
 //! - **Faults** ([`Faults`]) are decided before auth and handling, from one seeded
 //!   splitmix64 draw per request in arrival order, so a faulted request never
 //!   changes state. Latency applies to every request. A *reset* answers with a body
-//!   stream that fails before its first byte: hyper then aborts the connection, and
-//!   the client sees the connection closed before a complete response, as when a
-//!   load balancer drops it.
+//!   stream that fails before its first byte: hyper then aborts the connection
+//!   without flushing the response head, and the client sees "connection closed
+//!   before message completed" (reqwest/hyper `IncompleteMessage`), as when a load
+//!   balancer drops it. The request is not applied.
 //! - Attributes the sandbox does not model are ignored on POST/PUT; a PATCH `path`
-//!   naming one is 400 `invalidPath`.
+//!   naming one is 400 `invalidPath` (path-less PATCH values skip them). PUT
+//!   replaces every modelled attribute; an absent `active` means `true`.
+//! - Lists are in id order. `excludedAttributes` is honoured (top-level and
+//!   `a.b`); `attributes` is ignored (the full resource is returned, which RFC
+//!   7644 clients tolerate). Filters on userName, externalId, id and (Groups)
+//!   displayName and members use indexes; the other supported attributes
+//!   (displayName, name.*, emails, roles, active on Users) scan.
+//! - A write that changes nothing (re-adding a member) keeps the version/ETag.
 
 mod discovery;
 mod filter;

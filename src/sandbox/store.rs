@@ -1753,3 +1753,115 @@ pub(crate) fn seed_from_json(v: &Value) -> std::result::Result<WorkspaceSnapshot
     }
     Ok(snapshot)
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+    use super::*;
+
+    fn store() -> Store {
+        let account = Account {
+            id: "u1".into(),
+            user_name: "ada@example.com".into(),
+            external_id: Some("p1".into()),
+            given_name: None,
+            family_name: None,
+            display_name: None,
+            email: None,
+            active: true,
+            roles: vec!["Viewer".into(), "Editor".into()],
+        };
+        let snapshot = WorkspaceSnapshot {
+            accounts: vec![account],
+            groups: Vec::new(),
+        };
+        Store::new("http://h/scim/v2", snapshot, Utc::now()).unwrap()
+    }
+
+    fn patch(store: &mut Store, ops: Value) -> Result<Value> {
+        let body = json!({"schemas": [SCHEMA_PATCH], "Operations": ops});
+        store
+            .patch_user("u1", &body, None, Utc::now())
+            .map(|r| r.body)
+    }
+
+    #[test]
+    fn entra_style_email_paths_create_the_element_they_name() {
+        let mut s = store();
+        let v = patch(
+            &mut s,
+            json!([{"op": "Add", "path": "emails[type eq \"work\"].value", "value": "a@w"}]),
+        )
+        .unwrap();
+        assert_eq!(v["emails"], json!([{"value": "a@w", "type": "work"}]));
+        let v = patch(
+            &mut s,
+            json!([{"op": "Replace", "path": "emails[type eq \"work\"].value", "value": "b@w"}]),
+        )
+        .unwrap();
+        assert_eq!(v["emails"], json!([{"value": "b@w", "type": "work"}]));
+        assert_eq!(s.snapshot().accounts[0].email.as_deref(), Some("b@w"));
+    }
+
+    #[test]
+    fn remove_with_a_value_removes_only_those_values() {
+        let mut s = store();
+        let v = patch(
+            &mut s,
+            json!([{"op": "remove", "path": "roles", "value": [{"value": "Viewer"}]}]),
+        )
+        .unwrap();
+        assert_eq!(v["roles"], json!([{"value": "Editor"}]));
+        let v = patch(&mut s, json!([{"op": "remove", "path": "roles"}])).unwrap();
+        assert!(v.get("roles").is_none());
+    }
+
+    #[test]
+    fn only_one_primary_survives() {
+        let mut s = store();
+        let v = patch(
+            &mut s,
+            json!([{"op": "replace", "path": "roles", "value": [
+                {"value": "Viewer", "primary": true}, {"value": "Owner", "primary": "True"}]}]),
+        )
+        .unwrap();
+        assert_eq!(
+            v["roles"],
+            json!([{"value": "Viewer"}, {"value": "Owner", "primary": true}])
+        );
+    }
+
+    #[test]
+    fn external_id_index_follows_changes() {
+        let mut s = store();
+        patch(
+            &mut s,
+            json!([{"op": "replace", "value": {"externalId": "p2", "schemas": [], "nickName": "x"}}]),
+        )
+        .unwrap();
+        let q = |f: &str| ListQuery {
+            start_index: 1,
+            count: 10,
+            filter: Some(f.to_owned()),
+            excluded: Vec::new(),
+        };
+        assert_eq!(
+            s.list_users(&q(r#"externalId eq "p1""#)).unwrap()["totalResults"],
+            0
+        );
+        assert_eq!(
+            s.list_users(&q(r#"externalId eq "p2""#)).unwrap()["totalResults"],
+            1
+        );
+    }
+
+    #[test]
+    fn errors_render_as_scim_bodies() {
+        let e = ScimError::new(409, Some("uniqueness"), "taken");
+        assert_eq!(
+            e.body(),
+            json!({"schemas": ["urn:ietf:params:scim:api:messages:2.0:Error"],
+                   "status": "409", "scimType": "uniqueness", "detail": "taken"})
+        );
+    }
+}
