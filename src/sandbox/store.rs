@@ -678,6 +678,14 @@ fn patch_multi(
         }
         (None, Some(sub), _) => {
             if list.is_empty() {
+                // `emails.value` on a user without emails creates one; any other
+                // sub-attribute would create an element without a value.
+                if sub != "value" {
+                    return Err(ScimError::bad(
+                        "noTarget",
+                        format!("{name} has no values to set {sub} on"),
+                    ));
+                }
                 list.push(MultiValue::default());
             }
             for item in list.iter_mut() {
@@ -1382,6 +1390,8 @@ impl Store {
         self.commit_group(group, if_match, now, true)
     }
 
+    /// Patches a group in place (see [`GroupEdit`]): O(changed members), not
+    /// O(members), apart from rendering the answer.
     pub fn patch_group(
         &mut self,
         id: &str,
@@ -1390,25 +1400,71 @@ impl Store {
         now: DateTime<Utc>,
         with_members: bool,
     ) -> Result<Rendered> {
-        let mut group = self
-            .groups
+        let ops = parse_ops(body)?;
+        let Store {
+            groups,
+            users,
+            group_names,
+            memberships,
+            ..
+        } = self;
+        let (group, meta) = groups
             .items
-            .get(id)
-            .map(|(g, _)| g.clone())
+            .get_mut(id)
             .ok_or_else(|| ScimError::not_found("Group", id))?;
-        for (op, path, value) in parse_ops(body)? {
-            match path {
-                Some(path) => patch_group_attr(&mut group, op, &path, value.as_ref())?,
-                None => {
-                    for (path, v) in pathless(value.as_ref().unwrap_or(&Value::Null))? {
-                        if GROUP_ATTRS.contains(&path.attr.as_str()) {
-                            patch_group_attr(&mut group, op, &path, Some(&v))?;
+        check_if_match(if_match, meta)?;
+        let mut edit = GroupEdit {
+            display_name: group.display_name.clone(),
+            external_id: group.external_id.clone(),
+            members: &mut group.members,
+            journal: Vec::new(),
+            users: &users.items,
+        };
+        let outcome = apply_group_ops(&mut edit, ops).and_then(|()| {
+            match group_names.get(&edit.display_name.to_lowercase()) {
+                Some(other) if other != id => Err(ScimError::new(
+                    409,
+                    Some("uniqueness"),
+                    format!("a group named {:?} already exists", edit.display_name),
+                )),
+                _ => Ok(()),
+            }
+        });
+        if let Err(e) = outcome {
+            edit.undo();
+            return Err(e);
+        }
+        let GroupEdit {
+            display_name,
+            external_id,
+            journal,
+            ..
+        } = edit;
+        let renamed = display_name != group.display_name;
+        if renamed || external_id != group.external_id || !journal.is_empty() {
+            if renamed {
+                group_names.remove(&group.display_name.to_lowercase());
+                group_names.insert(display_name.to_lowercase(), id.to_owned());
+            }
+            group.display_name = display_name;
+            group.external_id = external_id;
+            // Replaying the journal in order leaves the index as the members are.
+            for change in journal {
+                match change {
+                    Change::Added(m) => {
+                        memberships.entry(m).or_default().insert(id.to_owned());
+                    }
+                    Change::Removed(m) => unlink(memberships, &m, id),
+                    Change::Replaced(old) => {
+                        for m in old {
+                            unlink(memberships, &m, id);
                         }
                     }
                 }
             }
+            *meta = bump(meta, now);
         }
-        self.commit_group(group, if_match, now, with_members)
+        self.group_rendered(id, with_members)
     }
 
     pub fn delete_group(&mut self, id: &str, if_match: Option<&str>) -> Result<()> {
@@ -1581,18 +1637,114 @@ impl Store {
     }
 }
 
-fn patch_group_attr(group: &mut Group, op: Op, path: &Path, value: Option<&Value>) -> Result<()> {
+fn unlink(memberships: &mut HashMap<String, BTreeSet<String>>, member: &str, group: &str) {
+    if let Some(set) = memberships.get_mut(member) {
+        set.remove(group);
+        if set.is_empty() {
+            memberships.remove(member);
+        }
+    }
+}
+
+/// One membership change of a PATCH, in order.
+enum Change {
+    Added(String),
+    Removed(String),
+    /// The whole set was replaced or cleared; this is what it held.
+    Replaced(BTreeSet<String>),
+}
+
+/// A group being patched in place. Groups may hold 100k members while a PATCH
+/// adds 100, so instead of copying the member set, changes are journaled: a failed
+/// PATCH is undone from the journal (PATCH stays atomic) and a successful one
+/// updates the membership index from it.
+struct GroupEdit<'a> {
+    display_name: String,
+    external_id: Option<String>,
+    members: &'a mut BTreeSet<String>,
+    journal: Vec<Change>,
+    users: &'a BTreeMap<String, (User, Meta)>,
+}
+
+impl GroupEdit<'_> {
+    /// Referential integrity, as a real workspace keeps it: members must be
+    /// existing Users (groups do not nest in Taskade).
+    fn check_member(&self, m: &str) -> Result<()> {
+        if self.users.contains_key(m) {
+            Ok(())
+        } else {
+            Err(ScimError::bad(
+                "invalidValue",
+                format!("member {m:?} is not an existing User"),
+            ))
+        }
+    }
+
+    fn add(&mut self, m: String) {
+        if self.members.insert(m.clone()) {
+            self.journal.push(Change::Added(m));
+        }
+    }
+
+    fn remove(&mut self, m: &str) {
+        if self.members.remove(m) {
+            self.journal.push(Change::Removed(m.to_owned()));
+        }
+    }
+
+    fn clear(&mut self) {
+        let old = std::mem::take(self.members);
+        self.journal.push(Change::Replaced(old));
+    }
+
+    fn undo(&mut self) {
+        while let Some(change) = self.journal.pop() {
+            match change {
+                Change::Added(m) => {
+                    self.members.remove(&m);
+                }
+                Change::Removed(m) => {
+                    self.members.insert(m);
+                }
+                Change::Replaced(old) => *self.members = old,
+            }
+        }
+    }
+}
+
+fn apply_group_ops(edit: &mut GroupEdit<'_>, ops: Vec<Operation>) -> Result<()> {
+    for (op, path, value) in ops {
+        match path {
+            Some(path) => patch_group_attr(edit, op, &path, value.as_ref())?,
+            None => {
+                for (path, v) in pathless(value.as_ref().unwrap_or(&Value::Null))? {
+                    if GROUP_ATTRS.contains(&path.attr.as_str()) {
+                        patch_group_attr(edit, op, &path, Some(&v))?;
+                    }
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+fn patch_group_attr(
+    edit: &mut GroupEdit<'_>,
+    op: Op,
+    path: &Path,
+    value: Option<&Value>,
+) -> Result<()> {
     match path.attr.as_str() {
         "displayname" => {
             no_filter(path)?;
             if op == Op::Remove {
                 return Err(ScimError::bad("invalidValue", "displayName is required"));
             }
-            group.display_name = required_string(value, "displayName")?;
+            edit.display_name = required_string(value, "displayName")?;
         }
         "externalid" => {
             no_filter(path)?;
-            set_opt(&mut group.external_id, op, value, "externalId")?;
+            set_opt(&mut edit.external_id, op, value, "externalId")?;
         }
         "members" => {
             if path.sub.is_some() {
@@ -1602,16 +1754,30 @@ fn patch_group_attr(group: &mut Group, op: Op, path: &Path, value: Option<&Value
                 ));
             }
             match (&path.filter, op) {
-                (None, Op::Add) => group.members.extend(member_ids(value)?),
-                (None, Op::Replace) => group.members = member_ids(value)?.into_iter().collect(),
+                (None, Op::Add) => {
+                    for m in member_ids(value)? {
+                        edit.check_member(&m)?;
+                        edit.add(m);
+                    }
+                }
+                (None, Op::Replace) => {
+                    let new = member_ids(value)?;
+                    for m in &new {
+                        edit.check_member(m)?;
+                    }
+                    edit.clear();
+                    for m in new {
+                        edit.add(m);
+                    }
+                }
                 // Entra removes specific members with `path: "members", value: [...]`.
                 (None, Op::Remove) => match value {
                     Some(v) if !v.is_null() => {
                         for m in member_ids(Some(v))? {
-                            group.members.remove(&m);
+                            edit.remove(&m);
                         }
                     }
-                    _ => group.members.clear(),
+                    _ => edit.clear(),
                 },
                 (Some(filter), Op::Remove) => {
                     let mut target = None;
@@ -1629,7 +1795,7 @@ fn patch_group_attr(group: &mut Group, op: Op, path: &Path, value: Option<&Value
                     // Removing a member that is not there is a no-op: retries of a
                     // removal must succeed.
                     if let Some(t) = target {
-                        group.members.remove(&t);
+                        edit.remove(&t);
                     }
                 }
                 (Some(_), _) => {
@@ -1853,6 +2019,49 @@ mod tests {
             s.list_users(&q(r#"externalId eq "p2""#)).unwrap()["totalResults"],
             1
         );
+    }
+
+    #[test]
+    fn a_failed_group_patch_is_undone_and_leaves_the_index_alone() {
+        let mut s = store();
+        let body = |ops: Value| json!({"schemas": [SCHEMA_PATCH], "Operations": ops});
+        let g = s
+            .create_group(
+                &json!({"displayName": "G", "members": [{"value": "u1"}]}),
+                Utc::now(),
+            )
+            .unwrap();
+        let gid = g.body["id"].as_str().unwrap().to_owned();
+        let err = s
+            .patch_group(
+                &gid,
+                &body(json!([
+                    {"op": "replace", "path": "members", "value": []},
+                    {"op": "replace", "path": "displayName", "value": "H"},
+                    {"op": "add", "path": "members", "value": [{"value": "ghost"}]}
+                ])),
+                None,
+                Utc::now(),
+                true,
+            )
+            .err()
+            .unwrap();
+        assert_eq!(err.scim_type, Some("invalidValue"));
+        let snapshot = s.snapshot();
+        assert_eq!(snapshot.groups[0].members, vec!["u1"]);
+        assert_eq!(snapshot.groups[0].display_name, "G");
+        assert_eq!(s.memberships["u1"].len(), 1);
+        let ok = s
+            .patch_group(
+                &gid,
+                &body(json!([{"op": "remove", "path": "members"}])),
+                None,
+                Utc::now(),
+                true,
+            )
+            .unwrap();
+        assert_eq!(ok.etag, "W/\"2\"");
+        assert!(!s.memberships.contains_key("u1"));
     }
 
     #[test]

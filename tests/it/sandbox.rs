@@ -584,6 +584,13 @@ async fn sandbox_patches_users_and_groups() {
         vec!["u0001", "u0002"],
         "a refused PATCH adds nobody"
     );
+    assert_eq!(
+        raw.filter("Groups", r#"members[value eq "u0003"]"#)
+            .await
+            .body["totalResults"],
+        0,
+        "nor indexes anybody"
+    );
     let answer = raw
         .patch(
             "/Groups/g1",
