@@ -863,13 +863,36 @@ fn seed_with_duplicate() -> WorkspaceSnapshot {
 
 #[tokio::test]
 async fn sandbox_reconcile_converges_end_to_end() {
+    let stats = reconcile_against(Faults::default()).await;
+    assert_eq!(stats.faults_429 + stats.faults_5xx + stats.resets, 0);
+}
+
+#[tokio::test]
+async fn sandbox_reconcile_converges_through_faults() {
+    // Retry-After: 0, so the default retry policy the config builds waits only its
+    // own backoff.
+    let stats = reconcile_against(Faults {
+        rate_429: 0.1,
+        rate_5xx: 0.03,
+        rate_reset: 0.03,
+        retry_after_secs: 0,
+        seed: 5,
+        ..Faults::default()
+    })
+    .await;
+    assert!(stats.faults_429 > 0, "{stats:?}");
+}
+
+/// Seeds the sandbox with a synthetic drifted workspace, reconciles it with the
+/// whole pipeline, and checks convergence; returns the sandbox's stats.
+async fn reconcile_against(faults: Faults) -> seatwarden::sandbox::SandboxStats {
     let data = synth::generate(&SynthSpec {
         people: 300,
         groups: 6,
         drift_percent: 10.0,
         seed: 1,
     });
-    let sandbox = start(data.workspace.clone(), Faults::default()).await;
+    let sandbox = start(data.workspace.clone(), faults).await;
     let url = sandbox.base_url();
 
     let dir = tempfile::tempdir().unwrap();
@@ -948,7 +971,9 @@ async fn sandbox_reconcile_converges_end_to_end() {
         }
     }
     assert!(leavers > 0, "the scenario has leavers with accounts");
+    let stats = sandbox.stats();
     sandbox.shutdown().await;
+    stats
 }
 
 // ---- Agreement with scim2-server ----
