@@ -29,6 +29,7 @@ pub mod policy;
 pub mod report;
 pub mod retry;
 pub mod run;
+pub mod sandbox;
 pub mod store;
 pub mod synth;
 pub mod workspace;

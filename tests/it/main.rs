@@ -7,5 +7,6 @@ mod directory;
 mod interop;
 mod report;
 mod resume;
+mod sandbox;
 mod store;
 mod workspace;

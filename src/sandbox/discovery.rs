@@ -1,0 +1,136 @@
+//! `/ServiceProviderConfig`, `/ResourceTypes` and `/Schemas` (RFC 7644 §4): minimal
+//! but valid, and truthful about what the sandbox supports.
+
+use serde_json::{Value, json};
+
+use super::store::{SCHEMA_GROUP, SCHEMA_USER};
+
+const SCHEMA_SPC: &str = "urn:ietf:params:scim:schemas:core:2.0:ServiceProviderConfig";
+const SCHEMA_RT: &str = "urn:ietf:params:scim:schemas:core:2.0:ResourceType";
+const SCHEMA_SCHEMA: &str = "urn:ietf:params:scim:schemas:core:2.0:Schema";
+const SCHEMA_LIST: &str = "urn:ietf:params:scim:api:messages:2.0:ListResponse";
+
+pub(crate) fn service_provider_config(base: &str, max_results: usize) -> Value {
+    json!({
+        "schemas": [SCHEMA_SPC],
+        "patch": {"supported": true},
+        "bulk": {"supported": false, "maxOperations": 0, "maxPayloadSize": 0},
+        "filter": {"supported": true, "maxResults": max_results},
+        "changePassword": {"supported": false},
+        "sort": {"supported": false},
+        "etag": {"supported": true},
+        // RFC 9865: index paging only.
+        "pagination": {
+            "cursor": false,
+            "index": true,
+            "defaultPaginationMethod": "index",
+            "defaultPageSize": max_results,
+            "maxPageSize": max_results,
+        },
+        "authenticationSchemes": [{
+            "type": "oauthbearertoken",
+            "name": "OAuth Bearer Token",
+            "description": "Authentication with a bearer token (the workspace's SCIM token)",
+            "primary": true,
+        }],
+        "meta": {
+            "resourceType": "ServiceProviderConfig",
+            "location": format!("{base}/ServiceProviderConfig"),
+        },
+    })
+}
+
+fn resource_type(base: &str, name: &str, endpoint: &str, schema: &str) -> Value {
+    json!({
+        "schemas": [SCHEMA_RT],
+        "id": name,
+        "name": name,
+        "endpoint": endpoint,
+        "schema": schema,
+        "meta": {"resourceType": "ResourceType", "location": format!("{base}/ResourceTypes/{name}")},
+    })
+}
+
+pub(crate) fn resource_types(base: &str) -> Vec<Value> {
+    vec![
+        resource_type(base, "User", "/Users", SCHEMA_USER),
+        resource_type(base, "Group", "/Groups", SCHEMA_GROUP),
+    ]
+}
+
+fn attribute(name: &str, kind: &str, multi: bool, required: bool, case_exact: bool) -> Value {
+    json!({
+        "name": name,
+        "type": kind,
+        "multiValued": multi,
+        "required": required,
+        "caseExact": case_exact,
+        "mutability": "readWrite",
+        "returned": "default",
+        "uniqueness": if name == "userName" { "server" } else { "none" },
+    })
+}
+
+fn with_subs(mut attribute: Value, subs: Vec<Value>) -> Value {
+    attribute["subAttributes"] = Value::Array(subs);
+    attribute
+}
+
+fn multi_subs() -> Vec<Value> {
+    vec![
+        attribute("value", "string", false, false, false),
+        attribute("type", "string", false, false, false),
+        attribute("display", "string", false, false, false),
+        attribute("primary", "boolean", false, false, false),
+    ]
+}
+
+pub(crate) fn schemas(base: &str) -> Vec<Value> {
+    let user = json!({
+        "schemas": [SCHEMA_SCHEMA],
+        "id": SCHEMA_USER,
+        "name": "User",
+        "description": "User Account",
+        "attributes": [
+            attribute("userName", "string", false, true, false),
+            attribute("externalId", "string", false, false, true),
+            attribute("displayName", "string", false, false, false),
+            with_subs(attribute("name", "complex", false, false, false), vec![
+                attribute("givenName", "string", false, false, false),
+                attribute("familyName", "string", false, false, false),
+                attribute("formatted", "string", false, false, false),
+            ]),
+            with_subs(attribute("emails", "complex", true, false, false), multi_subs()),
+            with_subs(attribute("roles", "complex", true, false, false), multi_subs()),
+            attribute("active", "boolean", false, false, false),
+        ],
+        "meta": {"resourceType": "Schema", "location": format!("{base}/Schemas/{SCHEMA_USER}")},
+    });
+    let group = json!({
+        "schemas": [SCHEMA_SCHEMA],
+        "id": SCHEMA_GROUP,
+        "name": "Group",
+        "description": "Group (a Taskade workspace or folder)",
+        "attributes": [
+            attribute("displayName", "string", false, true, false),
+            attribute("externalId", "string", false, false, true),
+            with_subs(attribute("members", "complex", true, false, false), vec![
+                attribute("value", "string", false, false, true),
+                attribute("$ref", "reference", false, false, true),
+                attribute("type", "string", false, false, false),
+            ]),
+        ],
+        "meta": {"resourceType": "Schema", "location": format!("{base}/Schemas/{SCHEMA_GROUP}")},
+    });
+    vec![user, group]
+}
+
+pub(crate) fn list(resources: Vec<Value>) -> Value {
+    json!({
+        "schemas": [SCHEMA_LIST],
+        "totalResults": resources.len(),
+        "startIndex": 1,
+        "itemsPerPage": resources.len(),
+        "Resources": resources,
+    })
+}

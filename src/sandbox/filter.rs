@@ -1,0 +1,357 @@
+//! The SCIM filter subset the sandbox serves (RFC 7644 §3.4.2.2) and PATCH paths
+//! (§3.5.2).
+//!
+//! Filters are conjunctions of `eq` comparisons: `attr eq "value"` joined by `and`,
+//! optionally parenthesised, plus value paths such as `members[value eq "id"]`, which
+//! flatten to `members.value eq "id"`. That is what Taskade-style providers accept and
+//! what provisioning clients send; `or`, `not` and the other operators are refused
+//! with `invalidFilter` rather than half-implemented.
+
+use std::fmt;
+
+/// A literal a comparison tests against.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Literal {
+    Str(String),
+    Bool(bool),
+    Null,
+}
+
+/// `attr eq value`. `attr` is lowercased, without a schema URN prefix, dotted for
+/// sub-attributes (`name.givenname`, `members.value`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Comparison {
+    pub attr: String,
+    pub value: Literal,
+}
+
+/// A conjunction of comparisons.
+pub(crate) type Filter = Vec<Comparison>;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct FilterError(pub String);
+
+impl fmt::Display for FilterError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+enum Token {
+    Open,
+    Close,
+    OpenBracket,
+    CloseBracket,
+    Str(String),
+    Word(String),
+}
+
+fn tokenize(s: &str) -> Result<Vec<Token>, FilterError> {
+    let mut tokens = Vec::new();
+    let mut chars = s.char_indices().peekable();
+    while let Some(&(i, c)) = chars.peek() {
+        match c {
+            c if c.is_whitespace() => {
+                chars.next();
+            }
+            '(' | ')' | '[' | ']' => {
+                chars.next();
+                tokens.push(match c {
+                    '(' => Token::Open,
+                    ')' => Token::Close,
+                    '[' => Token::OpenBracket,
+                    _ => Token::CloseBracket,
+                });
+            }
+            '"' => {
+                chars.next();
+                // Collect the raw JSON string (escapes kept) and let serde_json decode
+                // it: SCIM string literals follow JSON's rules (\" \\ \/ \uXXXX …).
+                let mut raw = String::from('"');
+                let mut closed = false;
+                while let Some((_, c)) = chars.next() {
+                    raw.push(c);
+                    if c == '\\' {
+                        match chars.next() {
+                            Some((_, e)) => raw.push(e),
+                            None => break,
+                        }
+                    } else if c == '"' {
+                        closed = true;
+                        break;
+                    }
+                }
+                if !closed {
+                    return Err(FilterError(format!(
+                        "unterminated string starting at offset {i}"
+                    )));
+                }
+                let value: String = serde_json::from_str(&raw)
+                    .map_err(|e| FilterError(format!("bad string literal {raw}: {e}")))?;
+                tokens.push(Token::Str(value));
+            }
+            _ => {
+                let mut word = String::new();
+                while let Some(&(_, c)) = chars.peek() {
+                    if c.is_whitespace() || matches!(c, '(' | ')' | '[' | ']' | '"') {
+                        break;
+                    }
+                    word.push(c);
+                    chars.next();
+                }
+                tokens.push(Token::Word(word));
+            }
+        }
+    }
+    Ok(tokens)
+}
+
+/// Lowercases an attribute path and drops a schema URN prefix
+/// (`urn:ietf:params:scim:schemas:core:2.0:User:userName` → `username`).
+pub(crate) fn normalize_attr(attr: &str) -> String {
+    let attr = if attr.len() > 4 && attr[..4].eq_ignore_ascii_case("urn:") {
+        attr.rsplit_once(':').map_or(attr, |(_, a)| a)
+    } else {
+        attr
+    };
+    attr.to_lowercase()
+}
+
+struct Parser {
+    tokens: Vec<Token>,
+    pos: usize,
+}
+
+impl Parser {
+    fn peek(&self) -> Option<&Token> {
+        self.tokens.get(self.pos)
+    }
+
+    fn next(&mut self) -> Option<Token> {
+        let t = self.tokens.get(self.pos).cloned();
+        self.pos += 1;
+        t
+    }
+
+    fn conjunction(&mut self, prefix: Option<&str>) -> Result<Filter, FilterError> {
+        let mut out = self.term(prefix)?;
+        loop {
+            match self.peek() {
+                Some(Token::Word(w)) if w.eq_ignore_ascii_case("and") => {
+                    self.pos += 1;
+                    out.extend(self.term(prefix)?);
+                }
+                Some(Token::Word(w)) if w.eq_ignore_ascii_case("or") => {
+                    return Err(FilterError("\"or\" is not supported".to_owned()));
+                }
+                _ => return Ok(out),
+            }
+        }
+    }
+
+    fn term(&mut self, prefix: Option<&str>) -> Result<Filter, FilterError> {
+        match self.next() {
+            Some(Token::Open) => {
+                let inner = self.conjunction(prefix)?;
+                match self.next() {
+                    Some(Token::Close) => Ok(inner),
+                    _ => Err(FilterError("missing \")\"".to_owned())),
+                }
+            }
+            Some(Token::Word(w)) if w.eq_ignore_ascii_case("not") => {
+                Err(FilterError("\"not\" is not supported".to_owned()))
+            }
+            Some(Token::Word(attr)) => {
+                let attr = match prefix {
+                    Some(p) => format!("{p}.{}", normalize_attr(&attr)),
+                    None => normalize_attr(&attr),
+                };
+                if self.peek() == Some(&Token::OpenBracket) {
+                    if prefix.is_some() {
+                        return Err(FilterError("nested value filters".to_owned()));
+                    }
+                    self.pos += 1;
+                    let inner = self.conjunction(Some(&attr))?;
+                    return match self.next() {
+                        Some(Token::CloseBracket) => Ok(inner),
+                        _ => Err(FilterError("missing \"]\"".to_owned())),
+                    };
+                }
+                match self.next() {
+                    Some(Token::Word(op)) if op.eq_ignore_ascii_case("eq") => {}
+                    Some(Token::Word(op)) => {
+                        return Err(FilterError(format!(
+                            "operator {op:?} is not supported (only eq, with and)"
+                        )));
+                    }
+                    _ => return Err(FilterError(format!("{attr}: operator expected"))),
+                }
+                let value = match self.next() {
+                    Some(Token::Str(s)) => Literal::Str(s),
+                    Some(Token::Word(w)) if w.eq_ignore_ascii_case("true") => Literal::Bool(true),
+                    Some(Token::Word(w)) if w.eq_ignore_ascii_case("false") => Literal::Bool(false),
+                    Some(Token::Word(w)) if w.eq_ignore_ascii_case("null") => Literal::Null,
+                    Some(Token::Word(w)) if w.parse::<f64>().is_ok() => Literal::Str(w),
+                    _ => return Err(FilterError(format!("{attr} eq: value expected"))),
+                };
+                Ok(vec![Comparison { attr, value }])
+            }
+            _ => Err(FilterError("attribute expected".to_owned())),
+        }
+    }
+}
+
+pub(crate) fn parse_filter(s: &str) -> Result<Filter, FilterError> {
+    let mut parser = Parser {
+        tokens: tokenize(s)?,
+        pos: 0,
+    };
+    if parser.tokens.is_empty() {
+        return Err(FilterError("empty filter".to_owned()));
+    }
+    let filter = parser.conjunction(None)?;
+    if parser.pos < parser.tokens.len() {
+        return Err(FilterError(format!(
+            "unexpected {:?} after the filter",
+            parser.tokens[parser.pos]
+        )));
+    }
+    Ok(filter)
+}
+
+/// A PATCH path: `attr`, `attr.sub`, `attr[filter]` or `attr[filter].sub`, all
+/// lowercased; the filter's attributes are relative to `attr` (`value`, `type`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Path {
+    pub attr: String,
+    pub filter: Option<Filter>,
+    pub sub: Option<String>,
+}
+
+pub(crate) fn parse_path(s: &str) -> Result<Path, FilterError> {
+    let s = s.trim();
+    let (head, bracket) = match s.find('[') {
+        Some(i) => (&s[..i], Some(&s[i..])),
+        None => (s, None),
+    };
+    let head = normalize_attr(head);
+    if head.is_empty() {
+        return Err(FilterError(format!("bad path {s:?}")));
+    }
+    match bracket {
+        None => match head.split_once('.') {
+            Some((attr, sub)) if !attr.is_empty() && !sub.is_empty() && !sub.contains('.') => {
+                Ok(Path {
+                    attr: attr.to_owned(),
+                    filter: None,
+                    sub: Some(sub.to_owned()),
+                })
+            }
+            Some(_) => Err(FilterError(format!("bad path {s:?}"))),
+            None => Ok(Path {
+                attr: head,
+                filter: None,
+                sub: None,
+            }),
+        },
+        Some(rest) => {
+            let close = rest
+                .rfind(']')
+                .ok_or_else(|| FilterError(format!("bad path {s:?}: missing \"]\"")))?;
+            let filter = parse_filter(&rest[1..close])?;
+            let after = &rest[close + 1..];
+            let sub = match after.strip_prefix('.') {
+                Some(sub) if !sub.is_empty() => Some(sub.to_lowercase()),
+                None if after.is_empty() => None,
+                _ => return Err(FilterError(format!("bad path {s:?}"))),
+            };
+            Ok(Path {
+                attr: head,
+                filter: Some(filter),
+                sub,
+            })
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+    use super::*;
+
+    fn eq(attr: &str, value: &str) -> Comparison {
+        Comparison {
+            attr: attr.into(),
+            value: Literal::Str(value.into()),
+        }
+    }
+
+    #[test]
+    fn parses_conjunctions_value_paths_and_escapes() {
+        assert_eq!(
+            parse_filter(r#"UserName EQ "a\"b\\c" and (externalId eq "x")"#).unwrap(),
+            vec![eq("username", "a\"b\\c"), eq("externalid", "x")]
+        );
+        assert_eq!(
+            parse_filter(r#"members[value eq "u1"]"#).unwrap(),
+            vec![eq("members.value", "u1")]
+        );
+        assert_eq!(
+            parse_filter(r#"urn:ietf:params:scim:schemas:core:2.0:User:userName eq "a""#).unwrap(),
+            vec![eq("username", "a")]
+        );
+        assert_eq!(
+            parse_filter("active eq false").unwrap(),
+            vec![Comparison {
+                attr: "active".into(),
+                value: Literal::Bool(false)
+            }]
+        );
+    }
+
+    #[test]
+    fn refuses_what_it_does_not_support() {
+        for bad in [
+            r#"userName co "a""#,
+            r#"userName eq "a" or userName eq "b""#,
+            r#"not (userName eq "a")"#,
+            r#"userName eq "a"#,
+            "userName eq",
+            "",
+            r#"userName eq "a" )"#,
+        ] {
+            assert!(parse_filter(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn parses_patch_paths() {
+        assert_eq!(
+            parse_path("name.givenName").unwrap(),
+            Path {
+                attr: "name".into(),
+                filter: None,
+                sub: Some("givenname".into())
+            }
+        );
+        assert_eq!(
+            parse_path(r#"members[value eq "a]b"]"#).unwrap(),
+            Path {
+                attr: "members".into(),
+                filter: Some(vec![eq("value", "a]b")]),
+                sub: None
+            }
+        );
+        assert_eq!(
+            parse_path(r#"emails[type eq "work"].value"#).unwrap(),
+            Path {
+                attr: "emails".into(),
+                filter: Some(vec![eq("type", "work")]),
+                sub: Some("value".into())
+            }
+        );
+        assert!(parse_path("a.b.c").is_err());
+        assert!(parse_path(r#"emails[type eq "work""#).is_err());
+    }
+}

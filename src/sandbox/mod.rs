@@ -1,0 +1,724 @@
+//! An in-process SCIM 2.0 service provider that behaves like a Taskade
+//! organization, for `seatwarden demo`, integration tests and benchmarks.
+//!
+//! It serves `/scim/v2` on a loopback listener the caller binds: Users (userName
+//! unique case-insensitively, externalId, name, emails, active, roles), Groups
+//! (workspaces/folders) with members, ETags (`meta.version`, `If-Match` → 412),
+//! index paging, `eq`/`and` filters, PATCH add/replace/remove (200 with the
+//! resource), SCIM error bodies, discovery endpoints and bearer auth. State lives
+//! in memory (the private `store` module); every request locks it briefly and never
+//! across an await.
+//!
+//! Decisions worth knowing:
+//! - **Members are checked**: adding or replacing members with an id that is not an
+//!   existing User is 400 `invalidValue` and the whole PATCH is rejected (PATCH is
+//!   atomic). Removing a member that is not there succeeds (retries must). Deleting
+//!   a User removes it from every group.
+//! - **Group displayNames are unique** (case-insensitively), like userNames: 409
+//!   `uniqueness`.
+//! - **Faults** ([`Faults`]) are decided before auth and handling, from one seeded
+//!   splitmix64 draw per request in arrival order, so a faulted request never
+//!   changes state. Latency applies to every request. A *reset* answers with a body
+//!   stream that fails before its first byte: hyper then aborts the connection
+//!   without flushing the response head, and the client sees "connection closed
+//!   before message completed" (reqwest/hyper `IncompleteMessage`), as when a load
+//!   balancer drops it. The request is not applied.
+//! - Attributes the sandbox does not model are ignored on POST/PUT; a PATCH `path`
+//!   naming one is 400 `invalidPath` (path-less PATCH values skip them). PUT
+//!   replaces every modelled attribute; an absent `active` means `true`.
+//! - Lists are in id order. `excludedAttributes` is honoured (top-level and
+//!   `a.b`); `attributes` is ignored (the full resource is returned, which RFC
+//!   7644 clients tolerate). Filters on userName, externalId, id and (Groups)
+//!   displayName and members use indexes; the other supported attributes
+//!   (displayName, name.*, emails, roles, active on Users) scan.
+//! - A write that changes nothing (re-adding a member) keeps the version/ETag.
+
+mod discovery;
+mod filter;
+mod store;
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
+use axum::response::Response;
+use serde_json::Value;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+use crate::model::WorkspaceSnapshot;
+use store::{ListQuery, Rendered, ScimError, Store};
+
+const SCIM_JSON: &str = "application/scim+json";
+const PREFIX: &str = "/scim/v2";
+
+/// Injected failures. The rates are shares of requests in 0–1, drawn in the order
+/// reset, 429, 5xx from one number per request (so they add up; past 1 the later
+/// kinds get what is left). `Default` injects nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct Faults {
+    /// Added to every request before it is answered.
+    pub latency: Duration,
+    pub rate_429: f64,
+    /// Answered 503 with a SCIM error body.
+    pub rate_5xx: f64,
+    /// Connections dropped without a complete response.
+    pub rate_reset: f64,
+    /// The `Retry-After` (seconds) sent with a 429.
+    pub retry_after_secs: u64,
+    /// Seeds the fault PRNG; the same seed and request order give the same faults.
+    pub seed: u64,
+}
+
+#[derive(Debug, Clone)]
+pub struct SandboxOptions {
+    /// The bearer token every request must carry.
+    pub token: String,
+    /// `filter.maxResults`: the default and the cap of `count`.
+    pub max_results: usize,
+    pub faults: Faults,
+}
+
+impl Default for SandboxOptions {
+    fn default() -> Self {
+        SandboxOptions {
+            token: "sandbox-token".to_owned(),
+            max_results: 1000,
+            faults: Faults::default(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SandboxStats {
+    /// Every request received, faulted ones included.
+    pub requests: u64,
+    /// Successful POST, PUT, PATCH and DELETE requests.
+    pub writes: u64,
+    pub faults_429: u64,
+    pub faults_5xx: u64,
+    pub resets: u64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SandboxError {
+    #[error("sandbox listener: {0}")]
+    Listener(#[source] std::io::Error),
+    #[error("sandbox options: {0}")]
+    Options(String),
+    #[error("sandbox seed: {0}")]
+    Seed(String),
+    #[error("cannot read seed file {path}: {source}")]
+    SeedRead {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("seed file {path}: {message}")]
+    SeedFile { path: PathBuf, message: String },
+}
+
+/// splitmix64 (Steele, Lea, Flood 2014): tiny, fast, and good enough to decide
+/// faults and make ids; no rand crate needed.
+#[derive(Debug, Clone)]
+pub(crate) struct SplitMix64(pub u64);
+
+impl SplitMix64 {
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in [0, 1).
+    pub fn next_f64(&mut self) -> f64 {
+        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Fault {
+    Reset,
+    TooMany,
+    Unavailable,
+}
+
+struct FaultState {
+    faults: Faults,
+    rng: SplitMix64,
+}
+
+impl FaultState {
+    fn new(faults: Faults) -> FaultState {
+        let clamp = |r: f64| if r.is_nan() { 0.0 } else { r.clamp(0.0, 1.0) };
+        let faults = Faults {
+            rate_429: clamp(faults.rate_429),
+            rate_5xx: clamp(faults.rate_5xx),
+            rate_reset: clamp(faults.rate_reset),
+            ..faults
+        };
+        FaultState {
+            rng: SplitMix64(faults.seed),
+            faults,
+        }
+    }
+
+    /// The latency and fault for the next request.
+    fn draw(&mut self) -> (Duration, Option<Fault>, u64) {
+        let f = self.faults;
+        if f.rate_reset + f.rate_429 + f.rate_5xx <= 0.0 {
+            return (f.latency, None, f.retry_after_secs);
+        }
+        let x = self.rng.next_f64();
+        let fault = if x < f.rate_reset {
+            Some(Fault::Reset)
+        } else if x < f.rate_reset + f.rate_429 {
+            Some(Fault::TooMany)
+        } else if x < f.rate_reset + f.rate_429 + f.rate_5xx {
+            Some(Fault::Unavailable)
+        } else {
+            None
+        };
+        (f.latency, fault, f.retry_after_secs)
+    }
+}
+
+struct Shared {
+    store: Mutex<Store>,
+    faults: Mutex<FaultState>,
+    token: String,
+    max_results: usize,
+    base: String,
+    requests: AtomicU64,
+    writes: AtomicU64,
+    faults_429: AtomicU64,
+    faults_5xx: AtomicU64,
+    resets: AtomicU64,
+}
+
+impl Shared {
+    fn store(&self) -> std::sync::MutexGuard<'_, Store> {
+        self.store.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// A running sandbox. Dropping it stops the server too; [`Sandbox::shutdown`] waits.
+pub struct Sandbox {
+    shared: Arc<Shared>,
+    base_url: url::Url,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for Sandbox {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sandbox")
+            .field("base_url", &self.base_url.as_str())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Sandbox {
+    /// Serves on an already bound listener (tests bind 127.0.0.1:0) until `shutdown`.
+    /// The seed's ids are kept; resources created later get fresh uuid-shaped ids.
+    pub async fn start(
+        listener: tokio::net::TcpListener,
+        options: SandboxOptions,
+        seed: WorkspaceSnapshot,
+    ) -> Result<Sandbox, SandboxError> {
+        if options.token.is_empty() {
+            return Err(SandboxError::Options(
+                "the token must not be empty".to_owned(),
+            ));
+        }
+        if options.max_results == 0 {
+            return Err(SandboxError::Options(
+                "max_results must be at least 1".to_owned(),
+            ));
+        }
+        let addr = listener.local_addr().map_err(SandboxError::Listener)?;
+        // A listener on 0.0.0.0 is still reached over loopback by the caller.
+        let host = if addr.ip().is_unspecified() {
+            "127.0.0.1".to_owned()
+        } else if addr.is_ipv6() {
+            format!("[{}]", addr.ip())
+        } else {
+            addr.ip().to_string()
+        };
+        let base = format!("http://{host}:{}{PREFIX}", addr.port());
+        let base_url = url::Url::parse(&base)
+            .map_err(|e| SandboxError::Options(format!("base URL {base}: {e}")))?;
+        let store = Store::new(&base, seed, chrono::Utc::now()).map_err(SandboxError::Seed)?;
+        let shared = Arc::new(Shared {
+            store: Mutex::new(store),
+            faults: Mutex::new(FaultState::new(options.faults)),
+            token: options.token,
+            max_results: options.max_results,
+            base,
+            requests: AtomicU64::new(0),
+            writes: AtomicU64::new(0),
+            faults_429: AtomicU64::new(0),
+            faults_5xx: AtomicU64::new(0),
+            resets: AtomicU64::new(0),
+        });
+        let app = Router::new()
+            .fallback(handle)
+            // Group PUTs of a large workspace can be big; the default 2 MB is not enough.
+            .layer(DefaultBodyLimit::max(256 * 1024 * 1024))
+            .with_state(Arc::clone(&shared));
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            let served = axum::serve(listener, app)
+                .with_graceful_shutdown(async move {
+                    // A dropped sender (the Sandbox dropped) stops the server as well.
+                    let _ = stopped.await;
+                })
+                .await;
+            if let Err(e) = served {
+                tracing::warn!(error = %e, "sandbox server stopped with an error");
+            }
+        });
+        Ok(Sandbox {
+            shared,
+            base_url,
+            stop: Some(stop),
+            task: Some(task),
+        })
+    }
+
+    /// `http://127.0.0.1:P/scim/v2`
+    pub fn base_url(&self) -> url::Url {
+        self.base_url.clone()
+    }
+
+    /// The current state, read directly; accounts and groups sorted by id, members
+    /// sorted.
+    pub fn snapshot(&self) -> WorkspaceSnapshot {
+        self.shared.store().snapshot()
+    }
+
+    pub fn stats(&self) -> SandboxStats {
+        let s = &self.shared;
+        SandboxStats {
+            requests: s.requests.load(Ordering::Relaxed),
+            writes: s.writes.load(Ordering::Relaxed),
+            faults_429: s.faults_429.load(Ordering::Relaxed),
+            faults_5xx: s.faults_5xx.load(Ordering::Relaxed),
+            resets: s.resets.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Changes faults at run time; the PRNG restarts from `faults.seed`.
+    pub fn set_faults(&self, faults: Faults) {
+        *self
+            .shared
+            .faults
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = FaultState::new(faults);
+    }
+
+    /// Stops accepting, lets in-flight requests finish (idle keep-alive connections
+    /// are closed), and gives up waiting after five seconds.
+    pub async fn shutdown(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(mut task) = self.task.take()
+            && tokio::time::timeout(Duration::from_secs(5), &mut task)
+                .await
+                .is_err()
+        {
+            task.abort();
+        }
+    }
+}
+
+impl Drop for Sandbox {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+/// Reads a seed file: `{"users": [SCIM User…], "groups": [SCIM Group…]}`, the shape
+/// of a SCIM `ListResponse.Resources`, so a workspace exported over SCIM can be
+/// rehearsed against. Resources without an `id` get `seed-user-N`/`seed-group-N`.
+pub fn load_seed(path: &Path) -> Result<WorkspaceSnapshot, SandboxError> {
+    let text = std::fs::read_to_string(path).map_err(|source| SandboxError::SeedRead {
+        path: path.to_owned(),
+        source,
+    })?;
+    let value: Value = serde_json::from_str(&text).map_err(|e| SandboxError::SeedFile {
+        path: path.to_owned(),
+        message: format!("not JSON: {e}"),
+    })?;
+    store::seed_from_json(&value).map_err(|message| SandboxError::SeedFile {
+        path: path.to_owned(),
+        message,
+    })
+}
+
+// ---- HTTP ----
+
+fn json_response(status: u16, body: &Value) -> Response {
+    let bytes = serde_json::to_vec(body).unwrap_or_default();
+    let mut response = Response::new(Body::from(bytes));
+    *response.status_mut() =
+        StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(SCIM_JSON));
+    response
+}
+
+fn error_response(e: &ScimError) -> Response {
+    json_response(e.status, &e.body())
+}
+
+fn resource_response(status: u16, r: &Rendered, location: bool) -> Response {
+    let mut response = json_response(status, &r.body);
+    if let Ok(v) = HeaderValue::from_str(&r.etag) {
+        response.headers_mut().insert(header::ETAG, v);
+    }
+    if location && let Ok(v) = HeaderValue::from_str(&r.location) {
+        response.headers_mut().insert(header::LOCATION, v);
+    }
+    response
+}
+
+/// Percent-decodes a path segment (our client encodes ids with `%XX`).
+fn decode_segment(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%'
+            && i + 2 < bytes.len()
+            && let Some(b) = std::str::from_utf8(&bytes[i + 1..i + 3])
+                .ok()
+                .and_then(|h| u8::from_str_radix(h, 16).ok())
+        {
+            out.push(b);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn authorized(headers: &HeaderMap, token: &str) -> bool {
+    headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split_once(' '))
+        .is_some_and(|(scheme, given)| {
+            scheme.eq_ignore_ascii_case("bearer") && given.trim().as_bytes() == token.as_bytes()
+        })
+}
+
+fn list_query(uri: &Uri, max_results: usize) -> Result<ListQuery, ScimError> {
+    let mut q = ListQuery {
+        start_index: 1,
+        count: max_results,
+        filter: None,
+        excluded: Vec::new(),
+    };
+    let number = |k: &str, v: &str| -> Result<i64, ScimError> {
+        v.trim().parse::<i64>().map_err(|_| {
+            ScimError::bad("invalidValue", format!("{k} must be an integer, not {v:?}"))
+        })
+    };
+    for (k, v) in url::form_urlencoded::parse(uri.query().unwrap_or("").as_bytes()) {
+        match k.to_ascii_lowercase().as_str() {
+            // RFC 7644 §3.4.2.4: startIndex below 1 is 1; count below 0 is 0.
+            "startindex" => q.start_index = usize::try_from(number(&k, &v)?.max(1)).unwrap_or(1),
+            "count" => {
+                q.count = usize::try_from(number(&k, &v)?.max(0))
+                    .unwrap_or(0)
+                    .min(max_results);
+            }
+            "filter" if !v.trim().is_empty() => q.filter = Some(v.into_owned()),
+            "excludedattributes" => {
+                q.excluded = v
+                    .split(',')
+                    .map(|s| s.trim().to_owned())
+                    .filter(|s| !s.is_empty())
+                    .collect();
+            }
+            _ => {}
+        }
+    }
+    Ok(q)
+}
+
+fn json_body(body: &Bytes) -> Result<Value, ScimError> {
+    serde_json::from_slice(body)
+        .map_err(|e| ScimError::bad("invalidSyntax", format!("the body is not JSON: {e}")))
+}
+
+fn if_match(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get(header::IF_MATCH)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
+}
+
+async fn handle(
+    State(shared): State<Arc<Shared>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    shared.requests.fetch_add(1, Ordering::Relaxed);
+    let (latency, fault, retry_after) = shared
+        .faults
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .draw();
+    if !latency.is_zero() {
+        tokio::time::sleep(latency).await;
+    }
+    match fault {
+        Some(Fault::Reset) => {
+            shared.resets.fetch_add(1, Ordering::Relaxed);
+            let failing = futures::stream::once(async {
+                Err::<Bytes, std::io::Error>(std::io::Error::new(
+                    std::io::ErrorKind::ConnectionReset,
+                    "sandbox fault: connection dropped",
+                ))
+            });
+            return Response::new(Body::from_stream(failing));
+        }
+        Some(Fault::TooMany) => {
+            shared.faults_429.fetch_add(1, Ordering::Relaxed);
+            let mut response = error_response(&ScimError::new(
+                429,
+                None,
+                "sandbox fault: too many requests",
+            ));
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(retry_after));
+            return response;
+        }
+        Some(Fault::Unavailable) => {
+            shared.faults_5xx.fetch_add(1, Ordering::Relaxed);
+            return error_response(&ScimError::new(
+                503,
+                None,
+                "sandbox fault: service unavailable",
+            ));
+        }
+        None => {}
+    }
+    if !authorized(&headers, &shared.token) {
+        let mut response = error_response(&ScimError::new(
+            401,
+            None,
+            "a valid bearer token is required",
+        ));
+        response.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            HeaderValue::from_static("Bearer realm=\"scim\""),
+        );
+        return response;
+    }
+    let write = matches!(
+        method,
+        Method::POST | Method::PUT | Method::PATCH | Method::DELETE
+    );
+    let response = match route(&shared, &method, &uri, &headers, &body) {
+        Ok(response) => response,
+        Err(e) => error_response(&e),
+    };
+    if write && response.status().is_success() {
+        shared.writes.fetch_add(1, Ordering::Relaxed);
+    }
+    response
+}
+
+/// Dispatches an authorized request. Synchronous: the store lock never meets an await.
+fn route(
+    shared: &Shared,
+    method: &Method,
+    uri: &Uri,
+    headers: &HeaderMap,
+    body: &Bytes,
+) -> Result<Response, ScimError> {
+    let path = uri.path();
+    let rest = path
+        .strip_prefix(PREFIX)
+        .ok_or_else(|| ScimError::new(404, None, format!("no endpoint {path}")))?;
+    let segments: Vec<String> = rest
+        .split('/')
+        .filter(|s| !s.is_empty())
+        .map(decode_segment)
+        .collect();
+    let segments: Vec<&str> = segments.iter().map(String::as_str).collect();
+    let now = chrono::Utc::now();
+    let if_match = if_match(headers);
+    let if_match = if_match.as_deref();
+    let not_allowed = || ScimError::new(405, None, format!("{method} is not supported on {path}"));
+    let m = method.clone();
+    match segments.as_slice() {
+        ["ServiceProviderConfig"] if m == Method::GET => Ok(json_response(
+            200,
+            &discovery::service_provider_config(&shared.base, shared.max_results),
+        )),
+        ["ResourceTypes"] if m == Method::GET => Ok(json_response(
+            200,
+            &discovery::list(discovery::resource_types(&shared.base)),
+        )),
+        ["ResourceTypes", name] if m == Method::GET => discovery::resource_types(&shared.base)
+            .into_iter()
+            .find(|r| r["id"].as_str() == Some(name))
+            .map(|r| json_response(200, &r))
+            .ok_or_else(|| ScimError::not_found("ResourceType", name)),
+        ["Schemas"] if m == Method::GET => Ok(json_response(
+            200,
+            &discovery::list(discovery::schemas(&shared.base)),
+        )),
+        ["Schemas", id] if m == Method::GET => discovery::schemas(&shared.base)
+            .into_iter()
+            .find(|r| r["id"].as_str() == Some(id))
+            .map(|r| json_response(200, &r))
+            .ok_or_else(|| ScimError::not_found("Schema", id)),
+        ["Users"] => match m {
+            Method::GET => {
+                let q = list_query(uri, shared.max_results)?;
+                // Bind first: the guard must be gone before the body is serialised.
+                let list = shared.store().list_users(&q)?;
+                Ok(json_response(200, &list))
+            }
+            Method::POST => {
+                let v = json_body(body)?;
+                let r = shared.store().create_user(&v, now)?;
+                Ok(resource_response(201, &r, true))
+            }
+            _ => Err(not_allowed()),
+        },
+        ["Users", id] => match m {
+            Method::GET => {
+                let r = shared.store().get_user(id)?;
+                Ok(resource_response(200, &r, false))
+            }
+            Method::PUT => {
+                let v = json_body(body)?;
+                let r = shared.store().replace_user(id, &v, if_match, now)?;
+                Ok(resource_response(200, &r, false))
+            }
+            Method::PATCH => {
+                let v = json_body(body)?;
+                let r = shared.store().patch_user(id, &v, if_match, now)?;
+                Ok(resource_response(200, &r, false))
+            }
+            Method::DELETE => {
+                shared.store().delete_user(id, if_match, now)?;
+                Ok(empty(204))
+            }
+            _ => Err(not_allowed()),
+        },
+        ["Groups"] => match m {
+            Method::GET => {
+                let q = list_query(uri, shared.max_results)?;
+                let list = shared.store().list_groups(&q)?;
+                Ok(json_response(200, &list))
+            }
+            Method::POST => {
+                let v = json_body(body)?;
+                let r = shared.store().create_group(&v, now)?;
+                Ok(resource_response(201, &r, true))
+            }
+            _ => Err(not_allowed()),
+        },
+        ["Groups", id] => {
+            let with_members = !list_query(uri, shared.max_results)?
+                .excluded
+                .iter()
+                .any(|e| e.eq_ignore_ascii_case("members"));
+            match m {
+                Method::GET => {
+                    let r = shared.store().get_group(id, with_members)?;
+                    Ok(resource_response(200, &r, false))
+                }
+                Method::PUT => {
+                    let v = json_body(body)?;
+                    let r = shared.store().replace_group(id, &v, if_match, now)?;
+                    Ok(resource_response(200, &r, false))
+                }
+                Method::PATCH => {
+                    let v = json_body(body)?;
+                    let r = shared
+                        .store()
+                        .patch_group(id, &v, if_match, now, with_members)?;
+                    Ok(resource_response(200, &r, false))
+                }
+                Method::DELETE => {
+                    shared.store().delete_group(id, if_match)?;
+                    Ok(empty(204))
+                }
+                _ => Err(not_allowed()),
+            }
+        }
+        _ => Err(ScimError::new(404, None, format!("no endpoint {path}"))),
+    }
+}
+
+fn empty(status: u16) -> Response {
+    let mut response = Response::new(Body::empty());
+    *response.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::NO_CONTENT);
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+    use super::*;
+
+    #[test]
+    fn splitmix_is_reproducible_and_uniform_enough() {
+        let mut a = SplitMix64(7);
+        let mut b = SplitMix64(7);
+        let xs: Vec<f64> = (0..1000).map(|_| a.next_f64()).collect();
+        let ys: Vec<f64> = (0..1000).map(|_| b.next_f64()).collect();
+        assert_eq!(xs, ys);
+        assert!(xs.iter().all(|x| (0.0..1.0).contains(x)));
+        let low = xs.iter().filter(|x| **x < 0.3).count();
+        assert!((200..400).contains(&low), "{low}");
+    }
+
+    #[test]
+    fn fault_shares_follow_the_rates() {
+        let mut state = FaultState::new(Faults {
+            rate_429: 0.2,
+            rate_5xx: 0.1,
+            rate_reset: 0.1,
+            seed: 3,
+            ..Faults::default()
+        });
+        let draws: Vec<Option<Fault>> = (0..10_000).map(|_| state.draw().1).collect();
+        let count = |f| draws.iter().filter(|d| **d == Some(f)).count();
+        assert!((1800..2200).contains(&count(Fault::TooMany)));
+        assert!((800..1200).contains(&count(Fault::Unavailable)));
+        assert!((800..1200).contains(&count(Fault::Reset)));
+        let mut none = FaultState::new(Faults::default());
+        assert!((0..100).all(|_| none.draw().1.is_none()));
+    }
+
+    #[test]
+    fn path_segments_are_percent_decoded() {
+        assert_eq!(decode_segment("a%20b%2Fc"), "a b/c");
+        assert_eq!(decode_segment("100%"), "100%");
+    }
+}

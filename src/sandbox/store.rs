@@ -1,0 +1,2076 @@
+//! The sandbox's state: Users and Groups in memory with the indexes that keep every
+//! request O(page) or O(log n), and the SCIM semantics on top of them (create, read,
+//! list, replace, PATCH, delete), independent of HTTP.
+//!
+//! Every write is atomic: PATCH and PUT work on a copy of the resource, which is
+//! validated (uniqueness, members) before it replaces the original and the indexes
+//! are updated. Versions (`meta.version`, the ETag) bump only when a resource really
+//! changed, so an idempotent retry does not invalidate other clients' ETags.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use serde_json::{Map, Value, json};
+
+use super::filter::{self, Comparison, Filter, Literal, Path};
+use crate::model::{Account, WorkspaceGroup, WorkspaceSnapshot};
+
+pub(crate) const SCHEMA_USER: &str = "urn:ietf:params:scim:schemas:core:2.0:User";
+pub(crate) const SCHEMA_GROUP: &str = "urn:ietf:params:scim:schemas:core:2.0:Group";
+const SCHEMA_LIST: &str = "urn:ietf:params:scim:api:messages:2.0:ListResponse";
+const SCHEMA_PATCH: &str = "urn:ietf:params:scim:api:messages:2.0:PatchOp";
+
+/// A SCIM error: HTTP status, `scimType` and detail.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct ScimError {
+    pub status: u16,
+    pub scim_type: Option<&'static str>,
+    pub detail: String,
+}
+
+impl ScimError {
+    pub fn new(status: u16, scim_type: Option<&'static str>, detail: impl Into<String>) -> Self {
+        ScimError {
+            status,
+            scim_type,
+            detail: detail.into(),
+        }
+    }
+
+    pub fn bad(scim_type: &'static str, detail: impl Into<String>) -> Self {
+        ScimError::new(400, Some(scim_type), detail)
+    }
+
+    pub fn not_found(what: &str, id: &str) -> Self {
+        ScimError::new(404, None, format!("{what} {id} not found"))
+    }
+
+    pub fn body(&self) -> Value {
+        let mut body = json!({
+            "schemas": ["urn:ietf:params:scim:api:messages:2.0:Error"],
+            "status": self.status.to_string(),
+            "detail": self.detail,
+        });
+        if let Some(t) = self.scim_type {
+            body["scimType"] = t.into();
+        }
+        body
+    }
+}
+
+type Result<T> = std::result::Result<T, ScimError>;
+
+/// A rendered resource and its ETag.
+pub(crate) struct Rendered {
+    pub body: Value,
+    pub etag: String,
+    pub location: String,
+}
+
+/// An element of a multi-valued complex attribute (`emails`, `roles`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct MultiValue {
+    value: String,
+    kind: Option<String>,
+    display: Option<String>,
+    primary: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Meta {
+    version: u64,
+    created: DateTime<Utc>,
+    modified: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct User {
+    id: String,
+    user_name: String,
+    external_id: Option<String>,
+    display_name: Option<String>,
+    given_name: Option<String>,
+    family_name: Option<String>,
+    formatted: Option<String>,
+    emails: Vec<MultiValue>,
+    roles: Vec<MultiValue>,
+    active: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Group {
+    id: String,
+    display_name: String,
+    external_id: Option<String>,
+    members: BTreeSet<String>,
+}
+
+/// Resources by id, with a positional index for paging that is rebuilt lazily
+/// after inserts and deletes (updates keep it), so a listing after a burst of
+/// writes pays O(n) once and every page after that is O(page).
+struct Table<T> {
+    items: BTreeMap<String, (T, Meta)>,
+    order: Option<Vec<String>>,
+}
+
+impl<T> Table<T> {
+    fn new() -> Self {
+        Table {
+            items: BTreeMap::new(),
+            order: None,
+        }
+    }
+
+    fn insert(&mut self, id: String, item: T, meta: Meta) {
+        self.items.insert(id, (item, meta));
+        self.order = None;
+    }
+
+    fn remove(&mut self, id: &str) -> Option<(T, Meta)> {
+        let removed = self.items.remove(id);
+        if removed.is_some() {
+            self.order = None;
+        }
+        removed
+    }
+
+    fn order(&mut self) -> &[String] {
+        let items = &self.items;
+        self.order
+            .get_or_insert_with(|| items.keys().cloned().collect())
+    }
+}
+
+/// Ids for new resources: uuid-shaped, from a fixed-seed splitmix64, so one
+/// instance hands out the same sequence every time.
+struct IdGen(super::SplitMix64);
+
+impl IdGen {
+    fn next(&mut self) -> String {
+        let a = self.0.next_u64();
+        let b = self.0.next_u64();
+        format!(
+            "{:08x}-{:04x}-4{:03x}-{:04x}-{:012x}",
+            a >> 32,
+            (a >> 16) & 0xffff,
+            a & 0x0fff,
+            0x8000 | ((b >> 48) & 0x3fff),
+            b & 0xffff_ffff_ffff
+        )
+    }
+}
+
+/// How a list request was asked.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct ListQuery {
+    pub start_index: usize,
+    pub count: usize,
+    pub filter: Option<String>,
+    pub excluded: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Op {
+    Add,
+    Replace,
+    Remove,
+}
+
+pub(crate) struct Store {
+    users: Table<User>,
+    groups: Table<Group>,
+    /// Lowercased userName → id: uniqueness and `userName eq`.
+    user_names: HashMap<String, String>,
+    external_ids: HashMap<String, BTreeSet<String>>,
+    /// Lowercased displayName → group id: uniqueness and `displayName eq`.
+    group_names: HashMap<String, String>,
+    /// User id → the groups it is a member of: `members[value eq]` and cleanup on delete.
+    memberships: HashMap<String, BTreeSet<String>>,
+    ids: IdGen,
+    /// Base URL for `meta.location` and `$ref`, without a trailing slash.
+    base: String,
+}
+
+fn timestamp(t: &DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Millis, true)
+}
+
+fn etag(version: u64) -> String {
+    format!("W/\"{version}\"")
+}
+
+/// Reads an attribute case-insensitively (SCIM attribute names are).
+fn attr<'a>(obj: &'a Map<String, Value>, name: &str) -> Option<&'a Value> {
+    obj.get(name).or_else(|| {
+        obj.iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v)
+    })
+}
+
+fn opt_string(v: Option<&Value>, name: &str) -> Result<Option<String>> {
+    match v {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s.clone())),
+        Some(Value::Number(n)) => Ok(Some(n.to_string())),
+        Some(other) => Err(ScimError::bad(
+            "invalidValue",
+            format!("{name} must be a string, not {other}"),
+        )),
+    }
+}
+
+fn required_string(v: Option<&Value>, name: &str) -> Result<String> {
+    match opt_string(v, name)? {
+        Some(s) if !s.trim().is_empty() => Ok(s),
+        _ => Err(ScimError::bad(
+            "invalidValue",
+            format!("{name} is required"),
+        )),
+    }
+}
+
+/// `true`, `"true"`, `"False"`: Entra sends booleans as strings.
+fn loose_bool(v: &Value, name: &str) -> Result<bool> {
+    match v {
+        Value::Bool(b) => Ok(*b),
+        Value::String(s) if s.trim().eq_ignore_ascii_case("true") => Ok(true),
+        Value::String(s) if s.trim().eq_ignore_ascii_case("false") => Ok(false),
+        other => Err(ScimError::bad(
+            "invalidValue",
+            format!("{name} must be a boolean, not {other}"),
+        )),
+    }
+}
+
+fn multi_value(v: &Value, name: &str) -> Result<MultiValue> {
+    match v {
+        Value::String(s) => Ok(MultiValue {
+            value: s.clone(),
+            ..MultiValue::default()
+        }),
+        Value::Object(o) => Ok(MultiValue {
+            value: required_string(attr(o, "value"), &format!("{name}.value"))?,
+            kind: opt_string(attr(o, "type"), &format!("{name}.type"))?,
+            display: opt_string(attr(o, "display"), &format!("{name}.display"))?,
+            primary: match attr(o, "primary") {
+                None | Some(Value::Null) => false,
+                Some(p) => loose_bool(p, &format!("{name}.primary"))?,
+            },
+        }),
+        other => Err(ScimError::bad(
+            "invalidValue",
+            format!("{name} must be an object, not {other}"),
+        )),
+    }
+}
+
+fn multi_values(v: Option<&Value>, name: &str) -> Result<Vec<MultiValue>> {
+    let mut out = match v {
+        None | Some(Value::Null) => Vec::new(),
+        Some(Value::Array(items)) => items
+            .iter()
+            .map(|i| multi_value(i, name))
+            .collect::<Result<Vec<_>>>()?,
+        Some(single) => vec![multi_value(single, name)?],
+    };
+    one_primary(&mut out);
+    Ok(out)
+}
+
+/// At most one element is primary (RFC 7643 §2.4): the last one marked wins.
+fn one_primary(values: &mut [MultiValue]) {
+    if let Some(last) = values.iter().rposition(|v| v.primary) {
+        for (i, v) in values.iter_mut().enumerate() {
+            v.primary = i == last;
+        }
+    }
+}
+
+fn render_multi(values: &[MultiValue]) -> Value {
+    Value::Array(
+        values
+            .iter()
+            .map(|v| {
+                let mut o = json!({"value": v.value});
+                if let Some(t) = &v.kind {
+                    o["type"] = t.clone().into();
+                }
+                if let Some(d) = &v.display {
+                    o["display"] = d.clone().into();
+                }
+                if v.primary {
+                    o["primary"] = true.into();
+                }
+                o
+            })
+            .collect(),
+    )
+}
+
+fn as_object<'a>(v: &'a Value, what: &str) -> Result<&'a Map<String, Value>> {
+    v.as_object()
+        .ok_or_else(|| ScimError::bad("invalidSyntax", format!("{what} must be a JSON object")))
+}
+
+impl User {
+    /// From a POST/PUT body. Attributes the sandbox does not model are ignored,
+    /// as RFC 7644 lets a service provider do.
+    fn from_json(id: String, v: &Value) -> Result<User> {
+        let o = as_object(v, "User")?;
+        let name = match attr(o, "name") {
+            None | Some(Value::Null) => None,
+            Some(n) => Some(as_object(n, "name")?),
+        };
+        let sub = |key: &str| -> Result<Option<String>> {
+            match name {
+                Some(n) => opt_string(attr(n, key), &format!("name.{key}")),
+                None => Ok(None),
+            }
+        };
+        Ok(User {
+            id,
+            user_name: required_string(attr(o, "userName"), "userName")?,
+            external_id: opt_string(attr(o, "externalId"), "externalId")?,
+            display_name: opt_string(attr(o, "displayName"), "displayName")?,
+            given_name: sub("givenName")?,
+            family_name: sub("familyName")?,
+            formatted: sub("formatted")?,
+            emails: multi_values(attr(o, "emails"), "emails")?,
+            roles: multi_values(attr(o, "roles"), "roles")?,
+            active: match attr(o, "active") {
+                None | Some(Value::Null) => true,
+                Some(a) => loose_bool(a, "active")?,
+            },
+        })
+    }
+
+    fn from_account(a: &Account) -> User {
+        User {
+            id: a.id.clone(),
+            user_name: a.user_name.clone(),
+            external_id: a.external_id.clone(),
+            display_name: a.display_name.clone(),
+            given_name: a.given_name.clone(),
+            family_name: a.family_name.clone(),
+            formatted: None,
+            emails: a
+                .email
+                .iter()
+                .map(|e| MultiValue {
+                    value: e.clone(),
+                    kind: Some("work".to_owned()),
+                    display: None,
+                    primary: true,
+                })
+                .collect(),
+            roles: a
+                .roles
+                .iter()
+                .enumerate()
+                .map(|(i, r)| MultiValue {
+                    value: r.clone(),
+                    kind: None,
+                    display: None,
+                    primary: i == 0,
+                })
+                .collect(),
+            active: a.active,
+        }
+    }
+
+    /// The same reading our client makes: primary, else first work, else first email.
+    fn to_account(&self) -> Account {
+        let email = self
+            .emails
+            .iter()
+            .find(|e| e.primary)
+            .or_else(|| {
+                self.emails.iter().find(|e| {
+                    e.kind
+                        .as_deref()
+                        .is_some_and(|t| t.eq_ignore_ascii_case("work"))
+                })
+            })
+            .or_else(|| self.emails.first())
+            .map(|e| e.value.clone());
+        Account {
+            id: self.id.clone(),
+            user_name: self.user_name.clone(),
+            external_id: self.external_id.clone(),
+            given_name: self.given_name.clone(),
+            family_name: self.family_name.clone(),
+            display_name: self.display_name.clone(),
+            email,
+            active: self.active,
+            roles: self.roles.iter().map(|r| r.value.clone()).collect(),
+        }
+    }
+
+    fn matches(&self, c: &Comparison) -> std::result::Result<bool, ScimError> {
+        let s = |v: &str| matches!(&c.value, Literal::Str(x) if x == v);
+        let s_ci =
+            |v: &str| matches!(&c.value, Literal::Str(x) if x.to_lowercase() == v.to_lowercase());
+        let opt = |v: &Option<String>, ci: bool| match (&c.value, v) {
+            (Literal::Null, None) => true,
+            (_, Some(v)) => {
+                if ci {
+                    s_ci(v)
+                } else {
+                    s(v)
+                }
+            }
+            _ => false,
+        };
+        Ok(match c.attr.as_str() {
+            "id" => s(&self.id),
+            "username" => s_ci(&self.user_name),
+            "externalid" => opt(&self.external_id, false),
+            "displayname" => opt(&self.display_name, true),
+            "name.givenname" => opt(&self.given_name, true),
+            "name.familyname" => opt(&self.family_name, true),
+            "active" => matches!(c.value, Literal::Bool(b) if b == self.active),
+            "emails" | "emails.value" => self.emails.iter().any(|e| s_ci(&e.value)),
+            "roles" | "roles.value" => self.roles.iter().any(|r| s(&r.value)),
+            other => {
+                return Err(ScimError::bad(
+                    "invalidFilter",
+                    format!("filtering Users on {other:?} is not supported"),
+                ));
+            }
+        })
+    }
+}
+
+impl Group {
+    fn from_json(id: String, v: &Value) -> Result<(Group, Vec<String>)> {
+        let o = as_object(v, "Group")?;
+        let members = member_ids(attr(o, "members"))?;
+        Ok((
+            Group {
+                id,
+                display_name: required_string(attr(o, "displayName"), "displayName")?,
+                external_id: opt_string(attr(o, "externalId"), "externalId")?,
+                members: BTreeSet::new(),
+            },
+            members,
+        ))
+    }
+
+    fn matches(&self, c: &Comparison) -> Result<bool> {
+        let Literal::Str(x) = &c.value else {
+            return Ok(false);
+        };
+        Ok(match c.attr.as_str() {
+            "id" => &self.id == x,
+            "displayname" => self.display_name.to_lowercase() == x.to_lowercase(),
+            "externalid" => self.external_id.as_ref() == Some(x),
+            "members" | "members.value" => self.members.contains(x),
+            other => {
+                return Err(ScimError::bad(
+                    "invalidFilter",
+                    format!("filtering Groups on {other:?} is not supported"),
+                ));
+            }
+        })
+    }
+}
+
+/// `members` values: `[{"value": id}, …]`, a single object, or bare strings.
+fn member_ids(v: Option<&Value>) -> Result<Vec<String>> {
+    let one = |m: &Value| -> Result<String> {
+        match m {
+            Value::String(s) => Ok(s.clone()),
+            Value::Object(o) => required_string(attr(o, "value"), "members.value"),
+            other => Err(ScimError::bad(
+                "invalidValue",
+                format!("a member must be an object with a value, not {other}"),
+            )),
+        }
+    };
+    match v {
+        None | Some(Value::Null) => Ok(Vec::new()),
+        Some(Value::Array(items)) => items.iter().map(one).collect(),
+        Some(single) => Ok(vec![one(single)?]),
+    }
+}
+
+/// One PATCH operation, parsed: op, path (absent for whole-resource ops), value.
+/// op, path (absent for whole-resource ops), value.
+type Operation = (Op, Option<Path>, Option<Value>);
+
+fn parse_ops(body: &Value) -> Result<Vec<Operation>> {
+    let o = as_object(body, "PATCH body")?;
+    if let Some(Value::Array(schemas)) = attr(o, "schemas")
+        && !schemas.iter().any(|s| s.as_str() == Some(SCHEMA_PATCH))
+    {
+        return Err(ScimError::bad(
+            "invalidSyntax",
+            format!("PATCH schemas must include {SCHEMA_PATCH}"),
+        ));
+    }
+    let Some(Value::Array(ops)) = attr(o, "Operations") else {
+        return Err(ScimError::bad(
+            "invalidSyntax",
+            "PATCH body needs an Operations array",
+        ));
+    };
+    ops.iter()
+        .map(|op| {
+            let op_obj = as_object(op, "PATCH operation")?;
+            let name = opt_string(attr(op_obj, "op"), "op")?.unwrap_or_default();
+            // Entra sends "Replace"; op names are case-insensitive in practice.
+            let kind = match name.to_ascii_lowercase().as_str() {
+                "add" => Op::Add,
+                "replace" => Op::Replace,
+                "remove" => Op::Remove,
+                _ => {
+                    return Err(ScimError::bad(
+                        "invalidSyntax",
+                        format!("unknown PATCH op {name:?}"),
+                    ));
+                }
+            };
+            let path = match opt_string(attr(op_obj, "path"), "path")? {
+                Some(p) if !p.trim().is_empty() => Some(
+                    filter::parse_path(&p)
+                        .map_err(|e| ScimError::bad("invalidPath", format!("{p:?}: {e}")))?,
+                ),
+                _ => None,
+            };
+            let value = attr(op_obj, "value").cloned();
+            if path.is_none() && kind == Op::Remove {
+                return Err(ScimError::bad("noTarget", "remove needs a path"));
+            }
+            if kind != Op::Remove && value.is_none() {
+                return Err(ScimError::bad(
+                    "invalidValue",
+                    format!("{name} needs a value"),
+                ));
+            }
+            Ok((kind, path, value))
+        })
+        .collect()
+}
+
+/// Splits a path-less add/replace value object into (path, value) pairs. Keys may
+/// be dotted (`name.givenName`, as Entra sends); read-only and unknown attributes
+/// are skipped by the callers' `known` check.
+fn pathless(value: &Value) -> Result<Vec<(Path, Value)>> {
+    let o = as_object(value, "a PATCH value without path")?;
+    let mut out = Vec::new();
+    for (k, v) in o {
+        if ["schemas", "id", "meta"]
+            .iter()
+            .any(|r| k.eq_ignore_ascii_case(r))
+        {
+            continue;
+        }
+        let path = filter::parse_path(k)
+            .map_err(|e| ScimError::bad("invalidPath", format!("{k:?}: {e}")))?;
+        out.push((path, v.clone()));
+    }
+    Ok(out)
+}
+
+fn no_filter(path: &Path) -> Result<()> {
+    if path.filter.is_some() || path.sub.is_some() {
+        return Err(ScimError::bad(
+            "invalidPath",
+            format!("{} has no sub-attributes or values to filter", path.attr),
+        ));
+    }
+    Ok(())
+}
+
+fn set_opt(slot: &mut Option<String>, op: Op, value: Option<&Value>, name: &str) -> Result<()> {
+    *slot = match op {
+        Op::Remove => None,
+        Op::Add | Op::Replace => opt_string(value, name)?,
+    };
+    Ok(())
+}
+
+fn multi_matches(item: &MultiValue, filter: &Filter) -> Result<bool> {
+    for c in filter {
+        let ok = match (c.attr.as_str(), &c.value) {
+            ("value", Literal::Str(s)) => &item.value == s,
+            ("type", Literal::Str(s)) => item
+                .kind
+                .as_ref()
+                .is_some_and(|k| k.eq_ignore_ascii_case(s)),
+            ("type", Literal::Null) => item.kind.is_none(),
+            ("display", Literal::Str(s)) => item.display.as_ref() == Some(s),
+            ("primary", Literal::Bool(b)) => item.primary == *b,
+            (other, _) => {
+                return Err(ScimError::bad(
+                    "invalidFilter",
+                    format!("cannot filter values on {other:?}"),
+                ));
+            }
+        };
+        if !ok {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
+
+fn set_sub(item: &mut MultiValue, sub: &str, value: Option<&Value>, name: &str) -> Result<()> {
+    match sub {
+        "value" => item.value = required_string(value, &format!("{name}.value"))?,
+        "type" => item.kind = opt_string(value, &format!("{name}.type"))?,
+        "display" => item.display = opt_string(value, &format!("{name}.display"))?,
+        "primary" => {
+            item.primary = match value {
+                None | Some(Value::Null) => false,
+                Some(v) => loose_bool(v, &format!("{name}.primary"))?,
+            }
+        }
+        other => {
+            return Err(ScimError::bad(
+                "invalidPath",
+                format!("{name} has no sub-attribute {other:?}"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// add/replace/remove on `emails` or `roles`, with optional value filter and
+/// sub-attribute.
+fn patch_multi(
+    list: &mut Vec<MultiValue>,
+    op: Op,
+    path: &Path,
+    value: Option<&Value>,
+) -> Result<()> {
+    let name = path.attr.as_str();
+    match (&path.filter, &path.sub, op) {
+        (None, None, Op::Replace) => *list = multi_values(value, name)?,
+        (None, None, Op::Add) => {
+            for item in multi_values(value, name)? {
+                if item.primary {
+                    list.iter_mut().for_each(|v| v.primary = false);
+                }
+                match list
+                    .iter_mut()
+                    .find(|v| v.value == item.value && v.kind == item.kind)
+                {
+                    Some(existing) => *existing = item,
+                    None => list.push(item),
+                }
+            }
+        }
+        // Entra removes specific values with `path: "roles", value: [...]`.
+        (None, None, Op::Remove) => match value {
+            Some(v) if !v.is_null() => {
+                let gone = multi_values(Some(v), name)?;
+                list.retain(|item| !gone.iter().any(|g| g.value == item.value));
+            }
+            _ => list.clear(),
+        },
+        (None, Some(sub), Op::Remove) if sub == "value" => list.clear(),
+        (None, Some(sub), Op::Remove) => {
+            for item in list.iter_mut() {
+                set_sub(item, sub, None, name)?;
+            }
+        }
+        (None, Some(sub), _) => {
+            if list.is_empty() {
+                // `emails.value` on a user without emails creates one; any other
+                // sub-attribute would create an element without a value.
+                if sub != "value" {
+                    return Err(ScimError::bad(
+                        "noTarget",
+                        format!("{name} has no values to set {sub} on"),
+                    ));
+                }
+                list.push(MultiValue::default());
+            }
+            for item in list.iter_mut() {
+                set_sub(item, sub, value, name)?;
+            }
+        }
+        (Some(filter), sub, _) => {
+            let mut hits = Vec::new();
+            for (i, item) in list.iter().enumerate() {
+                if multi_matches(item, filter)? {
+                    hits.push(i);
+                }
+            }
+            match (op, sub) {
+                // Removing the value removes the element.
+                (Op::Remove, None) | (Op::Remove, Some(_))
+                    if sub.as_deref().is_none_or(|s| s == "value") =>
+                {
+                    let mut i = 0;
+                    list.retain(|_| {
+                        let keep = !hits.contains(&i);
+                        i += 1;
+                        keep
+                    });
+                }
+                (Op::Remove, Some(sub)) => {
+                    for &i in &hits {
+                        if let Some(item) = list.get_mut(i) {
+                            set_sub(item, sub, None, name)?;
+                        }
+                    }
+                }
+                (_, Some(sub)) if hits.is_empty() => {
+                    // `emails[type eq "work"].value` on a user without a work email:
+                    // Entra expects the element to be created, so it is, with the
+                    // filter's equalities as its other sub-attributes.
+                    let mut item = MultiValue::default();
+                    for c in filter {
+                        if let Literal::Str(s) = &c.value {
+                            let v = Value::String(s.clone());
+                            set_sub(&mut item, &c.attr, Some(&v), name)?;
+                        }
+                    }
+                    set_sub(&mut item, sub, value, name)?;
+                    list.push(item);
+                }
+                (_, Some(sub)) => {
+                    for &i in &hits {
+                        if let Some(item) = list.get_mut(i) {
+                            set_sub(item, sub, value, name)?;
+                        }
+                    }
+                }
+                (_, None) => {
+                    if hits.is_empty() {
+                        return Err(ScimError::bad(
+                            "noTarget",
+                            format!("no {name} value matches the filter"),
+                        ));
+                    }
+                    let o = match value {
+                        Some(Value::Object(o)) => o,
+                        _ => {
+                            return Err(ScimError::bad(
+                                "invalidValue",
+                                format!("a filtered {name} path needs an object value"),
+                            ));
+                        }
+                    };
+                    for &i in &hits {
+                        if let Some(item) = list.get_mut(i) {
+                            for (k, v) in o {
+                                set_sub(item, &k.to_lowercase(), Some(v), name)?;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+    one_primary(list);
+    Ok(())
+}
+
+fn patch_user_attr(user: &mut User, op: Op, path: &Path, value: Option<&Value>) -> Result<()> {
+    match path.attr.as_str() {
+        "username" => {
+            no_filter(path)?;
+            if op == Op::Remove {
+                return Err(ScimError::bad("invalidValue", "userName is required"));
+            }
+            user.user_name = required_string(value, "userName")?;
+        }
+        "externalid" => {
+            no_filter(path)?;
+            set_opt(&mut user.external_id, op, value, "externalId")?;
+        }
+        "displayname" => {
+            no_filter(path)?;
+            set_opt(&mut user.display_name, op, value, "displayName")?;
+        }
+        "active" => {
+            no_filter(path)?;
+            match (op, value) {
+                (Op::Remove, _) => {
+                    return Err(ScimError::bad(
+                        "invalidValue",
+                        "active cannot be removed; replace it with false",
+                    ));
+                }
+                (_, Some(v)) => user.active = loose_bool(v, "active")?,
+                (_, None) => return Err(ScimError::bad("invalidValue", "active needs a value")),
+            }
+        }
+        "name" => {
+            if path.filter.is_some() {
+                return Err(ScimError::bad("invalidPath", "name is not multi-valued"));
+            }
+            match (&path.sub, op) {
+                (Some(sub), _) => {
+                    let slot = match sub.as_str() {
+                        "givenname" => &mut user.given_name,
+                        "familyname" => &mut user.family_name,
+                        "formatted" => &mut user.formatted,
+                        other => {
+                            return Err(ScimError::bad(
+                                "invalidPath",
+                                format!("name.{other} is not supported"),
+                            ));
+                        }
+                    };
+                    set_opt(slot, op, value, &format!("name.{sub}"))?;
+                }
+                (None, Op::Remove) => {
+                    user.given_name = None;
+                    user.family_name = None;
+                    user.formatted = None;
+                }
+                // Replace on a complex attribute leaves unspecified sub-attributes
+                // alone (RFC 7644 §3.5.2.3), so add and replace both merge.
+                (None, _) => {
+                    let o = match value {
+                        Some(Value::Object(o)) => o,
+                        _ => return Err(ScimError::bad("invalidValue", "name must be an object")),
+                    };
+                    for (k, v) in o {
+                        let sub = Path {
+                            attr: "name".to_owned(),
+                            filter: None,
+                            sub: Some(k.to_lowercase()),
+                        };
+                        patch_user_attr(user, op, &sub, Some(v))?;
+                    }
+                }
+            }
+        }
+        "emails" => patch_multi(&mut user.emails, op, path, value)?,
+        "roles" => patch_multi(&mut user.roles, op, path, value)?,
+        other => {
+            return Err(ScimError::bad(
+                "invalidPath",
+                format!("User attribute {other:?} is not supported"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+const USER_ATTRS: [&str; 7] = [
+    "username",
+    "externalid",
+    "displayname",
+    "active",
+    "name",
+    "emails",
+    "roles",
+];
+const GROUP_ATTRS: [&str; 3] = ["displayname", "externalid", "members"];
+
+fn check_if_match(if_match: Option<&str>, meta: &Meta) -> Result<()> {
+    let Some(wanted) = if_match else {
+        return Ok(());
+    };
+    let current = etag(meta.version);
+    let ok = wanted.split(',').any(|t| {
+        let t = t.trim();
+        // Weak comparison: `W/"3"` and `"3"` name the same version.
+        t == "*" || t.trim_start_matches("W/") == current.trim_start_matches("W/")
+    });
+    if ok {
+        Ok(())
+    } else {
+        Err(ScimError::new(
+            412,
+            None,
+            format!("If-Match {wanted} does not match the current version {current}"),
+        ))
+    }
+}
+
+fn bump(meta: &Meta, now: DateTime<Utc>) -> Meta {
+    Meta {
+        version: meta.version + 1,
+        created: meta.created,
+        modified: now,
+    }
+}
+
+impl Store {
+    pub fn new(
+        base: &str,
+        snapshot: WorkspaceSnapshot,
+        now: DateTime<Utc>,
+    ) -> std::result::Result<Store, String> {
+        let mut store = Store {
+            users: Table::new(),
+            groups: Table::new(),
+            user_names: HashMap::new(),
+            external_ids: HashMap::new(),
+            group_names: HashMap::new(),
+            memberships: HashMap::new(),
+            ids: IdGen(super::SplitMix64(0x5EA7_0A2D_5C1D_0001)),
+            base: base.trim_end_matches('/').to_owned(),
+        };
+        let meta = Meta {
+            version: 1,
+            created: now,
+            modified: now,
+        };
+        for account in &snapshot.accounts {
+            if account.id.is_empty() || account.user_name.trim().is_empty() {
+                return Err(format!(
+                    "account {:?} needs an id and a userName",
+                    account.id
+                ));
+            }
+            if store.users.items.contains_key(&account.id) {
+                return Err(format!("account id {:?} appears twice", account.id));
+            }
+            if store
+                .user_names
+                .contains_key(&account.user_name.to_lowercase())
+            {
+                return Err(format!(
+                    "userName {:?} appears twice (userName is unique case-insensitively)",
+                    account.user_name
+                ));
+            }
+            store.index_user(&User::from_account(account), None);
+            store.users.insert(
+                account.id.clone(),
+                User::from_account(account),
+                meta.clone(),
+            );
+        }
+        for group in &snapshot.groups {
+            if group.id.is_empty() || group.display_name.trim().is_empty() {
+                return Err(format!(
+                    "group {:?} needs an id and a displayName",
+                    group.id
+                ));
+            }
+            if store.groups.items.contains_key(&group.id) {
+                return Err(format!("group id {:?} appears twice", group.id));
+            }
+            if store
+                .group_names
+                .contains_key(&group.display_name.to_lowercase())
+            {
+                return Err(format!(
+                    "group displayName {:?} appears twice",
+                    group.display_name
+                ));
+            }
+            for m in &group.members {
+                if !store.users.items.contains_key(m) {
+                    return Err(format!(
+                        "group {:?} has member {m:?}, which is not an account",
+                        group.display_name
+                    ));
+                }
+            }
+            let g = Group {
+                id: group.id.clone(),
+                display_name: group.display_name.clone(),
+                external_id: None,
+                members: group.members.iter().cloned().collect(),
+            };
+            store.index_group(&g, None);
+            store.groups.insert(g.id.clone(), g, meta.clone());
+        }
+        Ok(store)
+    }
+
+    pub fn snapshot(&self) -> WorkspaceSnapshot {
+        WorkspaceSnapshot {
+            accounts: self
+                .users
+                .items
+                .values()
+                .map(|(u, _)| u.to_account())
+                .collect(),
+            groups: self
+                .groups
+                .items
+                .values()
+                .map(|(g, _)| WorkspaceGroup {
+                    id: g.id.clone(),
+                    display_name: g.display_name.clone(),
+                    members: g.members.iter().cloned().collect(),
+                })
+                .collect(),
+        }
+    }
+
+    fn fresh_id(&mut self) -> String {
+        loop {
+            let id = self.ids.next();
+            if !self.users.items.contains_key(&id) && !self.groups.items.contains_key(&id) {
+                return id;
+            }
+        }
+    }
+
+    /// Moves a user's index entries from `old` (if any) to `new`.
+    fn index_user(&mut self, new: &User, old: Option<&User>) {
+        if let Some(old) = old {
+            self.user_names.remove(&old.user_name.to_lowercase());
+            if let Some(ext) = &old.external_id
+                && let Some(set) = self.external_ids.get_mut(ext)
+            {
+                set.remove(&old.id);
+                if set.is_empty() {
+                    self.external_ids.remove(ext);
+                }
+            }
+        }
+        self.user_names
+            .insert(new.user_name.to_lowercase(), new.id.clone());
+        if let Some(ext) = &new.external_id {
+            self.external_ids
+                .entry(ext.clone())
+                .or_default()
+                .insert(new.id.clone());
+        }
+    }
+
+    fn unindex_user(&mut self, user: &User) {
+        self.user_names.remove(&user.user_name.to_lowercase());
+        if let Some(ext) = &user.external_id
+            && let Some(set) = self.external_ids.get_mut(ext)
+        {
+            set.remove(&user.id);
+            if set.is_empty() {
+                self.external_ids.remove(ext);
+            }
+        }
+    }
+
+    fn index_group(&mut self, new: &Group, old: Option<&Group>) {
+        let empty = BTreeSet::new();
+        let old_members = old.map_or(&empty, |g| &g.members);
+        if let Some(old) = old {
+            self.group_names.remove(&old.display_name.to_lowercase());
+        }
+        self.group_names
+            .insert(new.display_name.to_lowercase(), new.id.clone());
+        for gone in old_members.difference(&new.members) {
+            if let Some(set) = self.memberships.get_mut(gone) {
+                set.remove(&new.id);
+                if set.is_empty() {
+                    self.memberships.remove(gone);
+                }
+            }
+        }
+        for added in new.members.difference(old_members) {
+            self.memberships
+                .entry(added.clone())
+                .or_default()
+                .insert(new.id.clone());
+        }
+    }
+
+    fn user_location(&self, id: &str) -> String {
+        format!("{}/Users/{id}", self.base)
+    }
+
+    fn group_location(&self, id: &str) -> String {
+        format!("{}/Groups/{id}", self.base)
+    }
+
+    fn render_user(&self, user: &User, meta: &Meta) -> Value {
+        let mut o = json!({
+            "schemas": [SCHEMA_USER],
+            "id": user.id,
+            "userName": user.user_name,
+            "active": user.active,
+            "meta": {
+                "resourceType": "User",
+                "created": timestamp(&meta.created),
+                "lastModified": timestamp(&meta.modified),
+                "location": self.user_location(&user.id),
+                "version": etag(meta.version),
+            },
+        });
+        if let Some(v) = &user.external_id {
+            o["externalId"] = v.clone().into();
+        }
+        if let Some(v) = &user.display_name {
+            o["displayName"] = v.clone().into();
+        }
+        let mut name = Map::new();
+        for (k, v) in [
+            ("givenName", &user.given_name),
+            ("familyName", &user.family_name),
+            ("formatted", &user.formatted),
+        ] {
+            if let Some(v) = v {
+                name.insert(k.to_owned(), v.clone().into());
+            }
+        }
+        if !name.is_empty() {
+            o["name"] = Value::Object(name);
+        }
+        if !user.emails.is_empty() {
+            o["emails"] = render_multi(&user.emails);
+        }
+        if !user.roles.is_empty() {
+            o["roles"] = render_multi(&user.roles);
+        }
+        o
+    }
+
+    fn render_group(&self, group: &Group, meta: &Meta, with_members: bool) -> Value {
+        let mut o = json!({
+            "schemas": [SCHEMA_GROUP],
+            "id": group.id,
+            "displayName": group.display_name,
+            "meta": {
+                "resourceType": "Group",
+                "created": timestamp(&meta.created),
+                "lastModified": timestamp(&meta.modified),
+                "location": self.group_location(&group.id),
+                "version": etag(meta.version),
+            },
+        });
+        if let Some(v) = &group.external_id {
+            o["externalId"] = v.clone().into();
+        }
+        if with_members {
+            o["members"] = Value::Array(
+                group
+                    .members
+                    .iter()
+                    .map(|m| json!({"value": m, "$ref": self.user_location(m), "type": "User"}))
+                    .collect(),
+            );
+        }
+        o
+    }
+
+    fn user_rendered(&self, id: &str) -> Result<Rendered> {
+        let (user, meta) = self
+            .users
+            .items
+            .get(id)
+            .ok_or_else(|| ScimError::not_found("User", id))?;
+        Ok(Rendered {
+            body: self.render_user(user, meta),
+            etag: etag(meta.version),
+            location: self.user_location(id),
+        })
+    }
+
+    fn group_rendered(&self, id: &str, with_members: bool) -> Result<Rendered> {
+        let (group, meta) = self
+            .groups
+            .items
+            .get(id)
+            .ok_or_else(|| ScimError::not_found("Group", id))?;
+        Ok(Rendered {
+            body: self.render_group(group, meta, with_members),
+            etag: etag(meta.version),
+            location: self.group_location(id),
+        })
+    }
+
+    // ---- Users ----
+
+    pub fn get_user(&self, id: &str) -> Result<Rendered> {
+        self.user_rendered(id)
+    }
+
+    fn check_user_name(&self, user: &User) -> Result<()> {
+        match self.user_names.get(&user.user_name.to_lowercase()) {
+            Some(other) if *other != user.id => Err(ScimError::new(
+                409,
+                Some("uniqueness"),
+                format!("userName {:?} is already taken", user.user_name),
+            )),
+            _ => Ok(()),
+        }
+    }
+
+    pub fn create_user(&mut self, body: &Value, now: DateTime<Utc>) -> Result<Rendered> {
+        let id = self.fresh_id();
+        let user = User::from_json(id.clone(), body)?;
+        self.check_user_name(&user)?;
+        self.index_user(&user, None);
+        self.users.insert(
+            id.clone(),
+            user,
+            Meta {
+                version: 1,
+                created: now,
+                modified: now,
+            },
+        );
+        self.user_rendered(&id)
+    }
+
+    /// Commits a changed copy of a user: uniqueness, indexes, version.
+    fn commit_user(
+        &mut self,
+        new: User,
+        if_match: Option<&str>,
+        now: DateTime<Utc>,
+    ) -> Result<Rendered> {
+        let id = new.id.clone();
+        let (old, meta) = self
+            .users
+            .items
+            .get(&id)
+            .ok_or_else(|| ScimError::not_found("User", &id))?;
+        check_if_match(if_match, meta)?;
+        if *old != new {
+            self.check_user_name(&new)?;
+            let old = old.clone();
+            let meta = bump(meta, now);
+            self.index_user(&new, Some(&old));
+            if let Some(slot) = self.users.items.get_mut(&id) {
+                *slot = (new, meta);
+            }
+        }
+        self.user_rendered(&id)
+    }
+
+    pub fn replace_user(
+        &mut self,
+        id: &str,
+        body: &Value,
+        if_match: Option<&str>,
+        now: DateTime<Utc>,
+    ) -> Result<Rendered> {
+        if !self.users.items.contains_key(id) {
+            return Err(ScimError::not_found("User", id));
+        }
+        let user = User::from_json(id.to_owned(), body)?;
+        self.commit_user(user, if_match, now)
+    }
+
+    pub fn patch_user(
+        &mut self,
+        id: &str,
+        body: &Value,
+        if_match: Option<&str>,
+        now: DateTime<Utc>,
+    ) -> Result<Rendered> {
+        let mut user = self
+            .users
+            .items
+            .get(id)
+            .map(|(u, _)| u.clone())
+            .ok_or_else(|| ScimError::not_found("User", id))?;
+        for (op, path, value) in parse_ops(body)? {
+            match path {
+                Some(path) => patch_user_attr(&mut user, op, &path, value.as_ref())?,
+                None => {
+                    for (path, v) in pathless(value.as_ref().unwrap_or(&Value::Null))? {
+                        if USER_ATTRS.contains(&path.attr.as_str()) {
+                            patch_user_attr(&mut user, op, &path, Some(&v))?;
+                        }
+                    }
+                }
+            }
+        }
+        self.commit_user(user, if_match, now)
+    }
+
+    pub fn delete_user(
+        &mut self,
+        id: &str,
+        if_match: Option<&str>,
+        now: DateTime<Utc>,
+    ) -> Result<()> {
+        let meta = self
+            .users
+            .items
+            .get(id)
+            .map(|(_, m)| m)
+            .ok_or_else(|| ScimError::not_found("User", id))?;
+        check_if_match(if_match, meta)?;
+        if let Some((user, _)) = self.users.remove(id) {
+            self.unindex_user(&user);
+        }
+        // Referential integrity: a deleted user leaves every group it was in.
+        for group_id in self.memberships.remove(id).unwrap_or_default() {
+            if let Some((group, meta)) = self.groups.items.get_mut(&group_id) {
+                group.members.remove(id);
+                *meta = bump(meta, now);
+            }
+        }
+        Ok(())
+    }
+
+    // ---- Groups ----
+
+    pub fn get_group(&self, id: &str, with_members: bool) -> Result<Rendered> {
+        self.group_rendered(id, with_members)
+    }
+
+    fn check_group(&self, group: &Group, members: &BTreeSet<String>) -> Result<()> {
+        if let Some(other) = self.group_names.get(&group.display_name.to_lowercase())
+            && *other != group.id
+        {
+            return Err(ScimError::new(
+                409,
+                Some("uniqueness"),
+                format!("a group named {:?} already exists", group.display_name),
+            ));
+        }
+        // Referential integrity, as a real workspace keeps it: members must be
+        // existing Users (groups do not nest in Taskade).
+        for m in members {
+            if !self.users.items.contains_key(m) {
+                return Err(ScimError::bad(
+                    "invalidValue",
+                    format!("member {m:?} is not an existing User"),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    pub fn create_group(&mut self, body: &Value, now: DateTime<Utc>) -> Result<Rendered> {
+        let id = self.fresh_id();
+        let (mut group, members) = Group::from_json(id.clone(), body)?;
+        group.members = members.into_iter().collect();
+        self.check_group(&group, &group.members)?;
+        self.index_group(&group, None);
+        self.groups.insert(
+            id.clone(),
+            group,
+            Meta {
+                version: 1,
+                created: now,
+                modified: now,
+            },
+        );
+        self.group_rendered(&id, true)
+    }
+
+    fn commit_group(
+        &mut self,
+        new: Group,
+        if_match: Option<&str>,
+        now: DateTime<Utc>,
+        with_members: bool,
+    ) -> Result<Rendered> {
+        let id = new.id.clone();
+        let (old, meta) = self
+            .groups
+            .items
+            .get(&id)
+            .ok_or_else(|| ScimError::not_found("Group", &id))?;
+        check_if_match(if_match, meta)?;
+        if *old != new {
+            let added: BTreeSet<String> = new.members.difference(&old.members).cloned().collect();
+            self.check_group(&new, &added)?;
+            let old = old.clone();
+            let meta = bump(meta, now);
+            self.index_group(&new, Some(&old));
+            if let Some(slot) = self.groups.items.get_mut(&id) {
+                *slot = (new, meta);
+            }
+        }
+        self.group_rendered(&id, with_members)
+    }
+
+    pub fn replace_group(
+        &mut self,
+        id: &str,
+        body: &Value,
+        if_match: Option<&str>,
+        now: DateTime<Utc>,
+    ) -> Result<Rendered> {
+        if !self.groups.items.contains_key(id) {
+            return Err(ScimError::not_found("Group", id));
+        }
+        let (mut group, members) = Group::from_json(id.to_owned(), body)?;
+        group.members = members.into_iter().collect();
+        self.commit_group(group, if_match, now, true)
+    }
+
+    /// Patches a group in place (see [`GroupEdit`]): O(changed members), not
+    /// O(members), apart from rendering the answer.
+    pub fn patch_group(
+        &mut self,
+        id: &str,
+        body: &Value,
+        if_match: Option<&str>,
+        now: DateTime<Utc>,
+        with_members: bool,
+    ) -> Result<Rendered> {
+        let ops = parse_ops(body)?;
+        let Store {
+            groups,
+            users,
+            group_names,
+            memberships,
+            ..
+        } = self;
+        let (group, meta) = groups
+            .items
+            .get_mut(id)
+            .ok_or_else(|| ScimError::not_found("Group", id))?;
+        check_if_match(if_match, meta)?;
+        let mut edit = GroupEdit {
+            display_name: group.display_name.clone(),
+            external_id: group.external_id.clone(),
+            members: &mut group.members,
+            journal: Vec::new(),
+            users: &users.items,
+        };
+        let outcome = apply_group_ops(&mut edit, ops).and_then(|()| {
+            match group_names.get(&edit.display_name.to_lowercase()) {
+                Some(other) if other != id => Err(ScimError::new(
+                    409,
+                    Some("uniqueness"),
+                    format!("a group named {:?} already exists", edit.display_name),
+                )),
+                _ => Ok(()),
+            }
+        });
+        if let Err(e) = outcome {
+            edit.undo();
+            return Err(e);
+        }
+        let GroupEdit {
+            display_name,
+            external_id,
+            journal,
+            ..
+        } = edit;
+        let renamed = display_name != group.display_name;
+        if renamed || external_id != group.external_id || !journal.is_empty() {
+            if renamed {
+                group_names.remove(&group.display_name.to_lowercase());
+                group_names.insert(display_name.to_lowercase(), id.to_owned());
+            }
+            group.display_name = display_name;
+            group.external_id = external_id;
+            // Replaying the journal in order leaves the index as the members are.
+            for change in journal {
+                match change {
+                    Change::Added(m) => {
+                        memberships.entry(m).or_default().insert(id.to_owned());
+                    }
+                    Change::Removed(m) => unlink(memberships, &m, id),
+                    Change::Replaced(old) => {
+                        for m in old {
+                            unlink(memberships, &m, id);
+                        }
+                    }
+                }
+            }
+            *meta = bump(meta, now);
+        }
+        self.group_rendered(id, with_members)
+    }
+
+    pub fn delete_group(&mut self, id: &str, if_match: Option<&str>) -> Result<()> {
+        let meta = self
+            .groups
+            .items
+            .get(id)
+            .map(|(_, m)| m)
+            .ok_or_else(|| ScimError::not_found("Group", id))?;
+        check_if_match(if_match, meta)?;
+        if let Some((group, _)) = self.groups.remove(id) {
+            self.group_names.remove(&group.display_name.to_lowercase());
+            for m in &group.members {
+                if let Some(set) = self.memberships.get_mut(m) {
+                    set.remove(id);
+                    if set.is_empty() {
+                        self.memberships.remove(m);
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    // ---- Listing ----
+
+    /// The ids a filter can select, from an index when one of its comparisons has
+    /// one; `None` when the whole table must be scanned.
+    fn user_candidates(&self, filter: &Filter) -> Option<Vec<String>> {
+        for c in filter {
+            let Literal::Str(v) = &c.value else { continue };
+            match c.attr.as_str() {
+                "id" => return Some(vec![v.clone()]),
+                "username" => {
+                    return Some(
+                        self.user_names
+                            .get(&v.to_lowercase())
+                            .cloned()
+                            .into_iter()
+                            .collect(),
+                    );
+                }
+                "externalid" => {
+                    return Some(
+                        self.external_ids
+                            .get(v)
+                            .map(|s| s.iter().cloned().collect())
+                            .unwrap_or_default(),
+                    );
+                }
+                _ => {}
+            }
+        }
+        None
+    }
+
+    fn group_candidates(&self, filter: &Filter) -> Option<Vec<String>> {
+        for c in filter {
+            let Literal::Str(v) = &c.value else { continue };
+            match c.attr.as_str() {
+                "id" => return Some(vec![v.clone()]),
+                "displayname" => {
+                    return Some(
+                        self.group_names
+                            .get(&v.to_lowercase())
+                            .cloned()
+                            .into_iter()
+                            .collect(),
+                    );
+                }
+                "members" | "members.value" => {
+                    return Some(
+                        self.memberships
+                            .get(v)
+                            .map(|s| s.iter().cloned().collect())
+                            .unwrap_or_default(),
+                    );
+                }
+                _ => {}
+            }
+        }
+        None
+    }
+
+    pub fn list_users(&mut self, q: &ListQuery) -> Result<Value> {
+        let page = match &q.filter {
+            None => page_of(self.users.order(), q),
+            Some(f) => {
+                let filter = parse(f)?;
+                let mut ids = Vec::new();
+                let candidates = self.user_candidates(&filter);
+                let check = |id: &String, ids: &mut Vec<String>| -> Result<()> {
+                    if let Some((u, _)) = self.users.items.get(id) {
+                        for c in &filter {
+                            if !u.matches(c)? {
+                                return Ok(());
+                            }
+                        }
+                        ids.push(id.clone());
+                    }
+                    Ok(())
+                };
+                match candidates {
+                    Some(cands) => {
+                        for id in &cands {
+                            check(id, &mut ids)?;
+                        }
+                        ids.sort();
+                    }
+                    None => {
+                        for id in self.users.items.keys() {
+                            check(id, &mut ids)?;
+                        }
+                    }
+                }
+                page_of(&ids, q)
+            }
+        };
+        let resources = page
+            .ids
+            .iter()
+            .filter_map(|id| self.users.items.get(id))
+            .map(|(u, m)| excluded(self.render_user(u, m), &q.excluded))
+            .collect();
+        Ok(list_response(page.total, q.start_index, resources))
+    }
+
+    pub fn list_groups(&mut self, q: &ListQuery) -> Result<Value> {
+        let with_members = !q.excluded.iter().any(|e| e.eq_ignore_ascii_case("members"));
+        let page = match &q.filter {
+            None => page_of(self.groups.order(), q),
+            Some(f) => {
+                let filter = parse(f)?;
+                let mut ids = Vec::new();
+                let candidates = self.group_candidates(&filter);
+                let check = |id: &String, ids: &mut Vec<String>| -> Result<()> {
+                    if let Some((g, _)) = self.groups.items.get(id) {
+                        for c in &filter {
+                            if !g.matches(c)? {
+                                return Ok(());
+                            }
+                        }
+                        ids.push(id.clone());
+                    }
+                    Ok(())
+                };
+                match candidates {
+                    Some(cands) => {
+                        for id in &cands {
+                            check(id, &mut ids)?;
+                        }
+                        ids.sort();
+                    }
+                    None => {
+                        for id in self.groups.items.keys() {
+                            check(id, &mut ids)?;
+                        }
+                    }
+                }
+                page_of(&ids, q)
+            }
+        };
+        let resources = page
+            .ids
+            .iter()
+            .filter_map(|id| self.groups.items.get(id))
+            .map(|(g, m)| excluded(self.render_group(g, m, with_members), &q.excluded))
+            .collect();
+        Ok(list_response(page.total, q.start_index, resources))
+    }
+}
+
+fn unlink(memberships: &mut HashMap<String, BTreeSet<String>>, member: &str, group: &str) {
+    if let Some(set) = memberships.get_mut(member) {
+        set.remove(group);
+        if set.is_empty() {
+            memberships.remove(member);
+        }
+    }
+}
+
+/// One membership change of a PATCH, in order.
+enum Change {
+    Added(String),
+    Removed(String),
+    /// The whole set was replaced or cleared; this is what it held.
+    Replaced(BTreeSet<String>),
+}
+
+/// A group being patched in place. Groups may hold 100k members while a PATCH
+/// adds 100, so instead of copying the member set, changes are journaled: a failed
+/// PATCH is undone from the journal (PATCH stays atomic) and a successful one
+/// updates the membership index from it.
+struct GroupEdit<'a> {
+    display_name: String,
+    external_id: Option<String>,
+    members: &'a mut BTreeSet<String>,
+    journal: Vec<Change>,
+    users: &'a BTreeMap<String, (User, Meta)>,
+}
+
+impl GroupEdit<'_> {
+    /// Referential integrity, as a real workspace keeps it: members must be
+    /// existing Users (groups do not nest in Taskade).
+    fn check_member(&self, m: &str) -> Result<()> {
+        if self.users.contains_key(m) {
+            Ok(())
+        } else {
+            Err(ScimError::bad(
+                "invalidValue",
+                format!("member {m:?} is not an existing User"),
+            ))
+        }
+    }
+
+    fn add(&mut self, m: String) {
+        if self.members.insert(m.clone()) {
+            self.journal.push(Change::Added(m));
+        }
+    }
+
+    fn remove(&mut self, m: &str) {
+        if self.members.remove(m) {
+            self.journal.push(Change::Removed(m.to_owned()));
+        }
+    }
+
+    fn clear(&mut self) {
+        let old = std::mem::take(self.members);
+        self.journal.push(Change::Replaced(old));
+    }
+
+    fn undo(&mut self) {
+        while let Some(change) = self.journal.pop() {
+            match change {
+                Change::Added(m) => {
+                    self.members.remove(&m);
+                }
+                Change::Removed(m) => {
+                    self.members.insert(m);
+                }
+                Change::Replaced(old) => *self.members = old,
+            }
+        }
+    }
+}
+
+fn apply_group_ops(edit: &mut GroupEdit<'_>, ops: Vec<Operation>) -> Result<()> {
+    for (op, path, value) in ops {
+        match path {
+            Some(path) => patch_group_attr(edit, op, &path, value.as_ref())?,
+            None => {
+                for (path, v) in pathless(value.as_ref().unwrap_or(&Value::Null))? {
+                    if GROUP_ATTRS.contains(&path.attr.as_str()) {
+                        patch_group_attr(edit, op, &path, Some(&v))?;
+                    }
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+fn patch_group_attr(
+    edit: &mut GroupEdit<'_>,
+    op: Op,
+    path: &Path,
+    value: Option<&Value>,
+) -> Result<()> {
+    match path.attr.as_str() {
+        "displayname" => {
+            no_filter(path)?;
+            if op == Op::Remove {
+                return Err(ScimError::bad("invalidValue", "displayName is required"));
+            }
+            edit.display_name = required_string(value, "displayName")?;
+        }
+        "externalid" => {
+            no_filter(path)?;
+            set_opt(&mut edit.external_id, op, value, "externalId")?;
+        }
+        "members" => {
+            if path.sub.is_some() {
+                return Err(ScimError::bad(
+                    "invalidPath",
+                    "members sub-attributes are read-only",
+                ));
+            }
+            match (&path.filter, op) {
+                (None, Op::Add) => {
+                    for m in member_ids(value)? {
+                        edit.check_member(&m)?;
+                        edit.add(m);
+                    }
+                }
+                (None, Op::Replace) => {
+                    let new = member_ids(value)?;
+                    for m in &new {
+                        edit.check_member(m)?;
+                    }
+                    edit.clear();
+                    for m in new {
+                        edit.add(m);
+                    }
+                }
+                // Entra removes specific members with `path: "members", value: [...]`.
+                (None, Op::Remove) => match value {
+                    Some(v) if !v.is_null() => {
+                        for m in member_ids(Some(v))? {
+                            edit.remove(&m);
+                        }
+                    }
+                    _ => edit.clear(),
+                },
+                (Some(filter), Op::Remove) => {
+                    let mut target = None;
+                    for c in filter {
+                        match (c.attr.as_str(), &c.value) {
+                            ("value", Literal::Str(v)) => target = Some(v.clone()),
+                            (other, _) => {
+                                return Err(ScimError::bad(
+                                    "invalidFilter",
+                                    format!("members can be selected by value only, not {other:?}"),
+                                ));
+                            }
+                        }
+                    }
+                    // Removing a member that is not there is a no-op: retries of a
+                    // removal must succeed.
+                    if let Some(t) = target {
+                        edit.remove(&t);
+                    }
+                }
+                (Some(_), _) => {
+                    return Err(ScimError::bad(
+                        "invalidPath",
+                        "a members value filter is only supported with remove",
+                    ));
+                }
+            }
+        }
+        other => {
+            return Err(ScimError::bad(
+                "invalidPath",
+                format!("Group attribute {other:?} is not supported"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn parse(f: &str) -> Result<Filter> {
+    filter::parse_filter(f).map_err(|e| ScimError::bad("invalidFilter", format!("{f:?}: {e}")))
+}
+
+struct Page {
+    total: usize,
+    ids: Vec<String>,
+}
+
+/// `startIndex` is 1-based; `count` 0 gives an empty page with the true total.
+fn page_of(ids: &[String], q: &ListQuery) -> Page {
+    let start = q.start_index.max(1) - 1;
+    Page {
+        total: ids.len(),
+        ids: ids
+            .get(start..)
+            .unwrap_or_default()
+            .iter()
+            .take(q.count)
+            .cloned()
+            .collect(),
+    }
+}
+
+fn list_response(total: usize, start_index: usize, resources: Vec<Value>) -> Value {
+    json!({
+        "schemas": [SCHEMA_LIST],
+        "totalResults": total,
+        "startIndex": start_index.max(1),
+        "itemsPerPage": resources.len(),
+        "Resources": resources,
+    })
+}
+
+/// Drops `excludedAttributes` (top-level, or `name.givenName`-style sub-attributes);
+/// `id` and `schemas` are always returned.
+fn excluded(mut v: Value, excluded: &[String]) -> Value {
+    if let Some(o) = v.as_object_mut() {
+        for e in excluded {
+            let (top, sub) = match e.split_once('.') {
+                Some((t, s)) => (t, Some(s)),
+                None => (e.as_str(), None),
+            };
+            if top.eq_ignore_ascii_case("id") || top.eq_ignore_ascii_case("schemas") {
+                continue;
+            }
+            let key = o.keys().find(|k| k.eq_ignore_ascii_case(top)).cloned();
+            if let Some(key) = key {
+                match sub {
+                    None => {
+                        o.remove(&key);
+                    }
+                    Some(sub) => {
+                        if let Some(Value::Object(inner)) = o.get_mut(&key) {
+                            let sk = inner.keys().find(|k| k.eq_ignore_ascii_case(sub)).cloned();
+                            if let Some(sk) = sk {
+                                inner.remove(&sk);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+    v
+}
+
+/// Parses a seed file's resources into a snapshot (ids kept; missing ids made up).
+pub(crate) fn seed_from_json(v: &Value) -> std::result::Result<WorkspaceSnapshot, String> {
+    let o = v.as_object().ok_or("the seed must be a JSON object")?;
+    let list = |key: &str| -> std::result::Result<Vec<Value>, String> {
+        match attr(o, key) {
+            None | Some(Value::Null) => Ok(Vec::new()),
+            Some(Value::Array(items)) => Ok(items.clone()),
+            Some(_) => Err(format!("{key} must be an array")),
+        }
+    };
+    let mut snapshot = WorkspaceSnapshot::default();
+    for (i, u) in list("users")?.iter().enumerate() {
+        let id = u
+            .as_object()
+            .and_then(|o| attr(o, "id"))
+            .and_then(Value::as_str)
+            .map_or_else(|| format!("seed-user-{}", i + 1), str::to_owned);
+        let user = User::from_json(id, u).map_err(|e| format!("users[{i}]: {}", e.detail))?;
+        snapshot.accounts.push(user.to_account());
+    }
+    for (i, g) in list("groups")?.iter().enumerate() {
+        let id = g
+            .as_object()
+            .and_then(|o| attr(o, "id"))
+            .and_then(Value::as_str)
+            .map_or_else(|| format!("seed-group-{}", i + 1), str::to_owned);
+        let (group, members) =
+            Group::from_json(id, g).map_err(|e| format!("groups[{i}]: {}", e.detail))?;
+        snapshot.groups.push(WorkspaceGroup {
+            id: group.id,
+            display_name: group.display_name,
+            members,
+        });
+    }
+    Ok(snapshot)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+    use super::*;
+
+    fn store() -> Store {
+        let account = Account {
+            id: "u1".into(),
+            user_name: "ada@example.com".into(),
+            external_id: Some("p1".into()),
+            given_name: None,
+            family_name: None,
+            display_name: None,
+            email: None,
+            active: true,
+            roles: vec!["Viewer".into(), "Editor".into()],
+        };
+        let snapshot = WorkspaceSnapshot {
+            accounts: vec![account],
+            groups: Vec::new(),
+        };
+        Store::new("http://h/scim/v2", snapshot, Utc::now()).unwrap()
+    }
+
+    fn patch(store: &mut Store, ops: Value) -> Result<Value> {
+        let body = json!({"schemas": [SCHEMA_PATCH], "Operations": ops});
+        store
+            .patch_user("u1", &body, None, Utc::now())
+            .map(|r| r.body)
+    }
+
+    #[test]
+    fn entra_style_email_paths_create_the_element_they_name() {
+        let mut s = store();
+        let v = patch(
+            &mut s,
+            json!([{"op": "Add", "path": "emails[type eq \"work\"].value", "value": "a@w"}]),
+        )
+        .unwrap();
+        assert_eq!(v["emails"], json!([{"value": "a@w", "type": "work"}]));
+        let v = patch(
+            &mut s,
+            json!([{"op": "Replace", "path": "emails[type eq \"work\"].value", "value": "b@w"}]),
+        )
+        .unwrap();
+        assert_eq!(v["emails"], json!([{"value": "b@w", "type": "work"}]));
+        assert_eq!(s.snapshot().accounts[0].email.as_deref(), Some("b@w"));
+    }
+
+    #[test]
+    fn remove_with_a_value_removes_only_those_values() {
+        let mut s = store();
+        let v = patch(
+            &mut s,
+            json!([{"op": "remove", "path": "roles", "value": [{"value": "Viewer"}]}]),
+        )
+        .unwrap();
+        assert_eq!(v["roles"], json!([{"value": "Editor"}]));
+        let v = patch(&mut s, json!([{"op": "remove", "path": "roles"}])).unwrap();
+        assert!(v.get("roles").is_none());
+    }
+
+    #[test]
+    fn only_one_primary_survives() {
+        let mut s = store();
+        let v = patch(
+            &mut s,
+            json!([{"op": "replace", "path": "roles", "value": [
+                {"value": "Viewer", "primary": true}, {"value": "Owner", "primary": "True"}]}]),
+        )
+        .unwrap();
+        assert_eq!(
+            v["roles"],
+            json!([{"value": "Viewer"}, {"value": "Owner", "primary": true}])
+        );
+    }
+
+    #[test]
+    fn external_id_index_follows_changes() {
+        let mut s = store();
+        patch(
+            &mut s,
+            json!([{"op": "replace", "value": {"externalId": "p2", "schemas": [], "nickName": "x"}}]),
+        )
+        .unwrap();
+        let q = |f: &str| ListQuery {
+            start_index: 1,
+            count: 10,
+            filter: Some(f.to_owned()),
+            excluded: Vec::new(),
+        };
+        assert_eq!(
+            s.list_users(&q(r#"externalId eq "p1""#)).unwrap()["totalResults"],
+            0
+        );
+        assert_eq!(
+            s.list_users(&q(r#"externalId eq "p2""#)).unwrap()["totalResults"],
+            1
+        );
+    }
+
+    #[test]
+    fn a_failed_group_patch_is_undone_and_leaves_the_index_alone() {
+        let mut s = store();
+        let body = |ops: Value| json!({"schemas": [SCHEMA_PATCH], "Operations": ops});
+        let g = s
+            .create_group(
+                &json!({"displayName": "G", "members": [{"value": "u1"}]}),
+                Utc::now(),
+            )
+            .unwrap();
+        let gid = g.body["id"].as_str().unwrap().to_owned();
+        let err = s
+            .patch_group(
+                &gid,
+                &body(json!([
+                    {"op": "replace", "path": "members", "value": []},
+                    {"op": "replace", "path": "displayName", "value": "H"},
+                    {"op": "add", "path": "members", "value": [{"value": "ghost"}]}
+                ])),
+                None,
+                Utc::now(),
+                true,
+            )
+            .err()
+            .unwrap();
+        assert_eq!(err.scim_type, Some("invalidValue"));
+        let snapshot = s.snapshot();
+        assert_eq!(snapshot.groups[0].members, vec!["u1"]);
+        assert_eq!(snapshot.groups[0].display_name, "G");
+        assert_eq!(s.memberships["u1"].len(), 1);
+        let ok = s
+            .patch_group(
+                &gid,
+                &body(json!([{"op": "remove", "path": "members"}])),
+                None,
+                Utc::now(),
+                true,
+            )
+            .unwrap();
+        assert_eq!(ok.etag, "W/\"2\"");
+        assert!(!s.memberships.contains_key("u1"));
+    }
+
+    #[test]
+    fn errors_render_as_scim_bodies() {
+        let e = ScimError::new(409, Some("uniqueness"), "taken");
+        assert_eq!(
+            e.body(),
+            json!({"schemas": ["urn:ietf:params:scim:api:messages:2.0:Error"],
+                   "status": "409", "scimType": "uniqueness", "detail": "taken"})
+        );
+    }
+}
