@@ -110,6 +110,31 @@ pub enum Command {
         #[arg(long, value_enum, default_value_t = Format::Text)]
         format: Format,
     },
+    /// Run the whole job on an embedded example: a sandbox workspace with realistic
+    /// drift, 50 people; plan, apply, verify, report, plan again. Exit 0 only if the
+    /// workspace converged.
+    Demo {
+        /// Where the demo keeps its state database and files (printed).
+        #[arg(long, default_value = "seatwarden-demo")]
+        dir: PathBuf,
+    },
+    /// Serve an in-process SCIM 2.0 sandbox workspace, to rehearse a configuration
+    /// against a copy of a workspace. Runs until interrupted (Ctrl-C, SIGTERM).
+    Sandbox {
+        /// Seed: JSON `{"users": [SCIM Users], "groups": [SCIM Groups]}`; empty if absent.
+        #[arg(long)]
+        seed: Option<PathBuf>,
+        /// Loopback port (0 picks a free one; the URL is printed).
+        #[arg(long, default_value_t = 8089)]
+        port: u16,
+        /// Bearer token clients must send.
+        #[arg(
+            long,
+            env = "SEATWARDEN_SANDBOX_TOKEN",
+            default_value = "sandbox-token"
+        )]
+        token: String,
+    },
     /// Print a stored drift report.
     Report {
         /// `latest` or a run id.
@@ -122,7 +147,9 @@ pub enum Command {
 
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(cli.log_format, cli.verbose);
+    // The demo narrates on stdout; its run logs would only interleave on stderr.
+    let quiet = matches!(cli.command, Command::Demo { .. });
+    init_logging(cli.log_format, cli.verbose, quiet);
     match run_command(cli) {
         Ok(code) => ExitCode::from(code),
         Err(error) => {
@@ -132,8 +159,9 @@ pub fn main() -> ExitCode {
     }
 }
 
-fn init_logging(format: LogFormat, verbose: u8) {
+fn init_logging(format: LogFormat, verbose: u8, quiet: bool) {
     let default = match verbose {
+        0 if quiet => "warn",
         0 => "warn,seatwarden=info",
         1 => "info,seatwarden=debug",
         _ => "debug,seatwarden=trace",
@@ -159,8 +187,16 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 }
 
 fn run_command(cli: Cli) -> anyhow::Result<u8> {
+    match &cli.command {
+        Command::Demo { dir } => return demo(dir),
+        Command::Sandbox { seed, port, token } => {
+            return serve_sandbox(seed.as_deref(), *port, token);
+        }
+        _ => {}
+    }
     let config = Config::load(&cli.config)?;
     match cli.command {
+        Command::Demo { .. } | Command::Sandbox { .. } => Ok(exit::OK),
         Command::CheckConfig => {
             // Reading the token proves the secret file is readable; never printed.
             config.workspace_token()?;
@@ -210,6 +246,77 @@ fn run_command(cli: Cli) -> anyhow::Result<u8> {
             Ok(exit::OK)
         }
     }
+}
+
+fn demo(dir: &std::path::Path) -> anyhow::Result<u8> {
+    let colour = std::io::stdout().is_terminal();
+    let outcome = runtime()?.block_on(crate::demo::run(dir, colour))?;
+    println!();
+    if outcome.converged() {
+        println!(
+            "Converged: {} actions applied and verified; the second plan is empty.",
+            outcome.reconcile.summary.actions_applied
+        );
+    } else {
+        println!("Not converged: see the report above.");
+    }
+    println!(
+        "State kept in {}: try `seatwarden --config {} report`.",
+        outcome.dir.display(),
+        outcome.dir.join("seatwarden.toml").display()
+    );
+    Ok(if outcome.converged() {
+        exit::OK
+    } else {
+        exit_code_for(&outcome.reconcile).max(exit::FAILED)
+    })
+}
+
+fn serve_sandbox(seed: Option<&std::path::Path>, port: u16, token: &str) -> anyhow::Result<u8> {
+    use crate::sandbox::{Sandbox, SandboxOptions};
+    runtime()?.block_on(async {
+        let seed = match seed {
+            Some(path) => crate::sandbox::load_seed(path)?,
+            None => crate::model::WorkspaceSnapshot::default(),
+        };
+        let (users, groups) = (seed.accounts.len(), seed.groups.len());
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+            .await
+            .with_context(|| format!("binding 127.0.0.1:{port}"))?;
+        let sandbox = Sandbox::start(
+            listener,
+            SandboxOptions {
+                token: token.to_owned(),
+                ..SandboxOptions::default()
+            },
+            seed,
+        )
+        .await?;
+        eprintln!(
+            "sandbox SCIM 2.0 workspace at {} ({users} users, {groups} groups); bearer token from --token; Ctrl-C stops it",
+            sandbox.base_url()
+        );
+        shutdown_signal().await;
+        sandbox.shutdown().await;
+        anyhow::Ok(exit::OK)
+    })
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        if let Ok(mut term) =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        {
+            tokio::select! {
+                _ = ctrl_c => {}
+                _ = term.recv() => {}
+            }
+            return;
+        }
+    }
+    let _ = ctrl_c.await;
 }
 
 /// 4 when anything failed, else 3 when anything was held, else 0.

@@ -21,6 +21,7 @@
 pub mod apply;
 pub mod cli;
 pub mod config;
+pub mod demo;
 pub mod directory;
 pub mod guard;
 pub mod model;

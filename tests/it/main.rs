@@ -3,6 +3,7 @@
 mod cli;
 mod config;
 mod core;
+mod demo;
 mod directory;
 mod interop;
 mod report;

@@ -1,0 +1,149 @@
+//! `seatwarden demo`: the whole job on an embedded example, with nothing to
+//! install. Starts the in-process sandbox workspace seeded with the drift a real
+//! workspace collects, then shows the plan (grouped by drift kind, with reasons),
+//! applies and verifies it, prints the drift report, and plans again — which must
+//! come back empty. The state database stays in a directory the demo prints, so
+//! `seatwarden report` can be run against it afterwards.
+
+use std::path::{Path, PathBuf};
+
+use crate::config::{Config, ConfigError};
+use crate::report::{self, Report};
+use crate::run::{self, Mode, RunError};
+use crate::sandbox::{self, Sandbox, SandboxError, SandboxOptions};
+use crate::store::{Store, StoreError};
+
+const DIRECTORY: &str = include_str!("../config/demo/directory.json");
+const WORKSPACE: &str = include_str!("../config/demo/workspace.json");
+const CONFIG: &str = include_str!("../config/demo/seatwarden.toml");
+const TOKEN: &str = "demo-token";
+
+#[derive(Debug, thiserror::Error)]
+pub enum DemoError {
+    #[error("preparing the demo directory {path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Sandbox(#[from] SandboxError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Run(#[from] RunError),
+}
+
+/// What the demo ends with.
+#[derive(Debug)]
+pub struct DemoOutcome {
+    pub dir: PathBuf,
+    pub first_plan: Report,
+    pub reconcile: Report,
+    pub final_plan: Report,
+}
+
+impl DemoOutcome {
+    /// The workspace converged: everything applied, nothing failed, nothing left to do.
+    pub fn converged(&self) -> bool {
+        self.reconcile.summary.actions_failed == 0
+            && self.reconcile.summary.actions_held == 0
+            && self.final_plan.summary.actions_planned == 0
+    }
+}
+
+fn write(dir: &Path, name: &str, text: &str) -> Result<PathBuf, DemoError> {
+    let path = dir.join(name);
+    std::fs::write(&path, text).map_err(|source| DemoError::Io {
+        path: path.clone(),
+        source,
+    })?;
+    Ok(path)
+}
+
+/// Lays out the demo directory: the example directory export, the sandbox seed, and
+/// a configuration pointing at `workspace_url`. Any earlier state is removed so
+/// every demo starts from the same drift.
+pub fn prepare(dir: &Path, workspace_url: &str) -> Result<PathBuf, DemoError> {
+    std::fs::create_dir_all(dir).map_err(|source| DemoError::Io {
+        path: dir.to_owned(),
+        source,
+    })?;
+    for stale in ["seatwarden.db", "seatwarden.db-wal", "seatwarden.db-shm"] {
+        let path = dir.join(stale);
+        if path.exists() {
+            std::fs::remove_file(&path).map_err(|source| DemoError::Io { path, source })?;
+        }
+    }
+    write(dir, "directory.json", DIRECTORY)?;
+    write(dir, "workspace.json", WORKSPACE)?;
+    let config = CONFIG.replace("http://127.0.0.1:0/scim/v2", workspace_url);
+    write(dir, "seatwarden.toml", &config)
+}
+
+/// Runs the demo, printing each step to stdout (`colour` on a TTY).
+pub async fn run(dir: &Path, colour: bool) -> Result<DemoOutcome, DemoError> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .map_err(|source| DemoError::Io {
+            path: dir.to_owned(),
+            source,
+        })?;
+    let port = listener
+        .local_addr()
+        .map_err(|source| DemoError::Io {
+            path: dir.to_owned(),
+            source,
+        })?
+        .port();
+    let url = format!("http://127.0.0.1:{port}/scim/v2");
+    let config_path = prepare(dir, &url)?;
+    let seed = sandbox::load_seed(&dir.join("workspace.json"))?;
+    let sandbox = Sandbox::start(
+        listener,
+        SandboxOptions {
+            token: TOKEN.to_owned(),
+            ..SandboxOptions::default()
+        },
+        seed,
+    )
+    .await?;
+    let config = Config::load_with_env(&config_path, Some(Default::default()))?;
+
+    println!("seatwarden demo");
+    println!(
+        "  directory: {} (50 people)",
+        config_path.with_file_name("directory.json").display()
+    );
+    println!(
+        "  workspace: sandbox SCIM 2.0 workspace at {}",
+        sandbox.base_url()
+    );
+    println!("  state:     {}", config.state.path.display());
+
+    let result = steps(&config, colour).await;
+    sandbox.shutdown().await;
+    let (first_plan, reconcile, final_plan) = result?;
+    Ok(DemoOutcome {
+        dir: dir.to_owned(),
+        first_plan,
+        reconcile,
+        final_plan,
+    })
+}
+
+async fn steps(config: &Config, colour: bool) -> Result<(Report, Report, Report), DemoError> {
+    println!("\n━━ 1. plan: what differs and why (nothing is written) ━━\n");
+    let first = run::execute(config, Store::open(&config.state.path)?, Mode::Plan).await?;
+    print!("{}", report::render_text(&first.report, colour));
+
+    println!("\n━━ 2. reconcile: apply (journaled), verify, report ━━\n");
+    let reconcile = run::execute(config, Store::open(&config.state.path)?, Mode::Reconcile).await?;
+    print!("{}", report::render_text(&reconcile.report, colour));
+
+    println!("\n━━ 3. plan again: a converged workspace plans nothing ━━\n");
+    let last = run::execute(config, Store::open(&config.state.path)?, Mode::Plan).await?;
+    print!("{}", report::render_text(&last.report, colour));
+    Ok((first.report, reconcile.report, last.report))
+}
