@@ -292,31 +292,37 @@ fn serve_sandbox(seed: Option<&std::path::Path>, port: u16, token: &str) -> anyh
             seed,
         )
         .await?;
+        let stop = shutdown_signal()?;
         eprintln!(
             "sandbox SCIM 2.0 workspace at {} ({users} users, {groups} groups); bearer token from --token; Ctrl-C stops it",
             sandbox.base_url()
         );
-        shutdown_signal().await;
+        stop.await;
         sandbox.shutdown().await;
         anyhow::Ok(exit::OK)
     })
 }
 
-async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        if let Ok(mut term) =
-            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        {
-            tokio::select! {
-                _ = ctrl_c => {}
-                _ = term.recv() => {}
-            }
-            return;
+/// Resolves on SIGTERM or SIGINT. Created before the server announces itself, so
+/// a signal sent right after the announcement is never lost.
+#[cfg(unix)]
+fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+    Ok(async move {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
         }
-    }
-    let _ = ctrl_c.await;
+    })
+}
+
+#[cfg(not(unix))]
+fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
+    Ok(async {
+        let _ = tokio::signal::ctrl_c().await;
+    })
 }
 
 /// 4 when anything failed, else 3 when anything was held, else 0.

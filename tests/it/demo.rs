@@ -75,42 +75,64 @@ fn the_demo_command_exits_0_and_its_state_can_be_reported() {
     assert_eq!(json["summary"]["actions_failed"], 0);
 }
 
+/// Kills the child if the test fails half-way, so no server outlives the suite.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 #[test]
 fn the_sandbox_command_serves_until_terminated() {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_seatwarden"))
+    let child = Command::new(env!("CARGO_BIN_EXE_seatwarden"))
         .args(["sandbox", "--port", "0", "--token", "t0k"])
+        .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let mut stderr = BufReader::new(child.stderr.take().unwrap());
-    let mut line = String::new();
-    stderr.read_line(&mut line).unwrap();
-    let url = line
-        .split_whitespace()
-        .find(|w| w.starts_with("http://"))
-        .unwrap_or_else(|| panic!("no URL in {line:?}"))
-        .to_owned();
-    let answer = get_status(&format!("{url}/Users"), "t0k");
-    assert_eq!(answer, 200, "{url}");
-    let _ = Command::new("kill").arg(child.id().to_string()).status();
-    let status = child.wait().unwrap();
+    let mut child = KillOnDrop(child);
+    let mut stderr = BufReader::new(child.0.stderr.take().unwrap());
+    let mut url = None;
+    for _ in 0..20 {
+        let mut line = String::new();
+        if stderr.read_line(&mut line).unwrap() == 0 {
+            break;
+        }
+        url = line
+            .split_whitespace()
+            .find(|w| w.starts_with("http://"))
+            .map(str::to_owned);
+        if url.is_some() {
+            break;
+        }
+    }
+    let url = url.expect("the sandbox prints its URL on stderr");
+    assert_eq!(get_status(&format!("{url}/Users"), "t0k"), 200, "{url}");
+    assert_eq!(get_status(&format!("{url}/Users"), "wrong"), 401, "{url}");
+    let _ = Command::new("kill").arg(child.0.id().to_string()).status();
+    let status = child.0.wait().unwrap();
     assert_eq!(status.code(), Some(0), "SIGTERM is a clean stop");
 }
 
-/// A blocking GET for a test that has no runtime of its own; returns the status.
+/// A plain HTTP/1.0 GET over a socket; returns the status code.
 fn get_status(url: &str, token: &str) -> u16 {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    runtime.block_on(async {
-        reqwest::Client::new()
-            .get(url)
-            .bearer_auth(token)
-            .send()
-            .await
-            .unwrap()
-            .status()
-            .as_u16()
-    })
+    use std::io::{Read, Write};
+    let rest = url.strip_prefix("http://").unwrap();
+    let (host, path) = rest.split_at(rest.find('/').unwrap());
+    let mut stream = std::net::TcpStream::connect(host).unwrap();
+    write!(
+        stream,
+        "GET {path} HTTP/1.0\r\nHost: {host}\r\nAuthorization: Bearer {token}\r\n\r\n"
+    )
+    .unwrap();
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).unwrap();
+    answer
+        .split_whitespace()
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .unwrap_or_else(|| panic!("not an HTTP answer: {answer:?}"))
 }
