@@ -16,7 +16,9 @@
 //! - edges: [`directory`] (sources of truth), [`workspace`] (SCIM 2.0 client),
 //!   [`store`] (SQLite state and journal), [`retry`] (transient-failure policy).
 //! - [`apply`] (journaled executor and verification), [`report`] (drift reports).
-//! - wiring: [`run`] (one reconciliation run), [`config`], [`cli`].
+//! - [`sandbox`] (in-process SCIM 2.0 workspace with fault injection) and
+//!   [`synth`] (synthetic data) for the demo, tests and benchmarks.
+//! - wiring: [`run`] (one reconciliation run), [`demo`], [`config`], [`cli`].
 
 pub mod apply;
 pub mod cli;
