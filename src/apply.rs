@@ -23,7 +23,7 @@ use futures::stream::{self, StreamExt};
 
 use crate::model::{
     Account, AccountRef, Action, ActionKind, Attribute, GroupRef, LinkMethod, NewLink, Plan,
-    WorkspaceGroup,
+    WorkspaceGroup, WorkspaceSnapshot,
 };
 use crate::store::{JournalEntry, RunId, Store, StoreError};
 use crate::workspace::{ScimClient, WorkspaceError};
@@ -303,12 +303,16 @@ fn phase(kind: &ActionKind) -> u8 {
 }
 
 /// Applies every runnable action of `plan` (journaled under `run`), then verifies.
+/// `relist_requests` is what one full listing of the workspace costs in requests:
+/// when more objects than that need verifying, they are verified against one fresh
+/// listing instead of one read each.
 pub async fn apply(
     client: &ScimClient,
     store: &Mutex<Store>,
     run: RunId,
     plan: &Plan,
     concurrency: usize,
+    relist_requests: usize,
 ) -> Result<ApplySummary, ApplyError> {
     let executor = Executor {
         client,
@@ -346,7 +350,16 @@ pub async fn apply(
         .created
         .into_inner()
         .map_err(|_| ApplyError::Poisoned)?;
-    let verifier = Verifier::new(client, &created);
+    let mut verifier = Verifier::new(client, &created);
+    if to_verify.len() > relist_requests {
+        match client.snapshot(&|_| {}).await {
+            Ok(snapshot) => verifier.preload(snapshot),
+            // Reading object by object still verifies; it only costs more requests.
+            Err(e) => {
+                tracing::warn!(error = %e, "re-listing the workspace for verification failed; verifying object by object")
+            }
+        }
+    }
     let results: Vec<(u32, Result<(), String>)> = stream::iter(to_verify)
         .map(|action| async { (action.seq, verifier.verify(action).await) })
         .buffer_unordered(concurrency.max(1))
@@ -387,6 +400,8 @@ struct Verifier<'a> {
     created_groups: HashMap<String, String>,
     accounts: tokio::sync::Mutex<HashMap<String, Option<Account>>>,
     groups: tokio::sync::Mutex<HashMap<String, Option<WorkspaceGroup>>>,
+    /// The caches hold a fresh snapshot of the whole workspace: a miss means absent.
+    complete: bool,
 }
 
 impl<'a> Verifier<'a> {
@@ -397,12 +412,36 @@ impl<'a> Verifier<'a> {
             created_groups: created.groups.clone(),
             accounts: Default::default(),
             groups: Default::default(),
+            complete: false,
         }
+    }
+
+    /// Verifies against one fresh listing instead of a read per object: far fewer
+    /// requests when many objects changed.
+    fn preload(&mut self, snapshot: WorkspaceSnapshot) {
+        self.accounts = tokio::sync::Mutex::new(
+            snapshot
+                .accounts
+                .into_iter()
+                .map(|a| (a.id.clone(), Some(a)))
+                .collect(),
+        );
+        self.groups = tokio::sync::Mutex::new(
+            snapshot
+                .groups
+                .into_iter()
+                .map(|g| (g.id.clone(), Some(g)))
+                .collect(),
+        );
+        self.complete = true;
     }
 
     async fn account(&self, id: &str) -> Result<Option<Account>, String> {
         if let Some(cached) = self.accounts.lock().await.get(id) {
             return Ok(cached.clone());
+        }
+        if self.complete {
+            return Ok(None);
         }
         let account = self
             .client
@@ -419,6 +458,9 @@ impl<'a> Verifier<'a> {
     async fn group(&self, id: &str) -> Result<Option<WorkspaceGroup>, String> {
         if let Some(cached) = self.groups.lock().await.get(id) {
             return Ok(cached.clone());
+        }
+        if self.complete {
+            return Ok(None);
         }
         let group = self
             .client

@@ -222,12 +222,17 @@ async fn pipeline(
     }
 
     if mode == Mode::Reconcile && guarded.runnable().next().is_some() {
+        let page = config.workspace.page_size.max(1) as usize;
+        let relist_requests = workspace_snapshot.accounts.len().div_ceil(page)
+            + workspace_snapshot.groups.len().div_ceil(page)
+            + 2;
         let summary = apply::apply(
             client,
             store,
             run_id,
             &guarded,
             config.workspace.max_concurrency,
+            relist_requests,
         )
         .await?;
         tracing::info!(

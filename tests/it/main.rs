@@ -10,4 +10,5 @@ mod report;
 mod resume;
 mod sandbox;
 mod store;
+mod verify;
 mod workspace;

@@ -1,0 +1,140 @@
+//! Verification: a write the server accepted but does not show is not `applied`.
+//! Exercised both ways the executor verifies: one read per object (few changes)
+//! and one fresh listing (many changes).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use serde_json::json;
+use wiremock::matchers::{method, path, path_regex};
+use wiremock::{Mock, MockServer, ResponseTemplate};
+
+use seatwarden::config::Config;
+use seatwarden::run::{self, Mode};
+use seatwarden::store::Store;
+
+fn scim(body: serde_json::Value) -> ResponseTemplate {
+    ResponseTemplate::new(200)
+        .insert_header("content-type", "application/scim+json")
+        .set_body_json(body)
+}
+
+fn leaver(n: usize) -> (serde_json::Value, serde_json::Value) {
+    let user = format!("leaver{n}@example.com");
+    (
+        json!({"id": format!("00u{n}"), "userName": user, "status": "deprovisioned"}),
+        json!({"id": format!("acc-{n}"), "userName": user, "externalId": format!("00u{n}"),
+               "active": true, "roles": [{"value": "Viewer", "primary": true}]}),
+    )
+}
+
+/// A workspace that accepts every PATCH (204) and never changes.
+async fn stubborn_workspace(leavers: usize) -> (MockServer, tempfile::TempDir, Config) {
+    let server = MockServer::start().await;
+    let (identities, accounts): (Vec<_>, Vec<_>) = (1..=leavers).map(leaver).unzip();
+    Mock::given(method("GET"))
+        .and(path("/ServiceProviderConfig"))
+        .respond_with(ResponseTemplate::new(404))
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/Users"))
+        .respond_with(scim(
+            json!({"totalResults": accounts.len(), "startIndex": 1,
+                                   "itemsPerPage": accounts.len(), "Resources": accounts}),
+        ))
+        .mount(&server)
+        .await;
+    for account in &accounts {
+        Mock::given(method("GET"))
+            .and(path(format!("/Users/{}", account["id"].as_str().unwrap())))
+            .respond_with(scim(account.clone()))
+            .mount(&server)
+            .await;
+    }
+    Mock::given(method("GET"))
+        .and(path("/Groups"))
+        .respond_with(scim(json!({"totalResults": 0, "Resources": []})))
+        .mount(&server)
+        .await;
+    Mock::given(method("PATCH"))
+        .and(path_regex("^/Users/acc-[0-9]+$"))
+        .respond_with(ResponseTemplate::new(204))
+        .expect(leavers as u64)
+        .mount(&server)
+        .await;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("directory.json"),
+        json!({ "users": identities }).to_string(),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("seatwarden.toml"),
+        format!(
+            "[directory]\nkind = \"file\"\npath = \"directory.json\"\n\n\
+             [workspace]\nurl = \"{}\"\ntoken = \"t\"\n",
+            server.uri()
+        ),
+    )
+    .unwrap();
+    let config = Config::load_with_env(
+        &dir.path().join("seatwarden.toml"),
+        Some(Default::default()),
+    )
+    .unwrap();
+    (server, dir, config)
+}
+
+async fn reconcile(config: &Config) -> seatwarden::report::Report {
+    run::execute(
+        config,
+        Store::open(&config.state.path).unwrap(),
+        Mode::Reconcile,
+    )
+    .await
+    .unwrap()
+    .report
+}
+
+#[tokio::test]
+async fn an_accepted_write_the_workspace_does_not_show_fails_verification() {
+    let (server, _dir, config) = stubborn_workspace(1).await;
+    let report = reconcile(&config).await;
+    assert_eq!(report.summary.actions_applied, 0);
+    assert_eq!(report.summary.actions_failed, 1);
+    let error = report.actions[0].error.as_deref().unwrap();
+    assert!(
+        error.contains("not verified") && error.contains("still active"),
+        "{error}"
+    );
+    // One read of that account, not a relisting of the workspace.
+    let requests = server.received_requests().await.unwrap();
+    let gets_of_account = requests
+        .iter()
+        .filter(|r| r.method.as_str() == "GET" && r.url.path() == "/Users/acc-1")
+        .count();
+    assert_eq!(gets_of_account, 1);
+}
+
+#[tokio::test]
+async fn many_changes_are_verified_against_one_fresh_listing() {
+    let (server, _dir, config) = stubborn_workspace(5).await;
+    let report = reconcile(&config).await;
+    assert_eq!(report.summary.actions_failed, 5, "{:#?}", report.actions);
+    assert!(
+        report
+            .actions
+            .iter()
+            .all(|a| a.error.as_deref().unwrap_or("").contains("still active"))
+    );
+    let requests = server.received_requests().await.unwrap();
+    let single_reads = requests
+        .iter()
+        .filter(|r| r.method.as_str() == "GET" && r.url.path().starts_with("/Users/"))
+        .count();
+    let listings = requests
+        .iter()
+        .filter(|r| r.method.as_str() == "GET" && r.url.path() == "/Users")
+        .count();
+    assert_eq!(single_reads, 0, "verified from the listing");
+    assert_eq!(listings, 2, "one snapshot, one verification listing");
+}
