@@ -56,7 +56,6 @@
 //! then account id. Drift items sort by kind, then userName.
 
 use std::borrow::Cow;
-use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
@@ -67,7 +66,8 @@ use crate::model::{
     WorkspaceGroup, WorkspaceSnapshot,
 };
 use crate::policy::{
-    DesiredAccount, DesiredState, FxBuild, FxHashMap, InactiveReason, Protected, UnmatchedAccounts,
+    DesiredAccount, DesiredState, FxBuild, FxHashMap, InactiveReason, Protected, StrIndex,
+    UnmatchedAccounts, fx_hash,
 };
 
 /// What losing access does to an account.
@@ -206,12 +206,78 @@ impl<T: Copy> Few<T> {
     }
 }
 
+trait HasId {
+    fn id(&self) -> &str;
+}
+
+impl HasId for Identity {
+    fn id(&self) -> &str {
+        &self.id
+    }
+}
+
+impl HasId for Account {
+    fn id(&self) -> &str {
+        &self.id
+    }
+}
+
+/// The first item of each id, in input order, indexed by id.
+struct ById<'a, T> {
+    items: Vec<&'a T>,
+    index: StrIndex,
+}
+
+impl<'a, T: HasId> ById<'a, T> {
+    fn build(all: &'a [T]) -> Self {
+        let mut items: Vec<&'a T> = Vec::with_capacity(all.len());
+        let mut index = StrIndex::with_capacity(all.len());
+        for item in all {
+            let id = item.id();
+            let hash = fx_hash(id);
+            if let Err(slot) = index.find(id, hash, |p| items.get(p).map(|i| i.id())) {
+                if index.fill(slot, items.len(), hash) {
+                    items.push(item);
+                }
+            }
+        }
+        ById { items, index }
+    }
+
+    fn position(&self, id: &str) -> Option<u32> {
+        let found = self
+            .index
+            .find(id, fx_hash(id), |p| self.items.get(p).map(|i| i.id()));
+        found.ok().and_then(|p| u32::try_from(p).ok())
+    }
+
+    fn get(&self, id: &str) -> Option<&'a T> {
+        self.position(id)
+            .and_then(|p| self.items.get(p as usize).copied())
+    }
+}
+
+/// The identities one matching rule finds.
+enum Cands<'x, 'a> {
+    One(&'a str),
+    Slice(&'x [&'a str]),
+}
+
+impl<'a> Cands<'_, 'a> {
+    fn as_slice(&self) -> &[&'a str] {
+        match self {
+            Cands::One(id) => std::slice::from_ref(id),
+            Cands::Slice(ids) => ids,
+        }
+    }
+}
+
 struct Matching<'a> {
-    identities: FxHashMap<&'a str, &'a Identity>,
+    identities: ById<'a, Identity>,
     /// Accounts by slot: the first account of each id, in workspace order.
     accounts: Vec<&'a Account>,
     /// Account id → slot.
-    account_index: FxHashMap<&'a str, u32>,
+    account_index: ById<'a, Account>,
     /// Account slot → owner.
     owners: Vec<Owner<'a>>,
     /// identity id → its account's slot.
@@ -275,23 +341,9 @@ impl<'a> Matching<'a> {
         workspace: &'a WorkspaceSnapshot,
         links: &'a [Link],
     ) -> Self {
-        let mut identities: FxHashMap<&'a str, &'a Identity> =
-            FxHashMap::with_capacity_and_hasher(directory.identities.len(), FxBuild::default());
-        for identity in &directory.identities {
-            identities.entry(identity.id.as_str()).or_insert(identity);
-        }
-        let mut accounts: Vec<&'a Account> = Vec::with_capacity(workspace.accounts.len());
-        let mut account_index: FxHashMap<&'a str, u32> =
-            FxHashMap::with_capacity_and_hasher(workspace.accounts.len(), FxBuild::default());
-        for account in &workspace.accounts {
-            let Some(slot) = slot_of(accounts.len()) else {
-                break;
-            };
-            if let Entry::Vacant(entry) = account_index.entry(account.id.as_str()) {
-                entry.insert(slot);
-                accounts.push(account);
-            }
-        }
+        let identities = ById::build(&directory.identities);
+        let account_index = ById::build(&workspace.accounts);
+        let accounts: Vec<&'a Account> = account_index.items.clone();
         let account_id = |slot: u32| accounts.get(slot as usize).map_or("", |a| a.id.as_str());
 
         let mut owners: Vec<Owner<'a>> = vec![Owner::Orphan; accounts.len()];
@@ -305,7 +357,7 @@ impl<'a> Matching<'a> {
         let mut by_identity: FxHashMap<&'a str, Few<u32>> =
             FxHashMap::with_capacity_and_hasher(links.len(), FxBuild::default());
         for link in links {
-            if let Some(&slot) = account_index.get(link.account_id.as_str()) {
+            if let Some(slot) = account_index.position(&link.account_id) {
                 if let Some(ids) = by_account.get_mut(slot as usize) {
                     ids.push(&link.identity_id);
                 }
@@ -369,8 +421,8 @@ impl<'a> Matching<'a> {
             account
                 .external_id
                 .as_deref()
-                .and_then(|e| identities.get_key_value(e))
-                .map(|(id, _)| id)
+                .and_then(|e| identities.get(e))
+                .map(|i| &i.id)
         };
         let mut by_user_name: FxHashMap<Cow<'a, str>, Few<&'a str>> = FxHashMap::default();
         let mut by_email: FxHashMap<Cow<'a, str>, Few<&'a str>> = FxHashMap::default();
@@ -385,8 +437,8 @@ impl<'a> Matching<'a> {
         if !by_user_name.is_empty() || !by_email.is_empty() {
             for identity in &directory.identities {
                 let first = identities
-                    .get(identity.id.as_str())
-                    .is_some_and(|i| std::ptr::eq(*i, identity));
+                    .get(&identity.id)
+                    .is_some_and(|i| std::ptr::eq(i, identity));
                 if !first {
                     continue;
                 }
@@ -403,15 +455,15 @@ impl<'a> Matching<'a> {
                 ids.sort_dedup_by_key(|id| *id);
             }
         }
-        let candidates = |account: &Account| -> Option<(LinkMethod, &[&'a str])> {
+        let candidates = |account: &Account| -> Option<(LinkMethod, Cands<'_, 'a>)> {
             if let Some(id) = by_external_id(account) {
-                return Some((LinkMethod::ExternalId, std::slice::from_ref(id)));
+                return Some((LinkMethod::ExternalId, Cands::One(id)));
             }
             if let Some(ids) = found(&by_user_name, &account.user_name) {
-                return Some((LinkMethod::UserName, ids));
+                return Some((LinkMethod::UserName, Cands::Slice(ids)));
             }
             let email = account.email.as_deref()?;
-            found(&by_email, email).map(|ids| (LinkMethod::Email, ids))
+            found(&by_email, email).map(|ids| (LinkMethod::Email, Cands::Slice(ids)))
         };
 
         let mut tentative: FxHashMap<&'a str, Few<(u32, LinkMethod)>> = FxHashMap::default();
@@ -421,10 +473,11 @@ impl<'a> Matching<'a> {
             let Some(owner) = owners.get_mut(slot as usize) else {
                 continue;
             };
-            let Some((method, candidates)) = candidates(account) else {
+            let Some((method, found)) = candidates(account) else {
                 *owner = Owner::Orphan;
                 continue;
             };
+            let candidates = found.as_slice();
             match candidates {
                 [only] => {
                     if let Some(&linked_to) = primary.get(only) {
@@ -516,7 +569,7 @@ impl<'a> Matching<'a> {
     }
 
     fn slot(&self, account_id: &str) -> Option<u32> {
-        self.account_index.get(account_id).copied()
+        self.account_index.position(account_id)
     }
 
     fn at(&self, slot: u32) -> Option<&'a Account> {
@@ -811,7 +864,7 @@ impl<'p, 'a: 'p> Planner<'p, 'a> {
         } else {
             let why = match reason {
                 Some(reason) => reason.to_string(),
-                None if !m.identities.contains_key(identity_id) => {
+                None if m.identities.get(identity_id).is_none() => {
                     "identity was deleted from the directory".to_owned()
                 }
                 None => "identity is not in the desired state".to_owned(),
@@ -1021,11 +1074,7 @@ impl<'p, 'a: 'p> Planner<'p, 'a> {
                 mut want_existing,
                 mut want_created,
             } = group;
-            want_existing.sort_unstable_by(|&a, &b| {
-                m.at(a)
-                    .map(|a| a.id.as_str())
-                    .cmp(&m.at(b).map(|b| b.id.as_str()))
-            });
+            want_existing.sort_unstable();
             want_existing.dedup();
             want_created.sort_unstable();
             want_created.dedup();
@@ -1100,6 +1149,9 @@ impl<'p, 'a: 'p> Planner<'p, 'a> {
                     id: account.id.clone(),
                 });
             }
+            // As a BTreeSet<AccountRef> orders them: existing accounts by id, then
+            // accounts to be created by identity id.
+            add.sort_unstable();
             for &identity_id in &want_created {
                 let user_name = self
                     .desired

@@ -191,21 +191,91 @@ pub(crate) fn fx_hash(s: &str) -> u64 {
     hasher.finish()
 }
 
+/// An open-addressing index of strings stored elsewhere (at positions `0..n` of
+/// some list): each slot holds a position + 1 (0 = empty) and the high half of the
+/// key's hash, so a probe reads 8 bytes and only a tag match reads the key. Sized
+/// up front for at most `capacity` keys; never fuller than half.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct StrIndex {
+    slots: Vec<(u32, u32)>,
+}
+
+impl StrIndex {
+    pub(crate) fn with_capacity(capacity: usize) -> Self {
+        StrIndex {
+            slots: vec![(0, 0); (capacity.saturating_mul(2)).next_power_of_two().max(16)],
+        }
+    }
+
+    /// The position of `key`, else the empty slot where it would go.
+    pub(crate) fn find<'k>(
+        &self,
+        key: &str,
+        hash: u64,
+        key_at: impl Fn(usize) -> Option<&'k str>,
+    ) -> Result<usize, usize> {
+        let mask = self.slots.len().wrapping_sub(1);
+        let tag = (hash >> 32) as u32;
+        let mut pos = hash as usize & mask;
+        loop {
+            let Some(&(entry, slot_tag)) = self.slots.get(pos) else {
+                return Err(usize::MAX);
+            };
+            if entry == 0 {
+                return Err(pos);
+            }
+            let position = entry as usize - 1;
+            if slot_tag == tag && key_at(position) == Some(key) {
+                return Ok(position);
+            }
+            pos = (pos + 1) & mask;
+        }
+    }
+
+    /// Fills the empty slot `find` returned; false when it cannot.
+    pub(crate) fn fill(&mut self, slot: usize, position: usize, hash: u64) -> bool {
+        match (self.slots.get_mut(slot), u32::try_from(position + 1)) {
+            (Some(s), Ok(entry)) => {
+                *s = (entry, (hash >> 32) as u32);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    pub(crate) fn has_room_for(&self, len: usize) -> bool {
+        len.saturating_mul(2) <= self.slots.len()
+    }
+
+    /// Rebuilds with room for `capacity` keys from the hashes of the `len` stored ones.
+    pub(crate) fn rebuild(&mut self, capacity: usize, len: usize, hash_at: impl Fn(usize) -> u64) {
+        *self = StrIndex::with_capacity(capacity);
+        let mask = self.slots.len() - 1;
+        for position in 0..len {
+            let hash = hash_at(position);
+            let mut pos = hash as usize & mask;
+            while self.slots.get(pos).is_some_and(|s| s.0 != 0) {
+                pos = (pos + 1) & mask;
+            }
+            self.fill(pos, position, hash);
+        }
+    }
+}
+
 /// Identity id → value, in insertion (directory) order. The index is an
 /// open-addressing table of entry positions, so a lookup touches one small slot
 /// and, on a tag match, the key.
 #[derive(Debug, Clone)]
 pub struct IdMap<V> {
     entries: Vec<(String, V)>,
-    /// (entry position + 1, or 0 when empty; high half of the key's hash).
-    slots: Vec<(u32, u32)>,
+    index: StrIndex,
 }
 
 impl<V> Default for IdMap<V> {
     fn default() -> Self {
         IdMap {
             entries: Vec::new(),
-            slots: Vec::new(),
+            index: StrIndex::default(),
         }
     }
 }
@@ -226,63 +296,31 @@ impl<V> IdMap<V> {
     fn with_capacity(capacity: usize) -> Self {
         IdMap {
             entries: Vec::with_capacity(capacity),
-            slots: vec![(0, 0); (capacity * 2).next_power_of_two().max(16)],
+            index: StrIndex::with_capacity(capacity),
         }
     }
 
-    /// The entry position of `id`, else the empty slot where it would go.
     fn find(&self, id: &str, hash: u64) -> Result<usize, usize> {
-        let mask = self.slots.len().wrapping_sub(1);
-        let tag = (hash >> 32) as u32;
-        let mut pos = hash as usize & mask;
-        loop {
-            let Some(&(entry, slot_tag)) = self.slots.get(pos) else {
-                return Err(usize::MAX);
-            };
-            if entry == 0 {
-                return Err(pos);
-            }
-            let entry = entry as usize - 1;
-            if slot_tag == tag && self.entries.get(entry).is_some_and(|(k, _)| k == id) {
-                return Ok(entry);
-            }
-            pos = (pos + 1) & mask;
-        }
-    }
-
-    fn grow(&mut self) {
-        let size = (self.slots.len() * 2).max(16);
-        self.slots = vec![(0, 0); size];
-        let mask = size - 1;
-        for (position, (key, _)) in self.entries.iter().enumerate() {
-            let hash = fx_hash(key);
-            let mut pos = hash as usize & mask;
-            while self.slots.get(pos).is_some_and(|s| s.0 != 0) {
-                pos = (pos + 1) & mask;
-            }
-            if let (Some(slot), Ok(entry)) = (self.slots.get_mut(pos), u32::try_from(position + 1))
-            {
-                *slot = (entry, (hash >> 32) as u32);
-            }
-        }
+        self.index
+            .find(id, hash, |p| self.entries.get(p).map(|(k, _)| k.as_str()))
     }
 
     /// Inserts unless the id is present; returns whether it inserted.
     fn insert_new(&mut self, id: &str, value: V) -> bool {
-        if (self.entries.len() + 1) * 2 > self.slots.len() {
-            self.grow();
+        let len = self.entries.len();
+        if !self.index.has_room_for(len + 1) {
+            let entries = &self.entries;
+            self.index.rebuild((len + 1) * 2, len, |p| {
+                entries.get(p).map_or(0, |(k, _)| fx_hash(k))
+            });
         }
         let hash = fx_hash(id);
-        let Err(pos) = self.find(id, hash) else {
+        let Err(slot) = self.find(id, hash) else {
             return false;
         };
-        let (Some(slot), Ok(entry)) = (
-            self.slots.get_mut(pos),
-            u32::try_from(self.entries.len() + 1),
-        ) else {
+        if !self.index.fill(slot, len, hash) {
             return false;
-        };
-        *slot = (entry, (hash >> 32) as u32);
+        }
         self.entries.push((id.to_owned(), value));
         true
     }
