@@ -262,57 +262,81 @@ impl StrIndex {
     }
 }
 
-/// Identity id → value, in insertion (directory) order. The index is an
-/// open-addressing table of entry positions, so a lookup touches one small slot
-/// and, on a tag match, the key.
+/// A value an [`IdMap`] holds; one that carries its own id needs no key stored
+/// beside it.
+pub trait IdValue {
+    fn own_id(&self) -> Option<&str> {
+        None
+    }
+}
+
+impl IdValue for DesiredAccount {
+    fn own_id(&self) -> Option<&str> {
+        Some(&self.spec.external_id)
+    }
+}
+
+impl IdValue for InactiveReason {}
+
+/// Identity id → value, in insertion (directory) order. The index is a
+/// [`StrIndex`] over entry positions.
 #[derive(Debug, Clone)]
 pub struct IdMap<V> {
-    entries: Vec<(String, V)>,
+    values: Vec<V>,
+    /// Ids of values without their own, by position.
+    keys: Vec<String>,
     index: StrIndex,
 }
 
 impl<V> Default for IdMap<V> {
     fn default() -> Self {
         IdMap {
-            entries: Vec::new(),
+            values: Vec::new(),
+            keys: Vec::new(),
             index: StrIndex::default(),
         }
     }
 }
 
-impl<V: PartialEq> PartialEq for IdMap<V> {
+impl<V: IdValue + PartialEq> PartialEq for IdMap<V> {
     fn eq(&self, other: &Self) -> bool {
-        self.entries.len() == other.entries.len()
-            && self
-                .entries
-                .iter()
-                .all(|(k, v)| other.get(k).is_some_and(|o| o == v))
+        self.len() == other.len() && self.iter().all(|(k, v)| other.get(k) == Some(v))
     }
 }
 
-impl<V: Eq> Eq for IdMap<V> {}
+impl<V: IdValue + Eq> Eq for IdMap<V> {}
 
-impl<V> IdMap<V> {
+impl<V: IdValue> IdMap<V> {
     fn with_capacity(capacity: usize) -> Self {
         IdMap {
-            entries: Vec::with_capacity(capacity),
+            values: Vec::with_capacity(capacity),
+            keys: Vec::new(),
             index: StrIndex::with_capacity(capacity),
         }
     }
 
-    fn find(&self, id: &str, hash: u64) -> Result<usize, usize> {
-        self.index
-            .find(id, hash, |p| self.entries.get(p).map(|(k, _)| k.as_str()))
+    fn key_at(&self, position: usize) -> Option<&str> {
+        let value = self.values.get(position)?;
+        value
+            .own_id()
+            .or_else(|| self.keys.get(position).map(String::as_str))
     }
 
-    /// Inserts unless the id is present; returns whether it inserted.
+    fn find(&self, id: &str, hash: u64) -> Result<usize, usize> {
+        self.index.find(id, hash, |p| self.key_at(p))
+    }
+
+    /// Inserts unless the id is present; returns whether it inserted. A value with
+    /// its own id must carry `id`.
     fn insert_new(&mut self, id: &str, value: V) -> bool {
-        let len = self.entries.len();
+        let len = self.values.len();
         if !self.index.has_room_for(len + 1) {
-            let entries = &self.entries;
-            self.index.rebuild((len + 1) * 2, len, |p| {
-                entries.get(p).map_or(0, |(k, _)| fx_hash(k))
-            });
+            let grown = (len + 1) * 2;
+            let hashes: Vec<u64> = (0..len)
+                .map(|p| self.key_at(p).map_or(0, fx_hash))
+                .collect();
+            self.index
+                .rebuild(grown, len, |p| hashes.get(p).copied().unwrap_or(0));
         }
         let hash = fx_hash(id);
         let Err(slot) = self.find(id, hash) else {
@@ -321,16 +345,22 @@ impl<V> IdMap<V> {
         if !self.index.fill(slot, len, hash) {
             return false;
         }
-        self.entries.push((id.to_owned(), value));
+        if value.own_id().is_none() {
+            self.keys.resize(len, String::new());
+            self.keys.push(id.to_owned());
+        } else if !self.keys.is_empty() {
+            self.keys.push(String::new());
+        }
+        self.values.push(value);
         true
     }
 
     pub fn get(&self, id: &str) -> Option<&V> {
-        if self.entries.is_empty() {
+        if self.values.is_empty() {
             return None;
         }
         let position = self.find(id, fx_hash(id)).ok()?;
-        self.entries.get(position).map(|(_, v)| v)
+        self.values.get(position)
     }
 
     pub fn contains_key(&self, id: &str) -> bool {
@@ -338,28 +368,28 @@ impl<V> IdMap<V> {
     }
 
     pub fn len(&self) -> usize {
-        self.entries.len()
+        self.values.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
+        self.values.is_empty()
     }
 
     /// Ids in directory order.
     pub fn keys(&self) -> impl Iterator<Item = &str> {
-        self.entries.iter().map(|(k, _)| k.as_str())
+        (0..self.values.len()).map(|p| self.key_at(p).unwrap_or_default())
     }
 
     pub fn values(&self) -> impl Iterator<Item = &V> {
-        self.entries.iter().map(|(_, v)| v)
+        self.values.iter()
     }
 
     pub fn iter(&self) -> impl Iterator<Item = (&str, &V)> {
-        self.entries.iter().map(|(k, v)| (k.as_str(), v))
+        self.keys().zip(&self.values)
     }
 }
 
-impl<V, Q: Borrow<str> + ?Sized> Index<&Q> for IdMap<V> {
+impl<V: IdValue, Q: Borrow<str> + ?Sized> Index<&Q> for IdMap<V> {
     type Output = V;
 
     #[allow(clippy::panic)]
