@@ -66,7 +66,7 @@ use crate::model::{
     WorkspaceGroup, WorkspaceSnapshot,
 };
 use crate::policy::{
-    DesiredAccount, DesiredState, FxBuild, FxHashMap, InactiveReason, Protected, StrIndex,
+    DesiredAccount, DesiredState, FxHashMap, InactiveReason, Protected, StrIndex,
     UnmatchedAccounts, fx_hash,
 };
 
@@ -272,6 +272,87 @@ impl<'a> Cands<'_, 'a> {
     }
 }
 
+/// Borrowed string keys → values, in insertion order, over a [`StrIndex`].
+struct IdTable<'a, V> {
+    keys: Vec<&'a str>,
+    values: Vec<V>,
+    index: StrIndex,
+}
+
+impl<'a, V> IdTable<'a, V> {
+    fn with_capacity(capacity: usize) -> Self {
+        IdTable {
+            keys: Vec::with_capacity(capacity),
+            values: Vec::with_capacity(capacity),
+            index: StrIndex::with_capacity(capacity),
+        }
+    }
+
+    fn find(&self, key: &str, hash: u64) -> Result<usize, usize> {
+        self.index.find(key, hash, |p| self.keys.get(p).copied())
+    }
+
+    fn position_or_insert(&mut self, key: &'a str, value: impl FnOnce() -> V) -> usize {
+        let len = self.keys.len();
+        if !self.index.has_room_for(len + 1) {
+            let keys = &self.keys;
+            self.index.rebuild((len + 1) * 2, len, |p| {
+                keys.get(p).map_or(0, |k| fx_hash(k))
+            });
+        }
+        let hash = fx_hash(key);
+        match self.find(key, hash) {
+            Ok(position) => position,
+            Err(slot) => {
+                self.index.fill(slot, len, hash);
+                self.keys.push(key);
+                self.values.push(value());
+                len
+            }
+        }
+    }
+
+    fn insert(&mut self, key: &'a str, value: V)
+    where
+        V: Copy,
+    {
+        let position = self.position_or_insert(key, || value);
+        if let Some(v) = self.values.get_mut(position) {
+            *v = value;
+        }
+    }
+
+    fn get(&self, key: &str) -> Option<&V> {
+        if self.keys.is_empty() {
+            return None;
+        }
+        let position = self.find(key, fx_hash(key)).ok()?;
+        self.values.get(position)
+    }
+
+    fn contains_key(&self, key: &str) -> bool {
+        self.get(key).is_some()
+    }
+
+    fn values_mut(&mut self) -> impl Iterator<Item = &mut V> {
+        self.values.iter_mut()
+    }
+
+    fn iter(&self) -> impl Iterator<Item = (&'a str, &V)> {
+        self.keys.iter().copied().zip(&self.values)
+    }
+}
+
+impl<'a, V: Default> IdTable<'a, V> {
+    fn entry_or_default(&mut self, key: &'a str) -> &mut V {
+        let position = self.position_or_insert(key, V::default);
+        // The position exists: it was just found or pushed.
+        let last = self.values.len().saturating_sub(1);
+        let position = position.min(last);
+        &mut self.values[position]
+    }
+}
+
 struct Matching<'a> {
     identities: ById<'a, Identity>,
     /// Accounts by slot: the first account of each id, in workspace order.
@@ -281,7 +362,7 @@ struct Matching<'a> {
     /// Account slot → owner.
     owners: Vec<Owner<'a>>,
     /// identity id → its account's slot.
-    primary: FxHashMap<&'a str, u32>,
+    primary: IdTable<'a, u32>,
     /// identity id → why it is disputed.
     disputed: FxHashMap<&'a str, String>,
     new_links: Vec<NewLink>,
@@ -347,21 +428,19 @@ impl<'a> Matching<'a> {
         let account_id = |slot: u32| accounts.get(slot as usize).map_or("", |a| a.id.as_str());
 
         let mut owners: Vec<Owner<'a>> = vec![Owner::Orphan; accounts.len()];
-        let mut primary: FxHashMap<&'a str, u32> =
-            FxHashMap::with_capacity_and_hasher(links.len(), FxBuild::default());
+        let mut primary: IdTable<'a, u32> = IdTable::with_capacity(accounts.len());
         let mut disputed: FxHashMap<&'a str, String> = FxHashMap::default();
         let mut new_links = Vec::new();
 
         // Stored links: only one-to-one pairs decide; anything else is disputed.
         let mut by_account: Vec<Few<&'a str>> = vec![Few::Empty; accounts.len()];
-        let mut by_identity: FxHashMap<&'a str, Few<u32>> =
-            FxHashMap::with_capacity_and_hasher(links.len(), FxBuild::default());
+        let mut by_identity: IdTable<'a, Few<u32>> = IdTable::with_capacity(links.len());
         for link in links {
             if let Some(slot) = account_index.position(&link.account_id) {
                 if let Some(ids) = by_account.get_mut(slot as usize) {
                     ids.push(&link.identity_id);
                 }
-                by_identity.entry(&link.identity_id).or_default().push(slot);
+                by_identity.entry_or_default(&link.identity_id).push(slot);
             }
         }
         for ids in &mut by_account {
@@ -809,7 +888,7 @@ impl<'p, 'a: 'p> Planner<'p, 'a> {
             .primary
             .iter()
             .filter(|(_, slot)| !claimed.get(**slot as usize).copied().unwrap_or(true))
-            .map(|(id, _)| *id)
+            .map(|(id, _)| id)
             .collect();
         unclaimed.sort_unstable();
         for identity_id in unclaimed {
