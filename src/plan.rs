@@ -225,29 +225,33 @@ impl HasId for Account {
 /// The first item of each id, in input order, indexed by id.
 struct ById<'a, T> {
     items: Vec<&'a T>,
+    /// The items' ids, so a probe reads the key without the item.
+    ids: Vec<&'a str>,
     index: StrIndex,
 }
 
 impl<'a, T: HasId> ById<'a, T> {
     fn build(all: &'a [T]) -> Self {
         let mut items: Vec<&'a T> = Vec::with_capacity(all.len());
+        let mut ids: Vec<&'a str> = Vec::with_capacity(all.len());
         let mut index = StrIndex::with_capacity(all.len());
         for item in all {
             let id = item.id();
             let hash = fx_hash(id);
-            if let Err(slot) = index.find(id, hash, |p| items.get(p).map(|i| i.id())) {
+            if let Err(slot) = index.find(id, hash, |p| ids.get(p).copied()) {
                 if index.fill(slot, items.len(), hash) {
                     items.push(item);
+                    ids.push(id);
                 }
             }
         }
-        ById { items, index }
+        ById { items, ids, index }
     }
 
     fn position(&self, id: &str) -> Option<u32> {
         let found = self
             .index
-            .find(id, fx_hash(id), |p| self.items.get(p).map(|i| i.id()));
+            .find(id, fx_hash(id), |p| self.ids.get(p).copied());
         found.ok().and_then(|p| u32::try_from(p).ok())
     }
 
