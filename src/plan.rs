@@ -55,6 +55,7 @@
 //! attributes, set role, add members, remove members; within a class by subject,
 //! then account id. Drift items sort by kind, then userName.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
@@ -64,7 +65,10 @@ use crate::model::{
     DirectorySnapshot, DriftItem, DriftKind, GroupRef, Identity, Link, LinkMethod, NewLink, Plan,
     WorkspaceGroup, WorkspaceSnapshot,
 };
-use crate::policy::{DesiredState, Protected, UnmatchedAccounts};
+use crate::policy::{
+    DesiredAccount, DesiredState, FxHashMap, InactiveReason, Protected, StrIndex,
+    UnmatchedAccounts, fx_hash,
+};
 
 /// What losing access does to an account.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -93,15 +97,7 @@ pub fn plan(
     settings: &PlanSettings,
 ) -> Plan {
     let matching = Matching::build(directory, workspace, links);
-    let mut planner = Planner {
-        desired,
-        settings,
-        matching: &matching,
-        out: Out::default(),
-        members: BTreeMap::new(),
-        managed_members: BTreeSet::new(),
-        untouchable: BTreeSet::new(),
-    };
+    let mut planner = Planner::new(desired, settings, &matching);
     planner.disputes();
     planner.identities();
     planner.orphans();
@@ -174,23 +170,229 @@ enum Owner<'a> {
     Orphan,
 }
 
+/// A short list that needs no allocation for a single value (the common case for
+/// link and match candidates).
+#[derive(Debug, Clone, Default)]
+enum Few<T> {
+    #[default]
+    Empty,
+    One(T),
+    Many(Vec<T>),
+}
+
+impl<T: Copy> Few<T> {
+    fn push(&mut self, value: T) {
+        match self {
+            Few::Empty => *self = Few::One(value),
+            Few::One(first) => *self = Few::Many(vec![*first, value]),
+            Few::Many(values) => values.push(value),
+        }
+    }
+
+    fn as_slice(&self) -> &[T] {
+        match self {
+            Few::Empty => &[],
+            Few::One(value) => std::slice::from_ref(value),
+            Few::Many(values) => values,
+        }
+    }
+
+    /// Sorts by `key` and drops repeats of the same key, as a `BTreeSet` would.
+    fn sort_dedup_by_key<K: Ord>(&mut self, key: impl Fn(&T) -> K) {
+        if let Few::Many(values) = self {
+            values.sort_unstable_by_key(|v| key(v));
+            values.dedup_by(|a, b| key(a) == key(b));
+        }
+    }
+}
+
+trait HasId {
+    fn id(&self) -> &str;
+}
+
+impl HasId for Identity {
+    fn id(&self) -> &str {
+        &self.id
+    }
+}
+
+impl HasId for Account {
+    fn id(&self) -> &str {
+        &self.id
+    }
+}
+
+/// The first item of each id, in input order, indexed by id.
+struct ById<'a, T> {
+    items: Vec<&'a T>,
+    /// The items' ids, so a probe reads the key without the item.
+    ids: Vec<&'a str>,
+    index: StrIndex,
+}
+
+impl<'a, T: HasId> ById<'a, T> {
+    fn build(all: &'a [T]) -> Self {
+        let mut items: Vec<&'a T> = Vec::with_capacity(all.len());
+        let mut ids: Vec<&'a str> = Vec::with_capacity(all.len());
+        let mut index = StrIndex::with_capacity(all.len());
+        for item in all {
+            let id = item.id();
+            let hash = fx_hash(id);
+            if let Err(slot) = index.find(id, hash, |p| ids.get(p).copied()) {
+                if index.fill(slot, items.len(), hash) {
+                    items.push(item);
+                    ids.push(id);
+                }
+            }
+        }
+        ById { items, ids, index }
+    }
+
+    fn position(&self, id: &str) -> Option<u32> {
+        let found = self
+            .index
+            .find(id, fx_hash(id), |p| self.ids.get(p).copied());
+        found.ok().and_then(|p| u32::try_from(p).ok())
+    }
+
+    fn get(&self, id: &str) -> Option<&'a T> {
+        self.position(id)
+            .and_then(|p| self.items.get(p as usize).copied())
+    }
+}
+
+/// The identities one matching rule finds.
+enum Cands<'x, 'a> {
+    One(&'a str),
+    Slice(&'x [&'a str]),
+}
+
+impl<'a> Cands<'_, 'a> {
+    fn as_slice(&self) -> &[&'a str] {
+        match self {
+            Cands::One(id) => std::slice::from_ref(id),
+            Cands::Slice(ids) => ids,
+        }
+    }
+}
+
+/// Borrowed string keys → values, in insertion order, over a [`StrIndex`].
+struct IdTable<'a, V> {
+    keys: Vec<&'a str>,
+    values: Vec<V>,
+    index: StrIndex,
+}
+
+impl<'a, V> IdTable<'a, V> {
+    fn with_capacity(capacity: usize) -> Self {
+        IdTable {
+            keys: Vec::with_capacity(capacity),
+            values: Vec::with_capacity(capacity),
+            index: StrIndex::with_capacity(capacity),
+        }
+    }
+
+    fn find(&self, key: &str, hash: u64) -> Result<usize, usize> {
+        self.index.find(key, hash, |p| self.keys.get(p).copied())
+    }
+
+    fn position_or_insert(&mut self, key: &'a str, value: impl FnOnce() -> V) -> usize {
+        let len = self.keys.len();
+        if !self.index.has_room_for(len + 1) {
+            let keys = &self.keys;
+            self.index.rebuild((len + 1) * 2, len, |p| {
+                keys.get(p).map_or(0, |k| fx_hash(k))
+            });
+        }
+        let hash = fx_hash(key);
+        match self.find(key, hash) {
+            Ok(position) => position,
+            Err(slot) => {
+                self.index.fill(slot, len, hash);
+                self.keys.push(key);
+                self.values.push(value());
+                len
+            }
+        }
+    }
+
+    fn insert(&mut self, key: &'a str, value: V)
+    where
+        V: Copy,
+    {
+        let position = self.position_or_insert(key, || value);
+        if let Some(v) = self.values.get_mut(position) {
+            *v = value;
+        }
+    }
+
+    fn get(&self, key: &str) -> Option<&V> {
+        if self.keys.is_empty() {
+            return None;
+        }
+        let position = self.find(key, fx_hash(key)).ok()?;
+        self.values.get(position)
+    }
+
+    fn contains_key(&self, key: &str) -> bool {
+        self.get(key).is_some()
+    }
+
+    fn values_mut(&mut self) -> impl Iterator<Item = &mut V> {
+        self.values.iter_mut()
+    }
+
+    fn iter(&self) -> impl Iterator<Item = (&'a str, &V)> {
+        self.keys.iter().copied().zip(&self.values)
+    }
+}
+
+impl<'a, V: Default> IdTable<'a, V> {
+    fn entry_or_default(&mut self, key: &'a str) -> &mut V {
+        let position = self.position_or_insert(key, V::default);
+        // The position exists: it was just found or pushed.
+        let last = self.values.len().saturating_sub(1);
+        let position = position.min(last);
+        &mut self.values[position]
+    }
+}
+
 struct Matching<'a> {
-    identities: BTreeMap<&'a str, &'a Identity>,
-    accounts: BTreeMap<&'a str, &'a Account>,
-    owners: BTreeMap<&'a str, Owner<'a>>,
-    /// identity id → its account id.
-    primary: BTreeMap<&'a str, &'a str>,
+    identities: ById<'a, Identity>,
+    /// Accounts by slot: the first account of each id, in workspace order.
+    accounts: Vec<&'a Account>,
+    /// Account id → slot.
+    account_index: ById<'a, Account>,
+    /// Account slot → owner.
+    owners: Vec<Owner<'a>>,
+    /// identity id → its account's slot.
+    primary: IdTable<'a, u32>,
     /// identity id → why it is disputed.
-    disputed: BTreeMap<&'a str, String>,
+    disputed: FxHashMap<&'a str, String>,
     new_links: Vec<NewLink>,
 }
 
-fn fold(s: &str) -> String {
-    s.to_lowercase()
+/// Lower-cased, borrowing when the string has nothing to lower.
+fn fold(s: &str) -> Cow<'_, str> {
+    if s.is_ascii() {
+        if s.bytes().any(|b| b.is_ascii_uppercase()) {
+            Cow::Owned(s.to_ascii_lowercase())
+        } else {
+            Cow::Borrowed(s)
+        }
+    } else {
+        Cow::Owned(s.to_lowercase())
+    }
 }
 
 fn same_ci(a: &str, b: &str) -> bool {
-    a == b || fold(a) == fold(b)
+    if a == b {
+        return true;
+    }
+    if a.is_ascii() && b.is_ascii() {
+        return a.eq_ignore_ascii_case(b);
+    }
+    a.to_lowercase() == b.to_lowercase()
 }
 
 fn joined<S: AsRef<str>>(items: impl IntoIterator<Item = S>) -> String {
@@ -204,126 +406,176 @@ fn shown(value: Option<&str>) -> String {
     value.map_or_else(|| "(none)".to_owned(), |v| format!("{v:?}"))
 }
 
+fn slot_of(index: usize) -> Option<u32> {
+    u32::try_from(index).ok()
+}
+
+fn found<'x, 'a>(
+    index: &'x FxHashMap<Cow<'a, str>, Few<&'a str>>,
+    key: &str,
+) -> Option<&'x [&'a str]> {
+    index
+        .get(fold(key).as_ref())
+        .map(Few::as_slice)
+        .filter(|ids| !ids.is_empty())
+}
+
 impl<'a> Matching<'a> {
     fn build(
         directory: &'a DirectorySnapshot,
         workspace: &'a WorkspaceSnapshot,
         links: &'a [Link],
     ) -> Self {
-        let mut identities = BTreeMap::new();
-        let mut by_user_name: BTreeMap<String, BTreeSet<&str>> = BTreeMap::new();
-        let mut by_email: BTreeMap<String, BTreeSet<&str>> = BTreeMap::new();
-        for identity in &directory.identities {
-            if identities.contains_key(identity.id.as_str()) {
-                continue;
-            }
-            identities.insert(identity.id.as_str(), identity);
-            by_user_name
-                .entry(fold(&identity.user_name))
-                .or_default()
-                .insert(&identity.id);
-            if let Some(email) = &identity.email {
-                by_email
-                    .entry(fold(email))
-                    .or_default()
-                    .insert(&identity.id);
-            }
-        }
-        let mut accounts = BTreeMap::new();
-        for account in &workspace.accounts {
-            accounts.entry(account.id.as_str()).or_insert(account);
-        }
+        let identities = ById::build(&directory.identities);
+        let account_index = ById::build(&workspace.accounts);
+        let accounts: Vec<&'a Account> = account_index.items.clone();
+        let account_id = |slot: u32| accounts.get(slot as usize).map_or("", |a| a.id.as_str());
 
-        let mut m = Matching {
-            identities,
-            accounts,
-            owners: BTreeMap::new(),
-            primary: BTreeMap::new(),
-            disputed: BTreeMap::new(),
-            new_links: Vec::new(),
-        };
+        let mut owners: Vec<Owner<'a>> = vec![Owner::Orphan; accounts.len()];
+        let mut primary: IdTable<'a, u32> = IdTable::with_capacity(accounts.len());
+        let mut disputed: FxHashMap<&'a str, String> = FxHashMap::default();
+        let mut new_links = Vec::new();
 
         // Stored links: only one-to-one pairs decide; anything else is disputed.
-        let mut by_account: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::new();
-        let mut by_identity: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::new();
+        let mut by_account: Vec<Few<&'a str>> = vec![Few::Empty; accounts.len()];
+        let mut by_identity: IdTable<'a, Few<u32>> = IdTable::with_capacity(links.len());
         for link in links {
-            if m.accounts.contains_key(link.account_id.as_str()) {
-                by_account
-                    .entry(&link.account_id)
-                    .or_default()
-                    .insert(&link.identity_id);
-                by_identity
-                    .entry(&link.identity_id)
-                    .or_default()
-                    .insert(&link.account_id);
+            if let Some(slot) = account_index.position(&link.account_id) {
+                if let Some(ids) = by_account.get_mut(slot as usize) {
+                    ids.push(&link.identity_id);
+                }
+                by_identity.entry_or_default(&link.identity_id).push(slot);
             }
         }
-        for (&account_id, ids) in &by_account {
+        for ids in &mut by_account {
+            ids.sort_dedup_by_key(|id| *id);
+        }
+        for slots in by_identity.values_mut() {
+            slots.sort_dedup_by_key(|&slot| account_id(slot));
+        }
+        for (slot, ids) in by_account.iter().enumerate() {
+            let ids = ids.as_slice();
+            if ids.is_empty() {
+                continue;
+            }
+            let (Some(owner), Some(slot)) = (owners.get_mut(slot), slot_of(slot)) else {
+                continue;
+            };
             let clean = ids.len() == 1
                 && ids
                     .iter()
-                    .all(|i| by_identity.get(i).is_some_and(|a| a.len() == 1));
+                    .all(|i| by_identity.get(i).is_some_and(|a| a.as_slice().len() == 1));
             if clean {
                 for &identity_id in ids {
-                    m.owners.insert(account_id, Owner::Primary(identity_id));
-                    m.primary.insert(identity_id, account_id);
+                    *owner = Owner::Primary(identity_id);
+                    primary.insert(identity_id, slot);
                 }
             } else {
-                m.owners.insert(
-                    account_id,
-                    Owner::Disputed(format!(
-                        "stored links are not one-to-one (account is linked to {})",
-                        joined(ids.iter().copied())
-                    )),
-                );
+                *owner = Owner::Disputed(format!(
+                    "stored links are not one-to-one (account is linked to {})",
+                    joined(ids.iter().copied())
+                ));
                 for &identity_id in ids {
-                    let accounts = by_identity.get(identity_id).into_iter().flatten();
-                    m.disputed.entry(identity_id).or_insert_with(|| {
+                    disputed.entry(identity_id).or_insert_with(|| {
+                        let accounts = by_identity
+                            .get(identity_id)
+                            .map_or(&[][..], Few::as_slice)
+                            .iter()
+                            .map(|&s| account_id(s));
                         format!(
                             "stored links are not one-to-one (identity is linked to {})",
-                            joined(accounts.copied())
+                            joined(accounts)
                         )
                     });
                 }
             }
         }
 
-        // Heuristic matching for accounts without a stored link.
-        let mut tentative: BTreeMap<&str, Vec<(&str, LinkMethod)>> = BTreeMap::new();
-        for (&account_id, account) in &m.accounts {
-            if by_account.contains_key(account_id) {
-                continue;
+        // Heuristic matching for accounts without a stored link. Only the userNames
+        // and emails such accounts carry are indexed.
+        let unlinked = || {
+            by_account
+                .iter()
+                .enumerate()
+                .filter(|(_, ids)| ids.as_slice().is_empty())
+                .filter_map(|(slot, _)| Some((slot_of(slot)?, *accounts.get(slot)?)))
+        };
+        let by_external_id = |account: &Account| {
+            account
+                .external_id
+                .as_deref()
+                .and_then(|e| identities.get(e))
+                .map(|i| &i.id)
+        };
+        let mut by_user_name: FxHashMap<Cow<'a, str>, Few<&'a str>> = FxHashMap::default();
+        let mut by_email: FxHashMap<Cow<'a, str>, Few<&'a str>> = FxHashMap::default();
+        for (_, account) in unlinked() {
+            if by_external_id(account).is_none() {
+                by_user_name.entry(fold(&account.user_name)).or_default();
+                if let Some(email) = &account.email {
+                    by_email.entry(fold(email)).or_default();
+                }
             }
-            let Some((method, candidates)) = candidates(account, &m, &by_user_name, &by_email)
-            else {
-                m.owners.insert(account_id, Owner::Orphan);
+        }
+        if !by_user_name.is_empty() || !by_email.is_empty() {
+            for identity in &directory.identities {
+                let first = identities
+                    .get(&identity.id)
+                    .is_some_and(|i| std::ptr::eq(i, identity));
+                if !first {
+                    continue;
+                }
+                if let Some(ids) = by_user_name.get_mut(fold(&identity.user_name).as_ref()) {
+                    ids.push(&identity.id);
+                }
+                if let Some(email) = &identity.email {
+                    if let Some(ids) = by_email.get_mut(fold(email).as_ref()) {
+                        ids.push(&identity.id);
+                    }
+                }
+            }
+            for ids in by_user_name.values_mut().chain(by_email.values_mut()) {
+                ids.sort_dedup_by_key(|id| *id);
+            }
+        }
+        let candidates = |account: &Account| -> Option<(LinkMethod, Cands<'_, 'a>)> {
+            if let Some(id) = by_external_id(account) {
+                return Some((LinkMethod::ExternalId, Cands::One(id)));
+            }
+            if let Some(ids) = found(&by_user_name, &account.user_name) {
+                return Some((LinkMethod::UserName, Cands::Slice(ids)));
+            }
+            let email = account.email.as_deref()?;
+            found(&by_email, email).map(|ids| (LinkMethod::Email, Cands::Slice(ids)))
+        };
+
+        let mut tentative: FxHashMap<&'a str, Few<(u32, LinkMethod)>> = FxHashMap::default();
+        // Identity → the lowest account id that matches it among several others.
+        let mut ambiguous: FxHashMap<&'a str, (&'a str, LinkMethod)> = FxHashMap::default();
+        for (slot, account) in unlinked() {
+            let Some(owner) = owners.get_mut(slot as usize) else {
                 continue;
             };
-            let mut iter = candidates.iter();
-            match (iter.next(), iter.next()) {
-                (Some(&only), None) => {
-                    if let Some(&linked_to) = m.primary.get(only) {
-                        m.owners.insert(
-                            account_id,
-                            Owner::Duplicate {
-                                identity_id: only,
-                                linked_to,
-                                method,
-                            },
-                        );
+            let Some((method, found)) = candidates(account) else {
+                *owner = Owner::Orphan;
+                continue;
+            };
+            let candidates = found.as_slice();
+            match candidates {
+                [only] => {
+                    if let Some(&linked_to) = primary.get(only) {
+                        *owner = Owner::Duplicate {
+                            identity_id: only,
+                            linked_to: account_id(linked_to),
+                            method,
+                        };
                     } else if by_identity.contains_key(only) {
-                        m.owners.insert(
-                            account_id,
-                            Owner::Disputed(format!(
-                                "matches identity {only} by {}, whose stored links are disputed",
-                                method.as_str()
-                            )),
-                        );
+                        *owner = Owner::Disputed(format!(
+                            "matches identity {only} by {}, whose stored links are disputed",
+                            method.as_str()
+                        ));
                     } else {
-                        tentative
-                            .entry(only)
-                            .or_default()
-                            .push((account_id, method));
+                        tentative.entry(only).or_default().push((slot, method));
                     }
                 }
                 _ => {
@@ -332,76 +584,84 @@ impl<'a> Matching<'a> {
                         method.as_str(),
                         joined(candidates.iter().copied())
                     );
-                    for &identity_id in &candidates {
+                    for &identity_id in candidates {
                         // A stored link already decides a linked identity's account.
                         if !by_identity.contains_key(identity_id) {
-                            m.disputed.entry(identity_id).or_insert_with(|| {
-                                format!(
-                                    "account {account_id} matches this and other identities by {}",
-                                    method.as_str()
-                                )
-                            });
+                            let this = (account.id.as_str(), method);
+                            ambiguous
+                                .entry(identity_id)
+                                .and_modify(|first| {
+                                    if this.0 < first.0 {
+                                        *first = this;
+                                    }
+                                })
+                                .or_insert(this);
                         }
                     }
-                    m.owners.insert(account_id, Owner::Disputed(detail));
+                    *owner = Owner::Disputed(detail);
                 }
             }
         }
-        for (identity_id, matched) in tentative {
+        for (identity_id, (account, method)) in ambiguous {
+            disputed.entry(identity_id).or_insert_with(|| {
+                format!(
+                    "account {account} matches this and other identities by {}",
+                    method.as_str()
+                )
+            });
+        }
+        for (identity_id, mut matched) in tentative {
+            matched.sort_dedup_by_key(|&(slot, _)| account_id(slot));
             match matched.as_slice() {
-                [(account_id, method)] if !m.disputed.contains_key(identity_id) => {
-                    m.owners.insert(account_id, Owner::Primary(identity_id));
-                    m.primary.insert(identity_id, account_id);
-                    m.new_links.push(NewLink {
+                &[(slot, method)] if !disputed.contains_key(identity_id) => {
+                    if let Some(owner) = owners.get_mut(slot as usize) {
+                        *owner = Owner::Primary(identity_id);
+                    }
+                    primary.insert(identity_id, slot);
+                    new_links.push(NewLink {
                         identity_id: identity_id.to_owned(),
-                        account_id: (*account_id).to_owned(),
-                        method: *method,
+                        account_id: account_id(slot).to_owned(),
+                        method,
                     });
                 }
-                _ => {
-                    let ids = joined(matched.iter().map(|(a, _)| *a));
-                    for (account_id, method) in &matched {
-                        m.owners.insert(
-                            account_id,
-                            Owner::Disputed(format!(
+                matched => {
+                    let ids = joined(matched.iter().map(|&(slot, _)| account_id(slot)));
+                    for &(slot, method) in matched {
+                        if let Some(owner) = owners.get_mut(slot as usize) {
+                            *owner = Owner::Disputed(format!(
                                 "matches identity {identity_id} by {}, as do other accounts or identities ({ids})",
                                 method.as_str()
-                            )),
-                        );
+                            ));
+                        }
                     }
-                    m.disputed
+                    disputed
                         .entry(identity_id)
                         .or_insert_with(|| format!("several accounts match this identity: {ids}"));
                 }
             }
         }
-        m
-    }
-
-    fn account(&self, account_id: &str) -> Option<&'a Account> {
-        self.accounts.get(account_id).copied()
-    }
-}
-
-/// The identities the first rule that yields anything finds for an unlinked account.
-fn candidates<'a>(
-    account: &Account,
-    m: &Matching<'a>,
-    by_user_name: &BTreeMap<String, BTreeSet<&'a str>>,
-    by_email: &BTreeMap<String, BTreeSet<&'a str>>,
-) -> Option<(LinkMethod, BTreeSet<&'a str>)> {
-    if let Some(external_id) = &account.external_id {
-        if let Some((&id, _)) = m.identities.get_key_value(external_id.as_str()) {
-            return Some((LinkMethod::ExternalId, BTreeSet::from([id])));
+        Matching {
+            identities,
+            accounts,
+            account_index,
+            owners,
+            primary,
+            disputed,
+            new_links,
         }
     }
-    if let Some(ids) = by_user_name.get(&fold(&account.user_name)) {
-        return Some((LinkMethod::UserName, ids.clone()));
+
+    fn slot(&self, account_id: &str) -> Option<u32> {
+        self.account_index.position(account_id)
     }
-    let email = account.email.as_ref()?;
-    by_email
-        .get(&fold(email))
-        .map(|ids| (LinkMethod::Email, ids.clone()))
+
+    fn at(&self, slot: u32) -> Option<&'a Account> {
+        self.accounts.get(slot as usize).copied()
+    }
+
+    fn owner(&self, slot: u32) -> Option<&Owner<'a>> {
+        self.owners.get(slot as usize)
+    }
 }
 
 #[derive(Default)]
@@ -410,17 +670,32 @@ struct Out {
     drift: Vec<DriftItem>,
 }
 
+/// Per-account flags.
+const UNTOUCHABLE: u8 = 1;
+/// Accounts whose memberships seatwarden manages (desired-active people).
+const MANAGED_MEMBER: u8 = 2;
+
+/// A managed workspace group and the members the desired state gives it.
+struct ManagedGroup<'p> {
+    /// Lower-cased name.
+    key: String,
+    /// The name as a mapping spells it.
+    name: &'p str,
+    want_existing: Vec<u32>,
+    want_created: Vec<&'p str>,
+}
+
 struct Planner<'p, 'a> {
     desired: &'p DesiredState,
     settings: &'p PlanSettings,
     matching: &'p Matching<'a>,
     out: Out,
-    /// Lower-cased managed group name → desired members.
-    members: BTreeMap<String, BTreeSet<AccountRef>>,
-    /// Accounts whose memberships seatwarden manages (desired-active people).
-    managed_members: BTreeSet<&'a str>,
-    /// Accounts no action may name.
-    untouchable: BTreeSet<&'a str>,
+    /// Managed groups, sorted by lower-cased name, one per lower-cased name.
+    managed: Vec<ManagedGroup<'p>>,
+    /// Group name (as spelled) → index in `managed`.
+    managed_by_name: FxHashMap<&'p str, usize>,
+    /// Account slot → UNTOUCHABLE | MANAGED_MEMBER.
+    flags: Vec<u8>,
 }
 
 struct Item<'s> {
@@ -431,7 +706,87 @@ struct Item<'s> {
     detail: String,
 }
 
-impl<'p, 'a> Planner<'p, 'a> {
+impl<'p, 'a: 'p> Planner<'p, 'a> {
+    fn new(
+        desired: &'p DesiredState,
+        settings: &'p PlanSettings,
+        matching: &'p Matching<'a>,
+    ) -> Self {
+        let mut planner = Planner {
+            desired,
+            settings,
+            matching,
+            out: Out::default(),
+            managed: Vec::new(),
+            managed_by_name: FxHashMap::default(),
+            flags: vec![0; matching.accounts.len()],
+        };
+        let mut by_key: BTreeMap<String, &'p str> = BTreeMap::new();
+        for name in &desired.managed_groups {
+            by_key.entry(fold(name).into_owned()).or_insert(name);
+        }
+        for (key, name) in by_key {
+            planner.managed.push(ManagedGroup {
+                key,
+                name,
+                want_existing: Vec::new(),
+                want_created: Vec::new(),
+            });
+        }
+        for name in &desired.managed_groups {
+            planner.group_index(name);
+        }
+        planner
+    }
+
+    /// The managed group a desired group name belongs to (added when no mapping
+    /// names it, which `desired_state` never does).
+    fn group_index(&mut self, name: &'p str) -> usize {
+        if let Some(&index) = self.managed_by_name.get(name) {
+            return index;
+        }
+        let key = fold(name);
+        let index = match self.managed.binary_search_by(|g| g.key.as_str().cmp(&key)) {
+            Ok(index) => index,
+            Err(index) => {
+                self.managed.insert(
+                    index,
+                    ManagedGroup {
+                        key: key.into_owned(),
+                        name,
+                        want_existing: Vec::new(),
+                        want_created: Vec::new(),
+                    },
+                );
+                // Indices at or after the new group moved up by one.
+                for i in self.managed_by_name.values_mut() {
+                    if *i >= index {
+                        *i += 1;
+                    }
+                }
+                index
+            }
+        };
+        self.managed_by_name.insert(name, index);
+        index
+    }
+
+    fn flag(&mut self, slot: u32, flag: u8) {
+        if let Some(flags) = self.flags.get_mut(slot as usize) {
+            *flags |= flag;
+        }
+    }
+
+    fn flagged(&self, slot: u32, flag: u8) -> bool {
+        self.flags.get(slot as usize).is_some_and(|f| f & flag != 0)
+    }
+
+    fn untouchable(&mut self, account: &Account) {
+        if let Some(slot) = self.matching.slot(&account.id) {
+            self.flag(slot, UNTOUCHABLE);
+        }
+    }
+
     fn drift(&mut self, item: Item<'_>) {
         self.out.drift.push(DriftItem {
             kind: item.kind,
@@ -462,15 +817,12 @@ impl<'p, 'a> Planner<'p, 'a> {
 
     fn disputes(&mut self) {
         let m = self.matching;
-        for (&account_id, owner) in &m.owners {
+        for (account, owner) in m.accounts.iter().zip(&m.owners) {
             if let Owner::Disputed(detail) = owner {
-                let Some(account) = m.account(account_id) else {
-                    continue;
-                };
                 self.drift(Item {
                     kind: DriftKind::DisputedMatch,
                     identity_id: None,
-                    account_id: Some(account_id),
+                    account_id: Some(&account.id),
                     user_name: &account.user_name,
                     detail: detail.clone(),
                 });
@@ -493,8 +845,10 @@ impl<'p, 'a> Planner<'p, 'a> {
 
     fn identities(&mut self) {
         let m = self.matching;
-        let mut duplicates: BTreeMap<&str, Vec<(&str, &str, LinkMethod)>> = BTreeMap::new();
-        for (&account_id, owner) in &m.owners {
+        let desired = self.desired;
+        let mut duplicates: FxHashMap<&'a str, Vec<(&'a Account, &'a str, LinkMethod)>> =
+            FxHashMap::default();
+        for (account, owner) in m.accounts.iter().zip(&m.owners) {
             if let Owner::Duplicate {
                 identity_id,
                 linked_to,
@@ -504,85 +858,116 @@ impl<'p, 'a> Planner<'p, 'a> {
                 duplicates
                     .entry(identity_id)
                     .or_default()
-                    .push((account_id, linked_to, *method));
+                    .push((account, linked_to, *method));
             }
         }
-        let ids: BTreeSet<&str> = self
-            .desired
-            .active
-            .keys()
-            .chain(self.desired.inactive.keys())
-            .map(String::as_str)
-            .chain(m.primary.keys().copied())
-            .collect();
-        for identity_id in ids {
-            if m.disputed.contains_key(identity_id) {
-                continue;
-            }
-            let primary = m.primary.get(identity_id).and_then(|a| m.account(a));
-            let dupes: Vec<(&Account, &str, LinkMethod)> = duplicates
-                .get(identity_id)
-                .into_iter()
-                .flatten()
-                .filter_map(|&(a, linked_to, method)| {
-                    m.account(a).map(|acc| (acc, linked_to, method))
-                })
-                .collect();
-            let directory_user_name = self
-                .desired
-                .active
-                .get(identity_id)
-                .map(|d| d.spec.user_name.as_str())
-                .or_else(|| m.identities.get(identity_id).map(|i| i.user_name.as_str()));
-            if directory_user_name.is_some_and(|u| self.protected(u)) {
-                self.untouchable.extend(primary.map(|a| a.id.as_str()));
-                self.untouchable
-                    .extend(dupes.iter().map(|(a, _, _)| a.id.as_str()));
-                continue;
-            }
-            let subject = directory_user_name
-                .or(primary.map(|a| a.user_name.as_str()))
-                .unwrap_or(identity_id);
-
-            if self.desired.active.contains_key(identity_id) {
-                self.keep(identity_id, subject, primary);
-                for (dupe, linked_to, method) in dupes {
-                    if self.protected(&dupe.user_name) {
-                        self.untouchable.insert(&dupe.id);
-                        continue;
-                    }
-                    self.drift(Item {
-                        kind: DriftKind::DisputedMatch,
-                        identity_id: Some(identity_id),
-                        account_id: Some(&dupe.id),
-                        user_name: subject,
-                        detail: format!(
-                            "duplicate account: matches by {} but the identity is linked to account {linked_to}",
-                            method.as_str()
-                        ),
-                    });
+        // Every identity once: desired ones, then linked ones the desired state lacks
+        // (their accounts are the primary accounts no desired identity claimed).
+        let mut claimed = vec![false; m.accounts.len()];
+        let one =
+            |planner: &mut Self, claimed: &mut Vec<bool>, identity_id: &'p str, want, reason| {
+                let primary = m.primary.get(identity_id).copied();
+                if let Some(c) = primary.and_then(|slot| claimed.get_mut(slot as usize)) {
+                    *c = true;
                 }
-            } else {
-                let why = match self.desired.inactive.get(identity_id) {
-                    Some(reason) => reason.to_string(),
-                    None if !m.identities.contains_key(identity_id) => {
-                        "identity was deleted from the directory".to_owned()
-                    }
-                    None => "identity is not in the desired state".to_owned(),
+                if !m.disputed.is_empty() && m.disputed.contains_key(identity_id) {
+                    return;
+                }
+                let dupes = if duplicates.is_empty() {
+                    &[][..]
+                } else {
+                    duplicates.get(identity_id).map_or(&[][..], Vec::as_slice)
                 };
-                for account in primary.into_iter().chain(dupes.iter().map(|d| d.0)) {
-                    self.revoke(identity_id, subject, account, &why);
+                planner.identity(identity_id, want, reason, primary, dupes);
+            };
+        for (identity_id, want) in desired.active.iter() {
+            one(self, &mut claimed, identity_id, Some(want), None);
+        }
+        for (identity_id, &reason) in desired.inactive.iter() {
+            if !desired.active.contains_key(identity_id) {
+                one(self, &mut claimed, identity_id, None, Some(reason));
+            }
+        }
+        let mut unclaimed: Vec<&'a str> = m
+            .primary
+            .iter()
+            .filter(|(_, slot)| !claimed.get(**slot as usize).copied().unwrap_or(true))
+            .map(|(id, _)| id)
+            .collect();
+        unclaimed.sort_unstable();
+        for identity_id in unclaimed {
+            one(self, &mut claimed, identity_id, None, None);
+        }
+    }
+
+    fn identity(
+        &mut self,
+        identity_id: &'p str,
+        want: Option<&'p DesiredAccount>,
+        reason: Option<InactiveReason>,
+        primary_slot: Option<u32>,
+        dupes: &[(&'a Account, &'a str, LinkMethod)],
+    ) {
+        let m = self.matching;
+        let primary = primary_slot.and_then(|s| m.at(s));
+        let directory_user_name = want
+            .map(|d| d.spec.user_name.as_str())
+            .or_else(|| m.identities.get(identity_id).map(|i| i.user_name.as_str()));
+        if directory_user_name.is_some_and(|u| self.protected(u)) {
+            if let Some(slot) = primary_slot {
+                self.flag(slot, UNTOUCHABLE);
+            }
+            for (account, _, _) in dupes {
+                self.untouchable(account);
+            }
+            return;
+        }
+        let subject = directory_user_name
+            .or(primary.map(|a| a.user_name.as_str()))
+            .unwrap_or(identity_id);
+
+        if let Some(want) = want {
+            self.keep(identity_id, want, subject, primary_slot.zip(primary));
+            for &(dupe, linked_to, method) in dupes {
+                if self.protected(&dupe.user_name) {
+                    self.untouchable(dupe);
+                    continue;
                 }
+                self.drift(Item {
+                    kind: DriftKind::DisputedMatch,
+                    identity_id: Some(identity_id),
+                    account_id: Some(&dupe.id),
+                    user_name: subject,
+                    detail: format!(
+                        "duplicate account: matches by {} but the identity is linked to account {linked_to}",
+                        method.as_str()
+                    ),
+                });
+            }
+        } else {
+            let why = match reason {
+                Some(reason) => reason.to_string(),
+                None if m.identities.get(identity_id).is_none() => {
+                    "identity was deleted from the directory".to_owned()
+                }
+                None => "identity is not in the desired state".to_owned(),
+            };
+            for account in primary.into_iter().chain(dupes.iter().map(|d| d.0)) {
+                self.revoke(identity_id, subject, account, &why);
             }
         }
     }
 
-    /// A person who should have access, with their account if they have one.
-    fn keep(&mut self, identity_id: &'p str, subject: &str, account: Option<&'a Account>) {
-        let Some(want) = self.desired.active.get(identity_id) else {
-            return;
-        };
-        let account_ref = match account {
+    /// A person who should have access, with their account (and its slot) if they
+    /// have one.
+    fn keep(
+        &mut self,
+        identity_id: &'p str,
+        want: &'p DesiredAccount,
+        subject: &str,
+        account: Option<(u32, &'a Account)>,
+    ) {
+        let existing = match account {
             None => {
                 self.act(
                     ActionKind::CreateAccount {
@@ -597,27 +982,26 @@ impl<'p, 'a> Planner<'p, 'a> {
                         detail: "identity is in scope but has no workspace account".to_owned(),
                     },
                 );
-                AccountRef::Created {
-                    identity_id: identity_id.to_owned(),
-                }
+                None
             }
-            Some(account) => {
+            Some((slot, account)) => {
                 if self.protected(&account.user_name) {
-                    self.untouchable.insert(&account.id);
+                    self.flag(slot, UNTOUCHABLE);
                     return;
                 }
                 self.fix(identity_id, subject, account, &want.spec);
-                self.managed_members.insert(&account.id);
-                AccountRef::Existing {
-                    id: account.id.clone(),
-                }
+                self.flag(slot, MANAGED_MEMBER);
+                Some(slot)
             }
         };
-        for group in &want.groups {
-            self.members
-                .entry(fold(group))
-                .or_default()
-                .insert(account_ref.clone());
+        for group in want.groups.iter() {
+            let index = self.group_index(group);
+            if let Some(g) = self.managed.get_mut(index) {
+                match existing {
+                    Some(slot) => g.want_existing.push(slot),
+                    None => g.want_created.push(identity_id),
+                }
+            }
         }
     }
 
@@ -686,7 +1070,7 @@ impl<'p, 'a> Planner<'p, 'a> {
     /// An account of a person who must not have access.
     fn revoke(&mut self, identity_id: &str, subject: &str, account: &'a Account, why: &str) {
         if self.protected(&account.user_name) {
-            self.untouchable.insert(&account.id);
+            self.untouchable(account);
             return;
         }
         let delete = self.settings.deprovision == DeprovisionAction::Delete;
@@ -718,21 +1102,18 @@ impl<'p, 'a> Planner<'p, 'a> {
 
     fn orphans(&mut self) {
         let m = self.matching;
-        for (&account_id, owner) in &m.owners {
-            let Some(account) = m.account(account_id) else {
-                continue;
-            };
+        for (account, owner) in m.accounts.iter().zip(&m.owners) {
             if *owner != Owner::Orphan {
                 continue;
             }
             if self.protected(&account.user_name) {
-                self.untouchable.insert(account_id);
+                self.untouchable(account);
                 continue;
             }
             let item = Item {
                 kind: DriftKind::OrphanedAccount,
                 identity_id: None,
-                account_id: Some(account_id),
+                account_id: Some(&account.id),
                 user_name: &account.user_name,
                 detail: "no directory identity matches this account".to_owned(),
             };
@@ -741,7 +1122,7 @@ impl<'p, 'a> Planner<'p, 'a> {
                 UnmatchedAccounts::Report => self.drift(item),
                 UnmatchedAccounts::Deactivate if account.active => self.act(
                     ActionKind::Deactivate {
-                        account_id: account_id.to_owned(),
+                        account_id: account.id.clone(),
                     },
                     item,
                 ),
@@ -752,31 +1133,46 @@ impl<'p, 'a> Planner<'p, 'a> {
 
     fn groups(&mut self, workspace: &'a WorkspaceSnapshot) {
         let m = self.matching;
-        let mut managed: BTreeMap<String, &str> = BTreeMap::new();
-        for name in self
-            .desired
-            .managed_groups
-            .iter()
-            .chain(self.desired.active.values().flat_map(|d| d.groups.iter()))
-        {
-            managed.entry(fold(name)).or_insert(name);
-        }
-        let mut existing: BTreeMap<String, &WorkspaceGroup> = BTreeMap::new();
+        let mut existing: BTreeMap<Cow<'a, str>, &'a WorkspaceGroup> = BTreeMap::new();
         for group in &workspace.groups {
             let slot = existing.entry(fold(&group.display_name)).or_insert(group);
             if group.id < slot.id {
                 *slot = group;
             }
         }
-        for (key, name) in managed {
-            let want = self.members.remove(&key).unwrap_or_default();
-            let (group_ref, actual): (GroupRef, BTreeSet<&str>) = match existing.get(&key) {
+        // Per account slot, the stamp of the last group that wants it, has it as a
+        // member, and has seen it; a group's stamp is its position + 1.
+        let mut wanted = vec![0u32; m.accounts.len()];
+        let mut present = vec![0u32; m.accounts.len()];
+        let mut seen = vec![0u32; m.accounts.len()];
+        let mut member_slots: Vec<u32> = Vec::new();
+        let managed = std::mem::take(&mut self.managed);
+        for (position, group) in managed.into_iter().enumerate() {
+            let Ok(stamp) = u32::try_from(position + 1) else {
+                break;
+            };
+            let ManagedGroup {
+                key,
+                name,
+                mut want_existing,
+                mut want_created,
+            } = group;
+            want_existing.sort_unstable();
+            want_existing.dedup();
+            want_created.sort_unstable();
+            want_created.dedup();
+            for &slot in &want_existing {
+                if let Some(w) = wanted.get_mut(slot as usize) {
+                    *w = stamp;
+                }
+            }
+            let (group_ref, actual): (GroupRef, &[String]) = match existing.get(key.as_str()) {
                 Some(group) => (
                     GroupRef::Existing {
                         id: group.id.clone(),
                         display_name: group.display_name.clone(),
                     },
-                    group.members.iter().map(String::as_str).collect(),
+                    &group.members,
                 ),
                 None => {
                     self.act(
@@ -795,64 +1191,89 @@ impl<'p, 'a> Planner<'p, 'a> {
                         GroupRef::Created {
                             display_name: name.to_owned(),
                         },
-                        BTreeSet::new(),
+                        &[],
                     )
                 }
             };
+            member_slots.clear();
+            for member in actual {
+                if let Some(slot) = m.slot(member) {
+                    if let Some(p) = present.get_mut(slot as usize) {
+                        *p = stamp;
+                    }
+                    member_slots.push(slot);
+                }
+            }
             let group_name = group_ref.display_name().to_owned();
 
-            let add: Vec<AccountRef> = want
-                .iter()
-                .filter(|r| match r {
-                    AccountRef::Existing { id } => !actual.contains(id.as_str()),
-                    AccountRef::Created { .. } => true,
-                })
-                .cloned()
-                .collect();
-            for member in &add {
-                let (identity_id, account_id, user_name) = match member {
-                    AccountRef::Existing { id } => {
-                        let identity = match m.owners.get(id.as_str()) {
-                            Some(Owner::Primary(i)) => Some(*i),
-                            _ => None,
-                        };
-                        let user_name = identity
-                            .and_then(|i| self.desired.active.get(i))
-                            .map_or(id.as_str(), |d| d.spec.user_name.as_str());
-                        (identity, Some(id.as_str()), user_name)
-                    }
-                    AccountRef::Created { identity_id } => {
-                        let user_name = self
-                            .desired
-                            .active
-                            .get(identity_id)
-                            .map_or(identity_id.as_str(), |d| d.spec.user_name.as_str());
-                        (Some(identity_id.as_str()), None, user_name)
-                    }
+            let mut add: Vec<AccountRef> = Vec::new();
+            for &slot in &want_existing {
+                if present.get(slot as usize) == Some(&stamp) {
+                    continue;
+                }
+                let Some(account) = m.at(slot) else {
+                    continue;
                 };
+                let identity = match m.owner(slot) {
+                    Some(Owner::Primary(i)) => Some(*i),
+                    _ => None,
+                };
+                let user_name = identity
+                    .and_then(|i| self.desired.active.get(i))
+                    .map_or(account.id.as_str(), |d| d.spec.user_name.as_str());
                 self.drift(Item {
                     kind: DriftKind::GroupDrift,
-                    identity_id,
-                    account_id,
+                    identity_id: identity,
+                    account_id: Some(&account.id),
                     user_name,
                     detail: format!("should be a member of workspace group {group_name}"),
                 });
+                add.push(AccountRef::Existing {
+                    id: account.id.clone(),
+                });
+            }
+            // As a BTreeSet<AccountRef> orders them: existing accounts by id, then
+            // accounts to be created by identity id.
+            add.sort_unstable();
+            for &identity_id in &want_created {
+                let user_name = self
+                    .desired
+                    .active
+                    .get(identity_id)
+                    .map_or(identity_id, |d| d.spec.user_name.as_str());
+                self.drift(Item {
+                    kind: DriftKind::GroupDrift,
+                    identity_id: Some(identity_id),
+                    account_id: None,
+                    user_name,
+                    detail: format!("should be a member of workspace group {group_name}"),
+                });
+                add.push(AccountRef::Created {
+                    identity_id: identity_id.to_owned(),
+                });
             }
 
-            let mut remove = Vec::new();
-            for &member in &actual {
-                let Some(account) = m.account(member) else {
+            let mut remove: Vec<&str> = Vec::new();
+            for &slot in &member_slots {
+                let Some(s) = seen.get_mut(slot as usize) else {
                     continue;
                 };
-                let wanted = want.contains(&AccountRef::Existing {
-                    id: member.to_owned(),
-                });
-                if wanted || self.untouchable.contains(member) || self.protected(&account.user_name)
+                if *s == stamp {
+                    continue;
+                }
+                *s = stamp;
+                let Some(account) = m.at(slot) else {
+                    continue;
+                };
+                let member = account.id.as_str();
+                if wanted.get(slot as usize) == Some(&stamp)
+                    || self.flagged(slot, UNTOUCHABLE)
+                    || self.protected(&account.user_name)
                 {
                     continue;
                 }
-                let identity_id = match m.owners.get(member) {
-                    Some(Owner::Primary(i)) if self.managed_members.contains(member) => Some(*i),
+                let identity_id = match m.owner(slot) {
+                    Some(Owner::Primary(i)) if self.flagged(slot, MANAGED_MEMBER) => Some(*i),
                     Some(Owner::Orphan) => None,
                     _ => continue,
                 };
@@ -873,12 +1294,14 @@ impl<'p, 'a> Planner<'p, 'a> {
                 match (identity_id, self.settings.unmatched_accounts) {
                     (Some(_), _) | (None, UnmatchedAccounts::Deactivate) => {
                         self.drift(item);
-                        remove.push(member.to_owned());
+                        remove.push(member);
                     }
                     (None, UnmatchedAccounts::Report) => self.drift(item),
                     (None, UnmatchedAccounts::Adopt) => {}
                 }
             }
+            remove.sort_unstable();
+            let remove: Vec<String> = remove.into_iter().map(str::to_owned).collect();
 
             if !add.is_empty() {
                 let count = add.len();

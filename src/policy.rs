@@ -17,12 +17,86 @@
 //! [`Protected`] lives here too because it is part of the policy a plan obeys:
 //! break-glass accounts that seatwarden never touches.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::borrow::Borrow;
+use std::collections::{BTreeSet, HashMap};
 use std::fmt;
+use std::hash::{BuildHasherDefault, Hasher};
+use std::ops::{Deref, Index};
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
 use crate::model::{AccountSpec, DirectorySnapshot, Identity, IdentityStatus, Role};
+
+/// A small, fast, non-cryptographic hasher (the FxHash mixing step) for the core's
+/// in-memory indexes. Keys come from our own snapshots; iteration order of the maps
+/// built with it never reaches any output.
+#[derive(Default, Clone, Copy)]
+pub(crate) struct FxHasher {
+    hash: u64,
+}
+
+const FX_SEED: u64 = 0x51_7c_c1_b7_27_22_0a_95;
+
+impl FxHasher {
+    #[inline]
+    fn add(&mut self, word: u64) {
+        self.hash = (self.hash.rotate_left(5) ^ word).wrapping_mul(FX_SEED);
+    }
+}
+
+impl Hasher for FxHasher {
+    #[inline]
+    fn write(&mut self, bytes: &[u8]) {
+        let mut chunks = bytes.chunks_exact(8);
+        for chunk in &mut chunks {
+            let mut word = [0u8; 8];
+            word.copy_from_slice(chunk);
+            self.add(u64::from_le_bytes(word));
+        }
+        let rest = chunks.remainder();
+        if !rest.is_empty() {
+            let mut word = [0u8; 8];
+            word[..rest.len()].copy_from_slice(rest);
+            self.add(u64::from_le_bytes(word) ^ ((rest.len() as u64) << 56));
+        }
+    }
+
+    #[inline]
+    fn write_u8(&mut self, i: u8) {
+        self.add(u64::from(i));
+    }
+
+    #[inline]
+    fn write_u32(&mut self, i: u32) {
+        self.add(u64::from(i));
+    }
+
+    #[inline]
+    fn write_u64(&mut self, i: u64) {
+        self.add(i);
+    }
+
+    #[inline]
+    fn write_usize(&mut self, i: usize) {
+        self.add(i as u64);
+    }
+
+    #[inline]
+    fn finish(&self) -> u64 {
+        // The multiply leaves the low bits weak (they only see the low input bits);
+        // hashbrown takes buckets from the low bits, so finish with a full mix.
+        let mut h = self.hash;
+        h ^= h >> 33;
+        h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
+        h ^= h >> 33;
+        h = h.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+        h ^ (h >> 33)
+    }
+}
+
+pub(crate) type FxBuild = BuildHasherDefault<FxHasher>;
+pub(crate) type FxHashMap<K, V> = HashMap<K, V, FxBuild>;
 
 /// Directory group → workspace group (a Taskade workspace or folder) and role.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -75,27 +149,274 @@ impl fmt::Display for InactiveReason {
     }
 }
 
-/// One identity that should have an active workspace account.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct DesiredAccount {
-    pub identity_id: String,
-    pub spec: AccountSpec,
-    /// Workspace group names (as the mappings spell them).
-    pub groups: BTreeSet<String>,
-    /// Why the account looks like this, for `explain` and reports: one
-    /// "Group → Role" line per mapping that applied, or "default role".
-    pub justification: Vec<String>,
+/// Why an account looks like it does: one "Group → Role" line per mapping that
+/// applied, or "default role". Shared by every identity the same mappings apply to.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Justification(Arc<Vec<String>>);
+
+impl Deref for Justification {
+    type Target = [String];
+
+    fn deref(&self) -> &[String] {
+        &self.0
+    }
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+impl<const N: usize> PartialEq<[&str; N]> for Justification {
+    fn eq(&self, other: &[&str; N]) -> bool {
+        self.0.len() == N && self.0.iter().zip(other).all(|(a, b)| a == b)
+    }
+}
+
+impl PartialEq<Vec<String>> for Justification {
+    fn eq(&self, other: &Vec<String>) -> bool {
+        *self.0 == *other
+    }
+}
+
+/// One identity that should have an active workspace account (its id is the
+/// key it is stored under, and `spec.external_id`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DesiredAccount {
+    pub spec: AccountSpec,
+    /// Workspace group names (as the mappings spell them). Shared by every identity
+    /// the same mappings apply to.
+    pub groups: Arc<BTreeSet<String>>,
+    pub justification: Justification,
+}
+
+pub(crate) fn fx_hash(s: &str) -> u64 {
+    let mut hasher = FxHasher::default();
+    hasher.write(s.as_bytes());
+    hasher.finish()
+}
+
+/// An open-addressing index of strings stored elsewhere (at positions `0..n` of
+/// some list): each slot holds a position + 1 (0 = empty) and the high half of the
+/// key's hash, so a probe reads 8 bytes and only a tag match reads the key. Sized
+/// up front for at most `capacity` keys; never fuller than half.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct StrIndex {
+    slots: Vec<(u32, u32)>,
+}
+
+impl StrIndex {
+    pub(crate) fn with_capacity(capacity: usize) -> Self {
+        StrIndex {
+            slots: vec![(0, 0); (capacity.saturating_mul(2)).next_power_of_two().max(16)],
+        }
+    }
+
+    /// The position of `key`, else the empty slot where it would go.
+    pub(crate) fn find<'k>(
+        &self,
+        key: &str,
+        hash: u64,
+        key_at: impl Fn(usize) -> Option<&'k str>,
+    ) -> Result<usize, usize> {
+        let mask = self.slots.len().wrapping_sub(1);
+        let tag = (hash >> 32) as u32;
+        let mut pos = hash as usize & mask;
+        loop {
+            let Some(&(entry, slot_tag)) = self.slots.get(pos) else {
+                return Err(usize::MAX);
+            };
+            if entry == 0 {
+                return Err(pos);
+            }
+            let position = entry as usize - 1;
+            if slot_tag == tag && key_at(position) == Some(key) {
+                return Ok(position);
+            }
+            pos = (pos + 1) & mask;
+        }
+    }
+
+    /// Fills the empty slot `find` returned; false when it cannot.
+    pub(crate) fn fill(&mut self, slot: usize, position: usize, hash: u64) -> bool {
+        match (self.slots.get_mut(slot), u32::try_from(position + 1)) {
+            (Some(s), Ok(entry)) => {
+                *s = (entry, (hash >> 32) as u32);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    pub(crate) fn has_room_for(&self, len: usize) -> bool {
+        len.saturating_mul(2) <= self.slots.len()
+    }
+
+    /// Rebuilds with room for `capacity` keys from the hashes of the `len` stored ones.
+    pub(crate) fn rebuild(&mut self, capacity: usize, len: usize, hash_at: impl Fn(usize) -> u64) {
+        *self = StrIndex::with_capacity(capacity);
+        let mask = self.slots.len() - 1;
+        for position in 0..len {
+            let hash = hash_at(position);
+            let mut pos = hash as usize & mask;
+            while self.slots.get(pos).is_some_and(|s| s.0 != 0) {
+                pos = (pos + 1) & mask;
+            }
+            self.fill(pos, position, hash);
+        }
+    }
+}
+
+/// A value an [`IdMap`] holds; one that carries its own id needs no key stored
+/// beside it.
+pub trait IdValue {
+    fn own_id(&self) -> Option<&str> {
+        None
+    }
+}
+
+impl IdValue for DesiredAccount {
+    fn own_id(&self) -> Option<&str> {
+        Some(&self.spec.external_id)
+    }
+}
+
+impl IdValue for InactiveReason {}
+
+/// Identity id → value, in insertion (directory) order. The index is a
+/// [`StrIndex`] over entry positions.
+#[derive(Debug, Clone)]
+pub struct IdMap<V> {
+    values: Vec<V>,
+    /// Ids of values without their own, by position.
+    keys: Vec<String>,
+    index: StrIndex,
+}
+
+impl<V> Default for IdMap<V> {
+    fn default() -> Self {
+        IdMap {
+            values: Vec::new(),
+            keys: Vec::new(),
+            index: StrIndex::default(),
+        }
+    }
+}
+
+impl<V: IdValue + PartialEq> PartialEq for IdMap<V> {
+    fn eq(&self, other: &Self) -> bool {
+        self.len() == other.len() && self.iter().all(|(k, v)| other.get(k) == Some(v))
+    }
+}
+
+impl<V: IdValue + Eq> Eq for IdMap<V> {}
+
+impl<V: IdValue> IdMap<V> {
+    fn with_capacity(capacity: usize) -> Self {
+        IdMap {
+            values: Vec::with_capacity(capacity),
+            keys: Vec::new(),
+            index: StrIndex::with_capacity(capacity),
+        }
+    }
+
+    fn key_at(&self, position: usize) -> Option<&str> {
+        let value = self.values.get(position)?;
+        value
+            .own_id()
+            .or_else(|| self.keys.get(position).map(String::as_str))
+    }
+
+    fn find(&self, id: &str, hash: u64) -> Result<usize, usize> {
+        self.index.find(id, hash, |p| self.key_at(p))
+    }
+
+    /// Inserts unless the id is present; returns whether it inserted. A value with
+    /// its own id must carry `id`.
+    fn insert_new(&mut self, id: &str, value: V) -> bool {
+        let len = self.values.len();
+        if !self.index.has_room_for(len + 1) {
+            let grown = (len + 1) * 2;
+            let hashes: Vec<u64> = (0..len)
+                .map(|p| self.key_at(p).map_or(0, fx_hash))
+                .collect();
+            self.index
+                .rebuild(grown, len, |p| hashes.get(p).copied().unwrap_or(0));
+        }
+        let hash = fx_hash(id);
+        let Err(slot) = self.find(id, hash) else {
+            return false;
+        };
+        if !self.index.fill(slot, len, hash) {
+            return false;
+        }
+        if value.own_id().is_none() {
+            self.keys.resize(len, String::new());
+            self.keys.push(id.to_owned());
+        } else if !self.keys.is_empty() {
+            self.keys.push(String::new());
+        }
+        self.values.push(value);
+        true
+    }
+
+    pub fn get(&self, id: &str) -> Option<&V> {
+        if self.values.is_empty() {
+            return None;
+        }
+        let position = self.find(id, fx_hash(id)).ok()?;
+        self.values.get(position)
+    }
+
+    pub fn contains_key(&self, id: &str) -> bool {
+        self.get(id).is_some()
+    }
+
+    pub fn len(&self) -> usize {
+        self.values.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.values.is_empty()
+    }
+
+    /// Ids in directory order.
+    pub fn keys(&self) -> impl Iterator<Item = &str> {
+        (0..self.values.len()).map(|p| self.key_at(p).unwrap_or_default())
+    }
+
+    pub fn values(&self) -> impl Iterator<Item = &V> {
+        self.values.iter()
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &V)> {
+        self.keys().zip(&self.values)
+    }
+}
+
+impl<V: IdValue, Q: Borrow<str> + ?Sized> Index<&Q> for IdMap<V> {
+    type Output = V;
+
+    #[allow(clippy::panic)]
+    fn index(&self, id: &Q) -> &V {
+        match self.get(id.borrow()) {
+            Some(v) => v,
+            None => panic!("no entry for id {:?}", id.borrow()),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct DesiredState {
     /// Identity id → desired account, for identities in scope and active.
-    pub active: BTreeMap<String, DesiredAccount>,
+    pub active: IdMap<DesiredAccount>,
     /// Identity id → why it must not have access.
-    pub inactive: BTreeMap<String, InactiveReason>,
+    pub inactive: IdMap<InactiveReason>,
     /// Every workspace group any mapping names; only these groups' memberships are
     /// managed.
     pub managed_groups: BTreeSet<String>,
+}
+
+/// What a set of applied mappings gives: computed once per distinct set.
+struct Grant {
+    role: Role,
+    groups: Arc<BTreeSet<String>>,
+    justification: Justification,
 }
 
 /// Computes the desired state. When the snapshot holds the same identity id twice,
@@ -108,46 +429,92 @@ pub fn desired_state(directory: &DirectorySnapshot, policy: &PolicySettings) -> 
             .iter()
             .map(|m| m.workspace_group.clone())
             .collect(),
-        ..DesiredState::default()
+        active: IdMap::with_capacity(directory.identities.len()),
+        inactive: IdMap::default(),
     };
+    // Directory group name → indices of the mappings that name it.
+    let mut mappings_of: FxHashMap<&str, Vec<u32>> = FxHashMap::default();
+    for (index, m) in policy.mappings.iter().enumerate() {
+        if let Ok(index) = u32::try_from(index) {
+            mappings_of.entry(m.group.as_str()).or_default().push(index);
+        }
+    }
+    let scope: FxHashMap<&str, ()> = policy
+        .scope_groups
+        .iter()
+        .map(|g| (g.as_str(), ()))
+        .collect();
+    let mut grants: FxHashMap<Vec<u32>, Grant> = FxHashMap::default();
+    let mut applied: Vec<u32> = Vec::new();
     for identity in &directory.identities {
-        if state.active.contains_key(&identity.id) || state.inactive.contains_key(&identity.id) {
+        let id = identity.id.as_str();
+        if state.inactive.contains_key(id) {
             continue;
         }
-        match inactive_reason(identity, policy) {
-            Some(reason) => {
-                state.inactive.insert(identity.id.clone(), reason);
+        if let Some(reason) = inactive_reason(identity, policy, &scope) {
+            if !state.active.contains_key(id) {
+                state.inactive.insert_new(id, reason);
             }
-            None => {
-                state
-                    .active
-                    .insert(identity.id.clone(), desired_account(identity, policy));
+            continue;
+        }
+        applied.clear();
+        for group in &identity.groups {
+            if let Some(indices) = mappings_of.get(group.as_str()) {
+                applied.extend_from_slice(indices);
             }
         }
+        // A mapping applies once however often its group is listed.
+        applied.sort_unstable();
+        applied.dedup();
+        let grant = match grants.get(applied.as_slice()) {
+            Some(grant) => grant,
+            None => grants
+                .entry(applied.clone())
+                .or_insert_with(|| grant(&applied, policy)),
+        };
+        let account = DesiredAccount {
+            spec: AccountSpec {
+                user_name: identity.user_name.clone(),
+                external_id: identity.id.clone(),
+                given_name: identity.given_name.clone(),
+                family_name: identity.family_name.clone(),
+                display_name: identity.display_name.clone(),
+                email: identity.email.clone(),
+                role: policy.manage_roles.then_some(grant.role),
+            },
+            groups: Arc::clone(&grant.groups),
+            justification: grant.justification.clone(),
+        };
+        state.active.insert_new(id, account);
     }
     state
 }
 
-fn inactive_reason(identity: &Identity, policy: &PolicySettings) -> Option<InactiveReason> {
+fn inactive_reason(
+    identity: &Identity,
+    policy: &PolicySettings,
+    scope: &FxHashMap<&str, ()>,
+) -> Option<InactiveReason> {
     match identity.status {
         IdentityStatus::Suspended => Some(InactiveReason::Suspended),
         IdentityStatus::Deprovisioned => Some(InactiveReason::Deprovisioned),
         IdentityStatus::Active => {
             let in_scope = policy.scope_groups.is_empty()
-                || policy
-                    .scope_groups
+                || identity
+                    .groups
                     .iter()
-                    .any(|g| identity.groups.contains(g));
+                    .any(|g| scope.contains_key(g.as_str()));
             (!in_scope).then_some(InactiveReason::OutOfScope)
         }
     }
 }
 
-fn desired_account(identity: &Identity, policy: &PolicySettings) -> DesiredAccount {
-    let applied: Vec<&Mapping> = policy
-        .mappings
+/// Role, groups and justification for the mappings at `applied` (ascending indices,
+/// so justification lines keep the mappings' order).
+fn grant(applied: &[u32], policy: &PolicySettings) -> Grant {
+    let applied: Vec<&Mapping> = applied
         .iter()
-        .filter(|m| identity.groups.contains(&m.group))
+        .filter_map(|&i| policy.mappings.get(i as usize))
         .collect();
     let role = applied
         .iter()
@@ -162,19 +529,10 @@ fn desired_account(identity: &Identity, policy: &PolicySettings) -> DesiredAccou
             .map(|m| format!("{} → {}", m.group, m.role))
             .collect()
     };
-    DesiredAccount {
-        identity_id: identity.id.clone(),
-        spec: AccountSpec {
-            user_name: identity.user_name.clone(),
-            external_id: identity.id.clone(),
-            given_name: identity.given_name.clone(),
-            family_name: identity.family_name.clone(),
-            display_name: identity.display_name.clone(),
-            email: identity.email.clone(),
-            role: policy.manage_roles.then_some(role),
-        },
-        groups: applied.iter().map(|m| m.workspace_group.clone()).collect(),
-        justification,
+    Grant {
+        role,
+        groups: Arc::new(applied.iter().map(|m| m.workspace_group.clone()).collect()),
+        justification: Justification(Arc::new(justification)),
     }
 }
 
@@ -184,55 +542,85 @@ fn desired_account(identity: &Identity, policy: &PolicySettings) -> DesiredAccou
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Protected {
     /// Lower-cased patterns, as chars so `?` matches one character, not one byte.
-    patterns: Vec<Vec<char>>,
+    patterns: Vec<Pattern>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Pattern {
+    chars: Vec<char>,
+    /// Without `*` the folded name has exactly this many characters.
+    fixed_len: Option<usize>,
 }
 
 impl Protected {
     pub fn new(patterns: &[String]) -> Protected {
         Protected {
-            patterns: patterns.iter().map(|p| fold(p)).collect(),
+            patterns: patterns
+                .iter()
+                .map(|p| {
+                    let chars: Vec<char> = p.chars().flat_map(char::to_lowercase).collect();
+                    let fixed_len = (!chars.contains(&'*')).then_some(chars.len());
+                    Pattern { chars, fixed_len }
+                })
+                .collect(),
         }
     }
 
+    /// Case-insensitive (full Unicode lower-casing, character by character), without
+    /// allocating.
     pub fn matches(&self, user_name: &str) -> bool {
         if self.patterns.is_empty() {
             return false;
         }
-        let name = fold(user_name);
-        self.patterns.iter().any(|p| glob_matches(p, &name))
+        if user_name.is_ascii() {
+            self.patterns.iter().any(|p| {
+                p.fixed_len.is_none_or(|n| n == user_name.len())
+                    && glob_matches(
+                        &p.chars,
+                        user_name
+                            .bytes()
+                            .map(|b| char::from(b.to_ascii_lowercase())),
+                    )
+            })
+        } else {
+            self.patterns
+                .iter()
+                .any(|p| glob_matches(&p.chars, user_name.chars().flat_map(char::to_lowercase)))
+        }
     }
 }
 
-fn fold(s: &str) -> Vec<char> {
-    s.chars().flat_map(char::to_lowercase).collect()
-}
-
 /// Iterative glob match with single-star backtracking: linear in practice and no
-/// recursion depth to worry about with hostile patterns.
-fn glob_matches(pattern: &[char], text: &[char]) -> bool {
-    let (mut p, mut t) = (0, 0);
-    let mut star: Option<(usize, usize)> = None;
-    while t < text.len() {
+/// recursion depth to worry about with hostile patterns. `text` is cloned to
+/// remember the backtracking point.
+fn glob_matches<I: Iterator<Item = char> + Clone>(pattern: &[char], mut text: I) -> bool {
+    let mut p = 0;
+    let mut star: Option<(usize, I)> = None;
+    loop {
+        let mut after = text.clone();
+        let Some(c) = after.next() else { break };
         match pattern.get(p) {
             Some('*') => {
-                star = Some((p, t));
+                star = Some((p, text.clone()));
                 p += 1;
             }
-            Some(&c) if c == '?' || c == text[t] => {
+            Some(&pc) if pc == '?' || pc == c => {
                 p += 1;
-                t += 1;
+                text = after;
             }
-            _ => match star {
+            _ => match &mut star {
                 Some((sp, st)) => {
-                    p = sp + 1;
-                    t = st + 1;
-                    star = Some((sp, st + 1));
+                    p = *sp + 1;
+                    st.next();
+                    text = st.clone();
                 }
                 None => return false,
             },
         }
     }
-    pattern[p..].iter().all(|&c| c == '*')
+    pattern
+        .get(p..)
+        .is_some_and(|rest| rest.iter().all(|&c| c == '*'))
 }
 
 #[cfg(test)]
