@@ -455,7 +455,21 @@ impl Config {
 }
 
 /// Turns the `config` crate's errors into ones that name the file and the key.
+/// A value that came from the environment names the variable instead of the file.
 fn describe_config_error(path: &Path, error: config::ConfigError) -> ConfigError {
+    let source = |origin: Option<String>, key: Option<&str>| -> PathBuf {
+        match origin.filter(|o| !o.is_empty()) {
+            Some(o) if o == "the environment" => PathBuf::from(match key {
+                Some(key) => format!(
+                    "environment variable {ENV_PREFIX}__{}",
+                    key.replace('.', "__").to_uppercase()
+                ),
+                None => "the environment".to_owned(),
+            }),
+            Some(o) => PathBuf::from(o),
+            None => path.to_owned(),
+        }
+    };
     match error {
         config::ConfigError::Type {
             origin,
@@ -463,18 +477,12 @@ fn describe_config_error(path: &Path, error: config::ConfigError) -> ConfigError
             expected,
             key,
         } => ConfigError::Key {
-            path: origin
-                .filter(|o| !o.is_empty())
-                .map(PathBuf::from)
-                .unwrap_or_else(|| path.to_owned()),
+            path: source(origin, key.as_deref()),
             key: key.unwrap_or_else(|| "?".into()),
             message: format!("invalid type: {unexpected}, expected {expected}"),
         },
         config::ConfigError::At { error, origin, key } => {
-            let path = origin
-                .filter(|o| !o.is_empty())
-                .map(PathBuf::from)
-                .unwrap_or_else(|| path.to_owned());
+            let path = source(origin, key.as_deref());
             match key {
                 Some(key) => ConfigError::Key {
                     path,

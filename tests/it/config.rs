@@ -87,6 +87,15 @@ fn environment_variables_override_keys_and_lists() {
 }
 
 #[test]
+fn a_bad_environment_value_names_the_variable() {
+    let err = load(MINIMAL, &[("SEATWARDEN__WORKSPACE__PAGE_SIZE", "abc")]).unwrap_err();
+    assert!(
+        err.contains("environment variable SEATWARDEN__WORKSPACE__PAGE_SIZE"),
+        "{err}"
+    );
+}
+
+#[test]
 fn an_unknown_key_is_named_with_the_file() {
     let err = load(&format!("{MINIMAL}\n[safety]\nmax_deprovision = 3\n"), &[]).unwrap_err();
     assert!(err.contains("max_deprovision"), "{err}");
