@@ -9,7 +9,6 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use seatwarden::config::Config;
 use seatwarden::model::{AccountSpec, DriftKind, IdentityStatus};
 use seatwarden::retry::RetryPolicy;
 use seatwarden::run::{self, Mode};
@@ -143,25 +142,7 @@ async fn interop_reconcile_converges_every_drift_kind_against_scim2_server() {
         .unwrap();
 
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(
-        dir.path().join("directory.json"),
-        synth::directory_json(&data.directory),
-    )
-    .unwrap();
-    let mut toml = format!(
-        "[directory]\nkind = \"file\"\npath = \"directory.json\"\n\n\
-         [workspace]\nurl = \"{url}\"\ntoken = \"{token}\"\nmax_concurrency = 4\nrequests_per_second = 1000\n\n\
-         [policy]\nscope_groups = [\"Taskade Users\"]\ndefault_role = \"Viewer\"\n\n\
-         [safety]\nmax_deprovisions = 1000\nmax_deprovision_percent = 100\n"
-    );
-    for (group, role) in &data.roles {
-        toml.push_str(&format!(
-            "\n[[policy.mapping]]\ngroup = \"{group}\"\nworkspace_group = \"{group}\"\nrole = \"{role}\"\n"
-        ));
-    }
-    std::fs::write(dir.path().join("seatwarden.toml"), toml).unwrap();
-    let config =
-        Config::load_with_env(&dir.path().join("seatwarden.toml"), Some(HashMap::new())).unwrap();
+    let config = crate::fixtures::synth_config(dir.path(), &data, url.as_ref(), &token, 4);
 
     let first = run::execute(
         &config,

@@ -6,7 +6,6 @@
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
-use seatwarden::config::Config;
 use seatwarden::model::{Account, AccountSpec, Attribute, AttributeChange, IdentityStatus, Role};
 use seatwarden::model::{WorkspaceGroup, WorkspaceSnapshot};
 use seatwarden::retry::RetryPolicy;
@@ -896,25 +895,7 @@ async fn reconcile_against(faults: Faults) -> seatwarden::sandbox::SandboxStats 
     let url = sandbox.base_url();
 
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(
-        dir.path().join("directory.json"),
-        synth::directory_json(&data.directory),
-    )
-    .unwrap();
-    let mut toml = format!(
-        "[directory]\nkind = \"file\"\npath = \"directory.json\"\n\n\
-         [workspace]\nurl = \"{url}\"\ntoken = \"{TOKEN}\"\nmax_concurrency = 8\nrequests_per_second = 10000\n\n\
-         [policy]\nscope_groups = [\"Taskade Users\"]\ndefault_role = \"Viewer\"\n\n\
-         [safety]\nmax_deprovisions = 1000\nmax_deprovision_percent = 100\n"
-    );
-    for (group, role) in &data.roles {
-        toml.push_str(&format!(
-            "\n[[policy.mapping]]\ngroup = \"{group}\"\nworkspace_group = \"{group}\"\nrole = \"{role}\"\n"
-        ));
-    }
-    std::fs::write(dir.path().join("seatwarden.toml"), toml).unwrap();
-    let config =
-        Config::load_with_env(&dir.path().join("seatwarden.toml"), Some(HashMap::new())).unwrap();
+    let config = crate::fixtures::synth_config(dir.path(), &data, url.as_ref(), TOKEN, 8);
 
     let first = run::execute(
         &config,

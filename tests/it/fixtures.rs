@@ -1,0 +1,39 @@
+//! Shared test setup.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use seatwarden::config::Config;
+use seatwarden::synth::{self, Synth};
+
+/// Writes the synthetic directory and a configuration mapping its groups (scope
+/// "Taskade Users", default Viewer, thresholds out of the way) for the workspace
+/// at `url`, and loads it.
+pub fn synth_config(
+    dir: &Path,
+    data: &Synth,
+    url: &str,
+    token: &str,
+    max_concurrency: usize,
+) -> Config {
+    std::fs::write(
+        dir.join("directory.json"),
+        synth::directory_json(&data.directory),
+    )
+    .unwrap();
+    let mut toml = format!(
+        "[directory]\nkind = \"file\"\npath = \"directory.json\"\n\n\
+         [workspace]\nurl = \"{url}\"\ntoken = \"{token}\"\nmax_concurrency = {max_concurrency}\n\
+         requests_per_second = 10000\n\n\
+         [policy]\nscope_groups = [\"Taskade Users\"]\ndefault_role = \"Viewer\"\n\n\
+         [safety]\nmax_deprovisions = 1000\nmax_deprovision_percent = 100\n"
+    );
+    for (group, role) in &data.roles {
+        toml.push_str(&format!(
+            "\n[[policy.mapping]]\ngroup = \"{group}\"\nworkspace_group = \"{group}\"\nrole = \"{role}\"\n"
+        ));
+    }
+    std::fs::write(dir.join("seatwarden.toml"), toml).unwrap();
+    Config::load_with_env(&dir.join("seatwarden.toml"), Some(HashMap::new())).unwrap()
+}
