@@ -437,41 +437,17 @@ impl<'a> Verifier<'a> {
     }
 
     async fn account(&self, id: &str) -> Result<Option<Account>, String> {
-        if let Some(cached) = self.accounts.lock().await.get(id) {
-            return Ok(cached.clone());
-        }
-        if self.complete {
-            return Ok(None);
-        }
-        let account = self
-            .client
-            .get_account(id)
-            .await
-            .map_err(|e: WorkspaceError| e.to_string())?;
-        self.accounts
-            .lock()
-            .await
-            .insert(id.to_owned(), account.clone());
-        Ok(account)
+        read_once(
+            &self.accounts,
+            self.complete,
+            id,
+            self.client.get_account(id),
+        )
+        .await
     }
 
     async fn group(&self, id: &str) -> Result<Option<WorkspaceGroup>, String> {
-        if let Some(cached) = self.groups.lock().await.get(id) {
-            return Ok(cached.clone());
-        }
-        if self.complete {
-            return Ok(None);
-        }
-        let group = self
-            .client
-            .get_group(id)
-            .await
-            .map_err(|e: WorkspaceError| e.to_string())?;
-        self.groups
-            .lock()
-            .await
-            .insert(id.to_owned(), group.clone());
-        Ok(group)
+        read_once(&self.groups, self.complete, id, self.client.get_group(id)).await
     }
 
     fn group_id(&self, group: &GroupRef) -> Option<String> {
@@ -487,6 +463,25 @@ impl<'a> Verifier<'a> {
     async fn verify(&self, action: &Action) -> Result<(), String> {
         verify_effect(action, self).await
     }
+}
+
+/// Reads an object through `cache`: at most one request per id, and none at all
+/// when the cache holds a complete listing (`complete`).
+async fn read_once<T: Clone>(
+    cache: &tokio::sync::Mutex<HashMap<String, Option<T>>>,
+    complete: bool,
+    id: &str,
+    fetch: impl std::future::Future<Output = Result<Option<T>, WorkspaceError>>,
+) -> Result<Option<T>, String> {
+    if let Some(cached) = cache.lock().await.get(id) {
+        return Ok(cached.clone());
+    }
+    if complete {
+        return Ok(None);
+    }
+    let object = fetch.await.map_err(|e| e.to_string())?;
+    cache.lock().await.insert(id.to_owned(), object.clone());
+    Ok(object)
 }
 
 /// Where [`verify_effect`] reads the workspace from.
