@@ -85,7 +85,7 @@ impl Transient for DirectoryError {
 /// A configured directory source.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Directory {
-    /// A JSON or CSV export on disk (see [`file`] for the format).
+    /// A JSON or CSV export on disk (see [`file`](mod@file) for the format).
     File(FileSource),
 }
 

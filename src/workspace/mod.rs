@@ -1,7 +1,7 @@
 //! The SCIM 2.0 workspace client: discovery (`/ServiceProviderConfig`), index paging
 //! that survives lying or lazy providers, and the writes the executor needs.
 //!
-//! Every request goes through [`ScimClient::send`]: a concurrency permit, the rate
+//! Every request goes through `ScimClient::send`: a concurrency permit, the rate
 //! limiter, bearer auth, a per-request timeout and [`crate::retry::retry`] for
 //! transient failures (connect errors, timeouts, closed connections, 429, 5xx).
 
