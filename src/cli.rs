@@ -237,9 +237,24 @@ fn run_command(cli: Cli) -> anyhow::Result<u8> {
                 run.parse()
                     .with_context(|| format!("--run takes `latest` or a run id, not {run:?}"))?
             };
-            let json = store
-                .report(run_id)?
-                .with_context(|| format!("no report stored for run {run_id}"))?;
+            let Some(json) = store.report(run_id)? else {
+                // A run that failed before its report (unreadable directory or
+                // workspace) still says why.
+                let why = match store.run(run_id)? {
+                    Some(run) => match run.error {
+                        Some(error) => format!(
+                            "run {run_id} ({}) failed at {}: {error}",
+                            run.kind,
+                            run.finished_at.unwrap_or(run.started_at)
+                        ),
+                        None => {
+                            format!("run {run_id} ({}) has no report ({})", run.kind, run.status)
+                        }
+                    },
+                    None => format!("there is no run {run_id}"),
+                };
+                anyhow::bail!(why);
+            };
             let report = Report::from_json(&json)
                 .with_context(|| format!("the stored report of run {run_id} cannot be read"))?;
             print_report(&report, format);
