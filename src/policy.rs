@@ -56,9 +56,13 @@ impl Hasher for FxHasher {
         }
         let rest = chunks.remainder();
         if !rest.is_empty() {
-            let mut word = [0u8; 8];
-            word[..rest.len()].copy_from_slice(rest);
-            self.add(u64::from_le_bytes(word) ^ ((rest.len() as u64) << 56));
+            // The little-endian word of the tail bytes, assembled without the
+            // variable-length copy (which compiles to a memcpy call per hash).
+            let word = rest
+                .iter()
+                .rev()
+                .fold(0u64, |word, &b| (word << 8) | u64::from(b));
+            self.add(word ^ ((rest.len() as u64) << 56));
         }
     }
 
