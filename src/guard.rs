@@ -17,11 +17,10 @@
 //!
 //! Protected accounts need no rule here: the plan never names them.
 
-use std::collections::{BTreeMap, BTreeSet};
-
 use serde::{Deserialize, Serialize};
 
 use crate::model::{ActionKind, HoldReason, Plan, Role, WorkspaceSnapshot};
+use crate::policy::FxHashMap;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct GuardSettings {
@@ -93,17 +92,9 @@ pub fn guard(
 /// Only existing active Owners count: a planned promotion or reactivation may still
 /// fail at apply time, so it must not license removing the Owner we have.
 fn hold_last_owner(plan: &mut Plan, workspace: &WorkspaceSnapshot) {
-    let owners: BTreeSet<&str> = workspace
-        .accounts
-        .iter()
-        .filter(|a| a.active && a.role() == Some(Role::Owner))
-        .map(|a| a.id.as_str())
-        .collect();
-    if owners.is_empty() {
-        return;
-    }
-    // Owner account id → (lowest seq, indices) of the runnable actions removing it.
-    let mut removals: BTreeMap<String, (u32, Vec<usize>)> = BTreeMap::new();
+    // Account id → (lowest seq, indices, is an Owner) of the runnable actions that
+    // would remove it (as an Owner, if it is one).
+    let mut removals: FxHashMap<&str, (u32, Vec<usize>, bool)> = FxHashMap::default();
     for (index, action) in plan.actions.iter().enumerate() {
         if action.held.is_some() {
             continue;
@@ -115,22 +106,36 @@ fn hold_last_owner(plan: &mut Plan, workspace: &WorkspaceSnapshot) {
             ActionKind::SetRole { account_id, to, .. } if *to != Role::Owner => Some(account_id),
             _ => None,
         };
-        if let Some(account_id) = removed.filter(|id| owners.contains(id.as_str())) {
-            let entry = removals
-                .entry(account_id.clone())
-                .or_insert((action.seq, Vec::new()));
+        if let Some(account_id) = removed {
+            let entry =
+                removals
+                    .entry(account_id.as_str())
+                    .or_insert((action.seq, Vec::new(), false));
             entry.0 = entry.0.min(action.seq);
             entry.1.push(index);
         }
     }
-    if removals.len() < owners.len() {
+    // Every Owner would go only if each one has a removal; the first Owner without
+    // one settles it.
+    let mut any_owner = false;
+    for account in &workspace.accounts {
+        if account.active && account.role() == Some(Role::Owner) {
+            any_owner = true;
+            match removals.get_mut(account.id.as_str()) {
+                Some(entry) => entry.2 = true,
+                None => return,
+            }
+        }
+    }
+    if !any_owner {
         return;
     }
-    // Every Owner would go: keep the one whose removal comes first in the plan.
+    // Keep the Owner whose removal comes first in the plan (ties: lowest account id).
     let keep = removals
-        .values()
-        .min_by_key(|(seq, _)| *seq)
-        .map(|(_, indices)| indices.clone())
+        .iter()
+        .filter(|(_, (_, _, owner))| *owner)
+        .min_by_key(|(id, (seq, _, _))| (*seq, **id))
+        .map(|(_, (_, indices, _))| indices.clone())
         .unwrap_or_default();
     for index in keep {
         if let Some(action) = plan.actions.get_mut(index) {

@@ -61,12 +61,12 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde::{Deserialize, Serialize};
 
 use crate::model::{
-    Account, AccountRef, AccountSpec, Action, ActionKind, Attribute, AttributeChange,
-    DirectorySnapshot, DriftItem, DriftKind, GroupRef, Identity, Link, LinkMethod, NewLink, Plan,
-    WorkspaceGroup, WorkspaceSnapshot,
+    Account, AccountRef, Action, ActionKind, Attribute, AttributeChange, DirectorySnapshot,
+    DriftItem, DriftKind, GroupRef, Identity, Link, LinkMethod, NewLink, Plan, WorkspaceGroup,
+    WorkspaceSnapshot,
 };
 use crate::policy::{
-    DesiredAccount, DesiredState, FxHashMap, InactiveReason, Protected, StrIndex,
+    DesiredAccount, DesiredSpec, DesiredState, FxHashMap, InactiveReason, Protected, StrIndex,
     UnmatchedAccounts, fx_hash,
 };
 
@@ -90,7 +90,7 @@ pub struct PlanSettings {
 /// computed from; it supplies the match candidates and tells deleted identities
 /// (absent) from inactive ones. Never sets [`Action::held`]; that is the guard's job.
 pub fn plan(
-    desired: &DesiredState,
+    desired: &DesiredState<'_>,
     directory: &DirectorySnapshot,
     workspace: &WorkspaceSnapshot,
     links: &[Link],
@@ -686,7 +686,7 @@ struct ManagedGroup<'p> {
 }
 
 struct Planner<'p, 'a> {
-    desired: &'p DesiredState,
+    desired: &'p DesiredState<'p>,
     settings: &'p PlanSettings,
     matching: &'p Matching<'a>,
     out: Out,
@@ -708,7 +708,7 @@ struct Item<'s> {
 
 impl<'p, 'a: 'p> Planner<'p, 'a> {
     fn new(
-        desired: &'p DesiredState,
+        desired: &'p DesiredState<'p>,
         settings: &'p PlanSettings,
         matching: &'p Matching<'a>,
     ) -> Self {
@@ -903,7 +903,7 @@ impl<'p, 'a: 'p> Planner<'p, 'a> {
     fn identity(
         &mut self,
         identity_id: &'p str,
-        want: Option<&'p DesiredAccount>,
+        want: Option<&'p DesiredAccount<'p>>,
         reason: Option<InactiveReason>,
         primary_slot: Option<u32>,
         dupes: &[(&'a Account, &'a str, LinkMethod)],
@@ -911,7 +911,7 @@ impl<'p, 'a: 'p> Planner<'p, 'a> {
         let m = self.matching;
         let primary = primary_slot.and_then(|s| m.at(s));
         let directory_user_name = want
-            .map(|d| d.spec.user_name.as_str())
+            .map(|d| d.spec.user_name)
             .or_else(|| m.identities.get(identity_id).map(|i| i.user_name.as_str()));
         if directory_user_name.is_some_and(|u| self.protected(u)) {
             if let Some(slot) = primary_slot {
@@ -963,7 +963,7 @@ impl<'p, 'a: 'p> Planner<'p, 'a> {
     fn keep(
         &mut self,
         identity_id: &'p str,
-        want: &'p DesiredAccount,
+        want: &'p DesiredAccount<'p>,
         subject: &str,
         account: Option<(u32, &'a Account)>,
     ) {
@@ -972,7 +972,7 @@ impl<'p, 'a: 'p> Planner<'p, 'a> {
                 self.act(
                     ActionKind::CreateAccount {
                         identity_id: identity_id.to_owned(),
-                        spec: want.spec.clone(),
+                        spec: want.spec.to_spec(),
                     },
                     Item {
                         kind: DriftKind::MissingAccount,
@@ -1005,7 +1005,7 @@ impl<'p, 'a: 'p> Planner<'p, 'a> {
         }
     }
 
-    fn fix(&mut self, identity_id: &str, subject: &str, account: &Account, spec: &AccountSpec) {
+    fn fix(&mut self, identity_id: &str, subject: &str, account: &Account, spec: &DesiredSpec<'_>) {
         let item = |kind, detail: String| Item {
             kind,
             identity_id: Some(identity_id),
@@ -1220,7 +1220,7 @@ impl<'p, 'a: 'p> Planner<'p, 'a> {
                 };
                 let user_name = identity
                     .and_then(|i| self.desired.active.get(i))
-                    .map_or(account.id.as_str(), |d| d.spec.user_name.as_str());
+                    .map_or(account.id.as_str(), |d| d.spec.user_name);
                 self.drift(Item {
                     kind: DriftKind::GroupDrift,
                     identity_id: identity,
@@ -1240,7 +1240,7 @@ impl<'p, 'a: 'p> Planner<'p, 'a> {
                     .desired
                     .active
                     .get(identity_id)
-                    .map_or(identity_id, |d| d.spec.user_name.as_str());
+                    .map_or(identity_id, |d| d.spec.user_name);
                 self.drift(Item {
                     kind: DriftKind::GroupDrift,
                     identity_id: Some(identity_id),
@@ -1279,7 +1279,7 @@ impl<'p, 'a: 'p> Planner<'p, 'a> {
                 };
                 let subject = identity_id
                     .and_then(|i| self.desired.active.get(i))
-                    .map_or(account.user_name.as_str(), |d| d.spec.user_name.as_str());
+                    .map_or(account.user_name.as_str(), |d| d.spec.user_name);
                 let item = Item {
                     kind: DriftKind::GroupDrift,
                     identity_id,
@@ -1338,49 +1338,49 @@ impl<'p, 'a: 'p> Planner<'p, 'a> {
 }
 
 /// Attribute drift, limited to what the directory provides (see the module docs).
-fn attribute_changes(spec: &AccountSpec, account: &Account) -> Vec<AttributeChange> {
+fn attribute_changes(spec: &DesiredSpec<'_>, account: &Account) -> Vec<AttributeChange> {
     let mut changes = Vec::new();
-    let mut change = |attribute, from: Option<&String>, to: &String| {
+    let mut change = |attribute, from: Option<&String>, to: &str| {
         changes.push(AttributeChange {
             attribute,
             from: from.cloned(),
-            to: Some(to.clone()),
+            to: Some(to.to_owned()),
         });
     };
-    if !same_ci(&spec.user_name, &account.user_name) {
+    if !same_ci(spec.user_name, &account.user_name) {
         change(
             Attribute::UserName,
             Some(&account.user_name),
-            &spec.user_name,
+            spec.user_name,
         );
     }
-    if account.external_id.as_ref() != Some(&spec.external_id) {
+    if account.external_id.as_deref() != Some(spec.external_id) {
         change(
             Attribute::ExternalId,
             account.external_id.as_ref(),
-            &spec.external_id,
+            spec.external_id,
         );
     }
     for (attribute, want, have) in [
-        (Attribute::GivenName, &spec.given_name, &account.given_name),
+        (Attribute::GivenName, spec.given_name, &account.given_name),
         (
             Attribute::FamilyName,
-            &spec.family_name,
+            spec.family_name,
             &account.family_name,
         ),
         (
             Attribute::DisplayName,
-            &spec.display_name,
+            spec.display_name,
             &account.display_name,
         ),
     ] {
         if let Some(want) = want {
-            if have.as_ref() != Some(want) {
+            if have.as_deref() != Some(want) {
                 change(attribute, have.as_ref(), want);
             }
         }
     }
-    if let Some(want) = &spec.email {
+    if let Some(want) = spec.email {
         if !account.email.as_ref().is_some_and(|e| same_ci(e, want)) {
             change(Attribute::Email, account.email.as_ref(), want);
         }
@@ -1537,7 +1537,7 @@ pub fn simulate(
 #[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 mod tests {
     use super::*;
-    use crate::model::{IdentityStatus, Role};
+    use crate::model::{AccountSpec, IdentityStatus, Role};
     use crate::policy::{Mapping, PolicySettings, desired_state};
 
     fn ident(id: &str, status: IdentityStatus, groups: &[&str]) -> Identity {

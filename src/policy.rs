@@ -56,9 +56,13 @@ impl Hasher for FxHasher {
         }
         let rest = chunks.remainder();
         if !rest.is_empty() {
-            let mut word = [0u8; 8];
-            word[..rest.len()].copy_from_slice(rest);
-            self.add(u64::from_le_bytes(word) ^ ((rest.len() as u64) << 56));
+            // The little-endian word of the tail bytes, assembled without the
+            // variable-length copy (which compiles to a memcpy call per hash).
+            let word = rest
+                .iter()
+                .rev()
+                .fold(0u64, |word, &b| (word << 8) | u64::from(b));
+            self.add(word ^ ((rest.len() as u64) << 56));
         }
     }
 
@@ -174,11 +178,41 @@ impl PartialEq<Vec<String>> for Justification {
     }
 }
 
+/// The attributes seatwarden manages on an account, borrowed from the directory
+/// snapshot; [`DesiredSpec::to_spec`] gives the owned [`AccountSpec`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DesiredSpec<'a> {
+    pub user_name: &'a str,
+    /// Always the directory identity id.
+    pub external_id: &'a str,
+    pub given_name: Option<&'a str>,
+    pub family_name: Option<&'a str>,
+    pub display_name: Option<&'a str>,
+    pub email: Option<&'a str>,
+    /// `None` when roles are not managed.
+    pub role: Option<Role>,
+}
+
+impl DesiredSpec<'_> {
+    pub fn to_spec(&self) -> AccountSpec {
+        AccountSpec {
+            user_name: self.user_name.to_owned(),
+            external_id: self.external_id.to_owned(),
+            given_name: self.given_name.map(str::to_owned),
+            family_name: self.family_name.map(str::to_owned),
+            display_name: self.display_name.map(str::to_owned),
+            email: self.email.map(str::to_owned),
+            role: self.role,
+        }
+    }
+}
+
 /// One identity that should have an active workspace account (its id is the
-/// key it is stored under, and `spec.external_id`).
+/// key it is stored under, and `spec.external_id`). Borrows from the directory
+/// snapshot it was computed from.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DesiredAccount {
-    pub spec: AccountSpec,
+pub struct DesiredAccount<'a> {
+    pub spec: DesiredSpec<'a>,
     /// Workspace group names (as the mappings spell them). Shared by every identity
     /// the same mappings apply to.
     pub groups: Arc<BTreeSet<String>>,
@@ -270,25 +304,25 @@ pub trait IdValue {
     }
 }
 
-impl IdValue for DesiredAccount {
+impl IdValue for DesiredAccount<'_> {
     fn own_id(&self) -> Option<&str> {
-        Some(&self.spec.external_id)
+        Some(self.spec.external_id)
     }
 }
 
 impl IdValue for InactiveReason {}
 
-/// Identity id → value, in insertion (directory) order. The index is a
-/// [`StrIndex`] over entry positions.
+/// Identity id → value, in insertion (directory) order, borrowing the ids from
+/// the snapshot. The index is a [`StrIndex`] over entry positions.
 #[derive(Debug, Clone)]
-pub struct IdMap<V> {
+pub struct IdMap<'a, V> {
     values: Vec<V>,
     /// Ids of values without their own, by position.
-    keys: Vec<String>,
+    keys: Vec<&'a str>,
     index: StrIndex,
 }
 
-impl<V> Default for IdMap<V> {
+impl<V> Default for IdMap<'_, V> {
     fn default() -> Self {
         IdMap {
             values: Vec::new(),
@@ -298,15 +332,15 @@ impl<V> Default for IdMap<V> {
     }
 }
 
-impl<V: IdValue + PartialEq> PartialEq for IdMap<V> {
+impl<V: IdValue + PartialEq> PartialEq for IdMap<'_, V> {
     fn eq(&self, other: &Self) -> bool {
         self.len() == other.len() && self.iter().all(|(k, v)| other.get(k) == Some(v))
     }
 }
 
-impl<V: IdValue + Eq> Eq for IdMap<V> {}
+impl<V: IdValue + Eq> Eq for IdMap<'_, V> {}
 
-impl<V: IdValue> IdMap<V> {
+impl<'a, V: IdValue> IdMap<'a, V> {
     fn with_capacity(capacity: usize) -> Self {
         IdMap {
             values: Vec::with_capacity(capacity),
@@ -317,9 +351,7 @@ impl<V: IdValue> IdMap<V> {
 
     fn key_at(&self, position: usize) -> Option<&str> {
         let value = self.values.get(position)?;
-        value
-            .own_id()
-            .or_else(|| self.keys.get(position).map(String::as_str))
+        value.own_id().or_else(|| self.keys.get(position).copied())
     }
 
     fn find(&self, id: &str, hash: u64) -> Result<usize, usize> {
@@ -328,7 +360,7 @@ impl<V: IdValue> IdMap<V> {
 
     /// Inserts unless the id is present; returns whether it inserted. A value with
     /// its own id must carry `id`.
-    fn insert_new(&mut self, id: &str, value: V) -> bool {
+    fn insert_new(&mut self, id: &'a str, value: V) -> bool {
         let len = self.values.len();
         if !self.index.has_room_for(len + 1) {
             let grown = (len + 1) * 2;
@@ -346,10 +378,10 @@ impl<V: IdValue> IdMap<V> {
             return false;
         }
         if value.own_id().is_none() {
-            self.keys.resize(len, String::new());
-            self.keys.push(id.to_owned());
+            self.keys.resize(len, "");
+            self.keys.push(id);
         } else if !self.keys.is_empty() {
-            self.keys.push(String::new());
+            self.keys.push("");
         }
         self.values.push(value);
         true
@@ -389,7 +421,7 @@ impl<V: IdValue> IdMap<V> {
     }
 }
 
-impl<V: IdValue, Q: Borrow<str> + ?Sized> Index<&Q> for IdMap<V> {
+impl<V: IdValue, Q: Borrow<str> + ?Sized> Index<&Q> for IdMap<'_, V> {
     type Output = V;
 
     #[allow(clippy::panic)]
@@ -402,11 +434,11 @@ impl<V: IdValue, Q: Borrow<str> + ?Sized> Index<&Q> for IdMap<V> {
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct DesiredState {
+pub struct DesiredState<'a> {
     /// Identity id → desired account, for identities in scope and active.
-    pub active: IdMap<DesiredAccount>,
+    pub active: IdMap<'a, DesiredAccount<'a>>,
     /// Identity id → why it must not have access.
-    pub inactive: IdMap<InactiveReason>,
+    pub inactive: IdMap<'a, InactiveReason>,
     /// Every workspace group any mapping names; only these groups' memberships are
     /// managed.
     pub managed_groups: BTreeSet<String>,
@@ -422,7 +454,10 @@ struct Grant {
 /// Computes the desired state. When the snapshot holds the same identity id twice,
 /// the first occurrence wins (connectors should never do that; this keeps the result
 /// deterministic if one does).
-pub fn desired_state(directory: &DirectorySnapshot, policy: &PolicySettings) -> DesiredState {
+pub fn desired_state<'a>(
+    directory: &'a DirectorySnapshot,
+    policy: &PolicySettings,
+) -> DesiredState<'a> {
     let mut state = DesiredState {
         managed_groups: policy
             .mappings
@@ -473,13 +508,13 @@ pub fn desired_state(directory: &DirectorySnapshot, policy: &PolicySettings) -> 
                 .or_insert_with(|| grant(&applied, policy)),
         };
         let account = DesiredAccount {
-            spec: AccountSpec {
-                user_name: identity.user_name.clone(),
-                external_id: identity.id.clone(),
-                given_name: identity.given_name.clone(),
-                family_name: identity.family_name.clone(),
-                display_name: identity.display_name.clone(),
-                email: identity.email.clone(),
+            spec: DesiredSpec {
+                user_name: &identity.user_name,
+                external_id: id,
+                given_name: identity.given_name.as_deref(),
+                family_name: identity.family_name.as_deref(),
+                display_name: identity.display_name.as_deref(),
+                email: identity.email.as_deref(),
                 role: policy.manage_roles.then_some(grant.role),
             },
             groups: Arc::clone(&grant.groups),
@@ -744,6 +779,8 @@ mod tests {
     }
 
     #[test]
+    // The spec borrows (`Option<&str>`), so `as_deref` is a no-op kept from the owned days.
+    #[allow(clippy::needless_option_as_deref)]
     fn spec_copies_directory_attributes() {
         let dir = directory(vec![identity("a", IdentityStatus::Active, &[])]);
         let spec = &desired_state(&dir, &settings(&[])).active["a"].spec;

@@ -127,7 +127,7 @@ struct Scenario {
 }
 
 impl Scenario {
-    fn desired(&self) -> DesiredState {
+    fn desired(&self) -> DesiredState<'_> {
         desired_state(&self.directory, &self.policy)
     }
 
