@@ -261,9 +261,8 @@ impl Executor<'_> {
         }
     }
 
-    /// Journal, write, and leave the row `in_flight` until verification.
+    /// Write (the row is already `in_flight`) and leave it so until verification.
     async fn execute(&self, action: &Action) -> Result<Executed, ApplyError> {
-        self.with_store(|s| s.mark_in_flight(self.run, action.seq, Utc::now()))?;
         match self.write(action).await {
             Ok(Written::Sent) => Ok(Executed::ToVerify),
             Ok(Written::Done) => {
@@ -327,6 +326,17 @@ pub async fn apply(
     }
     let mut executed: HashMap<u32, Executed> = HashMap::new();
     for (_, actions) in phases {
+        // Journal-before-write for the whole phase in one commit: a row is
+        // `in_flight` before its request can leave. After a crash, rows that were
+        // never sent fail verification in `recover` and the next plan redoes them.
+        executor.with_store(|s| {
+            s.batch(|s| {
+                let now = Utc::now();
+                actions
+                    .iter()
+                    .try_for_each(|a| s.mark_in_flight(run, a.seq, now))
+            })
+        })?;
         let results: Vec<(u32, Result<Executed, ApplyError>)> = stream::iter(actions)
             .map(|action| async { (action.seq, executor.execute(action).await) })
             .buffer_unordered(executor.concurrency)
@@ -367,18 +377,22 @@ pub async fn apply(
         .await;
 
     let mut store = store.lock().map_err(|_| ApplyError::Poisoned)?;
-    for (seq, result) in results {
-        match result {
-            Ok(()) => {
-                store.mark_applied(run, seq, Utc::now(), None)?;
-                summary.applied += 1;
-            }
-            Err(message) => {
-                store.mark_failed(run, seq, Utc::now(), &format!("not verified: {message}"))?;
-                summary.failed += 1;
+    store.batch(|store| {
+        let now = Utc::now();
+        for (seq, result) in results {
+            match result {
+                Ok(()) => {
+                    store.mark_applied(run, seq, now, None)?;
+                    summary.applied += 1;
+                }
+                Err(message) => {
+                    store.mark_failed(run, seq, now, &format!("not verified: {message}"))?;
+                    summary.failed += 1;
+                }
             }
         }
-    }
+        Ok(())
+    })?;
     let deleted: Vec<String> = plan
         .runnable()
         .filter_map(|a| match &a.kind {

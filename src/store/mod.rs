@@ -284,6 +284,32 @@ impl Store {
         self.conn.execute_batch("ROLLBACK").context(context)
     }
 
+    /// Runs `f` inside one write transaction: every journal update it makes commits
+    /// together (or not at all, if `f` fails). Many small updates cost one commit.
+    /// For single-statement updates (`mark_*`, `record_result`); methods that open
+    /// their own transaction (snapshots, plans, links) cannot run inside it.
+    pub fn batch<T>(
+        &mut self,
+        f: impl FnOnce(&mut Store) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let context = || "starting a batch of journal updates".to_owned();
+        self.conn
+            .execute_batch("BEGIN IMMEDIATE")
+            .context(context)?;
+        match f(self) {
+            Ok(value) => {
+                self.conn
+                    .execute_batch("COMMIT")
+                    .context(|| "committing a batch of journal updates".to_owned())?;
+                Ok(value)
+            }
+            Err(error) => {
+                let _ = self.conn.execute_batch("ROLLBACK");
+                Err(error)
+            }
+        }
+    }
+
     fn write_tx(
         &mut self,
         context: impl FnOnce() -> String,

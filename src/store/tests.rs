@@ -1075,3 +1075,34 @@ fn layout_timing_rowid_vs_without_rowid() {
         println!("{name}: best of 3 = {best:?}");
     }
 }
+
+#[test]
+fn a_batch_commits_all_its_updates_or_none() {
+    let mut store = Store::open_in_memory().unwrap();
+    let run = store.begin_run(RunKind::Reconcile, t(0)).unwrap();
+    store.save_plan(run, &sample_plan(), t(1)).unwrap();
+
+    store
+        .batch(|s| {
+            s.mark_in_flight(run, 0, t(2))?;
+            s.mark_in_flight(run, 2, t(2))
+        })
+        .unwrap();
+    assert_eq!(states(&store, run)[0], (0, ActionState::InFlight, 1));
+    assert_eq!(states(&store, run)[2], (2, ActionState::InFlight, 1));
+
+    // The second update is refused (a held action cannot go in flight): the first
+    // one, already made inside the batch, is rolled back with it.
+    let err = store
+        .batch(|s| {
+            s.mark_applied(run, 0, t(3), None)?;
+            s.mark_in_flight(run, 1, t(3))
+        })
+        .unwrap_err();
+    assert!(matches!(err, StoreError::InvalidTransition { .. }), "{err}");
+    assert_eq!(states(&store, run)[0], (0, ActionState::InFlight, 1));
+    assert_eq!(states(&store, run)[1], (1, ActionState::Held, 0));
+    // And the store is usable afterwards: no transaction left open.
+    store.mark_applied(run, 0, t(4), None).unwrap();
+    assert_eq!(states(&store, run)[0], (0, ActionState::Applied, 1));
+}
