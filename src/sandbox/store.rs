@@ -105,6 +105,60 @@ struct Group {
     members: BTreeSet<String>,
 }
 
+/// A resource a list filter can test.
+trait Filterable {
+    fn matches(&self, c: &Comparison) -> Result<bool>;
+}
+
+impl Filterable for User {
+    fn matches(&self, c: &Comparison) -> Result<bool> {
+        User::matches(self, c)
+    }
+}
+
+impl Filterable for Group {
+    fn matches(&self, c: &Comparison) -> Result<bool> {
+        Group::matches(self, c)
+    }
+}
+
+impl<T: Filterable> Table<T> {
+    /// Ids of the resources matching every comparison, in id order. `candidates`
+    /// (from an index) narrows the scan; `None` scans everything.
+    fn matching(&self, filter: &Filter, candidates: Option<Vec<String>>) -> Result<Vec<String>> {
+        let keep = |id: &str| -> Result<bool> {
+            let Some((item, _)) = self.items.get(id) else {
+                return Ok(false);
+            };
+            for c in filter {
+                if !item.matches(c)? {
+                    return Ok(false);
+                }
+            }
+            Ok(true)
+        };
+        let mut ids = Vec::new();
+        match candidates {
+            Some(candidates) => {
+                for id in candidates {
+                    if keep(&id)? {
+                        ids.push(id);
+                    }
+                }
+                ids.sort();
+            }
+            None => {
+                for id in self.items.keys() {
+                    if keep(id)? {
+                        ids.push(id.clone());
+                    }
+                }
+            }
+        }
+        Ok(ids)
+    }
+}
+
 /// Resources by id, with a positional index for paging that is rebuilt lazily
 /// after inserts and deletes (updates keep it), so a listing after a burst of
 /// writes pays O(n) once and every page after that is O(page).
@@ -1554,33 +1608,8 @@ impl Store {
             None => page_of(self.users.order(), q),
             Some(f) => {
                 let filter = parse(f)?;
-                let mut ids = Vec::new();
                 let candidates = self.user_candidates(&filter);
-                let check = |id: &String, ids: &mut Vec<String>| -> Result<()> {
-                    if let Some((u, _)) = self.users.items.get(id) {
-                        for c in &filter {
-                            if !u.matches(c)? {
-                                return Ok(());
-                            }
-                        }
-                        ids.push(id.clone());
-                    }
-                    Ok(())
-                };
-                match candidates {
-                    Some(cands) => {
-                        for id in &cands {
-                            check(id, &mut ids)?;
-                        }
-                        ids.sort();
-                    }
-                    None => {
-                        for id in self.users.items.keys() {
-                            check(id, &mut ids)?;
-                        }
-                    }
-                }
-                page_of(&ids, q)
+                page_of(&self.users.matching(&filter, candidates)?, q)
             }
         };
         let resources = page
@@ -1598,33 +1627,8 @@ impl Store {
             None => page_of(self.groups.order(), q),
             Some(f) => {
                 let filter = parse(f)?;
-                let mut ids = Vec::new();
                 let candidates = self.group_candidates(&filter);
-                let check = |id: &String, ids: &mut Vec<String>| -> Result<()> {
-                    if let Some((g, _)) = self.groups.items.get(id) {
-                        for c in &filter {
-                            if !g.matches(c)? {
-                                return Ok(());
-                            }
-                        }
-                        ids.push(id.clone());
-                    }
-                    Ok(())
-                };
-                match candidates {
-                    Some(cands) => {
-                        for id in &cands {
-                            check(id, &mut ids)?;
-                        }
-                        ids.sort();
-                    }
-                    None => {
-                        for id in self.groups.items.keys() {
-                            check(id, &mut ids)?;
-                        }
-                    }
-                }
-                page_of(&ids, q)
+                page_of(&self.groups.matching(&filter, candidates)?, q)
             }
         };
         let resources = page
