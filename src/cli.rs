@@ -153,10 +153,27 @@ pub fn main() -> ExitCode {
     match run_command(cli) {
         Ok(code) => ExitCode::from(code),
         Err(error) => {
-            eprintln!("error: {error:#}");
+            eprintln!("error: {}", describe(&error));
             ExitCode::from(exit::ERROR)
         }
     }
+}
+
+/// The error and its causes, each said once: layer errors already quote their
+/// cause in their own message, so a cause whose text is already there is skipped.
+fn describe(error: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in error.chain() {
+        let text = cause.to_string();
+        if out.contains(&text) {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push_str(": ");
+        }
+        out.push_str(&text);
+    }
+    out
 }
 
 fn init_logging(format: LogFormat, verbose: u8, quiet: bool) {
@@ -369,5 +386,27 @@ fn print_report(report: &Report, format: Format) {
             "{}",
             report::render_text(report, std::io::stdout().is_terminal())
         ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::describe;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("GET /Users: HTTP 401")]
+    struct Inner;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("reading the workspace: {0}")]
+    struct Outer(#[from] Inner);
+
+    #[test]
+    fn causes_already_quoted_are_not_repeated() {
+        let error = anyhow::Error::from(Outer(Inner)).context("running the plan");
+        assert_eq!(
+            describe(&error),
+            "running the plan: reading the workspace: GET /Users: HTTP 401"
+        );
     }
 }
