@@ -988,12 +988,9 @@ impl Store {
                     account.user_name
                 ));
             }
-            store.index_user(&User::from_account(account), None);
-            store.users.insert(
-                account.id.clone(),
-                User::from_account(account),
-                meta.clone(),
-            );
+            let user = User::from_account(account);
+            store.index_user(&user, None);
+            store.users.insert(account.id.clone(), user, meta.clone());
         }
         for group in &snapshot.groups {
             if group.id.is_empty() || group.display_name.trim().is_empty() {
