@@ -37,3 +37,21 @@ pub fn synth_config(
     std::fs::write(dir.join("seatwarden.toml"), toml).unwrap();
     Config::load_with_env(&dir.join("seatwarden.toml"), Some(HashMap::new())).unwrap()
 }
+
+/// A reconcile that did something and left nothing failed, held or unverified.
+pub fn assert_clean_reconcile(report: &seatwarden::report::Report) {
+    let summary = &report.summary;
+    assert_eq!(
+        summary.actions_failed,
+        0,
+        "{:#?}",
+        report
+            .actions
+            .iter()
+            .filter(|a| a.error.is_some())
+            .collect::<Vec<_>>()
+    );
+    assert_eq!(summary.actions_held, 0);
+    assert!(summary.actions_applied > 0);
+    assert!(summary.converged);
+}

@@ -904,21 +904,7 @@ async fn reconcile_against(faults: Faults) -> seatwarden::sandbox::SandboxStats 
     )
     .await
     .unwrap();
-    let summary = &first.report.summary;
-    assert_eq!(
-        summary.actions_failed,
-        0,
-        "{:#?}",
-        first
-            .report
-            .actions
-            .iter()
-            .filter(|a| a.error.is_some())
-            .collect::<Vec<_>>()
-    );
-    assert_eq!(summary.actions_held, 0);
-    assert!(summary.actions_applied > 0);
-    assert!(summary.converged);
+    crate::fixtures::assert_clean_reconcile(&first.report);
     assert!(sandbox.stats().writes > 0);
 
     let second = run::execute(
