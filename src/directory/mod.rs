@@ -13,7 +13,7 @@ pub mod file;
 
 use std::path::PathBuf;
 
-use crate::model::DirectorySnapshot;
+use crate::model::{DirectorySnapshot, Identity};
 use crate::retry::Transient;
 
 pub use file::FileSource;
@@ -82,6 +82,27 @@ impl Transient for DirectoryError {
     }
 }
 
+/// The answer to [`Directory::changes_since`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DirectoryChanges {
+    /// The whole directory: identities absent from it are gone (when `complete`).
+    Full {
+        snapshot: DirectorySnapshot,
+        /// Pass to the next call; `None` when the source has no deltas.
+        cursor: Option<String>,
+    },
+    /// Only what changed since the cursor.
+    Delta {
+        /// Identities created or updated since the cursor, as they are now
+        /// (status and groups included).
+        changed: Vec<Identity>,
+        /// Ids of identities deleted from the directory since the cursor.
+        removed: Vec<String>,
+        /// Pass to the next call.
+        cursor: String,
+    },
+}
+
 /// A configured directory source.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Directory {
@@ -95,6 +116,22 @@ impl Directory {
     pub async fn snapshot(&self) -> Result<DirectorySnapshot, DirectoryError> {
         match self {
             Directory::File(source) => source.snapshot().await,
+        }
+    }
+
+    /// What changed since `cursor` (from the previous call; `None` the first time),
+    /// for the daemon's deprovisioning sweep. Sources without a cheap delta, and
+    /// connectors whose cursor expired, answer with the whole directory.
+    pub async fn changes_since(
+        &self,
+        _cursor: Option<&str>,
+    ) -> Result<DirectoryChanges, DirectoryError> {
+        match self {
+            // Re-reading a file is as cheap as any delta could be.
+            Directory::File(source) => Ok(DirectoryChanges::Full {
+                snapshot: source.snapshot().await?,
+                cursor: None,
+            }),
         }
     }
 
