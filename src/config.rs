@@ -22,6 +22,7 @@ use crate::model::Role;
 use crate::plan::{DeprovisionAction, PlanSettings};
 use crate::policy::{Mapping, PolicySettings, Protected, UnmatchedAccounts};
 use crate::retry::RetryPolicy;
+use crate::schedule::Schedule;
 use crate::workspace::{RoleAttribute, ScimSettings};
 
 pub const ENV_PREFIX: &str = "SEATWARDEN";
@@ -68,6 +69,10 @@ pub struct Config {
     pub safety: SafetyConfig,
     #[serde(default)]
     pub state: StateConfig,
+    #[serde(default)]
+    pub schedule: ScheduleConfig,
+    #[serde(default)]
+    pub http: HttpConfig,
     /// Where the file was read from; not a key.
     #[serde(skip)]
     pub source: PathBuf,
@@ -140,14 +145,81 @@ pub struct MappingConfig {
 pub struct DeprovisionConfig {
     #[serde(default = "defaults::deprovision_action")]
     pub action: DeprovisionAction,
+    /// From detection to verified deactivation, e.g. `1h`.
+    #[serde(default = "defaults::sla")]
+    pub sla: String,
 }
 
 impl Default for DeprovisionConfig {
     fn default() -> Self {
         DeprovisionConfig {
             action: defaults::deprovision_action(),
+            sla: defaults::sla(),
         }
     }
+}
+
+/// When the daemon's jobs run: cron expressions on the wall clock of `timezone`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScheduleConfig {
+    /// IANA zone name, e.g. `Europe/Berlin`.
+    #[serde(default = "defaults::timezone")]
+    pub timezone: String,
+    #[serde(default = "defaults::reconcile_cron")]
+    pub reconcile: String,
+    #[serde(default = "defaults::sweep_cron")]
+    pub sweep: String,
+    /// Drift report email; empty: no digest.
+    #[serde(default = "defaults::digest_cron")]
+    pub digest: String,
+    /// Runs, reports and closed ledger entries older than this are pruned.
+    #[serde(default = "defaults::retention")]
+    pub retention: String,
+}
+
+impl Default for ScheduleConfig {
+    fn default() -> Self {
+        ScheduleConfig {
+            timezone: defaults::timezone(),
+            reconcile: defaults::reconcile_cron(),
+            sweep: defaults::sweep_cron(),
+            digest: defaults::digest_cron(),
+            retention: defaults::retention(),
+        }
+    }
+}
+
+/// The daemon's HTTP listener: health, readiness, metrics, status.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpConfig {
+    #[serde(default = "defaults::listen")]
+    pub listen: String,
+    /// Enables `POST /reconcile` for callers sending this bearer token.
+    #[serde(default)]
+    pub trigger_token_file: Option<PathBuf>,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            listen: defaults::listen(),
+            trigger_token_file: None,
+        }
+    }
+}
+
+/// The `[schedule]`, `[deprovision] sla` and `[http]` settings, parsed.
+#[derive(Debug, Clone)]
+pub struct DaemonSettings {
+    pub timezone: chrono_tz::Tz,
+    pub reconcile: Schedule,
+    pub sweep: Schedule,
+    pub digest: Option<Schedule>,
+    pub retention: Duration,
+    pub sla: Duration,
+    pub listen: std::net::SocketAddr,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -227,6 +299,27 @@ mod defaults {
     pub fn state_path() -> PathBuf {
         PathBuf::from("seatwarden.db")
     }
+    pub fn sla() -> String {
+        "1h".into()
+    }
+    pub fn timezone() -> String {
+        "UTC".into()
+    }
+    pub fn reconcile_cron() -> String {
+        "*/30 * * * *".into()
+    }
+    pub fn sweep_cron() -> String {
+        "*/5 * * * *".into()
+    }
+    pub fn digest_cron() -> String {
+        "0 8 * * 1-5".into()
+    }
+    pub fn retention() -> String {
+        "30d".into()
+    }
+    pub fn listen() -> String {
+        "127.0.0.1:9464".into()
+    }
 }
 
 fn redacted<S: Serializer>(secret: &Option<SecretString>, s: S) -> Result<S::Ok, S::Error> {
@@ -302,6 +395,9 @@ impl Config {
             resolve(file);
         }
         resolve(&mut self.state.path);
+        if let Some(file) = &mut self.http.trigger_token_file {
+            resolve(file);
+        }
     }
 
     fn key_error(&self, key: &str, message: impl Into<String>) -> ConfigError {
@@ -353,6 +449,7 @@ impl Config {
                 "must be between 0 and 100",
             ));
         }
+        self.daemon_settings()?;
         for (i, mapping) in self.policy.mapping.iter().enumerate() {
             if mapping.group.trim().is_empty() || mapping.workspace_group.trim().is_empty() {
                 return Err(self.key_error(
@@ -446,6 +543,75 @@ impl Config {
             max_deprovision_percent: self.safety.max_deprovision_percent,
             min_population_for_percent: self.safety.min_population_for_percent,
         }
+    }
+
+    /// The daemon's schedule, SLA and listener, each checked (errors name the key).
+    pub fn daemon_settings(&self) -> Result<DaemonSettings, ConfigError> {
+        let cron = |key: &str, pattern: &str| {
+            Schedule::parse(pattern).map_err(|e| self.key_error(key, e.to_string()))
+        };
+        let timezone: chrono_tz::Tz = self.schedule.timezone.parse().map_err(|_| {
+            self.key_error(
+                "schedule.timezone",
+                format!(
+                    "unknown time zone {:?}: use an IANA name such as \"Europe/Berlin\" or \"UTC\"",
+                    self.schedule.timezone
+                ),
+            )
+        })?;
+        let digest = match self.schedule.digest.trim() {
+            "" => None,
+            pattern => Some(cron("schedule.digest", pattern)?),
+        };
+        let positive = |key: &str, text: &str| {
+            parse_duration(text)
+                .map_err(|e| self.key_error(key, e))
+                .and_then(|d| {
+                    if d.is_zero() {
+                        Err(self.key_error(key, "must be longer than zero"))
+                    } else {
+                        Ok(d)
+                    }
+                })
+        };
+        Ok(DaemonSettings {
+            timezone,
+            reconcile: cron("schedule.reconcile", &self.schedule.reconcile)?,
+            sweep: cron("schedule.sweep", &self.schedule.sweep)?,
+            digest,
+            retention: positive("schedule.retention", &self.schedule.retention)?,
+            sla: positive("deprovision.sla", &self.deprovision.sla)?,
+            listen: self.http.listen.parse().map_err(|_| {
+                self.key_error(
+                    "http.listen",
+                    format!(
+                        "{:?} is not an address:port such as 127.0.0.1:9464",
+                        self.http.listen
+                    ),
+                )
+            })?,
+        })
+    }
+
+    /// The `POST /reconcile` bearer token, when `http.trigger_token_file` is set.
+    pub fn trigger_token(&self) -> Result<Option<SecretString>, ConfigError> {
+        let Some(file) = &self.http.trigger_token_file else {
+            return Ok(None);
+        };
+        let text = std::fs::read_to_string(file).map_err(|source| ConfigError::SecretFile {
+            path: self.source.clone(),
+            key: "http.trigger_token_file".into(),
+            file: file.clone(),
+            source,
+        })?;
+        let token = text.trim();
+        if token.is_empty() {
+            return Err(self.key_error(
+                "http.trigger_token_file",
+                format!("{} is empty", file.display()),
+            ));
+        }
+        Ok(Some(SecretString::from(token.to_owned())))
     }
 
     /// The effective configuration as TOML, secrets redacted.

@@ -23,6 +23,7 @@
 pub mod apply;
 pub mod cli;
 pub mod config;
+pub mod daemon;
 pub mod demo;
 pub mod directory;
 pub mod guard;
@@ -33,6 +34,9 @@ pub mod report;
 pub mod retry;
 pub mod run;
 pub mod sandbox;
+pub mod schedule;
+pub mod sla;
 pub mod store;
+pub mod sweep;
 pub mod synth;
 pub mod workspace;

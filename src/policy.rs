@@ -525,6 +525,18 @@ pub fn desired_state<'a>(
     state
 }
 
+/// Why this one identity must not have workspace access, if it must not: the
+/// same rule [`desired_state`] applies, for callers that look at a few identities
+/// (the daemon's sweep) rather than a whole directory.
+pub fn access_loss(identity: &Identity, policy: &PolicySettings) -> Option<InactiveReason> {
+    let scope: FxHashMap<&str, ()> = policy
+        .scope_groups
+        .iter()
+        .map(|g| (g.as_str(), ()))
+        .collect();
+    inactive_reason(identity, policy, &scope)
+}
+
 fn inactive_reason(
     identity: &Identity,
     policy: &PolicySettings,

@@ -75,7 +75,12 @@ macro_rules! text_enum {
 text_enum!(
     RunKind,
     "run kind",
-    [RunKind::Plan, RunKind::Reconcile, RunKind::DryRun]
+    [
+        RunKind::Plan,
+        RunKind::Reconcile,
+        RunKind::DryRun,
+        RunKind::Sweep
+    ]
 );
 text_enum!(
     RunStatus,

@@ -136,13 +136,96 @@ CREATE TABLE reports (
 ) STRICT;
 "#;
 
-const MIGRATIONS: &[&str] = &[M1];
+/// Migration 2: the daemon. Runs gain the `sweep` kind (SQLite cannot alter a
+/// CHECK, so `runs` is rebuilt; [`migrate`] runs with foreign keys off so the
+/// rebuild does not cascade into the tables that reference it). Then the
+/// deprovisioning ledger (one row per episode of someone losing access; at most one
+/// open episode per identity), the scheduler's per-job record, and small daemon
+/// state such as the directory's change cursor.
+const M2: &str = r#"
+CREATE TABLE runs_v2 (
+    id                 INTEGER PRIMARY KEY AUTOINCREMENT,
+    kind               TEXT NOT NULL
+                       CHECK (kind IN ('plan', 'reconcile', 'dry_run', 'sweep')),
+    status             TEXT NOT NULL CHECK (status IN ('running', 'succeeded', 'failed')),
+    started_at         TEXT NOT NULL,
+    finished_at        TEXT,
+    error              TEXT,
+    directory_complete INTEGER CHECK (directory_complete IN (0, 1)),
+    workspace_saved    INTEGER NOT NULL DEFAULT 0 CHECK (workspace_saved IN (0, 1))
+) STRICT;
+INSERT INTO runs_v2 SELECT * FROM runs;
+DROP TABLE runs;
+ALTER TABLE runs_v2 RENAME TO runs;
+CREATE INDEX runs_kind ON runs (kind, id);
+
+CREATE TABLE deprovisions (
+    id              INTEGER PRIMARY KEY AUTOINCREMENT,
+    identity_id     TEXT NOT NULL,
+    account_id      TEXT,
+    user_name       TEXT NOT NULL,
+    reason          TEXT NOT NULL,
+    detected_at     TEXT NOT NULL,
+    due_at          TEXT NOT NULL,
+    enforced_at     TEXT,
+    verified_at     TEXT,
+    -- Regained access (or the account turned out not to exist) before enforcement.
+    closed_at       TEXT,
+    escalated_at    TEXT,
+    attempts        INTEGER NOT NULL DEFAULT 0 CHECK (attempts >= 0),
+    next_attempt_at TEXT,
+    last_error      TEXT,
+    held            TEXT,
+    CHECK (verified_at IS NULL OR closed_at IS NULL)
+) STRICT;
+CREATE UNIQUE INDEX deprovisions_open ON deprovisions (identity_id)
+    WHERE verified_at IS NULL AND closed_at IS NULL;
+CREATE INDEX deprovisions_detected ON deprovisions (detected_at);
+
+CREATE TABLE jobs (
+    name             TEXT NOT NULL PRIMARY KEY,
+    last_started_at  TEXT,
+    last_finished_at TEXT,
+    last_status      TEXT CHECK (last_status IN ('running', 'succeeded', 'failed')),
+    last_error       TEXT,
+    last_success_at  TEXT
+) STRICT;
+
+CREATE TABLE daemon_state (
+    key   TEXT NOT NULL PRIMARY KEY,
+    value TEXT NOT NULL
+) STRICT;
+"#;
+
+const MIGRATIONS: &[&str] = &[M1, M2];
 
 /// The schema version this binary writes.
 pub const LATEST: i64 = MIGRATIONS.len() as i64;
 
 /// Brings the database up to [`LATEST`]; `path` is only for messages.
+///
+/// Foreign keys are off while migrating (the pragma is a no-op inside a
+/// transaction, so it is set around them): a migration that rebuilds a table must
+/// not cascade deletes into the tables referencing it. Each migration checks the
+/// keys itself before it commits.
 pub(crate) fn migrate(conn: &mut Connection, path: &str) -> Result<(), StoreError> {
+    let pragma_error = |source| StoreError::Migration {
+        path: path.to_owned(),
+        version: LATEST,
+        source,
+    };
+    let enforced: bool = conn
+        .pragma_query_value(None, "foreign_keys", |row| row.get(0))
+        .map_err(pragma_error)?;
+    conn.pragma_update(None, "foreign_keys", false)
+        .map_err(pragma_error)?;
+    let result = migrate_all(conn, path);
+    conn.pragma_update(None, "foreign_keys", enforced)
+        .map_err(pragma_error)?;
+    result
+}
+
+fn migrate_all(conn: &mut Connection, path: &str) -> Result<(), StoreError> {
     loop {
         let tx = conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
@@ -185,6 +268,14 @@ pub(crate) fn migrate(conn: &mut Connection, path: &str) -> Result<(), StoreErro
                 source: rusqlite::Error::InvalidQuery,
             })?;
         tx.execute_batch(sql).map_err(migration_error)?;
+        let dangling: i64 = tx
+            .query_row("SELECT count(*) FROM pragma_foreign_key_check", [], |row| {
+                row.get(0)
+            })
+            .map_err(migration_error)?;
+        if dangling > 0 {
+            return Err(migration_error(rusqlite::Error::InvalidQuery));
+        }
         tx.pragma_update(None, "user_version", next)
             .map_err(migration_error)?;
         tx.commit().map_err(migration_error)?;

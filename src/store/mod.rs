@@ -20,6 +20,7 @@ mod error;
 pub mod migrations;
 mod snapshot;
 
+mod daemon;
 mod journal;
 
 #[cfg(test)]
@@ -36,6 +37,7 @@ use serde::{Deserialize, Serialize};
 use crate::model::{Action, LinkMethod, NewLink};
 
 use codec::{Ts, ts};
+pub use daemon::JobRecord;
 use error::Context;
 pub use error::StoreError;
 
@@ -50,6 +52,8 @@ pub enum RunKind {
     Plan,
     Reconcile,
     DryRun,
+    /// The daemon's deprovisioning fast path.
+    Sweep,
 }
 
 impl RunKind {
@@ -58,6 +62,7 @@ impl RunKind {
             RunKind::Plan => "plan",
             RunKind::Reconcile => "reconcile",
             RunKind::DryRun => "dry_run",
+            RunKind::Sweep => "sweep",
         }
     }
 }

@@ -1,0 +1,503 @@
+//! Wall-clock scheduling: cron expressions evaluated in a time zone, and the
+//! daemon's small loop that fires jobs.
+//!
+//! Each fire time is computed afresh from the current instant in the configured
+//! zone (croner on chrono-tz), so a job at 08:00 Europe/Berlin stays at 08:00 across
+//! daylight-saving changes — the failure of schedulers that fix a zone's UTC offset
+//! when a job is created. A time skipped by a spring-forward runs right after the
+//! gap; a time repeated by a fall-back runs once.
+//!
+//! The loop never overlaps a job with itself (a job still running at its next fire
+//! is skipped, logged and counted), and after downtime a missed job runs once at
+//! start, not once per missed slot. Time comes from a [`Clock`], so tests drive the
+//! loop on tokio's paused clock.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use chrono_tz::Tz;
+use croner::Cron;
+use croner::parser::{CronParser, Seconds};
+use futures::future::BoxFuture;
+
+/// A parsed cron expression: standard five fields, or six with leading seconds.
+#[derive(Debug, Clone)]
+pub struct Schedule {
+    pattern: String,
+    cron: Cron,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid cron expression {pattern:?}: {message}")]
+pub struct ScheduleError {
+    pub pattern: String,
+    pub message: String,
+}
+
+impl Schedule {
+    pub fn parse(pattern: &str) -> Result<Schedule, ScheduleError> {
+        let fields = pattern.split_whitespace().count();
+        if !(5..=6).contains(&fields) && !pattern.trim_start().starts_with('@') {
+            return Err(ScheduleError {
+                pattern: pattern.to_owned(),
+                message: format!(
+                    "expected 5 fields (minute hour day-of-month month day-of-week) \
+                     or 6 with leading seconds, found {fields}"
+                ),
+            });
+        }
+        let cron = CronParser::builder()
+            .seconds(Seconds::Optional)
+            .build()
+            .parse(pattern)
+            .map_err(|e| ScheduleError {
+                pattern: pattern.to_owned(),
+                message: e.to_string(),
+            })?;
+        Ok(Schedule {
+            pattern: pattern.to_owned(),
+            cron,
+        })
+    }
+
+    pub fn pattern(&self) -> &str {
+        &self.pattern
+    }
+}
+
+/// The first fire time strictly after `now`, evaluated on `tz`'s wall clock.
+/// `None` only for expressions that never fire again (e.g. February 30th).
+pub fn next_fire(schedule: &Schedule, tz: Tz, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+    let local = now.with_timezone(&tz);
+    schedule
+        .cron
+        .find_next_occurrence(&local, false)
+        .ok()
+        .map(|at| at.with_timezone(&Utc))
+}
+
+/// Whether a job last started at `last_started` missed a fire before `now`.
+pub fn missed(
+    schedule: &Schedule,
+    tz: Tz,
+    last_started: Option<DateTime<Utc>>,
+    now: DateTime<Utc>,
+) -> bool {
+    match last_started {
+        // Never ran: run at start rather than wait for the first slot.
+        None => true,
+        Some(last) => next_fire(schedule, tz, last).is_some_and(|at| at <= now),
+    }
+}
+
+/// Where the current time comes from.
+pub trait Clock: Send + Sync + 'static {
+    fn now(&self) -> DateTime<Utc>;
+}
+
+/// The system's wall clock.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now(&self) -> DateTime<Utc> {
+        Utc::now()
+    }
+}
+
+/// Wall time that advances with tokio's clock from a fixed origin: with
+/// `tokio::time::pause` a test runs days of schedule in milliseconds.
+#[derive(Debug, Clone, Copy)]
+pub struct TokioClock {
+    origin: DateTime<Utc>,
+    start: tokio::time::Instant,
+}
+
+impl TokioClock {
+    pub fn starting_at(origin: DateTime<Utc>) -> TokioClock {
+        TokioClock {
+            origin,
+            start: tokio::time::Instant::now(),
+        }
+    }
+}
+
+impl Clock for TokioClock {
+    fn now(&self) -> DateTime<Utc> {
+        let elapsed = tokio::time::Instant::now().duration_since(self.start);
+        self.origin + chrono::Duration::from_std(elapsed).unwrap_or(chrono::Duration::MAX)
+    }
+}
+
+/// A named job and when it fires.
+#[derive(Debug, Clone)]
+pub struct JobSpec {
+    pub name: &'static str,
+    pub schedule: Schedule,
+    /// When it last started (from the state database), to detect a missed fire.
+    pub last_started: Option<DateTime<Utc>>,
+}
+
+/// Counters the loop keeps per job, shared with metrics and tests.
+#[derive(Debug, Default)]
+pub struct JobCounters {
+    pub started: AtomicU64,
+    pub skipped: AtomicU64,
+    running: AtomicBool,
+}
+
+impl JobCounters {
+    pub fn is_running(&self) -> bool {
+        self.running.load(Ordering::SeqCst)
+    }
+}
+
+/// Starts a job's work; the future runs on its own task.
+pub type StartJob = Arc<dyn Fn(&'static str) -> BoxFuture<'static, ()> + Send + Sync>;
+
+/// The scheduling loop.
+pub struct Scheduler {
+    jobs: Vec<JobSpec>,
+    tz: Tz,
+    clock: Arc<dyn Clock>,
+    /// Longest sleep between two looks at the clock: bounds how late a fire is after
+    /// a wall-clock jump, and paces `on_tick` (watchdog, liveness).
+    tick: Duration,
+    counters: BTreeMap<&'static str, Arc<JobCounters>>,
+}
+
+impl Scheduler {
+    pub fn new(jobs: Vec<JobSpec>, tz: Tz, clock: Arc<dyn Clock>, tick: Duration) -> Scheduler {
+        let counters = jobs
+            .iter()
+            .map(|j| (j.name, Arc::new(JobCounters::default())))
+            .collect();
+        Scheduler {
+            jobs,
+            tz,
+            clock,
+            tick: tick.max(Duration::from_millis(10)),
+            counters,
+        }
+    }
+
+    pub fn counters(&self) -> BTreeMap<&'static str, Arc<JobCounters>> {
+        self.counters.clone()
+    }
+
+    /// Runs until `shutdown` turns true. Fires each due job on its own task unless
+    /// it is still running; calls `on_tick` with the current time on every pass.
+    /// Returns without waiting for running jobs (see [`Scheduler::wait_idle`]).
+    pub async fn run(
+        &self,
+        start: StartJob,
+        mut shutdown: tokio::sync::watch::Receiver<bool>,
+        on_tick: impl Fn(DateTime<Utc>),
+    ) {
+        let now = self.clock.now();
+        let mut next: Vec<Option<DateTime<Utc>>> = self
+            .jobs
+            .iter()
+            .map(|job| {
+                if missed(&job.schedule, self.tz, job.last_started, now) {
+                    tracing::info!(job = job.name, "missed while stopped: running it now");
+                    Some(now)
+                } else {
+                    next_fire(&job.schedule, self.tz, now)
+                }
+            })
+            .collect();
+        loop {
+            if *shutdown.borrow() {
+                return;
+            }
+            let now = self.clock.now();
+            on_tick(now);
+            for (job, due) in self.jobs.iter().zip(next.iter_mut()) {
+                if due.is_none_or(|at| at > now) {
+                    continue;
+                }
+                // The next slot after now: slots missed while busy are not replayed.
+                *due = next_fire(&job.schedule, self.tz, now);
+                self.fire(job.name, &start);
+            }
+            let sleep = next
+                .iter()
+                .flatten()
+                .min()
+                .and_then(|at| (*at - now).to_std().ok())
+                .unwrap_or(self.tick)
+                .min(self.tick);
+            tokio::select! {
+                _ = tokio::time::sleep(sleep) => {}
+                _ = shutdown.changed() => {}
+            }
+        }
+    }
+
+    fn fire(&self, name: &'static str, start: &StartJob) {
+        let Some(counters) = self.counters.get(name).cloned() else {
+            return;
+        };
+        if counters.running.swap(true, Ordering::SeqCst) {
+            counters.skipped.fetch_add(1, Ordering::SeqCst);
+            metrics::counter!("seatwarden_job_skipped_total", "job" => name).increment(1);
+            tracing::warn!(
+                job = name,
+                "still running at its next fire time: this fire is skipped"
+            );
+            return;
+        }
+        counters.started.fetch_add(1, Ordering::SeqCst);
+        let work = start(name);
+        tokio::spawn(async move {
+            work.await;
+            counters.running.store(false, Ordering::SeqCst);
+        });
+    }
+
+    /// Waits until no job runs, at most `limit`; true if idle.
+    pub async fn wait_idle(&self, limit: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            if self.counters.values().all(|c| !c.is_running()) {
+                return true;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+    use std::sync::Mutex;
+
+    fn utc(y: i32, mo: u32, d: u32, h: u32, mi: u32) -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(y, mo, d, h, mi, 0).unwrap()
+    }
+
+    fn fires(pattern: &str, tz: Tz, from: DateTime<Utc>, n: usize) -> Vec<DateTime<Utc>> {
+        let schedule = Schedule::parse(pattern).unwrap();
+        let mut out = Vec::new();
+        let mut at = from;
+        for _ in 0..n {
+            at = next_fire(&schedule, tz, at).unwrap();
+            out.push(at);
+        }
+        out
+    }
+
+    #[test]
+    fn daily_wall_clock_job_keeps_its_local_time_across_berlin_spring_forward() {
+        // 2026-03-29 02:00 CET → 03:00 CEST: 08:00 local is 07:00 UTC before, 06:00 after.
+        let got = fires(
+            "0 8 * * *",
+            chrono_tz::Europe::Berlin,
+            utc(2026, 3, 27, 12, 0),
+            3,
+        );
+        assert_eq!(
+            got,
+            vec![
+                utc(2026, 3, 28, 7, 0),
+                utc(2026, 3, 29, 6, 0),
+                utc(2026, 3, 30, 6, 0)
+            ]
+        );
+    }
+
+    #[test]
+    fn daily_wall_clock_job_keeps_its_local_time_across_berlin_fall_back() {
+        // 2026-10-25 03:00 CEST → 02:00 CET.
+        let got = fires(
+            "0 8 * * *",
+            chrono_tz::Europe::Berlin,
+            utc(2026, 10, 23, 12, 0),
+            3,
+        );
+        assert_eq!(
+            got,
+            vec![
+                utc(2026, 10, 24, 6, 0),
+                utc(2026, 10, 25, 7, 0),
+                utc(2026, 10, 26, 7, 0)
+            ]
+        );
+    }
+
+    #[test]
+    fn a_time_inside_the_spring_forward_gap_runs_right_after_it() {
+        // 02:30 does not exist in Berlin on 2026-03-29; the job runs once that day.
+        let got = fires(
+            "30 2 * * *",
+            chrono_tz::Europe::Berlin,
+            utc(2026, 3, 28, 12, 0),
+            2,
+        );
+        assert_eq!(
+            got[0],
+            utc(2026, 3, 29, 1, 0),
+            "03:00 CEST, right after the gap"
+        );
+        assert_eq!(got[1], utc(2026, 3, 30, 0, 30));
+    }
+
+    #[test]
+    fn a_time_repeated_by_fall_back_runs_once_in_new_york() {
+        // 2026-11-01 02:00 EDT → 01:00 EST: 01:30 happens twice, the job runs once.
+        let got = fires(
+            "30 1 * * *",
+            chrono_tz::America::New_York,
+            utc(2026, 10, 31, 12, 0),
+            2,
+        );
+        assert_eq!(got[0], utc(2026, 11, 1, 5, 30), "01:30 EDT");
+        assert_eq!(got[1], utc(2026, 11, 2, 6, 30), "01:30 EST the next day");
+    }
+
+    #[test]
+    fn weekday_digest_in_new_york_across_spring_forward() {
+        // 2026-03-08 is a Sunday; 08:00 EST = 13:00 UTC, 08:00 EDT = 12:00 UTC.
+        let got = fires(
+            "0 8 * * 1-5",
+            chrono_tz::America::New_York,
+            utc(2026, 3, 5, 14, 0),
+            2,
+        );
+        assert_eq!(got, vec![utc(2026, 3, 6, 13, 0), utc(2026, 3, 9, 12, 0)]);
+    }
+
+    #[test]
+    fn interval_jobs_keep_their_spacing_across_a_change() {
+        let got = fires(
+            "*/30 * * * *",
+            chrono_tz::Europe::Berlin,
+            utc(2026, 10, 25, 0, 10),
+            4,
+        );
+        let gaps: Vec<i64> = got
+            .windows(2)
+            .map(|w| (w[1] - w[0]).num_minutes())
+            .collect();
+        assert_eq!(gaps, vec![30, 30, 30]);
+    }
+
+    #[test]
+    fn six_fields_mean_seconds_and_bad_expressions_say_why() {
+        let got = fires("*/10 * * * * *", Tz::UTC, utc(2026, 1, 1, 0, 0), 2);
+        assert_eq!((got[1] - got[0]).num_seconds(), 10);
+        let err = Schedule::parse("*/5 * * *").unwrap_err();
+        assert!(err.message.contains("found 4"), "{err}");
+        let err = Schedule::parse("61 * * * *").unwrap_err();
+        assert_eq!(err.pattern, "61 * * * *");
+    }
+
+    #[test]
+    fn a_job_missed_during_downtime_is_due_once() {
+        let schedule = Schedule::parse("0 * * * *").unwrap();
+        let now = utc(2026, 5, 1, 12, 10);
+        assert!(missed(&schedule, Tz::UTC, Some(utc(2026, 5, 1, 7, 0)), now));
+        assert!(!missed(
+            &schedule,
+            Tz::UTC,
+            Some(utc(2026, 5, 1, 12, 0)),
+            now
+        ));
+        assert!(missed(&schedule, Tz::UTC, None, now));
+    }
+
+    type Log = Arc<Mutex<Vec<(&'static str, DateTime<Utc>)>>>;
+
+    fn recording(clock: Arc<dyn Clock>, log: Log, busy: Duration) -> StartJob {
+        Arc::new(move |name| {
+            let clock = Arc::clone(&clock);
+            let log = Arc::clone(&log);
+            Box::pin(async move {
+                log.lock().unwrap().push((name, clock.now()));
+                tokio::time::sleep(busy).await;
+            })
+        })
+    }
+
+    async fn run_for(scheduler: &Scheduler, start: StartJob, how_long: Duration) {
+        let (stop, shutdown) = tokio::sync::watch::channel(false);
+        let stopper = tokio::spawn(async move {
+            tokio::time::sleep(how_long).await;
+            let _ = stop.send(true);
+        });
+        scheduler.run(start, shutdown, |_| {}).await;
+        stopper.await.unwrap();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn fires_on_schedule_and_runs_a_missed_job_once_at_start() {
+        let origin = utc(2026, 5, 1, 12, 0) + chrono::Duration::seconds(20);
+        let clock: Arc<dyn Clock> = Arc::new(TokioClock::starting_at(origin));
+        let jobs = vec![
+            JobSpec {
+                name: "sweep",
+                schedule: Schedule::parse("*/5 * * * *").unwrap(),
+                // Down for hours: many slots missed, one catch-up run.
+                last_started: Some(utc(2026, 5, 1, 7, 0)),
+            },
+            JobSpec {
+                name: "reconcile",
+                schedule: Schedule::parse("0 * * * *").unwrap(),
+                last_started: Some(utc(2026, 5, 1, 12, 0)),
+            },
+        ];
+        let scheduler = Scheduler::new(jobs, Tz::UTC, Arc::clone(&clock), Duration::from_secs(5));
+        let log: Log = Arc::default();
+        let start = recording(Arc::clone(&clock), Arc::clone(&log), Duration::from_secs(1));
+        run_for(&scheduler, start, Duration::from_secs(61 * 60)).await;
+        let log = log.lock().unwrap();
+        let sweeps: Vec<String> = log
+            .iter()
+            .filter(|(n, _)| *n == "sweep")
+            .map(|(_, at)| at.format("%H:%M:%S").to_string())
+            .collect();
+        assert_eq!(sweeps.len(), 1 + 12, "{sweeps:?}");
+        assert_eq!(sweeps[0], "12:00:20", "catch-up at start");
+        assert_eq!(sweeps[1], "12:05:00");
+        let reconciles: Vec<DateTime<Utc>> = log
+            .iter()
+            .filter(|(n, _)| *n == "reconcile")
+            .map(|(_, at)| *at)
+            .collect();
+        assert_eq!(reconciles, vec![utc(2026, 5, 1, 13, 0)]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_job_still_running_at_its_next_fire_is_skipped_and_counted() {
+        let clock: Arc<dyn Clock> = Arc::new(TokioClock::starting_at(utc(2026, 5, 1, 12, 0)));
+        let jobs = vec![JobSpec {
+            name: "reconcile",
+            schedule: Schedule::parse("* * * * *").unwrap(),
+            last_started: Some(utc(2026, 5, 1, 12, 0)),
+        }];
+        let scheduler = Scheduler::new(jobs, Tz::UTC, Arc::clone(&clock), Duration::from_secs(5));
+        let log: Log = Arc::default();
+        // Each run takes 150 s: of the fires at 12:01, 12:02, 12:03, 12:04, 12:05,
+        // 12:02 and 12:03 find it running (started 12:01), 12:05 too (started 12:04).
+        let start = recording(
+            Arc::clone(&clock),
+            Arc::clone(&log),
+            Duration::from_secs(150),
+        );
+        run_for(&scheduler, start, Duration::from_secs(5 * 60 + 30)).await;
+        let counters = scheduler.counters();
+        let c = &counters["reconcile"];
+        assert_eq!(c.started.load(Ordering::SeqCst), 2);
+        assert_eq!(c.skipped.load(Ordering::SeqCst), 3);
+        let times: Vec<DateTime<Utc>> = log.lock().unwrap().iter().map(|(_, at)| *at).collect();
+        assert_eq!(times, vec![utc(2026, 5, 1, 12, 1), utc(2026, 5, 1, 12, 4)]);
+    }
+}

@@ -1,0 +1,393 @@
+//! The same-day deprovisioning ledger, as pure functions of what was observed and
+//! the time passed in.
+//!
+//! When an identity is first seen losing access (suspended, deprovisioned, out of
+//! scope, deleted) an episode opens: `detected_at`, `due_at = detected_at + sla`.
+//! It is closed by a verified deactivation (`enforced_at`, `verified_at`), or
+//! cancelled when the person regains access first. An episode still open after
+//! `due_at` is overdue and escalated once. Held deprovisions (guard) stay open and
+//! become overdue like any other: a hold never hides a missed SLA.
+//!
+//! No I/O, no clock: the store persists [`LedgerEntry`] rows, the sweep feeds
+//! observations in.
+
+use std::fmt;
+
+use chrono::{DateTime, Duration, Utc};
+use serde::{Deserialize, Serialize};
+
+/// Why someone lost access, as the directory showed it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LossReason {
+    Suspended,
+    Deprovisioned,
+    OutOfScope,
+    Deleted,
+}
+
+impl LossReason {
+    pub const ALL: [LossReason; 4] = [
+        LossReason::Suspended,
+        LossReason::Deprovisioned,
+        LossReason::OutOfScope,
+        LossReason::Deleted,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LossReason::Suspended => "suspended",
+            LossReason::Deprovisioned => "deprovisioned",
+            LossReason::OutOfScope => "out_of_scope",
+            LossReason::Deleted => "deleted",
+        }
+    }
+}
+
+impl fmt::Display for LossReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            LossReason::Suspended => "suspended in the directory",
+            LossReason::Deprovisioned => "deprovisioned in the directory",
+            LossReason::OutOfScope => "no longer in a scope group",
+            LossReason::Deleted => "deleted from the directory",
+        })
+    }
+}
+
+/// One episode of someone losing access, as stored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LedgerEntry {
+    pub id: i64,
+    pub identity_id: String,
+    /// The linked workspace account, when one is known.
+    pub account_id: Option<String>,
+    pub user_name: String,
+    pub reason: LossReason,
+    pub detected_at: DateTime<Utc>,
+    pub due_at: DateTime<Utc>,
+    pub enforced_at: Option<DateTime<Utc>>,
+    pub verified_at: Option<DateTime<Utc>>,
+    /// Cancelled: access came back before enforcement.
+    pub closed_at: Option<DateTime<Utc>>,
+    pub escalated_at: Option<DateTime<Utc>>,
+    pub attempts: u32,
+    pub next_attempt_at: Option<DateTime<Utc>>,
+    pub last_error: Option<String>,
+    /// Why the guard holds it, while it does.
+    pub held: Option<String>,
+}
+
+/// Where an episode stands at a given time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EntryState {
+    /// Open, due in the future.
+    Pending,
+    /// Open past its due time.
+    Overdue,
+    /// Deactivation (or deletion) confirmed by a re-read.
+    Verified,
+    /// Access came back before enforcement.
+    Cancelled,
+}
+
+impl EntryState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EntryState::Pending => "pending",
+            EntryState::Overdue => "overdue",
+            EntryState::Verified => "verified",
+            EntryState::Cancelled => "cancelled",
+        }
+    }
+}
+
+impl LedgerEntry {
+    pub fn is_open(&self) -> bool {
+        self.verified_at.is_none() && self.closed_at.is_none()
+    }
+
+    pub fn state(&self, now: DateTime<Utc>) -> EntryState {
+        if self.verified_at.is_some() {
+            EntryState::Verified
+        } else if self.closed_at.is_some() {
+            EntryState::Cancelled
+        } else if now >= self.due_at {
+            EntryState::Overdue
+        } else {
+            EntryState::Pending
+        }
+    }
+
+    /// Detection to verified deactivation.
+    pub fn latency(&self) -> Option<Duration> {
+        self.verified_at.map(|at| at - self.detected_at)
+    }
+}
+
+/// Someone the directory now says must not have access, with a linked account.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Leaver {
+    pub identity_id: String,
+    pub account_id: Option<String>,
+    pub user_name: String,
+    pub reason: LossReason,
+}
+
+/// A new episode to store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewEntry {
+    pub identity_id: String,
+    pub account_id: Option<String>,
+    pub user_name: String,
+    pub reason: LossReason,
+    pub detected_at: DateTime<Utc>,
+    pub due_at: DateTime<Utc>,
+}
+
+/// What one observation changes in the ledger.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LedgerChanges {
+    pub open: Vec<NewEntry>,
+    /// Ids of open episodes to cancel: the person has access again.
+    pub cancel: Vec<i64>,
+}
+
+/// Folds one directory observation into the ledger: leavers without an open
+/// episode get one (detected now, due after `sla`); open episodes of people seen
+/// back in scope (`returned` identity ids) are cancelled unless already enforced —
+/// a deactivation that happened stays on record and the next reconcile re-enables
+/// the account if the person is really back.
+pub fn observe(
+    open: &[LedgerEntry],
+    leavers: &[Leaver],
+    returned: &[String],
+    now: DateTime<Utc>,
+    sla: Duration,
+) -> LedgerChanges {
+    let mut changes = LedgerChanges::default();
+    let open_for = |identity: &str| {
+        open.iter()
+            .find(|e| e.is_open() && e.identity_id == identity)
+    };
+    let mut seen = std::collections::HashSet::new();
+    for leaver in leavers {
+        if open_for(&leaver.identity_id).is_some() || !seen.insert(leaver.identity_id.as_str()) {
+            continue;
+        }
+        changes.open.push(NewEntry {
+            identity_id: leaver.identity_id.clone(),
+            account_id: leaver.account_id.clone(),
+            user_name: leaver.user_name.clone(),
+            reason: leaver.reason,
+            detected_at: now,
+            due_at: now + sla,
+        });
+    }
+    for identity in returned {
+        if let Some(entry) = open_for(identity)
+            && entry.enforced_at.is_none()
+            && !changes.cancel.contains(&entry.id)
+        {
+            changes.cancel.push(entry.id);
+        }
+    }
+    changes
+}
+
+/// Open episodes whose next attempt is due, overdue ones first, then by due time.
+pub fn due_for_attempt(entries: &[LedgerEntry], now: DateTime<Utc>) -> Vec<&LedgerEntry> {
+    let mut due: Vec<&LedgerEntry> = entries
+        .iter()
+        .filter(|e| e.is_open() && e.next_attempt_at.is_none_or(|at| at <= now))
+        .collect();
+    due.sort_by_key(|e| (e.due_at, e.id));
+    due
+}
+
+/// Open episodes past their due time that were not escalated yet.
+pub fn to_escalate(entries: &[LedgerEntry], now: DateTime<Utc>) -> Vec<&LedgerEntry> {
+    entries
+        .iter()
+        .filter(|e| e.state(now) == EntryState::Overdue && e.escalated_at.is_none())
+        .collect()
+}
+
+/// When to try again after `attempts` failed attempts: 30 s doubling, at most
+/// 15 min, so a workspace outage is retried often enough to stay inside a 1 h SLA
+/// without hammering it.
+pub fn next_attempt(attempts: u32, now: DateTime<Utc>) -> DateTime<Utc> {
+    let seconds = 30_i64.saturating_mul(1_i64 << attempts.saturating_sub(1).min(5));
+    now + Duration::seconds(seconds.min(15 * 60))
+}
+
+/// Counts of open episodes at `now`: (pending, overdue).
+pub fn open_counts(entries: &[LedgerEntry], now: DateTime<Utc>) -> (usize, usize) {
+    entries.iter().fold((0, 0), |(p, o), e| match e.state(now) {
+        EntryState::Pending => (p + 1, o),
+        EntryState::Overdue => (p, o + 1),
+        EntryState::Verified | EntryState::Cancelled => (p, o),
+    })
+}
+
+/// The `q` quantile (0..=1, nearest rank) of a set of durations.
+pub fn quantile(latencies: &mut [Duration], q: f64) -> Option<Duration> {
+    if latencies.is_empty() {
+        return None;
+    }
+    latencies.sort_unstable();
+    let rank = (q.clamp(0.0, 1.0) * latencies.len() as f64).ceil() as usize;
+    latencies.get(rank.saturating_sub(1)).copied()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    fn t(minutes: i64) -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2026, 11, 30, 9, 0, 0).unwrap() + Duration::minutes(minutes)
+    }
+
+    fn leaver(id: &str) -> Leaver {
+        Leaver {
+            identity_id: id.into(),
+            account_id: Some(format!("acc-{id}")),
+            user_name: format!("{id}@example.com"),
+            reason: LossReason::Suspended,
+        }
+    }
+
+    fn entry(id: i64, identity: &str, detected: i64) -> LedgerEntry {
+        LedgerEntry {
+            id,
+            identity_id: identity.into(),
+            account_id: Some(format!("acc-{identity}")),
+            user_name: format!("{identity}@example.com"),
+            reason: LossReason::Suspended,
+            detected_at: t(detected),
+            due_at: t(detected + 60),
+            enforced_at: None,
+            verified_at: None,
+            closed_at: None,
+            escalated_at: None,
+            attempts: 0,
+            next_attempt_at: None,
+            last_error: None,
+            held: None,
+        }
+    }
+
+    #[test]
+    fn a_new_leaver_opens_an_episode_due_after_the_sla() {
+        let changes = observe(&[], &[leaver("a")], &[], t(0), Duration::hours(1));
+        assert_eq!(changes.open.len(), 1);
+        assert_eq!(changes.open[0].detected_at, t(0));
+        assert_eq!(changes.open[0].due_at, t(60));
+        assert!(changes.cancel.is_empty());
+    }
+
+    #[test]
+    fn a_leaver_seen_again_keeps_the_first_detection_time() {
+        let open = [entry(1, "a", -30)];
+        let changes = observe(&open, &[leaver("a")], &[], t(0), Duration::hours(1));
+        assert!(changes.open.is_empty(), "{changes:?}");
+    }
+
+    #[test]
+    fn a_leaver_listed_twice_in_one_observation_opens_one_episode() {
+        let changes = observe(
+            &[],
+            &[leaver("a"), leaver("a")],
+            &[],
+            t(0),
+            Duration::hours(1),
+        );
+        assert_eq!(changes.open.len(), 1);
+    }
+
+    #[test]
+    fn a_closed_episode_does_not_stop_a_new_one() {
+        let mut done = entry(1, "a", -300);
+        done.verified_at = Some(t(-250));
+        let changes = observe(&[done], &[leaver("a")], &[], t(0), Duration::hours(1));
+        assert_eq!(changes.open.len(), 1);
+    }
+
+    #[test]
+    fn returning_before_enforcement_cancels_but_not_after() {
+        let waiting = entry(1, "a", -10);
+        let mut enforced = entry(2, "b", -10);
+        enforced.enforced_at = Some(t(-5));
+        let changes = observe(
+            &[waiting, enforced],
+            &[],
+            &["a".into(), "b".into(), "c".into()],
+            t(0),
+            Duration::hours(1),
+        );
+        assert_eq!(changes.cancel, vec![1]);
+    }
+
+    #[test]
+    fn states_follow_the_due_time_and_the_outcome() {
+        let e = entry(1, "a", 0);
+        assert_eq!(e.state(t(59)), EntryState::Pending);
+        assert_eq!(e.state(t(60)), EntryState::Overdue);
+        let mut verified = e.clone();
+        verified.verified_at = Some(t(70));
+        assert_eq!(verified.state(t(100)), EntryState::Verified);
+        assert_eq!(verified.latency(), Some(Duration::minutes(70)));
+        let mut cancelled = e;
+        cancelled.closed_at = Some(t(5));
+        assert_eq!(cancelled.state(t(100)), EntryState::Cancelled);
+    }
+
+    #[test]
+    fn held_episodes_become_overdue_and_are_escalated_once() {
+        let mut held = entry(1, "a", 0);
+        held.held = Some("threshold".into());
+        let mut escalated = entry(2, "b", 0);
+        escalated.escalated_at = Some(t(61));
+        let entries = [held, escalated, entry(3, "c", 30)];
+        let ids: Vec<i64> = to_escalate(&entries, t(62)).iter().map(|e| e.id).collect();
+        assert_eq!(ids, vec![1]);
+        assert_eq!(open_counts(&entries, t(62)), (1, 2));
+    }
+
+    #[test]
+    fn attempts_wait_for_their_backoff_and_overdue_go_first() {
+        let mut later = entry(1, "a", 0);
+        later.next_attempt_at = Some(t(20));
+        let early = entry(2, "b", -50);
+        let fresh = entry(3, "c", 0);
+        let entries = [later, early, fresh];
+        let ids: Vec<i64> = due_for_attempt(&entries, t(15))
+            .iter()
+            .map(|e| e.id)
+            .collect();
+        assert_eq!(ids, vec![2, 3]);
+        let ids: Vec<i64> = due_for_attempt(&entries, t(20))
+            .iter()
+            .map(|e| e.id)
+            .collect();
+        assert_eq!(ids, vec![2, 1, 3]);
+    }
+
+    #[test]
+    fn backoff_doubles_and_is_capped() {
+        assert_eq!(next_attempt(1, t(0)), t(0) + Duration::seconds(30));
+        assert_eq!(next_attempt(2, t(0)), t(0) + Duration::seconds(60));
+        assert_eq!(next_attempt(3, t(0)), t(0) + Duration::seconds(120));
+        assert_eq!(next_attempt(40, t(0)), t(15));
+    }
+
+    #[test]
+    fn quantiles_use_the_nearest_rank() {
+        let mut l: Vec<Duration> = (1..=100).map(Duration::seconds).collect();
+        assert_eq!(quantile(&mut l, 0.5), Some(Duration::seconds(50)));
+        assert_eq!(quantile(&mut l, 0.99), Some(Duration::seconds(99)));
+        assert_eq!(quantile(&mut [], 0.5), None);
+    }
+}

@@ -1,0 +1,366 @@
+//! The daemon's tables: the deprovisioning ledger, the scheduler's record of each
+//! job, and small key/value state (the directory's change cursor).
+
+use chrono::{DateTime, Utc};
+use rusqlite::{OptionalExtension, Row, params};
+use serde::{Deserialize, Serialize};
+
+use crate::sla::{LedgerEntry, LossReason, NewEntry};
+
+use super::codec::{Ts, ts};
+use super::error::Context;
+use super::{RunStatus, Store, StoreError};
+
+/// What the scheduler remembers of one job across restarts.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobRecord {
+    pub name: String,
+    pub last_started_at: Option<DateTime<Utc>>,
+    pub last_finished_at: Option<DateTime<Utc>>,
+    pub last_status: Option<RunStatus>,
+    pub last_error: Option<String>,
+    pub last_success_at: Option<DateTime<Utc>>,
+}
+
+const LEDGER_COLUMNS: &str = "id, identity_id, account_id, user_name, reason, detected_at, \
+     due_at, enforced_at, verified_at, closed_at, escalated_at, attempts, next_attempt_at, \
+     last_error, held";
+
+fn opt_ts(row: &Row<'_>, idx: usize) -> rusqlite::Result<Option<DateTime<Utc>>> {
+    Ok(row.get::<_, Option<Ts>>(idx)?.map(|Ts(at)| at))
+}
+
+fn ledger_entry(row: &Row<'_>) -> rusqlite::Result<LedgerEntry> {
+    let reason: String = row.get(4)?;
+    let reason = LossReason::ALL
+        .into_iter()
+        .find(|r| r.as_str() == reason)
+        .ok_or_else(|| {
+            rusqlite::Error::FromSqlConversionFailure(
+                4,
+                rusqlite::types::Type::Text,
+                Box::new(super::codec::BadValue(format!(
+                    "invalid loss reason {reason:?}"
+                ))),
+            )
+        })?;
+    Ok(LedgerEntry {
+        id: row.get(0)?,
+        identity_id: row.get(1)?,
+        account_id: row.get(2)?,
+        user_name: row.get(3)?,
+        reason,
+        detected_at: row.get::<_, Ts>(5)?.0,
+        due_at: row.get::<_, Ts>(6)?.0,
+        enforced_at: opt_ts(row, 7)?,
+        verified_at: opt_ts(row, 8)?,
+        closed_at: opt_ts(row, 9)?,
+        escalated_at: opt_ts(row, 10)?,
+        attempts: row.get(11)?,
+        next_attempt_at: opt_ts(row, 12)?,
+        last_error: row.get(13)?,
+        held: row.get(14)?,
+    })
+}
+
+fn job_record(row: &Row<'_>) -> rusqlite::Result<JobRecord> {
+    Ok(JobRecord {
+        name: row.get(0)?,
+        last_started_at: opt_ts(row, 1)?,
+        last_finished_at: opt_ts(row, 2)?,
+        last_status: row.get(3)?,
+        last_error: row.get(4)?,
+        last_success_at: opt_ts(row, 5)?,
+    })
+}
+
+impl Store {
+    // ---- key/value state ----------------------------------------------------------
+
+    pub fn state_value(&self, key: &str) -> Result<Option<String>, StoreError> {
+        self.conn
+            .prepare_cached("SELECT value FROM daemon_state WHERE key = ?1")
+            .and_then(|mut stmt| stmt.query_row([key], |row| row.get(0)).optional())
+            .context(|| format!("reading {key:?} from daemon_state"))
+    }
+
+    pub fn set_state_value(&mut self, key: &str, value: Option<&str>) -> Result<(), StoreError> {
+        let result = match value {
+            Some(value) => self
+                .conn
+                .prepare_cached(
+                    "INSERT INTO daemon_state (key, value) VALUES (?1, ?2)
+                     ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                )
+                .and_then(|mut stmt| stmt.execute(params![key, value])),
+            None => self
+                .conn
+                .prepare_cached("DELETE FROM daemon_state WHERE key = ?1")
+                .and_then(|mut stmt| stmt.execute([key])),
+        };
+        result
+            .map(|_| ())
+            .context(|| format!("writing {key:?} to daemon_state"))
+    }
+
+    // ---- jobs ---------------------------------------------------------------------
+
+    pub fn job_started(&mut self, name: &str, at: DateTime<Utc>) -> Result<(), StoreError> {
+        self.conn
+            .prepare_cached(
+                "INSERT INTO jobs (name, last_started_at, last_status) VALUES (?1, ?2, 'running')
+                 ON CONFLICT (name) DO UPDATE
+                 SET last_started_at = excluded.last_started_at, last_status = 'running'",
+            )
+            .and_then(|mut stmt| stmt.execute(params![name, ts(at)]))
+            .map(|_| ())
+            .context(|| format!("recording the start of job {name} in jobs"))
+    }
+
+    pub fn job_finished(
+        &mut self,
+        name: &str,
+        at: DateTime<Utc>,
+        error: Option<&str>,
+    ) -> Result<(), StoreError> {
+        let status = if error.is_some() {
+            RunStatus::Failed
+        } else {
+            RunStatus::Succeeded
+        };
+        self.conn
+            .prepare_cached(
+                "UPDATE jobs SET last_finished_at = ?2, last_status = ?3, last_error = ?4,
+                     last_success_at = CASE WHEN ?4 IS NULL THEN ?2 ELSE last_success_at END
+                 WHERE name = ?1",
+            )
+            .and_then(|mut stmt| stmt.execute(params![name, ts(at), status, error]))
+            .map(|_| ())
+            .context(|| format!("recording the end of job {name} in jobs"))
+    }
+
+    pub fn jobs(&self) -> Result<Vec<JobRecord>, StoreError> {
+        self.conn
+            .prepare_cached(
+                "SELECT name, last_started_at, last_finished_at, last_status, last_error,
+                        last_success_at
+                 FROM jobs ORDER BY name",
+            )
+            .and_then(|mut stmt| stmt.query_map([], job_record)?.collect())
+            .context(|| "reading jobs".to_owned())
+    }
+
+    // ---- deprovisioning ledger ----------------------------------------------------
+
+    /// Open episodes (neither verified nor cancelled), oldest detection first.
+    pub fn open_deprovisions(&self) -> Result<Vec<LedgerEntry>, StoreError> {
+        self.conn
+            .prepare_cached(&format!(
+                "SELECT {LEDGER_COLUMNS} FROM deprovisions
+                 WHERE verified_at IS NULL AND closed_at IS NULL
+                 ORDER BY detected_at, id"
+            ))
+            .and_then(|mut stmt| stmt.query_map([], ledger_entry)?.collect())
+            .context(|| "reading open deprovisions".to_owned())
+    }
+
+    /// Episodes verified at or after `since`, oldest first.
+    pub fn verified_deprovisions_since(
+        &self,
+        since: DateTime<Utc>,
+    ) -> Result<Vec<LedgerEntry>, StoreError> {
+        self.conn
+            .prepare_cached(&format!(
+                "SELECT {LEDGER_COLUMNS} FROM deprovisions
+                 WHERE verified_at >= ?1 ORDER BY verified_at, id"
+            ))
+            .and_then(|mut stmt| stmt.query_map([ts(since)], ledger_entry)?.collect())
+            .context(|| "reading verified deprovisions".to_owned())
+    }
+
+    /// Opens episodes and cancels others in one transaction.
+    pub fn update_ledger(
+        &mut self,
+        open: &[NewEntry],
+        cancel: &[i64],
+        at: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        let context = || "updating the deprovision ledger".to_owned();
+        let tx = self.conn.transaction().context(context)?;
+        {
+            let mut insert = tx
+                .prepare_cached(
+                    "INSERT INTO deprovisions
+                         (identity_id, account_id, user_name, reason, detected_at, due_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+                     ON CONFLICT (identity_id)
+                         WHERE verified_at IS NULL AND closed_at IS NULL DO NOTHING",
+                )
+                .context(context)?;
+            for e in open {
+                insert
+                    .execute(params![
+                        e.identity_id,
+                        e.account_id,
+                        e.user_name,
+                        e.reason.as_str(),
+                        ts(e.detected_at),
+                        ts(e.due_at)
+                    ])
+                    .context(context)?;
+            }
+            let mut close = tx
+                .prepare_cached(
+                    "UPDATE deprovisions SET closed_at = ?2
+                     WHERE id = ?1 AND verified_at IS NULL AND closed_at IS NULL",
+                )
+                .context(context)?;
+            for id in cancel {
+                close.execute(params![id, ts(at)]).context(context)?;
+            }
+        }
+        tx.commit().context(context)
+    }
+
+    /// The account was written (deactivated or deleted) at `at`.
+    pub fn deprovision_enforced(&mut self, id: i64, at: DateTime<Utc>) -> Result<(), StoreError> {
+        self.ledger_update(
+            "UPDATE deprovisions SET enforced_at = COALESCE(enforced_at, ?2), held = NULL,
+                 last_error = NULL
+             WHERE id = ?1",
+            params![id, ts(at)],
+            id,
+        )
+    }
+
+    /// A re-read showed the account inactive or gone at `at`. An account found
+    /// already inactive counts as enforced at the same moment.
+    pub fn deprovision_verified(&mut self, id: i64, at: DateTime<Utc>) -> Result<(), StoreError> {
+        self.ledger_update(
+            "UPDATE deprovisions SET enforced_at = COALESCE(enforced_at, ?2), verified_at = ?2,
+                 held = NULL, last_error = NULL, next_attempt_at = NULL
+             WHERE id = ?1 AND closed_at IS NULL",
+            params![id, ts(at)],
+            id,
+        )
+    }
+
+    pub fn deprovision_failed(
+        &mut self,
+        id: i64,
+        error: &str,
+        next_attempt_at: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        self.ledger_update(
+            "UPDATE deprovisions SET attempts = attempts + 1, last_error = ?2,
+                 next_attempt_at = ?3
+             WHERE id = ?1",
+            params![id, error, ts(next_attempt_at)],
+            id,
+        )
+    }
+
+    /// The account's userName once it is read (a deleted identity's episode starts
+    /// with only its id).
+    pub fn deprovision_user_name(&mut self, id: i64, user_name: &str) -> Result<(), StoreError> {
+        self.ledger_update(
+            "UPDATE deprovisions SET user_name = ?2 WHERE id = ?1",
+            params![id, user_name],
+            id,
+        )
+    }
+
+    pub fn deprovision_held(&mut self, id: i64, reason: &str) -> Result<(), StoreError> {
+        self.ledger_update(
+            "UPDATE deprovisions SET held = ?2 WHERE id = ?1",
+            params![id, reason],
+            id,
+        )
+    }
+
+    pub fn deprovision_escalated(&mut self, id: i64, at: DateTime<Utc>) -> Result<(), StoreError> {
+        self.ledger_update(
+            "UPDATE deprovisions SET escalated_at = ?2 WHERE id = ?1",
+            params![id, ts(at)],
+            id,
+        )
+    }
+
+    fn ledger_update(
+        &mut self,
+        sql: &str,
+        params: impl rusqlite::Params,
+        id: i64,
+    ) -> Result<(), StoreError> {
+        self.conn
+            .prepare_cached(sql)
+            .and_then(|mut stmt| stmt.execute(params))
+            .map(|_| ())
+            .context(|| format!("updating deprovision {id}"))
+    }
+
+    /// Retention: deletes runs started before `before` (with their snapshots,
+    /// journal and reports, by cascade; runs with actions in flight are kept) and
+    /// closed ledger episodes that ended before it. Returns (runs, episodes) deleted.
+    pub fn prune_before(&mut self, before: DateTime<Utc>) -> Result<(usize, usize), StoreError> {
+        let runs = self
+            .conn
+            .prepare_cached(
+                "DELETE FROM runs WHERE started_at < ?1 AND status != 'running'
+                 AND NOT EXISTS (SELECT 1 FROM actions
+                     WHERE actions.run_id = runs.id AND actions.state = 'in_flight')",
+            )
+            .and_then(|mut stmt| stmt.execute([ts(before)]))
+            .context(|| "pruning old runs".to_owned())?;
+        let episodes = self
+            .conn
+            .prepare_cached(
+                "DELETE FROM deprovisions
+                 WHERE COALESCE(verified_at, closed_at) < ?1",
+            )
+            .and_then(|mut stmt| stmt.execute([ts(before)]))
+            .context(|| "pruning old deprovisions".to_owned())?;
+        Ok((runs, episodes))
+    }
+
+    /// Snapshots are the bulk of the database and only the latest ones are ever read
+    /// again; keeps those of the newest `keep` runs that saved any and deletes the
+    /// rest (runs, journals and reports stay for the retention period).
+    pub fn prune_snapshots(&mut self, keep: usize) -> Result<usize, StoreError> {
+        let keep = i64::try_from(keep).unwrap_or(i64::MAX);
+        let context = || "pruning old snapshots".to_owned();
+        let tx = self.conn.transaction().context(context)?;
+        let cutoff: Option<i64> = tx
+            .query_row(
+                "SELECT id FROM runs WHERE workspace_saved = 1 OR directory_complete IS NOT NULL
+                 ORDER BY id DESC LIMIT 1 OFFSET ?1",
+                [keep.saturating_sub(1)],
+                |row| row.get(0),
+            )
+            .optional()
+            .context(context)?;
+        let mut deleted = 0;
+        if let Some(cutoff) = cutoff {
+            for table in [
+                "directory_identities",
+                "directory_memberships",
+                "workspace_accounts",
+                "workspace_groups",
+                "workspace_memberships",
+            ] {
+                deleted += tx
+                    .execute(&format!("DELETE FROM {table} WHERE run_id < ?1"), [cutoff])
+                    .context(context)?;
+            }
+        }
+        tx.commit().context(context)?;
+        Ok(deleted)
+    }
+
+    /// Returns unused pages to the file system after a large prune.
+    pub fn vacuum(&mut self) -> Result<(), StoreError> {
+        self.conn
+            .execute_batch("PRAGMA wal_checkpoint(TRUNCATE); VACUUM;")
+            .context(|| "vacuuming the state database".to_owned())
+    }
+}

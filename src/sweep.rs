@@ -1,0 +1,447 @@
+//! The deprovisioning fast path: between full reconciles, the daemon asks the
+//! directory what changed, opens ledger episodes for people who lost access, and
+//! deactivates their linked accounts — reading only those accounts, journaling
+//! every write, and verifying each by a re-read.
+//!
+//! Only linked identities are considered (links are made by full reconciles), so
+//! the sweep never has to match. The guard still applies: an incomplete directory
+//! holds everything, thresholds hold mass deprovisioning, and because the sweep
+//! does not read the whole workspace, a leaver who holds the Owner role is held
+//! for the full reconcile's last-Owner check.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use chrono::{DateTime, Duration, Utc};
+use futures::{StreamExt, TryStreamExt};
+
+use crate::apply;
+use crate::config::Config;
+use crate::directory::{Directory, DirectoryChanges};
+use crate::guard::{self, GuardInput};
+use crate::model::{
+    Account, Action, ActionKind, DriftItem, DriftKind, Identity, Plan, WorkspaceSnapshot,
+};
+use crate::plan::DeprovisionAction;
+use crate::policy::{self, InactiveReason};
+use crate::run::RunError;
+use crate::sla::{self, Leaver, LedgerEntry, LossReason};
+use crate::store::{ActionState, RunId, RunKind, RunStatus, Store};
+use crate::workspace::ScimClient;
+
+/// The key of the directory's change cursor in the daemon state table.
+pub const CURSOR_KEY: &str = "directory_cursor";
+
+/// What one sweep (or one retry pass) did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SweepOutcome {
+    /// The journaled run, when there was anything to write.
+    pub run_id: Option<RunId>,
+    /// Episodes opened by this observation.
+    pub detected: usize,
+    /// Episodes cancelled because the person regained access first.
+    pub cancelled: usize,
+    /// Deactivations (or deletions) applied and verified.
+    pub enforced: usize,
+    /// Accounts found already inactive or gone: verified without a write.
+    pub already_done: usize,
+    pub failed: usize,
+    pub held: usize,
+    /// Episodes that passed their due time during this pass.
+    pub escalated: Vec<LedgerEntry>,
+    /// Detection-to-verification latencies of the episodes verified in this pass.
+    pub latencies: Vec<Duration>,
+}
+
+fn lock(store: &Mutex<Store>) -> Result<std::sync::MutexGuard<'_, Store>, RunError> {
+    store.lock().map_err(|_| RunError::Poisoned)
+}
+
+/// Reads the directory's changes, updates the ledger, then enforces what is due.
+pub async fn sweep(
+    config: &Config,
+    directory: &Directory,
+    client: &ScimClient,
+    store: &Mutex<Store>,
+    now: DateTime<Utc>,
+    sla: Duration,
+) -> Result<SweepOutcome, RunError> {
+    let cursor = lock(store)?.state_value(CURSOR_KEY)?;
+    let changes = directory.changes_since(cursor.as_deref()).await?;
+    let links: HashMap<String, String> = lock(store)?
+        .links()?
+        .into_iter()
+        .map(|l| (l.identity_id, l.account_id))
+        .collect();
+    let observation = observe(config, &changes, &links);
+    let ledger_changes = {
+        let mut store = lock(store)?;
+        let open = store.open_deprovisions()?;
+        let changes = sla::observe(&open, &observation.leavers, &observation.returned, now, sla);
+        store.update_ledger(&changes.open, &changes.cancel, now)?;
+        changes
+    };
+    for entry in &ledger_changes.open {
+        tracing::info!(
+            person = %entry.user_name,
+            reason = entry.reason.as_str(),
+            due = %entry.due_at,
+            "lost access in the directory: deprovision due"
+        );
+    }
+    let mut outcome = enforce(config, client, store, now, observation.complete).await?;
+    outcome.detected = ledger_changes.open.len();
+    outcome.cancelled = ledger_changes.cancel.len();
+    // The cursor moves only once the ledger holds what it covered: after a crash
+    // the same changes are read again.
+    let next_cursor = match &changes {
+        DirectoryChanges::Full { cursor, .. } => cursor.clone(),
+        DirectoryChanges::Delta { cursor, .. } => Some(cursor.clone()),
+    };
+    lock(store)?.set_state_value(CURSOR_KEY, next_cursor.as_deref())?;
+    Ok(outcome)
+}
+
+/// Leavers and returners among linked identities.
+struct Observation {
+    leavers: Vec<Leaver>,
+    returned: Vec<String>,
+    /// False when a full snapshot was incomplete: absences mean nothing, and
+    /// whatever is enforced from it is held.
+    complete: bool,
+}
+
+fn observe(
+    config: &Config,
+    changes: &DirectoryChanges,
+    links: &HashMap<String, String>,
+) -> Observation {
+    let policy = config.policy_settings();
+    let protected = config.plan_settings().protected;
+    let mut observation = Observation {
+        leavers: Vec::new(),
+        returned: Vec::new(),
+        complete: true,
+    };
+    let classify = |identity: &Identity, observation: &mut Observation| {
+        let Some(account_id) = links.get(&identity.id) else {
+            return;
+        };
+        if protected.matches(&identity.user_name) {
+            return;
+        }
+        match policy::access_loss(identity, &policy) {
+            Some(reason) => observation.leavers.push(Leaver {
+                identity_id: identity.id.clone(),
+                account_id: Some(account_id.clone()),
+                user_name: identity.user_name.clone(),
+                reason: match reason {
+                    InactiveReason::Suspended => LossReason::Suspended,
+                    InactiveReason::Deprovisioned => LossReason::Deprovisioned,
+                    InactiveReason::OutOfScope => LossReason::OutOfScope,
+                },
+            }),
+            None => observation.returned.push(identity.id.clone()),
+        }
+    };
+    let deleted = |identity_id: &str, account_id: &str| Leaver {
+        identity_id: identity_id.to_owned(),
+        account_id: Some(account_id.to_owned()),
+        // Replaced by the account's userName once it is read.
+        user_name: identity_id.to_owned(),
+        reason: LossReason::Deleted,
+    };
+    match changes {
+        DirectoryChanges::Full { snapshot, .. } => {
+            observation.complete = snapshot.complete;
+            let mut present: HashMap<&str, &Identity> = HashMap::new();
+            for identity in &snapshot.identities {
+                present.entry(identity.id.as_str()).or_insert(identity);
+            }
+            for identity in present.values() {
+                classify(identity, &mut observation);
+            }
+            if snapshot.complete {
+                let mut gone: Vec<(&String, &String)> = links
+                    .iter()
+                    .filter(|(identity, _)| !present.contains_key(identity.as_str()))
+                    .collect();
+                gone.sort();
+                for (identity, account) in gone {
+                    observation.leavers.push(deleted(identity, account));
+                }
+            }
+        }
+        DirectoryChanges::Delta {
+            changed, removed, ..
+        } => {
+            for identity in changed {
+                classify(identity, &mut observation);
+            }
+            for identity in removed {
+                if let Some(account) = links.get(identity) {
+                    observation.leavers.push(deleted(identity, account));
+                }
+            }
+        }
+    }
+    observation
+        .leavers
+        .sort_by(|a, b| a.identity_id.cmp(&b.identity_id));
+    observation
+}
+
+/// Enforces the open ledger episodes whose attempt is due: reads each linked
+/// account, deactivates (or deletes) the active ones through the journal and the
+/// guard, verifies, and escalates what passed its due time. The daemon's `retry`
+/// job calls this alone, without reading the directory.
+pub async fn enforce(
+    config: &Config,
+    client: &ScimClient,
+    store: &Mutex<Store>,
+    now: DateTime<Utc>,
+    directory_complete: bool,
+) -> Result<SweepOutcome, RunError> {
+    let mut outcome = SweepOutcome::default();
+    let open = lock(store)?.open_deprovisions()?;
+    let due: Vec<LedgerEntry> = sla::due_for_attempt(&open, now)
+        .into_iter()
+        .filter(|e| e.account_id.is_some())
+        .cloned()
+        .collect();
+    let concurrency = config.workspace.max_concurrency.max(1);
+    let accounts: Vec<(LedgerEntry, Option<Account>)> =
+        futures::stream::iter(due.into_iter().map(|entry| async move {
+            let id = entry.account_id.clone().unwrap_or_default();
+            client
+                .get_account(&id)
+                .await
+                .map(|account| (entry, account))
+        }))
+        .buffered(concurrency)
+        .try_collect()
+        .await?;
+
+    let mut plan = Plan::default();
+    let mut pending: HashMap<u32, &LedgerEntry> = HashMap::new();
+    let mut read = WorkspaceSnapshot::default();
+    for (entry, account) in &accounts {
+        let account = match account {
+            Some(account) if account.active => account,
+            // Gone, or already inactive (push SCIM got there, or an admin did).
+            _ => {
+                let mut store = lock(store)?;
+                if let Some(account) = account {
+                    store.deprovision_user_name(entry.id, &account.user_name)?;
+                }
+                store.deprovision_verified(entry.id, now)?;
+                outcome.already_done += 1;
+                outcome.latencies.push(now - entry.detected_at);
+                continue;
+            }
+        };
+        lock(store)?.deprovision_user_name(entry.id, &account.user_name)?;
+        let account_id = account.id.clone();
+        let kind = match config.deprovision.action {
+            DeprovisionAction::Deactivate => ActionKind::Deactivate { account_id },
+            DeprovisionAction::Delete => ActionKind::Delete { account_id },
+        };
+        let seq = u32::try_from(plan.actions.len()).unwrap_or(u32::MAX);
+        let detail = format!("{}; due {}", entry.reason, entry.due_at.to_rfc3339());
+        plan.drift.push(DriftItem {
+            kind: DriftKind::StaleAccess,
+            identity_id: Some(entry.identity_id.clone()),
+            account_id: Some(account.id.clone()),
+            user_name: account.user_name.clone(),
+            detail: entry.reason.to_string(),
+        });
+        plan.actions.push(Action {
+            seq,
+            kind,
+            reason: DriftKind::StaleAccess,
+            subject: account.user_name.clone(),
+            identity_id: Some(entry.identity_id.clone()),
+            detail,
+            held: None,
+        });
+        pending.insert(seq, entry);
+        read.accounts.push(account.clone());
+    }
+
+    if !plan.actions.is_empty() {
+        let managed = lock(store)?.links()?.len();
+        let plan = guard::guard(
+            plan,
+            &read,
+            &config.guard_settings(),
+            &GuardInput {
+                directory_complete,
+                managed_accounts: managed,
+            },
+        );
+        let run_id = lock(store)?.begin_run(RunKind::Sweep, now)?;
+        outcome.run_id = Some(run_id);
+        let result = apply_sweep(client, store, run_id, &plan, concurrency).await;
+        let finished = Utc::now().max(now);
+        let mut guard = lock(store)?;
+        match &result {
+            Ok(()) => guard.finish_run(run_id, finished, RunStatus::Succeeded, None)?,
+            Err(e) => {
+                guard.finish_run(run_id, finished, RunStatus::Failed, Some(&e.to_string()))?
+            }
+        }
+        drop(guard);
+        result?;
+        let journal = lock(store)?.journal(run_id)?;
+        let verified_at = Utc::now().max(now);
+        let mut store = lock(store)?;
+        for row in &journal {
+            let Some(entry) = pending.get(&row.action.seq) else {
+                continue;
+            };
+            match row.state {
+                ActionState::Applied => {
+                    store.deprovision_enforced(entry.id, now)?;
+                    store.deprovision_verified(entry.id, verified_at)?;
+                    outcome.enforced += 1;
+                    outcome.latencies.push(verified_at - entry.detected_at);
+                }
+                ActionState::Held => {
+                    let why = row
+                        .action
+                        .held
+                        .as_ref()
+                        .map(ToString::to_string)
+                        .unwrap_or_else(|| "held".to_owned());
+                    store.deprovision_held(entry.id, &why)?;
+                    outcome.held += 1;
+                }
+                ActionState::Failed | ActionState::Planned | ActionState::InFlight => {
+                    let error = row.last_error.as_deref().unwrap_or("not applied");
+                    let next = sla::next_attempt(entry.attempts + 1, now);
+                    store.deprovision_failed(entry.id, error, next)?;
+                    outcome.failed += 1;
+                }
+            }
+        }
+    }
+
+    let open = lock(store)?.open_deprovisions()?;
+    for entry in sla::to_escalate(&open, now) {
+        tracing::error!(
+            person = %entry.user_name,
+            detected = %entry.detected_at,
+            due = %entry.due_at,
+            held = entry.held.as_deref().unwrap_or(""),
+            last_error = entry.last_error.as_deref().unwrap_or(""),
+            "deprovision overdue: access not removed within the SLA"
+        );
+        metrics::counter!("seatwarden_deprovisions_escalated_total").increment(1);
+        lock(store)?.deprovision_escalated(entry.id, now)?;
+        outcome.escalated.push(entry.clone());
+    }
+    Ok(outcome)
+}
+
+async fn apply_sweep(
+    client: &ScimClient,
+    store: &Mutex<Store>,
+    run_id: RunId,
+    plan: &Plan,
+    concurrency: usize,
+) -> Result<(), RunError> {
+    lock(store)?.save_plan(run_id, plan, Utc::now())?;
+    if plan.runnable().next().is_some() {
+        // A handful of accounts: one re-read each is always cheaper than a listing.
+        apply::apply(client, store, run_id, plan, concurrency, usize::MAX).await?;
+    }
+    Ok(())
+}
+
+/// After a full reconcile: deprovisions it planned join the ledger (opened now if
+/// the sweep had not seen them), and those it applied are verified.
+pub fn record_reconcile(
+    store: &Mutex<Store>,
+    run_id: RunId,
+    now: DateTime<Utc>,
+    sla: Duration,
+) -> Result<usize, RunError> {
+    let mut store = lock(store)?;
+    let journal = store.journal(run_id)?;
+    let deprovisions: Vec<&crate::store::JournalEntry> = journal
+        .iter()
+        .filter(|row| {
+            row.action.reason == DriftKind::StaleAccess
+                && matches!(
+                    row.action.kind,
+                    ActionKind::Deactivate { .. } | ActionKind::Delete { .. }
+                )
+                && row.action.identity_id.is_some()
+        })
+        .collect();
+    if deprovisions.is_empty() {
+        return Ok(0);
+    }
+    let leavers: Vec<Leaver> = deprovisions
+        .iter()
+        .filter_map(|row| {
+            let account_id = match &row.action.kind {
+                ActionKind::Deactivate { account_id } | ActionKind::Delete { account_id } => {
+                    Some(account_id.clone())
+                }
+                _ => None,
+            };
+            Some(Leaver {
+                identity_id: row.action.identity_id.clone()?,
+                account_id,
+                user_name: row.action.subject.clone(),
+                reason: loss_reason(&row.action.detail),
+            })
+        })
+        .collect();
+    let open = store.open_deprovisions()?;
+    let changes = sla::observe(&open, &leavers, &[], now, sla);
+    store.update_ledger(&changes.open, &[], now)?;
+    let open = store.open_deprovisions()?;
+    let mut verified = 0;
+    for row in deprovisions {
+        let Some(entry) = open
+            .iter()
+            .find(|e| Some(&e.identity_id) == row.action.identity_id.as_ref())
+        else {
+            continue;
+        };
+        match row.state {
+            ActionState::Applied => {
+                store.deprovision_enforced(entry.id, now)?;
+                store.deprovision_verified(entry.id, now)?;
+                verified += 1;
+            }
+            ActionState::Held => {
+                let why = row
+                    .action
+                    .held
+                    .as_ref()
+                    .map(ToString::to_string)
+                    .unwrap_or_else(|| "held".to_owned());
+                store.deprovision_held(entry.id, &why)?;
+            }
+            _ => {}
+        }
+    }
+    Ok(verified)
+}
+
+/// The plan words its revocations with [`InactiveReason`]'s text or "deleted from
+/// the directory"; map them back for the ledger.
+fn loss_reason(detail: &str) -> LossReason {
+    [
+        (InactiveReason::Suspended, LossReason::Suspended),
+        (InactiveReason::Deprovisioned, LossReason::Deprovisioned),
+        (InactiveReason::OutOfScope, LossReason::OutOfScope),
+    ]
+    .into_iter()
+    .find(|(inactive, _)| detail.contains(&inactive.to_string()))
+    .map(|(_, loss)| loss)
+    .unwrap_or(LossReason::Deleted)
+}
