@@ -337,8 +337,17 @@ pub async fn apply(
                     .try_for_each(|a| s.mark_in_flight(run, a.seq, now))
             })
         })?;
-        let results: Vec<(u32, Result<Executed, ApplyError>)> = stream::iter(actions)
-            .map(|action| async { (action.seq, executor.execute(action).await) })
+        // The futures are built before they enter the stream: a closure inside the
+        // stream's type trips the compiler's Send inference (rust-lang/rust#102211)
+        // when the whole run is spawned on a multi-threaded runtime (the daemon).
+        let pending: Vec<_> = actions
+            .iter()
+            .map(|&action| {
+                let executor = &executor;
+                async move { (action.seq, executor.execute(action).await) }
+            })
+            .collect();
+        let results: Vec<(u32, Result<Executed, ApplyError>)> = stream::iter(pending)
             .buffer_unordered(executor.concurrency)
             .collect()
             .await;
@@ -370,8 +379,14 @@ pub async fn apply(
             }
         }
     }
-    let results: Vec<(u32, Result<(), String>)> = stream::iter(to_verify)
-        .map(|action| async { (action.seq, verifier.verify(action).await) })
+    let pending: Vec<_> = to_verify
+        .iter()
+        .map(|&action| {
+            let verifier = &verifier;
+            async move { (action.seq, verifier.verify(action).await) }
+        })
+        .collect();
+    let results: Vec<(u32, Result<(), String>)> = stream::iter(pending)
         .buffer_unordered(concurrency.max(1))
         .collect()
         .await;

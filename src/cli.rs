@@ -25,6 +25,8 @@ pub mod exit {
     pub const HELD: u8 = 3;
     /// Some actions failed (their errors are in the report).
     pub const FAILED: u8 = 4;
+    /// `status`: deprovisions are overdue (past the SLA).
+    pub const OVERDUE: u8 = 5;
 }
 
 const AFTER_HELP: &str = "\
@@ -34,15 +36,18 @@ Exit codes:
   2  plan --detailed-exitcode: the plan has changes
   3  actions were held by the guard (thresholds, incomplete directory, last Owner)
   4  some actions failed (see `seatwarden report`)
+  5  status: deprovisions are overdue (not verified within deprovision.sla)
 
 Every configuration key can be overridden with SEATWARDEN__SECTION__KEY,
-e.g. SEATWARDEN__WORKSPACE__TOKEN_FILE=/run/credentials/seatwarden/token.
+e.g. SEATWARDEN__WORKSPACE__TOKEN_FILE=/run/credentials/seatwarden.service/token.
 
 Typical use:
   seatwarden check-config            validate and print the effective configuration
   seatwarden plan                    show what differs and why; writes nothing
   seatwarden reconcile               converge the workspace
-  seatwarden report --format json    the latest drift report";
+  seatwarden report --format json    the latest drift report
+  seatwarden daemon                  run as a service (schedule, sweep, /metrics)
+  seatwarden status                  deprovisions pending and overdue, jobs";
 
 #[derive(Debug, Parser)]
 #[command(
@@ -135,6 +140,22 @@ pub enum Command {
         )]
         token: String,
     },
+    /// Run as a service: reconcile and deprovisioning sweeps on the [schedule],
+    /// the same-day deprovisioning ledger, and an HTTP listener ([http] listen) with
+    /// /healthz, /readyz, /metrics, /status and, with a trigger token, POST /reconcile.
+    /// Notifies systemd (Type=notify, watchdog). SIGHUP reloads the configuration;
+    /// SIGTERM lets running work finish (at most 30 s) and exits 0.
+    Daemon,
+    /// Deprovisions pending and overdue (due times in [schedule] timezone), recent
+    /// verified ones with their latency, and each daemon job's last run. Reads the
+    /// state database; exit 5 when any deprovision is overdue.
+    Status {
+        #[arg(long, value_enum, default_value_t = Format::Text)]
+        format: Format,
+    },
+    /// Exit 0 if the daemon's /healthz answers 200 on [http] listen, else 1 (for
+    /// container HEALTHCHECKs; needs no curl).
+    Healthcheck,
     /// Print a stored drift report.
     Report {
         /// `latest` or a run id.
@@ -214,6 +235,26 @@ fn run_command(cli: Cli) -> anyhow::Result<u8> {
     let config = Config::load(&cli.config)?;
     match cli.command {
         Command::Demo { .. } | Command::Sandbox { .. } => Ok(exit::OK),
+        Command::Daemon => {
+            let clock = std::sync::Arc::new(crate::schedule::SystemClock);
+            runtime()?.block_on(crate::daemon::run(cli.config.clone(), config, clock))?;
+            Ok(exit::OK)
+        }
+        Command::Status { format } => {
+            let store = open_store(&config)?;
+            let tz = config.daemon_settings()?.timezone;
+            let status = crate::daemon::status::collect(&store, chrono::Utc::now(), tz)?;
+            match format {
+                Format::Json => println!("{}", serde_json::to_string_pretty(&status)?),
+                Format::Text => print!("{}", crate::daemon::status::render_text(&status)),
+            }
+            Ok(if status.deprovisions.overdue > 0 {
+                exit::OVERDUE
+            } else {
+                exit::OK
+            })
+        }
+        Command::Healthcheck => Ok(healthcheck(config.daemon_settings()?.listen)),
         Command::CheckConfig => {
             // Reading the token proves the secret file is readable; never printed.
             config.workspace_token()?;
@@ -276,6 +317,44 @@ fn run_command(cli: Cli) -> anyhow::Result<u8> {
                 .with_context(|| format!("the stored report of run {run_id} cannot be read"))?;
             print_report(&report, format);
             Ok(exit::OK)
+        }
+    }
+}
+
+/// GET /healthz over a plain TCP connection (std only: the container image has no
+/// curl). A wildcard listen address is reached on the loopback of its family.
+fn healthcheck(listen: std::net::SocketAddr) -> u8 {
+    use std::io::{Read, Write};
+    use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpStream};
+    let ip = match listen.ip() {
+        IpAddr::V4(ip) if ip.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
+        IpAddr::V6(ip) if ip.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),
+        ip => ip,
+    };
+    let addr = SocketAddr::new(ip, listen.port());
+    let timeout = std::time::Duration::from_secs(3);
+    let answer = (|| -> std::io::Result<String> {
+        let mut stream = TcpStream::connect_timeout(&addr, timeout)?;
+        stream.set_read_timeout(Some(timeout))?;
+        stream.set_write_timeout(Some(timeout))?;
+        write!(
+            stream,
+            "GET /healthz HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+        )?;
+        let mut response = String::new();
+        stream.take(4096).read_to_string(&mut response)?;
+        Ok(response)
+    })();
+    match answer {
+        Ok(response) if response.starts_with("HTTP/1.1 200") => exit::OK,
+        Ok(response) => {
+            let status = response.lines().next().unwrap_or("no answer");
+            eprintln!("unhealthy: http://{addr}/healthz answered {status:?}");
+            exit::ERROR
+        }
+        Err(e) => {
+            eprintln!("unhealthy: http://{addr}/healthz: {e}");
+            exit::ERROR
         }
     }
 }

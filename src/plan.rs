@@ -238,11 +238,11 @@ impl<'a, T: HasId> ById<'a, T> {
         for item in all {
             let id = item.id();
             let hash = fx_hash(id);
-            if let Err(slot) = index.find(id, hash, |p| ids.get(p).copied()) {
-                if index.fill(slot, items.len(), hash) {
-                    items.push(item);
-                    ids.push(id);
-                }
+            if let Err(slot) = index.find(id, hash, |p| ids.get(p).copied())
+                && index.fill(slot, items.len(), hash)
+            {
+                items.push(item);
+                ids.push(id);
             }
         }
         ById { items, ids, index }
@@ -528,10 +528,10 @@ impl<'a> Matching<'a> {
                 if let Some(ids) = by_user_name.get_mut(fold(&identity.user_name).as_ref()) {
                     ids.push(&identity.id);
                 }
-                if let Some(email) = &identity.email {
-                    if let Some(ids) = by_email.get_mut(fold(email).as_ref()) {
-                        ids.push(&identity.id);
-                    }
+                if let Some(email) = &identity.email
+                    && let Some(ids) = by_email.get_mut(fold(email).as_ref())
+                {
+                    ids.push(&identity.id);
                 }
             }
             for ids in by_user_name.values_mut().chain(by_email.values_mut()) {
@@ -1045,25 +1045,25 @@ impl<'p, 'a: 'p> Planner<'p, 'a> {
                 ),
             );
         }
-        if let Some(role) = spec.role.filter(|_| self.settings.manage_roles) {
-            if account.role() != Some(role) {
-                let from = if account.roles.is_empty() {
-                    "no role".to_owned()
-                } else {
-                    account.roles.join(", ")
-                };
-                self.act(
-                    ActionKind::SetRole {
-                        account_id: account.id.clone(),
-                        from: account.roles.clone(),
-                        to: role,
-                    },
-                    item(
-                        DriftKind::RoleDrift,
-                        format!("role is {from}, policy gives {role}"),
-                    ),
-                );
-            }
+        if let Some(role) = spec.role.filter(|_| self.settings.manage_roles)
+            && account.role() != Some(role)
+        {
+            let from = if account.roles.is_empty() {
+                "no role".to_owned()
+            } else {
+                account.roles.join(", ")
+            };
+            self.act(
+                ActionKind::SetRole {
+                    account_id: account.id.clone(),
+                    from: account.roles.clone(),
+                    to: role,
+                },
+                item(
+                    DriftKind::RoleDrift,
+                    format!("role is {from}, policy gives {role}"),
+                ),
+            );
         }
     }
 
@@ -1374,16 +1374,16 @@ fn attribute_changes(spec: &DesiredSpec<'_>, account: &Account) -> Vec<Attribute
             &account.display_name,
         ),
     ] {
-        if let Some(want) = want {
-            if have.as_deref() != Some(want) {
-                change(attribute, have.as_ref(), want);
-            }
+        if let Some(want) = want
+            && have.as_deref() != Some(want)
+        {
+            change(attribute, have.as_ref(), want);
         }
     }
-    if let Some(want) = spec.email {
-        if !account.email.as_ref().is_some_and(|e| same_ci(e, want)) {
-            change(Attribute::Email, account.email.as_ref(), want);
-        }
+    if let Some(want) = spec.email
+        && !account.email.as_ref().is_some_and(|e| same_ci(e, want))
+    {
+        change(Attribute::Email, account.email.as_ref(), want);
     }
     changes
 }

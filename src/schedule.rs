@@ -175,6 +175,21 @@ impl Scheduler {
             .iter()
             .map(|j| (j.name, Arc::new(JobCounters::default())))
             .collect();
+        Scheduler::with_counters(jobs, tz, clock, tick, counters)
+    }
+
+    /// Shares counters (and so the "running" flags) with an earlier scheduler: a
+    /// configuration reload builds a new loop while jobs of the old one still run.
+    pub fn with_counters(
+        jobs: Vec<JobSpec>,
+        tz: Tz,
+        clock: Arc<dyn Clock>,
+        tick: Duration,
+        mut counters: BTreeMap<&'static str, Arc<JobCounters>>,
+    ) -> Scheduler {
+        for job in &jobs {
+            counters.entry(job.name).or_default();
+        }
         Scheduler {
             jobs,
             tz,
@@ -190,7 +205,7 @@ impl Scheduler {
 
     /// Runs until `shutdown` turns true. Fires each due job on its own task unless
     /// it is still running; calls `on_tick` with the current time on every pass.
-    /// Returns without waiting for running jobs (see [`Scheduler::wait_idle`]).
+    /// Returns without waiting for running jobs (see [`wait_idle`]).
     pub async fn run(
         &self,
         start: StartJob,
@@ -239,42 +254,54 @@ impl Scheduler {
     }
 
     fn fire(&self, name: &'static str, start: &StartJob) {
-        let Some(counters) = self.counters.get(name).cloned() else {
-            return;
-        };
-        if counters.running.swap(true, Ordering::SeqCst) {
-            counters.skipped.fetch_add(1, Ordering::SeqCst);
-            metrics::counter!("seatwarden_job_skipped_total", "job" => name).increment(1);
-            tracing::warn!(
-                job = name,
-                "still running at its next fire time: this fire is skipped"
-            );
-            return;
-        }
-        counters.started.fetch_add(1, Ordering::SeqCst);
-        let work = start(name);
-        tokio::spawn(async move {
-            work.await;
-            counters.running.store(false, Ordering::SeqCst);
-        });
-    }
-
-    /// Waits until no job runs, at most `limit`; true if idle.
-    pub async fn wait_idle(&self, limit: Duration) -> bool {
-        let deadline = tokio::time::Instant::now() + limit;
-        loop {
-            if self.counters.values().all(|c| !c.is_running()) {
-                return true;
-            }
-            if tokio::time::Instant::now() >= deadline {
-                return false;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
+        if let Some(counters) = self.counters.get(name) {
+            fire(name, counters, start);
         }
     }
 }
 
+/// Starts `name` on its own task unless it is already running; returns whether it
+/// started. A refused start is counted and logged as skipped. Used by the loop and
+/// by on-demand triggers, so both respect the no-overlap rule.
+pub fn fire(name: &'static str, counters: &Arc<JobCounters>, start: &StartJob) -> bool {
+    if counters.running.swap(true, Ordering::SeqCst) {
+        counters.skipped.fetch_add(1, Ordering::SeqCst);
+        metrics::counter!("seatwarden_job_skipped_total", "job" => name).increment(1);
+        tracing::warn!(
+            job = name,
+            "still running at its next fire time: this fire is skipped"
+        );
+        return false;
+    }
+    counters.started.fetch_add(1, Ordering::SeqCst);
+    let work = start(name);
+    let counters = Arc::clone(counters);
+    tokio::spawn(async move {
+        work.await;
+        counters.running.store(false, Ordering::SeqCst);
+    });
+    true
+}
+
+/// Waits until none of `counters` runs, at most `limit`; true if idle.
+pub async fn wait_idle(
+    counters: &BTreeMap<&'static str, Arc<JobCounters>>,
+    limit: Duration,
+) -> bool {
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        if counters.values().all(|c| !c.is_running()) {
+            return true;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 mod tests {
     use super::*;
     use chrono::TimeZone;

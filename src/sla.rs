@@ -76,6 +76,8 @@ pub struct LedgerEntry {
     pub last_error: Option<String>,
     /// Why the guard holds it, while it does.
     pub held: Option<String>,
+    /// After verification: when the person was seen with access again.
+    pub returned_at: Option<DateTime<Utc>>,
 }
 
 /// Where an episode stands at a given time.
@@ -152,28 +154,38 @@ pub struct LedgerChanges {
     pub open: Vec<NewEntry>,
     /// Ids of open episodes to cancel: the person has access again.
     pub cancel: Vec<i64>,
+    /// Ids of verified episodes whose person has access again: a later loss opens
+    /// a new episode.
+    pub returned: Vec<i64>,
 }
 
-/// Folds one directory observation into the ledger: leavers without an open
-/// episode get one (detected now, due after `sla`); open episodes of people seen
-/// back in scope (`returned` identity ids) are cancelled unless already enforced —
-/// a deactivation that happened stays on record and the next reconcile re-enables
-/// the account if the person is really back.
+/// Folds one directory observation into the ledger. `current` holds the episodes
+/// that stand for someone's state (open ones, and verified ones of people not seen
+/// with access since). A leaver without a current episode gets one (detected at
+/// `now`, due after `sla`); a leaver whose deprovision was verified and who never
+/// came back gets nothing, however often the directory still lists them. For
+/// people seen with access (`returned` identity ids): an open episode is
+/// cancelled unless already enforced (a deactivation that happened stays on record
+/// and the next reconcile re-enables the account if the person is really back),
+/// and a verified one is marked returned.
 pub fn observe(
-    open: &[LedgerEntry],
+    current: &[LedgerEntry],
     leavers: &[Leaver],
     returned: &[String],
     now: DateTime<Utc>,
     sla: Duration,
 ) -> LedgerChanges {
     let mut changes = LedgerChanges::default();
-    let open_for = |identity: &str| {
-        open.iter()
-            .find(|e| e.is_open() && e.identity_id == identity)
-    };
+    let by_identity: std::collections::HashMap<&str, &LedgerEntry> = current
+        .iter()
+        .filter(|e| e.closed_at.is_none() && e.returned_at.is_none())
+        .map(|e| (e.identity_id.as_str(), e))
+        .collect();
     let mut seen = std::collections::HashSet::new();
     for leaver in leavers {
-        if open_for(&leaver.identity_id).is_some() || !seen.insert(leaver.identity_id.as_str()) {
+        if by_identity.contains_key(leaver.identity_id.as_str())
+            || !seen.insert(leaver.identity_id.as_str())
+        {
             continue;
         }
         changes.open.push(NewEntry {
@@ -186,10 +198,14 @@ pub fn observe(
         });
     }
     for identity in returned {
-        if let Some(entry) = open_for(identity)
-            && entry.enforced_at.is_none()
-            && !changes.cancel.contains(&entry.id)
-        {
+        let Some(entry) = by_identity.get(identity.as_str()) else {
+            continue;
+        };
+        if entry.verified_at.is_some() {
+            if !changes.returned.contains(&entry.id) {
+                changes.returned.push(entry.id);
+            }
+        } else if entry.enforced_at.is_none() && !changes.cancel.contains(&entry.id) {
             changes.cancel.push(entry.id);
         }
     }
@@ -242,6 +258,7 @@ pub fn quantile(latencies: &mut [Duration], q: f64) -> Option<Duration> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 mod tests {
     use super::*;
     use chrono::TimeZone;
@@ -276,6 +293,7 @@ mod tests {
             next_attempt_at: None,
             last_error: None,
             held: None,
+            returned_at: None,
         }
     }
 
@@ -308,11 +326,29 @@ mod tests {
     }
 
     #[test]
-    fn a_closed_episode_does_not_stop_a_new_one() {
+    fn someone_long_gone_does_not_open_an_episode_on_every_sweep() {
         let mut done = entry(1, "a", -300);
         done.verified_at = Some(t(-250));
-        let changes = observe(&[done], &[leaver("a")], &[], t(0), Duration::hours(1));
-        assert_eq!(changes.open.len(), 1);
+        let changes = observe(
+            &[done.clone()],
+            &[leaver("a")],
+            &[],
+            t(0),
+            Duration::hours(1),
+        );
+        assert_eq!(changes, LedgerChanges::default());
+        // Back with access, then gone again: a new episode.
+        let back = observe(
+            &[done.clone()],
+            &[],
+            &["a".into()],
+            t(1),
+            Duration::hours(1),
+        );
+        assert_eq!(back.returned, vec![1]);
+        done.returned_at = Some(t(1));
+        let again = observe(&[done], &[leaver("a")], &[], t(2), Duration::hours(1));
+        assert_eq!(again.open.len(), 1);
     }
 
     #[test]

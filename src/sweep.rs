@@ -29,6 +29,9 @@ use crate::sla::{self, Leaver, LedgerEntry, LossReason};
 use crate::store::{ActionState, RunId, RunKind, RunStatus, Store};
 use crate::workspace::ScimClient;
 
+/// How long a held deprovision waits before the sweep looks at it again.
+const HOLD_RECHECK: Duration = Duration::minutes(15);
+
 /// The key of the directory's change cursor in the daemon state table.
 pub const CURSOR_KEY: &str = "directory_cursor";
 
@@ -76,9 +79,15 @@ pub async fn sweep(
     let observation = observe(config, &changes, &links);
     let ledger_changes = {
         let mut store = lock(store)?;
-        let open = store.open_deprovisions()?;
-        let changes = sla::observe(&open, &observation.leavers, &observation.returned, now, sla);
-        store.update_ledger(&changes.open, &changes.cancel, now)?;
+        let current = store.current_deprovisions()?;
+        let changes = sla::observe(
+            &current,
+            &observation.leavers,
+            &observation.returned,
+            now,
+            sla,
+        );
+        store.update_ledger(&changes, now)?;
         changes
     };
     for entry in &ledger_changes.open {
@@ -313,7 +322,7 @@ pub async fn enforce(
                         .as_ref()
                         .map(ToString::to_string)
                         .unwrap_or_else(|| "held".to_owned());
-                    store.deprovision_held(entry.id, &why)?;
+                    store.deprovision_held(entry.id, &why, now + HOLD_RECHECK)?;
                     outcome.held += 1;
                 }
                 ActionState::Failed | ActionState::Planned | ActionState::InFlight => {
@@ -358,11 +367,13 @@ async fn apply_sweep(
     Ok(())
 }
 
-/// After a full reconcile: deprovisions it planned join the ledger (opened now if
-/// the sweep had not seen them), and those it applied are verified.
+/// After a full reconcile: deprovisions it planned join the ledger (detected at
+/// the run's start, `detected_at`, if the sweep had not seen them), and those it
+/// applied are verified at `now`.
 pub fn record_reconcile(
     store: &Mutex<Store>,
     run_id: RunId,
+    detected_at: DateTime<Utc>,
     now: DateTime<Utc>,
     sla: Duration,
 ) -> Result<usize, RunError> {
@@ -399,9 +410,9 @@ pub fn record_reconcile(
             })
         })
         .collect();
-    let open = store.open_deprovisions()?;
-    let changes = sla::observe(&open, &leavers, &[], now, sla);
-    store.update_ledger(&changes.open, &[], now)?;
+    let current = store.current_deprovisions()?;
+    let changes = sla::observe(&current, &leavers, &[], detected_at, sla);
+    store.update_ledger(&changes, now)?;
     let open = store.open_deprovisions()?;
     let mut verified = 0;
     for row in deprovisions {
@@ -424,7 +435,7 @@ pub fn record_reconcile(
                     .as_ref()
                     .map(ToString::to_string)
                     .unwrap_or_else(|| "held".to_owned());
-                store.deprovision_held(entry.id, &why)?;
+                store.deprovision_held(entry.id, &why, now + HOLD_RECHECK)?;
             }
             _ => {}
         }

@@ -1,1 +1,528 @@
-//! placeholder
+//! `seatwarden daemon`: the long-running worker.
+//!
+//! Jobs on the configured schedule (see [`crate::schedule`]):
+//! - `reconcile` — the full run; its deprovisions join the SLA ledger;
+//! - `sweep` — the deprovisioning fast path ([`crate::sweep`]);
+//! - `retry` — every minute, ledger episodes whose next attempt is due;
+//! - `prune` — daily, retention of runs, reports, snapshots and closed episodes.
+//!
+//! Workspace writers (reconcile, sweep, retry, prune) take one async lock, so a
+//! sweep never races a reconcile over the same accounts or journal rows; a job
+//! still running at its next fire is skipped and counted.
+//!
+//! The process: one instance per state database (a lock file next to it), an HTTP
+//! listener ([`http`]) for `/healthz`, `/readyz`, `/metrics`, `/status` and the
+//! optional `POST /reconcile`, systemd notifications (READY after the database and
+//! listener are up, WATCHDOG from the scheduler loop, RELOADING/STOPPING), SIGHUP
+//! to reload the configuration (an invalid one is logged and the old one kept), and
+//! SIGTERM/SIGINT to stop: no new job starts, running ones get
+//! [`STOP_GRACE`] to finish, and the journal stays consistent either way because
+//! every write was journaled before it was sent.
+
+pub mod http;
+pub mod status;
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use secrecy::SecretString;
+
+use crate::config::{Config, ConfigError, DaemonSettings};
+use crate::run::{self, Mode, RunError};
+use crate::schedule::{self, Clock, JobCounters, JobSpec, Schedule, Scheduler, StartJob};
+use crate::store::{Store, StoreError};
+use crate::sweep;
+use crate::workspace::ScimClient;
+
+/// How long running jobs get to finish after SIGTERM.
+pub const STOP_GRACE: Duration = Duration::from_secs(30);
+
+/// The jobs, by name (also their names in metrics, logs and the `jobs` table).
+pub const RECONCILE: &str = "reconcile";
+pub const SWEEP: &str = "sweep";
+pub const RETRY: &str = "retry";
+pub const PRUNE: &str = "prune";
+
+/// Snapshots kept by `prune`: the latest few runs' are enough for `explain`,
+/// reports and comparisons; older ones are most of the database's size.
+pub const SNAPSHOTS_KEPT: usize = 3;
+
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    #[error(
+        "another seatwarden daemon is already running on state database {} (lock file {} is held)",
+        .database.display(), .lock.display()
+    )]
+    AlreadyRunning { database: PathBuf, lock: PathBuf },
+    #[error("cannot open lock file {}: {source}", .path.display())]
+    LockFile {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("state database: {0}")]
+    Store(#[from] StoreError),
+    #[error("cannot listen on {addr} (http.listen): {source}")]
+    Bind {
+        addr: std::net::SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("installing signal handlers: {0}")]
+    Signals(std::io::Error),
+}
+
+/// Holds the single-instance lock for as long as it lives.
+#[derive(Debug)]
+pub struct InstanceLock {
+    _file: File,
+    path: PathBuf,
+}
+
+impl InstanceLock {
+    /// Takes `<database>.lock` without waiting; a second daemon fails at once.
+    pub fn acquire(database: &Path) -> Result<InstanceLock, DaemonError> {
+        let mut name = database.as_os_str().to_owned();
+        name.push(".lock");
+        let path = PathBuf::from(name);
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(|source| DaemonError::LockFile {
+                path: path.clone(),
+                source,
+            })?;
+        match file.try_lock() {
+            Ok(()) => Ok(InstanceLock { _file: file, path }),
+            Err(std::fs::TryLockError::WouldBlock) => Err(DaemonError::AlreadyRunning {
+                database: database.to_owned(),
+                lock: path,
+            }),
+            Err(std::fs::TryLockError::Error(source)) => {
+                Err(DaemonError::LockFile { path, source })
+            }
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+/// State shared by the scheduler loop, the jobs and the HTTP handlers.
+pub struct Shared {
+    config: RwLock<Arc<Config>>,
+    settings: RwLock<Arc<DaemonSettings>>,
+    /// The daemon's own connection: job records, the ledger for `/status`.
+    db: Mutex<Store>,
+    counters: BTreeMap<&'static str, Arc<JobCounters>>,
+    /// Held by every job that writes to the workspace or prunes the database.
+    writer: tokio::sync::Mutex<()>,
+    clock: Arc<dyn Clock>,
+    tick: Duration,
+    /// Unix milliseconds of the scheduler loop's last pass (liveness).
+    last_tick: AtomicI64,
+    stopping: AtomicBool,
+    metrics: Option<PrometheusHandle>,
+    trigger_token: RwLock<Option<SecretString>>,
+    start: RwLock<Option<StartJob>>,
+}
+
+impl Shared {
+    pub fn config(&self) -> Arc<Config> {
+        match self.config.read() {
+            Ok(c) => Arc::clone(&c),
+            Err(poisoned) => Arc::clone(&poisoned.into_inner()),
+        }
+    }
+
+    pub fn settings(&self) -> Arc<DaemonSettings> {
+        match self.settings.read() {
+            Ok(s) => Arc::clone(&s),
+            Err(poisoned) => Arc::clone(&poisoned.into_inner()),
+        }
+    }
+
+    pub fn now(&self) -> DateTime<Utc> {
+        self.clock.now()
+    }
+
+    fn with_db<T>(&self, f: impl FnOnce(&mut Store) -> T) -> T {
+        match self.db.lock() {
+            Ok(mut db) => f(&mut db),
+            Err(poisoned) => f(&mut poisoned.into_inner()),
+        }
+    }
+
+    /// Starts a job now unless it runs already (`POST /reconcile`).
+    pub fn trigger(&self, name: &'static str) -> bool {
+        if self.stopping.load(Ordering::SeqCst) {
+            return false;
+        }
+        let start = self.start.read().ok().and_then(|s| s.clone());
+        match (start, self.counters.get(name)) {
+            (Some(start), Some(counters)) => schedule::fire(name, counters, &start),
+            _ => false,
+        }
+    }
+
+    /// Alive: the scheduler loop ran within three ticks.
+    pub fn alive(&self) -> bool {
+        let last = self.last_tick.load(Ordering::SeqCst);
+        let age = Utc::now().timestamp_millis().saturating_sub(last);
+        let limit = i64::try_from(self.tick.as_millis()).unwrap_or(i64::MAX);
+        age <= limit.saturating_mul(3).saturating_add(5_000)
+    }
+}
+
+fn install_metrics() -> Option<PrometheusHandle> {
+    static HANDLE: std::sync::OnceLock<Option<PrometheusHandle>> = std::sync::OnceLock::new();
+    HANDLE
+        .get_or_init(|| {
+            let seconds = [
+                0.5, 1.0, 5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0, 7200.0,
+            ];
+            let recorder = PrometheusBuilder::new()
+                .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), &seconds)
+                .map(PrometheusBuilder::build_recorder);
+            match recorder {
+                Ok(recorder) => {
+                    let handle = recorder.handle();
+                    match metrics::set_global_recorder(recorder) {
+                        Ok(()) => Some(handle),
+                        Err(e) => {
+                            tracing::warn!(error = %e, "metrics recorder not installed");
+                            None
+                        }
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "metrics recorder not built");
+                    None
+                }
+            }
+        })
+        .clone()
+}
+
+fn notify(states: &[sd_notify::NotifyState<'_>]) {
+    if let Err(e) = sd_notify::notify(states) {
+        tracing::warn!(error = %e, "systemd notification failed");
+    }
+}
+
+/// The scheduler's jobs from the settings, with when each last started.
+fn job_specs(settings: &DaemonSettings, db: &Store) -> Result<Vec<JobSpec>, StoreError> {
+    let last: BTreeMap<String, DateTime<Utc>> = db
+        .jobs()?
+        .into_iter()
+        .filter_map(|j| j.last_started_at.map(|at| (j.name, at)))
+        .collect();
+    let fixed = |pattern: &str| Schedule::parse(pattern).ok();
+    let mut jobs = vec![
+        (RECONCILE, Some(settings.reconcile.clone())),
+        (SWEEP, Some(settings.sweep.clone())),
+        (RETRY, fixed("* * * * *")),
+        (PRUNE, fixed("17 3 * * *")),
+    ];
+    jobs.retain(|(_, s)| s.is_some());
+    Ok(jobs
+        .into_iter()
+        .filter_map(|(name, schedule)| {
+            Some(JobSpec {
+                name,
+                schedule: schedule?,
+                last_started: last.get(name).copied(),
+            })
+        })
+        .collect())
+}
+
+/// Runs the daemon until SIGTERM/SIGINT.
+pub async fn run(
+    config_path: PathBuf,
+    config: Config,
+    clock: Arc<dyn Clock>,
+) -> Result<(), DaemonError> {
+    let settings = config.daemon_settings()?;
+    let lock = InstanceLock::acquire(&config.state.path)?;
+    tracing::debug!(lock = %lock.path().display(), "instance lock taken");
+    let db = Store::open(&config.state.path)?;
+    db.check_writable()?;
+    let trigger_token = config.trigger_token()?;
+    let listener = tokio::net::TcpListener::bind(settings.listen)
+        .await
+        .map_err(|source| DaemonError::Bind {
+            addr: settings.listen,
+            source,
+        })?;
+
+    let tick = sd_notify::watchdog_enabled()
+        .map(|w| (w / 2).min(Duration::from_secs(5)))
+        .unwrap_or(Duration::from_secs(5));
+    let counters: BTreeMap<&'static str, Arc<JobCounters>> = [RECONCILE, SWEEP, RETRY, PRUNE]
+        .into_iter()
+        .map(|name| (name, Arc::new(JobCounters::default())))
+        .collect();
+    let shared = Arc::new(Shared {
+        config: RwLock::new(Arc::new(config)),
+        settings: RwLock::new(Arc::new(settings)),
+        db: Mutex::new(db),
+        counters: counters.clone(),
+        writer: tokio::sync::Mutex::new(()),
+        clock: Arc::clone(&clock),
+        tick,
+        last_tick: AtomicI64::new(Utc::now().timestamp_millis()),
+        stopping: AtomicBool::new(false),
+        metrics: install_metrics(),
+        trigger_token: RwLock::new(trigger_token),
+        start: RwLock::new(None),
+    });
+    let start: StartJob = {
+        let shared = Arc::clone(&shared);
+        Arc::new(move |name| Box::pin(run_job(Arc::clone(&shared), name)))
+    };
+    if let Ok(mut slot) = shared.start.write() {
+        *slot = Some(Arc::clone(&start));
+    }
+
+    let (http_stop, http_stopped) = tokio::sync::watch::channel(false);
+    let server = tokio::spawn(http::serve(listener, Arc::clone(&shared), http_stopped));
+    let local = shared.settings().listen;
+    tracing::info!(listen = %local, database = %shared.config().state.path.display(), "daemon started");
+    notify(&[sd_notify::NotifyState::Ready]);
+
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut terminate = signal(SignalKind::terminate()).map_err(DaemonError::Signals)?;
+    let mut interrupt = signal(SignalKind::interrupt()).map_err(DaemonError::Signals)?;
+    let mut hangup = signal(SignalKind::hangup()).map_err(DaemonError::Signals)?;
+    let (_never, quiet) = tokio::sync::watch::channel(false);
+    loop {
+        let settings = shared.settings();
+        let jobs = shared.with_db(|db| job_specs(&settings, db))?;
+        let scheduler = Scheduler::with_counters(
+            jobs,
+            settings.timezone,
+            Arc::clone(&clock),
+            tick,
+            counters.clone(),
+        );
+        let on_tick = |_now: DateTime<Utc>| {
+            shared
+                .last_tick
+                .store(Utc::now().timestamp_millis(), Ordering::SeqCst);
+            notify(&[sd_notify::NotifyState::Watchdog]);
+        };
+        tokio::select! {
+            _ = scheduler.run(Arc::clone(&start), quiet.clone(), on_tick) => break,
+            _ = terminate.recv() => { tracing::info!("SIGTERM: stopping"); break }
+            _ = interrupt.recv() => { tracing::info!("SIGINT: stopping"); break }
+            _ = hangup.recv() => reload(&shared, &config_path),
+        }
+    }
+
+    shared.stopping.store(true, Ordering::SeqCst);
+    notify(&[sd_notify::NotifyState::Stopping]);
+    if !schedule::wait_idle(&counters, STOP_GRACE).await {
+        let running: Vec<&str> = counters
+            .iter()
+            .filter(|(_, c)| c.is_running())
+            .map(|(name, _)| *name)
+            .collect();
+        tracing::warn!(
+            jobs = ?running,
+            "jobs still running after the grace period; their journaled actions resume at next start"
+        );
+    }
+    let _ = http_stop.send(true);
+    let _ = server.await;
+    tracing::info!("daemon stopped");
+    Ok(())
+}
+
+/// SIGHUP: load the configuration again; keep the running one if the new one is
+/// invalid. The state database path and listener stay as started.
+fn reload(shared: &Shared, path: &Path) {
+    let mut reloading = vec![sd_notify::NotifyState::Reloading];
+    if let Ok(now) = sd_notify::NotifyState::monotonic_usec_now() {
+        reloading.push(now);
+    }
+    notify(&reloading);
+    let loaded = Config::load(path).and_then(|config| {
+        let settings = config.daemon_settings()?;
+        let token = config.trigger_token()?;
+        Ok((config, settings, token))
+    });
+    match loaded {
+        Ok((config, settings, token)) => {
+            let old = shared.config();
+            if config.state.path != old.state.path || settings.listen != shared.settings().listen {
+                tracing::warn!(
+                    "state.path and http.listen changes take effect at the next restart"
+                );
+            }
+            let mut config = config;
+            config.state.path = old.state.path.clone();
+            if let Ok(mut slot) = shared.config.write() {
+                *slot = Arc::new(config);
+            }
+            if let Ok(mut slot) = shared.settings.write() {
+                let mut settings = settings;
+                settings.listen = slot.listen;
+                *slot = Arc::new(settings);
+            }
+            if let Ok(mut slot) = shared.trigger_token.write() {
+                *slot = token;
+            }
+            tracing::info!(config = %path.display(), "configuration reloaded");
+        }
+        Err(e) => tracing::error!(
+            config = %path.display(),
+            error = %e,
+            "configuration reload failed; keeping the running configuration"
+        ),
+    }
+    notify(&[sd_notify::NotifyState::Ready]);
+}
+
+/// One job run: recorded in the `jobs` table and in metrics whatever happens.
+async fn run_job(shared: Arc<Shared>, name: &'static str) {
+    if shared.stopping.load(Ordering::SeqCst) {
+        return;
+    }
+    let _writer = shared.writer.lock().await;
+    if shared.stopping.load(Ordering::SeqCst) {
+        return;
+    }
+    let started = shared.now();
+    let timer = std::time::Instant::now();
+    if let Err(e) = shared.with_db(|db| db.job_started(name, started)) {
+        tracing::error!(job = name, error = %e, "cannot record the job start");
+    }
+    tracing::info!(job = name, "job started");
+    let result = match name {
+        RECONCILE => reconcile_job(&shared).await,
+        SWEEP => sweep_job(&shared, true).await,
+        RETRY => sweep_job(&shared, false).await,
+        PRUNE => prune_job(&shared),
+        _ => Ok(()),
+    };
+    let finished = shared.now();
+    let error = result.as_ref().err().map(ToString::to_string);
+    if let Err(e) = shared.with_db(|db| db.job_finished(name, finished, error.as_deref())) {
+        tracing::error!(job = name, error = %e, "cannot record the job end");
+    }
+    let status = if error.is_some() {
+        "failed"
+    } else {
+        "succeeded"
+    };
+    metrics::histogram!("seatwarden_job_duration_seconds", "job" => name)
+        .record(timer.elapsed().as_secs_f64());
+    metrics::counter!("seatwarden_job_runs_total", "job" => name, "status" => status).increment(1);
+    match error {
+        None => {
+            metrics::gauge!("seatwarden_last_success_timestamp_seconds", "job" => name)
+                .set(finished.timestamp() as f64);
+            tracing::info!(job = name, "job finished");
+        }
+        Some(error) => tracing::error!(job = name, error = %error, "job failed"),
+    }
+}
+
+async fn reconcile_job(shared: &Shared) -> Result<(), RunError> {
+    let config = shared.config();
+    let store = Store::open(&config.state.path)?;
+    let outcome = run::execute(&config, store, Mode::Reconcile).await?;
+    let summary = &outcome.report.summary;
+    metrics::histogram!("seatwarden_run_duration_seconds")
+        .record((outcome.report.finished_at - outcome.report.started_at).as_seconds_f64());
+    for (kind, count) in &summary.drift_by_kind {
+        metrics::gauge!("seatwarden_drift_items", "kind" => kind.as_str()).set(*count as f64);
+    }
+    for action in &outcome.report.actions {
+        metrics::counter!(
+            "seatwarden_actions_total",
+            "kind" => action.op.clone(),
+            "outcome" => action.outcome.as_str()
+        )
+        .increment(1);
+    }
+    metrics::counter!("seatwarden_retries_total").increment(summary.retries);
+    let store = Mutex::new(Store::open(&config.state.path)?);
+    let sla = chrono_sla(&shared.settings());
+    sweep::record_reconcile(
+        &store,
+        outcome.run_id,
+        outcome.report.started_at,
+        shared.now(),
+        sla,
+    )?;
+    Ok(())
+}
+
+async fn sweep_job(shared: &Shared, read_directory: bool) -> Result<(), RunError> {
+    let config = shared.config();
+    let settings = shared.settings();
+    let store = Mutex::new(Store::open(&config.state.path)?);
+    let client = ScimClient::new(config.scim_settings()?)?;
+    let now = shared.now();
+    let outcome = if read_directory {
+        let directory = run::directory_from_config(&config);
+        sweep::sweep(
+            &config,
+            &directory,
+            &client,
+            &store,
+            now,
+            chrono_sla(&settings),
+        )
+        .await?
+    } else {
+        sweep::enforce(&config, &client, &store, now, true).await?
+    };
+    for latency in &outcome.latencies {
+        metrics::histogram!("seatwarden_deprovision_latency_seconds")
+            .record(latency.as_seconds_f64());
+    }
+    metrics::counter!("seatwarden_retries_total").increment(client.stats().retries);
+    if outcome.detected + outcome.enforced + outcome.failed + outcome.held > 0 {
+        tracing::info!(
+            detected = outcome.detected,
+            cancelled = outcome.cancelled,
+            enforced = outcome.enforced,
+            already_done = outcome.already_done,
+            failed = outcome.failed,
+            held = outcome.held,
+            "deprovisioning pass"
+        );
+    }
+    Ok(())
+}
+
+fn prune_job(shared: &Shared) -> Result<(), RunError> {
+    let config = shared.config();
+    let settings = shared.settings();
+    let retention = chrono::Duration::from_std(settings.retention).unwrap_or(chrono::Duration::MAX);
+    let before = shared.now() - retention;
+    let mut store = Store::open(&config.state.path)?;
+    let (runs, episodes) = store.prune_before(before)?;
+    let rows = store.prune_snapshots(SNAPSHOTS_KEPT)?;
+    if runs + episodes + rows > 0 {
+        store.vacuum()?;
+    }
+    tracing::info!(runs, episodes, snapshot_rows = rows, "pruned");
+    Ok(())
+}
+
+fn chrono_sla(settings: &DaemonSettings) -> chrono::Duration {
+    chrono::Duration::from_std(settings.sla).unwrap_or(chrono::Duration::MAX)
+}

@@ -5,7 +5,7 @@ use chrono::{DateTime, Utc};
 use rusqlite::{OptionalExtension, Row, params};
 use serde::{Deserialize, Serialize};
 
-use crate::sla::{LedgerEntry, LossReason, NewEntry};
+use crate::sla::{LedgerChanges, LedgerEntry, LossReason};
 
 use super::codec::{Ts, ts};
 use super::error::Context;
@@ -24,7 +24,7 @@ pub struct JobRecord {
 
 const LEDGER_COLUMNS: &str = "id, identity_id, account_id, user_name, reason, detected_at, \
      due_at, enforced_at, verified_at, closed_at, escalated_at, attempts, next_attempt_at, \
-     last_error, held";
+     last_error, held, returned_at";
 
 fn opt_ts(row: &Row<'_>, idx: usize) -> rusqlite::Result<Option<DateTime<Utc>>> {
     Ok(row.get::<_, Option<Ts>>(idx)?.map(|Ts(at)| at))
@@ -60,6 +60,7 @@ fn ledger_entry(row: &Row<'_>) -> rusqlite::Result<LedgerEntry> {
         next_attempt_at: opt_ts(row, 12)?,
         last_error: row.get(13)?,
         held: row.get(14)?,
+        returned_at: opt_ts(row, 15)?,
     })
 }
 
@@ -164,6 +165,19 @@ impl Store {
             .context(|| "reading open deprovisions".to_owned())
     }
 
+    /// Episodes that stand for someone's current state: open ones, and verified
+    /// ones of people not seen with access since.
+    pub fn current_deprovisions(&self) -> Result<Vec<LedgerEntry>, StoreError> {
+        self.conn
+            .prepare_cached(&format!(
+                "SELECT {LEDGER_COLUMNS} FROM deprovisions
+                 WHERE closed_at IS NULL AND returned_at IS NULL
+                 ORDER BY detected_at, id"
+            ))
+            .and_then(|mut stmt| stmt.query_map([], ledger_entry)?.collect())
+            .context(|| "reading current deprovisions".to_owned())
+    }
+
     /// Episodes verified at or after `since`, oldest first.
     pub fn verified_deprovisions_since(
         &self,
@@ -178,13 +192,18 @@ impl Store {
             .context(|| "reading verified deprovisions".to_owned())
     }
 
-    /// Opens episodes and cancels others in one transaction.
+    /// Applies one observation in one transaction: opens episodes, cancels open
+    /// ones, and marks verified ones whose person has access again.
     pub fn update_ledger(
         &mut self,
-        open: &[NewEntry],
-        cancel: &[i64],
+        changes: &LedgerChanges,
         at: DateTime<Utc>,
     ) -> Result<(), StoreError> {
+        let LedgerChanges {
+            open,
+            cancel,
+            returned,
+        } = changes;
         let context = || "updating the deprovision ledger".to_owned();
         let tx = self.conn.transaction().context(context)?;
         {
@@ -217,6 +236,15 @@ impl Store {
                 .context(context)?;
             for id in cancel {
                 close.execute(params![id, ts(at)]).context(context)?;
+            }
+            let mut back = tx
+                .prepare_cached(
+                    "UPDATE deprovisions SET returned_at = ?2
+                     WHERE id = ?1 AND closed_at IS NULL AND returned_at IS NULL",
+                )
+                .context(context)?;
+            for id in returned {
+                back.execute(params![id, ts(at)]).context(context)?;
             }
         }
         tx.commit().context(context)
@@ -270,10 +298,18 @@ impl Store {
         )
     }
 
-    pub fn deprovision_held(&mut self, id: i64, reason: &str) -> Result<(), StoreError> {
+    /// Held by the guard; looked at again from `recheck_at` (a hold waits for a
+    /// human or a full reconcile, so re-checking it on every sweep would only add
+    /// a journaled run each time).
+    pub fn deprovision_held(
+        &mut self,
+        id: i64,
+        reason: &str,
+        recheck_at: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
         self.ledger_update(
-            "UPDATE deprovisions SET held = ?2 WHERE id = ?1",
-            params![id, reason],
+            "UPDATE deprovisions SET held = ?2, next_attempt_at = ?3 WHERE id = ?1",
+            params![id, reason, ts(recheck_at)],
             id,
         )
     }
@@ -301,7 +337,9 @@ impl Store {
 
     /// Retention: deletes runs started before `before` (with their snapshots,
     /// journal and reports, by cascade; runs with actions in flight are kept) and
-    /// closed ledger episodes that ended before it. Returns (runs, episodes) deleted.
+    /// ledger episodes that ended before it — cancelled ones, and verified ones of
+    /// people who came back. A verified episode of someone still gone is kept: it
+    /// is what stops the sweep from opening a new one. Returns (runs, episodes).
     pub fn prune_before(&mut self, before: DateTime<Utc>) -> Result<(usize, usize), StoreError> {
         let runs = self
             .conn
@@ -316,7 +354,7 @@ impl Store {
             .conn
             .prepare_cached(
                 "DELETE FROM deprovisions
-                 WHERE COALESCE(verified_at, closed_at) < ?1",
+                 WHERE closed_at < ?1 OR returned_at < ?1",
             )
             .and_then(|mut stmt| stmt.execute([ts(before)]))
             .context(|| "pruning old deprovisions".to_owned())?;
@@ -352,6 +390,12 @@ impl Store {
                     .execute(&format!("DELETE FROM {table} WHERE run_id < ?1"), [cutoff])
                     .context(context)?;
             }
+            // A pruned snapshot must read as "not saved", never as an empty one.
+            tx.execute(
+                "UPDATE runs SET directory_complete = NULL, workspace_saved = 0 WHERE id < ?1",
+                [cutoff],
+            )
+            .context(context)?;
         }
         tx.commit().context(context)?;
         Ok(deleted)

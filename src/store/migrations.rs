@@ -19,7 +19,7 @@ use super::StoreError;
 /// separate rowid index). Ids inside a snapshot are not declared unique: a snapshot
 /// records what the source said, duplicates included. Everything keyed by run
 /// cascades from `runs`, so pruning old runs is `DELETE FROM runs WHERE id < ?`.
-const M1: &str = r#"
+pub(crate) const M1: &str = r#"
 CREATE TABLE runs (
     id                 INTEGER PRIMARY KEY AUTOINCREMENT,
     kind               TEXT NOT NULL CHECK (kind IN ('plan', 'reconcile', 'dry_run')),
@@ -169,8 +169,12 @@ CREATE TABLE deprovisions (
     due_at          TEXT NOT NULL,
     enforced_at     TEXT,
     verified_at     TEXT,
-    -- Regained access (or the account turned out not to exist) before enforcement.
+    -- Regained access before enforcement: the episode is void.
     closed_at       TEXT,
+    -- Seen with access again after a verified deprovision: a later loss is a new
+    -- episode. Until then the verified episode stands for the person's state, so
+    -- someone long gone does not open an episode on every sweep.
+    returned_at     TEXT,
     escalated_at    TEXT,
     attempts        INTEGER NOT NULL DEFAULT 0 CHECK (attempts >= 0),
     next_attempt_at TEXT,
@@ -180,7 +184,9 @@ CREATE TABLE deprovisions (
 ) STRICT;
 CREATE UNIQUE INDEX deprovisions_open ON deprovisions (identity_id)
     WHERE verified_at IS NULL AND closed_at IS NULL;
-CREATE INDEX deprovisions_detected ON deprovisions (detected_at);
+CREATE INDEX deprovisions_current ON deprovisions (identity_id)
+    WHERE closed_at IS NULL AND returned_at IS NULL;
+CREATE INDEX deprovisions_verified ON deprovisions (verified_at);
 
 CREATE TABLE jobs (
     name             TEXT NOT NULL PRIMARY KEY,

@@ -49,12 +49,12 @@ fn account(i: usize) -> Account {
     Account {
         id: format!("acc-{i:06}"),
         user_name: format!("user{i}@example.com"),
-        external_id: (i % 3 != 0).then(|| format!("00u{i}")),
-        given_name: (i % 5 != 0).then(|| format!("Given{i}")),
-        family_name: (i % 7 != 0).then(|| "Family".to_owned()),
-        display_name: (i % 2 == 0).then(|| format!("User {i} \"quoted\" ünïcode")),
-        email: (i % 11 != 0).then(|| format!("user{i}@example.com")),
-        active: i % 4 != 0,
+        external_id: (!i.is_multiple_of(3)).then(|| format!("00u{i}")),
+        given_name: (!i.is_multiple_of(5)).then(|| format!("Given{i}")),
+        family_name: (!i.is_multiple_of(7)).then(|| "Family".to_owned()),
+        display_name: (i.is_multiple_of(2)).then(|| format!("User {i} \"quoted\" ünïcode")),
+        email: (!i.is_multiple_of(11)).then(|| format!("user{i}@example.com")),
+        active: !i.is_multiple_of(4),
         roles: match i % 3 {
             0 => vec![],
             1 => vec!["Editor".into()],
@@ -1105,4 +1105,111 @@ fn a_batch_commits_all_its_updates_or_none() {
     // And the store is usable afterwards: no transaction left open.
     store.mark_applied(run, 0, t(4), None).unwrap();
     assert_eq!(states(&store, run)[0], (0, ActionState::Applied, 1));
+}
+
+#[test]
+fn migration_2_rebuilds_runs_without_losing_what_references_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("v1.db");
+    {
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        conn.execute_batch(migrations::M1).unwrap();
+        conn.pragma_update(None, "user_version", 1).unwrap();
+        conn.execute_batch(
+            "INSERT INTO runs (kind, status, started_at) VALUES ('reconcile', 'succeeded', 'x');
+             INSERT INTO reports (run_id, json) VALUES (1, '{\"ok\": true}');",
+        )
+        .unwrap();
+    }
+    let mut store = Store::open(&path).unwrap();
+    assert_eq!(store.schema_version().unwrap(), migrations::LATEST);
+    // The rebuild of `runs` did not cascade into reports.
+    assert_eq!(store.report(1).unwrap().as_deref(), Some("{\"ok\": true}"));
+    let sweep = store.begin_run(RunKind::Sweep, t(0)).unwrap();
+    assert_eq!(sweep, 2, "AUTOINCREMENT continues after the copied rows");
+    assert_eq!(store.run(sweep).unwrap().unwrap().kind, RunKind::Sweep);
+    // Foreign keys are enforced again after migrating.
+    let enforced: bool = store
+        .conn
+        .pragma_query_value(None, "foreign_keys", |row| row.get(0))
+        .unwrap();
+    assert!(enforced);
+}
+
+#[test]
+fn the_ledger_keeps_one_open_episode_per_person_and_a_verified_one_until_they_return() {
+    use crate::sla::{self, Leaver, LossReason};
+    let mut store = Store::open_in_memory().unwrap();
+    let leaver = |id: &str| Leaver {
+        identity_id: id.into(),
+        account_id: Some(format!("acc-{id}")),
+        user_name: format!("{id}@example.com"),
+        reason: LossReason::Deleted,
+    };
+    let sla = chrono::Duration::hours(1);
+    let changes = sla::observe(&[], &[leaver("a"), leaver("b")], &[], t(0), sla);
+    store.update_ledger(&changes, t(0)).unwrap();
+    // Inserting the same open episode again is a no-op, not a second row.
+    store.update_ledger(&changes, t(1)).unwrap();
+    let open = store.open_deprovisions().unwrap();
+    assert_eq!(open.len(), 2);
+    let (a, b) = (&open[0], &open[1]);
+    assert_eq!(a.due_at, t(3600));
+
+    store.deprovision_verified(a.id, t(10)).unwrap();
+    store.deprovision_failed(b.id, "HTTP 503", t(40)).unwrap();
+    let open = store.open_deprovisions().unwrap();
+    assert_eq!(open.len(), 1);
+    assert_eq!(open[0].attempts, 1);
+    assert_eq!(open[0].next_attempt_at, Some(t(40)));
+    let verified = store.verified_deprovisions_since(t(0)).unwrap();
+    assert_eq!(verified[0].latency(), Some(chrono::Duration::seconds(10)));
+    assert_eq!(verified[0].enforced_at, Some(t(10)));
+
+    // Still gone on the next observation: nothing new.
+    let current = store.current_deprovisions().unwrap();
+    let again = sla::observe(&current, &[leaver("a"), leaver("b")], &[], t(20), sla);
+    assert_eq!(again, sla::LedgerChanges::default());
+
+    // Pruning keeps the verified episode of someone still gone.
+    store.prune_before(t(100_000)).unwrap();
+    assert_eq!(store.current_deprovisions().unwrap().len(), 2);
+
+    // `a` comes back, `b` too (before enforcement: cancelled).
+    let back = sla::observe(&current, &[], &["a".into(), "b".into()], t(30), sla);
+    store.update_ledger(&back, t(30)).unwrap();
+    assert!(store.open_deprovisions().unwrap().is_empty());
+    assert!(store.current_deprovisions().unwrap().is_empty());
+    let (_, episodes) = store.prune_before(t(100_000)).unwrap();
+    assert_eq!(episodes, 2);
+}
+
+#[test]
+fn snapshots_are_pruned_to_the_newest_runs() {
+    let mut store = Store::open_in_memory().unwrap();
+    let directory = DirectorySnapshot {
+        identities: vec![identity(1, IdentityStatus::Active, &["g"])],
+        complete: true,
+    };
+    let runs: Vec<RunId> = (0..5)
+        .map(|i| {
+            let run = store.begin_run(RunKind::Reconcile, t(i)).unwrap();
+            store.save_directory_snapshot(run, &directory).unwrap();
+            run
+        })
+        .collect();
+    let deleted = store.prune_snapshots(2).unwrap();
+    assert!(deleted >= 3, "{deleted}");
+    // Pruned reads as "not saved", never as an empty directory.
+    assert_eq!(store.load_directory_snapshot(runs[2]).unwrap(), None);
+    let kept = |run| {
+        store
+            .load_directory_snapshot(run)
+            .unwrap()
+            .unwrap()
+            .identities
+            .len()
+    };
+    assert_eq!(kept(runs[3]), 1);
+    assert_eq!(kept(runs[4]), 1);
 }

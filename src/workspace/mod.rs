@@ -697,10 +697,10 @@ impl ScimClient {
         let mut out = Vec::new();
         for item in &page.resources {
             let parsed = parse_one(&endpoint, item)?;
-            if let Some(Value::String(id)) = item.get("id") {
-                if !seen.insert(id.clone()) {
-                    continue;
-                }
+            if let Some(Value::String(id)) = item.get("id")
+                && !seen.insert(id.clone())
+            {
+                continue;
             }
             out.push(parsed);
         }

@@ -3,6 +3,7 @@
 mod cli;
 mod config;
 mod core;
+mod daemon;
 mod demo;
 mod directory;
 mod fixtures;

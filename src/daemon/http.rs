@@ -1,0 +1,203 @@
+//! The daemon's HTTP listener.
+//!
+//! - `GET /healthz` — 200 while the scheduler loop is ticking (liveness).
+//! - `GET /readyz` — 200 when the state database is writable and the last
+//!   reconcile succeeded within twice its interval (readiness); else 503 and why.
+//! - `GET /metrics` — Prometheus text format.
+//! - `GET /status` — the same JSON as `seatwarden status --format json`.
+//! - `POST /reconcile` — starts a reconcile now; only when `http.trigger_token_file`
+//!   is set, with `Authorization: Bearer <token>` compared in constant time.
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::Response;
+use axum::routing::{get, post};
+use secrecy::ExposeSecret;
+
+use super::{RECONCILE, Shared};
+use crate::schedule::next_fire;
+use crate::sla;
+
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    shared: Arc<Shared>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    let app = Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .route("/status", get(status))
+        .route("/reconcile", post(trigger))
+        .with_state(shared);
+    let served = axum::serve(listener, app)
+        .with_graceful_shutdown(async move {
+            let _ = stop.wait_for(|stopped| *stopped).await;
+        })
+        .await;
+    if let Err(e) = served {
+        tracing::error!(error = %e, "HTTP listener stopped with an error");
+    }
+}
+
+fn text(status: StatusCode, body: impl Into<String>) -> Response {
+    Response::builder()
+        .status(status)
+        .header(header::CONTENT_TYPE, "text/plain; charset=utf-8")
+        .body(Body::from(body.into()))
+        .unwrap_or_default()
+}
+
+fn json(status: StatusCode, body: &impl serde::Serialize) -> Response {
+    match serde_json::to_vec_pretty(body) {
+        Ok(bytes) => Response::builder()
+            .status(status)
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(Body::from(bytes))
+            .unwrap_or_default(),
+        Err(e) => text(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    }
+}
+
+async fn healthz(State(shared): State<Arc<Shared>>) -> Response {
+    if shared.alive() {
+        text(StatusCode::OK, "ok\n")
+    } else {
+        text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "scheduler loop is not ticking\n",
+        )
+    }
+}
+
+async fn readyz(State(shared): State<Arc<Shared>>) -> Response {
+    match readiness(&shared) {
+        Ok(()) => text(StatusCode::OK, "ready\n"),
+        Err(why) => text(StatusCode::SERVICE_UNAVAILABLE, format!("{why}\n")),
+    }
+}
+
+/// Ready: the database takes writes and the last reconcile succeeded within twice
+/// the reconcile interval (measured between the next two fire times).
+fn readiness(shared: &Shared) -> Result<(), String> {
+    let now = shared.now();
+    let settings = shared.settings();
+    shared
+        .with_db(|db| db.check_writable())
+        .map_err(|e| format!("state database not writable: {e}"))?;
+    let last = shared
+        .with_db(|db| db.jobs())
+        .map_err(|e| format!("reading jobs: {e}"))?
+        .into_iter()
+        .find(|j| j.name == RECONCILE)
+        .and_then(|j| j.last_success_at)
+        .ok_or("no reconcile has succeeded yet")?;
+    let interval = next_fire(&settings.reconcile, settings.timezone, now)
+        .and_then(|a| Some((a, next_fire(&settings.reconcile, settings.timezone, a)?)))
+        .map(|(a, b)| b - a)
+        .unwrap_or(chrono::Duration::hours(1));
+    let age = now - last;
+    if age > interval * 2 {
+        return Err(format!(
+            "last successful reconcile was {} minutes ago (interval {} minutes)",
+            age.num_minutes(),
+            interval.num_minutes()
+        ));
+    }
+    Ok(())
+}
+
+async fn metrics(State(shared): State<Arc<Shared>>) -> Response {
+    let now = shared.now();
+    if let Ok(open) = shared.with_db(|db| db.open_deprovisions()) {
+        let (pending, overdue) = sla::open_counts(&open, now);
+        metrics::gauge!("seatwarden_deprovisions_pending").set(pending as f64);
+        metrics::gauge!("seatwarden_deprovisions_overdue").set(overdue as f64);
+    }
+    for (name, counters) in &shared.counters {
+        metrics::gauge!("seatwarden_job_running", "job" => *name).set(if counters.is_running() {
+            1.0
+        } else {
+            0.0
+        });
+    }
+    match &shared.metrics {
+        Some(handle) => {
+            handle.run_upkeep();
+            Response::builder()
+                .status(StatusCode::OK)
+                .header(header::CONTENT_TYPE, "text/plain; version=0.0.4")
+                .body(Body::from(handle.render()))
+                .unwrap_or_default()
+        }
+        None => text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "metrics recorder not installed\n",
+        ),
+    }
+}
+
+async fn status(State(shared): State<Arc<Shared>>) -> Response {
+    let tz = shared.settings().timezone;
+    let now = shared.now();
+    match shared.with_db(|db| super::status::collect(db, now, tz)) {
+        Ok(status) => json(StatusCode::OK, &status),
+        Err(e) => text(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    }
+}
+
+async fn trigger(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> Response {
+    let expected = match shared.trigger_token.read() {
+        Ok(token) => token.clone(),
+        Err(_) => None,
+    };
+    let Some(expected) = expected else {
+        return text(
+            StatusCode::NOT_FOUND,
+            "POST /reconcile is disabled: set http.trigger_token_file\n",
+        );
+    };
+    let given = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("");
+    if !constant_time_eq(given.as_bytes(), expected.expose_secret().as_bytes()) {
+        return text(StatusCode::UNAUTHORIZED, "missing or wrong bearer token\n");
+    }
+    if shared.trigger(RECONCILE) {
+        text(StatusCode::ACCEPTED, "reconcile started\n")
+    } else {
+        text(
+            StatusCode::CONFLICT,
+            "a reconcile is already running (or the daemon is stopping)\n",
+        )
+    }
+}
+
+/// Compares without an early exit, so the time taken does not tell how much of a
+/// guessed token was right. (The length is not secret.)
+pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+mod tests {
+    use super::constant_time_eq;
+
+    #[test]
+    fn constant_time_eq_compares_whole_values() {
+        assert!(constant_time_eq(b"secret", b"secret"));
+        assert!(!constant_time_eq(b"secret", b"secreT"));
+        assert!(!constant_time_eq(b"secret", b"secret2"));
+        assert!(!constant_time_eq(b"", b"x"));
+    }
+}

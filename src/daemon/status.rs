@@ -1,0 +1,172 @@
+//! What `seatwarden status` prints and `GET /status` returns: the deprovisioning
+//! ledger (pending and overdue, due times in the configured zone), the jobs, and
+//! the latest full run.
+
+use std::fmt::Write as _;
+
+use chrono::{DateTime, Duration, Utc};
+use chrono_tz::Tz;
+use serde::Serialize;
+
+use crate::sla::{self, EntryState, LedgerEntry};
+use crate::store::{JobRecord, RunKind, RunRecord, Store, StoreError};
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Status {
+    pub now: DateTime<Utc>,
+    pub timezone: String,
+    pub deprovisions: Deprovisions,
+    pub jobs: Vec<JobRecord>,
+    pub last_reconcile: Option<RunRecord>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Deprovisions {
+    pub pending: usize,
+    pub overdue: usize,
+    /// Open episodes, overdue first, then by due time.
+    pub open: Vec<Line>,
+    /// Verified in the last 24 hours, newest first.
+    pub verified_last_24h: Vec<Line>,
+    /// Detection to verification over the last 24 hours.
+    pub latency_p50_seconds: Option<i64>,
+    pub latency_p99_seconds: Option<i64>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Line {
+    pub user_name: String,
+    pub identity_id: String,
+    pub account_id: Option<String>,
+    pub reason: &'static str,
+    pub state: &'static str,
+    pub detected_at: DateTime<Utc>,
+    pub due_at: DateTime<Utc>,
+    /// `due_at` on the configured zone's wall clock.
+    pub due_local: String,
+    pub verified_at: Option<DateTime<Utc>>,
+    pub held: Option<String>,
+    pub attempts: u32,
+    pub last_error: Option<String>,
+}
+
+fn local(at: DateTime<Utc>, tz: Tz) -> String {
+    at.with_timezone(&tz)
+        .format("%Y-%m-%d %H:%M %Z")
+        .to_string()
+}
+
+fn line(entry: &LedgerEntry, now: DateTime<Utc>, tz: Tz) -> Line {
+    Line {
+        user_name: entry.user_name.clone(),
+        identity_id: entry.identity_id.clone(),
+        account_id: entry.account_id.clone(),
+        reason: entry.reason.as_str(),
+        state: entry.state(now).as_str(),
+        detected_at: entry.detected_at,
+        due_at: entry.due_at,
+        due_local: local(entry.due_at, tz),
+        verified_at: entry.verified_at,
+        held: entry.held.clone(),
+        attempts: entry.attempts,
+        last_error: entry.last_error.clone(),
+    }
+}
+
+pub fn collect(store: &Store, now: DateTime<Utc>, tz: Tz) -> Result<Status, StoreError> {
+    let open = store.open_deprovisions()?;
+    let (pending, overdue) = sla::open_counts(&open, now);
+    let mut open_lines: Vec<(bool, Line)> = open
+        .iter()
+        .map(|e| (e.state(now) != EntryState::Overdue, line(e, now, tz)))
+        .collect();
+    open_lines.sort_by_key(|(not_overdue, line)| (*not_overdue, line.due_at));
+    let verified = store.verified_deprovisions_since(now - Duration::hours(24))?;
+    let mut latencies: Vec<Duration> = verified.iter().filter_map(LedgerEntry::latency).collect();
+    let p50 = sla::quantile(&mut latencies, 0.5).map(|d| d.num_seconds());
+    let p99 = sla::quantile(&mut latencies, 0.99).map(|d| d.num_seconds());
+    let mut verified_lines: Vec<Line> = verified.iter().map(|e| line(e, now, tz)).collect();
+    verified_lines.reverse();
+    Ok(Status {
+        now,
+        timezone: tz.name().to_owned(),
+        deprovisions: Deprovisions {
+            pending,
+            overdue,
+            open: open_lines.into_iter().map(|(_, l)| l).collect(),
+            verified_last_24h: verified_lines,
+            latency_p50_seconds: p50,
+            latency_p99_seconds: p99,
+        },
+        jobs: store.jobs()?,
+        last_reconcile: store.latest_run(&[RunKind::Reconcile])?,
+    })
+}
+
+pub fn render_text(status: &Status) -> String {
+    let tz: Tz = status.timezone.parse().unwrap_or(Tz::UTC);
+    let mut out = String::new();
+    let d = &status.deprovisions;
+    let _ = writeln!(
+        out,
+        "Deprovisioning: {} pending, {} overdue (times in {})",
+        d.pending, d.overdue, status.timezone
+    );
+    for l in &d.open {
+        let mut extra = String::new();
+        if let Some(held) = &l.held {
+            let _ = write!(extra, "; held: {held}");
+        }
+        if let Some(error) = &l.last_error {
+            let _ = write!(extra, "; last error after {} attempts: {error}", l.attempts);
+        }
+        let _ = writeln!(
+            out,
+            "  {:<8} {}  due {}  ({}){}",
+            l.state.to_uppercase(),
+            l.user_name,
+            l.due_local,
+            l.reason,
+            extra
+        );
+    }
+    let _ = writeln!(
+        out,
+        "Verified in the last 24 h: {}{}",
+        d.verified_last_24h.len(),
+        match (d.latency_p50_seconds, d.latency_p99_seconds) {
+            (Some(p50), Some(p99)) => format!(" (detection to verified: p50 {p50} s, p99 {p99} s)"),
+            _ => String::new(),
+        }
+    );
+    let _ = writeln!(out, "Jobs:");
+    if status.jobs.is_empty() {
+        let _ = writeln!(out, "  none has run yet");
+    }
+    for job in &status.jobs {
+        let when = |at: Option<DateTime<Utc>>| at.map(|at| local(at, tz)).unwrap_or("never".into());
+        let _ = writeln!(
+            out,
+            "  {:<10} last {} ({}), last success {}{}",
+            job.name,
+            when(job.last_started_at),
+            job.last_status.map(|s| s.as_str()).unwrap_or("never run"),
+            when(job.last_success_at),
+            job.last_error
+                .as_deref()
+                .filter(|_| job.last_status == Some(crate::store::RunStatus::Failed))
+                .map(|e| format!(": {e}"))
+                .unwrap_or_default()
+        );
+    }
+    if let Some(run) = &status.last_reconcile {
+        let _ = writeln!(
+            out,
+            "Last reconcile: run {} {} at {}",
+            run.id,
+            run.status.as_str(),
+            local(run.started_at, tz)
+        );
+    }
+    out
+}

@@ -1,0 +1,354 @@
+//! `seatwarden daemon` as a real process against the in-process sandbox: the sweep
+//! deactivates a leaver, verifies it, counts it in /metrics and shows it in
+//! `status`; one instance per database; SIGTERM mid-run is a clean stop.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use seatwarden::sandbox::{Faults, Sandbox, SandboxOptions};
+use seatwarden::store::Store;
+
+const TOKEN: &str = "daemon-test-token";
+
+struct Daemon {
+    child: Child,
+    port: u16,
+    config: PathBuf,
+    env: Vec<(String, String)>,
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+async fn demo_sandbox(faults: Faults) -> Sandbox {
+    let seed = seatwarden::sandbox::load_seed(Path::new(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/config/demo/workspace.json"
+    )))
+    .unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    Sandbox::start(
+        listener,
+        SandboxOptions {
+            token: TOKEN.into(),
+            faults,
+            ..SandboxOptions::default()
+        },
+        seed,
+    )
+    .await
+    .unwrap()
+}
+
+/// The demo's configuration and directory in `dir`, pointed at `sandbox` through
+/// environment overrides (the way containers configure it).
+fn daemon_env(dir: &Path, sandbox: &Sandbox, port: u16, sweep: &str) -> Vec<(String, String)> {
+    for file in ["seatwarden.toml", "directory.json"] {
+        std::fs::copy(
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("config/demo")
+                .join(file),
+            dir.join(file),
+        )
+        .unwrap();
+    }
+    [
+        ("SEATWARDEN__WORKSPACE__URL", sandbox.base_url().to_string()),
+        ("SEATWARDEN__WORKSPACE__TOKEN", TOKEN.to_owned()),
+        ("SEATWARDEN__STATE__PATH", "state.db".to_owned()),
+        ("SEATWARDEN__SCHEDULE__TIMEZONE", "Europe/Berlin".to_owned()),
+        // Never ran: runs once at start (links everyone), then not again.
+        ("SEATWARDEN__SCHEDULE__RECONCILE", "0 0 1 1 *".to_owned()),
+        ("SEATWARDEN__SCHEDULE__SWEEP", sweep.to_owned()),
+        ("SEATWARDEN__HTTP__LISTEN", format!("127.0.0.1:{port}")),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v))
+    .collect()
+}
+
+fn start_daemon(dir: &Path, env: Vec<(String, String)>, port: u16) -> Daemon {
+    let config = dir.join("seatwarden.toml");
+    let child = Command::new(env!("CARGO_BIN_EXE_seatwarden"))
+        .args(["--config", config.to_str().unwrap(), "daemon"])
+        .envs(env.iter().map(|(k, v)| (k, v)))
+        .env("RUST_LOG", "warn,seatwarden=info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    Daemon {
+        child,
+        port,
+        config,
+        env,
+    }
+}
+
+impl Daemon {
+    fn cli(&self, args: &[&str]) -> Output {
+        Command::new(env!("CARGO_BIN_EXE_seatwarden"))
+            .args(["--config", self.config.to_str().unwrap()])
+            .args(args)
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
+            .output()
+            .unwrap()
+    }
+
+    fn get(&self, path: &str) -> (u16, String) {
+        http(self.port, "GET", path, None)
+    }
+
+    /// SIGTERM (the shell builtin, so no procps is needed), then the exit code
+    /// and everything the daemon logged.
+    fn terminate(mut self) -> (Option<i32>, String) {
+        let _ = Command::new("sh")
+            .args(["-c", &format!("kill -TERM {}", self.child.id())])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(45);
+        let status = loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                break status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the daemon did not stop within 45 s"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        };
+        let mut log = String::new();
+        self.child
+            .stderr
+            .take()
+            .unwrap()
+            .read_to_string(&mut log)
+            .unwrap();
+        (status.code(), log)
+    }
+}
+
+fn http(port: u16, method: &str, path: &str, bearer: Option<&str>) -> (u16, String) {
+    let Ok(mut stream) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+        return (0, String::new());
+    };
+    let auth = bearer
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
+    write!(
+        stream,
+        "{method} {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n{auth}Content-Length: 0\r\n\r\n"
+    )
+    .unwrap();
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).unwrap();
+    let code = answer
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = answer
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    (code, body)
+}
+
+async fn wait_for(what: &str, limit: Duration, mut ok: impl FnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !ok() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+fn metric(metrics: &str, name: &str) -> Option<f64> {
+    metrics
+        .lines()
+        .find(|l| l.starts_with(name) && l[name.len()..].starts_with(' '))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sweep_deactivates_a_leaver_verifies_it_and_reports_it() {
+    let sandbox = demo_sandbox(Faults::default()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let env = daemon_env(dir.path(), &sandbox, port, "* * * * * *");
+    let daemon = start_daemon(dir.path(), env, port);
+
+    assert_eq!(
+        daemon.get("/readyz").0,
+        0,
+        "not listening yet, or not ready"
+    );
+    wait_for(
+        "the first reconcile (readyz)",
+        Duration::from_secs(60),
+        || daemon.get("/readyz").0 == 200,
+    )
+    .await;
+    assert_eq!(daemon.get("/healthz").0, 200);
+
+    // A linked, active person leaves: removed from the directory file.
+    let directory_path = dir.path().join("directory.json");
+    let mut directory: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&directory_path).unwrap()).unwrap();
+    let users = directory["users"].as_array_mut().unwrap();
+    let workspace = sandbox.snapshot();
+    let position = users
+        .iter()
+        .position(|u| {
+            let id = u["id"].as_str().unwrap();
+            u["status"].as_str().unwrap_or("active") == "active"
+                && workspace.accounts.iter().any(|a| {
+                    // An Owner leaving is left to the full reconcile's last-Owner check.
+                    a.active
+                        && a.external_id.as_deref() == Some(id)
+                        && !a.roles.iter().any(|r| r == "Owner")
+                })
+        })
+        .expect("an active, provisioned person who is not an Owner");
+    let leaver = users.remove(position);
+    let user_name = leaver["userName"].as_str().unwrap().to_owned();
+    let external_id = leaver["id"].as_str().unwrap().to_owned();
+    std::fs::write(&directory_path, directory.to_string()).unwrap();
+
+    let verified = |body: &str| {
+        let status: serde_json::Value = serde_json::from_str(body).unwrap_or_default();
+        status["deprovisions"]["verified_last_24h"]
+            .as_array()
+            .is_some_and(|lines| {
+                lines
+                    .iter()
+                    .any(|l| l["user_name"] == user_name.as_str() && l["reason"] == "deleted")
+            })
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (_, body) = daemon.get("/status");
+        if verified(&body) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{user_name} not verified: {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let account = sandbox
+        .snapshot()
+        .accounts
+        .into_iter()
+        .find(|a| a.external_id.as_deref() == Some(external_id.as_str()))
+        .unwrap();
+    assert!(!account.active, "the workspace account is deactivated");
+
+    let (_, metrics) = daemon.get("/metrics");
+    assert!(
+        metric(&metrics, "seatwarden_deprovision_latency_seconds_count").unwrap() >= 1.0,
+        "{metrics}"
+    );
+    assert_eq!(
+        metric(&metrics, "seatwarden_deprovisions_overdue"),
+        Some(0.0)
+    );
+    assert!(metrics.contains("seatwarden_job_runs_total{job=\"sweep\",status=\"succeeded\"}"));
+
+    let status = daemon.cli(&["status"]);
+    let text = String::from_utf8_lossy(&status.stdout);
+    assert_eq!(status.status.code(), Some(0), "nothing overdue: {text}");
+    assert!(text.contains("0 pending, 0 overdue"), "{text}");
+    assert!(text.contains("(times in Europe/Berlin)"), "{text}");
+
+    // POST /reconcile is off without a trigger token.
+    assert_eq!(http(port, "POST", "/reconcile", Some("x")).0, 404);
+
+    // One daemon per database.
+    let second = daemon.cli(&["daemon"]);
+    assert_eq!(second.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&second.stderr).contains("already running"),
+        "{}",
+        String::from_utf8_lossy(&second.stderr)
+    );
+    // The healthcheck subcommand talks to the same listener.
+    assert_eq!(daemon.cli(&["healthcheck"]).status.code(), Some(0));
+
+    let (code, log) = daemon.terminate();
+    assert_eq!(code, Some(0), "{log}");
+    assert!(log.contains("daemon stopped"), "{log}");
+    sandbox.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_mid_run_lets_the_run_finish_and_leaves_no_action_in_flight() {
+    // Slow enough that the first reconcile is still writing when SIGTERM arrives.
+    let sandbox = demo_sandbox(Faults {
+        latency: Duration::from_millis(150),
+        ..Faults::default()
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let env = daemon_env(dir.path(), &sandbox, port, "0 0 1 1 *");
+    let daemon = start_daemon(dir.path(), env, port);
+    let writes_before = sandbox.stats().writes;
+    wait_for(
+        "the reconcile's first writes",
+        Duration::from_secs(60),
+        || sandbox.stats().writes > writes_before,
+    )
+    .await;
+    let config = daemon.config.clone();
+    let env = daemon.env.clone();
+    let (code, log) = daemon.terminate();
+    assert_eq!(code, Some(0), "{log}");
+    assert!(log.contains("SIGTERM: stopping"), "{log}");
+    assert!(log.contains("daemon stopped"), "{log}");
+
+    let store = Store::open(&dir.path().join("state.db")).unwrap();
+    assert!(
+        store.interrupted().unwrap().is_empty(),
+        "no action left in flight"
+    );
+    let run = store
+        .latest_run(&[seatwarden::store::RunKind::Reconcile])
+        .unwrap()
+        .unwrap();
+    assert_eq!(run.status, seatwarden::store::RunStatus::Succeeded, "{log}");
+
+    // Nothing is left half-done: the next plan has nothing to do.
+    let plan = Command::new(env!("CARGO_BIN_EXE_seatwarden"))
+        .args([
+            "--config",
+            config.to_str().unwrap(),
+            "plan",
+            "--detailed-exitcode",
+        ])
+        .envs(env.iter().map(|(k, v)| (k, v)))
+        .output()
+        .unwrap();
+    assert_eq!(
+        plan.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&plan.stdout)
+    );
+    sandbox.shutdown().await;
+}
