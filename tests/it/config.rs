@@ -205,3 +205,38 @@ fn durations_parse_in_the_documented_units() {
     assert!(parse_duration("30").is_err());
     assert!(parse_duration("fast").is_err());
 }
+
+#[test]
+fn the_production_example_configuration_loads() {
+    let path =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config/seatwarden.example.toml");
+    let config = Config::load_with_env(&path, Some(HashMap::new())).unwrap();
+    let daemon = config.daemon_settings().unwrap();
+    assert_eq!(daemon.sla, std::time::Duration::from_secs(3600));
+    assert!(daemon.digest.is_some());
+}
+
+#[test]
+fn daemon_settings_errors_name_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("seatwarden.toml");
+    let base = "[directory]\nkind = \"file\"\npath = \"d.json\"\n[workspace]\nurl = \"https://x.example/scim/v2\"\ntoken = \"t\"\n";
+    for (extra, key) in [
+        (
+            "[schedule]\ntimezone = \"Mars/Olympus\"\n",
+            "schedule.timezone",
+        ),
+        ("[schedule]\nsweep = \"*/5 * * *\"\n", "schedule.sweep"),
+        ("[deprovision]\nsla = \"soon\"\n", "deprovision.sla"),
+        ("[http]\nlisten = \"localhost\"\n", "http.listen"),
+    ] {
+        std::fs::write(&path, format!("{base}{extra}")).unwrap();
+        let err = Config::load_with_env(&path, Some(HashMap::new()))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains(key) && err.contains("seatwarden.toml"),
+            "{err}"
+        );
+    }
+}

@@ -290,8 +290,26 @@ async fn the_sweep_deactivates_a_leaver_verifies_it_and_reports_it() {
     // The healthcheck subcommand talks to the same listener.
     assert_eq!(daemon.cli(&["healthcheck"]).status.code(), Some(0));
 
+    // SIGHUP with a broken configuration: logged, the running one kept.
+    let config_text = std::fs::read_to_string(&daemon.config).unwrap();
+    std::fs::write(&daemon.config, "[workspace\nurl = ").unwrap();
+    let _ = Command::new("sh")
+        .args(["-c", &format!("kill -HUP {}", daemon.child.id())])
+        .status();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        daemon.get("/healthz").0,
+        200,
+        "still running after a bad reload"
+    );
+    std::fs::write(&daemon.config, config_text).unwrap();
+
     let (code, log) = daemon.terminate();
     assert_eq!(code, Some(0), "{log}");
+    assert!(
+        log.contains("configuration reload failed; keeping the running configuration"),
+        "{log}"
+    );
     assert!(log.contains("daemon stopped"), "{log}");
     sandbox.shutdown().await;
 }
