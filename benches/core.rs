@@ -5,6 +5,7 @@
 //! ```sh
 //! cargo bench --bench core -- plan 100000      # desired state + plan + guard
 //! cargo bench --bench core -- ingest 100000    # workspace snapshot into SQLite
+//! cargo bench --bench core -- retention 10000  # database size after 30 days of the daemon
 //! scripts/bench.sh                             # every size, as in BENCHMARKS.md
 //! ```
 //!
@@ -130,9 +131,82 @@ fn main() {
                 peak_rss_mib()
             );
         }
+        "retention" => retention(people, &data),
         other => {
-            eprintln!("unknown benchmark {other:?}; use `plan N` or `ingest N`");
+            eprintln!("unknown benchmark {other:?}; use `plan N`, `ingest N` or `retention N`");
             std::process::exit(2);
         }
     }
+}
+
+/// The state database after 30 days of the daemon's default schedule: 48 reconciles
+/// a day, each saving both snapshots, its plan (the first run's full drift, then ten
+/// actions a run, as in a converged workspace with a trickle of changes) and its
+/// report, with the daily `prune` job (30-day retention, snapshots of the newest 3
+/// runs kept, then VACUUM) — exactly the store calls the daemon makes.
+fn retention(people: usize, data: &synth::Synth) {
+    use chrono::{Duration, TimeZone, Utc};
+    use seatwarden::store::{RunKind, RunStatus};
+    let policy_settings = PolicySettings {
+        scope_groups: vec!["Taskade Users".into()],
+        default_role: Role::Viewer,
+        mappings: Vec::new(),
+        manage_roles: true,
+    };
+    let desired = policy::desired_state(&data.directory, &policy_settings);
+    let full = plan::plan(
+        &desired,
+        &data.directory,
+        &data.workspace,
+        &[],
+        &PlanSettings {
+            deprovision: DeprovisionAction::Deactivate,
+            unmatched_accounts: UnmatchedAccounts::Report,
+            manage_roles: true,
+            protected: Protected::new(&[]),
+        },
+    );
+    let mut trickle = full.clone();
+    trickle.actions.truncate(10);
+    trickle.drift.truncate(10);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state.db");
+    let mut store = Store::open(&path).unwrap();
+    let start = Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap();
+    let days = 31;
+    let started = Instant::now();
+    let mut largest = 0u64;
+    for day in 0..days {
+        for slot in 0..48 {
+            let at = start + Duration::days(day) + Duration::minutes(30 * slot);
+            let run = store.begin_run(RunKind::Reconcile, at).unwrap();
+            store.save_directory_snapshot(run, &data.directory).unwrap();
+            store.save_workspace_snapshot(run, &data.workspace).unwrap();
+            let plan = if day == 0 && slot == 0 { &full } else { &trickle };
+            store.save_plan(run, plan, at).unwrap();
+            let report = serde_json::json!({"run_id": run, "drift": plan.drift}).to_string();
+            store.save_report(run, &report).unwrap();
+            store.finish_run(run, at, RunStatus::Succeeded, None).unwrap();
+        }
+        // The daily prune job at the end of the day.
+        let now = start + Duration::days(day + 1);
+        largest = largest.max(file_size(&path));
+        store.prune_before(now - Duration::days(30)).unwrap();
+        store.prune_snapshots(3).unwrap();
+        store.vacuum().unwrap();
+    }
+    let size = file_size(&path);
+    println!(
+        "{{\"bench\":\"retention\",\"people\":{people},\"days\":{days},\"runs\":{},\"db_mib_after_prune\":{:.1},\"db_mib_peak_before_prune\":{:.1},\"wall_s\":{:.1}}}",
+        days * 48,
+        size as f64 / 1048576.0,
+        largest as f64 / 1048576.0,
+        started.elapsed().as_secs_f64()
+    );
+}
+
+fn file_size(path: &std::path::Path) -> u64 {
+    let wal = path.with_extension("db-wal");
+    std::fs::metadata(path).map(|m| m.len()).unwrap_or(0)
+        + std::fs::metadata(wal).map(|m| m.len()).unwrap_or(0)
 }
