@@ -12,7 +12,8 @@
 //! Layers, lowest first; a module never imports one above it:
 //! - [`model`]: plain data (identities, accounts, groups, links, actions).
 //! - the pure core, no I/O and no clock: [`policy`] (desired state), [`plan`]
-//!   (diff), [`guard`] (safety rules).
+//!   (diff), [`guard`] (safety rules), [`circuit`] (the apply-time circuit
+//!   breaker's rules).
 //! - edges: [`directory`] (sources of truth), [`workspace`] (SCIM 2.0 client),
 //!   [`store`] (SQLite state and journal), [`retry`] (transient-failure policy).
 //! - [`apply`] (journaled executor and verification), [`report`] (drift reports).
@@ -21,6 +22,7 @@
 //! - wiring: [`run`] (one reconciliation run), [`demo`], [`config`], [`cli`].
 
 pub mod apply;
+pub mod circuit;
 pub mod cli;
 pub mod config;
 pub mod demo;

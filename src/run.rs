@@ -211,6 +211,7 @@ async fn pipeline(
         &GuardInput {
             directory_complete: directory_snapshot.complete,
             managed_accounts: managed,
+            ..GuardInput::default()
         },
     );
     {

@@ -343,8 +343,9 @@ proptest! {
             max_deprovisions: max,
             max_deprovision_percent: percent,
             min_population_for_percent: min_population,
+            ..GuardSettings::unlimited()
         };
-        let input = GuardInput { directory_complete: complete, managed_accounts: managed };
+        let input = GuardInput { directory_complete: complete, managed_accounts: managed, ..GuardInput::default() };
         let guarded = guard(plan.clone(), &s.workspace, &settings, &input);
 
         prop_assert_eq!(guarded.actions.len(), plan.actions.len());
