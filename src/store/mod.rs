@@ -13,7 +13,10 @@
 //!   newer than this binary is refused;
 //! - timestamps are RFC 3339 UTC text with nine fraction digits (see `codec`);
 //! - JSON columns (`roles`, `payload`, `result`, reports) are text;
-//! - the directory snapshot's `complete` flag is on the run (`runs.directory_complete`).
+//! - the directory snapshot's `complete` flag is on the run (`runs.directory_complete`);
+//! - the safety net's state (accepted directory sizes, audit trail, decisions on
+//!   held actions, circuit breaker, settle-window sightings) is in `safety`, in
+//!   tables that do not cascade from `runs`.
 
 mod codec;
 mod error;
@@ -21,6 +24,7 @@ pub mod migrations;
 mod snapshot;
 
 mod journal;
+mod safety;
 
 #[cfg(test)]
 mod tests;
@@ -38,6 +42,7 @@ use crate::model::{Action, LinkMethod, NewLink};
 use codec::{Ts, ts};
 use error::Context;
 pub use error::StoreError;
+pub use safety::{AuditEntry, Decision};
 
 pub type RunId = i64;
 
