@@ -67,7 +67,9 @@ pub enum CircuitState {
         until: DateTime<Utc>,
     },
     /// The cool-down has passed: the next run writes again.
-    HalfOpen { since: DateTime<Utc> },
+    HalfOpen {
+        since: DateTime<Utc>,
+    },
 }
 
 impl CircuitState {
@@ -223,7 +225,10 @@ mod tests {
         let mut breaker = Breaker::new(settings());
         assert!(!breaker.record(fail(0)));
         assert!(!breaker.record(fail(1)));
-        assert!(!breaker.record(None), "three writes: the window is not full");
+        assert!(
+            !breaker.record(None),
+            "three writes: the window is not full"
+        );
         assert!(breaker.record(fail(2)), "3 of the last 4 failed");
         assert!(breaker.is_open());
         assert!(!breaker.record(fail(3)), "opens once");

@@ -25,6 +25,12 @@ pub mod exit {
     pub const HELD: u8 = 3;
     /// Some actions failed (their errors are in the report).
     pub const FAILED: u8 = 4;
+    /// The directory snapshot was rejected by source sanity (empty, or shrank past
+    /// `max_directory_shrink_percent`): nothing was planned.
+    pub const SOURCE_FAULT: u8 = 5;
+    /// The circuit breaker is open (it opened this run, or was open so nothing was
+    /// written); `seatwarden resume` or the cool-down lets writes through again.
+    pub const CIRCUIT_OPEN: u8 = 6;
 }
 
 const AFTER_HELP: &str = "\
@@ -34,6 +40,8 @@ Exit codes:
   2  plan --detailed-exitcode: the plan has changes
   3  actions were held by the guard (thresholds, incomplete directory, last Owner)
   4  some actions failed (see `seatwarden report`)
+  5  source fault: the directory was empty or shrank too much; nothing was planned
+  6  the circuit breaker is open: writes stopped (see `seatwarden resume`)
 
 Every configuration key can be overridden with SEATWARDEN__SECTION__KEY,
 e.g. SEATWARDEN__WORKSPACE__TOKEN_FILE=/run/credentials/seatwarden/token.
@@ -357,11 +365,17 @@ fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
     })
 }
 
-/// 4 when anything failed, else 3 when anything was held, else 0.
+/// 5 on a source fault, else 6 when the circuit breaker is open, else 4 when
+/// anything failed, else 3 when anything was held for a human (actions only
+/// waiting for the settle window do not count), else 0.
 pub fn exit_code_for(report: &Report) -> u8 {
-    if report.summary.actions_failed > 0 {
+    if report.safety.source_fault.is_some() {
+        exit::SOURCE_FAULT
+    } else if report.safety.circuit.is_some() {
+        exit::CIRCUIT_OPEN
+    } else if report.summary.actions_failed > 0 {
         exit::FAILED
-    } else if report.summary.actions_held > 0 {
+    } else if report.summary.actions_held > report.safety.actions_waiting {
         exit::HELD
     } else {
         exit::OK

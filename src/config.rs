@@ -475,8 +475,7 @@ impl Config {
         parse_duration(&self.safety.settle).map_err(|e| self.key_error("safety.settle", e))?;
         parse_duration(&self.safety.circuit.cool_down)
             .map_err(|e| self.key_error("safety.circuit.cool_down", e))?;
-        if !(self.safety.circuit.failure_ratio > 0.0 && self.safety.circuit.failure_ratio <= 1.0)
-        {
+        if !(self.safety.circuit.failure_ratio > 0.0 && self.safety.circuit.failure_ratio <= 1.0) {
             return Err(self.key_error(
                 "safety.circuit.failure_ratio",
                 "must be above 0 and at most 1",

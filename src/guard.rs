@@ -226,7 +226,10 @@ pub fn guard(
             if let Some(reason) = threshold_breach(settings, input, class, planned) {
                 for action in &mut plan.actions {
                     if action.held.is_none()
-                        && action.kind.threshold_class().is_some_and(|(c, _)| c == class)
+                        && action
+                            .kind
+                            .threshold_class()
+                            .is_some_and(|(c, _)| c == class)
                     {
                         action.held = Some(reason.clone());
                     }
@@ -258,9 +261,9 @@ pub enum SourceFault {
 impl std::fmt::Display for SourceFault {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            SourceFault::Empty => f.write_str(
-                "the directory returned no identities; nothing was planned from it",
-            ),
+            SourceFault::Empty => {
+                f.write_str("the directory returned no identities; nothing was planned from it")
+            }
             SourceFault::Shrank {
                 previous,
                 current,
@@ -334,7 +337,9 @@ pub fn hold_unsettled(
             continue;
         };
         let first = first_seen.get(&key).copied().unwrap_or(now).min(now);
-        let settles_at = first.checked_add_signed(settle).unwrap_or(DateTime::<Utc>::MAX_UTC);
+        let settles_at = first
+            .checked_add_signed(settle)
+            .unwrap_or(DateTime::<Utc>::MAX_UTC);
         if now < settles_at {
             action.held = Some(HoldReason::Settling {
                 first_seen: first,
@@ -675,7 +680,11 @@ mod tests {
             "one downgrade is within its limit; the promotion is no downgrade; four members removed > 3"
         );
         assert_eq!(
-            out.actions[3].held.as_ref().map(ToString::to_string).as_deref(),
+            out.actions[3]
+                .held
+                .as_ref()
+                .map(ToString::to_string)
+                .as_deref(),
             Some("4 membership removals planned, the per-run limit is 3 (of 100 managed accounts)")
         );
     }

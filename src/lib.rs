@@ -19,6 +19,8 @@
 //! - [`apply`] (journaled executor and verification), [`report`] (drift reports).
 //! - [`sandbox`] (in-process SCIM 2.0 workspace with fault injection) and
 //!   [`synth`] (synthetic data) for the demo, tests and benchmarks.
+//! - [`safety`]: the safety net's steps inside a run (source and workspace
+//!   sanity, 24 h counts, settle window, circuit persistence, audit).
 //! - wiring: [`run`] (one reconciliation run), [`demo`], [`config`], [`cli`].
 
 pub mod apply;
@@ -34,6 +36,7 @@ pub mod policy;
 pub mod report;
 pub mod retry;
 pub mod run;
+pub mod safety;
 pub mod sandbox;
 pub mod store;
 pub mod synth;

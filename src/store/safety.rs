@@ -272,13 +272,12 @@ impl Store {
                     .context(context)?;
             }
             Some(at) => {
-                let failures =
-                    serde_json::to_string(&record.failures).map_err(|source| {
-                        StoreError::Encode {
-                            context: context(),
-                            source,
-                        }
-                    })?;
+                let failures = serde_json::to_string(&record.failures).map_err(|source| {
+                    StoreError::Encode {
+                        context: context(),
+                        source,
+                    }
+                })?;
                 self.conn
                     .prepare_cached(
                         "INSERT OR REPLACE INTO circuit_breaker (id, opened_at, reason, failures)
@@ -477,10 +476,16 @@ mod tests {
         assert_eq!(store.circuit().unwrap(), CircuitRecord::default());
 
         let (a, b, c) = ("a".to_owned(), "b".to_owned(), "c".to_owned());
-        store.replace_drift_seen(&[a.clone(), b.clone()], t0).unwrap();
+        store
+            .replace_drift_seen(&[a.clone(), b.clone()], t0)
+            .unwrap();
         let t1 = t0 + chrono::Duration::minutes(5);
-        store.replace_drift_seen(&[b.clone(), c.clone()], t1).unwrap();
-        let seen = store.drift_first_seen(&[a.clone(), b.clone(), c.clone()]).unwrap();
+        store
+            .replace_drift_seen(&[b.clone(), c.clone()], t1)
+            .unwrap();
+        let seen = store
+            .drift_first_seen(&[a.clone(), b.clone(), c.clone()])
+            .unwrap();
         assert_eq!(seen.get(&a), None, "a went away");
         assert_eq!(seen.get(&b), Some(&t0), "b keeps its first sighting");
         assert_eq!(seen.get(&c), Some(&t1));

@@ -195,6 +195,7 @@ fn report_of(
         },
         drift: plan.drift.clone(),
         actions,
+        safety: Default::default(),
     }
 }
 

@@ -1,0 +1,266 @@
+//! The safety net's steps inside a run (issue 6), around the pure rules in
+//! [`crate::guard`] and [`crate::circuit`]: they read and write the store and, for
+//! the workspace sanity re-check, the workspace. `run` calls them in order:
+//!
+//! 1. [`check_source`] after the snapshots are stored: a rejected directory means
+//!    nothing is planned; an accepted one becomes the next baseline.
+//! 2. [`recheck_shrunken_workspace`] after planning: when the workspace listing
+//!    has fewer accounts than the previous one (page caps, `totalResults` lies),
+//!    every planned create of an account that was there last time is re-checked by
+//!    a filter read first; accounts found go back into the snapshot (and the plan
+//!    is made again), creates that cannot be confirmed are held.
+//! 3. [`guard_input`]: the 24 h counts from the store for the thresholds.
+//! 4. [`settle`] after the guard: creates and updates wait for the settle window.
+//! 5. [`circuit_state`] / [`record_circuit`] around apply.
+
+use std::collections::HashSet;
+
+use chrono::{DateTime, Utc};
+
+use crate::circuit::{self, CircuitRecord, CircuitState};
+use crate::config::Config;
+use crate::guard::{self, GuardInput, SourceFault};
+use crate::model::{ActionKind, DirectorySnapshot, HoldReason, Plan, WorkspaceSnapshot};
+use crate::plan::PlanSettings;
+use crate::store::{AuditEntry, RunId, Store, StoreError};
+use crate::workspace::ScimClient;
+
+/// Source sanity for the directory snapshot of `run`. `None`: accepted (recorded as
+/// the new baseline when the snapshot was complete); `Some`: rejected.
+pub fn check_source(
+    store: &mut Store,
+    run: RunId,
+    directory: &DirectorySnapshot,
+    config: &Config,
+    now: DateTime<Utc>,
+) -> Result<Option<SourceFault>, StoreError> {
+    let last = store.last_accepted_directory()?;
+    let identities = directory.identities.len();
+    match guard::check_source(identities, last, config.safety.max_directory_shrink_percent) {
+        Ok(()) => {
+            // An incomplete snapshot is no baseline: the next complete one would look
+            // like growth, and a later shrink would be measured from too low.
+            if directory.complete {
+                store.accept_directory(run, identities, now)?;
+            }
+            Ok(None)
+        }
+        Err(fault) => {
+            tracing::error!(run, fault = %fault, "directory snapshot rejected");
+            Ok(Some(fault))
+        }
+    }
+}
+
+/// The plan settings with `protected_groups` resolved against this directory.
+pub fn plan_settings(config: &Config, directory: &DirectorySnapshot) -> PlanSettings {
+    let mut settings = config.plan_settings();
+    settings.protected = settings
+        .protected
+        .with_members_of(&config.safety.protected_groups, directory);
+    settings
+}
+
+/// The guard's input: what the run knows plus the store's 24 h counts.
+pub fn guard_input(
+    store: &Store,
+    now: DateTime<Utc>,
+    directory_complete: bool,
+    managed_accounts: usize,
+    allow_over_threshold: bool,
+) -> Result<GuardInput, StoreError> {
+    Ok(GuardInput {
+        directory_complete,
+        managed_accounts,
+        recent: store.recent_counts(now - chrono::Duration::hours(24))?,
+        allow_over_threshold,
+    })
+}
+
+/// What the workspace sanity re-check found.
+#[derive(Debug, Default)]
+pub struct Recheck {
+    /// Accounts the listing missed that a filter read found (now in the snapshot).
+    pub found: usize,
+    /// Identity ids whose create could not be confirmed (the filter read failed).
+    pub unconfirmed: HashSet<String>,
+    pub previous: usize,
+    pub current: usize,
+}
+
+/// Workspace sanity: see the module docs. Only runs when the listing shrank
+/// against the previous run's snapshot; costs one filter read per create of a
+/// previously seen userName.
+pub async fn recheck_shrunken_workspace(
+    client: &ScimClient,
+    store: &std::sync::Mutex<Store>,
+    run: RunId,
+    workspace: &mut WorkspaceSnapshot,
+    plan: &Plan,
+) -> Result<Recheck, StoreError> {
+    let previous = {
+        let Ok(store) = store.lock() else {
+            return Ok(Recheck::default());
+        };
+        match store.previous_workspace_run(run)? {
+            Some(previous) => store.load_workspace_snapshot(previous)?,
+            None => None,
+        }
+    };
+    let Some(previous) = previous else {
+        return Ok(Recheck::default());
+    };
+    let mut recheck = Recheck {
+        previous: previous.accounts.len(),
+        current: workspace.accounts.len(),
+        ..Recheck::default()
+    };
+    if recheck.current >= recheck.previous {
+        return Ok(recheck);
+    }
+    let seen_before: HashSet<String> = previous
+        .accounts
+        .iter()
+        .map(|a| a.user_name.to_lowercase())
+        .collect();
+    let present: HashSet<String> = workspace.accounts.iter().map(|a| a.id.clone()).collect();
+    for action in &plan.actions {
+        let ActionKind::CreateAccount { identity_id, spec } = &action.kind else {
+            continue;
+        };
+        if !seen_before.contains(&spec.user_name.to_lowercase()) {
+            continue;
+        }
+        match client.find_account_by_user_name(&spec.user_name).await {
+            Ok(Some(account)) => {
+                if !present.contains(&account.id) {
+                    workspace.accounts.push(account);
+                    recheck.found += 1;
+                }
+            }
+            Ok(None) => {}
+            Err(e) => {
+                tracing::warn!(error = %e, "workspace sanity: filter read failed; holding the create");
+                recheck.unconfirmed.insert(identity_id.clone());
+            }
+        }
+    }
+    if recheck.found > 0 {
+        tracing::warn!(
+            previous = recheck.previous,
+            current = recheck.current,
+            found = recheck.found,
+            "the workspace listing missed accounts a filter read found; planning with them"
+        );
+    }
+    Ok(recheck)
+}
+
+/// Holds the creates the workspace sanity re-check could not confirm.
+pub fn hold_unconfirmed(mut plan: Plan, recheck: &Recheck) -> Plan {
+    if recheck.unconfirmed.is_empty() {
+        return plan;
+    }
+    for action in &mut plan.actions {
+        if let ActionKind::CreateAccount { identity_id, .. } = &action.kind
+            && action.held.is_none()
+            && recheck.unconfirmed.contains(identity_id)
+        {
+            action.held = Some(HoldReason::WorkspaceShrunk {
+                previous: recheck.previous,
+                current: recheck.current,
+            });
+        }
+    }
+    guard::hold_dependents(plan)
+}
+
+/// The settle window: records when each pending create/update was first seen and
+/// holds those seen for less than `safety.settle`.
+pub fn settle(
+    store: &mut Store,
+    plan: Plan,
+    config: &Config,
+    now: DateTime<Utc>,
+) -> Result<Plan, StoreError> {
+    let keys: Vec<String> = plan.actions.iter().filter_map(guard::settle_key).collect();
+    let first_seen = store.drift_first_seen(&keys)?;
+    store.replace_drift_seen(&keys, now)?;
+    let plan = guard::hold_unsettled(plan, &first_seen, now, config.settle());
+    Ok(guard::hold_dependents(plan))
+}
+
+/// The circuit breaker's state at `now`: the read API the daemon publishes as a
+/// metric (`closed`, `open` since/until, `half_open`).
+pub fn circuit_state(
+    store: &Store,
+    config: &Config,
+    now: DateTime<Utc>,
+) -> Result<(CircuitState, CircuitRecord), StoreError> {
+    let record = store.circuit()?;
+    Ok((
+        circuit::state(&record, now, config.circuit_settings().cool_down),
+        record,
+    ))
+}
+
+/// After an apply: persists an opening (at `now`), or closes a half-open circuit
+/// the apply got through.
+pub fn record_circuit(
+    store: &mut Store,
+    before: CircuitState,
+    opened: Option<CircuitRecord>,
+    now: DateTime<Utc>,
+) -> Result<Option<CircuitRecord>, StoreError> {
+    match opened {
+        Some(mut record) => {
+            record.opened_at = Some(now);
+            store.set_circuit(&record)?;
+            Ok(Some(record))
+        }
+        None => {
+            if matches!(before, CircuitState::HalfOpen { .. }) {
+                store.set_circuit(&CircuitRecord::default())?;
+            }
+            Ok(None)
+        }
+    }
+}
+
+/// Who is running this command, for the audit trail: `$USER`, else `$LOGNAME`,
+/// else the numeric uid (Unix), else "unknown".
+pub fn os_user() -> String {
+    for var in ["USER", "LOGNAME"] {
+        if let Ok(user) = std::env::var(var)
+            && !user.trim().is_empty()
+        {
+            return user;
+        }
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        // The owner of our own /proc entry is our uid; no libc call needed.
+        if let Ok(meta) = std::fs::metadata("/proc/self") {
+            return format!("uid {}", meta.uid());
+        }
+    }
+    "unknown".to_owned()
+}
+
+/// Appends an audit row for `command` by the OS user.
+pub fn audit(
+    store: &mut Store,
+    command: &str,
+    run: Option<RunId>,
+    detail: String,
+    now: DateTime<Utc>,
+) -> Result<(), StoreError> {
+    store.record_audit(&AuditEntry {
+        at: now,
+        user: os_user(),
+        command: command.to_owned(),
+        run,
+        detail,
+    })
+}
