@@ -50,7 +50,9 @@ Typical use:
   seatwarden check-config            validate and print the effective configuration
   seatwarden plan                    show what differs and why; writes nothing
   seatwarden reconcile               converge the workspace
-  seatwarden report --format json    the latest drift report";
+  seatwarden report --format json    the latest drift report
+  seatwarden approve RUN             apply what the guard held (re-checked first)
+  seatwarden explain PERSON          everything about one person, and what comes next";
 
 #[derive(Debug, Parser)]
 #[command(
@@ -117,6 +119,40 @@ pub enum Command {
         dry_run: bool,
         #[arg(long, value_enum, default_value_t = Format::Text)]
         format: Format,
+        /// Thresholds hold nothing for this one run (every other rule still does).
+        /// Recorded in the audit trail with the OS user.
+        #[arg(long)]
+        allow_over_threshold: bool,
+    },
+    /// Apply the held actions of a run, after re-checking each against the
+    /// workspace as it is now. Audited.
+    Approve {
+        /// The run id (see `seatwarden report`).
+        run: RunId,
+        /// Only actions of this kind (deactivate, delete, set_role, remove_members, …)
+        /// or class (deprovision, membership_removal, role_downgrade).
+        #[arg(long)]
+        only: Option<String>,
+    },
+    /// Drop the held actions of a run: they stay unapplied for good. Audited.
+    Reject {
+        run: RunId,
+        #[arg(long)]
+        only: Option<String>,
+    },
+    /// Close the circuit breaker and run a reconcile to finish the work. Audited.
+    Resume {
+        /// Only close the circuit breaker; no reconcile.
+        #[arg(long)]
+        no_run: bool,
+        #[arg(long, value_enum, default_value_t = Format::Text)]
+        format: Format,
+    },
+    /// Everything seatwarden knows and would do about one person: directory record,
+    /// scope, role mapping, link, account, last actions, next run.
+    Explain {
+        /// A directory id, userName or email, or a workspace account id or userName.
+        person: String,
     },
     /// Run the whole job on an embedded example: a sandbox workspace with realistic
     /// drift, 50 people; plan, apply, verify, report, plan again. Exit 0 only if the
@@ -241,15 +277,61 @@ fn run_command(cli: Cli) -> anyhow::Result<u8> {
                 exit::OK
             })
         }
-        Command::Reconcile { dry_run, format } => {
+        Command::Reconcile {
+            dry_run,
+            format,
+            allow_over_threshold,
+        } => {
             let mode = if dry_run {
                 Mode::DryRun
             } else {
                 Mode::Reconcile
             };
-            let outcome = execute(&config, mode)?;
+            let outcome = execute_with_options(
+                &config,
+                mode,
+                run::RunOptions {
+                    allow_over_threshold,
+                    ..run::RunOptions::default()
+                },
+            )?;
             print_report(&outcome.report, format);
             Ok(exit_code_for(&outcome.report))
+        }
+        Command::Approve { run, only } => approve(&config, run, only.as_deref()),
+        Command::Reject { run, only } => {
+            let only = crate::approval::Only::parse(only.as_deref())?;
+            let mut store = open_store(&config)?;
+            let n = crate::approval::reject(&mut store, run, &only, chrono::Utc::now())?;
+            println!("rejected {n} held actions of run {run}; they will not be applied");
+            Ok(exit::OK)
+        }
+        Command::Resume { no_run, format } => {
+            let mut store = open_store(&config)?;
+            let was_open = crate::approval::resume(&mut store, chrono::Utc::now())?;
+            eprintln!(
+                "circuit breaker {}",
+                if was_open {
+                    "closed"
+                } else {
+                    "was already closed"
+                }
+            );
+            drop(store);
+            if no_run {
+                return Ok(exit::OK);
+            }
+            let outcome = execute(&config, Mode::Reconcile)?;
+            print_report(&outcome.report, format);
+            Ok(exit_code_for(&outcome.report))
+        }
+        Command::Explain { person } => {
+            let store = open_store(&config)?;
+            print!(
+                "{}",
+                crate::explain::explain(&config, &store, &person, chrono::Utc::now())?
+            );
+            Ok(exit::OK)
         }
         Command::Report { run, format } => {
             let store = open_store(&config)?;
@@ -388,9 +470,62 @@ fn open_store(config: &Config) -> anyhow::Result<Store> {
 }
 
 fn execute(config: &Config, mode: Mode) -> anyhow::Result<run::RunOutcome> {
+    execute_with_options(config, mode, run::RunOptions::default())
+}
+
+fn execute_with_options(
+    config: &Config,
+    mode: Mode,
+    options: run::RunOptions,
+) -> anyhow::Result<run::RunOutcome> {
     let store = open_store(config)?;
-    let outcome = runtime()?.block_on(run::execute(config, store, mode))?;
+    let client = crate::workspace::ScimClient::new(config.scim_settings()?)?;
+    let directory = run::directory_from_config(config);
+    let outcome = runtime()?.block_on(run::execute_with_options(
+        config, &directory, &client, store, mode, options,
+    ))?;
     Ok(outcome)
+}
+
+/// `seatwarden approve RUN [--only KIND]`: 0 when everything approved was applied,
+/// 3 when the re-check refused some (they stay held), 4 when some failed, 6 when the
+/// circuit breaker opened.
+fn approve(config: &Config, run: RunId, only: Option<&str>) -> anyhow::Result<u8> {
+    use crate::approval;
+    let only = approval::Only::parse(only)?;
+    let store = open_store(config)?;
+    let client = crate::workspace::ScimClient::new(config.scim_settings()?)?;
+    let result = runtime()?.block_on(approval::approve(
+        config,
+        &client,
+        store,
+        run,
+        &only,
+        chrono::Utc::now(),
+    ))?;
+    println!(
+        "run {run}: {} approved ({} applied, {} failed), {} obsolete, {} refused",
+        result.approved.len(),
+        result.applied.applied,
+        result.applied.failed,
+        result.obsolete.len(),
+        result.refused.len()
+    );
+    for (seq, why) in &result.obsolete {
+        println!("  obsolete #{seq}: {why}");
+    }
+    for (seq, why) in &result.refused {
+        println!("  refused  #{seq}: {why} (still held)");
+    }
+    Ok(if result.applied.circuit_opened.is_some() {
+        exit::CIRCUIT_OPEN
+    } else if result.applied.failed > 0 {
+        exit::FAILED
+    } else if !result.refused.is_empty() {
+        exit::HELD
+    } else {
+        exit::OK
+    })
 }
 
 fn print_report(report: &Report, format: Format) {

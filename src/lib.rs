@@ -21,14 +21,18 @@
 //!   [`synth`] (synthetic data) for the demo, tests and benchmarks.
 //! - [`safety`]: the safety net's steps inside a run (source and workspace
 //!   sanity, 24 h counts, settle window, circuit persistence, audit).
+//! - [`approval`]: approve / reject held actions (re-checked first), resume the
+//!   circuit breaker; [`explain`]: the single-person view.
 //! - wiring: [`run`] (one reconciliation run), [`demo`], [`config`], [`cli`].
 
 pub mod apply;
+pub mod approval;
 pub mod circuit;
 pub mod cli;
 pub mod config;
 pub mod demo;
 pub mod directory;
+pub mod explain;
 pub mod guard;
 pub mod model;
 pub mod plan;

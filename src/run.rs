@@ -206,6 +206,15 @@ async fn pipeline(
     options: RunOptions,
 ) -> Result<RunOutcome, RunError> {
     let now = options.now.unwrap_or(started_at);
+    if options.allow_over_threshold {
+        safety::audit(
+            &mut *lock(store)?,
+            "allow_over_threshold",
+            Some(run_id),
+            format!("{} run with thresholds overridden", mode.as_str()),
+            now,
+        )?;
+    }
     let recovered = if mode == Mode::Reconcile {
         apply::recover(client, store).await?
     } else {

@@ -348,6 +348,49 @@ impl Store {
         tx.commit().context(context)
     }
 
+    // ---- explain ----------------------------------------------------------------------
+
+    /// The newest run that saved both snapshots (what `explain` reads).
+    pub fn latest_snapshot_run(&self) -> Result<Option<RunId>, StoreError> {
+        self.conn
+            .prepare_cached(
+                "SELECT id FROM runs WHERE directory_complete IS NOT NULL AND workspace_saved = 1
+                 ORDER BY id DESC LIMIT 1",
+            )
+            .and_then(|mut stmt| stmt.query_row([], |row| row.get(0)).optional())
+            .context(|| "finding the latest run with snapshots".to_owned())
+    }
+
+    /// The newest `limit` journal rows about an identity or an account, newest first.
+    pub fn actions_about(
+        &self,
+        identity_id: Option<&str>,
+        account_id: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<super::JournalEntry>, StoreError> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        self.conn
+            .prepare_cached(
+                "SELECT run_id, payload, state, attempts, last_error, updated_at FROM actions
+                 WHERE identity_id = ?1 OR account_id = ?2
+                 ORDER BY run_id DESC, seq DESC LIMIT ?3",
+            )
+            .and_then(|mut stmt| {
+                stmt.query_map(params![identity_id, account_id, limit], |row| {
+                    Ok(super::JournalEntry {
+                        run: row.get(0)?,
+                        action: super::codec::json_col(row, 1)?,
+                        state: row.get(2)?,
+                        attempts: row.get(3)?,
+                        last_error: row.get(4)?,
+                        updated_at: row.get::<_, Ts>(5)?.0,
+                    })
+                })?
+                .collect()
+            })
+            .context(|| "reading the actions about one person from actions".to_owned())
+    }
+
     // ---- workspace sanity -------------------------------------------------------------
 
     /// The newest run before `run` that saved a workspace snapshot.

@@ -1,0 +1,358 @@
+//! `seatwarden explain PERSON`: everything seatwarden knows and would do about one
+//! person, in one view (Entra's "provision on demand" view, without the write).
+//!
+//! PERSON is a directory id, userName or email (case-insensitive), or a workspace
+//! account id or userName. The view is built from the newest run that stored both
+//! snapshots (it says which and when), the stored links and the action journal; the
+//! "next run" section re-plans from those snapshots through policy, plan and guard
+//! (with the current 24 h counts), so it reads nothing over the network.
+//!
+//! Sections: directory record; scope decision and why; the mappings that give the
+//! role; the link and how it was matched; the workspace account; the last actions
+//! with their outcomes; the deprovision ledger entry; what the next run would do.
+
+use std::fmt::Write;
+
+use chrono::{DateTime, Utc};
+
+use crate::config::Config;
+use crate::guard;
+use crate::model::{Account, ActionKind, DirectorySnapshot, Identity, Link, WorkspaceSnapshot};
+use crate::plan;
+use crate::policy;
+use crate::safety;
+use crate::store::{RunId, Store, StoreError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ExplainError {
+    #[error("state database: {0}")]
+    Store(#[from] StoreError),
+    #[error("no run has stored snapshots yet: run `seatwarden plan` first")]
+    NoSnapshots,
+    #[error(
+        "{0:?} matches no directory identity (id, userName, email) and no workspace account (id, userName) in the snapshots of run {1}"
+    )]
+    NotFound(String, RunId),
+}
+
+/// The deprovision ledger entry for `explain` (design brief: same-day
+/// deprovisioning). INTEGRATOR (issue 4): the ledger is built in parallel; fill this
+/// from it (`detected_at`, `due_at`, enforced/verified/escalated). Until then
+/// `explain` prints that there is no ledger in this build.
+pub fn ledger_entry(_store: &Store, _identity_id: Option<&str>) -> Option<String> {
+    None
+}
+
+fn find_identity<'a>(directory: &'a DirectorySnapshot, person: &str) -> Option<&'a Identity> {
+    directory
+        .identities
+        .iter()
+        .find(|i| i.id == person)
+        .or_else(|| {
+            directory
+                .identities
+                .iter()
+                .find(|i| i.user_name.eq_ignore_ascii_case(person))
+        })
+        .or_else(|| {
+            directory.identities.iter().find(|i| {
+                i.email
+                    .as_deref()
+                    .is_some_and(|e| e.eq_ignore_ascii_case(person))
+            })
+        })
+}
+
+fn opt(value: Option<&str>) -> &str {
+    value.unwrap_or("-")
+}
+
+/// The explanation as text, judged at `now` (for the 24 h counts).
+pub fn explain(
+    config: &Config,
+    store: &Store,
+    person: &str,
+    now: DateTime<Utc>,
+) -> Result<String, ExplainError> {
+    let run = store
+        .latest_snapshot_run()?
+        .ok_or(ExplainError::NoSnapshots)?;
+    let record = store.run(run)?;
+    let directory = store
+        .load_directory_snapshot(run)?
+        .ok_or(ExplainError::NoSnapshots)?;
+    let workspace = store
+        .load_workspace_snapshot(run)?
+        .ok_or(ExplainError::NoSnapshots)?;
+    let stored_links = store.links()?;
+    let links: Vec<Link> = stored_links
+        .iter()
+        .map(|l| Link {
+            identity_id: l.identity_id.clone(),
+            account_id: l.account_id.clone(),
+        })
+        .collect();
+
+    let identity = find_identity(&directory, person);
+    let link = identity.and_then(|i| stored_links.iter().find(|l| l.identity_id == i.id));
+    let account: Option<&Account> = match (link, identity) {
+        (Some(link), _) => workspace.accounts.iter().find(|a| a.id == link.account_id),
+        (None, Some(identity)) => workspace.accounts.iter().find(|a| {
+            a.external_id.as_deref() == Some(identity.id.as_str())
+                || a.user_name.eq_ignore_ascii_case(&identity.user_name)
+        }),
+        (None, None) => workspace
+            .accounts
+            .iter()
+            .find(|a| a.id == person || a.user_name.eq_ignore_ascii_case(person)),
+    };
+    if identity.is_none() && account.is_none() {
+        return Err(ExplainError::NotFound(person.to_owned(), run));
+    }
+
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "{person} — as of run {run} ({}, {})",
+        record.as_ref().map_or("?", |r| r.kind.as_str()),
+        record.as_ref().map_or_else(
+            || "?".to_owned(),
+            |r| r.started_at.format("%Y-%m-%d %H:%M:%SZ").to_string()
+        )
+    );
+
+    let _ = writeln!(out, "\nDirectory record");
+    match identity {
+        None => {
+            let _ = writeln!(
+                out,
+                "  not in the directory snapshot (deleted, or never there)"
+            );
+        }
+        Some(i) => {
+            let _ = writeln!(out, "  id:         {}", i.id);
+            let _ = writeln!(out, "  userName:   {}", i.user_name);
+            let _ = writeln!(out, "  email:      {}", opt(i.email.as_deref()));
+            let name = [i.given_name.as_deref(), i.family_name.as_deref()]
+                .into_iter()
+                .flatten()
+                .collect::<Vec<_>>()
+                .join(" ");
+            let _ = writeln!(
+                out,
+                "  name:       {}",
+                if name.is_empty() { "-" } else { &name }
+            );
+            let _ = writeln!(out, "  status:     {}", i.status.as_str());
+            let _ = writeln!(out, "  department: {}", opt(i.department.as_deref()));
+            let _ = writeln!(out, "  groups:     {}", i.groups.join(", "));
+        }
+    }
+
+    let desired = policy::desired_state(&directory, &config.policy_settings());
+    let _ = writeln!(out, "\nScope");
+    let protected = safety::plan_settings(config, &directory).protected;
+    let is_protected = identity.is_some_and(|i| protected.matches(&i.user_name))
+        || account.is_some_and(|a| protected.matches(&a.user_name));
+    match identity {
+        Some(i) => {
+            if let Some(want) = desired.active.get(&i.id) {
+                let scope = if config.policy.scope_groups.is_empty() {
+                    "every active identity is in scope".to_owned()
+                } else {
+                    let via: Vec<&str> = config
+                        .policy
+                        .scope_groups
+                        .iter()
+                        .filter(|g| i.groups.iter().any(|m| m.eq_ignore_ascii_case(g)))
+                        .map(String::as_str)
+                        .collect();
+                    format!("member of scope group {}", via.join(", "))
+                };
+                let _ = writeln!(out, "  in scope: active, {scope}");
+                let _ = writeln!(out, "\nRole");
+                let _ = writeln!(
+                    out,
+                    "  desired:    {}",
+                    want.spec.role.map_or("(roles not managed)", |r| r.as_str())
+                );
+                for line in want.justification.iter() {
+                    let _ = writeln!(out, "  because:    {line}");
+                }
+                let groups: Vec<&str> = want.groups.iter().map(String::as_str).collect();
+                let _ = writeln!(
+                    out,
+                    "  workspace groups: {}",
+                    if groups.is_empty() {
+                        "-".to_owned()
+                    } else {
+                        groups.join(", ")
+                    }
+                );
+            } else if let Some(reason) = desired.inactive.get(&i.id) {
+                let _ = writeln!(out, "  no access: {reason}");
+            } else {
+                let _ = writeln!(out, "  no access: identity is not in the desired state");
+            }
+        }
+        None => {
+            let _ = writeln!(
+                out,
+                "  no access: no directory identity justifies this account"
+            );
+        }
+    }
+    if is_protected {
+        let _ = writeln!(
+            out,
+            "  protected: yes (safety.protected / protected_groups): seatwarden never touches it"
+        );
+    }
+
+    let _ = writeln!(out, "\nLink");
+    match link {
+        Some(l) => {
+            let _ = writeln!(
+                out,
+                "  {} ↔ account {}, matched by {} at {}",
+                l.identity_id,
+                l.account_id,
+                l.method.as_str(),
+                l.linked_at.format("%Y-%m-%d %H:%M:%SZ")
+            );
+        }
+        None => {
+            let _ = writeln!(
+                out,
+                "  no stored link{}",
+                if account.is_some() {
+                    " (the account below is a match candidate, not linked yet)"
+                } else {
+                    ""
+                }
+            );
+        }
+    }
+
+    let _ = writeln!(out, "\nWorkspace account (run {run} snapshot)");
+    match account {
+        None => {
+            let _ = writeln!(out, "  none");
+        }
+        Some(a) => {
+            let _ = writeln!(out, "  id:         {}", a.id);
+            let _ = writeln!(out, "  userName:   {}", a.user_name);
+            let _ = writeln!(out, "  externalId: {}", opt(a.external_id.as_deref()));
+            let _ = writeln!(out, "  active:     {}", a.active);
+            let _ = writeln!(out, "  roles:      {}", a.roles.join(", "));
+            let groups: Vec<&str> = workspace
+                .groups
+                .iter()
+                .filter(|g| g.members.contains(&a.id))
+                .map(|g| g.display_name.as_str())
+                .collect();
+            let _ = writeln!(out, "  groups:     {}", groups.join(", "));
+        }
+    }
+
+    let identity_id = identity.map(|i| i.id.as_str());
+    let account_id = account.map(|a| a.id.as_str());
+    let _ = writeln!(out, "\nLast actions");
+    let history = store.actions_about(identity_id, account_id, 10)?;
+    if history.is_empty() {
+        let _ = writeln!(out, "  none journaled");
+    }
+    for entry in &history {
+        let _ = writeln!(
+            out,
+            "  run {} #{} {} — {}{} ({})",
+            entry.run,
+            entry.action.seq,
+            entry.action.kind.name(),
+            entry.state,
+            match (&entry.action.held, &entry.last_error) {
+                (Some(held), _) if entry.state == crate::store::ActionState::Held =>
+                    format!(": {held}"),
+                (_, Some(error)) => format!(": {error}"),
+                _ => String::new(),
+            },
+            entry.updated_at.format("%Y-%m-%d %H:%M:%SZ")
+        );
+    }
+
+    let _ = writeln!(out, "\nDeprovision ledger");
+    match ledger_entry(store, identity_id) {
+        Some(entry) => {
+            let _ = writeln!(out, "  {entry}");
+        }
+        None => {
+            let _ = writeln!(out, "  (no deprovision ledger in this build)");
+        }
+    }
+
+    let _ = writeln!(out, "\nNext run (re-planned from run {run}'s snapshots)");
+    let next = next_actions(config, store, &directory, &workspace, &links, now)?;
+    let mine: Vec<String> = next
+        .actions
+        .iter()
+        .filter(|a| {
+            (identity_id.is_some() && a.identity_id.as_deref() == identity_id)
+                || a.kind.account_id().is_some_and(|id| Some(id) == account_id)
+                || match &a.kind {
+                    ActionKind::RemoveMembers { members, .. } => {
+                        account_id.is_some_and(|id| members.iter().any(|m| m == id))
+                    }
+                    _ => false,
+                }
+        })
+        .map(|a| {
+            format!(
+                "  {} — {}{}",
+                a.kind.name(),
+                a.detail,
+                a.held
+                    .as_ref()
+                    .map(|h| format!(" [HELD: {h}]"))
+                    .unwrap_or_default()
+            )
+        })
+        .collect();
+    if mine.is_empty() {
+        let _ = writeln!(out, "  nothing");
+    } else {
+        for line in mine {
+            let _ = writeln!(out, "{line}");
+        }
+    }
+    Ok(out)
+}
+
+fn next_actions(
+    config: &Config,
+    store: &Store,
+    directory: &DirectorySnapshot,
+    workspace: &WorkspaceSnapshot,
+    links: &[Link],
+    now: DateTime<Utc>,
+) -> Result<crate::model::Plan, StoreError> {
+    let desired = policy::desired_state(directory, &config.policy_settings());
+    let planned = plan::plan(
+        &desired,
+        directory,
+        workspace,
+        links,
+        &safety::plan_settings(config, directory),
+    );
+    let managed = planned.new_links.len()
+        + links
+            .iter()
+            .filter(|l| workspace.accounts.iter().any(|a| a.id == l.account_id))
+            .count();
+    let input = safety::guard_input(store, now, directory.complete, managed, false)?;
+    Ok(guard::guard(
+        planned,
+        workspace,
+        &config.guard_settings(),
+        &input,
+    ))
+}
