@@ -4,8 +4,9 @@
 //! PERSON is a directory id, userName or email (case-insensitive), or a workspace
 //! account id or userName. The view is built from the newest run that stored both
 //! snapshots (it says which and when), the stored links and the action journal; the
-//! "next run" section re-plans from those snapshots through policy, plan and guard
-//! (with the current 24 h counts), so it reads nothing over the network.
+//! "next run" section re-plans from those snapshots through policy, plan, guard
+//! (with the current 24 h counts) and the settle window, so it reads nothing over
+//! the network and writes nothing.
 //!
 //! Sections: directory record; scope decision and why; the mappings that give the
 //! role; the link and how it was matched; the workspace account; the last actions
@@ -17,7 +18,9 @@ use chrono::{DateTime, Utc};
 
 use crate::config::Config;
 use crate::guard;
-use crate::model::{Account, ActionKind, DirectorySnapshot, Identity, Link, WorkspaceSnapshot};
+use crate::model::{
+    Account, AccountRef, ActionKind, DirectorySnapshot, Identity, Link, WorkspaceSnapshot,
+};
 use crate::plan;
 use crate::policy;
 use crate::safety;
@@ -251,7 +254,15 @@ pub fn explain(
                 .filter(|g| g.members.contains(&a.id))
                 .map(|g| g.display_name.as_str())
                 .collect();
-            let _ = writeln!(out, "  groups:     {}", groups.join(", "));
+            let _ = writeln!(
+                out,
+                "  groups:     {}",
+                if groups.is_empty() {
+                    "-".to_owned()
+                } else {
+                    groups.join(", ")
+                }
+            );
         }
     }
 
@@ -302,6 +313,12 @@ pub fn explain(
                     ActionKind::RemoveMembers { members, .. } => {
                         account_id.is_some_and(|id| members.iter().any(|m| m == id))
                     }
+                    ActionKind::AddMembers { members, .. } => members.iter().any(|m| match m {
+                        AccountRef::Existing { id } => Some(id.as_str()) == account_id,
+                        AccountRef::Created { identity_id: who } => {
+                            Some(who.as_str()) == identity_id
+                        }
+                    }),
                     _ => false,
                 }
         })
@@ -349,10 +366,18 @@ fn next_actions(
             .filter(|l| workspace.accounts.iter().any(|a| a.id == l.account_id))
             .count();
     let input = safety::guard_input(store, now, directory.complete, managed, false)?;
-    Ok(guard::guard(
-        planned,
-        workspace,
-        &config.guard_settings(),
-        &input,
-    ))
+    let guarded = guard::guard(planned, workspace, &config.guard_settings(), &input);
+    // The settle window as the next run would see it (read only: nothing recorded).
+    let keys: Vec<String> = guarded
+        .actions
+        .iter()
+        .filter_map(guard::settle_key)
+        .collect();
+    let first_seen = store.drift_first_seen(&keys)?;
+    Ok(guard::hold_dependents(guard::hold_unsettled(
+        guarded,
+        &first_seen,
+        now,
+        config.settle(),
+    )))
 }

@@ -644,3 +644,138 @@ async fn creates_wait_for_the_settle_window_and_deprovisions_do_not() {
             .any(|a| a.user_name.eq_ignore_ascii_case(&hire.user_name))
     );
 }
+
+#[test]
+fn explain_shows_one_person_from_directory_to_next_run() {
+    use seatwarden::model::{
+        Account, Action, DriftKind, Identity, LinkMethod, NewLink, Plan, WorkspaceGroup,
+    };
+    use seatwarden::store::{RunKind, RunStatus};
+
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("directory.json"), "{\"users\": []}").unwrap();
+    std::fs::write(
+        dir.path().join("seatwarden.toml"),
+        "[directory]\nkind = \"file\"\npath = \"directory.json\"\n\n\
+         [workspace]\nurl = \"https://example.invalid/scim/v2\"\ntoken = \"t\"\n\n\
+         [policy]\nscope_groups = [\"Taskade Users\"]\ndefault_role = \"Viewer\"\n\n\
+         [[policy.mapping]]\ngroup = \"Engineering\"\nworkspace_group = \"Engineering\"\nrole = \"Editor\"\n\n\
+         [safety]\nprotected_groups = [\"IT Admins\"]\n",
+    )
+    .unwrap();
+    let config =
+        Config::load_with_env(&dir.path().join("seatwarden.toml"), Some(HashMap::new())).unwrap();
+    let t0 = DateTime::parse_from_rfc3339("2026-11-29T08:00:00Z")
+        .unwrap()
+        .with_timezone(&Utc);
+    let person = |id: &str, user: &str, groups: &[&str]| Identity {
+        id: id.into(),
+        user_name: user.into(),
+        email: Some(user.to_uppercase()),
+        given_name: Some("Ada".into()),
+        family_name: Some("Lovelace".into()),
+        display_name: None,
+        status: IdentityStatus::Active,
+        department: Some("R&D".into()),
+        groups: groups.iter().map(|g| (*g).to_owned()).collect(),
+    };
+    let directory = DirectorySnapshot {
+        identities: vec![
+            person("p1", "ada@example.com", &["Taskade Users", "Engineering"]),
+            person("p2", "root@example.com", &["Taskade Users", "IT Admins"]),
+        ],
+        complete: true,
+    };
+    let account = |id: &str, user: &str, roles: &[&str]| Account {
+        id: id.into(),
+        user_name: user.into(),
+        external_id: Some(format!("p{}", &id[1..])),
+        given_name: Some("Ada".into()),
+        family_name: Some("Lovelace".into()),
+        display_name: None,
+        email: Some(user.into()),
+        active: true,
+        roles: roles.iter().map(|r| (*r).to_owned()).collect(),
+    };
+    let workspace = WorkspaceSnapshot {
+        accounts: vec![
+            account("a1", "ada@example.com", &["Viewer"]),
+            account("a2", "root@example.com", &["Owner"]),
+        ],
+        groups: vec![WorkspaceGroup {
+            id: "g1".into(),
+            display_name: "Engineering".into(),
+            members: vec![],
+        }],
+    };
+    let mut store = Store::open(&config.state.path).unwrap();
+    let run = store.begin_run(RunKind::Reconcile, t0).unwrap();
+    store.save_directory_snapshot(run, &directory).unwrap();
+    store.save_workspace_snapshot(run, &workspace).unwrap();
+    store
+        .upsert_links(
+            &[NewLink {
+                identity_id: "p1".into(),
+                account_id: "a1".into(),
+                method: LinkMethod::UserName,
+            }],
+            t0,
+        )
+        .unwrap();
+    let action = |seq: u32, kind: ActionKind, held: Option<HoldReason>| Action {
+        seq,
+        kind,
+        reason: DriftKind::RoleDrift,
+        subject: "ada@example.com".into(),
+        identity_id: Some("p1".into()),
+        detail: "role Viewer should be Editor".into(),
+        held,
+    };
+    let plan = Plan {
+        actions: vec![
+            action(
+                0,
+                ActionKind::UpdateAttributes {
+                    account_id: "a1".into(),
+                    changes: vec![],
+                },
+                None,
+            ),
+            action(
+                1,
+                ActionKind::SetRole {
+                    account_id: "a1".into(),
+                    from: vec!["Viewer".into()],
+                    to: Role::Editor,
+                },
+                Some(HoldReason::Settling {
+                    first_seen: t0,
+                    settles_at: t0 + Duration::minutes(10),
+                }),
+            ),
+        ],
+        ..Plan::default()
+    };
+    store.save_plan(run, &plan, t0).unwrap();
+    store.mark_in_flight(run, 0, t0).unwrap();
+    store
+        .mark_failed(run, 0, t0, "HTTP 503 from PATCH /Users/a1")
+        .unwrap();
+    store
+        .finish_run(run, t0 + Duration::seconds(3), RunStatus::Succeeded, None)
+        .unwrap();
+
+    let text = seatwarden::explain::explain(&config, &store, "ADA@example.com", t0).unwrap();
+    insta::assert_snapshot!(text);
+    let by_id = seatwarden::explain::explain(&config, &store, "p1", t0).unwrap();
+    assert_eq!(
+        by_id.lines().skip(1).collect::<Vec<_>>(),
+        text.lines().skip(1).collect::<Vec<_>>()
+    );
+    let protected = seatwarden::explain::explain(&config, &store, "root@example.com", t0).unwrap();
+    assert!(protected.contains("protected: yes"), "{protected}");
+    assert!(matches!(
+        seatwarden::explain::explain(&config, &store, "nobody", t0),
+        Err(seatwarden::explain::ExplainError::NotFound(..))
+    ));
+}
