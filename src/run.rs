@@ -276,6 +276,9 @@ async fn pipeline(
         )
         .await?;
         if recheck.found > 0 {
+            // Stored with what the filter reads found, so the next run compares
+            // against the whole workspace, not the truncated listing.
+            lock(store)?.save_workspace_snapshot(run_id, &workspace_snapshot)?;
             (make_plan(&workspace_snapshot), recheck)
         } else {
             (planned, recheck)

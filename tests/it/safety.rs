@@ -464,6 +464,11 @@ async fn a_workspace_that_returns_only_its_first_page_gets_no_duplicate_creates(
     assert!(outcome.plan.is_empty(), "{:#?}", outcome.plan.actions);
     assert_eq!(env.sandbox.stats().writes, writes, "no write at all");
     assert_eq!(env.sandbox.snapshot().accounts.len(), users);
+
+    // The lie goes on: the next run still compares against the whole workspace.
+    let again = env.run(Mode::Reconcile, RunOptions::default()).await;
+    assert!(again.plan.is_empty(), "{:#?}", again.plan.actions);
+    assert_eq!(env.sandbox.stats().writes, writes);
 }
 
 #[tokio::test]
