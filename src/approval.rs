@@ -254,8 +254,17 @@ pub async fn approve(
     }
     client.discover().await?;
     let workspace = client.snapshot(&|_| {}).await?;
+    let store = Mutex::new(store);
 
-    let protected = Protected::new(&config.safety.protected);
+    // Protected names and globs as configured now, and the protected groups' members
+    // as the run's directory snapshot had them.
+    let protected = {
+        let store = store.lock().map_err(|_| ApprovalError::Poisoned)?;
+        match store.load_directory_snapshot(run)? {
+            Some(directory) => safety::plan_settings(config, &directory).protected,
+            None => Protected::new(&config.safety.protected),
+        }
+    };
     let mut approval = Approval {
         run,
         ..Approval::default()
@@ -298,7 +307,6 @@ pub async fn approve(
         }
     }
 
-    let store = Mutex::new(store);
     {
         let mut store = store.lock().map_err(|_| ApprovalError::Poisoned)?;
         store.release_held(run, &approval.approved, now)?;
@@ -435,4 +443,129 @@ fn refresh_report(store: &mut Store, run: RunId) -> Result<(), ApprovalError> {
     s.converged = s.actions_applied == report.actions.len();
     store.save_report(run, &report.to_json())?;
     Ok(())
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+mod tests {
+    use super::*;
+    use crate::model::{DriftKind, Role, WorkspaceGroup};
+
+    fn account(id: &str, active: bool, role: &str) -> Account {
+        Account {
+            id: id.into(),
+            user_name: format!("{id}@ex.com"),
+            external_id: None,
+            given_name: None,
+            family_name: None,
+            display_name: None,
+            email: None,
+            active,
+            roles: vec![role.into()],
+        }
+    }
+
+    fn action(kind: ActionKind) -> Action {
+        Action {
+            seq: 0,
+            kind,
+            reason: DriftKind::StaleAccess,
+            subject: "s".into(),
+            identity_id: None,
+            detail: String::new(),
+            held: None,
+        }
+    }
+
+    #[test]
+    fn the_recheck_compares_with_the_workspace_now() {
+        let workspace = WorkspaceSnapshot {
+            accounts: vec![
+                account("on", true, "Editor"),
+                account("off", false, "Editor"),
+                account("vip", true, "Owner"),
+            ],
+            groups: vec![WorkspaceGroup {
+                id: "g".into(),
+                display_name: "G".into(),
+                members: vec!["on".into()],
+            }],
+        };
+        let none = Protected::default();
+        let deactivate = |id: &str| {
+            action(ActionKind::Deactivate {
+                account_id: id.into(),
+            })
+        };
+        assert_eq!(
+            recheck(&deactivate("on"), &workspace, &none),
+            Recheck::Apply
+        );
+        assert!(matches!(
+            recheck(&deactivate("off"), &workspace, &none),
+            Recheck::Obsolete(_)
+        ));
+        assert!(matches!(
+            recheck(&deactivate("gone"), &workspace, &none),
+            Recheck::Obsolete(_)
+        ));
+        let protected = Protected::new(&["vip@*".to_owned()]);
+        assert_eq!(
+            recheck(&deactivate("vip"), &workspace, &protected),
+            Recheck::Refuse("vip@ex.com is protected".into())
+        );
+        let demote = |from: &str| {
+            action(ActionKind::SetRole {
+                account_id: "on".into(),
+                from: vec![from.into()],
+                to: Role::Viewer,
+            })
+        };
+        assert_eq!(
+            recheck(&demote("editor"), &workspace, &none),
+            Recheck::Apply
+        );
+        assert!(matches!(
+            recheck(&demote("Owner"), &workspace, &none),
+            Recheck::Refuse(_)
+        ));
+        let remove = |member: &str| {
+            action(ActionKind::RemoveMembers {
+                group: GroupRef::Existing {
+                    id: "g".into(),
+                    display_name: "G".into(),
+                },
+                members: vec![member.into()],
+            })
+        };
+        assert_eq!(recheck(&remove("on"), &workspace, &none), Recheck::Apply);
+        assert!(matches!(
+            recheck(&remove("off"), &workspace, &none),
+            Recheck::Obsolete(_)
+        ));
+    }
+
+    #[test]
+    fn only_takes_ops_and_classes() {
+        assert_eq!(Only::parse(None).unwrap(), Only::All);
+        assert_eq!(
+            Only::parse(Some("Deactivate")).unwrap(),
+            Only::Op("deactivate".into())
+        );
+        assert_eq!(
+            Only::parse(Some("role_downgrade")).unwrap(),
+            Only::Class(ActionClass::RoleDowngrade)
+        );
+        assert!(matches!(
+            Only::parse(Some("everything")),
+            Err(ApprovalError::UnknownKind(_))
+        ));
+        let deprovisions = Only::Class(ActionClass::Deprovision);
+        assert!(deprovisions.admits(&ActionKind::Delete {
+            account_id: "a".into()
+        }));
+        assert!(!deprovisions.admits(&ActionKind::Reactivate {
+            account_id: "a".into()
+        }));
+    }
 }

@@ -784,3 +784,62 @@ fn explain_shows_one_person_from_directory_to_next_run() {
         Err(seatwarden::explain::ExplainError::NotFound(..))
     ));
 }
+
+#[test]
+fn the_binary_audits_resume_and_explains_its_errors() {
+    use std::process::Command;
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("seatwarden.toml");
+    std::fs::write(dir.path().join("directory.json"), "{\"users\": []}").unwrap();
+    std::fs::write(
+        &config,
+        "[directory]\nkind = \"file\"\npath = \"directory.json\"\n\
+         [workspace]\nurl = \"http://127.0.0.1:9/scim/v2\"\ntoken = \"t\"\n",
+    )
+    .unwrap();
+    let run = |args: &[&str]| {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_seatwarden"));
+        command
+            .arg("--config")
+            .arg(&config)
+            .args(args)
+            .env("USER", "auditor");
+        command.output().unwrap()
+    };
+    let help = run(&["--help"]);
+    let help = String::from_utf8_lossy(&help.stdout);
+    for needle in [
+        "approve",
+        "reject",
+        "resume",
+        "explain",
+        "5  source fault",
+        "6  the circuit",
+    ] {
+        assert!(help.contains(needle), "help lacks {needle:?}:\n{help}");
+    }
+
+    let out = run(&["resume", "--no-run"]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("already closed"));
+    let out = run(&["approve", "42"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("there is no run 42"));
+    let out = run(&["approve", "42", "--only", "everything"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--only takes"));
+    let out = run(&["explain", "ada@example.com"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no run has stored snapshots"));
+
+    let store = Store::open(&dir.path().join("seatwarden.db")).unwrap();
+    let audit = store.audit().unwrap();
+    assert_eq!(audit.len(), 1);
+    assert_eq!(audit[0].command, "resume");
+    assert_eq!(audit[0].user, "auditor");
+}
