@@ -355,7 +355,8 @@ pub async fn approve(
         safety::record_circuit(
             &mut store,
             circuit,
-            approval.applied.circuit_opened.clone(),
+            &approval.applied,
+            &config.circuit_settings(),
             now,
         )?;
     }

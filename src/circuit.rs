@@ -120,6 +120,20 @@ pub fn state(record: &CircuitRecord, now: DateTime<Utc>, cool_down: Duration) ->
     }
 }
 
+/// The verdict on a half-open trial (the first apply after the cool-down) that did
+/// not fill a window: `Some(reason)` to open again when more than `failure_ratio` of
+/// its writes failed, so a short run of failures cannot close the circuit.
+pub fn trial_failed(settings: &CircuitSettings, succeeded: usize, failed: usize) -> Option<String> {
+    let total = succeeded + failed;
+    if total == 0 || failed as f64 <= settings.failure_ratio * total as f64 {
+        return None;
+    }
+    Some(format!(
+        "the half-open trial failed: {failed} of {total} writes failed (the limit is {}%)",
+        settings.failure_ratio * 100.0
+    ))
+}
+
 /// The sliding window over one apply's writes.
 #[derive(Debug, Clone)]
 pub struct Breaker {
@@ -262,6 +276,17 @@ mod tests {
             disabled.record(fail(i));
         }
         assert!(!disabled.is_open());
+    }
+
+    #[test]
+    fn a_failing_half_open_trial_opens_again() {
+        let s = settings();
+        assert_eq!(trial_failed(&s, 0, 0), None);
+        assert_eq!(trial_failed(&s, 2, 2), None);
+        assert_eq!(
+            trial_failed(&s, 1, 2).as_deref(),
+            Some("the half-open trial failed: 2 of 3 writes failed (the limit is 50%)")
+        );
     }
 
     #[test]

@@ -336,8 +336,13 @@ async fn pipeline(
                 failed = summary.failed,
                 "plan applied"
             );
-            let opened =
-                safety::record_circuit(&mut *lock(store)?, before, summary.circuit_opened, now)?;
+            let opened = safety::record_circuit(
+                &mut *lock(store)?,
+                before,
+                &summary,
+                &config.circuit_settings(),
+                now,
+            )?;
             circuit_report = opened.map(|record| circuit_report_of(&record, config, now));
         } else {
             tracing::warn!(circuit = %before, "circuit breaker open: nothing written this run");

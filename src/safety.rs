@@ -17,7 +17,8 @@ use std::collections::HashSet;
 
 use chrono::{DateTime, Utc};
 
-use crate::circuit::{self, CircuitRecord, CircuitState};
+use crate::apply::ApplySummary;
+use crate::circuit::{self, CircuitRecord, CircuitSettings, CircuitState};
 use crate::config::Config;
 use crate::guard::{self, GuardInput, SourceFault};
 use crate::model::{ActionKind, DirectorySnapshot, HoldReason, Plan, WorkspaceSnapshot};
@@ -204,14 +205,27 @@ pub fn circuit_state(
     ))
 }
 
-/// After an apply: persists an opening (at `now`), or closes a half-open circuit
-/// the apply got through.
+/// After an apply: persists an opening (at `now`); closes a half-open circuit the
+/// apply got through, or opens it again when the trial failed.
 pub fn record_circuit(
     store: &mut Store,
     before: CircuitState,
-    opened: Option<CircuitRecord>,
+    applied: &ApplySummary,
+    settings: &CircuitSettings,
     now: DateTime<Utc>,
 ) -> Result<Option<CircuitRecord>, StoreError> {
+    let opened = applied.circuit_opened.clone().or_else(|| {
+        if !matches!(before, CircuitState::HalfOpen { .. }) {
+            return None;
+        }
+        circuit::trial_failed(settings, applied.applied, applied.failed).map(|reason| {
+            CircuitRecord {
+                opened_at: Some(now),
+                reason: Some(reason),
+                failures: Vec::new(),
+            }
+        })
+    });
     match opened {
         Some(mut record) => {
             record.opened_at = Some(now);

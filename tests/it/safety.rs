@@ -560,14 +560,24 @@ async fn a_workspace_failing_most_writes_opens_the_circuit_and_resume_finishes()
         seatwarden::safety::circuit_state(&env.store(), &env.config, t0 + Duration::minutes(16))
             .unwrap();
     assert_eq!(state.as_str(), "half_open", "after the cool-down");
+    // The half-open trial meets the same failing workspace and opens it again.
+    let trial = env.run_with(&flaky, Mode::Reconcile, at(16)).await;
+    let reopened = trial.report.safety.circuit.as_ref().expect("opened again");
+    assert_eq!(
+        reopened.state,
+        seatwarden::circuit::CircuitState::Open {
+            since: t0 + Duration::minutes(16),
+            until: t0 + Duration::minutes(31),
+        }
+    );
 
     // The workspace recovers; `resume` closes the breaker and the run finishes.
     env.sandbox.set_faults(Faults::default());
     assert!(approval::resume(&mut env.store(), Utc::now()).unwrap());
-    let resumed = env.run(Mode::Reconcile, at(11)).await;
+    let resumed = env.run(Mode::Reconcile, at(17)).await;
     crate::fixtures::assert_clean_reconcile(&resumed.report);
     assert_eq!(resumed.report.safety.circuit, None);
-    let converged = env.run(Mode::Plan, at(12)).await;
+    let converged = env.run(Mode::Plan, at(18)).await;
     assert!(converged.plan.is_empty(), "{:#?}", converged.plan.actions);
     let in_scope = env
         .data
