@@ -234,6 +234,11 @@ async fn a_truncated_directory_plans_nothing_and_is_a_source_fault() {
     assert_eq!(env.sandbox.stats().writes, writes, "nothing written");
     let json = outcome.report.to_json();
     assert!(json.contains("\"source_fault\""), "{json}");
+    let text = seatwarden::report::render_text(&outcome.report, false);
+    assert!(
+        text.contains("SOURCE FAULT the directory shrank from 100 to 10 identities"),
+        "{text}"
+    );
 
     // The rejected snapshot is no baseline: the next truncated read is rejected
     // too, and the whole directory is accepted again.
@@ -520,6 +525,12 @@ async fn a_workspace_failing_most_writes_opens_the_circuit_and_resume_finishes()
         circuit.failures
     );
     assert_eq!(exit_code_for(&first.report), exit::CIRCUIT_OPEN);
+    let text = seatwarden::report::render_text(&first.report, false);
+    assert!(text.contains("CIRCUIT BREAKER open since"), "{text}");
+    assert!(
+        text.contains("sandbox fault: service unavailable"),
+        "{text}"
+    );
     // Nothing is lost: every action is applied, failed with a message, or not run;
     // none is left in flight.
     let s = &first.report.summary;
