@@ -864,3 +864,60 @@ fn the_binary_audits_resume_and_explains_its_errors() {
     assert_eq!(audit[0].command, "resume");
     assert_eq!(audit[0].user, "auditor");
 }
+
+#[test]
+fn safety_keys_default_as_documented_and_are_validated() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("seatwarden.toml");
+    let base = "[directory]\nkind = \"file\"\npath = \"d.json\"\n\
+                [workspace]\nurl = \"https://x.example/scim/v2\"\ntoken = \"t\"\n";
+    std::fs::write(&path, base).unwrap();
+    let env = HashMap::from([(
+        "SEATWARDEN__SAFETY__PROTECTED_GROUPS".to_owned(),
+        "IT Admins,Security".to_owned(),
+    )]);
+    let config = Config::load_with_env(&path, Some(env)).unwrap();
+    let s = &config.safety;
+    assert_eq!(
+        (
+            s.max_deprovisions,
+            s.max_deprovisions_per_day,
+            s.max_membership_removals
+        ),
+        (25, 50, 100)
+    );
+    assert_eq!(
+        (s.max_role_downgrades, s.min_population_for_percent),
+        (10, 100)
+    );
+    assert_eq!(s.max_directory_shrink_percent, 20.0);
+    assert_eq!(config.settle(), std::time::Duration::from_secs(600));
+    assert_eq!(s.protected_groups, ["IT Admins", "Security"]);
+    let circuit = config.circuit_settings();
+    assert_eq!(circuit.failure_ratio, 0.5);
+    assert_eq!(circuit.window, 20);
+    assert_eq!(circuit.cool_down, std::time::Duration::from_secs(900));
+
+    for (section, key) in [
+        ("[safety]\nsettle = \"soon\"\n", "safety.settle"),
+        (
+            "[safety]\nmax_directory_shrink_percent = 120\n",
+            "safety.max_directory_shrink_percent",
+        ),
+        (
+            "[safety.circuit]\nfailure_ratio = 0\n",
+            "safety.circuit.failure_ratio",
+        ),
+        ("[safety.circuit]\nwindow = 0\n", "safety.circuit.window"),
+        (
+            "[safety.circuit]\ncool_down = \"later\"\n",
+            "safety.circuit.cool_down",
+        ),
+    ] {
+        std::fs::write(&path, format!("{base}{section}")).unwrap();
+        let error = Config::load_with_env(&path, Some(HashMap::new()))
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains(key), "{key}: {error}");
+    }
+}
