@@ -267,14 +267,18 @@ async fn pipeline(
         (Plan::default(), safety::Recheck::default())
     } else {
         let planned = make_plan(&workspace_snapshot);
+        let previous = safety::larger_previous_workspace(
+            &*lock(store)?,
+            run_id,
+            workspace_snapshot.accounts.len(),
+        )?;
         let recheck = safety::recheck_shrunken_workspace(
             client,
-            store,
-            run_id,
+            previous.as_ref(),
             &mut workspace_snapshot,
             &planned,
         )
-        .await?;
+        .await;
         if recheck.found > 0 {
             // Stored with what the filter reads found, so the next run compares
             // against the whole workspace, not the truncated listing.

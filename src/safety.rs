@@ -89,27 +89,34 @@ pub struct Recheck {
     pub current: usize,
 }
 
-/// Workspace sanity: see the module docs. Only runs when the listing shrank
-/// against the previous run's snapshot; costs one filter read per create of a
-/// previously seen userName.
+/// The previous run's workspace snapshot when it had more accounts than `current`
+/// (the workspace sanity trigger); `None` otherwise. Counts first, so the common
+/// case loads nothing.
+pub fn larger_previous_workspace(
+    store: &Store,
+    run: RunId,
+    current: usize,
+) -> Result<Option<WorkspaceSnapshot>, StoreError> {
+    let Some(previous) = store.previous_workspace_run(run)? else {
+        return Ok(None);
+    };
+    if store.workspace_account_count(previous)? <= current {
+        return Ok(None);
+    }
+    store.load_workspace_snapshot(previous)
+}
+
+/// Workspace sanity: see the module docs. `previous` is the larger snapshot of the
+/// previous run ([`larger_previous_workspace`]); costs one filter read per create
+/// of a userName that snapshot had.
 pub async fn recheck_shrunken_workspace(
     client: &ScimClient,
-    store: &std::sync::Mutex<Store>,
-    run: RunId,
+    previous: Option<&WorkspaceSnapshot>,
     workspace: &mut WorkspaceSnapshot,
     plan: &Plan,
-) -> Result<Recheck, StoreError> {
-    let previous = {
-        let Ok(store) = store.lock() else {
-            return Ok(Recheck::default());
-        };
-        match store.previous_workspace_run(run)? {
-            Some(previous) => store.load_workspace_snapshot(previous)?,
-            None => None,
-        }
-    };
+) -> Recheck {
     let Some(previous) = previous else {
-        return Ok(Recheck::default());
+        return Recheck::default();
     };
     let mut recheck = Recheck {
         previous: previous.accounts.len(),
@@ -117,7 +124,7 @@ pub async fn recheck_shrunken_workspace(
         ..Recheck::default()
     };
     if recheck.current >= recheck.previous {
-        return Ok(recheck);
+        return recheck;
     }
     let seen_before: HashSet<String> = previous
         .accounts
@@ -154,7 +161,7 @@ pub async fn recheck_shrunken_workspace(
             "the workspace listing missed accounts a filter read found; planning with them"
         );
     }
-    Ok(recheck)
+    recheck
 }
 
 /// Holds the creates the workspace sanity re-check could not confirm.

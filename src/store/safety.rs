@@ -393,6 +393,16 @@ impl Store {
 
     // ---- workspace sanity -------------------------------------------------------------
 
+    /// How many accounts the workspace snapshot of `run` holds.
+    pub fn workspace_account_count(&self, run: RunId) -> Result<usize, StoreError> {
+        let n: i64 = self
+            .conn
+            .prepare_cached("SELECT count(*) FROM workspace_accounts WHERE run_id = ?1")
+            .and_then(|mut stmt| stmt.query_row([run], |row| row.get(0)))
+            .context(|| format!("counting the workspace accounts of run {run}"))?;
+        Ok(usize::try_from(n).unwrap_or(0))
+    }
+
     /// The newest run before `run` that saved a workspace snapshot.
     pub fn previous_workspace_run(&self, run: RunId) -> Result<Option<RunId>, StoreError> {
         self.conn
