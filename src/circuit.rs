@@ -81,6 +81,15 @@ impl CircuitState {
         }
     }
 
+    /// A gauge value for metrics: 0 closed, 1 open, 2 half-open.
+    pub fn gauge(&self) -> u8 {
+        match self {
+            CircuitState::Closed => 0,
+            CircuitState::Open { .. } => 1,
+            CircuitState::HalfOpen { .. } => 2,
+        }
+    }
+
     /// Writes may be sent (closed or half-open).
     pub fn allows_writes(&self) -> bool {
         !matches!(self, CircuitState::Open { .. })

@@ -153,6 +153,9 @@ pub enum Command {
     Explain {
         /// A directory id, userName or email, or a workspace account id or userName.
         person: String,
+        /// Also read the person's workspace account as it is now (one request).
+        #[arg(long)]
+        live: bool,
     },
     /// Run the whole job on an embedded example: a sandbox workspace with realistic
     /// drift, 50 people; plan, apply, verify, report, plan again. Exit 0 only if the
@@ -325,11 +328,19 @@ fn run_command(cli: Cli) -> anyhow::Result<u8> {
             print_report(&outcome.report, format);
             Ok(exit_code_for(&outcome.report))
         }
-        Command::Explain { person } => {
+        Command::Explain { person, live } => {
+            use crate::explain;
             let store = open_store(&config)?;
+            let live = match (live, explain::live_target(&store, &person)?) {
+                (true, Some(target)) => {
+                    let client = crate::workspace::ScimClient::new(config.scim_settings()?)?;
+                    Some(runtime()?.block_on(explain::read_live(&client, &target)))
+                }
+                _ => None,
+            };
             print!(
                 "{}",
-                crate::explain::explain(&config, &store, &person, chrono::Utc::now())?
+                explain::explain_with(&config, &store, &person, chrono::Utc::now(), live.as_ref())?
             );
             Ok(exit::OK)
         }

@@ -2,7 +2,8 @@
 //! person, in one view (Entra's "provision on demand" view, without the write).
 //!
 //! PERSON is a directory id, userName or email (case-insensitive), or a workspace
-//! account id or userName. The view is built from the newest run that stored both
+//! account id or userName. With `--live` ([`explain_with`]) the account is also read
+//! from the workspace as it is now (one request). The view is built from the newest run that stored both
 //! snapshots (it says which and when), the stored links and the action journal; the
 //! "next run" section re-plans from those snapshots through policy, plan, guard
 //! (with the current 24 h counts) and the settle window, so it reads nothing over
@@ -24,7 +25,7 @@ use crate::model::{
 use crate::plan;
 use crate::policy;
 use crate::safety;
-use crate::store::{RunId, Store, StoreError};
+use crate::store::{RunId, Store, StoreError, StoredLink};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ExplainError {
@@ -70,24 +71,113 @@ fn opt(value: Option<&str>) -> &str {
     value.unwrap_or("-")
 }
 
-/// The explanation as text, judged at `now` (for the 24 h counts).
+/// What `explain` reads from the store: the newest snapshots and the links.
+struct Loaded {
+    run: RunId,
+    record: Option<crate::store::RunRecord>,
+    directory: DirectorySnapshot,
+    workspace: WorkspaceSnapshot,
+    links: Vec<StoredLink>,
+}
+
+impl Loaded {
+    fn load(store: &Store) -> Result<Loaded, ExplainError> {
+        let run = store
+            .latest_snapshot_run()?
+            .ok_or(ExplainError::NoSnapshots)?;
+        Ok(Loaded {
+            run,
+            record: store.run(run)?,
+            directory: store
+                .load_directory_snapshot(run)?
+                .ok_or(ExplainError::NoSnapshots)?,
+            workspace: store
+                .load_workspace_snapshot(run)?
+                .ok_or(ExplainError::NoSnapshots)?,
+            links: store.links()?,
+        })
+    }
+
+    /// The person's identity, stored link and account (by link, else by
+    /// externalId or userName; without an identity, by account id or userName).
+    fn find(&self, person: &str) -> (Option<&Identity>, Option<&StoredLink>, Option<&Account>) {
+        let identity = find_identity(&self.directory, person);
+        let link = identity.and_then(|i| self.links.iter().find(|l| l.identity_id == i.id));
+        let accounts = &self.workspace.accounts;
+        let account = match (link, identity) {
+            (Some(link), _) => accounts.iter().find(|a| a.id == link.account_id),
+            (None, Some(identity)) => accounts.iter().find(|a| {
+                a.external_id.as_deref() == Some(identity.id.as_str())
+                    || a.user_name.eq_ignore_ascii_case(&identity.user_name)
+            }),
+            (None, None) => accounts
+                .iter()
+                .find(|a| a.id == person || a.user_name.eq_ignore_ascii_case(person)),
+        };
+        (identity, link, account)
+    }
+}
+
+/// Which workspace account `explain --live` reads.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LiveTarget {
+    /// The account the snapshot (or link) names.
+    Id(String),
+    /// No account known: look the directory userName up by filter.
+    UserName(String),
+}
+
+/// The account as the workspace shows it now (`explain --live`), or why it could
+/// not be read.
+pub type LiveAccount = Result<Option<Account>, String>;
+
+/// What `--live` should read for `person`; `None` when nothing names an account.
+pub fn live_target(store: &Store, person: &str) -> Result<Option<LiveTarget>, ExplainError> {
+    let loaded = Loaded::load(store)?;
+    Ok(match loaded.find(person) {
+        (_, Some(link), None) => Some(LiveTarget::Id(link.account_id.clone())),
+        (_, _, Some(account)) => Some(LiveTarget::Id(account.id.clone())),
+        (Some(identity), None, None) => Some(LiveTarget::UserName(identity.user_name.clone())),
+        (None, _, None) => None,
+    })
+}
+
+/// Reads the live account for [`explain_with`].
+pub async fn read_live(client: &crate::workspace::ScimClient, target: &LiveTarget) -> LiveAccount {
+    match target {
+        LiveTarget::Id(id) => client.get_account(id).await,
+        LiveTarget::UserName(user_name) => client.find_account_by_user_name(user_name).await,
+    }
+    .map_err(|e| e.to_string())
+}
+
+/// The explanation as text, judged at `now` (for the 24 h counts), offline.
 pub fn explain(
     config: &Config,
     store: &Store,
     person: &str,
     now: DateTime<Utc>,
 ) -> Result<String, ExplainError> {
-    let run = store
-        .latest_snapshot_run()?
-        .ok_or(ExplainError::NoSnapshots)?;
-    let record = store.run(run)?;
-    let directory = store
-        .load_directory_snapshot(run)?
-        .ok_or(ExplainError::NoSnapshots)?;
-    let workspace = store
-        .load_workspace_snapshot(run)?
-        .ok_or(ExplainError::NoSnapshots)?;
-    let stored_links = store.links()?;
+    explain_with(config, store, person, now, None)
+}
+
+/// [`explain`] with the account as the workspace shows it now (`--live`).
+pub fn explain_with(
+    config: &Config,
+    store: &Store,
+    person: &str,
+    now: DateTime<Utc>,
+    live: Option<&LiveAccount>,
+) -> Result<String, ExplainError> {
+    let loaded = Loaded::load(store)?;
+    let Loaded {
+        run,
+        record,
+        directory,
+        workspace,
+        links: stored_links,
+    } = &loaded;
+    let run = *run;
     let links: Vec<Link> = stored_links
         .iter()
         .map(|l| Link {
@@ -95,20 +185,7 @@ pub fn explain(
             account_id: l.account_id.clone(),
         })
         .collect();
-
-    let identity = find_identity(&directory, person);
-    let link = identity.and_then(|i| stored_links.iter().find(|l| l.identity_id == i.id));
-    let account: Option<&Account> = match (link, identity) {
-        (Some(link), _) => workspace.accounts.iter().find(|a| a.id == link.account_id),
-        (None, Some(identity)) => workspace.accounts.iter().find(|a| {
-            a.external_id.as_deref() == Some(identity.id.as_str())
-                || a.user_name.eq_ignore_ascii_case(&identity.user_name)
-        }),
-        (None, None) => workspace
-            .accounts
-            .iter()
-            .find(|a| a.id == person || a.user_name.eq_ignore_ascii_case(person)),
-    };
+    let (identity, link, account) = loaded.find(person);
     if identity.is_none() && account.is_none() {
         return Err(ExplainError::NotFound(person.to_owned(), run));
     }
@@ -152,9 +229,9 @@ pub fn explain(
         }
     }
 
-    let desired = policy::desired_state(&directory, &config.policy_settings());
+    let desired = policy::desired_state(directory, &config.policy_settings());
     let _ = writeln!(out, "\nScope");
-    let protected = safety::plan_settings(config, &directory).protected;
+    let protected = safety::plan_settings(config, directory).protected;
     let is_protected = identity.is_some_and(|i| protected.matches(&i.user_name))
         || account.is_some_and(|a| protected.matches(&a.user_name));
     match identity {
@@ -266,6 +343,28 @@ pub fn explain(
         }
     }
 
+    if let Some(live) = live {
+        let _ = writeln!(out, "\nWorkspace account now (read live)");
+        match live {
+            Err(error) => {
+                let _ = writeln!(out, "  could not be read: {error}");
+            }
+            Ok(None) => {
+                let _ = writeln!(out, "  none");
+            }
+            Ok(Some(a)) => {
+                let _ = writeln!(
+                    out,
+                    "  {} {} active={} roles={}",
+                    a.id,
+                    a.user_name,
+                    a.active,
+                    a.roles.join(", ")
+                );
+            }
+        }
+    }
+
     let identity_id = identity.map(|i| i.id.as_str());
     let account_id = account.map(|a| a.id.as_str());
     let _ = writeln!(out, "\nLast actions");
@@ -302,7 +401,7 @@ pub fn explain(
     }
 
     let _ = writeln!(out, "\nNext run (re-planned from run {run}'s snapshots)");
-    let next = next_actions(config, store, &directory, &workspace, &links, now)?;
+    let next = next_actions(config, store, directory, workspace, &links, now)?;
     let mine: Vec<String> = next
         .actions
         .iter()

@@ -798,6 +798,24 @@ fn explain_shows_one_person_from_directory_to_next_run() {
         by_id.lines().skip(1).collect::<Vec<_>>(),
         text.lines().skip(1).collect::<Vec<_>>()
     );
+    let live = seatwarden::explain::explain_with(
+        &config,
+        &store,
+        "p1",
+        t0,
+        Some(&Ok(Some(account("a1", "ada@example.com", &["Editor"])))),
+    )
+    .unwrap();
+    assert!(
+        live.contains(
+            "Workspace account now (read live)\n  a1 ada@example.com active=true roles=Editor"
+        ),
+        "{live}"
+    );
+    assert_eq!(
+        seatwarden::explain::live_target(&store, "ada@example.com").unwrap(),
+        Some(seatwarden::explain::LiveTarget::Id("a1".into()))
+    );
     let protected = seatwarden::explain::explain(&config, &store, "root@example.com", t0).unwrap();
     assert!(protected.contains("protected: yes"), "{protected}");
     assert!(matches!(
