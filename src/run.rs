@@ -16,14 +16,13 @@ use std::sync::Mutex;
 use chrono::{DateTime, Utc};
 
 use crate::apply::{self, ApplyError};
-use crate::circuit::{self, Breaker, CircuitRecord};
 use crate::config::{Config, ConfigError, DirectoryConfig};
 use crate::directory::{Directory, DirectoryError, FileSource};
 use crate::guard;
 use crate::model::{DirectorySnapshot, HoldReason, Plan, WorkspaceSnapshot};
 use crate::plan;
 use crate::policy;
-use crate::report::{self, ActionOutcome, CircuitReport, Outcome, Report, SafetyReport, Summary};
+use crate::report::{self, ActionOutcome, Outcome, Report, SafetyReport, Summary};
 use crate::safety;
 use crate::store::{ActionState, RunId, RunKind, RunStatus, Store, StoreError};
 use crate::workspace::{Progress, ScimClient, WorkspaceError};
@@ -68,6 +67,8 @@ pub enum RunError {
     Store(#[from] StoreError),
     #[error("applying the plan: {0}")]
     Apply(#[from] ApplyError),
+    #[error(transparent)]
+    Safety(#[from] safety::SafetyError),
     #[error("the state database lock was poisoned")]
     Poisoned,
 }
@@ -80,6 +81,7 @@ impl crate::retry::Transient for RunError {
             RunError::Workspace(e) => e.is_transient(),
             RunError::Store(e) => e.is_transient(),
             RunError::Apply(e) => e.is_transient(),
+            RunError::Safety(e) => e.is_transient(),
         }
     }
 }
@@ -262,32 +264,15 @@ async fn pipeline(
             &plan_settings,
         )
     };
-    // A rejected directory snapshot plans nothing at all (source sanity).
-    let (planned, recheck) = if source_fault.is_some() {
-        (Plan::default(), safety::Recheck::default())
-    } else {
-        let planned = make_plan(&workspace_snapshot);
-        let previous = safety::larger_previous_workspace(
-            &*lock(store)?,
-            run_id,
-            workspace_snapshot.accounts.len(),
-        )?;
-        let recheck = safety::recheck_shrunken_workspace(
-            client,
-            previous.as_ref(),
-            &mut workspace_snapshot,
-            &planned,
-        )
-        .await;
-        if recheck.found > 0 {
-            // Stored with what the filter reads found, so the next run compares
-            // against the whole workspace, not the truncated listing.
-            lock(store)?.save_workspace_snapshot(run_id, &workspace_snapshot)?;
-            (make_plan(&workspace_snapshot), recheck)
-        } else {
-            (planned, recheck)
-        }
-    };
+    let (planned, recheck) = safety::plan_checked(
+        client,
+        store,
+        run_id,
+        source_fault.is_some(),
+        &mut workspace_snapshot,
+        make_plan,
+    )
+    .await?;
     let managed = managed_accounts(&workspace_snapshot, &links, &planned);
     let input = safety::guard_input(
         &*lock(store)?,
@@ -319,39 +304,20 @@ async fn pipeline(
 
     let mut circuit_report = None;
     if mode == Mode::Reconcile && guarded.runnable().next().is_some() {
-        let (before, record) = safety::circuit_state(&*lock(store)?, config, now)?;
-        if before.allows_writes() {
-            let page = config.workspace.page_size.max(1) as usize;
-            let relist_requests = workspace_snapshot.accounts.len().div_ceil(page)
-                + workspace_snapshot.groups.len().div_ceil(page)
-                + 2;
-            let summary = apply::apply_with_breaker(
-                client,
-                store,
-                run_id,
-                &guarded,
-                config.workspace.max_concurrency,
-                relist_requests,
-                Breaker::new(config.circuit_settings()),
-            )
-            .await?;
-            tracing::info!(
-                applied = summary.applied,
-                failed = summary.failed,
-                "plan applied"
-            );
-            let opened = safety::record_circuit(
-                &mut *lock(store)?,
-                before,
-                &summary,
-                &config.circuit_settings(),
-                now,
-            )?;
-            circuit_report = opened.map(|record| circuit_report_of(&record, config, now));
-        } else {
-            tracing::warn!(circuit = %before, "circuit breaker open: nothing written this run");
-            circuit_report = Some(circuit_report_of(&record, config, now));
-        }
+        let page = config.workspace.page_size.max(1) as usize;
+        let relist_requests = workspace_snapshot.accounts.len().div_ceil(page)
+            + workspace_snapshot.groups.len().div_ceil(page)
+            + 2;
+        circuit_report = safety::apply_with_circuit(
+            config,
+            client,
+            store,
+            run_id,
+            &guarded,
+            relist_requests,
+            now,
+        )
+        .await?;
     }
 
     let report = build_report(
@@ -486,12 +452,4 @@ fn build_report(
         actions,
         safety: SafetyReport::default(),
     })
-}
-
-fn circuit_report_of(record: &CircuitRecord, config: &Config, now: DateTime<Utc>) -> CircuitReport {
-    CircuitReport {
-        state: circuit::state(record, now, config.circuit_settings().cool_down),
-        reason: record.reason.clone(),
-        failures: record.failures.clone(),
-    }
 }

@@ -14,17 +14,124 @@
 //! 5. [`circuit_state`] / [`record_circuit`] around apply.
 
 use std::collections::HashSet;
+use std::sync::Mutex;
 
 use chrono::{DateTime, Utc};
 
-use crate::apply::ApplySummary;
-use crate::circuit::{self, CircuitRecord, CircuitSettings, CircuitState};
+use crate::apply::{self, ApplyError, ApplySummary};
+use crate::circuit::{self, Breaker, CircuitRecord, CircuitSettings, CircuitState};
 use crate::config::Config;
 use crate::guard::{self, GuardInput, SourceFault};
 use crate::model::{ActionKind, DirectorySnapshot, HoldReason, Plan, WorkspaceSnapshot};
 use crate::plan::PlanSettings;
+use crate::report::CircuitReport;
 use crate::store::{AuditEntry, RunId, Store, StoreError};
 use crate::workspace::ScimClient;
+
+#[derive(Debug, thiserror::Error)]
+pub enum SafetyError {
+    #[error("state database: {0}")]
+    Store(#[from] StoreError),
+    #[error("applying the plan: {0}")]
+    Apply(#[from] ApplyError),
+    #[error("the state database lock was poisoned")]
+    Poisoned,
+}
+
+impl crate::retry::Transient for SafetyError {
+    fn is_transient(&self) -> bool {
+        match self {
+            SafetyError::Store(e) => e.is_transient(),
+            SafetyError::Apply(e) => e.is_transient(),
+            SafetyError::Poisoned => false,
+        }
+    }
+}
+
+fn lock(store: &Mutex<Store>) -> Result<std::sync::MutexGuard<'_, Store>, SafetyError> {
+    store.lock().map_err(|_| SafetyError::Poisoned)
+}
+
+/// Plans with the workspace sanity re-check: `make_plan` once, and again when the
+/// re-check found accounts the listing missed (then the stored snapshot of `run` is
+/// replaced by the completed one, so the next run compares against the whole
+/// workspace). A rejected directory (`source_fault`) plans nothing at all.
+pub async fn plan_checked(
+    client: &ScimClient,
+    store: &Mutex<Store>,
+    run: RunId,
+    source_fault: bool,
+    workspace: &mut WorkspaceSnapshot,
+    make_plan: impl Fn(&WorkspaceSnapshot) -> Plan,
+) -> Result<(Plan, Recheck), SafetyError> {
+    if source_fault {
+        return Ok((Plan::default(), Recheck::default()));
+    }
+    let planned = make_plan(workspace);
+    let previous = larger_previous_workspace(&*lock(store)?, run, workspace.accounts.len())?;
+    let recheck = recheck_shrunken_workspace(client, previous.as_ref(), workspace, &planned).await;
+    if recheck.found == 0 {
+        return Ok((planned, recheck));
+    }
+    lock(store)?.save_workspace_snapshot(run, workspace)?;
+    Ok((make_plan(workspace), recheck))
+}
+
+/// Applies `plan` behind the circuit breaker: nothing is written while the stored
+/// breaker is open; otherwise the executor runs with a fresh [`Breaker`] and an
+/// opening (or a failed half-open trial) is stored. Returns the breaker for the
+/// report when it is not closed.
+pub async fn apply_with_circuit(
+    config: &Config,
+    client: &ScimClient,
+    store: &Mutex<Store>,
+    run: RunId,
+    plan: &Plan,
+    relist_requests: usize,
+    now: DateTime<Utc>,
+) -> Result<Option<CircuitReport>, SafetyError> {
+    let (before, record) = circuit_state(&*lock(store)?, config, now)?;
+    if !before.allows_writes() {
+        tracing::warn!(circuit = %before, "circuit breaker open: nothing written this run");
+        return Ok(Some(circuit_report(&record, config, now)));
+    }
+    let summary = apply::apply_with_breaker(
+        client,
+        store,
+        run,
+        plan,
+        config.workspace.max_concurrency,
+        relist_requests,
+        Breaker::new(config.circuit_settings()),
+    )
+    .await?;
+    tracing::info!(
+        applied = summary.applied,
+        failed = summary.failed,
+        "plan applied"
+    );
+    let opened = record_circuit(
+        &mut *lock(store)?,
+        before,
+        &summary,
+        &config.circuit_settings(),
+        now,
+    )?;
+    Ok(opened.map(|record| circuit_report(&record, config, now)))
+}
+
+/// The breaker as the report shows it.
+pub fn circuit_report(
+    record: &CircuitRecord,
+    config: &Config,
+    now: DateTime<Utc>,
+) -> CircuitReport {
+    CircuitReport {
+        state: circuit::state(record, now, config.circuit_settings().cool_down),
+        reason: record.reason.clone(),
+        failures: record.failures.clone(),
+    }
+}
 
 /// Source sanity for the directory snapshot of `run`. `None`: accepted (recorded as
 /// the new baseline when the snapshot was complete); `Some`: rejected.
