@@ -3,15 +3,19 @@
 //! the workspace sanity re-check, the workspace. `run` calls them in order:
 //!
 //! 1. [`check_source`] after the snapshots are stored: a rejected directory means
-//!    nothing is planned; an accepted one becomes the next baseline.
-//! 2. [`recheck_shrunken_workspace`] after planning: when the workspace listing
-//!    has fewer accounts than the previous one (page caps, `totalResults` lies),
-//!    every planned create of an account that was there last time is re-checked by
-//!    a filter read first; accounts found go back into the snapshot (and the plan
-//!    is made again), creates that cannot be confirmed are held.
+//!    nothing is planned; an accepted complete one becomes the next baseline.
+//! 2. [`plan_checked`]: plans, with the workspace sanity re-check — when the
+//!    workspace listing has fewer accounts than the previous one (page caps,
+//!    `totalResults` lies), every planned create of an account that was there last
+//!    time is re-checked by a filter read first; accounts found go back into the
+//!    snapshot (and the plan is made again), creates that cannot be confirmed are
+//!    held ([`hold_unconfirmed`]).
 //! 3. [`guard_input`]: the 24 h counts from the store for the thresholds.
 //! 4. [`settle`] after the guard: creates and updates wait for the settle window.
-//! 5. [`circuit_state`] / [`record_circuit`] around apply.
+//! 5. [`apply_with_circuit`]: apply behind the persisted circuit breaker.
+//!
+//! Also here: [`circuit_state`] (the read API the daemon publishes as a metric) and
+//! the audit trail ([`audit`], [`os_user`]).
 
 use std::collections::HashSet;
 use std::sync::Mutex;
@@ -391,4 +395,78 @@ pub fn audit(
         run,
         detail,
     })
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+mod tests {
+    use super::*;
+    use crate::model::{AccountRef, AccountSpec, Action, DriftKind, GroupRef};
+
+    fn action(seq: u32, kind: ActionKind) -> Action {
+        Action {
+            seq,
+            kind,
+            reason: DriftKind::MissingAccount,
+            subject: format!("s{seq}"),
+            identity_id: None,
+            detail: String::new(),
+            held: None,
+        }
+    }
+
+    fn create(identity: &str) -> ActionKind {
+        ActionKind::CreateAccount {
+            identity_id: identity.into(),
+            spec: AccountSpec {
+                user_name: format!("{identity}@ex.com"),
+                external_id: identity.into(),
+                given_name: None,
+                family_name: None,
+                display_name: None,
+                email: None,
+                role: None,
+            },
+        }
+    }
+
+    #[test]
+    fn unconfirmed_creates_are_held_with_what_needs_them() {
+        let plan = Plan {
+            actions: vec![
+                action(0, create("p1")),
+                action(1, create("p2")),
+                action(
+                    2,
+                    ActionKind::AddMembers {
+                        group: GroupRef::Existing {
+                            id: "g".into(),
+                            display_name: "G".into(),
+                        },
+                        members: vec![AccountRef::Created {
+                            identity_id: "p1".into(),
+                        }],
+                    },
+                ),
+            ],
+            ..Plan::default()
+        };
+        let recheck = Recheck {
+            unconfirmed: HashSet::from(["p1".to_owned()]),
+            previous: 250,
+            current: 100,
+            ..Recheck::default()
+        };
+        let held: Vec<Option<HoldReason>> = hold_unconfirmed(plan.clone(), &recheck)
+            .actions
+            .into_iter()
+            .map(|a| a.held)
+            .collect();
+        let shrunk = HoldReason::WorkspaceShrunk {
+            previous: 250,
+            current: 100,
+        };
+        assert_eq!(held, [Some(shrunk.clone()), None, Some(shrunk)]);
+        assert_eq!(hold_unconfirmed(plan.clone(), &Recheck::default()), plan);
+    }
 }
