@@ -55,9 +55,14 @@ pub fn render_text(report: &Report, colour: bool) -> String {
         style.red(&format!("source fault: {fault}"))
     } else if s.actions_failed > 0 {
         style.red(&format!("{} actions failed", s.actions_failed))
-    } else if s.actions_held > 0 {
+    } else if s.actions_held > report.safety.actions_waiting {
         style.yellow(&format!(
             "{} actions held by the guard — needs a human",
+            s.actions_held - report.safety.actions_waiting
+        ))
+    } else if s.actions_held > 0 {
+        style.yellow(&format!(
+            "{} actions wait for the settle window",
             s.actions_held
         ))
     } else if s.actions_planned == 0 && s.drift_total == 0 {

@@ -657,6 +657,11 @@ async fn creates_wait_for_the_settle_window_and_deprovisions_do_not() {
         exit::OK,
         "waiting is not a hold for a human"
     );
+    let text = seatwarden::report::render_text(&first.report, false);
+    assert!(
+        text.contains("actions wait for the settle window"),
+        "{text}"
+    );
 
     let early = env.run(Mode::Reconcile, at(9)).await;
     assert!(early.plan.actions.iter().all(|a| a.held.is_some()));
