@@ -466,6 +466,39 @@ proptest! {
         }
     }
 
+    /// The settle window holds exactly the creates and updates seen for less than
+    /// `settle`, never a deprovision, and never adds, drops or reorders actions.
+    #[test]
+    fn the_settle_window_never_delays_deprovisions(
+        s in scenario(),
+        seen_minutes in 0..20i64,
+        settle_minutes in 0..15u64,
+    ) {
+        use seatwarden::guard::{hold_unsettled, settle_key};
+        let plan = s.plan();
+        let now = chrono::DateTime::parse_from_rfc3339("2026-11-29T08:00:00Z")
+            .unwrap()
+            .with_timezone(&chrono::Utc);
+        let first_seen: std::collections::HashMap<String, _> = plan
+            .actions
+            .iter()
+            .filter_map(settle_key)
+            .map(|k| (k, now - chrono::Duration::minutes(seen_minutes)))
+            .collect();
+        let settle = std::time::Duration::from_secs(settle_minutes * 60);
+        let out = hold_unsettled(plan.clone(), &first_seen, now, settle);
+        prop_assert_eq!(out.actions.len(), plan.actions.len());
+        for (before, after) in plan.actions.iter().zip(&out.actions) {
+            prop_assert_eq!(&before.kind, &after.kind);
+            prop_assert_eq!(before.seq, after.seq);
+            if after.kind.is_deprovision() {
+                prop_assert!(after.held.is_none());
+            } else {
+                prop_assert_eq!(after.held.is_some(), seen_minutes < settle_minutes as i64);
+            }
+        }
+    }
+
     /// Disputed identities and accounts get no actions.
     #[test]
     fn disputes_are_never_acted_on(s in scenario()) {
