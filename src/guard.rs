@@ -189,6 +189,7 @@ pub fn threshold_breach(
             recent: 0,
             limit,
             managed,
+            by_percent: limit < limits.per_run,
         });
     }
     let recent = input.recent.get(class);
@@ -200,6 +201,7 @@ pub fn threshold_breach(
             recent,
             limit: limits.per_day,
             managed,
+            by_percent: false,
         });
     }
     None
@@ -609,6 +611,7 @@ mod tests {
             recent: 0,
             limit: 2,
             managed: 100,
+            by_percent: false,
         };
         assert_eq!(
             held(&out),
@@ -673,6 +676,7 @@ mod tests {
             recent: 0,
             limit: 3,
             managed: 100,
+            by_percent: false,
         };
         assert_eq!(
             held(&out),
@@ -686,6 +690,33 @@ mod tests {
                 .map(ToString::to_string)
                 .as_deref(),
             Some("4 membership removals planned, the per-run limit is 3 (of 100 managed accounts)")
+        );
+    }
+
+    #[test]
+    fn the_reason_says_when_the_percentage_set_the_limit() {
+        let settings = GuardSettings {
+            max_deprovisions: 10,
+            max_deprovision_percent: 5.0,
+            min_population_for_percent: 50,
+            ..GuardSettings::unlimited()
+        };
+        let six: Vec<ActionKind> = (0..6).map(|i| deactivate(&i.to_string())).collect();
+        let out = guard(
+            plan_of(six),
+            &WorkspaceSnapshot::default(),
+            &settings,
+            &COMPLETE,
+        );
+        assert_eq!(
+            out.actions[0]
+                .held
+                .as_ref()
+                .map(ToString::to_string)
+                .as_deref(),
+            Some(
+                "6 deprovisions planned, the per-run limit is 5 (by percentage, of 100 managed accounts)"
+            )
         );
     }
 
@@ -719,6 +750,7 @@ mod tests {
             recent: 40,
             limit: 50,
             managed: 100,
+            by_percent: false,
         };
         assert!(out.actions.iter().all(|a| a.held.as_ref() == Some(&reason)));
         assert_eq!(

@@ -550,6 +550,9 @@ pub enum HoldReason {
         recent: usize,
         limit: usize,
         managed: usize,
+        /// True when the percentage of `managed` (not the count) gave the limit.
+        #[serde(default)]
+        by_percent: bool,
     },
     /// Creates and updates wait until the same drift is seen again `settle` after
     /// it was first seen (so seatwarden does not race push SCIM).
@@ -604,11 +607,13 @@ impl fmt::Display for HoldReason {
                 planned,
                 limit,
                 managed,
+                by_percent,
                 ..
             } => write!(
                 f,
-                "{planned} {} planned, the per-run limit is {limit} (of {managed} managed accounts)",
-                class.noun()
+                "{planned} {} planned, the per-run limit is {limit} ({}of {managed} managed accounts)",
+                class.noun(),
+                if *by_percent { "by percentage, " } else { "" }
             ),
             HoldReason::Threshold {
                 class,

@@ -428,6 +428,7 @@ async fn twenty_leavers_a_run_pass_twice_and_the_third_run_hits_the_24h_limit() 
             recent: 40,
             limit: 50,
             managed: third.report.summary.managed_accounts,
+            by_percent: false,
         })
     );
     assert_eq!(third.report.summary.actions_applied, 0);
