@@ -99,10 +99,12 @@ fn main() {
                     max_deprovisions: usize::MAX,
                     max_deprovision_percent: 100.0,
                     min_population_for_percent: 0,
+                    ..GuardSettings::unlimited()
                 },
                 &GuardInput {
                     directory_complete: true,
                     managed_accounts: links.len(),
+                    ..GuardInput::default()
                 },
             );
             let plan_s = started.elapsed().as_secs_f64();

@@ -11,6 +11,11 @@
 //! provider's message. Transient failures are retried inside the client; what
 //! reaches this module is final for this run.
 //!
+//! Circuit breaker ([`apply_with_breaker`]): every write's outcome feeds a
+//! [`Breaker`]; once it opens, no further request is sent — the remaining actions of
+//! the phase are journaled failed ("not sent"), later phases stay planned — and the
+//! caller persists the opening so it survives restarts.
+//!
 //! Crash safety: a row left `in_flight` by a dead process is resolved by
 //! [`recover`] at the start of the next run, by re-reading the object; a create is
 //! never sent twice because a created account is found by its userName first.
@@ -21,6 +26,7 @@ use std::sync::Mutex;
 use chrono::Utc;
 use futures::stream::{self, StreamExt};
 
+use crate::circuit::{Breaker, CircuitRecord, FailedWrite};
 use crate::model::{
     Account, AccountRef, Action, ActionKind, Attribute, GroupRef, LinkMethod, NewLink, Plan,
     WorkspaceGroup, WorkspaceSnapshot,
@@ -50,6 +56,10 @@ impl crate::retry::Transient for ApplyError {
 pub struct ApplySummary {
     pub applied: usize,
     pub failed: usize,
+    /// Set when the circuit breaker opened during this apply: why, and the failing
+    /// writes. Actions not yet sent were journaled failed ("not sent") or left
+    /// planned (later phases); the next run re-plans them.
+    pub circuit_opened: Option<CircuitRecord>,
 }
 
 /// Objects created during this run, so later phases can refer to them.
@@ -65,6 +75,7 @@ struct Executor<'a> {
     run: RunId,
     concurrency: usize,
     created: Mutex<Created>,
+    breaker: Mutex<Breaker>,
 }
 
 /// Result of executing one action's write(s): what to verify it against.
@@ -261,9 +272,34 @@ impl Executor<'_> {
         }
     }
 
+    fn breaker_open(&self) -> bool {
+        self.breaker.lock().map(|b| b.is_open()).unwrap_or(true)
+    }
+
     /// Write (the row is already `in_flight`) and leave it so until verification.
+    /// Once the circuit breaker is open, nothing more is sent: the row is journaled
+    /// failed as "not sent", and the next run re-plans it.
     async fn execute(&self, action: &Action) -> Result<Executed, ApplyError> {
-        match self.write(action).await {
+        if self.breaker_open() {
+            let message = "not sent: the circuit breaker opened (too many writes failed)";
+            self.with_store(|s| s.mark_failed(self.run, action.seq, Utc::now(), message))?;
+            return Ok(Executed::Failed);
+        }
+        let written = self.write(action).await;
+        if let Ok(mut breaker) = self.breaker.lock() {
+            let failure = written.as_ref().err().map(|message| FailedWrite {
+                op: action.kind.name().to_owned(),
+                subject: action.subject.clone(),
+                message: message.clone(),
+            });
+            if breaker.record(failure) {
+                tracing::error!(
+                    run = self.run,
+                    "circuit breaker opened: too many writes failed; no more writes this run"
+                );
+            }
+        }
+        match written {
             Ok(Written::Sent) => Ok(Executed::ToVerify),
             Ok(Written::Done) => {
                 self.with_store(|s| s.mark_applied(self.run, action.seq, Utc::now(), None))?;
@@ -313,12 +349,36 @@ pub async fn apply(
     concurrency: usize,
     relist_requests: usize,
 ) -> Result<ApplySummary, ApplyError> {
+    apply_with_breaker(
+        client,
+        store,
+        run,
+        plan,
+        concurrency,
+        relist_requests,
+        Breaker::disabled(),
+    )
+    .await
+}
+
+/// [`apply`] watched by a circuit breaker: once it opens, no further write is sent
+/// (see [`ApplySummary::circuit_opened`]). The caller persists the opening.
+pub async fn apply_with_breaker(
+    client: &ScimClient,
+    store: &Mutex<Store>,
+    run: RunId,
+    plan: &Plan,
+    concurrency: usize,
+    relist_requests: usize,
+    breaker: Breaker,
+) -> Result<ApplySummary, ApplyError> {
     let executor = Executor {
         client,
         store,
         run,
         concurrency: concurrency.max(1),
         created: Mutex::new(Created::default()),
+        breaker: Mutex::new(breaker),
     };
     let mut phases: BTreeMap<u8, Vec<&Action>> = BTreeMap::new();
     for action in plan.runnable() {
@@ -326,6 +386,10 @@ pub async fn apply(
     }
     let mut executed: HashMap<u32, Executed> = HashMap::new();
     for (_, actions) in phases {
+        // Later phases stay `planned` (not run): nothing of them was sent.
+        if executor.breaker_open() {
+            break;
+        }
         // Journal-before-write for the whole phase in one commit: a row is
         // `in_flight` before its request can leave. After a crash, rows that were
         // never sent fail verification in `recover` and the next plan redoes them.
@@ -359,6 +423,11 @@ pub async fn apply(
     let mut summary = ApplySummary {
         applied: count(Executed::Done),
         failed: count(Executed::Failed),
+        circuit_opened: executor
+            .breaker
+            .lock()
+            .ok()
+            .and_then(|b| b.opened(Utc::now())),
     };
 
     let to_verify: Vec<&Action> = plan

@@ -25,8 +25,14 @@ pub mod exit {
     pub const HELD: u8 = 3;
     /// Some actions failed (their errors are in the report).
     pub const FAILED: u8 = 4;
+    /// The directory snapshot was rejected by source sanity (empty, or shrank past
+    /// `max_directory_shrink_percent`): nothing was planned.
+    pub const SOURCE_FAULT: u8 = 5;
+    /// The circuit breaker is open (it opened this run, or was open so nothing was
+    /// written); `seatwarden resume` or the cool-down lets writes through again.
+    pub const CIRCUIT_OPEN: u8 = 6;
     /// `status`: deprovisions are overdue (past the SLA).
-    pub const OVERDUE: u8 = 5;
+    pub const OVERDUE: u8 = 7;
 }
 
 const AFTER_HELP: &str = "\
@@ -36,7 +42,9 @@ Exit codes:
   2  plan --detailed-exitcode: the plan has changes
   3  actions were held by the guard (thresholds, incomplete directory, last Owner)
   4  some actions failed (see `seatwarden report`)
-  5  status: deprovisions are overdue (not verified within deprovision.sla)
+  5  source fault: the directory was empty or shrank too much; nothing was planned
+  6  the circuit breaker is open: writes stopped (see `seatwarden resume`)
+  7  status: deprovisions are overdue (not verified within deprovision.sla)
 
 Every configuration key can be overridden with SEATWARDEN__SECTION__KEY,
 e.g. SEATWARDEN__WORKSPACE__TOKEN_FILE=/run/credentials/seatwarden.service/token.
@@ -46,6 +54,8 @@ Typical use:
   seatwarden plan                    show what differs and why; writes nothing
   seatwarden reconcile               converge the workspace
   seatwarden report --format json    the latest drift report
+  seatwarden approve RUN             apply what the guard held (re-checked first)
+  seatwarden explain PERSON          everything about one person, and what comes next
   seatwarden daemon                  run as a service (schedule, sweep, /metrics)
   seatwarden status                  deprovisions pending and overdue, jobs";
 
@@ -114,6 +124,43 @@ pub enum Command {
         dry_run: bool,
         #[arg(long, value_enum, default_value_t = Format::Text)]
         format: Format,
+        /// Thresholds hold nothing for this one run (every other rule still does).
+        /// Recorded in the audit trail with the OS user.
+        #[arg(long)]
+        allow_over_threshold: bool,
+    },
+    /// Apply the held actions of a run, after re-checking each against the
+    /// workspace as it is now. Audited.
+    Approve {
+        /// The run id (see `seatwarden report`).
+        run: RunId,
+        /// Only actions of this kind (deactivate, delete, set_role, remove_members, …)
+        /// or class (deprovision, membership_removal, role_downgrade).
+        #[arg(long)]
+        only: Option<String>,
+    },
+    /// Drop the held actions of a run: they stay unapplied for good. Audited.
+    Reject {
+        run: RunId,
+        #[arg(long)]
+        only: Option<String>,
+    },
+    /// Close the circuit breaker and run a reconcile to finish the work. Audited.
+    Resume {
+        /// Only close the circuit breaker; no reconcile.
+        #[arg(long)]
+        no_run: bool,
+        #[arg(long, value_enum, default_value_t = Format::Text)]
+        format: Format,
+    },
+    /// Everything seatwarden knows and would do about one person: directory record,
+    /// scope, role mapping, link, account, last actions, next run.
+    Explain {
+        /// A directory id, userName or email, or a workspace account id or userName.
+        person: String,
+        /// Also read the person's workspace account as it is now (one request).
+        #[arg(long)]
+        live: bool,
     },
     /// Run the whole job on an embedded example: a sandbox workspace with realistic
     /// drift, 50 people; plan, apply, verify, report, plan again. Exit 0 only if the
@@ -274,15 +321,69 @@ fn run_command(cli: Cli) -> anyhow::Result<u8> {
                 exit::OK
             })
         }
-        Command::Reconcile { dry_run, format } => {
+        Command::Reconcile {
+            dry_run,
+            format,
+            allow_over_threshold,
+        } => {
             let mode = if dry_run {
                 Mode::DryRun
             } else {
                 Mode::Reconcile
             };
-            let outcome = execute(&config, mode)?;
+            let outcome = execute_with_options(
+                &config,
+                mode,
+                run::RunOptions {
+                    allow_over_threshold,
+                    ..run::RunOptions::default()
+                },
+            )?;
             print_report(&outcome.report, format);
             Ok(exit_code_for(&outcome.report))
+        }
+        Command::Approve { run, only } => approve(&config, run, only.as_deref()),
+        Command::Reject { run, only } => {
+            let only = crate::approval::Only::parse(only.as_deref())?;
+            let mut store = open_store(&config)?;
+            let n = crate::approval::reject(&mut store, run, &only, chrono::Utc::now())?;
+            println!("rejected {n} held actions of run {run}; they will not be applied");
+            Ok(exit::OK)
+        }
+        Command::Resume { no_run, format } => {
+            let mut store = open_store(&config)?;
+            let was_open = crate::approval::resume(&mut store, chrono::Utc::now())?;
+            eprintln!(
+                "circuit breaker {}",
+                if was_open {
+                    "closed"
+                } else {
+                    "was already closed"
+                }
+            );
+            drop(store);
+            if no_run {
+                return Ok(exit::OK);
+            }
+            let outcome = execute(&config, Mode::Reconcile)?;
+            print_report(&outcome.report, format);
+            Ok(exit_code_for(&outcome.report))
+        }
+        Command::Explain { person, live } => {
+            use crate::explain;
+            let store = open_store(&config)?;
+            let live = match (live, explain::live_target(&store, &person)?) {
+                (true, Some(target)) => {
+                    let client = crate::workspace::ScimClient::new(config.scim_settings()?)?;
+                    Some(runtime()?.block_on(explain::read_live(&client, &target)))
+                }
+                _ => None,
+            };
+            print!(
+                "{}",
+                explain::explain_with(&config, &store, &person, chrono::Utc::now(), live.as_ref())?
+            );
+            Ok(exit::OK)
         }
         Command::Report { run, format } => {
             let store = open_store(&config)?;
@@ -436,11 +537,17 @@ fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
     })
 }
 
-/// 4 when anything failed, else 3 when anything was held, else 0.
+/// 5 on a source fault, else 6 when the circuit breaker is open, else 4 when
+/// anything failed, else 3 when anything was held for a human (actions only
+/// waiting for the settle window do not count), else 0.
 pub fn exit_code_for(report: &Report) -> u8 {
-    if report.summary.actions_failed > 0 {
+    if report.safety.source_fault.is_some() {
+        exit::SOURCE_FAULT
+    } else if report.safety.circuit.is_some() {
+        exit::CIRCUIT_OPEN
+    } else if report.summary.actions_failed > 0 {
         exit::FAILED
-    } else if report.summary.actions_held > 0 {
+    } else if report.summary.actions_held > report.safety.actions_waiting {
         exit::HELD
     } else {
         exit::OK
@@ -453,9 +560,62 @@ fn open_store(config: &Config) -> anyhow::Result<Store> {
 }
 
 fn execute(config: &Config, mode: Mode) -> anyhow::Result<run::RunOutcome> {
+    execute_with_options(config, mode, run::RunOptions::default())
+}
+
+fn execute_with_options(
+    config: &Config,
+    mode: Mode,
+    options: run::RunOptions,
+) -> anyhow::Result<run::RunOutcome> {
     let store = open_store(config)?;
-    let outcome = runtime()?.block_on(run::execute(config, store, mode))?;
+    let client = crate::workspace::ScimClient::new(config.scim_settings()?)?;
+    let directory = run::directory_from_config(config);
+    let outcome = runtime()?.block_on(run::execute_with_options(
+        config, &directory, &client, store, mode, options,
+    ))?;
     Ok(outcome)
+}
+
+/// `seatwarden approve RUN [--only KIND]`: 0 when everything approved was applied,
+/// 3 when the re-check refused some (they stay held), 4 when some failed, 6 when the
+/// circuit breaker opened.
+fn approve(config: &Config, run: RunId, only: Option<&str>) -> anyhow::Result<u8> {
+    use crate::approval;
+    let only = approval::Only::parse(only)?;
+    let store = open_store(config)?;
+    let client = crate::workspace::ScimClient::new(config.scim_settings()?)?;
+    let result = runtime()?.block_on(approval::approve(
+        config,
+        &client,
+        store,
+        run,
+        &only,
+        chrono::Utc::now(),
+    ))?;
+    println!(
+        "run {run}: {} approved ({} applied, {} failed), {} obsolete, {} refused",
+        result.approved.len(),
+        result.applied.applied,
+        result.applied.failed,
+        result.obsolete.len(),
+        result.refused.len()
+    );
+    for (seq, why) in &result.obsolete {
+        println!("  obsolete #{seq}: {why}");
+    }
+    for (seq, why) in &result.refused {
+        println!("  refused  #{seq}: {why} (still held)");
+    }
+    Ok(if result.applied.circuit_opened.is_some() {
+        exit::CIRCUIT_OPEN
+    } else if result.applied.failed > 0 {
+        exit::FAILED
+    } else if !result.refused.is_empty() {
+        exit::HELD
+    } else {
+        exit::OK
+    })
 }
 
 fn print_report(report: &Report, format: Format) {

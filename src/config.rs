@@ -233,6 +233,34 @@ pub struct SafetyConfig {
     pub min_population_for_percent: usize,
     #[serde(default)]
     pub protected: Vec<String>,
+    // Issue 6: per-class and 24 h thresholds, source sanity, settle window,
+    // protected directory groups, circuit breaker. Defaults in `guard::GuardSettings`.
+    #[serde(default = "defaults::max_deprovisions_per_day")]
+    pub max_deprovisions_per_day: usize,
+    #[serde(default = "defaults::max_membership_removals")]
+    pub max_membership_removals: usize,
+    #[serde(default = "defaults::max_membership_removal_percent")]
+    pub max_membership_removal_percent: f64,
+    #[serde(default = "defaults::max_membership_removals_per_day")]
+    pub max_membership_removals_per_day: usize,
+    #[serde(default = "defaults::max_role_downgrades")]
+    pub max_role_downgrades: usize,
+    #[serde(default = "defaults::max_role_downgrade_percent")]
+    pub max_role_downgrade_percent: f64,
+    #[serde(default = "defaults::max_role_downgrades_per_day")]
+    pub max_role_downgrades_per_day: usize,
+    /// A directory snapshot that shrank more than this share (percent) against the
+    /// last accepted one is rejected as a source fault.
+    #[serde(default = "defaults::max_directory_shrink_percent")]
+    pub max_directory_shrink_percent: f64,
+    /// Creates and updates wait until their drift was seen this long ago.
+    #[serde(default = "defaults::settle")]
+    pub settle: String,
+    /// Directory groups whose members are protected like `protected` names.
+    #[serde(default)]
+    pub protected_groups: Vec<String>,
+    #[serde(default)]
+    pub circuit: CircuitConfig,
 }
 
 impl Default for SafetyConfig {
@@ -242,6 +270,41 @@ impl Default for SafetyConfig {
             max_deprovision_percent: defaults::max_deprovision_percent(),
             min_population_for_percent: defaults::min_population_for_percent(),
             protected: Vec::new(),
+            max_deprovisions_per_day: defaults::max_deprovisions_per_day(),
+            max_membership_removals: defaults::max_membership_removals(),
+            max_membership_removal_percent: defaults::max_membership_removal_percent(),
+            max_membership_removals_per_day: defaults::max_membership_removals_per_day(),
+            max_role_downgrades: defaults::max_role_downgrades(),
+            max_role_downgrade_percent: defaults::max_role_downgrade_percent(),
+            max_role_downgrades_per_day: defaults::max_role_downgrades_per_day(),
+            max_directory_shrink_percent: defaults::max_directory_shrink_percent(),
+            settle: defaults::settle(),
+            protected_groups: Vec::new(),
+            circuit: CircuitConfig::default(),
+        }
+    }
+}
+
+/// `[safety.circuit]`: the apply-time circuit breaker.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct CircuitConfig {
+    /// Opens when more than this share of the last `window` writes failed.
+    #[serde(default = "defaults::failure_ratio")]
+    pub failure_ratio: f64,
+    #[serde(default = "defaults::circuit_window")]
+    pub window: usize,
+    /// How long an open circuit stays open before writes are tried again.
+    #[serde(default = "defaults::cool_down")]
+    pub cool_down: String,
+}
+
+impl Default for CircuitConfig {
+    fn default() -> Self {
+        CircuitConfig {
+            failure_ratio: defaults::failure_ratio(),
+            window: defaults::circuit_window(),
+            cool_down: defaults::cool_down(),
         }
     }
 }
@@ -296,6 +359,42 @@ mod defaults {
     pub fn min_population_for_percent() -> usize {
         100
     }
+    pub fn max_deprovisions_per_day() -> usize {
+        GuardSettings::default().max_deprovisions_per_day
+    }
+    pub fn max_membership_removals() -> usize {
+        GuardSettings::default().max_membership_removals
+    }
+    pub fn max_membership_removal_percent() -> f64 {
+        GuardSettings::default().max_membership_removal_percent
+    }
+    pub fn max_membership_removals_per_day() -> usize {
+        GuardSettings::default().max_membership_removals_per_day
+    }
+    pub fn max_role_downgrades() -> usize {
+        GuardSettings::default().max_role_downgrades
+    }
+    pub fn max_role_downgrade_percent() -> f64 {
+        GuardSettings::default().max_role_downgrade_percent
+    }
+    pub fn max_role_downgrades_per_day() -> usize {
+        GuardSettings::default().max_role_downgrades_per_day
+    }
+    pub fn max_directory_shrink_percent() -> f64 {
+        20.0
+    }
+    pub fn settle() -> String {
+        "10m".into()
+    }
+    pub fn failure_ratio() -> f64 {
+        0.5
+    }
+    pub fn circuit_window() -> usize {
+        20
+    }
+    pub fn cool_down() -> String {
+        "15m".into()
+    }
     pub fn state_path() -> PathBuf {
         PathBuf::from("seatwarden.db")
     }
@@ -330,7 +429,11 @@ fn redacted<S: Serializer>(secret: &Option<SecretString>, s: S) -> Result<S::Ok,
 }
 
 /// Lists that may be set from one environment variable, comma-separated.
-const ENV_LIST_KEYS: [&str; 2] = ["policy.scope_groups", "safety.protected"];
+const ENV_LIST_KEYS: [&str; 3] = [
+    "policy.scope_groups",
+    "safety.protected",
+    "safety.protected_groups",
+];
 
 impl Config {
     /// Reads `path`, overlays `SEATWARDEN__…` variables from the process
@@ -442,14 +545,42 @@ impl Config {
         }
         parse_duration(&self.workspace.timeout)
             .map_err(|e| self.key_error("workspace.timeout", e))?;
-        let percent = self.safety.max_deprovision_percent;
-        if !(0.0..=100.0).contains(&percent) {
-            return Err(self.key_error(
+        let percents = [
+            (
                 "safety.max_deprovision_percent",
-                "must be between 0 and 100",
+                self.safety.max_deprovision_percent,
+            ),
+            (
+                "safety.max_membership_removal_percent",
+                self.safety.max_membership_removal_percent,
+            ),
+            (
+                "safety.max_role_downgrade_percent",
+                self.safety.max_role_downgrade_percent,
+            ),
+            (
+                "safety.max_directory_shrink_percent",
+                self.safety.max_directory_shrink_percent,
+            ),
+        ];
+        for (key, percent) in percents {
+            if !(0.0..=100.0).contains(&percent) {
+                return Err(self.key_error(key, "must be between 0 and 100"));
+            }
+        }
+        parse_duration(&self.safety.settle).map_err(|e| self.key_error("safety.settle", e))?;
+        parse_duration(&self.safety.circuit.cool_down)
+            .map_err(|e| self.key_error("safety.circuit.cool_down", e))?;
+        if !(self.safety.circuit.failure_ratio > 0.0 && self.safety.circuit.failure_ratio <= 1.0) {
+            return Err(self.key_error(
+                "safety.circuit.failure_ratio",
+                "must be above 0 and at most 1",
             ));
         }
         self.daemon_settings()?;
+        if self.safety.circuit.window == 0 {
+            return Err(self.key_error("safety.circuit.window", "must be at least 1"));
+        }
         for (i, mapping) in self.policy.mapping.iter().enumerate() {
             if mapping.group.trim().is_empty() || mapping.workspace_group.trim().is_empty() {
                 return Err(self.key_error(
@@ -538,10 +669,32 @@ impl Config {
     }
 
     pub fn guard_settings(&self) -> GuardSettings {
+        let s = &self.safety;
         GuardSettings {
-            max_deprovisions: self.safety.max_deprovisions,
-            max_deprovision_percent: self.safety.max_deprovision_percent,
-            min_population_for_percent: self.safety.min_population_for_percent,
+            max_deprovisions: s.max_deprovisions,
+            max_deprovision_percent: s.max_deprovision_percent,
+            min_population_for_percent: s.min_population_for_percent,
+            max_deprovisions_per_day: s.max_deprovisions_per_day,
+            max_membership_removals: s.max_membership_removals,
+            max_membership_removal_percent: s.max_membership_removal_percent,
+            max_membership_removals_per_day: s.max_membership_removals_per_day,
+            max_role_downgrades: s.max_role_downgrades,
+            max_role_downgrade_percent: s.max_role_downgrade_percent,
+            max_role_downgrades_per_day: s.max_role_downgrades_per_day,
+        }
+    }
+
+    /// `safety.settle` (validated at load; zero if it could not be parsed).
+    pub fn settle(&self) -> Duration {
+        parse_duration(&self.safety.settle).unwrap_or_default()
+    }
+
+    /// `[safety.circuit]` as the breaker takes it.
+    pub fn circuit_settings(&self) -> crate::circuit::CircuitSettings {
+        crate::circuit::CircuitSettings {
+            failure_ratio: self.safety.circuit.failure_ratio,
+            window: self.safety.circuit.window,
+            cool_down: parse_duration(&self.safety.circuit.cool_down).unwrap_or_default(),
         }
     }
 

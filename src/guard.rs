@@ -2,54 +2,209 @@
 //! marks actions held; it never adds, removes or reorders actions, so a held action
 //! keeps its `seq` and can be approved later as it is.
 //!
-//! Rules, applied in order (an action already held keeps its first reason):
+//! Rules of [`guard`], applied in order (an action already held keeps its first
+//! reason):
 //! 1. An incomplete directory snapshot holds every deprovision (invariant 3).
-//! 2. More deprovisions than the limit hold *all* deprovisions: a mass deprovision is
-//!    far more likely a source fault than a real event, and letting the first N
-//!    through would still do the damage. The limit is `max_deprovisions`, tightened
-//!    to `max_deprovision_percent` of the managed accounts once there are at least
-//!    `min_population_for_percent` of them (small workspaces would otherwise hit the
-//!    percentage with one leaver).
+//! 2. Thresholds, per [`ActionClass`] (deprovisions, membership removals, role
+//!    downgrades), each on its own: more than the per-run limit, or more than the
+//!    24 h limit counting what the store says was already done in the 24 h before
+//!    the run, holds *every* action of that class. A mass deprovision is far more
+//!    likely a source fault than a real event, and letting the first N through would
+//!    still do the damage; the 24 h limit stops a slow drip that stays under the
+//!    per-run one. The per-run limit is the count, tightened to the percentage of
+//!    the managed accounts once there are at least `min_population_for_percent` of
+//!    them (small workspaces would otherwise hit the percentage with one leaver).
+//!    `allow_over_threshold` (typed by a human, recorded by the caller) skips this
+//!    rule only.
 //! 3. The last active Owner is never deactivated, deleted or demoted.
 //!
+//! Outside [`guard`], for the caller to apply in its pipeline:
+//! - [`check_source`]: an empty directory, or one that shrank too much against the
+//!   last accepted snapshot, is rejected before anything is planned from it.
+//! - [`hold_unsettled`]: creates and updates wait until their drift has been seen
+//!   for `settle`; deprovisions never wait.
+//!
 //! "Managed accounts" are the workspace accounts linked or matched to a directory
-//! identity; the caller counts them and passes them in [`GuardInput`].
+//! identity; the caller counts them and passes them in [`GuardInput`], along with
+//! the 24 h counts and the current time. Nothing here reads a clock.
 //!
 //! Protected accounts need no rule here: the plan never names them.
 
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::model::{ActionKind, HoldReason, Plan, Role, WorkspaceSnapshot};
+use crate::model::{
+    Action, ActionClass, ActionKind, HoldReason, Plan, RecentCounts, Role, ThresholdWindow,
+    WorkspaceSnapshot,
+};
 use crate::policy::FxHashMap;
+
+/// Per-class limits: a count and a percentage per run, and a count per rolling
+/// 24 h.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Limits {
+    pub per_run: usize,
+    pub percent: f64,
+    pub per_day: usize,
+}
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct GuardSettings {
     pub max_deprovisions: usize,
     pub max_deprovision_percent: f64,
     pub min_population_for_percent: usize,
+    pub max_deprovisions_per_day: usize,
+    pub max_membership_removals: usize,
+    pub max_membership_removal_percent: f64,
+    pub max_membership_removals_per_day: usize,
+    pub max_role_downgrades: usize,
+    pub max_role_downgrade_percent: f64,
+    pub max_role_downgrades_per_day: usize,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+impl Default for GuardSettings {
+    /// The documented defaults of `[safety]`.
+    fn default() -> Self {
+        GuardSettings {
+            max_deprovisions: 25,
+            max_deprovision_percent: 5.0,
+            min_population_for_percent: 100,
+            max_deprovisions_per_day: 50,
+            max_membership_removals: 100,
+            max_membership_removal_percent: 10.0,
+            max_membership_removals_per_day: 200,
+            max_role_downgrades: 10,
+            max_role_downgrade_percent: 5.0,
+            max_role_downgrades_per_day: 20,
+        }
+    }
+}
+
+impl GuardSettings {
+    pub fn limits(&self, class: ActionClass) -> Limits {
+        match class {
+            ActionClass::Deprovision => Limits {
+                per_run: self.max_deprovisions,
+                percent: self.max_deprovision_percent,
+                per_day: self.max_deprovisions_per_day,
+            },
+            ActionClass::MembershipRemoval => Limits {
+                per_run: self.max_membership_removals,
+                percent: self.max_membership_removal_percent,
+                per_day: self.max_membership_removals_per_day,
+            },
+            ActionClass::RoleDowngrade => Limits {
+                per_run: self.max_role_downgrades,
+                percent: self.max_role_downgrade_percent,
+                per_day: self.max_role_downgrades_per_day,
+            },
+        }
+    }
+
+    /// Settings under which no threshold ever holds anything (tests, benchmarks).
+    pub fn unlimited() -> GuardSettings {
+        GuardSettings {
+            max_deprovisions: usize::MAX,
+            max_deprovision_percent: 100.0,
+            min_population_for_percent: usize::MAX,
+            max_deprovisions_per_day: usize::MAX,
+            max_membership_removals: usize::MAX,
+            max_membership_removal_percent: 100.0,
+            max_membership_removals_per_day: usize::MAX,
+            max_role_downgrades: usize::MAX,
+            max_role_downgrade_percent: 100.0,
+            max_role_downgrades_per_day: usize::MAX,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct GuardInput {
     /// Whether the directory snapshot the plan came from was read whole.
     pub directory_complete: bool,
     /// Workspace accounts linked or matched to a directory identity.
     pub managed_accounts: usize,
+    /// What was already done in the 24 h before this run (from the store).
+    pub recent: RecentCounts,
+    /// `reconcile --allow-over-threshold`: a one-run override of the thresholds.
+    pub allow_over_threshold: bool,
 }
 
 /// The number of deprovisions a run may make without approval.
 pub fn deprovision_limit(settings: &GuardSettings, managed: usize) -> usize {
-    if managed < settings.min_population_for_percent {
-        return settings.max_deprovisions;
+    run_limit(
+        &settings.limits(ActionClass::Deprovision),
+        settings.min_population_for_percent,
+        managed,
+    )
+}
+
+/// The per-run limit of one class: the count, tightened to the percentage of the
+/// managed accounts once there are at least `min_population` of them.
+pub fn run_limit(limits: &Limits, min_population: usize, managed: usize) -> usize {
+    if managed < min_population {
+        return limits.per_run;
     }
-    let share = (settings.max_deprovision_percent / 100.0 * managed as f64).floor();
+    let share = (limits.percent / 100.0 * managed as f64).floor();
     // NaN and negative shares mean "no percentage allowance" rather than a wrap.
     let by_percent = if share.is_finite() && share > 0.0 {
         share as usize
     } else {
         0
     };
-    settings.max_deprovisions.min(by_percent)
+    limits.per_run.min(by_percent)
+}
+
+/// How much of `class` the plan would do (membership removals count members).
+pub fn planned_of(plan: &Plan, class: ActionClass) -> usize {
+    plan.actions
+        .iter()
+        .filter_map(|a| a.kind.threshold_class())
+        .filter(|(c, _)| *c == class)
+        .map(|(_, n)| n)
+        .sum()
+}
+
+/// The threshold `class` breaks with `planned` of it this run, if any: the per-run
+/// limit first, then the 24 h one.
+pub fn threshold_breach(
+    settings: &GuardSettings,
+    input: &GuardInput,
+    class: ActionClass,
+    planned: usize,
+) -> Option<HoldReason> {
+    if planned == 0 {
+        return None;
+    }
+    let limits = settings.limits(class);
+    let managed = input.managed_accounts;
+    let limit = run_limit(&limits, settings.min_population_for_percent, managed);
+    if planned > limit {
+        return Some(HoldReason::Threshold {
+            class,
+            window: ThresholdWindow::Run,
+            planned,
+            recent: 0,
+            limit,
+            managed,
+            by_percent: limit < limits.per_run,
+        });
+    }
+    let recent = input.recent.get(class);
+    if planned.saturating_add(recent) > limits.per_day {
+        return Some(HoldReason::Threshold {
+            class,
+            window: ThresholdWindow::Day,
+            planned,
+            recent,
+            limit: limits.per_day,
+            managed,
+            by_percent: false,
+        });
+    }
+    None
 }
 
 /// Marks actions held (sets `Action::held`); never adds or removes actions.
@@ -67,25 +222,176 @@ pub fn guard(
         }
     }
 
-    let planned = plan
-        .actions
-        .iter()
-        .filter(|a| a.kind.is_deprovision())
-        .count();
-    let limit = deprovision_limit(settings, input.managed_accounts);
-    if planned > limit {
-        for action in &mut plan.actions {
-            if action.kind.is_deprovision() && action.held.is_none() {
-                action.held = Some(HoldReason::DeprovisionThreshold {
-                    planned,
-                    limit,
-                    managed: input.managed_accounts,
-                });
+    if !input.allow_over_threshold {
+        for class in ActionClass::ALL {
+            let planned = planned_of(&plan, class);
+            if let Some(reason) = threshold_breach(settings, input, class, planned) {
+                for action in &mut plan.actions {
+                    if action.held.is_none()
+                        && action
+                            .kind
+                            .threshold_class()
+                            .is_some_and(|(c, _)| c == class)
+                    {
+                        action.held = Some(reason.clone());
+                    }
+                }
             }
         }
     }
 
     hold_last_owner(&mut plan, workspace);
+    plan
+}
+
+/// Why a directory snapshot was rejected: nothing at all is planned from it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum SourceFault {
+    /// The directory returned no identities at all.
+    Empty,
+    /// The directory shrank more than `max_directory_shrink_percent` against the
+    /// last accepted snapshot.
+    Shrank {
+        previous: usize,
+        current: usize,
+        shrink_percent: f64,
+        limit_percent: f64,
+    },
+}
+
+impl std::fmt::Display for SourceFault {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SourceFault::Empty => {
+                f.write_str("the directory returned no identities; nothing was planned from it")
+            }
+            SourceFault::Shrank {
+                previous,
+                current,
+                shrink_percent,
+                limit_percent,
+            } => write!(
+                f,
+                "the directory shrank from {previous} to {current} identities ({shrink_percent:.1}% fewer, the limit is {limit_percent}%) against the last accepted snapshot; nothing was planned from it"
+            ),
+        }
+    }
+}
+
+/// Source sanity: `Err` when a directory snapshot of `current` identities must not
+/// be planned from, given the last accepted snapshot's size (`None`: no accepted
+/// snapshot yet, so only emptiness is checked).
+pub fn check_source(
+    current: usize,
+    last_accepted: Option<usize>,
+    max_shrink_percent: f64,
+) -> Result<(), SourceFault> {
+    if current == 0 {
+        return Err(SourceFault::Empty);
+    }
+    let Some(previous) = last_accepted.filter(|p| *p > current) else {
+        return Ok(());
+    };
+    let shrink_percent = (previous - current) as f64 * 100.0 / previous as f64;
+    // A NaN limit rejects nothing rather than everything; config validates it.
+    if shrink_percent > max_shrink_percent {
+        return Err(SourceFault::Shrank {
+            previous,
+            current,
+            shrink_percent,
+            limit_percent: max_shrink_percent,
+        });
+    }
+    Ok(())
+}
+
+/// The identity of an action's drift for the settle window: the same key in two
+/// runs means the same change is still wanted. `None` for actions that never wait
+/// (deprovisions).
+pub fn settle_key(action: &Action) -> Option<String> {
+    if action.kind.is_deprovision() {
+        return None;
+    }
+    // The whole kind, so a changed target value (a new name, another role) starts
+    // its own settle window.
+    serde_json::to_string(&action.kind).ok()
+}
+
+/// Holds every runnable create or update whose drift was first seen less than
+/// `settle` before `now`. `first_seen` maps [`settle_key`]s to when they were first
+/// seen; a key it lacks is seen for the first time now. Deprovisions never wait.
+pub fn hold_unsettled(
+    mut plan: Plan,
+    first_seen: &std::collections::HashMap<String, DateTime<Utc>>,
+    now: DateTime<Utc>,
+    settle: Duration,
+) -> Plan {
+    if settle.is_zero() {
+        return plan;
+    }
+    let settle = chrono::Duration::from_std(settle).unwrap_or(chrono::Duration::MAX);
+    for action in &mut plan.actions {
+        if action.held.is_some() {
+            continue;
+        }
+        let Some(key) = settle_key(action) else {
+            continue;
+        };
+        let first = first_seen.get(&key).copied().unwrap_or(now).min(now);
+        let settles_at = first
+            .checked_add_signed(settle)
+            .unwrap_or(DateTime::<Utc>::MAX_UTC);
+        if now < settles_at {
+            action.held = Some(HoldReason::Settling {
+                first_seen: first,
+                settles_at,
+            });
+        }
+    }
+    plan
+}
+
+/// Holds runnable membership changes that depend on a held create (an account or
+/// group the same plan creates), with the create's reason: without the object they
+/// would only fail.
+pub fn hold_dependents(mut plan: Plan) -> Plan {
+    use crate::model::{AccountRef, GroupRef};
+    let mut accounts: FxHashMap<String, HoldReason> = FxHashMap::default();
+    let mut groups: FxHashMap<String, HoldReason> = FxHashMap::default();
+    for action in &plan.actions {
+        match (&action.kind, &action.held) {
+            (ActionKind::CreateAccount { identity_id, .. }, Some(reason)) => {
+                accounts.insert(identity_id.clone(), reason.clone());
+            }
+            (ActionKind::CreateGroup { display_name }, Some(reason)) => {
+                groups.insert(display_name.to_lowercase(), reason.clone());
+            }
+            _ => {}
+        }
+    }
+    if accounts.is_empty() && groups.is_empty() {
+        return plan;
+    }
+    let group_hold = |group: &GroupRef| match group {
+        GroupRef::Created { display_name } => groups.get(&display_name.to_lowercase()).cloned(),
+        GroupRef::Existing { .. } => None,
+    };
+    for action in &mut plan.actions {
+        if action.held.is_some() {
+            continue;
+        }
+        action.held = match &action.kind {
+            ActionKind::AddMembers { group, members } => group_hold(group).or_else(|| {
+                members.iter().find_map(|m| match m {
+                    AccountRef::Created { identity_id } => accounts.get(identity_id).cloned(),
+                    AccountRef::Existing { .. } => None,
+                })
+            }),
+            ActionKind::RemoveMembers { group, .. } => group_hold(group),
+            _ => None,
+        };
+    }
     plan
 }
 
@@ -148,7 +454,8 @@ fn hold_last_owner(plan: &mut Plan, workspace: &WorkspaceSnapshot) {
 #[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 mod tests {
     use super::*;
-    use crate::model::{Account, Action, DriftKind};
+    use crate::model::{Account, DriftKind};
+    use std::collections::HashMap;
 
     fn account(id: &str, role: &str, active: bool) -> Account {
         Account {
@@ -198,12 +505,19 @@ mod tests {
             max_deprovisions: 100,
             max_deprovision_percent: 100.0,
             min_population_for_percent: 0,
+            ..GuardSettings::unlimited()
         }
     }
 
     const COMPLETE: GuardInput = GuardInput {
         directory_complete: true,
         managed_accounts: 100,
+        recent: RecentCounts {
+            deprovisions: 0,
+            membership_removals: 0,
+            role_downgrades: 0,
+        },
+        allow_over_threshold: false,
     };
 
     fn held(plan: &Plan) -> Vec<Option<HoldReason>> {
@@ -249,6 +563,7 @@ mod tests {
             max_deprovisions: 10,
             max_deprovision_percent: 5.0,
             min_population_for_percent: 50,
+            ..GuardSettings::unlimited()
         };
         assert_eq!(deprovision_limit(&settings, 49), 10);
         assert_eq!(deprovision_limit(&settings, 50), 2);
@@ -267,6 +582,7 @@ mod tests {
             max_deprovisions: 2,
             max_deprovision_percent: 100.0,
             min_population_for_percent: 1000,
+            ..GuardSettings::unlimited()
         };
         let two = plan_of(vec![deactivate("1"), deactivate("2")]);
         let out = guard(two, &WorkspaceSnapshot::default(), &settings, &COMPLETE);
@@ -288,10 +604,14 @@ mod tests {
             &settings,
             &COMPLETE,
         );
-        let reason = HoldReason::DeprovisionThreshold {
+        let reason = HoldReason::Threshold {
+            class: ActionClass::Deprovision,
+            window: ThresholdWindow::Run,
             planned: 3,
+            recent: 0,
             limit: 2,
             managed: 100,
+            by_percent: false,
         };
         assert_eq!(
             held(&out),
@@ -313,6 +633,286 @@ mod tests {
                 .iter()
                 .map(|a| (a.seq, &a.kind))
                 .collect::<Vec<_>>()
+        );
+    }
+
+    fn remove(group: &str, members: &[&str]) -> ActionKind {
+        ActionKind::RemoveMembers {
+            group: crate::model::GroupRef::Existing {
+                id: group.into(),
+                display_name: group.into(),
+            },
+            members: members.iter().map(|m| (*m).to_owned()).collect(),
+        }
+    }
+
+    fn demote(id: &str, from: &str, to: Role) -> ActionKind {
+        ActionKind::SetRole {
+            account_id: id.into(),
+            from: vec![from.into()],
+            to,
+        }
+    }
+
+    #[test]
+    fn each_class_has_its_own_per_run_limit() {
+        let settings = GuardSettings {
+            max_membership_removals: 3,
+            max_role_downgrades: 1,
+            ..GuardSettings::unlimited()
+        };
+        let plan = plan_of(vec![
+            deactivate("1"),
+            demote("2", "Editor", Role::Viewer),
+            demote("3", "Viewer", Role::Editor),
+            remove("g", &["a", "b"]),
+            remove("h", &["c", "d"]),
+        ]);
+        let out = guard(plan, &WorkspaceSnapshot::default(), &settings, &COMPLETE);
+        let removals = HoldReason::Threshold {
+            class: ActionClass::MembershipRemoval,
+            window: ThresholdWindow::Run,
+            planned: 4,
+            recent: 0,
+            limit: 3,
+            managed: 100,
+            by_percent: false,
+        };
+        assert_eq!(
+            held(&out),
+            [None, None, None, Some(removals.clone()), Some(removals)],
+            "one downgrade is within its limit; the promotion is no downgrade; four members removed > 3"
+        );
+        assert_eq!(
+            out.actions[3]
+                .held
+                .as_ref()
+                .map(ToString::to_string)
+                .as_deref(),
+            Some("4 membership removals planned, the per-run limit is 3 (of 100 managed accounts)")
+        );
+    }
+
+    #[test]
+    fn the_reason_says_when_the_percentage_set_the_limit() {
+        let settings = GuardSettings {
+            max_deprovisions: 10,
+            max_deprovision_percent: 5.0,
+            min_population_for_percent: 50,
+            ..GuardSettings::unlimited()
+        };
+        let six: Vec<ActionKind> = (0..6).map(|i| deactivate(&i.to_string())).collect();
+        let out = guard(
+            plan_of(six),
+            &WorkspaceSnapshot::default(),
+            &settings,
+            &COMPLETE,
+        );
+        assert_eq!(
+            out.actions[0]
+                .held
+                .as_ref()
+                .map(ToString::to_string)
+                .as_deref(),
+            Some(
+                "6 deprovisions planned, the per-run limit is 5 (by percentage, of 100 managed accounts)"
+            )
+        );
+    }
+
+    #[test]
+    fn the_24h_window_adds_what_the_store_counted() {
+        let settings = GuardSettings {
+            max_deprovisions_per_day: 50,
+            ..GuardSettings::unlimited()
+        };
+        let twenty: Vec<ActionKind> = (0..20).map(|i| deactivate(&i.to_string())).collect();
+        let mut input = COMPLETE;
+        input.recent.deprovisions = 30;
+        let out = guard(
+            plan_of(twenty.clone()),
+            &WorkspaceSnapshot::default(),
+            &settings,
+            &input,
+        );
+        assert!(out.held().next().is_none(), "30 + 20 = 50 is at the limit");
+        input.recent.deprovisions = 40;
+        let out = guard(
+            plan_of(twenty.clone()),
+            &WorkspaceSnapshot::default(),
+            &settings,
+            &input,
+        );
+        let reason = HoldReason::Threshold {
+            class: ActionClass::Deprovision,
+            window: ThresholdWindow::Day,
+            planned: 20,
+            recent: 40,
+            limit: 50,
+            managed: 100,
+            by_percent: false,
+        };
+        assert!(out.actions.iter().all(|a| a.held.as_ref() == Some(&reason)));
+        assert_eq!(
+            reason.to_string(),
+            "20 deprovisions planned + 40 in the last 24 h = 60, the 24 h limit is 50"
+        );
+        // Other classes do not count against deprovisions.
+        input.recent = RecentCounts {
+            deprovisions: 0,
+            membership_removals: 1000,
+            role_downgrades: 1000,
+        };
+        let out = guard(
+            plan_of(twenty.clone()),
+            &WorkspaceSnapshot::default(),
+            &settings,
+            &input,
+        );
+        assert!(out.held().next().is_none());
+        // The override skips thresholds only, not the incomplete-directory rule.
+        let input = GuardInput {
+            allow_over_threshold: true,
+            recent: RecentCounts {
+                deprovisions: 1000,
+                ..RecentCounts::default()
+            },
+            ..COMPLETE
+        };
+        let out = guard(
+            plan_of(twenty.clone()),
+            &WorkspaceSnapshot::default(),
+            &settings,
+            &input,
+        );
+        assert!(out.held().next().is_none());
+        let out = guard(
+            plan_of(twenty),
+            &WorkspaceSnapshot::default(),
+            &settings,
+            &GuardInput {
+                directory_complete: false,
+                ..input
+            },
+        );
+        assert!(
+            out.actions
+                .iter()
+                .all(|a| a.held == Some(HoldReason::IncompleteDirectory))
+        );
+    }
+
+    #[test]
+    fn role_downgrades_compare_the_highest_current_role() {
+        assert!(demote("1", "Owner", Role::Viewer).is_role_downgrade());
+        assert!(demote("1", "editor", Role::Commenter).is_role_downgrade());
+        assert!(!demote("1", "Viewer", Role::Editor).is_role_downgrade());
+        assert!(!demote("1", "Admin", Role::Viewer).is_role_downgrade());
+        assert!(!deactivate("1").is_role_downgrade());
+    }
+
+    #[test]
+    fn source_sanity_rejects_empty_and_shrunken_directories() {
+        assert_eq!(check_source(0, None, 20.0), Err(SourceFault::Empty));
+        assert_eq!(check_source(0, Some(0), 20.0), Err(SourceFault::Empty));
+        assert_eq!(check_source(5, None, 20.0), Ok(()));
+        assert_eq!(check_source(80, Some(100), 20.0), Ok(()));
+        assert_eq!(check_source(200, Some(100), 20.0), Ok(()));
+        let fault = check_source(10, Some(100), 20.0).unwrap_err();
+        assert_eq!(
+            fault,
+            SourceFault::Shrank {
+                previous: 100,
+                current: 10,
+                shrink_percent: 90.0,
+                limit_percent: 20.0
+            }
+        );
+        assert!(fault.to_string().contains("from 100 to 10 identities"));
+        assert!(check_source(79, Some(100), 20.0).is_err());
+    }
+
+    #[test]
+    fn creates_and_updates_wait_for_the_settle_window_deprovisions_never() {
+        let t0 = DateTime::parse_from_rfc3339("2026-01-01T10:00:00Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        let settle = Duration::from_secs(600);
+        let plan = plan_of(vec![
+            deactivate("1"),
+            ActionKind::Reactivate {
+                account_id: "2".into(),
+            },
+        ]);
+        let key = settle_key(&plan.actions[1]).unwrap();
+        assert_eq!(settle_key(&plan.actions[0]), None);
+
+        let first = hold_unsettled(plan.clone(), &HashMap::new(), t0, settle);
+        let settles_at = t0 + chrono::Duration::minutes(10);
+        assert_eq!(
+            held(&first),
+            [
+                None,
+                Some(HoldReason::Settling {
+                    first_seen: t0,
+                    settles_at
+                })
+            ]
+        );
+        let seen = HashMap::from([(key, t0)]);
+        let early = hold_unsettled(
+            plan.clone(),
+            &seen,
+            t0 + chrono::Duration::minutes(9),
+            settle,
+        );
+        assert!(early.actions[1].held.is_some());
+        let later = hold_unsettled(plan.clone(), &seen, settles_at, settle);
+        assert!(later.held().next().is_none());
+        let off = hold_unsettled(plan, &HashMap::new(), t0, Duration::ZERO);
+        assert!(off.held().next().is_none());
+    }
+
+    #[test]
+    fn membership_changes_wait_with_the_create_they_need() {
+        use crate::model::{AccountRef, GroupRef};
+        let mut plan = plan_of(vec![
+            ActionKind::CreateGroup {
+                display_name: "New".into(),
+            },
+            ActionKind::AddMembers {
+                group: GroupRef::Existing {
+                    id: "g".into(),
+                    display_name: "G".into(),
+                },
+                members: vec![AccountRef::Created {
+                    identity_id: "p1".into(),
+                }],
+            },
+            ActionKind::AddMembers {
+                group: GroupRef::Created {
+                    display_name: "new".into(),
+                },
+                members: vec![AccountRef::Existing { id: "a".into() }],
+            },
+            ActionKind::AddMembers {
+                group: GroupRef::Existing {
+                    id: "g".into(),
+                    display_name: "G".into(),
+                },
+                members: vec![AccountRef::Existing { id: "a".into() }],
+            },
+        ]);
+        plan.actions[0].held = Some(HoldReason::LastOwner);
+        let out = hold_dependents(plan.clone());
+        assert_eq!(
+            held(&out),
+            [
+                Some(HoldReason::LastOwner),
+                None,
+                Some(HoldReason::LastOwner),
+                None
+            ]
         );
     }
 

@@ -12,20 +12,28 @@
 //! Layers, lowest first; a module never imports one above it:
 //! - [`model`]: plain data (identities, accounts, groups, links, actions).
 //! - the pure core, no I/O and no clock: [`policy`] (desired state), [`plan`]
-//!   (diff), [`guard`] (safety rules).
+//!   (diff), [`guard`] (safety rules), [`circuit`] (the apply-time circuit
+//!   breaker's rules).
 //! - edges: [`directory`] (sources of truth), [`workspace`] (SCIM 2.0 client),
 //!   [`store`] (SQLite state and journal), [`retry`] (transient-failure policy).
 //! - [`apply`] (journaled executor and verification), [`report`] (drift reports).
 //! - [`sandbox`] (in-process SCIM 2.0 workspace with fault injection) and
 //!   [`synth`] (synthetic data) for the demo, tests and benchmarks.
+//! - [`safety`]: the safety net's steps inside a run (source and workspace
+//!   sanity, 24 h counts, settle window, circuit persistence, audit).
+//! - [`approval`]: approve / reject held actions (re-checked first), resume the
+//!   circuit breaker; [`explain`]: the single-person view.
 //! - wiring: [`run`] (one reconciliation run), [`demo`], [`config`], [`cli`].
 
 pub mod apply;
+pub mod approval;
+pub mod circuit;
 pub mod cli;
 pub mod config;
 pub mod daemon;
 pub mod demo;
 pub mod directory;
+pub mod explain;
 pub mod guard;
 pub mod model;
 pub mod plan;
@@ -33,6 +41,7 @@ pub mod policy;
 pub mod report;
 pub mod retry;
 pub mod run;
+pub mod safety;
 pub mod sandbox;
 pub mod schedule;
 pub mod sla;

@@ -409,6 +409,37 @@ impl ActionKind {
         )
     }
 
+    /// A role change to a lower tier than the account's highest known role now
+    /// (mass Owner→Viewer is as dangerous as deletion). An account whose current
+    /// role values name no known role is not downgraded: there is nothing to lose.
+    pub fn is_role_downgrade(&self) -> bool {
+        match self {
+            ActionKind::SetRole { from, to, .. } => from
+                .iter()
+                .filter_map(|r| r.parse::<Role>().ok())
+                .max()
+                .is_some_and(|current| current > *to),
+            _ => false,
+        }
+    }
+
+    /// The threshold class this action counts against, and how much it counts
+    /// (a membership removal counts each member removed).
+    pub fn threshold_class(&self) -> Option<(ActionClass, usize)> {
+        match self {
+            ActionKind::Deactivate { .. } | ActionKind::Delete { .. } => {
+                Some((ActionClass::Deprovision, 1))
+            }
+            ActionKind::RemoveMembers { members, .. } => {
+                Some((ActionClass::MembershipRemoval, members.len()))
+            }
+            ActionKind::SetRole { .. } if self.is_role_downgrade() => {
+                Some((ActionClass::RoleDowngrade, 1))
+            }
+            _ => None,
+        }
+    }
+
     /// The existing account this action writes to, if any.
     pub fn account_id(&self) -> Option<&str> {
         match self {
@@ -422,6 +453,78 @@ impl ActionKind {
     }
 }
 
+/// The classes of destructive actions the thresholds limit, each on its own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ActionClass {
+    /// Deactivations and deletions.
+    Deprovision,
+    /// Members removed from workspace groups (counted per member).
+    MembershipRemoval,
+    /// Role changes to a lower tier.
+    RoleDowngrade,
+}
+
+impl ActionClass {
+    pub const ALL: [ActionClass; 3] = [
+        ActionClass::Deprovision,
+        ActionClass::MembershipRemoval,
+        ActionClass::RoleDowngrade,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ActionClass::Deprovision => "deprovision",
+            ActionClass::MembershipRemoval => "membership_removal",
+            ActionClass::RoleDowngrade => "role_downgrade",
+        }
+    }
+
+    /// Plural noun for messages.
+    pub fn noun(self) -> &'static str {
+        match self {
+            ActionClass::Deprovision => "deprovisions",
+            ActionClass::MembershipRemoval => "membership removals",
+            ActionClass::RoleDowngrade => "role downgrades",
+        }
+    }
+}
+
+impl fmt::Display for ActionClass {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Which window a threshold limits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ThresholdWindow {
+    /// One run.
+    Run,
+    /// The rolling 24 hours before the run, this run included.
+    Day,
+}
+
+/// Destructive writes already made (applied or in flight) in the rolling 24 h
+/// window, per [`ActionClass`]; the store counts them, the guard adds the plan.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RecentCounts {
+    pub deprovisions: usize,
+    pub membership_removals: usize,
+    pub role_downgrades: usize,
+}
+
+impl RecentCounts {
+    pub fn get(&self, class: ActionClass) -> usize {
+        match class {
+            ActionClass::Deprovision => self.deprovisions,
+            ActionClass::MembershipRemoval => self.membership_removals,
+            ActionClass::RoleDowngrade => self.role_downgrades,
+        }
+    }
+}
+
 /// Why the guard held an action back.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "rule", rename_all = "snake_case")]
@@ -429,6 +532,7 @@ pub enum HoldReason {
     /// The directory snapshot was incomplete: no deprovisioning from it.
     IncompleteDirectory,
     /// More deprovisions than `max_deprovisions` / `max_deprovision_percent` allow.
+    /// Written by earlier versions; [`HoldReason::Threshold`] replaces it.
     DeprovisionThreshold {
         planned: usize,
         limit: usize,
@@ -436,6 +540,48 @@ pub enum HoldReason {
     },
     /// The action would leave the workspace without an active Owner.
     LastOwner,
+    /// Its class of actions is over a limit: `planned` this run (plus `recent` in
+    /// the last 24 h for the `day` window) exceeds `limit`.
+    Threshold {
+        class: ActionClass,
+        window: ThresholdWindow,
+        planned: usize,
+        /// Already made in the 24 h before this run (0 for the `run` window).
+        recent: usize,
+        limit: usize,
+        managed: usize,
+        /// True when the percentage of `managed` (not the count) gave the limit.
+        #[serde(default)]
+        by_percent: bool,
+    },
+    /// Creates and updates wait until the same drift is seen again `settle` after
+    /// it was first seen (so seatwarden does not race push SCIM).
+    Settling {
+        first_seen: chrono::DateTime<chrono::Utc>,
+        settles_at: chrono::DateTime<chrono::Utc>,
+    },
+    /// The workspace listing shrank suspiciously and a filter read could not
+    /// confirm that this account is really missing.
+    WorkspaceShrunk { previous: usize, current: usize },
+}
+
+impl HoldReason {
+    /// Short rule name, as in the JSON `rule` tag.
+    pub fn rule(&self) -> &'static str {
+        match self {
+            HoldReason::IncompleteDirectory => "incomplete_directory",
+            HoldReason::DeprovisionThreshold { .. } => "deprovision_threshold",
+            HoldReason::LastOwner => "last_owner",
+            HoldReason::Threshold { .. } => "threshold",
+            HoldReason::Settling { .. } => "settling",
+            HoldReason::WorkspaceShrunk { .. } => "workspace_shrunk",
+        }
+    }
+
+    /// Holds that clear by themselves on a later run (no human needed).
+    pub fn is_waiting(&self) -> bool {
+        matches!(self, HoldReason::Settling { .. })
+    }
 }
 
 impl fmt::Display for HoldReason {
@@ -455,6 +601,46 @@ impl fmt::Display for HoldReason {
             HoldReason::LastOwner => {
                 f.write_str("would leave the workspace without an active Owner")
             }
+            HoldReason::Threshold {
+                class,
+                window: ThresholdWindow::Run,
+                planned,
+                limit,
+                managed,
+                by_percent,
+                ..
+            } => write!(
+                f,
+                "{planned} {} planned, the per-run limit is {limit} ({}of {managed} managed accounts)",
+                class.noun(),
+                if *by_percent { "by percentage, " } else { "" }
+            ),
+            HoldReason::Threshold {
+                class,
+                window: ThresholdWindow::Day,
+                planned,
+                recent,
+                limit,
+                ..
+            } => write!(
+                f,
+                "{planned} {noun} planned + {recent} in the last 24 h = {}, the 24 h limit is {limit}",
+                planned.saturating_add(*recent),
+                noun = class.noun()
+            ),
+            HoldReason::Settling {
+                first_seen,
+                settles_at,
+            } => write!(
+                f,
+                "waiting for the settle window: first seen {}, acted on from {}",
+                first_seen.format("%Y-%m-%d %H:%M:%SZ"),
+                settles_at.format("%Y-%m-%d %H:%M:%SZ")
+            ),
+            HoldReason::WorkspaceShrunk { previous, current } => write!(
+                f,
+                "the workspace listing shrank from {previous} to {current} accounts and a filter read could not confirm this account is missing"
+            ),
         }
     }
 }

@@ -613,6 +613,36 @@ impl Protected {
         }
     }
 
+    /// Adds the members of the directory groups `groups` (by name, case-insensitively,
+    /// e.g. "IT Admins") as exact names: their directory userName and email, so
+    /// an account matched by either is protected too. A person stops being protected
+    /// only when the directory says they left the group.
+    pub fn with_members_of(
+        mut self,
+        groups: &[String],
+        directory: &DirectorySnapshot,
+    ) -> Protected {
+        if groups.is_empty() {
+            return self;
+        }
+        let wanted: BTreeSet<String> = groups.iter().map(|g| g.trim().to_lowercase()).collect();
+        for identity in &directory.identities {
+            if identity
+                .groups
+                .iter()
+                .any(|g| wanted.contains(&g.trim().to_lowercase()))
+            {
+                for name in std::iter::once(&identity.user_name).chain(identity.email.as_ref()) {
+                    // A `*` or `?` in a name acts as a glob: it can only protect more.
+                    let chars: Vec<char> = name.chars().flat_map(char::to_lowercase).collect();
+                    let fixed_len = (!chars.contains(&'*')).then_some(chars.len());
+                    self.patterns.push(Pattern { chars, fixed_len });
+                }
+            }
+        }
+        self
+    }
+
     /// Case-insensitive (full Unicode lower-casing, character by character), without
     /// allocating.
     pub fn matches(&self, user_name: &str) -> bool {
@@ -840,6 +870,37 @@ mod tests {
         assert!(!protected.matches("root@example.co"));
         assert!(!protected.matches("xbreakglass-1@example.com"));
         assert!(!Protected::new(&[]).matches(""));
+        let directory = DirectorySnapshot {
+            identities: vec![
+                Identity {
+                    id: "1".into(),
+                    user_name: "Admin.One@example.com".into(),
+                    email: Some("a1@example.com".into()),
+                    given_name: None,
+                    family_name: None,
+                    display_name: None,
+                    status: IdentityStatus::Active,
+                    department: None,
+                    groups: vec!["IT Admins".into()],
+                },
+                Identity {
+                    id: "2".into(),
+                    user_name: "staff@example.com".into(),
+                    email: None,
+                    given_name: None,
+                    family_name: None,
+                    display_name: None,
+                    status: IdentityStatus::Active,
+                    department: None,
+                    groups: vec!["Staff".into()],
+                },
+            ],
+            complete: true,
+        };
+        let by_group = Protected::default().with_members_of(&["it admins".into()], &directory);
+        assert!(by_group.matches("admin.one@EXAMPLE.com"));
+        assert!(by_group.matches("a1@example.com"));
+        assert!(!by_group.matches("staff@example.com"));
         assert!(Protected::new(&["*".to_owned()]).matches(""));
         assert!(Protected::new(&["a*b*c".to_owned()]).matches("aXbYbZc"));
         assert!(!Protected::new(&["a*b*c".to_owned()]).matches("aXbYbZ"));

@@ -2,6 +2,12 @@
 //! the desired state, plan, guard, and (in reconcile mode) apply and verify, then
 //! store the drift report. `plan` and `reconcile --dry-run` stop before apply and
 //! write nothing to the workspace.
+//!
+//! The safety net (issue 6, [`crate::safety`]) hooks in at fixed points: source
+//! sanity after the snapshots are stored (a rejected directory plans nothing), the
+//! workspace sanity re-check after planning, the 24 h counts into the guard, the
+//! settle window after it, and the circuit breaker around apply. [`RunOptions`]
+//! carries the time those rules judge by, so tests move time without sleeping.
 
 use std::collections::HashSet;
 use std::io::IsTerminal;
@@ -12,11 +18,12 @@ use chrono::{DateTime, Utc};
 use crate::apply::{self, ApplyError};
 use crate::config::{Config, ConfigError, DirectoryConfig};
 use crate::directory::{Directory, DirectoryError, FileSource};
-use crate::guard::{self, GuardInput};
-use crate::model::{DirectorySnapshot, Plan, WorkspaceSnapshot};
+use crate::guard;
+use crate::model::{DirectorySnapshot, HoldReason, Plan, WorkspaceSnapshot};
 use crate::plan;
 use crate::policy;
-use crate::report::{self, ActionOutcome, Outcome, Report, Summary};
+use crate::report::{self, ActionOutcome, Outcome, Report, SafetyReport, Summary};
+use crate::safety;
 use crate::store::{ActionState, RunId, RunKind, RunStatus, Store, StoreError};
 use crate::workspace::{Progress, ScimClient, WorkspaceError};
 
@@ -60,6 +67,8 @@ pub enum RunError {
     Store(#[from] StoreError),
     #[error("applying the plan: {0}")]
     Apply(#[from] ApplyError),
+    #[error(transparent)]
+    Safety(#[from] safety::SafetyError),
     #[error("the state database lock was poisoned")]
     Poisoned,
 }
@@ -72,6 +81,7 @@ impl crate::retry::Transient for RunError {
             RunError::Workspace(e) => e.is_transient(),
             RunError::Store(e) => e.is_transient(),
             RunError::Apply(e) => e.is_transient(),
+            RunError::Safety(e) => e.is_transient(),
         }
     }
 }
@@ -119,11 +129,46 @@ pub async fn execute_with(
     store: Store,
     mode: Mode,
 ) -> Result<RunOutcome, RunError> {
+    execute_with_options(
+        config,
+        directory,
+        client,
+        store,
+        mode,
+        RunOptions::default(),
+    )
+    .await
+}
+
+/// Per-run choices beyond the mode.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RunOptions {
+    /// The time the safety rules judge by (24 h window, settle window, circuit
+    /// cool-down); `None`: the clock. Tests pass it to move time without sleeping.
+    pub now: Option<DateTime<Utc>>,
+    /// `reconcile --allow-over-threshold`: thresholds hold nothing this run (the
+    /// caller records who asked in the audit trail).
+    pub allow_over_threshold: bool,
+}
+
+/// [`execute_with`] with [`RunOptions`].
+pub async fn execute_with_options(
+    config: &Config,
+    directory: &Directory,
+    client: &ScimClient,
+    store: Store,
+    mode: Mode,
+    options: RunOptions,
+) -> Result<RunOutcome, RunError> {
     let store = Mutex::new(store);
     let started_at = Utc::now();
     let run_id = lock(&store)?.begin_run(mode.run_kind(), started_at)?;
     tracing::info!(run = run_id, mode = mode.as_str(), "run started");
-    match pipeline(config, directory, client, &store, mode, run_id, started_at).await {
+    match pipeline(
+        config, directory, client, &store, mode, run_id, started_at, options,
+    )
+    .await
+    {
         Ok(outcome) => {
             lock(&store)?.finish_run(run_id, Utc::now(), RunStatus::Succeeded, None)?;
             tracing::info!(
@@ -151,6 +196,7 @@ fn lock(store: &Mutex<Store>) -> Result<std::sync::MutexGuard<'_, Store>, RunErr
     store.lock().map_err(|_| RunError::Poisoned)
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn pipeline(
     config: &Config,
     directory: &Directory,
@@ -159,7 +205,18 @@ async fn pipeline(
     mode: Mode,
     run_id: RunId,
     started_at: DateTime<Utc>,
+    options: RunOptions,
 ) -> Result<RunOutcome, RunError> {
+    let now = options.now.unwrap_or(started_at);
+    if options.allow_over_threshold {
+        safety::audit(
+            &mut *lock(store)?,
+            "allow_over_threshold",
+            Some(run_id),
+            format!("{} run with thresholds overridden", mode.as_str()),
+            now,
+        )?;
+    }
     let recovered = if mode == Mode::Reconcile {
         apply::recover(client, store).await?
     } else {
@@ -170,7 +227,7 @@ async fn pipeline(
     tracing::info!(identities = directory_snapshot.identities.len(), source = %directory.describe(), "directory read");
     client.discover().await?;
     let show_progress = std::io::stderr().is_terminal();
-    let workspace_snapshot: WorkspaceSnapshot =
+    let mut workspace_snapshot: WorkspaceSnapshot =
         client.snapshot(&progress_printer(show_progress)).await?;
     if show_progress {
         eprintln!();
@@ -181,11 +238,12 @@ async fn pipeline(
         "workspace read"
     );
 
-    let links = {
+    let (links, source_fault) = {
         let mut store = lock(store)?;
         store.save_directory_snapshot(run_id, &directory_snapshot)?;
         store.save_workspace_snapshot(run_id, &workspace_snapshot)?;
-        store.links()?
+        let fault = safety::check_source(&mut store, run_id, &directory_snapshot, config, now)?;
+        (store.links()?, fault)
     };
     let links: Vec<crate::model::Link> = links
         .into_iter()
@@ -196,50 +254,70 @@ async fn pipeline(
         .collect();
 
     let desired = policy::desired_state(&directory_snapshot, &config.policy_settings());
-    let planned = plan::plan(
-        &desired,
-        &directory_snapshot,
-        &workspace_snapshot,
-        &links,
-        &config.plan_settings(),
-    );
+    let plan_settings = safety::plan_settings(config, &directory_snapshot);
+    let make_plan = |workspace: &WorkspaceSnapshot| {
+        plan::plan(
+            &desired,
+            &directory_snapshot,
+            workspace,
+            &links,
+            &plan_settings,
+        )
+    };
+    let (planned, recheck) = safety::plan_checked(
+        client,
+        store,
+        run_id,
+        source_fault.is_some(),
+        &mut workspace_snapshot,
+        make_plan,
+    )
+    .await?;
     let managed = managed_accounts(&workspace_snapshot, &links, &planned);
+    let input = safety::guard_input(
+        &*lock(store)?,
+        now,
+        directory_snapshot.complete,
+        managed,
+        options.allow_over_threshold,
+    )?;
     let guarded = guard::guard(
         planned,
         &workspace_snapshot,
         &config.guard_settings(),
-        &GuardInput {
-            directory_complete: directory_snapshot.complete,
-            managed_accounts: managed,
-        },
+        &input,
     );
-    {
+    let guarded = safety::hold_unconfirmed(guarded, &recheck);
+    let guarded = {
         let mut store = lock(store)?;
+        let guarded = if source_fault.is_some() {
+            guarded
+        } else {
+            safety::settle(&mut store, guarded, config, now)?
+        };
         store.save_plan(run_id, &guarded, Utc::now())?;
         if mode == Mode::Reconcile {
             store.upsert_links(&guarded.new_links, Utc::now())?;
         }
-    }
+        guarded
+    };
 
+    let mut circuit_report = None;
     if mode == Mode::Reconcile && guarded.runnable().next().is_some() {
         let page = config.workspace.page_size.max(1) as usize;
         let relist_requests = workspace_snapshot.accounts.len().div_ceil(page)
             + workspace_snapshot.groups.len().div_ceil(page)
             + 2;
-        let summary = apply::apply(
+        circuit_report = safety::apply_with_circuit(
+            config,
             client,
             store,
             run_id,
             &guarded,
-            config.workspace.max_concurrency,
             relist_requests,
+            now,
         )
         .await?;
-        tracing::info!(
-            applied = summary.applied,
-            failed = summary.failed,
-            "plan applied"
-        );
     }
 
     let report = build_report(
@@ -258,6 +336,16 @@ async fn pipeline(
         },
         &guarded,
     )?;
+    let mut report = report;
+    report.safety = SafetyReport {
+        source_fault,
+        circuit: circuit_report,
+        allow_over_threshold: options.allow_over_threshold,
+        actions_waiting: guarded
+            .held()
+            .filter(|a| a.held.as_ref().is_some_and(HoldReason::is_waiting))
+            .count(),
+    };
     lock(store)?.save_report(run_id, &report.to_json())?;
     Ok(RunOutcome {
         run_id,
@@ -362,5 +450,6 @@ fn build_report(
         summary,
         drift: plan.drift.clone(),
         actions,
+        safety: SafetyReport::default(),
     })
 }

@@ -18,7 +18,7 @@ use futures::{StreamExt, TryStreamExt};
 use crate::apply;
 use crate::config::Config;
 use crate::directory::{Directory, DirectoryChanges};
-use crate::guard::{self, GuardInput};
+use crate::guard;
 use crate::model::{
     Account, Action, ActionKind, DriftItem, DriftKind, Identity, Plan, WorkspaceSnapshot,
 };
@@ -136,7 +136,14 @@ fn observe(
         let Some(account_id) = links.get(&identity.id) else {
             return;
         };
-        if protected.matches(&identity.user_name) {
+        let in_protected_group = identity.groups.iter().any(|g| {
+            config
+                .safety
+                .protected_groups
+                .iter()
+                .any(|p| p.trim().eq_ignore_ascii_case(g.trim()))
+        });
+        if in_protected_group || protected.matches(&identity.user_name) {
             return;
         }
         match policy::access_loss(identity, &policy) {
@@ -231,6 +238,7 @@ pub async fn enforce(
         .try_collect()
         .await?;
 
+    let protected = config.plan_settings().protected;
     let mut plan = Plan::default();
     let mut pending: HashMap<u32, &LedgerEntry> = HashMap::new();
     let mut read = WorkspaceSnapshot::default();
@@ -250,6 +258,17 @@ pub async fn enforce(
             }
         };
         lock(store)?.deprovision_user_name(entry.id, &account.user_name)?;
+        if protected.matches(&account.user_name) {
+            // Protected accounts never appear in a plan; the episode stays open
+            // (and becomes overdue) so a human sees it.
+            lock(store)?.deprovision_held(
+                entry.id,
+                "protected account (safety.protected): seatwarden never touches it",
+                now + HOLD_RECHECK,
+            )?;
+            outcome.held += 1;
+            continue;
+        }
         let account_id = account.id.clone();
         let kind = match config.deprovision.action {
             DeprovisionAction::Deactivate => ActionKind::Deactivate { account_id },
@@ -278,16 +297,14 @@ pub async fn enforce(
     }
 
     if !plan.actions.is_empty() {
-        let managed = lock(store)?.links()?.len();
-        let plan = guard::guard(
-            plan,
-            &read,
-            &config.guard_settings(),
-            &GuardInput {
-                directory_complete,
-                managed_accounts: managed,
-            },
-        );
+        let input = {
+            let store = lock(store)?;
+            let managed = store.links()?.len();
+            // The 24 h counts include earlier sweeps: a slow drip of sweeps cannot
+            // pass the per-day limits either.
+            crate::safety::guard_input(&store, now, directory_complete, managed, false)?
+        };
+        let plan = guard::guard(plan, &read, &config.guard_settings(), &input);
         let run_id = lock(store)?.begin_run(RunKind::Sweep, now)?;
         outcome.run_id = Some(run_id);
         let result = apply_sweep(client, store, run_id, &plan, concurrency).await;

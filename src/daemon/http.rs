@@ -118,6 +118,10 @@ async fn metrics(State(shared): State<Arc<Shared>>) -> Response {
         metrics::gauge!("seatwarden_deprovisions_pending").set(pending as f64);
         metrics::gauge!("seatwarden_deprovisions_overdue").set(overdue as f64);
     }
+    let config = shared.config();
+    if let Ok((circuit, _)) = shared.with_db(|db| crate::safety::circuit_state(db, &config, now)) {
+        metrics::gauge!("seatwarden_circuit_state").set(f64::from(circuit.gauge()));
+    }
     for (name, counters) in &shared.counters {
         metrics::gauge!("seatwarden_job_running", "job" => *name).set(if counters.is_running() {
             1.0

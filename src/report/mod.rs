@@ -9,6 +9,8 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+use crate::circuit::{CircuitState, FailedWrite};
+use crate::guard::SourceFault;
 use crate::model::{DriftItem, DriftKind};
 
 pub use text::render_text;
@@ -33,6 +35,51 @@ pub struct Report {
     pub drift: Vec<DriftItem>,
     /// Every planned action with its outcome, in plan order.
     pub actions: Vec<ActionOutcome>,
+    /// The safety net's findings (issue 6); omitted from the JSON when there are
+    /// none, so reports without them read as before.
+    #[serde(default, skip_serializing_if = "SafetyReport::is_empty")]
+    pub safety: SafetyReport,
+}
+
+/// What the safety net did beyond holding actions (those are in `actions`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct SafetyReport {
+    /// The directory snapshot was rejected (empty, or shrank too much): nothing was
+    /// planned from it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_fault: Option<SourceFault>,
+    /// The circuit breaker, when it is not closed (it opened during this run, or was
+    /// open so nothing was written).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub circuit: Option<CircuitReport>,
+    /// `reconcile --allow-over-threshold` was given: thresholds did not hold anything.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub allow_over_threshold: bool,
+    /// Held actions that only wait for the settle window (no human needed); they are
+    /// also counted in `summary.actions_held`.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub actions_waiting: usize,
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
+}
+
+impl SafetyReport {
+    pub fn is_empty(&self) -> bool {
+        *self == SafetyReport::default()
+    }
+}
+
+/// The circuit breaker's state with why it opened and the failing writes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CircuitReport {
+    #[serde(flatten)]
+    pub state: CircuitState,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub failures: Vec<FailedWrite>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]

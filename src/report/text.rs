@@ -51,11 +51,18 @@ pub fn render_text(report: &Report, colour: bool) -> String {
     let s = &report.summary;
     let mut out = String::new();
     let applying = report.mode == "reconcile";
-    let headline = if s.actions_failed > 0 {
+    let headline = if let Some(fault) = &report.safety.source_fault {
+        style.red(&format!("source fault: {fault}"))
+    } else if s.actions_failed > 0 {
         style.red(&format!("{} actions failed", s.actions_failed))
-    } else if s.actions_held > 0 {
+    } else if s.actions_held > report.safety.actions_waiting {
         style.yellow(&format!(
             "{} actions held by the guard — needs a human",
+            s.actions_held - report.safety.actions_waiting
+        ))
+    } else if s.actions_held > 0 {
+        style.yellow(&format!(
+            "{} actions wait for the settle window",
             s.actions_held
         ))
     } else if s.actions_planned == 0 && s.drift_total == 0 {
@@ -106,6 +113,8 @@ pub fn render_text(report: &Report, colour: bool) -> String {
             String::new()
         }
     );
+
+    render_safety(&mut out, report, &style);
 
     if report.drift.is_empty() {
         let _ = writeln!(out, "\nNo drift.");
@@ -171,4 +180,46 @@ pub fn render_text(report: &Report, colour: bool) -> String {
         }
     }
     out
+}
+
+/// The safety net's findings; nothing when there are none (reports read as before).
+fn render_safety(out: &mut String, report: &Report, style: &Style) {
+    let safety = &report.safety;
+    if let Some(fault) = &safety.source_fault {
+        let _ = writeln!(out, "\n{} {fault}", style.red("SOURCE FAULT"));
+    }
+    if let Some(circuit) = &safety.circuit {
+        let _ = writeln!(
+            out,
+            "\n{} {}{}",
+            style.red("CIRCUIT BREAKER"),
+            circuit.state,
+            circuit
+                .reason
+                .as_deref()
+                .map(|r| format!(": {r}"))
+                .unwrap_or_default()
+        );
+        for failure in &circuit.failures {
+            let _ = writeln!(
+                out,
+                "  {} {}: {}",
+                failure.op, failure.subject, failure.message
+            );
+        }
+    }
+    if safety.allow_over_threshold {
+        let _ = writeln!(
+            out,
+            "\n{} thresholds overridden for this run (--allow-over-threshold)",
+            style.yellow("OVERRIDE")
+        );
+    }
+    if safety.actions_waiting > 0 {
+        let _ = writeln!(
+            out,
+            "\n{} of the held actions only wait for the settle window",
+            safety.actions_waiting
+        );
+    }
 }

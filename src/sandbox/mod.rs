@@ -73,6 +73,11 @@ pub struct Faults {
     pub retry_after_secs: u64,
     /// Seeds the fault PRNG; the same seed and request order give the same faults.
     pub seed: u64,
+    /// The rates apply to writes (POST, PUT, PATCH, DELETE) only; reads always work.
+    pub writes_only: bool,
+    /// Unfiltered listings return their first page and claim it is everything
+    /// (`totalResults` = the page): the page-cap lie some providers tell.
+    pub first_page_only: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -481,11 +486,18 @@ async fn handle(
     body: Bytes,
 ) -> Response {
     shared.requests.fetch_add(1, Ordering::Relaxed);
-    let (latency, fault, retry_after) = shared
-        .faults
-        .lock()
-        .unwrap_or_else(PoisonError::into_inner)
-        .draw();
+    let write = matches!(
+        method,
+        Method::POST | Method::PUT | Method::PATCH | Method::DELETE
+    );
+    let (latency, fault, retry_after) = {
+        let mut faults = shared.faults.lock().unwrap_or_else(PoisonError::into_inner);
+        if faults.faults.writes_only && !write {
+            (faults.faults.latency, None, 0)
+        } else {
+            faults.draw()
+        }
+    };
     if !latency.is_zero() {
         tokio::time::sleep(latency).await;
     }
@@ -534,10 +546,6 @@ async fn handle(
         );
         return response;
     }
-    let write = matches!(
-        method,
-        Method::POST | Method::PUT | Method::PATCH | Method::DELETE
-    );
     let response = match route(&shared, &method, &uri, &headers, &body) {
         Ok(response) => response,
         Err(e) => error_response(&e),
@@ -546,6 +554,25 @@ async fn handle(
         shared.writes.fetch_add(1, Ordering::Relaxed);
     }
     response
+}
+
+/// The `first_page_only` fault: an unfiltered listing claims its first page is all.
+fn first_page_only(shared: &Shared, q: &ListQuery, list: &mut serde_json::Value) {
+    let on = shared
+        .faults
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .faults
+        .first_page_only;
+    if !on || q.filter.is_some() {
+        return;
+    }
+    if q.start_index > 1 {
+        list["Resources"] = serde_json::Value::Array(Vec::new());
+        list["itemsPerPage"] = 0.into();
+    }
+    let shown = list["itemsPerPage"].clone();
+    list["totalResults"] = if q.start_index > 1 { 0.into() } else { shown };
 }
 
 /// Dispatches an authorized request. Synchronous: the store lock never meets an await.
@@ -598,7 +625,8 @@ fn route(
             Method::GET => {
                 let q = list_query(uri, shared.max_results)?;
                 // Bind first: the guard must be gone before the body is serialised.
-                let list = shared.store().list_users(&q)?;
+                let mut list = shared.store().list_users(&q)?;
+                first_page_only(shared, &q, &mut list);
                 Ok(json_response(200, &list))
             }
             Method::POST => {
@@ -632,7 +660,8 @@ fn route(
         ["Groups"] => match m {
             Method::GET => {
                 let q = list_query(uri, shared.max_results)?;
-                let list = shared.store().list_groups(&q)?;
+                let mut list = shared.store().list_groups(&q)?;
+                first_page_only(shared, &q, &mut list);
                 Ok(json_response(200, &list))
             }
             Method::POST => {

@@ -178,6 +178,24 @@ impl Store {
             .context(|| "reading current deprovisions".to_owned())
     }
 
+    /// A person's episodes, newest first.
+    pub fn deprovision_history(
+        &self,
+        identity_id: &str,
+        limit: usize,
+    ) -> Result<Vec<LedgerEntry>, StoreError> {
+        self.conn
+            .prepare_cached(&format!(
+                "SELECT {LEDGER_COLUMNS} FROM deprovisions WHERE identity_id = ?1
+                 ORDER BY id DESC LIMIT ?2"
+            ))
+            .and_then(|mut stmt| {
+                stmt.query_map(params![identity_id, limit as i64], ledger_entry)?
+                    .collect()
+            })
+            .context(|| format!("reading the deprovision history of {identity_id}"))
+    }
+
     /// Episodes verified at or after `since`, oldest first.
     pub fn verified_deprovisions_since(
         &self,

@@ -203,7 +203,61 @@ CREATE TABLE daemon_state (
 ) STRICT;
 "#;
 
-const MIGRATIONS: &[&str] = &[M1, M2];
+/// Migration (issue 6): the safety net's state. None of these tables cascades from
+/// `runs`: pruning old runs must not forget the last accepted directory size, the
+/// audit trail, an open circuit or when drift was first seen.
+///
+/// - `accepted_directories`: size of every directory snapshot the source sanity
+///   check accepted (the baseline for the next shrink check).
+/// - `audit`: who (OS user) did what and when: approve, reject, resume,
+///   `--allow-over-threshold`.
+/// - `held_decisions`: per held action, whether a human approved or rejected it
+///   (or approval found it obsolete); the action row itself keeps its state.
+/// - `circuit_breaker`: one row while the breaker is open (opened_at, why, the
+///   failing writes as JSON); no row = closed.
+/// - `drift_seen`: when each pending create/update (by its settle key) was first
+///   seen, for the settle window; keys no longer planned are dropped.
+const M_SAFETY: &str = r#"
+CREATE TABLE accepted_directories (
+    run_id      INTEGER NOT NULL PRIMARY KEY,
+    identities  INTEGER NOT NULL CHECK (identities >= 0),
+    accepted_at TEXT NOT NULL
+) STRICT;
+
+CREATE TABLE audit (
+    id      INTEGER PRIMARY KEY AUTOINCREMENT,
+    at      TEXT NOT NULL,
+    user    TEXT NOT NULL,
+    command TEXT NOT NULL,
+    run_id  INTEGER,
+    detail  TEXT NOT NULL
+) STRICT;
+
+CREATE TABLE held_decisions (
+    run_id   INTEGER NOT NULL,
+    seq      INTEGER NOT NULL,
+    decision TEXT NOT NULL CHECK (decision IN ('approved', 'rejected', 'obsolete')),
+    user     TEXT NOT NULL,
+    at       TEXT NOT NULL,
+    detail   TEXT,
+    PRIMARY KEY (run_id, seq)
+) STRICT, WITHOUT ROWID;
+
+CREATE TABLE circuit_breaker (
+    id        INTEGER NOT NULL PRIMARY KEY CHECK (id = 1),
+    opened_at TEXT NOT NULL,
+    reason    TEXT NOT NULL,
+    failures  TEXT NOT NULL CHECK (json_valid(failures))
+) STRICT;
+
+CREATE TABLE drift_seen (
+    key        TEXT NOT NULL PRIMARY KEY,
+    first_seen TEXT NOT NULL,
+    last_seen  TEXT NOT NULL
+) STRICT, WITHOUT ROWID;
+"#;
+
+const MIGRATIONS: &[&str] = &[M1, M2, M_SAFETY];
 
 /// The schema version this binary writes.
 pub const LATEST: i64 = MIGRATIONS.len() as i64;

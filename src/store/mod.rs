@@ -13,7 +13,10 @@
 //!   newer than this binary is refused;
 //! - timestamps are RFC 3339 UTC text with nine fraction digits (see `codec`);
 //! - JSON columns (`roles`, `payload`, `result`, reports) are text;
-//! - the directory snapshot's `complete` flag is on the run (`runs.directory_complete`).
+//! - the directory snapshot's `complete` flag is on the run (`runs.directory_complete`);
+//! - the safety net's state (accepted directory sizes, audit trail, decisions on
+//!   held actions, circuit breaker, settle-window sightings) is in `safety`, in
+//!   tables that do not cascade from `runs`.
 
 mod codec;
 mod error;
@@ -22,6 +25,7 @@ mod snapshot;
 
 mod daemon;
 mod journal;
+mod safety;
 
 #[cfg(test)]
 mod tests;
@@ -40,6 +44,7 @@ use codec::{Ts, ts};
 pub use daemon::JobRecord;
 use error::Context;
 pub use error::StoreError;
+pub use safety::{AuditEntry, Decision};
 
 pub type RunId = i64;
 

@@ -9,10 +9,10 @@ use std::collections::BTreeSet;
 use proptest::prelude::*;
 use proptest::sample::subsequence;
 
-use seatwarden::guard::{GuardInput, GuardSettings, deprovision_limit, guard};
+use seatwarden::guard::{GuardInput, GuardSettings, deprovision_limit, guard, run_limit};
 use seatwarden::model::{
-    Account, AccountRef, ActionKind, DirectorySnapshot, DriftKind, Identity, IdentityStatus, Link,
-    Plan, Role, WorkspaceGroup, WorkspaceSnapshot,
+    Account, AccountRef, ActionClass, ActionKind, DirectorySnapshot, DriftKind, Identity,
+    IdentityStatus, Link, Plan, Role, WorkspaceGroup, WorkspaceSnapshot,
 };
 use seatwarden::plan::{DeprovisionAction, PlanSettings, plan, simulate};
 use seatwarden::policy::{
@@ -343,8 +343,9 @@ proptest! {
             max_deprovisions: max,
             max_deprovision_percent: percent,
             min_population_for_percent: min_population,
+            ..GuardSettings::unlimited()
         };
-        let input = GuardInput { directory_complete: complete, managed_accounts: managed };
+        let input = GuardInput { directory_complete: complete, managed_accounts: managed, ..GuardInput::default() };
         let guarded = guard(plan.clone(), &s.workspace, &settings, &input);
 
         prop_assert_eq!(guarded.actions.len(), plan.actions.len());
@@ -361,6 +362,140 @@ proptest! {
         let (after, _) = simulate(&s.workspace, &s.links, &guarded);
         if owners_before > 0 {
             prop_assert!(active_owners(&after) > 0, "guarded: {:#?}", guarded.actions);
+        }
+    }
+
+    /// Members of a protected directory group, and accounts carrying their
+    /// userName or email, never appear in any action.
+    #[test]
+    fn protected_group_members_are_never_touched(
+        mut s in scenario(),
+        groups in subsequence(vec!["eng", "ops", "misc"], 1..=2),
+    ) {
+        let groups: Vec<String> = groups.into_iter().map(str::to_owned).collect();
+        s.settings.protected = Protected::default().with_members_of(&groups, &s.directory);
+        let plan = s.plan();
+        let (accounts, identities) = touched(&plan);
+        for identity in &s.directory.identities {
+            if !identity.groups.iter().any(|g| groups.contains(g)) {
+                continue;
+            }
+            prop_assert!(!identities.contains(&identity.id), "{} touched", identity.user_name);
+            for account in &s.workspace.accounts {
+                let same = account.user_name.eq_ignore_ascii_case(&identity.user_name)
+                    || identity.email.as_deref().is_some_and(|e| account.user_name.eq_ignore_ascii_case(e));
+                if same {
+                    prop_assert!(!accounts.contains(&account.id), "{} touched", account.user_name);
+                }
+            }
+        }
+    }
+
+    /// No class of destructive actions passes its per-run or 24 h limit, whatever
+    /// the counts already made today; the override lifts exactly the thresholds.
+    #[test]
+    fn no_plan_passes_a_threshold(
+        s in scenario(),
+        limits in proptest::collection::vec((0..8usize, 0.0..50.0f64, 0..16usize), 3),
+        recent in proptest::collection::vec(0..12usize, 3),
+        min_population in 0..20usize,
+        managed in 0..40usize,
+        allow in proptest::bool::weighted(0.2),
+    ) {
+        let plan = s.plan();
+        let settings = GuardSettings {
+            max_deprovisions: limits[0].0,
+            max_deprovision_percent: limits[0].1,
+            max_deprovisions_per_day: limits[0].2,
+            max_membership_removals: limits[1].0,
+            max_membership_removal_percent: limits[1].1,
+            max_membership_removals_per_day: limits[1].2,
+            max_role_downgrades: limits[2].0,
+            max_role_downgrade_percent: limits[2].1,
+            max_role_downgrades_per_day: limits[2].2,
+            min_population_for_percent: min_population,
+        };
+        let input = GuardInput {
+            directory_complete: true,
+            managed_accounts: managed,
+            recent: seatwarden::model::RecentCounts {
+                deprovisions: recent[0],
+                membership_removals: recent[1],
+                role_downgrades: recent[2],
+            },
+            allow_over_threshold: allow,
+        };
+        let guarded = guard(plan.clone(), &s.workspace, &settings, &input);
+        prop_assert_eq!(guarded.actions.len(), plan.actions.len());
+        for class in ActionClass::ALL {
+            let runnable: usize = guarded
+                .runnable()
+                .filter_map(|a| a.kind.threshold_class())
+                .filter(|(c, _)| *c == class)
+                .map(|(_, n)| n)
+                .sum();
+            let planned: usize = plan
+                .actions
+                .iter()
+                .filter_map(|a| a.kind.threshold_class())
+                .filter(|(c, _)| *c == class)
+                .map(|(_, n)| n)
+                .sum();
+            if allow {
+                // Only the last-Owner rule can hold anything.
+                let held_otherwise = guarded.held().any(|a| {
+                    a.kind.threshold_class().is_some_and(|(c, _)| c == class)
+                        && a.held != Some(seatwarden::model::HoldReason::LastOwner)
+                });
+                prop_assert!(!held_otherwise);
+                continue;
+            }
+            let limits = settings.limits(class);
+            let run_cap = run_limit(&limits, min_population, managed);
+            let within = planned <= run_cap && planned + input.recent.get(class) <= limits.per_day;
+            let threshold_held = guarded.held().any(|a| {
+                a.kind.threshold_class().is_some_and(|(c, _)| c == class)
+                    && matches!(a.held, Some(seatwarden::model::HoldReason::Threshold { .. }))
+            });
+            // Within its limits a class is never held by a threshold.
+            prop_assert_eq!(threshold_held, !within && planned > 0, "{}", class);
+            if runnable > 0 {
+                prop_assert!(runnable <= run_cap, "{class}: {runnable}");
+                prop_assert!(runnable + input.recent.get(class) <= limits.per_day, "{class}: {runnable}");
+            }
+        }
+    }
+
+    /// The settle window holds exactly the creates and updates seen for less than
+    /// `settle`, never a deprovision, and never adds, drops or reorders actions.
+    #[test]
+    fn the_settle_window_never_delays_deprovisions(
+        s in scenario(),
+        seen_minutes in 0..20i64,
+        settle_minutes in 0..15u64,
+    ) {
+        use seatwarden::guard::{hold_unsettled, settle_key};
+        let plan = s.plan();
+        let now = chrono::DateTime::parse_from_rfc3339("2026-11-29T08:00:00Z")
+            .unwrap()
+            .with_timezone(&chrono::Utc);
+        let first_seen: std::collections::HashMap<String, _> = plan
+            .actions
+            .iter()
+            .filter_map(settle_key)
+            .map(|k| (k, now - chrono::Duration::minutes(seen_minutes)))
+            .collect();
+        let settle = std::time::Duration::from_secs(settle_minutes * 60);
+        let out = hold_unsettled(plan.clone(), &first_seen, now, settle);
+        prop_assert_eq!(out.actions.len(), plan.actions.len());
+        for (before, after) in plan.actions.iter().zip(&out.actions) {
+            prop_assert_eq!(&before.kind, &after.kind);
+            prop_assert_eq!(before.seq, after.seq);
+            if after.kind.is_deprovision() {
+                prop_assert!(after.held.is_none());
+            } else {
+                prop_assert_eq!(after.held.is_some(), seen_minutes < settle_minutes as i64);
+            }
         }
     }
 

@@ -27,7 +27,9 @@ pub fn synth_config(
          [workspace]\nurl = \"{url}\"\ntoken = \"{token}\"\nmax_concurrency = {max_concurrency}\n\
          requests_per_second = 10000\n\n\
          [policy]\nscope_groups = [\"Taskade Users\"]\ndefault_role = \"Viewer\"\n\n\
-         [safety]\nmax_deprovisions = 1000\nmax_deprovision_percent = 100\n"
+         [safety]\nmax_deprovisions = 1000\nmax_deprovision_percent = 100\nmax_deprovisions_per_day = 100000\n\
+         max_membership_removals_per_day = 100000\nmax_role_downgrades = 100000\nmax_role_downgrades_per_day = 100000\n\
+         max_membership_removals = 100000\nsettle = \"0s\"\n"
     );
     for (group, role) in &data.roles {
         toml.push_str(&format!(

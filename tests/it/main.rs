@@ -10,6 +10,7 @@ mod fixtures;
 mod interop;
 mod report;
 mod resume;
+mod safety;
 mod sandbox;
 mod store;
 mod verify;

@@ -136,10 +136,12 @@ fn scenario() -> Plan {
             max_deprovisions: 25,
             max_deprovision_percent: 5.0,
             min_population_for_percent: 100,
+            ..GuardSettings::unlimited()
         },
         &GuardInput {
             directory_complete: true,
             managed_accounts: 4,
+            ..GuardInput::default()
         },
     )
 }
@@ -193,6 +195,7 @@ fn report_of(
         },
         drift: plan.drift.clone(),
         actions,
+        safety: Default::default(),
     }
 }
 

@@ -59,7 +59,7 @@ fn config_for(server: &MockServer, dir: &std::path::Path) -> Config {
         dir.join("seatwarden.toml"),
         format!(
             "[directory]\nkind = \"file\"\npath = \"directory.json\"\n\n\
-             [workspace]\nurl = \"{}\"\ntoken = \"t0ken\"\n",
+             [workspace]\nurl = \"{}\"\ntoken = \"t0ken\"\n\n[safety]\nsettle = \"0s\"\n",
             server.uri()
         ),
     )

@@ -71,7 +71,7 @@ async fn stubborn_workspace(leavers: usize) -> (MockServer, tempfile::TempDir, C
         dir.path().join("seatwarden.toml"),
         format!(
             "[directory]\nkind = \"file\"\npath = \"directory.json\"\n\n\
-             [workspace]\nurl = \"{}\"\ntoken = \"t\"\n",
+             [workspace]\nurl = \"{}\"\ntoken = \"t\"\n\n[safety]\nsettle = \"0s\"\n",
             server.uri()
         ),
     )

@@ -1,0 +1,572 @@
+//! Human in the loop: `seatwarden approve RUN [--only KIND]`, `seatwarden reject
+//! RUN [--only KIND]` and `seatwarden resume`. Every one leaves an audit row (the
+//! OS user and the time).
+//!
+//! Approval never applies a held action blindly: the workspace is read again first
+//! and each action is re-checked against it ([`recheck`]). An action the workspace
+//! already reflects is recorded `obsolete` and not sent; one whose target changed
+//! (account gone, role changed since the plan, now protected, or the last active
+//! Owner) is refused and stays held; the rest are released and applied through the
+//! same journaled executor and circuit breaker as a run. The run's stored report is
+//! brought up to date afterwards.
+
+use std::sync::Mutex;
+
+use chrono::{DateTime, Utc};
+
+use crate::apply::{self, ApplyError, ApplySummary};
+use crate::circuit::Breaker;
+use crate::config::{Config, ConfigError};
+use crate::guard::{self, GuardInput, GuardSettings};
+use crate::model::{Account, Action, ActionClass, ActionKind, GroupRef, Plan, WorkspaceSnapshot};
+use crate::policy::Protected;
+use crate::report::{Outcome, Report};
+use crate::safety;
+use crate::store::{ActionState, Decision, JournalEntry, RunId, Store, StoreError};
+use crate::workspace::{ScimClient, WorkspaceError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApprovalError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("state database: {0}")]
+    Store(#[from] StoreError),
+    #[error("reading the workspace: {0}")]
+    Workspace(#[from] WorkspaceError),
+    #[error("applying the approved actions: {0}")]
+    Apply(#[from] ApplyError),
+    #[error("there is no run {0}")]
+    UnknownRun(RunId),
+    #[error("run {run} has no held actions{only} left to decide on")]
+    NothingHeld { run: RunId, only: String },
+    #[error(
+        "--only takes an action kind (deactivate, delete, remove_members, set_role, …) or a class \
+         (deprovision, membership_removal, role_downgrade), not {0:?}"
+    )]
+    UnknownKind(String),
+    #[error(
+        "the circuit breaker is {0}; nothing was approved. Run `seatwarden resume` once the workspace accepts writes again"
+    )]
+    CircuitOpen(String),
+    #[error("the state database lock was poisoned")]
+    Poisoned,
+}
+
+/// Which held actions a command applies to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Only {
+    All,
+    /// An op name, e.g. `deactivate`.
+    Op(String),
+    Class(ActionClass),
+}
+
+impl Only {
+    pub fn parse(kind: Option<&str>) -> Result<Only, ApprovalError> {
+        const OPS: [&str; 9] = [
+            "deactivate",
+            "delete",
+            "create_group",
+            "create_account",
+            "reactivate",
+            "update_attributes",
+            "set_role",
+            "add_members",
+            "remove_members",
+        ];
+        let Some(kind) = kind.map(|k| k.trim().to_lowercase()) else {
+            return Ok(Only::All);
+        };
+        if let Some(class) = ActionClass::ALL.into_iter().find(|c| c.as_str() == kind) {
+            return Ok(Only::Class(class));
+        }
+        if OPS.contains(&kind.as_str()) {
+            return Ok(Only::Op(kind));
+        }
+        Err(ApprovalError::UnknownKind(kind))
+    }
+
+    fn admits(&self, kind: &ActionKind) -> bool {
+        match self {
+            Only::All => true,
+            Only::Op(op) => kind.name() == op,
+            Only::Class(class) => kind.threshold_class().is_some_and(|(c, _)| c == *class),
+        }
+    }
+
+    fn describe(&self) -> String {
+        match self {
+            Only::All => String::new(),
+            Only::Op(op) => format!(" of kind {op}"),
+            Only::Class(class) => format!(" of class {class}"),
+        }
+    }
+}
+
+/// What the re-check says about one held action.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Recheck {
+    /// Still wanted: apply it.
+    Apply,
+    /// The workspace already shows it; nothing to send.
+    Obsolete(String),
+    /// The target changed since the plan; it stays held.
+    Refuse(String),
+}
+
+/// Re-checks one held action against the workspace as it is now.
+pub fn recheck(action: &Action, workspace: &WorkspaceSnapshot, protected: &Protected) -> Recheck {
+    let find = |id: &str| workspace.accounts.iter().find(|a| a.id == id);
+    let gone = || Recheck::Refuse("the account no longer exists".to_owned());
+    if let Some(id) = action.kind.account_id()
+        && let Some(account) = find(id)
+        && protected.matches(&account.user_name)
+    {
+        return Recheck::Refuse(format!("{} is protected", account.user_name));
+    }
+    match &action.kind {
+        ActionKind::Deactivate { account_id } => match find(account_id) {
+            None => Recheck::Obsolete("the account no longer exists".to_owned()),
+            Some(a) if !a.active => Recheck::Obsolete("already deactivated".to_owned()),
+            Some(_) => Recheck::Apply,
+        },
+        ActionKind::Delete { account_id } => match find(account_id) {
+            None => Recheck::Obsolete("already deleted".to_owned()),
+            Some(_) => Recheck::Apply,
+        },
+        ActionKind::Reactivate { account_id } => match find(account_id) {
+            None => gone(),
+            Some(a) if a.active => Recheck::Obsolete("already active".to_owned()),
+            Some(_) => Recheck::Apply,
+        },
+        ActionKind::UpdateAttributes { account_id, .. } => match find(account_id) {
+            None => gone(),
+            Some(_) => Recheck::Apply,
+        },
+        ActionKind::SetRole {
+            account_id,
+            from,
+            to,
+        } => match find(account_id) {
+            None => gone(),
+            Some(a) if a.role() == Some(*to) => Recheck::Obsolete(format!("already {to}")),
+            Some(a) if !same_roles(a, from) => Recheck::Refuse(format!(
+                "the role changed since the plan (was {}, now {})",
+                from.join(", "),
+                a.roles.join(", ")
+            )),
+            Some(_) => Recheck::Apply,
+        },
+        ActionKind::RemoveMembers { group, members } => match group {
+            GroupRef::Existing { id, .. } => match workspace.groups.iter().find(|g| g.id == *id) {
+                None => Recheck::Obsolete("the group no longer exists".to_owned()),
+                Some(g) if !members.iter().any(|m| g.members.contains(m)) => {
+                    Recheck::Obsolete("none of them is a member any more".to_owned())
+                }
+                Some(_) => Recheck::Apply,
+            },
+            GroupRef::Created { .. } => Recheck::Apply,
+        },
+        ActionKind::CreateAccount { spec, .. } => {
+            if workspace
+                .accounts
+                .iter()
+                .any(|a| a.user_name.eq_ignore_ascii_case(&spec.user_name))
+            {
+                Recheck::Obsolete(format!("an account {} exists now", spec.user_name))
+            } else {
+                Recheck::Apply
+            }
+        }
+        ActionKind::CreateGroup { display_name } => {
+            if workspace
+                .groups
+                .iter()
+                .any(|g| g.display_name.eq_ignore_ascii_case(display_name))
+            {
+                Recheck::Obsolete(format!("a group {display_name} exists now"))
+            } else {
+                Recheck::Apply
+            }
+        }
+        ActionKind::AddMembers { .. } => Recheck::Apply,
+    }
+}
+
+fn same_roles(account: &Account, from: &[String]) -> bool {
+    let norm = |v: &mut Vec<String>| {
+        for r in v.iter_mut() {
+            *r = r.to_lowercase();
+        }
+        v.sort();
+    };
+    let (mut a, mut b) = (account.roles.clone(), from.to_vec());
+    norm(&mut a);
+    norm(&mut b);
+    a == b
+}
+
+/// What `approve` did.
+#[derive(Debug, Default)]
+pub struct Approval {
+    pub run: RunId,
+    pub approved: Vec<u32>,
+    pub obsolete: Vec<(u32, String)>,
+    pub refused: Vec<(u32, String)>,
+    pub applied: ApplySummary,
+}
+
+/// The held actions of `run` that `only` selects and nobody decided on yet.
+fn undecided(store: &Store, run: RunId, only: &Only) -> Result<Vec<JournalEntry>, ApprovalError> {
+    if store.run(run)?.is_none() {
+        return Err(ApprovalError::UnknownRun(run));
+    }
+    let decisions = store.decisions(run)?;
+    let held: Vec<JournalEntry> = store
+        .journal(run)?
+        .into_iter()
+        .filter(|e| e.state == ActionState::Held)
+        .filter(|e| !decisions.contains_key(&e.action.seq))
+        .filter(|e| only.admits(&e.action.kind))
+        .collect();
+    if held.is_empty() {
+        return Err(ApprovalError::NothingHeld {
+            run,
+            only: only.describe(),
+        });
+    }
+    Ok(held)
+}
+
+/// `seatwarden approve RUN [--only KIND]`.
+pub async fn approve(
+    config: &Config,
+    client: &ScimClient,
+    store: Store,
+    run: RunId,
+    only: &Only,
+    now: DateTime<Utc>,
+) -> Result<Approval, ApprovalError> {
+    let held = undecided(&store, run, only)?;
+    let (circuit, _) = safety::circuit_state(&store, config, now)?;
+    if !circuit.allows_writes() {
+        return Err(ApprovalError::CircuitOpen(circuit.to_string()));
+    }
+    client.discover().await?;
+    let workspace = client.snapshot(&|_| {}).await?;
+    let store = Mutex::new(store);
+
+    // Protected names and globs as configured now, and the protected groups' members
+    // as the run's directory snapshot had them.
+    let protected = {
+        let store = store.lock().map_err(|_| ApprovalError::Poisoned)?;
+        match store.load_directory_snapshot(run)? {
+            Some(directory) => safety::plan_settings(config, &directory).protected,
+            None => Protected::new(&config.safety.protected),
+        }
+    };
+    let mut approval = Approval {
+        run,
+        ..Approval::default()
+    };
+    let mut still: Vec<Action> = Vec::new();
+    for entry in held {
+        let mut action = entry.action;
+        match recheck(&action, &workspace, &protected) {
+            Recheck::Apply => {
+                action.held = None;
+                still.push(action);
+            }
+            Recheck::Obsolete(why) => approval.obsolete.push((action.seq, why)),
+            Recheck::Refuse(why) => approval.refused.push((action.seq, why)),
+        }
+    }
+    // The last active Owner rule, against the workspace as it is now: thresholds
+    // are what the human overrides, never this.
+    let last_owner = guard::guard(
+        Plan {
+            actions: still,
+            ..Plan::default()
+        },
+        &workspace,
+        &GuardSettings::unlimited(),
+        &GuardInput {
+            directory_complete: true,
+            allow_over_threshold: true,
+            ..GuardInput::default()
+        },
+    );
+    let mut to_apply = Plan::default();
+    for action in last_owner.actions {
+        match &action.held {
+            Some(reason) => approval.refused.push((action.seq, reason.to_string())),
+            None => {
+                approval.approved.push(action.seq);
+                to_apply.actions.push(action);
+            }
+        }
+    }
+
+    {
+        let mut store = store.lock().map_err(|_| ApprovalError::Poisoned)?;
+        store.release_held(run, &approval.approved, now)?;
+        let mut decisions: Vec<(u32, Decision, Option<String>)> = approval
+            .approved
+            .iter()
+            .map(|seq| (*seq, Decision::Approved, None))
+            .collect();
+        decisions.extend(
+            approval
+                .obsolete
+                .iter()
+                .map(|(seq, why)| (*seq, Decision::Obsolete, Some(why.clone()))),
+        );
+        let user = safety::os_user();
+        store.record_decisions(run, &decisions, &user, now)?;
+        safety::audit(
+            &mut store,
+            "approve",
+            Some(run),
+            format!(
+                "approved {} held actions{}; {} obsolete, {} refused by the re-check",
+                approval.approved.len(),
+                only.describe(),
+                approval.obsolete.len(),
+                approval.refused.len()
+            ),
+            now,
+        )?;
+    }
+    if !to_apply.actions.is_empty() {
+        let page = config.workspace.page_size.max(1) as usize;
+        let relist =
+            workspace.accounts.len().div_ceil(page) + workspace.groups.len().div_ceil(page) + 2;
+        approval.applied = apply::apply_with_breaker(
+            client,
+            &store,
+            run,
+            &to_apply,
+            config.workspace.max_concurrency,
+            relist,
+            Breaker::new(config.circuit_settings()),
+        )
+        .await?;
+        let mut store = store.lock().map_err(|_| ApprovalError::Poisoned)?;
+        safety::record_circuit(
+            &mut store,
+            circuit,
+            &approval.applied,
+            &config.circuit_settings(),
+            now,
+        )?;
+    }
+    let mut store = store.into_inner().map_err(|_| ApprovalError::Poisoned)?;
+    refresh_report(&mut store, run)?;
+    Ok(approval)
+}
+
+/// `seatwarden reject RUN [--only KIND]`: the held actions stay held, recorded as
+/// rejected, and are never applied from this run. Returns how many.
+pub fn reject(
+    store: &mut Store,
+    run: RunId,
+    only: &Only,
+    now: DateTime<Utc>,
+) -> Result<usize, ApprovalError> {
+    let held = undecided(store, run, only)?;
+    let decisions: Vec<(u32, Decision, Option<String>)> = held
+        .iter()
+        .map(|e| (e.action.seq, Decision::Rejected, None))
+        .collect();
+    store.record_decisions(run, &decisions, &safety::os_user(), now)?;
+    safety::audit(
+        store,
+        "reject",
+        Some(run),
+        format!(
+            "rejected {} held actions{}",
+            decisions.len(),
+            only.describe()
+        ),
+        now,
+    )?;
+    Ok(decisions.len())
+}
+
+/// `seatwarden resume`: closes the circuit breaker now (audited). Returns whether
+/// it was open.
+pub fn resume(store: &mut Store, now: DateTime<Utc>) -> Result<bool, ApprovalError> {
+    let was_open = store.circuit()?.opened_at.is_some();
+    store.set_circuit(&crate::circuit::CircuitRecord::default())?;
+    safety::audit(
+        store,
+        "resume",
+        None,
+        if was_open {
+            "closed the circuit breaker".to_owned()
+        } else {
+            "the circuit breaker was already closed".to_owned()
+        },
+        now,
+    )?;
+    Ok(was_open)
+}
+
+/// Brings the stored report of `run` in line with its journal after an approval.
+fn refresh_report(store: &mut Store, run: RunId) -> Result<(), ApprovalError> {
+    let Some(json) = store.report(run)? else {
+        return Ok(());
+    };
+    let Ok(mut report) = Report::from_json(&json) else {
+        return Ok(());
+    };
+    let journal = store.journal(run)?;
+    for outcome in &mut report.actions {
+        if let Some(entry) = journal.iter().find(|e| e.action.seq == outcome.seq) {
+            outcome.outcome = match entry.state {
+                ActionState::Applied => Outcome::Applied,
+                ActionState::Failed => Outcome::Failed,
+                ActionState::Held => Outcome::Held,
+                ActionState::Planned | ActionState::InFlight => Outcome::NotRun,
+            };
+            outcome.attempts = entry.attempts;
+            if entry.state != ActionState::Held {
+                outcome.error = entry.last_error.clone();
+            }
+        }
+    }
+    let count = |o: Outcome| report.actions.iter().filter(|a| a.outcome == o).count();
+    let s = &mut report.summary;
+    s.actions_applied = count(Outcome::Applied);
+    s.actions_failed = count(Outcome::Failed);
+    s.actions_held = count(Outcome::Held);
+    s.actions_not_run = count(Outcome::NotRun);
+    s.converged = s.actions_applied == report.actions.len();
+    store.save_report(run, &report.to_json())?;
+    Ok(())
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+mod tests {
+    use super::*;
+    use crate::model::{DriftKind, Role, WorkspaceGroup};
+
+    fn account(id: &str, active: bool, role: &str) -> Account {
+        Account {
+            id: id.into(),
+            user_name: format!("{id}@ex.com"),
+            external_id: None,
+            given_name: None,
+            family_name: None,
+            display_name: None,
+            email: None,
+            active,
+            roles: vec![role.into()],
+        }
+    }
+
+    fn action(kind: ActionKind) -> Action {
+        Action {
+            seq: 0,
+            kind,
+            reason: DriftKind::StaleAccess,
+            subject: "s".into(),
+            identity_id: None,
+            detail: String::new(),
+            held: None,
+        }
+    }
+
+    #[test]
+    fn the_recheck_compares_with_the_workspace_now() {
+        let workspace = WorkspaceSnapshot {
+            accounts: vec![
+                account("on", true, "Editor"),
+                account("off", false, "Editor"),
+                account("vip", true, "Owner"),
+            ],
+            groups: vec![WorkspaceGroup {
+                id: "g".into(),
+                display_name: "G".into(),
+                members: vec!["on".into()],
+            }],
+        };
+        let none = Protected::default();
+        let deactivate = |id: &str| {
+            action(ActionKind::Deactivate {
+                account_id: id.into(),
+            })
+        };
+        assert_eq!(
+            recheck(&deactivate("on"), &workspace, &none),
+            Recheck::Apply
+        );
+        assert!(matches!(
+            recheck(&deactivate("off"), &workspace, &none),
+            Recheck::Obsolete(_)
+        ));
+        assert!(matches!(
+            recheck(&deactivate("gone"), &workspace, &none),
+            Recheck::Obsolete(_)
+        ));
+        let protected = Protected::new(&["vip@*".to_owned()]);
+        assert_eq!(
+            recheck(&deactivate("vip"), &workspace, &protected),
+            Recheck::Refuse("vip@ex.com is protected".into())
+        );
+        let demote = |from: &str| {
+            action(ActionKind::SetRole {
+                account_id: "on".into(),
+                from: vec![from.into()],
+                to: Role::Viewer,
+            })
+        };
+        assert_eq!(
+            recheck(&demote("editor"), &workspace, &none),
+            Recheck::Apply
+        );
+        assert!(matches!(
+            recheck(&demote("Owner"), &workspace, &none),
+            Recheck::Refuse(_)
+        ));
+        let remove = |member: &str| {
+            action(ActionKind::RemoveMembers {
+                group: GroupRef::Existing {
+                    id: "g".into(),
+                    display_name: "G".into(),
+                },
+                members: vec![member.into()],
+            })
+        };
+        assert_eq!(recheck(&remove("on"), &workspace, &none), Recheck::Apply);
+        assert!(matches!(
+            recheck(&remove("off"), &workspace, &none),
+            Recheck::Obsolete(_)
+        ));
+    }
+
+    #[test]
+    fn only_takes_ops_and_classes() {
+        assert_eq!(Only::parse(None).unwrap(), Only::All);
+        assert_eq!(
+            Only::parse(Some("Deactivate")).unwrap(),
+            Only::Op("deactivate".into())
+        );
+        assert_eq!(
+            Only::parse(Some("role_downgrade")).unwrap(),
+            Only::Class(ActionClass::RoleDowngrade)
+        );
+        assert!(matches!(
+            Only::parse(Some("everything")),
+            Err(ApprovalError::UnknownKind(_))
+        ));
+        let deprovisions = Only::Class(ActionClass::Deprovision);
+        assert!(deprovisions.admits(&ActionKind::Delete {
+            account_id: "a".into()
+        }));
+        assert!(!deprovisions.admits(&ActionKind::Reactivate {
+            account_id: "a".into()
+        }));
+    }
+}

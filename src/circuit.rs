@@ -1,0 +1,324 @@
+//! The job-level circuit breaker (pure core: no I/O, time passed in).
+//!
+//! While a plan is applied, [`Breaker`] watches the outcome of the last `window`
+//! writes; when more than `failure_ratio` of them failed it opens, and the executor
+//! sends nothing more: a workspace failing most writes is down, misconfigured or
+//! rejecting us, and hammering it only adds failures (and, with a lying provider,
+//! damage). The caller persists the opening as a [`CircuitRecord`] so it survives
+//! restarts; [`state`] reads it back: open until `cool_down` has passed, then
+//! half-open (the next run writes again and closes the circuit unless it trips
+//! anew). `seatwarden resume` closes it at once.
+
+use std::collections::VecDeque;
+use std::fmt;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+/// `[safety.circuit]`.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct CircuitSettings {
+    /// Opens when more than this share of the last `window` writes failed.
+    pub failure_ratio: f64,
+    pub window: usize,
+    pub cool_down: Duration,
+}
+
+impl Default for CircuitSettings {
+    fn default() -> Self {
+        CircuitSettings {
+            failure_ratio: 0.5,
+            window: 20,
+            cool_down: Duration::from_secs(15 * 60),
+        }
+    }
+}
+
+/// One failed write, as the report and the persisted record show it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FailedWrite {
+    /// `deactivate`, `create_account`, …
+    pub op: String,
+    /// The person or group concerned.
+    pub subject: String,
+    /// The provider's message.
+    pub message: String,
+}
+
+/// The persisted breaker: open since `opened_at`, or closed (`None`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CircuitRecord {
+    pub opened_at: Option<DateTime<Utc>>,
+    /// Why it opened, e.g. "16 of the last 20 writes failed".
+    pub reason: Option<String>,
+    /// The failing writes of the window that opened it (most recent last).
+    pub failures: Vec<FailedWrite>,
+}
+
+/// What the daemon publishes as a metric.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "state", rename_all = "snake_case")]
+pub enum CircuitState {
+    Closed,
+    /// No writes until `until` (or `seatwarden resume`).
+    Open {
+        since: DateTime<Utc>,
+        until: DateTime<Utc>,
+    },
+    /// The cool-down has passed: the next run writes again.
+    HalfOpen {
+        since: DateTime<Utc>,
+    },
+}
+
+impl CircuitState {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            CircuitState::Closed => "closed",
+            CircuitState::Open { .. } => "open",
+            CircuitState::HalfOpen { .. } => "half_open",
+        }
+    }
+
+    /// A gauge value for metrics: 0 closed, 1 open, 2 half-open.
+    pub fn gauge(&self) -> u8 {
+        match self {
+            CircuitState::Closed => 0,
+            CircuitState::Open { .. } => 1,
+            CircuitState::HalfOpen { .. } => 2,
+        }
+    }
+
+    /// Writes may be sent (closed or half-open).
+    pub fn allows_writes(&self) -> bool {
+        !matches!(self, CircuitState::Open { .. })
+    }
+}
+
+impl fmt::Display for CircuitState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CircuitState::Closed => f.write_str("closed"),
+            CircuitState::Open { since, until } => write!(
+                f,
+                "open since {} until {}",
+                since.format("%Y-%m-%d %H:%M:%SZ"),
+                until.format("%Y-%m-%d %H:%M:%SZ")
+            ),
+            CircuitState::HalfOpen { since } => {
+                write!(f, "half-open since {}", since.format("%Y-%m-%d %H:%M:%SZ"))
+            }
+        }
+    }
+}
+
+/// The state of a persisted breaker at `now`.
+pub fn state(record: &CircuitRecord, now: DateTime<Utc>, cool_down: Duration) -> CircuitState {
+    let Some(since) = record.opened_at else {
+        return CircuitState::Closed;
+    };
+    let cool_down = chrono::Duration::from_std(cool_down).unwrap_or(chrono::Duration::MAX);
+    let until = since
+        .checked_add_signed(cool_down)
+        .unwrap_or(DateTime::<Utc>::MAX_UTC);
+    if now < until {
+        CircuitState::Open { since, until }
+    } else {
+        CircuitState::HalfOpen { since: until }
+    }
+}
+
+/// The verdict on a half-open trial (the first apply after the cool-down) that did
+/// not fill a window: `Some(reason)` to open again when more than `failure_ratio` of
+/// its writes failed, so a short run of failures cannot close the circuit.
+pub fn trial_failed(settings: &CircuitSettings, succeeded: usize, failed: usize) -> Option<String> {
+    let total = succeeded + failed;
+    if total == 0 || failed as f64 <= settings.failure_ratio * total as f64 {
+        return None;
+    }
+    Some(format!(
+        "the half-open trial failed: {failed} of {total} writes failed (the limit is {}%)",
+        settings.failure_ratio * 100.0
+    ))
+}
+
+/// The sliding window over one apply's writes.
+#[derive(Debug, Clone)]
+pub struct Breaker {
+    settings: CircuitSettings,
+    /// `true` for a failed write, most recent last.
+    window: VecDeque<bool>,
+    failures: VecDeque<FailedWrite>,
+    tripped: Option<String>,
+}
+
+impl Breaker {
+    pub fn new(settings: CircuitSettings) -> Breaker {
+        Breaker {
+            settings,
+            window: VecDeque::new(),
+            failures: VecDeque::new(),
+            tripped: None,
+        }
+    }
+
+    /// A breaker that never opens (callers without a circuit configuration).
+    pub fn disabled() -> Breaker {
+        Breaker::new(CircuitSettings {
+            failure_ratio: f64::INFINITY,
+            window: usize::MAX,
+            cool_down: Duration::ZERO,
+        })
+    }
+
+    /// Records one write's outcome (`Some` for a failure); returns true when this
+    /// write opened the breaker. Only a full window can open it, so a run with a few
+    /// writes and one unlucky failure keeps going.
+    pub fn record(&mut self, failure: Option<FailedWrite>) -> bool {
+        if self.tripped.is_some() {
+            return false;
+        }
+        let window = self.settings.window.max(1);
+        self.window.push_back(failure.is_some());
+        if self.window.len() > window {
+            self.window.pop_front();
+        }
+        if let Some(failure) = failure {
+            self.failures.push_back(failure);
+            if self.failures.len() > window.min(1000) {
+                self.failures.pop_front();
+            }
+        }
+        if self.window.len() < window {
+            return false;
+        }
+        let failed = self.window.iter().filter(|f| **f).count();
+        if failed as f64 > self.settings.failure_ratio * window as f64 {
+            self.tripped = Some(format!(
+                "{failed} of the last {window} writes failed (the limit is {}%)",
+                self.settings.failure_ratio * 100.0
+            ));
+            return true;
+        }
+        false
+    }
+
+    pub fn is_open(&self) -> bool {
+        self.tripped.is_some()
+    }
+
+    /// The record to persist once the breaker opened at `now`; `None` while closed.
+    pub fn opened(&self, now: DateTime<Utc>) -> Option<CircuitRecord> {
+        self.tripped.as_ref().map(|reason| CircuitRecord {
+            opened_at: Some(now),
+            reason: Some(reason.clone()),
+            failures: self.failures.iter().cloned().collect(),
+        })
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+mod tests {
+    use super::*;
+
+    fn fail(i: usize) -> Option<FailedWrite> {
+        Some(FailedWrite {
+            op: "deactivate".into(),
+            subject: format!("p{i}"),
+            message: "HTTP 503".into(),
+        })
+    }
+
+    fn settings() -> CircuitSettings {
+        CircuitSettings {
+            failure_ratio: 0.5,
+            window: 4,
+            cool_down: Duration::from_secs(900),
+        }
+    }
+
+    #[test]
+    fn opens_only_on_a_full_window_over_the_ratio() {
+        let mut half = Breaker::new(settings());
+        for failure in [None, None, fail(9), fail(9)] {
+            assert!(!half.record(failure), "2 of 4 is not more than half");
+        }
+        let mut breaker = Breaker::new(settings());
+        assert!(!breaker.record(fail(0)));
+        assert!(!breaker.record(fail(1)));
+        assert!(
+            !breaker.record(None),
+            "three writes: the window is not full"
+        );
+        assert!(breaker.record(fail(2)), "3 of the last 4 failed");
+        assert!(breaker.is_open());
+        assert!(!breaker.record(fail(3)), "opens once");
+        let now = Utc::now();
+        let record = breaker.opened(now).unwrap();
+        assert_eq!(record.opened_at, Some(now));
+        assert_eq!(
+            record.reason.as_deref(),
+            Some("3 of the last 4 writes failed (the limit is 50%)")
+        );
+        assert_eq!(
+            record
+                .failures
+                .iter()
+                .map(|f| f.subject.as_str())
+                .collect::<Vec<_>>(),
+            ["p0", "p1", "p2"]
+        );
+    }
+
+    #[test]
+    fn successes_keep_it_closed() {
+        let mut breaker = Breaker::new(settings());
+        for i in 0..100 {
+            breaker.record(if i % 2 == 0 { fail(i) } else { None });
+        }
+        assert!(!breaker.is_open());
+        assert_eq!(breaker.opened(Utc::now()), None);
+        let mut disabled = Breaker::disabled();
+        for i in 0..100 {
+            disabled.record(fail(i));
+        }
+        assert!(!disabled.is_open());
+    }
+
+    #[test]
+    fn a_failing_half_open_trial_opens_again() {
+        let s = settings();
+        assert_eq!(trial_failed(&s, 0, 0), None);
+        assert_eq!(trial_failed(&s, 2, 2), None);
+        assert_eq!(
+            trial_failed(&s, 1, 2).as_deref(),
+            Some("the half-open trial failed: 2 of 3 writes failed (the limit is 50%)")
+        );
+    }
+
+    #[test]
+    fn open_until_the_cool_down_then_half_open() {
+        let t0 = DateTime::parse_from_rfc3339("2026-01-01T10:00:00Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        let cool = Duration::from_secs(900);
+        assert_eq!(
+            state(&CircuitRecord::default(), t0, cool),
+            CircuitState::Closed
+        );
+        let record = CircuitRecord {
+            opened_at: Some(t0),
+            ..CircuitRecord::default()
+        };
+        let until = t0 + chrono::Duration::minutes(15);
+        let open = state(&record, t0 + chrono::Duration::minutes(14), cool);
+        assert_eq!(open, CircuitState::Open { since: t0, until });
+        assert!(!open.allows_writes());
+        let half = state(&record, until, cool);
+        assert_eq!(half, CircuitState::HalfOpen { since: until });
+        assert!(half.allows_writes());
+        assert_eq!(half.as_str(), "half_open");
+    }
+}

@@ -1,0 +1,518 @@
+//! `seatwarden explain PERSON`: everything seatwarden knows and would do about one
+//! person, in one view (Entra's "provision on demand" view, without the write).
+//!
+//! PERSON is a directory id, userName or email (case-insensitive), or a workspace
+//! account id or userName. With `--live` ([`explain_with`]) the account is also read
+//! from the workspace as it is now (one request). The view is built from the newest run that stored both
+//! snapshots (it says which and when), the stored links and the action journal; the
+//! "next run" section re-plans from those snapshots through policy, plan, guard
+//! (with the current 24 h counts) and the settle window, so it reads nothing over
+//! the network and writes nothing.
+//!
+//! Sections: directory record; scope decision and why; the mappings that give the
+//! role; the link and how it was matched; the workspace account; the last actions
+//! with their outcomes; the deprovision ledger entry; what the next run would do.
+
+use std::fmt::Write;
+
+use chrono::{DateTime, Utc};
+
+use crate::config::Config;
+use crate::guard;
+use crate::model::{
+    Account, AccountRef, ActionKind, DirectorySnapshot, Identity, Link, WorkspaceSnapshot,
+};
+use crate::plan;
+use crate::policy;
+use crate::safety;
+use crate::store::{RunId, Store, StoreError, StoredLink};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ExplainError {
+    #[error("state database: {0}")]
+    Store(#[from] StoreError),
+    #[error("no run has stored snapshots yet: run `seatwarden plan` first")]
+    NoSnapshots,
+    #[error(
+        "{0:?} matches no directory identity (id, userName, email) and no workspace account (id, userName) in the snapshots of run {1}"
+    )]
+    NotFound(String, RunId),
+}
+
+/// The person's deprovision ledger episodes (newest first, at most five), one
+/// line each: why, detected, due, and how it ended or stands at `now`.
+pub fn ledger_lines(
+    store: &Store,
+    identity_id: Option<&str>,
+    now: DateTime<Utc>,
+) -> Result<Vec<String>, StoreError> {
+    let Some(identity_id) = identity_id else {
+        return Ok(Vec::new());
+    };
+    let at = |t: DateTime<Utc>| t.format("%Y-%m-%d %H:%M:%S UTC").to_string();
+    Ok(store
+        .deprovision_history(identity_id, 5)?
+        .iter()
+        .map(|e| {
+            let mut line = format!(
+                "{}: {} — detected {}, due {}",
+                e.state(now).as_str(),
+                e.reason,
+                at(e.detected_at),
+                at(e.due_at)
+            );
+            if let Some(v) = e.verified_at {
+                line.push_str(&format!(", verified {}", at(v)));
+            }
+            if let Some(c) = e.closed_at {
+                line.push_str(&format!(", cancelled {} (access came back)", at(c)));
+            }
+            if let Some(r) = e.returned_at {
+                line.push_str(&format!(", access again since {}", at(r)));
+            }
+            if let Some(h) = &e.held {
+                line.push_str(&format!("; held: {h}"));
+            }
+            if let Some(err) = &e.last_error {
+                line.push_str(&format!("; last error after {} attempts: {err}", e.attempts));
+            }
+            if let Some(x) = e.escalated_at {
+                line.push_str(&format!("; escalated {}", at(x)));
+            }
+            line
+        })
+        .collect())
+}
+
+fn find_identity<'a>(directory: &'a DirectorySnapshot, person: &str) -> Option<&'a Identity> {
+    directory
+        .identities
+        .iter()
+        .find(|i| i.id == person)
+        .or_else(|| {
+            directory
+                .identities
+                .iter()
+                .find(|i| i.user_name.eq_ignore_ascii_case(person))
+        })
+        .or_else(|| {
+            directory.identities.iter().find(|i| {
+                i.email
+                    .as_deref()
+                    .is_some_and(|e| e.eq_ignore_ascii_case(person))
+            })
+        })
+}
+
+fn opt(value: Option<&str>) -> &str {
+    value.unwrap_or("-")
+}
+
+/// What `explain` reads from the store: the newest snapshots and the links.
+struct Loaded {
+    run: RunId,
+    record: Option<crate::store::RunRecord>,
+    directory: DirectorySnapshot,
+    workspace: WorkspaceSnapshot,
+    links: Vec<StoredLink>,
+}
+
+impl Loaded {
+    fn load(store: &Store) -> Result<Loaded, ExplainError> {
+        let run = store
+            .latest_snapshot_run()?
+            .ok_or(ExplainError::NoSnapshots)?;
+        Ok(Loaded {
+            run,
+            record: store.run(run)?,
+            directory: store
+                .load_directory_snapshot(run)?
+                .ok_or(ExplainError::NoSnapshots)?,
+            workspace: store
+                .load_workspace_snapshot(run)?
+                .ok_or(ExplainError::NoSnapshots)?,
+            links: store.links()?,
+        })
+    }
+
+    /// The person's identity, stored link and account (by link, else by
+    /// externalId or userName; without an identity, by account id or userName).
+    fn find(&self, person: &str) -> (Option<&Identity>, Option<&StoredLink>, Option<&Account>) {
+        let identity = find_identity(&self.directory, person);
+        let link = identity.and_then(|i| self.links.iter().find(|l| l.identity_id == i.id));
+        let accounts = &self.workspace.accounts;
+        let account = match (link, identity) {
+            (Some(link), _) => accounts.iter().find(|a| a.id == link.account_id),
+            (None, Some(identity)) => accounts.iter().find(|a| {
+                a.external_id.as_deref() == Some(identity.id.as_str())
+                    || a.user_name.eq_ignore_ascii_case(&identity.user_name)
+            }),
+            (None, None) => accounts
+                .iter()
+                .find(|a| a.id == person || a.user_name.eq_ignore_ascii_case(person)),
+        };
+        (identity, link, account)
+    }
+}
+
+/// Which workspace account `explain --live` reads.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LiveTarget {
+    /// The account the snapshot (or link) names.
+    Id(String),
+    /// No account known: look the directory userName up by filter.
+    UserName(String),
+}
+
+/// The account as the workspace shows it now (`explain --live`), or why it could
+/// not be read.
+pub type LiveAccount = Result<Option<Account>, String>;
+
+/// What `--live` should read for `person`; `None` when nothing names an account.
+pub fn live_target(store: &Store, person: &str) -> Result<Option<LiveTarget>, ExplainError> {
+    let loaded = Loaded::load(store)?;
+    Ok(match loaded.find(person) {
+        (_, Some(link), None) => Some(LiveTarget::Id(link.account_id.clone())),
+        (_, _, Some(account)) => Some(LiveTarget::Id(account.id.clone())),
+        (Some(identity), None, None) => Some(LiveTarget::UserName(identity.user_name.clone())),
+        (None, _, None) => None,
+    })
+}
+
+/// Reads the live account for [`explain_with`].
+pub async fn read_live(client: &crate::workspace::ScimClient, target: &LiveTarget) -> LiveAccount {
+    match target {
+        LiveTarget::Id(id) => client.get_account(id).await,
+        LiveTarget::UserName(user_name) => client.find_account_by_user_name(user_name).await,
+    }
+    .map_err(|e| e.to_string())
+}
+
+/// The explanation as text, judged at `now` (for the 24 h counts), offline.
+pub fn explain(
+    config: &Config,
+    store: &Store,
+    person: &str,
+    now: DateTime<Utc>,
+) -> Result<String, ExplainError> {
+    explain_with(config, store, person, now, None)
+}
+
+/// [`explain`] with the account as the workspace shows it now (`--live`).
+pub fn explain_with(
+    config: &Config,
+    store: &Store,
+    person: &str,
+    now: DateTime<Utc>,
+    live: Option<&LiveAccount>,
+) -> Result<String, ExplainError> {
+    let loaded = Loaded::load(store)?;
+    let Loaded {
+        run,
+        record,
+        directory,
+        workspace,
+        links: stored_links,
+    } = &loaded;
+    let run = *run;
+    let links: Vec<Link> = stored_links
+        .iter()
+        .map(|l| Link {
+            identity_id: l.identity_id.clone(),
+            account_id: l.account_id.clone(),
+        })
+        .collect();
+    let (identity, link, account) = loaded.find(person);
+    if identity.is_none() && account.is_none() {
+        return Err(ExplainError::NotFound(person.to_owned(), run));
+    }
+
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "{person} — as of run {run} ({}, {})",
+        record.as_ref().map_or("?", |r| r.kind.as_str()),
+        record.as_ref().map_or_else(
+            || "?".to_owned(),
+            |r| r.started_at.format("%Y-%m-%d %H:%M:%SZ").to_string()
+        )
+    );
+
+    let _ = writeln!(out, "\nDirectory record");
+    match identity {
+        None => {
+            let _ = writeln!(
+                out,
+                "  not in the directory snapshot (deleted, or never there)"
+            );
+        }
+        Some(i) => {
+            let _ = writeln!(out, "  id:         {}", i.id);
+            let _ = writeln!(out, "  userName:   {}", i.user_name);
+            let _ = writeln!(out, "  email:      {}", opt(i.email.as_deref()));
+            let name = [i.given_name.as_deref(), i.family_name.as_deref()]
+                .into_iter()
+                .flatten()
+                .collect::<Vec<_>>()
+                .join(" ");
+            let _ = writeln!(
+                out,
+                "  name:       {}",
+                if name.is_empty() { "-" } else { &name }
+            );
+            let _ = writeln!(out, "  status:     {}", i.status.as_str());
+            let _ = writeln!(out, "  department: {}", opt(i.department.as_deref()));
+            let _ = writeln!(out, "  groups:     {}", i.groups.join(", "));
+        }
+    }
+
+    let desired = policy::desired_state(directory, &config.policy_settings());
+    let _ = writeln!(out, "\nScope");
+    let protected = safety::plan_settings(config, directory).protected;
+    let is_protected = identity.is_some_and(|i| protected.matches(&i.user_name))
+        || account.is_some_and(|a| protected.matches(&a.user_name));
+    match identity {
+        Some(i) => {
+            if let Some(want) = desired.active.get(&i.id) {
+                let scope = if config.policy.scope_groups.is_empty() {
+                    "every active identity is in scope".to_owned()
+                } else {
+                    let via: Vec<&str> = config
+                        .policy
+                        .scope_groups
+                        .iter()
+                        .filter(|g| i.groups.iter().any(|m| m.eq_ignore_ascii_case(g)))
+                        .map(String::as_str)
+                        .collect();
+                    format!("member of scope group {}", via.join(", "))
+                };
+                let _ = writeln!(out, "  in scope: active, {scope}");
+                let _ = writeln!(out, "\nRole");
+                let _ = writeln!(
+                    out,
+                    "  desired:    {}",
+                    want.spec.role.map_or("(roles not managed)", |r| r.as_str())
+                );
+                for line in want.justification.iter() {
+                    let _ = writeln!(out, "  because:    {line}");
+                }
+                let groups: Vec<&str> = want.groups.iter().map(String::as_str).collect();
+                let _ = writeln!(
+                    out,
+                    "  workspace groups: {}",
+                    if groups.is_empty() {
+                        "-".to_owned()
+                    } else {
+                        groups.join(", ")
+                    }
+                );
+            } else if let Some(reason) = desired.inactive.get(&i.id) {
+                let _ = writeln!(out, "  no access: {reason}");
+            } else {
+                let _ = writeln!(out, "  no access: identity is not in the desired state");
+            }
+        }
+        None => {
+            let _ = writeln!(
+                out,
+                "  no access: no directory identity justifies this account"
+            );
+        }
+    }
+    if is_protected {
+        let _ = writeln!(
+            out,
+            "  protected: yes (safety.protected / protected_groups): seatwarden never touches it"
+        );
+    }
+
+    let _ = writeln!(out, "\nLink");
+    match link {
+        Some(l) => {
+            let _ = writeln!(
+                out,
+                "  {} ↔ account {}, matched by {} at {}",
+                l.identity_id,
+                l.account_id,
+                l.method.as_str(),
+                l.linked_at.format("%Y-%m-%d %H:%M:%SZ")
+            );
+        }
+        None => {
+            let _ = writeln!(
+                out,
+                "  no stored link{}",
+                if account.is_some() {
+                    " (the account below is a match candidate, not linked yet)"
+                } else {
+                    ""
+                }
+            );
+        }
+    }
+
+    let _ = writeln!(out, "\nWorkspace account (run {run} snapshot)");
+    match account {
+        None => {
+            let _ = writeln!(out, "  none");
+        }
+        Some(a) => {
+            let _ = writeln!(out, "  id:         {}", a.id);
+            let _ = writeln!(out, "  userName:   {}", a.user_name);
+            let _ = writeln!(out, "  externalId: {}", opt(a.external_id.as_deref()));
+            let _ = writeln!(out, "  active:     {}", a.active);
+            let _ = writeln!(out, "  roles:      {}", a.roles.join(", "));
+            let groups: Vec<&str> = workspace
+                .groups
+                .iter()
+                .filter(|g| g.members.contains(&a.id))
+                .map(|g| g.display_name.as_str())
+                .collect();
+            let _ = writeln!(
+                out,
+                "  groups:     {}",
+                if groups.is_empty() {
+                    "-".to_owned()
+                } else {
+                    groups.join(", ")
+                }
+            );
+        }
+    }
+
+    if let Some(live) = live {
+        let _ = writeln!(out, "\nWorkspace account now (read live)");
+        match live {
+            Err(error) => {
+                let _ = writeln!(out, "  could not be read: {error}");
+            }
+            Ok(None) => {
+                let _ = writeln!(out, "  none");
+            }
+            Ok(Some(a)) => {
+                let _ = writeln!(
+                    out,
+                    "  {} {} active={} roles={}",
+                    a.id,
+                    a.user_name,
+                    a.active,
+                    a.roles.join(", ")
+                );
+            }
+        }
+    }
+
+    let identity_id = identity.map(|i| i.id.as_str());
+    let account_id = account.map(|a| a.id.as_str());
+    let _ = writeln!(out, "\nLast actions");
+    let history = store.actions_about(identity_id, account_id, 10)?;
+    if history.is_empty() {
+        let _ = writeln!(out, "  none journaled");
+    }
+    for entry in &history {
+        let _ = writeln!(
+            out,
+            "  run {} #{} {} — {}{} ({})",
+            entry.run,
+            entry.action.seq,
+            entry.action.kind.name(),
+            entry.state,
+            match (&entry.action.held, &entry.last_error) {
+                (Some(held), _) if entry.state == crate::store::ActionState::Held =>
+                    format!(": {held}"),
+                (_, Some(error)) => format!(": {error}"),
+                _ => String::new(),
+            },
+            entry.updated_at.format("%Y-%m-%d %H:%M:%SZ")
+        );
+    }
+
+    let _ = writeln!(out, "\nDeprovision ledger");
+    let lines = ledger_lines(store, identity_id, now)?;
+    if lines.is_empty() {
+        let _ = writeln!(out, "  none: never seen losing access");
+    }
+    for line in lines {
+        let _ = writeln!(out, "  {line}");
+    }
+
+    let _ = writeln!(out, "\nNext run (re-planned from run {run}'s snapshots)");
+    let next = next_actions(config, store, directory, workspace, &links, now)?;
+    let mine: Vec<String> = next
+        .actions
+        .iter()
+        .filter(|a| {
+            (identity_id.is_some() && a.identity_id.as_deref() == identity_id)
+                || a.kind.account_id().is_some_and(|id| Some(id) == account_id)
+                || match &a.kind {
+                    ActionKind::RemoveMembers { members, .. } => {
+                        account_id.is_some_and(|id| members.iter().any(|m| m == id))
+                    }
+                    ActionKind::AddMembers { members, .. } => members.iter().any(|m| match m {
+                        AccountRef::Existing { id } => Some(id.as_str()) == account_id,
+                        AccountRef::Created { identity_id: who } => {
+                            Some(who.as_str()) == identity_id
+                        }
+                    }),
+                    _ => false,
+                }
+        })
+        .map(|a| {
+            format!(
+                "  {} — {}{}",
+                a.kind.name(),
+                a.detail,
+                a.held
+                    .as_ref()
+                    .map(|h| format!(" [HELD: {h}]"))
+                    .unwrap_or_default()
+            )
+        })
+        .collect();
+    if mine.is_empty() {
+        let _ = writeln!(out, "  nothing");
+    } else {
+        for line in mine {
+            let _ = writeln!(out, "{line}");
+        }
+    }
+    Ok(out)
+}
+
+fn next_actions(
+    config: &Config,
+    store: &Store,
+    directory: &DirectorySnapshot,
+    workspace: &WorkspaceSnapshot,
+    links: &[Link],
+    now: DateTime<Utc>,
+) -> Result<crate::model::Plan, StoreError> {
+    let desired = policy::desired_state(directory, &config.policy_settings());
+    let planned = plan::plan(
+        &desired,
+        directory,
+        workspace,
+        links,
+        &safety::plan_settings(config, directory),
+    );
+    let managed = planned.new_links.len()
+        + links
+            .iter()
+            .filter(|l| workspace.accounts.iter().any(|a| a.id == l.account_id))
+            .count();
+    let input = safety::guard_input(store, now, directory.complete, managed, false)?;
+    let guarded = guard::guard(planned, workspace, &config.guard_settings(), &input);
+    // The settle window as the next run would see it (read only: nothing recorded).
+    let keys: Vec<String> = guarded
+        .actions
+        .iter()
+        .filter_map(guard::settle_key)
+        .collect();
+    let first_seen = store.drift_first_seen(&keys)?;
+    Ok(guard::hold_dependents(guard::hold_unsettled(
+        guarded,
+        &first_seen,
+        now,
+        config.settle(),
+    )))
+}

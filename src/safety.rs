@@ -1,0 +1,472 @@
+//! The safety net's steps inside a run (issue 6), around the pure rules in
+//! [`crate::guard`] and [`crate::circuit`]: they read and write the store and, for
+//! the workspace sanity re-check, the workspace. `run` calls them in order:
+//!
+//! 1. [`check_source`] after the snapshots are stored: a rejected directory means
+//!    nothing is planned; an accepted complete one becomes the next baseline.
+//! 2. [`plan_checked`]: plans, with the workspace sanity re-check — when the
+//!    workspace listing has fewer accounts than the previous one (page caps,
+//!    `totalResults` lies), every planned create of an account that was there last
+//!    time is re-checked by a filter read first; accounts found go back into the
+//!    snapshot (and the plan is made again), creates that cannot be confirmed are
+//!    held ([`hold_unconfirmed`]).
+//! 3. [`guard_input`]: the 24 h counts from the store for the thresholds.
+//! 4. [`settle`] after the guard: creates and updates wait for the settle window.
+//! 5. [`apply_with_circuit`]: apply behind the persisted circuit breaker.
+//!
+//! Also here: [`circuit_state`] (the read API the daemon publishes as a metric) and
+//! the audit trail ([`audit`], [`os_user`]).
+
+use std::collections::HashSet;
+use std::sync::Mutex;
+
+use chrono::{DateTime, Utc};
+
+use crate::apply::{self, ApplyError, ApplySummary};
+use crate::circuit::{self, Breaker, CircuitRecord, CircuitSettings, CircuitState};
+use crate::config::Config;
+use crate::guard::{self, GuardInput, SourceFault};
+use crate::model::{ActionKind, DirectorySnapshot, HoldReason, Plan, WorkspaceSnapshot};
+use crate::plan::PlanSettings;
+use crate::report::CircuitReport;
+use crate::store::{AuditEntry, RunId, Store, StoreError};
+use crate::workspace::ScimClient;
+
+#[derive(Debug, thiserror::Error)]
+pub enum SafetyError {
+    #[error("state database: {0}")]
+    Store(#[from] StoreError),
+    #[error("applying the plan: {0}")]
+    Apply(#[from] ApplyError),
+    #[error("the state database lock was poisoned")]
+    Poisoned,
+}
+
+impl crate::retry::Transient for SafetyError {
+    fn is_transient(&self) -> bool {
+        match self {
+            SafetyError::Store(e) => e.is_transient(),
+            SafetyError::Apply(e) => e.is_transient(),
+            SafetyError::Poisoned => false,
+        }
+    }
+}
+
+fn lock(store: &Mutex<Store>) -> Result<std::sync::MutexGuard<'_, Store>, SafetyError> {
+    store.lock().map_err(|_| SafetyError::Poisoned)
+}
+
+/// Plans with the workspace sanity re-check: `make_plan` once, and again when the
+/// re-check found accounts the listing missed (then the stored snapshot of `run` is
+/// replaced by the completed one, so the next run compares against the whole
+/// workspace). A rejected directory (`source_fault`) plans nothing at all.
+pub async fn plan_checked(
+    client: &ScimClient,
+    store: &Mutex<Store>,
+    run: RunId,
+    source_fault: bool,
+    workspace: &mut WorkspaceSnapshot,
+    make_plan: impl Fn(&WorkspaceSnapshot) -> Plan,
+) -> Result<(Plan, Recheck), SafetyError> {
+    if source_fault {
+        return Ok((Plan::default(), Recheck::default()));
+    }
+    let planned = make_plan(workspace);
+    let previous = larger_previous_workspace(&*lock(store)?, run, workspace.accounts.len())?;
+    let recheck = recheck_shrunken_workspace(client, previous.as_ref(), workspace, &planned).await;
+    if recheck.found == 0 {
+        return Ok((planned, recheck));
+    }
+    lock(store)?.save_workspace_snapshot(run, workspace)?;
+    Ok((make_plan(workspace), recheck))
+}
+
+/// Applies `plan` behind the circuit breaker: nothing is written while the stored
+/// breaker is open; otherwise the executor runs with a fresh [`Breaker`] and an
+/// opening (or a failed half-open trial) is stored. Returns the breaker for the
+/// report when it is not closed.
+pub async fn apply_with_circuit(
+    config: &Config,
+    client: &ScimClient,
+    store: &Mutex<Store>,
+    run: RunId,
+    plan: &Plan,
+    relist_requests: usize,
+    now: DateTime<Utc>,
+) -> Result<Option<CircuitReport>, SafetyError> {
+    let (before, record) = circuit_state(&*lock(store)?, config, now)?;
+    if !before.allows_writes() {
+        tracing::warn!(circuit = %before, "circuit breaker open: nothing written this run");
+        return Ok(Some(circuit_report(&record, config, now)));
+    }
+    let summary = apply::apply_with_breaker(
+        client,
+        store,
+        run,
+        plan,
+        config.workspace.max_concurrency,
+        relist_requests,
+        Breaker::new(config.circuit_settings()),
+    )
+    .await?;
+    tracing::info!(
+        applied = summary.applied,
+        failed = summary.failed,
+        "plan applied"
+    );
+    let opened = record_circuit(
+        &mut *lock(store)?,
+        before,
+        &summary,
+        &config.circuit_settings(),
+        now,
+    )?;
+    Ok(opened.map(|record| circuit_report(&record, config, now)))
+}
+
+/// The breaker as the report shows it.
+pub fn circuit_report(
+    record: &CircuitRecord,
+    config: &Config,
+    now: DateTime<Utc>,
+) -> CircuitReport {
+    CircuitReport {
+        state: circuit::state(record, now, config.circuit_settings().cool_down),
+        reason: record.reason.clone(),
+        failures: record.failures.clone(),
+    }
+}
+
+/// Source sanity for the directory snapshot of `run`. `None`: accepted (recorded as
+/// the new baseline when the snapshot was complete); `Some`: rejected.
+pub fn check_source(
+    store: &mut Store,
+    run: RunId,
+    directory: &DirectorySnapshot,
+    config: &Config,
+    now: DateTime<Utc>,
+) -> Result<Option<SourceFault>, StoreError> {
+    let last = store.last_accepted_directory()?;
+    let identities = directory.identities.len();
+    match guard::check_source(identities, last, config.safety.max_directory_shrink_percent) {
+        Ok(()) => {
+            // An incomplete snapshot is no baseline: the next complete one would look
+            // like growth, and a later shrink would be measured from too low.
+            if directory.complete {
+                store.accept_directory(run, identities, now)?;
+            }
+            Ok(None)
+        }
+        Err(fault) => {
+            tracing::error!(run, fault = %fault, "directory snapshot rejected");
+            Ok(Some(fault))
+        }
+    }
+}
+
+/// The plan settings with `protected_groups` resolved against this directory.
+pub fn plan_settings(config: &Config, directory: &DirectorySnapshot) -> PlanSettings {
+    let mut settings = config.plan_settings();
+    settings.protected = settings
+        .protected
+        .with_members_of(&config.safety.protected_groups, directory);
+    settings
+}
+
+/// The guard's input: what the run knows plus the store's 24 h counts.
+pub fn guard_input(
+    store: &Store,
+    now: DateTime<Utc>,
+    directory_complete: bool,
+    managed_accounts: usize,
+    allow_over_threshold: bool,
+) -> Result<GuardInput, StoreError> {
+    Ok(GuardInput {
+        directory_complete,
+        managed_accounts,
+        recent: store.recent_counts(now - chrono::Duration::hours(24))?,
+        allow_over_threshold,
+    })
+}
+
+/// What the workspace sanity re-check found.
+#[derive(Debug, Default)]
+pub struct Recheck {
+    /// Accounts the listing missed that a filter read found (now in the snapshot).
+    pub found: usize,
+    /// Identity ids whose create could not be confirmed (the filter read failed).
+    pub unconfirmed: HashSet<String>,
+    pub previous: usize,
+    pub current: usize,
+}
+
+/// The previous run's workspace snapshot when it had more accounts than `current`
+/// (the workspace sanity trigger); `None` otherwise. Counts first, so the common
+/// case loads nothing.
+pub fn larger_previous_workspace(
+    store: &Store,
+    run: RunId,
+    current: usize,
+) -> Result<Option<WorkspaceSnapshot>, StoreError> {
+    let Some(previous) = store.previous_workspace_run(run)? else {
+        return Ok(None);
+    };
+    if store.workspace_account_count(previous)? <= current {
+        return Ok(None);
+    }
+    store.load_workspace_snapshot(previous)
+}
+
+/// Workspace sanity: see the module docs. `previous` is the larger snapshot of the
+/// previous run ([`larger_previous_workspace`]); costs one filter read per create
+/// of a userName that snapshot had.
+pub async fn recheck_shrunken_workspace(
+    client: &ScimClient,
+    previous: Option<&WorkspaceSnapshot>,
+    workspace: &mut WorkspaceSnapshot,
+    plan: &Plan,
+) -> Recheck {
+    let Some(previous) = previous else {
+        return Recheck::default();
+    };
+    let mut recheck = Recheck {
+        previous: previous.accounts.len(),
+        current: workspace.accounts.len(),
+        ..Recheck::default()
+    };
+    if recheck.current >= recheck.previous {
+        return recheck;
+    }
+    let seen_before: HashSet<String> = previous
+        .accounts
+        .iter()
+        .map(|a| a.user_name.to_lowercase())
+        .collect();
+    let present: HashSet<String> = workspace.accounts.iter().map(|a| a.id.clone()).collect();
+    for action in &plan.actions {
+        let ActionKind::CreateAccount { identity_id, spec } = &action.kind else {
+            continue;
+        };
+        if !seen_before.contains(&spec.user_name.to_lowercase()) {
+            continue;
+        }
+        match client.find_account_by_user_name(&spec.user_name).await {
+            Ok(Some(account)) => {
+                if !present.contains(&account.id) {
+                    workspace.accounts.push(account);
+                    recheck.found += 1;
+                }
+            }
+            Ok(None) => {}
+            Err(e) => {
+                tracing::warn!(error = %e, "workspace sanity: filter read failed; holding the create");
+                recheck.unconfirmed.insert(identity_id.clone());
+            }
+        }
+    }
+    if recheck.found > 0 {
+        tracing::warn!(
+            previous = recheck.previous,
+            current = recheck.current,
+            found = recheck.found,
+            "the workspace listing missed accounts a filter read found; planning with them"
+        );
+    }
+    recheck
+}
+
+/// Holds the creates the workspace sanity re-check could not confirm.
+pub fn hold_unconfirmed(mut plan: Plan, recheck: &Recheck) -> Plan {
+    if recheck.unconfirmed.is_empty() {
+        return plan;
+    }
+    for action in &mut plan.actions {
+        if let ActionKind::CreateAccount { identity_id, .. } = &action.kind
+            && action.held.is_none()
+            && recheck.unconfirmed.contains(identity_id)
+        {
+            action.held = Some(HoldReason::WorkspaceShrunk {
+                previous: recheck.previous,
+                current: recheck.current,
+            });
+        }
+    }
+    guard::hold_dependents(plan)
+}
+
+/// The settle window: records when each pending create/update was first seen and
+/// holds those seen for less than `safety.settle`.
+pub fn settle(
+    store: &mut Store,
+    plan: Plan,
+    config: &Config,
+    now: DateTime<Utc>,
+) -> Result<Plan, StoreError> {
+    let keys: Vec<String> = plan.actions.iter().filter_map(guard::settle_key).collect();
+    let first_seen = store.drift_first_seen(&keys)?;
+    store.replace_drift_seen(&keys, now)?;
+    let plan = guard::hold_unsettled(plan, &first_seen, now, config.settle());
+    Ok(guard::hold_dependents(plan))
+}
+
+/// The circuit breaker's state at `now`: the read API the daemon publishes as a
+/// metric (`closed`, `open` since/until, `half_open`).
+pub fn circuit_state(
+    store: &Store,
+    config: &Config,
+    now: DateTime<Utc>,
+) -> Result<(CircuitState, CircuitRecord), StoreError> {
+    let record = store.circuit()?;
+    Ok((
+        circuit::state(&record, now, config.circuit_settings().cool_down),
+        record,
+    ))
+}
+
+/// After an apply: persists an opening (at `now`); closes a half-open circuit the
+/// apply got through, or opens it again when the trial failed.
+pub fn record_circuit(
+    store: &mut Store,
+    before: CircuitState,
+    applied: &ApplySummary,
+    settings: &CircuitSettings,
+    now: DateTime<Utc>,
+) -> Result<Option<CircuitRecord>, StoreError> {
+    let opened = applied.circuit_opened.clone().or_else(|| {
+        if !matches!(before, CircuitState::HalfOpen { .. }) {
+            return None;
+        }
+        circuit::trial_failed(settings, applied.applied, applied.failed).map(|reason| {
+            CircuitRecord {
+                opened_at: Some(now),
+                reason: Some(reason),
+                failures: Vec::new(),
+            }
+        })
+    });
+    match opened {
+        Some(mut record) => {
+            record.opened_at = Some(now);
+            store.set_circuit(&record)?;
+            Ok(Some(record))
+        }
+        None => {
+            if matches!(before, CircuitState::HalfOpen { .. }) {
+                store.set_circuit(&CircuitRecord::default())?;
+            }
+            Ok(None)
+        }
+    }
+}
+
+/// Who is running this command, for the audit trail: `$USER`, else `$LOGNAME`,
+/// else the numeric uid (Unix), else "unknown".
+pub fn os_user() -> String {
+    for var in ["USER", "LOGNAME"] {
+        if let Ok(user) = std::env::var(var)
+            && !user.trim().is_empty()
+        {
+            return user;
+        }
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        // The owner of our own /proc entry is our uid; no libc call needed.
+        if let Ok(meta) = std::fs::metadata("/proc/self") {
+            return format!("uid {}", meta.uid());
+        }
+    }
+    "unknown".to_owned()
+}
+
+/// Appends an audit row for `command` by the OS user.
+pub fn audit(
+    store: &mut Store,
+    command: &str,
+    run: Option<RunId>,
+    detail: String,
+    now: DateTime<Utc>,
+) -> Result<(), StoreError> {
+    store.record_audit(&AuditEntry {
+        at: now,
+        user: os_user(),
+        command: command.to_owned(),
+        run,
+        detail,
+    })
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+mod tests {
+    use super::*;
+    use crate::model::{AccountRef, AccountSpec, Action, DriftKind, GroupRef};
+
+    fn action(seq: u32, kind: ActionKind) -> Action {
+        Action {
+            seq,
+            kind,
+            reason: DriftKind::MissingAccount,
+            subject: format!("s{seq}"),
+            identity_id: None,
+            detail: String::new(),
+            held: None,
+        }
+    }
+
+    fn create(identity: &str) -> ActionKind {
+        ActionKind::CreateAccount {
+            identity_id: identity.into(),
+            spec: AccountSpec {
+                user_name: format!("{identity}@ex.com"),
+                external_id: identity.into(),
+                given_name: None,
+                family_name: None,
+                display_name: None,
+                email: None,
+                role: None,
+            },
+        }
+    }
+
+    #[test]
+    fn unconfirmed_creates_are_held_with_what_needs_them() {
+        let plan = Plan {
+            actions: vec![
+                action(0, create("p1")),
+                action(1, create("p2")),
+                action(
+                    2,
+                    ActionKind::AddMembers {
+                        group: GroupRef::Existing {
+                            id: "g".into(),
+                            display_name: "G".into(),
+                        },
+                        members: vec![AccountRef::Created {
+                            identity_id: "p1".into(),
+                        }],
+                    },
+                ),
+            ],
+            ..Plan::default()
+        };
+        let recheck = Recheck {
+            unconfirmed: HashSet::from(["p1".to_owned()]),
+            previous: 250,
+            current: 100,
+            ..Recheck::default()
+        };
+        let held: Vec<Option<HoldReason>> = hold_unconfirmed(plan.clone(), &recheck)
+            .actions
+            .into_iter()
+            .map(|a| a.held)
+            .collect();
+        let shrunk = HoldReason::WorkspaceShrunk {
+            previous: 250,
+            current: 100,
+        };
+        assert_eq!(held, [Some(shrunk.clone()), None, Some(shrunk)]);
+        assert_eq!(hold_unconfirmed(plan.clone(), &Recheck::default()), plan);
+    }
+}

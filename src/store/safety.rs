@@ -1,0 +1,556 @@
+//! The safety net's state (issue 6): accepted directory sizes (source sanity), the
+//! rolling 24 h counts of destructive writes, the audit trail of human decisions,
+//! decisions on held actions, the persisted circuit breaker, and first-seen times
+//! of pending drift (settle window). See the `M_SAFETY` migration.
+
+use std::collections::HashMap;
+
+use chrono::{DateTime, Utc};
+use rusqlite::{OptionalExtension, params};
+use serde::{Deserialize, Serialize};
+
+use crate::circuit::{CircuitRecord, FailedWrite};
+use crate::model::{Action, ActionKind, RecentCounts};
+
+use super::codec::{Ts, ts};
+use super::error::Context;
+use super::{RunId, Store, StoreError};
+
+/// One row of the audit trail.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditEntry {
+    pub at: DateTime<Utc>,
+    /// The OS user who ran the command.
+    pub user: String,
+    /// `approve`, `reject`, `resume`, `allow_over_threshold`.
+    pub command: String,
+    pub run: Option<RunId>,
+    /// What was done, e.g. "approved 30 held actions (deactivate)".
+    pub detail: String,
+}
+
+/// What a human (or the approval's re-check) decided about a held action.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Decision {
+    Approved,
+    Rejected,
+    /// The re-check found the workspace already as the action wanted it.
+    Obsolete,
+}
+
+impl Decision {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Decision::Approved => "approved",
+            Decision::Rejected => "rejected",
+            Decision::Obsolete => "obsolete",
+        }
+    }
+
+    fn parse(text: &str) -> Option<Decision> {
+        [Decision::Approved, Decision::Rejected, Decision::Obsolete]
+            .into_iter()
+            .find(|d| d.as_str() == text)
+    }
+}
+
+impl Store {
+    // ---- source sanity ----------------------------------------------------------
+
+    /// Records that the directory snapshot of `run` (`identities` people) passed the
+    /// source sanity check: the next check compares against it.
+    pub fn accept_directory(
+        &mut self,
+        run: RunId,
+        identities: usize,
+        at: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        let identities = i64::try_from(identities).unwrap_or(i64::MAX);
+        self.conn
+            .prepare_cached(
+                "INSERT OR REPLACE INTO accepted_directories (run_id, identities, accepted_at)
+                 VALUES (?1, ?2, ?3)",
+            )
+            .and_then(|mut stmt| stmt.execute(params![run, identities, ts(at)]))
+            .context(|| format!("recording the accepted directory of run {run}"))?;
+        Ok(())
+    }
+
+    /// The size of the newest accepted directory snapshot, if any.
+    pub fn last_accepted_directory(&self) -> Result<Option<usize>, StoreError> {
+        let n: Option<i64> = self
+            .conn
+            .prepare_cached(
+                "SELECT identities FROM accepted_directories ORDER BY run_id DESC LIMIT 1",
+            )
+            .and_then(|mut stmt| stmt.query_row([], |row| row.get(0)).optional())
+            .context(|| "reading the last accepted directory size".to_owned())?;
+        Ok(n.map(|n| usize::try_from(n).unwrap_or(0)))
+    }
+
+    // ---- rolling 24 h counts ------------------------------------------------------
+
+    /// Destructive writes applied or in flight (of any run) whose journal row
+    /// changed at or after `since`, per threshold class: what the 24 h limits count.
+    /// Membership removals count members.
+    pub fn recent_counts(&self, since: DateTime<Utc>) -> Result<RecentCounts, StoreError> {
+        let context = || "counting recent destructive writes in actions".to_owned();
+        let mut counts = RecentCounts {
+            deprovisions: usize::try_from(self.deprovisions_since(since)?).unwrap_or(usize::MAX),
+            ..RecentCounts::default()
+        };
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT payload FROM actions
+                 WHERE state IN ('applied', 'in_flight')
+                   AND kind IN ('remove_members', 'set_role')
+                   AND updated_at >= ?1",
+            )
+            .context(context)?;
+        let payloads = stmt
+            .query_map([ts(since)], |row| row.get::<_, String>(0))
+            .context(context)?;
+        for payload in payloads {
+            let payload = payload.context(context)?;
+            // A payload this version cannot read counts as nothing rather than failing
+            // every future run; the journal keeps it for inspection.
+            let Ok(action) = serde_json::from_str::<Action>(&payload) else {
+                continue;
+            };
+            match &action.kind {
+                ActionKind::RemoveMembers { members, .. } => {
+                    counts.membership_removals += members.len();
+                }
+                kind if kind.is_role_downgrade() => counts.role_downgrades += 1,
+                _ => {}
+            }
+        }
+        Ok(counts)
+    }
+
+    // ---- audit ------------------------------------------------------------------
+
+    pub fn record_audit(&mut self, entry: &AuditEntry) -> Result<(), StoreError> {
+        self.conn
+            .prepare_cached(
+                "INSERT INTO audit (at, user, command, run_id, detail) VALUES (?1, ?2, ?3, ?4, ?5)",
+            )
+            .and_then(|mut stmt| {
+                stmt.execute(params![
+                    ts(entry.at),
+                    entry.user,
+                    entry.command,
+                    entry.run,
+                    entry.detail
+                ])
+            })
+            .context(|| format!("recording the {} in audit", entry.command))?;
+        Ok(())
+    }
+
+    /// The audit trail, oldest first.
+    pub fn audit(&self) -> Result<Vec<AuditEntry>, StoreError> {
+        self.conn
+            .prepare_cached("SELECT at, user, command, run_id, detail FROM audit ORDER BY id")
+            .and_then(|mut stmt| {
+                stmt.query_map([], |row| {
+                    Ok(AuditEntry {
+                        at: row.get::<_, Ts>(0)?.0,
+                        user: row.get(1)?,
+                        command: row.get(2)?,
+                        run: row.get(3)?,
+                        detail: row.get(4)?,
+                    })
+                })?
+                .collect()
+            })
+            .context(|| "reading the audit trail".to_owned())
+    }
+
+    // ---- held actions -------------------------------------------------------------
+
+    /// Moves the `Held` actions `seqs` of `run` back to `Planned` (approval), leaving
+    /// the journaled `held` reason as the record of why they waited. Returns how
+    /// many were released (actions not held are skipped).
+    pub fn release_held(
+        &mut self,
+        run: RunId,
+        seqs: &[u32],
+        at: DateTime<Utc>,
+    ) -> Result<usize, StoreError> {
+        Self::require_run(&self.conn, run, "releasing its held actions")?;
+        let context = || format!("releasing held actions of run {run} in actions");
+        let tx = self.write_tx(context)?;
+        let mut released = 0;
+        {
+            let mut stmt = tx
+                .prepare_cached(
+                    "UPDATE actions SET state = 'planned', updated_at = ?3
+                     WHERE run_id = ?1 AND seq = ?2 AND state = 'held'",
+                )
+                .context(context)?;
+            for seq in seqs {
+                released += stmt.execute(params![run, seq, ts(at)]).context(context)?;
+            }
+        }
+        tx.commit().context(context)?;
+        Ok(released)
+    }
+
+    pub fn record_decisions(
+        &mut self,
+        run: RunId,
+        decisions: &[(u32, Decision, Option<String>)],
+        user: &str,
+        at: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        let context = || format!("recording decisions on held actions of run {run}");
+        let tx = self.write_tx(context)?;
+        {
+            let mut stmt = tx
+                .prepare_cached(
+                    "INSERT OR REPLACE INTO held_decisions (run_id, seq, decision, user, at, detail)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                )
+                .context(context)?;
+            for (seq, decision, detail) in decisions {
+                stmt.execute(params![run, seq, decision.as_str(), user, ts(at), detail])
+                    .context(context)?;
+            }
+        }
+        tx.commit().context(context)
+    }
+
+    /// Decisions recorded for the held actions of `run`, by `seq`.
+    pub fn decisions(&self, run: RunId) -> Result<HashMap<u32, Decision>, StoreError> {
+        let rows: Vec<(u32, String)> = self
+            .conn
+            .prepare_cached("SELECT seq, decision FROM held_decisions WHERE run_id = ?1")
+            .and_then(|mut stmt| {
+                stmt.query_map([run], |row| Ok((row.get(0)?, row.get(1)?)))?
+                    .collect()
+            })
+            .context(|| format!("reading decisions on held actions of run {run}"))?;
+        Ok(rows
+            .into_iter()
+            .filter_map(|(seq, d)| Decision::parse(&d).map(|d| (seq, d)))
+            .collect())
+    }
+
+    // ---- circuit breaker ------------------------------------------------------------
+
+    /// The persisted breaker (closed when no row).
+    pub fn circuit(&self) -> Result<CircuitRecord, StoreError> {
+        let context = || "reading the circuit breaker".to_owned();
+        let row: Option<(Ts, String, String)> = self
+            .conn
+            .prepare_cached("SELECT opened_at, reason, failures FROM circuit_breaker WHERE id = 1")
+            .and_then(|mut stmt| {
+                stmt.query_row([], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))
+                    .optional()
+            })
+            .context(context)?;
+        Ok(match row {
+            None => CircuitRecord::default(),
+            Some((opened_at, reason, failures)) => CircuitRecord {
+                opened_at: Some(opened_at.0),
+                reason: Some(reason),
+                failures: serde_json::from_str::<Vec<FailedWrite>>(&failures).unwrap_or_default(),
+            },
+        })
+    }
+
+    /// Persists the breaker: a record with `opened_at` opens it, one without closes it.
+    pub fn set_circuit(&mut self, record: &CircuitRecord) -> Result<(), StoreError> {
+        let context = || "saving the circuit breaker".to_owned();
+        match record.opened_at {
+            None => {
+                self.conn
+                    .execute("DELETE FROM circuit_breaker", [])
+                    .context(context)?;
+            }
+            Some(at) => {
+                let failures = serde_json::to_string(&record.failures).map_err(|source| {
+                    StoreError::Encode {
+                        context: context(),
+                        source,
+                    }
+                })?;
+                self.conn
+                    .prepare_cached(
+                        "INSERT OR REPLACE INTO circuit_breaker (id, opened_at, reason, failures)
+                         VALUES (1, ?1, ?2, ?3)",
+                    )
+                    .and_then(|mut stmt| {
+                        stmt.execute(params![
+                            ts(at),
+                            record.reason.clone().unwrap_or_default(),
+                            failures
+                        ])
+                    })
+                    .context(context)?;
+            }
+        }
+        Ok(())
+    }
+
+    // ---- settle window --------------------------------------------------------------
+
+    /// When each of `keys` was first seen (keys never seen are absent).
+    pub fn drift_first_seen(
+        &self,
+        keys: &[String],
+    ) -> Result<HashMap<String, DateTime<Utc>>, StoreError> {
+        let context = || "reading first-seen times from drift_seen".to_owned();
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT first_seen FROM drift_seen WHERE key = ?1")
+            .context(context)?;
+        let mut out = HashMap::new();
+        for key in keys {
+            let seen: Option<Ts> = stmt
+                .query_row([key], |row| row.get(0))
+                .optional()
+                .context(context)?;
+            if let Some(seen) = seen {
+                out.insert(key.clone(), seen.0);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Makes `keys` the set of pending drift: new keys are first seen `now`, kept
+    /// ones keep their first-seen time, keys not given are forgotten (drift that
+    /// went away and comes back starts a new settle window).
+    pub fn replace_drift_seen(
+        &mut self,
+        keys: &[String],
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        let context = || "updating drift_seen".to_owned();
+        let now = ts(now);
+        let tx = self.write_tx(context)?;
+        {
+            let mut upsert = tx
+                .prepare_cached(
+                    "INSERT INTO drift_seen (key, first_seen, last_seen) VALUES (?1, ?2, ?2)
+                     ON CONFLICT (key) DO UPDATE SET last_seen = excluded.last_seen",
+                )
+                .context(context)?;
+            for key in keys {
+                upsert.execute(params![key, now]).context(context)?;
+            }
+            tx.execute("DELETE FROM drift_seen WHERE last_seen <> ?1", [&now])
+                .context(context)?;
+        }
+        tx.commit().context(context)
+    }
+
+    // ---- explain ----------------------------------------------------------------------
+
+    /// The newest run that saved both snapshots (what `explain` reads).
+    pub fn latest_snapshot_run(&self) -> Result<Option<RunId>, StoreError> {
+        self.conn
+            .prepare_cached(
+                "SELECT id FROM runs WHERE directory_complete IS NOT NULL AND workspace_saved = 1
+                 ORDER BY id DESC LIMIT 1",
+            )
+            .and_then(|mut stmt| stmt.query_row([], |row| row.get(0)).optional())
+            .context(|| "finding the latest run with snapshots".to_owned())
+    }
+
+    /// The newest `limit` journal rows about an identity or an account, newest first.
+    pub fn actions_about(
+        &self,
+        identity_id: Option<&str>,
+        account_id: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<super::JournalEntry>, StoreError> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        self.conn
+            .prepare_cached(
+                "SELECT run_id, payload, state, attempts, last_error, updated_at FROM actions
+                 WHERE identity_id = ?1 OR account_id = ?2
+                 ORDER BY run_id DESC, seq DESC LIMIT ?3",
+            )
+            .and_then(|mut stmt| {
+                stmt.query_map(params![identity_id, account_id, limit], |row| {
+                    Ok(super::JournalEntry {
+                        run: row.get(0)?,
+                        action: super::codec::json_col(row, 1)?,
+                        state: row.get(2)?,
+                        attempts: row.get(3)?,
+                        last_error: row.get(4)?,
+                        updated_at: row.get::<_, Ts>(5)?.0,
+                    })
+                })?
+                .collect()
+            })
+            .context(|| "reading the actions about one person from actions".to_owned())
+    }
+
+    // ---- workspace sanity -------------------------------------------------------------
+
+    /// How many accounts the workspace snapshot of `run` holds.
+    pub fn workspace_account_count(&self, run: RunId) -> Result<usize, StoreError> {
+        let n: i64 = self
+            .conn
+            .prepare_cached("SELECT count(*) FROM workspace_accounts WHERE run_id = ?1")
+            .and_then(|mut stmt| stmt.query_row([run], |row| row.get(0)))
+            .context(|| format!("counting the workspace accounts of run {run}"))?;
+        Ok(usize::try_from(n).unwrap_or(0))
+    }
+
+    /// The newest run before `run` that saved a workspace snapshot.
+    pub fn previous_workspace_run(&self, run: RunId) -> Result<Option<RunId>, StoreError> {
+        self.conn
+            .prepare_cached(
+                "SELECT id FROM runs WHERE workspace_saved = 1 AND id < ?1 ORDER BY id DESC LIMIT 1",
+            )
+            .and_then(|mut stmt| stmt.query_row([run], |row| row.get(0)).optional())
+            .context(|| format!("finding the workspace snapshot before run {run}"))
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+mod tests {
+    use super::*;
+    use crate::model::{DriftKind, GroupRef, Plan, Role};
+    use crate::store::RunKind;
+
+    fn action(seq: u32, kind: ActionKind) -> Action {
+        Action {
+            seq,
+            kind,
+            reason: DriftKind::StaleAccess,
+            subject: format!("s{seq}"),
+            identity_id: None,
+            detail: String::new(),
+            held: None,
+        }
+    }
+
+    #[test]
+    fn recent_counts_count_applied_destructive_writes_per_class() {
+        let mut store = Store::open_in_memory().unwrap();
+        let t0 = Utc::now();
+        let run = store.begin_run(RunKind::Reconcile, t0).unwrap();
+        let plan = Plan {
+            actions: vec![
+                action(
+                    0,
+                    ActionKind::Deactivate {
+                        account_id: "a".into(),
+                    },
+                ),
+                action(
+                    1,
+                    ActionKind::RemoveMembers {
+                        group: GroupRef::Existing {
+                            id: "g".into(),
+                            display_name: "G".into(),
+                        },
+                        members: vec!["a".into(), "b".into(), "c".into()],
+                    },
+                ),
+                action(
+                    2,
+                    ActionKind::SetRole {
+                        account_id: "b".into(),
+                        from: vec!["Owner".into()],
+                        to: Role::Viewer,
+                    },
+                ),
+                action(
+                    3,
+                    ActionKind::SetRole {
+                        account_id: "c".into(),
+                        from: vec!["Viewer".into()],
+                        to: Role::Editor,
+                    },
+                ),
+                action(
+                    4,
+                    ActionKind::Deactivate {
+                        account_id: "d".into(),
+                    },
+                ),
+            ],
+            ..Plan::default()
+        };
+        store.save_plan(run, &plan, t0).unwrap();
+        for seq in 0..4 {
+            store.mark_in_flight(run, seq, t0).unwrap();
+            store.mark_applied(run, seq, t0, None).unwrap();
+        }
+        let counts = store
+            .recent_counts(t0 - chrono::Duration::hours(24))
+            .unwrap();
+        assert_eq!(
+            counts,
+            RecentCounts {
+                deprovisions: 1,
+                membership_removals: 3,
+                role_downgrades: 1
+            },
+            "the planned (unapplied) deactivation and the promotion do not count"
+        );
+        let later = store
+            .recent_counts(t0 + chrono::Duration::seconds(1))
+            .unwrap();
+        assert_eq!(later, RecentCounts::default());
+    }
+
+    #[test]
+    fn safety_state_round_trips() {
+        let mut store = Store::open_in_memory().unwrap();
+        let t0 = Utc::now();
+        assert_eq!(store.last_accepted_directory().unwrap(), None);
+        store.accept_directory(1, 100, t0).unwrap();
+        store.accept_directory(2, 90, t0).unwrap();
+        assert_eq!(store.last_accepted_directory().unwrap(), Some(90));
+
+        assert_eq!(store.circuit().unwrap(), CircuitRecord::default());
+        let open = CircuitRecord {
+            opened_at: Some(t0),
+            reason: Some("why".into()),
+            failures: vec![FailedWrite {
+                op: "deactivate".into(),
+                subject: "p".into(),
+                message: "HTTP 503".into(),
+            }],
+        };
+        store.set_circuit(&open).unwrap();
+        assert_eq!(store.circuit().unwrap(), open);
+        store.set_circuit(&CircuitRecord::default()).unwrap();
+        assert_eq!(store.circuit().unwrap(), CircuitRecord::default());
+
+        let (a, b, c) = ("a".to_owned(), "b".to_owned(), "c".to_owned());
+        store
+            .replace_drift_seen(&[a.clone(), b.clone()], t0)
+            .unwrap();
+        let t1 = t0 + chrono::Duration::minutes(5);
+        store
+            .replace_drift_seen(&[b.clone(), c.clone()], t1)
+            .unwrap();
+        let seen = store
+            .drift_first_seen(&[a.clone(), b.clone(), c.clone()])
+            .unwrap();
+        assert_eq!(seen.get(&a), None, "a went away");
+        assert_eq!(seen.get(&b), Some(&t0), "b keeps its first sighting");
+        assert_eq!(seen.get(&c), Some(&t1));
+
+        let entry = AuditEntry {
+            at: t0,
+            user: "alice".into(),
+            command: "approve".into(),
+            run: Some(7),
+            detail: "approved 3".into(),
+        };
+        store.record_audit(&entry).unwrap();
+        assert_eq!(store.audit().unwrap(), vec![entry]);
+    }
+}

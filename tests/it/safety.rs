@@ -1,0 +1,947 @@
+//! The safety net end to end against the sandbox (issue 6): source sanity,
+//! thresholds per run and per 24 h with approval, workspace sanity, the circuit
+//! breaker, the settle window, and `explain`. Time-dependent rules get their time
+//! through `RunOptions::now`; nothing sleeps.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use chrono::{DateTime, Duration, Utc};
+use seatwarden::approval::{self, Only};
+use seatwarden::cli::{exit, exit_code_for};
+use seatwarden::config::Config;
+use seatwarden::guard::SourceFault;
+use seatwarden::model::{
+    ActionClass, ActionKind, DirectorySnapshot, HoldReason, IdentityStatus, Role, ThresholdWindow,
+    WorkspaceSnapshot,
+};
+use seatwarden::retry::RetryPolicy;
+use seatwarden::run::{self, Mode, RunOptions, RunOutcome};
+use seatwarden::sandbox::{Faults, Sandbox, SandboxOptions};
+use seatwarden::store::Store;
+use seatwarden::synth::{self, Synth, SynthSpec};
+use seatwarden::workspace::ScimClient;
+
+const TOKEN: &str = "safety-token";
+
+struct Env {
+    sandbox: Sandbox,
+    _dir: tempfile::TempDir,
+    data: Synth,
+    config: Config,
+}
+
+/// Generous limits unless `safety` says otherwise; settle off unless given.
+fn write_config(dir: &Path, data: &Synth, url: &str, safety: &str) -> Config {
+    std::fs::write(
+        dir.join("directory.json"),
+        synth::directory_json(&data.directory),
+    )
+    .unwrap();
+    let mut keys: Vec<(&str, String)> = vec![
+        ("max_deprovisions", "100000".into()),
+        ("max_deprovision_percent", "100".into()),
+        ("max_deprovisions_per_day", "100000".into()),
+        ("max_membership_removals", "100000".into()),
+        ("max_membership_removals_per_day", "100000".into()),
+        ("max_role_downgrades", "100000".into()),
+        ("max_role_downgrades_per_day", "100000".into()),
+        ("min_population_for_percent", "100000".into()),
+        ("settle", "\"0s\"".into()),
+    ];
+    let mut circuit = String::new();
+    for line in safety.lines().map(str::trim).filter(|l| !l.is_empty()) {
+        if let Some(rest) = line.strip_prefix("circuit.") {
+            circuit.push_str(rest);
+            circuit.push('\n');
+            continue;
+        }
+        let (key, value) = line.split_once('=').unwrap();
+        keys.retain(|(k, _)| *k != key.trim());
+        keys.push((key.trim(), value.trim().to_owned()));
+    }
+    let mut toml = format!(
+        "[directory]\nkind = \"file\"\npath = \"directory.json\"\n\n\
+         [workspace]\nurl = \"{url}\"\ntoken = \"{TOKEN}\"\nmax_concurrency = 4\n\
+         requests_per_second = 10000\n\n\
+         [policy]\nscope_groups = [\"Taskade Users\"]\ndefault_role = \"Viewer\"\n\n[safety]\n"
+    );
+    for (key, value) in keys {
+        toml.push_str(&format!("{key} = {value}\n"));
+    }
+    if !circuit.is_empty() {
+        toml.push_str("\n[safety.circuit]\n");
+        toml.push_str(&circuit);
+    }
+    for (group, role) in &data.roles {
+        toml.push_str(&format!(
+            "\n[[policy.mapping]]\ngroup = \"{group}\"\nworkspace_group = \"{group}\"\nrole = \"{role}\"\n"
+        ));
+    }
+    std::fs::write(dir.join("seatwarden.toml"), toml).unwrap();
+    Config::load_with_env(&dir.join("seatwarden.toml"), Some(HashMap::new())).unwrap()
+}
+
+async fn env_with(people: usize, seed: Option<WorkspaceSnapshot>, safety: &str) -> Env {
+    let data = synth::generate(&SynthSpec {
+        people,
+        groups: 2,
+        drift_percent: 0.0,
+        seed: 6,
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let sandbox = Sandbox::start(
+        listener,
+        SandboxOptions {
+            token: TOKEN.to_owned(),
+            ..SandboxOptions::default()
+        },
+        seed.unwrap_or_else(|| data.workspace.clone()),
+    )
+    .await
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), &data, sandbox.base_url().as_ref(), safety);
+    Env {
+        sandbox,
+        _dir: dir,
+        data,
+        config,
+    }
+}
+
+impl Env {
+    fn store(&self) -> Store {
+        Store::open(&self.config.state.path).unwrap()
+    }
+
+    fn client(&self, retries: usize) -> ScimClient {
+        let mut settings = self.config.scim_settings().unwrap();
+        settings.retry = RetryPolicy::immediate(retries);
+        ScimClient::new(settings).unwrap()
+    }
+
+    async fn run(&self, mode: Mode, options: RunOptions) -> RunOutcome {
+        self.run_with(&self.client(3), mode, options).await
+    }
+
+    async fn run_with(&self, client: &ScimClient, mode: Mode, options: RunOptions) -> RunOutcome {
+        run::execute_with_options(
+            &self.config,
+            &run::directory_from_config(&self.config),
+            client,
+            self.store(),
+            mode,
+            options,
+        )
+        .await
+        .unwrap()
+    }
+
+    fn write_directory(&self, directory: &DirectorySnapshot) {
+        let path = match &self.config.directory {
+            seatwarden::config::DirectoryConfig::File { path } => path.clone(),
+        };
+        std::fs::write(path, synth::directory_json(directory)).unwrap();
+    }
+
+    /// Marks `n` more in-scope, active, non-Owner people with an account
+    /// deprovisioned and writes the directory.
+    fn leave(&mut self, n: usize) -> Vec<String> {
+        let owner_groups: Vec<String> = self
+            .data
+            .roles
+            .iter()
+            .filter(|(_, role)| *role == Role::Owner)
+            .map(|(g, _)| g.clone())
+            .collect();
+        let linked: Vec<String> = self
+            .data
+            .workspace
+            .accounts
+            .iter()
+            .filter(|a| a.active)
+            .filter_map(|a| a.external_id.clone())
+            .collect();
+        let mut left = Vec::new();
+        for identity in self
+            .data
+            .directory
+            .identities
+            .iter_mut()
+            .filter(|i| i.status == IdentityStatus::Active)
+            .filter(|i| i.groups.iter().any(|g| g == "Taskade Users"))
+            .filter(|i| !i.groups.iter().any(|g| owner_groups.contains(g)))
+            .filter(|i| linked.contains(&i.id))
+            .take(n)
+        {
+            identity.status = IdentityStatus::Deprovisioned;
+            left.push(identity.id.clone());
+        }
+        assert_eq!(left.len(), n, "not enough people to let go");
+        let directory = self.data.directory.clone();
+        self.write_directory(&directory);
+        left
+    }
+
+    fn active_accounts(&self) -> usize {
+        self.sandbox
+            .snapshot()
+            .accounts
+            .iter()
+            .filter(|a| a.active)
+            .count()
+    }
+}
+
+fn deactivations(outcome: &RunOutcome) -> Vec<&seatwarden::model::Action> {
+    outcome
+        .plan
+        .actions
+        .iter()
+        .filter(|a| matches!(a.kind, ActionKind::Deactivate { .. }))
+        .collect()
+}
+
+#[tokio::test]
+async fn a_truncated_directory_plans_nothing_and_is_a_source_fault() {
+    let env = env_with(100, None, "").await;
+    let first = env.run(Mode::Reconcile, RunOptions::default()).await;
+    assert_eq!(first.report.safety.source_fault, None);
+    let writes = env.sandbox.stats().writes;
+
+    // The export was cut to its first 10%: 90 people would look deleted.
+    let mut truncated = env.data.directory.clone();
+    truncated.identities.truncate(10);
+    env.write_directory(&truncated);
+    let outcome = env.run(Mode::Reconcile, RunOptions::default()).await;
+    assert!(
+        outcome.plan.actions.is_empty(),
+        "{:#?}",
+        outcome.plan.actions
+    );
+    assert_eq!(
+        outcome.report.safety.source_fault,
+        Some(SourceFault::Shrank {
+            previous: 100,
+            current: 10,
+            shrink_percent: 90.0,
+            limit_percent: 20.0,
+        })
+    );
+    assert_eq!(exit_code_for(&outcome.report), exit::SOURCE_FAULT);
+    assert_eq!(env.sandbox.stats().writes, writes, "nothing written");
+    let json = outcome.report.to_json();
+    assert!(json.contains("\"source_fault\""), "{json}");
+    let text = seatwarden::report::render_text(&outcome.report, false);
+    assert!(
+        text.contains("SOURCE FAULT the directory shrank from 100 to 10 identities"),
+        "{text}"
+    );
+
+    // The rejected snapshot is no baseline: the next truncated read is rejected
+    // too, and the whole directory is accepted again.
+    let again = env.run(Mode::Plan, RunOptions::default()).await;
+    assert!(again.report.safety.source_fault.is_some());
+    env.write_directory(&env.data.directory);
+    let whole = env.run(Mode::Plan, RunOptions::default()).await;
+    assert_eq!(whole.report.safety.source_fault, None);
+    assert!(whole.plan.is_empty());
+
+    // An empty directory is always a fault.
+    env.write_directory(&DirectorySnapshot {
+        identities: Vec::new(),
+        complete: true,
+    });
+    let empty = env.run(Mode::Plan, RunOptions::default()).await;
+    assert_eq!(empty.report.safety.source_fault, Some(SourceFault::Empty));
+    assert!(empty.plan.actions.is_empty());
+}
+
+#[tokio::test]
+async fn thirty_leavers_over_a_limit_of_25_are_all_held_until_approved() {
+    let mut env = env_with(200, None, "max_deprovisions = 25").await;
+    env.run(Mode::Reconcile, RunOptions::default()).await;
+    let active_before = env.active_accounts();
+    env.leave(30);
+
+    let outcome = env.run(Mode::Reconcile, RunOptions::default()).await;
+    let deactivations = deactivations(&outcome);
+    assert_eq!(deactivations.len(), 30);
+    for action in &deactivations {
+        assert!(
+            matches!(
+                action.held,
+                Some(HoldReason::Threshold {
+                    class: ActionClass::Deprovision,
+                    window: ThresholdWindow::Run,
+                    planned: 30,
+                    limit: 25,
+                    ..
+                })
+            ),
+            "{:?}",
+            action.held
+        );
+    }
+    assert_eq!(exit_code_for(&outcome.report), exit::HELD);
+    assert_eq!(env.active_accounts(), active_before, "nothing deactivated");
+
+    let approval = approval::approve(
+        &env.config,
+        &env.client(3),
+        env.store(),
+        outcome.run_id,
+        &Only::Class(ActionClass::Deprovision),
+        Utc::now(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(approval.approved.len(), 30);
+    assert_eq!(approval.applied.applied, 30);
+    assert_eq!(approval.applied.failed, 0);
+    assert!(approval.refused.is_empty() && approval.obsolete.is_empty());
+    assert_eq!(env.active_accounts(), active_before - 30);
+
+    let store = env.store();
+    let audit = store.audit().unwrap();
+    assert_eq!(audit.len(), 1);
+    assert_eq!(audit[0].command, "approve");
+    assert_eq!(audit[0].run, Some(outcome.run_id));
+    assert!(!audit[0].user.is_empty());
+    // The stored report follows the approval.
+    let report =
+        seatwarden::report::Report::from_json(&store.report(outcome.run_id).unwrap().unwrap())
+            .unwrap();
+    assert_eq!(report.summary.actions_held, 0);
+    assert_eq!(report.summary.actions_applied, 30);
+    drop(store);
+
+    // Nothing left to approve, and the next run has nothing to deactivate.
+    let again = approval::approve(
+        &env.config,
+        &env.client(3),
+        env.store(),
+        outcome.run_id,
+        &Only::All,
+        Utc::now(),
+    )
+    .await;
+    assert!(matches!(
+        again,
+        Err(approval::ApprovalError::NothingHeld { .. })
+    ));
+    let after = env.run(Mode::Plan, RunOptions::default()).await;
+    assert!(after.plan.is_empty(), "{:#?}", after.plan.actions);
+}
+
+#[tokio::test]
+async fn reject_and_the_override_are_audited() {
+    let mut env = env_with(60, None, "max_deprovisions = 2").await;
+    env.run(Mode::Reconcile, RunOptions::default()).await;
+    env.leave(3);
+    let held = env.run(Mode::Reconcile, RunOptions::default()).await;
+    assert_eq!(held.plan.held().count(), 3);
+    let mut store = env.store();
+    let rejected = approval::reject(&mut store, held.run_id, &Only::All, Utc::now()).unwrap();
+    assert_eq!(rejected, 3);
+    drop(store);
+    let approve = approval::approve(
+        &env.config,
+        &env.client(3),
+        env.store(),
+        held.run_id,
+        &Only::All,
+        Utc::now(),
+    )
+    .await;
+    assert!(
+        matches!(approve, Err(approval::ApprovalError::NothingHeld { .. })),
+        "rejected actions cannot be approved"
+    );
+
+    let forced = env
+        .run(
+            Mode::Reconcile,
+            RunOptions {
+                allow_over_threshold: true,
+                ..RunOptions::default()
+            },
+        )
+        .await;
+    assert_eq!(forced.report.summary.actions_applied, 3);
+    assert!(forced.report.safety.allow_over_threshold);
+    let commands: Vec<String> = env
+        .store()
+        .audit()
+        .unwrap()
+        .into_iter()
+        .map(|a| a.command)
+        .collect();
+    assert_eq!(commands, ["reject", "allow_over_threshold"]);
+}
+
+#[tokio::test]
+async fn twenty_leavers_a_run_pass_twice_and_the_third_run_hits_the_24h_limit() {
+    let mut env = env_with(
+        600,
+        None,
+        "max_deprovisions = 25\nmax_deprovisions_per_day = 50",
+    )
+    .await;
+    env.run(Mode::Reconcile, RunOptions::default()).await;
+    let now = Utc::now();
+    for (round, hour) in [(0, 1), (1, 2)] {
+        env.leave(20);
+        let outcome = env
+            .run(
+                Mode::Reconcile,
+                RunOptions {
+                    now: Some(now + Duration::hours(hour)),
+                    ..RunOptions::default()
+                },
+            )
+            .await;
+        assert_eq!(deactivations(&outcome).len(), 20);
+        assert_eq!(outcome.plan.held().count(), 0, "round {round}");
+        assert_eq!(outcome.report.summary.actions_applied, 20);
+    }
+    env.leave(20);
+    let third = env
+        .run(
+            Mode::Reconcile,
+            RunOptions {
+                now: Some(now + Duration::hours(3)),
+                ..RunOptions::default()
+            },
+        )
+        .await;
+    let held: Vec<_> = third.plan.held().collect();
+    assert_eq!(held.len(), 20);
+    assert_eq!(
+        held[0].held,
+        Some(HoldReason::Threshold {
+            class: ActionClass::Deprovision,
+            window: ThresholdWindow::Day,
+            planned: 20,
+            recent: 40,
+            limit: 50,
+            managed: third.report.summary.managed_accounts,
+            by_percent: false,
+        })
+    );
+    assert_eq!(third.report.summary.actions_applied, 0);
+
+    // A day later the window has moved on: the same 20 go through.
+    let next_day = env
+        .run(
+            Mode::Reconcile,
+            RunOptions {
+                now: Some(now + Duration::hours(30)),
+                ..RunOptions::default()
+            },
+        )
+        .await;
+    assert_eq!(next_day.report.summary.actions_applied, 20);
+}
+
+#[tokio::test]
+async fn a_workspace_that_returns_only_its_first_page_gets_no_duplicate_creates() {
+    let env = env_with(250, None, "").await;
+    let first = env.run(Mode::Reconcile, RunOptions::default()).await;
+    assert_eq!(first.report.summary.actions_failed, 0);
+    let users = env.sandbox.snapshot().accounts.len();
+    assert!(users > 200);
+    let writes = env.sandbox.stats().writes;
+
+    env.sandbox.set_faults(Faults {
+        first_page_only: true,
+        ..Faults::default()
+    });
+    let outcome = env.run(Mode::Reconcile, RunOptions::default()).await;
+    let creates = outcome
+        .plan
+        .actions
+        .iter()
+        .filter(|a| matches!(a.kind, ActionKind::CreateAccount { .. }))
+        .count();
+    assert_eq!(creates, 0, "{:#?}", outcome.plan.actions);
+    assert!(outcome.plan.is_empty(), "{:#?}", outcome.plan.actions);
+    assert_eq!(env.sandbox.stats().writes, writes, "no write at all");
+    assert_eq!(env.sandbox.snapshot().accounts.len(), users);
+
+    // The lie goes on: the next run still compares against the whole workspace.
+    let again = env.run(Mode::Reconcile, RunOptions::default()).await;
+    assert!(again.plan.is_empty(), "{:#?}", again.plan.actions);
+    assert_eq!(env.sandbox.stats().writes, writes);
+}
+
+#[tokio::test]
+async fn a_workspace_failing_most_writes_opens_the_circuit_and_resume_finishes() {
+    // An empty workspace: every person needs a create (plus memberships).
+    let env = env_with(
+        80,
+        Some(WorkspaceSnapshot::default()),
+        "circuit.failure_ratio = 0.5\ncircuit.window = 10\ncircuit.cool_down = \"15m\"",
+    )
+    .await;
+    env.sandbox.set_faults(Faults {
+        rate_5xx: 0.8,
+        writes_only: true,
+        seed: 11,
+        ..Faults::default()
+    });
+    // No retries: each injected 503 is a final failure for the breaker to see.
+    let flaky = env.client(0);
+    let t0 = Utc::now();
+    let at = |minutes: i64| RunOptions {
+        now: Some(t0 + Duration::minutes(minutes)),
+        ..RunOptions::default()
+    };
+    let first = env.run_with(&flaky, Mode::Reconcile, at(0)).await;
+    let planned = first.plan.actions.len();
+    assert!(planned > 60, "{planned}");
+    let circuit = first
+        .report
+        .safety
+        .circuit
+        .as_ref()
+        .expect("circuit opened");
+    assert_eq!(circuit.state.as_str(), "open");
+    assert!(
+        circuit
+            .reason
+            .as_deref()
+            .unwrap()
+            .contains("of the last 10 writes failed")
+    );
+    assert!(!circuit.failures.is_empty());
+    assert!(
+        circuit
+            .failures
+            .iter()
+            .all(|f| f.message.contains("503") && !f.subject.is_empty()),
+        "{:#?}",
+        circuit.failures
+    );
+    assert_eq!(exit_code_for(&first.report), exit::CIRCUIT_OPEN);
+    let text = seatwarden::report::render_text(&first.report, false);
+    assert!(text.contains("CIRCUIT BREAKER open since"), "{text}");
+    assert!(
+        text.contains("sandbox fault: service unavailable"),
+        "{text}"
+    );
+    // Nothing is lost: every action is applied, failed with a message, or not run;
+    // none is left in flight.
+    let s = &first.report.summary;
+    assert_eq!(
+        s.actions_applied + s.actions_failed + s.actions_not_run,
+        planned
+    );
+    assert!(s.actions_applied < planned);
+    assert!(env.store().interrupted().unwrap().is_empty());
+    assert!(
+        first
+            .report
+            .actions
+            .iter()
+            .filter(|a| a.outcome == seatwarden::report::Outcome::Failed)
+            .all(|a| a.error.is_some())
+    );
+    let created = env.sandbox.snapshot().accounts.len();
+
+    // Still open ten minutes later (the state survived the restart): nothing sent.
+    let writes = env.sandbox.stats().writes;
+    let requests = env.sandbox.stats().requests;
+    let second = env.run_with(&flaky, Mode::Reconcile, at(10)).await;
+    assert_eq!(
+        second
+            .report
+            .safety
+            .circuit
+            .as_ref()
+            .map(|c| c.state.as_str()),
+        Some("open")
+    );
+    assert_eq!(second.report.summary.actions_applied, 0);
+    assert!(env.sandbox.stats().requests > requests, "it did read");
+    assert_eq!(env.sandbox.stats().writes, writes, "but wrote nothing");
+    assert_eq!(env.sandbox.snapshot().accounts.len(), created);
+    let (state, _) =
+        seatwarden::safety::circuit_state(&env.store(), &env.config, t0 + Duration::minutes(16))
+            .unwrap();
+    assert_eq!(state.as_str(), "half_open", "after the cool-down");
+    // The half-open trial meets the same failing workspace and opens it again.
+    let trial = env.run_with(&flaky, Mode::Reconcile, at(16)).await;
+    let reopened = trial.report.safety.circuit.as_ref().expect("opened again");
+    assert_eq!(
+        reopened.state,
+        seatwarden::circuit::CircuitState::Open {
+            since: t0 + Duration::minutes(16),
+            until: t0 + Duration::minutes(31),
+        }
+    );
+
+    // The workspace recovers; `resume` closes the breaker and the run finishes.
+    env.sandbox.set_faults(Faults::default());
+    assert!(approval::resume(&mut env.store(), Utc::now()).unwrap());
+    let resumed = env.run(Mode::Reconcile, at(17)).await;
+    crate::fixtures::assert_clean_reconcile(&resumed.report);
+    assert_eq!(resumed.report.safety.circuit, None);
+    let converged = env.run(Mode::Plan, at(18)).await;
+    assert!(converged.plan.is_empty(), "{:#?}", converged.plan.actions);
+    let in_scope = env
+        .data
+        .directory
+        .identities
+        .iter()
+        .filter(|i| {
+            i.status == IdentityStatus::Active && i.groups.iter().any(|g| g == "Taskade Users")
+        })
+        .count();
+    assert_eq!(
+        env.sandbox.snapshot().accounts.len(),
+        in_scope,
+        "no duplicates"
+    );
+}
+
+#[tokio::test]
+async fn creates_wait_for_the_settle_window_and_deprovisions_do_not() {
+    let mut env = env_with(40, None, "settle = \"10m\"").await;
+    env.run(Mode::Reconcile, RunOptions::default()).await;
+    // A new hire (an account removed from the workspace) and a leaver.
+    let snapshot = env.sandbox.snapshot();
+    let left = env.leave(1);
+    let hire = env
+        .data
+        .directory
+        .identities
+        .iter()
+        .find(|i| {
+            i.status == IdentityStatus::Active
+                && i.groups.iter().any(|g| g == "Taskade Users")
+                && !left.contains(&i.id)
+        })
+        .unwrap()
+        .clone();
+    let account = snapshot
+        .accounts
+        .iter()
+        .find(|a| a.external_id.as_deref() == Some(hire.id.as_str()))
+        .unwrap();
+    let client = env.client(3);
+    client.delete_account(&account.id).await.unwrap();
+
+    let t0: DateTime<Utc> = Utc::now();
+    let at = |minutes: i64| RunOptions {
+        now: Some(t0 + Duration::minutes(minutes)),
+        ..RunOptions::default()
+    };
+    let first = env.run(Mode::Reconcile, at(0)).await;
+    let create = first
+        .plan
+        .actions
+        .iter()
+        .find(|a| matches!(a.kind, ActionKind::CreateAccount { .. }))
+        .unwrap();
+    assert!(matches!(create.held, Some(HoldReason::Settling { .. })));
+    assert_eq!(deactivations(&first).len(), 1);
+    assert!(
+        deactivations(&first)[0].held.is_none(),
+        "deprovisions never wait"
+    );
+    assert!(first.report.safety.actions_waiting >= 1);
+    assert_eq!(
+        exit_code_for(&first.report),
+        exit::OK,
+        "waiting is not a hold for a human"
+    );
+    let text = seatwarden::report::render_text(&first.report, false);
+    assert!(
+        text.contains("actions wait for the settle window"),
+        "{text}"
+    );
+
+    let early = env.run(Mode::Reconcile, at(9)).await;
+    assert!(early.plan.actions.iter().all(|a| a.held.is_some()));
+    let settled = env.run(Mode::Reconcile, at(10)).await;
+    crate::fixtures::assert_clean_reconcile(&settled.report);
+    assert!(
+        env.sandbox
+            .snapshot()
+            .accounts
+            .iter()
+            .any(|a| a.user_name.eq_ignore_ascii_case(&hire.user_name))
+    );
+}
+
+#[test]
+fn explain_shows_one_person_from_directory_to_next_run() {
+    use seatwarden::model::{
+        Account, Action, DriftKind, Identity, LinkMethod, NewLink, Plan, WorkspaceGroup,
+    };
+    use seatwarden::store::{RunKind, RunStatus};
+
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("directory.json"), "{\"users\": []}").unwrap();
+    std::fs::write(
+        dir.path().join("seatwarden.toml"),
+        "[directory]\nkind = \"file\"\npath = \"directory.json\"\n\n\
+         [workspace]\nurl = \"https://example.invalid/scim/v2\"\ntoken = \"t\"\n\n\
+         [policy]\nscope_groups = [\"Taskade Users\"]\ndefault_role = \"Viewer\"\n\n\
+         [[policy.mapping]]\ngroup = \"Engineering\"\nworkspace_group = \"Engineering\"\nrole = \"Editor\"\n\n\
+         [safety]\nprotected_groups = [\"IT Admins\"]\n",
+    )
+    .unwrap();
+    let config =
+        Config::load_with_env(&dir.path().join("seatwarden.toml"), Some(HashMap::new())).unwrap();
+    let t0 = DateTime::parse_from_rfc3339("2026-11-29T08:00:00Z")
+        .unwrap()
+        .with_timezone(&Utc);
+    let person = |id: &str, user: &str, groups: &[&str]| Identity {
+        id: id.into(),
+        user_name: user.into(),
+        email: Some(user.to_uppercase()),
+        given_name: Some("Ada".into()),
+        family_name: Some("Lovelace".into()),
+        display_name: None,
+        status: IdentityStatus::Active,
+        department: Some("R&D".into()),
+        groups: groups.iter().map(|g| (*g).to_owned()).collect(),
+    };
+    let directory = DirectorySnapshot {
+        identities: vec![
+            person("p1", "ada@example.com", &["Taskade Users", "Engineering"]),
+            person("p2", "root@example.com", &["Taskade Users", "IT Admins"]),
+        ],
+        complete: true,
+    };
+    let account = |id: &str, user: &str, roles: &[&str]| Account {
+        id: id.into(),
+        user_name: user.into(),
+        external_id: Some(format!("p{}", &id[1..])),
+        given_name: Some("Ada".into()),
+        family_name: Some("Lovelace".into()),
+        display_name: None,
+        email: Some(user.into()),
+        active: true,
+        roles: roles.iter().map(|r| (*r).to_owned()).collect(),
+    };
+    let workspace = WorkspaceSnapshot {
+        accounts: vec![
+            account("a1", "ada@example.com", &["Viewer"]),
+            account("a2", "root@example.com", &["Owner"]),
+        ],
+        groups: vec![WorkspaceGroup {
+            id: "g1".into(),
+            display_name: "Engineering".into(),
+            members: vec![],
+        }],
+    };
+    let mut store = Store::open(&config.state.path).unwrap();
+    let run = store.begin_run(RunKind::Reconcile, t0).unwrap();
+    store.save_directory_snapshot(run, &directory).unwrap();
+    store.save_workspace_snapshot(run, &workspace).unwrap();
+    store
+        .upsert_links(
+            &[NewLink {
+                identity_id: "p1".into(),
+                account_id: "a1".into(),
+                method: LinkMethod::UserName,
+            }],
+            t0,
+        )
+        .unwrap();
+    let action = |seq: u32, kind: ActionKind, held: Option<HoldReason>| Action {
+        seq,
+        kind,
+        reason: DriftKind::RoleDrift,
+        subject: "ada@example.com".into(),
+        identity_id: Some("p1".into()),
+        detail: "role Viewer should be Editor".into(),
+        held,
+    };
+    let plan = Plan {
+        actions: vec![
+            action(
+                0,
+                ActionKind::UpdateAttributes {
+                    account_id: "a1".into(),
+                    changes: vec![],
+                },
+                None,
+            ),
+            action(
+                1,
+                ActionKind::SetRole {
+                    account_id: "a1".into(),
+                    from: vec!["Viewer".into()],
+                    to: Role::Editor,
+                },
+                Some(HoldReason::Settling {
+                    first_seen: t0,
+                    settles_at: t0 + Duration::minutes(10),
+                }),
+            ),
+        ],
+        ..Plan::default()
+    };
+    store.save_plan(run, &plan, t0).unwrap();
+    store.mark_in_flight(run, 0, t0).unwrap();
+    store
+        .mark_failed(run, 0, t0, "HTTP 503 from PATCH /Users/a1")
+        .unwrap();
+    store
+        .finish_run(run, t0 + Duration::seconds(3), RunStatus::Succeeded, None)
+        .unwrap();
+
+    let text = seatwarden::explain::explain(&config, &store, "ADA@example.com", t0).unwrap();
+    insta::assert_snapshot!(text);
+    let by_id = seatwarden::explain::explain(&config, &store, "p1", t0).unwrap();
+    assert_eq!(
+        by_id.lines().skip(1).collect::<Vec<_>>(),
+        text.lines().skip(1).collect::<Vec<_>>()
+    );
+    let live = seatwarden::explain::explain_with(
+        &config,
+        &store,
+        "p1",
+        t0,
+        Some(&Ok(Some(account("a1", "ada@example.com", &["Editor"])))),
+    )
+    .unwrap();
+    assert!(
+        live.contains(
+            "Workspace account now (read live)\n  a1 ada@example.com active=true roles=Editor"
+        ),
+        "{live}"
+    );
+    assert_eq!(
+        seatwarden::explain::live_target(&store, "ada@example.com").unwrap(),
+        Some(seatwarden::explain::LiveTarget::Id("a1".into()))
+    );
+    let protected = seatwarden::explain::explain(&config, &store, "root@example.com", t0).unwrap();
+    assert!(protected.contains("protected: yes"), "{protected}");
+    assert!(matches!(
+        seatwarden::explain::explain(&config, &store, "nobody", t0),
+        Err(seatwarden::explain::ExplainError::NotFound(..))
+    ));
+}
+
+#[test]
+fn the_binary_audits_resume_and_explains_its_errors() {
+    use std::process::Command;
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("seatwarden.toml");
+    std::fs::write(dir.path().join("directory.json"), "{\"users\": []}").unwrap();
+    std::fs::write(
+        &config,
+        "[directory]\nkind = \"file\"\npath = \"directory.json\"\n\
+         [workspace]\nurl = \"http://127.0.0.1:9/scim/v2\"\ntoken = \"t\"\n",
+    )
+    .unwrap();
+    let run = |args: &[&str]| {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_seatwarden"));
+        command
+            .arg("--config")
+            .arg(&config)
+            .args(args)
+            .env("USER", "auditor");
+        command.output().unwrap()
+    };
+    let help = run(&["--help"]);
+    let help = String::from_utf8_lossy(&help.stdout);
+    for needle in [
+        "approve",
+        "reject",
+        "resume",
+        "explain",
+        "5  source fault",
+        "6  the circuit",
+    ] {
+        assert!(help.contains(needle), "help lacks {needle:?}:\n{help}");
+    }
+
+    let out = run(&["resume", "--no-run"]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("already closed"));
+    let out = run(&["approve", "42"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("there is no run 42"));
+    let out = run(&["approve", "42", "--only", "everything"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--only takes"));
+    let out = run(&["explain", "ada@example.com"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no run has stored snapshots"));
+
+    let store = Store::open(&dir.path().join("seatwarden.db")).unwrap();
+    let audit = store.audit().unwrap();
+    assert_eq!(audit.len(), 1);
+    assert_eq!(audit[0].command, "resume");
+    assert_eq!(audit[0].user, "auditor");
+}
+
+#[test]
+fn safety_keys_default_as_documented_and_are_validated() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("seatwarden.toml");
+    let base = "[directory]\nkind = \"file\"\npath = \"d.json\"\n\
+                [workspace]\nurl = \"https://x.example/scim/v2\"\ntoken = \"t\"\n";
+    std::fs::write(&path, base).unwrap();
+    let env = HashMap::from([(
+        "SEATWARDEN__SAFETY__PROTECTED_GROUPS".to_owned(),
+        "IT Admins,Security".to_owned(),
+    )]);
+    let config = Config::load_with_env(&path, Some(env)).unwrap();
+    let s = &config.safety;
+    assert_eq!(
+        (
+            s.max_deprovisions,
+            s.max_deprovisions_per_day,
+            s.max_membership_removals
+        ),
+        (25, 50, 100)
+    );
+    assert_eq!(
+        (s.max_role_downgrades, s.min_population_for_percent),
+        (10, 100)
+    );
+    assert_eq!(s.max_directory_shrink_percent, 20.0);
+    assert_eq!(config.settle(), std::time::Duration::from_secs(600));
+    assert_eq!(s.protected_groups, ["IT Admins", "Security"]);
+    let circuit = config.circuit_settings();
+    assert_eq!(circuit.failure_ratio, 0.5);
+    assert_eq!(circuit.window, 20);
+    assert_eq!(circuit.cool_down, std::time::Duration::from_secs(900));
+
+    for (section, key) in [
+        ("[safety]\nsettle = \"soon\"\n", "safety.settle"),
+        (
+            "[safety]\nmax_directory_shrink_percent = 120\n",
+            "safety.max_directory_shrink_percent",
+        ),
+        (
+            "[safety.circuit]\nfailure_ratio = 0\n",
+            "safety.circuit.failure_ratio",
+        ),
+        ("[safety.circuit]\nwindow = 0\n", "safety.circuit.window"),
+        (
+            "[safety.circuit]\ncool_down = \"later\"\n",
+            "safety.circuit.cool_down",
+        ),
+    ] {
+        std::fs::write(&path, format!("{base}{section}")).unwrap();
+        let error = Config::load_with_env(&path, Some(HashMap::new()))
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains(key), "{key}: {error}");
+    }
+}
