@@ -42,7 +42,9 @@ Typical use:
   seatwarden check-config            validate and print the effective configuration
   seatwarden plan                    show what differs and why; writes nothing
   seatwarden reconcile               converge the workspace
-  seatwarden report --format json    the latest drift report";
+  seatwarden report --format json    the latest drift report
+  seatwarden report --email          send the latest report to [report.email] now
+  seatwarden export access --format csv   who has access, and why";
 
 #[derive(Debug, Parser)]
 #[command(
@@ -88,6 +90,20 @@ pub enum LogFormat {
 pub enum Format {
     Text,
     Json,
+    Markdown,
+    Html,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ExportFormat {
+    Csv,
+    Json,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ExportKind {
+    /// Every account, its role and groups, and the identity and mapping behind it.
+    Access,
 }
 
 #[derive(Debug, Subcommand)]
@@ -142,7 +158,31 @@ pub enum Command {
         run: String,
         #[arg(long, value_enum, default_value_t = Format::Text)]
         format: Format,
+        /// Send the report now to `[report.email]` (through the outbox) instead of printing it.
+        #[arg(long)]
+        email: bool,
     },
+    /// Print (or email) the digest of a period: state, runs and actions, current
+    /// drift with the people concerned, held actions, trend.
+    Digest {
+        /// The period ending now, e.g. `24h`, `7d`.
+        #[arg(long, default_value = "24h")]
+        period: String,
+        #[arg(long, value_enum, default_value_t = Format::Text)]
+        format: Format,
+        /// Send the digest now to `[report.email]` (through the outbox).
+        #[arg(long)]
+        email: bool,
+    },
+    /// Export for an access review, from the latest stored snapshots.
+    Export {
+        #[arg(value_enum)]
+        kind: ExportKind,
+        #[arg(long, value_enum, default_value_t = ExportFormat::Csv)]
+        format: ExportFormat,
+    },
+    /// Send the messages waiting in the outbox (retrying transient failures).
+    SendMail,
 }
 
 pub fn main() -> ExitCode {
@@ -226,7 +266,7 @@ fn run_command(cli: Cli) -> anyhow::Result<u8> {
             detailed_exitcode,
         } => {
             let outcome = execute(&config, Mode::Plan)?;
-            print_report(&outcome.report, format);
+            print_report(&outcome.report, format)?;
             Ok(if detailed_exitcode && !outcome.plan.is_empty() {
                 exit::CHANGES
             } else {
@@ -240,10 +280,17 @@ fn run_command(cli: Cli) -> anyhow::Result<u8> {
                 Mode::Reconcile
             };
             let outcome = execute(&config, mode)?;
-            print_report(&outcome.report, format);
+            print_report(&outcome.report, format)?;
             Ok(exit_code_for(&outcome.report))
         }
-        Command::Report { run, format } => {
+        Command::Digest {
+            period,
+            format,
+            email,
+        } => digest(&config, &period, format, email),
+        Command::Export { kind, format } => export(&config, kind, format),
+        Command::SendMail => send_mail(&config),
+        Command::Report { run, format, email } => {
             let store = open_store(&config)?;
             let run_id: RunId = if run == "latest" {
                 store
@@ -274,10 +321,146 @@ fn run_command(cli: Cli) -> anyhow::Result<u8> {
             };
             let report = Report::from_json(&json)
                 .with_context(|| format!("the stored report of run {run_id} cannot be read"))?;
-            print_report(&report, format);
+            if email {
+                return email_report(&config, store, &report);
+            }
+            print_report(&report, format)?;
             Ok(exit::OK)
         }
     }
+}
+
+fn mail_settings(config: &Config) -> anyhow::Result<crate::mail::MailSettings> {
+    config.mail_settings()?.with_context(|| {
+        format!(
+            "{}: no [report.email] section: add smtp_url, from and to to send email",
+            config.source.display()
+        )
+    })
+}
+
+/// Queues one message and delivers everything due, so an earlier message that
+/// failed goes out first. Exit 1 when the new message is not sent.
+fn queue_and_send(
+    config: &Config,
+    mut store: Store,
+    kind: crate::store::OutboxKind,
+    subject: &str,
+    text: &str,
+    html: &str,
+) -> anyhow::Result<u8> {
+    let settings = mail_settings(config)?;
+    let now = chrono::Utc::now();
+    let id = crate::mail::queue(&mut store, &settings, kind, subject, text, html, now)?;
+    let store = deliver(&settings, store, now)?;
+    let sent = store
+        .outbox()?
+        .into_iter()
+        .find(|e| e.id == id)
+        .is_some_and(|e| e.state == crate::store::OutboxState::Sent);
+    if sent {
+        eprintln!("sent: {subject}");
+        Ok(exit::OK)
+    } else {
+        anyhow::bail!(
+            "the message is queued in the outbox (id {id}) but was not sent yet; `seatwarden send-mail` retries"
+        )
+    }
+}
+
+fn deliver(
+    settings: &crate::mail::MailSettings,
+    mut store: Store,
+    now: chrono::DateTime<chrono::Utc>,
+) -> anyhow::Result<Store> {
+    let mailer = crate::mail::Mailer::new(settings)?;
+    let delivery = runtime()?.block_on(crate::mail::deliver_due(
+        &mut store,
+        &mailer,
+        settings.retry,
+        now,
+    ))?;
+    if let Some(error) = &delivery.last_error {
+        eprintln!(
+            "mail: {} sent, {} to retry, {} refused; last error: {error}",
+            delivery.sent, delivery.retrying, delivery.failed
+        );
+    }
+    Ok(store)
+}
+
+fn email_report(config: &Config, store: Store, report: &Report) -> anyhow::Result<u8> {
+    let subject = report::subject(&config.report_name(), report);
+    let text = report::render_text(report, false);
+    let html = report::render_html(report)?;
+    queue_and_send(
+        config,
+        store,
+        crate::store::OutboxKind::Report,
+        &subject,
+        &text,
+        &html,
+    )
+}
+
+fn digest(config: &Config, period: &str, format: Format, email: bool) -> anyhow::Result<u8> {
+    let period =
+        crate::config::parse_duration(period).map_err(|e| anyhow::anyhow!("--period: {e}"))?;
+    let store = open_store(config)?;
+    // The deprovisioning ledger belongs to the daemon (issue 4); until it is wired
+    // the digest shows no pending or overdue deprovisions from here.
+    let digest = report::digest::build_from_store(
+        &store,
+        &config.report_name(),
+        config.report_timezone()?,
+        chrono::Utc::now(),
+        period,
+        &[],
+    )?;
+    if email {
+        let html = digest.render_html()?;
+        return queue_and_send(
+            config,
+            store,
+            crate::store::OutboxKind::Digest,
+            &digest.subject,
+            &digest.render_text(),
+            &html,
+        );
+    }
+    match format {
+        Format::Text => print!("{}", digest.render_text()),
+        Format::Json => println!("{}", digest.to_json()),
+        Format::Markdown => print!("{}", digest.render_markdown()?),
+        Format::Html => print!("{}", digest.render_html()?),
+    }
+    Ok(exit::OK)
+}
+
+fn export(config: &Config, kind: ExportKind, format: ExportFormat) -> anyhow::Result<u8> {
+    let store = open_store(config)?;
+    let ExportKind::Access = kind;
+    let export = crate::export::access(&store, &config.policy_settings())?;
+    match format {
+        ExportFormat::Csv => print!("{}", export.to_csv()?),
+        ExportFormat::Json => println!("{}", export.to_json()),
+    }
+    Ok(exit::OK)
+}
+
+fn send_mail(config: &Config) -> anyhow::Result<u8> {
+    let settings = mail_settings(config)?;
+    let store = open_store(config)?;
+    let store = deliver(&settings, store, chrono::Utc::now())?;
+    let waiting = store
+        .outbox()?
+        .iter()
+        .filter(|e| e.state == crate::store::OutboxState::Pending)
+        .count();
+    if waiting > 0 {
+        anyhow::bail!("{waiting} messages are still waiting in the outbox");
+    }
+    Ok(exit::OK)
 }
 
 fn demo(dir: &std::path::Path) -> anyhow::Result<u8> {
@@ -379,14 +562,17 @@ fn execute(config: &Config, mode: Mode) -> anyhow::Result<run::RunOutcome> {
     Ok(outcome)
 }
 
-fn print_report(report: &Report, format: Format) {
+fn print_report(report: &Report, format: Format) -> anyhow::Result<()> {
     match format {
         Format::Json => println!("{}", report.to_json()),
         Format::Text => print!(
             "{}",
             report::render_text(report, std::io::stdout().is_terminal())
         ),
+        Format::Markdown => print!("{}", report::render_markdown(report)?),
+        Format::Html => print!("{}", report::render_html(report)?),
     }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -8,8 +8,9 @@
 //! Unknown keys and wrong types are errors naming the key and the file. Relative
 //! paths are relative to the directory holding the configuration file, so a unit
 //! file can point at `/etc/seatwarden/seatwarden.toml` from anywhere. Secrets (the
-//! workspace `token`) can be given inline or as `token_file` (systemd credentials,
-//! container secrets); they are held as `SecretString` and print as `[redacted]`.
+//! workspace `token`, the SMTP `password`) can be given inline or as `token_file` /
+//! `password_file` (systemd credentials, container secrets); they are held as
+//! `SecretString` and print as `[redacted]`.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -68,6 +69,8 @@ pub struct Config {
     pub safety: SafetyConfig,
     #[serde(default)]
     pub state: StateConfig,
+    #[serde(default)]
+    pub report: ReportConfig,
     /// Where the file was read from; not a key.
     #[serde(skip)]
     pub source: PathBuf,
@@ -189,8 +192,63 @@ impl Default for StateConfig {
     }
 }
 
+/// `[report]`: how reports and emails name the organisation and show times, and
+/// `[report.email]`: where digests and alerts go.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReportConfig {
+    /// The name in subjects and titles; default: the workspace URL's host.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// IANA time zone for times people read (due times, periods), e.g. `Europe/Berlin`.
+    #[serde(default = "defaults::timezone")]
+    pub timezone: String,
+    #[serde(default)]
+    pub email: Option<EmailConfig>,
+}
+
+impl Default for ReportConfig {
+    fn default() -> Self {
+        ReportConfig {
+            name: None,
+            timezone: defaults::timezone(),
+            email: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct EmailConfig {
+    /// `smtp://host:25` (plain, local relay), `smtp://host:587?tls=starttls`, `smtps://host:465`.
+    pub smtp_url: String,
+    #[serde(default)]
+    pub username: Option<String>,
+    #[serde(default, serialize_with = "redacted")]
+    pub password: Option<SecretString>,
+    #[serde(default)]
+    pub password_file: Option<PathBuf>,
+    pub from: String,
+    pub to: Vec<String>,
+    /// The same alert is not re-sent within this period.
+    #[serde(default = "defaults::quiet_period")]
+    pub quiet_period: String,
+    /// A PEM CA certificate to trust for this server instead of the system roots
+    /// (a relay with a private CA).
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    #[serde(default = "defaults::timeout")]
+    pub timeout: String,
+}
+
 mod defaults {
     use super::*;
+    pub fn timezone() -> String {
+        "UTC".into()
+    }
+    pub fn quiet_period() -> String {
+        "6h".into()
+    }
     pub fn role_attribute() -> String {
         "roles".into()
     }
@@ -237,7 +295,7 @@ fn redacted<S: Serializer>(secret: &Option<SecretString>, s: S) -> Result<S::Ok,
 }
 
 /// Lists that may be set from one environment variable, comma-separated.
-const ENV_LIST_KEYS: [&str; 2] = ["policy.scope_groups", "safety.protected"];
+const ENV_LIST_KEYS: [&str; 3] = ["policy.scope_groups", "safety.protected", "report.email.to"];
 
 impl Config {
     /// Reads `path`, overlays `SEATWARDEN__…` variables from the process
@@ -302,6 +360,14 @@ impl Config {
             resolve(file);
         }
         resolve(&mut self.state.path);
+        if let Some(email) = &mut self.report.email {
+            if let Some(file) = &mut email.password_file {
+                resolve(file);
+            }
+            if let Some(file) = &mut email.ca_file {
+                resolve(file);
+            }
+        }
     }
 
     fn key_error(&self, key: &str, message: impl Into<String>) -> ConfigError {
@@ -353,6 +419,7 @@ impl Config {
                 "must be between 0 and 100",
             ));
         }
+        self.validate_report()?;
         for (i, mapping) in self.policy.mapping.iter().enumerate() {
             if mapping.group.trim().is_empty() || mapping.workspace_group.trim().is_empty() {
                 return Err(self.key_error(
@@ -362,6 +429,127 @@ impl Config {
             }
         }
         Ok(())
+    }
+
+    fn validate_report(&self) -> Result<(), ConfigError> {
+        if self
+            .report
+            .name
+            .as_deref()
+            .is_some_and(|n| n.trim().is_empty())
+        {
+            return Err(self.key_error("report.name", "must not be empty when set"));
+        }
+        self.report_timezone()?;
+        let Some(email) = &self.report.email else {
+            return Ok(());
+        };
+        crate::mail::SmtpEndpoint::parse(&email.smtp_url)
+            .map_err(|e| self.key_error("report.email.smtp_url", e))?;
+        crate::mail::validate_address(&email.from)
+            .map_err(|e| self.key_error("report.email.from", e))?;
+        if email.to.is_empty() {
+            return Err(self.key_error("report.email.to", "at least one recipient is required"));
+        }
+        for (i, to) in email.to.iter().enumerate() {
+            crate::mail::validate_address(to)
+                .map_err(|e| self.key_error(&format!("report.email.to[{i}]"), e))?;
+        }
+        parse_duration(&email.quiet_period)
+            .map_err(|e| self.key_error("report.email.quiet_period", e))?;
+        parse_duration(&email.timeout).map_err(|e| self.key_error("report.email.timeout", e))?;
+        let has_password = email.password.is_some() || email.password_file.is_some();
+        if email.password.is_some() && email.password_file.is_some() {
+            return Err(self.key_error(
+                "report.email.password",
+                "set either password or password_file, not both",
+            ));
+        }
+        if has_password != email.username.is_some() {
+            return Err(self.key_error(
+                "report.email.username",
+                "username and password (or password_file) go together",
+            ));
+        }
+        Ok(())
+    }
+
+    /// The name in subjects and titles: `report.name`, else the workspace's host.
+    pub fn report_name(&self) -> String {
+        self.report.name.clone().unwrap_or_else(|| {
+            url::Url::parse(&self.workspace.url)
+                .ok()
+                .and_then(|u| u.host_str().map(str::to_owned))
+                .unwrap_or_else(|| "seatwarden".to_owned())
+        })
+    }
+
+    pub fn report_timezone(&self) -> Result<chrono_tz::Tz, ConfigError> {
+        self.report.timezone.parse().map_err(|_| {
+            self.key_error(
+                "report.timezone",
+                format!(
+                    "unknown time zone {:?}; use an IANA name such as Europe/Berlin or UTC",
+                    self.report.timezone
+                ),
+            )
+        })
+    }
+
+    /// Delivery settings with the password read (from `password_file` at each call,
+    /// so a rotated credential is picked up); `None` without `[report.email]`.
+    pub fn mail_settings(&self) -> Result<Option<crate::mail::MailSettings>, ConfigError> {
+        let Some(email) = &self.report.email else {
+            return Ok(None);
+        };
+        let endpoint = crate::mail::SmtpEndpoint::parse(&email.smtp_url)
+            .map_err(|e| self.key_error("report.email.smtp_url", e))?;
+        let password = match (&email.password, &email.password_file) {
+            (Some(password), _) => Some(password.clone()),
+            (None, Some(file)) => {
+                let text =
+                    std::fs::read_to_string(file).map_err(|source| ConfigError::SecretFile {
+                        path: self.source.clone(),
+                        key: "report.email.password_file".into(),
+                        file: file.clone(),
+                        source,
+                    })?;
+                let password = text.trim_end_matches(['\r', '\n']);
+                if password.is_empty() {
+                    return Err(self.key_error(
+                        "report.email.password_file",
+                        format!("{} is empty", file.display()),
+                    ));
+                }
+                Some(SecretString::from(password.to_owned()))
+            }
+            (None, None) => None,
+        };
+        let ca_pem = email
+            .ca_file
+            .as_ref()
+            .map(|file| {
+                std::fs::read(file).map_err(|e| {
+                    self.key_error(
+                        "report.email.ca_file",
+                        format!("cannot read {}: {e}", file.display()),
+                    )
+                })
+            })
+            .transpose()?;
+        Ok(Some(crate::mail::MailSettings {
+            endpoint,
+            username: email.username.clone(),
+            password,
+            from: email.from.clone(),
+            to: email.to.clone(),
+            ca_pem,
+            timeout: parse_duration(&email.timeout)
+                .map_err(|e| self.key_error("report.email.timeout", e))?,
+            quiet_period: parse_duration(&email.quiet_period)
+                .map_err(|e| self.key_error("report.email.quiet_period", e))?,
+            retry: RetryPolicy::default(),
+        }))
     }
 
     /// The workspace token, read from `token_file` when given. Read at use, not at

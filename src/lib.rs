@@ -15,17 +15,22 @@
 //!   (diff), [`guard`] (safety rules).
 //! - edges: [`directory`] (sources of truth), [`workspace`] (SCIM 2.0 client),
 //!   [`store`] (SQLite state and journal), [`retry`] (transient-failure policy).
-//! - [`apply`] (journaled executor and verification), [`report`] (drift reports).
+//! - [`apply`] (journaled executor and verification), [`report`] (drift reports,
+//!   renderers and the digest), [`mail`] (SMTP through the outbox), [`alert`]
+//!   (immediate alerts with a quiet period), [`export`] (access review).
 //! - [`sandbox`] (in-process SCIM 2.0 workspace with fault injection) and
 //!   [`synth`] (synthetic data) for the demo, tests and benchmarks.
 //! - wiring: [`run`] (one reconciliation run), [`demo`], [`config`], [`cli`].
 
+pub mod alert;
 pub mod apply;
 pub mod cli;
 pub mod config;
 pub mod demo;
 pub mod directory;
+pub mod export;
 pub mod guard;
+pub mod mail;
 pub mod model;
 pub mod plan;
 pub mod policy;

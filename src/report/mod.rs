@@ -1,7 +1,11 @@
 //! The drift report every run stores: what differed, what was done about it, and
 //! what still needs a human. The JSON form is a stable, versioned schema
-//! ([`SCHEMA_VERSION`], documented in the README); the text form is for terminals.
+//! ([`SCHEMA_VERSION`], documented in the README); the text form is for terminals,
+//! Markdown for tickets and chat, HTML for email (see [`templated`]). [`digest`]
+//! summarises the reports of a period for the scheduled email.
 
+pub mod digest;
+mod templated;
 mod text;
 
 use std::collections::BTreeMap;
@@ -11,6 +15,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::model::{DriftItem, DriftKind};
 
+pub use templated::{RenderError, render_alert_html, render_html, render_markdown};
 pub use text::render_text;
 
 /// Bumped on any incompatible change of the JSON shape.
@@ -111,4 +116,118 @@ pub fn count_by_kind(drift: &[DriftItem]) -> BTreeMap<DriftKind, usize> {
         *counts.entry(item.kind).or_default() += 1;
     }
     counts
+}
+
+/// How a headline should read: good news, something to look at, or a failure.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Tone {
+    Good,
+    Warn,
+    Bad,
+}
+
+/// The one-line verdict every renderer leads with.
+pub fn headline(report: &Report) -> (Tone, String) {
+    let s = &report.summary;
+    if s.actions_failed > 0 {
+        (Tone::Bad, format!("{} actions failed", s.actions_failed))
+    } else if s.actions_held > 0 {
+        (
+            Tone::Warn,
+            format!(
+                "{} actions held by the guard — needs a human",
+                s.actions_held
+            ),
+        )
+    } else if s.actions_planned == 0 && s.drift_total == 0 {
+        (Tone::Good, "in sync".to_owned())
+    } else if s.actions_planned == 0 {
+        (
+            Tone::Warn,
+            format!("nothing to do; {} drift items to review", s.drift_total),
+        )
+    } else if report.mode == "reconcile" && s.converged {
+        (
+            Tone::Good,
+            format!(
+                "converged: {} actions applied and verified",
+                s.actions_applied
+            ),
+        )
+    } else {
+        (
+            Tone::Warn,
+            format!(
+                "{} drift items, {} actions planned",
+                s.drift_total, s.actions_planned
+            ),
+        )
+    }
+}
+
+/// The state a person wants at a glance (the issue's "in sync / drift / needs
+/// attention"): anything failed or held needs a human; drift that a converged
+/// reconcile repaired counts as in sync.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum State {
+    InSync,
+    Drift,
+    NeedsAttention,
+}
+
+impl State {
+    pub fn of(report: &Report) -> State {
+        let s = &report.summary;
+        if s.actions_failed > 0 || s.actions_held > 0 {
+            State::NeedsAttention
+        } else if s.drift_total == 0
+            || (report.mode == "reconcile" && s.converged && s.actions_planned > 0)
+        {
+            State::InSync
+        } else {
+            State::Drift
+        }
+    }
+
+    pub fn label(self) -> &'static str {
+        match self {
+            State::InSync => "In sync",
+            State::Drift => "Drift",
+            State::NeedsAttention => "Needs attention",
+        }
+    }
+}
+
+/// A human title per drift kind, shared by every renderer.
+pub fn kind_title(kind: DriftKind) -> &'static str {
+    text::kind_title(kind)
+}
+
+/// `[seatwarden] acme: 1 actions failed, 2 held, 5 drift items` — the state in the
+/// subject line, so an inbox shows it without opening the message.
+pub fn subject(name: &str, report: &Report) -> String {
+    let s = &report.summary;
+    let mut parts = Vec::new();
+    if s.actions_failed > 0 {
+        parts.push(plural(s.actions_failed, "failed action", "failed actions"));
+    }
+    if s.actions_held > 0 {
+        parts.push(plural(s.actions_held, "held action", "held actions"));
+    }
+    match State::of(report) {
+        State::InSync if parts.is_empty() => parts.push("in sync".to_owned()),
+        _ => parts.push(plural(s.drift_total, "drift item", "drift items")),
+    }
+    format!("[seatwarden] {name}: {}", parts.join(", "))
+}
+
+/// `1 drift item`, `5 drift items`.
+pub fn plural(n: usize, one: &str, many: &str) -> String {
+    if n == 1 {
+        format!("1 {one}")
+    } else {
+        format!("{n} {many}")
+    }
 }

@@ -20,7 +20,9 @@ mod error;
 pub mod migrations;
 mod snapshot;
 
+mod export;
 mod journal;
+mod outbox;
 
 #[cfg(test)]
 mod tests;
@@ -38,6 +40,9 @@ use crate::model::{Action, LinkMethod, NewLink};
 use codec::{Ts, ts};
 use error::Context;
 pub use error::StoreError;
+pub use outbox::{
+    AlertRecord, AlertRecordState, NewMessage, OutboxEntry, OutboxId, OutboxKind, OutboxState,
+};
 
 pub type RunId = i64;
 
