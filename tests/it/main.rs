@@ -5,6 +5,7 @@ mod config;
 mod core;
 mod demo;
 mod directory;
+mod email;
 mod fixtures;
 mod interop;
 mod report;
