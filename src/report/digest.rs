@@ -18,7 +18,7 @@ use chrono_tz::Tz;
 use serde::{Deserialize, Serialize};
 
 use super::templated::{RenderError, accent, drift_groups, render};
-use super::{Outcome, Report, State, plural};
+use super::{Outcome, Report, State, plural, residual_drift};
 use crate::model::{DriftItem, DriftKind};
 use crate::store::{RunStatus, Store, StoreError};
 
@@ -203,10 +203,7 @@ impl Digest {
         }
 
         // Current drift: what the latest run found and did not repair.
-        let current: Vec<&DriftItem> = match latest {
-            Some(report) if State::of(report) != State::InSync => report.drift.iter().collect(),
-            _ => Vec::new(),
-        };
+        let current: Vec<&DriftItem> = latest.map(residual_drift).unwrap_or_default();
         let current_owned: Vec<DriftItem> = current.iter().map(|d| (*d).clone()).collect();
         let drift: Vec<DriftKindPeople> = drift_groups(&current_owned)
             .into_iter()
@@ -261,13 +258,7 @@ impl Digest {
 
         let oldest_drift = oldest_unresolved(input, &current, tz);
 
-        let drift_before = input.previous.last().map(|r| {
-            if State::of(r) == State::InSync {
-                0
-            } else {
-                r.summary.drift_total
-            }
-        });
+        let drift_before = input.previous.last().map(|r| residual_drift(r).len());
         let drift_now = current.len();
         let trend = Trend {
             drift_now,
@@ -317,7 +308,7 @@ impl Digest {
                 "pending deprovisions",
             ));
         }
-        if drift_now > 0 || parts.is_empty() && latest.is_some() && state != State::InSync {
+        if drift_now > 0 {
             parts.push(plural(drift_now, "drift item", "drift items"));
         }
         let headline = if latest.is_none() {

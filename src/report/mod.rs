@@ -182,9 +182,7 @@ impl State {
         let s = &report.summary;
         if s.actions_failed > 0 || s.actions_held > 0 {
             State::NeedsAttention
-        } else if s.drift_total == 0
-            || (report.mode == "reconcile" && s.converged && s.actions_planned > 0)
-        {
+        } else if residual_drift(report).is_empty() {
             State::InSync
         } else {
             State::Drift
@@ -198,6 +196,28 @@ impl State {
             State::NeedsAttention => "Needs attention",
         }
     }
+}
+
+/// The drift still there after the run: everything it found, unless it was a
+/// reconcile that converged — then only what seatwarden never acts on (disputed
+/// matches, and orphaned accounts when the policy only reports them).
+pub fn residual_drift(report: &Report) -> Vec<&DriftItem> {
+    let s = &report.summary;
+    if !(report.mode == "reconcile" && s.converged && s.actions_planned > 0) {
+        return report.drift.iter().collect();
+    }
+    let orphans_acted_on = report
+        .actions
+        .iter()
+        .any(|a| a.reason == DriftKind::OrphanedAccount);
+    report
+        .drift
+        .iter()
+        .filter(|d| {
+            d.kind == DriftKind::DisputedMatch
+                || (d.kind == DriftKind::OrphanedAccount && !orphans_acted_on)
+        })
+        .collect()
 }
 
 /// A human title per drift kind, shared by every renderer.
@@ -218,7 +238,10 @@ pub fn subject(name: &str, report: &Report) -> String {
     }
     match State::of(report) {
         State::InSync if parts.is_empty() => parts.push("in sync".to_owned()),
-        _ => parts.push(plural(s.drift_total, "drift item", "drift items")),
+        _ => {
+            let left = residual_drift(report).len();
+            parts.push(plural(left, "drift item", "drift items"));
+        }
     }
     format!("[seatwarden] {name}: {}", parts.join(", "))
 }

@@ -299,7 +299,18 @@ fn subjects_tell_the_state() {
         report::subject("acme", &report),
         "[seatwarden] acme: 1 failed action, 1 held action, 12 drift items"
     );
-    let converged = report_of(&plan, "reconcile", |_| (Outcome::Applied, None));
+    let mut converged = report_of(&plan, "reconcile", |_| (Outcome::Applied, None));
+    assert_eq!(
+        report::subject("acme", &converged),
+        "[seatwarden] acme: 4 drift items",
+        "disputed matches and reported orphans stay after a converged reconcile"
+    );
+    converged.drift.retain(|d| {
+        !matches!(
+            d.kind,
+            DriftKind::DisputedMatch | DriftKind::OrphanedAccount
+        )
+    });
     assert_eq!(
         report::subject("acme", &converged),
         "[seatwarden] acme: in sync"
@@ -319,6 +330,7 @@ mod digest {
 
     use chrono::{DateTime, TimeZone, Utc};
 
+    use seatwarden::model::DriftKind;
     use seatwarden::report::digest::{Digest, DigestDeprovision, DigestInput};
     use seatwarden::report::{Outcome, Report, State};
     use seatwarden::store::{RunKind, RunStatus, Store};
@@ -422,7 +434,7 @@ mod digest {
     }
 
     #[test]
-    fn a_quiet_day_is_in_sync() {
+    fn a_converged_day_shows_only_what_is_never_acted_on() {
         let mut converged = report_of(&scenario(), "reconcile", |_| (Outcome::Applied, None));
         converged.started_at = at(29, 9);
         let reports = [converged];
@@ -437,9 +449,13 @@ mod digest {
             failed_runs_previous: 0,
             deprovisions: &[],
         });
-        assert_eq!(digest.state, State::InSync);
-        assert_eq!(digest.subject, "[seatwarden] acme: in sync");
-        assert!(digest.drift.is_empty());
+        assert_eq!(digest.state, State::Drift);
+        assert_eq!(digest.subject, "[seatwarden] acme: 4 drift items");
+        let kinds: Vec<DriftKind> = digest.drift.iter().map(|d| d.kind).collect();
+        assert_eq!(
+            kinds,
+            [DriftKind::OrphanedAccount, DriftKind::DisputedMatch]
+        );
         assert_eq!(digest.period.actions_by_kind["deactivate"], 1);
         assert_eq!(digest.trend.drift_change, "n/a");
     }
