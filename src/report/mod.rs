@@ -210,12 +210,22 @@ pub fn residual_drift(report: &Report) -> Vec<&DriftItem> {
         .actions
         .iter()
         .any(|a| a.reason == DriftKind::OrphanedAccount);
+    let left_alone: Vec<&str> = report
+        .drift
+        .iter()
+        .filter(|d| d.kind == DriftKind::OrphanedAccount && !orphans_acted_on)
+        .filter_map(|d| d.account_id.as_deref())
+        .collect();
+    // An orphan left alone keeps its memberships of managed groups too.
     report
         .drift
         .iter()
         .filter(|d| {
             d.kind == DriftKind::DisputedMatch
                 || (d.kind == DriftKind::OrphanedAccount && !orphans_acted_on)
+                || d.account_id
+                    .as_deref()
+                    .is_some_and(|id| left_alone.contains(&id))
         })
         .collect()
 }

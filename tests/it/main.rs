@@ -6,6 +6,7 @@ mod core;
 mod demo;
 mod directory;
 mod email;
+mod export;
 mod fixtures;
 mod interop;
 mod report;

@@ -302,8 +302,8 @@ fn subjects_tell_the_state() {
     let mut converged = report_of(&plan, "reconcile", |_| (Outcome::Applied, None));
     assert_eq!(
         report::subject("acme", &converged),
-        "[seatwarden] acme: 4 drift items",
-        "disputed matches and reported orphans stay after a converged reconcile"
+        "[seatwarden] acme: 5 drift items",
+        "disputed matches and reported orphans (with their memberships) stay after a converged reconcile"
     );
     converged.drift.retain(|d| {
         !matches!(
@@ -450,11 +450,15 @@ mod digest {
             deprovisions: &[],
         });
         assert_eq!(digest.state, State::Drift);
-        assert_eq!(digest.subject, "[seatwarden] acme: 4 drift items");
+        assert_eq!(digest.subject, "[seatwarden] acme: 5 drift items");
         let kinds: Vec<DriftKind> = digest.drift.iter().map(|d| d.kind).collect();
         assert_eq!(
             kinds,
-            [DriftKind::OrphanedAccount, DriftKind::DisputedMatch]
+            [
+                DriftKind::GroupDrift,
+                DriftKind::OrphanedAccount,
+                DriftKind::DisputedMatch
+            ]
         );
         assert_eq!(digest.period.actions_by_kind["deactivate"], 1);
         assert_eq!(digest.trend.drift_change, "n/a");
