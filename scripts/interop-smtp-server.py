@@ -12,7 +12,8 @@ trustme at start; the CA is written to DIR/ca.pem for the client to trust
 explicitly. Each accepted message is parsed with Python's email package (a parser
 nobody on the team wrote) and written as DIR/<listener>/<n>.json with the envelope,
 the AUTH login, whether TLS was on, the headers and each text part, and the raw
-message. DIR/ready is written when every listener accepts connections.
+message. A message whose subject contains "[tempfail]" is refused once with 451.
+DIR/ready is written when every listener accepts connections.
 
   python scripts/interop-smtp-server.py DIR BASE_PORT USER PASSWORD_FILE
 
@@ -40,6 +41,7 @@ class Capture:
         self.listener = listener
         self.count = 0
         self.lock = threading.Lock()
+        self.deferred = set()
         os.makedirs(self.directory, exist_ok=True)
 
     async def handle_DATA(self, server, session, envelope):
@@ -50,13 +52,19 @@ class Capture:
             if part.get_content_maintype() == "text":
                 parts[part.get_content_type()] = part.get_content()
         login = getattr(session, "seatwarden_login", None)
+        subject = str(message["subject"])
+        # A subject with "[tempfail]" is refused once with a 4xx, as a busy relay
+        # does, so tests can check that only an accepted message is marked sent.
+        if "[tempfail]" in subject and subject not in self.deferred:
+            self.deferred.add(subject)
+            return "451 4.3.0 try again later"
         record = {
             "listener": self.listener,
             "mail_from": envelope.mail_from,
             "rcpt_tos": envelope.rcpt_tos,
             "login": login,
             "tls": server.transport.get_extra_info("ssl_object") is not None,
-            "subject": str(message["subject"]),
+            "subject": subject,
             "from": str(message["from"]),
             "to": [str(a) for a in message.get_all("to", [])],
             "message_id": str(message["message-id"]),

@@ -548,7 +548,14 @@ impl Config {
                 .map_err(|e| self.key_error("report.email.timeout", e))?,
             quiet_period: parse_duration(&email.quiet_period)
                 .map_err(|e| self.key_error("report.email.quiet_period", e))?,
-            retry: RetryPolicy::default(),
+            // Short: a command waits for it. A longer outage is the outbox's job
+            // (rescheduled with backoff across calls and restarts).
+            retry: RetryPolicy {
+                max_retries: 3,
+                min_delay: Duration::from_millis(500),
+                max_delay: Duration::from_secs(5),
+                max_retry_after: Duration::from_secs(5),
+            },
         }))
     }
 

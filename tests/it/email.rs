@@ -542,3 +542,116 @@ async fn smtp_an_untrusted_certificate_is_refused() {
     assert_ne!(store.outbox().unwrap()[0].state, OutboxState::Sent);
     assert!(received(&server.dir, "starttls", &subject).is_empty());
 }
+
+#[tokio::test]
+#[ignore = "needs aiosmtpd: scripts/interop.sh"]
+async fn smtp_a_temporary_refusal_is_retried_and_sent_once() {
+    let server = smtp();
+    let settings = plain_settings(server.base_port);
+    let mailer = Mailer::new(&settings).unwrap();
+    let mut store = Store::open_in_memory().unwrap();
+    let subject = unique_subject("[tempfail]");
+    let now = Utc::now();
+    mail::queue(
+        &mut store,
+        &settings,
+        OutboxKind::Alert,
+        &subject,
+        "t",
+        "<p>h</p>",
+        now,
+    )
+    .unwrap();
+    let first = mail::deliver_due(&mut store, &mailer, RetryPolicy::immediate(0), now)
+        .await
+        .unwrap();
+    assert_eq!(
+        (first.sent, first.retrying),
+        (0, 1),
+        "451 is not an acceptance"
+    );
+    let entry = store.outbox().unwrap().remove(0);
+    assert_eq!(entry.state, OutboxState::Pending);
+    assert!(entry.last_error.unwrap().contains("451"));
+    assert!(received(&server.dir, "plain", &subject).is_empty());
+
+    let later = now + chrono::Duration::minutes(2);
+    let second = mail::deliver_due(&mut store, &mailer, RetryPolicy::immediate(0), later)
+        .await
+        .unwrap();
+    assert_eq!(second.sent, 1);
+    assert_eq!(store.outbox().unwrap()[0].state, OutboxState::Sent);
+    assert_eq!(received(&server.dir, "plain", &subject).len(), 1);
+}
+
+/// `seatwarden report --email` on the demo's state: the binary renders the latest
+/// report and sends it through the outbox.
+#[tokio::test]
+#[ignore = "needs aiosmtpd: scripts/interop.sh"]
+async fn smtp_report_email_command_sends_the_latest_report() {
+    let server = smtp();
+    let dir = tempfile::tempdir().unwrap();
+    seatwarden::demo::run(dir.path(), false).await.unwrap();
+    let config = dir.path().join("seatwarden.toml");
+    let mut text = std::fs::read_to_string(&config).unwrap();
+    text.push_str(&format!(
+        "\n[report]\nname = \"acme\"\n\n[report.email]\nsmtp_url = \"smtp://127.0.0.1:{}\"\n\
+         from = \"seatwarden@example.com\"\nto = [\"it-security@example.com\"]\n",
+        server.base_port
+    ));
+    std::fs::write(&config, text).unwrap();
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_seatwarden"))
+        .arg("--config")
+        .arg(&config)
+        .args(["report", "--email"])
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{output:?}");
+    let stderr = String::from_utf8(output.stderr).unwrap();
+    let subject = stderr
+        .lines()
+        .find_map(|l| l.strip_prefix("sent: "))
+        .unwrap_or_else(|| panic!("{stderr}"))
+        .to_owned();
+    assert!(subject.starts_with("[seatwarden] acme: "), "{subject}");
+    let got = received(&server.dir, "plain", &subject);
+    assert_eq!(got.len(), 1);
+    assert!(got[0].parts["text/plain"].contains("seatwarden run"));
+    assert!(got[0].parts["text/html"].contains("<table"));
+    let store = Store::open(&dir.path().join("seatwarden.db")).unwrap();
+    let outbox = store.outbox().unwrap();
+    assert_eq!(outbox.len(), 1);
+    assert_eq!(outbox[0].state, OutboxState::Sent);
+}
+
+#[tokio::test]
+async fn report_email_with_the_server_down_keeps_the_message_queued() {
+    let dir = tempfile::tempdir().unwrap();
+    seatwarden::demo::run(dir.path(), false).await.unwrap();
+    let config = dir.path().join("seatwarden.toml");
+    let mut text = std::fs::read_to_string(&config).unwrap();
+    text.push_str(&format!(
+        "\n[report.email]\nsmtp_url = \"smtp://127.0.0.1:{}\"\n\
+         from = \"seatwarden@example.com\"\nto = [\"it-security@example.com\"]\ntimeout = \"2s\"\n",
+        closed_port()
+    ));
+    std::fs::write(&config, text).unwrap();
+    let run = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_seatwarden"))
+            .arg("--config")
+            .arg(&config)
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let output = run(&["report", "--email"]);
+    assert_eq!(output.status.code(), Some(1), "{output:?}");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("queued in the outbox"), "{stderr}");
+    let store = Store::open(&dir.path().join("seatwarden.db")).unwrap();
+    let outbox = store.outbox().unwrap();
+    assert_eq!(outbox.len(), 1, "stored before any attempt");
+    assert_eq!(outbox[0].state, OutboxState::Pending);
+    assert!(outbox[0].message.html.contains("<!DOCTYPE html>"));
+    assert!(outbox[0].message.text.contains("seatwarden run"));
+}
