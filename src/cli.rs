@@ -257,6 +257,7 @@ fn run_command(cli: Cli) -> anyhow::Result<u8> {
         Command::CheckConfig => {
             // Reading the token proves the secret file is readable; never printed.
             config.workspace_token()?;
+            config.mail_settings()?;
             print!("{}", config.to_redacted_toml());
             eprintln!("configuration OK: {}", config.source.display());
             Ok(exit::OK)
