@@ -130,14 +130,15 @@ pub enum Tone {
 /// The one-line verdict every renderer leads with.
 pub fn headline(report: &Report) -> (Tone, String) {
     let s = &report.summary;
+    let actions = |n| plural(n, "action", "actions");
     if s.actions_failed > 0 {
-        (Tone::Bad, format!("{} actions failed", s.actions_failed))
+        (Tone::Bad, format!("{} failed", actions(s.actions_failed)))
     } else if s.actions_held > 0 {
         (
             Tone::Warn,
             format!(
-                "{} actions held by the guard — needs a human",
-                s.actions_held
+                "{} held by the guard — needs a human",
+                actions(s.actions_held)
             ),
         )
     } else if s.actions_planned == 0 && s.drift_total == 0 {
@@ -145,22 +146,26 @@ pub fn headline(report: &Report) -> (Tone, String) {
     } else if s.actions_planned == 0 {
         (
             Tone::Warn,
-            format!("nothing to do; {} drift items to review", s.drift_total),
+            format!(
+                "nothing to do; {} to review",
+                plural(s.drift_total, "drift item", "drift items")
+            ),
         )
     } else if report.mode == "reconcile" && s.converged {
         (
             Tone::Good,
             format!(
-                "converged: {} actions applied and verified",
-                s.actions_applied
+                "converged: {} applied and verified",
+                actions(s.actions_applied)
             ),
         )
     } else {
         (
             Tone::Warn,
             format!(
-                "{} drift items, {} actions planned",
-                s.drift_total, s.actions_planned
+                "{}, {} planned",
+                plural(s.drift_total, "drift item", "drift items"),
+                actions(s.actions_planned)
             ),
         )
     }
