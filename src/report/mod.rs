@@ -240,8 +240,9 @@ pub fn kind_title(kind: DriftKind) -> &'static str {
     text::kind_title(kind)
 }
 
-/// `[seatwarden] acme: 1 actions failed, 2 held, 5 drift items` — the state in the
-/// subject line, so an inbox shows it without opening the message.
+/// `[seatwarden] acme run 7: 1 failed action, 1 held action, 12 drift items` — the
+/// state in the subject line, so an inbox shows it without opening the message. The
+/// run id tells a report from the digest (`[seatwarden] acme: …`).
 pub fn subject(name: &str, report: &Report) -> String {
     let s = &report.summary;
     let mut parts = Vec::new();
@@ -258,7 +259,11 @@ pub fn subject(name: &str, report: &Report) -> String {
             parts.push(plural(left, "drift item", "drift items"));
         }
     }
-    format!("[seatwarden] {name}: {}", parts.join(", "))
+    format!(
+        "[seatwarden] {name} run {}: {}",
+        report.run_id,
+        parts.join(", ")
+    )
 }
 
 /// `1 drift item`, `5 drift items`.

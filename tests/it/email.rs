@@ -613,15 +613,36 @@ async fn smtp_report_email_command_sends_the_latest_report() {
         .find_map(|l| l.strip_prefix("sent: "))
         .unwrap_or_else(|| panic!("{stderr}"))
         .to_owned();
-    assert!(subject.starts_with("[seatwarden] acme: "), "{subject}");
+    assert!(subject.starts_with("[seatwarden] acme run "), "{subject}");
     let got = received(&server.dir, "plain", &subject);
     assert_eq!(got.len(), 1);
     assert!(got[0].parts["text/plain"].contains("seatwarden run"));
     assert!(got[0].parts["text/html"].contains("<table"));
+
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_seatwarden"))
+        .arg("--config")
+        .arg(&config)
+        .args(["digest", "--email"])
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{output:?}");
+    let stderr = String::from_utf8(output.stderr).unwrap();
+    let digest_subject = stderr
+        .lines()
+        .find_map(|l| l.strip_prefix("sent: "))
+        .unwrap_or_else(|| panic!("{stderr}"))
+        .to_owned();
+    let got = received(&server.dir, "plain", &digest_subject);
+    assert_eq!(got.len(), 1);
+    assert!(got[0].parts["text/plain"].contains("seatwarden digest for acme"));
+    assert!(got[0].parts["text/html"].contains("Current drift"));
+
     let store = Store::open(&dir.path().join("seatwarden.db")).unwrap();
     let outbox = store.outbox().unwrap();
-    assert_eq!(outbox.len(), 1);
-    assert_eq!(outbox[0].state, OutboxState::Sent);
+    assert_eq!(outbox.len(), 2);
+    assert!(outbox.iter().all(|e| e.state == OutboxState::Sent));
+    assert_eq!(outbox[0].message.kind, OutboxKind::Report);
+    assert_eq!(outbox[1].message.kind, OutboxKind::Digest);
 }
 
 #[tokio::test]

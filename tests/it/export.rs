@@ -90,3 +90,41 @@ async fn access_export_justifies_every_account() {
         export.accounts.len()
     );
 }
+
+#[tokio::test]
+async fn report_and_digest_commands_print_every_format() {
+    let dir = tempfile::tempdir().unwrap();
+    seatwarden::demo::run(dir.path(), false).await.unwrap();
+    let run = |args: &[&str]| {
+        let output = Command::new(env!("CARGO_BIN_EXE_seatwarden"))
+            .arg("--config")
+            .arg(dir.path().join("seatwarden.toml"))
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(output.status.success(), "{args:?}: {output:?}");
+        String::from_utf8(output.stdout).unwrap()
+    };
+    let markdown = run(&["report", "--format", "markdown"]);
+    assert!(markdown.starts_with("# seatwarden run "), "{markdown}");
+    let html = run(&["report", "--format", "html"]);
+    assert!(html.starts_with("<!DOCTYPE html>"), "{html}");
+    assert!(html.contains("Disputed matches"));
+    let digest: serde_json::Value =
+        serde_json::from_str(&run(&["digest", "--period", "1h", "--format", "json"])).unwrap();
+    assert_eq!(
+        digest["period"]["runs"], 3,
+        "the demo's plan, reconcile, plan"
+    );
+    assert!(
+        digest["subject"]
+            .as_str()
+            .unwrap()
+            .starts_with("[seatwarden] 127.0.0.1: ")
+    );
+    let text = run(&["digest", "--format", "text"]);
+    assert!(
+        text.starts_with("seatwarden digest for 127.0.0.1"),
+        "{text}"
+    );
+}

@@ -297,12 +297,12 @@ fn subjects_tell_the_state() {
     let report = failure_and_hold(&plan);
     assert_eq!(
         report::subject("acme", &report),
-        "[seatwarden] acme: 1 failed action, 1 held action, 12 drift items"
+        "[seatwarden] acme run 7: 1 failed action, 1 held action, 12 drift items"
     );
     let mut converged = report_of(&plan, "reconcile", |_| (Outcome::Applied, None));
     assert_eq!(
         report::subject("acme", &converged),
-        "[seatwarden] acme: 5 drift items",
+        "[seatwarden] acme run 7: 5 drift items",
         "disputed matches and reported orphans (with their memberships) stay after a converged reconcile"
     );
     converged.drift.retain(|d| {
@@ -313,12 +313,12 @@ fn subjects_tell_the_state() {
     });
     assert_eq!(
         report::subject("acme", &converged),
-        "[seatwarden] acme: in sync"
+        "[seatwarden] acme run 7: in sync"
     );
     let planned = report_of(&plan, "plan", |_| (Outcome::NotRun, None));
     assert_eq!(
         report::subject("acme", &planned),
-        "[seatwarden] acme: 12 drift items"
+        "[seatwarden] acme run 7: 12 drift items"
     );
 }
 
