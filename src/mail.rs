@@ -311,8 +311,9 @@ pub fn redelivery_delay(attempts: u32) -> Duration {
     Duration::from_secs((minutes * 60).min(3600))
 }
 
-/// Sends every message due at `now`, oldest first. Store errors stop the call;
-/// delivery errors are recorded on their rows.
+/// Sends every message due at `now`, oldest first, until one fails transiently
+/// (the others stay due). Store errors stop the call; delivery errors are recorded
+/// on their rows.
 pub async fn deliver_due(
     store: &mut Store,
     mailer: &Mailer,
@@ -342,12 +343,14 @@ pub async fn deliver_due(
                 });
                 tracing::warn!(message = entry.id, error = %text, retry_at = ?retry_at, "SMTP delivery failed");
                 store.mark_message_attempt_failed(entry.id, &text, retry_at)?;
+                delivery.last_error = Some(text);
                 if retry_at.is_some() {
                     delivery.retrying += 1;
-                } else {
-                    delivery.failed += 1;
+                    // The server is unreachable or busy: the rest would wait through
+                    // the same retries one after another. They stay due for the next call.
+                    break;
                 }
-                delivery.last_error = Some(text);
+                delivery.failed += 1;
             }
         }
     }

@@ -676,3 +676,33 @@ async fn report_email_with_the_server_down_keeps_the_message_queued() {
     assert!(outbox[0].message.html.contains("<!DOCTYPE html>"));
     assert!(outbox[0].message.text.contains("seatwarden run"));
 }
+
+#[tokio::test]
+async fn one_unreachable_server_costs_one_attempt_per_call_not_one_per_message() {
+    let mut store = Store::open_in_memory().unwrap();
+    let settings = plain_settings(closed_port());
+    let mailer = Mailer::new(&settings).unwrap();
+    for n in 0..3 {
+        mail::queue(
+            &mut store,
+            &settings,
+            OutboxKind::Alert,
+            &format!("alert {n}"),
+            "t",
+            "<p>h</p>",
+            at(8, 0),
+        )
+        .unwrap();
+    }
+    let delivery = mail::deliver_due(&mut store, &mailer, settings.retry, at(8, 0))
+        .await
+        .unwrap();
+    assert_eq!(delivery.retrying, 1);
+    let attempts: Vec<u32> = store.outbox().unwrap().iter().map(|e| e.attempts).collect();
+    assert_eq!(attempts, [1, 0, 0]);
+    assert_eq!(
+        store.due_messages(at(8, 0), 10).unwrap().len(),
+        2,
+        "still due, in order"
+    );
+}
