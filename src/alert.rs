@@ -298,7 +298,7 @@ pub fn resolve(
         .with_timezone(&context.timezone)
         .format("%Y-%m-%d %H:%M %Z");
     let lines = vec![format!(
-        "Resolved at {}; raised since {since}.",
+        "Raised {since}, resolved {}.",
         now.with_timezone(&context.timezone)
             .format("%Y-%m-%d %H:%M %Z")
     )];

@@ -391,8 +391,12 @@ impl Digest {
         let p = &self.period;
         let _ = writeln!(
             out,
-            "  {} runs ({} failed), {} actions applied, {} failed, {} retries",
-            p.runs, p.failed_runs, p.actions_applied, p.actions_failed, p.retries
+            "  {} ({} failed), {} applied, {} failed, {}",
+            plural(p.runs, "run", "runs"),
+            p.failed_runs,
+            plural(p.actions_applied, "action", "actions"),
+            p.actions_failed,
+            plural(p.retries as usize, "retry", "retries")
         );
         if !p.actions_by_kind.is_empty() {
             let by_kind: Vec<String> = p
@@ -405,14 +409,14 @@ impl Digest {
         let t = &self.trend;
         let _ = writeln!(
             out,
-            "  trend: {} drift items now, {} at the end of the previous period ({}); previous period: {} runs, {} actions applied, {} failures",
-            t.drift_now,
+            "  trend: {} now, {} at the end of the previous period ({}); previous period: {}, {} applied, {}",
+            plural(t.drift_now, "drift item", "drift items"),
             t.drift_before
                 .map_or_else(|| "unknown".to_owned(), |n| n.to_string()),
             t.drift_change,
-            t.runs_before,
-            t.actions_applied_before,
-            t.failures_before
+            plural(t.runs_before, "run", "runs"),
+            plural(t.actions_applied_before, "action", "actions"),
+            plural(t.failures_before, "failure", "failures")
         );
         if !self.overdue.is_empty() {
             let _ = writeln!(out, "\nOverdue deprovisions ({}):", self.overdue.len());

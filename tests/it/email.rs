@@ -706,3 +706,41 @@ async fn one_unreachable_server_costs_one_attempt_per_call_not_one_per_message()
         "still due, in order"
     );
 }
+
+/// What an alert and its resolution say, as queued (golden).
+#[test]
+fn alert_and_resolution_messages() {
+    use seatwarden::alert::{self, AlertCondition, AlertContext};
+    let mut store = Store::open_in_memory().unwrap();
+    let settings = plain_settings(25);
+    let context = AlertContext {
+        name: "acme",
+        timezone: chrono_tz::Europe::Berlin,
+        mail: &settings,
+    };
+    let condition = AlertCondition::OverdueDeprovision {
+        identity_id: "00u1001".into(),
+        user_name: "olivia.haddad@example.com".into(),
+        due_at: at(8, 0),
+    };
+    alert::raise(&mut store, &context, &condition, at(8, 5)).unwrap();
+    alert::resolve(&mut store, &context, &condition.key(), at(8, 30)).unwrap();
+    let held = AlertCondition::PlanHeld {
+        run_id: 42,
+        held: 30,
+        reason: "30 deprovisions planned, limit is 25".into(),
+    };
+    alert::raise(&mut store, &context, &held, at(9, 0)).unwrap();
+    let mut shown = String::new();
+    for entry in store.outbox().unwrap() {
+        shown.push_str(&format!(
+            "== {} ({}) to {:?}\n{}\n{}\n",
+            entry.message.subject,
+            entry.message.kind,
+            entry.message.to,
+            entry.message.text,
+            entry.message.html
+        ));
+    }
+    insta::assert_snapshot!(shown);
+}
