@@ -152,10 +152,19 @@ pub fn headline(report: &Report) -> (Tone, String) {
             ),
         )
     } else if report.mode == "reconcile" && s.converged {
+        let left = residual_drift(report).len();
+        let review = if left > 0 {
+            format!(
+                "; {} left to review",
+                plural(left, "drift item", "drift items")
+            )
+        } else {
+            String::new()
+        };
         (
             Tone::Good,
             format!(
-                "converged: {} applied and verified",
+                "converged: {} applied and verified{review}",
                 actions(s.actions_applied)
             ),
         )

@@ -151,6 +151,8 @@ struct ReportView<'a> {
     directory: &'a str,
     workspace: &'a str,
     summary: &'a Summary,
+    /// Drift still there after the run (see [`super::residual_drift`]).
+    drift_left: usize,
     drift_counts: Vec<KindCount>,
     drift_groups: Vec<DriftGroup<'a>>,
     attention: Vec<ActionRow<'a>>,
@@ -194,6 +196,7 @@ fn report_view(report: &Report) -> ReportView<'_> {
         directory: &report.directory,
         workspace: &report.workspace,
         summary: &report.summary,
+        drift_left: super::residual_drift(report).len(),
         drift_counts: DriftKind::ALL
             .into_iter()
             .map(|kind| KindCount {

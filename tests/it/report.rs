@@ -305,6 +305,15 @@ fn subjects_tell_the_state() {
         "[seatwarden] acme run 7: 5 drift items",
         "disputed matches and reported orphans (with their memberships) stay after a converged reconcile"
     );
+    assert_eq!(
+        report::headline(&converged).1,
+        "converged: 6 actions applied and verified; 5 drift items left to review"
+    );
+    assert!(
+        report::render_html(&converged)
+            .unwrap()
+            .contains("drift items found, 5 left")
+    );
     converged.drift.retain(|d| {
         !matches!(
             d.kind,
