@@ -340,32 +340,28 @@ fn mail_settings(config: &Config) -> anyhow::Result<crate::mail::MailSettings> {
     })
 }
 
-/// Queues one message and delivers everything due, so an earlier message that
-/// failed goes out first. Exit 1 when the new message is not sent.
-fn queue_and_send(
-    config: &Config,
-    mut store: Store,
-    kind: crate::store::OutboxKind,
-    subject: &str,
-    text: &str,
-    html: &str,
+/// Delivers everything due after `id` was queued, so an earlier message that
+/// failed goes out first. Exit 1 when `id` is not sent.
+fn send_queued(
+    settings: &crate::mail::MailSettings,
+    store: Store,
+    id: crate::store::OutboxId,
+    now: chrono::DateTime<chrono::Utc>,
 ) -> anyhow::Result<u8> {
-    let settings = mail_settings(config)?;
-    let now = chrono::Utc::now();
-    let id = crate::mail::queue(&mut store, &settings, kind, subject, text, html, now)?;
-    let store = deliver(&settings, store, now)?;
+    let store = deliver(settings, store, now)?;
     let sent = store
         .outbox()?
         .into_iter()
         .find(|e| e.id == id)
-        .is_some_and(|e| e.state == crate::store::OutboxState::Sent);
-    if sent {
-        eprintln!("sent: {subject}");
-        Ok(exit::OK)
-    } else {
-        anyhow::bail!(
+        .filter(|e| e.state == crate::store::OutboxState::Sent);
+    match sent {
+        Some(entry) => {
+            eprintln!("sent: {}", entry.message.subject);
+            Ok(exit::OK)
+        }
+        None => anyhow::bail!(
             "the message is queued in the outbox (id {id}) but was not sent yet; `seatwarden send-mail` retries"
-        )
+        ),
     }
 }
 
@@ -390,24 +386,17 @@ fn deliver(
     Ok(store)
 }
 
-fn email_report(config: &Config, store: Store, report: &Report) -> anyhow::Result<u8> {
-    let subject = report::subject(&config.report_name(), report);
-    let text = report::render_text(report, false);
-    let html = report::render_html(report)?;
-    queue_and_send(
-        config,
-        store,
-        crate::store::OutboxKind::Report,
-        &subject,
-        &text,
-        &html,
-    )
+fn email_report(config: &Config, mut store: Store, report: &Report) -> anyhow::Result<u8> {
+    let settings = mail_settings(config)?;
+    let now = chrono::Utc::now();
+    let id = crate::mail::queue_report(&mut store, &settings, &config.report_name(), report, now)?;
+    send_queued(&settings, store, id, now)
 }
 
 fn digest(config: &Config, period: &str, format: Format, email: bool) -> anyhow::Result<u8> {
     let period =
         crate::config::parse_duration(period).map_err(|e| anyhow::anyhow!("--period: {e}"))?;
-    let store = open_store(config)?;
+    let mut store = open_store(config)?;
     // The deprovisioning ledger belongs to the daemon (issue 4); until it is wired
     // the digest shows no pending or overdue deprovisions from here.
     let digest = report::digest::build_from_store(
@@ -419,15 +408,10 @@ fn digest(config: &Config, period: &str, format: Format, email: bool) -> anyhow:
         &[],
     )?;
     if email {
-        let html = digest.render_html()?;
-        return queue_and_send(
-            config,
-            store,
-            crate::store::OutboxKind::Digest,
-            &digest.subject,
-            &digest.render_text(),
-            &html,
-        );
+        let settings = mail_settings(config)?;
+        let now = chrono::Utc::now();
+        let id = crate::mail::queue_digest(&mut store, &settings, &digest, now)?;
+        return send_queued(&settings, store, id, now);
     }
     match format {
         Format::Text => print!("{}", digest.render_text()),

@@ -274,6 +274,55 @@ pub fn queue(
     store.enqueue_message(&compose(settings, kind, subject, text, html), now)
 }
 
+#[derive(Debug, thiserror::Error)]
+pub enum QueueError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Render(#[from] crate::report::RenderError),
+}
+
+/// Queues a drift report (text and HTML, subject with its state).
+pub fn queue_report(
+    store: &mut Store,
+    settings: &MailSettings,
+    name: &str,
+    report: &crate::report::Report,
+    now: DateTime<Utc>,
+) -> Result<OutboxId, QueueError> {
+    let html = crate::report::render_html(report)?;
+    let text = crate::report::render_text(report, false);
+    let subject = crate::report::subject(name, report);
+    Ok(queue(
+        store,
+        settings,
+        OutboxKind::Report,
+        &subject,
+        &text,
+        &html,
+        now,
+    )?)
+}
+
+/// Queues a digest (text and HTML, subject with its state).
+pub fn queue_digest(
+    store: &mut Store,
+    settings: &MailSettings,
+    digest: &crate::report::digest::Digest,
+    now: DateTime<Utc>,
+) -> Result<OutboxId, QueueError> {
+    let html = digest.render_html()?;
+    Ok(queue(
+        store,
+        settings,
+        OutboxKind::Digest,
+        &digest.subject,
+        &digest.render_text(),
+        &html,
+        now,
+    )?)
+}
+
 /// The outbox row for a message from the configured sender to the recipients.
 pub fn compose(
     settings: &MailSettings,
