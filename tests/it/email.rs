@@ -744,3 +744,26 @@ fn alert_and_resolution_messages() {
     }
     insta::assert_snapshot!(shown);
 }
+
+#[test]
+fn recipients_can_come_from_the_environment() {
+    let dir = tempfile::tempdir().unwrap();
+    config_with(
+        dir.path(),
+        r#"smtp_url = "smtp://127.0.0.1"
+from = "seatwarden@example.com"
+to = ["nobody@example.com"]"#,
+    )
+    .unwrap();
+    let env = [(
+        "SEATWARDEN__REPORT__EMAIL__TO".to_owned(),
+        "a@example.com,b@example.com".to_owned(),
+    )]
+    .into_iter()
+    .collect();
+    let config = Config::load_with_env(&dir.path().join("seatwarden.toml"), Some(env)).unwrap();
+    assert_eq!(
+        config.report.email.unwrap().to,
+        ["a@example.com", "b@example.com"]
+    );
+}
