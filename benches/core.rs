@@ -184,11 +184,17 @@ fn retention(people: usize, data: &synth::Synth) {
             let run = store.begin_run(RunKind::Reconcile, at).unwrap();
             store.save_directory_snapshot(run, &data.directory).unwrap();
             store.save_workspace_snapshot(run, &data.workspace).unwrap();
-            let plan = if day == 0 && slot == 0 { &full } else { &trickle };
+            let plan = if day == 0 && slot == 0 {
+                &full
+            } else {
+                &trickle
+            };
             store.save_plan(run, plan, at).unwrap();
             let report = serde_json::json!({"run_id": run, "drift": plan.drift}).to_string();
             store.save_report(run, &report).unwrap();
-            store.finish_run(run, at, RunStatus::Succeeded, None).unwrap();
+            store
+                .finish_run(run, at, RunStatus::Succeeded, None)
+                .unwrap();
         }
         // The daily prune job at the end of the day.
         let now = start + Duration::days(day + 1);

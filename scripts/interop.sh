@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # The interop suite: seatwarden against servers nobody on this team wrote.
-# Installs PyPI scim2-server into a venv (scripts/interop-setup.sh), starts it on a
-# loopback port, runs the `#[ignore]`d interop tests against it, and stops it.
+# Installs PyPI scim2-server and aiosmtpd into a venv (scripts/interop-setup.sh),
+# starts them on loopback ports, runs the `#[ignore]`d interop tests against them,
+# and stops them.
 #
 #   bash scripts/interop.sh            # SEATWARDEN_INTEROP_PORT overrides the port (18650)
+#                                      # SEATWARDEN_SMTP_PORT the SMTP base port (18660..18663)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -19,3 +21,15 @@ export SEATWARDEN_SCIM2_SERVER_URL="http://127.0.0.1:$port"
 export SEATWARDEN_SCIM2_SERVER_TOKEN="$token"
 # scim2-server is single-threaded with a listen backlog of 5: two tests at a time.
 cargo test --test it interop -- --ignored --test-threads=2
+
+# SMTP: plain, AUTH, STARTTLS+AUTH and SMTPS+AUTH listeners of PyPI aiosmtpd.
+smtp_port="${SEATWARDEN_SMTP_PORT:-18660}"
+interop_dir="${SEATWARDEN_INTEROP_DIR:-.interop}"
+case "$interop_dir" in /*) ;; *) interop_dir="$PWD/$interop_dir" ;; esac
+bash scripts/interop-smtp.sh stop "$smtp_port" >/dev/null 2>&1 || true
+bash scripts/interop-smtp.sh start "$smtp_port"
+trap 'bash scripts/interop-scim-server.sh stop "$port" >/dev/null 2>&1 || true; bash scripts/interop-smtp.sh stop "$smtp_port" >/dev/null 2>&1 || true' EXIT
+export SEATWARDEN_SMTP_PORT="$smtp_port"
+export SEATWARDEN_SMTP_DIR="$interop_dir/smtp-$smtp_port"
+export SEATWARDEN_INTEROP_PYTHON="$interop_dir/venv/bin/python"
+cargo test --test it email::smtp -- --ignored --test-threads=2

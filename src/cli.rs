@@ -57,7 +57,9 @@ Typical use:
   seatwarden approve RUN             apply what the guard held (re-checked first)
   seatwarden explain PERSON          everything about one person, and what comes next
   seatwarden daemon                  run as a service (schedule, sweep, /metrics)
-  seatwarden status                  deprovisions pending and overdue, jobs";
+  seatwarden status                  deprovisions pending and overdue, jobs
+  seatwarden report --email          send the latest report to [report.email] now
+  seatwarden export access --format csv   who has access, and why";
 
 #[derive(Debug, Parser)]
 #[command(
@@ -101,6 +103,26 @@ pub enum LogFormat {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Format {
+    Text,
+    Json,
+    Markdown,
+    Html,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ExportFormat {
+    Csv,
+    Json,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ExportKind {
+    /// Every account, its role and groups, and the identity and mapping behind it.
+    Access,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum StatusFormat {
     Text,
     Json,
 }
@@ -197,8 +219,8 @@ pub enum Command {
     /// verified ones with their latency, and each daemon job's last run. Reads the
     /// state database; exit 5 when any deprovision is overdue.
     Status {
-        #[arg(long, value_enum, default_value_t = Format::Text)]
-        format: Format,
+        #[arg(long, value_enum, default_value_t = StatusFormat::Text)]
+        format: StatusFormat,
     },
     /// Exit 0 if the daemon's /healthz answers 200 on [http] listen, else 1 (for
     /// container HEALTHCHECKs; needs no curl).
@@ -210,7 +232,31 @@ pub enum Command {
         run: String,
         #[arg(long, value_enum, default_value_t = Format::Text)]
         format: Format,
+        /// Send the report now to `[report.email]` (through the outbox) instead of printing it.
+        #[arg(long)]
+        email: bool,
     },
+    /// Print (or email) the digest of a period: state, runs and actions, current
+    /// drift with the people concerned, held actions, trend.
+    Digest {
+        /// The period ending now, e.g. `24h`, `7d`.
+        #[arg(long, default_value = "24h")]
+        period: String,
+        #[arg(long, value_enum, default_value_t = Format::Text)]
+        format: Format,
+        /// Send the digest now to `[report.email]` (through the outbox).
+        #[arg(long)]
+        email: bool,
+    },
+    /// Export for an access review, from the latest stored snapshots.
+    Export {
+        #[arg(value_enum)]
+        kind: ExportKind,
+        #[arg(long, value_enum, default_value_t = ExportFormat::Csv)]
+        format: ExportFormat,
+    },
+    /// Send the messages waiting in the outbox (retrying transient failures).
+    SendMail,
 }
 
 pub fn main() -> ExitCode {
@@ -292,8 +338,8 @@ fn run_command(cli: Cli) -> anyhow::Result<u8> {
             let tz = config.daemon_settings()?.timezone;
             let status = crate::daemon::status::collect(&store, chrono::Utc::now(), tz)?;
             match format {
-                Format::Json => println!("{}", serde_json::to_string_pretty(&status)?),
-                Format::Text => print!("{}", crate::daemon::status::render_text(&status)),
+                StatusFormat::Json => println!("{}", serde_json::to_string_pretty(&status)?),
+                StatusFormat::Text => print!("{}", crate::daemon::status::render_text(&status)),
             }
             Ok(if status.deprovisions.overdue > 0 {
                 exit::OVERDUE
@@ -305,6 +351,7 @@ fn run_command(cli: Cli) -> anyhow::Result<u8> {
         Command::CheckConfig => {
             // Reading the token proves the secret file is readable; never printed.
             config.workspace_token()?;
+            config.mail_settings()?;
             print!("{}", config.to_redacted_toml());
             eprintln!("configuration OK: {}", config.source.display());
             Ok(exit::OK)
@@ -314,7 +361,7 @@ fn run_command(cli: Cli) -> anyhow::Result<u8> {
             detailed_exitcode,
         } => {
             let outcome = execute(&config, Mode::Plan)?;
-            print_report(&outcome.report, format);
+            print_report(&outcome.report, format)?;
             Ok(if detailed_exitcode && !outcome.plan.is_empty() {
                 exit::CHANGES
             } else {
@@ -339,7 +386,7 @@ fn run_command(cli: Cli) -> anyhow::Result<u8> {
                     ..run::RunOptions::default()
                 },
             )?;
-            print_report(&outcome.report, format);
+            print_report(&outcome.report, format)?;
             Ok(exit_code_for(&outcome.report))
         }
         Command::Approve { run, only } => approve(&config, run, only.as_deref()),
@@ -366,7 +413,7 @@ fn run_command(cli: Cli) -> anyhow::Result<u8> {
                 return Ok(exit::OK);
             }
             let outcome = execute(&config, Mode::Reconcile)?;
-            print_report(&outcome.report, format);
+            print_report(&outcome.report, format)?;
             Ok(exit_code_for(&outcome.report))
         }
         Command::Explain { person, live } => {
@@ -385,7 +432,14 @@ fn run_command(cli: Cli) -> anyhow::Result<u8> {
             );
             Ok(exit::OK)
         }
-        Command::Report { run, format } => {
+        Command::Digest {
+            period,
+            format,
+            email,
+        } => digest(&config, &period, format, email),
+        Command::Export { kind, format } => export(&config, kind, format),
+        Command::SendMail => send_mail(&config),
+        Command::Report { run, format, email } => {
             let store = open_store(&config)?;
             let run_id: RunId = if run == "latest" {
                 store
@@ -416,7 +470,10 @@ fn run_command(cli: Cli) -> anyhow::Result<u8> {
             };
             let report = Report::from_json(&json)
                 .with_context(|| format!("the stored report of run {run_id} cannot be read"))?;
-            print_report(&report, format);
+            if email {
+                return email_report(&config, store, &report);
+            }
+            print_report(&report, format)?;
             Ok(exit::OK)
         }
     }
@@ -458,6 +515,122 @@ fn healthcheck(listen: std::net::SocketAddr) -> u8 {
             exit::ERROR
         }
     }
+}
+
+fn mail_settings(config: &Config) -> anyhow::Result<crate::mail::MailSettings> {
+    config.mail_settings()?.with_context(|| {
+        format!(
+            "{}: no [report.email] section: add smtp_url, from and to to send email",
+            config.source.display()
+        )
+    })
+}
+
+/// Delivers everything due after `id` was queued, so an earlier message that
+/// failed goes out first. Exit 1 when `id` is not sent.
+fn send_queued(
+    settings: &crate::mail::MailSettings,
+    store: Store,
+    id: crate::store::OutboxId,
+    now: chrono::DateTime<chrono::Utc>,
+) -> anyhow::Result<u8> {
+    let store = deliver(settings, store, now)?;
+    let sent = store
+        .outbox()?
+        .into_iter()
+        .find(|e| e.id == id)
+        .filter(|e| e.state == crate::store::OutboxState::Sent);
+    match sent {
+        Some(entry) => {
+            eprintln!("sent: {}", entry.message.subject);
+            Ok(exit::OK)
+        }
+        None => anyhow::bail!(
+            "the message is queued in the outbox (id {id}) but was not sent yet; `seatwarden send-mail` retries"
+        ),
+    }
+}
+
+fn deliver(
+    settings: &crate::mail::MailSettings,
+    mut store: Store,
+    now: chrono::DateTime<chrono::Utc>,
+) -> anyhow::Result<Store> {
+    let mailer = crate::mail::Mailer::new(settings)?;
+    let delivery = runtime()?.block_on(crate::mail::deliver_due(
+        &mut store,
+        &mailer,
+        settings.retry,
+        now,
+    ))?;
+    if let Some(error) = &delivery.last_error {
+        eprintln!(
+            "mail: {} sent, {} to retry, {} refused; last error: {error}",
+            delivery.sent, delivery.retrying, delivery.failed
+        );
+    }
+    Ok(store)
+}
+
+fn email_report(config: &Config, mut store: Store, report: &Report) -> anyhow::Result<u8> {
+    let settings = mail_settings(config)?;
+    let now = chrono::Utc::now();
+    let id = crate::mail::queue_report(&mut store, &settings, &config.report_name(), report, now)?;
+    send_queued(&settings, store, id, now)
+}
+
+fn digest(config: &Config, period: &str, format: Format, email: bool) -> anyhow::Result<u8> {
+    let period =
+        crate::config::parse_duration(period).map_err(|e| anyhow::anyhow!("--period: {e}"))?;
+    let mut store = open_store(config)?;
+    let deprovisions = crate::daemon::notify::digest_deprovisions(&store)?;
+    let digest = report::digest::build_from_store(
+        &store,
+        &config.report_name(),
+        config.report_timezone()?,
+        chrono::Utc::now(),
+        period,
+        &deprovisions,
+    )?;
+    if email {
+        let settings = mail_settings(config)?;
+        let now = chrono::Utc::now();
+        let id = crate::mail::queue_digest(&mut store, &settings, &digest, now)?;
+        return send_queued(&settings, store, id, now);
+    }
+    match format {
+        Format::Text => print!("{}", digest.render_text()),
+        Format::Json => println!("{}", digest.to_json()),
+        Format::Markdown => print!("{}", digest.render_markdown()?),
+        Format::Html => print!("{}", digest.render_html()?),
+    }
+    Ok(exit::OK)
+}
+
+fn export(config: &Config, kind: ExportKind, format: ExportFormat) -> anyhow::Result<u8> {
+    let store = open_store(config)?;
+    let ExportKind::Access = kind;
+    let export = crate::export::access(&store, &config.policy_settings())?;
+    match format {
+        ExportFormat::Csv => print!("{}", export.to_csv()?),
+        ExportFormat::Json => println!("{}", export.to_json()),
+    }
+    Ok(exit::OK)
+}
+
+fn send_mail(config: &Config) -> anyhow::Result<u8> {
+    let settings = mail_settings(config)?;
+    let store = open_store(config)?;
+    let store = deliver(&settings, store, chrono::Utc::now())?;
+    let waiting = store
+        .outbox()?
+        .iter()
+        .filter(|e| e.state == crate::store::OutboxState::Pending)
+        .count();
+    if waiting > 0 {
+        anyhow::bail!("{waiting} messages are still waiting in the outbox");
+    }
+    Ok(exit::OK)
 }
 
 fn demo(dir: &std::path::Path) -> anyhow::Result<u8> {
@@ -618,14 +791,17 @@ fn approve(config: &Config, run: RunId, only: Option<&str>) -> anyhow::Result<u8
     })
 }
 
-fn print_report(report: &Report, format: Format) {
+fn print_report(report: &Report, format: Format) -> anyhow::Result<()> {
     match format {
         Format::Json => println!("{}", report.to_json()),
         Format::Text => print!(
             "{}",
             report::render_text(report, std::io::stdout().is_terminal())
         ),
+        Format::Markdown => print!("{}", report::render_markdown(report)?),
+        Format::Html => print!("{}", report::render_html(report)?),
     }
+    Ok(())
 }
 
 #[cfg(test)]

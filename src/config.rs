@@ -8,8 +8,9 @@
 //! Unknown keys and wrong types are errors naming the key and the file. Relative
 //! paths are relative to the directory holding the configuration file, so a unit
 //! file can point at `/etc/seatwarden/seatwarden.toml` from anywhere. Secrets (the
-//! workspace `token`) can be given inline or as `token_file` (systemd credentials,
-//! container secrets); they are held as `SecretString` and print as `[redacted]`.
+//! workspace `token`, the SMTP `password`) can be given inline or as `token_file` /
+//! `password_file` (systemd credentials, container secrets); they are held as
+//! `SecretString` and print as `[redacted]`.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -73,6 +74,8 @@ pub struct Config {
     pub schedule: ScheduleConfig,
     #[serde(default)]
     pub http: HttpConfig,
+    #[serde(default)]
+    pub report: ReportConfig,
     /// Where the file was read from; not a key.
     #[serde(skip)]
     pub source: PathBuf,
@@ -324,8 +327,55 @@ impl Default for StateConfig {
     }
 }
 
+/// `[report]`: how reports and emails name the organisation and show times, and
+/// `[report.email]`: where digests and alerts go.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+#[derive(Default)]
+pub struct ReportConfig {
+    /// The name in subjects and titles; default: the workspace URL's host.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// IANA time zone for times people read (due times, periods), e.g.
+    /// `Europe/Berlin`; default: `schedule.timezone`, so one key usually does.
+    #[serde(default)]
+    pub timezone: Option<String>,
+    #[serde(default)]
+    pub email: Option<EmailConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct EmailConfig {
+    /// `smtp://host:25` (plain, local relay), `smtp://host:587?tls=starttls`, `smtps://host:465`.
+    pub smtp_url: String,
+    #[serde(default)]
+    pub username: Option<String>,
+    #[serde(default, serialize_with = "redacted")]
+    pub password: Option<SecretString>,
+    #[serde(default)]
+    pub password_file: Option<PathBuf>,
+    pub from: String,
+    pub to: Vec<String>,
+    /// The same alert is not re-sent within this period.
+    #[serde(default = "defaults::quiet_period")]
+    pub quiet_period: String,
+    /// A PEM CA certificate to trust for this server instead of the system roots
+    /// (a relay with a private CA).
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    #[serde(default = "defaults::timeout")]
+    pub timeout: String,
+}
+
 mod defaults {
     use super::*;
+    pub fn timezone() -> String {
+        "UTC".into()
+    }
+    pub fn quiet_period() -> String {
+        "6h".into()
+    }
     pub fn role_attribute() -> String {
         "roles".into()
     }
@@ -401,9 +451,6 @@ mod defaults {
     pub fn sla() -> String {
         "1h".into()
     }
-    pub fn timezone() -> String {
-        "UTC".into()
-    }
     pub fn reconcile_cron() -> String {
         "*/30 * * * *".into()
     }
@@ -429,10 +476,11 @@ fn redacted<S: Serializer>(secret: &Option<SecretString>, s: S) -> Result<S::Ok,
 }
 
 /// Lists that may be set from one environment variable, comma-separated.
-const ENV_LIST_KEYS: [&str; 3] = [
+const ENV_LIST_KEYS: [&str; 4] = [
     "policy.scope_groups",
     "safety.protected",
     "safety.protected_groups",
+    "report.email.to",
 ];
 
 impl Config {
@@ -500,6 +548,14 @@ impl Config {
         resolve(&mut self.state.path);
         if let Some(file) = &mut self.http.trigger_token_file {
             resolve(file);
+        }
+        if let Some(email) = &mut self.report.email {
+            if let Some(file) = &mut email.password_file {
+                resolve(file);
+            }
+            if let Some(file) = &mut email.ca_file {
+                resolve(file);
+            }
         }
     }
 
@@ -581,6 +637,7 @@ impl Config {
         if self.safety.circuit.window == 0 {
             return Err(self.key_error("safety.circuit.window", "must be at least 1"));
         }
+        self.validate_report()?;
         for (i, mapping) in self.policy.mapping.iter().enumerate() {
             if mapping.group.trim().is_empty() || mapping.workspace_group.trim().is_empty() {
                 return Err(self.key_error(
@@ -590,6 +647,137 @@ impl Config {
             }
         }
         Ok(())
+    }
+
+    fn validate_report(&self) -> Result<(), ConfigError> {
+        if self
+            .report
+            .name
+            .as_deref()
+            .is_some_and(|n| n.trim().is_empty())
+        {
+            return Err(self.key_error("report.name", "must not be empty when set"));
+        }
+        self.report_timezone()?;
+        let Some(email) = &self.report.email else {
+            return Ok(());
+        };
+        crate::mail::SmtpEndpoint::parse(&email.smtp_url)
+            .map_err(|e| self.key_error("report.email.smtp_url", e))?;
+        crate::mail::validate_address(&email.from)
+            .map_err(|e| self.key_error("report.email.from", e))?;
+        if email.to.is_empty() {
+            return Err(self.key_error("report.email.to", "at least one recipient is required"));
+        }
+        for (i, to) in email.to.iter().enumerate() {
+            crate::mail::validate_address(to)
+                .map_err(|e| self.key_error(&format!("report.email.to[{i}]"), e))?;
+        }
+        parse_duration(&email.quiet_period)
+            .map_err(|e| self.key_error("report.email.quiet_period", e))?;
+        parse_duration(&email.timeout).map_err(|e| self.key_error("report.email.timeout", e))?;
+        let has_password = email.password.is_some() || email.password_file.is_some();
+        if email.password.is_some() && email.password_file.is_some() {
+            return Err(self.key_error(
+                "report.email.password",
+                "set either password or password_file, not both",
+            ));
+        }
+        if has_password != email.username.is_some() {
+            return Err(self.key_error(
+                "report.email.username",
+                "username and password (or password_file) go together",
+            ));
+        }
+        Ok(())
+    }
+
+    /// The name in subjects and titles: `report.name`, else the workspace's host.
+    pub fn report_name(&self) -> String {
+        self.report.name.clone().unwrap_or_else(|| {
+            url::Url::parse(&self.workspace.url)
+                .ok()
+                .and_then(|u| u.host_str().map(str::to_owned))
+                .unwrap_or_else(|| "seatwarden".to_owned())
+        })
+    }
+
+    pub fn report_timezone(&self) -> Result<chrono_tz::Tz, ConfigError> {
+        let (key, zone) = match &self.report.timezone {
+            Some(zone) => ("report.timezone", zone),
+            None => ("schedule.timezone", &self.schedule.timezone),
+        };
+        zone.parse().map_err(|_| {
+            self.key_error(
+                key,
+                format!(
+                    "unknown time zone {zone:?}; use an IANA name such as Europe/Berlin or UTC"
+                ),
+            )
+        })
+    }
+
+    /// Delivery settings with the password read (from `password_file` at each call,
+    /// so a rotated credential is picked up); `None` without `[report.email]`.
+    pub fn mail_settings(&self) -> Result<Option<crate::mail::MailSettings>, ConfigError> {
+        let Some(email) = &self.report.email else {
+            return Ok(None);
+        };
+        let endpoint = crate::mail::SmtpEndpoint::parse(&email.smtp_url)
+            .map_err(|e| self.key_error("report.email.smtp_url", e))?;
+        let password = match (&email.password, &email.password_file) {
+            (Some(password), _) => Some(password.clone()),
+            (None, Some(file)) => {
+                let text =
+                    std::fs::read_to_string(file).map_err(|source| ConfigError::SecretFile {
+                        path: self.source.clone(),
+                        key: "report.email.password_file".into(),
+                        file: file.clone(),
+                        source,
+                    })?;
+                let password = text.trim_end_matches(['\r', '\n']);
+                if password.is_empty() {
+                    return Err(self.key_error(
+                        "report.email.password_file",
+                        format!("{} is empty", file.display()),
+                    ));
+                }
+                Some(SecretString::from(password.to_owned()))
+            }
+            (None, None) => None,
+        };
+        let ca_pem = email
+            .ca_file
+            .as_ref()
+            .map(|file| {
+                std::fs::read(file).map_err(|e| {
+                    self.key_error(
+                        "report.email.ca_file",
+                        format!("cannot read {}: {e}", file.display()),
+                    )
+                })
+            })
+            .transpose()?;
+        Ok(Some(crate::mail::MailSettings {
+            endpoint,
+            username: email.username.clone(),
+            password,
+            from: email.from.clone(),
+            to: email.to.clone(),
+            ca_pem,
+            timeout: parse_duration(&email.timeout)
+                .map_err(|e| self.key_error("report.email.timeout", e))?,
+            quiet_period: parse_duration(&email.quiet_period)
+                .map_err(|e| self.key_error("report.email.quiet_period", e))?,
+            // Short: a command waits for it. A longer outage is the outbox's job
+            // (rescheduled with backoff across calls and restarts).
+            retry: RetryPolicy {
+                max_retries: 3,
+                min_delay: Duration::from_millis(500),
+                max_delay: Duration::from_secs(5),
+                max_retry_after: Duration::from_secs(5),
+            },
+        }))
     }
 
     /// The workspace token, read from `token_file` when given. Read at use, not at

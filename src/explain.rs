@@ -74,7 +74,10 @@ pub fn ledger_lines(
                 line.push_str(&format!("; held: {h}"));
             }
             if let Some(err) = &e.last_error {
-                line.push_str(&format!("; last error after {} attempts: {err}", e.attempts));
+                line.push_str(&format!(
+                    "; last error after {} attempts: {err}",
+                    e.attempts
+                ));
             }
             if let Some(x) = e.escalated_at {
                 line.push_str(&format!("; escalated {}", at(x)));

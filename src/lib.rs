@@ -16,7 +16,9 @@
 //!   breaker's rules).
 //! - edges: [`directory`] (sources of truth), [`workspace`] (SCIM 2.0 client),
 //!   [`store`] (SQLite state and journal), [`retry`] (transient-failure policy).
-//! - [`apply`] (journaled executor and verification), [`report`] (drift reports).
+//! - [`apply`] (journaled executor and verification), [`report`] (drift reports,
+//!   renderers and the digest), [`mail`] (SMTP through the outbox), [`alert`]
+//!   (immediate alerts with a quiet period), [`export`] (access review).
 //! - [`sandbox`] (in-process SCIM 2.0 workspace with fault injection) and
 //!   [`synth`] (synthetic data) for the demo, tests and benchmarks.
 //! - [`safety`]: the safety net's steps inside a run (source and workspace
@@ -25,6 +27,7 @@
 //!   circuit breaker; [`explain`]: the single-person view.
 //! - wiring: [`run`] (one reconciliation run), [`demo`], [`config`], [`cli`].
 
+pub mod alert;
 pub mod apply;
 pub mod approval;
 pub mod circuit;
@@ -34,7 +37,9 @@ pub mod daemon;
 pub mod demo;
 pub mod directory;
 pub mod explain;
+pub mod export;
 pub mod guard;
+pub mod mail;
 pub mod model;
 pub mod plan;
 pub mod policy;

@@ -71,12 +71,15 @@ pub enum RunError {
     Safety(#[from] safety::SafetyError),
     #[error("the state database lock was poisoned")]
     Poisoned,
+    /// The digest or an alert could not be built or queued.
+    #[error("{0}")]
+    Notify(String),
 }
 
 impl crate::retry::Transient for RunError {
     fn is_transient(&self) -> bool {
         match self {
-            RunError::Config(_) | RunError::Poisoned => false,
+            RunError::Config(_) | RunError::Poisoned | RunError::Notify(_) => false,
             RunError::Directory(e) => e.is_transient(),
             RunError::Workspace(e) => e.is_transient(),
             RunError::Store(e) => e.is_transient(),

@@ -4,7 +4,12 @@
 //! - `reconcile` — the full run; its deprovisions join the SLA ledger;
 //! - `sweep` — the deprovisioning fast path ([`crate::sweep`]);
 //! - `retry` — every minute, ledger episodes whose next attempt is due;
-//! - `prune` — daily, retention of runs, reports, snapshots and closed episodes.
+//! - `prune` — daily, retention of runs, reports, snapshots and closed episodes;
+//! - `digest` — the drift digest email on `schedule.digest` (with `[report.email]`);
+//! - `mail` — every minute, delivery of the outbox (alerts, digests) with backoff.
+//!
+//! Alerts (plan held, source fault, circuit open, overdue deprovision, repeated job
+//! failures) are raised and resolved by [`notify`] from what the jobs saw.
 //!
 //! Workspace writers (reconcile, sweep, retry, prune) take one async lock, so a
 //! sweep never races a reconcile over the same accounts or journal rows; a job
@@ -20,6 +25,7 @@
 //! every write was journaled before it was sent.
 
 pub mod http;
+pub mod notify;
 pub mod status;
 
 use std::collections::BTreeMap;
@@ -48,6 +54,8 @@ pub const RECONCILE: &str = "reconcile";
 pub const SWEEP: &str = "sweep";
 pub const RETRY: &str = "retry";
 pub const PRUNE: &str = "prune";
+pub const DIGEST: &str = "digest";
+pub const MAIL: &str = "mail";
 
 /// Snapshots kept by `prune`: the latest few runs' are enough for `explain`,
 /// reports and comparisons; older ones are most of the database's size.
@@ -134,6 +142,8 @@ pub struct Shared {
     metrics: Option<PrometheusHandle>,
     trigger_token: RwLock<Option<SecretString>>,
     start: RwLock<Option<StartJob>>,
+    /// Failed runs in a row, per job (for the repeated-failures alert).
+    failures: Mutex<BTreeMap<&'static str, u32>>,
 }
 
 impl Shared {
@@ -232,6 +242,8 @@ fn job_specs(settings: &DaemonSettings, db: &Store) -> Result<Vec<JobSpec>, Stor
         (SWEEP, Some(settings.sweep.clone())),
         (RETRY, fixed("* * * * *")),
         (PRUNE, fixed("17 3 * * *")),
+        (DIGEST, settings.digest.clone()),
+        (MAIL, fixed("* * * * *")),
     ];
     jobs.retain(|(_, s)| s.is_some());
     Ok(jobs
@@ -268,10 +280,11 @@ pub async fn run(
     let tick = sd_notify::watchdog_enabled()
         .map(|w| (w / 2).min(Duration::from_secs(5)))
         .unwrap_or(Duration::from_secs(5));
-    let counters: BTreeMap<&'static str, Arc<JobCounters>> = [RECONCILE, SWEEP, RETRY, PRUNE]
-        .into_iter()
-        .map(|name| (name, Arc::new(JobCounters::default())))
-        .collect();
+    let counters: BTreeMap<&'static str, Arc<JobCounters>> =
+        [RECONCILE, SWEEP, RETRY, PRUNE, DIGEST, MAIL]
+            .into_iter()
+            .map(|name| (name, Arc::new(JobCounters::default())))
+            .collect();
     let shared = Arc::new(Shared {
         config: RwLock::new(Arc::new(config)),
         settings: RwLock::new(Arc::new(settings)),
@@ -285,6 +298,7 @@ pub async fn run(
         metrics: install_metrics(),
         trigger_token: RwLock::new(trigger_token),
         start: RwLock::new(None),
+        failures: Mutex::new(BTreeMap::new()),
     });
     let start: StartJob = {
         let shared = Arc::clone(&shared);
@@ -398,7 +412,12 @@ async fn run_job(shared: Arc<Shared>, name: &'static str) {
     if shared.stopping.load(Ordering::SeqCst) {
         return;
     }
-    let _writer = shared.writer.lock().await;
+    // Jobs that write to the workspace or prune take the writer lock; mail and the
+    // digest only read and queue, so an alert is not stuck behind a long reconcile.
+    let _writer = match name {
+        DIGEST | MAIL => None,
+        _ => Some(shared.writer.lock().await),
+    };
     if shared.stopping.load(Ordering::SeqCst) {
         return;
     }
@@ -408,15 +427,37 @@ async fn run_job(shared: Arc<Shared>, name: &'static str) {
         tracing::error!(job = name, error = %e, "cannot record the job start");
     }
     tracing::info!(job = name, "job started");
+    let notifier = notify::Notifier::from_config(&shared.config());
     let result = match name {
-        RECONCILE => reconcile_job(&shared).await,
-        SWEEP => sweep_job(&shared, true).await,
-        RETRY => sweep_job(&shared, false).await,
+        RECONCILE => reconcile_job(&shared, notifier.as_ref()).await,
+        SWEEP => sweep_job(&shared, true, notifier.as_ref()).await,
+        RETRY => sweep_job(&shared, false, notifier.as_ref()).await,
         PRUNE => prune_job(&shared),
+        DIGEST => digest_job(&shared, notifier.as_ref()),
+        MAIL => Ok(()),
         _ => Ok(()),
     };
     let finished = shared.now();
     let error = result.as_ref().err().map(ToString::to_string);
+    let failures = match shared.failures.lock() {
+        Ok(mut failures) => {
+            let count = failures.entry(name).or_default();
+            *count = if error.is_some() { *count + 1 } else { 0 };
+            *count
+        }
+        Err(_) => 0,
+    };
+    if let Some(notifier) = &notifier {
+        let config = shared.config();
+        match Store::open(&config.state.path) {
+            Ok(mut store) => {
+                notifier.after_job(&mut store, name, failures, error.as_deref(), finished);
+                // Whatever this job queued goes out now; failures keep their backoff.
+                notifier.deliver(&mut store, finished).await;
+            }
+            Err(e) => tracing::error!(error = %e, "cannot open the state database for email"),
+        }
+    }
     if let Err(e) = shared.with_db(|db| db.job_finished(name, finished, error.as_deref())) {
         tracing::error!(job = name, error = %e, "cannot record the job end");
     }
@@ -438,7 +479,10 @@ async fn run_job(shared: Arc<Shared>, name: &'static str) {
     }
 }
 
-async fn reconcile_job(shared: &Shared) -> Result<(), RunError> {
+async fn reconcile_job(
+    shared: &Shared,
+    notifier: Option<&notify::Notifier>,
+) -> Result<(), RunError> {
     let config = shared.config();
     let store = Store::open(&config.state.path)?;
     let outcome = run::execute(&config, store, Mode::Reconcile).await?;
@@ -457,19 +501,25 @@ async fn reconcile_job(shared: &Shared) -> Result<(), RunError> {
         .increment(1);
     }
     metrics::counter!("seatwarden_retries_total").increment(summary.retries);
-    let store = Mutex::new(Store::open(&config.state.path)?);
+    let now = shared.now();
+    let mut store = Store::open(&config.state.path)?;
+    if let Some(notifier) = notifier {
+        notifier.after_reconcile(&mut store, &outcome.report, now);
+    }
+    let store = Mutex::new(store);
     let sla = chrono_sla(&shared.settings());
-    sweep::record_reconcile(
-        &store,
-        outcome.run_id,
-        outcome.report.started_at,
-        shared.now(),
-        sla,
-    )?;
+    sweep::record_reconcile(&store, outcome.run_id, outcome.report.started_at, now, sla)?;
+    if let (Some(notifier), Ok(mut store)) = (notifier, store.into_inner()) {
+        notifier.after_deprovisioning(&mut store, &[], now);
+    }
     Ok(())
 }
 
-async fn sweep_job(shared: &Shared, read_directory: bool) -> Result<(), RunError> {
+async fn sweep_job(
+    shared: &Shared,
+    read_directory: bool,
+    notifier: Option<&notify::Notifier>,
+) -> Result<(), RunError> {
     let config = shared.config();
     let settings = shared.settings();
     let store = Mutex::new(Store::open(&config.state.path)?);
@@ -494,6 +544,9 @@ async fn sweep_job(shared: &Shared, read_directory: bool) -> Result<(), RunError
             .record(latency.as_seconds_f64());
     }
     metrics::counter!("seatwarden_retries_total").increment(client.stats().retries);
+    if let (Some(notifier), Ok(mut store)) = (notifier, store.into_inner()) {
+        notifier.after_deprovisioning(&mut store, &outcome.escalated, now);
+    }
     if outcome.detected + outcome.enforced + outcome.failed + outcome.held > 0 {
         tracing::info!(
             detected = outcome.detected,
@@ -521,6 +574,30 @@ fn prune_job(shared: &Shared) -> Result<(), RunError> {
     }
     tracing::info!(runs, episodes, snapshot_rows = rows, "pruned");
     Ok(())
+}
+
+/// The digest covers the time since the last one was sent (a day the first time;
+/// at most a week, after a long stop).
+fn digest_job(shared: &Shared, notifier: Option<&notify::Notifier>) -> Result<(), RunError> {
+    let Some(notifier) = notifier else {
+        tracing::warn!("schedule.digest is set but [report.email] is not: no digest sent");
+        return Ok(());
+    };
+    let config = shared.config();
+    let now = shared.now();
+    let mut store = Store::open(&config.state.path)?;
+    let last = store
+        .jobs()?
+        .into_iter()
+        .find(|j| j.name == DIGEST)
+        .and_then(|j| j.last_success_at);
+    let period = last
+        .map(|at| now - at)
+        .unwrap_or(chrono::Duration::days(1))
+        .clamp(chrono::Duration::hours(1), chrono::Duration::days(7));
+    notifier
+        .queue_digest(&mut store, now, period)
+        .map_err(|e| RunError::Notify(format!("building the digest: {e}")))
 }
 
 fn chrono_sla(settings: &DaemonSettings) -> chrono::Duration {

@@ -1,7 +1,11 @@
 //! The drift report every run stores: what differed, what was done about it, and
 //! what still needs a human. The JSON form is a stable, versioned schema
-//! ([`SCHEMA_VERSION`], documented in the README); the text form is for terminals.
+//! ([`SCHEMA_VERSION`], documented in the README); the text form is for terminals,
+//! Markdown for tickets and chat, HTML for email (see [`templated`]). [`digest`]
+//! summarises the reports of a period for the scheduled email.
 
+pub mod digest;
+mod templated;
 mod text;
 
 use std::collections::BTreeMap;
@@ -13,6 +17,7 @@ use crate::circuit::{CircuitState, FailedWrite};
 use crate::guard::SourceFault;
 use crate::model::{DriftItem, DriftKind};
 
+pub use templated::{RenderError, render_alert_html, render_html, render_markdown};
 pub use text::render_text;
 
 /// Bumped on any incompatible change of the JSON shape.
@@ -158,4 +163,183 @@ pub fn count_by_kind(drift: &[DriftItem]) -> BTreeMap<DriftKind, usize> {
         *counts.entry(item.kind).or_default() += 1;
     }
     counts
+}
+
+/// How a headline should read: good news, something to look at, or a failure.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Tone {
+    Good,
+    Warn,
+    Bad,
+}
+
+/// The one-line verdict every renderer leads with.
+pub fn headline(report: &Report) -> (Tone, String) {
+    let s = &report.summary;
+    let actions = |n| plural(n, "action", "actions");
+    let waiting = report.safety.actions_waiting;
+    if let Some(fault) = &report.safety.source_fault {
+        (Tone::Bad, format!("source fault: {fault}"))
+    } else if s.actions_failed > 0 {
+        (Tone::Bad, format!("{} failed", actions(s.actions_failed)))
+    } else if s.actions_held > waiting {
+        (
+            Tone::Warn,
+            format!(
+                "{} held by the guard — needs a human",
+                actions(s.actions_held - waiting)
+            ),
+        )
+    } else if s.actions_held > 0 {
+        (
+            Tone::Warn,
+            format!("{} wait for the settle window", actions(s.actions_held)),
+        )
+    } else if s.actions_planned == 0 && s.drift_total == 0 {
+        (Tone::Good, "in sync".to_owned())
+    } else if s.actions_planned == 0 {
+        (
+            Tone::Warn,
+            format!(
+                "nothing to do; {} to review",
+                plural(s.drift_total, "drift item", "drift items")
+            ),
+        )
+    } else if report.mode == "reconcile" && s.converged {
+        let left = residual_drift(report).len();
+        let review = if left > 0 {
+            format!(
+                "; {} left to review",
+                plural(left, "drift item", "drift items")
+            )
+        } else {
+            String::new()
+        };
+        (
+            Tone::Good,
+            format!(
+                "converged: {} applied and verified{review}",
+                actions(s.actions_applied)
+            ),
+        )
+    } else {
+        (
+            Tone::Warn,
+            format!(
+                "{}, {} planned",
+                plural(s.drift_total, "drift item", "drift items"),
+                actions(s.actions_planned)
+            ),
+        )
+    }
+}
+
+/// The state a person wants at a glance (the issue's "in sync / drift / needs
+/// attention"): anything failed or held needs a human; drift that a converged
+/// reconcile repaired counts as in sync.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum State {
+    InSync,
+    Drift,
+    NeedsAttention,
+}
+
+impl State {
+    pub fn of(report: &Report) -> State {
+        let s = &report.summary;
+        let needs_a_human = s.actions_held > report.safety.actions_waiting;
+        if report.safety.source_fault.is_some()
+            || report.safety.circuit.is_some()
+            || s.actions_failed > 0
+            || needs_a_human
+        {
+            State::NeedsAttention
+        } else if residual_drift(report).is_empty() {
+            State::InSync
+        } else {
+            State::Drift
+        }
+    }
+
+    pub fn label(self) -> &'static str {
+        match self {
+            State::InSync => "In sync",
+            State::Drift => "Drift",
+            State::NeedsAttention => "Needs attention",
+        }
+    }
+}
+
+/// The drift still there after the run: everything it found, unless it was a
+/// reconcile that converged — then only what seatwarden never acts on (disputed
+/// matches, and orphaned accounts when the policy only reports them).
+pub fn residual_drift(report: &Report) -> Vec<&DriftItem> {
+    let s = &report.summary;
+    if !(report.mode == "reconcile" && s.converged && s.actions_planned > 0) {
+        return report.drift.iter().collect();
+    }
+    let orphans_acted_on = report
+        .actions
+        .iter()
+        .any(|a| a.reason == DriftKind::OrphanedAccount);
+    let left_alone: Vec<&str> = report
+        .drift
+        .iter()
+        .filter(|d| d.kind == DriftKind::OrphanedAccount && !orphans_acted_on)
+        .filter_map(|d| d.account_id.as_deref())
+        .collect();
+    // An orphan left alone keeps its memberships of managed groups too.
+    report
+        .drift
+        .iter()
+        .filter(|d| {
+            d.kind == DriftKind::DisputedMatch
+                || (d.kind == DriftKind::OrphanedAccount && !orphans_acted_on)
+                || d.account_id
+                    .as_deref()
+                    .is_some_and(|id| left_alone.contains(&id))
+        })
+        .collect()
+}
+
+/// A human title per drift kind, shared by every renderer.
+pub fn kind_title(kind: DriftKind) -> &'static str {
+    text::kind_title(kind)
+}
+
+/// `[seatwarden] acme run 7: 1 failed action, 1 held action, 12 drift items` — the
+/// state in the subject line, so an inbox shows it without opening the message. The
+/// run id tells a report from the digest (`[seatwarden] acme: …`).
+pub fn subject(name: &str, report: &Report) -> String {
+    let s = &report.summary;
+    let mut parts = Vec::new();
+    if s.actions_failed > 0 {
+        parts.push(plural(s.actions_failed, "failed action", "failed actions"));
+    }
+    if s.actions_held > 0 {
+        parts.push(plural(s.actions_held, "held action", "held actions"));
+    }
+    match State::of(report) {
+        State::InSync if parts.is_empty() => parts.push("in sync".to_owned()),
+        _ => {
+            let left = residual_drift(report).len();
+            parts.push(plural(left, "drift item", "drift items"));
+        }
+    }
+    format!(
+        "[seatwarden] {name} run {}: {}",
+        report.run_id,
+        parts.join(", ")
+    )
+}
+
+/// `1 drift item`, `5 drift items`.
+pub fn plural(n: usize, one: &str, many: &str) -> String {
+    if n == 1 {
+        format!("1 {one}")
+    } else {
+        format!("{n} {many}")
+    }
 }

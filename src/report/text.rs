@@ -3,7 +3,7 @@
 
 use std::fmt::Write;
 
-use super::{Outcome, Report};
+use super::{Outcome, Report, Tone};
 use crate::model::DriftKind;
 
 struct Style {
@@ -32,7 +32,7 @@ impl Style {
     }
 }
 
-fn kind_title(kind: DriftKind) -> &'static str {
+pub(super) fn kind_title(kind: DriftKind) -> &'static str {
     match kind {
         DriftKind::StaleAccess => "Stale access (should no longer have access)",
         DriftKind::MissingAccount => "Missing accounts (in scope, never provisioned)",
@@ -51,37 +51,11 @@ pub fn render_text(report: &Report, colour: bool) -> String {
     let s = &report.summary;
     let mut out = String::new();
     let applying = report.mode == "reconcile";
-    let headline = if let Some(fault) = &report.safety.source_fault {
-        style.red(&format!("source fault: {fault}"))
-    } else if s.actions_failed > 0 {
-        style.red(&format!("{} actions failed", s.actions_failed))
-    } else if s.actions_held > report.safety.actions_waiting {
-        style.yellow(&format!(
-            "{} actions held by the guard — needs a human",
-            s.actions_held - report.safety.actions_waiting
-        ))
-    } else if s.actions_held > 0 {
-        style.yellow(&format!(
-            "{} actions wait for the settle window",
-            s.actions_held
-        ))
-    } else if s.actions_planned == 0 && s.drift_total == 0 {
-        style.green("in sync")
-    } else if s.actions_planned == 0 {
-        style.yellow(&format!(
-            "nothing to do; {} drift items to review",
-            s.drift_total
-        ))
-    } else if applying && s.converged {
-        style.green(&format!(
-            "converged: {} actions applied and verified",
-            s.actions_applied
-        ))
-    } else {
-        style.yellow(&format!(
-            "{} drift items, {} actions planned",
-            s.drift_total, s.actions_planned
-        ))
+    let (tone, text) = super::headline(report);
+    let headline = match tone {
+        Tone::Bad => style.red(&text),
+        Tone::Warn => style.yellow(&text),
+        Tone::Good => style.green(&text),
     };
     let _ = writeln!(
         out,

@@ -257,7 +257,43 @@ CREATE TABLE drift_seen (
 ) STRICT, WITHOUT ROWID;
 "#;
 
-const MIGRATIONS: &[&str] = &[M1, M2, M_SAFETY];
+/// Migration: the mail outbox and alert state (issue 5).
+///
+/// `outbox` holds every message before it is sent; a row becomes `sent` only after
+/// the SMTP server accepted it, so a crash or an unreachable server loses nothing.
+/// `next_attempt_at` spaces retries out across restarts. `alerts` remembers, per
+/// condition key, when the alert was last sent (the quiet period) and whether its
+/// resolution went out.
+const M_OUTBOX: &str = r#"
+CREATE TABLE outbox (
+    id              INTEGER PRIMARY KEY AUTOINCREMENT,
+    kind            TEXT NOT NULL CHECK (kind IN ('report', 'digest', 'alert', 'resolution')),
+    subject         TEXT NOT NULL,
+    mail_from       TEXT NOT NULL,
+    mail_to         TEXT NOT NULL, -- JSON array of addresses
+    text_body       TEXT NOT NULL,
+    html_body       TEXT NOT NULL,
+    state           TEXT NOT NULL CHECK (state IN ('pending', 'sent', 'failed')),
+    attempts        INTEGER NOT NULL DEFAULT 0 CHECK (attempts >= 0),
+    last_error      TEXT,
+    created_at      TEXT NOT NULL,
+    next_attempt_at TEXT NOT NULL,
+    sent_at         TEXT
+) STRICT;
+CREATE INDEX outbox_due ON outbox (state, next_attempt_at);
+
+CREATE TABLE alerts (
+    key             TEXT NOT NULL PRIMARY KEY,
+    condition       TEXT NOT NULL, -- JSON of the alert condition last raised
+    state           TEXT NOT NULL CHECK (state IN ('active', 'resolved')),
+    first_raised_at TEXT NOT NULL,
+    last_sent_at    TEXT NOT NULL,
+    resolved_at     TEXT,
+    suppressed      INTEGER NOT NULL DEFAULT 0 CHECK (suppressed >= 0)
+) STRICT;
+"#;
+
+const MIGRATIONS: &[&str] = &[M1, M2, M_SAFETY, M_OUTBOX];
 
 /// The schema version this binary writes.
 pub const LATEST: i64 = MIGRATIONS.len() as i64;

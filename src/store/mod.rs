@@ -1,6 +1,7 @@
 //! The SQLite state store: runs, directory and workspace snapshots keyed by run,
 //! identity↔account links, the action journal (written before every workspace
-//! write, design invariant 2), drift items and reports.
+//! write, design invariant 2), drift items and reports, and the mail outbox and
+//! alert state (`outbox`), read by the digest and the access export (`export`).
 //!
 //! The store is synchronous and owns one connection; async callers wrap it in a
 //! mutex or `spawn_blocking`. It never logs, and stores no secrets: only directory
@@ -24,7 +25,9 @@ pub mod migrations;
 mod snapshot;
 
 mod daemon;
+mod export;
 mod journal;
+mod outbox;
 mod safety;
 
 #[cfg(test)]
@@ -44,6 +47,9 @@ use codec::{Ts, ts};
 pub use daemon::JobRecord;
 use error::Context;
 pub use error::StoreError;
+pub use outbox::{
+    AlertRecord, AlertRecordState, NewMessage, OutboxEntry, OutboxId, OutboxKind, OutboxState,
+};
 pub use safety::{AuditEntry, Decision};
 
 pub type RunId = i64;

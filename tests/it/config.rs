@@ -46,6 +46,8 @@ fn the_documented_example_loads_with_its_values() {
     assert_eq!(config.policy.mapping[0].role, Role::Editor);
     assert_eq!(config.safety.max_deprovisions, 25);
     assert_eq!(config.safety.protected, vec!["breakglass@example.com"]);
+    assert_eq!(config.report_name(), "acme");
+    assert_eq!(config.report_timezone().unwrap(), chrono_tz::Europe::Berlin);
     // Relative paths are resolved against the configuration file's directory.
     let DirectoryConfig::File { path: directory } = &config.directory;
     assert_eq!(directory, &path.parent().unwrap().join("directory.json"));

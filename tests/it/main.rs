@@ -6,6 +6,8 @@ mod core;
 mod daemon;
 mod demo;
 mod directory;
+mod email;
+mod export;
 mod fixtures;
 mod interop;
 mod report;

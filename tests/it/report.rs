@@ -248,3 +248,266 @@ fn report_json_schema() {
         "the JSON round-trips"
     );
 }
+
+fn failure_and_hold(plan: &Plan) -> Report {
+    report_of(plan, "reconcile", |i| match i {
+        0 => (
+            Outcome::Held,
+            Some("2 deprovisions planned, limit is 1 (of 4 managed accounts)".into()),
+        ),
+        1 => (
+            Outcome::Failed,
+            Some("POST /Users: 400 invalidValue: emails[0].value is not an email".into()),
+        ),
+        _ => (Outcome::Applied, None),
+    })
+}
+
+#[test]
+fn reconcile_report_markdown() {
+    let report = failure_and_hold(&scenario());
+    insta::assert_snapshot!(report::render_markdown(&report).unwrap());
+}
+
+#[test]
+fn reconcile_report_html() {
+    let report = failure_and_hold(&scenario());
+    insta::assert_snapshot!(report::render_html(&report).unwrap());
+}
+
+#[test]
+fn plan_report_markdown() {
+    let report = report_of(&scenario(), "plan", |_| (Outcome::NotRun, None));
+    insta::assert_snapshot!(report::render_markdown(&report).unwrap());
+}
+
+#[test]
+fn html_and_markdown_escape_what_the_directory_says() {
+    let mut report = report_of(&scenario(), "plan", |_| (Outcome::NotRun, None));
+    report.drift[0].user_name = "<script>alert(1)</script>@example.com".into();
+    report.drift[0].detail = "a | b *c*".into();
+    let html = report::render_html(&report).unwrap();
+    assert!(!html.contains("<script>"), "HTML-escaped");
+    assert!(html.contains("&lt;script&gt;"));
+    let markdown = report::render_markdown(&report).unwrap();
+    assert!(markdown.contains("\\<script\\>"), "{markdown}");
+    assert!(markdown.contains("a \\| b \\*c\\*"), "{markdown}");
+}
+
+#[test]
+fn subjects_tell_the_state() {
+    let plan = scenario();
+    let report = failure_and_hold(&plan);
+    assert_eq!(
+        report::subject("acme", &report),
+        "[seatwarden] acme run 7: 1 failed action, 1 held action, 12 drift items"
+    );
+    let mut converged = report_of(&plan, "reconcile", |_| (Outcome::Applied, None));
+    assert_eq!(
+        report::subject("acme", &converged),
+        "[seatwarden] acme run 7: 5 drift items",
+        "disputed matches and reported orphans (with their memberships) stay after a converged reconcile"
+    );
+    assert_eq!(
+        report::headline(&converged).1,
+        "converged: 6 actions applied and verified; 5 drift items left to review"
+    );
+    assert!(
+        report::render_html(&converged)
+            .unwrap()
+            .contains("drift items found, 5 left")
+    );
+    converged.drift.retain(|d| {
+        !matches!(
+            d.kind,
+            DriftKind::DisputedMatch | DriftKind::OrphanedAccount
+        )
+    });
+    assert_eq!(
+        report::subject("acme", &converged),
+        "[seatwarden] acme run 7: in sync"
+    );
+    let planned = report_of(&plan, "plan", |_| (Outcome::NotRun, None));
+    assert_eq!(
+        report::subject("acme", &planned),
+        "[seatwarden] acme run 7: 12 drift items"
+    );
+}
+
+mod digest {
+    //! The digest over a day: a plan the day before, a reconcile with a failure and a
+    //! hold today, an overdue and a pending deprovision, shown in Berlin time.
+
+    use std::time::Duration;
+
+    use chrono::{DateTime, TimeZone, Utc};
+
+    use seatwarden::model::DriftKind;
+    use seatwarden::report::digest::{Digest, DigestDeprovision, DigestInput};
+    use seatwarden::report::{Outcome, Report, State};
+    use seatwarden::store::{RunKind, RunStatus, Store};
+
+    use super::{failure_and_hold, report_of, scenario};
+
+    fn at(day: u32, hour: u32) -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2026, 11, day, hour, 0, 0).unwrap()
+    }
+
+    fn previous() -> Report {
+        let mut report = report_of(&scenario(), "plan", |_| (Outcome::NotRun, None));
+        report.run_id = 5;
+        report.started_at = at(28, 10);
+        report.finished_at = at(28, 10);
+        report
+    }
+
+    fn today() -> Report {
+        let mut report = failure_and_hold(&scenario());
+        report.run_id = 6;
+        report.started_at = at(29, 9);
+        report.finished_at = at(29, 9);
+        report
+    }
+
+    fn ledger() -> Vec<DigestDeprovision> {
+        vec![
+            DigestDeprovision {
+                user_name: "bob.leaver@example.com".into(),
+                identity_id: "u2".into(),
+                reason: "deprovisioned in the directory".into(),
+                detected_at: at(30, 5),
+                due_at: at(30, 6),
+                held: true,
+            },
+            DigestDeprovision {
+                user_name: "fay.leaving@example.com".into(),
+                identity_id: "u7".into(),
+                reason: "left the scope group Taskade Users".into(),
+                detected_at: at(30, 7),
+                due_at: at(30, 8) + chrono::Duration::minutes(30),
+                held: false,
+            },
+        ]
+    }
+
+    fn digest() -> Digest {
+        let reports = [today()];
+        let previous = [previous()];
+        let deprovisions = ledger();
+        Digest::build(&DigestInput {
+            name: "acme",
+            timezone: chrono_tz::Europe::Berlin,
+            now: at(30, 8),
+            period: Duration::from_secs(24 * 3600),
+            reports: &reports,
+            previous: &previous,
+            failed_runs: 1,
+            failed_runs_previous: 0,
+            deprovisions: &deprovisions,
+        })
+    }
+
+    #[test]
+    fn digest_says_what_needs_a_human() {
+        let digest = digest();
+        assert_eq!(digest.state, State::NeedsAttention);
+        assert_eq!(
+            digest.subject,
+            "[seatwarden] acme: 1 overdue deprovision, 1 held action, 1 failed action, \
+             1 pending deprovision, 12 drift items"
+        );
+        assert_eq!(digest.overdue[0].due, "2026-11-30 07:00 CET");
+        assert_eq!(digest.held[0].approve_command, "seatwarden approve 6");
+        assert_eq!(digest.period.runs, 2, "the failed run counts");
+        assert_eq!(digest.trend.drift_change, "±0");
+        let oldest = digest.oldest_drift.as_ref().unwrap();
+        assert!(oldest.at_least, "seen since the first report loaded");
+        assert_eq!(oldest.since, "2026-11-28 11:00 CET");
+    }
+
+    #[test]
+    fn digest_text() {
+        insta::assert_snapshot!(digest().render_text());
+    }
+
+    #[test]
+    fn digest_markdown() {
+        insta::assert_snapshot!(digest().render_markdown().unwrap());
+    }
+
+    #[test]
+    fn digest_html() {
+        insta::assert_snapshot!(digest().render_html().unwrap());
+    }
+
+    #[test]
+    fn digest_json() {
+        insta::assert_snapshot!(digest().to_json());
+    }
+
+    #[test]
+    fn a_converged_day_shows_only_what_is_never_acted_on() {
+        let mut converged = report_of(&scenario(), "reconcile", |_| (Outcome::Applied, None));
+        converged.started_at = at(29, 9);
+        let reports = [converged];
+        let digest = Digest::build(&DigestInput {
+            name: "acme",
+            timezone: chrono_tz::UTC,
+            now: at(30, 8),
+            period: Duration::from_secs(24 * 3600),
+            reports: &reports,
+            previous: &[],
+            failed_runs: 0,
+            failed_runs_previous: 0,
+            deprovisions: &[],
+        });
+        assert_eq!(digest.state, State::Drift);
+        assert_eq!(digest.subject, "[seatwarden] acme: 5 drift items");
+        let kinds: Vec<DriftKind> = digest.drift.iter().map(|d| d.kind).collect();
+        assert_eq!(
+            kinds,
+            [
+                DriftKind::GroupDrift,
+                DriftKind::OrphanedAccount,
+                DriftKind::DisputedMatch
+            ]
+        );
+        assert_eq!(digest.period.actions_by_kind["deactivate"], 1);
+        assert_eq!(digest.trend.drift_change, "n/a");
+    }
+
+    #[test]
+    fn digest_reads_the_periods_from_the_store() {
+        let mut store = Store::open_in_memory().unwrap();
+        let mut save = |report: &Report, status: RunStatus| {
+            let run = store.begin_run(RunKind::Plan, report.started_at).unwrap();
+            if status == RunStatus::Succeeded {
+                let mut report = report.clone();
+                report.run_id = run;
+                store.save_report(run, &report.to_json()).unwrap();
+            }
+            store
+                .finish_run(run, report.finished_at, status, None)
+                .unwrap();
+        };
+        save(&previous(), RunStatus::Succeeded);
+        let mut broken = today();
+        broken.started_at = at(29, 12);
+        save(&broken, RunStatus::Failed);
+        save(&today(), RunStatus::Succeeded);
+        let mut too_old = previous();
+        too_old.started_at = at(27, 7);
+        save(&too_old, RunStatus::Succeeded);
+        let stored =
+            seatwarden::report::digest::collect(&store, at(30, 8), Duration::from_secs(86_400))
+                .unwrap();
+        assert_eq!(stored.reports.len(), 1);
+        assert_eq!(stored.failed_runs, 1);
+        assert_eq!(
+            stored.previous.len(),
+            1,
+            "the run before the previous period is left out"
+        );
+        assert_eq!(stored.previous[0].started_at, at(28, 10));
+    }
+}

@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# Renders seatwarden's HTML report and digest in headless Chromium (Debian's
+# `chromium` package, installed with apt when missing: CI runs as root on a fresh
+# machine) and checks the screenshots are not blank. The HTML is written by the
+# binary from the demo's state (`seatwarden demo`), so what is checked is what a
+# mail client would get.
+#
+#   bash scripts/render-html-check.sh        # PNGs in target/render-check/
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+out="target/render-check"
+rm -rf "$out"
+mkdir -p "$out"
+
+if ! command -v chromium >/dev/null 2>&1; then
+    echo "installing Debian's chromium package"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends chromium fonts-dejavu-core >/dev/null
+fi
+
+cargo build --quiet
+bin="target/debug/seatwarden"
+"$bin" demo --dir "$out/demo" >"$out/demo.txt"
+config="$out/demo/seatwarden.toml"
+# The demo's reconcile run: the report with the most to show.
+reconcile_run="$(sed -n 's/.*run \([0-9][0-9]*\) (reconcile).*/\1/p' "$out/demo.txt" | head -1)"
+"$bin" --config "$config" report --run "${reconcile_run:-latest}" --format html >"$out/report.html"
+"$bin" --config "$config" digest --period 24h --format html >"$out/digest.html"
+
+for page in report digest; do
+    # --no-sandbox: Chromium refuses to run its sandbox as root (CI is root).
+    chromium --headless --no-sandbox --disable-gpu --hide-scrollbars \
+        --window-size=800,1400 --screenshot="$PWD/$out/$page.png" \
+        "file://$PWD/$out/$page.html" >"$out/$page-chromium.log" 2>&1
+    python3 scripts/png-not-blank.py "$out/$page.png"
+done

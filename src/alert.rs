@@ -1,0 +1,506 @@
+//! Alerts: conditions that need a human now, sent at once instead of waiting for
+//! the digest. Each condition has a key; raising the same key again inside the quiet
+//! period sends nothing (the store counts it), after the quiet period a reminder goes
+//! out, and [`resolve`] sends the resolution once.
+//!
+//! The decision ([`decide_raise`], [`decide_resolve`]) is pure: the time is passed
+//! in. [`raise`] and [`resolve`] apply it and queue the message in the outbox, in
+//! one transaction; the outbox delivers it ([`crate::mail::deliver_due`]).
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use chrono_tz::Tz;
+use serde::{Deserialize, Serialize};
+
+use crate::mail::{self, MailSettings};
+use crate::report::{self, RenderError};
+use crate::store::{AlertRecord, AlertRecordState, OutboxId, OutboxKind, Store, StoreError};
+
+/// What went wrong. Field values are directory and run facts, never secrets.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "condition", rename_all = "snake_case")]
+pub enum AlertCondition {
+    /// The guard held a plan (or part of it); it waits for `seatwarden approve RUN`.
+    PlanHeld {
+        run_id: i64,
+        held: usize,
+        reason: String,
+    },
+    /// A deprovision passed its due time without being done.
+    OverdueDeprovision {
+        identity_id: String,
+        user_name: String,
+        due_at: DateTime<Utc>,
+    },
+    /// A directory snapshot was rejected as a source fault (empty, shrunk, partial).
+    DirectorySnapshotRejected { reason: String },
+    /// The workspace failed most writes; writing stopped.
+    CircuitBreakerOpen { reason: String },
+    /// A job failed several times in a row.
+    RepeatedFailures {
+        job: String,
+        failures: u32,
+        last_error: String,
+    },
+}
+
+impl AlertCondition {
+    /// One key per condition that should alert once: per person for overdue
+    /// deprovisions, per job for repeated failures, one for the rest.
+    pub fn key(&self) -> String {
+        match self {
+            AlertCondition::PlanHeld { .. } => "plan_held".to_owned(),
+            AlertCondition::OverdueDeprovision { identity_id, .. } => {
+                format!("overdue_deprovision:{identity_id}")
+            }
+            AlertCondition::DirectorySnapshotRejected { .. } => {
+                "directory_snapshot_rejected".to_owned()
+            }
+            AlertCondition::CircuitBreakerOpen { .. } => "circuit_breaker_open".to_owned(),
+            AlertCondition::RepeatedFailures { job, .. } => format!("repeated_failures:{job}"),
+        }
+    }
+
+    /// A short statement for the subject line.
+    pub fn summary(&self) -> String {
+        match self {
+            AlertCondition::PlanHeld { run_id, held, .. } => format!(
+                "{} held by the guard in run {run_id}",
+                report::plural(*held, "action", "actions")
+            ),
+            AlertCondition::OverdueDeprovision { user_name, .. } => {
+                format!("deprovision of {user_name} is overdue")
+            }
+            AlertCondition::DirectorySnapshotRejected { .. } => {
+                "directory snapshot rejected".to_owned()
+            }
+            AlertCondition::CircuitBreakerOpen { .. } => {
+                "circuit breaker open: workspace writes stopped".to_owned()
+            }
+            AlertCondition::RepeatedFailures { job, failures, .. } => {
+                format!("{job} failed {failures} times in a row")
+            }
+        }
+    }
+
+    /// The body: what happened, and what to do.
+    pub fn details(&self, timezone: Tz) -> Vec<String> {
+        match self {
+            AlertCondition::PlanHeld {
+                run_id, reason, ..
+            } => vec![
+                format!("Why: {reason}"),
+                format!("Review with `seatwarden report --run {run_id}`; approve with `seatwarden approve {run_id}`."),
+            ],
+            AlertCondition::OverdueDeprovision {
+                identity_id,
+                user_name,
+                due_at,
+            } => vec![
+                format!(
+                    "{user_name} (directory id {identity_id}) should have lost access by {}.",
+                    due_at.with_timezone(&timezone).format("%Y-%m-%d %H:%M %Z")
+                ),
+                "Check `seatwarden report` for a held or failed deactivation.".to_owned(),
+            ],
+            AlertCondition::DirectorySnapshotRejected { reason } => vec![
+                format!("Why: {reason}"),
+                "No deprovisioning is planned from a rejected snapshot; check the directory export or connector.".to_owned(),
+            ],
+            AlertCondition::CircuitBreakerOpen { reason } => vec![
+                format!("Why: {reason}"),
+                "Writes resume after the cool-down or on command.".to_owned(),
+            ],
+            AlertCondition::RepeatedFailures { last_error, .. } => {
+                vec![format!("Last error: {last_error}")]
+            }
+        }
+    }
+}
+
+/// Where alerts go and how they read.
+#[derive(Debug, Clone)]
+pub struct AlertContext<'a> {
+    /// The organisation name for subjects.
+    pub name: &'a str,
+    pub timezone: Tz,
+    pub mail: &'a MailSettings,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RaiseDecision {
+    /// Not active before: send the alert.
+    New,
+    /// Active, and the quiet period since the last message is over: send again.
+    Reminder,
+    /// Active and sent within the quiet period: send nothing.
+    Quiet,
+}
+
+/// Whether raising a condition now sends a message.
+pub fn decide_raise(
+    existing: Option<&AlertRecord>,
+    now: DateTime<Utc>,
+    quiet_period: Duration,
+) -> RaiseDecision {
+    match existing {
+        Some(record) if record.state == AlertRecordState::Active => {
+            let quiet = chrono::Duration::from_std(quiet_period).unwrap_or(chrono::Duration::MAX);
+            if now.signed_duration_since(record.last_sent_at) >= quiet {
+                RaiseDecision::Reminder
+            } else {
+                RaiseDecision::Quiet
+            }
+        }
+        _ => RaiseDecision::New,
+    }
+}
+
+/// Whether resolving sends a message: only for an active alert, so once.
+pub fn decide_resolve(existing: Option<&AlertRecord>) -> bool {
+    existing.is_some_and(|record| record.state == AlertRecordState::Active)
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AlertError {
+    #[error("recording an alert: {0}")]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Render(#[from] RenderError),
+    #[error("encoding an alert condition: {0}")]
+    Encode(#[from] serde_json::Error),
+}
+
+impl crate::retry::Transient for AlertError {
+    fn is_transient(&self) -> bool {
+        false
+    }
+}
+
+/// What [`raise`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RaiseOutcome {
+    pub decision: RaiseDecision,
+    /// The queued message, unless quiet.
+    pub message: Option<OutboxId>,
+}
+
+fn message(
+    context: &AlertContext<'_>,
+    kind: OutboxKind,
+    subject: String,
+    title: &str,
+    lines: &[String],
+) -> Result<crate::store::NewMessage, AlertError> {
+    let mut text = format!("{title}\n\n");
+    for line in lines {
+        text.push_str(line);
+        text.push('\n');
+    }
+    let html = report::render_alert_html(&subject, title, kind == OutboxKind::Resolution, lines)?;
+    Ok(mail::compose(context.mail, kind, &subject, &text, &html))
+}
+
+/// Raises `condition` at `now`: queues an alert unless the same key was sent within
+/// the quiet period.
+pub fn raise(
+    store: &mut Store,
+    context: &AlertContext<'_>,
+    condition: &AlertCondition,
+    now: DateTime<Utc>,
+) -> Result<RaiseOutcome, AlertError> {
+    let key = condition.key();
+    let existing = store.alert(&key)?;
+    let decision = decide_raise(existing.as_ref(), now, context.mail.quiet_period);
+    let condition_json = serde_json::to_string(condition)?;
+    let record = match (&existing, decision) {
+        (Some(old), RaiseDecision::Quiet) => AlertRecord {
+            condition: condition_json,
+            suppressed: old.suppressed.saturating_add(1),
+            ..old.clone()
+        },
+        (Some(old), RaiseDecision::Reminder) => AlertRecord {
+            condition: condition_json,
+            last_sent_at: now,
+            suppressed: 0,
+            ..old.clone()
+        },
+        _ => AlertRecord {
+            key: key.clone(),
+            condition: condition_json,
+            state: AlertRecordState::Active,
+            first_raised_at: now,
+            last_sent_at: now,
+            resolved_at: None,
+            suppressed: 0,
+        },
+    };
+    let outgoing = match decision {
+        RaiseDecision::Quiet => None,
+        RaiseDecision::New | RaiseDecision::Reminder => {
+            let summary = condition.summary();
+            let subject = format!(
+                "[seatwarden] {}: {}{summary}",
+                context.name,
+                if decision == RaiseDecision::Reminder {
+                    "still: "
+                } else {
+                    ""
+                }
+            );
+            let mut lines = condition.details(context.timezone);
+            if let Some(old) = existing
+                .as_ref()
+                .filter(|_| decision == RaiseDecision::Reminder)
+            {
+                lines.push(format!(
+                    "First raised {}.",
+                    old.first_raised_at
+                        .with_timezone(&context.timezone)
+                        .format("%Y-%m-%d %H:%M %Z")
+                ));
+            }
+            Some(message(
+                context,
+                OutboxKind::Alert,
+                subject,
+                &summary,
+                &lines,
+            )?)
+        }
+    };
+    let id = store.record_alert(&record, outgoing.as_ref(), now)?;
+    Ok(RaiseOutcome {
+        decision,
+        message: id,
+    })
+}
+
+/// Resolves the condition with `key` at `now`: queues one resolution message if it
+/// was active; returns its id, or `None` when there was nothing to resolve.
+pub fn resolve(
+    store: &mut Store,
+    context: &AlertContext<'_>,
+    key: &str,
+    now: DateTime<Utc>,
+) -> Result<Option<OutboxId>, AlertError> {
+    let existing = store.alert(key)?;
+    let Some(old) = existing.filter(|r| decide_resolve(Some(r))) else {
+        return Ok(None);
+    };
+    let summary = serde_json::from_str::<AlertCondition>(&old.condition)
+        .map(|c| c.summary())
+        .unwrap_or_else(|_| key.to_owned());
+    let subject = format!("[seatwarden] {}: resolved: {summary}", context.name);
+    let since = old
+        .first_raised_at
+        .with_timezone(&context.timezone)
+        .format("%Y-%m-%d %H:%M %Z");
+    let lines = vec![format!(
+        "Raised {since}, resolved {}.",
+        now.with_timezone(&context.timezone)
+            .format("%Y-%m-%d %H:%M %Z")
+    )];
+    let outgoing = message(
+        context,
+        OutboxKind::Resolution,
+        subject,
+        &format!("Resolved: {summary}"),
+        &lines,
+    )?;
+    let record = AlertRecord {
+        state: AlertRecordState::Resolved,
+        resolved_at: Some(now),
+        ..old
+    };
+    Ok(store.record_alert(&record, Some(&outgoing), now)?)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+    use chrono::TimeZone;
+
+    use super::*;
+    use crate::mail::{SmtpEndpoint, TlsMode};
+    use crate::retry::RetryPolicy;
+    use crate::store::OutboxState;
+
+    fn at(hour: u32, minute: u32) -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2026, 11, 30, hour, minute, 0).unwrap()
+    }
+
+    fn settings() -> MailSettings {
+        MailSettings {
+            endpoint: SmtpEndpoint {
+                host: "127.0.0.1".into(),
+                port: 25,
+                tls: TlsMode::None,
+            },
+            username: None,
+            password: None,
+            from: "seatwarden@example.com".into(),
+            to: vec!["it-security@example.com".into()],
+            ca_pem: None,
+            timeout: Duration::from_secs(5),
+            quiet_period: Duration::from_secs(6 * 3600),
+            retry: RetryPolicy::immediate(0),
+        }
+    }
+
+    fn breaker() -> AlertCondition {
+        AlertCondition::CircuitBreakerOpen {
+            reason: "9 of 10 writes failed with HTTP 503".into(),
+        }
+    }
+
+    fn subjects(store: &Store) -> Vec<String> {
+        store
+            .outbox()
+            .unwrap()
+            .into_iter()
+            .map(|e| e.message.subject)
+            .collect()
+    }
+
+    #[test]
+    fn the_same_condition_is_not_resent_within_the_quiet_period() {
+        let mut store = Store::open_in_memory().unwrap();
+        let mail = settings();
+        let context = AlertContext {
+            name: "acme",
+            timezone: chrono_tz::Europe::Berlin,
+            mail: &mail,
+        };
+        let first = raise(&mut store, &context, &breaker(), at(8, 0)).unwrap();
+        assert_eq!(first.decision, RaiseDecision::New);
+        assert!(first.message.is_some());
+        let again = raise(&mut store, &context, &breaker(), at(13, 59)).unwrap();
+        assert_eq!(again.decision, RaiseDecision::Quiet);
+        assert_eq!(again.message, None);
+        assert_eq!(
+            store
+                .alert("circuit_breaker_open")
+                .unwrap()
+                .unwrap()
+                .suppressed,
+            1
+        );
+        let reminder = raise(&mut store, &context, &breaker(), at(14, 0)).unwrap();
+        assert_eq!(reminder.decision, RaiseDecision::Reminder);
+        assert_eq!(
+            subjects(&store),
+            [
+                "[seatwarden] acme: circuit breaker open: workspace writes stopped",
+                "[seatwarden] acme: still: circuit breaker open: workspace writes stopped",
+            ]
+        );
+        let entries = store.outbox().unwrap();
+        assert!(entries.iter().all(|e| e.state == OutboxState::Pending));
+        assert!(
+            entries[1]
+                .message
+                .text
+                .contains("First raised 2026-11-30 09:00 CET")
+        );
+    }
+
+    #[test]
+    fn a_resolution_is_sent_once_and_a_new_raise_alerts_again() {
+        let mut store = Store::open_in_memory().unwrap();
+        let mail = settings();
+        let context = AlertContext {
+            name: "acme",
+            timezone: chrono_tz::UTC,
+            mail: &mail,
+        };
+        assert_eq!(
+            resolve(&mut store, &context, "circuit_breaker_open", at(7, 0)).unwrap(),
+            None,
+            "nothing raised, nothing to resolve"
+        );
+        raise(&mut store, &context, &breaker(), at(8, 0)).unwrap();
+        assert!(
+            resolve(&mut store, &context, "circuit_breaker_open", at(9, 0))
+                .unwrap()
+                .is_some()
+        );
+        assert_eq!(
+            resolve(&mut store, &context, "circuit_breaker_open", at(9, 5)).unwrap(),
+            None,
+            "resolved once"
+        );
+        // Raised again right after: a new incident, not quieted by the old one.
+        let again = raise(&mut store, &context, &breaker(), at(9, 10)).unwrap();
+        assert_eq!(again.decision, RaiseDecision::New);
+        assert_eq!(
+            subjects(&store),
+            [
+                "[seatwarden] acme: circuit breaker open: workspace writes stopped",
+                "[seatwarden] acme: resolved: circuit breaker open: workspace writes stopped",
+                "[seatwarden] acme: circuit breaker open: workspace writes stopped",
+            ]
+        );
+    }
+
+    #[test]
+    fn keys_separate_people_and_jobs() {
+        let overdue = |id: &str| AlertCondition::OverdueDeprovision {
+            identity_id: id.into(),
+            user_name: format!("{id}@example.com"),
+            due_at: at(8, 0),
+        };
+        assert_ne!(overdue("u1").key(), overdue("u2").key());
+        let mut store = Store::open_in_memory().unwrap();
+        let mail = settings();
+        let context = AlertContext {
+            name: "acme",
+            timezone: chrono_tz::UTC,
+            mail: &mail,
+        };
+        raise(&mut store, &context, &overdue("u1"), at(9, 0)).unwrap();
+        let other = raise(&mut store, &context, &overdue("u2"), at(9, 1)).unwrap();
+        assert_eq!(other.decision, RaiseDecision::New, "another person alerts");
+        let body = &store.outbox().unwrap()[0].message.text;
+        assert!(
+            body.contains("should have lost access by 2026-11-30 08:00 UTC"),
+            "{body}"
+        );
+    }
+
+    #[test]
+    fn decisions_at_the_quiet_period_boundary() {
+        let record = AlertRecord {
+            key: "k".into(),
+            condition: "{}".into(),
+            state: AlertRecordState::Active,
+            first_raised_at: at(8, 0),
+            last_sent_at: at(8, 0),
+            resolved_at: None,
+            suppressed: 0,
+        };
+        let quiet = Duration::from_secs(3600);
+        assert_eq!(decide_raise(None, at(8, 0), quiet), RaiseDecision::New);
+        assert_eq!(
+            decide_raise(Some(&record), at(8, 59), quiet),
+            RaiseDecision::Quiet
+        );
+        assert_eq!(
+            decide_raise(Some(&record), at(9, 0), quiet),
+            RaiseDecision::Reminder
+        );
+        let resolved = AlertRecord {
+            state: AlertRecordState::Resolved,
+            ..record.clone()
+        };
+        assert_eq!(
+            decide_raise(Some(&resolved), at(8, 1), quiet),
+            RaiseDecision::New
+        );
+        assert!(decide_resolve(Some(&record)));
+        assert!(!decide_resolve(Some(&resolved)));
+        assert!(!decide_resolve(None));
+    }
+}

@@ -1,0 +1,201 @@
+//! The access-review export: every workspace account with its role, workspace
+//! groups, the directory identity behind it and the mapping that justifies its
+//! access (or "unmanaged"), and when seatwarden last changed it — "who has access
+//! to which workspace, and why", from the latest stored snapshots, links and journal.
+//! Nothing is read from the directory or the workspace.
+
+use std::collections::HashMap;
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+
+use crate::model::IdentityStatus;
+use crate::policy::PolicySettings;
+use crate::store::{RunId, Store, StoreError};
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct AccessRow {
+    pub account_id: String,
+    pub user_name: String,
+    pub active: bool,
+    /// The account's role(s) as the workspace reported them.
+    pub role: String,
+    /// Workspace groups (workspaces or folders) the account is a member of.
+    pub workspace_groups: Vec<String>,
+    pub identity_id: Option<String>,
+    pub identity_user_name: Option<String>,
+    pub identity_status: Option<String>,
+    /// The mapping(s) that grant this access, `in scope: default role …`, why it
+    /// should go, or `unmanaged`.
+    pub justification: String,
+    /// The last action seatwarden applied to the account, else when it was linked.
+    pub last_change: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct AccessExport {
+    /// The run whose snapshots this is.
+    pub run_id: RunId,
+    pub snapshot_at: DateTime<Utc>,
+    pub accounts: Vec<AccessRow>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ExportError {
+    #[error("reading the state database for the export: {0}")]
+    Store(#[from] StoreError),
+    #[error(
+        "no run with directory and workspace snapshots is recorded yet; run `seatwarden plan` first"
+    )]
+    NoSnapshots,
+    #[error("writing the CSV export: {0}")]
+    Csv(#[from] csv::Error),
+}
+
+impl crate::retry::Transient for ExportError {
+    fn is_transient(&self) -> bool {
+        false
+    }
+}
+
+fn in_scope(groups: &[String], policy: &PolicySettings) -> bool {
+    policy.scope_groups.is_empty() || policy.scope_groups.iter().any(|g| groups.contains(g))
+}
+
+/// Builds the export from the latest run that stored both snapshots.
+pub fn access(store: &Store, policy: &PolicySettings) -> Result<AccessExport, ExportError> {
+    let run_id = store
+        .latest_run_with_snapshots()?
+        .ok_or(ExportError::NoSnapshots)?;
+    let run = store.run(run_id)?.ok_or(ExportError::NoSnapshots)?;
+    let directory = store
+        .load_directory_snapshot(run_id)?
+        .ok_or(ExportError::NoSnapshots)?;
+    let workspace = store
+        .load_workspace_snapshot(run_id)?
+        .ok_or(ExportError::NoSnapshots)?;
+    let links = store.links()?;
+    let changes = store.last_applied_change_by_account()?;
+
+    let identities: HashMap<&str, &crate::model::Identity> = directory
+        .identities
+        .iter()
+        .map(|i| (i.id.as_str(), i))
+        .collect();
+    let link_of: HashMap<&str, &crate::store::StoredLink> =
+        links.iter().map(|l| (l.account_id.as_str(), l)).collect();
+    let mut groups_of: HashMap<&str, Vec<String>> = HashMap::new();
+    for group in &workspace.groups {
+        for member in &group.members {
+            groups_of
+                .entry(member.as_str())
+                .or_default()
+                .push(group.display_name.clone());
+        }
+    }
+
+    let mut accounts: Vec<AccessRow> = workspace
+        .accounts
+        .iter()
+        .map(|account| {
+            let link = link_of.get(account.id.as_str());
+            let identity = link.and_then(|l| identities.get(l.identity_id.as_str()).copied());
+            let justification = match (link, identity) {
+                (None, _) => "unmanaged".to_owned(),
+                (Some(l), None) => format!(
+                    "linked to {} which is no longer in the directory: access due to be removed",
+                    l.identity_id
+                ),
+                (Some(_), Some(identity)) if identity.status != IdentityStatus::Active => {
+                    format!(
+                        "identity is {} in the directory: access due to be removed",
+                        identity.status.as_str()
+                    )
+                }
+                (Some(_), Some(identity)) if !in_scope(&identity.groups, policy) => {
+                    "identity is out of scope: access due to be removed".to_owned()
+                }
+                (Some(_), Some(identity)) => {
+                    let mappings: Vec<String> = policy
+                        .mappings
+                        .iter()
+                        .filter(|m| identity.groups.contains(&m.group))
+                        .map(|m| format!("{} → {} as {}", m.group, m.workspace_group, m.role))
+                        .collect();
+                    if mappings.is_empty() {
+                        format!("in scope: default role {}", policy.default_role)
+                    } else {
+                        mappings.join("; ")
+                    }
+                }
+            };
+            let mut workspace_groups = groups_of.remove(account.id.as_str()).unwrap_or_default();
+            workspace_groups.sort();
+            AccessRow {
+                account_id: account.id.clone(),
+                user_name: account.user_name.clone(),
+                active: account.active,
+                role: account.roles.join(","),
+                workspace_groups,
+                identity_id: link.map(|l| l.identity_id.clone()),
+                identity_user_name: identity.map(|i| i.user_name.clone()),
+                identity_status: identity.map(|i| i.status.as_str().to_owned()),
+                justification,
+                last_change: changes
+                    .get(&account.id)
+                    .copied()
+                    .or_else(|| link.map(|l| l.linked_at)),
+            }
+        })
+        .collect();
+    accounts.sort_by_key(|a| a.user_name.to_lowercase());
+    Ok(AccessExport {
+        run_id,
+        snapshot_at: run.started_at,
+        accounts,
+    })
+}
+
+impl AccessExport {
+    pub fn to_json(&self) -> String {
+        serde_json::to_string_pretty(self).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"))
+    }
+
+    /// One row per account; groups joined with `;` (the directory CSV's convention).
+    pub fn to_csv(&self) -> Result<String, ExportError> {
+        let mut writer = csv::Writer::from_writer(Vec::new());
+        writer.write_record([
+            "account_id",
+            "user_name",
+            "active",
+            "role",
+            "workspace_groups",
+            "identity_id",
+            "identity_user_name",
+            "identity_status",
+            "justification",
+            "last_change",
+        ])?;
+        for row in &self.accounts {
+            writer.write_record([
+                row.account_id.as_str(),
+                row.user_name.as_str(),
+                if row.active { "true" } else { "false" },
+                row.role.as_str(),
+                row.workspace_groups.join(";").as_str(),
+                row.identity_id.as_deref().unwrap_or(""),
+                row.identity_user_name.as_deref().unwrap_or(""),
+                row.identity_status.as_deref().unwrap_or(""),
+                row.justification.as_str(),
+                row.last_change
+                    .map(|t| t.to_rfc3339())
+                    .unwrap_or_default()
+                    .as_str(),
+            ])?;
+        }
+        let bytes = writer
+            .into_inner()
+            .map_err(|e| ExportError::Csv(e.into_error().into()))?;
+        Ok(String::from_utf8_lossy(&bytes).into_owned())
+    }
+}

@@ -1,0 +1,442 @@
+//! SMTP delivery through the outbox (lettre, rustls with the ring provider).
+//!
+//! Nothing is sent straight from a caller: a message is queued in the store's
+//! outbox first ([`queue`]), and [`deliver_due`] sends what is due, marking a row
+//! `sent` only after the server accepted it. A transient failure (connection refused,
+//! timeout, TLS handshake, 4xx) is retried with backoff inside the call and, if still
+//! failing, rescheduled with a growing delay that survives restarts; a permanent
+//! refusal (5xx) is kept as `failed` with the server's answer. A crash between the
+//! server's acceptance and the `sent` mark sends that one message again on restart
+//! (at least once); its Message-ID is derived from the outbox row, so it is the same
+//! message both times and mail clients show it once.
+//!
+//! `smtp_url` forms: `smtp://host[:port]` (plain, for a local relay; port 25),
+//! `smtp://host[:port]?tls=starttls` (STARTTLS required; port 587),
+//! `smtps://host[:port]` (implicit TLS; port 465). Credentials never go in the URL.
+
+use std::time::{Duration, SystemTime};
+
+use chrono::{DateTime, Utc};
+use lettre::message::{Mailbox, MultiPart};
+use lettre::transport::smtp::AsyncSmtpTransport;
+use lettre::transport::smtp::authentication::Credentials;
+use lettre::transport::smtp::client::{Certificate, CertificateStore, Tls, TlsParameters};
+use lettre::{AsyncTransport, Message, Tokio1Executor};
+use secrecy::{ExposeSecret, SecretString};
+
+use crate::retry::{self, RetryPolicy, Transient};
+use crate::store::{NewMessage, OutboxEntry, OutboxId, OutboxKind, Store, StoreError};
+
+/// How the connection to the SMTP server is protected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TlsMode {
+    /// Plain text: only for a relay on the same host or network.
+    None,
+    /// Plain connect, then STARTTLS, which is required (never falls back).
+    StartTls,
+    /// TLS from the first byte (`smtps://`).
+    Implicit,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SmtpEndpoint {
+    pub host: String,
+    pub port: u16,
+    pub tls: TlsMode,
+}
+
+impl SmtpEndpoint {
+    /// Parses `smtp://`, `smtp://…?tls=starttls` and `smtps://` URLs.
+    pub fn parse(text: &str) -> Result<SmtpEndpoint, String> {
+        let url = url::Url::parse(text).map_err(|e| format!("not a URL: {e}"))?;
+        if !url.username().is_empty() || url.password().is_some() {
+            return Err(
+                "credentials do not belong in the URL; set report.email.username and \
+                 report.email.password_file"
+                    .to_owned(),
+            );
+        }
+        let host = url
+            .host_str()
+            .filter(|h| !h.is_empty())
+            .ok_or_else(|| "the URL has no host".to_owned())?
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_owned();
+        let mut starttls = false;
+        for (key, value) in url.query_pairs() {
+            match (key.as_ref(), value.as_ref()) {
+                ("tls", "starttls") => starttls = true,
+                _ => {
+                    return Err(format!(
+                        "unknown URL parameter {key}={value}; the only one is tls=starttls"
+                    ));
+                }
+            }
+        }
+        let (tls, default_port) = match (url.scheme(), starttls) {
+            ("smtp", false) => (TlsMode::None, 25),
+            ("smtp", true) => (TlsMode::StartTls, 587),
+            ("smtps", false) => (TlsMode::Implicit, 465),
+            ("smtps", true) => {
+                return Err("smtps:// is already TLS; tls=starttls is for smtp://".to_owned());
+            }
+            (other, _) => {
+                return Err(format!(
+                    "scheme {other}:// is not supported; use smtp://, smtp://…?tls=starttls or smtps://"
+                ));
+            }
+        };
+        Ok(SmtpEndpoint {
+            host,
+            port: url.port().unwrap_or(default_port),
+            tls,
+        })
+    }
+}
+
+/// Everything delivery needs, secrets resolved (see `Config::mail_settings`).
+#[derive(Debug, Clone)]
+pub struct MailSettings {
+    pub endpoint: SmtpEndpoint,
+    pub username: Option<String>,
+    pub password: Option<SecretString>,
+    pub from: String,
+    pub to: Vec<String>,
+    /// PEM of the only CA trusted for this server (a private relay), instead of the
+    /// platform's roots.
+    pub ca_pem: Option<Vec<u8>>,
+    pub timeout: Duration,
+    /// An alert condition is not re-sent within this period.
+    pub quiet_period: Duration,
+    /// Retries inside one delivery call.
+    pub retry: RetryPolicy,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum MailError {
+    #[error("invalid mail address {address:?}: {message}")]
+    Address { address: String, message: String },
+    #[error("building message {id}: {message}")]
+    Build { id: OutboxId, message: String },
+    #[error("setting up TLS for SMTP server {host}: {message}")]
+    Tls { host: String, message: String },
+    #[error("SMTP server {host}:{port}: {message}")]
+    Smtp {
+        host: String,
+        port: u16,
+        message: String,
+        transient: bool,
+    },
+}
+
+impl Transient for MailError {
+    fn is_transient(&self) -> bool {
+        matches!(
+            self,
+            MailError::Smtp {
+                transient: true,
+                ..
+            }
+        )
+    }
+}
+
+fn mailbox(address: &str) -> Result<Mailbox, MailError> {
+    address
+        .parse()
+        .map_err(|e: lettre::address::AddressError| MailError::Address {
+            address: address.to_owned(),
+            message: e.to_string(),
+        })
+}
+
+/// Checks an address the way delivery will parse it (configuration validation).
+pub fn validate_address(address: &str) -> Result<(), String> {
+    mailbox(address).map(|_| ()).map_err(|e| e.to_string())
+}
+
+/// A connection factory for one SMTP server; cheap to keep for the process.
+pub struct Mailer {
+    transport: AsyncSmtpTransport<Tokio1Executor>,
+    host: String,
+    port: u16,
+}
+
+impl std::fmt::Debug for Mailer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Mailer")
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .finish()
+    }
+}
+
+impl Mailer {
+    pub fn new(settings: &MailSettings) -> Result<Mailer, MailError> {
+        let endpoint = &settings.endpoint;
+        let tls_error = |e: lettre::transport::smtp::Error| MailError::Tls {
+            host: endpoint.host.clone(),
+            message: e.to_string(),
+        };
+        let parameters = || -> Result<TlsParameters, MailError> {
+            let mut builder = TlsParameters::builder(endpoint.host.clone());
+            if let Some(pem) = &settings.ca_pem {
+                builder = builder
+                    .certificate_store(CertificateStore::None)
+                    .add_root_certificate(Certificate::from_pem(pem).map_err(tls_error)?);
+            }
+            builder.build_rustls().map_err(tls_error)
+        };
+        let tls = match endpoint.tls {
+            TlsMode::None => Tls::None,
+            TlsMode::StartTls => Tls::Required(parameters()?),
+            TlsMode::Implicit => Tls::Wrapper(parameters()?),
+        };
+        let mut builder =
+            AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(endpoint.host.clone())
+                .port(endpoint.port)
+                .tls(tls)
+                .timeout(Some(settings.timeout));
+        if let (Some(user), Some(password)) = (&settings.username, &settings.password) {
+            builder = builder.credentials(Credentials::new(
+                user.clone(),
+                password.expose_secret().to_owned(),
+            ));
+        }
+        Ok(Mailer {
+            transport: builder.build(),
+            host: endpoint.host.clone(),
+            port: endpoint.port,
+        })
+    }
+
+    /// Sends one outbox message; `Ok` means the server accepted it.
+    pub async fn send(&self, entry: &OutboxEntry) -> Result<(), MailError> {
+        let message = build_message(entry)?;
+        self.transport
+            .send(message)
+            .await
+            .map(|_| ())
+            .map_err(|e| MailError::Smtp {
+                host: self.host.clone(),
+                port: self.port,
+                // 5xx and malformed requests will fail the same way again; anything
+                // else (refused connection, timeout, TLS, 4xx) may pass later.
+                transient: !(e.is_permanent() || e.is_client()),
+                message: e.to_string(),
+            })
+    }
+}
+
+/// The message as sent: multipart/alternative (text, then HTML), with a
+/// Message-ID and Date fixed by the outbox row, so a resend is the same message.
+pub fn build_message(entry: &OutboxEntry) -> Result<Message, MailError> {
+    let message = &entry.message;
+    let domain = message
+        .from
+        .rsplit_once('@')
+        .map(|(_, d)| d.trim_end_matches('>'))
+        .unwrap_or("seatwarden.invalid");
+    let mut builder = Message::builder()
+        .from(mailbox(&message.from)?)
+        .subject(message.subject.clone())
+        .message_id(Some(format!(
+            "<seatwarden.{}.{}@{domain}>",
+            entry.id,
+            entry.created_at.timestamp()
+        )))
+        .date(SystemTime::from(entry.created_at));
+    for to in &message.to {
+        builder = builder.to(mailbox(to)?);
+    }
+    builder
+        .multipart(MultiPart::alternative_plain_html(
+            message.text.clone(),
+            message.html.clone(),
+        ))
+        .map_err(|e| MailError::Build {
+            id: entry.id,
+            message: e.to_string(),
+        })
+}
+
+/// Queues a message from the configured sender to the configured recipients.
+pub fn queue(
+    store: &mut Store,
+    settings: &MailSettings,
+    kind: OutboxKind,
+    subject: &str,
+    text: &str,
+    html: &str,
+    now: DateTime<Utc>,
+) -> Result<OutboxId, StoreError> {
+    store.enqueue_message(&compose(settings, kind, subject, text, html), now)
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum QueueError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Render(#[from] crate::report::RenderError),
+}
+
+/// Queues a drift report (text and HTML, subject with its state).
+pub fn queue_report(
+    store: &mut Store,
+    settings: &MailSettings,
+    name: &str,
+    report: &crate::report::Report,
+    now: DateTime<Utc>,
+) -> Result<OutboxId, QueueError> {
+    let html = crate::report::render_html(report)?;
+    let text = crate::report::render_text(report, false);
+    let subject = crate::report::subject(name, report);
+    Ok(queue(
+        store,
+        settings,
+        OutboxKind::Report,
+        &subject,
+        &text,
+        &html,
+        now,
+    )?)
+}
+
+/// Queues a digest (text and HTML, subject with its state).
+pub fn queue_digest(
+    store: &mut Store,
+    settings: &MailSettings,
+    digest: &crate::report::digest::Digest,
+    now: DateTime<Utc>,
+) -> Result<OutboxId, QueueError> {
+    let html = digest.render_html()?;
+    Ok(queue(
+        store,
+        settings,
+        OutboxKind::Digest,
+        &digest.subject,
+        &digest.render_text(),
+        &html,
+        now,
+    )?)
+}
+
+/// The outbox row for a message from the configured sender to the recipients.
+pub fn compose(
+    settings: &MailSettings,
+    kind: OutboxKind,
+    subject: &str,
+    text: &str,
+    html: &str,
+) -> NewMessage {
+    NewMessage {
+        kind,
+        subject: subject.to_owned(),
+        from: settings.from.clone(),
+        to: settings.to.clone(),
+        text: text.to_owned(),
+        html: html.to_owned(),
+    }
+}
+
+/// What one [`deliver_due`] call did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Delivery {
+    pub sent: usize,
+    /// Still failing transiently; rescheduled.
+    pub retrying: usize,
+    /// Refused for good; kept as `failed`.
+    pub failed: usize,
+    /// The last error seen, for the caller's log or exit status.
+    pub last_error: Option<String>,
+}
+
+/// How long a message waits before its next delivery call after `attempts` failed
+/// ones: 1 min, 2, 4, … capped at 1 h.
+pub fn redelivery_delay(attempts: u32) -> Duration {
+    let minutes = 1u64 << attempts.min(6);
+    Duration::from_secs((minutes * 60).min(3600))
+}
+
+/// Sends every message due at `now`, oldest first, until one fails transiently
+/// (the others stay due). Store errors stop the call; delivery errors are recorded
+/// on their rows.
+pub async fn deliver_due(
+    store: &mut Store,
+    mailer: &Mailer,
+    policy: RetryPolicy,
+    now: DateTime<Utc>,
+) -> Result<Delivery, StoreError> {
+    let mut delivery = Delivery::default();
+    for entry in store.due_messages(now, 100)? {
+        let outcome = retry::retry(
+            policy,
+            || mailer.send(&entry),
+            |error, delay| {
+                tracing::info!(message = entry.id, %error, ?delay, "SMTP send failed; retrying");
+            },
+        )
+        .await;
+        match outcome {
+            Ok(()) => {
+                store.mark_message_sent(entry.id, now)?;
+                delivery.sent += 1;
+            }
+            Err(error) => {
+                let text = error.to_string();
+                let retry_at = error.is_transient().then(|| {
+                    now + chrono::Duration::from_std(redelivery_delay(entry.attempts))
+                        .unwrap_or_else(|_| chrono::Duration::hours(1))
+                });
+                tracing::warn!(message = entry.id, error = %text, retry_at = ?retry_at, "SMTP delivery failed");
+                store.mark_message_attempt_failed(entry.id, &text, retry_at)?;
+                delivery.last_error = Some(text);
+                if retry_at.is_some() {
+                    delivery.retrying += 1;
+                    // The server is unreachable or busy: the rest would wait through
+                    // the same retries one after another. They stay due for the next call.
+                    break;
+                }
+                delivery.failed += 1;
+            }
+        }
+    }
+    Ok(delivery)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn smtp_urls() {
+        let plain = SmtpEndpoint::parse("smtp://127.0.0.1").unwrap();
+        assert_eq!((plain.port, plain.tls), (25, TlsMode::None));
+        let starttls = SmtpEndpoint::parse("smtp://mail.example.com?tls=starttls").unwrap();
+        assert_eq!((starttls.port, starttls.tls), (587, TlsMode::StartTls));
+        let implicit = SmtpEndpoint::parse("smtps://mail.example.com:2465").unwrap();
+        assert_eq!(
+            (implicit.host.as_str(), implicit.port, implicit.tls),
+            ("mail.example.com", 2465, TlsMode::Implicit)
+        );
+    }
+
+    #[test]
+    fn smtp_urls_refuse_credentials_and_unknown_options() {
+        let with_password = SmtpEndpoint::parse("smtp://u:hunter2@host").unwrap_err();
+        assert!(!with_password.contains("hunter2"), "{with_password}");
+        assert!(SmtpEndpoint::parse("smtp://host?tls=maybe").is_err());
+        assert!(SmtpEndpoint::parse("smtps://host?tls=starttls").is_err());
+        assert!(SmtpEndpoint::parse("http://host").is_err());
+    }
+
+    #[test]
+    fn redelivery_backs_off_to_an_hour() {
+        assert_eq!(redelivery_delay(0), Duration::from_secs(60));
+        assert_eq!(redelivery_delay(1), Duration::from_secs(120));
+        assert_eq!(redelivery_delay(30), Duration::from_secs(3600));
+    }
+}

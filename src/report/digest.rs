@@ -1,0 +1,606 @@
+//! The scheduled digest: where the workspace stands and what needs a human, over a
+//! period, from the reports stored in that period and the one before it.
+//!
+//! [`Digest::build`] is pure (reports, the deprovisioning ledger and `now` are
+//! passed in); [`collect`] reads the reports from the store. The digest renders as
+//! text, Markdown, HTML and JSON; times are shown in the configured time zone.
+//!
+//! "Oldest unresolved drift" looks back over the two periods loaded: an item present
+//! in every report since the first one loaded is reported as seen "since at least"
+//! that report.
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use chrono_tz::Tz;
+use serde::{Deserialize, Serialize};
+
+use super::templated::{RenderError, accent, drift_groups, render};
+use super::{Outcome, Report, State, plural, residual_drift};
+use crate::model::{DriftItem, DriftKind};
+use crate::store::{RunStatus, Store, StoreError};
+
+/// One entry of the deprovisioning ledger, as the digest shows it. The daemon fills
+/// these from its ledger (issue 4).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DigestDeprovision {
+    pub user_name: String,
+    pub identity_id: String,
+    /// Why access must go, e.g. "deprovisioned in the directory".
+    pub reason: String,
+    pub detected_at: DateTime<Utc>,
+    pub due_at: DateTime<Utc>,
+    /// Held by the guard (waiting for `seatwarden approve`).
+    pub held: bool,
+}
+
+/// What the digest is built from.
+#[derive(Debug, Clone)]
+pub struct DigestInput<'a> {
+    /// The organisation or workspace name for the subject and title.
+    pub name: &'a str,
+    pub timezone: Tz,
+    /// The period is `[now - period, now)`; the previous one is the period before.
+    pub now: DateTime<Utc>,
+    pub period: Duration,
+    /// Reports of runs started in the period, oldest first.
+    pub reports: &'a [Report],
+    /// Reports of the previous period, oldest first.
+    pub previous: &'a [Report],
+    /// Runs in the period that failed before producing a report.
+    pub failed_runs: usize,
+    pub failed_runs_previous: usize,
+    pub deprovisions: &'a [DigestDeprovision],
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PeriodSummary {
+    pub runs: usize,
+    /// Runs that could not complete (no report).
+    pub failed_runs: usize,
+    /// Applied actions by operation (`deactivate`, `create_account`, …).
+    pub actions_by_kind: BTreeMap<String, usize>,
+    pub actions_applied: usize,
+    pub actions_failed: usize,
+    pub retries: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DriftKindPeople {
+    pub kind: DriftKind,
+    pub title: String,
+    pub count: usize,
+    /// `user_name: detail`, in report order.
+    pub people: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeprovisionLine {
+    pub user_name: String,
+    pub identity_id: String,
+    pub reason: String,
+    /// In the configured zone, e.g. `2026-11-30 09:00 CET`.
+    pub detected: String,
+    pub due: String,
+    pub overdue: bool,
+    pub held: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HeldAction {
+    pub op: String,
+    pub subject: String,
+    pub why: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HeldRun {
+    pub run_id: i64,
+    pub actions: Vec<HeldAction>,
+    /// The exact command that releases them.
+    pub approve_command: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OldestDrift {
+    pub kind: DriftKind,
+    pub user_name: String,
+    pub detail: String,
+    /// When the first report showing it (within the periods loaded) started.
+    pub since: String,
+    /// True when it was already in the earliest report loaded: it may be older.
+    pub at_least: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Trend {
+    pub drift_now: usize,
+    /// Drift at the end of the previous period; `None` without a report then.
+    pub drift_before: Option<usize>,
+    /// `+3`, `-2`, `±0`, or `n/a`.
+    pub drift_change: String,
+    pub runs_before: usize,
+    pub actions_applied_before: usize,
+    pub failures_before: usize,
+}
+
+/// The digest, ready to render. Its JSON form is what `--format json` prints.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Digest {
+    pub name: String,
+    pub timezone: String,
+    pub period_start: String,
+    pub period_end: String,
+    pub state: State,
+    pub state_label: String,
+    pub headline: String,
+    pub subject: String,
+    /// The run the current drift comes from.
+    pub latest_run: Option<i64>,
+    pub period: PeriodSummary,
+    pub drift_total: usize,
+    pub drift: Vec<DriftKindPeople>,
+    pub overdue: Vec<DeprovisionLine>,
+    pub pending: Vec<DeprovisionLine>,
+    pub held: Vec<HeldRun>,
+    pub oldest_drift: Option<OldestDrift>,
+    pub trend: Trend,
+}
+
+fn local(at: DateTime<Utc>, tz: Tz) -> String {
+    at.with_timezone(&tz)
+        .format("%Y-%m-%d %H:%M %Z")
+        .to_string()
+}
+
+fn drift_key(item: &DriftItem) -> (DriftKind, Option<&str>, Option<&str>, &str) {
+    (
+        item.kind,
+        item.identity_id.as_deref(),
+        item.account_id.as_deref(),
+        &item.user_name,
+    )
+}
+
+fn failures(reports: &[Report], failed_runs: usize) -> usize {
+    failed_runs
+        + reports
+            .iter()
+            .map(|r| r.summary.actions_failed)
+            .sum::<usize>()
+}
+
+impl Digest {
+    pub fn build(input: &DigestInput<'_>) -> Digest {
+        let tz = input.timezone;
+        let period =
+            chrono::Duration::from_std(input.period).unwrap_or_else(|_| chrono::Duration::days(1));
+        let start = input.now - period;
+        let latest = input.reports.last().or(input.previous.last());
+
+        let mut summary = PeriodSummary {
+            runs: input.reports.len() + input.failed_runs,
+            failed_runs: input.failed_runs,
+            actions_by_kind: BTreeMap::new(),
+            actions_applied: 0,
+            actions_failed: 0,
+            retries: 0,
+        };
+        for report in input.reports {
+            for action in &report.actions {
+                if action.outcome == Outcome::Applied {
+                    *summary
+                        .actions_by_kind
+                        .entry(action.op.clone())
+                        .or_default() += 1;
+                }
+            }
+            summary.actions_applied += report.summary.actions_applied;
+            summary.actions_failed += report.summary.actions_failed;
+            summary.retries += report.summary.retries;
+        }
+
+        // Current drift: what the latest run found and did not repair.
+        let current: Vec<&DriftItem> = latest.map(residual_drift).unwrap_or_default();
+        let current_owned: Vec<DriftItem> = current.iter().map(|d| (*d).clone()).collect();
+        let drift: Vec<DriftKindPeople> = drift_groups(&current_owned)
+            .into_iter()
+            .map(|group| DriftKindPeople {
+                kind: group.kind,
+                title: group.title.to_owned(),
+                count: group.items.len(),
+                people: group
+                    .items
+                    .iter()
+                    .map(|d| format!("{}: {}", d.user_name, d.detail))
+                    .collect(),
+            })
+            .collect();
+
+        let mut deprovisions: Vec<&DigestDeprovision> = input.deprovisions.iter().collect();
+        deprovisions.sort_by(|a, b| (a.due_at, &a.user_name).cmp(&(b.due_at, &b.user_name)));
+        let line = |d: &DigestDeprovision| DeprovisionLine {
+            user_name: d.user_name.clone(),
+            identity_id: d.identity_id.clone(),
+            reason: d.reason.clone(),
+            detected: local(d.detected_at, tz),
+            due: local(d.due_at, tz),
+            overdue: d.due_at <= input.now,
+            held: d.held,
+        };
+        let (overdue, pending): (Vec<DeprovisionLine>, Vec<DeprovisionLine>) =
+            deprovisions.into_iter().map(line).partition(|l| l.overdue);
+
+        let held: Vec<HeldRun> = latest
+            .map(|report| {
+                let actions: Vec<HeldAction> = report
+                    .actions
+                    .iter()
+                    .filter(|a| a.outcome == Outcome::Held)
+                    .map(|a| HeldAction {
+                        op: a.op.clone(),
+                        subject: a.subject.clone(),
+                        why: a.error.clone().unwrap_or_default(),
+                    })
+                    .collect();
+                (report.run_id, actions)
+            })
+            .filter(|(_, actions)| !actions.is_empty())
+            .map(|(run_id, actions)| HeldRun {
+                run_id,
+                actions,
+                approve_command: format!("seatwarden approve {run_id}"),
+            })
+            .into_iter()
+            .collect();
+
+        let oldest_drift = oldest_unresolved(input, &current, tz);
+
+        let drift_before = input.previous.last().map(|r| residual_drift(r).len());
+        let drift_now = current.len();
+        let trend = Trend {
+            drift_now,
+            drift_before,
+            drift_change: match drift_before {
+                None => "n/a".to_owned(),
+                Some(before) if before == drift_now => "±0".to_owned(),
+                Some(before) if drift_now > before => format!("+{}", drift_now - before),
+                Some(before) => format!("-{}", before - drift_now),
+            },
+            runs_before: input.previous.len() + input.failed_runs_previous,
+            actions_applied_before: input
+                .previous
+                .iter()
+                .map(|r| r.summary.actions_applied)
+                .sum(),
+            failures_before: failures(input.previous, input.failed_runs_previous),
+        };
+
+        let held_count: usize = held.iter().map(|h| h.actions.len()).sum();
+        let failed_now = latest.map_or(0, |r| r.summary.actions_failed);
+        let state = if !overdue.is_empty() || held_count > 0 || failed_now > 0 {
+            State::NeedsAttention
+        } else if drift_now > 0 || !pending.is_empty() {
+            State::Drift
+        } else {
+            State::InSync
+        };
+        let mut parts = Vec::new();
+        if !overdue.is_empty() {
+            parts.push(plural(
+                overdue.len(),
+                "overdue deprovision",
+                "overdue deprovisions",
+            ));
+        }
+        if held_count > 0 {
+            parts.push(plural(held_count, "held action", "held actions"));
+        }
+        if failed_now > 0 {
+            parts.push(plural(failed_now, "failed action", "failed actions"));
+        }
+        if !pending.is_empty() {
+            parts.push(plural(
+                pending.len(),
+                "pending deprovision",
+                "pending deprovisions",
+            ));
+        }
+        if drift_now > 0 {
+            parts.push(plural(drift_now, "drift item", "drift items"));
+        }
+        let headline = if latest.is_none() {
+            "no runs recorded in this period".to_owned()
+        } else if parts.is_empty() {
+            "in sync with the directory".to_owned()
+        } else {
+            parts.join(", ")
+        };
+        let subject = format!(
+            "[seatwarden] {}: {}",
+            input.name,
+            if parts.is_empty() && latest.is_some() {
+                "in sync".to_owned()
+            } else {
+                headline.clone()
+            }
+        );
+
+        Digest {
+            name: input.name.to_owned(),
+            timezone: tz.name().to_owned(),
+            period_start: local(start, tz),
+            period_end: local(input.now, tz),
+            state,
+            state_label: state.label().to_owned(),
+            headline,
+            subject,
+            latest_run: latest.map(|r| r.run_id),
+            period: summary,
+            drift_total: drift_now,
+            drift,
+            overdue,
+            pending,
+            held,
+            oldest_drift,
+            trend,
+        }
+    }
+
+    pub fn to_json(&self) -> String {
+        serde_json::to_string_pretty(self).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"))
+    }
+
+    pub fn render_markdown(&self) -> Result<String, RenderError> {
+        render("digest.md", &self.view())
+    }
+
+    pub fn render_html(&self) -> Result<String, RenderError> {
+        render("digest.html", &self.view())
+    }
+
+    fn view(&self) -> DigestView<'_> {
+        DigestView {
+            digest: self,
+            accent: accent(self.state),
+            actions_by_kind: self
+                .period
+                .actions_by_kind
+                .iter()
+                .map(|(op, n)| format!("{n} {op}"))
+                .collect::<Vec<_>>()
+                .join(", "),
+        }
+    }
+
+    /// The terminal and `text/plain` form.
+    pub fn render_text(&self) -> String {
+        let mut out = String::new();
+        let _ = writeln!(
+            out,
+            "seatwarden digest for {}: {} — {}",
+            self.name, self.state_label, self.headline
+        );
+        let _ = writeln!(
+            out,
+            "  period: {} to {} ({})",
+            self.period_start, self.period_end, self.timezone
+        );
+        let p = &self.period;
+        let _ = writeln!(
+            out,
+            "  {} ({} failed), {} applied, {} failed, {}",
+            plural(p.runs, "run", "runs"),
+            p.failed_runs,
+            plural(p.actions_applied, "action", "actions"),
+            p.actions_failed,
+            plural(p.retries as usize, "retry", "retries")
+        );
+        if !p.actions_by_kind.is_empty() {
+            let by_kind: Vec<String> = p
+                .actions_by_kind
+                .iter()
+                .map(|(op, n)| format!("{n} {op}"))
+                .collect();
+            let _ = writeln!(out, "  applied: {}", by_kind.join(", "));
+        }
+        let t = &self.trend;
+        let _ = writeln!(
+            out,
+            "  trend: {} now, {} at the end of the previous period ({}); previous period: {}, {} applied, {}",
+            plural(t.drift_now, "drift item", "drift items"),
+            t.drift_before
+                .map_or_else(|| "unknown".to_owned(), |n| n.to_string()),
+            t.drift_change,
+            plural(t.runs_before, "run", "runs"),
+            plural(t.actions_applied_before, "action", "actions"),
+            plural(t.failures_before, "failure", "failures")
+        );
+        if !self.overdue.is_empty() {
+            let _ = writeln!(out, "\nOverdue deprovisions ({}):", self.overdue.len());
+            for d in &self.overdue {
+                let _ = writeln!(out, "  - {}", deprovision_text(d));
+            }
+        }
+        if !self.pending.is_empty() {
+            let _ = writeln!(out, "\nPending deprovisions ({}):", self.pending.len());
+            for d in &self.pending {
+                let _ = writeln!(out, "  - {}", deprovision_text(d));
+            }
+        }
+        for run in &self.held {
+            let _ = writeln!(
+                out,
+                "\nHeld by the guard in run {} ({}); approve with: {}",
+                run.run_id,
+                run.actions.len(),
+                run.approve_command
+            );
+            for a in &run.actions {
+                let _ = writeln!(out, "  - {} {} — {}", a.op, a.subject, a.why);
+            }
+        }
+        if self.drift.is_empty() {
+            let _ = writeln!(out, "\nNo drift.");
+        } else {
+            let _ = writeln!(out, "\nCurrent drift ({}):", self.drift_total);
+            for kind in &self.drift {
+                let _ = writeln!(out, "\n{} ({})", kind.title, kind.count);
+                for person in &kind.people {
+                    let _ = writeln!(out, "  - {person}");
+                }
+            }
+        }
+        if let Some(oldest) = &self.oldest_drift {
+            let _ = writeln!(
+                out,
+                "\nOldest unresolved drift: {} ({}) since {}{}: {}",
+                oldest.user_name,
+                oldest.kind,
+                if oldest.at_least { "at least " } else { "" },
+                oldest.since,
+                oldest.detail
+            );
+        }
+        out
+    }
+}
+
+fn deprovision_text(d: &DeprovisionLine) -> String {
+    format!(
+        "{} ({}): {}; detected {}, due {}{}",
+        d.user_name,
+        d.identity_id,
+        d.reason,
+        d.detected,
+        d.due,
+        if d.held { " — held by the guard" } else { "" }
+    )
+}
+
+#[derive(Serialize)]
+struct DigestView<'a> {
+    digest: &'a Digest,
+    accent: &'static str,
+    actions_by_kind: String,
+}
+
+/// The current drift item seen longest without a break, walking back from the
+/// latest report.
+fn oldest_unresolved(
+    input: &DigestInput<'_>,
+    current: &[&DriftItem],
+    tz: Tz,
+) -> Option<OldestDrift> {
+    let history: Vec<&Report> = input.previous.iter().chain(input.reports).collect();
+    let first_loaded = history.first().map(|r| r.run_id);
+    let mut oldest: Option<(DateTime<Utc>, i64, &DriftItem)> = None;
+    for item in current {
+        let key = drift_key(item);
+        let mut since = None;
+        for report in history.iter().rev() {
+            if report.drift.iter().any(|d| drift_key(d) == key) {
+                since = Some((report.started_at, report.run_id));
+            } else {
+                break;
+            }
+        }
+        if let Some((at, run)) = since
+            && oldest.is_none_or(|(best, _, _)| at < best)
+        {
+            oldest = Some((at, run, item));
+        }
+    }
+    oldest.map(|(at, run, item)| OldestDrift {
+        kind: item.kind,
+        user_name: item.user_name.clone(),
+        detail: item.detail.clone(),
+        since: local(at, tz),
+        at_least: Some(run) == first_loaded,
+    })
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DigestError {
+    #[error("reading reports for the digest: {0}")]
+    Store(#[from] StoreError),
+    #[error("the stored report of run {run} cannot be read: {source}")]
+    Corrupt {
+        run: i64,
+        #[source]
+        source: serde_json::Error,
+    },
+}
+
+impl crate::retry::Transient for DigestError {
+    fn is_transient(&self) -> bool {
+        false
+    }
+}
+
+/// Everything but the ledger, read from the store for the period ending at `now`.
+pub struct StoredPeriods {
+    pub reports: Vec<Report>,
+    pub previous: Vec<Report>,
+    pub failed_runs: usize,
+    pub failed_runs_previous: usize,
+}
+
+/// Loads the reports of `[now - period, now)` and of the period before it.
+pub fn collect(
+    store: &Store,
+    now: DateTime<Utc>,
+    period: Duration,
+) -> Result<StoredPeriods, DigestError> {
+    let length = chrono::Duration::from_std(period).unwrap_or_else(|_| chrono::Duration::days(1));
+    let load = |from, to| -> Result<(Vec<Report>, usize), DigestError> {
+        let mut reports = Vec::new();
+        let mut failed = 0;
+        for (run, json) in store.reports_between(from, to)? {
+            match json {
+                Some(json) => reports.push(Report::from_json(&json).map_err(|source| {
+                    DigestError::Corrupt {
+                        run: run.id,
+                        source,
+                    }
+                })?),
+                None if run.status == RunStatus::Failed => failed += 1,
+                None => {}
+            }
+        }
+        Ok((reports, failed))
+    };
+    let (reports, failed_runs) = load(now - length, now)?;
+    let (previous, failed_runs_previous) = load(now - length - length, now - length)?;
+    Ok(StoredPeriods {
+        reports,
+        previous,
+        failed_runs,
+        failed_runs_previous,
+    })
+}
+
+/// Reads the stored periods and builds the digest.
+pub fn build_from_store(
+    store: &Store,
+    name: &str,
+    timezone: Tz,
+    now: DateTime<Utc>,
+    period: Duration,
+    deprovisions: &[DigestDeprovision],
+) -> Result<Digest, DigestError> {
+    let stored = collect(store, now, period)?;
+    Ok(Digest::build(&DigestInput {
+        name,
+        timezone,
+        now,
+        period,
+        reports: &stored.reports,
+        previous: &stored.previous,
+        failed_runs: stored.failed_runs,
+        failed_runs_previous: stored.failed_runs_previous,
+        deprovisions,
+    }))
+}

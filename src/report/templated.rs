@@ -1,0 +1,282 @@
+//! Markdown and HTML renderings of a report (and of the digest), from minijinja
+//! templates compiled into the binary. The templates get a flat view with every
+//! value already formatted, so they only lay out; what a person reads is decided in
+//! Rust and covered by golden tests.
+//!
+//! The HTML is written for mail clients, not browsers: tables for layout, inline
+//! styles only (Gmail and Outlook drop `<style>` blocks and external CSS), no
+//! images, and the state spelled out in words as well as colour.
+
+use minijinja::Environment;
+use serde::Serialize;
+
+use super::{ActionOutcome, Outcome, Report, State, Summary, Tone, headline, kind_title};
+use crate::model::{DriftItem, DriftKind};
+
+/// A template failed to render: a bug in a template compiled into this binary.
+#[derive(Debug, thiserror::Error)]
+#[error("rendering {template}: {source}")]
+pub struct RenderError {
+    template: String,
+    #[source]
+    source: minijinja::Error,
+}
+
+const TEMPLATES: [(&str, &str); 5] = [
+    ("alert.html", include_str!("templates/alert.html")),
+    ("report.md", include_str!("templates/report.md")),
+    ("report.html", include_str!("templates/report.html")),
+    ("digest.md", include_str!("templates/digest.md")),
+    ("digest.html", include_str!("templates/digest.html")),
+];
+
+/// `.html` templates are HTML-escaped (minijinja picks escaping by extension);
+/// Markdown templates escape through the `md` filter.
+fn environment() -> Result<Environment<'static>, RenderError> {
+    let mut env = Environment::new();
+    env.set_trim_blocks(true);
+    env.set_lstrip_blocks(true);
+    env.set_keep_trailing_newline(true);
+    env.add_filter("md", escape_markdown);
+    for (name, source) in TEMPLATES {
+        env.add_template(name, source)
+            .map_err(|source| RenderError {
+                template: name.to_owned(),
+                source,
+            })?;
+    }
+    Ok(env)
+}
+
+/// Renders one of the compiled-in templates with `context`.
+pub(super) fn render<S: Serialize>(template: &str, context: &S) -> Result<String, RenderError> {
+    let error = |source| RenderError {
+        template: template.to_owned(),
+        source,
+    };
+    let env = environment()?;
+    let compiled = env.get_template(template).map_err(error)?;
+    compiled
+        .render(minijinja::Value::from_serialize(context))
+        .map_err(error)
+}
+
+/// Backslash-escapes what Markdown would otherwise read as markup, and keeps table
+/// cells on one line, so a userName like `a_b*c` or a detail with `|` reads as written.
+fn escape_markdown(text: String) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '\\' | '`' | '*' | '_' | '[' | ']' | '<' | '>' | '|' | '#' => {
+                out.push('\\');
+                out.push(c);
+            }
+            '\n' | '\r' => out.push(' '),
+            _ => out.push(c),
+        }
+    }
+    out
+}
+
+/// The colour of the state band; the state is also written out, so nothing depends
+/// on seeing colour.
+pub(super) fn accent(state: State) -> &'static str {
+    match state {
+        State::InSync => "#1a7f37",
+        State::Drift => "#9a6700",
+        State::NeedsAttention => "#cf222e",
+    }
+}
+
+pub(super) fn tone_colour(tone: Tone) -> &'static str {
+    match tone {
+        Tone::Good => "#1a7f37",
+        Tone::Warn => "#9a6700",
+        Tone::Bad => "#cf222e",
+    }
+}
+
+pub(super) fn timestamp(at: chrono::DateTime<chrono::Utc>) -> String {
+    at.format("%Y-%m-%d %H:%M:%S UTC").to_string()
+}
+
+#[derive(Debug, Serialize)]
+pub(super) struct KindCount {
+    pub kind: DriftKind,
+    pub title: &'static str,
+    pub count: usize,
+}
+
+#[derive(Debug, Serialize)]
+pub(super) struct DriftGroup<'a> {
+    pub kind: DriftKind,
+    pub title: &'static str,
+    pub items: Vec<&'a DriftItem>,
+}
+
+/// Drift grouped by kind in the order every renderer uses; empty kinds left out.
+pub(super) fn drift_groups(drift: &[DriftItem]) -> Vec<DriftGroup<'_>> {
+    DriftKind::ALL
+        .into_iter()
+        .map(|kind| DriftGroup {
+            kind,
+            title: kind_title(kind),
+            items: drift.iter().filter(|d| d.kind == kind).collect(),
+        })
+        .filter(|group| !group.items.is_empty())
+        .collect()
+}
+
+#[derive(Debug, Serialize)]
+struct ActionRow<'a> {
+    seq: u32,
+    status: &'static str,
+    op: &'a str,
+    subject: &'a str,
+    detail: &'a str,
+    error: Option<&'a str>,
+}
+
+#[derive(Debug, Serialize)]
+struct ReportView<'a> {
+    state: State,
+    state_label: &'static str,
+    accent: &'static str,
+    headline: String,
+    headline_colour: &'static str,
+    run_id: i64,
+    mode: &'a str,
+    started_at: String,
+    finished_at: String,
+    directory: &'a str,
+    workspace: &'a str,
+    summary: &'a Summary,
+    /// Drift still there after the run (see [`super::residual_drift`]).
+    drift_left: usize,
+    drift_counts: Vec<KindCount>,
+    drift_groups: Vec<DriftGroup<'a>>,
+    attention: Vec<ActionRow<'a>>,
+    actions: Vec<ActionRow<'a>>,
+}
+
+fn action_row(action: &ActionOutcome, applying: bool) -> ActionRow<'_> {
+    ActionRow {
+        seq: action.seq,
+        status: match action.outcome {
+            Outcome::NotRun if !applying => "planned",
+            other => other.as_str(),
+        },
+        op: &action.op,
+        subject: &action.subject,
+        detail: &action.detail,
+        error: action.error.as_deref(),
+    }
+}
+
+fn report_view(report: &Report) -> ReportView<'_> {
+    let state = State::of(report);
+    let (tone, headline) = headline(report);
+    let applying = report.mode == "reconcile";
+    let mut attention: Vec<&ActionOutcome> = report
+        .actions
+        .iter()
+        .filter(|a| matches!(a.outcome, Outcome::Failed | Outcome::Held))
+        .collect();
+    attention.sort_by_key(|a| (a.outcome != Outcome::Failed, a.seq));
+    ReportView {
+        state,
+        state_label: state.label(),
+        accent: accent(state),
+        headline,
+        headline_colour: tone_colour(tone),
+        run_id: report.run_id,
+        mode: &report.mode,
+        started_at: timestamp(report.started_at),
+        finished_at: timestamp(report.finished_at),
+        directory: &report.directory,
+        workspace: &report.workspace,
+        summary: &report.summary,
+        drift_left: super::residual_drift(report).len(),
+        drift_counts: DriftKind::ALL
+            .into_iter()
+            .map(|kind| KindCount {
+                kind,
+                title: kind_title(kind),
+                count: report
+                    .summary
+                    .drift_by_kind
+                    .get(&kind)
+                    .copied()
+                    .unwrap_or(0),
+            })
+            .filter(|c| c.count > 0)
+            .collect(),
+        drift_groups: drift_groups(&report.drift),
+        attention: attention
+            .into_iter()
+            .map(|a| action_row(a, applying))
+            .collect(),
+        actions: report
+            .actions
+            .iter()
+            .map(|a| action_row(a, applying))
+            .collect(),
+    }
+}
+
+/// The report as Markdown (tickets, chat, wikis). Deterministic for a given report.
+pub fn render_markdown(report: &Report) -> Result<String, RenderError> {
+    render("report.md", &report_view(report))
+}
+
+/// The report as a self-contained HTML document for email and browsers.
+/// Deterministic for a given report.
+pub fn render_html(report: &Report) -> Result<String, RenderError> {
+    render("report.html", &report_view(report))
+}
+
+#[derive(Debug, Serialize)]
+struct AlertView<'a> {
+    subject: &'a str,
+    title: &'a str,
+    accent: &'static str,
+    label: &'static str,
+    lines: &'a [String],
+}
+
+/// The HTML part of an alert or of its resolution.
+pub fn render_alert_html(
+    subject: &str,
+    title: &str,
+    resolved: bool,
+    lines: &[String],
+) -> Result<String, RenderError> {
+    let (state, label) = if resolved {
+        (State::InSync, "Resolved")
+    } else {
+        (State::NeedsAttention, "Alert")
+    };
+    render(
+        "alert.html",
+        &AlertView {
+            subject,
+            title,
+            accent: accent(state),
+            label,
+            lines,
+        },
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::escape_markdown;
+
+    #[test]
+    fn markdown_markup_in_names_is_escaped() {
+        assert_eq!(
+            escape_markdown("a_b*c|d [x](y)\nz".into()),
+            "a\\_b\\*c\\|d \\[x\\](y) z"
+        );
+    }
+}

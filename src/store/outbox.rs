@@ -1,0 +1,392 @@
+//! The mail outbox and alert state. A message is stored before any attempt to send
+//! it and marked `sent` only after the SMTP server accepted it; an alert's state
+//! (when it was last sent, whether its resolution went out) is saved in the same
+//! transaction as the message it caused, so a crash cannot send an alert without
+//! recording it, nor record it without queueing the message.
+
+use std::fmt;
+
+use chrono::{DateTime, Utc};
+use rusqlite::{OptionalExtension, params};
+use serde::{Deserialize, Serialize};
+
+use super::codec::{Ts, ts};
+use super::error::Context;
+use super::{RUN_COLUMNS, RunId, RunRecord, Store, StoreError, run_record};
+
+pub type OutboxId = i64;
+
+/// Why a message was written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OutboxKind {
+    Report,
+    Digest,
+    Alert,
+    Resolution,
+}
+
+impl OutboxKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OutboxKind::Report => "report",
+            OutboxKind::Digest => "digest",
+            OutboxKind::Alert => "alert",
+            OutboxKind::Resolution => "resolution",
+        }
+    }
+
+    fn parse(text: &str) -> Option<OutboxKind> {
+        [
+            OutboxKind::Report,
+            OutboxKind::Digest,
+            OutboxKind::Alert,
+            OutboxKind::Resolution,
+        ]
+        .into_iter()
+        .find(|k| k.as_str() == text)
+    }
+}
+
+impl fmt::Display for OutboxKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// `Pending` until the server accepts the message (`Sent`) or refuses it for good
+/// (`Failed`, kept with the server's answer).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OutboxState {
+    Pending,
+    Sent,
+    Failed,
+}
+
+impl OutboxState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OutboxState::Pending => "pending",
+            OutboxState::Sent => "sent",
+            OutboxState::Failed => "failed",
+        }
+    }
+
+    fn parse(text: &str) -> Option<OutboxState> {
+        [OutboxState::Pending, OutboxState::Sent, OutboxState::Failed]
+            .into_iter()
+            .find(|s| s.as_str() == text)
+    }
+}
+
+/// A message to queue. Addresses were validated by the caller.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NewMessage {
+    pub kind: OutboxKind,
+    pub subject: String,
+    pub from: String,
+    pub to: Vec<String>,
+    pub text: String,
+    pub html: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OutboxEntry {
+    pub id: OutboxId,
+    pub message: NewMessage,
+    pub state: OutboxState,
+    pub attempts: u32,
+    /// The server's or the connection's last answer, for `failed` and retried rows.
+    pub last_error: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub next_attempt_at: DateTime<Utc>,
+    pub sent_at: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AlertRecordState {
+    Active,
+    Resolved,
+}
+
+impl AlertRecordState {
+    fn as_str(self) -> &'static str {
+        match self {
+            AlertRecordState::Active => "active",
+            AlertRecordState::Resolved => "resolved",
+        }
+    }
+}
+
+/// What the store remembers about one alert condition (by key).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AlertRecord {
+    pub key: String,
+    /// The condition as JSON, as last raised (for the resolution message).
+    pub condition: String,
+    pub state: AlertRecordState,
+    pub first_raised_at: DateTime<Utc>,
+    pub last_sent_at: DateTime<Utc>,
+    pub resolved_at: Option<DateTime<Utc>>,
+    /// Raises inside the quiet period since the last message.
+    pub suppressed: u32,
+}
+
+const OUTBOX_COLUMNS: &str = "id, kind, subject, mail_from, mail_to, text_body, html_body, state, \
+     attempts, last_error, created_at, next_attempt_at, sent_at";
+
+fn corrupt(detail: String) -> rusqlite::Error {
+    rusqlite::Error::FromSqlConversionFailure(
+        0,
+        rusqlite::types::Type::Text,
+        Box::new(super::codec::BadValue(detail)),
+    )
+}
+
+fn outbox_entry(row: &rusqlite::Row<'_>) -> rusqlite::Result<OutboxEntry> {
+    let kind: String = row.get(1)?;
+    let to: String = row.get(4)?;
+    let state: String = row.get(7)?;
+    Ok(OutboxEntry {
+        id: row.get(0)?,
+        message: NewMessage {
+            kind: OutboxKind::parse(&kind)
+                .ok_or_else(|| corrupt("invalid outbox kind".to_owned()))?,
+            subject: row.get(2)?,
+            from: row.get(3)?,
+            to: serde_json::from_str(&to)
+                .map_err(|e| corrupt(format!("mail_to is not a JSON list: {e}")))?,
+            text: row.get(5)?,
+            html: row.get(6)?,
+        },
+        state: OutboxState::parse(&state)
+            .ok_or_else(|| corrupt("invalid outbox state".to_owned()))?,
+        attempts: row.get(8)?,
+        last_error: row.get(9)?,
+        created_at: row.get::<_, Ts>(10)?.0,
+        next_attempt_at: row.get::<_, Ts>(11)?.0,
+        sent_at: row.get::<_, Option<Ts>>(12)?.map(|t| t.0),
+    })
+}
+
+fn alert_record(row: &rusqlite::Row<'_>) -> rusqlite::Result<AlertRecord> {
+    let state: String = row.get(2)?;
+    Ok(AlertRecord {
+        key: row.get(0)?,
+        condition: row.get(1)?,
+        state: match state.as_str() {
+            "active" => AlertRecordState::Active,
+            "resolved" => AlertRecordState::Resolved,
+            _ => return Err(corrupt("invalid alert state".to_owned())),
+        },
+        first_raised_at: row.get::<_, Ts>(3)?.0,
+        last_sent_at: row.get::<_, Ts>(4)?.0,
+        resolved_at: row.get::<_, Option<Ts>>(5)?.map(|t| t.0),
+        suppressed: row.get(6)?,
+    })
+}
+
+fn insert_message(
+    conn: &rusqlite::Connection,
+    message: &NewMessage,
+    now: DateTime<Utc>,
+) -> Result<OutboxId, StoreError> {
+    let to = serde_json::to_string(&message.to).map_err(|source| StoreError::Encode {
+        context: "queueing a message in outbox".to_owned(),
+        source,
+    })?;
+    conn.prepare_cached(
+        "INSERT INTO outbox (kind, subject, mail_from, mail_to, text_body, html_body, state,
+                             created_at, next_attempt_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'pending', ?7, ?7)",
+    )
+    .and_then(|mut stmt| {
+        stmt.insert(params![
+            message.kind.as_str(),
+            message.subject,
+            message.from,
+            to,
+            message.text,
+            message.html,
+            ts(now),
+        ])
+    })
+    .context(|| format!("queueing a {} message in outbox", message.kind))
+}
+
+impl Store {
+    /// Queues a message; it is due at once.
+    pub fn enqueue_message(
+        &mut self,
+        message: &NewMessage,
+        now: DateTime<Utc>,
+    ) -> Result<OutboxId, StoreError> {
+        insert_message(&self.conn, message, now)
+    }
+
+    /// Pending messages whose next attempt is due at `now`, oldest first.
+    pub fn due_messages(
+        &self,
+        now: DateTime<Utc>,
+        limit: usize,
+    ) -> Result<Vec<OutboxEntry>, StoreError> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        self.conn
+            .prepare_cached(&format!(
+                "SELECT {OUTBOX_COLUMNS} FROM outbox
+                 WHERE state = 'pending' AND next_attempt_at <= ?1
+                 ORDER BY id LIMIT ?2"
+            ))
+            .and_then(|mut stmt| {
+                stmt.query_map(params![ts(now), limit], outbox_entry)?
+                    .collect()
+            })
+            .context(|| "reading due messages from outbox".to_owned())
+    }
+
+    /// Every message, oldest first (status output and tests).
+    pub fn outbox(&self) -> Result<Vec<OutboxEntry>, StoreError> {
+        self.conn
+            .prepare_cached(&format!("SELECT {OUTBOX_COLUMNS} FROM outbox ORDER BY id"))
+            .and_then(|mut stmt| stmt.query_map([], outbox_entry)?.collect())
+            .context(|| "reading outbox".to_owned())
+    }
+
+    /// The server accepted the message.
+    pub fn mark_message_sent(&mut self, id: OutboxId, at: DateTime<Utc>) -> Result<(), StoreError> {
+        self.conn
+            .prepare_cached(
+                "UPDATE outbox SET state = 'sent', sent_at = ?2, attempts = attempts + 1
+                 WHERE id = ?1",
+            )
+            .and_then(|mut stmt| stmt.execute(params![id, ts(at)]))
+            .context(|| format!("marking message {id} sent in outbox"))?;
+        Ok(())
+    }
+
+    /// A send attempt failed: retried at `retry_at`, or never again (`None`, the
+    /// server refused the message for good).
+    pub fn mark_message_attempt_failed(
+        &mut self,
+        id: OutboxId,
+        error: &str,
+        retry_at: Option<DateTime<Utc>>,
+    ) -> Result<(), StoreError> {
+        let (state, next) = match retry_at {
+            Some(at) => (OutboxState::Pending, Some(ts(at))),
+            None => (OutboxState::Failed, None),
+        };
+        self.conn
+            .prepare_cached(
+                "UPDATE outbox SET state = ?2, attempts = attempts + 1, last_error = ?3,
+                        next_attempt_at = coalesce(?4, next_attempt_at)
+                 WHERE id = ?1",
+            )
+            .and_then(|mut stmt| stmt.execute(params![id, state.as_str(), error, next]))
+            .context(|| format!("recording a failed attempt of message {id} in outbox"))?;
+        Ok(())
+    }
+
+    /// The stored state of one alert condition.
+    pub fn alert(&self, key: &str) -> Result<Option<AlertRecord>, StoreError> {
+        self.conn
+            .prepare_cached(
+                "SELECT key, condition, state, first_raised_at, last_sent_at, resolved_at,
+                        suppressed
+                 FROM alerts WHERE key = ?1",
+            )
+            .and_then(|mut stmt| stmt.query_row([key], alert_record).optional())
+            .context(|| "reading an alert from alerts".to_owned())
+    }
+
+    /// Alerts not yet resolved, by key.
+    pub fn active_alerts(&self) -> Result<Vec<AlertRecord>, StoreError> {
+        self.conn
+            .prepare_cached(
+                "SELECT key, condition, state, first_raised_at, last_sent_at, resolved_at,
+                        suppressed
+                 FROM alerts WHERE state = 'active' ORDER BY key",
+            )
+            .and_then(|mut stmt| stmt.query_map([], alert_record)?.collect())
+            .context(|| "reading active alerts from alerts".to_owned())
+    }
+
+    /// Saves an alert's state and queues the message it caused, in one transaction.
+    pub fn record_alert(
+        &mut self,
+        record: &AlertRecord,
+        message: Option<&NewMessage>,
+        now: DateTime<Utc>,
+    ) -> Result<Option<OutboxId>, StoreError> {
+        let tx = self.write_tx(|| "recording an alert".to_owned())?;
+        tx.prepare_cached(
+            "INSERT INTO alerts (key, condition, state, first_raised_at, last_sent_at,
+                                 resolved_at, suppressed)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+             ON CONFLICT (key) DO UPDATE SET
+                condition = excluded.condition, state = excluded.state,
+                first_raised_at = excluded.first_raised_at,
+                last_sent_at = excluded.last_sent_at, resolved_at = excluded.resolved_at,
+                suppressed = excluded.suppressed",
+        )
+        .and_then(|mut stmt| {
+            stmt.execute(params![
+                record.key,
+                record.condition,
+                record.state.as_str(),
+                ts(record.first_raised_at),
+                ts(record.last_sent_at),
+                record.resolved_at.map(ts),
+                record.suppressed,
+            ])
+        })
+        .context(|| "saving an alert in alerts".to_owned())?;
+        let id = message
+            .map(|message| insert_message(&tx, message, now))
+            .transpose()?;
+        tx.commit()
+            .context(|| "committing an alert and its message".to_owned())?;
+        Ok(id)
+    }
+
+    /// Runs started in `[from, to)` with their stored report JSON (`None` for a run
+    /// that failed before its report), oldest first: the digest's input.
+    pub fn reports_between(
+        &self,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> Result<Vec<(RunRecord, Option<String>)>, StoreError> {
+        let columns = RUN_COLUMNS
+            .split(", ")
+            .map(|c| format!("runs.{c}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        self.conn
+            .prepare_cached(&format!(
+                "SELECT {columns}, reports.json FROM runs
+                 LEFT JOIN reports ON reports.run_id = runs.id
+                 WHERE runs.started_at >= ?1 AND runs.started_at < ?2
+                 ORDER BY runs.id"
+            ))
+            .and_then(|mut stmt| {
+                stmt.query_map(params![ts(from), ts(to)], |row| {
+                    Ok((run_record(row)?, row.get::<_, Option<String>>(6)?))
+                })?
+                .collect()
+            })
+            .context(|| "reading runs and reports for a period from runs".to_owned())
+    }
+
+    /// The latest run of any kind that has a stored report.
+    pub fn latest_report(&self) -> Result<Option<(RunId, String)>, StoreError> {
+        self.conn
+            .prepare_cached("SELECT run_id, json FROM reports ORDER BY run_id DESC LIMIT 1")
+            .and_then(|mut stmt| {
+                stmt.query_row([], |row| Ok((row.get(0)?, row.get(1)?)))
+                    .optional()
+            })
+            .context(|| "reading the latest report from reports".to_owned())
+    }
+}

@@ -1,0 +1,769 @@
+//! Email: `[report.email]` configuration, the outbox (stored first, sent only once
+//! the server accepted it, retried with backoff), and the message as sent.
+//!
+//! The `smtp_*` tests are `#[ignore]`d: they deliver to PyPI aiosmtpd started by
+//! `scripts/interop.sh` (plain, AUTH, STARTTLS and SMTPS listeners with a throwaway
+//! CA) and read back what the server received, parsed by Python's email package.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use chrono::{DateTime, TimeZone, Utc};
+
+use seatwarden::config::Config;
+use seatwarden::mail::{self, Mailer};
+use seatwarden::retry::RetryPolicy;
+use seatwarden::store::{OutboxKind, OutboxState, Store};
+
+const PASSWORD: &str = "pa55-Never-In-Mail";
+
+fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+fn config_with(dir: &Path, email: &str) -> Result<Config, String> {
+    let text = format!(
+        r#"
+[directory]
+kind = "file"
+path = "directory.json"
+
+[workspace]
+url = "https://acme.taskade.example/scim/v2"
+token = "s3cr3t-token-value"
+
+[report]
+timezone = "Europe/Berlin"
+
+[report.email]
+{email}
+"#
+    );
+    let path = write(dir, "seatwarden.toml", &text);
+    Config::load_with_env(&path, Some(Default::default())).map_err(|e| e.to_string())
+}
+
+fn at(hour: u32, minute: u32) -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2026, 11, 30, hour, minute, 0).unwrap()
+}
+
+/// A loopback port nothing listens on (bound, then released).
+fn closed_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.local_addr().unwrap().port()
+}
+
+#[test]
+fn email_config_loads_and_never_prints_the_password() {
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "smtp-password", &format!("{PASSWORD}\n"));
+    let config = config_with(
+        dir.path(),
+        r#"smtp_url = "smtp://mail.example.com?tls=starttls"
+username = "seatwarden"
+password_file = "smtp-password"
+from = "seatwarden@example.com"
+to = ["it-security@example.com", "ops@example.com"]
+quiet_period = "2h""#,
+    )
+    .unwrap();
+    assert_eq!(config.report_name(), "acme.taskade.example");
+    let settings = config.mail_settings().unwrap().unwrap();
+    assert_eq!(settings.endpoint.port, 587);
+    assert_eq!(settings.quiet_period, Duration::from_secs(7200));
+    assert_eq!(settings.to.len(), 2);
+    let shown = format!("{}{:?}{settings:?}", config.to_redacted_toml(), config);
+    assert!(!shown.contains(PASSWORD), "{shown}");
+}
+
+#[test]
+fn bad_email_config_names_the_key_and_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let cases = [
+        (
+            r#"smtp_url = "http://mail.example.com"
+from = "seatwarden@example.com"
+to = ["a@example.com"]"#,
+            "report.email.smtp_url",
+        ),
+        (
+            r#"smtp_url = "smtp://user:hunter2@mail.example.com"
+from = "seatwarden@example.com"
+to = ["a@example.com"]"#,
+            "report.email.smtp_url",
+        ),
+        (
+            r#"smtp_url = "smtp://mail.example.com"
+from = "not an address"
+to = ["a@example.com"]"#,
+            "report.email.from",
+        ),
+        (
+            r#"smtp_url = "smtp://mail.example.com"
+from = "seatwarden@example.com"
+to = []"#,
+            "report.email.to",
+        ),
+        (
+            r#"smtp_url = "smtp://mail.example.com"
+from = "seatwarden@example.com"
+to = ["a@example.com"]
+password = "hunter2""#,
+            "report.email.username",
+        ),
+        (
+            r#"smtp_url = "smtp://mail.example.com"
+from = "seatwarden@example.com"
+to = ["a@example.com"]
+quiet_period = "soon""#,
+            "report.email.quiet_period",
+        ),
+        (
+            r#"smtp_url = "smtp://mail.example.com"
+from = "seatwarden@example.com"
+to = ["a@example.com"]
+sender = "x""#,
+            "sender",
+        ),
+    ];
+    for (email, key) in cases {
+        let error = config_with(dir.path(), email).unwrap_err();
+        assert!(error.contains(key), "{key}: {error}");
+        assert!(error.contains("seatwarden.toml"), "{error}");
+        assert!(!error.contains("hunter2"), "{error}");
+    }
+}
+
+#[test]
+fn an_unknown_time_zone_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write(
+        dir.path(),
+        "seatwarden.toml",
+        r#"
+[directory]
+kind = "file"
+path = "directory.json"
+[workspace]
+url = "https://scim.example.com/scim/v2"
+token = "t"
+[report]
+timezone = "Mars/Olympus"
+"#,
+    );
+    let error = Config::load_with_env(&path, Some(Default::default()))
+        .unwrap_err()
+        .to_string();
+    assert!(error.contains("report.timezone"), "{error}");
+}
+
+fn plain_settings(port: u16) -> mail::MailSettings {
+    mail::MailSettings {
+        endpoint: mail::SmtpEndpoint {
+            host: "127.0.0.1".into(),
+            port,
+            tls: mail::TlsMode::None,
+        },
+        username: None,
+        password: None,
+        from: "seatwarden@example.com".into(),
+        to: vec!["it-security@example.com".into()],
+        ca_pem: None,
+        timeout: Duration::from_secs(5),
+        quiet_period: Duration::from_secs(3600),
+        retry: RetryPolicy::immediate(1),
+    }
+}
+
+#[test]
+fn the_message_is_multipart_alternative_with_a_stable_message_id() {
+    let mut store = Store::open_in_memory().unwrap();
+    let settings = plain_settings(25);
+    mail::queue(
+        &mut store,
+        &settings,
+        OutboxKind::Report,
+        "[seatwarden] acme: 5 drift items",
+        "plain words",
+        "<p>html words</p>",
+        at(8, 0),
+    )
+    .unwrap();
+    let entry = store.outbox().unwrap().remove(0);
+    let first = String::from_utf8(mail::build_message(&entry).unwrap().formatted()).unwrap();
+    let again = String::from_utf8(mail::build_message(&entry).unwrap().formatted()).unwrap();
+    assert!(
+        first.contains("Content-Type: multipart/alternative"),
+        "{first}"
+    );
+    assert!(first.contains("Content-Type: text/plain"));
+    assert!(first.contains("Content-Type: text/html"));
+    assert!(first.contains("Subject: [seatwarden] acme: 5 drift items"));
+    let message_id = |m: &str| {
+        m.lines()
+            .find(|l| l.starts_with("Message-ID:"))
+            .unwrap()
+            .to_owned()
+    };
+    assert_eq!(
+        message_id(&first),
+        message_id(&again),
+        "a resend is the same message"
+    );
+}
+
+#[tokio::test]
+async fn an_unreachable_server_leaves_the_message_pending_with_backoff() {
+    let mut store = Store::open_in_memory().unwrap();
+    let settings = plain_settings(closed_port());
+    let mailer = Mailer::new(&settings).unwrap();
+    let id = mail::queue(
+        &mut store,
+        &settings,
+        OutboxKind::Alert,
+        "subject",
+        "text",
+        "<p>html</p>",
+        at(8, 0),
+    )
+    .unwrap();
+    let delivery = mail::deliver_due(&mut store, &mailer, settings.retry, at(8, 0))
+        .await
+        .unwrap();
+    assert_eq!((delivery.sent, delivery.retrying), (0, 1));
+    let entry = store.outbox().unwrap().remove(0);
+    assert_eq!(entry.id, id);
+    assert_eq!(entry.state, OutboxState::Pending);
+    assert_eq!(entry.attempts, 1);
+    assert_eq!(entry.next_attempt_at, at(8, 1), "retried a minute later");
+    assert!(entry.last_error.unwrap().contains("127.0.0.1"));
+    assert!(store.due_messages(at(8, 0), 10).unwrap().is_empty());
+    assert_eq!(store.due_messages(at(8, 1), 10).unwrap().len(), 1);
+    // The second failure waits longer.
+    mail::deliver_due(&mut store, &mailer, settings.retry, at(8, 1))
+        .await
+        .unwrap();
+    assert_eq!(store.outbox().unwrap()[0].next_attempt_at, at(8, 3));
+}
+
+// ---- against aiosmtpd (scripts/interop.sh) -----------------------------------
+
+struct Smtp {
+    dir: PathBuf,
+    base_port: u16,
+}
+
+fn smtp() -> Smtp {
+    let dir = std::env::var("SEATWARDEN_SMTP_DIR")
+        .expect("SEATWARDEN_SMTP_DIR: run through scripts/interop.sh");
+    let base_port = std::env::var("SEATWARDEN_SMTP_PORT")
+        .expect("SEATWARDEN_SMTP_PORT: run through scripts/interop.sh")
+        .parse()
+        .unwrap();
+    Smtp {
+        dir: PathBuf::from(dir),
+        base_port,
+    }
+}
+
+/// A message aiosmtpd received, as our capture handler parsed it.
+#[derive(Debug, serde::Deserialize)]
+struct Received {
+    mail_from: String,
+    rcpt_tos: Vec<String>,
+    login: Option<String>,
+    tls: bool,
+    subject: String,
+    to: Vec<String>,
+    content_type: String,
+    parts: std::collections::HashMap<String, String>,
+    raw: String,
+}
+
+fn received(dir: &Path, listener: &str, subject: &str) -> Vec<Received> {
+    let Ok(entries) = std::fs::read_dir(dir.join(listener)) else {
+        return Vec::new();
+    };
+    let mut found = Vec::new();
+    for entry in entries {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "json") {
+            let message: Received =
+                serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+            if message.subject == subject {
+                found.push(message);
+            }
+        }
+    }
+    found
+}
+
+fn unique_subject(what: &str) -> String {
+    format!(
+        "[seatwarden] interop: {what} {}",
+        Utc::now().timestamp_nanos_opt().unwrap()
+    )
+}
+
+/// Goes through the configuration file, as the binary does, so `password_file`
+/// and `ca_file` are what the test exercises.
+async fn deliver_through_config(listener: &str, port_offset: u16, url: &str, auth: bool) {
+    let server = smtp();
+    let dir = tempfile::tempdir().unwrap();
+    let password = std::fs::read_to_string(server.dir.join("password")).unwrap();
+    let port = server.base_port + port_offset;
+    let url = url.replace("PORT", &port.to_string());
+    let ca = server.dir.join("ca.pem");
+    let mut email = format!(
+        "smtp_url = \"{url}\"\nfrom = \"seatwarden@example.com\"\n\
+         to = [\"it-security@example.com\", \"ops@example.com\"]\nca_file = \"{}\"\n",
+        ca.display()
+    );
+    if auth {
+        write(dir.path(), "smtp-password", &password);
+        email.push_str("username = \"seatwarden-interop\"\npassword_file = \"smtp-password\"\n");
+    }
+    let config = config_with(dir.path(), &email).unwrap();
+    let settings = config.mail_settings().unwrap().unwrap();
+    let mailer = Mailer::new(&settings).unwrap();
+    let mut store = Store::open(&dir.path().join("state.db")).unwrap();
+    let subject = unique_subject(listener);
+    let now = Utc::now();
+    mail::queue(
+        &mut store,
+        &settings,
+        OutboxKind::Digest,
+        &subject,
+        "Needs attention: 2 overdue deprovisions",
+        "<p>Needs <b>attention</b>: 2 overdue deprovisions</p>",
+        now,
+    )
+    .unwrap();
+    let delivery = mail::deliver_due(&mut store, &mailer, RetryPolicy::immediate(2), now)
+        .await
+        .unwrap();
+    assert_eq!(delivery.sent, 1, "{delivery:?}");
+    assert_eq!(store.outbox().unwrap()[0].state, OutboxState::Sent);
+
+    let got = received(&server.dir, listener, &subject);
+    assert_eq!(got.len(), 1, "delivered once");
+    let message = &got[0];
+    assert_eq!(message.mail_from, "seatwarden@example.com");
+    assert_eq!(
+        message.rcpt_tos,
+        ["it-security@example.com", "ops@example.com"]
+    );
+    assert_eq!(
+        message.to.len(),
+        1,
+        "one To header with both: {:?}",
+        message.to
+    );
+    assert!(message.to[0].contains("ops@example.com"));
+    assert_eq!(message.content_type, "multipart/alternative");
+    assert_eq!(
+        message.parts["text/plain"].trim(),
+        "Needs attention: 2 overdue deprovisions"
+    );
+    assert!(message.parts["text/html"].contains("<b>attention</b>"));
+    assert_eq!(message.login.is_some(), auth);
+    assert_eq!(message.tls, listener == "starttls" || listener == "smtps");
+    let password = password.trim();
+    assert!(
+        !message.raw.contains(password),
+        "the password is not in the message"
+    );
+    assert!(!message.raw.contains("s3cr3t-token-value"));
+}
+
+#[tokio::test]
+#[ignore = "needs aiosmtpd: scripts/interop.sh"]
+async fn smtp_plain_delivery() {
+    deliver_through_config("plain", 0, "smtp://127.0.0.1:PORT", false).await;
+}
+
+#[tokio::test]
+#[ignore = "needs aiosmtpd: scripts/interop.sh"]
+async fn smtp_auth_delivery() {
+    deliver_through_config("auth", 1, "smtp://127.0.0.1:PORT", true).await;
+}
+
+#[tokio::test]
+#[ignore = "needs aiosmtpd: scripts/interop.sh"]
+async fn smtp_starttls_auth_delivery() {
+    deliver_through_config("starttls", 2, "smtp://127.0.0.1:PORT?tls=starttls", true).await;
+}
+
+#[tokio::test]
+#[ignore = "needs aiosmtpd: scripts/interop.sh"]
+async fn smtp_smtps_auth_delivery() {
+    deliver_through_config("smtps", 3, "smtps://127.0.0.1:PORT", true).await;
+}
+
+#[tokio::test]
+#[ignore = "needs aiosmtpd: scripts/interop.sh"]
+async fn smtp_wrong_password_is_refused_and_kept() {
+    let server = smtp();
+    let mut settings = plain_settings(server.base_port + 1);
+    settings.username = Some("seatwarden-interop".into());
+    settings.password = Some("wrong-password".to_owned().into());
+    let mailer = Mailer::new(&settings).unwrap();
+    let mut store = Store::open_in_memory().unwrap();
+    let subject = unique_subject("refused");
+    mail::queue(
+        &mut store,
+        &settings,
+        OutboxKind::Alert,
+        &subject,
+        "t",
+        "<p>h</p>",
+        at(8, 0),
+    )
+    .unwrap();
+    let delivery = mail::deliver_due(&mut store, &mailer, RetryPolicy::immediate(1), at(8, 0))
+        .await
+        .unwrap();
+    assert_eq!(delivery.sent, 0);
+    let entry = store.outbox().unwrap().remove(0);
+    assert_ne!(entry.state, OutboxState::Sent, "kept, not marked sent");
+    assert!(!entry.last_error.unwrap().contains("wrong-password"));
+    assert!(received(&server.dir, "auth", &subject).is_empty());
+}
+
+#[tokio::test]
+#[ignore = "needs aiosmtpd: scripts/interop.sh"]
+async fn smtp_a_server_that_comes_up_late_gets_the_message_once() {
+    let python = std::env::var("SEATWARDEN_INTEROP_PYTHON")
+        .expect("SEATWARDEN_INTEROP_PYTHON: run through scripts/interop.sh");
+    let port = closed_port();
+    let dir = tempfile::tempdir().unwrap();
+    let maildir = dir.path().join("Maildir");
+    let state = dir.path().join("state.db");
+    let settings = plain_settings(port);
+    let mailer = Mailer::new(&settings).unwrap();
+    let subject = unique_subject("late server");
+    let start = Utc::now();
+    {
+        let mut store = Store::open(&state).unwrap();
+        mail::queue(
+            &mut store,
+            &settings,
+            OutboxKind::Alert,
+            &subject,
+            "t",
+            "<p>h</p>",
+            start,
+        )
+        .unwrap();
+        let delivery = mail::deliver_due(&mut store, &mailer, settings.retry, start)
+            .await
+            .unwrap();
+        assert_eq!((delivery.sent, delivery.retrying), (0, 1), "server down");
+    }
+
+    // aiosmtpd's own Mailbox handler, exactly as its README runs it.
+    let mut server = std::process::Command::new(python)
+        .args(["-m", "aiosmtpd", "-n", "-l", &format!("127.0.0.1:{port}")])
+        .args(["-c", "aiosmtpd.handlers.Mailbox"])
+        .arg(&maildir)
+        .spawn()
+        .unwrap();
+    let mut up = false;
+    for _ in 0..200 {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            up = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(up, "aiosmtpd did not start on {port}");
+
+    // A restart: a new store handle on the same file; the message is due later.
+    let mut store = Store::open(&state).unwrap();
+    let too_early = mail::deliver_due(&mut store, &mailer, settings.retry, start)
+        .await
+        .unwrap();
+    assert_eq!(too_early.sent, 0, "not before its backoff");
+    let later = start + chrono::Duration::minutes(5);
+    let delivery = mail::deliver_due(&mut store, &mailer, settings.retry, later)
+        .await
+        .unwrap();
+    assert_eq!(delivery.sent, 1);
+    let again = mail::deliver_due(
+        &mut store,
+        &mailer,
+        settings.retry,
+        later + chrono::Duration::hours(2),
+    )
+    .await
+    .unwrap();
+    assert_eq!(again.sent, 0, "sent once");
+    let entry = store.outbox().unwrap().remove(0);
+    assert_eq!(entry.state, OutboxState::Sent);
+    assert_eq!(entry.attempts, 2);
+
+    let delivered: Vec<String> = std::fs::read_dir(maildir.join("new"))
+        .unwrap()
+        .map(|e| std::fs::read_to_string(e.unwrap().path()).unwrap())
+        .collect();
+    let _ = server.kill();
+    let _ = server.wait();
+    assert_eq!(delivered.len(), 1, "exactly one message in the Maildir");
+    assert!(delivered[0].contains(&subject));
+}
+
+#[tokio::test]
+#[ignore = "needs aiosmtpd: scripts/interop.sh"]
+async fn smtp_an_untrusted_certificate_is_refused() {
+    let server = smtp();
+    let mut settings = plain_settings(server.base_port + 2);
+    settings.endpoint.tls = mail::TlsMode::StartTls;
+    // No ca_file: the throwaway CA is not trusted, so nothing may be sent.
+    let mailer = Mailer::new(&settings).unwrap();
+    let mut store = Store::open_in_memory().unwrap();
+    let subject = unique_subject("untrusted");
+    mail::queue(
+        &mut store,
+        &settings,
+        OutboxKind::Alert,
+        &subject,
+        "t",
+        "<p>h</p>",
+        at(8, 0),
+    )
+    .unwrap();
+    let delivery = mail::deliver_due(&mut store, &mailer, RetryPolicy::immediate(0), at(8, 0))
+        .await
+        .unwrap();
+    assert_eq!(delivery.sent, 0);
+    assert_ne!(store.outbox().unwrap()[0].state, OutboxState::Sent);
+    assert!(received(&server.dir, "starttls", &subject).is_empty());
+}
+
+#[tokio::test]
+#[ignore = "needs aiosmtpd: scripts/interop.sh"]
+async fn smtp_a_temporary_refusal_is_retried_and_sent_once() {
+    let server = smtp();
+    let settings = plain_settings(server.base_port);
+    let mailer = Mailer::new(&settings).unwrap();
+    let mut store = Store::open_in_memory().unwrap();
+    let subject = unique_subject("[tempfail]");
+    let now = Utc::now();
+    mail::queue(
+        &mut store,
+        &settings,
+        OutboxKind::Alert,
+        &subject,
+        "t",
+        "<p>h</p>",
+        now,
+    )
+    .unwrap();
+    let first = mail::deliver_due(&mut store, &mailer, RetryPolicy::immediate(0), now)
+        .await
+        .unwrap();
+    assert_eq!(
+        (first.sent, first.retrying),
+        (0, 1),
+        "451 is not an acceptance"
+    );
+    let entry = store.outbox().unwrap().remove(0);
+    assert_eq!(entry.state, OutboxState::Pending);
+    assert!(entry.last_error.unwrap().contains("451"));
+    assert!(received(&server.dir, "plain", &subject).is_empty());
+
+    let later = now + chrono::Duration::minutes(2);
+    let second = mail::deliver_due(&mut store, &mailer, RetryPolicy::immediate(0), later)
+        .await
+        .unwrap();
+    assert_eq!(second.sent, 1);
+    assert_eq!(store.outbox().unwrap()[0].state, OutboxState::Sent);
+    assert_eq!(received(&server.dir, "plain", &subject).len(), 1);
+}
+
+/// `seatwarden report --email` on the demo's state: the binary renders the latest
+/// report and sends it through the outbox.
+#[tokio::test]
+#[ignore = "needs aiosmtpd: scripts/interop.sh"]
+async fn smtp_report_email_command_sends_the_latest_report() {
+    let server = smtp();
+    let dir = tempfile::tempdir().unwrap();
+    seatwarden::demo::run(dir.path(), false).await.unwrap();
+    let config = dir.path().join("seatwarden.toml");
+    let mut text = std::fs::read_to_string(&config).unwrap();
+    text.push_str(&format!(
+        "\n[report]\nname = \"acme\"\n\n[report.email]\nsmtp_url = \"smtp://127.0.0.1:{}\"\n\
+         from = \"seatwarden@example.com\"\nto = [\"it-security@example.com\"]\n",
+        server.base_port
+    ));
+    std::fs::write(&config, text).unwrap();
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_seatwarden"))
+        .arg("--config")
+        .arg(&config)
+        .args(["report", "--email"])
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{output:?}");
+    let stderr = String::from_utf8(output.stderr).unwrap();
+    let subject = stderr
+        .lines()
+        .find_map(|l| l.strip_prefix("sent: "))
+        .unwrap_or_else(|| panic!("{stderr}"))
+        .to_owned();
+    assert!(subject.starts_with("[seatwarden] acme run "), "{subject}");
+    let got = received(&server.dir, "plain", &subject);
+    assert_eq!(got.len(), 1);
+    assert!(got[0].parts["text/plain"].contains("seatwarden run"));
+    assert!(got[0].parts["text/html"].contains("<table"));
+
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_seatwarden"))
+        .arg("--config")
+        .arg(&config)
+        .args(["digest", "--email"])
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{output:?}");
+    let stderr = String::from_utf8(output.stderr).unwrap();
+    let digest_subject = stderr
+        .lines()
+        .find_map(|l| l.strip_prefix("sent: "))
+        .unwrap_or_else(|| panic!("{stderr}"))
+        .to_owned();
+    let got = received(&server.dir, "plain", &digest_subject);
+    assert_eq!(got.len(), 1);
+    assert!(got[0].parts["text/plain"].contains("seatwarden digest for acme"));
+    assert!(got[0].parts["text/html"].contains("Current drift"));
+
+    let store = Store::open(&dir.path().join("seatwarden.db")).unwrap();
+    let outbox = store.outbox().unwrap();
+    assert_eq!(outbox.len(), 2);
+    assert!(outbox.iter().all(|e| e.state == OutboxState::Sent));
+    assert_eq!(outbox[0].message.kind, OutboxKind::Report);
+    assert_eq!(outbox[1].message.kind, OutboxKind::Digest);
+}
+
+#[tokio::test]
+async fn report_email_with_the_server_down_keeps_the_message_queued() {
+    let dir = tempfile::tempdir().unwrap();
+    seatwarden::demo::run(dir.path(), false).await.unwrap();
+    let config = dir.path().join("seatwarden.toml");
+    let mut text = std::fs::read_to_string(&config).unwrap();
+    text.push_str(&format!(
+        "\n[report.email]\nsmtp_url = \"smtp://127.0.0.1:{}\"\n\
+         from = \"seatwarden@example.com\"\nto = [\"it-security@example.com\"]\ntimeout = \"2s\"\n",
+        closed_port()
+    ));
+    std::fs::write(&config, text).unwrap();
+    let run = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_seatwarden"))
+            .arg("--config")
+            .arg(&config)
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let output = run(&["report", "--email"]);
+    assert_eq!(output.status.code(), Some(1), "{output:?}");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("queued in the outbox"), "{stderr}");
+    let store = Store::open(&dir.path().join("seatwarden.db")).unwrap();
+    let outbox = store.outbox().unwrap();
+    assert_eq!(outbox.len(), 1, "stored before any attempt");
+    assert_eq!(outbox[0].state, OutboxState::Pending);
+    assert!(outbox[0].message.html.contains("<!DOCTYPE html>"));
+    assert!(outbox[0].message.text.contains("seatwarden run"));
+}
+
+#[tokio::test]
+async fn one_unreachable_server_costs_one_attempt_per_call_not_one_per_message() {
+    let mut store = Store::open_in_memory().unwrap();
+    let settings = plain_settings(closed_port());
+    let mailer = Mailer::new(&settings).unwrap();
+    for n in 0..3 {
+        mail::queue(
+            &mut store,
+            &settings,
+            OutboxKind::Alert,
+            &format!("alert {n}"),
+            "t",
+            "<p>h</p>",
+            at(8, 0),
+        )
+        .unwrap();
+    }
+    let delivery = mail::deliver_due(&mut store, &mailer, settings.retry, at(8, 0))
+        .await
+        .unwrap();
+    assert_eq!(delivery.retrying, 1);
+    let attempts: Vec<u32> = store.outbox().unwrap().iter().map(|e| e.attempts).collect();
+    assert_eq!(attempts, [1, 0, 0]);
+    assert_eq!(
+        store.due_messages(at(8, 0), 10).unwrap().len(),
+        2,
+        "still due, in order"
+    );
+}
+
+/// What an alert and its resolution say, as queued (golden).
+#[test]
+fn alert_and_resolution_messages() {
+    use seatwarden::alert::{self, AlertCondition, AlertContext};
+    let mut store = Store::open_in_memory().unwrap();
+    let settings = plain_settings(25);
+    let context = AlertContext {
+        name: "acme",
+        timezone: chrono_tz::Europe::Berlin,
+        mail: &settings,
+    };
+    let condition = AlertCondition::OverdueDeprovision {
+        identity_id: "00u1001".into(),
+        user_name: "olivia.haddad@example.com".into(),
+        due_at: at(8, 0),
+    };
+    alert::raise(&mut store, &context, &condition, at(8, 5)).unwrap();
+    alert::resolve(&mut store, &context, &condition.key(), at(8, 30)).unwrap();
+    let held = AlertCondition::PlanHeld {
+        run_id: 42,
+        held: 30,
+        reason: "30 deprovisions planned, limit is 25".into(),
+    };
+    alert::raise(&mut store, &context, &held, at(9, 0)).unwrap();
+    let mut shown = String::new();
+    for entry in store.outbox().unwrap() {
+        shown.push_str(&format!(
+            "== {} ({}) to {:?}\n{}\n{}\n",
+            entry.message.subject,
+            entry.message.kind,
+            entry.message.to,
+            entry.message.text,
+            entry.message.html
+        ));
+    }
+    insta::assert_snapshot!(shown);
+}
+
+#[test]
+fn recipients_can_come_from_the_environment() {
+    let dir = tempfile::tempdir().unwrap();
+    config_with(
+        dir.path(),
+        r#"smtp_url = "smtp://127.0.0.1"
+from = "seatwarden@example.com"
+to = ["nobody@example.com"]"#,
+    )
+    .unwrap();
+    let env = [(
+        "SEATWARDEN__REPORT__EMAIL__TO".to_owned(),
+        "a@example.com,b@example.com".to_owned(),
+    )]
+    .into_iter()
+    .collect();
+    let config = Config::load_with_env(&dir.path().join("seatwarden.toml"), Some(env)).unwrap();
+    assert_eq!(
+        config.report.email.unwrap().to,
+        ["a@example.com", "b@example.com"]
+    );
+}

@@ -1,0 +1,130 @@
+//! `seatwarden export access`: from the demo's stored state, every account with the
+//! identity and mapping behind it, or "unmanaged".
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::process::Command;
+
+use seatwarden::config::Config;
+use seatwarden::store::Store;
+
+#[tokio::test]
+async fn access_export_justifies_every_account() {
+    let dir = tempfile::tempdir().unwrap();
+    seatwarden::demo::run(dir.path(), false).await.unwrap();
+    let config = Config::load_with_env(
+        &dir.path().join("seatwarden.toml"),
+        Some(Default::default()),
+    )
+    .unwrap();
+    let store = Store::open(&config.state.path).unwrap();
+    let export = seatwarden::export::access(&store, &config.policy_settings()).unwrap();
+
+    let workspace = store
+        .load_workspace_snapshot(export.run_id)
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        export.accounts.len(),
+        workspace.accounts.len(),
+        "every account"
+    );
+    let row = |user: &str| {
+        export
+            .accounts
+            .iter()
+            .find(|r| r.user_name == user)
+            .unwrap_or_else(|| panic!("{user} not exported"))
+    };
+    let handmade = row("freelancer.max@gmail.com");
+    assert_eq!(handmade.justification, "unmanaged");
+    assert_eq!(handmade.identity_id, None);
+    let leaver = row("olivia.haddad@example.com");
+    assert!(!leaver.active, "deactivated by the demo's reconcile");
+    assert!(leaver.justification.contains("deprovisioned"), "{leaver:?}");
+    assert!(
+        leaver.last_change.is_some(),
+        "the deactivation is the last change"
+    );
+    let mapped = row("liam.kowalski@example.com");
+    assert!(mapped.justification.contains(" → "), "{mapped:?}");
+    assert!(
+        mapped.workspace_groups.contains(&"Finance".to_owned()),
+        "{mapped:?}"
+    );
+    assert!(mapped.identity_user_name.is_some());
+
+    let csv = export.to_csv().unwrap();
+    let mut reader = csv::Reader::from_reader(csv.as_bytes());
+    assert_eq!(
+        reader.headers().unwrap().iter().collect::<Vec<_>>(),
+        [
+            "account_id",
+            "user_name",
+            "active",
+            "role",
+            "workspace_groups",
+            "identity_id",
+            "identity_user_name",
+            "identity_status",
+            "justification",
+            "last_change"
+        ]
+    );
+    assert_eq!(reader.records().count(), export.accounts.len());
+
+    // The command prints the same, as CSV and as JSON.
+    let run = |format: &str| {
+        let output = Command::new(env!("CARGO_BIN_EXE_seatwarden"))
+            .arg("--config")
+            .arg(dir.path().join("seatwarden.toml"))
+            .args(["export", "access", "--format", format])
+            .output()
+            .unwrap();
+        assert!(output.status.success(), "{output:?}");
+        String::from_utf8(output.stdout).unwrap()
+    };
+    assert_eq!(run("csv"), csv);
+    let json: serde_json::Value = serde_json::from_str(&run("json")).unwrap();
+    assert_eq!(
+        json["accounts"].as_array().unwrap().len(),
+        export.accounts.len()
+    );
+}
+
+#[tokio::test]
+async fn report_and_digest_commands_print_every_format() {
+    let dir = tempfile::tempdir().unwrap();
+    seatwarden::demo::run(dir.path(), false).await.unwrap();
+    let run = |args: &[&str]| {
+        let output = Command::new(env!("CARGO_BIN_EXE_seatwarden"))
+            .arg("--config")
+            .arg(dir.path().join("seatwarden.toml"))
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(output.status.success(), "{args:?}: {output:?}");
+        String::from_utf8(output.stdout).unwrap()
+    };
+    let markdown = run(&["report", "--format", "markdown"]);
+    assert!(markdown.starts_with("# seatwarden run "), "{markdown}");
+    let html = run(&["report", "--format", "html"]);
+    assert!(html.starts_with("<!DOCTYPE html>"), "{html}");
+    assert!(html.contains("Disputed matches"));
+    let digest: serde_json::Value =
+        serde_json::from_str(&run(&["digest", "--period", "1h", "--format", "json"])).unwrap();
+    assert_eq!(
+        digest["period"]["runs"], 3,
+        "the demo's plan, reconcile, plan"
+    );
+    assert!(
+        digest["subject"]
+            .as_str()
+            .unwrap()
+            .starts_with("[seatwarden] 127.0.0.1: ")
+    );
+    let text = run(&["digest", "--format", "text"]);
+    assert!(
+        text.starts_with("seatwarden digest for 127.0.0.1"),
+        "{text}"
+    );
+}
