@@ -14,7 +14,8 @@
 //! - the pure core, no I/O and no clock: [`policy`] (desired state), [`plan`]
 //!   (diff), [`guard`] (safety rules).
 //! - edges: [`directory`] (sources of truth), [`workspace`] (SCIM 2.0 client),
-//!   [`store`] (SQLite state and journal), [`retry`] (transient-failure policy).
+//!   [`store`] (SQLite state and journal), [`retry`] (transient-failure policy),
+//!   [`http`] (the HTTP client and helpers the remote connectors share).
 //! - [`apply`] (journaled executor and verification), [`report`] (drift reports).
 //! - [`sandbox`] (in-process SCIM 2.0 workspace with fault injection) and
 //!   [`synth`] (synthetic data) for the demo, tests and benchmarks.
@@ -26,6 +27,7 @@ pub mod config;
 pub mod demo;
 pub mod directory;
 pub mod guard;
+pub mod http;
 pub mod model;
 pub mod plan;
 pub mod policy;

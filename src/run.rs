@@ -10,8 +10,8 @@ use std::sync::Mutex;
 use chrono::{DateTime, Utc};
 
 use crate::apply::{self, ApplyError};
-use crate::config::{Config, ConfigError, DirectoryConfig};
-use crate::directory::{Directory, DirectoryError, FileSource};
+use crate::config::{Config, ConfigError};
+use crate::directory::{Directory, DirectoryError};
 use crate::guard::{self, GuardInput};
 use crate::model::{DirectorySnapshot, Plan, WorkspaceSnapshot};
 use crate::plan;
@@ -85,9 +85,7 @@ pub struct RunOutcome {
 }
 
 pub fn directory_from_config(config: &Config) -> Directory {
-    match &config.directory {
-        DirectoryConfig::File { path } => Directory::File(FileSource::new(path.clone())),
-    }
+    config.directory()
 }
 
 /// Progress lines on stderr while snapshots are read; only when stderr is a TTY,

@@ -47,7 +47,9 @@ fn the_documented_example_loads_with_its_values() {
     assert_eq!(config.safety.max_deprovisions, 25);
     assert_eq!(config.safety.protected, vec!["breakglass@example.com"]);
     // Relative paths are resolved against the configuration file's directory.
-    let DirectoryConfig::File { path: directory } = &config.directory;
+    let DirectoryConfig::File { path: directory } = &config.directory else {
+        panic!("expected a file directory");
+    };
     assert_eq!(directory, &path.parent().unwrap().join("directory.json"));
     assert_eq!(
         config.state.path,
