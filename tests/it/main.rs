@@ -7,6 +7,7 @@ mod demo;
 mod directory;
 mod fixtures;
 mod interop;
+mod okta;
 mod report;
 mod resume;
 mod sandbox;
