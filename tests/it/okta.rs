@@ -795,7 +795,7 @@ async fn oauth_service_app_signs_a_client_assertion_caches_the_token_and_refresh
     assert_eq!(statuses(&snapshot), expected_small_org());
     // One token at first (cached across concurrent requests), one after the 401.
     assert_eq!(issued.load(Ordering::SeqCst), 2);
-    let forms = forms.lock().unwrap();
+    let forms = forms.lock().unwrap().clone();
     assert_eq!(forms[0]["grant_type"], "client_credentials");
     assert_eq!(
         forms[0]["scope"],
