@@ -5,6 +5,7 @@ mod config;
 mod core;
 mod demo;
 mod directory;
+mod entra;
 mod fixtures;
 mod interop;
 mod okta;
