@@ -680,7 +680,7 @@ async fn delta_reports_removals_and_merges_a_group_split_over_pages() {
     let requests = server.received_requests().await.unwrap();
     assert_eq!(
         requests.len(),
-        7,
+        8,
         "{:#?}",
         requests
             .iter()
