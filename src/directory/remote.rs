@@ -401,6 +401,31 @@ mod tests {
         assert!(!same_origin(base, "not a url"));
     }
 
+    #[tokio::test(start_paused = true)]
+    async fn tokens_are_reused_then_refreshed_five_minutes_before_expiry() {
+        let cache = TokenCache::default();
+        let fetches = AtomicU64::new(0);
+        let get = || {
+            cache.get(|| async {
+                let n = fetches.fetch_add(1, Ordering::SeqCst) + 1;
+                Ok((
+                    SecretString::from(format!("t{n}")),
+                    Duration::from_secs(3600),
+                ))
+            })
+        };
+        assert_eq!(get().await.unwrap().expose_secret(), "t1");
+        tokio::time::advance(Duration::from_secs(3299)).await;
+        assert_eq!(get().await.unwrap().expose_secret(), "t1");
+        tokio::time::advance(Duration::from_secs(2)).await;
+        assert_eq!(get().await.unwrap().expose_secret(), "t2");
+        // A 401 with t1 after t2 replaced it does not throw t2 away.
+        cache.invalidate(&SecretString::from("t1".to_owned())).await;
+        assert_eq!(get().await.unwrap().expose_secret(), "t2");
+        cache.invalidate(&SecretString::from("t2".to_owned())).await;
+        assert_eq!(get().await.unwrap().expose_secret(), "t3");
+    }
+
     #[test]
     fn endpoints_name_path_and_query_without_host() {
         assert_eq!(

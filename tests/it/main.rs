@@ -2,6 +2,7 @@
 
 mod cli;
 mod config;
+mod connectors;
 mod core;
 mod demo;
 mod directory;
