@@ -172,10 +172,39 @@ impl EntraSource {
     pub async fn snapshot(&self) -> Result<DirectorySnapshot, DirectoryError> {
         let api = &self.inner.api;
         let select = encode_component(USER_SELECT);
-        let (users, groups) = futures::try_join!(
-            self.list(format!("{api}/users?$select={select}&$top={TOP}")),
-            self.list(format!("{api}/groups?$select=id,displayName&$top={TOP}")),
-        )?;
+        // The user list (a chain of nextLink pages) and the group side (groups,
+        // then members, read concurrently) run at the same time.
+        let people = self.list(format!("{api}/users?$select={select}&$top={TOP}"));
+        let memberships = async {
+            let groups = self
+                .list(format!("{api}/groups?$select=id,displayName&$top={TOP}"))
+                .await?;
+            let groups = groups
+                .iter()
+                .map(|g| parse_group(g, "GET /v1.0/groups"))
+                .collect::<Result<Vec<_>, _>>()?;
+            let wanted = self.groups_of_interest(&groups)?;
+            let app_scope = match &self.inner.settings.app_id {
+                Some(app) => Some(self.app_assignments(app).await?),
+                None => None,
+            };
+            let mut to_read: Vec<(String, String)> = groups
+                .iter()
+                .filter(|(id, _)| wanted.contains(id))
+                .cloned()
+                .collect();
+            if let Some((_, app_groups)) = &app_scope {
+                for (id, name) in &groups {
+                    if app_groups.contains(id) && !wanted.contains(id) {
+                        to_read.push((id.clone(), name.clone()));
+                    }
+                }
+            }
+            let members = self.transitive_members(&to_read).await?;
+            Ok::<_, DirectoryError>((wanted, app_scope, to_read, members))
+        };
+        let (users, (wanted, app_scope, to_read, members)) =
+            futures::try_join!(people, memberships)?;
         let mut identities = Vec::with_capacity(users.len());
         let mut seen = HashSet::new();
         for u in &users {
@@ -184,28 +213,6 @@ impl EntraSource {
                 identities.push(identity);
             }
         }
-        let groups = groups
-            .iter()
-            .map(|g| parse_group(g, "GET /v1.0/groups"))
-            .collect::<Result<Vec<_>, _>>()?;
-        let wanted = self.groups_of_interest(&groups)?;
-        let app_scope = match &self.inner.settings.app_id {
-            Some(app) => Some(self.app_assignments(app).await?),
-            None => None,
-        };
-        let mut to_read: Vec<(String, String)> = groups
-            .iter()
-            .filter(|(id, _)| wanted.contains(id))
-            .cloned()
-            .collect();
-        if let Some((_, app_groups)) = &app_scope {
-            for (id, name) in &groups {
-                if app_groups.contains(id) && !wanted.contains(id) {
-                    to_read.push((id.clone(), name.clone()));
-                }
-            }
-        }
-        let members = self.transitive_members(&to_read).await?;
         let mut groups_of: HashMap<&str, Vec<String>> = HashMap::new();
         let mut via_app_groups: HashSet<&str> = HashSet::new();
         for ((id, name), member_ids) in to_read.iter().zip(&members) {

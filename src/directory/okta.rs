@@ -30,6 +30,8 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use futures::{StreamExt, TryStreamExt};
 use reqwest::header::HeaderMap;
 use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 use super::remote::{
@@ -116,9 +118,46 @@ impl std::fmt::Debug for OktaSource {
     }
 }
 
-/// A user as `/api/v1/users` returns it.
-struct OktaUser {
-    identity: Identity,
+/// The parts of an Okta user seatwarden reads (`/api/v1/users`); other fields,
+/// custom profile attributes included, are skipped while parsing.
+#[derive(Deserialize)]
+struct RawUser {
+    id: String,
+    status: String,
+    #[serde(default)]
+    profile: RawProfile,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+struct RawProfile {
+    #[serde(default, deserialize_with = "lenient_string")]
+    login: Option<String>,
+    #[serde(default, deserialize_with = "lenient_string")]
+    email: Option<String>,
+    #[serde(default, deserialize_with = "lenient_string")]
+    first_name: Option<String>,
+    #[serde(default, deserialize_with = "lenient_string")]
+    last_name: Option<String>,
+    #[serde(default, deserialize_with = "lenient_string")]
+    display_name: Option<String>,
+    #[serde(default, deserialize_with = "lenient_string")]
+    department: Option<String>,
+}
+
+/// Only an `id` (group members, app assignments).
+#[derive(Deserialize)]
+struct IdOnly {
+    id: String,
+}
+
+/// A profile string that may be null or, in a customised profile, another JSON
+/// type: anything but a string reads as absent.
+fn lenient_string<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    Ok(match Value::deserialize(d)? {
+        Value::String(s) => Some(s),
+        _ => None,
+    })
 }
 
 impl OktaSource {
@@ -156,52 +195,61 @@ impl OktaSource {
             .await
     }
 
-    /// Every user in scope with status and groups, or an error.
+    /// Every user in scope with status and groups, or an error. The user list (a
+    /// chain of cursor pages) and the group side (groups, then members, read
+    /// concurrently) run at the same time.
     pub async fn snapshot(&self) -> Result<DirectorySnapshot, DirectoryError> {
         let base = &self.inner.base;
         let deprovisioned = encode_component(r#"status eq "DEPROVISIONED""#);
-        let (mut users, gone, groups) = futures::try_join!(
-            self.list(format!("{base}/api/v1/users?limit={USERS_LIMIT}")),
-            // Okta omits DEPROVISIONED users from a plain list; only a search or a
-            // filter shows them.
-            self.list(format!(
-                "{base}/api/v1/users?limit={USERS_LIMIT}&search={deprovisioned}"
-            )),
-            self.list(format!("{base}/api/v1/groups?limit={GROUPS_LIMIT}")),
-        )?;
-        users.extend(gone);
-        let mut identities: Vec<Identity> = Vec::with_capacity(users.len());
-        let mut seen = HashSet::new();
-        for value in &users {
-            let user = parse_user(value, "GET /api/v1/users")?;
-            if seen.insert(user.identity.id.clone()) {
-                identities.push(user.identity);
-            }
-        }
-        let groups = groups
-            .iter()
-            .map(|g| parse_group(g, "GET /api/v1/groups"))
-            .collect::<Result<Vec<_>, _>>()?;
-        let wanted = self.groups_of_interest(&groups)?;
-
-        let app_scope = match &self.inner.settings.app_id {
-            Some(app) => Some(self.app_assignments(app).await?),
-            None => None,
+        let people = async {
+            futures::try_join!(
+                self.list::<RawUser>(format!("{base}/api/v1/users?limit={USERS_LIMIT}")),
+                // Okta omits DEPROVISIONED users from a plain list; only a search or a
+                // filter shows them.
+                self.list::<RawUser>(format!(
+                    "{base}/api/v1/users?limit={USERS_LIMIT}&search={deprovisioned}"
+                )),
+            )
         };
-        // Members of the groups the policy names, plus of groups assigned to the app.
-        let mut to_read: Vec<(String, String)> = groups
-            .iter()
-            .filter(|(id, _)| wanted.contains(id))
-            .cloned()
-            .collect();
-        if let Some((_, app_groups)) = &app_scope {
-            for (id, name) in &groups {
-                if app_groups.contains(id) && !wanted.contains(id) {
-                    to_read.push((id.clone(), name.clone()));
+        let memberships = async {
+            let groups: Vec<Value> = self
+                .list(format!("{base}/api/v1/groups?limit={GROUPS_LIMIT}"))
+                .await?;
+            let groups = groups
+                .iter()
+                .map(|g| parse_group(g, "GET /api/v1/groups"))
+                .collect::<Result<Vec<_>, _>>()?;
+            let wanted = self.groups_of_interest(&groups)?;
+            let app_scope = match &self.inner.settings.app_id {
+                Some(app) => Some(self.app_assignments(app).await?),
+                None => None,
+            };
+            // Members of the groups the policy names, plus of groups assigned to the app.
+            let mut to_read: Vec<(String, String)> = groups
+                .iter()
+                .filter(|(id, _)| wanted.contains(id))
+                .cloned()
+                .collect();
+            if let Some((_, app_groups)) = &app_scope {
+                for (id, name) in &groups {
+                    if app_groups.contains(id) && !wanted.contains(id) {
+                        to_read.push((id.clone(), name.clone()));
+                    }
                 }
             }
+            let members = self.members_of(&to_read).await?;
+            Ok::<_, DirectoryError>((wanted, app_scope, to_read, members))
+        };
+        let ((users, gone), (wanted, app_scope, to_read, members)) =
+            futures::try_join!(people, memberships)?;
+        let mut identities: Vec<Identity> = Vec::with_capacity(users.len() + gone.len());
+        let mut seen = HashSet::new();
+        for raw in users.into_iter().chain(gone) {
+            let identity = parse_user(raw, "GET /api/v1/users")?;
+            if seen.insert(identity.id.clone()) {
+                identities.push(identity);
+            }
         }
-        let members = self.members_of(&to_read).await?;
 
         let mut groups_of: HashMap<&str, Vec<String>> = HashMap::new();
         let mut via_app_groups: HashSet<&str> = HashSet::new();
@@ -274,10 +322,10 @@ impl OktaSource {
         ));
         let user_filter = encode_component(&format!(r#"lastUpdated gt "{after}""#));
         let (changed_groups, changed_users) = futures::try_join!(
-            self.list(format!(
+            self.list::<Value>(format!(
                 "{base}/api/v1/groups?limit={GROUPS_LIMIT}&filter={group_filter}"
             )),
-            self.list(format!(
+            self.list::<RawUser>(format!(
                 "{base}/api/v1/users?limit={USERS_LIMIT}&filter={user_filter}"
             )),
         )?;
@@ -291,10 +339,10 @@ impl OktaSource {
         }
         let mut users = Vec::new();
         let mut seen = HashSet::new();
-        for value in &changed_users {
-            let user = parse_user(value, "GET /api/v1/users")?;
-            if seen.insert(user.identity.id.clone()) {
-                users.push(user.identity);
+        for raw in changed_users {
+            let identity = parse_user(raw, "GET /api/v1/users")?;
+            if seen.insert(identity.id.clone()) {
+                users.push(identity);
             }
         }
         let concurrency = self.inner.settings.max_concurrency.max(1);
@@ -411,34 +459,29 @@ impl OktaSource {
                 self.inner.base,
                 encode_component(id)
             );
-            let members = self.list(url).await?;
-            members
-                .iter()
-                .map(|m| required_str(m, "id", "GET /api/v1/groups/{id}/users").map(str::to_owned))
-                .collect::<Result<Vec<_>, _>>()
+            let members: Vec<IdOnly> = self.list(url).await?;
+            Ok::<_, DirectoryError>(members.into_iter().map(|m| m.id).collect::<Vec<_>>())
         }))
         .buffered(concurrency)
         .try_collect()
         .await
     }
 
-    /// Every item of a listing, following `Link: rel="next"` to the end.
-    async fn list(&self, first: String) -> Result<Vec<Value>, DirectoryError> {
+    /// Every item of a listing, following `Link: rel="next"` to the end. Items are
+    /// parsed straight into `T` (a page is a JSON array of them).
+    async fn list<T: DeserializeOwned>(&self, first: String) -> Result<Vec<T>, DirectoryError> {
         let mut items = Vec::new();
         let mut url = first;
         let mut visited = HashSet::new();
         loop {
             let endpoint = endpoint_of("GET", &url);
             let reply = self.get(&url, &endpoint).await?;
-            match reply.json(&endpoint)? {
-                Value::Array(page) => items.extend(page),
-                _ => {
-                    return Err(DirectoryError::Malformed {
-                        endpoint,
-                        what: "expected a JSON array".to_owned(),
-                    });
-                }
-            }
+            let page: Vec<T> =
+                serde_json::from_str(&reply.body).map_err(|e| DirectoryError::Malformed {
+                    endpoint: endpoint.clone(),
+                    what: format!("expected a JSON array of objects: {e}"),
+                })?;
+            items.extend(page);
             let Some(next) = next_link(&reply.headers) else {
                 return Ok(items);
             };
@@ -782,34 +825,29 @@ pub fn map_status(status: &str) -> IdentityStatus {
     }
 }
 
-fn parse_user(v: &Value, endpoint: &str) -> Result<OktaUser, DirectoryError> {
-    let id = required_str(v, "id", endpoint)?;
-    let status = required_str(v, "status", endpoint)?;
-    let profile = v.get("profile").unwrap_or(&Value::Null);
-    let text = |field: &str| {
-        profile
-            .get(field)
-            .and_then(Value::as_str)
-            .map(str::trim)
-            .filter(|s| !s.is_empty())
-            .map(str::to_owned)
-    };
-    let user_name = text("login").ok_or_else(|| DirectoryError::Malformed {
+fn parse_user(raw: RawUser, endpoint: &str) -> Result<Identity, DirectoryError> {
+    let clean = |v: Option<String>| v.map(|s| s.trim().to_owned()).filter(|s| !s.is_empty());
+    let profile = raw.profile;
+    let user_name = clean(profile.login).ok_or_else(|| DirectoryError::Malformed {
         endpoint: endpoint.to_owned(),
-        what: format!("user {id:?} has no profile.login"),
+        what: format!("user {:?} has no profile.login", raw.id),
     })?;
-    Ok(OktaUser {
-        identity: Identity {
-            id: id.to_owned(),
-            user_name,
-            email: text("email"),
-            given_name: text("firstName"),
-            family_name: text("lastName"),
-            display_name: text("displayName"),
-            status: map_status(status),
-            department: text("department"),
-            groups: Vec::new(),
-        },
+    if raw.id.is_empty() {
+        return Err(DirectoryError::Malformed {
+            endpoint: endpoint.to_owned(),
+            what: "a user has an empty id".to_owned(),
+        });
+    }
+    Ok(Identity {
+        id: raw.id,
+        user_name,
+        email: clean(profile.email),
+        given_name: clean(profile.first_name),
+        family_name: clean(profile.last_name),
+        display_name: clean(profile.display_name),
+        status: map_status(&raw.status),
+        department: clean(profile.department),
+        groups: Vec::new(),
     })
 }
 
