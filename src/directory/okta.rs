@@ -91,7 +91,10 @@ pub struct OktaSettings {
 #[derive(Debug, Clone, Copy)]
 struct Bucket {
     remaining: u64,
-    reset: SystemTime,
+    /// `X-Rate-Limit-Reset` as sent (epoch seconds), to order windows.
+    reset: u64,
+    /// When that is on our clock (see [`reset_delay`]).
+    reset_at: tokio::time::Instant,
 }
 
 struct Inner {
@@ -650,7 +653,9 @@ impl OktaSource {
                 if b.remaining > reserve {
                     return None;
                 }
-                b.reset.duration_since(SystemTime::now()).ok()
+                b.reset_at
+                    .checked_duration_since(tokio::time::Instant::now())
+                    .filter(|w| !w.is_zero())
             })
         };
         if let Some(wait) = wait {
@@ -668,7 +673,7 @@ impl OktaSource {
                 .unwrap_or_else(PoisonError::into_inner);
             if buckets
                 .get(bucket)
-                .is_some_and(|b| b.reset <= SystemTime::now())
+                .is_some_and(|b| b.reset_at <= tokio::time::Instant::now())
             {
                 buckets.remove(bucket);
             }
@@ -682,25 +687,28 @@ impl OktaSource {
                 .and_then(|v| v.to_str().ok())
                 .and_then(|v| v.trim().parse::<u64>().ok())
         };
-        let (Some(remaining), Some(reset)) = (
+        let (Some(remaining), Some(reset), Some(wait)) = (
             number("x-rate-limit-remaining"),
             number("x-rate-limit-reset"),
+            reset_delay(headers),
         ) else {
             return;
         };
-        let reset = UNIX_EPOCH + Duration::from_secs(reset);
+        let fresh = Bucket {
+            remaining,
+            reset,
+            reset_at: tokio::time::Instant::now() + wait,
+        };
         let mut buckets = self
             .inner
             .buckets
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        let entry = buckets
-            .entry(bucket.to_owned())
-            .or_insert(Bucket { remaining, reset });
+        let entry = buckets.entry(bucket.to_owned()).or_insert(fresh);
         // Answers arrive out of order under concurrency: a later window wins, and
         // within one window the lowest count.
         if reset > entry.reset {
-            *entry = Bucket { remaining, reset };
+            *entry = fresh;
         } else if reset == entry.reset {
             entry.remaining = entry.remaining.min(remaining);
         }
@@ -723,7 +731,10 @@ fn bucket_of(url: &str) -> String {
         .join("/")
 }
 
-/// How long until `X-Rate-Limit-Reset` (UTC epoch seconds).
+/// How long until `X-Rate-Limit-Reset` (UTC epoch seconds). Measured against the
+/// answer's `Date` header when there is one, so a skewed local clock neither
+/// shortens the wait (and hammers Okta) nor stretches it; `Date` has one-second
+/// resolution, which can only lengthen the wait.
 fn reset_delay(headers: &HeaderMap) -> Option<Duration> {
     let reset: u64 = headers
         .get("x-rate-limit-reset")?
@@ -732,9 +743,14 @@ fn reset_delay(headers: &HeaderMap) -> Option<Duration> {
         .trim()
         .parse()
         .ok()?;
+    let server_now = headers
+        .get(reqwest::header::DATE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| httpdate::parse_http_date(v).ok())
+        .unwrap_or_else(SystemTime::now);
     Some(
         (UNIX_EPOCH + Duration::from_secs(reset))
-            .duration_since(SystemTime::now())
+            .duration_since(server_now)
             .unwrap_or(Duration::ZERO),
     )
 }
@@ -938,6 +954,24 @@ mod tests {
             bucket_of("https://a/api/v1/users/00u1/groups"),
             "api/v1/users/*/groups"
         );
+    }
+
+    #[test]
+    fn the_reset_is_measured_against_the_server_clock() {
+        let mut headers = HeaderMap::new();
+        headers.insert("x-rate-limit-reset", HeaderValue::from_static("1796004030"));
+        // Reset at 2026-11-30T02:00:30Z: a minute after Okta's Date, whatever the
+        // local clock says.
+        headers.insert(
+            reqwest::header::DATE,
+            HeaderValue::from_static("Mon, 30 Nov 2026 01:59:30 GMT"),
+        );
+        assert_eq!(reset_delay(&headers), Some(Duration::from_secs(60)));
+        headers.insert(
+            reqwest::header::DATE,
+            HeaderValue::from_static("Mon, 30 Nov 2026 02:01:00 GMT"),
+        );
+        assert_eq!(reset_delay(&headers), Some(Duration::ZERO));
     }
 
     #[test]
