@@ -47,6 +47,8 @@ const TOP: u32 = 999;
 /// The user properties read; `accountEnabled` is not returned unless selected.
 pub const USER_SELECT: &str = "id,userPrincipalName,mail,givenName,surname,displayName,accountEnabled,department,employeeId,userType";
 const CURSOR_PREFIX: &str = "entra-v1:";
+/// Above this many affected users, `changes_since` reads a full snapshot instead.
+const MAX_DELTA_USERS: usize = 250;
 /// `id in (…)` filters take at most 15 values.
 const ID_FILTER_CHUNK: usize = 15;
 
@@ -381,6 +383,15 @@ impl EntraSource {
                     affected.insert(id.to_owned());
                 }
             }
+        }
+        if affected.len() > MAX_DELTA_USERS {
+            // Each affected user costs a transitiveMemberOf request: past this, a
+            // snapshot is cheaper.
+            tracing::info!(
+                affected = affected.len(),
+                "many Entra users changed; reading the whole directory"
+            );
+            return self.full_changes(&users_link, &groups_link).await;
         }
         let changed = self
             .read_users(&affected.into_iter().collect::<Vec<_>>())

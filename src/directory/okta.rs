@@ -52,6 +52,9 @@ const APP_GROUPS_LIMIT: u32 = 200;
 /// The OAuth scopes a service app needs (read-only).
 pub const OAUTH_SCOPES: &str = "okta.users.read okta.groups.read okta.apps.read";
 const CURSOR_PREFIX: &str = "okta-v1:";
+/// Above this many changed users, `changes_since` reads a full snapshot instead:
+/// each changed user costs a request for their groups.
+const MAX_DELTA_USERS: usize = 250;
 
 #[derive(Debug, Clone)]
 pub enum OktaAuth {
@@ -347,6 +350,14 @@ impl OktaSource {
             if seen.insert(identity.id.clone()) {
                 users.push(identity);
             }
+        }
+        if users.len() > MAX_DELTA_USERS {
+            // One request per changed user would cost more than a snapshot.
+            tracing::info!(
+                changed = users.len(),
+                "many Okta users changed; reading the whole directory"
+            );
+            return Ok(full(self.snapshot().await?));
         }
         let concurrency = self.inner.settings.max_concurrency.max(1);
         let changed: Vec<Identity> =

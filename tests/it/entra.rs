@@ -741,3 +741,24 @@ async fn a_scope_group_missing_from_the_tenant_is_an_error() {
     let error = EntraSource::new(s).snapshot().await.unwrap_err();
     assert!(matches!(error, DirectoryError::Scope { .. }), "{error}");
 }
+
+#[tokio::test]
+async fn a_delta_with_many_changes_reads_a_snapshot_instead() {
+    let server = MockServer::start().await;
+    small_tenant().mount(&server).await;
+    let many: Vec<Value> = (0..300)
+        .map(|n| json!({"@odata.type": "#microsoft.graph.user", "id": format!("x{n}"), "accountEnabled": true}))
+        .collect();
+    mount_delta(&server, "users", "U1", vec![many]).await;
+    mount_delta(&server, "groups", "G1", vec![vec![]]).await;
+    let changes = EntraSource::new(settings(&server, secret()))
+        .changes_since(Some(&cursor(&server, "U1", "G1")))
+        .await
+        .unwrap();
+    let DirectoryChanges::Full { snapshot, cursor } = changes else {
+        panic!("expected a full snapshot");
+    };
+    assert_eq!(rows(&snapshot), expected_small_tenant());
+    // The links of this delta round carry on.
+    assert!(cursor.unwrap().contains("U1-next"));
+}

@@ -864,3 +864,35 @@ async fn requests_wait_for_the_reset_when_the_rate_limit_is_used_up() {
     );
     assert_eq!(source.stats().retries, 0);
 }
+
+#[tokio::test]
+async fn changes_since_reads_a_snapshot_when_too_many_users_changed() {
+    let server = MockServer::start().await;
+    let mut org = small_org(LinkStyle::Joined);
+    org.page_size = 200;
+    for (g, _) in &mut org.groups {
+        g["lastUpdated"] = "2026-01-01T00:00:00.000Z".into();
+        g["lastMembershipUpdated"] = "2026-01-01T00:00:00.000Z".into();
+    }
+    for n in 0..300 {
+        let mut u = okta_user(&format!("00x{n}"), &format!("x{n}@example.com"), "ACTIVE");
+        u["lastUpdated"] = "2026-11-30T01:30:00.000Z".into();
+        org.users.push(u);
+    }
+    org.mount(&server).await;
+    let changes = OktaSource::new(settings(&server, ssws()))
+        .changes_since(Some("okta-v1:2026-11-30T01:00:00.000Z"))
+        .await
+        .unwrap();
+    let DirectoryChanges::Full { snapshot, .. } = changes else {
+        panic!("expected a full snapshot");
+    };
+    assert_eq!(snapshot.identities.len(), 306);
+    // No per-user group requests were made.
+    let requests = server.received_requests().await.unwrap();
+    assert!(
+        !requests.iter().any(
+            |r| r.url.path().ends_with("/groups") && r.url.path().starts_with("/api/v1/users/")
+        )
+    );
+}
