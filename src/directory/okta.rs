@@ -295,7 +295,9 @@ impl OktaSource {
     /// snapshot the first time, for an unreadable cursor, when a group the policy
     /// reads changed membership or name (a removal cannot be seen without the old
     /// member list), and with `app_id` (assignment changes do not touch the user).
-    /// Okta keeps deleted users DEPROVISIONED first, so `removed` stays empty.
+    /// Okta deactivates (DEPROVISIONED) a user before it can be deleted, so
+    /// `removed` stays empty; a user deactivated *and* deleted between two calls is
+    /// only seen by the next full snapshot (as absent).
     pub async fn changes_since(
         &self,
         cursor: Option<&str>,
