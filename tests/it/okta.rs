@@ -896,3 +896,37 @@ async fn changes_since_reads_a_snapshot_when_too_many_users_changed() {
         )
     );
 }
+
+#[tokio::test]
+async fn paging_links_to_another_host_or_back_to_a_read_page_are_refused() {
+    for (next, why) in [
+        (
+            "https://evil.example/api/v1/users?after=2".to_owned(),
+            "another origin",
+        ),
+        (String::new(), "repeats"), // filled in below: the same page again
+    ] {
+        let server = MockServer::start().await;
+        let next = if next.is_empty() {
+            format!("{}/api/v1/users?after=loop", server.uri())
+        } else {
+            next
+        };
+        Mock::given(method("GET"))
+            .and(path("/api/v1/users"))
+            .respond_with(
+                ResponseTemplate::new(200)
+                    .set_body_json(json!([okta_user("00u1", "ada@example.com", "ACTIVE")]))
+                    .insert_header("link", format!("<{next}>; rel=\"next\"").as_str()),
+            )
+            .mount(&server)
+            .await;
+        small_org(LinkStyle::Joined).mount(&server).await;
+        let error = OktaSource::new(settings(&server, ssws()))
+            .snapshot()
+            .await
+            .unwrap_err();
+        assert!(matches!(error, DirectoryError::Malformed { .. }), "{error}");
+        assert!(error.to_string().contains(why), "{error}");
+    }
+}
