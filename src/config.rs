@@ -18,6 +18,10 @@ use std::time::Duration;
 use secrecy::SecretString;
 use serde::{Deserialize, Serialize, Serializer};
 
+use crate::directory::{
+    Directory, EntraAuth, EntraSettings, EntraSource, FileSource, OktaAuth, OktaSettings,
+    OktaSource, Secret,
+};
 use crate::guard::GuardSettings;
 use crate::model::Role;
 use crate::plan::{DeprovisionAction, PlanSettings};
@@ -86,6 +90,60 @@ pub struct Config {
 pub enum DirectoryConfig {
     /// A JSON or CSV export (chosen by extension).
     File { path: PathBuf },
+    /// Okta's Management API: an API token (`token`/`token_file`), or an OAuth
+    /// service app (`client_id` + `private_key_file`, optional `key_id`).
+    Okta {
+        /// The org URL, e.g. `https://acme.okta.com`.
+        url: url::Url,
+        #[serde(default, serialize_with = "redacted")]
+        token: Option<SecretString>,
+        #[serde(default)]
+        token_file: Option<PathBuf>,
+        #[serde(default)]
+        client_id: Option<String>,
+        #[serde(default)]
+        private_key_file: Option<PathBuf>,
+        #[serde(default)]
+        key_id: Option<String>,
+        /// Scope = the users and groups assigned to this app.
+        #[serde(default)]
+        app_id: Option<String>,
+        #[serde(default = "defaults::okta_max_concurrency")]
+        max_concurrency: usize,
+        #[serde(default = "defaults::timeout")]
+        timeout: String,
+    },
+    /// Microsoft Entra ID through Microsoft Graph: client credentials with a secret
+    /// (`client_secret`/`client_secret_file`) or a certificate (`certificate_file` +
+    /// `private_key_file`).
+    Entra {
+        tenant_id: String,
+        client_id: String,
+        #[serde(default, serialize_with = "redacted")]
+        client_secret: Option<SecretString>,
+        #[serde(default)]
+        client_secret_file: Option<PathBuf>,
+        #[serde(default)]
+        certificate_file: Option<PathBuf>,
+        #[serde(default)]
+        private_key_file: Option<PathBuf>,
+        /// Scope = the assignments of this application's service principal.
+        #[serde(default)]
+        app_id: Option<String>,
+        /// Default `https://graph.microsoft.com`.
+        #[serde(default)]
+        graph_url: Option<url::Url>,
+        /// Default `https://login.microsoftonline.com`.
+        #[serde(default)]
+        login_url: Option<url::Url>,
+        #[serde(default = "defaults::entra_max_concurrency")]
+        max_concurrency: usize,
+        /// Keeps a snapshot inside Graph's directory read budget; 0 disables.
+        #[serde(default = "defaults::entra_requests_per_second")]
+        requests_per_second: u32,
+        #[serde(default = "defaults::timeout")]
+        timeout: String,
+    },
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -466,6 +524,19 @@ mod defaults {
     pub fn listen() -> String {
         "127.0.0.1:9464".into()
     }
+    /// Well below Okta's 75 concurrent requests per org, which other
+    /// integrations share.
+    pub fn okta_max_concurrency() -> usize {
+        8
+    }
+    pub fn entra_max_concurrency() -> usize {
+        4
+    }
+    /// 50 requests/s of at most 5 resource units each stays under the smallest
+    /// tenants' 3,500 units per 10 s.
+    pub fn entra_requests_per_second() -> u32 {
+        50
+    }
 }
 
 fn redacted<S: Serializer>(secret: &Option<SecretString>, s: S) -> Result<S::Ok, S::Error> {
@@ -541,6 +612,24 @@ impl Config {
         };
         match &mut self.directory {
             DirectoryConfig::File { path } => resolve(path),
+            DirectoryConfig::Okta {
+                token_file,
+                private_key_file,
+                ..
+            } => {
+                token_file.iter_mut().for_each(resolve);
+                private_key_file.iter_mut().for_each(resolve);
+            }
+            DirectoryConfig::Entra {
+                client_secret_file,
+                certificate_file,
+                private_key_file,
+                ..
+            } => {
+                client_secret_file.iter_mut().for_each(resolve);
+                certificate_file.iter_mut().for_each(resolve);
+                private_key_file.iter_mut().for_each(resolve);
+            }
         }
         if let Some(file) = &mut self.workspace.token_file {
             resolve(file);
@@ -568,6 +657,7 @@ impl Config {
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
+        self.validate_directory()?;
         let url = url::Url::parse(&self.workspace.url)
             .map_err(|e| self.key_error("workspace.url", format!("not a URL: {e}")))?;
         if !matches!(url.scheme(), "http" | "https") {
@@ -778,6 +868,227 @@ impl Config {
                 max_retry_after: Duration::from_secs(5),
             },
         }))
+    }
+
+    /// The directory connector's keys: one way to authenticate, http(s) URLs,
+    /// limits above zero. Secret files are read at use, not here.
+    fn validate_directory(&self) -> Result<(), ConfigError> {
+        let http_url = |key: &str, url: &url::Url| {
+            if matches!(url.scheme(), "http" | "https") {
+                Ok(())
+            } else {
+                Err(self.key_error(key, "must be an http:// or https:// URL"))
+            }
+        };
+        let (max_concurrency, timeout) = match &self.directory {
+            DirectoryConfig::File { .. } => return Ok(()),
+            DirectoryConfig::Okta {
+                url,
+                token,
+                token_file,
+                client_id,
+                private_key_file,
+                key_id,
+                max_concurrency,
+                timeout,
+                ..
+            } => {
+                http_url("directory.url", url)?;
+                let ssws = token.is_some() || token_file.is_some();
+                let oauth = client_id.is_some() || private_key_file.is_some();
+                if token.is_some() && token_file.is_some() {
+                    return Err(self.key_error(
+                        "directory.token",
+                        "set either token or token_file, not both",
+                    ));
+                }
+                if ssws && oauth {
+                    return Err(self.key_error(
+                        "directory.token_file",
+                        "set either an API token (token_file) or an OAuth service app \
+                         (client_id + private_key_file), not both",
+                    ));
+                }
+                if !ssws && !oauth {
+                    return Err(self.key_error(
+                        "directory.token_file",
+                        "missing: set directory.token_file (an Okta API token) or \
+                         directory.client_id + directory.private_key_file (an OAuth service app)",
+                    ));
+                }
+                if oauth && (client_id.is_none() || private_key_file.is_none()) {
+                    return Err(self.key_error(
+                        "directory.private_key_file",
+                        "an OAuth service app needs both client_id and private_key_file",
+                    ));
+                }
+                if key_id.is_some() && !oauth {
+                    return Err(self.key_error(
+                        "directory.key_id",
+                        "only used with client_id + private_key_file",
+                    ));
+                }
+                (*max_concurrency, timeout)
+            }
+            DirectoryConfig::Entra {
+                tenant_id,
+                client_id,
+                client_secret,
+                client_secret_file,
+                certificate_file,
+                private_key_file,
+                graph_url,
+                login_url,
+                max_concurrency,
+                timeout,
+                ..
+            } => {
+                if tenant_id.trim().is_empty() {
+                    return Err(self.key_error("directory.tenant_id", "must not be empty"));
+                }
+                if client_id.trim().is_empty() {
+                    return Err(self.key_error("directory.client_id", "must not be empty"));
+                }
+                if let Some(url) = graph_url {
+                    http_url("directory.graph_url", url)?;
+                }
+                if let Some(url) = login_url {
+                    http_url("directory.login_url", url)?;
+                }
+                let secret = client_secret.is_some() || client_secret_file.is_some();
+                let certificate = certificate_file.is_some() || private_key_file.is_some();
+                if client_secret.is_some() && client_secret_file.is_some() {
+                    return Err(self.key_error(
+                        "directory.client_secret",
+                        "set either client_secret or client_secret_file, not both",
+                    ));
+                }
+                if secret && certificate {
+                    return Err(self.key_error(
+                        "directory.client_secret_file",
+                        "set either a client secret or a certificate, not both",
+                    ));
+                }
+                if !secret && !certificate {
+                    return Err(self.key_error(
+                        "directory.client_secret_file",
+                        "missing: set directory.client_secret_file, or \
+                         directory.certificate_file + directory.private_key_file",
+                    ));
+                }
+                if certificate && (certificate_file.is_none() || private_key_file.is_none()) {
+                    return Err(self.key_error(
+                        "directory.certificate_file",
+                        "a certificate credential needs both certificate_file and private_key_file",
+                    ));
+                }
+                (*max_concurrency, timeout)
+            }
+        };
+        if max_concurrency == 0 {
+            return Err(self.key_error("directory.max_concurrency", "must be at least 1"));
+        }
+        parse_duration(timeout).map_err(|e| self.key_error("directory.timeout", e))?;
+        Ok(())
+    }
+
+    /// The configured directory source. Secrets stay files (or inline values) and
+    /// are read by the connector at use, so a rotated credential is picked up.
+    pub fn directory(&self) -> Directory {
+        let policy = self.policy_settings();
+        let scope_groups = policy.scope_groups.clone();
+        let mapped_groups: Vec<String> = policy
+            .mappings
+            .iter()
+            .map(|m| m.group.clone())
+            .filter(|g| !scope_groups.contains(g))
+            .collect();
+        let secret =
+            |inline: &Option<SecretString>, file: &Option<PathBuf>, key: &'static str| match (
+                inline, file,
+            ) {
+                (Some(value), _) => Secret::Inline(value.clone()),
+                (None, Some(path)) => Secret::File {
+                    key,
+                    path: path.clone(),
+                },
+                (None, None) => Secret::Inline(SecretString::from(String::new())),
+            };
+        let timeout = |t: &str| parse_duration(t).unwrap_or(Duration::from_secs(30));
+        match &self.directory {
+            DirectoryConfig::File { path } => Directory::File(FileSource::new(path.clone())),
+            DirectoryConfig::Okta {
+                url,
+                token,
+                token_file,
+                client_id,
+                private_key_file,
+                key_id,
+                app_id,
+                max_concurrency,
+                timeout: t,
+            } => {
+                let auth = match client_id {
+                    Some(client_id) => OktaAuth::PrivateKeyJwt {
+                        client_id: client_id.clone(),
+                        key_id: key_id.clone(),
+                        private_key: secret(&None, private_key_file, "directory.private_key_file"),
+                    },
+                    None => OktaAuth::Ssws(secret(token, token_file, "directory.token_file")),
+                };
+                Directory::Okta(OktaSource::new(OktaSettings {
+                    url: url.clone(),
+                    auth,
+                    app_id: app_id.clone(),
+                    scope_groups,
+                    mapped_groups,
+                    max_concurrency: *max_concurrency,
+                    timeout: timeout(t),
+                    retry: RetryPolicy::default(),
+                    overlap: Duration::from_secs(300),
+                }))
+            }
+            DirectoryConfig::Entra {
+                tenant_id,
+                client_id,
+                client_secret,
+                client_secret_file,
+                certificate_file,
+                private_key_file,
+                app_id,
+                graph_url,
+                login_url,
+                max_concurrency,
+                requests_per_second,
+                timeout: t,
+            } => {
+                let auth = match certificate_file {
+                    Some(_) => EntraAuth::Certificate {
+                        certificate: secret(&None, certificate_file, "directory.certificate_file"),
+                        private_key: secret(&None, private_key_file, "directory.private_key_file"),
+                    },
+                    None => EntraAuth::ClientSecret(secret(
+                        client_secret,
+                        client_secret_file,
+                        "directory.client_secret_file",
+                    )),
+                };
+                Directory::Entra(EntraSource::new(EntraSettings {
+                    tenant_id: tenant_id.clone(),
+                    client_id: client_id.clone(),
+                    auth,
+                    app_id: app_id.clone(),
+                    graph_url: graph_url.clone(),
+                    login_url: login_url.clone(),
+                    scope_groups,
+                    mapped_groups,
+                    max_concurrency: *max_concurrency,
+                    requests_per_second: *requests_per_second,
+                    timeout: timeout(t),
+                    retry: RetryPolicy::default(),
+                }))
+            }
+        }
     }
 
     /// The workspace token, read from `token_file` when given. Read at use, not at

@@ -15,7 +15,8 @@
 //!   (diff), [`guard`] (safety rules), [`circuit`] (the apply-time circuit
 //!   breaker's rules).
 //! - edges: [`directory`] (sources of truth), [`workspace`] (SCIM 2.0 client),
-//!   [`store`] (SQLite state and journal), [`retry`] (transient-failure policy).
+//!   [`store`] (SQLite state and journal), [`retry`] (transient-failure policy),
+//!   [`http`] (the HTTP client and helpers the remote connectors share).
 //! - [`apply`] (journaled executor and verification), [`report`] (drift reports,
 //!   renderers and the digest), [`mail`] (SMTP through the outbox), [`alert`]
 //!   (immediate alerts with a quiet period), [`export`] (access review).
@@ -39,6 +40,7 @@ pub mod directory;
 pub mod explain;
 pub mod export;
 pub mod guard;
+pub mod http;
 pub mod mail;
 pub mod model;
 pub mod plan;

@@ -16,8 +16,8 @@ use std::sync::Mutex;
 use chrono::{DateTime, Utc};
 
 use crate::apply::{self, ApplyError};
-use crate::config::{Config, ConfigError, DirectoryConfig};
-use crate::directory::{Directory, DirectoryError, FileSource};
+use crate::config::{Config, ConfigError};
+use crate::directory::{Directory, DirectoryError};
 use crate::guard;
 use crate::model::{DirectorySnapshot, HoldReason, Plan, WorkspaceSnapshot};
 use crate::plan;
@@ -98,9 +98,7 @@ pub struct RunOutcome {
 }
 
 pub fn directory_from_config(config: &Config) -> Directory {
-    match &config.directory {
-        DirectoryConfig::File { path } => Directory::File(FileSource::new(path.clone())),
-    }
+    config.directory()
 }
 
 /// Progress lines on stderr while snapshots are read; only when stderr is a TTY,

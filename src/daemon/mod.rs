@@ -133,7 +133,7 @@ pub struct Shared {
     db: Mutex<Store>,
     counters: BTreeMap<&'static str, Arc<JobCounters>>,
     /// Held by every job that writes to the workspace or prunes the database.
-    writer: tokio::sync::Mutex<()>,
+    writer: Arc<tokio::sync::Mutex<()>>,
     clock: Arc<dyn Clock>,
     tick: Duration,
     /// Unix milliseconds of the scheduler loop's last pass (liveness).
@@ -290,7 +290,7 @@ pub async fn run(
         settings: RwLock::new(Arc::new(settings)),
         db: Mutex::new(db),
         counters: counters.clone(),
-        writer: tokio::sync::Mutex::new(()),
+        writer: Arc::new(tokio::sync::Mutex::new(())),
         clock: Arc::clone(&clock),
         tick,
         last_tick: AtomicI64::new(Utc::now().timestamp_millis()),
@@ -416,7 +416,9 @@ async fn run_job(shared: Arc<Shared>, name: &'static str) {
     // digest only read and queue, so an alert is not stuck behind a long reconcile.
     let _writer = match name {
         DIGEST | MAIL => None,
-        _ => Some(shared.writer.lock().await),
+        // An owned guard: a borrowed one held across the job's awaits trips the
+        // compiler's Send inference for the spawned future (rust-lang/rust#102211).
+        _ => Some(Arc::clone(&shared.writer).lock_owned().await),
     };
     if shared.stopping.load(Ordering::SeqCst) {
         return;

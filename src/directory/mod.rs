@@ -5,18 +5,28 @@
 //! snapshot): a partial directory must never look like people who left (design
 //! invariant 3).
 //!
-//! Sources are an enum rather than a trait object: the set is closed (file now; Okta,
-//! Entra, LDAP, SCIM later), `snapshot` is async, and `match` keeps the dispatch
+//! Sources are an enum rather than a trait object: the set is closed (file, Okta,
+//! Entra now; LDAP, SCIM later), `snapshot` is async, and `match` keeps the dispatch
 //! visible and free of boxing.
 
+pub mod entra;
 pub mod file;
+mod jwt;
+pub mod okta;
+mod remote;
 
 use std::path::PathBuf;
+use std::time::Duration;
+
+use futures::future::BoxFuture;
 
 use crate::model::{DirectorySnapshot, Identity};
 use crate::retry::Transient;
 
+pub use entra::{EntraAuth, EntraSettings, EntraSource};
 pub use file::FileSource;
+pub use okta::{OktaAuth, OktaSettings, OktaSource};
+pub use remote::{RemoteStats, Secret};
 
 /// Why a directory could not be read. A file error is never transient: the file
 /// will not fix itself between two attempts of the same run.
@@ -54,6 +64,46 @@ pub enum DirectoryError {
         path: PathBuf,
         source: tokio::task::JoinError,
     },
+    /// A connector's settings cannot work (bad URL, unreadable key, HTTP client).
+    #[error("directory connector settings: {0}")]
+    Settings(String),
+    /// A secret file (`token_file`, `client_secret_file`, `private_key_file`) could
+    /// not be read. The secret itself is never part of an error.
+    #[error("cannot read {key} {}: {source}", .file.display())]
+    SecretFile {
+        key: &'static str,
+        file: PathBuf,
+        source: std::io::Error,
+    },
+    /// No HTTP answer: connect error, timeout, connection closed mid-exchange.
+    #[error("{endpoint}: {message}")]
+    Transport {
+        endpoint: String,
+        message: String,
+        transient: bool,
+    },
+    /// The provider answered with a non-success status.
+    #[error("{endpoint}: HTTP {status}{}: {detail}", code.as_deref().map(|c| format!(" ({c})")).unwrap_or_default())]
+    Status {
+        endpoint: String,
+        status: u16,
+        /// The provider's error code: Okta `errorCode` (`E0000047`), Graph
+        /// `error.code` (`syncStateNotFound`), OAuth `error` (`invalid_client`).
+        code: Option<String>,
+        /// The provider's message, truncated; secrets are scrubbed.
+        detail: String,
+        retry_after: Option<Duration>,
+    },
+    /// A success status with a body or headers the connector cannot use.
+    #[error("{endpoint}: malformed response: {what}")]
+    Malformed { endpoint: String, what: String },
+    /// The configured scope does not exist in the directory (a `scope_groups` name,
+    /// an app id); reading on would make everyone look out of scope.
+    #[error("{provider}: {message}")]
+    Scope {
+        provider: &'static str,
+        message: String,
+    },
 }
 
 fn field_suffix(field: &Option<String>) -> String {
@@ -64,14 +114,30 @@ fn field_suffix(field: &Option<String>) -> String {
 }
 
 impl DirectoryError {
-    /// Worth another attempt? Never for files; network connectors will add
-    /// variants (timeouts, 429, 5xx) that are.
+    /// Worth another attempt? Never for files; for connectors, network failures,
+    /// timeouts, 429 and 5xx (except 501) are.
     pub fn is_transient(&self) -> bool {
         match self {
             DirectoryError::Io { .. }
             | DirectoryError::Invalid { .. }
             | DirectoryError::UnsupportedFormat { .. }
-            | DirectoryError::Task { .. } => false,
+            | DirectoryError::Task { .. }
+            | DirectoryError::Settings(_)
+            | DirectoryError::SecretFile { .. }
+            | DirectoryError::Malformed { .. }
+            | DirectoryError::Scope { .. } => false,
+            DirectoryError::Transport { transient, .. } => *transient,
+            DirectoryError::Status { status, .. } => {
+                *status == 429 || (*status >= 500 && *status != 501)
+            }
+        }
+    }
+
+    /// The HTTP status, when the provider answered with an error.
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            DirectoryError::Status { status, .. } => Some(*status),
+            _ => None,
         }
     }
 }
@@ -79,6 +145,13 @@ impl DirectoryError {
 impl Transient for DirectoryError {
     fn is_transient(&self) -> bool {
         DirectoryError::is_transient(self)
+    }
+
+    fn retry_after(&self) -> Option<Duration> {
+        match self {
+            DirectoryError::Status { retry_after, .. } => *retry_after,
+            _ => None,
+        }
     }
 }
 
@@ -104,41 +177,59 @@ pub enum DirectoryChanges {
 }
 
 /// A configured directory source.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub enum Directory {
     /// A JSON or CSV export on disk (see [`file`](mod@file) for the format).
     File(FileSource),
+    /// Okta's Management API (see [`okta`]).
+    Okta(OktaSource),
+    /// Microsoft Entra ID through Microsoft Graph (see [`entra`]).
+    Entra(EntraSource),
 }
 
 impl Directory {
     /// Reads the whole directory. A file is always read whole, so its snapshot is
     /// `complete`.
-    pub async fn snapshot(&self) -> Result<DirectorySnapshot, DirectoryError> {
-        match self {
-            Directory::File(source) => source.snapshot().await,
-        }
+    ///
+    /// Boxed as `Send` here, where the connectors' futures are concrete: left to
+    /// inference inside a spawned caller (the daemon's jobs) the compiler cannot
+    /// prove their stream closures `Send` for every lifetime (rust-lang/rust#102211).
+    pub fn snapshot(&self) -> BoxFuture<'_, Result<DirectorySnapshot, DirectoryError>> {
+        Box::pin(async move {
+            match self {
+                Directory::File(source) => source.snapshot().await,
+                Directory::Okta(source) => source.snapshot().await,
+                Directory::Entra(source) => source.snapshot().await,
+            }
+        })
     }
 
     /// What changed since `cursor` (from the previous call; `None` the first time),
     /// for the daemon's deprovisioning sweep. Sources without a cheap delta, and
     /// connectors whose cursor expired, answer with the whole directory.
-    pub async fn changes_since(
-        &self,
-        _cursor: Option<&str>,
-    ) -> Result<DirectoryChanges, DirectoryError> {
-        match self {
-            // Re-reading a file is as cheap as any delta could be.
-            Directory::File(source) => Ok(DirectoryChanges::Full {
-                snapshot: source.snapshot().await?,
-                cursor: None,
-            }),
-        }
+    pub fn changes_since<'a>(
+        &'a self,
+        cursor: Option<&'a str>,
+    ) -> BoxFuture<'a, Result<DirectoryChanges, DirectoryError>> {
+        Box::pin(async move {
+            match self {
+                // Re-reading a file is as cheap as any delta could be.
+                Directory::File(source) => Ok(DirectoryChanges::Full {
+                    snapshot: source.snapshot().await?,
+                    cursor: None,
+                }),
+                Directory::Okta(source) => source.changes_since(cursor).await,
+                Directory::Entra(source) => source.changes_since(cursor).await,
+            }
+        })
     }
 
     /// One line for logs and reports, e.g. `file /etc/seatwarden/directory.json`.
     pub fn describe(&self) -> String {
         match self {
             Directory::File(source) => format!("file {}", source.path().display()),
+            Directory::Okta(source) => format!("okta {}", source.url()),
+            Directory::Entra(source) => format!("entra tenant {}", source.tenant_id()),
         }
     }
 }

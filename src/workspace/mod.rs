@@ -26,6 +26,7 @@ use tokio::sync::Semaphore;
 
 pub use error::WorkspaceError;
 
+use crate::http::encode_component;
 use crate::model::{
     Account, AccountSpec, Attribute, AttributeChange, Role, WorkspaceGroup, WorkspaceSnapshot,
 };
@@ -159,49 +160,17 @@ struct Answer {
     body: String,
 }
 
-/// Percent-encodes a query component (RFC 3986 unreserved characters stay as-is;
-/// spaces become `%20`, not `+`, which some providers do not decode).
-fn encode_component(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
-            out.push(char::from(b));
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
-}
-
 fn transport_error(endpoint: &str, e: &reqwest::Error) -> WorkspaceError {
-    let mut message = if e.is_timeout() {
-        "timed out".to_owned()
-    } else if e.is_connect() {
-        "connection failed".to_owned()
-    } else {
-        "request failed".to_owned()
-    };
-    // The chain says why ("connection closed before message completed", …). reqwest's
-    // own Display carries the URL, never headers; strip it anyway, we name the endpoint.
-    let mut source: Option<&dyn std::error::Error> = std::error::Error::source(e);
-    while let Some(s) = source {
-        message.push_str(": ");
-        message.push_str(&s.to_string());
-        source = s.source();
-    }
+    let (message, transient) = crate::http::describe_failure(e);
     WorkspaceError::Transport {
         endpoint: endpoint.to_owned(),
         message,
-        // A builder error (bad URL) will not fix itself; everything else that failed
-        // before a status arrived is the network's or the server's doing.
-        transient: !e.is_builder(),
+        transient,
     }
 }
 
 impl ScimClient {
     pub fn new(settings: ScimSettings) -> Result<ScimClient, WorkspaceError> {
-        // Another component may have installed it already; either way one is there.
-        let _ = rustls::crypto::ring::default_provider().install_default();
         match settings.base_url.scheme() {
             "http" | "https" => {}
             other => {
@@ -220,14 +189,7 @@ impl ScimClient {
                 "max_concurrency must be at least 1".to_owned(),
             ));
         }
-        let http = reqwest::Client::builder()
-            .tls_backend_rustls()
-            .connect_timeout(settings.timeout)
-            // Providers behind wsgiref-style servers close every connection; do not
-            // keep idle ones around for long.
-            .pool_idle_timeout(Duration::from_secs(15))
-            .user_agent(concat!("seatwarden/", env!("CARGO_PKG_VERSION")))
-            .build()
+        let http = crate::http::client(settings.timeout)
             .map_err(|e| WorkspaceError::Settings(format!("HTTP client: {e}")))?;
         let limiter = NonZeroU32::new(settings.requests_per_second).map(|rps| {
             RateLimiter::direct_with_clock(Quota::per_second(rps), DefaultClock::default())

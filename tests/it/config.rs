@@ -49,7 +49,9 @@ fn the_documented_example_loads_with_its_values() {
     assert_eq!(config.report_name(), "acme");
     assert_eq!(config.report_timezone().unwrap(), chrono_tz::Europe::Berlin);
     // Relative paths are resolved against the configuration file's directory.
-    let DirectoryConfig::File { path: directory } = &config.directory;
+    let DirectoryConfig::File { path: directory } = &config.directory else {
+        panic!("expected a file directory");
+    };
     assert_eq!(directory, &path.parent().unwrap().join("directory.json"));
     assert_eq!(
         config.state.path,
@@ -241,4 +243,137 @@ fn daemon_settings_errors_name_the_key() {
             "{err}"
         );
     }
+}
+
+// ---- Directory connectors ----
+
+fn example(name: &str) -> Config {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("config")
+        .join(name);
+    Config::load_with_env(&path, Some(HashMap::new())).unwrap()
+}
+
+#[test]
+fn the_okta_example_loads() {
+    let config = example("okta.example.toml");
+    let DirectoryConfig::Okta {
+        url,
+        token_file,
+        client_id,
+        max_concurrency,
+        ..
+    } = &config.directory
+    else {
+        panic!("expected okta");
+    };
+    assert_eq!(url.as_str(), "https://acme.okta.com/");
+    assert_eq!(
+        token_file.as_deref(),
+        Some(Path::new("/run/credentials/seatwarden/okta-token"))
+    );
+    assert!(client_id.is_none());
+    assert_eq!(*max_concurrency, 8);
+    assert_eq!(config.directory().describe(), "okta https://acme.okta.com");
+}
+
+#[test]
+fn the_entra_example_loads() {
+    let config = example("entra.example.toml");
+    let DirectoryConfig::Entra {
+        tenant_id,
+        client_secret_file,
+        requests_per_second,
+        ..
+    } = &config.directory
+    else {
+        panic!("expected entra");
+    };
+    assert_eq!(tenant_id, "00000000-0000-0000-0000-000000000000");
+    assert!(client_secret_file.is_some());
+    assert_eq!(*requests_per_second, 50);
+}
+
+const WORKSPACE: &str =
+    "\n[workspace]\nurl = \"https://scim.example.com/scim/v2\"\ntoken = \"t\"\n";
+
+#[test]
+fn connector_auth_must_be_exactly_one_way() {
+    let okta = |auth: &str| {
+        load(
+            &format!(
+                "[directory]\nkind = \"okta\"\nurl = \"https://acme.okta.com\"\n{auth}{WORKSPACE}"
+            ),
+            &[],
+        )
+    };
+    let missing = okta("").unwrap_err();
+    assert!(missing.contains("directory.token_file"), "{missing}");
+    let both =
+        okta("token = \"a\"\nclient_id = \"c\"\nprivate_key_file = \"k.pem\"\n").unwrap_err();
+    assert!(both.contains("not both"), "{both}");
+    let half = okta("client_id = \"c\"\n").unwrap_err();
+    assert!(half.contains("private_key_file"), "{half}");
+    let oauth = okta("client_id = \"c\"\nprivate_key_file = \"k.pem\"\nkey_id = \"k1\"\n").unwrap();
+    // Relative key files resolve against the configuration file's directory.
+    let DirectoryConfig::Okta {
+        private_key_file, ..
+    } = &oauth.directory
+    else {
+        panic!("expected okta");
+    };
+    assert!(private_key_file.as_ref().unwrap().is_absolute());
+
+    let entra = |auth: &str| {
+        load(
+            &format!(
+                "[directory]\nkind = \"entra\"\ntenant_id = \"t\"\nclient_id = \"c\"\n{auth}{WORKSPACE}"
+            ),
+            &[],
+        )
+    };
+    let missing = entra("").unwrap_err();
+    assert!(
+        missing.contains("directory.client_secret_file"),
+        "{missing}"
+    );
+    let both = entra(
+        "client_secret = \"s\"\ncertificate_file = \"c.pem\"\nprivate_key_file = \"k.pem\"\n",
+    )
+    .unwrap_err();
+    assert!(both.contains("not both"), "{both}");
+    let half = entra("certificate_file = \"c.pem\"\n").unwrap_err();
+    assert!(half.contains("private_key_file"), "{half}");
+    entra("client_secret_file = \"secret\"\n").unwrap();
+}
+
+#[test]
+fn connector_secrets_are_redacted_and_bad_urls_name_the_key() {
+    let config = load(
+        &format!(
+            "[directory]\nkind = \"entra\"\ntenant_id = \"t\"\nclient_id = \"c\"\n\
+             client_secret = \"graph-secret-value\"{WORKSPACE}"
+        ),
+        &[],
+    )
+    .unwrap();
+    let rendered = config.to_redacted_toml();
+    assert!(!rendered.contains("graph-secret-value"), "{rendered}");
+    assert!(!format!("{config:?}").contains("graph-secret-value"));
+    assert!(!format!("{:?}", config.directory()).contains("graph-secret-value"));
+
+    let bad = load(
+        &format!(
+            "[directory]\nkind = \"okta\"\nurl = \"ftp://acme.okta.com\"\ntoken = \"x\"{WORKSPACE}"
+        ),
+        &[],
+    )
+    .unwrap_err();
+    assert!(bad.contains("directory.url"), "{bad}");
+    let unknown = load(
+        &format!("[directory]\nkind = \"okta\"\nurl = \"https://a.okta.com\"\ntoken = \"x\"\ntokn = \"y\"{WORKSPACE}"),
+        &[],
+    )
+    .unwrap_err();
+    assert!(unknown.contains("tokn"), "{unknown}");
 }

@@ -22,8 +22,27 @@ pub fn synth_config(
         synth::directory_json(&data.directory),
     )
     .unwrap();
+    synth_config_with_directory(
+        dir,
+        data,
+        url,
+        token,
+        max_concurrency,
+        "kind = \"file\"\npath = \"directory.json\"\n",
+    )
+}
+
+/// [`synth_config`] with the `[directory]` section's body given (a connector).
+pub fn synth_config_with_directory(
+    dir: &Path,
+    data: &Synth,
+    url: &str,
+    token: &str,
+    max_concurrency: usize,
+    directory: &str,
+) -> Config {
     let mut toml = format!(
-        "[directory]\nkind = \"file\"\npath = \"directory.json\"\n\n\
+        "[directory]\n{directory}\n\
          [workspace]\nurl = \"{url}\"\ntoken = \"{token}\"\nmax_concurrency = {max_concurrency}\n\
          requests_per_second = 10000\n\n\
          [policy]\nscope_groups = [\"Taskade Users\"]\ndefault_role = \"Viewer\"\n\n\

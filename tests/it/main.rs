@@ -2,14 +2,17 @@
 
 mod cli;
 mod config;
+mod connectors;
 mod core;
 mod daemon;
 mod demo;
 mod directory;
 mod email;
+mod entra;
 mod export;
 mod fixtures;
 mod interop;
+mod okta;
 mod report;
 mod resume;
 mod safety;

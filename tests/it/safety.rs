@@ -140,8 +140,8 @@ impl Env {
     }
 
     fn write_directory(&self, directory: &DirectorySnapshot) {
-        let path = match &self.config.directory {
-            seatwarden::config::DirectoryConfig::File { path } => path.clone(),
+        let seatwarden::config::DirectoryConfig::File { path } = &self.config.directory else {
+            panic!("the safety scenarios use a directory file");
         };
         std::fs::write(path, synth::directory_json(directory)).unwrap();
     }

@@ -1,0 +1,927 @@
+//! Microsoft Entra ID (`kind = "entra"`) through Microsoft Graph v1.0, read-only.
+//!
+//! - Auth: OAuth 2.0 client credentials at `{login_url}/{tenant}/oauth2/v2.0/token`
+//!   with a client secret or a certificate (an RS256 client assertion with the
+//!   certificate's `x5t` thumbprint), scope `https://graph.microsoft.com/.default`.
+//!   The token is cached, refreshed five minutes before it expires, and once more
+//!   after a 401.
+//! - Users: `GET /users?$select=…&$top=999`; `accountEnabled` is only returned when
+//!   selected. Paging follows `@odata.nextLink` until it is absent.
+//! - Groups: `GET /groups`; members from `/groups/{id}/transitiveMembers/
+//!   microsoft.graph.user` (nested groups count) for the groups the policy names
+//!   (every group when it names none). With `app_id`, the snapshot keeps only the
+//!   users the app's service principal is assigned to (`appRoleAssignedTo`), group
+//!   assignments expanded through their transitive members.
+//! - Throttling: 429 and 503 are retried after `Retry-After`; a request-rate limit
+//!   (`requests_per_second`) keeps a snapshot inside the directory read budget.
+//! - `changes_since`: `users/delta` and `groups/delta` from stored delta links;
+//!   `@removed` users are removed; a group spread over several pages is merged by
+//!   id; an expired delta token (400/410 `syncStateNotFound`, `resyncRequired`)
+//!   falls back to a full snapshot.
+//!
+//! Status mapping: `accountEnabled: true` → active, `false` → suspended; a deleted
+//! user (in the recycle bin or gone) is absent from `/users`, and `@removed` in a
+//! delta. Entra has no "deprovisioned" status.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::{StreamExt, TryStreamExt};
+use secrecy::{ExposeSecret, SecretString};
+use serde_json::Value;
+
+use super::remote::{
+    self, Reply, Secret, TokenCache, Transport, endpoint_of, same_origin, status_error,
+};
+use super::{DirectoryChanges, DirectoryError, RemoteStats, jwt};
+use crate::http::encode_component;
+use crate::model::{DirectorySnapshot, Identity, IdentityStatus};
+use crate::retry::RetryPolicy;
+
+const PROVIDER: &str = "entra";
+pub const DEFAULT_GRAPH_URL: &str = "https://graph.microsoft.com";
+pub const DEFAULT_LOGIN_URL: &str = "https://login.microsoftonline.com";
+/// `$top` maximum for users, groups and members.
+const TOP: u32 = 999;
+/// The user properties read; `accountEnabled` is not returned unless selected.
+pub const USER_SELECT: &str = "id,userPrincipalName,mail,givenName,surname,displayName,accountEnabled,department,employeeId,userType";
+const CURSOR_PREFIX: &str = "entra-v1:";
+/// Above this many affected users, `changes_since` reads a full snapshot instead.
+const MAX_DELTA_USERS: usize = 250;
+/// `id in (…)` filters take at most 15 values.
+const ID_FILTER_CHUNK: usize = 15;
+
+#[derive(Debug, Clone)]
+pub enum EntraAuth {
+    ClientSecret(Secret),
+    /// A certificate credential: the PEM certificate registered on the app and its
+    /// RSA private key.
+    Certificate {
+        certificate: Secret,
+        private_key: Secret,
+    },
+}
+
+#[derive(Debug, Clone)]
+pub struct EntraSettings {
+    pub tenant_id: String,
+    pub client_id: String,
+    pub auth: EntraAuth,
+    /// The application (client) id whose service principal's assignments scope
+    /// the snapshot.
+    pub app_id: Option<String>,
+    /// Default `https://graph.microsoft.com` (national clouds and tests differ).
+    pub graph_url: Option<url::Url>,
+    /// Default `https://login.microsoftonline.com`.
+    pub login_url: Option<url::Url>,
+    pub scope_groups: Vec<String>,
+    pub mapped_groups: Vec<String>,
+    pub max_concurrency: usize,
+    /// 0 disables the limit.
+    pub requests_per_second: u32,
+    pub timeout: Duration,
+    pub retry: RetryPolicy,
+}
+
+struct Inner {
+    settings: EntraSettings,
+    /// `{graph_url}/v1.0`.
+    api: String,
+    /// `{graph_url}` without a trailing slash: paging links must stay on it.
+    graph: String,
+    /// `{login_url}` without a trailing slash.
+    login: String,
+    transport: tokio::sync::OnceCell<Transport>,
+    tokens: TokenCache,
+}
+
+/// A Microsoft Entra tenant; cheap to clone.
+#[derive(Clone)]
+pub struct EntraSource {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for EntraSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EntraSource")
+            .field("tenant_id", &self.inner.settings.tenant_id)
+            .field("client_id", &self.inner.settings.client_id)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The delta links `changes_since` stores in its cursor.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+struct Cursor {
+    users: String,
+    groups: String,
+}
+
+/// What a delta round said.
+enum DeltaOutcome<T> {
+    Done(T),
+    /// The delta token expired: start over with a full snapshot.
+    Expired,
+}
+
+impl EntraSource {
+    pub fn new(settings: EntraSettings) -> EntraSource {
+        let base = |url: &Option<url::Url>, default: &str| {
+            url.as_ref()
+                .map_or(default, url::Url::as_str)
+                .trim_end_matches('/')
+                .to_owned()
+        };
+        let graph = base(&settings.graph_url, DEFAULT_GRAPH_URL);
+        let login = base(&settings.login_url, DEFAULT_LOGIN_URL);
+        EntraSource {
+            inner: Arc::new(Inner {
+                settings,
+                api: format!("{graph}/v1.0"),
+                graph,
+                login,
+                transport: tokio::sync::OnceCell::new(),
+                tokens: TokenCache::default(),
+            }),
+        }
+    }
+
+    pub fn tenant_id(&self) -> &str {
+        &self.inner.settings.tenant_id
+    }
+
+    /// Requests made so far (retries and token requests included).
+    pub fn stats(&self) -> RemoteStats {
+        self.inner
+            .transport
+            .get()
+            .map(Transport::stats)
+            .unwrap_or_default()
+    }
+
+    async fn transport(&self) -> Result<&Transport, DirectoryError> {
+        let s = &self.inner.settings;
+        self.inner
+            .transport
+            .get_or_try_init(|| async {
+                Transport::new(s.timeout, s.max_concurrency, s.requests_per_second, s.retry)
+            })
+            .await
+    }
+
+    /// Every user in scope with status and groups, or an error.
+    pub async fn snapshot(&self) -> Result<DirectorySnapshot, DirectoryError> {
+        let api = &self.inner.api;
+        let select = encode_component(USER_SELECT);
+        // The user list (a chain of nextLink pages) and the group side (groups,
+        // then members, read concurrently) run at the same time.
+        let people = self.list(format!("{api}/users?$select={select}&$top={TOP}"));
+        let memberships = async {
+            let groups = self
+                .list(format!("{api}/groups?$select=id,displayName&$top={TOP}"))
+                .await?;
+            let groups = groups
+                .iter()
+                .map(|g| parse_group(g, "GET /v1.0/groups"))
+                .collect::<Result<Vec<_>, _>>()?;
+            let wanted = self.groups_of_interest(&groups)?;
+            let app_scope = match &self.inner.settings.app_id {
+                Some(app) => Some(self.app_assignments(app).await?),
+                None => None,
+            };
+            let mut to_read: Vec<(String, String)> = groups
+                .iter()
+                .filter(|(id, _)| wanted.contains(id))
+                .cloned()
+                .collect();
+            if let Some((_, app_groups)) = &app_scope {
+                for (id, name) in &groups {
+                    if app_groups.contains(id) && !wanted.contains(id) {
+                        to_read.push((id.clone(), name.clone()));
+                    }
+                }
+            }
+            let members = self.transitive_members(&to_read).await?;
+            Ok::<_, DirectoryError>((wanted, app_scope, to_read, members))
+        };
+        let (users, (wanted, app_scope, to_read, members)) =
+            futures::try_join!(people, memberships)?;
+        let mut identities = Vec::with_capacity(users.len());
+        let mut seen = HashSet::new();
+        for u in &users {
+            let identity = parse_user(u, "GET /v1.0/users")?;
+            if seen.insert(identity.id.clone()) {
+                identities.push(identity);
+            }
+        }
+        let mut groups_of: HashMap<&str, Vec<String>> = HashMap::new();
+        let mut via_app_groups: HashSet<&str> = HashSet::new();
+        for ((id, name), member_ids) in to_read.iter().zip(&members) {
+            let counts = wanted.contains(id);
+            let assigned = app_scope
+                .as_ref()
+                .is_some_and(|(_, app_groups)| app_groups.contains(id));
+            for member in member_ids {
+                if counts {
+                    groups_of.entry(member).or_default().push(name.clone());
+                }
+                if assigned {
+                    via_app_groups.insert(member);
+                }
+            }
+        }
+        for identity in &mut identities {
+            if let Some(names) = groups_of.get(identity.id.as_str()) {
+                identity.groups = sorted_unique(names);
+            }
+        }
+        if let Some((app_users, _)) = &app_scope {
+            identities
+                .retain(|i| app_users.contains(&i.id) || via_app_groups.contains(i.id.as_str()));
+        }
+        identities.sort_by(|a, b| a.id.cmp(&b.id));
+        Ok(DirectorySnapshot {
+            identities,
+            complete: true,
+        })
+    }
+
+    /// What changed since `cursor` (two delta links). The first call (and any call
+    /// whose cursor is unreadable or expired) takes fresh delta links with
+    /// `$deltatoken=latest` *before* reading the whole directory, so nothing that
+    /// changes during the read is missed. With `app_id`, or when a nested group or
+    /// a whole group of interest changed, the answer is a full snapshot too.
+    pub async fn changes_since(
+        &self,
+        cursor: Option<&str>,
+    ) -> Result<DirectoryChanges, DirectoryError> {
+        let parsed = cursor.and_then(|c| {
+            c.strip_prefix(CURSOR_PREFIX)
+                .and_then(|json| serde_json::from_str::<Cursor>(json).ok())
+        });
+        if cursor.is_some() && parsed.is_none() {
+            tracing::warn!("unreadable Entra cursor; reading the whole directory");
+        }
+        match parsed {
+            Some(links) if self.inner.settings.app_id.is_none() => {
+                match self.delta(&links).await? {
+                    DeltaOutcome::Done(changes) => Ok(changes),
+                    DeltaOutcome::Expired => {
+                        tracing::info!("Entra delta token expired; reading the whole directory");
+                        self.full_with_cursor().await
+                    }
+                }
+            }
+            _ => self.full_with_cursor().await,
+        }
+    }
+
+    async fn full_with_cursor(&self) -> Result<DirectoryChanges, DirectoryError> {
+        let api = &self.inner.api;
+        let select = encode_component(USER_SELECT);
+        let (users, groups) = futures::try_join!(
+            self.delta_pages(format!(
+                "{api}/users/delta?$select={select}&$deltatoken=latest"
+            )),
+            self.delta_pages(format!(
+                "{api}/groups/delta?$select=displayName,members&$deltatoken=latest"
+            )),
+        )?;
+        let (DeltaOutcome::Done((_, users)), DeltaOutcome::Done((_, groups))) = (users, groups)
+        else {
+            return Err(DirectoryError::Malformed {
+                endpoint: "GET /v1.0/users/delta?$deltatoken=latest".into(),
+                what: "a fresh delta token was reported expired".into(),
+            });
+        };
+        let snapshot = self.snapshot().await?;
+        let cursor = serde_json::to_string(&Cursor { users, groups }).map_err(|e| {
+            DirectoryError::Malformed {
+                endpoint: "delta cursor".into(),
+                what: e.to_string(),
+            }
+        })?;
+        Ok(DirectoryChanges::Full {
+            snapshot,
+            cursor: Some(format!("{CURSOR_PREFIX}{cursor}")),
+        })
+    }
+
+    async fn delta(
+        &self,
+        links: &Cursor,
+    ) -> Result<DeltaOutcome<DirectoryChanges>, DirectoryError> {
+        for link in [&links.users, &links.groups] {
+            if !same_origin(&self.inner.graph, link) {
+                return Err(DirectoryError::Settings(
+                    "stored delta link points outside graph_url".into(),
+                ));
+            }
+        }
+        let (users, groups) = futures::try_join!(
+            self.delta_pages(links.users.clone()),
+            self.delta_pages(links.groups.clone()),
+        )?;
+        let (
+            DeltaOutcome::Done((user_items, users_link)),
+            DeltaOutcome::Done((group_items, groups_link)),
+        ) = (users, groups)
+        else {
+            return Ok(DeltaOutcome::Expired);
+        };
+        let mut removed = BTreeSet::new();
+        let mut affected = BTreeSet::new();
+        for u in &user_items {
+            let id = required_str(u, "id", "GET /v1.0/users/delta")?;
+            if u.get("@removed").is_some() {
+                // reason "changed" = soft-deleted (restorable), "deleted" = gone;
+                // either way the person no longer has an account.
+                removed.insert(id.to_owned());
+            } else {
+                affected.insert(id.to_owned());
+            }
+        }
+        // A big group comes back on several pages with different member slices:
+        // merge by group id before looking at the members.
+        let mut merged: BTreeMap<String, (bool, Vec<Value>)> = BTreeMap::new();
+        for g in &group_items {
+            let id = required_str(g, "id", "GET /v1.0/groups/delta")?;
+            if g.get("@removed").is_some() {
+                tracing::info!(
+                    group = id,
+                    "Entra group deleted; reading the whole directory"
+                );
+                return self.full_changes(&users_link, &groups_link).await;
+            }
+            let (renamed, members) = merged.entry(id.to_owned()).or_default();
+            *renamed |= g.get("displayName").is_some();
+            if let Some(Value::Array(slice)) = g.get("members@delta") {
+                members.extend(slice.iter().cloned());
+            }
+        }
+        for (id, (renamed, members)) in &merged {
+            if *renamed && members.is_empty() {
+                // A rename changes every member's group names.
+                tracing::info!(group = %id, "Entra group renamed; reading the whole directory");
+                return self.full_changes(&users_link, &groups_link).await;
+            }
+        }
+        for (_, members) in merged.values() {
+            for m in members {
+                let kind = m.get("@odata.type").and_then(Value::as_str).unwrap_or("");
+                if kind != "#microsoft.graph.user" {
+                    // A nested group joined or left: its members' transitive
+                    // groups changed, and the delta does not list them.
+                    tracing::info!(
+                        "nested Entra group membership changed; reading the whole directory"
+                    );
+                    return self.full_changes(&users_link, &groups_link).await;
+                }
+                let id = required_str(m, "id", "GET /v1.0/groups/delta")?;
+                if !removed.contains(id) {
+                    affected.insert(id.to_owned());
+                }
+            }
+        }
+        if affected.len() > MAX_DELTA_USERS {
+            // Each affected user costs a transitiveMemberOf request: past this, a
+            // snapshot is cheaper.
+            tracing::info!(
+                affected = affected.len(),
+                "many Entra users changed; reading the whole directory"
+            );
+            return self.full_changes(&users_link, &groups_link).await;
+        }
+        let changed = self
+            .read_users(&affected.into_iter().collect::<Vec<_>>())
+            .await?;
+        let cursor = links_of(&users_link, &groups_link)?;
+        Ok(DeltaOutcome::Done(DirectoryChanges::Delta {
+            changed,
+            removed: removed.into_iter().collect(),
+            cursor,
+        }))
+    }
+
+    /// A full snapshot carrying the delta links just obtained: the delta said
+    /// something changed that it cannot describe user by user.
+    async fn full_changes(
+        &self,
+        users_link: &str,
+        groups_link: &str,
+    ) -> Result<DeltaOutcome<DirectoryChanges>, DirectoryError> {
+        Ok(DeltaOutcome::Done(DirectoryChanges::Full {
+            snapshot: self.snapshot().await?,
+            cursor: Some(links_of(users_link, groups_link)?),
+        }))
+    }
+
+    /// Current record and transitive groups of each id; ids no longer found are
+    /// skipped (the delta reports their removal separately).
+    async fn read_users(&self, ids: &[String]) -> Result<Vec<Identity>, DirectoryError> {
+        let api = &self.inner.api;
+        let select = encode_component(USER_SELECT);
+        let mut identities = Vec::new();
+        for chunk in ids.chunks(ID_FILTER_CHUNK) {
+            let list = chunk
+                .iter()
+                .map(|id| format!("'{}'", id.replace('\'', "''")))
+                .collect::<Vec<_>>()
+                .join(",");
+            let filter = encode_component(&format!("id in ({list})"));
+            let users = self
+                .list(format!("{api}/users?$filter={filter}&$select={select}"))
+                .await?;
+            for u in &users {
+                identities.push(parse_user(u, "GET /v1.0/users")?);
+            }
+        }
+        let interest = self.interest_names();
+        let concurrency = self.inner.settings.max_concurrency.max(1);
+        let mut identities: Vec<Identity> = futures::stream::iter(identities.into_iter().map(
+            |mut identity| {
+                let interest = &interest;
+                async move {
+                    let url = format!(
+                        "{}/users/{}/transitiveMemberOf/microsoft.graph.group?$select=id,displayName&$top={TOP}",
+                        self.inner.api,
+                        encode_component(&identity.id)
+                    );
+                    let groups = self.list(url).await?;
+                    let mut names = Vec::new();
+                    for g in &groups {
+                        let (_, name) = parse_group(g, "GET /v1.0/users/{id}/transitiveMemberOf")?;
+                        if interest.is_empty() || interest.contains(&name) {
+                            names.push(name);
+                        }
+                    }
+                    identity.groups = sorted_unique(&names);
+                    Ok::<_, DirectoryError>(identity)
+                }
+            },
+        ))
+        .buffered(concurrency)
+        .try_collect()
+        .await?;
+        identities.sort_by(|a, b| a.id.cmp(&b.id));
+        Ok(identities)
+    }
+
+    fn interest_names(&self) -> HashSet<String> {
+        let s = &self.inner.settings;
+        s.scope_groups
+            .iter()
+            .chain(&s.mapped_groups)
+            .cloned()
+            .collect()
+    }
+
+    fn groups_of_interest(
+        &self,
+        groups: &[(String, String)],
+    ) -> Result<HashSet<String>, DirectoryError> {
+        let interest = self.interest_names();
+        if interest.is_empty() {
+            return Ok(groups.iter().map(|(id, _)| id.clone()).collect());
+        }
+        let present: HashSet<&str> = groups.iter().map(|(_, n)| n.as_str()).collect();
+        for name in &self.inner.settings.scope_groups {
+            if !present.contains(name.as_str()) {
+                return Err(DirectoryError::Scope {
+                    provider: PROVIDER,
+                    message: format!(
+                        "scope group {name:?} is not an Entra group (displayName); \
+                         check policy.scope_groups"
+                    ),
+                });
+            }
+        }
+        for name in &self.inner.settings.mapped_groups {
+            if !present.contains(name.as_str()) {
+                tracing::warn!(group = %name, "mapped group not found in Entra");
+            }
+        }
+        Ok(groups
+            .iter()
+            .filter(|(_, name)| interest.contains(name))
+            .map(|(id, _)| id.clone())
+            .collect())
+    }
+
+    /// The users and groups the app's service principal is assigned to.
+    async fn app_assignments(
+        &self,
+        app_id: &str,
+    ) -> Result<(HashSet<String>, HashSet<String>), DirectoryError> {
+        let api = &self.inner.api;
+        let filter = encode_component(&format!("appId eq '{}'", app_id.replace('\'', "''")));
+        let found = self
+            .list(format!(
+                "{api}/servicePrincipals?$filter={filter}&$select=id,appId"
+            ))
+            .await?;
+        let sp = match found.as_slice() {
+            [one] => required_str(one, "id", "GET /v1.0/servicePrincipals")?.to_owned(),
+            _ => {
+                return Err(DirectoryError::Scope {
+                    provider: PROVIDER,
+                    message: format!(
+                        "app_id {app_id:?} matches {} service principals, expected one",
+                        found.len()
+                    ),
+                });
+            }
+        };
+        let assignments = self
+            .list(format!(
+                "{api}/servicePrincipals/{}/appRoleAssignedTo?$top={TOP}",
+                encode_component(&sp)
+            ))
+            .await?;
+        let mut users = HashSet::new();
+        let mut groups = HashSet::new();
+        for a in &assignments {
+            let endpoint = "GET /v1.0/servicePrincipals/{id}/appRoleAssignedTo";
+            let principal = required_str(a, "principalId", endpoint)?.to_owned();
+            match a.get("principalType").and_then(Value::as_str) {
+                Some("User") => {
+                    users.insert(principal);
+                }
+                Some("Group") => {
+                    groups.insert(principal);
+                }
+                // Service principals assigned to the app are not people.
+                _ => {}
+            }
+        }
+        Ok((users, groups))
+    }
+
+    async fn transitive_members(
+        &self,
+        groups: &[(String, String)],
+    ) -> Result<Vec<Vec<String>>, DirectoryError> {
+        let concurrency = self.inner.settings.max_concurrency.max(1);
+        // Built before they enter the stream: a closure in the stream's type trips
+        // the compiler's Send inference in spawned callers (rust-lang/rust#102211).
+        let pending: Vec<_> = groups
+            .iter()
+            .map(|(id, _)| async move {
+                let url = format!(
+                    "{}/groups/{}/transitiveMembers/microsoft.graph.user?$select=id&$top={TOP}",
+                    self.inner.api,
+                    encode_component(id)
+                );
+                let members = self.list(url).await?;
+                members
+                    .iter()
+                    .map(|m| {
+                        required_str(m, "id", "GET /v1.0/groups/{id}/transitiveMembers")
+                            .map(str::to_owned)
+                    })
+                    .collect::<Result<Vec<_>, _>>()
+            })
+            .collect();
+        futures::stream::iter(pending)
+            .buffered(concurrency)
+            .try_collect()
+            .await
+    }
+
+    /// Every item of a collection, following `@odata.nextLink`.
+    async fn list(&self, first: String) -> Result<Vec<Value>, DirectoryError> {
+        let mut items = Vec::new();
+        let mut url = first;
+        let mut visited = HashSet::new();
+        loop {
+            let endpoint = endpoint_of("GET", &url);
+            let mut page = self.get(&url, &endpoint).await?.json(&endpoint)?;
+            match page.get_mut("value").map(Value::take) {
+                Some(Value::Array(values)) => items.extend(values),
+                _ => {
+                    return Err(DirectoryError::Malformed {
+                        endpoint,
+                        what: "no \"value\" array".into(),
+                    });
+                }
+            }
+            match page.get("@odata.nextLink").and_then(Value::as_str) {
+                None => return Ok(items),
+                Some(next) => {
+                    url = self.checked_next(next, &endpoint, &mut visited)?;
+                }
+            }
+        }
+    }
+
+    /// The pages of one delta round: items and the final `@odata.deltaLink`.
+    async fn delta_pages(
+        &self,
+        first: String,
+    ) -> Result<DeltaOutcome<(Vec<Value>, String)>, DirectoryError> {
+        let mut items = Vec::new();
+        let mut url = first;
+        let mut visited = HashSet::new();
+        loop {
+            let endpoint = endpoint_of("GET", &url);
+            let mut page = match self.get(&url, &endpoint).await {
+                Ok(reply) => reply.json(&endpoint)?,
+                Err(e) if is_expired_delta(&e) => return Ok(DeltaOutcome::Expired),
+                Err(e) => return Err(e),
+            };
+            if let Some(Value::Array(values)) = page.get_mut("value").map(Value::take) {
+                items.extend(values);
+            }
+            if let Some(next) = page.get("@odata.nextLink").and_then(Value::as_str) {
+                url = self.checked_next(next, &endpoint, &mut visited)?;
+                continue;
+            }
+            return match page.get("@odata.deltaLink").and_then(Value::as_str) {
+                Some(link) => {
+                    self.checked_next(link, &endpoint, &mut HashSet::new())?;
+                    Ok(DeltaOutcome::Done((items, link.to_owned())))
+                }
+                None => Err(DirectoryError::Malformed {
+                    endpoint,
+                    what: "a delta page with neither @odata.nextLink nor @odata.deltaLink".into(),
+                }),
+            };
+        }
+    }
+
+    fn checked_next(
+        &self,
+        next: &str,
+        endpoint: &str,
+        visited: &mut HashSet<String>,
+    ) -> Result<String, DirectoryError> {
+        if !same_origin(&self.inner.graph, next) {
+            return Err(DirectoryError::Malformed {
+                endpoint: endpoint.to_owned(),
+                what: "@odata.nextLink points to another origin".into(),
+            });
+        }
+        if !visited.insert(next.to_owned()) {
+            return Err(DirectoryError::Malformed {
+                endpoint: endpoint.to_owned(),
+                what: "@odata.nextLink repeats a page already read".into(),
+            });
+        }
+        Ok(next.to_owned())
+    }
+
+    /// One GET with auth and retries; a non-success is an error.
+    async fn get(&self, url: &str, endpoint: &str) -> Result<Reply, DirectoryError> {
+        let transport = self.transport().await?;
+        crate::retry::retry(
+            transport.retry,
+            || self.attempt(transport, url, endpoint),
+            |e, delay| transport.note_retry(e, delay),
+        )
+        .await
+    }
+
+    async fn attempt(
+        &self,
+        transport: &Transport,
+        url: &str,
+        endpoint: &str,
+    ) -> Result<Reply, DirectoryError> {
+        let mut refreshed = false;
+        loop {
+            let token = self.inner.tokens.get(|| self.fetch_token()).await?;
+            let request = transport
+                .http()
+                .get(url)
+                .bearer_auth(token.expose_secret())
+                .header(reqwest::header::ACCEPT, "application/json");
+            let reply = transport.send(request, endpoint).await?;
+            if reply.is_success() {
+                return Ok(reply);
+            }
+            if reply.status == 401 && !refreshed {
+                // Expired or revoked early (InvalidAuthenticationToken): once more
+                // with a fresh token.
+                self.inner.tokens.invalidate(&token).await;
+                refreshed = true;
+                continue;
+            }
+            let (code, detail) = error_body(&reply.body);
+            let wait = remote::retry_after(&reply.headers);
+            return Err(status_error(
+                endpoint,
+                &reply,
+                code,
+                detail,
+                wait,
+                &[token.expose_secret()],
+            ));
+        }
+    }
+
+    async fn fetch_token(&self) -> Result<(SecretString, Duration), DirectoryError> {
+        let transport = self.transport().await?;
+        let s = &self.inner.settings;
+        let token_url = format!(
+            "{}/{}/oauth2/v2.0/token",
+            self.inner.login,
+            encode_component(&s.tenant_id)
+        );
+        // National clouds have their own Graph, and their own `.default` scope.
+        let scope = format!("{}/.default", self.inner.graph);
+        match &s.auth {
+            EntraAuth::ClientSecret(secret) => {
+                let secret = secret.read()?;
+                remote::fetch_token(
+                    transport,
+                    &token_url,
+                    &[
+                        ("client_id", &s.client_id),
+                        ("scope", &scope),
+                        ("client_secret", secret.expose_secret()),
+                        ("grant_type", "client_credentials"),
+                    ],
+                    &[secret.expose_secret()],
+                )
+                .await
+            }
+            EntraAuth::Certificate {
+                certificate,
+                private_key,
+            } => {
+                let cert = certificate.read()?;
+                let pem = private_key.read()?;
+                let thumbprint = jwt::certificate_thumbprint(
+                    cert.expose_secret().as_bytes(),
+                    "directory.certificate_file",
+                )?;
+                let key = jwt::SigningKey::from_pem(
+                    pem.expose_secret().as_bytes(),
+                    "directory.private_key_file",
+                )?;
+                let mut header = serde_json::Map::new();
+                header.insert("x5t".into(), thumbprint.into());
+                let claims = jwt::assertion_claims(&s.client_id, &token_url, jwt::unix_now())?;
+                let assertion = key.sign(header, &claims)?;
+                remote::fetch_token(
+                    transport,
+                    &token_url,
+                    &[
+                        ("client_id", &s.client_id),
+                        ("scope", &scope),
+                        (
+                            "client_assertion_type",
+                            "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+                        ),
+                        ("client_assertion", &assertion),
+                        ("grant_type", "client_credentials"),
+                    ],
+                    &[&assertion],
+                )
+                .await
+            }
+        }
+    }
+}
+
+fn links_of(users: &str, groups: &str) -> Result<String, DirectoryError> {
+    let json = serde_json::to_string(&Cursor {
+        users: users.to_owned(),
+        groups: groups.to_owned(),
+    })
+    .map_err(|e| DirectoryError::Malformed {
+        endpoint: "delta cursor".into(),
+        what: e.to_string(),
+    })?;
+    Ok(format!("{CURSOR_PREFIX}{json}"))
+}
+
+/// Graph answers an expired delta token with 410 Gone or 400 and the code
+/// `syncStateNotFound` (or `resyncRequired`): start a full synchronisation again.
+fn is_expired_delta(e: &DirectoryError) -> bool {
+    match e {
+        DirectoryError::Status { status: 410, .. } => true,
+        DirectoryError::Status {
+            status: 400,
+            code: Some(code),
+            ..
+        } => {
+            code.eq_ignore_ascii_case("syncStateNotFound")
+                || code.eq_ignore_ascii_case("resyncRequired")
+        }
+        _ => false,
+    }
+}
+
+/// Graph's error body: `{"error":{"code":"…","message":"…"}}`.
+fn error_body(body: &str) -> (Option<String>, String) {
+    let parsed: Value = serde_json::from_str(body).unwrap_or(Value::Null);
+    let error = parsed.get("error");
+    let code = error
+        .and_then(|e| e.get("code"))
+        .and_then(Value::as_str)
+        .map(str::to_owned);
+    let message = error
+        .and_then(|e| e.get("message"))
+        .and_then(Value::as_str)
+        .map(str::to_owned);
+    (code, message.unwrap_or_else(|| remote::body_excerpt(body)))
+}
+
+fn required_str<'a>(v: &'a Value, field: &str, endpoint: &str) -> Result<&'a str, DirectoryError> {
+    v.get(field)
+        .and_then(Value::as_str)
+        .filter(|s| !s.is_empty())
+        .ok_or_else(|| DirectoryError::Malformed {
+            endpoint: endpoint.to_owned(),
+            what: format!("an item has no {field:?}"),
+        })
+}
+
+fn parse_user(v: &Value, endpoint: &str) -> Result<Identity, DirectoryError> {
+    let id = required_str(v, "id", endpoint)?;
+    let text = |field: &str| {
+        v.get(field)
+            .and_then(Value::as_str)
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned)
+    };
+    let user_name = text("userPrincipalName").ok_or_else(|| DirectoryError::Malformed {
+        endpoint: endpoint.to_owned(),
+        what: format!("user {id:?} has no userPrincipalName"),
+    })?;
+    // Without `$select=accountEnabled` Graph leaves it out; a missing value must
+    // not silently read as enabled or disabled.
+    let enabled = v
+        .get("accountEnabled")
+        .and_then(Value::as_bool)
+        .ok_or_else(|| DirectoryError::Malformed {
+            endpoint: endpoint.to_owned(),
+            what: format!("user {id:?} has no accountEnabled"),
+        })?;
+    Ok(Identity {
+        id: id.to_owned(),
+        user_name,
+        email: text("mail"),
+        given_name: text("givenName"),
+        family_name: text("surname"),
+        display_name: text("displayName"),
+        status: if enabled {
+            IdentityStatus::Active
+        } else {
+            IdentityStatus::Suspended
+        },
+        department: text("department"),
+        groups: Vec::new(),
+    })
+}
+
+fn parse_group(v: &Value, endpoint: &str) -> Result<(String, String), DirectoryError> {
+    let id = required_str(v, "id", endpoint)?;
+    let name = required_str(v, "displayName", endpoint)?;
+    Ok((id.to_owned(), name.to_owned()))
+}
+
+fn sorted_unique(names: &[String]) -> Vec<String> {
+    names
+        .iter()
+        .cloned()
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+    use super::*;
+
+    #[test]
+    fn expired_delta_tokens_are_recognised() {
+        let status = |status, code: Option<&str>| DirectoryError::Status {
+            endpoint: "GET /v1.0/users/delta".into(),
+            status,
+            code: code.map(str::to_owned),
+            detail: String::new(),
+            retry_after: None,
+        };
+        assert!(is_expired_delta(&status(410, None)));
+        assert!(is_expired_delta(&status(400, Some("syncStateNotFound"))));
+        assert!(is_expired_delta(&status(400, Some("SyncStateNotFound"))));
+        assert!(!is_expired_delta(&status(400, Some("Request_BadRequest"))));
+        assert!(!is_expired_delta(&status(503, None)));
+    }
+
+    #[test]
+    fn a_user_without_account_enabled_is_rejected() {
+        let v = serde_json::json!({"id": "1", "userPrincipalName": "a@x"});
+        assert!(parse_user(&v, "GET /v1.0/users").is_err());
+        let v = serde_json::json!({"id": "1", "userPrincipalName": "a@x", "accountEnabled": false});
+        assert_eq!(
+            parse_user(&v, "GET /v1.0/users").unwrap().status,
+            IdentityStatus::Suspended
+        );
+    }
+}

@@ -1,0 +1,1023 @@
+//! Okta (`kind = "okta"`): the Management API, read-only.
+//!
+//! - Auth: an API token (`Authorization: SSWS …`) or an OAuth 2.0 service app with
+//!   `private_key_jwt` (scopes `okta.users.read okta.groups.read okta.apps.read`);
+//!   the access token is cached and refreshed five minutes before it expires, and
+//!   once more if the API answers 401 mid-snapshot.
+//! - Users: `GET /api/v1/users?limit=200` plus `search=status eq "DEPROVISIONED"`,
+//!   because Okta omits DEPROVISIONED users from a plain list.
+//! - Groups: `GET /api/v1/groups`, members from `/api/v1/groups/{id}/users` for the
+//!   groups the policy names (`scope_groups` and mappings; every group when it names
+//!   none). With `app_id`, the snapshot keeps only the users assigned to the app,
+//!   directly or through an assigned group (`/api/v1/apps/{id}/users`, `/groups`).
+//! - Paging: the `Link: <…>; rel="next"` header, as several header lines or one
+//!   comma-joined line; a link to another origin or a repeated link is an error.
+//! - Rate limits: every answer's `X-Rate-Limit-Remaining`/`X-Rate-Limit-Reset` are
+//!   kept per endpoint family; when few requests remain, requests wait for the reset
+//!   instead of running into 429. A 429 waits until `X-Rate-Limit-Reset`. At most
+//!   `max_concurrency` requests are in flight (Okta's org-wide limit is 75).
+//!
+//! Status mapping: ACTIVE, PROVISIONED (activation pending; Okta provisions apps to
+//! them), RECOVERY, PASSWORD_EXPIRED, LOCKED_OUT → active; STAGED (never activated)
+//! and SUSPENDED → suspended; DEPROVISIONED → deprovisioned; a deleted user is absent.
+//! An unknown status is read as suspended (no access) and logged.
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use futures::{StreamExt, TryStreamExt};
+use reqwest::header::HeaderMap;
+use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+
+use super::remote::{
+    self, Reply, Secret, TokenCache, Transport, endpoint_of, same_origin, status_error,
+};
+use super::{DirectoryChanges, DirectoryError, RemoteStats, jwt};
+use crate::http::encode_component;
+use crate::model::{DirectorySnapshot, Identity, IdentityStatus};
+use crate::retry::RetryPolicy;
+
+const PROVIDER: &str = "okta";
+/// Okta's maximum page sizes: users 200, group members 1000, app users 500.
+const USERS_LIMIT: u32 = 200;
+const GROUPS_LIMIT: u32 = 200;
+const MEMBERS_LIMIT: u32 = 1000;
+const APP_USERS_LIMIT: u32 = 500;
+const APP_GROUPS_LIMIT: u32 = 200;
+/// The OAuth scopes a service app needs (read-only).
+pub const OAUTH_SCOPES: &str = "okta.users.read okta.groups.read okta.apps.read";
+const CURSOR_PREFIX: &str = "okta-v1:";
+/// Above this many changed users, `changes_since` reads a full snapshot instead:
+/// each changed user costs a request for their groups.
+const MAX_DELTA_USERS: usize = 250;
+
+#[derive(Debug, Clone)]
+pub enum OktaAuth {
+    /// An API token, sent as `Authorization: SSWS <token>`.
+    Ssws(Secret),
+    /// An OAuth 2.0 service app authenticating with `private_key_jwt`.
+    PrivateKeyJwt {
+        client_id: String,
+        /// The JWK `kid` of the registered public key, when Okta holds several.
+        key_id: Option<String>,
+        /// A PEM RSA private key (PKCS#8 or PKCS#1).
+        private_key: Secret,
+    },
+}
+
+#[derive(Debug, Clone)]
+pub struct OktaSettings {
+    /// The org URL, e.g. `https://acme.okta.com`.
+    pub url: url::Url,
+    pub auth: OktaAuth,
+    /// Scope = the users and groups assigned to this app.
+    pub app_id: Option<String>,
+    /// Group names (`profile.name`) the policy scopes by; each must exist.
+    pub scope_groups: Vec<String>,
+    /// Other group names the policy maps; read when present.
+    pub mapped_groups: Vec<String>,
+    pub max_concurrency: usize,
+    /// Per request (each attempt).
+    pub timeout: Duration,
+    pub retry: RetryPolicy,
+    /// `changes_since` asks for changes since the last cursor minus this much,
+    /// covering clock skew and Okta's eventually consistent `lastUpdated` index.
+    pub overlap: Duration,
+}
+
+/// The last `X-Rate-Limit-*` an endpoint family answered with.
+#[derive(Debug, Clone, Copy)]
+struct Bucket {
+    remaining: u64,
+    /// `X-Rate-Limit-Reset` as sent (epoch seconds), to order windows.
+    reset: u64,
+    /// When that is on our clock (see [`reset_delay`]).
+    reset_at: tokio::time::Instant,
+}
+
+struct Inner {
+    settings: OktaSettings,
+    /// Base URL without a trailing slash.
+    base: String,
+    transport: tokio::sync::OnceCell<Transport>,
+    tokens: TokenCache,
+    buckets: Mutex<HashMap<String, Bucket>>,
+}
+
+/// An Okta org; cheap to clone.
+#[derive(Clone)]
+pub struct OktaSource {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for OktaSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OktaSource")
+            .field("url", &self.inner.base)
+            .field("app_id", &self.inner.settings.app_id)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The parts of an Okta user seatwarden reads (`/api/v1/users`); other fields,
+/// custom profile attributes included, are skipped while parsing.
+#[derive(Deserialize)]
+struct RawUser {
+    id: String,
+    status: String,
+    #[serde(default)]
+    profile: RawProfile,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+struct RawProfile {
+    #[serde(default, deserialize_with = "lenient_string")]
+    login: Option<String>,
+    #[serde(default, deserialize_with = "lenient_string")]
+    email: Option<String>,
+    #[serde(default, deserialize_with = "lenient_string")]
+    first_name: Option<String>,
+    #[serde(default, deserialize_with = "lenient_string")]
+    last_name: Option<String>,
+    #[serde(default, deserialize_with = "lenient_string")]
+    display_name: Option<String>,
+    #[serde(default, deserialize_with = "lenient_string")]
+    department: Option<String>,
+}
+
+/// Only an `id` (group members, app assignments).
+#[derive(Deserialize)]
+struct IdOnly {
+    id: String,
+}
+
+/// A profile string that may be null or, in a customised profile, another JSON
+/// type: anything but a string reads as absent.
+fn lenient_string<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    Ok(match Value::deserialize(d)? {
+        Value::String(s) => Some(s),
+        _ => None,
+    })
+}
+
+impl OktaSource {
+    pub fn new(settings: OktaSettings) -> OktaSource {
+        let base = settings.url.as_str().trim_end_matches('/').to_owned();
+        OktaSource {
+            inner: Arc::new(Inner {
+                settings,
+                base,
+                transport: tokio::sync::OnceCell::new(),
+                tokens: TokenCache::default(),
+                buckets: Mutex::new(HashMap::new()),
+            }),
+        }
+    }
+
+    pub fn url(&self) -> &str {
+        &self.inner.base
+    }
+
+    /// Requests made so far (retries and token requests included).
+    pub fn stats(&self) -> RemoteStats {
+        self.inner
+            .transport
+            .get()
+            .map(Transport::stats)
+            .unwrap_or_default()
+    }
+
+    async fn transport(&self) -> Result<&Transport, DirectoryError> {
+        let s = &self.inner.settings;
+        self.inner
+            .transport
+            .get_or_try_init(|| async { Transport::new(s.timeout, s.max_concurrency, 0, s.retry) })
+            .await
+    }
+
+    /// Every user in scope with status and groups, or an error. The user list (a
+    /// chain of cursor pages) and the group side (groups, then members, read
+    /// concurrently) run at the same time.
+    pub async fn snapshot(&self) -> Result<DirectorySnapshot, DirectoryError> {
+        let base = &self.inner.base;
+        let deprovisioned = encode_component(r#"status eq "DEPROVISIONED""#);
+        let people = async {
+            futures::try_join!(
+                self.list::<RawUser>(format!("{base}/api/v1/users?limit={USERS_LIMIT}")),
+                // Okta omits DEPROVISIONED users from a plain list; only a search or a
+                // filter shows them.
+                self.list::<RawUser>(format!(
+                    "{base}/api/v1/users?limit={USERS_LIMIT}&search={deprovisioned}"
+                )),
+            )
+        };
+        let memberships = async {
+            let groups: Vec<Value> = self
+                .list(format!("{base}/api/v1/groups?limit={GROUPS_LIMIT}"))
+                .await?;
+            let groups = groups
+                .iter()
+                .map(|g| parse_group(g, "GET /api/v1/groups"))
+                .collect::<Result<Vec<_>, _>>()?;
+            let wanted = self.groups_of_interest(&groups)?;
+            let app_scope = match &self.inner.settings.app_id {
+                Some(app) => Some(self.app_assignments(app).await?),
+                None => None,
+            };
+            // Members of the groups the policy names, plus of groups assigned to the app.
+            let mut to_read: Vec<(String, String)> = groups
+                .iter()
+                .filter(|(id, _)| wanted.contains(id))
+                .cloned()
+                .collect();
+            if let Some((_, app_groups)) = &app_scope {
+                for (id, name) in &groups {
+                    if app_groups.contains(id) && !wanted.contains(id) {
+                        to_read.push((id.clone(), name.clone()));
+                    }
+                }
+            }
+            let members = self.members_of(&to_read).await?;
+            Ok::<_, DirectoryError>((wanted, app_scope, to_read, members))
+        };
+        let ((users, gone), (wanted, app_scope, to_read, members)) =
+            futures::try_join!(people, memberships)?;
+        let mut identities: Vec<Identity> = Vec::with_capacity(users.len() + gone.len());
+        let mut seen = HashSet::new();
+        for raw in users.into_iter().chain(gone) {
+            let identity = parse_user(raw, "GET /api/v1/users")?;
+            if seen.insert(identity.id.clone()) {
+                identities.push(identity);
+            }
+        }
+
+        let mut groups_of: HashMap<&str, Vec<String>> = HashMap::new();
+        let mut via_app_groups: HashSet<&str> = HashSet::new();
+        for ((id, name), member_ids) in to_read.iter().zip(&members) {
+            let counts = wanted.contains(id);
+            let assigned = app_scope
+                .as_ref()
+                .is_some_and(|(_, app_groups)| app_groups.contains(id));
+            for member in member_ids {
+                if counts {
+                    groups_of.entry(member).or_default().push(name.clone());
+                }
+                if assigned {
+                    via_app_groups.insert(member);
+                }
+            }
+        }
+        for identity in &mut identities {
+            if let Some(names) = groups_of.get(identity.id.as_str()) {
+                identity.groups = sorted_unique(names);
+            }
+        }
+        if let Some((app_users, _)) = &app_scope {
+            identities
+                .retain(|i| app_users.contains(&i.id) || via_app_groups.contains(i.id.as_str()));
+        }
+        identities.sort_by(|a, b| a.id.cmp(&b.id));
+        Ok(DirectorySnapshot {
+            identities,
+            complete: true,
+        })
+    }
+
+    /// What changed since `cursor`: users whose `lastUpdated` is later than the
+    /// cursor minus the overlap (status changes included; a filter also shows
+    /// DEPROVISIONED users), each with their current groups. Answers with a full
+    /// snapshot the first time, for an unreadable cursor, when a group the policy
+    /// reads changed membership or name (a removal cannot be seen without the old
+    /// member list), and with `app_id` (assignment changes do not touch the user).
+    /// Okta deactivates (DEPROVISIONED) a user before it can be deleted, so
+    /// `removed` stays empty; a user deactivated *and* deleted between two calls is
+    /// only seen by the next full snapshot (as absent).
+    pub async fn changes_since(
+        &self,
+        cursor: Option<&str>,
+    ) -> Result<DirectoryChanges, DirectoryError> {
+        let started = Utc::now();
+        let next_cursor = format!(
+            "{CURSOR_PREFIX}{}",
+            started.to_rfc3339_opts(SecondsFormat::Millis, true)
+        );
+        let since = cursor.and_then(parse_cursor);
+        let full = |snapshot| DirectoryChanges::Full {
+            snapshot,
+            cursor: Some(next_cursor.clone()),
+        };
+        let Some(since) = since else {
+            if cursor.is_some() {
+                tracing::warn!("unreadable Okta cursor; reading the whole directory");
+            }
+            return Ok(full(self.snapshot().await?));
+        };
+        if self.inner.settings.app_id.is_some() {
+            return Ok(full(self.snapshot().await?));
+        }
+        let overlap = chrono::Duration::from_std(self.inner.settings.overlap)
+            .unwrap_or(chrono::Duration::zero());
+        let after = (since - overlap).to_rfc3339_opts(SecondsFormat::Millis, true);
+        let base = &self.inner.base;
+        let group_filter = encode_component(&format!(
+            r#"lastUpdated gt "{after}" or lastMembershipUpdated gt "{after}""#
+        ));
+        let user_filter = encode_component(&format!(r#"lastUpdated gt "{after}""#));
+        let (changed_groups, changed_users) = futures::try_join!(
+            self.list::<Value>(format!(
+                "{base}/api/v1/groups?limit={GROUPS_LIMIT}&filter={group_filter}"
+            )),
+            self.list::<RawUser>(format!(
+                "{base}/api/v1/users?limit={USERS_LIMIT}&filter={user_filter}"
+            )),
+        )?;
+        let interest = self.interest_names();
+        for group in &changed_groups {
+            let (_, name) = parse_group(group, "GET /api/v1/groups")?;
+            if interest.is_empty() || interest.contains(&name) {
+                tracing::info!(group = %name, "Okta group changed; reading the whole directory");
+                return Ok(full(self.snapshot().await?));
+            }
+        }
+        let mut users = Vec::new();
+        let mut seen = HashSet::new();
+        for raw in changed_users {
+            let identity = parse_user(raw, "GET /api/v1/users")?;
+            if seen.insert(identity.id.clone()) {
+                users.push(identity);
+            }
+        }
+        if users.len() > MAX_DELTA_USERS {
+            // One request per changed user would cost more than a snapshot.
+            tracing::info!(
+                changed = users.len(),
+                "many Okta users changed; reading the whole directory"
+            );
+            return Ok(full(self.snapshot().await?));
+        }
+        let concurrency = self.inner.settings.max_concurrency.max(1);
+        let changed: Vec<Identity> =
+            futures::stream::iter(users.into_iter().map(|mut identity| {
+                let interest = &interest;
+                async move {
+                    let url = format!(
+                        "{}/api/v1/users/{}/groups",
+                        self.inner.base,
+                        encode_component(&identity.id)
+                    );
+                    let groups = self.list(url).await?;
+                    let mut names = Vec::new();
+                    for g in &groups {
+                        let (_, name) = parse_group(g, "GET /api/v1/users/{id}/groups")?;
+                        if interest.is_empty() || interest.contains(&name) {
+                            names.push(name);
+                        }
+                    }
+                    identity.groups = sorted_unique(&names);
+                    Ok::<_, DirectoryError>(identity)
+                }
+            }))
+            .buffered(concurrency)
+            .try_collect()
+            .await?;
+        Ok(DirectoryChanges::Delta {
+            changed,
+            removed: Vec::new(),
+            cursor: next_cursor,
+        })
+    }
+
+    fn interest_names(&self) -> HashSet<String> {
+        let s = &self.inner.settings;
+        s.scope_groups
+            .iter()
+            .chain(&s.mapped_groups)
+            .cloned()
+            .collect()
+    }
+
+    /// Ids of the groups whose members are read: those the policy names, or all.
+    /// A scope group missing from Okta is an error: everyone would look out of scope.
+    fn groups_of_interest(
+        &self,
+        groups: &[(String, String)],
+    ) -> Result<HashSet<String>, DirectoryError> {
+        let interest = self.interest_names();
+        if interest.is_empty() {
+            return Ok(groups.iter().map(|(id, _)| id.clone()).collect());
+        }
+        let present: HashSet<&str> = groups.iter().map(|(_, n)| n.as_str()).collect();
+        for name in &self.inner.settings.scope_groups {
+            if !present.contains(name.as_str()) {
+                return Err(DirectoryError::Scope {
+                    provider: PROVIDER,
+                    message: format!(
+                        "scope group {name:?} is not an Okta group (profile.name); \
+                         check policy.scope_groups"
+                    ),
+                });
+            }
+        }
+        for name in &self.inner.settings.mapped_groups {
+            if !present.contains(name.as_str()) {
+                tracing::warn!(group = %name, "mapped group not found in Okta");
+            }
+        }
+        Ok(groups
+            .iter()
+            .filter(|(_, name)| interest.contains(name))
+            .map(|(id, _)| id.clone())
+            .collect())
+    }
+
+    /// The app's assigned user ids and assigned group ids.
+    async fn app_assignments(
+        &self,
+        app: &str,
+    ) -> Result<(HashSet<String>, HashSet<String>), DirectoryError> {
+        let base = &self.inner.base;
+        let app = encode_component(app);
+        let (users, groups) = futures::try_join!(
+            self.list(format!(
+                "{base}/api/v1/apps/{app}/users?limit={APP_USERS_LIMIT}"
+            )),
+            self.list(format!(
+                "{base}/api/v1/apps/{app}/groups?limit={APP_GROUPS_LIMIT}"
+            )),
+        )?;
+        let ids = |items: &[Value], endpoint: &str| {
+            items
+                .iter()
+                .map(|v| required_str(v, "id", endpoint).map(str::to_owned))
+                .collect::<Result<HashSet<_>, _>>()
+        };
+        Ok((
+            ids(&users, "GET /api/v1/apps/{id}/users")?,
+            ids(&groups, "GET /api/v1/apps/{id}/groups")?,
+        ))
+    }
+
+    /// Member ids of each group, in order, read concurrently.
+    async fn members_of(
+        &self,
+        groups: &[(String, String)],
+    ) -> Result<Vec<Vec<String>>, DirectoryError> {
+        let concurrency = self.inner.settings.max_concurrency.max(1);
+        // Built before they enter the stream: a closure in the stream's type trips
+        // the compiler's Send inference in spawned callers (rust-lang/rust#102211).
+        let pending: Vec<_> = groups
+            .iter()
+            .map(|(id, _)| async move {
+                let url = format!(
+                    "{}/api/v1/groups/{}/users?limit={MEMBERS_LIMIT}",
+                    self.inner.base,
+                    encode_component(id)
+                );
+                let members: Vec<IdOnly> = self.list(url).await?;
+                Ok::<_, DirectoryError>(members.into_iter().map(|m| m.id).collect::<Vec<_>>())
+            })
+            .collect();
+        futures::stream::iter(pending)
+            .buffered(concurrency)
+            .try_collect()
+            .await
+    }
+
+    /// Every item of a listing, following `Link: rel="next"` to the end. Items are
+    /// parsed straight into `T` (a page is a JSON array of them).
+    async fn list<T: DeserializeOwned>(&self, first: String) -> Result<Vec<T>, DirectoryError> {
+        let mut items = Vec::new();
+        let mut url = first;
+        let mut visited = HashSet::new();
+        loop {
+            let endpoint = endpoint_of("GET", &url);
+            let reply = self.get(&url, &endpoint).await?;
+            let page: Vec<T> =
+                serde_json::from_str(&reply.body).map_err(|e| DirectoryError::Malformed {
+                    endpoint: endpoint.clone(),
+                    what: format!("expected a JSON array of objects: {e}"),
+                })?;
+            items.extend(page);
+            let Some(next) = next_link(&reply.headers) else {
+                return Ok(items);
+            };
+            if !same_origin(&self.inner.base, &next) {
+                return Err(DirectoryError::Malformed {
+                    endpoint,
+                    what: "Link rel=\"next\" points to another origin".to_owned(),
+                });
+            }
+            if !visited.insert(next.clone()) {
+                return Err(DirectoryError::Malformed {
+                    endpoint,
+                    what: "Link rel=\"next\" repeats a page already read".to_owned(),
+                });
+            }
+            url = next;
+        }
+    }
+
+    /// One GET with pacing, auth and retries; a non-success is an error.
+    async fn get(&self, url: &str, endpoint: &str) -> Result<Reply, DirectoryError> {
+        let transport = self.transport().await?;
+        let bucket = bucket_of(url);
+        crate::retry::retry(
+            transport.retry,
+            || self.attempt(transport, url, endpoint, &bucket),
+            |e, delay| transport.note_retry(e, delay),
+        )
+        .await
+    }
+
+    async fn attempt(
+        &self,
+        transport: &Transport,
+        url: &str,
+        endpoint: &str,
+        bucket: &str,
+    ) -> Result<Reply, DirectoryError> {
+        let mut refreshed = false;
+        loop {
+            self.pace(bucket).await;
+            let (authorization, token) = self.authorization().await?;
+            let request = transport
+                .http()
+                .get(url)
+                .header(
+                    reqwest::header::AUTHORIZATION,
+                    authorization.expose_secret(),
+                )
+                .header(reqwest::header::ACCEPT, "application/json");
+            let reply = transport.send(request, endpoint).await?;
+            self.record_limits(bucket, &reply.headers);
+            if reply.is_success() {
+                return Ok(reply);
+            }
+            // An OAuth access token can expire or be revoked mid-snapshot: fetch a
+            // new one once and repeat the request.
+            if reply.status == 401
+                && !refreshed
+                && let Some(token) = &token
+            {
+                self.inner.tokens.invalidate(token).await;
+                refreshed = true;
+                continue;
+            }
+            let (code, detail) = error_body(&reply.body);
+            let wait = if reply.status == 429 {
+                reset_delay(&reply.headers).or_else(|| remote::retry_after(&reply.headers))
+            } else {
+                remote::retry_after(&reply.headers)
+            };
+            let secret = token
+                .as_ref()
+                .map(|t| t.expose_secret().to_owned())
+                .unwrap_or_else(|| {
+                    authorization
+                        .expose_secret()
+                        .trim_start_matches("SSWS ")
+                        .to_owned()
+                });
+            return Err(status_error(
+                endpoint,
+                &reply,
+                code,
+                detail,
+                wait,
+                &[&secret],
+            ));
+        }
+    }
+
+    /// The `Authorization` value, and the OAuth token it carries (for invalidation).
+    async fn authorization(&self) -> Result<(SecretString, Option<SecretString>), DirectoryError> {
+        match &self.inner.settings.auth {
+            OktaAuth::Ssws(secret) => {
+                let token = secret.read()?;
+                Ok((
+                    SecretString::from(format!("SSWS {}", token.expose_secret())),
+                    None,
+                ))
+            }
+            OktaAuth::PrivateKeyJwt {
+                client_id,
+                key_id,
+                private_key,
+            } => {
+                let token = self
+                    .inner
+                    .tokens
+                    .get(|| self.fetch_token(client_id, key_id.as_deref(), private_key))
+                    .await?;
+                Ok((
+                    SecretString::from(format!("Bearer {}", token.expose_secret())),
+                    Some(token),
+                ))
+            }
+        }
+    }
+
+    async fn fetch_token(
+        &self,
+        client_id: &str,
+        key_id: Option<&str>,
+        private_key: &Secret,
+    ) -> Result<(SecretString, Duration), DirectoryError> {
+        let transport = self.transport().await?;
+        let token_url = format!("{}/oauth2/v1/token", self.inner.base);
+        let pem = private_key.read()?;
+        let key = jwt::SigningKey::from_pem(
+            pem.expose_secret().as_bytes(),
+            "directory.private_key_file",
+        )?;
+        let mut header = serde_json::Map::new();
+        if let Some(kid) = key_id {
+            header.insert("kid".into(), kid.into());
+        }
+        let claims = jwt::assertion_claims(client_id, &token_url, jwt::unix_now())?;
+        let assertion = key.sign(header, &claims)?;
+        remote::fetch_token(
+            transport,
+            &token_url,
+            &[
+                ("grant_type", "client_credentials"),
+                ("scope", OAUTH_SCOPES),
+                (
+                    "client_assertion_type",
+                    "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+                ),
+                ("client_assertion", &assertion),
+            ],
+            &[&assertion],
+        )
+        .await
+    }
+
+    /// Waits for the rate-limit window to reset when the endpoint family has
+    /// fewer requests left than may be in flight at once.
+    async fn pace(&self, bucket: &str) {
+        let reserve = self.inner.settings.max_concurrency as u64;
+        let wait = {
+            let buckets = self
+                .inner
+                .buckets
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            buckets.get(bucket).and_then(|b| {
+                if b.remaining > reserve {
+                    return None;
+                }
+                b.reset_at
+                    .checked_duration_since(tokio::time::Instant::now())
+                    .filter(|w| !w.is_zero())
+            })
+        };
+        if let Some(wait) = wait {
+            tracing::debug!(
+                bucket,
+                ?wait,
+                "Okta rate limit nearly used; waiting for the reset"
+            );
+            // A reset more than a minute away is not a per-minute window; cap it.
+            tokio::time::sleep(wait.min(Duration::from_secs(61))).await;
+            let mut buckets = self
+                .inner
+                .buckets
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            if buckets
+                .get(bucket)
+                .is_some_and(|b| b.reset_at <= tokio::time::Instant::now())
+            {
+                buckets.remove(bucket);
+            }
+        }
+    }
+
+    fn record_limits(&self, bucket: &str, headers: &HeaderMap) {
+        let number = |name: &str| {
+            headers
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.trim().parse::<u64>().ok())
+        };
+        let (Some(remaining), Some(reset), Some(wait)) = (
+            number("x-rate-limit-remaining"),
+            number("x-rate-limit-reset"),
+            reset_delay(headers),
+        ) else {
+            return;
+        };
+        let fresh = Bucket {
+            remaining,
+            reset,
+            reset_at: tokio::time::Instant::now() + wait,
+        };
+        let mut buckets = self
+            .inner
+            .buckets
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let entry = buckets.entry(bucket.to_owned()).or_insert(fresh);
+        // Answers arrive out of order under concurrency: a later window wins, and
+        // within one window the lowest count.
+        if reset > entry.reset {
+            *entry = fresh;
+        } else if reset == entry.reset {
+            entry.remaining = entry.remaining.min(remaining);
+        }
+    }
+}
+
+/// The endpoint family an Okta rate limit applies to: `/api/v1/users`,
+/// `/api/v1/groups/*/users`, … (ids replaced by `*`).
+fn bucket_of(url: &str) -> String {
+    let path = url::Url::parse(url)
+        .map(|u| u.path().to_owned())
+        .unwrap_or_default();
+    let segments: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+    // api / v1 / resource / id / sub / id …
+    segments
+        .iter()
+        .enumerate()
+        .map(|(i, s)| if i >= 3 && i % 2 == 1 { "*" } else { s })
+        .collect::<Vec<_>>()
+        .join("/")
+}
+
+/// How long until `X-Rate-Limit-Reset` (UTC epoch seconds). Measured against the
+/// answer's `Date` header when there is one, so a skewed local clock neither
+/// shortens the wait (and hammers Okta) nor stretches it; `Date` has one-second
+/// resolution, which can only lengthen the wait.
+fn reset_delay(headers: &HeaderMap) -> Option<Duration> {
+    let reset: u64 = headers
+        .get("x-rate-limit-reset")?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse()
+        .ok()?;
+    let server_now = headers
+        .get(reqwest::header::DATE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| httpdate::parse_http_date(v).ok())
+        .unwrap_or_else(SystemTime::now);
+    Some(
+        (UNIX_EPOCH + Duration::from_secs(reset))
+            .duration_since(server_now)
+            .unwrap_or(Duration::ZERO),
+    )
+}
+
+/// The `rel="next"` target among all `Link` header lines; each line may hold
+/// several comma-separated links.
+fn next_link(headers: &HeaderMap) -> Option<String> {
+    for value in headers.get_all(reqwest::header::LINK) {
+        let Ok(value) = value.to_str() else { continue };
+        for link in split_links(value) {
+            let Some((target, params)) = link.trim().split_once('>') else {
+                continue;
+            };
+            let target = target.trim().trim_start_matches('<');
+            let is_next = params.split(';').any(|p| {
+                let p = p.trim();
+                p.split_once('=').is_some_and(|(k, v)| {
+                    k.trim().eq_ignore_ascii_case("rel")
+                        && v.trim()
+                            .trim_matches('"')
+                            .split_ascii_whitespace()
+                            .any(|r| r.eq_ignore_ascii_case("next"))
+                })
+            });
+            if is_next {
+                return Some(target.to_owned());
+            }
+        }
+    }
+    None
+}
+
+/// Splits a comma-joined `Link` value at the commas that start a new `<…>`, so a
+/// comma inside a URL stays put.
+fn split_links(value: &str) -> Vec<String> {
+    let mut links: Vec<String> = Vec::new();
+    for piece in value.split(',') {
+        match links.last_mut() {
+            Some(last) if !piece.trim_start().starts_with('<') => {
+                last.push(',');
+                last.push_str(piece);
+            }
+            _ => links.push(piece.to_owned()),
+        }
+    }
+    links
+}
+
+/// Okta's error body: `{"errorCode":"E0000047","errorSummary":"…"}`.
+fn error_body(body: &str) -> (Option<String>, String) {
+    let parsed: Value = serde_json::from_str(body).unwrap_or(Value::Null);
+    let code = parsed
+        .get("errorCode")
+        .and_then(Value::as_str)
+        .map(str::to_owned);
+    let summary = parsed
+        .get("errorSummary")
+        .and_then(Value::as_str)
+        .map(str::to_owned);
+    (code, summary.unwrap_or_else(|| remote::body_excerpt(body)))
+}
+
+fn required_str<'a>(v: &'a Value, field: &str, endpoint: &str) -> Result<&'a str, DirectoryError> {
+    v.get(field)
+        .and_then(Value::as_str)
+        .filter(|s| !s.is_empty())
+        .ok_or_else(|| DirectoryError::Malformed {
+            endpoint: endpoint.to_owned(),
+            what: format!("an item has no {field:?}"),
+        })
+}
+
+/// Okta user status → normalised status (see the module comment).
+pub fn map_status(status: &str) -> IdentityStatus {
+    match status {
+        "ACTIVE" | "PROVISIONED" | "RECOVERY" | "PASSWORD_EXPIRED" | "LOCKED_OUT" => {
+            IdentityStatus::Active
+        }
+        "STAGED" | "SUSPENDED" => IdentityStatus::Suspended,
+        "DEPROVISIONED" => IdentityStatus::Deprovisioned,
+        other => {
+            tracing::warn!(
+                status = other,
+                "unknown Okta user status; treating as suspended"
+            );
+            IdentityStatus::Suspended
+        }
+    }
+}
+
+fn parse_user(raw: RawUser, endpoint: &str) -> Result<Identity, DirectoryError> {
+    let clean = |v: Option<String>| v.map(|s| s.trim().to_owned()).filter(|s| !s.is_empty());
+    let profile = raw.profile;
+    let user_name = clean(profile.login).ok_or_else(|| DirectoryError::Malformed {
+        endpoint: endpoint.to_owned(),
+        what: format!("user {:?} has no profile.login", raw.id),
+    })?;
+    if raw.id.is_empty() {
+        return Err(DirectoryError::Malformed {
+            endpoint: endpoint.to_owned(),
+            what: "a user has an empty id".to_owned(),
+        });
+    }
+    Ok(Identity {
+        id: raw.id,
+        user_name,
+        email: clean(profile.email),
+        given_name: clean(profile.first_name),
+        family_name: clean(profile.last_name),
+        display_name: clean(profile.display_name),
+        status: map_status(&raw.status),
+        department: clean(profile.department),
+        groups: Vec::new(),
+    })
+}
+
+/// A group's id and `profile.name`.
+fn parse_group(v: &Value, endpoint: &str) -> Result<(String, String), DirectoryError> {
+    let id = required_str(v, "id", endpoint)?;
+    let name = v
+        .get("profile")
+        .and_then(|p| p.get("name"))
+        .and_then(Value::as_str)
+        .ok_or_else(|| DirectoryError::Malformed {
+            endpoint: endpoint.to_owned(),
+            what: format!("group {id:?} has no profile.name"),
+        })?;
+    Ok((id.to_owned(), name.to_owned()))
+}
+
+fn sorted_unique(names: &[String]) -> Vec<String> {
+    names
+        .iter()
+        .cloned()
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect()
+}
+
+fn parse_cursor(cursor: &str) -> Option<DateTime<Utc>> {
+    let at = cursor.strip_prefix(CURSOR_PREFIX)?;
+    DateTime::parse_from_rfc3339(at)
+        .ok()
+        .map(|t| t.with_timezone(&Utc))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+    use super::*;
+    use reqwest::header::{HeaderValue, LINK};
+
+    #[test]
+    fn next_link_from_separate_lines_or_one_joined_line() {
+        let mut separate = HeaderMap::new();
+        separate.append(
+            LINK,
+            HeaderValue::from_static("<https://a.okta.com/api/v1/users?limit=2>; rel=\"self\""),
+        );
+        separate.append(
+            LINK,
+            HeaderValue::from_static(
+                "<https://a.okta.com/api/v1/users?after=00u2&limit=2>; rel=\"next\"",
+            ),
+        );
+        assert_eq!(
+            next_link(&separate).as_deref(),
+            Some("https://a.okta.com/api/v1/users?after=00u2&limit=2")
+        );
+        let mut joined = HeaderMap::new();
+        joined.insert(
+            LINK,
+            HeaderValue::from_static(
+                "<https://a.okta.com/api/v1/users?limit=2>; rel=\"self\", \
+                 <https://a.okta.com/api/v1/users?after=a,b&limit=2>; rel=\"next\"",
+            ),
+        );
+        assert_eq!(
+            next_link(&joined).as_deref(),
+            Some("https://a.okta.com/api/v1/users?after=a,b&limit=2")
+        );
+        let mut last = HeaderMap::new();
+        last.insert(
+            LINK,
+            HeaderValue::from_static("<https://a.okta.com/api/v1/users?limit=2>; rel=\"self\""),
+        );
+        assert_eq!(next_link(&last), None);
+    }
+
+    #[test]
+    fn buckets_group_endpoints_by_family() {
+        assert_eq!(
+            bucket_of("https://a/api/v1/users?limit=200"),
+            "api/v1/users"
+        );
+        assert_eq!(
+            bucket_of("https://a/api/v1/groups/00g1/users?limit=1000"),
+            "api/v1/groups/*/users"
+        );
+        assert_eq!(
+            bucket_of("https://a/api/v1/users/00u1/groups"),
+            "api/v1/users/*/groups"
+        );
+    }
+
+    #[test]
+    fn the_reset_is_measured_against_the_server_clock() {
+        let mut headers = HeaderMap::new();
+        headers.insert("x-rate-limit-reset", HeaderValue::from_static("1796004030"));
+        // Reset at 2026-11-30T02:00:30Z: a minute after Okta's Date, whatever the
+        // local clock says.
+        headers.insert(
+            reqwest::header::DATE,
+            HeaderValue::from_static("Mon, 30 Nov 2026 01:59:30 GMT"),
+        );
+        assert_eq!(reset_delay(&headers), Some(Duration::from_secs(60)));
+        headers.insert(
+            reqwest::header::DATE,
+            HeaderValue::from_static("Mon, 30 Nov 2026 02:01:00 GMT"),
+        );
+        assert_eq!(reset_delay(&headers), Some(Duration::ZERO));
+    }
+
+    #[test]
+    fn status_mapping() {
+        for s in [
+            "ACTIVE",
+            "PROVISIONED",
+            "RECOVERY",
+            "PASSWORD_EXPIRED",
+            "LOCKED_OUT",
+        ] {
+            assert_eq!(map_status(s), IdentityStatus::Active, "{s}");
+        }
+        assert_eq!(map_status("STAGED"), IdentityStatus::Suspended);
+        assert_eq!(map_status("SUSPENDED"), IdentityStatus::Suspended);
+        assert_eq!(map_status("DEPROVISIONED"), IdentityStatus::Deprovisioned);
+        assert_eq!(map_status("SOMETHING_NEW"), IdentityStatus::Suspended);
+    }
+
+    #[test]
+    fn cursors_round_trip() {
+        let t = parse_cursor("okta-v1:2026-11-30T01:00:00.000Z").unwrap();
+        assert_eq!(
+            t.to_rfc3339_opts(SecondsFormat::Millis, true),
+            "2026-11-30T01:00:00.000Z"
+        );
+        assert!(parse_cursor("garbage").is_none());
+    }
+}

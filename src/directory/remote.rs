@@ -1,0 +1,467 @@
+//! What the network connectors (Okta, Entra) share: secrets read at use, one HTTP
+//! transport (concurrency permit, optional request-rate limit, per-request timeout,
+//! request counters), OAuth 2.0 client-credentials tokens cached until shortly
+//! before they expire, and error construction that never carries a secret.
+//!
+//! Retries go through [`crate::retry::retry`]; each connector wraps its attempts in
+//! it, because what to do before an attempt (Okta's rate-limit pacing, a token
+//! refresh after a 401) is provider-specific.
+
+use std::num::NonZeroU32;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime};
+
+use governor::clock::DefaultClock;
+use governor::middleware::NoOpMiddleware;
+use governor::state::{InMemoryState, NotKeyed};
+use governor::{Quota, RateLimiter};
+use reqwest::header::HeaderMap;
+use secrecy::{ExposeSecret, SecretString};
+use serde_json::Value;
+use tokio::sync::Semaphore;
+
+use super::DirectoryError;
+use crate::http::encode_component;
+use crate::retry::RetryPolicy;
+
+/// How much of a provider's error message goes into an error.
+const MAX_DETAIL_CHARS: usize = 300;
+
+/// A credential given inline in the configuration or as a file read at use, so a
+/// rotated file is picked up by the next run. Prints as `[redacted]` (inline) or
+/// the file's path.
+#[derive(Clone)]
+pub enum Secret {
+    Inline(SecretString),
+    File {
+        /// The configuration key, for errors: `directory.token_file`.
+        key: &'static str,
+        path: PathBuf,
+    },
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Secret::Inline(_) => f.write_str("[redacted]"),
+            Secret::File { path, .. } => write!(f, "file {}", path.display()),
+        }
+    }
+}
+
+impl Secret {
+    /// The secret, trimmed (files usually end in a newline).
+    pub fn read(&self) -> Result<SecretString, DirectoryError> {
+        match self {
+            Secret::Inline(secret) => Ok(secret.clone()),
+            Secret::File { key, path } => {
+                let text =
+                    std::fs::read_to_string(path).map_err(|source| DirectoryError::SecretFile {
+                        key,
+                        file: path.clone(),
+                        source,
+                    })?;
+                let trimmed = text.trim();
+                if trimmed.is_empty() {
+                    return Err(DirectoryError::Settings(format!(
+                        "{key} {} is empty",
+                        path.display()
+                    )));
+                }
+                Ok(SecretString::from(trimmed.to_owned()))
+            }
+        }
+    }
+}
+
+/// Requests a connector made, for logs and benchmarks.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RemoteStats {
+    /// HTTP attempts (retries and token requests included).
+    pub requests: u64,
+    /// Attempts that were retries of a transient failure.
+    pub retries: u64,
+}
+
+type Limiter = RateLimiter<NotKeyed, InMemoryState, DefaultClock, NoOpMiddleware>;
+
+/// An HTTP answer of any status.
+pub(crate) struct Reply {
+    pub status: u16,
+    pub headers: HeaderMap,
+    pub body: String,
+}
+
+impl Reply {
+    pub fn is_success(&self) -> bool {
+        (200..300).contains(&self.status)
+    }
+
+    /// The parsed JSON body of a success.
+    pub fn json(&self, endpoint: &str) -> Result<Value, DirectoryError> {
+        serde_json::from_str(&self.body).map_err(|e| DirectoryError::Malformed {
+            endpoint: endpoint.to_owned(),
+            what: format!("body is not JSON: {e}"),
+        })
+    }
+}
+
+pub(crate) struct Transport {
+    http: reqwest::Client,
+    permits: Semaphore,
+    limiter: Option<Limiter>,
+    timeout: Duration,
+    pub retry: RetryPolicy,
+    requests: AtomicU64,
+    retries: AtomicU64,
+}
+
+impl Transport {
+    pub fn new(
+        timeout: Duration,
+        max_concurrency: usize,
+        requests_per_second: u32,
+        retry: RetryPolicy,
+    ) -> Result<Transport, DirectoryError> {
+        let http = crate::http::client(timeout)
+            .map_err(|e| DirectoryError::Settings(format!("HTTP client: {e}")))?;
+        let limiter = NonZeroU32::new(requests_per_second).map(|rps| {
+            RateLimiter::direct_with_clock(Quota::per_second(rps), DefaultClock::default())
+        });
+        Ok(Transport {
+            http,
+            permits: Semaphore::new(max_concurrency.max(1)),
+            limiter,
+            timeout,
+            retry,
+            requests: AtomicU64::new(0),
+            retries: AtomicU64::new(0),
+        })
+    }
+
+    pub fn http(&self) -> &reqwest::Client {
+        &self.http
+    }
+
+    pub fn stats(&self) -> RemoteStats {
+        RemoteStats {
+            requests: self.requests.load(Ordering::Relaxed),
+            retries: self.retries.load(Ordering::Relaxed),
+        }
+    }
+
+    pub fn note_retry(&self, error: &DirectoryError, delay: Duration) {
+        self.retries.fetch_add(1, Ordering::Relaxed);
+        tracing::debug!(error = %error, ?delay, "retrying directory request");
+    }
+
+    /// One attempt: permit, rate limit, timeout. Any status is an answer.
+    pub async fn send(
+        &self,
+        request: reqwest::RequestBuilder,
+        endpoint: &str,
+    ) -> Result<Reply, DirectoryError> {
+        let _permit = self
+            .permits
+            .acquire()
+            .await
+            .map_err(|_| DirectoryError::Settings("connector is shut down".to_owned()))?;
+        if let Some(limiter) = &self.limiter {
+            limiter.until_ready().await;
+        }
+        self.requests.fetch_add(1, Ordering::Relaxed);
+        let transport = |e: reqwest::Error| {
+            let (message, transient) = crate::http::describe_failure(&e);
+            DirectoryError::Transport {
+                endpoint: endpoint.to_owned(),
+                message,
+                transient,
+            }
+        };
+        let response = request
+            .timeout(self.timeout)
+            .send()
+            .await
+            .map_err(transport)?;
+        let status = response.status().as_u16();
+        let headers = response.headers().clone();
+        let body = response.text().await.map_err(transport)?;
+        Ok(Reply {
+            status,
+            headers,
+            body,
+        })
+    }
+}
+
+/// The `Retry-After` header as a delay.
+pub(crate) fn retry_after(headers: &HeaderMap) -> Option<Duration> {
+    headers
+        .get(reqwest::header::RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| crate::retry::parse_retry_after(v, SystemTime::now()))
+}
+
+/// An error for a non-success answer. `code` and `detail` come from the provider's
+/// error body; every secret in `secrets` is scrubbed from the detail (a provider
+/// echoing a credential must not smuggle it into logs).
+pub(crate) fn status_error(
+    endpoint: &str,
+    reply: &Reply,
+    code: Option<String>,
+    detail: String,
+    retry_after: Option<Duration>,
+    secrets: &[&str],
+) -> DirectoryError {
+    let mut detail = detail;
+    for secret in secrets.iter().filter(|s| !s.is_empty()) {
+        detail = detail.replace(secret, "[redacted]");
+    }
+    if detail.chars().count() > MAX_DETAIL_CHARS {
+        detail = detail.chars().take(MAX_DETAIL_CHARS).collect::<String>() + "…";
+    }
+    DirectoryError::Status {
+        endpoint: endpoint.to_owned(),
+        status: reply.status,
+        code,
+        detail,
+        retry_after,
+    }
+}
+
+/// The start of a body that is not the provider's error shape.
+pub(crate) fn body_excerpt(body: &str) -> String {
+    let trimmed = body.trim();
+    if trimmed.is_empty() {
+        "(empty body)".to_owned()
+    } else {
+        trimmed.to_owned()
+    }
+}
+
+/// `application/x-www-form-urlencoded` for a token request.
+pub(crate) fn form_body(fields: &[(&str, &str)]) -> String {
+    fields
+        .iter()
+        .map(|(k, v)| format!("{}={}", encode_component(k), encode_component(v)))
+        .collect::<Vec<_>>()
+        .join("&")
+}
+
+/// A URL's path and query, for naming an endpoint in errors without the host.
+pub(crate) fn endpoint_of(method: &str, url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(u) => match u.query() {
+            Some(q) => format!("{method} {}?{q}", u.path()),
+            None => format!("{method} {}", u.path()),
+        },
+        Err(_) => format!("{method} {url}"),
+    }
+}
+
+/// True when `next` is on the same scheme, host and port as `base`: paging links
+/// are followed with credentials, so they must not lead elsewhere.
+pub(crate) fn same_origin(base: &str, next: &str) -> bool {
+    match (url::Url::parse(base), url::Url::parse(next)) {
+        (Ok(base), Ok(next)) => next.origin() == base.origin(),
+        _ => false,
+    }
+}
+
+/// An access token and when to stop using it.
+struct CachedToken {
+    token: SecretString,
+    refresh_at: tokio::time::Instant,
+}
+
+/// An OAuth 2.0 access token, fetched once and reused until shortly before it
+/// expires (or until the API rejects it).
+#[derive(Default)]
+pub(crate) struct TokenCache {
+    current: tokio::sync::Mutex<Option<CachedToken>>,
+}
+
+impl TokenCache {
+    /// The cached token, or a fresh one from `fetch` (token, lifetime). Concurrent
+    /// callers wait for one fetch rather than each making their own.
+    pub async fn get<F, Fut>(&self, fetch: F) -> Result<SecretString, DirectoryError>
+    where
+        F: FnOnce() -> Fut,
+        Fut: std::future::Future<Output = Result<(SecretString, Duration), DirectoryError>>,
+    {
+        let mut current = self.current.lock().await;
+        let now = tokio::time::Instant::now();
+        if let Some(cached) = current.as_ref().filter(|c| now < c.refresh_at) {
+            return Ok(cached.token.clone());
+        }
+        let (token, lifetime) = fetch().await?;
+        // Refresh five minutes early (or at half-life for short-lived tokens), so
+        // no request leaves with a token about to expire.
+        let margin = Duration::from_secs(300).min(lifetime / 2);
+        *current = Some(CachedToken {
+            token: token.clone(),
+            refresh_at: tokio::time::Instant::now() + lifetime.saturating_sub(margin),
+        });
+        Ok(token)
+    }
+
+    /// Drops `stale` after the API rejected it (revoked, or expired early), unless
+    /// another task has already replaced it.
+    pub async fn invalidate(&self, stale: &SecretString) {
+        let mut current = self.current.lock().await;
+        if current
+            .as_ref()
+            .is_some_and(|c| c.token.expose_secret() == stale.expose_secret())
+        {
+            *current = None;
+        }
+    }
+}
+
+/// Requests an OAuth 2.0 token (client credentials) with `form`, retrying
+/// transient failures. Returns the token and its lifetime.
+pub(crate) async fn fetch_token(
+    transport: &Transport,
+    token_url: &str,
+    form: &[(&str, &str)],
+    secrets: &[&str],
+) -> Result<(SecretString, Duration), DirectoryError> {
+    let endpoint = endpoint_of("POST", token_url);
+    let body = form_body(form);
+    let reply = crate::retry::retry(
+        transport.retry,
+        || async {
+            let request = transport
+                .http()
+                .post(token_url)
+                .header(
+                    reqwest::header::CONTENT_TYPE,
+                    "application/x-www-form-urlencoded",
+                )
+                .header(reqwest::header::ACCEPT, "application/json")
+                .body(body.clone());
+            let reply = transport.send(request, &endpoint).await?;
+            if reply.is_success() {
+                return Ok(reply);
+            }
+            // RFC 6749 §5.2: {"error": "invalid_client", "error_description": "…"}.
+            let parsed: Value = serde_json::from_str(&reply.body).unwrap_or(Value::Null);
+            let code = parsed
+                .get("error")
+                .and_then(Value::as_str)
+                .map(str::to_owned);
+            let detail = parsed
+                .get("error_description")
+                .and_then(Value::as_str)
+                .map(str::to_owned)
+                .unwrap_or_else(|| body_excerpt(&reply.body));
+            let wait = retry_after(&reply.headers);
+            Err(status_error(&endpoint, &reply, code, detail, wait, secrets))
+        },
+        |e, delay| transport.note_retry(e, delay),
+    )
+    .await?;
+    let value = reply.json(&endpoint)?;
+    let token = value
+        .get("access_token")
+        .and_then(Value::as_str)
+        .filter(|t| !t.is_empty())
+        .ok_or_else(|| DirectoryError::Malformed {
+            endpoint: endpoint.clone(),
+            what: "no access_token in the token response".to_owned(),
+        })?;
+    // RFC 6749 makes expires_in a number; some servers send a string.
+    let lifetime = match value.get("expires_in") {
+        Some(Value::Number(n)) => n.as_u64(),
+        Some(Value::String(s)) => s.trim().parse().ok(),
+        _ => None,
+    }
+    .unwrap_or(3600);
+    Ok((
+        SecretString::from(token.to_owned()),
+        Duration::from_secs(lifetime),
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+    use super::*;
+
+    #[test]
+    fn same_origin_rejects_other_hosts_and_schemes() {
+        let base = "https://acme.okta.com";
+        assert!(same_origin(
+            base,
+            "https://acme.okta.com/api/v1/users?after=x"
+        ));
+        assert!(!same_origin(base, "https://evil.example/api/v1/users"));
+        assert!(!same_origin(base, "http://acme.okta.com/api/v1/users"));
+        assert!(!same_origin(base, "not a url"));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn tokens_are_reused_then_refreshed_five_minutes_before_expiry() {
+        let cache = TokenCache::default();
+        let fetches = AtomicU64::new(0);
+        let get = || {
+            cache.get(|| async {
+                let n = fetches.fetch_add(1, Ordering::SeqCst) + 1;
+                Ok((
+                    SecretString::from(format!("t{n}")),
+                    Duration::from_secs(3600),
+                ))
+            })
+        };
+        assert_eq!(get().await.unwrap().expose_secret(), "t1");
+        tokio::time::advance(Duration::from_secs(3299)).await;
+        assert_eq!(get().await.unwrap().expose_secret(), "t1");
+        tokio::time::advance(Duration::from_secs(2)).await;
+        assert_eq!(get().await.unwrap().expose_secret(), "t2");
+        // A 401 with t1 after t2 replaced it does not throw t2 away.
+        cache.invalidate(&SecretString::from("t1".to_owned())).await;
+        assert_eq!(get().await.unwrap().expose_secret(), "t2");
+        cache.invalidate(&SecretString::from("t2".to_owned())).await;
+        assert_eq!(get().await.unwrap().expose_secret(), "t3");
+    }
+
+    #[test]
+    fn endpoints_name_path_and_query_without_host() {
+        assert_eq!(
+            endpoint_of("GET", "https://acme.okta.com/api/v1/users?limit=200"),
+            "GET /api/v1/users?limit=200"
+        );
+    }
+
+    #[test]
+    fn secrets_from_files_are_trimmed_and_errors_name_the_key() {
+        let dir = std::env::temp_dir().join(format!("sw-secret-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).ok();
+        let path = dir.join("token");
+        std::fs::write(&path, "abc\n").ok();
+        let secret = Secret::File {
+            key: "directory.token_file",
+            path: path.clone(),
+        };
+        assert_eq!(
+            secret.read().map(|s| s.expose_secret().to_owned()).ok(),
+            Some("abc".into())
+        );
+        let missing = Secret::File {
+            key: "directory.token_file",
+            path: dir.join("missing"),
+        };
+        let error = missing
+            .read()
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(error.contains("directory.token_file"), "{error}");
+        assert_eq!(
+            format!("{:?}", Secret::Inline("x".to_owned().into())),
+            "[redacted]"
+        );
+        std::fs::remove_dir_all(&dir).ok();
+    }
+}

@@ -1,0 +1,57 @@
+//! HTTP pieces shared by every remote connector (the SCIM workspace client and the
+//! directory connectors): one way to build a `reqwest` client on rustls + ring, one
+//! query encoder, and one description of a failed exchange. Retries live in
+//! [`crate::retry`]; rate limits and auth are each connector's own business.
+
+use std::time::Duration;
+
+/// A `reqwest` client on rustls with the ring provider. Installs ring as the
+/// process-wide rustls provider when none is yet (reqwest panics without one).
+pub fn client(connect_timeout: Duration) -> Result<reqwest::Client, reqwest::Error> {
+    // Another component may have installed it already; either way one is there.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::builder()
+        .tls_backend_rustls()
+        .connect_timeout(connect_timeout)
+        // Providers behind wsgiref-style servers close every connection; do not
+        // keep idle ones around for long.
+        .pool_idle_timeout(Duration::from_secs(15))
+        .user_agent(concat!("seatwarden/", env!("CARGO_PKG_VERSION")))
+        .build()
+}
+
+/// Percent-encodes a query component (RFC 3986 unreserved characters stay as-is;
+/// spaces become `%20`, not `+`, which some providers do not decode).
+pub fn encode_component(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// Why a request got no HTTP answer, with the cause chain ("timed out: …",
+/// "connection failed: …"), and whether another attempt may help. reqwest's own
+/// Display carries the URL, never headers; callers name the endpoint themselves.
+pub fn describe_failure(e: &reqwest::Error) -> (String, bool) {
+    let mut message = if e.is_timeout() {
+        "timed out".to_owned()
+    } else if e.is_connect() {
+        "connection failed".to_owned()
+    } else {
+        "request failed".to_owned()
+    };
+    let mut source: Option<&dyn std::error::Error> = std::error::Error::source(e);
+    while let Some(s) = source {
+        message.push_str(": ");
+        message.push_str(&s.to_string());
+        source = s.source();
+    }
+    // A builder error (bad URL) will not fix itself; everything else that failed
+    // before a status arrived is the network's or the server's doing.
+    (message, !e.is_builder())
+}

@@ -1,0 +1,764 @@
+//! The Entra connector against a wiremock Microsoft Graph whose answers follow the
+//! documented shapes: the v2.0 token endpoint, `$select`ed users with
+//! `accountEnabled`, `@odata.nextLink` paging, `transitiveMembers`, service
+//! principal `appRoleAssignedTo`, 429/503 with `Retry-After`, and `users/delta` /
+//! `groups/delta` with `@removed`, `members@delta` and `@odata.deltaLink`.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use seatwarden::directory::{
+    DirectoryChanges, DirectoryError, EntraAuth, EntraSettings, EntraSource, Secret,
+};
+use seatwarden::model::IdentityStatus;
+use seatwarden::retry::RetryPolicy;
+use serde_json::{Value, json};
+use wiremock::matchers::{method, path, path_regex, query_param};
+use wiremock::{Mock, MockServer, Request, ResponseTemplate};
+
+use crate::okta::{form, verify_assertion};
+
+const TENANT: &str = "0a1b2c3d-0000-4000-8000-00000000aaaa";
+const CLIENT: &str = "11111111-2222-4333-8444-555555555555";
+const SECRET: &str = "client~secret~value~never~logged";
+
+pub fn graph_user(id: &str, upn: &str, enabled: bool) -> Value {
+    json!({
+        "id": id,
+        "userPrincipalName": upn,
+        "mail": upn,
+        "givenName": format!("Given{id}"),
+        "surname": "Tester",
+        "displayName": format!("Given{id} Tester"),
+        "accountEnabled": enabled,
+        "department": "Sales",
+        "employeeId": null,
+        "userType": "Member"
+    })
+}
+
+pub fn graph_group(id: &str, name: &str) -> Value {
+    json!({"id": id, "displayName": name})
+}
+
+fn query(req: &Request, name: &str) -> Option<String> {
+    req.url
+        .query_pairs()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.into_owned())
+}
+
+/// One page of a collection: `$skiptoken` is an index here (opaque in Graph).
+pub fn graph_page(req: &Request, base: &str, items: &[Value], size: usize) -> ResponseTemplate {
+    let start: usize = query(req, "$skiptoken").map_or(0, |t| t.parse().unwrap());
+    let end = (start + size).min(items.len());
+    let mut body = json!({
+        "@odata.context": format!("{base}/v1.0/$metadata#users"),
+        "value": items[start..end].to_vec(),
+    });
+    if end < items.len() {
+        let mut next: url::Url = format!("{base}{}", req.url.path()).parse().unwrap();
+        let pairs: Vec<(String, String)> = req
+            .url
+            .query_pairs()
+            .filter(|(k, _)| k != "$skiptoken")
+            .map(|(k, v)| (k.into_owned(), v.into_owned()))
+            .collect();
+        next.query_pairs_mut()
+            .extend_pairs(pairs)
+            .append_pair("$skiptoken", &end.to_string());
+        body["@odata.nextLink"] = next.to_string().into();
+    }
+    ResponseTemplate::new(200)
+        .insert_header("content-type", "application/json;odata.metadata=minimal")
+        .set_body_json(body)
+}
+
+/// A tenant: users, groups with (transitive) user members, app assignments.
+#[derive(Clone)]
+pub struct FakeGraph {
+    pub users: Vec<Value>,
+    pub groups: Vec<(Value, Vec<String>)>,
+    pub page_size: usize,
+    /// (principalId, principalType)
+    pub assignments: Vec<(String, &'static str)>,
+}
+
+impl FakeGraph {
+    pub async fn mount(&self, server: &MockServer) {
+        let base = server.uri();
+        let issued = Arc::new(AtomicUsize::new(0));
+        Mock::given(method("POST"))
+            .and(path(format!("/{TENANT}/oauth2/v2.0/token")))
+            .respond_with(move |_: &Request| {
+                let n = issued.fetch_add(1, Ordering::SeqCst) + 1;
+                ResponseTemplate::new(200).set_body_json(json!({
+                    "token_type": "Bearer",
+                    "expires_in": 3599,
+                    "ext_expires_in": 3599,
+                    "access_token": format!("graph-token-{n}")
+                }))
+            })
+            .mount(server)
+            .await;
+        let size = self.page_size;
+        {
+            let users = self.users.clone();
+            let b = base.clone();
+            Mock::given(method("GET"))
+                .and(path("/v1.0/users"))
+                .respond_with(move |req: &Request| {
+                    let select = query(req, "$select").unwrap_or_default();
+                    assert!(select.split(',').any(|f| f == "accountEnabled"), "{select}");
+                    let selected: Vec<Value> = match query(req, "$filter") {
+                        // id in ('a','b')
+                        Some(f) => users
+                            .iter()
+                            .filter(|u| f.contains(&format!("'{}'", u["id"].as_str().unwrap())))
+                            .cloned()
+                            .collect(),
+                        None => {
+                            assert_eq!(query(req, "$top").as_deref(), Some("999"));
+                            users.clone()
+                        }
+                    };
+                    graph_page(req, &b, &selected, size)
+                })
+                .mount(server)
+                .await;
+        }
+        {
+            let groups: Vec<Value> = self.groups.iter().map(|(g, _)| g.clone()).collect();
+            let b = base.clone();
+            Mock::given(method("GET"))
+                .and(path("/v1.0/groups"))
+                .respond_with(move |req: &Request| graph_page(req, &b, &groups, size))
+                .mount(server)
+                .await;
+        }
+        {
+            let members: HashMap<String, Vec<Value>> = self
+                .groups
+                .iter()
+                .map(|(g, ids)| {
+                    let users = ids
+                        .iter()
+                        .map(|id| json!({"@odata.type": "#microsoft.graph.user", "id": id}))
+                        .collect();
+                    (g["id"].as_str().unwrap().to_owned(), users)
+                })
+                .collect();
+            let b = base.clone();
+            Mock::given(method("GET"))
+                .and(path_regex(
+                    r"^/v1.0/groups/[^/]+/transitiveMembers/microsoft.graph.user$",
+                ))
+                .respond_with(move |req: &Request| {
+                    let id = req.url.path().split('/').nth(3).unwrap();
+                    graph_page(req, &b, &members[id], size)
+                })
+                .mount(server)
+                .await;
+        }
+        {
+            let member_of: HashMap<String, Vec<Value>> = self
+                .users
+                .iter()
+                .map(|u| {
+                    let id = u["id"].as_str().unwrap();
+                    let groups = self
+                        .groups
+                        .iter()
+                        .filter(|(_, ids)| ids.iter().any(|m| m == id))
+                        .map(|(g, _)| {
+                            let mut g = g.clone();
+                            g["@odata.type"] = "#microsoft.graph.group".into();
+                            g
+                        })
+                        .collect();
+                    (id.to_owned(), groups)
+                })
+                .collect();
+            let b = base.clone();
+            Mock::given(method("GET"))
+                .and(path_regex(
+                    r"^/v1.0/users/[^/]+/transitiveMemberOf/microsoft.graph.group$",
+                ))
+                .respond_with(move |req: &Request| {
+                    let id = req.url.path().split('/').nth(3).unwrap();
+                    graph_page(req, &b, &member_of[id], size)
+                })
+                .mount(server)
+                .await;
+        }
+        let b = base.clone();
+        Mock::given(method("GET"))
+            .and(path("/v1.0/servicePrincipals"))
+            .and(query_param("$filter", "appId eq 'app-client-id'"))
+            .respond_with(move |req: &Request| {
+                graph_page(
+                    req,
+                    &b,
+                    &[json!({"id": "sp-object-id", "appId": "app-client-id"})],
+                    size,
+                )
+            })
+            .mount(server)
+            .await;
+        let assignments: Vec<Value> = self
+            .assignments
+            .iter()
+            .enumerate()
+            .map(|(i, (principal, kind))| {
+                json!({
+                    "id": format!("assignment{i}"),
+                    "deletedDateTime": null,
+                    "appRoleId": "00000000-0000-0000-0000-000000000000",
+                    "createdDateTime": "2025-02-19T10:00:00Z",
+                    "principalDisplayName": principal,
+                    "principalId": principal,
+                    "principalType": kind,
+                    "resourceDisplayName": "Taskade",
+                    "resourceId": "sp-object-id"
+                })
+            })
+            .collect();
+        let b = base.clone();
+        Mock::given(method("GET"))
+            .and(path(
+                "/v1.0/servicePrincipals/sp-object-id/appRoleAssignedTo",
+            ))
+            .respond_with(move |req: &Request| graph_page(req, &b, &assignments, size))
+            .mount(server)
+            .await;
+    }
+}
+
+pub fn small_tenant() -> FakeGraph {
+    let users = vec![
+        graph_user("a1", "ada@contoso.com", true),
+        graph_user("a2", "bob@contoso.com", true),
+        graph_user("a3", "cy@contoso.com", false),
+        graph_user("a4", "dee@contoso.com", true),
+    ];
+    let groups = vec![
+        (graph_group("g1", "Taskade Users"), vec!["a1", "a2", "a3"]),
+        // A nested group's members are flattened into transitiveMembers.
+        (graph_group("g2", "Taskade Editors"), vec!["a1", "a4"]),
+        (
+            graph_group("g3", "All Company"),
+            vec!["a1", "a2", "a3", "a4"],
+        ),
+    ]
+    .into_iter()
+    .map(|(g, ids)| (g, ids.into_iter().map(str::to_owned).collect()))
+    .collect();
+    FakeGraph {
+        users,
+        groups,
+        page_size: 2,
+        assignments: Vec::new(),
+    }
+}
+
+pub fn settings(server: &MockServer, auth: EntraAuth) -> EntraSettings {
+    EntraSettings {
+        tenant_id: TENANT.into(),
+        client_id: CLIENT.into(),
+        auth,
+        app_id: None,
+        graph_url: Some(server.uri().parse().unwrap()),
+        login_url: Some(server.uri().parse().unwrap()),
+        scope_groups: vec!["Taskade Users".into()],
+        mapped_groups: vec!["Taskade Editors".into()],
+        max_concurrency: 4,
+        requests_per_second: 0,
+        timeout: Duration::from_secs(10),
+        retry: RetryPolicy::immediate(3),
+    }
+}
+
+fn secret() -> EntraAuth {
+    EntraAuth::ClientSecret(Secret::Inline(SECRET.to_owned().into()))
+}
+
+type Row = (String, IdentityStatus, Vec<String>);
+
+fn rows(snapshot: &seatwarden::model::DirectorySnapshot) -> Vec<Row> {
+    snapshot
+        .identities
+        .iter()
+        .map(|i| (i.id.clone(), i.status, i.groups.clone()))
+        .collect()
+}
+
+fn expected_small_tenant() -> Vec<Row> {
+    let g = |g: &[&str]| g.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    vec![
+        (
+            "a1".into(),
+            IdentityStatus::Active,
+            g(&["Taskade Editors", "Taskade Users"]),
+        ),
+        ("a2".into(), IdentityStatus::Active, g(&["Taskade Users"])),
+        (
+            "a3".into(),
+            IdentityStatus::Suspended,
+            g(&["Taskade Users"]),
+        ),
+        ("a4".into(), IdentityStatus::Active, g(&["Taskade Editors"])),
+    ]
+}
+
+#[tokio::test]
+async fn snapshot_selects_account_enabled_pages_and_reads_transitive_members() {
+    let server = MockServer::start().await;
+    small_tenant().mount(&server).await;
+    let source = EntraSource::new(settings(&server, secret()));
+    let snapshot = source.snapshot().await.unwrap();
+    assert!(snapshot.complete);
+    assert_eq!(rows(&snapshot), expected_small_tenant());
+    let ada = &snapshot.identities[0];
+    assert_eq!(ada.user_name, "ada@contoso.com");
+    assert_eq!(ada.email.as_deref(), Some("ada@contoso.com"));
+    assert_eq!(ada.family_name.as_deref(), Some("Tester"));
+    assert_eq!(ada.department.as_deref(), Some("Sales"));
+
+    let requests = server.received_requests().await.unwrap();
+    let token_requests: Vec<_> = requests
+        .iter()
+        .filter(|r| r.method.as_str() == "POST")
+        .collect();
+    assert_eq!(token_requests.len(), 1, "the token is cached");
+    let f = form(token_requests[0]);
+    assert_eq!(f["grant_type"], "client_credentials");
+    assert_eq!(f["client_id"], CLIENT);
+    assert_eq!(f["client_secret"], SECRET);
+    assert_eq!(f["scope"], format!("{}/.default", server.uri()));
+    for r in requests.iter().filter(|r| r.method.as_str() == "GET") {
+        assert_eq!(
+            r.headers.get("authorization").unwrap(),
+            "Bearer graph-token-1"
+        );
+    }
+    // "All Company" is not named by the policy: not expanded.
+    assert!(
+        !requests
+            .iter()
+            .any(|r| r.url.path().contains("/groups/g3/"))
+    );
+    // The second page of users came from @odata.nextLink.
+    assert!(
+        requests.iter().any(
+            |r| r.url.path() == "/v1.0/users" && query(r, "$skiptoken").as_deref() == Some("2")
+        )
+    );
+}
+
+#[tokio::test]
+async fn app_scope_expands_group_assignments() {
+    let server = MockServer::start().await;
+    let mut tenant = small_tenant();
+    tenant.assignments = vec![
+        ("a2".into(), "User"),
+        ("g2".into(), "Group"),
+        ("sp-other".into(), "ServicePrincipal"),
+    ];
+    tenant.mount(&server).await;
+    let mut s = settings(&server, secret());
+    s.app_id = Some("app-client-id".into());
+    let snapshot = EntraSource::new(s).snapshot().await.unwrap();
+    let ids: Vec<&str> = snapshot.identities.iter().map(|i| i.id.as_str()).collect();
+    assert_eq!(ids, vec!["a1", "a2", "a4"]);
+}
+
+#[tokio::test]
+async fn throttling_429_and_503_are_retried_after_retry_after() {
+    let server = MockServer::start().await;
+    let throttled = json!({"error": {
+        "code": "TooManyRequests",
+        "message": "Too many requests.",
+        "innerError": {"date": "2026-11-30T01:00:00", "request-id": "r1", "client-request-id": "c1"}
+    }});
+    Mock::given(method("GET"))
+        .and(path("/v1.0/users"))
+        .respond_with(
+            ResponseTemplate::new(429)
+                .insert_header("retry-after", "0")
+                .set_body_json(throttled.clone()),
+        )
+        .up_to_n_times(1)
+        .with_priority(1)
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/v1.0/groups"))
+        .respond_with(
+            ResponseTemplate::new(503)
+                .insert_header("retry-after", "0")
+                .set_body_json(json!({"error": {"code": "serviceNotAvailable", "message": "Service unavailable"}})),
+        )
+        .up_to_n_times(1)
+        .with_priority(1)
+        .mount(&server)
+        .await;
+    small_tenant().mount(&server).await;
+    let source = EntraSource::new(settings(&server, secret()));
+    let snapshot = source.snapshot().await.unwrap();
+    assert_eq!(rows(&snapshot), expected_small_tenant());
+    assert_eq!(source.stats().retries, 2);
+}
+
+#[tokio::test]
+async fn a_5xx_mid_snapshot_is_an_error_never_a_partial_snapshot() {
+    let server = MockServer::start().await;
+    Mock::given(method("GET"))
+        .and(path("/v1.0/users"))
+        .and(query_param("$skiptoken", "2"))
+        .respond_with(ResponseTemplate::new(500).set_body_json(
+            json!({"error": {"code": "generalException", "message": "General exception while processing"}}),
+        ))
+        .with_priority(1)
+        .mount(&server)
+        .await;
+    small_tenant().mount(&server).await;
+    let error = EntraSource::new(settings(&server, secret()))
+        .snapshot()
+        .await
+        .unwrap_err();
+    assert!(error.is_transient());
+    assert_eq!(error.status(), Some(500));
+    assert!(error.to_string().contains("generalException"), "{error}");
+}
+
+#[tokio::test]
+async fn a_rejected_secret_is_a_permanent_error_without_the_secret() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(401).set_body_json(json!({
+            "error": "invalid_client",
+            "error_description": format!("AADSTS7000215: Invalid client secret provided: {SECRET}"),
+            "error_codes": [7000215],
+            "timestamp": "2026-11-30 01:00:00Z",
+            "trace_id": "t",
+            "correlation_id": "c"
+        })))
+        .mount(&server)
+        .await;
+    let error = EntraSource::new(settings(&server, secret()))
+        .snapshot()
+        .await
+        .unwrap_err();
+    assert!(!error.is_transient());
+    let text = error.to_string();
+    assert!(
+        text.contains("invalid_client") && text.contains("oauth2/v2.0/token"),
+        "{text}"
+    );
+    assert!(!text.contains(SECRET), "{text}");
+}
+
+#[tokio::test]
+async fn an_expired_token_mid_snapshot_is_refreshed_once() {
+    let server = MockServer::start().await;
+    // graph-token-1 stops working after two requests.
+    let used = Arc::new(AtomicUsize::new(0));
+    {
+        let used = used.clone();
+        Mock::given(method("GET"))
+            .and(wiremock::matchers::header(
+                "authorization",
+                "Bearer graph-token-1",
+            ))
+            .and(move |_: &Request| used.fetch_add(1, Ordering::SeqCst) >= 2)
+            .respond_with(ResponseTemplate::new(401).set_body_json(json!({"error": {
+                "code": "InvalidAuthenticationToken",
+                "message": "Lifetime validation failed, the token is expired."
+            }})))
+            .with_priority(1)
+            .mount(&server)
+            .await;
+    }
+    small_tenant().mount(&server).await;
+    let source = EntraSource::new(settings(&server, secret()));
+    let snapshot = source.snapshot().await.unwrap();
+    assert_eq!(rows(&snapshot), expected_small_tenant());
+    let requests = server.received_requests().await.unwrap();
+    let tokens = requests
+        .iter()
+        .filter(|r| r.method.as_str() == "POST")
+        .count();
+    assert_eq!(tokens, 2);
+}
+
+fn key_dir() -> &'static Path {
+    Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/keys"))
+}
+
+#[tokio::test]
+async fn certificate_credentials_send_a_signed_assertion_with_the_thumbprint() {
+    let server = MockServer::start().await;
+    let seen = Arc::new(Mutex::new(None));
+    {
+        let seen = seen.clone();
+        Mock::given(method("POST"))
+            .and(path(format!("/{TENANT}/oauth2/v2.0/token")))
+            .respond_with(move |req: &Request| {
+                *seen.lock().unwrap() = Some(form(req));
+                ResponseTemplate::new(200).set_body_json(json!({
+                    "token_type": "Bearer", "expires_in": 3599, "ext_expires_in": 3599,
+                    "access_token": "graph-token-1"
+                }))
+            })
+            .with_priority(1)
+            .mount(&server)
+            .await;
+    }
+    small_tenant().mount(&server).await;
+    let auth = EntraAuth::Certificate {
+        certificate: Secret::File {
+            key: "directory.certificate_file",
+            path: key_dir().join("test-cert.pem"),
+        },
+        private_key: Secret::File {
+            key: "directory.private_key_file",
+            path: key_dir().join("test-rsa-pkcs8.pem"),
+        },
+    };
+    EntraSource::new(settings(&server, auth))
+        .snapshot()
+        .await
+        .unwrap();
+    let f = seen.lock().unwrap().clone().unwrap();
+    assert!(!f.contains_key("client_secret"));
+    assert_eq!(f["client_id"], CLIENT);
+    assert_eq!(f["grant_type"], "client_credentials");
+    assert_eq!(
+        f["client_assertion_type"],
+        "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
+    );
+    let (header, claims) = verify_assertion(&f["client_assertion"]);
+    let x5t = std::fs::read_to_string(key_dir().join("test-cert.x5t")).unwrap();
+    assert_eq!(header["x5t"], x5t.trim());
+    assert_eq!(header["alg"], "RS256");
+    assert_eq!(claims["iss"], CLIENT);
+    assert_eq!(claims["sub"], CLIENT);
+    assert_eq!(
+        claims["aud"],
+        format!("{}/{TENANT}/oauth2/v2.0/token", server.uri())
+    );
+}
+
+/// A delta round: pages of `value`, the last with `@odata.deltaLink`.
+async fn mount_delta(server: &MockServer, resource: &str, token: &str, pages: Vec<Vec<Value>>) {
+    let base = server.uri();
+    let n = pages.len();
+    for (i, items) in pages.into_iter().enumerate() {
+        let mut body = json!({
+            "@odata.context": format!("{base}/v1.0/$metadata#{resource}"),
+            "value": items,
+        });
+        if i + 1 < n {
+            body["@odata.nextLink"] = format!(
+                "{base}/v1.0/{resource}/delta?$skiptoken={token}-page{}",
+                i + 1
+            )
+            .into();
+        } else {
+            body["@odata.deltaLink"] =
+                format!("{base}/v1.0/{resource}/delta?$deltatoken={token}-next").into();
+        }
+        let matcher = if i == 0 {
+            query_param("$deltatoken", token.to_owned())
+        } else {
+            query_param("$skiptoken", format!("{token}-page{i}"))
+        };
+        Mock::given(method("GET"))
+            .and(path(format!("/v1.0/{resource}/delta")))
+            .and(matcher)
+            .respond_with(ResponseTemplate::new(200).set_body_json(body))
+            .mount(server)
+            .await;
+    }
+}
+
+fn cursor(server: &MockServer, users: &str, groups: &str) -> String {
+    let base = server.uri();
+    format!(
+        "entra-v1:{}",
+        json!({
+            "users": format!("{base}/v1.0/users/delta?$deltatoken={users}"),
+            "groups": format!("{base}/v1.0/groups/delta?$deltatoken={groups}"),
+        })
+    )
+}
+
+#[tokio::test]
+async fn delta_reports_removals_and_merges_a_group_split_over_pages() {
+    let server = MockServer::start().await;
+    let mut tenant = small_tenant();
+    // Now: a2 disabled; a4 joined "Taskade Users".
+    tenant.users[1]["accountEnabled"] = false.into();
+    tenant.groups[0].1.push("a4".into());
+    tenant.mount(&server).await;
+    mount_delta(
+        &server,
+        "users",
+        "U1",
+        vec![vec![
+            json!({"@odata.type": "#microsoft.graph.user", "id": "a2", "accountEnabled": false}),
+            json!({"@odata.type": "#microsoft.graph.user", "id": "gone1", "@removed": {"reason": "deleted"}}),
+            json!({"@odata.type": "#microsoft.graph.user", "id": "gone2", "@removed": {"reason": "changed"}}),
+        ]],
+    )
+    .await;
+    // "Taskade Users" appears on two pages with different member slices.
+    mount_delta(
+        &server,
+        "groups",
+        "G1",
+        vec![
+            vec![json!({
+                "@odata.type": "#microsoft.graph.group",
+                "id": "g1",
+                "displayName": "Taskade Users",
+                "members@delta": [{"@odata.type": "#microsoft.graph.user", "id": "a4"}]
+            })],
+            vec![json!({
+                "@odata.type": "#microsoft.graph.group",
+                "id": "g1",
+                "members@delta": [
+                    {"@odata.type": "#microsoft.graph.user", "id": "gone1", "@removed": {"reason": "deleted"}}
+                ]
+            })],
+        ],
+    )
+    .await;
+    let source = EntraSource::new(settings(&server, secret()));
+    let changes = source
+        .changes_since(Some(&cursor(&server, "U1", "G1")))
+        .await
+        .unwrap();
+    let DirectoryChanges::Delta {
+        changed,
+        removed,
+        cursor: next,
+    } = changes
+    else {
+        panic!("expected a delta, got {changes:?}");
+    };
+    assert_eq!(removed, vec!["gone1".to_owned(), "gone2".to_owned()]);
+    let changed: Vec<Row> = changed
+        .iter()
+        .map(|i| (i.id.clone(), i.status, i.groups.clone()))
+        .collect();
+    assert_eq!(
+        changed,
+        vec![
+            (
+                "a2".into(),
+                IdentityStatus::Suspended,
+                vec!["Taskade Users".into()]
+            ),
+            (
+                "a4".into(),
+                IdentityStatus::Active,
+                vec!["Taskade Editors".into(), "Taskade Users".into()]
+            ),
+        ]
+    );
+    assert!(
+        next.contains("U1-next") && next.contains("G1-next"),
+        "{next}"
+    );
+    // token + 3 delta pages + 1 user lookup + transitiveMemberOf for a2 (1 page)
+    // and a4 (3 groups, pages of 2 here): a handful, not a snapshot.
+    let requests = server.received_requests().await.unwrap();
+    assert_eq!(
+        requests.len(),
+        8,
+        "{:#?}",
+        requests
+            .iter()
+            .map(|r| r.url.to_string())
+            .collect::<Vec<_>>()
+    );
+}
+
+#[tokio::test]
+async fn an_expired_delta_token_falls_back_to_a_full_snapshot() {
+    let server = MockServer::start().await;
+    small_tenant().mount(&server).await;
+    // As documented for identity resources: 400 syncStateNotFound.
+    Mock::given(method("GET"))
+        .and(path("/v1.0/users/delta"))
+        .and(query_param("$deltatoken", "OLD"))
+        .respond_with(ResponseTemplate::new(400).set_body_json(json!({"error": {
+            "code": "syncStateNotFound",
+            "message": "The sync state generation is not found. The delta token is expired and data must be synchronized again."
+        }})))
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/v1.0/groups/delta"))
+        .and(query_param("$deltatoken", "OLDG"))
+        .respond_with(ResponseTemplate::new(410).set_body_json(json!({"error": {
+            "code": "resyncRequired",
+            "message": "Resync required."
+        }})))
+        .mount(&server)
+        .await;
+    mount_delta(&server, "users", "latest", vec![vec![]]).await;
+    mount_delta(&server, "groups", "latest", vec![vec![]]).await;
+    let source = EntraSource::new(settings(&server, secret()));
+    let changes = source
+        .changes_since(Some(&cursor(&server, "OLD", "OLDG")))
+        .await
+        .unwrap();
+    let DirectoryChanges::Full { snapshot, cursor } = changes else {
+        panic!("expected a full snapshot");
+    };
+    assert_eq!(rows(&snapshot), expected_small_tenant());
+    let cursor = cursor.unwrap();
+    assert!(cursor.contains("latest-next"), "{cursor}");
+    // The fresh links were taken with $deltatoken=latest and the user $select.
+    let requests = server.received_requests().await.unwrap();
+    assert!(requests.iter().any(|r| r.url.path() == "/v1.0/users/delta"
+        && query(r, "$deltatoken").as_deref() == Some("latest")
+        && query(r, "$select").is_some_and(|s| s.contains("accountEnabled"))));
+}
+
+#[tokio::test]
+async fn a_scope_group_missing_from_the_tenant_is_an_error() {
+    let server = MockServer::start().await;
+    small_tenant().mount(&server).await;
+    let mut s = settings(&server, secret());
+    s.scope_groups = vec!["Nobody".into()];
+    let error = EntraSource::new(s).snapshot().await.unwrap_err();
+    assert!(matches!(error, DirectoryError::Scope { .. }), "{error}");
+}
+
+#[tokio::test]
+async fn a_delta_with_many_changes_reads_a_snapshot_instead() {
+    let server = MockServer::start().await;
+    small_tenant().mount(&server).await;
+    let many: Vec<Value> = (0..300)
+        .map(|n| json!({"@odata.type": "#microsoft.graph.user", "id": format!("x{n}"), "accountEnabled": true}))
+        .collect();
+    mount_delta(&server, "users", "U1", vec![many]).await;
+    mount_delta(&server, "groups", "G1", vec![vec![]]).await;
+    let changes = EntraSource::new(settings(&server, secret()))
+        .changes_since(Some(&cursor(&server, "U1", "G1")))
+        .await
+        .unwrap();
+    let DirectoryChanges::Full { snapshot, cursor } = changes else {
+        panic!("expected a full snapshot");
+    };
+    assert_eq!(rows(&snapshot), expected_small_tenant());
+    // The links of this delta round carry on.
+    assert!(cursor.unwrap().contains("U1-next"));
+}

@@ -1,0 +1,932 @@
+//! The Okta connector against a wiremock org whose answers follow Okta's documented
+//! shapes: user and group objects, `Link` paging (separate lines and comma-joined),
+//! DEPROVISIONED users only through `search`, `X-Rate-Limit-*` headers and the
+//! E0000047 429 body, app assignments, `filter=lastUpdated gt "…"`, and an OAuth
+//! service app with `private_key_jwt`.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use seatwarden::directory::{
+    DirectoryChanges, DirectoryError, OktaAuth, OktaSettings, OktaSource, Secret,
+};
+use seatwarden::model::IdentityStatus;
+use seatwarden::retry::RetryPolicy;
+use serde_json::{Value, json};
+use wiremock::matchers::{header, method, path, path_regex};
+use wiremock::{Mock, MockServer, Request, ResponseTemplate};
+
+const TOKEN: &str = "00a-ssws-test-token-value";
+
+/// How a fake page links to the next.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum LinkStyle {
+    /// `Link: <self>; rel="self"` and `Link: <next>; rel="next"` as two lines.
+    SeparateLines,
+    /// Both in one comma-joined line.
+    Joined,
+}
+
+pub fn okta_user(id: &str, login: &str, status: &str) -> Value {
+    json!({
+        "id": id,
+        "status": status,
+        "created": "2025-06-24T16:39:18.000Z",
+        "activated": "2025-06-24T16:39:19.000Z",
+        "statusChanged": "2025-06-24T16:39:19.000Z",
+        "lastLogin": null,
+        "lastUpdated": "2026-07-02T21:36:25.344Z",
+        "passwordChanged": "2025-07-02T21:36:25.344Z",
+        "type": {"id": "oty1abcdefGHIJKL0h7"},
+        "profile": {
+            "firstName": format!("First{id}"),
+            "lastName": "Tester",
+            "email": login,
+            "login": login,
+            "department": "Engineering",
+            "mobilePhone": null
+        },
+        "credentials": {"provider": {"type": "OKTA", "name": "OKTA"}},
+        "_links": {"self": {"href": format!("https://acme.okta.com/api/v1/users/{id}")}}
+    })
+}
+
+pub fn okta_group(id: &str, name: &str) -> Value {
+    json!({
+        "id": id,
+        "created": "2025-02-06T13:50:07.000Z",
+        "lastUpdated": "2025-02-06T13:50:07.000Z",
+        "lastMembershipUpdated": "2026-11-21T17:31:57.000Z",
+        "objectClass": ["okta:user_group"],
+        "type": "OKTA_GROUP",
+        "profile": {"name": name, "description": null},
+        "_links": {
+            "users": {"href": format!("https://acme.okta.com/api/v1/groups/{id}/users")}
+        }
+    })
+}
+
+fn query(req: &Request, name: &str) -> Option<String> {
+    req.url
+        .query_pairs()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.into_owned())
+}
+
+fn epoch_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+/// One page of `items` starting at the `after` cursor (an index here; Okta's is
+/// opaque), with `Link` headers in `style` and rate-limit headers.
+pub fn page(
+    req: &Request,
+    base: &str,
+    items: &[Value],
+    page_size: usize,
+    style: LinkStyle,
+) -> ResponseTemplate {
+    let start: usize = query(req, "after").map_or(0, |a| a.parse().unwrap());
+    let end = (start + page_size).min(items.len());
+    // wiremock sees `http://localhost/…`; links name the org's own URL.
+    let mut url: url::Url = format!("{base}{}", req.url.path()).parse().unwrap();
+    url.set_query(req.url.query());
+    let self_link = format!("<{url}>; rel=\"self\"");
+    let mut response = ResponseTemplate::new(200)
+        .set_body_json(Value::Array(items[start..end].to_vec()))
+        .insert_header("content-type", "application/json")
+        .insert_header("x-rate-limit-limit", "600")
+        .insert_header("x-rate-limit-remaining", "599")
+        .insert_header(
+            "x-rate-limit-reset",
+            (epoch_now() + 60).to_string().as_str(),
+        );
+    if end < items.len() {
+        let pairs: Vec<(String, String)> = url
+            .query_pairs()
+            .filter(|(k, _)| k != "after")
+            .map(|(k, v)| (k.into_owned(), v.into_owned()))
+            .collect();
+        url.query_pairs_mut()
+            .clear()
+            .extend_pairs(pairs)
+            .append_pair("after", &end.to_string());
+        let next_link = format!("<{url}>; rel=\"next\"");
+        response = match style {
+            LinkStyle::SeparateLines => response
+                .append_header("link", self_link.as_str())
+                .append_header("link", next_link.as_str()),
+            LinkStyle::Joined => {
+                response.insert_header("link", format!("{self_link}, {next_link}").as_str())
+            }
+        };
+    } else {
+        response = response.insert_header("link", self_link.as_str());
+    }
+    response
+}
+
+/// An Okta org: users (the plain list hides DEPROVISIONED ones), groups with
+/// members, optional app assignments.
+#[derive(Clone)]
+pub struct FakeOkta {
+    pub users: Vec<Value>,
+    /// (group, member ids)
+    pub groups: Vec<(Value, Vec<String>)>,
+    pub page_size: usize,
+    pub style: LinkStyle,
+    pub app_users: Vec<String>,
+    pub app_groups: Vec<String>,
+}
+
+impl FakeOkta {
+    pub async fn mount(&self, server: &MockServer) {
+        let base = server.uri();
+        let users = self.users.clone();
+        let (size, style) = (self.page_size, self.style);
+        Mock::given(method("GET"))
+            .and(path("/api/v1/users"))
+            .respond_with({
+                let b = base.clone();
+                move |req: &Request| {
+                    let search = query(req, "search");
+                    let filter = query(req, "filter");
+                    let selected: Vec<Value> = users
+                        .iter()
+                        .filter(|u| {
+                            let status = u["status"].as_str().unwrap();
+                            match (&search, &filter) {
+                                (Some(s), _) => {
+                                    assert_eq!(s, r#"status eq "DEPROVISIONED""#);
+                                    status == "DEPROVISIONED"
+                                }
+                                (None, Some(f)) => {
+                                    // lastUpdated gt "…": compare the timestamps.
+                                    let after = f.split('"').nth(1).unwrap();
+                                    u["lastUpdated"].as_str().unwrap() > after
+                                }
+                                // Okta omits DEPROVISIONED users from a plain list.
+                                (None, None) => status != "DEPROVISIONED",
+                            }
+                        })
+                        .cloned()
+                        .collect();
+                    page(req, &b, &selected, size, style)
+                }
+            })
+            .mount(server)
+            .await;
+        let groups: Vec<Value> = self.groups.iter().map(|(g, _)| g.clone()).collect();
+        Mock::given(method("GET"))
+            .and(path("/api/v1/groups"))
+            .respond_with({
+                let b = base.clone();
+                move |req: &Request| {
+                    let selected: Vec<Value> = match query(req, "filter") {
+                        Some(f) => {
+                            let after = f.split('"').nth(1).unwrap().to_owned();
+                            groups
+                                .iter()
+                                .filter(|g| {
+                                    g["lastMembershipUpdated"].as_str().unwrap() > after.as_str()
+                                        || g["lastUpdated"].as_str().unwrap() > after.as_str()
+                                })
+                                .cloned()
+                                .collect()
+                        }
+                        None => groups.clone(),
+                    };
+                    page(req, &b, &selected, size, style)
+                }
+            })
+            .mount(server)
+            .await;
+        let members: HashMap<String, Vec<Value>> = self
+            .groups
+            .iter()
+            .map(|(g, ids)| {
+                let users = ids
+                    .iter()
+                    .map(|id| {
+                        self.users
+                            .iter()
+                            .find(|u| u["id"] == id.as_str())
+                            .cloned()
+                            .unwrap()
+                    })
+                    .collect();
+                (g["id"].as_str().unwrap().to_owned(), users)
+            })
+            .collect();
+        let member_groups: HashMap<String, Vec<Value>> = self
+            .users
+            .iter()
+            .map(|u| {
+                let id = u["id"].as_str().unwrap();
+                let groups = self
+                    .groups
+                    .iter()
+                    .filter(|(_, ids)| ids.iter().any(|m| m == id))
+                    .map(|(g, _)| g.clone())
+                    .collect();
+                (id.to_owned(), groups)
+            })
+            .collect();
+        Mock::given(method("GET"))
+            .and(path_regex(r"^/api/v1/groups/[^/]+/users$"))
+            .respond_with({
+                let b = base.clone();
+                move |req: &Request| {
+                    let id = req.url.path().split('/').nth(4).unwrap();
+                    match members.get(id) {
+                    Some(users) => page(req, &b, users, size, style),
+                    None => ResponseTemplate::new(404).set_body_json(json!({
+                        "errorCode": "E0000007",
+                        "errorSummary": format!("Not found: Resource not found: {id} (UserGroup)"),
+                        "errorLink": "E0000007",
+                        "errorId": "oaeXYZ",
+                        "errorCauses": []
+                    })),
+                }
+                }
+            })
+            .mount(server)
+            .await;
+        Mock::given(method("GET"))
+            .and(path_regex(r"^/api/v1/users/[^/]+/groups$"))
+            .respond_with({
+                let b = base.clone();
+                move |req: &Request| {
+                    let id = req.url.path().split('/').nth(4).unwrap();
+                    page(req, &b, &member_groups[id], size, style)
+                }
+            })
+            .mount(server)
+            .await;
+        let app_users: Vec<Value> = self
+            .app_users
+            .iter()
+            .map(|id| {
+                json!({
+                    "id": id,
+                    "externalId": null,
+                    "created": "2025-06-24T16:39:18.000Z",
+                    "lastUpdated": "2025-06-24T16:39:18.000Z",
+                    "scope": "USER",
+                    "status": "ACTIVE",
+                    "statusChanged": "2025-06-24T16:39:18.000Z",
+                    "syncState": "DISABLED",
+                    "credentials": {"userName": format!("{id}@example.com")},
+                    "profile": {},
+                    "_links": {"user": {"href": format!("https://acme.okta.com/api/v1/users/{id}")}}
+                })
+            })
+            .collect();
+        Mock::given(method("GET"))
+            .and(path("/api/v1/apps/0oa1app/users"))
+            .respond_with({
+                let b = base.clone();
+                move |req: &Request| page(req, &b, &app_users, size, style)
+            })
+            .mount(server)
+            .await;
+        let app_groups: Vec<Value> = self
+            .app_groups
+            .iter()
+            .map(|id| {
+                json!({
+                    "id": id,
+                    "lastUpdated": "2025-06-24T16:39:18.000Z",
+                    "priority": 0,
+                    "profile": {},
+                    "_links": {"group": {"href": format!("https://acme.okta.com/api/v1/groups/{id}")}}
+                })
+            })
+            .collect();
+        Mock::given(method("GET"))
+            .and(path("/api/v1/apps/0oa1app/groups"))
+            .respond_with({
+                let b = base.clone();
+                move |req: &Request| page(req, &b, &app_groups, size, style)
+            })
+            .mount(server)
+            .await;
+    }
+}
+
+/// Six people: four active, one suspended, one deprovisioned; three groups.
+pub fn small_org(style: LinkStyle) -> FakeOkta {
+    let users = vec![
+        okta_user("00u1", "ada@example.com", "ACTIVE"),
+        okta_user("00u2", "bob@example.com", "ACTIVE"),
+        okta_user("00u3", "cy@example.com", "SUSPENDED"),
+        okta_user("00u4", "dee@example.com", "DEPROVISIONED"),
+        okta_user("00u5", "eve@example.com", "LOCKED_OUT"),
+        okta_user("00u6", "fay@example.com", "STAGED"),
+    ];
+    let groups = vec![
+        (
+            okta_group("00g1", "Taskade Users"),
+            vec!["00u1", "00u2", "00u3", "00u5"],
+        ),
+        (okta_group("00g2", "Taskade Editors"), vec!["00u1"]),
+        (
+            okta_group("00g3", "Everyone"),
+            vec!["00u1", "00u2", "00u3", "00u5", "00u6"],
+        ),
+    ]
+    .into_iter()
+    .map(|(g, ids)| (g, ids.into_iter().map(str::to_owned).collect()))
+    .collect();
+    FakeOkta {
+        users,
+        groups,
+        page_size: 2,
+        style,
+        app_users: Vec::new(),
+        app_groups: Vec::new(),
+    }
+}
+
+pub fn settings(server: &MockServer, auth: OktaAuth) -> OktaSettings {
+    OktaSettings {
+        url: server.uri().parse().unwrap(),
+        auth,
+        app_id: None,
+        scope_groups: vec!["Taskade Users".into()],
+        mapped_groups: vec!["Taskade Editors".into()],
+        max_concurrency: 4,
+        timeout: Duration::from_secs(10),
+        retry: RetryPolicy::immediate(3),
+        overlap: Duration::from_secs(300),
+    }
+}
+
+fn ssws() -> OktaAuth {
+    OktaAuth::Ssws(Secret::Inline(TOKEN.to_owned().into()))
+}
+
+fn statuses(
+    snapshot: &seatwarden::model::DirectorySnapshot,
+) -> Vec<(String, IdentityStatus, Vec<String>)> {
+    snapshot
+        .identities
+        .iter()
+        .map(|i| (i.id.clone(), i.status, i.groups.clone()))
+        .collect()
+}
+
+fn expected_small_org() -> Vec<(String, IdentityStatus, Vec<String>)> {
+    let groups = |g: &[&str]| g.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    vec![
+        (
+            "00u1".into(),
+            IdentityStatus::Active,
+            groups(&["Taskade Editors", "Taskade Users"]),
+        ),
+        (
+            "00u2".into(),
+            IdentityStatus::Active,
+            groups(&["Taskade Users"]),
+        ),
+        (
+            "00u3".into(),
+            IdentityStatus::Suspended,
+            groups(&["Taskade Users"]),
+        ),
+        ("00u4".into(), IdentityStatus::Deprovisioned, groups(&[])),
+        (
+            "00u5".into(),
+            IdentityStatus::Active,
+            groups(&["Taskade Users"]),
+        ),
+        ("00u6".into(), IdentityStatus::Suspended, groups(&[])),
+    ]
+}
+
+#[tokio::test]
+async fn snapshot_pages_with_separate_link_lines_and_sees_deprovisioned_users() {
+    let server = MockServer::start().await;
+    small_org(LinkStyle::SeparateLines).mount(&server).await;
+    let source = OktaSource::new(settings(&server, ssws()));
+    let snapshot = source.snapshot().await.unwrap();
+    assert!(snapshot.complete);
+    assert_eq!(statuses(&snapshot), expected_small_org());
+    let ada = &snapshot.identities[0];
+    assert_eq!(ada.user_name, "ada@example.com");
+    assert_eq!(ada.email.as_deref(), Some("ada@example.com"));
+    assert_eq!(ada.given_name.as_deref(), Some("First00u1"));
+    assert_eq!(ada.family_name.as_deref(), Some("Tester"));
+    assert_eq!(ada.department.as_deref(), Some("Engineering"));
+
+    let requests = server.received_requests().await.unwrap();
+    for r in &requests {
+        assert_eq!(
+            r.headers.get("authorization").unwrap(),
+            &format!("SSWS {TOKEN}")
+        );
+    }
+    // limit set high on every list; the DEPROVISIONED search was made.
+    assert!(requests.iter().all(|r| query(r, "limit").is_some()));
+    assert!(requests.iter().any(|r| r.url.path() == "/api/v1/users"
+        && query(r, "limit").as_deref() == Some("200")
+        && query(r, "search").as_deref() == Some(r#"status eq "DEPROVISIONED""#)));
+    // Only the groups the policy names are expanded ("Everyone" is not).
+    assert!(
+        !requests
+            .iter()
+            .any(|r| r.url.path() == "/api/v1/groups/00g3/users")
+    );
+    // Page 2 of the plain user list was followed through the Link header.
+    assert!(requests.iter().any(|r| r.url.path() == "/api/v1/users"
+        && query(r, "after").as_deref() == Some("2")
+        && query(r, "search").is_none()));
+}
+
+#[tokio::test]
+async fn snapshot_pages_with_one_comma_joined_link_line() {
+    let server = MockServer::start().await;
+    small_org(LinkStyle::Joined).mount(&server).await;
+    let source = OktaSource::new(settings(&server, ssws()));
+    let snapshot = source.snapshot().await.unwrap();
+    assert_eq!(statuses(&snapshot), expected_small_org());
+}
+
+#[tokio::test]
+async fn a_missing_scope_group_is_an_error_not_an_empty_scope() {
+    let server = MockServer::start().await;
+    small_org(LinkStyle::Joined).mount(&server).await;
+    let mut s = settings(&server, ssws());
+    s.scope_groups = vec!["Taskade Userz".into()];
+    let error = OktaSource::new(s).snapshot().await.unwrap_err();
+    assert!(matches!(error, DirectoryError::Scope { .. }), "{error}");
+    assert!(error.to_string().contains("Taskade Userz"), "{error}");
+}
+
+#[tokio::test]
+async fn app_scope_keeps_assigned_users_and_members_of_assigned_groups() {
+    let server = MockServer::start().await;
+    let mut org = small_org(LinkStyle::SeparateLines);
+    org.app_users = vec!["00u6".into()];
+    org.app_groups = vec!["00g2".into()];
+    org.mount(&server).await;
+    let mut s = settings(&server, ssws());
+    s.app_id = Some("0oa1app".into());
+    let snapshot = OktaSource::new(s).snapshot().await.unwrap();
+    let ids: Vec<&str> = snapshot.identities.iter().map(|i| i.id.as_str()).collect();
+    // 00u6 directly, 00u1 through the assigned group "Taskade Editors".
+    assert_eq!(ids, vec!["00u1", "00u6"]);
+}
+
+fn rate_limited() -> ResponseTemplate {
+    // The documented 429: E0000047, with the window's reset (already past here,
+    // so the test does not wait).
+    ResponseTemplate::new(429)
+        .insert_header("x-rate-limit-limit", "600")
+        .insert_header("x-rate-limit-remaining", "0")
+        .insert_header("x-rate-limit-reset", (epoch_now() - 1).to_string().as_str())
+        .set_body_json(json!({
+            "errorCode": "E0000047",
+            "errorSummary": "API call exceeded rate limit due to too many requests.",
+            "errorLink": "E0000047",
+            "errorId": "sampleQPivGUj_ND5v78vbYWW",
+            "errorCauses": []
+        }))
+}
+
+#[tokio::test]
+async fn a_429_waits_for_the_reset_then_succeeds() {
+    let server = MockServer::start().await;
+    Mock::given(method("GET"))
+        .and(path("/api/v1/groups"))
+        .respond_with(rate_limited())
+        .up_to_n_times(2)
+        .with_priority(1)
+        .mount(&server)
+        .await;
+    small_org(LinkStyle::Joined).mount(&server).await;
+    let source = OktaSource::new(settings(&server, ssws()));
+    let snapshot = source.snapshot().await.unwrap();
+    assert_eq!(statuses(&snapshot), expected_small_org());
+    assert_eq!(source.stats().retries, 2);
+}
+
+#[tokio::test]
+async fn a_5xx_mid_snapshot_is_an_error_never_a_partial_snapshot() {
+    let server = MockServer::start().await;
+    // Page 2 of the user list keeps failing.
+    Mock::given(method("GET"))
+        .and(path("/api/v1/users"))
+        .and(wiremock::matchers::query_param("after", "2"))
+        .respond_with(ResponseTemplate::new(500).set_body_json(json!({
+            "errorCode": "E0000009",
+            "errorSummary": "Internal Server Error",
+            "errorLink": "E0000009",
+            "errorId": "oaeInternal",
+            "errorCauses": []
+        })))
+        .with_priority(1)
+        .mount(&server)
+        .await;
+    small_org(LinkStyle::SeparateLines).mount(&server).await;
+    let source = OktaSource::new(settings(&server, ssws()));
+    let error = source.snapshot().await.unwrap_err();
+    assert!(error.is_transient());
+    assert_eq!(error.status(), Some(500));
+    let text = error.to_string();
+    assert!(
+        text.contains("/api/v1/users") && text.contains("E0000009"),
+        "{text}"
+    );
+    assert!(!text.contains(TOKEN));
+}
+
+#[tokio::test]
+async fn an_invalid_token_is_a_permanent_error_without_the_token() {
+    let server = MockServer::start().await;
+    Mock::given(method("GET"))
+        .respond_with(ResponseTemplate::new(401).set_body_json(json!({
+            "errorCode": "E0000011",
+            "errorSummary": format!("Invalid token provided: SSWS {TOKEN}"),
+            "errorLink": "E0000011",
+            "errorId": "oaeBad",
+            "errorCauses": []
+        })))
+        .mount(&server)
+        .await;
+    let error = OktaSource::new(settings(&server, ssws()))
+        .snapshot()
+        .await
+        .unwrap_err();
+    assert!(!error.is_transient());
+    let text = error.to_string();
+    assert!(text.contains("E0000011"), "{text}");
+    assert!(!text.contains(TOKEN), "{text}");
+}
+
+#[tokio::test]
+async fn the_token_file_is_read_at_use() {
+    let server = MockServer::start().await;
+    small_org(LinkStyle::Joined).mount(&server).await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("okta-token");
+    std::fs::write(&file, format!("{TOKEN}\n")).unwrap();
+    let auth = OktaAuth::Ssws(Secret::File {
+        key: "directory.token_file",
+        path: file.clone(),
+    });
+    let source = OktaSource::new(settings(&server, auth));
+    source.snapshot().await.unwrap();
+    std::fs::remove_file(&file).unwrap();
+    let error = source.snapshot().await.unwrap_err();
+    assert!(
+        error.to_string().contains("directory.token_file"),
+        "{error}"
+    );
+}
+
+#[tokio::test]
+async fn changes_since_reads_only_users_updated_after_the_cursor_minus_the_overlap() {
+    let server = MockServer::start().await;
+    let mut org = small_org(LinkStyle::SeparateLines);
+    // 00u2 was suspended a minute before the cursor (inside the overlap); 00u4's
+    // change is old.
+    org.users[1]["status"] = "SUSPENDED".into();
+    org.users[1]["lastUpdated"] = "2026-11-30T00:59:00.000Z".into();
+    org.users[3]["lastUpdated"] = "2026-01-01T00:00:00.000Z".into();
+    for u in org.users.iter_mut().filter(|u| u["id"] != "00u2") {
+        u["lastUpdated"] = "2026-01-01T00:00:00.000Z".into();
+    }
+    org.mount(&server).await;
+    let source = OktaSource::new(settings(&server, ssws()));
+    let changes = source
+        .changes_since(Some("okta-v1:2026-11-30T01:00:00.000Z"))
+        .await
+        .unwrap();
+    let DirectoryChanges::Delta {
+        changed,
+        removed,
+        cursor,
+    } = changes
+    else {
+        panic!("expected a delta, got {changes:?}");
+    };
+    assert!(cursor.starts_with("okta-v1:"), "{cursor}");
+    assert!(removed.is_empty());
+    assert_eq!(changed.len(), 1);
+    assert_eq!(changed[0].id, "00u2");
+    assert_eq!(changed[0].status, IdentityStatus::Suspended);
+    assert_eq!(changed[0].groups, vec!["Taskade Users".to_owned()]);
+    let requests = server.received_requests().await.unwrap();
+    assert!(
+        requests.iter().any(|r| query(r, "filter").as_deref()
+            == Some(r#"lastUpdated gt "2026-11-30T00:55:00.000Z""#))
+    );
+    // groups filter + users filter + one user's groups.
+    assert_eq!(
+        requests.len(),
+        3,
+        "{:?}",
+        requests
+            .iter()
+            .map(|r| r.url.to_string())
+            .collect::<Vec<_>>()
+    );
+}
+
+#[tokio::test]
+async fn changes_since_falls_back_to_a_snapshot_when_a_policy_group_changed_membership() {
+    let server = MockServer::start().await;
+    let mut org = small_org(LinkStyle::SeparateLines);
+    for u in &mut org.users {
+        u["lastUpdated"] = "2026-01-01T00:00:00.000Z".into();
+    }
+    for (g, _) in &mut org.groups {
+        g["lastMembershipUpdated"] = "2026-01-01T00:00:00.000Z".into();
+    }
+    org.groups[0].0["lastMembershipUpdated"] = "2026-11-30T01:02:00.000Z".into();
+    org.mount(&server).await;
+    let source = OktaSource::new(settings(&server, ssws()));
+    let changes = source
+        .changes_since(Some("okta-v1:2026-11-30T01:00:00.000Z"))
+        .await
+        .unwrap();
+    let DirectoryChanges::Full { snapshot, cursor } = changes else {
+        panic!("expected a full snapshot");
+    };
+    assert_eq!(statuses(&snapshot), expected_small_org());
+    assert!(cursor.unwrap().starts_with("okta-v1:"));
+    // The first call has no cursor: a full snapshot too.
+    assert!(matches!(
+        source.changes_since(None).await.unwrap(),
+        DirectoryChanges::Full {
+            cursor: Some(_),
+            ..
+        }
+    ));
+}
+
+fn key_dir() -> &'static Path {
+    Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/keys"))
+}
+
+/// Checks an RS256 JWT against the test key; returns (header, claims).
+pub fn verify_assertion(jwt: &str) -> (Value, Value) {
+    let parts: Vec<&str> = jwt.split('.').collect();
+    assert_eq!(parts.len(), 3);
+    let public = std::fs::read(key_dir().join("test-rsa-public.der")).unwrap();
+    let signature = URL_SAFE_NO_PAD.decode(parts[2]).unwrap();
+    ring::signature::UnparsedPublicKey::new(&ring::signature::RSA_PKCS1_2048_8192_SHA256, public)
+        .verify(format!("{}.{}", parts[0], parts[1]).as_bytes(), &signature)
+        .expect("the assertion is signed with the configured key");
+    let decode =
+        |p: &str| serde_json::from_slice::<Value>(&URL_SAFE_NO_PAD.decode(p).unwrap()).unwrap();
+    (decode(parts[0]), decode(parts[1]))
+}
+
+/// Matches requests carrying `token` once it has been used `good` times.
+struct ExpiredAfter {
+    token: &'static str,
+    good: usize,
+    seen: AtomicUsize,
+}
+
+impl wiremock::Match for ExpiredAfter {
+    fn matches(&self, req: &Request) -> bool {
+        let carries = req
+            .headers
+            .get("authorization")
+            .is_some_and(|v| v == self.token);
+        carries && self.seen.fetch_add(1, Ordering::SeqCst) >= self.good
+    }
+}
+
+pub fn form(req: &Request) -> HashMap<String, String> {
+    url::form_urlencoded::parse(&req.body)
+        .map(|(k, v)| (k.into_owned(), v.into_owned()))
+        .collect()
+}
+
+#[tokio::test]
+async fn oauth_service_app_signs_a_client_assertion_caches_the_token_and_refreshes_on_401() {
+    let server = MockServer::start().await;
+    let issued = Arc::new(AtomicUsize::new(0));
+    let forms = Arc::new(Mutex::new(Vec::new()));
+    {
+        let issued = issued.clone();
+        let forms = forms.clone();
+        let token_url = format!("{}/oauth2/v1/token", server.uri());
+        Mock::given(method("POST"))
+            .and(path("/oauth2/v1/token"))
+            .and(header("content-type", "application/x-www-form-urlencoded"))
+            .respond_with(move |req: &Request| {
+                let f = form(req);
+                let (head, claims) = verify_assertion(&f["client_assertion"]);
+                assert_eq!(head["alg"], "RS256");
+                assert_eq!(head["kid"], "key-1");
+                assert_eq!(claims["iss"], "0oa-service-app");
+                assert_eq!(claims["sub"], "0oa-service-app");
+                assert_eq!(claims["aud"], token_url.as_str());
+                let (iat, exp) = (
+                    claims["iat"].as_u64().unwrap(),
+                    claims["exp"].as_u64().unwrap(),
+                );
+                assert!(exp > iat && exp - iat <= 3600);
+                assert!(claims["jti"].as_str().is_some_and(|j| !j.is_empty()));
+                forms.lock().unwrap().push(f);
+                let n = issued.fetch_add(1, Ordering::SeqCst) + 1;
+                ResponseTemplate::new(200).set_body_json(json!({
+                    "token_type": "Bearer",
+                    "expires_in": 3600,
+                    "access_token": format!("access-token-{n}"),
+                    "scope": "okta.users.read okta.groups.read okta.apps.read"
+                }))
+            })
+            .mount(&server)
+            .await;
+    }
+    // The first token expires after three requests: 401 for it from then on.
+    Mock::given(method("GET"))
+        .and(ExpiredAfter {
+            token: "Bearer access-token-1",
+            good: 3,
+            seen: AtomicUsize::new(0),
+        })
+        .respond_with(
+            ResponseTemplate::new(401)
+                .insert_header(
+                    "www-authenticate",
+                    "Bearer authorization_uri=\"http://acme.okta.com/oauth2/v1/authorize\", \
+                     realm=\"http://acme.okta.com\", scope=\"okta.users.read\", \
+                     error=\"invalid_token\", error_description=\"The access token is invalid.\", \
+                     resource=\"/api/v1/users\"",
+                )
+                .set_body_json(json!({
+                    "errorCode": "invalid_token",
+                    "errorSummary": "The access token is invalid.",
+                    "errorLink": "invalid_token",
+                    "errorId": "sampleAbc",
+                    "errorCauses": []
+                })),
+        )
+        .with_priority(1)
+        .mount(&server)
+        .await;
+    small_org(LinkStyle::SeparateLines).mount(&server).await;
+    let auth = OktaAuth::PrivateKeyJwt {
+        client_id: "0oa-service-app".into(),
+        key_id: Some("key-1".into()),
+        private_key: Secret::File {
+            key: "directory.private_key_file",
+            path: key_dir().join("test-rsa-pkcs8.pem"),
+        },
+    };
+    let source = OktaSource::new(settings(&server, auth));
+    let snapshot = source.snapshot().await.unwrap();
+    assert_eq!(statuses(&snapshot), expected_small_org());
+    // One token at first (cached across concurrent requests), one after the 401.
+    assert_eq!(issued.load(Ordering::SeqCst), 2);
+    let forms = forms.lock().unwrap().clone();
+    assert_eq!(forms[0]["grant_type"], "client_credentials");
+    assert_eq!(
+        forms[0]["scope"],
+        "okta.users.read okta.groups.read okta.apps.read"
+    );
+    assert_eq!(
+        forms[0]["client_assertion_type"],
+        "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
+    );
+    let requests = server.received_requests().await.unwrap();
+    let with = |token: &str| {
+        requests
+            .iter()
+            .filter(|r| r.headers.get("authorization").is_some_and(|v| v == token))
+            .count()
+    };
+    assert!(with("Bearer access-token-1") > 3);
+    assert!(with("Bearer access-token-2") > 0);
+}
+
+#[tokio::test]
+async fn requests_wait_for_the_reset_when_the_rate_limit_is_used_up() {
+    let server = MockServer::start().await;
+    // /api/v1/groups answers its first page with no requests left in the window
+    // (reset one second ahead) and counts any request sent before the reset.
+    let window_ends = Arc::new(Mutex::new(None::<u64>));
+    let early = Arc::new(AtomicUsize::new(0));
+    {
+        let base = server.uri();
+        let groups: Vec<Value> = small_org(LinkStyle::Joined)
+            .groups
+            .into_iter()
+            .map(|(g, _)| g)
+            .collect();
+        let window_ends = window_ends.clone();
+        let early = early.clone();
+        Mock::given(method("GET"))
+            .and(path("/api/v1/groups"))
+            .respond_with(move |req: &Request| {
+                let mut ends = window_ends.lock().unwrap();
+                let now = epoch_now();
+                if let Some(end) = *ends
+                    && now < end
+                {
+                    early.fetch_add(1, Ordering::SeqCst);
+                    return rate_limited();
+                }
+                let reset = now + 1;
+                *ends = Some(reset);
+                page(req, &base, &groups, 2, LinkStyle::Joined)
+                    .insert_header("x-rate-limit-remaining", "0")
+                    .insert_header("x-rate-limit-reset", reset.to_string().as_str())
+            })
+            .with_priority(1)
+            .mount(&server)
+            .await;
+    }
+    small_org(LinkStyle::Joined).mount(&server).await;
+    let source = OktaSource::new(settings(&server, ssws()));
+    let snapshot = source.snapshot().await.unwrap();
+    assert_eq!(statuses(&snapshot), expected_small_org());
+    assert_eq!(
+        early.load(Ordering::SeqCst),
+        0,
+        "a request ran into the limit"
+    );
+    assert_eq!(source.stats().retries, 0);
+}
+
+#[tokio::test]
+async fn changes_since_reads_a_snapshot_when_too_many_users_changed() {
+    let server = MockServer::start().await;
+    let mut org = small_org(LinkStyle::Joined);
+    org.page_size = 200;
+    for (g, _) in &mut org.groups {
+        g["lastUpdated"] = "2026-01-01T00:00:00.000Z".into();
+        g["lastMembershipUpdated"] = "2026-01-01T00:00:00.000Z".into();
+    }
+    for n in 0..300 {
+        let mut u = okta_user(&format!("00x{n}"), &format!("x{n}@example.com"), "ACTIVE");
+        u["lastUpdated"] = "2026-11-30T01:30:00.000Z".into();
+        org.users.push(u);
+    }
+    org.mount(&server).await;
+    let changes = OktaSource::new(settings(&server, ssws()))
+        .changes_since(Some("okta-v1:2026-11-30T01:00:00.000Z"))
+        .await
+        .unwrap();
+    let DirectoryChanges::Full { snapshot, .. } = changes else {
+        panic!("expected a full snapshot");
+    };
+    assert_eq!(snapshot.identities.len(), 306);
+    // No per-user group requests were made.
+    let requests = server.received_requests().await.unwrap();
+    assert!(
+        !requests.iter().any(
+            |r| r.url.path().ends_with("/groups") && r.url.path().starts_with("/api/v1/users/")
+        )
+    );
+}
+
+#[tokio::test]
+async fn paging_links_to_another_host_or_back_to_a_read_page_are_refused() {
+    for (next, why) in [
+        (
+            "https://evil.example/api/v1/users?after=2".to_owned(),
+            "another origin",
+        ),
+        (String::new(), "repeats"), // filled in below: the same page again
+    ] {
+        let server = MockServer::start().await;
+        let next = if next.is_empty() {
+            format!("{}/api/v1/users?after=loop", server.uri())
+        } else {
+            next
+        };
+        Mock::given(method("GET"))
+            .and(path("/api/v1/users"))
+            .respond_with(
+                ResponseTemplate::new(200)
+                    .set_body_json(json!([okta_user("00u1", "ada@example.com", "ACTIVE")]))
+                    .insert_header("link", format!("<{next}>; rel=\"next\"").as_str()),
+            )
+            .mount(&server)
+            .await;
+        small_org(LinkStyle::Joined).mount(&server).await;
+        let error = OktaSource::new(settings(&server, ssws()))
+            .snapshot()
+            .await
+            .unwrap_err();
+        assert!(matches!(error, DirectoryError::Malformed { .. }), "{error}");
+        assert!(error.to_string().contains(why), "{error}");
+    }
+}
