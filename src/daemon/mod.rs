@@ -4,7 +4,8 @@
 //! - `reconcile` — the full run; its deprovisions join the SLA ledger;
 //! - `sweep` — the deprovisioning fast path ([`crate::sweep`]);
 //! - `retry` — every minute, ledger episodes whose next attempt is due;
-//! - `prune` — daily, retention of runs, reports, snapshots and closed episodes;
+//! - `prune` — daily, retention of runs, reports and closed episodes, then VACUUM
+//!   (snapshots of all but the newest few runs are dropped after every reconcile);
 //! - `digest` — the drift digest email on `schedule.digest` (with `[report.email]`);
 //! - `mail` — every minute, delivery of the outbox (alerts, digests) with backoff.
 //!
@@ -505,6 +506,10 @@ async fn reconcile_job(
     metrics::counter!("seatwarden_retries_total").increment(summary.retries);
     let now = shared.now();
     let mut store = Store::open(&config.state.path)?;
+    // Snapshots are most of the database: keep only the newest few after every
+    // run, so the file does not grow by a day of snapshots between daily prunes.
+    // (Freed pages are reused by the next snapshot; `prune` vacuums daily.)
+    store.prune_snapshots(SNAPSHOTS_KEPT)?;
     if let Some(notifier) = notifier {
         notifier.after_reconcile(&mut store, &outcome.report, now);
     }

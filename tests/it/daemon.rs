@@ -315,6 +315,49 @@ async fn the_sweep_deactivates_a_leaver_verifies_it_and_reports_it() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn post_reconcile_needs_the_trigger_token_and_starts_a_run() {
+    let sandbox = demo_sandbox(Faults::default()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let mut env = daemon_env(dir.path(), &sandbox, port, "0 0 1 1 *");
+    std::fs::write(dir.path().join("trigger-token"), "s3cret-trigger\n").unwrap();
+    env.push((
+        "SEATWARDEN__HTTP__TRIGGER_TOKEN_FILE".into(),
+        "trigger-token".into(),
+    ));
+    let daemon = start_daemon(dir.path(), env, port);
+    wait_for(
+        "the first reconcile (readyz)",
+        Duration::from_secs(60),
+        || daemon.get("/readyz").0 == 200,
+    )
+    .await;
+    let runs = |daemon: &Daemon| {
+        let status: serde_json::Value =
+            serde_json::from_slice(&daemon.cli(&["status", "--format", "json"]).stdout).unwrap();
+        status["last_reconcile"]["id"].as_i64().unwrap()
+    };
+    let before = runs(&daemon);
+    assert_eq!(http(port, "POST", "/reconcile", None).0, 401);
+    assert_eq!(
+        http(port, "POST", "/reconcile", Some("s3cret-trigger!")).0,
+        401
+    );
+    assert_eq!(
+        http(port, "POST", "/reconcile", Some("s3cret-trigger")).0,
+        202
+    );
+    wait_for("the triggered reconcile", Duration::from_secs(30), || {
+        runs(&daemon) > before
+    })
+    .await;
+    let (code, log) = daemon.terminate();
+    assert_eq!(code, Some(0), "{log}");
+    assert!(!log.contains("s3cret-trigger"), "the token is never logged");
+    sandbox.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_mid_run_lets_the_run_finish_and_leaves_no_action_in_flight() {
     // Slow enough that the first reconcile is still writing when SIGTERM arrives.
     let sandbox = demo_sandbox(Faults {
@@ -369,4 +412,74 @@ async fn sigterm_mid_run_lets_the_run_finish_and_leaves_no_action_in_flight() {
         String::from_utf8_lossy(&plan.stdout)
     );
     sandbox.shutdown().await;
+}
+
+/// Alerts from the deprovisioning ledger: an overdue deprovision queues one alert,
+/// a second escalation pass inside the quiet period queues nothing, and once the
+/// deprovision is verified its resolution is queued once.
+#[test]
+fn overdue_deprovisions_raise_one_alert_and_one_resolution() {
+    use chrono::{Duration as Minutes, TimeZone, Utc};
+    use seatwarden::daemon::notify::Notifier;
+    use seatwarden::sla::{self, Leaver, LossReason};
+    use seatwarden::store::{OutboxKind, Store};
+
+    let dir = tempfile::tempdir().unwrap();
+    let config_path = dir.path().join("seatwarden.toml");
+    std::fs::write(
+        &config_path,
+        "[directory]\nkind = \"file\"\npath = \"d.json\"\n\
+         [workspace]\nurl = \"https://acme.example/scim/v2\"\ntoken = \"t\"\n\
+         [report.email]\nsmtp_url = \"smtp://127.0.0.1:9\"\nfrom = \"sw@example.com\"\n\
+         to = [\"sec@example.com\"]\nquiet_period = \"6h\"\n",
+    )
+    .unwrap();
+    let config = seatwarden::config::Config::load_with_env(
+        &config_path,
+        Some(std::collections::HashMap::new()),
+    )
+    .unwrap();
+    let notifier = Notifier::from_config(&config).expect("email configured");
+    let mut store = Store::open(&dir.path().join("state.db")).unwrap();
+    let t0 = Utc.with_ymd_and_hms(2026, 11, 30, 9, 0, 0).unwrap();
+    let leaver = Leaver {
+        identity_id: "00u1".into(),
+        account_id: Some("acc-1".into()),
+        user_name: "leaver@example.com".into(),
+        reason: LossReason::Deleted,
+    };
+    let changes = sla::observe(&[], &[leaver], &[], t0, Minutes::hours(1));
+    store.update_ledger(&changes, t0).unwrap();
+
+    let at = t0 + Minutes::minutes(61);
+    let open = store.open_deprovisions().unwrap();
+    let overdue: Vec<_> = sla::to_escalate(&open, at).into_iter().cloned().collect();
+    assert_eq!(overdue.len(), 1);
+    notifier.after_deprovisioning(&mut store, &overdue, at);
+    notifier.after_deprovisioning(&mut store, &overdue, at + Minutes::minutes(5));
+    let alerts: Vec<_> = store
+        .outbox()
+        .unwrap()
+        .into_iter()
+        .filter(|m| m.message.kind == OutboxKind::Alert)
+        .collect();
+    assert_eq!(alerts.len(), 1, "one alert inside the quiet period");
+    assert!(
+        alerts[0].message.subject.contains("overdue"),
+        "{}",
+        alerts[0].message.subject
+    );
+
+    store
+        .deprovision_verified(open[0].id, at + Minutes::minutes(10))
+        .unwrap();
+    notifier.after_deprovisioning(&mut store, &[], at + Minutes::minutes(10));
+    notifier.after_deprovisioning(&mut store, &[], at + Minutes::minutes(11));
+    let resolutions = store
+        .outbox()
+        .unwrap()
+        .into_iter()
+        .filter(|m| m.message.kind == OutboxKind::Resolution)
+        .count();
+    assert_eq!(resolutions, 1);
 }
