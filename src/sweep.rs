@@ -54,6 +54,8 @@ pub struct SweepOutcome {
     pub escalated: Vec<LedgerEntry>,
     /// Detection-to-verification latencies of the episodes verified in this pass.
     pub latencies: Vec<Duration>,
+    /// The directory snapshot was rejected (empty, or shrank too much).
+    pub source_fault: Option<String>,
 }
 
 fn lock(store: &Mutex<Store>) -> Result<std::sync::MutexGuard<'_, Store>, RunError> {
@@ -76,6 +78,22 @@ pub async fn sweep(
         .into_iter()
         .map(|l| (l.identity_id, l.account_id))
         .collect();
+    // Source sanity as in a full run: an empty or badly shrunk directory is a
+    // source fault, not a mass departure. Nothing is observed from it (the full
+    // reconcile records the accepted baseline; the sweep only compares with it).
+    if let DirectoryChanges::Full { snapshot, .. } = &changes {
+        let last = lock(store)?.last_accepted_directory()?;
+        if let Err(fault) = guard::check_source(
+            snapshot.identities.len(),
+            last,
+            config.safety.max_directory_shrink_percent,
+        ) {
+            tracing::error!(fault = %fault, "directory snapshot rejected: nothing observed from it");
+            let mut outcome = enforce(config, client, store, now).await?;
+            outcome.source_fault = Some(fault.to_string());
+            return Ok(outcome);
+        }
+    }
     let observation = observe(config, &changes, &links);
     let ledger_changes = {
         let mut store = lock(store)?;
@@ -98,7 +116,7 @@ pub async fn sweep(
             "lost access in the directory: deprovision due"
         );
     }
-    let mut outcome = enforce(config, client, store, now, observation.complete).await?;
+    let mut outcome = enforce(config, client, store, now).await?;
     outcome.detected = ledger_changes.open.len();
     outcome.cancelled = ledger_changes.cancel.len();
     // The cursor moves only once the ledger holds what it covered: after a crash
@@ -115,9 +133,6 @@ pub async fn sweep(
 struct Observation {
     leavers: Vec<Leaver>,
     returned: Vec<String>,
-    /// False when a full snapshot was incomplete: absences mean nothing, and
-    /// whatever is enforced from it is held.
-    complete: bool,
 }
 
 fn observe(
@@ -130,7 +145,6 @@ fn observe(
     let mut observation = Observation {
         leavers: Vec::new(),
         returned: Vec::new(),
-        complete: true,
     };
     let classify = |identity: &Identity, observation: &mut Observation| {
         let Some(account_id) = links.get(&identity.id) else {
@@ -168,8 +182,13 @@ fn observe(
         reason: LossReason::Deleted,
     };
     match changes {
+        // An incomplete snapshot opens no episode at all (design invariant: no
+        // deprovision from a partial directory), so everything in the ledger came
+        // from a complete observation and the retry job may enforce it.
+        DirectoryChanges::Full { snapshot, .. } if !snapshot.complete => {
+            tracing::warn!("incomplete directory snapshot: the sweep observes nothing from it");
+        }
         DirectoryChanges::Full { snapshot, .. } => {
-            observation.complete = snapshot.complete;
             let mut present: HashMap<&str, &Identity> = HashMap::new();
             for identity in &snapshot.identities {
                 present.entry(identity.id.as_str()).or_insert(identity);
@@ -177,15 +196,13 @@ fn observe(
             for identity in present.values() {
                 classify(identity, &mut observation);
             }
-            if snapshot.complete {
-                let mut gone: Vec<(&String, &String)> = links
-                    .iter()
-                    .filter(|(identity, _)| !present.contains_key(identity.as_str()))
-                    .collect();
-                gone.sort();
-                for (identity, account) in gone {
-                    observation.leavers.push(deleted(identity, account));
-                }
+            let mut gone: Vec<(&String, &String)> = links
+                .iter()
+                .filter(|(identity, _)| !present.contains_key(identity.as_str()))
+                .collect();
+            gone.sort();
+            for (identity, account) in gone {
+                observation.leavers.push(deleted(identity, account));
             }
         }
         DirectoryChanges::Delta {
@@ -216,7 +233,6 @@ pub async fn enforce(
     client: &ScimClient,
     store: &Mutex<Store>,
     now: DateTime<Utc>,
-    directory_complete: bool,
 ) -> Result<SweepOutcome, RunError> {
     let mut outcome = SweepOutcome::default();
     let open = lock(store)?.open_deprovisions()?;
@@ -253,7 +269,11 @@ pub async fn enforce(
                 }
                 store.deprovision_verified(entry.id, now)?;
                 outcome.already_done += 1;
-                outcome.latencies.push(now - entry.detected_at);
+                // Found inactive when first seen: it was never waiting on us, so
+                // it does not count as a latency.
+                if entry.detected_at < now {
+                    outcome.latencies.push(now - entry.detected_at);
+                }
                 continue;
             }
         };
@@ -302,7 +322,7 @@ pub async fn enforce(
             let managed = store.links()?.len();
             // The 24 h counts include earlier sweeps: a slow drip of sweeps cannot
             // pass the per-day limits either.
-            crate::safety::guard_input(&store, now, directory_complete, managed, false)?
+            crate::safety::guard_input(&store, now, true, managed, false)?
         };
         let plan = guard::guard(plan, &read, &config.guard_settings(), &input);
         let run_id = lock(store)?.begin_run(RunKind::Sweep, now)?;

@@ -513,10 +513,7 @@ async fn reconcile_job(
     if let Some(notifier) = notifier {
         notifier.after_reconcile(&mut store, &outcome.report, now);
     }
-    let store = Mutex::new(store);
-    let sla = chrono_sla(&shared.settings());
-    sweep::record_reconcile(&store, outcome.run_id, outcome.report.started_at, now, sla)?;
-    if let (Some(notifier), Ok(mut store)) = (notifier, store.into_inner()) {
+    if let Some(notifier) = notifier {
         notifier.after_deprovisioning(&mut store, &[], now);
     }
     Ok(())
@@ -544,7 +541,7 @@ async fn sweep_job(
         )
         .await?
     } else {
-        sweep::enforce(&config, &client, &store, now, true).await?
+        sweep::enforce(&config, &client, &store, now).await?
     };
     for latency in &outcome.latencies {
         metrics::histogram!("seatwarden_deprovision_latency_seconds")
@@ -552,6 +549,15 @@ async fn sweep_job(
     }
     metrics::counter!("seatwarden_retries_total").increment(client.stats().retries);
     if let (Some(notifier), Ok(mut store)) = (notifier, store.into_inner()) {
+        if let Some(fault) = &outcome.source_fault {
+            notifier.raise(
+                &mut store,
+                &crate::alert::AlertCondition::DirectorySnapshotRejected {
+                    reason: fault.clone(),
+                },
+                now,
+            );
+        }
         notifier.after_deprovisioning(&mut store, &outcome.escalated, now);
     }
     if outcome.detected + outcome.enforced + outcome.failed + outcome.held > 0 {

@@ -483,3 +483,119 @@ fn overdue_deprovisions_raise_one_alert_and_one_resolution() {
         .count();
     assert_eq!(resolutions, 1);
 }
+
+/// The sweep in-process: a directory cut to a tenth is a source fault (nothing
+/// observed, nothing written, no ledger flood); one real leaver is deactivated.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sweep_rejects_a_truncated_directory_and_acts_on_a_real_leaver() {
+    use seatwarden::run::{self, Mode};
+    use seatwarden::workspace::ScimClient;
+
+    let sandbox = demo_sandbox(Faults::default()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let env = daemon_env(dir.path(), &sandbox, free_port(), "0 0 1 1 *");
+    let config = seatwarden::config::Config::load_with_env(
+        &dir.path().join("seatwarden.toml"),
+        Some(env.into_iter().collect()),
+    )
+    .unwrap();
+    let store = Store::open(&config.state.path).unwrap();
+    run::execute(&config, store, Mode::Reconcile).await.unwrap();
+
+    let directory_path = dir.path().join("directory.json");
+    let full: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&directory_path).unwrap()).unwrap();
+    let users = full["users"].as_array().unwrap().clone();
+    let client = ScimClient::new(config.scim_settings().unwrap()).unwrap();
+    let directory = config.directory();
+    let store = std::sync::Mutex::new(Store::open(&config.state.path).unwrap());
+    let sla = chrono::Duration::hours(1);
+    let active = || {
+        sandbox
+            .snapshot()
+            .accounts
+            .iter()
+            .filter(|a| a.active)
+            .count()
+    };
+    let active_before = active();
+
+    let tenth: Vec<_> = users.iter().take(users.len() / 10).cloned().collect();
+    std::fs::write(
+        &directory_path,
+        serde_json::json!({ "users": tenth }).to_string(),
+    )
+    .unwrap();
+    let outcome = seatwarden::sweep::sweep(
+        &config,
+        &directory,
+        &client,
+        &store,
+        chrono::Utc::now(),
+        sla,
+    )
+    .await
+    .unwrap();
+    assert!(outcome.source_fault.is_some(), "{outcome:?}");
+    assert_eq!(outcome.detected, 0);
+    assert!(
+        store
+            .lock()
+            .unwrap()
+            .open_deprovisions()
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(active(), active_before, "nothing written");
+
+    // Back to the full directory minus one active, non-Owner person.
+    let workspace = sandbox.snapshot();
+    let leaver = users
+        .iter()
+        .position(|u| {
+            u["status"].as_str().unwrap_or("active") == "active"
+                && workspace.accounts.iter().any(|a| {
+                    a.active
+                        && a.external_id.as_deref() == u["id"].as_str()
+                        && !a.roles.iter().any(|r| r == "Owner")
+                })
+        })
+        .unwrap();
+    let mut remaining = users.clone();
+    remaining.remove(leaver);
+    std::fs::write(
+        &directory_path,
+        serde_json::json!({ "users": remaining }).to_string(),
+    )
+    .unwrap();
+    let outcome = seatwarden::sweep::sweep(
+        &config,
+        &directory,
+        &client,
+        &store,
+        chrono::Utc::now(),
+        sla,
+    )
+    .await
+    .unwrap();
+    assert_eq!(outcome.source_fault, None);
+    // The leaver, plus people whose accounts were already inactive before the
+    // ledger first saw them (verified at once, no write, no latency counted).
+    assert_eq!(outcome.enforced, 1, "{outcome:?}");
+    assert_eq!(outcome.detected - outcome.already_done, 1, "{outcome:?}");
+    assert_eq!(outcome.latencies.len(), 1, "{outcome:?}");
+    assert_eq!(active(), active_before - 1);
+    // Still gone on the next sweep: no new episode, nothing written.
+    let again = seatwarden::sweep::sweep(
+        &config,
+        &directory,
+        &client,
+        &store,
+        chrono::Utc::now(),
+        sla,
+    )
+    .await
+    .unwrap();
+    assert_eq!((again.detected, again.enforced, again.run_id), (0, 0, None));
+    sandbox.shutdown().await;
+}
