@@ -20,7 +20,9 @@ if ! command -v chromium >/dev/null 2>&1; then
     apt-get install -y -qq --no-install-recommends chromium fonts-dejavu-core >/dev/null
 fi
 
-cargo build --quiet
+# `cargo test --no-run` builds the binary with the same features as the test suite
+# (dev-dependencies unify features), so after `cargo test` nothing is rebuilt.
+cargo test --no-run --quiet
 bin="target/debug/seatwarden"
 "$bin" demo --dir "$out/demo" >"$out/demo.txt"
 config="$out/demo/seatwarden.toml"
