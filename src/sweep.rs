@@ -353,12 +353,7 @@ pub async fn enforce(
                     outcome.latencies.push(verified_at - entry.detected_at);
                 }
                 ActionState::Held => {
-                    let why = row
-                        .action
-                        .held
-                        .as_ref()
-                        .map(ToString::to_string)
-                        .unwrap_or_else(|| "held".to_owned());
+                    let why = hold_reason(&row.action);
                     store.deprovision_held(entry.id, &why, now + HOLD_RECHECK)?;
                     outcome.held += 1;
                 }
@@ -466,18 +461,22 @@ pub fn record_reconcile(
                 verified += 1;
             }
             ActionState::Held => {
-                let why = row
-                    .action
-                    .held
-                    .as_ref()
-                    .map(ToString::to_string)
-                    .unwrap_or_else(|| "held".to_owned());
+                let why = hold_reason(&row.action);
                 store.deprovision_held(entry.id, &why, now + HOLD_RECHECK)?;
             }
             _ => {}
         }
     }
     Ok(verified)
+}
+
+/// Why the guard held an action, as the ledger records it.
+fn hold_reason(action: &Action) -> String {
+    action
+        .held
+        .as_ref()
+        .map(ToString::to_string)
+        .unwrap_or_else(|| "held".to_owned())
 }
 
 /// The plan words its revocations with [`InactiveReason`]'s text or "deleted from
