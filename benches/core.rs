@@ -31,6 +31,22 @@ fn peak_rss_mib() -> f64 {
         .unwrap_or(f64::NAN)
 }
 
+/// FNV-1a over everything written to it.
+struct Fnv(u64);
+
+impl std::io::Write for Fnv {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        for &b in bytes {
+            self.0 = (self.0 ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+        }
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
 fn main() {
     let args: Vec<String> = std::env::args()
         .skip(1)
@@ -83,6 +99,8 @@ fn main() {
                     })
                 })
                 .collect();
+            // Peak so far: the generated snapshots and links, before the core runs.
+            let input_peak = peak_rss_mib();
             let started = Instant::now();
             let desired = policy::desired_state(&data.directory, &policy_settings);
             let planned = plan::plan(
@@ -108,12 +126,18 @@ fn main() {
                 },
             );
             let plan_s = started.elapsed().as_secs_f64();
+            let peak = peak_rss_mib();
+            // A digest of the whole plan (actions, drift, new links, as JSON), taken
+            // after the peak is read, so changes to the core can be checked to plan
+            // exactly the same thing.
+            let mut digest = Fnv(0xcbf2_9ce4_8422_2325);
+            serde_json::to_writer(&mut digest, &guarded).unwrap();
             println!(
-                "{{\"bench\":\"plan\",\"people\":{people},\"accounts\":{},\"actions\":{},\"drift\":{},\"generate_s\":{generate_s:.3},\"plan_s\":{plan_s:.3},\"peak_rss_mib\":{:.0}}}",
+                "{{\"bench\":\"plan\",\"people\":{people},\"accounts\":{},\"actions\":{},\"drift\":{},\"generate_s\":{generate_s:.3},\"plan_s\":{plan_s:.3},\"input_peak_rss_mib\":{input_peak:.0},\"peak_rss_mib\":{peak:.0},\"plan_digest\":\"{:016x}\"}}",
                 data.workspace.accounts.len(),
                 guarded.actions.len(),
                 guarded.drift.len(),
-                peak_rss_mib()
+                digest.0
             );
         }
         "ingest" => {

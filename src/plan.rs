@@ -66,8 +66,8 @@ use crate::model::{
     WorkspaceSnapshot,
 };
 use crate::policy::{
-    DesiredAccount, DesiredSpec, DesiredState, FxHashMap, InactiveReason, Protected, StrIndex,
-    UnmatchedAccounts, fx_hash,
+    DesiredSpec, DesiredState, Entry, FxHashMap, IdentityIndex, InactiveReason, Protected,
+    StrIndex, UnmatchedAccounts, Want, fx_hash,
 };
 
 /// What losing access does to an account.
@@ -96,8 +96,21 @@ pub fn plan(
     links: &[Link],
     settings: &PlanSettings,
 ) -> Plan {
-    let matching = Matching::build(directory, workspace, links);
-    let mut planner = Planner::new(desired, settings, &matching);
+    // The desired state indexed the directory's identities already; matching reuses
+    // that index when `desired` was computed from this very snapshot (it always is).
+    let own;
+    let shared = std::ptr::eq(
+        desired.index().identities(),
+        directory.identities.as_slice(),
+    );
+    let index = if shared {
+        desired.index()
+    } else {
+        own = IdentityIndex::build(&directory.identities, |_, _| {});
+        &own
+    };
+    let matching = Matching::build(index, (!shared).then_some(desired), workspace, links);
+    let mut planner = Planner::new(desired, shared, settings, &matching);
     planner.disputes();
     planner.identities();
     planner.orphans();
@@ -155,18 +168,20 @@ fn sort_key(action: &Action) -> (u8, &str, &str) {
     (class, action.subject.as_str(), secondary)
 }
 
-/// How one account relates to the directory.
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum Owner<'a> {
+/// How one account relates to the directory (identities by key, see [`Matching`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Owner {
     /// The identity's account: a one-to-one stored link or a clean new match.
-    Primary(&'a str),
-    /// Matches only an identity that is linked to another account.
+    Primary(u32),
+    /// Matches only an identity that is linked to another account (at slot
+    /// `linked_to`).
     Duplicate {
-        identity_id: &'a str,
-        linked_to: &'a str,
+        identity: u32,
+        linked_to: u32,
         method: LinkMethod,
     },
-    Disputed(String),
+    /// Why, as an index into `Matching::details`.
+    Disputed(u32),
     Orphan,
 }
 
@@ -206,37 +221,76 @@ impl<T: Copy> Few<T> {
     }
 }
 
-trait HasId {
-    fn id(&self) -> &str;
+/// No value (an identity key or account slot).
+const NONE: u32 = u32::MAX;
+/// Several values; they are in the side table.
+const MANY: u32 = u32::MAX - 1;
+
+/// One value per position, with the rare positions that have several in a side
+/// table: stored links by account slot and by identity key.
+struct Firsts {
+    first: Vec<u32>,
+    more: FxHashMap<u32, Vec<u32>>,
 }
 
-impl HasId for Identity {
-    fn id(&self) -> &str {
-        &self.id
+impl Firsts {
+    fn new(len: usize) -> Self {
+        Firsts {
+            first: vec![NONE; len],
+            more: FxHashMap::default(),
+        }
+    }
+
+    fn push(&mut self, at: u32, value: u32) {
+        let Some(first) = self.first.get_mut(at as usize) else {
+            return;
+        };
+        match *first {
+            NONE => *first = value,
+            MANY => self.more.entry(at).or_default().push(value),
+            v if v == value => {}
+            v => {
+                *first = MANY;
+                self.more.insert(at, vec![v, value]);
+            }
+        }
+    }
+
+    fn get(&self, at: u32) -> &[u32] {
+        match self.first.get(at as usize) {
+            None | Some(&NONE) => &[],
+            Some(&MANY) => self.more.get(&at).map_or(&[][..], Vec::as_slice),
+            Some(value) => std::slice::from_ref(value),
+        }
+    }
+
+    fn has(&self, at: u32) -> bool {
+        self.first.get(at as usize).is_some_and(|&v| v != NONE)
+    }
+
+    /// Sorts each several by `key` and drops repeats of the same key.
+    fn sort_dedup_by_key<K: Ord>(&mut self, key: impl Fn(u32) -> K) {
+        for values in self.more.values_mut() {
+            values.sort_unstable_by_key(|&v| key(v));
+            values.dedup_by(|a, b| key(*a) == key(*b));
+        }
     }
 }
 
-impl HasId for Account {
-    fn id(&self) -> &str {
-        &self.id
-    }
-}
-
-/// The first item of each id, in input order, indexed by id.
-struct ById<'a, T> {
-    items: Vec<&'a T>,
-    /// The items' ids, so a probe reads the key without the item.
+/// The first account of each id, in workspace order, indexed by id.
+struct ById<'a> {
+    /// The accounts' ids, so a probe reads the key without the account.
     ids: Vec<&'a str>,
     index: StrIndex,
 }
 
-impl<'a, T: HasId> ById<'a, T> {
-    fn build(all: &'a [T]) -> Self {
-        let mut items: Vec<&'a T> = Vec::with_capacity(all.len());
+impl<'a> ById<'a> {
+    fn build(all: &'a [Account]) -> (Vec<&'a Account>, Self) {
+        let mut items: Vec<&'a Account> = Vec::with_capacity(all.len());
         let mut ids: Vec<&'a str> = Vec::with_capacity(all.len());
         let mut index = StrIndex::with_capacity(all.len());
         for item in all {
-            let id = item.id();
+            let id = item.id.as_str();
             let hash = fx_hash(id);
             if let Err(slot) = index.find(id, hash, |p| ids.get(p).copied())
                 && index.fill(slot, items.len(), hash)
@@ -245,7 +299,7 @@ impl<'a, T: HasId> ById<'a, T> {
                 ids.push(id);
             }
         }
-        ById { items, ids, index }
+        (items, ById { ids, index })
     }
 
     fn position(&self, id: &str) -> Option<u32> {
@@ -254,121 +308,45 @@ impl<'a, T: HasId> ById<'a, T> {
             .find(id, fx_hash(id), |p| self.ids.get(p).copied());
         found.ok().and_then(|p| u32::try_from(p).ok())
     }
-
-    fn get(&self, id: &str) -> Option<&'a T> {
-        self.position(id)
-            .and_then(|p| self.items.get(p as usize).copied())
-    }
 }
 
-/// The identities one matching rule finds.
-enum Cands<'x, 'a> {
-    One(&'a str),
-    Slice(&'x [&'a str]),
+/// The identities one matching rule finds (identity keys).
+enum Cands<'x> {
+    One(u32),
+    Slice(&'x [u32]),
 }
 
-impl<'a> Cands<'_, 'a> {
-    fn as_slice(&self) -> &[&'a str] {
+impl Cands<'_> {
+    fn as_slice(&self) -> &[u32] {
         match self {
-            Cands::One(id) => std::slice::from_ref(id),
-            Cands::Slice(ids) => ids,
+            Cands::One(key) => std::slice::from_ref(key),
+            Cands::Slice(keys) => keys,
         }
     }
 }
 
-/// Borrowed string keys → values, in insertion order, over a [`StrIndex`].
-struct IdTable<'a, V> {
-    keys: Vec<&'a str>,
-    values: Vec<V>,
-    index: StrIndex,
-}
-
-impl<'a, V> IdTable<'a, V> {
-    fn with_capacity(capacity: usize) -> Self {
-        IdTable {
-            keys: Vec::with_capacity(capacity),
-            values: Vec::with_capacity(capacity),
-            index: StrIndex::with_capacity(capacity),
-        }
-    }
-
-    fn find(&self, key: &str, hash: u64) -> Result<usize, usize> {
-        self.index.find(key, hash, |p| self.keys.get(p).copied())
-    }
-
-    fn position_or_insert(&mut self, key: &'a str, value: impl FnOnce() -> V) -> usize {
-        let len = self.keys.len();
-        if !self.index.has_room_for(len + 1) {
-            let keys = &self.keys;
-            self.index.rebuild((len + 1) * 2, len, |p| {
-                keys.get(p).map_or(0, |k| fx_hash(k))
-            });
-        }
-        let hash = fx_hash(key);
-        match self.find(key, hash) {
-            Ok(position) => position,
-            Err(slot) => {
-                self.index.fill(slot, len, hash);
-                self.keys.push(key);
-                self.values.push(value());
-                len
-            }
-        }
-    }
-
-    fn insert(&mut self, key: &'a str, value: V)
-    where
-        V: Copy,
-    {
-        let position = self.position_or_insert(key, || value);
-        if let Some(v) = self.values.get_mut(position) {
-            *v = value;
-        }
-    }
-
-    fn get(&self, key: &str) -> Option<&V> {
-        if self.keys.is_empty() {
-            return None;
-        }
-        let position = self.find(key, fx_hash(key)).ok()?;
-        self.values.get(position)
-    }
-
-    fn contains_key(&self, key: &str) -> bool {
-        self.get(key).is_some()
-    }
-
-    fn values_mut(&mut self) -> impl Iterator<Item = &mut V> {
-        self.values.iter_mut()
-    }
-
-    fn iter(&self) -> impl Iterator<Item = (&'a str, &V)> {
-        self.keys.iter().copied().zip(&self.values)
-    }
-}
-
-impl<'a, V: Default> IdTable<'a, V> {
-    fn entry_or_default(&mut self, key: &'a str) -> &mut V {
-        let position = self.position_or_insert(key, V::default);
-        // The position exists: it was just found or pushed.
-        let last = self.values.len().saturating_sub(1);
-        let position = position.min(last);
-        &mut self.values[position]
-    }
-}
-
+/// Identities are referred to by **key**: the position of the first identity of an
+/// id in the directory snapshot, or, for ids only stored links (or a desired state
+/// from another snapshot) know, the number of identities plus an index into `extra`.
 struct Matching<'a> {
-    identities: ById<'a, Identity>,
+    /// The directory's identities by id; the desired state's own index when it was
+    /// computed from this directory.
+    index: &'a IdentityIndex<'a>,
+    /// Ids no directory identity has, by key − number of identities.
+    extra: Vec<&'a str>,
+    extra_index: FxHashMap<&'a str, u32>,
     /// Accounts by slot: the first account of each id, in workspace order.
     accounts: Vec<&'a Account>,
     /// Account id → slot.
-    account_index: ById<'a, Account>,
+    account_index: ById<'a>,
     /// Account slot → owner.
-    owners: Vec<Owner<'a>>,
-    /// identity id → its account's slot.
-    primary: IdTable<'a, u32>,
-    /// identity id → why it is disputed.
-    disputed: FxHashMap<&'a str, String>,
+    owners: Vec<Owner>,
+    /// The details of `Owner::Disputed`.
+    details: Vec<String>,
+    /// Identity key → its account's slot, or NONE.
+    primary: Vec<u32>,
+    /// Identity key → why it is disputed.
+    disputed: FxHashMap<u32, String>,
     new_links: Vec<NewLink>,
 }
 
@@ -410,81 +388,120 @@ fn slot_of(index: usize) -> Option<u32> {
     u32::try_from(index).ok()
 }
 
-fn found<'x, 'a>(
-    index: &'x FxHashMap<Cow<'a, str>, Few<&'a str>>,
-    key: &str,
-) -> Option<&'x [&'a str]> {
+fn found<'x>(index: &'x FxHashMap<Cow<'_, str>, Few<u32>>, key: &str) -> Option<&'x [u32]> {
     index
         .get(fold(key).as_ref())
         .map(Few::as_slice)
-        .filter(|ids| !ids.is_empty())
+        .filter(|keys| !keys.is_empty())
+}
+
+/// The identity keys of ids no directory identity has.
+struct Extra<'a> {
+    n: u32,
+    ids: Vec<&'a str>,
+    index: FxHashMap<&'a str, u32>,
+}
+
+impl<'a> Extra<'a> {
+    fn key(&mut self, id: &'a str, directory: &IdentityIndex<'_>) -> Option<u32> {
+        if let Some(position) = directory.position(id) {
+            return Some(position);
+        }
+        if let Some(&key) = self.index.get(id) {
+            return Some(key);
+        }
+        let key = self
+            .n
+            .checked_add(u32::try_from(self.ids.len()).ok()?)
+            .filter(|&k| k < MANY)?;
+        self.ids.push(id);
+        self.index.insert(id, key);
+        Some(key)
+    }
 }
 
 impl<'a> Matching<'a> {
+    /// `desired` is given when it was computed from another snapshot than `index`
+    /// indexes: its identities need keys too.
     fn build(
-        directory: &'a DirectorySnapshot,
+        index: &'a IdentityIndex<'a>,
+        desired: Option<&'a DesiredState<'a>>,
         workspace: &'a WorkspaceSnapshot,
         links: &'a [Link],
     ) -> Self {
-        let identities = ById::build(&directory.identities);
-        let account_index = ById::build(&workspace.accounts);
-        let accounts: Vec<&'a Account> = account_index.items.clone();
+        let identities = index.identities();
+        let n = identities.len();
+        let mut extra = Extra {
+            n: u32::try_from(n).unwrap_or(MANY),
+            ids: Vec::new(),
+            index: FxHashMap::default(),
+        };
+        if let Some(desired) = desired {
+            for (position, identity) in desired.index().identities().iter().enumerate() {
+                if slot_of(position).is_some_and(|p| desired.entry_at(p) != Entry::Repeat) {
+                    extra.key(&identity.id, index);
+                }
+            }
+        }
+        let (accounts, account_index) = ById::build(&workspace.accounts);
         let account_id = |slot: u32| accounts.get(slot as usize).map_or("", |a| a.id.as_str());
 
-        let mut owners: Vec<Owner<'a>> = vec![Owner::Orphan; accounts.len()];
-        let mut primary: IdTable<'a, u32> = IdTable::with_capacity(accounts.len());
-        let mut disputed: FxHashMap<&'a str, String> = FxHashMap::default();
+        let mut owners: Vec<Owner> = vec![Owner::Orphan; accounts.len()];
+        let mut details: Vec<String> = Vec::new();
+        let mut disputed: FxHashMap<u32, String> = FxHashMap::default();
         let mut new_links = Vec::new();
 
         // Stored links: only one-to-one pairs decide; anything else is disputed.
-        let mut by_account: Vec<Few<&'a str>> = vec![Few::Empty; accounts.len()];
-        let mut by_identity: IdTable<'a, Few<u32>> = IdTable::with_capacity(links.len());
+        let mut by_account = Firsts::new(accounts.len());
+        let mut by_identity = Firsts::new(n);
         for link in links {
-            if let Some(slot) = account_index.position(&link.account_id) {
-                if let Some(ids) = by_account.get_mut(slot as usize) {
-                    ids.push(&link.identity_id);
+            if let Some(slot) = account_index.position(&link.account_id)
+                && let Some(key) = extra.key(&link.identity_id, index)
+            {
+                by_account.push(slot, key);
+                if by_identity.first.len() <= key as usize {
+                    by_identity.first.resize(key as usize + 1, NONE);
                 }
-                by_identity.entry_or_default(&link.identity_id).push(slot);
+                by_identity.push(key, slot);
             }
         }
-        for ids in &mut by_account {
-            ids.sort_dedup_by_key(|id| *id);
-        }
-        for slots in by_identity.values_mut() {
-            slots.sort_dedup_by_key(|&slot| account_id(slot));
-        }
-        for (slot, ids) in by_account.iter().enumerate() {
-            let ids = ids.as_slice();
-            if ids.is_empty() {
+        let Extra {
+            ids: extra,
+            index: extra_index,
+            ..
+        } = extra;
+        let id_of = |key: u32| match key.checked_sub(u32::try_from(n).unwrap_or(MANY)) {
+            None => identities.get(key as usize).map_or("", |i| i.id.as_str()),
+            Some(k) => extra.get(k as usize).copied().unwrap_or(""),
+        };
+        by_account.sort_dedup_by_key(id_of);
+        by_identity.sort_dedup_by_key(account_id);
+        let mut primary: Vec<u32> = vec![NONE; n + extra.len()];
+        for (slot, owner) in owners.iter_mut().enumerate() {
+            let Some(slot) = slot_of(slot) else { continue };
+            let keys = by_account.get(slot);
+            if keys.is_empty() {
                 continue;
             }
-            let (Some(owner), Some(slot)) = (owners.get_mut(slot), slot_of(slot)) else {
-                continue;
-            };
-            let clean = ids.len() == 1
-                && ids
-                    .iter()
-                    .all(|i| by_identity.get(i).is_some_and(|a| a.as_slice().len() == 1));
+            let clean = keys.len() == 1 && keys.iter().all(|&k| by_identity.get(k).len() == 1);
             if clean {
-                for &identity_id in ids {
-                    *owner = Owner::Primary(identity_id);
-                    primary.insert(identity_id, slot);
+                for &key in keys {
+                    *owner = Owner::Primary(key);
+                    if let Some(p) = primary.get_mut(key as usize) {
+                        *p = slot;
+                    }
                 }
             } else {
-                *owner = Owner::Disputed(format!(
+                *owner = Owner::Disputed(slot_of(details.len()).unwrap_or(NONE));
+                details.push(format!(
                     "stored links are not one-to-one (account is linked to {})",
-                    joined(ids.iter().copied())
+                    joined(keys.iter().map(|&k| id_of(k)))
                 ));
-                for &identity_id in ids {
-                    disputed.entry(identity_id).or_insert_with(|| {
-                        let accounts = by_identity
-                            .get(identity_id)
-                            .map_or(&[][..], Few::as_slice)
-                            .iter()
-                            .map(|&s| account_id(s));
+                for &key in keys {
+                    disputed.entry(key).or_insert_with(|| {
                         format!(
                             "stored links are not one-to-one (identity is linked to {})",
-                            joined(accounts)
+                            joined(by_identity.get(key).iter().map(|&s| account_id(s)))
                         )
                     });
                 }
@@ -494,21 +511,20 @@ impl<'a> Matching<'a> {
         // Heuristic matching for accounts without a stored link. Only the userNames
         // and emails such accounts carry are indexed.
         let unlinked = || {
-            by_account
+            accounts
                 .iter()
                 .enumerate()
-                .filter(|(_, ids)| ids.as_slice().is_empty())
-                .filter_map(|(slot, _)| Some((slot_of(slot)?, *accounts.get(slot)?)))
+                .filter_map(|(slot, account)| Some((slot_of(slot)?, *account)))
+                .filter(|&(slot, _)| !by_account.has(slot))
         };
         let by_external_id = |account: &Account| {
             account
                 .external_id
                 .as_deref()
-                .and_then(|e| identities.get(e))
-                .map(|i| &i.id)
+                .and_then(|e| index.position(e))
         };
-        let mut by_user_name: FxHashMap<Cow<'a, str>, Few<&'a str>> = FxHashMap::default();
-        let mut by_email: FxHashMap<Cow<'a, str>, Few<&'a str>> = FxHashMap::default();
+        let mut by_user_name: FxHashMap<Cow<'a, str>, Few<u32>> = FxHashMap::default();
+        let mut by_email: FxHashMap<Cow<'a, str>, Few<u32>> = FxHashMap::default();
         for (_, account) in unlinked() {
             if by_external_id(account).is_none() {
                 by_user_name.entry(fold(&account.user_name)).or_default();
@@ -518,40 +534,41 @@ impl<'a> Matching<'a> {
             }
         }
         if !by_user_name.is_empty() || !by_email.is_empty() {
-            for identity in &directory.identities {
-                let first = identities
-                    .get(&identity.id)
-                    .is_some_and(|i| std::ptr::eq(i, identity));
-                if !first {
+            for (position, identity) in identities.iter().enumerate() {
+                let Some(key) = slot_of(position) else {
                     continue;
-                }
-                if let Some(ids) = by_user_name.get_mut(fold(&identity.user_name).as_ref()) {
-                    ids.push(&identity.id);
+                };
+                let first = || index.position(&identity.id) == Some(key);
+                if let Some(keys) = by_user_name.get_mut(fold(&identity.user_name).as_ref())
+                    && first()
+                {
+                    keys.push(key);
                 }
                 if let Some(email) = &identity.email
-                    && let Some(ids) = by_email.get_mut(fold(email).as_ref())
+                    && let Some(keys) = by_email.get_mut(fold(email).as_ref())
+                    && first()
                 {
-                    ids.push(&identity.id);
+                    keys.push(key);
                 }
             }
-            for ids in by_user_name.values_mut().chain(by_email.values_mut()) {
-                ids.sort_dedup_by_key(|id| *id);
+            for keys in by_user_name.values_mut().chain(by_email.values_mut()) {
+                keys.sort_dedup_by_key(|&k| id_of(k));
             }
         }
-        let candidates = |account: &Account| -> Option<(LinkMethod, Cands<'_, 'a>)> {
-            if let Some(id) = by_external_id(account) {
-                return Some((LinkMethod::ExternalId, Cands::One(id)));
+        let candidates = |account: &Account| -> Option<(LinkMethod, Cands<'_>)> {
+            if let Some(key) = by_external_id(account) {
+                return Some((LinkMethod::ExternalId, Cands::One(key)));
             }
-            if let Some(ids) = found(&by_user_name, &account.user_name) {
-                return Some((LinkMethod::UserName, Cands::Slice(ids)));
+            if let Some(keys) = found(&by_user_name, &account.user_name) {
+                return Some((LinkMethod::UserName, Cands::Slice(keys)));
             }
             let email = account.email.as_deref()?;
-            found(&by_email, email).map(|ids| (LinkMethod::Email, Cands::Slice(ids)))
+            found(&by_email, email).map(|keys| (LinkMethod::Email, Cands::Slice(keys)))
         };
 
-        let mut tentative: FxHashMap<&'a str, Few<(u32, LinkMethod)>> = FxHashMap::default();
+        let mut tentative: FxHashMap<u32, Few<(u32, LinkMethod)>> = FxHashMap::default();
         // Identity → the lowest account id that matches it among several others.
-        let mut ambiguous: FxHashMap<&'a str, (&'a str, LinkMethod)> = FxHashMap::default();
+        let mut ambiguous: FxHashMap<u32, (&'a str, LinkMethod)> = FxHashMap::default();
         for (slot, account) in unlinked() {
             let Some(owner) = owners.get_mut(slot as usize) else {
                 continue;
@@ -562,16 +579,19 @@ impl<'a> Matching<'a> {
             };
             let candidates = found.as_slice();
             match candidates {
-                [only] => {
-                    if let Some(&linked_to) = primary.get(only) {
+                &[only] => {
+                    let linked_to = primary.get(only as usize).copied().unwrap_or(NONE);
+                    if linked_to != NONE {
                         *owner = Owner::Duplicate {
-                            identity_id: only,
-                            linked_to: account_id(linked_to),
+                            identity: only,
+                            linked_to,
                             method,
                         };
-                    } else if by_identity.contains_key(only) {
-                        *owner = Owner::Disputed(format!(
-                            "matches identity {only} by {}, whose stored links are disputed",
+                    } else if by_identity.has(only) {
+                        *owner = Owner::Disputed(slot_of(details.len()).unwrap_or(NONE));
+                        details.push(format!(
+                            "matches identity {} by {}, whose stored links are disputed",
+                            id_of(only),
                             method.as_str()
                         ));
                     } else {
@@ -582,14 +602,14 @@ impl<'a> Matching<'a> {
                     let detail = format!(
                         "matches several identities by {}: {}",
                         method.as_str(),
-                        joined(candidates.iter().copied())
+                        joined(candidates.iter().map(|&k| id_of(k)))
                     );
-                    for &identity_id in candidates {
+                    for &key in candidates {
                         // A stored link already decides a linked identity's account.
-                        if !by_identity.contains_key(identity_id) {
+                        if !by_identity.has(key) {
                             let this = (account.id.as_str(), method);
                             ambiguous
-                                .entry(identity_id)
+                                .entry(key)
                                 .and_modify(|first| {
                                     if this.0 < first.0 {
                                         *first = this;
@@ -598,26 +618,30 @@ impl<'a> Matching<'a> {
                                 .or_insert(this);
                         }
                     }
-                    *owner = Owner::Disputed(detail);
+                    *owner = Owner::Disputed(slot_of(details.len()).unwrap_or(NONE));
+                    details.push(detail);
                 }
             }
         }
-        for (identity_id, (account, method)) in ambiguous {
-            disputed.entry(identity_id).or_insert_with(|| {
+        for (key, (account, method)) in ambiguous {
+            disputed.entry(key).or_insert_with(|| {
                 format!(
                     "account {account} matches this and other identities by {}",
                     method.as_str()
                 )
             });
         }
-        for (identity_id, mut matched) in tentative {
+        for (key, mut matched) in tentative {
             matched.sort_dedup_by_key(|&(slot, _)| account_id(slot));
+            let identity_id = id_of(key);
             match matched.as_slice() {
-                &[(slot, method)] if !disputed.contains_key(identity_id) => {
+                &[(slot, method)] if !disputed.contains_key(&key) => {
                     if let Some(owner) = owners.get_mut(slot as usize) {
-                        *owner = Owner::Primary(identity_id);
+                        *owner = Owner::Primary(key);
                     }
-                    primary.insert(identity_id, slot);
+                    if let Some(p) = primary.get_mut(key as usize) {
+                        *p = slot;
+                    }
                     new_links.push(NewLink {
                         identity_id: identity_id.to_owned(),
                         account_id: account_id(slot).to_owned(),
@@ -628,23 +652,27 @@ impl<'a> Matching<'a> {
                     let ids = joined(matched.iter().map(|&(slot, _)| account_id(slot)));
                     for &(slot, method) in matched {
                         if let Some(owner) = owners.get_mut(slot as usize) {
-                            *owner = Owner::Disputed(format!(
+                            *owner = Owner::Disputed(slot_of(details.len()).unwrap_or(NONE));
+                            details.push(format!(
                                 "matches identity {identity_id} by {}, as do other accounts or identities ({ids})",
                                 method.as_str()
                             ));
                         }
                     }
                     disputed
-                        .entry(identity_id)
+                        .entry(key)
                         .or_insert_with(|| format!("several accounts match this identity: {ids}"));
                 }
             }
         }
         Matching {
-            identities,
+            index,
+            extra,
+            extra_index,
             accounts,
             account_index,
             owners,
+            details,
             primary,
             disputed,
             new_links,
@@ -659,11 +687,47 @@ impl<'a> Matching<'a> {
         self.accounts.get(slot as usize).copied()
     }
 
-    fn owner(&self, slot: u32) -> Option<&Owner<'a>> {
+    fn owner(&self, slot: u32) -> Option<&Owner> {
         self.owners.get(slot as usize)
     }
-}
 
+    fn n(&self) -> usize {
+        self.index.identities().len()
+    }
+
+    /// The directory identity of a key (none for ids only links know).
+    fn identity(&self, key: u32) -> Option<&'a Identity> {
+        if (key as usize) < self.n() {
+            self.index.at(key)
+        } else {
+            None
+        }
+    }
+
+    fn id_of(&self, key: u32) -> &'a str {
+        match (key as usize).checked_sub(self.n()) {
+            None => self.index.at(key).map_or("", |i| i.id.as_str()),
+            Some(k) => self.extra.get(k).copied().unwrap_or(""),
+        }
+    }
+
+    fn key_of(&self, id: &str) -> Option<u32> {
+        self.index
+            .position(id)
+            .or_else(|| self.extra_index.get(id).copied())
+    }
+
+    fn primary_of(&self, key: u32) -> Option<u32> {
+        self.primary
+            .get(key as usize)
+            .copied()
+            .filter(|&s| s != NONE)
+    }
+
+    fn detail(&self, index: u32) -> &str {
+        self.details.get(index as usize).map_or("", String::as_str)
+    }
+}
 #[derive(Default)]
 struct Out {
     actions: Vec<Action>,
@@ -682,11 +746,14 @@ struct ManagedGroup<'p> {
     /// The name as a mapping spells it.
     name: &'p str,
     want_existing: Vec<u32>,
-    want_created: Vec<&'p str>,
+    /// Identity id and directory userName of people whose account is to be created.
+    want_created: Vec<(&'p str, &'p str)>,
 }
 
 struct Planner<'p, 'a> {
     desired: &'p DesiredState<'p>,
+    /// Whether the matching keys are the desired state's directory positions.
+    shared: bool,
     settings: &'p PlanSettings,
     matching: &'p Matching<'a>,
     out: Out,
@@ -694,6 +761,8 @@ struct Planner<'p, 'a> {
     managed: Vec<ManagedGroup<'p>>,
     /// Group name (as spelled) → index in `managed`.
     managed_by_name: FxHashMap<&'p str, usize>,
+    /// Grant index → the indices in `managed` of its workspace groups.
+    grant_groups: Vec<Vec<usize>>,
     /// Account slot → UNTOUCHABLE | MANAGED_MEMBER.
     flags: Vec<u8>,
 }
@@ -709,16 +778,19 @@ struct Item<'s> {
 impl<'p, 'a: 'p> Planner<'p, 'a> {
     fn new(
         desired: &'p DesiredState<'p>,
+        shared: bool,
         settings: &'p PlanSettings,
         matching: &'p Matching<'a>,
     ) -> Self {
         let mut planner = Planner {
             desired,
+            shared,
             settings,
             matching,
             out: Out::default(),
             managed: Vec::new(),
             managed_by_name: FxHashMap::default(),
+            grant_groups: Vec::new(),
             flags: vec![0; matching.accounts.len()],
         };
         let mut by_key: BTreeMap<String, &'p str> = BTreeMap::new();
@@ -735,6 +807,10 @@ impl<'p, 'a: 'p> Planner<'p, 'a> {
         }
         for name in &desired.managed_groups {
             planner.group_index(name);
+        }
+        for groups in desired.grant_groups() {
+            let indices: Vec<usize> = groups.iter().map(|g| planner.group_index(g)).collect();
+            planner.grant_groups.push(indices);
         }
         planner
     }
@@ -759,7 +835,11 @@ impl<'p, 'a: 'p> Planner<'p, 'a> {
                     },
                 );
                 // Indices at or after the new group moved up by one.
-                for i in self.managed_by_name.values_mut() {
+                for i in self
+                    .managed_by_name
+                    .values_mut()
+                    .chain(self.grant_groups.iter_mut().flatten())
+                {
                     if *i >= index {
                         *i += 1;
                     }
@@ -769,6 +849,20 @@ impl<'p, 'a: 'p> Planner<'p, 'a> {
         };
         self.managed_by_name.insert(name, index);
         index
+    }
+
+    /// The desired account of the identity with this key, if it should have one.
+    fn want(&self, key: u32) -> Option<Want<'p>> {
+        if self.shared {
+            return self.desired.want_at(key);
+        }
+        let (position, _) = self.desired.entry_of(self.matching.id_of(key))?;
+        self.desired.want_at(position)
+    }
+
+    /// The directory userName of an identity that should have an account.
+    fn desired_user_name(&self, key: u32) -> Option<&'p str> {
+        self.want(key).map(|w| w.spec.user_name)
     }
 
     fn flag(&mut self, slot: u32, flag: u8) {
@@ -818,20 +912,20 @@ impl<'p, 'a: 'p> Planner<'p, 'a> {
     fn disputes(&mut self) {
         let m = self.matching;
         for (account, owner) in m.accounts.iter().zip(&m.owners) {
-            if let Owner::Disputed(detail) = owner {
+            if let Owner::Disputed(detail) = *owner {
                 self.drift(Item {
                     kind: DriftKind::DisputedMatch,
                     identity_id: None,
                     account_id: Some(&account.id),
                     user_name: &account.user_name,
-                    detail: detail.clone(),
+                    detail: m.detail(detail).to_owned(),
                 });
             }
         }
-        for (&identity_id, detail) in &m.disputed {
+        for (&key, detail) in &m.disputed {
+            let identity_id = m.id_of(key);
             let user_name = m
-                .identities
-                .get(identity_id)
+                .identity(key)
                 .map_or(identity_id, |i| i.user_name.as_str());
             self.drift(Item {
                 kind: DriftKind::DisputedMatch,
@@ -846,73 +940,100 @@ impl<'p, 'a: 'p> Planner<'p, 'a> {
     fn identities(&mut self) {
         let m = self.matching;
         let desired = self.desired;
-        let mut duplicates: FxHashMap<&'a str, Vec<(&'a Account, &'a str, LinkMethod)>> =
+        let mut duplicates: FxHashMap<u32, Vec<(&'a Account, u32, LinkMethod)>> =
             FxHashMap::default();
         for (account, owner) in m.accounts.iter().zip(&m.owners) {
             if let Owner::Duplicate {
-                identity_id,
+                identity,
                 linked_to,
                 method,
-            } = owner
+            } = *owner
             {
                 duplicates
-                    .entry(identity_id)
+                    .entry(identity)
                     .or_default()
-                    .push((account, linked_to, *method));
+                    .push((account, linked_to, method));
             }
         }
         // Every identity once: desired ones, then linked ones the desired state lacks
         // (their accounts are the primary accounts no desired identity claimed).
         let mut claimed = vec![false; m.accounts.len()];
-        let one =
-            |planner: &mut Self, claimed: &mut Vec<bool>, identity_id: &'p str, want, reason| {
-                let primary = m.primary.get(identity_id).copied();
-                if let Some(c) = primary.and_then(|slot| claimed.get_mut(slot as usize)) {
-                    *c = true;
-                }
-                if !m.disputed.is_empty() && m.disputed.contains_key(identity_id) {
-                    return;
-                }
-                let dupes = if duplicates.is_empty() {
-                    &[][..]
-                } else {
-                    duplicates.get(identity_id).map_or(&[][..], Vec::as_slice)
-                };
-                planner.identity(identity_id, want, reason, primary, dupes);
+        let one = |planner: &mut Self,
+                   claimed: &mut Vec<bool>,
+                   key: u32,
+                   want: Option<Want<'p>>,
+                   reason| {
+            let primary = m.primary_of(key);
+            if let Some(c) = primary.and_then(|slot| claimed.get_mut(slot as usize)) {
+                *c = true;
+            }
+            if !m.disputed.is_empty() && m.disputed.contains_key(&key) {
+                return;
+            }
+            let dupes = if duplicates.is_empty() {
+                &[][..]
+            } else {
+                duplicates.get(&key).map_or(&[][..], Vec::as_slice)
             };
-        for (identity_id, want) in desired.active.iter() {
-            one(self, &mut claimed, identity_id, Some(want), None);
-        }
-        for (identity_id, &reason) in desired.inactive.iter() {
-            if !desired.active.contains_key(identity_id) {
-                one(self, &mut claimed, identity_id, None, Some(reason));
+            planner.identity(key, want, reason, primary, dupes);
+        };
+        let shared = self.shared;
+        let identities = desired.index().identities();
+        let key_of = |position: u32| {
+            if shared {
+                Some(position)
+            } else {
+                let identity = identities.get(position as usize)?;
+                m.key_of(&identity.id)
+            }
+        };
+        for position in (0..identities.len()).filter_map(slot_of) {
+            if let Some(want) = desired.want_at(position)
+                && let Some(key) = key_of(position)
+            {
+                one(self, &mut claimed, key, Some(want), None);
             }
         }
-        let mut unclaimed: Vec<&'a str> = m
+        for position in (0..identities.len()).filter_map(slot_of) {
+            if let Entry::Inactive(reason) = desired.entry_at(position)
+                && let Some(key) = key_of(position)
+            {
+                one(self, &mut claimed, key, None, Some(reason));
+            }
+        }
+        let mut unclaimed: Vec<(&'a str, u32)> = m
             .primary
             .iter()
-            .filter(|(_, slot)| !claimed.get(**slot as usize).copied().unwrap_or(true))
-            .map(|(id, _)| id)
+            .enumerate()
+            .filter(|&(_, &slot)| {
+                slot != NONE && !claimed.get(slot as usize).copied().unwrap_or(true)
+            })
+            .filter_map(|(key, _)| {
+                let key = slot_of(key)?;
+                Some((m.id_of(key), key))
+            })
             .collect();
         unclaimed.sort_unstable();
-        for identity_id in unclaimed {
-            one(self, &mut claimed, identity_id, None, None);
+        for (_, key) in unclaimed {
+            one(self, &mut claimed, key, None, None);
         }
     }
 
     fn identity(
         &mut self,
-        identity_id: &'p str,
-        want: Option<&'p DesiredAccount<'p>>,
+        key: u32,
+        want: Option<Want<'p>>,
         reason: Option<InactiveReason>,
         primary_slot: Option<u32>,
-        dupes: &[(&'a Account, &'a str, LinkMethod)],
+        dupes: &[(&'a Account, u32, LinkMethod)],
     ) {
         let m = self.matching;
+        let identity_id = m.id_of(key);
         let primary = primary_slot.and_then(|s| m.at(s));
         let directory_user_name = want
-            .map(|d| d.spec.user_name)
-            .or_else(|| m.identities.get(identity_id).map(|i| i.user_name.as_str()));
+            .as_ref()
+            .map(|w| w.spec.user_name)
+            .or_else(|| m.identity(key).map(|i| i.user_name.as_str()));
         if directory_user_name.is_some_and(|u| self.protected(u)) {
             if let Some(slot) = primary_slot {
                 self.flag(slot, UNTOUCHABLE);
@@ -927,12 +1048,13 @@ impl<'p, 'a: 'p> Planner<'p, 'a> {
             .unwrap_or(identity_id);
 
         if let Some(want) = want {
-            self.keep(identity_id, want, subject, primary_slot.zip(primary));
+            self.keep(identity_id, &want, subject, primary_slot.zip(primary));
             for &(dupe, linked_to, method) in dupes {
                 if self.protected(&dupe.user_name) {
                     self.untouchable(dupe);
                     continue;
                 }
+                let linked_to = m.at(linked_to).map_or("", |a| a.id.as_str());
                 self.drift(Item {
                     kind: DriftKind::DisputedMatch,
                     identity_id: Some(identity_id),
@@ -947,7 +1069,7 @@ impl<'p, 'a: 'p> Planner<'p, 'a> {
         } else {
             let why = match reason {
                 Some(reason) => reason.to_string(),
-                None if m.identities.get(identity_id).is_none() => {
+                None if m.identity(key).is_none() => {
                     "identity was deleted from the directory".to_owned()
                 }
                 None => "identity is not in the desired state".to_owned(),
@@ -963,7 +1085,7 @@ impl<'p, 'a: 'p> Planner<'p, 'a> {
     fn keep(
         &mut self,
         identity_id: &'p str,
-        want: &'p DesiredAccount<'p>,
+        want: &Want<'p>,
         subject: &str,
         account: Option<(u32, &'a Account)>,
     ) {
@@ -994,12 +1116,14 @@ impl<'p, 'a: 'p> Planner<'p, 'a> {
                 Some(slot)
             }
         };
-        for group in want.groups.iter() {
-            let index = self.group_index(group);
+        let Some(groups) = self.grant_groups.get(want.grant as usize) else {
+            return;
+        };
+        for &index in groups {
             if let Some(g) = self.managed.get_mut(index) {
                 match existing {
                     Some(slot) => g.want_existing.push(slot),
-                    None => g.want_created.push(identity_id),
+                    None => g.want_created.push((identity_id, want.spec.user_name)),
                 }
             }
         }
@@ -1103,7 +1227,7 @@ impl<'p, 'a: 'p> Planner<'p, 'a> {
     fn orphans(&mut self) {
         let m = self.matching;
         for (account, owner) in m.accounts.iter().zip(&m.owners) {
-            if *owner != Owner::Orphan {
+            if !matches!(owner, Owner::Orphan) {
                 continue;
             }
             if self.protected(&account.user_name) {
@@ -1214,16 +1338,16 @@ impl<'p, 'a: 'p> Planner<'p, 'a> {
                 let Some(account) = m.at(slot) else {
                     continue;
                 };
-                let identity = match m.owner(slot) {
-                    Some(Owner::Primary(i)) => Some(*i),
+                let key = match m.owner(slot) {
+                    Some(&Owner::Primary(key)) => Some(key),
                     _ => None,
                 };
-                let user_name = identity
-                    .and_then(|i| self.desired.active.get(i))
-                    .map_or(account.id.as_str(), |d| d.spec.user_name);
+                let user_name = key
+                    .and_then(|k| self.desired_user_name(k))
+                    .unwrap_or(account.id.as_str());
                 self.drift(Item {
                     kind: DriftKind::GroupDrift,
-                    identity_id: identity,
+                    identity_id: key.map(|k| m.id_of(k)),
                     account_id: Some(&account.id),
                     user_name,
                     detail: format!("should be a member of workspace group {group_name}"),
@@ -1235,12 +1359,7 @@ impl<'p, 'a: 'p> Planner<'p, 'a> {
             // As a BTreeSet<AccountRef> orders them: existing accounts by id, then
             // accounts to be created by identity id.
             add.sort_unstable();
-            for &identity_id in &want_created {
-                let user_name = self
-                    .desired
-                    .active
-                    .get(identity_id)
-                    .map_or(identity_id, |d| d.spec.user_name);
+            for &(identity_id, user_name) in &want_created {
                 self.drift(Item {
                     kind: DriftKind::GroupDrift,
                     identity_id: Some(identity_id),
@@ -1272,14 +1391,15 @@ impl<'p, 'a: 'p> Planner<'p, 'a> {
                 {
                     continue;
                 }
-                let identity_id = match m.owner(slot) {
-                    Some(Owner::Primary(i)) if self.flagged(slot, MANAGED_MEMBER) => Some(*i),
+                let key = match m.owner(slot) {
+                    Some(&Owner::Primary(key)) if self.flagged(slot, MANAGED_MEMBER) => Some(key),
                     Some(Owner::Orphan) => None,
                     _ => continue,
                 };
-                let subject = identity_id
-                    .and_then(|i| self.desired.active.get(i))
-                    .map_or(account.user_name.as_str(), |d| d.spec.user_name);
+                let identity_id = key.map(|k| m.id_of(k));
+                let subject = key
+                    .and_then(|k| self.desired_user_name(k))
+                    .unwrap_or(account.user_name.as_str());
                 let item = Item {
                     kind: DriftKind::GroupDrift,
                     identity_id,

@@ -14,6 +14,13 @@
 //! - Directory group names compare exactly (case-sensitively): directories treat group
 //!   names as identifiers, and a case-folded match could silently widen a mapping.
 //!
+//! Representation: the result keeps one entry per directory identity (a grant index
+//! or an inactive reason) beside one id index over the snapshot's identities; the
+//! distinct role/groups/justification combinations ("grants") are computed once and
+//! shared. Desired accounts are assembled on request ([`ActiveIdentities::get`]), and
+//! `plan` reuses the id index for matching, so at a million identities the desired
+//! state costs about 24 MiB instead of an owned spec per person.
+//!
 //! [`Protected`] lives here too because it is part of the policy a plan obeys:
 //! break-glass accounts that seatwarden never touches.
 
@@ -276,123 +283,163 @@ impl StrIndex {
             _ => false,
         }
     }
-
-    pub(crate) fn has_room_for(&self, len: usize) -> bool {
-        len.saturating_mul(2) <= self.slots.len()
-    }
-
-    /// Rebuilds with room for `capacity` keys from the hashes of the `len` stored ones.
-    pub(crate) fn rebuild(&mut self, capacity: usize, len: usize, hash_at: impl Fn(usize) -> u64) {
-        *self = StrIndex::with_capacity(capacity);
-        let mask = self.slots.len() - 1;
-        for position in 0..len {
-            let hash = hash_at(position);
-            let mut pos = hash as usize & mask;
-            while self.slots.get(pos).is_some_and(|s| s.0 != 0) {
-                pos = (pos + 1) & mask;
-            }
-            self.fill(pos, position, hash);
-        }
-    }
 }
 
-/// A value an [`IdMap`] holds; one that carries its own id needs no key stored
-/// beside it.
-pub trait IdValue {
-    fn own_id(&self) -> Option<&str> {
-        None
-    }
-}
-
-impl IdValue for DesiredAccount<'_> {
-    fn own_id(&self) -> Option<&str> {
-        Some(self.spec.external_id)
-    }
-}
-
-impl IdValue for InactiveReason {}
-
-/// Identity id → value, in insertion (directory) order, borrowing the ids from
-/// the snapshot. The index is a [`StrIndex`] over entry positions.
-#[derive(Debug, Clone)]
-pub struct IdMap<'a, V> {
-    values: Vec<V>,
-    /// Ids of values without their own, by position.
-    keys: Vec<&'a str>,
+/// The first identity of each id in a directory snapshot, by id: a [`StrIndex`]
+/// over positions in the snapshot's identity list. Built once by [`desired_state`]
+/// and shared with matching, so an identity is found by one lookup and everything
+/// else about it is indexed by its position.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct IdentityIndex<'a> {
+    identities: &'a [Identity],
     index: StrIndex,
 }
 
-impl<V> Default for IdMap<'_, V> {
-    fn default() -> Self {
-        IdMap {
-            values: Vec::new(),
-            keys: Vec::new(),
-            index: StrIndex::default(),
+impl<'a> IdentityIndex<'a> {
+    /// Indexes every identity; `first(position)` is called once per identity with
+    /// whether it is the first of its id.
+    pub(crate) fn build(identities: &'a [Identity], mut first: impl FnMut(usize, bool)) -> Self {
+        let mut index = StrIndex::with_capacity(identities.len());
+        for (position, identity) in identities.iter().enumerate() {
+            let id = identity.id.as_str();
+            let hash = fx_hash(id);
+            let new = match index.find(id, hash, |p| identities.get(p).map(|i| i.id.as_str())) {
+                Ok(_) => false,
+                Err(slot) => index.fill(slot, position, hash),
+            };
+            first(position, new);
         }
-    }
-}
-
-impl<V: IdValue + PartialEq> PartialEq for IdMap<'_, V> {
-    fn eq(&self, other: &Self) -> bool {
-        self.len() == other.len() && self.iter().all(|(k, v)| other.get(k) == Some(v))
-    }
-}
-
-impl<V: IdValue + Eq> Eq for IdMap<'_, V> {}
-
-impl<'a, V: IdValue> IdMap<'a, V> {
-    fn with_capacity(capacity: usize) -> Self {
-        IdMap {
-            values: Vec::with_capacity(capacity),
-            keys: Vec::new(),
-            index: StrIndex::with_capacity(capacity),
-        }
+        IdentityIndex { identities, index }
     }
 
-    fn key_at(&self, position: usize) -> Option<&str> {
-        let value = self.values.get(position)?;
-        value.own_id().or_else(|| self.keys.get(position).copied())
+    pub(crate) fn identities(&self) -> &'a [Identity] {
+        self.identities
     }
 
-    fn find(&self, id: &str, hash: u64) -> Result<usize, usize> {
-        self.index.find(id, hash, |p| self.key_at(p))
-    }
-
-    /// Inserts unless the id is present; returns whether it inserted. A value with
-    /// its own id must carry `id`.
-    fn insert_new(&mut self, id: &'a str, value: V) -> bool {
-        let len = self.values.len();
-        if !self.index.has_room_for(len + 1) {
-            let grown = (len + 1) * 2;
-            let hashes: Vec<u64> = (0..len)
-                .map(|p| self.key_at(p).map_or(0, fx_hash))
-                .collect();
-            self.index
-                .rebuild(grown, len, |p| hashes.get(p).copied().unwrap_or(0));
-        }
-        let hash = fx_hash(id);
-        let Err(slot) = self.find(id, hash) else {
-            return false;
-        };
-        if !self.index.fill(slot, len, hash) {
-            return false;
-        }
-        if value.own_id().is_none() {
-            self.keys.resize(len, "");
-            self.keys.push(id);
-        } else if !self.keys.is_empty() {
-            self.keys.push("");
-        }
-        self.values.push(value);
-        true
-    }
-
-    pub fn get(&self, id: &str) -> Option<&V> {
-        if self.values.is_empty() {
+    /// The position of the first identity with this id.
+    pub(crate) fn position(&self, id: &str) -> Option<u32> {
+        if self.identities.is_empty() {
             return None;
         }
-        let position = self.find(id, fx_hash(id)).ok()?;
-        self.values.get(position)
+        let identities = self.identities;
+        let found = self.index.find(id, fx_hash(id), |p| {
+            identities.get(p).map(|i| i.id.as_str())
+        });
+        found.ok().and_then(|p| u32::try_from(p).ok())
+    }
+
+    pub(crate) fn at(&self, position: u32) -> Option<&'a Identity> {
+        self.identities.get(position as usize)
+    }
+}
+
+/// What the desired state says about the identity at one directory position.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Entry {
+    /// A later identity with an id seen before: the first one decides.
+    Repeat,
+    /// Should have access, with the grant at this index.
+    Active(u32),
+    Inactive(InactiveReason),
+}
+
+#[derive(Debug, Default)]
+struct Inner<'a> {
+    index: IdentityIndex<'a>,
+    /// By directory position.
+    entries: Vec<Entry>,
+    grants: Vec<Grant>,
+    active_len: usize,
+    inactive_len: usize,
+    manage_roles: bool,
+}
+
+impl<'a> Inner<'a> {
+    fn entry(&self, id: &str) -> Option<(u32, Entry)> {
+        let position = self.index.position(id)?;
+        Some((position, *self.entries.get(position as usize)?))
+    }
+
+    fn account(&self, position: u32, grant: u32) -> Option<DesiredAccount<'a>> {
+        let identity = self.index.at(position)?;
+        let grant = self.grants.get(grant as usize)?;
+        Some(DesiredAccount {
+            spec: spec_of(identity, grant, self.manage_roles),
+            groups: Arc::clone(&grant.groups),
+            justification: grant.justification.clone(),
+        })
+    }
+}
+
+fn spec_of<'a>(identity: &'a Identity, grant: &Grant, manage_roles: bool) -> DesiredSpec<'a> {
+    DesiredSpec {
+        user_name: &identity.user_name,
+        external_id: &identity.id,
+        given_name: identity.given_name.as_deref(),
+        family_name: identity.family_name.as_deref(),
+        display_name: identity.display_name.as_deref(),
+        email: identity.email.as_deref(),
+        role: manage_roles.then_some(grant.role),
+    }
+}
+
+/// Identity id → desired account, for identities in scope and active, in directory
+/// order. Values are built on request from the identity and its shared grant.
+#[derive(Debug, Clone, Default)]
+pub struct ActiveIdentities<'a>(Arc<Inner<'a>>);
+
+impl<'a> ActiveIdentities<'a> {
+    pub fn get(&self, id: &str) -> Option<DesiredAccount<'a>> {
+        match self.0.entry(id)? {
+            (position, Entry::Active(grant)) => self.0.account(position, grant),
+            _ => None,
+        }
+    }
+
+    pub fn contains_key(&self, id: &str) -> bool {
+        matches!(self.0.entry(id), Some((_, Entry::Active(_))))
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.active_len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.active_len == 0
+    }
+
+    /// Ids in directory order.
+    pub fn keys(&self) -> impl Iterator<Item = &'a str> + '_ {
+        self.iter().map(|(id, _)| id)
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (&'a str, DesiredAccount<'a>)> + '_ {
+        let inner = &self.0;
+        inner
+            .index
+            .identities()
+            .iter()
+            .zip(&inner.entries)
+            .zip(0u32..)
+            .filter_map(|((identity, entry), position)| match *entry {
+                Entry::Active(grant) => {
+                    Some((identity.id.as_str(), inner.account(position, grant)?))
+                }
+                _ => None,
+            })
+    }
+}
+
+/// Identity id → why it must not have access, in directory order.
+#[derive(Debug, Clone, Default)]
+pub struct InactiveIdentities<'a>(Arc<Inner<'a>>);
+
+impl<'a> InactiveIdentities<'a> {
+    pub fn get(&self, id: &str) -> Option<InactiveReason> {
+        match self.0.entry(id)? {
+            (_, Entry::Inactive(reason)) => Some(reason),
+            _ => None,
+        }
     }
 
     pub fn contains_key(&self, id: &str) -> bool {
@@ -400,51 +447,118 @@ impl<'a, V: IdValue> IdMap<'a, V> {
     }
 
     pub fn len(&self) -> usize {
-        self.values.len()
+        self.0.inactive_len
     }
 
     pub fn is_empty(&self) -> bool {
-        self.values.is_empty()
+        self.0.inactive_len == 0
     }
 
-    /// Ids in directory order.
-    pub fn keys(&self) -> impl Iterator<Item = &str> {
-        (0..self.values.len()).map(|p| self.key_at(p).unwrap_or_default())
+    pub fn keys(&self) -> impl Iterator<Item = &'a str> + '_ {
+        self.iter().map(|(id, _)| id)
     }
 
-    pub fn values(&self) -> impl Iterator<Item = &V> {
-        self.values.iter()
-    }
-
-    pub fn iter(&self) -> impl Iterator<Item = (&str, &V)> {
-        self.keys().zip(&self.values)
+    pub fn iter(&self) -> impl Iterator<Item = (&'a str, InactiveReason)> + '_ {
+        let inner = &self.0;
+        inner
+            .index
+            .identities()
+            .iter()
+            .zip(&inner.entries)
+            .filter_map(|(identity, entry)| match *entry {
+                Entry::Inactive(reason) => Some((identity.id.as_str(), reason)),
+                _ => None,
+            })
     }
 }
 
-impl<V: IdValue, Q: Borrow<str> + ?Sized> Index<&Q> for IdMap<'_, V> {
-    type Output = V;
+impl<Q: Borrow<str> + ?Sized> Index<&Q> for InactiveIdentities<'_> {
+    type Output = InactiveReason;
 
     #[allow(clippy::panic)]
-    fn index(&self, id: &Q) -> &V {
+    fn index(&self, id: &Q) -> &InactiveReason {
         match self.get(id.borrow()) {
-            Some(v) => v,
+            Some(InactiveReason::Suspended) => &InactiveReason::Suspended,
+            Some(InactiveReason::Deprovisioned) => &InactiveReason::Deprovisioned,
+            Some(InactiveReason::OutOfScope) => &InactiveReason::OutOfScope,
             None => panic!("no entry for id {:?}", id.borrow()),
         }
     }
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// The desired state of a directory snapshot. It borrows from the snapshot and
+/// stores one entry per identity (a grant index or an inactive reason) beside one id
+/// index, which [`crate::plan::plan`] reuses for matching.
+#[derive(Debug, Clone, Default)]
 pub struct DesiredState<'a> {
     /// Identity id → desired account, for identities in scope and active.
-    pub active: IdMap<'a, DesiredAccount<'a>>,
+    pub active: ActiveIdentities<'a>,
     /// Identity id → why it must not have access.
-    pub inactive: IdMap<'a, InactiveReason>,
+    pub inactive: InactiveIdentities<'a>,
     /// Every workspace group any mapping names; only these groups' memberships are
     /// managed.
     pub managed_groups: BTreeSet<String>,
 }
 
+impl PartialEq for DesiredState<'_> {
+    fn eq(&self, other: &Self) -> bool {
+        self.managed_groups == other.managed_groups
+            && self.active.len() == other.active.len()
+            && self.inactive.len() == other.inactive.len()
+            && self.active.iter().eq(other.active.iter())
+            && self.inactive.iter().eq(other.inactive.iter())
+    }
+}
+
+impl Eq for DesiredState<'_> {}
+
+/// An active identity's desired spec and grant, borrowed (no reference counts).
+pub(crate) struct Want<'a> {
+    pub(crate) spec: DesiredSpec<'a>,
+    pub(crate) grant: u32,
+}
+
+impl<'a> DesiredState<'a> {
+    pub(crate) fn index(&self) -> &IdentityIndex<'a> {
+        &self.active.0.index
+    }
+
+    /// The entry of the identity at a directory position.
+    pub(crate) fn entry_at(&self, position: u32) -> Entry {
+        self.active
+            .0
+            .entries
+            .get(position as usize)
+            .copied()
+            .unwrap_or(Entry::Repeat)
+    }
+
+    /// The entry of the first identity with this id, and its position.
+    pub(crate) fn entry_of(&self, id: &str) -> Option<(u32, Entry)> {
+        self.active.0.entry(id)
+    }
+
+    pub(crate) fn want_at(&self, position: u32) -> Option<Want<'a>> {
+        let inner = &self.active.0;
+        let Entry::Active(grant) = self.entry_at(position) else {
+            return None;
+        };
+        let identity = inner.index.at(position)?;
+        let g = inner.grants.get(grant as usize)?;
+        Some(Want {
+            spec: spec_of(identity, g, inner.manage_roles),
+            grant,
+        })
+    }
+
+    /// The workspace groups of each grant, by grant index.
+    pub(crate) fn grant_groups(&self) -> impl Iterator<Item = &BTreeSet<String>> {
+        self.active.0.grants.iter().map(|g| g.groups.as_ref())
+    }
+}
+
 /// What a set of applied mappings gives: computed once per distinct set.
+#[derive(Debug)]
 struct Grant {
     role: Role,
     groups: Arc<BTreeSet<String>>,
@@ -458,15 +572,11 @@ pub fn desired_state<'a>(
     directory: &'a DirectorySnapshot,
     policy: &PolicySettings,
 ) -> DesiredState<'a> {
-    let mut state = DesiredState {
-        managed_groups: policy
-            .mappings
-            .iter()
-            .map(|m| m.workspace_group.clone())
-            .collect(),
-        active: IdMap::with_capacity(directory.identities.len()),
-        inactive: IdMap::default(),
-    };
+    let managed_groups: BTreeSet<String> = policy
+        .mappings
+        .iter()
+        .map(|m| m.workspace_group.clone())
+        .collect();
     // Directory group name → indices of the mappings that name it.
     let mut mappings_of: FxHashMap<&str, Vec<u32>> = FxHashMap::default();
     for (index, m) in policy.mappings.iter().enumerate() {
@@ -479,50 +589,61 @@ pub fn desired_state<'a>(
         .iter()
         .map(|g| (g.as_str(), ()))
         .collect();
-    let mut grants: FxHashMap<Vec<u32>, Grant> = FxHashMap::default();
+    let mut grant_of: FxHashMap<Vec<u32>, u32> = FxHashMap::default();
+    let mut grants: Vec<Grant> = Vec::new();
     let mut applied: Vec<u32> = Vec::new();
-    for identity in &directory.identities {
-        let id = identity.id.as_str();
-        if state.inactive.contains_key(id) {
-            continue;
-        }
-        if let Some(reason) = inactive_reason(identity, policy, &scope) {
-            if !state.active.contains_key(id) {
-                state.inactive.insert_new(id, reason);
-            }
-            continue;
-        }
-        applied.clear();
-        for group in &identity.groups {
-            if let Some(indices) = mappings_of.get(group.as_str()) {
-                applied.extend_from_slice(indices);
-            }
-        }
-        // A mapping applies once however often its group is listed.
-        applied.sort_unstable();
-        applied.dedup();
-        let grant = match grants.get(applied.as_slice()) {
-            Some(grant) => grant,
-            None => grants
-                .entry(applied.clone())
-                .or_insert_with(|| grant(&applied, policy)),
-        };
-        let account = DesiredAccount {
-            spec: DesiredSpec {
-                user_name: &identity.user_name,
-                external_id: id,
-                given_name: identity.given_name.as_deref(),
-                family_name: identity.family_name.as_deref(),
-                display_name: identity.display_name.as_deref(),
-                email: identity.email.as_deref(),
-                role: policy.manage_roles.then_some(grant.role),
+    let mut entries: Vec<Entry> = Vec::with_capacity(directory.identities.len());
+    let (mut active_len, mut inactive_len) = (0, 0);
+    let identities = directory.identities.as_slice();
+    let index = IdentityIndex::build(identities, |position, first| {
+        let entry = match identities.get(position) {
+            Some(identity) if first => match inactive_reason(identity, policy, &scope) {
+                Some(reason) => Entry::Inactive(reason),
+                None => {
+                    applied.clear();
+                    for group in &identity.groups {
+                        if let Some(indices) = mappings_of.get(group.as_str()) {
+                            applied.extend_from_slice(indices);
+                        }
+                    }
+                    // A mapping applies once however often its group is listed.
+                    applied.sort_unstable();
+                    applied.dedup();
+                    match grant_of.get(applied.as_slice()) {
+                        Some(&g) => Entry::Active(g),
+                        None => match u32::try_from(grants.len()) {
+                            Ok(g) => {
+                                grants.push(grant(&applied, policy));
+                                grant_of.insert(applied.clone(), g);
+                                Entry::Active(g)
+                            }
+                            Err(_) => Entry::Repeat,
+                        },
+                    }
+                }
             },
-            groups: Arc::clone(&grant.groups),
-            justification: grant.justification.clone(),
+            _ => Entry::Repeat,
         };
-        state.active.insert_new(id, account);
+        match entry {
+            Entry::Active(_) => active_len += 1,
+            Entry::Inactive(_) => inactive_len += 1,
+            Entry::Repeat => {}
+        }
+        entries.push(entry);
+    });
+    let inner = Arc::new(Inner {
+        index,
+        entries,
+        grants,
+        active_len,
+        inactive_len,
+        manage_roles: policy.manage_roles,
+    });
+    DesiredState {
+        active: ActiveIdentities(Arc::clone(&inner)),
+        inactive: InactiveIdentities(inner),
+        managed_groups,
     }
-    state
 }
 
 /// Why this one identity must not have workspace access, if it must not: the
@@ -796,7 +917,7 @@ mod tests {
             identity("b", IdentityStatus::Active, &["Other"]),
         ]);
         let state = desired_state(&dir, &settings(&[]));
-        let a = &state.active["a"];
+        let a = &state.active.get("a").unwrap();
         assert_eq!(a.spec.role, Some(Role::Maintainer));
         assert_eq!(
             a.groups.iter().collect::<Vec<_>>(),
@@ -810,7 +931,7 @@ mod tests {
                 "Design → Commenter"
             ]
         );
-        let b = &state.active["b"];
+        let b = &state.active.get("b").unwrap();
         assert_eq!(b.spec.role, Some(Role::Viewer));
         assert!(b.groups.is_empty());
         assert_eq!(b.justification, ["default role"]);
@@ -825,7 +946,11 @@ mod tests {
     #[allow(clippy::needless_option_as_deref)]
     fn spec_copies_directory_attributes() {
         let dir = directory(vec![identity("a", IdentityStatus::Active, &[])]);
-        let spec = &desired_state(&dir, &settings(&[])).active["a"].spec;
+        let spec = &desired_state(&dir, &settings(&[]))
+            .active
+            .get("a")
+            .unwrap()
+            .spec;
         assert_eq!(spec.user_name, "a@example.com");
         assert_eq!(spec.external_id, "a");
         assert_eq!(spec.given_name.as_deref(), Some("Given"));
@@ -839,8 +964,8 @@ mod tests {
         let mut policy = settings(&[]);
         policy.manage_roles = false;
         let state = desired_state(&dir, &policy);
-        assert_eq!(state.active["a"].spec.role, None);
-        assert!(state.active["a"].groups.contains("Eng"));
+        assert_eq!(state.active.get("a").unwrap().spec.role, None);
+        assert!(state.active.get("a").unwrap().groups.contains("Eng"));
     }
 
     #[test]
