@@ -144,7 +144,12 @@ async fn main() {
          [workspace]\nurl = \"{}\"\ntoken = \"{TOKEN}\"\npage_size = {PAGE}\n\
          max_concurrency = {CONCURRENCY}\nrequests_per_second = 1000000\n\n\
          [policy]\nscope_groups = [\"Taskade Users\"]\ndefault_role = \"Viewer\"\n\n\
-         [safety]\nmax_deprovisions = 1000000\nmax_deprovision_percent = 100\n",
+         [safety]\nmax_deprovisions = 1000000\nmax_deprovision_percent = 100\n\
+         max_deprovisions_per_day = 1000000\nmax_membership_removals = 1000000\n\
+         max_membership_removal_percent = 100\nmax_membership_removals_per_day = 1000000\n\
+         max_role_downgrades = 1000000\nmax_role_downgrade_percent = 100\n\
+         max_role_downgrades_per_day = 1000000\n\
+         # The benchmark measures one run's throughput: no settle window.\nsettle = \"0s\"\n",
         workspace.base_url()
     );
     for (group, role) in &data.roles {
