@@ -11,7 +11,7 @@
 
 use std::collections::HashSet;
 use std::io::IsTerminal;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use chrono::{DateTime, Utc};
 
@@ -19,7 +19,7 @@ use crate::apply::{self, ApplyError};
 use crate::config::{Config, ConfigError};
 use crate::directory::{Directory, DirectoryError};
 use crate::guard;
-use crate::model::{DirectorySnapshot, HoldReason, Plan, WorkspaceSnapshot};
+use crate::model::{HoldReason, Plan, WorkspaceSnapshot};
 use crate::plan;
 use crate::policy;
 use crate::report::{self, ActionOutcome, Outcome, Report, SafetyReport, Summary};
@@ -71,6 +71,8 @@ pub enum RunError {
     Safety(#[from] safety::SafetyError),
     #[error("the state database lock was poisoned")]
     Poisoned,
+    #[error("a background task of the run failed: {0}")]
+    Task(#[from] tokio::task::JoinError),
     /// The digest or an alert could not be built or queued.
     #[error("{0}")]
     Notify(String),
@@ -79,7 +81,9 @@ pub enum RunError {
 impl crate::retry::Transient for RunError {
     fn is_transient(&self) -> bool {
         match self {
-            RunError::Config(_) | RunError::Poisoned | RunError::Notify(_) => false,
+            RunError::Config(_) | RunError::Poisoned | RunError::Notify(_) | RunError::Task(_) => {
+                false
+            }
             RunError::Directory(e) => e.is_transient(),
             RunError::Workspace(e) => e.is_transient(),
             RunError::Store(e) => e.is_transient(),
@@ -161,7 +165,7 @@ pub async fn execute_with_options(
     mode: Mode,
     options: RunOptions,
 ) -> Result<RunOutcome, RunError> {
-    let store = Mutex::new(store);
+    let store = Arc::new(Mutex::new(store));
     let started_at = Utc::now();
     let run_id = lock(&store)?.begin_run(mode.run_kind(), started_at)?;
     tracing::info!(run = run_id, mode = mode.as_str(), "run started");
@@ -204,6 +208,11 @@ pub async fn execute_with_options(
     }
 }
 
+/// Milliseconds since `start`, for the stage timings logged at debug level.
+fn since(start: DateTime<Utc>) -> i64 {
+    (Utc::now() - start).num_milliseconds()
+}
+
 fn lock(store: &Mutex<Store>) -> Result<std::sync::MutexGuard<'_, Store>, RunError> {
     store.lock().map_err(|_| RunError::Poisoned)
 }
@@ -213,7 +222,7 @@ async fn pipeline(
     config: &Config,
     directory: &Directory,
     client: &ScimClient,
-    store: &Mutex<Store>,
+    store: &Arc<Mutex<Store>>,
     mode: Mode,
     run_id: RunId,
     started_at: DateTime<Utc>,
@@ -235,24 +244,43 @@ async fn pipeline(
         0
     };
 
-    let directory_snapshot: DirectorySnapshot = directory.snapshot().await?;
-    tracing::info!(identities = directory_snapshot.identities.len(), source = %directory.describe(), "directory read");
-    client.discover().await?;
+    // Both sides are read at once, and the directory snapshot is stored on the
+    // blocking pool while the workspace is still being read: against a remote
+    // workspace that write costs no time at all.
     let show_progress = std::io::stderr().is_terminal();
-    let mut workspace_snapshot: WorkspaceSnapshot =
-        client.snapshot(&progress_printer(show_progress)).await?;
-    if show_progress {
-        eprintln!();
-    }
-    tracing::info!(
-        accounts = workspace_snapshot.accounts.len(),
-        groups = workspace_snapshot.groups.len(),
-        "workspace read"
-    );
+    let read_directory = async {
+        let snapshot = Arc::new(directory.snapshot().await?);
+        tracing::info!(identities = snapshot.identities.len(), source = %directory.describe(), "directory read");
+        let saving = {
+            let store = Arc::clone(store);
+            let snapshot = Arc::clone(&snapshot);
+            tokio::task::spawn_blocking(move || -> Result<(), RunError> {
+                lock(&store)?.save_directory_snapshot(run_id, &snapshot)?;
+                Ok(())
+            })
+        };
+        saving.await??;
+        Ok::<_, RunError>(snapshot)
+    };
+    let read_workspace = async {
+        client.discover().await?;
+        let snapshot = client.snapshot(&progress_printer(show_progress)).await?;
+        if show_progress {
+            eprintln!();
+        }
+        tracing::info!(
+            accounts = snapshot.accounts.len(),
+            groups = snapshot.groups.len(),
+            "workspace read"
+        );
+        Ok::<_, RunError>(snapshot)
+    };
+    let (directory_snapshot, mut workspace_snapshot) =
+        tokio::try_join!(read_directory, read_workspace)?;
+    tracing::debug!(elapsed_ms = since(started_at), "snapshots read");
 
     let (links, source_fault) = {
         let mut store = lock(store)?;
-        store.save_directory_snapshot(run_id, &directory_snapshot)?;
         store.save_workspace_snapshot(run_id, &workspace_snapshot)?;
         let fault = safety::check_source(&mut store, run_id, &directory_snapshot, config, now)?;
         (store.links()?, fault)
@@ -265,6 +293,7 @@ async fn pipeline(
         })
         .collect();
 
+    tracing::debug!(elapsed_ms = since(started_at), "snapshots stored");
     let desired = policy::desired_state(&directory_snapshot, &config.policy_settings());
     let plan_settings = safety::plan_settings(config, &directory_snapshot);
     let make_plan = |workspace: &WorkspaceSnapshot| {
@@ -314,11 +343,26 @@ async fn pipeline(
         guarded
     };
 
+    tracing::debug!(
+        elapsed_ms = since(started_at),
+        actions = guarded.actions.len(),
+        "plan stored"
+    );
     let mut circuit_report = None;
     if mode == Mode::Reconcile && guarded.runnable().next().is_some() {
         let page = config.workspace.page_size.max(1) as usize;
-        let relist_requests = workspace_snapshot.accounts.len().div_ceil(page)
-            + workspace_snapshot.groups.len().div_ceil(page)
+        let creates = |group: bool| {
+            guarded
+                .runnable()
+                .filter(|a| match a.kind {
+                    crate::model::ActionKind::CreateAccount { .. } => !group,
+                    crate::model::ActionKind::CreateGroup { .. } => group,
+                    _ => false,
+                })
+                .count()
+        };
+        let relist_requests = (workspace_snapshot.accounts.len() + creates(false)).div_ceil(page)
+            + (workspace_snapshot.groups.len() + creates(true)).div_ceil(page)
             + 2;
         circuit_report = safety::apply_with_circuit(
             config,
@@ -332,6 +376,7 @@ async fn pipeline(
         .await?;
     }
 
+    tracing::debug!(elapsed_ms = since(started_at), "applied and verified");
     let report = build_report(
         config,
         directory,

@@ -138,6 +138,9 @@ struct Inner {
     discovered: Mutex<Discovered>,
     requests: AtomicU64,
     retries: AtomicU64,
+    /// Listing pages read and the time they took (µs): what a full re-listing costs.
+    pages_read: AtomicU64,
+    page_read_micros: AtomicU64,
 }
 
 /// A SCIM 2.0 client; cheap to clone, shared by concurrent tasks.
@@ -209,6 +212,8 @@ impl ScimClient {
                 discovered: Mutex::new(Discovered::default()),
                 requests: AtomicU64::new(0),
                 retries: AtomicU64::new(0),
+                pages_read: AtomicU64::new(0),
+                page_read_micros: AtomicU64::new(0),
             }),
         })
     }
@@ -218,6 +223,22 @@ impl ScimClient {
             requests: self.inner.requests.load(Ordering::Relaxed),
             retries: self.inner.retries.load(Ordering::Relaxed),
         }
+    }
+
+    /// The mean time one listing page took to read in this client's life, if any
+    /// page with content was read.
+    pub fn mean_page_read(&self) -> Option<Duration> {
+        let pages = self.inner.pages_read.load(Ordering::Relaxed);
+        let micros = self.inner.page_read_micros.load(Ordering::Relaxed);
+        (pages > 0).then(|| Duration::from_micros(micros / pages))
+    }
+
+    fn record_page_read(&self, took: Duration) {
+        self.inner.pages_read.fetch_add(1, Ordering::Relaxed);
+        self.inner.page_read_micros.fetch_add(
+            u64::try_from(took.as_micros()).unwrap_or(u64::MAX),
+            Ordering::Relaxed,
+        );
     }
 
     fn discovered(&self) -> Discovered {
@@ -654,7 +675,7 @@ impl ScimClient {
             ("count", self.effective_page_size().to_string()),
         ];
         let (endpoint, v) = self.get_json(path, &query).await?;
-        let page = parse::page(&endpoint, &v, 1)?;
+        let page = parse::page(&endpoint, v, 1)?;
         let mut seen = HashSet::new();
         let mut out = Vec::new();
         for item in &page.resources {

@@ -108,8 +108,13 @@ async fn fetch(
         ("startIndex", start.to_string()),
         ("count", count.to_string()),
     ];
+    let started = std::time::Instant::now();
     let (endpoint, body) = client.get_json(path, &query).await?;
-    let page = parse::page(&endpoint, &body, start)?;
+    let page = parse::page(&endpoint, body, start)?;
+    // Pages past the end say nothing about what a full page costs.
+    if !page.resources.is_empty() {
+        client.record_page_read(started.elapsed());
+    }
     Ok((endpoint, page))
 }
 

@@ -43,6 +43,16 @@ fn attr<'a>(obj: &'a Value, name: &str) -> Option<&'a Value> {
     })
 }
 
+fn attr_mut<'a>(obj: &'a mut Value, name: &str) -> Option<&'a mut Value> {
+    let map = obj.as_object_mut()?;
+    let key = if map.contains_key(name) {
+        name.to_owned()
+    } else {
+        map.keys().find(|k| k.eq_ignore_ascii_case(name))?.clone()
+    };
+    map.get_mut(&key)
+}
+
 fn attr_str(obj: &Value, name: &str) -> Option<String> {
     match attr(obj, name)? {
         Value::String(s) => Some(s.clone()),
@@ -67,16 +77,21 @@ pub(crate) fn json_body(endpoint: &str, text: &str) -> Result<Value, WorkspaceEr
     })
 }
 
-pub(crate) fn page(endpoint: &str, body: &Value, start_index: u64) -> Result<Page, WorkspaceError> {
+/// Takes the page apart by value: `Resources` is moved out, not copied.
+pub(crate) fn page(
+    endpoint: &str,
+    mut body: Value,
+    start_index: u64,
+) -> Result<Page, WorkspaceError> {
     if !body.is_object() {
         return Err(WorkspaceError::malformed(
             endpoint,
             "ListResponse is not a JSON object",
         ));
     }
-    let total_results = attr(body, "totalResults").and_then(loose_u64);
-    let resources = match attr(body, "Resources") {
-        Some(Value::Array(items)) => items.clone(),
+    let total_results = attr(&body, "totalResults").and_then(loose_u64);
+    let resources = match attr_mut(&mut body, "Resources").map(Value::take) {
+        Some(Value::Array(items)) => items,
         Some(Value::Null) | None => {
             // RFC 7644 §3.4.2: Resources is required when totalResults is non-zero;
             // a page past the end may leave it out.
