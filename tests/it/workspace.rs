@@ -635,6 +635,19 @@ async fn member_patch_bodies() {
         .unwrap();
     let bodies = patch_bodies(&server).await;
     assert_eq!(bodies.len(), 3);
+    // The answer need not repeat the (large) member list.
+    let queries: Vec<Option<String>> = server
+        .received_requests()
+        .await
+        .unwrap()
+        .iter()
+        .filter(|r| r.method.as_str() == "PATCH")
+        .map(|r| r.url.query().map(str::to_owned))
+        .collect();
+    assert_eq!(
+        queries,
+        vec![Some("excludedAttributes=members".to_owned()); 3]
+    );
     let sizes: Vec<usize> = bodies[..2]
         .iter()
         .map(|b| {
