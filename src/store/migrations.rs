@@ -293,7 +293,23 @@ CREATE TABLE alerts (
 ) STRICT;
 "#;
 
-const MIGRATIONS: &[&str] = &[M1, M2, M_SAFETY, M_OUTBOX];
+/// Migration: journal indexes shaped by the queries that use them.
+///
+/// Every journal transition (planned → in_flight → applied) rewrote an entry of
+/// the index on `state`, which only two kinds of query read: the rows left in
+/// flight (now a partial index that holds just those) and the rolling 24 h
+/// counts, which filter by kind and time (now partial indexes on `updated_at` for
+/// exactly the kinds they count, so creates and updates never touch them).
+const M_JOURNAL_INDEXES: &str = r#"
+DROP INDEX actions_state;
+CREATE INDEX actions_in_flight ON actions (run_id, seq) WHERE state = 'in_flight';
+CREATE INDEX actions_recent_deprovisions ON actions (updated_at)
+    WHERE kind IN ('deactivate', 'delete');
+CREATE INDEX actions_recent_downgrades ON actions (updated_at)
+    WHERE kind IN ('remove_members', 'set_role');
+"#;
+
+const MIGRATIONS: &[&str] = &[M1, M2, M_SAFETY, M_OUTBOX, M_JOURNAL_INDEXES];
 
 /// The schema version this binary writes.
 pub const LATEST: i64 = MIGRATIONS.len() as i64;

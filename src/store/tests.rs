@@ -1213,3 +1213,46 @@ fn snapshots_are_pruned_to_the_newest_runs() {
     assert_eq!(kept(runs[3]), 1);
     assert_eq!(kept(runs[4]), 1);
 }
+
+// ---- journal indexes ------------------------------------------------------------
+
+/// The journal's hot queries read the partial indexes made for them (migration 5),
+/// not the whole table.
+#[test]
+fn journal_queries_use_their_partial_indexes() {
+    let store = Store::open_in_memory().unwrap();
+    let plan = |sql: &str| -> String {
+        let mut stmt = store
+            .conn
+            .prepare(&format!("EXPLAIN QUERY PLAN {sql}"))
+            .unwrap();
+        let rows: Vec<String> = stmt
+            .query_map([], |row| row.get::<_, String>(3))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        rows.join("; ")
+    };
+    let in_flight = plan("SELECT seq FROM actions WHERE state = 'in_flight' ORDER BY run_id, seq");
+    assert!(in_flight.contains("actions_in_flight"), "{in_flight}");
+    let deprovisions = plan(
+        "SELECT count(*) FROM actions
+         WHERE state IN ('applied', 'in_flight')
+           AND kind IN ('deactivate', 'delete')
+           AND updated_at >= '2026-01-01'",
+    );
+    assert!(
+        deprovisions.contains("actions_recent_deprovisions"),
+        "{deprovisions}"
+    );
+    let downgrades = plan(
+        "SELECT payload FROM actions
+         WHERE state IN ('applied', 'in_flight')
+           AND kind IN ('remove_members', 'set_role')
+           AND updated_at >= '2026-01-01'",
+    );
+    assert!(
+        downgrades.contains("actions_recent_downgrades"),
+        "{downgrades}"
+    );
+}
