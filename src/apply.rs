@@ -16,9 +16,14 @@
 //! the phase are journaled failed ("not sent"), later phases stay planned — and the
 //! caller persists the opening so it survives restarts.
 //!
+//! Verification re-reads each changed object, or lists the workspace once when the
+//! latencies measured in this run (a write, a listing page) say that is faster.
+//!
 //! Crash safety: a row left `in_flight` by a dead process is resolved by
 //! [`recover`] at the start of the next run, by re-reading the object; a create is
-//! never sent twice because a created account is found by its userName first.
+//! never sent twice because a created account is found by its userName first. That
+//! is also why a create's link and result may be committed in batches
+//! (`RECORD_BATCH`): one commit per create was most of an initial provisioning run.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Mutex;
@@ -394,7 +399,7 @@ fn phase(kind: &ActionKind) -> u8 {
 /// `relist_requests` is what one full listing of the workspace costs in requests
 /// (after this plan's creates): verification re-lists the workspace once instead of
 /// reading each changed object when that is estimated to be faster (see
-/// [`relist_is_cheaper`]).
+/// `relist_is_cheaper`).
 pub async fn apply(
     client: &ScimClient,
     store: &Mutex<Store>,

@@ -1,7 +1,8 @@
 //! One reconciliation run, end to end: snapshot both sides, store them, compute
 //! the desired state, plan, guard, and (in reconcile mode) apply and verify, then
 //! store the drift report. `plan` and `reconcile --dry-run` stop before apply and
-//! write nothing to the workspace.
+//! write nothing to the workspace. The two sides are read concurrently, and the
+//! directory snapshot is stored while the workspace is still being read.
 //!
 //! The safety net (issue 6, [`crate::safety`]) hooks in at fixed points: source
 //! sanity after the snapshots are stored (a rejected directory plans nothing), the
