@@ -109,6 +109,29 @@ impl Hasher for FxHasher {
 pub(crate) type FxBuild = BuildHasherDefault<FxHasher>;
 pub(crate) type FxHashMap<K, V> = HashMap<K, V, FxBuild>;
 
+/// Runs `a` on a second thread while the caller runs `b`, and returns both results.
+/// The core is pure, so the two sides share only immutable borrows and the result
+/// cannot depend on which finishes first. `a` is `Fn` so that it is still at hand
+/// when no thread can be started: then both run here, one after the other. A panic
+/// on the second thread is passed on to the caller.
+pub(crate) fn join<RA: Send, RB>(
+    a: impl Fn() -> RA + Sync,
+    b: impl FnOnce() -> RB,
+) -> (RA, RB) {
+    std::thread::scope(|scope| {
+        match std::thread::Builder::new().spawn_scoped(scope, || a()) {
+            Ok(handle) => {
+                let rb = b();
+                match handle.join() {
+                    Ok(ra) => (ra, rb),
+                    Err(panic) => std::panic::resume_unwind(panic),
+                }
+            }
+            Err(_) => (a(), b()),
+        }
+    })
+}
+
 /// Directory group → workspace group (a Taskade workspace or folder) and role.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Mapping {
@@ -589,15 +612,18 @@ pub fn desired_state<'a>(
         .iter()
         .map(|g| (g.as_str(), ()))
         .collect();
-    let mut grant_of: FxHashMap<Vec<u32>, u32> = FxHashMap::default();
-    let mut grants: Vec<Grant> = Vec::new();
-    let mut applied: Vec<u32> = Vec::new();
-    let mut entries: Vec<Entry> = Vec::with_capacity(directory.identities.len());
-    let (mut active_len, mut inactive_len) = (0, 0);
     let identities = directory.identities.as_slice();
-    let index = IdentityIndex::build(identities, |position, first| {
-        let entry = match identities.get(position) {
-            Some(identity) if first => match inactive_reason(identity, policy, &scope) {
+    // Two independent halves on the two threads: every identity's entry, computed
+    // as if it were the first of its id, and the id index, which tells the (rare)
+    // later identities of an id; those become `Repeat` afterwards. A grant computed
+    // only for such a repeat stays unused; grant numbers never reach the output.
+    let entries_of_all = || {
+        let mut grant_of: FxHashMap<Vec<u32>, u32> = FxHashMap::default();
+        let mut grants: Vec<Grant> = Vec::new();
+        let mut applied: Vec<u32> = Vec::new();
+        let entries: Vec<Entry> = identities
+            .iter()
+            .map(|identity| match inactive_reason(identity, policy, &scope) {
                 Some(reason) => Entry::Inactive(reason),
                 None => {
                     applied.clear();
@@ -621,16 +647,32 @@ pub fn desired_state<'a>(
                         },
                     }
                 }
-            },
-            _ => Entry::Repeat,
-        };
+            })
+            .collect();
+        (entries, grants)
+    };
+    let ((mut entries, grants), (index, repeats)) = join(entries_of_all, || {
+        let mut repeats: Vec<usize> = Vec::new();
+        let index = IdentityIndex::build(identities, |position, first| {
+            if !first {
+                repeats.push(position);
+            }
+        });
+        (index, repeats)
+    });
+    for position in repeats {
+        if let Some(entry) = entries.get_mut(position) {
+            *entry = Entry::Repeat;
+        }
+    }
+    let (mut active_len, mut inactive_len) = (0, 0);
+    for entry in &entries {
         match entry {
             Entry::Active(_) => active_len += 1,
             Entry::Inactive(_) => inactive_len += 1,
             Entry::Repeat => {}
         }
-        entries.push(entry);
-    });
+    }
     let inner = Arc::new(Inner {
         index,
         entries,
