@@ -2,6 +2,10 @@
 //! actions, each with the drift that caused it (design brief, pipeline step 3).
 //!
 //! Pure: no I/O, no clock. The same inputs always give the same plan, byte for byte.
+//! Independent parts run on two threads (the account index beside the links'
+//! identity lookups, the managed groups' members beside the identities, the two
+//! sorts); each part's result lands in a fixed place, so the plan never depends on
+//! which thread finished first.
 //!
 //! # Matching accounts to identities
 //!
@@ -137,7 +141,7 @@ pub fn plan(
         }
         done
     };
-    let (theirs, mine) = join(&resolve, || {
+    let (theirs, mine) = join(resolve, || {
         planner.disputes();
         planner.identities();
         planner.orphans();
@@ -496,13 +500,15 @@ impl<'a> Matching<'a> {
         }
         // The account index and the stored links' identity positions on the two
         // threads, then the links' account slots half each.
-        let ((accounts, account_index), link_positions) =
-            join(|| ById::build(&workspace.accounts), || {
+        let ((accounts, account_index), link_positions) = join(
+            || ById::build(&workspace.accounts),
+            || {
                 links
                     .iter()
                     .map(|l| index.position(&l.identity_id).unwrap_or(NONE))
                     .collect::<Vec<u32>>()
-            });
+            },
+        );
         let slots_of = |links: &[Link]| {
             links
                 .iter()
