@@ -62,7 +62,6 @@
 use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicUsize, Ordering};
 
 use serde::{Deserialize, Serialize};
 
@@ -72,8 +71,8 @@ use crate::model::{
     WorkspaceSnapshot,
 };
 use crate::policy::{
-    DesiredSpec, DesiredState, Entry, FxHashMap, IdentityIndex, InactiveReason, Protected,
-    StrIndex, UnmatchedAccounts, Want, fx_hash, join,
+    CHUNK, DesiredSpec, DesiredState, Entry, FxHashMap, IdentityIndex, InactiveReason, Protected,
+    StrIndex, UnmatchedAccounts, Want, beside, chunk, fx_hash,
 };
 
 /// What losing access does to an account.
@@ -121,39 +120,28 @@ pub fn plan(
     // The managed groups' workspace members as account slots (about two million
     // lookups at 1M people): the largest single cost, and it depends on nothing
     // but the account index. The second thread resolves groups while this one
-    // plans the identities, then both take the groups that are left, one at a time.
+    // plans the identities, then this one takes the groups that are left.
     let to_resolve: Vec<Option<&WorkspaceGroup>> = planner
         .managed
         .iter()
         .map(|g| existing.get(g.key.as_str()).copied())
         .collect();
-    let next = AtomicUsize::new(0);
-    let resolve = || {
-        let mut done: Vec<(usize, Vec<u32>)> = Vec::new();
-        loop {
-            let position = next.fetch_add(1, Ordering::Relaxed);
-            let Some(group) = to_resolve.get(position) else {
-                break;
-            };
-            if let Some(group) = group {
-                done.push((position, matching.member_slots(group)));
-            }
-        }
-        done
-    };
-    let (theirs, mine) = join(resolve, || {
-        planner.disputes();
-        planner.identities();
-        planner.orphans();
-        resolve()
-    });
-    let mut members: Vec<Option<Vec<u32>>> = vec![None; to_resolve.len()];
-    for (position, slots) in theirs.into_iter().chain(mine) {
-        if let Some(m) = members.get_mut(position) {
-            *m = Some(slots);
-        }
-    }
-    planner.groups(&existing, members);
+    let (resolved, ()) = beside(
+        to_resolve.len(),
+        |position| {
+            to_resolve
+                .get(position)
+                .copied()
+                .flatten()
+                .map(|group| matching.member_slots(group))
+        },
+        || {
+            planner.disputes();
+            planner.identities();
+            planner.orphans();
+        },
+    );
+    planner.groups(&existing, resolved);
     let Out { actions, drift } = planner.out;
 
     // The two sorts are independent; each keeps its own input order for ties.
@@ -178,14 +166,18 @@ pub fn plan(
             });
         }
     };
-    let ((), actions) = join(sort_drift, || {
-        let mut actions = actions;
-        actions.sort_by(|a, b| sort_key(a).cmp(&sort_key(b)));
-        for (seq, action) in actions.iter_mut().enumerate() {
-            action.seq = u32::try_from(seq).unwrap_or(u32::MAX);
-        }
-        actions
-    });
+    let (_, actions) = beside(
+        1,
+        |_| sort_drift(),
+        || {
+            let mut actions = actions;
+            actions.sort_by(|a, b| sort_key(a).cmp(&sort_key(b)));
+            for (seq, action) in actions.iter_mut().enumerate() {
+                action.seq = u32::try_from(seq).unwrap_or(u32::MAX);
+            }
+            actions
+        },
+    );
     let drift = drift
         .into_inner()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
@@ -498,26 +490,29 @@ impl<'a> Matching<'a> {
                 }
             }
         }
-        // The account index and the stored links' identity positions on the two
-        // threads, then the links' account slots half each.
-        let ((accounts, account_index), link_positions) = join(
-            || ById::build(&workspace.accounts),
-            || {
-                links
+        // The account index on this thread, the stored links' identity positions in
+        // chunks beside it; then the links' account slots in chunks on both.
+        let chunks = links.len().div_ceil(CHUNK);
+        let (link_positions, (accounts, account_index)) = beside(
+            chunks,
+            |c| {
+                chunk(links, c)
                     .iter()
                     .map(|l| index.position(&l.identity_id).unwrap_or(NONE))
                     .collect::<Vec<u32>>()
             },
+            || ById::build(&workspace.accounts),
         );
-        let slots_of = |links: &[Link]| {
-            links
-                .iter()
-                .map(|l| account_index.position(&l.account_id).unwrap_or(NONE))
-                .collect::<Vec<u32>>()
-        };
-        let (front, back) = links.split_at(links.len() / 2);
-        let (back, mut link_slots) = join(|| slots_of(back), || slots_of(front));
-        link_slots.extend(back);
+        let (link_slots, ()) = beside(
+            chunks,
+            |c| {
+                chunk(links, c)
+                    .iter()
+                    .map(|l| account_index.position(&l.account_id).unwrap_or(NONE))
+                    .collect::<Vec<u32>>()
+            },
+            || {},
+        );
         let account_id = |slot: u32| accounts.get(slot as usize).map_or("", |a| a.id.as_str());
 
         let mut owners: Vec<Owner> = vec![Owner::Orphan; accounts.len()];
@@ -528,7 +523,9 @@ impl<'a> Matching<'a> {
         // Stored links: only one-to-one pairs decide; anything else is disputed.
         let mut by_account = Firsts::new(accounts.len());
         let mut by_identity = Firsts::new(n);
-        for ((link, &slot), &position) in links.iter().zip(&link_slots).zip(&link_positions) {
+        let link_slots = link_slots.iter().flatten();
+        let link_positions = link_positions.iter().flatten();
+        for ((link, &slot), &position) in links.iter().zip(link_slots).zip(link_positions) {
             if slot != NONE
                 && let Some(key) = extra.key_at(&link.identity_id, position)
             {

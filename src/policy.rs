@@ -112,10 +112,16 @@ impl Hasher for FxHasher {
 pub(crate) type FxBuild = BuildHasherDefault<FxHasher>;
 pub(crate) type FxHashMap<K, V> = HashMap<K, V, FxBuild>;
 
-/// Runs `task(i)` for every `i` in `0..n` on two threads, each taking the next
-/// index not yet taken, and returns the results in index order (so they do not
-/// depend on which thread ran what).
-pub(crate) fn tasks<R: Send>(n: usize, task: impl Fn(usize) -> R + Sync) -> Vec<R> {
+/// Runs `task(i)` for every `i` in `0..n` beside `first`: a second thread takes
+/// tasks one index at a time while the caller runs `first`, then the caller takes
+/// the ones left. Results come back in index order, so they do not depend on which
+/// thread ran what. On a busy machine, where the second thread may get no core,
+/// the caller waits at most for the one task that thread has in hand.
+pub(crate) fn beside<R: Send, T>(
+    n: usize,
+    task: impl Fn(usize) -> R + Sync,
+    first: impl FnOnce() -> T,
+) -> (Vec<R>, T) {
     let next = AtomicUsize::new(0);
     let worker = || {
         let mut done = Vec::new();
@@ -128,10 +134,20 @@ pub(crate) fn tasks<R: Send>(n: usize, task: impl Fn(usize) -> R + Sync) -> Vec<
         }
         done
     };
-    let (mut done, more) = join(worker, worker);
+    let (mut done, (t, more)) = join(worker, || {
+        let t = first();
+        (t, worker())
+    });
     done.extend(more);
     done.sort_unstable_by_key(|&(i, _)| i);
-    done.into_iter().map(|(_, result)| result).collect()
+    (done.into_iter().map(|(_, result)| result).collect(), t)
+}
+
+/// The items of chunk `chunk` of `items`, chunks being `CHUNK` long.
+pub(crate) fn chunk<T>(items: &[T], chunk: usize) -> &[T] {
+    let start = chunk.saturating_mul(CHUNK).min(items.len());
+    let end = start.saturating_add(CHUNK).min(items.len());
+    items.get(start..end).unwrap_or_default()
 }
 
 /// Runs `a` on a second thread while the caller runs `b`, and returns both results.
@@ -139,7 +155,7 @@ pub(crate) fn tasks<R: Send>(n: usize, task: impl Fn(usize) -> R + Sync) -> Vec<
 /// cannot depend on which finishes first. `a` is `Fn` so that it is still at hand
 /// when no thread can be started: then both run here, one after the other. A panic
 /// on the second thread is passed on to the caller.
-pub(crate) fn join<RA: Send, RB>(a: impl Fn() -> RA + Sync, b: impl FnOnce() -> RB) -> (RA, RB) {
+fn join<RA: Send, RB>(a: impl Fn() -> RA + Sync, b: impl FnOnce() -> RB) -> (RA, RB) {
     std::thread::scope(
         |scope| match std::thread::Builder::new().spawn_scoped(scope, &a) {
             Ok(handle) => {
@@ -638,66 +654,55 @@ pub fn desired_state<'a>(
         group_info.entry(g.as_str()).or_default().0 = true;
     }
     let identities = directory.identities.as_slice();
-    // The id index and the entries of chunks of identities are independent tasks
-    // for the two threads. A chunk computes each identity's entry as if it were the
+    // The id index (on this thread) and the entries of chunks of identities (on
+    // both, see `beside`) are independent. A chunk computes each identity's entry as if it were the
     // first of its id, numbering the distinct sets of applied mappings it meets;
     // the chunks are then merged in directory order, so grants get the same
     // numbers whichever thread did what. The index tells the (rare) later
     // identities of an id, which become `Repeat`. A grant only such a repeat uses
     // stays unused; grant numbers never reach the output.
     let chunks = identities.len().div_ceil(CHUNK);
-    let parts = tasks(chunks + 1, |task| match task.checked_sub(1) {
-        None => {
+    let (parts, (index, repeats)) = beside(
+        chunks,
+        |c| chunk_entries(chunk(identities, c), policy, &group_info),
+        || {
             let mut repeats: Vec<usize> = Vec::new();
             let index = IdentityIndex::build(identities, |position, first| {
                 if !first {
                     repeats.push(position);
                 }
             });
-            Part::Index(index, repeats)
-        }
-        Some(chunk) => {
-            let start = chunk.saturating_mul(CHUNK);
-            let part = identities
-                .get(start..identities.len().min(start.saturating_add(CHUNK)))
-                .unwrap_or_default();
-            Part::Entries(chunk_entries(part, policy, &group_info))
-        }
-    });
-    let mut index = IdentityIndex::default();
-    let mut repeats = Vec::new();
+            (index, repeats)
+        },
+    );
     let mut entries: Vec<Entry> = Vec::with_capacity(identities.len());
     let mut grant_of: FxHashMap<Vec<u32>, u32> = FxHashMap::default();
     let mut grants: Vec<Grant> = Vec::new();
-    for part in parts {
-        match part {
-            Part::Index(i, r) => (index, repeats) = (i, r),
-            Part::Entries(ChunkEntries {
-                entries: local,
-                applied,
-            }) => {
-                // Chunk grant number → grant number.
-                let global: Vec<Option<u32>> = applied
-                    .into_iter()
-                    .map(|applied| match grant_of.get(applied.as_slice()) {
-                        Some(&g) => Some(g),
-                        None => {
-                            let g = u32::try_from(grants.len()).ok()?;
-                            grants.push(grant(&applied, policy));
-                            grant_of.insert(applied, g);
-                            Some(g)
-                        }
-                    })
-                    .collect();
-                entries.extend(local.into_iter().map(|entry| match entry {
-                    Entry::Active(g) => match global.get(g as usize) {
-                        Some(&Some(g)) => Entry::Active(g),
-                        _ => Entry::Repeat,
-                    },
-                    other => other,
-                }));
-            }
-        }
+    for ChunkEntries {
+        entries: local,
+        applied,
+    } in parts
+    {
+        // Chunk grant number → grant number.
+        let global: Vec<Option<u32>> = applied
+            .into_iter()
+            .map(|applied| match grant_of.get(applied.as_slice()) {
+                Some(&g) => Some(g),
+                None => {
+                    let g = u32::try_from(grants.len()).ok()?;
+                    grants.push(grant(&applied, policy));
+                    grant_of.insert(applied, g);
+                    Some(g)
+                }
+            })
+            .collect();
+        entries.extend(local.into_iter().map(|entry| match entry {
+            Entry::Active(g) => match global.get(g as usize) {
+                Some(&Some(g)) => Entry::Active(g),
+                _ => Entry::Repeat,
+            },
+            other => other,
+        }));
     }
     for position in repeats {
         if let Some(entry) = entries.get_mut(position) {
@@ -727,15 +732,10 @@ pub fn desired_state<'a>(
     }
 }
 
-/// Identities per desired-state task: small enough that the two threads finish
-/// close together, large enough that the per-chunk numbering of grants is noise.
-const CHUNK: usize = 1 << 14;
-
-enum Part<'a> {
-    /// The id index and the positions of identities whose id came earlier.
-    Index(IdentityIndex<'a>, Vec<usize>),
-    Entries(ChunkEntries),
-}
+/// Items per task given to the two threads (identities, links): small enough that
+/// the threads finish close together, large enough that a task's overhead (and a
+/// desired-state chunk's own numbering of grants) is noise.
+pub(crate) const CHUNK: usize = 1 << 14;
 
 /// The entries of a run of identities; `Entry::Active` holds an index into
 /// `applied`, the distinct sets of mapping indices in the order first met.
