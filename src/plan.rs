@@ -2,6 +2,10 @@
 //! actions, each with the drift that caused it (design brief, pipeline step 3).
 //!
 //! Pure: no I/O, no clock. The same inputs always give the same plan, byte for byte.
+//! Independent parts run on two threads (the account index beside the links'
+//! identity lookups, the managed groups' members beside the identities, the two
+//! sorts); each part's result lands in a fixed place, so the plan never depends on
+//! which thread finished first.
 //!
 //! # Matching accounts to identities
 //!
@@ -57,6 +61,7 @@
 
 use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Mutex;
 
 use serde::{Deserialize, Serialize};
 
@@ -66,8 +71,8 @@ use crate::model::{
     WorkspaceSnapshot,
 };
 use crate::policy::{
-    DesiredSpec, DesiredState, Entry, FxHashMap, IdentityIndex, InactiveReason, Protected,
-    StrIndex, UnmatchedAccounts, Want, fx_hash,
+    CHUNK, DesiredSpec, DesiredState, Entry, FxHashMap, IdentityIndex, InactiveReason, Protected,
+    StrIndex, UnmatchedAccounts, Want, beside, chunk, fx_hash,
 };
 
 /// What losing access does to an account.
@@ -111,35 +116,71 @@ pub fn plan(
     };
     let matching = Matching::build(index, (!shared).then_some(desired), workspace, links);
     let mut planner = Planner::new(desired, shared, settings, &matching);
-    planner.disputes();
-    planner.identities();
-    planner.orphans();
-    planner.groups(workspace);
-    let Out {
-        mut actions,
-        mut drift,
-    } = planner.out;
+    let existing = existing_groups(workspace);
+    // The managed groups' workspace members as account slots (about two million
+    // lookups at 1M people): the largest single cost, and it depends on nothing
+    // but the account index. The second thread resolves groups while this one
+    // plans the identities, then this one takes the groups that are left.
+    let to_resolve: Vec<Option<&WorkspaceGroup>> = planner
+        .managed
+        .iter()
+        .map(|g| existing.get(g.key.as_str()).copied())
+        .collect();
+    let (resolved, ()) = beside(
+        to_resolve.len(),
+        |position| {
+            to_resolve
+                .get(position)
+                .copied()
+                .flatten()
+                .map(|group| matching.member_slots(group))
+        },
+        || {
+            planner.disputes();
+            planner.identities();
+            planner.orphans();
+        },
+    );
+    planner.groups(&existing, resolved);
+    let Out { actions, drift } = planner.out;
 
-    actions.sort_by(|a, b| sort_key(a).cmp(&sort_key(b)));
-    for (seq, action) in actions.iter_mut().enumerate() {
-        action.seq = u32::try_from(seq).unwrap_or(u32::MAX);
-    }
-    drift.sort_by(|a, b| {
-        (
-            a.kind,
-            &a.user_name,
-            &a.account_id,
-            &a.identity_id,
-            &a.detail,
-        )
-            .cmp(&(
-                b.kind,
-                &b.user_name,
-                &b.account_id,
-                &b.identity_id,
-                &b.detail,
-            ))
-    });
+    // The two sorts are independent; each keeps its own input order for ties.
+    let drift = Mutex::new(drift);
+    let sort_drift = || {
+        if let Ok(mut drift) = drift.lock() {
+            drift.sort_by(|a, b| {
+                (
+                    a.kind,
+                    &a.user_name,
+                    &a.account_id,
+                    &a.identity_id,
+                    &a.detail,
+                )
+                    .cmp(&(
+                        b.kind,
+                        &b.user_name,
+                        &b.account_id,
+                        &b.identity_id,
+                        &b.detail,
+                    ))
+            });
+        }
+    };
+    let (_, actions) = beside(
+        1,
+        |_| sort_drift(),
+        || {
+            let mut actions = actions;
+            actions.sort_by(|a, b| sort_key(a).cmp(&sort_key(b)));
+            for (seq, action) in actions.iter_mut().enumerate() {
+                action.seq = u32::try_from(seq).unwrap_or(u32::MAX);
+            }
+            actions
+        },
+    );
+    let drift = drift
+        .into_inner()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     let mut new_links = matching.new_links;
     new_links.sort_by(|a, b| (&a.identity_id, &a.account_id).cmp(&(&b.identity_id, &b.account_id)));
     Plan {
@@ -404,7 +445,13 @@ struct Extra<'a> {
 
 impl<'a> Extra<'a> {
     fn key(&mut self, id: &'a str, directory: &IdentityIndex<'_>) -> Option<u32> {
-        if let Some(position) = directory.position(id) {
+        self.key_at(id, directory.position(id).unwrap_or(NONE))
+    }
+
+    /// As [`Extra::key`], with the id's directory position (or NONE) looked up
+    /// already.
+    fn key_at(&mut self, id: &'a str, position: u32) -> Option<u32> {
+        if position != NONE {
             return Some(position);
         }
         if let Some(&key) = self.index.get(id) {
@@ -443,7 +490,29 @@ impl<'a> Matching<'a> {
                 }
             }
         }
-        let (accounts, account_index) = ById::build(&workspace.accounts);
+        // The account index on this thread, the stored links' identity positions in
+        // chunks beside it; then the links' account slots in chunks on both.
+        let chunks = links.len().div_ceil(CHUNK);
+        let (link_positions, (accounts, account_index)) = beside(
+            chunks,
+            |c| {
+                chunk(links, c)
+                    .iter()
+                    .map(|l| index.position(&l.identity_id).unwrap_or(NONE))
+                    .collect::<Vec<u32>>()
+            },
+            || ById::build(&workspace.accounts),
+        );
+        let (link_slots, ()) = beside(
+            chunks,
+            |c| {
+                chunk(links, c)
+                    .iter()
+                    .map(|l| account_index.position(&l.account_id).unwrap_or(NONE))
+                    .collect::<Vec<u32>>()
+            },
+            || {},
+        );
         let account_id = |slot: u32| accounts.get(slot as usize).map_or("", |a| a.id.as_str());
 
         let mut owners: Vec<Owner> = vec![Owner::Orphan; accounts.len()];
@@ -454,9 +523,11 @@ impl<'a> Matching<'a> {
         // Stored links: only one-to-one pairs decide; anything else is disputed.
         let mut by_account = Firsts::new(accounts.len());
         let mut by_identity = Firsts::new(n);
-        for link in links {
-            if let Some(slot) = account_index.position(&link.account_id)
-                && let Some(key) = extra.key(&link.identity_id, index)
+        let link_slots = link_slots.iter().flatten();
+        let link_positions = link_positions.iter().flatten();
+        for ((link, &slot), &position) in links.iter().zip(link_slots).zip(link_positions) {
+            if slot != NONE
+                && let Some(key) = extra.key_at(&link.identity_id, position)
             {
                 by_account.push(slot, key);
                 if by_identity.first.len() <= key as usize {
@@ -683,6 +754,15 @@ impl<'a> Matching<'a> {
         self.account_index.position(account_id)
     }
 
+    /// The slots of a group's members that are workspace accounts, in member order.
+    fn member_slots(&self, group: &WorkspaceGroup) -> Vec<u32> {
+        group
+            .members
+            .iter()
+            .filter_map(|member| self.slot(member))
+            .collect()
+    }
+
     fn at(&self, slot: u32) -> Option<&'a Account> {
         self.accounts.get(slot as usize).copied()
     }
@@ -728,6 +808,19 @@ impl<'a> Matching<'a> {
         self.details.get(index as usize).map_or("", String::as_str)
     }
 }
+/// Workspace groups by lower-cased display name; of several with one name, the
+/// lowest id.
+fn existing_groups(workspace: &WorkspaceSnapshot) -> BTreeMap<Cow<'_, str>, &WorkspaceGroup> {
+    let mut existing: BTreeMap<Cow<'_, str>, &WorkspaceGroup> = BTreeMap::new();
+    for group in &workspace.groups {
+        let slot = existing.entry(fold(&group.display_name)).or_insert(group);
+        if group.id < slot.id {
+            *slot = group;
+        }
+    }
+    existing
+}
+
 #[derive(Default)]
 struct Out {
     actions: Vec<Action>,
@@ -1255,21 +1348,19 @@ impl<'p, 'a: 'p> Planner<'p, 'a> {
         }
     }
 
-    fn groups(&mut self, workspace: &'a WorkspaceSnapshot) {
+    /// `members` holds, by position in `managed`, the account slots of the members
+    /// of the workspace group `existing` gives it ([`Matching::member_slots`]).
+    fn groups(
+        &mut self,
+        existing: &BTreeMap<Cow<'a, str>, &'a WorkspaceGroup>,
+        mut members: Vec<Option<Vec<u32>>>,
+    ) {
         let m = self.matching;
-        let mut existing: BTreeMap<Cow<'a, str>, &'a WorkspaceGroup> = BTreeMap::new();
-        for group in &workspace.groups {
-            let slot = existing.entry(fold(&group.display_name)).or_insert(group);
-            if group.id < slot.id {
-                *slot = group;
-            }
-        }
         // Per account slot, the stamp of the last group that wants it, has it as a
         // member, and has seen it; a group's stamp is its position + 1.
         let mut wanted = vec![0u32; m.accounts.len()];
         let mut present = vec![0u32; m.accounts.len()];
         let mut seen = vec![0u32; m.accounts.len()];
-        let mut member_slots: Vec<u32> = Vec::new();
         let managed = std::mem::take(&mut self.managed);
         for (position, group) in managed.into_iter().enumerate() {
             let Ok(stamp) = u32::try_from(position + 1) else {
@@ -1290,13 +1381,16 @@ impl<'p, 'a: 'p> Planner<'p, 'a> {
                     *w = stamp;
                 }
             }
-            let (group_ref, actual): (GroupRef, &[String]) = match existing.get(key.as_str()) {
+            let (group_ref, member_slots): (GroupRef, Vec<u32>) = match existing.get(key.as_str()) {
                 Some(group) => (
                     GroupRef::Existing {
                         id: group.id.clone(),
                         display_name: group.display_name.clone(),
                     },
-                    &group.members,
+                    members
+                        .get_mut(position)
+                        .and_then(Option::take)
+                        .unwrap_or_else(|| m.member_slots(group)),
                 ),
                 None => {
                     self.act(
@@ -1315,17 +1409,13 @@ impl<'p, 'a: 'p> Planner<'p, 'a> {
                         GroupRef::Created {
                             display_name: name.to_owned(),
                         },
-                        &[],
+                        Vec::new(),
                     )
                 }
             };
-            member_slots.clear();
-            for member in actual {
-                if let Some(slot) = m.slot(member) {
-                    if let Some(p) = present.get_mut(slot as usize) {
-                        *p = stamp;
-                    }
-                    member_slots.push(slot);
+            for &slot in &member_slots {
+                if let Some(p) = present.get_mut(slot as usize) {
+                    *p = stamp;
                 }
             }
             let group_name = group_ref.display_name().to_owned();

@@ -19,7 +19,9 @@
 //! distinct role/groups/justification combinations ("grants") are computed once and
 //! shared. Desired accounts are assembled on request ([`ActiveIdentities::get`]), and
 //! `plan` reuses the id index for matching, so at a million identities the desired
-//! state costs about 24 MiB instead of an owned spec per person.
+//! state costs about 24 MiB instead of an owned spec per person. The id index and
+//! the entries (in chunks of identities) are computed on two threads and merged in
+//! directory order, so the result does not depend on which thread did what.
 //!
 //! [`Protected`] lives here too because it is part of the policy a plan obeys:
 //! break-glass accounts that seatwarden never touches.
@@ -30,6 +32,7 @@ use std::fmt;
 use std::hash::{BuildHasherDefault, Hasher};
 use std::ops::{Deref, Index};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use serde::{Deserialize, Serialize};
 
@@ -108,6 +111,64 @@ impl Hasher for FxHasher {
 
 pub(crate) type FxBuild = BuildHasherDefault<FxHasher>;
 pub(crate) type FxHashMap<K, V> = HashMap<K, V, FxBuild>;
+
+/// Runs `task(i)` for every `i` in `0..n` beside `first`: a second thread takes
+/// tasks one index at a time while the caller runs `first`, then the caller takes
+/// the ones left. Results come back in index order, so they do not depend on which
+/// thread ran what. On a busy machine, where the second thread may get no core,
+/// the caller waits at most for the one task that thread has in hand.
+pub(crate) fn beside<R: Send, T>(
+    n: usize,
+    task: impl Fn(usize) -> R + Sync,
+    first: impl FnOnce() -> T,
+) -> (Vec<R>, T) {
+    let next = AtomicUsize::new(0);
+    let worker = || {
+        let mut done = Vec::new();
+        loop {
+            let i = next.fetch_add(1, Ordering::Relaxed);
+            if i >= n {
+                break;
+            }
+            done.push((i, task(i)));
+        }
+        done
+    };
+    let (mut done, (t, more)) = join(worker, || {
+        let t = first();
+        (t, worker())
+    });
+    done.extend(more);
+    done.sort_unstable_by_key(|&(i, _)| i);
+    (done.into_iter().map(|(_, result)| result).collect(), t)
+}
+
+/// The items of chunk `chunk` of `items`, chunks being `CHUNK` long.
+pub(crate) fn chunk<T>(items: &[T], chunk: usize) -> &[T] {
+    let start = chunk.saturating_mul(CHUNK).min(items.len());
+    let end = start.saturating_add(CHUNK).min(items.len());
+    items.get(start..end).unwrap_or_default()
+}
+
+/// Runs `a` on a second thread while the caller runs `b`, and returns both results.
+/// The core is pure, so the two sides share only immutable borrows and the result
+/// cannot depend on which finishes first. `a` is `Fn` so that it is still at hand
+/// when no thread can be started: then both run here, one after the other. A panic
+/// on the second thread is passed on to the caller.
+fn join<RA: Send, RB>(a: impl Fn() -> RA + Sync, b: impl FnOnce() -> RB) -> (RA, RB) {
+    std::thread::scope(
+        |scope| match std::thread::Builder::new().spawn_scoped(scope, &a) {
+            Ok(handle) => {
+                let rb = b();
+                match handle.join() {
+                    Ok(ra) => (ra, rb),
+                    Err(panic) => std::panic::resume_unwind(panic),
+                }
+            }
+            Err(_) => (a(), b()),
+        },
+    )
+}
 
 /// Directory group → workspace group (a Taskade workspace or folder) and role.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -577,60 +638,85 @@ pub fn desired_state<'a>(
         .iter()
         .map(|m| m.workspace_group.clone())
         .collect();
-    // Directory group name → indices of the mappings that name it.
-    let mut mappings_of: FxHashMap<&str, Vec<u32>> = FxHashMap::default();
+    // Directory group name → whether it is a scope group, and the indices of the
+    // mappings that name it: one lookup per listed group decides both.
+    let mut group_info: FxHashMap<&str, (bool, Vec<u32>)> = FxHashMap::default();
     for (index, m) in policy.mappings.iter().enumerate() {
         if let Ok(index) = u32::try_from(index) {
-            mappings_of.entry(m.group.as_str()).or_default().push(index);
+            group_info
+                .entry(m.group.as_str())
+                .or_default()
+                .1
+                .push(index);
         }
     }
-    let scope: FxHashMap<&str, ()> = policy
-        .scope_groups
-        .iter()
-        .map(|g| (g.as_str(), ()))
-        .collect();
+    for g in &policy.scope_groups {
+        group_info.entry(g.as_str()).or_default().0 = true;
+    }
+    let identities = directory.identities.as_slice();
+    // The id index (on this thread) and the entries of chunks of identities (on
+    // both, see `beside`) are independent. A chunk computes each identity's entry as if it were the
+    // first of its id, numbering the distinct sets of applied mappings it meets;
+    // the chunks are then merged in directory order, so grants get the same
+    // numbers whichever thread did what. The index tells the (rare) later
+    // identities of an id, which become `Repeat`. A grant only such a repeat uses
+    // stays unused; grant numbers never reach the output.
+    let chunks = identities.len().div_ceil(CHUNK);
+    let (parts, (index, repeats)) = beside(
+        chunks,
+        |c| chunk_entries(chunk(identities, c), policy, &group_info),
+        || {
+            let mut repeats: Vec<usize> = Vec::new();
+            let index = IdentityIndex::build(identities, |position, first| {
+                if !first {
+                    repeats.push(position);
+                }
+            });
+            (index, repeats)
+        },
+    );
+    let mut entries: Vec<Entry> = Vec::with_capacity(identities.len());
     let mut grant_of: FxHashMap<Vec<u32>, u32> = FxHashMap::default();
     let mut grants: Vec<Grant> = Vec::new();
-    let mut applied: Vec<u32> = Vec::new();
-    let mut entries: Vec<Entry> = Vec::with_capacity(directory.identities.len());
-    let (mut active_len, mut inactive_len) = (0, 0);
-    let identities = directory.identities.as_slice();
-    let index = IdentityIndex::build(identities, |position, first| {
-        let entry = match identities.get(position) {
-            Some(identity) if first => match inactive_reason(identity, policy, &scope) {
-                Some(reason) => Entry::Inactive(reason),
+    for ChunkEntries {
+        entries: local,
+        applied,
+    } in parts
+    {
+        // Chunk grant number → grant number.
+        let global: Vec<Option<u32>> = applied
+            .into_iter()
+            .map(|applied| match grant_of.get(applied.as_slice()) {
+                Some(&g) => Some(g),
                 None => {
-                    applied.clear();
-                    for group in &identity.groups {
-                        if let Some(indices) = mappings_of.get(group.as_str()) {
-                            applied.extend_from_slice(indices);
-                        }
-                    }
-                    // A mapping applies once however often its group is listed.
-                    applied.sort_unstable();
-                    applied.dedup();
-                    match grant_of.get(applied.as_slice()) {
-                        Some(&g) => Entry::Active(g),
-                        None => match u32::try_from(grants.len()) {
-                            Ok(g) => {
-                                grants.push(grant(&applied, policy));
-                                grant_of.insert(applied.clone(), g);
-                                Entry::Active(g)
-                            }
-                            Err(_) => Entry::Repeat,
-                        },
-                    }
+                    let g = u32::try_from(grants.len()).ok()?;
+                    grants.push(grant(&applied, policy));
+                    grant_of.insert(applied, g);
+                    Some(g)
                 }
+            })
+            .collect();
+        entries.extend(local.into_iter().map(|entry| match entry {
+            Entry::Active(g) => match global.get(g as usize) {
+                Some(&Some(g)) => Entry::Active(g),
+                _ => Entry::Repeat,
             },
-            _ => Entry::Repeat,
-        };
+            other => other,
+        }));
+    }
+    for position in repeats {
+        if let Some(entry) = entries.get_mut(position) {
+            *entry = Entry::Repeat;
+        }
+    }
+    let (mut active_len, mut inactive_len) = (0, 0);
+    for entry in &entries {
         match entry {
             Entry::Active(_) => active_len += 1,
             Entry::Inactive(_) => inactive_len += 1,
             Entry::Repeat => {}
         }
-        entries.push(entry);
-    });
+    }
     let inner = Arc::new(Inner {
         index,
         entries,
@@ -643,6 +729,70 @@ pub fn desired_state<'a>(
         active: ActiveIdentities(Arc::clone(&inner)),
         inactive: InactiveIdentities(inner),
         managed_groups,
+    }
+}
+
+/// Items per task given to the two threads (identities, links): small enough that
+/// the threads finish close together, large enough that a task's overhead (and a
+/// desired-state chunk's own numbering of grants) is noise.
+pub(crate) const CHUNK: usize = 1 << 14;
+
+/// The entries of a run of identities; `Entry::Active` holds an index into
+/// `applied`, the distinct sets of mapping indices in the order first met.
+struct ChunkEntries {
+    entries: Vec<Entry>,
+    applied: Vec<Vec<u32>>,
+}
+
+fn chunk_entries(
+    identities: &[Identity],
+    policy: &PolicySettings,
+    group_info: &FxHashMap<&str, (bool, Vec<u32>)>,
+) -> ChunkEntries {
+    let mut number_of: FxHashMap<Vec<u32>, u32> = FxHashMap::default();
+    let mut numbered: Vec<Vec<u32>> = Vec::new();
+    let mut applied: Vec<u32> = Vec::new();
+    let entries = identities
+        .iter()
+        .map(|identity| {
+            let reason = match identity.status {
+                IdentityStatus::Suspended => Some(InactiveReason::Suspended),
+                IdentityStatus::Deprovisioned => Some(InactiveReason::Deprovisioned),
+                IdentityStatus::Active => None,
+            };
+            if let Some(reason) = reason {
+                return Entry::Inactive(reason);
+            }
+            let mut in_scope = policy.scope_groups.is_empty();
+            applied.clear();
+            for group in &identity.groups {
+                if let Some((scope, indices)) = group_info.get(group.as_str()) {
+                    in_scope |= *scope;
+                    applied.extend_from_slice(indices);
+                }
+            }
+            if !in_scope {
+                return Entry::Inactive(InactiveReason::OutOfScope);
+            }
+            // A mapping applies once however often its group is listed.
+            applied.sort_unstable();
+            applied.dedup();
+            match number_of.get(applied.as_slice()) {
+                Some(&n) => Entry::Active(n),
+                None => match u32::try_from(numbered.len()) {
+                    Ok(n) => {
+                        numbered.push(applied.clone());
+                        number_of.insert(applied.clone(), n);
+                        Entry::Active(n)
+                    }
+                    Err(_) => Entry::Repeat,
+                },
+            }
+        })
+        .collect();
+    ChunkEntries {
+        entries,
+        applied: numbered,
     }
 }
 
@@ -866,6 +1016,87 @@ mod tests {
             identities,
             complete: true,
         }
+    }
+
+    /// Several chunks (so both threads and the grant renumbering take part), with
+    /// ids repeated across chunks: every identity gets what it would get alone,
+    /// and a repeated id what its first identity gets.
+    #[test]
+    fn many_chunks_decide_like_one_identity_at_a_time() {
+        let policy = settings(&["Staff"]);
+        let groups: [&[&str]; 6] = [
+            &["Staff"],
+            &["Staff", "Engineering"],
+            &["Design", "Staff", "Leads"],
+            &["Leads", "Engineering", "Staff", "Leads"],
+            &["Contractors", "Design"],
+            &["Design", "Staff"],
+        ];
+        let statuses = [
+            IdentityStatus::Active,
+            IdentityStatus::Active,
+            IdentityStatus::Suspended,
+            IdentityStatus::Active,
+            IdentityStatus::Deprovisioned,
+        ];
+        let n = 2 * CHUNK + 777;
+        let mut identities: Vec<Identity> = (0..n)
+            .map(|i| {
+                identity(
+                    &format!("u{i}"),
+                    statuses[i % statuses.len()],
+                    groups[(i / 3) % groups.len()],
+                )
+            })
+            .collect();
+        // Later identities with the ids of earlier ones, in later chunks, and one
+        // repeat inside a chunk; only the first of an id counts.
+        for (at, id) in [(CHUNK + 5, 3), (2 * CHUNK + 1, 10), (40, 7)] {
+            identities[at] = identity(&format!("u{id}"), IdentityStatus::Active, &["Staff"]);
+        }
+        let dir = directory(identities);
+        let state = desired_state(&dir, &policy);
+        // What one identity alone gets, by status and groups (ids do not matter):
+        // role, workspace groups and justification, or why it has no access.
+        type Alone = (
+            Option<(Option<Role>, Arc<BTreeSet<String>>, Justification)>,
+            Option<InactiveReason>,
+        );
+        let mut alone: HashMap<(IdentityStatus, Vec<String>), Alone> = HashMap::new();
+        let mut seen = std::collections::HashSet::new();
+        let (mut active, mut inactive) = (0, 0);
+        for identity in &dir.identities {
+            if !seen.insert(identity.id.as_str()) {
+                continue;
+            }
+            let key = (identity.status, identity.groups.clone());
+            let (want, reason) = alone.entry(key).or_insert_with(|| {
+                let one = directory(vec![identity.clone()]);
+                let expected = desired_state(&one, &policy);
+                let want = expected
+                    .active
+                    .get(&identity.id)
+                    .map(|a| (a.spec.role, a.groups, a.justification));
+                (want, expected.inactive.get(&identity.id))
+            });
+            let got = state.active.get(&identity.id);
+            assert_eq!(got.is_some(), want.is_some(), "{}", identity.id);
+            if let (Some(got), Some((role, groups, justification))) = (got, want.as_ref()) {
+                assert_eq!(got.spec.role, *role, "{}", identity.id);
+                assert_eq!(got.groups, *groups, "{}", identity.id);
+                assert_eq!(got.justification, *justification, "{}", identity.id);
+                assert_eq!(got.spec.external_id, identity.id);
+                active += 1;
+            }
+            assert_eq!(state.inactive.get(&identity.id), *reason, "{}", identity.id);
+            inactive += usize::from(reason.is_some());
+        }
+        assert_eq!(
+            (state.active.len(), state.inactive.len()),
+            (active, inactive)
+        );
+        assert_eq!(state.active.keys().count(), active);
+        assert_eq!(state.inactive.keys().count(), inactive);
     }
 
     #[test]
