@@ -20,7 +20,7 @@ use crate::apply::{self, ApplyError};
 use crate::config::{Config, ConfigError};
 use crate::directory::{Directory, DirectoryError};
 use crate::guard;
-use crate::model::{HoldReason, Plan, WorkspaceSnapshot};
+use crate::model::{ActionKind, HoldReason, Plan, WorkspaceSnapshot};
 use crate::plan;
 use crate::policy;
 use crate::report::{self, ActionOutcome, Outcome, Report, SafetyReport, Summary};
@@ -352,18 +352,17 @@ async fn pipeline(
     let mut circuit_report = None;
     if mode == Mode::Reconcile && guarded.runnable().next().is_some() {
         let page = config.workspace.page_size.max(1) as usize;
-        let creates = |group: bool| {
+        // What a listing after this plan's creates costs.
+        let (new_accounts, new_groups) =
             guarded
                 .runnable()
-                .filter(|a| match a.kind {
-                    crate::model::ActionKind::CreateAccount { .. } => !group,
-                    crate::model::ActionKind::CreateGroup { .. } => group,
-                    _ => false,
-                })
-                .count()
-        };
-        let relist_requests = (workspace_snapshot.accounts.len() + creates(false)).div_ceil(page)
-            + (workspace_snapshot.groups.len() + creates(true)).div_ceil(page)
+                .fold((0, 0), |(accounts, groups), action| match action.kind {
+                    ActionKind::CreateAccount { .. } => (accounts + 1, groups),
+                    ActionKind::CreateGroup { .. } => (accounts, groups + 1),
+                    _ => (accounts, groups),
+                });
+        let relist_requests = (workspace_snapshot.accounts.len() + new_accounts).div_ceil(page)
+            + (workspace_snapshot.groups.len() + new_groups).div_ceil(page)
             + 2;
         circuit_report = safety::apply_with_circuit(
             config,
