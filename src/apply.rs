@@ -25,8 +25,8 @@
 //! is also why a create's link and result may be committed in batches
 //! (`RECORD_BATCH`): one commit per create was most of an initial provisioning run.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::sync::Mutex;
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::{Arc, Mutex};
 
 use chrono::Utc;
 use futures::stream::{self, StreamExt};
@@ -521,7 +521,7 @@ pub async fn apply_with_breaker(
     }
     tracing::debug!(
         objects = to_verify.len(),
-        relisted = verifier.complete,
+        relisted = verifier.relisted(),
         "verification read"
     );
     let pending: Vec<_> = to_verify
@@ -597,15 +597,21 @@ fn to_u32(n: usize) -> u32 {
 }
 
 /// Re-reads objects and checks that an action's effect is visible. Each account
-/// and group is read at most once per verification pass.
+/// and group is read at most once per verification pass, however many actions
+/// touch it (a 5,000-member group may carry hundreds of membership batches).
 struct Verifier<'a> {
     client: &'a ScimClient,
     created_accounts: HashMap<String, String>,
     created_groups: HashMap<String, String>,
-    accounts: tokio::sync::Mutex<HashMap<String, Option<Account>>>,
-    groups: tokio::sync::Mutex<HashMap<String, Option<WorkspaceGroup>>>,
-    /// The caches hold a fresh snapshot of the whole workspace: a miss means absent.
-    complete: bool,
+    accounts: ReadOnce<Account>,
+    groups: ReadOnce<Members>,
+}
+
+/// A group's member ids, as verification checks them.
+type Members = HashSet<String>;
+
+fn members_of(group: WorkspaceGroup) -> Members {
+    group.members.into_iter().collect()
 }
 
 impl<'a> Verifier<'a> {
@@ -614,44 +620,26 @@ impl<'a> Verifier<'a> {
             client,
             created_accounts: created.accounts.clone(),
             created_groups: created.groups.clone(),
-            accounts: Default::default(),
-            groups: Default::default(),
-            complete: false,
+            accounts: ReadOnce::default(),
+            groups: ReadOnce::default(),
         }
     }
 
     /// Verifies against one fresh listing instead of a read per object: far fewer
     /// requests when many objects changed.
     fn preload(&mut self, snapshot: WorkspaceSnapshot) {
-        self.accounts = tokio::sync::Mutex::new(
-            snapshot
-                .accounts
-                .into_iter()
-                .map(|a| (a.id.clone(), Some(a)))
-                .collect(),
-        );
-        self.groups = tokio::sync::Mutex::new(
+        self.accounts =
+            ReadOnce::complete(snapshot.accounts.into_iter().map(|a| (a.id.clone(), a)));
+        self.groups = ReadOnce::complete(
             snapshot
                 .groups
                 .into_iter()
-                .map(|g| (g.id.clone(), Some(g)))
-                .collect(),
+                .map(|g| (g.id.clone(), members_of(g))),
         );
-        self.complete = true;
     }
 
-    async fn account(&self, id: &str) -> Result<Option<Account>, String> {
-        read_once(
-            &self.accounts,
-            self.complete,
-            id,
-            self.client.get_account(id),
-        )
-        .await
-    }
-
-    async fn group(&self, id: &str) -> Result<Option<WorkspaceGroup>, String> {
-        read_once(&self.groups, self.complete, id, self.client.get_group(id)).await
+    fn relisted(&self) -> bool {
+        self.accounts.complete
     }
 
     fn group_id(&self, group: &GroupRef) -> Option<String> {
@@ -669,37 +657,81 @@ impl<'a> Verifier<'a> {
     }
 }
 
-/// Reads an object through `cache`: at most one request per id, and none at all
-/// when the cache holds a complete listing (`complete`).
-async fn read_once<T: Clone>(
-    cache: &tokio::sync::Mutex<HashMap<String, Option<T>>>,
+/// Objects read for verification, by id: at most one request per id even when
+/// several actions ask for it at once (later askers wait for the first read), and
+/// none at all when the cache holds a complete listing (`complete`, where a miss
+/// means absent). A failed read is not cached: the next asker tries again.
+struct ReadOnce<T> {
+    cells: Mutex<HashMap<String, Arc<Cell<T>>>>,
     complete: bool,
-    id: &str,
-    fetch: impl std::future::Future<Output = Result<Option<T>, WorkspaceError>>,
-) -> Result<Option<T>, String> {
-    if let Some(cached) = cache.lock().await.get(id) {
-        return Ok(cached.clone());
+}
+
+/// One object's read: unset until it has been read, then the object or `None`.
+type Cell<T> = tokio::sync::OnceCell<Option<Arc<T>>>;
+
+impl<T> Default for ReadOnce<T> {
+    fn default() -> Self {
+        ReadOnce {
+            cells: Mutex::default(),
+            complete: false,
+        }
     }
-    if complete {
-        return Ok(None);
+}
+
+impl<T> ReadOnce<T> {
+    fn complete(objects: impl Iterator<Item = (String, T)>) -> Self {
+        ReadOnce {
+            cells: Mutex::new(
+                objects
+                    .map(|(id, object)| {
+                        let cell = Cell::new_with(Some(Some(Arc::new(object))));
+                        (id, Arc::new(cell))
+                    })
+                    .collect(),
+            ),
+            complete: true,
+        }
     }
-    let object = fetch.await.map_err(|e| e.to_string())?;
-    cache.lock().await.insert(id.to_owned(), object.clone());
-    Ok(object)
+
+    async fn get(
+        &self,
+        id: &str,
+        fetch: impl std::future::Future<Output = Result<Option<T>, WorkspaceError>>,
+    ) -> Result<Option<Arc<T>>, String> {
+        let cell = {
+            let mut cells = self
+                .cells
+                .lock()
+                .map_err(|_| "verification cache poisoned".to_owned())?;
+            match cells.get(id) {
+                Some(cell) => Arc::clone(cell),
+                None if self.complete => return Ok(None),
+                None => Arc::clone(cells.entry(id.to_owned()).or_default()),
+            }
+        };
+        cell.get_or_try_init(|| async {
+            fetch
+                .await
+                .map(|object| object.map(Arc::new))
+                .map_err(|e| e.to_string())
+        })
+        .await
+        .cloned()
+    }
 }
 
 /// Where [`verify_effect`] reads the workspace from.
 trait Reader {
-    async fn account(&self, id: &str) -> Result<Option<Account>, String>;
+    async fn account(&self, id: &str) -> Result<Option<Arc<Account>>, String>;
     async fn account_by_user_name(&self, user_name: &str) -> Result<Option<Account>, String>;
-    async fn group(&self, id: &str) -> Result<Option<WorkspaceGroup>, String>;
+    async fn group(&self, id: &str) -> Result<Option<Arc<Members>>, String>;
     fn created_account(&self, identity_id: &str) -> Option<String>;
     fn group_id(&self, group: &GroupRef) -> Option<String>;
 }
 
 impl Reader for Verifier<'_> {
-    async fn account(&self, id: &str) -> Result<Option<Account>, String> {
-        Verifier::account(self, id).await
+    async fn account(&self, id: &str) -> Result<Option<Arc<Account>>, String> {
+        self.accounts.get(id, self.client.get_account(id)).await
     }
     async fn account_by_user_name(&self, user_name: &str) -> Result<Option<Account>, String> {
         self.client
@@ -707,8 +739,9 @@ impl Reader for Verifier<'_> {
             .await
             .map_err(|e| e.to_string())
     }
-    async fn group(&self, id: &str) -> Result<Option<WorkspaceGroup>, String> {
-        Verifier::group(self, id).await
+    async fn group(&self, id: &str) -> Result<Option<Arc<Members>>, String> {
+        let read = async { self.client.get_group(id).await.map(|g| g.map(members_of)) };
+        self.groups.get(id, read).await
     }
     fn created_account(&self, identity_id: &str) -> Option<String> {
         self.created_accounts.get(identity_id).cloned()
@@ -803,7 +836,10 @@ async fn verify_effect(action: &Action, reader: &impl Reader) -> Result<(), Stri
         ActionKind::CreateAccount { identity_id, spec } => {
             let account = match reader.created_account(identity_id) {
                 Some(id) => reader.account(&id).await?,
-                None => reader.account_by_user_name(&spec.user_name).await?,
+                None => reader
+                    .account_by_user_name(&spec.user_name)
+                    .await?
+                    .map(Arc::new),
             };
             match account {
                 Some(account) if account.user_name.eq_ignore_ascii_case(&spec.user_name) => Ok(()),
@@ -835,14 +871,13 @@ async fn verify_effect(action: &Action, reader: &impl Reader) -> Result<(), Stri
             let current = reader.group(&id).await?.ok_or_else(|| {
                 format!("group {:?} is not in the workspace", group.display_name())
             })?;
-            let present: BTreeSet<&str> = current.members.iter().map(String::as_str).collect();
             let absent: Vec<String> = members
                 .iter()
                 .filter_map(|m| match m {
                     AccountRef::Existing { id } => Some(id.clone()),
                     AccountRef::Created { identity_id } => reader.created_account(identity_id),
                 })
-                .filter(|id| !present.contains(id.as_str()))
+                .filter(|id| !current.contains(id))
                 .collect();
             if absent.is_empty() {
                 Ok(())
@@ -857,11 +892,10 @@ async fn verify_effect(action: &Action, reader: &impl Reader) -> Result<(), Stri
             let Some(current) = reader.group(&id).await? else {
                 return Ok(());
             };
-            let present: BTreeSet<&str> = current.members.iter().map(String::as_str).collect();
             let still: Vec<&str> = members
                 .iter()
+                .filter(|m| current.contains(*m))
                 .map(String::as_str)
-                .filter(|m| present.contains(m))
                 .collect();
             if still.is_empty() {
                 Ok(())
@@ -885,7 +919,7 @@ pub async fn recover(client: &ScimClient, store: &Mutex<Store>) -> Result<usize,
     let (interrupted, created) = {
         let store = store.lock().map_err(|_| ApplyError::Poisoned)?;
         let interrupted: Vec<JournalEntry> = store.interrupted()?;
-        let runs: BTreeSet<RunId> = interrupted.iter().map(|e| e.run).collect();
+        let runs: std::collections::BTreeSet<RunId> = interrupted.iter().map(|e| e.run).collect();
         let mut created: HashMap<RunId, Created> = HashMap::new();
         for run in runs {
             created.insert(run, created_in(&store, run)?);
@@ -1010,8 +1044,12 @@ struct Recovery<'a> {
 }
 
 impl Reader for Recovery<'_> {
-    async fn account(&self, id: &str) -> Result<Option<Account>, String> {
-        self.client.get_account(id).await.map_err(|e| e.to_string())
+    async fn account(&self, id: &str) -> Result<Option<Arc<Account>>, String> {
+        self.client
+            .get_account(id)
+            .await
+            .map(|a| a.map(Arc::new))
+            .map_err(|e| e.to_string())
     }
     async fn account_by_user_name(&self, user_name: &str) -> Result<Option<Account>, String> {
         self.client
@@ -1019,8 +1057,12 @@ impl Reader for Recovery<'_> {
             .await
             .map_err(|e| e.to_string())
     }
-    async fn group(&self, id: &str) -> Result<Option<WorkspaceGroup>, String> {
-        self.client.get_group(id).await.map_err(|e| e.to_string())
+    async fn group(&self, id: &str) -> Result<Option<Arc<Members>>, String> {
+        self.client
+            .get_group(id)
+            .await
+            .map(|g| g.map(|g| Arc::new(members_of(g))))
+            .map_err(|e| e.to_string())
     }
     fn created_account(&self, identity_id: &str) -> Option<String> {
         self.created.accounts.get(identity_id).cloned()
@@ -1041,9 +1083,70 @@ impl Reader for Recovery<'_> {
 mod tests {
     use std::time::Duration;
 
-    use super::relist_is_cheaper;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use super::{ReadOnce, relist_is_cheaper};
+    use crate::workspace::WorkspaceError;
 
     const MS: Duration = Duration::from_millis(1);
+
+    /// A read that counts itself and yields once, so that concurrent askers really
+    /// overlap it.
+    async fn counted(
+        reads: &AtomicUsize,
+        outcome: Result<Option<u32>, WorkspaceError>,
+    ) -> Result<Option<u32>, WorkspaceError> {
+        reads.fetch_add(1, Ordering::SeqCst);
+        tokio::task::yield_now().await;
+        outcome
+    }
+
+    #[tokio::test]
+    async fn concurrent_askers_share_one_read() {
+        let cache = ReadOnce::<u32>::default();
+        let reads = AtomicUsize::new(0);
+        let seen = futures::future::join_all(
+            (0..8).map(|_| cache.get("group-1", counted(&reads, Ok(Some(7))))),
+        )
+        .await;
+        assert_eq!(reads.load(Ordering::SeqCst), 1);
+        assert!(
+            seen.iter()
+                .all(|s| s.as_ref().ok().and_then(|o| o.as_deref()) == Some(&7))
+        );
+        let absent = cache.get("gone", counted(&reads, Ok(None))).await;
+        assert_eq!(absent, Ok(None));
+        assert_eq!(
+            cache.get("gone", counted(&reads, Ok(Some(1)))).await,
+            Ok(None)
+        );
+        assert_eq!(reads.load(Ordering::SeqCst), 2, "absence is remembered too");
+    }
+
+    #[tokio::test]
+    async fn a_failed_read_is_tried_again() {
+        let cache = ReadOnce::<u32>::default();
+        let reads = AtomicUsize::new(0);
+        let failed = WorkspaceError::Malformed {
+            endpoint: "GET /Groups/g".into(),
+            what: "truncated".into(),
+        };
+        let first = cache.get("g", counted(&reads, Err(failed))).await;
+        assert!(first.is_err_and(|e| e.contains("truncated")));
+        let second = cache.get("g", counted(&reads, Ok(Some(3)))).await;
+        assert_eq!(second.ok().flatten().as_deref(), Some(&3));
+        assert_eq!(reads.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test]
+    async fn a_complete_listing_answers_without_reading() {
+        let cache = ReadOnce::complete([("a".to_owned(), 1u32)].into_iter());
+        let reads = AtomicUsize::new(0);
+        let listed = cache.get("a", counted(&reads, Ok(Some(9)))).await;
+        assert_eq!(listed.ok().flatten().as_deref(), Some(&1));
+        assert_eq!(cache.get("b", counted(&reads, Ok(Some(9)))).await, Ok(None));
+        assert_eq!(reads.load(Ordering::SeqCst), 0);
+    }
 
     #[test]
     fn without_measurements_fewer_requests_win() {
