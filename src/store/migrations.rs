@@ -142,7 +142,7 @@ CREATE TABLE reports (
 /// deprovisioning ledger (one row per episode of someone losing access; at most one
 /// open episode per identity), the scheduler's per-job record, and small daemon
 /// state such as the directory's change cursor.
-const M2: &str = r#"
+pub(crate) const M2: &str = r#"
 CREATE TABLE runs_v2 (
     id                 INTEGER PRIMARY KEY AUTOINCREMENT,
     kind               TEXT NOT NULL
@@ -217,7 +217,7 @@ CREATE TABLE daemon_state (
 ///   failing writes as JSON); no row = closed.
 /// - `drift_seen`: when each pending create/update (by its settle key) was first
 ///   seen, for the settle window; keys no longer planned are dropped.
-const M_SAFETY: &str = r#"
+pub(crate) const M_SAFETY: &str = r#"
 CREATE TABLE accepted_directories (
     run_id      INTEGER NOT NULL PRIMARY KEY,
     identities  INTEGER NOT NULL CHECK (identities >= 0),
@@ -264,7 +264,7 @@ CREATE TABLE drift_seen (
 /// `next_attempt_at` spaces retries out across restarts. `alerts` remembers, per
 /// condition key, when the alert was last sent (the quiet period) and whether its
 /// resolution went out.
-const M_OUTBOX: &str = r#"
+pub(crate) const M_OUTBOX: &str = r#"
 CREATE TABLE outbox (
     id              INTEGER PRIMARY KEY AUTOINCREMENT,
     kind            TEXT NOT NULL CHECK (kind IN ('report', 'digest', 'alert', 'resolution')),
@@ -300,7 +300,7 @@ CREATE TABLE alerts (
 /// flight (now a partial index that holds just those) and the rolling 24 h
 /// counts, which filter by kind and time (now partial indexes on `updated_at` for
 /// exactly the kinds they count, so creates and updates never touch them).
-const M_JOURNAL_INDEXES: &str = r#"
+pub(crate) const M_JOURNAL_INDEXES: &str = r#"
 DROP INDEX actions_state;
 CREATE INDEX actions_in_flight ON actions (run_id, seq) WHERE state = 'in_flight';
 CREATE INDEX actions_recent_deprovisions ON actions (updated_at)
@@ -309,7 +309,34 @@ CREATE INDEX actions_recent_downgrades ON actions (updated_at)
     WHERE kind IN ('remove_members', 'set_role');
 "#;
 
-const MIGRATIONS: &[&str] = &[M1, M2, M_SAFETY, M_OUTBOX, M_JOURNAL_INDEXES];
+/// Migration: `links` is clustered on its key (`WITHOUT ROWID`).
+///
+/// A rowid table with a text primary key keeps three b-trees (rows, the key,
+/// `account_id`); a first run stores a link for every matched account, and at
+/// 100k accounts that insert took about a second. Clustered, it is two b-trees
+/// and a third less time. Nothing references `links`, so it is copied and renamed.
+pub(crate) const M_LINKS_CLUSTERED: &str = r#"
+CREATE TABLE links_clustered (
+    identity_id TEXT NOT NULL PRIMARY KEY,
+    account_id  TEXT NOT NULL UNIQUE,
+    method      TEXT NOT NULL
+                CHECK (method IN ('external_id', 'user_name', 'email', 'created', 'adopted')),
+    linked_at   TEXT NOT NULL
+) STRICT, WITHOUT ROWID;
+INSERT INTO links_clustered (identity_id, account_id, method, linked_at)
+    SELECT identity_id, account_id, method, linked_at FROM links;
+DROP TABLE links;
+ALTER TABLE links_clustered RENAME TO links;
+"#;
+
+const MIGRATIONS: &[&str] = &[
+    M1,
+    M2,
+    M_SAFETY,
+    M_OUTBOX,
+    M_JOURNAL_INDEXES,
+    M_LINKS_CLUSTERED,
+];
 
 /// The schema version this binary writes.
 pub const LATEST: i64 = MIGRATIONS.len() as i64;

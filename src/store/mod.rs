@@ -492,17 +492,23 @@ impl Store {
                 )
                 .context(context)?;
             for link in links {
-                unlink
-                    .execute(params![link.account_id, link.identity_id])
-                    .context(context)?;
-                upsert
-                    .execute(params![
-                        link.identity_id,
-                        link.account_id,
-                        link.method.as_str(),
-                        at
-                    ])
-                    .context(context)?;
+                let values = params![link.identity_id, link.account_id, link.method.as_str(), at];
+                // Most links are new and conflict with nothing, so the unlink runs
+                // only when the account is still linked to another identity (the
+                // upsert then fails on `account_id`'s uniqueness and changes
+                // nothing): on a first run over 100k accounts, that halves the
+                // statements.
+                match upsert.execute(values) {
+                    Err(e) if is_unique_violation(&e) => {
+                        unlink
+                            .execute(params![link.account_id, link.identity_id])
+                            .context(context)?;
+                        upsert.execute(values).context(context)?;
+                    }
+                    other => {
+                        other.context(context)?;
+                    }
+                }
             }
         }
         tx.commit().context(context)
@@ -544,4 +550,12 @@ impl Store {
             .and_then(|mut stmt| stmt.query_row([run], |row| row.get(0)).optional())
             .context(|| format!("reading the report of run {run} from reports"))
     }
+}
+
+/// A `UNIQUE` or `PRIMARY KEY` constraint refused the statement.
+fn is_unique_violation(error: &rusqlite::Error) -> bool {
+    matches!(
+        error.sqlite_error().map(|e| e.extended_code),
+        Some(rusqlite::ffi::SQLITE_CONSTRAINT_UNIQUE | rusqlite::ffi::SQLITE_CONSTRAINT_PRIMARYKEY)
+    )
 }

@@ -1137,6 +1137,56 @@ fn migration_2_rebuilds_runs_without_losing_what_references_them() {
 }
 
 #[test]
+fn links_survive_the_move_to_a_clustered_table() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("v5.db");
+    {
+        let mut conn = rusqlite::Connection::open(&path).unwrap();
+        let tx = conn.transaction().unwrap();
+        for migration in [
+            migrations::M1,
+            migrations::M2,
+            migrations::M_SAFETY,
+            migrations::M_OUTBOX,
+            migrations::M_JOURNAL_INDEXES,
+        ] {
+            tx.execute_batch(migration).unwrap();
+        }
+        tx.execute_batch(
+            "INSERT INTO links VALUES ('i1', 'a1', 'external_id', '2026-11-01T00:00:00Z');",
+        )
+        .unwrap();
+        tx.commit().unwrap();
+        conn.pragma_update(None, "user_version", 5).unwrap();
+    }
+    let mut store = Store::open(&path).unwrap();
+    assert_eq!(store.schema_version().unwrap(), migrations::LATEST);
+    let links = store.links().unwrap();
+    assert_eq!(links.len(), 1);
+    assert_eq!(
+        (links[0].identity_id.as_str(), links[0].account_id.as_str()),
+        ("i1", "a1")
+    );
+    assert_eq!(links[0].method, LinkMethod::ExternalId);
+    let clustered: String = store
+        .conn
+        .query_row(
+            "SELECT sql FROM sqlite_schema WHERE name = 'links'",
+            [],
+            |row| row.get(0),
+        )
+        .unwrap();
+    assert!(clustered.contains("WITHOUT ROWID"), "{clustered}");
+    // Still one link per account: a new identity takes the account over.
+    store
+        .upsert_links(&[new_link("i2", "a1", LinkMethod::UserName)], t(1))
+        .unwrap();
+    let links = store.links().unwrap();
+    assert_eq!(links.len(), 1);
+    assert_eq!(links[0].identity_id, "i2");
+}
+
+#[test]
 fn the_ledger_keeps_one_open_episode_per_person_and_a_verified_one_until_they_return() {
     use crate::sla::{self, Leaver, LossReason};
     let mut store = Store::open_in_memory().unwrap();
