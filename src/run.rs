@@ -276,13 +276,12 @@ async fn pipeline(
         );
         Ok::<_, RunError>(snapshot)
     };
-    let (directory_snapshot, mut workspace_snapshot) =
+    let (directory_snapshot, workspace_snapshot) =
         tokio::try_join!(read_directory, read_workspace)?;
     tracing::debug!(elapsed_ms = since(started_at), "snapshots read");
 
     let (links, source_fault) = {
         let mut store = lock(store)?;
-        store.save_workspace_snapshot(run_id, &workspace_snapshot)?;
         let fault = safety::check_source(&mut store, run_id, &directory_snapshot, config, now)?;
         (store.links()?, fault)
     };
@@ -294,7 +293,17 @@ async fn pipeline(
         })
         .collect();
 
-    tracing::debug!(elapsed_ms = since(started_at), "snapshots stored");
+    // The workspace snapshot is stored on the blocking pool while the plan is made
+    // from it: on a first run over 100k accounts each takes a few hundred ms.
+    let workspace_snapshot = Arc::new(workspace_snapshot);
+    let saving = {
+        let store = Arc::clone(store);
+        let snapshot = Arc::clone(&workspace_snapshot);
+        tokio::task::spawn_blocking(move || -> Result<(), RunError> {
+            lock(&store)?.save_workspace_snapshot(run_id, &snapshot)?;
+            Ok(())
+        })
+    };
     let desired = policy::desired_state(&directory_snapshot, &config.policy_settings());
     let plan_settings = safety::plan_settings(config, &directory_snapshot);
     let make_plan = |workspace: &WorkspaceSnapshot| {
@@ -306,11 +315,20 @@ async fn pipeline(
             &plan_settings,
         )
     };
+    // A rejected directory plans nothing at all.
+    let first_plan = source_fault
+        .is_none()
+        .then(|| make_plan(&workspace_snapshot));
+    saving.await??;
+    // The saving task has dropped its handle by now, so this does not copy.
+    let mut workspace_snapshot =
+        Arc::try_unwrap(workspace_snapshot).unwrap_or_else(|shared| (*shared).clone());
+    tracing::debug!(elapsed_ms = since(started_at), "snapshot stored, plan made");
     let (planned, recheck) = safety::plan_checked(
         client,
         store,
         run_id,
-        source_fault.is_some(),
+        first_plan,
         &mut workspace_snapshot,
         make_plan,
     )

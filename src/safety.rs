@@ -2,7 +2,7 @@
 //! [`crate::guard`] and [`crate::circuit`]: they read and write the store and, for
 //! the workspace sanity re-check, the workspace. `run` calls them in order:
 //!
-//! 1. [`check_source`] after the snapshots are stored: a rejected directory means
+//! 1. [`check_source`] once both sides are read: a rejected directory means
 //!    nothing is planned; an accepted complete one becomes the next baseline.
 //! 2. [`plan_checked`]: plans, with the workspace sanity re-check — when the
 //!    workspace listing has fewer accounts than the previous one (page caps,
@@ -56,22 +56,22 @@ fn lock(store: &Mutex<Store>) -> Result<std::sync::MutexGuard<'_, Store>, Safety
     store.lock().map_err(|_| SafetyError::Poisoned)
 }
 
-/// Plans with the workspace sanity re-check: `make_plan` once, and again when the
-/// re-check found accounts the listing missed (then the stored snapshot of `run` is
-/// replaced by the completed one, so the next run compares against the whole
-/// workspace). A rejected directory (`source_fault`) plans nothing at all.
+/// The workspace sanity re-check of `planned` (`make_plan(workspace)`, made by the
+/// caller while it stored the snapshot): when the re-check finds accounts the
+/// listing missed, the stored snapshot of `run` is replaced by the completed one (so
+/// the next run compares against the whole workspace) and `make_plan` plans again.
+/// `None` (the directory was rejected) plans nothing at all.
 pub async fn plan_checked(
     client: &ScimClient,
     store: &Mutex<Store>,
     run: RunId,
-    source_fault: bool,
+    planned: Option<Plan>,
     workspace: &mut WorkspaceSnapshot,
     make_plan: impl Fn(&WorkspaceSnapshot) -> Plan,
 ) -> Result<(Plan, Recheck), SafetyError> {
-    if source_fault {
+    let Some(planned) = planned else {
         return Ok((Plan::default(), Recheck::default()));
-    }
-    let planned = make_plan(workspace);
+    };
     let previous = larger_previous_workspace(&*lock(store)?, run, workspace.accounts.len())?;
     let recheck = recheck_shrunken_workspace(client, previous.as_ref(), workspace, &planned).await;
     if recheck.found == 0 {
