@@ -6,6 +6,7 @@
 //! cargo bench --bench e2e -- drift 10000               # … with 5% drift
 //! cargo bench --bench e2e -- drift 10000 10            # … with 10% of requests answered 429/503
 //! cargo bench --bench e2e -- drift 10000 0 --repeat 3  # best of three, each on a fresh workspace
+//! cargo bench --bench e2e -- drift 10000 0 --warm      # a scheduled run, not the first one
 //! scripts/bench-scim2.sh                               # 2k against PyPI scim2-server
 //! ```
 //!
@@ -13,6 +14,11 @@
 //! (token in `SEATWARDEN_SCIM2_SERVER_TOKEN`), each run and each floor on a fresh
 //! tenant seeded over SCIM (seeding is not timed), at 4 requests in flight and
 //! pages of 100 (it speaks HTTP/1.0 with a listen backlog of 5).
+//!
+//! Every run starts from a fresh state database (the first run of a deployment:
+//! every matched account gets its link), unless `--warm`: then the database holds
+//! an earlier, untimed reconcile of another copy of the same workspace, as when
+//! the daemon runs on its schedule.
 //!
 //! The floor is what any reconciler must spend on the same workspace at the same
 //! concurrency: reading every page once, plus as many writes as the reconcile
@@ -231,19 +237,15 @@ struct Measured {
     second_plan_actions: usize,
 }
 
-async fn reconcile(
+/// Writes `name` (a configuration for `workspace`) into `dir` and loads it; every
+/// configuration in `dir` shares the state database `dir/seatwarden.db`.
+fn configure(
+    dir: &std::path::Path,
+    name: &str,
     target: &Target,
+    workspace: &Workspace,
     data: &synth::Synth,
-    seed: &WorkspaceSnapshot,
-    faults: Faults,
-) -> Measured {
-    let workspace = Workspace::start(target, seed, faults, "run").await;
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(
-        dir.path().join("directory.json"),
-        synth::directory_json(&data.directory),
-    )
-    .unwrap();
+) -> seatwarden::config::Config {
     let mut toml = format!(
         "[directory]\nkind = \"file\"\npath = \"directory.json\"\n\n\
          [workspace]\nurl = \"{}\"\ntoken = \"{}\"\npage_size = {}\n\
@@ -265,12 +267,43 @@ async fn reconcile(
             "\n[[policy.mapping]]\ngroup = \"{group}\"\nworkspace_group = \"{group}\"\nrole = \"{role}\"\n"
         ));
     }
-    std::fs::write(dir.path().join("seatwarden.toml"), toml).unwrap();
-    let config = seatwarden::config::Config::load_with_env(
-        &dir.path().join("seatwarden.toml"),
-        Some(Default::default()),
+    std::fs::write(dir.join(name), toml).unwrap();
+    seatwarden::config::Config::load_with_env(&dir.join(name), Some(Default::default())).unwrap()
+}
+
+/// One reconcile on a fresh workspace. The state database is fresh too (a first
+/// run), or with `warm` it holds an earlier reconcile of another copy of the same
+/// workspace: links, snapshots and journal already there, as for a scheduled run.
+async fn reconcile(
+    target: &Target,
+    data: &synth::Synth,
+    seed: &WorkspaceSnapshot,
+    faults: Faults,
+    warm: bool,
+) -> Measured {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("directory.json"),
+        synth::directory_json(&data.directory),
     )
     .unwrap();
+    if warm {
+        let earlier = Workspace::start(target, seed, Faults::default(), "warm-up").await;
+        let config = configure(dir.path(), "warm-up.toml", target, &earlier, data);
+        let client = ScimClient::new(config.scim_settings().unwrap()).unwrap();
+        run::execute_with(
+            &config,
+            &run::directory_from_config(&config),
+            &client,
+            Store::open(&config.state.path).unwrap(),
+            Mode::Reconcile,
+        )
+        .await
+        .unwrap();
+        earlier.shutdown().await;
+    }
+    let workspace = Workspace::start(target, seed, faults, "run").await;
+    let config = configure(dir.path(), "seatwarden.toml", target, &workspace, data);
     let client = ScimClient::new(config.scim_settings().unwrap()).unwrap();
     let directory = run::directory_from_config(&config);
 
@@ -348,10 +381,12 @@ async fn main() {
     }
     let mut positional = Vec::new();
     let mut repeat = 1_usize;
+    let mut warm = false;
     let mut target = Target::Sandbox;
     let mut args = std::env::args().skip(1).filter(|a| a != "--bench");
     while let Some(arg) = args.next() {
         match arg.as_str() {
+            "--warm" => warm = true,
             "--repeat" => repeat = args.next().and_then(|n| n.parse().ok()).unwrap_or(1).max(1),
             "--server" => match args.next().as_deref() {
                 Some("scim2") => {
@@ -408,13 +443,13 @@ async fn main() {
     // Runs and floors alternate, so a server that slows down as it fills up (a
     // long-lived scim2-server keeps every tenant) weighs on both alike. The floor
     // replays the first run's writes: with the same seed every run makes the same.
-    let first = reconcile(&target, &data, &seed, faults).await;
+    let first = reconcile(&target, &data, &seed, faults, warm).await;
     let peak = peak_rss_mib();
     let writes = first.writes;
     let mut runs = vec![first];
     let mut floors = vec![floor(&target, &seed, writes).await];
     for _ in 1..repeat {
-        runs.push(reconcile(&target, &data, &seed, faults).await);
+        runs.push(reconcile(&target, &data, &seed, faults, warm).await);
         floors.push(floor(&target, &seed, writes).await);
     }
     let walls: Vec<f64> = runs.iter().map(|r| r.wall_s).collect();
@@ -425,7 +460,7 @@ async fn main() {
     let floor_s = floors.iter().copied().fold(f64::INFINITY, f64::min);
     println!(
         "{{\"bench\":\"e2e\",\"server\":\"{}\",\"scenario\":\"{scenario}\",\"people\":{people},\
-         \"fault_percent\":{fault_percent},\"concurrency\":{},\"page_size\":{},\"repeat\":{repeat},\
+         \"fault_percent\":{fault_percent},\"warm\":{warm},\"concurrency\":{},\"page_size\":{},\"repeat\":{repeat},\
          \"wall_s\":{:.2},\"walls_s\":[{}],\"requests\":{},\"requests_per_s\":{:.0},\"writes\":{},\
          \"floor_s\":{floor_s:.2},\"floors_s\":[{}],\"ratio_to_floor\":{:.2},\"actions\":{},\"applied\":{},\
          \"failed\":{},\"retries\":{},\"faults_429\":{},\"faults_5xx\":{},\"second_plan_actions\":{},\
