@@ -519,6 +519,34 @@ pub async fn apply_with_breaker(
             }
         }
     }
+    if !verifier.relisted() {
+        // Every object the actions touch is read once, at the concurrency limit,
+        // before any action is checked: otherwise the actions that share an object
+        // (a group's membership batches) fill every slot waiting on the same read.
+        let mut objects: Vec<Object> = to_verify
+            .iter()
+            .filter_map(|a| verifier.object_of(a))
+            .collect();
+        objects.sort();
+        objects.dedup();
+        let reads: Vec<_> = objects
+            .into_iter()
+            .map(|object| {
+                let verifier = &verifier;
+                // A failed read is not cached: checking the action reads it again.
+                async move {
+                    let _ = match &object {
+                        Object::Account(id) => verifier.account(id).await.map(|_| ()),
+                        Object::Group(id) => verifier.group(id).await.map(|_| ()),
+                    };
+                }
+            })
+            .collect();
+        stream::iter(reads)
+            .buffer_unordered(concurrency.max(1))
+            .collect::<Vec<()>>()
+            .await;
+    }
     tracing::debug!(
         objects = to_verify.len(),
         relisted = verifier.relisted(),
@@ -607,6 +635,13 @@ struct Verifier<'a> {
     groups: ReadOnce<Members>,
 }
 
+/// An object verification reads, by its workspace id.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+enum Object {
+    Account(String),
+    Group(String),
+}
+
 /// A group's member ids, as verification checks them.
 type Members = HashSet<String>;
 
@@ -640,6 +675,30 @@ impl<'a> Verifier<'a> {
 
     fn relisted(&self) -> bool {
         self.accounts.complete
+    }
+
+    /// The object whose re-read shows `action`'s effect, when it is known without
+    /// a search (a create whose id was not returned is found by userName).
+    fn object_of(&self, action: &Action) -> Option<Object> {
+        match &action.kind {
+            ActionKind::Deactivate { account_id }
+            | ActionKind::Delete { account_id }
+            | ActionKind::Reactivate { account_id }
+            | ActionKind::UpdateAttributes { account_id, .. }
+            | ActionKind::SetRole { account_id, .. } => Some(Object::Account(account_id.clone())),
+            ActionKind::CreateAccount { identity_id, .. } => self
+                .created_accounts
+                .get(identity_id)
+                .map(|id| Object::Account(id.clone())),
+            ActionKind::CreateGroup { display_name } => self
+                .group_id(&GroupRef::Created {
+                    display_name: display_name.clone(),
+                })
+                .map(Object::Group),
+            ActionKind::AddMembers { group, .. } | ActionKind::RemoveMembers { group, .. } => {
+                self.group_id(group).map(Object::Group)
+            }
+        }
     }
 
     fn group_id(&self, group: &GroupRef) -> Option<String> {

@@ -138,3 +138,86 @@ async fn many_changes_are_verified_against_one_fresh_listing() {
     assert_eq!(single_reads, 0, "verified from the listing");
     assert_eq!(listings, 2, "one snapshot, one verification listing");
 }
+
+/// Three changes, two objects: the account's role and display name, and its
+/// membership. Each object is read once, however many actions it verifies.
+#[tokio::test]
+async fn actions_that_share_an_object_share_its_read() {
+    let server = MockServer::start().await;
+    Mock::given(method("GET"))
+        .and(path("/ServiceProviderConfig"))
+        .respond_with(ResponseTemplate::new(404))
+        .mount(&server)
+        .await;
+    let account = json!({"id": "acc-1", "userName": "ann@example.com", "externalId": "00u1",
+                         "displayName": "Ann Old", "active": true,
+                         "roles": [{"value": "Viewer", "primary": true}]});
+    let group = json!({"id": "g-eng", "displayName": "Eng", "members": []});
+    Mock::given(method("GET"))
+        .and(path("/Users"))
+        .respond_with(scim(
+            json!({"totalResults": 1, "startIndex": 1, "itemsPerPage": 1, "Resources": [account]}),
+        ))
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/Groups"))
+        .respond_with(scim(
+            json!({"totalResults": 1, "startIndex": 1, "itemsPerPage": 1, "Resources": [group]}),
+        ))
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/Users/acc-1"))
+        .respond_with(scim(account.clone()))
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/Groups/g-eng"))
+        .respond_with(scim(group.clone()))
+        .mount(&server)
+        .await;
+    Mock::given(method("PATCH"))
+        .respond_with(ResponseTemplate::new(204))
+        .mount(&server)
+        .await;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("directory.json"),
+        json!({"users": [{"id": "00u1", "userName": "ann@example.com", "displayName": "Ann New",
+                          "status": "active", "groups": ["Taskade Users", "Eng"]}]})
+        .to_string(),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("seatwarden.toml"),
+        format!(
+            "[directory]\nkind = \"file\"\npath = \"directory.json\"\n\n\
+             [workspace]\nurl = \"{}\"\ntoken = \"t\"\n\n\
+             [policy]\nscope_groups = [\"Taskade Users\"]\ndefault_role = \"Viewer\"\n\n\
+             [[policy.mapping]]\ngroup = \"Eng\"\nworkspace_group = \"Eng\"\nrole = \"Editor\"\n\n\
+             [safety]\nsettle = \"0s\"\n",
+            server.uri()
+        ),
+    )
+    .unwrap();
+    let config = Config::load_with_env(
+        &dir.path().join("seatwarden.toml"),
+        Some(Default::default()),
+    )
+    .unwrap();
+
+    let report = reconcile(&config).await;
+    let kinds: Vec<&str> = report.actions.iter().map(|a| a.op.as_str()).collect();
+    assert_eq!(report.actions.len(), 3, "{kinds:?}");
+    assert_eq!(report.summary.actions_failed, 3, "the workspace never changes");
+    let requests = server.received_requests().await.unwrap();
+    let reads_of = |object: &str| {
+        requests
+            .iter()
+            .filter(|r| r.method.as_str() == "GET" && r.url.path() == object)
+            .count()
+    };
+    assert_eq!(reads_of("/Users/acc-1"), 1, "{kinds:?}");
+    assert_eq!(reads_of("/Groups/g-eng"), 1);
+}
