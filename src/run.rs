@@ -1,11 +1,12 @@
 //! One reconciliation run, end to end: snapshot both sides, store them, compute
 //! the desired state, plan, guard, and (in reconcile mode) apply and verify, then
 //! store the drift report. `plan` and `reconcile --dry-run` stop before apply and
-//! write nothing to the workspace. The two sides are read concurrently, and the
-//! directory snapshot is stored while the workspace is still being read.
+//! write nothing to the workspace. The two sides are read concurrently, the
+//! directory snapshot is stored while the workspace is still being read, and the
+//! workspace snapshot while the plan is made from it.
 //!
 //! The safety net (issue 6, [`crate::safety`]) hooks in at fixed points: source
-//! sanity after the snapshots are stored (a rejected directory plans nothing), the
+//! sanity once both sides are read (a rejected directory plans nothing), the
 //! workspace sanity re-check after planning, the 24 h counts into the guard, the
 //! settle window after it, and the circuit breaker around apply. [`RunOptions`]
 //! carries the time those rules judge by, so tests move time without sleeping.
