@@ -16,8 +16,10 @@
 //! the phase are journaled failed ("not sent"), later phases stay planned — and the
 //! caller persists the opening so it survives restarts.
 //!
-//! Verification re-reads each changed object, or lists the workspace once when the
-//! latencies measured in this run (a write, a listing page) say that is faster.
+//! Verification re-reads each changed object once (all of them concurrently, before
+//! any action is checked, however many actions share one), or lists the workspace
+//! once when the latencies measured in this run (a write, a listing page) say that
+//! is faster.
 //!
 //! Crash safety: a row left `in_flight` by a dead process is resolved by
 //! [`recover`] at the start of the next run, by re-reading the object; a create is
@@ -536,8 +538,8 @@ pub async fn apply_with_breaker(
                 // A failed read is not cached: checking the action reads it again.
                 async move {
                     let _ = match &object {
-                        Object::Account(id) => verifier.account(id).await.map(|_| ()),
                         Object::Group(id) => verifier.group(id).await.map(|_| ()),
+                        Object::Account(id) => verifier.account(id).await.map(|_| ()),
                     };
                 }
             })
@@ -635,11 +637,13 @@ struct Verifier<'a> {
     groups: ReadOnce<Members>,
 }
 
-/// An object verification reads, by its workspace id.
+/// An object verification reads, by its workspace id. Groups sort first: a group
+/// read carries every member and is the slowest, so those start while the account
+/// reads fill the other slots, instead of trailing after them.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 enum Object {
-    Account(String),
     Group(String),
+    Account(String),
 }
 
 /// A group's member ids, as verification checks them.
