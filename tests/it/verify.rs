@@ -1,6 +1,8 @@
 //! Verification: a write the server accepted but does not show is not `applied`.
-//! Exercised both ways the executor verifies: one read per object (few changes)
-//! and one fresh listing (many changes).
+//! Exercised both ways the executor verifies: one read per object and one fresh
+//! listing. The executor picks the cheaper from the latencies it measured in the
+//! run, so each test makes the side it expects clearly cheaper (`Latency`):
+//! without that, a stray slow response on a loaded machine flips the choice.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use serde_json::json;
@@ -26,8 +28,39 @@ fn leaver(n: usize) -> (serde_json::Value, serde_json::Value) {
     )
 }
 
+/// Which requests the mock workspace answers slowly.
+#[derive(Clone, Copy)]
+enum Latency {
+    /// Listing pages: reading objects one by one is cheaper.
+    SlowPages,
+    /// Writes (the executor estimates a single-object read from them): one
+    /// listing is cheaper.
+    SlowWrites,
+}
+
+const SLOW: std::time::Duration = std::time::Duration::from_millis(60);
+
+impl Latency {
+    fn page(self, template: ResponseTemplate) -> ResponseTemplate {
+        match self {
+            Latency::SlowPages => template.set_delay(SLOW),
+            Latency::SlowWrites => template,
+        }
+    }
+
+    fn write(self, template: ResponseTemplate) -> ResponseTemplate {
+        match self {
+            Latency::SlowPages => template,
+            Latency::SlowWrites => template.set_delay(SLOW),
+        }
+    }
+}
+
 /// A workspace that accepts every PATCH (204) and never changes.
-async fn stubborn_workspace(leavers: usize) -> (MockServer, tempfile::TempDir, Config) {
+async fn stubborn_workspace(
+    leavers: usize,
+    latency: Latency,
+) -> (MockServer, tempfile::TempDir, Config) {
     let server = MockServer::start().await;
     let (identities, accounts): (Vec<_>, Vec<_>) = (1..=leavers).map(leaver).unzip();
     Mock::given(method("GET"))
@@ -37,10 +70,10 @@ async fn stubborn_workspace(leavers: usize) -> (MockServer, tempfile::TempDir, C
         .await;
     Mock::given(method("GET"))
         .and(path("/Users"))
-        .respond_with(scim(
+        .respond_with(latency.page(scim(
             json!({"totalResults": accounts.len(), "startIndex": 1,
                                    "itemsPerPage": accounts.len(), "Resources": accounts}),
-        ))
+        )))
         .mount(&server)
         .await;
     for account in &accounts {
@@ -52,12 +85,12 @@ async fn stubborn_workspace(leavers: usize) -> (MockServer, tempfile::TempDir, C
     }
     Mock::given(method("GET"))
         .and(path("/Groups"))
-        .respond_with(scim(json!({"totalResults": 0, "Resources": []})))
+        .respond_with(latency.page(scim(json!({"totalResults": 0, "Resources": []}))))
         .mount(&server)
         .await;
     Mock::given(method("PATCH"))
         .and(path_regex("^/Users/acc-[0-9]+$"))
-        .respond_with(ResponseTemplate::new(204))
+        .respond_with(latency.write(ResponseTemplate::new(204)))
         .expect(leavers as u64)
         .mount(&server)
         .await;
@@ -97,7 +130,7 @@ async fn reconcile(config: &Config) -> seatwarden::report::Report {
 
 #[tokio::test]
 async fn an_accepted_write_the_workspace_does_not_show_fails_verification() {
-    let (server, _dir, config) = stubborn_workspace(1).await;
+    let (server, _dir, config) = stubborn_workspace(1, Latency::SlowPages).await;
     let report = reconcile(&config).await;
     assert_eq!(report.summary.actions_applied, 0);
     assert_eq!(report.summary.actions_failed, 1);
@@ -117,7 +150,7 @@ async fn an_accepted_write_the_workspace_does_not_show_fails_verification() {
 
 #[tokio::test]
 async fn many_changes_are_verified_against_one_fresh_listing() {
-    let (server, _dir, config) = stubborn_workspace(5).await;
+    let (server, _dir, config) = stubborn_workspace(5, Latency::SlowWrites).await;
     let report = reconcile(&config).await;
     assert_eq!(report.summary.actions_failed, 5, "{:#?}", report.actions);
     assert!(
@@ -155,16 +188,16 @@ async fn actions_that_share_an_object_share_its_read() {
     let group = json!({"id": "g-eng", "displayName": "Eng", "members": []});
     Mock::given(method("GET"))
         .and(path("/Users"))
-        .respond_with(scim(
+        .respond_with(Latency::SlowPages.page(scim(
             json!({"totalResults": 1, "startIndex": 1, "itemsPerPage": 1, "Resources": [account]}),
-        ))
+        )))
         .mount(&server)
         .await;
     Mock::given(method("GET"))
         .and(path("/Groups"))
-        .respond_with(scim(
+        .respond_with(Latency::SlowPages.page(scim(
             json!({"totalResults": 1, "startIndex": 1, "itemsPerPage": 1, "Resources": [group]}),
-        ))
+        )))
         .mount(&server)
         .await;
     Mock::given(method("GET"))
@@ -210,7 +243,10 @@ async fn actions_that_share_an_object_share_its_read() {
     let report = reconcile(&config).await;
     let kinds: Vec<&str> = report.actions.iter().map(|a| a.op.as_str()).collect();
     assert_eq!(report.actions.len(), 3, "{kinds:?}");
-    assert_eq!(report.summary.actions_failed, 3, "the workspace never changes");
+    assert_eq!(
+        report.summary.actions_failed, 3,
+        "the workspace never changes"
+    );
     let requests = server.received_requests().await.unwrap();
     let reads_of = |object: &str| {
         requests
