@@ -313,8 +313,9 @@ CREATE INDEX actions_recent_downgrades ON actions (updated_at)
 ///
 /// A rowid table with a text primary key keeps three b-trees (rows, the key,
 /// `account_id`); a first run stores a link for every matched account, and at
-/// 100k accounts that insert took about a second. Clustered, it is two b-trees
-/// and a third less time. Nothing references `links`, so it is copied and renamed.
+/// 100k accounts that insert took about a second. Clustered, it is two b-trees:
+/// 99k upserts took 0.67 s instead of 1.13 s when measured through Python's
+/// sqlite3 module. Nothing references `links`, so it is copied and renamed.
 pub(crate) const M_LINKS_CLUSTERED: &str = r#"
 CREATE TABLE links_clustered (
     identity_id TEXT NOT NULL PRIMARY KEY,
