@@ -94,17 +94,24 @@ async fn stubborn_workspace(
         .expect(leavers as u64)
         .mount(&server)
         .await;
+    let (dir, config) = configure(&server, json!({ "users": identities }), "");
+    (server, dir, config)
+}
+
+/// A directory file and a configuration for `server` (no settle window, `policy`
+/// as given) in a fresh directory.
+fn configure(
+    server: &MockServer,
+    directory: serde_json::Value,
+    policy: &str,
+) -> (tempfile::TempDir, Config) {
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(
-        dir.path().join("directory.json"),
-        json!({ "users": identities }).to_string(),
-    )
-    .unwrap();
+    std::fs::write(dir.path().join("directory.json"), directory.to_string()).unwrap();
     std::fs::write(
         dir.path().join("seatwarden.toml"),
         format!(
             "[directory]\nkind = \"file\"\npath = \"directory.json\"\n\n\
-             [workspace]\nurl = \"{}\"\ntoken = \"t\"\n\n[safety]\nsettle = \"0s\"\n",
+             [workspace]\nurl = \"{}\"\ntoken = \"t\"\n\n{policy}\n[safety]\nsettle = \"0s\"\n",
             server.uri()
         ),
     )
@@ -114,7 +121,18 @@ async fn stubborn_workspace(
         Some(Default::default()),
     )
     .unwrap();
-    (server, dir, config)
+    (dir, config)
+}
+
+/// How many times the server was asked for `GET path`.
+async fn reads_of(server: &MockServer, path: &str) -> usize {
+    server
+        .received_requests()
+        .await
+        .unwrap()
+        .iter()
+        .filter(|r| r.method.as_str() == "GET" && r.url.path() == path)
+        .count()
 }
 
 async fn reconcile(config: &Config) -> seatwarden::report::Report {
@@ -140,12 +158,7 @@ async fn an_accepted_write_the_workspace_does_not_show_fails_verification() {
         "{error}"
     );
     // One read of that account, not a relisting of the workspace.
-    let requests = server.received_requests().await.unwrap();
-    let gets_of_account = requests
-        .iter()
-        .filter(|r| r.method.as_str() == "GET" && r.url.path() == "/Users/acc-1")
-        .count();
-    assert_eq!(gets_of_account, 1);
+    assert_eq!(reads_of(&server, "/Users/acc-1").await, 1);
 }
 
 #[tokio::test]
@@ -164,12 +177,12 @@ async fn many_changes_are_verified_against_one_fresh_listing() {
         .iter()
         .filter(|r| r.method.as_str() == "GET" && r.url.path().starts_with("/Users/"))
         .count();
-    let listings = requests
-        .iter()
-        .filter(|r| r.method.as_str() == "GET" && r.url.path() == "/Users")
-        .count();
     assert_eq!(single_reads, 0, "verified from the listing");
-    assert_eq!(listings, 2, "one snapshot, one verification listing");
+    assert_eq!(
+        reads_of(&server, "/Users").await,
+        2,
+        "one snapshot, one verification listing"
+    );
 }
 
 /// Three changes, two objects: the account's role and display name, and its
@@ -214,31 +227,13 @@ async fn actions_that_share_an_object_share_its_read() {
         .respond_with(ResponseTemplate::new(204))
         .mount(&server)
         .await;
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(
-        dir.path().join("directory.json"),
+    let (_dir, config) = configure(
+        &server,
         json!({"users": [{"id": "00u1", "userName": "ann@example.com", "displayName": "Ann New",
-                          "status": "active", "groups": ["Taskade Users", "Eng"]}]})
-        .to_string(),
-    )
-    .unwrap();
-    std::fs::write(
-        dir.path().join("seatwarden.toml"),
-        format!(
-            "[directory]\nkind = \"file\"\npath = \"directory.json\"\n\n\
-             [workspace]\nurl = \"{}\"\ntoken = \"t\"\n\n\
-             [policy]\nscope_groups = [\"Taskade Users\"]\ndefault_role = \"Viewer\"\n\n\
-             [[policy.mapping]]\ngroup = \"Eng\"\nworkspace_group = \"Eng\"\nrole = \"Editor\"\n\n\
-             [safety]\nsettle = \"0s\"\n",
-            server.uri()
-        ),
-    )
-    .unwrap();
-    let config = Config::load_with_env(
-        &dir.path().join("seatwarden.toml"),
-        Some(Default::default()),
-    )
-    .unwrap();
+                          "status": "active", "groups": ["Taskade Users", "Eng"]}]}),
+        "[policy]\nscope_groups = [\"Taskade Users\"]\ndefault_role = \"Viewer\"\n\n\
+         [[policy.mapping]]\ngroup = \"Eng\"\nworkspace_group = \"Eng\"\nrole = \"Editor\"\n",
+    );
 
     let report = reconcile(&config).await;
     let kinds: Vec<&str> = report.actions.iter().map(|a| a.op.as_str()).collect();
@@ -247,13 +242,6 @@ async fn actions_that_share_an_object_share_its_read() {
         report.summary.actions_failed, 3,
         "the workspace never changes"
     );
-    let requests = server.received_requests().await.unwrap();
-    let reads_of = |object: &str| {
-        requests
-            .iter()
-            .filter(|r| r.method.as_str() == "GET" && r.url.path() == object)
-            .count()
-    };
-    assert_eq!(reads_of("/Users/acc-1"), 1, "{kinds:?}");
-    assert_eq!(reads_of("/Groups/g-eng"), 1);
+    assert_eq!(reads_of(&server, "/Users/acc-1").await, 1, "{kinds:?}");
+    assert_eq!(reads_of(&server, "/Groups/g-eng").await, 1);
 }
