@@ -56,3 +56,10 @@ pub mod store;
 pub mod sweep;
 pub mod synth;
 pub mod workspace;
+
+/// mimalloc instead of glibc's allocator: a run moves many short-lived JSON pages,
+/// strings and maps between threads, and glibc spent about a third of a 10k
+/// reconcile's CPU in `malloc`/`free` (`perf`, BENCHMARKS.md). Declared in the
+/// library so the binary, the tests and the benchmarks all run on the same one.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
