@@ -581,11 +581,11 @@ fn prune_job(shared: &Shared) -> Result<(), RunError> {
     let before = shared.now() - retention;
     let mut store = Store::open(&config.state.path)?;
     let (runs, episodes) = store.prune_before(before)?;
-    let rows = store.prune_snapshots(SNAPSHOTS_KEPT)?;
-    if runs + episodes + rows > 0 {
+    let snapshots = store.prune_snapshots(SNAPSHOTS_KEPT)?;
+    if runs + episodes + snapshots > 0 {
         store.vacuum()?;
     }
-    tracing::info!(runs, episodes, snapshot_rows = rows, "pruned");
+    tracing::info!(runs, episodes, snapshots, "pruned");
     Ok(())
 }
 

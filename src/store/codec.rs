@@ -9,7 +9,7 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use rusqlite::Row;
 use rusqlite::types::{FromSql, FromSqlError, FromSqlResult, ToSql, ToSqlOutput, ValueRef};
 
-use crate::model::{DriftKind, IdentityStatus, LinkMethod};
+use crate::model::{DriftKind, LinkMethod};
 
 use super::{ActionState, RunKind, RunStatus};
 
@@ -131,24 +131,8 @@ pub(crate) const LINK_METHODS: [LinkMethod; 5] = [
     LinkMethod::Adopted,
 ];
 
-pub(crate) const IDENTITY_STATUSES: [IdentityStatus; 3] = [
-    IdentityStatus::Active,
-    IdentityStatus::Suspended,
-    IdentityStatus::Deprovisioned,
-];
-
 pub(crate) fn link_method(row: &Row<'_>, idx: usize) -> rusqlite::Result<LinkMethod> {
     model_enum(row, idx, "link method", &LINK_METHODS, LinkMethod::as_str)
-}
-
-pub(crate) fn identity_status(row: &Row<'_>, idx: usize) -> rusqlite::Result<IdentityStatus> {
-    model_enum(
-        row,
-        idx,
-        "identity status",
-        &IDENTITY_STATUSES,
-        IdentityStatus::as_str,
-    )
 }
 
 pub(crate) fn drift_kind(row: &Row<'_>, idx: usize) -> rusqlite::Result<DriftKind> {

@@ -381,7 +381,8 @@ impl Store {
 
     /// Snapshots are the bulk of the database and only the latest ones are ever read
     /// again; keeps those of the newest `keep` runs that saved any and deletes the
-    /// rest (runs, journals and reports stay for the retention period).
+    /// rest (runs, journals and reports stay for the retention period). Returns how
+    /// many snapshots (directory and workspace, each one) it deleted.
     pub fn prune_snapshots(&mut self, keep: usize) -> Result<usize, StoreError> {
         let keep = i64::try_from(keep).unwrap_or(i64::MAX);
         let context = || "pruning old snapshots".to_owned();
@@ -397,13 +398,7 @@ impl Store {
             .context(context)?;
         let mut deleted = 0;
         if let Some(cutoff) = cutoff {
-            for table in [
-                "directory_identities",
-                "directory_memberships",
-                "workspace_accounts",
-                "workspace_groups",
-                "workspace_memberships",
-            ] {
+            for table in ["directory_snapshots", "workspace_snapshots"] {
                 deleted += tx
                     .execute(&format!("DELETE FROM {table} WHERE run_id < ?1"), [cutoff])
                     .context(context)?;

@@ -13,7 +13,9 @@
 //! - the schema version is `PRAGMA user_version` (see [`migrations`]); a database
 //!   newer than this binary is refused;
 //! - timestamps are RFC 3339 UTC text with nine fraction digits (see `codec`);
-//! - JSON columns (`roles`, `payload`, `result`, reports) are text;
+//! - each snapshot is one JSON document per run and side (`directory_snapshots`,
+//!   `workspace_snapshots`): written whole, read whole;
+//! - JSON columns (snapshot bodies, `payload`, `result`, reports) are text;
 //! - the directory snapshot's `complete` flag is on the run (`runs.directory_complete`);
 //! - the safety net's state (accepted directory sizes, audit trail, decisions on
 //!   held actions, circuit breaker, settle-window sightings) is in `safety`, in

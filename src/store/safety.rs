@@ -397,9 +397,10 @@ impl Store {
     pub fn workspace_account_count(&self, run: RunId) -> Result<usize, StoreError> {
         let n: i64 = self
             .conn
-            .prepare_cached("SELECT count(*) FROM workspace_accounts WHERE run_id = ?1")
-            .and_then(|mut stmt| stmt.query_row([run], |row| row.get(0)))
-            .context(|| format!("counting the workspace accounts of run {run}"))?;
+            .prepare_cached("SELECT account_count FROM workspace_snapshots WHERE run_id = ?1")
+            .and_then(|mut stmt| stmt.query_row([run], |row| row.get(0)).optional())
+            .context(|| format!("counting the workspace accounts of run {run}"))?
+            .unwrap_or(0);
         Ok(usize::try_from(n).unwrap_or(0))
     }
 

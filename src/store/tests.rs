@@ -500,11 +500,8 @@ fn deleting_a_run_cascades_to_everything_keyed_by_it() {
         .execute("DELETE FROM runs WHERE id = ?1", [old])
         .unwrap();
     for table in [
-        "directory_identities",
-        "directory_memberships",
-        "workspace_accounts",
-        "workspace_groups",
-        "workspace_memberships",
+        "directory_snapshots",
+        "workspace_snapshots",
         "actions",
         "drift_items",
         "reports",
@@ -1249,7 +1246,7 @@ fn snapshots_are_pruned_to_the_newest_runs() {
         })
         .collect();
     let deleted = store.prune_snapshots(2).unwrap();
-    assert!(deleted >= 3, "{deleted}");
+    assert_eq!(deleted, 3);
     // Pruned reads as "not saved", never as an empty directory.
     assert_eq!(store.load_directory_snapshot(runs[2]).unwrap(), None);
     let kept = |run| {
@@ -1305,4 +1302,148 @@ fn journal_queries_use_their_partial_indexes() {
         downgrades.contains("actions_recent_downgrades"),
         "{downgrades}"
     );
+}
+
+/// Migration 7 turns the row-per-item snapshots of a version 6 database into one
+/// document per run and side, and loads give back exactly what was saved.
+#[test]
+fn snapshots_survive_the_move_to_one_document_per_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("v6.db");
+    let mut workspace_snapshot = workspace(60, 4, 9);
+    workspace_snapshot.groups.push(WorkspaceGroup {
+        id: "grp-empty".into(),
+        display_name: "Nobody".into(),
+        members: vec![],
+    });
+    workspace_snapshot.groups[1]
+        .members
+        .push("acc-missing".into());
+    let directory_snapshot = DirectorySnapshot {
+        identities: vec![
+            identity(1, IdentityStatus::Active, &["Engineering", "All Staff"]),
+            bare_identity("00u-bare"),
+            identity(2, IdentityStatus::Deprovisioned, &[]),
+            identity(3, IdentityStatus::Suspended, &["Ops"]),
+            bare_identity("00u-bare"),
+        ],
+        complete: false,
+    };
+    {
+        let mut conn = rusqlite::Connection::open(&path).unwrap();
+        let tx = conn.transaction().unwrap();
+        for migration in [
+            migrations::M1,
+            migrations::M2,
+            migrations::M_SAFETY,
+            migrations::M_OUTBOX,
+            migrations::M_JOURNAL_INDEXES,
+            migrations::M_LINKS_CLUSTERED,
+        ] {
+            tx.execute_batch(migration).unwrap();
+        }
+        // Run 1: both snapshots; run 2: an empty workspace and an empty, complete
+        // directory; run 3: no snapshots at all. Rows as version 6 wrote them.
+        for run in 1..=3 {
+            tx.execute(
+                "INSERT INTO runs (id, kind, status, started_at) VALUES (?1, 'reconcile', 'succeeded', '2026-11-01T00:00:00.000000000Z')",
+                [run],
+            )
+            .unwrap();
+        }
+        tx.execute_batch(
+            "UPDATE runs SET directory_complete = 0, workspace_saved = 1 WHERE id = 1;
+             UPDATE runs SET directory_complete = 1, workspace_saved = 1 WHERE id = 2;",
+        )
+        .unwrap();
+        let mut membership = 0;
+        for (pos, i) in directory_snapshot.identities.iter().enumerate() {
+            tx.execute(
+                "INSERT INTO directory_identities VALUES (1, ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                rusqlite::params![
+                    pos,
+                    i.id,
+                    i.user_name,
+                    i.email,
+                    i.given_name,
+                    i.family_name,
+                    i.display_name,
+                    i.status.as_str(),
+                    i.department
+                ],
+            )
+            .unwrap();
+            for group in &i.groups {
+                tx.execute(
+                    "INSERT INTO directory_memberships VALUES (1, ?1, ?2, ?3, ?4)",
+                    rusqlite::params![membership, pos, i.id, group],
+                )
+                .unwrap();
+                membership += 1;
+            }
+        }
+        for (pos, a) in workspace_snapshot.accounts.iter().enumerate() {
+            tx.execute(
+                "INSERT INTO workspace_accounts VALUES (1, ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+                rusqlite::params![
+                    pos, a.id, a.user_name, a.external_id, a.given_name, a.family_name,
+                    a.display_name, a.email, a.active, serde_json::to_string(&a.roles).unwrap()
+                ],
+            )
+            .unwrap();
+        }
+        let mut membership = 0;
+        for (pos, g) in workspace_snapshot.groups.iter().enumerate() {
+            tx.execute(
+                "INSERT INTO workspace_groups VALUES (1, ?1, ?2, ?3)",
+                rusqlite::params![pos, g.id, g.display_name],
+            )
+            .unwrap();
+            for member in &g.members {
+                tx.execute(
+                    "INSERT INTO workspace_memberships VALUES (1, ?1, ?2, ?3, ?4)",
+                    rusqlite::params![membership, pos, g.id, member],
+                )
+                .unwrap();
+                membership += 1;
+            }
+        }
+        tx.commit().unwrap();
+        conn.pragma_update(None, "user_version", 6).unwrap();
+    }
+    let store = Store::open(&path).unwrap();
+    assert_eq!(store.schema_version().unwrap(), migrations::LATEST);
+    assert_eq!(
+        store.load_directory_snapshot(1).unwrap(),
+        Some(directory_snapshot)
+    );
+    assert_eq!(
+        store.load_workspace_snapshot(1).unwrap(),
+        Some(workspace_snapshot)
+    );
+    assert_eq!(store.workspace_account_count(1).unwrap(), 60);
+    assert_eq!(
+        store.load_directory_snapshot(2).unwrap(),
+        Some(DirectorySnapshot {
+            identities: vec![],
+            complete: true
+        })
+    );
+    assert_eq!(
+        store.load_workspace_snapshot(2).unwrap(),
+        Some(WorkspaceSnapshot::default())
+    );
+    assert_eq!(store.load_directory_snapshot(3).unwrap(), None);
+    assert_eq!(store.load_workspace_snapshot(3).unwrap(), None);
+    let old_tables: i64 = store
+        .conn
+        .query_row(
+            "SELECT count(*) FROM sqlite_schema WHERE name IN ('directory_identities',
+             'directory_memberships', 'workspace_accounts', 'workspace_groups',
+             'workspace_memberships')",
+            [],
+            |row| row.get(0),
+        )
+        .unwrap();
+    assert_eq!(old_tables, 0);
 }
