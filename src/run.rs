@@ -246,9 +246,9 @@ async fn pipeline(
         0
     };
 
-    // Both sides are read at once, and the directory snapshot is stored on the
-    // blocking pool while the workspace is still being read: against a remote
-    // workspace that write costs no time at all.
+    // Both sides are read at once. While the workspace is still being read, the
+    // directory snapshot is stored and the links are loaded on the blocking pool:
+    // against a remote workspace that costs no time at all.
     let show_progress = std::io::stderr().is_terminal();
     let read_directory = async {
         let snapshot = Arc::new(directory.snapshot().await?);
@@ -256,13 +256,21 @@ async fn pipeline(
         let saving = {
             let store = Arc::clone(store);
             let snapshot = Arc::clone(&snapshot);
-            tokio::task::spawn_blocking(move || -> Result<(), RunError> {
-                lock(&store)?.save_directory_snapshot(run_id, &snapshot)?;
-                Ok(())
+            tokio::task::spawn_blocking(move || -> Result<Vec<crate::model::Link>, RunError> {
+                let mut store = lock(&store)?;
+                store.save_directory_snapshot(run_id, &snapshot)?;
+                Ok(store
+                    .links()?
+                    .into_iter()
+                    .map(|l| crate::model::Link {
+                        identity_id: l.identity_id,
+                        account_id: l.account_id,
+                    })
+                    .collect())
             })
         };
-        saving.await??;
-        Ok::<_, RunError>(snapshot)
+        let links = saving.await??;
+        Ok::<_, RunError>((snapshot, links))
     };
     let read_workspace = async {
         client.discover().await?;
@@ -277,22 +285,12 @@ async fn pipeline(
         );
         Ok::<_, RunError>(snapshot)
     };
-    let (directory_snapshot, workspace_snapshot) =
+    let ((directory_snapshot, links), workspace_snapshot) =
         tokio::try_join!(read_directory, read_workspace)?;
     tracing::debug!(elapsed_ms = since(started_at), "snapshots read");
 
-    let (links, source_fault) = {
-        let mut store = lock(store)?;
-        let fault = safety::check_source(&mut store, run_id, &directory_snapshot, config, now)?;
-        (store.links()?, fault)
-    };
-    let links: Vec<crate::model::Link> = links
-        .into_iter()
-        .map(|l| crate::model::Link {
-            identity_id: l.identity_id,
-            account_id: l.account_id,
-        })
-        .collect();
+    let source_fault =
+        safety::check_source(&mut *lock(store)?, run_id, &directory_snapshot, config, now)?;
 
     // The workspace snapshot is stored on the blocking pool while the plan is made
     // from it: on a first run over 100k accounts each takes a few hundred ms.
