@@ -361,6 +361,16 @@ pub async fn approve(
         )?;
     }
     let mut store = store.into_inner().map_err(|_| ApprovalError::Poisoned)?;
+    if approval.applied.applied > 0 {
+        let detected_at = store.run(run)?.map_or(now, |r| r.started_at);
+        crate::sweep::record_deprovisions(
+            &mut store,
+            run,
+            detected_at,
+            Utc::now(),
+            crate::sweep::configured_sla(config),
+        )?;
+    }
     refresh_report(&mut store, run)?;
     Ok(approval)
 }

@@ -180,12 +180,7 @@ pub async fn execute_with_options(
             if mode == Mode::Reconcile {
                 // Every reconcile feeds the same-day deprovisioning ledger, whether
                 // the daemon or a person ran it.
-                let sla = config
-                    .daemon_settings()
-                    .map(|d| d.sla)
-                    .ok()
-                    .and_then(|sla| chrono::Duration::from_std(sla).ok())
-                    .unwrap_or(chrono::Duration::hours(1));
+                let sla = crate::sweep::configured_sla(config);
                 crate::sweep::record_reconcile(&store, run_id, started_at, Utc::now(), sla)?;
             }
             lock(&store)?.finish_run(run_id, Utc::now(), RunStatus::Succeeded, None)?;

@@ -26,7 +26,7 @@ use crate::plan::DeprovisionAction;
 use crate::policy::{self, InactiveReason};
 use crate::run::RunError;
 use crate::sla::{self, Leaver, LedgerEntry, LossReason};
-use crate::store::{ActionState, RunId, RunKind, RunStatus, Store};
+use crate::store::{ActionState, RunId, RunKind, RunStatus, Store, StoreError};
 use crate::workspace::ScimClient;
 
 /// How long a held deprovision waits before the sweep looks at it again.
@@ -399,6 +399,17 @@ async fn apply_sweep(
     Ok(())
 }
 
+/// The same-day deprovisioning SLA as configured (`daemon.sla`, else one hour):
+/// reconciles and approvals outside the daemon feed the ledger with it too.
+pub fn configured_sla(config: &Config) -> Duration {
+    config
+        .daemon_settings()
+        .map(|d| d.sla)
+        .ok()
+        .and_then(|sla| Duration::from_std(sla).ok())
+        .unwrap_or(Duration::hours(1))
+}
+
 /// After a full reconcile: deprovisions it planned join the ledger (detected at
 /// the run's start, `detected_at`, if the sweep had not seen them), and those it
 /// applied are verified at `now`.
@@ -409,7 +420,27 @@ pub fn record_reconcile(
     now: DateTime<Utc>,
     sla: Duration,
 ) -> Result<usize, RunError> {
-    let mut store = lock(store)?;
+    Ok(record_deprovisions(
+        &mut *lock(store)?,
+        run_id,
+        detected_at,
+        now,
+        sla,
+    )?)
+}
+
+/// What [`record_reconcile`] does, for any writer of `run_id`'s journal: its
+/// deprovisions join the ledger, the applied ones are verified at `now` and the
+/// held ones wait for the next hold re-check. `seatwarden approve` calls it after
+/// applying, so an approved deprovision is verified in the ledger at once.
+/// Returns how many it verified.
+pub fn record_deprovisions(
+    store: &mut Store,
+    run_id: RunId,
+    detected_at: DateTime<Utc>,
+    now: DateTime<Utc>,
+    sla: Duration,
+) -> Result<usize, StoreError> {
     let journal = store.journal(run_id)?;
     let deprovisions: Vec<&crate::store::JournalEntry> = journal
         .iter()

@@ -287,6 +287,13 @@ async fn thirty_leavers_over_a_limit_of_25_are_all_held_until_approved() {
     }
     assert_eq!(exit_code_for(&outcome.report), exit::HELD);
     assert_eq!(env.active_accounts(), active_before, "nothing deactivated");
+    // The same-day ledger knows them, held.
+    let open = env.store().open_deprovisions().unwrap();
+    assert_eq!(open.len(), 30);
+    assert!(
+        open.iter()
+            .all(|e| e.held.is_some() && e.verified_at.is_none())
+    );
 
     let approval = approval::approve(
         &env.config,
@@ -305,6 +312,15 @@ async fn thirty_leavers_over_a_limit_of_25_are_all_held_until_approved() {
     assert_eq!(env.active_accounts(), active_before - 30);
 
     let store = env.store();
+    // Verified in the ledger by the approval itself, not at the next hold re-check.
+    assert!(store.open_deprovisions().unwrap().is_empty());
+    let current = store.current_deprovisions().unwrap();
+    assert_eq!(current.len(), 30);
+    assert!(
+        current
+            .iter()
+            .all(|e| e.enforced_at.is_some() && e.verified_at.is_some())
+    );
     let audit = store.audit().unwrap();
     assert_eq!(audit.len(), 1);
     assert_eq!(audit[0].command, "approve");
