@@ -411,7 +411,7 @@ DROP TABLE workspace_groups;
 DROP TABLE workspace_accounts;
 "#;
 
-const MIGRATIONS: &[&str] = &[
+pub(crate) const MIGRATIONS: &[&str] = &[
     M1,
     M2,
     M_SAFETY,

@@ -9,6 +9,7 @@
 
 use rusqlite::{OptionalExtension, params};
 use serde::Serialize;
+use serde::de::DeserializeOwned;
 
 use crate::model::{DirectorySnapshot, Identity, WorkspaceSnapshot};
 
@@ -46,6 +47,25 @@ fn encode(
     String::from_utf8(buffer).map_err(|e| StoreError::Encode {
         context: context(),
         source: serde::ser::Error::custom(e),
+    })
+}
+
+/// The stored document of a run whose flag says it saved one; `None` (no row) is
+/// a corrupt database, not an absent snapshot.
+fn decode<T: DeserializeOwned>(
+    body: Option<String>,
+    table: &'static str,
+    run: RunId,
+) -> Result<T, StoreError> {
+    let body = body.ok_or_else(|| StoreError::Corrupt {
+        table,
+        run,
+        detail: "the run is marked as having this snapshot, but none is stored".to_owned(),
+    })?;
+    serde_json::from_str(&body).map_err(|e| StoreError::Corrupt {
+        table,
+        run,
+        detail: format!("the snapshot document does not decode: {e}"),
     })
 }
 
@@ -108,18 +128,7 @@ impl Store {
         let Some((Some(complete), body)) = saved else {
             return Ok(None);
         };
-        let body = body.ok_or_else(|| StoreError::Corrupt {
-            table: "directory_snapshots",
-            run,
-            detail: "the run is marked as having a directory snapshot, but none is stored"
-                .to_owned(),
-        })?;
-        let identities: Vec<Identity> =
-            serde_json::from_str(&body).map_err(|e| StoreError::Corrupt {
-                table: "directory_snapshots",
-                run,
-                detail: format!("the snapshot document does not decode: {e}"),
-            })?;
+        let identities: Vec<Identity> = decode(body, "directory_snapshots", run)?;
         Ok(Some(DirectorySnapshot {
             identities,
             complete,
@@ -185,18 +194,6 @@ impl Store {
         let Some((true, body)) = saved else {
             return Ok(None);
         };
-        let body = body.ok_or_else(|| StoreError::Corrupt {
-            table: "workspace_snapshots",
-            run,
-            detail: "the run is marked as having a workspace snapshot, but none is stored"
-                .to_owned(),
-        })?;
-        serde_json::from_str(&body)
-            .map(Some)
-            .map_err(|e| StoreError::Corrupt {
-                table: "workspace_snapshots",
-                run,
-                detail: format!("the snapshot document does not decode: {e}"),
-            })
+        decode(body, "workspace_snapshots", run).map(Some)
     }
 }

@@ -1133,29 +1133,34 @@ fn migration_2_rebuilds_runs_without_losing_what_references_them() {
     assert!(enforced);
 }
 
+/// A database file at schema `version` (the first `version` migrations), with
+/// `fill` writing rows as that version did.
+fn database_at_version(
+    path: &std::path::Path,
+    version: usize,
+    fill: impl FnOnce(&rusqlite::Transaction<'_>),
+) {
+    let mut conn = rusqlite::Connection::open(path).unwrap();
+    let tx = conn.transaction().unwrap();
+    for migration in &migrations::MIGRATIONS[..version] {
+        tx.execute_batch(migration).unwrap();
+    }
+    fill(&tx);
+    tx.commit().unwrap();
+    conn.pragma_update(None, "user_version", version as i64)
+        .unwrap();
+}
+
 #[test]
 fn links_survive_the_move_to_a_clustered_table() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("v5.db");
-    {
-        let mut conn = rusqlite::Connection::open(&path).unwrap();
-        let tx = conn.transaction().unwrap();
-        for migration in [
-            migrations::M1,
-            migrations::M2,
-            migrations::M_SAFETY,
-            migrations::M_OUTBOX,
-            migrations::M_JOURNAL_INDEXES,
-        ] {
-            tx.execute_batch(migration).unwrap();
-        }
+    database_at_version(&path, 5, |tx| {
         tx.execute_batch(
             "INSERT INTO links VALUES ('i1', 'a1', 'external_id', '2026-11-01T00:00:00Z');",
         )
         .unwrap();
-        tx.commit().unwrap();
-        conn.pragma_update(None, "user_version", 5).unwrap();
-    }
+    });
     let mut store = Store::open(&path).unwrap();
     assert_eq!(store.schema_version().unwrap(), migrations::LATEST);
     let links = store.links().unwrap();
@@ -1329,19 +1334,7 @@ fn snapshots_survive_the_move_to_one_document_per_run() {
         ],
         complete: false,
     };
-    {
-        let mut conn = rusqlite::Connection::open(&path).unwrap();
-        let tx = conn.transaction().unwrap();
-        for migration in [
-            migrations::M1,
-            migrations::M2,
-            migrations::M_SAFETY,
-            migrations::M_OUTBOX,
-            migrations::M_JOURNAL_INDEXES,
-            migrations::M_LINKS_CLUSTERED,
-        ] {
-            tx.execute_batch(migration).unwrap();
-        }
+    database_at_version(&path, 6, |tx| {
         // Run 1: both snapshots; run 2: an empty workspace and an empty, complete
         // directory; run 3: no snapshots at all. Rows as version 6 wrote them.
         for run in 1..=3 {
@@ -1408,9 +1401,7 @@ fn snapshots_survive_the_move_to_one_document_per_run() {
                 membership += 1;
             }
         }
-        tx.commit().unwrap();
-        conn.pragma_update(None, "user_version", 6).unwrap();
-    }
+    });
     let store = Store::open(&path).unwrap();
     assert_eq!(store.schema_version().unwrap(), migrations::LATEST);
     assert_eq!(
@@ -1446,4 +1437,41 @@ fn snapshots_survive_the_move_to_one_document_per_run() {
         )
         .unwrap();
     assert_eq!(old_tables, 0);
+}
+
+/// A run marked as having saved a snapshot whose document is missing is a corrupt
+/// database, reported with the table and the run, never an empty snapshot.
+#[test]
+fn a_missing_snapshot_document_is_corruption_not_an_empty_snapshot() {
+    let mut store = Store::open_in_memory().unwrap();
+    let run = store.begin_run(RunKind::Reconcile, t(0)).unwrap();
+    store
+        .save_workspace_snapshot(run, &workspace(3, 1, 2))
+        .unwrap();
+    store
+        .save_directory_snapshot(run, &DirectorySnapshot::default())
+        .unwrap();
+    store
+        .conn
+        .execute_batch("DELETE FROM workspace_snapshots; DELETE FROM directory_snapshots;")
+        .unwrap();
+    for err in [
+        store.load_workspace_snapshot(run).unwrap_err(),
+        store.load_directory_snapshot(run).map(|_| ()).unwrap_err(),
+    ] {
+        assert!(
+            matches!(err, StoreError::Corrupt { run: r, .. } if r == run),
+            "{err:?}"
+        );
+    }
+    store
+        .conn
+        .execute(
+            "INSERT INTO workspace_snapshots VALUES (?1, 1, 0, '{\"accounts\": 7}')",
+            [run],
+        )
+        .unwrap();
+    let err = store.load_workspace_snapshot(run).unwrap_err();
+    assert!(err.to_string().contains("workspace_snapshots"), "{err}");
+    assert!(err.to_string().contains("does not decode"), "{err}");
 }
