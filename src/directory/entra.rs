@@ -23,7 +23,7 @@
 //! user (in the recycle bin or gone) is absent from `/users`, and `@removed` in a
 //! delta. Entra has no "deprovisioned" status.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -32,7 +32,8 @@ use secrecy::{ExposeSecret, SecretString};
 use serde_json::Value;
 
 use super::remote::{
-    self, Reply, Secret, TokenCache, Transport, endpoint_of, same_origin, status_error,
+    self, Reply, Secret, TokenCache, Transport, endpoint_of, required_str, same_origin,
+    status_error,
 };
 use super::{DirectoryChanges, DirectoryError, RemoteStats, jwt};
 use crate::http::encode_component;
@@ -190,61 +191,27 @@ impl EntraSource {
                 Some(app) => Some(self.app_assignments(app).await?),
                 None => None,
             };
-            let mut to_read: Vec<(String, String)> = groups
-                .iter()
-                .filter(|(id, _)| wanted.contains(id))
-                .cloned()
-                .collect();
-            if let Some((_, app_groups)) = &app_scope {
-                for (id, name) in &groups {
-                    if app_groups.contains(id) && !wanted.contains(id) {
-                        to_read.push((id.clone(), name.clone()));
-                    }
-                }
-            }
+            let to_read = remote::groups_to_read(
+                &groups,
+                &wanted,
+                app_scope.as_ref().map(|(_, app_groups)| app_groups),
+            );
             let members = self.transitive_members(&to_read).await?;
             Ok::<_, DirectoryError>((wanted, app_scope, to_read, members))
         };
         let (users, (wanted, app_scope, to_read, members)) =
             futures::try_join!(people, memberships)?;
-        let mut identities = Vec::with_capacity(users.len());
-        let mut seen = HashSet::new();
-        for u in &users {
-            let identity = parse_user(u, "GET /v1.0/users")?;
-            if seen.insert(identity.id.clone()) {
-                identities.push(identity);
-            }
-        }
-        let mut groups_of: HashMap<&str, Vec<String>> = HashMap::new();
-        let mut via_app_groups: HashSet<&str> = HashSet::new();
-        for ((id, name), member_ids) in to_read.iter().zip(&members) {
-            let counts = wanted.contains(id);
-            let assigned = app_scope
-                .as_ref()
-                .is_some_and(|(_, app_groups)| app_groups.contains(id));
-            for member in member_ids {
-                if counts {
-                    groups_of.entry(member).or_default().push(name.clone());
-                }
-                if assigned {
-                    via_app_groups.insert(member);
-                }
-            }
-        }
-        for identity in &mut identities {
-            if let Some(names) = groups_of.get(identity.id.as_str()) {
-                identity.groups = sorted_unique(names);
-            }
-        }
-        if let Some((app_users, _)) = &app_scope {
-            identities
-                .retain(|i| app_users.contains(&i.id) || via_app_groups.contains(i.id.as_str()));
-        }
-        identities.sort_by(|a, b| a.id.cmp(&b.id));
-        Ok(DirectorySnapshot {
+        let identities = users
+            .iter()
+            .map(|u| parse_user(u, "GET /v1.0/users"))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(remote::assemble_snapshot(
             identities,
-            complete: true,
-        })
+            &to_read,
+            &members,
+            &wanted,
+            app_scope.as_ref(),
+        ))
     }
 
     /// What changed since `cursor` (two delta links). The first call (and any call
@@ -449,14 +416,9 @@ impl EntraSource {
                         encode_component(&identity.id)
                     );
                     let groups = self.list(url).await?;
-                    let mut names = Vec::new();
-                    for g in &groups {
-                        let (_, name) = parse_group(g, "GET /v1.0/users/{id}/transitiveMemberOf")?;
-                        if interest.is_empty() || interest.contains(&name) {
-                            names.push(name);
-                        }
-                    }
-                    identity.groups = sorted_unique(&names);
+                    identity.groups = remote::names_of_interest(&groups, interest, |g| {
+                        parse_group(g, "GET /v1.0/users/{id}/transitiveMemberOf")
+                    })?;
                     Ok::<_, DirectoryError>(identity)
                 }
             },
@@ -829,16 +791,6 @@ fn error_body(body: &str) -> (Option<String>, String) {
     (code, message.unwrap_or_else(|| remote::body_excerpt(body)))
 }
 
-fn required_str<'a>(v: &'a Value, field: &str, endpoint: &str) -> Result<&'a str, DirectoryError> {
-    v.get(field)
-        .and_then(Value::as_str)
-        .filter(|s| !s.is_empty())
-        .ok_or_else(|| DirectoryError::Malformed {
-            endpoint: endpoint.to_owned(),
-            what: format!("an item has no {field:?}"),
-        })
-}
-
 fn parse_user(v: &Value, endpoint: &str) -> Result<Identity, DirectoryError> {
     let id = required_str(v, "id", endpoint)?;
     let text = |field: &str| {
@@ -882,15 +834,6 @@ fn parse_group(v: &Value, endpoint: &str) -> Result<(String, String), DirectoryE
     let id = required_str(v, "id", endpoint)?;
     let name = required_str(v, "displayName", endpoint)?;
     Ok((id.to_owned(), name.to_owned()))
-}
-
-fn sorted_unique(names: &[String]) -> Vec<String> {
-    names
-        .iter()
-        .cloned()
-        .collect::<BTreeSet<_>>()
-        .into_iter()
-        .collect()
 }
 
 #[cfg(test)]

@@ -22,7 +22,7 @@
 //! and SUSPENDED → suspended; DEPROVISIONED → deprovisioned; a deleted user is absent.
 //! An unknown status is read as suspended (no access) and logged.
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -35,7 +35,8 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 use super::remote::{
-    self, Reply, Secret, TokenCache, Transport, endpoint_of, same_origin, status_error,
+    self, Reply, Secret, TokenCache, Transport, endpoint_of, required_str, same_origin,
+    status_error,
 };
 use super::{DirectoryChanges, DirectoryError, RemoteStats, jwt};
 use crate::http::encode_component;
@@ -231,62 +232,28 @@ impl OktaSource {
                 None => None,
             };
             // Members of the groups the policy names, plus of groups assigned to the app.
-            let mut to_read: Vec<(String, String)> = groups
-                .iter()
-                .filter(|(id, _)| wanted.contains(id))
-                .cloned()
-                .collect();
-            if let Some((_, app_groups)) = &app_scope {
-                for (id, name) in &groups {
-                    if app_groups.contains(id) && !wanted.contains(id) {
-                        to_read.push((id.clone(), name.clone()));
-                    }
-                }
-            }
+            let to_read = remote::groups_to_read(
+                &groups,
+                &wanted,
+                app_scope.as_ref().map(|(_, app_groups)| app_groups),
+            );
             let members = self.members_of(&to_read).await?;
             Ok::<_, DirectoryError>((wanted, app_scope, to_read, members))
         };
         let ((users, gone), (wanted, app_scope, to_read, members)) =
             futures::try_join!(people, memberships)?;
-        let mut identities: Vec<Identity> = Vec::with_capacity(users.len() + gone.len());
-        let mut seen = HashSet::new();
-        for raw in users.into_iter().chain(gone) {
-            let identity = parse_user(raw, "GET /api/v1/users")?;
-            if seen.insert(identity.id.clone()) {
-                identities.push(identity);
-            }
-        }
-
-        let mut groups_of: HashMap<&str, Vec<String>> = HashMap::new();
-        let mut via_app_groups: HashSet<&str> = HashSet::new();
-        for ((id, name), member_ids) in to_read.iter().zip(&members) {
-            let counts = wanted.contains(id);
-            let assigned = app_scope
-                .as_ref()
-                .is_some_and(|(_, app_groups)| app_groups.contains(id));
-            for member in member_ids {
-                if counts {
-                    groups_of.entry(member).or_default().push(name.clone());
-                }
-                if assigned {
-                    via_app_groups.insert(member);
-                }
-            }
-        }
-        for identity in &mut identities {
-            if let Some(names) = groups_of.get(identity.id.as_str()) {
-                identity.groups = sorted_unique(names);
-            }
-        }
-        if let Some((app_users, _)) = &app_scope {
-            identities
-                .retain(|i| app_users.contains(&i.id) || via_app_groups.contains(i.id.as_str()));
-        }
-        identities.sort_by(|a, b| a.id.cmp(&b.id));
-        Ok(DirectorySnapshot {
+        let identities = users
+            .into_iter()
+            .chain(gone)
+            .map(|raw| parse_user(raw, "GET /api/v1/users"))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(remote::assemble_snapshot(
             identities,
-            complete: true,
-        })
+            &to_read,
+            &members,
+            &wanted,
+            app_scope.as_ref(),
+        ))
     }
 
     /// What changed since `cursor`: users whose `lastUpdated` is later than the
@@ -372,14 +339,9 @@ impl OktaSource {
                         encode_component(&identity.id)
                     );
                     let groups = self.list(url).await?;
-                    let mut names = Vec::new();
-                    for g in &groups {
-                        let (_, name) = parse_group(g, "GET /api/v1/users/{id}/groups")?;
-                        if interest.is_empty() || interest.contains(&name) {
-                            names.push(name);
-                        }
-                    }
-                    identity.groups = sorted_unique(&names);
+                    identity.groups = remote::names_of_interest(&groups, interest, |g| {
+                        parse_group(g, "GET /api/v1/users/{id}/groups")
+                    })?;
                     Ok::<_, DirectoryError>(identity)
                 }
             }))
@@ -833,16 +795,6 @@ fn error_body(body: &str) -> (Option<String>, String) {
     (code, summary.unwrap_or_else(|| remote::body_excerpt(body)))
 }
 
-fn required_str<'a>(v: &'a Value, field: &str, endpoint: &str) -> Result<&'a str, DirectoryError> {
-    v.get(field)
-        .and_then(Value::as_str)
-        .filter(|s| !s.is_empty())
-        .ok_or_else(|| DirectoryError::Malformed {
-            endpoint: endpoint.to_owned(),
-            what: format!("an item has no {field:?}"),
-        })
-}
-
 /// Okta user status → normalised status (see the module comment).
 pub fn map_status(status: &str) -> IdentityStatus {
     match status {
@@ -899,15 +851,6 @@ fn parse_group(v: &Value, endpoint: &str) -> Result<(String, String), DirectoryE
             what: format!("group {id:?} has no profile.name"),
         })?;
     Ok((id.to_owned(), name.to_owned()))
-}
-
-fn sorted_unique(names: &[String]) -> Vec<String> {
-    names
-        .iter()
-        .cloned()
-        .collect::<BTreeSet<_>>()
-        .into_iter()
-        .collect()
 }
 
 fn parse_cursor(cursor: &str) -> Option<DateTime<Utc>> {

@@ -3,6 +3,9 @@
 //! request counters), OAuth 2.0 client-credentials tokens cached until shortly
 //! before they expire, and error construction that never carries a secret.
 //!
+//! Both also assemble a full snapshot the same way from what they read
+//! ([`groups_to_read`], [`assemble_snapshot`]).
+//!
 //! Retries go through [`crate::retry::retry`]; each connector wraps its attempts in
 //! it, because what to do before an attempt (Okta's rate-limit pacing, a token
 //! refresh after a 401) is provider-specific.
@@ -21,8 +24,11 @@ use secrecy::{ExposeSecret, SecretString};
 use serde_json::Value;
 use tokio::sync::Semaphore;
 
+use std::collections::{BTreeSet, HashMap, HashSet};
+
 use super::DirectoryError;
 use crate::http::encode_component;
+use crate::model::{DirectorySnapshot, Identity};
 use crate::retry::RetryPolicy;
 
 /// How much of a provider's error message goes into an error.
@@ -382,6 +388,119 @@ pub(crate) async fn fetch_token(
         SecretString::from(token.to_owned()),
         Duration::from_secs(lifetime),
     ))
+}
+
+/// A string field `endpoint`'s items must carry, non-empty.
+pub(super) fn required_str<'a>(
+    v: &'a Value,
+    field: &str,
+    endpoint: &str,
+) -> Result<&'a str, DirectoryError> {
+    v.get(field)
+        .and_then(Value::as_str)
+        .filter(|s| !s.is_empty())
+        .ok_or_else(|| DirectoryError::Malformed {
+            endpoint: endpoint.to_owned(),
+            what: format!("an item has no {field:?}"),
+        })
+}
+
+/// The names of a person's `groups` that the policy reads (every one when
+/// `interest` is empty), sorted, each once; `parse_group` reads (id, name).
+pub(super) fn names_of_interest(
+    groups: &[Value],
+    interest: &HashSet<String>,
+    parse_group: impl Fn(&Value) -> Result<(String, String), DirectoryError>,
+) -> Result<Vec<String>, DirectoryError> {
+    let mut names = BTreeSet::new();
+    for group in groups {
+        let (_, name) = parse_group(group)?;
+        if interest.is_empty() || interest.contains(&name) {
+            names.insert(name);
+        }
+    }
+    Ok(names.into_iter().collect())
+}
+
+/// Group names sorted, each once: an identity's `groups`.
+fn sorted_unique(names: &[String]) -> Vec<String> {
+    names
+        .iter()
+        .cloned()
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect()
+}
+
+/// The groups (id, name) whose members a full snapshot reads, in the order
+/// listed: those the policy names (`wanted`), then, with an app, the groups
+/// assigned to it that the policy does not name (their members are in scope).
+pub(super) fn groups_to_read(
+    groups: &[(String, String)],
+    wanted: &HashSet<String>,
+    app_groups: Option<&HashSet<String>>,
+) -> Vec<(String, String)> {
+    let mut to_read: Vec<(String, String)> = groups
+        .iter()
+        .filter(|(id, _)| wanted.contains(id))
+        .cloned()
+        .collect();
+    if let Some(app_groups) = app_groups {
+        to_read.extend(
+            groups
+                .iter()
+                .filter(|(id, _)| app_groups.contains(id) && !wanted.contains(id))
+                .cloned(),
+        );
+    }
+    to_read
+}
+
+/// A full snapshot from what a connector read: `identities` as listed (an id
+/// listed twice is kept once, the first time), the member ids of each group of
+/// `read` (`members[i]` of `read[i]`), the ids of the groups whose names count
+/// (`wanted`), and with an app its direct (user, group) assignments: then only
+/// people assigned directly or through an assigned group are in scope. Sorted by
+/// id, each identity's groups sorted and unique.
+pub(super) fn assemble_snapshot(
+    identities: Vec<Identity>,
+    read: &[(String, String)],
+    members: &[Vec<String>],
+    wanted: &HashSet<String>,
+    app_scope: Option<&(HashSet<String>, HashSet<String>)>,
+) -> DirectorySnapshot {
+    let mut seen = HashSet::new();
+    let mut identities: Vec<Identity> = identities
+        .into_iter()
+        .filter(|identity| seen.insert(identity.id.clone()))
+        .collect();
+    let mut groups_of: HashMap<&str, Vec<String>> = HashMap::new();
+    let mut via_app_groups: HashSet<&str> = HashSet::new();
+    for ((id, name), member_ids) in read.iter().zip(members) {
+        let counts = wanted.contains(id);
+        let assigned = app_scope.is_some_and(|(_, app_groups)| app_groups.contains(id));
+        for member in member_ids {
+            if counts {
+                groups_of.entry(member).or_default().push(name.clone());
+            }
+            if assigned {
+                via_app_groups.insert(member);
+            }
+        }
+    }
+    for identity in &mut identities {
+        if let Some(names) = groups_of.get(identity.id.as_str()) {
+            identity.groups = sorted_unique(names);
+        }
+    }
+    if let Some((app_users, _)) = app_scope {
+        identities.retain(|i| app_users.contains(&i.id) || via_app_groups.contains(i.id.as_str()));
+    }
+    identities.sort_by(|a, b| a.id.cmp(&b.id));
+    DirectorySnapshot {
+        identities,
+        complete: true,
+    }
 }
 
 #[cfg(test)]
