@@ -5,9 +5,11 @@
 //!
 //! Only linked identities are considered (links are made by full reconciles), so
 //! the sweep never has to match. The guard still applies: an incomplete directory
-//! holds everything, thresholds hold mass deprovisioning, and because the sweep
-//! does not read the whole workspace, a leaver who holds the Owner role is held
-//! for the full reconcile's last-Owner check.
+//! holds everything, thresholds hold mass deprovisioning, and a leaver who holds
+//! the Owner role is deactivated only when another Owner is confirmed active: the
+//! sweep does not read the whole workspace, so it re-reads the Owners of the newest
+//! stored workspace snapshot, and holds the leaver (for the full reconcile's
+//! last-Owner check) when none of them still is one.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -20,7 +22,7 @@ use crate::config::Config;
 use crate::directory::{Directory, DirectoryChanges};
 use crate::guard;
 use crate::model::{
-    Account, Action, ActionKind, DriftItem, DriftKind, Identity, Plan, WorkspaceSnapshot,
+    Account, Action, ActionKind, DriftItem, DriftKind, Identity, Plan, Role, WorkspaceSnapshot,
 };
 use crate::plan::DeprovisionAction;
 use crate::policy::{self, InactiveReason};
@@ -316,6 +318,14 @@ pub async fn enforce(
         read.accounts.push(account.clone());
     }
 
+    if read
+        .accounts
+        .iter()
+        .any(|a| a.active && a.role() == Some(Role::Owner))
+    {
+        let others = other_owners(client, store, &read, concurrency).await?;
+        read.accounts.extend(others);
+    }
     if !plan.actions.is_empty() {
         let input = {
             let store = lock(store)?;
@@ -408,6 +418,54 @@ pub fn configured_sla(config: &Config) -> Duration {
         .ok()
         .and_then(|sla| Duration::from_std(sla).ok())
         .unwrap_or(Duration::hours(1))
+}
+
+/// The active Owners other than the accounts in `leaving`, each confirmed by a
+/// live read: the candidates are the active Owners of the newest stored workspace
+/// snapshot. With them in the guard's view, a leaving Owner is held only when no
+/// other Owner remains. A read that fails confirms nothing (so the leaver is held,
+/// as without this check) and is logged.
+async fn other_owners(
+    client: &ScimClient,
+    store: &Mutex<Store>,
+    leaving: &WorkspaceSnapshot,
+    concurrency: usize,
+) -> Result<Vec<Account>, RunError> {
+    let snapshot = {
+        let store = lock(store)?;
+        match store.previous_workspace_run(RunId::MAX)? {
+            Some(run) => store.load_workspace_snapshot(run)?,
+            None => None,
+        }
+    };
+    let Some(snapshot) = snapshot else {
+        return Ok(Vec::new());
+    };
+    let candidates: Vec<String> = snapshot
+        .accounts
+        .into_iter()
+        .filter(|a| a.active && a.role() == Some(Role::Owner))
+        .filter(|a| leaving.accounts.iter().all(|l| l.id != a.id))
+        .map(|a| a.id)
+        .collect();
+    let confirmed: Vec<Option<Account>> =
+        futures::stream::iter(candidates.into_iter().map(|id| async move {
+            match client.get_account(&id).await {
+                Ok(account) => account,
+                Err(error) => {
+                    tracing::warn!(account = %id, error = %error, "could not confirm another Owner; a leaving Owner stays held");
+                    None
+                }
+            }
+        }))
+        .buffered(concurrency)
+        .collect()
+        .await;
+    Ok(confirmed
+        .into_iter()
+        .flatten()
+        .filter(|a| a.active && a.role() == Some(Role::Owner))
+        .collect())
 }
 
 /// After a full reconcile: deprovisions it planned join the ledger (detected at

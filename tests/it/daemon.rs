@@ -217,7 +217,7 @@ async fn the_sweep_deactivates_a_leaver_verifies_it_and_reports_it() {
             let id = u["id"].as_str().unwrap();
             u["status"].as_str().unwrap_or("active") == "active"
                 && workspace.accounts.iter().any(|a| {
-                    // An Owner leaving is left to the full reconcile's last-Owner check.
+                    // Not an Owner: the Owner paths have their own test below.
                     a.active
                         && a.external_id.as_deref() == Some(id)
                         && !a.roles.iter().any(|r| r == "Owner")
@@ -597,5 +597,113 @@ async fn the_sweep_rejects_a_truncated_directory_and_acts_on_a_real_leaver() {
     .await
     .unwrap();
     assert_eq!((again.detected, again.enforced, again.run_id), (0, 0, None));
+    sandbox.shutdown().await;
+}
+
+/// A leaving Owner is deactivated by the sweep when another Owner is confirmed
+/// active by a live read, and held when they are the last one: the stored
+/// snapshot still shows the break-glass Owner active after it was deactivated,
+/// and the live read is what counts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sweep_deactivates_a_leaving_owner_unless_they_are_the_last() {
+    use seatwarden::run::{self, Mode};
+    use seatwarden::workspace::ScimClient;
+
+    let sandbox = demo_sandbox(Faults::default()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let env = daemon_env(dir.path(), &sandbox, free_port(), "0 0 1 1 *");
+    let config = seatwarden::config::Config::load_with_env(
+        &dir.path().join("seatwarden.toml"),
+        Some(env.into_iter().collect()),
+    )
+    .unwrap();
+    let store = Store::open(&config.state.path).unwrap();
+    run::execute(&config, store, Mode::Reconcile).await.unwrap();
+
+    let owners = || -> Vec<String> {
+        sandbox
+            .snapshot()
+            .accounts
+            .into_iter()
+            .filter(|a| a.active && a.roles.iter().any(|r| r == "Owner"))
+            .map(|a| a.user_name)
+            .collect()
+    };
+    let mut before = owners();
+    before.sort();
+    assert_eq!(
+        before,
+        [
+            "ava.smith@example.com",
+            "ben.wong@example.com",
+            "breakglass@example.com"
+        ],
+        "the demo's Owners: two people and the protected break-glass account"
+    );
+
+    let directory_path = dir.path().join("directory.json");
+    let full: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&directory_path).unwrap()).unwrap();
+    let without = |gone: &[&str]| {
+        let users: Vec<serde_json::Value> = full["users"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|u| !gone.contains(&u["id"].as_str().unwrap()))
+            .cloned()
+            .collect();
+        std::fs::write(
+            &directory_path,
+            serde_json::json!({ "users": users }).to_string(),
+        )
+        .unwrap();
+    };
+    let client = ScimClient::new(config.scim_settings().unwrap()).unwrap();
+    let directory = config.directory();
+    let store = std::sync::Mutex::new(Store::open(&config.state.path).unwrap());
+    let sla = chrono::Duration::hours(1);
+
+    without(&["00u1000"]);
+    let outcome = seatwarden::sweep::sweep(
+        &config,
+        &directory,
+        &client,
+        &store,
+        chrono::Utc::now(),
+        sla,
+    )
+    .await
+    .unwrap();
+    assert_eq!((outcome.enforced, outcome.held), (1, 0), "{outcome:?}");
+    assert_eq!(owners(), ["ben.wong@example.com", "breakglass@example.com"]);
+
+    // The break-glass Owner is deactivated in the workspace by hand; ben is now
+    // the last active Owner.
+    let breakglass = sandbox
+        .snapshot()
+        .accounts
+        .into_iter()
+        .find(|a| a.user_name == "breakglass@example.com")
+        .unwrap();
+    client.set_active(&breakglass.id, false).await.unwrap();
+    without(&["00u1000", "00u1001"]);
+    let outcome = seatwarden::sweep::sweep(
+        &config,
+        &directory,
+        &client,
+        &store,
+        chrono::Utc::now(),
+        sla,
+    )
+    .await
+    .unwrap();
+    assert_eq!((outcome.enforced, outcome.held), (0, 1), "{outcome:?}");
+    assert_eq!(owners(), ["ben.wong@example.com"], "the last Owner stays");
+    let open = store.lock().unwrap().open_deprovisions().unwrap();
+    assert!(
+        open.iter()
+            .any(|e| e.identity_id == "00u1001" && e.held.is_some()),
+        "{open:?}"
+    );
     sandbox.shutdown().await;
 }
