@@ -484,12 +484,11 @@ fn overdue_deprovisions_raise_one_alert_and_one_resolution() {
     assert_eq!(resolutions, 1);
 }
 
-/// The sweep in-process: a directory cut to a tenth is a source fault (nothing
-/// observed, nothing written, no ledger flood); one real leaver is deactivated.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_sweep_rejects_a_truncated_directory_and_acts_on_a_real_leaver() {
+/// The demo sandbox after one full reconcile, with the daemon's configuration
+/// (no schedule fires) in a fresh directory: what the in-process sweep tests start
+/// from.
+async fn reconciled_demo() -> (Sandbox, tempfile::TempDir, seatwarden::config::Config) {
     use seatwarden::run::{self, Mode};
-    use seatwarden::workspace::ScimClient;
 
     let sandbox = demo_sandbox(Faults::default()).await;
     let dir = tempfile::tempdir().unwrap();
@@ -501,6 +500,16 @@ async fn the_sweep_rejects_a_truncated_directory_and_acts_on_a_real_leaver() {
     .unwrap();
     let store = Store::open(&config.state.path).unwrap();
     run::execute(&config, store, Mode::Reconcile).await.unwrap();
+    (sandbox, dir, config)
+}
+
+/// The sweep in-process: a directory cut to a tenth is a source fault (nothing
+/// observed, nothing written, no ledger flood); one real leaver is deactivated.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sweep_rejects_a_truncated_directory_and_acts_on_a_real_leaver() {
+    use seatwarden::workspace::ScimClient;
+
+    let (sandbox, dir, config) = reconciled_demo().await;
 
     let directory_path = dir.path().join("directory.json");
     let full: serde_json::Value =
@@ -606,19 +615,9 @@ async fn the_sweep_rejects_a_truncated_directory_and_acts_on_a_real_leaver() {
 /// and the live read is what counts.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_sweep_deactivates_a_leaving_owner_unless_they_are_the_last() {
-    use seatwarden::run::{self, Mode};
     use seatwarden::workspace::ScimClient;
 
-    let sandbox = demo_sandbox(Faults::default()).await;
-    let dir = tempfile::tempdir().unwrap();
-    let env = daemon_env(dir.path(), &sandbox, free_port(), "0 0 1 1 *");
-    let config = seatwarden::config::Config::load_with_env(
-        &dir.path().join("seatwarden.toml"),
-        Some(env.into_iter().collect()),
-    )
-    .unwrap();
-    let store = Store::open(&config.state.path).unwrap();
-    run::execute(&config, store, Mode::Reconcile).await.unwrap();
+    let (sandbox, dir, config) = reconciled_demo().await;
 
     let owners = || -> Vec<String> {
         sandbox
