@@ -62,10 +62,16 @@ fn decode<T: DeserializeOwned>(
         run,
         detail: "the run is marked as having this snapshot, but none is stored".to_owned(),
     })?;
+    // Where and what kind of error, not serde's message: that can quote a value.
     serde_json::from_str(&body).map_err(|e| StoreError::Corrupt {
         table,
         run,
-        detail: format!("the snapshot document does not decode: {e}"),
+        detail: format!(
+            "the snapshot document does not decode ({:?} error at line {}, column {})",
+            e.classify(),
+            e.line(),
+            e.column()
+        ),
     })
 }
 
