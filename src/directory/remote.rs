@@ -3,13 +3,14 @@
 //! request counters), OAuth 2.0 client-credentials tokens cached until shortly
 //! before they expire, and error construction that never carries a secret.
 //!
-//! Both also assemble a full snapshot the same way from what they read
-//! ([`groups_to_read`], [`assemble_snapshot`]).
+//! Both also turn what they read into a snapshot the same way
+//! ([`groups_to_read`], [`assemble_snapshot`], [`names_of_interest`]).
 //!
 //! Retries go through [`crate::retry::retry`]; each connector wraps its attempts in
 //! it, because what to do before an attempt (Okta's rate-limit pacing, a token
 //! refresh after a 401) is provider-specific.
 
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::num::NonZeroU32;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -23,8 +24,6 @@ use reqwest::header::HeaderMap;
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::Value;
 use tokio::sync::Semaphore;
-
-use std::collections::{BTreeSet, HashMap, HashSet};
 
 use super::DirectoryError;
 use crate::http::encode_component;
