@@ -503,6 +503,25 @@ async fn reconciled_demo() -> (Sandbox, tempfile::TempDir, seatwarden::config::C
     (sandbox, dir, config)
 }
 
+/// One in-process sweep, now, with a one-hour SLA.
+async fn sweep_now(
+    config: &seatwarden::config::Config,
+    directory: &seatwarden::directory::Directory,
+    client: &seatwarden::workspace::ScimClient,
+    store: &std::sync::Mutex<Store>,
+) -> seatwarden::sweep::SweepOutcome {
+    seatwarden::sweep::sweep(
+        config,
+        directory,
+        client,
+        store,
+        chrono::Utc::now(),
+        chrono::Duration::hours(1),
+    )
+    .await
+    .unwrap()
+}
+
 /// The sweep in-process: a directory cut to a tenth is a source fault (nothing
 /// observed, nothing written, no ledger flood); one real leaver is deactivated.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -518,7 +537,6 @@ async fn the_sweep_rejects_a_truncated_directory_and_acts_on_a_real_leaver() {
     let client = ScimClient::new(config.scim_settings().unwrap()).unwrap();
     let directory = config.directory();
     let store = std::sync::Mutex::new(Store::open(&config.state.path).unwrap());
-    let sla = chrono::Duration::hours(1);
     let active = || {
         sandbox
             .snapshot()
@@ -535,16 +553,7 @@ async fn the_sweep_rejects_a_truncated_directory_and_acts_on_a_real_leaver() {
         serde_json::json!({ "users": tenth }).to_string(),
     )
     .unwrap();
-    let outcome = seatwarden::sweep::sweep(
-        &config,
-        &directory,
-        &client,
-        &store,
-        chrono::Utc::now(),
-        sla,
-    )
-    .await
-    .unwrap();
+    let outcome = sweep_now(&config, &directory, &client, &store).await;
     assert!(outcome.source_fault.is_some(), "{outcome:?}");
     assert_eq!(outcome.detected, 0);
     assert!(
@@ -577,16 +586,7 @@ async fn the_sweep_rejects_a_truncated_directory_and_acts_on_a_real_leaver() {
         serde_json::json!({ "users": remaining }).to_string(),
     )
     .unwrap();
-    let outcome = seatwarden::sweep::sweep(
-        &config,
-        &directory,
-        &client,
-        &store,
-        chrono::Utc::now(),
-        sla,
-    )
-    .await
-    .unwrap();
+    let outcome = sweep_now(&config, &directory, &client, &store).await;
     assert_eq!(outcome.source_fault, None);
     // The leaver, plus people whose accounts were already inactive before the
     // ledger first saw them (verified at once, no write, no latency counted).
@@ -595,16 +595,7 @@ async fn the_sweep_rejects_a_truncated_directory_and_acts_on_a_real_leaver() {
     assert_eq!(outcome.latencies.len(), 1, "{outcome:?}");
     assert_eq!(active(), active_before - 1);
     // Still gone on the next sweep: no new episode, nothing written.
-    let again = seatwarden::sweep::sweep(
-        &config,
-        &directory,
-        &client,
-        &store,
-        chrono::Utc::now(),
-        sla,
-    )
-    .await
-    .unwrap();
+    let again = sweep_now(&config, &directory, &client, &store).await;
     assert_eq!((again.detected, again.enforced, again.run_id), (0, 0, None));
     sandbox.shutdown().await;
 }
@@ -660,19 +651,9 @@ async fn the_sweep_deactivates_a_leaving_owner_unless_they_are_the_last() {
     let client = ScimClient::new(config.scim_settings().unwrap()).unwrap();
     let directory = config.directory();
     let store = std::sync::Mutex::new(Store::open(&config.state.path).unwrap());
-    let sla = chrono::Duration::hours(1);
 
     without(&["00u1000"]);
-    let outcome = seatwarden::sweep::sweep(
-        &config,
-        &directory,
-        &client,
-        &store,
-        chrono::Utc::now(),
-        sla,
-    )
-    .await
-    .unwrap();
+    let outcome = sweep_now(&config, &directory, &client, &store).await;
     assert_eq!((outcome.enforced, outcome.held), (1, 0), "{outcome:?}");
     assert_eq!(owners(), ["ben.wong@example.com", "breakglass@example.com"]);
 
@@ -686,16 +667,7 @@ async fn the_sweep_deactivates_a_leaving_owner_unless_they_are_the_last() {
         .unwrap();
     client.set_active(&breakglass.id, false).await.unwrap();
     without(&["00u1000", "00u1001"]);
-    let outcome = seatwarden::sweep::sweep(
-        &config,
-        &directory,
-        &client,
-        &store,
-        chrono::Utc::now(),
-        sla,
-    )
-    .await
-    .unwrap();
+    let outcome = sweep_now(&config, &directory, &client, &store).await;
     assert_eq!((outcome.enforced, outcome.held), (0, 1), "{outcome:?}");
     assert_eq!(owners(), ["ben.wong@example.com"], "the last Owner stays");
     let open = store.lock().unwrap().open_deprovisions().unwrap();
