@@ -39,7 +39,7 @@ mod store;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::Duration;
 
 use axum::Router;
@@ -196,7 +196,9 @@ impl FaultState {
 }
 
 struct Shared {
-    store: Mutex<Store>,
+    /// Reads share the lock, so concurrent GETs render in parallel as they would
+    /// against a real service; writes are exclusive.
+    store: RwLock<Store>,
     faults: Mutex<FaultState>,
     token: String,
     max_results: usize,
@@ -209,8 +211,12 @@ struct Shared {
 }
 
 impl Shared {
-    fn store(&self) -> std::sync::MutexGuard<'_, Store> {
-        self.store.lock().unwrap_or_else(PoisonError::into_inner)
+    fn store(&self) -> RwLockWriteGuard<'_, Store> {
+        self.store.write().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn store_read(&self) -> RwLockReadGuard<'_, Store> {
+        self.store.read().unwrap_or_else(PoisonError::into_inner)
     }
 }
 
@@ -262,7 +268,7 @@ impl Sandbox {
             .map_err(|e| SandboxError::Options(format!("base URL {base}: {e}")))?;
         let store = Store::new(&base, seed, chrono::Utc::now()).map_err(SandboxError::Seed)?;
         let shared = Arc::new(Shared {
-            store: Mutex::new(store),
+            store: RwLock::new(store),
             faults: Mutex::new(FaultState::new(options.faults)),
             token: options.token,
             max_results: options.max_results,
@@ -306,7 +312,7 @@ impl Sandbox {
     /// The current state, read directly; accounts and groups sorted by id, members
     /// sorted.
     pub fn snapshot(&self) -> WorkspaceSnapshot {
-        self.shared.store().snapshot()
+        self.shared.store_read().snapshot()
     }
 
     pub fn stats(&self) -> SandboxStats {
@@ -625,7 +631,7 @@ fn route(
             Method::GET => {
                 let q = list_query(uri, shared.max_results)?;
                 // Bind first: the guard must be gone before the body is serialised.
-                let mut list = shared.store().list_users(&q)?;
+                let mut list = shared.store_read().list_users(&q)?;
                 first_page_only(shared, &q, &mut list);
                 Ok(json_response(200, &list))
             }
@@ -638,7 +644,7 @@ fn route(
         },
         ["Users", id] => match m {
             Method::GET => {
-                let r = shared.store().get_user(id)?;
+                let r = shared.store_read().get_user(id)?;
                 Ok(resource_response(200, &r, false))
             }
             Method::PUT => {
@@ -660,7 +666,7 @@ fn route(
         ["Groups"] => match m {
             Method::GET => {
                 let q = list_query(uri, shared.max_results)?;
-                let mut list = shared.store().list_groups(&q)?;
+                let mut list = shared.store_read().list_groups(&q)?;
                 first_page_only(shared, &q, &mut list);
                 Ok(json_response(200, &list))
             }
@@ -678,7 +684,7 @@ fn route(
                 .any(|e| e.eq_ignore_ascii_case("members"));
             match m {
                 Method::GET => {
-                    let r = shared.store().get_group(id, with_members)?;
+                    let r = shared.store_read().get_group(id, with_members)?;
                     Ok(resource_response(200, &r, false))
                 }
                 Method::PUT => {

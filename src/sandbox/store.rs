@@ -8,6 +8,7 @@
 //! changed, so an idempotent retry does not invalidate other clients' ETags.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::OnceLock;
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde_json::{Map, Value, json};
@@ -161,37 +162,37 @@ impl<T: Filterable> Table<T> {
 
 /// Resources by id, with a positional index for paging that is rebuilt lazily
 /// after inserts and deletes (updates keep it), so a listing after a burst of
-/// writes pays O(n) once and every page after that is O(page).
+/// writes pays O(n) once and every page after that is O(page). The index is built
+/// behind a shared reference, so listings run under the store's read lock.
 struct Table<T> {
     items: BTreeMap<String, (T, Meta)>,
-    order: Option<Vec<String>>,
+    order: OnceLock<Vec<String>>,
 }
 
 impl<T> Table<T> {
     fn new() -> Self {
         Table {
             items: BTreeMap::new(),
-            order: None,
+            order: OnceLock::new(),
         }
     }
 
     fn insert(&mut self, id: String, item: T, meta: Meta) {
         self.items.insert(id, (item, meta));
-        self.order = None;
+        self.order.take();
     }
 
     fn remove(&mut self, id: &str) -> Option<(T, Meta)> {
         let removed = self.items.remove(id);
         if removed.is_some() {
-            self.order = None;
+            self.order.take();
         }
         removed
     }
 
-    fn order(&mut self) -> &[String] {
-        let items = &self.items;
+    fn order(&self) -> &[String] {
         self.order
-            .get_or_insert_with(|| items.keys().cloned().collect())
+            .get_or_init(|| self.items.keys().cloned().collect())
     }
 }
 
@@ -1600,7 +1601,7 @@ impl Store {
         None
     }
 
-    pub fn list_users(&mut self, q: &ListQuery) -> Result<Value> {
+    pub fn list_users(&self, q: &ListQuery) -> Result<Value> {
         let page = match &q.filter {
             None => page_of(self.users.order(), q),
             Some(f) => {
@@ -1618,7 +1619,7 @@ impl Store {
         Ok(list_response(page.total, q.start_index, resources))
     }
 
-    pub fn list_groups(&mut self, q: &ListQuery) -> Result<Value> {
+    pub fn list_groups(&self, q: &ListQuery) -> Result<Value> {
         let with_members = !q.excluded.iter().any(|e| e.eq_ignore_ascii_case("members"));
         let page = match &q.filter {
             None => page_of(self.groups.order(), q),
