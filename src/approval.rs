@@ -452,7 +452,7 @@ fn refresh_report(store: &mut Store, run: RunId) -> Result<(), ApprovalError> {
     s.actions_held = count(Outcome::Held);
     s.actions_not_run = count(Outcome::NotRun);
     s.converged = s.actions_applied == report.actions.len();
-    store.save_report(run, &report.to_json())?;
+    store.save_report(run, &report.to_stored_json())?;
     Ok(())
 }
 

@@ -11,7 +11,7 @@
 //! settle window after it, and the circuit breaker around apply. [`RunOptions`]
 //! carries the time those rules judge by, so tests move time without sleeping.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::io::IsTerminal;
 use std::sync::{Arc, Mutex};
 
@@ -21,7 +21,7 @@ use crate::apply::{self, ApplyError};
 use crate::config::{Config, ConfigError};
 use crate::directory::{Directory, DirectoryError};
 use crate::guard;
-use crate::model::{ActionKind, HoldReason, Plan, WorkspaceSnapshot};
+use crate::model::{Action, ActionKind, HoldReason, Plan, WorkspaceSnapshot};
 use crate::plan;
 use crate::policy;
 use crate::report::{self, ActionOutcome, Outcome, Report, SafetyReport, Summary};
@@ -182,6 +182,10 @@ pub async fn execute_with_options(
                 // the daemon or a person ran it.
                 let sla = crate::sweep::configured_sla(config);
                 crate::sweep::record_reconcile(&store, run_id, started_at, Utc::now(), sla)?;
+                tracing::debug!(
+                    elapsed_ms = since(started_at),
+                    "deprovisioning ledger updated"
+                );
             }
             lock(&store)?.finish_run(run_id, Utc::now(), RunStatus::Succeeded, None)?;
             tracing::info!(
@@ -240,6 +244,11 @@ async fn pipeline(
     } else {
         0
     };
+    tracing::debug!(
+        elapsed_ms = since(started_at),
+        recovered,
+        "interrupted actions resolved"
+    );
 
     // Both sides are read at once. While the workspace is still being read, the
     // directory snapshot is stored and the links are loaded on the blocking pool:
@@ -265,6 +274,10 @@ async fn pipeline(
             })
         };
         let links = saving.await??;
+        tracing::debug!(
+            elapsed_ms = since(started_at),
+            "directory snapshot stored, links loaded"
+        );
         Ok::<_, RunError>((snapshot, links))
     };
     let read_workspace = async {
@@ -313,6 +326,7 @@ async fn pipeline(
     let first_plan = source_fault
         .is_none()
         .then(|| make_plan(&workspace_snapshot));
+    tracing::debug!(elapsed_ms = since(started_at), "plan made");
     saving.await??;
     // The saving task has dropped its handle by now, so this does not copy.
     let mut workspace_snapshot =
@@ -327,6 +341,7 @@ async fn pipeline(
         make_plan,
     )
     .await?;
+    tracing::debug!(elapsed_ms = since(started_at), "workspace re-checked");
     let managed = managed_accounts(&workspace_snapshot, &links, &planned);
     let input = safety::guard_input(
         &*lock(store)?,
@@ -342,6 +357,7 @@ async fn pipeline(
         &input,
     );
     let guarded = safety::hold_unconfirmed(guarded, &recheck);
+    tracing::debug!(elapsed_ms = since(started_at), "plan guarded");
     let guarded = {
         let mut store = lock(store)?;
         let guarded = if source_fault.is_some() {
@@ -349,6 +365,7 @@ async fn pipeline(
         } else {
             safety::settle(&mut store, guarded, config, now)?
         };
+        tracing::debug!(elapsed_ms = since(started_at), "settle window checked");
         store.save_plan(run_id, &guarded, Utc::now())?;
         if mode == Mode::Reconcile {
             store.upsert_links(&guarded.new_links, Utc::now())?;
@@ -415,7 +432,9 @@ async fn pipeline(
             .filter(|a| a.held.as_ref().is_some_and(HoldReason::is_waiting))
             .count(),
     };
-    lock(store)?.save_report(run_id, &report.to_json())?;
+    tracing::debug!(elapsed_ms = since(started_at), "report built");
+    lock(store)?.save_report(run_id, &report.to_stored_json())?;
+    tracing::debug!(elapsed_ms = since(started_at), "report stored");
     Ok(RunOutcome {
         run_id,
         plan: guarded,
@@ -459,33 +478,39 @@ fn build_report(
     counts: ReportCounts,
     plan: &Plan,
 ) -> Result<Report, RunError> {
-    let journal = lock(store)?.journal(run_id)?;
-    let actions: Vec<ActionOutcome> = journal
-        .iter()
+    // The plan is in memory; only where each action stands comes from the journal.
+    let progress = lock(store)?.journal_progress(run_id)?;
+    let by_seq: HashMap<u32, &Action> = plan.actions.iter().map(|a| (a.seq, a)).collect();
+    let actions: Vec<ActionOutcome> = progress
+        .into_iter()
         .map(|entry| {
+            let action = by_seq.get(&entry.seq).ok_or_else(|| StoreError::Corrupt {
+                table: "actions",
+                run: run_id,
+                detail: format!("journaled action {} is not in the run's plan", entry.seq),
+            })?;
             let outcome = match entry.state {
                 ActionState::Applied => Outcome::Applied,
                 ActionState::Failed => Outcome::Failed,
                 ActionState::Held => Outcome::Held,
                 ActionState::Planned | ActionState::InFlight => Outcome::NotRun,
             };
-            let error = match (&entry.action.held, &entry.last_error) {
+            let error = match (&action.held, entry.last_error) {
                 (Some(hold), _) => Some(hold.to_string()),
-                (None, Some(e)) => Some(e.clone()),
-                _ => None,
+                (None, error) => error,
             };
-            ActionOutcome {
-                seq: entry.action.seq,
-                op: entry.action.kind.name().to_owned(),
-                reason: entry.action.reason,
-                subject: entry.action.subject.clone(),
-                detail: entry.action.detail.clone(),
+            Ok(ActionOutcome {
+                seq: entry.seq,
+                op: action.kind.name().to_owned(),
+                reason: action.reason,
+                subject: action.subject.clone(),
+                detail: action.detail.clone(),
                 outcome,
                 attempts: entry.attempts,
                 error,
-            }
+            })
         })
-        .collect();
+        .collect::<Result<_, StoreError>>()?;
     let count = |o: Outcome| actions.iter().filter(|a| a.outcome == o).count();
     let (applied, failed, held, not_run) = (
         count(Outcome::Applied),

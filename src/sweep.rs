@@ -499,7 +499,7 @@ pub fn record_deprovisions(
     now: DateTime<Utc>,
     sla: Duration,
 ) -> Result<usize, StoreError> {
-    let journal = store.journal(run_id)?;
+    let journal = store.journal_deprovisions(run_id)?;
     let deprovisions: Vec<&crate::store::JournalEntry> = journal
         .iter()
         .filter(|row| {
@@ -535,28 +535,36 @@ pub fn record_deprovisions(
     let changes = sla::observe(&current, &leavers, &[], detected_at, sla);
     store.update_ledger(&changes, now)?;
     let open = store.open_deprovisions()?;
-    let mut verified = 0;
-    for row in deprovisions {
-        let Some(entry) = open
-            .iter()
-            .find(|e| Some(&e.identity_id) == row.action.identity_id.as_ref())
-        else {
-            continue;
-        };
-        match row.state {
-            ActionState::Applied => {
-                store.deprovision_enforced(entry.id, now)?;
-                store.deprovision_verified(entry.id, now)?;
-                verified += 1;
+    let open: HashMap<&str, i64> = open
+        .iter()
+        .map(|e| (e.identity_id.as_str(), e.id))
+        .collect();
+    store.batch(|store| {
+        let mut verified = 0;
+        for row in deprovisions {
+            let Some(&entry) = row
+                .action
+                .identity_id
+                .as_deref()
+                .and_then(|identity| open.get(identity))
+            else {
+                continue;
+            };
+            match row.state {
+                ActionState::Applied => {
+                    store.deprovision_enforced(entry, now)?;
+                    store.deprovision_verified(entry, now)?;
+                    verified += 1;
+                }
+                ActionState::Held => {
+                    let why = hold_reason(&row.action);
+                    store.deprovision_held(entry, &why, now + HOLD_RECHECK)?;
+                }
+                _ => {}
             }
-            ActionState::Held => {
-                let why = hold_reason(&row.action);
-                store.deprovision_held(entry.id, &why, now + HOLD_RECHECK)?;
-            }
-            _ => {}
         }
-    }
-    Ok(verified)
+        Ok(verified)
+    })
 }
 
 /// Why the guard held an action, as the ledger records it.

@@ -146,8 +146,16 @@ pub struct ActionOutcome {
 }
 
 impl Report {
+    /// Indented, for people and `seatwarden report --format json`.
     pub fn to_json(&self) -> String {
         serde_json::to_string_pretty(self).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"))
+    }
+
+    /// Without indentation, as the state database keeps it: a first run over 10k
+    /// people writes tens of thousands of drift items, and the indentation would be
+    /// a third of the text. Read back with [`Report::from_json`].
+    pub fn to_stored_json(&self) -> String {
+        serde_json::to_string(self).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"))
     }
 
     pub fn from_json(text: &str) -> Result<Report, serde_json::Error> {

@@ -10,7 +10,7 @@ use crate::model::{DriftItem, Plan};
 
 use super::codec::{self, Ts, ts};
 use super::error::Context;
-use super::{ActionState, JournalEntry, RunId, Store, StoreError};
+use super::{ActionProgress, ActionState, JournalEntry, RunId, Store, StoreError};
 
 const JOURNAL_COLUMNS: &str = "run_id, payload, state, attempts, last_error, updated_at";
 
@@ -121,6 +121,40 @@ impl Store {
             ))
             .and_then(|mut stmt| stmt.query_map([run], journal_entry)?.collect())
             .context(|| format!("reading the journal of run {run} from actions"))
+    }
+
+    /// The deactivations and deletions journaled for `run`, in plan order: what the
+    /// same-day deprovisioning ledger reads after a run, without decoding the rest
+    /// of a large journal.
+    pub fn journal_deprovisions(&self, run: RunId) -> Result<Vec<JournalEntry>, StoreError> {
+        self.conn
+            .prepare_cached(&format!(
+                "SELECT {JOURNAL_COLUMNS} FROM actions
+                 WHERE run_id = ?1 AND kind IN ('deactivate', 'delete') ORDER BY seq"
+            ))
+            .and_then(|mut stmt| stmt.query_map([run], journal_entry)?.collect())
+            .context(|| format!("reading the deprovisions of run {run} from actions"))
+    }
+
+    /// State, attempts and last error of every action of `run`, in plan order.
+    pub fn journal_progress(&self, run: RunId) -> Result<Vec<ActionProgress>, StoreError> {
+        self.conn
+            .prepare_cached(
+                "SELECT seq, state, attempts, last_error FROM actions
+                 WHERE run_id = ?1 ORDER BY seq",
+            )
+            .and_then(|mut stmt| {
+                stmt.query_map([run], |row| {
+                    Ok(ActionProgress {
+                        seq: row.get(0)?,
+                        state: row.get(1)?,
+                        attempts: row.get(2)?,
+                        last_error: row.get(3)?,
+                    })
+                })?
+                .collect()
+            })
+            .context(|| format!("reading the progress of run {run} from actions"))
     }
 
     /// The drift items of `run`, in plan order.

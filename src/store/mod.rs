@@ -174,6 +174,16 @@ pub struct JournalEntry {
     pub updated_at: DateTime<Utc>,
 }
 
+/// Where one journaled action stands, without the action itself: what a report
+/// needs from the journal when the plan is still in memory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ActionProgress {
+    pub seq: u32,
+    pub state: ActionState,
+    pub attempts: u32,
+    pub last_error: Option<String>,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StoredLink {
     pub identity_id: String,
