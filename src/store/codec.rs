@@ -9,7 +9,7 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use rusqlite::Row;
 use rusqlite::types::{FromSql, FromSqlError, FromSqlResult, ToSql, ToSqlOutput, ValueRef};
 
-use crate::model::{DriftKind, LinkMethod};
+use crate::model::LinkMethod;
 
 use super::{ActionState, RunKind, RunStatus};
 
@@ -133,10 +133,6 @@ pub(crate) const LINK_METHODS: [LinkMethod; 5] = [
 
 pub(crate) fn link_method(row: &Row<'_>, idx: usize) -> rusqlite::Result<LinkMethod> {
     model_enum(row, idx, "link method", &LINK_METHODS, LinkMethod::as_str)
-}
-
-pub(crate) fn drift_kind(row: &Row<'_>, idx: usize) -> rusqlite::Result<DriftKind> {
-    model_enum(row, idx, "drift kind", &DriftKind::ALL, DriftKind::as_str)
 }
 
 /// A JSON text column decoded into `T`.

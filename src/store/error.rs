@@ -77,7 +77,7 @@ pub enum StoreError {
     #[error("finishing run {run}: the final status must be succeeded or failed, not running")]
     FinalStatusRequired { run: RunId },
 
-    #[error("run {run} already has a saved plan in actions/drift_items; a plan is saved once")]
+    #[error("run {run} already has a saved plan in actions/plan_drift; a plan is saved once")]
     PlanExists { run: RunId },
 
     #[error("no journal row for action {seq} of run {run} in actions")]

@@ -42,7 +42,7 @@ impl Store {
         let exists = tx
             .prepare_cached(
                 "SELECT EXISTS (SELECT 1 FROM actions WHERE run_id = ?1)
-                     OR EXISTS (SELECT 1 FROM drift_items WHERE run_id = ?1)",
+                     OR EXISTS (SELECT 1 FROM plan_drift WHERE run_id = ?1)",
             )
             .and_then(|mut stmt| stmt.query_row([run], |row| row.get::<_, bool>(0)))
             .context(|| format!("checking for an earlier plan of run {run} in actions"))?;
@@ -51,7 +51,7 @@ impl Store {
         }
         {
             let actions_context = || format!("saving the plan of run {run} into actions");
-            let drift_context = || format!("saving the plan of run {run} into drift_items");
+            let drift_context = || format!("saving the plan of run {run} into plan_drift");
             let mut insert_action = tx
                 .prepare_cached(
                     "INSERT INTO actions
@@ -88,26 +88,22 @@ impl Store {
                         format!("saving action {} of run {run} into actions", action.seq)
                     })?;
             }
-            let mut insert_drift = tx
-                .prepare_cached(
-                    "INSERT INTO drift_items
-                       (run_id, seq, kind, identity_id, account_id, user_name, detail)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-                )
-                .context(drift_context)?;
-            for (seq, item) in plan.drift.iter().enumerate() {
-                insert_drift
-                    .execute(params![
-                        run,
-                        i64::try_from(seq).unwrap_or(i64::MAX),
-                        item.kind.as_str(),
-                        item.identity_id,
-                        item.account_id,
-                        item.user_name,
-                        item.detail,
-                    ])
-                    .context(drift_context)?;
-            }
+            let drift =
+                serde_json::to_string(&plan.drift).map_err(|source| StoreError::Encode {
+                    context: drift_context(),
+                    source,
+                })?;
+            tx.prepare_cached(
+                "INSERT INTO plan_drift (run_id, item_count, body) VALUES (?1, ?2, ?3)",
+            )
+            .and_then(|mut stmt| {
+                stmt.execute(params![
+                    run,
+                    i64::try_from(plan.drift.len()).unwrap_or(i64::MAX),
+                    drift
+                ])
+            })
+            .context(drift_context)?;
         }
         tx.commit()
             .context(|| format!("committing the plan of run {run}"))
@@ -157,26 +153,17 @@ impl Store {
             .context(|| format!("reading the progress of run {run} from actions"))
     }
 
-    /// The drift items of `run`, in plan order.
+    /// The drift items of `run`, in plan order; none when it saved no plan.
     pub fn drift(&self, run: RunId) -> Result<Vec<DriftItem>, StoreError> {
-        self.conn
-            .prepare_cached(
-                "SELECT kind, identity_id, account_id, user_name, detail FROM drift_items
-                 WHERE run_id = ?1 ORDER BY seq",
-            )
-            .and_then(|mut stmt| {
-                stmt.query_map([run], |row| {
-                    Ok(DriftItem {
-                        kind: codec::drift_kind(row, 0)?,
-                        identity_id: row.get(1)?,
-                        account_id: row.get(2)?,
-                        user_name: row.get(3)?,
-                        detail: row.get(4)?,
-                    })
-                })?
-                .collect()
-            })
-            .context(|| format!("reading the drift items of run {run} from drift_items"))
+        let body: Option<String> = self
+            .conn
+            .prepare_cached("SELECT body FROM plan_drift WHERE run_id = ?1")
+            .and_then(|mut stmt| stmt.query_row([run], |row| row.get(0)).optional())
+            .context(|| format!("reading the drift items of run {run} from plan_drift"))?;
+        body.map_or_else(
+            || Ok(Vec::new()),
+            |body| super::snapshot::decode_document(&body, "plan_drift", run),
+        )
     }
 
     /// Journals that action `seq` of `run` is about to be sent: state `InFlight`,

@@ -411,6 +411,31 @@ DROP TABLE workspace_groups;
 DROP TABLE workspace_accounts;
 "#;
 
+/// A plan's drift items become one JSON document per run, like the snapshots:
+/// a first run over 10k people has about 30,000 of them, and nothing queries them
+/// one by one. The documents keep plan order.
+pub(crate) const M_DRIFT_DOCUMENTS: &str = r#"
+CREATE TABLE plan_drift (
+    run_id     INTEGER NOT NULL PRIMARY KEY REFERENCES runs (id) ON DELETE CASCADE,
+    item_count INTEGER NOT NULL,
+    body       TEXT NOT NULL
+) STRICT;
+
+INSERT INTO plan_drift (run_id, item_count, body)
+SELECT run_id,
+       count(*),
+       json_group_array(json_object(
+           'kind', kind,
+           'identity_id', identity_id,
+           'account_id', account_id,
+           'user_name', user_name,
+           'detail', detail)
+           ORDER BY seq)
+FROM drift_items GROUP BY run_id;
+
+DROP TABLE drift_items;
+"#;
+
 pub(crate) const MIGRATIONS: &[&str] = &[
     M1,
     M2,
@@ -419,6 +444,7 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     M_JOURNAL_INDEXES,
     M_LINKS_CLUSTERED,
     M_SNAPSHOT_DOCUMENTS,
+    M_DRIFT_DOCUMENTS,
 ];
 
 /// The schema version this binary writes.

@@ -3,7 +3,7 @@
 //! decisions on held actions, the persisted circuit breaker, and first-seen times
 //! of pending drift (settle window). See the `M_SAFETY` migration.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use chrono::{DateTime, Utc};
 use rusqlite::{OptionalExtension, params};
@@ -304,18 +304,20 @@ impl Store {
         keys: &[String],
     ) -> Result<HashMap<String, DateTime<Utc>>, StoreError> {
         let context = || "reading first-seen times from drift_seen".to_owned();
+        // One pass over the table instead of a lookup per key: it only holds the
+        // drift still pending, and a first run asks about every person.
+        let wanted: HashSet<&str> = keys.iter().map(String::as_str).collect();
         let mut stmt = self
             .conn
-            .prepare_cached("SELECT first_seen FROM drift_seen WHERE key = ?1")
+            .prepare_cached("SELECT key, first_seen FROM drift_seen")
             .context(context)?;
+        let mut rows = stmt.query([]).context(context)?;
         let mut out = HashMap::new();
-        for key in keys {
-            let seen: Option<Ts> = stmt
-                .query_row([key], |row| row.get(0))
-                .optional()
-                .context(context)?;
-            if let Some(seen) = seen {
-                out.insert(key.clone(), seen.0);
+        while let Some(row) = rows.next().context(context)? {
+            let key: String = row.get(0).context(context)?;
+            if wanted.contains(key.as_str()) {
+                let seen: Ts = row.get(1).context(context)?;
+                out.insert(key, seen.0);
             }
         }
         Ok(out)

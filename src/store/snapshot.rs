@@ -62,12 +62,22 @@ fn decode<T: DeserializeOwned>(
         run,
         detail: "the run is marked as having this snapshot, but none is stored".to_owned(),
     })?;
+    decode_document(&body, table, run)
+}
+
+/// A stored JSON document of `run` (a snapshot, a plan's drift) read back; an
+/// undecodable one is corruption.
+pub(super) fn decode_document<T: DeserializeOwned>(
+    body: &str,
+    table: &'static str,
+    run: RunId,
+) -> Result<T, StoreError> {
     // Where and what kind of error, not serde's message: that can quote a value.
-    serde_json::from_str(&body).map_err(|e| StoreError::Corrupt {
+    serde_json::from_str(body).map_err(|e| StoreError::Corrupt {
         table,
         run,
         detail: format!(
-            "the snapshot document does not decode ({:?} error at line {}, column {})",
+            "the stored document does not decode ({:?} error at line {}, column {})",
             e.classify(),
             e.line(),
             e.column()

@@ -503,7 +503,7 @@ fn deleting_a_run_cascades_to_everything_keyed_by_it() {
         "directory_snapshots",
         "workspace_snapshots",
         "actions",
-        "drift_items",
+        "plan_drift",
         "reports",
     ] {
         let left: i64 = store
@@ -1477,5 +1477,97 @@ fn a_missing_snapshot_document_is_corruption_not_an_empty_snapshot() {
     assert!(
         !err.to_string().contains('7'),
         "no value from the row: {err}"
+    );
+}
+
+#[test]
+fn drift_items_survive_the_move_to_one_document_per_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("v7.db");
+    database_at_version(&path, 7, |tx| {
+        // Run 1: three items, inserted out of order; run 2: a plan without drift.
+        for run in 1..=2 {
+            tx.execute(
+                "INSERT INTO runs (id, kind, status, started_at) VALUES (?1, 'reconcile', 'succeeded', '2026-11-01T00:00:00.000000000Z')",
+                [run],
+            )
+            .unwrap();
+        }
+        tx.execute_batch(
+            "INSERT INTO drift_items VALUES (1, 2, 'orphaned_account', NULL, 'a9', 'x@example.com', 'nobody owns it');
+             INSERT INTO drift_items VALUES (1, 0, 'stale_access', 'i1', 'a1', 'ann@example.com', 'identity is \"deprovisioned\"');
+             INSERT INTO drift_items VALUES (1, 1, 'missing_account', 'i2', NULL, 'bo@example.com', 'no account');",
+        )
+        .unwrap();
+    });
+    let mut store = Store::open(&path).unwrap();
+    assert_eq!(store.schema_version().unwrap(), migrations::LATEST);
+    let item =
+        |kind, identity: Option<&str>, account: Option<&str>, user: &str, detail: &str| DriftItem {
+            kind,
+            identity_id: identity.map(str::to_owned),
+            account_id: account.map(str::to_owned),
+            user_name: user.to_owned(),
+            detail: detail.to_owned(),
+        };
+    assert_eq!(
+        store.drift(1).unwrap(),
+        vec![
+            item(
+                DriftKind::StaleAccess,
+                Some("i1"),
+                Some("a1"),
+                "ann@example.com",
+                "identity is \"deprovisioned\""
+            ),
+            item(
+                DriftKind::MissingAccount,
+                Some("i2"),
+                None,
+                "bo@example.com",
+                "no account"
+            ),
+            item(
+                DriftKind::OrphanedAccount,
+                None,
+                Some("a9"),
+                "x@example.com",
+                "nobody owns it"
+            ),
+        ]
+    );
+    assert!(store.drift(2).unwrap().is_empty());
+    // The plan of run 1 still counts as saved: it cannot be saved twice.
+    let err = store.save_plan(1, &Plan::default(), t(5)).unwrap_err();
+    assert!(matches!(err, StoreError::PlanExists { .. }), "{err:?}");
+    let dropped: i64 = store
+        .conn
+        .query_row(
+            "SELECT count(*) FROM sqlite_schema WHERE name = 'drift_items'",
+            [],
+            |row| row.get(0),
+        )
+        .unwrap();
+    assert_eq!(dropped, 0);
+
+    // An undecodable document is corruption, named by table and run.
+    store
+        .conn
+        .execute(
+            "UPDATE plan_drift SET body = '[{\"kind\": 7}]' WHERE run_id = 1",
+            [],
+        )
+        .unwrap();
+    let err = store.drift(1).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            StoreError::Corrupt {
+                table: "plan_drift",
+                run: 1,
+                ..
+            }
+        ),
+        "{err:?}"
     );
 }
