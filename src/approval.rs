@@ -10,7 +10,7 @@
 //! same journaled executor and circuit breaker as a run. The run's stored report is
 //! brought up to date afterwards.
 
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use chrono::{DateTime, Utc};
 
@@ -254,7 +254,7 @@ pub async fn approve(
     }
     client.discover().await?;
     let workspace = client.snapshot(&|_| {}).await?;
-    let store = Mutex::new(store);
+    let store = Arc::new(Mutex::new(store));
 
     // Protected names and globs as configured now, and the protected groups' members
     // as the run's directory snapshot had them.
@@ -360,7 +360,7 @@ pub async fn approve(
             now,
         )?;
     }
-    let mut store = store.into_inner().map_err(|_| ApprovalError::Poisoned)?;
+    let mut store = store.lock().map_err(|_| ApprovalError::Poisoned)?;
     if approval.applied.applied > 0 {
         let detected_at = store.run(run)?.map_or(now, |r| r.started_at);
         crate::sweep::record_deprovisions(

@@ -18,7 +18,7 @@
 //! the audit trail ([`audit`], [`os_user`]).
 
 use std::collections::HashSet;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use chrono::{DateTime, Utc};
 
@@ -88,7 +88,7 @@ pub async fn plan_checked(
 pub async fn apply_with_circuit(
     config: &Config,
     client: &ScimClient,
-    store: &Mutex<Store>,
+    store: &Arc<Mutex<Store>>,
     run: RunId,
     plan: &Plan,
     relist_requests: usize,

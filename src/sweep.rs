@@ -12,7 +12,7 @@
 //! last-Owner check) when none of them still is one.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use chrono::{DateTime, Duration, Utc};
 use futures::{StreamExt, TryStreamExt};
@@ -69,7 +69,7 @@ pub async fn sweep(
     config: &Config,
     directory: &Directory,
     client: &ScimClient,
-    store: &Mutex<Store>,
+    store: &Arc<Mutex<Store>>,
     now: DateTime<Utc>,
     sla: Duration,
 ) -> Result<SweepOutcome, RunError> {
@@ -233,7 +233,7 @@ fn observe(
 pub async fn enforce(
     config: &Config,
     client: &ScimClient,
-    store: &Mutex<Store>,
+    store: &Arc<Mutex<Store>>,
     now: DateTime<Utc>,
 ) -> Result<SweepOutcome, RunError> {
     let mut outcome = SweepOutcome::default();
@@ -396,7 +396,7 @@ pub async fn enforce(
 
 async fn apply_sweep(
     client: &ScimClient,
-    store: &Mutex<Store>,
+    store: &Arc<Mutex<Store>>,
     run_id: RunId,
     plan: &Plan,
     concurrency: usize,

@@ -526,7 +526,7 @@ async fn sweep_job(
 ) -> Result<(), RunError> {
     let config = shared.config();
     let settings = shared.settings();
-    let store = Mutex::new(Store::open(&config.state.path)?);
+    let store = Arc::new(Mutex::new(Store::open(&config.state.path)?));
     let client = ScimClient::new(config.scim_settings()?)?;
     let now = shared.now();
     let outcome = if read_directory {
@@ -548,7 +548,7 @@ async fn sweep_job(
             .record(latency.as_seconds_f64());
     }
     metrics::counter!("seatwarden_retries_total").increment(client.stats().retries);
-    if let (Some(notifier), Ok(mut store)) = (notifier, store.into_inner()) {
+    if let (Some(notifier), Ok(mut store)) = (notifier, store.lock()) {
         if let Some(fault) = &outcome.source_fault {
             notifier.raise(
                 &mut store,

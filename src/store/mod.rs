@@ -14,7 +14,8 @@
 //!   newer than this binary is refused;
 //! - timestamps are RFC 3339 UTC text with nine fraction digits (see `codec`);
 //! - each snapshot is one JSON document per run and side (`directory_snapshots`,
-//!   `workspace_snapshots`): written whole, read whole;
+//!   `workspace_snapshots`), and so is a plan's drift (`plan_drift`): written
+//!   whole, read whole;
 //! - JSON columns (snapshot bodies, `payload`, `result`, reports) are text;
 //! - the directory snapshot's `complete` flag is on the run (`runs.directory_complete`);
 //! - the safety net's state (accepted directory sizes, audit trail, decisions on

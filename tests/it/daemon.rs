@@ -508,7 +508,7 @@ async fn sweep_now(
     config: &seatwarden::config::Config,
     directory: &seatwarden::directory::Directory,
     client: &seatwarden::workspace::ScimClient,
-    store: &std::sync::Mutex<Store>,
+    store: &std::sync::Arc<std::sync::Mutex<Store>>,
 ) -> seatwarden::sweep::SweepOutcome {
     seatwarden::sweep::sweep(
         config,
@@ -536,7 +536,9 @@ async fn the_sweep_rejects_a_truncated_directory_and_acts_on_a_real_leaver() {
     let users = full["users"].as_array().unwrap().clone();
     let client = ScimClient::new(config.scim_settings().unwrap()).unwrap();
     let directory = config.directory();
-    let store = std::sync::Mutex::new(Store::open(&config.state.path).unwrap());
+    let store = std::sync::Arc::new(std::sync::Mutex::new(
+        Store::open(&config.state.path).unwrap(),
+    ));
     let active = || {
         sandbox
             .snapshot()
@@ -650,7 +652,9 @@ async fn the_sweep_deactivates_a_leaving_owner_unless_they_are_the_last() {
     };
     let client = ScimClient::new(config.scim_settings().unwrap()).unwrap();
     let directory = config.directory();
-    let store = std::sync::Mutex::new(Store::open(&config.state.path).unwrap());
+    let store = std::sync::Arc::new(std::sync::Mutex::new(
+        Store::open(&config.state.path).unwrap(),
+    ));
 
     without(&["00u1000"]);
     let outcome = sweep_now(&config, &directory, &client, &store).await;
