@@ -6,8 +6,8 @@
 //! (workspaces/folders) with members, ETags (`meta.version`, `If-Match` → 412),
 //! index paging, `eq`/`and` filters, PATCH add/replace/remove (200 with the
 //! resource), SCIM error bodies, discovery endpoints and bearer auth. State lives
-//! in memory (the private `store` module); every request locks it briefly and never
-//! across an await.
+//! in memory (the private `store` module) behind a read-write lock: reads share
+//! it, writes take it alone, and no request holds it across an await.
 //!
 //! Decisions worth knowing:
 //! - **Members are checked**: adding or replacing members with an id that is not an
