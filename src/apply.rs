@@ -470,14 +470,8 @@ pub async fn apply_with_breaker(
         // Journal-before-write for the whole phase in one commit: a row is
         // `in_flight` before its request can leave. After a crash, rows that were
         // never sent fail verification in `recover` and the next plan redoes them.
-        executor.with_store(|s| {
-            s.batch(|s| {
-                let now = Utc::now();
-                actions
-                    .iter()
-                    .try_for_each(|a| s.mark_in_flight(run, a.seq, now))
-            })
-        })?;
+        let seqs: Vec<u32> = actions.iter().map(|a| a.seq).collect();
+        executor.with_store(|s| s.batch(|s| s.mark_all_in_flight(run, &seqs, Utc::now())))?;
         let results = bounded(actions.iter(), executor.concurrency, |action| {
             executor.execute_numbered(action)
         })
@@ -547,22 +541,23 @@ pub async fn apply_with_breaker(
     })
     .await;
 
+    let mut verified = Vec::with_capacity(results.len());
+    let mut not_verified = Vec::new();
+    for (seq, result) in results {
+        match result {
+            Ok(()) => verified.push(seq),
+            Err(message) => not_verified.push((seq, message)),
+        }
+    }
+    summary.applied += verified.len();
+    summary.failed += not_verified.len();
     let mut store = store.lock().map_err(|_| ApplyError::Poisoned)?;
     store.batch(|store| {
         let now = Utc::now();
-        for (seq, result) in results {
-            match result {
-                Ok(()) => {
-                    store.mark_applied(run, seq, now, None)?;
-                    summary.applied += 1;
-                }
-                Err(message) => {
-                    store.mark_failed(run, seq, now, &format!("not verified: {message}"))?;
-                    summary.failed += 1;
-                }
-            }
-        }
-        Ok(())
+        store.mark_all_applied(run, &verified, now)?;
+        not_verified.iter().try_for_each(|(seq, message)| {
+            store.mark_failed(run, *seq, now, &format!("not verified: {message}"))
+        })
     })?;
     let deleted: Vec<String> = plan
         .runnable()

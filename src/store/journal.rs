@@ -260,6 +260,104 @@ impl Store {
         self.check_transition(run, seq, changed, ActionState::Failed)
     }
 
+    /// [`Store::mark_in_flight`] for every action in `seqs`, in one statement: a
+    /// phase of 10k creates spent 17 µs per row in the statement round trips alone.
+    /// On error the rows that could move have moved; call it inside
+    /// [`Store::batch`] to keep all or nothing.
+    pub fn mark_all_in_flight(
+        &mut self,
+        run: RunId,
+        seqs: &[u32],
+        at: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        if seqs.is_empty() {
+            return Ok(());
+        }
+        let list = seq_list(run, seqs)?;
+        let changed = self
+            .conn
+            .prepare_cached(
+                "UPDATE actions SET state = 'in_flight', attempts = attempts + 1, updated_at = ?3
+                 WHERE run_id = ?1 AND seq IN (SELECT value FROM json_each(?2))
+                   AND state IN ('planned', 'failed', 'in_flight')",
+            )
+            .and_then(|mut stmt| stmt.execute(params![run, list, ts(at)]))
+            .context(|| {
+                format!(
+                    "marking {} actions of run {run} in flight in actions",
+                    seqs.len()
+                )
+            })?;
+        self.check_transitions(run, seqs, changed, ActionState::InFlight, at)
+    }
+
+    /// [`Store::mark_applied`] without a result for every action in `seqs`, in one
+    /// statement (see [`Store::mark_all_in_flight`]).
+    pub fn mark_all_applied(
+        &mut self,
+        run: RunId,
+        seqs: &[u32],
+        at: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        if seqs.is_empty() {
+            return Ok(());
+        }
+        let list = seq_list(run, seqs)?;
+        let changed = self
+            .conn
+            .prepare_cached(
+                "UPDATE actions SET state = 'applied', updated_at = ?3
+                 WHERE run_id = ?1 AND seq IN (SELECT value FROM json_each(?2))
+                   AND state = 'in_flight'",
+            )
+            .and_then(|mut stmt| stmt.execute(params![run, list, ts(at)]))
+            .context(|| {
+                format!(
+                    "marking {} actions of run {run} applied in actions",
+                    seqs.len()
+                )
+            })?;
+        self.check_transitions(run, seqs, changed, ActionState::Applied, at)
+    }
+
+    /// After a guarded set-based `UPDATE` to `to` at `at` changed `changed` rows:
+    /// Ok when every action in `seqs` moved, otherwise the first that did not and
+    /// why (the same errors as the one-row transitions).
+    fn check_transitions(
+        &self,
+        run: RunId,
+        seqs: &[u32],
+        changed: usize,
+        to: ActionState,
+        at: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        let distinct: std::collections::BTreeSet<u32> = seqs.iter().copied().collect();
+        if changed == distinct.len() {
+            return Ok(());
+        }
+        let context = || format!("reading the states of actions of run {run} from actions");
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT state, updated_at FROM actions WHERE run_id = ?1 AND seq = ?2")
+            .context(context)?;
+        // Compared as stored: the text form is what the UPDATE wrote.
+        let at = ts(at);
+        for seq in distinct {
+            let row: Option<(ActionState, String)> = stmt
+                .query_row(params![run, seq], |row| Ok((row.get(0)?, row.get(1)?)))
+                .optional()
+                .context(context)?;
+            match row {
+                None => return Err(StoreError::NoSuchAction { run, seq }),
+                Some((from, updated)) if from != to || updated != at => {
+                    return Err(StoreError::InvalidTransition { run, seq, from, to });
+                }
+                Some(_) => {}
+            }
+        }
+        Ok(())
+    }
+
     /// After a guarded `UPDATE` changed `changed` rows: Ok, or why not.
     fn check_transition(
         &self,
@@ -355,4 +453,12 @@ impl Store {
             .and_then(|mut stmt| stmt.query_row([ts(since)], |row| row.get(0)))
             .context(|| "counting recent deprovisions in actions".to_owned())
     }
+}
+
+/// `seqs` as a JSON array, the form `json_each` takes.
+fn seq_list(run: RunId, seqs: &[u32]) -> Result<String, StoreError> {
+    serde_json::to_string(seqs).map_err(|source| StoreError::Encode {
+        context: format!("listing actions of run {run} for a journal update"),
+        source,
+    })
 }

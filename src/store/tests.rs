@@ -708,6 +708,74 @@ fn duplicate_seqs_fail_the_whole_plan() {
 }
 
 #[test]
+fn set_based_transitions_move_every_row_or_name_the_one_that_cannot() {
+    let mut store = Store::open_in_memory().unwrap();
+    let run = store.begin_run(RunKind::Reconcile, t(0)).unwrap();
+    store.save_plan(run, &sample_plan(), t(1)).unwrap();
+    store.mark_in_flight(run, 2, t(1)).unwrap();
+    store.mark_failed(run, 2, t(1), "503").unwrap();
+
+    // A held row among them is named, as the one-row transition names it, and
+    // inside a batch the row that could move did not.
+    let err = store
+        .batch(|s| s.mark_all_in_flight(run, &[0, 1], t(2)))
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            StoreError::InvalidTransition {
+                seq: 1,
+                from: ActionState::Held,
+                to: ActionState::InFlight,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert_eq!(states(&store, run)[0], (0, ActionState::Planned, 0));
+
+    // Planned and failed rows move together; each counts an attempt.
+    store.mark_all_in_flight(run, &[0, 2], t(2)).unwrap();
+    assert_eq!(
+        states(&store, run),
+        vec![
+            (0, ActionState::InFlight, 1),
+            (1, ActionState::Held, 0),
+            (2, ActionState::InFlight, 2),
+            (3, ActionState::Held, 0),
+        ]
+    );
+    store.mark_all_applied(run, &[2, 0], t(3)).unwrap();
+    let journal = store.journal(run).unwrap();
+    assert_eq!(journal[0].state, ActionState::Applied);
+    assert_eq!(journal[0].updated_at, t(3));
+    assert_eq!(journal[2].state, ActionState::Applied);
+    assert_eq!(journal[2].last_error.as_deref(), Some("503"));
+    // Nothing to move is not an error.
+    store.mark_all_applied(run, &[], t(3)).unwrap();
+
+    // Applied twice: the already-applied row is the one named.
+    let err = store.mark_all_applied(run, &[0], t(5)).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            StoreError::InvalidTransition {
+                seq: 0,
+                from: ActionState::Applied,
+                to: ActionState::Applied,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    let err = store.mark_all_in_flight(run, &[99], t(5)).unwrap_err();
+    assert!(
+        matches!(err, StoreError::NoSuchAction { seq: 99, .. }),
+        "{err:?}"
+    );
+}
+
+#[test]
 fn state_transitions_count_attempts_and_keep_results() {
     let mut store = Store::open_in_memory().unwrap();
     let run = store.begin_run(RunKind::Reconcile, t(0)).unwrap();
