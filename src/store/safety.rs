@@ -3,7 +3,7 @@
 //! decisions on held actions, the persisted circuit breaker, and first-seen times
 //! of pending drift (settle window). See the `M_SAFETY` migration.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 
 use chrono::{DateTime, Utc};
 use rusqlite::{OptionalExtension, params};
@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use crate::circuit::{CircuitRecord, FailedWrite};
 use crate::model::{Action, ActionKind, RecentCounts};
 
-use super::codec::{Ts, ts};
+use super::codec::{Ts, json_col, ts};
 use super::error::Context;
 use super::{RunId, Store, StoreError};
 
@@ -303,24 +303,11 @@ impl Store {
         &self,
         keys: &[String],
     ) -> Result<HashMap<String, DateTime<Utc>>, StoreError> {
-        let context = || "reading first-seen times from drift_seen".to_owned();
-        // One pass over the table instead of a lookup per key: it only holds the
-        // drift still pending, and a first run asks about every person.
-        let wanted: HashSet<&str> = keys.iter().map(String::as_str).collect();
-        let mut stmt = self
-            .conn
-            .prepare_cached("SELECT key, first_seen FROM drift_seen")
-            .context(context)?;
-        let mut rows = stmt.query([]).context(context)?;
-        let mut out = HashMap::new();
-        while let Some(row) = rows.next().context(context)? {
-            let key: String = row.get(0).context(context)?;
-            if wanted.contains(key.as_str()) {
-                let seen: Ts = row.get(1).context(context)?;
-                out.insert(key, seen.0);
-            }
-        }
-        Ok(out)
+        let mut pending = self.pending_drift()?;
+        Ok(keys
+            .iter()
+            .filter_map(|key| pending.remove_entry(key))
+            .collect())
     }
 
     /// Makes `keys` the set of pending drift: new keys are first seen `now`, kept
@@ -331,23 +318,33 @@ impl Store {
         keys: &[String],
         now: DateTime<Utc>,
     ) -> Result<(), StoreError> {
-        let context = || "updating drift_seen".to_owned();
-        let now = ts(now);
-        let tx = self.write_tx(context)?;
-        {
-            let mut upsert = tx
-                .prepare_cached(
-                    "INSERT INTO drift_seen (key, first_seen, last_seen) VALUES (?1, ?2, ?2)
-                     ON CONFLICT (key) DO UPDATE SET last_seen = excluded.last_seen",
-                )
-                .context(context)?;
-            for key in keys {
-                upsert.execute(params![key, now]).context(context)?;
-            }
-            tx.execute("DELETE FROM drift_seen WHERE last_seen <> ?1", [&now])
-                .context(context)?;
-        }
-        tx.commit().context(context)
+        let context = || "updating pending_drift".to_owned();
+        let before = self.pending_drift()?;
+        let pending: BTreeMap<&str, DateTime<Utc>> = keys
+            .iter()
+            .map(|key| (key.as_str(), before.get(key).copied().unwrap_or(now)))
+            .collect();
+        let body = serde_json::to_string(&pending).map_err(|source| StoreError::Encode {
+            context: context(),
+            source,
+        })?;
+        let key_count = i64::try_from(pending.len()).unwrap_or(i64::MAX);
+        self.conn
+            .prepare_cached(
+                "INSERT OR REPLACE INTO pending_drift (id, key_count, body) VALUES (1, ?1, ?2)",
+            )
+            .and_then(|mut stmt| stmt.execute(params![key_count, body]))
+            .context(context)?;
+        Ok(())
+    }
+
+    /// The whole pending-drift document: settle key → first seen.
+    fn pending_drift(&self) -> Result<HashMap<String, DateTime<Utc>>, StoreError> {
+        self.conn
+            .prepare_cached("SELECT body FROM pending_drift WHERE id = 1")
+            .and_then(|mut stmt| stmt.query_row([], |row| json_col(row, 0)).optional())
+            .map(Option::unwrap_or_default)
+            .context(|| "reading first-seen times from pending_drift".to_owned())
     }
 
     // ---- explain ----------------------------------------------------------------------

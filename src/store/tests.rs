@@ -1639,3 +1639,52 @@ fn drift_items_survive_the_move_to_one_document_per_run() {
         "{err:?}"
     );
 }
+
+#[test]
+fn pending_drift_survives_the_move_to_one_document() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("v8.db");
+    database_at_version(&path, 8, |tx| {
+        tx.execute_batch(
+            "INSERT INTO drift_seen VALUES ('create:i2', '2026-11-01T00:00:00.000000000Z', '2026-11-02T00:00:00.000000000Z');
+             INSERT INTO drift_seen VALUES ('update:i1:\"title\"', '2026-11-01T08:30:00.250000000Z', '2026-11-02T00:00:00.000000000Z');",
+        )
+        .unwrap();
+    });
+    let mut store = Store::open(&path).unwrap();
+    assert_eq!(store.schema_version().unwrap(), migrations::LATEST);
+    let keys = [
+        "create:i2".to_owned(),
+        "update:i1:\"title\"".to_owned(),
+        "create:i3".to_owned(),
+    ];
+    let seen = store.drift_first_seen(&keys).unwrap();
+    assert_eq!(seen.len(), 2, "{seen:?}");
+    assert_eq!(
+        seen[&keys[0]],
+        "2026-11-01T00:00:00Z".parse::<DateTime<Utc>>().unwrap()
+    );
+    assert_eq!(
+        seen[&keys[1]],
+        "2026-11-01T08:30:00.25Z".parse::<DateTime<Utc>>().unwrap()
+    );
+
+    // A run keeps what is still pending, adds what is new, forgets the rest.
+    store.replace_drift_seen(&keys[1..], t(3)).unwrap();
+    let seen = store.drift_first_seen(&keys).unwrap();
+    assert_eq!(seen.get(&keys[0]), None);
+    assert_eq!(seen.get(&keys[2]), Some(&t(3)));
+    assert_eq!(
+        seen[&keys[1]],
+        "2026-11-01T08:30:00.25Z".parse::<DateTime<Utc>>().unwrap()
+    );
+
+    // An undecodable document is an error naming the table, not an empty set
+    // (that would restart every settle window).
+    store
+        .conn
+        .execute("UPDATE pending_drift SET body = '{\"create:i3\": 7}'", [])
+        .unwrap();
+    let err = store.drift_first_seen(&keys).unwrap_err();
+    assert!(err.to_string().contains("pending_drift"), "{err}");
+}
