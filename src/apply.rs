@@ -16,6 +16,9 @@
 //! the phase are journaled failed ("not sent"), later phases stay planned — and the
 //! caller persists the opening so it survives restarts.
 //!
+//! Linking writes nothing to the workspace: the plan's matched links
+//! (`Plan::new_links`) are stored while the changes are verified.
+//!
 //! Verification re-reads each changed object once (all of them concurrently, before
 //! any action is checked, however many actions share one), or lists the workspace
 //! once when the latencies measured in this run (a write, a listing page) say that
@@ -494,6 +497,11 @@ pub async fn apply_with_breaker(
             .and_then(|b| b.opened(Utc::now())),
     };
 
+    // The links of the accounts the plan matched (every account, on a first run:
+    // about 90 ms at 10k people) are stored while the changes are verified: the
+    // verification reads leave the store alone, and stored before the writes they
+    // delayed the first one.
+    let storing_links = store_matched_links(store, plan);
     let to_verify: Vec<&Action> = plan
         .runnable()
         .filter(|a| executed.get(&a.seq) == Some(&Executed::ToVerify))
@@ -541,6 +549,7 @@ pub async fn apply_with_breaker(
     })
     .await;
 
+    storing_links.await??;
     let mut verified = Vec::with_capacity(results.len());
     let mut not_verified = Vec::new();
     for (seq, result) in results {
@@ -570,6 +579,24 @@ pub async fn apply_with_breaker(
         store.remove_links_to_accounts(&deleted)?;
     }
     Ok(summary)
+}
+
+/// Stores `plan.new_links` on the blocking pool (links to accounts the plan
+/// deletes go again once the deletes are verified). A run that dies before they
+/// land matches the same accounts again next time.
+fn store_matched_links(
+    store: &Arc<Mutex<Store>>,
+    plan: &Plan,
+) -> tokio::task::JoinHandle<Result<(), ApplyError>> {
+    let links = plan.new_links.clone();
+    let store = Arc::clone(store);
+    tokio::task::spawn_blocking(move || {
+        if !links.is_empty() {
+            let mut store = store.lock().map_err(|_| ApplyError::Poisoned)?;
+            store.upsert_links(&links, Utc::now())?;
+        }
+        Ok(())
+    })
 }
 
 /// Runs `start(item)` for every item, at most `limit` at a time, and returns the

@@ -367,7 +367,8 @@ async fn pipeline(
         };
         tracing::debug!(elapsed_ms = since(started_at), "settle window checked");
         store.save_plan(run_id, &guarded, Utc::now())?;
-        if mode == Mode::Reconcile {
+        // With writes to make, apply stores the matched links while it verifies.
+        if mode == Mode::Reconcile && guarded.runnable().next().is_none() {
             store.upsert_links(&guarded.new_links, Utc::now())?;
         }
         guarded

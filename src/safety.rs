@@ -97,6 +97,8 @@ pub async fn apply_with_circuit(
     let (before, record) = circuit_state(&*lock(store)?, config, now)?;
     if !before.allows_writes() {
         tracing::warn!(circuit = %before, "circuit breaker open: nothing written this run");
+        // Linking writes nothing to the workspace (apply would have stored them).
+        lock(store)?.upsert_links(&plan.new_links, chrono::Utc::now())?;
         return Ok(Some(circuit_report(&record, config, now)));
     }
     let summary = apply::apply_with_breaker(

@@ -961,3 +961,81 @@ fn safety_keys_default_as_documented_and_are_validated() {
         assert!(error.contains(key), "{key}: {error}");
     }
 }
+
+/// The links a plan matched, as stored after the run: identity → account.
+fn stored_links(env: &Env) -> HashMap<String, String> {
+    env.store()
+        .links()
+        .unwrap()
+        .into_iter()
+        .map(|l| (l.identity_id, l.account_id))
+        .collect()
+}
+
+#[tokio::test]
+async fn matched_links_are_stored_except_to_accounts_the_run_deletes() {
+    let mut env = env_with(60, None, "").await;
+    let path = env._dir.path().join("seatwarden.toml");
+    let mut toml = std::fs::read_to_string(&path).unwrap();
+    toml.push_str("\n[deprovision]\naction = \"delete\"\n");
+    std::fs::write(&path, toml).unwrap();
+    env.config = Config::load_with_env(&path, Some(HashMap::new())).unwrap();
+    let left = env.leave(2);
+
+    let outcome = env.run(Mode::Reconcile, RunOptions::default()).await;
+    assert_eq!(outcome.report.summary.actions_failed, 0);
+    let deleted: Vec<&str> = outcome
+        .plan
+        .runnable()
+        .filter_map(|a| match &a.kind {
+            ActionKind::Delete { account_id } => Some(account_id.as_str()),
+            _ => None,
+        })
+        .collect();
+    // A first run matches everyone, the two leavers included, whose accounts it
+    // deletes (with the orphaned ones).
+    for identity in &left {
+        let link = outcome
+            .plan
+            .new_links
+            .iter()
+            .find(|l| &l.identity_id == identity)
+            .unwrap();
+        assert!(deleted.contains(&link.account_id.as_str()), "{link:?}");
+    }
+    let stored = stored_links(&env);
+    for link in &outcome.plan.new_links {
+        if deleted.contains(&link.account_id.as_str()) {
+            assert_eq!(stored.get(&link.identity_id), None, "{link:?}");
+        } else {
+            assert_eq!(stored.get(&link.identity_id), Some(&link.account_id));
+        }
+    }
+    assert!(stored.len() > 50, "{}", stored.len());
+    let again = env.run(Mode::Reconcile, RunOptions::default()).await;
+    assert!(again.plan.is_empty(), "{:#?}", again.plan.actions);
+}
+
+#[tokio::test]
+async fn matched_links_are_stored_when_the_open_circuit_writes_nothing() {
+    let mut env = env_with(40, None, "").await;
+    env.leave(1);
+    env.store()
+        .set_circuit(&seatwarden::circuit::CircuitRecord {
+            opened_at: Some(Utc::now()),
+            reason: Some("a test opened it".into()),
+            failures: Vec::new(),
+        })
+        .unwrap();
+    let writes = env.sandbox.stats().writes;
+
+    let outcome = env.run(Mode::Reconcile, RunOptions::default()).await;
+    assert!(outcome.report.safety.circuit.is_some());
+    assert!(outcome.plan.runnable().next().is_some());
+    assert_eq!(env.sandbox.stats().writes, writes, "nothing written");
+    let stored = stored_links(&env);
+    assert!(!outcome.plan.new_links.is_empty());
+    for link in &outcome.plan.new_links {
+        assert_eq!(stored.get(&link.identity_id), Some(&link.account_id));
+    }
+}
