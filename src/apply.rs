@@ -35,7 +35,6 @@ use std::future::Future;
 use std::sync::{Arc, Mutex};
 
 use chrono::Utc;
-
 use futures::stream::{FuturesUnordered, StreamExt};
 
 use crate::circuit::{Breaker, CircuitRecord, FailedWrite};

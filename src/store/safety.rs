@@ -303,7 +303,7 @@ impl Store {
         &self,
         keys: &[String],
     ) -> Result<HashMap<String, DateTime<Utc>>, StoreError> {
-        let mut pending = self.pending_drift()?;
+        let mut pending = pending_drift(&self.conn)?;
         Ok(keys
             .iter()
             .filter_map(|key| pending.remove_entry(key))
@@ -319,7 +319,10 @@ impl Store {
         now: DateTime<Utc>,
     ) -> Result<(), StoreError> {
         let context = || "updating pending_drift".to_owned();
-        let before = self.pending_drift()?;
+        // Read and written in one write transaction: a `plan` run beside the
+        // daemon's reconcile must not lose the other's first sightings.
+        let tx = self.write_tx(context)?;
+        let before = pending_drift(&tx)?;
         let pending: BTreeMap<&str, DateTime<Utc>> = keys
             .iter()
             .map(|key| (key.as_str(), before.get(key).copied().unwrap_or(now)))
@@ -329,22 +332,12 @@ impl Store {
             source,
         })?;
         let key_count = i64::try_from(pending.len()).unwrap_or(i64::MAX);
-        self.conn
-            .prepare_cached(
-                "INSERT OR REPLACE INTO pending_drift (id, key_count, body) VALUES (1, ?1, ?2)",
-            )
-            .and_then(|mut stmt| stmt.execute(params![key_count, body]))
-            .context(context)?;
-        Ok(())
-    }
-
-    /// The whole pending-drift document: settle key → first seen.
-    fn pending_drift(&self) -> Result<HashMap<String, DateTime<Utc>>, StoreError> {
-        self.conn
-            .prepare_cached("SELECT body FROM pending_drift WHERE id = 1")
-            .and_then(|mut stmt| stmt.query_row([], |row| json_col(row, 0)).optional())
-            .map(Option::unwrap_or_default)
-            .context(|| "reading first-seen times from pending_drift".to_owned())
+        tx.prepare_cached(
+            "INSERT OR REPLACE INTO pending_drift (id, key_count, body) VALUES (1, ?1, ?2)",
+        )
+        .and_then(|mut stmt| stmt.execute(params![key_count, body]))
+        .context(context)?;
+        tx.commit().context(context)
     }
 
     // ---- explain ----------------------------------------------------------------------
@@ -412,6 +405,16 @@ impl Store {
             .and_then(|mut stmt| stmt.query_row([run], |row| row.get(0)).optional())
             .context(|| format!("finding the workspace snapshot before run {run}"))
     }
+}
+
+/// The whole pending-drift document: settle key → first seen.
+fn pending_drift(
+    conn: &rusqlite::Connection,
+) -> Result<HashMap<String, DateTime<Utc>>, StoreError> {
+    conn.prepare_cached("SELECT body FROM pending_drift WHERE id = 1")
+        .and_then(|mut stmt| stmt.query_row([], |row| json_col(row, 0)).optional())
+        .map(Option::unwrap_or_default)
+        .context(|| "reading first-seen times from pending_drift".to_owned())
 }
 
 #[cfg(test)]
