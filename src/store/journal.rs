@@ -260,8 +260,8 @@ impl Store {
         self.check_transition(run, seq, changed, ActionState::Failed)
     }
 
-    /// [`Store::mark_in_flight`] for every action in `seqs`, in one statement: a
-    /// phase of 10k creates spent 17 µs per row in the statement round trips alone.
+    /// [`Store::mark_in_flight`] for every action in `seqs`, in one statement: one
+    /// `UPDATE` per row took about 17 µs each (perf, a phase of 9,445 creates).
     /// On error the rows that could move have moved; call it inside
     /// [`Store::batch`] to keep all or nothing.
     pub fn mark_all_in_flight(
