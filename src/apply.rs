@@ -601,8 +601,8 @@ fn store_matched_links(
 /// Runs `start(item)` for every item, at most `limit` at a time, and returns the
 /// outputs in completion order. Each future is built only when a slot is free: the
 /// futures of a write or a verification are large (each holds its nested reads),
-/// and building one per action up front had a 10k-create run zero about 150 MB
-/// before the first request left.
+/// and building one per action up front had the kernel zero about 150 MB for the
+/// checks of a 10k-create run (perf).
 async fn bounded<T, Fut: Future>(
     items: impl IntoIterator<Item = T>,
     limit: usize,
