@@ -270,25 +270,15 @@ impl Store {
         seqs: &[u32],
         at: DateTime<Utc>,
     ) -> Result<(), StoreError> {
-        if seqs.is_empty() {
-            return Ok(());
-        }
-        let list = seq_list(run, seqs)?;
-        let changed = self
-            .conn
-            .prepare_cached(
-                "UPDATE actions SET state = 'in_flight', attempts = attempts + 1, updated_at = ?3
-                 WHERE run_id = ?1 AND seq IN (SELECT value FROM json_each(?2))
-                   AND state IN ('planned', 'failed', 'in_flight')",
-            )
-            .and_then(|mut stmt| stmt.execute(params![run, list, ts(at)]))
-            .context(|| {
-                format!(
-                    "marking {} actions of run {run} in flight in actions",
-                    seqs.len()
-                )
-            })?;
-        self.check_transitions(run, seqs, changed, ActionState::InFlight, at)
+        self.transition_all(
+            run,
+            seqs,
+            at,
+            ActionState::InFlight,
+            "UPDATE actions SET state = 'in_flight', attempts = attempts + 1, updated_at = ?3
+             WHERE run_id = ?1 AND seq IN (SELECT value FROM json_each(?2))
+               AND state IN ('planned', 'failed', 'in_flight')",
+        )
     }
 
     /// [`Store::mark_applied`] without a result for every action in `seqs`, in one
@@ -299,25 +289,42 @@ impl Store {
         seqs: &[u32],
         at: DateTime<Utc>,
     ) -> Result<(), StoreError> {
+        self.transition_all(
+            run,
+            seqs,
+            at,
+            ActionState::Applied,
+            "UPDATE actions SET state = 'applied', updated_at = ?3
+             WHERE run_id = ?1 AND seq IN (SELECT value FROM json_each(?2))
+               AND state = 'in_flight'",
+        )
+    }
+
+    /// Runs a guarded set-based transition `update` (?1 run, ?2 the seqs as a JSON
+    /// array, ?3 the time) and checks that every action moved to `to`.
+    fn transition_all(
+        &mut self,
+        run: RunId,
+        seqs: &[u32],
+        at: DateTime<Utc>,
+        to: ActionState,
+        update: &str,
+    ) -> Result<(), StoreError> {
         if seqs.is_empty() {
             return Ok(());
         }
         let list = seq_list(run, seqs)?;
         let changed = self
             .conn
-            .prepare_cached(
-                "UPDATE actions SET state = 'applied', updated_at = ?3
-                 WHERE run_id = ?1 AND seq IN (SELECT value FROM json_each(?2))
-                   AND state = 'in_flight'",
-            )
+            .prepare_cached(update)
             .and_then(|mut stmt| stmt.execute(params![run, list, ts(at)]))
             .context(|| {
                 format!(
-                    "marking {} actions of run {run} applied in actions",
+                    "marking {} actions of run {run} {to} in actions",
                     seqs.len()
                 )
             })?;
-        self.check_transitions(run, seqs, changed, ActionState::Applied, at)
+        self.check_transitions(run, seqs, changed, to, at)
     }
 
     /// After a guarded set-based `UPDATE` to `to` at `at` changed `changed` rows:
