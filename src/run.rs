@@ -436,7 +436,7 @@ async fn pipeline(
     tracing::debug!(elapsed_ms = since(started_at), "report built");
     lock(store)?.save_report(run_id, &report.to_stored_json())?;
     tracing::debug!(elapsed_ms = since(started_at), "report stored");
-    // Freeing both snapshots and the links took 8-10 ms at 10k people (perf); the
+    // Freeing both snapshots and the links took about 8 ms at 10k people (perf); the
     // run's outcome need not wait for it. (The desired state borrows from the
     // directory snapshot, and holds little of its own.)
     drop(desired);
