@@ -742,12 +742,8 @@ impl<'a> Verifier<'a> {
         }
     }
 
-    async fn verify(&self, action: &Action) -> Result<(), String> {
-        verify_effect(action, self).await
-    }
-
     async fn verify_numbered(&self, action: &Action) -> (u32, Result<(), String>) {
-        (action.seq, self.verify(action).await)
+        (action.seq, verify_effect(action, self).await)
     }
 
     /// Reads `object` into the cache. A failed read is not cached: checking the
