@@ -21,6 +21,7 @@ use governor::state::{InMemoryState, NotKeyed};
 use governor::{Quota, RateLimiter};
 use reqwest::Method;
 use secrecy::{ExposeSecret, SecretString};
+use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 use tokio::sync::Semaphore;
 
@@ -31,6 +32,7 @@ use crate::model::{
     Account, AccountSpec, Attribute, AttributeChange, Role, WorkspaceGroup, WorkspaceSnapshot,
 };
 use crate::retry::RetryPolicy;
+use parse::ListBody;
 
 const SCHEMA_USER: &str = "urn:ietf:params:scim:schemas:core:2.0:User";
 const SCHEMA_GROUP: &str = "urn:ietf:params:scim:schemas:core:2.0:Group";
@@ -373,11 +375,11 @@ impl ScimClient {
         })
     }
 
-    async fn get_json(
+    async fn get_json<R: DeserializeOwned>(
         &self,
         path: &str,
         query: &[(&str, String)],
-    ) -> Result<(String, Value), WorkspaceError> {
+    ) -> Result<(String, R), WorkspaceError> {
         let endpoint = endpoint_name(&Method::GET, path, query);
         let answer = self.send(Method::GET, path, query, None).await?;
         let value = parse::json_body(&endpoint, &answer.body)?;
@@ -388,7 +390,7 @@ impl ScimClient {
     /// body, a body that is not JSON) is tolerated: defaults apply. Authentication
     /// failures and unreachable servers are errors.
     pub async fn discover(&self) -> Result<(), WorkspaceError> {
-        let (_, config) = match self.get_json("/ServiceProviderConfig", &[]).await {
+        let (_, config) = match self.get_json::<Value>("/ServiceProviderConfig", &[]).await {
             Ok(found) => found,
             Err(
                 e @ WorkspaceError::Status {
@@ -445,12 +447,18 @@ impl ScimClient {
         progress: &(dyn Fn(Progress) + Send + Sync),
     ) -> Result<WorkspaceSnapshot, WorkspaceError> {
         let role_attribute = self.inner.role_attribute.clone();
-        let accounts = paging::list_all(self, "/Users", "accounts", progress, |endpoint, v| {
-            let account = parse::account(endpoint, v, &role_attribute)?;
-            Ok((account.id.clone(), account))
-        });
-        let groups = paging::list_all(self, "/Groups", "groups", progress, |endpoint, v| {
-            let group = parse::group(endpoint, v)?;
+        let accounts = paging::list_all(
+            self,
+            "/Users",
+            "accounts",
+            progress,
+            |endpoint, v: Value| {
+                let account = parse::account(endpoint, &v, &role_attribute)?;
+                Ok((account.id.clone(), account))
+            },
+        );
+        let groups = paging::list_all(self, "/Groups", "groups", progress, |endpoint, body| {
+            let group = parse::group(endpoint, body)?;
             Ok((group.id.clone(), group))
         });
         let (accounts, groups) = futures::try_join!(accounts, groups)?;
@@ -459,7 +467,7 @@ impl ScimClient {
 
     pub async fn get_account(&self, id: &str) -> Result<Option<Account>, WorkspaceError> {
         let path = format!("/Users/{}", encode_component(id));
-        match self.get_json(&path, &[]).await {
+        match self.get_json::<Value>(&path, &[]).await {
             Ok((endpoint, v)) => {
                 parse::account(&endpoint, &v, &self.inner.role_attribute).map(Some)
             }
@@ -476,9 +484,12 @@ impl ScimClient {
     ) -> Result<Option<Account>, WorkspaceError> {
         let filter = format!("userName eq {}", parse::filter_string(user_name));
         let found = self
-            .find("/Users", filter, |endpoint, v| {
-                parse::account(endpoint, v, &self.inner.role_attribute)
-            })
+            .find(
+                "/Users",
+                filter,
+                |endpoint, v: Value| parse::account(endpoint, &v, &self.inner.role_attribute),
+                |a: &Account| &a.id,
+            )
             .await?;
         Ok(pick(found, |a: &Account| {
             a.user_name.eq_ignore_ascii_case(user_name)
@@ -585,7 +596,7 @@ impl ScimClient {
     pub async fn get_group(&self, id: &str) -> Result<Option<WorkspaceGroup>, WorkspaceError> {
         let path = format!("/Groups/{}", encode_component(id));
         match self.get_json(&path, &[]).await {
-            Ok((endpoint, v)) => parse::group(&endpoint, &v).map(Some),
+            Ok((endpoint, body)) => parse::group(&endpoint, body).map(Some),
             Err(e) if e.is_not_found() => Ok(None),
             Err(e) => Err(e),
         }
@@ -596,7 +607,9 @@ impl ScimClient {
         display_name: &str,
     ) -> Result<Option<WorkspaceGroup>, WorkspaceError> {
         let filter = format!("displayName eq {}", parse::filter_string(display_name));
-        let found = self.find("/Groups", filter, parse::group).await?;
+        let found = self
+            .find("/Groups", filter, parse::group, |g: &WorkspaceGroup| &g.id)
+            .await?;
         Ok(pick(found, |g: &WorkspaceGroup| {
             g.display_name == display_name
         }))
@@ -621,8 +634,8 @@ impl ScimClient {
                     )
                 });
         }
-        let v = parse::json_body(&endpoint, &answer.body)?;
-        parse::group(&endpoint, &v)
+        let body = parse::json_body(&endpoint, &answer.body)?;
+        parse::group(&endpoint, body)
     }
 
     /// `add members [{value}]`, at most 100 members per request.
@@ -697,29 +710,29 @@ impl ScimClient {
     }
 
     /// GET with a filter; every match (one page of them).
-    async fn find<T>(
+    /// The resources a filter finds on its first page, each once (`id_of` names
+    /// it: some providers repeat a resource within a page).
+    async fn find<R: DeserializeOwned, T>(
         &self,
         path: &str,
         filter: String,
-        parse_one: impl Fn(&str, &Value) -> Result<T, WorkspaceError>,
+        parse_one: impl Fn(&str, R) -> Result<T, WorkspaceError>,
+        id_of: impl Fn(&T) -> &str,
     ) -> Result<Vec<T>, WorkspaceError> {
         let query = [
             ("filter", filter),
             ("startIndex", "1".to_owned()),
             ("count", self.effective_page_size().to_string()),
         ];
-        let (endpoint, v) = self.get_json(path, &query).await?;
-        let page = parse::page(&endpoint, v, 1)?;
+        let (endpoint, body) = self.get_json::<ListBody<R>>(path, &query).await?;
+        let page = parse::page(&endpoint, body, 1)?;
         let mut seen = HashSet::new();
         let mut out = Vec::new();
-        for item in &page.resources {
+        for item in page.resources {
             let parsed = parse_one(&endpoint, item)?;
-            if let Some(Value::String(id)) = item.get("id")
-                && !seen.insert(id.clone())
-            {
-                continue;
+            if seen.insert(id_of(&parsed).to_owned()) {
+                out.push(parsed);
             }
-            out.push(parsed);
         }
         Ok(out)
     }

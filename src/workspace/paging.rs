@@ -11,10 +11,10 @@
 use std::collections::HashSet;
 
 use futures::StreamExt;
-use serde_json::Value;
+use serde::de::DeserializeOwned;
 
 use super::error::WorkspaceError;
-use super::parse::{self, Page};
+use super::parse::{self, ListBody, Page};
 use super::{Progress, ScimClient};
 
 /// No listing may take more pages than this, whatever the provider says.
@@ -30,14 +30,14 @@ struct Collector<T> {
 
 impl<T> Collector<T> {
     /// Adds a page's resources; returns how many ids were new.
-    fn add<F>(
+    fn add<R, F>(
         &mut self,
         endpoint: &str,
-        resources: &[Value],
+        resources: Vec<R>,
         parse_one: &F,
     ) -> Result<u64, WorkspaceError>
     where
-        F: Fn(&str, &Value) -> Result<(String, T), WorkspaceError>,
+        F: Fn(&str, R) -> Result<(String, T), WorkspaceError>,
     {
         self.pages += 1;
         let mut new = 0;
@@ -98,18 +98,18 @@ fn page_cap(total: Option<u64>, seen: u64, stride: u64) -> u64 {
         .min(ABSOLUTE_PAGE_CAP)
 }
 
-async fn fetch(
+async fn fetch<R: DeserializeOwned>(
     client: &ScimClient,
     path: &str,
     start: u64,
     count: u64,
-) -> Result<(String, Page), WorkspaceError> {
+) -> Result<(String, Page<R>), WorkspaceError> {
     let query = [
         ("startIndex", start.to_string()),
         ("count", count.to_string()),
     ];
     let started = std::time::Instant::now();
-    let (endpoint, body) = client.get_json(path, &query).await?;
+    let (endpoint, body) = client.get_json::<ListBody<R>>(path, &query).await?;
     let page = parse::page(&endpoint, body, start)?;
     // Pages past the end say nothing about what a full page costs.
     if !page.resources.is_empty() {
@@ -118,7 +118,9 @@ async fn fetch(
     Ok((endpoint, page))
 }
 
-pub(crate) async fn list_all<T, F>(
+/// Every resource at `path`, each read from the page as `R` and parsed by
+/// `parse_one` into its id and `T`.
+pub(crate) async fn list_all<R, T, F>(
     client: &ScimClient,
     path: &str,
     what: &'static str,
@@ -126,7 +128,8 @@ pub(crate) async fn list_all<T, F>(
     parse_one: F,
 ) -> Result<Vec<T>, WorkspaceError>
 where
-    F: Fn(&str, &Value) -> Result<(String, T), WorkspaceError>,
+    R: DeserializeOwned,
+    F: Fn(&str, R) -> Result<(String, T), WorkspaceError>,
 {
     let requested = u64::from(client.effective_page_size());
     let mut collector = Collector {
@@ -135,10 +138,10 @@ where
         pages: 0,
     };
 
-    let (endpoint, first) = fetch(client, path, 1, requested).await?;
+    let (endpoint, first) = fetch::<R>(client, path, 1, requested).await?;
     let mut total = first.total_results;
     let stride = first.resources.len() as u64;
-    let new = collector.add(&endpoint, &first.resources, &parse_one)?;
+    let new = collector.add(&endpoint, first.resources, &parse_one)?;
     collector.report(progress, what, total);
     let mut last = Last {
         len: stride,
@@ -155,7 +158,7 @@ where
         let pages_left = (t - stride).div_ceil(stride).min(ABSOLUTE_PAGE_CAP);
         let starts = (1..=pages_left).map(|i| 1 + i * stride);
         let mut pages = futures::stream::iter(starts.map(|start| async move {
-            fetch(client, path, start, requested)
+            fetch::<R>(client, path, start, requested)
                 .await
                 .map(|page| (start, page))
         }))
@@ -163,7 +166,7 @@ where
         while let Some(result) = pages.next().await {
             let (start, (endpoint, page)) = result?;
             let len = page.resources.len() as u64;
-            let new = collector.add(&endpoint, &page.resources, &parse_one)?;
+            let new = collector.add(&endpoint, page.resources, &parse_one)?;
             total = page.total_results.or(total);
             collector.report(progress, what, total);
             last = Last {
@@ -198,9 +201,9 @@ where
                 ),
             ));
         }
-        let (endpoint, page) = fetch(client, path, last.next, requested).await?;
+        let (endpoint, page) = fetch::<R>(client, path, last.next, requested).await?;
         let len = page.resources.len() as u64;
-        let new = collector.add(&endpoint, &page.resources, &parse_one)?;
+        let new = collector.add(&endpoint, page.resources, &parse_one)?;
         total = page.total_results.or(total);
         collector.report(progress, what, total);
         last = Last {

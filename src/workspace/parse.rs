@@ -1,17 +1,32 @@
 //! Turning SCIM JSON into model types, tolerantly: strings where booleans belong,
 //! numbers where strings belong, absent optional attributes.
+//!
+//! Users go through `serde_json::Value`. Groups and the `ListResponse` around them
+//! are deserialized straight into what the client keeps ([`GroupBody`], [`Page`]):
+//! a group's member list is the largest thing a workspace sends, and as `Value`s
+//! every member was a map of three owned strings before its id was copied out.
+//! Those visitors accept any JSON value where they expect an object or an array
+//! (and read it as absent or "not an object"), so the only error left to serde is
+//! a body that is not JSON.
 
+use std::fmt;
+use std::marker::PhantomData;
+
+use serde::Deserialize;
+use serde::de::{
+    self, DeserializeOwned, DeserializeSeed, IgnoredAny, MapAccess, SeqAccess, Visitor,
+};
 use serde_json::Value;
 
 use super::RoleAttribute;
 use super::error::{MAX_DETAIL_CHARS, WorkspaceError, truncate};
 use crate::model::{Account, WorkspaceGroup};
 
-/// One page of a `ListResponse`.
-#[derive(Debug, Default)]
-pub(crate) struct Page {
+/// One page of a `ListResponse`, its resources as `R`.
+#[derive(Debug)]
+pub(crate) struct Page<R> {
     pub total_results: Option<u64>,
-    pub resources: Vec<Value>,
+    pub resources: Vec<R>,
 }
 
 /// Reads a number that a provider may send as a JSON number or a string.
@@ -43,26 +58,25 @@ fn attr<'a>(obj: &'a Value, name: &str) -> Option<&'a Value> {
     })
 }
 
-fn attr_mut<'a>(obj: &'a mut Value, name: &str) -> Option<&'a mut Value> {
-    let map = obj.as_object_mut()?;
-    let key = if map.contains_key(name) {
-        name.to_owned()
-    } else {
-        map.keys().find(|k| k.eq_ignore_ascii_case(name))?.clone()
-    };
-    map.get_mut(&key)
+fn attr_str(obj: &Value, name: &str) -> Option<String> {
+    scalar_string(attr(obj, name)?)
 }
 
-fn attr_str(obj: &Value, name: &str) -> Option<String> {
-    match attr(obj, name)? {
+/// A string attribute that a provider may send as a number.
+fn scalar_string(v: &Value) -> Option<String> {
+    match v {
         Value::String(s) => Some(s.clone()),
         Value::Number(n) => Some(n.to_string()),
         _ => None,
     }
 }
 
-/// Parses a body the caller needs as JSON.
-pub(crate) fn json_body(endpoint: &str, text: &str) -> Result<Value, WorkspaceError> {
+/// Parses a body the caller needs as JSON, into `Value` or one of this module's
+/// tolerant shapes.
+pub(crate) fn json_body<R: DeserializeOwned>(
+    endpoint: &str,
+    text: &str,
+) -> Result<R, WorkspaceError> {
     if text.trim().is_empty() {
         return Err(WorkspaceError::malformed(endpoint, "empty body"));
     }
@@ -77,22 +91,43 @@ pub(crate) fn json_body(endpoint: &str, text: &str) -> Result<Value, WorkspaceEr
     })
 }
 
-/// Takes the page apart by value: `Resources` is moved out, not copied.
-pub(crate) fn page(
+/// A `ListResponse` body as read: its `totalResults` and `Resources`, or not an
+/// object at all.
+pub(crate) enum ListBody<R> {
+    NotObject,
+    Object {
+        total_results: Option<u64>,
+        resources: Resources<R>,
+    },
+}
+
+/// `Resources` of a `ListResponse`: absent or `null`, something other than an
+/// array, or the resources.
+pub(crate) enum Resources<R> {
+    Absent,
+    NotArray,
+    Items(Vec<R>),
+}
+
+/// The page a `ListResponse` body holds, checked.
+pub(crate) fn page<R>(
     endpoint: &str,
-    mut body: Value,
+    body: ListBody<R>,
     start_index: u64,
-) -> Result<Page, WorkspaceError> {
-    if !body.is_object() {
+) -> Result<Page<R>, WorkspaceError> {
+    let ListBody::Object {
+        total_results,
+        resources,
+    } = body
+    else {
         return Err(WorkspaceError::malformed(
             endpoint,
             "ListResponse is not a JSON object",
         ));
-    }
-    let total_results = attr(&body, "totalResults").and_then(loose_u64);
-    let resources = match attr_mut(&mut body, "Resources").map(Value::take) {
-        Some(Value::Array(items)) => items,
-        Some(Value::Null) | None => {
+    };
+    let resources = match resources {
+        Resources::Items(items) => items,
+        Resources::Absent => {
             // RFC 7644 §3.4.2: Resources is required when totalResults is non-zero;
             // a page past the end may leave it out.
             if total_results.is_some_and(|t| t > 0 && start_index <= t) {
@@ -106,7 +141,7 @@ pub(crate) fn page(
             }
             Vec::new()
         }
-        Some(_) => {
+        Resources::NotArray => {
             return Err(WorkspaceError::malformed(
                 endpoint,
                 "ListResponse Resources is not an array",
@@ -117,6 +152,18 @@ pub(crate) fn page(
         total_results,
         resources,
     })
+}
+
+/// A Group body as read: the attributes the client keeps, or not an object.
+#[derive(Debug)]
+pub(crate) enum GroupBody {
+    NotObject,
+    Object {
+        id: Option<String>,
+        display_name: Option<String>,
+        /// The `value` of every member that has one, in order.
+        members: Vec<String>,
+    },
 }
 
 fn id_of(endpoint: &str, what: &str, v: &Value) -> Result<String, WorkspaceError> {
@@ -214,15 +261,24 @@ fn roles(v: &Value, role_attribute: &RoleAttribute) -> Vec<String> {
     }
 }
 
-pub(crate) fn group(endpoint: &str, v: &Value) -> Result<WorkspaceGroup, WorkspaceError> {
-    let id = id_of(endpoint, "Group", v)?;
-    let display_name = attr_str(v, "displayName").ok_or_else(|| {
+pub(crate) fn group(endpoint: &str, body: GroupBody) -> Result<WorkspaceGroup, WorkspaceError> {
+    let GroupBody::Object {
+        id,
+        display_name,
+        members,
+    } = body
+    else {
+        return Err(WorkspaceError::malformed(
+            endpoint,
+            "Group is not a JSON object",
+        ));
+    };
+    let id = id
+        .filter(|id| !id.is_empty())
+        .ok_or_else(|| WorkspaceError::malformed(endpoint, "Group without id"))?;
+    let display_name = display_name.ok_or_else(|| {
         WorkspaceError::malformed(endpoint, format!("Group {id} without displayName"))
     })?;
-    let members = match attr(v, "members") {
-        Some(Value::Array(items)) => items.iter().filter_map(|m| attr_str(m, "value")).collect(),
-        _ => Vec::new(),
-    };
     Ok(WorkspaceGroup {
         id,
         display_name,
@@ -261,10 +317,366 @@ pub(crate) fn filter_string(value: &str) -> String {
     out
 }
 
+// ---- Tolerant visitors for GroupBody and ListBody ----
+
+/// Visitor methods for JSON scalars a tolerant visitor did not ask for: each is
+/// read as `$value`.
+macro_rules! scalars_are {
+    ($value:expr) => {
+        fn visit_bool<E: de::Error>(self, _: bool) -> Result<Self::Value, E> {
+            Ok($value)
+        }
+        fn visit_i64<E: de::Error>(self, _: i64) -> Result<Self::Value, E> {
+            Ok($value)
+        }
+        fn visit_u64<E: de::Error>(self, _: u64) -> Result<Self::Value, E> {
+            Ok($value)
+        }
+        fn visit_f64<E: de::Error>(self, _: f64) -> Result<Self::Value, E> {
+            Ok($value)
+        }
+        fn visit_str<E: de::Error>(self, _: &str) -> Result<Self::Value, E> {
+            Ok($value)
+        }
+    };
+}
+
+fn skip_seq<'de, A: SeqAccess<'de>>(mut seq: A) -> Result<(), A::Error> {
+    while seq.next_element::<IgnoredAny>()?.is_some() {}
+    Ok(())
+}
+
+fn skip_map<'de, A: MapAccess<'de>>(mut map: A) -> Result<(), A::Error> {
+    while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+    Ok(())
+}
+
+/// A map key, read as which of `names` it spells (SCIM attribute names are
+/// case-insensitive) and whether it spells it exactly; `None` for other keys.
+struct Names(&'static [&'static str]);
+
+impl<'de> DeserializeSeed<'de> for Names {
+    type Value = Option<(usize, bool)>;
+
+    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_str(self)
+    }
+}
+
+impl Visitor<'_> for Names {
+    type Value = Option<(usize, bool)>;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("an attribute name")
+    }
+
+    fn visit_str<E: de::Error>(self, key: &str) -> Result<Self::Value, E> {
+        Ok(self.0.iter().enumerate().find_map(|(i, name)| {
+            if key == *name {
+                Some((i, true))
+            } else {
+                key.eq_ignore_ascii_case(name).then_some((i, false))
+            }
+        }))
+    }
+}
+
+/// One attribute's value while a map is read. Like `attr` on a `Value`: the exact
+/// spelling wins over any other; of other spellings, the first is kept.
+struct Slot<T>(Option<T>);
+
+impl<T> Default for Slot<T> {
+    fn default() -> Self {
+        Slot(None)
+    }
+}
+
+impl<T> Slot<T> {
+    fn wants(&self, exact: bool) -> bool {
+        exact || self.0.is_none()
+    }
+}
+
+/// A string attribute that may come as a number (like `scalar_string`); any other
+/// value is absent.
+struct ScalarString;
+
+impl<'de> DeserializeSeed<'de> for ScalarString {
+    type Value = Option<String>;
+
+    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for ScalarString {
+    type Value = Option<String>;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a string")
+    }
+
+    fn visit_str<E: de::Error>(self, s: &str) -> Result<Self::Value, E> {
+        Ok(Some(s.to_owned()))
+    }
+
+    fn visit_string<E: de::Error>(self, s: String) -> Result<Self::Value, E> {
+        Ok(Some(s))
+    }
+
+    fn visit_u64<E: de::Error>(self, n: u64) -> Result<Self::Value, E> {
+        Ok(Some(n.to_string()))
+    }
+
+    fn visit_i64<E: de::Error>(self, n: i64) -> Result<Self::Value, E> {
+        Ok(Some(n.to_string()))
+    }
+
+    fn visit_f64<E: de::Error>(self, n: f64) -> Result<Self::Value, E> {
+        Ok(serde_json::Number::from_f64(n).map(|n| n.to_string()))
+    }
+
+    fn visit_bool<E: de::Error>(self, _: bool) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+
+    fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Self::Value, A::Error> {
+        skip_seq(seq).map(|()| None)
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
+        skip_map(map).map(|()| None)
+    }
+}
+
+impl<'de> Deserialize<'de> for GroupBody {
+    fn deserialize<D: de::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(GroupVisitor)
+    }
+}
+
+struct GroupVisitor;
+
+impl<'de> Visitor<'de> for GroupVisitor {
+    type Value = GroupBody;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a SCIM Group")
+    }
+
+    scalars_are!(GroupBody::NotObject);
+
+    fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+        Ok(GroupBody::NotObject)
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Self::Value, A::Error> {
+        skip_seq(seq).map(|()| GroupBody::NotObject)
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut id = Slot::default();
+        let mut display_name = Slot::default();
+        let mut members = Slot::default();
+        while let Some(key) = map.next_key_seed(Names(&["id", "displayName", "members"]))? {
+            match key {
+                Some((0, exact)) if id.wants(exact) => {
+                    id.0 = Some(map.next_value_seed(ScalarString)?)
+                }
+                Some((1, exact)) if display_name.wants(exact) => {
+                    display_name.0 = Some(map.next_value_seed(ScalarString)?);
+                }
+                Some((2, exact)) if members.wants(exact) => {
+                    members.0 = Some(map.next_value_seed(MembersSeed)?);
+                }
+                _ => {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+        }
+        Ok(GroupBody::Object {
+            id: id.0.flatten(),
+            display_name: display_name.0.flatten(),
+            members: members.0.unwrap_or_default(),
+        })
+    }
+}
+
+/// A group's `members`: the `value` of each element that is an object with one;
+/// anything but an array is no members.
+struct MembersSeed;
+
+impl<'de> DeserializeSeed<'de> for MembersSeed {
+    type Value = Vec<String>;
+
+    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for MembersSeed {
+    type Value = Vec<String>;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a list of members")
+    }
+
+    scalars_are!(Vec::new());
+
+    fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+        Ok(Vec::new())
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
+        skip_map(map).map(|()| Vec::new())
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        let mut values = Vec::with_capacity(seq.size_hint().unwrap_or(0));
+        while let Some(value) = seq.next_element_seed(MemberSeed)? {
+            values.extend(value);
+        }
+        Ok(values)
+    }
+}
+
+/// One element of `members`: its `value`, if it is an object that has one.
+struct MemberSeed;
+
+impl<'de> DeserializeSeed<'de> for MemberSeed {
+    type Value = Option<String>;
+
+    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for MemberSeed {
+    type Value = Option<String>;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a member")
+    }
+
+    scalars_are!(None);
+
+    fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Self::Value, A::Error> {
+        skip_seq(seq).map(|()| None)
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut value = Slot::default();
+        while let Some(key) = map.next_key_seed(Names(&["value"]))? {
+            match key {
+                Some((_, exact)) if value.wants(exact) => {
+                    value.0 = Some(map.next_value_seed(ScalarString)?);
+                }
+                _ => {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+        }
+        Ok(value.0.flatten())
+    }
+}
+
+impl<'de, R: Deserialize<'de>> Deserialize<'de> for ListBody<R> {
+    fn deserialize<D: de::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(ListVisitor(PhantomData))
+    }
+}
+
+struct ListVisitor<R>(PhantomData<R>);
+
+impl<'de, R: Deserialize<'de>> Visitor<'de> for ListVisitor<R> {
+    type Value = ListBody<R>;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a SCIM ListResponse")
+    }
+
+    scalars_are!(ListBody::NotObject);
+
+    fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+        Ok(ListBody::NotObject)
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Self::Value, A::Error> {
+        skip_seq(seq).map(|()| ListBody::NotObject)
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut total = Slot::default();
+        let mut resources = Slot::default();
+        while let Some(key) = map.next_key_seed(Names(&["totalResults", "Resources"]))? {
+            match key {
+                Some((0, exact)) if total.wants(exact) => {
+                    total.0 = Some(loose_u64(&map.next_value::<Value>()?));
+                }
+                Some((1, exact)) if resources.wants(exact) => {
+                    resources.0 = Some(map.next_value_seed(ResourcesSeed(PhantomData))?);
+                }
+                _ => {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+        }
+        Ok(ListBody::Object {
+            total_results: total.0.flatten(),
+            resources: resources.0.unwrap_or(Resources::Absent),
+        })
+    }
+}
+
+struct ResourcesSeed<R>(PhantomData<R>);
+
+impl<'de, R: Deserialize<'de>> DeserializeSeed<'de> for ResourcesSeed<R> {
+    type Value = Resources<R>;
+
+    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de, R: Deserialize<'de>> Visitor<'de> for ResourcesSeed<R> {
+    type Value = Resources<R>;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a list of resources")
+    }
+
+    scalars_are!(Resources::NotArray);
+
+    fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+        Ok(Resources::Absent)
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
+        skip_map(map).map(|()| Resources::NotArray)
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        let mut items = Vec::with_capacity(seq.size_hint().unwrap_or(0));
+        while let Some(item) = seq.next_element::<R>()? {
+            items.push(item);
+        }
+        Ok(Resources::Items(items))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
     use super::*;
+    use proptest::prelude::*;
     use serde_json::json;
 
     #[test]
@@ -307,6 +719,231 @@ mod tests {
         assert_eq!(
             err.to_string(),
             "GET /Users: malformed response: User without id"
+        );
+    }
+
+    /// What `GroupBody` must equal: the same body read through `Value` with the
+    /// helpers users are read with.
+    fn group_via_value(v: &Value) -> GroupBody {
+        if !v.is_object() {
+            return GroupBody::NotObject;
+        }
+        GroupBody::Object {
+            id: attr_str(v, "id"),
+            display_name: attr_str(v, "displayName"),
+            members: match attr(v, "members") {
+                Some(Value::Array(items)) => {
+                    items.iter().filter_map(|m| attr_str(m, "value")).collect()
+                }
+                _ => Vec::new(),
+            },
+        }
+    }
+
+    fn read_group(text: &str) -> GroupBody {
+        json_body::<GroupBody>("GET /Groups/g", text).unwrap()
+    }
+
+    fn same(a: &GroupBody, b: &GroupBody) -> bool {
+        format!("{a:?}") == format!("{b:?}")
+    }
+
+    /// Any JSON value, up to two levels deep.
+    fn any_json() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::from),
+            any::<i64>().prop_map(Value::from),
+            any::<u64>().prop_map(Value::from),
+            (-1e6..1e6f64).prop_map(Value::from),
+            "[a-z0-9\\\\\"é ]{0,8}".prop_map(Value::from),
+        ];
+        leaf.prop_recursive(2, 8, 3, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..3).prop_map(Value::from),
+                prop::collection::btree_map("[a-zA-Z$]{1,6}", inner, 0..3)
+                    .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    /// `name` as a provider may spell it.
+    fn spelled(name: &'static str) -> impl Strategy<Value = String> {
+        prop_oneof![
+            3 => Just(name.to_owned()),
+            1 => Just(name.to_uppercase()),
+            1 => Just(name.to_lowercase()),
+        ]
+    }
+
+    fn member() -> impl Strategy<Value = Value> {
+        prop_oneof![
+            4 => (spelled("value"), any_json(), proptest::option::of(any_json())).prop_map(
+                |(key, value, display)| {
+                    let mut m = serde_json::Map::new();
+                    m.insert(key, value);
+                    if let Some(d) = display {
+                        m.insert("display".into(), d);
+                    }
+                    m.insert("$ref".into(), "https://x/Users/1".into());
+                    Value::Object(m)
+                }
+            ),
+            1 => any_json(),
+        ]
+    }
+
+    fn group_json() -> impl Strategy<Value = Value> {
+        let attribute = |name: &'static str, value: BoxedStrategy<Value>| {
+            proptest::option::of((spelled(name), value))
+        };
+        prop_oneof![
+            8 => (
+                attribute("id", any_json().boxed()),
+                attribute("displayName", any_json().boxed()),
+                attribute(
+                    "members",
+                    prop_oneof![
+                        4 => prop::collection::vec(member(), 0..6).prop_map(Value::from),
+                        1 => any_json(),
+                    ]
+                    .boxed()
+                ),
+                proptest::option::of(any_json()),
+            )
+                .prop_map(|(id, display_name, members, meta)| {
+                    let mut m = serde_json::Map::new();
+                    for (key, value) in [id, display_name, members].into_iter().flatten() {
+                        m.insert(key, value);
+                    }
+                    if let Some(meta) = meta {
+                        m.insert("meta".into(), meta);
+                    }
+                    Value::Object(m)
+                }),
+            1 => any_json(),
+        ]
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn a_group_reads_as_it_does_through_value(v in group_json()) {
+            let text = v.to_string();
+            let typed = read_group(&text);
+            let expected = group_via_value(&serde_json::from_str(&text).unwrap());
+            proptest::prop_assert!(same(&typed, &expected), "{text}: {typed:?} != {expected:?}");
+        }
+    }
+
+    #[test]
+    fn a_group_keeps_member_ids_and_tolerates_odd_members() {
+        let typed = read_group(
+            r#"{"schemas": ["urn:ietf:params:scim:schemas:core:2.0:Group"], "ID": 17,
+                "DisplayName": "Eng", "Members": [
+                    {"value": "u1", "display": "A", "$ref": "https://x/Users/u1"},
+                    {"Value": 2}, {"display": "no value"}, "u3", null, {"value": null},
+                    {"value": "u4", "type": "User", "extra": {"value": "not me"}}
+                ], "meta": {"version": "W/\"1\""}}"#,
+        );
+        let GroupBody::Object {
+            id,
+            display_name,
+            members,
+        } = typed
+        else {
+            panic!("an object")
+        };
+        assert_eq!(id.as_deref(), Some("17"));
+        assert_eq!(display_name.as_deref(), Some("Eng"));
+        assert_eq!(members, ["u1", "2", "u4"]);
+    }
+
+    #[test]
+    fn the_exact_spelling_of_an_attribute_wins() {
+        let typed = read_group(
+            r#"{"DISPLAYNAME": "a", "displayName": "b", "displayname": "c", "id": "1"}"#,
+        );
+        let expected = group_via_value(
+            &serde_json::from_str(
+                r#"{"DISPLAYNAME": "a", "displayName": "b", "displayname": "c", "id": "1"}"#,
+            )
+            .unwrap(),
+        );
+        assert!(same(&typed, &expected), "{typed:?} != {expected:?}");
+        let GroupBody::Object { display_name, .. } = typed else {
+            panic!("an object")
+        };
+        assert_eq!(display_name.as_deref(), Some("b"));
+    }
+
+    #[test]
+    fn malformed_groups_and_pages_name_the_endpoint_and_the_fault() {
+        let e = |r: Result<WorkspaceGroup, WorkspaceError>| r.unwrap_err().to_string();
+        let endpoint = "GET /Groups/g";
+        assert_eq!(
+            e(group(endpoint, read_group("[1, 2]"))),
+            "GET /Groups/g: malformed response: Group is not a JSON object"
+        );
+        assert_eq!(
+            e(group(
+                endpoint,
+                read_group(r#"{"id": "", "displayName": "x"}"#)
+            )),
+            "GET /Groups/g: malformed response: Group without id"
+        );
+        assert_eq!(
+            e(group(endpoint, read_group(r#"{"id": "7", "members": []}"#))),
+            "GET /Groups/g: malformed response: Group 7 without displayName"
+        );
+        let not_json = json_body::<GroupBody>(endpoint, r#"{"id": "7", "members": [{"value": }]}"#)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            not_json.starts_with("GET /Groups/g: malformed response: body is not JSON (expected value at line 1 column"),
+            "{not_json}"
+        );
+
+        let listing = "GET /Groups?startIndex=1&count=100";
+        let page_of = |text: &str| {
+            json_body::<ListBody<GroupBody>>(listing, text)
+                .and_then(|body| page(listing, body, 1))
+                .map(|p| (p.total_results, p.resources.len()))
+                .map_err(|e| e.to_string())
+        };
+        assert_eq!(
+            page_of(r#"{"totalResults": "2", "Resources": [{"id": "a"}, {"id": "b"}]}"#),
+            Ok((Some(2), 2))
+        );
+        assert_eq!(
+            page_of(r#"{"TotalResults": 0, "Resources": null}"#),
+            Ok((Some(0), 0))
+        );
+        assert_eq!(
+            page_of(r#"{"totalResults": 0, "itemsPerPage": 0}"#),
+            Ok((Some(0), 0)),
+            "an empty listing may leave Resources out"
+        );
+        assert_eq!(
+            page_of(r#"{"totalResults": 5}"#),
+            Err(format!(
+                "{listing}: malformed response: ListResponse has no Resources but totalResults is 5"
+            ))
+        );
+        assert_eq!(
+            page_of(r#"{"totalResults": 5, "resources": {"id": "a"}}"#),
+            Err(format!(
+                "{listing}: malformed response: ListResponse Resources is not an array"
+            ))
+        );
+        assert_eq!(
+            page_of(r#""ok""#),
+            Err(format!(
+                "{listing}: malformed response: ListResponse is not a JSON object"
+            ))
+        );
+        assert_eq!(
+            page_of("  "),
+            Err(format!("{listing}: malformed response: empty body"))
         );
     }
 
