@@ -795,7 +795,7 @@ impl<T> ReadOnce<T> {
     async fn get(
         &self,
         id: &str,
-        fetch: impl std::future::Future<Output = Result<Option<T>, WorkspaceError>>,
+        fetch: impl std::future::Future<Output = Result<Option<T>, String>>,
     ) -> Result<Option<Arc<T>>, String> {
         let cell = {
             let mut cells = self
@@ -808,14 +808,9 @@ impl<T> ReadOnce<T> {
                 None => Arc::clone(cells.entry(id.to_owned()).or_default()),
             }
         };
-        cell.get_or_try_init(|| async {
-            fetch
-                .await
-                .map(|object| object.map(Arc::new))
-                .map_err(|e| e.to_string())
-        })
-        .await
-        .cloned()
+        cell.get_or_try_init(|| async { fetch.await.map(|object| object.map(Arc::new)) })
+            .await
+            .cloned()
     }
 }
 
@@ -828,9 +823,23 @@ trait Reader {
     fn group_id(&self, group: &GroupRef) -> Option<String>;
 }
 
+/// Runs a verification read on a task of its own, once polled. A response is
+/// parsed where its read runs: driven all from the one task that verifies, the
+/// parsing of every read in flight kept to one core while the other idled.
+async fn on_own_task<T: Send + 'static>(
+    read: impl Future<Output = Result<T, WorkspaceError>> + Send + 'static,
+) -> Result<T, String> {
+    match tokio::spawn(read).await {
+        Ok(result) => result.map_err(|e| e.to_string()),
+        Err(e) => Err(format!("the read did not finish: {e}")),
+    }
+}
+
 impl Reader for Verifier<'_> {
     async fn account(&self, id: &str) -> Result<Option<Arc<Account>>, String> {
-        self.accounts.get(id, self.client.get_account(id)).await
+        let (client, owned) = (self.client.clone(), id.to_owned());
+        let read = on_own_task(async move { client.get_account(&owned).await });
+        self.accounts.get(id, read).await
     }
     async fn account_by_user_name(&self, user_name: &str) -> Result<Option<Account>, String> {
         self.client
@@ -839,7 +848,9 @@ impl Reader for Verifier<'_> {
             .map_err(|e| e.to_string())
     }
     async fn group(&self, id: &str) -> Result<Option<Arc<Members>>, String> {
-        let read = async { self.client.get_group(id).await.map(|g| g.map(members_of)) };
+        let (client, owned) = (self.client.clone(), id.to_owned());
+        let read =
+            on_own_task(async move { client.get_group(&owned).await.map(|g| g.map(members_of)) });
         self.groups.get(id, read).await
     }
     fn created_account(&self, identity_id: &str) -> Option<String> {
@@ -1197,10 +1208,10 @@ mod tests {
     async fn counted(
         reads: &AtomicUsize,
         outcome: Result<Option<u32>, WorkspaceError>,
-    ) -> Result<Option<u32>, WorkspaceError> {
+    ) -> Result<Option<u32>, String> {
         reads.fetch_add(1, Ordering::SeqCst);
         tokio::task::yield_now().await;
-        outcome
+        outcome.map_err(|e| e.to_string())
     }
 
     #[tokio::test]
