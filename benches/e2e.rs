@@ -28,6 +28,12 @@
 //! on the machine); every measurement is printed. Runs and floors alternate. Peak
 //! memory is the whole process after the first run, before any floor: with the
 //! sandbox it includes the sandbox's copy of the workspace.
+//!
+//! `cpus_s` and `floor_cpus_s` are the CPU time the process spent in each run and
+//! floor (with the sandbox, the workspace's own work included; with scim2-server,
+//! only seatwarden's), and `cpu_ratio_to_floor` is their medians' ratio. Other
+//! work on the machine stretches wall times but hardly CPU times, so comparing
+//! two builds by CPU time needs fewer runs.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::time::{Duration, Instant};
@@ -190,12 +196,14 @@ async fn seed_over_scim(client: &ScimClient, seed: &WorkspaceSnapshot) {
     }
 }
 
-/// Reads every page once, then makes `writes` creates at the same concurrency.
-async fn floor(target: &Target, seed: &WorkspaceSnapshot, writes: u64) -> f64 {
+/// Reads every page once, then makes `writes` creates at the same concurrency;
+/// the wall time and the process's CPU time it took.
+async fn floor(target: &Target, seed: &WorkspaceSnapshot, writes: u64) -> (f64, f64) {
     let workspace = Workspace::start(target, seed, Faults::default(), "floor").await;
     let client = workspace.client(target);
     client.discover().await.unwrap();
     let started = Instant::now();
+    let cpu_before = process_cpu_s();
     client.snapshot(&|_| {}).await.unwrap();
     futures::stream::iter(0..writes)
         .map(|n| {
@@ -219,13 +227,18 @@ async fn floor(target: &Target, seed: &WorkspaceSnapshot, writes: u64) -> f64 {
         .collect::<Vec<()>>()
         .await;
     let elapsed = started.elapsed().as_secs_f64();
+    let cpu = process_cpu_s() - cpu_before;
     workspace.shutdown().await;
-    elapsed
+    (elapsed, cpu)
 }
 
 /// One reconcile on a fresh workspace and a fresh state database.
 struct Measured {
     wall_s: f64,
+    /// CPU time of the whole process (seatwarden and, with the sandbox, the
+    /// workspace) during the run: unlike wall time, not stretched by other work
+    /// on the machine.
+    cpu_s: f64,
     requests: u64,
     writes: u64,
     actions: usize,
@@ -308,6 +321,7 @@ async fn reconcile(
     let directory = run::directory_from_config(&config);
 
     let started = Instant::now();
+    let cpu_before = process_cpu_s();
     let outcome = run::execute_with(
         &config,
         &directory,
@@ -318,6 +332,7 @@ async fn reconcile(
     .await
     .unwrap();
     let wall_s = started.elapsed().as_secs_f64();
+    let cpu_s = process_cpu_s() - cpu_before;
     let (requests, writes, faults_429, faults_5xx) = match &workspace.sandbox {
         Some(sandbox) => {
             let stats = sandbox.stats();
@@ -341,6 +356,7 @@ async fn reconcile(
     let s = &outcome.report.summary;
     Measured {
         wall_s,
+        cpu_s,
         requests,
         writes,
         actions: s.actions_planned,
@@ -361,6 +377,34 @@ fn peak_rss_mib() -> f64 {
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
         .map(|kb| kb / 1024.0)
         .unwrap_or(f64::NAN)
+}
+
+/// User and system CPU time of this process so far, all threads (those that have
+/// ended included), from `/proc/self/stat`, whose clock ticks (`USER_HZ`) are
+/// 10 ms on x86 and ARM Linux.
+fn process_cpu_s() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // The fields after the command name, which is in parentheses and may hold spaces.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest.split_whitespace().collect())
+        .unwrap_or_default();
+    // utime and stime are fields 14 and 15 of the line, 12 and 13 after the name.
+    let ticks = |i: usize| fields.get(i).and_then(|t| t.parse::<f64>().ok());
+    match (ticks(11), ticks(12)) {
+        (Some(user), Some(system)) => (user + system) / 100.0,
+        _ => f64::NAN,
+    }
+}
+
+fn median(values: &[f64]) -> f64 {
+    let mut sorted = values.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    match sorted.len() {
+        0 => f64::NAN,
+        n if n % 2 == 1 => sorted[n / 2],
+        n => (sorted[n / 2 - 1] + sorted[n / 2]) / 2.0,
+    }
 }
 
 fn joined(values: &[f64]) -> String {
@@ -447,12 +491,15 @@ async fn main() {
     let peak = peak_rss_mib();
     let writes = first.writes;
     let mut runs = vec![first];
-    let mut floors = vec![floor(&target, &seed, writes).await];
+    let mut measured_floors = vec![floor(&target, &seed, writes).await];
     for _ in 1..repeat {
         runs.push(reconcile(&target, &data, &seed, faults, warm).await);
-        floors.push(floor(&target, &seed, writes).await);
+        measured_floors.push(floor(&target, &seed, writes).await);
     }
+    let floors: Vec<f64> = measured_floors.iter().map(|f| f.0).collect();
+    let floor_cpus: Vec<f64> = measured_floors.iter().map(|f| f.1).collect();
     let walls: Vec<f64> = runs.iter().map(|r| r.wall_s).collect();
+    let cpus: Vec<f64> = runs.iter().map(|r| r.cpu_s).collect();
     let best = runs
         .iter()
         .min_by(|a, b| a.wall_s.total_cmp(&b.wall_s))
@@ -464,7 +511,7 @@ async fn main() {
          \"wall_s\":{:.2},\"walls_s\":[{}],\"requests\":{},\"requests_per_s\":{:.0},\"writes\":{},\
          \"floor_s\":{floor_s:.2},\"floors_s\":[{}],\"ratio_to_floor\":{:.2},\"actions\":{},\"applied\":{},\
          \"failed\":{},\"retries\":{},\"faults_429\":{},\"faults_5xx\":{},\"second_plan_actions\":{},\
-         \"peak_rss_mib\":{peak:.0}}}",
+         \"cpus_s\":[{}],\"floor_cpus_s\":[{}],\"cpu_ratio_to_floor\":{:.2},\"peak_rss_mib\":{peak:.0}}}",
         target.name(),
         target.concurrency(),
         target.page(),
@@ -485,5 +532,8 @@ async fn main() {
             .map(|r| r.second_plan_actions)
             .max()
             .unwrap_or(0),
+        joined(&cpus),
+        joined(&floor_cpus),
+        median(&cpus) / median(&floor_cpus),
     );
 }
