@@ -823,9 +823,10 @@ trait Reader {
     fn group_id(&self, group: &GroupRef) -> Option<String>;
 }
 
-/// Runs a verification read on a task of its own, once polled. A response is
-/// parsed where its read runs: driven all from the one task that verifies, the
-/// parsing of every read in flight kept to one core while the other idled.
+/// Runs a verification read on a task of its own (spawned when first polled), so
+/// that its response is parsed on whichever core is free. Driven from the one
+/// task that verifies, every response in flight was parsed on one core while the
+/// other idled.
 async fn on_own_task<T: Send + 'static>(
     read: impl Future<Output = Result<T, WorkspaceError>> + Send + 'static,
 ) -> Result<T, String> {

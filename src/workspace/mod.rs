@@ -709,9 +709,8 @@ impl ScimClient {
         Ok(())
     }
 
-    /// GET with a filter; every match (one page of them).
-    /// The resources a filter finds on its first page, each once (`id_of` names
-    /// it: some providers repeat a resource within a page).
+    /// GET with a filter: every match on the first page, each once (`id_of` names
+    /// it; some providers repeat a resource within a page).
     async fn find<R: DeserializeOwned, T>(
         &self,
         path: &str,
