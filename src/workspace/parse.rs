@@ -341,6 +341,40 @@ macro_rules! scalars_are {
     };
 }
 
+/// The visitor methods for every JSON value but an object: each is consumed and
+/// read as `$value` (`null` as `$null`, when given). `$de` is the visitor's lifetime.
+macro_rules! all_but_objects_are {
+    ($de:lifetime, $value:expr) => {
+        all_but_objects_are!($de, $value, $value);
+    };
+    ($de:lifetime, $value:expr, $null:expr) => {
+        scalars_are!($value);
+        fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+            Ok($null)
+        }
+        fn visit_seq<A: SeqAccess<$de>>(self, seq: A) -> Result<Self::Value, A::Error> {
+            skip_seq(seq).map(|()| $value)
+        }
+    };
+}
+
+/// The visitor methods for every JSON value but an array, as
+/// [`all_but_objects_are`] has them for every value but an object.
+macro_rules! all_but_arrays_are {
+    ($de:lifetime, $value:expr) => {
+        all_but_arrays_are!($de, $value, $value);
+    };
+    ($de:lifetime, $value:expr, $null:expr) => {
+        scalars_are!($value);
+        fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+            Ok($null)
+        }
+        fn visit_map<A: MapAccess<$de>>(self, map: A) -> Result<Self::Value, A::Error> {
+            skip_map(map).map(|()| $value)
+        }
+    };
+}
+
 fn skip_seq<'de, A: SeqAccess<'de>>(mut seq: A) -> Result<(), A::Error> {
     while seq.next_element::<IgnoredAny>()?.is_some() {}
     Ok(())
@@ -468,15 +502,7 @@ impl<'de> Visitor<'de> for GroupVisitor {
         f.write_str("a SCIM Group")
     }
 
-    scalars_are!(GroupBody::NotObject);
-
-    fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
-        Ok(GroupBody::NotObject)
-    }
-
-    fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Self::Value, A::Error> {
-        skip_seq(seq).map(|()| GroupBody::NotObject)
-    }
+    all_but_objects_are!('de, GroupBody::NotObject);
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
         let mut id = Slot::default();
@@ -525,15 +551,7 @@ impl<'de> Visitor<'de> for MembersSeed {
         f.write_str("a list of members")
     }
 
-    scalars_are!(Vec::new());
-
-    fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
-        Ok(Vec::new())
-    }
-
-    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
-        skip_map(map).map(|()| Vec::new())
-    }
+    all_but_arrays_are!('de, Vec::new());
 
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
         let mut values = Vec::with_capacity(seq.size_hint().unwrap_or(0));
@@ -562,15 +580,7 @@ impl<'de> Visitor<'de> for MemberSeed {
         f.write_str("a member")
     }
 
-    scalars_are!(None);
-
-    fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
-        Ok(None)
-    }
-
-    fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Self::Value, A::Error> {
-        skip_seq(seq).map(|()| None)
-    }
+    all_but_objects_are!('de, None);
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
         let mut value = Slot::default();
@@ -603,15 +613,7 @@ impl<'de, R: Deserialize<'de>> Visitor<'de> for ListVisitor<R> {
         f.write_str("a SCIM ListResponse")
     }
 
-    scalars_are!(ListBody::NotObject);
-
-    fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
-        Ok(ListBody::NotObject)
-    }
-
-    fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Self::Value, A::Error> {
-        skip_seq(seq).map(|()| ListBody::NotObject)
-    }
+    all_but_objects_are!('de, ListBody::NotObject);
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
         let mut total = Slot::default();
@@ -653,15 +655,7 @@ impl<'de, R: Deserialize<'de>> Visitor<'de> for ResourcesSeed<R> {
         f.write_str("a list of resources")
     }
 
-    scalars_are!(Resources::NotArray);
-
-    fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
-        Ok(Resources::Absent)
-    }
-
-    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
-        skip_map(map).map(|()| Resources::NotArray)
-    }
+    all_but_arrays_are!('de, Resources::NotArray, Resources::Absent);
 
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
         let mut items = Vec::with_capacity(seq.size_hint().unwrap_or(0));
