@@ -32,8 +32,8 @@
 //! `cpus_s` and `floor_cpus_s` are the CPU time the process spent in each run and
 //! floor (with the sandbox, the workspace's own work included; with scim2-server,
 //! only seatwarden's), and `cpu_ratio_to_floor` is their medians' ratio. Other
-//! work on the machine stretches wall times but hardly CPU times, so comparing
-//! two builds by CPU time needs fewer runs.
+//! work on the machine stretches wall times more than CPU times, so comparing two
+//! builds by CPU time needs fewer runs.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::time::{Duration, Instant};
@@ -236,8 +236,8 @@ async fn floor(target: &Target, seed: &WorkspaceSnapshot, writes: u64) -> (f64, 
 struct Measured {
     wall_s: f64,
     /// CPU time of the whole process (seatwarden and, with the sandbox, the
-    /// workspace) during the run: unlike wall time, not stretched by other work
-    /// on the machine.
+    /// workspace) during the run: less stretched than wall time by other work on
+    /// the machine.
     cpu_s: f64,
     requests: u64,
     writes: u64,
