@@ -454,6 +454,67 @@ FROM drift_seen HAVING count(*) > 0;
 DROP TABLE drift_seen;
 "#;
 
+/// Migration: the journal's and the links' value checks are written as `=`
+/// comparisons joined by `OR` instead of `IN (...)` lists, which is the same
+/// constraint.
+///
+/// SQLite compiles a `CHECK (x IN ('a', 'b'))` into a temporary b-tree that it
+/// builds every time the statement runs, so for every row: each action is written
+/// three times (planned, in flight, applied) and a first run stores a link per
+/// matched account. perf put about a fifth of saving a 10k-create plan, and most of
+/// storing 100k links, in opening and closing those b-trees (BENCHMARKS.md,
+/// "Session 9"). A check cannot be altered, so both tables are copied and
+/// renamed, with the same columns, keys and indexes; nothing references them.
+pub(crate) const M_CHECKS_WITHOUT_IN_LISTS: &str = r#"
+CREATE TABLE actions_checked (
+    run_id      INTEGER NOT NULL REFERENCES runs (id) ON DELETE CASCADE,
+    seq         INTEGER NOT NULL CHECK (seq >= 0),
+    kind        TEXT NOT NULL,
+    reason      TEXT NOT NULL,
+    subject     TEXT NOT NULL,
+    identity_id TEXT,
+    account_id  TEXT,
+    payload     TEXT NOT NULL, -- the whole model::Action as JSON
+    state       TEXT NOT NULL
+                CHECK (state = 'planned' OR state = 'in_flight' OR state = 'applied'
+                       OR state = 'failed' OR state = 'held'),
+    attempts    INTEGER NOT NULL DEFAULT 0 CHECK (attempts >= 0),
+    last_error  TEXT,
+    result      TEXT, -- JSON, e.g. {"account_id": "..."} for creates
+    created_at  TEXT NOT NULL,
+    updated_at  TEXT NOT NULL,
+    PRIMARY KEY (run_id, seq)
+) STRICT, WITHOUT ROWID;
+INSERT INTO actions_checked
+    (run_id, seq, kind, reason, subject, identity_id, account_id, payload, state,
+     attempts, last_error, result, created_at, updated_at)
+SELECT run_id, seq, kind, reason, subject, identity_id, account_id, payload, state,
+       attempts, last_error, result, created_at, updated_at
+FROM actions;
+DROP TABLE actions;
+ALTER TABLE actions_checked RENAME TO actions;
+CREATE INDEX actions_identity ON actions (identity_id);
+CREATE INDEX actions_account ON actions (account_id);
+CREATE INDEX actions_in_flight ON actions (run_id, seq) WHERE state = 'in_flight';
+CREATE INDEX actions_recent_deprovisions ON actions (updated_at)
+    WHERE kind IN ('deactivate', 'delete');
+CREATE INDEX actions_recent_downgrades ON actions (updated_at)
+    WHERE kind IN ('remove_members', 'set_role');
+
+CREATE TABLE links_checked (
+    identity_id TEXT NOT NULL PRIMARY KEY,
+    account_id  TEXT NOT NULL UNIQUE,
+    method      TEXT NOT NULL
+                CHECK (method = 'external_id' OR method = 'user_name' OR method = 'email'
+                       OR method = 'created' OR method = 'adopted'),
+    linked_at   TEXT NOT NULL
+) STRICT, WITHOUT ROWID;
+INSERT INTO links_checked (identity_id, account_id, method, linked_at)
+    SELECT identity_id, account_id, method, linked_at FROM links;
+DROP TABLE links;
+ALTER TABLE links_checked RENAME TO links;
+"#;
+
 pub(crate) const MIGRATIONS: &[&str] = &[
     M1,
     M2,
@@ -464,6 +525,7 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     M_SNAPSHOT_DOCUMENTS,
     M_DRIFT_DOCUMENTS,
     M_PENDING_DRIFT_DOCUMENT,
+    M_CHECKS_WITHOUT_IN_LISTS,
 ];
 
 /// The schema version this binary writes.

@@ -1688,3 +1688,155 @@ fn pending_drift_survives_the_move_to_one_document() {
     let err = store.drift_first_seen(&keys).unwrap_err();
     assert!(err.to_string().contains("pending_drift"), "{err}");
 }
+
+/// The opcodes SQLite compiles `sql` to.
+fn opcodes(store: &Store, sql: &str) -> Vec<String> {
+    let mut stmt = store.conn.prepare(&format!("EXPLAIN {sql}")).unwrap();
+    let nulls = vec![rusqlite::types::Null; stmt.parameter_count()];
+    stmt.query_map(rusqlite::params_from_iter(nulls), |row| {
+        row.get::<_, String>(1)
+    })
+    .unwrap()
+    .collect::<Result<_, _>>()
+    .unwrap()
+}
+
+/// Every row a run writes to the journal and the links (three journal writes per
+/// action, a link per matched account) runs these constraint checks. A check
+/// `x IN ('a', 'b')` compiles to a temporary b-tree built for every statement
+/// execution, which cost more than the row itself.
+#[test]
+fn journal_and_link_writes_build_no_temporary_tables() {
+    let store = Store::open_in_memory().unwrap();
+    for table in ["actions", "links"] {
+        // (name, part of the primary key)
+        let columns: Vec<(String, bool)> = {
+            let mut stmt = store
+                .conn
+                .prepare("SELECT name, pk > 0 FROM pragma_table_info(?1)")
+                .unwrap();
+            stmt.query_map([table], |row| Ok((row.get(0)?, row.get(1)?)))
+                .unwrap()
+                .collect::<Result<_, _>>()
+                .unwrap()
+        };
+        assert!(columns.len() > 3, "{table}: {columns:?}");
+        let by_key = columns
+            .iter()
+            .filter(|(_, key)| *key)
+            .map(|(c, _)| format!("{c} = ?"))
+            .collect::<Vec<_>>()
+            .join(" AND ");
+        // Each column updated alone, on one row, as the store updates them.
+        let mut statements = vec![format!("INSERT INTO {table} DEFAULT VALUES")];
+        statements.extend(
+            columns
+                .iter()
+                .filter(|(_, key)| !key)
+                .map(|(c, _)| format!("UPDATE {table} SET {c} = ? WHERE {by_key}")),
+        );
+        for sql in statements {
+            let ops = opcodes(&store, &sql);
+            assert!(
+                !ops.iter().any(|op| op == "OpenEphemeral"),
+                "{sql} opens a temporary table: {ops:?}"
+            );
+        }
+    }
+}
+
+/// Every row of `table`, every column, in key order.
+fn all_rows(conn: &rusqlite::Connection, table: &str) -> Vec<Vec<rusqlite::types::Value>> {
+    let mut stmt = conn
+        .prepare(&format!("SELECT * FROM {table} ORDER BY 1, 2"))
+        .unwrap();
+    let width = stmt.column_count();
+    stmt.query_map([], |row| (0..width).map(|i| row.get(i)).collect())
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap()
+}
+
+/// The indexes on `table`, each as its name and columns (with SQLite's own for
+/// keys and `UNIQUE`), sorted.
+fn index_shapes(conn: &rusqlite::Connection, table: &str) -> Vec<String> {
+    let mut stmt = conn
+        .prepare(
+            "SELECT il.name || '(' || group_concat(ii.name, ',') || ') ' || il.partial
+             FROM pragma_index_list(?1) il, pragma_index_info(il.name) ii
+             GROUP BY il.name ORDER BY il.name",
+        )
+        .unwrap();
+    stmt.query_map([table], |row| row.get(0))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap()
+}
+
+#[test]
+fn the_journal_and_links_keep_every_row_and_index_through_the_check_rewrite() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("v9.db");
+    let v9 = migrations::MIGRATIONS.len() - 1;
+    database_at_version(&path, v9, |tx| {
+        tx.execute_batch(
+            "INSERT INTO runs (id, kind, status, started_at) VALUES
+                 (1, 'reconcile', 'succeeded', '2026-11-01T00:00:00Z'),
+                 (2, 'reconcile', 'running', '2026-11-02T00:00:00Z');
+             INSERT INTO actions VALUES
+                 (1, 0, 'deactivate', 'stale_access', 'a@example.com', 'i1', 'a1', '{}',
+                  'applied', 1, NULL, NULL, '2026-11-01T00:00:00Z', '2026-11-01T00:01:00Z'),
+                 (1, 1, 'create_account', 'missing', 'b@example.com', 'i2', NULL, '{\"k\":1}',
+                  'failed', 3, 'HTTP 500', NULL, '2026-11-01T00:00:00Z', '2026-11-01T00:02:00Z'),
+                 (2, 0, 'set_role', 'wrong_role', 'c@example.com', 'i3', 'a3', '{}',
+                  'in_flight', 1, NULL, '{\"account_id\":\"a3\"}', '2026-11-02T00:00:00Z',
+                  '2026-11-02T00:00:01Z'),
+                 (2, 1, 'add_members', 'missing_membership', 'Design', NULL, NULL, '[]',
+                  'held', 0, NULL, NULL, '2026-11-02T00:00:00Z', '2026-11-02T00:00:00Z');
+             INSERT INTO links VALUES
+                 ('i1', 'a1', 'external_id', '2026-11-01T00:00:00Z'),
+                 ('i3', 'a3', 'adopted', '2026-11-02T00:00:00Z');",
+        )
+        .unwrap();
+    });
+    let (before, indexes_before) = {
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        let rows: Vec<_> = ["actions", "links"]
+            .iter()
+            .map(|t| all_rows(&conn, t))
+            .collect();
+        let indexes: Vec<_> = ["actions", "links"]
+            .iter()
+            .map(|t| index_shapes(&conn, t))
+            .collect();
+        (rows, indexes)
+    };
+    assert_eq!(before[0].len(), 4);
+    assert_eq!(before[1].len(), 2);
+    assert_eq!(indexes_before[0].len(), 6, "{:?}", indexes_before[0]);
+    assert_eq!(indexes_before[1].len(), 2, "{:?}", indexes_before[1]);
+
+    let store = Store::open(&path).unwrap();
+    assert_eq!(store.schema_version().unwrap(), migrations::LATEST);
+    for (i, table) in ["actions", "links"].iter().enumerate() {
+        assert_eq!(all_rows(&store.conn, table), before[i], "{table}");
+        assert_eq!(
+            index_shapes(&store.conn, table),
+            indexes_before[i],
+            "{table}"
+        );
+    }
+    // Still the same constraints: an unknown value is refused.
+    for sql in [
+        "UPDATE actions SET state = 'done' WHERE run_id = 1 AND seq = 0",
+        "UPDATE links SET method = 'guessed' WHERE identity_id = 'i1'",
+    ] {
+        let err = store.conn.execute(sql, []).unwrap_err();
+        assert!(err.to_string().contains("CHECK"), "{sql}: {err}");
+    }
+    // A pruned run still takes its journal along.
+    let mut store = store;
+    assert_eq!(store.prune_runs_before(2).unwrap(), 1);
+    let left = all_rows(&store.conn, "actions");
+    assert_eq!(left, before[0][2..]);
+}
