@@ -309,13 +309,55 @@ pub fn check_source(
 /// The identity of an action's drift for the settle window: the same key in two
 /// runs means the same change is still wanted. `None` for actions that never wait
 /// (deprovisions).
+///
+/// The key is the SHA-256 (hex) of the whole kind as JSON, so a changed target
+/// value (a new name, another role) starts its own settle window. Hashed because
+/// the kind itself can be large: a membership batch lists every member, and the
+/// keys of a first run over 10k people were 3 MB, written and read back each run.
 pub fn settle_key(action: &Action) -> Option<String> {
     if action.kind.is_deprovision() {
         return None;
     }
-    // The whole kind, so a changed target value (a new name, another role) starts
-    // its own settle window.
-    serde_json::to_string(&action.kind).ok()
+    let mut sha = Sha256Writer(ring::digest::Context::new(&ring::digest::SHA256));
+    serde_json::to_writer(&mut sha, &action.kind).ok()?;
+    Some(hex(sha.0.finish().as_ref()))
+}
+
+/// The settle key of a kind already written as JSON: what keys were before they
+/// were hashed, so pending drift stored by an older version keeps its first-seen
+/// times. Keys that are already digests are returned as they are.
+pub fn settle_key_of_stored(stored: &str) -> String {
+    if is_settle_digest(stored) {
+        return stored.to_owned();
+    }
+    hex(ring::digest::digest(&ring::digest::SHA256, stored.as_bytes()).as_ref())
+}
+
+fn is_settle_digest(key: &str) -> bool {
+    key.len() == 64 && key.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+}
+
+fn hex(bytes: &[u8]) -> String {
+    use std::fmt::Write;
+    bytes.iter().fold(String::with_capacity(64), |mut out, b| {
+        // Writing to a String cannot fail.
+        let _ = write!(out, "{b:02x}");
+        out
+    })
+}
+
+/// Feeds what serde_json writes straight into the hash: no buffer for the text.
+struct Sha256Writer(ring::digest::Context);
+
+impl std::io::Write for Sha256Writer {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0.update(bytes);
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }
 
 /// Holds every runnable create or update whose drift was first seen less than
@@ -830,6 +872,32 @@ mod tests {
         );
         assert!(fault.to_string().contains("from 100 to 10 identities"));
         assert!(check_source(79, Some(100), 20.0).is_err());
+    }
+
+    #[test]
+    fn settle_keys_are_digests_that_keys_stored_as_text_map_to() {
+        let role = |to: Role| Action {
+            seq: 0,
+            kind: ActionKind::SetRole {
+                account_id: "a1".into(),
+                from: vec!["Viewer".into()],
+                to,
+            },
+            reason: DriftKind::RoleDrift,
+            subject: "s".into(),
+            identity_id: Some("i1".into()),
+            detail: String::new(),
+            held: None,
+        };
+        let editor = settle_key(&role(Role::Editor)).unwrap();
+        assert_eq!(editor.len(), 64, "{editor}");
+        assert!(is_settle_digest(&editor), "{editor}");
+        assert_ne!(editor, settle_key(&role(Role::Owner)).unwrap());
+        // Before keys were hashed, the key was the kind's JSON: it maps to the
+        // same digest, so an upgrade keeps every first-seen time.
+        let stored = serde_json::to_string(&role(Role::Editor).kind).unwrap();
+        assert_eq!(settle_key_of_stored(&stored), editor);
+        assert_eq!(settle_key_of_stored(&editor), editor);
     }
 
     #[test]

@@ -305,8 +305,7 @@ pub fn settle(
     now: DateTime<Utc>,
 ) -> Result<Plan, StoreError> {
     let keys: Vec<String> = plan.actions.iter().filter_map(guard::settle_key).collect();
-    let first_seen = store.drift_first_seen(&keys)?;
-    store.replace_drift_seen(&keys, now)?;
+    let first_seen = store.replace_drift_seen(&keys, now)?;
     let plan = guard::hold_unsettled(plan, &first_seen, now, config.settle());
     Ok(guard::hold_dependents(plan))
 }

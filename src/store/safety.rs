@@ -312,12 +312,13 @@ impl Store {
 
     /// Makes `keys` the set of pending drift: new keys are first seen `now`, kept
     /// ones keep their first-seen time, keys not given are forgotten (drift that
-    /// went away and comes back starts a new settle window).
+    /// went away and comes back starts a new settle window). Returns when each of
+    /// `keys` was first seen.
     pub fn replace_drift_seen(
         &mut self,
         keys: &[String],
         now: DateTime<Utc>,
-    ) -> Result<(), StoreError> {
+    ) -> Result<HashMap<String, DateTime<Utc>>, StoreError> {
         let context = || "updating pending_drift".to_owned();
         // Read and written in one write transaction: a `plan` run beside the
         // daemon's reconcile must not lose the other's first sightings.
@@ -337,7 +338,11 @@ impl Store {
         )
         .and_then(|mut stmt| stmt.execute(params![key_count, body]))
         .context(context)?;
-        tx.commit().context(context)
+        tx.commit().context(context)?;
+        Ok(pending
+            .into_iter()
+            .map(|(key, seen)| (key.to_owned(), seen))
+            .collect())
     }
 
     // ---- explain ----------------------------------------------------------------------
@@ -408,13 +413,21 @@ impl Store {
 }
 
 /// The whole pending-drift document: settle key → first seen.
+/// The stored first-seen times, by settle key. Keys stored before settle keys were
+/// hashed (the kind's JSON itself) are hashed on the way in, so an upgrade does
+/// not restart any settle window.
 fn pending_drift(
     conn: &rusqlite::Connection,
 ) -> Result<HashMap<String, DateTime<Utc>>, StoreError> {
-    conn.prepare_cached("SELECT body FROM pending_drift WHERE id = 1")
+    let stored: HashMap<String, DateTime<Utc>> = conn
+        .prepare_cached("SELECT body FROM pending_drift WHERE id = 1")
         .and_then(|mut stmt| stmt.query_row([], |row| json_col(row, 0)).optional())
         .map(Option::unwrap_or_default)
-        .context(|| "reading first-seen times from pending_drift".to_owned())
+        .context(|| "reading first-seen times from pending_drift".to_owned())?;
+    Ok(stored
+        .into_iter()
+        .map(|(key, seen)| (crate::guard::settle_key_of_stored(&key), seen))
+        .collect())
 }
 
 #[cfg(test)]
@@ -531,14 +544,20 @@ mod tests {
         store.set_circuit(&CircuitRecord::default()).unwrap();
         assert_eq!(store.circuit().unwrap(), CircuitRecord::default());
 
-        let (a, b, c) = ("a".to_owned(), "b".to_owned(), "c".to_owned());
+        let key = |kind: &str| crate::guard::settle_key_of_stored(kind);
+        let (a, b, c) = (key("a"), key("b"), key("c"));
         store
             .replace_drift_seen(&[a.clone(), b.clone()], t0)
             .unwrap();
         let t1 = t0 + chrono::Duration::minutes(5);
-        store
+        let returned = store
             .replace_drift_seen(&[b.clone(), c.clone()], t1)
             .unwrap();
+        assert_eq!(
+            returned,
+            HashMap::from([(b.clone(), t0), (c.clone(), t1)]),
+            "what the settle check uses"
+        );
         let seen = store
             .drift_first_seen(&[a.clone(), b.clone(), c.clone()])
             .unwrap();
