@@ -27,12 +27,14 @@
 //! Crash safety: a row left `in_flight` by a dead process is resolved by
 //! [`recover`] at the start of the next run, by re-reading the object; a create is
 //! never sent twice because a created account is found by its userName first. That
-//! is also why a create's link and result may be committed in batches
-//! (`RECORD_BATCH`): one commit per create was most of an initial provisioning run.
+//! is also why a create's link and result may be committed in batches, at most
+//! once per `RECORD_INTERVAL`: one commit per create was most of an initial
+//! provisioning run.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::future::Future;
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use futures::stream::{FuturesUnordered, StreamExt};
@@ -91,15 +93,21 @@ struct Executor<'a> {
     breaker: Mutex<Breaker>,
     /// Created accounts whose link and journal result are not committed yet.
     unrecorded: Mutex<Vec<(u32, NewLink)>>,
+    /// When `unrecorded` was last committed (or the apply started).
+    recorded_at: Mutex<Instant>,
     /// How long single-object writes took: the estimate for verifying object by
     /// object.
     write_latency: Mutex<Latency>,
 }
 
-/// Created accounts are recorded in SQLite in groups of this many: one commit per
-/// create was most of an empty workspace's run time. A crash loses at most the
-/// unrecorded ones, and [`recover`] finds those accounts by userName.
-const RECORD_BATCH: usize = 256;
+/// Created accounts are recorded in SQLite at most this often, and once more after
+/// each phase. A crash loses at most this long's worth of records, and [`recover`]
+/// finds those accounts by userName. By time rather than by count: a commit
+/// rewrites every page its links land on, and links land at random, so against a
+/// fast workspace a commit every 256 creates rewrote most of the links table each
+/// time (a fifth of a 10k-create phase), while against a remote one 256 creates
+/// can take minutes.
+const RECORD_INTERVAL: Duration = Duration::from_secs(1);
 
 /// A running mean of request durations.
 #[derive(Debug, Default, Clone, Copy)]
@@ -269,12 +277,17 @@ impl Executor<'_> {
                     account_id: account.id,
                     method,
                 };
-                let full = {
-                    let mut unrecorded = self.unrecorded.lock().map_err(|e| e.to_string())?;
-                    unrecorded.push((action.seq, link));
-                    unrecorded.len() >= RECORD_BATCH
-                };
-                if full {
+                self.unrecorded
+                    .lock()
+                    .map_err(|e| e.to_string())?
+                    .push((action.seq, link));
+                let due = self
+                    .recorded_at
+                    .lock()
+                    .map_err(|e| e.to_string())?
+                    .elapsed()
+                    >= RECORD_INTERVAL;
+                if due {
                     self.record_created().await.map_err(|e| e.to_string())?;
                 }
                 Ok(Written::Sent)
@@ -315,6 +328,8 @@ impl Executor<'_> {
     /// blocking pool: the other writes in flight go on meanwhile (at 10k creates
     /// these commits are a fifth of the create phase).
     async fn record_created(&self) -> Result<(), ApplyError> {
+        // Reset first: the creates finishing while this commit runs are not due.
+        *self.recorded_at.lock().map_err(|_| ApplyError::Poisoned)? = Instant::now();
         let batch = std::mem::take(&mut *self.unrecorded.lock().map_err(|_| ApplyError::Poisoned)?);
         if batch.is_empty() {
             return Ok(());
@@ -357,7 +372,7 @@ impl Executor<'_> {
             self.with_store(|s| s.mark_failed(self.run, action.seq, Utc::now(), message))?;
             return Ok(Executed::Failed);
         }
-        let started = std::time::Instant::now();
+        let started = Instant::now();
         let written = self.write(action).await;
         if let Ok(mut latency) = self.write_latency.lock() {
             latency.add(started.elapsed());
@@ -457,6 +472,7 @@ pub async fn apply_with_breaker(
         created: Mutex::new(Created::default()),
         breaker: Mutex::new(breaker),
         unrecorded: Mutex::default(),
+        recorded_at: Mutex::new(Instant::now()),
         write_latency: Mutex::default(),
     };
     let mut phases: BTreeMap<u8, Vec<&Action>> = BTreeMap::new();

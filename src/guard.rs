@@ -318,8 +318,13 @@ pub fn settle_key(action: &Action) -> Option<String> {
     if action.kind.is_deprovision() {
         return None;
     }
-    let mut sha = Sha256Writer(ring::digest::Context::new(&ring::digest::SHA256));
+    // serde_json writes in small pieces; the hash takes them a block at a time.
+    let mut sha = std::io::BufWriter::with_capacity(
+        4096,
+        Sha256Writer(ring::digest::Context::new(&ring::digest::SHA256)),
+    );
     serde_json::to_writer(&mut sha, &action.kind).ok()?;
+    let sha = sha.into_inner().ok()?;
     Some(hex(sha.0.finish().as_ref()))
 }
 
@@ -338,12 +343,13 @@ fn is_settle_digest(key: &str) -> bool {
 }
 
 fn hex(bytes: &[u8]) -> String {
-    use std::fmt::Write;
-    bytes.iter().fold(String::with_capacity(64), |mut out, b| {
-        // Writing to a String cannot fail.
-        let _ = write!(out, "{b:02x}");
-        out
-    })
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut out = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        out.push(char::from(DIGITS[usize::from(b >> 4)]));
+        out.push(char::from(DIGITS[usize::from(b & 0x0f)]));
+    }
+    out
 }
 
 /// Feeds what serde_json writes straight into the hash: no buffer for the text.
