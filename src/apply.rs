@@ -104,9 +104,9 @@ struct Executor<'a> {
 /// each phase. A crash loses at most this long's worth of records, and [`recover`]
 /// finds those accounts by userName. By time rather than by count: a commit
 /// rewrites every page its links land on, and links land at random, so against a
-/// fast workspace a commit every 256 creates rewrote most of the links table each
-/// time (a fifth of a 10k-create phase), while against a remote one 256 creates
-/// can take minutes.
+/// fast workspace a commit every 256 creates rewrote a large share of the links
+/// table each time (these commits were a sixth of a 10k-create phase in perf),
+/// while against a remote one 256 creates can take minutes.
 const RECORD_INTERVAL: Duration = Duration::from_secs(1);
 
 /// A running mean of request durations.

@@ -461,10 +461,11 @@ DROP TABLE drift_seen;
 /// SQLite compiles a `CHECK (x IN ('a', 'b'))` into a temporary b-tree that it
 /// builds every time the statement runs, so for every row: each action is written
 /// three times (planned, in flight, applied) and a first run stores a link per
-/// matched account. perf put about a fifth of saving a 10k-create plan, and most of
-/// storing 100k links, in opening and closing those b-trees (BENCHMARKS.md,
-/// "Session 9"). A check cannot be altered, so both tables are copied and
-/// renamed, with the same columns, keys and indexes; nothing references them.
+/// matched account. Without them, perf measured saving a 10k-create plan in
+/// 0.18 s instead of 0.30 s, and storing a first run's 100k links in 0.40 s
+/// instead of 0.98 s (BENCHMARKS.md, "Session 9"). A check cannot be altered, so
+/// both tables are copied and renamed, with the same columns, keys and indexes;
+/// nothing references them.
 pub(crate) const M_CHECKS_WITHOUT_IN_LISTS: &str = r#"
 CREATE TABLE actions_checked (
     run_id      INTEGER NOT NULL REFERENCES runs (id) ON DELETE CASCADE,
