@@ -325,8 +325,7 @@ impl Executor<'_> {
     }
 
     /// Commits the links and journal results of created accounts in one go, on the
-    /// blocking pool: the other writes in flight go on meanwhile (at 10k creates
-    /// these commits are a fifth of the create phase).
+    /// blocking pool: the other writes in flight go on meanwhile.
     async fn record_created(&self) -> Result<(), ApplyError> {
         // Reset first: the creates finishing while this commit runs are not due.
         *self.recorded_at.lock().map_err(|_| ApplyError::Poisoned)? = Instant::now();

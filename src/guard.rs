@@ -352,7 +352,8 @@ fn hex(bytes: &[u8]) -> String {
     out
 }
 
-/// Feeds what serde_json writes straight into the hash: no buffer for the text.
+/// Feeds what serde_json writes into the hash, so the kind's text is never held
+/// whole.
 struct Sha256Writer(ring::digest::Context);
 
 impl std::io::Write for Sha256Writer {
