@@ -331,9 +331,9 @@ pub fn settle_key(action: &Action) -> Option<String> {
 /// The settle key of a kind already written as JSON: what keys were before they
 /// were hashed, so pending drift stored by an older version keeps its first-seen
 /// times. Keys that are already digests are returned as they are.
-pub fn settle_key_of_stored(stored: &str) -> String {
-    if is_settle_digest(stored) {
-        return stored.to_owned();
+pub fn settle_key_of_stored(stored: String) -> String {
+    if is_settle_digest(&stored) {
+        return stored;
     }
     hex(ring::digest::digest(&ring::digest::SHA256, stored.as_bytes()).as_ref())
 }
@@ -903,8 +903,8 @@ mod tests {
         // Before keys were hashed, the key was the kind's JSON: it maps to the
         // same digest, so an upgrade keeps every first-seen time.
         let stored = serde_json::to_string(&role(Role::Editor).kind).unwrap();
-        assert_eq!(settle_key_of_stored(&stored), editor);
-        assert_eq!(settle_key_of_stored(&editor), editor);
+        assert_eq!(settle_key_of_stored(stored), editor);
+        assert_eq!(settle_key_of_stored(editor.clone()), editor);
     }
 
     #[test]

@@ -426,7 +426,7 @@ fn pending_drift(
         .context(|| "reading first-seen times from pending_drift".to_owned())?;
     Ok(stored
         .into_iter()
-        .map(|(key, seen)| (crate::guard::settle_key_of_stored(&key), seen))
+        .map(|(key, seen)| (crate::guard::settle_key_of_stored(key), seen))
         .collect())
 }
 
@@ -544,7 +544,7 @@ mod tests {
         store.set_circuit(&CircuitRecord::default()).unwrap();
         assert_eq!(store.circuit().unwrap(), CircuitRecord::default());
 
-        let key = |kind: &str| crate::guard::settle_key_of_stored(kind);
+        let key = |kind: &str| crate::guard::settle_key_of_stored(kind.to_owned());
         let (a, b, c) = (key("a"), key("b"), key("c"));
         store
             .replace_drift_seen(&[a.clone(), b.clone()], t0)

@@ -1654,8 +1654,8 @@ fn pending_drift_survives_the_move_to_one_document() {
     let mut store = Store::open(&path).unwrap();
     assert_eq!(store.schema_version().unwrap(), migrations::LATEST);
     // Keys stored before they were hashed are found by their digest.
-    let keys =
-        ["create:i2", "update:i1:\"title\"", "create:i3"].map(crate::guard::settle_key_of_stored);
+    let keys = ["create:i2", "update:i1:\"title\"", "create:i3"]
+        .map(|stored| crate::guard::settle_key_of_stored(stored.to_owned()));
     let seen = store.drift_first_seen(&keys).unwrap();
     assert_eq!(seen.len(), 2, "{seen:?}");
     assert_eq!(
