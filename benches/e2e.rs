@@ -7,6 +7,7 @@
 //! cargo bench --bench e2e -- drift 10000 10            # … with 10% of requests answered 429/503
 //! cargo bench --bench e2e -- drift 10000 0 --repeat 3  # best of three, each on a fresh workspace
 //! cargo bench --bench e2e -- drift 10000 0 --warm      # a scheduled run, not the first one
+//! cargo bench --bench e2e -- drift 10000 0 --latency 20 # every request 20 ms slower, run and floor
 //! scripts/bench-scim2.sh                               # 2k against PyPI scim2-server
 //! ```
 //!
@@ -28,6 +29,12 @@
 //! on the machine); every measurement is printed. Runs and floors alternate. Peak
 //! memory is the whole process after the first run, before any floor: with the
 //! sandbox it includes the sandbox's copy of the workspace.
+//!
+//! `--latency MS` makes the sandbox answer every request of the run and of the
+//! floor MS milliseconds late, as a remote workspace would (the untimed warm-up
+//! run is not slowed). Without it, the sandbox answers at once in the same
+//! process: the comparison then is of CPU work on this machine, and seatwarden's
+//! own bookkeeping (journal, verification, report) weighs as much as a round trip.
 //!
 //! `cpus_s` and `floor_cpus_s` are the CPU time the process spent in each run and
 //! floor (with the sandbox, the workspace's own work included; with scim2-server,
@@ -198,8 +205,17 @@ async fn seed_over_scim(client: &ScimClient, seed: &WorkspaceSnapshot) {
 
 /// Reads every page once, then makes `writes` creates at the same concurrency;
 /// the wall time and the process's CPU time it took.
-async fn floor(target: &Target, seed: &WorkspaceSnapshot, writes: u64) -> (f64, f64) {
-    let workspace = Workspace::start(target, seed, Faults::default(), "floor").await;
+async fn floor(
+    target: &Target,
+    seed: &WorkspaceSnapshot,
+    writes: u64,
+    latency: Duration,
+) -> (f64, f64) {
+    let faults = Faults {
+        latency,
+        ..Faults::default()
+    };
+    let workspace = Workspace::start(target, seed, faults, "floor").await;
     let client = workspace.client(target);
     client.discover().await.unwrap();
     let started = Instant::now();
@@ -426,11 +442,16 @@ async fn main() {
     let mut positional = Vec::new();
     let mut repeat = 1_usize;
     let mut warm = false;
+    let mut latency = Duration::ZERO;
     let mut target = Target::Sandbox;
     let mut args = std::env::args().skip(1).filter(|a| a != "--bench");
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "--warm" => warm = true,
+            "--latency" => {
+                let ms = args.next().and_then(|n| n.parse().ok());
+                latency = Duration::from_millis(ms.expect("--latency takes milliseconds"));
+            }
             "--repeat" => repeat = args.next().and_then(|n| n.parse().ok()).unwrap_or(1).max(1),
             "--server" => match args.next().as_deref() {
                 Some("scim2") => {
@@ -462,8 +483,8 @@ async fn main() {
         .get(2)
         .and_then(|n| n.parse().ok())
         .unwrap_or(0.0);
-    if fault_percent > 0.0 && matches!(target, Target::Scim2 { .. }) {
-        panic!("fault injection needs the sandbox");
+    if (fault_percent > 0.0 || !latency.is_zero()) && matches!(target, Target::Scim2 { .. }) {
+        panic!("fault injection and --latency need the sandbox");
     }
     let data = synth::generate(&SynthSpec {
         people,
@@ -481,6 +502,7 @@ async fn main() {
         rate_5xx: fault_percent / 200.0,
         retry_after_secs: 0,
         seed: 7,
+        latency,
         ..Faults::default()
     };
 
@@ -491,10 +513,10 @@ async fn main() {
     let peak = peak_rss_mib();
     let writes = first.writes;
     let mut runs = vec![first];
-    let mut measured_floors = vec![floor(&target, &seed, writes).await];
+    let mut measured_floors = vec![floor(&target, &seed, writes, latency).await];
     for _ in 1..repeat {
         runs.push(reconcile(&target, &data, &seed, faults, warm).await);
-        measured_floors.push(floor(&target, &seed, writes).await);
+        measured_floors.push(floor(&target, &seed, writes, latency).await);
     }
     let floors: Vec<f64> = measured_floors.iter().map(|f| f.0).collect();
     let floor_cpus: Vec<f64> = measured_floors.iter().map(|f| f.1).collect();
@@ -507,12 +529,13 @@ async fn main() {
     let floor_s = floors.iter().copied().fold(f64::INFINITY, f64::min);
     println!(
         "{{\"bench\":\"e2e\",\"server\":\"{}\",\"scenario\":\"{scenario}\",\"people\":{people},\
-         \"fault_percent\":{fault_percent},\"warm\":{warm},\"concurrency\":{},\"page_size\":{},\"repeat\":{repeat},\
+         \"fault_percent\":{fault_percent},\"latency_ms\":{},\"warm\":{warm},\"concurrency\":{},\"page_size\":{},\"repeat\":{repeat},\
          \"wall_s\":{:.2},\"walls_s\":[{}],\"requests\":{},\"requests_per_s\":{:.0},\"writes\":{},\
          \"floor_s\":{floor_s:.2},\"floors_s\":[{}],\"ratio_to_floor\":{:.2},\"actions\":{},\"applied\":{},\
          \"failed\":{},\"retries\":{},\"faults_429\":{},\"faults_5xx\":{},\"second_plan_actions\":{},\
          \"cpus_s\":[{}],\"floor_cpus_s\":[{}],\"cpu_ratio_to_floor\":{:.2},\"peak_rss_mib\":{peak:.0}}}",
         target.name(),
+        latency.as_millis(),
         target.concurrency(),
         target.page(),
         best.wall_s,

@@ -380,7 +380,10 @@ pub fn load_seed(path: &Path) -> Result<WorkspaceSnapshot, SandboxError> {
 // ---- HTTP ----
 
 fn json_response(status: u16, body: &Value) -> Response {
-    let bytes = serde_json::to_vec(body).unwrap_or_default();
+    bytes_response(status, serde_json::to_vec(body).unwrap_or_default())
+}
+
+fn bytes_response(status: u16, bytes: Vec<u8>) -> Response {
     let mut response = Response::new(Body::from(bytes));
     *response.status_mut() =
         StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
@@ -563,7 +566,7 @@ async fn handle(
 }
 
 /// The `first_page_only` fault: an unfiltered listing claims its first page is all.
-fn first_page_only(shared: &Shared, q: &ListQuery, list: &mut serde_json::Value) {
+fn first_page_only(shared: &Shared, q: &ListQuery, list: &mut store::ListPage) {
     let on = shared
         .faults
         .lock()
@@ -574,11 +577,9 @@ fn first_page_only(shared: &Shared, q: &ListQuery, list: &mut serde_json::Value)
         return;
     }
     if q.start_index > 1 {
-        list["Resources"] = serde_json::Value::Array(Vec::new());
-        list["itemsPerPage"] = 0.into();
+        list.clear();
     }
-    let shown = list["itemsPerPage"].clone();
-    list["totalResults"] = if q.start_index > 1 { 0.into() } else { shown };
+    list.total = list.items;
 }
 
 /// Dispatches an authorized request. Synchronous: the store lock never meets an await.
@@ -630,10 +631,10 @@ fn route(
         ["Users"] => match m {
             Method::GET => {
                 let q = list_query(uri, shared.max_results)?;
-                // Bind first: the guard must be gone before the body is serialised.
+                // Bind first: the guard goes before the envelope is written.
                 let mut list = shared.store_read().list_users(&q)?;
                 first_page_only(shared, &q, &mut list);
-                Ok(json_response(200, &list))
+                Ok(bytes_response(200, list.into_json()))
             }
             Method::POST => {
                 let v = json_body(body)?;
@@ -668,7 +669,7 @@ fn route(
                 let q = list_query(uri, shared.max_results)?;
                 let mut list = shared.store_read().list_groups(&q)?;
                 first_page_only(shared, &q, &mut list);
-                Ok(json_response(200, &list))
+                Ok(bytes_response(200, list.into_json()))
             }
             Method::POST => {
                 let v = json_body(body)?;
