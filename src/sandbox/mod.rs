@@ -397,8 +397,8 @@ fn error_response(e: &ScimError) -> Response {
     json_response(e.status, &e.body())
 }
 
-fn resource_response(status: u16, r: &Rendered, location: bool) -> Response {
-    let mut response = json_response(status, &r.body);
+fn resource_response(status: u16, r: Rendered, location: bool) -> Response {
+    let mut response = bytes_response(status, r.json);
     if let Ok(v) = HeaderValue::from_str(&r.etag) {
         response.headers_mut().insert(header::ETAG, v);
     }
@@ -639,24 +639,24 @@ fn route(
             Method::POST => {
                 let v = json_body(body)?;
                 let r = shared.store().create_user(&v, now)?;
-                Ok(resource_response(201, &r, true))
+                Ok(resource_response(201, r, true))
             }
             _ => Err(not_allowed()),
         },
         ["Users", id] => match m {
             Method::GET => {
                 let r = shared.store_read().get_user(id)?;
-                Ok(resource_response(200, &r, false))
+                Ok(resource_response(200, r, false))
             }
             Method::PUT => {
                 let v = json_body(body)?;
                 let r = shared.store().replace_user(id, &v, if_match, now)?;
-                Ok(resource_response(200, &r, false))
+                Ok(resource_response(200, r, false))
             }
             Method::PATCH => {
                 let v = json_body(body)?;
                 let r = shared.store().patch_user(id, &v, if_match, now)?;
-                Ok(resource_response(200, &r, false))
+                Ok(resource_response(200, r, false))
             }
             Method::DELETE => {
                 shared.store().delete_user(id, if_match, now)?;
@@ -674,7 +674,7 @@ fn route(
             Method::POST => {
                 let v = json_body(body)?;
                 let r = shared.store().create_group(&v, now)?;
-                Ok(resource_response(201, &r, true))
+                Ok(resource_response(201, r, true))
             }
             _ => Err(not_allowed()),
         },
@@ -686,19 +686,19 @@ fn route(
             match m {
                 Method::GET => {
                     let r = shared.store_read().get_group(id, with_members)?;
-                    Ok(resource_response(200, &r, false))
+                    Ok(resource_response(200, r, false))
                 }
                 Method::PUT => {
                     let v = json_body(body)?;
                     let r = shared.store().replace_group(id, &v, if_match, now)?;
-                    Ok(resource_response(200, &r, false))
+                    Ok(resource_response(200, r, false))
                 }
                 Method::PATCH => {
                     let v = json_body(body)?;
                     let r = shared
                         .store()
                         .patch_group(id, &v, if_match, now, with_members)?;
-                    Ok(resource_response(200, &r, false))
+                    Ok(resource_response(200, r, false))
                 }
                 Method::DELETE => {
                     shared.store().delete_group(id, if_match)?;

@@ -61,11 +61,18 @@ impl ScimError {
 
 type Result<T> = std::result::Result<T, ScimError>;
 
-/// A rendered resource and its ETag.
+/// A rendered resource (its JSON) and its ETag.
 pub(crate) struct Rendered {
-    pub body: Value,
+    pub json: Vec<u8>,
     pub etag: String,
     pub location: String,
+}
+
+impl Rendered {
+    #[cfg(test)]
+    pub fn body(&self) -> Value {
+        serde_json::from_slice(&self.json).unwrap_or(Value::Null)
+    }
 }
 
 /// An element of a multi-valued complex attribute (`emails`, `roles`).
@@ -1206,7 +1213,11 @@ impl Store {
             .get(id)
             .ok_or_else(|| ScimError::not_found("User", id))?;
         Ok(Rendered {
-            body: self.render_user(user, meta),
+            json: written(&UserView {
+                base: &self.base,
+                user,
+                meta,
+            })?,
             etag: etag(meta.version),
             location: self.user_location(id),
         })
@@ -1219,7 +1230,12 @@ impl Store {
             .get(id)
             .ok_or_else(|| ScimError::not_found("Group", id))?;
         Ok(Rendered {
-            body: self.render_group(group, meta, with_members),
+            json: written(&GroupView {
+                base: &self.base,
+                group,
+                meta,
+                with_members,
+            })?,
             etag: etag(meta.version),
             location: self.group_location(id),
         })
@@ -1641,6 +1657,7 @@ impl Store {
                     base: &self.base,
                     group,
                     meta,
+                    with_members: true,
                 }
             })
         } else {
@@ -1883,8 +1900,7 @@ impl ListPage {
             if page.items > 0 {
                 page.resources.push(b',');
             }
-            serde_json::to_writer(&mut page.resources, &render(item))
-                .map_err(|e| ScimError::new(500, None, format!("rendering a resource: {e}")))?;
+            serde_json::to_writer(&mut page.resources, &render(item)).map_err(unrenderable)?;
             page.items += 1;
         }
         Ok(page)
@@ -1910,6 +1926,14 @@ impl ListPage {
         );
         body
     }
+}
+
+fn written(resource: &impl serde::Serialize) -> Result<Vec<u8>> {
+    serde_json::to_vec(resource).map_err(unrenderable)
+}
+
+fn unrenderable(e: serde_json::Error) -> ScimError {
+    ScimError::new(500, None, format!("rendering a resource: {e}"))
 }
 
 /// `render_user` written straight out, without building a `Value`: the same keys
@@ -1956,11 +1980,12 @@ impl serde::Serialize for UserView<'_> {
     }
 }
 
-/// `render_group` with members, written straight out.
+/// `render_group` written straight out.
 struct GroupView<'a> {
     base: &'a str,
     group: &'a Group,
     meta: &'a Meta,
+    with_members: bool,
 }
 
 impl serde::Serialize for GroupView<'_> {
@@ -1973,13 +1998,15 @@ impl serde::Serialize for GroupView<'_> {
             m.serialize_entry("externalId", v)?;
         }
         m.serialize_entry("id", &g.id)?;
-        m.serialize_entry(
-            "members",
-            &MembersView {
-                base: self.base,
-                members: &g.members,
-            },
-        )?;
+        if self.with_members {
+            m.serialize_entry(
+                "members",
+                &MembersView {
+                    base: self.base,
+                    members: &g.members,
+                },
+            )?;
+        }
         m.serialize_entry(
             "meta",
             &MetaView {
@@ -2194,7 +2221,7 @@ mod tests {
         let body = json!({"schemas": [SCHEMA_PATCH], "Operations": ops});
         store
             .patch_user("u1", &body, None, Utc::now())
-            .map(|r| r.body)
+            .map(|r| r.body())
     }
 
     #[test]
@@ -2271,7 +2298,7 @@ mod tests {
                 Utc::now(),
             )
             .unwrap();
-        let gid = g.body["id"].as_str().unwrap().to_owned();
+        let gid = g.body()["id"].as_str().unwrap().to_owned();
         let err = s
             .patch_group(
                 &gid,
@@ -2315,7 +2342,7 @@ mod tests {
     }
 
     #[test]
-    fn listings_are_written_byte_for_byte_as_their_value_rendering() {
+    fn resources_are_written_byte_for_byte_as_their_value_rendering() {
         let mut s =
             Store::new("http://h/scim/v2", WorkspaceSnapshot::default(), Utc::now()).unwrap();
         let now = Utc::now();
@@ -2330,7 +2357,7 @@ mod tests {
                 now,
             )
             .unwrap();
-        let full_id = full.body["id"].as_str().unwrap().to_owned();
+        let full_id = full.body()["id"].as_str().unwrap().to_owned();
         s.create_user(&json!({"userName": "min@x"}), now).unwrap();
         s.create_user(
             &json!({"userName": "half@x", "name": {"familyName": "Half"}}),
@@ -2391,5 +2418,19 @@ mod tests {
             String::from_utf8(written).unwrap(),
             String::from_utf8(as_values(groups, 2)).unwrap()
         );
+        for id in s.users.order() {
+            let (u, m) = &s.users.items[id];
+            let expected = serde_json::to_string(&s.render_user(u, m)).unwrap();
+            let got = s.get_user(id).unwrap().json;
+            assert_eq!(String::from_utf8(got).unwrap(), expected);
+        }
+        for id in s.groups.order() {
+            let (g, m) = &s.groups.items[id];
+            for with_members in [true, false] {
+                let expected = serde_json::to_string(&s.render_group(g, m, with_members)).unwrap();
+                let got = s.get_group(id, with_members).unwrap().json;
+                assert_eq!(String::from_utf8(got).unwrap(), expected);
+            }
+        }
     }
 }
