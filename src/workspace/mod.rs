@@ -452,8 +452,8 @@ impl ScimClient {
             "/Users",
             "accounts",
             progress,
-            |endpoint, v: Value| {
-                let account = parse::account(endpoint, &v, &role_attribute)?;
+            |endpoint, user: parse::UserBody| {
+                let account = parse::account(endpoint, &user.0, &role_attribute)?;
                 Ok((account.id.clone(), account))
             },
         );
@@ -467,9 +467,9 @@ impl ScimClient {
 
     pub async fn get_account(&self, id: &str) -> Result<Option<Account>, WorkspaceError> {
         let path = format!("/Users/{}", encode_component(id));
-        match self.get_json::<Value>(&path, &[]).await {
-            Ok((endpoint, v)) => {
-                parse::account(&endpoint, &v, &self.inner.role_attribute).map(Some)
+        match self.get_json::<parse::UserBody>(&path, &[]).await {
+            Ok((endpoint, user)) => {
+                parse::account(&endpoint, &user.0, &self.inner.role_attribute).map(Some)
             }
             Err(e) if e.is_not_found() => Ok(None),
             Err(e) => Err(e),
@@ -487,7 +487,9 @@ impl ScimClient {
             .find(
                 "/Users",
                 filter,
-                |endpoint, v: Value| parse::account(endpoint, &v, &self.inner.role_attribute),
+                |endpoint, user: parse::UserBody| {
+                    parse::account(endpoint, &user.0, &self.inner.role_attribute)
+                },
                 |a: &Account| &a.id,
             )
             .await?;
@@ -547,8 +549,8 @@ impl ScimClient {
                     )
                 });
         }
-        let v = parse::json_body(&endpoint, &answer.body)?;
-        parse::account(&endpoint, &v, &self.inner.role_attribute)
+        let user: parse::UserBody = parse::json_body(&endpoint, &answer.body)?;
+        parse::account(&endpoint, &user.0, &self.inner.role_attribute)
     }
 
     pub async fn update_attributes(

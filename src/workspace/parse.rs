@@ -1,7 +1,8 @@
 //! Turning SCIM JSON into model types, tolerantly: strings where booleans belong,
 //! numbers where strings belong, absent optional attributes.
 //!
-//! Users go through `serde_json::Value`. Groups and the `ListResponse` around them
+//! Users go through `serde_json::Value`, holding only the attributes [`account`]
+//! reads ([`UserBody`]). Groups and the `ListResponse` around them
 //! are deserialized straight into what the client keeps ([`GroupBody`], [`Page`]):
 //! a group's member list is the largest thing a workspace sends, and as `Value`s
 //! every member was a map of three owned strings before its id was copied out.
@@ -165,6 +166,27 @@ pub(crate) enum GroupBody {
         members: Vec<String>,
     },
 }
+
+/// A User as [`account`] reads it: the object with only the attributes `account`
+/// looks at (the core ones it maps and every extension schema, in any spelling);
+/// `meta`, `schemas`, `groups` and whatever else a provider sends are skipped
+/// without being built. A page of users is the bulk of every snapshot and of a
+/// verification re-listing. Anything but an object reads as `null`, which
+/// `account` rejects as it rejects any non-object.
+#[derive(Debug)]
+pub(crate) struct UserBody(pub Value);
+
+/// The User attributes `account` reads, besides extension schemas (`urn:…`).
+const USER_ATTRIBUTES: [&str; 8] = [
+    "id",
+    "userName",
+    "externalId",
+    "name",
+    "displayName",
+    "emails",
+    "active",
+    "roles",
+];
 
 fn id_of(endpoint: &str, what: &str, v: &Value) -> Result<String, WorkspaceError> {
     if !v.is_object() {
@@ -487,6 +509,66 @@ impl<'de> Visitor<'de> for ScalarString {
     }
 }
 
+impl<'de> Deserialize<'de> for UserBody {
+    fn deserialize<D: de::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(UserVisitor)
+    }
+}
+
+struct UserVisitor;
+
+impl<'de> Visitor<'de> for UserVisitor {
+    type Value = UserBody;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a SCIM User")
+    }
+
+    all_but_objects_are!('de, UserBody(Value::Null));
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut kept = serde_json::Map::new();
+        while let Some(key) = map.next_key_seed(UserAttribute)? {
+            match key {
+                Some(key) => {
+                    kept.insert(key, map.next_value()?);
+                }
+                None => {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+        }
+        Ok(UserBody(Value::Object(kept)))
+    }
+}
+
+/// A User's map key, owned if `account` reads that attribute, else `None`.
+struct UserAttribute;
+
+impl<'de> DeserializeSeed<'de> for UserAttribute {
+    type Value = Option<String>;
+
+    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_str(self)
+    }
+}
+
+impl Visitor<'_> for UserAttribute {
+    type Value = Option<String>;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("an attribute name")
+    }
+
+    fn visit_str<E: de::Error>(self, key: &str) -> Result<Self::Value, E> {
+        let read = USER_ATTRIBUTES
+            .iter()
+            .any(|name| key.eq_ignore_ascii_case(name))
+            || key.get(..4).is_some_and(|p| p.eq_ignore_ascii_case("urn:"));
+        Ok(read.then(|| key.to_owned()))
+    }
+}
+
 impl<'de> Deserialize<'de> for GroupBody {
     fn deserialize<D: de::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         d.deserialize_any(GroupVisitor)
@@ -703,6 +785,29 @@ mod tests {
     }
 
     #[test]
+    fn a_user_body_keeps_only_what_account_reads() {
+        let kept = json_body::<UserBody>(
+            "GET /Users/u",
+            r#"{"schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"], "ID": "u",
+                "userName": "a", "groups": [{"value": "g1"}], "meta": {"version": "W/\"1\""},
+                "URN:x:y": {"role": "Owner"}, "phoneNumbers": [], "Active": "true"}"#,
+        )
+        .unwrap()
+        .0;
+        assert_eq!(
+            kept,
+            json!({"ID": "u", "userName": "a", "URN:x:y": {"role": "Owner"}, "Active": "true"})
+        );
+        let not_an_object = json_body::<UserBody>("GET /Users/u", r#"["u"]"#).unwrap().0;
+        assert_eq!(
+            account("GET /Users/u", &not_an_object, &RoleAttribute::Roles)
+                .unwrap_err()
+                .to_string(),
+            "GET /Users/u: malformed response: User is not a JSON object"
+        );
+    }
+
+    #[test]
     fn user_without_id_is_malformed() {
         let err = account(
             "GET /Users",
@@ -819,7 +924,77 @@ mod tests {
         ]
     }
 
+    const EXTENSION: &str = "urn:ietf:params:scim:schemas:extension:acme:2.0:User";
+
+    fn user_json() -> impl Strategy<Value = Value> {
+        let names = prop_oneof![
+            spelled("id"),
+            spelled("userName"),
+            spelled("externalId"),
+            spelled("name"),
+            spelled("displayName"),
+            spelled("emails"),
+            spelled("active"),
+            spelled("roles"),
+            Just(EXTENSION.to_owned()),
+            Just(EXTENSION.to_uppercase()),
+            Just("meta".to_owned()),
+            Just("schemas".to_owned()),
+            Just("groups".to_owned()),
+            "[a-zA-Z:]{1,8}",
+        ];
+        // Any value, or one shaped like what some attribute holds, under any name.
+        let text = || "[a-z0-9]{1,4}".prop_map(Value::from);
+        let element = (spelled("value"), text(), any::<bool>(), spelled("type"))
+            .prop_map(|(key, value, primary, kind)| {
+                serde_json::json!({ key: value, "primary": primary, kind: "work" })
+            });
+        let value = prop_oneof![
+            2 => any_json(),
+            1 => text(),
+            1 => prop_oneof![Just(json!(true)), Just(json!("False")), Just(json!("x"))],
+            2 => prop::collection::vec(prop_oneof![element.boxed(), text().boxed()], 0..3)
+                .prop_map(Value::from),
+            1 => (spelled("role"), text()).prop_map(|(k, v)| json!({ k: v })),
+            1 => (spelled("givenName"), spelled("familyName"), text())
+                .prop_map(|(g, f, v)| json!({ g: v.clone(), f: v })),
+        ];
+        // Mostly users `account` accepts (an id and a userName, as strings), so the
+        // comparison reaches the attributes after them.
+        let readable = (spelled("id"), spelled("userName"), "[a-z0-9]{1,4}");
+        prop_oneof![
+            8 => (proptest::option::weighted(0.9, readable), prop::collection::vec((names, value), 0..10))
+                .prop_map(|(readable, attributes)| {
+                    let mut m: serde_json::Map<String, Value> = attributes.into_iter().collect();
+                    if let Some((id, user_name, text)) = readable {
+                        m.insert(id, Value::from(text.clone()));
+                        m.insert(user_name, Value::from(text));
+                    }
+                    Value::Object(m)
+                }),
+            1 => any_json(),
+        ]
+    }
+
     proptest::proptest! {
+        #[test]
+        fn a_user_reads_as_it_does_through_value(v in user_json()) {
+            let text = v.to_string();
+            let whole: Value = serde_json::from_str(&text).unwrap();
+            let kept = json_body::<UserBody>("GET /Users/u", &text).unwrap().0;
+            for role_attribute in [
+                RoleAttribute::Roles,
+                RoleAttribute::None,
+                RoleAttribute::Extension { schema: EXTENSION.into(), attribute: "role".into() },
+            ] {
+                let expected = account("GET /Users/u", &whole, &role_attribute);
+                let got = account("GET /Users/u", &kept, &role_attribute);
+                proptest::prop_assert_eq!(
+                    format!("{got:?}"), format!("{expected:?}"), "{} with {:?}", text, role_attribute
+                );
+            }
+        }
+
         #[test]
         fn a_group_reads_as_it_does_through_value(v in group_json()) {
             let text = v.to_string();
