@@ -1875,7 +1875,7 @@ fn page_of(ids: &[String], q: &ListQuery) -> Page {
 /// built as `Value` trees, serialised and dropped cost the sandbox (and so every
 /// benchmark that shares its process) more CPU than the client spent reading it.
 #[derive(Debug)]
-pub struct ListPage {
+pub(crate) struct ListPage {
     pub total: usize,
     pub start_index: usize,
     pub items: usize,
