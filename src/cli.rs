@@ -127,6 +127,62 @@ pub enum StatusFormat {
     Json,
 }
 
+/// How `seatwarden sandbox` behaves beyond SCIM: its page cap and the faults it
+/// injects, to rehearse a configuration against a slow or throttling workspace.
+#[derive(Debug, Clone, clap::Args)]
+pub struct SandboxBehaviour {
+    /// `filter.maxResults`: the largest page served (providers cap pages at
+    /// different sizes: AWS IAM Identity Center at 100, Slack at 1,000).
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..))]
+    max_results: u32,
+    /// Answer every request this many milliseconds late, like a remote workspace.
+    #[arg(long, default_value_t = 0, value_name = "MS")]
+    latency_ms: u64,
+    /// Share of requests (0–1) answered 429 Too Many Requests, with Retry-After.
+    #[arg(long, default_value_t = 0.0, value_name = "SHARE", value_parser = share)]
+    rate_429: f64,
+    /// Share of requests (0–1) answered 503 with a SCIM error body.
+    #[arg(long, default_value_t = 0.0, value_name = "SHARE", value_parser = share)]
+    rate_5xx: f64,
+    /// Share of requests (0–1) whose connection is dropped before any answer.
+    #[arg(long, default_value_t = 0.0, value_name = "SHARE", value_parser = share)]
+    rate_reset: f64,
+    /// The Retry-After (seconds) sent with each 429.
+    #[arg(long, default_value_t = 1, value_name = "SECONDS")]
+    retry_after: u64,
+    /// Inject the faults into writes only (POST, PUT, PATCH, DELETE); reads work.
+    #[arg(long)]
+    faults_on_writes_only: bool,
+    /// Seed of the fault draws: the same seed and request order give the same faults.
+    #[arg(long, default_value_t = 1)]
+    fault_seed: u64,
+}
+
+impl SandboxBehaviour {
+    fn faults(&self) -> crate::sandbox::Faults {
+        crate::sandbox::Faults {
+            latency: std::time::Duration::from_millis(self.latency_ms),
+            rate_429: self.rate_429,
+            rate_5xx: self.rate_5xx,
+            rate_reset: self.rate_reset,
+            retry_after_secs: self.retry_after,
+            seed: self.fault_seed,
+            writes_only: self.faults_on_writes_only,
+            ..crate::sandbox::Faults::default()
+        }
+    }
+}
+
+/// A share of requests: a number from 0 to 1.
+fn share(text: &str) -> Result<f64, String> {
+    match text.trim().parse::<f64>() {
+        Ok(n) if (0.0..=1.0).contains(&n) => Ok(n),
+        _ => Err(format!(
+            "{text:?} is not a share of requests from 0 to 1 (e.g. 0.05)"
+        )),
+    }
+}
+
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Validate the configuration and print it, secrets redacted.
@@ -208,6 +264,8 @@ pub enum Command {
             default_value = "sandbox-token"
         )]
         token: String,
+        #[command(flatten)]
+        behaviour: SandboxBehaviour,
     },
     /// Run as a service: reconcile and deprovisioning sweeps on the [schedule],
     /// the same-day deprovisioning ledger, and an HTTP listener ([http] listen) with
@@ -320,8 +378,13 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 fn run_command(cli: Cli) -> anyhow::Result<u8> {
     match &cli.command {
         Command::Demo { dir } => return demo(dir),
-        Command::Sandbox { seed, port, token } => {
-            return serve_sandbox(seed.as_deref(), *port, token);
+        Command::Sandbox {
+            seed,
+            port,
+            token,
+            behaviour,
+        } => {
+            return serve_sandbox(seed.as_deref(), *port, token, behaviour);
         }
         _ => {}
     }
@@ -657,7 +720,12 @@ fn demo(dir: &std::path::Path) -> anyhow::Result<u8> {
     })
 }
 
-fn serve_sandbox(seed: Option<&std::path::Path>, port: u16, token: &str) -> anyhow::Result<u8> {
+fn serve_sandbox(
+    seed: Option<&std::path::Path>,
+    port: u16,
+    token: &str,
+    behaviour: &SandboxBehaviour,
+) -> anyhow::Result<u8> {
     use crate::sandbox::{Sandbox, SandboxOptions};
     runtime()?.block_on(async {
         let seed = match seed {
@@ -672,7 +740,8 @@ fn serve_sandbox(seed: Option<&std::path::Path>, port: u16, token: &str) -> anyh
             listener,
             SandboxOptions {
                 token: token.to_owned(),
-                ..SandboxOptions::default()
+                max_results: usize::try_from(behaviour.max_results).unwrap_or(usize::MAX),
+                faults: behaviour.faults(),
             },
             seed,
         )
@@ -682,6 +751,22 @@ fn serve_sandbox(seed: Option<&std::path::Path>, port: u16, token: &str) -> anyh
             "sandbox SCIM 2.0 workspace at {} ({users} users, {groups} groups); bearer token from --token; Ctrl-C stops it",
             sandbox.base_url()
         );
+        let faults = behaviour.faults();
+        let injecting = !faults.latency.is_zero()
+            || faults.rate_429 > 0.0
+            || faults.rate_5xx > 0.0
+            || faults.rate_reset > 0.0;
+        if injecting {
+            eprintln!(
+                "injecting: {} ms latency, 429 {:.0}% (Retry-After {} s), 503 {:.0}%, dropped connections {:.0}%{}",
+                behaviour.latency_ms,
+                faults.rate_429 * 100.0,
+                faults.retry_after_secs,
+                faults.rate_5xx * 100.0,
+                faults.rate_reset * 100.0,
+                if faults.writes_only { ", writes only" } else { "" }
+            );
+        }
         stop.await;
         sandbox.shutdown().await;
         anyhow::Ok(exit::OK)

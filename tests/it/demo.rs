@@ -87,29 +87,7 @@ impl Drop for KillOnDrop {
 
 #[test]
 fn the_sandbox_command_serves_until_terminated() {
-    let child = Command::new(env!("CARGO_BIN_EXE_seatwarden"))
-        .args(["sandbox", "--port", "0", "--token", "t0k"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut child = KillOnDrop(child);
-    let mut stderr = BufReader::new(child.0.stderr.take().unwrap());
-    let mut url = None;
-    for _ in 0..20 {
-        let mut line = String::new();
-        if stderr.read_line(&mut line).unwrap() == 0 {
-            break;
-        }
-        url = line
-            .split_whitespace()
-            .find(|w| w.starts_with("http://"))
-            .map(str::to_owned);
-        if url.is_some() {
-            break;
-        }
-    }
-    let url = url.expect("the sandbox prints its URL on stderr");
+    let (mut child, url) = start_sandbox(&[]);
     assert_eq!(get_status(&format!("{url}/Users"), "t0k"), 200, "{url}");
     assert_eq!(get_status(&format!("{url}/Users"), "wrong"), 401, "{url}");
     // The shell builtin, so no procps package is needed.
@@ -120,19 +98,111 @@ fn the_sandbox_command_serves_until_terminated() {
     assert_eq!(status.code(), Some(0), "SIGTERM is a clean stop");
 }
 
-/// A plain HTTP/1.0 GET over a socket; returns the status code.
-fn get_status(url: &str, token: &str) -> u16 {
+/// Starts `seatwarden sandbox` with `args` on a free port; the child and its URL.
+fn start_sandbox(args: &[&str]) -> (KillOnDrop, String) {
+    let child = Command::new(env!("CARGO_BIN_EXE_seatwarden"))
+        .args(["sandbox", "--port", "0", "--token", "t0k"])
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut child = KillOnDrop(child);
+    let mut stderr = BufReader::new(child.0.stderr.take().unwrap());
+    for _ in 0..20 {
+        let mut line = String::new();
+        if stderr.read_line(&mut line).unwrap() == 0 {
+            break;
+        }
+        if let Some(url) = line.split_whitespace().find(|w| w.starts_with("http://")) {
+            let url = url.to_owned();
+            // Kept open and drained: the sandbox dies writing to a closed stderr.
+            std::thread::spawn(move || std::io::copy(&mut stderr, &mut std::io::sink()));
+            return (child, url);
+        }
+    }
+    panic!("the sandbox prints its URL on stderr")
+}
+
+#[test]
+fn the_sandbox_command_injects_the_faults_it_is_given() {
+    let (_throttling, url) = start_sandbox(&["--rate-429", "1", "--retry-after", "7"]);
+    let answer = get(&format!("{url}/Users"), "t0k");
+    assert_eq!(status_of(&answer), 429, "{answer}");
+    assert!(
+        answer
+            .to_ascii_lowercase()
+            .contains("\r\nretry-after: 7\r\n"),
+        "{answer}"
+    );
+
+    // Writes only: reads are served, a POST is answered 503.
+    let (_failing, url) = start_sandbox(&["--rate-5xx", "1", "--faults-on-writes-only"]);
+    assert_eq!(get_status(&format!("{url}/Users"), "t0k"), 200);
+    let answer = request(
+        &format!("{url}/Users"),
+        "t0k",
+        "POST",
+        r#"{"userName": "a@example.com"}"#,
+    );
+    assert_eq!(status_of(&answer), 503, "{answer}");
+
+    // Pages are capped at --max-results.
+    let (_capped, url) = start_sandbox(&["--max-results", "2"]);
+    for n in 0..3 {
+        let body = format!(r#"{{"userName": "u{n}@example.com"}}"#);
+        let answer = request(&format!("{url}/Users"), "t0k", "POST", &body);
+        assert_eq!(status_of(&answer), 201, "{answer}");
+    }
+    let answer = get(&format!("{url}/Users?count=10"), "t0k");
+    let json: serde_json::Value =
+        serde_json::from_str(answer.split("\r\n\r\n").nth(1).unwrap()).unwrap();
+    assert_eq!(json["totalResults"], 3, "{answer}");
+    assert_eq!(json["Resources"].as_array().unwrap().len(), 2, "{answer}");
+}
+
+#[test]
+fn the_sandbox_command_rejects_a_share_outside_0_to_1() {
+    let out = Command::new(env!("CARGO_BIN_EXE_seatwarden"))
+        .args(["sandbox", "--port", "0", "--rate-429", "1.5"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("--rate-429"), "{stderr}");
+    assert!(stderr.contains("from 0 to 1"), "{stderr}");
+}
+
+/// A plain HTTP/1.0 GET over a socket; the whole answer.
+fn get(url: &str, token: &str) -> String {
+    request(url, token, "GET", "")
+}
+
+/// A plain HTTP/1.0 request over a socket, with `body` as SCIM JSON when not
+/// empty; the whole answer.
+fn request(url: &str, token: &str, method: &str, body: &str) -> String {
     use std::io::{Read, Write};
     let rest = url.strip_prefix("http://").unwrap();
     let (host, path) = rest.split_at(rest.find('/').unwrap());
     let mut stream = std::net::TcpStream::connect(host).unwrap();
     write!(
         stream,
-        "GET {path} HTTP/1.0\r\nHost: {host}\r\nAuthorization: Bearer {token}\r\n\r\n"
+        "{method} {path} HTTP/1.0\r\nHost: {host}\r\nAuthorization: Bearer {token}\r\n\
+         Content-Type: application/scim+json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
     )
     .unwrap();
     let mut answer = String::new();
     stream.read_to_string(&mut answer).unwrap();
+    answer
+}
+
+/// A plain HTTP/1.0 GET over a socket; returns the status code.
+fn get_status(url: &str, token: &str) -> u16 {
+    status_of(&get(url, token))
+}
+
+fn status_of(answer: &str) -> u16 {
     answer
         .split_whitespace()
         .nth(1)
