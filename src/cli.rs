@@ -150,7 +150,8 @@ pub struct SandboxBehaviour {
     /// The Retry-After (seconds) sent with each 429.
     #[arg(long, default_value_t = 1, value_name = "SECONDS")]
     retry_after: u64,
-    /// Inject the faults into writes only (POST, PUT, PATCH, DELETE); reads work.
+    /// The 429, 503 and dropped-connection shares apply to writes only (POST, PUT,
+    /// PATCH, DELETE); reads always work. Latency still applies to every request.
     #[arg(long)]
     faults_on_writes_only: bool,
     /// Seed of the fault draws: the same seed and request order give the same faults.
@@ -764,7 +765,7 @@ fn serve_sandbox(
                 faults.retry_after_secs,
                 faults.rate_5xx * 100.0,
                 faults.rate_reset * 100.0,
-                if faults.writes_only { ", writes only" } else { "" }
+                if faults.writes_only { " (faults on writes only)" } else { "" }
             );
         }
         stop.await;
