@@ -728,6 +728,7 @@ fn serve_sandbox(
     behaviour: &SandboxBehaviour,
 ) -> anyhow::Result<u8> {
     use crate::sandbox::{Sandbox, SandboxOptions};
+    let faults = behaviour.faults();
     runtime()?.block_on(async {
         let seed = match seed {
             Some(path) => crate::sandbox::load_seed(path)?,
@@ -742,7 +743,7 @@ fn serve_sandbox(
             SandboxOptions {
                 token: token.to_owned(),
                 max_results: usize::try_from(behaviour.max_results).unwrap_or(usize::MAX),
-                faults: behaviour.faults(),
+                faults,
             },
             seed,
         )
@@ -752,7 +753,6 @@ fn serve_sandbox(
             "sandbox SCIM 2.0 workspace at {} ({users} users, {groups} groups); bearer token from --token; Ctrl-C stops it",
             sandbox.base_url()
         );
-        let faults = behaviour.faults();
         let injecting = !faults.latency.is_zero()
             || faults.rate_429 > 0.0
             || faults.rate_5xx > 0.0

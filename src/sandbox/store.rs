@@ -1129,11 +1129,11 @@ impl Store {
     }
 
     fn user_location(&self, id: &str) -> String {
-        format!("{}/Users/{id}", self.base)
+        Location(&self.base, "Users", id).to_string()
     }
 
     fn group_location(&self, id: &str) -> String {
-        format!("{}/Groups/{id}", self.base)
+        Location(&self.base, "Groups", id).to_string()
     }
 
     fn render_user(&self, user: &User, meta: &Meta) -> Value {
@@ -1877,7 +1877,7 @@ fn page_of(ids: &[String], q: &ListQuery) -> Page {
 #[derive(Debug)]
 pub(crate) struct ListPage {
     pub total: usize,
-    pub start_index: usize,
+    start_index: usize,
     pub items: usize,
     /// The resources' JSON, comma-separated.
     resources: Vec<u8>,
@@ -1928,6 +1928,22 @@ impl ListPage {
     }
 }
 
+/// `meta.location` (and a member's `$ref`): where a resource lives. Displayed,
+/// so the member list of a large group is written without a string per member.
+struct Location<'a>(&'a str, &'static str, &'a str);
+
+impl std::fmt::Display for Location<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}/{}", self.0, self.1, self.2)
+    }
+}
+
+impl serde::Serialize for Location<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
 fn written(resource: &impl serde::Serialize) -> Result<Vec<u8>> {
     serde_json::to_vec(resource).map_err(unrenderable)
 }
@@ -1964,7 +1980,7 @@ impl serde::Serialize for UserView<'_> {
             "meta",
             &MetaView {
                 resource_type: "User",
-                location: format!("{}/Users/{}", self.base, u.id),
+                location: Location(self.base, "Users", &u.id),
                 meta: self.meta,
             },
         )?;
@@ -2011,7 +2027,7 @@ impl serde::Serialize for GroupView<'_> {
             "meta",
             &MetaView {
                 resource_type: "Group",
-                location: format!("{}/Groups/{}", self.base, g.id),
+                location: Location(self.base, "Groups", &g.id),
                 meta: self.meta,
             },
         )?;
@@ -2022,7 +2038,7 @@ impl serde::Serialize for GroupView<'_> {
 
 struct MetaView<'a> {
     resource_type: &'static str,
-    location: String,
+    location: Location<'a>,
     meta: &'a Meta,
 }
 
@@ -2114,7 +2130,7 @@ impl serde::Serialize for MembersView<'_> {
                 s: S,
             ) -> std::result::Result<S::Ok, S::Error> {
                 let mut m = s.serialize_map(Some(3))?;
-                m.serialize_entry("$ref", &format_args!("{}/Users/{}", self.0, self.1))?;
+                m.serialize_entry("$ref", &Location(self.0, "Users", self.1))?;
                 m.serialize_entry("type", "User")?;
                 m.serialize_entry("value", self.1)?;
                 m.end()
