@@ -106,6 +106,7 @@ impl Workspace {
                     SandboxOptions {
                         token: TOKEN.into(),
                         max_results: target.page() as usize,
+                        or_filters: true,
                         faults,
                     },
                     seed.clone(),

@@ -44,6 +44,7 @@ use crate::model::{
     Account, AccountRef, Action, ActionKind, Attribute, GroupRef, LinkMethod, NewLink, Plan,
     WorkspaceGroup, WorkspaceSnapshot,
 };
+use crate::retry::Transient;
 use crate::store::{JournalEntry, RunId, Store, StoreError};
 use crate::workspace::{ScimClient, WorkspaceError};
 
@@ -526,8 +527,21 @@ pub async fn apply_with_breaker(
         .into_inner()
         .map_err(|_| ApplyError::Poisoned)?;
     let mut verifier = Verifier::new(client, &created);
+    // Every object the actions touch is read once, at the concurrency limit, before
+    // any action is checked: otherwise the actions that share an object (a group's
+    // membership batches) fill every slot waiting on the same read.
+    let mut objects: Vec<Object> = to_verify
+        .iter()
+        .filter_map(|a| verifier.object_of(a))
+        .collect();
+    objects.sort();
+    objects.dedup();
+    let deletes = to_verify
+        .iter()
+        .filter(|a| matches!(a.kind, ActionKind::Delete { .. }))
+        .count();
     if relist_is_cheaper(
-        to_verify.len(),
+        verifier.object_requests(&objects, deletes),
         relist_requests,
         concurrency.max(1),
         executor_latency,
@@ -542,16 +556,17 @@ pub async fn apply_with_breaker(
         }
     }
     if !verifier.relisted() {
-        // Every object the actions touch is read once, at the concurrency limit,
-        // before any action is checked: otherwise the actions that share an object
-        // (a group's membership batches) fill every slot waiting on the same read.
-        let mut objects: Vec<Object> = to_verify
-            .iter()
-            .filter_map(|a| verifier.object_of(a))
-            .collect();
-        objects.sort();
-        objects.dedup();
-        bounded(objects, concurrency, |object| verifier.read(object)).await;
+        let (one_by_one, omitted) = if client.id_filters_usable() {
+            verifier.read_batched(objects, concurrency).await
+        } else {
+            (objects, Vec::new())
+        };
+        bounded(one_by_one, concurrency, |object| verifier.read(object)).await;
+        if let Some(object) = omitted.iter().find(|o| verifier.present(o)) {
+            // Read on its own, an object an `or` filter left out is there: those
+            // answers cannot be trusted to be complete.
+            client.refuse_id_filters(&format!("a filter by id left out {object:?}, which exists"));
+        }
     }
     tracing::debug!(
         objects = to_verify.len(),
@@ -638,15 +653,15 @@ async fn bounded<T, Fut: Future>(
     }
 }
 
-/// Whether one fresh listing of `relist_pages` pages verifies `objects` changed
-/// objects sooner than reading each of them, judged by the latencies this run
-/// measured: a single-object request (`object_read`, taken from the writes) and a
-/// listing page (`page_read`, from the snapshot). A listing reads its first page
+/// Whether one fresh listing of `relist_pages` pages verifies the changed objects
+/// sooner than the `object_requests` that read them without a listing, judged by
+/// the latencies this run measured: a single-object request (`object_read`, taken
+/// from the writes) and a listing page (`page_read`, from the snapshot). A listing reads its first page
 /// alone, then the rest `concurrency` at a time. Against a remote workspace the
 /// round trips decide; against a fast one, the size of the pages does. Without both
 /// measurements, fewer requests wins.
 fn relist_is_cheaper(
-    objects: usize,
+    object_requests: usize,
     relist_pages: usize,
     concurrency: usize,
     object_read: Option<std::time::Duration>,
@@ -655,12 +670,12 @@ fn relist_is_cheaper(
     let concurrency = concurrency.max(1);
     match (object_read, page_read) {
         (Some(object), Some(page)) => {
-            let one_by_one = object.saturating_mul(to_u32(objects.div_ceil(concurrency)));
+            let one_by_one = object.saturating_mul(to_u32(object_requests.div_ceil(concurrency)));
             let rounds = 1 + relist_pages.saturating_sub(1).div_ceil(concurrency);
             let listing = page.saturating_mul(to_u32(rounds));
             listing < one_by_one
         }
-        _ => objects > relist_pages,
+        _ => object_requests > relist_pages,
     }
 }
 
@@ -690,6 +705,43 @@ enum Object {
 
 /// A group's member ids, as verification checks them.
 type Members = HashSet<String>;
+
+/// How many groups one filtered verification read asks for: each answer carries
+/// every member of each, and a few large groups are parsed faster on several
+/// tasks than in one answer.
+const GROUPS_PER_REQUEST: usize = 10;
+
+/// What one filtered read found.
+enum Found {
+    Account(Account),
+    Group(WorkspaceGroup),
+}
+
+/// Group ids and account ids, in `objects`' order.
+fn split_objects(objects: Vec<Object>) -> (Vec<String>, Vec<String>) {
+    let mut groups = Vec::new();
+    let mut accounts = Vec::new();
+    for object in objects {
+        match object {
+            Object::Group(id) => groups.push(id),
+            Object::Account(id) => accounts.push(id),
+        }
+    }
+    (groups, accounts)
+}
+
+/// Whether a filtered read's failure means the provider cannot serve `id eq …
+/// or …` filters (refused as invalid, too long, not implemented; or answered
+/// with what was not asked for), rather than that this attempt failed.
+fn refuses_id_filters(e: &WorkspaceError) -> bool {
+    match e {
+        WorkspaceError::Status { status, .. } => {
+            !e.is_transient() && !matches!(status, 401 | 403 | 404)
+        }
+        WorkspaceError::Malformed { .. } => true,
+        _ => false,
+    }
+}
 
 fn members_of(group: WorkspaceGroup) -> Members {
     group.members.into_iter().collect()
@@ -721,6 +773,128 @@ impl<'a> Verifier<'a> {
 
     fn relisted(&self) -> bool {
         self.accounts.complete
+    }
+
+    /// What reading `objects` costs in requests without a listing: with `id eq …
+    /// or …` filters, a request per batch plus one for each deleted account (an
+    /// answer leaving an account out is confirmed with a read of its own).
+    fn object_requests(&self, objects: &[Object], deletes: usize) -> usize {
+        if !self.client.id_filters_usable() {
+            return objects.len();
+        }
+        let (groups, accounts) = split_objects(objects.to_vec());
+        self.client.id_batches(groups, GROUPS_PER_REQUEST).len()
+            + self.client.id_batches(accounts, usize::MAX).len()
+            + deletes
+    }
+
+    /// Reads `objects` many at a time with `id eq … or …` filters, at most
+    /// `concurrency` requests at once. Returns the objects still to be read one by
+    /// one: first all of them that were not read (answers left them out, or a
+    /// request failed), then the ones answers left out, whose reads tell whether
+    /// those answers were complete. A refused or wrong answer turns the filters off
+    /// for the client's life; a transient failure only for these objects.
+    async fn read_batched(
+        &self,
+        objects: Vec<Object>,
+        concurrency: usize,
+    ) -> (Vec<Object>, Vec<Object>) {
+        let (groups, accounts) = split_objects(objects);
+        let batches = self
+            .client
+            .id_batches(groups, GROUPS_PER_REQUEST)
+            .into_iter()
+            .map(|ids| (true, ids))
+            .chain(
+                self.client
+                    .id_batches(accounts, usize::MAX)
+                    .into_iter()
+                    .map(|ids| (false, ids)),
+            );
+        let outcomes = bounded(batches, concurrency, |(groups, ids)| {
+            self.read_batch(groups, ids)
+        })
+        .await;
+        let mut unread = Vec::new();
+        let mut omitted = Vec::new();
+        for (left_out, failed) in outcomes {
+            unread.extend(left_out.iter().cloned());
+            unread.extend(failed);
+            omitted.extend(left_out);
+        }
+        (unread, omitted)
+    }
+
+    /// One filtered read: (the objects its answer left out, those of a failed request).
+    async fn read_batch(&self, groups: bool, ids: Vec<String>) -> (Vec<Object>, Vec<Object>) {
+        let client = self.client.clone();
+        let asked = ids.clone();
+        let found = if groups {
+            tokio::spawn(async move {
+                client.groups_by_id(&asked).await.map(|found| {
+                    found
+                        .into_iter()
+                        .map(|g| (g.id.clone(), Found::Group(g)))
+                        .collect::<Vec<_>>()
+                })
+            })
+            .await
+        } else {
+            tokio::spawn(async move {
+                client.accounts_by_id(&asked).await.map(|found| {
+                    found
+                        .into_iter()
+                        .map(|a| (a.id.clone(), Found::Account(a)))
+                        .collect::<Vec<_>>()
+                })
+            })
+            .await
+        };
+        let object = |id: String| {
+            if groups {
+                Object::Group(id)
+            } else {
+                Object::Account(id)
+            }
+        };
+        match found {
+            Ok(Ok(found)) => {
+                let mut seen = HashSet::with_capacity(found.len());
+                for (id, object) in found {
+                    seen.insert(id.clone());
+                    match object {
+                        Found::Account(account) => self.accounts.found(id, account),
+                        Found::Group(group) => self.groups.found(id, members_of(group)),
+                    }
+                }
+                let left_out = ids
+                    .into_iter()
+                    .filter(|id| !seen.contains(id))
+                    .map(object)
+                    .collect();
+                (left_out, Vec::new())
+            }
+            Ok(Err(e)) => {
+                if refuses_id_filters(&e) {
+                    self.client.refuse_id_filters(&e.to_string());
+                } else {
+                    tracing::debug!(error = %e, "a filtered verification read failed; reading its objects one by one");
+                }
+                (Vec::new(), ids.into_iter().map(object).collect())
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "a filtered verification read did not finish");
+                (Vec::new(), ids.into_iter().map(object).collect())
+            }
+        }
+    }
+
+    /// Whether `object` has been read and is in the workspace.
+    fn present(&self, object: &Object) -> bool {
+        match object {
+            Object::Group(id) => self.groups.present(id),
+            Object::Account(id) => self.accounts.present(id),
+        }
     }
 
     /// The object whose re-read shows `action`'s effect, when it is known without
@@ -793,6 +967,28 @@ impl<T> Default for ReadOnce<T> {
 }
 
 impl<T> ReadOnce<T> {
+    /// Caches `object`, read by a filter, unless a read of `id` already began.
+    fn found(&self, id: String, object: T) {
+        if let Ok(mut cells) = self.cells.lock() {
+            cells
+                .entry(id)
+                .or_insert_with(|| Arc::new(Cell::new_with(Some(Some(Arc::new(object))))));
+        }
+    }
+
+    /// Whether `id` was read and exists.
+    fn present(&self, id: &str) -> bool {
+        self.cells
+            .lock()
+            .ok()
+            .and_then(|cells| {
+                cells
+                    .get(id)
+                    .map(|cell| matches!(cell.get(), Some(Some(_))))
+            })
+            .unwrap_or(false)
+    }
+
     fn complete(objects: impl Iterator<Item = (String, T)>) -> Self {
         ReadOnce {
             cells: Mutex::new(

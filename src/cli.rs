@@ -135,6 +135,10 @@ pub struct SandboxBehaviour {
     /// different sizes: AWS IAM Identity Center at 100, Slack at 1,000).
     #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..))]
     max_results: u32,
+    /// Refuse `or` in list filters (400 invalidFilter), as eq-only providers such
+    /// as AWS IAM Identity Center do; seatwarden then verifies object by object.
+    #[arg(long)]
+    no_or_filters: bool,
     /// Answer every request this many milliseconds late, like a remote workspace.
     #[arg(long, default_value_t = 0, value_name = "MS")]
     latency_ms: u64,
@@ -743,6 +747,7 @@ fn serve_sandbox(
             SandboxOptions {
                 token: token.to_owned(),
                 max_results: usize::try_from(behaviour.max_results).unwrap_or(usize::MAX),
+                or_filters: !behaviour.no_or_filters,
                 faults,
             },
             seed,

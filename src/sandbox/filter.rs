@@ -1,11 +1,13 @@
 //! The SCIM filter subset the sandbox serves (RFC 7644 §3.4.2.2) and PATCH paths
 //! (§3.5.2).
 //!
-//! Filters are conjunctions of `eq` comparisons: `attr eq "value"` joined by `and`,
-//! optionally parenthesised, plus value paths such as `members[value eq "id"]`, which
-//! flatten to `members.value eq "id"`. That is what Taskade-style providers accept and
-//! what provisioning clients send; `or`, `not` and the other operators are refused
-//! with `invalidFilter` rather than half-implemented.
+//! Filters are `eq` comparisons (`attr eq "value"`) joined by `and` and `or`
+//! (`and` binds tighter), optionally parenthesised, plus value paths such as
+//! `members[value eq "id"]`, which flatten to `members.value eq "id"`. A filter is
+//! kept in disjunctive normal form: it matches when every comparison of any one
+//! of its conjunctions does. The sandbox can refuse `or`, as eq-only providers
+//! (AWS IAM Identity Center) do. PATCH paths take conjunctions only. `not` and the
+//! other operators are refused with `invalidFilter` rather than half-implemented.
 
 use std::fmt;
 
@@ -25,8 +27,16 @@ pub(crate) struct Comparison {
     pub value: Literal,
 }
 
-/// A conjunction of comparisons.
-pub(crate) type Filter = Vec<Comparison>;
+/// Comparisons that must all hold.
+pub(crate) type Conjunction = Vec<Comparison>;
+
+/// Conjunctions of which one must hold (disjunctive normal form); more than one
+/// only when the filter says `or`.
+pub(crate) type Filter = Vec<Conjunction>;
+
+/// How many conjunctions a filter may expand to: `(a or b) and (c or d)` is four,
+/// and nesting multiplies them.
+const MAX_CONJUNCTIONS: usize = 1000;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct FilterError(pub String);
@@ -134,26 +144,41 @@ impl Parser {
         t
     }
 
+    fn disjunction(&mut self, prefix: Option<&str>) -> Result<Filter, FilterError> {
+        let mut out = self.conjunction(prefix)?;
+        while matches!(self.peek(), Some(Token::Word(w)) if w.eq_ignore_ascii_case("or")) {
+            self.pos += 1;
+            out.extend(self.conjunction(prefix)?);
+            too_complex(out.len())?;
+        }
+        Ok(out)
+    }
+
     fn conjunction(&mut self, prefix: Option<&str>) -> Result<Filter, FilterError> {
         let mut out = self.term(prefix)?;
-        loop {
-            match self.peek() {
-                Some(Token::Word(w)) if w.eq_ignore_ascii_case("and") => {
-                    self.pos += 1;
-                    out.extend(self.term(prefix)?);
-                }
-                Some(Token::Word(w)) if w.eq_ignore_ascii_case("or") => {
-                    return Err(FilterError("\"or\" is not supported".to_owned()));
-                }
-                _ => return Ok(out),
-            }
+        while matches!(self.peek(), Some(Token::Word(w)) if w.eq_ignore_ascii_case("and")) {
+            self.pos += 1;
+            let right = self.term(prefix)?;
+            too_complex(out.len().saturating_mul(right.len()))?;
+            // (a or b) and (c or d) = (a and c) or (a and d) or (b and c) or (b and d)
+            out = out
+                .iter()
+                .flat_map(|left| {
+                    right.iter().map(move |r| {
+                        let mut both = left.clone();
+                        both.extend(r.iter().cloned());
+                        both
+                    })
+                })
+                .collect();
         }
+        Ok(out)
     }
 
     fn term(&mut self, prefix: Option<&str>) -> Result<Filter, FilterError> {
         match self.next() {
             Some(Token::Open) => {
-                let inner = self.conjunction(prefix)?;
+                let inner = self.disjunction(prefix)?;
                 match self.next() {
                     Some(Token::Close) => Ok(inner),
                     _ => Err(FilterError("missing \")\"".to_owned())),
@@ -172,7 +197,7 @@ impl Parser {
                         return Err(FilterError("nested value filters".to_owned()));
                     }
                     self.pos += 1;
-                    let inner = self.conjunction(Some(&attr))?;
+                    let inner = self.disjunction(Some(&attr))?;
                     return match self.next() {
                         Some(Token::CloseBracket) => Ok(inner),
                         _ => Err(FilterError("missing \"]\"".to_owned())),
@@ -182,7 +207,7 @@ impl Parser {
                     Some(Token::Word(op)) if op.eq_ignore_ascii_case("eq") => {}
                     Some(Token::Word(op)) => {
                         return Err(FilterError(format!(
-                            "operator {op:?} is not supported (only eq, with and)"
+                            "operator {op:?} is not supported (only eq, with and and or)"
                         )));
                     }
                     _ => return Err(FilterError(format!("{attr}: operator expected"))),
@@ -195,11 +220,20 @@ impl Parser {
                     Some(Token::Word(w)) if w.parse::<f64>().is_ok() => Literal::Str(w),
                     _ => return Err(FilterError(format!("{attr} eq: value expected"))),
                 };
-                Ok(vec![Comparison { attr, value }])
+                Ok(vec![vec![Comparison { attr, value }]])
             }
             _ => Err(FilterError("attribute expected".to_owned())),
         }
     }
+}
+
+fn too_complex(conjunctions: usize) -> Result<(), FilterError> {
+    if conjunctions > MAX_CONJUNCTIONS {
+        return Err(FilterError(format!(
+            "the filter expands to more than {MAX_CONJUNCTIONS} alternatives"
+        )));
+    }
+    Ok(())
 }
 
 pub(crate) fn parse_filter(s: &str) -> Result<Filter, FilterError> {
@@ -210,7 +244,7 @@ pub(crate) fn parse_filter(s: &str) -> Result<Filter, FilterError> {
     if parser.tokens.is_empty() {
         return Err(FilterError("empty filter".to_owned()));
     }
-    let filter = parser.conjunction(None)?;
+    let filter = parser.disjunction(None)?;
     if parser.pos < parser.tokens.len() {
         return Err(FilterError(format!(
             "unexpected {:?} after the filter",
@@ -225,7 +259,7 @@ pub(crate) fn parse_filter(s: &str) -> Result<Filter, FilterError> {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Path {
     pub attr: String,
-    pub filter: Option<Filter>,
+    pub filter: Option<Conjunction>,
     pub sub: Option<String>,
 }
 
@@ -259,7 +293,11 @@ pub(crate) fn parse_path(s: &str) -> Result<Path, FilterError> {
             let close = rest
                 .rfind(']')
                 .ok_or_else(|| FilterError(format!("bad path {s:?}: missing \"]\"")))?;
-            let filter = parse_filter(&rest[1..close])?;
+            let mut alternatives = parse_filter(&rest[1..close])?.into_iter();
+            let filter = match (alternatives.next(), alternatives.next()) {
+                (Some(only), None) => only,
+                _ => return Err(FilterError(format!("bad path {s:?}: \"or\" in a path"))),
+            };
             let after = &rest[close + 1..];
             let sub = match after.strip_prefix('.') {
                 Some(sub) if !sub.is_empty() => Some(sub.to_lowercase()),
@@ -291,22 +329,22 @@ mod tests {
     fn parses_conjunctions_value_paths_and_escapes() {
         assert_eq!(
             parse_filter(r#"UserName EQ "a\"b\\c" and (externalId eq "x")"#).unwrap(),
-            vec![eq("username", "a\"b\\c"), eq("externalid", "x")]
+            vec![vec![eq("username", "a\"b\\c"), eq("externalid", "x")]]
         );
         assert_eq!(
             parse_filter(r#"members[value eq "u1"]"#).unwrap(),
-            vec![eq("members.value", "u1")]
+            vec![vec![eq("members.value", "u1")]]
         );
         assert_eq!(
             parse_filter(r#"urn:ietf:params:scim:schemas:core:2.0:User:userName eq "a""#).unwrap(),
-            vec![eq("username", "a")]
+            vec![vec![eq("username", "a")]]
         );
         assert_eq!(
             parse_filter("active eq false").unwrap(),
-            vec![Comparison {
+            vec![vec![Comparison {
                 attr: "active".into(),
                 value: Literal::Bool(false)
-            }]
+            }]]
         );
     }
 
@@ -314,8 +352,10 @@ mod tests {
     fn refuses_what_it_does_not_support() {
         for bad in [
             r#"userName co "a""#,
-            r#"userName eq "a" or userName eq "b""#,
             r#"not (userName eq "a")"#,
+            r#"userName eq "a" or"#,
+            r#"or userName eq "a""#,
+            r#"(userName eq "a" or id eq "b""#,
             r#"userName eq "a"#,
             "userName eq",
             "",
@@ -323,6 +363,52 @@ mod tests {
         ] {
             assert!(parse_filter(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn and_binds_tighter_than_or_and_parentheses_distribute() {
+        assert_eq!(
+            parse_filter(r#"id eq "a" or ID eq "b" and active eq true or id eq "c""#).unwrap(),
+            vec![
+                vec![eq("id", "a")],
+                vec![
+                    eq("id", "b"),
+                    Comparison {
+                        attr: "active".into(),
+                        value: Literal::Bool(true)
+                    }
+                ],
+                vec![eq("id", "c")],
+            ]
+        );
+        assert_eq!(
+            parse_filter(r#"(id eq "a" OR id eq "b") and (userName eq "x" or userName eq "y")"#)
+                .unwrap(),
+            vec![
+                vec![eq("id", "a"), eq("username", "x")],
+                vec![eq("id", "a"), eq("username", "y")],
+                vec![eq("id", "b"), eq("username", "x")],
+                vec![eq("id", "b"), eq("username", "y")],
+            ]
+        );
+        assert_eq!(
+            parse_filter(r#"members[value eq "u1" or value eq "u2"]"#).unwrap(),
+            vec![
+                vec![eq("members.value", "u1")],
+                vec![eq("members.value", "u2")]
+            ]
+        );
+    }
+
+    #[test]
+    fn a_filter_that_expands_past_the_limit_is_refused() {
+        // n two-way alternatives joined by `and` expand to 2^n conjunctions.
+        let clause = r#"(id eq "a" or id eq "b")"#;
+        let ten = [clause; 10].join(" and ");
+        let error = parse_filter(&ten).unwrap_err();
+        assert!(error.0.contains("more than 1000"), "{error}");
+        let nine = [clause; 9].join(" and ");
+        assert_eq!(parse_filter(&nine).unwrap().len(), 512);
     }
 
     #[test]
@@ -352,6 +438,7 @@ mod tests {
             }
         );
         assert!(parse_path("a.b.c").is_err());
+        assert!(parse_path(r#"members[value eq "a" or value eq "b"]"#).is_err());
         assert!(parse_path(r#"emails[type eq "work""#).is_err());
     }
 }

@@ -4,7 +4,7 @@
 //! It serves `/scim/v2` on a loopback listener the caller binds: Users (userName
 //! unique case-insensitively, externalId, name, emails, active, roles), Groups
 //! (workspaces/folders) with members, ETags (`meta.version`, `If-Match` → 412),
-//! index paging, `eq`/`and` filters, PATCH add/replace/remove (200 with the
+//! index paging, `eq` filters with `and` and `or`, PATCH add/replace/remove (200 with the
 //! resource), SCIM error bodies, discovery endpoints and bearer auth. State lives
 //! in memory (the private `store` module) behind a read-write lock: reads share
 //! it, writes take it alone, and no request holds it across an await.
@@ -90,6 +90,9 @@ pub struct SandboxOptions {
     pub token: String,
     /// `filter.maxResults`: the default and the cap of `count`.
     pub max_results: usize,
+    /// Whether list filters may say `or` (RFC 7644 §3.4.2.2). Off, such a filter
+    /// is `400 invalidFilter`, as from eq-only providers (AWS IAM Identity Center).
+    pub or_filters: bool,
     pub faults: Faults,
 }
 
@@ -98,6 +101,7 @@ impl Default for SandboxOptions {
         SandboxOptions {
             token: "sandbox-token".to_owned(),
             max_results: 1000,
+            or_filters: true,
             faults: Faults::default(),
         }
     }
@@ -270,7 +274,8 @@ impl Sandbox {
         let base = format!("http://{host}:{}{PREFIX}", addr.port());
         let base_url = url::Url::parse(&base)
             .map_err(|e| SandboxError::Options(format!("base URL {base}: {e}")))?;
-        let store = Store::new(&base, seed, chrono::Utc::now()).map_err(SandboxError::Seed)?;
+        let mut store = Store::new(&base, seed, chrono::Utc::now()).map_err(SandboxError::Seed)?;
+        store.set_or_filters(options.or_filters);
         let shared = Arc::new(Shared {
             store: RwLock::new(store),
             faults: Mutex::new(FaultState::new(options.faults)),

@@ -13,7 +13,7 @@ use std::sync::OnceLock;
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde_json::{Map, Value, json};
 
-use super::filter::{self, Comparison, Filter, Literal, Path};
+use super::filter::{self, Comparison, Conjunction, Filter, Literal, Path};
 use crate::model::{Account, WorkspaceGroup, WorkspaceSnapshot};
 
 pub(crate) const SCHEMA_USER: &str = "urn:ietf:params:scim:schemas:core:2.0:User";
@@ -131,19 +131,23 @@ impl Filterable for Group {
 }
 
 impl<T: Filterable> Table<T> {
-    /// Ids of the resources matching every comparison, in id order. `candidates`
-    /// (from an index) narrows the scan; `None` scans everything.
+    /// Ids of the resources matching every comparison of one of the filter's
+    /// conjunctions, in id order. `candidates` (from an index) narrows the scan;
+    /// `None` scans everything.
     fn matching(&self, filter: &Filter, candidates: Option<Vec<String>>) -> Result<Vec<String>> {
         let keep = |id: &str| -> Result<bool> {
             let Some((item, _)) = self.items.get(id) else {
                 return Ok(false);
             };
-            for c in filter {
-                if !item.matches(c)? {
-                    return Ok(false);
+            'alternatives: for conjunction in filter {
+                for c in conjunction {
+                    if !item.matches(c)? {
+                        continue 'alternatives;
+                    }
                 }
+                return Ok(true);
             }
-            Ok(true)
+            Ok(false)
         };
         let mut ids = Vec::new();
         match candidates {
@@ -154,6 +158,8 @@ impl<T: Filterable> Table<T> {
                     }
                 }
                 ids.sort();
+                // Alternatives may select the same resource.
+                ids.dedup();
             }
             None => {
                 for id in self.items.keys() {
@@ -251,6 +257,8 @@ pub(crate) struct Store {
     ids: IdGen,
     /// Base URL for `meta.location` and `$ref`, without a trailing slash.
     base: String,
+    /// Whether list filters may use `or` (see [`Store::set_or_filters`]).
+    or_filters: bool,
 }
 
 fn timestamp(t: &DateTime<Utc>) -> String {
@@ -653,7 +661,7 @@ fn set_opt(slot: &mut Option<String>, op: Op, value: Option<&Value>, name: &str)
     Ok(())
 }
 
-fn multi_matches(item: &MultiValue, filter: &Filter) -> Result<bool> {
+fn multi_matches(item: &MultiValue, filter: &Conjunction) -> Result<bool> {
     for c in filter {
         let ok = match (c.attr.as_str(), &c.value) {
             ("value", Literal::Str(s)) => &item.value == s,
@@ -971,6 +979,7 @@ impl Store {
             memberships: HashMap::new(),
             ids: IdGen(super::SplitMix64(0x5EA7_0A2D_5C1D_0001)),
             base: base.trim_end_matches('/').to_owned(),
+            or_filters: true,
         };
         let meta = Meta {
             version: 1,
@@ -1559,69 +1568,82 @@ impl Store {
 
     // ---- Listing ----
 
-    /// The ids a filter can select, from an index when one of its comparisons has
-    /// one; `None` when the whole table must be scanned.
+    /// The ids a filter can select, from the indexes when each of its
+    /// conjunctions has a comparison with one; `None` when the whole table must be
+    /// scanned.
     fn user_candidates(&self, filter: &Filter) -> Option<Vec<String>> {
-        for c in filter {
-            let Literal::Str(v) = &c.value else { continue };
+        candidates(filter, |c| {
+            let Literal::Str(v) = &c.value else {
+                return None;
+            };
             match c.attr.as_str() {
-                "id" => return Some(vec![v.clone()]),
-                "username" => {
-                    return Some(
-                        self.user_names
-                            .get(&v.to_lowercase())
-                            .cloned()
-                            .into_iter()
-                            .collect(),
-                    );
-                }
-                "externalid" => {
-                    return Some(
-                        self.external_ids
-                            .get(v)
-                            .map(|s| s.iter().cloned().collect())
-                            .unwrap_or_default(),
-                    );
-                }
-                _ => {}
+                "id" => Some(vec![v.clone()]),
+                "username" => Some(
+                    self.user_names
+                        .get(&v.to_lowercase())
+                        .cloned()
+                        .into_iter()
+                        .collect(),
+                ),
+                "externalid" => Some(
+                    self.external_ids
+                        .get(v)
+                        .map(|s| s.iter().cloned().collect())
+                        .unwrap_or_default(),
+                ),
+                _ => None,
             }
-        }
-        None
+        })
     }
 
     fn group_candidates(&self, filter: &Filter) -> Option<Vec<String>> {
-        for c in filter {
-            let Literal::Str(v) = &c.value else { continue };
+        candidates(filter, |c| {
+            let Literal::Str(v) = &c.value else {
+                return None;
+            };
             match c.attr.as_str() {
-                "id" => return Some(vec![v.clone()]),
-                "displayname" => {
-                    return Some(
-                        self.group_names
-                            .get(&v.to_lowercase())
-                            .cloned()
-                            .into_iter()
-                            .collect(),
-                    );
-                }
-                "members" | "members.value" => {
-                    return Some(
-                        self.memberships
-                            .get(v)
-                            .map(|s| s.iter().cloned().collect())
-                            .unwrap_or_default(),
-                    );
-                }
-                _ => {}
+                "id" => Some(vec![v.clone()]),
+                "displayname" => Some(
+                    self.group_names
+                        .get(&v.to_lowercase())
+                        .cloned()
+                        .into_iter()
+                        .collect(),
+                ),
+                "members" | "members.value" => Some(
+                    self.memberships
+                        .get(v)
+                        .map(|s| s.iter().cloned().collect())
+                        .unwrap_or_default(),
+                ),
+                _ => None,
             }
+        })
+    }
+
+    /// Whether list filters may say `or`. Off, the sandbox answers such a filter
+    /// `400 invalidFilter`, as eq-only providers (AWS IAM Identity Center) do.
+    pub fn set_or_filters(&mut self, allowed: bool) {
+        self.or_filters = allowed;
+    }
+
+    /// Refuses a filter with `or` when the sandbox plays an eq-only provider.
+    fn parse_list_filter(&self, f: &str) -> Result<Filter> {
+        let filter = parse(f)?;
+        if filter.len() > 1 && !self.or_filters {
+            return Err(ScimError::bad(
+                "invalidFilter",
+                format!("{f:?}: \"or\" is not supported"),
+            ));
         }
-        None
+        Ok(filter)
     }
 
     pub fn list_users(&self, q: &ListQuery) -> Result<ListPage> {
         let page = match &q.filter {
             None => page_of(self.users.order(), q),
             Some(f) => {
-                let filter = parse(f)?;
+                let filter = self.parse_list_filter(f)?;
                 let candidates = self.user_candidates(&filter);
                 page_of(&self.users.matching(&filter, candidates)?, q)
             }
@@ -1645,7 +1667,7 @@ impl Store {
         let page = match &q.filter {
             None => page_of(self.groups.order(), q),
             Some(f) => {
-                let filter = parse(f)?;
+                let filter = self.parse_list_filter(f)?;
                 let candidates = self.group_candidates(&filter);
                 page_of(&self.groups.matching(&filter, candidates)?, q)
             }
@@ -1845,6 +1867,19 @@ fn patch_group_attr(
         }
     }
     Ok(())
+}
+
+/// The union of what `indexed` finds for each conjunction (from the first of its
+/// comparisons it has an index for); `None` when a conjunction has none.
+fn candidates(
+    filter: &Filter,
+    indexed: impl Fn(&Comparison) -> Option<Vec<String>>,
+) -> Option<Vec<String>> {
+    let mut all = Vec::new();
+    for conjunction in filter {
+        all.extend(conjunction.iter().find_map(&indexed)?);
+    }
+    Some(all)
 }
 
 fn parse(f: &str) -> Result<Filter> {

@@ -11,7 +11,7 @@ mod parse;
 
 use std::collections::HashSet;
 use std::num::NonZeroU32;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime};
 
@@ -40,6 +40,11 @@ const SCHEMA_PATCH: &str = "urn:ietf:params:scim:api:messages:2.0:PatchOp";
 const SCIM_JSON: &str = "application/scim+json";
 /// Members per `add` operation / `remove` operations per request.
 const MEMBER_CHUNK: usize = 100;
+
+/// The longest `id eq … or id eq …` filter sent, percent-encoded: IIS refuses a
+/// query string over 2,048 bytes by default, and `startIndex` and `count` must fit
+/// beside it. With UUID ids that is 30 ids a request.
+const ID_FILTER_BYTES: usize = 1800;
 
 /// Which attribute carries an account's role.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -145,6 +150,9 @@ struct Inner {
     /// Listing pages read and the time they took (µs): what a full re-listing costs.
     pages_read: AtomicU64,
     page_read_micros: AtomicU64,
+    /// Set once the provider refused or mishandled an `id eq … or …` filter: from
+    /// then on objects are read one by one.
+    id_filters_refused: AtomicBool,
 }
 
 /// A SCIM 2.0 client; cheap to clone, shared by concurrent tasks.
@@ -219,6 +227,7 @@ impl ScimClient {
                 write_requests: AtomicU64::new(0),
                 pages_read: AtomicU64::new(0),
                 page_read_micros: AtomicU64::new(0),
+                id_filters_refused: AtomicBool::new(false),
             }),
         })
     }
@@ -463,6 +472,103 @@ impl ScimClient {
         });
         let (accounts, groups) = futures::try_join!(accounts, groups)?;
         Ok(WorkspaceSnapshot { accounts, groups })
+    }
+
+    /// Whether objects may be read many at a time by `id eq … or …` filters: true
+    /// until [`ScimClient::refuse_id_filters`] says the provider cannot.
+    pub fn id_filters_usable(&self) -> bool {
+        !self.inner.id_filters_refused.load(Ordering::Relaxed)
+    }
+
+    /// Reads objects one by one for the rest of this client's life: the provider
+    /// refused an `id eq … or …` filter (`or` is optional in RFC 7644, and AWS IAM
+    /// Identity Center has only `eq` and `and`) or answered one wrongly.
+    pub fn refuse_id_filters(&self, why: &str) {
+        if !self.inner.id_filters_refused.swap(true, Ordering::Relaxed) {
+            tracing::info!(why, "reading objects one by one: no `id eq … or …` filters");
+        }
+    }
+
+    /// Splits `ids` into the groups [`ScimClient::accounts_by_id`] and
+    /// [`ScimClient::groups_by_id`] read with one request each: at most `most` ids
+    /// and a page, and a filter of at most `ID_FILTER_BYTES` percent-encoded.
+    pub fn id_batches(&self, ids: Vec<String>, most: usize) -> Vec<Vec<String>> {
+        let most = most.min(self.effective_page_size() as usize).max(1);
+        let separator = encode_component(" or ").len();
+        let mut batches: Vec<Vec<String>> = Vec::new();
+        let mut bytes = 0;
+        for id in ids {
+            let clause = encode_component(&id_clause(&id)).len();
+            match batches.last_mut() {
+                Some(batch)
+                    if batch.len() < most && bytes + separator + clause <= ID_FILTER_BYTES =>
+                {
+                    bytes += separator + clause;
+                    batch.push(id);
+                }
+                _ => {
+                    bytes = clause;
+                    batches.push(vec![id]);
+                }
+            }
+        }
+        batches
+    }
+
+    /// The accounts among `ids` that one `id eq … or id eq …` request finds. An id
+    /// missing from the answer is not proof of absence (a provider may mishandle
+    /// `or`): read it with [`ScimClient::get_account`]. An answer holding an
+    /// account that was not asked for (the filter ignored) is an error.
+    pub async fn accounts_by_id(&self, ids: &[String]) -> Result<Vec<Account>, WorkspaceError> {
+        let role_attribute = &self.inner.role_attribute;
+        self.by_id(
+            "/Users",
+            ids,
+            |endpoint, user: parse::UserBody| parse::account(endpoint, &user.0, role_attribute),
+            |a: &Account| &a.id,
+        )
+        .await
+    }
+
+    /// [`ScimClient::accounts_by_id`] for groups, members included.
+    pub async fn groups_by_id(
+        &self,
+        ids: &[String],
+    ) -> Result<Vec<WorkspaceGroup>, WorkspaceError> {
+        self.by_id("/Groups", ids, parse::group, |g: &WorkspaceGroup| &g.id)
+            .await
+    }
+
+    async fn by_id<R: DeserializeOwned, T>(
+        &self,
+        path: &str,
+        ids: &[String],
+        parse_one: impl Fn(&str, R) -> Result<T, WorkspaceError>,
+        id_of: impl Fn(&T) -> &str,
+    ) -> Result<Vec<T>, WorkspaceError> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let asked: HashSet<&str> = ids.iter().map(String::as_str).collect();
+        let filter = ids
+            .iter()
+            .map(|id| id_clause(id))
+            .collect::<Vec<_>>()
+            .join(" or ");
+        let parse_asked = |endpoint: &str, item: R| {
+            let parsed = parse_one(endpoint, item)?;
+            if !asked.contains(id_of(&parsed)) {
+                return Err(WorkspaceError::malformed(
+                    endpoint,
+                    format!(
+                        "the answer holds {:?}, which the filter did not ask for",
+                        id_of(&parsed)
+                    ),
+                ));
+            }
+            Ok(parsed)
+        };
+        self.find(path, filter, parse_asked, &id_of).await
     }
 
     pub async fn get_account(&self, id: &str) -> Result<Option<Account>, WorkspaceError> {
@@ -739,6 +845,10 @@ impl ScimClient {
     }
 }
 
+fn id_clause(id: &str) -> String {
+    format!("id eq {}", parse::filter_string(id))
+}
+
 /// The `matches` candidate, else the only one; several non-matching: none.
 fn pick<T>(found: Vec<T>, matches: impl Fn(&T) -> bool) -> Option<T> {
     if found.len() == 1 {
@@ -794,6 +904,60 @@ mod tests {
         );
         assert!(RoleAttribute::parse("role").is_err());
         assert!(RoleAttribute::parse("urn:x:").is_err());
+    }
+
+    fn client_with_pages_of(page_size: u32) -> ScimClient {
+        ScimClient::new(ScimSettings {
+            base_url: "http://127.0.0.1:9/scim/v2".parse().unwrap(),
+            token: SecretString::from("t"),
+            role_attribute: RoleAttribute::Roles,
+            page_size,
+            max_concurrency: 1,
+            requests_per_second: 0,
+            timeout: Duration::from_secs(1),
+            retry: RetryPolicy::default(),
+        })
+        .unwrap()
+    }
+
+    #[test]
+    fn id_batches_keep_every_id_in_order_within_the_limits() {
+        let uuid = |i: usize| format!("{i:08x}-5f2c-4a7e-9d4b-1c2e3f4a5b6c");
+        let ids: Vec<String> = (0..100).map(uuid).collect();
+        let client = client_with_pages_of(1000);
+        let batches = client.id_batches(ids.clone(), usize::MAX);
+        assert_eq!(batches.concat(), ids);
+        for batch in &batches {
+            let filter: Vec<String> = batch.iter().map(|id| id_clause(id)).collect();
+            let encoded = encode_component(&filter.join(" or "));
+            assert!(encoded.len() <= ID_FILTER_BYTES, "{}", encoded.len());
+        }
+        // Full batches: the next id would not have fitted.
+        let per_batch = batches[0].len();
+        assert!(
+            (25..=35).contains(&per_batch),
+            "{per_batch} UUIDs a request"
+        );
+        assert!(
+            batches[..batches.len() - 1]
+                .iter()
+                .all(|b| b.len() == per_batch)
+        );
+        // Neither more than asked for nor more than a page.
+        assert!(
+            client
+                .id_batches(ids.clone(), 10)
+                .iter()
+                .all(|b| b.len() <= 10)
+        );
+        let small_pages = client_with_pages_of(7);
+        let batches = small_pages.id_batches(ids.clone(), usize::MAX);
+        assert_eq!(batches.len(), 15);
+        assert_eq!(batches.concat(), ids);
+        // An id too long for the limit on its own still gets its request.
+        let long = vec!["x".repeat(ID_FILTER_BYTES)];
+        assert_eq!(client.id_batches(long.clone(), usize::MAX), vec![long]);
+        assert!(client.id_batches(Vec::new(), usize::MAX).is_empty());
     }
 
     #[test]

@@ -39,6 +39,7 @@ async fn sandbox(data: &Synth) -> Sandbox {
         SandboxOptions {
             token: SCIM_TOKEN.to_owned(),
             max_results: 1000,
+            or_filters: true,
             faults: Faults::default(),
         },
         data.workspace.clone(),

@@ -147,8 +147,12 @@ fn the_sandbox_command_injects_the_faults_it_is_given() {
     );
     assert_eq!(status_of(&answer), 503, "{answer}");
 
-    // Pages are capped at --max-results.
-    let (_capped, url) = start_sandbox(&["--max-results", "2"]);
+    // Pages are capped at --max-results; --no-or-filters refuses `or`.
+    let (_capped, url) = start_sandbox(&["--max-results", "2", "--no-or-filters"]);
+    let either = "filter=id%20eq%20%22a%22%20or%20id%20eq%20%22b%22";
+    let answer = get(&format!("{url}/Users?{either}"), "t0k");
+    assert_eq!(status_of(&answer), 400, "{answer}");
+    assert!(answer.contains("invalidFilter"), "{answer}");
     for n in 0..3 {
         let body = format!(r#"{{"userName": "u{n}@example.com"}}"#);
         let answer = request(&format!("{url}/Users"), "t0k", "POST", &body);

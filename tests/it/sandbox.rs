@@ -25,6 +25,7 @@ async fn start(seed: WorkspaceSnapshot, faults: Faults) -> Sandbox {
         SandboxOptions {
             token: TOKEN.to_owned(),
             max_results: 1000,
+            or_filters: true,
             faults,
         },
         seed,
@@ -431,9 +432,48 @@ async fn sandbox_filters_eq_and_and_value_paths() {
     assert!(lean.body["Resources"][0].get("members").is_none());
     assert!(lean.body["Resources"][0].get("displayName").is_some());
 
+    // `or`, with `and` binding tighter; a resource two alternatives select is
+    // listed once, in id order.
+    let found = raw
+        .filter(
+            "Users",
+            r#"id eq "u0004" or userName eq "USER1@example.com" or id eq "u0001" or id eq "nobody""#,
+        )
+        .await;
+    assert_eq!(found.body["totalResults"], 2);
+    assert_eq!(
+        user_names(&found.body),
+        vec!["user1@example.com", "user4@example.com"]
+    );
+    let found = raw
+        .filter(
+            "Users",
+            r#"(externalId eq "e1" or externalId eq "e4") and displayName eq "User 3""#,
+        )
+        .await;
+    assert_eq!(user_names(&found.body), vec!["user3@example.com"]);
+    // displayName has no index: the whole table is scanned for that alternative.
+    let found = raw
+        .filter("Users", r#"displayName eq "User 0" or id eq "u0003""#)
+        .await;
+    assert_eq!(
+        user_names(&found.body),
+        vec!["user0@example.com", "user3@example.com"]
+    );
+    let groups = raw
+        .filter("Groups", r#"members[value eq "u0001" or value eq "u0002"]"#)
+        .await;
+    let ids: Vec<&Value> = groups.body["Resources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|g| &g["id"])
+        .collect();
+    assert_eq!(ids, vec!["g1", "g2"]);
+
     for bad in [
         r#"userName co "user""#,
-        r#"userName eq "a" or userName eq "b""#,
+        r#"userName eq "a" or"#,
         r#"nickName eq "x""#,
         r#"userName eq "unterminated"#,
     ] {
@@ -450,6 +490,35 @@ async fn sandbox_filters_eq_and_and_value_paths() {
     assert_eq!(found.id, "u0002");
     let group = scim.find_group_by_name("Design").await.unwrap().unwrap();
     assert_eq!(group.members, vec!["u0002"]);
+    sandbox.shutdown().await;
+}
+
+#[tokio::test]
+async fn sandbox_can_refuse_or_like_an_eq_only_provider() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let sandbox = Sandbox::start(
+        listener,
+        SandboxOptions {
+            token: TOKEN.to_owned(),
+            or_filters: false,
+            ..SandboxOptions::default()
+        },
+        seed(3),
+    )
+    .await
+    .unwrap();
+    let raw = Raw::new(&sandbox);
+    let refused = raw
+        .filter("Users", r#"id eq "u0001" or id eq "u0002""#)
+        .await;
+    assert_scim_error(&refused, 400, Some("invalidFilter"));
+    let found = raw
+        .filter(
+            "Users",
+            r#"id eq "u0001" and userName eq "user1@example.com""#,
+        )
+        .await;
+    assert_eq!(user_names(&found.body), vec!["user1@example.com"]);
     sandbox.shutdown().await;
 }
 

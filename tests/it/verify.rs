@@ -124,6 +124,23 @@ fn configure(
     (dir, config)
 }
 
+/// The filters of the `GET path?filter=…` requests the server received.
+async fn filters_read(server: &MockServer, path: &str) -> Vec<String> {
+    server
+        .received_requests()
+        .await
+        .unwrap()
+        .iter()
+        .filter(|r| r.method.as_str() == "GET" && r.url.path() == path)
+        .filter_map(|r| {
+            r.url
+                .query_pairs()
+                .find(|(k, _)| k == "filter")
+                .map(|(_, v)| v.into_owned())
+        })
+        .collect()
+}
+
 /// How many times the server was asked for `GET path`.
 async fn reads_of(server: &MockServer, path: &str) -> usize {
     server
@@ -157,8 +174,14 @@ async fn an_accepted_write_the_workspace_does_not_show_fails_verification() {
         error.contains("not verified") && error.contains("still active"),
         "{error}"
     );
-    // One read of that account, not a relisting of the workspace.
-    assert_eq!(reads_of(&server, "/Users/acc-1").await, 1);
+    // One filtered read of that account, not a relisting of the workspace.
+    assert_eq!(filters_read(&server, "/Users").await, [r#"id eq "acc-1""#]);
+    assert_eq!(
+        reads_of(&server, "/Users").await,
+        2,
+        "the snapshot and that read"
+    );
+    assert_eq!(reads_of(&server, "/Users/acc-1").await, 0);
 }
 
 #[tokio::test]
@@ -242,6 +265,191 @@ async fn actions_that_share_an_object_share_its_read() {
         report.summary.actions_failed, 3,
         "the workspace never changes"
     );
-    assert_eq!(reads_of(&server, "/Users/acc-1").await, 1, "{kinds:?}");
-    assert_eq!(reads_of(&server, "/Groups/g-eng").await, 1);
+    assert_eq!(
+        filters_read(&server, "/Users").await,
+        [r#"id eq "acc-1""#],
+        "{kinds:?}"
+    );
+    assert_eq!(filters_read(&server, "/Groups").await, [r#"id eq "g-eng""#]);
+    assert_eq!(reads_of(&server, "/Users/acc-1").await, 0);
+    assert_eq!(reads_of(&server, "/Groups/g-eng").await, 0);
+}
+
+/// How a mock workspace answers a `GET /Users?filter=…` (a listing without a
+/// filter is always the whole workspace).
+#[derive(Clone, Copy)]
+enum FilteredUsers {
+    /// `400 invalidFilter`, as a provider without `or` answers.
+    Refused,
+    /// The whole workspace, as a provider that ignores filters answers.
+    Ignored,
+    /// Only the account the filter names first: `or` mishandled.
+    FirstOnly,
+    /// None: every account the filter names is gone.
+    Gone,
+}
+
+struct UsersEndpoint {
+    accounts: Vec<serde_json::Value>,
+    filtered: FilteredUsers,
+}
+
+impl wiremock::Respond for UsersEndpoint {
+    fn respond(&self, request: &wiremock::Request) -> ResponseTemplate {
+        let list = |resources: Vec<serde_json::Value>| {
+            scim(json!({"totalResults": resources.len(), "startIndex": 1,
+                        "itemsPerPage": resources.len(), "Resources": resources}))
+        };
+        let Some(filter) = request
+            .url
+            .query_pairs()
+            .find(|(k, _)| k == "filter")
+            .map(|(_, v)| v.into_owned())
+        else {
+            // A slow listing keeps the executor from verifying with a relisting.
+            return list(self.accounts.clone()).set_delay(SLOW);
+        };
+        match self.filtered {
+            FilteredUsers::Refused => ResponseTemplate::new(400).set_body_json(json!({
+                "schemas": ["urn:ietf:params:scim:api:messages:2.0:Error"],
+                "status": "400", "scimType": "invalidFilter", "detail": "or is not supported"})),
+            FilteredUsers::Ignored => list(self.accounts.clone()),
+            FilteredUsers::FirstOnly => list(
+                self.accounts
+                    .iter()
+                    .filter(|a| {
+                        filter.split(" or ").next() == Some(&format!("id eq {}", a["id"]) as &str)
+                    })
+                    .cloned()
+                    .collect(),
+            ),
+            FilteredUsers::Gone => list(Vec::new()),
+        }
+    }
+}
+
+/// Three leavers whose accounts are still active, and one person who stays (so
+/// that a listing holds an account no action touches). Writes are accepted and,
+/// unless `deleting`, change nothing; a deleted account reads 404 on its own.
+async fn workspace_answering(
+    filtered: FilteredUsers,
+    deleting: bool,
+) -> (MockServer, tempfile::TempDir, Config) {
+    let server = MockServer::start().await;
+    let (mut identities, mut accounts): (Vec<_>, Vec<_>) = (1..=3).map(leaver).unzip();
+    identities.push(json!({"id": "00u9", "userName": "stayer@example.com", "status": "active"}));
+    accounts.push(
+        json!({"id": "acc-9", "userName": "stayer@example.com", "externalId": "00u9",
+                         "active": true, "roles": [{"value": "Viewer", "primary": true}]}),
+    );
+    Mock::given(method("GET"))
+        .and(path("/ServiceProviderConfig"))
+        .respond_with(ResponseTemplate::new(404))
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/Users"))
+        .respond_with(UsersEndpoint {
+            accounts: accounts.clone(),
+            filtered,
+        })
+        .mount(&server)
+        .await;
+    for account in &accounts {
+        let id = account["id"].as_str().unwrap();
+        let answer = if deleting {
+            ResponseTemplate::new(404)
+        } else {
+            scim(account.clone())
+        };
+        Mock::given(method("GET"))
+            .and(path(format!("/Users/{id}")))
+            .respond_with(answer)
+            .mount(&server)
+            .await;
+    }
+    Mock::given(method("GET"))
+        .and(path("/Groups"))
+        .respond_with(scim(json!({"totalResults": 0, "Resources": []})).set_delay(SLOW))
+        .mount(&server)
+        .await;
+    Mock::given(method(if deleting { "DELETE" } else { "PATCH" }))
+        .and(path_regex("^/Users/acc-[0-9]+$"))
+        .respond_with(ResponseTemplate::new(204))
+        .expect(3)
+        .mount(&server)
+        .await;
+    let policy = if deleting {
+        "[deprovision]\naction = \"delete\"\n"
+    } else {
+        ""
+    };
+    let (dir, config) = configure(&server, json!({ "users": identities }), policy);
+    (server, dir, config)
+}
+
+/// The accounts read on their own, by id, sorted.
+async fn single_reads(server: &MockServer) -> Vec<String> {
+    let mut reads: Vec<String> = server
+        .received_requests()
+        .await
+        .unwrap()
+        .iter()
+        .filter(|r| r.method.as_str() == "GET")
+        .filter_map(|r| r.url.path().strip_prefix("/Users/").map(str::to_owned))
+        .collect();
+    reads.sort();
+    reads
+}
+
+async fn assert_three_still_active(config: &Config) {
+    let report = reconcile(config).await;
+    assert_eq!(report.summary.actions_failed, 3, "{:#?}", report.actions);
+    for action in &report.actions {
+        let error = action.error.as_deref().unwrap_or("");
+        assert!(error.contains("still active"), "{error}");
+    }
+}
+
+#[tokio::test]
+async fn changed_objects_are_read_by_one_filter_naming_them_all() {
+    let (server, _dir, config) = workspace_answering(FilteredUsers::Ignored, false).await;
+    // `Ignored` answers the whole workspace: acc-9 was not asked for.
+    assert_three_still_active(&config).await;
+    assert_eq!(
+        filters_read(&server, "/Users").await,
+        [r#"id eq "acc-1" or id eq "acc-2" or id eq "acc-3""#]
+    );
+    assert_eq!(
+        single_reads(&server).await,
+        ["acc-1", "acc-2", "acc-3"],
+        "an answer with an account not asked for is not trusted"
+    );
+}
+
+#[tokio::test]
+async fn a_provider_without_or_filters_is_read_object_by_object() {
+    let (server, _dir, config) = workspace_answering(FilteredUsers::Refused, false).await;
+    assert_three_still_active(&config).await;
+    assert_eq!(filters_read(&server, "/Users").await.len(), 1);
+    assert_eq!(single_reads(&server).await, ["acc-1", "acc-2", "acc-3"]);
+}
+
+#[tokio::test]
+async fn accounts_a_filter_left_out_are_read_on_their_own() {
+    let (server, _dir, config) = workspace_answering(FilteredUsers::FirstOnly, false).await;
+    // The left-out accounts exist and are still active: reading them on their own
+    // catches what a mishandled `or` hid.
+    assert_three_still_active(&config).await;
+    assert_eq!(single_reads(&server).await, ["acc-2", "acc-3"]);
+}
+
+#[tokio::test]
+async fn a_deletion_is_verified_by_a_read_of_its_own_not_by_absence_from_a_filter() {
+    let (server, _dir, config) = workspace_answering(FilteredUsers::Gone, true).await;
+    let report = reconcile(&config).await;
+    assert_eq!(report.summary.actions_applied, 3, "{:#?}", report.actions);
+    assert_eq!(report.summary.actions_failed, 0);
+    assert_eq!(filters_read(&server, "/Users").await.len(), 1);
+    assert_eq!(single_reads(&server).await, ["acc-1", "acc-2", "acc-3"]);
 }

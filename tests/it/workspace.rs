@@ -1249,6 +1249,33 @@ async fn interop_scim2_server_client_roundtrip() {
     assert_eq!(listed, expected);
     assert_eq!(snapshot.groups[0].display_name, "Engineering \"core\"");
 
+    // Verification reads objects many at a time with `id eq … or …`: scim2-server
+    // answers with exactly the ones that exist.
+    let wanted: Vec<String> = (0..60)
+        .map(id_of)
+        .chain(["does-not-exist".to_owned()])
+        .collect();
+    let batches = client.id_batches(wanted, usize::MAX);
+    assert_eq!(batches.len(), 2, "about 30 ids a request");
+    let mut found = Vec::new();
+    for batch in &batches {
+        found.extend(client.accounts_by_id(batch).await.unwrap());
+    }
+    let found: std::collections::BTreeMap<String, seatwarden::model::Account> =
+        found.into_iter().map(|a| (a.id.clone(), a)).collect();
+    let expected: BTreeSet<String> = (0..60).map(id_of).collect();
+    assert_eq!(found.keys().cloned().collect::<BTreeSet<_>>(), expected);
+    assert_eq!(found[&id_of(0)].roles, vec!["Owner".to_owned()]);
+    assert_eq!(found[&id_of(2)].display_name.as_deref(), Some("Renamed"));
+    let groups = client
+        .groups_by_id(std::slice::from_ref(&group.id))
+        .await
+        .unwrap();
+    assert_eq!(groups.len(), 1);
+    let members: BTreeSet<String> = groups[0].members.iter().cloned().collect();
+    assert_eq!(members, (0..100).map(id_of).collect::<BTreeSet<_>>());
+    assert!(client.id_filters_usable());
+
     client.delete_account(&id_of(249)).await.unwrap();
     assert_eq!(client.get_account(&id_of(249)).await.unwrap(), None);
     let stats = client.stats();
