@@ -111,7 +111,9 @@ fn configure(
         dir.path().join("seatwarden.toml"),
         format!(
             "[directory]\nkind = \"file\"\npath = \"directory.json\"\n\n\
-             [workspace]\nurl = \"{}\"\ntoken = \"t\"\n\n{policy}\n[safety]\nsettle = \"0s\"\n",
+             [workspace]\nurl = \"{}\"\ntoken = \"t\"\n\n{policy}\n[safety]\nsettle = \"0s\"\n\
+             max_deprovisions = 1000\nmax_deprovision_percent = 100\n\
+             max_deprovisions_per_day = 1000\n",
             server.uri()
         ),
     )
@@ -270,9 +272,11 @@ async fn actions_that_share_an_object_share_its_read() {
         [r#"id eq "acc-1""#],
         "{kinds:?}"
     );
-    assert_eq!(filters_read(&server, "/Groups").await, [r#"id eq "g-eng""#]);
+    // Two filtered reads to make: one object (the group) is read on its own first,
+    // to compare a filter's cost per object with.
+    assert_eq!(filters_read(&server, "/Groups").await, Vec::<String>::new());
     assert_eq!(reads_of(&server, "/Users/acc-1").await, 0);
-    assert_eq!(reads_of(&server, "/Groups/g-eng").await, 0);
+    assert_eq!(reads_of(&server, "/Groups/g-eng").await, 1);
 }
 
 /// How a mock workspace answers a `GET /Users?filter=…` (a listing without a
@@ -287,6 +291,8 @@ enum FilteredUsers {
     FirstOnly,
     /// None: every account the filter names is gone.
     Gone,
+    /// The right accounts, a second late: a provider that scans every user.
+    Slow,
 }
 
 struct UsersEndpoint {
@@ -324,22 +330,33 @@ impl wiremock::Respond for UsersEndpoint {
                     .collect(),
             ),
             FilteredUsers::Gone => list(Vec::new()),
+            FilteredUsers::Slow => list(
+                self.accounts
+                    .iter()
+                    .filter(|a| filter.contains(&format!("id eq {}", a["id"])))
+                    .cloned()
+                    .collect(),
+            )
+            .set_delay(std::time::Duration::from_secs(1)),
         }
     }
 }
 
-/// Three leavers whose accounts are still active, and one person who stays (so
-/// that a listing holds an account no action touches). Writes are accepted and,
-/// unless `deleting`, change nothing; a deleted account reads 404 on its own.
+/// `leavers` leavers whose accounts are still active, and one person who stays
+/// (so that a listing holds an account no action touches). Writes are accepted
+/// and, unless `deleting`, change nothing; a deleted account reads 404 on its own.
+/// Writes are slow (a filtered read is then clearly faster per object than a
+/// single read, which the executor measures on writes), except with `Slow`.
 async fn workspace_answering(
     filtered: FilteredUsers,
     deleting: bool,
+    leavers: usize,
 ) -> (MockServer, tempfile::TempDir, Config) {
     let server = MockServer::start().await;
-    let (mut identities, mut accounts): (Vec<_>, Vec<_>) = (1..=3).map(leaver).unzip();
-    identities.push(json!({"id": "00u9", "userName": "stayer@example.com", "status": "active"}));
+    let (mut identities, mut accounts): (Vec<_>, Vec<_>) = (1..=leavers).map(leaver).unzip();
+    identities.push(json!({"id": "stayer", "userName": "stayer@example.com", "status": "active"}));
     accounts.push(
-        json!({"id": "acc-9", "userName": "stayer@example.com", "externalId": "00u9",
+        json!({"id": "acc-stayer", "userName": "stayer@example.com", "externalId": "stayer",
                          "active": true, "roles": [{"value": "Viewer", "primary": true}]}),
     );
     Mock::given(method("GET"))
@@ -373,16 +390,23 @@ async fn workspace_answering(
         .respond_with(scim(json!({"totalResults": 0, "Resources": []})).set_delay(SLOW))
         .mount(&server)
         .await;
+    let write = ResponseTemplate::new(204);
+    let write = match filtered {
+        FilteredUsers::Slow => write,
+        _ => write.set_delay(SLOW),
+    };
     Mock::given(method(if deleting { "DELETE" } else { "PATCH" }))
         .and(path_regex("^/Users/acc-[0-9]+$"))
-        .respond_with(ResponseTemplate::new(204))
-        .expect(3)
+        .respond_with(write)
+        .expect(leavers as u64)
         .mount(&server)
         .await;
+    // Unthrottled (this lands in `[workspace]`): the rate limiter's waits would
+    // count in the write latency the executor measures.
     let policy = if deleting {
-        "[deprovision]\naction = \"delete\"\n"
+        "requests_per_second = 1000000\n[deprovision]\naction = \"delete\"\n"
     } else {
-        ""
+        "requests_per_second = 1000000\n"
     };
     let (dir, config) = configure(&server, json!({ "users": identities }), policy);
     (server, dir, config)
@@ -402,9 +426,13 @@ async fn single_reads(server: &MockServer) -> Vec<String> {
     reads
 }
 
-async fn assert_three_still_active(config: &Config) {
+async fn assert_still_active(config: &Config, leavers: usize) {
     let report = reconcile(config).await;
-    assert_eq!(report.summary.actions_failed, 3, "{:#?}", report.actions);
+    assert_eq!(
+        report.summary.actions_failed, leavers,
+        "{:#?}",
+        report.actions
+    );
     for action in &report.actions {
         let error = action.error.as_deref().unwrap_or("");
         assert!(error.contains("still active"), "{error}");
@@ -413,9 +441,9 @@ async fn assert_three_still_active(config: &Config) {
 
 #[tokio::test]
 async fn changed_objects_are_read_by_one_filter_naming_them_all() {
-    let (server, _dir, config) = workspace_answering(FilteredUsers::Ignored, false).await;
+    let (server, _dir, config) = workspace_answering(FilteredUsers::Ignored, false, 3).await;
     // `Ignored` answers the whole workspace: acc-9 was not asked for.
-    assert_three_still_active(&config).await;
+    assert_still_active(&config, 3).await;
     assert_eq!(
         filters_read(&server, "/Users").await,
         [r#"id eq "acc-1" or id eq "acc-2" or id eq "acc-3""#]
@@ -429,27 +457,45 @@ async fn changed_objects_are_read_by_one_filter_naming_them_all() {
 
 #[tokio::test]
 async fn a_provider_without_or_filters_is_read_object_by_object() {
-    let (server, _dir, config) = workspace_answering(FilteredUsers::Refused, false).await;
-    assert_three_still_active(&config).await;
+    let (server, _dir, config) = workspace_answering(FilteredUsers::Refused, false, 3).await;
+    assert_still_active(&config, 3).await;
     assert_eq!(filters_read(&server, "/Users").await.len(), 1);
     assert_eq!(single_reads(&server).await, ["acc-1", "acc-2", "acc-3"]);
 }
 
 #[tokio::test]
 async fn accounts_a_filter_left_out_are_read_on_their_own() {
-    let (server, _dir, config) = workspace_answering(FilteredUsers::FirstOnly, false).await;
+    let (server, _dir, config) = workspace_answering(FilteredUsers::FirstOnly, false, 3).await;
     // The left-out accounts exist and are still active: reading them on their own
     // catches what a mishandled `or` hid.
-    assert_three_still_active(&config).await;
+    assert_still_active(&config, 3).await;
     assert_eq!(single_reads(&server).await, ["acc-2", "acc-3"]);
 }
 
 #[tokio::test]
 async fn a_deletion_is_verified_by_a_read_of_its_own_not_by_absence_from_a_filter() {
-    let (server, _dir, config) = workspace_answering(FilteredUsers::Gone, true).await;
+    let (server, _dir, config) = workspace_answering(FilteredUsers::Gone, true, 3).await;
     let report = reconcile(&config).await;
     assert_eq!(report.summary.actions_applied, 3, "{:#?}", report.actions);
     assert_eq!(report.summary.actions_failed, 0);
     assert_eq!(filters_read(&server, "/Users").await.len(), 1);
     assert_eq!(single_reads(&server).await, ["acc-1", "acc-2", "acc-3"]);
+}
+
+#[tokio::test]
+async fn filters_slower_per_object_than_single_reads_are_given_up_after_the_first() {
+    let (server, _dir, config) = workspace_answering(FilteredUsers::Slow, false, 80).await;
+    assert_still_active(&config, 80).await;
+    let filters = filters_read(&server, "/Users").await;
+    assert_eq!(filters.len(), 1, "only the first batch is read by filter");
+    let in_first = filters[0].matches(" or ").count() + 1;
+    assert!(in_first < 80, "{in_first}");
+    // Everything the first batch did not ask for is read on its own, once.
+    let mut expected: Vec<String> = (1..=80)
+        .map(|n| format!("acc-{n}"))
+        .filter(|id| !filters[0].contains(&format!("\"{id}\"")))
+        .collect();
+    expected.sort();
+    assert_eq!(expected.len(), 80 - in_first);
+    assert_eq!(single_reads(&server).await, expected);
 }
