@@ -19,13 +19,17 @@ use serde_json::{Value, json};
 const TOKEN: &str = "sandbox-test-token";
 
 async fn start(seed: WorkspaceSnapshot, faults: Faults) -> Sandbox {
+    start_with(seed, faults, true).await
+}
+
+async fn start_with(seed: WorkspaceSnapshot, faults: Faults, or_filters: bool) -> Sandbox {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     Sandbox::start(
         listener,
         SandboxOptions {
             token: TOKEN.to_owned(),
             max_results: 1000,
-            or_filters: true,
+            or_filters,
             faults,
         },
         seed,
@@ -931,36 +935,46 @@ fn seed_with_duplicate() -> WorkspaceSnapshot {
 
 #[tokio::test]
 async fn sandbox_reconcile_converges_end_to_end() {
-    let stats = reconcile_against(Faults::default()).await;
+    let stats = reconcile_against(Faults::default(), true).await;
     assert_eq!(stats.faults_429 + stats.faults_5xx + stats.resets, 0);
+}
+
+/// Verification falls back to reading object by object (or a listing) when the
+/// workspace refuses `id eq … or …` filters.
+#[tokio::test]
+async fn sandbox_reconcile_converges_without_or_filters() {
+    reconcile_against(Faults::default(), false).await;
 }
 
 #[tokio::test]
 async fn sandbox_reconcile_converges_through_faults() {
     // Retry-After: 0, so the default retry policy the config builds waits only its
     // own backoff.
-    let stats = reconcile_against(Faults {
-        rate_429: 0.1,
-        rate_5xx: 0.03,
-        rate_reset: 0.03,
-        retry_after_secs: 0,
-        seed: 5,
-        ..Faults::default()
-    })
+    let stats = reconcile_against(
+        Faults {
+            rate_429: 0.1,
+            rate_5xx: 0.03,
+            rate_reset: 0.03,
+            retry_after_secs: 0,
+            seed: 5,
+            ..Faults::default()
+        },
+        true,
+    )
     .await;
     assert!(stats.faults_429 > 0, "{stats:?}");
 }
 
 /// Seeds the sandbox with a synthetic drifted workspace, reconciles it with the
 /// whole pipeline, and checks convergence; returns the sandbox's stats.
-async fn reconcile_against(faults: Faults) -> seatwarden::sandbox::SandboxStats {
+async fn reconcile_against(faults: Faults, or_filters: bool) -> seatwarden::sandbox::SandboxStats {
     let data = synth::generate(&SynthSpec {
         people: 300,
         groups: 6,
         drift_percent: 10.0,
         seed: 1,
     });
-    let sandbox = start(data.workspace.clone(), faults).await;
+    let sandbox = start_with(data.workspace.clone(), faults, or_filters).await;
     let url = sandbox.base_url();
 
     let dir = tempfile::tempdir().unwrap();
