@@ -464,6 +464,19 @@ async fn a_provider_without_or_filters_is_read_object_by_object() {
 }
 
 #[tokio::test]
+async fn once_a_filter_is_refused_no_other_is_sent() {
+    let (server, _dir, config) = workspace_answering(FilteredUsers::Refused, false, 80).await;
+    assert_still_active(&config, 80).await;
+    assert_eq!(filters_read(&server, "/Users").await.len(), 1);
+    let expected: std::collections::BTreeSet<String> =
+        (1..=80).map(|n| format!("acc-{n}")).collect();
+    let read: std::collections::BTreeSet<String> =
+        single_reads(&server).await.into_iter().collect();
+    assert_eq!(read, expected);
+    assert_eq!(single_reads(&server).await.len(), 80, "each read once");
+}
+
+#[tokio::test]
 async fn accounts_a_filter_left_out_are_read_on_their_own() {
     let (server, _dir, config) = workspace_answering(FilteredUsers::FirstOnly, false, 3).await;
     // The left-out accounts exist and are still active: reading them on their own
