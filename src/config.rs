@@ -19,8 +19,8 @@ use secrecy::SecretString;
 use serde::{Deserialize, Serialize, Serializer};
 
 use crate::directory::{
-    Directory, EntraAuth, EntraSettings, EntraSource, FileSource, OktaAuth, OktaSettings,
-    OktaSource, Secret,
+    Directory, EntraAuth, EntraSettings, EntraSource, FileSource, LdapFlavor, LdapSettings,
+    LdapSource, OktaAuth, OktaSettings, OktaSource, Secret,
 };
 use crate::guard::GuardSettings;
 use crate::model::Role;
@@ -141,6 +141,42 @@ pub enum DirectoryConfig {
         /// Keeps a snapshot inside Graph's directory read budget; 0 disables.
         #[serde(default = "defaults::entra_requests_per_second")]
         requests_per_second: u32,
+        #[serde(default = "defaults::timeout")]
+        timeout: String,
+    },
+    /// Active Directory or OpenLDAP: a simple bind (`bind_dn` +
+    /// `bind_password_file`), paged searches for users and groups.
+    Ldap {
+        /// `ldaps://host[:port]`, or `ldap://host[:port]` (with `start_tls`).
+        url: String,
+        #[serde(default)]
+        start_tls: bool,
+        /// PEM: the only CA trusted for the server (instead of the system's roots).
+        #[serde(default)]
+        ca_file: Option<PathBuf>,
+        bind_dn: String,
+        #[serde(default, serialize_with = "redacted")]
+        bind_password: Option<SecretString>,
+        #[serde(default)]
+        bind_password_file: Option<PathBuf>,
+        /// Where users are searched (subtree).
+        base_dn: String,
+        /// Where groups are searched; default `base_dn`.
+        #[serde(default)]
+        group_base_dn: Option<String>,
+        /// `active_directory` (default) or `openldap`: the defaults below.
+        #[serde(default)]
+        flavor: LdapFlavor,
+        #[serde(default)]
+        user_filter: Option<String>,
+        #[serde(default)]
+        group_filter: Option<String>,
+        #[serde(default)]
+        id_attribute: Option<String>,
+        #[serde(default)]
+        user_name_attribute: Option<String>,
+        #[serde(default = "defaults::ldap_page_size")]
+        page_size: u32,
         #[serde(default = "defaults::timeout")]
         timeout: String,
     },
@@ -526,6 +562,10 @@ mod defaults {
     }
     /// Well below Okta's 75 concurrent requests per org, which other
     /// integrations share.
+    /// Active Directory's default MaxPageSize is 1,000.
+    pub fn ldap_page_size() -> u32 {
+        500
+    }
     pub fn okta_max_concurrency() -> usize {
         8
     }
@@ -629,6 +669,14 @@ impl Config {
                 client_secret_file.iter_mut().for_each(resolve);
                 certificate_file.iter_mut().for_each(resolve);
                 private_key_file.iter_mut().for_each(resolve);
+            }
+            DirectoryConfig::Ldap {
+                ca_file,
+                bind_password_file,
+                ..
+            } => {
+                ca_file.iter_mut().for_each(resolve);
+                bind_password_file.iter_mut().for_each(resolve);
             }
         }
         if let Some(file) = &mut self.workspace.token_file {
@@ -984,9 +1032,104 @@ impl Config {
                 }
                 (*max_concurrency, timeout)
             }
+            DirectoryConfig::Ldap { .. } => return self.validate_ldap(),
         };
         if max_concurrency == 0 {
             return Err(self.key_error("directory.max_concurrency", "must be at least 1"));
+        }
+        parse_duration(timeout).map_err(|e| self.key_error("directory.timeout", e))?;
+        Ok(())
+    }
+
+    /// `kind = "ldap"`: an ldap(s) URL, StartTLS only on ldap://, one password,
+    /// DNs and filters that parse, a page size the servers accept.
+    fn validate_ldap(&self) -> Result<(), ConfigError> {
+        let DirectoryConfig::Ldap {
+            url,
+            start_tls,
+            bind_dn,
+            bind_password,
+            bind_password_file,
+            base_dn,
+            group_base_dn,
+            user_filter,
+            group_filter,
+            id_attribute,
+            user_name_attribute,
+            page_size,
+            timeout,
+            ..
+        } = &self.directory
+        else {
+            return Ok(());
+        };
+        let parsed = url::Url::parse(url)
+            .map_err(|e| self.key_error("directory.url", format!("not a URL: {e}")))?;
+        match parsed.scheme() {
+            "ldaps" if *start_tls => {
+                return Err(self.key_error(
+                    "directory.start_tls",
+                    "ldaps:// is TLS from the start; use start_tls only with ldap://",
+                ));
+            }
+            "ldap" | "ldaps" => {}
+            _ => {
+                return Err(self.key_error("directory.url", "must be an ldap:// or ldaps:// URL"));
+            }
+        }
+        if parsed.host_str().is_none_or(str::is_empty) {
+            return Err(self.key_error("directory.url", "names no host"));
+        }
+        if !matches!(parsed.path(), "" | "/") || parsed.query().is_some() {
+            return Err(self.key_error(
+                "directory.url",
+                "only scheme, host and port: set the search base with directory.base_dn",
+            ));
+        }
+        match (bind_password, bind_password_file) {
+            (Some(_), Some(_)) => {
+                return Err(self.key_error(
+                    "directory.bind_password",
+                    "set either bind_password or bind_password_file, not both",
+                ));
+            }
+            (None, None) => {
+                return Err(self.key_error(
+                    "directory.bind_password_file",
+                    "missing: the password of directory.bind_dn (a file, or bind_password)",
+                ));
+            }
+            _ => {}
+        }
+        for (key, value) in [
+            ("directory.bind_dn", Some(bind_dn)),
+            ("directory.base_dn", Some(base_dn)),
+            ("directory.group_base_dn", group_base_dn.as_ref()),
+            ("directory.id_attribute", id_attribute.as_ref()),
+            (
+                "directory.user_name_attribute",
+                user_name_attribute.as_ref(),
+            ),
+        ] {
+            if value.is_some_and(|v| v.trim().is_empty()) {
+                return Err(self.key_error(key, "must not be empty"));
+            }
+        }
+        for (key, filter) in [
+            ("directory.user_filter", user_filter),
+            ("directory.group_filter", group_filter),
+        ] {
+            if let Some(filter) = filter
+                && ldap3::parse_filter(filter).is_err()
+            {
+                return Err(self.key_error(
+                    key,
+                    format!("{filter:?} is not an LDAP filter (RFC 4515), e.g. (objectClass=user)"),
+                ));
+            }
+        }
+        if *page_size == 0 || i32::try_from(*page_size).is_err() {
+            return Err(self.key_error("directory.page_size", "must be at least 1"));
         }
         parse_duration(timeout).map_err(|e| self.key_error("directory.timeout", e))?;
         Ok(())
@@ -1088,6 +1231,53 @@ impl Config {
                     retry: RetryPolicy::default(),
                 }))
             }
+            DirectoryConfig::Ldap {
+                url,
+                start_tls,
+                ca_file,
+                bind_dn,
+                bind_password,
+                bind_password_file,
+                base_dn,
+                group_base_dn,
+                flavor,
+                user_filter,
+                group_filter,
+                id_attribute,
+                user_name_attribute,
+                page_size,
+                timeout: t,
+            } => Directory::Ldap(LdapSource::new(LdapSettings {
+                url: url.clone(),
+                start_tls: *start_tls,
+                ca_file: ca_file.clone(),
+                bind_dn: bind_dn.clone(),
+                bind_password: secret(
+                    bind_password,
+                    bind_password_file,
+                    "directory.bind_password_file",
+                ),
+                base_dn: base_dn.clone(),
+                group_base_dn: group_base_dn.clone().unwrap_or_else(|| base_dn.clone()),
+                flavor: *flavor,
+                user_filter: user_filter
+                    .clone()
+                    .unwrap_or_else(|| flavor.default_user_filter().to_owned()),
+                group_filter: group_filter
+                    .clone()
+                    .unwrap_or_else(|| flavor.default_group_filter().to_owned()),
+                id_attribute: id_attribute
+                    .clone()
+                    .unwrap_or_else(|| flavor.default_id_attribute().to_owned()),
+                user_name_attribute: user_name_attribute
+                    .clone()
+                    .unwrap_or_else(|| flavor.default_user_name_attribute().to_owned()),
+                page_size: *page_size,
+                scope_groups,
+                mapped_groups,
+                timeout: timeout(t),
+                retry: RetryPolicy::default(),
+            })),
         }
     }
 

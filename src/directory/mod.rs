@@ -6,12 +6,13 @@
 //! invariant 3).
 //!
 //! Sources are an enum rather than a trait object: the set is closed (file, Okta,
-//! Entra now; LDAP, SCIM later), `snapshot` is async, and `match` keeps the dispatch
+//! Entra, LDAP now; SCIM later), `snapshot` is async, and `match` keeps the dispatch
 //! visible and free of boxing.
 
 pub mod entra;
 pub mod file;
 mod jwt;
+pub mod ldap;
 pub mod okta;
 mod remote;
 
@@ -25,6 +26,7 @@ use crate::retry::Transient;
 
 pub use entra::{EntraAuth, EntraSettings, EntraSource};
 pub use file::FileSource;
+pub use ldap::{LdapFlavor, LdapSettings, LdapSource};
 pub use okta::{OktaAuth, OktaSettings, OktaSource};
 pub use remote::{RemoteStats, Secret};
 
@@ -97,6 +99,14 @@ pub enum DirectoryError {
     /// A success status with a body or headers the connector cannot use.
     #[error("{endpoint}: malformed response: {what}")]
     Malformed { endpoint: String, what: String },
+    /// An LDAP server answered an operation with an error result (RFC 4511 §4.1.9):
+    /// the code, its name, the server's diagnostic text and what to check.
+    #[error("{endpoint}: {detail}")]
+    Ldap {
+        endpoint: String,
+        code: u32,
+        detail: String,
+    },
     /// The configured scope does not exist in the directory (a `scope_groups` name,
     /// an app id); reading on would make everyone look out of scope.
     #[error("{provider}: {message}")]
@@ -130,6 +140,8 @@ impl DirectoryError {
             DirectoryError::Status { status, .. } => {
                 *status == 429 || (*status >= 500 && *status != 501)
             }
+            // busy, unavailable
+            DirectoryError::Ldap { code, .. } => matches!(code, 51 | 52),
         }
     }
 
@@ -185,6 +197,8 @@ pub enum Directory {
     Okta(OktaSource),
     /// Microsoft Entra ID through Microsoft Graph (see [`entra`]).
     Entra(EntraSource),
+    /// Active Directory or OpenLDAP (see [`ldap`](mod@ldap)).
+    Ldap(LdapSource),
 }
 
 impl Directory {
@@ -200,6 +214,7 @@ impl Directory {
                 Directory::File(source) => source.snapshot().await,
                 Directory::Okta(source) => source.snapshot().await,
                 Directory::Entra(source) => source.snapshot().await,
+                Directory::Ldap(source) => source.snapshot().await,
             }
         })
     }
@@ -220,6 +235,11 @@ impl Directory {
                 }),
                 Directory::Okta(source) => source.changes_since(cursor).await,
                 Directory::Entra(source) => source.changes_since(cursor).await,
+                // No delta that shows deletions without tombstone access.
+                Directory::Ldap(source) => Ok(DirectoryChanges::Full {
+                    snapshot: source.snapshot().await?,
+                    cursor: None,
+                }),
             }
         })
     }
@@ -230,6 +250,7 @@ impl Directory {
             Directory::File(source) => format!("file {}", source.path().display()),
             Directory::Okta(source) => format!("okta {}", source.url()),
             Directory::Entra(source) => format!("entra tenant {}", source.tenant_id()),
+            Directory::Ldap(source) => format!("ldap {}", source.url()),
         }
     }
 }

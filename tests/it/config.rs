@@ -6,6 +6,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use seatwarden::config::{Config, DirectoryConfig};
+use seatwarden::directory::{Directory, LdapFlavor};
 use seatwarden::model::Role;
 
 const MINIMAL: &str = r#"
@@ -292,6 +293,118 @@ fn the_entra_example_loads() {
     assert_eq!(tenant_id, "00000000-0000-0000-0000-000000000000");
     assert!(client_secret_file.is_some());
     assert_eq!(*requests_per_second, 50);
+}
+
+#[test]
+fn the_ldap_example_loads_with_active_directory_defaults() {
+    let config = example("ldap.example.toml");
+    let DirectoryConfig::Ldap {
+        flavor, page_size, ..
+    } = &config.directory
+    else {
+        panic!("expected ldap");
+    };
+    assert_eq!(*flavor, LdapFlavor::ActiveDirectory);
+    assert_eq!(*page_size, 500);
+    let Directory::Ldap(source) = config.directory() else {
+        panic!("expected an LDAP source");
+    };
+    let settings = source.settings();
+    assert_eq!(
+        settings.user_filter,
+        "(&(objectCategory=person)(objectClass=user))"
+    );
+    assert_eq!(settings.id_attribute, "objectGUID");
+    assert_eq!(settings.user_name_attribute, "userPrincipalName");
+    assert_eq!(
+        settings.group_base_dn,
+        "OU=Groups,DC=corp,DC=example,DC=com"
+    );
+    assert_eq!(settings.scope_groups, ["Taskade Users"]);
+    assert_eq!(
+        config.directory().describe(),
+        "ldap ldaps://dc1.corp.example.com"
+    );
+}
+
+#[test]
+fn ldap_settings_are_checked_and_named() {
+    let ldap = |keys: &str| {
+        load(
+            &format!(
+                "[directory]\nkind = \"ldap\"\nbind_dn = \"cn=svc,dc=example,dc=com\"\n\
+                 base_dn = \"dc=example,dc=com\"\n{keys}{WORKSPACE}"
+            ),
+            &[],
+        )
+    };
+    let password = "bind_password_file = \"pw\"\n";
+    for (keys, key, says) in [
+        (
+            "url = \"ldap://dc1\"\n",
+            "directory.bind_password_file",
+            "missing",
+        ),
+        (
+            "url = \"ldap://dc1\"\nbind_password = \"a\"\nbind_password_file = \"pw\"\n",
+            "directory.bind_password",
+            "not both",
+        ),
+        (
+            "url = \"https://dc1\"\nbind_password_file = \"pw\"\n",
+            "directory.url",
+            "ldap://",
+        ),
+        (
+            "url = \"ldaps://dc1\"\nstart_tls = true\nbind_password_file = \"pw\"\n",
+            "directory.start_tls",
+            "only with ldap://",
+        ),
+        (
+            "url = \"ldap://dc1/dc=example,dc=com\"\nbind_password_file = \"pw\"\n",
+            "directory.url",
+            "directory.base_dn",
+        ),
+        (
+            "url = \"ldap://dc1\"\nbind_password_file = \"pw\"\nuser_filter = \"(&(objectClass=user)\"\n",
+            "directory.user_filter",
+            "RFC 4515",
+        ),
+        (
+            "url = \"ldap://dc1\"\nbind_password_file = \"pw\"\npage_size = 0\n",
+            "directory.page_size",
+            "at least 1",
+        ),
+        (
+            "url = \"ldap://dc1\"\nbind_password_file = \"pw\"\nflavor = \"novell\"\n",
+            // Inside the tagged [directory] table serde names only the table.
+            "directory",
+            "unknown variant `novell`, expected `active_directory` or `openldap`",
+        ),
+    ] {
+        let error = ldap(keys).unwrap_err();
+        assert!(
+            error.contains(key) && error.contains(says),
+            "{keys}: {error}"
+        );
+        assert!(error.contains("seatwarden.toml"), "{error}");
+    }
+    let openldap = ldap(&format!(
+        "url = \"ldap://dc1:389\"\nflavor = \"openldap\"\n{password}"
+    ))
+    .unwrap();
+    let DirectoryConfig::Ldap {
+        bind_password_file, ..
+    } = &openldap.directory
+    else {
+        panic!("expected ldap");
+    };
+    assert!(bind_password_file.as_ref().unwrap().is_absolute());
+    let Directory::Ldap(source) = openldap.directory() else {
+        panic!("expected an LDAP source");
+    };
+    assert_eq!(source.settings().id_attribute, "entryUUID");
+    assert_eq!(source.settings().group_base_dn, "dc=example,dc=com");
 }
 
 const WORKSPACE: &str =

@@ -1,0 +1,1199 @@
+//! LDAP directories (`kind = "ldap"`): Active Directory and OpenLDAP, read-only.
+//!
+//! - Connection: `ldaps://`, or `ldap://` upgraded with StartTLS (`start_tls`), or
+//!   plain `ldap://`; a simple bind as `bind_dn` with the password from
+//!   `bind_password_file`. TLS trusts the system's roots, or only `ca_file` when it
+//!   is set (a private CA). One connection per snapshot; every operation, and every
+//!   entry of a search, is bounded by `timeout`.
+//! - Users: one subtree search of `base_dn` with `user_filter`, in pages of
+//!   `page_size` (Simple Paged Results, RFC 2696; Active Directory answers at most
+//!   1,000 entries a page). Groups: one search of `group_base_dn` (default
+//!   `base_dn`) with `group_filter`; members from `member` (and `uniqueMember` on
+//!   OpenLDAP). Active Directory sends the members of a group of more than 1,500 as
+//!   `member;range=0-1499`; the rest is read range by range.
+//! - A person's groups are the groups the policy names (`scope_groups` and the
+//!   mappings; every group when it names none) and the groups nested in them: a
+//!   member that is a group brings its members (a cycle is harmless). Only those
+//!   groups' further member ranges are read. Members that are not users of the user
+//!   search (computers, contacts, people outside `base_dn`) are left out. A group's
+//!   name is its `cn`. Membership through Active Directory's primary group
+//!   (`primaryGroupID`, usually "Domain Users") is not in `member` and is not seen.
+//! - Status, Active Directory: ACCOUNTDISABLE (0x2) in `userAccountControl`, or an
+//!   `accountExpires` in the past → suspended; otherwise active. OpenLDAP: an
+//!   administrative lock (`pwdAccountLockedTime: 000001010000Z`, ppolicy) →
+//!   suspended; a lock after failed logins (any other time) ends by itself and is
+//!   not. A deleted entry is absent. There is no "deprovisioned" status.
+//! - Ids: `objectGUID` (16 bytes, written as the usual GUID text) on Active
+//!   Directory, `entryUUID` on OpenLDAP, or `id_attribute`. userName:
+//!   `userPrincipalName` on Active Directory, `mail` on OpenLDAP, or
+//!   `user_name_attribute`.
+//! - Anything wrong fails the whole snapshot, never a partial directory: a search
+//!   that ends with an error, an entry that cannot be decoded, a user without an
+//!   id or a userName (narrow `user_filter`, e.g. `(mail=*)`, to leave such entries
+//!   out), two users with one id, a `scope_groups` name no group has.
+//! - No `changes_since` delta: the daemon's sweep reads the whole directory (a
+//!   deleted entry is only seen as absent without access to tombstones).
+
+use std::collections::{BTreeSet, HashMap};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use ldap3::adapters::PagedResults;
+use ldap3::{Ldap, LdapConnAsync, LdapConnSettings, LdapError, ResultEntry, Scope, SearchEntry};
+use secrecy::ExposeSecret;
+use serde::{Deserialize, Serialize};
+
+use super::{DirectoryError, Secret};
+use crate::model::{DirectorySnapshot, Identity, IdentityStatus};
+use crate::retry::RetryPolicy;
+
+/// Which server family the defaults (filters, attributes, status) are for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+pub enum LdapFlavor {
+    #[default]
+    #[serde(rename = "active_directory")]
+    ActiveDirectory,
+    #[serde(rename = "openldap")]
+    OpenLdap,
+}
+
+impl LdapFlavor {
+    pub fn default_user_filter(self) -> &'static str {
+        match self {
+            LdapFlavor::ActiveDirectory => "(&(objectCategory=person)(objectClass=user))",
+            LdapFlavor::OpenLdap => "(objectClass=inetOrgPerson)",
+        }
+    }
+
+    pub fn default_group_filter(self) -> &'static str {
+        match self {
+            LdapFlavor::ActiveDirectory => "(objectClass=group)",
+            LdapFlavor::OpenLdap => "(|(objectClass=groupOfNames)(objectClass=groupOfUniqueNames))",
+        }
+    }
+
+    pub fn default_id_attribute(self) -> &'static str {
+        match self {
+            LdapFlavor::ActiveDirectory => "objectGUID",
+            LdapFlavor::OpenLdap => "entryUUID",
+        }
+    }
+
+    pub fn default_user_name_attribute(self) -> &'static str {
+        match self {
+            LdapFlavor::ActiveDirectory => "userPrincipalName",
+            LdapFlavor::OpenLdap => "mail",
+        }
+    }
+
+    fn department_attribute(self) -> &'static str {
+        match self {
+            LdapFlavor::ActiveDirectory => "department",
+            LdapFlavor::OpenLdap => "departmentNumber",
+        }
+    }
+
+    fn member_attributes(self) -> &'static [&'static str] {
+        match self {
+            LdapFlavor::ActiveDirectory => &["member"],
+            LdapFlavor::OpenLdap => &["member", "uniqueMember"],
+        }
+    }
+
+    fn status_attributes(self) -> &'static [&'static str] {
+        match self {
+            LdapFlavor::ActiveDirectory => &["userAccountControl", "accountExpires"],
+            LdapFlavor::OpenLdap => &["pwdAccountLockedTime"],
+        }
+    }
+}
+
+/// Everything a snapshot needs, filters and attributes already defaulted.
+#[derive(Debug, Clone)]
+pub struct LdapSettings {
+    /// `ldap://host[:port]` or `ldaps://host[:port]`.
+    pub url: String,
+    pub start_tls: bool,
+    /// PEM file of the only CA trusted for the server, instead of the system's roots.
+    pub ca_file: Option<PathBuf>,
+    pub bind_dn: String,
+    pub bind_password: Secret,
+    pub base_dn: String,
+    pub group_base_dn: String,
+    pub flavor: LdapFlavor,
+    pub user_filter: String,
+    pub group_filter: String,
+    pub id_attribute: String,
+    pub user_name_attribute: String,
+    pub page_size: u32,
+    /// `policy.scope_groups`: each must be a group the group search finds.
+    pub scope_groups: Vec<String>,
+    /// The other groups the policy maps; with `scope_groups`, the groups whose
+    /// members (and nested groups) are read in full.
+    pub mapped_groups: Vec<String>,
+    pub timeout: Duration,
+    pub retry: RetryPolicy,
+}
+
+/// A configured LDAP directory; cheap to clone.
+#[derive(Debug, Clone)]
+pub struct LdapSource {
+    settings: Arc<LdapSettings>,
+}
+
+impl LdapSource {
+    pub fn new(settings: LdapSettings) -> LdapSource {
+        LdapSource {
+            settings: Arc::new(settings),
+        }
+    }
+
+    pub fn url(&self) -> &str {
+        &self.settings.url
+    }
+
+    pub fn settings(&self) -> &LdapSettings {
+        &self.settings
+    }
+
+    /// Every user of the user search, with the groups they are in, directly or
+    /// through nested groups. Transient failures (connection, timeout, a busy or
+    /// unavailable server) are retried with a new connection.
+    pub async fn snapshot(&self) -> Result<DirectorySnapshot, DirectoryError> {
+        crate::retry::retry(
+            self.settings.retry,
+            || self.read(),
+            |e, delay| tracing::warn!(error = %e, ?delay, "reading the LDAP directory failed; retrying"),
+        )
+        .await
+    }
+
+    async fn read(&self) -> Result<DirectorySnapshot, DirectoryError> {
+        let mut ldap = self.connect().await?;
+        let read = self.read_connected(&mut ldap).await;
+        // The snapshot is complete or failed either way; a failed unbind only means
+        // the connection is already gone.
+        if let Err(e) = ldap.unbind().await {
+            tracing::debug!(error = %e, "LDAP unbind failed");
+        }
+        read
+    }
+
+    async fn connect(&self) -> Result<Ldap, DirectoryError> {
+        let s = &self.settings;
+        // Another component may have installed it already; either way one is there.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let mut connection = LdapConnSettings::new()
+            .set_conn_timeout(s.timeout)
+            .set_starttls(s.start_tls);
+        if let Some(ca_file) = &s.ca_file {
+            connection = connection.set_config(tls_config(ca_file)?);
+        }
+        let (driver, mut ldap) = LdapConnAsync::with_settings(connection, &s.url)
+            .await
+            .map_err(|e| self.failure("connect", e))?;
+        tokio::spawn(async move {
+            if let Err(e) = driver.drive().await {
+                tracing::debug!(error = %e, "LDAP connection ended");
+            }
+        });
+        let password = s.bind_password.read()?;
+        ldap.with_timeout(s.timeout);
+        ldap.simple_bind(&s.bind_dn, password.expose_secret())
+            .await
+            .and_then(|result| result.success())
+            .map_err(|e| self.failure(&format!("bind as {:?}", s.bind_dn), e))?;
+        Ok(ldap)
+    }
+
+    async fn read_connected(&self, ldap: &mut Ldap) -> Result<DirectorySnapshot, DirectoryError> {
+        let s = &self.settings;
+        let flavor = s.flavor;
+        let mut user_attributes = vec![
+            s.id_attribute.clone(),
+            s.user_name_attribute.clone(),
+            "mail".to_owned(),
+            "givenName".to_owned(),
+            "sn".to_owned(),
+            "displayName".to_owned(),
+            flavor.department_attribute().to_owned(),
+        ];
+        user_attributes.extend(flavor.status_attributes().iter().map(|a| (*a).to_owned()));
+        let users = self
+            .search(ldap, "users", &s.base_dn, &s.user_filter, user_attributes)
+            .await?;
+        let mut group_attributes = vec!["cn".to_owned()];
+        group_attributes.extend(flavor.member_attributes().iter().map(|a| (*a).to_owned()));
+        let mut groups = Vec::new();
+        for entry in self
+            .search(
+                ldap,
+                "groups",
+                &s.group_base_dn,
+                &s.group_filter,
+                group_attributes,
+            )
+            .await?
+        {
+            groups.push(self.group(entry)?);
+        }
+        let groups = self.groups_in_use(ldap, groups).await?;
+        let now = Utc::now();
+        let mut people = Vec::with_capacity(users.len());
+        for entry in &users {
+            people.push(
+                person(entry, s, now).map_err(|what| DirectoryError::Malformed {
+                    endpoint: format!("{} user {:?}", s.url, entry.dn),
+                    what,
+                })?,
+            );
+        }
+        for name in &s.scope_groups {
+            if !groups.iter().any(|g| &g.name == name) {
+                return Err(DirectoryError::Scope {
+                    provider: "ldap",
+                    message: format!(
+                        "scope group {name:?} is not the cn of a group under {:?} matching {}; \
+                         check policy.scope_groups and directory.group_filter",
+                        s.group_base_dn, s.group_filter
+                    ),
+                });
+            }
+        }
+        identities(people, &groups).map(|identities| DirectorySnapshot {
+            identities,
+            complete: true,
+        })
+    }
+
+    /// A group entry with the members it carries; a ranged attribute's further
+    /// ranges are read by [`LdapSource::groups_in_use`] if the group is needed.
+    fn group(&self, entry: SearchEntry) -> Result<Group, DirectoryError> {
+        let name = first_text(&entry, "cn")
+            .ok_or_else(|| self.malformed_group(&entry.dn, "the group has no cn".to_owned()))?
+            .to_owned();
+        let mut members = Vec::new();
+        let mut unfinished = Vec::new();
+        for attribute in self.settings.flavor.member_attributes() {
+            let mut ranged = RangedValues::new(attribute);
+            let next = ranged
+                .take(entry.attrs.clone())
+                .map_err(|what| self.malformed_group(&entry.dn, what))?;
+            match next {
+                Some(range) => unfinished.push((ranged, range)),
+                None => members.extend(ranged.values),
+            }
+        }
+        Ok(Group {
+            name,
+            raw_dn: entry.dn.clone(),
+            dn: normalize_dn(&entry.dn),
+            members: members.iter().map(|m| normalize_dn(m)).collect(),
+            unfinished,
+        })
+    }
+
+    /// The groups the policy names (`scope_groups` and the mappings; every group
+    /// when it names none) and the groups nested in them, each with all its
+    /// members: a huge group nobody maps ("Domain Users") costs no range reads.
+    async fn groups_in_use(
+        &self,
+        ldap: &mut Ldap,
+        mut groups: Vec<Group>,
+    ) -> Result<Vec<Group>, DirectoryError> {
+        let s = &self.settings;
+        let named = |g: &Group| {
+            (s.scope_groups.is_empty() && s.mapped_groups.is_empty())
+                || s.scope_groups.contains(&g.name)
+                || s.mapped_groups.contains(&g.name)
+        };
+        let group_at: HashMap<String, usize> = groups
+            .iter()
+            .enumerate()
+            .map(|(i, g)| (g.dn.clone(), i))
+            .collect();
+        let mut used = vec![false; groups.len()];
+        let mut pending: Vec<usize> = (0..groups.len()).filter(|&i| named(&groups[i])).collect();
+        while let Some(i) = pending.pop() {
+            if std::mem::replace(&mut used[i], true) {
+                continue;
+            }
+            self.read_remaining_ranges(ldap, &mut groups[i]).await?;
+            pending.extend(
+                groups[i]
+                    .members
+                    .iter()
+                    .filter_map(|member| group_at.get(member).copied())
+                    .filter(|&nested| !used[nested]),
+            );
+        }
+        Ok(groups
+            .into_iter()
+            .zip(used)
+            .filter_map(|(group, used)| used.then_some(group))
+            .collect())
+    }
+
+    /// Reads the rest of each ranged member attribute of `group`.
+    async fn read_remaining_ranges(
+        &self,
+        ldap: &mut Ldap,
+        group: &mut Group,
+    ) -> Result<(), DirectoryError> {
+        for (mut ranged, range) in std::mem::take(&mut group.unfinished) {
+            let mut next = Some(range);
+            while let Some(range) = next {
+                let answer = self.read_range(ldap, &group.raw_dn, &range).await?;
+                next = ranged
+                    .take(answer)
+                    .map_err(|what| self.malformed_group(&group.raw_dn, what))?;
+            }
+            group
+                .members
+                .extend(ranged.values.iter().map(|m| normalize_dn(m)));
+        }
+        Ok(())
+    }
+
+    fn malformed_group(&self, dn: &str, what: String) -> DirectoryError {
+        DirectoryError::Malformed {
+            endpoint: format!("{} group {dn:?}", self.settings.url),
+            what,
+        }
+    }
+
+    /// One more range of a group's members: a base search asking for `range`
+    /// (`member;range=1500-*`).
+    async fn read_range(
+        &self,
+        ldap: &mut Ldap,
+        dn: &str,
+        range: &str,
+    ) -> Result<HashMap<String, Vec<String>>, DirectoryError> {
+        let operation = format!("read {range} of {dn:?}");
+        ldap.with_timeout(self.settings.timeout);
+        let (entries, result) = ldap
+            .search(dn, Scope::Base, "(objectClass=*)", vec![range])
+            .await
+            .and_then(|answer| answer.success())
+            .map_err(|e| self.failure(&operation, e))?;
+        drop(result);
+        let mut attrs = HashMap::new();
+        for raw in entries {
+            if raw.is_ref() || raw.is_intermediate() {
+                continue;
+            }
+            attrs.extend(decode(raw, &self.settings.url, &operation)?.attrs);
+        }
+        Ok(attrs)
+    }
+
+    /// A paged subtree search; every entry, or an error.
+    async fn search(
+        &self,
+        ldap: &mut Ldap,
+        what: &str,
+        base: &str,
+        filter: &str,
+        attributes: Vec<String>,
+    ) -> Result<Vec<SearchEntry>, DirectoryError> {
+        let operation = format!("search {what} under {base:?} with {filter}");
+        let page_size = i32::try_from(self.settings.page_size).unwrap_or(i32::MAX);
+        ldap.with_timeout(self.settings.timeout);
+        let mut stream = ldap
+            .streaming_search_with(
+                PagedResults::new(page_size),
+                base,
+                Scope::Subtree,
+                filter,
+                attributes,
+            )
+            .await
+            .map_err(|e| self.failure(&operation, e))?;
+        let mut entries = Vec::new();
+        let mut references = 0_usize;
+        loop {
+            match stream.next().await {
+                Ok(Some(raw)) if raw.is_ref() || raw.is_intermediate() => references += 1,
+                Ok(Some(raw)) => entries.push(decode(raw, &self.settings.url, &operation)?),
+                Ok(None) => break,
+                Err(e) => return Err(self.failure(&operation, e)),
+            }
+        }
+        stream
+            .finish()
+            .await
+            .success()
+            .map_err(|e| self.failure(&operation, e))?;
+        if references > 0 {
+            // Active Directory refers a search at the domain root to its DNS and
+            // configuration partitions, which hold no users or groups.
+            tracing::debug!(references, operation, "LDAP search references not followed");
+        }
+        tracing::debug!(entries = entries.len(), operation, "LDAP search done");
+        Ok(entries)
+    }
+
+    fn failure(&self, operation: &str, e: LdapError) -> DirectoryError {
+        ldap_failure(&self.settings.url, operation, e)
+    }
+}
+
+/// The client TLS configuration trusting only the CA certificates in `ca_file`.
+fn tls_config(ca_file: &std::path::Path) -> Result<Arc<rustls::ClientConfig>, DirectoryError> {
+    use rustls_pki_types::CertificateDer;
+    use rustls_pki_types::pem::PemObject;
+    let settings = |what: String| {
+        DirectoryError::Settings(format!("directory.ca_file {}: {what}", ca_file.display()))
+    };
+    let pem = std::fs::read(ca_file).map_err(|source| DirectoryError::SecretFile {
+        key: "directory.ca_file",
+        file: ca_file.to_owned(),
+        source,
+    })?;
+    let mut roots = rustls::RootCertStore::empty();
+    for certificate in CertificateDer::pem_slice_iter(&pem) {
+        let certificate = certificate.map_err(|e| settings(e.to_string()))?;
+        roots
+            .add(certificate)
+            .map_err(|e| settings(e.to_string()))?;
+    }
+    if roots.is_empty() {
+        return Err(settings("no PEM certificate in the file".to_owned()));
+    }
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(|e| settings(e.to_string()))?
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    Ok(Arc::new(config))
+}
+
+/// Decodes a search result entry. ldap3 panics on an entry that is not valid BER;
+/// a server's bytes must not take the daemon down.
+fn decode(raw: ResultEntry, url: &str, operation: &str) -> Result<SearchEntry, DirectoryError> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| SearchEntry::construct(raw))).map_err(
+        |_| DirectoryError::Malformed {
+            endpoint: format!("{url} {operation}"),
+            what: "an entry that is not a valid SearchResultEntry (RFC 4511)".to_owned(),
+        },
+    )
+}
+
+/// An LDAP failure as a directory error: result codes keep their number and name;
+/// connection trouble is transient unless it is a TLS or certificate problem.
+fn ldap_failure(url: &str, operation: &str, e: LdapError) -> DirectoryError {
+    let endpoint = format!("{url} {operation}");
+    match e {
+        LdapError::LdapResult { result } => DirectoryError::Ldap {
+            endpoint,
+            code: result.rc,
+            detail: describe_result(result.rc, &result.text),
+        },
+        // rustls reports a certificate it refuses as InvalidData.
+        LdapError::Io { source } if source.kind() == std::io::ErrorKind::InvalidData => {
+            DirectoryError::Transport {
+                endpoint,
+                transient: false,
+                message: format!(
+                    "TLS: {source}; if a private CA signed the server's certificate, \
+                     set directory.ca_file to it"
+                ),
+            }
+        }
+        LdapError::Io { source } => DirectoryError::Transport {
+            endpoint,
+            transient: true,
+            message: format!("I/O error: {source}"),
+        },
+        e @ (LdapError::Timeout { .. }
+        | LdapError::OpSend { .. }
+        | LdapError::ResultRecv { .. }
+        | LdapError::EndOfStream) => DirectoryError::Transport {
+            endpoint,
+            message: e.to_string(),
+            transient: true,
+        },
+        e @ (LdapError::UrlParsing { .. } | LdapError::UnknownScheme(_)) => {
+            DirectoryError::Settings(format!("directory.url {url}: {e}"))
+        }
+        other => DirectoryError::Transport {
+            endpoint,
+            message: other.to_string(),
+            transient: false,
+        },
+    }
+}
+
+/// RFC 4511 result code names, and what to check for the usual ones.
+fn describe_result(code: u32, text: &str) -> String {
+    let (name, hint) = match code {
+        1 => ("operationsError", ""),
+        2 => ("protocolError", ""),
+        3 => ("timeLimitExceeded", ""),
+        4 => (
+            "sizeLimitExceeded",
+            "; the server limits results: is the paged results control allowed?",
+        ),
+        10 => (
+            "referral",
+            "; the base DN is held by another server (another domain?): point directory.url at it",
+        ),
+        11 => ("adminLimitExceeded", ""),
+        12 => ("unavailableCriticalExtension", ""),
+        32 => (
+            "noSuchObject",
+            "; check directory.base_dn and directory.group_base_dn",
+        ),
+        34 => (
+            "invalidDNSyntax",
+            "; check directory.bind_dn and directory.base_dn",
+        ),
+        48 => ("inappropriateAuthentication", ""),
+        49 => (
+            "invalidCredentials",
+            "; check directory.bind_dn and directory.bind_password_file",
+        ),
+        50 => (
+            "insufficientAccessRights",
+            "; the bind account may not read these entries",
+        ),
+        51 => ("busy", ""),
+        52 => ("unavailable", ""),
+        53 => ("unwillingToPerform", ""),
+        80 => ("other", ""),
+        _ => ("", ""),
+    };
+    let text = text.trim();
+    let server = if text.is_empty() {
+        String::new()
+    } else {
+        format!(": {text}")
+    };
+    if name.is_empty() {
+        format!("result code {code}{server}")
+    } else {
+        format!("{name} ({code}){server}{hint}")
+    }
+}
+
+/// The values of an attribute that Active Directory may send in ranges
+/// (`member;range=0-1499`, then `member;range=1500-*` for the last), gathered
+/// across the answers. [`RangedValues::take`] says which range to ask for next.
+#[derive(Debug)]
+struct RangedValues {
+    attribute: &'static str,
+    values: Vec<String>,
+}
+
+impl RangedValues {
+    fn new(attribute: &'static str) -> RangedValues {
+        RangedValues {
+            attribute,
+            values: Vec::new(),
+        }
+    }
+
+    /// Takes this attribute's values from one answer's attributes; returns the
+    /// attribute description to ask for next (`member;range=1500-*`), or `None`
+    /// when every value is in.
+    fn take(&mut self, attrs: HashMap<String, Vec<String>>) -> Result<Option<String>, String> {
+        let mut next = None;
+        let mut found = false;
+        for (name, values) in attrs {
+            let (base, options) = name.split_once(';').unwrap_or((&name, ""));
+            if !base.eq_ignore_ascii_case(self.attribute) {
+                continue;
+            }
+            found = true;
+            let Some(range) = options.split(';').find_map(|o| {
+                o.get(..6)
+                    .filter(|p| p.eq_ignore_ascii_case("range="))
+                    .map(|_| &o[6..])
+            }) else {
+                self.values.extend(values);
+                continue;
+            };
+            let (start, end) = range
+                .split_once('-')
+                .ok_or_else(|| format!("attribute {name:?}: a range that is not start-end"))?;
+            let start: u64 = start
+                .parse()
+                .map_err(|_| format!("attribute {name:?}: range start is not a number"))?;
+            let expected = self.values.len() as u64;
+            if start != expected {
+                return Err(format!(
+                    "attribute {name:?} starts at value {start}, after {expected} values"
+                ));
+            }
+            self.values.extend(values);
+            if end != "*" {
+                let end: u64 = end
+                    .parse()
+                    .map_err(|_| format!("attribute {name:?}: range end is not a number"))?;
+                if end < start || self.values.len() as u64 != end + 1 {
+                    return Err(format!(
+                        "attribute {name:?} holds {} values in all, not {}",
+                        self.values.len(),
+                        end + 1
+                    ));
+                }
+                next = Some(format!("{};range={}-*", self.attribute, end + 1));
+            }
+        }
+        if !found && !self.values.is_empty() {
+            // More values were announced, then none came.
+            return Err(format!(
+                "the server announced more {} values after {}, then sent none",
+                self.attribute,
+                self.values.len()
+            ));
+        }
+        Ok(next)
+    }
+}
+
+/// A group as read: its `cn`, its DN as the server wrote it, and normalized DNs
+/// (its own, its members').
+#[derive(Debug)]
+struct Group {
+    name: String,
+    raw_dn: String,
+    dn: String,
+    members: Vec<String>,
+    /// Member attributes sent in ranges, with the range to ask for next.
+    unfinished: Vec<(RangedValues, String)>,
+}
+
+/// A user entry as read, with its normalized DN.
+#[derive(Debug)]
+struct Person {
+    dn: String,
+    identity: Identity,
+}
+
+/// Case-insensitive lookup of an attribute's text values (ldap3 keys attributes as
+/// the server spells them).
+fn texts<'a>(entry: &'a SearchEntry, attribute: &str) -> Option<&'a Vec<String>> {
+    entry
+        .attrs
+        .iter()
+        .find(|(name, _)| name.eq_ignore_ascii_case(attribute))
+        .map(|(_, values)| values)
+}
+
+fn first_text<'a>(entry: &'a SearchEntry, attribute: &str) -> Option<&'a str> {
+    texts(entry, attribute)
+        .and_then(|values| values.first())
+        .map(String::as_str)
+        .map(str::trim)
+        .filter(|v| !v.is_empty())
+}
+
+/// The raw bytes of an attribute's first value, text or binary (ldap3 files a
+/// binary value that happens to be valid UTF-8 under text).
+fn first_bytes<'a>(entry: &'a SearchEntry, attribute: &str) -> Option<&'a [u8]> {
+    entry
+        .bin_attrs
+        .iter()
+        .find(|(name, _)| name.eq_ignore_ascii_case(attribute))
+        .and_then(|(_, values)| values.first())
+        .map(Vec::as_slice)
+        .or_else(|| {
+            texts(entry, attribute)
+                .and_then(|values| values.first())
+                .map(String::as_bytes)
+        })
+}
+
+/// Active Directory's binary GUID attributes, written as GUID text.
+const GUID_ATTRIBUTES: [&str; 2] = ["objectGUID", "mS-DS-ConsistencyGuid"];
+
+/// A GUID's 16 bytes in Microsoft's order (the first three fields little-endian)
+/// as lower-case text, as `Get-ADUser` shows `ObjectGUID`.
+fn guid_text(bytes: &[u8]) -> Option<String> {
+    let b: &[u8; 16] = bytes.try_into().ok()?;
+    Some(format!(
+        "{:02x}{:02x}{:02x}{:02x}-{:02x}{:02x}-{:02x}{:02x}-{:02x}{:02x}-{:02x}{:02x}{:02x}{:02x}{:02x}{:02x}",
+        b[3],
+        b[2],
+        b[1],
+        b[0],
+        b[5],
+        b[4],
+        b[7],
+        b[6],
+        b[8],
+        b[9],
+        b[10],
+        b[11],
+        b[12],
+        b[13],
+        b[14],
+        b[15]
+    ))
+}
+
+/// The user's id: GUID text for Active Directory's binary GUIDs, else the text.
+fn entry_id(entry: &SearchEntry, attribute: &str) -> Result<String, String> {
+    if GUID_ATTRIBUTES
+        .iter()
+        .any(|a| a.eq_ignore_ascii_case(attribute))
+    {
+        let bytes = first_bytes(entry, attribute).ok_or_else(|| format!("no {attribute}"))?;
+        return guid_text(bytes)
+            .ok_or_else(|| format!("{attribute} is {} bytes, not a 16-byte GUID", bytes.len()));
+    }
+    if let Some(id) = first_text(entry, attribute) {
+        return Ok(id.to_owned());
+    }
+    if first_bytes(entry, attribute).is_some() {
+        return Err(format!(
+            "{attribute} is binary; set directory.id_attribute to a text attribute"
+        ));
+    }
+    Err(format!("no {attribute} (directory.id_attribute)"))
+}
+
+/// Active Directory: 100-ns intervals since 1601-01-01 UTC; 0 and i64::MAX mean
+/// never.
+fn account_expired(value: &str, now: DateTime<Utc>) -> Result<bool, String> {
+    let ticks: i64 = value
+        .trim()
+        .parse()
+        .map_err(|_| format!("accountExpires {value:?} is not a number"))?;
+    if ticks <= 0 || ticks == i64::MAX {
+        return Ok(false);
+    }
+    const TICKS_PER_SECOND: i64 = 10_000_000;
+    const UNIX_EPOCH_IN_WINDOWS_SECONDS: i64 = 11_644_473_600;
+    let seconds = ticks / TICKS_PER_SECOND - UNIX_EPOCH_IN_WINDOWS_SECONDS;
+    Ok(DateTime::from_timestamp(seconds, 0).is_some_and(|expires| expires <= now))
+}
+
+/// The status an entry's attributes give, at `now`.
+fn status(
+    entry: &SearchEntry,
+    flavor: LdapFlavor,
+    now: DateTime<Utc>,
+) -> Result<IdentityStatus, String> {
+    match flavor {
+        LdapFlavor::ActiveDirectory => {
+            const ACCOUNTDISABLE: i64 = 0x2;
+            let control = first_text(entry, "userAccountControl")
+                .ok_or("no userAccountControl (can the bind account read it?)")?;
+            let control: i64 = control
+                .parse()
+                .map_err(|_| format!("userAccountControl {control:?} is not a number"))?;
+            let expired = match first_text(entry, "accountExpires") {
+                Some(value) => account_expired(value, now)?,
+                None => false,
+            };
+            Ok(if control & ACCOUNTDISABLE != 0 || expired {
+                IdentityStatus::Suspended
+            } else {
+                IdentityStatus::Active
+            })
+        }
+        LdapFlavor::OpenLdap => {
+            // RFC draft behera-ppolicy: this value locks the account until an
+            // administrator unlocks it.
+            const ADMINISTRATIVE_LOCK: &str = "000001010000Z";
+            let locked = texts(entry, "pwdAccountLockedTime")
+                .is_some_and(|values| values.iter().any(|v| v.trim() == ADMINISTRATIVE_LOCK));
+            Ok(if locked {
+                IdentityStatus::Suspended
+            } else {
+                IdentityStatus::Active
+            })
+        }
+    }
+}
+
+/// A user entry as an identity (groups filled in later).
+fn person(entry: &SearchEntry, s: &LdapSettings, now: DateTime<Utc>) -> Result<Person, String> {
+    let id = entry_id(entry, &s.id_attribute)?;
+    let user_name = first_text(entry, &s.user_name_attribute)
+        .ok_or_else(|| {
+            format!(
+                "no {} (the userName); leave such entries out with directory.user_filter, \
+                 e.g. (&{}({}=*))",
+                s.user_name_attribute, s.user_filter, s.user_name_attribute
+            )
+        })?
+        .to_owned();
+    let text = |attribute: &str| first_text(entry, attribute).map(str::to_owned);
+    Ok(Person {
+        dn: normalize_dn(&entry.dn),
+        identity: Identity {
+            id,
+            user_name,
+            email: text("mail"),
+            given_name: text("givenName"),
+            family_name: text("sn"),
+            display_name: text("displayName"),
+            status: status(entry, s.flavor, now)?,
+            department: text(s.flavor.department_attribute()),
+            groups: Vec::new(),
+        },
+    })
+}
+
+/// A DN in one spelling for comparison: lower case, no spaces around the commas
+/// between RDNs or around `=`. Servers write member values as they were stored,
+/// which need not be how the entry's own DN comes back.
+fn normalize_dn(dn: &str) -> String {
+    let mut rdns = Vec::new();
+    let mut current = String::new();
+    let mut escaped = false;
+    for c in dn.chars() {
+        if escaped {
+            current.push(c);
+            escaped = false;
+        } else if c == '\\' {
+            current.push(c);
+            escaped = true;
+        } else if c == ',' {
+            rdns.push(std::mem::take(&mut current));
+        } else {
+            current.push(c);
+        }
+    }
+    rdns.push(current);
+    rdns.iter()
+        .map(|rdn| match rdn.split_once('=') {
+            Some((name, value)) => format!("{}={}", name.trim(), value.trim()),
+            None => rdn.trim().to_owned(),
+        })
+        .collect::<Vec<_>>()
+        .join(",")
+        .to_lowercase()
+}
+
+/// The identities with their groups, nested groups expanded. Fails on two users
+/// with one id.
+fn identities(people: Vec<Person>, groups: &[Group]) -> Result<Vec<Identity>, DirectoryError> {
+    let person_at: HashMap<&str, usize> = people
+        .iter()
+        .enumerate()
+        .map(|(i, p)| (p.dn.as_str(), i))
+        .collect();
+    let group_at: HashMap<&str, usize> = groups
+        .iter()
+        .enumerate()
+        .map(|(i, g)| (g.dn.as_str(), i))
+        .collect();
+    let mut names: Vec<BTreeSet<&str>> = vec![BTreeSet::new(); people.len()];
+    for group in groups {
+        // Every group reachable from this one through members that are groups.
+        let mut seen = vec![false; groups.len()];
+        let mut pending = vec![group];
+        while let Some(current) = pending.pop() {
+            for member in &current.members {
+                if let Some(&person) = person_at.get(member.as_str()) {
+                    names[person].insert(&group.name);
+                } else if let Some(&nested) = group_at.get(member.as_str())
+                    && !std::mem::replace(&mut seen[nested], true)
+                {
+                    pending.push(&groups[nested]);
+                }
+            }
+        }
+    }
+    let mut by_id: HashMap<&str, &str> = HashMap::with_capacity(people.len());
+    for person in &people {
+        if let Some(other) = by_id.insert(&person.identity.id, &person.dn) {
+            return Err(DirectoryError::Malformed {
+                endpoint: "ldap users".to_owned(),
+                what: format!(
+                    "{:?} and {other:?} have the same id {:?}; set directory.id_attribute to \
+                     an attribute unique to each user",
+                    person.dn, person.identity.id
+                ),
+            });
+        }
+    }
+    let names: Vec<Vec<String>> = names
+        .into_iter()
+        .map(|set| set.into_iter().map(str::to_owned).collect())
+        .collect();
+    Ok(people
+        .into_iter()
+        .zip(names)
+        .map(|(person, groups)| Identity {
+            groups,
+            ..person.identity
+        })
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+    use std::collections::HashMap;
+
+    use chrono::{TimeZone, Utc};
+    use ldap3::SearchEntry;
+
+    use super::{
+        Group, LdapFlavor, Person, RangedValues, account_expired, entry_id, guid_text, identities,
+        normalize_dn, status,
+    };
+    use crate::model::{Identity, IdentityStatus};
+
+    fn entry(attrs: &[(&str, &[&str])]) -> SearchEntry {
+        SearchEntry {
+            dn: "uid=x,dc=example,dc=com".to_owned(),
+            attrs: attrs
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), v.iter().map(|s| (*s).to_owned()).collect()))
+                .collect(),
+            bin_attrs: HashMap::new(),
+        }
+    }
+
+    fn attrs(pairs: &[(&str, usize, usize)]) -> HashMap<String, Vec<String>> {
+        pairs
+            .iter()
+            .map(|(name, from, to)| {
+                (
+                    (*name).to_owned(),
+                    (*from..*to).map(|n| format!("m{n}")).collect(),
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn ranged_members_are_read_range_by_range_until_the_last() {
+        let mut ranged = RangedValues::new("member");
+        let next = ranged.take(attrs(&[("member;range=0-1499", 0, 1500), ("cn", 0, 1)]));
+        assert_eq!(next, Ok(Some("member;range=1500-*".to_owned())));
+        let next = ranged.take(attrs(&[("member;range=1500-2999", 1500, 3000)]));
+        assert_eq!(next, Ok(Some("member;range=3000-*".to_owned())));
+        let next = ranged.take(attrs(&[("Member;Range=3000-*", 3000, 3210)]));
+        assert_eq!(next, Ok(None));
+        assert_eq!(ranged.values.len(), 3210);
+        assert_eq!(ranged.values[2999], "m2999");
+        assert_eq!(ranged.values[3209], "m3209");
+    }
+
+    #[test]
+    fn unranged_members_need_no_second_read() {
+        let mut ranged = RangedValues::new("member");
+        assert_eq!(ranged.take(attrs(&[("member", 0, 3)])), Ok(None));
+        assert_eq!(ranged.values, ["m0", "m1", "m2"]);
+        let mut none = RangedValues::new("member");
+        assert_eq!(none.take(attrs(&[("cn", 0, 1)])), Ok(None));
+        assert!(none.values.is_empty());
+    }
+
+    #[test]
+    fn a_range_that_does_not_follow_on_is_an_error_not_fewer_members() {
+        let mut gap = RangedValues::new("member");
+        gap.take(attrs(&[("member;range=0-1499", 0, 1500)]))
+            .unwrap();
+        let error = gap
+            .take(attrs(&[("member;range=1600-*", 1600, 1700)]))
+            .unwrap_err();
+        assert!(
+            error.contains("starts at value 1600, after 1500"),
+            "{error}"
+        );
+
+        let mut short = RangedValues::new("member");
+        let error = short
+            .take(attrs(&[("member;range=0-1499", 0, 1000)]))
+            .unwrap_err();
+        assert!(error.contains("1000 values in all, not 1500"), "{error}");
+
+        let mut vanished = RangedValues::new("member");
+        vanished
+            .take(attrs(&[("member;range=0-1499", 0, 1500)]))
+            .unwrap();
+        let error = vanished.take(attrs(&[("cn", 0, 1)])).unwrap_err();
+        assert!(error.contains("then sent none"), "{error}");
+    }
+
+    #[test]
+    fn object_guid_is_written_as_active_directory_shows_it() {
+        // objectGUID holds a GUID in .NET's `Guid(byte[])` order: the first three
+        // fields little-endian, the last eight bytes as they are.
+        let bytes = [
+            0xe9, 0xa4, 0x3e, 0x0e, 0xf1, 0xb3, 0x4e, 0x4b, 0x9e, 0x4b, 0x56, 0xf8, 0xe3, 0x9f,
+            0x5a, 0x11,
+        ];
+        assert_eq!(
+            guid_text(&bytes).as_deref(),
+            Some("0e3ea4e9-b3f1-4b4e-9e4b-56f8e39f5a11")
+        );
+        assert_eq!(guid_text(&bytes[..15]), None);
+        let mut binary = entry(&[]);
+        binary
+            .bin_attrs
+            .insert("objectGUID".to_owned(), vec![bytes.to_vec()]);
+        assert_eq!(
+            entry_id(&binary, "objectguid").as_deref(),
+            Ok("0e3ea4e9-b3f1-4b4e-9e4b-56f8e39f5a11")
+        );
+        // A GUID whose bytes are all ASCII arrives as text; it is still a GUID.
+        let ascii = entry(&[("objectGUID", &["0123456789abcdef"])]);
+        assert_eq!(
+            entry_id(&ascii, "objectGUID").as_deref(),
+            Ok("33323130-3534-3736-3839-616263646566")
+        );
+        let uuid = entry(&[("entryUUID", &["6f1b1f0e-5e0b-103f-8b1a-8f2b6f1e2a3c"])]);
+        assert_eq!(
+            entry_id(&uuid, "entryuuid").as_deref(),
+            Ok("6f1b1f0e-5e0b-103f-8b1a-8f2b6f1e2a3c")
+        );
+        assert!(
+            entry_id(&uuid, "objectGUID")
+                .unwrap_err()
+                .contains("no objectGUID")
+        );
+    }
+
+    #[test]
+    fn active_directory_status_comes_from_the_disabled_flag_and_the_expiry() {
+        let now = Utc.with_ymd_and_hms(2026, 12, 1, 0, 0, 0).unwrap();
+        let ad = |control: &str, expires: Option<&str>| {
+            let mut pairs: Vec<(&str, &[&str])> = Vec::new();
+            let control = [control];
+            pairs.push(("userAccountControl", &control));
+            let expires_value;
+            if let Some(e) = expires {
+                expires_value = [e];
+                pairs.push(("accountExpires", &expires_value));
+            }
+            status(&entry(&pairs), LdapFlavor::ActiveDirectory, now)
+        };
+        assert_eq!(ad("512", None), Ok(IdentityStatus::Active));
+        assert_eq!(ad("514", None), Ok(IdentityStatus::Suspended));
+        assert_eq!(
+            ad("66050", None),
+            Ok(IdentityStatus::Suspended),
+            "DONT_EXPIRE_PASSWORD|ACCOUNTDISABLE|NORMAL"
+        );
+        assert_eq!(ad("512", Some("0")), Ok(IdentityStatus::Active));
+        assert_eq!(
+            ad("512", Some("9223372036854775807")),
+            Ok(IdentityStatus::Active)
+        );
+        // 2026-11-30 00:00 UTC and 2026-12-02 00:00 UTC in Windows file time.
+        assert_eq!(
+            ad("512", Some("134404704000000000")),
+            Ok(IdentityStatus::Suspended)
+        );
+        assert_eq!(
+            ad("512", Some("134406432000000000")),
+            Ok(IdentityStatus::Active)
+        );
+        assert!(ad("x", None).unwrap_err().contains("not a number"));
+        assert!(status(&entry(&[]), LdapFlavor::ActiveDirectory, now).is_err());
+    }
+
+    #[test]
+    fn account_expiry_converts_windows_file_time() {
+        let before = Utc.with_ymd_and_hms(2026, 11, 29, 23, 59, 59).unwrap();
+        let at = Utc.with_ymd_and_hms(2026, 11, 30, 0, 0, 0).unwrap();
+        assert_eq!(account_expired("134404704000000000", before), Ok(false));
+        assert_eq!(account_expired("134404704000000000", at), Ok(true));
+    }
+
+    #[test]
+    fn only_an_administrative_lock_suspends_on_openldap() {
+        let now = Utc::now();
+        let locked = entry(&[("pwdAccountLockedTime", &["000001010000Z"])]);
+        let failed_logins = entry(&[("pwdAccountLockedTime", &["20261130101500Z"])]);
+        assert_eq!(
+            status(&locked, LdapFlavor::OpenLdap, now),
+            Ok(IdentityStatus::Suspended)
+        );
+        assert_eq!(
+            status(&failed_logins, LdapFlavor::OpenLdap, now),
+            Ok(IdentityStatus::Active)
+        );
+        assert_eq!(
+            status(&entry(&[]), LdapFlavor::OpenLdap, now),
+            Ok(IdentityStatus::Active)
+        );
+    }
+
+    #[test]
+    fn dns_compare_in_one_spelling() {
+        assert_eq!(
+            normalize_dn("CN=Ada Lovelace, OU=People,DC=Example, DC=com"),
+            "cn=ada lovelace,ou=people,dc=example,dc=com"
+        );
+        assert_eq!(
+            normalize_dn("cn = Smith\\, John ,ou=people"),
+            "cn=smith\\, john,ou=people"
+        );
+    }
+
+    fn person(dn: &str, id: &str) -> Person {
+        Person {
+            dn: normalize_dn(dn),
+            identity: Identity {
+                id: id.to_owned(),
+                user_name: format!("{id}@example.com"),
+                email: None,
+                given_name: None,
+                family_name: None,
+                display_name: None,
+                status: IdentityStatus::Active,
+                department: None,
+                groups: Vec::new(),
+            },
+        }
+    }
+
+    fn group(name: &str, members: &[&str]) -> Group {
+        let dn = format!("cn={name},ou=groups");
+        Group {
+            name: name.to_owned(),
+            dn: normalize_dn(&dn),
+            raw_dn: dn,
+            members: members.iter().map(|m| normalize_dn(m)).collect(),
+            unfinished: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn nested_groups_count_and_cycles_end() {
+        let people = vec![
+            person("uid=ada,ou=people", "a"),
+            person("uid=dee,ou=people", "d"),
+        ];
+        let groups = vec![
+            group("Users", &["uid=ada,ou=people", "cn=Engineering,ou=groups"]),
+            group(
+                "Engineering",
+                &["UID=dee, ou=people", "cn=printer,ou=people"],
+            ),
+            group("Loop A", &["cn=Loop B,ou=groups", "uid=dee,ou=people"]),
+            group("Loop B", &["cn=Loop A,ou=groups"]),
+        ];
+        let identities = identities(people, &groups).unwrap();
+        assert_eq!(identities[0].groups, ["Users"]);
+        assert_eq!(
+            identities[1].groups,
+            ["Engineering", "Loop A", "Loop B", "Users"]
+        );
+    }
+
+    #[test]
+    fn two_users_with_one_id_fail_the_snapshot() {
+        let people = vec![
+            person("uid=a,ou=people", "same"),
+            person("uid=b,ou=people", "same"),
+        ];
+        let error = identities(people, &[]).unwrap_err().to_string();
+        assert!(error.contains("the same id \"same\""), "{error}");
+    }
+}
