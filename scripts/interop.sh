@@ -1,34 +1,44 @@
 #!/usr/bin/env bash
 # The interop suite: seatwarden against servers nobody on this team wrote.
-# Installs PyPI scim2-server and aiosmtpd into a venv (scripts/interop-setup.sh),
-# starts them on loopback ports, runs the `#[ignore]`d interop tests against them,
-# and stops them.
+# Installs PyPI scim2-server and aiosmtpd into a venv (scripts/interop-setup.sh) and
+# Debian's slapd (scripts/interop-ldap.sh), starts them on loopback ports, runs the
+# `#[ignore]`d interop tests against them, and stops them.
 #
 #   bash scripts/interop.sh            # SEATWARDEN_INTEROP_PORT overrides the port (18650)
 #                                      # SEATWARDEN_SMTP_PORT the SMTP base port (18660..18663)
+#                                      # SEATWARDEN_LDAP_PORT slapd's ports (18680, ldaps 18681)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 port="${SEATWARDEN_INTEROP_PORT:-18650}"
 token="interop-$RANDOM-$RANDOM-$$"
 
+ldap_port="${SEATWARDEN_LDAP_PORT:-18680}"
+interop_dir="${SEATWARDEN_INTEROP_DIR:-.interop}"
+case "$interop_dir" in /*) ;; *) interop_dir="$PWD/$interop_dir" ;; esac
+
 bash scripts/interop-setup.sh
 bash scripts/interop-scim-server.sh stop "$port" >/dev/null 2>&1 || true
 bash scripts/interop-scim-server.sh start "$port" "$token"
 trap 'bash scripts/interop-scim-server.sh stop "$port" >/dev/null 2>&1 || true' EXIT
+bash scripts/interop-ldap.sh stop "$ldap_port" >/dev/null 2>&1 || true
+bash scripts/interop-ldap.sh start "$ldap_port"
+trap 'bash scripts/interop-scim-server.sh stop "$port" >/dev/null 2>&1 || true; bash scripts/interop-ldap.sh stop "$ldap_port" >/dev/null 2>&1 || true' EXIT
 
 export SEATWARDEN_SCIM2_SERVER_URL="http://127.0.0.1:$port"
 export SEATWARDEN_SCIM2_SERVER_TOKEN="$token"
+export SEATWARDEN_LDAP_URL="ldap://127.0.0.1:$ldap_port"
+export SEATWARDEN_LDAPS_URL="ldaps://127.0.0.1:$((ldap_port + 1))"
+export SEATWARDEN_LDAP_CA="$interop_dir/ldap-$ldap_port/ca.pem"
 # scim2-server is single-threaded with a listen backlog of 5: two tests at a time.
+# (The filter also takes the `ldap::interop_*` tests against slapd.)
 cargo test --test it interop -- --ignored --test-threads=2
 
 # SMTP: plain, AUTH, STARTTLS+AUTH and SMTPS+AUTH listeners of PyPI aiosmtpd.
 smtp_port="${SEATWARDEN_SMTP_PORT:-18660}"
-interop_dir="${SEATWARDEN_INTEROP_DIR:-.interop}"
-case "$interop_dir" in /*) ;; *) interop_dir="$PWD/$interop_dir" ;; esac
 bash scripts/interop-smtp.sh stop "$smtp_port" >/dev/null 2>&1 || true
 bash scripts/interop-smtp.sh start "$smtp_port"
-trap 'bash scripts/interop-scim-server.sh stop "$port" >/dev/null 2>&1 || true; bash scripts/interop-smtp.sh stop "$smtp_port" >/dev/null 2>&1 || true' EXIT
+trap 'bash scripts/interop-scim-server.sh stop "$port" >/dev/null 2>&1 || true; bash scripts/interop-ldap.sh stop "$ldap_port" >/dev/null 2>&1 || true; bash scripts/interop-smtp.sh stop "$smtp_port" >/dev/null 2>&1 || true' EXIT
 export SEATWARDEN_SMTP_PORT="$smtp_port"
 export SEATWARDEN_SMTP_DIR="$interop_dir/smtp-$smtp_port"
 export SEATWARDEN_INTEROP_PYTHON="$interop_dir/venv/bin/python"

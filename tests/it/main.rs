@@ -12,6 +12,7 @@ mod entra;
 mod export;
 mod fixtures;
 mod interop;
+mod ldap;
 mod okta;
 mod report;
 mod resume;
