@@ -191,6 +191,12 @@ impl LdapSource {
         if let Some(ca_file) = &s.ca_file {
             connection = connection.set_config(tls_config(ca_file)?);
         }
+        if sends_password_in_clear(&s.url, s.start_tls) {
+            tracing::warn!(
+                url = %s.url,
+                "the LDAP bind password goes over the network unencrypted: use ldaps:// or start_tls = true"
+            );
+        }
         let (driver, mut ldap) = LdapConnAsync::with_settings(connection, &s.url)
             .await
             .map_err(|e| self.failure("connect", e))?;
@@ -439,6 +445,27 @@ impl LdapSource {
     fn failure(&self, operation: &str, e: LdapError) -> DirectoryError {
         ldap_failure(&self.settings.url, operation, e)
     }
+}
+
+/// Whether a bind to `url` crosses a network in clear text: `ldap://` without
+/// StartTLS to a host that is not loopback.
+fn sends_password_in_clear(url: &str, start_tls: bool) -> bool {
+    let Ok(url) = url::Url::parse(url) else {
+        return false;
+    };
+    // ldap: is not a scheme the url crate knows, so an IPv4 host stays a name.
+    let loopback = match url.host() {
+        Some(url::Host::Domain(host)) => {
+            host.eq_ignore_ascii_case("localhost")
+                || host
+                    .parse::<std::net::IpAddr>()
+                    .is_ok_and(|ip| ip.is_loopback())
+        }
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        None => false,
+    };
+    url.scheme() == "ldap" && !start_tls && !loopback
 }
 
 /// The client TLS configuration trusting only the CA certificates in `ca_file`.
@@ -941,7 +968,7 @@ mod tests {
 
     use super::{
         Group, LdapFlavor, Person, RangedValues, account_expired, entry_id, guid_text, identities,
-        normalize_dn, status,
+        normalize_dn, sends_password_in_clear, status,
     };
     use crate::model::{Identity, IdentityStatus};
 
@@ -1122,6 +1149,25 @@ mod tests {
             status(&entry(&[]), LdapFlavor::OpenLdap, now),
             Ok(IdentityStatus::Active)
         );
+    }
+
+    #[test]
+    fn a_clear_text_bind_is_only_acceptable_on_loopback() {
+        assert!(sends_password_in_clear(
+            "ldap://dc1.corp.example.com",
+            false
+        ));
+        assert!(!sends_password_in_clear(
+            "ldap://dc1.corp.example.com",
+            true
+        ));
+        assert!(!sends_password_in_clear(
+            "ldaps://dc1.corp.example.com",
+            false
+        ));
+        assert!(!sends_password_in_clear("ldap://127.0.0.1:389", false));
+        assert!(!sends_password_in_clear("ldap://localhost", false));
+        assert!(!sends_password_in_clear("ldap://[::1]:389", false));
     }
 
     #[test]
