@@ -5,6 +5,7 @@
 //! ```sh
 //! cargo bench --bench connectors                 # 50000 users, 200 groups
 //! cargo bench --bench connectors -- 50000 200
+//! scripts/bench-ldap.sh                          # `-- ldap 50000 200` against a seeded slapd
 //! ```
 //!
 //! The fakes are small axum servers on loopback answering with pre-rendered JSON in
@@ -25,8 +26,8 @@ use axum::body::Body;
 use axum::extract::State;
 use axum::http::{Method, Response, Uri};
 use seatwarden::directory::{
-    DirectoryChanges, EntraAuth, EntraSettings, EntraSource, OktaAuth, OktaSettings, OktaSource,
-    Secret,
+    DirectoryChanges, EntraAuth, EntraSettings, EntraSource, LdapFlavor, LdapSettings, LdapSource,
+    OktaAuth, OktaSettings, OktaSource, Secret,
 };
 use seatwarden::retry::RetryPolicy;
 
@@ -340,6 +341,11 @@ async fn main() {
         .skip(1)
         .filter(|a| a != "--bench")
         .collect();
+    if args.first().map(String::as_str) == Some("ldap") {
+        let users: usize = args.get(1).and_then(|n| n.parse().ok()).unwrap_or(50_000);
+        let groups: usize = args.get(2).and_then(|n| n.parse().ok()).unwrap_or(200);
+        return ldap(users, groups).await;
+    }
     let users: usize = args.first().and_then(|n| n.parse().ok()).unwrap_or(50_000);
     let groups: usize = args.get(1).and_then(|n| n.parse().ok()).unwrap_or(200);
     let data = serve(build(users, groups)).await;
@@ -469,4 +475,71 @@ async fn main() {
         "{}",
         serde_json::json!({"bench": "connectors", "fake_server_requests": data.requests.load(Ordering::Relaxed)})
     );
+}
+
+/// `ldap USERS GROUPS`: snapshots of the slapd `scripts/bench-ldap.sh` seeded
+/// (`SEATWARDEN_LDAP_URL`, `SEATWARDEN_LDAP_CA`), over plain LDAP and StartTLS.
+async fn ldap(users: usize, groups: usize) {
+    let url = std::env::var("SEATWARDEN_LDAP_URL")
+        .unwrap_or_else(|_| panic!("SEATWARDEN_LDAP_URL is not set: run scripts/bench-ldap.sh"));
+    let ca = std::env::var("SEATWARDEN_LDAP_CA")
+        .ok()
+        .map(std::path::PathBuf::from);
+    let settings = |start_tls: bool| LdapSettings {
+        url: url.clone(),
+        start_tls,
+        ca_file: if start_tls { ca.clone() } else { None },
+        bind_dn: "cn=seatwarden,ou=services,dc=example,dc=com".to_owned(),
+        bind_password: Secret::Inline("interop-bind-secret".to_owned().into()),
+        base_dn: "ou=people,dc=example,dc=com".to_owned(),
+        group_base_dn: "ou=groups,dc=example,dc=com".to_owned(),
+        flavor: LdapFlavor::OpenLdap,
+        user_filter: LdapFlavor::OpenLdap.default_user_filter().to_owned(),
+        group_filter: LdapFlavor::OpenLdap.default_group_filter().to_owned(),
+        id_attribute: LdapFlavor::OpenLdap.default_id_attribute().to_owned(),
+        user_name_attribute: LdapFlavor::OpenLdap
+            .default_user_name_attribute()
+            .to_owned(),
+        page_size: 500,
+        scope_groups: Vec::new(),
+        mapped_groups: Vec::new(),
+        timeout: Duration::from_secs(60),
+        retry: RetryPolicy::default(),
+    };
+    for start_tls in [false, true] {
+        let source = LdapSource::new(settings(start_tls));
+        let started = Instant::now();
+        let snapshot = source.snapshot().await.unwrap();
+        let elapsed = started.elapsed();
+        assert_eq!(snapshot.identities.len(), users);
+        let memberships: usize = snapshot.identities.iter().map(|i| i.groups.len()).sum();
+        let locked = snapshot
+            .identities
+            .iter()
+            .filter(|i| i.status != seatwarden::model::IdentityStatus::Active)
+            .count();
+        report(
+            "ldap (slapd)",
+            if start_tls {
+                "snapshot, StartTLS"
+            } else {
+                "snapshot"
+            },
+            // One search for users, one for groups, in pages of 500.
+            (users.div_ceil(500) + groups.div_ceil(500)) as u64,
+            elapsed,
+            serde_json::json!({
+                "users": users, "groups": groups, "memberships": memberships,
+                "suspended": locked, "peak_rss_mib": peak_rss_mib(),
+            }),
+        );
+    }
+}
+
+/// The process's peak resident set (`VmHWM`), in MiB.
+fn peak_rss_mib() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib / 1024)
 }

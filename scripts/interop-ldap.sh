@@ -11,7 +11,7 @@
 # Binding: cn=seatwarden,ou=services,dc=example,dc=com / interop-bind-secret reads
 # everything but userPassword; an anonymous client sees no entries.
 #
-#   scripts/interop-ldap.sh start PORT [LDIF]   # returns once a bound search finds uid=ada
+#   scripts/interop-ldap.sh start PORT [LDIF]   # returns once a bound search answers
 #   scripts/interop-ldap.sh stop PORT           # stops it and removes ldap-PORT/
 set -euo pipefail
 
@@ -99,10 +99,11 @@ trustme_python() {
     echo "$venv/bin/python"
 }
 
-bound_search_finds_ada() {
+# Whatever the LDIF holds, it has the suffix entry and the service account.
+bound_search_finds_suffix() {
     LDAPNOINIT=1 ldapsearch -x -LLL -o nettimeout=2 -H "ldap://127.0.0.1:$port" \
-        -D "$bind_dn" -w "$bind_pw" -b "$suffix" '(uid=ada)' dn 2>/dev/null |
-        grep -q "^dn: uid=ada,ou=people,$suffix"
+        -D "$bind_dn" -w "$bind_pw" -s base -b "$suffix" '(objectClass=*)' dn 2>/dev/null |
+        grep -q "^dn: $suffix"
 }
 
 case "$cmd" in
@@ -191,7 +192,7 @@ EOF
         -h "ldap://127.0.0.1:$port/ ldaps://127.0.0.1:$tls_port/" >"$logfile" 2>&1 </dev/null &
     echo $! >"$pidfile"
     for _ in $(seq 1 150); do
-        if bound_search_finds_ada; then
+        if bound_search_finds_suffix; then
             echo "slapd listening on ldap://127.0.0.1:$port (StartTLS) and ldaps://127.0.0.1:$tls_port (pid $(cat "$pidfile"), CA $state/ca.pem, log $logfile)"
             exit 0
         fi
@@ -199,7 +200,7 @@ EOF
         sleep 0.1
     done
     if running; then
-        echo "slapd on port $port did not find uid=ada within 15 s; log:" >&2
+        echo "slapd on port $port did not answer a bound search within 15 s; log:" >&2
     else
         echo "slapd exited; log:" >&2
     fi
