@@ -13,6 +13,7 @@ mod export;
 mod fixtures;
 mod interop;
 mod ldap;
+mod ldap_ad;
 mod okta;
 mod report;
 mod resume;

@@ -1,0 +1,437 @@
+//! The LDAP connector against a fake server answering as Active Directory does,
+//! written here from RFC 4511 (messages in BER), RFC 2696 (the paged results
+//! control) and Microsoft's documented range retrieval: a group of more than 1,500
+//! members sends `member;range=0-1499`, and each further range is asked for with
+//! a base search for `member;range=N-*`. There is no domain controller here; this
+//! fake covers what slapd cannot show: binary `objectGUID`s, `userAccountControl`,
+//! `accountExpires`, and ranged members.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::sync::{Arc, Mutex};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+use seatwarden::directory::{LdapFlavor, LdapSettings, LdapSource, Secret};
+use seatwarden::model::IdentityStatus;
+use seatwarden::retry::RetryPolicy;
+
+const PAGED_RESULTS: &str = "1.2.840.113556.1.4.319";
+const USERS_BASE: &str = "OU=Staff,DC=corp,DC=example,DC=com";
+const GROUPS_BASE: &str = "OU=Groups,DC=corp,DC=example,DC=com";
+const BIG_GROUP: &str = "CN=All Staff,OU=Groups,DC=corp,DC=example,DC=com";
+/// Members of All Staff: mostly DNs of contacts and computers (not users), with
+/// the three users at positions 0, 1,700 and 3,100, so each range holds one.
+const BIG_GROUP_SIZE: usize = 3_200;
+const RANGE: usize = 1_500;
+
+// ---- BER, as much as LDAP needs ----
+
+fn length(n: usize) -> Vec<u8> {
+    if n < 0x80 {
+        vec![n as u8]
+    } else {
+        let bytes: Vec<u8> = n
+            .to_be_bytes()
+            .into_iter()
+            .skip_while(|b| *b == 0)
+            .collect();
+        let mut out = vec![0x80 | bytes.len() as u8];
+        out.extend(bytes);
+        out
+    }
+}
+
+fn tlv(tag: u8, content: &[u8]) -> Vec<u8> {
+    let mut out = vec![tag];
+    out.extend(length(content.len()));
+    out.extend_from_slice(content);
+    out
+}
+
+fn seq(tag: u8, parts: &[Vec<u8>]) -> Vec<u8> {
+    tlv(tag, &parts.concat())
+}
+
+fn octets(value: &[u8]) -> Vec<u8> {
+    tlv(0x04, value)
+}
+
+fn integer(tag: u8, n: i64) -> Vec<u8> {
+    let bytes = n.to_be_bytes();
+    let mut start = 0;
+    while start < 7
+        && ((bytes[start] == 0 && bytes[start + 1] & 0x80 == 0)
+            || (bytes[start] == 0xff && bytes[start + 1] & 0x80 != 0))
+    {
+        start += 1;
+    }
+    tlv(tag, &bytes[start..])
+}
+
+/// One decoded TLV: tag and content.
+struct Tlv<'a> {
+    tag: u8,
+    content: &'a [u8],
+}
+
+fn children(mut data: &[u8]) -> Vec<Tlv<'_>> {
+    let mut out = Vec::new();
+    while !data.is_empty() {
+        let tag = data[0];
+        let (len, header) = if data[1] & 0x80 == 0 {
+            (data[1] as usize, 2)
+        } else {
+            let n = (data[1] & 0x7f) as usize;
+            let len = data[2..2 + n]
+                .iter()
+                .fold(0usize, |acc, b| acc << 8 | *b as usize);
+            (len, 2 + n)
+        };
+        out.push(Tlv {
+            tag,
+            content: &data[header..header + len],
+        });
+        data = &data[header + len..];
+    }
+    out
+}
+
+fn int_value(content: &[u8]) -> i64 {
+    content.iter().fold(0i64, |acc, b| acc << 8 | *b as i64)
+}
+
+async fn read_message(stream: &mut TcpStream) -> Option<Vec<u8>> {
+    let mut head = [0u8; 2];
+    stream.read_exact(&mut head).await.ok()?;
+    let mut whole = head.to_vec();
+    let len = if head[1] & 0x80 == 0 {
+        head[1] as usize
+    } else {
+        let mut bytes = vec![0u8; (head[1] & 0x7f) as usize];
+        stream.read_exact(&mut bytes).await.ok()?;
+        whole.extend(&bytes);
+        bytes.iter().fold(0usize, |acc, b| acc << 8 | *b as usize)
+    };
+    let mut body = vec![0u8; len];
+    stream.read_exact(&mut body).await.ok()?;
+    whole.extend(body);
+    Some(whole)
+}
+
+fn message(id: i64, op: Vec<u8>, controls: Option<Vec<u8>>) -> Vec<u8> {
+    let mut parts = vec![integer(0x02, id), op];
+    parts.extend(controls);
+    seq(0x30, &parts)
+}
+
+fn result(tag: u8, code: i64) -> Vec<u8> {
+    seq(tag, &[integer(0x0a, code), octets(b""), octets(b"")])
+}
+
+fn entry(dn: &str, attributes: &[(&str, Vec<Vec<u8>>)]) -> Vec<u8> {
+    let attributes: Vec<Vec<u8>> = attributes
+        .iter()
+        .map(|(name, values)| {
+            let values: Vec<Vec<u8>> = values.iter().map(|v| octets(v)).collect();
+            seq(0x30, &[octets(name.as_bytes()), seq(0x31, &values)])
+        })
+        .collect();
+    seq(0x64, &[octets(dn.as_bytes()), seq(0x30, &attributes)])
+}
+
+fn paged_control(cookie: &[u8]) -> Vec<u8> {
+    let value = seq(0x30, &[integer(0x02, 0), octets(cookie)]);
+    seq(
+        0xa0,
+        &[seq(
+            0x30,
+            &[octets(PAGED_RESULTS.as_bytes()), octets(&value)],
+        )],
+    )
+}
+
+// ---- The directory ----
+
+/// (DN, objectGUID bytes, userPrincipalName, userAccountControl, accountExpires)
+fn users() -> Vec<(String, [u8; 16], &'static str, &'static str, &'static str)> {
+    let guid = |n: u8| {
+        let mut g = [0u8; 16];
+        g[0] = n;
+        g[15] = 0xf0 | n;
+        g
+    };
+    vec![
+        (
+            format!("CN=Ada Lovelace,{USERS_BASE}"),
+            guid(1),
+            "ada@corp.example.com",
+            "512",
+            "0",
+        ),
+        // 0x202: ACCOUNTDISABLE | NORMAL_ACCOUNT.
+        (
+            format!("CN=Ben Wong,{USERS_BASE}"),
+            guid(2),
+            "ben@corp.example.com",
+            "514",
+            "0",
+        ),
+        // Expired on 2001-01-01.
+        (
+            format!("CN=Cy Young,{USERS_BASE}"),
+            guid(3),
+            "cy@corp.example.com",
+            "512",
+            "126227808000000000",
+        ),
+    ]
+}
+
+fn big_group_member(n: usize) -> String {
+    let users = users();
+    match n {
+        0 => users[0].0.clone(),
+        1_700 => users[1].0.clone(),
+        3_100 => users[2].0.clone(),
+        _ => format!("CN=Contact {n},OU=Contacts,DC=corp,DC=example,DC=com"),
+    }
+}
+
+/// What the fake was asked, for the assertions.
+#[derive(Default)]
+struct Asked {
+    binds: Vec<String>,
+    /// (base DN, attributes, paged cookie)
+    searches: Vec<(String, Vec<String>, Option<Vec<u8>>)>,
+}
+
+async fn serve(mut stream: TcpStream, asked: Arc<Mutex<Asked>>) {
+    while let Some(raw) = read_message(&mut stream).await {
+        let top = children(&raw);
+        let parts = children(top[0].content);
+        let id = int_value(parts[0].content);
+        let op = &parts[1];
+        let cookie = parts.get(2).and_then(|controls| {
+            children(controls.content).iter().find_map(|control| {
+                let fields = children(control.content);
+                (fields[0].content == PAGED_RESULTS.as_bytes()).then(|| {
+                    let value = children(fields.last().unwrap().content);
+                    children(value[0].content)[1].content.to_vec()
+                })
+            })
+        });
+        let mut out = Vec::new();
+        match op.tag {
+            0x60 => {
+                let fields = children(op.content);
+                asked
+                    .lock()
+                    .unwrap()
+                    .binds
+                    .push(String::from_utf8(fields[1].content.to_vec()).unwrap());
+                out.extend(message(id, result(0x61, 0), None));
+            }
+            0x42 => return,
+            0x63 => {
+                let fields = children(op.content);
+                let base = String::from_utf8(fields[0].content.to_vec()).unwrap();
+                let attributes: Vec<String> = children(fields[7].content)
+                    .iter()
+                    .map(|a| String::from_utf8(a.content.to_vec()).unwrap())
+                    .collect();
+                asked.lock().unwrap().searches.push((
+                    base.clone(),
+                    attributes.clone(),
+                    cookie.clone(),
+                ));
+                let mut done_controls = None;
+                if base == USERS_BASE {
+                    // Two pages: Ada and Ben, then Cy.
+                    let page: Vec<_> = match cookie.as_deref() {
+                        Some(b"page-2") => users().into_iter().skip(2).collect(),
+                        _ => users().into_iter().take(2).collect(),
+                    };
+                    for (dn, guid, upn, control, expires) in page {
+                        out.extend(message(
+                            id,
+                            entry(
+                                &dn,
+                                &[
+                                    ("objectGUID", vec![guid.to_vec()]),
+                                    ("userPrincipalName", vec![upn.as_bytes().to_vec()]),
+                                    ("mail", vec![upn.as_bytes().to_vec()]),
+                                    ("userAccountControl", vec![control.as_bytes().to_vec()]),
+                                    ("accountExpires", vec![expires.as_bytes().to_vec()]),
+                                    ("department", vec![b"Engineering".to_vec()]),
+                                ],
+                            ),
+                            None,
+                        ));
+                    }
+                    let next: &[u8] = if cookie.as_deref() == Some(b"page-2") {
+                        b""
+                    } else {
+                        b"page-2"
+                    };
+                    done_controls = Some(paged_control(next));
+                } else if base == GROUPS_BASE {
+                    let first: Vec<Vec<u8>> = (0..RANGE)
+                        .map(|n| big_group_member(n).into_bytes())
+                        .collect();
+                    out.extend(message(
+                        id,
+                        entry(
+                            BIG_GROUP,
+                            &[
+                                ("cn", vec![b"All Staff".to_vec()]),
+                                (&format!("member;range=0-{}", RANGE - 1), first),
+                            ],
+                        ),
+                        None,
+                    ));
+                    done_controls = Some(paged_control(b""));
+                } else if base == BIG_GROUP {
+                    let asked_for = &attributes[0];
+                    let start: usize = asked_for
+                        .strip_prefix("member;range=")
+                        .and_then(|r| r.strip_suffix("-*"))
+                        .unwrap()
+                        .parse()
+                        .unwrap();
+                    let end = (start + RANGE).min(BIG_GROUP_SIZE);
+                    let name = if end == BIG_GROUP_SIZE {
+                        format!("member;range={start}-*")
+                    } else {
+                        format!("member;range={start}-{}", end - 1)
+                    };
+                    let values = (start..end)
+                        .map(|n| big_group_member(n).into_bytes())
+                        .collect();
+                    out.extend(message(id, entry(BIG_GROUP, &[(&name, values)]), None));
+                }
+                out.extend(message(id, result(0x65, 0), done_controls));
+            }
+            // Abandon and anything else: no answer.
+            _ => {}
+        }
+        if stream.write_all(&out).await.is_err() {
+            return;
+        }
+    }
+}
+
+#[tokio::test]
+async fn active_directory_guids_status_and_ranged_members() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let asked = Arc::new(Mutex::new(Asked::default()));
+    let server_asked = Arc::clone(&asked);
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            tokio::spawn(serve(stream, Arc::clone(&server_asked)));
+        }
+    });
+    let flavor = LdapFlavor::ActiveDirectory;
+    let source = LdapSource::new(LdapSettings {
+        url: format!("ldap://127.0.0.1:{port}"),
+        start_tls: false,
+        ca_file: None,
+        bind_dn: "CN=svc-seatwarden,OU=Service Accounts,DC=corp,DC=example,DC=com".to_owned(),
+        bind_password: Secret::Inline("ad-bind-password".to_owned().into()),
+        base_dn: USERS_BASE.to_owned(),
+        group_base_dn: GROUPS_BASE.to_owned(),
+        flavor,
+        user_filter: flavor.default_user_filter().to_owned(),
+        group_filter: flavor.default_group_filter().to_owned(),
+        id_attribute: flavor.default_id_attribute().to_owned(),
+        user_name_attribute: flavor.default_user_name_attribute().to_owned(),
+        page_size: 2,
+        scope_groups: vec!["All Staff".to_owned()],
+        mapped_groups: Vec::new(),
+        timeout: std::time::Duration::from_secs(10),
+        retry: RetryPolicy::immediate(0),
+    });
+    let snapshot = source.snapshot().await.unwrap();
+    assert!(snapshot.complete);
+    let people: Vec<(&str, &str, IdentityStatus, Vec<String>)> = snapshot
+        .identities
+        .iter()
+        .map(|i| {
+            (
+                i.id.as_str(),
+                i.user_name.as_str(),
+                i.status,
+                i.groups.clone(),
+            )
+        })
+        .collect();
+    let all_staff = vec!["All Staff".to_owned()];
+    assert_eq!(
+        people,
+        [
+            (
+                "00000001-0000-0000-0000-0000000000f1",
+                "ada@corp.example.com",
+                IdentityStatus::Active,
+                all_staff.clone()
+            ),
+            (
+                "00000002-0000-0000-0000-0000000000f2",
+                "ben@corp.example.com",
+                IdentityStatus::Suspended,
+                all_staff.clone()
+            ),
+            (
+                "00000003-0000-0000-0000-0000000000f3",
+                "cy@corp.example.com",
+                IdentityStatus::Suspended,
+                all_staff
+            ),
+        ],
+        "Ben is disabled, Cy expired; Ben and Cy are members only in later ranges"
+    );
+    assert_eq!(
+        snapshot.identities[0].department.as_deref(),
+        Some("Engineering")
+    );
+
+    let asked = asked.lock().unwrap();
+    assert_eq!(
+        asked.binds,
+        ["CN=svc-seatwarden,OU=Service Accounts,DC=corp,DC=example,DC=com"]
+    );
+    let searches: Vec<(&str, Option<&[u8]>)> = asked
+        .searches
+        .iter()
+        .map(|(base, _, cookie)| (base.as_str(), cookie.as_deref()))
+        .collect();
+    assert_eq!(
+        searches,
+        [
+            (USERS_BASE, Some(&b""[..])),
+            (USERS_BASE, Some(&b"page-2"[..])),
+            (GROUPS_BASE, Some(&b""[..])),
+            (BIG_GROUP, None),
+            (BIG_GROUP, None),
+        ],
+        "users in two pages, groups in one, then two more ranges of All Staff"
+    );
+    let ranges: Vec<&str> = asked.searches[3..]
+        .iter()
+        .map(|(_, attributes, _)| attributes[0].as_str())
+        .collect();
+    assert_eq!(ranges, ["member;range=1500-*", "member;range=3000-*"]);
+    let user_attributes = &asked.searches[0].1;
+    for wanted in [
+        "objectGUID",
+        "userPrincipalName",
+        "userAccountControl",
+        "accountExpires",
+    ] {
+        assert!(
+            user_attributes.iter().any(|a| a == wanted),
+            "{user_attributes:?}"
+        );
+    }
+}
