@@ -147,22 +147,7 @@ async fn converge(data: &Synth, sandbox: &Sandbox, directory_toml: &str) {
         8,
         directory_toml,
     );
-    let first = run::execute(
-        &config,
-        Store::open(&config.state.path).unwrap(),
-        Mode::Reconcile,
-    )
-    .await
-    .unwrap();
-    crate::fixtures::assert_clean_reconcile(&first.report);
-    let second = run::execute(
-        &config,
-        Store::open(&config.state.path).unwrap(),
-        Mode::Plan,
-    )
-    .await
-    .unwrap();
-    assert!(second.plan.is_empty(), "{:#?}", second.plan.actions);
+    crate::fixtures::assert_converges(&config).await;
     let after = sandbox.snapshot();
     let mut leavers = 0;
     for identity in data

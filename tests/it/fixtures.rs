@@ -76,3 +76,18 @@ pub fn assert_clean_reconcile(report: &seatwarden::report::Report) {
     assert!(summary.actions_applied > 0);
     assert!(summary.converged);
 }
+
+/// A reconcile that must end clean, then a plan that must be empty: the run
+/// converged. Returns the reconcile's outcome.
+pub async fn assert_converges(config: &seatwarden::config::Config) -> seatwarden::run::RunOutcome {
+    let open = || seatwarden::store::Store::open(&config.state.path).unwrap();
+    let first = seatwarden::run::execute(config, open(), seatwarden::run::Mode::Reconcile)
+        .await
+        .unwrap();
+    assert_clean_reconcile(&first.report);
+    let second = seatwarden::run::execute(config, open(), seatwarden::run::Mode::Plan)
+        .await
+        .unwrap();
+    assert!(second.plan.is_empty(), "{:#?}", second.plan.actions);
+    first
+}

@@ -12,9 +12,7 @@ use std::path::Path;
 use seatwarden::config::Config;
 use seatwarden::directory::DirectoryError;
 use seatwarden::model::{Account, IdentityStatus, WorkspaceGroup, WorkspaceSnapshot};
-use seatwarden::run::{self, Mode};
 use seatwarden::sandbox::{Faults, Sandbox, SandboxOptions};
-use seatwarden::store::Store;
 
 const BIND_DN: &str = "cn=seatwarden,ou=services,dc=example,dc=com";
 const BIND_PASSWORD: &str = "interop-bind-secret";
@@ -323,22 +321,7 @@ async fn interop_ldap_to_scim_end_to_end() {
         sandbox.base_url().as_ref(),
         &[],
     );
-    let first = run::execute(
-        &config,
-        Store::open(&config.state.path).unwrap(),
-        Mode::Reconcile,
-    )
-    .await
-    .unwrap();
-    crate::fixtures::assert_clean_reconcile(&first.report);
-    let second = run::execute(
-        &config,
-        Store::open(&config.state.path).unwrap(),
-        Mode::Plan,
-    )
-    .await
-    .unwrap();
-    assert!(second.plan.is_empty(), "{:#?}", second.plan.actions);
+    crate::fixtures::assert_converges(&config).await;
 
     let after = sandbox.snapshot();
     let account = |user: &str| {
