@@ -494,7 +494,7 @@ async fn ldap(users: usize, groups: usize) {
         base_dn: "ou=people,dc=example,dc=com".to_owned(),
         group_base_dn: "ou=groups,dc=example,dc=com".to_owned(),
         flavor: LdapFlavor::OpenLdap,
-        user_filter: LdapFlavor::OpenLdap.default_user_filter().to_owned(),
+        user_filter: LdapFlavor::OpenLdap.default_user_filter("mail"),
         group_filter: LdapFlavor::OpenLdap.default_group_filter().to_owned(),
         id_attribute: LdapFlavor::OpenLdap.default_id_attribute().to_owned(),
         user_name_attribute: LdapFlavor::OpenLdap

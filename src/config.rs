@@ -1247,37 +1247,40 @@ impl Config {
                 user_name_attribute,
                 page_size,
                 timeout: t,
-            } => Directory::Ldap(LdapSource::new(LdapSettings {
-                url: url.clone(),
-                start_tls: *start_tls,
-                ca_file: ca_file.clone(),
-                bind_dn: bind_dn.clone(),
-                bind_password: secret(
-                    bind_password,
-                    bind_password_file,
-                    "directory.bind_password_file",
-                ),
-                base_dn: base_dn.clone(),
-                group_base_dn: group_base_dn.clone().unwrap_or_else(|| base_dn.clone()),
-                flavor: *flavor,
-                user_filter: user_filter
+            } => {
+                let user_name_attribute = user_name_attribute
                     .clone()
-                    .unwrap_or_else(|| flavor.default_user_filter().to_owned()),
-                group_filter: group_filter
-                    .clone()
-                    .unwrap_or_else(|| flavor.default_group_filter().to_owned()),
-                id_attribute: id_attribute
-                    .clone()
-                    .unwrap_or_else(|| flavor.default_id_attribute().to_owned()),
-                user_name_attribute: user_name_attribute
-                    .clone()
-                    .unwrap_or_else(|| flavor.default_user_name_attribute().to_owned()),
-                page_size: *page_size,
-                scope_groups,
-                mapped_groups,
-                timeout: timeout(t),
-                retry: RetryPolicy::default(),
-            })),
+                    .unwrap_or_else(|| flavor.default_user_name_attribute().to_owned());
+                Directory::Ldap(LdapSource::new(LdapSettings {
+                    url: url.clone(),
+                    start_tls: *start_tls,
+                    ca_file: ca_file.clone(),
+                    bind_dn: bind_dn.clone(),
+                    bind_password: secret(
+                        bind_password,
+                        bind_password_file,
+                        "directory.bind_password_file",
+                    ),
+                    base_dn: base_dn.clone(),
+                    group_base_dn: group_base_dn.clone().unwrap_or_else(|| base_dn.clone()),
+                    flavor: *flavor,
+                    user_filter: user_filter
+                        .clone()
+                        .unwrap_or_else(|| flavor.default_user_filter(&user_name_attribute)),
+                    group_filter: group_filter
+                        .clone()
+                        .unwrap_or_else(|| flavor.default_group_filter().to_owned()),
+                    id_attribute: id_attribute
+                        .clone()
+                        .unwrap_or_else(|| flavor.default_id_attribute().to_owned()),
+                    user_name_attribute,
+                    page_size: *page_size,
+                    scope_groups,
+                    mapped_groups,
+                    timeout: timeout(t),
+                    retry: RetryPolicy::default(),
+                }))
+            }
         }
     }
 

@@ -5,7 +5,8 @@
 //!   `bind_password_file`. TLS trusts the system's roots, or only `ca_file` when it
 //!   is set (a private CA). One connection per snapshot; every operation, and every
 //!   entry of a search, is bounded by `timeout`.
-//! - Users: one subtree search of `base_dn` with `user_filter`, in pages of
+//! - Users: one subtree search of `base_dn` with `user_filter` (by default the
+//!   flavor's people that have the userName attribute), in pages of
 //!   `page_size` (Simple Paged Results, RFC 2696; Active Directory answers at most
 //!   1,000 entries a page). Groups: one search of `group_base_dn` (default
 //!   `base_dn`) with `group_filter`; members from `member` (and `uniqueMember` on
@@ -60,11 +61,15 @@ pub enum LdapFlavor {
 }
 
 impl LdapFlavor {
-    pub fn default_user_filter(self) -> &'static str {
-        match self {
-            LdapFlavor::ActiveDirectory => "(&(objectCategory=person)(objectClass=user))",
+    /// People who have the attribute that becomes their userName. Built-in
+    /// accounts (Active Directory's Guest, krbtgt) and service entries without
+    /// one would otherwise fail every snapshot.
+    pub fn default_user_filter(self, user_name_attribute: &str) -> String {
+        let people = match self {
+            LdapFlavor::ActiveDirectory => "(objectCategory=person)(objectClass=user)",
             LdapFlavor::OpenLdap => "(objectClass=inetOrgPerson)",
-        }
+        };
+        format!("(&{people}({user_name_attribute}=*))")
     }
 
     pub fn default_group_filter(self) -> &'static str {

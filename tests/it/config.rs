@@ -312,7 +312,7 @@ fn the_ldap_example_loads_with_active_directory_defaults() {
     let settings = source.settings();
     assert_eq!(
         settings.user_filter,
-        "(&(objectCategory=person)(objectClass=user))"
+        "(&(objectCategory=person)(objectClass=user)(userPrincipalName=*))"
     );
     assert_eq!(settings.id_attribute, "objectGUID");
     assert_eq!(settings.user_name_attribute, "userPrincipalName");
@@ -404,6 +404,11 @@ fn ldap_settings_are_checked_and_named() {
         panic!("expected an LDAP source");
     };
     assert_eq!(source.settings().id_attribute, "entryUUID");
+    assert_eq!(
+        source.settings().user_filter,
+        "(&(objectClass=inetOrgPerson)(mail=*))",
+        "only entries with the attribute that becomes the userName"
+    );
     assert_eq!(source.settings().group_base_dn, "dc=example,dc=com");
 }
 

@@ -102,7 +102,7 @@ async fn interop_ldap_snapshot_reads_people_nested_groups_and_locks() {
             "cy@example.com",
             "dee@example.com"
         ],
-        "the printer under ou=people is not a person"
+        "the printer is not a person; build-bot has no mail, which becomes the userName"
     );
     let groups = |i: usize| people[i].groups.clone();
     assert_eq!(groups(0), ["Engineering", "Taskade Users"]);
@@ -158,7 +158,14 @@ async fn interop_ldap_snapshot_reads_people_nested_groups_and_locks() {
         .collect();
     assert_eq!(
         uids,
-        [("ada", "ada"), ("ben", "ben"), ("cy", "cy"), ("dee", "dee")]
+        [
+            ("ada", "ada"),
+            ("ben", "ben"),
+            ("build-bot", "build-bot"),
+            ("cy", "cy"),
+            ("dee", "dee")
+        ],
+        "with uid as the userName, the entry without mail is a person too"
     );
 }
 

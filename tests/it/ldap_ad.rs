@@ -342,7 +342,7 @@ async fn active_directory_guids_status_and_ranged_members() {
         base_dn: USERS_BASE.to_owned(),
         group_base_dn: GROUPS_BASE.to_owned(),
         flavor,
-        user_filter: flavor.default_user_filter().to_owned(),
+        user_filter: flavor.default_user_filter(flavor.default_user_name_attribute()),
         group_filter: flavor.default_group_filter().to_owned(),
         id_attribute: flavor.default_id_attribute().to_owned(),
         user_name_attribute: flavor.default_user_name_attribute().to_owned(),
