@@ -560,12 +560,12 @@ mod defaults {
     pub fn listen() -> String {
         "127.0.0.1:9464".into()
     }
-    /// Well below Okta's 75 concurrent requests per org, which other
-    /// integrations share.
     /// Active Directory's default MaxPageSize is 1,000.
     pub fn ldap_page_size() -> u32 {
         500
     }
+    /// Well below Okta's 75 concurrent requests per org, which other
+    /// integrations share.
     pub fn okta_max_concurrency() -> usize {
         8
     }
@@ -1129,7 +1129,10 @@ impl Config {
             }
         }
         if *page_size == 0 || i32::try_from(*page_size).is_err() {
-            return Err(self.key_error("directory.page_size", "must be at least 1"));
+            return Err(self.key_error(
+                "directory.page_size",
+                "must be at least 1 (and at most 2147483647)",
+            ));
         }
         parse_duration(timeout).map_err(|e| self.key_error("directory.timeout", e))?;
         Ok(())
