@@ -290,7 +290,7 @@ impl LdapSource {
         for attribute in self.settings.flavor.member_attributes() {
             let mut ranged = RangedValues::new(attribute);
             let next = ranged
-                .take(entry.attrs.clone())
+                .take(&entry.attrs)
                 .map_err(|what| self.malformed_group(&entry.dn, what))?;
             match next {
                 Some(range) => unfinished.push((ranged, range)),
@@ -358,7 +358,7 @@ impl LdapSource {
             while let Some(range) = next {
                 let answer = self.read_range(ldap, &group.raw_dn, &range).await?;
                 next = ranged
-                    .take(answer)
+                    .take(&answer)
                     .map_err(|what| self.malformed_group(&group.raw_dn, what))?;
             }
             group
@@ -633,11 +633,12 @@ impl RangedValues {
     /// Takes this attribute's values from one answer's attributes; returns the
     /// attribute description to ask for next (`member;range=1500-*`), or `None`
     /// when every value is in.
-    fn take(&mut self, attrs: HashMap<String, Vec<String>>) -> Result<Option<String>, String> {
+    fn take(&mut self, attrs: &HashMap<String, Vec<String>>) -> Result<Option<String>, String> {
         let mut next = None;
         let mut found = false;
         for (name, values) in attrs {
-            let (base, options) = name.split_once(';').unwrap_or((&name, ""));
+            let name = name.as_str();
+            let (base, options) = name.split_once(';').unwrap_or((name, ""));
             if !base.eq_ignore_ascii_case(self.attribute) {
                 continue;
             }
@@ -645,9 +646,9 @@ impl RangedValues {
             let Some(range) = options.split(';').find_map(|o| {
                 o.get(..6)
                     .filter(|p| p.eq_ignore_ascii_case("range="))
-                    .map(|_| &o[6..])
+                    .and_then(|_| o.get(6..))
             }) else {
-                self.values.extend(values);
+                self.values.extend(values.iter().cloned());
                 continue;
             };
             let (start, end) = range
@@ -662,7 +663,7 @@ impl RangedValues {
                     "attribute {name:?} starts at value {start}, after {expected} values"
                 ));
             }
-            self.values.extend(values);
+            self.values.extend(values.iter().cloned());
             if end != "*" {
                 let end: u64 = end
                     .parse()
@@ -1003,11 +1004,11 @@ mod tests {
     #[test]
     fn ranged_members_are_read_range_by_range_until_the_last() {
         let mut ranged = RangedValues::new("member");
-        let next = ranged.take(attrs(&[("member;range=0-1499", 0, 1500), ("cn", 0, 1)]));
+        let next = ranged.take(&attrs(&[("member;range=0-1499", 0, 1500), ("cn", 0, 1)]));
         assert_eq!(next, Ok(Some("member;range=1500-*".to_owned())));
-        let next = ranged.take(attrs(&[("member;range=1500-2999", 1500, 3000)]));
+        let next = ranged.take(&attrs(&[("member;range=1500-2999", 1500, 3000)]));
         assert_eq!(next, Ok(Some("member;range=3000-*".to_owned())));
-        let next = ranged.take(attrs(&[("Member;Range=3000-*", 3000, 3210)]));
+        let next = ranged.take(&attrs(&[("Member;Range=3000-*", 3000, 3210)]));
         assert_eq!(next, Ok(None));
         assert_eq!(ranged.values.len(), 3210);
         assert_eq!(ranged.values[2999], "m2999");
@@ -1017,20 +1018,20 @@ mod tests {
     #[test]
     fn unranged_members_need_no_second_read() {
         let mut ranged = RangedValues::new("member");
-        assert_eq!(ranged.take(attrs(&[("member", 0, 3)])), Ok(None));
+        assert_eq!(ranged.take(&attrs(&[("member", 0, 3)])), Ok(None));
         assert_eq!(ranged.values, ["m0", "m1", "m2"]);
         let mut none = RangedValues::new("member");
-        assert_eq!(none.take(attrs(&[("cn", 0, 1)])), Ok(None));
+        assert_eq!(none.take(&attrs(&[("cn", 0, 1)])), Ok(None));
         assert!(none.values.is_empty());
     }
 
     #[test]
     fn a_range_that_does_not_follow_on_is_an_error_not_fewer_members() {
         let mut gap = RangedValues::new("member");
-        gap.take(attrs(&[("member;range=0-1499", 0, 1500)]))
+        gap.take(&attrs(&[("member;range=0-1499", 0, 1500)]))
             .unwrap();
         let error = gap
-            .take(attrs(&[("member;range=1600-*", 1600, 1700)]))
+            .take(&attrs(&[("member;range=1600-*", 1600, 1700)]))
             .unwrap_err();
         assert!(
             error.contains("starts at value 1600, after 1500"),
@@ -1039,15 +1040,15 @@ mod tests {
 
         let mut short = RangedValues::new("member");
         let error = short
-            .take(attrs(&[("member;range=0-1499", 0, 1000)]))
+            .take(&attrs(&[("member;range=0-1499", 0, 1000)]))
             .unwrap_err();
         assert!(error.contains("1000 values in all, not 1500"), "{error}");
 
         let mut vanished = RangedValues::new("member");
         vanished
-            .take(attrs(&[("member;range=0-1499", 0, 1500)]))
+            .take(&attrs(&[("member;range=0-1499", 0, 1500)]))
             .unwrap();
-        let error = vanished.take(attrs(&[("cn", 0, 1)])).unwrap_err();
+        let error = vanished.take(&attrs(&[("cn", 0, 1)])).unwrap_err();
         assert!(error.contains("then sent none"), "{error}");
     }
 

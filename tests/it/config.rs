@@ -271,7 +271,9 @@ fn the_okta_example_loads() {
     assert_eq!(url.as_str(), "https://acme.okta.com/");
     assert_eq!(
         token_file.as_deref(),
-        Some(Path::new("/run/credentials/seatwarden.service/directory-token"))
+        Some(Path::new(
+            "/run/credentials/seatwarden.service/directory-token"
+        ))
     );
     assert!(client_id.is_none());
     assert_eq!(*max_concurrency, 8);
