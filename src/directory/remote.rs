@@ -191,7 +191,7 @@ impl Transport {
             .map_err(transport)?;
         let status = response.status().as_u16();
         let headers = response.headers().clone();
-        let body = response.text().await.map_err(transport)?;
+        let body = crate::http::body_text(response).await.map_err(transport)?;
         Ok(Reply {
             status,
             headers,

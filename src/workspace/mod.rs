@@ -359,8 +359,7 @@ impl ScimClient {
             .get(reqwest::header::RETRY_AFTER)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| crate::retry::parse_retry_after(v, SystemTime::now()));
-        let text = response
-            .text()
+        let text = crate::http::body_text(response)
             .await
             .map_err(|e| transport_error(endpoint, &e))?;
         if (200..300).contains(&status) {
