@@ -628,8 +628,9 @@ impl Config {
             .build()
             .map_err(|e| describe_config_error(path, e))?;
         let mut config: Config = raw
+            .clone()
             .try_deserialize()
-            .map_err(|e| describe_config_error(path, e))?;
+            .map_err(|e| locate_in_directory_table(&raw, path, describe_config_error(path, e)))?;
         config.source = path.to_owned();
         config.resolve_paths();
         config.validate()?;
@@ -1470,20 +1471,23 @@ impl Config {
 
 /// Turns the `config` crate's errors into ones that name the file and the key.
 /// A value that came from the environment names the variable instead of the file.
+/// Where a value came from: the file, another file, or an environment variable.
+fn value_source(path: &Path, origin: Option<String>, key: Option<&str>) -> PathBuf {
+    match origin.filter(|o| !o.is_empty()) {
+        Some(o) if o == "the environment" => PathBuf::from(match key {
+            Some(key) => format!(
+                "environment variable {ENV_PREFIX}__{}",
+                key.replace('.', "__").to_uppercase()
+            ),
+            None => "the environment".to_owned(),
+        }),
+        Some(o) => PathBuf::from(o),
+        None => path.to_owned(),
+    }
+}
+
 fn describe_config_error(path: &Path, error: config::ConfigError) -> ConfigError {
-    let source = |origin: Option<String>, key: Option<&str>| -> PathBuf {
-        match origin.filter(|o| !o.is_empty()) {
-            Some(o) if o == "the environment" => PathBuf::from(match key {
-                Some(key) => format!(
-                    "environment variable {ENV_PREFIX}__{}",
-                    key.replace('.', "__").to_uppercase()
-                ),
-                None => "the environment".to_owned(),
-            }),
-            Some(o) => PathBuf::from(o),
-            None => path.to_owned(),
-        }
-    };
+    let source = |origin: Option<String>, key: Option<&str>| value_source(path, origin, key);
     match error {
         config::ConfigError::Type {
             origin,
@@ -1514,6 +1518,85 @@ fn describe_config_error(path: &Path, error: config::ConfigError) -> ConfigError
             message: other.to_string(),
         },
     }
+}
+
+/// serde reads the `[directory]` table whole to find its `kind` first, and the
+/// errors it gives for the table's fields then carry the key `directory` alone.
+/// The field is found again from what the error names: the field itself, or the
+/// value it refused when exactly one field of the table holds that value.
+fn locate_in_directory_table(raw: &config::Config, file: &Path, error: ConfigError) -> ConfigError {
+    let ConfigError::Key { path, key, message } = error else {
+        return error;
+    };
+    let table = raw.get_table("directory").unwrap_or_default();
+    let field = if key == "directory" {
+        field_named_by(&table, &message)
+    } else {
+        None
+    };
+    match field {
+        Some(field) => {
+            let key = format!("directory.{field}");
+            let origin = table
+                .get(&field)
+                .and_then(|v| v.origin())
+                .map(str::to_owned);
+            ConfigError::Key {
+                path: value_source(file, origin, Some(&key)),
+                key,
+                message,
+            }
+        }
+        None => ConfigError::Key { path, key, message },
+    }
+}
+
+fn field_named_by(table: &config::Map<String, config::Value>, message: &str) -> Option<String> {
+    let quoted = |rest: &str| rest.split('`').next().map(str::to_owned);
+    if let Some(rest) = message.strip_prefix("unknown field `") {
+        return quoted(rest);
+    }
+    let refused_by = |value: &config::Value| -> bool {
+        if let Some(rest) = message.strip_prefix("unknown variant `") {
+            return matches!(&value.kind, config::ValueKind::String(s) if quoted(rest).as_deref() == Some(s.as_str()));
+        }
+        let invalid = message
+            .strip_prefix("invalid type: ")
+            .or_else(|| message.strip_prefix("invalid value: "))
+            .and_then(|rest| rest.split_once(", expected"));
+        match invalid {
+            Some((refused, _)) => as_serde_unexpected(value).as_deref() == Some(refused),
+            // Parsers with their own messages (URLs) quote the text they refused.
+            None => {
+                matches!(&value.kind, config::ValueKind::String(s) if message.contains(&format!("{s:?}")))
+            }
+        }
+    };
+    let holders: Vec<&String> = table
+        .iter()
+        .filter(|(_, value)| refused_by(value))
+        .map(|(field, _)| field)
+        .collect();
+    match holders.as_slice() {
+        [field] => Some((*field).clone()),
+        _ => None,
+    }
+}
+
+/// How serde's `Unexpected` spells a scalar in "invalid type" errors.
+fn as_serde_unexpected(value: &config::Value) -> Option<String> {
+    use config::ValueKind;
+    Some(match &value.kind {
+        ValueKind::String(s) => format!("string {s:?}"),
+        ValueKind::Boolean(b) => format!("boolean `{b}`"),
+        ValueKind::I64(n) => format!("integer `{n}`"),
+        ValueKind::I128(n) => format!("integer `{n}`"),
+        ValueKind::U64(n) => format!("integer `{n}`"),
+        ValueKind::U128(n) => format!("integer `{n}`"),
+        ValueKind::Float(_) | ValueKind::Nil | ValueKind::Table(_) | ValueKind::Array(_) => {
+            return None;
+        }
+    })
 }
 
 /// Parses durations like `30s`, `10m`, `1h`, `1h30m`, `500ms`, `30d`.

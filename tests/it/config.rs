@@ -379,8 +379,7 @@ fn ldap_settings_are_checked_and_named() {
         ),
         (
             "url = \"ldap://dc1\"\nbind_password_file = \"pw\"\nflavor = \"novell\"\n",
-            // Inside the tagged [directory] table serde names only the table.
-            "directory",
+            "key `directory.flavor`",
             "unknown variant `novell`, expected `active_directory` or `openldap`",
         ),
     ] {
@@ -496,4 +495,54 @@ fn connector_secrets_are_redacted_and_bad_urls_name_the_key() {
     )
     .unwrap_err();
     assert!(unknown.contains("tokn"), "{unknown}");
+}
+
+#[test]
+fn errors_inside_the_directory_table_name_the_field() {
+    let ldap = |keys: &str, env: &[(&str, &str)]| {
+        load(
+            &format!(
+                "[directory]\nkind = \"ldap\"\nurl = \"ldap://dc1\"\nbind_dn = \"cn=svc\"\n\
+                 bind_password_file = \"pw\"\nbase_dn = \"dc=example,dc=com\"\n{keys}{WORKSPACE}"
+            ),
+            env,
+        )
+        .unwrap_err()
+    };
+    for (keys, key) in [
+        ("flavor = \"openldap2\"\n", "directory.flavor"),
+        ("page_size = \"many\"\n", "directory.page_size"),
+        ("page_size = -5\n", "directory.page_size"),
+        ("start_tls = \"yes\"\n", "directory.start_tls"),
+        (
+            "bind_pasword_file = \"pw\"\n",
+            "directory.bind_pasword_file",
+        ),
+    ] {
+        let error = ldap(keys, &[]);
+        assert!(
+            error.contains(&format!("seatwarden.toml: key `{key}`:")),
+            "{keys}: {error}"
+        );
+    }
+    let from_env = ldap("", &[("SEATWARDEN__DIRECTORY__FLAVOR", "ad")]);
+    assert!(
+        from_env.starts_with(
+            "environment variable SEATWARDEN__DIRECTORY__FLAVOR: key `directory.flavor`: unknown variant `ad`"
+        ),
+        "{from_env}"
+    );
+    let okta = load(
+        &format!("[directory]\nkind = \"okta\"\nurl = \"acme.okta.com\"\ntoken = \"x\"{WORKSPACE}"),
+        &[],
+    )
+    .unwrap_err();
+    assert!(okta.contains("key `directory.url`"), "{okta}");
+    // Two fields hold the refused value: naming either could send someone to the
+    // wrong line, so only the table is named.
+    let ambiguous = ldap("flavor = \"x\"\nuser_name_attribute = \"x\"\n", &[]);
+    assert!(
+        ambiguous.contains("key `directory`: unknown variant `x`"),
+        "{ambiguous}"
+    );
 }
