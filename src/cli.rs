@@ -280,7 +280,7 @@ pub enum Command {
     Daemon,
     /// Deprovisions pending and overdue (due times in [schedule] timezone), recent
     /// verified ones with their latency, and each daemon job's last run. Reads the
-    /// state database; exit 5 when any deprovision is overdue.
+    /// state database; exit 7 when any deprovision is overdue.
     Status {
         #[arg(long, value_enum, default_value_t = StatusFormat::Text)]
         format: StatusFormat,

@@ -97,3 +97,57 @@ fn an_unreadable_directory_exits_1_and_names_the_file() {
         text(&out.stderr)
     );
 }
+
+#[test]
+fn command_help_names_the_exit_codes_the_table_lists_and_the_code_returns() {
+    let help = text(&seatwarden(&["--help"], &[]).stdout);
+    let table: Vec<&str> = help
+        .lines()
+        .skip_while(|line| !line.starts_with("Exit codes"))
+        .skip(1)
+        .take_while(|line| !line.trim().is_empty())
+        .collect();
+    let code_line = |code: u8| {
+        table
+            .iter()
+            .find(|line| line.trim_start().starts_with(&format!("{code} ")))
+            .copied()
+    };
+    let commands: Vec<String> = help
+        .lines()
+        .skip_while(|line| !line.starts_with("Commands:"))
+        .skip(1)
+        .take_while(|line| !line.trim().is_empty())
+        .filter(|line| line.starts_with("  ") && !line.starts_with("   "))
+        .filter_map(|line| line.split_whitespace().next().map(str::to_owned))
+        .filter(|command| command != "help")
+        .collect();
+    assert!(commands.len() > 10, "{commands:?}");
+    for command in &commands {
+        let sub = text(&seatwarden(&[command.as_str(), "--help"], &[]).stdout);
+        let words: Vec<&str> = sub.split_whitespace().collect();
+        for pair in words.windows(2) {
+            if !matches!(pair[0].to_lowercase().as_str(), "exit" | "exits") {
+                continue;
+            }
+            let Ok(code) = pair[1].trim_end_matches([',', '.', ';', ')']).parse::<u8>() else {
+                continue;
+            };
+            assert!(
+                code_line(code).is_some(),
+                "`{command} --help` names exit {code}, which the table lacks"
+            );
+        }
+    }
+    // Codes that belong to one command are named by that command as they are returned.
+    let status = text(&seatwarden(&["status", "--help"], &[]).stdout);
+    assert!(
+        status.contains(&format!("exit {} when", seatwarden::cli::exit::OVERDUE)),
+        "{status}"
+    );
+    let plan = text(&seatwarden(&["plan", "--help"], &[]).stdout);
+    assert!(
+        plan.contains(&format!("Exit {} when", seatwarden::cli::exit::CHANGES)),
+        "{plan}"
+    );
+}
