@@ -20,7 +20,8 @@ use serde::{Deserialize, Serialize, Serializer};
 
 use crate::directory::{
     Directory, EntraAuth, EntraSettings, EntraSource, FileSource, LdapFlavor, LdapSettings,
-    LdapSource, OktaAuth, OktaSettings, OktaSource, Secret,
+    LdapSource, OktaAuth, OktaSettings, OktaSource, ScimDirectorySettings, ScimDirectorySource,
+    Secret,
 };
 use crate::guard::GuardSettings;
 use crate::model::Role;
@@ -177,6 +178,25 @@ pub enum DirectoryConfig {
         user_name_attribute: Option<String>,
         #[serde(default = "defaults::ldap_page_size")]
         page_size: u32,
+        #[serde(default = "defaults::timeout")]
+        timeout: String,
+    },
+    /// A SCIM 2.0 service provider that serves the people (an identity provider or
+    /// HR system): a bearer token (`token`/`token_file`), Users and Groups listed.
+    Scim {
+        /// Up to and including the version, e.g. `https://idp.example.com/scim/v2`.
+        url: url::Url,
+        #[serde(default, serialize_with = "redacted")]
+        token: Option<SecretString>,
+        #[serde(default)]
+        token_file: Option<PathBuf>,
+        #[serde(default = "defaults::page_size")]
+        page_size: u32,
+        #[serde(default = "defaults::max_concurrency")]
+        max_concurrency: usize,
+        /// 0 disables the rate limit.
+        #[serde(default = "defaults::requests_per_second")]
+        requests_per_second: u32,
         #[serde(default = "defaults::timeout")]
         timeout: String,
     },
@@ -679,6 +699,7 @@ impl Config {
                 ca_file.iter_mut().for_each(resolve);
                 bind_password_file.iter_mut().for_each(resolve);
             }
+            DirectoryConfig::Scim { token_file, .. } => token_file.iter_mut().for_each(resolve),
         }
         if let Some(file) = &mut self.workspace.token_file {
             resolve(file);
@@ -1034,6 +1055,39 @@ impl Config {
                 (*max_concurrency, timeout)
             }
             DirectoryConfig::Ldap { .. } => return self.validate_ldap(),
+            DirectoryConfig::Scim {
+                url,
+                token,
+                token_file,
+                page_size,
+                max_concurrency,
+                timeout,
+                ..
+            } => {
+                http_url("directory.url", url)?;
+                if url.query().is_some() {
+                    return Err(self.key_error("directory.url", "must not have a query"));
+                }
+                match (token, token_file) {
+                    (Some(_), Some(_)) => {
+                        return Err(self.key_error(
+                            "directory.token",
+                            "set either token or token_file, not both",
+                        ));
+                    }
+                    (None, None) => {
+                        return Err(self.key_error(
+                            "directory.token_file",
+                            "missing: set directory.token_file (the provider's SCIM bearer token)",
+                        ));
+                    }
+                    _ => {}
+                }
+                if *page_size == 0 {
+                    return Err(self.key_error("directory.page_size", "must be at least 1"));
+                }
+                (*max_concurrency, timeout)
+            }
         };
         if max_concurrency == 0 {
             return Err(self.key_error("directory.max_concurrency", "must be at least 1"));
@@ -1285,6 +1339,23 @@ impl Config {
                     retry: RetryPolicy::default(),
                 }))
             }
+            DirectoryConfig::Scim {
+                url,
+                token,
+                token_file,
+                page_size,
+                max_concurrency,
+                requests_per_second,
+                timeout: t,
+            } => Directory::Scim(ScimDirectorySource::new(ScimDirectorySettings {
+                url: url.clone(),
+                token: secret(token, token_file, "directory.token_file"),
+                page_size: *page_size,
+                max_concurrency: *max_concurrency,
+                requests_per_second: *requests_per_second,
+                timeout: timeout(t),
+                retry: RetryPolicy::default(),
+            })),
         }
     }
 

@@ -6,7 +6,7 @@
 //! invariant 3).
 //!
 //! Sources are an enum rather than a trait object: the set is closed (file, Okta,
-//! Entra, LDAP now; SCIM later), `snapshot` is async, and `match` keeps the dispatch
+//! Entra, LDAP, SCIM), `snapshot` is async, and `match` keeps the dispatch
 //! visible and free of boxing.
 
 pub mod entra;
@@ -15,6 +15,7 @@ mod jwt;
 pub mod ldap;
 pub mod okta;
 mod remote;
+pub mod scim;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -29,6 +30,7 @@ pub use file::FileSource;
 pub use ldap::{LdapFlavor, LdapSettings, LdapSource};
 pub use okta::{OktaAuth, OktaSettings, OktaSource};
 pub use remote::{RemoteStats, Secret};
+pub use scim::{ScimDirectorySettings, ScimDirectorySource};
 
 /// Why a directory could not be read. A file error is never transient: the file
 /// will not fix itself between two attempts of the same run.
@@ -199,6 +201,8 @@ pub enum Directory {
     Entra(EntraSource),
     /// Active Directory or OpenLDAP (see [`ldap`](mod@ldap)).
     Ldap(LdapSource),
+    /// A SCIM 2.0 service provider that serves the people (see [`scim`]).
+    Scim(ScimDirectorySource),
 }
 
 impl Directory {
@@ -215,6 +219,7 @@ impl Directory {
                 Directory::Okta(source) => source.snapshot().await,
                 Directory::Entra(source) => source.snapshot().await,
                 Directory::Ldap(source) => source.snapshot().await,
+                Directory::Scim(source) => source.snapshot().await,
             }
         })
     }
@@ -240,6 +245,11 @@ impl Directory {
                     snapshot: source.snapshot().await?,
                     cursor: None,
                 }),
+                // SCIM has no delta that shows deletions.
+                Directory::Scim(source) => Ok(DirectoryChanges::Full {
+                    snapshot: source.snapshot().await?,
+                    cursor: None,
+                }),
             }
         })
     }
@@ -251,6 +261,7 @@ impl Directory {
             Directory::Okta(source) => format!("okta {}", source.url()),
             Directory::Entra(source) => format!("entra tenant {}", source.tenant_id()),
             Directory::Ldap(source) => format!("ldap {}", source.url()),
+            Directory::Scim(source) => format!("scim {}", source.url()),
         }
     }
 }

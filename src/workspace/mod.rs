@@ -104,7 +104,7 @@ pub struct ScimSettings {
 /// Reported after each page of a listing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Progress {
-    /// `"accounts"` or `"groups"`.
+    /// `"accounts"`, `"people"` (a SCIM directory's Users) or `"groups"`.
     pub what: &'static str,
     pub pages: u64,
     /// Distinct objects so far.
@@ -153,6 +153,16 @@ struct Inner {
     /// Set once the provider refused or mishandled an `id eq … or …` filter: from
     /// then on objects are read one by one.
     id_filters_refused: AtomicBool,
+}
+
+/// What [`ScimClient::people`] read.
+#[derive(Debug, Clone)]
+pub struct People {
+    /// Each User with the enterprise extension's `department`.
+    pub users: Vec<(Account, Option<String>)>,
+    pub groups: Vec<WorkspaceGroup>,
+    /// False when a listing ended short of the `totalResults` it announced.
+    pub whole: bool,
 }
 
 /// A SCIM 2.0 client; cheap to clone, shared by concurrent tasks.
@@ -471,6 +481,36 @@ impl ScimClient {
         });
         let (accounts, groups) = futures::try_join!(accounts, groups)?;
         Ok(WorkspaceSnapshot { accounts, groups })
+    }
+
+    /// All Users, each with its enterprise `department`, and all Groups: what a
+    /// SCIM service provider used as the directory is read for. Roles are not read.
+    pub async fn people(
+        &self,
+        progress: &(dyn Fn(Progress) + Send + Sync),
+    ) -> Result<People, WorkspaceError> {
+        let users = paging::list_all_counted(
+            self,
+            "/Users",
+            "people",
+            progress,
+            |endpoint, user: parse::UserBody| {
+                let account = parse::account(endpoint, &user.0, &RoleAttribute::None)?;
+                let department = parse::department(&user.0);
+                Ok((account.id.clone(), (account, department)))
+            },
+        );
+        let groups =
+            paging::list_all_counted(self, "/Groups", "groups", progress, |endpoint, body| {
+                let group = parse::group(endpoint, body)?;
+                Ok((group.id.clone(), group))
+            });
+        let (users, groups) = futures::try_join!(users, groups)?;
+        Ok(People {
+            whole: users.whole && groups.whole,
+            users: users.items,
+            groups: groups.items,
+        })
     }
 
     /// Whether objects may be read many at a time by `id eq … or …` filters: true

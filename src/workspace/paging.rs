@@ -131,6 +131,32 @@ where
     R: DeserializeOwned,
     F: Fn(&str, R) -> Result<(String, T), WorkspaceError>,
 {
+    Ok(list_all_counted(client, path, what, progress, parse_one)
+        .await?
+        .items)
+}
+
+/// A whole listing and whether it is as long as the provider said it would be.
+pub(crate) struct Listing<T> {
+    pub items: Vec<T>,
+    /// False when the listing ended with fewer distinct objects than the last
+    /// `totalResults` announced: objects moved between pages, or the provider
+    /// stopped early.
+    pub whole: bool,
+}
+
+/// [`list_all`], telling whether the listing reached the announced total.
+pub(crate) async fn list_all_counted<R, T, F>(
+    client: &ScimClient,
+    path: &str,
+    what: &'static str,
+    progress: &(dyn Fn(Progress) + Send + Sync),
+    parse_one: F,
+) -> Result<Listing<T>, WorkspaceError>
+where
+    R: DeserializeOwned,
+    F: Fn(&str, R) -> Result<(String, T), WorkspaceError>,
+{
     let requested = u64::from(client.effective_page_size());
     let mut collector = Collector {
         seen: HashSet::new(),
@@ -213,17 +239,19 @@ where
         };
     }
 
-    if let Some(t) = total
-        && (collector.items.len() as u64) < t
-    {
+    let whole = total.is_none_or(|t| collector.items.len() as u64 >= t);
+    if !whole {
         tracing::warn!(
             what,
             listed = collector.items.len(),
-            total_results = t,
+            total_results = total,
             "listing ended with fewer objects than totalResults announced"
         );
     }
-    Ok(collector.items)
+    Ok(Listing {
+        items: collector.items,
+        whole,
+    })
 }
 
 #[cfg(test)]

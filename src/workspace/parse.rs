@@ -236,6 +236,15 @@ pub(crate) fn account(
     })
 }
 
+/// The enterprise extension's `department` (RFC 7643 §4.3), when the User has one.
+pub(crate) fn department(v: &Value) -> Option<String> {
+    attr(v, ENTERPRISE_USER)
+        .and_then(|ext| attr_str(ext, "department"))
+        .filter(|d| !d.trim().is_empty())
+}
+
+const ENTERPRISE_USER: &str = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User";
+
 /// The primary email, else the first of type work, else the first.
 fn email(v: &Value) -> Option<String> {
     let emails: Vec<&Value> = attr(v, "emails")?

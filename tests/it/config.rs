@@ -546,3 +546,82 @@ fn errors_inside_the_directory_table_name_the_field() {
         "{ambiguous}"
     );
 }
+
+#[test]
+fn the_scim_example_loads() {
+    let config = example("scim.example.toml");
+    let Directory::Scim(source) = config.directory() else {
+        panic!("expected a SCIM source");
+    };
+    assert_eq!(source.url().as_str(), "https://idp.example.com/scim/v2");
+    assert_eq!(source.settings().requests_per_second, 10);
+    assert_eq!(
+        format!("{:?}", source.settings().token),
+        "file /run/credentials/seatwarden.service/directory-token"
+    );
+}
+
+#[test]
+fn scim_directory_settings_are_checked_and_named() {
+    let scim = |keys: &str| {
+        load(
+            &format!("[directory]\nkind = \"scim\"\n{keys}{WORKSPACE}"),
+            &[],
+        )
+    };
+    for (keys, key, says) in [
+        (
+            "url = \"https://idp.example.com/scim/v2\"\n",
+            "directory.token_file",
+            "missing",
+        ),
+        (
+            "url = \"https://idp.example.com/scim/v2\"\ntoken = \"a\"\ntoken_file = \"t\"\n",
+            "directory.token",
+            "not both",
+        ),
+        (
+            "url = \"ldap://idp.example.com\"\ntoken_file = \"t\"\n",
+            "directory.url",
+            "http",
+        ),
+        (
+            "url = \"https://idp.example.com/scim/v2?tenant=1\"\ntoken_file = \"t\"\n",
+            "directory.url",
+            "query",
+        ),
+        (
+            "url = \"https://idp.example.com/scim/v2\"\ntoken_file = \"t\"\npage_size = 0\n",
+            "directory.page_size",
+            "at least 1",
+        ),
+        (
+            "url = \"https://idp.example.com/scim/v2\"\ntoken_file = \"t\"\nmax_concurrency = 0\n",
+            "directory.max_concurrency",
+            "at least 1",
+        ),
+        (
+            "url = \"https://idp.example.com/scim/v2\"\ntoken_file = \"t\"\nrole_attribute = \"roles\"\n",
+            "directory.role_attribute",
+            "unknown field",
+        ),
+    ] {
+        let error = scim(keys).unwrap_err();
+        assert!(
+            error.contains(&format!("key `{key}`")) && error.contains(says),
+            "{keys}: {error}"
+        );
+    }
+    let config = scim(
+        "url = \"https://idp.example.com/scim/v2\"\ntoken = \"idp-secret-token\"\npage_size = 50\n",
+    )
+    .unwrap();
+    assert!(!config.to_redacted_toml().contains("idp-secret-token"));
+    let Directory::Scim(source) = config.directory() else {
+        panic!("expected a SCIM source");
+    };
+    assert_eq!(source.url().as_str(), "https://idp.example.com/scim/v2");
+    assert_eq!(source.settings().page_size, 50);
+    assert_eq!(source.settings().max_concurrency, 4);
+    assert!(!format!("{source:?}").contains("idp-secret-token"));
+}

@@ -206,3 +206,116 @@ async fn interop_reconcile_converges_every_drift_kind_against_scim2_server() {
         .unwrap();
     assert!(returned.active, "the returner's own account is reactivated");
 }
+
+/// scim2-server as the *directory* (`kind = "scim"`): people and groups written to
+/// it through its API are read back as identities and provisioned into an empty
+/// in-process workspace.
+#[tokio::test]
+#[ignore = "needs scim2-server: run `bash scripts/interop.sh`"]
+async fn interop_scim2_server_as_the_directory_provisions_an_empty_workspace() {
+    use seatwarden::model::WorkspaceSnapshot;
+    use seatwarden::sandbox::{Sandbox, SandboxOptions};
+
+    let (base, token) = server();
+    let url = tenant_url(&base, "directory");
+    let idp = client(&url, &token);
+    idp.discover().await.unwrap();
+    let mut ids = Vec::new();
+    for n in 0..12 {
+        let person = idp
+            .create_account(&AccountSpec {
+                user_name: format!("person{n}@example.com"),
+                external_id: format!("hr-{n}"),
+                given_name: Some(format!("Person{n}")),
+                family_name: Some("Example".to_owned()),
+                display_name: Some(format!("Person{n} Example")),
+                email: Some(format!("person{n}@example.com")),
+                role: None,
+            })
+            .await
+            .unwrap();
+        ids.push(person.id);
+    }
+    idp.set_active(&ids[5], false).await.unwrap();
+    let everyone = idp.create_group("Taskade Users").await.unwrap();
+    idp.add_members(&everyone.id, &ids[..10]).await.unwrap();
+    let engineering = idp.create_group("Engineering").await.unwrap();
+    idp.add_members(&engineering.id, &ids[..4]).await.unwrap();
+
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let workspace = Sandbox::start(
+        listener,
+        SandboxOptions {
+            token: "workspace-token".to_owned(),
+            ..SandboxOptions::default()
+        },
+        WorkspaceSnapshot::default(),
+    )
+    .await
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("seatwarden.toml"),
+        format!(
+            "[directory]\nkind = \"scim\"\nurl = \"{url}\"\ntoken = \"{token}\"\n\
+             page_size = 5\nmax_concurrency = 2\nrequests_per_second = 0\n\n\
+             [workspace]\nurl = \"{}\"\ntoken = \"workspace-token\"\n\n\
+             [policy]\nscope_groups = [\"Taskade Users\"]\ndefault_role = \"Viewer\"\n\n\
+             [[policy.mapping]]\ngroup = \"Engineering\"\nworkspace_group = \"Engineering\"\n\
+             role = \"Editor\"\n\n[safety]\nsettle = \"0s\"\n",
+            workspace.base_url()
+        ),
+    )
+    .unwrap();
+    let config = seatwarden::config::Config::load_with_env(
+        &dir.path().join("seatwarden.toml"),
+        Some(HashMap::new()),
+    )
+    .unwrap();
+    crate::fixtures::assert_converges(&config).await;
+
+    let after = workspace.snapshot();
+    let provisioned: Vec<(&str, &str, Vec<String>)> = {
+        let mut rows: Vec<_> = after
+            .accounts
+            .iter()
+            .map(|a| {
+                assert!(a.active, "{}", a.user_name);
+                (
+                    a.user_name.as_str(),
+                    a.external_id.as_deref().unwrap_or_default(),
+                    a.roles.clone(),
+                )
+            })
+            .collect();
+        rows.sort();
+        rows
+    };
+    let expected: Vec<(String, String, Vec<String>)> = [0, 1, 2, 3, 4, 6, 7, 8, 9]
+        .iter()
+        .map(|&n| {
+            let role = if n < 4 { "Editor" } else { "Viewer" };
+            (
+                format!("person{n}@example.com"),
+                ids[n].clone(),
+                vec![role.to_owned()],
+            )
+        })
+        .collect();
+    assert_eq!(
+        provisioned,
+        expected
+            .iter()
+            .map(|(u, e, r)| (u.as_str(), e.as_str(), r.clone()))
+            .collect::<Vec<_>>(),
+        "in scope and active: provisioned, keyed by scim2-server's ids; the inactive \
+         one and the two out of scope: not"
+    );
+    let group = after
+        .groups
+        .iter()
+        .find(|g| g.display_name == "Engineering")
+        .unwrap();
+    assert_eq!(group.members.len(), 4);
+    workspace.shutdown().await;
+}

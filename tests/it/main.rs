@@ -19,6 +19,7 @@ mod report;
 mod resume;
 mod safety;
 mod sandbox;
+mod scim_directory;
 mod store;
 mod verify;
 mod workspace;

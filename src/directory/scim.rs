@@ -1,0 +1,315 @@
+//! A SCIM 2.0 service provider as the directory (`kind = "scim"`): an identity
+//! provider or HR system that serves its people over SCIM instead of (or besides)
+//! pushing them.
+//!
+//! It is read with the workspace's own client (discovery, index paging with
+//! concurrent pages, a rate limit, retries that honour `Retry-After`), with its own
+//! URL and token. The token is read at each snapshot, so a rotated credential file
+//! is picked up by the next read.
+//!
+//! Mapping: a User's `id` is the identity id (it becomes the account's
+//! `externalId`); `userName`, `name`, `displayName` and the primary email are taken
+//! as they are; `active: false` is `suspended`; `department` comes from the
+//! enterprise extension. A person's groups are the `displayName`s of the Groups that
+//! list them, directly or through a Group that is itself a member (cycles are
+//! harmless). Anything the provider answers that cannot be read fails the whole
+//! snapshot, and a listing shorter than the `totalResults` it announced makes the
+//! snapshot incomplete: a partial directory must never look like people who left.
+//!
+//! SCIM has no delta that shows deletions, so the daemon's sweep re-reads it whole.
+
+use std::collections::{HashMap, HashSet};
+use std::time::Duration;
+
+use crate::model::{Account, DirectorySnapshot, Identity, IdentityStatus, WorkspaceGroup};
+use crate::retry::RetryPolicy;
+use crate::workspace::{RoleAttribute, ScimClient, ScimSettings, WorkspaceError};
+
+use super::{DirectoryError, Secret};
+
+#[derive(Debug, Clone)]
+pub struct ScimDirectorySettings {
+    /// Up to and including the version, e.g. `https://idp.example.com/scim/v2`.
+    pub url: url::Url,
+    pub token: Secret,
+    /// Requested page size; capped by the provider's `filter.maxResults`.
+    pub page_size: u32,
+    pub max_concurrency: usize,
+    /// 0 disables rate limiting.
+    pub requests_per_second: u32,
+    /// Per request (each attempt).
+    pub timeout: Duration,
+    pub retry: RetryPolicy,
+}
+
+#[derive(Debug, Clone)]
+pub struct ScimDirectorySource {
+    settings: ScimDirectorySettings,
+}
+
+impl ScimDirectorySource {
+    pub fn new(settings: ScimDirectorySettings) -> ScimDirectorySource {
+        ScimDirectorySource { settings }
+    }
+
+    pub fn url(&self) -> &url::Url {
+        &self.settings.url
+    }
+
+    pub fn settings(&self) -> &ScimDirectorySettings {
+        &self.settings
+    }
+
+    /// Every User and Group the provider lists, as identities.
+    pub async fn snapshot(&self) -> Result<DirectorySnapshot, DirectoryError> {
+        let settings = &self.settings;
+        let client = ScimClient::new(ScimSettings {
+            base_url: settings.url.clone(),
+            token: settings.token.read()?,
+            role_attribute: RoleAttribute::None,
+            page_size: settings.page_size,
+            max_concurrency: settings.max_concurrency,
+            requests_per_second: settings.requests_per_second,
+            timeout: settings.timeout,
+            retry: settings.retry,
+        })
+        .map_err(directory_error)?;
+        client.discover().await.map_err(directory_error)?;
+        let people = client
+            .people(&|progress| {
+                tracing::debug!(
+                    what = progress.what,
+                    pages = progress.pages,
+                    objects = progress.objects,
+                    total = progress.total,
+                    "SCIM directory page read"
+                );
+            })
+            .await
+            .map_err(directory_error)?;
+        // A short listing is people missing, who must not look like leavers.
+        Ok(DirectorySnapshot {
+            identities: identities(people.users, &people.groups),
+            complete: people.whole,
+        })
+    }
+}
+
+/// The workspace client's errors, as the directory's: the same endpoint, status,
+/// SCIM type and detail, and the same retry classification.
+fn directory_error(error: WorkspaceError) -> DirectoryError {
+    match error {
+        WorkspaceError::Settings(message) => DirectoryError::Settings(message),
+        WorkspaceError::Transport {
+            endpoint,
+            message,
+            transient,
+        } => DirectoryError::Transport {
+            endpoint,
+            message,
+            transient,
+        },
+        WorkspaceError::Status {
+            endpoint,
+            status,
+            scim_type,
+            detail,
+            retry_after,
+        } => DirectoryError::Status {
+            endpoint,
+            status,
+            code: scim_type,
+            detail,
+            retry_after,
+        },
+        WorkspaceError::Malformed { endpoint, what } => {
+            DirectoryError::Malformed { endpoint, what }
+        }
+    }
+}
+
+fn identities(people: Vec<(Account, Option<String>)>, groups: &[WorkspaceGroup]) -> Vec<Identity> {
+    let memberships = group_names_by_member(groups);
+    people
+        .into_iter()
+        .map(|(account, department)| {
+            let groups = memberships
+                .get(account.id.as_str())
+                .map(|names| {
+                    let mut names: Vec<String> = names.iter().map(|&n| n.to_owned()).collect();
+                    names.sort();
+                    names
+                })
+                .unwrap_or_default();
+            Identity {
+                status: if account.active {
+                    IdentityStatus::Active
+                } else {
+                    IdentityStatus::Suspended
+                },
+                user_name: account.user_name,
+                email: account.email,
+                given_name: account.given_name,
+                family_name: account.family_name,
+                display_name: account.display_name,
+                department,
+                groups,
+                id: account.id,
+            }
+        })
+        .collect()
+}
+
+/// For every member id, the names of the groups it is in, counting a group that is
+/// a member of another as being in that one too.
+fn group_names_by_member(groups: &[WorkspaceGroup]) -> HashMap<&str, HashSet<&str>> {
+    let by_id: HashMap<&str, &WorkspaceGroup> = groups.iter().map(|g| (g.id.as_str(), g)).collect();
+    let mut containers: HashMap<&str, Vec<&str>> = HashMap::new();
+    for group in groups {
+        for member in &group.members {
+            if by_id.contains_key(member.as_str()) {
+                containers
+                    .entry(member.as_str())
+                    .or_default()
+                    .push(group.id.as_str());
+            }
+        }
+    }
+    // Each group's name and the names of every group that contains it, however deep.
+    let enclosing = |start: &str| -> HashSet<&str> {
+        let mut seen: HashSet<&str> = HashSet::from([start]);
+        let mut stack = vec![start];
+        while let Some(id) = stack.pop() {
+            for &outer in containers.get(id).into_iter().flatten() {
+                if seen.insert(outer) {
+                    stack.push(outer);
+                }
+            }
+        }
+        seen.into_iter()
+            .filter_map(|id| by_id.get(id).map(|g| g.display_name.as_str()))
+            .collect()
+    };
+    let mut names: HashMap<&str, HashSet<&str>> = HashMap::new();
+    for group in groups {
+        let outer = enclosing(group.id.as_str());
+        for member in &group.members {
+            if !by_id.contains_key(member.as_str()) {
+                names.entry(member.as_str()).or_default().extend(&outer);
+            }
+        }
+    }
+    names
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+    use super::*;
+
+    fn group(id: &str, name: &str, members: &[&str]) -> WorkspaceGroup {
+        WorkspaceGroup {
+            id: id.into(),
+            display_name: name.into(),
+            members: members.iter().map(|&m| m.to_owned()).collect(),
+        }
+    }
+
+    fn person(id: &str, active: bool) -> (Account, Option<String>) {
+        (
+            Account {
+                id: id.into(),
+                user_name: format!("{id}@example.com"),
+                external_id: Some("ignored".into()),
+                given_name: Some("Given".into()),
+                family_name: None,
+                display_name: None,
+                email: Some(format!("{id}@example.com")),
+                active,
+                roles: Vec::new(),
+            },
+            (id == "u1").then(|| "Engineering".to_owned()),
+        )
+    }
+
+    #[test]
+    fn people_become_identities_with_their_groups_through_nesting() {
+        let groups = [
+            group("g-all", "Taskade Users", &["g-eng", "u3"]),
+            group("g-eng", "Engineering", &["u1", "g-platform"]),
+            group("g-platform", "Platform", &["u2"]),
+            group("g-empty", "Nobody", &[]),
+        ];
+        let identities = identities(
+            vec![person("u1", true), person("u2", false), person("u3", true)],
+            &groups,
+        );
+        let by_id: HashMap<&str, &Identity> =
+            identities.iter().map(|i| (i.id.as_str(), i)).collect();
+        assert_eq!(by_id["u1"].groups, ["Engineering", "Taskade Users"]);
+        assert_eq!(
+            by_id["u2"].groups,
+            ["Engineering", "Platform", "Taskade Users"]
+        );
+        assert_eq!(by_id["u3"].groups, ["Taskade Users"]);
+        assert_eq!(by_id["u1"].status, IdentityStatus::Active);
+        assert_eq!(by_id["u2"].status, IdentityStatus::Suspended);
+        assert_eq!(by_id["u1"].department.as_deref(), Some("Engineering"));
+        assert_eq!(by_id["u1"].user_name, "u1@example.com");
+        assert_eq!(by_id["u1"].given_name.as_deref(), Some("Given"));
+    }
+
+    #[test]
+    fn a_cycle_of_groups_ends_and_puts_members_in_every_group_of_it() {
+        let groups = [
+            group("a", "Loop A", &["b", "u1"]),
+            group("b", "Loop B", &["a"]),
+        ];
+        let identities = identities(vec![person("u1", true)], &groups);
+        assert_eq!(identities[0].groups, ["Loop A", "Loop B"]);
+    }
+
+    #[test]
+    fn groups_that_share_a_name_give_it_once() {
+        let groups = [group("a", "Sales", &["u1"]), group("b", "Sales", &["u1"])];
+        let identities = identities(vec![person("u1", true)], &groups);
+        assert_eq!(identities[0].groups, ["Sales"]);
+    }
+
+    #[test]
+    fn provider_errors_keep_their_endpoint_status_and_retry_class() {
+        let throttled = directory_error(WorkspaceError::Status {
+            endpoint: "GET /Users?startIndex=1&count=100".into(),
+            status: 429,
+            scim_type: None,
+            detail: "slow down".into(),
+            retry_after: Some(Duration::from_secs(3)),
+        });
+        assert!(throttled.is_transient());
+        assert_eq!(
+            crate::retry::Transient::retry_after(&throttled),
+            Some(Duration::from_secs(3))
+        );
+        assert!(
+            throttled
+                .to_string()
+                .starts_with("GET /Users?startIndex=1&count=100: HTTP 429")
+        );
+        let denied = directory_error(WorkspaceError::Status {
+            endpoint: "GET /Users".into(),
+            status: 401,
+            scim_type: None,
+            detail: "bad token".into(),
+            retry_after: None,
+        });
+        assert!(!denied.is_transient());
+        let malformed = directory_error(WorkspaceError::Malformed {
+            endpoint: "GET /Groups".into(),
+            what: "Group without id".into(),
+        });
+        assert_eq!(
+            malformed.to_string(),
+            "GET /Groups: malformed response: Group without id"
+        );
+    }
+}

@@ -1,0 +1,432 @@
+//! `kind = "scim"`: a SCIM 2.0 service provider as the directory. The provider here
+//! is a second in-process sandbox (or a wiremock one for broken answers); the run
+//! must give the workspace exactly what the same people in a directory file give
+//! it, write nothing to the provider, and fail without a workspace write when the
+//! provider cannot be read whole.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use seatwarden::config::Config;
+use seatwarden::model::{Account, IdentityStatus, WorkspaceGroup, WorkspaceSnapshot};
+use seatwarden::run::{self, Mode, RunError};
+use seatwarden::sandbox::{Faults, Sandbox, SandboxOptions};
+use seatwarden::store::Store;
+use seatwarden::synth::{self, Synth, SynthSpec};
+use serde_json::json;
+use wiremock::matchers::{method, path};
+use wiremock::{Mock, MockServer, ResponseTemplate};
+
+const WORKSPACE_TOKEN: &str = "workspace-token";
+const IDP_TOKEN: &str = "idp-scim-token";
+
+fn data() -> Synth {
+    synth::generate(&SynthSpec {
+        people: 150,
+        groups: 5,
+        drift_percent: 10.0,
+        seed: 11,
+    })
+}
+
+async fn serve(
+    seed: WorkspaceSnapshot,
+    token: &str,
+    max_results: usize,
+    faults: Faults,
+) -> Sandbox {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    Sandbox::start(
+        listener,
+        SandboxOptions {
+            token: token.to_owned(),
+            max_results,
+            or_filters: true,
+            faults,
+        },
+        seed,
+    )
+    .await
+    .unwrap()
+}
+
+/// The synthetic directory as a SCIM provider holds it: a User per identity (its
+/// id the identity id, `active` its status), a Group per directory group.
+fn provider_seed(data: &Synth) -> WorkspaceSnapshot {
+    let accounts = data
+        .directory
+        .identities
+        .iter()
+        .map(|i| Account {
+            id: i.id.clone(),
+            user_name: i.user_name.clone(),
+            external_id: None,
+            given_name: i.given_name.clone(),
+            family_name: i.family_name.clone(),
+            display_name: i.display_name.clone(),
+            email: i.email.clone(),
+            active: i.status == IdentityStatus::Active,
+            roles: Vec::new(),
+        })
+        .collect();
+    let mut groups: BTreeMap<&str, Vec<String>> = BTreeMap::new();
+    for identity in &data.directory.identities {
+        for group in &identity.groups {
+            groups.entry(group).or_default().push(identity.id.clone());
+        }
+    }
+    let groups = groups
+        .into_iter()
+        .enumerate()
+        .map(|(n, (name, members))| WorkspaceGroup {
+            id: format!("idp-group-{n}"),
+            display_name: name.to_owned(),
+            members,
+        })
+        .collect();
+    WorkspaceSnapshot { accounts, groups }
+}
+
+fn scim_directory(
+    dir: &std::path::Path,
+    data: &Synth,
+    workspace: &Sandbox,
+    idp_url: &str,
+) -> Config {
+    std::fs::write(dir.join("idp-token"), format!("{IDP_TOKEN}\n")).unwrap();
+    crate::fixtures::synth_config_with_directory(
+        dir,
+        data,
+        workspace.base_url().as_ref(),
+        WORKSPACE_TOKEN,
+        8,
+        &format!(
+            "kind = \"scim\"\nurl = \"{idp_url}\"\ntoken_file = \"idp-token\"\n\
+             page_size = 20\nrequests_per_second = 0\n"
+        ),
+    )
+}
+
+/// What a person sees in a workspace: accounts by userName, groups by name with
+/// their members' userNames. Ids differ between two sandboxes; this does not.
+type Seen = (
+    BTreeMap<
+        String,
+        (
+            Option<String>,
+            bool,
+            Vec<String>,
+            Option<String>,
+            Option<String>,
+        ),
+    >,
+    BTreeMap<String, BTreeSet<String>>,
+);
+
+fn seen(snapshot: &WorkspaceSnapshot) -> Seen {
+    let names: HashMap<&str, &str> = snapshot
+        .accounts
+        .iter()
+        .map(|a| (a.id.as_str(), a.user_name.as_str()))
+        .collect();
+    let accounts = snapshot
+        .accounts
+        .iter()
+        .map(|a| {
+            (
+                a.user_name.clone(),
+                (
+                    a.external_id.clone(),
+                    a.active,
+                    a.roles.clone(),
+                    a.display_name.clone(),
+                    a.email.clone(),
+                ),
+            )
+        })
+        .collect();
+    let groups = snapshot
+        .groups
+        .iter()
+        .map(|g| {
+            let members = g
+                .members
+                .iter()
+                .map(|m| names.get(m.as_str()).copied().unwrap_or(m).to_owned())
+                .collect();
+            (g.display_name.clone(), members)
+        })
+        .collect();
+    (accounts, groups)
+}
+
+#[tokio::test]
+async fn a_scim_directory_gives_the_workspace_what_the_same_people_in_a_file_give_it() {
+    let data = data();
+    let idp = serve(
+        provider_seed(&data),
+        IDP_TOKEN,
+        1000,
+        Faults {
+            rate_429: 0.2,
+            retry_after_secs: 0,
+            seed: 3,
+            ..Faults::default()
+        },
+    )
+    .await;
+
+    let from_scim = serve(
+        data.workspace.clone(),
+        WORKSPACE_TOKEN,
+        1000,
+        Faults::default(),
+    )
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = scim_directory(dir.path(), &data, &from_scim, idp.base_url().as_ref());
+    let outcome = crate::fixtures::assert_converges(&config).await;
+    assert_eq!(
+        outcome.report.summary.identities,
+        data.directory.identities.len(),
+        "every person of the provider, read over pages of 20"
+    );
+
+    let from_file = serve(
+        data.workspace.clone(),
+        WORKSPACE_TOKEN,
+        1000,
+        Faults::default(),
+    )
+    .await;
+    let file_dir = tempfile::tempdir().unwrap();
+    let file_config = crate::fixtures::synth_config(
+        file_dir.path(),
+        &data,
+        from_file.base_url().as_ref(),
+        WORKSPACE_TOKEN,
+        8,
+    );
+    crate::fixtures::assert_converges(&file_config).await;
+
+    assert_eq!(seen(&from_scim.snapshot()), seen(&from_file.snapshot()));
+    let stats = idp.stats();
+    assert_eq!(stats.writes, 0, "the directory is only read");
+    assert!(stats.faults_429 > 0, "the provider throttled: {stats:?}");
+    assert!(
+        stats.requests >= 10,
+        "discovery, 8 pages of people and one of groups: {stats:?}"
+    );
+    for sandbox in [idp, from_scim, from_file] {
+        sandbox.shutdown().await;
+    }
+}
+
+#[tokio::test]
+async fn a_provider_that_refuses_the_token_fails_the_run_without_a_workspace_write() {
+    let data = data();
+    let idp = serve(
+        provider_seed(&data),
+        "another-token",
+        1000,
+        Faults::default(),
+    )
+    .await;
+    let workspace = serve(
+        data.workspace.clone(),
+        WORKSPACE_TOKEN,
+        1000,
+        Faults::default(),
+    )
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = scim_directory(dir.path(), &data, &workspace, idp.base_url().as_ref());
+    let result = run::execute(
+        &config,
+        Store::open(&config.state.path).unwrap(),
+        Mode::Reconcile,
+    )
+    .await;
+    match result {
+        Err(RunError::Directory(e)) => {
+            assert_eq!(e.status(), Some(401), "{e}");
+            assert!(!e.is_transient());
+            assert!(e.to_string().contains("GET /ServiceProviderConfig"), "{e}");
+        }
+        other => panic!("expected a directory error, got {other:?}"),
+    }
+    assert_eq!(workspace.stats().writes, 0);
+    workspace.shutdown().await;
+    idp.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_user_the_provider_sends_without_user_name_fails_the_snapshot_naming_the_page() {
+    let data = data();
+    let idp = MockServer::start().await;
+    let list = |resources: serde_json::Value| {
+        ResponseTemplate::new(200).set_body_json(json!({
+            "schemas": ["urn:ietf:params:scim:api:messages:2.0:ListResponse"],
+            "totalResults": resources.as_array().map_or(0, Vec::len),
+            "startIndex": 1,
+            "itemsPerPage": resources.as_array().map_or(0, Vec::len),
+            "Resources": resources,
+        }))
+    };
+    Mock::given(method("GET"))
+        .and(path("/scim/v2/Users"))
+        .respond_with(list(json!([
+            {"schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"], "id": "p1",
+             "userName": "ada@example.com", "active": true},
+            {"schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"], "id": "p2",
+             "active": true},
+        ])))
+        .mount(&idp)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/scim/v2/Groups"))
+        .respond_with(list(json!([])))
+        .mount(&idp)
+        .await;
+    let workspace = serve(
+        data.workspace.clone(),
+        WORKSPACE_TOKEN,
+        1000,
+        Faults::default(),
+    )
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = scim_directory(
+        dir.path(),
+        &data,
+        &workspace,
+        &format!("{}/scim/v2", idp.uri()),
+    );
+    let result = run::execute(
+        &config,
+        Store::open(&config.state.path).unwrap(),
+        Mode::Reconcile,
+    )
+    .await;
+    match result {
+        Err(RunError::Directory(e)) => {
+            let message = e.to_string();
+            assert!(
+                message.starts_with("GET /Users?") && message.contains("User p2 without userName"),
+                "{message}"
+            );
+        }
+        other => panic!("expected a directory error, got {other:?}"),
+    }
+    assert_eq!(workspace.stats().writes, 0);
+    workspace.shutdown().await;
+}
+
+/// Answers `/Users` with `people` in pages of two, announcing `announced` as
+/// `totalResults`, and `/Groups` with everyone in "Taskade Users".
+async fn mount_people(idp: &MockServer, people: &[(&str, &str)], announced: usize) {
+    idp.reset().await;
+    let list = |start: usize, resources: Vec<serde_json::Value>| {
+        ResponseTemplate::new(200).set_body_json(json!({
+            "schemas": ["urn:ietf:params:scim:api:messages:2.0:ListResponse"],
+            "totalResults": announced, "startIndex": start,
+            "itemsPerPage": resources.len(), "Resources": resources,
+        }))
+    };
+    for (n, chunk) in people.chunks(2).chain([&[][..]]).enumerate() {
+        let start = 1 + 2 * n;
+        let users = chunk
+            .iter()
+            .map(|(id, user)| json!({"id": id, "userName": user, "active": true}))
+            .collect();
+        Mock::given(method("GET"))
+            .and(path("/scim/v2/Users"))
+            .and(wiremock::matchers::query_param(
+                "startIndex",
+                start.to_string(),
+            ))
+            .respond_with(list(start, users))
+            .mount(idp)
+            .await;
+    }
+    let members: Vec<serde_json::Value> =
+        people.iter().map(|(id, _)| json!({"value": id})).collect();
+    Mock::given(method("GET"))
+        .and(path("/scim/v2/Groups"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+            "schemas": ["urn:ietf:params:scim:api:messages:2.0:ListResponse"],
+            "totalResults": 1, "startIndex": 1, "itemsPerPage": 1,
+            "Resources": [{"id": "g1", "displayName": "Taskade Users", "members": members}],
+        })))
+        .mount(idp)
+        .await;
+}
+
+/// A provider whose listing ends short of its `totalResults` (people moved between
+/// pages, or it stopped early): the one it did not send must not look like a
+/// leaver. The same provider announcing what it sends is the control.
+#[tokio::test]
+async fn a_listing_short_of_its_total_holds_deprovisions() {
+    let everyone = [
+        ("p1", "ada@example.com"),
+        ("p2", "ben@example.com"),
+        ("p3", "cy@example.com"),
+    ];
+    for (announced, cy_stays_active) in [(3, true), (2, false)] {
+        let idp = MockServer::start().await;
+        mount_people(&idp, &everyone, 3).await;
+        let workspace = serve(
+            WorkspaceSnapshot::default(),
+            WORKSPACE_TOKEN,
+            1000,
+            Faults::default(),
+        )
+        .await;
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("idp-token"), IDP_TOKEN).unwrap();
+        std::fs::write(
+            dir.path().join("seatwarden.toml"),
+            format!(
+                "[directory]\nkind = \"scim\"\nurl = \"{}/scim/v2\"\ntoken_file = \"idp-token\"\n\
+                 page_size = 2\nrequests_per_second = 0\n\n\
+                 [workspace]\nurl = \"{}\"\ntoken = \"{WORKSPACE_TOKEN}\"\n\n\
+                 [policy]\nscope_groups = [\"Taskade Users\"]\ndefault_role = \"Viewer\"\n\n\
+                 [safety]\nsettle = \"0s\"\nmax_deprovision_percent = 100\n\
+                 max_directory_shrink_percent = 100\n",
+                idp.uri(),
+                workspace.base_url()
+            ),
+        )
+        .unwrap();
+        let config =
+            Config::load_with_env(&dir.path().join("seatwarden.toml"), Some(HashMap::new()))
+                .unwrap();
+        let reconcile = || async {
+            run::execute(
+                &config,
+                Store::open(&config.state.path).unwrap(),
+                Mode::Reconcile,
+            )
+            .await
+            .unwrap()
+        };
+        crate::fixtures::assert_clean_reconcile(&reconcile().await.report);
+
+        // cy is gone from the listing.
+        mount_people(&idp, &everyone[..2], announced).await;
+        let outcome = reconcile().await;
+        let cy = workspace
+            .snapshot()
+            .accounts
+            .into_iter()
+            .find(|a| a.user_name == "cy@example.com")
+            .unwrap();
+        assert_eq!(cy.active, cy_stays_active, "totalResults {announced}");
+        assert_eq!(
+            outcome.report.summary.actions_held,
+            usize::from(cy_stays_active),
+            "totalResults {announced}"
+        );
+        workspace.shutdown().await;
+    }
+}
