@@ -6,6 +6,7 @@
 //! cargo bench --bench connectors                 # 50000 users, 200 groups
 //! cargo bench --bench connectors -- 50000 200
 //! scripts/bench-ldap.sh                          # `-- ldap 50000 200` against a seeded slapd
+//! cargo bench --bench connectors -- scim 50000 200   # a SCIM provider (the sandbox)
 //! ```
 //!
 //! The fakes are small axum servers on loopback answering with pre-rendered JSON in
@@ -346,6 +347,11 @@ async fn main() {
         let groups: usize = args.get(2).and_then(|n| n.parse().ok()).unwrap_or(200);
         return ldap(users, groups).await;
     }
+    if args.first().map(String::as_str) == Some("scim") {
+        let users: usize = args.get(1).and_then(|n| n.parse().ok()).unwrap_or(50_000);
+        let groups: usize = args.get(2).and_then(|n| n.parse().ok()).unwrap_or(200);
+        return scim(users, groups).await;
+    }
     let users: usize = args.first().and_then(|n| n.parse().ok()).unwrap_or(50_000);
     let groups: usize = args.get(1).and_then(|n| n.parse().ok()).unwrap_or(200);
     let data = serve(build(users, groups)).await;
@@ -534,6 +540,84 @@ async fn ldap(users: usize, groups: usize) {
             }),
         );
     }
+}
+
+/// A SCIM provider holding `users` people (1% inactive), each in two of `groups`
+/// groups: seatwarden's sandbox in this process, answering at once. The time is
+/// seatwarden's reading plus the sandbox's serving, on the same two cores.
+async fn scim(users: usize, group_count: usize) {
+    use seatwarden::directory::{ScimDirectorySettings, ScimDirectorySource};
+    use seatwarden::model::{Account, WorkspaceGroup, WorkspaceSnapshot};
+    use seatwarden::sandbox::{Sandbox, SandboxOptions};
+
+    let accounts: Vec<Account> = (0..users)
+        .map(|n| Account {
+            id: format!("u{n:07}"),
+            user_name: format!("user{n}@example.com"),
+            external_id: Some(format!("hr-{n}")),
+            given_name: Some(format!("Given{n}")),
+            family_name: Some("Family".to_owned()),
+            display_name: Some(format!("Given{n} Family")),
+            email: Some(format!("user{n}@example.com")),
+            active: n % 100 != 0,
+            roles: Vec::new(),
+        })
+        .collect();
+    let groups: Vec<WorkspaceGroup> = (0..group_count)
+        .map(|g| WorkspaceGroup {
+            id: format!("g{g:04}"),
+            display_name: format!("Group {g}"),
+            members: (0..users)
+                .filter(|n| n % group_count == g || (n / group_count) % group_count == g)
+                .map(|n| format!("u{n:07}"))
+                .collect(),
+        })
+        .collect();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let sandbox = Sandbox::start(
+        listener,
+        SandboxOptions {
+            token: "bench-scim".to_owned(),
+            ..SandboxOptions::default()
+        },
+        WorkspaceSnapshot { accounts, groups },
+    )
+    .await
+    .unwrap();
+    for (page_size, max_concurrency) in [(100, 4), (1000, 4)] {
+        let before = sandbox.stats().requests;
+        let source = ScimDirectorySource::new(ScimDirectorySettings {
+            url: sandbox.base_url(),
+            token: Secret::Inline("bench-scim".to_owned().into()),
+            page_size,
+            max_concurrency,
+            requests_per_second: 0,
+            timeout: Duration::from_secs(30),
+            retry: RetryPolicy::default(),
+        });
+        let started = Instant::now();
+        let snapshot = source.snapshot().await.unwrap();
+        let elapsed = started.elapsed();
+        assert_eq!(snapshot.identities.len(), users);
+        assert!(snapshot.complete);
+        let suspended = snapshot
+            .identities
+            .iter()
+            .filter(|i| i.status != seatwarden::model::IdentityStatus::Active)
+            .count();
+        report(
+            "scim",
+            "snapshot",
+            sandbox.stats().requests - before,
+            elapsed,
+            serde_json::json!({
+                "users": users, "groups": group_count, "page_size": page_size,
+                "max_concurrency": max_concurrency, "suspended": suspended,
+                "peak_rss_mib": peak_rss_mib(),
+            }),
+        );
+    }
+    sandbox.shutdown().await;
 }
 
 /// The process's peak resident set (`VmHWM`), in MiB.
