@@ -1068,21 +1068,11 @@ impl Config {
                 if url.query().is_some() {
                     return Err(self.key_error("directory.url", "must not have a query"));
                 }
-                match (token, token_file) {
-                    (Some(_), Some(_)) => {
-                        return Err(self.key_error(
-                            "directory.token",
-                            "set either token or token_file, not both",
-                        ));
-                    }
-                    (None, None) => {
-                        return Err(self.key_error(
-                            "directory.token_file",
-                            "missing: set directory.token_file (the provider's SCIM bearer token)",
-                        ));
-                    }
-                    _ => {}
-                }
+                self.one_secret(
+                    ("directory.token", token.is_some()),
+                    ("directory.token_file", token_file.is_some()),
+                    "missing: set directory.token_file (the provider's SCIM bearer token)",
+                )?;
                 if *page_size == 0 {
                     return Err(self.key_error("directory.page_size", "must be at least 1"));
                 }
@@ -1094,6 +1084,29 @@ impl Config {
         }
         parse_duration(timeout).map_err(|e| self.key_error("directory.timeout", e))?;
         Ok(())
+    }
+
+    /// A secret given exactly once: inline or as a file. Each side is its key and
+    /// whether it is set.
+    fn one_secret(
+        &self,
+        (inline_key, inline): (&str, bool),
+        (file_key, file): (&str, bool),
+        missing: &str,
+    ) -> Result<(), ConfigError> {
+        let name = |key: &str| key.rsplit('.').next().unwrap_or(key).to_owned();
+        match (inline, file) {
+            (true, true) => Err(self.key_error(
+                inline_key,
+                format!(
+                    "set either {} or {}, not both",
+                    name(inline_key),
+                    name(file_key)
+                ),
+            )),
+            (false, false) => Err(self.key_error(file_key, missing)),
+            _ => Ok(()),
+        }
     }
 
     /// `kind = "ldap"`: an ldap(s) URL, StartTLS only on ldap://, one password,
@@ -1141,21 +1154,11 @@ impl Config {
                 "only scheme, host and port: set the search base with directory.base_dn",
             ));
         }
-        match (bind_password, bind_password_file) {
-            (Some(_), Some(_)) => {
-                return Err(self.key_error(
-                    "directory.bind_password",
-                    "set either bind_password or bind_password_file, not both",
-                ));
-            }
-            (None, None) => {
-                return Err(self.key_error(
-                    "directory.bind_password_file",
-                    "missing: the password of directory.bind_dn (a file, or bind_password)",
-                ));
-            }
-            _ => {}
-        }
+        self.one_secret(
+            ("directory.bind_password", bind_password.is_some()),
+            ("directory.bind_password_file", bind_password_file.is_some()),
+            "missing: the password of directory.bind_dn (a file, or bind_password)",
+        )?;
         for (key, value) in [
             ("directory.bind_dn", Some(bind_dn)),
             ("directory.base_dn", Some(base_dn)),

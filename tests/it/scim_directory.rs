@@ -50,6 +50,11 @@ async fn serve(
     .unwrap()
 }
 
+/// The workspace being reconciled, seeded with `seed`.
+async fn workspace(seed: WorkspaceSnapshot) -> Sandbox {
+    serve(seed, WORKSPACE_TOKEN, 1000, Faults::default()).await
+}
+
 /// The synthetic directory as a SCIM provider holds it: a User per identity (its
 /// id the identity id, `active` its status), a Group per directory group.
 fn provider_seed(data: &Synth) -> WorkspaceSnapshot {
@@ -176,13 +181,7 @@ async fn a_scim_directory_gives_the_workspace_what_the_same_people_in_a_file_giv
     )
     .await;
 
-    let from_scim = serve(
-        data.workspace.clone(),
-        WORKSPACE_TOKEN,
-        1000,
-        Faults::default(),
-    )
-    .await;
+    let from_scim = workspace(data.workspace.clone()).await;
     let dir = tempfile::tempdir().unwrap();
     let config = scim_directory(dir.path(), &data, &from_scim, idp.base_url().as_ref());
     let outcome = crate::fixtures::assert_converges(&config).await;
@@ -192,13 +191,7 @@ async fn a_scim_directory_gives_the_workspace_what_the_same_people_in_a_file_giv
         "every person of the provider, read over pages of 20"
     );
 
-    let from_file = serve(
-        data.workspace.clone(),
-        WORKSPACE_TOKEN,
-        1000,
-        Faults::default(),
-    )
-    .await;
+    let from_file = workspace(data.workspace.clone()).await;
     let file_dir = tempfile::tempdir().unwrap();
     let file_config = crate::fixtures::synth_config(
         file_dir.path(),
@@ -232,13 +225,7 @@ async fn a_provider_that_refuses_the_token_fails_the_run_without_a_workspace_wri
         Faults::default(),
     )
     .await;
-    let workspace = serve(
-        data.workspace.clone(),
-        WORKSPACE_TOKEN,
-        1000,
-        Faults::default(),
-    )
-    .await;
+    let workspace = workspace(data.workspace.clone()).await;
     let dir = tempfile::tempdir().unwrap();
     let config = scim_directory(dir.path(), &data, &workspace, idp.base_url().as_ref());
     let result = run::execute(
@@ -288,13 +275,7 @@ async fn a_user_the_provider_sends_without_user_name_fails_the_snapshot_naming_t
         .respond_with(list(json!([])))
         .mount(&idp)
         .await;
-    let workspace = serve(
-        data.workspace.clone(),
-        WORKSPACE_TOKEN,
-        1000,
-        Faults::default(),
-    )
-    .await;
+    let workspace = workspace(data.workspace.clone()).await;
     let dir = tempfile::tempdir().unwrap();
     let config = scim_directory(
         dir.path(),
@@ -375,13 +356,7 @@ async fn a_listing_short_of_its_total_holds_deprovisions() {
     for (announced, cy_stays_active) in [(3, true), (2, false)] {
         let idp = MockServer::start().await;
         mount_people(&idp, &everyone, 3).await;
-        let workspace = serve(
-            WorkspaceSnapshot::default(),
-            WORKSPACE_TOKEN,
-            1000,
-            Faults::default(),
-        )
-        .await;
+        let workspace = workspace(WorkspaceSnapshot::default()).await;
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("idp-token"), IDP_TOKEN).unwrap();
         std::fs::write(
