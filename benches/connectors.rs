@@ -594,6 +594,8 @@ async fn scim(users: usize, group_count: usize) {
             requests_per_second: 0,
             timeout: Duration::from_secs(30),
             retry: RetryPolicy::default(),
+            scope_groups: Vec::new(),
+            mapped_groups: Vec::new(),
         });
         let started = Instant::now();
         let snapshot = source.snapshot().await.unwrap();

@@ -1358,6 +1358,8 @@ impl Config {
                 requests_per_second: *requests_per_second,
                 timeout: timeout(t),
                 retry: RetryPolicy::default(),
+                scope_groups,
+                mapped_groups,
             })),
         }
     }

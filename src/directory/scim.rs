@@ -12,7 +12,9 @@
 //! as they are; `active: false` is `suspended`; `department` comes from the
 //! enterprise extension. A person's groups are the `displayName`s of the Groups that
 //! list them, directly or through a Group that is itself a member (cycles are
-//! harmless). Anything the provider answers that cannot be read fails the whole
+//! harmless); a group the policy names that a listing shows empty is read again on
+//! its own, as some providers leave `members` out of listings. Every scope group
+//! must exist. Anything the provider answers that cannot be read fails the whole
 //! snapshot, and a listing shorter than the `totalResults` it announced makes the
 //! snapshot incomplete: a partial directory must never look like people who left.
 //!
@@ -40,6 +42,10 @@ pub struct ScimDirectorySettings {
     /// Per request (each attempt).
     pub timeout: Duration,
     pub retry: RetryPolicy,
+    /// `policy.scope_groups`: each must be a Group's `displayName`.
+    pub scope_groups: Vec<String>,
+    /// The other groups the policy maps.
+    pub mapped_groups: Vec<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -75,7 +81,7 @@ impl ScimDirectorySource {
         })
         .map_err(directory_error)?;
         client.discover().await.map_err(directory_error)?;
-        let people = client
+        let mut people = client
             .people(&|progress| {
                 tracing::debug!(
                     what = progress.what,
@@ -87,11 +93,53 @@ impl ScimDirectorySource {
             })
             .await
             .map_err(directory_error)?;
+        self.check_named_groups(&client, &mut people.groups).await?;
         // A short listing is people missing, who must not look like leavers.
         Ok(DirectorySnapshot {
             identities: identities(people.users, &people.groups),
             complete: people.whole,
         })
+    }
+
+    /// Every scope group must exist: without it everyone would look out of scope.
+    /// A named group listed without members is read again on its own, as some
+    /// providers leave `members` out of listings; only what that read shows counts.
+    async fn check_named_groups(
+        &self,
+        client: &ScimClient,
+        groups: &mut [WorkspaceGroup],
+    ) -> Result<(), DirectoryError> {
+        let settings = &self.settings;
+        for name in &settings.scope_groups {
+            if !groups.iter().any(|g| &g.display_name == name) {
+                return Err(DirectoryError::Scope {
+                    provider: "scim",
+                    message: format!(
+                        "scope group {name:?} is not the displayName of a Group at {}; \
+                         check policy.scope_groups",
+                        settings.url
+                    ),
+                });
+            }
+        }
+        for name in &settings.mapped_groups {
+            if !groups.iter().any(|g| &g.display_name == name) {
+                tracing::warn!(group = %name, "mapped group not found in the SCIM directory");
+            }
+        }
+        let named = |g: &WorkspaceGroup| {
+            settings.scope_groups.contains(&g.display_name)
+                || settings.mapped_groups.contains(&g.display_name)
+        };
+        for group in groups
+            .iter_mut()
+            .filter(|g| g.members.is_empty() && named(g))
+        {
+            if let Some(read) = client.get_group(&group.id).await.map_err(directory_error)? {
+                group.members = read.members;
+            }
+        }
+        Ok(())
     }
 }
 

@@ -405,3 +405,103 @@ async fn a_listing_short_of_its_total_holds_deprovisions() {
         workspace.shutdown().await;
     }
 }
+
+/// A SCIM ListResponse of `resources`, all on one page.
+fn list_response(resources: serde_json::Value) -> ResponseTemplate {
+    let n = resources.as_array().map_or(0, Vec::len);
+    ResponseTemplate::new(200).set_body_json(json!({
+        "schemas": ["urn:ietf:params:scim:api:messages:2.0:ListResponse"],
+        "totalResults": n, "startIndex": 1, "itemsPerPage": n, "Resources": resources,
+    }))
+}
+
+/// A provider with two people and the given `/Groups` listing, and a config
+/// scoping to "Taskade Users" for an empty workspace.
+async fn provider_with_groups(
+    groups: serde_json::Value,
+) -> (MockServer, Sandbox, tempfile::TempDir, Config) {
+    let idp = MockServer::start().await;
+    Mock::given(method("GET"))
+        .and(path("/scim/v2/Users"))
+        .respond_with(list_response(json!([
+            {"id": "p1", "userName": "ada@example.com"},
+            {"id": "p2", "userName": "ben@example.com"},
+        ])))
+        .mount(&idp)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/scim/v2/Groups"))
+        .respond_with(list_response(groups))
+        .mount(&idp)
+        .await;
+    let workspace = workspace(WorkspaceSnapshot::default()).await;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("seatwarden.toml"),
+        format!(
+            "[directory]\nkind = \"scim\"\nurl = \"{}/scim/v2\"\ntoken = \"{IDP_TOKEN}\"\n\n\
+             [workspace]\nurl = \"{}\"\ntoken = \"{WORKSPACE_TOKEN}\"\n\n\
+             [policy]\nscope_groups = [\"Taskade Users\"]\ndefault_role = \"Viewer\"\n\n\
+             [safety]\nsettle = \"0s\"\n",
+            idp.uri(),
+            workspace.base_url()
+        ),
+    )
+    .unwrap();
+    let config =
+        Config::load_with_env(&dir.path().join("seatwarden.toml"), Some(HashMap::new())).unwrap();
+    (idp, workspace, dir, config)
+}
+
+#[tokio::test]
+async fn a_scope_group_listed_without_members_is_read_on_its_own() {
+    let (idp, workspace, _dir, config) =
+        provider_with_groups(json!([{"id": "g1", "displayName": "Taskade Users"}])).await;
+    Mock::given(method("GET"))
+        .and(path("/scim/v2/Groups/g1"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+            "id": "g1", "displayName": "Taskade Users",
+            "members": [{"value": "p1"}, {"value": "p2"}],
+        })))
+        // Once for the reconcile, once for the plan after it.
+        .expect(2)
+        .mount(&idp)
+        .await;
+    crate::fixtures::assert_converges(&config).await;
+    let mut provisioned: Vec<String> = workspace
+        .snapshot()
+        .accounts
+        .into_iter()
+        .map(|a| a.user_name)
+        .collect();
+    provisioned.sort();
+    assert_eq!(provisioned, ["ada@example.com", "ben@example.com"]);
+    workspace.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_scope_group_the_provider_lacks_fails_the_run_before_any_write() {
+    let (_idp, workspace, _dir, config) = provider_with_groups(json!([
+        {"id": "g1", "displayName": "Taskade-Users", "members": [{"value": "p1"}]}
+    ]))
+    .await;
+    let result = run::execute(
+        &config,
+        Store::open(&config.state.path).unwrap(),
+        Mode::Reconcile,
+    )
+    .await;
+    match result {
+        Err(RunError::Directory(e)) => {
+            let message = e.to_string();
+            assert!(
+                message.contains("scope group \"Taskade Users\"")
+                    && message.contains("policy.scope_groups"),
+                "{message}"
+            );
+        }
+        other => panic!("expected a directory error, got {other:?}"),
+    }
+    assert_eq!(workspace.stats().writes, 0);
+    workspace.shutdown().await;
+}
