@@ -21,6 +21,7 @@
 //! SCIM has no delta that shows deletions, so the daemon's sweep re-reads it whole.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::model::{Account, DirectorySnapshot, Identity, IdentityStatus, WorkspaceGroup};
@@ -50,12 +51,15 @@ pub struct ScimDirectorySettings {
 
 #[derive(Debug, Clone)]
 pub struct ScimDirectorySource {
-    settings: ScimDirectorySettings,
+    // Shared: a `Directory` is cloned into the daemon's jobs.
+    settings: Arc<ScimDirectorySettings>,
 }
 
 impl ScimDirectorySource {
     pub fn new(settings: ScimDirectorySettings) -> ScimDirectorySource {
-        ScimDirectorySource { settings }
+        ScimDirectorySource {
+            settings: Arc::new(settings),
+        }
     }
 
     pub fn url(&self) -> &url::Url {
