@@ -241,6 +241,14 @@ async fn interop_scim2_server_as_the_directory_provisions_an_empty_workspace() {
     idp.add_members(&everyone.id, &ids[..10]).await.unwrap();
     let engineering = idp.create_group("Engineering").await.unwrap();
     idp.add_members(&engineering.id, &ids[..4]).await.unwrap();
+    // person10 is in scope only through a Group that is a member of the scope group.
+    let contractors = idp.create_group("Contractors").await.unwrap();
+    idp.add_members(&contractors.id, &ids[10..11])
+        .await
+        .unwrap();
+    idp.add_members(&everyone.id, std::slice::from_ref(&contractors.id))
+        .await
+        .unwrap();
 
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let workspace = Sandbox::start(
@@ -291,7 +299,7 @@ async fn interop_scim2_server_as_the_directory_provisions_an_empty_workspace() {
         rows.sort();
         rows
     };
-    let expected: Vec<(String, String, Vec<String>)> = [0, 1, 2, 3, 4, 6, 7, 8, 9]
+    let mut expected: Vec<(String, String, Vec<String>)> = [0, 1, 2, 3, 4, 6, 7, 8, 9, 10]
         .iter()
         .map(|&n| {
             let role = if n < 4 { "Editor" } else { "Viewer" };
@@ -302,14 +310,15 @@ async fn interop_scim2_server_as_the_directory_provisions_an_empty_workspace() {
             )
         })
         .collect();
+    expected.sort();
     assert_eq!(
         provisioned,
         expected
             .iter()
             .map(|(u, e, r)| (u.as_str(), e.as_str(), r.clone()))
             .collect::<Vec<_>>(),
-        "in scope and active: provisioned, keyed by scim2-server's ids; the inactive \
-         one and the two out of scope: not"
+        "in scope (directly or through a nested Group) and active: provisioned, keyed \
+         by scim2-server's ids; the inactive one and the one out of scope: not"
     );
     let group = after
         .groups
