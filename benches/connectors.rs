@@ -502,6 +502,7 @@ async fn ldap(users: usize, groups: usize) {
         flavor: LdapFlavor::OpenLdap,
         user_filter: LdapFlavor::OpenLdap.default_user_filter("mail"),
         group_filter: LdapFlavor::OpenLdap.default_group_filter().to_owned(),
+        disabled_filter: None,
         id_attribute: LdapFlavor::OpenLdap.default_id_attribute().to_owned(),
         user_name_attribute: LdapFlavor::OpenLdap
             .default_user_name_attribute()

@@ -172,6 +172,10 @@ pub enum DirectoryConfig {
         user_filter: Option<String>,
         #[serde(default)]
         group_filter: Option<String>,
+        /// Users matching it are suspended, besides the flavor's own rule, e.g.
+        /// `(nsAccountLock=TRUE)` on 389 Directory Server and FreeIPA.
+        #[serde(default)]
+        disabled_filter: Option<String>,
         #[serde(default)]
         id_attribute: Option<String>,
         #[serde(default)]
@@ -1122,6 +1126,7 @@ impl Config {
             group_base_dn,
             user_filter,
             group_filter,
+            disabled_filter,
             id_attribute,
             user_name_attribute,
             page_size,
@@ -1176,6 +1181,7 @@ impl Config {
         for (key, filter) in [
             ("directory.user_filter", user_filter),
             ("directory.group_filter", group_filter),
+            ("directory.disabled_filter", disabled_filter),
         ] {
             if let Some(filter) = filter
                 && ldap3::parse_filter(filter).is_err()
@@ -1304,6 +1310,7 @@ impl Config {
                 flavor,
                 user_filter,
                 group_filter,
+                disabled_filter,
                 id_attribute,
                 user_name_attribute,
                 page_size,
@@ -1331,6 +1338,7 @@ impl Config {
                     group_filter: group_filter
                         .clone()
                         .unwrap_or_else(|| flavor.default_group_filter().to_owned()),
+                    disabled_filter: disabled_filter.clone(),
                     id_attribute: id_attribute
                         .clone()
                         .unwrap_or_else(|| flavor.default_id_attribute().to_owned()),

@@ -35,7 +35,7 @@
 //! - No `changes_since` delta: the daemon's sweep reads the whole directory (a
 //!   deleted entry is only seen as absent without access to tombstones).
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -130,6 +130,10 @@ pub struct LdapSettings {
     pub flavor: LdapFlavor,
     pub user_filter: String,
     pub group_filter: String,
+    /// Users matching it (within `user_filter`) are suspended, besides the
+    /// flavor's own rule: for servers that mark disabled accounts otherwise, e.g.
+    /// `(nsAccountLock=TRUE)` on 389 Directory Server and FreeIPA.
+    pub disabled_filter: Option<String>,
     pub id_attribute: String,
     pub user_name_attribute: String,
     pub page_size: u32,
@@ -251,15 +255,18 @@ impl LdapSource {
             groups.push(self.group(entry)?);
         }
         let groups = self.groups_in_use(ldap, groups).await?;
+        let disabled = self.disabled_ids(ldap).await?;
         let now = Utc::now();
         let mut people = Vec::with_capacity(users.len());
         for entry in &users {
-            people.push(
-                person(entry, s, now).map_err(|what| DirectoryError::Malformed {
-                    endpoint: format!("{} user {:?}", s.url, entry.dn),
-                    what,
-                })?,
-            );
+            let mut person = person(entry, s, now).map_err(|what| DirectoryError::Malformed {
+                endpoint: format!("{} user {:?}", s.url, entry.dn),
+                what,
+            })?;
+            if disabled.contains(&person.identity.id) {
+                person.identity.status = IdentityStatus::Suspended;
+            }
+            people.push(person);
         }
         for name in &s.scope_groups {
             if !groups.iter().any(|g| &g.name == name) {
@@ -277,6 +284,38 @@ impl LdapSource {
             identities,
             complete: true,
         })
+    }
+
+    /// The ids of the users `disabled_filter` matches: one more search, for the
+    /// id alone, so the server applies the filter with its own matching rules.
+    async fn disabled_ids(&self, ldap: &mut Ldap) -> Result<HashSet<String>, DirectoryError> {
+        let s = &self.settings;
+        let Some(disabled_filter) = &s.disabled_filter else {
+            return Ok(HashSet::new());
+        };
+        let filter = format!(
+            "(&{}{})",
+            parenthesized(&s.user_filter),
+            parenthesized(disabled_filter)
+        );
+        let entries = self
+            .search(
+                ldap,
+                "disabled users",
+                &s.base_dn,
+                &filter,
+                vec![s.id_attribute.clone()],
+            )
+            .await?;
+        entries
+            .iter()
+            .map(|entry| {
+                entry_id(entry, &s.id_attribute).map_err(|what| DirectoryError::Malformed {
+                    endpoint: format!("{} user {:?}", s.url, entry.dn),
+                    what,
+                })
+            })
+            .collect()
     }
 
     /// A group entry with the members it carries; a ranged attribute's further
@@ -876,6 +915,17 @@ fn person(entry: &SearchEntry, s: &LdapSettings, now: DateTime<Utc>) -> Result<P
     })
 }
 
+/// A filter as an operand of `&`: RFC 4515 wants it in parentheses, which a
+/// single comparison such as `nsAccountLock=TRUE` may be written without.
+fn parenthesized(filter: &str) -> String {
+    let filter = filter.trim();
+    if filter.starts_with('(') {
+        filter.to_owned()
+    } else {
+        format!("({filter})")
+    }
+}
+
 /// A DN in one spelling for comparison: lower case, no spaces around the commas
 /// between RDNs or around `=`. Servers write member values as they were stored,
 /// which need not be how the entry's own DN comes back.
@@ -974,7 +1024,7 @@ mod tests {
 
     use super::{
         Group, LdapFlavor, Person, RangedValues, account_expired, entry_id, guid_text, identities,
-        normalize_dn, sends_password_in_clear, status,
+        normalize_dn, parenthesized, sends_password_in_clear, status,
     };
     use crate::model::{Identity, IdentityStatus};
 
@@ -1174,6 +1224,19 @@ mod tests {
         assert!(!sends_password_in_clear("ldap://127.0.0.1:389", false));
         assert!(!sends_password_in_clear("ldap://localhost", false));
         assert!(!sends_password_in_clear("ldap://[::1]:389", false));
+    }
+
+    #[test]
+    fn a_bare_comparison_becomes_an_operand() {
+        assert_eq!(
+            parenthesized(" nsAccountLock=TRUE "),
+            "(nsAccountLock=TRUE)"
+        );
+        assert_eq!(parenthesized("(&(a=1)(b=2))"), "(&(a=1)(b=2))");
+        for filter in ["nsAccountLock=TRUE", "(&(objectClass=user)(mail=*))"] {
+            let combined = format!("(&{}{})", parenthesized(filter), parenthesized("x=1"));
+            assert!(ldap3::parse_filter(&combined).is_ok(), "{combined}");
+        }
     }
 
     #[test]

@@ -373,6 +373,11 @@ fn ldap_settings_are_checked_and_named() {
             "RFC 4515",
         ),
         (
+            "url = \"ldap://dc1\"\nbind_password_file = \"pw\"\ndisabled_filter = \"(nsAccountLock=TRUE\"\n",
+            "directory.disabled_filter",
+            "RFC 4515",
+        ),
+        (
             "url = \"ldap://dc1\"\nbind_password_file = \"pw\"\npage_size = 0\n",
             "directory.page_size",
             "at least 1",

@@ -169,6 +169,35 @@ async fn interop_ldap_snapshot_reads_people_nested_groups_and_locks() {
     );
 }
 
+/// `disabled_filter` marks accounts suspended the way a server without ppolicy
+/// (389 Directory Server's `nsAccountLock`, a department, an OU) does; slapd
+/// applies it with the attribute's own matching rule (departmentNumber ignores case).
+#[tokio::test]
+#[ignore = "needs slapd: run `bash scripts/interop.sh`"]
+async fn interop_ldap_disabled_filter_suspends_what_the_server_matches() {
+    let people = snapshot_with(
+        "disabled_filter = \"(departmentNumber=engineering)\"\n",
+        &env("SEATWARDEN_LDAP_URL"),
+    )
+    .await
+    .unwrap();
+    let statuses: Vec<(&str, IdentityStatus)> = people
+        .iter()
+        .map(|p| (p.user_name.as_str(), p.status))
+        .collect();
+    assert_eq!(
+        statuses,
+        [
+            ("ada@example.com", IdentityStatus::Suspended),
+            ("ben@example.com", IdentityStatus::Active),
+            ("cy@example.com", IdentityStatus::Suspended),
+            ("dee@example.com", IdentityStatus::Suspended),
+        ],
+        "ada and dee by the filter, cy by the ppolicy lock as before"
+    );
+    assert_eq!(people[0].groups, ["Engineering", "Taskade Users"]);
+}
+
 #[tokio::test]
 #[ignore = "needs slapd: run `bash scripts/interop.sh`"]
 async fn interop_ldap_start_tls_and_ldaps_trust_the_configured_ca() {

@@ -344,6 +344,7 @@ async fn active_directory_guids_status_and_ranged_members() {
         flavor,
         user_filter: flavor.default_user_filter(flavor.default_user_name_attribute()),
         group_filter: flavor.default_group_filter().to_owned(),
+        disabled_filter: None,
         id_attribute: flavor.default_id_attribute().to_owned(),
         user_name_attribute: flavor.default_user_name_attribute().to_owned(),
         page_size: 2,
