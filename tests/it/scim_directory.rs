@@ -165,6 +165,20 @@ fn seen(snapshot: &WorkspaceSnapshot) -> Seen {
     (accounts, groups)
 }
 
+/// Runs a reconcile that must fail reading the directory, and returns why.
+async fn directory_failure(config: &Config) -> seatwarden::directory::DirectoryError {
+    let result = run::execute(
+        config,
+        Store::open(&config.state.path).unwrap(),
+        Mode::Reconcile,
+    )
+    .await;
+    match result {
+        Err(RunError::Directory(e)) => e,
+        other => panic!("expected a directory error, got {other:?}"),
+    }
+}
+
 #[tokio::test]
 async fn a_scim_directory_gives_the_workspace_what_the_same_people_in_a_file_give_it() {
     let data = data();
@@ -228,20 +242,10 @@ async fn a_provider_that_refuses_the_token_fails_the_run_without_a_workspace_wri
     let workspace = workspace(data.workspace.clone()).await;
     let dir = tempfile::tempdir().unwrap();
     let config = scim_directory(dir.path(), &data, &workspace, idp.base_url().as_ref());
-    let result = run::execute(
-        &config,
-        Store::open(&config.state.path).unwrap(),
-        Mode::Reconcile,
-    )
-    .await;
-    match result {
-        Err(RunError::Directory(e)) => {
-            assert_eq!(e.status(), Some(401), "{e}");
-            assert!(!e.is_transient());
-            assert!(e.to_string().contains("GET /ServiceProviderConfig"), "{e}");
-        }
-        other => panic!("expected a directory error, got {other:?}"),
-    }
+    let e = directory_failure(&config).await;
+    assert_eq!(e.status(), Some(401), "{e}");
+    assert!(!e.is_transient());
+    assert!(e.to_string().contains("GET /ServiceProviderConfig"), "{e}");
     assert_eq!(workspace.stats().writes, 0);
     workspace.shutdown().await;
     idp.shutdown().await;
@@ -251,18 +255,9 @@ async fn a_provider_that_refuses_the_token_fails_the_run_without_a_workspace_wri
 async fn a_user_the_provider_sends_without_user_name_fails_the_snapshot_naming_the_page() {
     let data = data();
     let idp = MockServer::start().await;
-    let list = |resources: serde_json::Value| {
-        ResponseTemplate::new(200).set_body_json(json!({
-            "schemas": ["urn:ietf:params:scim:api:messages:2.0:ListResponse"],
-            "totalResults": resources.as_array().map_or(0, Vec::len),
-            "startIndex": 1,
-            "itemsPerPage": resources.as_array().map_or(0, Vec::len),
-            "Resources": resources,
-        }))
-    };
     Mock::given(method("GET"))
         .and(path("/scim/v2/Users"))
-        .respond_with(list(json!([
+        .respond_with(list_response(json!([
             {"schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"], "id": "p1",
              "userName": "ada@example.com", "active": true},
             {"schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"], "id": "p2",
@@ -272,7 +267,7 @@ async fn a_user_the_provider_sends_without_user_name_fails_the_snapshot_naming_t
         .await;
     Mock::given(method("GET"))
         .and(path("/scim/v2/Groups"))
-        .respond_with(list(json!([])))
+        .respond_with(list_response(json!([])))
         .mount(&idp)
         .await;
     let workspace = workspace(data.workspace.clone()).await;
@@ -283,24 +278,41 @@ async fn a_user_the_provider_sends_without_user_name_fails_the_snapshot_naming_t
         &workspace,
         &format!("{}/scim/v2", idp.uri()),
     );
-    let result = run::execute(
-        &config,
-        Store::open(&config.state.path).unwrap(),
-        Mode::Reconcile,
-    )
-    .await;
-    match result {
-        Err(RunError::Directory(e)) => {
-            let message = e.to_string();
-            assert!(
-                message.starts_with("GET /Users?") && message.contains("User p2 without userName"),
-                "{message}"
-            );
-        }
-        other => panic!("expected a directory error, got {other:?}"),
-    }
+    let e = directory_failure(&config).await;
+    let message = e.to_string();
+    assert!(
+        message.starts_with("GET /Users?") && message.contains("User p2 without userName"),
+        "{message}"
+    );
     assert_eq!(workspace.stats().writes, 0);
     workspace.shutdown().await;
+}
+
+/// A configuration reading the provider at `idp` (token in a file) for
+/// `workspace`, scoped to "Taskade Users", with extra `[directory]` and
+/// `[safety]` keys.
+fn small_config(
+    dir: &std::path::Path,
+    idp: &MockServer,
+    workspace: &Sandbox,
+    directory: &str,
+    safety: &str,
+) -> Config {
+    std::fs::write(dir.join("idp-token"), IDP_TOKEN).unwrap();
+    std::fs::write(
+        dir.join("seatwarden.toml"),
+        format!(
+            "[directory]\nkind = \"scim\"\nurl = \"{}/scim/v2\"\ntoken_file = \"idp-token\"\n\
+             requests_per_second = 0\n{directory}\n\
+             [workspace]\nurl = \"{}\"\ntoken = \"{WORKSPACE_TOKEN}\"\n\n\
+             [policy]\nscope_groups = [\"Taskade Users\"]\ndefault_role = \"Viewer\"\n\n\
+             [safety]\nsettle = \"0s\"\n{safety}",
+            idp.uri(),
+            workspace.base_url()
+        ),
+    )
+    .unwrap();
+    Config::load_with_env(&dir.join("seatwarden.toml"), Some(HashMap::new())).unwrap()
 }
 
 /// Answers `/Users` with `people` in pages of two, announcing `announced` as
@@ -358,24 +370,13 @@ async fn a_listing_short_of_its_total_holds_deprovisions() {
         mount_people(&idp, &everyone, 3).await;
         let workspace = workspace(WorkspaceSnapshot::default()).await;
         let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("idp-token"), IDP_TOKEN).unwrap();
-        std::fs::write(
-            dir.path().join("seatwarden.toml"),
-            format!(
-                "[directory]\nkind = \"scim\"\nurl = \"{}/scim/v2\"\ntoken_file = \"idp-token\"\n\
-                 page_size = 2\nrequests_per_second = 0\n\n\
-                 [workspace]\nurl = \"{}\"\ntoken = \"{WORKSPACE_TOKEN}\"\n\n\
-                 [policy]\nscope_groups = [\"Taskade Users\"]\ndefault_role = \"Viewer\"\n\n\
-                 [safety]\nsettle = \"0s\"\nmax_deprovision_percent = 100\n\
-                 max_directory_shrink_percent = 100\n",
-                idp.uri(),
-                workspace.base_url()
-            ),
-        )
-        .unwrap();
-        let config =
-            Config::load_with_env(&dir.path().join("seatwarden.toml"), Some(HashMap::new()))
-                .unwrap();
+        let config = small_config(
+            dir.path(),
+            &idp,
+            &workspace,
+            "page_size = 2\n",
+            "max_deprovision_percent = 100\nmax_directory_shrink_percent = 100\n",
+        );
         let reconcile = || async {
             run::execute(
                 &config,
@@ -436,20 +437,7 @@ async fn provider_with_groups(
         .await;
     let workspace = workspace(WorkspaceSnapshot::default()).await;
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(
-        dir.path().join("seatwarden.toml"),
-        format!(
-            "[directory]\nkind = \"scim\"\nurl = \"{}/scim/v2\"\ntoken = \"{IDP_TOKEN}\"\n\n\
-             [workspace]\nurl = \"{}\"\ntoken = \"{WORKSPACE_TOKEN}\"\n\n\
-             [policy]\nscope_groups = [\"Taskade Users\"]\ndefault_role = \"Viewer\"\n\n\
-             [safety]\nsettle = \"0s\"\n",
-            idp.uri(),
-            workspace.base_url()
-        ),
-    )
-    .unwrap();
-    let config =
-        Config::load_with_env(&dir.path().join("seatwarden.toml"), Some(HashMap::new())).unwrap();
+    let config = small_config(dir.path(), &idp, &workspace, "", "");
     (idp, workspace, dir, config)
 }
 
@@ -485,23 +473,13 @@ async fn a_scope_group_the_provider_lacks_fails_the_run_before_any_write() {
         {"id": "g1", "displayName": "Taskade-Users", "members": [{"value": "p1"}]}
     ]))
     .await;
-    let result = run::execute(
-        &config,
-        Store::open(&config.state.path).unwrap(),
-        Mode::Reconcile,
-    )
-    .await;
-    match result {
-        Err(RunError::Directory(e)) => {
-            let message = e.to_string();
-            assert!(
-                message.contains("scope group \"Taskade Users\"")
-                    && message.contains("policy.scope_groups"),
-                "{message}"
-            );
-        }
-        other => panic!("expected a directory error, got {other:?}"),
-    }
+    let e = directory_failure(&config).await;
+    let message = e.to_string();
+    assert!(
+        message.contains("scope group \"Taskade Users\"")
+            && message.contains("policy.scope_groups"),
+        "{message}"
+    );
     assert_eq!(workspace.stats().writes, 0);
     workspace.shutdown().await;
 }
