@@ -591,6 +591,7 @@ async fn scim(users: usize, group_count: usize) {
             url: sandbox.base_url(),
             token: Secret::Inline("bench-scim".to_owned().into()),
             page_size,
+            pagination: seatwarden::workspace::Pagination::Auto,
             max_concurrency,
             requests_per_second: 0,
             timeout: Duration::from_secs(30),

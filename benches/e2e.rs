@@ -108,6 +108,7 @@ impl Workspace {
                         max_results: target.page() as usize,
                         or_filters: true,
                         faults,
+                        ..SandboxOptions::default()
                     },
                     seed.clone(),
                 )
@@ -146,6 +147,7 @@ impl Workspace {
             token: self.token.clone().into(),
             role_attribute: RoleAttribute::Roles,
             page_size: target.page(),
+            pagination: seatwarden::workspace::Pagination::Auto,
             max_concurrency: target.concurrency(),
             requests_per_second: 1_000_000,
             timeout: Duration::from_secs(60),

@@ -3,7 +3,9 @@
 # background, one process per port, with dynamic tenants: every test uses its own
 # base URL http://127.0.0.1:PORT/<tenant>/v2 and so its own empty store.
 #
-#   scripts/interop-scim-server.sh start PORT TOKEN   # returns once it answers
+#   scripts/interop-scim-server.sh start PORT TOKEN [CONFIG]   # returns once it answers
+#       CONFIG: a ServiceProviderConfig JSON file to announce instead of the default
+#       (scripts/interop/scim2-server-cursor-config.json pages by cursor only)
 #   scripts/interop-scim-server.sh stop PORT
 #   scripts/interop-scim-server.sh status PORT
 set -euo pipefail
@@ -12,7 +14,7 @@ dir="${SEATWARDEN_INTEROP_DIR:-.interop}"
 venv="$dir/venv"
 
 usage() {
-    echo "usage: $0 start PORT TOKEN | stop PORT | status PORT" >&2
+    echo "usage: $0 start PORT TOKEN [CONFIG] | stop PORT | status PORT" >&2
     exit 2
 }
 
@@ -42,8 +44,13 @@ PY
 
 case "$cmd" in
 start)
-    [ $# -eq 3 ] || usage
+    [ $# -eq 3 ] || [ $# -eq 4 ] || usage
     token="$3"
+    config=()
+    if [ $# -eq 4 ]; then
+        [ -f "$4" ] || { echo "no ServiceProviderConfig file $4" >&2; exit 1; }
+        config=(--service-provider-config "$4")
+    fi
     if [ ! -x "$venv/bin/scim2-server" ]; then
         echo "scim2-server is not installed; run scripts/interop-setup.sh first" >&2
         exit 1
@@ -56,7 +63,7 @@ start)
     # The token goes on the command line (scim2-server has no other way); it is a
     # throwaway test token for a loopback-only server.
     nohup "$venv/bin/scim2-server" --hostname 127.0.0.1 --port "$port" \
-        --bearer-token "$token" --dynamic-tenants >"$logfile" 2>&1 &
+        --bearer-token "$token" --dynamic-tenants "${config[@]}" >"$logfile" 2>&1 &
     echo $! >"$pidfile"
     for _ in $(seq 1 100); do
         if answers; then

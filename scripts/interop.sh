@@ -4,7 +4,8 @@
 # Debian's slapd (scripts/interop-ldap.sh), starts them on loopback ports, runs the
 # `#[ignore]`d interop tests against them, and stops them.
 #
-#   bash scripts/interop.sh            # SEATWARDEN_INTEROP_PORT overrides the port (18650)
+#   bash scripts/interop.sh            # SEATWARDEN_INTEROP_PORT overrides the port (18650;
+#                                      # port + 5 serves a scim2-server that pages by cursor only)
 #                                      # SEATWARDEN_SMTP_PORT the SMTP base port (18660..18663)
 #                                      # SEATWARDEN_LDAP_PORT slapd's ports (18680, ldaps 18681)
 set -euo pipefail
@@ -20,13 +21,21 @@ case "$interop_dir" in /*) ;; *) interop_dir="$PWD/$interop_dir" ;; esac
 bash scripts/interop-setup.sh
 bash scripts/interop-scim-server.sh stop "$port" >/dev/null 2>&1 || true
 bash scripts/interop-scim-server.sh start "$port" "$token"
-trap 'bash scripts/interop-scim-server.sh stop "$port" >/dev/null 2>&1 || true' EXIT
+cursor_port=$((port + 5))
+stop_scim() {
+    bash scripts/interop-scim-server.sh stop "$port" >/dev/null 2>&1 || true
+    bash scripts/interop-scim-server.sh stop "$cursor_port" >/dev/null 2>&1 || true
+}
+trap stop_scim EXIT
+bash scripts/interop-scim-server.sh stop "$cursor_port" >/dev/null 2>&1 || true
+bash scripts/interop-scim-server.sh start "$cursor_port" "$token" scripts/interop/scim2-server-cursor-config.json
 bash scripts/interop-ldap.sh stop "$ldap_port" >/dev/null 2>&1 || true
 bash scripts/interop-ldap.sh start "$ldap_port"
-trap 'bash scripts/interop-scim-server.sh stop "$port" >/dev/null 2>&1 || true; bash scripts/interop-ldap.sh stop "$ldap_port" >/dev/null 2>&1 || true' EXIT
+trap 'stop_scim; bash scripts/interop-ldap.sh stop "$ldap_port" >/dev/null 2>&1 || true' EXIT
 
 export SEATWARDEN_SCIM2_SERVER_URL="http://127.0.0.1:$port"
 export SEATWARDEN_SCIM2_SERVER_TOKEN="$token"
+export SEATWARDEN_SCIM2_CURSOR_SERVER_URL="http://127.0.0.1:$cursor_port"
 export SEATWARDEN_LDAP_URL="ldap://127.0.0.1:$ldap_port"
 export SEATWARDEN_LDAPS_URL="ldaps://127.0.0.1:$((ldap_port + 1))"
 export SEATWARDEN_LDAP_CA="$interop_dir/ldap-$ldap_port/ca.pem"
@@ -38,7 +47,7 @@ cargo test --test it interop -- --ignored --test-threads=2
 smtp_port="${SEATWARDEN_SMTP_PORT:-18660}"
 bash scripts/interop-smtp.sh stop "$smtp_port" >/dev/null 2>&1 || true
 bash scripts/interop-smtp.sh start "$smtp_port"
-trap 'bash scripts/interop-scim-server.sh stop "$port" >/dev/null 2>&1 || true; bash scripts/interop-ldap.sh stop "$ldap_port" >/dev/null 2>&1 || true; bash scripts/interop-smtp.sh stop "$smtp_port" >/dev/null 2>&1 || true' EXIT
+trap 'stop_scim; bash scripts/interop-ldap.sh stop "$ldap_port" >/dev/null 2>&1 || true; bash scripts/interop-smtp.sh stop "$smtp_port" >/dev/null 2>&1 || true' EXIT
 export SEATWARDEN_SMTP_PORT="$smtp_port"
 export SEATWARDEN_SMTP_DIR="$interop_dir/smtp-$smtp_port"
 export SEATWARDEN_INTEROP_PYTHON="$interop_dir/venv/bin/python"

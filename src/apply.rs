@@ -549,6 +549,7 @@ pub async fn apply_with_breaker(
         verifier.object_requests(&objects, deletes),
         relist_requests,
         concurrency.max(1),
+        client.listing_concurrency(),
         executor_latency,
         client.mean_page_read(),
     ) {
@@ -669,6 +670,7 @@ fn relist_is_cheaper(
     object_requests: usize,
     relist_pages: usize,
     concurrency: usize,
+    listing_concurrency: usize,
     object_read: Option<std::time::Duration>,
     page_read: Option<std::time::Duration>,
 ) -> bool {
@@ -676,7 +678,8 @@ fn relist_is_cheaper(
     match (object_read, page_read) {
         (Some(object), Some(page)) => {
             let one_by_one = object.saturating_mul(to_u32(object_requests.div_ceil(concurrency)));
-            let rounds = 1 + relist_pages.saturating_sub(1).div_ceil(concurrency);
+            let listing_concurrency = listing_concurrency.clamp(1, concurrency);
+            let rounds = 1 + relist_pages.saturating_sub(1).div_ceil(listing_concurrency);
             let listing = page.saturating_mul(to_u32(rounds));
             listing < one_by_one
         }
@@ -1558,8 +1561,8 @@ mod tests {
 
     #[test]
     fn without_measurements_fewer_requests_win() {
-        assert!(relist_is_cheaper(13, 12, 8, None, Some(MS)));
-        assert!(!relist_is_cheaper(12, 12, 8, Some(MS), None));
+        assert!(relist_is_cheaper(13, 12, 8, 8, None, Some(MS)));
+        assert!(!relist_is_cheaper(12, 12, 8, 8, Some(MS), None));
     }
 
     #[test]
@@ -1569,6 +1572,7 @@ mod tests {
         assert!(!relist_is_cheaper(
             339,
             12,
+            8,
             8,
             Some(MS * 26 / 10),
             Some(MS * 150)
@@ -1582,6 +1586,7 @@ mod tests {
             1_000,
             100,
             4,
+            4,
             Some(MS * 150),
             Some(MS * 600)
         ));
@@ -1590,6 +1595,30 @@ mod tests {
             300,
             100,
             4,
+            4,
+            Some(MS * 150),
+            Some(MS * 600)
+        ));
+    }
+
+    #[test]
+    fn a_listing_paged_by_cursor_costs_one_round_trip_a_page() {
+        // 1,000 changes, 100 pages of 100, 150 ms a request, 600 ms a page: with
+        // four pages at a time the listing wins (above); one at a time it loses.
+        assert!(!relist_is_cheaper(
+            1_000,
+            100,
+            4,
+            1,
+            Some(MS * 150),
+            Some(MS * 600)
+        ));
+        // Two pages still win one at a time.
+        assert!(relist_is_cheaper(
+            1_000,
+            2,
+            4,
+            1,
             Some(MS * 150),
             Some(MS * 600)
         ));
@@ -1612,7 +1641,14 @@ mod tests {
 
     #[test]
     fn the_sweep_never_relists() {
-        assert!(!relist_is_cheaper(5_000, usize::MAX, 8, Some(MS), Some(MS)));
-        assert!(!relist_is_cheaper(5_000, usize::MAX, 8, None, None));
+        assert!(!relist_is_cheaper(
+            5_000,
+            usize::MAX,
+            8,
+            8,
+            Some(MS),
+            Some(MS)
+        ));
+        assert!(!relist_is_cheaper(5_000, usize::MAX, 8, 8, None, None));
     }
 }

@@ -139,6 +139,16 @@ pub struct SandboxBehaviour {
     /// as AWS IAM Identity Center do; seatwarden then verifies object by object.
     #[arg(long)]
     no_or_filters: bool,
+    /// How listings are paged: `index` (startIndex/count), `cursor` (RFC 9865
+    /// cursor/count only, startIndex ignored, as AWS IAM Identity Center pages) or
+    /// `both` (by cursor when a request asks with `cursor`). Announced in
+    /// /ServiceProviderConfig, which seatwarden's `pagination = "auto"` follows.
+    #[arg(long, value_enum, default_value_t = SandboxPagingArg::Index, value_name = "METHOD")]
+    pagination: SandboxPagingArg,
+    /// How long a cursor stays valid; an older one is 400 expiredCursor (RFC 9865).
+    /// Without it, cursors never expire.
+    #[arg(long, value_name = "SECONDS")]
+    cursor_timeout: Option<u64>,
     /// Answer every request this many milliseconds late, like a remote workspace.
     #[arg(long, default_value_t = 0, value_name = "MS")]
     latency_ms: u64,
@@ -163,7 +173,23 @@ pub struct SandboxBehaviour {
     fault_seed: u64,
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum SandboxPagingArg {
+    Index,
+    Cursor,
+    Both,
+}
+
 impl SandboxBehaviour {
+    fn paging(&self) -> crate::sandbox::SandboxPaging {
+        use crate::sandbox::SandboxPaging;
+        match self.pagination {
+            SandboxPagingArg::Index => SandboxPaging::Index,
+            SandboxPagingArg::Cursor => SandboxPaging::Cursor,
+            SandboxPagingArg::Both => SandboxPaging::Both,
+        }
+    }
+
     fn faults(&self) -> crate::sandbox::Faults {
         crate::sandbox::Faults {
             latency: std::time::Duration::from_millis(self.latency_ms),
@@ -748,6 +774,8 @@ fn serve_sandbox(
                 token: token.to_owned(),
                 max_results: usize::try_from(behaviour.max_results).unwrap_or(usize::MAX),
                 or_filters: !behaviour.no_or_filters,
+                paging: behaviour.paging(),
+                cursor_timeout: behaviour.cursor_timeout.map(std::time::Duration::from_secs),
                 faults,
             },
             seed,

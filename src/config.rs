@@ -29,7 +29,7 @@ use crate::plan::{DeprovisionAction, PlanSettings};
 use crate::policy::{Mapping, PolicySettings, Protected, UnmatchedAccounts};
 use crate::retry::RetryPolicy;
 use crate::schedule::Schedule;
-use crate::workspace::{RoleAttribute, ScimSettings};
+use crate::workspace::{Pagination, RoleAttribute, ScimSettings};
 
 pub const ENV_PREFIX: &str = "SEATWARDEN";
 
@@ -196,6 +196,9 @@ pub enum DirectoryConfig {
         token_file: Option<PathBuf>,
         #[serde(default = "defaults::page_size")]
         page_size: u32,
+        /// `auto` | `index` | `cursor` (RFC 9865), as for the workspace.
+        #[serde(default)]
+        pagination: Pagination,
         #[serde(default = "defaults::max_concurrency")]
         max_concurrency: usize,
         /// 0 disables the rate limit.
@@ -220,6 +223,10 @@ pub struct WorkspaceConfig {
     pub role_attribute: String,
     #[serde(default = "defaults::page_size")]
     pub page_size: u32,
+    /// `auto` (index paging unless the provider pages by cursor only) | `index` |
+    /// `cursor` (RFC 9865).
+    #[serde(default)]
+    pub pagination: Pagination,
     #[serde(default = "defaults::max_concurrency")]
     pub max_concurrency: usize,
     #[serde(default = "defaults::requests_per_second")]
@@ -1355,6 +1362,7 @@ impl Config {
                 token,
                 token_file,
                 page_size,
+                pagination,
                 max_concurrency,
                 requests_per_second,
                 timeout: t,
@@ -1362,6 +1370,7 @@ impl Config {
                 url: url.clone(),
                 token: secret(token, token_file, "directory.token_file"),
                 page_size: *page_size,
+                pagination: *pagination,
                 max_concurrency: *max_concurrency,
                 requests_per_second: *requests_per_second,
                 timeout: timeout(t),
@@ -1407,6 +1416,7 @@ impl Config {
             token: self.workspace_token()?,
             role_attribute,
             page_size: self.workspace.page_size,
+            pagination: self.workspace.pagination,
             max_concurrency: self.workspace.max_concurrency,
             requests_per_second: self.workspace.requests_per_second,
             timeout,
@@ -1589,7 +1599,7 @@ fn describe_config_error(path: &Path, error: config::ConfigError) -> ConfigError
                 Some(key) => ConfigError::Key {
                     path,
                     key,
-                    message: error.to_string(),
+                    message: name_the_choices(error.to_string()),
                 },
                 None => ConfigError::Invalid {
                     path,
@@ -1602,6 +1612,37 @@ fn describe_config_error(path: &Path, error: config::ConfigError) -> ConfigError
             message: other.to_string(),
         },
     }
+}
+
+/// The `config` crate refuses a value that is none of an enum's as "enum Role
+/// does not have variant constructor Admin", which does not say what would do:
+/// that message becomes "`Admin` is not one of `Owner`, …".
+fn name_the_choices(message: String) -> String {
+    fn names<T: Serialize>(all: &[T]) -> Vec<String> {
+        all.iter()
+            .filter_map(|v| serde_json::to_value(v).ok()?.as_str().map(str::to_owned))
+            .collect()
+    }
+    let Some((name, value)) = message
+        .strip_prefix("enum ")
+        .and_then(|rest| rest.split_once(" does not have variant constructor "))
+    else {
+        return message;
+    };
+    let choices = match name {
+        // Highest first, as the design brief orders them.
+        "Role" => names(&Role::ALL).into_iter().rev().collect(),
+        "UnmatchedAccounts" => names(&[
+            UnmatchedAccounts::Report,
+            UnmatchedAccounts::Adopt,
+            UnmatchedAccounts::Deactivate,
+        ]),
+        "DeprovisionAction" => names(&[DeprovisionAction::Deactivate, DeprovisionAction::Delete]),
+        "Pagination" => names(&[Pagination::Auto, Pagination::Index, Pagination::Cursor]),
+        _ => return message,
+    };
+    let choices: Vec<String> = choices.iter().map(|c| format!("`{c}`")).collect();
+    format!("`{value}` is not one of {}", choices.join(", "))
 }
 
 /// serde reads the `[directory]` table whole to find its `kind` first, and the

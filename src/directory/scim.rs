@@ -26,7 +26,7 @@ use std::time::Duration;
 
 use crate::model::{Account, DirectorySnapshot, Identity, IdentityStatus, WorkspaceGroup};
 use crate::retry::RetryPolicy;
-use crate::workspace::{RoleAttribute, ScimClient, ScimSettings, WorkspaceError};
+use crate::workspace::{Pagination, RoleAttribute, ScimClient, ScimSettings, WorkspaceError};
 
 use super::{DirectoryError, Secret};
 
@@ -37,6 +37,7 @@ pub struct ScimDirectorySettings {
     pub token: Secret,
     /// Requested page size; capped by the provider's `filter.maxResults`.
     pub page_size: u32,
+    pub pagination: Pagination,
     pub max_concurrency: usize,
     /// 0 disables rate limiting.
     pub requests_per_second: u32,
@@ -78,6 +79,7 @@ impl ScimDirectorySource {
             token: settings.token.read()?,
             role_attribute: RoleAttribute::None,
             page_size: settings.page_size,
+            pagination: settings.pagination,
             max_concurrency: settings.max_concurrency,
             requests_per_second: settings.requests_per_second,
             timeout: settings.timeout,

@@ -1,7 +1,11 @@
 //! `/ServiceProviderConfig`, `/ResourceTypes` and `/Schemas` (RFC 7644 §4): minimal
 //! but valid, and truthful about what the sandbox supports.
 
+use std::time::Duration;
+
 use serde_json::{Value, json};
+
+use super::SandboxPaging;
 
 use super::store::{SCHEMA_GROUP, SCHEMA_USER};
 
@@ -10,7 +14,26 @@ const SCHEMA_RT: &str = "urn:ietf:params:scim:schemas:core:2.0:ResourceType";
 const SCHEMA_SCHEMA: &str = "urn:ietf:params:scim:schemas:core:2.0:Schema";
 const SCHEMA_LIST: &str = "urn:ietf:params:scim:api:messages:2.0:ListResponse";
 
-pub(crate) fn service_provider_config(base: &str, max_results: usize) -> Value {
+pub(crate) fn service_provider_config(
+    base: &str,
+    max_results: usize,
+    paging: SandboxPaging,
+    cursor_timeout: Option<Duration>,
+) -> Value {
+    // RFC 9865 §4.
+    let mut pagination = json!({
+        "cursor": paging != SandboxPaging::Index,
+        "index": paging != SandboxPaging::Cursor,
+        "defaultPaginationMethod": if paging == SandboxPaging::Cursor { "cursor" } else { "index" },
+        "defaultPageSize": max_results,
+        "maxPageSize": max_results,
+    });
+    if let (Some(timeout), Some(p)) = (
+        cursor_timeout.filter(|_| paging != SandboxPaging::Index),
+        pagination.as_object_mut(),
+    ) {
+        p.insert("cursorTimeout".to_owned(), json!(timeout.as_secs()));
+    }
     json!({
         "schemas": [SCHEMA_SPC],
         "patch": {"supported": true},
@@ -19,14 +42,7 @@ pub(crate) fn service_provider_config(base: &str, max_results: usize) -> Value {
         "changePassword": {"supported": false},
         "sort": {"supported": false},
         "etag": {"supported": true},
-        // RFC 9865: index paging only.
-        "pagination": {
-            "cursor": false,
-            "index": true,
-            "defaultPaginationMethod": "index",
-            "defaultPageSize": max_results,
-            "maxPageSize": max_results,
-        },
+        "pagination": pagination,
         "authenticationSchemes": [{
             "type": "oauthbearertoken",
             "name": "OAuth Bearer Token",

@@ -4,7 +4,7 @@
 //! It serves `/scim/v2` on a loopback listener the caller binds: Users (userName
 //! unique case-insensitively, externalId, name, emails, active, roles), Groups
 //! (workspaces/folders) with members, ETags (`meta.version`, `If-Match` → 412),
-//! index paging, `eq` filters with `and` and `or`, PATCH add/replace/remove (200 with the
+//! index and cursor paging (RFC 9865, [`SandboxPaging`]), `eq` filters with `and` and `or`, PATCH add/replace/remove (200 with the
 //! resource), SCIM error bodies, discovery endpoints and bearer auth. State lives
 //! in memory (the private `store` module) behind a read-write lock: reads share
 //! it, writes take it alone, and no request holds it across an await.
@@ -26,7 +26,10 @@
 //! - Attributes the sandbox does not model are ignored on POST/PUT; a PATCH `path`
 //!   naming one is 400 `invalidPath` (path-less PATCH values skip them). PUT
 //!   replaces every modelled attribute; an absent `active` means `true`.
-//! - Lists are in id order. `excludedAttributes` is honoured (top-level and
+//! - Lists are in id order. A cursor stands for the last id of the page before
+//!   (hex) and when it was issued, so pages by cursor neither skip nor repeat a
+//!   resource when others are created or deleted meanwhile; past
+//!   `cursor_timeout` it is 400 `expiredCursor`. `excludedAttributes` is honoured (top-level and
 //!   `a.b`); `attributes` is ignored (the full resource is returned, which RFC
 //!   7644 clients tolerate). Filters on userName, externalId, id and (Groups)
 //!   displayName and members use indexes; the other supported attributes
@@ -84,6 +87,19 @@ pub struct Faults {
     pub first_page_only: bool,
 }
 
+/// Which paging the sandbox serves and announces in `/ServiceProviderConfig`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SandboxPaging {
+    /// `startIndex`/`count` only; a `cursor` parameter is ignored.
+    #[default]
+    Index,
+    /// `cursor`/`count` only: every listing is paged by cursor and `startIndex`
+    /// is ignored (RFC 9865 §2.6), as AWS IAM Identity Center pages.
+    Cursor,
+    /// Both: by cursor when the request has a `cursor` parameter, else by index.
+    Both,
+}
+
 #[derive(Debug, Clone)]
 pub struct SandboxOptions {
     /// The bearer token every request must carry.
@@ -93,6 +109,9 @@ pub struct SandboxOptions {
     /// Whether list filters may say `or` (RFC 7644 §3.4.2.2). Off, such a filter
     /// is `400 invalidFilter`, as from eq-only providers (AWS IAM Identity Center).
     pub or_filters: bool,
+    pub paging: SandboxPaging,
+    /// How long a cursor stays valid (`cursorTimeout`); `None`: for ever.
+    pub cursor_timeout: Option<Duration>,
     pub faults: Faults,
 }
 
@@ -102,6 +121,8 @@ impl Default for SandboxOptions {
             token: "sandbox-token".to_owned(),
             max_results: 1000,
             or_filters: true,
+            paging: SandboxPaging::Index,
+            cursor_timeout: None,
             faults: Faults::default(),
         }
     }
@@ -210,6 +231,8 @@ struct Shared {
     faults: Mutex<FaultState>,
     token: String,
     max_results: usize,
+    paging: SandboxPaging,
+    cursor_timeout: Option<Duration>,
     base: String,
     requests: AtomicU64,
     writes: AtomicU64,
@@ -281,6 +304,8 @@ impl Sandbox {
             faults: Mutex::new(FaultState::new(options.faults)),
             token: options.token,
             max_results: options.max_results,
+            paging: options.paging,
+            cursor_timeout: options.cursor_timeout,
             base,
             requests: AtomicU64::new(0),
             writes: AtomicU64::new(0),
@@ -449,13 +474,17 @@ fn authorized(headers: &HeaderMap, token: &str) -> bool {
         })
 }
 
-fn list_query(uri: &Uri, max_results: usize) -> Result<ListQuery, ScimError> {
+/// The query of a list request, and its `cursor` parameter if it has one.
+fn list_query(uri: &Uri, max_results: usize) -> Result<(ListQuery, Option<String>), ScimError> {
     let mut q = ListQuery {
         start_index: 1,
         count: max_results,
         filter: None,
         excluded: Vec::new(),
+        by_cursor: false,
+        after: None,
     };
+    let mut cursor = None;
     let number = |k: &str, v: &str| -> Result<i64, ScimError> {
         v.trim().parse::<i64>().map_err(|_| {
             ScimError::bad("invalidValue", format!("{k} must be an integer, not {v:?}"))
@@ -471,6 +500,7 @@ fn list_query(uri: &Uri, max_results: usize) -> Result<ListQuery, ScimError> {
                     .min(max_results);
             }
             "filter" if !v.trim().is_empty() => q.filter = Some(v.into_owned()),
+            "cursor" => cursor = Some(v.into_owned()),
             "excludedattributes" => {
                 q.excluded = v
                     .split(',')
@@ -481,7 +511,88 @@ fn list_query(uri: &Uri, max_results: usize) -> Result<ListQuery, ScimError> {
             _ => {}
         }
     }
+    Ok((q, cursor))
+}
+
+/// A list request as the sandbox pages it: by index, or by cursor (see
+/// [`SandboxPaging`]).
+fn list_request(shared: &Shared, uri: &Uri, now_ms: u64) -> Result<ListQuery, ScimError> {
+    let (mut q, cursor) = list_query(uri, shared.max_results)?;
+    let by_cursor = match shared.paging {
+        SandboxPaging::Index => false,
+        SandboxPaging::Cursor => true,
+        SandboxPaging::Both => cursor.is_some(),
+    };
+    if !by_cursor {
+        return Ok(q);
+    }
+    if q.count == 0 {
+        return Err(ScimError::bad(
+            "invalidCount",
+            "count must be at least 1 when paging by cursor",
+        ));
+    }
+    q.by_cursor = true;
+    q.after = match cursor.as_deref() {
+        None | Some("") => None,
+        Some(c) => Some(open_cursor(c, shared.cursor_timeout, now_ms)?),
+    };
     Ok(q)
+}
+
+/// `{issued, ms since the epoch, hex}.{the id, hex}`: RFC 3986 unreserved only.
+fn seal_cursor(after: &str, now_ms: u64) -> String {
+    let mut cursor = format!("{now_ms:x}.");
+    for b in after.bytes() {
+        cursor.push_str(&format!("{b:02x}"));
+    }
+    cursor
+}
+
+fn open_cursor(cursor: &str, timeout: Option<Duration>, now_ms: u64) -> Result<String, ScimError> {
+    let invalid = || {
+        ScimError::bad(
+            "invalidCursor",
+            format!("{cursor:?} is not a cursor this server handed out"),
+        )
+    };
+    let (issued, id) = cursor.split_once('.').ok_or_else(invalid)?;
+    let issued = u64::from_str_radix(issued, 16).map_err(|_| invalid())?;
+    if id.is_empty() || id.len() % 2 != 0 || !id.is_ascii() {
+        return Err(invalid());
+    }
+    let bytes = (0..id.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&id[i..i + 2], 16))
+        .collect::<Result<Vec<u8>, _>>()
+        .map_err(|_| invalid())?;
+    let id = String::from_utf8(bytes).map_err(|_| invalid())?;
+    if let Some(timeout) = timeout {
+        let age = now_ms.saturating_sub(issued);
+        if u128::from(age) >= timeout.as_millis() {
+            return Err(ScimError::bad(
+                "expiredCursor",
+                format!(
+                    "the cursor is {age} ms old; cursors last {} ms (cursorTimeout)",
+                    timeout.as_millis()
+                ),
+            ));
+        }
+    }
+    Ok(id)
+}
+
+fn epoch_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// Gives a page by cursor with more to come its `nextCursor`.
+fn seal_next(list: &mut store::ListPage, now_ms: u64) {
+    if let Some(after) = list.more_after.take() {
+        list.next_cursor = Some(seal_cursor(&after, now_ms));
+    }
 }
 
 fn json_body(body: &Bytes) -> Result<Value, ScimError> {
@@ -582,7 +693,7 @@ fn first_page_only(shared: &Shared, q: &ListQuery, list: &mut store::ListPage) {
         .unwrap_or_else(PoisonError::into_inner)
         .faults
         .first_page_only;
-    if !on || q.filter.is_some() {
+    if !on || q.filter.is_some() || q.by_cursor {
         return;
     }
     if q.start_index > 1 {
@@ -617,7 +728,12 @@ fn route(
     match segments.as_slice() {
         ["ServiceProviderConfig"] if m == Method::GET => Ok(json_response(
             200,
-            &discovery::service_provider_config(&shared.base, shared.max_results),
+            &discovery::service_provider_config(
+                &shared.base,
+                shared.max_results,
+                shared.paging,
+                shared.cursor_timeout,
+            ),
         )),
         ["ResourceTypes"] if m == Method::GET => Ok(json_response(
             200,
@@ -639,10 +755,12 @@ fn route(
             .ok_or_else(|| ScimError::not_found("Schema", id)),
         ["Users"] => match m {
             Method::GET => {
-                let q = list_query(uri, shared.max_results)?;
+                let now_ms = epoch_ms();
+                let q = list_request(shared, uri, now_ms)?;
                 // Bind first: the guard goes before the envelope is written.
                 let mut list = shared.store_read().list_users(&q)?;
                 first_page_only(shared, &q, &mut list);
+                seal_next(&mut list, now_ms);
                 Ok(bytes_response(200, list.into_json()))
             }
             Method::POST => {
@@ -675,9 +793,11 @@ fn route(
         },
         ["Groups"] => match m {
             Method::GET => {
-                let q = list_query(uri, shared.max_results)?;
+                let now_ms = epoch_ms();
+                let q = list_request(shared, uri, now_ms)?;
                 let mut list = shared.store_read().list_groups(&q)?;
                 first_page_only(shared, &q, &mut list);
+                seal_next(&mut list, now_ms);
                 Ok(bytes_response(200, list.into_json()))
             }
             Method::POST => {
@@ -689,6 +809,7 @@ fn route(
         },
         ["Groups", id] => {
             let with_members = !list_query(uri, shared.max_results)?
+                .0
                 .excluded
                 .iter()
                 .any(|e| e.eq_ignore_ascii_case("members"));

@@ -235,6 +235,11 @@ pub(crate) struct ListQuery {
     pub count: usize,
     pub filter: Option<String>,
     pub excluded: Vec<String>,
+    /// Paged by cursor (RFC 9865): the page starts after `after`, not at
+    /// `start_index`.
+    pub by_cursor: bool,
+    /// The id a cursor stands for: the last one of the page before.
+    pub after: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -1649,7 +1654,7 @@ impl Store {
             }
         };
         let users = page.ids.iter().filter_map(|id| self.users.items.get(id));
-        if q.excluded.is_empty() {
+        let list = if q.excluded.is_empty() {
             ListPage::written(page.total, q.start_index, users, |(user, meta)| UserView {
                 base: &self.base,
                 user,
@@ -1659,7 +1664,8 @@ impl Store {
             ListPage::written(page.total, q.start_index, users, |(u, m)| {
                 excluded(self.render_user(u, m), &q.excluded)
             })
-        }
+        };
+        list.map(|list| list.paged_by(q, page.more_after))
     }
 
     pub fn list_groups(&self, q: &ListQuery) -> Result<ListPage> {
@@ -1673,7 +1679,7 @@ impl Store {
             }
         };
         let groups = page.ids.iter().filter_map(|id| self.groups.items.get(id));
-        if q.excluded.is_empty() {
+        let list = if q.excluded.is_empty() {
             ListPage::written(page.total, q.start_index, groups, |(group, meta)| {
                 GroupView {
                     base: &self.base,
@@ -1686,7 +1692,8 @@ impl Store {
             ListPage::written(page.total, q.start_index, groups, |(g, m)| {
                 excluded(self.render_group(g, m, with_members), &q.excluded)
             })
-        }
+        };
+        list.map(|list| list.paged_by(q, page.more_after))
     }
 }
 
@@ -1889,20 +1896,35 @@ fn parse(f: &str) -> Result<Filter> {
 struct Page {
     total: usize,
     ids: Vec<String>,
+    /// Paged by cursor with more to come: the page's last id.
+    more_after: Option<String>,
 }
 
 /// `startIndex` is 1-based; `count` 0 gives an empty page with the true total.
+/// By cursor, the page starts after the cursor's id: `ids` are in id order, so a
+/// resource created or deleted meanwhile shifts no other one into or out of reach.
 fn page_of(ids: &[String], q: &ListQuery) -> Page {
-    let start = q.start_index.max(1) - 1;
+    let start = if q.by_cursor {
+        q.after
+            .as_deref()
+            .map_or(0, |after| ids.partition_point(|id| id.as_str() <= after))
+    } else {
+        q.start_index.max(1) - 1
+    };
+    let page: Vec<String> = ids
+        .get(start..)
+        .unwrap_or_default()
+        .iter()
+        .take(q.count)
+        .cloned()
+        .collect();
+    let more_after = (q.by_cursor && start + page.len() < ids.len())
+        .then(|| page.last().cloned())
+        .flatten();
     Page {
         total: ids.len(),
-        ids: ids
-            .get(start..)
-            .unwrap_or_default()
-            .iter()
-            .take(q.count)
-            .cloned()
-            .collect(),
+        ids: page,
+        more_after,
     }
 }
 
@@ -1916,6 +1938,11 @@ pub(crate) struct ListPage {
     pub items: usize,
     /// The resources' JSON, comma-separated.
     resources: Vec<u8>,
+    by_cursor: bool,
+    /// Paged by cursor with more to come: the id the next page starts after.
+    pub more_after: Option<String>,
+    /// Written as `nextCursor`.
+    pub next_cursor: Option<String>,
 }
 
 impl ListPage {
@@ -1930,6 +1957,9 @@ impl ListPage {
             start_index: start_index.max(1),
             items: 0,
             resources: Vec::new(),
+            by_cursor: false,
+            more_after: None,
+            next_cursor: None,
         };
         for item in items {
             if page.items > 0 {
@@ -1939,6 +1969,12 @@ impl ListPage {
             page.items += 1;
         }
         Ok(page)
+    }
+
+    fn paged_by(mut self, q: &ListQuery, more_after: Option<String>) -> Self {
+        self.by_cursor = q.by_cursor;
+        self.more_after = more_after;
+        self
     }
 
     /// Drops the resources (a page past what the workspace admits to).
@@ -1952,6 +1988,21 @@ impl ListPage {
         let mut body = Vec::with_capacity(self.resources.len() + 160);
         body.extend_from_slice(b"{\"Resources\":[");
         body.extend_from_slice(&self.resources);
+        if self.by_cursor {
+            // A cursor is opaque, made of RFC 3986 unreserved characters: no escaping.
+            let next = self
+                .next_cursor
+                .map(|c| format!(",\"nextCursor\":\"{c}\""))
+                .unwrap_or_default();
+            body.extend_from_slice(
+                format!(
+                    "],\"itemsPerPage\":{}{next},\"schemas\":[\"{SCHEMA_LIST}\"],\"totalResults\":{}}}",
+                    self.items, self.total
+                )
+                .as_bytes(),
+            );
+            return body;
+        }
         body.extend_from_slice(
             format!(
                 "],\"itemsPerPage\":{},\"schemas\":[\"{SCHEMA_LIST}\"],\"startIndex\":{},\"totalResults\":{}}}",
@@ -2333,7 +2384,7 @@ mod tests {
             start_index: 1,
             count: 10,
             filter: Some(f.to_owned()),
-            excluded: Vec::new(),
+            ..ListQuery::default()
         };
         assert_eq!(s.list_users(&q(r#"externalId eq "p1""#)).unwrap().total, 0);
         assert_eq!(s.list_users(&q(r#"externalId eq "p2""#)).unwrap().total, 1);
@@ -2426,8 +2477,7 @@ mod tests {
         let everything = ListQuery {
             start_index: 1,
             count: 100,
-            filter: None,
-            excluded: Vec::new(),
+            ..ListQuery::default()
         };
         let as_values = |resources: Vec<Value>, total: usize| {
             serde_json::to_vec(&json!({

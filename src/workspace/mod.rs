@@ -1,5 +1,6 @@
 //! The SCIM 2.0 workspace client: discovery (`/ServiceProviderConfig`), index paging
-//! that survives lying or lazy providers, and the writes the executor needs.
+//! that survives lying or lazy providers, RFC 9865 cursor paging for providers
+//! that page that way, and the writes the executor needs.
 //!
 //! Every request goes through `ScimClient::send`: a concurrency permit, the rate
 //! limiter, bearer auth, a per-request timeout and [`crate::retry::retry`] for
@@ -85,14 +86,42 @@ impl RoleAttribute {
     }
 }
 
+/// How listings are paged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Pagination {
+    /// Index paging (its pages can be read concurrently), unless the provider's
+    /// `/ServiceProviderConfig` announces cursor paging and not index paging, or
+    /// answers the first index page with a `nextCursor` without announcing index
+    /// paging: then cursors.
+    #[default]
+    Auto,
+    /// `startIndex` and `count` (RFC 7644 §3.4.2.4) only.
+    Index,
+    /// `cursor` and `count` (RFC 9865) only: one page after the other.
+    Cursor,
+}
+
+impl std::fmt::Display for Pagination {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Pagination::Auto => "auto",
+            Pagination::Index => "index",
+            Pagination::Cursor => "cursor",
+        })
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct ScimSettings {
     /// Up to and including the version, e.g. `https://www.taskade.com/scim/v2`.
     pub base_url: url::Url,
     pub token: SecretString,
     pub role_attribute: RoleAttribute,
-    /// Requested page size; capped by the provider's `filter.maxResults`.
+    /// Requested page size; capped by the provider's `filter.maxResults` and
+    /// `pagination.maxPageSize`.
     pub page_size: u32,
+    pub pagination: Pagination,
     pub max_concurrency: usize,
     /// 0 disables rate limiting.
     pub requests_per_second: u32,
@@ -126,6 +155,18 @@ pub struct ClientStats {
 struct Discovered {
     max_results: Option<u32>,
     patch_supported: Option<bool>,
+    /// RFC 9865 `pagination.cursor` and `pagination.index`.
+    cursor_paging: Option<bool>,
+    index_paging: Option<bool>,
+    /// RFC 9865 `pagination.maxPageSize`.
+    max_page_size: Option<u32>,
+}
+
+impl Discovered {
+    /// Whether the provider said it pages by cursor and not by index.
+    fn cursor_only(&self) -> bool {
+        self.cursor_paging == Some(true) && self.index_paging == Some(false)
+    }
 }
 
 type Limiter = RateLimiter<NotKeyed, InMemoryState, DefaultClock, NoOpMiddleware>;
@@ -137,6 +178,7 @@ struct Inner {
     token: SecretString,
     role_attribute: RoleAttribute,
     page_size: u32,
+    pagination: Pagination,
     max_concurrency: usize,
     timeout: Duration,
     retry: RetryPolicy,
@@ -153,6 +195,9 @@ struct Inner {
     /// Set once the provider refused or mishandled an `id eq … or …` filter: from
     /// then on objects are read one by one.
     id_filters_refused: AtomicBool,
+    /// Set when, under [`Pagination::Auto`], an index listing was answered with a
+    /// `nextCursor`: from then on listings page by cursor.
+    cursors_seen: AtomicBool,
 }
 
 /// What [`ScimClient::people`] read.
@@ -226,6 +271,7 @@ impl ScimClient {
                 token: settings.token,
                 role_attribute: settings.role_attribute,
                 page_size: settings.page_size.max(1),
+                pagination: settings.pagination,
                 max_concurrency: settings.max_concurrency,
                 timeout: settings.timeout,
                 retry: settings.retry,
@@ -238,6 +284,7 @@ impl ScimClient {
                 pages_read: AtomicU64::new(0),
                 page_read_micros: AtomicU64::new(0),
                 id_filters_refused: AtomicBool::new(false),
+                cursors_seen: AtomicBool::new(false),
             }),
         })
     }
@@ -279,13 +326,56 @@ impl ScimClient {
     }
 
     /// The page size actually requested: the configured one, capped by the
-    /// provider's `filter.maxResults`, never 0.
+    /// provider's `filter.maxResults` and `pagination.maxPageSize`, never 0.
     fn effective_page_size(&self) -> u32 {
+        let discovered = self.discovered();
         let mut n = self.inner.page_size;
-        if let Some(max) = self.discovered().max_results.filter(|m| *m > 0) {
+        for max in [discovered.max_results, discovered.max_page_size]
+            .into_iter()
+            .flatten()
+            .filter(|m| *m > 0)
+        {
             n = n.min(max);
         }
         n.max(1)
+    }
+
+    /// Whether listings page by cursor: configured so, or (under
+    /// [`Pagination::Auto`]) the provider announced cursors only or answered an
+    /// index listing with a `nextCursor`.
+    fn pages_by_cursor(&self) -> bool {
+        match self.inner.pagination {
+            Pagination::Index => false,
+            Pagination::Cursor => true,
+            Pagination::Auto => {
+                self.discovered().cursor_only() || self.inner.cursors_seen.load(Ordering::Relaxed)
+            }
+        }
+    }
+
+    /// Whether an index listing whose first page carries a `nextCursor` should
+    /// follow it: under [`Pagination::Auto`], when the provider did not say it
+    /// pages by index (it ignored `startIndex`, as RFC 9865 §2.6 allows a
+    /// cursor-only provider to).
+    fn follows_unasked_cursors(&self) -> bool {
+        self.inner.pagination == Pagination::Auto && self.discovered().index_paging != Some(true)
+    }
+
+    /// From now on, listings page by cursor (under [`Pagination::Auto`]).
+    fn note_cursor_paging(&self, why: &str) {
+        if !self.inner.cursors_seen.swap(true, Ordering::Relaxed) {
+            tracing::info!(why, "paging by cursor");
+        }
+    }
+
+    /// How many pages of a listing are read at once: cursor pages come one after
+    /// the other.
+    pub fn listing_concurrency(&self) -> usize {
+        if self.pages_by_cursor() {
+            1
+        } else {
+            self.inner.max_concurrency
+        }
     }
 
     /// The one way out: permit, rate limit, auth, timeout, retries.
@@ -443,19 +533,39 @@ impl ScimClient {
             .get("patch")
             .and_then(|p| p.get("supported"))
             .and_then(flag);
-        tracing::debug!(
-            ?max_results,
-            ?patch_supported,
-            "discovered ServiceProviderConfig"
-        );
+        // RFC 9865 §4; attribute names are case-insensitive (RFC 7643 §2.1).
+        let pagination = config
+            .as_object()
+            .and_then(|o| o.iter().find(|(k, _)| k.eq_ignore_ascii_case("pagination")))
+            .map(|(_, v)| v);
+        let pagination_attr = |name: &str| {
+            pagination
+                .and_then(Value::as_object)
+                .and_then(|o| o.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)))
+                .map(|(_, v)| v)
+        };
+        let discovered = Discovered {
+            max_results,
+            patch_supported,
+            cursor_paging: pagination_attr("cursor").and_then(flag),
+            index_paging: pagination_attr("index").and_then(flag),
+            max_page_size: pagination_attr("maxPageSize")
+                .and_then(number)
+                .filter(|m| *m > 0)
+                .map(|m| u32::try_from(m).unwrap_or(u32::MAX)),
+        };
+        tracing::debug!(?discovered, "discovered ServiceProviderConfig");
+        if self.inner.pagination == Pagination::Cursor && discovered.cursor_paging == Some(false) {
+            tracing::warn!(
+                "pagination = \"cursor\" is configured, but the provider's \
+                 ServiceProviderConfig says it does not page by cursor"
+            );
+        }
         *self
             .inner
             .discovered
             .lock()
-            .unwrap_or_else(PoisonError::into_inner) = Discovered {
-            max_results,
-            patch_supported,
-        };
+            .unwrap_or_else(PoisonError::into_inner) = discovered;
         Ok(())
     }
 
@@ -865,9 +975,15 @@ impl ScimClient {
         parse_one: impl Fn(&str, R) -> Result<T, WorkspaceError>,
         id_of: impl Fn(&T) -> &str,
     ) -> Result<Vec<T>, WorkspaceError> {
+        // A cursor-only provider may refuse `startIndex` (scim2-server: 501).
+        let first_page = if self.pages_by_cursor() {
+            ("cursor", String::new())
+        } else {
+            ("startIndex", "1".to_owned())
+        };
         let query = [
             ("filter", filter),
-            ("startIndex", "1".to_owned()),
+            first_page,
             ("count", self.effective_page_size().to_string()),
         ];
         let (endpoint, body) = self.get_json::<ListBody<R>>(path, &query).await?;
@@ -951,6 +1067,7 @@ mod tests {
             token: SecretString::from("t"),
             role_attribute: RoleAttribute::Roles,
             page_size,
+            pagination: Pagination::Auto,
             max_concurrency: 1,
             requests_per_second: 0,
             timeout: Duration::from_secs(1),

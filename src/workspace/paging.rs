@@ -7,6 +7,12 @@
 //! iteration cap. When the first page announces more than one page, the rest are
 //! fetched concurrently (bounded by `max_concurrency`) and the sequential loop
 //! takes over if the last of them was still full.
+//!
+//! Cursor paging (RFC 9865) follows `nextCursor` one page after the other until a
+//! page has none. A cursor followed twice is an error (the listing would loop), as
+//! is a listing past the page cap. A provider that refuses a cursor mid-listing
+//! (`expiredCursor`, `invalidCursor`: it timed out while retries waited) gets the
+//! listing asked again from the first page, once.
 
 use std::collections::HashSet;
 
@@ -29,6 +35,14 @@ struct Collector<T> {
 }
 
 impl<T> Collector<T> {
+    fn new() -> Self {
+        Collector {
+            seen: HashSet::new(),
+            items: Vec::new(),
+            pages: 0,
+        }
+    }
+
     /// Adds a page's resources; returns how many ids were new.
     fn add<R, F>(
         &mut self,
@@ -118,6 +132,165 @@ async fn fetch<R: DeserializeOwned>(
     Ok((endpoint, page))
 }
 
+fn cursor_query(cursor: &str, count: u64) -> [(&'static str, String); 2] {
+    [("cursor", cursor.to_owned()), ("count", count.to_string())]
+}
+
+async fn fetch_by_cursor<R: DeserializeOwned>(
+    client: &ScimClient,
+    path: &str,
+    cursor: &str,
+    count: u64,
+    seen: u64,
+) -> Result<(String, Page<R>), WorkspaceError> {
+    let started = std::time::Instant::now();
+    let (endpoint, body) = client
+        .get_json::<ListBody<R>>(path, &cursor_query(cursor, count))
+        .await?;
+    // A last page without Resources is fine once everything announced is in.
+    let page = parse::page(&endpoint, body, seen + 1)?;
+    if !page.resources.is_empty() {
+        client.record_page_read(started.elapsed());
+    }
+    Ok((endpoint, page))
+}
+
+/// Whether the provider refused a cursor it handed out (RFC 9865 §2.1): asking
+/// for the listing again from the first page gives fresh ones.
+fn cursor_refused(e: &WorkspaceError) -> bool {
+    matches!(
+        e,
+        WorkspaceError::Status { status: 400, scim_type: Some(t), .. }
+            if t.eq_ignore_ascii_case("expiredCursor") || t.eq_ignore_ascii_case("invalidCursor")
+    )
+}
+
+/// One listing as asked: where, what it lists (for logs and progress) and how a
+/// resource is read.
+struct Listed<'a, F> {
+    client: &'a ScimClient,
+    path: &'a str,
+    what: &'static str,
+    progress: &'a (dyn Fn(Progress) + Send + Sync),
+    parse_one: &'a F,
+}
+
+/// Follows `nextCursor` from `cursor` until a page comes without one, adding every
+/// page to `collector`; returns the last `totalResults` seen.
+async fn follow_cursors<R, T, F>(
+    listed: &Listed<'_, F>,
+    collector: &mut Collector<T>,
+    mut total: Option<u64>,
+    mut cursor: String,
+) -> Result<Option<u64>, WorkspaceError>
+where
+    R: DeserializeOwned,
+    F: Fn(&str, R) -> Result<(String, T), WorkspaceError>,
+{
+    let Listed {
+        client,
+        path,
+        what,
+        progress,
+        parse_one,
+    } = *listed;
+    let requested = u64::from(client.effective_page_size());
+    let mut followed = HashSet::new();
+    // What a page actually holds, for the cap: the provider may send fewer than asked.
+    let mut stride = collector.items.len() as u64 / collector.pages.max(1);
+    loop {
+        let endpoint = || {
+            super::endpoint_name(
+                &reqwest::Method::GET,
+                path,
+                &cursor_query(&cursor, requested),
+            )
+        };
+        if !followed.insert(cursor.clone()) {
+            return Err(WorkspaceError::malformed(
+                &endpoint(),
+                format!(
+                    "nextCursor {cursor:?} was already followed in this listing: it would never end"
+                ),
+            ));
+        }
+        let cap = page_cap(total, collector.items.len() as u64, stride);
+        if collector.pages >= cap {
+            return Err(WorkspaceError::malformed(
+                &endpoint(),
+                format!(
+                    "paging did not end after {} pages ({} {what}, totalResults {})",
+                    collector.pages,
+                    collector.items.len(),
+                    total.map_or_else(|| "absent".to_owned(), |t| t.to_string())
+                ),
+            ));
+        }
+        let (endpoint, mut page) = fetch_by_cursor::<R>(
+            client,
+            path,
+            &cursor,
+            requested,
+            collector.items.len() as u64,
+        )
+        .await?;
+        total = page.total_results.or(total);
+        if stride == 0 {
+            stride = page.resources.len() as u64;
+        }
+        let next = page.next_cursor.take();
+        collector.add(&endpoint, page.resources, parse_one)?;
+        collector.report(progress, what, total);
+        match next {
+            Some(next) => cursor = next,
+            None => return Ok(total),
+        }
+    }
+}
+
+/// A whole listing by cursor, from the first page; asked again once if the
+/// provider refuses one of its cursors on the way.
+async fn list_by_cursor<R, T, F>(listed: &Listed<'_, F>) -> Result<Listing<T>, WorkspaceError>
+where
+    R: DeserializeOwned,
+    F: Fn(&str, R) -> Result<(String, T), WorkspaceError>,
+{
+    let mut restarted = false;
+    loop {
+        let mut collector = Collector::new();
+        match follow_cursors(listed, &mut collector, None, String::new()).await {
+            Ok(total) => return Ok(finish(collector, total, listed.what)),
+            Err(e) if !restarted && collector.pages > 0 && cursor_refused(&e) => {
+                tracing::warn!(
+                    what = listed.what,
+                    pages = collector.pages,
+                    error = %e,
+                    "the provider refused its own cursor; listing again from the first page"
+                );
+                restarted = true;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// The listing `collector` holds, checked against the last `totalResults`.
+fn finish<T>(collector: Collector<T>, total: Option<u64>, what: &'static str) -> Listing<T> {
+    let whole = total.is_none_or(|t| collector.items.len() as u64 >= t);
+    if !whole {
+        tracing::warn!(
+            what,
+            listed = collector.items.len(),
+            total_results = total,
+            "listing ended with fewer objects than totalResults announced"
+        );
+    }
+    Listing {
+        items: collector.items,
+        whole,
+    }
+}
+
 /// Every resource at `path`, each read from the page as `R` and parsed by
 /// `parse_one` into its id and `T`.
 pub(crate) async fn list_all<R, T, F>(
@@ -157,18 +330,47 @@ where
     R: DeserializeOwned,
     F: Fn(&str, R) -> Result<(String, T), WorkspaceError>,
 {
-    let requested = u64::from(client.effective_page_size());
-    let mut collector = Collector {
-        seen: HashSet::new(),
-        items: Vec::new(),
-        pages: 0,
+    let listed = Listed {
+        client,
+        path,
+        what,
+        progress,
+        parse_one: &parse_one,
     };
+    if client.pages_by_cursor() {
+        return list_by_cursor(&listed).await;
+    }
+    let requested = u64::from(client.effective_page_size());
+    let mut collector = Collector::new();
 
-    let (endpoint, first) = fetch::<R>(client, path, 1, requested).await?;
+    let (endpoint, mut first) = match fetch::<R>(client, path, 1, requested).await {
+        Ok(first) => first,
+        // A provider that pages by cursor only may refuse `startIndex` with 501
+        // (scim2-server does) without saying so in its ServiceProviderConfig.
+        Err(e @ WorkspaceError::Status { status: 501, .. }) if client.follows_unasked_cursors() => {
+            tracing::info!(error = %e, "index paging refused; trying cursor paging");
+            let listing = list_by_cursor(&listed).await?;
+            client.note_cursor_paging("the provider refused index paging with 501");
+            return Ok(listing);
+        }
+        Err(e) => return Err(e),
+    };
     let mut total = first.total_results;
     let stride = first.resources.len() as u64;
+    let next_cursor = first.next_cursor.take();
     let new = collector.add(&endpoint, first.resources, &parse_one)?;
     collector.report(progress, what, total);
+    if let Some(cursor) = next_cursor
+        && client.follows_unasked_cursors()
+    {
+        // `startIndex` ignored and a cursor handed out: follow it.
+        client.note_cursor_paging("the provider answered an index listing with a nextCursor");
+        return match follow_cursors(&listed, &mut collector, total, cursor).await {
+            Ok(total) => Ok(finish(collector, total, what)),
+            Err(e) if cursor_refused(&e) => list_by_cursor(&listed).await,
+            Err(e) => Err(e),
+        };
+    }
     let mut last = Last {
         len: stride,
         new,
@@ -239,19 +441,7 @@ where
         };
     }
 
-    let whole = total.is_none_or(|t| collector.items.len() as u64 >= t);
-    if !whole {
-        tracing::warn!(
-            what,
-            listed = collector.items.len(),
-            total_results = total,
-            "listing ended with fewer objects than totalResults announced"
-        );
-    }
-    Ok(Listing {
-        items: collector.items,
-        whole,
-    })
+    Ok(finish(collector, total, what))
 }
 
 #[cfg(test)]

@@ -28,6 +28,8 @@ use crate::model::{Account, WorkspaceGroup};
 pub(crate) struct Page<R> {
     pub total_results: Option<u64>,
     pub resources: Vec<R>,
+    /// RFC 9865 `nextCursor`: absent (or empty) on the last page of a cursor listing.
+    pub next_cursor: Option<String>,
 }
 
 /// Reads a number that a provider may send as a JSON number or a string.
@@ -92,13 +94,14 @@ pub(crate) fn json_body<R: DeserializeOwned>(
     })
 }
 
-/// A `ListResponse` body as read: its `totalResults` and `Resources`, or not an
-/// object at all.
+/// A `ListResponse` body as read: its `totalResults`, `Resources` and
+/// `nextCursor`, or not an object at all.
 pub(crate) enum ListBody<R> {
     NotObject,
     Object {
         total_results: Option<u64>,
         resources: Resources<R>,
+        next_cursor: Option<String>,
     },
 }
 
@@ -119,6 +122,7 @@ pub(crate) fn page<R>(
     let ListBody::Object {
         total_results,
         resources,
+        next_cursor,
     } = body
     else {
         return Err(WorkspaceError::malformed(
@@ -152,6 +156,7 @@ pub(crate) fn page<R>(
     Ok(Page {
         total_results,
         resources,
+        next_cursor: next_cursor.filter(|c| !c.is_empty()),
     })
 }
 
@@ -709,13 +714,19 @@ impl<'de, R: Deserialize<'de>> Visitor<'de> for ListVisitor<R> {
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
         let mut total = Slot::default();
         let mut resources = Slot::default();
-        while let Some(key) = map.next_key_seed(Names(&["totalResults", "Resources"]))? {
+        let mut next_cursor = Slot::default();
+        while let Some(key) =
+            map.next_key_seed(Names(&["totalResults", "Resources", "nextCursor"]))?
+        {
             match key {
                 Some((0, exact)) if total.wants(exact) => {
                     total.0 = Some(loose_u64(&map.next_value::<Value>()?));
                 }
                 Some((1, exact)) if resources.wants(exact) => {
                     resources.0 = Some(map.next_value_seed(ResourcesSeed(PhantomData))?);
+                }
+                Some((2, exact)) if next_cursor.wants(exact) => {
+                    next_cursor.0 = Some(map.next_value_seed(ScalarString)?);
                 }
                 _ => {
                     map.next_value::<IgnoredAny>()?;
@@ -725,6 +736,7 @@ impl<'de, R: Deserialize<'de>> Visitor<'de> for ListVisitor<R> {
         Ok(ListBody::Object {
             total_results: total.0.flatten(),
             resources: resources.0.unwrap_or(Resources::Absent),
+            next_cursor: next_cursor.0.flatten(),
         })
     }
 }
@@ -1122,6 +1134,40 @@ mod tests {
         assert_eq!(
             page_of("  "),
             Err(format!("{listing}: malformed response: empty body"))
+        );
+    }
+
+    #[test]
+    fn a_page_carries_its_next_cursor_unless_it_is_empty() {
+        let listing = "GET /Users?cursor=&count=2";
+        let cursor_of = |text: &str| {
+            json_body::<ListBody<Value>>(listing, text)
+                .and_then(|body| page(listing, body, 1))
+                .map(|p| (p.next_cursor, p.resources.len()))
+                .unwrap()
+        };
+        assert_eq!(
+            cursor_of(
+                r#"{"totalResults": 3, "nextCursor": "VZUTiyhEQJ94IR", "Resources": [{}, {}]}"#
+            ),
+            (Some("VZUTiyhEQJ94IR".to_owned()), 2)
+        );
+        // Keys are case-insensitive; the exact spelling wins over another.
+        assert_eq!(
+            cursor_of(r#"{"NEXTCURSOR": "x", "nextCursor": "y", "Resources": [{}]}"#),
+            (Some("y".to_owned()), 1)
+        );
+        assert_eq!(
+            cursor_of(r#"{"nextCursor": "", "Resources": [{}]}"#),
+            (None, 1)
+        );
+        assert_eq!(
+            cursor_of(r#"{"nextCursor": null, "Resources": []}"#),
+            (None, 0)
+        );
+        assert_eq!(
+            cursor_of(r#"{"totalResults": 1, "Resources": [{}]}"#),
+            (None, 1)
         );
     }
 

@@ -119,13 +119,65 @@ fn a_wrong_type_is_named_with_key_and_file() {
 }
 
 #[test]
+fn pagination_is_auto_unless_set_and_a_bad_method_names_the_key() {
+    use seatwarden::workspace::Pagination;
+    assert_eq!(
+        load(MINIMAL, &[]).unwrap().workspace.pagination,
+        Pagination::Auto
+    );
+    let with = |value: &str| {
+        load(
+            &MINIMAL.replace(
+                "[workspace]\n",
+                &format!("[workspace]\npagination = \"{value}\"\n"),
+            ),
+            &[],
+        )
+    };
+    assert_eq!(
+        with("cursor").unwrap().workspace.pagination,
+        Pagination::Cursor
+    );
+    assert_eq!(
+        with("index").unwrap().workspace.pagination,
+        Pagination::Index
+    );
+    let config = load(MINIMAL, &[("SEATWARDEN__WORKSPACE__PAGINATION", "cursor")]).unwrap();
+    assert_eq!(config.workspace.pagination, Pagination::Cursor);
+    let err = with("offset").unwrap_err();
+    assert!(
+        err.contains("workspace.pagination")
+            && err.contains("seatwarden.toml")
+            && err.contains("`offset` is not one of `auto`, `index`, `cursor`"),
+        "{err}"
+    );
+}
+
+#[test]
 fn a_bad_role_names_the_key() {
     let err = load(
         &format!("{MINIMAL}\n[policy]\ndefault_role = \"Admin\"\n"),
         &[],
     )
     .unwrap_err();
-    assert!(err.contains("default_role"), "{err}");
+    assert!(
+        err.ends_with(
+            "key `policy.default_role`: `Admin` is not one of `Owner`, `Maintainer`, `Editor`, \
+             `Commenter`, `Collaborator`, `Participant`, `Viewer`"
+        ),
+        "{err}"
+    );
+    let err = load(
+        &format!("{MINIMAL}\n[policy]\nunmatched_accounts = \"zap\"\n"),
+        &[],
+    )
+    .unwrap_err();
+    assert!(
+        err.ends_with(
+            "key `policy.unmatched_accounts`: `zap` is not one of `report`, `adopt`, `deactivate`"
+        ),
+        "{err}"
+    );
 }
 
 #[test]
@@ -604,6 +656,11 @@ fn scim_directory_settings_are_checked_and_named() {
             "url = \"https://idp.example.com/scim/v2\"\ntoken_file = \"t\"\nmax_concurrency = 0\n",
             "directory.max_concurrency",
             "at least 1",
+        ),
+        (
+            "url = \"https://idp.example.com/scim/v2\"\ntoken_file = \"t\"\npagination = \"offset\"\n",
+            "directory.pagination",
+            "unknown variant `offset`, expected one of `auto`, `index`, `cursor`",
         ),
         (
             "url = \"https://idp.example.com/scim/v2\"\ntoken_file = \"t\"\nrole_attribute = \"roles\"\n",

@@ -41,6 +41,7 @@ async fn sandbox(data: &Synth) -> Sandbox {
             max_results: 1000,
             or_filters: true,
             faults: Faults::default(),
+            ..SandboxOptions::default()
         },
         data.workspace.clone(),
     )

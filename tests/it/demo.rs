@@ -166,6 +166,31 @@ fn the_sandbox_command_injects_the_faults_it_is_given() {
 }
 
 #[test]
+fn the_sandbox_command_pages_by_cursor_when_told() {
+    let (_cursors, url) = start_sandbox(&["--pagination", "cursor", "--cursor-timeout", "90"]);
+    let body = |answer: &str| -> serde_json::Value {
+        serde_json::from_str(answer.split("\r\n\r\n").nth(1).unwrap()).unwrap()
+    };
+    let config = body(&get(&format!("{url}/ServiceProviderConfig"), "t0k"));
+    assert_eq!(
+        config["pagination"],
+        serde_json::json!({"cursor": true, "index": false, "defaultPaginationMethod": "cursor",
+            "defaultPageSize": 1000, "maxPageSize": 1000, "cursorTimeout": 90})
+    );
+    for n in 0..3 {
+        let body = format!(r#"{{"userName": "u{n}@example.com"}}"#);
+        let answer = request(&format!("{url}/Users"), "t0k", "POST", &body);
+        assert_eq!(status_of(&answer), 201, "{answer}");
+    }
+    let first = body(&get(&format!("{url}/Users?startIndex=2&count=2"), "t0k"));
+    assert_eq!(first["Resources"].as_array().unwrap().len(), 2, "{first}");
+    let next = first["nextCursor"].as_str().unwrap();
+    let last = body(&get(&format!("{url}/Users?cursor={next}&count=2"), "t0k"));
+    assert_eq!(last["Resources"].as_array().unwrap().len(), 1, "{last}");
+    assert!(last.get("nextCursor").is_none(), "{last}");
+}
+
+#[test]
 fn the_sandbox_command_rejects_a_share_outside_0_to_1() {
     let out = Command::new(env!("CARGO_BIN_EXE_seatwarden"))
         .args(["sandbox", "--port", "0", "--rate-429", "1.5"])

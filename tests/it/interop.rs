@@ -43,6 +43,7 @@ fn client(url: &str, token: &str) -> ScimClient {
         token: token.to_owned().into(),
         role_attribute: RoleAttribute::Roles,
         page_size: 100,
+        pagination: seatwarden::workspace::Pagination::Auto,
         // scim2-server speaks HTTP/1.0 with a listen backlog of 5.
         max_concurrency: 4,
         requests_per_second: 1000,
@@ -52,22 +53,9 @@ fn client(url: &str, token: &str) -> ScimClient {
     .unwrap()
 }
 
-#[tokio::test]
-#[ignore = "needs scim2-server: run `bash scripts/interop.sh`"]
-async fn interop_reconcile_converges_every_drift_kind_against_scim2_server() {
-    let (base, token) = server();
-    let url = tenant_url(&base, "converge");
-    let workspace = client(&url, &token);
-    workspace.discover().await.unwrap();
-
-    let data = synth::generate(&SynthSpec {
-        people: 300,
-        groups: 6,
-        drift_percent: 10.0,
-        seed: 7,
-    });
-
-    // Seed the workspace with the drifted state the generator describes.
+/// Writes the drifted workspace the generator describes into a tenant; returns
+/// the generator's account ids mapped to the ids the server gave.
+async fn seed_tenant(workspace: &ScimClient, data: &synth::Synth) -> HashMap<String, String> {
     let mut ids: HashMap<String, String> = HashMap::new();
     for account in &data.workspace.accounts {
         let created = workspace
@@ -98,6 +86,26 @@ async fn interop_reconcile_converges_every_drift_kind_against_scim2_server() {
             workspace.add_members(&created.id, &members).await.unwrap();
         }
     }
+
+    ids
+}
+
+#[tokio::test]
+#[ignore = "needs scim2-server: run `bash scripts/interop.sh`"]
+async fn interop_reconcile_converges_every_drift_kind_against_scim2_server() {
+    let (base, token) = server();
+    let url = tenant_url(&base, "converge");
+    let workspace = client(&url, &token);
+    workspace.discover().await.unwrap();
+
+    let data = synth::generate(&SynthSpec {
+        people: 300,
+        groups: 6,
+        drift_percent: 10.0,
+        seed: 7,
+    });
+
+    let ids = seed_tenant(&workspace, &data).await;
 
     // Drift kinds the generator does not make: a leaver who came back (their
     // account is inactive), and a disputed match (two accounts claim one person).
@@ -327,4 +335,75 @@ async fn interop_scim2_server_as_the_directory_provisions_an_empty_workspace() {
         .unwrap();
     assert_eq!(group.members.len(), 4);
     workspace.shutdown().await;
+}
+
+fn cursor_server() -> String {
+    std::env::var("SEATWARDEN_SCIM2_CURSOR_SERVER_URL")
+        .unwrap_or_else(|_| {
+            panic!(
+                "SEATWARDEN_SCIM2_CURSOR_SERVER_URL is not set: run the interop suite with \
+                 `bash scripts/interop.sh`, which starts a scim2-server that pages by cursor only"
+            )
+        })
+        .trim_end_matches('/')
+        .to_owned()
+}
+
+/// scim2-server configured to page by cursor only (RFC 9865): it refuses
+/// `startIndex` with 501 and seals its cursors to the query and the count. The
+/// client learns that from /ServiceProviderConfig; a whole reconcile then lists,
+/// matches and verifies by cursor and converges.
+#[tokio::test]
+#[ignore = "needs scim2-server: run `bash scripts/interop.sh`"]
+async fn interop_scim2_server_paging_by_cursor_only_converges() {
+    let (_, token) = server();
+    let url = tenant_url(&cursor_server(), "cursor");
+    let workspace = client(&url, &token);
+    workspace.discover().await.unwrap();
+    assert_eq!(
+        workspace.listing_concurrency(),
+        1,
+        "the server announces cursor paging only"
+    );
+
+    let data = synth::generate(&SynthSpec {
+        people: 300,
+        groups: 6,
+        drift_percent: 10.0,
+        seed: 11,
+    });
+    seed_tenant(&workspace, &data).await;
+    let listed = workspace.snapshot(&|_| {}).await.unwrap();
+    assert_eq!(
+        listed.accounts.len(),
+        data.workspace.accounts.len(),
+        "pages of 100 by cursor list every account once"
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let config = crate::fixtures::synth_config(dir.path(), &data, url.as_ref(), &token, 4);
+    crate::fixtures::assert_converges(&config).await;
+
+    let after = workspace.snapshot(&|_| {}).await.unwrap();
+    for identity in data
+        .directory
+        .identities
+        .iter()
+        .filter(|i| i.status != IdentityStatus::Active)
+    {
+        if let Some(account) = after
+            .accounts
+            .iter()
+            .find(|a| a.user_name.eq_ignore_ascii_case(&identity.user_name))
+        {
+            assert!(!account.active, "{} should be inactive", identity.user_name);
+        }
+    }
+    // Filtered reads page by cursor too: the server refuses `startIndex` there as well.
+    let some = &after.accounts[0];
+    let found = workspace
+        .find_account_by_user_name(&some.user_name)
+        .await
+        .unwrap();
+    assert_eq!(found.as_ref().map(|a| &a.id), Some(&some.id));
 }

@@ -338,6 +338,7 @@ async fn interop_ldap_to_scim_end_to_end() {
             max_results: 1000,
             or_filters: true,
             faults: Faults::default(),
+            ..SandboxOptions::default()
         },
         WorkspaceSnapshot {
             accounts: vec![cy],

@@ -4,6 +4,7 @@ mod cli;
 mod config;
 mod connectors;
 mod core;
+mod cursor_paging;
 mod daemon;
 mod demo;
 mod directory;

@@ -31,6 +31,7 @@ async fn start_with(seed: WorkspaceSnapshot, faults: Faults, or_filters: bool) -
             max_results: 1000,
             or_filters,
             faults,
+            ..SandboxOptions::default()
         },
         seed,
     )
@@ -44,6 +45,7 @@ fn client_for(url: &str, token: &str, page_size: u32) -> ScimClient {
         token: token.to_owned().into(),
         role_attribute: RoleAttribute::Roles,
         page_size,
+        pagination: seatwarden::workspace::Pagination::Auto,
         max_concurrency: 4,
         requests_per_second: 0,
         timeout: Duration::from_secs(30),

@@ -43,6 +43,7 @@ async fn serve(
             max_results,
             or_filters: true,
             faults,
+            ..SandboxOptions::default()
         },
         seed,
     )

@@ -21,6 +21,7 @@ fn settings(base: &str) -> ScimSettings {
         token: TOKEN.to_owned().into(),
         role_attribute: RoleAttribute::Roles,
         page_size: 100,
+        pagination: seatwarden::workspace::Pagination::Auto,
         max_concurrency: 4,
         requests_per_second: 0,
         timeout: Duration::from_secs(10),
