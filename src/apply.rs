@@ -553,8 +553,18 @@ pub async fn apply_with_breaker(
         executor_latency,
         client.mean_page_read(),
     ) {
-        match client.snapshot(&|_| {}).await {
-            Ok(snapshot) => verifier.preload(snapshot),
+        match client.snapshot_whole(&|_| {}).await {
+            Ok((snapshot, whole)) => {
+                if !whole {
+                    tracing::warn!(
+                        "the verification listing ended short of its totalResults; \
+                         what it left out is read on its own"
+                    );
+                }
+                verifier.preload(snapshot, whole);
+                // Absence from a short listing proves nothing: read those objects.
+                objects.retain(|object| !verifier.present(object));
+            }
             // Reading object by object still verifies; it only costs more requests.
             Err(e) => {
                 tracing::warn!(error = %e, "re-listing the workspace for verification failed; verifying object by object")
@@ -808,14 +818,19 @@ impl<'a> Verifier<'a> {
 
     /// Verifies against one fresh listing instead of a read per object: far fewer
     /// requests when many objects changed.
-    fn preload(&mut self, snapshot: WorkspaceSnapshot) {
-        self.accounts =
-            ReadOnce::complete(snapshot.accounts.into_iter().map(|a| (a.id.clone(), a)));
-        self.groups = ReadOnce::complete(
+    /// Verification reads from `snapshot`, a fresh listing. When it is `whole`,
+    /// an object it lacks is gone; otherwise that object is read on its own.
+    fn preload(&mut self, snapshot: WorkspaceSnapshot, whole: bool) {
+        self.accounts = ReadOnce::preloaded(
+            snapshot.accounts.into_iter().map(|a| (a.id.clone(), a)),
+            whole,
+        );
+        self.groups = ReadOnce::preloaded(
             snapshot
                 .groups
                 .into_iter()
                 .map(|g| (g.id.clone(), members_of(g))),
+            whole,
         );
     }
 
@@ -1075,7 +1090,8 @@ impl<T> ReadOnce<T> {
             .unwrap_or(false)
     }
 
-    fn complete(objects: impl Iterator<Item = (String, T)>) -> Self {
+    /// Objects already read; `complete`: every other one is known to be absent.
+    fn preloaded(objects: impl Iterator<Item = (String, T)>, complete: bool) -> Self {
         ReadOnce {
             cells: Mutex::new(
                 objects
@@ -1085,7 +1101,7 @@ impl<T> ReadOnce<T> {
                     })
                     .collect(),
             ),
-            complete: true,
+            complete,
         }
     }
 
@@ -1551,7 +1567,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_complete_listing_answers_without_reading() {
-        let cache = ReadOnce::complete([("a".to_owned(), 1u32)].into_iter());
+        let cache = ReadOnce::preloaded([("a".to_owned(), 1u32)].into_iter(), true);
         let reads = AtomicUsize::new(0);
         let listed = cache.get("a", counted(&reads, Ok(Some(9)))).await;
         assert_eq!(listed.ok().flatten().as_deref(), Some(&1));

@@ -48,6 +48,12 @@ pub enum ApprovalError {
         "the circuit breaker is {0}; nothing was approved. Run `seatwarden resume` once the workspace accepts writes again"
     )]
     CircuitOpen(String),
+    #[error(
+        "the workspace listing ended short of the totalResults it announced (objects moved \
+         while it was read, or the provider stopped early); nothing was approved, as an account \
+         it left out would look deleted. Run the command again"
+    )]
+    ShortListing,
     #[error("the state database lock was poisoned")]
     Poisoned,
 }
@@ -253,7 +259,10 @@ pub async fn approve(
         return Err(ApprovalError::CircuitOpen(circuit.to_string()));
     }
     client.discover().await?;
-    let workspace = client.snapshot(&|_| {}).await?;
+    let (workspace, whole) = client.snapshot_whole(&|_| {}).await?;
+    if !whole {
+        return Err(ApprovalError::ShortListing);
+    }
     let store = Arc::new(Mutex::new(store));
 
     // Protected names and globs as configured now, and the protected groups' members

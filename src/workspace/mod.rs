@@ -574,6 +574,17 @@ impl ScimClient {
         &self,
         progress: &(dyn Fn(Progress) + Send + Sync),
     ) -> Result<WorkspaceSnapshot, WorkspaceError> {
+        Ok(self.snapshot_whole(progress).await?.0)
+    }
+
+    /// [`ScimClient::snapshot`], and whether both listings reached the
+    /// `totalResults` they announced: a listing by index that objects moved
+    /// through (created or deleted meanwhile) can end short, and what it left out
+    /// is not proof of absence.
+    pub async fn snapshot_whole(
+        &self,
+        progress: &(dyn Fn(Progress) + Send + Sync),
+    ) -> Result<(WorkspaceSnapshot, bool), WorkspaceError> {
         let role_attribute = self.inner.role_attribute.clone();
         let accounts = paging::list_all(
             self,
@@ -590,7 +601,13 @@ impl ScimClient {
             Ok((group.id.clone(), group))
         });
         let (accounts, groups) = futures::try_join!(accounts, groups)?;
-        Ok(WorkspaceSnapshot { accounts, groups })
+        Ok((
+            WorkspaceSnapshot {
+                accounts: accounts.items,
+                groups: groups.items,
+            },
+            accounts.whole && groups.whole,
+        ))
     }
 
     /// All Users, each with its enterprise `department`, and all Groups: what a
@@ -599,7 +616,7 @@ impl ScimClient {
         &self,
         progress: &(dyn Fn(Progress) + Send + Sync),
     ) -> Result<People, WorkspaceError> {
-        let users = paging::list_all_counted(
+        let users = paging::list_all(
             self,
             "/Users",
             "people",
@@ -610,11 +627,10 @@ impl ScimClient {
                 Ok((account.id.clone(), (account, department)))
             },
         );
-        let groups =
-            paging::list_all_counted(self, "/Groups", "groups", progress, |endpoint, body| {
-                let group = parse::group(endpoint, body)?;
-                Ok((group.id.clone(), group))
-            });
+        let groups = paging::list_all(self, "/Groups", "groups", progress, |endpoint, body| {
+            let group = parse::group(endpoint, body)?;
+            Ok((group.id.clone(), group))
+        });
         let (users, groups) = futures::try_join!(users, groups)?;
         Ok(People {
             whole: users.whole && groups.whole,

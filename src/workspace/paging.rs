@@ -291,24 +291,6 @@ fn finish<T>(collector: Collector<T>, total: Option<u64>, what: &'static str) ->
     }
 }
 
-/// Every resource at `path`, each read from the page as `R` and parsed by
-/// `parse_one` into its id and `T`.
-pub(crate) async fn list_all<R, T, F>(
-    client: &ScimClient,
-    path: &str,
-    what: &'static str,
-    progress: &(dyn Fn(Progress) + Send + Sync),
-    parse_one: F,
-) -> Result<Vec<T>, WorkspaceError>
-where
-    R: DeserializeOwned,
-    F: Fn(&str, R) -> Result<(String, T), WorkspaceError>,
-{
-    Ok(list_all_counted(client, path, what, progress, parse_one)
-        .await?
-        .items)
-}
-
 /// A whole listing and whether it is as long as the provider said it would be.
 pub(crate) struct Listing<T> {
     pub items: Vec<T>,
@@ -318,8 +300,10 @@ pub(crate) struct Listing<T> {
     pub whole: bool,
 }
 
-/// [`list_all`], telling whether the listing reached the announced total.
-pub(crate) async fn list_all_counted<R, T, F>(
+/// Every resource at `path`, each read from the page as `R` and parsed by
+/// `parse_one` into its id and `T`, and whether the listing reached the announced
+/// total.
+pub(crate) async fn list_all<R, T, F>(
     client: &ScimClient,
     path: &str,
     what: &'static str,

@@ -352,6 +352,76 @@ async fn thirty_leavers_over_a_limit_of_25_are_all_held_until_approved() {
     assert!(after.plan.is_empty(), "{:#?}", after.plan.actions);
 }
 
+/// `approve` re-reads the workspace to see what a held action still means: an
+/// account missing from that listing would make its deactivation "obsolete".
+/// A listing that ended short of its `totalResults` is no such proof, so
+/// nothing is decided and everything stays held.
+#[tokio::test]
+async fn approve_decides_nothing_on_a_workspace_listing_that_ended_short() {
+    use wiremock::matchers::{method, path};
+    use wiremock::{Mock, MockServer, ResponseTemplate};
+
+    let mut env = env_with(60, None, "max_deprovisions = 2").await;
+    env.run(Mode::Reconcile, RunOptions::default()).await;
+    env.leave(3);
+    let held = env.run(Mode::Reconcile, RunOptions::default()).await;
+    assert_eq!(held.plan.held().count(), 3);
+
+    // The same workspace seen through a provider whose listing stops after one
+    // account while announcing ten.
+    let server = MockServer::start().await;
+    let some = env.sandbox.snapshot().accounts[0].clone();
+    Mock::given(method("GET"))
+        .and(path("/scim/v2/Users"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(serde_json::json!({
+            "totalResults": 10,
+            "Resources": [{"id": some.id, "userName": some.user_name, "active": true}],
+        })))
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/scim/v2/Groups"))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .set_body_json(serde_json::json!({"totalResults": 0, "Resources": []})),
+        )
+        .mount(&server)
+        .await;
+    let mut settings = env.config.scim_settings().unwrap();
+    settings.base_url = format!("{}/scim/v2", server.uri()).parse().unwrap();
+    let short = ScimClient::new(settings).unwrap();
+
+    let err = approval::approve(
+        &env.config,
+        &short,
+        env.store(),
+        held.run_id,
+        &Only::All,
+        Utc::now(),
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        matches!(err, approval::ApprovalError::ShortListing),
+        "{err}"
+    );
+    assert!(err.to_string().contains("nothing was approved"), "{err}");
+    let open = env.store().open_deprovisions().unwrap();
+    assert_eq!(open.iter().filter(|e| e.held.is_some()).count(), 3);
+    // With the whole workspace in view the same approval goes through.
+    let approval = approval::approve(
+        &env.config,
+        &env.client(3),
+        env.store(),
+        held.run_id,
+        &Only::All,
+        Utc::now(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(approval.applied.applied, 3);
+}
+
 #[tokio::test]
 async fn reject_and_the_override_are_audited() {
     let mut env = env_with(60, None, "max_deprovisions = 2").await;

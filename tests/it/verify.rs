@@ -210,6 +210,77 @@ async fn many_changes_are_verified_against_one_fresh_listing() {
     );
 }
 
+/// A verification listing that ends short of its `totalResults` (accounts moved
+/// between pages, or the provider stopped early) proves nothing about what it
+/// left out: those accounts are read on their own, and a deactivation the
+/// workspace does not show is not taken as done because the account was missing.
+#[tokio::test]
+async fn accounts_a_short_verification_listing_left_out_are_read_on_their_own() {
+    let (server, _dir, config) = stubborn_workspace(5, Latency::SlowWrites).await;
+    let (_, accounts): (Vec<_>, Vec<_>) = (1..=5).map(leaver).unzip();
+    // The snapshot lists all five; every later listing (the verification's) only
+    // the first three, still announcing five.
+    server.reset().await;
+    Mock::given(method("GET"))
+        .and(path("/Users"))
+        .respond_with(scim(json!({"totalResults": 5, "Resources": accounts})))
+        .up_to_n_times(1)
+        .with_priority(1)
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/Users"))
+        .respond_with(scim(
+            json!({"totalResults": 5, "Resources": accounts[..3].to_vec()}),
+        ))
+        .mount(&server)
+        .await;
+    for account in &accounts {
+        Mock::given(method("GET"))
+            .and(path(format!("/Users/{}", account["id"].as_str().unwrap())))
+            .respond_with(scim(account.clone()))
+            .mount(&server)
+            .await;
+    }
+    Mock::given(method("GET"))
+        .and(path("/Groups"))
+        .respond_with(scim(json!({"totalResults": 0, "Resources": []})))
+        .mount(&server)
+        .await;
+    Mock::given(method("PATCH"))
+        .and(path_regex("^/Users/acc-[0-9]+$"))
+        .respond_with(ResponseTemplate::new(204).set_delay(SLOW))
+        .mount(&server)
+        .await;
+
+    let report = reconcile(&config).await;
+    assert_eq!(report.summary.actions_applied, 0, "{:#?}", report.actions);
+    assert_eq!(report.summary.actions_failed, 5);
+    assert!(
+        report
+            .actions
+            .iter()
+            .all(|a| a.error.as_deref().unwrap_or("").contains("still active")),
+        "{:#?}",
+        report.actions
+    );
+    // The two accounts the listing left out were read by filter or on their own.
+    let filtered = filters_read(&server, "/Users").await;
+    let read_alone =
+        reads_of(&server, "/Users/acc-4").await + reads_of(&server, "/Users/acc-5").await;
+    assert!(
+        filtered
+            .iter()
+            .any(|f| f.contains("acc-4") && f.contains("acc-5"))
+            || read_alone == 2,
+        "{filtered:?}, {read_alone}"
+    );
+    assert!(
+        filtered.iter().all(|f| !f.contains("acc-1")),
+        "what the listing showed is not read again: {filtered:?}"
+    );
+}
+
 /// Three changes, two objects: the account's role and display name, and its
 /// membership. Each object is read once, however many actions it verifies.
 #[tokio::test]
