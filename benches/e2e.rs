@@ -8,6 +8,7 @@
 //! cargo bench --bench e2e -- drift 10000 0 --repeat 3  # best of three, each on a fresh workspace
 //! cargo bench --bench e2e -- drift 10000 0 --warm      # a scheduled run, not the first one
 //! cargo bench --bench e2e -- drift 10000 0 --latency 20 # every request 20 ms slower, run and floor
+//! cargo bench --bench e2e -- drift 10000 0 --paging cursor # a sandbox that pages by cursor only
 //! scripts/bench-scim2.sh                               # 2k against PyPI scim2-server
 //! ```
 //!
@@ -52,7 +53,7 @@ use std::collections::HashMap;
 use seatwarden::model::{AccountSpec, WorkspaceSnapshot};
 use seatwarden::retry::RetryPolicy;
 use seatwarden::run::{self, Mode};
-use seatwarden::sandbox::{Faults, Sandbox, SandboxOptions};
+use seatwarden::sandbox::{Faults, Sandbox, SandboxOptions, SandboxPaging};
 use seatwarden::store::Store;
 use seatwarden::synth::{self, SynthSpec};
 use seatwarden::workspace::{RoleAttribute, ScimClient, ScimSettings};
@@ -62,28 +63,38 @@ const TOKEN: &str = "bench-token";
 /// Where the workspace lives.
 #[derive(Clone)]
 enum Target {
-    Sandbox,
-    Scim2 { base: String, token: String },
+    /// How the sandbox pages: `--paging cursor` makes it page by cursor only, so
+    /// the run and the floor both read one page after the other.
+    Sandbox {
+        paging: SandboxPaging,
+    },
+    Scim2 {
+        base: String,
+        token: String,
+    },
 }
 
 impl Target {
     fn concurrency(&self) -> usize {
         match self {
-            Target::Sandbox => 8,
+            Target::Sandbox { .. } => 8,
             Target::Scim2 { .. } => 4,
         }
     }
 
     fn page(&self) -> u32 {
         match self {
-            Target::Sandbox => 1000,
+            Target::Sandbox { .. } => 1000,
             Target::Scim2 { .. } => 100,
         }
     }
 
     fn name(&self) -> &'static str {
         match self {
-            Target::Sandbox => "sandbox",
+            Target::Sandbox {
+                paging: SandboxPaging::Cursor,
+            } => "sandbox, by cursor",
+            Target::Sandbox { .. } => "sandbox",
             Target::Scim2 { .. } => "scim2-server",
         }
     }
@@ -99,7 +110,7 @@ struct Workspace {
 impl Workspace {
     async fn start(target: &Target, seed: &WorkspaceSnapshot, faults: Faults, name: &str) -> Self {
         match target {
-            Target::Sandbox => {
+            Target::Sandbox { paging } => {
                 let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
                 let sandbox = Sandbox::start(
                     listener,
@@ -108,6 +119,7 @@ impl Workspace {
                         max_results: target.page() as usize,
                         or_filters: true,
                         faults,
+                        paging: *paging,
                         ..SandboxOptions::default()
                     },
                     seed.clone(),
@@ -446,7 +458,9 @@ async fn main() {
     let mut repeat = 1_usize;
     let mut warm = false;
     let mut latency = Duration::ZERO;
-    let mut target = Target::Sandbox;
+    let mut target = Target::Sandbox {
+        paging: SandboxPaging::Index,
+    };
     let mut args = std::env::args().skip(1).filter(|a| a != "--bench");
     while let Some(arg) = args.next() {
         match arg.as_str() {
@@ -454,6 +468,14 @@ async fn main() {
             "--latency" => {
                 let ms = args.next().and_then(|n| n.parse().ok());
                 latency = Duration::from_millis(ms.expect("--latency takes milliseconds"));
+            }
+            "--paging" => {
+                let paging = match args.next().as_deref() {
+                    Some("index") => SandboxPaging::Index,
+                    Some("cursor") => SandboxPaging::Cursor,
+                    other => panic!("unknown paging {other:?}; use `index` or `cursor`"),
+                };
+                target = Target::Sandbox { paging };
             }
             "--repeat" => repeat = args.next().and_then(|n| n.parse().ok()).unwrap_or(1).max(1),
             "--server" => match args.next().as_deref() {
@@ -468,7 +490,11 @@ async fn main() {
                         token: env("SEATWARDEN_SCIM2_SERVER_TOKEN"),
                     };
                 }
-                Some("sandbox") => target = Target::Sandbox,
+                Some("sandbox") => {
+                    target = Target::Sandbox {
+                        paging: SandboxPaging::Index,
+                    }
+                }
                 other => panic!("unknown server {other:?}; use `sandbox` or `scim2`"),
             },
             _ => positional.push(arg),
