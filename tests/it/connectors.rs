@@ -150,23 +150,10 @@ async fn converge(data: &Synth, sandbox: &Sandbox, directory_toml: &str) {
     );
     crate::fixtures::assert_converges(&config).await;
     let after = sandbox.snapshot();
-    let mut leavers = 0;
-    for identity in data
-        .directory
-        .identities
-        .iter()
-        .filter(|i| i.status != IdentityStatus::Active)
-    {
-        if let Some(account) = after
-            .accounts
-            .iter()
-            .find(|a| a.user_name.eq_ignore_ascii_case(&identity.user_name))
-        {
-            assert!(!account.active, "{} should be inactive", identity.user_name);
-            leavers += 1;
-        }
-    }
-    assert!(leavers > 0, "the scenario has leavers with accounts");
+    assert!(
+        crate::fixtures::assert_leavers_inactive(data, &after) > 0,
+        "the scenario has leavers with accounts"
+    );
 }
 
 #[tokio::test]

@@ -579,18 +579,5 @@ async fn a_reconcile_against_a_cursor_only_workspace_converges() {
         crate::fixtures::synth_config(dir.path(), &data, sandbox.base_url().as_ref(), TOKEN, 8);
     crate::fixtures::assert_converges(&config).await;
     let after = sandbox.snapshot();
-    for identity in data
-        .directory
-        .identities
-        .iter()
-        .filter(|i| i.status != seatwarden::model::IdentityStatus::Active)
-    {
-        if let Some(account) = after
-            .accounts
-            .iter()
-            .find(|a| a.user_name.eq_ignore_ascii_case(&identity.user_name))
-        {
-            assert!(!account.active, "{} should be inactive", identity.user_name);
-        }
-    }
+    crate::fixtures::assert_leavers_inactive(&data, &after);
 }

@@ -91,3 +91,28 @@ pub async fn assert_converges(config: &seatwarden::config::Config) -> seatwarden
     assert!(second.plan.is_empty(), "{:#?}", second.plan.actions);
     first
 }
+
+/// Every leaver of `data` who has an account in `workspace` finds it inactive;
+/// how many had one.
+pub fn assert_leavers_inactive(
+    data: &Synth,
+    workspace: &seatwarden::model::WorkspaceSnapshot,
+) -> usize {
+    let mut leavers = 0;
+    for identity in data
+        .directory
+        .identities
+        .iter()
+        .filter(|i| i.status != seatwarden::model::IdentityStatus::Active)
+    {
+        if let Some(account) = workspace
+            .accounts
+            .iter()
+            .find(|a| a.user_name.eq_ignore_ascii_case(&identity.user_name))
+        {
+            assert!(!account.active, "{} should be inactive", identity.user_name);
+            leavers += 1;
+        }
+    }
+    leavers
+}

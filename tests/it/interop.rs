@@ -193,20 +193,7 @@ async fn interop_reconcile_converges_every_drift_kind_against_scim2_server() {
 
     // And the workspace really shows it: every leaver's account is inactive.
     let after = workspace.snapshot(&|_| {}).await.unwrap();
-    for identity in data
-        .directory
-        .identities
-        .iter()
-        .filter(|i| i.status != IdentityStatus::Active)
-    {
-        if let Some(account) = after
-            .accounts
-            .iter()
-            .find(|a| a.user_name.eq_ignore_ascii_case(&identity.user_name))
-        {
-            assert!(!account.active, "{} should be inactive", identity.user_name);
-        }
-    }
+    crate::fixtures::assert_leavers_inactive(&data, &after);
     let returned = after
         .accounts
         .iter()
@@ -385,20 +372,7 @@ async fn interop_scim2_server_paging_by_cursor_only_converges() {
     crate::fixtures::assert_converges(&config).await;
 
     let after = workspace.snapshot(&|_| {}).await.unwrap();
-    for identity in data
-        .directory
-        .identities
-        .iter()
-        .filter(|i| i.status != IdentityStatus::Active)
-    {
-        if let Some(account) = after
-            .accounts
-            .iter()
-            .find(|a| a.user_name.eq_ignore_ascii_case(&identity.user_name))
-        {
-            assert!(!account.active, "{} should be inactive", identity.user_name);
-        }
-    }
+    crate::fixtures::assert_leavers_inactive(&data, &after);
     // Filtered reads page by cursor too: the server refuses `startIndex` there as well.
     let some = &after.accounts[0];
     let found = workspace

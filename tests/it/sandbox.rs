@@ -6,7 +6,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
-use seatwarden::model::{Account, AccountSpec, Attribute, AttributeChange, IdentityStatus, Role};
+use seatwarden::model::{Account, AccountSpec, Attribute, AttributeChange, Role};
 use seatwarden::model::{WorkspaceGroup, WorkspaceSnapshot};
 use seatwarden::retry::RetryPolicy;
 use seatwarden::run::{self, Mode};
@@ -1006,23 +1006,10 @@ async fn reconcile_against(faults: Faults, or_filters: bool) -> seatwarden::sand
     );
 
     let after = sandbox.snapshot();
-    let mut leavers = 0;
-    for identity in data
-        .directory
-        .identities
-        .iter()
-        .filter(|i| i.status != IdentityStatus::Active)
-    {
-        if let Some(account) = after
-            .accounts
-            .iter()
-            .find(|a| a.user_name.eq_ignore_ascii_case(&identity.user_name))
-        {
-            assert!(!account.active, "{} should be inactive", identity.user_name);
-            leavers += 1;
-        }
-    }
-    assert!(leavers > 0, "the scenario has leavers with accounts");
+    assert!(
+        crate::fixtures::assert_leavers_inactive(&data, &after) > 0,
+        "the scenario has leavers with accounts"
+    );
     let stats = sandbox.stats();
     sandbox.shutdown().await;
     stats
