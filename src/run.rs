@@ -282,7 +282,25 @@ async fn pipeline(
     };
     let read_workspace = async {
         client.discover().await?;
-        let snapshot = client.snapshot(&progress_printer(show_progress)).await?;
+        let progress = progress_printer(show_progress);
+        let (mut snapshot, whole) = client.snapshot_whole(&progress).await?;
+        if !whole {
+            // Objects moved between pages while they were read (push SCIM creating
+            // or deleting meanwhile), or the provider stopped early. Planned from
+            // it, an account it left out looks missing: a false `missing_account`
+            // in the report, and a create that meets 409 and is linked.
+            tracing::warn!(
+                "the workspace listing ended short of its totalResults; reading it again"
+            );
+            let (again, whole) = client.snapshot_whole(&progress).await?;
+            if !whole {
+                tracing::warn!(
+                    "the workspace listing ended short again; planning with it (an account it \
+                     left out is reported missing, and its create is linked on 409)"
+                );
+            }
+            snapshot = again;
+        }
         if show_progress {
             eprintln!();
         }

@@ -1,4 +1,5 @@
-//! Verification: a write the server accepted but does not show is not `applied`.
+//! Verification: a write the server accepted but does not show is not `applied`;
+//! and what a listing that ended short leaves out is never taken as absent.
 //! Exercised both ways the executor verifies: one read per object and one fresh
 //! listing. The executor picks the cheaper from the latencies it measured in the
 //! run, so each test makes the side it expects clearly cheaper (`Latency`):
@@ -644,4 +645,51 @@ async fn a_slow_group_read_is_not_the_measure_of_an_account_read() {
         "the rest of the accounts are read one by one"
     );
     assert_eq!(reads_of(&server, "/Groups/grp-eng").await, 1);
+}
+
+/// The run's own workspace listing ended short of its `totalResults` (an account
+/// deleted meanwhile shifted another past the pages): it is read again, and the
+/// account the first listing left out is not reported missing.
+#[tokio::test]
+async fn a_workspace_listing_that_ended_short_is_read_again_before_planning() {
+    let server = MockServer::start().await;
+    let person = |n: usize| {
+        let user = format!("person{n}@example.com");
+        (
+            json!({"id": format!("00p{n}"), "userName": user, "status": "active"}),
+            json!({"id": format!("acc-{n}"), "userName": user, "externalId": format!("00p{n}"),
+                   "active": true, "roles": [{"value": "Viewer", "primary": true}]}),
+        )
+    };
+    let (identities, accounts): (Vec<_>, Vec<_>) = (1..=2).map(person).unzip();
+    // The first listing (two requests: the page, then the one it announced) shows
+    // only the first account; every later one shows both.
+    Mock::given(method("GET"))
+        .and(path("/Users"))
+        .respond_with(scim(json!({"totalResults": 2, "Resources": [accounts[0]]})))
+        .up_to_n_times(2)
+        .with_priority(1)
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/Users"))
+        .respond_with(scim(json!({"totalResults": 2, "Resources": accounts})))
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/Groups"))
+        .respond_with(scim(json!({"totalResults": 0, "Resources": []})))
+        .mount(&server)
+        .await;
+    let (_dir, config) = configure(&server, json!({ "users": identities }), "");
+    let outcome = run::execute(
+        &config,
+        Store::open(&config.state.path).unwrap(),
+        Mode::Plan,
+    )
+    .await
+    .unwrap();
+    assert!(outcome.plan.is_empty(), "{:#?}", outcome.plan.actions);
+    assert!(outcome.plan.drift.is_empty(), "{:#?}", outcome.plan.drift);
+    assert_eq!(reads_of(&server, "/Users").await, 3);
 }
