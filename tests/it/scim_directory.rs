@@ -10,7 +10,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use seatwarden::config::Config;
 use seatwarden::model::{Account, IdentityStatus, WorkspaceGroup, WorkspaceSnapshot};
 use seatwarden::run::{self, Mode, RunError};
-use seatwarden::sandbox::{Faults, Sandbox, SandboxOptions};
+use seatwarden::sandbox::{Faults, Sandbox, SandboxOptions, SandboxPaging};
 use seatwarden::store::Store;
 use seatwarden::synth::{self, Synth, SynthSpec};
 use serde_json::json;
@@ -35,6 +35,16 @@ async fn serve(
     max_results: usize,
     faults: Faults,
 ) -> Sandbox {
+    serve_paged(seed, token, max_results, faults, SandboxPaging::Index).await
+}
+
+async fn serve_paged(
+    seed: WorkspaceSnapshot,
+    token: &str,
+    max_results: usize,
+    faults: Faults,
+    paging: SandboxPaging,
+) -> Sandbox {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     Sandbox::start(
         listener,
@@ -43,6 +53,7 @@ async fn serve(
             max_results,
             or_filters: true,
             faults,
+            paging,
             ..SandboxOptions::default()
         },
         seed,
@@ -182,8 +193,15 @@ async fn directory_failure(config: &Config) -> seatwarden::directory::DirectoryE
 
 #[tokio::test]
 async fn a_scim_directory_gives_the_workspace_what_the_same_people_in_a_file_give_it() {
+    // Paged by index, and by cursor from a provider that pages no other way.
+    for paging in [SandboxPaging::Index, SandboxPaging::Cursor] {
+        the_same_people_over_scim_as_in_a_file(paging).await;
+    }
+}
+
+async fn the_same_people_over_scim_as_in_a_file(paging: SandboxPaging) {
     let data = data();
-    let idp = serve(
+    let idp = serve_paged(
         provider_seed(&data),
         IDP_TOKEN,
         1000,
@@ -193,6 +211,7 @@ async fn a_scim_directory_gives_the_workspace_what_the_same_people_in_a_file_giv
             seed: 3,
             ..Faults::default()
         },
+        paging,
     )
     .await;
 
@@ -219,7 +238,7 @@ async fn a_scim_directory_gives_the_workspace_what_the_same_people_in_a_file_giv
 
     assert_eq!(seen(&from_scim.snapshot()), seen(&from_file.snapshot()));
     let stats = idp.stats();
-    assert_eq!(stats.writes, 0, "the directory is only read");
+    assert_eq!(stats.writes, 0, "the directory is only read ({paging:?})");
     assert!(stats.faults_429 > 0, "the provider throttled: {stats:?}");
     assert!(
         stats.requests >= 10,
