@@ -87,18 +87,25 @@ impl ScimDirectorySource {
         })
         .map_err(directory_error)?;
         client.discover().await.map_err(directory_error)?;
-        let mut people = client
-            .people(&|progress| {
-                tracing::debug!(
-                    what = progress.what,
-                    pages = progress.pages,
-                    objects = progress.objects,
-                    total = progress.total,
-                    "SCIM directory page read"
-                );
-            })
-            .await
-            .map_err(directory_error)?;
+        let progress = |progress: crate::workspace::Progress| {
+            tracing::debug!(
+                what = progress.what,
+                pages = progress.pages,
+                objects = progress.objects,
+                total = progress.total,
+                "SCIM directory page read"
+            );
+        };
+        let mut people = client.people(&progress).await.map_err(directory_error)?;
+        if !people.whole {
+            // People moved between pages while they were read: once more usually
+            // sees them all, and an incomplete snapshot holds every deprovision.
+            tracing::warn!(
+                url = %settings.url,
+                "the SCIM directory listing ended short of its totalResults; reading it again"
+            );
+            people = client.people(&progress).await.map_err(directory_error)?;
+        }
         self.check_named_groups(&client, &mut people.groups).await?;
         // A short listing is people missing, who must not look like leavers.
         Ok(DirectorySnapshot {

@@ -427,6 +427,61 @@ async fn a_listing_short_of_its_total_holds_deprovisions() {
     }
 }
 
+/// A listing that ends short once (cy's page came back empty while people moved)
+/// is read again; whole the second time, the snapshot is complete and nothing is
+/// held or deprovisioned.
+#[tokio::test]
+async fn a_listing_short_once_is_read_again() {
+    let everyone = [
+        ("p1", "ada@example.com"),
+        ("p2", "ben@example.com"),
+        ("p3", "cy@example.com"),
+    ];
+    let idp = MockServer::start().await;
+    mount_people(&idp, &everyone, 3).await;
+    let workspace = workspace(WorkspaceSnapshot::default()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = small_config(
+        dir.path(),
+        &idp,
+        &workspace,
+        "page_size = 2\n",
+        "max_deprovision_percent = 100\nmax_directory_shrink_percent = 100\n",
+    );
+    let reconcile = || async {
+        run::execute(
+            &config,
+            Store::open(&config.state.path).unwrap(),
+            Mode::Reconcile,
+        )
+        .await
+        .unwrap()
+    };
+    crate::fixtures::assert_clean_reconcile(&reconcile().await.report);
+
+    Mock::given(method("GET"))
+        .and(path("/scim/v2/Users"))
+        .and(wiremock::matchers::query_param("startIndex", "3"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+            "totalResults": 3, "startIndex": 3, "itemsPerPage": 0, "Resources": [],
+        })))
+        .up_to_n_times(1)
+        .with_priority(1)
+        .mount(&idp)
+        .await;
+    let outcome = reconcile().await;
+    assert_eq!(outcome.report.summary.actions_held, 0);
+    assert!(outcome.plan.is_empty(), "{:#?}", outcome.plan.actions);
+    let cy = workspace
+        .snapshot()
+        .accounts
+        .into_iter()
+        .find(|a| a.user_name == "cy@example.com")
+        .unwrap();
+    assert!(cy.active);
+    workspace.shutdown().await;
+}
+
 /// A SCIM ListResponse of `resources`, all on one page.
 fn list_response(resources: serde_json::Value) -> ResponseTemplate {
     let n = resources.as_array().map_or(0, Vec::len);
