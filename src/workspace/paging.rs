@@ -13,6 +13,11 @@
 //! is a listing past the page cap. A provider that refuses a cursor mid-listing
 //! (`expiredCursor`, `invalidCursor`: it timed out while retries waited) gets the
 //! listing asked again from the first page, once.
+//!
+//! Under `pagination = "auto"`, a provider that did not announce index paging and
+//! answers the first index page with 501 is asked once more without paging
+//! parameters: a cursor-only one answers with its first page and a `nextCursor`
+//! (followed), one that does not page at all with everything it has.
 
 use std::collections::HashSet;
 
@@ -129,6 +134,16 @@ async fn fetch<R: DeserializeOwned>(
     if !page.resources.is_empty() {
         client.record_page_read(started.elapsed());
     }
+    Ok((endpoint, page))
+}
+
+/// The listing asked without `startIndex`, `count` or `cursor`.
+async fn fetch_unpaged<R: DeserializeOwned>(
+    client: &ScimClient,
+    path: &str,
+) -> Result<(String, Page<R>), WorkspaceError> {
+    let (endpoint, body) = client.get_json::<ListBody<R>>(path, &[]).await?;
+    let page = parse::page(&endpoint, body, 1)?;
     Ok((endpoint, page))
 }
 
@@ -327,15 +342,17 @@ where
     let requested = u64::from(client.effective_page_size());
     let mut collector = Collector::new();
 
-    let (endpoint, mut first) = match fetch::<R>(client, path, 1, requested).await {
-        Ok(first) => first,
+    let (endpoint, mut first, by_index) = match fetch::<R>(client, path, 1, requested).await {
+        Ok((endpoint, first)) => (endpoint, first, true),
         // A provider that pages by cursor only may refuse `startIndex` with 501
-        // (scim2-server does) without saying so in its ServiceProviderConfig.
+        // (scim2-server does) without saying so in its ServiceProviderConfig, and
+        // one that does not page at all may refuse any paging parameter ("501
+        // pagination not supported"). Asked without them, the first answers with
+        // its first page and a `nextCursor`, the other with everything.
         Err(e @ WorkspaceError::Status { status: 501, .. }) if client.follows_unasked_cursors() => {
-            tracing::info!(error = %e, "index paging refused; trying cursor paging");
-            let listing = list_by_cursor(&listed).await?;
-            client.note_cursor_paging("the provider refused index paging with 501");
-            return Ok(listing);
+            tracing::info!(error = %e, "index paging refused; listing without paging parameters");
+            let (endpoint, first) = fetch_unpaged::<R>(client, path).await?;
+            (endpoint, first, false)
         }
         Err(e) => return Err(e),
     };
@@ -347,13 +364,19 @@ where
     if let Some(cursor) = next_cursor
         && client.follows_unasked_cursors()
     {
-        // `startIndex` ignored and a cursor handed out: follow it.
-        client.note_cursor_paging("the provider answered an index listing with a nextCursor");
+        // `startIndex` ignored (or refused) and a cursor handed out: follow it.
+        client.note_cursor_paging(
+            "the provider answered a listing not asked by cursor with a nextCursor",
+        );
         return match follow_cursors(&listed, &mut collector, total, cursor).await {
             Ok(total) => Ok(finish(collector, total, what)),
             Err(e) if cursor_refused(&e) => list_by_cursor(&listed).await,
             Err(e) => Err(e),
         };
+    }
+    if !by_index {
+        // A provider without paging sent what it has in one answer.
+        return Ok(finish(collector, total, what));
     }
     let mut last = Last {
         len: stride,

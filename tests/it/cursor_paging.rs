@@ -279,6 +279,48 @@ async fn index_paging_refused_with_501_falls_back_to_cursors() {
     assert_eq!(err.status(), Some(501), "{err}");
 }
 
+/// "501 pagination not supported": a provider that refuses every paging parameter
+/// is asked without them, and what it sends in that one answer is the listing,
+/// whole if it holds the `totalResults` it announces.
+#[tokio::test]
+async fn a_provider_that_does_not_page_is_listed_in_one_answer() {
+    for (announced, whole) in [(5, true), (7, false)] {
+        let server = MockServer::start().await;
+        Mock::given(method("GET"))
+            .and(path("/scim/v2/Users"))
+            .respond_with(move |req: &Request| {
+                if ["startIndex", "count", "cursor"]
+                    .iter()
+                    .any(|p| query(req, p).is_some())
+                {
+                    ResponseTemplate::new(501).set_body_json(json!({
+                        "schemas": ["urn:ietf:params:scim:api:messages:2.0:Error"],
+                        "status": "501", "detail": "pagination not supported",
+                    }))
+                } else {
+                    ResponseTemplate::new(200).set_body_json(json!({
+                        "totalResults": announced,
+                        "Resources": (1..=5).map(user).collect::<Vec<_>>(),
+                    }))
+                }
+            })
+            .mount(&server)
+            .await;
+        mount_empty_groups(&server).await;
+        let client = mock_client(&server, Pagination::Auto, 2);
+        let (snapshot, listed_whole) = client.snapshot_whole(&|_| {}).await.unwrap();
+        assert_eq!(ids(&snapshot), expected(5));
+        assert_eq!(listed_whole, whole, "totalResults {announced}");
+        assert_eq!(
+            user_queries(&server).await,
+            vec![
+                (None, Some("1".to_owned()), "2".to_owned()),
+                (None, None, String::new())
+            ]
+        );
+    }
+}
+
 /// `/Users?cursor=c3` answers 400 `expiredCursor` the first `times` times.
 async fn expiring(server: &MockServer, times: u64) {
     Mock::given(method("GET"))
