@@ -4,8 +4,9 @@
 //! It serves `/scim/v2` on a loopback listener the caller binds: Users (userName
 //! unique case-insensitively, externalId, name, emails, active, roles), Groups
 //! (workspaces/folders) with members, ETags (`meta.version`, `If-Match` → 412),
-//! index and cursor paging (RFC 9865, [`SandboxPaging`]), `eq` filters with `and` and `or`, PATCH add/replace/remove (200 with the
-//! resource), SCIM error bodies, discovery endpoints and bearer auth. State lives
+//! index and cursor paging (RFC 9865, [`SandboxPaging`]), `eq` filters with `and`
+//! and `or`, PATCH add/replace/remove (200 with the resource), SCIM error bodies,
+//! discovery endpoints and bearer auth. State lives
 //! in memory (the private `store` module) behind a read-write lock: reads share
 //! it, writes take it alone, and no request holds it across an await.
 //!
@@ -29,10 +30,11 @@
 //! - Lists are in id order. A cursor stands for the last id of the page before
 //!   (hex) and when it was issued, so pages by cursor neither skip nor repeat a
 //!   resource when others are created or deleted meanwhile; past
-//!   `cursor_timeout` it is 400 `expiredCursor`. `excludedAttributes` is honoured (top-level and
-//!   `a.b`); `attributes` is ignored (the full resource is returned, which RFC
-//!   7644 clients tolerate). Filters on userName, externalId, id and (Groups)
-//!   displayName and members use indexes; the other supported attributes
+//!   `cursor_timeout` it is 400 `expiredCursor`.
+//! - `excludedAttributes` is honoured (top-level and `a.b`); `attributes` is
+//!   ignored (the full resource is returned, which RFC 7644 clients tolerate).
+//!   Filters on userName, externalId, id and (Groups) displayName and members use
+//!   indexes; the other supported attributes
 //!   (displayName, name.*, emails, roles, active on Users) scan.
 //! - A write that changes nothing (re-adding a member) keeps the version/ETag.
 //! - Responses are serialised straight from borrowed views of the stored users

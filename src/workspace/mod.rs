@@ -91,9 +91,10 @@ impl RoleAttribute {
 #[serde(rename_all = "lowercase")]
 pub enum Pagination {
     /// Index paging (its pages can be read concurrently), unless the provider's
-    /// `/ServiceProviderConfig` announces cursor paging and not index paging, or
-    /// answers the first index page with a `nextCursor` without announcing index
-    /// paging: then cursors.
+    /// `/ServiceProviderConfig` announces cursor paging and not index paging, or,
+    /// without announcing index paging, answers the first index page with a
+    /// `nextCursor` or refuses it with 501 (then the listing is asked without
+    /// paging parameters, and a `nextCursor` in that answer is followed).
     #[default]
     Auto,
     /// `startIndex` and `count` (RFC 7644 §3.4.2.4) only.
@@ -195,8 +196,8 @@ struct Inner {
     /// Set once the provider refused or mishandled an `id eq … or …` filter: from
     /// then on objects are read one by one.
     id_filters_refused: AtomicBool,
-    /// Set when, under [`Pagination::Auto`], an index listing was answered with a
-    /// `nextCursor`: from then on listings page by cursor.
+    /// Set when, under [`Pagination::Auto`], a listing not asked by cursor was
+    /// answered with a `nextCursor`: from then on listings page by cursor.
     cursors_seen: AtomicBool,
 }
 
