@@ -998,12 +998,20 @@ impl ScimClient {
         } else {
             ("startIndex", "1".to_owned())
         };
-        let query = [
+        let [filter, first_page, count] = [
             ("filter", filter),
             first_page,
             ("count", self.effective_page_size().to_string()),
         ];
-        let (endpoint, body) = self.get_json::<ListBody<R>>(path, &query).await?;
+        let query = [filter.clone(), first_page, count];
+        let (endpoint, body) = match self.get_json::<ListBody<R>>(path, &query).await {
+            // A provider that does not page refuses paging parameters: the filter
+            // alone (see `paging`).
+            Err(WorkspaceError::Status { status: 501, .. }) if self.follows_unasked_cursors() => {
+                self.get_json::<ListBody<R>>(path, &[filter]).await?
+            }
+            answer => answer?,
+        };
         let page = parse::page(&endpoint, body, 1)?;
         let mut seen = HashSet::new();
         let mut out = Vec::new();

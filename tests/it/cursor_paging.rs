@@ -318,6 +318,21 @@ async fn a_provider_that_does_not_page_is_listed_in_one_answer() {
                 (None, None, String::new())
             ]
         );
+        // A filtered read is asked with the filter alone after the same 501.
+        let found = client
+            .find_account_by_user_name("user3@example.com")
+            .await
+            .unwrap();
+        assert_eq!(found.map(|a| a.id).as_deref(), Some("u3"));
+        let asked = server.received_requests().await.unwrap();
+        let last = asked.last().unwrap();
+        assert_eq!(
+            last.url
+                .query_pairs()
+                .map(|(k, _)| k.into_owned())
+                .collect::<Vec<_>>(),
+            ["filter"]
+        );
     }
 }
 
