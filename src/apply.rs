@@ -61,12 +61,15 @@ pub enum ApplyError {
     Poisoned,
     #[error("recording created accounts failed: {0}")]
     Task(#[from] tokio::task::JoinError),
+    #[error("reading the workspace: {0}")]
+    Workspace(#[from] crate::workspace::WorkspaceError),
 }
 
 impl crate::retry::Transient for ApplyError {
     fn is_transient(&self) -> bool {
         match self {
             ApplyError::Store(e) => e.is_transient(),
+            ApplyError::Workspace(e) => e.is_transient(),
             ApplyError::Poisoned | ApplyError::Task(_) => false,
         }
     }
@@ -1350,6 +1353,12 @@ pub async fn recover(client: &ScimClient, store: &Mutex<Store>) -> Result<usize,
         }
         (interrupted, created)
     };
+    if !interrupted.is_empty() {
+        // An interrupted deactivation or deletion is done if its account is gone,
+        // and a 404 says so only from a workspace whose /Users answers: after a
+        // wrong base URL every one of them would look done.
+        client.confirm_users_endpoint().await?;
+    }
     let no_results = Created::default();
     let outcomes = bounded(interrupted.iter(), RECOVERY_CONCURRENCY, |entry| {
         resolve_entry(

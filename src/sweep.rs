@@ -3,6 +3,10 @@
 //! deactivates their linked accounts — reading only those accounts, journaling
 //! every write, and verifying each by a re-read.
 //!
+//! An account that reads as 404 is gone (its episode verified without a write) only
+//! once a `/Users` listing page has answered in the same pass: a base URL that
+//! answers 404 to everything must not close every episode.
+//!
 //! Only linked identities are considered (links are made by full reconciles), so
 //! the sweep never has to match. The guard still applies: an incomplete directory
 //! holds everything, thresholds hold mass deprovisioning, and a leaver who holds
@@ -255,6 +259,12 @@ pub async fn enforce(
         .buffered(concurrency)
         .try_collect()
         .await?;
+    if accounts.iter().any(|(_, account)| account.is_none()) {
+        // A 404 means "gone" only from a workspace whose /Users answers: a wrong
+        // base URL answers 404 to every read and would close every episode with
+        // nothing enforced.
+        client.confirm_users_endpoint().await?;
+    }
 
     let protected = config.plan_settings().protected;
     let mut plan = Plan::default();

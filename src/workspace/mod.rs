@@ -737,6 +737,25 @@ impl ScimClient {
         self.find(path, filter, parse_asked, &id_of).await
     }
 
+    /// Reads one account's worth of a `/Users` listing: proof that the base URL and
+    /// the token reach a SCIM `/Users` endpoint, before a 404 for an account is
+    /// taken to mean that the account is gone.
+    pub async fn confirm_users_endpoint(&self) -> Result<(), WorkspaceError> {
+        let first_page = if self.pages_by_cursor() {
+            ("cursor", String::new())
+        } else {
+            ("startIndex", "1".to_owned())
+        };
+        let query = [first_page, ("count", "1".to_owned())];
+        let (endpoint, body) = match self.get_json::<ListBody<Value>>("/Users", &query).await {
+            Err(WorkspaceError::Status { status: 501, .. }) if self.follows_unasked_cursors() => {
+                self.get_json::<ListBody<Value>>("/Users", &[]).await?
+            }
+            answer => answer?,
+        };
+        parse::page(&endpoint, body, 1).map(|_| ())
+    }
+
     pub async fn get_account(&self, id: &str) -> Result<Option<Account>, WorkspaceError> {
         let path = format!("/Users/{}", encode_component(id));
         match self.get_json::<parse::UserBody>(&path, &[]).await {

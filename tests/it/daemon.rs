@@ -602,6 +602,65 @@ async fn the_sweep_rejects_a_truncated_directory_and_acts_on_a_real_leaver() {
     sandbox.shutdown().await;
 }
 
+/// A workspace URL that answers 404 to everything (a wrong path, a token for
+/// another organisation's endpoint) does not make a leaver's account "gone": the
+/// sweep fails, the episode stays open and unverified, and the right URL then
+/// enforces it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_404_from_a_workspace_whose_users_endpoint_does_not_answer_is_not_gone() {
+    use seatwarden::workspace::ScimClient;
+
+    let (sandbox, dir, config) = reconciled_demo().await;
+    let directory_path = dir.path().join("directory.json");
+    let full: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&directory_path).unwrap()).unwrap();
+    let mut users = full["users"].as_array().unwrap().clone();
+    let workspace = sandbox.snapshot();
+    let leaver = users
+        .iter()
+        .position(|u| {
+            u["status"].as_str().unwrap_or("active") == "active"
+                && workspace.accounts.iter().any(|a| {
+                    a.active
+                        && a.external_id.as_deref() == u["id"].as_str()
+                        && !a.roles.iter().any(|r| r == "Owner")
+                })
+        })
+        .unwrap();
+    let leaver_id = users.remove(leaver)["id"].as_str().unwrap().to_owned();
+    std::fs::write(
+        &directory_path,
+        serde_json::json!({ "users": users }).to_string(),
+    )
+    .unwrap();
+    let directory = config.directory();
+    let store = std::sync::Arc::new(std::sync::Mutex::new(
+        Store::open(&config.state.path).unwrap(),
+    ));
+
+    let mut wrong = config.scim_settings().unwrap();
+    wrong.base_url = format!("{}/elsewhere", sandbox.base_url()).parse().unwrap();
+    let err = seatwarden::sweep::sweep(
+        &config,
+        &directory,
+        &ScimClient::new(wrong).unwrap(),
+        &store,
+        chrono::Utc::now(),
+        chrono::Duration::hours(1),
+    )
+    .await
+    .unwrap_err();
+    assert!(err.to_string().contains("404"), "{err}");
+    let open = store.lock().unwrap().open_deprovisions().unwrap();
+    let episode = open.iter().find(|e| e.identity_id == leaver_id).unwrap();
+    assert!(episode.verified_at.is_none(), "{episode:?}");
+
+    let client = ScimClient::new(config.scim_settings().unwrap()).unwrap();
+    let outcome = sweep_now(&config, &directory, &client, &store).await;
+    assert_eq!(outcome.enforced, 1, "{outcome:?}");
+    sandbox.shutdown().await;
+}
+
 /// A leaving Owner is deactivated by the sweep when another Owner is confirmed
 /// active by a live read, and held when they are the last one: the stored
 /// snapshot still shows the break-glass Owner active after it was deactivated,

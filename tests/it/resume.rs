@@ -208,3 +208,57 @@ async fn an_interrupted_create_that_never_arrived_is_marked_failed_and_redone() 
     );
     assert_eq!(store.links().unwrap()[0].account_id, "acc-1");
 }
+
+/// A deactivation left `in_flight` by a crash is done if its account is inactive
+/// or gone. A workspace URL that answers 404 to everything (a wrong path after a
+/// configuration change) says "gone" about every account: the run fails before
+/// resolving anything, and the deactivation stays in flight for a run that can
+/// see the workspace.
+#[tokio::test]
+async fn an_interrupted_deactivation_is_not_resolved_by_a_workspace_that_answers_404_to_everything()
+{
+    let server = MockServer::start().await;
+    Mock::given(method("GET"))
+        .respond_with(ResponseTemplate::new(404).set_body_string("Not Found"))
+        .mount(&server)
+        .await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = config_for(&server, dir.path());
+    let run = {
+        let mut store = Store::open(&config.state.path).unwrap();
+        let run = store.begin_run(RunKind::Reconcile, Utc::now()).unwrap();
+        let plan = Plan {
+            actions: vec![Action {
+                seq: 0,
+                kind: ActionKind::Deactivate {
+                    account_id: "acc-1".into(),
+                },
+                reason: DriftKind::StaleAccess,
+                subject: "ada@example.com".into(),
+                identity_id: Some("00u1".into()),
+                detail: "left the company".into(),
+                held: None,
+            }],
+            drift: vec![],
+            new_links: vec![],
+        };
+        store.save_plan(run, &plan, Utc::now()).unwrap();
+        store.mark_in_flight(run, 0, Utc::now()).unwrap();
+        run
+    };
+
+    let store = Store::open(&config.state.path).unwrap();
+    let err = run::execute(&config, store, Mode::Reconcile)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("GET /Users?startIndex=1&count=1: HTTP 404"),
+        "{err}"
+    );
+    let journal = Store::open(&config.state.path)
+        .unwrap()
+        .journal(run)
+        .unwrap();
+    assert_eq!(journal[0].state, ActionState::InFlight);
+}
