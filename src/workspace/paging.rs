@@ -211,7 +211,8 @@ where
     } = *listed;
     let requested = u64::from(client.effective_page_size());
     let mut followed = HashSet::new();
-    // What a page actually holds, for the cap: the provider may send fewer than asked.
+    // The smallest page yet, for the cap: a provider may send fewer than asked,
+    // and fewer on later pages than on the first.
     let mut stride = collector.items.len() as u64 / collector.pages.max(1);
     loop {
         let endpoint = || {
@@ -250,8 +251,9 @@ where
         )
         .await?;
         total = page.total_results.or(total);
-        if stride == 0 {
-            stride = page.resources.len() as u64;
+        let len = page.resources.len() as u64;
+        if len > 0 {
+            stride = if stride == 0 { len } else { stride.min(len) };
         }
         let next = page.next_cursor.take();
         collector.add(&endpoint, page.resources, parse_one)?;

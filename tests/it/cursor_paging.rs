@@ -279,6 +279,41 @@ async fn index_paging_refused_with_501_falls_back_to_cursors() {
     assert_eq!(err.status(), Some(501), "{err}");
 }
 
+/// The page cap follows the smallest page seen, not the first: a provider that
+/// sends five users on its first page and one on each after it is listed whole.
+#[tokio::test]
+async fn later_pages_smaller_than_the_first_do_not_trip_the_page_cap() {
+    let server = MockServer::start().await;
+    Mock::given(method("GET"))
+        .and(path("/scim/v2/Users"))
+        .respond_with(|req: &Request| {
+            let (items, next) = match query(req, "cursor").as_deref() {
+                None | Some("") => ((1..=5).collect::<Vec<_>>(), 6),
+                Some(c) => {
+                    let k: usize = c.trim_start_matches('c').parse().unwrap();
+                    (vec![k], k + 1)
+                }
+            };
+            let mut body = json!({
+                "totalResults": 30,
+                "Resources": items.into_iter().map(user).collect::<Vec<_>>(),
+            });
+            if next <= 30 {
+                body["nextCursor"] = format!("c{next}").into();
+            }
+            ResponseTemplate::new(200).set_body_json(body)
+        })
+        .mount(&server)
+        .await;
+    mount_empty_groups(&server).await;
+    let snapshot = mock_client(&server, Pagination::Cursor, 5)
+        .snapshot(&|_| {})
+        .await
+        .unwrap();
+    assert_eq!(ids(&snapshot), expected(30));
+    assert_eq!(user_queries(&server).await.len(), 26);
+}
+
 /// "501 pagination not supported": a provider that refuses every paging parameter
 /// is asked without them, and what it sends in that one answer is the listing,
 /// whole if it holds the `totalResults` it announces.
