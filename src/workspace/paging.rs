@@ -6,7 +6,8 @@
 //! which is how a `totalResults` equal to the page size shows itself), and after an
 //! iteration cap. When the first page announces more than one page, the rest are
 //! fetched concurrently (bounded by `max_concurrency`) and the sequential loop
-//! takes over if the last of them was still full.
+//! takes over if the last of them was still full, or from the first of them that
+//! held fewer than the first page before the end.
 //!
 //! Cursor paging (RFC 9865) follows `nextCursor` one page after the other until a
 //! page has none. A cursor followed twice is an error (the listing would loop), as
@@ -415,11 +416,19 @@ where
                 // Stop early; do not keep asking a provider that has run dry.
                 break;
             }
+            if len < stride && total.is_some_and(|t| start + len <= t) {
+                // Fewer than the first page held, before the end (a provider that
+                // sizes pages by bytes): the pages asked after this one started
+                // past objects nobody asked for. Go on one page after the other.
+                break;
+            }
         }
     }
 
+    // The cap follows the smallest page seen: later pages may hold fewer.
+    let mut smallest = stride;
     while more_pages(last, requested, stride, collector.items.len() as u64, total) {
-        let cap = page_cap(total, collector.items.len() as u64, stride);
+        let cap = page_cap(total, collector.items.len() as u64, smallest);
         if collector.pages >= cap {
             return Err(WorkspaceError::malformed(
                 &super::endpoint_name(
@@ -440,6 +449,9 @@ where
         }
         let (endpoint, page) = fetch::<R>(client, path, last.next, requested).await?;
         let len = page.resources.len() as u64;
+        if len > 0 {
+            smallest = smallest.min(len);
+        }
         let new = collector.add(&endpoint, page.resources, &parse_one)?;
         total = page.total_results.or(total);
         collector.report(progress, what, total);

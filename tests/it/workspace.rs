@@ -269,6 +269,32 @@ async fn a_server_ignoring_count_is_paged_by_what_it_sends() {
     assert_eq!(starts, vec![1, 1, 4, 4, 7, 7]);
 }
 
+/// Pages of varying size (a provider that sizes them by bytes): five users on the
+/// first page, one on every other. The pages asked concurrently from the first
+/// one's size would skip users, so the listing goes on one page after the other
+/// from the first short one, and every user is listed.
+#[tokio::test]
+async fn pages_smaller_than_the_first_are_followed_one_by_one_without_gaps() {
+    let server = MockServer::start().await;
+    Mock::given(method("GET"))
+        .and(path("/scim/v2/Users"))
+        .respond_with(|req: &Request| {
+            let (start, _) = start_count(req);
+            let size = if start == 1 { 5 } else { 1 };
+            list(Some(30), (start..=30).take(size).map(user).collect())
+        })
+        .mount(&server)
+        .await;
+    mount_empty_groups(&server).await;
+    let client = client_with(&server, |s| {
+        s.page_size = 5;
+        s.max_concurrency = 4;
+    });
+    let (snapshot, whole) = client.snapshot_whole(&no_progress).await.unwrap();
+    assert_eq!(ids(&snapshot.accounts), expected_ids(30));
+    assert!(whole);
+}
+
 #[tokio::test]
 async fn a_page_without_new_ids_stops_the_loop() {
     let server = MockServer::start().await;
