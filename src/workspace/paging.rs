@@ -259,9 +259,12 @@ where
         let next = page.next_cursor.take();
         collector.add(&endpoint, page.resources, parse_one)?;
         collector.report(progress, what, total);
+        // An empty page once everything announced is in ends the listing, whatever
+        // cursor it hands out (some providers send one on the page after the last).
+        let all_in = len == 0 && total.is_some_and(|t| collector.items.len() as u64 >= t);
         match next {
-            Some(next) => cursor = next,
-            None => return Ok(total),
+            Some(next) if !all_in => cursor = next,
+            _ => return Ok(total),
         }
     }
 }

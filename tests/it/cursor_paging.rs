@@ -314,6 +314,36 @@ async fn later_pages_smaller_than_the_first_do_not_trip_the_page_cap() {
     assert_eq!(user_queries(&server).await.len(), 26);
 }
 
+/// A provider that hands out a cursor on its last page too, and empty pages with
+/// fresh cursors after it: the first empty page once every announced user is in
+/// ends the listing.
+#[tokio::test]
+async fn an_empty_page_after_everything_announced_ends_a_cursor_listing() {
+    let server = MockServer::start().await;
+    Mock::given(method("GET"))
+        .and(path("/scim/v2/Users"))
+        .respond_with(|req: &Request| {
+            let from: usize = match query(req, "cursor").as_deref() {
+                None | Some("") => 1,
+                Some(c) => c.trim_start_matches('c').parse().unwrap(),
+            };
+            ResponseTemplate::new(200).set_body_json(json!({
+                "totalResults": 4,
+                "Resources": (from..(from + 2).min(5)).map(user).collect::<Vec<_>>(),
+                "nextCursor": format!("c{}", from + 2),
+            }))
+        })
+        .mount(&server)
+        .await;
+    mount_empty_groups(&server).await;
+    let snapshot = mock_client(&server, Pagination::Cursor, 2)
+        .snapshot(&|_| {})
+        .await
+        .unwrap();
+    assert_eq!(ids(&snapshot), expected(4));
+    assert_eq!(user_queries(&server).await.len(), 3);
+}
+
 /// "501 pagination not supported": a provider that refuses every paging parameter
 /// is asked without them, and what it sends in that one answer is the listing,
 /// whole if it holds the `totalResults` it announces.
