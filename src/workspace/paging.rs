@@ -10,8 +10,9 @@
 //! held fewer than the first page before the end.
 //!
 //! Cursor paging (RFC 9865) follows `nextCursor` one page after the other until a
-//! page has none. A cursor followed twice is an error (the listing would loop), as
-//! is a listing past the page cap. A provider that refuses a cursor mid-listing
+//! page has none, or an empty page comes once every announced object is in. A
+//! cursor followed twice is an error (the listing would loop), as is a listing
+//! past the page cap (which follows the smallest page seen). A provider that refuses a cursor mid-listing
 //! (`expiredCursor`, `invalidCursor`: it timed out while retries waited) gets the
 //! listing asked again from the first page, once.
 //!
