@@ -584,12 +584,6 @@ fn open_cursor(cursor: &str, timeout: Option<Duration>, now_ms: u64) -> Result<S
     Ok(id)
 }
 
-fn epoch_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-}
-
 /// Gives a page by cursor with more to come its `nextCursor`.
 fn seal_next(list: &mut store::ListPage, now_ms: u64) {
     if let Some(after) = list.more_after.take() {
@@ -723,6 +717,8 @@ fn route(
         .collect();
     let segments: Vec<&str> = segments.iter().map(String::as_str).collect();
     let now = chrono::Utc::now();
+    // When cursors are sealed and opened (`cursor_timeout`).
+    let now_ms = u64::try_from(now.timestamp_millis()).unwrap_or(0);
     let if_match = if_match(headers);
     let if_match = if_match.as_deref();
     let not_allowed = || ScimError::new(405, None, format!("{method} is not supported on {path}"));
@@ -757,7 +753,6 @@ fn route(
             .ok_or_else(|| ScimError::not_found("Schema", id)),
         ["Users"] => match m {
             Method::GET => {
-                let now_ms = epoch_ms();
                 let q = list_request(shared, uri, now_ms)?;
                 // Bind first: the guard goes before the envelope is written.
                 let mut list = shared.store_read().list_users(&q)?;
@@ -795,7 +790,6 @@ fn route(
         },
         ["Groups"] => match m {
             Method::GET => {
-                let now_ms = epoch_ms();
                 let q = list_request(shared, uri, now_ms)?;
                 let mut list = shared.store_read().list_groups(&q)?;
                 first_page_only(shared, &q, &mut list);

@@ -741,19 +741,9 @@ impl ScimClient {
     /// the token reach a SCIM `/Users` endpoint, before a 404 for an account is
     /// taken to mean that the account is gone.
     pub async fn confirm_users_endpoint(&self) -> Result<(), WorkspaceError> {
-        let first_page = if self.pages_by_cursor() {
-            ("cursor", String::new())
-        } else {
-            ("startIndex", "1".to_owned())
-        };
-        let query = [first_page, ("count", "1".to_owned())];
-        let (endpoint, body) = match self.get_json::<ListBody<Value>>("/Users", &query).await {
-            Err(WorkspaceError::Status { status: 501, .. }) if self.follows_unasked_cursors() => {
-                self.get_json::<ListBody<Value>>("/Users", &[]).await?
-            }
-            answer => answer?,
-        };
-        parse::page(&endpoint, body, 1).map(|_| ())
+        self.first_page::<Value>("/Users", None, 1)
+            .await
+            .map(|_| ())
     }
 
     pub async fn get_account(&self, id: &str) -> Result<Option<Account>, WorkspaceError> {
@@ -1004,6 +994,39 @@ impl ScimClient {
 
     /// GET with a filter: every match on the first page, each once (`id_of` names
     /// it; some providers repeat a resource within a page).
+    /// The first page of a listing at `path` (filtered, if `filter`), of at most
+    /// `count`: asked with `cursor=` when listings page by cursor (a cursor-only
+    /// provider may refuse `startIndex`: scim2-server answers 501), else with
+    /// `startIndex=1`; under [`Pagination::Auto`], after a 501 without paging
+    /// parameters, as a provider that does not page wants (see `paging`).
+    async fn first_page<R: DeserializeOwned>(
+        &self,
+        path: &str,
+        filter: Option<String>,
+        count: u32,
+    ) -> Result<(String, parse::Page<R>), WorkspaceError> {
+        let filter = filter.map(|f| ("filter", f));
+        let first_page = if self.pages_by_cursor() {
+            ("cursor", String::new())
+        } else {
+            ("startIndex", "1".to_owned())
+        };
+        let paged: Vec<(&str, String)> = filter
+            .iter()
+            .cloned()
+            .chain([first_page, ("count", count.to_string())])
+            .collect();
+        let (endpoint, body) = match self.get_json::<ListBody<R>>(path, &paged).await {
+            Err(WorkspaceError::Status { status: 501, .. }) if self.follows_unasked_cursors() => {
+                let unpaged: Vec<(&str, String)> = filter.into_iter().collect();
+                self.get_json::<ListBody<R>>(path, &unpaged).await?
+            }
+            answer => answer?,
+        };
+        let page = parse::page(&endpoint, body, 1)?;
+        Ok((endpoint, page))
+    }
+
     async fn find<R: DeserializeOwned, T>(
         &self,
         path: &str,
@@ -1011,27 +1034,9 @@ impl ScimClient {
         parse_one: impl Fn(&str, R) -> Result<T, WorkspaceError>,
         id_of: impl Fn(&T) -> &str,
     ) -> Result<Vec<T>, WorkspaceError> {
-        // A cursor-only provider may refuse `startIndex` (scim2-server: 501).
-        let first_page = if self.pages_by_cursor() {
-            ("cursor", String::new())
-        } else {
-            ("startIndex", "1".to_owned())
-        };
-        let [filter, first_page, count] = [
-            ("filter", filter),
-            first_page,
-            ("count", self.effective_page_size().to_string()),
-        ];
-        let query = [filter.clone(), first_page, count];
-        let (endpoint, body) = match self.get_json::<ListBody<R>>(path, &query).await {
-            // A provider that does not page refuses paging parameters: the filter
-            // alone (see `paging`).
-            Err(WorkspaceError::Status { status: 501, .. }) if self.follows_unasked_cursors() => {
-                self.get_json::<ListBody<R>>(path, &[filter]).await?
-            }
-            answer => answer?,
-        };
-        let page = parse::page(&endpoint, body, 1)?;
+        let (endpoint, page) = self
+            .first_page::<R>(path, Some(filter), self.effective_page_size())
+            .await?;
         let mut seen = HashSet::new();
         let mut out = Vec::new();
         for item in page.resources {
