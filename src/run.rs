@@ -283,7 +283,7 @@ async fn pipeline(
     let read_workspace = async {
         client.discover().await?;
         let progress = progress_printer(show_progress);
-        let (mut snapshot, whole) = client.snapshot_whole(&progress).await?;
+        let (mut snapshot, mut whole) = client.snapshot_whole(&progress).await?;
         if !whole {
             // Objects moved between pages while they were read (push SCIM creating
             // or deleting meanwhile), or the provider stopped early. Planned from
@@ -292,14 +292,13 @@ async fn pipeline(
             tracing::warn!(
                 "the workspace listing ended short of its totalResults; reading it again"
             );
-            let (again, whole) = client.snapshot_whole(&progress).await?;
+            (snapshot, whole) = client.snapshot_whole(&progress).await?;
             if !whole {
                 tracing::warn!(
                     "the workspace listing ended short again; planning with it (an account it \
                      left out is reported missing, and its create is linked on 409)"
                 );
             }
-            snapshot = again;
         }
         if show_progress {
             eprintln!();
@@ -309,9 +308,9 @@ async fn pipeline(
             groups = snapshot.groups.len(),
             "workspace read"
         );
-        Ok::<_, RunError>(snapshot)
+        Ok::<_, RunError>((snapshot, whole))
     };
-    let ((directory_snapshot, links), workspace_snapshot) =
+    let ((directory_snapshot, links), (workspace_snapshot, workspace_whole)) =
         tokio::try_join!(read_directory, read_workspace)?;
     tracing::debug!(elapsed_ms = since(started_at), "snapshots read");
 
@@ -446,6 +445,7 @@ async fn pipeline(
         source_fault,
         circuit: circuit_report,
         allow_over_threshold: options.allow_over_threshold,
+        workspace_listing_short: !workspace_whole,
         actions_waiting: guarded
             .held()
             .filter(|a| a.held.as_ref().is_some_and(HoldReason::is_waiting))

@@ -60,6 +60,10 @@ pub struct SafetyReport {
     /// `reconcile --allow-over-threshold` was given: thresholds did not hold anything.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub allow_over_threshold: bool,
+    /// The workspace listing ended short of its `totalResults` twice: accounts it
+    /// left out may show as missing (their creates are linked on 409).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub workspace_listing_short: bool,
     /// Held actions that only wait for the settle window (no human needed); they are
     /// also counted in `summary.actions_held`.
     #[serde(default, skip_serializing_if = "is_zero")]

@@ -189,6 +189,14 @@ fn render_safety(out: &mut String, report: &Report, style: &Style) {
             style.yellow("OVERRIDE")
         );
     }
+    if safety.workspace_listing_short {
+        let _ = writeln!(
+            out,
+            "\n{} the workspace listing ended short of its totalResults, twice: accounts it \
+             left out may show as missing",
+            style.yellow("SHORT LISTING")
+        );
+    }
     if safety.actions_waiting > 0 {
         let _ = writeln!(
             out,

@@ -692,4 +692,36 @@ async fn a_workspace_listing_that_ended_short_is_read_again_before_planning() {
     assert!(outcome.plan.is_empty(), "{:#?}", outcome.plan.actions);
     assert!(outcome.plan.drift.is_empty(), "{:#?}", outcome.plan.drift);
     assert_eq!(reads_of(&server, "/Users").await, 3);
+    assert!(!outcome.report.safety.workspace_listing_short);
+
+    // Short every time: planned with, and the report says why person2 shows as
+    // missing.
+    server.reset().await;
+    Mock::given(method("GET"))
+        .and(path("/Users"))
+        .respond_with(scim(json!({"totalResults": 2, "Resources": [accounts[0]]})))
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/Groups"))
+        .respond_with(scim(json!({"totalResults": 0, "Resources": []})))
+        .mount(&server)
+        .await;
+    let outcome = run::execute(
+        &config,
+        Store::open(&config.state.path).unwrap(),
+        Mode::Plan,
+    )
+    .await
+    .unwrap();
+    assert!(outcome.report.safety.workspace_listing_short);
+    let text = seatwarden::report::render_text(&outcome.report, false);
+    assert!(
+        text.contains("SHORT LISTING the workspace listing ended short of its totalResults, twice"),
+        "{text}"
+    );
+    assert_eq!(
+        outcome.report.summary.drift_total, 1,
+        "person2 shows as missing"
+    );
 }
