@@ -186,6 +186,81 @@ pub enum Tone {
     Bad,
 }
 
+/// One finding of the safety net, as every renderer shows it: a label (none for
+/// plain notes), its text, and lines under it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SafetyFinding {
+    pub label: Option<&'static str>,
+    pub tone: Tone,
+    pub text: String,
+    pub details: Vec<String>,
+}
+
+/// What `report.safety` holds, in the order the renderers show it; empty when the
+/// safety net found nothing.
+pub fn safety_findings(report: &Report) -> Vec<SafetyFinding> {
+    let safety = &report.safety;
+    let mut findings = Vec::new();
+    let finding = |label, tone, text: String| SafetyFinding {
+        label: Some(label),
+        tone,
+        text,
+        details: Vec::new(),
+    };
+    if let Some(fault) = &safety.source_fault {
+        findings.push(finding("SOURCE FAULT", Tone::Bad, fault.to_string()));
+    }
+    if let Some(circuit) = &safety.circuit {
+        let mut line = finding(
+            "CIRCUIT BREAKER",
+            Tone::Bad,
+            format!(
+                "{}{}",
+                circuit.state,
+                circuit
+                    .reason
+                    .as_deref()
+                    .map(|r| format!(": {r}"))
+                    .unwrap_or_default()
+            ),
+        );
+        line.details = circuit
+            .failures
+            .iter()
+            .map(|f| format!("{} {}: {}", f.op, f.subject, f.message))
+            .collect();
+        findings.push(line);
+    }
+    if safety.allow_over_threshold {
+        findings.push(finding(
+            "OVERRIDE",
+            Tone::Warn,
+            "thresholds overridden for this run (--allow-over-threshold)".to_owned(),
+        ));
+    }
+    if safety.workspace_listing_short {
+        findings.push(finding(
+            "SHORT LISTING",
+            Tone::Warn,
+            "the workspace listing ended short of its totalResults, twice: accounts it left \
+             out may show as missing"
+                .to_owned(),
+        ));
+    }
+    if safety.actions_waiting > 0 {
+        findings.push(SafetyFinding {
+            label: None,
+            tone: Tone::Warn,
+            text: format!(
+                "{} of the held actions only wait for the settle window",
+                safety.actions_waiting
+            ),
+            details: Vec::new(),
+        });
+    }
+    findings
+}
+
 /// The one-line verdict every renderer leads with.
 pub fn headline(report: &Report) -> (Tone, String) {
     let s = &report.summary;

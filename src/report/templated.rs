@@ -157,6 +157,7 @@ struct ReportView<'a> {
     drift_groups: Vec<DriftGroup<'a>>,
     attention: Vec<ActionRow<'a>>,
     actions: Vec<ActionRow<'a>>,
+    safety: Vec<super::SafetyFinding>,
 }
 
 fn action_row(action: &ActionOutcome, applying: bool) -> ActionRow<'_> {
@@ -221,6 +222,7 @@ fn report_view(report: &Report) -> ReportView<'_> {
             .iter()
             .map(|a| action_row(a, applying))
             .collect(),
+        safety: super::safety_findings(report),
     }
 }
 

@@ -158,50 +158,22 @@ pub fn render_text(report: &Report, colour: bool) -> String {
 
 /// The safety net's findings; nothing when there are none (reports read as before).
 fn render_safety(out: &mut String, report: &Report, style: &Style) {
-    let safety = &report.safety;
-    if let Some(fault) = &safety.source_fault {
-        let _ = writeln!(out, "\n{} {fault}", style.red("SOURCE FAULT"));
-    }
-    if let Some(circuit) = &safety.circuit {
-        let _ = writeln!(
-            out,
-            "\n{} {}{}",
-            style.red("CIRCUIT BREAKER"),
-            circuit.state,
-            circuit
-                .reason
-                .as_deref()
-                .map(|r| format!(": {r}"))
-                .unwrap_or_default()
-        );
-        for failure in &circuit.failures {
-            let _ = writeln!(
-                out,
-                "  {} {}: {}",
-                failure.op, failure.subject, failure.message
-            );
+    for finding in super::safety_findings(report) {
+        match finding.label {
+            Some(label) => {
+                let label = match finding.tone {
+                    Tone::Bad => style.red(label),
+                    Tone::Warn => style.yellow(label),
+                    Tone::Good => style.green(label),
+                };
+                let _ = writeln!(out, "\n{label} {}", finding.text);
+            }
+            None => {
+                let _ = writeln!(out, "\n{}", finding.text);
+            }
         }
-    }
-    if safety.allow_over_threshold {
-        let _ = writeln!(
-            out,
-            "\n{} thresholds overridden for this run (--allow-over-threshold)",
-            style.yellow("OVERRIDE")
-        );
-    }
-    if safety.workspace_listing_short {
-        let _ = writeln!(
-            out,
-            "\n{} the workspace listing ended short of its totalResults, twice: accounts it \
-             left out may show as missing",
-            style.yellow("SHORT LISTING")
-        );
-    }
-    if safety.actions_waiting > 0 {
-        let _ = writeln!(
-            out,
-            "\n{} of the held actions only wait for the settle window",
-            safety.actions_waiting
-        );
+        for detail in &finding.details {
+            let _ = writeln!(out, "  {detail}");
+        }
     }
 }

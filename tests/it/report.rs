@@ -275,6 +275,53 @@ fn reconcile_report_html() {
     insta::assert_snapshot!(report::render_html(&report).unwrap());
 }
 
+/// The safety net's findings reach the emailed formats too, not only the terminal:
+/// the same lines in Markdown and HTML as in text.
+#[test]
+fn safety_findings_show_in_every_format() {
+    use seatwarden::circuit::{CircuitState, FailedWrite};
+    use seatwarden::report::CircuitReport;
+
+    let mut report = failure_and_hold(&scenario());
+    let at = |h| Utc.with_ymd_and_hms(2026, 12, 1, h, 0, 0).unwrap();
+    report.safety.circuit = Some(CircuitReport {
+        state: CircuitState::Open {
+            since: at(8),
+            until: at(9),
+        },
+        reason: Some("6 of 8 writes failed".into()),
+        failures: vec![FailedWrite {
+            op: "deactivate".into(),
+            subject: "ben@example.com".into(),
+            message: "HTTP 503".into(),
+        }],
+    });
+    report.safety.workspace_listing_short = true;
+    report.safety.actions_waiting = 2;
+    let text = report::render_text(&report, false);
+    let markdown = report::render_markdown(&report).unwrap();
+    let html = report::render_html(&report).unwrap();
+    for finding in report::safety_findings(&report) {
+        assert!(text.contains(&finding.text), "{text}");
+        for detail in &finding.details {
+            assert!(
+                text.contains(detail.as_str()) && html.contains(detail.as_str()),
+                "{detail}"
+            );
+        }
+    }
+    assert!(html.contains(">Safety</h2>") && html.contains(">SHORT LISTING</span>"));
+    insta::assert_snapshot!(
+        markdown
+            .split("## Needs attention")
+            .next()
+            .unwrap()
+            .split("## Safety")
+            .nth(1)
+            .unwrap()
+    );
+}
+
 #[test]
 fn plan_report_markdown() {
     let report = report_of(&scenario(), "plan", |_| (Outcome::NotRun, None));
