@@ -495,6 +495,17 @@ async fn reconcile_job(
     for (kind, count) in &summary.drift_by_kind {
         metrics::gauge!("seatwarden_drift_items", "kind" => kind.as_str()).set(*count as f64);
     }
+    // The last reconcile's safety findings, 1 or 0, to alert on (the circuit
+    // breaker has its own gauge).
+    let safety = &outcome.report.safety;
+    for (finding, found) in [
+        ("source_fault", safety.source_fault.is_some()),
+        ("workspace_listing_short", safety.workspace_listing_short),
+        ("allow_over_threshold", safety.allow_over_threshold),
+    ] {
+        metrics::gauge!("seatwarden_safety_finding", "finding" => finding)
+            .set(f64::from(u8::from(found)));
+    }
     for action in &outcome.report.actions {
         metrics::counter!(
             "seatwarden_actions_total",

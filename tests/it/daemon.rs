@@ -268,6 +268,20 @@ async fn the_sweep_deactivates_a_leaver_verifies_it_and_reports_it() {
         metric(&metrics, "seatwarden_deprovisions_overdue"),
         Some(0.0)
     );
+    for finding in [
+        "source_fault",
+        "workspace_listing_short",
+        "allow_over_threshold",
+    ] {
+        assert_eq!(
+            metric(
+                &metrics,
+                &format!("seatwarden_safety_finding{{finding=\"{finding}\"}}")
+            ),
+            Some(0.0),
+            "{metrics}"
+        );
+    }
     assert!(metrics.contains("seatwarden_job_runs_total{job=\"sweep\",status=\"succeeded\"}"));
 
     let status = daemon.cli(&["status"]);
