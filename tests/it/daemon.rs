@@ -517,6 +517,25 @@ async fn reconciled_demo() -> (Sandbox, tempfile::TempDir, seatwarden::config::C
     (sandbox, dir, config)
 }
 
+/// The position in `users` (the directory file's) of an active person whose
+/// account is active and holds no Owner role: a leaver the sweep may deactivate.
+fn active_non_owner(
+    users: &[serde_json::Value],
+    workspace: &seatwarden::model::WorkspaceSnapshot,
+) -> usize {
+    users
+        .iter()
+        .position(|u| {
+            u["status"].as_str().unwrap_or("active") == "active"
+                && workspace.accounts.iter().any(|a| {
+                    a.active
+                        && a.external_id.as_deref() == u["id"].as_str()
+                        && !a.roles.iter().any(|r| r == "Owner")
+                })
+        })
+        .unwrap()
+}
+
 /// One in-process sweep, now, with a one-hour SLA.
 async fn sweep_now(
     config: &seatwarden::config::Config,
@@ -584,17 +603,7 @@ async fn the_sweep_rejects_a_truncated_directory_and_acts_on_a_real_leaver() {
 
     // Back to the full directory minus one active, non-Owner person.
     let workspace = sandbox.snapshot();
-    let leaver = users
-        .iter()
-        .position(|u| {
-            u["status"].as_str().unwrap_or("active") == "active"
-                && workspace.accounts.iter().any(|a| {
-                    a.active
-                        && a.external_id.as_deref() == u["id"].as_str()
-                        && !a.roles.iter().any(|r| r == "Owner")
-                })
-        })
-        .unwrap();
+    let leaver = active_non_owner(&users, &workspace);
     let mut remaining = users.clone();
     remaining.remove(leaver);
     std::fs::write(
@@ -630,17 +639,7 @@ async fn a_404_from_a_workspace_whose_users_endpoint_does_not_answer_is_not_gone
         serde_json::from_str(&std::fs::read_to_string(&directory_path).unwrap()).unwrap();
     let mut users = full["users"].as_array().unwrap().clone();
     let workspace = sandbox.snapshot();
-    let leaver = users
-        .iter()
-        .position(|u| {
-            u["status"].as_str().unwrap_or("active") == "active"
-                && workspace.accounts.iter().any(|a| {
-                    a.active
-                        && a.external_id.as_deref() == u["id"].as_str()
-                        && !a.roles.iter().any(|r| r == "Owner")
-                })
-        })
-        .unwrap();
+    let leaver = active_non_owner(&users, &workspace);
     let leaver_id = users.remove(leaver)["id"].as_str().unwrap().to_owned();
     std::fs::write(
         &directory_path,

@@ -375,42 +375,51 @@ async fn mount_people(idp: &MockServer, people: &[(&str, &str)], announced: usiz
         .await;
 }
 
+const THREE: [(&str, &str); 3] = [
+    ("p1", "ada@example.com"),
+    ("p2", "ben@example.com"),
+    ("p3", "cy@example.com"),
+];
+
+async fn reconcile(config: &Config) -> run::RunOutcome {
+    run::execute(
+        config,
+        Store::open(&config.state.path).unwrap(),
+        Mode::Reconcile,
+    )
+    .await
+    .unwrap()
+}
+
+/// Where the short-listing tests start: `idp` lists ada, ben and cy in pages of
+/// two, and an empty workspace was reconciled from it once.
+async fn three_provisioned(idp: &MockServer) -> (Sandbox, tempfile::TempDir, Config) {
+    mount_people(idp, &THREE, 3).await;
+    let workspace = workspace(WorkspaceSnapshot::default()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = small_config(
+        dir.path(),
+        idp,
+        &workspace,
+        "page_size = 2\n",
+        "max_deprovision_percent = 100\nmax_directory_shrink_percent = 100\n",
+    );
+    crate::fixtures::assert_clean_reconcile(&reconcile(&config).await.report);
+    (workspace, dir, config)
+}
+
 /// A provider whose listing ends short of its `totalResults` (people moved between
 /// pages, or it stopped early): the one it did not send must not look like a
 /// leaver. The same provider announcing what it sends is the control.
 #[tokio::test]
 async fn a_listing_short_of_its_total_holds_deprovisions() {
-    let everyone = [
-        ("p1", "ada@example.com"),
-        ("p2", "ben@example.com"),
-        ("p3", "cy@example.com"),
-    ];
     for (announced, cy_stays_active) in [(3, true), (2, false)] {
         let idp = MockServer::start().await;
-        mount_people(&idp, &everyone, 3).await;
-        let workspace = workspace(WorkspaceSnapshot::default()).await;
-        let dir = tempfile::tempdir().unwrap();
-        let config = small_config(
-            dir.path(),
-            &idp,
-            &workspace,
-            "page_size = 2\n",
-            "max_deprovision_percent = 100\nmax_directory_shrink_percent = 100\n",
-        );
-        let reconcile = || async {
-            run::execute(
-                &config,
-                Store::open(&config.state.path).unwrap(),
-                Mode::Reconcile,
-            )
-            .await
-            .unwrap()
-        };
-        crate::fixtures::assert_clean_reconcile(&reconcile().await.report);
+        let (workspace, _dir, config) = three_provisioned(&idp).await;
 
         // cy is gone from the listing.
-        mount_people(&idp, &everyone[..2], announced).await;
-        let outcome = reconcile().await;
+        mount_people(&idp, &THREE[..2], announced).await;
+        let outcome = reconcile(&config).await;
         let cy = workspace
             .snapshot()
             .accounts
@@ -432,32 +441,8 @@ async fn a_listing_short_of_its_total_holds_deprovisions() {
 /// held or deprovisioned.
 #[tokio::test]
 async fn a_listing_short_once_is_read_again() {
-    let everyone = [
-        ("p1", "ada@example.com"),
-        ("p2", "ben@example.com"),
-        ("p3", "cy@example.com"),
-    ];
     let idp = MockServer::start().await;
-    mount_people(&idp, &everyone, 3).await;
-    let workspace = workspace(WorkspaceSnapshot::default()).await;
-    let dir = tempfile::tempdir().unwrap();
-    let config = small_config(
-        dir.path(),
-        &idp,
-        &workspace,
-        "page_size = 2\n",
-        "max_deprovision_percent = 100\nmax_directory_shrink_percent = 100\n",
-    );
-    let reconcile = || async {
-        run::execute(
-            &config,
-            Store::open(&config.state.path).unwrap(),
-            Mode::Reconcile,
-        )
-        .await
-        .unwrap()
-    };
-    crate::fixtures::assert_clean_reconcile(&reconcile().await.report);
+    let (workspace, _dir, config) = three_provisioned(&idp).await;
 
     Mock::given(method("GET"))
         .and(path("/scim/v2/Users"))
@@ -469,7 +454,7 @@ async fn a_listing_short_once_is_read_again() {
         .with_priority(1)
         .mount(&idp)
         .await;
-    let outcome = reconcile().await;
+    let outcome = reconcile(&config).await;
     assert_eq!(outcome.report.summary.actions_held, 0);
     assert!(outcome.plan.is_empty(), "{:#?}", outcome.plan.actions);
     let cy = workspace
