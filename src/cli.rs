@@ -216,7 +216,9 @@ fn share(text: &str) -> Result<f64, String> {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Validate the configuration and print it, secrets redacted.
+    /// Validate the configuration, read every file it names (secrets, keys,
+    /// certificates, the CA file, a directory export) as the service will, and
+    /// print it, secrets redacted. Makes no network request.
     CheckConfig,
     /// Read both sides and show what differs and why. Writes nothing to the workspace.
     Plan {
@@ -443,9 +445,16 @@ fn run_command(cli: Cli) -> anyhow::Result<u8> {
         }
         Command::Healthcheck => Ok(healthcheck(config.daemon_settings()?.listen)),
         Command::CheckConfig => {
-            // Reading the token proves the secret file is readable; never printed.
+            // Every secret is read (never printed) and every key, certificate and
+            // export parsed, so a file the service cannot use fails here, not at
+            // the first scheduled run.
             config.workspace_token()?;
             config.mail_settings()?;
+            config.trigger_token()?;
+            config
+                .directory()
+                .check_files()
+                .with_context(|| format!("{}: directory", config.source.display()))?;
             print!("{}", config.to_redacted_toml());
             eprintln!("configuration OK: {}", config.source.display());
             Ok(exit::OK)

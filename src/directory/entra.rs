@@ -148,6 +148,30 @@ impl EntraSource {
         }
     }
 
+    /// Reads the credential files and, for a certificate credential, parses the
+    /// certificate and its key: what `check-config` can prove without the network.
+    pub fn check_files(&self) -> Result<(), DirectoryError> {
+        match &self.inner.settings.auth {
+            EntraAuth::ClientSecret(secret) => secret.read().map(drop),
+            EntraAuth::Certificate {
+                certificate,
+                private_key,
+            } => {
+                let cert = certificate.read()?;
+                jwt::certificate_thumbprint(
+                    cert.expose_secret().as_bytes(),
+                    "directory.certificate_file",
+                )?;
+                let pem = private_key.read()?;
+                jwt::SigningKey::from_pem(
+                    pem.expose_secret().as_bytes(),
+                    "directory.private_key_file",
+                )
+                .map(drop)
+            }
+        }
+    }
+
     pub fn tenant_id(&self) -> &str {
         &self.inner.settings.tenant_id
     }

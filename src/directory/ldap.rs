@@ -159,6 +159,16 @@ impl LdapSource {
         }
     }
 
+    /// Reads the bind password file and parses the CA file: what `check-config`
+    /// can prove without the network.
+    pub fn check_files(&self) -> Result<(), DirectoryError> {
+        self.settings.bind_password.read()?;
+        if let Some(ca_file) = &self.settings.ca_file {
+            tls_config(ca_file)?;
+        }
+        Ok(())
+    }
+
     pub fn url(&self) -> &str {
         &self.settings.url
     }

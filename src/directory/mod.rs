@@ -254,6 +254,20 @@ impl Directory {
         })
     }
 
+    /// Reads every file the settings name (credentials, keys, certificates, the
+    /// CA file, an export) and parses what needs no network, so that
+    /// `check-config` finds a missing, empty or malformed file before a run does.
+    /// Connectors still read their secrets at use, so rotation keeps working.
+    pub fn check_files(&self) -> Result<(), DirectoryError> {
+        match self {
+            Directory::File(source) => source.read().map(drop),
+            Directory::Okta(source) => source.check_files(),
+            Directory::Entra(source) => source.check_files(),
+            Directory::Ldap(source) => source.check_files(),
+            Directory::Scim(source) => source.settings().token.read().map(drop),
+        }
+    }
+
     /// One line for logs and reports, e.g. `file /etc/seatwarden/directory.json`.
     pub fn describe(&self) -> String {
         match self {

@@ -181,6 +181,22 @@ impl OktaSource {
         }
     }
 
+    /// Reads the credential file and, for a service app, parses its key: what
+    /// `check-config` can prove without the network.
+    pub fn check_files(&self) -> Result<(), DirectoryError> {
+        match &self.inner.settings.auth {
+            OktaAuth::Ssws(token) => token.read().map(drop),
+            OktaAuth::PrivateKeyJwt { private_key, .. } => {
+                let pem = private_key.read()?;
+                jwt::SigningKey::from_pem(
+                    pem.expose_secret().as_bytes(),
+                    "directory.private_key_file",
+                )
+                .map(drop)
+            }
+        }
+    }
+
     pub fn url(&self) -> &str {
         &self.inner.base
     }

@@ -45,6 +45,11 @@ fn check_config_prints_the_effective_config_without_the_secret() {
     let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/example/seatwarden.toml");
     let config = dir.path().join("seatwarden.toml");
     std::fs::copy(&example, &config).unwrap();
+    std::fs::copy(
+        example.with_file_name("directory.json"),
+        dir.path().join("directory.json"),
+    )
+    .unwrap();
     std::fs::write(dir.path().join("token"), "very-secret-token\n").unwrap();
     let token_file = dir.path().join("token");
     let out = seatwarden(
@@ -62,6 +67,112 @@ fn check_config_prints_the_effective_config_without_the_secret() {
     assert!(stdout.contains("page_size = 250"), "{stdout}");
     assert!(!stdout.contains("very-secret-token"));
     assert!(!text(&out.stderr).contains("very-secret-token"));
+}
+
+/// `check-config` reads every file the configuration names, as the service will,
+/// and fails naming the key and the file, so a deployment is not found broken
+/// by its first scheduled run.
+#[test]
+fn check_config_fails_on_any_file_the_service_could_not_use() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = |name: &str| dir.path().join(name).display().to_string();
+    std::fs::write(dir.path().join("token"), "t\n").unwrap();
+    std::fs::write(dir.path().join("empty"), "\n").unwrap();
+    std::fs::write(dir.path().join("not-pem"), "hello\n").unwrap();
+    std::fs::write(dir.path().join("broken.json"), "[{\"id\": \"1\",").unwrap();
+    let workspace = format!(
+        "[workspace]\nurl = \"https://x.example/scim/v2\"\ntoken_file = \"{}\"\n",
+        path("token")
+    );
+    let cases = [
+        (
+            format!(
+                "[directory]\nkind = \"file\"\npath = \"{}\"\n",
+                path("broken.json")
+            ),
+            "broken.json",
+        ),
+        (
+            format!(
+                "[directory]\nkind = \"okta\"\nurl = \"https://acme.okta.com\"\ntoken_file = \"{}\"\n",
+                path("missing")
+            ),
+            "directory.token_file",
+        ),
+        (
+            format!(
+                "[directory]\nkind = \"okta\"\nurl = \"https://acme.okta.com\"\nclient_id = \"0oa1\"\nprivate_key_file = \"{}\"\n",
+                path("not-pem")
+            ),
+            "directory.private_key_file",
+        ),
+        (
+            format!(
+                "[directory]\nkind = \"entra\"\ntenant_id = \"t\"\nclient_id = \"c\"\nclient_secret_file = \"{}\"\n",
+                path("empty")
+            ),
+            "directory.client_secret_file",
+        ),
+        (
+            format!(
+                "[directory]\nkind = \"entra\"\ntenant_id = \"t\"\nclient_id = \"c\"\ncertificate_file = \"{}\"\nprivate_key_file = \"{}\"\n",
+                path("not-pem"),
+                path("not-pem")
+            ),
+            "directory.certificate_file",
+        ),
+        (
+            format!(
+                "[directory]\nkind = \"ldap\"\nflavor = \"openldap\"\nurl = \"ldaps://ldap.example\"\nca_file = \"{}\"\nbind_dn = \"cn=svc\"\nbind_password_file = \"{}\"\nbase_dn = \"dc=example\"\n",
+                path("not-pem"),
+                path("token")
+            ),
+            "directory.ca_file",
+        ),
+        (
+            format!(
+                "[directory]\nkind = \"ldap\"\nflavor = \"openldap\"\nurl = \"ldaps://ldap.example\"\nbind_dn = \"cn=svc\"\nbind_password_file = \"{}\"\nbase_dn = \"dc=example\"\n",
+                path("missing")
+            ),
+            "directory.bind_password_file",
+        ),
+        (
+            format!(
+                "[directory]\nkind = \"scim\"\nurl = \"https://idp.example/scim/v2\"\ntoken_file = \"{}\"\n",
+                path("empty")
+            ),
+            "directory.token_file",
+        ),
+        (
+            format!(
+                "[directory]\nkind = \"okta\"\nurl = \"https://acme.okta.com\"\ntoken_file = \"{}\"\n[http]\ntrigger_token_file = \"{}\"\n",
+                path("token"),
+                path("empty")
+            ),
+            "http.trigger_token_file",
+        ),
+    ];
+    for (directory, key) in cases {
+        let config = dir.path().join("seatwarden.toml");
+        std::fs::write(&config, format!("{directory}{workspace}")).unwrap();
+        let out = seatwarden(&["--config", config.to_str().unwrap(), "check-config"], &[]);
+        let stderr = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{key}: {stderr}");
+        assert!(stderr.contains(key), "{key}: {stderr}");
+        assert!(stderr.contains("seatwarden.toml"), "{key}: {stderr}");
+    }
+    // Every file readable and well formed: accepted.
+    let config = dir.path().join("seatwarden.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[directory]\nkind = \"okta\"\nurl = \"https://acme.okta.com\"\ntoken_file = \"{}\"\n{workspace}",
+            path("token")
+        ),
+    )
+    .unwrap();
+    let out = seatwarden(&["--config", config.to_str().unwrap(), "check-config"], &[]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
 }
 
 #[test]
