@@ -364,7 +364,7 @@ async fn main() {
             auth: OktaAuth::Ssws(Secret::Inline("bench-ssws".to_owned().into())),
             app_id: None,
             scope_groups: Vec::new(),
-            mapped_groups: Vec::new(),
+            other_groups: Vec::new(),
             max_concurrency: concurrency,
             timeout: Duration::from_secs(30),
             retry: RetryPolicy::default(),
@@ -418,7 +418,7 @@ async fn main() {
             graph_url: Some(url.clone()),
             login_url: Some(url.clone()),
             scope_groups: Vec::new(),
-            mapped_groups: Vec::new(),
+            other_groups: Vec::new(),
             max_concurrency: 4,
             requests_per_second: rps,
             timeout: Duration::from_secs(30),
@@ -509,7 +509,7 @@ async fn ldap(users: usize, groups: usize) {
             .to_owned(),
         page_size: 500,
         scope_groups: Vec::new(),
-        mapped_groups: Vec::new(),
+        other_groups: Vec::new(),
         timeout: Duration::from_secs(60),
         retry: RetryPolicy::default(),
     };
@@ -597,7 +597,7 @@ async fn scim(users: usize, group_count: usize) {
             timeout: Duration::from_secs(30),
             retry: RetryPolicy::default(),
             scope_groups: Vec::new(),
-            mapped_groups: Vec::new(),
+            other_groups: Vec::new(),
         });
         let started = Instant::now();
         let snapshot = source.snapshot().await.unwrap();

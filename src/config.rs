@@ -1214,12 +1214,19 @@ impl Config {
     pub fn directory(&self) -> Directory {
         let policy = self.policy_settings();
         let scope_groups = policy.scope_groups.clone();
-        let mapped_groups: Vec<String> = policy
+        // Protected groups must be read like mapped ones: without their names on
+        // the identities, their members would not be protected.
+        let mut other_groups: Vec<String> = Vec::new();
+        for group in policy
             .mappings
             .iter()
-            .map(|m| m.group.clone())
-            .filter(|g| !scope_groups.contains(g))
-            .collect();
+            .map(|m| &m.group)
+            .chain(&self.safety.protected_groups)
+        {
+            if !scope_groups.contains(group) && !other_groups.contains(group) {
+                other_groups.push(group.clone());
+            }
+        }
         let secret =
             |inline: &Option<SecretString>, file: &Option<PathBuf>, key: &'static str| match (
                 inline, file,
@@ -1258,7 +1265,7 @@ impl Config {
                     auth,
                     app_id: app_id.clone(),
                     scope_groups,
-                    mapped_groups,
+                    other_groups,
                     max_concurrency: *max_concurrency,
                     timeout: timeout(t),
                     retry: RetryPolicy::default(),
@@ -1298,7 +1305,7 @@ impl Config {
                     graph_url: graph_url.clone(),
                     login_url: login_url.clone(),
                     scope_groups,
-                    mapped_groups,
+                    other_groups,
                     max_concurrency: *max_concurrency,
                     requests_per_second: *requests_per_second,
                     timeout: timeout(t),
@@ -1352,7 +1359,7 @@ impl Config {
                     user_name_attribute,
                     page_size: *page_size,
                     scope_groups,
-                    mapped_groups,
+                    other_groups,
                     timeout: timeout(t),
                     retry: RetryPolicy::default(),
                 }))
@@ -1376,7 +1383,7 @@ impl Config {
                 timeout: timeout(t),
                 retry: RetryPolicy::default(),
                 scope_groups,
-                mapped_groups,
+                other_groups,
             })),
         }
     }

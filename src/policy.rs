@@ -854,6 +854,12 @@ fn grant(applied: &[u32], policy: &PolicySettings) -> Grant {
     }
 }
 
+/// A directory group name as `safety.protected_groups` is compared: trimmed, and
+/// without regard to case (full Unicode lower-casing).
+pub fn fold_group_name(name: &str) -> String {
+    name.trim().to_lowercase()
+}
+
 /// Protected accounts: exact userNames or glob patterns (`*` any run of characters,
 /// `?` exactly one), all compared case-insensitively because workspaces fold
 /// userName case.
@@ -896,12 +902,12 @@ impl Protected {
         if groups.is_empty() {
             return self;
         }
-        let wanted: BTreeSet<String> = groups.iter().map(|g| g.trim().to_lowercase()).collect();
+        let wanted: BTreeSet<String> = groups.iter().map(|g| fold_group_name(g)).collect();
         for identity in &directory.identities {
             if identity
                 .groups
                 .iter()
-                .any(|g| wanted.contains(&g.trim().to_lowercase()))
+                .any(|g| wanted.contains(&fold_group_name(g)))
             {
                 for name in std::iter::once(&identity.user_name).chain(identity.email.as_ref()) {
                     // A `*` or `?` in a name acts as a glob: it can only protect more.

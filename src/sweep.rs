@@ -15,7 +15,7 @@
 //! stored workspace snapshot, and holds the leaver (for the full reconcile's
 //! last-Owner check) when none of them still is one.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
 use chrono::{DateTime, Duration, Utc};
@@ -148,6 +148,12 @@ fn observe(
 ) -> Observation {
     let policy = config.policy_settings();
     let protected = config.plan_settings().protected;
+    let protected_groups: HashSet<String> = config
+        .safety
+        .protected_groups
+        .iter()
+        .map(|g| policy::fold_group_name(g))
+        .collect();
     let mut observation = Observation {
         leavers: Vec::new(),
         returned: Vec::new(),
@@ -156,13 +162,10 @@ fn observe(
         let Some(account_id) = links.get(&identity.id) else {
             return;
         };
-        let in_protected_group = identity.groups.iter().any(|g| {
-            config
-                .safety
-                .protected_groups
-                .iter()
-                .any(|p| p.trim().eq_ignore_ascii_case(g.trim()))
-        });
+        let in_protected_group = identity
+            .groups
+            .iter()
+            .any(|g| protected_groups.contains(&policy::fold_group_name(g)));
         if in_protected_group || protected.matches(&identity.user_name) {
             return;
         }

@@ -8,8 +8,9 @@
 //! - Users: `GET /users?$select=…&$top=999`; `accountEnabled` is only returned when
 //!   selected. Paging follows `@odata.nextLink` until it is absent.
 //! - Groups: `GET /groups`; members from `/groups/{id}/transitiveMembers/
-//!   microsoft.graph.user` (nested groups count) for the groups the policy names
-//!   (every group when it names none). With `app_id`, the snapshot keeps only the
+//!   microsoft.graph.user` (nested groups count) for the groups the configuration
+//!   names (scope, mappings, `safety.protected_groups`; every group when it names
+//!   none). With `app_id`, the snapshot keeps only the
 //!   users the app's service principal is assigned to (`appRoleAssignedTo`), group
 //!   assignments expanded through their transitive members.
 //! - Throttling: 429 and 503 are retried after `Retry-After`; a request-rate limit
@@ -35,7 +36,7 @@ use super::remote::{
     self, Reply, Secret, TokenCache, Transport, endpoint_of, required_str, same_origin,
     status_error,
 };
-use super::{DirectoryChanges, DirectoryError, RemoteStats, jwt};
+use super::{DirectoryChanges, DirectoryError, GroupInterest, RemoteStats, jwt};
 use crate::http::encode_component;
 use crate::model::{DirectorySnapshot, Identity, IdentityStatus};
 use crate::retry::RetryPolicy;
@@ -76,8 +77,11 @@ pub struct EntraSettings {
     pub graph_url: Option<url::Url>,
     /// Default `https://login.microsoftonline.com`.
     pub login_url: Option<url::Url>,
+    /// Group `displayName`s the policy scopes by; each must exist.
     pub scope_groups: Vec<String>,
-    pub mapped_groups: Vec<String>,
+    /// The other group names the configuration names (mappings,
+    /// `safety.protected_groups`); read when present.
+    pub other_groups: Vec<String>,
     pub max_concurrency: usize,
     /// 0 disables the limit.
     pub requests_per_second: u32,
@@ -454,13 +458,9 @@ impl EntraSource {
         Ok(identities)
     }
 
-    fn interest_names(&self) -> HashSet<String> {
+    fn interest_names(&self) -> GroupInterest {
         let s = &self.inner.settings;
-        s.scope_groups
-            .iter()
-            .chain(&s.mapped_groups)
-            .cloned()
-            .collect()
+        GroupInterest::new(&s.scope_groups, &s.other_groups)
     }
 
     fn groups_of_interest(
@@ -468,7 +468,7 @@ impl EntraSource {
         groups: &[(String, String)],
     ) -> Result<HashSet<String>, DirectoryError> {
         let interest = self.interest_names();
-        if interest.is_empty() {
+        if interest.is_everything() {
             return Ok(groups.iter().map(|(id, _)| id.clone()).collect());
         }
         let present: HashSet<&str> = groups.iter().map(|(_, n)| n.as_str()).collect();
@@ -483,14 +483,17 @@ impl EntraSource {
                 });
             }
         }
-        for name in &self.inner.settings.mapped_groups {
-            if !present.contains(name.as_str()) {
-                tracing::warn!(group = %name, "mapped group not found in Entra");
+        for name in &self.inner.settings.other_groups {
+            if !super::group_present(present.iter().copied(), name) {
+                tracing::warn!(
+                    group = %name,
+                    "group named by policy.mapping or safety.protected_groups not found in Entra"
+                );
             }
         }
         Ok(groups
             .iter()
-            .filter(|(_, name)| interest.contains(name))
+            .filter(|(_, name)| interest.wants(name))
             .map(|(id, _)| id.clone())
             .collect())
     }

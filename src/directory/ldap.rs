@@ -12,8 +12,9 @@
 //!   `base_dn`) with `group_filter`; members from `member` (and `uniqueMember` on
 //!   OpenLDAP). Active Directory sends the members of a group of more than 1,500 as
 //!   `member;range=0-1499`; the rest is read range by range.
-//! - A person's groups are the groups the policy names (`scope_groups` and the
-//!   mappings; every group when it names none) and the groups nested in them: a
+//! - A person's groups are the groups the configuration names (`scope_groups`, the
+//!   mappings and `safety.protected_groups`; every group when it names none) and
+//!   the groups nested in them: a
 //!   member that is a group brings its members (a cycle is harmless). Only those
 //!   groups' further member ranges are read. Members that are not users of the user
 //!   search (computers, contacts, people outside `base_dn`) are left out. A group's
@@ -46,7 +47,7 @@ use ldap3::{Ldap, LdapConnAsync, LdapConnSettings, LdapError, ResultEntry, Scope
 use secrecy::ExposeSecret;
 use serde::{Deserialize, Serialize};
 
-use super::{DirectoryError, Secret};
+use super::{DirectoryError, GroupInterest, Secret};
 use crate::model::{DirectorySnapshot, Identity, IdentityStatus};
 use crate::retry::RetryPolicy;
 
@@ -139,9 +140,10 @@ pub struct LdapSettings {
     pub page_size: u32,
     /// `policy.scope_groups`: each must be a group the group search finds.
     pub scope_groups: Vec<String>,
-    /// The other groups the policy maps; with `scope_groups`, the groups whose
-    /// members (and nested groups) are read in full.
-    pub mapped_groups: Vec<String>,
+    /// The other groups the configuration names (mappings,
+    /// `safety.protected_groups`); with `scope_groups`, the groups whose members
+    /// (and nested groups) are read in full.
+    pub other_groups: Vec<String>,
     pub timeout: Duration,
     pub retry: RetryPolicy,
 }
@@ -355,7 +357,7 @@ impl LdapSource {
         })
     }
 
-    /// The groups the policy names (`scope_groups` and the mappings; every group
+    /// The groups the configuration names (see [`GroupInterest`]; every group
     /// when it names none) and the groups nested in them, each with all its
     /// members: a huge group nobody maps ("Domain Users") costs no range reads.
     async fn groups_in_use(
@@ -364,11 +366,8 @@ impl LdapSource {
         mut groups: Vec<Group>,
     ) -> Result<Vec<Group>, DirectoryError> {
         let s = &self.settings;
-        let named = |g: &Group| {
-            (s.scope_groups.is_empty() && s.mapped_groups.is_empty())
-                || s.scope_groups.contains(&g.name)
-                || s.mapped_groups.contains(&g.name)
-        };
+        let interest = GroupInterest::new(&s.scope_groups, &s.other_groups);
+        let named = |g: &Group| interest.wants(&g.name);
         let group_at: HashMap<String, usize> = groups
             .iter()
             .enumerate()

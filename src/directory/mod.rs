@@ -23,6 +23,7 @@ use std::time::Duration;
 use futures::future::BoxFuture;
 
 use crate::model::{DirectorySnapshot, Identity};
+use crate::policy::fold_group_name;
 use crate::retry::Transient;
 
 pub use entra::{EntraAuth, EntraSettings, EntraSource};
@@ -167,6 +168,46 @@ impl Transient for DirectoryError {
             _ => None,
         }
     }
+}
+
+/// The directory groups a snapshot carries on each identity: `policy.scope_groups`
+/// and the other groups the configuration names (mappings and
+/// `safety.protected_groups`); every group when it names none.
+///
+/// Names match without regard to case. The policy compares mapping names exactly
+/// but protected groups without case, so a group either could need is read: a
+/// break-glass group spelled `it admins` in the configuration still protects the
+/// members of `IT Admins`.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct GroupInterest {
+    folded: std::collections::HashSet<String>,
+}
+
+impl GroupInterest {
+    pub fn new(scope_groups: &[String], other_groups: &[String]) -> GroupInterest {
+        GroupInterest {
+            folded: scope_groups
+                .iter()
+                .chain(other_groups)
+                .map(|name| fold_group_name(name))
+                .collect(),
+        }
+    }
+
+    /// The configuration names no group: every group is wanted.
+    pub fn is_everything(&self) -> bool {
+        self.folded.is_empty()
+    }
+
+    pub fn wants(&self, name: &str) -> bool {
+        self.folded.is_empty() || self.folded.contains(&fold_group_name(name))
+    }
+}
+
+/// Whether a group of `present` names answers to `name`, without regard to case.
+pub(crate) fn group_present<'a>(mut present: impl Iterator<Item = &'a str>, name: &str) -> bool {
+    let name = fold_group_name(name);
+    present.any(|candidate| fold_group_name(candidate) == name)
 }
 
 /// The answer to [`Directory::changes_since`].

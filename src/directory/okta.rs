@@ -7,7 +7,8 @@
 //! - Users: `GET /api/v1/users?limit=200` plus `search=status eq "DEPROVISIONED"`,
 //!   because Okta omits DEPROVISIONED users from a plain list.
 //! - Groups: `GET /api/v1/groups`, members from `/api/v1/groups/{id}/users` for the
-//!   groups the policy names (`scope_groups` and mappings; every group when it names
+//!   groups the configuration names (`scope_groups`, mappings and
+//!   `safety.protected_groups`, without regard to case; every group when it names
 //!   none). With `app_id`, the snapshot keeps only the users assigned to the app,
 //!   directly or through an assigned group (`/api/v1/apps/{id}/users`, `/groups`).
 //! - Paging: the `Link: <…>; rel="next"` header, as several header lines or one
@@ -38,7 +39,7 @@ use super::remote::{
     self, Reply, Secret, TokenCache, Transport, endpoint_of, required_str, same_origin,
     status_error,
 };
-use super::{DirectoryChanges, DirectoryError, RemoteStats, jwt};
+use super::{DirectoryChanges, DirectoryError, GroupInterest, RemoteStats, jwt};
 use crate::http::encode_component;
 use crate::model::{DirectorySnapshot, Identity, IdentityStatus};
 use crate::retry::RetryPolicy;
@@ -80,8 +81,9 @@ pub struct OktaSettings {
     pub app_id: Option<String>,
     /// Group names (`profile.name`) the policy scopes by; each must exist.
     pub scope_groups: Vec<String>,
-    /// Other group names the policy maps; read when present.
-    pub mapped_groups: Vec<String>,
+    /// The other group names the configuration names (mappings,
+    /// `safety.protected_groups`); read when present.
+    pub other_groups: Vec<String>,
     pub max_concurrency: usize,
     /// Per request (each attempt).
     pub timeout: Duration,
@@ -323,7 +325,7 @@ impl OktaSource {
         let interest = self.interest_names();
         for group in &changed_groups {
             let (_, name) = parse_group(group, "GET /api/v1/groups")?;
-            if interest.is_empty() || interest.contains(&name) {
+            if interest.wants(&name) {
                 tracing::info!(group = %name, "Okta group changed; reading the whole directory");
                 return Ok(full(self.snapshot().await?));
             }
@@ -371,13 +373,9 @@ impl OktaSource {
         })
     }
 
-    fn interest_names(&self) -> HashSet<String> {
+    fn interest_names(&self) -> GroupInterest {
         let s = &self.inner.settings;
-        s.scope_groups
-            .iter()
-            .chain(&s.mapped_groups)
-            .cloned()
-            .collect()
+        GroupInterest::new(&s.scope_groups, &s.other_groups)
     }
 
     /// Ids of the groups whose members are read: those the policy names, or all.
@@ -387,7 +385,7 @@ impl OktaSource {
         groups: &[(String, String)],
     ) -> Result<HashSet<String>, DirectoryError> {
         let interest = self.interest_names();
-        if interest.is_empty() {
+        if interest.is_everything() {
             return Ok(groups.iter().map(|(id, _)| id.clone()).collect());
         }
         let present: HashSet<&str> = groups.iter().map(|(_, n)| n.as_str()).collect();
@@ -402,14 +400,17 @@ impl OktaSource {
                 });
             }
         }
-        for name in &self.inner.settings.mapped_groups {
-            if !present.contains(name.as_str()) {
-                tracing::warn!(group = %name, "mapped group not found in Okta");
+        for name in &self.inner.settings.other_groups {
+            if !super::group_present(present.iter().copied(), name) {
+                tracing::warn!(
+                    group = %name,
+                    "group named by policy.mapping or safety.protected_groups not found in Okta"
+                );
             }
         }
         Ok(groups
             .iter()
-            .filter(|(_, name)| interest.contains(name))
+            .filter(|(_, name)| interest.wants(name))
             .map(|(id, _)| id.clone())
             .collect())
     }

@@ -25,7 +25,7 @@ use secrecy::{ExposeSecret, SecretString};
 use serde_json::Value;
 use tokio::sync::Semaphore;
 
-use super::DirectoryError;
+use super::{DirectoryError, GroupInterest};
 use crate::http::encode_component;
 use crate::model::{DirectorySnapshot, Identity};
 use crate::retry::RetryPolicy;
@@ -408,13 +408,13 @@ pub(super) fn required_str<'a>(
 /// `interest` is empty), sorted, each once; `parse_group` reads (id, name).
 pub(super) fn names_of_interest(
     groups: &[Value],
-    interest: &HashSet<String>,
+    interest: &GroupInterest,
     parse_group: impl Fn(&Value) -> Result<(String, String), DirectoryError>,
 ) -> Result<Vec<String>, DirectoryError> {
     let mut names = BTreeSet::new();
     for group in groups {
         let (_, name) = parse_group(group)?;
-        if interest.is_empty() || interest.contains(&name) {
+        if interest.wants(&name) {
             names.insert(name);
         }
     }

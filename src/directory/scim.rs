@@ -12,8 +12,9 @@
 //! as they are; `active: false` is `suspended`; `department` comes from the
 //! enterprise extension. A person's groups are the `displayName`s of the Groups that
 //! list them, directly or through a Group that is itself a member (cycles are
-//! harmless); a group the policy names that a listing shows empty is read again on
-//! its own, as some providers leave `members` out of listings. Every scope group
+//! harmless); a group the configuration names (scope, mappings,
+//! `safety.protected_groups`), or one nested in it, that a listing shows empty is
+//! read again on its own, as some providers leave `members` out of listings. Every scope group
 //! must exist. Anything the provider answers that cannot be read fails the whole
 //! snapshot, and a listing shorter than the `totalResults` it announced makes the
 //! snapshot incomplete: a partial directory must never look like people who left.
@@ -28,7 +29,7 @@ use crate::model::{Account, DirectorySnapshot, Identity, IdentityStatus, Workspa
 use crate::retry::RetryPolicy;
 use crate::workspace::{Pagination, RoleAttribute, ScimClient, ScimSettings, WorkspaceError};
 
-use super::{DirectoryError, Secret};
+use super::{DirectoryError, GroupInterest, Secret};
 
 #[derive(Debug, Clone)]
 pub struct ScimDirectorySettings {
@@ -46,8 +47,9 @@ pub struct ScimDirectorySettings {
     pub retry: RetryPolicy,
     /// `policy.scope_groups`: each must be a Group's `displayName`.
     pub scope_groups: Vec<String>,
-    /// The other groups the policy maps.
-    pub mapped_groups: Vec<String>,
+    /// The other groups the configuration names (mappings,
+    /// `safety.protected_groups`).
+    pub other_groups: Vec<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -115,8 +117,9 @@ impl ScimDirectorySource {
     }
 
     /// Every scope group must exist: without it everyone would look out of scope.
-    /// A named group listed without members is read again on its own, as some
-    /// providers leave `members` out of listings; only what that read shows counts.
+    /// A named group, or a group nested in one, listed without members is read
+    /// again on its own, as some providers leave `members` out of listings; only
+    /// what that read shows counts.
     async fn check_named_groups(
         &self,
         client: &ScimClient,
@@ -135,22 +138,47 @@ impl ScimDirectorySource {
                 });
             }
         }
-        for name in &settings.mapped_groups {
-            if !groups.iter().any(|g| &g.display_name == name) {
-                tracing::warn!(group = %name, "mapped group not found in the SCIM directory");
+        for name in &settings.other_groups {
+            if !super::group_present(groups.iter().map(|g| g.display_name.as_str()), name) {
+                tracing::warn!(
+                    group = %name,
+                    "group named by policy.mapping or safety.protected_groups not found in the SCIM directory"
+                );
             }
         }
-        let named = |g: &WorkspaceGroup| {
-            settings.scope_groups.contains(&g.display_name)
-                || settings.mapped_groups.contains(&g.display_name)
-        };
-        for group in groups
-            .iter_mut()
-            .filter(|g| g.members.is_empty() && named(g))
-        {
-            if let Some(read) = client.get_group(&group.id).await.map_err(directory_error)? {
+        let interest = GroupInterest::new(&settings.scope_groups, &settings.other_groups);
+        if interest.is_everything() {
+            // No group decides anything: none is worth a read of its own.
+            return Ok(());
+        }
+        // From the named groups down through every group nested in them: a nested
+        // group listed without members would leave its people out of scope.
+        let index: HashMap<String, usize> = groups
+            .iter()
+            .enumerate()
+            .map(|(i, g)| (g.id.clone(), i))
+            .collect();
+        let mut visited = vec![false; groups.len()];
+        let mut pending: Vec<usize> = (0..groups.len())
+            .filter(|&i| interest.wants(&groups[i].display_name))
+            .collect();
+        while let Some(i) = pending.pop() {
+            if std::mem::replace(&mut visited[i], true) {
+                continue;
+            }
+            let group = &mut groups[i];
+            if group.members.is_empty()
+                && let Some(read) = client.get_group(&group.id).await.map_err(directory_error)?
+            {
                 group.members = read.members;
             }
+            pending.extend(
+                group
+                    .members
+                    .iter()
+                    .filter_map(|member| index.get(member).copied())
+                    .filter(|&j| !visited[j]),
+            );
         }
         Ok(())
     }

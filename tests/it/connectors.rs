@@ -255,7 +255,7 @@ async fn okta_5xx_mid_snapshot_fails_the_run_without_deprovisioning() {
         &okta,
         OktaAuth::Ssws(Secret::Inline(SSWS.to_owned().into())),
     );
-    settings.mapped_groups = data.group_names.clone();
+    settings.other_groups = data.group_names.clone();
     failing_run_writes_nothing(Directory::Okta(OktaSource::new(settings)), &data).await;
 }
 
@@ -277,6 +277,93 @@ async fn entra_5xx_mid_snapshot_fails_the_run_without_deprovisioning() {
         &graph,
         EntraAuth::ClientSecret(Secret::Inline(GRAPH_SECRET.to_owned().into())),
     );
-    settings.mapped_groups = data.group_names.clone();
+    settings.other_groups = data.group_names.clone();
     failing_run_writes_nothing(Directory::Entra(EntraSource::new(settings)), &data).await;
+}
+
+/// The scenario with one active person moved from every group into "Break
+/// Glass", a group the policy names nowhere, and their account as it was.
+fn breakglass_scenario() -> (Synth, seatwarden::model::Account) {
+    let mut data = data();
+    let (identity, account) = data
+        .directory
+        .identities
+        .iter()
+        .enumerate()
+        .filter(|(_, i)| i.status == IdentityStatus::Active)
+        .find_map(|(n, i)| {
+            data.workspace
+                .accounts
+                .iter()
+                .find(|a| {
+                    a.active
+                        && a.external_id.as_deref() == Some(i.id.as_str())
+                        && !a.roles.iter().any(|r| r == "Owner")
+                })
+                .map(|a| (n, a.clone()))
+        })
+        .unwrap();
+    data.directory.identities[identity].groups = vec!["Break Glass".to_owned()];
+    (data, account)
+}
+
+/// With `safety.protected_groups` naming "Break Glass" (in lower case: the
+/// setting is compared without case), the connector must read that group, or its
+/// members look out of scope and are deactivated.
+async fn assert_protected_group_keeps_its_members(
+    data: &Synth,
+    before: &seatwarden::model::Account,
+    directory_toml: &str,
+) {
+    let sandbox = sandbox(data).await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = crate::fixtures::synth_config_with_directory(
+        dir.path(),
+        data,
+        sandbox.base_url().as_ref(),
+        SCIM_TOKEN,
+        8,
+        directory_toml,
+    );
+    config.safety.protected_groups = vec!["break glass".to_owned()];
+    let outcome = crate::fixtures::assert_converges(&config).await;
+    let quoted_id = format!("{:?}", before.id);
+    for action in &outcome.plan.actions {
+        assert!(
+            !format!("{:?}", action.kind).contains(&quoted_id),
+            "a protected account is never in a plan: {action:?}"
+        );
+    }
+    let after = sandbox.snapshot();
+    let account = after.accounts.iter().find(|a| a.id == before.id).unwrap();
+    assert!(account.active, "the break-glass account was deactivated");
+    assert_eq!(account.roles, before.roles);
+    sandbox.shutdown().await;
+}
+
+#[tokio::test]
+async fn okta_reads_protected_groups() {
+    let (data, before) = breakglass_scenario();
+    let okta = MockServer::start().await;
+    okta_org(&data, 25).mount(&okta).await;
+    let toml = format!(
+        "kind = \"okta\"\nurl = \"{}\"\ntoken = \"{SSWS}\"\n",
+        okta.uri()
+    );
+    assert_protected_group_keeps_its_members(&data, &before, &toml).await;
+}
+
+#[tokio::test]
+async fn entra_reads_protected_groups() {
+    let (data, before) = breakglass_scenario();
+    let graph = MockServer::start().await;
+    graph_tenant(&data, 25).mount(&graph).await;
+    let toml = format!(
+        "kind = \"entra\"\ntenant_id = \"0a1b2c3d-0000-4000-8000-00000000aaaa\"\n\
+         client_id = \"11111111-2222-4333-8444-555555555555\"\n\
+         client_secret = \"{GRAPH_SECRET}\"\ngraph_url = \"{0}\"\nlogin_url = \"{0}\"\n\
+         requests_per_second = 0\n",
+        graph.uri()
+    );
+    assert_protected_group_keeps_its_members(&data, &before, &toml).await;
 }

@@ -274,7 +274,7 @@ pub fn settings(server: &MockServer, auth: EntraAuth) -> EntraSettings {
         graph_url: Some(server.uri().parse().unwrap()),
         login_url: Some(server.uri().parse().unwrap()),
         scope_groups: vec!["Taskade Users".into()],
-        mapped_groups: vec!["Taskade Editors".into()],
+        other_groups: vec!["Taskade Editors".into()],
         max_concurrency: 4,
         requests_per_second: 0,
         timeout: Duration::from_secs(10),

@@ -67,16 +67,27 @@ async fn snapshot_with(
     directory_extra: &str,
     url: &str,
 ) -> Result<Vec<seatwarden::model::Identity>, DirectoryError> {
+    snapshot_with_env(directory_extra, url, &[]).await
+}
+
+/// [`snapshot_with`], with more `SEATWARDEN__…` variables.
+async fn snapshot_with_env(
+    directory_extra: &str,
+    url: &str,
+    env: &[(&str, &str)],
+) -> Result<Vec<seatwarden::model::Identity>, DirectoryError> {
     let dir = tempfile::tempdir().unwrap();
+    let mut env = env.to_vec();
+    env.push((
+        "SEATWARDEN__POLICY__SCOPE_GROUPS",
+        "Taskade Users,Sales,Loop A",
+    ));
     let config = configure(
         dir.path(),
         url,
         directory_extra,
         "https://scim.example.com/scim/v2",
-        &[(
-            "SEATWARDEN__POLICY__SCOPE_GROUPS",
-            "Taskade Users,Sales,Loop A",
-        )],
+        &env,
     );
     config.directory().snapshot().await.map(|s| {
         assert!(s.complete);
@@ -167,6 +178,25 @@ async fn interop_ldap_snapshot_reads_people_nested_groups_and_locks() {
         ],
         "with uid as the userName, the entry without mail is a person too"
     );
+}
+
+/// A group only `safety.protected_groups` names (spelled in another case) is read
+/// like a mapped one: without it on ben, his protection would not hold.
+#[tokio::test]
+#[ignore = "needs slapd: run `bash scripts/interop.sh`"]
+async fn interop_ldap_reads_protected_groups() {
+    let people = snapshot_with_env(
+        "",
+        &env("SEATWARDEN_LDAP_URL"),
+        &[("SEATWARDEN__SAFETY__PROTECTED_GROUPS", "design")],
+    )
+    .await
+    .unwrap();
+    let ben = people
+        .iter()
+        .find(|p| p.user_name == "ben@example.com")
+        .unwrap();
+    assert_eq!(ben.groups, ["Design", "Taskade Users"]);
 }
 
 /// `disabled_filter` marks accounts suspended the way a server without ppolicy

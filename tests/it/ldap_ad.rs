@@ -349,7 +349,7 @@ async fn active_directory_guids_status_and_ranged_members() {
         user_name_attribute: flavor.default_user_name_attribute().to_owned(),
         page_size: 2,
         scope_groups: vec!["All Staff".to_owned()],
-        mapped_groups: Vec::new(),
+        other_groups: Vec::new(),
         timeout: std::time::Duration::from_secs(10),
         retry: RetryPolicy::immediate(0),
     });

@@ -363,7 +363,7 @@ pub fn settings(server: &MockServer, auth: OktaAuth) -> OktaSettings {
         auth,
         app_id: None,
         scope_groups: vec!["Taskade Users".into()],
-        mapped_groups: vec!["Taskade Editors".into()],
+        other_groups: vec!["Taskade Editors".into()],
         max_concurrency: 4,
         timeout: Duration::from_secs(10),
         retry: RetryPolicy::immediate(3),

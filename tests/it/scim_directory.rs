@@ -527,6 +527,99 @@ async fn a_scope_group_listed_without_members_is_read_on_its_own() {
     workspace.shutdown().await;
 }
 
+/// A provider that leaves `members` out of every listing: the groups the
+/// configuration names are read on their own, and so is every group nested in
+/// them, however deep. Here Engineering sits in Taskade Users (ben is in scope
+/// only through it), and cy is only in "Break Glass", which only
+/// `safety.protected_groups` names: her existing account must stay untouched.
+#[tokio::test]
+async fn groups_listed_without_members_are_read_through_their_nesting() {
+    let idp = MockServer::start().await;
+    Mock::given(method("GET"))
+        .and(path("/scim/v2/Users"))
+        .respond_with(list_response(json!([
+            {"id": "p1", "userName": "ada@example.com"},
+            {"id": "p2", "userName": "ben@example.com"},
+            {"id": "p3", "userName": "cy@example.com"},
+        ])))
+        .mount(&idp)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/scim/v2/Groups"))
+        .respond_with(list_response(json!([
+            {"id": "g1", "displayName": "Taskade Users"},
+            {"id": "g2", "displayName": "Engineering"},
+            {"id": "g3", "displayName": "Break Glass"},
+        ])))
+        .mount(&idp)
+        .await;
+    for (id, name, members) in [
+        (
+            "g1",
+            "Taskade Users",
+            json!([{"value": "p1"}, {"value": "g2"}]),
+        ),
+        ("g2", "Engineering", json!([{"value": "p2"}])),
+        ("g3", "Break Glass", json!([{"value": "p3"}])),
+    ] {
+        Mock::given(method("GET"))
+            .and(path(format!("/scim/v2/Groups/{id}")))
+            .respond_with(
+                ResponseTemplate::new(200)
+                    .set_body_json(json!({"id": id, "displayName": name, "members": members})),
+            )
+            .mount(&idp)
+            .await;
+    }
+    let cy = Account {
+        id: "w-cy".into(),
+        user_name: "cy@example.com".into(),
+        external_id: Some("p3".into()),
+        given_name: None,
+        family_name: None,
+        display_name: None,
+        email: None,
+        active: true,
+        roles: vec!["Owner".into()],
+    };
+    let other_owner = Account {
+        id: "w-root".into(),
+        user_name: "root@example.com".into(),
+        external_id: None,
+        ..cy.clone()
+    };
+    let workspace = workspace(WorkspaceSnapshot {
+        accounts: vec![cy.clone(), other_owner],
+        groups: Vec::new(),
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = small_config(
+        dir.path(),
+        &idp,
+        &workspace,
+        "",
+        "protected_groups = [\"Break Glass\"]\n",
+    );
+    crate::fixtures::assert_converges(&config).await;
+    let accounts = workspace.snapshot().accounts;
+    let active: BTreeSet<&str> = accounts
+        .iter()
+        .filter(|a| a.active)
+        .map(|a| a.user_name.as_str())
+        .collect();
+    assert!(
+        active.contains("ada@example.com") && active.contains("ben@example.com"),
+        "ben is in scope through Engineering: {active:?}"
+    );
+    assert_eq!(
+        accounts.iter().find(|a| a.id == "w-cy"),
+        Some(&cy),
+        "the protected account is untouched"
+    );
+    workspace.shutdown().await;
+}
+
 #[tokio::test]
 async fn a_scope_group_the_provider_lacks_fails_the_run_before_any_write() {
     let (_idp, workspace, _dir, config) = provider_with_groups(json!([
