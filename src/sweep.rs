@@ -26,7 +26,8 @@ use crate::config::Config;
 use crate::directory::{Directory, DirectoryChanges};
 use crate::guard;
 use crate::model::{
-    Account, Action, ActionKind, DriftItem, DriftKind, Identity, Plan, Role, WorkspaceSnapshot,
+    Account, Action, ActionKind, DriftItem, DriftKind, HoldReason, Identity, Plan, Role,
+    WorkspaceSnapshot,
 };
 use crate::plan::DeprovisionAction;
 use crate::policy::{self, InactiveReason};
@@ -502,7 +503,8 @@ pub fn record_reconcile(
 
 /// What [`record_reconcile`] does, for any writer of `run_id`'s journal: its
 /// deprovisions join the ledger, the applied ones are verified at `now` and the
-/// held ones wait for the next hold re-check. `seatwarden approve` calls it after
+/// held ones wait for the next hold re-check (except those held for an incomplete
+/// directory, which open no episode). `seatwarden approve` calls it after
 /// applying, so an approved deprovision is verified in the ledger at once.
 /// Returns how many it verified.
 pub fn record_deprovisions(
@@ -522,6 +524,11 @@ pub fn record_deprovisions(
                     ActionKind::Deactivate { .. } | ActionKind::Delete { .. }
                 )
                 && row.action.identity_id.is_some()
+                // Held because the directory was not read whole: the person may
+                // simply be missing from the read. The retry job reads no
+                // directory and would enforce it; only a complete observation
+                // (the next sweep or reconcile) may open the episode.
+                && row.action.held != Some(HoldReason::IncompleteDirectory)
         })
         .collect();
     if deprovisions.is_empty() {

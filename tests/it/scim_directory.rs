@@ -432,6 +432,37 @@ async fn a_listing_short_of_its_total_holds_deprovisions() {
             usize::from(cy_stays_active),
             "totalResults {announced}"
         );
+        if cy_stays_active {
+            // The held deactivation must not reach the ledger either: the daemon's
+            // retry job, which reads no directory, would enforce it.
+            let store = std::sync::Arc::new(std::sync::Mutex::new(
+                Store::open(&config.state.path).unwrap(),
+            ));
+            assert!(
+                store
+                    .lock()
+                    .unwrap()
+                    .open_deprovisions()
+                    .unwrap()
+                    .is_empty()
+            );
+            let client =
+                seatwarden::workspace::ScimClient::new(config.scim_settings().unwrap()).unwrap();
+            let later = chrono::Utc::now() + chrono::Duration::minutes(16);
+            seatwarden::sweep::enforce(&config, &client, &store, later)
+                .await
+                .unwrap();
+            let cy_later = workspace
+                .snapshot()
+                .accounts
+                .into_iter()
+                .find(|a| a.user_name == "cy@example.com")
+                .unwrap();
+            assert!(
+                cy_later.active,
+                "an incomplete directory never deprovisions"
+            );
+        }
         workspace.shutdown().await;
     }
 }
