@@ -474,7 +474,7 @@ fn hold_last_owner(plan: &mut Plan, workspace: &WorkspaceSnapshot) {
     // one settles it.
     let mut any_owner = false;
     for account in &workspace.accounts {
-        if account.active && account.role() == Some(Role::Owner) {
+        if account.active && account.is_owner() {
             any_owner = true;
             match removals.get_mut(account.id.as_str()) {
                 Some(entry) => entry.2 = true,
@@ -988,6 +988,30 @@ mod tests {
                 Some(HoldReason::LastOwner),
                 None
             ]
+        );
+    }
+
+    /// A provider may send several role values; Owner among them is an Owner.
+    #[test]
+    fn an_owner_with_several_role_values_is_still_the_last_owner() {
+        let mut owner = account("o1", "Owner", true);
+        owner.roles = vec!["Editor".into(), "Owner".into()];
+        let workspace = WorkspaceSnapshot {
+            accounts: vec![owner, account("e", "Editor", true)],
+            groups: vec![],
+        };
+        let out = guard(
+            plan_of(vec![deactivate("o1")]),
+            &workspace,
+            &generous(),
+            &COMPLETE,
+        );
+        assert_eq!(
+            out.actions
+                .iter()
+                .map(|a| a.held.clone())
+                .collect::<Vec<_>>(),
+            [Some(HoldReason::LastOwner)]
         );
     }
 

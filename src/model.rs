@@ -154,6 +154,15 @@ impl Account {
             _ => None,
         }
     }
+
+    /// Whether any of the account's role values is Owner. A provider may send
+    /// several (`["Owner", "Editor"]`): such an account is an Owner all the same,
+    /// and the last-Owner rule must count it.
+    pub fn is_owner(&self) -> bool {
+        self.roles
+            .iter()
+            .any(|value| value.parse::<Role>() == Ok(Role::Owner))
+    }
 }
 
 /// A SCIM Group in the workspace: a Taskade workspace or folder.

@@ -26,7 +26,7 @@ use crate::config::Config;
 use crate::directory::{Directory, DirectoryChanges};
 use crate::guard;
 use crate::model::{
-    Account, Action, ActionKind, DriftItem, DriftKind, HoldReason, Identity, Plan, Role,
+    Account, Action, ActionKind, DriftItem, DriftKind, HoldReason, Identity, Plan,
     WorkspaceSnapshot,
 };
 use crate::plan::DeprovisionAction;
@@ -332,11 +332,7 @@ pub async fn enforce(
         read.accounts.push(account.clone());
     }
 
-    if read
-        .accounts
-        .iter()
-        .any(|a| a.active && a.role() == Some(Role::Owner))
-    {
+    if read.accounts.iter().any(|a| a.active && a.is_owner()) {
         let others = other_owners(client, store, &read, concurrency).await?;
         read.accounts.extend(others);
     }
@@ -458,7 +454,7 @@ async fn other_owners(
     let candidates: Vec<String> = snapshot
         .accounts
         .into_iter()
-        .filter(|a| a.active && a.role() == Some(Role::Owner))
+        .filter(|a| a.active && a.is_owner())
         .filter(|a| leaving.accounts.iter().all(|l| l.id != a.id))
         .map(|a| a.id)
         .collect();
@@ -478,7 +474,7 @@ async fn other_owners(
     Ok(confirmed
         .into_iter()
         .flatten()
-        .filter(|a| a.active && a.role() == Some(Role::Owner))
+        .filter(|a| a.active && a.is_owner())
         .collect())
 }
 

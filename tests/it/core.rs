@@ -244,7 +244,7 @@ fn active_owners(workspace: &WorkspaceSnapshot) -> usize {
     workspace
         .accounts
         .iter()
-        .filter(|a| a.active && a.role() == Some(Role::Owner))
+        .filter(|a| a.active && a.is_owner())
         .count()
 }
 
