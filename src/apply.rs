@@ -264,7 +264,14 @@ impl Executor<'_> {
                             .await
                             .map_err(|e| e.to_string())?
                         {
-                            Some(account) => (account, LinkMethod::UserName),
+                            Some(account) => {
+                                let linked_to = self
+                                    .with_store(|s| s.identity_linked_to(&account.id))
+                                    .map_err(|e| e.to_string())?;
+                                claimable(&account, identity_id, linked_to.as_deref())
+                                    .map_err(|why| format!("{e}; {why}"))?;
+                                (account, LinkMethod::UserName)
+                            }
                             None => {
                                 return Err(format!(
                                     "{e}; the workspace says {:?} exists but no account with that \
@@ -1343,7 +1350,7 @@ async fn verify_effect(action: &Action, reader: &impl Reader) -> Result<(), Stri
 /// at a time (the client's own limit still applies), and the outcomes are
 /// journaled in one commit.
 pub async fn recover(client: &ScimClient, store: &Mutex<Store>) -> Result<usize, ApplyError> {
-    let (interrupted, created) = {
+    let (interrupted, created, linked) = {
         let store = store.lock().map_err(|_| ApplyError::Poisoned)?;
         let interrupted: Vec<JournalEntry> = store.interrupted()?;
         let runs: std::collections::BTreeSet<RunId> = interrupted.iter().map(|e| e.run).collect();
@@ -1351,7 +1358,19 @@ pub async fn recover(client: &ScimClient, store: &Mutex<Store>) -> Result<usize,
         for run in runs {
             created.insert(run, created_in(&store, run)?);
         }
-        (interrupted, created)
+        let creates = interrupted
+            .iter()
+            .any(|e| matches!(e.action.kind, ActionKind::CreateAccount { .. }));
+        let linked: HashMap<String, String> = if creates {
+            store
+                .links()?
+                .into_iter()
+                .map(|l| (l.account_id, l.identity_id))
+                .collect()
+        } else {
+            HashMap::new()
+        };
+        (interrupted, created, linked)
     };
     if !interrupted.is_empty() {
         // An interrupted deactivation or deletion is done if its account is gone,
@@ -1366,6 +1385,7 @@ pub async fn recover(client: &ScimClient, store: &Mutex<Store>) -> Result<usize,
             Recovery {
                 client,
                 created: created.get(&entry.run).unwrap_or(&no_results),
+                linked: &linked,
             },
         )
     })
@@ -1435,15 +1455,34 @@ async fn resolve_interrupted(
         // it. Link it so the new plan updates it instead of creating.
         ActionKind::CreateAccount { identity_id, spec } => {
             match reader.account_by_user_name(&spec.user_name).await? {
-                Some(account) => Ok(Some(NewLink {
-                    identity_id: identity_id.clone(),
-                    account_id: account.id,
-                    method: LinkMethod::Created,
-                })),
+                Some(account) => {
+                    let linked_to = reader.linked.get(&account.id).map(String::as_str);
+                    claimable(&account, identity_id, linked_to)?;
+                    Ok(Some(NewLink {
+                        identity_id: identity_id.clone(),
+                        account_id: account.id,
+                        method: LinkMethod::Created,
+                    }))
+                }
                 None => Err(format!("no account with userName {:?}", spec.user_name)),
             }
         }
         _ => verify_effect(action, reader).await.map(|()| None),
+    }
+}
+
+/// Whether an account found by the userName a create asked for may be linked to
+/// `identity_id`. Not when it is linked to someone else: a userName given again
+/// (a rehire under a new id, a recycled address) finds the earlier person's kept
+/// account, and linking it would hand that person's projects to the new one.
+fn claimable(account: &Account, identity_id: &str, linked_to: Option<&str>) -> Result<(), String> {
+    match linked_to {
+        Some(other) if other != identity_id => Err(format!(
+            "userName {:?} belongs to account {}, which is linked to identity {other}; \
+             seatwarden never moves an account to another person: resolve it by hand",
+            account.user_name, account.id
+        )),
+        _ => Ok(()),
     }
 }
 
@@ -1477,6 +1516,8 @@ fn created_in(store: &Store, run: RunId) -> Result<Created, StoreError> {
 struct Recovery<'a> {
     client: &'a ScimClient,
     created: &'a Created,
+    /// Account id → the identity it is linked to.
+    linked: &'a HashMap<String, String>,
 }
 
 impl Reader for Recovery<'_> {

@@ -481,6 +481,14 @@ impl Store {
             .context(|| "reading links".to_owned())
     }
 
+    /// The identity `account_id` is linked to, if any.
+    pub fn identity_linked_to(&self, account_id: &str) -> Result<Option<String>, StoreError> {
+        self.conn
+            .prepare_cached("SELECT identity_id FROM links WHERE account_id = ?1")
+            .and_then(|mut stmt| stmt.query_row([account_id], |row| row.get(0)).optional())
+            .context(|| format!("reading the link of account {account_id}"))
+    }
+
     /// Stores `links` in one transaction. The identity id is the key: a new link for
     /// an identity replaces its old one. An account has at most one link: a new link
     /// to an account replaces any other identity's link to it. Re-stating an existing

@@ -262,3 +262,136 @@ async fn an_interrupted_deactivation_is_not_resolved_by_a_workspace_that_answers
         .unwrap();
     assert_eq!(journal[0].state, ActionState::InFlight);
 }
+
+/// A directory of one person, `id`, with Ada's userName.
+fn write_directory(dir: &std::path::Path, id: &str, given_name: &str) {
+    std::fs::write(
+        dir.join("directory.json"),
+        json!({"users": [{
+            "id": id, "userName": "ada@example.com", "email": "ada@example.com",
+            "givenName": given_name, "familyName": "Lovelace", "status": "active", "groups": []
+        }]})
+        .to_string(),
+    )
+    .unwrap();
+}
+
+/// Ada (00u1) left and her account was kept, deactivated, linked to her. A new
+/// person (00u2) is given her userName. Creating the newcomer's account meets a
+/// 409, and the account holding that userName is Ada's: it must not be linked to
+/// the newcomer (the next run would reactivate it, with Ada's projects), neither by
+/// the create's 409 handling nor by the recovery of a create a crash interrupted.
+#[tokio::test]
+async fn a_user_name_given_again_never_inherits_the_earlier_persons_account() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let sandbox = seatwarden::sandbox::Sandbox::start(
+        listener,
+        seatwarden::sandbox::SandboxOptions {
+            token: "t0ken".into(),
+            ..Default::default()
+        },
+        Default::default(),
+    )
+    .await
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    write_directory(dir.path(), "00u1", "Ada");
+    std::fs::write(
+        dir.path().join("seatwarden.toml"),
+        format!(
+            "[directory]\nkind = \"file\"\npath = \"directory.json\"\n\n\
+             [workspace]\nurl = \"{}\"\ntoken = \"t0ken\"\n\n[safety]\nsettle = \"0s\"\n",
+            sandbox.base_url()
+        ),
+    )
+    .unwrap();
+    let config = Config::load_with_env(
+        &dir.path().join("seatwarden.toml"),
+        Some(Default::default()),
+    )
+    .unwrap();
+    let reconcile = || async {
+        run::execute(
+            &config,
+            Store::open(&config.state.path).unwrap(),
+            Mode::Reconcile,
+        )
+        .await
+        .unwrap()
+    };
+    crate::fixtures::assert_clean_reconcile(&reconcile().await.report);
+    let ada = sandbox.snapshot().accounts[0].clone();
+    let links = || {
+        Store::open(&config.state.path)
+            .unwrap()
+            .links()
+            .unwrap()
+            .into_iter()
+            .map(|l| (l.identity_id, l.account_id))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(links(), [("00u1".to_owned(), ada.id.clone())]);
+
+    write_directory(dir.path(), "00u2", "Adah");
+    let second = reconcile().await;
+    assert_eq!(
+        second.report.summary.actions_failed, 1,
+        "the newcomer's create"
+    );
+    let failed = second
+        .report
+        .actions
+        .iter()
+        .find_map(|a| a.error.clone())
+        .unwrap();
+    assert!(failed.contains("linked to identity 00u1"), "{failed}");
+    assert_eq!(links(), [("00u1".to_owned(), ada.id.clone())]);
+
+    // A crash right after the newcomer's create was sent: recovery finds Ada's
+    // account by the userName and must not link it either.
+    let crashed = {
+        let mut store = Store::open(&config.state.path).unwrap();
+        let run = store.begin_run(RunKind::Reconcile, Utc::now()).unwrap();
+        let mut plan = Plan::default();
+        plan.actions.push(Action {
+            seq: 0,
+            kind: ActionKind::CreateAccount {
+                identity_id: "00u2".into(),
+                spec: AccountSpec {
+                    user_name: "ada@example.com".into(),
+                    external_id: "00u2".into(),
+                    given_name: Some("Adah".into()),
+                    family_name: Some("Lovelace".into()),
+                    display_name: None,
+                    email: Some("ada@example.com".into()),
+                    role: Some(Role::Viewer),
+                },
+            },
+            reason: DriftKind::MissingAccount,
+            subject: "ada@example.com".into(),
+            identity_id: Some("00u2".into()),
+            detail: "in scope, no account".into(),
+            held: None,
+        });
+        store.save_plan(run, &plan, Utc::now()).unwrap();
+        store.mark_in_flight(run, 0, Utc::now()).unwrap();
+        run
+    };
+    let third = reconcile().await;
+    assert_eq!(third.report.summary.recovered, 1);
+    let journal = Store::open(&config.state.path)
+        .unwrap()
+        .journal(crashed)
+        .unwrap();
+    assert_eq!(journal[0].state, ActionState::Failed);
+    assert_eq!(links(), [("00u1".to_owned(), ada.id.clone())]);
+    let account = sandbox
+        .snapshot()
+        .accounts
+        .into_iter()
+        .find(|a| a.id == ada.id)
+        .unwrap();
+    assert!(!account.active, "Ada's account stays deactivated");
+    assert_eq!(account.external_id.as_deref(), Some("00u1"));
+    sandbox.shutdown().await;
+}
