@@ -19,7 +19,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
 use chrono::{DateTime, Duration, Utc};
-use futures::{StreamExt, TryStreamExt};
+use futures::StreamExt;
 
 use crate::apply;
 use crate::config::Config;
@@ -252,17 +252,38 @@ pub async fn enforce(
         .cloned()
         .collect();
     let concurrency = config.workspace.max_concurrency.max(1);
-    let accounts: Vec<(LedgerEntry, Option<Account>)> =
+    let reads: Vec<(LedgerEntry, Result<Option<Account>, _>)> =
         futures::stream::iter(due.into_iter().map(|entry| async move {
             let id = entry.account_id.clone().unwrap_or_default();
-            client
-                .get_account(&id)
-                .await
-                .map(|account| (entry, account))
+            let read = client.get_account(&id).await;
+            (entry, read)
         }))
         .buffered(concurrency)
-        .try_collect()
-        .await?;
+        .collect()
+        .await;
+    // One account that cannot be read (a 5xx that outlasts the retries, a 403, a
+    // body that does not parse) fails its own episode, not everyone's: the
+    // other leavers are still deactivated and overdue ones still escalated.
+    let mut accounts: Vec<(LedgerEntry, Option<Account>)> = Vec::with_capacity(reads.len());
+    for (entry, read) in reads {
+        match read {
+            Ok(account) => accounts.push((entry, account)),
+            Err(e) => {
+                tracing::warn!(
+                    person = %entry.user_name,
+                    error = %e,
+                    "cannot read the account of a due deprovision; trying again later"
+                );
+                let next = sla::next_attempt(entry.attempts + 1, now);
+                lock(store)?.deprovision_failed(
+                    entry.id,
+                    &format!("reading the account: {e}"),
+                    next,
+                )?;
+                outcome.failed += 1;
+            }
+        }
+    }
     if accounts.iter().any(|(_, account)| account.is_none()) {
         // A 404 means "gone" only from a workspace whose /Users answers: a wrong
         // base URL answers 404 to every read and would close every episode with

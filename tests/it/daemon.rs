@@ -754,3 +754,112 @@ async fn the_sweep_deactivates_a_leaving_owner_unless_they_are_the_last() {
     );
     sandbox.shutdown().await;
 }
+
+/// One due deprovision whose account cannot be read (the workspace answers 500 to
+/// it, retries and all) fails its own episode only: the other leaver is still
+/// deactivated and verified, and both overdue episodes are escalated.
+#[tokio::test]
+async fn an_account_that_cannot_be_read_does_not_stop_the_other_deprovisions() {
+    use chrono::{Duration as Minutes, Utc};
+    use seatwarden::sla::{self, Leaver, LossReason};
+    use wiremock::matchers::{method, path};
+    use wiremock::{Mock, MockServer, ResponseTemplate};
+
+    let user = |id: &str, active: bool| {
+        serde_json::json!({
+            "schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"],
+            "id": id, "userName": format!("{id}@example.com"), "active": active,
+        })
+    };
+    let workspace = MockServer::start().await;
+    Mock::given(method("GET"))
+        .and(path("/ServiceProviderConfig"))
+        .respond_with(ResponseTemplate::new(404))
+        .mount(&workspace)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/Users/bad"))
+        .respond_with(ResponseTemplate::new(500))
+        .mount(&workspace)
+        .await;
+    // Active when the sweep reads it, inactive once deactivated.
+    Mock::given(method("GET"))
+        .and(path("/Users/good"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(user("good", true)))
+        .up_to_n_times(1)
+        .with_priority(1)
+        .mount(&workspace)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/Users/good"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(user("good", false)))
+        .mount(&workspace)
+        .await;
+    Mock::given(method("PATCH"))
+        .and(path("/Users/good"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(user("good", false)))
+        .expect(1)
+        .mount(&workspace)
+        .await;
+
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("seatwarden.toml"),
+        format!(
+            "[directory]\nkind = \"file\"\npath = \"d.json\"\n\
+             [workspace]\nurl = \"{}\"\ntoken = \"t\"\n",
+            workspace.uri()
+        ),
+    )
+    .unwrap();
+    let config = seatwarden::config::Config::load_with_env(
+        &dir.path().join("seatwarden.toml"),
+        Some(std::collections::HashMap::new()),
+    )
+    .unwrap();
+    let store = std::sync::Arc::new(std::sync::Mutex::new(
+        Store::open(&config.state.path).unwrap(),
+    ));
+    let now = Utc::now();
+    let leaver = |id: &str| Leaver {
+        identity_id: format!("id-{id}"),
+        account_id: Some(id.to_owned()),
+        user_name: format!("{id}@example.com"),
+        reason: LossReason::Deleted,
+    };
+    let detected = now - Minutes::hours(2);
+    let changes = sla::observe(
+        &[],
+        &[leaver("good"), leaver("bad")],
+        &[],
+        detected,
+        Minutes::hours(1),
+    );
+    store
+        .lock()
+        .unwrap()
+        .update_ledger(&changes, detected)
+        .unwrap();
+
+    let mut settings = config.scim_settings().unwrap();
+    settings.retry = seatwarden::retry::RetryPolicy::immediate(2);
+    let client = seatwarden::workspace::ScimClient::new(settings).unwrap();
+    let outcome = seatwarden::sweep::enforce(&config, &client, &store, now)
+        .await
+        .unwrap();
+    assert_eq!((outcome.enforced, outcome.failed), (1, 1), "{outcome:?}");
+    assert_eq!(
+        outcome.escalated.len(),
+        1,
+        "the one still open: {outcome:?}"
+    );
+    let open = store.lock().unwrap().open_deprovisions().unwrap();
+    assert_eq!(open.len(), 1);
+    let bad = &open[0];
+    assert_eq!(bad.identity_id, "id-bad");
+    assert_eq!(bad.attempts, 1);
+    assert!(
+        bad.last_error.as_deref().unwrap_or("").contains("500"),
+        "{bad:?}"
+    );
+}
