@@ -35,8 +35,9 @@ WORKDIR /build
 
 # Dependencies first, in their own layer, rebuilt only when Cargo.toml or
 # Cargo.lock change. Cargo needs every target the manifest names (library,
-# binary, the `it` test, the `core` and `e2e` benches) to exist, so stubs stand
-# in for them; then the stubs' own artefacts are removed so the real sources
+# binary, the `it` test, the `core`, `e2e` and `connectors` benches) to exist, so
+# stubs stand in for them (tests/it/packaging.rs checks the list against
+# Cargo.toml); then the stubs' own artefacts are removed so the real sources
 # below are always compiled.
 COPY Cargo.toml Cargo.lock ./
 RUN mkdir -p src benches tests/it \
@@ -44,6 +45,7 @@ RUN mkdir -p src benches tests/it \
  && touch src/lib.rs tests/it/main.rs \
  && echo 'fn main() {}' > benches/core.rs \
  && echo 'fn main() {}' > benches/e2e.rs \
+ && echo 'fn main() {}' > benches/connectors.rs \
  && cargo build --release --locked \
  && rm -rf src benches tests \
       target/release/seatwarden target/release/seatwarden.d \

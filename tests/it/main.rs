@@ -16,6 +16,7 @@ mod interop;
 mod ldap;
 mod ldap_ad;
 mod okta;
+mod packaging;
 mod report;
 mod resume;
 mod safety;
