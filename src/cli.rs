@@ -465,7 +465,11 @@ fn run_command(cli: Cli) -> anyhow::Result<u8> {
         } => {
             let outcome = execute(&config, Mode::Plan)?;
             print_report(&outcome.report, format)?;
-            Ok(if detailed_exitcode && !outcome.plan.is_empty() {
+            // A rejected directory planned nothing: "no changes" would tell a
+            // drift check that a broken source is in sync.
+            Ok(if outcome.report.safety.source_fault.is_some() {
+                exit::SOURCE_FAULT
+            } else if detailed_exitcode && !outcome.plan.is_empty() {
                 exit::CHANGES
             } else {
                 exit::OK
@@ -880,20 +884,27 @@ fn execute_with_options(
 
 /// `seatwarden approve RUN [--only KIND]`: 0 when everything approved was applied,
 /// 3 when the re-check refused some (they stay held), 4 when some failed, 6 when the
-/// circuit breaker opened.
+/// circuit breaker opened or was already open (nothing approved).
 fn approve(config: &Config, run: RunId, only: Option<&str>) -> anyhow::Result<u8> {
     use crate::approval;
     let only = approval::Only::parse(only)?;
     let store = open_store(config)?;
     let client = crate::workspace::ScimClient::new(config.scim_settings()?)?;
-    let result = runtime()?.block_on(approval::approve(
+    let result = match runtime()?.block_on(approval::approve(
         config,
         &client,
         store,
         run,
         &only,
         chrono::Utc::now(),
-    ))?;
+    )) {
+        Ok(result) => result,
+        Err(e @ approval::ApprovalError::CircuitOpen(_)) => {
+            eprintln!("error: {e}");
+            return Ok(exit::CIRCUIT_OPEN);
+        }
+        Err(e) => return Err(e.into()),
+    };
     println!(
         "run {run}: {} approved ({} applied, {} failed), {} obsolete, {} refused",
         result.approved.len(),

@@ -975,6 +975,75 @@ fn the_binary_audits_resume_and_explains_its_errors() {
     assert_eq!(audit[0].user, "auditor");
 }
 
+/// The exit codes scripts rely on, from the binary: `plan` on a rejected
+/// directory is 5 (with or without `--detailed-exitcode`, which would otherwise say
+/// 0, "in sync"), and `approve` while the breaker is open is 6.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plan_on_a_source_fault_exits_5_and_approve_with_the_breaker_open_exits_6() {
+    use std::process::Command;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let sandbox = Sandbox::start(
+        listener,
+        SandboxOptions {
+            token: "t0ken".into(),
+            ..SandboxOptions::default()
+        },
+        WorkspaceSnapshot::default(),
+    )
+    .await
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("seatwarden.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[directory]\nkind = \"file\"\npath = \"directory.json\"\n\
+             [workspace]\nurl = \"{}\"\ntoken = \"t0ken\"\n",
+            sandbox.base_url()
+        ),
+    )
+    .unwrap();
+    let people: Vec<serde_json::Value> = ["ada", "ben", "cy"]
+        .iter()
+        .map(|n| serde_json::json!({"id": n, "userName": format!("{n}@example.com"), "status": "active"}))
+        .collect();
+    let directory = |users: &[serde_json::Value]| {
+        std::fs::write(
+            dir.path().join("directory.json"),
+            serde_json::json!({ "users": users }).to_string(),
+        )
+        .unwrap();
+    };
+    let run = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_seatwarden"))
+            .arg("--config")
+            .arg(&config)
+            .args(args)
+            .output()
+            .unwrap()
+            .status
+            .code()
+    };
+    directory(&people);
+    assert_eq!(run(&["plan", "--detailed-exitcode"]), Some(2));
+    directory(&[]);
+    assert_eq!(run(&["plan", "--detailed-exitcode"]), Some(5));
+    assert_eq!(run(&["plan"]), Some(5));
+    directory(&people);
+    assert_eq!(run(&["plan"]), Some(0));
+
+    Store::open(&dir.path().join("seatwarden.db"))
+        .unwrap()
+        .set_circuit(&seatwarden::circuit::CircuitRecord {
+            opened_at: Some(chrono::Utc::now()),
+            reason: Some("16 of the last 20 writes failed".into()),
+            failures: Vec::new(),
+        })
+        .unwrap();
+    assert_eq!(run(&["approve", "1"]), Some(6));
+    sandbox.shutdown().await;
+}
+
 #[test]
 fn safety_keys_default_as_documented_and_are_validated() {
     let dir = tempfile::tempdir().unwrap();
