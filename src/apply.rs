@@ -623,8 +623,12 @@ pub async fn apply_with_breaker(
             store.mark_failed(run, *seq, now, &format!("not verified: {message}"))
         })
     })?;
+    // Only deletes the workspace confirmed: an account still there keeps its
+    // link, or it would become an orphan nothing deprovisions again.
+    let verified: HashSet<u32> = verified.into_iter().collect();
     let deleted: Vec<String> = plan
         .runnable()
+        .filter(|a| verified.contains(&a.seq))
         .filter_map(|a| match &a.kind {
             ActionKind::Delete { account_id } => Some(account_id.clone()),
             _ => None,

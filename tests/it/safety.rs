@@ -1155,6 +1155,54 @@ async fn matched_links_are_stored_except_to_accounts_the_run_deletes() {
     assert!(again.plan.is_empty(), "{:#?}", again.plan.actions);
 }
 
+/// A delete the workspace refused keeps its link: without it the account, whose
+/// person is gone from the directory, would be an orphan that `report` leaves
+/// alone, and nothing would deprovision it again.
+#[tokio::test]
+async fn a_delete_that_failed_keeps_its_link_and_is_redone() {
+    let mut env = env_with(60, None, "").await;
+    let path = env._dir.path().join("seatwarden.toml");
+    let mut toml = std::fs::read_to_string(&path).unwrap();
+    toml.push_str("\n[deprovision]\naction = \"delete\"\n");
+    std::fs::write(&path, toml).unwrap();
+    env.config = Config::load_with_env(&path, Some(HashMap::new())).unwrap();
+    env.run(Mode::Reconcile, RunOptions::default()).await;
+    let left = env.leave(2);
+    env.data
+        .directory
+        .identities
+        .retain(|i| !left.contains(&i.id));
+    let directory = env.data.directory.clone();
+    env.write_directory(&directory);
+    let accounts: Vec<String> = left
+        .iter()
+        .map(|id| stored_links(&env).get(id).cloned().unwrap())
+        .collect();
+
+    env.sandbox.set_faults(Faults {
+        rate_5xx: 1.0,
+        writes_only: true,
+        ..Faults::default()
+    });
+    let refused = env.run(Mode::Reconcile, RunOptions::default()).await;
+    assert_eq!(refused.report.summary.actions_failed, 2, "the two deletes");
+    let stored = stored_links(&env);
+    for (identity, account) in left.iter().zip(&accounts) {
+        assert_eq!(stored.get(identity), Some(account), "{identity}");
+    }
+
+    env.sandbox.set_faults(Faults::default());
+    let redone = env.run(Mode::Reconcile, RunOptions::default()).await;
+    assert_eq!(redone.report.summary.actions_failed, 0);
+    let remaining = env.sandbox.snapshot();
+    for account in &accounts {
+        assert!(
+            !remaining.accounts.iter().any(|a| &a.id == account),
+            "{account} was not deleted"
+        );
+    }
+}
+
 #[tokio::test]
 async fn matched_links_are_stored_when_the_open_circuit_writes_nothing() {
     let mut env = env_with(40, None, "").await;
