@@ -1760,5 +1760,16 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         };
         total = total.saturating_add(part);
     }
+    // Dates are computed from these (`now - retention`, `now + sla`): beyond
+    // chrono's range such arithmetic panics, so a typo like 100000000d must be an
+    // error here, not a job that dies at its first fire.
+    if total > MAX_DURATION {
+        return Err(format!(
+            "duration {text:?} is longer than 100 years (36500d)"
+        ));
+    }
     Ok(total)
 }
+
+/// The longest duration any key accepts.
+const MAX_DURATION: Duration = Duration::from_secs(36_500 * 86_400);

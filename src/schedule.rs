@@ -275,12 +275,35 @@ pub fn fire(name: &'static str, counters: &Arc<JobCounters>, start: &StartJob) -
     }
     counters.started.fetch_add(1, Ordering::SeqCst);
     let work = start(name);
-    let counters = Arc::clone(counters);
+    let running = Running {
+        name,
+        counters: Arc::clone(counters),
+    };
     tokio::spawn(async move {
+        let _running = running;
         work.await;
-        counters.running.store(false, Ordering::SeqCst);
     });
     true
+}
+
+/// Marks a job not running when its task ends, however it ends: a job that
+/// panicked must still run at its next fire, not be skipped as "still running"
+/// until the process restarts.
+struct Running {
+    name: &'static str,
+    counters: Arc<JobCounters>,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            tracing::error!(
+                job = self.name,
+                "the job panicked; it runs again at its next fire"
+            );
+        }
+        self.counters.running.store(false, Ordering::SeqCst);
+    }
 }
 
 /// Waits until none of `counters` runs, at most `limit`; true if idle.
@@ -500,6 +523,24 @@ mod tests {
             .map(|(_, at)| *at)
             .collect();
         assert_eq!(reconciles, vec![utc(2026, 5, 1, 13, 0)]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_job_that_panicked_runs_again_at_its_next_fire() {
+        let clock: Arc<dyn Clock> = Arc::new(TokioClock::starting_at(utc(2026, 5, 1, 12, 0)));
+        let jobs = vec![JobSpec {
+            name: "prune",
+            schedule: Schedule::parse("* * * * *").unwrap(),
+            last_started: Some(utc(2026, 5, 1, 12, 0)),
+        }];
+        let scheduler = Scheduler::new(jobs, Tz::UTC, Arc::clone(&clock), Duration::from_secs(5));
+        let start: StartJob = Arc::new(|_| Box::pin(async { panic!("a bug in the job") }));
+        run_for(&scheduler, start, Duration::from_secs(3 * 60 + 30)).await;
+        let counters = scheduler.counters();
+        let c = &counters["prune"];
+        assert_eq!(c.started.load(Ordering::SeqCst), 3, "12:01, 12:02, 12:03");
+        assert_eq!(c.skipped.load(Ordering::SeqCst), 0);
+        assert!(!c.is_running());
     }
 
     #[tokio::test(start_paused = true)]

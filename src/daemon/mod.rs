@@ -265,6 +265,13 @@ pub async fn run(
     config: Config,
     clock: Arc<dyn Clock>,
 ) -> Result<(), DaemonError> {
+    // Handlers first: until they exist a SIGHUP (a `systemctl reload` queued during
+    // start) would kill the process, and as a container's PID 1 a SIGTERM would be
+    // ignored. Signals that arrive meanwhile wait in the streams.
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut terminate = signal(SignalKind::terminate()).map_err(DaemonError::Signals)?;
+    let mut interrupt = signal(SignalKind::interrupt()).map_err(DaemonError::Signals)?;
+    let mut hangup = signal(SignalKind::hangup()).map_err(DaemonError::Signals)?;
     let settings = config.daemon_settings()?;
     let lock = InstanceLock::acquire(&config.state.path)?;
     tracing::debug!(lock = %lock.path().display(), "instance lock taken");
@@ -315,10 +322,6 @@ pub async fn run(
     tracing::info!(listen = %local, database = %shared.config().state.path.display(), "daemon started");
     notify(&[sd_notify::NotifyState::Ready]);
 
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut terminate = signal(SignalKind::terminate()).map_err(DaemonError::Signals)?;
-    let mut interrupt = signal(SignalKind::interrupt()).map_err(DaemonError::Signals)?;
-    let mut hangup = signal(SignalKind::hangup()).map_err(DaemonError::Signals)?;
     let (_never, quiet) = tokio::sync::watch::channel(false);
     loop {
         let settings = shared.settings();

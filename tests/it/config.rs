@@ -261,6 +261,13 @@ fn durations_parse_in_the_documented_units() {
     assert_eq!(parse_duration("7d"), Ok(Duration::from_secs(7 * 86_400)));
     assert!(parse_duration("30").is_err());
     assert!(parse_duration("fast").is_err());
+    // Date arithmetic beyond chrono's range would panic in a daemon job.
+    assert_eq!(
+        parse_duration("36500d"),
+        Ok(Duration::from_secs(36_500 * 86_400))
+    );
+    let long = parse_duration("100000000d").unwrap_err();
+    assert!(long.contains("longer than 100 years"), "{long}");
 }
 
 #[test]
