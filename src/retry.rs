@@ -72,10 +72,12 @@ where
     op.retry(backoff)
         .when(|e: &E| e.is_transient())
         // backon ends the loop when the backoff is exhausted (`None`); a Retry-After
-        // only stretches a delay that was going to happen anyway.
+        // only stretches a delay that was going to happen anyway. It never shortens
+        // one: `Retry-After: 0`, or a date already past on a skewed clock, would
+        // otherwise send every retry back to back.
         .adjust(move |e: &E, delay| {
             delay.map(|d| match e.retry_after() {
-                Some(asked) => asked.min(max_retry_after).max(d.min(asked)),
+                Some(asked) => asked.min(max_retry_after).max(d),
                 None => d,
             })
         })
@@ -158,6 +160,33 @@ mod tests {
         .await;
         assert!(result.is_err());
         assert_eq!(calls.get(), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_retry_after_of_zero_keeps_the_backoff() {
+        let mut delays = Vec::new();
+        let policy = RetryPolicy {
+            max_retries: 3,
+            min_delay: Duration::from_millis(200),
+            max_delay: Duration::from_secs(5),
+            max_retry_after: Duration::from_secs(60),
+        };
+        let _: Result<(), Failure> = retry(
+            policy,
+            || async {
+                Err(Failure {
+                    transient: true,
+                    retry_after: Some(Duration::ZERO),
+                })
+            },
+            |_, d| delays.push(d),
+        )
+        .await;
+        assert_eq!(delays.len(), 3);
+        assert!(
+            delays.iter().all(|d| *d >= Duration::from_millis(200)),
+            "{delays:?}"
+        );
     }
 
     #[tokio::test]
