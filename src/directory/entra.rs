@@ -11,8 +11,9 @@
 //!   microsoft.graph.user` (nested groups count) for the groups the configuration
 //!   names (scope, mappings, `safety.protected_groups`; every group when it names
 //!   none). With `app_id`, the snapshot keeps only the
-//!   users the app's service principal is assigned to (`appRoleAssignedTo`), group
-//!   assignments expanded through their transitive members.
+//!   users the app's service principal is assigned to (`appRoleAssignedTo`): users
+//!   assigned directly, and the direct members (`/groups/{id}/members`) of assigned
+//!   groups, as Entra does not cascade an assignment to nested groups.
 //! - Throttling: 429 and 503 are retried after `Retry-After`; a request-rate limit
 //!   (`requests_per_second`) keeps a snapshot inside the directory read budget.
 //! - `changes_since`: `users/delta` and `groups/delta` from stored delta links;
@@ -87,6 +88,15 @@ pub struct EntraSettings {
     pub requests_per_second: u32,
     pub timeout: Duration,
     pub retry: RetryPolicy,
+}
+
+/// Which members of a group a read asks for.
+#[derive(Debug, Clone, Copy)]
+enum Membership {
+    /// Through nested groups too: a name the policy scopes or maps by.
+    Transitive,
+    /// Direct members only: what an app assignment of the group covers.
+    Direct,
 }
 
 struct Inner {
@@ -224,10 +234,39 @@ impl EntraSource {
                 &wanted,
                 app_scope.as_ref().map(|(_, app_groups)| app_groups),
             );
-            let members = self.transitive_members(&to_read).await?;
-            Ok::<_, DirectoryError>((wanted, app_scope, to_read, members))
+            // Names count through nesting; an app assignment covers the group's
+            // direct members only ("assignment doesn't cascade to nested groups").
+            let is_assigned = |id: &String| {
+                app_scope
+                    .as_ref()
+                    .is_some_and(|(_, app_groups)| app_groups.contains(id))
+            };
+            let named: Vec<_> = to_read
+                .iter()
+                .filter(|(id, _)| wanted.contains(id))
+                .cloned()
+                .collect();
+            let assigned: Vec<_> = to_read
+                .iter()
+                .filter(|(id, _)| is_assigned(id))
+                .cloned()
+                .collect();
+            let (transitive, direct) = futures::try_join!(
+                self.members(&named, Membership::Transitive),
+                self.members(&assigned, Membership::Direct),
+            )?;
+            let (mut transitive, mut direct) = (transitive.into_iter(), direct.into_iter());
+            let mut members = Vec::with_capacity(to_read.len());
+            let mut assigned_members = Vec::with_capacity(to_read.len());
+            for (id, _) in &to_read {
+                let named = wanted.contains(id).then(|| transitive.next()).flatten();
+                let assigned = is_assigned(id).then(|| direct.next()).flatten();
+                members.push(named.unwrap_or_default());
+                assigned_members.push(assigned.unwrap_or_default());
+            }
+            Ok::<_, DirectoryError>((wanted, app_scope, to_read, members, assigned_members))
         };
-        let (users, (wanted, app_scope, to_read, members)) =
+        let (users, (wanted, app_scope, to_read, members, assigned_members)) =
             futures::try_join!(people, memberships)?;
         let identities = users
             .iter()
@@ -239,6 +278,7 @@ impl EntraSource {
             &members,
             &wanted,
             app_scope.as_ref(),
+            Some(&assigned_members),
         ))
     }
 
@@ -547,10 +587,16 @@ impl EntraSource {
         Ok((users, groups))
     }
 
-    async fn transitive_members(
+    /// The user ids in each of `groups`, through nested groups or directly.
+    async fn members(
         &self,
         groups: &[(String, String)],
+        membership: Membership,
     ) -> Result<Vec<Vec<String>>, DirectoryError> {
+        let relation = match membership {
+            Membership::Transitive => "transitiveMembers",
+            Membership::Direct => "members",
+        };
         let concurrency = self.inner.settings.max_concurrency.max(1);
         // Built before they enter the stream: a closure in the stream's type trips
         // the compiler's Send inference in spawned callers (rust-lang/rust#102211).
@@ -558,17 +604,15 @@ impl EntraSource {
             .iter()
             .map(|(id, _)| async move {
                 let url = format!(
-                    "{}/groups/{}/transitiveMembers/microsoft.graph.user?$select=id&$top={TOP}",
+                    "{}/groups/{}/{relation}/microsoft.graph.user?$select=id&$top={TOP}",
                     self.inner.api,
                     encode_component(id)
                 );
+                let endpoint = format!("GET /v1.0/groups/{{id}}/{relation}");
                 let members = self.list(url).await?;
                 members
                     .iter()
-                    .map(|m| {
-                        required_str(m, "id", "GET /v1.0/groups/{id}/transitiveMembers")
-                            .map(str::to_owned)
-                    })
+                    .map(|m| required_str(m, "id", &endpoint).map(str::to_owned))
                     .collect::<Result<Vec<_>, _>>()
             })
             .collect();

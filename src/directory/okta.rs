@@ -271,6 +271,8 @@ impl OktaSource {
             &members,
             &wanted,
             app_scope.as_ref(),
+            // Okta groups do not nest: members are direct.
+            None,
         ))
     }
 

@@ -459,14 +459,17 @@ pub(super) fn groups_to_read(
 /// listed twice is kept once, the first time), the member ids of each group of
 /// `read` (`members[i]` of `read[i]`), the ids of the groups whose names count
 /// (`wanted`), and with an app its direct (user, group) assignments: then only
-/// people assigned directly or through an assigned group are in scope. Sorted by
-/// id, each identity's groups sorted and unique.
+/// people assigned directly or through an assigned group are in scope. An
+/// assigned group's people are `assigned_members[i]` when given (a provider whose
+/// `members` are transitive, where an assignment covers only direct members),
+/// else `members[i]`. Sorted by id, each identity's groups sorted and unique.
 pub(super) fn assemble_snapshot(
     identities: Vec<Identity>,
     read: &[(String, String)],
     members: &[Vec<String>],
     wanted: &HashSet<String>,
     app_scope: Option<&(HashSet<String>, HashSet<String>)>,
+    assigned_members: Option<&[Vec<String>]>,
 ) -> DirectorySnapshot {
     let mut seen = HashSet::new();
     let mut identities: Vec<Identity> = identities
@@ -475,16 +478,17 @@ pub(super) fn assemble_snapshot(
         .collect();
     let mut groups_of: HashMap<&str, Vec<String>> = HashMap::new();
     let mut via_app_groups: HashSet<&str> = HashSet::new();
-    for ((id, name), member_ids) in read.iter().zip(members) {
-        let counts = wanted.contains(id);
-        let assigned = app_scope.is_some_and(|(_, app_groups)| app_groups.contains(id));
-        for member in member_ids {
-            if counts {
+    for (i, ((id, name), member_ids)) in read.iter().zip(members).enumerate() {
+        if wanted.contains(id) {
+            for member in member_ids {
                 groups_of.entry(member).or_default().push(name.clone());
             }
-            if assigned {
-                via_app_groups.insert(member);
-            }
+        }
+        if app_scope.is_some_and(|(_, app_groups)| app_groups.contains(id)) {
+            let assigned = assigned_members
+                .and_then(|direct| direct.get(i))
+                .unwrap_or(member_ids);
+            via_app_groups.extend(assigned.iter().map(String::as_str));
         }
     }
     for identity in &mut identities {

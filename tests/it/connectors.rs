@@ -132,6 +132,7 @@ pub fn graph_tenant(data: &Synth, page_size: usize) -> FakeGraph {
     FakeGraph {
         users,
         groups,
+        direct: std::collections::HashMap::new(),
         page_size,
         assignments: Vec::new(),
     }

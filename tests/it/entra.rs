@@ -82,7 +82,11 @@ pub fn graph_page(req: &Request, base: &str, items: &[Value], size: usize) -> Re
 #[derive(Clone)]
 pub struct FakeGraph {
     pub users: Vec<Value>,
+    /// Each group with its transitive members.
     pub groups: Vec<(Value, Vec<String>)>,
+    /// Group ids whose direct members are fewer than the transitive ones (the
+    /// rest came through a nested group); other groups' are the same.
+    pub direct: HashMap<String, Vec<String>>,
     pub page_size: usize,
     /// (principalId, principalType)
     pub assignments: Vec<(String, &'static str)>,
@@ -152,6 +156,19 @@ impl FakeGraph {
                     (g["id"].as_str().unwrap().to_owned(), users)
                 })
                 .collect();
+            let direct: HashMap<String, Vec<Value>> = members
+                .iter()
+                .map(|(id, users)| {
+                    let users = match self.direct.get(id) {
+                        Some(ids) => ids
+                            .iter()
+                            .map(|id| json!({"@odata.type": "#microsoft.graph.user", "id": id}))
+                            .collect(),
+                        None => users.clone(),
+                    };
+                    (id.clone(), users)
+                })
+                .collect();
             let b = base.clone();
             Mock::given(method("GET"))
                 .and(path_regex(
@@ -160,6 +177,17 @@ impl FakeGraph {
                 .respond_with(move |req: &Request| {
                     let id = req.url.path().split('/').nth(3).unwrap();
                     graph_page(req, &b, &members[id], size)
+                })
+                .mount(server)
+                .await;
+            let b = base.clone();
+            Mock::given(method("GET"))
+                .and(path_regex(
+                    r"^/v1.0/groups/[^/]+/members/microsoft.graph.user$",
+                ))
+                .respond_with(move |req: &Request| {
+                    let id = req.url.path().split('/').nth(3).unwrap();
+                    graph_page(req, &b, &direct[id], size)
                 })
                 .mount(server)
                 .await;
@@ -260,6 +288,7 @@ pub fn small_tenant() -> FakeGraph {
     FakeGraph {
         users,
         groups,
+        direct: HashMap::new(),
         page_size: 2,
         assignments: Vec::new(),
     }
@@ -374,6 +403,35 @@ async fn app_scope_expands_group_assignments() {
     let snapshot = EntraSource::new(s).snapshot().await.unwrap();
     let ids: Vec<&str> = snapshot.identities.iter().map(|i| i.id.as_str()).collect();
     assert_eq!(ids, vec!["a1", "a2", "a4"]);
+}
+
+/// An app assignment of a group covers its direct members only: Entra does not
+/// cascade it to nested groups. dee is in "Taskade Editors" (g2) only through a
+/// nested group, so with g2 assigned she is not in the app's scope; the group's
+/// name still reaches its nested members for the policy.
+#[tokio::test]
+async fn app_scope_counts_direct_members_of_assigned_groups_only() {
+    let server = MockServer::start().await;
+    let mut tenant = small_tenant();
+    tenant.assignments = vec![("a2".into(), "User"), ("g2".into(), "Group")];
+    tenant.direct.insert("g2".into(), vec!["a1".into()]);
+    tenant.mount(&server).await;
+    let mut s = settings(&server, secret());
+    s.app_id = Some("app-client-id".into());
+    let snapshot = EntraSource::new(s).snapshot().await.unwrap();
+    let ids: Vec<&str> = snapshot.identities.iter().map(|i| i.id.as_str()).collect();
+    assert_eq!(
+        ids,
+        vec!["a1", "a2"],
+        "dee is assigned through nesting only"
+    );
+
+    // Without app scope, dee still carries g2's name through the nesting.
+    let mut s = settings(&server, secret());
+    s.other_groups = vec!["Taskade Editors".into()];
+    let snapshot = EntraSource::new(s).snapshot().await.unwrap();
+    let dee = snapshot.identities.iter().find(|i| i.id == "a4").unwrap();
+    assert_eq!(dee.groups, ["Taskade Editors"]);
 }
 
 #[tokio::test]
