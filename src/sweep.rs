@@ -22,6 +22,7 @@ use chrono::{DateTime, Duration, Utc};
 use futures::StreamExt;
 
 use crate::apply;
+use crate::circuit::{Breaker, CircuitState};
 use crate::config::Config;
 use crate::directory::{Directory, DirectoryChanges};
 use crate::guard;
@@ -368,17 +369,17 @@ pub async fn enforce(
         let plan = guard::guard(plan, &read, &config.guard_settings(), &input);
         let run_id = lock(store)?.begin_run(RunKind::Sweep, now)?;
         outcome.run_id = Some(run_id);
-        let result = apply_sweep(client, store, run_id, &plan, concurrency).await;
+        let result = apply_sweep(config, client, store, run_id, &plan, now).await;
         let finished = Utc::now().max(now);
         let mut guard = lock(store)?;
         match &result {
-            Ok(()) => guard.finish_run(run_id, finished, RunStatus::Succeeded, None)?,
+            Ok(_) => guard.finish_run(run_id, finished, RunStatus::Succeeded, None)?,
             Err(e) => {
                 guard.finish_run(run_id, finished, RunStatus::Failed, Some(&e.to_string()))?
             }
         }
         drop(guard);
-        result?;
+        let blocked = result?;
         let journal = lock(store)?.journal(run_id)?;
         let verified_at = Utc::now().max(now);
         let mut store = lock(store)?;
@@ -397,6 +398,17 @@ pub async fn enforce(
                     let why = hold_reason(&row.action);
                     store.deprovision_held(entry.id, &why, now + HOLD_RECHECK)?;
                     outcome.held += 1;
+                }
+                ActionState::Planned if blocked.is_some() => {
+                    if let Some(circuit) = &blocked {
+                        let until = match circuit {
+                            CircuitState::Open { until, .. } => *until,
+                            _ => now + HOLD_RECHECK,
+                        };
+                        let why = format!("not sent: the circuit breaker is {circuit}");
+                        store.deprovision_failed(entry.id, &why, until)?;
+                    }
+                    outcome.failed += 1;
                 }
                 ActionState::Failed | ActionState::Planned | ActionState::InFlight => {
                     let error = row.last_error.as_deref().unwrap_or("not applied");
@@ -425,19 +437,45 @@ pub async fn enforce(
     Ok(outcome)
 }
 
+/// Applies a sweep's plan through the circuit breaker, as a reconcile's: while it
+/// is open nothing is sent (the breaker state is returned), and the sweep's own
+/// failures count towards opening it.
 async fn apply_sweep(
+    config: &Config,
     client: &ScimClient,
     store: &Arc<Mutex<Store>>,
     run_id: RunId,
     plan: &Plan,
-    concurrency: usize,
-) -> Result<(), RunError> {
+    now: DateTime<Utc>,
+) -> Result<Option<CircuitState>, RunError> {
     lock(store)?.save_plan(run_id, plan, Utc::now())?;
-    if plan.runnable().next().is_some() {
-        // A handful of accounts: one re-read each is always cheaper than a listing.
-        apply::apply(client, store, run_id, plan, concurrency, usize::MAX).await?;
+    if plan.runnable().next().is_none() {
+        return Ok(None);
     }
-    Ok(())
+    let (before, _) = crate::safety::circuit_state(&*lock(store)?, config, now)?;
+    if !before.allows_writes() {
+        tracing::warn!(circuit = %before, "circuit breaker open: the sweep sends nothing");
+        return Ok(Some(before));
+    }
+    // A handful of accounts: one re-read each is always cheaper than a listing.
+    let summary = apply::apply_with_breaker(
+        client,
+        store,
+        run_id,
+        plan,
+        config.workspace.max_concurrency.max(1),
+        usize::MAX,
+        Breaker::new(config.circuit_settings()),
+    )
+    .await?;
+    crate::safety::record_circuit(
+        &mut *lock(store)?,
+        before,
+        &summary,
+        &config.circuit_settings(),
+        now,
+    )?;
+    Ok(None)
 }
 
 /// The same-day deprovisioning SLA as configured (`daemon.sla`, else one hour):

@@ -863,3 +863,77 @@ async fn an_account_that_cannot_be_read_does_not_stop_the_other_deprovisions() {
         "{bad:?}"
     );
 }
+
+/// While the circuit breaker is open the sweep sends nothing either: the leaver's
+/// episode stays open with the reason and waits for the cool-down; once the
+/// breaker is closed the next pass deactivates them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sweep_sends_nothing_while_the_circuit_breaker_is_open() {
+    use seatwarden::workspace::ScimClient;
+
+    let (sandbox, dir, config) = reconciled_demo().await;
+    let directory_path = dir.path().join("directory.json");
+    let full: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&directory_path).unwrap()).unwrap();
+    let mut users = full["users"].as_array().unwrap().clone();
+    let workspace = sandbox.snapshot();
+    let leaver = active_non_owner(&users, &workspace);
+    let leaver_id = users.remove(leaver)["id"].as_str().unwrap().to_owned();
+    std::fs::write(
+        &directory_path,
+        serde_json::json!({ "users": users }).to_string(),
+    )
+    .unwrap();
+    let account_active = || {
+        sandbox
+            .snapshot()
+            .accounts
+            .into_iter()
+            .find(|a| a.external_id.as_deref() == Some(leaver_id.as_str()))
+            .unwrap()
+            .active
+    };
+    let store = std::sync::Arc::new(std::sync::Mutex::new(
+        Store::open(&config.state.path).unwrap(),
+    ));
+    store
+        .lock()
+        .unwrap()
+        .set_circuit(&seatwarden::circuit::CircuitRecord {
+            opened_at: Some(chrono::Utc::now()),
+            reason: Some("16 of the last 20 writes failed".into()),
+            failures: Vec::new(),
+        })
+        .unwrap();
+    let client = ScimClient::new(config.scim_settings().unwrap()).unwrap();
+    let directory = config.directory();
+    let writes = sandbox.stats().writes;
+
+    let outcome = sweep_now(&config, &directory, &client, &store).await;
+    assert_eq!((outcome.enforced, outcome.failed), (0, 1), "{outcome:?}");
+    assert!(account_active());
+    assert_eq!(sandbox.stats().writes, writes, "nothing sent");
+    let open = store.lock().unwrap().open_deprovisions().unwrap();
+    let episode = open.iter().find(|e| e.identity_id == leaver_id).unwrap();
+    assert!(
+        episode
+            .last_error
+            .as_deref()
+            .unwrap_or("")
+            .contains("circuit breaker is open"),
+        "{episode:?}"
+    );
+
+    store
+        .lock()
+        .unwrap()
+        .set_circuit(&seatwarden::circuit::CircuitRecord::default())
+        .unwrap();
+    let retried =
+        seatwarden::sweep::enforce(&config, &client, &store, episode.next_attempt_at.unwrap())
+            .await
+            .unwrap();
+    assert_eq!(retried.enforced, 1, "{retried:?}");
+    assert!(!account_active());
+    sandbox.shutdown().await;
+}
