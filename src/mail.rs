@@ -221,12 +221,27 @@ impl Mailer {
             .map_err(|e| MailError::Smtp {
                 host: self.host.clone(),
                 port: self.port,
-                // 5xx and malformed requests will fail the same way again; anything
-                // else (refused connection, timeout, TLS, 4xx) may pass later.
-                transient: !(e.is_permanent() || e.is_client()),
+                // A 5xx about this message will fail the same way again; anything
+                // else (refused connection, timeout, TLS, 4xx) may pass later, and
+                // so may a relay that refuses us rather than the message (a
+                // rotated password, a lost STARTTLS): the message must survive
+                // until the configuration is fixed.
+                transient: relay_refused(&e) || !(e.is_permanent() || e.is_client()),
                 message: e.to_string(),
             })
     }
+}
+
+/// Whether the relay refused the session rather than the message: a failure on
+/// our side of the protocol (no STARTTLS offered, no usable authentication
+/// mechanism) or an authentication reply (530 authentication required, 534
+/// mechanism too weak, 535 credentials invalid, 538 encryption required). Every
+/// message would fail the same way until the configuration is fixed.
+fn relay_refused(error: &lettre::transport::smtp::Error) -> bool {
+    error.is_client()
+        || error
+            .status()
+            .is_some_and(|code| matches!(u16::from(code), 530 | 534 | 535 | 538))
 }
 
 /// The message as sent: multipart/alternative (text, then HTML), with a
