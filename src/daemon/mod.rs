@@ -458,6 +458,10 @@ async fn run_job(shared: Arc<Shared>, name: &'static str) {
         match Store::open(&config.state.path) {
             Ok(mut store) => {
                 notifier.after_job(&mut store, name, failures, error.as_deref(), finished);
+                // Overdue deprovisions alert from the ledger after every job, failed
+                // ones included: a sweep that cannot reach the workspace is exactly
+                // when they must not go unreported.
+                notifier.after_deprovisioning(&mut store, finished);
                 // Whatever this job queued goes out now; failures keep their backoff.
                 notifier.deliver(&mut store, finished).await;
             }
@@ -527,9 +531,6 @@ async fn reconcile_job(
     if let Some(notifier) = notifier {
         notifier.after_reconcile(&mut store, &outcome.report, now);
     }
-    if let Some(notifier) = notifier {
-        notifier.after_deprovisioning(&mut store, &[], now);
-    }
     Ok(())
 }
 
@@ -572,7 +573,6 @@ async fn sweep_job(
                 now,
             );
         }
-        notifier.after_deprovisioning(&mut store, &outcome.escalated, now);
     }
     if outcome.detected + outcome.enforced + outcome.failed + outcome.held > 0 {
         tracing::info!(

@@ -171,15 +171,21 @@ impl Notifier {
         }
     }
 
-    /// Raises an alert per newly escalated deprovision, and resolves the alerts of
-    /// people whose deprovision is no longer overdue (verified or cancelled).
-    pub fn after_deprovisioning(
-        &self,
-        store: &mut Store,
-        escalated: &[LedgerEntry],
-        now: DateTime<Utc>,
-    ) {
-        for entry in escalated {
+    /// Raises the alert of every deprovision overdue at `now`, from the ledger as
+    /// it stands (the alert table's quiet period makes that one message, then a
+    /// reminder per quiet period while it stays overdue), and resolves the alerts
+    /// of people whose deprovision is no longer overdue (verified or cancelled).
+    /// Derived from the ledger, not from what one job escalated, so an alert a
+    /// failed job or a mail configuration that was unusable at the time could not
+    /// queue is queued by the next call.
+    pub fn after_deprovisioning(&self, store: &mut Store, now: DateTime<Utc>) {
+        let Ok(open) = store.open_deprovisions() else {
+            return;
+        };
+        for entry in open
+            .iter()
+            .filter(|e| e.state(now) == crate::sla::EntryState::Overdue)
+        {
             self.raise(
                 store,
                 &AlertCondition::OverdueDeprovision {
@@ -190,7 +196,7 @@ impl Notifier {
                 now,
             );
         }
-        let (Ok(active), Ok(open)) = (store.active_alerts(), store.open_deprovisions()) else {
+        let Ok(active) = store.active_alerts() else {
             return;
         };
         for record in active {
