@@ -563,16 +563,16 @@ async fn sweep_job(
             .record(latency.as_seconds_f64());
     }
     metrics::counter!("seatwarden_retries_total").increment(client.stats().retries);
-    if let (Some(notifier), Ok(mut store)) = (notifier, store.lock()) {
-        if let Some(fault) = &outcome.source_fault {
-            notifier.raise(
-                &mut store,
-                &crate::alert::AlertCondition::DirectorySnapshotRejected {
-                    reason: fault.clone(),
-                },
-                now,
-            );
-        }
+    if let (Some(notifier), Some(fault), Ok(mut store)) =
+        (notifier, &outcome.source_fault, store.lock())
+    {
+        notifier.raise(
+            &mut store,
+            &crate::alert::AlertCondition::DirectorySnapshotRejected {
+                reason: fault.clone(),
+            },
+            now,
+        );
     }
     if outcome.detected + outcome.enforced + outcome.failed + outcome.held > 0 {
         tracing::info!(
