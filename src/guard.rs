@@ -447,27 +447,33 @@ pub fn hold_dependents(mut plan: Plan) -> Plan {
 /// Only existing active Owners count: a planned promotion or reactivation may still
 /// fail at apply time, so it must not license removing the Owner we have.
 fn hold_last_owner(plan: &mut Plan, workspace: &WorkspaceSnapshot) {
-    // Account id → (lowest seq, indices, is an Owner) of the runnable actions that
-    // would remove it (as an Owner, if it is one).
-    let mut removals: FxHashMap<&str, (u32, Vec<usize>, bool)> = FxHashMap::default();
+    // Account id → (whether it is deprovisioned, lowest seq, indices, is an
+    // Owner) of the runnable actions that would remove it (as an Owner, if it is
+    // one).
+    let mut removals: FxHashMap<&str, (bool, u32, Vec<usize>, bool)> = FxHashMap::default();
     for (index, action) in plan.actions.iter().enumerate() {
         if action.held.is_some() {
             continue;
         }
-        let removed = match &action.kind {
+        let (removed, deprovision) = match &action.kind {
             ActionKind::Deactivate { account_id } | ActionKind::Delete { account_id } => {
-                Some(account_id)
+                (Some(account_id), true)
             }
-            ActionKind::SetRole { account_id, to, .. } if *to != Role::Owner => Some(account_id),
-            _ => None,
+            ActionKind::SetRole { account_id, to, .. } if *to != Role::Owner => {
+                (Some(account_id), false)
+            }
+            _ => (None, false),
         };
         if let Some(account_id) = removed {
-            let entry =
-                removals
-                    .entry(account_id.as_str())
-                    .or_insert((action.seq, Vec::new(), false));
-            entry.0 = entry.0.min(action.seq);
-            entry.1.push(index);
+            let entry = removals.entry(account_id.as_str()).or_insert((
+                false,
+                action.seq,
+                Vec::new(),
+                false,
+            ));
+            entry.0 |= deprovision;
+            entry.1 = entry.1.min(action.seq);
+            entry.2.push(index);
         }
     }
     // Every Owner would go only if each one has a removal; the first Owner without
@@ -477,7 +483,7 @@ fn hold_last_owner(plan: &mut Plan, workspace: &WorkspaceSnapshot) {
         if account.active && account.is_owner() {
             any_owner = true;
             match removals.get_mut(account.id.as_str()) {
-                Some(entry) => entry.2 = true,
+                Some(entry) => entry.3 = true,
                 None => return,
             }
         }
@@ -485,12 +491,14 @@ fn hold_last_owner(plan: &mut Plan, workspace: &WorkspaceSnapshot) {
     if !any_owner {
         return;
     }
-    // Keep the Owner whose removal comes first in the plan (ties: lowest account id).
+    // Keep an Owner who stays (only demoted) rather than one who leaves: holding a
+    // leaver's deactivation would keep access for the very person who should lose
+    // it. Then the removal that comes first in the plan, then the lowest id.
     let keep = removals
         .iter()
-        .filter(|(_, (_, _, owner))| *owner)
-        .min_by_key(|(id, (seq, _, _))| (*seq, **id))
-        .map(|(_, (_, indices, _))| indices.clone())
+        .filter(|(_, (_, _, _, owner))| *owner)
+        .min_by_key(|(id, (deprovision, seq, _, _))| (*deprovision, *seq, **id))
+        .map(|(_, (_, _, indices, _))| indices.clone())
         .unwrap_or_default();
     for index in keep {
         if let Some(action) = plan.actions.get_mut(index) {
@@ -1048,6 +1056,26 @@ mod tests {
         ]);
         let out = guard(both, &workspace, &generous(), &COMPLETE);
         assert_eq!(held(&out), [None, Some(HoldReason::LastOwner), None, None]);
+    }
+
+    /// One Owner leaves, the other is demoted and stays: the demotion is held, so
+    /// the leaver loses access and the workspace keeps an active Owner.
+    #[test]
+    fn the_last_owner_kept_is_one_who_stays() {
+        let workspace = WorkspaceSnapshot {
+            accounts: vec![account("o1", "Owner", true), account("o2", "Owner", true)],
+            groups: vec![],
+        };
+        let plan = plan_of(vec![
+            deactivate("o1"),
+            ActionKind::SetRole {
+                account_id: "o2".into(),
+                from: vec!["Owner".into()],
+                to: Role::Editor,
+            },
+        ]);
+        let out = guard(plan, &workspace, &generous(), &COMPLETE);
+        assert_eq!(held(&out), [None, Some(HoldReason::LastOwner)]);
     }
 
     #[test]
