@@ -52,7 +52,8 @@ const ID_FILTER_BYTES: usize = 1800;
 pub enum RoleAttribute {
     /// The multi-valued core `roles` attribute.
     Roles,
-    /// Roles are not written (nor read).
+    /// Roles are not written; the core `roles` are read when sent, only so the
+    /// last-Owner rule knows the Owners.
     None,
     /// A single-valued extension attribute, e.g.
     /// `urn:ietf:params:scim:schemas:extension:taskade:2.0:User:role`.

@@ -288,8 +288,11 @@ fn role_values(v: &Value) -> Vec<String> {
 
 fn roles(v: &Value, role_attribute: &RoleAttribute) -> Vec<String> {
     match role_attribute {
-        RoleAttribute::None => Vec::new(),
-        RoleAttribute::Roles => attr(v, "roles").map(role_values).unwrap_or_default(),
+        // Roles are not managed, but the core `roles` are still read when the
+        // provider sends them: the last-Owner rule must see who is an Owner.
+        RoleAttribute::None | RoleAttribute::Roles => {
+            attr(v, "roles").map(role_values).unwrap_or_default()
+        }
         RoleAttribute::Extension { schema, attribute } => attr(v, schema)
             .and_then(|ext| attr(ext, attribute))
             .map(role_values)
@@ -792,6 +795,46 @@ mod tests {
         let a = account("GET /Users/1", &v, &RoleAttribute::Roles).unwrap();
         assert!(a.active, "absent active means active");
         assert_eq!(a.email.as_deref(), Some("p@o"));
+    }
+
+    /// Roles not managed (`role_attribute = "none"`) are still read, so the guard
+    /// knows the Owners and never deactivates the last one.
+    #[test]
+    fn unmanaged_roles_are_still_read_for_the_last_owner_rule() {
+        let v = json!({"id": "1", "userName": "a", "roles": [{"value": "Owner"}]});
+        let owner = account("GET /Users/1", &v, &RoleAttribute::None).unwrap();
+        assert!(owner.is_owner());
+        let plan = crate::model::Plan {
+            actions: vec![crate::model::Action {
+                seq: 0,
+                kind: crate::model::ActionKind::Deactivate {
+                    account_id: "1".into(),
+                },
+                reason: crate::model::DriftKind::StaleAccess,
+                subject: "a".into(),
+                identity_id: None,
+                detail: String::new(),
+                held: None,
+            }],
+            ..crate::model::Plan::default()
+        };
+        let workspace = crate::model::WorkspaceSnapshot {
+            accounts: vec![owner],
+            groups: vec![],
+        };
+        let out = crate::guard::guard(
+            plan,
+            &workspace,
+            &crate::guard::GuardSettings::default(),
+            &crate::guard::GuardInput {
+                directory_complete: true,
+                ..crate::guard::GuardInput::default()
+            },
+        );
+        assert_eq!(
+            out.actions[0].held,
+            Some(crate::model::HoldReason::LastOwner)
+        );
     }
 
     #[test]
