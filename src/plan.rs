@@ -1167,8 +1167,11 @@ impl<'p, 'a: 'p> Planner<'p, 'a> {
                 }
                 None => "identity is not in the desired state".to_owned(),
             };
+            // A suspension is usually temporary (leave, a locked account): it
+            // deactivates, never deletes, whatever `deprovision.action` says.
+            let suspended = reason == Some(InactiveReason::Suspended);
             for account in primary.into_iter().chain(dupes.iter().map(|d| d.0)) {
-                self.revoke(identity_id, subject, account, &why);
+                self.revoke(identity_id, subject, account, &why, suspended);
             }
         }
     }
@@ -1285,12 +1288,19 @@ impl<'p, 'a: 'p> Planner<'p, 'a> {
     }
 
     /// An account of a person who must not have access.
-    fn revoke(&mut self, identity_id: &str, subject: &str, account: &'a Account, why: &str) {
+    fn revoke(
+        &mut self,
+        identity_id: &str,
+        subject: &str,
+        account: &'a Account,
+        why: &str,
+        suspended: bool,
+    ) {
         if self.protected(&account.user_name) {
             self.untouchable(account);
             return;
         }
-        let delete = self.settings.deprovision == DeprovisionAction::Delete;
+        let delete = self.settings.deprovision == DeprovisionAction::Delete && !suspended;
         if !account.active && !delete {
             return;
         }
@@ -1992,8 +2002,8 @@ mod tests {
     #[test]
     fn already_inactive_accounts_are_left_unless_deprovisioning_deletes() {
         let mut fx = Fx::new();
-        fx.identities = vec![ident("s", IdentityStatus::Suspended, &[])];
-        fx.accounts = vec![acct("1", "s")];
+        fx.identities = vec![ident("d", IdentityStatus::Deprovisioned, &[])];
+        fx.accounts = vec![acct("1", "d")];
         fx.accounts[0].active = false;
         assert!(fx.plan().actions.is_empty());
         fx.settings.deprovision = DeprovisionAction::Delete;
@@ -2005,6 +2015,24 @@ mod tests {
             }]
         );
         assert!(fx.replan().is_empty());
+    }
+
+    /// A suspension is usually temporary: even when deprovisioning deletes, a
+    /// suspended person's account is deactivated, never deleted.
+    #[test]
+    fn a_suspended_identity_is_deactivated_even_when_deprovisioning_deletes() {
+        let mut fx = Fx::new();
+        fx.settings.deprovision = DeprovisionAction::Delete;
+        fx.identities = vec![ident("s", IdentityStatus::Suspended, &[])];
+        fx.accounts = vec![acct("1", "s")];
+        assert_eq!(
+            kinds(&fx.plan()),
+            [&ActionKind::Deactivate {
+                account_id: "1".into()
+            }]
+        );
+        fx.accounts[0].active = false;
+        assert!(fx.plan().actions.is_empty());
     }
 
     #[test]

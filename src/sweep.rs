@@ -328,9 +328,12 @@ pub async fn enforce(
             continue;
         }
         let account_id = account.id.clone();
+        // As in the plan: a suspension deactivates, never deletes.
         let kind = match config.deprovision.action {
-            DeprovisionAction::Deactivate => ActionKind::Deactivate { account_id },
-            DeprovisionAction::Delete => ActionKind::Delete { account_id },
+            DeprovisionAction::Delete if entry.reason != LossReason::Suspended => {
+                ActionKind::Delete { account_id }
+            }
+            _ => ActionKind::Deactivate { account_id },
         };
         let seq = u32::try_from(plan.actions.len()).unwrap_or(u32::MAX);
         let detail = format!("{}; due {}", entry.reason, entry.due_at.to_rfc3339());
