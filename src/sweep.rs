@@ -609,7 +609,27 @@ pub fn record_deprovisions(
             })
         })
         .collect();
-    let current = store.current_deprovisions()?;
+    let mut current = store.current_deprovisions()?;
+    // A planned deactivation means the account was active again: an episode
+    // verified earlier is over (the person came back, or someone re-enabled the
+    // account, unseen by any sweep), and this is a new one. Without this the
+    // verified episode would stand in for it, and a held or failed deactivation
+    // would be in no episode: not overdue, never alerted.
+    let reactivated: Vec<String> = deprovisions
+        .iter()
+        .filter(|row| matches!(row.action.kind, ActionKind::Deactivate { .. }))
+        .filter_map(|row| row.action.identity_id.clone())
+        .filter(|identity| {
+            current.iter().any(|e| {
+                &e.identity_id == identity && e.verified_at.is_some() && e.returned_at.is_none()
+            })
+        })
+        .collect();
+    if !reactivated.is_empty() {
+        let returned = sla::observe(&current, &[], &reactivated, detected_at, sla);
+        store.update_ledger(&returned, detected_at)?;
+        current = store.current_deprovisions()?;
+    }
     let changes = sla::observe(&current, &leavers, &[], detected_at, sla);
     store.update_ledger(&changes, now)?;
     let open = store.open_deprovisions()?;

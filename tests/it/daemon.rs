@@ -948,3 +948,65 @@ async fn the_sweep_sends_nothing_while_the_circuit_breaker_is_open() {
     assert!(!account_active());
     sandbox.shutdown().await;
 }
+
+/// A person whose deprovision was verified, whose account then came back (a
+/// rehire seen only by a reconcile, or an admin re-enabling it by hand), and who
+/// is deprovisioned again: the reconcile's new deactivation, held here, is a new
+/// episode, open and overdue in time, not hidden behind the old verified one.
+#[test]
+fn a_second_deprovision_after_the_account_came_back_is_a_new_episode() {
+    use chrono::{Duration as Minutes, TimeZone, Utc};
+    use seatwarden::model::{Action, ActionKind, DriftKind, HoldReason, Plan};
+    use seatwarden::sla::{self, Leaver, LossReason};
+    use seatwarden::store::RunKind;
+
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = Store::open(&dir.path().join("state.db")).unwrap();
+    let t0 = Utc.with_ymd_and_hms(2026, 11, 2, 9, 0, 0).unwrap();
+    let leaver = Leaver {
+        identity_id: "00u1".into(),
+        account_id: Some("acc-1".into()),
+        user_name: "ada@example.com".into(),
+        reason: LossReason::Deleted,
+    };
+    let changes = sla::observe(&[], &[leaver], &[], t0, Minutes::hours(1));
+    store.update_ledger(&changes, t0).unwrap();
+    let first = store.open_deprovisions().unwrap()[0].id;
+    store
+        .deprovision_verified(first, t0 + Minutes::minutes(5))
+        .unwrap();
+    assert!(store.open_deprovisions().unwrap().is_empty());
+
+    // Weeks later a reconcile finds the account active again and must deactivate
+    // it; the guard holds that (she is the last Owner, say).
+    let t1 = t0 + Minutes::days(20);
+    let run = store.begin_run(RunKind::Reconcile, t1).unwrap();
+    let plan = Plan {
+        actions: vec![Action {
+            seq: 0,
+            kind: ActionKind::Deactivate {
+                account_id: "acc-1".into(),
+            },
+            reason: DriftKind::StaleAccess,
+            subject: "ada@example.com".into(),
+            identity_id: Some("00u1".into()),
+            detail: "identity was deleted from the directory; account is still active".into(),
+            held: Some(HoldReason::LastOwner),
+        }],
+        ..Plan::default()
+    };
+    store.save_plan(run, &plan, t1).unwrap();
+    seatwarden::sweep::record_deprovisions(&mut store, run, t1, t1, Minutes::hours(1)).unwrap();
+    let open = store.open_deprovisions().unwrap();
+    assert_eq!(open.len(), 1, "{open:?}");
+    assert_ne!(open[0].id, first);
+    assert_eq!(open[0].detected_at, t1);
+    assert!(open[0].held.is_some(), "{:?}", open[0]);
+    let history = store.deprovision_history("00u1", 10).unwrap();
+    assert!(
+        history
+            .iter()
+            .any(|e| e.id == first && e.returned_at.is_some()),
+        "{history:?}"
+    );
+}
