@@ -375,6 +375,9 @@ pub fn redelivery_delay(attempts: u32) -> Duration {
     Duration::from_secs((minutes * 60).min(3600))
 }
 
+/// How long a sender holds a message it is sending (see [`Store::claim_message`]).
+const CLAIM: chrono::Duration = chrono::Duration::minutes(10);
+
 /// Sends every message due at `now`, oldest first, until one fails transiently
 /// (the others stay due). Store errors stop the call; delivery errors are recorded
 /// on their rows.
@@ -386,6 +389,10 @@ pub async fn deliver_due(
 ) -> Result<Delivery, StoreError> {
     let mut delivery = Delivery::default();
     for entry in store.due_messages(now, 100)? {
+        // Longer than a send with all its retries can take.
+        if !store.claim_message(entry.id, now, now + CLAIM)? {
+            continue;
+        }
         let outcome = retry::retry(
             policy,
             || mailer.send(&entry),

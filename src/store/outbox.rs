@@ -254,12 +254,32 @@ impl Store {
             .context(|| "reading outbox".to_owned())
     }
 
+    /// Takes a due message for one sender until `until`: false when another
+    /// sender (a job beside this one, `seatwarden send-mail` in a shell) took it
+    /// first, so one message is not sent twice. A sender that dies holding it
+    /// leaves it to be sent again once `until` has passed.
+    pub fn claim_message(
+        &mut self,
+        id: OutboxId,
+        now: DateTime<Utc>,
+        until: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        self.conn
+            .prepare_cached(
+                "UPDATE outbox SET next_attempt_at = ?3
+                 WHERE id = ?1 AND state = 'pending' AND next_attempt_at <= ?2",
+            )
+            .and_then(|mut stmt| stmt.execute(params![id, ts(now), ts(until)]))
+            .map(|changed| changed == 1)
+            .context(|| format!("claiming message {id} in outbox"))
+    }
+
     /// The server accepted the message.
     pub fn mark_message_sent(&mut self, id: OutboxId, at: DateTime<Utc>) -> Result<(), StoreError> {
         self.conn
             .prepare_cached(
                 "UPDATE outbox SET state = 'sent', sent_at = ?2, attempts = attempts + 1
-                 WHERE id = ?1",
+                 WHERE id = ?1 AND state = 'pending'",
             )
             .and_then(|mut stmt| stmt.execute(params![id, ts(at)]))
             .context(|| format!("marking message {id} sent in outbox"))?;
@@ -282,7 +302,7 @@ impl Store {
             .prepare_cached(
                 "UPDATE outbox SET state = ?2, attempts = attempts + 1, last_error = ?3,
                         next_attempt_at = coalesce(?4, next_attempt_at)
-                 WHERE id = ?1",
+                 WHERE id = ?1 AND state = 'pending'",
             )
             .and_then(|mut stmt| stmt.execute(params![id, state.as_str(), error, next]))
             .context(|| format!("recording a failed attempt of message {id} in outbox"))?;

@@ -249,6 +249,59 @@ async fn an_unreachable_server_leaves_the_message_pending_with_backoff() {
     assert_eq!(store.outbox().unwrap()[0].next_attempt_at, at(8, 3));
 }
 
+/// A message another sender has taken (a job beside this one, `send-mail` from a
+/// shell) is not sent again by this one, and its state is not overwritten; once
+/// the other sender's claim has lapsed (it died), the message is due again.
+#[tokio::test]
+async fn a_message_another_sender_took_is_not_sent_twice() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state.db");
+    let mut store = Store::open(&path).unwrap();
+    let settings = plain_settings(closed_port());
+    let mailer = Mailer::new(&settings).unwrap();
+    let id = mail::queue(
+        &mut store,
+        &settings,
+        OutboxKind::Alert,
+        "subject",
+        "text",
+        "<p>html</p>",
+        at(8, 0),
+    )
+    .unwrap();
+    let mut other = Store::open(&path).unwrap();
+    // Two senders at once, both finding the message due: one attempts it.
+    let (a, b) = tokio::join!(
+        mail::deliver_due(&mut store, &mailer, settings.retry, at(8, 0)),
+        mail::deliver_due(&mut other, &mailer, settings.retry, at(8, 0)),
+    );
+    let (a, b) = (a.unwrap(), b.unwrap());
+    assert_eq!(a.retrying + b.retrying, 1, "{a:?} {b:?}");
+    assert_eq!(store.outbox().unwrap()[0].attempts, 1);
+
+    other.mark_message_sent(id, at(8, 1)).unwrap();
+    // A late failure report from some other attempt does not undo "sent".
+    store
+        .mark_message_attempt_failed(id, "timed out", Some(at(8, 5)))
+        .unwrap();
+    assert_eq!(store.outbox().unwrap()[0].state, OutboxState::Sent);
+
+    // A claim that lapsed: the message is due again.
+    let id = mail::queue(
+        &mut store,
+        &settings,
+        OutboxKind::Alert,
+        "second",
+        "text",
+        "<p>html</p>",
+        at(9, 0),
+    )
+    .unwrap();
+    assert!(other.claim_message(id, at(9, 0), at(9, 10)).unwrap());
+    assert!(store.due_messages(at(9, 5), 10).unwrap().is_empty());
+    assert_eq!(store.due_messages(at(9, 10), 10).unwrap().len(), 1);
+}
+
 // ---- against aiosmtpd (scripts/interop.sh) -----------------------------------
 
 struct Smtp {
