@@ -509,7 +509,7 @@ fn next_actions(
     let keys: Vec<String> = guarded
         .actions
         .iter()
-        .filter_map(guard::settle_key)
+        .flat_map(guard::settle_keys)
         .collect();
     let first_seen = store.drift_first_seen(&keys)?;
     Ok(guard::hold_dependents(guard::hold_unsettled(

@@ -22,7 +22,9 @@
 //! - [`check_source`]: an empty directory, or one that shrank too much against the
 //!   last accepted snapshot, is rejected before anything is planned from it.
 //! - [`hold_unsettled`]: creates and updates wait until their drift has been seen
-//!   for `settle`; deprovisions never wait.
+//!   for `settle`; deprovisions never wait. A membership batch settles member by
+//!   member: the settled members go, the others are split off into a held action
+//!   appended to the plan (the one place anything here adds an action).
 //!
 //! "Managed accounts" are the workspace accounts linked or matched to a directory
 //! identity; the caller counts them and passes them in [`GuardInput`], along with
@@ -328,6 +330,39 @@ pub fn settle_key(action: &Action) -> Option<String> {
     Some(hex(sha.0.finish().as_ref()))
 }
 
+/// The settle keys of an action: one per member for a membership batch (each
+/// member's change is drift of its own, so a member joining the batch does not
+/// restart the others' wait), else its [`settle_key`]. None for a deprovision.
+pub fn settle_keys(action: &Action) -> Vec<String> {
+    let single = |kind: ActionKind| {
+        settle_key(&Action {
+            kind,
+            ..action.clone()
+        })
+    };
+    match &action.kind {
+        ActionKind::AddMembers { group, members } if members.len() > 1 => members
+            .iter()
+            .filter_map(|m| {
+                single(ActionKind::AddMembers {
+                    group: group.clone(),
+                    members: vec![m.clone()],
+                })
+            })
+            .collect(),
+        ActionKind::RemoveMembers { group, members } if members.len() > 1 => members
+            .iter()
+            .filter_map(|m| {
+                single(ActionKind::RemoveMembers {
+                    group: group.clone(),
+                    members: vec![m.clone()],
+                })
+            })
+            .collect(),
+        _ => settle_key(action).into_iter().collect(),
+    }
+}
+
 /// The settle key of a kind already written as JSON: what keys were before they
 /// were hashed, so pending drift stored by an older version keeps its first-seen
 /// times. Keys that are already digests are returned as they are.
@@ -380,25 +415,86 @@ pub fn hold_unsettled(
         return plan;
     }
     let settle = chrono::Duration::from_std(settle).unwrap_or(chrono::Duration::MAX);
+    let settles = |key: &String| {
+        let first = first_seen.get(key).copied().unwrap_or(now).min(now);
+        let at = first
+            .checked_add_signed(settle)
+            .unwrap_or(DateTime::<Utc>::MAX_UTC);
+        (first, at)
+    };
+    let mut next_seq = plan.actions.iter().map(|a| a.seq + 1).max().unwrap_or(0);
+    let mut waiting = Vec::new();
     for action in &mut plan.actions {
         if action.held.is_some() {
             continue;
         }
-        let Some(key) = settle_key(action) else {
+        let keys = settle_keys(action);
+        if keys.is_empty() {
             continue;
+        }
+        let times: Vec<(DateTime<Utc>, DateTime<Utc>)> = keys.iter().map(settles).collect();
+        let unsettled: Vec<bool> = times.iter().map(|(_, at)| now < *at).collect();
+        let held_as = |times: &mut dyn Iterator<Item = &(DateTime<Utc>, DateTime<Utc>)>| {
+            times
+                .min_by_key(|(_, at)| *at)
+                .map(|&(first_seen, settles_at)| HoldReason::Settling {
+                    first_seen,
+                    settles_at,
+                })
         };
-        let first = first_seen.get(&key).copied().unwrap_or(now).min(now);
-        let settles_at = first
-            .checked_add_signed(settle)
-            .unwrap_or(DateTime::<Utc>::MAX_UTC);
-        if now < settles_at {
-            action.held = Some(HoldReason::Settling {
-                first_seen: first,
-                settles_at,
-            });
+        let one_key_a_member = match &action.kind {
+            ActionKind::AddMembers { members, .. } => members.len() == keys.len(),
+            ActionKind::RemoveMembers { members, .. } => members.len() == keys.len(),
+            _ => false,
+        };
+        if unsettled.iter().all(|&u| u) || (!one_key_a_member && unsettled.iter().any(|&u| u)) {
+            action.held = held_as(&mut times.iter());
+        } else if unsettled.iter().any(|&u| u) {
+            // Some members settled, some not: the settled ones go now, the rest
+            // wait in an action of their own at the end of the plan.
+            let mut rest = action.clone();
+            split_members(&mut action.kind, &mut rest.kind, &unsettled);
+            rest.seq = next_seq;
+            next_seq += 1;
+            rest.held = held_as(
+                &mut times
+                    .iter()
+                    .zip(&unsettled)
+                    .filter(|(_, u)| **u)
+                    .map(|(t, _)| t),
+            );
+            waiting.push(rest);
         }
     }
+    plan.actions.extend(waiting);
     plan
+}
+
+/// Keeps in `settled` the members whose `unsettled` flag is false and in
+/// `unsettled_kind` the others (both are the same membership kind).
+fn split_members(settled: &mut ActionKind, unsettled_kind: &mut ActionKind, unsettled: &[bool]) {
+    fn split<T: Clone>(now: &mut Vec<T>, later: &mut Vec<T>, unsettled: &[bool]) {
+        let all = std::mem::take(now);
+        later.clear();
+        for (member, &wait) in all.into_iter().zip(unsettled) {
+            if wait {
+                later.push(member);
+            } else {
+                now.push(member);
+            }
+        }
+    }
+    match (settled, unsettled_kind) {
+        (
+            ActionKind::AddMembers { members: now, .. },
+            ActionKind::AddMembers { members: later, .. },
+        ) => split(now, later, unsettled),
+        (
+            ActionKind::RemoveMembers { members: now, .. },
+            ActionKind::RemoveMembers { members: later, .. },
+        ) => split(now, later, unsettled),
+        _ => {}
+    }
 }
 
 /// Holds runnable membership changes that depend on a held create (an account or
@@ -511,7 +607,7 @@ fn hold_last_owner(plan: &mut Plan, workspace: &WorkspaceSnapshot) {
 #[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 mod tests {
     use super::*;
-    use crate::model::{Account, DriftKind};
+    use crate::model::{Account, AccountRef, DriftKind, GroupRef};
     use std::collections::HashMap;
 
     fn account(id: &str, role: &str, active: bool) -> Account {
@@ -913,6 +1009,59 @@ mod tests {
         let stored = serde_json::to_string(&role(Role::Editor).kind).unwrap();
         assert_eq!(settle_key_of_stored(stored), editor);
         assert_eq!(settle_key_of_stored(editor.clone()), editor);
+    }
+
+    /// A member who joins a membership batch does not restart the wait of the
+    /// members already settled: they go now, the newcomer waits in an action of
+    /// its own appended to the plan.
+    #[test]
+    fn membership_batches_settle_member_by_member() {
+        let t0 = DateTime::parse_from_rfc3339("2026-01-01T10:00:00Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        let settle = Duration::from_secs(600);
+        let group = GroupRef::Existing {
+            id: "g1".into(),
+            display_name: "All Staff".into(),
+        };
+        let existing = |id: &str| AccountRef::Existing { id: id.into() };
+        let add = |members: Vec<AccountRef>| ActionKind::AddMembers {
+            group: group.clone(),
+            members,
+        };
+        // a was first seen alone 30 minutes ago; b joined the batch just now.
+        let earlier = plan_of(vec![add(vec![existing("a")])]);
+        let seen: HashMap<String, DateTime<Utc>> = settle_keys(&earlier.actions[0])
+            .into_iter()
+            .map(|k| (k, t0 - chrono::Duration::minutes(30)))
+            .collect();
+        let plan = plan_of(vec![
+            deactivate("x"),
+            add(vec![existing("a"), existing("b")]),
+        ]);
+        assert_eq!(settle_keys(&plan.actions[1]).len(), 2);
+        let out = hold_unsettled(plan, &seen, t0, settle);
+        assert_eq!(out.actions.len(), 3);
+        assert_eq!(out.actions[1].kind, add(vec![existing("a")]));
+        assert_eq!(out.actions[1].held, None, "a has waited long enough");
+        assert_eq!(out.actions[2].kind, add(vec![existing("b")]));
+        assert_eq!(out.actions[2].seq, 2);
+        assert_eq!(
+            out.actions[2].held,
+            Some(HoldReason::Settling {
+                first_seen: t0,
+                settles_at: t0 + chrono::Duration::minutes(10)
+            })
+        );
+        // Nobody settled: the batch waits whole, nothing is split off.
+        let fresh = hold_unsettled(
+            plan_of(vec![add(vec![existing("a"), existing("b")])]),
+            &HashMap::new(),
+            t0,
+            settle,
+        );
+        assert_eq!(fresh.actions.len(), 1);
+        assert!(fresh.actions[0].held.is_some());
     }
 
     #[test]

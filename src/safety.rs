@@ -304,7 +304,7 @@ pub fn settle(
     config: &Config,
     now: DateTime<Utc>,
 ) -> Result<Plan, StoreError> {
-    let keys: Vec<String> = plan.actions.iter().filter_map(guard::settle_key).collect();
+    let keys: Vec<String> = plan.actions.iter().flat_map(guard::settle_keys).collect();
     let first_seen = store.replace_drift_seen(&keys, now)?;
     let plan = guard::hold_unsettled(plan, &first_seen, now, config.settle());
     Ok(guard::hold_dependents(plan))

@@ -474,7 +474,7 @@ proptest! {
         seen_minutes in 0..20i64,
         settle_minutes in 0..15u64,
     ) {
-        use seatwarden::guard::{hold_unsettled, settle_key};
+        use seatwarden::guard::{hold_unsettled, settle_keys};
         let plan = s.plan();
         let now = chrono::DateTime::parse_from_rfc3339("2026-11-29T08:00:00Z")
             .unwrap()
@@ -482,7 +482,7 @@ proptest! {
         let first_seen: std::collections::HashMap<String, _> = plan
             .actions
             .iter()
-            .filter_map(settle_key)
+            .flat_map(settle_keys)
             .map(|k| (k, now - chrono::Duration::minutes(seen_minutes)))
             .collect();
         let settle = std::time::Duration::from_secs(settle_minutes * 60);
