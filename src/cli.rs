@@ -11,7 +11,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use crate::config::Config;
 use crate::report::{self, Report};
 use crate::run::{self, Mode};
-use crate::store::{RunId, RunKind, Store};
+use crate::store::{RunId, RunKind, Store, WriterLock};
 
 /// Exit codes scripts can rely on.
 pub mod exit {
@@ -859,6 +859,18 @@ pub fn exit_code_for(report: &Report) -> u8 {
     }
 }
 
+/// The lock every writer through this database holds (see [`WriterLock`]): a
+/// command run by hand waits for a daemon job that is writing, and says so.
+fn writer_lock(config: &Config) -> anyhow::Result<WriterLock> {
+    WriterLock::acquire_blocking(&config.state.path, |path| {
+        eprintln!(
+            "waiting for the daemon's running job to finish (writer lock {})",
+            path.display()
+        );
+    })
+    .context("taking the writer lock")
+}
+
 fn open_store(config: &Config) -> anyhow::Result<Store> {
     Store::open(&config.state.path)
         .with_context(|| format!("opening the state database {}", config.state.path.display()))
@@ -873,6 +885,11 @@ fn execute_with_options(
     mode: Mode,
     options: run::RunOptions,
 ) -> anyhow::Result<run::RunOutcome> {
+    // Only a reconcile writes (and resolves journal rows left in flight).
+    let _writer = match mode {
+        Mode::Reconcile => Some(writer_lock(config)?),
+        Mode::Plan | Mode::DryRun => None,
+    };
     let store = open_store(config)?;
     let client = crate::workspace::ScimClient::new(config.scim_settings()?)?;
     let directory = run::directory_from_config(config);
@@ -888,6 +905,7 @@ fn execute_with_options(
 fn approve(config: &Config, run: RunId, only: Option<&str>) -> anyhow::Result<u8> {
     use crate::approval;
     let only = approval::Only::parse(only)?;
+    let _writer = writer_lock(config)?;
     let store = open_store(config)?;
     let client = crate::workspace::ScimClient::new(config.scim_settings()?)?;
     let result = match runtime()?.block_on(approval::approve(

@@ -43,7 +43,7 @@ use secrecy::SecretString;
 use crate::config::{Config, ConfigError, DaemonSettings};
 use crate::run::{self, Mode, RunError};
 use crate::schedule::{self, Clock, JobCounters, JobSpec, Schedule, Scheduler, StartJob};
-use crate::store::{Store, StoreError};
+use crate::store::{Store, StoreError, WriterLock};
 use crate::sweep;
 use crate::workspace::ScimClient;
 
@@ -423,6 +423,27 @@ async fn run_job(shared: Arc<Shared>, name: &'static str) {
         // An owned guard: a borrowed one held across the job's awaits trips the
         // compiler's Send inference for the spawned future (rust-lang/rust#102211).
         _ => Some(Arc::clone(&shared.writer).lock_owned().await),
+    };
+    // And the lock shared with commands run by hand (`seatwarden reconcile`,
+    // `approve`, `resume`): one writer at a time through this database.
+    let database = shared.config().state.path.clone();
+    let _writer_lock = match name {
+        DIGEST | MAIL => None,
+        _ => match WriterLock::acquire(&database, |path| {
+            tracing::info!(
+                job = name,
+                lock = %path.display(),
+                "waiting for a seatwarden command run by hand to finish"
+            );
+        })
+        .await
+        {
+            Ok(lock) => Some(lock),
+            Err(e) => {
+                tracing::error!(job = name, error = %e, "cannot take the writer lock; job skipped");
+                return;
+            }
+        },
     };
     if shared.stopping.load(Ordering::SeqCst) {
         return;

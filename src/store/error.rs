@@ -83,6 +83,14 @@ pub enum StoreError {
     #[error("no journal row for action {seq} of run {run} in actions")]
     NoSuchAction { run: RunId, seq: u32 },
 
+    /// The writer lock file next to the database could not be opened or locked.
+    #[error("the writer lock {path}: {source}")]
+    WriterLock {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+
     #[error("action {seq} of run {run} is {from}; it cannot be marked {to}")]
     InvalidTransition {
         run: RunId,

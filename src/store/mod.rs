@@ -32,6 +32,7 @@ mod export;
 mod journal;
 mod outbox;
 mod safety;
+mod writer;
 
 #[cfg(test)]
 mod tests;
@@ -54,6 +55,7 @@ pub use outbox::{
     AlertRecord, AlertRecordState, NewMessage, OutboxEntry, OutboxId, OutboxKind, OutboxState,
 };
 pub use safety::{AuditEntry, Decision};
+pub use writer::WriterLock;
 
 pub type RunId = i64;
 

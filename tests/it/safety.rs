@@ -1044,6 +1044,39 @@ async fn plan_on_a_source_fault_exits_5_and_approve_with_the_breaker_open_exits_
     sandbox.shutdown().await;
 }
 
+/// A reconcile run by hand while a daemon job writes waits for it (the writer
+/// lock), rather than resolving the job's in-flight journal rows as if a dead
+/// process had left them and sending them again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reconcile_run_by_hand_waits_for_the_writer_lock() {
+    let env = env_with(10, None, "").await;
+    let held = seatwarden::store::WriterLock::acquire_blocking(&env.config.state.path, |_| {
+        panic!("nobody else holds it")
+    })
+    .unwrap();
+    let started = std::time::Instant::now();
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_seatwarden"))
+        .arg("--config")
+        .arg(env._dir.path().join("seatwarden.toml"))
+        .arg("reconcile")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    drop(held);
+    let out = tokio::task::spawn_blocking(move || child.wait_with_output().unwrap())
+        .await
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(
+        stderr.contains("waiting for the daemon's running job to finish"),
+        "{stderr}"
+    );
+    assert!(started.elapsed() >= std::time::Duration::from_millis(1500));
+}
+
 #[test]
 fn safety_keys_default_as_documented_and_are_validated() {
     let dir = tempfile::tempdir().unwrap();

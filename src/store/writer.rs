@@ -1,0 +1,119 @@
+//! The writer lock: `<database>.writer`, an advisory file lock held by whoever
+//! writes to the workspace through this state database — a daemon job
+//! (reconcile, sweep, retry, prune) or `seatwarden reconcile`, `approve` and
+//! `resume` from a shell — so two writers never run at once.
+//!
+//! Above all for the recovery at the start of a reconcile: it takes every journal
+//! row left in flight for one a dead process left behind. With another writer
+//! alive those rows are its live writes; resolving them as interrupted would fail
+//! them under it and send them a second time. The lock is the operating system's
+//! (`flock`), so it is released when its holder dies, however it dies.
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use super::StoreError;
+
+/// Held for as long as it lives.
+#[derive(Debug)]
+pub struct WriterLock {
+    _file: File,
+}
+
+/// How often a waiting writer looks again.
+const POLL: Duration = Duration::from_millis(200);
+
+impl WriterLock {
+    /// The lock file of `database`.
+    pub fn path(database: &Path) -> PathBuf {
+        let mut name = database.as_os_str().to_owned();
+        name.push(".writer");
+        PathBuf::from(name)
+    }
+
+    /// Takes the lock, waiting as long as another writer holds it; `waiting` is
+    /// called once, when it has to wait. For the command line, outside a runtime.
+    pub fn acquire_blocking(
+        database: &Path,
+        waiting: impl FnOnce(&Path),
+    ) -> Result<WriterLock, StoreError> {
+        let path = Self::path(database);
+        let file = open(&path)?;
+        match file.try_lock() {
+            Ok(()) => return Ok(WriterLock { _file: file }),
+            Err(std::fs::TryLockError::WouldBlock) => waiting(&path),
+            Err(std::fs::TryLockError::Error(source)) => return Err(lock_error(&path, source)),
+        }
+        file.lock().map_err(|source| lock_error(&path, source))?;
+        Ok(WriterLock { _file: file })
+    }
+
+    /// [`WriterLock::acquire_blocking`] without blocking a runtime worker.
+    pub async fn acquire(
+        database: &Path,
+        waiting: impl FnOnce(&Path),
+    ) -> Result<WriterLock, StoreError> {
+        let path = Self::path(database);
+        let file = open(&path)?;
+        let mut waiting = Some(waiting);
+        loop {
+            match file.try_lock() {
+                Ok(()) => return Ok(WriterLock { _file: file }),
+                Err(std::fs::TryLockError::WouldBlock) => {
+                    if let Some(waiting) = waiting.take() {
+                        waiting(&path);
+                    }
+                    tokio::time::sleep(POLL).await;
+                }
+                Err(std::fs::TryLockError::Error(source)) => {
+                    return Err(lock_error(&path, source));
+                }
+            }
+        }
+    }
+}
+
+fn open(path: &Path) -> Result<File, StoreError> {
+    std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(path)
+        .map_err(|source| lock_error(path, source))
+}
+
+fn lock_error(path: &Path, source: std::io::Error) -> StoreError {
+    StoreError::WriterLock {
+        path: path.to_owned(),
+        source,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_second_writer_waits_until_the_first_is_done() {
+        let dir = tempfile::tempdir().unwrap();
+        let database = dir.path().join("state.db");
+        let first =
+            WriterLock::acquire_blocking(&database, |_| panic!("free")).expect("first writer");
+        let mut waited = false;
+        let second = WriterLock::acquire(&database, |path| {
+            assert!(path.ends_with("state.db.writer"));
+            waited = true;
+        });
+        let second = tokio::time::timeout(Duration::from_secs(2), second).await;
+        assert!(second.is_err(), "the second writer must wait");
+        drop(first);
+        let mut waited_again = false;
+        WriterLock::acquire(&database, |_| waited_again = true)
+            .await
+            .unwrap();
+        assert!(!waited_again, "free once the first is gone");
+        assert!(waited);
+    }
+}
