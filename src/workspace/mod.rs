@@ -899,10 +899,46 @@ impl ScimClient {
         }))
     }
 
+    /// `POST /Groups`. Retried like any request, but before each retry the group
+    /// is looked up by name: a timeout or a 5xx may come after the provider created
+    /// it, and nothing makes a Group's `displayName` unique (RFC 7643 §4.2), so a
+    /// blind second POST would make a duplicate workspace.
     pub async fn create_group(&self, display_name: &str) -> Result<WorkspaceGroup, WorkspaceError> {
         let body = json!({"schemas": [SCHEMA_GROUP], "displayName": display_name});
         let endpoint = endpoint_name(&Method::POST, "/Groups", &[]);
-        let answer = self.send(Method::POST, "/Groups", &[], Some(&body)).await?;
+        let url = format!("{}/Groups", self.inner.base);
+        let bytes = serde_json::to_vec(&body)
+            .map_err(|e| WorkspaceError::malformed(&endpoint, format!("request body: {e}")))?;
+        let tried = std::sync::atomic::AtomicBool::new(false);
+        let inner = &self.inner;
+        let answer = crate::retry::retry(
+            inner.retry,
+            || async {
+                if tried.swap(true, Ordering::Relaxed)
+                    && let Some(group) = self.find_group_by_name(display_name).await?
+                {
+                    return Ok(Err(group));
+                }
+                self.attempt(&Method::POST, &url, &endpoint, Some(bytes.clone()))
+                    .await
+                    .map(Ok)
+            },
+            |e, delay| {
+                inner.retries.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(error = %e, ?delay, "retrying SCIM request");
+            },
+        )
+        .await?;
+        let answer = match answer {
+            Ok(answer) => answer,
+            Err(found) => {
+                tracing::info!(
+                    group = display_name,
+                    "the group was created by an attempt whose answer was lost"
+                );
+                return Ok(found);
+            }
+        };
         if answer.body.trim().is_empty() {
             // A 201 without the resource: read it back.
             return self

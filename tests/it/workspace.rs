@@ -1308,3 +1308,54 @@ async fn interop_scim2_server_client_roundtrip() {
     let stats = client.stats();
     eprintln!("scim2-server roundtrip: {stats:?}");
 }
+
+/// A `POST /Groups` answered 503 may still have created the group (the answer
+/// came from a proxy, or after the provider's write): before trying again the
+/// client looks the group up by name, and finding it there sends no second POST,
+/// which would make a duplicate workspace. Not found, it is posted again.
+#[tokio::test]
+async fn a_group_create_whose_answer_was_lost_is_not_posted_twice() {
+    let server = MockServer::start().await;
+    let group = json!({
+        "schemas": ["urn:ietf:params:scim:schemas:core:2.0:Group"],
+        "id": "g-new", "displayName": "Design", "members": []
+    });
+    Mock::given(method("POST"))
+        .and(path("/scim/v2/Groups"))
+        .respond_with(ResponseTemplate::new(503))
+        .expect(1)
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/scim/v2/Groups"))
+        .and(query_param("filter", "displayName eq \"Design\""))
+        .respond_with(list(Some(1), vec![group.clone()]))
+        .expect(1)
+        .mount(&server)
+        .await;
+    let created = client(&server).create_group("Design").await.unwrap();
+    assert_eq!(created.id, "g-new");
+
+    // Not created by the lost attempt: posted again, and that answer counts.
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/scim/v2/Groups"))
+        .respond_with(ResponseTemplate::new(503))
+        .up_to_n_times(1)
+        .with_priority(1)
+        .mount(&server)
+        .await;
+    Mock::given(method("POST"))
+        .and(path("/scim/v2/Groups"))
+        .respond_with(ResponseTemplate::new(201).set_body_json(group))
+        .expect(1)
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/scim/v2/Groups"))
+        .respond_with(list(Some(0), vec![]))
+        .mount(&server)
+        .await;
+    let created = client(&server).create_group("Design").await.unwrap();
+    assert_eq!(created.id, "g-new");
+}
