@@ -1192,7 +1192,7 @@ impl Reader for Verifier<'_> {
 fn same(attribute: Attribute, actual: Option<&str>, wanted: Option<&str>) -> bool {
     match attribute {
         Attribute::UserName | Attribute::Email => match (actual, wanted) {
-            (Some(a), Some(w)) => a.eq_ignore_ascii_case(w),
+            (Some(a), Some(w)) => crate::plan::same_ci(a, w),
             (a, w) => a == w,
         },
         _ => actual == wanted,
@@ -1265,7 +1265,8 @@ async fn verify_effect(action: &Action, reader: &impl Reader) -> Result<(), Stri
                 .account(account_id)
                 .await?
                 .ok_or_else(|| missing(account_id))?;
-            if account.roles.len() == 1 && account.roles[0] == to.as_str() {
+            // As the plan reads roles: one value, its case aside ("editor").
+            if account.role() == Some(*to) {
                 Ok(())
             } else {
                 Err(format!("roles are {:?}, expected [{to}]", account.roles))
@@ -1566,8 +1567,90 @@ mod tests {
 
     use std::sync::atomic::{AtomicUsize, Ordering};
 
-    use super::{ReadOnce, filters_are_slower, relist_is_cheaper};
+    use super::{ReadOnce, filters_are_slower, relist_is_cheaper, same};
+    use crate::model::Attribute;
     use crate::workspace::WorkspaceError;
+
+    /// A workspace of one account, for [`super::verify_effect`].
+    struct OneAccount(crate::model::Account);
+
+    impl super::Reader for OneAccount {
+        async fn account(
+            &self,
+            id: &str,
+        ) -> Result<Option<std::sync::Arc<crate::model::Account>>, String> {
+            Ok((id == self.0.id).then(|| std::sync::Arc::new(self.0.clone())))
+        }
+        async fn account_by_user_name(
+            &self,
+            _: &str,
+        ) -> Result<Option<crate::model::Account>, String> {
+            Ok(None)
+        }
+        async fn group(&self, _: &str) -> Result<Option<std::sync::Arc<super::Members>>, String> {
+            Ok(None)
+        }
+        fn created_account(&self, _: &str) -> Option<String> {
+            None
+        }
+        fn group_id(&self, _: &crate::model::GroupRef) -> Option<String> {
+            None
+        }
+    }
+
+    /// A provider that stores the role in its own case ("editor") shows the role
+    /// set: the plan reads it so, and verification must not call it a failure.
+    #[tokio::test]
+    async fn a_role_the_provider_stores_in_lower_case_is_verified() {
+        use crate::model::{Account, Action, ActionKind, DriftKind, Role};
+        let account = |roles: &[&str]| Account {
+            id: "a1".into(),
+            user_name: "ada".into(),
+            external_id: None,
+            given_name: None,
+            family_name: None,
+            display_name: None,
+            email: None,
+            active: true,
+            roles: roles.iter().map(|r| (*r).to_owned()).collect(),
+        };
+        let action = Action {
+            seq: 0,
+            kind: ActionKind::SetRole {
+                account_id: "a1".into(),
+                from: vec!["Viewer".into()],
+                to: Role::Editor,
+            },
+            reason: DriftKind::RoleDrift,
+            subject: "ada".into(),
+            identity_id: None,
+            detail: String::new(),
+            held: None,
+        };
+        let verify = |roles: &'static [&'static str]| {
+            let reader = OneAccount(account(roles));
+            let action = action.clone();
+            async move { super::verify_effect(&action, &reader).await }
+        };
+        assert_eq!(verify(&["editor"]).await, Ok(()));
+        assert_eq!(verify(&["Editor"]).await, Ok(()));
+        assert!(verify(&["Viewer"]).await.is_err());
+        assert!(verify(&["Editor", "Viewer"]).await.is_err());
+    }
+
+    /// Verification compares as the plan does: a provider that lower-cases an
+    /// email, accented letters included, shows the change made.
+    #[test]
+    fn verification_folds_case_as_the_plan_does() {
+        assert!(same(
+            Attribute::Email,
+            Some("élodie@example.com"),
+            Some("Élodie@Example.com")
+        ));
+        assert!(same(Attribute::UserName, Some("ADA"), Some("ada")));
+        assert!(!same(Attribute::GivenName, Some("ada"), Some("Ada")));
+        assert!(!same(Attribute::Email, None, Some("a@x")));
+    }
 
     const MS: Duration = Duration::from_millis(1);
 

@@ -464,6 +464,10 @@ async fn run_job(shared: Arc<Shared>, name: &'static str) {
         MAIL => Ok(()),
         _ => Ok(()),
     };
+    // The writing is done: alerts and mail delivery (up to minutes against a relay
+    // that does not answer) must not keep the next sweep waiting.
+    drop(_writer_lock);
+    drop(_writer);
     let finished = shared.now();
     let error = result.as_ref().err().map(ToString::to_string);
     let failures = match shared.failures.lock() {
