@@ -59,10 +59,26 @@ impl FileSource {
     /// Reads and validates the whole file (blocking).
     pub fn read(&self) -> Result<DirectorySnapshot, DirectoryError> {
         let format = Format::of(&self.path)?;
-        let text = std::fs::read_to_string(&self.path).map_err(|source| DirectoryError::Io {
+        let io = |source| DirectoryError::Io {
             path: self.path.clone(),
             source,
-        })?;
+        };
+        let before = std::fs::metadata(&self.path).map_err(io)?;
+        let text = std::fs::read_to_string(&self.path).map_err(io)?;
+        let after = std::fs::metadata(&self.path).map_err(io)?;
+        // An export rewritten in place while it is read can still parse, cut at a
+        // line boundary or inside the last column: people missing or with fewer
+        // groups, who would look like leavers.
+        if !unchanged(&before, &after, text.len()) {
+            return Err(DirectoryError::Invalid {
+                path: self.path.clone(),
+                location: "the whole file".to_owned(),
+                field: None,
+                message: "it changed while it was read; the next run reads it again. Write \
+                          exports to a temporary file and rename it into place"
+                    .to_owned(),
+            });
+        }
         let identities = match format {
             Format::Json => parse_json(&text, &self.path)?,
             Format::Csv => parse_csv(&text, &self.path)?,
@@ -84,6 +100,13 @@ impl FileSource {
                 source,
             })?
     }
+}
+
+/// Whether a file read `read` bytes long between two looks at it that agree.
+fn unchanged(before: &std::fs::Metadata, after: &std::fs::Metadata, read: usize) -> bool {
+    before.len() == after.len()
+        && u64::try_from(read).is_ok_and(|read| read == after.len())
+        && before.modified().ok() == after.modified().ok()
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -741,4 +764,33 @@ fn csv_error(path: &Path, error: &csv::Error) -> DirectoryError {
         _ => error.to_string(),
     };
     invalid(path, location, None, message)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+    use super::*;
+
+    /// The check behind "changed while it was read": the two looks must agree
+    /// with each other and with what was read.
+    #[test]
+    fn a_file_that_changed_between_two_looks_is_not_taken() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("directory.csv");
+        std::fs::write(&path, "id,userName\n1,ada\n").unwrap();
+        let before = std::fs::metadata(&path).unwrap();
+        assert!(unchanged(&before, &std::fs::metadata(&path).unwrap(), 18));
+        assert!(
+            !unchanged(&before, &std::fs::metadata(&path).unwrap(), 12),
+            "read shorter than the file"
+        );
+        use std::io::Write;
+        let mut file = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .unwrap();
+        file.write_all(b"2,ben\n").unwrap();
+        drop(file);
+        assert!(!unchanged(&before, &std::fs::metadata(&path).unwrap(), 18));
+    }
 }
