@@ -239,6 +239,11 @@ pub enum Command {
         /// Recorded in the audit trail with the OS user.
         #[arg(long)]
         allow_over_threshold: bool,
+        /// Accept this run's directory although it shrank more than
+        /// safety.max_directory_shrink_percent (a layoff, a narrower scope): it
+        /// becomes the new baseline. Never an empty directory. Audited.
+        #[arg(long)]
+        accept_directory: bool,
     },
     /// Apply the held actions of a run, after re-checking each against the
     /// workspace as it is now. Audited.
@@ -479,6 +484,7 @@ fn run_command(cli: Cli) -> anyhow::Result<u8> {
             dry_run,
             format,
             allow_over_threshold,
+            accept_directory,
         } => {
             let mode = if dry_run {
                 Mode::DryRun
@@ -490,6 +496,7 @@ fn run_command(cli: Cli) -> anyhow::Result<u8> {
                 mode,
                 run::RunOptions {
                     allow_over_threshold,
+                    accept_directory,
                     ..run::RunOptions::default()
                 },
             )?;

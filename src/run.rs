@@ -156,6 +156,10 @@ pub struct RunOptions {
     /// `reconcile --allow-over-threshold`: thresholds hold nothing this run (the
     /// caller records who asked in the audit trail).
     pub allow_over_threshold: bool,
+    /// `reconcile --accept-directory`: a directory that shrank more than
+    /// `max_directory_shrink_percent` is accepted this run and becomes the new
+    /// baseline (an empty one never is). Audited.
+    pub accept_directory: bool,
 }
 
 /// [`execute_with`] with [`RunOptions`].
@@ -314,8 +318,14 @@ async fn pipeline(
         tokio::try_join!(read_directory, read_workspace)?;
     tracing::debug!(elapsed_ms = since(started_at), "snapshots read");
 
-    let source_fault =
-        safety::check_source(&mut *lock(store)?, run_id, &directory_snapshot, config, now)?;
+    let source_fault = safety::check_source(
+        &mut *lock(store)?,
+        run_id,
+        &directory_snapshot,
+        config,
+        options.accept_directory,
+        now,
+    )?;
 
     // The workspace snapshot is stored on the blocking pool while the plan is made
     // from it: on a first run over 100k accounts each takes a few hundred ms.

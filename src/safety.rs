@@ -146,11 +146,29 @@ pub fn check_source(
     run: RunId,
     directory: &DirectorySnapshot,
     config: &Config,
+    accept_shrunk: bool,
     now: DateTime<Utc>,
 ) -> Result<Option<SourceFault>, StoreError> {
     let last = store.last_accepted_directory()?;
     let identities = directory.identities.len();
-    match guard::check_source(identities, last, config.safety.max_directory_shrink_percent) {
+    let checked = guard::check_source(identities, last, config.safety.max_directory_shrink_percent);
+    let checked = match checked {
+        // `reconcile --accept-directory`: a person said this shrink is real (a
+        // layoff, a new scope). Never an empty directory.
+        Err(fault @ SourceFault::Shrank { .. }) if accept_shrunk => {
+            tracing::warn!(run, fault = %fault, "shrunken directory accepted by --accept-directory");
+            audit(
+                store,
+                "accept_directory",
+                Some(run),
+                format!("accepted: {fault}"),
+                now,
+            )?;
+            Ok(())
+        }
+        other => other,
+    };
+    match checked {
         Ok(()) => {
             // An incomplete snapshot is no baseline: the next complete one would look
             // like growth, and a later shrink would be measured from too low.

@@ -208,7 +208,15 @@ pub fn safety_findings(report: &Report) -> Vec<SafetyFinding> {
         details: Vec::new(),
     };
     if let Some(fault) = &safety.source_fault {
-        findings.push(finding("SOURCE FAULT", Tone::Bad, fault.to_string()));
+        let mut line = finding("SOURCE FAULT", Tone::Bad, fault.to_string());
+        if matches!(fault, SourceFault::Shrank { .. }) {
+            line.details.push(
+                "if the directory really shrank (a layoff, a narrower scope), \
+                 `seatwarden reconcile --accept-directory` accepts it once (audited)"
+                    .to_owned(),
+            );
+        }
+        findings.push(line);
     }
     if let Some(circuit) = &safety.circuit {
         let mut line = finding(

@@ -249,7 +249,41 @@ async fn a_truncated_directory_plans_nothing_and_is_a_source_fault() {
     assert_eq!(whole.report.safety.source_fault, None);
     assert!(whole.plan.is_empty());
 
-    // An empty directory is always a fault.
+    // A person says the shrink is real: `--accept-directory` plans from it (the
+    // thresholds still hold the mass deprovision), it is audited, and it is the
+    // baseline from then on.
+    env.write_directory(&truncated);
+    let text = seatwarden::report::render_text(&again.report, false);
+    assert!(text.contains("--accept-directory"), "{text}");
+    let accepted = env
+        .run(
+            Mode::Reconcile,
+            RunOptions {
+                accept_directory: true,
+                ..RunOptions::default()
+            },
+        )
+        .await;
+    assert_eq!(accepted.report.safety.source_fault, None);
+    assert!(
+        accepted
+            .plan
+            .actions
+            .iter()
+            .any(|a| a.kind.is_deprovision()),
+        "the leavers are planned"
+    );
+    let audit = env.store().audit().unwrap();
+    assert!(
+        audit
+            .iter()
+            .any(|a| a.command == "accept_directory" && a.detail.contains("from 100 to 10")),
+        "{audit:?}"
+    );
+    let after = env.run(Mode::Plan, RunOptions::default()).await;
+    assert_eq!(after.report.safety.source_fault, None, "the new baseline");
+
+    // An empty directory is always a fault, accepted or not.
     env.write_directory(&DirectorySnapshot {
         identities: Vec::new(),
         complete: true,
@@ -257,6 +291,17 @@ async fn a_truncated_directory_plans_nothing_and_is_a_source_fault() {
     let empty = env.run(Mode::Plan, RunOptions::default()).await;
     assert_eq!(empty.report.safety.source_fault, Some(SourceFault::Empty));
     assert!(empty.plan.actions.is_empty());
+    let forced = env
+        .run(
+            Mode::Reconcile,
+            RunOptions {
+                accept_directory: true,
+                ..RunOptions::default()
+            },
+        )
+        .await;
+    assert_eq!(forced.report.safety.source_fault, Some(SourceFault::Empty));
+    assert!(forced.plan.actions.is_empty());
 }
 
 #[tokio::test]
