@@ -175,22 +175,28 @@ pub async fn execute_with_options(
     let started_at = Utc::now();
     let run_id = lock(&store)?.begin_run(mode.run_kind(), started_at)?;
     tracing::info!(run = run_id, mode = mode.as_str(), "run started");
-    match pipeline(
-        config, directory, client, &store, mode, run_id, started_at, options,
-    )
-    .await
-    {
+    let result: Result<RunOutcome, RunError> = async {
+        let outcome = pipeline(
+            config, directory, client, &store, mode, run_id, started_at, options,
+        )
+        .await?;
+        if mode == Mode::Reconcile {
+            // Every reconcile feeds the same-day deprovisioning ledger, whether
+            // the daemon or a person ran it.
+            let sla = crate::sweep::configured_sla(config);
+            crate::sweep::record_reconcile(&store, run_id, started_at, Utc::now(), sla)?;
+            tracing::debug!(
+                elapsed_ms = since(started_at),
+                "deprovisioning ledger updated"
+            );
+        }
+        Ok(outcome)
+    }
+    .await;
+    // Finished either way: a run left `running` would be shown as the last
+    // reconcile for good and never pruned.
+    match result {
         Ok(outcome) => {
-            if mode == Mode::Reconcile {
-                // Every reconcile feeds the same-day deprovisioning ledger, whether
-                // the daemon or a person ran it.
-                let sla = crate::sweep::configured_sla(config);
-                crate::sweep::record_reconcile(&store, run_id, started_at, Utc::now(), sla)?;
-                tracing::debug!(
-                    elapsed_ms = since(started_at),
-                    "deprovisioning ledger updated"
-                );
-            }
             lock(&store)?.finish_run(run_id, Utc::now(), RunStatus::Succeeded, None)?;
             tracing::info!(
                 run = run_id,

@@ -81,8 +81,8 @@ async fn readyz(State(shared): State<Arc<Shared>>) -> Response {
     }
 }
 
-/// Ready: the database takes writes and the last reconcile succeeded within twice
-/// the reconcile interval (measured between the next two fire times).
+/// Ready: the database takes writes and no reconcile is overdue (see
+/// [`reconcile_overdue`]).
 fn readiness(shared: &Shared) -> Result<(), String> {
     let now = shared.now();
     let settings = shared.settings();
@@ -96,19 +96,34 @@ fn readiness(shared: &Shared) -> Result<(), String> {
         .find(|j| j.name == RECONCILE)
         .and_then(|j| j.last_success_at)
         .ok_or("no reconcile has succeeded yet")?;
-    let interval = next_fire(&settings.reconcile, settings.timezone, now)
-        .and_then(|a| Some((a, next_fire(&settings.reconcile, settings.timezone, a)?)))
-        .map(|(a, b)| b - a)
-        .unwrap_or(chrono::Duration::hours(1));
-    let age = now - last;
-    if age > interval * 2 {
-        return Err(format!(
-            "last successful reconcile was {} minutes ago (interval {} minutes)",
-            age.num_minutes(),
-            interval.num_minutes()
-        ));
+    match reconcile_overdue(&settings.reconcile, settings.timezone, last, now) {
+        Some(why) => Err(why),
+        None => Ok(()),
     }
-    Ok(())
+}
+
+/// Why the reconcile is overdue at `now`, if it is: the two scheduled fires after
+/// the last success have passed, and one more interval for the second run to
+/// finish. Measured on the schedule itself, so business hours (`*/30 8-18 * * 1-5`)
+/// are not overdue overnight, and a run longer than its interval (the next fire is
+/// skipped) is not either.
+fn reconcile_overdue(
+    schedule: &crate::schedule::Schedule,
+    tz: chrono_tz::Tz,
+    last_success: chrono::DateTime<chrono::Utc>,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Option<String> {
+    let first = next_fire(schedule, tz, last_success)?;
+    let second = next_fire(schedule, tz, first)?;
+    let deadline = second + (second - first);
+    (now > deadline).then(|| {
+        format!(
+            "no successful reconcile since {} ({} minutes ago); the scheduled runs at {first} \
+             and {second} have passed",
+            last_success,
+            (now - last_success).num_minutes()
+        )
+    })
 }
 
 async fn metrics(State(shared): State<Arc<Shared>>) -> Response {
@@ -195,7 +210,35 @@ pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 mod tests {
-    use super::constant_time_eq;
+    use super::{constant_time_eq, reconcile_overdue};
+    use crate::schedule::Schedule;
+    use chrono::TimeZone;
+
+    /// Readiness follows the schedule: a business-hours reconcile is not overdue
+    /// over the weekend, and is once Monday's runs have passed without a success.
+    #[test]
+    fn a_reconcile_is_overdue_only_after_its_scheduled_runs_passed() {
+        let tz = chrono_tz::Europe::Berlin;
+        let at = |d: u32, h: u32, m: u32| {
+            tz.with_ymd_and_hms(2026, 11, d, h, m, 0)
+                .unwrap()
+                .with_timezone(&chrono::Utc)
+        };
+        let hours = Schedule::parse("*/30 8-18 * * 1-5").unwrap();
+        // Friday 27 November 18:30 the last success.
+        let friday = at(27, 18, 30);
+        assert_eq!(reconcile_overdue(&hours, tz, friday, at(28, 12, 0)), None);
+        assert_eq!(reconcile_overdue(&hours, tz, friday, at(30, 8, 59)), None);
+        let late = reconcile_overdue(&hours, tz, friday, at(30, 9, 1)).unwrap();
+        assert!(late.contains("have passed"), "{late}");
+        // Every 30 minutes: overdue 90 minutes after the last success.
+        let every = Schedule::parse("0 */30 * * * *").unwrap();
+        assert_eq!(
+            reconcile_overdue(&every, tz, at(30, 10, 0), at(30, 11, 29)),
+            None
+        );
+        assert!(reconcile_overdue(&every, tz, at(30, 10, 0), at(30, 11, 31)).is_some());
+    }
 
     #[test]
     fn constant_time_eq_compares_whole_values() {
