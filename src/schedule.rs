@@ -232,6 +232,16 @@ impl Scheduler {
             let now = self.clock.now();
             on_tick(now);
             for (job, due) in self.jobs.iter().zip(next.iter_mut()) {
+                // After the wall clock stepped back (NTP correcting a clock that
+                // ran ahead, a restored VM), the fire computed before the step
+                // is too far off: every job would wait for the clock to catch up.
+                // On a clock that only moves forward this changes nothing.
+                if let Some(at) = *due
+                    && let Some(sooner) = next_fire(&job.schedule, self.tz, now)
+                    && sooner < at
+                {
+                    *due = Some(sooner);
+                }
                 if due.is_none_or(|at| at > now) {
                     continue;
                 }
@@ -523,6 +533,55 @@ mod tests {
             .map(|(_, at)| *at)
             .collect();
         assert_eq!(reconciles, vec![utc(2026, 5, 1, 13, 0)]);
+    }
+
+    /// A clock that follows tokio's paused time, and can be stepped back.
+    struct SteppedClock {
+        inner: TokioClock,
+        back: Mutex<chrono::Duration>,
+    }
+
+    impl Clock for SteppedClock {
+        fn now(&self) -> DateTime<Utc> {
+            self.inner.now() - *self.back.lock().unwrap()
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_backward_clock_step_does_not_stall_the_jobs() {
+        let clock = Arc::new(SteppedClock {
+            inner: TokioClock::starting_at(utc(2026, 5, 1, 12, 0)),
+            back: Mutex::new(chrono::Duration::zero()),
+        });
+        let jobs = vec![JobSpec {
+            name: "sweep",
+            schedule: Schedule::parse("*/5 * * * *").unwrap(),
+            last_started: Some(utc(2026, 5, 1, 12, 0)),
+        }];
+        let as_clock: Arc<dyn Clock> = clock.clone();
+        let scheduler =
+            Scheduler::new(jobs, Tz::UTC, Arc::clone(&as_clock), Duration::from_secs(5));
+        let log: Log = Arc::default();
+        let start = recording(as_clock, Arc::clone(&log), Duration::from_secs(1));
+        let stepper = {
+            let clock = Arc::clone(&clock);
+            tokio::spawn(async move {
+                // At 12:04 the clock is set back an hour, to 11:04.
+                tokio::time::sleep(Duration::from_secs(4 * 60)).await;
+                *clock.back.lock().unwrap() = chrono::Duration::hours(1);
+            })
+        };
+        run_for(&scheduler, start, Duration::from_secs(12 * 60)).await;
+        stepper.await.unwrap();
+        let times: Vec<String> = log
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(_, at)| at.format("%H:%M").to_string())
+            .collect();
+        // Run until 11:12 by the stepped clock: fires at 11:05 and 11:10, not a
+        // wait until 12:05.
+        assert_eq!(times, ["11:05", "11:10"]);
     }
 
     #[tokio::test(start_paused = true)]

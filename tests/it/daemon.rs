@@ -547,6 +547,23 @@ fn active_non_owner(
         .unwrap()
 }
 
+/// Removes an active, non-Owner person with an active account from the demo's
+/// directory file in `dir`; returns their directory id.
+fn remove_a_leaver(dir: &Path, sandbox: &Sandbox) -> String {
+    let directory_path = dir.join("directory.json");
+    let full: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&directory_path).unwrap()).unwrap();
+    let mut users = full["users"].as_array().unwrap().clone();
+    let leaver = active_non_owner(&users, &sandbox.snapshot());
+    let leaver_id = users.remove(leaver)["id"].as_str().unwrap().to_owned();
+    std::fs::write(
+        &directory_path,
+        serde_json::json!({ "users": users }).to_string(),
+    )
+    .unwrap();
+    leaver_id
+}
+
 /// One in-process sweep, now, with a one-hour SLA.
 async fn sweep_now(
     config: &seatwarden::config::Config,
@@ -645,18 +662,7 @@ async fn a_404_from_a_workspace_whose_users_endpoint_does_not_answer_is_not_gone
     use seatwarden::workspace::ScimClient;
 
     let (sandbox, dir, config) = reconciled_demo().await;
-    let directory_path = dir.path().join("directory.json");
-    let full: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&directory_path).unwrap()).unwrap();
-    let mut users = full["users"].as_array().unwrap().clone();
-    let workspace = sandbox.snapshot();
-    let leaver = active_non_owner(&users, &workspace);
-    let leaver_id = users.remove(leaver)["id"].as_str().unwrap().to_owned();
-    std::fs::write(
-        &directory_path,
-        serde_json::json!({ "users": users }).to_string(),
-    )
-    .unwrap();
+    let leaver_id = remove_a_leaver(dir.path(), &sandbox);
     let directory = config.directory();
     let store = std::sync::Arc::new(std::sync::Mutex::new(
         Store::open(&config.state.path).unwrap(),
@@ -883,18 +889,7 @@ async fn the_sweep_sends_nothing_while_the_circuit_breaker_is_open() {
     use seatwarden::workspace::ScimClient;
 
     let (sandbox, dir, config) = reconciled_demo().await;
-    let directory_path = dir.path().join("directory.json");
-    let full: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&directory_path).unwrap()).unwrap();
-    let mut users = full["users"].as_array().unwrap().clone();
-    let workspace = sandbox.snapshot();
-    let leaver = active_non_owner(&users, &workspace);
-    let leaver_id = users.remove(leaver)["id"].as_str().unwrap().to_owned();
-    std::fs::write(
-        &directory_path,
-        serde_json::json!({ "users": users }).to_string(),
-    )
-    .unwrap();
+    let leaver_id = remove_a_leaver(dir.path(), &sandbox);
     let account_active = || {
         sandbox
             .snapshot()
