@@ -275,7 +275,9 @@ impl Executor<'_> {
                             None => {
                                 return Err(format!(
                                     "{e}; the workspace says {:?} exists but no account with that \
-                                     userName is visible over SCIM (uniqueness on email?): link it by hand",
+                                     userName is visible over SCIM (uniqueness on email? an account \
+                                     only its admins see?): find it in the workspace's admin console, \
+                                     then `seatwarden link` it to the person if it is theirs",
                                     spec.user_name
                                 ));
                             }

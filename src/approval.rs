@@ -18,7 +18,9 @@ use crate::apply::{self, ApplyError, ApplySummary};
 use crate::circuit::Breaker;
 use crate::config::{Config, ConfigError};
 use crate::guard::{self, GuardInput, GuardSettings};
-use crate::model::{Account, Action, ActionClass, ActionKind, GroupRef, Plan, WorkspaceSnapshot};
+use crate::model::{
+    Account, Action, ActionClass, ActionKind, GroupRef, NewLink, Plan, WorkspaceSnapshot,
+};
 use crate::policy::Protected;
 use crate::report::{Outcome, Report};
 use crate::safety;
@@ -37,6 +39,9 @@ pub enum ApprovalError {
     Apply(#[from] ApplyError),
     #[error("there is no run {0}")]
     UnknownRun(RunId),
+    /// `seatwarden link` refused: the message says why and what to do.
+    #[error("{0}")]
+    Link(String),
     #[error("run {run} has no held actions{only} left to decide on")]
     NothingHeld { run: RunId, only: String },
     #[error(
@@ -410,6 +415,77 @@ pub fn reject(
         now,
     )?;
     Ok(decisions.len())
+}
+
+/// `seatwarden link IDENTITY ACCOUNT`: a person's decision that workspace account
+/// ACCOUNT belongs to directory identity IDENTITY. The way to resolve a disputed
+/// match (an identity several accounts match, or an account several identities
+/// match): a stored link comes first in matching. Both must be in the newest
+/// stored snapshots. A link either of them already has to someone else is only
+/// replaced with `replace`. Audited. Returns the links it replaced.
+pub fn link(
+    store: &mut Store,
+    identity_id: &str,
+    account_id: &str,
+    replace: bool,
+    now: DateTime<Utc>,
+) -> Result<Vec<crate::store::StoredLink>, ApprovalError> {
+    let refuse = |why: String| Err(ApprovalError::Link(why));
+    let Some(run) = store.latest_snapshot_run()? else {
+        return refuse("no run has stored snapshots yet: run `seatwarden plan` first".into());
+    };
+    let directory = store.load_directory_snapshot(run)?.unwrap_or_default();
+    if !directory.identities.iter().any(|i| i.id == identity_id) {
+        return refuse(format!(
+            "identity {identity_id:?} is not in the newest directory snapshot (run {run}); \
+             `seatwarden explain` finds a person's id"
+        ));
+    }
+    let workspace = store.load_workspace_snapshot(run)?.unwrap_or_default();
+    if !workspace.accounts.iter().any(|a| a.id == account_id) {
+        return refuse(format!(
+            "account {account_id:?} is not in the newest workspace snapshot (run {run})"
+        ));
+    }
+    let links = store.links()?;
+    if links
+        .iter()
+        .any(|l| l.identity_id == identity_id && l.account_id == account_id)
+    {
+        return Ok(Vec::new());
+    }
+    let replaced: Vec<crate::store::StoredLink> = links
+        .into_iter()
+        .filter(|l| l.identity_id == identity_id || l.account_id == account_id)
+        .collect();
+    if !replaced.is_empty() && !replace {
+        let existing: Vec<String> = replaced
+            .iter()
+            .map(|l| format!("identity {} ↔ account {}", l.identity_id, l.account_id))
+            .collect();
+        return refuse(format!(
+            "already linked: {}; pass --replace to move the link (the other side is then \
+             matched afresh by the next run)",
+            existing.join(", ")
+        ));
+    }
+    store.upsert_links(
+        &[NewLink {
+            identity_id: identity_id.to_owned(),
+            account_id: account_id.to_owned(),
+            method: crate::model::LinkMethod::Manual,
+        }],
+        now,
+    )?;
+    let mut detail = format!("linked identity {identity_id} to account {account_id}");
+    for old in &replaced {
+        detail.push_str(&format!(
+            "; replaced identity {} ↔ account {}",
+            old.identity_id, old.account_id
+        ));
+    }
+    safety::audit(store, "link", None, detail, now)?;
+    Ok(replaced)
 }
 
 /// `seatwarden resume`: closes the circuit breaker now (audited). Returns whether

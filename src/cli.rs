@@ -56,6 +56,7 @@ Typical use:
   seatwarden report --format json    the latest drift report
   seatwarden approve RUN             apply what the guard held (re-checked first)
   seatwarden explain PERSON          everything about one person, and what comes next
+  seatwarden link IDENTITY ACCOUNT   resolve a disputed match: this account is this person's
   seatwarden daemon                  run as a service (schedule, sweep, /metrics)
   seatwarden status                  deprovisions pending and overdue, jobs
   seatwarden report --email          send the latest report to [report.email] now
@@ -260,6 +261,19 @@ pub enum Command {
         run: RunId,
         #[arg(long)]
         only: Option<String>,
+    },
+    /// Link directory identity IDENTITY to workspace account ACCOUNT, by hand: how a
+    /// disputed match is resolved (a stored link comes first in matching). Both
+    /// must be in the newest stored snapshots (`seatwarden explain` shows the ids).
+    /// Audited.
+    Link {
+        /// The directory identity id.
+        identity: String,
+        /// The workspace account (SCIM) id.
+        account: String,
+        /// Move a link either of them already has to someone else.
+        #[arg(long)]
+        replace: bool,
     },
     /// Close the circuit breaker and run a reconcile to finish the work. Audited.
     Resume {
@@ -509,6 +523,29 @@ fn run_command(cli: Cli) -> anyhow::Result<u8> {
             let mut store = open_store(&config)?;
             let n = crate::approval::reject(&mut store, run, &only, chrono::Utc::now())?;
             println!("rejected {n} held actions of run {run}; they will not be applied");
+            Ok(exit::OK)
+        }
+        Command::Link {
+            identity,
+            account,
+            replace,
+        } => {
+            let _writer = writer_lock(&config)?;
+            let mut store = open_store(&config)?;
+            let replaced = crate::approval::link(
+                &mut store,
+                &identity,
+                &account,
+                replace,
+                chrono::Utc::now(),
+            )?;
+            println!("identity {identity} is linked to account {account}");
+            for old in replaced {
+                println!(
+                    "  replaced: identity {} ↔ account {}",
+                    old.identity_id, old.account_id
+                );
+            }
             Ok(exit::OK)
         }
         Command::Resume { no_run, format } => {

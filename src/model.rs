@@ -192,6 +192,8 @@ pub enum LinkMethod {
     Created,
     /// An unmatched account adopted under `unmatched_accounts = "adopt"`.
     Adopted,
+    /// Set by a person with `seatwarden link` (a disputed match resolved).
+    Manual,
 }
 
 impl LinkMethod {
@@ -202,6 +204,7 @@ impl LinkMethod {
             LinkMethod::Email => "email",
             LinkMethod::Created => "created",
             LinkMethod::Adopted => "adopted",
+            LinkMethod::Manual => "manual",
         }
     }
 }

@@ -123,12 +123,13 @@ pub(crate) fn model_enum<T: Copy>(
         })
 }
 
-pub(crate) const LINK_METHODS: [LinkMethod; 5] = [
+pub(crate) const LINK_METHODS: [LinkMethod; 6] = [
     LinkMethod::ExternalId,
     LinkMethod::UserName,
     LinkMethod::Email,
     LinkMethod::Created,
     LinkMethod::Adopted,
+    LinkMethod::Manual,
 ];
 
 pub(crate) fn link_method(row: &Row<'_>, idx: usize) -> rusqlite::Result<LinkMethod> {

@@ -516,6 +516,23 @@ DROP TABLE links;
 ALTER TABLE links_checked RENAME TO links;
 "#;
 
+/// Migration 11: links may be `manual` (`seatwarden link`). SQLite cannot change
+/// a CHECK in place, so the table is copied, as migration 10 did.
+pub(crate) const M_MANUAL_LINKS: &str = r#"
+CREATE TABLE links_manual (
+    identity_id TEXT NOT NULL PRIMARY KEY,
+    account_id  TEXT NOT NULL UNIQUE,
+    method      TEXT NOT NULL
+                CHECK (method = 'external_id' OR method = 'user_name' OR method = 'email'
+                       OR method = 'created' OR method = 'adopted' OR method = 'manual'),
+    linked_at   TEXT NOT NULL
+) STRICT, WITHOUT ROWID;
+INSERT INTO links_manual (identity_id, account_id, method, linked_at)
+    SELECT identity_id, account_id, method, linked_at FROM links;
+DROP TABLE links;
+ALTER TABLE links_manual RENAME TO links;
+"#;
+
 pub(crate) const MIGRATIONS: &[&str] = &[
     M1,
     M2,
@@ -527,6 +544,7 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     M_DRIFT_DOCUMENTS,
     M_PENDING_DRIFT_DOCUMENT,
     M_CHECKS_WITHOUT_IN_LISTS,
+    M_MANUAL_LINKS,
 ];
 
 /// The schema version this binary writes.

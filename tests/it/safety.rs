@@ -13,8 +13,8 @@ use seatwarden::cli::{exit, exit_code_for};
 use seatwarden::config::Config;
 use seatwarden::guard::SourceFault;
 use seatwarden::model::{
-    ActionClass, ActionKind, DirectorySnapshot, HoldReason, IdentityStatus, Role, ThresholdWindow,
-    WorkspaceSnapshot,
+    Account, ActionClass, ActionKind, DirectorySnapshot, DriftKind, HoldReason, IdentityStatus,
+    Role, ThresholdWindow, WorkspaceSnapshot,
 };
 use seatwarden::retry::RetryPolicy;
 use seatwarden::run::{self, Mode, RunOptions, RunOutcome};
@@ -255,15 +255,11 @@ async fn a_truncated_directory_plans_nothing_and_is_a_source_fault() {
     env.write_directory(&truncated);
     let text = seatwarden::report::render_text(&again.report, false);
     assert!(text.contains("--accept-directory"), "{text}");
-    let accepted = env
-        .run(
-            Mode::Reconcile,
-            RunOptions {
-                accept_directory: true,
-                ..RunOptions::default()
-            },
-        )
-        .await;
+    let accept = || RunOptions {
+        accept_directory: true,
+        ..RunOptions::default()
+    };
+    let accepted = env.run(Mode::Reconcile, accept()).await;
     assert_eq!(accepted.report.safety.source_fault, None);
     assert!(
         accepted
@@ -291,15 +287,7 @@ async fn a_truncated_directory_plans_nothing_and_is_a_source_fault() {
     let empty = env.run(Mode::Plan, RunOptions::default()).await;
     assert_eq!(empty.report.safety.source_fault, Some(SourceFault::Empty));
     assert!(empty.plan.actions.is_empty());
-    let forced = env
-        .run(
-            Mode::Reconcile,
-            RunOptions {
-                accept_directory: true,
-                ..RunOptions::default()
-            },
-        )
-        .await;
+    let forced = env.run(Mode::Reconcile, accept()).await;
     assert_eq!(forced.report.safety.source_fault, Some(SourceFault::Empty));
     assert!(forced.plan.actions.is_empty());
 }
@@ -1120,6 +1108,142 @@ async fn a_reconcile_run_by_hand_waits_for_the_writer_lock() {
         "{stderr}"
     );
     assert!(started.elapsed() >= std::time::Duration::from_millis(1500));
+}
+
+/// Two accounts carry Ada's email: the match is disputed and nothing is done for
+/// her. `seatwarden link` says which account is hers; the next plan updates that
+/// one and still leaves the other alone. A link either side already has is only
+/// moved with `--replace`; every link is audited.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn link_resolves_a_disputed_match() {
+    use std::process::Command;
+    let account = |id: &str, user_name: &str| Account {
+        id: id.into(),
+        user_name: user_name.into(),
+        external_id: None,
+        given_name: None,
+        family_name: None,
+        display_name: None,
+        email: Some("ada@example.com".into()),
+        active: true,
+        roles: vec!["Viewer".into()],
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let sandbox = Sandbox::start(
+        listener,
+        SandboxOptions {
+            token: "t0ken".into(),
+            ..SandboxOptions::default()
+        },
+        WorkspaceSnapshot {
+            accounts: vec![
+                account("w1", "ada.l@example.com"),
+                account("w2", "ada.lovelace@example.com"),
+            ],
+            groups: Vec::new(),
+        },
+    )
+    .await
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("directory.json"),
+        serde_json::json!({"users": [
+            {"id": "00u1", "userName": "ada@example.com", "email": "ada@example.com", "status": "active"},
+            {"id": "00u2", "userName": "ben@example.com", "email": "ben@example.com", "status": "active"}
+        ]})
+        .to_string(),
+    )
+    .unwrap();
+    let path = dir.path().join("seatwarden.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "[directory]\nkind = \"file\"\npath = \"directory.json\"\n\
+             [workspace]\nurl = \"{}\"\ntoken = \"t0ken\"\n[safety]\nsettle = \"0s\"\n",
+            sandbox.base_url()
+        ),
+    )
+    .unwrap();
+    let config = Config::load_with_env(&path, Some(HashMap::new())).unwrap();
+    let plan = || async {
+        run::execute(
+            &config,
+            Store::open(&config.state.path).unwrap(),
+            Mode::Plan,
+        )
+        .await
+        .unwrap()
+        .plan
+    };
+    let touches = |plan: &seatwarden::model::Plan, id: &str| {
+        plan.actions
+            .iter()
+            .any(|a| format!("{:?}", a.kind).contains(&format!("{id:?}")))
+    };
+    let disputed = plan().await;
+    assert!(!touches(&disputed, "w1") && !touches(&disputed, "w2"));
+    assert!(
+        disputed
+            .drift
+            .iter()
+            .any(|d| d.kind == DriftKind::DisputedMatch),
+        "{:#?}",
+        disputed.drift
+    );
+
+    let link = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_seatwarden"))
+            .arg("--config")
+            .arg(&path)
+            .arg("link")
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let out = link(&["00u1", "w1"]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let resolved = plan().await;
+    assert!(touches(&resolved, "w1"), "{:#?}", resolved.actions);
+    assert!(!touches(&resolved, "w2"), "{:#?}", resolved.actions);
+
+    // Ben's link may not take Ada's account without --replace.
+    let out = link(&["00u2", "w1"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--replace"));
+    let out = link(&["00u9", "w1"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not in the newest directory snapshot"));
+    let out = link(&["00u2", "w1", "--replace"]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let store = Store::open(&config.state.path).unwrap();
+    let links: Vec<(String, String)> = store
+        .links()
+        .unwrap()
+        .into_iter()
+        .map(|l| (l.identity_id, l.account_id))
+        .collect();
+    assert_eq!(links, [("00u2".to_owned(), "w1".to_owned())]);
+    let audit: Vec<String> = store
+        .audit()
+        .unwrap()
+        .into_iter()
+        .filter(|a| a.command == "link")
+        .map(|a| a.detail)
+        .collect();
+    assert_eq!(audit.len(), 2, "{audit:?}");
+    assert!(audit[1].contains("replaced identity 00u1"), "{audit:?}");
+    sandbox.shutdown().await;
 }
 
 #[test]
