@@ -136,6 +136,11 @@ impl Latency {
     }
 }
 
+/// The words of a create's error when the workspace answered 409 and no account
+/// with the userName can be read: [`Store::creates_out_of_sight`] finds them, and
+/// later runs hold that create instead of sending it again and again.
+pub const OUT_OF_SIGHT: &str = "no account with that userName is visible over SCIM";
+
 /// Result of executing one action's write(s): what to verify it against.
 enum Written {
     /// The write was accepted; verify against the workspace.
@@ -274,10 +279,10 @@ impl Executor<'_> {
                             }
                             None => {
                                 return Err(format!(
-                                    "{e}; the workspace says {:?} exists but no account with that \
-                                     userName is visible over SCIM (uniqueness on email? an account \
-                                     only its admins see?): find it in the workspace's admin console, \
-                                     then `seatwarden link` it to the person if it is theirs",
+                                    "{e}; the workspace says {:?} exists but {OUT_OF_SIGHT} \
+                                     (uniqueness on email? an account only its admins see?): find \
+                                     it in the workspace's admin console, then `seatwarden link` it \
+                                     to the person if it is theirs",
                                     spec.user_name
                                 ));
                             }

@@ -575,6 +575,10 @@ pub enum HoldReason {
     /// The workspace listing shrank suspiciously and a filter read could not
     /// confirm that this account is really missing.
     WorkspaceShrunk { previous: usize, current: usize },
+    /// An earlier create of this account met a 409 although no account with its
+    /// userName is visible over SCIM: it exists out of sight, and sending the
+    /// create again changes nothing until a person resolves it.
+    OutOfSight,
 }
 
 impl HoldReason {
@@ -587,6 +591,7 @@ impl HoldReason {
             HoldReason::Threshold { .. } => "threshold",
             HoldReason::Settling { .. } => "settling",
             HoldReason::WorkspaceShrunk { .. } => "workspace_shrunk",
+            HoldReason::OutOfSight => "out_of_sight",
         }
     }
 
@@ -652,6 +657,11 @@ impl fmt::Display for HoldReason {
             HoldReason::WorkspaceShrunk { previous, current } => write!(
                 f,
                 "the workspace listing shrank from {previous} to {current} accounts and a filter read could not confirm this account is missing"
+            ),
+            HoldReason::OutOfSight => f.write_str(
+                "an earlier create met a 409 but no account with this userName is visible over \
+                 SCIM: find it in the workspace's admin console (`seatwarden link` it if it is \
+                 this person's), then `seatwarden approve` to create it again",
             ),
         }
     }

@@ -390,6 +390,8 @@ async fn pipeline(
         &input,
     );
     let guarded = safety::hold_unconfirmed(guarded, &recheck);
+    let out_of_sight = lock(store)?.creates_out_of_sight(crate::apply::OUT_OF_SIGHT)?;
+    let guarded = safety::hold_out_of_sight(guarded, &out_of_sight);
     tracing::debug!(elapsed_ms = since(started_at), "plan guarded");
     let guarded = {
         let mut store = lock(store)?;

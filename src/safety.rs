@@ -295,6 +295,25 @@ pub async fn recheck_shrunken_workspace(
     recheck
 }
 
+/// Holds the creates of identities whose last attempted create met a 409 with no
+/// visible account ([`HoldReason::OutOfSight`]): sending it again each run only
+/// fails again (and counts against the circuit breaker). `seatwarden approve`
+/// sends it once more, after a person has looked.
+pub fn hold_out_of_sight(mut plan: Plan, out_of_sight: &std::collections::HashSet<String>) -> Plan {
+    if out_of_sight.is_empty() {
+        return plan;
+    }
+    for action in &mut plan.actions {
+        if let ActionKind::CreateAccount { identity_id, .. } = &action.kind
+            && action.held.is_none()
+            && out_of_sight.contains(identity_id)
+        {
+            action.held = Some(HoldReason::OutOfSight);
+        }
+    }
+    plan
+}
+
 /// Holds the creates the workspace sanity re-check could not confirm.
 pub fn hold_unconfirmed(mut plan: Plan, recheck: &Recheck) -> Plan {
     if recheck.unconfirmed.is_empty() {

@@ -483,6 +483,29 @@ impl Store {
             .context(|| "reading links".to_owned())
     }
 
+    /// Identities whose last attempted create failed because the account exists
+    /// out of sight (`error_marker` in its error; see `apply::OUT_OF_SIGHT`).
+    pub fn creates_out_of_sight(
+        &self,
+        error_marker: &str,
+    ) -> Result<std::collections::HashSet<String>, StoreError> {
+        self.conn
+            .prepare_cached(
+                "SELECT DISTINCT a.identity_id FROM actions a
+                 WHERE a.kind = 'create_account' AND a.state = 'failed'
+                   AND a.identity_id IS NOT NULL AND instr(a.last_error, ?1) > 0
+                   AND NOT EXISTS (
+                       SELECT 1 FROM actions b
+                       WHERE b.identity_id = a.identity_id AND b.kind = 'create_account'
+                         AND b.state = 'applied' AND b.run_id > a.run_id)",
+            )
+            .and_then(|mut stmt| {
+                stmt.query_map([error_marker], |row| row.get::<_, String>(0))?
+                    .collect()
+            })
+            .context(|| "reading creates refused out of sight from actions".to_owned())
+    }
+
     /// The identity `account_id` is linked to, if any.
     pub fn identity_linked_to(&self, account_id: &str) -> Result<Option<String>, StoreError> {
         self.conn

@@ -395,3 +395,58 @@ async fn a_user_name_given_again_never_inherits_the_earlier_persons_account() {
     assert_eq!(account.external_id.as_deref(), Some("00u1"));
     sandbox.shutdown().await;
 }
+
+/// A create answered 409 while no account with its userName can be read over
+/// SCIM (the account exists out of sight): the next run holds that create, for a
+/// person to look, instead of sending it again on every run.
+#[tokio::test]
+async fn a_create_refused_by_an_account_out_of_sight_is_not_sent_again_and_again() {
+    let server = MockServer::start().await;
+    Mock::given(method("GET"))
+        .and(path("/ServiceProviderConfig"))
+        .respond_with(ResponseTemplate::new(404))
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/Users"))
+        .respond_with(scim(list(vec![])))
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/Groups"))
+        .respond_with(scim(list(vec![])))
+        .mount(&server)
+        .await;
+    Mock::given(method("POST"))
+        .and(path("/Users"))
+        .respond_with(ResponseTemplate::new(409).set_body_json(json!({
+            "schemas": ["urn:ietf:params:scim:api:messages:2.0:Error"],
+            "status": "409", "scimType": "uniqueness", "detail": "userName taken"
+        })))
+        .expect(1)
+        .mount(&server)
+        .await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = config_for(&server, dir.path());
+    let reconcile = || async {
+        run::execute(
+            &config,
+            Store::open(&config.state.path).unwrap(),
+            Mode::Reconcile,
+        )
+        .await
+        .unwrap()
+    };
+    let first = reconcile().await;
+    assert_eq!(first.report.summary.actions_failed, 1);
+    let second = reconcile().await;
+    assert_eq!(second.report.summary.actions_failed, 0);
+    assert_eq!(second.report.summary.actions_held, 1);
+    let held = &second.plan.actions[0];
+    assert!(
+        matches!(held.kind, ActionKind::CreateAccount { .. })
+            && held.held == Some(seatwarden::model::HoldReason::OutOfSight),
+        "{held:?}"
+    );
+    // `expect(1)` on POST is checked when the server drops.
+}
