@@ -382,7 +382,14 @@ pub async fn enforce(
             }
         }
         drop(guard);
-        let blocked = result?;
+        // With the breaker open nothing was sent: the episodes wait for its end.
+        let blocked = result?.map(|circuit| {
+            let until = match circuit {
+                CircuitState::Open { until, .. } => until,
+                _ => now + HOLD_RECHECK,
+            };
+            (format!("not sent: the circuit breaker is {circuit}"), until)
+        });
         let journal = lock(store)?.journal(run_id)?;
         let verified_at = Utc::now().max(now);
         let mut store = lock(store)?;
@@ -402,15 +409,8 @@ pub async fn enforce(
                     store.deprovision_held(entry.id, &why, now + HOLD_RECHECK)?;
                     outcome.held += 1;
                 }
-                ActionState::Planned if blocked.is_some() => {
-                    if let Some(circuit) = &blocked {
-                        let until = match circuit {
-                            CircuitState::Open { until, .. } => *until,
-                            _ => now + HOLD_RECHECK,
-                        };
-                        let why = format!("not sent: the circuit breaker is {circuit}");
-                        store.deprovision_failed(entry.id, &why, until)?;
-                    }
+                ActionState::Planned if let Some((why, until)) = &blocked => {
+                    store.deprovision_failed(entry.id, why, *until)?;
                     outcome.failed += 1;
                 }
                 ActionState::Failed | ActionState::Planned | ActionState::InFlight => {
