@@ -147,6 +147,12 @@ enum Written {
     Sent,
     /// Nothing to verify (e.g. already gone on a deactivate).
     Done,
+    /// Part of the action could not be done because an earlier action of the run
+    /// failed (a member's account or the group was not created): journaled failed,
+    /// but not a failed write for the circuit breaker, which counted the earlier one
+    /// already. Otherwise one failed create counted again for every group of its
+    /// person, and could open the breaker on its own.
+    Unfinished(String),
 }
 
 impl Executor<'_> {
@@ -316,7 +322,10 @@ impl Executor<'_> {
                 Ok(Written::Sent)
             }
             ActionKind::AddMembers { group, members } => {
-                let group_id = self.resolve_group(group)?;
+                let group_id = match self.resolve_group(group) {
+                    Ok(id) => id,
+                    Err(why) => return Ok(Written::Unfinished(why)),
+                };
                 let (ids, missing) = self.resolve_members(members);
                 if !ids.is_empty() {
                     client
@@ -327,17 +336,20 @@ impl Executor<'_> {
                 if missing.is_empty() {
                     Ok(Written::Sent)
                 } else {
-                    Err(format!(
+                    Ok(Written::Unfinished(format!(
                         "added {} members; {} could not be added because their account was not \
                          created: {}",
                         ids.len(),
                         missing.len(),
                         missing.join(", ")
-                    ))
+                    )))
                 }
             }
             ActionKind::RemoveMembers { group, members } => {
-                let group_id = self.resolve_group(group)?;
+                let group_id = match self.resolve_group(group) {
+                    Ok(id) => id,
+                    Err(why) => return Ok(Written::Unfinished(why)),
+                };
                 client
                     .remove_members(&group_id, members)
                     .await
@@ -399,7 +411,9 @@ impl Executor<'_> {
         if let Ok(mut latency) = self.write_latency.lock() {
             latency.add(started.elapsed());
         }
-        if let Ok(mut breaker) = self.breaker.lock() {
+        if let Ok(mut breaker) = self.breaker.lock()
+            && !matches!(written, Ok(Written::Unfinished(_)))
+        {
             let failure = written.as_ref().err().map(|message| FailedWrite {
                 op: action.kind.name().to_owned(),
                 subject: action.subject.clone(),
@@ -418,7 +432,7 @@ impl Executor<'_> {
                 self.with_store(|s| s.mark_applied(self.run, action.seq, Utc::now(), None))?;
                 Ok(Executed::Done)
             }
-            Err(message) => {
+            Ok(Written::Unfinished(message)) | Err(message) => {
                 tracing::warn!(seq = action.seq, op = action.kind.name(), subject = %action.subject, error = %message, "action failed");
                 self.with_store(|s| s.mark_failed(self.run, action.seq, Utc::now(), &message))?;
                 Ok(Executed::Failed)

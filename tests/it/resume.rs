@@ -450,3 +450,78 @@ async fn a_create_refused_by_an_account_out_of_sight_is_not_sent_again_and_again
     );
     // `expect(1)` on POST is checked when the server drops.
 }
+
+/// One create the workspace refuses leaves its person's group memberships
+/// undone too; those count as one failed write for the circuit breaker, not one
+/// per group. With a window of four, counting them again opened the breaker on a
+/// single refused account.
+#[tokio::test]
+async fn a_failed_create_counts_once_against_the_circuit_breaker() {
+    let server = MockServer::start().await;
+    Mock::given(method("GET"))
+        .and(path("/ServiceProviderConfig"))
+        .respond_with(ResponseTemplate::new(404))
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/Users"))
+        .respond_with(scim(list(vec![])))
+        .mount(&server)
+        .await;
+    let groups: Vec<serde_json::Value> = ["G1", "G2", "G3"]
+        .iter()
+        .map(|g| json!({"id": format!("id-{g}"), "displayName": g, "members": []}))
+        .collect();
+    Mock::given(method("GET"))
+        .and(path("/Groups"))
+        .respond_with(scim(list(groups)))
+        .mount(&server)
+        .await;
+    Mock::given(method("POST"))
+        .and(path("/Users"))
+        .respond_with(ResponseTemplate::new(400).set_body_json(json!({
+            "schemas": ["urn:ietf:params:scim:api:messages:2.0:Error"],
+            "status": "400", "scimType": "invalidValue", "detail": "userName rejected"
+        })))
+        .mount(&server)
+        .await;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("directory.json"),
+        json!({"users": [{
+            "id": "00u1", "userName": "ada@example.com", "email": "ada@example.com",
+            "status": "active", "groups": ["G1", "G2", "G3"]
+        }]})
+        .to_string(),
+    )
+    .unwrap();
+    let mut toml = format!(
+        "[directory]\nkind = \"file\"\npath = \"directory.json\"\n\n\
+         [workspace]\nurl = \"{}\"\ntoken = \"t0ken\"\n\n\
+         [safety]\nsettle = \"0s\"\n\n[safety.circuit]\nwindow = 4\nfailure_ratio = 0.5\n",
+        server.uri()
+    );
+    for g in ["G1", "G2", "G3"] {
+        toml.push_str(&format!(
+            "\n[[policy.mapping]]\ngroup = \"{g}\"\nworkspace_group = \"{g}\"\nrole = \"Viewer\"\n"
+        ));
+    }
+    std::fs::write(dir.path().join("seatwarden.toml"), toml).unwrap();
+    let config = Config::load_with_env(
+        &dir.path().join("seatwarden.toml"),
+        Some(Default::default()),
+    )
+    .unwrap();
+    let outcome = run::execute(
+        &config,
+        Store::open(&config.state.path).unwrap(),
+        Mode::Reconcile,
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        outcome.report.summary.actions_failed, 4,
+        "the create, three groups"
+    );
+    assert_eq!(outcome.report.safety.circuit, None, "one refused write");
+}
