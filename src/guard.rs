@@ -960,7 +960,15 @@ mod tests {
         assert!(demote("1", "Owner", Role::Viewer).is_role_downgrade());
         assert!(demote("1", "editor", Role::Commenter).is_role_downgrade());
         assert!(!demote("1", "Viewer", Role::Editor).is_role_downgrade());
-        assert!(!demote("1", "Admin", Role::Viewer).is_role_downgrade());
+        // A value seatwarden does not know could be anything: away from it counts.
+        assert!(demote("1", "Admin", Role::Viewer).is_role_downgrade());
+        assert!(!demote("1", "Admin", Role::Owner).is_role_downgrade());
+        let no_role = ActionKind::SetRole {
+            account_id: "1".into(),
+            from: Vec::new(),
+            to: Role::Viewer,
+        };
+        assert!(!no_role.is_role_downgrade(), "nothing to lose");
         assert!(!deactivate("1").is_role_downgrade());
     }
 

@@ -422,15 +422,21 @@ impl ActionKind {
     }
 
     /// A role change to a lower tier than the account's highest known role now
-    /// (mass Owner→Viewer is as dangerous as deletion). An account whose current
-    /// role values name no known role is not downgraded: there is nothing to lose.
+    /// (mass Owner→Viewer is as dangerous as deletion), or away from a role value
+    /// seatwarden does not know (`Admin`, a localised name): that could be
+    /// anything, and a workspace that names its roles otherwise would otherwise
+    /// have every role rewritten past the downgrade limits. An account with no
+    /// role at all has nothing to lose.
     pub fn is_role_downgrade(&self) -> bool {
         match self {
-            ActionKind::SetRole { from, to, .. } => from
-                .iter()
-                .filter_map(|r| r.parse::<Role>().ok())
-                .max()
-                .is_some_and(|current| current > *to),
+            ActionKind::SetRole { from, to, .. } => {
+                let unknown = from.iter().any(|r| r.parse::<Role>().is_err());
+                from.iter()
+                    .filter_map(|r| r.parse::<Role>().ok())
+                    .max()
+                    .is_some_and(|current| current > *to)
+                    || (unknown && *to != Role::Owner)
+            }
             _ => false,
         }
     }
