@@ -341,7 +341,14 @@ pub fn settle(
     config: &Config,
     now: DateTime<Utc>,
 ) -> Result<Plan, StoreError> {
-    let keys: Vec<String> = plan.actions.iter().flat_map(guard::settle_keys).collect();
+    // Nothing waits without a settle window: no first-seen times to keep (a first
+    // run creating 100k accounts in groups would hash and store a key for every
+    // one of them and every membership).
+    let keys: Vec<String> = if config.settle().is_zero() {
+        Vec::new()
+    } else {
+        plan.actions.iter().flat_map(guard::settle_keys).collect()
+    };
     let first_seen = store.replace_drift_seen(&keys, now)?;
     let plan = guard::hold_unsettled(plan, &first_seen, now, config.settle());
     Ok(guard::hold_dependents(plan))
