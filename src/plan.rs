@@ -24,7 +24,10 @@
 //! A match is **disputed** — reported as [`DriftKind::DisputedMatch`] and never acted
 //! on, for the accounts nor for the identities involved — when stored links are not
 //! one-to-one, when an account's deciding rule yields several identities, or when
-//! several unlinked accounts match the same identity.
+//! several unlinked accounts match the same identity. An identity whose own account
+//! matches it by `externalId` keeps that match although another account matches it
+//! among others by a weaker rule: that other account alone is disputed, so a stray
+//! account sharing a leaver's email cannot keep the leaver's account active.
 //!
 //! A stored link decides an identity's account. An unlinked account whose only
 //! candidate is an identity already linked to another account is a **duplicate** of
@@ -697,8 +700,12 @@ impl<'a> Matching<'a> {
                 }
             }
         }
+        // Identities disputed only because some other account matches them among
+        // others, by a weaker rule than an externalId of their own.
+        let mut only_ambiguous: std::collections::HashSet<u32> = std::collections::HashSet::new();
         for (key, (account, method)) in ambiguous {
             disputed.entry(key).or_insert_with(|| {
+                only_ambiguous.insert(key);
                 format!(
                     "account {account} matches this and other identities by {}",
                     method.as_str()
@@ -708,8 +715,15 @@ impl<'a> Matching<'a> {
         for (key, mut matched) in tentative {
             matched.sort_dedup_by_key(|&(slot, _)| account_id(slot));
             let identity_id = id_of(key);
+            // An account whose externalId is this identity's id is this person's,
+            // whatever another account's shared email says: the stray account
+            // stays disputed, but a leaver's own account is not kept active by it.
+            let own_external_id = |method: LinkMethod| {
+                method == LinkMethod::ExternalId && only_ambiguous.contains(&key)
+            };
             match matched.as_slice() {
-                &[(slot, method)] if !disputed.contains_key(&key) => {
+                &[(slot, method)] if !disputed.contains_key(&key) || own_external_id(method) => {
+                    disputed.remove(&key);
                     if let Some(owner) = owners.get_mut(slot as usize) {
                         *owner = Owner::Primary(key);
                     }
@@ -2240,6 +2254,46 @@ mod tests {
         let disputed = drift_of(&plan, DriftKind::DisputedMatch);
         assert_eq!(disputed.len(), 3, "{disputed:#?}");
         assert!(disputed[0].detail.contains("several identities"));
+    }
+
+    /// A leaver's own account (its externalId is their id) is deactivated even when
+    /// a stray account shares their email with someone else: that account is
+    /// disputed, the leaver's is not.
+    #[test]
+    fn a_stray_account_sharing_an_email_does_not_shield_a_leavers_own_account() {
+        let mut fx = Fx::new();
+        let mut x = ident("x", IdentityStatus::Suspended, &[]);
+        x.email = Some("pat@ex.com".into());
+        let mut y = active("y", &[]);
+        y.email = Some("pat@ex.com".into());
+        fx.identities = vec![x, y];
+        let own = acct("a", "x");
+        let mut stray = acct("b", "nobody");
+        stray.external_id = None;
+        stray.email = Some("pat@ex.com".into());
+        fx.accounts = vec![own, stray];
+        let plan = fx.plan();
+        assert_eq!(
+            kinds(&plan),
+            [&ActionKind::Deactivate {
+                account_id: "a".into()
+            }],
+            "{:#?}",
+            plan.drift
+        );
+        let disputed = drift_of(&plan, DriftKind::DisputedMatch);
+        assert!(
+            disputed
+                .iter()
+                .any(|d| d.account_id.as_deref() == Some("b")),
+            "{disputed:#?}"
+        );
+        assert!(
+            !disputed
+                .iter()
+                .any(|d| d.identity_id.as_deref() == Some("x")),
+            "{disputed:#?}"
+        );
     }
 
     #[test]
