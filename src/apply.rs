@@ -1505,8 +1505,9 @@ fn claimable(account: &Account, identity_id: &str, linked_to: Option<&str>) -> R
     match linked_to {
         Some(other) if other != identity_id => Err(format!(
             "userName {:?} belongs to account {}, which is linked to identity {other}; \
-             seatwarden never moves an account to another person: resolve it by hand",
-            account.user_name, account.id
+             seatwarden never moves an account to another person on its own: if it is really \
+             theirs, `seatwarden link {identity_id} {} --replace`",
+            account.user_name, account.id, account.id
         )),
         _ => Ok(()),
     }
