@@ -43,6 +43,25 @@ fn list(resources: Vec<serde_json::Value>) -> serde_json::Value {
     })
 }
 
+/// A workspace without `/ServiceProviderConfig`, no users, and `groups`.
+async fn mount_listings(server: &MockServer, groups: Vec<serde_json::Value>) {
+    Mock::given(method("GET"))
+        .and(path("/ServiceProviderConfig"))
+        .respond_with(ResponseTemplate::new(404))
+        .mount(server)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/Users"))
+        .respond_with(scim(list(vec![])))
+        .mount(server)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/Groups"))
+        .respond_with(scim(list(groups)))
+        .mount(server)
+        .await;
+}
+
 /// A directory with Ada (active, in scope) and a config pointing at `server`.
 fn config_for(server: &MockServer, dir: &std::path::Path) -> Config {
     std::fs::write(
@@ -158,21 +177,7 @@ async fn an_interrupted_create_is_linked_not_sent_twice() {
 #[tokio::test]
 async fn an_interrupted_create_that_never_arrived_is_marked_failed_and_redone() {
     let server = MockServer::start().await;
-    Mock::given(method("GET"))
-        .and(path("/ServiceProviderConfig"))
-        .respond_with(ResponseTemplate::new(404))
-        .mount(&server)
-        .await;
-    Mock::given(method("GET"))
-        .and(path("/Users"))
-        .respond_with(scim(list(vec![])))
-        .mount(&server)
-        .await;
-    Mock::given(method("GET"))
-        .and(path("/Groups"))
-        .respond_with(scim(list(vec![])))
-        .mount(&server)
-        .await;
+    mount_listings(&server, vec![]).await;
     Mock::given(method("POST"))
         .and(path("/Users"))
         .respond_with(
@@ -402,21 +407,7 @@ async fn a_user_name_given_again_never_inherits_the_earlier_persons_account() {
 #[tokio::test]
 async fn a_create_refused_by_an_account_out_of_sight_is_not_sent_again_and_again() {
     let server = MockServer::start().await;
-    Mock::given(method("GET"))
-        .and(path("/ServiceProviderConfig"))
-        .respond_with(ResponseTemplate::new(404))
-        .mount(&server)
-        .await;
-    Mock::given(method("GET"))
-        .and(path("/Users"))
-        .respond_with(scim(list(vec![])))
-        .mount(&server)
-        .await;
-    Mock::given(method("GET"))
-        .and(path("/Groups"))
-        .respond_with(scim(list(vec![])))
-        .mount(&server)
-        .await;
+    mount_listings(&server, vec![]).await;
     Mock::given(method("POST"))
         .and(path("/Users"))
         .respond_with(ResponseTemplate::new(409).set_body_json(json!({
@@ -458,25 +449,11 @@ async fn a_create_refused_by_an_account_out_of_sight_is_not_sent_again_and_again
 #[tokio::test]
 async fn a_failed_create_counts_once_against_the_circuit_breaker() {
     let server = MockServer::start().await;
-    Mock::given(method("GET"))
-        .and(path("/ServiceProviderConfig"))
-        .respond_with(ResponseTemplate::new(404))
-        .mount(&server)
-        .await;
-    Mock::given(method("GET"))
-        .and(path("/Users"))
-        .respond_with(scim(list(vec![])))
-        .mount(&server)
-        .await;
     let groups: Vec<serde_json::Value> = ["G1", "G2", "G3"]
         .iter()
         .map(|g| json!({"id": format!("id-{g}"), "displayName": g, "members": []}))
         .collect();
-    Mock::given(method("GET"))
-        .and(path("/Groups"))
-        .respond_with(scim(list(groups)))
-        .mount(&server)
-        .await;
+    mount_listings(&server, groups).await;
     Mock::given(method("POST"))
         .and(path("/Users"))
         .respond_with(ResponseTemplate::new(400).set_body_json(json!({
