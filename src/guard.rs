@@ -317,7 +317,11 @@ pub fn check_source(
 /// the kind itself can be large: a membership batch lists every member, and the
 /// keys of a first run over 10k people were 3 MB, written and read back each run.
 pub fn settle_key(action: &Action) -> Option<String> {
-    if action.kind.is_deprovision() {
+    kind_key(&action.kind)
+}
+
+fn kind_key(kind: &ActionKind) -> Option<String> {
+    if kind.is_deprovision() {
         return None;
     }
     // serde_json writes in small pieces; the hash takes them a block at a time.
@@ -325,7 +329,7 @@ pub fn settle_key(action: &Action) -> Option<String> {
         4096,
         Sha256Writer(ring::digest::Context::new(&ring::digest::SHA256)),
     );
-    serde_json::to_writer(&mut sha, &action.kind).ok()?;
+    serde_json::to_writer(&mut sha, kind).ok()?;
     let sha = sha.into_inner().ok()?;
     Some(hex(sha.0.finish().as_ref()))
 }
@@ -334,12 +338,9 @@ pub fn settle_key(action: &Action) -> Option<String> {
 /// member's change is drift of its own, so a member joining the batch does not
 /// restart the others' wait), else its [`settle_key`]. None for a deprovision.
 pub fn settle_keys(action: &Action) -> Vec<String> {
-    let single = |kind: ActionKind| {
-        settle_key(&Action {
-            kind,
-            ..action.clone()
-        })
-    };
+    // Each member's key hashes a one-member kind, not a copy of the whole action
+    // (which would copy every member once per member).
+    let single = |kind: ActionKind| kind_key(&kind);
     match &action.kind {
         ActionKind::AddMembers { group, members } if members.len() > 1 => members
             .iter()
