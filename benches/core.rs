@@ -83,6 +83,7 @@ fn main() {
             };
             let plan_settings = PlanSettings {
                 deprovision: DeprovisionAction::Deactivate,
+                retention: Default::default(),
                 unmatched_accounts: UnmatchedAccounts::Report,
                 manage_roles: true,
                 protected: Protected::new(&["breakglass@example.com".to_owned()]),
@@ -187,6 +188,7 @@ fn retention(people: usize, data: &synth::Synth) {
         &[],
         &PlanSettings {
             deprovision: DeprovisionAction::Deactivate,
+            retention: Default::default(),
             unmatched_accounts: UnmatchedAccounts::Report,
             manage_roles: true,
             protected: Protected::new(&[]),

@@ -213,10 +213,12 @@ impl Executor<'_> {
                     other => other.map(|()| Written::Sent).map_err(|e| e.to_string()),
                 }
             }
-            ActionKind::Delete { account_id } => match client.delete_account(account_id).await {
-                Err(e) if e.is_not_found() => Ok(Written::Done),
-                other => other.map(|()| Written::Sent).map_err(|e| e.to_string()),
-            },
+            ActionKind::Delete { account_id, .. } => {
+                match client.delete_account(account_id).await {
+                    Err(e) if e.is_not_found() => Ok(Written::Done),
+                    other => other.map(|()| Written::Sent).map_err(|e| e.to_string()),
+                }
+            }
             ActionKind::Reactivate { account_id } => client
                 .set_active(account_id, true)
                 .await
@@ -651,7 +653,7 @@ pub async fn apply_with_breaker(
         .runnable()
         .filter(|a| verified.contains(&a.seq))
         .filter_map(|a| match &a.kind {
-            ActionKind::Delete { account_id } => Some(account_id.clone()),
+            ActionKind::Delete { account_id, .. } => Some(account_id.clone()),
             _ => None,
         })
         .collect();
@@ -1038,7 +1040,7 @@ impl<'a> Verifier<'a> {
     fn object_of(&self, action: &Action) -> Option<Object> {
         match &action.kind {
             ActionKind::Deactivate { account_id }
-            | ActionKind::Delete { account_id }
+            | ActionKind::Delete { account_id, .. }
             | ActionKind::Reactivate { account_id }
             | ActionKind::UpdateAttributes { account_id, .. }
             | ActionKind::SetRole { account_id, .. } => Some(Object::Account(account_id.clone())),
@@ -1240,7 +1242,7 @@ async fn verify_effect(action: &Action, reader: &impl Reader) -> Result<(), Stri
             Some(account) if account.active => Err(format!("account {account_id} is still active")),
             _ => Ok(()),
         },
-        ActionKind::Delete { account_id } => match reader.account(account_id).await? {
+        ActionKind::Delete { account_id, .. } => match reader.account(account_id).await? {
             Some(_) => Err(format!("account {account_id} still exists")),
             None => Ok(()),
         },

@@ -141,7 +141,7 @@ pub fn recheck(action: &Action, workspace: &WorkspaceSnapshot, protected: &Prote
             Some(a) if !a.active => Recheck::Obsolete("already deactivated".to_owned()),
             Some(_) => Recheck::Apply,
         },
-        ActionKind::Delete { account_id } => match find(account_id) {
+        ActionKind::Delete { account_id, .. } => match find(account_id) {
             None => Recheck::Obsolete("already deleted".to_owned()),
             Some(_) => Recheck::Apply,
         },
@@ -658,7 +658,8 @@ mod tests {
         ));
         let deprovisions = Only::Class(ActionClass::Deprovision);
         assert!(deprovisions.admits(&ActionKind::Delete {
-            account_id: "a".into()
+            account_id: "a".into(),
+            deactivated_since: None,
         }));
         assert!(!deprovisions.admits(&ActionKind::Reactivate {
             account_id: "a".into()

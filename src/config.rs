@@ -273,6 +273,10 @@ pub struct MappingConfig {
 pub struct DeprovisionConfig {
     #[serde(default = "defaults::deprovision_action")]
     pub action: DeprovisionAction,
+    /// With `action = "delete"` (and required by it): how long an account stays
+    /// deactivated before it is deleted, e.g. `30d`; `0s` deletes at once.
+    #[serde(default)]
+    pub delete_after: Option<String>,
     /// From detection to verified deactivation, e.g. `1h`.
     #[serde(default = "defaults::sla")]
     pub sla: String,
@@ -282,6 +286,7 @@ impl Default for DeprovisionConfig {
     fn default() -> Self {
         DeprovisionConfig {
             action: defaults::deprovision_action(),
+            delete_after: None,
             sla: defaults::sla(),
         }
     }
@@ -796,6 +801,27 @@ impl Config {
             }
         }
         parse_duration(&self.safety.settle).map_err(|e| self.key_error("safety.settle", e))?;
+        match (self.deprovision.action, &self.deprovision.delete_after) {
+            (DeprovisionAction::Delete, None) => {
+                return Err(self.key_error(
+                    "deprovision.delete_after",
+                    "missing: deprovision.action = \"delete\" needs a retention period, how \
+                     long an account stays deactivated before it is deleted (e.g. \"30d\"; \
+                     \"0s\" deletes at once, without one)",
+                ));
+            }
+            (DeprovisionAction::Deactivate, Some(_)) => {
+                return Err(self.key_error(
+                    "deprovision.delete_after",
+                    "only used with deprovision.action = \"delete\"; accounts are never \
+                     deleted while action is \"deactivate\"",
+                ));
+            }
+            (_, Some(text)) => {
+                parse_duration(text).map_err(|e| self.key_error("deprovision.delete_after", e))?;
+            }
+            (DeprovisionAction::Deactivate, None) => {}
+        }
         parse_duration(&self.safety.circuit.cool_down)
             .map_err(|e| self.key_error("safety.circuit.cool_down", e))?;
         if !(self.safety.circuit.failure_ratio > 0.0 && self.safety.circuit.failure_ratio <= 1.0) {
@@ -1456,9 +1482,35 @@ impl Config {
         }
     }
 
+    /// How long a deprovisioned person's account stays deactivated before it is
+    /// deleted: `None` with `deprovision.action = "deactivate"` (never deleted),
+    /// zero for "at once". Validated at load; a value that does not parse (a
+    /// configuration built without loading) means "not within a century", never
+    /// "at once".
+    pub fn delete_after(&self) -> Option<Duration> {
+        match self.deprovision.action {
+            DeprovisionAction::Deactivate => None,
+            DeprovisionAction::Delete => Some(
+                self.deprovision
+                    .delete_after
+                    .as_deref()
+                    .and_then(|text| parse_duration(text).ok())
+                    .unwrap_or(MAX_DURATION),
+            ),
+        }
+    }
+
+    /// The plan settings from the configuration alone: deactivated accounts'
+    /// retention clocks are the store's, filled in by the run.
     pub fn plan_settings(&self) -> PlanSettings {
         PlanSettings {
             deprovision: self.deprovision.action,
+            retention: crate::plan::Retention {
+                delete_after: self.delete_after().map_or(chrono::TimeDelta::zero(), |d| {
+                    chrono::TimeDelta::from_std(d).unwrap_or(chrono::TimeDelta::MAX)
+                }),
+                ..Default::default()
+            },
             unmatched_accounts: self.policy.unmatched_accounts,
             manage_roles: self.manages_roles(),
             protected: Protected::new(&self.safety.protected),

@@ -496,7 +496,7 @@ fn next_actions(
         directory,
         workspace,
         links,
-        &safety::plan_settings(config, directory),
+        &safety::plan_settings_at(config, directory, store, now)?,
     );
     let managed = planned.new_links.len()
         + links

@@ -553,7 +553,7 @@ fn hold_last_owner(plan: &mut Plan, workspace: &WorkspaceSnapshot) {
             continue;
         }
         let (removed, deprovision) = match &action.kind {
-            ActionKind::Deactivate { account_id } | ActionKind::Delete { account_id } => {
+            ActionKind::Deactivate { account_id } | ActionKind::Delete { account_id, .. } => {
                 (Some(account_id), true)
             }
             ActionKind::SetRole { account_id, to, .. } if *to != Role::Owner => {
@@ -684,6 +684,7 @@ mod tests {
             deactivate("1"),
             ActionKind::Delete {
                 account_id: "2".into(),
+                deactivated_since: None,
             },
             ActionKind::Reactivate {
                 account_id: "3".into(),
@@ -747,6 +748,7 @@ mod tests {
             deactivate("2"),
             ActionKind::Delete {
                 account_id: "3".into(),
+                deactivated_since: None,
             },
             ActionKind::CreateGroup {
                 display_name: "g".into(),
@@ -1207,6 +1209,7 @@ mod tests {
             },
             ActionKind::Delete {
                 account_id: "o1".into(),
+                deactivated_since: None,
             },
             ActionKind::Reactivate {
                 account_id: "o3".into(),

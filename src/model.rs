@@ -368,6 +368,12 @@ pub enum ActionKind {
     },
     Delete {
         account_id: String,
+        /// Set when the account has been deactivated this long already
+        /// (`deprovision.delete_after` has passed): the delete removes no access,
+        /// so it opens no deprovisioning episode. `None`: the account loses its
+        /// access by this delete.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        deactivated_since: Option<chrono::DateTime<chrono::Utc>>,
     },
     CreateGroup {
         display_name: String,
@@ -462,7 +468,7 @@ impl ActionKind {
     pub fn account_id(&self) -> Option<&str> {
         match self {
             ActionKind::Deactivate { account_id }
-            | ActionKind::Delete { account_id }
+            | ActionKind::Delete { account_id, .. }
             | ActionKind::Reactivate { account_id }
             | ActionKind::UpdateAttributes { account_id, .. }
             | ActionKind::SetRole { account_id, .. } => Some(account_id),
@@ -696,6 +702,12 @@ pub struct Plan {
     pub drift: Vec<DriftItem>,
     /// Matches found this run that are not stored links yet.
     pub new_links: Vec<NewLink>,
+    /// With `deprovision.action = "delete"` and a retention period: the
+    /// deactivated accounts of people without access, whose deletion waits for
+    /// it (due in this plan or not), sorted. The store starts each one's clock
+    /// when it first appears here and forgets those that leave.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub retained: Vec<String>,
 }
 
 impl Plan {

@@ -66,6 +66,7 @@ use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Mutex;
 
+use chrono::{DateTime, TimeDelta, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::model::{
@@ -86,9 +87,24 @@ pub enum DeprovisionAction {
     Delete,
 }
 
+/// `deprovision.action = "delete"`: how long a deprovisioned person's account
+/// stays deactivated before it is deleted, and since when each such account has
+/// been seen deactivated (kept by the store from [`Plan::retained`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Retention {
+    /// Zero: accounts are deleted at once, active or not.
+    pub delete_after: TimeDelta,
+    /// Account id → when it was first seen deactivated without anyone to justify it.
+    pub deactivated_since: BTreeMap<String, DateTime<Utc>>,
+    /// The time the retention is judged at.
+    pub now: DateTime<Utc>,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PlanSettings {
     pub deprovision: DeprovisionAction,
+    /// Only read when `deprovision` deletes.
+    pub retention: Retention,
     pub unmatched_accounts: UnmatchedAccounts,
     pub manage_roles: bool,
     pub protected: Protected,
@@ -145,7 +161,13 @@ pub fn plan(
         },
     );
     planner.groups(&existing, resolved);
-    let Out { actions, drift } = planner.out;
+    let Out {
+        actions,
+        drift,
+        mut retained,
+    } = planner.out;
+    retained.sort_unstable();
+    retained.dedup();
 
     // The two sorts are independent; each keeps its own input order for ties.
     let drift = Mutex::new(drift);
@@ -190,6 +212,7 @@ pub fn plan(
         actions,
         drift,
         new_links,
+        retained,
     }
 }
 
@@ -198,7 +221,7 @@ pub fn plan(
 /// before members are added.
 fn sort_key(action: &Action) -> (u8, &str, &str) {
     let (class, secondary) = match &action.kind {
-        ActionKind::Deactivate { account_id } | ActionKind::Delete { account_id } => {
+        ActionKind::Deactivate { account_id } | ActionKind::Delete { account_id, .. } => {
             (0, account_id.as_str())
         }
         ActionKind::CreateGroup { display_name } => (1, display_name.as_str()),
@@ -842,6 +865,7 @@ fn existing_groups(workspace: &WorkspaceSnapshot) -> BTreeMap<Cow<'_, str>, &Wor
 struct Out {
     actions: Vec<Action>,
     drift: Vec<DriftItem>,
+    retained: Vec<String>,
 }
 
 /// Per-account flags.
@@ -1317,20 +1341,51 @@ impl<'p, 'a: 'p> Planner<'p, 'a> {
             self.untouchable(account);
             return;
         }
-        let delete = self.settings.deprovision == DeprovisionAction::Delete && !suspended;
-        if !account.active && !delete {
-            return;
-        }
+        let deletes = self.settings.deprovision == DeprovisionAction::Delete && !suspended;
+        let retention = &self.settings.retention;
         let account_id = account.id.clone();
-        let kind = if delete {
-            ActionKind::Delete { account_id }
+        let (kind, detail) = if account.active {
+            let kind = if deletes && retention.delete_after <= TimeDelta::zero() {
+                ActionKind::Delete {
+                    account_id,
+                    deactivated_since: None,
+                }
+            } else {
+                // With a retention period the account is deactivated now and
+                // deleted once it has been seen deactivated that long.
+                ActionKind::Deactivate { account_id }
+            };
+            (kind, format!("{why}; account is still active"))
+        } else if !deletes {
+            return;
+        } else if retention.delete_after <= TimeDelta::zero() {
+            (
+                ActionKind::Delete {
+                    account_id,
+                    deactivated_since: None,
+                },
+                format!("{why}; account is deactivated and deprovisioning deletes"),
+            )
         } else {
-            ActionKind::Deactivate { account_id }
-        };
-        let detail = if account.active {
-            format!("{why}; account is still active")
-        } else {
-            format!("{why}; account is deactivated and deprovisioning deletes")
+            self.out.retained.push(account_id.clone());
+            let Some(&since) = retention.deactivated_since.get(&account_id) else {
+                return;
+            };
+            if retention.now - since < retention.delete_after {
+                return;
+            }
+            let detail = format!(
+                "{why}; account deactivated since {}, past the retention of {}",
+                since.format("%Y-%m-%d %H:%M UTC"),
+                days(retention.delete_after)
+            );
+            (
+                ActionKind::Delete {
+                    account_id,
+                    deactivated_since: Some(since),
+                },
+                detail,
+            )
         };
         self.act(
             kind,
@@ -1674,7 +1729,7 @@ pub fn simulate(
                     a.active = true;
                 }
             }
-            ActionKind::Delete { account_id } => {
+            ActionKind::Delete { account_id, .. } => {
                 ws.accounts.retain(|a| &a.id != account_id);
                 for g in &mut ws.groups {
                     g.members.retain(|m| m != account_id);
@@ -1770,6 +1825,18 @@ pub fn simulate(
     (ws, links)
 }
 
+/// A retention period as people write it: `30 days`, `36 hours`, `90 minutes`.
+fn days(period: TimeDelta) -> String {
+    let plural = |n: i64, unit: &str| format!("{n} {unit}{}", if n == 1 { "" } else { "s" });
+    if period.num_days() > 0 && period == TimeDelta::days(period.num_days()) {
+        plural(period.num_days(), "day")
+    } else if period.num_hours() > 0 && period == TimeDelta::hours(period.num_hours()) {
+        plural(period.num_hours(), "hour")
+    } else {
+        plural(period.num_minutes(), "minute")
+    }
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 mod tests {
@@ -1860,6 +1927,7 @@ mod tests {
                 },
                 settings: PlanSettings {
                     deprovision: DeprovisionAction::Deactivate,
+                    retention: Default::default(),
                     unmatched_accounts: UnmatchedAccounts::Report,
                     manage_roles: true,
                     protected: Protected::default(),
@@ -2028,10 +2096,129 @@ mod tests {
         assert_eq!(
             kinds(&plan),
             [&ActionKind::Delete {
-                account_id: "1".into()
+                account_id: "1".into(),
+                deactivated_since: None,
             }]
         );
         assert!(fx.replan().is_empty());
+    }
+
+    /// With a retention period, a leaver's active account is deactivated, and its
+    /// deactivated account is deleted only once it has been seen deactivated that
+    /// long. Until then it is listed in `retained`, so the store keeps its clock.
+    #[test]
+    fn deprovisioning_deletes_only_after_the_retention_period() {
+        let mut fx = Fx::new();
+        fx.identities = vec![ident("d", IdentityStatus::Deprovisioned, &[])];
+        fx.accounts = vec![acct("1", "d")];
+        fx.settings.deprovision = DeprovisionAction::Delete;
+        fx.settings.retention.delete_after = TimeDelta::days(30);
+        let since = DateTime::parse_from_rfc3339("2026-10-01T09:00:00Z")
+            .unwrap()
+            .to_utc();
+        fx.settings.retention.now = since;
+        let plan = fx.plan();
+        assert_eq!(
+            kinds(&plan),
+            [&ActionKind::Deactivate {
+                account_id: "1".into()
+            }]
+        );
+        assert!(plan.retained.is_empty(), "active: no clock yet");
+
+        fx.accounts[0].active = false;
+        let plan = fx.plan();
+        assert!(plan.actions.is_empty(), "no clock stored yet");
+        assert_eq!(plan.retained, ["1"]);
+
+        fx.settings
+            .retention
+            .deactivated_since
+            .insert("1".into(), since);
+        fx.settings.retention.now = since + TimeDelta::days(30) - TimeDelta::seconds(1);
+        assert!(fx.plan().actions.is_empty(), "a second early");
+        assert_eq!(fx.plan().retained, ["1"]);
+
+        fx.settings.retention.now = since + TimeDelta::days(30);
+        let plan = fx.plan();
+        assert_eq!(
+            kinds(&plan),
+            [&ActionKind::Delete {
+                account_id: "1".into(),
+                deactivated_since: Some(since),
+            }]
+        );
+        assert_eq!(plan.actions[0].reason, DriftKind::StaleAccess);
+        assert!(
+            plan.actions[0]
+                .detail
+                .contains("deactivated since 2026-10-01 09:00 UTC, past the retention of 30 days"),
+            "{}",
+            plan.actions[0].detail
+        );
+        assert_eq!(plan.retained, ["1"]);
+        assert!(fx.replan().is_empty());
+    }
+
+    /// Only a deactivated account of someone without access is on a retention
+    /// clock: not a suspended person's, not a returner's, not a protected one, and
+    /// none while deprovisioning only deactivates.
+    #[test]
+    fn retention_clocks_run_only_for_deactivated_accounts_of_people_without_access() {
+        let mut fx = Fx::new();
+        fx.identities = vec![
+            ident("d", IdentityStatus::Deprovisioned, &[]),
+            ident("s", IdentityStatus::Suspended, &[]),
+            active("a", &[]),
+            ident("p", IdentityStatus::Deprovisioned, &[]),
+        ];
+        fx.accounts = vec![
+            acct("1", "d"),
+            acct("2", "s"),
+            acct("3", "a"),
+            acct("4", "p"),
+        ];
+        for account in &mut fx.accounts {
+            account.active = false;
+        }
+        fx.settings.protected = Protected::new(&["p@ex.com".into()]);
+        fx.settings.deprovision = DeprovisionAction::Delete;
+        fx.settings.retention.delete_after = TimeDelta::hours(36);
+        let long_ago = DateTime::parse_from_rfc3339("2020-01-01T00:00:00Z")
+            .unwrap()
+            .to_utc();
+        fx.settings.retention.now = long_ago + TimeDelta::days(400);
+        for id in ["1", "2", "3", "4"] {
+            fx.settings
+                .retention
+                .deactivated_since
+                .insert(id.into(), long_ago);
+        }
+        let plan = fx.plan();
+        assert_eq!(plan.retained, ["1"]);
+        assert_eq!(
+            kinds(&plan),
+            [
+                &ActionKind::Delete {
+                    account_id: "1".into(),
+                    deactivated_since: Some(long_ago),
+                },
+                &ActionKind::Reactivate {
+                    account_id: "3".into()
+                },
+            ]
+        );
+        assert!(plan.actions[0].detail.ends_with("retention of 36 hours"));
+
+        fx.settings.deprovision = DeprovisionAction::Deactivate;
+        let plan = fx.plan();
+        assert!(plan.retained.is_empty());
+        assert_eq!(
+            kinds(&plan),
+            [&ActionKind::Reactivate {
+                account_id: "3".into()
+            }]
+        );
     }
 
     /// A suspension is usually temporary: even when deprovisioning deletes, a

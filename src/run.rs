@@ -333,6 +333,8 @@ async fn pipeline(
         now,
     )?;
 
+    // Read before the snapshot is stored: that holds the store meanwhile.
+    let plan_settings = safety::plan_settings_at(config, &directory_snapshot, &*lock(store)?, now)?;
     // The workspace snapshot is stored on the blocking pool while the plan is made
     // from it: on a first run over 100k accounts each takes a few hundred ms.
     let workspace_snapshot = Arc::new(workspace_snapshot);
@@ -345,7 +347,6 @@ async fn pipeline(
         })
     };
     let desired = policy::desired_state(&directory_snapshot, &config.policy_settings());
-    let plan_settings = safety::plan_settings(config, &directory_snapshot);
     let make_plan = |workspace: &WorkspaceSnapshot| {
         plan::plan(
             &desired,
@@ -402,6 +403,11 @@ async fn pipeline(
         };
         tracing::debug!(elapsed_ms = since(started_at), "settle window checked");
         store.save_plan(run_id, &guarded, Utc::now())?;
+        // The retention clocks follow what a reconcile saw of a directory it
+        // could trust: a rejected or partial read must not restart them.
+        if mode == Mode::Reconcile && source_fault.is_none() && directory_snapshot.complete {
+            store.replace_deactivated(&guarded.retained, now)?;
+        }
         // With writes to make, apply stores the matched links while it verifies.
         if mode == Mode::Reconcile && guarded.runnable().next().is_none() {
             store.upsert_links(&guarded.new_links, Utc::now())?;

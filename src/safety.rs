@@ -193,6 +193,24 @@ pub fn plan_settings(config: &Config, directory: &DirectorySnapshot) -> PlanSett
     settings
 }
 
+/// [`plan_settings`] with the retention clocks of deactivated accounts from the
+/// store, judged at `now` (read only when deprovisioning deletes after a period).
+pub fn plan_settings_at(
+    config: &Config,
+    directory: &DirectorySnapshot,
+    store: &Store,
+    now: DateTime<Utc>,
+) -> Result<PlanSettings, StoreError> {
+    let mut settings = plan_settings(config, directory);
+    settings.retention.now = now;
+    if settings.deprovision == crate::plan::DeprovisionAction::Delete
+        && settings.retention.delete_after > chrono::TimeDelta::zero()
+    {
+        settings.retention.deactivated_since = store.deactivated_since()?;
+    }
+    Ok(settings)
+}
+
 /// The guard's input: what the run knows plus the store's 24 h counts.
 pub fn guard_input(
     store: &Store,

@@ -328,10 +328,17 @@ pub async fn enforce(
             continue;
         }
         let account_id = account.id.clone();
-        // As in the plan: a suspension deactivates, never deletes.
+        // As in the plan: a suspension deactivates, never deletes, and with a
+        // retention period the deletion waits for a reconcile after it.
         let kind = match config.deprovision.action {
-            DeprovisionAction::Delete if entry.reason != LossReason::Suspended => {
-                ActionKind::Delete { account_id }
+            DeprovisionAction::Delete
+                if entry.reason != LossReason::Suspended
+                    && config.delete_after().is_some_and(|d| d.is_zero()) =>
+            {
+                ActionKind::Delete {
+                    account_id,
+                    deactivated_since: None,
+                }
             }
             _ => ActionKind::Deactivate { account_id },
         };
@@ -582,6 +589,15 @@ pub fn record_deprovisions(
                     ActionKind::Deactivate { .. } | ActionKind::Delete { .. }
                 )
                 && row.action.identity_id.is_some()
+                // Deleting an account deactivated for the whole retention period
+                // takes no access away: there is nothing to be late with.
+                && !matches!(
+                    row.action.kind,
+                    ActionKind::Delete {
+                        deactivated_since: Some(_),
+                        ..
+                    }
+                )
                 // Held because the directory was not read whole: the person may
                 // simply be missing from the read. The retry job reads no
                 // directory and would enforce it; only a complete observation
@@ -596,7 +612,7 @@ pub fn record_deprovisions(
         .iter()
         .filter_map(|row| {
             let account_id = match &row.action.kind {
-                ActionKind::Deactivate { account_id } | ActionKind::Delete { account_id } => {
+                ActionKind::Deactivate { account_id } | ActionKind::Delete { account_id, .. } => {
                     Some(account_id.clone())
                 }
                 _ => None,

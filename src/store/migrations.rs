@@ -533,6 +533,16 @@ DROP TABLE links;
 ALTER TABLE links_manual RENAME TO links;
 "#;
 
+/// Migration 12: the retention clock of `deprovision.delete_after`, one row per
+/// deactivated account of a person without access, with when it was first seen
+/// so. Not pruned with the runs: the retention may be longer than theirs.
+pub(crate) const M_DEACTIVATED_SINCE: &str = r#"
+CREATE TABLE deactivated_accounts (
+    account_id TEXT NOT NULL PRIMARY KEY,
+    since      TEXT NOT NULL
+) STRICT, WITHOUT ROWID;
+"#;
+
 pub(crate) const MIGRATIONS: &[&str] = &[
     M1,
     M2,
@@ -545,6 +555,7 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     M_PENDING_DRIFT_DOCUMENT,
     M_CHECKS_WITHOUT_IN_LISTS,
     M_MANUAL_LINKS,
+    M_DEACTIVATED_SINCE,
 ];
 
 /// The schema version this binary writes.

@@ -345,6 +345,60 @@ impl Store {
             .collect())
     }
 
+    // ---- retention before deletion ----------------------------------------------------
+
+    /// When each deactivated account awaiting deletion was first seen so.
+    pub fn deactivated_since(&self) -> Result<BTreeMap<String, DateTime<Utc>>, StoreError> {
+        self.conn
+            .prepare_cached("SELECT account_id, since FROM deactivated_accounts")
+            .and_then(|mut stmt| {
+                stmt.query_map([], |row| Ok((row.get(0)?, row.get::<_, Ts>(1)?.0)))?
+                    .collect()
+            })
+            .context(|| "reading deactivated_accounts".to_owned())
+    }
+
+    /// Makes `accounts` (a plan's [`crate::model::Plan::retained`]) the set of
+    /// deactivated accounts awaiting deletion: new ones are first seen `now`, kept
+    /// ones keep their time, the others are forgotten (an account reactivated,
+    /// deleted, or whose person is back starts over if it is deactivated again).
+    pub fn replace_deactivated(
+        &mut self,
+        accounts: &[String],
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        let context = || "updating deactivated_accounts".to_owned();
+        let tx = self.write_tx(context)?;
+        tx.execute_batch(
+            "CREATE TEMP TABLE IF NOT EXISTS retained (account_id TEXT PRIMARY KEY);
+             DELETE FROM temp.retained;",
+        )
+        .context(context)?;
+        {
+            let mut insert = tx
+                .prepare_cached("INSERT OR IGNORE INTO temp.retained (account_id) VALUES (?1)")
+                .context(context)?;
+            for account in accounts {
+                insert.execute([account]).context(context)?;
+            }
+        }
+        tx.execute(
+            "DELETE FROM deactivated_accounts
+             WHERE account_id NOT IN (SELECT account_id FROM temp.retained)",
+            [],
+        )
+        .context(context)?;
+        tx.execute(
+            "INSERT OR IGNORE INTO deactivated_accounts (account_id, since)
+             SELECT account_id, ?1 FROM temp.retained",
+            [ts(now)],
+        )
+        .context(context)?;
+        tx.execute("DELETE FROM temp.retained", [])
+            .context(context)?;
+        tx.commit().context(context)
+    }
+
     // ---- explain ----------------------------------------------------------------------
 
     /// The newest run that saved both snapshots (what `explain` reads).

@@ -152,6 +152,7 @@ fn sample_plan() -> Plan {
             },
         ],
         new_links: vec![],
+        retained: vec![],
     }
 }
 

@@ -4,6 +4,7 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use seatwarden::config::{Config, DirectoryConfig};
 use seatwarden::directory::{Directory, LdapFlavor};
@@ -254,7 +255,6 @@ fn a_missing_config_file_says_how_to_point_at_one() {
 #[test]
 fn durations_parse_in_the_documented_units() {
     use seatwarden::config::parse_duration;
-    use std::time::Duration;
     assert_eq!(parse_duration("30s"), Ok(Duration::from_secs(30)));
     assert_eq!(parse_duration("1h30m"), Ok(Duration::from_secs(5400)));
     assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
@@ -693,4 +693,39 @@ fn scim_directory_settings_are_checked_and_named() {
     assert_eq!(source.settings().page_size, 50);
     assert_eq!(source.settings().max_concurrency, 4);
     assert!(!format!("{source:?}").contains("idp-secret-token"));
+}
+
+#[test]
+fn deleting_needs_a_retention_period_that_is_named_when_wrong() {
+    let deprovision = |body: &str| format!("{MINIMAL}\n[deprovision]\n{body}\n");
+    let err = load(&deprovision("action = \"delete\""), &[]).unwrap_err();
+    assert!(err.contains("deprovision.delete_after"), "{err}");
+    assert!(err.contains("missing"), "{err}");
+    let err = load(&deprovision("delete_after = \"30d\""), &[]).unwrap_err();
+    assert!(err.contains("deprovision.delete_after"), "{err}");
+    assert!(err.contains("only used with"), "{err}");
+    let err = load(
+        &deprovision("action = \"delete\"\ndelete_after = \"a month\""),
+        &[],
+    )
+    .unwrap_err();
+    assert!(err.contains("deprovision.delete_after"), "{err}");
+    assert!(err.contains("invalid duration"), "{err}");
+
+    let config = load(
+        &deprovision("action = \"delete\"\ndelete_after = \"30d\""),
+        &[],
+    )
+    .unwrap();
+    assert_eq!(
+        config.delete_after(),
+        Some(Duration::from_secs(30 * 86_400))
+    );
+    let config = load(
+        &deprovision("action = \"delete\"\ndelete_after = \"0s\""),
+        &[],
+    )
+    .unwrap();
+    assert_eq!(config.delete_after(), Some(Duration::ZERO));
+    assert_eq!(load(MINIMAL, &[]).unwrap().delete_after(), None);
 }

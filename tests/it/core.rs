@@ -14,7 +14,7 @@ use seatwarden::model::{
     Account, AccountRef, ActionClass, ActionKind, DirectorySnapshot, DriftKind, Identity,
     IdentityStatus, Link, Plan, Role, WorkspaceGroup, WorkspaceSnapshot,
 };
-use seatwarden::plan::{DeprovisionAction, PlanSettings, plan, simulate};
+use seatwarden::plan::{DeprovisionAction, PlanSettings, Retention, plan, simulate};
 use seatwarden::policy::{
     DesiredState, Mapping, PolicySettings, Protected, UnmatchedAccounts, desired_state,
 };
@@ -164,8 +164,37 @@ fn scenario() -> impl Strategy<Value = Scenario> {
             UnmatchedAccounts::Deactivate,
         ]),
     );
-    (identities, accounts, groups, links, knobs).prop_map(
-        |(identities, accounts, groups, links, (scoped, manage_roles, deprovision, unmatched))| {
+    // With a retention period (`Some`): days each account has been seen
+    // deactivated, if at all; the store keeps clocks of inactive accounts only.
+    let retention = proptest::option::of(proptest::collection::vec(
+        proptest::option::of(0..60i64),
+        30,
+    ));
+    (identities, accounts, groups, links, knobs, retention).prop_map(
+        |(
+            identities,
+            accounts,
+            groups,
+            links,
+            (scoped, manage_roles, deprovision, unmatched),
+            retention,
+        )| {
+            let now = chrono::DateTime::from_timestamp(1_800_000_000, 0).unwrap();
+            let retention = match retention {
+                None => Retention::default(),
+                Some(days) => Retention {
+                    delete_after: chrono::TimeDelta::days(30),
+                    deactivated_since: accounts
+                        .iter()
+                        .zip(days)
+                        .filter(|(account, _)| !account.active)
+                        .filter_map(|(account, days)| {
+                            Some((account.id.clone(), now - chrono::TimeDelta::days(days?)))
+                        })
+                        .collect(),
+                    now,
+                },
+            };
             let mapping = |group: &str, workspace_group: &str, role| Mapping {
                 group: group.into(),
                 workspace_group: workspace_group.into(),
@@ -201,6 +230,7 @@ fn scenario() -> impl Strategy<Value = Scenario> {
                 },
                 settings: PlanSettings {
                     deprovision,
+                    retention,
                     unmatched_accounts: unmatched,
                     manage_roles,
                     protected: Protected::default(),
@@ -271,6 +301,36 @@ proptest! {
         prop_assert_eq!(&again, &workspace);
         prop_assert_eq!(&again_links, &links);
         prop_assert_eq!(s.plan_against(&again, &again_links), second);
+    }
+
+    /// With a retention period no account is deleted before it has been seen
+    /// deactivated that long, and no active account is deleted at all; every
+    /// deactivated account waiting for deletion is listed for its clock.
+    #[test]
+    fn nothing_is_deleted_before_its_retention_period(s in scenario()) {
+        let plan = s.plan();
+        let retention = &s.settings.retention;
+        let retaining = s.settings.deprovision == DeprovisionAction::Delete
+            && retention.delete_after > chrono::TimeDelta::zero();
+        if !retaining {
+            prop_assert!(plan.retained.is_empty());
+        }
+        for action in &plan.actions {
+            let ActionKind::Delete { account_id, deactivated_since } = &action.kind else {
+                continue;
+            };
+            if !retaining {
+                prop_assert_eq!(deactivated_since, &None);
+                continue;
+            }
+            let since = retention.deactivated_since.get(account_id);
+            prop_assert!(since.is_some(), "{account_id} deleted without a clock");
+            prop_assert_eq!(deactivated_since.as_ref(), since);
+            prop_assert!(since.is_some_and(|t| retention.now - *t >= retention.delete_after));
+            prop_assert!(plan.retained.contains(account_id));
+            let account = s.workspace.accounts.iter().find(|a| &a.id == account_id);
+            prop_assert!(account.is_some_and(|a| !a.active), "{account_id} is active");
+        }
     }
 
     /// Same inputs, same plan; seqs are 0..n in order.

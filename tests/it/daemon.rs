@@ -653,6 +653,44 @@ async fn the_sweep_rejects_a_truncated_directory_and_acts_on_a_real_leaver() {
     sandbox.shutdown().await;
 }
 
+/// With a retention period the sweep deactivates a leaver's account and leaves
+/// the deletion to a reconcile once the period has passed; deleting at once
+/// (`delete_after = "0s"`) deletes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sweep_deactivates_while_a_retention_period_comes_before_deletion() {
+    use seatwarden::plan::DeprovisionAction;
+    use seatwarden::workspace::ScimClient;
+
+    let (sandbox, dir, mut config) = reconciled_demo().await;
+    config.deprovision.action = DeprovisionAction::Delete;
+    config.deprovision.delete_after = Some("30d".into());
+    let client = ScimClient::new(config.scim_settings().unwrap()).unwrap();
+    let directory = config.directory();
+    let store = std::sync::Arc::new(std::sync::Mutex::new(
+        Store::open(&config.state.path).unwrap(),
+    ));
+    let account_of = |identity: &str| {
+        sandbox
+            .snapshot()
+            .accounts
+            .into_iter()
+            .find(|a| a.external_id.as_deref() == Some(identity))
+    };
+
+    let kept = remove_a_leaver(dir.path(), &sandbox);
+    let outcome = sweep_now(&config, &directory, &client, &store).await;
+    assert_eq!(outcome.enforced, 1, "{outcome:?}");
+    let account = account_of(&kept).expect("deactivated, not deleted");
+    assert!(!account.active);
+
+    config.deprovision.delete_after = Some("0s".into());
+    let deleted = remove_a_leaver(dir.path(), &sandbox);
+    let outcome = sweep_now(&config, &directory, &client, &store).await;
+    assert_eq!(outcome.enforced, 1, "{outcome:?}");
+    assert!(account_of(&deleted).is_none(), "deleted at once");
+    sandbox.shutdown().await;
+}
+
 /// A workspace URL that answers 404 to everything (a wrong path, a token for
 /// another organisation's endpoint) does not make a leaver's account "gone": the
 /// sweep fails, the episode stays open and unverified, and the right URL then

@@ -124,6 +124,7 @@ fn scenario() -> Plan {
         &links,
         &PlanSettings {
             deprovision: DeprovisionAction::Deactivate,
+            retention: Default::default(),
             unmatched_accounts: UnmatchedAccounts::Report,
             manage_roles: true,
             protected: Protected::new(&["breakglass@example.com".into()]),

@@ -114,6 +114,7 @@ fn crashed_create(config: &Config) -> i64 {
         }],
         drift: vec![],
         new_links: vec![],
+        retained: vec![],
     };
     store.save_plan(run, &plan, Utc::now()).unwrap();
     store.mark_in_flight(run, 0, Utc::now()).unwrap();
@@ -246,6 +247,7 @@ async fn an_interrupted_deactivation_is_not_resolved_by_a_workspace_that_answers
             }],
             drift: vec![],
             new_links: vec![],
+            retained: vec![],
         };
         store.save_plan(run, &plan, Utc::now()).unwrap();
         store.mark_in_flight(run, 0, Utc::now()).unwrap();

@@ -1318,7 +1318,7 @@ async fn matched_links_are_stored_except_to_accounts_the_run_deletes() {
     let mut env = env_with(60, None, "").await;
     let path = env._dir.path().join("seatwarden.toml");
     let mut toml = std::fs::read_to_string(&path).unwrap();
-    toml.push_str("\n[deprovision]\naction = \"delete\"\n");
+    toml.push_str("\n[deprovision]\naction = \"delete\"\ndelete_after = \"0s\"\n");
     std::fs::write(&path, toml).unwrap();
     env.config = Config::load_with_env(&path, Some(HashMap::new())).unwrap();
     let left = env.leave(2);
@@ -1329,7 +1329,7 @@ async fn matched_links_are_stored_except_to_accounts_the_run_deletes() {
         .plan
         .runnable()
         .filter_map(|a| match &a.kind {
-            ActionKind::Delete { account_id } => Some(account_id.as_str()),
+            ActionKind::Delete { account_id, .. } => Some(account_id.as_str()),
             _ => None,
         })
         .collect();
@@ -1365,7 +1365,7 @@ async fn a_delete_that_failed_keeps_its_link_and_is_redone() {
     let mut env = env_with(60, None, "").await;
     let path = env._dir.path().join("seatwarden.toml");
     let mut toml = std::fs::read_to_string(&path).unwrap();
-    toml.push_str("\n[deprovision]\naction = \"delete\"\n");
+    toml.push_str("\n[deprovision]\naction = \"delete\"\ndelete_after = \"0s\"\n");
     std::fs::write(&path, toml).unwrap();
     env.config = Config::load_with_env(&path, Some(HashMap::new())).unwrap();
     env.run(Mode::Reconcile, RunOptions::default()).await;
@@ -1427,4 +1427,108 @@ async fn matched_links_are_stored_when_the_open_circuit_writes_nothing() {
     for link in &outcome.plan.new_links {
         assert_eq!(stored.get(&link.identity_id), Some(&link.account_id));
     }
+}
+
+/// `deprovision.delete_after`: a leaver's account is deactivated at once (same-day
+/// deprovisioning) and deleted only once it has been seen deactivated for the
+/// retention period. An account push SCIM deactivated before seatwarden saw the
+/// person go is on the same clock, and its deletion, which takes no access away,
+/// opens no deprovisioning episode (one held past its SLA would alert).
+#[tokio::test]
+async fn deletion_waits_for_the_retention_period_and_opens_no_ledger_episode() {
+    let mut env = env_with(60, None, "").await;
+    let path = env._dir.path().join("seatwarden.toml");
+    let mut toml = std::fs::read_to_string(&path).unwrap();
+    toml.push_str("\n[deprovision]\naction = \"delete\"\ndelete_after = \"30d\"\n");
+    std::fs::write(&path, toml).unwrap();
+    env.config = Config::load_with_env(&path, Some(HashMap::new())).unwrap();
+    env.run(Mode::Reconcile, RunOptions::default()).await;
+    // The synthetic workspace holds leavers' deactivated accounts already: their
+    // clocks started with this first run, a moment before `t0`.
+    let earlier = env.store().deactivated_since().unwrap();
+    assert!(!earlier.is_empty());
+    let left = env.leave(2);
+    let links = stored_links(&env);
+    let accounts: Vec<String> = left.iter().map(|id| links[id].clone()).collect();
+    env.client(0).set_active(&accounts[1], false).await.unwrap();
+
+    let t0 = Utc::now();
+    let at = |offset: chrono::TimeDelta| RunOptions {
+        now: Some(t0 + offset),
+        ..RunOptions::default()
+    };
+    let by_account = |mut kinds: Vec<ActionKind>| {
+        kinds.sort_by_key(|k| k.account_id().map(str::to_owned));
+        kinds
+    };
+    let runnable = |outcome: &RunOutcome| {
+        by_account(outcome.plan.runnable().map(|a| a.kind.clone()).collect())
+    };
+    let deletes = |accounts: &[(&String, DateTime<Utc>)]| {
+        by_account(
+            accounts
+                .iter()
+                .map(|(account, since)| ActionKind::Delete {
+                    account_id: (*account).clone(),
+                    deactivated_since: Some(*since),
+                })
+                .collect(),
+        )
+    };
+    let hour = chrono::TimeDelta::hours(1);
+    let days = chrono::TimeDelta::days;
+
+    let first = env
+        .run(Mode::Reconcile, at(chrono::TimeDelta::zero()))
+        .await;
+    assert_eq!(
+        runnable(&first),
+        [ActionKind::Deactivate {
+            account_id: accounts[0].clone()
+        }]
+    );
+    let episodes = |env: &Env| -> Vec<String> {
+        env.store()
+            .current_deprovisions()
+            .unwrap()
+            .into_iter()
+            .map(|e| e.identity_id)
+            .collect()
+    };
+    assert_eq!(episodes(&env), [left[0].clone()]);
+    let second = env.run(Mode::Reconcile, at(hour)).await;
+    assert!(second.plan.is_empty(), "{:#?}", second.plan.actions);
+    let mut clocks = earlier.clone();
+    clocks.insert(accounts[0].clone(), t0 + hour);
+    clocks.insert(accounts[1].clone(), t0);
+    assert_eq!(env.store().deactivated_since().unwrap(), clocks);
+    // A rejected directory (shrunk past the limit) plans nothing, and must not
+    // take that for "nobody is waiting for deletion".
+    let mut shrunk = env.data.directory.clone();
+    shrunk.identities.truncate(5);
+    env.write_directory(&shrunk);
+    let rejected = env.run(Mode::Reconcile, at(hour * 2)).await;
+    assert!(rejected.plan.is_empty());
+    assert_eq!(env.store().deactivated_since().unwrap(), clocks);
+    let directory = env.data.directory.clone();
+    env.write_directory(&directory);
+
+    let not_yet = env.run(Mode::Reconcile, at(days(30) - hour)).await;
+    assert!(not_yet.plan.is_empty(), "{:#?}", not_yet.plan.actions);
+    let due = env.run(Mode::Reconcile, at(days(30))).await;
+    let mut expected: Vec<(&String, DateTime<Utc>)> =
+        earlier.iter().map(|(a, t)| (a, *t)).collect();
+    expected.push((&accounts[1], t0));
+    assert_eq!(runnable(&due), deletes(&expected));
+    assert_eq!(due.report.summary.actions_failed, 0);
+    let remaining = env.sandbox.snapshot();
+    assert!(!remaining.accounts.iter().any(|a| a.id == accounts[1]));
+    assert!(remaining.accounts.iter().any(|a| a.id == accounts[0]));
+    assert_eq!(episodes(&env), [left[0].clone()], "the delete opened none");
+
+    let later = env.run(Mode::Reconcile, at(days(30) + hour)).await;
+    assert_eq!(runnable(&later), deletes(&[(&accounts[0], t0 + hour)]));
+    let done = env.run(Mode::Reconcile, at(days(30) + hour * 2)).await;
+    assert!(done.plan.is_empty(), "{:#?}", done.plan.actions);
+    assert!(env.store().deactivated_since().unwrap().is_empty());
 }

@@ -88,6 +88,7 @@ fn one_run_end_to_end_then_resume_after_a_crash() {
                 detail: "identity is deprovisioned in the directory".into(),
             }],
             new_links: vec![],
+            retained: vec![],
         };
         store.save_plan(run, &plan, at(2)).unwrap();
         store.mark_in_flight(run, 0, at(3)).unwrap();

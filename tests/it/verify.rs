@@ -512,7 +512,7 @@ async fn workspace_with_group(
     // count in the write latency the executor measures.
     let mut policy = String::from("requests_per_second = 1000000\n");
     if deleting {
-        policy.push_str("[deprovision]\naction = \"delete\"\n");
+        policy.push_str("[deprovision]\naction = \"delete\"\ndelete_after = \"0s\"\n");
     }
     if group_read.is_some() {
         policy.push_str(
