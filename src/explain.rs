@@ -380,6 +380,22 @@ pub fn explain_with(
                     groups.join(", ")
                 }
             );
+            if let Some(delete_after) = config.delete_after()
+                && let Some(since) = store.deactivated_since()?.get(&a.id)
+            {
+                let due = chrono::TimeDelta::from_std(delete_after)
+                    .ok()
+                    .and_then(|d| since.checked_add_signed(d));
+                let _ = writeln!(
+                    out,
+                    "  deletion:   seen deactivated since {}; deleted from {} \
+                     (deprovision.delete_after)",
+                    since.format("%Y-%m-%d %H:%M:%SZ"),
+                    due.map_or("never".to_owned(), |d| d
+                        .format("%Y-%m-%d %H:%M:%SZ")
+                        .to_string())
+                );
+            }
         }
     }
 

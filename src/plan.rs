@@ -50,6 +50,12 @@
 //!   projects, so reactivation restores access without loss.
 //! - Protected accounts (by the account's or the identity's userName) appear in no
 //!   action at all, not even in member lists.
+//! - Deprovisions: a person without access has their account deactivated. With
+//!   `deprovision.action = "delete"` a suspended person's is still only deactivated;
+//!   anyone else's is deleted at once when [`Retention::delete_after`] is zero, and
+//!   otherwise deactivated and deleted only once [`Retention::deactivated_since`]
+//!   says it has been seen deactivated that long. Every deactivated account waiting
+//!   so is listed in [`Plan::retained`], whose changes keep the store's clocks.
 //! - Orphans (accounts no identity matches) follow `unmatched_accounts`: `report`
 //!   gives drift items only (also for their memberships of managed groups), `adopt`
 //!   accepts them as they are (no drift), `deactivate` deactivates active ones and

@@ -1502,6 +1502,15 @@ async fn deletion_waits_for_the_retention_period_and_opens_no_ledger_episode() {
     clocks.insert(accounts[0].clone(), t0 + hour);
     clocks.insert(accounts[1].clone(), t0);
     assert_eq!(env.store().deactivated_since().unwrap(), clocks);
+    let text =
+        seatwarden::explain::explain(&env.config, &env.store(), &left[0], t0 + days(30) + hour)
+            .unwrap();
+    let due = (t0 + hour + days(30)).format("%Y-%m-%d %H:%M:%SZ");
+    assert!(
+        text.contains(&format!("deleted from {due} (deprovision.delete_after)")),
+        "{text}"
+    );
+    assert!(text.contains("past the retention of 30 days"), "{text}");
     // A rejected directory (shrunk past the limit) plans nothing, and must not
     // take that for "nobody is waiting for deletion".
     let mut shrunk = env.data.directory.clone();
