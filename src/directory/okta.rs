@@ -13,6 +13,9 @@
 //!   directly or through an assigned group (`/api/v1/apps/{id}/users`, `/groups`).
 //! - Paging: the `Link: <…>; rel="next"` header, as several header lines or one
 //!   comma-joined line; a link to another origin or a repeated link is an error.
+//! - Deltas (`changes_since`): users with `lastUpdated` after the cursor minus an
+//!   overlap; the cursor is Okta's time when the read started (our clock corrected
+//!   by the answers' `Date`), as `lastUpdated` is Okta's time.
 //! - Rate limits: every answer's `X-Rate-Limit-Remaining`/`X-Rate-Limit-Reset` are
 //!   kept per endpoint family; when few requests remain, requests wait for the reset
 //!   instead of running into 429. A 429 waits until `X-Rate-Limit-Reset`. At most
@@ -110,6 +113,10 @@ struct Inner {
     transport: tokio::sync::OnceCell<Transport>,
     tokens: TokenCache,
     buckets: Mutex<HashMap<String, Bucket>>,
+    /// Okta's clock minus ours, from the last answer's `Date` header. `Date` has
+    /// one-second resolution and an answer is read after it was dated, so this
+    /// underestimates: a cursor built from it is early (more overlap), never late.
+    skew: Mutex<Option<chrono::TimeDelta>>,
 }
 
 /// An Okta org; cheap to clone.
@@ -179,6 +186,7 @@ impl OktaSource {
                 transport: tokio::sync::OnceCell::new(),
                 tokens: TokenCache::default(),
                 buckets: Mutex::new(HashMap::new()),
+                skew: Mutex::new(None),
             }),
         }
     }
@@ -290,14 +298,13 @@ impl OktaSource {
         cursor: Option<&str>,
     ) -> Result<DirectoryChanges, DirectoryError> {
         let started = Utc::now();
-        let next_cursor = format!(
-            "{CURSOR_PREFIX}{}",
-            started.to_rfc3339_opts(SecondsFormat::Millis, true)
-        );
         let since = cursor.and_then(parse_cursor);
+        // The cursor is when this call started by Okta's clock, known once an
+        // answer has come back: `lastUpdated` is Okta's time, and a local clock
+        // ahead of it would skip the changes in between.
         let full = |snapshot| DirectoryChanges::Full {
             snapshot,
-            cursor: Some(next_cursor.clone()),
+            cursor: Some(self.cursor_at(started)),
         };
         let Some(since) = since else {
             if cursor.is_some() {
@@ -371,8 +378,47 @@ impl OktaSource {
         Ok(DirectoryChanges::Delta {
             changed,
             removed: Vec::new(),
-            cursor: next_cursor,
+            cursor: self.cursor_at(started),
         })
+    }
+
+    /// The cursor for a read that started at `local` (our clock), in Okta's time.
+    fn cursor_at(&self, local: DateTime<Utc>) -> String {
+        let skew = *self
+            .inner
+            .skew
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let skew = skew.unwrap_or_default();
+        let overlap = chrono::TimeDelta::from_std(self.inner.settings.overlap)
+            .unwrap_or(chrono::TimeDelta::zero());
+        if skew.abs() > overlap {
+            tracing::warn!(
+                skew_seconds = skew.num_seconds(),
+                "this host's clock is off Okta's by more than the delta overlap; the \
+                 sweep's cursor follows Okta's clock (check NTP)"
+            );
+        }
+        format!(
+            "{CURSOR_PREFIX}{}",
+            (local + skew).to_rfc3339_opts(SecondsFormat::Millis, true)
+        )
+    }
+
+    fn record_clock(&self, headers: &HeaderMap) {
+        let Some(dated) = headers
+            .get(reqwest::header::DATE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| httpdate::parse_http_date(v).ok())
+        else {
+            return;
+        };
+        let skew = DateTime::<Utc>::from(dated) - Utc::now();
+        *self
+            .inner
+            .skew
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some(skew);
     }
 
     fn interest_names(&self) -> GroupInterest {
@@ -537,6 +583,7 @@ impl OktaSource {
                 .header(reqwest::header::ACCEPT, "application/json");
             let reply = transport.send(request, endpoint).await?;
             self.record_limits(bucket, &reply.headers);
+            self.record_clock(&reply.headers);
             if reply.is_success() {
                 return Ok(reply);
             }

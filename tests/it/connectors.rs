@@ -106,6 +106,7 @@ pub fn okta_org(data: &Synth, page_size: usize) -> FakeOkta {
         style: LinkStyle::SeparateLines,
         app_users: Vec::new(),
         app_groups: Vec::new(),
+        clock_offset: None,
     }
 }
 

@@ -146,11 +146,26 @@ pub struct FakeOkta {
     pub style: LinkStyle,
     pub app_users: Vec<String>,
     pub app_groups: Vec<String>,
+    /// Okta's clock against this host's, in its answers' `Date` (none: the real
+    /// time the server stamps).
+    pub clock_offset: Option<chrono::TimeDelta>,
+}
+
+/// `response` dated `offset` away from this host's clock.
+fn dated(response: ResponseTemplate, offset: Option<chrono::TimeDelta>) -> ResponseTemplate {
+    match offset {
+        None => response,
+        Some(offset) => {
+            let at = std::time::SystemTime::from(chrono::Utc::now() + offset);
+            response.insert_header("date", httpdate::fmt_http_date(at).as_str())
+        }
+    }
 }
 
 impl FakeOkta {
     pub async fn mount(&self, server: &MockServer) {
         let base = server.uri();
+        let clock = self.clock_offset;
         let users = self.users.clone();
         let (size, style) = (self.page_size, self.style);
         Mock::given(method("GET"))
@@ -180,7 +195,7 @@ impl FakeOkta {
                         })
                         .cloned()
                         .collect();
-                    page(req, &b, &selected, size, style)
+                    dated(page(req, &b, &selected, size, style), clock)
                 }
             })
             .mount(server)
@@ -205,7 +220,7 @@ impl FakeOkta {
                         }
                         None => groups.clone(),
                     };
-                    page(req, &b, &selected, size, style)
+                    dated(page(req, &b, &selected, size, style), clock)
                 }
             })
             .mount(server)
@@ -248,7 +263,7 @@ impl FakeOkta {
                 move |req: &Request| {
                     let id = req.url.path().split('/').nth(4).unwrap();
                     match members.get(id) {
-                    Some(users) => page(req, &b, users, size, style),
+                    Some(users) => dated(page(req, &b, users, size, style), clock),
                     None => ResponseTemplate::new(404).set_body_json(json!({
                         "errorCode": "E0000007",
                         "errorSummary": format!("Not found: Resource not found: {id} (UserGroup)"),
@@ -267,7 +282,7 @@ impl FakeOkta {
                 let b = base.clone();
                 move |req: &Request| {
                     let id = req.url.path().split('/').nth(4).unwrap();
-                    page(req, &b, &member_groups[id], size, style)
+                    dated(page(req, &b, &member_groups[id], size, style), clock)
                 }
             })
             .mount(server)
@@ -295,7 +310,7 @@ impl FakeOkta {
             .and(path("/api/v1/apps/0oa1app/users"))
             .respond_with({
                 let b = base.clone();
-                move |req: &Request| page(req, &b, &app_users, size, style)
+                move |req: &Request| dated(page(req, &b, &app_users, size, style), clock)
             })
             .mount(server)
             .await;
@@ -316,7 +331,7 @@ impl FakeOkta {
             .and(path("/api/v1/apps/0oa1app/groups"))
             .respond_with({
                 let b = base.clone();
-                move |req: &Request| page(req, &b, &app_groups, size, style)
+                move |req: &Request| dated(page(req, &b, &app_groups, size, style), clock)
             })
             .mount(server)
             .await;
@@ -354,6 +369,7 @@ pub fn small_org(style: LinkStyle) -> FakeOkta {
         style,
         app_users: Vec::new(),
         app_groups: Vec::new(),
+        clock_offset: None,
     }
 }
 
@@ -641,6 +657,40 @@ async fn changes_since_reads_only_users_updated_after_the_cursor_minus_the_overl
             .map(|r| r.url.to_string())
             .collect::<Vec<_>>()
     );
+}
+
+/// `lastUpdated` is Okta's time: the cursor follows Okta's clock (from its answers'
+/// `Date`), so a host clock running ahead of Okta's does not skip the changes made
+/// in between, and one running behind does not re-read hours of them.
+#[tokio::test]
+async fn the_delta_cursor_is_okta_time_whatever_this_hosts_clock_says() {
+    for hours in [-2, 3] {
+        let server = MockServer::start().await;
+        let mut org = small_org(LinkStyle::SeparateLines);
+        let offset = chrono::TimeDelta::hours(hours);
+        org.clock_offset = Some(offset);
+        org.mount(&server).await;
+        let source = OktaSource::new(settings(&server, ssws()));
+        let before = chrono::Utc::now();
+        let changes = source.changes_since(None).await.unwrap();
+        let after = chrono::Utc::now();
+        let DirectoryChanges::Full {
+            cursor: Some(cursor),
+            ..
+        } = changes
+        else {
+            panic!("expected a full snapshot with a cursor");
+        };
+        let at = chrono::DateTime::parse_from_rfc3339(cursor.strip_prefix("okta-v1:").unwrap())
+            .unwrap()
+            .to_utc();
+        // `Date` has one-second resolution and is read after it was stamped: the
+        // cursor may be up to a second early, never late.
+        assert!(
+            at >= before + offset - chrono::TimeDelta::seconds(2) && at <= after + offset,
+            "{hours} h: cursor {at}, local {before}..{after}"
+        );
+    }
 }
 
 #[tokio::test]
