@@ -451,7 +451,12 @@ fn run_command(cli: Cli) -> anyhow::Result<u8> {
         Command::Status { format } => {
             let store = open_store(&config)?;
             let tz = config.daemon_settings()?.timezone;
-            let status = crate::daemon::status::collect(&store, chrono::Utc::now(), tz)?;
+            let status = crate::daemon::status::collect(
+                &store,
+                chrono::Utc::now(),
+                tz,
+                config.delete_after(),
+            )?;
             match format {
                 StatusFormat::Json => println!("{}", serde_json::to_string_pretty(&status)?),
                 StatusFormat::Text => print!("{}", crate::daemon::status::render_text(&status)),

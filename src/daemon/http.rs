@@ -163,7 +163,8 @@ async fn metrics(State(shared): State<Arc<Shared>>) -> Response {
 async fn status(State(shared): State<Arc<Shared>>) -> Response {
     let tz = shared.settings().timezone;
     let now = shared.now();
-    match shared.with_db(|db| super::status::collect(db, now, tz)) {
+    let delete_after = shared.config().delete_after();
+    match shared.with_db(|db| super::status::collect(db, now, tz, delete_after)) {
         Ok(status) => json(StatusCode::OK, &status),
         Err(e) => text(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
     }

@@ -16,6 +16,9 @@ pub struct Status {
     pub now: DateTime<Utc>,
     pub timezone: String,
     pub deprovisions: Deprovisions,
+    /// With `deprovision.action = "delete"` and a retention period.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub deletions: Option<Deletions>,
     pub jobs: Vec<JobRecord>,
     pub last_reconcile: Option<RunRecord>,
 }
@@ -31,6 +34,15 @@ pub struct Deprovisions {
     /// Detection to verification over the last 24 hours.
     pub latency_p50_seconds: Option<i64>,
     pub latency_p99_seconds: Option<i64>,
+}
+
+/// Deactivated accounts whose deletion waits for `deprovision.delete_after`.
+#[derive(Debug, Clone, Serialize)]
+pub struct Deletions {
+    pub awaiting: usize,
+    /// When the first of them is due (by the clocks the last reconcile kept).
+    pub next_due: Option<DateTime<Utc>>,
+    pub next_due_local: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -73,7 +85,13 @@ fn line(entry: &LedgerEntry, now: DateTime<Utc>, tz: Tz) -> Line {
     }
 }
 
-pub fn collect(store: &Store, now: DateTime<Utc>, tz: Tz) -> Result<Status, StoreError> {
+/// `delete_after`: [`crate::config::Config::delete_after`].
+pub fn collect(
+    store: &Store,
+    now: DateTime<Utc>,
+    tz: Tz,
+    delete_after: Option<std::time::Duration>,
+) -> Result<Status, StoreError> {
     let open = store.open_deprovisions()?;
     let (pending, overdue) = sla::open_counts(&open, now);
     let mut open_lines: Vec<(bool, Line)> = open
@@ -87,6 +105,21 @@ pub fn collect(store: &Store, now: DateTime<Utc>, tz: Tz) -> Result<Status, Stor
     let p99 = sla::quantile(&mut latencies, 0.99).map(|d| d.num_seconds());
     let mut verified_lines: Vec<Line> = verified.iter().map(|e| line(e, now, tz)).collect();
     verified_lines.reverse();
+    let deletions = match delete_after.and_then(|d| Duration::from_std(d).ok()) {
+        Some(period) if period > Duration::zero() => {
+            let clocks = store.deactivated_since()?;
+            let next_due = clocks
+                .values()
+                .min()
+                .and_then(|since| since.checked_add_signed(period));
+            Some(Deletions {
+                awaiting: clocks.len(),
+                next_due,
+                next_due_local: next_due.map(|at| local(at, tz)),
+            })
+        }
+        _ => None,
+    };
     Ok(Status {
         now,
         timezone: tz.name().to_owned(),
@@ -98,6 +131,7 @@ pub fn collect(store: &Store, now: DateTime<Utc>, tz: Tz) -> Result<Status, Stor
             latency_p50_seconds: p50,
             latency_p99_seconds: p99,
         },
+        deletions,
         jobs: store.jobs()?,
         last_reconcile: store.latest_run(&[RunKind::Reconcile])?,
     })
@@ -139,6 +173,18 @@ pub fn render_text(status: &Status) -> String {
             _ => String::new(),
         }
     );
+    if let Some(deletions) = &status.deletions {
+        let _ = writeln!(
+            out,
+            "Deactivated accounts awaiting deletion: {}{}",
+            deletions.awaiting,
+            deletions
+                .next_due_local
+                .as_deref()
+                .map(|at| format!(" (the first is due {at})"))
+                .unwrap_or_default()
+        );
+    }
     let _ = writeln!(out, "Jobs:");
     if status.jobs.is_empty() {
         let _ = writeln!(out, "  none has run yet");

@@ -1502,6 +1502,26 @@ async fn deletion_waits_for_the_retention_period_and_opens_no_ledger_episode() {
     clocks.insert(accounts[0].clone(), t0 + hour);
     clocks.insert(accounts[1].clone(), t0);
     assert_eq!(env.store().deactivated_since().unwrap(), clocks);
+    let status = seatwarden::daemon::status::collect(
+        &env.store(),
+        t0 + hour,
+        chrono_tz::UTC,
+        env.config.delete_after(),
+    )
+    .unwrap();
+    let deletions = status.deletions.as_ref().unwrap();
+    assert_eq!(deletions.awaiting, clocks.len());
+    let first_due = *clocks.values().min().unwrap() + days(30);
+    assert_eq!(deletions.next_due, Some(first_due));
+    let text = seatwarden::daemon::status::render_text(&status);
+    assert!(
+        text.contains(&format!(
+            "Deactivated accounts awaiting deletion: {} (the first is due {})",
+            clocks.len(),
+            first_due.format("%Y-%m-%d %H:%M UTC")
+        )),
+        "{text}"
+    );
     let text =
         seatwarden::explain::explain(&env.config, &env.store(), &left[0], t0 + days(30) + hour)
             .unwrap();
