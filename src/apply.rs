@@ -1304,7 +1304,9 @@ async fn verify_effect(action: &Action, reader: &impl Reader) -> Result<(), Stri
                     .map(Arc::new),
             };
             match account {
-                Some(account) if account.user_name.eq_ignore_ascii_case(&spec.user_name) => Ok(()),
+                Some(account) if crate::model::same_ci(&account.user_name, &spec.user_name) => {
+                    Ok(())
+                }
                 Some(account) => Err(format!(
                     "account {} has userName {:?}, expected {:?}",
                     account.id, account.user_name, spec.user_name

@@ -724,6 +724,19 @@ impl Plan {
     }
 }
 
+/// Equal without regard to case (full Unicode lower-casing), as the plan compares
+/// userNames and emails; verification and the workspace client's look-ups use it
+/// too, so what the plan takes as the same account is the same everywhere.
+pub fn same_ci(a: &str, b: &str) -> bool {
+    if a == b {
+        return true;
+    }
+    if a.is_ascii() && b.is_ascii() {
+        return a.eq_ignore_ascii_case(b);
+    }
+    a.to_lowercase() == b.to_lowercase()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

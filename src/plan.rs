@@ -75,6 +75,7 @@ use std::sync::Mutex;
 use chrono::{DateTime, TimeDelta, Utc};
 use serde::{Deserialize, Serialize};
 
+pub(crate) use crate::model::same_ci;
 use crate::model::{
     Account, AccountRef, Action, ActionKind, Attribute, AttributeChange, DirectorySnapshot,
     DriftItem, DriftKind, GroupRef, Identity, Link, LinkMethod, NewLink, Plan, WorkspaceGroup,
@@ -434,19 +435,6 @@ fn fold(s: &str) -> Cow<'_, str> {
     } else {
         Cow::Owned(s.to_lowercase())
     }
-}
-
-/// Equal without regard to case (full Unicode lower-casing), as the plan compares
-/// userNames and emails; verification uses it too, so what the plan takes as done
-/// is verified as done.
-pub(crate) fn same_ci(a: &str, b: &str) -> bool {
-    if a == b {
-        return true;
-    }
-    if a.is_ascii() && b.is_ascii() {
-        return a.eq_ignore_ascii_case(b);
-    }
-    a.to_lowercase() == b.to_lowercase()
 }
 
 fn joined<S: AsRef<str>>(items: impl IntoIterator<Item = S>) -> String {

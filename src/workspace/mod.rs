@@ -31,6 +31,7 @@ pub use error::WorkspaceError;
 use crate::http::encode_component;
 use crate::model::{
     Account, AccountSpec, Attribute, AttributeChange, Role, WorkspaceGroup, WorkspaceSnapshot,
+    same_ci,
 };
 use crate::retry::RetryPolicy;
 use parse::ListBody;
@@ -775,9 +776,7 @@ impl ScimClient {
                 |a: &Account| &a.id,
             )
             .await?;
-        Ok(pick(found, |a: &Account| {
-            a.user_name.eq_ignore_ascii_case(user_name)
-        }))
+        Ok(pick(found, |a: &Account| same_ci(&a.user_name, user_name)))
     }
 
     pub async fn create_account(&self, spec: &AccountSpec) -> Result<Account, WorkspaceError> {
@@ -894,8 +893,9 @@ impl ScimClient {
         let found = self
             .find("/Groups", filter, parse::group, |g: &WorkspaceGroup| &g.id)
             .await?;
+        // The plan matches groups by name without regard to case.
         Ok(pick(found, |g: &WorkspaceGroup| {
-            g.display_name == display_name
+            same_ci(&g.display_name, display_name)
         }))
     }
 
@@ -1090,11 +1090,11 @@ fn id_clause(id: &str) -> String {
     format!("id eq {}", parse::filter_string(id))
 }
 
-/// The `matches` candidate, else the only one; several non-matching: none.
+/// The first candidate that `matches`. A single answer is checked too: a provider
+/// that ignores a filter it does not support (or applies it loosely) answers with
+/// some other account, and linking that one would hand a new hire somebody's
+/// account, or deprovision the wrong person when the hire leaves.
 fn pick<T>(found: Vec<T>, matches: impl Fn(&T) -> bool) -> Option<T> {
-    if found.len() == 1 {
-        return found.into_iter().next();
-    }
     found.into_iter().find(|x| matches(x))
 }
 

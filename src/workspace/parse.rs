@@ -341,7 +341,9 @@ pub(crate) fn error_body(text: &str) -> (Option<String>, String) {
     }
 }
 
-/// Quotes a filter value: `"` and `\` are escaped (RFC 7644 §3.4.2.2, JSON string rules).
+/// Quotes a filter value as a JSON string (RFC 7644 §3.4.2.2, RFC 8259 §7): `"`,
+/// `\` and control characters (a tab pasted into an HR export) are escaped, so a
+/// strict server does not refuse the filter.
 pub(crate) fn filter_string(value: &str) -> String {
     let mut out = String::with_capacity(value.len() + 2);
     out.push('"');
@@ -349,6 +351,10 @@ pub(crate) fn filter_string(value: &str) -> String {
         match c {
             '"' => out.push_str("\\\""),
             '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if u32::from(c) < 0x20 => out.push_str(&format!("\\u{:04x}", u32::from(c))),
             c => out.push(c),
         }
     }
@@ -1217,6 +1223,12 @@ mod tests {
     #[test]
     fn filter_values_are_escaped() {
         assert_eq!(filter_string(r#"a"b\c"#), r#""a\"b\\c""#);
+        assert_eq!(
+            filter_string("tab\there\nand\u{1}"),
+            r#""tab\there\nand\u0001""#
+        );
+        let decoded: String = serde_json::from_str(&filter_string("a\tb\r\u{1f}é\"")).unwrap();
+        assert_eq!(decoded, "a\tb\r\u{1f}é\"");
     }
 
     #[test]

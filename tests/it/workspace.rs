@@ -547,6 +547,73 @@ async fn filter_values_are_escaped() {
     );
 }
 
+/// A provider that ignores a filter it does not support answers with some other
+/// account or group: a single answer is not taken unless it is the one asked for
+/// (compared as the plan compares, without regard to case, Unicode included).
+#[tokio::test]
+async fn a_lookup_answered_with_something_else_finds_nothing() {
+    let server = MockServer::start().await;
+    Mock::given(method("GET"))
+        .and(path("/scim/v2/Users"))
+        .and(query_param(
+            "filter",
+            r#"userName eq "new.hire@example.com""#,
+        ))
+        .respond_with(list(
+            Some(1),
+            vec![json!({"id": "admin", "userName": "admin@example.com"})],
+        ))
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/scim/v2/Users"))
+        .and(query_param("filter", r#"userName eq "ÉLODIE@example.fr""#))
+        .respond_with(list(
+            Some(1),
+            vec![json!({"id": "e1", "userName": "élodie@example.fr"})],
+        ))
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/scim/v2/Groups"))
+        .and(query_param("filter", r#"displayName eq "Engineering""#))
+        .respond_with(list(
+            Some(1),
+            vec![json!({"id": "g1", "displayName": "Sales", "members": []})],
+        ))
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/scim/v2/Groups"))
+        .and(query_param("filter", r#"displayName eq "Design""#))
+        .respond_with(list(
+            Some(1),
+            vec![json!({"id": "g2", "displayName": "design", "members": []})],
+        ))
+        .mount(&server)
+        .await;
+    let client = client(&server);
+    assert_eq!(
+        client
+            .find_account_by_user_name("new.hire@example.com")
+            .await
+            .unwrap(),
+        None
+    );
+    let found = client
+        .find_account_by_user_name("ÉLODIE@example.fr")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(found.id, "e1");
+    assert_eq!(
+        client.find_group_by_name("Engineering").await.unwrap(),
+        None
+    );
+    let group = client.find_group_by_name("Design").await.unwrap().unwrap();
+    assert_eq!(group.id, "g2");
+}
+
 // ---------------------------------------------------------------- writes
 
 async fn capture_patches(server: &MockServer, status: u16) {
