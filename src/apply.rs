@@ -145,8 +145,6 @@ pub const OUT_OF_SIGHT: &str = "no account with that userName is visible over SC
 enum Written {
     /// The write was accepted; verify against the workspace.
     Sent,
-    /// Nothing to verify (e.g. already gone on a deactivate).
-    Done,
     /// Part of the action could not be done because an earlier action of the run
     /// failed (a member's account or the group was not created): journaled failed,
     /// but not a failed write for the circuit breaker, which counted the earlier one
@@ -207,15 +205,35 @@ impl Executor<'_> {
     async fn write(&self, action: &Action) -> Result<Written, String> {
         let client = self.client;
         match &action.kind {
+            // A 404 on a write is no proof the account is gone (a provider that
+            // does not route PATCH, a gateway that only passes GET): verification
+            // reads the account, and only a read that finds nothing settles it.
             ActionKind::Deactivate { account_id } => {
                 match client.set_active(account_id, false).await {
-                    Err(e) if e.is_not_found() => Ok(Written::Done),
+                    Err(e) if e.is_not_found() => Ok(Written::Sent),
                     other => other.map(|()| Written::Sent).map_err(|e| e.to_string()),
                 }
             }
-            ActionKind::Delete { account_id, .. } => {
+            ActionKind::Delete {
+                account_id,
+                deactivated_since,
+            } => {
+                // A deletion after the retention period is for a deactivated
+                // account only: one re-enabled since the plan is kept.
+                if deactivated_since.is_some()
+                    && let Some(account) = client
+                        .get_account(account_id)
+                        .await
+                        .map_err(|e| e.to_string())?
+                    && account.active
+                {
+                    return Err(format!(
+                        "not deleted: account {account_id} is active again; a deletion after \
+                         the retention period is only for a deactivated account"
+                    ));
+                }
                 match client.delete_account(account_id).await {
-                    Err(e) if e.is_not_found() => Ok(Written::Done),
+                    Err(e) if e.is_not_found() => Ok(Written::Sent),
                     other => other.map(|()| Written::Sent).map_err(|e| e.to_string()),
                 }
             }
@@ -430,10 +448,6 @@ impl Executor<'_> {
         }
         match written {
             Ok(Written::Sent) => Ok(Executed::ToVerify),
-            Ok(Written::Done) => {
-                self.with_store(|s| s.mark_applied(self.run, action.seq, Utc::now(), None))?;
-                Ok(Executed::Done)
-            }
             Ok(Written::Unfinished(message)) | Err(message) => {
                 tracing::warn!(seq = action.seq, op = action.kind.name(), subject = %action.subject, error = %message, "action failed");
                 self.with_store(|s| s.mark_failed(self.run, action.seq, Utc::now(), &message))?;
@@ -448,8 +462,6 @@ impl Executor<'_> {
 enum Executed {
     /// Sent and accepted; applied once verification sees it.
     ToVerify,
-    /// Nothing to verify (the account was already gone); journaled applied.
-    Done,
     /// Journaled failed with the provider's message.
     Failed,
 }
@@ -541,7 +553,7 @@ pub async fn apply_with_breaker(
     }
     let count = |what: Executed| executed.values().filter(|e| **e == what).count();
     let mut summary = ApplySummary {
-        applied: count(Executed::Done),
+        applied: 0,
         failed: count(Executed::Failed),
         circuit_opened: executor
             .breaker

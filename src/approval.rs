@@ -10,6 +10,7 @@
 //! same journaled executor and circuit breaker as a run. The run's stored report is
 //! brought up to date afterwards.
 
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
 use chrono::{DateTime, Utc};
@@ -125,8 +126,15 @@ pub enum Recheck {
     Refuse(String),
 }
 
-/// Re-checks one held action against the workspace as it is now.
-pub fn recheck(action: &Action, workspace: &WorkspaceSnapshot, protected: &Protected) -> Recheck {
+/// Re-checks one held action against the workspace as it is now. `clocks`: the
+/// store's retention clocks (`Store::deactivated_since`), which a deletion after
+/// the retention period must still be justified by.
+pub fn recheck(
+    action: &Action,
+    workspace: &WorkspaceSnapshot,
+    protected: &Protected,
+    clocks: &BTreeMap<String, DateTime<Utc>>,
+) -> Recheck {
     let find = |id: &str| workspace.accounts.iter().find(|a| a.id == id);
     let gone = || Recheck::Refuse("the account no longer exists".to_owned());
     if let Some(id) = action.kind.account_id()
@@ -141,8 +149,29 @@ pub fn recheck(action: &Action, workspace: &WorkspaceSnapshot, protected: &Prote
             Some(a) if !a.active => Recheck::Obsolete("already deactivated".to_owned()),
             Some(_) => Recheck::Apply,
         },
-        ActionKind::Delete { account_id, .. } => match find(account_id) {
+        ActionKind::Delete {
+            account_id,
+            deactivated_since,
+        } => match find(account_id) {
             None => Recheck::Obsolete("already deleted".to_owned()),
+            // Held a while ago: the person may be back, the account re-enabled or
+            // linked to someone else since. Only a deactivated account whose clock
+            // still runs from the same start may go.
+            Some(a) if deactivated_since.is_some() && a.active => Recheck::Refuse(
+                "the account is active again; only a deactivated account is deleted after \
+                 the retention period"
+                    .to_owned(),
+            ),
+            Some(_)
+                if deactivated_since.is_some()
+                    && clocks.get(account_id) != deactivated_since.as_ref() =>
+            {
+                Recheck::Refuse(
+                    "no longer waiting for deletion: a reconcile since saw the account active \
+                     or its person with access again (its retention clock restarted)"
+                        .to_owned(),
+                )
+            }
             Some(_) => Recheck::Apply,
         },
         ActionKind::Reactivate { account_id } => match find(account_id) {
@@ -272,12 +301,13 @@ pub async fn approve(
 
     // Protected names and globs as configured now, and the protected groups' members
     // as the run's directory snapshot had them.
-    let protected = {
+    let (protected, clocks) = {
         let store = store.lock().map_err(|_| ApprovalError::Poisoned)?;
-        match store.load_directory_snapshot(run)? {
+        let protected = match store.load_directory_snapshot(run)? {
             Some(directory) => safety::plan_settings(config, &directory).protected,
             None => Protected::new(&config.safety.protected),
-        }
+        };
+        (protected, store.deactivated_since()?)
     };
     let mut approval = Approval {
         run,
@@ -286,7 +316,7 @@ pub async fn approve(
     let mut still: Vec<Action> = Vec::new();
     for entry in held {
         let mut action = entry.action;
-        match recheck(&action, &workspace, &protected) {
+        match recheck(&action, &workspace, &protected, &clocks) {
             Recheck::Apply => {
                 action.held = None;
                 still.push(action);
@@ -594,20 +624,20 @@ mod tests {
             })
         };
         assert_eq!(
-            recheck(&deactivate("on"), &workspace, &none),
+            recheck(&deactivate("on"), &workspace, &none, &BTreeMap::new()),
             Recheck::Apply
         );
         assert!(matches!(
-            recheck(&deactivate("off"), &workspace, &none),
+            recheck(&deactivate("off"), &workspace, &none, &BTreeMap::new()),
             Recheck::Obsolete(_)
         ));
         assert!(matches!(
-            recheck(&deactivate("gone"), &workspace, &none),
+            recheck(&deactivate("gone"), &workspace, &none, &BTreeMap::new()),
             Recheck::Obsolete(_)
         ));
         let protected = Protected::new(&["vip@*".to_owned()]);
         assert_eq!(
-            recheck(&deactivate("vip"), &workspace, &protected),
+            recheck(&deactivate("vip"), &workspace, &protected, &BTreeMap::new()),
             Recheck::Refuse("vip@ex.com is protected".into())
         );
         let demote = |from: &str| {
@@ -618,11 +648,11 @@ mod tests {
             })
         };
         assert_eq!(
-            recheck(&demote("editor"), &workspace, &none),
+            recheck(&demote("editor"), &workspace, &none, &BTreeMap::new()),
             Recheck::Apply
         );
         assert!(matches!(
-            recheck(&demote("Owner"), &workspace, &none),
+            recheck(&demote("Owner"), &workspace, &none, &BTreeMap::new()),
             Recheck::Refuse(_)
         ));
         let remove = |member: &str| {
@@ -634,11 +664,66 @@ mod tests {
                 members: vec![member.into()],
             })
         };
-        assert_eq!(recheck(&remove("on"), &workspace, &none), Recheck::Apply);
+        assert_eq!(
+            recheck(&remove("on"), &workspace, &none, &BTreeMap::new()),
+            Recheck::Apply
+        );
         assert!(matches!(
-            recheck(&remove("off"), &workspace, &none),
+            recheck(&remove("off"), &workspace, &none, &BTreeMap::new()),
             Recheck::Obsolete(_)
         ));
+    }
+
+    /// A held deletion after the retention period is approved only while the
+    /// account is still deactivated and its clock still runs from the same start.
+    #[test]
+    fn a_retention_delete_is_refused_once_the_account_is_back_or_its_clock_restarted() {
+        let workspace = WorkspaceSnapshot {
+            accounts: vec![
+                account("off", false, "Editor"),
+                account("on", true, "Editor"),
+            ],
+            groups: Vec::new(),
+        };
+        let since = chrono::DateTime::from_timestamp(1_800_000_000, 0).unwrap();
+        let delete = |id: &str| {
+            action(ActionKind::Delete {
+                account_id: id.into(),
+                deactivated_since: Some(since),
+            })
+        };
+        let none = Protected::default();
+        let clocks: BTreeMap<String, DateTime<Utc>> =
+            [("off".to_owned(), since), ("on".to_owned(), since)].into();
+        assert_eq!(
+            recheck(&delete("off"), &workspace, &none, &clocks),
+            Recheck::Apply
+        );
+        let Recheck::Refuse(why) = recheck(&delete("on"), &workspace, &none, &clocks) else {
+            panic!("an active account is never deleted after retention");
+        };
+        assert!(why.contains("active again"), "{why}");
+        let restarted: BTreeMap<String, DateTime<Utc>> =
+            [("off".to_owned(), since + chrono::TimeDelta::days(1))].into();
+        for clocks in [restarted, BTreeMap::new()] {
+            let Recheck::Refuse(why) = recheck(&delete("off"), &workspace, &none, &clocks) else {
+                panic!("a restarted or forgotten clock no longer justifies the delete");
+            };
+            assert!(why.contains("retention clock restarted"), "{why}");
+        }
+        assert!(matches!(
+            recheck(&delete("gone"), &workspace, &none, &clocks),
+            Recheck::Obsolete(_)
+        ));
+        // Deleting at once (no retention) is for active accounts too.
+        let at_once = action(ActionKind::Delete {
+            account_id: "on".into(),
+            deactivated_since: None,
+        });
+        assert_eq!(
+            recheck(&at_once, &workspace, &none, &BTreeMap::new()),
+            Recheck::Apply
+        );
     }
 
     #[test]

@@ -252,7 +252,7 @@ pub enum Command {
         /// The run id (see `seatwarden report`).
         run: RunId,
         /// Only actions of this kind (deactivate, delete, set_role, remove_members, …)
-        /// or class (deprovision, membership_removal, role_downgrade).
+        /// or class (deprovision, membership_removal, role_downgrade, deletion).
         #[arg(long)]
         only: Option<String>,
     },

@@ -382,6 +382,13 @@ pub struct SafetyConfig {
     pub max_role_downgrade_percent: f64,
     #[serde(default = "defaults::max_role_downgrades_per_day")]
     pub max_role_downgrades_per_day: usize,
+    /// Deletions after `deprovision.delete_after`: their own class.
+    #[serde(default = "defaults::max_deletions")]
+    pub max_deletions: usize,
+    #[serde(default = "defaults::max_deletion_percent")]
+    pub max_deletion_percent: f64,
+    #[serde(default = "defaults::max_deletions_per_day")]
+    pub max_deletions_per_day: usize,
     /// A directory snapshot that shrank more than this share (percent) against the
     /// last accepted one is rejected as a source fault.
     #[serde(default = "defaults::max_directory_shrink_percent")]
@@ -410,6 +417,9 @@ impl Default for SafetyConfig {
             max_role_downgrades: defaults::max_role_downgrades(),
             max_role_downgrade_percent: defaults::max_role_downgrade_percent(),
             max_role_downgrades_per_day: defaults::max_role_downgrades_per_day(),
+            max_deletions: defaults::max_deletions(),
+            max_deletion_percent: defaults::max_deletion_percent(),
+            max_deletions_per_day: defaults::max_deletions_per_day(),
             max_directory_shrink_percent: defaults::max_directory_shrink_percent(),
             settle: defaults::settle(),
             protected_groups: Vec::new(),
@@ -559,6 +569,15 @@ mod defaults {
     }
     pub fn max_role_downgrades_per_day() -> usize {
         GuardSettings::default().max_role_downgrades_per_day
+    }
+    pub fn max_deletions() -> usize {
+        GuardSettings::default().max_deletions
+    }
+    pub fn max_deletion_percent() -> f64 {
+        GuardSettings::default().max_deletion_percent
+    }
+    pub fn max_deletions_per_day() -> usize {
+        GuardSettings::default().max_deletions_per_day
     }
     pub fn max_directory_shrink_percent() -> f64 {
         20.0
@@ -789,6 +808,10 @@ impl Config {
             (
                 "safety.max_role_downgrade_percent",
                 self.safety.max_role_downgrade_percent,
+            ),
+            (
+                "safety.max_deletion_percent",
+                self.safety.max_deletion_percent,
             ),
             (
                 "safety.max_directory_shrink_percent",
@@ -1530,6 +1553,9 @@ impl Config {
             max_role_downgrades: s.max_role_downgrades,
             max_role_downgrade_percent: s.max_role_downgrade_percent,
             max_role_downgrades_per_day: s.max_role_downgrades_per_day,
+            max_deletions: s.max_deletions,
+            max_deletion_percent: s.max_deletion_percent,
+            max_deletions_per_day: s.max_deletions_per_day,
         }
     }
 

@@ -64,6 +64,9 @@ pub struct GuardSettings {
     pub max_role_downgrades: usize,
     pub max_role_downgrade_percent: f64,
     pub max_role_downgrades_per_day: usize,
+    pub max_deletions: usize,
+    pub max_deletion_percent: f64,
+    pub max_deletions_per_day: usize,
 }
 
 impl Default for GuardSettings {
@@ -80,6 +83,9 @@ impl Default for GuardSettings {
             max_role_downgrades: 10,
             max_role_downgrade_percent: 5.0,
             max_role_downgrades_per_day: 20,
+            max_deletions: 25,
+            max_deletion_percent: 5.0,
+            max_deletions_per_day: 50,
         }
     }
 }
@@ -102,6 +108,11 @@ impl GuardSettings {
                 percent: self.max_role_downgrade_percent,
                 per_day: self.max_role_downgrades_per_day,
             },
+            ActionClass::Deletion => Limits {
+                per_run: self.max_deletions,
+                percent: self.max_deletion_percent,
+                per_day: self.max_deletions_per_day,
+            },
         }
     }
 
@@ -118,6 +129,9 @@ impl GuardSettings {
             max_role_downgrades: usize::MAX,
             max_role_downgrade_percent: 100.0,
             max_role_downgrades_per_day: usize::MAX,
+            max_deletions: usize::MAX,
+            max_deletion_percent: 100.0,
+            max_deletions_per_day: usize::MAX,
         }
     }
 }
@@ -670,6 +684,7 @@ mod tests {
             deprovisions: 0,
             membership_removals: 0,
             role_downgrades: 0,
+            deletions: 0,
         },
         allow_over_threshold: false,
     };
@@ -709,6 +724,55 @@ mod tests {
             ]
         );
         let out = guard(plan, &WorkspaceSnapshot::default(), &generous(), &COMPLETE);
+        assert!(out.held().next().is_none());
+    }
+
+    /// Deletions after a retention period remove no access: a backlog of them is
+    /// held by limits of its own and never holds, nor uses up the 24 h budget of,
+    /// the day's deactivations.
+    #[test]
+    fn deletions_after_retention_are_their_own_class() {
+        let since = chrono::DateTime::from_timestamp(1_800_000_000, 0).unwrap();
+        let mut kinds: Vec<ActionKind> = (0..30)
+            .map(|i| ActionKind::Delete {
+                account_id: format!("old{i}"),
+                deactivated_since: Some(since),
+            })
+            .collect();
+        kinds.push(deactivate("leaver"));
+        let settings = GuardSettings {
+            max_deprovisions: 25,
+            max_deletions: 25,
+            min_population_for_percent: 1000,
+            ..GuardSettings::unlimited()
+        };
+        let mut input = COMPLETE;
+        input.recent.deletions = 0;
+        input.recent.deprovisions = 0;
+        let out = guard(
+            plan_of(kinds.clone()),
+            &WorkspaceSnapshot::default(),
+            &settings,
+            &input,
+        );
+        let runnable: Vec<&ActionKind> = out.runnable().map(|a| &a.kind).collect();
+        assert_eq!(runnable, [&deactivate("leaver")]);
+        assert!(out.held().all(|a| matches!(
+            a.held,
+            Some(HoldReason::Threshold {
+                class: ActionClass::Deletion,
+                ..
+            })
+        )));
+
+        // 200 deletions approved yesterday leave today's deprovision budget alone.
+        input.recent.deletions = 200;
+        let out = guard(
+            plan_of(vec![deactivate("leaver")]),
+            &WorkspaceSnapshot::default(),
+            &GuardSettings::default(),
+            &input,
+        );
         assert!(out.held().next().is_none());
     }
 
@@ -918,6 +982,7 @@ mod tests {
             deprovisions: 0,
             membership_removals: 1000,
             role_downgrades: 1000,
+            deletions: 1000,
         };
         let out = guard(
             plan_of(twenty.clone()),

@@ -451,6 +451,10 @@ impl ActionKind {
     /// (a membership removal counts each member removed).
     pub fn threshold_class(&self) -> Option<(ActionClass, usize)> {
         match self {
+            ActionKind::Delete {
+                deactivated_since: Some(_),
+                ..
+            } => Some((ActionClass::Deletion, 1)),
             ActionKind::Deactivate { .. } | ActionKind::Delete { .. } => {
                 Some((ActionClass::Deprovision, 1))
             }
@@ -481,19 +485,24 @@ impl ActionKind {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ActionClass {
-    /// Deactivations and deletions.
+    /// Deactivations, and deletions that take access away (`delete_after = "0s"`).
     Deprovision,
     /// Members removed from workspace groups (counted per member).
     MembershipRemoval,
     /// Role changes to a lower tier.
     RoleDowngrade,
+    /// Deletions of accounts deactivated for the whole retention period: no access
+    /// is left to remove, so they neither hold nor use up the same-day
+    /// deprovisioning budget, and have limits of their own (they are irreversible).
+    Deletion,
 }
 
 impl ActionClass {
-    pub const ALL: [ActionClass; 3] = [
+    pub const ALL: [ActionClass; 4] = [
         ActionClass::Deprovision,
         ActionClass::MembershipRemoval,
         ActionClass::RoleDowngrade,
+        ActionClass::Deletion,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -501,6 +510,7 @@ impl ActionClass {
             ActionClass::Deprovision => "deprovision",
             ActionClass::MembershipRemoval => "membership_removal",
             ActionClass::RoleDowngrade => "role_downgrade",
+            ActionClass::Deletion => "deletion",
         }
     }
 
@@ -510,6 +520,7 @@ impl ActionClass {
             ActionClass::Deprovision => "deprovisions",
             ActionClass::MembershipRemoval => "membership removals",
             ActionClass::RoleDowngrade => "role downgrades",
+            ActionClass::Deletion => "deletions after retention",
         }
     }
 }
@@ -537,6 +548,7 @@ pub struct RecentCounts {
     pub deprovisions: usize,
     pub membership_removals: usize,
     pub role_downgrades: usize,
+    pub deletions: usize,
 }
 
 impl RecentCounts {
@@ -545,6 +557,7 @@ impl RecentCounts {
             ActionClass::Deprovision => self.deprovisions,
             ActionClass::MembershipRemoval => self.membership_removals,
             ActionClass::RoleDowngrade => self.role_downgrades,
+            ActionClass::Deletion => self.deletions,
         }
     }
 }

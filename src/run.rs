@@ -403,10 +403,22 @@ async fn pipeline(
         };
         tracing::debug!(elapsed_ms = since(started_at), "settle window checked");
         store.save_plan(run_id, &guarded, Utc::now())?;
-        // The retention clocks follow what a reconcile saw of a directory it
-        // could trust: a rejected or partial read must not restart them.
-        if mode == Mode::Reconcile && source_fault.is_none() && directory_snapshot.complete {
-            store.replace_deactivated(&guarded.retained, now)?;
+        if mode == Mode::Reconcile {
+            let retention = &plan_settings.retention;
+            if plan_settings.deprovision == plan::DeprovisionAction::Delete
+                && retention.delete_after > chrono::TimeDelta::zero()
+            {
+                let changes = safety::clock_changes(
+                    &retention.deactivated_since,
+                    &guarded.retained,
+                    &workspace_snapshot,
+                    source_fault.is_none() && directory_snapshot.complete,
+                    workspace_whole,
+                );
+                store.update_deactivated(&changes.start, &changes.forget, now)?;
+            } else {
+                store.clear_deactivated()?;
+            }
         }
         // With writes to make, apply stores the matched links while it verifies.
         if mode == Mode::Reconcile && guarded.runnable().next().is_none() {

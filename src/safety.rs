@@ -17,7 +17,7 @@
 //! Also here: [`circuit_state`] (the read API the daemon publishes as a metric) and
 //! the audit trail ([`audit`], [`os_user`]).
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
 use chrono::{DateTime, Utc};
@@ -209,6 +209,54 @@ pub fn plan_settings_at(
         settings.retention.deactivated_since = store.deactivated_since()?;
     }
     Ok(settings)
+}
+
+/// How a reconcile changes the retention clocks (`deactivated_accounts`).
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct ClockChanges {
+    /// Clocks to start now (kept ones keep their start).
+    pub start: Vec<String>,
+    pub forget: Vec<String>,
+}
+
+/// The clock changes a reconcile makes from what it saw. Forgetting is always
+/// safe (a clock only ever restarts later), so an account the workspace shows
+/// active loses its clock whatever else the run could trust. Starting or keeping
+/// a clock needs a complete, accepted directory (`trusted`). An account a
+/// listing left out keeps its clock unless the listing was read whole
+/// (`workspace_whole`): a short listing proves no account gone.
+pub fn clock_changes(
+    clocks: &BTreeMap<String, DateTime<Utc>>,
+    retained: &[String],
+    workspace: &WorkspaceSnapshot,
+    trusted: bool,
+    workspace_whole: bool,
+) -> ClockChanges {
+    let seen: HashMap<&str, bool> = workspace
+        .accounts
+        .iter()
+        .map(|a| (a.id.as_str(), a.active))
+        .collect();
+    let retained_set: HashSet<&str> = retained.iter().map(String::as_str).collect();
+    let forget = clocks
+        .keys()
+        .filter(|id| match seen.get(id.as_str()) {
+            Some(true) => true,
+            Some(false) => trusted && !retained_set.contains(id.as_str()),
+            None => trusted && workspace_whole,
+        })
+        .cloned()
+        .collect();
+    let start = if trusted {
+        retained
+            .iter()
+            .filter(|id| !clocks.contains_key(*id))
+            .cloned()
+            .collect()
+    } else {
+        Vec::new()
+    };
+    ClockChanges { start, forget }
 }
 
 /// The guard's input: what the run knows plus the store's 24 h counts.
@@ -491,6 +539,66 @@ mod tests {
                 role: None,
             },
         }
+    }
+
+    fn account(id: &str, active: bool) -> crate::model::Account {
+        crate::model::Account {
+            id: id.into(),
+            user_name: format!("{id}@ex.com"),
+            external_id: None,
+            given_name: None,
+            family_name: None,
+            display_name: None,
+            email: None,
+            active,
+            roles: Vec::new(),
+        }
+    }
+
+    /// Forgetting a clock is always safe; starting or keeping one needs a
+    /// trusted directory; a short listing proves no account gone.
+    #[test]
+    fn clocks_are_forgotten_when_seen_active_and_kept_when_out_of_sight() {
+        let t = DateTime::from_timestamp(1_800_000_000, 0).unwrap();
+        let clocks: BTreeMap<String, DateTime<Utc>> = ["active", "justified", "kept", "unseen"]
+            .into_iter()
+            .map(|id| (id.to_owned(), t))
+            .collect();
+        let workspace = WorkspaceSnapshot {
+            accounts: vec![
+                account("active", true),
+                account("justified", false),
+                account("kept", false),
+                account("new", false),
+            ],
+            groups: Vec::new(),
+        };
+        let retained = ["kept".to_owned(), "new".to_owned()];
+        let changes = |trusted, whole| {
+            let mut c = clock_changes(&clocks, &retained, &workspace, trusted, whole);
+            c.forget.sort();
+            c
+        };
+        assert_eq!(
+            changes(true, true),
+            ClockChanges {
+                start: vec!["new".into()],
+                forget: vec!["active".into(), "justified".into(), "unseen".into()],
+            }
+        );
+        assert_eq!(
+            changes(true, false).forget,
+            ["active", "justified"],
+            "a short listing keeps the clock of an account it left out"
+        );
+        assert_eq!(
+            changes(false, true),
+            ClockChanges {
+                start: Vec::new(),
+                forget: vec!["active".into()],
+            },
+            "an untrusted directory starts and drops nothing, but an active account is seen"
+        );
     }
 
     #[test]

@@ -315,7 +315,13 @@ pub async fn enforce(
                 continue;
             }
         };
-        lock(store)?.deprovision_user_name(entry.id, &account.user_name)?;
+        {
+            let mut store = lock(store)?;
+            store.deprovision_user_name(entry.id, &account.user_name)?;
+            // Active again since a reconcile last saw it: a retention clock it
+            // had must not carry on once it is deactivated again.
+            store.update_deactivated(&[], std::slice::from_ref(&account.id), now)?;
+        }
         if protected.matches(&account.user_name) {
             // Protected accounts never appear in a plan; the episode stays open
             // (and becomes overdue) so a human sees it.

@@ -448,17 +448,34 @@ impl Store {
 
     /// Deactivations and deletions applied or in flight (of any run) whose journal
     /// row changed at or after `since`: what the rolling 24 h deprovision threshold
-    /// counts.
+    /// counts. Deletions after a retention period are not deprovisions
+    /// ([`Self::deletions_since`]).
     pub fn deprovisions_since(&self, since: DateTime<Utc>) -> Result<u64, StoreError> {
         self.conn
             .prepare_cached(
                 "SELECT count(*) FROM actions
                  WHERE state IN ('applied', 'in_flight')
                    AND kind IN ('deactivate', 'delete')
-                   AND updated_at >= ?1",
+                   AND updated_at >= ?1
+                   AND json_extract(payload, '$.kind.deactivated_since') IS NULL",
             )
             .and_then(|mut stmt| stmt.query_row([ts(since)], |row| row.get(0)))
             .context(|| "counting recent deprovisions in actions".to_owned())
+    }
+
+    /// Deletions after a retention period applied or in flight since `since`: what
+    /// the rolling 24 h deletion threshold counts.
+    pub fn deletions_since(&self, since: DateTime<Utc>) -> Result<u64, StoreError> {
+        self.conn
+            .prepare_cached(
+                "SELECT count(*) FROM actions
+                 WHERE state IN ('applied', 'in_flight')
+                   AND kind IN ('deactivate', 'delete')
+                   AND updated_at >= ?1
+                   AND json_extract(payload, '$.kind.deactivated_since') IS NOT NULL",
+            )
+            .and_then(|mut stmt| stmt.query_row([ts(since)], |row| row.get(0)))
+            .context(|| "counting recent deletions in actions".to_owned())
     }
 }
 

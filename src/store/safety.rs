@@ -98,6 +98,7 @@ impl Store {
         let context = || "counting recent destructive writes in actions".to_owned();
         let mut counts = RecentCounts {
             deprovisions: usize::try_from(self.deprovisions_since(since)?).unwrap_or(usize::MAX),
+            deletions: usize::try_from(self.deletions_since(since)?).unwrap_or(usize::MAX),
             ..RecentCounts::default()
         };
         let mut stmt = self
@@ -358,45 +359,45 @@ impl Store {
             .context(|| "reading deactivated_accounts".to_owned())
     }
 
-    /// Makes `accounts` (a plan's [`crate::model::Plan::retained`]) the set of
-    /// deactivated accounts awaiting deletion: new ones are first seen `now`, kept
-    /// ones keep their time, the others are forgotten (an account reactivated,
-    /// deleted, or whose person is back starts over if it is deactivated again).
-    pub fn replace_deactivated(
+    /// Starts the clocks of `start` at `now` (a clock already running keeps its
+    /// start) and forgets those of `forget`, in one transaction.
+    pub fn update_deactivated(
         &mut self,
-        accounts: &[String],
+        start: &[String],
+        forget: &[String],
         now: DateTime<Utc>,
     ) -> Result<(), StoreError> {
+        if start.is_empty() && forget.is_empty() {
+            return Ok(());
+        }
         let context = || "updating deactivated_accounts".to_owned();
         let tx = self.write_tx(context)?;
-        tx.execute_batch(
-            "CREATE TEMP TABLE IF NOT EXISTS retained (account_id TEXT PRIMARY KEY);
-             DELETE FROM temp.retained;",
-        )
-        .context(context)?;
         {
             let mut insert = tx
-                .prepare_cached("INSERT OR IGNORE INTO temp.retained (account_id) VALUES (?1)")
+                .prepare_cached(
+                    "INSERT OR IGNORE INTO deactivated_accounts (account_id, since) VALUES (?1, ?2)",
+                )
                 .context(context)?;
-            for account in accounts {
-                insert.execute([account]).context(context)?;
+            let since = ts(now);
+            for account in start {
+                insert.execute(params![account, since]).context(context)?;
+            }
+            let mut delete = tx
+                .prepare_cached("DELETE FROM deactivated_accounts WHERE account_id = ?1")
+                .context(context)?;
+            for account in forget {
+                delete.execute([account]).context(context)?;
             }
         }
-        tx.execute(
-            "DELETE FROM deactivated_accounts
-             WHERE account_id NOT IN (SELECT account_id FROM temp.retained)",
-            [],
-        )
-        .context(context)?;
-        tx.execute(
-            "INSERT OR IGNORE INTO deactivated_accounts (account_id, since)
-             SELECT account_id, ?1 FROM temp.retained",
-            [ts(now)],
-        )
-        .context(context)?;
-        tx.execute("DELETE FROM temp.retained", [])
-            .context(context)?;
         tx.commit().context(context)
+    }
+
+    /// Forgets every retention clock (deletion after a retention period is off).
+    pub fn clear_deactivated(&mut self) -> Result<(), StoreError> {
+        self.conn
+            .execute("DELETE FROM deactivated_accounts", [])
+            .map(|_| ())
+            .context(|| "clearing deactivated_accounts".to_owned())
     }
 
     // ---- explain ----------------------------------------------------------------------
@@ -564,7 +565,8 @@ mod tests {
             RecentCounts {
                 deprovisions: 1,
                 membership_removals: 3,
-                role_downgrades: 1
+                role_downgrades: 1,
+                deletions: 0,
             },
             "the planned (unapplied) deactivation and the promotion do not count"
         );

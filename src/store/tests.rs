@@ -975,6 +975,51 @@ fn deprovisions_since_counts_recent_applied_or_in_flight_deactivations() {
     assert_eq!(store.deprovisions_since(t(50)).unwrap(), 1);
 }
 
+/// A deletion after the retention period is counted as a deletion, never as a
+/// deprovision (it would hold the day's deactivations), whichever way it went.
+#[test]
+fn deletions_after_retention_are_counted_apart_from_deprovisions() {
+    let mut store = Store::open_in_memory().unwrap();
+    let run = store.begin_run(RunKind::Reconcile, t(0)).unwrap();
+    let plan = Plan {
+        actions: vec![
+            action(
+                0,
+                ActionKind::Delete {
+                    account_id: "a0".into(),
+                    deactivated_since: Some(t(-86_400 * 31)),
+                },
+                None,
+            ),
+            action(
+                1,
+                ActionKind::Delete {
+                    account_id: "a1".into(),
+                    deactivated_since: None,
+                },
+                None,
+            ),
+            action(
+                2,
+                ActionKind::Deactivate {
+                    account_id: "a2".into(),
+                },
+                None,
+            ),
+        ],
+        ..Plan::default()
+    };
+    store.save_plan(run, &plan, t(0)).unwrap();
+    for seq in 0..3 {
+        store.mark_in_flight(run, seq, t(10)).unwrap();
+    }
+    store.mark_applied(run, 0, t(11), None).unwrap();
+    assert_eq!(store.deletions_since(t(0)).unwrap(), 1);
+    assert_eq!(store.deprovisions_since(t(0)).unwrap(), 2);
+    let counts = store.recent_counts(t(0)).unwrap();
+    assert_eq!((counts.deprovisions, counts.deletions), (2, 1));
+}
+
 #[test]
 fn pruning_keeps_newer_runs_and_runs_with_actions_in_flight() {
     let mut store = Store::open_in_memory().unwrap();

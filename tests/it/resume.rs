@@ -504,3 +504,71 @@ async fn a_failed_create_counts_once_against_the_circuit_breaker() {
     );
     assert_eq!(outcome.report.safety.circuit, None, "one refused write");
 }
+
+/// A 404 to a deactivating PATCH is no proof the account is gone (a provider that
+/// does not route PATCH, a gateway that passes only GET): the account is read,
+/// and while it is there and active the deactivation has failed, never "done".
+#[tokio::test]
+async fn a_404_to_a_deactivation_is_checked_by_reading_the_account() {
+    let server = MockServer::start().await;
+    Mock::given(method("GET"))
+        .and(path("/ServiceProviderConfig"))
+        .respond_with(ResponseTemplate::new(404))
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/Users"))
+        .respond_with(scim(list(vec![ada_account()])))
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/Users/acc-1"))
+        .respond_with(scim(ada_account()))
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/Groups"))
+        .respond_with(scim(list(vec![])))
+        .mount(&server)
+        .await;
+    Mock::given(method("PATCH"))
+        .respond_with(ResponseTemplate::new(404).set_body_string("Cannot PATCH /Users/acc-1"))
+        .mount(&server)
+        .await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = config_for(&server, dir.path());
+    std::fs::write(
+        dir.path().join("directory.json"),
+        json!({"users": [{
+            "id": "00u1", "userName": "ada@example.com", "email": "ada@example.com",
+            "status": "deprovisioned", "groups": []
+        }]})
+        .to_string(),
+    )
+    .unwrap();
+
+    let store = Store::open(&config.state.path).unwrap();
+    let outcome = run::execute(&config, store, Mode::Reconcile).await.unwrap();
+    let deactivation = outcome
+        .plan
+        .actions
+        .iter()
+        .find(|a| matches!(a.kind, ActionKind::Deactivate { .. }))
+        .unwrap();
+    let store = Store::open(&config.state.path).unwrap();
+    let row = store
+        .journal(outcome.run_id)
+        .unwrap()
+        .into_iter()
+        .find(|r| r.action.seq == deactivation.seq)
+        .unwrap();
+    assert_eq!(row.state, ActionState::Failed, "{row:?}");
+    assert!(
+        row.last_error
+            .as_deref()
+            .unwrap_or("")
+            .contains("still active"),
+        "{row:?}"
+    );
+    assert_eq!(outcome.report.summary.actions_applied, 0);
+}

@@ -1561,3 +1561,100 @@ async fn deletion_waits_for_the_retention_period_and_opens_no_ledger_episode() {
     assert!(done.plan.is_empty(), "{:#?}", done.plan.actions);
     assert!(env.store().deactivated_since().unwrap().is_empty());
 }
+
+/// A held deletion after the retention period (the backlog of a layoff, over the
+/// deletion limit) is approved later: by then the person may be back, or gone
+/// again with a new clock. `approve` refuses both rather than delete an account
+/// that is in use, or one whose retention has not passed since.
+#[tokio::test]
+async fn approve_refuses_a_held_retention_delete_once_the_person_is_back() {
+    let mut env = env_with(60, None, "max_deletions = 0\nsettle = \"0s\"\n").await;
+    let path = env._dir.path().join("seatwarden.toml");
+    let mut toml = std::fs::read_to_string(&path).unwrap();
+    toml.push_str("\n[deprovision]\naction = \"delete\"\ndelete_after = \"30d\"\n");
+    std::fs::write(&path, toml).unwrap();
+    env.config = Config::load_with_env(&path, Some(HashMap::new())).unwrap();
+    env.run(Mode::Reconcile, RunOptions::default()).await;
+    let left = env.leave(1);
+    let account = stored_links(&env)[&left[0]].clone();
+    let t0 = Utc::now();
+    let at = |offset: Duration| RunOptions {
+        now: Some(t0 + offset),
+        ..RunOptions::default()
+    };
+    env.run(Mode::Reconcile, at(Duration::zero())).await;
+    env.run(Mode::Reconcile, at(Duration::hours(1))).await;
+    let due = env
+        .run(Mode::Reconcile, at(Duration::days(30) + Duration::hours(1)))
+        .await;
+    let held: Vec<&seatwarden::model::Action> = due
+        .plan
+        .held()
+        .filter(|a| a.kind.account_id() == Some(account.as_str()))
+        .collect();
+    assert_eq!(held.len(), 1, "{:#?}", due.plan.actions);
+    let seq = held[0].seq;
+    assert!(matches!(
+        held[0].held,
+        Some(HoldReason::Threshold {
+            class: ActionClass::Deletion,
+            ..
+        })
+    ));
+    let client = env.client(3);
+    let only = Only::Op("delete".into());
+    let approve = || {
+        approval::approve(
+            &env.config,
+            &client,
+            env.store(),
+            due.run_id,
+            &only,
+            Utc::now(),
+        )
+    };
+    let exists = || {
+        env.sandbox
+            .snapshot()
+            .accounts
+            .iter()
+            .any(|a| a.id == account)
+    };
+
+    // The person is back: a reconcile reactivates the account.
+    let back = |status: IdentityStatus| {
+        let mut directory = env.data.directory.clone();
+        for identity in &mut directory.identities {
+            if identity.id == left[0] {
+                identity.status = status;
+            }
+        }
+        env.write_directory(&directory);
+    };
+    back(IdentityStatus::Active);
+    env.run(Mode::Reconcile, at(Duration::days(31))).await;
+    let refused = approve().await.unwrap();
+    assert!(!refused.approved.contains(&seq), "{refused:?}");
+    assert!(
+        refused
+            .refused
+            .iter()
+            .any(|(s, why)| *s == seq && why.contains("active again")),
+        "{refused:?}"
+    );
+    assert!(exists());
+
+    // Gone again: deactivated at once, but its retention starts over.
+    back(IdentityStatus::Deprovisioned);
+    env.run(Mode::Reconcile, at(Duration::days(32))).await;
+    let refused = approve().await.unwrap();
+    assert!(!refused.approved.contains(&seq), "{refused:?}");
+    assert!(
+        refused
+            .refused
+            .iter()
+            .any(|(s, why)| *s == seq && why.contains("retention clock restarted")),
+        "{refused:?}"
+    );
+    assert!(exists());
+}
