@@ -4,7 +4,7 @@
 //! The loop stops on an empty page, on a page that brings no new id, when
 //! `startIndex` passes `totalResults` (unless the pages keep coming full and new,
 //! which is how a `totalResults` equal to the page size shows itself), and after an
-//! iteration cap. When the first page announces more than one page, the rest are
+//! iteration cap. Without `totalResults` only an empty or stale page ends it. When the first page announces more than one page, the rest are
 //! fetched concurrently (bounded by `max_concurrency`) and the sequential loop
 //! takes over if the last of them was still full, or from the first of them that
 //! held fewer than the first page before the end.
@@ -105,10 +105,13 @@ fn more_pages(last: Last, requested: u64, stride: u64, seen: u64, total: Option<
         Some(t) if last.next <= t => true,
         // Past totalResults: believe it unless the page was full and the count is
         // already proven wrong, or looks like the page size rather than a total.
+        // (A page shorter than asked whose length is the total is taken as the
+        // whole listing: checking would cost every small listing a request.)
         Some(t) => last.len >= requested && (seen > t || t == last.len),
-        // No totalResults: a full page (by what the provider actually sends per
-        // page) may have a successor.
-        None => last.len >= requested.min(stride),
+        // No totalResults: nothing says where the listing ends, and pages may
+        // come short before it (a provider that drops hidden users after paging):
+        // only an empty page, or one without new ids, ends it.
+        None => true,
     }
 }
 
@@ -495,9 +498,9 @@ mod tests {
     }
 
     #[test]
-    fn without_total_results_a_full_page_has_a_successor() {
+    fn without_total_results_only_an_empty_or_stale_page_ends_the_listing() {
         assert!(more_pages(last(100, 100, 101), 100, 100, 100, None));
-        assert!(!more_pages(last(40, 40, 141), 100, 100, 140, None));
+        assert!(more_pages(last(40, 40, 141), 100, 100, 140, None));
         // count ignored, the provider sends 10 a page.
         assert!(more_pages(last(10, 10, 21), 100, 10, 20, None));
     }

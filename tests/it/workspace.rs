@@ -239,6 +239,34 @@ async fn total_results_equal_to_the_page_size_is_not_believed() {
     assert_eq!(user_requests(&server).await, vec![(1, 3), (4, 3), (7, 3)]);
 }
 
+/// A provider that sends no `totalResults`, with pages that come short before
+/// the end (users hidden after paging): only an empty page ends the listing, so
+/// every user is listed.
+#[tokio::test]
+async fn without_a_total_short_pages_do_not_end_the_listing() {
+    let server = MockServer::start().await;
+    Mock::given(method("GET"))
+        .and(path("/scim/v2/Users"))
+        .respond_with(|req: &Request| {
+            // Pages of 5, 4, 5, 2 users: the second lost one to a filter.
+            let (start, _) = start_count(req);
+            let (from, size) = match start {
+                1 => (1, 5),
+                6 => (6, 4),
+                10 => (10, 5),
+                15 => (15, 2),
+                _ => (17, 0),
+            };
+            list(None, (from..).take(size).map(user).collect())
+        })
+        .mount(&server)
+        .await;
+    mount_empty_groups(&server).await;
+    let client = client_with(&server, |s| s.page_size = 5);
+    let snapshot = client.snapshot(&no_progress).await.unwrap();
+    assert_eq!(ids(&snapshot.accounts), expected_ids(16));
+}
+
 #[tokio::test]
 async fn a_server_ignoring_count_is_paged_by_what_it_sends() {
     let server = MockServer::start().await;
