@@ -688,6 +688,7 @@ impl Config {
             .map_err(|e| locate_in_directory_table(&raw, path, describe_config_error(path, e)))?;
         config.source = path.to_owned();
         config.resolve_paths();
+        config.trim_lists();
         config.validate()?;
         Ok(config)
     }
@@ -697,6 +698,27 @@ impl Config {
             .parent()
             .map(Path::to_path_buf)
             .unwrap_or_default()
+    }
+
+    /// Names and patterns are compared exactly: `"A, B"` split on the comma gives
+    /// `" B"`, which no directory group is called, and a scope or protection that
+    /// silently matches nobody is the worst kind of mistake here.
+    fn trim_lists(&mut self) {
+        let lists = [
+            &mut self.policy.scope_groups,
+            &mut self.safety.protected,
+            &mut self.safety.protected_groups,
+        ];
+        for list in lists {
+            for item in list.iter_mut() {
+                *item = item.trim().to_owned();
+            }
+        }
+        if let Some(email) = &mut self.report.email {
+            for to in &mut email.to {
+                *to = to.trim().to_owned();
+            }
+        }
     }
 
     fn resolve_paths(&mut self) {
@@ -782,6 +804,33 @@ impl Config {
                 ));
             }
             _ => {}
+        }
+        let lists = [
+            ("policy.scope_groups", &self.policy.scope_groups),
+            ("safety.protected", &self.safety.protected),
+            ("safety.protected_groups", &self.safety.protected_groups),
+        ];
+        for (key, list) in lists {
+            if list.iter().any(String::is_empty) {
+                return Err(self.key_error(
+                    key,
+                    "holds an empty name (an empty environment variable, or a stray comma?); \
+                     an empty list is written []",
+                ));
+            }
+        }
+        for (index, mapping) in self.policy.mapping.iter().enumerate() {
+            for (field, name) in [
+                ("group", &mapping.group),
+                ("workspace_group", &mapping.workspace_group),
+            ] {
+                if name.trim().is_empty() || name.trim() != name {
+                    return Err(self.key_error(
+                        &format!("policy.mapping[{index}].{field}"),
+                        format!("{name:?}: names are compared exactly; empty, or space around it"),
+                    ));
+                }
+            }
         }
         RoleAttribute::parse(&self.workspace.role_attribute)
             .map_err(|e| self.key_error("workspace.role_attribute", e))?;

@@ -97,7 +97,7 @@ struct Last {
 }
 
 /// Whether another page may hold more: see the module docs.
-fn more_pages(last: Last, requested: u64, stride: u64, seen: u64, total: Option<u64>) -> bool {
+fn more_pages(last: Last, requested: u64, seen: u64, total: Option<u64>) -> bool {
     if last.len == 0 || last.new == 0 {
         return false;
     }
@@ -434,7 +434,7 @@ where
 
     // The cap follows the smallest page seen: later pages may hold fewer.
     let mut smallest = stride;
-    while more_pages(last, requested, stride, collector.items.len() as u64, total) {
+    while more_pages(last, requested, collector.items.len() as u64, total) {
         let cap = page_cap(total, collector.items.len() as u64, smallest);
         if collector.pages >= cap {
             return Err(WorkspaceError::malformed(
@@ -482,27 +482,27 @@ mod tests {
 
     #[test]
     fn stops_on_empty_or_stale_pages() {
-        assert!(!more_pages(last(0, 0, 101), 100, 100, 100, None));
-        assert!(!more_pages(last(100, 0, 201), 100, 100, 100, Some(1000)));
+        assert!(!more_pages(last(0, 0, 101), 100, 100, None));
+        assert!(!more_pages(last(100, 0, 201), 100, 100, Some(1000)));
     }
 
     #[test]
     fn trusts_total_results_unless_it_looks_like_the_page_size() {
-        assert!(more_pages(last(100, 100, 101), 100, 100, 100, Some(250)));
-        assert!(!more_pages(last(100, 100, 201), 100, 100, 200, Some(200)));
-        assert!(!more_pages(last(5, 5, 6), 100, 5, 5, Some(5)));
+        assert!(more_pages(last(100, 100, 101), 100, 100, Some(250)));
+        assert!(!more_pages(last(100, 100, 201), 100, 200, Some(200)));
+        assert!(!more_pages(last(5, 5, 6), 100, 5, Some(5)));
         // totalResults == page size, page full: keep going.
-        assert!(more_pages(last(100, 100, 201), 100, 100, 200, Some(100)));
+        assert!(more_pages(last(100, 100, 201), 100, 200, Some(100)));
         // already more objects than totalResults and the page was full.
-        assert!(more_pages(last(100, 100, 301), 100, 100, 300, Some(150)));
+        assert!(more_pages(last(100, 100, 301), 100, 300, Some(150)));
     }
 
     #[test]
     fn without_total_results_only_an_empty_or_stale_page_ends_the_listing() {
-        assert!(more_pages(last(100, 100, 101), 100, 100, 100, None));
-        assert!(more_pages(last(40, 40, 141), 100, 100, 140, None));
+        assert!(more_pages(last(100, 100, 101), 100, 100, None));
+        assert!(more_pages(last(40, 40, 141), 100, 140, None));
         // count ignored, the provider sends 10 a page.
-        assert!(more_pages(last(10, 10, 21), 100, 10, 20, None));
+        assert!(more_pages(last(10, 10, 21), 100, 20, None));
     }
 
     #[test]

@@ -729,3 +729,47 @@ fn deleting_needs_a_retention_period_that_is_named_when_wrong() {
     assert_eq!(config.delete_after(), Some(Duration::ZERO));
     assert_eq!(load(MINIMAL, &[]).unwrap().delete_after(), None);
 }
+
+/// `SCOPE_GROUPS="A, B"` as people type it: split on the comma, `" B"` would match
+/// no group, and everyone in B would be out of scope (and deactivated). Names are
+/// trimmed; an empty one (an empty variable) is an error naming the key, not a
+/// scope that matches nobody; a mapping name with space around it is refused.
+#[test]
+fn list_names_are_trimmed_and_empty_ones_refused() {
+    let config = load(
+        MINIMAL,
+        &[
+            (
+                "SEATWARDEN__POLICY__SCOPE_GROUPS",
+                "Taskade Users, Contractors",
+            ),
+            (
+                "SEATWARDEN__SAFETY__PROTECTED",
+                "breakglass@acme.com, svc-*@acme.com ",
+            ),
+        ],
+    )
+    .unwrap();
+    assert_eq!(config.policy.scope_groups, ["Taskade Users", "Contractors"]);
+    assert_eq!(
+        config.safety.protected,
+        ["breakglass@acme.com", "svc-*@acme.com"]
+    );
+    let err = load(MINIMAL, &[("SEATWARDEN__POLICY__SCOPE_GROUPS", "")]).unwrap_err();
+    assert!(err.contains("policy.scope_groups"), "{err}");
+    assert!(err.contains("empty name"), "{err}");
+    let err = load(
+        MINIMAL,
+        &[("SEATWARDEN__SAFETY__PROTECTED", "a@x.com,,b@x.com")],
+    )
+    .unwrap_err();
+    assert!(err.contains("safety.protected"), "{err}");
+    let err = load(
+        &format!(
+            "{MINIMAL}\n[[policy.mapping]]\ngroup = \"Engineering \"\nworkspace_group = \"Eng\"\nrole = \"Editor\"\n"
+        ),
+        &[],
+    )
+    .unwrap_err();
+    assert!(err.contains("policy.mapping[0].group"), "{err}");
+}
