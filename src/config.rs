@@ -1338,7 +1338,9 @@ impl Config {
             };
         let timeout = |t: &str| parse_duration(t).unwrap_or(Duration::from_secs(30));
         match &self.directory {
-            DirectoryConfig::File { path } => Directory::File(FileSource::new(path.clone())),
+            DirectoryConfig::File { path } => Directory::File(
+                FileSource::new(path.clone()).with_scope_groups(self.policy.scope_groups.clone()),
+            ),
             DirectoryConfig::Okta {
                 url,
                 token,

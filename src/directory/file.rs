@@ -45,11 +45,24 @@ use crate::model::{DirectorySnapshot, Identity, IdentityStatus};
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FileSource {
     path: PathBuf,
+    /// `policy.scope_groups`: each must be carried by some row.
+    scope_groups: Vec<String>,
 }
 
 impl FileSource {
     pub fn new(path: PathBuf) -> Self {
-        FileSource { path }
+        FileSource {
+            path,
+            scope_groups: Vec::new(),
+        }
+    }
+
+    /// Checks that each of `groups` is carried by some row of the export, as the
+    /// network connectors check that a scope group exists: a renamed group or a
+    /// typo would otherwise put all its members out of scope, to be deactivated.
+    pub fn with_scope_groups(mut self, groups: Vec<String>) -> Self {
+        self.scope_groups = groups;
+        self
     }
 
     pub fn path(&self) -> &Path {
@@ -83,6 +96,7 @@ impl FileSource {
             Format::Json => parse_json(&text, &self.path)?,
             Format::Csv => parse_csv(&text, &self.path)?,
         };
+        self.check_scope(&identities)?;
         Ok(DirectorySnapshot {
             identities,
             complete: true,
@@ -99,6 +113,39 @@ impl FileSource {
                 path: self.path.clone(),
                 source,
             })?
+    }
+}
+
+impl FileSource {
+    fn check_scope(&self, identities: &[Identity]) -> Result<(), DirectoryError> {
+        // An empty export is the source sanity check's: rejected, as a source fault.
+        if self.scope_groups.is_empty() || identities.is_empty() {
+            return Ok(());
+        }
+        let carried: std::collections::HashSet<&str> = identities
+            .iter()
+            .flat_map(|i| i.groups.iter().map(String::as_str))
+            .collect();
+        for group in &self.scope_groups {
+            if carried.contains(group.as_str()) {
+                continue;
+            }
+            let near = carried
+                .iter()
+                .find(|c| crate::model::same_ci(c, group))
+                .map(|c| format!(" (rows carry {c:?}: names are compared exactly)"))
+                .unwrap_or_default();
+            return Err(DirectoryError::Scope {
+                provider: "file",
+                message: format!(
+                    "no row of {} carries scope group {group:?}{near}; a renamed group or a \
+                     typo would put its members out of scope. Check policy.scope_groups (a \
+                     group that is empty now is removed from it)",
+                    self.path.display()
+                ),
+            });
+        }
+        Ok(())
     }
 }
 

@@ -416,3 +416,27 @@ fn null_optional_fields_and_null_groups_mean_none() {
     assert_eq!(identities[0].email, None);
     assert!(identities[0].groups.is_empty());
 }
+
+/// A scope group no row of the export carries is refused, as the network
+/// connectors refuse one the directory does not have: a renamed group or a typo
+/// would put every member out of scope. A near miss in case is named.
+#[test]
+fn a_scope_group_no_row_carries_is_refused() {
+    let read = |groups: &[&str]| {
+        FileSource::new(fixture("people.json"))
+            .with_scope_groups(groups.iter().map(|g| (*g).to_owned()).collect())
+            .read()
+    };
+    assert!(read(&["Engineering"]).is_ok());
+    let err = read(&["Engineering", "engineering"]).unwrap_err();
+    assert!(matches!(err, DirectoryError::Scope { .. }), "{err:?}");
+    let text = err.to_string();
+    assert!(text.contains("\"engineering\""), "{text}");
+    assert!(text.contains("rows carry \"Engineering\""), "{text}");
+    assert!(text.contains("policy.scope_groups"), "{text}");
+    let text = read(&["Contractors"]).unwrap_err().to_string();
+    assert!(
+        text.contains("\"Contractors\"") && !text.contains("rows carry"),
+        "{text}"
+    );
+}
