@@ -470,25 +470,39 @@ pub fn record_circuit(
     }
 }
 
-/// Who is running this command, for the audit trail: `$USER`, else `$LOGNAME`,
-/// else the numeric uid (Unix), else "unknown".
+/// Who is running this command, for the audit trail (see [`audit_user`]).
 pub fn os_user() -> String {
-    for var in ["USER", "LOGNAME"] {
-        if let Ok(user) = std::env::var(var)
-            && !user.trim().is_empty()
-        {
-            return user;
-        }
-    }
     #[cfg(unix)]
-    {
+    let uid = {
         use std::os::unix::fs::MetadataExt;
         // The owner of our own /proc entry is our uid; no libc call needed.
-        if let Ok(meta) = std::fs::metadata("/proc/self") {
-            return format!("uid {}", meta.uid());
-        }
+        std::fs::metadata("/proc/self").ok().map(|meta| meta.uid())
+    };
+    #[cfg(not(unix))]
+    let uid = None;
+    audit_user(|name| std::env::var(name).ok(), uid)
+}
+
+/// The person behind a command: `$SEATWARDEN_OPERATOR` (set it with `docker exec
+/// -e`), else `$SUDO_USER` unless root (`seatwarden-admin` passes it; systemd sets
+/// `USER` to the service's own user), each followed by the account the command
+/// runs as when that differs; else that account: `$USER`, `$LOGNAME`, the uid.
+pub fn audit_user(env: impl Fn(&str) -> Option<String>, uid: Option<u32>) -> String {
+    let var = |name: &str| {
+        env(name)
+            .map(|v| v.trim().to_owned())
+            .filter(|v| !v.is_empty())
+    };
+    let account = var("USER")
+        .or_else(|| var("LOGNAME"))
+        .or_else(|| uid.map(|uid| format!("uid {uid}")))
+        .unwrap_or_else(|| "unknown".to_owned());
+    let person = var("SEATWARDEN_OPERATOR").or_else(|| var("SUDO_USER").filter(|u| u != "root"));
+    match person {
+        Some(person) if person != account => format!("{person} (as {account})"),
+        Some(person) => person,
+        None => account,
     }
-    "unknown".to_owned()
 }
 
 /// Appends an audit row for `command` by the OS user.
@@ -599,6 +613,36 @@ mod tests {
             },
             "an untrusted directory starts and drops nothing, but an active account is seen"
         );
+    }
+
+    #[test]
+    fn the_audit_names_the_person_behind_sudo_or_the_admin_helper() {
+        let env = |pairs: &'static [(&'static str, &'static str)]| {
+            move |name: &str| {
+                pairs
+                    .iter()
+                    .find(|(k, _)| *k == name)
+                    .map(|(_, v)| (*v).to_owned())
+            }
+        };
+        assert_eq!(audit_user(env(&[("USER", "alice")]), Some(1000)), "alice");
+        assert_eq!(
+            audit_user(env(&[("USER", "seatwarden"), ("SUDO_USER", "alice")]), None),
+            "alice (as seatwarden)"
+        );
+        assert_eq!(
+            audit_user(env(&[("USER", "root"), ("SUDO_USER", "root")]), None),
+            "root"
+        );
+        assert_eq!(
+            audit_user(
+                env(&[("SEATWARDEN_OPERATOR", "bob"), ("SUDO_USER", "alice")]),
+                Some(10001)
+            ),
+            "bob (as uid 10001)"
+        );
+        assert_eq!(audit_user(env(&[("LOGNAME", " ")]), Some(7)), "uid 7");
+        assert_eq!(audit_user(env(&[]), None), "unknown");
     }
 
     #[test]
