@@ -468,15 +468,10 @@ impl ScimClient {
         if (200..300).contains(&status) {
             return Ok(Answer { status, body: text });
         }
-        let (scim_type, detail) = parse::error_body(&text);
         // Belt and braces: a provider echoing the Authorization header must not
-        // smuggle the token into an error message.
-        let token = inner.token.expose_secret();
-        let detail = if token.is_empty() {
-            detail
-        } else {
-            detail.replace(token, "[redacted]")
-        };
+        // smuggle the token into an error message. Redacted before the detail is
+        // cut to length, which would leave a piece of it that no longer matches.
+        let (scim_type, detail) = parse::error_body(&self.redact(&text));
         Err(WorkspaceError::Status {
             endpoint: endpoint.to_owned(),
             status,
@@ -486,6 +481,26 @@ impl ScimClient {
         })
     }
 
+    /// `text` without the bearer token.
+    fn redact<'t>(&self, text: &'t str) -> std::borrow::Cow<'t, str> {
+        let token = self.inner.token.expose_secret();
+        if token.is_empty() || !text.contains(token) {
+            std::borrow::Cow::Borrowed(text)
+        } else {
+            std::borrow::Cow::Owned(text.replace(token, "[redacted]"))
+        }
+    }
+
+    /// A 2xx body parsed as JSON; when it is not, the error quotes the body with
+    /// the token redacted (a debugging proxy that echoes the request headers).
+    fn json_answer<R: DeserializeOwned>(
+        &self,
+        endpoint: &str,
+        body: &str,
+    ) -> Result<R, WorkspaceError> {
+        parse::json_body(endpoint, body).or_else(|_| parse::json_body(endpoint, &self.redact(body)))
+    }
+
     async fn get_json<R: DeserializeOwned>(
         &self,
         path: &str,
@@ -493,7 +508,7 @@ impl ScimClient {
     ) -> Result<(String, R), WorkspaceError> {
         let endpoint = endpoint_name(&Method::GET, path, query);
         let answer = self.send(Method::GET, path, query, None).await?;
-        let value = parse::json_body(&endpoint, &answer.body)?;
+        let value = self.json_answer(&endpoint, &answer.body)?;
         Ok((endpoint, value))
     }
 
@@ -830,7 +845,7 @@ impl ScimClient {
                     )
                 });
         }
-        let user: parse::UserBody = parse::json_body(&endpoint, &answer.body)?;
+        let user: parse::UserBody = self.json_answer(&endpoint, &answer.body)?;
         parse::account(&endpoint, &user.0, &self.inner.role_attribute)
     }
 
@@ -954,7 +969,7 @@ impl ScimClient {
                     )
                 });
         }
-        let body = parse::json_body(&endpoint, &answer.body)?;
+        let body = self.json_answer(&endpoint, &answer.body)?;
         parse::group(&endpoint, body)
     }
 

@@ -979,6 +979,39 @@ async fn the_token_is_sent_and_never_shown() {
     assert!(err.to_string().starts_with("GET /Users/u1: "), "{err}");
 }
 
+/// The token is redacted before an error detail is cut to length (a piece of it
+/// would no longer match), and from a 2xx body that is not JSON (a debugging
+/// proxy that echoes the request headers in an HTML page).
+#[tokio::test]
+async fn no_piece_of_the_token_reaches_a_long_or_malformed_error() {
+    let server = MockServer::start().await;
+    Mock::given(method("GET"))
+        .and(path("/scim/v2/Users/u1"))
+        .respond_with(ResponseTemplate::new(400).set_body_json(json!({
+            "status": "400",
+            "detail": format!("{} Authorization: Bearer {TOKEN}", "x".repeat(265)),
+        })))
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/scim/v2/Users/u2"))
+        .respond_with(ResponseTemplate::new(200).set_body_string(format!(
+            "<html><pre>Authorization: Bearer {TOKEN}</pre></html>"
+        )))
+        .mount(&server)
+        .await;
+    let client = client(&server);
+    for id in ["u1", "u2"] {
+        let err = client.get_account(id).await.unwrap_err();
+        let text = format!("{err} {err:?}");
+        for piece in TOKEN.as_bytes().windows(6) {
+            let piece = std::str::from_utf8(piece).unwrap();
+            assert!(!text.contains(piece), "{id}: {piece:?} in {text}");
+        }
+        assert!(text.contains("[redacted]"), "{id}: {text}");
+    }
+}
+
 // ---------------------------------------------------------------- retries
 
 #[tokio::test]
