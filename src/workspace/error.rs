@@ -69,9 +69,11 @@ impl Transient for WorkspaceError {
     fn is_transient(&self) -> bool {
         match self {
             WorkspaceError::Transport { transient, .. } => *transient,
-            // 501 is "not implemented": asking again will not implement it.
+            // 501 is "not implemented": asking again will not implement it. 408:
+            // the server timed the request out and may be asked again (RFC 9110
+            // §15.5.9).
             WorkspaceError::Status { status, .. } => {
-                *status == 429 || (*status >= 500 && *status != 501)
+                *status == 408 || *status == 429 || (*status >= 500 && *status != 501)
             }
             WorkspaceError::Settings(_) | WorkspaceError::Malformed { .. } => false,
         }
@@ -114,6 +116,7 @@ mod tests {
             retry_after: None,
         };
         assert!(status(429).is_transient());
+        assert!(status(408).is_transient());
         assert!(status(503).is_transient());
         assert!(!status(501).is_transient());
         assert!(!status(400).is_transient());

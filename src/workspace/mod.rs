@@ -1005,7 +1005,26 @@ impl ScimClient {
                     })
                 })
                 .collect();
-            self.patch_group_members(&path, ops).await?;
+            match self.patch_group_members(&path, ops).await {
+                Err(e) if no_target(&e) => {
+                    // PATCH is atomic (RFC 7644 §3.5.2): one member already gone
+                    // (push SCIM got there first, or an earlier attempt whose
+                    // answer was lost) fails the whole batch with `noTarget`.
+                    // Removed one by one, the ones already gone are what was
+                    // wanted anyway; verification reads the group.
+                    for id in chunk {
+                        let op = json!({
+                            "op": "remove",
+                            "path": format!("members[value eq {}]", parse::filter_string(id)),
+                        });
+                        match self.patch_group_members(&path, vec![op]).await {
+                            Err(e) if no_target(&e) => {}
+                            other => other?,
+                        }
+                    }
+                }
+                other => other?,
+            }
         }
         Ok(())
     }
@@ -1103,6 +1122,18 @@ impl ScimClient {
 
 fn id_clause(id: &str) -> String {
     format!("id eq {}", parse::filter_string(id))
+}
+
+/// A PATCH refused because a path's filter matched nothing (RFC 7644 §3.12).
+fn no_target(error: &WorkspaceError) -> bool {
+    matches!(
+        error,
+        WorkspaceError::Status {
+            status: 400,
+            scim_type: Some(t),
+            ..
+        } if t.eq_ignore_ascii_case("noTarget")
+    )
 }
 
 /// The first candidate that `matches`. A single answer is checked too: a provider

@@ -743,6 +743,61 @@ async fn attribute_patch_bodies() {
     insta::assert_json_snapshot!(patch_bodies(&server).await);
 }
 
+/// PATCH is atomic: a batch removing one member who is already gone is refused
+/// whole with `noTarget`. The batch is then removed member by member, the gone
+/// one's `noTarget` being what was wanted; another refusal is still an error.
+#[tokio::test]
+async fn a_removal_batch_refused_for_a_member_already_gone_is_removed_one_by_one() {
+    let server = MockServer::start().await;
+    let no_target = || {
+        ResponseTemplate::new(400).set_body_json(json!({
+            "schemas": ["urn:ietf:params:scim:api:messages:2.0:Error"],
+            "status": "400",
+            "scimType": "noTarget",
+            "detail": "no member matches",
+        }))
+    };
+    Mock::given(method("PATCH"))
+        .and(path("/scim/v2/Groups/g1"))
+        .respond_with(move |req: &Request| {
+            let body: Value = serde_json::from_slice(&req.body).unwrap();
+            let ops = body["Operations"].as_array().unwrap();
+            let gone = ops
+                .iter()
+                .any(|op| op["path"].as_str().unwrap().contains("\"gone\""));
+            if gone {
+                no_target()
+            } else {
+                ResponseTemplate::new(204)
+            }
+        })
+        .mount(&server)
+        .await;
+    Mock::given(method("PATCH"))
+        .and(path("/scim/v2/Groups/g2"))
+        .respond_with(ResponseTemplate::new(400).set_body_json(json!({
+            "status": "400", "scimType": "invalidPath", "detail": "no"
+        })))
+        .mount(&server)
+        .await;
+    let client = client(&server);
+    client
+        .remove_members("g1", &["gone".to_owned(), "m2".to_owned()])
+        .await
+        .unwrap();
+    let bodies = patch_bodies(&server).await;
+    let ops: Vec<usize> = bodies
+        .iter()
+        .map(|b| b["body"]["Operations"].as_array().unwrap().len())
+        .collect();
+    assert_eq!(ops, [2, 1, 1], "the batch, then each member on its own");
+    let err = client
+        .remove_members("g2", &["m3".to_owned()])
+        .await
+        .unwrap_err();
+    assert_eq!(err.status(), Some(400));
+}
+
 #[tokio::test]
 async fn member_patch_bodies() {
     let server = MockServer::start().await;
