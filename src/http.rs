@@ -17,7 +17,27 @@ pub fn client(connect_timeout: Duration) -> Result<reqwest::Client, reqwest::Err
         // keep idle ones around for long.
         .pool_idle_timeout(Duration::from_secs(15))
         .user_agent(concat!("seatwarden/", env!("CARGO_PKG_VERSION")))
+        // A followed redirect turns a POST into a GET and drops the credential on
+        // another host: the answer would be misread (a listing parsed as the
+        // created user) or a 401 blamed on a good token. A 3xx is an error that
+        // names where it pointed ([`redirect_detail`]).
+        .redirect(reqwest::redirect::Policy::none())
         .build()
+}
+
+/// What to say about a 3xx answer, from its `Location`.
+pub fn redirect_detail(status: u16, headers: &reqwest::header::HeaderMap) -> Option<String> {
+    if !(300..400).contains(&status) {
+        return None;
+    }
+    let location = headers
+        .get(reqwest::header::LOCATION)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("(no Location)");
+    Some(format!(
+        "redirected to {location}; seatwarden does not follow redirects: set the URL to \
+         the address the provider redirects to"
+    ))
 }
 
 /// Percent-encodes a query component (RFC 3986 unreserved characters stay as-is;

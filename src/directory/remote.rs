@@ -219,7 +219,7 @@ pub(crate) fn status_error(
     retry_after: Option<Duration>,
     secrets: &[&str],
 ) -> DirectoryError {
-    let mut detail = detail;
+    let mut detail = crate::http::redirect_detail(reply.status, &reply.headers).unwrap_or(detail);
     for secret in secrets.iter().filter(|s| !s.is_empty()) {
         detail = detail.replace(secret, "[redacted]");
     }

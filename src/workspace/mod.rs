@@ -462,6 +462,15 @@ impl ScimClient {
             .get(reqwest::header::RETRY_AFTER)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| crate::retry::parse_retry_after(v, SystemTime::now()));
+        if let Some(detail) = crate::http::redirect_detail(status, response.headers()) {
+            return Err(WorkspaceError::Status {
+                endpoint: endpoint.to_owned(),
+                status,
+                scim_type: None,
+                detail: format!("{detail} (workspace.url)"),
+                retry_after: None,
+            });
+        }
         let text = crate::http::body_text(response)
             .await
             .map_err(|e| transport_error(endpoint, &e))?;

@@ -880,6 +880,38 @@ async fn create_account_posts_the_spec() {
     assert_eq!(account.role(), Some(Role::Editor));
 }
 
+/// A redirect is not followed (a POST would come back as a GET, and the token
+/// would be dropped on another host): the error says where it pointed.
+#[tokio::test]
+async fn a_redirect_is_an_error_that_names_where_it_points() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/scim/v2/Users"))
+        .respond_with(ResponseTemplate::new(301).insert_header("location", "/scim/v2/Users/"))
+        .expect(1)
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .respond_with(ResponseTemplate::new(200))
+        .expect(0)
+        .mount(&server)
+        .await;
+    let spec = AccountSpec {
+        user_name: "ada@example.com".into(),
+        external_id: "okta-1".into(),
+        given_name: None,
+        family_name: None,
+        display_name: None,
+        email: None,
+        role: None,
+    };
+    let err = client(&server).create_account(&spec).await.unwrap_err();
+    let text = err.to_string();
+    assert!(text.contains("redirected to /scim/v2/Users/"), "{text}");
+    assert!(text.contains("workspace.url"), "{text}");
+    assert!(!err.is_transient());
+}
+
 #[tokio::test]
 async fn created_without_a_body_is_read_back() {
     let server = MockServer::start().await;
