@@ -572,6 +572,10 @@ fn build_report(
                 outcome,
                 attempts: entry.attempts,
                 error,
+                waiting: action
+                    .held
+                    .as_ref()
+                    .is_some_and(crate::model::HoldReason::is_waiting),
             })
         })
         .collect::<Result<_, StoreError>>()?;

@@ -131,7 +131,7 @@ impl Notifier {
             let reason = report
                 .actions
                 .iter()
-                .find(|a| a.outcome == crate::report::Outcome::Held)
+                .find(|a| a.outcome == crate::report::Outcome::Held && !a.waiting)
                 .and_then(|a| a.error.clone())
                 .unwrap_or_else(|| "held by the guard".to_owned());
             self.raise(

@@ -238,7 +238,7 @@ impl Digest {
                 let actions: Vec<HeldAction> = report
                     .actions
                     .iter()
-                    .filter(|a| a.outcome == Outcome::Held)
+                    .filter(|a| a.outcome == Outcome::Held && !a.waiting)
                     .map(|a| HeldAction {
                         op: a.op.clone(),
                         subject: a.subject.clone(),
@@ -280,7 +280,17 @@ impl Digest {
 
         let held_count: usize = held.iter().map(|h| h.actions.len()).sum();
         let failed_now = latest.map_or(0, |r| r.summary.actions_failed);
-        let state = if !overdue.is_empty() || held_count > 0 || failed_now > 0 {
+        // A rejected directory plans nothing, so it shows no drift: it must not
+        // read as "in sync". Nor must a period whose runs failed.
+        let source_fault = latest.is_some_and(|r| r.safety.source_fault.is_some());
+        let circuit_open = latest.is_some_and(|r| r.safety.circuit.is_some());
+        let state = if source_fault
+            || circuit_open
+            || input.failed_runs > 0
+            || !overdue.is_empty()
+            || held_count > 0
+            || failed_now > 0
+        {
             State::NeedsAttention
         } else if drift_now > 0 || !pending.is_empty() {
             State::Drift
@@ -288,6 +298,15 @@ impl Digest {
             State::InSync
         };
         let mut parts = Vec::new();
+        if source_fault {
+            parts.push("directory rejected (source fault)".to_owned());
+        }
+        if circuit_open {
+            parts.push("circuit breaker open".to_owned());
+        }
+        if input.failed_runs > 0 {
+            parts.push(plural(input.failed_runs, "failed run", "failed runs"));
+        }
         if !overdue.is_empty() {
             parts.push(plural(
                 overdue.len(),
@@ -311,7 +330,7 @@ impl Digest {
         if drift_now > 0 {
             parts.push(plural(drift_now, "drift item", "drift items"));
         }
-        let headline = if latest.is_none() {
+        let headline = if latest.is_none() && parts.is_empty() {
             "no runs recorded in this period".to_owned()
         } else if parts.is_empty() {
             "in sync with the directory".to_owned()

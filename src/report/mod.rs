@@ -147,6 +147,17 @@ pub struct ActionOutcome {
     /// The provider's message for failures, the guard's rule for held actions.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// Held only until the settle window has passed: nothing for a human to
+    /// approve (`seatwarden approve` would skip the wait).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub waiting: bool,
+}
+
+impl ActionOutcome {
+    /// Failed, or held for a human (not merely waiting for the settle window).
+    pub fn needs_attention(&self) -> bool {
+        self.outcome == Outcome::Failed || (self.outcome == Outcome::Held && !self.waiting)
+    }
 }
 
 impl Report {
@@ -410,11 +421,25 @@ pub fn kind_title(kind: DriftKind) -> &'static str {
 pub fn subject(name: &str, report: &Report) -> String {
     let s = &report.summary;
     let mut parts = Vec::new();
+    if report.safety.source_fault.is_some() {
+        parts.push("directory rejected (source fault), nothing planned".to_owned());
+    }
+    if report.safety.circuit.is_some() {
+        parts.push("circuit breaker open".to_owned());
+    }
     if s.actions_failed > 0 {
         parts.push(plural(s.actions_failed, "failed action", "failed actions"));
     }
-    if s.actions_held > 0 {
-        parts.push(plural(s.actions_held, "held action", "held actions"));
+    let held = s.actions_held.saturating_sub(report.safety.actions_waiting);
+    if held > 0 {
+        parts.push(plural(held, "held action", "held actions"));
+    }
+    if report.safety.source_fault.is_some() {
+        return format!(
+            "[seatwarden] {name} run {}: {}",
+            report.run_id,
+            parts.join(", ")
+        );
     }
     match State::of(report) {
         State::InSync if parts.is_empty() => parts.push("in sync".to_owned()),

@@ -181,7 +181,7 @@ fn report_view(report: &Report) -> ReportView<'_> {
     let mut attention: Vec<&ActionOutcome> = report
         .actions
         .iter()
-        .filter(|a| matches!(a.outcome, Outcome::Failed | Outcome::Held))
+        .filter(|a| a.needs_attention())
         .collect();
     attention.sort_by_key(|a| (a.outcome != Outcome::Failed, a.seq));
     ReportView {

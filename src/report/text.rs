@@ -115,7 +115,7 @@ pub fn render_text(report: &Report, colour: bool) -> String {
     let mut attention: Vec<_> = report
         .actions
         .iter()
-        .filter(|a| matches!(a.outcome, Outcome::Failed | Outcome::Held))
+        .filter(|a| a.needs_attention())
         .collect();
     attention.sort_by_key(|a| (a.outcome != Outcome::Failed, a.seq));
     if !attention.is_empty() {

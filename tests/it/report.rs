@@ -167,6 +167,7 @@ fn report_of(
                 outcome,
                 attempts: u32::from(outcome != Outcome::NotRun),
                 error,
+                waiting: false,
             }
         })
         .collect();
@@ -455,14 +456,67 @@ mod digest {
         })
     }
 
+    /// A rejected directory plans nothing and so shows no drift; a day of failed
+    /// runs leaves only the day before's report. Neither is "in sync". A create
+    /// that only waits for the settle window is nothing to approve.
+    #[test]
+    fn a_rejected_directory_failed_runs_or_settle_waits_are_not_misread() {
+        let mut rejected = report_of(&scenario(), "reconcile", |_| (Outcome::NotRun, None));
+        rejected.run_id = 8;
+        rejected.drift.clear();
+        rejected.actions.clear();
+        rejected.safety.source_fault = Some(seatwarden::guard::SourceFault::Empty);
+        let build = |reports: &[Report], failed_runs| {
+            Digest::build(&DigestInput {
+                name: "acme",
+                timezone: chrono_tz::UTC,
+                now: at(30, 8),
+                period: Duration::from_secs(24 * 3600),
+                reports,
+                previous: &[],
+                failed_runs,
+                failed_runs_previous: 0,
+                deprovisions: &[],
+            })
+        };
+        let digest = build(std::slice::from_ref(&rejected), 0);
+        assert_eq!(digest.state, State::NeedsAttention);
+        assert!(
+            digest.subject.contains("directory rejected"),
+            "{}",
+            digest.subject
+        );
+        assert!(
+            seatwarden::report::subject("acme", &rejected).contains("directory rejected"),
+            "{}",
+            seatwarden::report::subject("acme", &rejected)
+        );
+        let digest = build(&[], 3);
+        assert_eq!(digest.state, State::NeedsAttention);
+        assert_eq!(digest.subject, "[seatwarden] acme: 3 failed runs");
+
+        let mut settling = report_of(&scenario(), "reconcile", |_| (Outcome::Applied, None));
+        if let Some(first) = settling.actions.first_mut() {
+            first.outcome = Outcome::Held;
+            first.waiting = true;
+            first.error = Some("waiting for the settle window".into());
+        }
+        settling.summary.actions_held = 1;
+        settling.safety.actions_waiting = 1;
+        let digest = build(std::slice::from_ref(&settling), 0);
+        assert!(digest.held.is_empty(), "{:?}", digest.held);
+        assert!(!seatwarden::report::subject("acme", &settling).contains("held"));
+        assert!(!seatwarden::report::render_text(&settling, false).contains("Needs attention"));
+    }
+
     #[test]
     fn digest_says_what_needs_a_human() {
         let digest = digest();
         assert_eq!(digest.state, State::NeedsAttention);
         assert_eq!(
             digest.subject,
-            "[seatwarden] acme: 1 overdue deprovision, 1 held action, 1 failed action, \
-             1 pending deprovision, 12 drift items"
+            "[seatwarden] acme: 1 failed run, 1 overdue deprovision, 1 held action, \
+             1 failed action, 1 pending deprovision, 12 drift items"
         );
         assert_eq!(digest.overdue[0].due, "2026-11-30 07:00 CET");
         assert_eq!(digest.held[0].approve_command, "seatwarden approve 6");
