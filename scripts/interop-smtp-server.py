@@ -12,7 +12,8 @@ trustme at start; the CA is written to DIR/ca.pem for the client to trust
 explicitly. Each accepted message is parsed with Python's email package (a parser
 nobody on the team wrote) and written as DIR/<listener>/<n>.json with the envelope,
 the AUTH login, whether TLS was on, the headers and each text part, and the raw
-message. A message whose subject contains "[tempfail]" is refused once with 451.
+message. A message whose subject contains "[tempfail]" is refused once with 451,
+one whose subject contains "[permfail]" always with 554.
 DIR/ready is written when every listener accepts connections.
 
   python scripts/interop-smtp-server.py DIR BASE_PORT USER PASSWORD_FILE
@@ -55,6 +56,8 @@ class Capture:
         subject = str(message["subject"])
         # A subject with "[tempfail]" is refused once with a 4xx, as a busy relay
         # does, so tests can check that only an accepted message is marked sent.
+        if "[permfail]" in subject:
+            return "554 5.7.1 message refused by policy"
         if "[tempfail]" in subject and subject not in self.deferred:
             self.deferred.add(subject)
             return "451 4.3.0 try again later"

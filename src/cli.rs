@@ -690,18 +690,19 @@ fn send_queued(
     id: crate::store::OutboxId,
     now: chrono::DateTime<chrono::Utc>,
 ) -> anyhow::Result<u8> {
-    let store = deliver(settings, store, now)?;
-    let sent = store
-        .outbox()?
-        .into_iter()
-        .find(|e| e.id == id)
-        .filter(|e| e.state == crate::store::OutboxState::Sent);
-    match sent {
-        Some(entry) => {
+    let (store, _) = deliver(settings, store, now)?;
+    let entry = store.outbox()?.into_iter().find(|e| e.id == id);
+    match entry {
+        Some(entry) if entry.state == crate::store::OutboxState::Sent => {
             eprintln!("sent: {}", entry.message.subject);
             Ok(exit::OK)
         }
-        None => anyhow::bail!(
+        Some(entry) if entry.state == crate::store::OutboxState::Failed => anyhow::bail!(
+            "the mail server refused the message for good ({}); it is not retried: fix \
+             [report.email] (`seatwarden check-config`), then send it again",
+            entry.last_error.as_deref().unwrap_or("no answer recorded")
+        ),
+        _ => anyhow::bail!(
             "the message is queued in the outbox (id {id}) but was not sent yet; `seatwarden send-mail` retries"
         ),
     }
@@ -711,7 +712,7 @@ fn deliver(
     settings: &crate::mail::MailSettings,
     mut store: Store,
     now: chrono::DateTime<chrono::Utc>,
-) -> anyhow::Result<Store> {
+) -> anyhow::Result<(Store, crate::mail::Delivery)> {
     let mailer = crate::mail::Mailer::new(settings)?;
     let delivery = runtime()?.block_on(crate::mail::deliver_due(
         &mut store,
@@ -725,7 +726,7 @@ fn deliver(
             delivery.sent, delivery.retrying, delivery.failed
         );
     }
-    Ok(store)
+    Ok((store, delivery))
 }
 
 fn email_report(config: &Config, mut store: Store, report: &Report) -> anyhow::Result<u8> {
@@ -777,7 +778,15 @@ fn export(config: &Config, kind: ExportKind, format: ExportFormat) -> anyhow::Re
 fn send_mail(config: &Config) -> anyhow::Result<u8> {
     let settings = mail_settings(config)?;
     let store = open_store(config)?;
-    let store = deliver(&settings, store, chrono::Utc::now())?;
+    let (store, delivery) = deliver(&settings, store, chrono::Utc::now())?;
+    if delivery.failed > 0 {
+        eprintln!(
+            "{} refused for good by the mail server (kept as failed, not retried): fix \
+             [report.email]",
+            crate::report::plural(delivery.failed, "message was", "messages were")
+        );
+        return Ok(exit::FAILED);
+    }
     let waiting = store
         .outbox()?
         .iter()

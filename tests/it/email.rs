@@ -647,6 +647,53 @@ async fn smtp_a_temporary_refusal_is_retried_and_sent_once() {
     assert_eq!(received(&server.dir, "plain", &subject).len(), 1);
 }
 
+/// A message the server refuses for good (554) is kept as failed and not retried:
+/// `seatwarden send-mail` says so and exits 4, so a cron job that pages on
+/// failure fires, instead of exiting 0 because nothing is pending any more.
+#[tokio::test]
+#[ignore = "needs aiosmtpd: scripts/interop.sh"]
+async fn smtp_send_mail_exits_4_when_a_message_is_refused_for_good() {
+    let server = smtp();
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "directory.json", r#"{"users": []}"#);
+    let config = config_with(
+        dir.path(),
+        &format!(
+            "smtp_url = \"smtp://127.0.0.1:{}\"\nfrom = \"seatwarden@example.com\"\n\
+             to = [\"it-security@example.com\"]\n",
+            server.base_port
+        ),
+    )
+    .unwrap();
+    let settings = config.mail_settings().unwrap().unwrap();
+    let mut store = Store::open(&config.state.path).unwrap();
+    let subject = unique_subject("[permfail]");
+    mail::queue(
+        &mut store,
+        &settings,
+        OutboxKind::Alert,
+        &subject,
+        "t",
+        "<p>h</p>",
+        Utc::now(),
+    )
+    .unwrap();
+    drop(store);
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_seatwarden"))
+        .arg("--config")
+        .arg(dir.path().join("seatwarden.toml"))
+        .arg("send-mail")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(4), "{stderr}");
+    assert!(stderr.contains("refused for good"), "{stderr}");
+    assert!(stderr.contains("554"), "{stderr}");
+    let store = Store::open(&config.state.path).unwrap();
+    assert_eq!(store.outbox().unwrap()[0].state, OutboxState::Failed);
+    assert!(received(&server.dir, "plain", &subject).is_empty());
+}
+
 /// `seatwarden report --email` on the demo's state: the binary renders the latest
 /// report and sends it through the outbox.
 #[tokio::test]
