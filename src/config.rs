@@ -1019,12 +1019,37 @@ impl Config {
             .ca_file
             .as_ref()
             .map(|file| {
-                std::fs::read(file).map_err(|e| {
+                let pem = std::fs::read(file).map_err(|e| {
                     self.key_error(
                         "report.email.ca_file",
                         format!("cannot read {}: {e}", file.display()),
                     )
-                })
+                })?;
+                // The TLS library takes a file without a PEM certificate (a DER
+                // `.cer`, a key) as an empty trust store, and every send would
+                // then fail at the handshake, retried for ever.
+                use rustls_pki_types::pem::PemObject;
+                let mut certificates = 0;
+                for certificate in rustls_pki_types::CertificateDer::pem_slice_iter(&pem) {
+                    certificate.map_err(|e| {
+                        self.key_error(
+                            "report.email.ca_file",
+                            format!("{}: {e}", file.display()),
+                        )
+                    })?;
+                    certificates += 1;
+                }
+                if certificates == 0 {
+                    return Err(self.key_error(
+                        "report.email.ca_file",
+                        format!(
+                            "{} holds no PEM certificate (-----BEGIN CERTIFICATE-----); convert \
+                             a DER file with `openssl x509 -inform der -in FILE -out FILE.pem`",
+                            file.display()
+                        ),
+                    ));
+                }
+                Ok(pem)
             })
             .transpose()?;
         Ok(Some(crate::mail::MailSettings {

@@ -137,6 +137,26 @@ sender = "x""#,
     }
 }
 
+/// A `ca_file` without a PEM certificate (a DER `.cer`) would be an empty trust
+/// store: every message would fail at the handshake, retried for ever. It is
+/// refused, naming the key and what to do.
+#[test]
+fn a_ca_file_without_a_pem_certificate_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "relay-ca.cer", "\u{30}\u{82}not pem at all");
+    let config = config_with(
+        dir.path(),
+        r#"smtp_url = "smtp://mail.example.com:587?tls=starttls"
+from = "seatwarden@example.com"
+to = ["a@example.com"]
+ca_file = "relay-ca.cer""#,
+    )
+    .unwrap();
+    let error = config.mail_settings().unwrap_err().to_string();
+    assert!(error.contains("report.email.ca_file"), "{error}");
+    assert!(error.contains("no PEM certificate"), "{error}");
+}
+
 #[test]
 fn an_unknown_time_zone_is_refused() {
     let dir = tempfile::tempdir().unwrap();
