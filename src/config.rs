@@ -1032,10 +1032,7 @@ impl Config {
                 let mut certificates = 0;
                 for certificate in rustls_pki_types::CertificateDer::pem_slice_iter(&pem) {
                     certificate.map_err(|e| {
-                        self.key_error(
-                            "report.email.ca_file",
-                            format!("{}: {e}", file.display()),
-                        )
+                        self.key_error("report.email.ca_file", format!("{}: {e}", file.display()))
                     })?;
                     certificates += 1;
                 }

@@ -36,6 +36,16 @@ pub struct DigestDeprovision {
     pub held: bool,
 }
 
+/// A deprovision verified in the period (by the sweep, a reconcile or an
+/// approval), from the ledger.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DigestVerified {
+    pub user_name: String,
+    pub reason: String,
+    pub detected_at: DateTime<Utc>,
+    pub verified_at: DateTime<Utc>,
+}
+
 /// What the digest is built from.
 #[derive(Debug, Clone)]
 pub struct DigestInput<'a> {
@@ -53,6 +63,19 @@ pub struct DigestInput<'a> {
     pub failed_runs: usize,
     pub failed_runs_previous: usize,
     pub deprovisions: &'a [DigestDeprovision],
+    /// Deprovisions verified in the period: most leavers are deactivated by the
+    /// sweep, whose runs leave no report.
+    pub verified: &'a [DigestVerified],
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VerifiedLine {
+    pub user_name: String,
+    pub reason: String,
+    pub detected: String,
+    pub verified: String,
+    /// From detection to verification, e.g. `4 min`.
+    pub took: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -144,9 +167,23 @@ pub struct Digest {
     pub drift: Vec<DriftKindPeople>,
     pub overdue: Vec<DeprovisionLine>,
     pub pending: Vec<DeprovisionLine>,
+    /// Deprovisions verified in the period, oldest first.
+    pub deprovisioned: Vec<VerifiedLine>,
     pub held: Vec<HeldRun>,
     pub oldest_drift: Option<OldestDrift>,
     pub trend: Trend,
+}
+
+/// A detection-to-verification time as people read it.
+fn took(elapsed: chrono::Duration) -> String {
+    let minutes = elapsed.num_minutes().max(0);
+    if minutes < 1 {
+        format!("{} s", elapsed.num_seconds().max(0))
+    } else if minutes < 120 {
+        format!("{minutes} min")
+    } else {
+        format!("{} h {} min", minutes / 60, minutes % 60)
+    }
 }
 
 fn local(at: DateTime<Utc>, tz: Tz) -> String {
@@ -232,6 +269,19 @@ impl Digest {
         };
         let (overdue, pending): (Vec<DeprovisionLine>, Vec<DeprovisionLine>) =
             deprovisions.into_iter().map(line).partition(|l| l.overdue);
+
+        let deprovisioned: Vec<VerifiedLine> = input
+            .verified
+            .iter()
+            .filter(|v| v.verified_at >= start && v.verified_at < input.now)
+            .map(|v| VerifiedLine {
+                user_name: v.user_name.clone(),
+                reason: v.reason.clone(),
+                detected: local(v.detected_at, tz),
+                verified: local(v.verified_at, tz),
+                took: took(v.verified_at - v.detected_at),
+            })
+            .collect();
 
         let held: Vec<HeldRun> = latest
             .map(|report| {
@@ -362,6 +412,7 @@ impl Digest {
             drift,
             overdue,
             pending,
+            deprovisioned,
             held,
             oldest_drift,
             trend,
@@ -447,6 +498,20 @@ impl Digest {
             let _ = writeln!(out, "\nPending deprovisions ({}):", self.pending.len());
             for d in &self.pending {
                 let _ = writeln!(out, "  - {}", deprovision_text(d));
+            }
+        }
+        if !self.deprovisioned.is_empty() {
+            let _ = writeln!(
+                out,
+                "\nDeprovisioned in this period ({}):",
+                self.deprovisioned.len()
+            );
+            for d in &self.deprovisioned {
+                let _ = writeln!(
+                    out,
+                    "  - {} ({}): verified {}, {} after detection",
+                    d.user_name, d.reason, d.verified, d.took
+                );
             }
         }
         for run in &self.held {
@@ -611,6 +676,19 @@ pub fn build_from_store(
     deprovisions: &[DigestDeprovision],
 ) -> Result<Digest, DigestError> {
     let stored = collect(store, now, period)?;
+    let length = chrono::Duration::from_std(period).unwrap_or_else(|_| chrono::Duration::days(1));
+    let verified: Vec<DigestVerified> = store
+        .verified_deprovisions_since(now - length)?
+        .into_iter()
+        .filter_map(|e| {
+            Some(DigestVerified {
+                verified_at: e.verified_at?,
+                user_name: e.user_name,
+                reason: e.reason.to_string(),
+                detected_at: e.detected_at,
+            })
+        })
+        .collect();
     Ok(Digest::build(&DigestInput {
         name,
         timezone,
@@ -621,5 +699,6 @@ pub fn build_from_store(
         failed_runs: stored.failed_runs,
         failed_runs_previous: stored.failed_runs_previous,
         deprovisions,
+        verified: &verified,
     }))
 }

@@ -650,6 +650,26 @@ async fn the_sweep_rejects_a_truncated_directory_and_acts_on_a_real_leaver() {
     // Still gone on the next sweep: no new episode, nothing written.
     let again = sweep_now(&config, &directory, &client, &store).await;
     assert_eq!((again.detected, again.enforced, again.run_id), (0, 0, None));
+    // A sweep leaves no report; the digest lists what it deprovisioned from the
+    // ledger.
+    let digest = seatwarden::report::digest::build_from_store(
+        &store.lock().unwrap(),
+        "acme",
+        chrono_tz::UTC,
+        chrono::Utc::now() + chrono::Duration::seconds(1),
+        std::time::Duration::from_secs(86_400),
+        &[],
+    )
+    .unwrap();
+    let user_name = users[leaver]["userName"].as_str().unwrap();
+    assert!(
+        digest
+            .deprovisioned
+            .iter()
+            .any(|d| d.user_name == user_name),
+        "{:#?}",
+        digest.deprovisioned
+    );
     sandbox.shutdown().await;
 }
 

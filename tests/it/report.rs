@@ -392,7 +392,7 @@ mod digest {
     use chrono::{DateTime, TimeZone, Utc};
 
     use seatwarden::model::DriftKind;
-    use seatwarden::report::digest::{Digest, DigestDeprovision, DigestInput};
+    use seatwarden::report::digest::{Digest, DigestDeprovision, DigestInput, DigestVerified};
     use seatwarden::report::{Outcome, Report, State};
     use seatwarden::store::{RunKind, RunStatus, Store};
 
@@ -453,6 +453,12 @@ mod digest {
             failed_runs: 1,
             failed_runs_previous: 0,
             deprovisions: &deprovisions,
+            verified: &[DigestVerified {
+                user_name: "dan.gone@example.com".into(),
+                reason: "deprovisioned in the directory".into(),
+                detected_at: at(29, 22),
+                verified_at: at(29, 22) + chrono::Duration::minutes(4),
+            }],
         })
     }
 
@@ -477,6 +483,7 @@ mod digest {
                 failed_runs,
                 failed_runs_previous: 0,
                 deprovisions: &[],
+                verified: &[],
             })
         };
         let digest = build(std::slice::from_ref(&rejected), 0);
@@ -562,6 +569,7 @@ mod digest {
             failed_runs: 0,
             failed_runs_previous: 0,
             deprovisions: &[],
+            verified: &[],
         });
         assert_eq!(digest.state, State::Drift);
         assert_eq!(digest.subject, "[seatwarden] acme: 5 drift items");
