@@ -459,7 +459,10 @@ fn run_command(cli: Cli) -> anyhow::Result<u8> {
             )?;
             match format {
                 StatusFormat::Json => println!("{}", serde_json::to_string_pretty(&status)?),
-                StatusFormat::Text => print!("{}", crate::daemon::status::render_text(&status)),
+                StatusFormat::Text => print!(
+                    "{}",
+                    report::printable(&crate::daemon::status::render_text(&status), true)
+                ),
             }
             Ok(if status.deprovisions.overdue > 0 {
                 exit::OVERDUE
@@ -582,10 +585,9 @@ fn run_command(cli: Cli) -> anyhow::Result<u8> {
                 }
                 _ => None,
             };
-            print!(
-                "{}",
-                explain::explain_with(&config, &store, &person, chrono::Utc::now(), live.as_ref())?
-            );
+            let text =
+                explain::explain_with(&config, &store, &person, chrono::Utc::now(), live.as_ref())?;
+            print!("{}", report::printable(&text, true));
             Ok(exit::OK)
         }
         Command::Digest {
@@ -756,7 +758,7 @@ fn digest(config: &Config, period: &str, format: Format, email: bool) -> anyhow:
         return send_queued(&settings, store, id, now);
     }
     match format {
-        Format::Text => print!("{}", digest.render_text()),
+        Format::Text => print!("{}", report::printable(&digest.render_text(), true)),
         Format::Json => println!("{}", digest.to_json()),
         Format::Markdown => print!("{}", digest.render_markdown()?),
         Format::Html => print!("{}", digest.render_html()?),

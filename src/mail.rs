@@ -332,7 +332,7 @@ pub fn queue_digest(
         settings,
         OutboxKind::Digest,
         &digest.subject,
-        &digest.render_text(),
+        &crate::report::printable(&digest.render_text(), true),
         &html,
         now,
     )?)

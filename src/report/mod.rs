@@ -178,6 +178,45 @@ impl Report {
     }
 }
 
+/// `text` safe for a terminal or a plain-text email: control characters become
+/// U+FFFD, so an escape sequence in a name someone gave an account by hand cannot
+/// drive the reader's terminal. Line breaks are kept only with `lines` (a whole
+/// rendered text); inside one field they would forge lines of their own.
+pub fn printable(text: &str, lines: bool) -> std::borrow::Cow<'_, str> {
+    let unsafe_char = |c: char| c.is_control() && !(lines && (c == '\n' || c == '\t'));
+    if !text.chars().any(unsafe_char) {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    std::borrow::Cow::Owned(
+        text.chars()
+            .map(|c| if unsafe_char(c) { '\u{fffd}' } else { c })
+            .collect(),
+    )
+}
+
+/// `report` with every field that comes from the directory, the workspace or a
+/// provider's answer made [`printable`], for the text renderer.
+fn printable_report(report: &Report) -> Report {
+    let field = |s: &mut String| {
+        if let std::borrow::Cow::Owned(clean) = printable(s, false) {
+            *s = clean;
+        }
+    };
+    let mut report = report.clone();
+    for item in &mut report.drift {
+        field(&mut item.user_name);
+        field(&mut item.detail);
+    }
+    for action in &mut report.actions {
+        field(&mut action.subject);
+        field(&mut action.detail);
+        if let Some(error) = &mut action.error {
+            field(error);
+        }
+    }
+    report
+}
+
 /// Counts drift per kind with every kind present.
 pub fn count_by_kind(drift: &[DriftItem]) -> BTreeMap<DriftKind, usize> {
     let mut counts: BTreeMap<DriftKind, usize> =

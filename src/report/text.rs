@@ -47,6 +47,8 @@ pub(super) fn kind_title(kind: DriftKind) -> &'static str {
 
 /// Renders the report for a terminal. Deterministic for a given report.
 pub fn render_text(report: &Report, colour: bool) -> String {
+    let cleaned = super::printable_report(report);
+    let report = &cleaned;
     let style = Style { colour };
     let s = &report.summary;
     let mut out = String::new();

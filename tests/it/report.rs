@@ -383,6 +383,22 @@ fn subjects_tell_the_state() {
     );
 }
 
+/// A name someone gave an account by hand, with a terminal escape sequence and a
+/// line break: the text report shows neither raw (no terminal control, no forged
+/// line), the HTML escapes it.
+#[test]
+fn control_characters_in_names_never_reach_a_terminal() {
+    let mut report = report_of(&scenario(), "plan", |_| (Outcome::NotRun, None));
+    let evil = "mallory\u{1b}[2J\nFAILED #1 deactivate ceo@example.com";
+    report.drift[0].user_name = evil.into();
+    report.actions[0].subject = evil.into();
+    let text = report::render_text(&report, false);
+    assert!(!text.contains('\u{1b}'), "{text}");
+    assert!(!text.contains("\nFAILED #1 deactivate ceo"), "{text}");
+    assert!(text.contains("mallory\u{fffd}[2J\u{fffd}FAILED"), "{text}");
+    assert_eq!(report::printable("a\tb\nc\u{7}", true), "a\tb\nc\u{fffd}");
+}
+
 mod digest {
     //! The digest over a day: a plan the day before, a reconcile with a failure and a
     //! hold today, an overdue and a pending deprovision, shown in Berlin time.
