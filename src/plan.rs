@@ -1819,15 +1819,19 @@ pub fn simulate(
     (ws, links)
 }
 
-/// A retention period as people write it: `30 days`, `36 hours`, `90 minutes`.
+/// A retention period as people write it: `30 days`, `36 hours`, `90 minutes`,
+/// `45 seconds` (the largest unit it is a whole number of).
 fn days(period: TimeDelta) -> String {
     let plural = |n: i64, unit: &str| format!("{n} {unit}{}", if n == 1 { "" } else { "s" });
-    if period.num_days() > 0 && period == TimeDelta::days(period.num_days()) {
+    let whole = |unit: TimeDelta, n: i64| n > 0 && period == unit * i32::try_from(n).unwrap_or(0);
+    if whole(TimeDelta::days(1), period.num_days()) {
         plural(period.num_days(), "day")
-    } else if period.num_hours() > 0 && period == TimeDelta::hours(period.num_hours()) {
+    } else if whole(TimeDelta::hours(1), period.num_hours()) {
         plural(period.num_hours(), "hour")
-    } else {
+    } else if whole(TimeDelta::minutes(1), period.num_minutes()) {
         plural(period.num_minutes(), "minute")
+    } else {
+        plural(period.num_seconds(), "second")
     }
 }
 
@@ -2095,6 +2099,14 @@ mod tests {
             }]
         );
         assert!(fx.replan().is_empty());
+    }
+
+    #[test]
+    fn retention_periods_read_as_people_write_them() {
+        assert_eq!(days(TimeDelta::days(30)), "30 days");
+        assert_eq!(days(TimeDelta::hours(36)), "36 hours");
+        assert_eq!(days(TimeDelta::minutes(1)), "1 minute");
+        assert_eq!(days(TimeDelta::seconds(90)), "90 seconds");
     }
 
     /// With a retention period, a leaver's active account is deactivated, and its
