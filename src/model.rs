@@ -283,10 +283,13 @@ pub enum DriftKind {
     AttributeDrift,
     ReactivationDue,
     DisputedMatch,
+    /// A deactivated account of someone without access, past
+    /// `deprovision.delete_after`: deleted. Not `stale_access`: no access is left.
+    RetentionExpired,
 }
 
 impl DriftKind {
-    pub const ALL: [DriftKind; 8] = [
+    pub const ALL: [DriftKind; 9] = [
         DriftKind::StaleAccess,
         DriftKind::MissingAccount,
         DriftKind::ReactivationDue,
@@ -294,6 +297,7 @@ impl DriftKind {
         DriftKind::GroupDrift,
         DriftKind::AttributeDrift,
         DriftKind::OrphanedAccount,
+        DriftKind::RetentionExpired,
         DriftKind::DisputedMatch,
     ];
 
@@ -307,6 +311,7 @@ impl DriftKind {
             DriftKind::AttributeDrift => "attribute_drift",
             DriftKind::ReactivationDue => "reactivation_due",
             DriftKind::DisputedMatch => "disputed_match",
+            DriftKind::RetentionExpired => "retention_expired",
         }
     }
 }

@@ -1381,10 +1381,21 @@ impl<'p, 'a: 'p> Planner<'p, 'a> {
                 detail,
             )
         };
+        let drift = if matches!(
+            kind,
+            ActionKind::Delete {
+                deactivated_since: Some(_),
+                ..
+            }
+        ) {
+            DriftKind::RetentionExpired
+        } else {
+            DriftKind::StaleAccess
+        };
         self.act(
             kind,
             Item {
-                kind: DriftKind::StaleAccess,
+                kind: drift,
                 identity_id: Some(identity_id),
                 account_id: Some(&account.id),
                 user_name: subject,
@@ -2154,7 +2165,7 @@ mod tests {
                 deactivated_since: Some(since),
             }]
         );
-        assert_eq!(plan.actions[0].reason, DriftKind::StaleAccess);
+        assert_eq!(plan.actions[0].reason, DriftKind::RetentionExpired);
         assert!(
             plan.actions[0]
                 .detail

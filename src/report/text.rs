@@ -42,6 +42,7 @@ pub(super) fn kind_title(kind: DriftKind) -> &'static str {
         DriftKind::AttributeDrift => "Attribute drift",
         DriftKind::OrphanedAccount => "Orphaned accounts (no identity justifies them)",
         DriftKind::DisputedMatch => "Disputed matches (never acted on)",
+        DriftKind::RetentionExpired => "Deactivated past their retention period (deleted)",
     }
 }
 

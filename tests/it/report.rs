@@ -43,7 +43,8 @@ fn account(id: &str, of: &Identity, active: bool, role: &str) -> Account {
 }
 
 /// Every drift kind once: a leaver, a new hire, a returner, a wrong role, a renamed
-/// person, a missing folder membership, a hand-made account, a disputed match.
+/// person, a missing folder membership, a hand-made account, a disputed match, and
+/// a leaver whose deactivated account is past its retention period.
 fn scenario() -> Plan {
     let scope = "Taskade Users";
     let ada = identity(
@@ -61,6 +62,7 @@ fn scenario() -> Plan {
     );
     let dan = identity("u4", "dan.returner", IdentityStatus::Active, &[scope]);
     let eve = identity("u5", "eve.twice", IdentityStatus::Active, &[scope]);
+    let fay = identity("u6", "fay.gone", IdentityStatus::Deprovisioned, &[scope]);
     let mut renamed = account("a1", &ada, true, "Viewer");
     renamed.display_name = Some("Ada King".into());
     let mut second_eve = account("a6", &eve, true, "Viewer");
@@ -78,7 +80,14 @@ fn scenario() -> Plan {
         roles: vec!["Editor".into()],
     };
     let directory = DirectorySnapshot {
-        identities: vec![ada.clone(), bob.clone(), cyd, dan.clone(), eve.clone()],
+        identities: vec![
+            ada.clone(),
+            bob.clone(),
+            cyd,
+            dan.clone(),
+            eve.clone(),
+            fay.clone(),
+        ],
         complete: true,
     };
     let workspace = WorkspaceSnapshot {
@@ -89,6 +98,7 @@ fn scenario() -> Plan {
             account("a5", &eve, true, "Viewer"),
             second_eve,
             mallory,
+            account("a7", &fay, false, "Viewer"),
         ],
         groups: vec![WorkspaceGroup {
             id: "g1".into(),
@@ -123,8 +133,16 @@ fn scenario() -> Plan {
         &workspace,
         &links,
         &PlanSettings {
-            deprovision: DeprovisionAction::Deactivate,
-            retention: Default::default(),
+            deprovision: DeprovisionAction::Delete,
+            retention: plan::Retention {
+                delete_after: chrono::TimeDelta::days(30),
+                deactivated_since: [(
+                    "a7".to_owned(),
+                    chrono::DateTime::from_timestamp(1_790_000_000, 0).unwrap(),
+                )]
+                .into(),
+                now: chrono::DateTime::from_timestamp(1_790_000_000 + 40 * 86_400, 0).unwrap(),
+            },
             unmatched_accounts: UnmatchedAccounts::Report,
             manage_roles: true,
             protected: Protected::new(&["breakglass@example.com".into()]),
@@ -219,18 +237,7 @@ fn plan_report_text() {
 
 #[test]
 fn reconcile_report_text_with_a_failure_and_a_hold() {
-    let plan = scenario();
-    let report = report_of(&plan, "reconcile", |i| match i {
-        0 => (
-            Outcome::Held,
-            Some("2 deprovisions planned, limit is 1 (of 4 managed accounts)".into()),
-        ),
-        1 => (
-            Outcome::Failed,
-            Some("POST /Users: 400 invalidValue: emails[0].value is not an email".into()),
-        ),
-        _ => (Outcome::Applied, None),
-    });
+    let report = failure_and_hold(&scenario());
     let text = report::render_text(&report, false);
     assert!(!text.contains('\x1b'), "no colour when not asked");
     insta::assert_snapshot!(text);
@@ -252,12 +259,12 @@ fn report_json_schema() {
 }
 
 fn failure_and_hold(plan: &Plan) -> Report {
-    report_of(plan, "reconcile", |i| match i {
-        0 => (
+    report_of(plan, "reconcile", |i| match plan.actions[i].kind.name() {
+        "deactivate" => (
             Outcome::Held,
             Some("2 deprovisions planned, limit is 1 (of 4 managed accounts)".into()),
         ),
-        1 => (
+        "create_account" => (
             Outcome::Failed,
             Some("POST /Users: 400 invalidValue: emails[0].value is not an email".into()),
         ),
@@ -349,7 +356,7 @@ fn subjects_tell_the_state() {
     let report = failure_and_hold(&plan);
     assert_eq!(
         report::subject("acme", &report),
-        "[seatwarden] acme run 7: 1 failed action, 1 held action, 12 drift items"
+        "[seatwarden] acme run 7: 1 failed action, 1 held action, 13 drift items"
     );
     let mut converged = report_of(&plan, "reconcile", |_| (Outcome::Applied, None));
     assert_eq!(
@@ -359,7 +366,7 @@ fn subjects_tell_the_state() {
     );
     assert_eq!(
         report::headline(&converged).1,
-        "converged: 6 actions applied and verified; 5 drift items left to review"
+        "converged: 7 actions applied and verified; 5 drift items left to review"
     );
     assert!(
         report::render_html(&converged)
@@ -379,13 +386,13 @@ fn subjects_tell_the_state() {
     let planned = report_of(&plan, "plan", |_| (Outcome::NotRun, None));
     assert_eq!(
         report::subject("acme", &planned),
-        "[seatwarden] acme run 7: 12 drift items"
+        "[seatwarden] acme run 7: 13 drift items"
     );
 }
 
 /// A name someone gave an account by hand, with a terminal escape sequence and a
 /// line break: the text report shows neither raw (no terminal control, no forged
-/// line), the HTML escapes it.
+/// line).
 #[test]
 fn control_characters_in_names_never_reach_a_terminal() {
     let mut report = report_of(&scenario(), "plan", |_| (Outcome::NotRun, None));
@@ -539,7 +546,7 @@ mod digest {
         assert_eq!(
             digest.subject,
             "[seatwarden] acme: 1 failed run, 1 overdue deprovision, 1 held action, \
-             1 failed action, 1 pending deprovision, 12 drift items"
+             1 failed action, 1 pending deprovision, 13 drift items"
         );
         assert_eq!(digest.overdue[0].due, "2026-11-30 07:00 CET");
         assert_eq!(digest.held[0].approve_command, "seatwarden approve 6");
