@@ -270,17 +270,27 @@ impl Scheduler {
     }
 }
 
-/// Starts `name` on its own task unless it is already running; returns whether it
-/// started. A refused start is counted and logged as skipped. Used by the loop and
-/// by on-demand triggers, so both respect the no-overlap rule.
+/// A scheduled fire: [`start_now`], and a refused start (the job is still
+/// running at its next fire time) is counted and logged as skipped.
 pub fn fire(name: &'static str, counters: &Arc<JobCounters>, start: &StartJob) -> bool {
+    if start_now(name, counters, start) {
+        return true;
+    }
+    counters.skipped.fetch_add(1, Ordering::SeqCst);
+    metrics::counter!("seatwarden_job_skipped_total", "job" => name).increment(1);
+    tracing::warn!(
+        job = name,
+        "still running at its next fire time: this fire is skipped"
+    );
+    false
+}
+
+/// Starts `name` on its own task unless it is already running; returns whether it
+/// started. Used by the loop and by on-demand triggers (a refused trigger is the
+/// caller's to report: it is not a skipped scheduled fire), so both respect the
+/// no-overlap rule.
+pub fn start_now(name: &'static str, counters: &Arc<JobCounters>, start: &StartJob) -> bool {
     if counters.running.swap(true, Ordering::SeqCst) {
-        counters.skipped.fetch_add(1, Ordering::SeqCst);
-        metrics::counter!("seatwarden_job_skipped_total", "job" => name).increment(1);
-        tracing::warn!(
-            job = name,
-            "still running at its next fire time: this fire is skipped"
-        );
         return false;
     }
     counters.started.fetch_add(1, Ordering::SeqCst);

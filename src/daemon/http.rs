@@ -181,11 +181,13 @@ async fn trigger(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> Respo
             "POST /reconcile is disabled: set http.trigger_token_file\n",
         );
     };
+    // The scheme is case-insensitive (RFC 9110 §11.1).
     let given = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .unwrap_or("");
+        .and_then(|v| v.trim().split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map_or("", |(_, token)| token.trim());
     if !constant_time_eq(given.as_bytes(), expected.expose_secret().as_bytes()) {
         return text(StatusCode::UNAUTHORIZED, "missing or wrong bearer token\n");
     }

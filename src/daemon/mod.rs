@@ -180,7 +180,7 @@ impl Shared {
         }
         let start = self.start.read().ok().and_then(|s| s.clone());
         match (start, self.counters.get(name)) {
-            (Some(start), Some(counters)) => schedule::fire(name, counters, &start),
+            (Some(start), Some(counters)) => schedule::start_now(name, counters, &start),
             _ => false,
         }
     }

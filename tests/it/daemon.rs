@@ -143,11 +143,16 @@ impl Daemon {
 }
 
 fn http(port: u16, method: &str, path: &str, bearer: Option<&str>) -> (u16, String) {
+    http_auth(port, method, path, bearer.map(|t| format!("Bearer {t}")))
+}
+
+/// [`http`] with the whole `Authorization` value.
+fn http_auth(port: u16, method: &str, path: &str, authorization: Option<String>) -> (u16, String) {
     let Ok(mut stream) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
         return (0, String::new());
     };
-    let auth = bearer
-        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+    let auth = authorization
+        .map(|value| format!("Authorization: {value}\r\n"))
         .unwrap_or_default();
     write!(
         stream,
@@ -357,8 +362,15 @@ async fn post_reconcile_needs_the_trigger_token_and_starts_a_run() {
         http(port, "POST", "/reconcile", Some("s3cret-trigger!")).0,
         401
     );
+    // The scheme is case-insensitive (RFC 9110 §11.1).
     assert_eq!(
-        http(port, "POST", "/reconcile", Some("s3cret-trigger")).0,
+        http_auth(
+            port,
+            "POST",
+            "/reconcile",
+            Some("bearer s3cret-trigger".into())
+        )
+        .0,
         202
     );
     wait_for("the triggered reconcile", Duration::from_secs(30), || {
