@@ -230,8 +230,15 @@ fn notify(states: &[sd_notify::NotifyState<'_>]) {
     }
 }
 
-/// The scheduler's jobs from the settings, with when each last started.
-fn job_specs(settings: &DaemonSettings, db: &Store) -> Result<Vec<JobSpec>, StoreError> {
+/// The scheduler's jobs from the settings, with when each last started. A job that
+/// never ran runs at once (the first reconcile should not wait for its slot),
+/// except the digest and the prune: a first start would otherwise email a digest
+/// of nothing.
+fn job_specs(
+    settings: &DaemonSettings,
+    db: &Store,
+    now: DateTime<Utc>,
+) -> Result<Vec<JobSpec>, StoreError> {
     let last: BTreeMap<String, DateTime<Utc>> = db
         .jobs()?
         .into_iter()
@@ -253,7 +260,10 @@ fn job_specs(settings: &DaemonSettings, db: &Store) -> Result<Vec<JobSpec>, Stor
             Some(JobSpec {
                 name,
                 schedule: schedule?,
-                last_started: last.get(name).copied(),
+                last_started: last
+                    .get(name)
+                    .copied()
+                    .or_else(|| matches!(name, DIGEST | PRUNE).then_some(now)),
             })
         })
         .collect())
@@ -325,7 +335,7 @@ pub async fn run(
     let (_never, quiet) = tokio::sync::watch::channel(false);
     loop {
         let settings = shared.settings();
-        let jobs = shared.with_db(|db| job_specs(&settings, db))?;
+        let jobs = shared.with_db(|db| job_specs(&settings, db, clock.now()))?;
         let scheduler = Scheduler::with_counters(
             jobs,
             settings.timezone,
@@ -654,4 +664,40 @@ fn digest_job(shared: &Shared, notifier: Option<&notify::Notifier>) -> Result<()
 
 fn chrono_sla(settings: &DaemonSettings) -> chrono::Duration {
     chrono::Duration::from_std(settings.sla).unwrap_or(chrono::Duration::MAX)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+mod tests {
+    use super::*;
+
+    /// On a fresh state database the reconcile and the sweep run at once; the
+    /// digest and the prune wait for their slot (a first start emailed a digest of
+    /// nothing).
+    #[test]
+    fn a_first_start_runs_the_reconcile_at_once_and_waits_for_the_digest() {
+        let every = |pattern: &str| Schedule::parse(pattern).unwrap();
+        let settings = DaemonSettings {
+            timezone: chrono_tz::UTC,
+            reconcile: every("*/30 * * * *"),
+            sweep: every("*/5 * * * *"),
+            digest: Some(every("0 8 * * 1-5")),
+            retention: std::time::Duration::from_secs(86_400),
+            sla: std::time::Duration::from_secs(3_600),
+            listen: "127.0.0.1:0".parse().unwrap(),
+        };
+        let db = Store::open_in_memory().unwrap();
+        let now = DateTime::parse_from_rfc3339("2026-12-01T09:13:00Z")
+            .unwrap()
+            .to_utc();
+        let jobs = job_specs(&settings, &db, now).unwrap();
+        let missed = |name: &str| {
+            let job = jobs.iter().find(|j| j.name == name).unwrap();
+            schedule::missed(&job.schedule, chrono_tz::UTC, job.last_started, now)
+        };
+        assert!(missed(RECONCILE));
+        assert!(missed(SWEEP));
+        assert!(!missed(DIGEST));
+        assert!(!missed(PRUNE));
+    }
 }
