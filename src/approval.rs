@@ -316,6 +316,15 @@ pub async fn approve(
     let mut still: Vec<Action> = Vec::new();
     for entry in held {
         let mut action = entry.action;
+        // The configuration may have changed since the run: a delete is never
+        // approved once deprovisioning only deactivates.
+        if matches!(action.kind, ActionKind::Delete { .. }) && config.delete_after().is_none() {
+            approval.refused.push((
+                action.seq,
+                "deprovision.action is \"deactivate\" now: accounts are not deleted".to_owned(),
+            ));
+            continue;
+        }
         match recheck(&action, &workspace, &protected, &clocks) {
             Recheck::Apply => {
                 action.held = None;

@@ -160,7 +160,12 @@ async fn interop_reconcile_converges_every_drift_kind_against_scim2_server() {
     .await
     .unwrap();
     let summary = &first.report.summary;
-    for kind in DriftKind::ALL {
+    // Deletion after a retention period needs `deprovision.action = "delete"` and
+    // a clock a month old; this scenario deactivates.
+    for kind in DriftKind::ALL
+        .into_iter()
+        .filter(|k| *k != DriftKind::RetentionExpired)
+    {
         assert!(
             summary.drift_by_kind[&kind] > 0,
             "the scenario should contain {kind}: {:?}",

@@ -1625,6 +1625,30 @@ async fn approve_refuses_a_held_retention_delete_once_the_person_is_back() {
             .any(|a| a.id == account)
     };
 
+    // Deletion turned off since the run: nothing is deleted by approving it.
+    let mut deactivating = env.config.clone();
+    deactivating.deprovision.action = seatwarden::plan::DeprovisionAction::Deactivate;
+    deactivating.deprovision.delete_after = None;
+    let refused = approval::approve(
+        &deactivating,
+        &client,
+        env.store(),
+        due.run_id,
+        &only,
+        Utc::now(),
+    )
+    .await
+    .unwrap();
+    assert!(refused.approved.is_empty(), "{refused:?}");
+    assert!(
+        refused
+            .refused
+            .iter()
+            .any(|(s, why)| *s == seq && why.contains("accounts are not deleted")),
+        "{refused:?}"
+    );
+    assert!(exists());
+
     // The person is back: a reconcile reactivates the account.
     let back = |status: IdentityStatus| {
         let mut directory = env.data.directory.clone();
