@@ -222,6 +222,12 @@ pub enum Command {
     /// print it, secrets redacted. Makes no network request.
     CheckConfig,
     /// Read both sides and show what differs and why. Writes nothing to the workspace.
+    #[command(after_help = "\
+Exit codes: 0 done (with --detailed-exitcode: nothing to do), 2 the plan has changes
+(--detailed-exitcode), 5 the directory was rejected (source fault), 1 an error.
+
+Example:
+  seatwarden plan --format markdown > plan.md")]
     Plan {
         #[arg(long, value_enum, default_value_t = Format::Text)]
         format: Format,
@@ -230,6 +236,14 @@ pub enum Command {
         detailed_exitcode: bool,
     },
     /// Converge the workspace: plan, apply (journaled, with retries), verify, report.
+    #[command(after_help = "\
+Exit codes (first that applies): 5 the directory was rejected, nothing planned; 6 the
+circuit breaker is open; 4 some actions failed; 3 some are held for `seatwarden approve`
+(actions that only wait for the settle window do not count); 0 converged; 1 an error.
+
+Examples:
+  seatwarden reconcile --dry-run
+  seatwarden reconcile --accept-directory     after a layoff shrank the directory")]
     Reconcile {
         /// Plan and report, but write nothing to the workspace.
         #[arg(long)]
@@ -248,6 +262,15 @@ pub enum Command {
     },
     /// Apply the held actions of a run, after re-checking each against the
     /// workspace as it is now. Audited.
+    #[command(after_help = "\
+Exit codes: 0 everything approved was applied, 3 some were refused by the re-check,
+4 some failed, 6 the circuit breaker is (or went) open, 1 an error.
+
+The audit trail names $SEATWARDEN_OPERATOR, else $SUDO_USER, else the OS user.
+
+Examples:
+  seatwarden approve 42 --only deprovision
+  seatwarden approve 42 --only deletion       deletions after the retention period")]
     Approve {
         /// The run id (see `seatwarden report`).
         run: RunId,
@@ -366,6 +389,9 @@ pub enum Command {
         format: ExportFormat,
     },
     /// Send the messages waiting in the outbox (retrying transient failures).
+    #[command(after_help = "\
+Exit codes: 0 nothing left to send, 1 messages still wait (a transient failure: run it
+again later), 4 the mail server refused a message for good (fix [report.email]).")]
     SendMail,
 }
 

@@ -262,3 +262,20 @@ fn command_help_names_the_exit_codes_the_table_lists_and_the_code_returns() {
         "{plan}"
     );
 }
+
+/// The commands whose exit codes scripts rely on say them in their own --help.
+#[test]
+fn subcommand_help_gives_its_exit_codes() {
+    for (command, needle) in [
+        ("plan", "2 the plan has changes"),
+        ("reconcile", "5 the directory was rejected"),
+        ("approve", "3 some were refused"),
+        ("send-mail", "4 the mail server refused a message for good"),
+    ] {
+        let out = seatwarden(&[command, "--help"], &[]);
+        assert!(out.status.success(), "{command}");
+        let help = text(&out.stdout);
+        assert!(help.contains("Exit codes"), "{command}: {help}");
+        assert!(help.contains(needle), "{command}: {help}");
+    }
+}
