@@ -597,6 +597,25 @@ async fn sweep_job(
         metrics::histogram!("seatwarden_deprovision_latency_seconds")
             .record(latency.as_seconds_f64());
     }
+    // Most leavers are deactivated here, not by a reconcile: count them alike.
+    if let (Some(run), Ok(store)) = (outcome.run_id, store.lock()) {
+        for row in store.journal(run)? {
+            let outcome = match row.state {
+                crate::store::ActionState::Applied => "applied",
+                crate::store::ActionState::Failed => "failed",
+                crate::store::ActionState::Held => "held",
+                crate::store::ActionState::Planned | crate::store::ActionState::InFlight => {
+                    "not_run"
+                }
+            };
+            metrics::counter!(
+                "seatwarden_actions_total",
+                "kind" => row.action.kind.name(),
+                "outcome" => outcome
+            )
+            .increment(1);
+        }
+    }
     metrics::counter!("seatwarden_retries_total").increment(client.stats().retries);
     if let (Some(notifier), Some(fault), Ok(mut store)) =
         (notifier, &outcome.source_fault, store.lock())
