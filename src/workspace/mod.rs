@@ -480,7 +480,7 @@ impl ScimClient {
         // Belt and braces: a provider echoing the Authorization header must not
         // smuggle the token into an error message. Redacted before the detail is
         // cut to length, which would leave a piece of it that no longer matches.
-        let (scim_type, detail) = parse::error_body(&self.redact(&text));
+        let (scim_type, detail) = parse::error_body(&text, &|s| self.redact(s).into_owned());
         Err(WorkspaceError::Status {
             endpoint: endpoint.to_owned(),
             status,

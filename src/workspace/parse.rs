@@ -325,19 +325,26 @@ pub(crate) fn group(endpoint: &str, body: GroupBody) -> Result<WorkspaceGroup, W
     })
 }
 
-/// A SCIM error body's `scimType` and `detail`, or the start of a non-SCIM body.
-pub(crate) fn error_body(text: &str) -> (Option<String>, String) {
-    match serde_json::from_str::<Value>(text) {
+/// A SCIM error body's `scimType` and `detail`, or the start of a non-SCIM body,
+/// passed through `redact` before they are cut to length (a piece of a secret
+/// would no longer match). The raw body is redacted, and so is the decoded text: a
+/// provider that JSON-escapes an echoed token (`\/`, `\u003d`) hides it from the
+/// first.
+pub(crate) fn error_body(text: &str, redact: &dyn Fn(&str) -> String) -> (Option<String>, String) {
+    let text = redact(text);
+    match serde_json::from_str::<Value>(&text) {
         Ok(v @ Value::Object(_)) => {
-            let scim_type = attr_str(&v, "scimType").filter(|t| !t.is_empty());
+            let scim_type = attr_str(&v, "scimType")
+                .filter(|t| !t.is_empty())
+                .map(|t| redact(&t));
             let detail = attr_str(&v, "detail")
                 .or_else(|| attr_str(&v, "message"))
                 .or_else(|| attr_str(&v, "error"))
                 .unwrap_or_else(|| v.to_string());
-            (scim_type, truncate(&detail, MAX_DETAIL_CHARS))
+            (scim_type, truncate(&redact(&detail), MAX_DETAIL_CHARS))
         }
         _ if text.trim().is_empty() => (None, "(empty body)".to_owned()),
-        _ => (None, truncate(text, MAX_DETAIL_CHARS)),
+        _ => (None, truncate(&text, MAX_DETAIL_CHARS)),
     }
 }
 
@@ -1234,11 +1241,14 @@ mod tests {
     #[test]
     fn error_bodies() {
         assert_eq!(
-            error_body(r#"{"status": 400, "scimType": "invalidFilter", "detail": "bad"}"#),
+            error_body(
+                r#"{"status": 400, "scimType": "invalidFilter", "detail": "bad"}"#,
+                &str::to_owned
+            ),
             (Some("invalidFilter".into()), "bad".into())
         );
         assert_eq!(
-            error_body("<html><body>\n  Bad Gateway </body></html>"),
+            error_body("<html><body>\n  Bad Gateway </body></html>", &str::to_owned),
             (None, "<html><body> Bad Gateway </body></html>".into())
         );
     }

@@ -1087,8 +1087,18 @@ async fn no_piece_of_the_token_reaches_a_long_or_malformed_error() {
         )))
         .mount(&server)
         .await;
+    // The token JSON-escaped in the body (as PHP writes `/` as `\/`): only the
+    // decoded detail shows it.
+    let escaped = format!("\\u{:04x}{}", u32::from(TOKEN.as_bytes()[0]), &TOKEN[1..]);
+    Mock::given(method("GET"))
+        .and(path("/scim/v2/Users/u3"))
+        .respond_with(ResponseTemplate::new(400).set_body_string(format!(
+            r#"{{"status": "400", "detail": "Authorization: Bearer {escaped}"}}"#
+        )))
+        .mount(&server)
+        .await;
     let client = client(&server);
-    for id in ["u1", "u2"] {
+    for id in ["u1", "u2", "u3"] {
         let err = client.get_account(id).await.unwrap_err();
         let text = format!("{err} {err:?}");
         for piece in TOKEN.as_bytes().windows(6) {
