@@ -115,6 +115,29 @@ impl Only {
     }
 }
 
+/// Why a held delete may not go ahead under the deletion rules configured now
+/// (`delete_after`: [`Config::delete_after`]).
+fn deletion_refused(
+    delete_after: Option<std::time::Duration>,
+    deactivated_since: Option<DateTime<Utc>>,
+    now: DateTime<Utc>,
+) -> Option<&'static str> {
+    let Some(period) = delete_after else {
+        return Some("deprovision.action is \"deactivate\" now: accounts are not deleted");
+    };
+    let period = chrono::TimeDelta::from_std(period).unwrap_or(chrono::TimeDelta::MAX);
+    match deactivated_since {
+        None if period > chrono::TimeDelta::zero() => Some(
+            "deletion now waits for deprovision.delete_after: the next reconcile deactivates \
+             the account instead",
+        ),
+        Some(since) if now - since < period => {
+            Some("not yet past the deprovision.delete_after configured now")
+        }
+        _ => None,
+    }
+}
+
 /// What the re-check says about one held action.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Recheck {
@@ -167,8 +190,9 @@ pub fn recheck(
                     && clocks.get(account_id) != deactivated_since.as_ref() =>
             {
                 Recheck::Refuse(
-                    "no longer waiting for deletion: a reconcile since saw the account active \
-                     or its person with access again (its retention clock restarted)"
+                    "no longer waiting for deletion: its retention clock restarted (a reconcile \
+                     since saw the account active or its person with access again, or \
+                     deletion was reconfigured)"
                         .to_owned(),
                 )
             }
@@ -316,13 +340,14 @@ pub async fn approve(
     let mut still: Vec<Action> = Vec::new();
     for entry in held {
         let mut action = entry.action;
-        // The configuration may have changed since the run: a delete is never
-        // approved once deprovisioning only deactivates.
-        if matches!(action.kind, ActionKind::Delete { .. }) && config.delete_after().is_none() {
-            approval.refused.push((
-                action.seq,
-                "deprovision.action is \"deactivate\" now: accounts are not deleted".to_owned(),
-            ));
+        // The configuration may have changed since the run: a delete is judged by
+        // the deletion rules configured now.
+        if let ActionKind::Delete {
+            deactivated_since, ..
+        } = &action.kind
+            && let Some(why) = deletion_refused(config.delete_after(), *deactivated_since, now)
+        {
+            approval.refused.push((action.seq, why.to_owned()));
             continue;
         }
         match recheck(&action, &workspace, &protected, &clocks) {
@@ -733,6 +758,25 @@ mod tests {
             recheck(&at_once, &workspace, &none, &BTreeMap::new()),
             Recheck::Apply
         );
+    }
+
+    #[test]
+    fn a_held_delete_is_judged_by_the_deletion_rules_configured_now() {
+        let now = chrono::DateTime::from_timestamp(1_800_000_000, 0).unwrap();
+        let days = |n: u64| std::time::Duration::from_secs(n * 86_400);
+        let since = Some(now - chrono::TimeDelta::days(40));
+        assert!(deletion_refused(None, since, now).is_some(), "deletion off");
+        assert!(deletion_refused(None, None, now).is_some(), "deletion off");
+        assert_eq!(deletion_refused(Some(days(30)), since, now), None);
+        assert!(
+            deletion_refused(Some(days(90)), since, now).is_some(),
+            "period raised"
+        );
+        assert!(
+            deletion_refused(Some(days(30)), None, now).is_some(),
+            "an old delete-at-once under a retention period"
+        );
+        assert_eq!(deletion_refused(Some(days(0)), None, now), None);
     }
 
     #[test]

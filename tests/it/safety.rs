@@ -1614,7 +1614,7 @@ async fn approve_refuses_a_held_retention_delete_once_the_person_is_back() {
             env.store(),
             due.run_id,
             &only,
-            Utc::now(),
+            t0 + Duration::days(31),
         )
     };
     let exists = || {
@@ -1645,6 +1645,27 @@ async fn approve_refuses_a_held_retention_delete_once_the_person_is_back() {
             .refused
             .iter()
             .any(|(s, why)| *s == seq && why.contains("accounts are not deleted")),
+        "{refused:?}"
+    );
+    assert!(exists());
+    // A longer period configured since: not yet due under it.
+    let mut longer = env.config.clone();
+    longer.deprovision.delete_after = Some("90d".into());
+    let refused = approval::approve(
+        &longer,
+        &client,
+        env.store(),
+        due.run_id,
+        &only,
+        t0 + Duration::days(31),
+    )
+    .await
+    .unwrap();
+    assert!(
+        refused
+            .refused
+            .iter()
+            .any(|(s, why)| *s == seq && why.contains("not yet past")),
         "{refused:?}"
     );
     assert!(exists());
