@@ -69,19 +69,21 @@ fn local(at: DateTime<Utc>, tz: Tz) -> String {
 }
 
 fn line(entry: &LedgerEntry, now: DateTime<Utc>, tz: Tz) -> Line {
+    // Names and provider messages go to a terminal line by line.
+    let clean = crate::report::printable_field;
     Line {
-        user_name: entry.user_name.clone(),
-        identity_id: entry.identity_id.clone(),
-        account_id: entry.account_id.clone(),
+        user_name: clean(&entry.user_name),
+        identity_id: clean(&entry.identity_id),
+        account_id: entry.account_id.as_deref().map(clean),
         reason: entry.reason.as_str(),
         state: entry.state(now).as_str(),
         detected_at: entry.detected_at,
         due_at: entry.due_at,
         due_local: local(entry.due_at, tz),
         verified_at: entry.verified_at,
-        held: entry.held.clone(),
+        held: entry.held.as_deref().map(clean),
         attempts: entry.attempts,
-        last_error: entry.last_error.clone(),
+        last_error: entry.last_error.as_deref().map(clean),
     }
 }
 

@@ -174,6 +174,12 @@ pub struct Digest {
     pub trend: Trend,
 }
 
+/// A name or message from the directory, the workspace or a provider, as one
+/// field of the digest: its text form is line-structured (and a plain-text email).
+fn clean(text: &str) -> String {
+    super::printable_field(text)
+}
+
 /// A detection-to-verification time as people read it.
 fn took(elapsed: chrono::Duration) -> String {
     let minutes = elapsed.num_minutes().max(0);
@@ -251,7 +257,7 @@ impl Digest {
                 people: group
                     .items
                     .iter()
-                    .map(|d| format!("{}: {}", d.user_name, d.detail))
+                    .map(|d| format!("{}: {}", clean(&d.user_name), clean(&d.detail)))
                     .collect(),
             })
             .collect();
@@ -259,9 +265,9 @@ impl Digest {
         let mut deprovisions: Vec<&DigestDeprovision> = input.deprovisions.iter().collect();
         deprovisions.sort_by(|a, b| (a.due_at, &a.user_name).cmp(&(b.due_at, &b.user_name)));
         let line = |d: &DigestDeprovision| DeprovisionLine {
-            user_name: d.user_name.clone(),
-            identity_id: d.identity_id.clone(),
-            reason: d.reason.clone(),
+            user_name: clean(&d.user_name),
+            identity_id: clean(&d.identity_id),
+            reason: clean(&d.reason),
             detected: local(d.detected_at, tz),
             due: local(d.due_at, tz),
             overdue: d.due_at <= input.now,
@@ -275,8 +281,8 @@ impl Digest {
             .iter()
             .filter(|v| v.verified_at >= start && v.verified_at < input.now)
             .map(|v| VerifiedLine {
-                user_name: v.user_name.clone(),
-                reason: v.reason.clone(),
+                user_name: clean(&v.user_name),
+                reason: clean(&v.reason),
                 detected: local(v.detected_at, tz),
                 verified: local(v.verified_at, tz),
                 took: took(v.verified_at - v.detected_at),
@@ -291,8 +297,8 @@ impl Digest {
                     .filter(|a| a.outcome == Outcome::Held && !a.waiting)
                     .map(|a| HeldAction {
                         op: a.op.clone(),
-                        subject: a.subject.clone(),
-                        why: a.error.clone().unwrap_or_default(),
+                        subject: clean(&a.subject),
+                        why: clean(a.error.as_deref().unwrap_or_default()),
                     })
                     .collect();
                 (report.run_id, actions)
@@ -599,8 +605,8 @@ fn oldest_unresolved(
     }
     oldest.map(|(at, run, item)| OldestDrift {
         kind: item.kind,
-        user_name: item.user_name.clone(),
-        detail: item.detail.clone(),
+        user_name: clean(&item.user_name),
+        detail: clean(&item.detail),
         since: local(at, tz),
         at_least: Some(run) == first_loaded,
     })

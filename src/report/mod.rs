@@ -214,7 +214,21 @@ fn printable_report(report: &Report) -> Report {
             field(error);
         }
     }
+    if let Some(circuit) = &mut report.safety.circuit {
+        if let Some(reason) = &mut circuit.reason {
+            field(reason);
+        }
+        for failure in &mut circuit.failures {
+            field(&mut failure.subject);
+            field(&mut failure.message);
+        }
+    }
     report
+}
+
+/// One field of a line-structured text ([`printable`] without line breaks).
+pub fn printable_field(text: &str) -> String {
+    printable(text, false).into_owned()
 }
 
 /// Counts drift per kind with every kind present.

@@ -404,6 +404,27 @@ fn control_characters_in_names_never_reach_a_terminal() {
     assert!(!text.contains("\nFAILED #1 deactivate ceo"), "{text}");
     assert!(text.contains("mallory\u{fffd}[2J\u{fffd}FAILED"), "{text}");
     assert_eq!(report::printable("a\tb\nc\u{7}", true), "a\tb\nc\u{fffd}");
+
+    // The circuit breaker's lines quote account names and provider answers.
+    let at = chrono::DateTime::from_timestamp(1_800_000_000, 0).unwrap();
+    report.safety.circuit = Some(report::CircuitReport {
+        state: seatwarden::circuit::CircuitState::Open {
+            since: at,
+            until: at,
+        },
+        reason: Some("too many writes failed".into()),
+        failures: vec![seatwarden::circuit::FailedWrite {
+            op: "deactivate".into(),
+            subject: evil.into(),
+            message: "HTTP 500: \u{1b}]0;pwned\u{7}".into(),
+        }],
+    });
+    let text = report::render_text(&report, false);
+    assert!(text.contains("pwned"), "the failure is shown: {text}");
+    assert!(
+        !text.contains('\u{1b}') && !text.contains('\u{7}'),
+        "{text}"
+    );
 }
 
 mod digest {
@@ -537,6 +558,31 @@ mod digest {
         assert!(digest.held.is_empty(), "{:?}", digest.held);
         assert!(!seatwarden::report::subject("acme", &settling).contains("held"));
         assert!(!seatwarden::report::render_text(&settling, false).contains("Needs attention"));
+    }
+
+    /// A line break in a name cannot forge a line of the digest (text or email).
+    #[test]
+    fn a_name_cannot_forge_digest_lines() {
+        let verified = [DigestVerified {
+            user_name: "bob\n  - ceo@example.com (deprovisioned): verified".into(),
+            reason: "deprovisioned in the directory".into(),
+            detected_at: at(29, 22),
+            verified_at: at(29, 23),
+        }];
+        let digest = Digest::build(&DigestInput {
+            name: "acme",
+            timezone: chrono_tz::UTC,
+            now: at(30, 8),
+            period: Duration::from_secs(24 * 3600),
+            reports: &[],
+            previous: &[],
+            failed_runs: 0,
+            failed_runs_previous: 0,
+            deprovisions: &[],
+            verified: &verified,
+        });
+        let text = digest.render_text();
+        assert!(!text.contains("\n  - ceo@example.com"), "{text}");
     }
 
     #[test]
