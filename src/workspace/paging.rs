@@ -454,7 +454,21 @@ where
                 ),
             ));
         }
-        let (endpoint, page) = fetch::<R>(client, path, last.next, requested).await?;
+        let (endpoint, page) = match fetch::<R>(client, path, last.next, requested).await {
+            Ok(answer) => answer,
+            // Without totalResults a short page is followed by one more request;
+            // a provider that answers a startIndex past its end with 400 or 404
+            // (not an empty page) has said the listing ended there.
+            Err(e)
+                if total.is_none()
+                    && last.len < requested.min(stride)
+                    && matches!(e.status(), Some(400 | 404)) =>
+            {
+                tracing::debug!(error = %e, "the page after a short one was refused: the end");
+                break;
+            }
+            Err(e) => return Err(e),
+        };
         let len = page.resources.len() as u64;
         if len > 0 {
             smallest = smallest.min(len);

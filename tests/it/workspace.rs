@@ -265,6 +265,27 @@ async fn without_a_total_short_pages_do_not_end_the_listing() {
     let client = client_with(&server, |s| s.page_size = 5);
     let snapshot = client.snapshot(&no_progress).await.unwrap();
     assert_eq!(ids(&snapshot.accounts), expected_ids(16));
+
+    // One that answers a startIndex past its end with 400: the end of the listing.
+    let server = MockServer::start().await;
+    Mock::given(method("GET"))
+        .and(path("/scim/v2/Users"))
+        .respond_with(|req: &Request| {
+            let (start, _) = start_count(req);
+            match start {
+                1 => list(None, (1..=5).map(user).collect()),
+                6 => list(None, (6..=7).map(user).collect()),
+                _ => ResponseTemplate::new(400).set_body_json(json!({
+                    "status": "400", "scimType": "invalidValue", "detail": "startIndex out of range"
+                })),
+            }
+        })
+        .mount(&server)
+        .await;
+    mount_empty_groups(&server).await;
+    let client = client_with(&server, |s| s.page_size = 5);
+    let snapshot = client.snapshot(&no_progress).await.unwrap();
+    assert_eq!(ids(&snapshot.accounts), expected_ids(7));
 }
 
 #[tokio::test]
