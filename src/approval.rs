@@ -580,6 +580,8 @@ fn refresh_report(store: &mut Store, run: RunId) -> Result<(), ApprovalError> {
         return Ok(());
     };
     let journal = store.journal(run)?;
+    // Reports stored before actions carried `waiting` have none set.
+    let flagged = report.actions.iter().any(|a| a.waiting);
     for outcome in &mut report.actions {
         if let Some(entry) = journal.iter().find(|e| e.action.seq == outcome.seq) {
             outcome.outcome = match entry.state {
@@ -591,14 +593,26 @@ fn refresh_report(store: &mut Store, run: RunId) -> Result<(), ApprovalError> {
             outcome.attempts = entry.attempts;
             if entry.state != ActionState::Held {
                 outcome.error = entry.last_error.clone();
+                outcome.waiting = false;
             }
         }
     }
     let count = |o: Outcome| report.actions.iter().filter(|a| a.outcome == o).count();
+    let held = count(Outcome::Held);
+    report.safety.actions_waiting = if flagged || report.safety.actions_waiting == 0 {
+        report
+            .actions
+            .iter()
+            .filter(|a| a.outcome == Outcome::Held && a.waiting)
+            .count()
+    } else {
+        // A report stored before actions carried `waiting`: at most what is held.
+        report.safety.actions_waiting.min(held)
+    };
     let s = &mut report.summary;
     s.actions_applied = count(Outcome::Applied);
     s.actions_failed = count(Outcome::Failed);
-    s.actions_held = count(Outcome::Held);
+    s.actions_held = held;
     s.actions_not_run = count(Outcome::NotRun);
     s.converged = s.actions_applied == report.actions.len();
     store.save_report(run, &report.to_stored_json())?;
@@ -777,6 +791,73 @@ mod tests {
             "an old delete-at-once under a retention period"
         );
         assert_eq!(deletion_refused(Some(days(0)), None, now), None);
+    }
+
+    /// After `approve` released the creates that only waited for the settle window,
+    /// the stored report no longer counts them as waiting: the deactivation still
+    /// held for a human must keep the report "needs attention".
+    #[test]
+    fn a_refreshed_report_recounts_what_still_waits() {
+        use crate::report::{ActionOutcome, SafetyReport, Summary};
+        let mut store = Store::open_in_memory().unwrap();
+        let at = chrono::DateTime::from_timestamp(1_800_000_000, 0).unwrap();
+        let run = store
+            .begin_run(crate::store::RunKind::Reconcile, at)
+            .unwrap();
+        let mut create = action(ActionKind::CreateGroup {
+            display_name: "g".into(),
+        });
+        create.seq = 1;
+        let mut deactivate = action(ActionKind::Deactivate {
+            account_id: "a".into(),
+        });
+        deactivate.held = Some(crate::model::HoldReason::LastOwner);
+        let plan = Plan {
+            actions: vec![deactivate, create],
+            ..Plan::default()
+        };
+        store.save_plan(run, &plan, at).unwrap();
+        let outcome = |seq: u32, op: &str, waiting: bool| ActionOutcome {
+            seq,
+            op: op.into(),
+            reason: DriftKind::StaleAccess,
+            subject: "s".into(),
+            detail: String::new(),
+            outcome: Outcome::Held,
+            attempts: 0,
+            error: None,
+            waiting,
+        };
+        let report = Report {
+            schema_version: crate::report::SCHEMA_VERSION,
+            run_id: run,
+            mode: "reconcile".into(),
+            started_at: at,
+            finished_at: at,
+            directory: String::new(),
+            workspace: String::new(),
+            summary: Summary {
+                actions_held: 2,
+                ..Summary::default()
+            },
+            drift: Vec::new(),
+            actions: vec![
+                outcome(0, "deactivate", false),
+                outcome(1, "create_group", true),
+            ],
+            safety: SafetyReport {
+                actions_waiting: 1,
+                ..SafetyReport::default()
+            },
+        };
+        store.save_report(run, &report.to_stored_json()).unwrap();
+        // The waiting create was approved and applied; the deactivation stays held.
+        store.mark_in_flight(run, 1, at).unwrap();
+        store.mark_applied(run, 1, at, None).unwrap();
+        refresh_report(&mut store, run).unwrap();
+        let refreshed = Report::from_json(&store.report(run).unwrap().unwrap()).unwrap();
+        assert_eq!(refreshed.summary.actions_held, 1);
+        assert_eq!(refreshed.safety.actions_waiting, 0);
     }
 
     #[test]
