@@ -320,7 +320,9 @@ pub async fn enforce(
             store.deprovision_user_name(entry.id, &account.user_name)?;
             // Active again since a reconcile last saw it: a retention clock it
             // had must not carry on once it is deactivated again.
-            store.update_deactivated(&[], std::slice::from_ref(&account.id), now)?;
+            if config.delete_after().is_some_and(|d| !d.is_zero()) {
+                store.update_deactivated(&[], std::slice::from_ref(&account.id), now)?;
+            }
         }
         if protected.matches(&account.user_name) {
             // Protected accounts never appear in a plan; the episode stays open
