@@ -710,10 +710,26 @@ async fn the_sweep_deactivates_while_a_retention_period_comes_before_deletion() 
     };
 
     let kept = remove_a_leaver(dir.path(), &sandbox);
+    // A clock left from before the account was re-enabled (no reconcile saw it
+    // active since): the sweep, finding it active, forgets it.
+    let active_id = account_of(&kept).unwrap().id;
+    store
+        .lock()
+        .unwrap()
+        .update_deactivated(std::slice::from_ref(&active_id), &[], chrono::Utc::now())
+        .unwrap();
     let outcome = sweep_now(&config, &directory, &client, &store).await;
     assert_eq!(outcome.enforced, 1, "{outcome:?}");
     let account = account_of(&kept).expect("deactivated, not deleted");
     assert!(!account.active);
+    assert!(
+        !store
+            .lock()
+            .unwrap()
+            .deactivated_since()
+            .unwrap()
+            .contains_key(&active_id)
+    );
 
     config.deprovision.delete_after = Some("0s".into());
     let deleted = remove_a_leaver(dir.path(), &sandbox);
