@@ -473,9 +473,18 @@ impl LdapSource {
             .map_err(|e| self.failure(&operation, e))?;
         let mut entries = Vec::new();
         let mut references = 0_usize;
+        let mut elsewhere: BTreeSet<String> = BTreeSet::new();
         loop {
             match stream.next().await {
-                Ok(Some(raw)) if raw.is_ref() || raw.is_intermediate() => references += 1,
+                Ok(Some(raw)) if raw.is_ref() => {
+                    references += 1;
+                    elsewhere.extend(
+                        reference_urls(raw)
+                            .into_iter()
+                            .filter(|url| !is_ad_partition(url)),
+                    );
+                }
+                Ok(Some(raw)) if raw.is_intermediate() => references += 1,
                 Ok(Some(raw)) => entries.push(decode(raw, &self.settings.url, &operation)?),
                 Ok(None) => break,
                 Err(e) => return Err(self.failure(&operation, e)),
@@ -490,6 +499,19 @@ impl LdapSource {
             // Active Directory refers a search at the domain root to its DNS and
             // configuration partitions, which hold no users or groups.
             tracing::debug!(references, operation, "LDAP search references not followed");
+        }
+        if !elsewhere.is_empty() {
+            // A child domain or an OU held by another server: its people are not
+            // read. Not an error (a forest may keep people out of scope there),
+            // but never silent.
+            let elsewhere: Vec<String> = elsewhere.into_iter().collect();
+            tracing::warn!(
+                operation,
+                referred_to = %elsewhere.join(", "),
+                "part of the search base is held by another server and is not read: point \
+                 directory.url at a Global Catalog (port 3268, or 3269 with TLS) to read \
+                 the whole forest, or narrow directory.base_dn"
+            );
         }
         tracing::debug!(entries = entries.len(), operation, "LDAP search done");
         Ok(entries)
@@ -607,6 +629,41 @@ fn ldap_failure(url: &str, operation: &str, e: LdapError) -> DirectoryError {
             transient: false,
         },
     }
+}
+
+/// The URLs of a search result reference (RFC 4511 §4.5.3), without trusting the
+/// encoding: what does not decode is left out.
+fn reference_urls(raw: ResultEntry) -> Vec<String> {
+    raw.0
+        .expect_constructed()
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|tag| tag.expect_primitive())
+        .filter_map(|bytes| String::from_utf8(bytes).ok())
+        .collect()
+}
+
+/// Whether a referral URL names one of the partitions Active Directory refers every
+/// domain-root search to (DNS zones, configuration), which hold no people.
+fn is_ad_partition(url: &str) -> bool {
+    let dn = url
+        .split_once("://")
+        .map_or(url, |(_, rest)| rest)
+        .split_once('/')
+        .map_or("", |(_, dn)| dn);
+    let dn = dn
+        .split('?')
+        .next()
+        .unwrap_or_default()
+        .to_ascii_lowercase();
+    let dn = dn.replace("%20", " ");
+    [
+        "dc=domaindnszones,",
+        "dc=forestdnszones,",
+        "cn=configuration,",
+    ]
+    .iter()
+    .any(|partition| dn.starts_with(partition))
 }
 
 /// RFC 4511 result code names, and what to check for the usual ones.
@@ -1033,8 +1090,26 @@ mod tests {
 
     use super::{
         Group, LdapFlavor, Person, RangedValues, account_expired, entry_id, guid_text, identities,
-        normalize_dn, parenthesized, sends_password_in_clear, status,
+        is_ad_partition, normalize_dn, parenthesized, sends_password_in_clear, status,
     };
+
+    #[test]
+    fn active_directory_partition_referrals_are_told_from_child_domains() {
+        for partition in [
+            "ldap://ForestDnsZones.corp.example.com/DC=ForestDnsZones,DC=corp,DC=example,DC=com",
+            "ldap://DomainDnsZones.corp.example.com/DC=DomainDnsZones,DC=corp,DC=example,DC=com",
+            "ldap://corp.example.com/CN=Configuration,DC=corp,DC=example,DC=com",
+        ] {
+            assert!(is_ad_partition(partition), "{partition}");
+        }
+        for elsewhere in [
+            "ldap://emea.corp.example.com/DC=emea,DC=corp,DC=example,DC=com",
+            "ldap://other.example.com/OU=Contractors,DC=corp,DC=example,DC=com??sub",
+            "not a url",
+        ] {
+            assert!(!is_ad_partition(elsewhere), "{elsewhere}");
+        }
+    }
     use crate::model::{Identity, IdentityStatus};
 
     fn entry(attrs: &[(&str, &[&str])]) -> SearchEntry {
