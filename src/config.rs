@@ -84,6 +84,10 @@ pub struct Config {
     /// Where the file was read from; not a key.
     #[serde(skip)]
     pub source: PathBuf,
+    /// Keys (`workspace.page_size`) set by `SEATWARDEN__…` variables: an error
+    /// about one names the variable, not the file.
+    #[serde(skip)]
+    pub from_env: std::collections::BTreeSet<String>,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -674,6 +678,12 @@ impl Config {
         for key in ENV_LIST_KEYS {
             environment = environment.with_list_parse_key(key);
         }
+        let variables: Vec<String> = match &env {
+            Some(env) => env.keys().cloned().collect(),
+            None => std::env::vars_os()
+                .filter_map(|(name, _)| name.into_string().ok())
+                .collect(),
+        };
         if let Some(env) = env {
             environment = environment.source(Some(env));
         }
@@ -687,6 +697,12 @@ impl Config {
             .try_deserialize()
             .map_err(|e| locate_in_directory_table(&raw, path, describe_config_error(path, e)))?;
         config.source = path.to_owned();
+        let prefix = format!("{ENV_PREFIX}__");
+        config.from_env = variables
+            .iter()
+            .filter_map(|name| name.strip_prefix(&prefix))
+            .map(|key| key.split("__").collect::<Vec<_>>().join(".").to_lowercase())
+            .collect();
         config.resolve_paths();
         config.trim_lists();
         config.validate()?;
@@ -776,8 +792,13 @@ impl Config {
     }
 
     fn key_error(&self, key: &str, message: impl Into<String>) -> ConfigError {
+        let path = if self.from_env.contains(key) {
+            value_source(&self.source, Some("the environment".to_owned()), Some(key))
+        } else {
+            self.source.clone()
+        };
         ConfigError::Key {
-            path: self.source.clone(),
+            path,
             key: key.to_owned(),
             message: message.into(),
         }

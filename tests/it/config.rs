@@ -773,3 +773,27 @@ fn list_names_are_trimmed_and_empty_ones_refused() {
     .unwrap_err();
     assert!(err.contains("policy.mapping[0].group"), "{err}");
 }
+
+/// A value set by an environment variable that fails a check names the variable,
+/// not the file (which does not hold it).
+#[test]
+fn a_bad_value_from_the_environment_names_the_variable() {
+    let err = load(MINIMAL, &[("SEATWARDEN__WORKSPACE__PAGE_SIZE", "0")]).unwrap_err();
+    assert!(
+        err.starts_with("environment variable SEATWARDEN__WORKSPACE__PAGE_SIZE"),
+        "{err}"
+    );
+    assert!(err.contains("workspace.page_size"), "{err}");
+    let err = load(MINIMAL, &[("SEATWARDEN__HTTP__LISTEN", "0.0.0.0:94640")]).unwrap_err();
+    assert!(
+        err.starts_with("environment variable SEATWARDEN__HTTP__LISTEN"),
+        "{err}"
+    );
+    // The same check on a value from the file names the file.
+    let err = load(
+        &format!("{MINIMAL}\n[safety]\nmax_deletion_percent = 150\n"),
+        &[],
+    )
+    .unwrap_err();
+    assert!(err.contains("seatwarden.toml"), "{err}");
+}
