@@ -448,34 +448,29 @@ impl Store {
 
     /// Deactivations and deletions applied or in flight (of any run) whose journal
     /// row changed at or after `since`: what the rolling 24 h deprovision threshold
-    /// counts. Deletions after a retention period are not deprovisions
-    /// ([`Self::deletions_since`]).
+    /// counts (see [`Self::deprovisions_and_deletions_since`]).
     pub fn deprovisions_since(&self, since: DateTime<Utc>) -> Result<u64, StoreError> {
-        self.conn
-            .prepare_cached(
-                "SELECT count(*) FROM actions
-                 WHERE state IN ('applied', 'in_flight')
-                   AND kind IN ('deactivate', 'delete')
-                   AND updated_at >= ?1
-                   AND json_extract(payload, '$.kind.deactivated_since') IS NULL",
-            )
-            .and_then(|mut stmt| stmt.query_row([ts(since)], |row| row.get(0)))
-            .context(|| "counting recent deprovisions in actions".to_owned())
+        Ok(self.deprovisions_and_deletions_since(since)?.0)
     }
 
-    /// Deletions after a retention period applied or in flight since `since`: what
-    /// the rolling 24 h deletion threshold counts.
-    pub fn deletions_since(&self, since: DateTime<Utc>) -> Result<u64, StoreError> {
+    /// The deprovisions and, apart, the deletions after a retention period (which
+    /// take no access away: a threshold class of their own) applied or in flight
+    /// since `since`.
+    pub fn deprovisions_and_deletions_since(
+        &self,
+        since: DateTime<Utc>,
+    ) -> Result<(u64, u64), StoreError> {
         self.conn
             .prepare_cached(
-                "SELECT count(*) FROM actions
-                 WHERE state IN ('applied', 'in_flight')
-                   AND kind IN ('deactivate', 'delete')
-                   AND updated_at >= ?1
-                   AND json_extract(payload, '$.kind.deactivated_since') IS NOT NULL",
+                "SELECT coalesce(sum(retained IS NULL), 0), coalesce(sum(retained IS NOT NULL), 0)
+                 FROM (SELECT json_extract(payload, '$.kind.deactivated_since') AS retained
+                       FROM actions
+                       WHERE state IN ('applied', 'in_flight')
+                         AND kind IN ('deactivate', 'delete')
+                         AND updated_at >= ?1)",
             )
-            .and_then(|mut stmt| stmt.query_row([ts(since)], |row| row.get(0)))
-            .context(|| "counting recent deletions in actions".to_owned())
+            .and_then(|mut stmt| stmt.query_row([ts(since)], |row| Ok((row.get(0)?, row.get(1)?))))
+            .context(|| "counting recent deprovisions and deletions in actions".to_owned())
     }
 }
 

@@ -96,9 +96,10 @@ impl Store {
     /// Membership removals count members.
     pub fn recent_counts(&self, since: DateTime<Utc>) -> Result<RecentCounts, StoreError> {
         let context = || "counting recent destructive writes in actions".to_owned();
+        let (deprovisions, deletions) = self.deprovisions_and_deletions_since(since)?;
         let mut counts = RecentCounts {
-            deprovisions: usize::try_from(self.deprovisions_since(since)?).unwrap_or(usize::MAX),
-            deletions: usize::try_from(self.deletions_since(since)?).unwrap_or(usize::MAX),
+            deprovisions: usize::try_from(deprovisions).unwrap_or(usize::MAX),
+            deletions: usize::try_from(deletions).unwrap_or(usize::MAX),
             ..RecentCounts::default()
         };
         let mut stmt = self

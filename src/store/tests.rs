@@ -1014,7 +1014,10 @@ fn deletions_after_retention_are_counted_apart_from_deprovisions() {
         store.mark_in_flight(run, seq, t(10)).unwrap();
     }
     store.mark_applied(run, 0, t(11), None).unwrap();
-    assert_eq!(store.deletions_since(t(0)).unwrap(), 1);
+    assert_eq!(
+        store.deprovisions_and_deletions_since(t(0)).unwrap(),
+        (2, 1)
+    );
     assert_eq!(store.deprovisions_since(t(0)).unwrap(), 2);
     let counts = store.recent_counts(t(0)).unwrap();
     assert_eq!((counts.deprovisions, counts.deletions), (2, 1));

@@ -1617,6 +1617,13 @@ async fn approve_refuses_a_held_retention_delete_once_the_person_is_back() {
             t0 + Duration::days(31),
         )
     };
+    let refused_because = |approval: &approval::Approval, why: &str| {
+        !approval.approved.contains(&seq)
+            && approval
+                .refused
+                .iter()
+                .any(|(s, because)| *s == seq && because.contains(why))
+    };
     let exists = || {
         env.sandbox
             .snapshot()
@@ -1641,10 +1648,7 @@ async fn approve_refuses_a_held_retention_delete_once_the_person_is_back() {
     .unwrap();
     assert!(refused.approved.is_empty(), "{refused:?}");
     assert!(
-        refused
-            .refused
-            .iter()
-            .any(|(s, why)| *s == seq && why.contains("accounts are not deleted")),
+        refused_because(&refused, "accounts are not deleted"),
         "{refused:?}"
     );
     assert!(exists());
@@ -1661,13 +1665,7 @@ async fn approve_refuses_a_held_retention_delete_once_the_person_is_back() {
     )
     .await
     .unwrap();
-    assert!(
-        refused
-            .refused
-            .iter()
-            .any(|(s, why)| *s == seq && why.contains("not yet past")),
-        "{refused:?}"
-    );
+    assert!(refused_because(&refused, "not yet past"), "{refused:?}");
     assert!(exists());
 
     // The person is back: a reconcile reactivates the account.
@@ -1683,26 +1681,15 @@ async fn approve_refuses_a_held_retention_delete_once_the_person_is_back() {
     back(IdentityStatus::Active);
     env.run(Mode::Reconcile, at(Duration::days(31))).await;
     let refused = approve().await.unwrap();
-    assert!(!refused.approved.contains(&seq), "{refused:?}");
-    assert!(
-        refused
-            .refused
-            .iter()
-            .any(|(s, why)| *s == seq && why.contains("active again")),
-        "{refused:?}"
-    );
+    assert!(refused_because(&refused, "active again"), "{refused:?}");
     assert!(exists());
 
     // Gone again: deactivated at once, but its retention starts over.
     back(IdentityStatus::Deprovisioned);
     env.run(Mode::Reconcile, at(Duration::days(32))).await;
     let refused = approve().await.unwrap();
-    assert!(!refused.approved.contains(&seq), "{refused:?}");
     assert!(
-        refused
-            .refused
-            .iter()
-            .any(|(s, why)| *s == seq && why.contains("retention clock restarted")),
+        refused_because(&refused, "retention clock restarted"),
         "{refused:?}"
     );
     assert!(exists());
