@@ -257,7 +257,58 @@ pub fn guard(
     }
 
     hold_last_owner(&mut plan, workspace);
+    hold_wanted_user_names(&mut plan, workspace);
     plan
+}
+
+/// Holds a deletion after the retention period when a create in the same plan
+/// wants the account's userName: a person re-hired under a new directory id, whose
+/// create meets 409 while the old account exists. Deleting it would let the create
+/// through with an empty account; the old one, projects included, is theirs to
+/// keep unless someone decides otherwise.
+fn hold_wanted_user_names(plan: &mut Plan, workspace: &WorkspaceSnapshot) {
+    let wanted: FxHashMap<String, &str> = plan
+        .actions
+        .iter()
+        .filter_map(|a| match &a.kind {
+            ActionKind::CreateAccount { identity_id, spec } => {
+                Some((spec.user_name.to_lowercase(), identity_id.as_str()))
+            }
+            _ => None,
+        })
+        .collect();
+    if wanted.is_empty() {
+        return;
+    }
+    let user_names: FxHashMap<&str, &str> = workspace
+        .accounts
+        .iter()
+        .map(|a| (a.id.as_str(), a.user_name.as_str()))
+        .collect();
+    let mut holds = Vec::new();
+    for (index, action) in plan.actions.iter().enumerate() {
+        if let ActionKind::Delete {
+            account_id,
+            deactivated_since: Some(_),
+        } = &action.kind
+            && action.held.is_none()
+            && let Some(user_name) = user_names.get(account_id.as_str())
+            && let Some(identity_id) = wanted.get(&user_name.to_lowercase())
+        {
+            holds.push((
+                index,
+                HoldReason::UserNameWanted {
+                    identity_id: (*identity_id).to_owned(),
+                    account_id: account_id.clone(),
+                },
+            ));
+        }
+    }
+    for (index, reason) in holds {
+        if let Some(action) = plan.actions.get_mut(index) {
+            action.held = Some(reason);
+        }
+    }
 }
 
 /// Why a directory snapshot was rejected: nothing at all is planned from it.
@@ -774,6 +825,61 @@ mod tests {
             &input,
         );
         assert!(out.held().next().is_none());
+    }
+
+    /// Someone re-hired under a new directory id: their create wants the userName
+    /// of their old account, whose retention period just ended. The deletion would
+    /// let the create make an empty account; it is held for a person to decide.
+    #[test]
+    fn a_retention_delete_whose_user_name_a_create_wants_is_held() {
+        let since = chrono::DateTime::from_timestamp(1_800_000_000, 0).unwrap();
+        let create = |identity: &str, user_name: &str| ActionKind::CreateAccount {
+            identity_id: identity.into(),
+            spec: crate::model::AccountSpec {
+                user_name: user_name.into(),
+                external_id: identity.into(),
+                given_name: None,
+                family_name: None,
+                display_name: None,
+                email: None,
+                role: None,
+            },
+        };
+        let delete = |id: &str, since| ActionKind::Delete {
+            account_id: id.into(),
+            deactivated_since: since,
+        };
+        let plan = plan_of(vec![
+            delete("old", Some(since)),
+            delete("other", Some(since)),
+            delete("now", None),
+            create("n1", "OLD@ex.com"),
+            create("n2", "now@ex.com"),
+        ]);
+        let workspace = WorkspaceSnapshot {
+            accounts: vec![
+                account("old", "Viewer", false),
+                account("other", "Viewer", false),
+                account("now", "Viewer", true),
+            ],
+            groups: Vec::new(),
+        };
+        let out = guard(plan, &workspace, &generous(), &COMPLETE);
+        assert_eq!(
+            held(&out),
+            [
+                Some(HoldReason::UserNameWanted {
+                    identity_id: "n1".into(),
+                    account_id: "old".into(),
+                }),
+                None,
+                None,
+                None,
+                None,
+            ]
+        );
+        let why = out.actions[0].held.as_ref().unwrap().to_string();
+        assert!(why.contains("seatwarden link n1 old --replace"), "{why}");
     }
 
     #[test]

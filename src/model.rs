@@ -609,6 +609,13 @@ pub enum HoldReason {
     /// userName is visible over SCIM: it exists out of sight, and sending the
     /// create again changes nothing until a person resolves it.
     OutOfSight,
+    /// A deletion after the retention period of an account whose userName a new
+    /// identity's create wants (someone re-hired under a new directory id): deleting
+    /// it would free the name and give them an empty account, their projects gone.
+    UserNameWanted {
+        identity_id: String,
+        account_id: String,
+    },
 }
 
 impl HoldReason {
@@ -622,6 +629,7 @@ impl HoldReason {
             HoldReason::Settling { .. } => "settling",
             HoldReason::WorkspaceShrunk { .. } => "workspace_shrunk",
             HoldReason::OutOfSight => "out_of_sight",
+            HoldReason::UserNameWanted { .. } => "user_name_wanted",
         }
     }
 
@@ -692,6 +700,15 @@ impl fmt::Display for HoldReason {
                 "an earlier create met a 409 but no account with this userName is visible over \
                  SCIM: find it in the workspace's admin console (`seatwarden link` it if it is \
                  this person's), then `seatwarden approve` to create it again",
+            ),
+            HoldReason::UserNameWanted {
+                identity_id,
+                account_id,
+            } => write!(
+                f,
+                "identity {identity_id} (new in the directory) has this account's userName: \
+                 `seatwarden link {identity_id} {account_id} --replace` hands them the account \
+                 and its projects; `seatwarden approve` deletes it"
             ),
         }
     }
