@@ -139,6 +139,18 @@ impl Env {
         .unwrap()
     }
 
+    /// Reloads the configuration with `deprovision.action = "delete"` after
+    /// `delete_after`.
+    fn deprovision_by_deleting(&mut self, delete_after: &str) {
+        let path = self._dir.path().join("seatwarden.toml");
+        let mut toml = std::fs::read_to_string(&path).unwrap();
+        toml.push_str(&format!(
+            "\n[deprovision]\naction = \"delete\"\ndelete_after = \"{delete_after}\"\n"
+        ));
+        std::fs::write(&path, toml).unwrap();
+        self.config = Config::load_with_env(&path, Some(HashMap::new())).unwrap();
+    }
+
     fn write_directory(&self, directory: &DirectorySnapshot) {
         let seatwarden::config::DirectoryConfig::File { path } = &self.config.directory else {
             panic!("the safety scenarios use a directory file");
@@ -1320,11 +1332,7 @@ fn stored_links(env: &Env) -> HashMap<String, String> {
 #[tokio::test]
 async fn matched_links_are_stored_except_to_accounts_the_run_deletes() {
     let mut env = env_with(60, None, "").await;
-    let path = env._dir.path().join("seatwarden.toml");
-    let mut toml = std::fs::read_to_string(&path).unwrap();
-    toml.push_str("\n[deprovision]\naction = \"delete\"\ndelete_after = \"0s\"\n");
-    std::fs::write(&path, toml).unwrap();
-    env.config = Config::load_with_env(&path, Some(HashMap::new())).unwrap();
+    env.deprovision_by_deleting("0s");
     let left = env.leave(2);
 
     let outcome = env.run(Mode::Reconcile, RunOptions::default()).await;
@@ -1367,11 +1375,7 @@ async fn matched_links_are_stored_except_to_accounts_the_run_deletes() {
 #[tokio::test]
 async fn a_delete_that_failed_keeps_its_link_and_is_redone() {
     let mut env = env_with(60, None, "").await;
-    let path = env._dir.path().join("seatwarden.toml");
-    let mut toml = std::fs::read_to_string(&path).unwrap();
-    toml.push_str("\n[deprovision]\naction = \"delete\"\ndelete_after = \"0s\"\n");
-    std::fs::write(&path, toml).unwrap();
-    env.config = Config::load_with_env(&path, Some(HashMap::new())).unwrap();
+    env.deprovision_by_deleting("0s");
     env.run(Mode::Reconcile, RunOptions::default()).await;
     let left = env.leave(2);
     env.data
@@ -1441,11 +1445,7 @@ async fn matched_links_are_stored_when_the_open_circuit_writes_nothing() {
 #[tokio::test]
 async fn deletion_waits_for_the_retention_period_and_opens_no_ledger_episode() {
     let mut env = env_with(60, None, "").await;
-    let path = env._dir.path().join("seatwarden.toml");
-    let mut toml = std::fs::read_to_string(&path).unwrap();
-    toml.push_str("\n[deprovision]\naction = \"delete\"\ndelete_after = \"30d\"\n");
-    std::fs::write(&path, toml).unwrap();
-    env.config = Config::load_with_env(&path, Some(HashMap::new())).unwrap();
+    env.deprovision_by_deleting("30d");
     env.run(Mode::Reconcile, RunOptions::default()).await;
     // The synthetic workspace holds leavers' deactivated accounts already: their
     // clocks started with this first run, a moment before `t0`.
@@ -1573,11 +1573,7 @@ async fn deletion_waits_for_the_retention_period_and_opens_no_ledger_episode() {
 #[tokio::test]
 async fn approve_refuses_a_held_retention_delete_once_the_person_is_back() {
     let mut env = env_with(60, None, "max_deletions = 0\nsettle = \"0s\"\n").await;
-    let path = env._dir.path().join("seatwarden.toml");
-    let mut toml = std::fs::read_to_string(&path).unwrap();
-    toml.push_str("\n[deprovision]\naction = \"delete\"\ndelete_after = \"30d\"\n");
-    std::fs::write(&path, toml).unwrap();
-    env.config = Config::load_with_env(&path, Some(HashMap::new())).unwrap();
+    env.deprovision_by_deleting("30d");
     env.run(Mode::Reconcile, RunOptions::default()).await;
     let left = env.leave(1);
     let account = stored_links(&env)[&left[0]].clone();
