@@ -527,12 +527,16 @@ proptest! {
                 .map(|(_, n)| n)
                 .sum();
             if allow {
-                // Only the last-Owner rule can hold anything.
-                let held_otherwise = guarded.held().any(|a| {
+                // The override lifts the thresholds; the rules that are not
+                // limits (last Owner, a wanted userName) still hold.
+                let held_by_threshold = guarded.held().any(|a| {
                     a.kind.threshold_class().is_some_and(|(c, _)| c == class)
-                        && a.held != Some(seatwarden::model::HoldReason::LastOwner)
+                        && matches!(
+                            a.held,
+                            Some(seatwarden::model::HoldReason::Threshold { .. })
+                        )
                 });
-                prop_assert!(!held_otherwise);
+                prop_assert!(!held_by_threshold);
                 continue;
             }
             let limits = settings.limits(class);
