@@ -187,6 +187,10 @@ struct Inner {
     retry: RetryPolicy,
     permits: Semaphore,
     limiter: Option<Limiter>,
+    /// Set by a 429 or 503 with `Retry-After`: no request leaves before then. The
+    /// provider throttles the token, not the request, so every request in flight
+    /// would otherwise be refused in turn and spend its own retries.
+    paused_until: Mutex<Option<tokio::time::Instant>>,
     discovered: Mutex<Discovered>,
     requests: AtomicU64,
     retries: AtomicU64,
@@ -280,6 +284,7 @@ impl ScimClient {
                 retry: settings.retry,
                 permits: Semaphore::new(settings.max_concurrency),
                 limiter,
+                paused_until: Mutex::new(None),
                 discovered: Mutex::new(Discovered::default()),
                 requests: AtomicU64::new(0),
                 retries: AtomicU64::new(0),
@@ -431,6 +436,7 @@ impl ScimClient {
             .acquire()
             .await
             .map_err(|_| WorkspaceError::Settings("client is shut down".to_owned()))?;
+        self.wait_out_pause().await;
         if let Some(limiter) = &inner.limiter {
             limiter.until_ready().await;
         }
@@ -471,6 +477,11 @@ impl ScimClient {
                 retry_after: None,
             });
         }
+        if matches!(status, 429 | 503)
+            && let Some(asked) = retry_after
+        {
+            self.pause_for(asked.min(inner.retry.max_retry_after), endpoint, status);
+        }
         let text = crate::http::body_text(response)
             .await
             .map_err(|e| transport_error(endpoint, &e))?;
@@ -488,6 +499,45 @@ impl ScimClient {
             detail,
             retry_after,
         })
+    }
+
+    /// Holds every request until the provider's last `Retry-After` has passed.
+    async fn wait_out_pause(&self) {
+        loop {
+            let until = *self
+                .inner
+                .paused_until
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            match until {
+                // Looked at again after the sleep: another 429 may have moved it.
+                Some(until) if until > tokio::time::Instant::now() => {
+                    tokio::time::sleep_until(until).await;
+                }
+                _ => return,
+            }
+        }
+    }
+
+    fn pause_for(&self, pause: Duration, endpoint: &str, status: u16) {
+        if pause.is_zero() {
+            return;
+        }
+        let until = tokio::time::Instant::now() + pause;
+        let mut guard = self
+            .inner
+            .paused_until
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if guard.is_none_or(|current| current < until) {
+            *guard = Some(until);
+            tracing::warn!(
+                endpoint,
+                status,
+                pause_ms = u64::try_from(pause.as_millis()).unwrap_or(u64::MAX),
+                "the workspace asked to slow down: every request waits"
+            );
+        }
     }
 
     /// `text` without the bearer token.

@@ -1166,6 +1166,79 @@ async fn retry_after_429_is_honoured() {
     assert_eq!(client.stats().requests, 2);
 }
 
+/// A 429 throttles the token, not one request: the next request waits for the
+/// `Retry-After` too, instead of being refused in turn.
+#[tokio::test]
+async fn a_429_pauses_every_request_until_its_retry_after() {
+    let server = MockServer::start().await;
+    Mock::given(method("GET"))
+        .and(path("/scim/v2/Users/u1"))
+        .respond_with(ResponseTemplate::new(429).insert_header("retry-after", "1"))
+        .expect(1)
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/scim/v2/Users/u2"))
+        .respond_with(
+            ResponseTemplate::new(200).set_body_json(json!({"id": "u2", "userName": "b"})),
+        )
+        .expect(1)
+        .mount(&server)
+        .await;
+    let client = client_with(&server, |s| {
+        s.retry = RetryPolicy {
+            max_retry_after: Duration::from_secs(2),
+            ..RetryPolicy::immediate(0)
+        };
+    });
+    let started = std::time::Instant::now();
+    let refused = client.get_account("u1").await.unwrap_err();
+    assert_eq!(refused.status(), Some(429));
+    let account = client.get_account("u2").await.unwrap().unwrap();
+    assert_eq!(account.id, "u2");
+    assert!(
+        started.elapsed() >= Duration::from_millis(950),
+        "the second request did not wait: {:?}",
+        started.elapsed()
+    );
+}
+
+/// The pause is capped like a retry's wait, so one answer cannot park a run.
+#[tokio::test]
+async fn a_long_retry_after_pauses_no_longer_than_the_cap() {
+    let server = MockServer::start().await;
+    Mock::given(method("GET"))
+        .and(path("/scim/v2/Users/u1"))
+        .respond_with(ResponseTemplate::new(503).insert_header("retry-after", "3600"))
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/scim/v2/Users/u2"))
+        .respond_with(
+            ResponseTemplate::new(200).set_body_json(json!({"id": "u2", "userName": "b"})),
+        )
+        .mount(&server)
+        .await;
+    let client = client_with(&server, |s| {
+        s.retry = RetryPolicy {
+            max_retry_after: Duration::from_millis(300),
+            ..RetryPolicy::immediate(0)
+        };
+    });
+    let started = std::time::Instant::now();
+    assert_eq!(
+        client.get_account("u1").await.unwrap_err().status(),
+        Some(503)
+    );
+    tokio::time::timeout(Duration::from_secs(20), client.get_account("u2"))
+        .await
+        .expect("paused past the cap")
+        .unwrap()
+        .unwrap();
+    let waited = started.elapsed();
+    assert!(waited >= Duration::from_millis(280), "{waited:?}");
+}
+
 #[tokio::test]
 async fn server_errors_are_retried() {
     let server = MockServer::start().await;
