@@ -511,6 +511,12 @@ impl EntraSource {
         if interest.is_everything() {
             return Ok(groups.iter().map(|(id, _)| id.clone()).collect());
         }
+        super::refuse_ambiguous_names(
+            PROVIDER,
+            &interest,
+            groups.iter().map(|(id, name)| (id.as_str(), name.as_str())),
+            "rename or delete the look-alike in Entra",
+        )?;
         let present: HashSet<&str> = groups.iter().map(|(_, n)| n.as_str()).collect();
         for name in &self.inner.settings.scope_groups {
             if !present.contains(name.as_str()) {

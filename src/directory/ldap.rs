@@ -367,6 +367,12 @@ impl LdapSource {
     ) -> Result<Vec<Group>, DirectoryError> {
         let s = &self.settings;
         let interest = GroupInterest::new(&s.scope_groups, &s.other_groups);
+        super::refuse_ambiguous_names(
+            "ldap",
+            &interest,
+            groups.iter().map(|g| (g.raw_dn.as_str(), g.name.as_str())),
+            "narrow directory.group_base_dn or directory.group_filter to one of them",
+        )?;
         let named = |g: &Group| interest.wants(&g.name);
         let group_at: HashMap<String, usize> = groups
             .iter()

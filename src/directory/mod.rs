@@ -210,6 +210,50 @@ pub(crate) fn group_present<'a>(mut present: impl Iterator<Item = &'a str>, name
     present.any(|candidate| fold_group_name(candidate) == name)
 }
 
+/// Refuses two groups of interest that answer to the same name (without regard to
+/// case). Policy matches groups by name, so the members of both would count: in
+/// Entra, where `displayName` is not unique and any user may create a Microsoft
+/// 365 group, a look-alike "IT Admins" would protect its members from
+/// deprovisioning, and a look-alike mapping group would hand out its role.
+/// `groups` yields (id, name); `remedy` says what the administrator can change.
+pub(crate) fn refuse_ambiguous_names<'a>(
+    provider: &'static str,
+    interest: &GroupInterest,
+    groups: impl IntoIterator<Item = (&'a str, &'a str)>,
+    remedy: &str,
+) -> Result<(), DirectoryError> {
+    if interest.is_everything() {
+        return Ok(());
+    }
+    let mut first: std::collections::HashMap<String, (&str, &str)> =
+        std::collections::HashMap::new();
+    for (id, name) in groups {
+        if !interest.wants(name) {
+            continue;
+        }
+        match first.entry(fold_group_name(name)) {
+            std::collections::hash_map::Entry::Vacant(slot) => {
+                slot.insert((id, name));
+            }
+            std::collections::hash_map::Entry::Occupied(seen) => {
+                let (first_id, first_name) = *seen.get();
+                if first_id != id {
+                    return Err(DirectoryError::Scope {
+                        provider,
+                        message: format!(
+                            "two groups answer to the name {first_name:?}, which the \
+                             configuration uses: {first_id:?} and {id:?} ({name:?}); \
+                             groups are matched by name, so the members of both would \
+                             count; {remedy}"
+                        ),
+                    });
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
 /// The answer to [`Directory::changes_since`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DirectoryChanges {

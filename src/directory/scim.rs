@@ -151,6 +151,14 @@ impl ScimDirectorySource {
             // No group decides anything: none is worth a read of its own.
             return Ok(());
         }
+        super::refuse_ambiguous_names(
+            "scim",
+            &interest,
+            groups
+                .iter()
+                .map(|g| (g.id.as_str(), g.display_name.as_str())),
+            "rename one of them in the directory",
+        )?;
         // From the named groups down through every group nested in them: a nested
         // group listed without members would leave its people out of scope.
         let index: HashMap<String, usize> = groups

@@ -800,6 +800,43 @@ async fn a_scope_group_missing_from_the_tenant_is_an_error() {
     assert!(matches!(error, DirectoryError::Scope { .. }), "{error}");
 }
 
+/// Entra does not keep displayName unique and any user may create a Microsoft
+/// 365 group: a look-alike of a configured group is refused, not merged into it.
+#[tokio::test]
+async fn two_groups_answering_to_a_configured_name_are_refused() {
+    let server = MockServer::start().await;
+    let mut tenant = small_tenant();
+    tenant
+        .groups
+        .push((graph_group("g9", "taskade editors"), vec!["a2".to_owned()]));
+    tenant.mount(&server).await;
+    let error = EntraSource::new(settings(&server, secret()))
+        .snapshot()
+        .await
+        .unwrap_err();
+    assert!(matches!(error, DirectoryError::Scope { .. }), "{error}");
+    let message = error.to_string();
+    assert!(
+        message.contains("\"Taskade Editors\"")
+            && message.contains("\"g2\"")
+            && message.contains("\"g9\""),
+        "{message}"
+    );
+
+    // A look-alike of a group nobody configured changes nothing.
+    let server = MockServer::start().await;
+    let mut tenant = small_tenant();
+    tenant
+        .groups
+        .push((graph_group("g9", "ALL COMPANY"), vec!["a2".to_owned()]));
+    tenant.mount(&server).await;
+    let snapshot = EntraSource::new(settings(&server, secret()))
+        .snapshot()
+        .await
+        .unwrap();
+    assert_eq!(rows(&snapshot), expected_small_tenant());
+}
+
 #[tokio::test]
 async fn a_delta_with_many_changes_reads_a_snapshot_instead() {
     let server = MockServer::start().await;

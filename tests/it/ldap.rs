@@ -202,6 +202,25 @@ async fn interop_ldap_reads_protected_groups() {
 /// `disabled_filter` marks accounts suspended the way a server without ppolicy
 /// (389 Directory Server's `nsAccountLock`, a department, an OU) does; slapd
 /// applies it with the attribute's own matching rule (departmentNumber ignores case).
+/// Two groups named Engineering in different OUs: the mapping would count the
+/// members of both, so the read is refused and names both DNs.
+#[tokio::test]
+#[ignore = "needs slapd: run `bash scripts/interop.sh`"]
+async fn interop_ldap_two_groups_under_one_configured_name_are_refused() {
+    let url = env("SEATWARDEN_LDAP_URL");
+    let error = snapshot_with("group_base_dn = \"dc=example,dc=com\"\n", &url)
+        .await
+        .unwrap_err();
+    assert!(matches!(error, DirectoryError::Scope { .. }), "{error}");
+    let message = error.to_string();
+    assert!(
+        message.contains("cn=Engineering,ou=groups,dc=example,dc=com")
+            && message.contains("cn=Engineering,ou=projects,dc=example,dc=com"),
+        "{message}"
+    );
+    assert!(message.contains("directory.group_base_dn"), "{message}");
+}
+
 #[tokio::test]
 #[ignore = "needs slapd: run `bash scripts/interop.sh`"]
 async fn interop_ldap_disabled_filter_suspends_what_the_server_matches() {

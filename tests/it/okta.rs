@@ -488,6 +488,27 @@ async fn a_missing_scope_group_is_an_error_not_an_empty_scope() {
     assert!(error.to_string().contains("Taskade Userz"), "{error}");
 }
 
+/// An Okta group imported from AD may share its name with an Okta group: the
+/// read is refused rather than merging the members of both under one name.
+#[tokio::test]
+async fn two_groups_answering_to_a_configured_name_are_refused() {
+    let server = MockServer::start().await;
+    let mut org = small_org(LinkStyle::Joined);
+    org.groups
+        .push((okta_group("00g9", "TASKADE USERS"), vec!["00u6".to_owned()]));
+    org.mount(&server).await;
+    let error = OktaSource::new(settings(&server, ssws()))
+        .snapshot()
+        .await
+        .unwrap_err();
+    assert!(matches!(error, DirectoryError::Scope { .. }), "{error}");
+    let message = error.to_string();
+    assert!(
+        message.contains("\"00g1\"") && message.contains("\"00g9\""),
+        "{message}"
+    );
+}
+
 #[tokio::test]
 async fn app_scope_keeps_assigned_users_and_members_of_assigned_groups() {
     let server = MockServer::start().await;

@@ -652,6 +652,22 @@ async fn groups_listed_without_members_are_read_through_their_nesting() {
 }
 
 #[tokio::test]
+async fn two_groups_under_the_scope_group_name_fail_the_run_before_any_write() {
+    let (_idp, workspace, _dir, config) = provider_with_groups(json!([
+        {"id": "g1", "displayName": "Taskade Users", "members": [{"value": "p1"}]},
+        {"id": "g2", "displayName": "Taskade Users", "members": [{"value": "p2"}]},
+    ]))
+    .await;
+    let message = directory_failure(&config).await.to_string();
+    assert!(
+        message.contains("\"g1\"") && message.contains("\"g2\""),
+        "{message}"
+    );
+    assert_eq!(workspace.stats().writes, 0);
+    workspace.shutdown().await;
+}
+
+#[tokio::test]
 async fn a_scope_group_the_provider_lacks_fails_the_run_before_any_write() {
     let (_idp, workspace, _dir, config) = provider_with_groups(json!([
         {"id": "g1", "displayName": "Taskade-Users", "members": [{"value": "p1"}]}
