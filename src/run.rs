@@ -163,6 +163,19 @@ pub struct RunOptions {
 }
 
 /// [`execute_with`] with [`RunOptions`].
+/// Under the writer lock, before a writing run begins: see
+/// [`Store::close_interrupted_runs`].
+pub(crate) fn close_interrupted_runs(store: &mut Store, at: DateTime<Utc>) -> Result<(), RunError> {
+    let closed = store.close_interrupted_runs(at)?;
+    if closed > 0 {
+        tracing::warn!(
+            runs = closed,
+            "runs cut off before they finished marked failed; their in-flight actions are recovered"
+        );
+    }
+    Ok(())
+}
+
 pub async fn execute_with_options(
     config: &Config,
     directory: &Directory,
@@ -173,7 +186,13 @@ pub async fn execute_with_options(
 ) -> Result<RunOutcome, RunError> {
     let store = Arc::new(Mutex::new(store));
     let started_at = Utc::now();
-    let run_id = lock(&store)?.begin_run(mode.run_kind(), started_at)?;
+    let run_id = {
+        let mut store = lock(&store)?;
+        if mode == Mode::Reconcile {
+            close_interrupted_runs(&mut store, started_at)?;
+        }
+        store.begin_run(mode.run_kind(), started_at)?
+    };
     tracing::info!(run = run_id, mode = mode.as_str(), "run started");
     let result: Result<RunOutcome, RunError> = async {
         let outcome = pipeline(

@@ -385,7 +385,11 @@ pub async fn enforce(
             crate::safety::guard_input(&store, now, true, managed, false)?
         };
         let plan = guard::guard(plan, &read, &config.guard_settings(), &input);
-        let run_id = lock(store)?.begin_run(RunKind::Sweep, now)?;
+        let run_id = {
+            let mut store = lock(store)?;
+            crate::run::close_interrupted_runs(&mut store, now)?;
+            store.begin_run(RunKind::Sweep, now)?
+        };
         outcome.run_id = Some(run_id);
         let result = apply_sweep(config, client, store, run_id, &plan, now).await;
         let finished = Utc::now().max(now);

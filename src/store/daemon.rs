@@ -118,6 +118,18 @@ impl Store {
             .context(|| format!("recording the start of job {name} in jobs"))
     }
 
+    /// At daemon start: jobs a stopped daemon left `running` failed.
+    pub fn close_interrupted_jobs(&mut self, at: DateTime<Utc>) -> Result<usize, StoreError> {
+        self.conn
+            .prepare_cached(
+                "UPDATE jobs SET last_status = 'failed', last_finished_at = ?1,
+                     last_error = 'interrupted: the daemon stopped before the job finished'
+                 WHERE last_status = 'running'",
+            )
+            .and_then(|mut stmt| stmt.execute(params![ts(at)]))
+            .context(|| "closing interrupted jobs in jobs".to_owned())
+    }
+
     pub fn job_finished(
         &mut self,
         name: &str,

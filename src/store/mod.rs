@@ -361,6 +361,22 @@ impl Store {
             .context(|| format!("starting a {kind} run in runs"))
     }
 
+    /// Marks failed the reconciles and sweeps still `running`: the caller holds the
+    /// writer lock, which every such run holds until it finishes, so these were cut
+    /// off (killed, a crash, the daemon's stop grace running out). Left running, a
+    /// run would never be pruned and would read as still going. Their journaled
+    /// actions are not touched: `apply::recover` resolves those.
+    pub fn close_interrupted_runs(&mut self, at: DateTime<Utc>) -> Result<usize, StoreError> {
+        self.conn
+            .prepare_cached(
+                "UPDATE runs SET status = 'failed', finished_at = ?1,
+                     error = 'interrupted: the process stopped before the run finished'
+                 WHERE status = 'running' AND kind IN ('reconcile', 'sweep')",
+            )
+            .and_then(|mut stmt| stmt.execute(params![ts(at)]))
+            .context(|| "closing interrupted runs in runs".to_owned())
+    }
+
     /// Ends a running run. `status` must be final; a run is finished once.
     pub fn finish_run(
         &mut self,

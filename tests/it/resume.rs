@@ -11,7 +11,7 @@ use wiremock::{Mock, MockServer, ResponseTemplate};
 use seatwarden::config::Config;
 use seatwarden::model::{AccountSpec, Action, ActionKind, DriftKind, Plan, Role};
 use seatwarden::run::{self, Mode};
-use seatwarden::store::{ActionState, RunKind, Store};
+use seatwarden::store::{ActionState, RunKind, RunStatus, Store};
 
 fn scim(body: serde_json::Value) -> ResponseTemplate {
     ResponseTemplate::new(200)
@@ -155,6 +155,11 @@ async fn an_interrupted_create_is_linked_not_sent_twice() {
     let dir = tempfile::tempdir().unwrap();
     let config = config_for(&server, dir.path());
     let crashed_run = crashed_create(&config);
+    // A `plan` run by hand holds no writer lock: one still running may be real.
+    let plan_run = Store::open(&config.state.path)
+        .unwrap()
+        .begin_run(RunKind::Plan, Utc::now())
+        .unwrap();
 
     let store = Store::open(&config.state.path).unwrap();
     let outcome = run::execute(&config, store, Mode::Reconcile).await.unwrap();
@@ -166,6 +171,20 @@ async fn an_interrupted_create_is_linked_not_sent_twice() {
     );
 
     let store = Store::open(&config.state.path).unwrap();
+    // The crashed run is closed (so it can be pruned, and reads as what it was).
+    let crashed = store.run(crashed_run).unwrap().unwrap();
+    assert_eq!(crashed.status, RunStatus::Failed);
+    assert!(
+        crashed
+            .error
+            .as_deref()
+            .is_some_and(|e| e.contains("interrupted")),
+        "{crashed:?}"
+    );
+    assert_eq!(
+        store.run(plan_run).unwrap().unwrap().status,
+        RunStatus::Running
+    );
     let journal = store.journal(crashed_run).unwrap();
     assert_eq!(journal[0].state, ActionState::Applied);
     let links = store.links().unwrap();
