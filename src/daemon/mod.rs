@@ -285,8 +285,17 @@ pub async fn run(
     let settings = config.daemon_settings()?;
     let lock = InstanceLock::acquire(&config.state.path)?;
     tracing::debug!(lock = %lock.path().display(), "instance lock taken");
-    let db = Store::open(&config.state.path)?;
+    let mut db = Store::open(&config.state.path)?;
     db.check_writable()?;
+    // Only one daemon runs per database (the instance lock): a job still marked
+    // running was cut off when the last one stopped.
+    let interrupted = db.close_interrupted_jobs(clock.now())?;
+    if interrupted > 0 {
+        tracing::warn!(
+            jobs = interrupted,
+            "jobs the last daemon left running marked failed (interrupted)"
+        );
+    }
     let trigger_token = config.trigger_token()?;
     let listener = tokio::net::TcpListener::bind(settings.listen)
         .await
@@ -333,9 +342,26 @@ pub async fn run(
     notify(&[sd_notify::NotifyState::Ready]);
 
     let (_never, quiet) = tokio::sync::watch::channel(false);
+    let mut previous_jobs: Option<Vec<JobSpec>> = None;
     loop {
         let settings = shared.settings();
-        let jobs = shared.with_db(|db| job_specs(&settings, db, clock.now()))?;
+        let jobs = match (
+            shared.with_db(|db| job_specs(&settings, db, clock.now())),
+            previous_jobs.take(),
+        ) {
+            (Ok(jobs), _) => jobs,
+            // After a reload: running jobs must not be cut off by a failed read;
+            // the schedule in force goes on.
+            (Err(e), Some(previous)) => {
+                tracing::error!(
+                    error = %e,
+                    "cannot read the jobs' last runs after a reload; keeping the running schedule"
+                );
+                previous
+            }
+            (Err(e), None) => return Err(e.into()),
+        };
+        previous_jobs = Some(jobs.clone());
         let scheduler = Scheduler::with_counters(
             jobs,
             settings.timezone,
@@ -437,8 +463,11 @@ async fn run_job(shared: Arc<Shared>, name: &'static str) {
     // And the lock shared with commands run by hand (`seatwarden reconcile`,
     // `approve`, `resume`): one writer at a time through this database.
     let database = shared.config().state.path.clone();
-    let _writer_lock = match name {
-        DIGEST | MAIL => None,
+    // A lock that cannot be taken (a lock file a root-run command left with the
+    // wrong owner) fails the job like any other error: counted, alerted on, and
+    // visible in `status`, not a silent skip of every writing job.
+    let (_writer_lock, lock_failure) = match name {
+        DIGEST | MAIL => (None, None),
         _ => match WriterLock::acquire(&database, |path| {
             tracing::info!(
                 job = name,
@@ -448,11 +477,8 @@ async fn run_job(shared: Arc<Shared>, name: &'static str) {
         })
         .await
         {
-            Ok(lock) => Some(lock),
-            Err(e) => {
-                tracing::error!(job = name, error = %e, "cannot take the writer lock; job skipped");
-                return;
-            }
+            Ok(lock) => (Some(lock), None),
+            Err(e) => (None, Some(format!("cannot take the writer lock: {e}"))),
         },
     };
     if shared.stopping.load(Ordering::SeqCst) {
@@ -465,21 +491,27 @@ async fn run_job(shared: Arc<Shared>, name: &'static str) {
     }
     tracing::info!(job = name, "job started");
     let notifier = notify::Notifier::from_config(&shared.config());
-    let result = match name {
-        RECONCILE => reconcile_job(&shared, notifier.as_ref()).await,
-        SWEEP => sweep_job(&shared, true, notifier.as_ref()).await,
-        RETRY => sweep_job(&shared, false, notifier.as_ref()).await,
-        PRUNE => prune_job(&shared),
-        DIGEST => digest_job(&shared, notifier.as_ref()),
-        MAIL => Ok(()),
-        _ => Ok(()),
+    let result: Result<(), String> = match (lock_failure, name) {
+        (Some(failure), _) => Err(failure),
+        (None, RECONCILE) => reconcile_job(&shared, notifier.as_ref())
+            .await
+            .map_err(|e| e.to_string()),
+        (None, SWEEP) => sweep_job(&shared, true, notifier.as_ref())
+            .await
+            .map_err(|e| e.to_string()),
+        (None, RETRY) => sweep_job(&shared, false, notifier.as_ref())
+            .await
+            .map_err(|e| e.to_string()),
+        (None, PRUNE) => prune_job(&shared).map_err(|e| e.to_string()),
+        (None, DIGEST) => digest_job(&shared, notifier.as_ref()).map_err(|e| e.to_string()),
+        (None, _) => Ok(()),
     };
     // The writing is done: alerts and mail delivery (up to minutes against a relay
     // that does not answer) must not keep the next sweep waiting.
     drop(_writer_lock);
     drop(_writer);
     let finished = shared.now();
-    let error = result.as_ref().err().map(ToString::to_string);
+    let error = result.err();
     let failures = match shared.failures.lock() {
         Ok(mut failures) => {
             let count = failures.entry(name).or_default();
@@ -534,8 +566,12 @@ async fn reconcile_job(
     let summary = &outcome.report.summary;
     metrics::histogram!("seatwarden_run_duration_seconds")
         .record((outcome.report.finished_at - outcome.report.started_at).as_seconds_f64());
-    for (kind, count) in &summary.drift_by_kind {
-        metrics::gauge!("seatwarden_drift_items", "kind" => kind.as_str()).set(*count as f64);
+    // A rejected directory plans nothing: its zeros would clear every drift alert
+    // just when nothing can be trusted. The gauges keep the last trusted counts.
+    if outcome.report.safety.source_fault.is_none() {
+        for (kind, count) in &summary.drift_by_kind {
+            metrics::gauge!("seatwarden_drift_items", "kind" => kind.as_str()).set(*count as f64);
+        }
     }
     // The last reconcile's safety findings, 1 or 0, to alert on (the circuit
     // breaker has its own gauge).
@@ -559,12 +595,15 @@ async fn reconcile_job(
     metrics::counter!("seatwarden_retries_total").increment(summary.retries);
     let now = shared.now();
     let mut store = Store::open(&config.state.path)?;
-    // Snapshots are most of the database: keep only the newest few after every
-    // run, so the file does not grow by a day of snapshots between daily prunes.
-    // (Freed pages are reused by the next snapshot; `prune` vacuums daily.)
-    store.prune_snapshots(SNAPSHOTS_KEPT)?;
     if let Some(notifier) = notifier {
         notifier.after_reconcile(&mut store, &outcome.report, now);
+    }
+    // Snapshots are most of the database: keep only the newest few after every
+    // run, so the file does not grow by a day of snapshots between daily prunes.
+    // (Freed pages are reused by the next snapshot; `prune` vacuums daily.) Only
+    // housekeeping: a failure here does not fail a reconcile that did its work.
+    if let Err(e) = store.prune_snapshots(SNAPSHOTS_KEPT) {
+        tracing::warn!(error = %e, "cannot prune old snapshots; the daily prune tries again");
     }
     Ok(())
 }

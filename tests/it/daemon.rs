@@ -383,6 +383,77 @@ async fn post_reconcile_needs_the_trigger_token_and_starts_a_run() {
     sandbox.shutdown().await;
 }
 
+/// A writer lock that cannot be taken fails the job like any other error (status,
+/// metrics, readiness), instead of skipping every writing job without a trace;
+/// and a job the last daemon left running is marked failed at start.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_writer_lock_that_cannot_be_taken_fails_the_job_visibly() {
+    let sandbox = demo_sandbox(Faults::default()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let env = daemon_env(dir.path(), &sandbox, port, "0 0 1 1 *");
+    let database = dir.path().join("state.db");
+    {
+        // A sweep cut off when the last daemon was killed.
+        let mut store = Store::open(&database).unwrap();
+        store
+            .job_started("sweep", chrono::Utc::now() - chrono::Duration::hours(1))
+            .unwrap();
+    }
+    // A directory where the lock file belongs: opening it fails.
+    std::fs::create_dir(dir.path().join("state.db.writer")).unwrap();
+    let daemon = start_daemon(dir.path(), env, port);
+    let jobs = |daemon: &Daemon| {
+        let status: serde_json::Value =
+            serde_json::from_slice(&daemon.cli(&["status", "--format", "json"]).stdout)
+                .unwrap_or_default();
+        status["jobs"].as_array().cloned().unwrap_or_default()
+    };
+    let job = |jobs: &[serde_json::Value], name: &str| {
+        jobs.iter()
+            .find(|j| j["name"] == name)
+            .cloned()
+            .unwrap_or_default()
+    };
+    wait_for(
+        "the first reconcile to fail",
+        Duration::from_secs(60),
+        || job(&jobs(&daemon), "reconcile")["last_status"] == "failed",
+    )
+    .await;
+    let jobs = jobs(&daemon);
+    let reconcile = job(&jobs, "reconcile");
+    assert!(
+        reconcile["last_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("writer lock")),
+        "{reconcile}"
+    );
+    let sweep = job(&jobs, "sweep");
+    assert_eq!(sweep["last_status"], "failed", "{sweep}");
+    assert!(
+        sweep["last_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("interrupted")),
+        "{sweep}"
+    );
+    let (_, metrics) = daemon.get("/metrics");
+    assert_eq!(
+        metric(
+            &metrics,
+            "seatwarden_job_runs_total{job=\"reconcile\",status=\"failed\"}"
+        ),
+        Some(1.0),
+        "{metrics}"
+    );
+    assert_eq!(daemon.get("/readyz").0, 503);
+    let (code, log) = daemon.terminate();
+    assert_eq!(code, Some(0), "{log}");
+    // Nothing was written to the workspace.
+    assert_eq!(sandbox.stats().writes, 0);
+    sandbox.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_mid_run_lets_the_run_finish_and_leaves_no_action_in_flight() {
     // Slow enough that the first reconcile is still writing when SIGTERM arrives.
