@@ -140,6 +140,8 @@ impl std::fmt::Debug for OktaSource {
 struct RawUser {
     id: String,
     status: String,
+    #[serde(default, rename = "lastUpdated")]
+    last_updated: Option<String>,
     #[serde(default)]
     profile: RawProfile,
 }
@@ -268,9 +270,8 @@ impl OktaSource {
         };
         let ((users, gone), (wanted, app_scope, to_read, members)) =
             futures::try_join!(people, memberships)?;
-        let identities = users
+        let identities = newest_of_each(users, gone)
             .into_iter()
-            .chain(gone)
             .map(|raw| parse_user(raw, "GET /api/v1/users"))
             .collect::<Result<Vec<_>, _>>()?;
         Ok(remote::assemble_snapshot(
@@ -537,7 +538,11 @@ impl OktaSource {
                     what: format!("expected a JSON array of objects: {e}"),
                 })?;
             items.extend(page);
-            let Some(next) = next_link(&reply.headers) else {
+            let next = next_link(&reply.headers).map_err(|what| DirectoryError::Malformed {
+                endpoint: endpoint.clone(),
+                what,
+            })?;
+            let Some(next) = next else {
                 return Ok(items);
             };
             if !same_origin(&self.inner.base, &next) {
@@ -802,23 +807,42 @@ fn reset_delay(headers: &HeaderMap) -> Option<Duration> {
         .and_then(|v| v.to_str().ok())
         .and_then(|v| httpdate::parse_http_date(v).ok())
         .unwrap_or_else(SystemTime::now);
+    // Okta's windows are a minute long: a reset further away than this is a
+    // broken header, and must neither overflow the clock arithmetic nor park a run.
+    let reset_at = UNIX_EPOCH.checked_add(Duration::from_secs(reset))?;
     Some(
-        (UNIX_EPOCH + Duration::from_secs(reset))
+        reset_at
             .duration_since(server_now)
-            .unwrap_or(Duration::ZERO),
+            .unwrap_or(Duration::ZERO)
+            .min(MAX_RESET_WAIT),
     )
 }
 
+const MAX_RESET_WAIT: Duration = Duration::from_secs(300);
+
 /// The `rel="next"` target among all `Link` header lines; each line may hold
-/// several comma-separated links.
-fn next_link(headers: &HeaderMap) -> Option<String> {
+/// several comma-separated links. A line that cannot be read is an error, not "no
+/// next page": taken as the end, it would make a cut listing look whole, and the
+/// people on the pages not read look deleted.
+fn next_link(headers: &HeaderMap) -> Result<Option<String>, String> {
     for value in headers.get_all(reqwest::header::LINK) {
-        let Ok(value) = value.to_str() else { continue };
+        let value = value
+            .to_str()
+            .map_err(|_| "a Link header that is not visible ASCII".to_owned())?;
         for link in split_links(value) {
-            let Some((target, params)) = link.trim().split_once('>') else {
+            let link = link.trim();
+            if link.is_empty() {
                 continue;
+            }
+            let Some((target, params)) =
+                link.strip_prefix('<').and_then(|rest| rest.split_once('>'))
+            else {
+                return Err(format!(
+                    "a Link header entry not of the form <URL>; rel=\"…\": {:?}",
+                    remote::body_excerpt(link)
+                ));
             };
-            let target = target.trim().trim_start_matches('<');
+            let target = target.trim();
             let is_next = params.split(';').any(|p| {
                 let p = p.trim();
                 p.split_once('=').is_some_and(|(k, v)| {
@@ -830,11 +854,11 @@ fn next_link(headers: &HeaderMap) -> Option<String> {
                 })
             });
             if is_next {
-                return Some(target.to_owned());
+                return Ok(Some(target.to_owned()));
             }
         }
     }
-    None
+    Ok(None)
 }
 
 /// Splits a comma-joined `Link` value at the commas that start a new `<…>`, so a
@@ -851,6 +875,46 @@ fn split_links(value: &str) -> Vec<String> {
         }
     }
     links
+}
+
+/// The plain listing and the DEPROVISIONED search run side by side: a user
+/// deactivated between them is in both, ACTIVE in one. The copy Okta changed last
+/// wins (`lastUpdated`); when that cannot tell, the DEPROVISIONED one, so a leaver
+/// never looks active for a run.
+fn newest_of_each(listed: Vec<RawUser>, deprovisioned: Vec<RawUser>) -> Vec<RawUser> {
+    let updated = |u: &RawUser| {
+        u.last_updated
+            .as_deref()
+            .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
+    };
+    let mut by_id: HashMap<String, usize> = HashMap::new();
+    let mut users: Vec<RawUser> = Vec::with_capacity(listed.len() + deprovisioned.len());
+    for user in listed {
+        if !by_id.contains_key(&user.id) {
+            by_id.insert(user.id.clone(), users.len());
+            users.push(user);
+        }
+    }
+    for user in deprovisioned {
+        match by_id.get(&user.id) {
+            Some(&i) => {
+                if let Some(kept) = users.get_mut(i) {
+                    let listed_is_newer = matches!(
+                        (updated(kept), updated(&user)),
+                        (Some(a), Some(b)) if a > b
+                    );
+                    if !listed_is_newer {
+                        *kept = user;
+                    }
+                }
+            }
+            None => {
+                by_id.insert(user.id.clone(), users.len());
+                users.push(user);
+            }
+        }
+    }
+    users
 }
 
 /// Okta's error body: `{"errorCode":"E0000047","errorSummary":"…"}`.
@@ -952,7 +1016,7 @@ mod tests {
             ),
         );
         assert_eq!(
-            next_link(&separate).as_deref(),
+            next_link(&separate).unwrap().as_deref(),
             Some("https://a.okta.com/api/v1/users?after=00u2&limit=2")
         );
         let mut joined = HeaderMap::new();
@@ -964,7 +1028,7 @@ mod tests {
             ),
         );
         assert_eq!(
-            next_link(&joined).as_deref(),
+            next_link(&joined).unwrap().as_deref(),
             Some("https://a.okta.com/api/v1/users?after=a,b&limit=2")
         );
         let mut last = HeaderMap::new();
@@ -972,7 +1036,22 @@ mod tests {
             LINK,
             HeaderValue::from_static("<https://a.okta.com/api/v1/users?limit=2>; rel=\"self\""),
         );
-        assert_eq!(next_link(&last), None);
+        assert_eq!(next_link(&last), Ok(None));
+        // Cut or mangled on the way (a proxy): an error, never "the last page".
+        for mangled in [
+            "https://a.okta.com/api/v1/users?after=00u2; rel=\"next\"",
+            "<https://a.okta.com/api/v1/users?after=00u2; rel=\"next\"",
+        ] {
+            let mut headers = HeaderMap::new();
+            headers.insert(LINK, HeaderValue::from_static(mangled));
+            assert!(next_link(&headers).is_err(), "{mangled}");
+        }
+        let mut opaque = HeaderMap::new();
+        opaque.insert(
+            LINK,
+            HeaderValue::from_bytes(b"<https://a.okta.com/\xff>; rel=\"next\"").unwrap(),
+        );
+        assert!(next_link(&opaque).is_err());
     }
 
     #[test]
@@ -1007,6 +1086,62 @@ mod tests {
             HeaderValue::from_static("Mon, 30 Nov 2026 02:01:00 GMT"),
         );
         assert_eq!(reset_delay(&headers), Some(Duration::ZERO));
+        // A reset years (or past the end of time) away: capped, no overflow.
+        for far in ["4102444800", "18446744073709551615"] {
+            headers.insert("x-rate-limit-reset", HeaderValue::from_static(far));
+            let delay = reset_delay(&headers);
+            assert!(
+                delay.is_none_or(|d| d <= Duration::from_secs(300)),
+                "{far}: {delay:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_user_in_both_listings_counts_as_its_newest_copy() {
+        let raw = |id: &str, status: &str, updated: Option<&str>| -> RawUser {
+            serde_json::from_value(serde_json::json!({
+                "id": id, "status": status, "lastUpdated": updated,
+                "profile": {"login": format!("{id}@example.com")}
+            }))
+            .unwrap()
+        };
+        let t1 = Some("2026-12-01T10:00:00.000Z");
+        let t2 = Some("2026-12-01T10:00:05.000Z");
+        let status_of = |users: Vec<RawUser>, id: &str| {
+            let found: Vec<String> = users
+                .into_iter()
+                .filter(|u| u.id == id)
+                .map(|u| u.status)
+                .collect();
+            assert_eq!(found.len(), 1, "{id}: {found:?}");
+            found[0].clone()
+        };
+        // Deactivated while the listings ran: the search's copy is newer.
+        let merged = newest_of_each(
+            vec![raw("a", "ACTIVE", t1), raw("b", "ACTIVE", t1)],
+            vec![raw("a", "DEPROVISIONED", t2), raw("c", "DEPROVISIONED", t1)],
+        );
+        assert_eq!(merged.len(), 3);
+        assert_eq!(status_of(merged, "a"), "DEPROVISIONED");
+        // Reactivated in between: the listing's copy is newer.
+        let merged = newest_of_each(
+            vec![raw("a", "PROVISIONED", t2)],
+            vec![raw("a", "DEPROVISIONED", t1)],
+        );
+        assert_eq!(status_of(merged, "a"), "PROVISIONED");
+        // Cannot tell: the leaver does not look active.
+        for (listed, searched) in [(t1, t1), (None, t2), (t2, None)] {
+            let merged = newest_of_each(
+                vec![raw("a", "ACTIVE", listed)],
+                vec![raw("a", "DEPROVISIONED", searched)],
+            );
+            assert_eq!(
+                status_of(merged, "a"),
+                "DEPROVISIONED",
+                "{listed:?} {searched:?}"
+            );
+        }
     }
 
     #[test]

@@ -301,6 +301,9 @@ impl TokenCache {
             return Ok(cached.token.clone());
         }
         let (token, lifetime) = fetch().await?;
+        // An `expires_in` no issuer means (years) must not overflow the clock; a
+        // day is longer than any access token lives.
+        let lifetime = lifetime.min(Duration::from_secs(24 * 3600));
         // Refresh five minutes early (or at half-life for short-lived tokens), so
         // no request leaves with a token about to expire.
         let margin = Duration::from_secs(300).min(lifetime / 2);
@@ -546,6 +549,28 @@ mod tests {
         assert_eq!(get().await.unwrap().expose_secret(), "t2");
         cache.invalidate(&SecretString::from("t2".to_owned())).await;
         assert_eq!(get().await.unwrap().expose_secret(), "t3");
+    }
+
+    /// `expires_in: 18446744073709551615` from a broken issuer: no overflow panic,
+    /// and the token is fetched again within a day.
+    #[tokio::test(start_paused = true)]
+    async fn an_absurd_token_lifetime_is_capped_at_a_day() {
+        let cache = TokenCache::default();
+        let fetches = AtomicU64::new(0);
+        let get = || {
+            cache.get(|| async {
+                let n = fetches.fetch_add(1, Ordering::SeqCst) + 1;
+                Ok((
+                    SecretString::from(format!("t{n}")),
+                    Duration::from_secs(u64::MAX),
+                ))
+            })
+        };
+        assert_eq!(get().await.unwrap().expose_secret(), "t1");
+        tokio::time::advance(Duration::from_secs(23 * 3600)).await;
+        assert_eq!(get().await.unwrap().expose_secret(), "t1");
+        tokio::time::advance(Duration::from_secs(3600)).await;
+        assert_eq!(get().await.unwrap().expose_secret(), "t2");
     }
 
     #[test]
