@@ -405,13 +405,24 @@ impl EntraSource {
         for (_, members) in merged.values() {
             for m in members {
                 let kind = m.get("@odata.type").and_then(Value::as_str).unwrap_or("");
-                if kind != "#microsoft.graph.user" {
-                    // A nested group joined or left: its members' transitive
-                    // groups changed, and the delta does not list them.
-                    tracing::info!(
-                        "nested Entra group membership changed; reading the whole directory"
-                    );
-                    return self.full_changes(&users_link, &groups_link).await;
+                match kind {
+                    "#microsoft.graph.user" => {}
+                    // Devices (Intune's dynamic groups change all day), service
+                    // principals and contacts are never identities: their comings
+                    // and goings change nobody's groups.
+                    "#microsoft.graph.device"
+                    | "#microsoft.graph.servicePrincipal"
+                    | "#microsoft.graph.orgContact" => continue,
+                    _ => {
+                        // A nested group joined or left (or a member of a kind not
+                        // known here): its members' transitive groups changed, and
+                        // the delta does not list them.
+                        tracing::info!(
+                            kind,
+                            "nested Entra group membership changed; reading the whole directory"
+                        );
+                        return self.full_changes(&users_link, &groups_link).await;
+                    }
                 }
                 let id = required_str(m, "id", "GET /v1.0/groups/delta")?;
                 if !removed.contains(id) {

@@ -747,6 +747,67 @@ async fn delta_reports_removals_and_merges_a_group_split_over_pages() {
     );
 }
 
+/// `groups/delta` covers every group in the tenant: devices joining Intune's
+/// dynamic groups change nobody's groups and cost no whole read; a nested group
+/// joining one does.
+#[tokio::test]
+async fn delta_ignores_device_members_but_not_nested_groups() {
+    let member_change = |members: Value| {
+        vec![vec![json!({
+            "@odata.type": "#microsoft.graph.group",
+            "id": "g3",
+            "members@delta": members,
+        })]]
+    };
+    let server = MockServer::start().await;
+    small_tenant().mount(&server).await;
+    mount_delta(&server, "users", "U1", vec![vec![]]).await;
+    mount_delta(
+        &server,
+        "groups",
+        "G1",
+        member_change(json!([
+            {"@odata.type": "#microsoft.graph.device", "id": "d1"},
+            {"@odata.type": "#microsoft.graph.servicePrincipal", "id": "sp1", "@removed": {"reason": "deleted"}},
+            {"@odata.type": "#microsoft.graph.orgContact", "id": "c1"},
+            {"@odata.type": "#microsoft.graph.user", "id": "a4"},
+        ])),
+    )
+    .await;
+    let changes = EntraSource::new(settings(&server, secret()))
+        .changes_since(Some(&cursor(&server, "U1", "G1")))
+        .await
+        .unwrap();
+    let DirectoryChanges::Delta {
+        changed, removed, ..
+    } = changes
+    else {
+        panic!("expected a delta, got {changes:?}");
+    };
+    assert!(removed.is_empty(), "{removed:?}");
+    let ids: Vec<&str> = changed.iter().map(|i| i.id.as_str()).collect();
+    assert_eq!(ids, ["a4"]);
+
+    let server = MockServer::start().await;
+    small_tenant().mount(&server).await;
+    mount_delta(&server, "users", "U1", vec![vec![]]).await;
+    mount_delta(
+        &server,
+        "groups",
+        "G1",
+        member_change(json!([{"@odata.type": "#microsoft.graph.group", "id": "g2"}])),
+    )
+    .await;
+    let changes = EntraSource::new(settings(&server, secret()))
+        .changes_since(Some(&cursor(&server, "U1", "G1")))
+        .await
+        .unwrap();
+    assert!(
+        matches!(changes, DirectoryChanges::Full { .. }),
+        "{changes:?}"
+    );
+}
+
 #[tokio::test]
 async fn an_expired_delta_token_falls_back_to_a_full_snapshot() {
     let server = MockServer::start().await;
