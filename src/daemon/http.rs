@@ -87,7 +87,7 @@ fn readiness(shared: &Shared) -> Result<(), String> {
     let now = shared.now();
     let settings = shared.settings();
     shared
-        .with_db(|db| db.check_writable())
+        .with_db(|db| db.probe_writable())
         .map_err(|e| format!("state database not writable: {e}"))?;
     let last = shared
         .with_db(|db| db.jobs())

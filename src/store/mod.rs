@@ -315,6 +315,30 @@ impl Store {
         self.conn.execute_batch("ROLLBACK").context(context)
     }
 
+    /// [`Store::check_writable`] without waiting: for a readiness probe, which must
+    /// answer within the orchestrator's timeout (often a second) while a job holds
+    /// the write lock for longer (a big snapshot, the nightly VACUUM). A lock held
+    /// by another writer means the database takes writes, so busy counts as ready.
+    pub fn probe_writable(&self) -> Result<(), StoreError> {
+        let context = || format!("checking that {} is writable", self.display_path());
+        self.conn.busy_timeout(Duration::ZERO).context(context)?;
+        let checked = match self.check_writable() {
+            Err(StoreError::Sqlite {
+                source: rusqlite::Error::SqliteFailure(e, _),
+                ..
+            }) if matches!(
+                e.code,
+                rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked
+            ) =>
+            {
+                Ok(())
+            }
+            other => other,
+        };
+        self.conn.busy_timeout(BUSY_TIMEOUT).context(context)?;
+        checked
+    }
+
     /// Runs `f` inside one write transaction: every journal update it makes commits
     /// together (or not at all, if `f` fails). Many small updates cost one commit.
     /// For single-statement updates (`mark_*`, `record_result`); methods that open

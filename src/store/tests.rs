@@ -266,6 +266,24 @@ fn a_held_write_lock_is_a_transient_error() {
 }
 
 #[test]
+fn the_probe_counts_a_busy_writer_as_writable_and_does_not_wait() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("busy.db");
+    let store = Store::open(&path).unwrap();
+    let other = rusqlite::Connection::open(&path).unwrap();
+    other.execute_batch("BEGIN IMMEDIATE").unwrap();
+    store.probe_writable().unwrap();
+    other.execute_batch("ROLLBACK").unwrap();
+    store.probe_writable().unwrap();
+    // The connection's own busy timeout is back for everything else.
+    let timeout: i64 = store
+        .conn
+        .pragma_query_value(None, "busy_timeout", |row| row.get(0))
+        .unwrap();
+    assert_eq!(timeout, BUSY_TIMEOUT.as_millis() as i64);
+}
+
+#[test]
 fn a_read_only_database_is_not_writable() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("ro.db");
@@ -280,6 +298,7 @@ fn a_read_only_database_is_not_writable() {
     let err = store.check_writable().unwrap_err();
     assert!(err.to_string().contains("ro.db"), "{err}");
     assert!(!err.is_transient());
+    assert!(store.probe_writable().is_err());
 }
 
 // ---- runs ---------------------------------------------------------------------
