@@ -529,14 +529,21 @@ async fn run_job(shared: Arc<Shared>, name: &'static str) {
                 // ones included: a sweep that cannot reach the workspace is exactly
                 // when they must not go unreported.
                 notifier.after_deprovisioning(&mut store, finished);
-                // Whatever this job queued goes out now; failures keep their backoff.
-                notifier.deliver(&mut store, finished).await;
+                if name == MAIL {
+                    notifier.deliver(&mut store, finished).await;
+                }
             }
             Err(e) => tracing::error!(error = %e, "cannot open the state database for email"),
         }
     }
     if let Err(e) = shared.with_db(|db| db.job_finished(name, finished, error.as_deref())) {
         tracing::error!(job = name, error = %e, "cannot record the job end");
+    }
+    // Whatever this job queued goes out now, from the mail job's own task: a relay
+    // that does not answer (minutes of timeouts and retries) then delays only mail,
+    // not this job's next runs (the every-minute deprovision retry above all).
+    if notifier.is_some() && name != MAIL {
+        shared.trigger(MAIL);
     }
     let status = if error.is_some() {
         "failed"
