@@ -101,6 +101,9 @@ pub struct RunOutcome {
     pub run_id: RunId,
     pub plan: Plan,
     pub report: Report,
+    /// Detection-to-verification latency of each deprovision this reconcile
+    /// verified (for the daemon's latency histogram; empty for a plan).
+    pub deprovision_latencies: Vec<chrono::Duration>,
 }
 
 pub fn directory_from_config(config: &Config) -> Directory {
@@ -195,7 +198,7 @@ pub async fn execute_with_options(
     };
     tracing::info!(run = run_id, mode = mode.as_str(), "run started");
     let result: Result<RunOutcome, RunError> = async {
-        let outcome = pipeline(
+        let mut outcome = pipeline(
             config, directory, client, &store, mode, run_id, started_at, options,
         )
         .await?;
@@ -203,7 +206,8 @@ pub async fn execute_with_options(
             // Every reconcile feeds the same-day deprovisioning ledger, whether
             // the daemon or a person ran it.
             let sla = crate::sweep::configured_sla(config);
-            crate::sweep::record_reconcile(&store, run_id, started_at, Utc::now(), sla)?;
+            outcome.deprovision_latencies =
+                crate::sweep::record_reconcile(&store, run_id, started_at, Utc::now(), sla)?;
             tracing::debug!(
                 elapsed_ms = since(started_at),
                 "deprovisioning ledger updated"
@@ -519,6 +523,7 @@ async fn pipeline(
         run_id,
         plan: guarded,
         report,
+        deprovision_latencies: Vec::new(),
     })
 }
 

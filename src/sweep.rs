@@ -568,7 +568,7 @@ pub fn record_reconcile(
     detected_at: DateTime<Utc>,
     now: DateTime<Utc>,
     sla: Duration,
-) -> Result<usize, RunError> {
+) -> Result<Vec<Duration>, RunError> {
     Ok(record_deprovisions(
         &mut *lock(store)?,
         run_id,
@@ -583,14 +583,14 @@ pub fn record_reconcile(
 /// held ones wait for the next hold re-check (except those held for an incomplete
 /// directory, which open no episode). `seatwarden approve` calls it after
 /// applying, so an approved deprovision is verified in the ledger at once.
-/// Returns how many it verified.
+/// Returns the detection-to-verification latency of each episode it verified.
 pub fn record_deprovisions(
     store: &mut Store,
     run_id: RunId,
     detected_at: DateTime<Utc>,
     now: DateTime<Utc>,
     sla: Duration,
-) -> Result<usize, StoreError> {
+) -> Result<Vec<Duration>, StoreError> {
     let journal = store.journal_deprovisions(run_id)?;
     let deprovisions: Vec<&crate::store::JournalEntry> = journal
         .iter()
@@ -618,7 +618,7 @@ pub fn record_deprovisions(
         })
         .collect();
     if deprovisions.is_empty() {
-        return Ok(0);
+        return Ok(Vec::new());
     }
     let leavers: Vec<Leaver> = deprovisions
         .iter()
@@ -661,14 +661,14 @@ pub fn record_deprovisions(
     let changes = sla::observe(&current, &leavers, &[], detected_at, sla);
     store.update_ledger(&changes, now)?;
     let open = store.open_deprovisions()?;
-    let open: HashMap<&str, i64> = open
+    let open: HashMap<&str, (i64, DateTime<Utc>)> = open
         .iter()
-        .map(|e| (e.identity_id.as_str(), e.id))
+        .map(|e| (e.identity_id.as_str(), (e.id, e.detected_at)))
         .collect();
     store.batch(|store| {
-        let mut verified = 0;
+        let mut verified = Vec::new();
         for row in deprovisions {
-            let Some(&entry) = row
+            let Some(&(entry, detected)) = row
                 .action
                 .identity_id
                 .as_deref()
@@ -680,7 +680,7 @@ pub fn record_deprovisions(
                 ActionState::Applied => {
                     store.deprovision_enforced(entry, now)?;
                     store.deprovision_verified(entry, now)?;
-                    verified += 1;
+                    verified.push(now - detected);
                 }
                 ActionState::Held => {
                     let why = hold_reason(&row.action);

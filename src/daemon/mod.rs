@@ -600,6 +600,12 @@ async fn reconcile_job(
         .increment(1);
     }
     metrics::counter!("seatwarden_retries_total").increment(summary.retries);
+    // Leavers the sweep did not reach first (blocked behind this run, or only
+    // matched by it) are the slow ones: without them the histogram flatters.
+    for latency in &outcome.deprovision_latencies {
+        metrics::histogram!("seatwarden_deprovision_latency_seconds")
+            .record(latency.as_seconds_f64());
+    }
     let now = shared.now();
     let mut store = Store::open(&config.state.path)?;
     if let Some(notifier) = notifier {

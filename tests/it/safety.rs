@@ -541,6 +541,16 @@ async fn twenty_leavers_a_run_pass_twice_and_the_third_run_hits_the_24h_limit() 
         assert_eq!(deactivations(&outcome).len(), 20);
         assert_eq!(outcome.plan.held().count(), 0, "round {round}");
         assert_eq!(outcome.report.summary.actions_applied, 20);
+        // Each verified in the ledger, with its latency for the daemon's histogram.
+        assert_eq!(outcome.deprovision_latencies.len(), 20);
+        assert!(
+            outcome
+                .deprovision_latencies
+                .iter()
+                .all(|l| *l >= Duration::zero()),
+            "{:?}",
+            outcome.deprovision_latencies
+        );
     }
     env.leave(20);
     let third = env
@@ -567,6 +577,10 @@ async fn twenty_leavers_a_run_pass_twice_and_the_third_run_hits_the_24h_limit() 
         })
     );
     assert_eq!(third.report.summary.actions_applied, 0);
+    assert!(
+        third.deprovision_latencies.is_empty(),
+        "held: none verified"
+    );
 
     // A day later the window has moved on: the same 20 go through.
     let next_day = env
