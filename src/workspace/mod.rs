@@ -908,17 +908,33 @@ impl ScimClient {
         parse::account(&endpoint, &user.0, &self.inner.role_attribute)
     }
 
+    /// One PATCH for all `changes`. `emails` is multi-valued and a PATCH replaces
+    /// it whole: a new email is written into the entry seatwarden reads (primary,
+    /// else work, else first) of the account as read just before, so a home or
+    /// second work address the workspace keeps is not lost.
     pub async fn update_attributes(
         &self,
         id: &str,
         changes: &[AttributeChange],
     ) -> Result<(), WorkspaceError> {
-        let operations: Vec<Value> = changes.iter().map(attribute_op).collect();
-        if operations.is_empty() {
+        if changes.is_empty() {
             return Ok(());
         }
-        self.patch(&format!("/Users/{}", encode_component(id)), operations)
-            .await
+        let path = format!("/Users/{}", encode_component(id));
+        let sets_email = changes
+            .iter()
+            .any(|c| c.attribute == Attribute::Email && c.to.is_some());
+        let emails_now = if sets_email {
+            let (_, user) = self.get_json::<Value>(&path, &[]).await?;
+            parse::emails(&user).cloned()
+        } else {
+            None
+        };
+        let operations: Vec<Value> = changes
+            .iter()
+            .map(|c| attribute_op(c, emails_now.as_deref()))
+            .collect();
+        self.patch(&path, operations).await
     }
 
     /// Writes the role per the configured attribute; `RoleAttribute::None` sends nothing.
@@ -1221,15 +1237,34 @@ fn roles_value(role: Role) -> Value {
     json!([{"value": role.as_str(), "primary": true}])
 }
 
-fn attribute_op(change: &AttributeChange) -> Value {
+/// `emails_now`: the account's `emails` as read, for an email change.
+fn attribute_op(change: &AttributeChange, emails_now: Option<&[Value]>) -> Value {
     let path = change.attribute.as_str();
     match (&change.to, change.attribute) {
         (None, _) => json!({"op": "remove", "path": path}),
         (Some(email), Attribute::Email) => {
-            json!({"op": "replace", "path": path, "value": email_value(email)})
+            json!({"op": "replace", "path": path, "value": emails_with(emails_now, email)})
         }
         (Some(value), _) => json!({"op": "replace", "path": path, "value": value}),
     }
+}
+
+/// `emails` with `email` in the entry seatwarden reads, every other entry as it
+/// was; a single work email when there is none to keep.
+fn emails_with(emails_now: Option<&[Value]>, email: &str) -> Value {
+    let Some(emails) = emails_now.filter(|e| e.iter().all(Value::is_object)) else {
+        return email_value(email);
+    };
+    let Some(index) = parse::email_index(emails) else {
+        return email_value(email);
+    };
+    let mut emails = emails.to_vec();
+    if let Some(Value::Object(entry)) = emails.get_mut(index) {
+        // Attribute names are case-insensitive (RFC 7643 §2.1): one `value` stays.
+        entry.retain(|k, _| !k.eq_ignore_ascii_case("value"));
+        entry.insert("value".to_owned(), email.into());
+    }
+    Value::Array(emails)
 }
 
 #[cfg(test)]

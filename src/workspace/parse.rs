@@ -252,23 +252,35 @@ const ENTERPRISE_USER: &str = "urn:ietf:params:scim:schemas:extension:enterprise
 
 /// The primary email, else the first of type work, else the first.
 fn email(v: &Value) -> Option<String> {
-    let emails: Vec<&Value> = attr(v, "emails")?
-        .as_array()?
+    let emails = emails(v)?;
+    attr_str(emails.get(email_index(emails)?)?, "value")
+}
+
+/// A User's `emails`, when it is an array.
+pub(crate) fn emails(v: &Value) -> Option<&Vec<Value>> {
+    attr(v, "emails")?.as_array()
+}
+
+/// Where in `emails` the email seatwarden reads and writes is (see [`email`]):
+/// the primary one, else the first of type work, else the first with a value.
+pub(crate) fn email_index(emails: &[Value]) -> Option<usize> {
+    let with_value: Vec<(usize, &Value)> = emails
         .iter()
-        .filter(|e| attr_str(e, "value").is_some())
+        .enumerate()
+        .filter(|(_, e)| attr_str(e, "value").is_some())
         .collect();
-    let primary = emails
+    let primary = with_value
         .iter()
-        .find(|e| attr(e, "primary").and_then(loose_bool) == Some(true));
+        .find(|(_, e)| attr(e, "primary").and_then(loose_bool) == Some(true));
     let work = || {
-        emails
+        with_value
             .iter()
-            .find(|e| attr_str(e, "type").is_some_and(|t| t.eq_ignore_ascii_case("work")))
+            .find(|(_, e)| attr_str(e, "type").is_some_and(|t| t.eq_ignore_ascii_case("work")))
     };
     primary
         .or_else(work)
-        .or_else(|| emails.first())
-        .and_then(|e| attr_str(e, "value"))
+        .or_else(|| with_value.first())
+        .map(|(i, _)| *i)
 }
 
 fn role_values(v: &Value) -> Vec<String> {

@@ -737,10 +737,33 @@ async fn role_patch_bodies() {
     insta::assert_json_snapshot!(patch_bodies(&server).await);
 }
 
+/// An email change rewrites the entry seatwarden reads and keeps the others (a
+/// PATCH replaces a multi-valued attribute whole); an account without emails gets
+/// one work email.
 #[tokio::test]
 async fn attribute_patch_bodies() {
     let server = MockServer::start().await;
     capture_patches(&server, 200).await;
+    Mock::given(method("GET"))
+        .and(path("/scim/v2/Users/u1"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+            "id": "u1", "userName": "old@example.com",
+            "emails": [
+                {"value": "ada@home.example", "type": "home"},
+                {"Value": "old@example.com", "type": "work", "primary": true},
+            ],
+        })))
+        .expect(1)
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/scim/v2/Users/u2"))
+        .respond_with(
+            ResponseTemplate::new(200).set_body_json(json!({"id": "u2", "userName": "b"})),
+        )
+        .expect(1)
+        .mount(&server)
+        .await;
     let change = |attribute, to: Option<&str>| AttributeChange {
         attribute,
         from: Some("old".into()),
@@ -759,8 +782,17 @@ async fn attribute_patch_bodies() {
         )
         .await
         .unwrap();
+    client
+        .update_attributes("u2", &[change(Attribute::Email, Some("b@example.com"))])
+        .await
+        .unwrap();
+    // Without an email change nothing is read first.
+    client
+        .update_attributes("u3", &[change(Attribute::FamilyName, Some("L"))])
+        .await
+        .unwrap();
     client.update_attributes("u1", &[]).await.unwrap();
-    assert_eq!(client.stats().requests, 1);
+    assert_eq!(client.stats().requests, 5);
     insta::assert_json_snapshot!(patch_bodies(&server).await);
 }
 
