@@ -1,6 +1,7 @@
 //! Crash safety: a run that died after sending a create (journal row left
 //! `in_flight`) is resolved by the next run, which re-reads the workspace, links the
-//! account the create made, and never sends the create again.
+//! account the create made, and never sends the create again. Also the writes that
+//! cannot be undone: a retention delete checks the account it is about to delete.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use chrono::Utc;
@@ -590,4 +591,106 @@ async fn a_404_to_a_deactivation_is_checked_by_reading_the_account() {
         "{row:?}"
     );
     assert_eq!(outcome.report.summary.actions_applied, 0);
+}
+
+/// A deletion after the retention period is planned from the listing; an admin
+/// re-enabled the account after that listing was read. The delete reads the
+/// account first and leaves it alone: a deletion cannot be undone.
+#[tokio::test]
+async fn a_retention_delete_leaves_an_account_re_enabled_since_the_listing() {
+    let server = MockServer::start().await;
+    let bob = |active: bool| {
+        json!({
+            "schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"],
+            "id": "acc-2", "userName": "bob@example.com", "externalId": "00u2",
+            "active": active,
+        })
+    };
+    Mock::given(method("GET"))
+        .and(path("/ServiceProviderConfig"))
+        .respond_with(ResponseTemplate::new(404))
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/Users"))
+        .respond_with(scim(list(vec![ada_account(), bob(false)])))
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/Groups"))
+        .respond_with(scim(list(vec![])))
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/Users/acc-2"))
+        .respond_with(scim(bob(true)))
+        .mount(&server)
+        .await;
+    Mock::given(method("DELETE"))
+        .respond_with(ResponseTemplate::new(204))
+        .expect(0)
+        .mount(&server)
+        .await;
+
+    let dir = tempfile::tempdir().unwrap();
+    config_for(&server, dir.path());
+    std::fs::write(
+        dir.path().join("directory.json"),
+        json!({"users": [
+            {"id": "00u1", "userName": "ada@example.com", "email": "ada@example.com",
+             "givenName": "Ada", "familyName": "Lovelace", "displayName": "Ada Lovelace",
+             "status": "active", "groups": []},
+            {"id": "00u2", "userName": "bob@example.com", "status": "deprovisioned", "groups": []},
+        ]})
+        .to_string(),
+    )
+    .unwrap();
+    let toml = std::fs::read_to_string(dir.path().join("seatwarden.toml")).unwrap();
+    std::fs::write(
+        dir.path().join("seatwarden.toml"),
+        toml.replace(
+            "[safety]\n",
+            "[deprovision]\naction = \"delete\"\ndelete_after = \"1d\"\n\n\
+             [safety]\nmax_deletion_percent = 100\n",
+        ),
+    )
+    .unwrap();
+    let config = Config::load_with_env(
+        &dir.path().join("seatwarden.toml"),
+        Some(Default::default()),
+    )
+    .unwrap();
+    Store::open(&config.state.path)
+        .unwrap()
+        .update_deactivated(
+            &["acc-2".to_owned()],
+            &[],
+            Utc::now() - chrono::Duration::days(2),
+        )
+        .unwrap();
+
+    let store = Store::open(&config.state.path).unwrap();
+    let outcome = run::execute(&config, store, Mode::Reconcile).await.unwrap();
+    let delete = outcome
+        .plan
+        .actions
+        .iter()
+        .find(|a| matches!(a.kind, ActionKind::Delete { .. }))
+        .expect("the retention delete is planned from the listing");
+    assert_eq!(delete.reason, DriftKind::RetentionExpired);
+    let row = Store::open(&config.state.path)
+        .unwrap()
+        .journal(outcome.run_id)
+        .unwrap()
+        .into_iter()
+        .find(|r| r.action.seq == delete.seq)
+        .unwrap();
+    assert_eq!(row.state, ActionState::Failed, "{row:?}");
+    assert!(
+        row.last_error
+            .as_deref()
+            .is_some_and(|e| e.contains("active again")),
+        "{row:?}"
+    );
+    // `expect(0)` on DELETE is checked when the server drops.
 }
