@@ -209,6 +209,14 @@ async fn the_sweep_deactivates_a_leaver_verifies_it_and_reports_it() {
     )
     .await;
     assert_eq!(daemon.get("/healthz").0, 200);
+    let deactivations_applied = |metrics: &str| {
+        metric(
+            metrics,
+            "seatwarden_actions_total{kind=\"deactivate\",outcome=\"applied\"}",
+        )
+        .unwrap_or(0.0)
+    };
+    let before = deactivations_applied(&daemon.get("/metrics").1);
 
     // A linked, active person leaves: removed from the directory file.
     let directory_path = dir.path().join("directory.json");
@@ -269,6 +277,8 @@ async fn the_sweep_deactivates_a_leaver_verifies_it_and_reports_it() {
         metric(&metrics, "seatwarden_deprovision_latency_seconds_count").unwrap() >= 1.0,
         "{metrics}"
     );
+    // The sweep's deactivation counts like a reconcile's.
+    assert_eq!(deactivations_applied(&metrics), before + 1.0, "{metrics}");
     assert_eq!(
         metric(&metrics, "seatwarden_deprovisions_overdue"),
         Some(0.0)
