@@ -392,7 +392,11 @@ impl EntraSource {
             let (renamed, members) = merged.entry(id.to_owned()).or_default();
             *renamed |= g.get("displayName").is_some();
             if let Some(Value::Array(slice)) = g.get("members@delta") {
-                members.extend(slice.iter().cloned());
+                // Devices (Intune's dynamic groups change all day), service
+                // principals and contacts are never identities: their comings and
+                // goings change nobody's groups. Left out before the rename check,
+                // so a device joining a renamed group does not hide the rename.
+                members.extend(slice.iter().filter(|m| !is_never_an_identity(m)).cloned());
             }
         }
         for (id, (renamed, members)) in &merged {
@@ -405,24 +409,15 @@ impl EntraSource {
         for (_, members) in merged.values() {
             for m in members {
                 let kind = m.get("@odata.type").and_then(Value::as_str).unwrap_or("");
-                match kind {
-                    "#microsoft.graph.user" => {}
-                    // Devices (Intune's dynamic groups change all day), service
-                    // principals and contacts are never identities: their comings
-                    // and goings change nobody's groups.
-                    "#microsoft.graph.device"
-                    | "#microsoft.graph.servicePrincipal"
-                    | "#microsoft.graph.orgContact" => continue,
-                    _ => {
-                        // A nested group joined or left (or a member of a kind not
-                        // known here): its members' transitive groups changed, and
-                        // the delta does not list them.
-                        tracing::info!(
-                            kind,
-                            "nested Entra group membership changed; reading the whole directory"
-                        );
-                        return self.full_changes(&users_link, &groups_link).await;
-                    }
+                if kind != "#microsoft.graph.user" {
+                    // A nested group joined or left (or a member of a kind not known
+                    // here): its members' transitive groups changed, and the delta
+                    // does not list them.
+                    tracing::info!(
+                        kind,
+                        "nested Entra group membership changed; reading the whole directory"
+                    );
+                    return self.full_changes(&users_link, &groups_link).await;
                 }
                 let id = required_str(m, "id", "GET /v1.0/groups/delta")?;
                 if !removed.contains(id) {
@@ -495,7 +490,7 @@ impl EntraSource {
                         encode_component(&identity.id)
                     );
                     let groups = self.list(url).await?;
-                    identity.groups = remote::names_of_interest(&groups, interest, |g| {
+                    identity.groups = remote::names_of_interest(PROVIDER, &groups, interest, |g| {
                         parse_group(g, "GET /v1.0/users/{id}/transitiveMemberOf")
                     })?;
                     Ok::<_, DirectoryError>(identity)
@@ -849,6 +844,19 @@ fn links_of(users: &str, groups: &str) -> Result<String, DirectoryError> {
 
 /// Graph answers an expired delta token with 410 Gone or 400 and the code
 /// `syncStateNotFound` (or `resyncRequired`): start a full synchronisation again.
+/// A group member that is never a person: a device, a service principal or a
+/// contact.
+fn is_never_an_identity(member: &Value) -> bool {
+    matches!(
+        member.get("@odata.type").and_then(Value::as_str),
+        Some(
+            "#microsoft.graph.device"
+                | "#microsoft.graph.servicePrincipal"
+                | "#microsoft.graph.orgContact"
+        )
+    )
+}
+
 fn is_expired_delta(e: &DirectoryError) -> bool {
     match e {
         DirectoryError::Status { status: 410, .. } => true,

@@ -367,9 +367,10 @@ impl OktaSource {
                         encode_component(&identity.id)
                     );
                     let groups = self.list(url).await?;
-                    identity.groups = remote::names_of_interest(&groups, interest, |g| {
-                        parse_group(g, "GET /api/v1/users/{id}/groups")
-                    })?;
+                    identity.groups =
+                        remote::names_of_interest(PROVIDER, &groups, interest, |g| {
+                            parse_group(g, "GET /api/v1/users/{id}/groups")
+                        })?;
                     Ok::<_, DirectoryError>(identity)
                 }
             }))

@@ -409,18 +409,31 @@ pub(super) fn required_str<'a>(
 
 /// The names of a person's `groups` that the policy reads (every one when
 /// `interest` is empty), sorted, each once; `parse_group` reads (id, name).
+///
+/// Two of them under one configured name are refused as a whole read refuses them
+/// (see [`super::refuse_ambiguous_names`]). A look-alike that is the person's only
+/// group of that name is not seen here: the next whole read refuses it.
 pub(super) fn names_of_interest(
+    provider: &'static str,
     groups: &[Value],
     interest: &GroupInterest,
     parse_group: impl Fn(&Value) -> Result<(String, String), DirectoryError>,
 ) -> Result<Vec<String>, DirectoryError> {
-    let mut names = BTreeSet::new();
-    for group in groups {
-        let (_, name) = parse_group(group)?;
-        if interest.wants(&name) {
-            names.insert(name);
-        }
-    }
+    let parsed = groups
+        .iter()
+        .map(parse_group)
+        .collect::<Result<Vec<_>, _>>()?;
+    super::refuse_ambiguous_names(
+        provider,
+        interest,
+        parsed.iter().map(|(id, name)| (id.as_str(), name.as_str())),
+        "rename or delete the look-alike",
+    )?;
+    let names: BTreeSet<String> = parsed
+        .into_iter()
+        .map(|(_, name)| name)
+        .filter(|name| interest.wants(name))
+        .collect();
     Ok(names.into_iter().collect())
 }
 

@@ -806,6 +806,32 @@ async fn delta_ignores_device_members_but_not_nested_groups() {
         matches!(changes, DirectoryChanges::Full { .. }),
         "{changes:?}"
     );
+
+    // Renamed while a device joined: still a rename, which changes every member's
+    // group names.
+    let server = MockServer::start().await;
+    small_tenant().mount(&server).await;
+    mount_delta(&server, "users", "U1", vec![vec![]]).await;
+    mount_delta(
+        &server,
+        "groups",
+        "G1",
+        vec![vec![json!({
+            "@odata.type": "#microsoft.graph.group",
+            "id": "g1",
+            "displayName": "Taskade Members",
+            "members@delta": [{"@odata.type": "#microsoft.graph.device", "id": "d1"}],
+        })]],
+    )
+    .await;
+    let changes = EntraSource::new(settings(&server, secret()))
+        .changes_since(Some(&cursor(&server, "U1", "G1")))
+        .await
+        .unwrap();
+    assert!(
+        matches!(changes, DirectoryChanges::Full { .. }),
+        "{changes:?}"
+    );
 }
 
 #[tokio::test]
@@ -867,9 +893,10 @@ async fn a_scope_group_missing_from_the_tenant_is_an_error() {
 async fn two_groups_answering_to_a_configured_name_are_refused() {
     let server = MockServer::start().await;
     let mut tenant = small_tenant();
-    tenant
-        .groups
-        .push((graph_group("g9", "taskade editors"), vec!["a2".to_owned()]));
+    tenant.groups.push((
+        graph_group("g9", "taskade editors"),
+        vec!["a2".to_owned(), "a4".to_owned()],
+    ));
     tenant.mount(&server).await;
     let error = EntraSource::new(settings(&server, secret()))
         .snapshot()
@@ -883,6 +910,27 @@ async fn two_groups_answering_to_a_configured_name_are_refused() {
             && message.contains("\"g9\""),
         "{message}"
     );
+
+    // The sweep's delta re-reads a changed person's groups: a person in both is
+    // refused there too.
+    let changes = EntraSource::new(settings(&server, secret()));
+    mount_delta(&server, "users", "U1", vec![vec![]]).await;
+    mount_delta(
+        &server,
+        "groups",
+        "G1",
+        vec![vec![json!({
+            "@odata.type": "#microsoft.graph.group",
+            "id": "g3",
+            "members@delta": [{"@odata.type": "#microsoft.graph.user", "id": "a4"}],
+        })]],
+    )
+    .await;
+    let error = changes
+        .changes_since(Some(&cursor(&server, "U1", "G1")))
+        .await
+        .unwrap_err();
+    assert!(matches!(error, DirectoryError::Scope { .. }), "{error}");
 
     // A look-alike of a group nobody configured changes nothing.
     let server = MockServer::start().await;
