@@ -357,7 +357,17 @@ pub async fn run(
                     error = %e,
                     "cannot read the jobs' last runs after a reload; keeping the running schedule"
                 );
+                // Their last starts are from before the reload: counted from then,
+                // the fires since would look missed and run again at once (a second
+                // digest). Counted from now, the next fires come on schedule.
+                let now = clock.now();
                 previous
+                    .into_iter()
+                    .map(|job| JobSpec {
+                        last_started: Some(now),
+                        ..job
+                    })
+                    .collect()
             }
             (Err(e), None) => return Err(e.into()),
         };
@@ -541,9 +551,17 @@ async fn run_job(shared: Arc<Shared>, name: &'static str) {
     }
     // Whatever this job queued goes out now, from the mail job's own task: a relay
     // that does not answer (minutes of timeouts and retries) then delays only mail,
-    // not this job's next runs (the every-minute deprovision retry above all).
-    if notifier.is_some() && name != MAIL {
-        shared.trigger(MAIL);
+    // not this job's next runs (the every-minute deprovision retry above all). A mail
+    // job already running may have passed it: the next one, within a minute, sends it.
+    // While stopping no job starts, so it goes out here, within the stop grace.
+    if let Some(notifier) = notifier.as_ref().filter(|_| name != MAIL)
+        && !shared.trigger(MAIL)
+        && shared.stopping.load(Ordering::SeqCst)
+    {
+        match Store::open(&shared.config().state.path) {
+            Ok(mut store) => notifier.deliver(&mut store, finished).await,
+            Err(e) => tracing::error!(error = %e, "cannot open the state database for email"),
+        }
     }
     let status = if error.is_some() {
         "failed"
