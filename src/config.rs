@@ -670,26 +670,49 @@ impl Config {
                 path: path.to_owned(),
             });
         }
-        let mut environment = config::Environment::with_prefix(ENV_PREFIX)
-            .prefix_separator("__")
-            .separator("__")
-            .try_parsing(true)
-            .list_separator(",");
-        for key in ENV_LIST_KEYS {
-            environment = environment.with_list_parse_key(key);
-        }
-        let variables: Vec<String> = match &env {
-            Some(env) => env.keys().cloned().collect(),
+        let prefix = format!("{ENV_PREFIX}__");
+        let mut env: std::collections::HashMap<String, String> = match env {
+            Some(env) => env,
             None => std::env::vars_os()
-                .filter_map(|(name, _)| name.into_string().ok())
+                .filter_map(|(name, value)| {
+                    Some((name.into_string().ok()?, value.into_string().ok()?))
+                })
                 .collect(),
         };
-        if let Some(env) = env {
-            environment = environment.source(Some(env));
+        env.retain(|name, _| name.starts_with(&prefix));
+        let variables: Vec<String> = env.keys().cloned().collect();
+        let key_of = |name: &str| {
+            name.strip_prefix(&prefix)
+                .unwrap_or(name)
+                .split("__")
+                .collect::<Vec<_>>()
+                .join(".")
+                .to_lowercase()
+        };
+        // Values stay text (no `try_parsing`): parsed, `0123456` would become the
+        // number 123456 and a secret `true` a boolean, handed back as other text.
+        // Numbers and booleans are read from text where a key wants them. Lists
+        // are split here, as only `try_parsing` would split them.
+        let mut builder = config::Config::builder()
+            .add_source(config::File::from(path).format(config::FileFormat::Toml));
+        let lists: Vec<(String, String)> = variables
+            .iter()
+            .filter(|name| ENV_LIST_KEYS.contains(&key_of(name).as_str()))
+            .filter_map(|name| Some((key_of(name), env.remove(name)?)))
+            .collect();
+        builder = builder.add_source(
+            config::Environment::with_prefix(ENV_PREFIX)
+                .prefix_separator("__")
+                .separator("__")
+                .source(Some(env)),
+        );
+        for (key, value) in lists {
+            let items: Vec<String> = value.split(',').map(str::to_owned).collect();
+            builder = builder
+                .set_override(key.as_str(), items)
+                .map_err(|e| describe_config_error(path, e))?;
         }
-        let raw = config::Config::builder()
-            .add_source(config::File::from(path).format(config::FileFormat::Toml))
-            .add_source(environment)
+        let raw = builder
             .build()
             .map_err(|e| describe_config_error(path, e))?;
         let mut config: Config = raw
@@ -697,7 +720,6 @@ impl Config {
             .try_deserialize()
             .map_err(|e| locate_in_directory_table(&raw, path, describe_config_error(path, e)))?;
         config.source = path.to_owned();
-        let prefix = format!("{ENV_PREFIX}__");
         config.from_env = variables
             .iter()
             .filter_map(|name| name.strip_prefix(&prefix))
@@ -864,7 +886,7 @@ impl Config {
         if self.workspace.requests_per_second == 0 {
             return Err(self.key_error("workspace.requests_per_second", "must be at least 1"));
         }
-        parse_duration(&self.workspace.timeout)
+        parse_timeout(&self.workspace.timeout)
             .map_err(|e| self.key_error("workspace.timeout", e))?;
         let percents = [
             (
@@ -965,7 +987,7 @@ impl Config {
         }
         parse_duration(&email.quiet_period)
             .map_err(|e| self.key_error("report.email.quiet_period", e))?;
-        parse_duration(&email.timeout).map_err(|e| self.key_error("report.email.timeout", e))?;
+        parse_timeout(&email.timeout).map_err(|e| self.key_error("report.email.timeout", e))?;
         let has_password = email.password.is_some() || email.password_file.is_some();
         if email.password.is_some() && email.password_file.is_some() {
             return Err(self.key_error(
@@ -1077,7 +1099,7 @@ impl Config {
             from: email.from.clone(),
             to: email.to.clone(),
             ca_pem,
-            timeout: parse_duration(&email.timeout)
+            timeout: parse_timeout(&email.timeout)
                 .map_err(|e| self.key_error("report.email.timeout", e))?,
             quiet_period: parse_duration(&email.quiet_period)
                 .map_err(|e| self.key_error("report.email.quiet_period", e))?,
@@ -1234,7 +1256,7 @@ impl Config {
         if max_concurrency == 0 {
             return Err(self.key_error("directory.max_concurrency", "must be at least 1"));
         }
-        parse_duration(timeout).map_err(|e| self.key_error("directory.timeout", e))?;
+        parse_timeout(timeout).map_err(|e| self.key_error("directory.timeout", e))?;
         Ok(())
     }
 
@@ -1346,7 +1368,7 @@ impl Config {
                 "must be at least 1 (and at most 2147483647)",
             ));
         }
-        parse_duration(timeout).map_err(|e| self.key_error("directory.timeout", e))?;
+        parse_timeout(timeout).map_err(|e| self.key_error("directory.timeout", e))?;
         Ok(())
     }
 
@@ -1559,7 +1581,7 @@ impl Config {
             .map_err(|e| self.key_error("workspace.url", format!("not a URL: {e}")))?;
         let role_attribute = RoleAttribute::parse(&self.workspace.role_attribute)
             .map_err(|e| self.key_error("workspace.role_attribute", e))?;
-        let timeout = parse_duration(&self.workspace.timeout)
+        let timeout = parse_timeout(&self.workspace.timeout)
             .map_err(|e| self.key_error("workspace.timeout", e))?;
         Ok(ScimSettings {
             base_url,
@@ -1904,6 +1926,18 @@ fn as_serde_unexpected(value: &config::Value) -> Option<String> {
 }
 
 /// Parses durations like `30s`, `10m`, `1h`, `1h30m`, `500ms`, `30d`.
+/// A request timeout: a duration longer than zero (with zero every request would
+/// time out at once, and every run fail).
+fn parse_timeout(text: &str) -> Result<Duration, String> {
+    match parse_duration(text)? {
+        Duration::ZERO => Err(format!(
+            "timeout {:?} must be longer than zero",
+            text.trim()
+        )),
+        timeout => Ok(timeout),
+    }
+}
+
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let text = text.trim();
     let invalid = || format!("invalid duration {text:?}; use e.g. 30s, 10m, 1h30m, 7d");

@@ -92,6 +92,56 @@ fn environment_variables_override_keys_and_lists() {
     assert_eq!(config.safety.max_deprovisions, 3);
 }
 
+/// Environment values are text: a secret that looks like a number or a boolean
+/// arrives as typed (parsed, `0123456` came back as `123456`), and so does a list
+/// item that looks like one; numbers and booleans are still read where wanted.
+#[test]
+fn environment_values_that_look_like_numbers_stay_as_typed() {
+    use secrecy::ExposeSecret;
+    for secret in ["0123456", "true", "12e45", "nan", "1.50"] {
+        let config = load(MINIMAL, &[("SEATWARDEN__WORKSPACE__TOKEN", secret)]).unwrap();
+        assert_eq!(
+            config.workspace.token.as_ref().unwrap().expose_secret(),
+            secret
+        );
+    }
+    let config = load(
+        MINIMAL,
+        &[
+            ("SEATWARDEN__POLICY__SCOPE_GROUPS", "2024"),
+            ("SEATWARDEN__SAFETY__PROTECTED_GROUPS", "007,true"),
+            ("SEATWARDEN__SAFETY__MAX_DEPROVISION_PERCENT", "2.5"),
+            ("SEATWARDEN__DEPROVISION__ACTION", "delete"),
+            ("SEATWARDEN__DEPROVISION__DELETE_AFTER", "30d"),
+        ],
+    )
+    .unwrap();
+    assert_eq!(config.policy.scope_groups, vec!["2024"]);
+    assert_eq!(config.safety.protected_groups, vec!["007", "true"]);
+    assert_eq!(config.safety.max_deprovision_percent, 2.5);
+}
+
+#[test]
+fn a_zero_timeout_is_refused_naming_the_key() {
+    let err = load(MINIMAL, &[("SEATWARDEN__WORKSPACE__TIMEOUT", "0s")]).unwrap_err();
+    assert!(err.contains("workspace.timeout"), "{err}");
+    assert!(err.contains("longer than zero"), "{err}");
+    let err = load(
+        &format!(
+            "{MINIMAL}
+[report.email]
+smtp_url = \"smtp://mail.example.com\"
+from = \"sw@example.com\"
+to = [\"a@example.com\"]
+timeout = \"0m\"
+"
+        ),
+        &[],
+    )
+    .unwrap_err();
+    assert!(err.contains("report.email.timeout"), "{err}");
+}
+
 #[test]
 fn a_bad_environment_value_names_the_variable() {
     let err = load(MINIMAL, &[("SEATWARDEN__WORKSPACE__PAGE_SIZE", "abc")]).unwrap_err();
