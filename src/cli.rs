@@ -47,7 +47,7 @@ Exit codes:
   7  status: deprovisions are overdue (not verified within deprovision.sla)
 
 Every configuration key can be overridden with SEATWARDEN__SECTION__KEY,
-e.g. SEATWARDEN__WORKSPACE__TOKEN_FILE=/run/credentials/seatwarden.service/token.
+e.g. SEATWARDEN__WORKSPACE__TOKEN_FILE=/run/credentials/seatwarden.service/workspace-token.
 
 Typical use:
   seatwarden check-config            validate and print the effective configuration
@@ -280,8 +280,17 @@ Examples:
         only: Option<String>,
     },
     /// Drop the held actions of a run: they stay unapplied for good. Audited.
+    #[command(after_help = "\
+The audit trail names $SEATWARDEN_OPERATOR, else $SUDO_USER, else the OS user.
+
+Examples:
+  seatwarden reject 42                      drop everything run 42 held
+  seatwarden reject 42 --only set_role      only its held role changes")]
     Reject {
+        /// The run id (see `seatwarden report`).
         run: RunId,
+        /// Only actions of this kind (deactivate, delete, set_role, remove_members, …)
+        /// or class (deprovision, membership_removal, role_downgrade, deletion).
         #[arg(long)]
         only: Option<String>,
     },
