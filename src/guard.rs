@@ -231,8 +231,12 @@ pub fn guard(
     input: &GuardInput,
 ) -> Plan {
     if !input.directory_complete {
+        // A person or a group missing from a partial read looks like a lost
+        // membership or mapping as much as a leaver does: nothing that takes
+        // access away (deprovisions, deletions, membership removals, role
+        // downgrades) runs on it.
         for action in &mut plan.actions {
-            if action.kind.is_deprovision() && action.held.is_none() {
+            if action.kind.threshold_class().is_some() && action.held.is_none() {
                 action.held = Some(HoldReason::IncompleteDirectory);
             }
         }
@@ -261,9 +265,10 @@ pub fn guard(
     plan
 }
 
-/// Holds a deletion after the retention period when a create in the same plan
-/// wants the account's userName: a person re-hired under a new directory id, whose
-/// create meets 409 while the old account exists. Deleting it would let the create
+/// Holds the deletion of a deactivated account (after the retention period, or at
+/// once with `delete_after = "0s"`) when a create in the same plan wants the
+/// account's userName: a person re-hired under a new directory id, whose create
+/// meets 409 while the old account exists. Deleting it would let the create
 /// through with an empty account; the old one, projects included, is theirs to
 /// keep unless someone decides otherwise.
 fn hold_wanted_user_names(plan: &mut Plan, workspace: &WorkspaceSnapshot) {
@@ -285,13 +290,20 @@ fn hold_wanted_user_names(plan: &mut Plan, workspace: &WorkspaceSnapshot) {
         .iter()
         .map(|a| (a.id.as_str(), a.user_name.as_str()))
         .collect();
+    let inactive: std::collections::HashSet<&str> = workspace
+        .accounts
+        .iter()
+        .filter(|a| !a.active)
+        .map(|a| a.id.as_str())
+        .collect();
     let mut holds = Vec::new();
     for (index, action) in plan.actions.iter().enumerate() {
-        if let ActionKind::Delete {
-            account_id,
-            deactivated_since: Some(_),
-        } = &action.kind
+        // An active account's deletion also takes access away, which cannot wait
+        // for a decision (same-day deprovisioning); a deactivated one's only
+        // destroys what a returner would want back.
+        if let ActionKind::Delete { account_id, .. } = &action.kind
             && action.held.is_none()
+            && inactive.contains(account_id.as_str())
             && let Some(user_name) = user_names.get(account_id.as_str())
             && let Some(identity_id) = wanted.get(&user_name.to_lowercase())
         {
@@ -565,7 +577,7 @@ fn split_members(settled: &mut ActionKind, unsettled_kind: &mut ActionKind, unse
 
 /// Holds runnable membership changes that depend on a held create (an account or
 /// group the same plan creates), with the create's reason: without the object they
-/// would only fail.
+/// would only fail. A batch with some such members is split: the others go now.
 pub fn hold_dependents(mut plan: Plan) -> Plan {
     use crate::model::{AccountRef, GroupRef};
     let mut accounts: FxHashMap<String, HoldReason> = FxHashMap::default();
@@ -588,21 +600,43 @@ pub fn hold_dependents(mut plan: Plan) -> Plan {
         GroupRef::Created { display_name } => groups.get(&display_name.to_lowercase()).cloned(),
         GroupRef::Existing { .. } => None,
     };
+    let member_hold = |m: &AccountRef| match m {
+        AccountRef::Created { identity_id } => accounts.get(identity_id).cloned(),
+        AccountRef::Existing { .. } => None,
+    };
+    let mut next_seq = plan.actions.iter().map(|a| a.seq + 1).max().unwrap_or(0);
+    let mut waiting = Vec::new();
     for action in &mut plan.actions {
         if action.held.is_some() {
             continue;
         }
-        action.held = match &action.kind {
-            ActionKind::AddMembers { group, members } => group_hold(group).or_else(|| {
-                members.iter().find_map(|m| match m {
-                    AccountRef::Created { identity_id } => accounts.get(identity_id).cloned(),
-                    AccountRef::Existing { .. } => None,
-                })
-            }),
-            ActionKind::RemoveMembers { group, .. } => group_hold(group),
-            _ => None,
-        };
+        match &action.kind {
+            ActionKind::AddMembers { group, members } => {
+                if let Some(reason) = group_hold(group) {
+                    action.held = Some(reason);
+                    continue;
+                }
+                let holds: Vec<Option<HoldReason>> = members.iter().map(member_hold).collect();
+                let held: Vec<bool> = holds.iter().map(Option::is_some).collect();
+                if held.iter().all(|&h| h) {
+                    action.held = holds.into_iter().flatten().next();
+                } else if held.iter().any(|&h| h) {
+                    // The members whose account exists (or is created now) join
+                    // now; those whose create is held wait in an action of their
+                    // own, so one held create does not keep a group from everyone.
+                    let mut rest = action.clone();
+                    split_members(&mut action.kind, &mut rest.kind, &held);
+                    rest.seq = next_seq;
+                    next_seq += 1;
+                    rest.held = holds.into_iter().flatten().next();
+                    waiting.push(rest);
+                }
+            }
+            ActionKind::RemoveMembers { group, .. } => action.held = group_hold(group),
+            _ => {}
+        }
     }
+    plan.actions.extend(waiting);
     plan
 }
 
@@ -744,16 +778,34 @@ mod tests {
         plan.actions.iter().map(|a| a.held.clone()).collect()
     }
 
+    /// A partial read makes a missing person look like a leaver and a missing
+    /// group like a lost mapping: nothing that takes access away runs on it;
+    /// what gives access (reactivation, promotion, additions) does.
     #[test]
-    fn incomplete_directory_holds_every_deprovision_only() {
+    fn incomplete_directory_holds_everything_that_takes_access_away() {
+        use crate::model::{AccountRef, GroupRef};
+        let group = GroupRef::Existing {
+            id: "g".into(),
+            display_name: "G".into(),
+        };
         let plan = plan_of(vec![
             deactivate("1"),
             ActionKind::Delete {
                 account_id: "2".into(),
                 deactivated_since: None,
             },
+            ActionKind::RemoveMembers {
+                group: group.clone(),
+                members: vec!["4".into()],
+            },
+            demote("5", "Maintainer", Role::Editor),
             ActionKind::Reactivate {
                 account_id: "3".into(),
+            },
+            demote("6", "Viewer", Role::Editor),
+            ActionKind::AddMembers {
+                group,
+                members: vec![AccountRef::Existing { id: "7".into() }],
             },
         ]);
         let input = GuardInput {
@@ -766,11 +818,16 @@ mod tests {
             &generous(),
             &input,
         );
+        let incomplete = Some(HoldReason::IncompleteDirectory);
         assert_eq!(
             held(&out),
             [
-                Some(HoldReason::IncompleteDirectory),
-                Some(HoldReason::IncompleteDirectory),
+                incomplete.clone(),
+                incomplete.clone(),
+                incomplete.clone(),
+                incomplete,
+                None,
+                None,
                 None
             ]
         );
@@ -853,18 +910,24 @@ mod tests {
             delete("old", Some(since)),
             delete("other", Some(since)),
             delete("now", None),
+            delete("gone", None),
             create("n1", "OLD@ex.com"),
             create("n2", "now@ex.com"),
+            create("n3", "gone@ex.com"),
         ]);
         let workspace = WorkspaceSnapshot {
             accounts: vec![
                 account("old", "Viewer", false),
                 account("other", "Viewer", false),
                 account("now", "Viewer", true),
+                account("gone", "Viewer", false),
             ],
             groups: Vec::new(),
         };
         let out = guard(plan, &workspace, &generous(), &COMPLETE);
+        // "now" is still active: its deletion takes access away and goes on.
+        // "gone" was deactivated and is deleted at once (`delete_after = "0s"`):
+        // held like the one past its retention period.
         assert_eq!(
             held(&out),
             [
@@ -873,6 +936,11 @@ mod tests {
                     account_id: "old".into(),
                 }),
                 None,
+                None,
+                Some(HoldReason::UserNameWanted {
+                    identity_id: "n3".into(),
+                    account_id: "gone".into(),
+                }),
                 None,
                 None,
                 None,
@@ -1330,6 +1398,76 @@ mod tests {
         );
     }
 
+    /// One held create does not keep a group from the members whose accounts
+    /// exist: the batch is split, and only the held create's member waits.
+    #[test]
+    fn a_held_create_holds_only_its_own_membership() {
+        use crate::model::{AccountRef, GroupRef};
+        let created = |id: &str| AccountRef::Created {
+            identity_id: id.into(),
+        };
+        let existing = |id: &str| AccountRef::Existing { id: id.into() };
+        let mut plan = plan_of(vec![
+            ActionKind::CreateAccount {
+                identity_id: "z".into(),
+                spec: crate::model::AccountSpec {
+                    user_name: "z@ex.com".into(),
+                    external_id: "z".into(),
+                    given_name: None,
+                    family_name: None,
+                    display_name: None,
+                    email: None,
+                    role: None,
+                },
+            },
+            ActionKind::CreateAccount {
+                identity_id: "y".into(),
+                spec: crate::model::AccountSpec {
+                    user_name: "y@ex.com".into(),
+                    external_id: "y".into(),
+                    given_name: None,
+                    family_name: None,
+                    display_name: None,
+                    email: None,
+                    role: None,
+                },
+            },
+            ActionKind::AddMembers {
+                group: GroupRef::Existing {
+                    id: "g".into(),
+                    display_name: "Eng".into(),
+                },
+                members: vec![existing("a"), created("z"), created("y"), existing("b")],
+            },
+        ]);
+        plan.actions[0].held = Some(HoldReason::OutOfSight);
+        let out = hold_dependents(plan);
+        assert_eq!(out.actions.len(), 4);
+        assert_eq!(
+            out.actions[2].kind,
+            ActionKind::AddMembers {
+                group: GroupRef::Existing {
+                    id: "g".into(),
+                    display_name: "Eng".into(),
+                },
+                members: vec![existing("a"), created("y"), existing("b")],
+            }
+        );
+        assert_eq!(out.actions[2].held, None);
+        assert_eq!(
+            out.actions[3].kind,
+            ActionKind::AddMembers {
+                group: GroupRef::Existing {
+                    id: "g".into(),
+                    display_name: "Eng".into(),
+                },
+                members: vec![created("z")],
+            }
+        );
+        assert_eq!(out.actions[3].held, Some(HoldReason::OutOfSight));
+        assert_eq!(out.actions[3].seq, 3);
+    }
+
     /// A provider may send several role values; Owner among them is an Owner.
     #[test]
     fn an_owner_with_several_role_values_is_still_the_last_owner() {
@@ -1424,14 +1562,19 @@ mod tests {
                 to: Role::Viewer,
             },
         ]);
-        let input = GuardInput {
-            directory_complete: false,
-            ..COMPLETE
+        // o1's deactivation is held by the deprovision limit.
+        let settings = GuardSettings {
+            max_deprovisions: 0,
+            ..generous()
         };
-        let out = guard(plan, &workspace, &generous(), &input);
+        let out = guard(plan, &workspace, &settings, &COMPLETE);
+        assert!(
+            matches!(out.actions[0].held, Some(HoldReason::Threshold { .. })),
+            "{:?}",
+            out.actions[0].held
+        );
         assert_eq!(
-            held(&out),
-            [Some(HoldReason::IncompleteDirectory), None],
+            out.actions[1].held, None,
             "o1 stays an Owner, so o2 may be demoted"
         );
     }

@@ -571,7 +571,8 @@ impl RecentCounts {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "rule", rename_all = "snake_case")]
 pub enum HoldReason {
-    /// The directory snapshot was incomplete: no deprovisioning from it.
+    /// The directory snapshot was incomplete: nothing that takes access away
+    /// (deprovisions, deletions, membership removals, role downgrades) from it.
     IncompleteDirectory,
     /// More deprovisions than `max_deprovisions` / `max_deprovision_percent` allow.
     /// Written by earlier versions; [`HoldReason::Threshold`] replaces it.
@@ -643,7 +644,9 @@ impl fmt::Display for HoldReason {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             HoldReason::IncompleteDirectory => {
-                f.write_str("the directory snapshot was incomplete; no deprovisioning from it")
+                f.write_str(
+                "the directory snapshot was incomplete; nothing that takes access away is done from it",
+            )
             }
             HoldReason::DeprovisionThreshold {
                 planned,
