@@ -619,10 +619,15 @@ impl<'a> Matching<'a> {
         };
         let mut by_user_name: FxHashMap<Cow<'a, str>, Few<u32>> = FxHashMap::default();
         let mut by_email: FxHashMap<Cow<'a, str>, Few<u32>> = FxHashMap::default();
+        // An empty value is no key: every account and person without an email
+        // would otherwise "share" one, and a match through it be disputed.
+        let key_worthy = |value: &&str| !value.trim().is_empty();
         for (_, account) in unlinked() {
             if by_external_id(account).is_none() {
-                by_user_name.entry(fold(&account.user_name)).or_default();
-                if let Some(email) = &account.email {
+                if key_worthy(&account.user_name.as_str()) {
+                    by_user_name.entry(fold(&account.user_name)).or_default();
+                }
+                if let Some(email) = account.email.as_deref().filter(key_worthy) {
                     by_email.entry(fold(email)).or_default();
                 }
             }
@@ -2498,6 +2503,36 @@ mod tests {
                 .any(|d| d.identity_id.as_deref() == Some("x")),
             "{disputed:#?}"
         );
+    }
+
+    /// An empty email is no match key: two people and an unlinked account without
+    /// one (sent as "") are not a disputed match, and nobody matches by it.
+    #[test]
+    fn an_empty_email_matches_nobody() {
+        let mut fx = Fx::new();
+        let mut a = active("a", &[]);
+        let mut b = active("b", &[]);
+        a.email = Some(String::new());
+        b.email = Some(" ".into());
+        fx.identities = vec![a, b];
+        let mut stray = acct("9", "stray");
+        stray.external_id = None;
+        stray.email = Some(String::new());
+        let mut a_account = acct("1", "a");
+        a_account.email = Some(String::new());
+        fx.accounts = vec![a_account, stray];
+        let plan = fx.plan();
+        assert!(
+            drift_of(&plan, DriftKind::DisputedMatch).is_empty(),
+            "{:#?}",
+            plan.drift
+        );
+        // b gets an account of their own; the stray one is nobody's.
+        assert!(plan.actions.iter().any(|a| matches!(
+            &a.kind,
+            ActionKind::CreateAccount { identity_id, .. } if identity_id == "b"
+        )));
+        assert_eq!(drift_of(&plan, DriftKind::OrphanedAccount).len(), 1);
     }
 
     #[test]

@@ -244,17 +244,23 @@ fn identities(people: Vec<(Account, Option<String>)>, groups: &[WorkspaceGroup])
                 } else {
                     IdentityStatus::Suspended
                 },
-                user_name: account.user_name,
-                email: account.email,
-                given_name: account.given_name,
-                family_name: account.family_name,
-                display_name: account.display_name,
+                user_name: account.user_name.trim().to_owned(),
+                email: present(account.email),
+                given_name: present(account.given_name),
+                family_name: present(account.family_name),
+                display_name: present(account.display_name),
                 department,
                 groups,
                 id: account.id,
             }
         })
         .collect()
+}
+
+/// A value as the other connectors take it: trimmed, and none when empty (an
+/// empty `givenName` would otherwise be written to the workspace on every run).
+fn present(value: Option<String>) -> Option<String> {
+    value.map(|v| v.trim().to_owned()).filter(|v| !v.is_empty())
 }
 
 /// For every member id, the names of the groups it is in, counting a group that is
@@ -354,6 +360,23 @@ mod tests {
         assert_eq!(by_id["u1"].department.as_deref(), Some("Engineering"));
         assert_eq!(by_id["u1"].user_name, "u1@example.com");
         assert_eq!(by_id["u1"].given_name.as_deref(), Some("Given"));
+    }
+
+    /// Empty and padded values are taken as the other connectors take them, so
+    /// an empty `givenName` is not planned onto the workspace on every run.
+    #[test]
+    fn empty_values_are_none_and_values_are_trimmed() {
+        let (mut account, department) = person("u1", true);
+        account.user_name = " u1@example.com ".into();
+        account.given_name = Some("".into());
+        account.family_name = Some("  Lovelace ".into());
+        account.email = Some("   ".into());
+        let identities = identities(vec![(account, department)], &[]);
+        let u1 = &identities[0];
+        assert_eq!(u1.user_name, "u1@example.com");
+        assert_eq!(u1.given_name, None);
+        assert_eq!(u1.family_name.as_deref(), Some("Lovelace"));
+        assert_eq!(u1.email, None);
     }
 
     #[test]
