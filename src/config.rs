@@ -715,10 +715,10 @@ impl Config {
         let raw = builder
             .build()
             .map_err(|e| describe_config_error(path, e))?;
-        let mut config: Config = raw
-            .clone()
-            .try_deserialize()
-            .map_err(|e| locate_in_directory_table(&raw, path, describe_config_error(path, e)))?;
+        let mut config: Config = raw.clone().try_deserialize().map_err(|e| {
+            let error = locate_in_directory_table(&raw, path, describe_config_error(path, e));
+            blame_the_variable(error, path, &variables)
+        })?;
         config.source = path.to_owned();
         config.from_env = variables
             .iter()
@@ -814,8 +814,14 @@ impl Config {
     }
 
     fn key_error(&self, key: &str, message: impl Into<String>) -> ConfigError {
-        let path = if self.from_env.contains(key) {
-            value_source(&self.source, Some("the environment".to_owned()), Some(key))
+        // `report.email.to[1]` came from the variable of `report.email.to`.
+        let whole = key.split('[').next().unwrap_or(key);
+        let path = if self.from_env.contains(whole) {
+            value_source(
+                &self.source,
+                Some("the environment".to_owned()),
+                Some(whole),
+            )
         } else {
             self.source.clone()
         };
@@ -1778,6 +1784,43 @@ fn value_source(path: &Path, origin: Option<String>, key: Option<&str>) -> PathB
         }),
         Some(o) => PathBuf::from(o),
         None => path.to_owned(),
+    }
+}
+
+/// serde names no origin for an unknown field, so it is blamed on the file; when
+/// no line of the file but a `SEATWARDEN__…` variable spells it (a typo in the
+/// variable, or one `_` for `__`), the error names that variable instead.
+fn blame_the_variable(error: ConfigError, file: &Path, variables: &[String]) -> ConfigError {
+    let (ConfigError::Key { path, message, .. } | ConfigError::Invalid { path, message }) = &error
+    else {
+        return error;
+    };
+    let Some(field) = message
+        .split_once("unknown field `")
+        .and_then(|(_, rest)| rest.split_once('`'))
+        .map(|(field, _)| field.to_owned())
+    else {
+        return error;
+    };
+    if path != file {
+        return error;
+    }
+    let in_file = std::fs::read_to_string(file).is_ok_and(|text| {
+        text.lines()
+            .any(|line| line.split('=').next().is_some_and(|k| k.trim() == field))
+    });
+    let prefix = format!("{ENV_PREFIX}__");
+    let culprit = variables.iter().find(|name| {
+        name.strip_prefix(&prefix)
+            .and_then(|rest| rest.rsplit("__").next())
+            .is_some_and(|last| last.eq_ignore_ascii_case(&field))
+    });
+    match culprit {
+        Some(name) if !in_file => ConfigError::Invalid {
+            path: PathBuf::from(format!("environment variable {name}")),
+            message: message.clone(),
+        },
+        _ => error,
     }
 }
 

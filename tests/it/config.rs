@@ -151,6 +151,34 @@ fn a_bad_environment_value_names_the_variable() {
     );
 }
 
+/// A mistyped variable is an unknown key too, and is blamed on the variable, not
+/// on a file that does not contain it; a list item's error names its variable.
+#[test]
+fn an_unknown_key_from_a_variable_names_the_variable() {
+    for name in [
+        "SEATWARDEN__WORKSPACE__TOKENFILE",
+        "SEATWARDEN__WORKSPACE_TOKEN_FILE",
+    ] {
+        let err = load(MINIMAL, &[(name, "/run/token")]).unwrap_err();
+        assert!(
+            err.contains(&format!("environment variable {name}")),
+            "{err}"
+        );
+        assert!(!err.contains("seatwarden.toml"), "{err}");
+    }
+    let err = load(
+        &format!(
+            "{MINIMAL}\n[report.email]\nsmtp_url = \"smtp://mail.example.com\"\nfrom = \"sw@example.com\"\nto = [\"a@example.com\"]\n"
+        ),
+        &[("SEATWARDEN__REPORT__EMAIL__TO", "a@example.com,not an address")],
+    )
+    .unwrap_err();
+    assert!(
+        err.contains("environment variable SEATWARDEN__REPORT__EMAIL__TO"),
+        "{err}"
+    );
+}
+
 #[test]
 fn an_unknown_key_is_named_with_the_file() {
     let err = load(&format!("{MINIMAL}\n[safety]\nmax_deprovision = 3\n"), &[]).unwrap_err();
