@@ -90,6 +90,107 @@ pub struct Config {
     pub from_env: std::collections::BTreeSet<String>,
 }
 
+/// `[directory]` is a tagged table: serde buffers it before the `config` crate can
+/// read an environment variable's text as the number or boolean a key wants (as it
+/// does everywhere else), so its numbers and booleans also accept that text.
+mod lenient {
+    use std::fmt;
+    use std::marker::PhantomData;
+
+    use serde::Deserializer;
+    use serde::de::{Error, Unexpected, Visitor};
+
+    pub trait FromText: Sized {
+        const EXPECTING: &'static str;
+        const IS_NUMBER: bool;
+        fn from_text(text: &str) -> Option<Self>;
+        fn from_bool(_: bool) -> Option<Self> {
+            None
+        }
+        fn from_i64(_: i64) -> Option<Self> {
+            None
+        }
+        fn from_u64(_: u64) -> Option<Self> {
+            None
+        }
+    }
+
+    impl FromText for bool {
+        const EXPECTING: &'static str = "a boolean";
+        const IS_NUMBER: bool = false;
+        fn from_text(text: &str) -> Option<Self> {
+            match text.trim().to_ascii_lowercase().as_str() {
+                "true" => Some(true),
+                "false" => Some(false),
+                _ => None,
+            }
+        }
+        fn from_bool(value: bool) -> Option<Self> {
+            Some(value)
+        }
+    }
+
+    macro_rules! number_from_text {
+        ($($t:ty),*) => {$(
+            impl FromText for $t {
+                const EXPECTING: &'static str = "a whole number";
+                const IS_NUMBER: bool = true;
+                fn from_text(text: &str) -> Option<Self> {
+                    text.trim().parse().ok()
+                }
+                fn from_i64(value: i64) -> Option<Self> {
+                    Self::try_from(value).ok()
+                }
+                fn from_u64(value: u64) -> Option<Self> {
+                    Self::try_from(value).ok()
+                }
+            }
+        )*};
+    }
+    number_from_text!(u32, usize);
+
+    struct ValueOrText<T>(PhantomData<T>);
+
+    impl<T: FromText> Visitor<'_> for ValueOrText<T> {
+        type Value = T;
+
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str(T::EXPECTING)
+        }
+
+        fn visit_bool<E: Error>(self, value: bool) -> Result<T, E> {
+            T::from_bool(value).ok_or_else(|| E::invalid_type(Unexpected::Bool(value), &self))
+        }
+
+        fn visit_i64<E: Error>(self, value: i64) -> Result<T, E> {
+            T::from_i64(value).ok_or_else(|| match T::IS_NUMBER {
+                true => E::invalid_value(Unexpected::Signed(value), &self),
+                false => E::invalid_type(Unexpected::Signed(value), &self),
+            })
+        }
+
+        fn visit_u64<E: Error>(self, value: u64) -> Result<T, E> {
+            T::from_u64(value).ok_or_else(|| match T::IS_NUMBER {
+                true => E::invalid_value(Unexpected::Unsigned(value), &self),
+                false => E::invalid_type(Unexpected::Unsigned(value), &self),
+            })
+        }
+
+        fn visit_str<E: Error>(self, value: &str) -> Result<T, E> {
+            T::from_text(value).ok_or_else(|| E::invalid_value(Unexpected::Str(value), &self))
+        }
+    }
+
+    /// The value as typed, or its text as an environment variable gives it.
+    pub fn parse<'de, D, T>(deserializer: D) -> Result<T, D::Error>
+    where
+        D: Deserializer<'de>,
+        T: FromText,
+    {
+        deserializer.deserialize_any(ValueOrText(PhantomData))
+    }
+}
+
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
 pub enum DirectoryConfig {
@@ -113,7 +214,10 @@ pub enum DirectoryConfig {
         /// Scope = the users and groups assigned to this app.
         #[serde(default)]
         app_id: Option<String>,
-        #[serde(default = "defaults::okta_max_concurrency")]
+        #[serde(
+            default = "defaults::okta_max_concurrency",
+            deserialize_with = "lenient::parse"
+        )]
         max_concurrency: usize,
         #[serde(default = "defaults::timeout")]
         timeout: String,
@@ -141,20 +245,33 @@ pub enum DirectoryConfig {
         /// Default `https://login.microsoftonline.com`.
         #[serde(default)]
         login_url: Option<url::Url>,
-        #[serde(default = "defaults::entra_max_concurrency")]
+        #[serde(
+            default = "defaults::entra_max_concurrency",
+            deserialize_with = "lenient::parse"
+        )]
         max_concurrency: usize,
         /// Keeps a snapshot inside Graph's directory read budget; 0 disables.
-        #[serde(default = "defaults::entra_requests_per_second")]
+        #[serde(
+            default = "defaults::entra_requests_per_second",
+            deserialize_with = "lenient::parse"
+        )]
         requests_per_second: u32,
         #[serde(default = "defaults::timeout")]
         timeout: String,
+        /// B2B guests (`userType` Guest) are people of the directory like members;
+        /// `false` leaves them out, so their workspace accounts count as nobody's.
+        #[serde(
+            default = "defaults::include_guests",
+            deserialize_with = "lenient::parse"
+        )]
+        include_guests: bool,
     },
     /// Active Directory or OpenLDAP: a simple bind (`bind_dn` +
     /// `bind_password_file`), paged searches for users and groups.
     Ldap {
         /// `ldaps://host[:port]`, or `ldap://host[:port]` (with `start_tls`).
         url: String,
-        #[serde(default)]
+        #[serde(default, deserialize_with = "lenient::parse")]
         start_tls: bool,
         /// PEM: the only CA trusted for the server (instead of the system's roots).
         #[serde(default)]
@@ -184,7 +301,10 @@ pub enum DirectoryConfig {
         id_attribute: Option<String>,
         #[serde(default)]
         user_name_attribute: Option<String>,
-        #[serde(default = "defaults::ldap_page_size")]
+        #[serde(
+            default = "defaults::ldap_page_size",
+            deserialize_with = "lenient::parse"
+        )]
         page_size: u32,
         #[serde(default = "defaults::timeout")]
         timeout: String,
@@ -198,15 +318,21 @@ pub enum DirectoryConfig {
         token: Option<SecretString>,
         #[serde(default)]
         token_file: Option<PathBuf>,
-        #[serde(default = "defaults::page_size")]
+        #[serde(default = "defaults::page_size", deserialize_with = "lenient::parse")]
         page_size: u32,
         /// `auto` | `index` | `cursor` (RFC 9865), as for the workspace.
         #[serde(default)]
         pagination: Pagination,
-        #[serde(default = "defaults::max_concurrency")]
+        #[serde(
+            default = "defaults::max_concurrency",
+            deserialize_with = "lenient::parse"
+        )]
         max_concurrency: usize,
         /// 0 disables the rate limit.
-        #[serde(default = "defaults::requests_per_second")]
+        #[serde(
+            default = "defaults::requests_per_second",
+            deserialize_with = "lenient::parse"
+        )]
         requests_per_second: u32,
         #[serde(default = "defaults::timeout")]
         timeout: String,
@@ -627,6 +753,9 @@ mod defaults {
     /// integrations share.
     pub fn okta_max_concurrency() -> usize {
         8
+    }
+    pub fn include_guests() -> bool {
+        true
     }
     pub fn entra_max_concurrency() -> usize {
         4
@@ -1456,6 +1585,7 @@ impl Config {
                 max_concurrency,
                 requests_per_second,
                 timeout: t,
+                include_guests,
             } => {
                 let auth = match certificate_file {
                     Some(_) => EntraAuth::Certificate {
@@ -1481,6 +1611,7 @@ impl Config {
                     requests_per_second: *requests_per_second,
                     timeout: timeout(t),
                     retry: RetryPolicy::default(),
+                    include_guests: *include_guests,
                 }))
             }
             DirectoryConfig::Ldap {

@@ -432,6 +432,55 @@ fn the_entra_example_loads() {
     assert_eq!(tenant_id, "00000000-0000-0000-0000-000000000000");
     assert!(client_secret_file.is_some());
     assert_eq!(*requests_per_second, 50);
+    assert!(matches!(
+        config.directory,
+        DirectoryConfig::Entra {
+            include_guests: true,
+            ..
+        }
+    ));
+    // A boolean from the environment is read from its text.
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/entra.example.toml");
+    let env = HashMap::from([(
+        "SEATWARDEN__DIRECTORY__INCLUDE_GUESTS".to_owned(),
+        "false".to_owned(),
+    )]);
+    let config = Config::load_with_env(&path, Some(env)).unwrap();
+    assert!(matches!(
+        config.directory,
+        DirectoryConfig::Entra {
+            include_guests: false,
+            ..
+        }
+    ));
+    // Numbers too, in the tagged [directory] table.
+    let env = HashMap::from([
+        (
+            "SEATWARDEN__DIRECTORY__MAX_CONCURRENCY".to_owned(),
+            "8".to_owned(),
+        ),
+        (
+            "SEATWARDEN__DIRECTORY__REQUESTS_PER_SECOND".to_owned(),
+            "0".to_owned(),
+        ),
+    ]);
+    let config = Config::load_with_env(&path, Some(env)).unwrap();
+    assert!(matches!(
+        config.directory,
+        DirectoryConfig::Entra {
+            max_concurrency: 8,
+            requests_per_second: 0,
+            ..
+        }
+    ));
+    let env = HashMap::from([(
+        "SEATWARDEN__DIRECTORY__MAX_CONCURRENCY".to_owned(),
+        "eight".to_owned(),
+    )]);
+    let err = Config::load_with_env(&path, Some(env))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("\"eight\""), "{err}");
 }
 
 #[test]
