@@ -423,6 +423,7 @@ async fn main() {
             requests_per_second: rps,
             timeout: Duration::from_secs(30),
             retry: RetryPolicy::default(),
+            include_guests: true,
         })
     };
     for rps in [50, 0] {

@@ -88,6 +88,9 @@ pub struct EntraSettings {
     pub requests_per_second: u32,
     pub timeout: Duration,
     pub retry: RetryPolicy,
+    /// Whether B2B guests (`userType` Guest) are people of the directory. When
+    /// not, they are left out of every read: their accounts count as nobody's.
+    pub include_guests: bool,
 }
 
 /// Which members of a group a read asks for.
@@ -268,8 +271,10 @@ impl EntraSource {
         };
         let (users, (wanted, app_scope, to_read, members, assigned_members)) =
             futures::try_join!(people, memberships)?;
+        let include_guests = self.inner.settings.include_guests;
         let identities = users
             .iter()
+            .filter(|u| include_guests || !is_guest(u))
             .map(|u| parse_user(u, "GET /v1.0/users"))
             .collect::<Result<Vec<_>, _>>()?;
         Ok(remote::assemble_snapshot(
@@ -434,9 +439,11 @@ impl EntraSource {
             );
             return self.full_changes(&users_link, &groups_link).await;
         }
-        let changed = self
+        let (changed, guests) = self
             .read_users(&affected.into_iter().collect::<Vec<_>>())
             .await?;
+        // Left out of every read, so gone as far as seatwarden knows.
+        removed.extend(guests);
         let cursor = links_of(&users_link, &groups_link)?;
         Ok(DeltaOutcome::Done(DirectoryChanges::Delta {
             changed,
@@ -459,11 +466,16 @@ impl EntraSource {
     }
 
     /// Current record and transitive groups of each id; ids no longer found are
-    /// skipped (the delta reports their removal separately).
-    async fn read_users(&self, ids: &[String]) -> Result<Vec<Identity>, DirectoryError> {
+    /// skipped (the delta reports their removal separately). Guests, when they are
+    /// left out, come back as ids of their own.
+    async fn read_users(
+        &self,
+        ids: &[String],
+    ) -> Result<(Vec<Identity>, Vec<String>), DirectoryError> {
         let api = &self.inner.api;
         let select = encode_component(USER_SELECT);
         let mut identities = Vec::new();
+        let mut guests = Vec::new();
         for chunk in ids.chunks(ID_FILTER_CHUNK) {
             let list = chunk
                 .iter()
@@ -475,7 +487,12 @@ impl EntraSource {
                 .list(format!("{api}/users?$filter={filter}&$select={select}"))
                 .await?;
             for u in &users {
-                identities.push(parse_user(u, "GET /v1.0/users")?);
+                let identity = parse_user(u, "GET /v1.0/users")?;
+                if self.inner.settings.include_guests || !is_guest(u) {
+                    identities.push(identity);
+                } else {
+                    guests.push(identity.id);
+                }
             }
         }
         let interest = self.interest_names();
@@ -501,7 +518,7 @@ impl EntraSource {
         .try_collect()
         .await?;
         identities.sort_by(|a, b| a.id.cmp(&b.id));
-        Ok(identities)
+        Ok((identities, guests))
     }
 
     fn interest_names(&self) -> GroupInterest {
@@ -844,6 +861,13 @@ fn links_of(users: &str, groups: &str) -> Result<String, DirectoryError> {
 
 /// Graph answers an expired delta token with 410 Gone or 400 and the code
 /// `syncStateNotFound` (or `resyncRequired`): start a full synchronisation again.
+/// A B2B guest: `userType` Guest (a member of another organisation invited in).
+fn is_guest(user: &Value) -> bool {
+    user.get("userType")
+        .and_then(Value::as_str)
+        .is_some_and(|t| t.eq_ignore_ascii_case("Guest"))
+}
+
 /// A group member that is never a person: a device, a service principal or a
 /// contact.
 fn is_never_an_identity(member: &Value) -> bool {

@@ -308,6 +308,7 @@ pub fn settings(server: &MockServer, auth: EntraAuth) -> EntraSettings {
         requests_per_second: 0,
         timeout: Duration::from_secs(10),
         retry: RetryPolicy::immediate(3),
+        include_guests: true,
     }
 }
 
@@ -944,6 +945,62 @@ async fn two_groups_answering_to_a_configured_name_are_refused() {
         .await
         .unwrap();
     assert_eq!(rows(&snapshot), expected_small_tenant());
+}
+
+/// B2B guests are people of the directory unless `include_guests = false`; then
+/// they are in no read, and a guest the sweep's delta re-reads counts as gone.
+#[tokio::test]
+async fn guests_are_left_out_when_the_configuration_says_so() {
+    let server = MockServer::start().await;
+    let mut tenant = small_tenant();
+    let mut guest = graph_user("a5", "eve_partner.com#EXT#@contoso.onmicrosoft.com", true);
+    guest["userType"] = "Guest".into();
+    tenant.users.push(guest);
+    tenant.groups[0].1.push("a5".into());
+    tenant.mount(&server).await;
+    let with_guests = EntraSource::new(settings(&server, secret()))
+        .snapshot()
+        .await
+        .unwrap();
+    assert!(with_guests.identities.iter().any(|i| i.id == "a5"));
+
+    let without = |server: &MockServer| {
+        EntraSource::new(EntraSettings {
+            include_guests: false,
+            ..settings(server, secret())
+        })
+    };
+    let snapshot = without(&server).snapshot().await.unwrap();
+    assert_eq!(rows(&snapshot), expected_small_tenant());
+
+    mount_delta(&server, "users", "U1", vec![vec![]]).await;
+    mount_delta(
+        &server,
+        "groups",
+        "G1",
+        vec![vec![json!({
+            "@odata.type": "#microsoft.graph.group",
+            "id": "g1",
+            "members@delta": [
+                {"@odata.type": "#microsoft.graph.user", "id": "a5"},
+                {"@odata.type": "#microsoft.graph.user", "id": "a4"},
+            ],
+        })]],
+    )
+    .await;
+    let changes = without(&server)
+        .changes_since(Some(&cursor(&server, "U1", "G1")))
+        .await
+        .unwrap();
+    let DirectoryChanges::Delta {
+        changed, removed, ..
+    } = changes
+    else {
+        panic!("expected a delta, got {changes:?}");
+    };
+    let ids: Vec<&str> = changed.iter().map(|i| i.id.as_str()).collect();
+    assert_eq!(ids, ["a4"]);
+    assert_eq!(removed, ["a5"]);
 }
 
 #[tokio::test]
