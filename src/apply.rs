@@ -1245,6 +1245,28 @@ fn attribute_value(account: &Account, attribute: Attribute) -> Option<&str> {
     }
 }
 
+/// An account that reads as absent by its id, looked for by its userName: a
+/// deprovision is not taken as done on one route's word. A `/Users/{id}` route
+/// that answers 404 for an account that exists (an id a proxy will not pass, a
+/// gateway that routes only some paths), or a listing the account slipped out of
+/// while it was read, would otherwise report a leaver deprovisioned.
+async fn found_by_user_name(
+    reader: &impl Reader,
+    account_id: &str,
+    user_name: &str,
+) -> Result<Option<Account>, String> {
+    if user_name.trim().is_empty() {
+        return Ok(None);
+    }
+    let found = reader.account_by_user_name(user_name).await.map_err(|e| {
+        format!(
+            "account {account_id} reads as absent by its id, and the search by its userName \
+             to confirm it failed: {e}"
+        )
+    })?;
+    Ok(found.filter(|account| account.id == account_id))
+}
+
 /// Checks that the workspace shows `action`'s effect. Used right after applying
 /// and when resolving actions a crashed run left `in_flight`.
 async fn verify_effect(action: &Action, reader: &impl Reader) -> Result<(), String> {
@@ -1252,11 +1274,26 @@ async fn verify_effect(action: &Action, reader: &impl Reader) -> Result<(), Stri
     match &action.kind {
         ActionKind::Deactivate { account_id } => match reader.account(account_id).await? {
             Some(account) if account.active => Err(format!("account {account_id} is still active")),
-            _ => Ok(()),
+            Some(_) => Ok(()),
+            None => match found_by_user_name(reader, account_id, &action.subject).await? {
+                Some(account) if account.active => Err(format!(
+                    "account {account_id} reads as absent by its id but is still active \
+                     (found by its userName {:?})",
+                    action.subject
+                )),
+                _ => Ok(()),
+            },
         },
         ActionKind::Delete { account_id, .. } => match reader.account(account_id).await? {
             Some(_) => Err(format!("account {account_id} still exists")),
-            None => Ok(()),
+            None => match found_by_user_name(reader, account_id, &action.subject).await? {
+                Some(_) => Err(format!(
+                    "account {account_id} reads as absent by its id but still exists \
+                     (found by its userName {:?})",
+                    action.subject
+                )),
+                None => Ok(()),
+            },
         },
         ActionKind::Reactivate { account_id } => match reader.account(account_id).await? {
             Some(account) if account.active => Ok(()),

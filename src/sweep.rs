@@ -268,7 +268,35 @@ pub async fn enforce(
     let mut accounts: Vec<(LedgerEntry, Option<Account>)> = Vec::with_capacity(reads.len());
     for (entry, read) in reads {
         match read {
-            Ok(account) => accounts.push((entry, account)),
+            Ok(Some(account)) => accounts.push((entry, Some(account))),
+            // Absent by its id: looked for by its userName too before the episode
+            // is closed. A `/Users/{id}` route that answers 404 for an account that
+            // exists (a wrong base URL, a proxy that will not pass the id) would
+            // otherwise verify a leaver who keeps access; and a search that
+            // answers proves `/Users` does.
+            Ok(None) => match client.find_account_by_user_name(&entry.user_name).await {
+                Ok(found) => {
+                    let ours = found.filter(|a| entry.account_id.as_deref() == Some(a.id.as_str()));
+                    accounts.push((entry, ours));
+                }
+                Err(e) => {
+                    tracing::warn!(
+                        person = %entry.user_name,
+                        error = %e,
+                        "an account reads as absent and the search by its userName failed; trying again later"
+                    );
+                    let next = sla::next_attempt(entry.attempts + 1, now);
+                    lock(store)?.deprovision_failed(
+                        entry.id,
+                        &format!(
+                            "the account reads as absent by its id, and the search by its userName \
+                             to confirm it failed: {e}"
+                        ),
+                        next,
+                    )?;
+                    outcome.failed += 1;
+                }
+            },
             Err(e) => {
                 tracing::warn!(
                     person = %entry.user_name,
@@ -285,13 +313,6 @@ pub async fn enforce(
             }
         }
     }
-    if accounts.iter().any(|(_, account)| account.is_none()) {
-        // A 404 means "gone" only from a workspace whose /Users answers: a wrong
-        // base URL answers 404 to every read and would close every episode with
-        // nothing enforced.
-        client.confirm_users_endpoint().await?;
-    }
-
     let protected = config.plan_settings().protected;
     let mut plan = Plan::default();
     let mut pending: HashMap<u32, &LedgerEntry> = HashMap::new();

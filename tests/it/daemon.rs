@@ -837,7 +837,9 @@ async fn a_404_from_a_workspace_whose_users_endpoint_does_not_answer_is_not_gone
 
     let mut wrong = config.scim_settings().unwrap();
     wrong.base_url = format!("{}/elsewhere", sandbox.base_url()).parse().unwrap();
-    let err = seatwarden::sweep::sweep(
+    // The account reads as absent, and the search by its userName that would
+    // confirm it fails too: that episode fails (and is tried again), no other.
+    let outcome = seatwarden::sweep::sweep(
         &config,
         &directory,
         &ScimClient::new(wrong).unwrap(),
@@ -846,15 +848,42 @@ async fn a_404_from_a_workspace_whose_users_endpoint_does_not_answer_is_not_gone
         chrono::Duration::hours(1),
     )
     .await
-    .unwrap_err();
-    assert!(err.to_string().contains("404"), "{err}");
+    .unwrap();
+    assert_eq!(outcome.enforced + outcome.already_done, 0, "{outcome:?}");
+    assert!(outcome.failed >= 1, "{outcome:?}");
     let open = store.lock().unwrap().open_deprovisions().unwrap();
     let episode = open.iter().find(|e| e.identity_id == leaver_id).unwrap();
     assert!(episode.verified_at.is_none(), "{episode:?}");
+    assert!(
+        episode
+            .last_error
+            .as_deref()
+            .is_some_and(|e| e.contains("userName") && e.contains("404")),
+        "{episode:?}"
+    );
 
+    // Once its retry is due, the right URL enforces it.
     let client = ScimClient::new(config.scim_settings().unwrap()).unwrap();
-    let outcome = sweep_now(&config, &directory, &client, &store).await;
-    assert_eq!(outcome.enforced, 1, "{outcome:?}");
+    let outcome = seatwarden::sweep::sweep(
+        &config,
+        &directory,
+        &client,
+        &store,
+        chrono::Utc::now() + chrono::Duration::hours(1),
+        chrono::Duration::hours(1),
+    )
+    .await
+    .unwrap();
+    assert!(outcome.enforced >= 1, "{outcome:?}");
+    let episode = store
+        .lock()
+        .unwrap()
+        .current_deprovisions()
+        .unwrap()
+        .into_iter()
+        .find(|e| e.identity_id == leaver_id)
+        .unwrap();
+    assert!(episode.verified_at.is_some(), "{episode:?}");
     sandbox.shutdown().await;
 }
 

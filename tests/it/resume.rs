@@ -593,6 +593,82 @@ async fn a_404_to_a_deactivation_is_checked_by_reading_the_account() {
     assert_eq!(outcome.report.summary.actions_applied, 0);
 }
 
+/// The `/Users/{id}` route answers 404 for an account that exists (a proxy that
+/// will not pass the id, a gateway that routes only the listing): the PATCH and
+/// the read after it both 404. The account is looked for by its userName before
+/// the deactivation counts, and found active: failed, never "done".
+#[tokio::test]
+async fn two_404s_by_id_do_not_make_an_active_account_gone() {
+    let server = MockServer::start().await;
+    Mock::given(method("GET"))
+        .and(path("/ServiceProviderConfig"))
+        .respond_with(ResponseTemplate::new(404))
+        .mount(&server)
+        .await;
+    // The id route and the id filter do not see the account; the listing and a
+    // userName search do.
+    Mock::given(method("GET"))
+        .and(path("/Users"))
+        .and(query_param("filter", "id eq \"acc-1\""))
+        .respond_with(scim(list(vec![])))
+        .with_priority(1)
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/Users"))
+        .respond_with(scim(list(vec![ada_account()])))
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/Groups"))
+        .respond_with(scim(list(vec![])))
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/Users/acc-1"))
+        .respond_with(ResponseTemplate::new(404))
+        .mount(&server)
+        .await;
+    Mock::given(method("PATCH"))
+        .respond_with(ResponseTemplate::new(404))
+        .mount(&server)
+        .await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = config_for(&server, dir.path());
+    std::fs::write(
+        dir.path().join("directory.json"),
+        json!({"users": [{
+            "id": "00u1", "userName": "ada@example.com", "email": "ada@example.com",
+            "status": "deprovisioned", "groups": []
+        }]})
+        .to_string(),
+    )
+    .unwrap();
+
+    let store = Store::open(&config.state.path).unwrap();
+    let outcome = run::execute(&config, store, Mode::Reconcile).await.unwrap();
+    let deactivation = outcome
+        .report
+        .actions
+        .iter()
+        .find(|a| a.op == "deactivate")
+        .unwrap();
+    assert_eq!(deactivation.outcome.as_str(), "failed", "{deactivation:?}");
+    assert!(
+        deactivation
+            .error
+            .as_deref()
+            .is_some_and(|e| e.contains("still active") && e.contains("userName")),
+        "{deactivation:?}"
+    );
+    let searched = server.received_requests().await.unwrap().iter().any(|r| {
+        r.url
+            .query_pairs()
+            .any(|(k, v)| k == "filter" && v == "userName eq \"ada@example.com\"")
+    });
+    assert!(searched);
+}
+
 /// A deletion after the retention period is planned from the listing; an admin
 /// re-enabled the account after that listing was read. The delete reads the
 /// account first and leaves it alone: a deletion cannot be undone.
