@@ -168,7 +168,14 @@ fn observe(
             .groups
             .iter()
             .any(|g| protected_groups.contains(&policy::fold_group_name(g)));
-        if in_protected_group || protected.matches(&identity.user_name) {
+        if in_protected_group {
+            // Never touched, as in the plan: an episode opened before they were
+            // put in the group (during an incident, say) ends here, or the retry
+            // job, which knows no groups, would still deactivate them.
+            observation.returned.push(identity.id.clone());
+            return;
+        }
+        if protected.matches(&identity.user_name) {
             return;
         }
         match policy::access_loss(identity, &policy) {

@@ -820,6 +820,81 @@ async fn the_sweep_deactivates_while_a_retention_period_comes_before_deletion() 
     sandbox.shutdown().await;
 }
 
+/// A leaver whose deactivation could not be made yet is put in a protected group
+/// (break-glass during an incident): the sweep ends their episode, and neither it
+/// nor the retry job deactivates them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_protected_group_ends_an_open_episode() {
+    use seatwarden::workspace::ScimClient;
+
+    let (sandbox, dir, mut config) = reconciled_demo().await;
+    let directory_path = dir.path().join("directory.json");
+    let mut full: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&directory_path).unwrap()).unwrap();
+    let position = active_non_owner(full["users"].as_array().unwrap(), &sandbox.snapshot());
+    full["users"][position]["status"] = "suspended".into();
+    let person = full["users"][position]["id"].as_str().unwrap().to_owned();
+    std::fs::write(&directory_path, full.to_string()).unwrap();
+    let store = std::sync::Arc::new(std::sync::Mutex::new(
+        Store::open(&config.state.path).unwrap(),
+    ));
+    // The workspace cannot be reached: the episode opens, nothing is enforced.
+    let mut wrong = config.scim_settings().unwrap();
+    wrong.base_url = format!("{}/elsewhere", sandbox.base_url()).parse().unwrap();
+    seatwarden::sweep::sweep(
+        &config,
+        &config.directory(),
+        &ScimClient::new(wrong).unwrap(),
+        &store,
+        chrono::Utc::now(),
+        chrono::Duration::hours(1),
+    )
+    .await
+    .unwrap();
+    let open = |store: &std::sync::Arc<std::sync::Mutex<Store>>| {
+        store
+            .lock()
+            .unwrap()
+            .open_deprovisions()
+            .unwrap()
+            .into_iter()
+            .any(|e| e.identity_id == person)
+    };
+    assert!(open(&store));
+
+    let groups = full["users"][position]["groups"].as_array_mut().unwrap();
+    groups.push("Break Glass".into());
+    std::fs::write(&directory_path, full.to_string()).unwrap();
+    config.safety.protected_groups = vec!["Break Glass".into()];
+    let client = ScimClient::new(config.scim_settings().unwrap()).unwrap();
+    let later = chrono::Utc::now() + chrono::Duration::hours(1);
+    let outcome = seatwarden::sweep::sweep(
+        &config,
+        &config.directory(),
+        &client,
+        &store,
+        later,
+        chrono::Duration::hours(1),
+    )
+    .await
+    .unwrap();
+    assert_eq!(outcome.enforced, 0, "{outcome:?}");
+    assert!(!open(&store), "the episode ended");
+    let retried = seatwarden::sweep::enforce(&config, &client, &store, later)
+        .await
+        .unwrap();
+    assert_eq!(retried.enforced, 0, "{retried:?}");
+    assert!(
+        sandbox
+            .snapshot()
+            .accounts
+            .iter()
+            .any(|a| a.external_id.as_deref() == Some(person.as_str()) && a.active),
+        "still active"
+    );
+    sandbox.shutdown().await;
+}
+
 /// A workspace URL that answers 404 to everything (a wrong path, a token for
 /// another organisation's endpoint) does not make a leaver's account "gone": the
 /// sweep fails, the episode stays open and unverified, and the right URL then
