@@ -444,6 +444,7 @@ pub async fn approve(
         crate::sweep::record_deprovisions(
             &mut store,
             run,
+            Some(&approval.approved),
             detected_at,
             Utc::now(),
             crate::sweep::configured_sla(config),

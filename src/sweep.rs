@@ -600,6 +600,7 @@ pub fn record_reconcile(
     Ok(record_deprovisions(
         &mut *lock(store)?,
         run_id,
+        None,
         detected_at,
         now,
         sla,
@@ -611,10 +612,14 @@ pub fn record_reconcile(
 /// held ones wait for the next hold re-check (except those held for an incomplete
 /// directory, which open no episode). `seatwarden approve` calls it after
 /// applying, so an approved deprovision is verified in the ledger at once.
-/// Returns the detection-to-verification latency of each episode it verified.
+/// `only`: the journal rows (seqs) to record, for `approve`, which must not record
+/// again what the run itself recorded (a deactivation verified then would read as
+/// a person who came back and left again). Returns the detection-to-verification
+/// latency of each episode it verified.
 pub fn record_deprovisions(
     store: &mut Store,
     run_id: RunId,
+    only: Option<&[u32]>,
     detected_at: DateTime<Utc>,
     now: DateTime<Utc>,
     sla: Duration,
@@ -622,6 +627,7 @@ pub fn record_deprovisions(
     let journal = store.journal_deprovisions(run_id)?;
     let deprovisions: Vec<&crate::store::JournalEntry> = journal
         .iter()
+        .filter(|row| only.is_none_or(|seqs| seqs.contains(&row.action.seq)))
         .filter(|row| {
             row.action.reason == DriftKind::StaleAccess
                 && matches!(

@@ -1262,7 +1262,8 @@ fn a_second_deprovision_after_the_account_came_back_is_a_new_episode() {
         ..Plan::default()
     };
     store.save_plan(run, &plan, t1).unwrap();
-    seatwarden::sweep::record_deprovisions(&mut store, run, t1, t1, Minutes::hours(1)).unwrap();
+    seatwarden::sweep::record_deprovisions(&mut store, run, None, t1, t1, Minutes::hours(1))
+        .unwrap();
     let open = store.open_deprovisions().unwrap();
     assert_eq!(open.len(), 1, "{open:?}");
     assert_ne!(open[0].id, first);
@@ -1275,4 +1276,59 @@ fn a_second_deprovision_after_the_account_came_back_is_a_new_episode() {
             .any(|e| e.id == first && e.returned_at.is_some()),
         "{history:?}"
     );
+}
+
+/// `approve` records in the ledger only what it applied. Recording the whole run
+/// again took the deactivation the run itself had verified for a person who came
+/// back and left again: a false return, and an episode of days for the SLA.
+#[test]
+fn approve_records_only_what_it_applied() {
+    use chrono::TimeZone;
+    use chrono::{Duration as Minutes, Utc};
+    use seatwarden::model::{Action, ActionKind, DriftKind, HoldReason, Plan};
+    use seatwarden::store::RunKind;
+
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = Store::open(&dir.path().join("state.db")).unwrap();
+    let t0 = Utc.with_ymd_and_hms(2026, 11, 2, 9, 0, 0).unwrap();
+    let deactivate = |seq: u32, who: &str, held: Option<HoldReason>| Action {
+        seq,
+        kind: ActionKind::Deactivate {
+            account_id: format!("acc-{who}"),
+        },
+        reason: DriftKind::StaleAccess,
+        subject: format!("{who}@example.com"),
+        identity_id: Some(who.into()),
+        detail: "identity was deleted from the directory; account is still active".into(),
+        held,
+    };
+    let run = store.begin_run(RunKind::Reconcile, t0).unwrap();
+    let plan = Plan {
+        actions: vec![
+            deactivate(0, "ada", None),
+            deactivate(1, "bob", Some(HoldReason::LastOwner)),
+        ],
+        ..Plan::default()
+    };
+    store.save_plan(run, &plan, t0).unwrap();
+    store.mark_in_flight(run, 0, t0).unwrap();
+    store.mark_applied(run, 0, t0, None).unwrap();
+    let hour = Minutes::hours(1);
+    seatwarden::sweep::record_deprovisions(&mut store, run, None, t0, t0, hour).unwrap();
+    let ada = |store: &Store| store.deprovision_history("ada", 10).unwrap();
+    assert_eq!(ada(&store).len(), 1);
+    assert!(ada(&store)[0].verified_at.is_some());
+
+    // A day later bob's deactivation is approved and applied.
+    let t1 = t0 + Minutes::days(1);
+    store.release_held(run, &[1], t1).unwrap();
+    store.mark_in_flight(run, 1, t1).unwrap();
+    store.mark_applied(run, 1, t1, None).unwrap();
+    seatwarden::sweep::record_deprovisions(&mut store, run, Some(&[1]), t0, t1, hour).unwrap();
+    let history = ada(&store);
+    assert_eq!(history.len(), 1, "{history:?}");
+    assert!(history[0].returned_at.is_none(), "{history:?}");
+    let bob = store.deprovision_history("bob", 10).unwrap();
+    assert_eq!(bob.len(), 1);
+    assert!(bob[0].verified_at.is_some(), "{bob:?}");
 }
