@@ -325,13 +325,31 @@ pub async fn approve(
 
     // Protected names and globs as configured now, and the protected groups' members
     // as the run's directory snapshot had them.
-    let (protected, clocks) = {
+    let (protected, clocks, back) = {
         let store = store.lock().map_err(|_| ApprovalError::Poisoned)?;
         let protected = match store.load_directory_snapshot(run)? {
             Some(directory) => safety::plan_settings(config, &directory).protected,
             None => Protected::new(&config.safety.protected),
         };
-        (protected, store.deactivated_since()?)
+        // People a sweep has seen with access again since the run: their held
+        // deprovision is for someone who is no longer leaving.
+        let started = store.run(run)?.map_or(now, |r| r.started_at);
+        let mut back: BTreeMap<String, DateTime<Utc>> = BTreeMap::new();
+        for entry in &held {
+            if !entry.action.kind.is_deprovision() {
+                continue;
+            }
+            let Some(identity) = &entry.action.identity_id else {
+                continue;
+            };
+            if let Some(newest) = store.deprovision_history(identity, 1)?.first()
+                && let Some(at) = newest.closed_at.or(newest.returned_at)
+                && at > started
+            {
+                back.insert(identity.clone(), at);
+            }
+        }
+        (protected, store.deactivated_since()?, back)
     };
     let mut approval = Approval {
         run,
@@ -348,6 +366,17 @@ pub async fn approve(
             && let Some(why) = deletion_refused(config.delete_after(), *deactivated_since, now)
         {
             approval.refused.push((action.seq, why.to_owned()));
+            continue;
+        }
+        if let Some(at) = action.identity_id.as_ref().and_then(|id| back.get(id)) {
+            approval.refused.push((
+                action.seq,
+                format!(
+                    "the person has access again in the directory (seen {}); a new run \
+                     decides what they need",
+                    at.format("%Y-%m-%d %H:%M UTC")
+                ),
+            ));
             continue;
         }
         match recheck(&action, &workspace, &protected, &clocks) {

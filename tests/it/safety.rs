@@ -405,6 +405,49 @@ async fn thirty_leavers_over_a_limit_of_25_are_all_held_until_approved() {
 /// account missing from that listing would make its deactivation "obsolete".
 /// A listing that ended short of its `totalResults` is no such proof, so
 /// nothing is decided and everything stays held.
+/// A held deactivation of someone a sweep has since seen with access again (back
+/// from leave, re-hired into the directory) is refused by `approve`, not applied
+/// to a person who is no longer leaving.
+#[tokio::test]
+async fn approve_refuses_a_held_deprovision_of_someone_back_since() {
+    let mut env = env_with(200, None, "max_deprovisions = 2").await;
+    env.run(Mode::Reconcile, RunOptions::default()).await;
+    let left = env.leave(3);
+    let outcome = env.run(Mode::Reconcile, RunOptions::default()).await;
+    assert_eq!(outcome.plan.held().count(), 3);
+    {
+        // A sweep sees the first one back: their open episode is cancelled.
+        let mut store = env.store();
+        let current = store.current_deprovisions().unwrap();
+        let later = Utc::now() + Duration::minutes(5);
+        let changes = seatwarden::sla::observe(
+            &current,
+            &[],
+            std::slice::from_ref(&left[0]),
+            later,
+            Duration::hours(1),
+        );
+        store.update_ledger(&changes, later).unwrap();
+    }
+    let approval = approval::approve(
+        &env.config,
+        &env.client(3),
+        env.store(),
+        outcome.run_id,
+        &Only::Class(ActionClass::Deprovision),
+        Utc::now() + Duration::minutes(10),
+    )
+    .await
+    .unwrap();
+    assert_eq!(approval.applied.applied, 2, "{approval:?}");
+    assert_eq!(approval.refused.len(), 1, "{approval:?}");
+    assert!(
+        approval.refused[0].1.contains("access again"),
+        "{:?}",
+        approval.refused
+    );
+}
+
 #[tokio::test]
 async fn approve_decides_nothing_on_a_workspace_listing_that_ended_short() {
     use wiremock::matchers::{method, path};
