@@ -336,8 +336,14 @@ impl Executor<'_> {
                     .map_err(|e| e.to_string())?
                     .elapsed()
                     >= RECORD_INTERVAL;
-                if due {
-                    self.record_created().await.map_err(|e| e.to_string())?;
+                // The account exists whatever the store says: a commit that fails
+                // now (the database busy past its timeout) keeps the batch for the
+                // commit at the end of the phase, and this create stays a success.
+                if due && let Err(e) = self.record_created().await {
+                    tracing::warn!(
+                        error = %e,
+                        "cannot record created accounts yet; the end of the phase tries again"
+                    );
                 }
                 Ok(Written::Sent)
             }
@@ -390,7 +396,8 @@ impl Executor<'_> {
         }
         let store = Arc::clone(self.store);
         let run = self.run;
-        tokio::task::spawn_blocking(move || -> Result<(), ApplyError> {
+        let kept = batch.clone();
+        let committed = tokio::task::spawn_blocking(move || -> Result<(), ApplyError> {
             let links: Vec<NewLink> = batch.iter().map(|(_, link)| link.clone()).collect();
             let mut store = store.lock().map_err(|_| ApplyError::Poisoned)?;
             let now = Utc::now();
@@ -406,7 +413,16 @@ impl Executor<'_> {
                 })
             })?)
         })
-        .await?
+        .await
+        .map_err(ApplyError::from)
+        .and_then(|result| result);
+        if committed.is_err() {
+            // Not lost: the next commit (at the latest the phase's last) takes it.
+            let mut unrecorded = self.unrecorded.lock().map_err(|_| ApplyError::Poisoned)?;
+            let later = std::mem::replace(&mut *unrecorded, kept);
+            unrecorded.extend(later);
+        }
+        committed
     }
 
     fn breaker_open(&self) -> bool {
