@@ -1400,18 +1400,34 @@ async fn verify_effect(action: &Action, reader: &impl Reader) -> Result<(), Stri
             let current = reader.group(&id).await?.ok_or_else(|| {
                 format!("group {:?} is not in the workspace", group.display_name())
             })?;
-            let absent: Vec<String> = members
-                .iter()
-                .filter_map(|m| match m {
-                    AccountRef::Existing { id } => Some(id.clone()),
-                    AccountRef::Created { identity_id } => reader.created_account(identity_id),
-                })
-                .filter(|id| !current.contains(id))
-                .collect();
-            if absent.is_empty() {
-                Ok(())
-            } else {
-                Err(format!("not members yet: {}", absent.join(", ")))
+            // A member whose create left no account is not in the group either:
+            // skipping it would report a membership that does not exist.
+            let mut not_created = Vec::new();
+            let mut absent = Vec::new();
+            for member in members {
+                let id = match member {
+                    AccountRef::Existing { id } => id.clone(),
+                    AccountRef::Created { identity_id } => {
+                        match reader.created_account(identity_id) {
+                            Some(id) => id,
+                            None => {
+                                not_created.push(identity_id.as_str());
+                                continue;
+                            }
+                        }
+                    }
+                };
+                if !current.contains(&id) {
+                    absent.push(id);
+                }
+            }
+            match (absent.is_empty(), not_created.is_empty()) {
+                (true, true) => Ok(()),
+                (true, false) => Err(format!(
+                    "not members: the accounts of {} were not created",
+                    not_created.join(", ")
+                )),
+                _ => Err(format!("not members yet: {}", absent.join(", "))),
             }
         }
         ActionKind::RemoveMembers { group, members } => {
@@ -1687,6 +1703,69 @@ mod tests {
         fn group_id(&self, _: &crate::model::GroupRef) -> Option<String> {
             None
         }
+    }
+
+    /// A group holding every existing member, and no account for the created one.
+    struct GroupOf(super::Members);
+
+    impl super::Reader for GroupOf {
+        async fn account(
+            &self,
+            _: &str,
+        ) -> Result<Option<std::sync::Arc<crate::model::Account>>, String> {
+            Ok(None)
+        }
+        async fn account_by_user_name(
+            &self,
+            _: &str,
+        ) -> Result<Option<crate::model::Account>, String> {
+            Ok(None)
+        }
+        async fn group(&self, _: &str) -> Result<Option<std::sync::Arc<super::Members>>, String> {
+            Ok(Some(std::sync::Arc::new(self.0.clone())))
+        }
+        fn created_account(&self, _: &str) -> Option<String> {
+            None
+        }
+        fn group_id(&self, _: &crate::model::GroupRef) -> Option<String> {
+            Some("g".into())
+        }
+    }
+
+    /// Recovery judges a membership add a crash left in flight by the group: a
+    /// member whose create never made an account is not in it, and the add is not
+    /// "applied" for the members that are.
+    #[tokio::test]
+    async fn a_member_whose_account_was_not_created_is_not_a_member() {
+        use crate::model::{AccountRef, Action, ActionKind, DriftKind, GroupRef};
+        let add = |members: Vec<AccountRef>| Action {
+            seq: 0,
+            kind: ActionKind::AddMembers {
+                group: GroupRef::Existing {
+                    id: "g".into(),
+                    display_name: "Eng".into(),
+                },
+                members,
+            },
+            reason: DriftKind::GroupDrift,
+            subject: "Eng".into(),
+            identity_id: None,
+            detail: String::new(),
+            held: None,
+        };
+        let reader = GroupOf(["a".to_owned()].into_iter().collect());
+        let existing = AccountRef::Existing { id: "a".into() };
+        let created = AccountRef::Created {
+            identity_id: "alice".into(),
+        };
+        assert_eq!(
+            super::verify_effect(&add(vec![existing.clone()]), &reader).await,
+            Ok(())
+        );
+        let error = super::verify_effect(&add(vec![existing, created]), &reader)
+            .await
+            .unwrap_err();
+        assert!(error.contains("alice"), "{error}");
     }
 
     /// A provider that stores the role in its own case ("editor") shows the role
