@@ -1762,10 +1762,11 @@ mod tests {
             super::verify_effect(&add(vec![existing.clone()]), &reader).await,
             Ok(())
         );
-        let error = super::verify_effect(&add(vec![existing, created]), &reader)
-            .await
-            .unwrap_err();
-        assert!(error.contains("alice"), "{error}");
+        let result = super::verify_effect(&add(vec![existing, created]), &reader).await;
+        assert!(
+            result.as_ref().is_err_and(|e| e.contains("alice")),
+            "{result:?}"
+        );
     }
 
     /// A provider that stores the role in its own case ("editor") shows the role
