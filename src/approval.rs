@@ -571,6 +571,20 @@ pub fn link(
         }],
         now,
     )?;
+    // An open deprovision of this person deactivates the account now linked, not
+    // the one a wrong match had given them (which would leave theirs active and
+    // close the episode as verified).
+    let user_name = workspace
+        .accounts
+        .iter()
+        .find(|a| a.id == account_id)
+        .map(|a| a.user_name.clone())
+        .unwrap_or_default();
+    for episode in store.open_deprovisions()? {
+        if episode.identity_id == identity_id && episode.account_id.as_deref() != Some(account_id) {
+            store.deprovision_account(episode.id, account_id, &user_name)?;
+        }
+    }
     let mut detail = format!("linked identity {identity_id} to account {account_id}");
     for old in &replaced {
         detail.push_str(&format!(

@@ -328,6 +328,21 @@ impl Store {
         )
     }
 
+    /// The account an open episode deprovisions, after `seatwarden link` moved the
+    /// person's link.
+    pub fn deprovision_account(
+        &mut self,
+        id: i64,
+        account_id: &str,
+        user_name: &str,
+    ) -> Result<(), StoreError> {
+        self.ledger_update(
+            "UPDATE deprovisions SET account_id = ?2, user_name = ?3 WHERE id = ?1",
+            params![id, account_id, user_name],
+            id,
+        )
+    }
+
     /// Held by the guard; looked at again from `recheck_at` (a hold waits for a
     /// human or a full reconcile, so re-checking it on every sweep would only add
     /// a journaled run each time).

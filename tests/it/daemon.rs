@@ -1332,3 +1332,88 @@ fn approve_records_only_what_it_applied() {
     assert_eq!(bob.len(), 1);
     assert!(bob[0].verified_at.is_some(), "{bob:?}");
 }
+
+/// `seatwarden link --replace` moves a person's link: an open deprovision of theirs
+/// now deactivates the account linked, not the one a wrong match had given them
+/// (the sweep would deactivate that one and close the episode, theirs still active).
+#[test]
+fn link_moves_an_open_deprovision_to_the_account_now_linked() {
+    use chrono::{Duration as Minutes, Utc};
+    use seatwarden::model::{
+        Account, DirectorySnapshot, Identity, IdentityStatus, LinkMethod, NewLink,
+        WorkspaceSnapshot,
+    };
+    use seatwarden::sla::{self, Leaver, LossReason};
+    use seatwarden::store::RunKind;
+
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = Store::open(&dir.path().join("state.db")).unwrap();
+    let now = Utc::now();
+    let account = |id: &str, user_name: &str| Account {
+        id: id.into(),
+        user_name: user_name.into(),
+        external_id: None,
+        given_name: None,
+        family_name: None,
+        display_name: None,
+        email: None,
+        active: true,
+        roles: Vec::new(),
+    };
+    let run = store.begin_run(RunKind::Reconcile, now).unwrap();
+    store
+        .save_directory_snapshot(
+            run,
+            &DirectorySnapshot {
+                identities: vec![Identity {
+                    id: "00u1".into(),
+                    user_name: "ada@example.com".into(),
+                    email: None,
+                    given_name: None,
+                    family_name: None,
+                    display_name: None,
+                    status: IdentityStatus::Suspended,
+                    department: None,
+                    groups: Vec::new(),
+                }],
+                complete: true,
+            },
+        )
+        .unwrap();
+    store
+        .save_workspace_snapshot(
+            run,
+            &WorkspaceSnapshot {
+                accounts: vec![
+                    account("wrong", "ada.l@example.com"),
+                    account("hers", "ada@example.com"),
+                ],
+                groups: Vec::new(),
+            },
+        )
+        .unwrap();
+    store
+        .upsert_links(
+            &[NewLink {
+                identity_id: "00u1".into(),
+                account_id: "wrong".into(),
+                method: LinkMethod::Email,
+            }],
+            now,
+        )
+        .unwrap();
+    let leaver = Leaver {
+        identity_id: "00u1".into(),
+        account_id: Some("wrong".into()),
+        user_name: "ada.l@example.com".into(),
+        reason: LossReason::Suspended,
+    };
+    let changes = sla::observe(&[], &[leaver], &[], now, Minutes::hours(1));
+    store.update_ledger(&changes, now).unwrap();
+
+    seatwarden::approval::link(&mut store, "00u1", "hers", true, now).unwrap();
+    let open = store.open_deprovisions().unwrap();
+    assert_eq!(open.len(), 1);
+    assert_eq!(open[0].account_id.as_deref(), Some("hers"));
+    assert_eq!(open[0].user_name, "ada@example.com");
+}
