@@ -485,7 +485,9 @@ enum Executed {
 fn phase(kind: &ActionKind) -> u8 {
     match kind {
         ActionKind::Deactivate { .. } | ActionKind::Delete { .. } => 0,
+        // A rename frees its old userName before a create may want it.
         ActionKind::CreateGroup { .. } => 1,
+        ActionKind::UpdateAttributes { .. } if kind.renames() => 1,
         ActionKind::CreateAccount { .. } => 2,
         ActionKind::Reactivate { .. }
         | ActionKind::UpdateAttributes { .. }

@@ -473,6 +473,16 @@ impl ActionKind {
         }
     }
 
+    /// An attribute update that changes the account's userName: it runs before the
+    /// creates, one of which may want the name it gives up.
+    pub fn renames(&self) -> bool {
+        matches!(
+            self,
+            ActionKind::UpdateAttributes { changes, .. }
+                if changes.iter().any(|c| c.attribute == Attribute::UserName)
+        )
+    }
+
     /// The existing account this action writes to, if any.
     pub fn account_id(&self) -> Option<&str> {
         match self {

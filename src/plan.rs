@@ -225,13 +225,17 @@ pub fn plan(
 
 /// Deprovisions first (they are the urgent part and the guard's subject), then the
 /// order in which later actions can rely on earlier ones: groups and accounts exist
-/// before members are added.
+/// before members are added, and a userName is given up (a rename) before a new
+/// account is created with it.
 fn sort_key(action: &Action) -> (u8, &str, &str) {
     let (class, secondary) = match &action.kind {
         ActionKind::Deactivate { account_id } | ActionKind::Delete { account_id, .. } => {
             (0, account_id.as_str())
         }
         ActionKind::CreateGroup { display_name } => (1, display_name.as_str()),
+        ActionKind::UpdateAttributes { account_id, .. } if action.kind.renames() => {
+            (1, account_id.as_str())
+        }
         ActionKind::CreateAccount { identity_id, .. } => (2, identity_id.as_str()),
         ActionKind::Reactivate { account_id } => (3, account_id.as_str()),
         ActionKind::UpdateAttributes { account_id, .. } => (4, account_id.as_str()),

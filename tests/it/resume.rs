@@ -770,3 +770,81 @@ async fn a_retention_delete_leaves_an_account_re_enabled_since_the_listing() {
     );
     // `expect(0)` on DELETE is checked when the server drops.
 }
+
+/// A person's userName changes and a new hire gets the old one in the same run:
+/// the rename goes first, so the create finds the name free instead of meeting a
+/// 409 (a failed write for the circuit breaker, and a second run to converge).
+#[tokio::test]
+async fn a_user_name_handed_over_in_one_run_is_renamed_before_it_is_created() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let sandbox = seatwarden::sandbox::Sandbox::start(
+        listener,
+        seatwarden::sandbox::SandboxOptions {
+            token: "t0ken".into(),
+            ..Default::default()
+        },
+        Default::default(),
+    )
+    .await
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let person = |id: &str, user_name: &str| json!({"id": id, "userName": user_name, "email": user_name, "status": "active", "groups": []});
+    let write = |users: Vec<serde_json::Value>| {
+        std::fs::write(
+            dir.path().join("directory.json"),
+            json!({ "users": users }).to_string(),
+        )
+        .unwrap();
+    };
+    write(vec![person("00u1", "jsmith@example.com")]);
+    std::fs::write(
+        dir.path().join("seatwarden.toml"),
+        format!(
+            "[directory]\nkind = \"file\"\npath = \"directory.json\"\n\n\
+             [workspace]\nurl = \"{}\"\ntoken = \"t0ken\"\n\n[safety]\nsettle = \"0s\"\n",
+            sandbox.base_url()
+        ),
+    )
+    .unwrap();
+    let config = Config::load_with_env(
+        &dir.path().join("seatwarden.toml"),
+        Some(Default::default()),
+    )
+    .unwrap();
+    let reconcile = || async {
+        run::execute(
+            &config,
+            Store::open(&config.state.path).unwrap(),
+            Mode::Reconcile,
+        )
+        .await
+        .unwrap()
+    };
+    crate::fixtures::assert_clean_reconcile(&reconcile().await.report);
+
+    write(vec![
+        person("00u1", "john.smith@example.com"),
+        person("00u2", "jsmith@example.com"),
+    ]);
+    let handover = reconcile().await;
+    assert_eq!(
+        handover.report.summary.actions_failed, 0,
+        "{:#?}",
+        handover.report.actions
+    );
+    let mut names: Vec<(Option<String>, String)> = sandbox
+        .snapshot()
+        .accounts
+        .into_iter()
+        .map(|a| (a.external_id, a.user_name))
+        .collect();
+    names.sort();
+    assert_eq!(
+        names,
+        [
+            (Some("00u1".into()), "john.smith@example.com".into()),
+            (Some("00u2".into()), "jsmith@example.com".into()),
+        ]
+    );
+    sandbox.shutdown().await;
+}
