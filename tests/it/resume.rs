@@ -290,6 +290,47 @@ async fn an_interrupted_deactivation_is_not_resolved_by_a_workspace_that_answers
     assert_eq!(journal[0].state, ActionState::InFlight);
 }
 
+/// An empty in-process workspace and a directory for the files of a run on it.
+async fn empty_sandbox() -> (seatwarden::sandbox::Sandbox, tempfile::TempDir) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let sandbox = seatwarden::sandbox::Sandbox::start(
+        listener,
+        seatwarden::sandbox::SandboxOptions {
+            token: "t0ken".into(),
+            ..Default::default()
+        },
+        Default::default(),
+    )
+    .await
+    .unwrap();
+    (sandbox, tempfile::tempdir().unwrap())
+}
+
+/// A configuration in `dir` reading `directory.json` there and writing to
+/// `sandbox`, with no settle window.
+fn sandbox_config(sandbox: &seatwarden::sandbox::Sandbox, dir: &std::path::Path) -> Config {
+    std::fs::write(
+        dir.join("seatwarden.toml"),
+        format!(
+            "[directory]\nkind = \"file\"\npath = \"directory.json\"\n\n\
+             [workspace]\nurl = \"{}\"\ntoken = \"t0ken\"\n\n[safety]\nsettle = \"0s\"\n",
+            sandbox.base_url()
+        ),
+    )
+    .unwrap();
+    Config::load_with_env(&dir.join("seatwarden.toml"), Some(Default::default())).unwrap()
+}
+
+async fn reconcile(config: &Config) -> run::RunOutcome {
+    run::execute(
+        config,
+        Store::open(&config.state.path).unwrap(),
+        Mode::Reconcile,
+    )
+    .await
+    .unwrap()
+}
+
 /// A directory of one person, `id`, with Ada's userName.
 fn write_directory(dir: &std::path::Path, id: &str, given_name: &str) {
     std::fs::write(
@@ -310,42 +351,10 @@ fn write_directory(dir: &std::path::Path, id: &str, given_name: &str) {
 /// the create's 409 handling nor by the recovery of a create a crash interrupted.
 #[tokio::test]
 async fn a_user_name_given_again_never_inherits_the_earlier_persons_account() {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let sandbox = seatwarden::sandbox::Sandbox::start(
-        listener,
-        seatwarden::sandbox::SandboxOptions {
-            token: "t0ken".into(),
-            ..Default::default()
-        },
-        Default::default(),
-    )
-    .await
-    .unwrap();
-    let dir = tempfile::tempdir().unwrap();
+    let (sandbox, dir) = empty_sandbox().await;
     write_directory(dir.path(), "00u1", "Ada");
-    std::fs::write(
-        dir.path().join("seatwarden.toml"),
-        format!(
-            "[directory]\nkind = \"file\"\npath = \"directory.json\"\n\n\
-             [workspace]\nurl = \"{}\"\ntoken = \"t0ken\"\n\n[safety]\nsettle = \"0s\"\n",
-            sandbox.base_url()
-        ),
-    )
-    .unwrap();
-    let config = Config::load_with_env(
-        &dir.path().join("seatwarden.toml"),
-        Some(Default::default()),
-    )
-    .unwrap();
-    let reconcile = || async {
-        run::execute(
-            &config,
-            Store::open(&config.state.path).unwrap(),
-            Mode::Reconcile,
-        )
-        .await
-        .unwrap()
-    };
+    let config = sandbox_config(&sandbox, dir.path());
+    let reconcile = || reconcile(&config);
     crate::fixtures::assert_clean_reconcile(&reconcile().await.report);
     let ada = sandbox.snapshot().accounts[0].clone();
     let links = || {
@@ -776,18 +785,7 @@ async fn a_retention_delete_leaves_an_account_re_enabled_since_the_listing() {
 /// 409 (a failed write for the circuit breaker, and a second run to converge).
 #[tokio::test]
 async fn a_user_name_handed_over_in_one_run_is_renamed_before_it_is_created() {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let sandbox = seatwarden::sandbox::Sandbox::start(
-        listener,
-        seatwarden::sandbox::SandboxOptions {
-            token: "t0ken".into(),
-            ..Default::default()
-        },
-        Default::default(),
-    )
-    .await
-    .unwrap();
-    let dir = tempfile::tempdir().unwrap();
+    let (sandbox, dir) = empty_sandbox().await;
     let person = |id: &str, user_name: &str| json!({"id": id, "userName": user_name, "email": user_name, "status": "active", "groups": []});
     let write = |users: Vec<serde_json::Value>| {
         std::fs::write(
@@ -797,29 +795,8 @@ async fn a_user_name_handed_over_in_one_run_is_renamed_before_it_is_created() {
         .unwrap();
     };
     write(vec![person("00u1", "jsmith@example.com")]);
-    std::fs::write(
-        dir.path().join("seatwarden.toml"),
-        format!(
-            "[directory]\nkind = \"file\"\npath = \"directory.json\"\n\n\
-             [workspace]\nurl = \"{}\"\ntoken = \"t0ken\"\n\n[safety]\nsettle = \"0s\"\n",
-            sandbox.base_url()
-        ),
-    )
-    .unwrap();
-    let config = Config::load_with_env(
-        &dir.path().join("seatwarden.toml"),
-        Some(Default::default()),
-    )
-    .unwrap();
-    let reconcile = || async {
-        run::execute(
-            &config,
-            Store::open(&config.state.path).unwrap(),
-            Mode::Reconcile,
-        )
-        .await
-        .unwrap()
-    };
+    let config = sandbox_config(&sandbox, dir.path());
+    let reconcile = || reconcile(&config);
     crate::fixtures::assert_clean_reconcile(&reconcile().await.report);
 
     write(vec![
