@@ -290,6 +290,20 @@ async fn an_interrupted_deactivation_is_not_resolved_by_a_workspace_that_answers
     assert_eq!(journal[0].state, ActionState::InFlight);
 }
 
+/// The directory file in `dir` with Ada deprovisioned: her active account is to
+/// be deactivated.
+fn ada_left(dir: &std::path::Path) {
+    std::fs::write(
+        dir.join("directory.json"),
+        json!({"users": [{
+            "id": "00u1", "userName": "ada@example.com", "email": "ada@example.com",
+            "status": "deprovisioned", "groups": []
+        }]})
+        .to_string(),
+    )
+    .unwrap();
+}
+
 /// An empty in-process workspace and a directory for the files of a run on it.
 async fn empty_sandbox() -> (seatwarden::sandbox::Sandbox, tempfile::TempDir) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -566,15 +580,7 @@ async fn a_404_to_a_deactivation_is_checked_by_reading_the_account() {
         .await;
     let dir = tempfile::tempdir().unwrap();
     let config = config_for(&server, dir.path());
-    std::fs::write(
-        dir.path().join("directory.json"),
-        json!({"users": [{
-            "id": "00u1", "userName": "ada@example.com", "email": "ada@example.com",
-            "status": "deprovisioned", "groups": []
-        }]})
-        .to_string(),
-    )
-    .unwrap();
+    ada_left(dir.path());
 
     let store = Store::open(&config.state.path).unwrap();
     let outcome = run::execute(&config, store, Mode::Reconcile).await.unwrap();
@@ -644,15 +650,7 @@ async fn two_404s_by_id_do_not_make_an_active_account_gone() {
         .await;
     let dir = tempfile::tempdir().unwrap();
     let config = config_for(&server, dir.path());
-    std::fs::write(
-        dir.path().join("directory.json"),
-        json!({"users": [{
-            "id": "00u1", "userName": "ada@example.com", "email": "ada@example.com",
-            "status": "deprovisioned", "groups": []
-        }]})
-        .to_string(),
-    )
-    .unwrap();
+    ada_left(dir.path());
 
     let store = Store::open(&config.state.path).unwrap();
     let outcome = run::execute(&config, store, Mode::Reconcile).await.unwrap();
