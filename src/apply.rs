@@ -1198,6 +1198,9 @@ impl<T> ReadOnce<T> {
 trait Reader {
     async fn account(&self, id: &str) -> Result<Option<Arc<Account>>, String>;
     async fn account_by_user_name(&self, user_name: &str) -> Result<Option<Account>, String>;
+    /// See [`ScimClient::find_account_elsewhere`].
+    async fn account_elsewhere(&self, id: &str, user_name: &str)
+    -> Result<Option<Account>, String>;
     async fn group(&self, id: &str) -> Result<Option<Arc<Members>>, String>;
     fn created_account(&self, identity_id: &str) -> Option<String>;
     fn group_id(&self, group: &GroupRef) -> Option<String>;
@@ -1225,6 +1228,16 @@ impl Reader for Verifier<'_> {
     async fn account_by_user_name(&self, user_name: &str) -> Result<Option<Account>, String> {
         self.client
             .find_account_by_user_name(user_name)
+            .await
+            .map_err(|e| e.to_string())
+    }
+    async fn account_elsewhere(
+        &self,
+        id: &str,
+        user_name: &str,
+    ) -> Result<Option<Account>, String> {
+        self.client
+            .find_account_elsewhere(id, Some(user_name))
             .await
             .map_err(|e| e.to_string())
     }
@@ -1263,26 +1276,23 @@ fn attribute_value(account: &Account, attribute: Attribute) -> Option<&str> {
     }
 }
 
-/// An account that reads as absent by its id, looked for by its userName: a
-/// deprovision is not taken as done on one route's word. A `/Users/{id}` route
-/// that answers 404 for an account that exists (an id a proxy will not pass, a
-/// gateway that routes only some paths), or a listing the account slipped out of
-/// while it was read, would otherwise report a leaver deprovisioned.
-async fn found_by_user_name(
+/// An account that reads as absent by its id, looked for another way (see
+/// [`ScimClient::find_account_elsewhere`]): a deprovision is not taken as done on
+/// one route's word.
+async fn found_elsewhere(
     reader: &impl Reader,
     account_id: &str,
     user_name: &str,
 ) -> Result<Option<Account>, String> {
-    if user_name.trim().is_empty() {
-        return Ok(None);
-    }
-    let found = reader.account_by_user_name(user_name).await.map_err(|e| {
-        format!(
-            "account {account_id} reads as absent by its id, and the search by its userName \
-             to confirm it failed: {e}"
-        )
-    })?;
-    Ok(found.filter(|account| account.id == account_id))
+    reader
+        .account_elsewhere(account_id, user_name)
+        .await
+        .map_err(|e| {
+            format!(
+                "account {account_id} reads as absent by its id, and the search on /Users to \
+                 confirm it failed: {e}"
+            )
+        })
 }
 
 /// Checks that the workspace shows `action`'s effect. Used right after applying
@@ -1293,22 +1303,20 @@ async fn verify_effect(action: &Action, reader: &impl Reader) -> Result<(), Stri
         ActionKind::Deactivate { account_id } => match reader.account(account_id).await? {
             Some(account) if account.active => Err(format!("account {account_id} is still active")),
             Some(_) => Ok(()),
-            None => match found_by_user_name(reader, account_id, &action.subject).await? {
+            None => match found_elsewhere(reader, account_id, &action.subject).await? {
                 Some(account) if account.active => Err(format!(
                     "account {account_id} reads as absent by its id but is still active \
-                     (found by its userName {:?})",
-                    action.subject
+                     (found by a search on /Users)"
                 )),
                 _ => Ok(()),
             },
         },
         ActionKind::Delete { account_id, .. } => match reader.account(account_id).await? {
             Some(_) => Err(format!("account {account_id} still exists")),
-            None => match found_by_user_name(reader, account_id, &action.subject).await? {
+            None => match found_elsewhere(reader, account_id, &action.subject).await? {
                 Some(_) => Err(format!(
                     "account {account_id} reads as absent by its id but still exists \
-                     (found by its userName {:?})",
-                    action.subject
+                     (found by a search on /Users)"
                 )),
                 None => Ok(()),
             },
@@ -1648,6 +1656,16 @@ impl Reader for Recovery<'_> {
             .await
             .map_err(|e| e.to_string())
     }
+    async fn account_elsewhere(
+        &self,
+        id: &str,
+        user_name: &str,
+    ) -> Result<Option<Account>, String> {
+        self.client
+            .find_account_elsewhere(id, Some(user_name))
+            .await
+            .map_err(|e| e.to_string())
+    }
     async fn group(&self, id: &str) -> Result<Option<Arc<Members>>, String> {
         self.client
             .get_group(id)
@@ -1696,6 +1714,13 @@ mod tests {
         ) -> Result<Option<crate::model::Account>, String> {
             Ok(None)
         }
+        async fn account_elsewhere(
+            &self,
+            _: &str,
+            _: &str,
+        ) -> Result<Option<crate::model::Account>, String> {
+            Ok(None)
+        }
         async fn group(&self, _: &str) -> Result<Option<std::sync::Arc<super::Members>>, String> {
             Ok(None)
         }
@@ -1719,6 +1744,13 @@ mod tests {
         }
         async fn account_by_user_name(
             &self,
+            _: &str,
+        ) -> Result<Option<crate::model::Account>, String> {
+            Ok(None)
+        }
+        async fn account_elsewhere(
+            &self,
+            _: &str,
             _: &str,
         ) -> Result<Option<crate::model::Account>, String> {
             Ok(None)

@@ -580,9 +580,15 @@ pub fn link(
         .find(|a| a.id == account_id)
         .map(|a| a.user_name.clone())
         .unwrap_or_default();
+    // And a person the account was taken from must not have it deactivated by an
+    // episode of theirs: it waits without an account for the next reconcile's match.
     for episode in store.open_deprovisions()? {
-        if episode.identity_id == identity_id && episode.account_id.as_deref() != Some(account_id) {
-            store.deprovision_account(episode.id, account_id, &user_name)?;
+        if episode.identity_id == identity_id {
+            if episode.account_id.as_deref() != Some(account_id) {
+                store.deprovision_account(episode.id, Some(account_id), &user_name)?;
+            }
+        } else if episode.account_id.as_deref() == Some(account_id) {
+            store.deprovision_account(episode.id, None, &episode.user_name)?;
         }
     }
     let mut detail = format!("linked identity {identity_id} to account {account_id}");

@@ -2099,7 +2099,6 @@ fn as_serde_unexpected(value: &config::Value) -> Option<String> {
     })
 }
 
-/// Parses durations like `30s`, `10m`, `1h`, `1h30m`, `500ms`, `30d`.
 /// A request timeout: a duration longer than zero (with zero every request would
 /// time out at once, and every run fail).
 fn parse_timeout(text: &str) -> Result<Duration, String> {
@@ -2112,6 +2111,7 @@ fn parse_timeout(text: &str) -> Result<Duration, String> {
     }
 }
 
+/// Parses durations like `30s`, `10m`, `1h`, `1h30m`, `500ms`, `30d`.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let text = text.trim();
     let invalid = || format!("invalid duration {text:?}; use e.g. 30s, 10m, 1h30m, 7d");

@@ -273,37 +273,39 @@ pub async fn enforce(
     // body that does not parse) fails its own episode, not everyone's: the
     // other leavers are still deactivated and overdue ones still escalated.
     let mut accounts: Vec<(LedgerEntry, Option<Account>)> = Vec::with_capacity(reads.len());
+    let mut unconfirmed = None;
     for (entry, read) in reads {
         match read {
             Ok(Some(account)) => accounts.push((entry, Some(account))),
-            // Absent by its id: looked for by its userName too before the episode
-            // is closed. A `/Users/{id}` route that answers 404 for an account that
-            // exists (a wrong base URL, a proxy that will not pass the id) would
-            // otherwise verify a leaver who keeps access; and a search that
-            // answers proves `/Users` does.
-            Ok(None) => match client.find_account_by_user_name(&entry.user_name).await {
-                Ok(found) => {
-                    let ours = found.filter(|a| entry.account_id.as_deref() == Some(a.id.as_str()));
-                    accounts.push((entry, ours));
+            // Absent by its id: looked for another way before the episode is
+            // closed (see `ScimClient::find_account_elsewhere`).
+            Ok(None) => {
+                let id = entry.account_id.clone().unwrap_or_default();
+                // Until the account was read, a deleted person's episode carries
+                // their directory id in place of a userName.
+                let user_name = Some(entry.user_name.as_str()).filter(|u| *u != entry.identity_id);
+                match client.find_account_elsewhere(&id, user_name).await {
+                    Ok(found) => accounts.push((entry, found)),
+                    Err(e) => {
+                        tracing::warn!(
+                            person = %entry.user_name,
+                            error = %e,
+                            "an account reads as absent and the search to confirm it failed; trying again later"
+                        );
+                        let next = sla::next_attempt(entry.attempts + 1, now);
+                        lock(store)?.deprovision_failed(
+                            entry.id,
+                            &format!(
+                                "the account reads as absent by its id, and the search on /Users \
+                                 to confirm it failed: {e}"
+                            ),
+                            next,
+                        )?;
+                        outcome.failed += 1;
+                        unconfirmed.get_or_insert(e);
+                    }
                 }
-                Err(e) => {
-                    tracing::warn!(
-                        person = %entry.user_name,
-                        error = %e,
-                        "an account reads as absent and the search by its userName failed; trying again later"
-                    );
-                    let next = sla::next_attempt(entry.attempts + 1, now);
-                    lock(store)?.deprovision_failed(
-                        entry.id,
-                        &format!(
-                            "the account reads as absent by its id, and the search by its userName \
-                             to confirm it failed: {e}"
-                        ),
-                        next,
-                    )?;
-                    outcome.failed += 1;
-                }
-            },
+            }
             Err(e) => {
                 tracing::warn!(
                     person = %entry.user_name,
@@ -319,6 +321,14 @@ pub async fn enforce(
                 outcome.failed += 1;
             }
         }
+    }
+    // Nothing could be read, and the workspace did not answer the search either (a
+    // wrong base URL, a revoked token): the job fails, so its repeated failures
+    // alert, rather than one overdue episode after another.
+    if accounts.is_empty()
+        && let Some(e) = unconfirmed
+    {
+        return Err(e.into());
     }
     let protected = config.plan_settings().protected;
     let mut plan = Plan::default();

@@ -487,11 +487,10 @@ impl EntraSource {
                 .list(format!("{api}/users?$filter={filter}&$select={select}"))
                 .await?;
             for u in &users {
-                let identity = parse_user(u, "GET /v1.0/users")?;
                 if self.inner.settings.include_guests || !is_guest(u) {
-                    identities.push(identity);
+                    identities.push(parse_user(u, "GET /v1.0/users")?);
                 } else {
-                    guests.push(identity.id);
+                    guests.push(required_str(u, "id", "GET /v1.0/users")?.to_owned());
                 }
             }
         }
@@ -859,8 +858,6 @@ fn links_of(users: &str, groups: &str) -> Result<String, DirectoryError> {
     Ok(format!("{CURSOR_PREFIX}{json}"))
 }
 
-/// Graph answers an expired delta token with 410 Gone or 400 and the code
-/// `syncStateNotFound` (or `resyncRequired`): start a full synchronisation again.
 /// A B2B guest: `userType` Guest (a member of another organisation invited in).
 fn is_guest(user: &Value) -> bool {
     user.get("userType")
@@ -881,6 +878,8 @@ fn is_never_an_identity(member: &Value) -> bool {
     )
 }
 
+/// Graph answers an expired delta token with 410 Gone or 400 and the code
+/// `syncStateNotFound` (or `resyncRequired`): start a full synchronisation again.
 fn is_expired_delta(e: &DirectoryError) -> bool {
     match e {
         DirectoryError::Status { status: 410, .. } => true,

@@ -328,12 +328,12 @@ impl Store {
         )
     }
 
-    /// The account an open episode deprovisions, after `seatwarden link` moved the
-    /// person's link.
+    /// The account an open episode deprovisions, after `seatwarden link` moved a
+    /// link: the one now linked, or none (the episode waits for a reconcile).
     pub fn deprovision_account(
         &mut self,
         id: i64,
-        account_id: &str,
+        account_id: Option<&str>,
         user_name: &str,
     ) -> Result<(), StoreError> {
         self.ledger_update(

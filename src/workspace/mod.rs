@@ -835,6 +835,47 @@ impl ScimClient {
 
     /// `filter=userName eq "…"`; userName is not case-exact, so among several
     /// results the exact (case-insensitive) match wins.
+    /// Account `id`, which `/Users/{id}` answered 404 for, looked for another way
+    /// before it counts as gone: by an `id eq` filter on `/Users`; where the
+    /// provider refuses that, by a `userName eq` filter for `user_name`; where it
+    /// refuses that too, the older proof stands, that a `/Users` listing page
+    /// answers (a wrong base URL answers 404 to everything). A route that answers
+    /// 404 for accounts that exist (a proxy that will not pass an id, a gateway
+    /// that routes only some paths) must not report a leaver deprovisioned.
+    pub async fn find_account_elsewhere(
+        &self,
+        id: &str,
+        user_name: Option<&str>,
+    ) -> Result<Option<Account>, WorkspaceError> {
+        let refused = |e: &WorkspaceError| matches!(e.status(), Some(400 | 501));
+        if !self.inner.id_filters_refused.load(Ordering::Relaxed) {
+            let role_attribute = &self.inner.role_attribute;
+            match self
+                .find(
+                    "/Users",
+                    id_clause(id),
+                    |endpoint, user: parse::UserBody| {
+                        parse::account(endpoint, &user.0, role_attribute)
+                    },
+                    |a: &Account| &a.id,
+                )
+                .await
+            {
+                Ok(found) => return Ok(pick(found, |a: &Account| a.id == id)),
+                Err(e) if refused(&e) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        if let Some(user_name) = user_name.filter(|u| !u.trim().is_empty()) {
+            match self.find_account_by_user_name(user_name).await {
+                Ok(found) => return Ok(found.filter(|a| a.id == id)),
+                Err(e) if refused(&e) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        self.confirm_users_endpoint().await.map(|()| None)
+    }
+
     pub async fn find_account_by_user_name(
         &self,
         user_name: &str,

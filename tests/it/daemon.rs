@@ -838,10 +838,11 @@ async fn a_protected_group_ends_an_open_episode() {
     let store = std::sync::Arc::new(std::sync::Mutex::new(
         Store::open(&config.state.path).unwrap(),
     ));
-    // The workspace cannot be reached: the episode opens, nothing is enforced.
+    // The workspace cannot be reached: the episode opens, nothing is enforced, the
+    // sweep fails.
     let mut wrong = config.scim_settings().unwrap();
     wrong.base_url = format!("{}/elsewhere", sandbox.base_url()).parse().unwrap();
-    seatwarden::sweep::sweep(
+    let unreachable = seatwarden::sweep::sweep(
         &config,
         &config.directory(),
         &ScimClient::new(wrong).unwrap(),
@@ -849,8 +850,8 @@ async fn a_protected_group_ends_an_open_episode() {
         chrono::Utc::now(),
         chrono::Duration::hours(1),
     )
-    .await
-    .unwrap();
+    .await;
+    assert!(unreachable.is_err(), "{unreachable:?}");
     let open = |store: &std::sync::Arc<std::sync::Mutex<Store>>| {
         store
             .lock()
@@ -912,9 +913,10 @@ async fn a_404_from_a_workspace_whose_users_endpoint_does_not_answer_is_not_gone
 
     let mut wrong = config.scim_settings().unwrap();
     wrong.base_url = format!("{}/elsewhere", sandbox.base_url()).parse().unwrap();
-    // The account reads as absent, and the search by its userName that would
-    // confirm it fails too: that episode fails (and is tried again), no other.
-    let outcome = seatwarden::sweep::sweep(
+    // The account reads as absent, and the search on /Users that would confirm it
+    // fails too: the episode fails (and is tried again), and with nothing read at
+    // all the sweep fails, so its repeated failures alert.
+    let err = seatwarden::sweep::sweep(
         &config,
         &directory,
         &ScimClient::new(wrong).unwrap(),
@@ -923,9 +925,8 @@ async fn a_404_from_a_workspace_whose_users_endpoint_does_not_answer_is_not_gone
         chrono::Duration::hours(1),
     )
     .await
-    .unwrap();
-    assert_eq!(outcome.enforced + outcome.already_done, 0, "{outcome:?}");
-    assert!(outcome.failed >= 1, "{outcome:?}");
+    .unwrap_err();
+    assert!(err.to_string().contains("404"), "{err}");
     let open = store.lock().unwrap().open_deprovisions().unwrap();
     let episode = open.iter().find(|e| e.identity_id == leaver_id).unwrap();
     assert!(episode.verified_at.is_none(), "{episode:?}");
@@ -933,7 +934,7 @@ async fn a_404_from_a_workspace_whose_users_endpoint_does_not_answer_is_not_gone
         episode
             .last_error
             .as_deref()
-            .is_some_and(|e| e.contains("userName") && e.contains("404")),
+            .is_some_and(|e| e.contains("search on /Users") && e.contains("404")),
         "{episode:?}"
     );
 
@@ -1408,12 +1409,22 @@ fn link_moves_an_open_deprovision_to_the_account_now_linked() {
         user_name: "ada.l@example.com".into(),
         reason: LossReason::Suspended,
     };
-    let changes = sla::observe(&[], &[leaver], &[], now, Minutes::hours(1));
+    // Bob left too, and was wrongly matched to Ada's account.
+    let bob = Leaver {
+        identity_id: "00u2".into(),
+        account_id: Some("hers".into()),
+        user_name: "bob@example.com".into(),
+        reason: LossReason::Deleted,
+    };
+    let changes = sla::observe(&[], &[leaver, bob], &[], now, Minutes::hours(1));
     store.update_ledger(&changes, now).unwrap();
 
     seatwarden::approval::link(&mut store, "00u1", "hers", true, now).unwrap();
     let open = store.open_deprovisions().unwrap();
-    assert_eq!(open.len(), 1);
-    assert_eq!(open[0].account_id.as_deref(), Some("hers"));
-    assert_eq!(open[0].user_name, "ada@example.com");
+    let episode = |id: &str| open.iter().find(|e| e.identity_id == id).unwrap();
+    assert_eq!(open.len(), 2);
+    assert_eq!(episode("00u1").account_id.as_deref(), Some("hers"));
+    assert_eq!(episode("00u1").user_name, "ada@example.com");
+    // Not Ada's account any more: Bob's episode waits for a reconcile's match.
+    assert_eq!(episode("00u2").account_id, None);
 }

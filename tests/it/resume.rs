@@ -620,18 +620,38 @@ async fn two_404s_by_id_do_not_make_an_active_account_gone() {
         .respond_with(ResponseTemplate::new(404))
         .mount(&server)
         .await;
-    // The id route and the id filter do not see the account; the listing and a
-    // userName search do.
+    // A provider that refuses `id` filters: the read of its own, by the id route,
+    // answers 404; a userName search finds the account.
     Mock::given(method("GET"))
         .and(path("/Users"))
         .and(query_param("filter", "id eq \"acc-1\""))
-        .respond_with(scim(list(vec![])))
+        .respond_with(ResponseTemplate::new(400).set_body_json(json!({
+            "schemas": ["urn:ietf:params:scim:api:messages:2.0:Error"],
+            "status": "400", "scimType": "invalidFilter",
+        })))
         .with_priority(1)
         .mount(&server)
         .await;
     Mock::given(method("GET"))
         .and(path("/Users"))
+        .and(query_param("filter", "userName eq \"ada@example.com\""))
         .respond_with(scim(list(vec![ada_account()])))
+        .with_priority(1)
+        .mount(&server)
+        .await;
+    // The run's listing shows her; a listing after it (verification may re-list
+    // rather than read one by one) leaves her out, as a page she slipped off would.
+    Mock::given(method("GET"))
+        .and(path("/Users"))
+        .respond_with(scim(list(vec![ada_account()])))
+        .up_to_n_times(1)
+        .with_priority(2)
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/Users"))
+        .respond_with(scim(list(vec![])))
+        .with_priority(3)
         .mount(&server)
         .await;
     Mock::given(method("GET"))
@@ -665,7 +685,7 @@ async fn two_404s_by_id_do_not_make_an_active_account_gone() {
         deactivation
             .error
             .as_deref()
-            .is_some_and(|e| e.contains("still active") && e.contains("userName")),
+            .is_some_and(|e| e.contains("still active") && e.contains("search on /Users")),
         "{deactivation:?}"
     );
     let searched = server.received_requests().await.unwrap().iter().any(|r| {

@@ -401,10 +401,6 @@ async fn thirty_leavers_over_a_limit_of_25_are_all_held_until_approved() {
     assert!(after.plan.is_empty(), "{:#?}", after.plan.actions);
 }
 
-/// `approve` re-reads the workspace to see what a held action still means: an
-/// account missing from that listing would make its deactivation "obsolete".
-/// A listing that ended short of its `totalResults` is no such proof, so
-/// nothing is decided and everything stays held.
 /// A held deactivation of someone a sweep has since seen with access again (back
 /// from leave, re-hired into the directory) is refused by `approve`, not applied
 /// to a person who is no longer leaving.
@@ -448,6 +444,10 @@ async fn approve_refuses_a_held_deprovision_of_someone_back_since() {
     );
 }
 
+/// `approve` re-reads the workspace to see what a held action still means: an
+/// account missing from that listing would make its deactivation "obsolete".
+/// A listing that ended short of its `totalResults` is no such proof, so
+/// nothing is decided and everything stays held.
 #[tokio::test]
 async fn approve_decides_nothing_on_a_workspace_listing_that_ended_short() {
     use wiremock::matchers::{method, path};
