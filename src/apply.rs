@@ -1698,15 +1698,24 @@ mod tests {
     use crate::model::Attribute;
     use crate::workspace::WorkspaceError;
 
-    /// A workspace of one account, for [`super::verify_effect`].
-    struct OneAccount(crate::model::Account);
+    /// A workspace of at most one account and one group (id `g`), for
+    /// [`super::verify_effect`]; no account was created and no search finds more.
+    #[derive(Default)]
+    struct Fixed {
+        account: Option<crate::model::Account>,
+        group: Option<super::Members>,
+    }
 
-    impl super::Reader for OneAccount {
+    impl super::Reader for Fixed {
         async fn account(
             &self,
             id: &str,
         ) -> Result<Option<std::sync::Arc<crate::model::Account>>, String> {
-            Ok((id == self.0.id).then(|| std::sync::Arc::new(self.0.clone())))
+            Ok(self
+                .account
+                .clone()
+                .filter(|a| a.id == id)
+                .map(std::sync::Arc::new))
         }
         async fn account_by_user_name(
             &self,
@@ -1722,47 +1731,13 @@ mod tests {
             Ok(None)
         }
         async fn group(&self, _: &str) -> Result<Option<std::sync::Arc<super::Members>>, String> {
-            Ok(None)
+            Ok(self.group.clone().map(std::sync::Arc::new))
         }
         fn created_account(&self, _: &str) -> Option<String> {
             None
         }
         fn group_id(&self, _: &crate::model::GroupRef) -> Option<String> {
-            None
-        }
-    }
-
-    /// A group holding every existing member, and no account for the created one.
-    struct GroupOf(super::Members);
-
-    impl super::Reader for GroupOf {
-        async fn account(
-            &self,
-            _: &str,
-        ) -> Result<Option<std::sync::Arc<crate::model::Account>>, String> {
-            Ok(None)
-        }
-        async fn account_by_user_name(
-            &self,
-            _: &str,
-        ) -> Result<Option<crate::model::Account>, String> {
-            Ok(None)
-        }
-        async fn account_elsewhere(
-            &self,
-            _: &str,
-            _: &str,
-        ) -> Result<Option<crate::model::Account>, String> {
-            Ok(None)
-        }
-        async fn group(&self, _: &str) -> Result<Option<std::sync::Arc<super::Members>>, String> {
-            Ok(Some(std::sync::Arc::new(self.0.clone())))
-        }
-        fn created_account(&self, _: &str) -> Option<String> {
-            None
-        }
-        fn group_id(&self, _: &crate::model::GroupRef) -> Option<String> {
-            Some("g".into())
+            self.group.as_ref().map(|_| "g".to_owned())
         }
     }
 
@@ -1787,7 +1762,10 @@ mod tests {
             detail: String::new(),
             held: None,
         };
-        let reader = GroupOf(["a".to_owned()].into_iter().collect());
+        let reader = Fixed {
+            group: Some(["a".to_owned()].into_iter().collect()),
+            ..Fixed::default()
+        };
         let existing = AccountRef::Existing { id: "a".into() };
         let created = AccountRef::Created {
             identity_id: "alice".into(),
@@ -1833,7 +1811,10 @@ mod tests {
             held: None,
         };
         let verify = |roles: &'static [&'static str]| {
-            let reader = OneAccount(account(roles));
+            let reader = Fixed {
+                account: Some(account(roles)),
+                ..Fixed::default()
+            };
             let action = action.clone();
             async move { super::verify_effect(&action, &reader).await }
         };
