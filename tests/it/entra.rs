@@ -645,6 +645,16 @@ async fn mount_delta(server: &MockServer, resource: &str, token: &str, pages: Ve
     }
 }
 
+/// What `source` reports since the delta links `U1` and `G1` mounted on `server`.
+async fn since_u1_g1(
+    source: &EntraSource,
+    server: &MockServer,
+) -> Result<DirectoryChanges, DirectoryError> {
+    source
+        .changes_since(Some(&cursor(server, "U1", "G1")))
+        .await
+}
+
 fn cursor(server: &MockServer, users: &str, groups: &str) -> String {
     let base = server.uri();
     format!(
@@ -698,10 +708,7 @@ async fn delta_reports_removals_and_merges_a_group_split_over_pages() {
     )
     .await;
     let source = EntraSource::new(settings(&server, secret()));
-    let changes = source
-        .changes_since(Some(&cursor(&server, "U1", "G1")))
-        .await
-        .unwrap();
+    let changes = since_u1_g1(&source, &server).await.unwrap();
     let DirectoryChanges::Delta {
         changed,
         removed,
@@ -775,8 +782,7 @@ async fn delta_ignores_device_members_but_not_nested_groups() {
         ])),
     )
     .await;
-    let changes = EntraSource::new(settings(&server, secret()))
-        .changes_since(Some(&cursor(&server, "U1", "G1")))
+    let changes = since_u1_g1(&EntraSource::new(settings(&server, secret())), &server)
         .await
         .unwrap();
     let DirectoryChanges::Delta {
@@ -799,8 +805,7 @@ async fn delta_ignores_device_members_but_not_nested_groups() {
         member_change(json!([{"@odata.type": "#microsoft.graph.group", "id": "g2"}])),
     )
     .await;
-    let changes = EntraSource::new(settings(&server, secret()))
-        .changes_since(Some(&cursor(&server, "U1", "G1")))
+    let changes = since_u1_g1(&EntraSource::new(settings(&server, secret())), &server)
         .await
         .unwrap();
     assert!(
@@ -825,8 +830,7 @@ async fn delta_ignores_device_members_but_not_nested_groups() {
         })]],
     )
     .await;
-    let changes = EntraSource::new(settings(&server, secret()))
-        .changes_since(Some(&cursor(&server, "U1", "G1")))
+    let changes = since_u1_g1(&EntraSource::new(settings(&server, secret())), &server)
         .await
         .unwrap();
     assert!(
@@ -927,10 +931,7 @@ async fn two_groups_answering_to_a_configured_name_are_refused() {
         })]],
     )
     .await;
-    let error = changes
-        .changes_since(Some(&cursor(&server, "U1", "G1")))
-        .await
-        .unwrap_err();
+    let error = since_u1_g1(&changes, &server).await.unwrap_err();
     assert!(matches!(error, DirectoryError::Scope { .. }), "{error}");
 
     // A look-alike of a group nobody configured changes nothing.
@@ -988,10 +989,7 @@ async fn guests_are_left_out_when_the_configuration_says_so() {
         })]],
     )
     .await;
-    let changes = without(&server)
-        .changes_since(Some(&cursor(&server, "U1", "G1")))
-        .await
-        .unwrap();
+    let changes = since_u1_g1(&without(&server), &server).await.unwrap();
     let DirectoryChanges::Delta {
         changed, removed, ..
     } = changes
@@ -1012,8 +1010,7 @@ async fn a_delta_with_many_changes_reads_a_snapshot_instead() {
         .collect();
     mount_delta(&server, "users", "U1", vec![many]).await;
     mount_delta(&server, "groups", "G1", vec![vec![]]).await;
-    let changes = EntraSource::new(settings(&server, secret()))
-        .changes_since(Some(&cursor(&server, "U1", "G1")))
+    let changes = since_u1_g1(&EntraSource::new(settings(&server, secret())), &server)
         .await
         .unwrap();
     let DirectoryChanges::Full { snapshot, cursor } = changes else {
