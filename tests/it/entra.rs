@@ -918,7 +918,7 @@ async fn two_groups_answering_to_a_configured_name_are_refused() {
 
     // The sweep's delta re-reads a changed person's groups: a person in both is
     // refused there too.
-    let changes = EntraSource::new(settings(&server, secret()));
+    let source = EntraSource::new(settings(&server, secret()));
     mount_delta(&server, "users", "U1", vec![vec![]]).await;
     mount_delta(
         &server,
@@ -931,7 +931,7 @@ async fn two_groups_answering_to_a_configured_name_are_refused() {
         })]],
     )
     .await;
-    let error = since_u1_g1(&changes, &server).await.unwrap_err();
+    let error = since_u1_g1(&source, &server).await.unwrap_err();
     assert!(matches!(error, DirectoryError::Scope { .. }), "{error}");
 
     // A look-alike of a group nobody configured changes nothing.
