@@ -44,8 +44,12 @@ fn list(resources: Vec<serde_json::Value>) -> serde_json::Value {
     })
 }
 
-/// A workspace without `/ServiceProviderConfig`, no users, and `groups`.
-async fn mount_listings(server: &MockServer, groups: Vec<serde_json::Value>) {
+/// A workspace without `/ServiceProviderConfig` listing `users` and `groups`.
+async fn mount_listings(
+    server: &MockServer,
+    users: Vec<serde_json::Value>,
+    groups: Vec<serde_json::Value>,
+) {
     Mock::given(method("GET"))
         .and(path("/ServiceProviderConfig"))
         .respond_with(ResponseTemplate::new(404))
@@ -53,7 +57,7 @@ async fn mount_listings(server: &MockServer, groups: Vec<serde_json::Value>) {
         .await;
     Mock::given(method("GET"))
         .and(path("/Users"))
-        .respond_with(scim(list(vec![])))
+        .respond_with(scim(list(users)))
         .mount(server)
         .await;
     Mock::given(method("GET"))
@@ -198,7 +202,7 @@ async fn an_interrupted_create_is_linked_not_sent_twice() {
 #[tokio::test]
 async fn an_interrupted_create_that_never_arrived_is_marked_failed_and_redone() {
     let server = MockServer::start().await;
-    mount_listings(&server, vec![]).await;
+    mount_listings(&server, vec![], vec![]).await;
     Mock::given(method("POST"))
         .and(path("/Users"))
         .respond_with(
@@ -452,7 +456,7 @@ async fn a_user_name_given_again_never_inherits_the_earlier_persons_account() {
 #[tokio::test]
 async fn a_create_refused_by_an_account_out_of_sight_is_not_sent_again_and_again() {
     let server = MockServer::start().await;
-    mount_listings(&server, vec![]).await;
+    mount_listings(&server, vec![], vec![]).await;
     Mock::given(method("POST"))
         .and(path("/Users"))
         .respond_with(ResponseTemplate::new(409).set_body_json(json!({
@@ -498,7 +502,7 @@ async fn a_failed_create_counts_once_against_the_circuit_breaker() {
         .iter()
         .map(|g| json!({"id": format!("id-{g}"), "displayName": g, "members": []}))
         .collect();
-    mount_listings(&server, groups).await;
+    mount_listings(&server, vec![], groups).await;
     Mock::given(method("POST"))
         .and(path("/Users"))
         .respond_with(ResponseTemplate::new(400).set_body_json(json!({
@@ -554,24 +558,10 @@ async fn a_failed_create_counts_once_against_the_circuit_breaker() {
 #[tokio::test]
 async fn a_404_to_a_deactivation_is_checked_by_reading_the_account() {
     let server = MockServer::start().await;
-    Mock::given(method("GET"))
-        .and(path("/ServiceProviderConfig"))
-        .respond_with(ResponseTemplate::new(404))
-        .mount(&server)
-        .await;
-    Mock::given(method("GET"))
-        .and(path("/Users"))
-        .respond_with(scim(list(vec![ada_account()])))
-        .mount(&server)
-        .await;
+    mount_listings(&server, vec![ada_account()], vec![]).await;
     Mock::given(method("GET"))
         .and(path("/Users/acc-1"))
         .respond_with(scim(ada_account()))
-        .mount(&server)
-        .await;
-    Mock::given(method("GET"))
-        .and(path("/Groups"))
-        .respond_with(scim(list(vec![])))
         .mount(&server)
         .await;
     Mock::given(method("PATCH"))
@@ -709,21 +699,7 @@ async fn a_retention_delete_leaves_an_account_re_enabled_since_the_listing() {
             "active": active,
         })
     };
-    Mock::given(method("GET"))
-        .and(path("/ServiceProviderConfig"))
-        .respond_with(ResponseTemplate::new(404))
-        .mount(&server)
-        .await;
-    Mock::given(method("GET"))
-        .and(path("/Users"))
-        .respond_with(scim(list(vec![ada_account(), bob(false)])))
-        .mount(&server)
-        .await;
-    Mock::given(method("GET"))
-        .and(path("/Groups"))
-        .respond_with(scim(list(vec![])))
-        .mount(&server)
-        .await;
+    mount_listings(&server, vec![ada_account(), bob(false)], vec![]).await;
     Mock::given(method("GET"))
         .and(path("/Users/acc-2"))
         .respond_with(scim(bob(true)))
