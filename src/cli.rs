@@ -279,8 +279,13 @@ Examples:
         #[arg(long)]
         only: Option<String>,
     },
-    /// Drop the held actions of a run: they stay unapplied for good. Audited.
+    /// Drop the held actions of a run: that run never applies them. Audited.
     #[command(after_help = "\
+This decides about one run's plan, not about the people in it: while the directory still
+asks for a change, the next reconcile plans it again (and the guard judges it again), and
+a held deprovision's ledger episode stays open for the retry job. To keep an account,
+protect it (safety.protected, safety.protected_groups) or fix the directory.
+
 The audit trail names $SEATWARDEN_OPERATOR, else $SUDO_USER, else the OS user.
 
 Examples:
@@ -565,7 +570,10 @@ fn run_command(cli: Cli) -> anyhow::Result<u8> {
             let only = crate::approval::Only::parse(only.as_deref())?;
             let mut store = open_store(&config)?;
             let n = crate::approval::reject(&mut store, run, &only, chrono::Utc::now())?;
-            println!("rejected {n} held actions of run {run}; they will not be applied");
+            println!(
+                "rejected {n} held actions of run {run}; that run will not apply them \
+                 (the next reconcile plans again what the directory still asks for)"
+            );
             Ok(exit::OK)
         }
         Command::Link {
