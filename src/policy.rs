@@ -27,7 +27,7 @@
 //! break-glass accounts that seatwarden never touches.
 
 use std::borrow::Borrow;
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::fmt;
 use std::hash::{BuildHasherDefault, Hasher};
 use std::ops::{Deref, Index};
@@ -867,6 +867,10 @@ pub fn fold_group_name(name: &str) -> String {
 pub struct Protected {
     /// Lower-cased patterns, as chars so `?` matches one character, not one byte.
     patterns: Vec<Pattern>,
+    /// Lower-cased names taken from the directory, compared whole: a `*` that a
+    /// person puts in their own email is a character, not a pattern that would
+    /// protect everyone else.
+    names: HashSet<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -887,6 +891,7 @@ impl Protected {
                     Pattern { chars, fixed_len }
                 })
                 .collect(),
+            names: HashSet::new(),
         }
     }
 
@@ -910,19 +915,19 @@ impl Protected {
                 .any(|g| wanted.contains(&fold_group_name(g)))
             {
                 for name in std::iter::once(&identity.user_name).chain(identity.email.as_ref()) {
-                    // A `*` or `?` in a name acts as a glob: it can only protect more.
-                    let chars: Vec<char> = name.chars().flat_map(char::to_lowercase).collect();
-                    let fixed_len = (!chars.contains(&'*')).then_some(chars.len());
-                    self.patterns.push(Pattern { chars, fixed_len });
+                    self.names.insert(fold_name(name));
                 }
             }
         }
         self
     }
 
-    /// Case-insensitive (full Unicode lower-casing, character by character), without
-    /// allocating.
+    /// Case-insensitive (full Unicode lower-casing, character by character); the
+    /// configured patterns are matched without allocating.
     pub fn matches(&self, user_name: &str) -> bool {
+        if !self.names.is_empty() && self.names.contains(&fold_name(user_name)) {
+            return true;
+        }
         if self.patterns.is_empty() {
             return false;
         }
@@ -942,6 +947,12 @@ impl Protected {
                 .any(|p| glob_matches(&p.chars, user_name.chars().flat_map(char::to_lowercase)))
         }
     }
+}
+
+/// A name folded the way [`Protected`] compares it: full Unicode lower-casing,
+/// character by character.
+fn fold_name(name: &str) -> String {
+    name.chars().flat_map(char::to_lowercase).collect()
 }
 
 /// Iterative glob match with single-star backtracking: linear in practice and no
@@ -1256,13 +1267,34 @@ mod tests {
                     department: None,
                     groups: vec!["Staff".into()],
                 },
+                // Directory values are names, not patterns, even when a person
+                // can edit their own email.
+                Identity {
+                    id: "3".into(),
+                    user_name: "it-?@example.com".into(),
+                    email: Some("*@example.com".into()),
+                    given_name: None,
+                    family_name: None,
+                    display_name: None,
+                    status: IdentityStatus::Active,
+                    department: None,
+                    groups: vec!["IT Admins".into()],
+                },
             ],
             complete: true,
         };
         let by_group = Protected::default().with_members_of(&["it admins".into()], &directory);
         assert!(by_group.matches("admin.one@EXAMPLE.com"));
         assert!(by_group.matches("a1@example.com"));
+        assert!(by_group.matches("*@EXAMPLE.com"));
+        assert!(by_group.matches("IT-?@example.com"));
         assert!(!by_group.matches("staff@example.com"));
+        assert!(!by_group.matches("it-x@example.com"));
+        let both = Protected::new(&["root@*".to_owned()])
+            .with_members_of(&["IT Admins".into()], &directory);
+        assert!(both.matches("root@example.com"));
+        assert!(both.matches("a1@example.com"));
+        assert!(!both.matches("staff@example.com"));
         assert!(Protected::new(&["*".to_owned()]).matches(""));
         assert!(Protected::new(&["a*b*c".to_owned()]).matches("aXbYbZc"));
         assert!(!Protected::new(&["a*b*c".to_owned()]).matches("aXbYbZ"));
