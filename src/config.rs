@@ -1525,6 +1525,7 @@ impl Config {
                 other_groups.push(group.clone());
             }
         }
+        let protected_groups = self.safety.protected_groups.clone();
         let secret =
             |inline: &Option<SecretString>, file: &Option<PathBuf>, key: &'static str| match (
                 inline, file,
@@ -1539,7 +1540,9 @@ impl Config {
         let timeout = |t: &str| parse_duration(t).unwrap_or(Duration::from_secs(30));
         match &self.directory {
             DirectoryConfig::File { path } => Directory::File(
-                FileSource::new(path.clone()).with_scope_groups(self.policy.scope_groups.clone()),
+                FileSource::new(path.clone())
+                    .with_scope_groups(self.policy.scope_groups.clone())
+                    .with_protected_groups(protected_groups),
             ),
             DirectoryConfig::Okta {
                 url,
@@ -1566,6 +1569,7 @@ impl Config {
                     app_id: app_id.clone(),
                     scope_groups,
                     other_groups,
+                    protected_groups,
                     max_concurrency: *max_concurrency,
                     timeout: timeout(t),
                     retry: RetryPolicy::default(),
@@ -1607,6 +1611,7 @@ impl Config {
                     login_url: login_url.clone(),
                     scope_groups,
                     other_groups,
+                    protected_groups,
                     max_concurrency: *max_concurrency,
                     requests_per_second: *requests_per_second,
                     timeout: timeout(t),
@@ -1662,6 +1667,7 @@ impl Config {
                     page_size: *page_size,
                     scope_groups,
                     other_groups,
+                    protected_groups,
                     timeout: timeout(t),
                     retry: RetryPolicy::default(),
                 }))
@@ -1686,6 +1692,7 @@ impl Config {
                 retry: RetryPolicy::default(),
                 scope_groups,
                 other_groups,
+                protected_groups,
             })),
         }
     }

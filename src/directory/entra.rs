@@ -83,6 +83,9 @@ pub struct EntraSettings {
     /// The other group names the configuration names (mappings,
     /// `safety.protected_groups`); read when present.
     pub other_groups: Vec<String>,
+    /// `safety.protected_groups` (also in `other_groups`): each must exist, or
+    /// a typo would take its members' protection away without a word.
+    pub protected_groups: Vec<String>,
     pub max_concurrency: usize,
     /// 0 disables the limit.
     pub requests_per_second: u32,
@@ -551,14 +554,13 @@ impl EntraSource {
                 });
             }
         }
-        for name in &self.inner.settings.other_groups {
-            if !super::group_present(present.iter().copied(), name) {
-                tracing::warn!(
-                    group = %name,
-                    "group named by policy.mapping or safety.protected_groups not found in Entra"
-                );
-            }
-        }
+        super::check_named_groups(
+            PROVIDER,
+            &present,
+            &self.inner.settings.other_groups,
+            &self.inner.settings.protected_groups,
+            "an Entra group (displayName)",
+        )?;
         Ok(groups
             .iter()
             .filter(|(_, name)| interest.wants(name))

@@ -47,6 +47,8 @@ pub struct FileSource {
     path: PathBuf,
     /// `policy.scope_groups`: each must be carried by some row.
     scope_groups: Vec<String>,
+    /// `safety.protected_groups`: each must be carried by some row too.
+    protected_groups: Vec<String>,
 }
 
 impl FileSource {
@@ -54,6 +56,7 @@ impl FileSource {
         FileSource {
             path,
             scope_groups: Vec::new(),
+            protected_groups: Vec::new(),
         }
     }
 
@@ -62,6 +65,14 @@ impl FileSource {
     /// typo would otherwise put all its members out of scope, to be deactivated.
     pub fn with_scope_groups(mut self, groups: Vec<String>) -> Self {
         self.scope_groups = groups;
+        self
+    }
+
+    /// Checks that each of `groups` is carried by some row (names compared as
+    /// policy compares them, without regard to case): a typo would otherwise take
+    /// the protection away from all its members.
+    pub fn with_protected_groups(mut self, groups: Vec<String>) -> Self {
+        self.protected_groups = groups;
         self
     }
 
@@ -119,13 +130,28 @@ impl FileSource {
 impl FileSource {
     fn check_scope(&self, identities: &[Identity]) -> Result<(), DirectoryError> {
         // An empty export is the source sanity check's: rejected, as a source fault.
-        if self.scope_groups.is_empty() || identities.is_empty() {
+        if (self.scope_groups.is_empty() && self.protected_groups.is_empty())
+            || identities.is_empty()
+        {
             return Ok(());
         }
         let carried: std::collections::HashSet<&str> = identities
             .iter()
             .flat_map(|i| i.groups.iter().map(String::as_str))
             .collect();
+        for group in &self.protected_groups {
+            if !super::group_present(carried.iter().copied(), group) {
+                return Err(DirectoryError::Scope {
+                    provider: "file",
+                    message: format!(
+                        "no row of {} carries protected group {group:?}; a typo or a renamed \
+                         group would take its members' protection away. Check \
+                         safety.protected_groups (a group that is empty now is removed from it)",
+                        self.path.display()
+                    ),
+                });
+            }
+        }
         for group in &self.scope_groups {
             if carried.contains(group.as_str()) {
                 continue;

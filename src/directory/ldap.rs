@@ -144,6 +144,9 @@ pub struct LdapSettings {
     /// `safety.protected_groups`); with `scope_groups`, the groups whose members
     /// (and nested groups) are read in full.
     pub other_groups: Vec<String>,
+    /// `safety.protected_groups` (also in `other_groups`): each must exist, or
+    /// a typo would take its members' protection away without a word.
+    pub protected_groups: Vec<String>,
     pub timeout: Duration,
     pub retry: RetryPolicy,
 }
@@ -292,6 +295,16 @@ impl LdapSource {
                 });
             }
         }
+        super::check_named_groups(
+            "ldap",
+            &groups.iter().map(|g| g.name.as_str()).collect(),
+            &s.other_groups,
+            &s.protected_groups,
+            &format!(
+                "the cn of a group under {:?} matching {}",
+                s.group_base_dn, s.group_filter
+            ),
+        )?;
         identities(people, &groups).map(|identities| DirectorySnapshot {
             identities,
             complete: true,

@@ -210,6 +210,43 @@ pub(crate) fn group_present<'a>(mut present: impl Iterator<Item = &'a str>, name
     present.any(|candidate| fold_group_name(candidate) == name)
 }
 
+/// Checks the groups the mappings and `safety.protected_groups` name against the
+/// directory's groups (`present`, by name). A protected group the directory does
+/// not have is refused: a typo or a renamed group would take its members'
+/// protection away without a word, and the next run would deprovision them. A
+/// mapping group is only logged: its members lose what it gave them through role
+/// downgrades and membership removals, which the guard's thresholds limit.
+/// `what` says what a name must be, e.g. "an Okta group (profile.name)".
+pub(crate) fn check_named_groups(
+    provider: &'static str,
+    present: &std::collections::HashSet<&str>,
+    other_groups: &[String],
+    protected_groups: &[String],
+    what: &str,
+) -> Result<(), DirectoryError> {
+    for name in protected_groups {
+        if !group_present(present.iter().copied(), name) {
+            return Err(DirectoryError::Scope {
+                provider,
+                message: format!(
+                    "protected group {name:?} is not {what}; a typo or a renamed group \
+                     would take its members' protection away. Check safety.protected_groups"
+                ),
+            });
+        }
+    }
+    for name in other_groups {
+        if !protected_groups.contains(name) && !group_present(present.iter().copied(), name) {
+            tracing::warn!(
+                group = %name,
+                provider,
+                "group named by policy.mapping not found in the directory"
+            );
+        }
+    }
+    Ok(())
+}
+
 /// Refuses two groups of interest that answer to the same name (without regard to
 /// case). Policy matches groups by name, so the members of both would count: in
 /// Entra, where `displayName` is not unique and any user may create a Microsoft

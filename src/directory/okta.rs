@@ -87,6 +87,9 @@ pub struct OktaSettings {
     /// The other group names the configuration names (mappings,
     /// `safety.protected_groups`); read when present.
     pub other_groups: Vec<String>,
+    /// `safety.protected_groups` (also in `other_groups`): each must exist, or
+    /// a typo would take its members' protection away without a word.
+    pub protected_groups: Vec<String>,
     pub max_concurrency: usize,
     /// Per request (each attempt).
     pub timeout: Duration,
@@ -456,14 +459,13 @@ impl OktaSource {
                 });
             }
         }
-        for name in &self.inner.settings.other_groups {
-            if !super::group_present(present.iter().copied(), name) {
-                tracing::warn!(
-                    group = %name,
-                    "group named by policy.mapping or safety.protected_groups not found in Okta"
-                );
-            }
-        }
+        super::check_named_groups(
+            PROVIDER,
+            &present,
+            &self.inner.settings.other_groups,
+            &self.inner.settings.protected_groups,
+            "an Okta group (profile.name)",
+        )?;
         Ok(groups
             .iter()
             .filter(|(_, name)| interest.wants(name))

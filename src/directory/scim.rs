@@ -50,6 +50,9 @@ pub struct ScimDirectorySettings {
     /// The other groups the configuration names (mappings,
     /// `safety.protected_groups`).
     pub other_groups: Vec<String>,
+    /// `safety.protected_groups` (also in `other_groups`): each must exist, or
+    /// a typo would take its members' protection away without a word.
+    pub protected_groups: Vec<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -138,14 +141,13 @@ impl ScimDirectorySource {
                 });
             }
         }
-        for name in &settings.other_groups {
-            if !super::group_present(groups.iter().map(|g| g.display_name.as_str()), name) {
-                tracing::warn!(
-                    group = %name,
-                    "group named by policy.mapping or safety.protected_groups not found in the SCIM directory"
-                );
-            }
-        }
+        super::check_named_groups(
+            "scim",
+            &groups.iter().map(|g| g.display_name.as_str()).collect(),
+            &settings.other_groups,
+            &settings.protected_groups,
+            &format!("the displayName of a Group at {}", settings.url),
+        )?;
         let interest = GroupInterest::new(&settings.scope_groups, &settings.other_groups);
         if interest.is_everything() {
             // No group decides anything: none is worth a read of its own.

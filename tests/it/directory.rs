@@ -440,3 +440,22 @@ fn a_scope_group_no_row_carries_is_refused() {
         "{text}"
     );
 }
+
+/// A protected group no row carries is refused: a typo would take the protection
+/// away from all its members. Compared without regard to case, as policy does.
+#[test]
+fn a_protected_group_no_row_carries_is_refused() {
+    let read = |groups: &[&str]| {
+        FileSource::new(fixture("people.json"))
+            .with_protected_groups(groups.iter().map(|g| (*g).to_owned()).collect())
+            .read()
+    };
+    assert!(read(&["ENGINEERING"]).is_ok());
+    let err = read(&["Engineering", "Engineers"]).unwrap_err();
+    assert!(matches!(err, DirectoryError::Scope { .. }), "{err:?}");
+    let text = err.to_string();
+    assert!(
+        text.contains("\"Engineers\"") && text.contains("safety.protected_groups"),
+        "{text}"
+    );
+}

@@ -304,6 +304,7 @@ pub fn settings(server: &MockServer, auth: EntraAuth) -> EntraSettings {
         login_url: Some(server.uri().parse().unwrap()),
         scope_groups: vec!["Taskade Users".into()],
         other_groups: vec!["Taskade Editors".into()],
+        protected_groups: Vec::new(),
         max_concurrency: 4,
         requests_per_second: 0,
         timeout: Duration::from_secs(10),
@@ -890,6 +891,35 @@ async fn a_scope_group_missing_from_the_tenant_is_an_error() {
     s.scope_groups = vec!["Nobody".into()];
     let error = EntraSource::new(s).snapshot().await.unwrap_err();
     assert!(matches!(error, DirectoryError::Scope { .. }), "{error}");
+}
+
+/// A protected group the tenant does not have is refused (a typo would take its
+/// members' protection away); a mapping group it does not have is not.
+#[tokio::test]
+async fn a_protected_group_missing_from_the_tenant_is_an_error() {
+    let server = MockServer::start().await;
+    small_tenant().mount(&server).await;
+    let snapshot = |protected: &[&str], mapped: &[&str]| {
+        let mut s = settings(&server, secret());
+        s.protected_groups = protected.iter().map(|g| (*g).to_owned()).collect();
+        s.other_groups = mapped
+            .iter()
+            .chain(protected)
+            .map(|g| (*g).to_owned())
+            .collect();
+        async move { EntraSource::new(s).snapshot().await }
+    };
+    let error = snapshot(&["IT Adminz"], &["Taskade Editors"])
+        .await
+        .unwrap_err();
+    assert!(matches!(error, DirectoryError::Scope { .. }), "{error}");
+    let message = error.to_string();
+    assert!(
+        message.contains("\"IT Adminz\"") && message.contains("safety.protected_groups"),
+        "{message}"
+    );
+    assert!(snapshot(&["TASKADE EDITORS"], &[]).await.is_ok());
+    assert!(snapshot(&[], &["Nobody Mapped"]).await.is_ok());
 }
 
 /// Entra does not keep displayName unique and any user may create a Microsoft

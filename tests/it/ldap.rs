@@ -221,6 +221,33 @@ async fn interop_ldap_two_groups_under_one_configured_name_are_refused() {
     assert!(message.contains("directory.group_base_dn"), "{message}");
 }
 
+/// A protected group the server does not have is refused (a typo would take its
+/// members' protection away), naming the key; one it has, in another case, is not.
+#[tokio::test]
+#[ignore = "needs slapd: run `bash scripts/interop.sh`"]
+async fn interop_ldap_a_missing_protected_group_is_refused() {
+    let url = env("SEATWARDEN_LDAP_URL");
+    let with = |protected: &'static str| {
+        let url = url.clone();
+        async move {
+            snapshot_with_env(
+                "",
+                &url,
+                &[("SEATWARDEN__SAFETY__PROTECTED_GROUPS", protected)],
+            )
+            .await
+        }
+    };
+    let error = with("Desing").await.unwrap_err();
+    assert!(matches!(error, DirectoryError::Scope { .. }), "{error}");
+    let message = error.to_string();
+    assert!(
+        message.contains("\"Desing\"") && message.contains("safety.protected_groups"),
+        "{message}"
+    );
+    assert!(with("design").await.is_ok());
+}
+
 #[tokio::test]
 #[ignore = "needs slapd: run `bash scripts/interop.sh`"]
 async fn interop_ldap_disabled_filter_suspends_what_the_server_matches() {

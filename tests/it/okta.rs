@@ -380,6 +380,7 @@ pub fn settings(server: &MockServer, auth: OktaAuth) -> OktaSettings {
         app_id: None,
         scope_groups: vec!["Taskade Users".into()],
         other_groups: vec!["Taskade Editors".into()],
+        protected_groups: Vec::new(),
         max_concurrency: 4,
         timeout: Duration::from_secs(10),
         retry: RetryPolicy::immediate(3),
@@ -486,6 +487,36 @@ async fn a_missing_scope_group_is_an_error_not_an_empty_scope() {
     let error = OktaSource::new(s).snapshot().await.unwrap_err();
     assert!(matches!(error, DirectoryError::Scope { .. }), "{error}");
     assert!(error.to_string().contains("Taskade Userz"), "{error}");
+}
+
+/// A protected group Okta does not have is refused (a typo would take its
+/// members' protection away); a mapping group it does not have is not.
+#[tokio::test]
+async fn a_missing_protected_group_is_an_error_a_missing_mapping_group_is_not() {
+    let server = MockServer::start().await;
+    small_org(LinkStyle::Joined).mount(&server).await;
+    let snapshot = |protected: &[&str], mapped: &[&str]| {
+        let mut s = settings(&server, ssws());
+        s.protected_groups = protected.iter().map(|g| (*g).to_owned()).collect();
+        s.other_groups = mapped
+            .iter()
+            .chain(protected)
+            .map(|g| (*g).to_owned())
+            .collect();
+        async move { OktaSource::new(s).snapshot().await }
+    };
+    let error = snapshot(&["Taskade Editorz"], &["Taskade Editors"])
+        .await
+        .unwrap_err();
+    assert!(matches!(error, DirectoryError::Scope { .. }), "{error}");
+    let message = error.to_string();
+    assert!(
+        message.contains("\"Taskade Editorz\"") && message.contains("safety.protected_groups"),
+        "{message}"
+    );
+    // Names compare as policy compares them: without regard to case.
+    assert!(snapshot(&["taskade editors"], &[]).await.is_ok());
+    assert!(snapshot(&[], &["Nobody Mapped"]).await.is_ok());
 }
 
 /// An Okta group imported from AD may share its name with an Okta group: the

@@ -683,3 +683,30 @@ async fn a_scope_group_the_provider_lacks_fails_the_run_before_any_write() {
     assert_eq!(workspace.stats().writes, 0);
     workspace.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_protected_group_the_provider_lacks_fails_the_run_before_any_write() {
+    let (idp, workspace, dir, _) = provider_with_groups(json!([
+        {"id": "g1", "displayName": "Taskade Users", "members": [{"value": "p1"}]},
+        {"id": "g2", "displayName": "IT Admins", "members": [{"value": "p2"}]},
+    ]))
+    .await;
+    let config = |protected: &str| {
+        small_config(
+            dir.path(),
+            &idp,
+            &workspace,
+            "",
+            &format!("protected_groups = [\"{protected}\"]\n"),
+        )
+    };
+    let message = directory_failure(&config("IT Admin")).await.to_string();
+    assert!(
+        message.contains("protected group \"IT Admin\"")
+            && message.contains("safety.protected_groups"),
+        "{message}"
+    );
+    assert_eq!(workspace.stats().writes, 0);
+    crate::fixtures::assert_converges(&config("it admins")).await;
+    workspace.shutdown().await;
+}
