@@ -25,7 +25,7 @@ use crate::model::{
 use crate::policy::Protected;
 use crate::report::{Outcome, Report};
 use crate::safety;
-use crate::store::{ActionState, Decision, JournalEntry, RunId, Store, StoreError};
+use crate::store::{ActionState, Decision, JournalEntry, RunId, RunKind, Store, StoreError};
 use crate::workspace::{ScimClient, WorkspaceError};
 
 #[derive(Debug, thiserror::Error)]
@@ -46,8 +46,13 @@ pub enum ApprovalError {
     #[error("run {run} has no held actions{only} left to decide on")]
     NothingHeld { run: RunId, only: String },
     #[error(
+        "run {run} was {what}: it was never meant to apply anything, so there is nothing of it \
+         to approve or reject. Run `seatwarden reconcile`, then decide on what that run holds"
+    )]
+    NotApplying { run: RunId, what: &'static str },
+    #[error(
         "--only takes an action kind (deactivate, delete, remove_members, set_role, …) or a class \
-         (deprovision, membership_removal, role_downgrade), not {0:?}"
+         (deprovision, membership_removal, role_downgrade, deletion), not {0:?}"
     )]
     UnknownKind(String),
     #[error(
@@ -282,8 +287,21 @@ pub struct Approval {
 
 /// The held actions of `run` that `only` selects and nobody decided on yet.
 fn undecided(store: &Store, run: RunId, only: &Only) -> Result<Vec<JournalEntry>, ApprovalError> {
-    if store.run(run)?.is_none() {
-        return Err(ApprovalError::UnknownRun(run));
+    match store.run(run)? {
+        None => return Err(ApprovalError::UnknownRun(run)),
+        // What a plan or a dry run held was what a reconcile would have held then;
+        // applying it now would write a plan nobody asked to apply.
+        Some(record) if matches!(record.kind, RunKind::Plan | RunKind::DryRun) => {
+            return Err(ApprovalError::NotApplying {
+                run,
+                what: if record.kind == RunKind::Plan {
+                    "a `seatwarden plan`"
+                } else {
+                    "a `seatwarden reconcile --dry-run`"
+                },
+            });
+        }
+        Some(_) => {}
     }
     let decisions = store.decisions(run)?;
     let held: Vec<JournalEntry> = store

@@ -514,6 +514,42 @@ async fn approve_decides_nothing_on_a_workspace_listing_that_ended_short() {
     assert_eq!(approval.applied.applied, 3);
 }
 
+/// A plan or a dry run holds what a reconcile would have held then; approving it
+/// would apply a plan nobody ran to apply. Both are refused, and nothing is written.
+#[tokio::test]
+async fn the_held_actions_of_a_plan_or_a_dry_run_cannot_be_decided_on() {
+    let mut env = env_with(60, None, "max_deprovisions = 2").await;
+    env.run(Mode::Reconcile, RunOptions::default()).await;
+    env.leave(3);
+    let active = env.active_accounts();
+    for mode in [Mode::Plan, Mode::DryRun] {
+        let held = env.run(mode, RunOptions::default()).await;
+        assert_eq!(held.plan.held().count(), 3, "{mode:?}");
+        let err = approval::approve(
+            &env.config,
+            &env.client(3),
+            env.store(),
+            held.run_id,
+            &Only::All,
+            Utc::now(),
+        )
+        .await
+        .unwrap_err();
+        assert!(
+            matches!(err, approval::ApprovalError::NotApplying { .. }),
+            "{mode:?}: {err}"
+        );
+        assert!(err.to_string().contains("seatwarden reconcile"), "{err}");
+        let err =
+            approval::reject(&mut env.store(), held.run_id, &Only::All, Utc::now()).unwrap_err();
+        assert!(
+            matches!(err, approval::ApprovalError::NotApplying { .. }),
+            "{mode:?}: {err}"
+        );
+    }
+    assert_eq!(env.active_accounts(), active, "nothing deactivated");
+}
+
 #[tokio::test]
 async fn reject_and_the_override_are_audited() {
     let mut env = env_with(60, None, "max_deprovisions = 2").await;
