@@ -333,7 +333,8 @@ Examples:
     /// drift, 50 people; plan, apply, verify, report, plan again. Exit 0 only if the
     /// workspace converged.
     Demo {
-        /// Where the demo keeps its state database and files (printed).
+        /// Where the demo keeps its state database and files (printed). Each demo
+        /// replaces them; a directory the demo did not make must be new or empty.
         #[arg(long, default_value = "seatwarden-demo")]
         dir: PathBuf,
     },

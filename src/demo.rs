@@ -25,6 +25,13 @@ pub enum DemoError {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error(
+        "{} holds files `seatwarden demo` did not make (it has no {MARKER} file): the demo \
+         replaces seatwarden.db, seatwarden.toml and directory.json in its directory. Give \
+         --dir a new or empty directory",
+        path.display()
+    )]
+    NotADemoDirectory { path: PathBuf },
     #[error(transparent)]
     Config(#[from] ConfigError),
     #[error(transparent)]
@@ -62,14 +69,35 @@ fn write(dir: &Path, name: &str, text: &str) -> Result<PathBuf, DemoError> {
     Ok(path)
 }
 
+/// The file that marks a directory as the demo's own, so a second demo may
+/// replace its state.
+const MARKER: &str = ".seatwarden-demo";
+
 /// Lays out the demo directory: the example directory export, the sandbox seed, and
-/// a configuration pointing at `workspace_url`. Any earlier state is removed so
-/// every demo starts from the same drift.
+/// a configuration pointing at `workspace_url`. Any earlier demo state is removed so
+/// every demo starts from the same drift; a directory the demo did not make and
+/// that is not empty is refused (it may be someone's real state).
 pub fn prepare(dir: &Path, workspace_url: &str) -> Result<PathBuf, DemoError> {
-    std::fs::create_dir_all(dir).map_err(|source| DemoError::Io {
+    let io = |source| DemoError::Io {
         path: dir.to_owned(),
         source,
-    })?;
+    };
+    let empty = match std::fs::read_dir(dir) {
+        Ok(mut entries) => entries.next().is_none(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => true,
+        Err(e) => return Err(io(e)),
+    };
+    if !empty && !dir.join(MARKER).exists() {
+        return Err(DemoError::NotADemoDirectory {
+            path: dir.to_owned(),
+        });
+    }
+    std::fs::create_dir_all(dir).map_err(io)?;
+    write(
+        dir,
+        MARKER,
+        "Made by `seatwarden demo`, which replaces the state in this directory each time.\n",
+    )?;
     for stale in ["seatwarden.db", "seatwarden.db-wal", "seatwarden.db-shm"] {
         let path = dir.join(stale);
         if path.exists() {

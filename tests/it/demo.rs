@@ -80,6 +80,32 @@ fn the_demo_command_exits_0_and_its_state_can_be_reported() {
     assert_eq!(json["summary"]["actions_failed"], 0);
 }
 
+/// The demo replaces the state in its directory, so it refuses one it did not
+/// make (someone's real state) and leaves its files alone; its own it reuses.
+#[tokio::test]
+async fn the_demo_refuses_a_directory_it_did_not_make() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("seatwarden.toml");
+    std::fs::write(&config, "# someone's real configuration\n").unwrap();
+    let err = seatwarden::demo::run(dir.path(), false).await.unwrap_err();
+    assert!(
+        matches!(err, seatwarden::demo::DemoError::NotADemoDirectory { .. }),
+        "{err}"
+    );
+    assert!(err.to_string().contains("--dir"), "{err}");
+    assert_eq!(
+        std::fs::read_to_string(&config).unwrap(),
+        "# someone's real configuration\n"
+    );
+    assert!(!dir.path().join("seatwarden.db").exists());
+
+    let own = dir.path().join("demo");
+    for _ in 0..2 {
+        let outcome = seatwarden::demo::run(&own, false).await.unwrap();
+        assert!(outcome.converged());
+    }
+}
+
 /// Kills the child if the test fails half-way, so no server outlives the suite.
 struct KillOnDrop(std::process::Child);
 
