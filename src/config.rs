@@ -1120,7 +1120,7 @@ impl Config {
             crate::mail::validate_address(to)
                 .map_err(|e| self.key_error(&format!("report.email.to[{i}]"), e))?;
         }
-        parse_duration(&email.quiet_period)
+        parse_quiet_period(&email.quiet_period)
             .map_err(|e| self.key_error("report.email.quiet_period", e))?;
         parse_timeout(&email.timeout).map_err(|e| self.key_error("report.email.timeout", e))?;
         let has_password = email.password.is_some() || email.password_file.is_some();
@@ -1236,7 +1236,7 @@ impl Config {
             ca_pem,
             timeout: parse_timeout(&email.timeout)
                 .map_err(|e| self.key_error("report.email.timeout", e))?,
-            quiet_period: parse_duration(&email.quiet_period)
+            quiet_period: parse_quiet_period(&email.quiet_period)
                 .map_err(|e| self.key_error("report.email.quiet_period", e))?,
             // Short: a command waits for it. A longer outage is the outbox's job
             // (rescheduled with backoff across calls and restarts).
@@ -1867,7 +1867,13 @@ impl Config {
             reconcile: cron("schedule.reconcile", &self.schedule.reconcile)?,
             sweep: cron("schedule.sweep", &self.schedule.sweep)?,
             digest,
-            retention: positive("schedule.retention", &self.schedule.retention)?,
+            retention: parse_at_least(
+                &self.schedule.retention,
+                MIN_RETENTION,
+                "1d",
+                "the rolling 24 h safety limits count the actions of the runs still stored",
+            )
+            .map_err(|e| self.key_error("schedule.retention", e))?,
             sla: positive("deprovision.sla", &self.deprovision.sla)?,
             listen: self.http.listen.parse().map_err(|_| {
                 self.key_error(
@@ -2116,6 +2122,42 @@ fn parse_timeout(text: &str) -> Result<Duration, String> {
         )),
         timeout => Ok(timeout),
     }
+}
+
+/// A quiet period: alerts are judged again after every daemon job (the retry job
+/// runs every minute), so a shorter one would repeat each open alert about that
+/// often.
+const MIN_QUIET_PERIOD: Duration = Duration::from_secs(15 * 60);
+
+/// How long runs are kept: the rolling 24 h safety limits count the actions of the
+/// runs still stored, so a shorter retention would let a second day's worth through.
+const MIN_RETENTION: Duration = Duration::from_secs(24 * 60 * 60);
+
+/// `text` as a duration no shorter than `min` (`why` says what needs it).
+fn parse_at_least(
+    text: &str,
+    min: Duration,
+    min_text: &str,
+    why: &str,
+) -> Result<Duration, String> {
+    let duration = parse_duration(text)?;
+    if duration < min {
+        return Err(format!(
+            "{:?} is shorter than {min_text}, the least it can be: {why}",
+            text.trim()
+        ));
+    }
+    Ok(duration)
+}
+
+fn parse_quiet_period(text: &str) -> Result<Duration, String> {
+    parse_at_least(
+        text,
+        MIN_QUIET_PERIOD,
+        "15m",
+        "alerts are judged again after every daemon job, so a shorter period would repeat \
+         each open alert every minute",
+    )
 }
 
 /// Parses durations like `30s`, `10m`, `1h`, `1h30m`, `500ms`, `30d`.

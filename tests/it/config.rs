@@ -370,6 +370,8 @@ fn daemon_settings_errors_name_the_key() {
         ),
         ("[schedule]\nsweep = \"*/5 * * *\"\n", "schedule.sweep"),
         ("[deprovision]\nsla = \"soon\"\n", "deprovision.sla"),
+        // The 24 h safety limits count the runs still stored.
+        ("[schedule]\nretention = \"12h\"\n", "schedule.retention"),
         ("[http]\nlisten = \"localhost\"\n", "http.listen"),
     ] {
         std::fs::write(&path, format!("{base}{extra}")).unwrap();

@@ -121,6 +121,14 @@ to = ["a@example.com"]
 quiet_period = "soon""#,
             "report.email.quiet_period",
         ),
+        // Alerts are judged after every job: "0s" would repeat one every minute.
+        (
+            r#"smtp_url = "smtp://mail.example.com"
+from = "seatwarden@example.com"
+to = ["a@example.com"]
+quiet_period = "0s""#,
+            "shorter than 15m",
+        ),
         (
             r#"smtp_url = "smtp://mail.example.com"
 from = "seatwarden@example.com"
