@@ -4,6 +4,7 @@
 //! to which workspace, and why", from the latest stored snapshots, links and journal.
 //! Nothing is read from the directory or the workspace.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
@@ -156,6 +157,18 @@ pub fn access(store: &Store, policy: &PolicySettings) -> Result<AccessExport, Ex
     })
 }
 
+/// A CSV cell a spreadsheet shows as text. Folder names and hand-made userNames are
+/// chosen by workspace members, and a cell starting with `=`, `+`, `-`, `@`, a tab or
+/// a carriage return is a formula to Excel and LibreOffice (`=HYPERLINK(…)` would
+/// run when an auditor opens the export); such a cell is prefixed with `'`, as
+/// OWASP advises. The JSON export carries every value unchanged.
+fn inert(value: &str) -> Cow<'_, str> {
+    match value.chars().next() {
+        Some('=' | '+' | '-' | '@' | '\t' | '\r') => Cow::Owned(format!("'{value}")),
+        _ => Cow::Borrowed(value),
+    }
+}
+
 impl AccessExport {
     pub fn to_json(&self) -> String {
         serde_json::to_string_pretty(self).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"))
@@ -177,21 +190,20 @@ impl AccessExport {
             "last_change",
         ])?;
         for row in &self.accounts {
-            writer.write_record([
-                row.account_id.as_str(),
-                row.user_name.as_str(),
-                if row.active { "true" } else { "false" },
-                row.role.as_str(),
-                row.workspace_groups.join(";").as_str(),
-                row.identity_id.as_deref().unwrap_or(""),
-                row.identity_user_name.as_deref().unwrap_or(""),
-                row.identity_status.as_deref().unwrap_or(""),
-                row.justification.as_str(),
-                row.last_change
-                    .map(|t| t.to_rfc3339())
-                    .unwrap_or_default()
-                    .as_str(),
-            ])?;
+            let groups = row.workspace_groups.join(";");
+            let cells = [
+                inert(&row.account_id),
+                inert(&row.user_name),
+                Cow::Borrowed(if row.active { "true" } else { "false" }),
+                inert(row.role.as_str()),
+                inert(&groups),
+                inert(row.identity_id.as_deref().unwrap_or("")),
+                inert(row.identity_user_name.as_deref().unwrap_or("")),
+                inert(row.identity_status.as_deref().unwrap_or("")),
+                inert(&row.justification),
+                Cow::Owned(row.last_change.map(|t| t.to_rfc3339()).unwrap_or_default()),
+            ];
+            writer.write_record(cells.iter().map(|cell| cell.as_bytes()))?;
         }
         let bytes = writer
             .into_inner()

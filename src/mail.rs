@@ -388,31 +388,36 @@ pub async fn deliver_due(
     now: DateTime<Utc>,
 ) -> Result<Delivery, StoreError> {
     let mut delivery = Delivery::default();
+    // `now` moved on by the time spent sending: a hundred slow sends outlast one
+    // claim, and a claim made at the call's `now` would be stale when taken.
+    let started = std::time::Instant::now();
+    let at = || now + chrono::Duration::from_std(started.elapsed()).unwrap_or(CLAIM);
     for entry in store.due_messages(now, 100)? {
+        let claimed_at = at();
         // Longer than a send with all its retries can take.
-        if !store.claim_message(entry.id, now, now + CLAIM)? {
+        if !store.claim_message(entry.id, claimed_at, claimed_at + CLAIM)? {
             continue;
         }
         let outcome = retry::retry(
             policy,
             || mailer.send(&entry),
             |error, delay| {
-                tracing::info!(message = entry.id, %error, ?delay, "SMTP send failed; retrying");
+                tracing::info!(outbox_id = entry.id, %error, ?delay, "SMTP send failed; retrying");
             },
         )
         .await;
         match outcome {
             Ok(()) => {
-                store.mark_message_sent(entry.id, now)?;
+                store.mark_message_sent(entry.id, at())?;
                 delivery.sent += 1;
             }
             Err(error) => {
                 let text = error.to_string();
                 let retry_at = error.is_transient().then(|| {
-                    now + chrono::Duration::from_std(redelivery_delay(entry.attempts))
+                    at() + chrono::Duration::from_std(redelivery_delay(entry.attempts))
                         .unwrap_or_else(|_| chrono::Duration::hours(1))
                 });
-                tracing::warn!(message = entry.id, error = %text, retry_at = ?retry_at, "SMTP delivery failed");
+                tracing::warn!(outbox_id = entry.id, error = %text, retry_at = ?retry_at, "SMTP delivery failed");
                 store.mark_message_attempt_failed(entry.id, &text, retry_at)?;
                 delivery.last_error = Some(text);
                 if retry_at.is_some() {

@@ -137,7 +137,11 @@ pub struct Shared {
     writer: Arc<tokio::sync::Mutex<()>>,
     clock: Arc<dyn Clock>,
     tick: Duration,
-    /// Unix milliseconds of the scheduler loop's last pass (liveness).
+    /// When the daemon started, on the monotonic clock: `last_tick` counts from it,
+    /// so a wall clock stepped back cannot keep a dead loop looking alive, and one
+    /// stepped forward cannot make a live one look dead.
+    started: std::time::Instant,
+    /// Milliseconds after `started` of the scheduler loop's last pass (liveness).
     last_tick: AtomicI64,
     stopping: AtomicBool,
     metrics: Option<PrometheusHandle>,
@@ -185,10 +189,15 @@ impl Shared {
         }
     }
 
+    /// Milliseconds since the daemon started, on the monotonic clock.
+    fn uptime_ms(&self) -> i64 {
+        i64::try_from(self.started.elapsed().as_millis()).unwrap_or(i64::MAX)
+    }
+
     /// Alive: the scheduler loop ran within three ticks.
     pub fn alive(&self) -> bool {
         let last = self.last_tick.load(Ordering::SeqCst);
-        let age = Utc::now().timestamp_millis().saturating_sub(last);
+        let age = self.uptime_ms().saturating_sub(last);
         let limit = i64::try_from(self.tick.as_millis()).unwrap_or(i64::MAX);
         age <= limit.saturating_mul(3).saturating_add(5_000)
     }
@@ -320,7 +329,8 @@ pub async fn run(
         writer: Arc::new(tokio::sync::Mutex::new(())),
         clock: Arc::clone(&clock),
         tick,
-        last_tick: AtomicI64::new(Utc::now().timestamp_millis()),
+        started: std::time::Instant::now(),
+        last_tick: AtomicI64::new(0),
         stopping: AtomicBool::new(false),
         metrics: install_metrics(),
         trigger_token: RwLock::new(trigger_token),
@@ -380,9 +390,7 @@ pub async fn run(
             counters.clone(),
         );
         let on_tick = |_now: DateTime<Utc>| {
-            shared
-                .last_tick
-                .store(Utc::now().timestamp_millis(), Ordering::SeqCst);
+            shared.last_tick.store(shared.uptime_ms(), Ordering::SeqCst);
             notify(&[sd_notify::NotifyState::Watchdog]);
         };
         tokio::select! {

