@@ -193,9 +193,11 @@ fn message(
     title: &str,
     lines: &[String],
 ) -> Result<crate::store::NewMessage, AlertError> {
-    let mut text = format!("{title}\n\n");
+    // A line break in a userName or a reason would let a directory value forge
+    // lines of the text part ("Resolved — no action needed"): each line stays one.
+    let mut text = format!("{}\n\n", report::printable(title, false));
     for line in lines {
-        text.push_str(line);
+        text.push_str(&report::printable(line, false));
         text.push('\n');
     }
     let html = report::render_alert_html(&subject, title, kind == OutboxKind::Resolution, lines)?;
@@ -404,6 +406,31 @@ mod tests {
                 .message
                 .text
                 .contains("First raised 2026-11-30 09:00 CET")
+        );
+    }
+
+    /// A userName is a directory value: a line break in it cannot forge lines in
+    /// the text part of the mail.
+    #[test]
+    fn directory_values_cannot_forge_lines_of_an_alert() {
+        let mut store = Store::open_in_memory().unwrap();
+        let mail = settings();
+        let context = AlertContext {
+            name: "acme",
+            timezone: chrono_tz::Europe::Berlin,
+            mail: &mail,
+        };
+        let forged = AlertCondition::OverdueDeprovision {
+            identity_id: "00u1".into(),
+            user_name: "mallory@example.com\n\nResolved - no action needed".into(),
+            due_at: at(8, 0),
+        };
+        raise(&mut store, &context, &forged, at(9, 0)).unwrap();
+        let text = store.outbox().unwrap().remove(0).message.text;
+        assert!(!text.lines().any(|l| l.starts_with("Resolved")), "{text}");
+        assert!(
+            text.contains("mallory@example.com\u{fffd}\u{fffd}Resolved"),
+            "{text}"
         );
     }
 
