@@ -92,6 +92,8 @@ USER 10001:10001
 # SEATWARDEN__HTTP__LISTEN=0.0.0.0:9464) to be reachable through a published
 # port; the default 127.0.0.1:9464 is reachable only from inside the container.
 # /healthz, /readyz, /metrics, /status; publish it to the monitoring network only.
+# Off loopback, /status (it names leavers) answers only with the bearer token of
+# [http] trigger_token_file.
 EXPOSE 9464
 
 # `seatwarden healthcheck` reads the same configuration, GETs /healthz on the

@@ -4,7 +4,9 @@
 //! - `GET /readyz` — 200 when the state database is writable and the last
 //!   reconcile succeeded within twice its interval (readiness); else 503 and why.
 //! - `GET /metrics` — Prometheus text format.
-//! - `GET /status` — the same JSON as `seatwarden status --format json`.
+//! - `GET /status` — the same JSON as `seatwarden status --format json`; with
+//!   `http.trigger_token_file` set, only with that bearer token, and without it only
+//!   on a loopback listener (it names the people being deprovisioned).
 //! - `POST /reconcile` — starts a reconcile now; only when `http.trigger_token_file`
 //!   is set, with `Authorization: Bearer <token>` compared in constant time.
 
@@ -160,7 +162,51 @@ async fn metrics(State(shared): State<Arc<Shared>>) -> Response {
     }
 }
 
-async fn status(State(shared): State<Arc<Shared>>) -> Response {
+/// Whether a request may read `/status`, which names the people being
+/// deprovisioned: with a token configured (`http.trigger_token_file`), only with it;
+/// without one, only on a loopback listener (the default), where `seatwarden status`
+/// would show the same to whoever can read the database.
+fn status_refused(loopback: bool, expected: Option<&str>, given: &str) -> Option<Response> {
+    match expected {
+        Some(expected) if !constant_time_eq(given.as_bytes(), expected.as_bytes()) => Some(text(
+            StatusCode::UNAUTHORIZED,
+            "missing or wrong bearer token (GET /status takes the token of \
+             http.trigger_token_file)\n",
+        )),
+        Some(_) => None,
+        None if loopback => None,
+        None => Some(text(
+            StatusCode::FORBIDDEN,
+            "GET /status names the people being deprovisioned: on a listener that is not \
+             loopback it needs a bearer token; set http.trigger_token_file\n",
+        )),
+    }
+}
+
+/// The bearer token of a request, or "" (the scheme is case-insensitive, RFC 9110
+/// §11.1).
+fn bearer(headers: &HeaderMap) -> &str {
+    headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map_or("", |(_, token)| token.trim())
+}
+
+async fn status(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> Response {
+    let expected = match shared.trigger_token.read() {
+        Ok(token) => token.clone(),
+        Err(_) => None,
+    };
+    let loopback = shared.settings().listen.ip().is_loopback();
+    if let Some(refusal) = status_refused(
+        loopback,
+        expected.as_ref().map(|t| t.expose_secret()),
+        bearer(&headers),
+    ) {
+        return refusal;
+    }
     let tz = shared.settings().timezone;
     let now = shared.now();
     let delete_after = shared.config().delete_after();
@@ -181,13 +227,7 @@ async fn trigger(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> Respo
             "POST /reconcile is disabled: set http.trigger_token_file\n",
         );
     };
-    // The scheme is case-insensitive (RFC 9110 §11.1).
-    let given = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().split_once(' '))
-        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
-        .map_or("", |(_, token)| token.trim());
+    let given = bearer(&headers);
     if !constant_time_eq(given.as_bytes(), expected.expose_secret().as_bytes()) {
         return text(StatusCode::UNAUTHORIZED, "missing or wrong bearer token\n");
     }
@@ -213,8 +253,9 @@ pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 mod tests {
-    use super::{constant_time_eq, reconcile_overdue};
+    use super::{constant_time_eq, reconcile_overdue, status_refused};
     use crate::schedule::Schedule;
+    use axum::http::StatusCode;
     use chrono::TimeZone;
 
     /// Readiness follows the schedule: a business-hours reconcile is not overdue
@@ -241,6 +282,32 @@ mod tests {
             None
         );
         assert!(reconcile_overdue(&every, tz, at(30, 10, 0), at(30, 11, 31)).is_some());
+    }
+
+    /// `/status` names leavers: with a token only with it; without one only on
+    /// loopback.
+    #[test]
+    fn status_needs_the_token_when_one_is_set_and_loopback_when_not() {
+        let refused = |loopback, expected, given| {
+            status_refused(loopback, expected, given).map(|r| r.status())
+        };
+        assert_eq!(refused(true, None, ""), None);
+        assert_eq!(refused(false, None, ""), Some(StatusCode::FORBIDDEN));
+        assert_eq!(
+            refused(false, None, "anything"),
+            Some(StatusCode::FORBIDDEN)
+        );
+        for loopback in [true, false] {
+            assert_eq!(
+                refused(loopback, Some("s3cret"), ""),
+                Some(StatusCode::UNAUTHORIZED)
+            );
+            assert_eq!(
+                refused(loopback, Some("s3cret"), "s3cre"),
+                Some(StatusCode::UNAUTHORIZED)
+            );
+            assert_eq!(refused(loopback, Some("s3cret"), "s3cret"), None);
+        }
     }
 
     #[test]

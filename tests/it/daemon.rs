@@ -367,6 +367,11 @@ async fn post_reconcile_needs_the_trigger_token_and_starts_a_run() {
         status["last_reconcile"]["id"].as_i64().unwrap()
     };
     let before = runs(&daemon);
+    // With a token set, /status (which names leavers) takes it too.
+    assert_eq!(daemon.get("/status").0, 401);
+    let (code, body) = http(port, "GET", "/status", Some("s3cret-trigger"));
+    assert_eq!(code, 200, "{body}");
+    assert!(body.contains("\"deprovisions\""), "{body}");
     assert_eq!(http(port, "POST", "/reconcile", None).0, 401);
     assert_eq!(
         http(port, "POST", "/reconcile", Some("s3cret-trigger!")).0,
