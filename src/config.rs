@@ -221,6 +221,11 @@ pub enum DirectoryConfig {
         max_concurrency: usize,
         #[serde(default = "defaults::timeout")]
         timeout: String,
+        /// Lets a plain `http://` URL to a host that is not loopback through (the
+        /// credential then crosses the network unencrypted): only for a network
+        /// that is itself trusted, e.g. a sidecar that adds TLS.
+        #[serde(default, deserialize_with = "lenient::parse")]
+        allow_cleartext: bool,
     },
     /// Microsoft Entra ID through Microsoft Graph: client credentials with a secret
     /// (`client_secret`/`client_secret_file`) or a certificate (`certificate_file` +
@@ -265,6 +270,11 @@ pub enum DirectoryConfig {
             deserialize_with = "lenient::parse"
         )]
         include_guests: bool,
+        /// Lets a plain `http://` URL to a host that is not loopback through (the
+        /// credential then crosses the network unencrypted): only for a network
+        /// that is itself trusted, e.g. a sidecar that adds TLS.
+        #[serde(default, deserialize_with = "lenient::parse")]
+        allow_cleartext: bool,
     },
     /// Active Directory or OpenLDAP: a simple bind (`bind_dn` +
     /// `bind_password_file`), paged searches for users and groups.
@@ -308,6 +318,11 @@ pub enum DirectoryConfig {
         page_size: u32,
         #[serde(default = "defaults::timeout")]
         timeout: String,
+        /// Lets `ldap://` without `start_tls` to a host that is not loopback through
+        /// (the bind password then crosses the network unencrypted): only for a
+        /// network that is itself trusted.
+        #[serde(default, deserialize_with = "lenient::parse")]
+        allow_cleartext: bool,
     },
     /// A SCIM 2.0 service provider that serves the people (an identity provider or
     /// HR system): a bearer token (`token`/`token_file`), Users and Groups listed.
@@ -336,6 +351,11 @@ pub enum DirectoryConfig {
         requests_per_second: u32,
         #[serde(default = "defaults::timeout")]
         timeout: String,
+        /// Lets a plain `http://` URL to a host that is not loopback through (the
+        /// credential then crosses the network unencrypted): only for a network
+        /// that is itself trusted, e.g. a sidecar that adds TLS.
+        #[serde(default, deserialize_with = "lenient::parse")]
+        allow_cleartext: bool,
     },
 }
 
@@ -363,6 +383,11 @@ pub struct WorkspaceConfig {
     pub requests_per_second: u32,
     #[serde(default = "defaults::timeout")]
     pub timeout: String,
+    /// Lets a plain `http://` URL to a host that is not loopback through (the token
+    /// then crosses the network unencrypted): only for a network that is itself
+    /// trusted, e.g. a sidecar that adds TLS.
+    #[serde(default)]
+    pub allow_cleartext: bool,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -636,6 +661,10 @@ pub struct EmailConfig {
     pub ca_file: Option<PathBuf>,
     #[serde(default = "defaults::timeout")]
     pub timeout: String,
+    /// Lets a login (`username` + password) over a connection without TLS to a
+    /// relay that is not loopback through: only for a network that is itself trusted.
+    #[serde(default)]
+    pub allow_cleartext: bool,
 }
 
 mod defaults {
@@ -961,6 +990,37 @@ impl Config {
         }
     }
 
+    /// Refuses `url` when it would send `what` unencrypted to a host that is not
+    /// loopback (a plain `http://`, `ldap://` or `smtp://`), unless `allow_key` is
+    /// set (`allowed`).
+    fn refuse_cleartext(
+        &self,
+        key: &str,
+        url: &url::Url,
+        what: &str,
+        allow_key: &str,
+        allowed: bool,
+    ) -> Result<(), ConfigError> {
+        let secure = match url.scheme() {
+            "http" => "https://",
+            "ldap" => "ldaps:// or start_tls = true",
+            "smtp" => "smtps:// or smtp://…?tls=starttls",
+            _ => return Ok(()),
+        };
+        if allowed || host_is_loopback(url) {
+            return Ok(());
+        }
+        Err(self.key_error(
+            key,
+            format!(
+                "{}:// sends {what} unencrypted to {}: use {secure}, or set {allow_key} = true \
+                 if the network in between is trusted (a sidecar that adds TLS)",
+                url.scheme(),
+                url.host_str().unwrap_or("the server")
+            ),
+        ))
+    }
+
     fn validate(&self) -> Result<(), ConfigError> {
         self.validate_directory()?;
         let url = url::Url::parse(&self.workspace.url)
@@ -968,6 +1028,13 @@ impl Config {
         if !matches!(url.scheme(), "http" | "https") {
             return Err(self.key_error("workspace.url", "must be an http:// or https:// URL"));
         }
+        self.refuse_cleartext(
+            "workspace.url",
+            &url,
+            "the workspace token",
+            "workspace.allow_cleartext",
+            self.workspace.allow_cleartext,
+        )?;
         match (&self.workspace.token, &self.workspace.token_file) {
             (Some(_), Some(_)) => {
                 return Err(self.key_error(
@@ -1136,6 +1203,19 @@ impl Config {
                 "username and password (or password_file) go together",
             ));
         }
+        if has_password
+            && let Ok(endpoint) = crate::mail::SmtpEndpoint::parse(&email.smtp_url)
+            && endpoint.tls == crate::mail::TlsMode::None
+            && let Ok(url) = url::Url::parse(&email.smtp_url)
+        {
+            self.refuse_cleartext(
+                "report.email.smtp_url",
+                &url,
+                "the SMTP login",
+                "report.email.allow_cleartext",
+                email.allow_cleartext,
+            )?;
+        }
         Ok(())
     }
 
@@ -1252,12 +1332,32 @@ impl Config {
     /// The directory connector's keys: one way to authenticate, http(s) URLs,
     /// limits above zero. Secret files are read at use, not here.
     fn validate_directory(&self) -> Result<(), ConfigError> {
-        let http_url = |key: &str, url: &url::Url| {
-            if matches!(url.scheme(), "http" | "https") {
-                Ok(())
-            } else {
-                Err(self.key_error(key, "must be an http:// or https:// URL"))
+        let allowed = match &self.directory {
+            DirectoryConfig::File { .. } => true,
+            DirectoryConfig::Okta {
+                allow_cleartext, ..
             }
+            | DirectoryConfig::Entra {
+                allow_cleartext, ..
+            }
+            | DirectoryConfig::Ldap {
+                allow_cleartext, ..
+            }
+            | DirectoryConfig::Scim {
+                allow_cleartext, ..
+            } => *allow_cleartext,
+        };
+        let http_url = |key: &str, url: &url::Url| {
+            if !matches!(url.scheme(), "http" | "https") {
+                return Err(self.key_error(key, "must be an http:// or https:// URL"));
+            }
+            self.refuse_cleartext(
+                key,
+                url,
+                "the directory's credentials",
+                "directory.allow_cleartext",
+                allowed,
+            )
         };
         let (max_concurrency, timeout) = match &self.directory {
             DirectoryConfig::File { .. } => return Ok(()),
@@ -1436,6 +1536,7 @@ impl Config {
             user_name_attribute,
             page_size,
             timeout,
+            allow_cleartext,
             ..
         } = &self.directory
         else {
@@ -1463,6 +1564,15 @@ impl Config {
                 "directory.url",
                 "only scheme, host and port: set the search base with directory.base_dn",
             ));
+        }
+        if !*start_tls {
+            self.refuse_cleartext(
+                "directory.url",
+                &parsed,
+                "the bind password",
+                "directory.allow_cleartext",
+                *allow_cleartext,
+            )?;
         }
         self.one_secret(
             ("directory.bind_password", bind_password.is_some()),
@@ -1554,6 +1664,7 @@ impl Config {
                 app_id,
                 max_concurrency,
                 timeout: t,
+                allow_cleartext: _,
             } => {
                 let auth = match client_id {
                     Some(client_id) => OktaAuth::PrivateKeyJwt {
@@ -1589,6 +1700,7 @@ impl Config {
                 max_concurrency,
                 requests_per_second,
                 timeout: t,
+                allow_cleartext: _,
                 include_guests,
             } => {
                 let auth = match certificate_file {
@@ -1636,6 +1748,7 @@ impl Config {
                 user_name_attribute,
                 page_size,
                 timeout: t,
+                allow_cleartext: _,
             } => {
                 let user_name_attribute = user_name_attribute
                     .clone()
@@ -1681,6 +1794,7 @@ impl Config {
                 max_concurrency,
                 requests_per_second,
                 timeout: t,
+                allow_cleartext: _,
             } => Directory::Scim(ScimDirectorySource::new(ScimDirectorySettings {
                 url: url.clone(),
                 token: secret(token, token_file, "directory.token_file"),
@@ -2121,6 +2235,23 @@ fn parse_timeout(text: &str) -> Result<Duration, String> {
             text.trim()
         )),
         timeout => Ok(timeout),
+    }
+}
+
+/// Whether `url` names this machine (`localhost`, 127.0.0.0/8, `::1`), where a
+/// connection without TLS crosses no network.
+pub(crate) fn host_is_loopback(url: &url::Url) -> bool {
+    match url.host() {
+        // Schemes the url crate does not know (ldap:, smtp:) keep an IPv4 host as a name.
+        Some(url::Host::Domain(host)) => {
+            host.eq_ignore_ascii_case("localhost")
+                || host
+                    .parse::<std::net::IpAddr>()
+                    .is_ok_and(|ip| ip.is_loopback())
+        }
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        None => false,
     }
 }
 

@@ -414,7 +414,7 @@ pub async fn deliver_due(
             Err(error) => {
                 let text = error.to_string();
                 let retry_at = error.is_transient().then(|| {
-                    at() + chrono::Duration::from_std(redelivery_delay(entry.attempts))
+                    now + chrono::Duration::from_std(redelivery_delay(entry.attempts))
                         .unwrap_or_else(|_| chrono::Duration::hours(1))
                 });
                 tracing::warn!(outbox_id = entry.id, error = %text, retry_at = ?retry_at, "SMTP delivery failed");

@@ -547,19 +547,7 @@ fn sends_password_in_clear(url: &str, start_tls: bool) -> bool {
     let Ok(url) = url::Url::parse(url) else {
         return false;
     };
-    // ldap: is not a scheme the url crate knows, so an IPv4 host stays a name.
-    let loopback = match url.host() {
-        Some(url::Host::Domain(host)) => {
-            host.eq_ignore_ascii_case("localhost")
-                || host
-                    .parse::<std::net::IpAddr>()
-                    .is_ok_and(|ip| ip.is_loopback())
-        }
-        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
-        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
-        None => false,
-    };
-    url.scheme() == "ldap" && !start_tls && !loopback
+    url.scheme() == "ldap" && !start_tls && !crate::config::host_is_loopback(&url)
 }
 
 /// The client TLS configuration trusting only the CA certificates in `ca_file`.

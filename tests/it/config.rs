@@ -530,13 +530,19 @@ fn ldap_settings_are_checked_and_named() {
     };
     let password = "bind_password_file = \"pw\"\n";
     for (keys, key, says) in [
+        // The bind password would cross the network unencrypted.
         (
-            "url = \"ldap://dc1\"\n",
+            "url = \"ldap://dc1\"\nbind_password_file = \"pw\"\n",
+            "directory.url",
+            "unencrypted to dc1: use ldaps:// or start_tls = true, or set directory.allow_cleartext",
+        ),
+        (
+            "url = \"ldap://dc1\"\nstart_tls = true\n",
             "directory.bind_password_file",
             "missing",
         ),
         (
-            "url = \"ldap://dc1\"\nbind_password = \"a\"\nbind_password_file = \"pw\"\n",
+            "url = \"ldap://dc1\"\nstart_tls = true\nbind_password = \"a\"\nbind_password_file = \"pw\"\n",
             "directory.bind_password",
             "not both",
         ),
@@ -556,22 +562,22 @@ fn ldap_settings_are_checked_and_named() {
             "directory.base_dn",
         ),
         (
-            "url = \"ldap://dc1\"\nbind_password_file = \"pw\"\nuser_filter = \"(&(objectClass=user)\"\n",
+            "url = \"ldap://dc1\"\nstart_tls = true\nbind_password_file = \"pw\"\nuser_filter = \"(&(objectClass=user)\"\n",
             "directory.user_filter",
             "RFC 4515",
         ),
         (
-            "url = \"ldap://dc1\"\nbind_password_file = \"pw\"\ndisabled_filter = \"(nsAccountLock=TRUE\"\n",
+            "url = \"ldap://dc1\"\nstart_tls = true\nbind_password_file = \"pw\"\ndisabled_filter = \"(nsAccountLock=TRUE\"\n",
             "directory.disabled_filter",
             "RFC 4515",
         ),
         (
-            "url = \"ldap://dc1\"\nbind_password_file = \"pw\"\npage_size = 0\n",
+            "url = \"ldap://dc1\"\nstart_tls = true\nbind_password_file = \"pw\"\npage_size = 0\n",
             "directory.page_size",
             "at least 1",
         ),
         (
-            "url = \"ldap://dc1\"\nbind_password_file = \"pw\"\nflavor = \"novell\"\n",
+            "url = \"ldap://dc1\"\nstart_tls = true\nbind_password_file = \"pw\"\nflavor = \"novell\"\n",
             "key `directory.flavor`",
             "unknown variant `novell`, expected `active_directory` or `openldap`",
         ),
@@ -584,7 +590,7 @@ fn ldap_settings_are_checked_and_named() {
         assert!(error.contains("seatwarden.toml"), "{error}");
     }
     let openldap = ldap(&format!(
-        "url = \"ldap://dc1:389\"\nflavor = \"openldap\"\n{password}"
+        "url = \"ldap://dc1:389\"\nstart_tls = true\nflavor = \"openldap\"\n{password}"
     ))
     .unwrap();
     let DirectoryConfig::Ldap {
@@ -925,4 +931,95 @@ fn a_bad_value_from_the_environment_names_the_variable() {
     )
     .unwrap_err();
     assert!(err.contains("seatwarden.toml"), "{err}");
+}
+
+/// A token, a client secret or a password sent without TLS to another host is
+/// refused, naming the key and the way out; loopback, TLS and an explicit
+/// `allow_cleartext` pass.
+#[test]
+fn cleartext_credentials_to_another_host_are_refused_unless_allowed() {
+    let workspace = |url: &str, extra: &str| {
+        load(
+            &format!(
+                "[directory]\nkind = \"file\"\npath = \"d.json\"\n\
+                 [workspace]\nurl = \"{url}\"\ntoken = \"t\"\n{extra}"
+            ),
+            &[],
+        )
+    };
+    let err = workspace("http://scim.example.com/scim/v2", "").unwrap_err();
+    assert!(
+        err.contains("key `workspace.url`")
+            && err.contains("sends the workspace token unencrypted to scim.example.com")
+            && err.contains("workspace.allow_cleartext = true"),
+        "{err}"
+    );
+    for ok in [
+        "https://scim.example.com/scim/v2",
+        "http://127.0.0.1:8080/scim/v2",
+        "http://localhost:8080/scim/v2",
+        "http://[::1]:8080/scim/v2",
+    ] {
+        workspace(ok, "").unwrap();
+    }
+    workspace(
+        "http://scim.example.com/scim/v2",
+        "allow_cleartext = true\n",
+    )
+    .unwrap();
+
+    let okta = |url: &str, env: &[(&str, &str)]| {
+        load(
+            &format!("[directory]\nkind = \"okta\"\nurl = \"{url}\"\ntoken = \"t\"\n{WORKSPACE}"),
+            env,
+        )
+    };
+    let err = okta("http://acme.okta.com", &[]).unwrap_err();
+    assert!(
+        err.contains("key `directory.url`") && err.contains("directory.allow_cleartext"),
+        "{err}"
+    );
+    // The tagged [directory] table takes the flag from the environment as text.
+    okta(
+        "http://acme.okta.com",
+        &[("SEATWARDEN__DIRECTORY__ALLOW_CLEARTEXT", "true")],
+    )
+    .unwrap();
+    let err = load(
+        &format!(
+            "[directory]\nkind = \"entra\"\ntenant_id = \"t\"\nclient_id = \"c\"\n\
+             client_secret = \"s\"\ngraph_url = \"http://graph.internal\"\n{WORKSPACE}"
+        ),
+        &[],
+    )
+    .unwrap_err();
+    assert!(err.contains("key `directory.graph_url`"), "{err}");
+
+    let smtp = |url: &str, extra: &str| {
+        load(
+            &format!(
+                "{MINIMAL}[report.email]\nsmtp_url = \"{url}\"\nfrom = \"sw@example.com\"\n\
+                 to = [\"a@example.com\"]\n{extra}"
+            ),
+            &[],
+        )
+    };
+    let login = "username = \"sw\"\npassword = \"hunter2\"\n";
+    let err = smtp("smtp://mail.example.com", login).unwrap_err();
+    assert!(
+        err.contains("key `report.email.smtp_url`")
+            && err.contains("the SMTP login unencrypted")
+            && err.contains("report.email.allow_cleartext"),
+        "{err}"
+    );
+    // Without a login only the report travels in clear: a local relay on port 25.
+    smtp("smtp://mail.example.com", "").unwrap();
+    smtp("smtp://mail.example.com?tls=starttls", login).unwrap();
+    smtp("smtps://mail.example.com", login).unwrap();
+    smtp("smtp://127.0.0.1:2525", login).unwrap();
+    smtp(
+        "smtp://mail.example.com",
+        &format!("{login}allow_cleartext = true\n"),
+    )
+    .unwrap();
 }

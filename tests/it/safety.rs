@@ -1173,16 +1173,24 @@ async fn plan_on_a_source_fault_exits_5_and_approve_with_the_breaker_open_exits_
     assert_eq!(run(&["plan"]), Some(5));
     directory(&people);
     assert_eq!(run(&["plan"]), Some(0));
+    // The creates wait for the settle window: held, for a human to approve early.
+    assert_eq!(run(&["reconcile"]), Some(0));
 
-    Store::open(&dir.path().join("seatwarden.db"))
+    let mut store = Store::open(&dir.path().join("seatwarden.db")).unwrap();
+    let reconcile = store
+        .latest_run(&[seatwarden::store::RunKind::Reconcile])
         .unwrap()
+        .unwrap()
+        .id;
+    store
         .set_circuit(&seatwarden::circuit::CircuitRecord {
             opened_at: Some(chrono::Utc::now()),
             reason: Some("16 of the last 20 writes failed".into()),
             failures: Vec::new(),
         })
         .unwrap();
-    assert_eq!(run(&["approve", "1"]), Some(6));
+    drop(store);
+    assert_eq!(run(&["approve", &reconcile.to_string()]), Some(6));
     sandbox.shutdown().await;
 }
 
