@@ -392,6 +392,55 @@ fn example(name: &str) -> Config {
     Config::load_with_env(&path, Some(HashMap::new())).unwrap()
 }
 
+/// Roles are managed whole: an example that manages roles without a mapping that
+/// gives Owner would have the first reconcile demote every workspace Owner in the
+/// directory but the last. Each one maps a group to Owner and protects a
+/// break-glass account, and says why next to them.
+#[test]
+fn every_example_keeps_its_owners_and_protects_a_break_glass_account() {
+    for name in [
+        "okta.example.toml",
+        "entra.example.toml",
+        "ldap.example.toml",
+        "scim.example.toml",
+        "seatwarden.example.toml",
+        "example/seatwarden.toml",
+        "demo/seatwarden.toml",
+    ] {
+        let config = example(name);
+        assert_eq!(config.workspace.role_attribute, "roles", "{name}");
+        assert!(
+            config.policy.mapping.iter().any(|m| m.role == Role::Owner),
+            "{name}: no [[policy.mapping]] gives Owner"
+        );
+        assert!(
+            config
+                .safety
+                .protected
+                .iter()
+                .any(|p| p.contains("breakglass")),
+            "{name}: no break-glass account in safety.protected"
+        );
+    }
+    for name in [
+        "okta.example.toml",
+        "entra.example.toml",
+        "ldap.example.toml",
+        "scim.example.toml",
+    ] {
+        let text = std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("config")
+                .join(name),
+        )
+        .unwrap();
+        assert!(
+            text.contains("WORKSPACE OWNERS") && text.contains("BREAK-GLASS"),
+            "{name}: the Owner mapping and the protected list lost their warnings"
+        );
+    }
+}
+
 #[test]
 fn the_okta_example_loads() {
     let config = example("okta.example.toml");
