@@ -55,10 +55,8 @@ fn the_documented_example_loads_with_its_values() {
         panic!("expected a file directory");
     };
     assert_eq!(directory, &path.parent().unwrap().join("directory.json"));
-    assert_eq!(
-        config.state.path,
-        path.parent().unwrap().join("seatwarden.db")
-    );
+    // An absolute state path stays as written: the service's, not next to the file.
+    assert_eq!(config.state.path, Path::new("/var/lib/seatwarden/state.db"));
 }
 
 #[test]
