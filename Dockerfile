@@ -1,6 +1,28 @@
 # seatwarden container image.
 #
 #   docker build -t seatwarden .
+#
+# 1. Check the configuration and READ THE PLAN before the daemon's first start:
+#    on a fresh volume it reconciles at once, and roles are managed whole (a
+#    workspace Owner in the directory whom no [[policy.mapping]] gives Owner is
+#    planned down; only the last active Owner is kept), so map your Owners'
+#    group to Owner and put the break-glass account in safety.protected. The
+#    same volume, files and environment as the daemon, the command last:
+#
+#   docker run --rm --read-only --tmpfs /tmp --cap-drop ALL \
+#     -v seatwarden-state:/var/lib/seatwarden \
+#     -v /etc/seatwarden/seatwarden.toml:/etc/seatwarden/seatwarden.toml:ro \
+#     -v /srv/seatwarden/directory.json:/srv/seatwarden/directory.json:ro \
+#     -v /etc/seatwarden/workspace-token:/run/secrets/workspace-token:ro \
+#     -e SEATWARDEN__WORKSPACE__TOKEN_FILE=/run/secrets/workspace-token \
+#     seatwarden check-config
+#   docker run --rm … seatwarden plan    # the same options; writes nothing to the workspace
+#
+#    Plan again after every change to the configuration, until the plan shows
+#    only what you want done.
+#
+# 2. Start the daemon:
+#
 #   docker run -d --name seatwarden \
 #     -v seatwarden-state:/var/lib/seatwarden \
 #     -v /etc/seatwarden/seatwarden.toml:/etc/seatwarden/seatwarden.toml:ro \
@@ -16,6 +38,10 @@
 # - The process runs as uid/gid 10001: mounted secrets and the directory export
 #   must be readable by it (e.g. chown 10001 or mode 0444 on the host file;
 #   Compose/Swarm/Kubernetes secrets: set their uid or mode accordingly).
+#   Directory credentials (directory-token, ldap-password, …), the SMTP password
+#   and the trigger token are mounted and pointed at the same way, e.g.
+#   -v /etc/seatwarden/directory-token:/run/secrets/directory-token:ro
+#   -e SEATWARDEN__DIRECTORY__TOKEN_FILE=/run/secrets/directory-token
 # - [state] path must be inside the volume: "/var/lib/seatwarden/state.db"
 #   (config/seatwarden.example.toml has it). A fresh named volume takes the
 #   image's ownership (10001, 0700); a bind-mounted host directory must be
@@ -25,7 +51,8 @@
 #   stop_grace_period: 45s; Kubernetes: terminationGracePeriodSeconds: 45).
 # - --read-only is supported: the only writes go to the volume and /tmp
 #   (SQLite's temporary files), hence --tmpfs /tmp.
-# - Other commands against the same database: docker exec seatwarden seatwarden status
+# - Other commands against the same database while it runs:
+#   docker exec seatwarden seatwarden status
 
 # ---------------------------------------------------------------------------
 # Build stage

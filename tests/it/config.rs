@@ -55,10 +55,8 @@ fn the_documented_example_loads_with_its_values() {
         panic!("expected a file directory");
     };
     assert_eq!(directory, &path.parent().unwrap().join("directory.json"));
-    assert_eq!(
-        config.state.path,
-        path.parent().unwrap().join("seatwarden.db")
-    );
+    // An absolute state path stays as written: the service's, not next to the file.
+    assert_eq!(config.state.path, Path::new("/var/lib/seatwarden/state.db"));
 }
 
 #[test]
@@ -392,6 +390,55 @@ fn example(name: &str) -> Config {
         .join("config")
         .join(name);
     Config::load_with_env(&path, Some(HashMap::new())).unwrap()
+}
+
+/// Roles are managed whole: an example that manages roles without a mapping that
+/// gives Owner would have the first reconcile demote every workspace Owner in the
+/// directory but the last. Each one maps a group to Owner and protects a
+/// break-glass account, and says why next to them.
+#[test]
+fn every_example_keeps_its_owners_and_protects_a_break_glass_account() {
+    for name in [
+        "okta.example.toml",
+        "entra.example.toml",
+        "ldap.example.toml",
+        "scim.example.toml",
+        "seatwarden.example.toml",
+        "example/seatwarden.toml",
+        "demo/seatwarden.toml",
+    ] {
+        let config = example(name);
+        assert_eq!(config.workspace.role_attribute, "roles", "{name}");
+        assert!(
+            config.policy.mapping.iter().any(|m| m.role == Role::Owner),
+            "{name}: no [[policy.mapping]] gives Owner"
+        );
+        assert!(
+            config
+                .safety
+                .protected
+                .iter()
+                .any(|p| p.contains("breakglass")),
+            "{name}: no break-glass account in safety.protected"
+        );
+    }
+    for name in [
+        "okta.example.toml",
+        "entra.example.toml",
+        "ldap.example.toml",
+        "scim.example.toml",
+    ] {
+        let text = std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("config")
+                .join(name),
+        )
+        .unwrap();
+        assert!(
+            text.contains("WORKSPACE OWNERS") && text.contains("BREAK-GLASS"),
+            "{name}: the Owner mapping and the protected list lost their warnings"
+        );
+    }
 }
 
 #[test]

@@ -46,3 +46,195 @@ fn the_dockerfile_stubs_every_target_the_manifest_declares() {
     }
     assert!(dockerfile.contains("src/main.rs") && dockerfile.contains("src/lib.rs"));
 }
+
+/// Stand-ins for what `seatwarden-admin` calls, so it runs without systemd: `id`
+/// says root, `systemctl cat` prints `$UNIT_TEXT`'s file, and `systemd-run` writes
+/// its arguments, one a line, to `$ARGS`.
+#[cfg(unix)]
+fn admin_stubs(dir: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    let bin = dir.join("bin");
+    std::fs::create_dir(&bin).unwrap();
+    for (name, body) in [
+        ("id", "echo 0\n"),
+        (
+            "systemctl",
+            "[ \"$1 $3\" = \"cat seatwarden.service\" ] || exit 1\ncat \"$UNIT_TEXT\"\n",
+        ),
+        ("systemd-run", "printf '%s\\n' \"$@\" > \"$ARGS\"\n"),
+    ] {
+        let path = bin.join(name);
+        std::fs::write(&path, format!("#!/bin/sh\n{body}")).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+}
+
+/// Runs `seatwarden-admin check-config` with `config` and the unit text; returns
+/// systemd-run's arguments, the transient unit's name and the helper's stderr.
+#[cfg(unix)]
+fn run_admin(dir: &Path, unit_text: &str, config: &Path) -> (Vec<String>, String, String) {
+    let bin = dir.join("bin");
+    let unit = dir.join("seatwarden.service");
+    std::fs::write(&unit, unit_text).unwrap();
+    let args = dir.join("args");
+    let _ = std::fs::remove_file(&args);
+    let path = format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let out = std::process::Command::new("sh")
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("systemd/seatwarden-admin"))
+        .arg("check-config")
+        .env("PATH", path)
+        .env("UNIT_TEXT", &unit)
+        .env("ARGS", &args)
+        .env("SEATWARDEN_CONFIG", config)
+        .env_remove("SUDO_USER")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "seatwarden-admin failed: {stderr}");
+    let args: Vec<String> = std::fs::read_to_string(&args)
+        .unwrap()
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    let name = args
+        .iter()
+        .find_map(|a| a.strip_prefix("--unit="))
+        .expect("a --unit= argument")
+        .to_owned();
+    (args, name, stderr)
+}
+
+/// The helper loads every credential the service's unit (and its drop-ins) loads,
+/// and points each configuration key naming one at its own credentials
+/// directory: the directory, SMTP and trigger secrets too, not only the
+/// workspace token.
+#[cfg(unix)]
+#[test]
+fn the_admin_helper_loads_every_credential_the_unit_loads_and_redirects_its_keys() {
+    let dir = tempfile::tempdir().unwrap();
+    admin_stubs(dir.path());
+    let shipped = read("systemd/seatwarden.service");
+    let all = shipped.replace("#LoadCredential=", "LoadCredential=");
+    let loaded: Vec<&str> = all
+        .lines()
+        .filter_map(|l| l.strip_prefix("LoadCredential="))
+        .collect();
+    assert_eq!(loaded.len(), 7, "{loaded:?}");
+    let config = |name: &str| {
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("config")
+            .join(name)
+    };
+    let extra = dir.path().join("email-and-trigger.toml");
+    std::fs::write(
+        &extra,
+        "[directory]\nkind = \"file\"\npath = \"d.json\"\n\
+         [workspace]\nurl = \"https://x.example/scim/v2\"\n\
+         token_file = '/run/credentials/seatwarden.service/workspace-token'\n\
+         [[policy.mapping]]\ngroup = \"A\"\nworkspace_group = \"A\"\nrole = \"Owner\"\n\
+         [http]\ntrigger_token_file = \"/run/credentials/seatwarden.service/trigger-token\"\n\
+         [report.email]\nsmtp_url = \"smtp://127.0.0.1:25\"\nfrom = \"a@example.com\"\n\
+         to = [\"b@example.com\"]\n\
+         password_file = \"/run/credentials/seatwarden.service/smtp-password\"\n",
+    )
+    .unwrap();
+    for (file, keys) in [
+        (
+            config("okta.example.toml"),
+            vec![("DIRECTORY__TOKEN_FILE", "directory-token")],
+        ),
+        (
+            config("entra.example.toml"),
+            vec![("DIRECTORY__CLIENT_SECRET_FILE", "directory-token")],
+        ),
+        (
+            config("ldap.example.toml"),
+            vec![("DIRECTORY__BIND_PASSWORD_FILE", "ldap-password")],
+        ),
+        (
+            config("scim.example.toml"),
+            vec![("DIRECTORY__TOKEN_FILE", "directory-token")],
+        ),
+        (
+            extra.clone(),
+            vec![
+                ("HTTP__TRIGGER_TOKEN_FILE", "trigger-token"),
+                ("REPORT__EMAIL__PASSWORD_FILE", "smtp-password"),
+            ],
+        ),
+    ] {
+        let (args, unit, stderr) = run_admin(dir.path(), &all, &file);
+        assert_eq!(stderr, "", "{}", file.display());
+        for credential in &loaded {
+            assert!(
+                args.contains(&format!("--property=LoadCredential={credential}")),
+                "{}: {credential} not loaded: {args:?}",
+                file.display()
+            );
+        }
+        let setenv: Vec<&String> = args
+            .iter()
+            .filter(|a| a.starts_with("--setenv=SEATWARDEN__"))
+            .collect();
+        assert_eq!(
+            setenv.len(),
+            keys.len() + 1,
+            "{}: {setenv:?}",
+            file.display()
+        );
+        for (key, id) in keys
+            .into_iter()
+            .chain([("WORKSPACE__TOKEN_FILE", "workspace-token")])
+        {
+            let expected =
+                format!("--setenv=SEATWARDEN__{key}=/run/credentials/{unit}.service/{id}");
+            assert!(
+                args.contains(&expected),
+                "{}: no {expected}: {args:?}",
+                file.display()
+            );
+        }
+        assert_eq!(
+            args[args.len() - 2..],
+            ["/usr/local/bin/seatwarden", "check-config"]
+        );
+    }
+
+    // The shipped unit loads the workspace token alone: a configuration naming the
+    // directory token is left pointing where the service would look, with a warning.
+    let (args, _, stderr) = run_admin(dir.path(), &shipped, &config("okta.example.toml"));
+    assert!(
+        stderr.contains("names credential directory-token") && stderr.contains("does not load"),
+        "{stderr}"
+    );
+    assert!(!args.iter().any(|a| a.contains("DIRECTORY__")), "{args:?}");
+    assert!(
+        args.iter()
+            .any(|a| a.starts_with("--setenv=SEATWARDEN__WORKSPACE__TOKEN_FILE="))
+    );
+
+    // A drop-in's empty assignment resets the list; a later line for an ID wins.
+    let dropin = format!(
+        "{all}\n# /etc/systemd/system/seatwarden.service.d/creds.conf\n[Service]\n\
+         LoadCredential=\nLoadCredentialEncrypted=workspace-token:/etc/seatwarden/workspace-token.cred\n\
+         LoadCredential=directory-token:/etc/seatwarden/old\n\
+         LoadCredential=directory-token:/etc/seatwarden/directory-token\n"
+    );
+    let (args, _, _) = run_admin(dir.path(), &dropin, &config("scim.example.toml"));
+    let credentials: Vec<&String> = args
+        .iter()
+        .filter(|a| a.contains("LoadCredential"))
+        .collect();
+    assert_eq!(
+        credentials,
+        [
+            "--property=LoadCredential=directory-token:/etc/seatwarden/directory-token",
+            "--property=LoadCredentialEncrypted=workspace-token:/etc/seatwarden/workspace-token.cred",
+        ]
+    );
+}
