@@ -365,7 +365,7 @@ async fn main() {
             app_id: None,
             scope_groups: Vec::new(),
             other_groups: Vec::new(),
-            protected_groups: Vec::new(),
+            required_groups: Vec::new(),
             max_concurrency: concurrency,
             timeout: Duration::from_secs(30),
             retry: RetryPolicy::default(),
@@ -420,7 +420,7 @@ async fn main() {
             login_url: Some(url.clone()),
             scope_groups: Vec::new(),
             other_groups: Vec::new(),
-            protected_groups: Vec::new(),
+            required_groups: Vec::new(),
             max_concurrency: 4,
             requests_per_second: rps,
             timeout: Duration::from_secs(30),
@@ -513,7 +513,7 @@ async fn ldap(users: usize, groups: usize) {
         page_size: 500,
         scope_groups: Vec::new(),
         other_groups: Vec::new(),
-        protected_groups: Vec::new(),
+        required_groups: Vec::new(),
         timeout: Duration::from_secs(60),
         retry: RetryPolicy::default(),
     };
@@ -602,7 +602,7 @@ async fn scim(users: usize, group_count: usize) {
             retry: RetryPolicy::default(),
             scope_groups: Vec::new(),
             other_groups: Vec::new(),
-            protected_groups: Vec::new(),
+            required_groups: Vec::new(),
         });
         let started = Instant::now();
         let snapshot = source.snapshot().await.unwrap();

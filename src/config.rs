@@ -20,8 +20,8 @@ use serde::{Deserialize, Serialize, Serializer};
 
 use crate::directory::{
     Directory, EntraAuth, EntraSettings, EntraSource, FileSource, LdapFlavor, LdapSettings,
-    LdapSource, OktaAuth, OktaSettings, OktaSource, ScimDirectorySettings, ScimDirectorySource,
-    Secret,
+    LdapSource, OktaAuth, OktaSettings, OktaSource, RequiredGroup, ScimDirectorySettings,
+    ScimDirectorySource, Secret,
 };
 use crate::guard::GuardSettings;
 use crate::model::Role;
@@ -1635,7 +1635,20 @@ impl Config {
                 other_groups.push(group.clone());
             }
         }
-        let protected_groups = self.safety.protected_groups.clone();
+        let mut required_groups: Vec<RequiredGroup> = self
+            .safety
+            .protected_groups
+            .iter()
+            .map(|g| RequiredGroup::protected(g))
+            .collect();
+        required_groups.extend(
+            self.policy
+                .mapping
+                .iter()
+                .enumerate()
+                .filter(|(_, m)| m.role == Role::Owner)
+                .map(|(i, m)| RequiredGroup::owner_mapping(&m.group, i)),
+        );
         let secret =
             |inline: &Option<SecretString>, file: &Option<PathBuf>, key: &'static str| match (
                 inline, file,
@@ -1652,7 +1665,16 @@ impl Config {
             DirectoryConfig::File { path } => Directory::File(
                 FileSource::new(path.clone())
                     .with_scope_groups(self.policy.scope_groups.clone())
-                    .with_protected_groups(protected_groups),
+                    .with_required_groups(
+                        // Owner mappings are not required of an export: its rows
+                        // only show a group through its members, and an Owner
+                        // group emptied because its last members left must not
+                        // stop their deprovisioning.
+                        required_groups
+                            .into_iter()
+                            .filter(RequiredGroup::is_protected)
+                            .collect(),
+                    ),
             ),
             DirectoryConfig::Okta {
                 url,
@@ -1680,7 +1702,7 @@ impl Config {
                     app_id: app_id.clone(),
                     scope_groups,
                     other_groups,
-                    protected_groups,
+                    required_groups,
                     max_concurrency: *max_concurrency,
                     timeout: timeout(t),
                     retry: RetryPolicy::default(),
@@ -1723,7 +1745,7 @@ impl Config {
                     login_url: login_url.clone(),
                     scope_groups,
                     other_groups,
-                    protected_groups,
+                    required_groups,
                     max_concurrency: *max_concurrency,
                     requests_per_second: *requests_per_second,
                     timeout: timeout(t),
@@ -1780,7 +1802,7 @@ impl Config {
                     page_size: *page_size,
                     scope_groups,
                     other_groups,
-                    protected_groups,
+                    required_groups,
                     timeout: timeout(t),
                     retry: RetryPolicy::default(),
                 }))
@@ -1806,7 +1828,7 @@ impl Config {
                 retry: RetryPolicy::default(),
                 scope_groups,
                 other_groups,
-                protected_groups,
+                required_groups,
             })),
         }
     }

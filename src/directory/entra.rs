@@ -83,9 +83,10 @@ pub struct EntraSettings {
     /// The other group names the configuration names (mappings,
     /// `safety.protected_groups`); read when present.
     pub other_groups: Vec<String>,
-    /// `safety.protected_groups` (also in `other_groups`): each must exist, or
-    /// a typo would take its members' protection away without a word.
-    pub protected_groups: Vec<String>,
+    /// Groups that must exist (also in `other_groups`): `safety.protected_groups`
+    /// and the groups mapped to Owner, where a typo would take protection away or
+    /// demote every Owner without a word.
+    pub required_groups: Vec<super::RequiredGroup>,
     pub max_concurrency: usize,
     /// 0 disables the limit.
     pub requests_per_second: u32,
@@ -558,7 +559,7 @@ impl EntraSource {
             PROVIDER,
             &present,
             &self.inner.settings.other_groups,
-            &self.inner.settings.protected_groups,
+            &self.inner.settings.required_groups,
             "an Entra group (displayName)",
         )?;
         Ok(groups

@@ -38,7 +38,7 @@ use std::path::{Path, PathBuf};
 use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::Value;
 
-use super::DirectoryError;
+use super::{DirectoryError, RequiredGroup};
 use crate::model::{DirectorySnapshot, Identity, IdentityStatus};
 
 /// A directory export on disk.
@@ -47,8 +47,8 @@ pub struct FileSource {
     path: PathBuf,
     /// `policy.scope_groups`: each must be carried by some row.
     scope_groups: Vec<String>,
-    /// `safety.protected_groups`: each must be carried by some row too.
-    protected_groups: Vec<String>,
+    /// Groups that must be carried by some row too (see [`RequiredGroup`]).
+    required_groups: Vec<RequiredGroup>,
 }
 
 impl FileSource {
@@ -56,7 +56,7 @@ impl FileSource {
         FileSource {
             path,
             scope_groups: Vec::new(),
-            protected_groups: Vec::new(),
+            required_groups: Vec::new(),
         }
     }
 
@@ -69,10 +69,9 @@ impl FileSource {
     }
 
     /// Checks that each of `groups` is carried by some row (names compared as
-    /// policy compares them, without regard to case): a typo would otherwise take
-    /// the protection away from all its members.
-    pub fn with_protected_groups(mut self, groups: Vec<String>) -> Self {
-        self.protected_groups = groups;
+    /// policy compares them, without regard to case): see [`RequiredGroup`].
+    pub fn with_required_groups(mut self, groups: Vec<RequiredGroup>) -> Self {
+        self.required_groups = groups;
         self
     }
 
@@ -130,7 +129,7 @@ impl FileSource {
 impl FileSource {
     fn check_scope(&self, identities: &[Identity]) -> Result<(), DirectoryError> {
         // An empty export is the source sanity check's: rejected, as a source fault.
-        if (self.scope_groups.is_empty() && self.protected_groups.is_empty())
+        if (self.scope_groups.is_empty() && self.required_groups.is_empty())
             || identities.is_empty()
         {
             return Ok(());
@@ -139,15 +138,18 @@ impl FileSource {
             .iter()
             .flat_map(|i| i.groups.iter().map(String::as_str))
             .collect();
-        for group in &self.protected_groups {
-            if !super::group_present(carried.iter().copied(), group) {
+        for required in &self.required_groups {
+            if !super::group_present(carried.iter().copied(), &required.name) {
                 return Err(DirectoryError::Scope {
                     provider: "file",
                     message: format!(
-                        "no row of {} carries protected group {group:?}; a typo or a renamed \
-                         group would take its members' protection away. Check \
-                         safety.protected_groups (a group that is empty now is removed from it)",
-                        self.path.display()
+                        "no row of {} carries group {:?} ({}); a typo or a renamed group \
+                         would {}. Check {} (a group that is empty now is removed from it)",
+                        self.path.display(),
+                        required.name,
+                        required.key,
+                        required.loss,
+                        required.key
                     ),
                 });
             }

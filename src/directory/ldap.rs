@@ -144,9 +144,10 @@ pub struct LdapSettings {
     /// `safety.protected_groups`); with `scope_groups`, the groups whose members
     /// (and nested groups) are read in full.
     pub other_groups: Vec<String>,
-    /// `safety.protected_groups` (also in `other_groups`): each must exist, or
-    /// a typo would take its members' protection away without a word.
-    pub protected_groups: Vec<String>,
+    /// Groups that must exist (also in `other_groups`): `safety.protected_groups`
+    /// and the groups mapped to Owner, where a typo would take protection away or
+    /// demote every Owner without a word.
+    pub required_groups: Vec<super::RequiredGroup>,
     pub timeout: Duration,
     pub retry: RetryPolicy,
 }
@@ -299,7 +300,7 @@ impl LdapSource {
             "ldap",
             &groups.iter().map(|g| g.name.as_str()).collect(),
             &s.other_groups,
-            &s.protected_groups,
+            &s.required_groups,
             &format!(
                 "the cn of a group under {:?} matching {}",
                 s.group_base_dn, s.group_filter

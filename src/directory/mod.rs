@@ -210,33 +210,75 @@ pub(crate) fn group_present<'a>(mut present: impl Iterator<Item = &'a str>, name
     present.any(|candidate| fold_group_name(candidate) == name)
 }
 
-/// Checks the groups the mappings and `safety.protected_groups` name against the
-/// directory's groups (`present`, by name). A protected group the directory does
-/// not have is refused: a typo or a renamed group would take its members'
-/// protection away without a word, and the next run would deprovision them. A
-/// mapping group is only logged: its members lose what it gave them through role
-/// downgrades and membership removals, which the guard's thresholds limit.
-/// `what` says what a name must be, e.g. "an Okta group (profile.name)".
+/// A group the configuration cannot do without: a typo or a renamed group would
+/// not shrink the scope but quietly take something from its members.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RequiredGroup {
+    pub name: String,
+    /// Where the configuration names it, e.g. `safety.protected_groups`.
+    pub key: String,
+    /// What its absence would do, e.g. "take its members' protection away".
+    pub loss: String,
+}
+
+impl RequiredGroup {
+    const PROTECTED_KEY: &'static str = "safety.protected_groups";
+
+    /// A `safety.protected_groups` entry.
+    pub fn protected(name: &str) -> RequiredGroup {
+        RequiredGroup {
+            name: name.to_owned(),
+            key: Self::PROTECTED_KEY.to_owned(),
+            loss: "take its members' protection away, and the next run would deprovision \
+                   leavers among them"
+                .to_owned(),
+        }
+    }
+
+    pub fn is_protected(&self) -> bool {
+        self.key == Self::PROTECTED_KEY
+    }
+
+    /// The group of the mapping at `index` (`policy.mapping[index].group`), which
+    /// gives Owner.
+    pub fn owner_mapping(name: &str, index: usize) -> RequiredGroup {
+        RequiredGroup {
+            name: name.to_owned(),
+            key: format!("policy.mapping[{index}].group"),
+            loss: "plan every workspace Owner it makes down to a lower role".to_owned(),
+        }
+    }
+}
+
+/// Checks the groups the configuration names against the directory's groups
+/// (`present`, by name). A required group (see [`RequiredGroup`]) the directory
+/// does not have is refused. Another mapping group is only logged: its members
+/// lose what it gave them through role downgrades and membership removals, which
+/// the guard's thresholds limit. `what` says what a name must be, e.g. "an Okta
+/// group (profile.name)".
 pub(crate) fn check_named_groups(
     provider: &'static str,
     present: &std::collections::HashSet<&str>,
     other_groups: &[String],
-    protected_groups: &[String],
+    required_groups: &[RequiredGroup],
     what: &str,
 ) -> Result<(), DirectoryError> {
-    for name in protected_groups {
-        if !group_present(present.iter().copied(), name) {
+    for required in required_groups {
+        if !group_present(present.iter().copied(), &required.name) {
             return Err(DirectoryError::Scope {
                 provider,
                 message: format!(
-                    "protected group {name:?} is not {what}; a typo or a renamed group \
-                     would take its members' protection away. Check safety.protected_groups"
+                    "group {:?} ({}) is not {what}; a typo or a renamed group would {}. \
+                     Check {}",
+                    required.name, required.key, required.loss, required.key
                 ),
             });
         }
     }
     for name in other_groups {
-        if !protected_groups.contains(name) && !group_present(present.iter().copied(), name) {
+        if !required_groups.iter().any(|r| &r.name == name)
+            && !group_present(present.iter().copied(), name)
+        {
             tracing::warn!(
                 group = %name,
                 provider,

@@ -87,9 +87,10 @@ pub struct OktaSettings {
     /// The other group names the configuration names (mappings,
     /// `safety.protected_groups`); read when present.
     pub other_groups: Vec<String>,
-    /// `safety.protected_groups` (also in `other_groups`): each must exist, or
-    /// a typo would take its members' protection away without a word.
-    pub protected_groups: Vec<String>,
+    /// Groups that must exist (also in `other_groups`): `safety.protected_groups`
+    /// and the groups mapped to Owner, where a typo would take protection away or
+    /// demote every Owner without a word.
+    pub required_groups: Vec<super::RequiredGroup>,
     pub max_concurrency: usize,
     /// Per request (each attempt).
     pub timeout: Duration,
@@ -463,7 +464,7 @@ impl OktaSource {
             PROVIDER,
             &present,
             &self.inner.settings.other_groups,
-            &self.inner.settings.protected_groups,
+            &self.inner.settings.required_groups,
             "an Okta group (profile.name)",
         )?;
         Ok(groups

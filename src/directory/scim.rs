@@ -50,9 +50,10 @@ pub struct ScimDirectorySettings {
     /// The other groups the configuration names (mappings,
     /// `safety.protected_groups`).
     pub other_groups: Vec<String>,
-    /// `safety.protected_groups` (also in `other_groups`): each must exist, or
-    /// a typo would take its members' protection away without a word.
-    pub protected_groups: Vec<String>,
+    /// Groups that must exist (also in `other_groups`): `safety.protected_groups`
+    /// and the groups mapped to Owner, where a typo would take protection away or
+    /// demote every Owner without a word.
+    pub required_groups: Vec<super::RequiredGroup>,
 }
 
 #[derive(Debug, Clone)]
@@ -145,7 +146,7 @@ impl ScimDirectorySource {
             "scim",
             &groups.iter().map(|g| g.display_name.as_str()).collect(),
             &settings.other_groups,
-            &settings.protected_groups,
+            &settings.required_groups,
             &format!("the displayName of a Group at {}", settings.url),
         )?;
         let interest = GroupInterest::new(&settings.scope_groups, &settings.other_groups);

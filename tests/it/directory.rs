@@ -447,7 +447,12 @@ fn a_scope_group_no_row_carries_is_refused() {
 fn a_protected_group_no_row_carries_is_refused() {
     let read = |groups: &[&str]| {
         FileSource::new(fixture("people.json"))
-            .with_protected_groups(groups.iter().map(|g| (*g).to_owned()).collect())
+            .with_required_groups(
+                groups
+                    .iter()
+                    .map(|g| seatwarden::directory::RequiredGroup::protected(g))
+                    .collect(),
+            )
             .read()
     };
     assert!(read(&["ENGINEERING"]).is_ok());

@@ -304,7 +304,7 @@ pub fn settings(server: &MockServer, auth: EntraAuth) -> EntraSettings {
         login_url: Some(server.uri().parse().unwrap()),
         scope_groups: vec!["Taskade Users".into()],
         other_groups: vec!["Taskade Editors".into()],
-        protected_groups: Vec::new(),
+        required_groups: Vec::new(),
         max_concurrency: 4,
         requests_per_second: 0,
         timeout: Duration::from_secs(10),
@@ -901,7 +901,10 @@ async fn a_protected_group_missing_from_the_tenant_is_an_error() {
     small_tenant().mount(&server).await;
     let snapshot = |protected: &[&str], mapped: &[&str]| {
         let mut s = settings(&server, secret());
-        s.protected_groups = protected.iter().map(|g| (*g).to_owned()).collect();
+        s.required_groups = protected
+            .iter()
+            .map(|g| seatwarden::directory::RequiredGroup::protected(g))
+            .collect();
         s.other_groups = mapped
             .iter()
             .chain(protected)

@@ -350,7 +350,7 @@ async fn active_directory_guids_status_and_ranged_members() {
         page_size: 2,
         scope_groups: vec!["All Staff".to_owned()],
         other_groups: Vec::new(),
-        protected_groups: Vec::new(),
+        required_groups: Vec::new(),
         timeout: std::time::Duration::from_secs(10),
         retry: RetryPolicy::immediate(0),
     });

@@ -380,7 +380,7 @@ pub fn settings(server: &MockServer, auth: OktaAuth) -> OktaSettings {
         app_id: None,
         scope_groups: vec!["Taskade Users".into()],
         other_groups: vec!["Taskade Editors".into()],
-        protected_groups: Vec::new(),
+        required_groups: Vec::new(),
         max_concurrency: 4,
         timeout: Duration::from_secs(10),
         retry: RetryPolicy::immediate(3),
@@ -497,7 +497,10 @@ async fn a_missing_protected_group_is_an_error_a_missing_mapping_group_is_not() 
     small_org(LinkStyle::Joined).mount(&server).await;
     let snapshot = |protected: &[&str], mapped: &[&str]| {
         let mut s = settings(&server, ssws());
-        s.protected_groups = protected.iter().map(|g| (*g).to_owned()).collect();
+        s.required_groups = protected
+            .iter()
+            .map(|g| seatwarden::directory::RequiredGroup::protected(g))
+            .collect();
         s.other_groups = mapped
             .iter()
             .chain(protected)

@@ -702,8 +702,24 @@ async fn a_protected_group_the_provider_lacks_fails_the_run_before_any_write() {
     };
     let message = directory_failure(&config("IT Admin")).await.to_string();
     assert!(
-        message.contains("protected group \"IT Admin\"")
+        message.contains("group \"IT Admin\" (safety.protected_groups)")
             && message.contains("safety.protected_groups"),
+        "{message}"
+    );
+    assert_eq!(workspace.stats().writes, 0);
+    // The group of a mapping that gives Owner is required too: without it every
+    // Owner would be planned down.
+    let owners = small_config(
+        dir.path(),
+        &idp,
+        &workspace,
+        "",
+        "[[policy.mapping]]\ngroup = \"Taskade Ownerz\"\nworkspace_group = \"All\"\nrole = \"Owner\"\n",
+    );
+    let message = directory_failure(&owners).await.to_string();
+    assert!(
+        message.contains("group \"Taskade Ownerz\" (policy.mapping[0].group)")
+            && message.contains("every workspace Owner"),
         "{message}"
     );
     assert_eq!(workspace.stats().writes, 0);
