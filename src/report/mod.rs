@@ -324,8 +324,13 @@ pub fn safety_findings(report: &Report) -> Vec<SafetyFinding> {
             label: None,
             tone: Tone::Warn,
             text: format!(
-                "{} of the held actions only wait for the settle window",
-                safety.actions_waiting
+                "{} of the held actions only {} for the settle window",
+                safety.actions_waiting,
+                if safety.actions_waiting == 1 {
+                    "waits"
+                } else {
+                    "wait"
+                }
             ),
             details: Vec::new(),
         });
@@ -353,7 +358,11 @@ pub fn headline(report: &Report) -> (Tone, String) {
     } else if s.actions_held > 0 {
         (
             Tone::Warn,
-            format!("{} wait for the settle window", actions(s.actions_held)),
+            format!(
+                "{} {} for the settle window",
+                actions(s.actions_held),
+                if s.actions_held == 1 { "waits" } else { "wait" }
+            ),
         )
     } else if s.actions_planned == 0 && s.drift_total == 0 {
         (Tone::Good, "in sync".to_owned())
