@@ -33,6 +33,13 @@ pub mod exit {
     pub const CIRCUIT_OPEN: u8 = 6;
     /// `status`: deprovisions are overdue (past the SLA).
     pub const OVERDUE: u8 = 7;
+    /// The command line could not be parsed (an unknown flag, a missing argument):
+    /// `EX_USAGE` of sysexits.h, so it is not taken for `plan`'s "changes" (2),
+    /// which is what clap would answer.
+    pub const USAGE: u8 = 64;
+    /// Stdout was closed by its reader (`seatwarden plan | head`): what a shell
+    /// reports for a process stopped by SIGPIPE (128 + 13).
+    pub const STDOUT_CLOSED: u8 = 141;
 }
 
 const AFTER_HELP: &str = "\
@@ -45,6 +52,8 @@ Exit codes:
   5  source fault: the directory was empty or shrank too much; nothing was planned
   6  the circuit breaker is open: writes stopped (see `seatwarden resume`)
   7  status: deprovisions are overdue (not verified within deprovision.sla)
+ 64  the command line could not be parsed
+141  stdout was closed by its reader (e.g. `| head`)
 
 Every configuration key can be overridden with SEATWARDEN__SECTION__KEY,
 e.g. SEATWARDEN__WORKSPACE__TOKEN_FILE=/run/credentials/seatwarden.service/workspace-token.
@@ -411,12 +420,30 @@ again later), 4 the mail server refused a message for good (fix [report.email]).
 }
 
 pub fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(error) => {
+            // --help and --version go to stdout and succeed; anything else is a
+            // usage error on stderr.
+            let code = if error.use_stderr() {
+                exit::USAGE
+            } else {
+                exit::OK
+            };
+            let _ = error.print();
+            return ExitCode::from(code);
+        }
+    };
     // The demo narrates on stdout; its run logs would only interleave on stderr.
     let quiet = matches!(cli.command, Command::Demo { .. });
     init_logging(cli.log_format, cli.verbose, quiet);
     match run_command(cli) {
         Ok(code) => ExitCode::from(code),
+        // The reader of stdout went away (`seatwarden plan | head`): end quietly,
+        // with the status a shell reports for a process its SIGPIPE stopped.
+        Err(error) if crate::is_closed_stdout(error.as_ref()) => {
+            ExitCode::from(exit::STDOUT_CLOSED)
+        }
         Err(error) => {
             eprintln!("error: {}", describe(&error));
             ExitCode::from(exit::ERROR)
@@ -499,11 +526,11 @@ fn run_command(cli: Cli) -> anyhow::Result<u8> {
                 config.delete_after(),
             )?;
             match format {
-                StatusFormat::Json => println!("{}", serde_json::to_string_pretty(&status)?),
-                StatusFormat::Text => print!(
+                StatusFormat::Json => outln!("{}", serde_json::to_string_pretty(&status)?)?,
+                StatusFormat::Text => out!(
                     "{}",
                     report::printable(&crate::daemon::status::render_text(&status), true)
-                ),
+                )?,
             }
             Ok(if status.deprovisions.overdue > 0 {
                 exit::OVERDUE
@@ -523,7 +550,7 @@ fn run_command(cli: Cli) -> anyhow::Result<u8> {
                 .directory()
                 .check_files()
                 .with_context(|| format!("{}: directory", config.source.display()))?;
-            print!("{}", config.to_redacted_toml());
+            out!("{}", config.to_redacted_toml())?;
             eprintln!("configuration OK: {}", config.source.display());
             Ok(exit::OK)
         }
@@ -571,10 +598,10 @@ fn run_command(cli: Cli) -> anyhow::Result<u8> {
             let only = crate::approval::Only::parse(only.as_deref())?;
             let mut store = open_store(&config)?;
             let n = crate::approval::reject(&mut store, run, &only, chrono::Utc::now())?;
-            println!(
+            outln!(
                 "rejected {n} held actions of run {run}; that run will not apply them \
                  (the next reconcile plans again what the directory still asks for)"
-            );
+            )?;
             Ok(exit::OK)
         }
         Command::Link {
@@ -591,12 +618,13 @@ fn run_command(cli: Cli) -> anyhow::Result<u8> {
                 replace,
                 chrono::Utc::now(),
             )?;
-            println!("identity {identity} is linked to account {account}");
+            outln!("identity {identity} is linked to account {account}")?;
             for old in replaced {
-                println!(
+                outln!(
                     "  replaced: identity {} ↔ account {}",
-                    old.identity_id, old.account_id
-                );
+                    old.identity_id,
+                    old.account_id
+                )?;
             }
             Ok(exit::OK)
         }
@@ -631,7 +659,7 @@ fn run_command(cli: Cli) -> anyhow::Result<u8> {
             };
             let text =
                 explain::explain_with(&config, &store, &person, chrono::Utc::now(), live.as_ref())?;
-            print!("{}", report::printable(&text, true));
+            out!("{}", report::printable(&text, true))?;
             Ok(exit::OK)
         }
         Command::Digest {
@@ -802,10 +830,10 @@ fn digest(config: &Config, period: &str, format: Format, email: bool) -> anyhow:
         return send_queued(&settings, store, id, now);
     }
     match format {
-        Format::Text => print!("{}", report::printable(&digest.render_text(), true)),
-        Format::Json => println!("{}", digest.to_json()),
-        Format::Markdown => print!("{}", digest.render_markdown()?),
-        Format::Html => print!("{}", digest.render_html()?),
+        Format::Text => out!("{}", report::printable(&digest.render_text(), true))?,
+        Format::Json => outln!("{}", digest.to_json())?,
+        Format::Markdown => out!("{}", digest.render_markdown()?)?,
+        Format::Html => out!("{}", digest.render_html()?)?,
     }
     Ok(exit::OK)
 }
@@ -815,8 +843,8 @@ fn export(config: &Config, kind: ExportKind, format: ExportFormat) -> anyhow::Re
     let ExportKind::Access = kind;
     let export = crate::export::access(&store, &config.policy_settings())?;
     match format {
-        ExportFormat::Csv => print!("{}", export.to_csv()?),
-        ExportFormat::Json => println!("{}", export.to_json()),
+        ExportFormat::Csv => out!("{}", export.to_csv()?)?,
+        ExportFormat::Json => outln!("{}", export.to_json())?,
     }
     Ok(exit::OK)
 }
@@ -847,20 +875,20 @@ fn send_mail(config: &Config) -> anyhow::Result<u8> {
 fn demo(dir: &std::path::Path) -> anyhow::Result<u8> {
     let colour = std::io::stdout().is_terminal();
     let outcome = runtime()?.block_on(crate::demo::run(dir, colour))?;
-    println!();
+    outln!()?;
     if outcome.converged() {
-        println!(
+        outln!(
             "Converged: {} actions applied and verified; the second plan is empty.",
             outcome.reconcile.summary.actions_applied
-        );
+        )?;
     } else {
-        println!("Not converged: see the report above.");
+        outln!("Not converged: see the report above.")?;
     }
-    println!(
+    outln!(
         "State kept in {}: try `seatwarden --config {} report`.",
         outcome.dir.display(),
         outcome.dir.join("seatwarden.toml").display()
-    );
+    )?;
     Ok(if outcome.converged() {
         exit::OK
     } else {
@@ -1027,19 +1055,19 @@ fn approve(config: &Config, run: RunId, only: Option<&str>) -> anyhow::Result<u8
         }
         Err(e) => return Err(e.into()),
     };
-    println!(
+    outln!(
         "run {run}: {} approved ({} applied, {} failed), {} obsolete, {} refused",
         result.approved.len(),
         result.applied.applied,
         result.applied.failed,
         result.obsolete.len(),
         result.refused.len()
-    );
+    )?;
     for (seq, why) in &result.obsolete {
-        println!("  obsolete #{seq}: {why}");
+        outln!("  obsolete #{seq}: {why}")?;
     }
     for (seq, why) in &result.refused {
-        println!("  refused  #{seq}: {why} (still held)");
+        outln!("  refused  #{seq}: {why} (still held)")?;
     }
     Ok(if result.applied.circuit_opened.is_some() {
         exit::CIRCUIT_OPEN
@@ -1054,13 +1082,13 @@ fn approve(config: &Config, run: RunId, only: Option<&str>) -> anyhow::Result<u8
 
 fn print_report(report: &Report, format: Format) -> anyhow::Result<()> {
     match format {
-        Format::Json => println!("{}", report.to_json()),
-        Format::Text => print!(
+        Format::Json => outln!("{}", report.to_json())?,
+        Format::Text => out!(
             "{}",
             report::render_text(report, std::io::stdout().is_terminal())
-        ),
-        Format::Markdown => print!("{}", report::render_markdown(report)?),
-        Format::Html => print!("{}", report::render_html(report)?),
+        )?,
+        Format::Markdown => out!("{}", report::render_markdown(report)?)?,
+        Format::Html => out!("{}", report::render_html(report)?)?,
     }
     Ok(())
 }

@@ -32,6 +32,8 @@ pub enum DemoError {
         path.display()
     )]
     NotADemoDirectory { path: PathBuf },
+    #[error("writing to stdout: {0}")]
+    Stdout(#[from] std::io::Error),
     #[error(transparent)]
     Config(#[from] ConfigError),
     #[error(transparent)]
@@ -139,16 +141,16 @@ pub async fn run(dir: &Path, colour: bool) -> Result<DemoOutcome, DemoError> {
     .await?;
     let config = Config::load_with_env(&config_path, Some(Default::default()))?;
 
-    println!("seatwarden demo");
-    println!(
+    outln!("seatwarden demo")?;
+    outln!(
         "  directory: {} (50 people)",
         config_path.with_file_name("directory.json").display()
-    );
-    println!(
+    )?;
+    outln!(
         "  workspace: sandbox SCIM 2.0 workspace at {}",
         sandbox.base_url()
-    );
-    println!("  state:     {}", config.state.path.display());
+    )?;
+    outln!("  state:     {}", config.state.path.display())?;
 
     let result = steps(&config, colour).await;
     sandbox.shutdown().await;
@@ -162,16 +164,16 @@ pub async fn run(dir: &Path, colour: bool) -> Result<DemoOutcome, DemoError> {
 }
 
 async fn steps(config: &Config, colour: bool) -> Result<(Report, Report, Report), DemoError> {
-    println!("\n━━ 1. plan: what differs and why (nothing is written) ━━\n");
+    outln!("\n━━ 1. plan: what differs and why (nothing is written) ━━\n")?;
     let first = run::execute(config, Store::open(&config.state.path)?, Mode::Plan).await?;
-    print!("{}", report::render_text(&first.report, colour));
+    out!("{}", report::render_text(&first.report, colour))?;
 
-    println!("\n━━ 2. reconcile: apply (journaled), verify, report ━━\n");
+    outln!("\n━━ 2. reconcile: apply (journaled), verify, report ━━\n")?;
     let reconcile = run::execute(config, Store::open(&config.state.path)?, Mode::Reconcile).await?;
-    print!("{}", report::render_text(&reconcile.report, colour));
+    out!("{}", report::render_text(&reconcile.report, colour))?;
 
-    println!("\n━━ 3. plan again: a converged workspace plans nothing ━━\n");
+    outln!("\n━━ 3. plan again: a converged workspace plans nothing ━━\n")?;
     let last = run::execute(config, Store::open(&config.state.path)?, Mode::Plan).await?;
-    print!("{}", report::render_text(&last.report, colour));
+    out!("{}", report::render_text(&last.report, colour))?;
     Ok((first.report, reconcile.report, last.report))
 }

@@ -28,6 +28,46 @@
 //!   circuit breaker; [`explain`]: the single-person view.
 //! - wiring: [`run`] (one reconciliation run), [`demo`], [`config`], [`cli`].
 
+/// `print!` for command output: returns the `io::Error` instead of panicking when
+/// stdout is closed (`seatwarden plan | head`), so the command ends quietly.
+macro_rules! out {
+    ($($arg:tt)*) => {
+        $crate::write_stdout(format_args!($($arg)*))
+    };
+}
+
+/// `println!` for command output; see [`out!`].
+macro_rules! outln {
+    () => {
+        $crate::write_stdout(format_args!("\n"))
+    };
+    ($($arg:tt)*) => {
+        $crate::write_stdout(format_args!("{}\n", format_args!($($arg)*)))
+    };
+}
+
+/// Writes command output to stdout (see [`out!`]).
+pub fn write_stdout(args: std::fmt::Arguments<'_>) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut stdout = std::io::stdout().lock();
+    stdout.write_fmt(args)?;
+    stdout.flush()
+}
+
+/// Whether `error` is stdout closed by its reader (see [`out!`]).
+pub fn is_closed_stdout(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut next = Some(error);
+    while let Some(e) = next {
+        if e.downcast_ref::<std::io::Error>()
+            .is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe)
+        {
+            return true;
+        }
+        next = e.source();
+    }
+    false
+}
+
 pub mod alert;
 pub mod apply;
 pub mod approval;

@@ -279,3 +279,49 @@ fn subcommand_help_gives_its_exit_codes() {
         assert!(help.contains(needle), "{command}: {help}");
     }
 }
+
+/// A command line that does not parse exits 64 (EX_USAGE), never 2, which
+/// `plan --detailed-exitcode` uses for "the plan has changes"; help exits 0.
+#[test]
+fn a_usage_error_is_not_taken_for_changes() {
+    let out = seatwarden(&["plan", "--detailed-exitcode", "--formt", "json"], &[]);
+    assert_eq!(
+        out.status.code(),
+        Some(i32::from(seatwarden::cli::exit::USAGE))
+    );
+    assert!(
+        text(&out.stderr).contains("--formt"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert_eq!(seatwarden(&["plan", "--help"], &[]).status.code(), Some(0));
+    assert_eq!(seatwarden(&["--version"], &[]).status.code(), Some(0));
+}
+
+/// `seatwarden demo | head -1`: the reader goes away while the command still
+/// prints. It ends quietly with 141 (what a shell shows for SIGPIPE), not a panic.
+#[test]
+fn a_closed_stdout_ends_the_command_quietly() {
+    use std::io::Read;
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_seatwarden"))
+        .args(["demo", "--dir"])
+        .arg(dir.path().join("demo"))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = [0u8; 15];
+    child.stdout.take().unwrap().read_exact(&mut first).unwrap();
+    assert_eq!(&first, b"seatwarden demo");
+    // The pipe's read end is closed here: every later write fails.
+    let out = child.wait_with_output().unwrap();
+    let stderr = text(&out.stderr);
+    assert_eq!(
+        out.status.code(),
+        Some(i32::from(seatwarden::cli::exit::STDOUT_CLOSED)),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert!(!stderr.contains("error"), "{stderr}");
+}
