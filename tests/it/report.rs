@@ -2,16 +2,18 @@
 //! change in what a person reads (or in the JSON schema) shows up as a diff here.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use chrono::{TimeZone, Utc};
+use std::collections::{HashMap, HashSet};
+
+use chrono::{DateTime, TimeZone, Utc};
 
 use seatwarden::guard::{self, GuardInput, GuardSettings};
 use seatwarden::model::{
-    Account, DirectorySnapshot, DriftKind, Identity, IdentityStatus, Link, Plan, WorkspaceGroup,
-    WorkspaceSnapshot,
+    Account, Action, DirectorySnapshot, DriftKind, HoldReason, Identity, IdentityStatus, Link,
+    Plan, WorkspaceGroup, WorkspaceSnapshot,
 };
 use seatwarden::plan::{self, DeprovisionAction, PlanSettings};
 use seatwarden::policy::{self, Mapping, PolicySettings, Protected, UnmatchedAccounts};
-use seatwarden::report::{self, ActionOutcome, Outcome, Report, Summary};
+use seatwarden::report::{self, ActionOutcome, Outcome, Report, SafetyReport, Summary};
 
 fn identity(id: &str, user: &str, status: IdentityStatus, groups: &[&str]) -> Identity {
     let (given, family) = user.split_once('.').unwrap_or((user, "Example"));
@@ -42,11 +44,39 @@ fn account(id: &str, of: &Identity, active: bool, role: &str) -> Account {
     }
 }
 
+/// The directory, the workspace and the stored links of [`scenario`], before
+/// anything is planned from them.
+struct World {
+    directory: DirectorySnapshot,
+    workspace: WorkspaceSnapshot,
+    links: Vec<Link>,
+}
+
+/// A plan made and guarded from a [`World`], with the number of managed accounts
+/// the guard was given.
+struct Scenario {
+    world: World,
+    plan: Plan,
+    managed: usize,
+}
+
+const SCOPE: &str = "Taskade Users";
+
+/// When fay's account was first seen deactivated.
+fn deactivated_at() -> DateTime<Utc> {
+    DateTime::from_timestamp(1_790_000_000, 0).unwrap()
+}
+
+/// The time the scenario is planned at: 40 days later, past the 30-day retention.
+fn judged_at() -> DateTime<Utc> {
+    deactivated_at() + chrono::TimeDelta::days(40)
+}
+
 /// Every drift kind once: a leaver, a new hire, a returner, a wrong role, a renamed
 /// person, a missing folder membership, a hand-made account, a disputed match, and
 /// a leaver whose deactivated account is past its retention period.
-fn scenario() -> Plan {
-    let scope = "Taskade Users";
+fn world() -> World {
+    let scope = SCOPE;
     let ada = identity(
         "u1",
         "ada.lovelace",
@@ -116,8 +146,52 @@ fn scenario() -> Plan {
             account_id: "a2".into(),
         },
     ];
+    World {
+        directory,
+        workspace,
+        links,
+    }
+}
+
+fn plan_settings() -> PlanSettings {
+    PlanSettings {
+        deprovision: DeprovisionAction::Delete,
+        retention: plan::Retention {
+            delete_after: chrono::TimeDelta::days(30),
+            deactivated_since: [("a7".to_owned(), deactivated_at())].into(),
+            now: judged_at(),
+        },
+        unmatched_accounts: UnmatchedAccounts::Report,
+        manage_roles: true,
+        protected: Protected::new(&["breakglass@example.com".into()]),
+    }
+}
+
+/// Accounts linked, or matched by this plan, to an identity: what a run hands the
+/// guard (and the report) as managed accounts.
+fn managed_accounts(world: &World, plan: &Plan) -> usize {
+    let existing: HashSet<&str> = world
+        .workspace
+        .accounts
+        .iter()
+        .map(|a| a.id.as_str())
+        .collect();
+    world
+        .links
+        .iter()
+        .map(|l| l.account_id.as_str())
+        .chain(plan.new_links.iter().map(|l| l.account_id.as_str()))
+        .filter(|id| existing.contains(id))
+        .collect::<HashSet<_>>()
+        .len()
+}
+
+/// [`world`] planned and guarded with the default thresholds (which hold nothing
+/// here).
+fn scenario() -> Scenario {
+    let world = world();
     let policy_settings = PolicySettings {
-        scope_groups: vec![scope.into()],
+        scope_groups: vec![SCOPE.into()],
         default_role: seatwarden::model::Role::Viewer,
         mappings: vec![Mapping {
             group: "Engineering".into(),
@@ -126,56 +200,62 @@ fn scenario() -> Plan {
         }],
         manage_roles: true,
     };
-    let desired = policy::desired_state(&directory, &policy_settings);
+    let desired = policy::desired_state(&world.directory, &policy_settings);
     let planned = plan::plan(
         &desired,
-        &directory,
-        &workspace,
-        &links,
-        &PlanSettings {
-            deprovision: DeprovisionAction::Delete,
-            retention: plan::Retention {
-                delete_after: chrono::TimeDelta::days(30),
-                deactivated_since: [(
-                    "a7".to_owned(),
-                    chrono::DateTime::from_timestamp(1_790_000_000, 0).unwrap(),
-                )]
-                .into(),
-                now: chrono::DateTime::from_timestamp(1_790_000_000 + 40 * 86_400, 0).unwrap(),
-            },
-            unmatched_accounts: UnmatchedAccounts::Report,
-            manage_roles: true,
-            protected: Protected::new(&["breakglass@example.com".into()]),
-        },
+        &world.directory,
+        &world.workspace,
+        &world.links,
+        &plan_settings(),
     );
-    guard::guard(
+    let managed = managed_accounts(&world, &planned);
+    let plan = guard::guard(
         planned,
-        &workspace,
-        &GuardSettings {
-            max_deprovisions: 25,
-            max_deprovision_percent: 5.0,
-            min_population_for_percent: 100,
-            ..GuardSettings::unlimited()
-        },
+        &world.workspace,
+        &GuardSettings::default(),
         &GuardInput {
             directory_complete: true,
-            managed_accounts: 4,
+            managed_accounts: managed,
             ..GuardInput::default()
         },
-    )
+    );
+    Scenario {
+        world,
+        plan,
+        managed,
+    }
 }
 
+/// [`scenario`] on its first sighting with a 10-minute settle window: the guard
+/// holds every create and update, waiting; deprovisions go.
+fn settling() -> Scenario {
+    let mut scenario = scenario();
+    scenario.plan = guard::hold_unsettled(
+        scenario.plan,
+        &HashMap::new(),
+        judged_at(),
+        std::time::Duration::from_secs(600),
+    );
+    scenario
+}
+
+/// A report as a run builds it from its plan: held actions say the guard's rule
+/// (waiting when it is the settle window); `outcome_of` decides for the runnable
+/// ones. The counts come from the scenario.
 fn report_of(
-    plan: &Plan,
+    scenario: &Scenario,
     mode: &str,
-    outcome_of: impl Fn(usize) -> (Outcome, Option<String>),
+    outcome_of: impl Fn(&Action) -> (Outcome, Option<String>),
 ) -> Report {
+    let plan = &scenario.plan;
     let actions: Vec<ActionOutcome> = plan
         .actions
         .iter()
-        .enumerate()
-        .map(|(i, a)| {
-            let (outcome, error) = outcome_of(i);
+        .map(|a| {
+            let (outcome, error) = match &a.held {
+                Some(hold) => (Outcome::Held, Some(hold.to_string())),
+                None => outcome_of(a),
+            };
             ActionOutcome {
                 seq: a.seq,
                 op: a.kind.name().into(),
@@ -183,13 +263,14 @@ fn report_of(
                 subject: a.subject.clone(),
                 detail: a.detail.clone(),
                 outcome,
-                attempts: u32::from(outcome != Outcome::NotRun),
+                attempts: u32::from(matches!(outcome, Outcome::Applied | Outcome::Failed)),
                 error,
-                waiting: false,
+                waiting: a.held.as_ref().is_some_and(HoldReason::is_waiting),
             }
         })
         .collect();
     let count = |o: Outcome| actions.iter().filter(|a| a.outcome == o).count();
+    let actions_waiting = actions.iter().filter(|a| a.waiting).count();
     Report {
         schema_version: report::SCHEMA_VERSION,
         run_id: 7,
@@ -199,9 +280,9 @@ fn report_of(
         directory: "file /etc/seatwarden/directory.json".into(),
         workspace: "https://www.taskade.com/scim/v2".into(),
         summary: Summary {
-            identities: 5,
-            accounts: 6,
-            managed_accounts: 4,
+            identities: scenario.world.directory.identities.len(),
+            accounts: scenario.world.workspace.accounts.len(),
+            managed_accounts: scenario.managed,
             drift_total: plan.drift.len(),
             drift_by_kind: report::count_by_kind(&plan.drift),
             actions_planned: actions.len(),
@@ -209,19 +290,22 @@ fn report_of(
             actions_failed: count(Outcome::Failed),
             actions_held: count(Outcome::Held),
             actions_not_run: count(Outcome::NotRun),
-            retries: 2,
+            retries: 0,
             recovered: 0,
             converged: count(Outcome::Applied) == actions.len(),
         },
         drift: plan.drift.clone(),
         actions,
-        safety: Default::default(),
+        safety: SafetyReport {
+            actions_waiting,
+            ..SafetyReport::default()
+        },
     }
 }
 
 #[test]
 fn the_scenario_has_every_drift_kind() {
-    let plan = scenario();
+    let plan = scenario().plan;
     let counts = report::count_by_kind(&plan.drift);
     for kind in DriftKind::ALL {
         assert!(counts[&kind] > 0, "missing {kind}: {counts:?}");
@@ -230,8 +314,7 @@ fn the_scenario_has_every_drift_kind() {
 
 #[test]
 fn plan_report_text() {
-    let plan = scenario();
-    let report = report_of(&plan, "plan", |_| (Outcome::NotRun, None));
+    let report = report_of(&scenario(), "plan", |_| (Outcome::NotRun, None));
     insta::assert_snapshot!(report::render_text(&report, false));
 }
 
@@ -247,8 +330,7 @@ fn reconcile_report_text_with_a_failure_and_a_hold() {
 
 #[test]
 fn report_json_schema() {
-    let plan = scenario();
-    let report = report_of(&plan, "reconcile", |_| (Outcome::Applied, None));
+    let report = report_of(&scenario(), "reconcile", |_| (Outcome::Applied, None));
     let json = report.to_json();
     insta::assert_snapshot!(json);
     assert_eq!(
@@ -258,8 +340,8 @@ fn report_json_schema() {
     );
 }
 
-fn failure_and_hold(plan: &Plan) -> Report {
-    report_of(plan, "reconcile", |i| match plan.actions[i].kind.name() {
+fn failure_and_hold(scenario: &Scenario) -> Report {
+    report_of(scenario, "reconcile", |a| match a.kind.name() {
         "deactivate" => (
             Outcome::Held,
             Some("2 deprovisions planned, limit is 1 (of 4 managed accounts)".into()),
@@ -291,7 +373,13 @@ fn safety_findings_show_in_every_format() {
     use seatwarden::circuit::{CircuitState, FailedWrite};
     use seatwarden::report::CircuitReport;
 
-    let mut report = failure_and_hold(&scenario());
+    let mut report = report_of(&settling(), "reconcile", |_| (Outcome::Applied, None));
+    assert!(
+        report.safety.actions_waiting > 0
+            && report.safety.actions_waiting <= report.summary.actions_held,
+        "{:?}",
+        report.summary
+    );
     let at = |h| Utc.with_ymd_and_hms(2026, 12, 1, h, 0, 0).unwrap();
     report.safety.circuit = Some(CircuitReport {
         state: CircuitState::Open {
@@ -306,7 +394,6 @@ fn safety_findings_show_in_every_format() {
         }],
     });
     report.safety.workspace_listing_short = true;
-    report.safety.actions_waiting = 2;
     let text = report::render_text(&report, false);
     let markdown = report::render_markdown(&report).unwrap();
     let html = report::render_html(&report).unwrap();
@@ -320,15 +407,8 @@ fn safety_findings_show_in_every_format() {
         }
     }
     assert!(html.contains(">Safety</h2>") && html.contains(">SHORT LISTING</span>"));
-    insta::assert_snapshot!(
-        markdown
-            .split("## Needs attention")
-            .next()
-            .unwrap()
-            .split("## Safety")
-            .nth(1)
-            .unwrap()
-    );
+    let safety = markdown.split("## Safety").nth(1).unwrap();
+    insta::assert_snapshot!(safety.split("\n## ").next().unwrap());
 }
 
 #[test]
@@ -546,14 +626,14 @@ mod digest {
         assert_eq!(digest.state, State::NeedsAttention);
         assert_eq!(digest.subject, "[seatwarden] acme: 3 failed runs");
 
-        let mut settling = report_of(&scenario(), "reconcile", |_| (Outcome::Applied, None));
-        if let Some(first) = settling.actions.first_mut() {
-            first.outcome = Outcome::Held;
-            first.waiting = true;
-            first.error = Some("waiting for the settle window".into());
-        }
-        settling.summary.actions_held = 1;
-        settling.safety.actions_waiting = 1;
+        let settling = report_of(&super::settling(), "reconcile", |_| {
+            (Outcome::Applied, None)
+        });
+        assert!(settling.summary.actions_held > 0);
+        assert_eq!(
+            settling.safety.actions_waiting,
+            settling.summary.actions_held
+        );
         let digest = build(std::slice::from_ref(&settling), 0);
         assert!(digest.held.is_empty(), "{:?}", digest.held);
         assert!(!seatwarden::report::subject("acme", &settling).contains("held"));
