@@ -504,14 +504,20 @@ async fn sigterm_mid_run_lets_the_run_finish_and_leaves_no_action_in_flight() {
     let env = daemon_env(dir.path(), &sandbox, port, "0 0 1 1 *");
     let daemon = start_daemon(dir.path(), env, port);
     let writes_before = sandbox.stats().writes;
-    wait_for(
-        "the reconcile's first writes",
-        Duration::from_secs(60),
-        || sandbox.stats().writes > writes_before,
-    )
-    .await;
+    // Polled often: SIGTERM goes soon after the first write, with the rest of the
+    // run (more writes, each read back) still to come.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while sandbox.stats().writes == writes_before {
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting for the reconcile's first writes"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     let config = daemon.config.clone();
     let env = daemon.env.clone();
+    let signalled_at = chrono::Utc::now();
+    let writes_at_signal = sandbox.stats().writes;
     let (code, log) = daemon.terminate();
     assert_eq!(code, Some(0), "{log}");
     assert!(log.contains("SIGTERM: stopping"), "{log}");
@@ -527,6 +533,14 @@ async fn sigterm_mid_run_lets_the_run_finish_and_leaves_no_action_in_flight() {
         .unwrap()
         .unwrap();
     assert_eq!(run.status, seatwarden::store::RunStatus::Succeeded, "{log}");
+    // The run was still going when the signal came, and went on to its end.
+    let finished_at = run.finished_at.unwrap();
+    let writes_after = sandbox.stats().writes;
+    assert!(
+        finished_at > signalled_at,
+        "the run finished at {finished_at}, before SIGTERM at {signalled_at}: the signal \
+         did not come mid-run (writes: {writes_at_signal} at the signal, {writes_after} after)"
+    );
 
     // Nothing is left half-done: the next plan has nothing to do.
     let plan = Command::new(env!("CARGO_BIN_EXE_seatwarden"))
