@@ -33,6 +33,23 @@ bash scripts/interop-ldap.sh stop "$ldap_port" >/dev/null 2>&1 || true
 bash scripts/interop-ldap.sh start "$ldap_port"
 trap 'stop_scim; bash scripts/interop-ldap.sh stop "$ldap_port" >/dev/null 2>&1 || true' EXIT
 
+# `cargo test` that also fails when fewer than $1 tests ran: a renamed test or
+# filter would otherwise "pass" with 0 tests run.
+cargo_test_at_least() {
+    local least="$1"
+    shift
+    local log ran
+    log="$(mktemp)"
+    cargo test "$@" 2>&1 | tee "$log"
+    ran="$(sed -n 's/^test result: [A-Za-z]*\. \([0-9][0-9]*\) passed.*/\1/p' "$log" |
+        awk '{ n += $1 } END { print n + 0 }')"
+    rm -f "$log"
+    if [ "$ran" -lt "$least" ]; then
+        echo "cargo test $*: $ran tests passed, expected at least $least (a test or filter renamed?)" >&2
+        exit 1
+    fi
+}
+
 export SEATWARDEN_SCIM2_SERVER_URL="http://127.0.0.1:$port"
 export SEATWARDEN_SCIM2_SERVER_TOKEN="$token"
 export SEATWARDEN_SCIM2_CURSOR_SERVER_URL="http://127.0.0.1:$cursor_port"
@@ -41,7 +58,8 @@ export SEATWARDEN_LDAPS_URL="ldaps://127.0.0.1:$((ldap_port + 1))"
 export SEATWARDEN_LDAP_CA="$interop_dir/ldap-$ldap_port/ca.pem"
 # scim2-server is single-threaded with a listen backlog of 5: two tests at a time.
 # (The filter also takes the `ldap::interop_*` tests against slapd.)
-cargo test --test it interop -- --ignored --test-threads=2
+# 12 tests: interop::*, ldap::interop_*, sandbox::interop_*, workspace::interop_*.
+cargo_test_at_least 12 --test it interop -- --ignored --test-threads=2
 
 # SMTP: plain, AUTH, STARTTLS+AUTH and SMTPS+AUTH listeners of PyPI aiosmtpd.
 smtp_port="${SEATWARDEN_SMTP_PORT:-18660}"
@@ -51,4 +69,5 @@ trap 'stop_scim; bash scripts/interop-ldap.sh stop "$ldap_port" >/dev/null 2>&1 
 export SEATWARDEN_SMTP_PORT="$smtp_port"
 export SEATWARDEN_SMTP_DIR="$interop_dir/smtp-$smtp_port"
 export SEATWARDEN_INTEROP_PYTHON="$interop_dir/venv/bin/python"
-cargo test --test it email::smtp -- --ignored --test-threads=2
+# 10 tests: email::smtp_*.
+cargo_test_at_least 10 --test it email::smtp -- --ignored --test-threads=2

@@ -139,6 +139,9 @@ pub struct SandboxStats {
     pub faults_429: u64,
     pub faults_5xx: u64,
     pub resets: u64,
+    /// List requests answered `400 invalidFilter` because their filter said `or`
+    /// while [`SandboxOptions::or_filters`] is off.
+    pub or_filters_refused: u64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -359,6 +362,7 @@ impl Sandbox {
             faults_429: s.faults_429.load(Ordering::Relaxed),
             faults_5xx: s.faults_5xx.load(Ordering::Relaxed),
             resets: s.resets.load(Ordering::Relaxed),
+            or_filters_refused: s.store_read().or_refused(),
         }
     }
 

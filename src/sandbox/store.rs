@@ -264,6 +264,9 @@ pub(crate) struct Store {
     base: String,
     /// Whether list filters may use `or` (see [`Store::set_or_filters`]).
     or_filters: bool,
+    /// List filters refused for their `or` (an observation for tests; lists take
+    /// the store shared, hence atomic).
+    or_refused: std::sync::atomic::AtomicU64,
 }
 
 fn timestamp(t: &DateTime<Utc>) -> String {
@@ -985,6 +988,7 @@ impl Store {
             ids: IdGen(super::SplitMix64(0x5EA7_0A2D_5C1D_0001)),
             base: base.trim_end_matches('/').to_owned(),
             or_filters: true,
+            or_refused: std::sync::atomic::AtomicU64::new(0),
         };
         let meta = Meta {
             version: 1,
@@ -1632,10 +1636,17 @@ impl Store {
         self.or_filters = allowed;
     }
 
+    /// How many list filters were refused for their `or`.
+    pub fn or_refused(&self) -> u64 {
+        self.or_refused.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     /// Refuses a filter with `or` when the sandbox plays an eq-only provider.
     fn parse_list_filter(&self, f: &str) -> Result<Filter> {
         let filter = parse(f)?;
         if filter.len() > 1 && !self.or_filters {
+            self.or_refused
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             return Err(ScimError::bad(
                 "invalidFilter",
                 format!("{f:?}: \"or\" is not supported"),

@@ -555,37 +555,115 @@ proptest! {
         }
     }
 
-    /// The settle window holds exactly the creates and updates seen for less than
-    /// `settle`, never a deprovision, and never adds, drops or reorders actions.
+    /// The settle window, with each drift key its own age (some never seen before,
+    /// so first seen now): deprovisions never wait; an action that goes has every
+    /// key settled, one that waits has at least one unsettled; a membership batch
+    /// that settles in part goes with its settled members, and the others wait in
+    /// an action appended with a new seq; no member is lost or doubled, and nothing
+    /// else changes, moves or disappears.
     #[test]
     fn the_settle_window_never_delays_deprovisions(
         s in scenario(),
-        seen_minutes in 0..20i64,
-        settle_minutes in 0..15u64,
+        ages in proptest::collection::vec(proptest::option::weighted(0.7, 0..20i64), 64),
+        settle_minutes in 0..15i64,
     ) {
+        use std::collections::{BTreeMap, HashMap};
         use seatwarden::guard::{hold_unsettled, settle_keys};
+        use seatwarden::model::{Action, HoldReason};
+
         let plan = s.plan();
         let now = chrono::DateTime::parse_from_rfc3339("2026-11-29T08:00:00Z")
             .unwrap()
             .with_timezone(&chrono::Utc);
-        let first_seen: std::collections::HashMap<String, _> = plan
-            .actions
+        let settle = chrono::Duration::minutes(settle_minutes);
+        let mut keys: Vec<String> = plan.actions.iter().flat_map(settle_keys).collect();
+        keys.sort();
+        keys.dedup();
+        // A key without an age is missing from the map: seen for the first time now.
+        let first_seen: HashMap<String, _> = keys
             .iter()
-            .flat_map(settle_keys)
-            .map(|k| (k, now - chrono::Duration::minutes(seen_minutes)))
+            .zip(ages.iter().cycle())
+            .filter_map(|(k, age)| Some((k.clone(), now - chrono::Duration::minutes((*age)?))))
             .collect();
-        let settle = std::time::Duration::from_secs(settle_minutes * 60);
-        let out = hold_unsettled(plan.clone(), &first_seen, now, settle);
-        prop_assert_eq!(out.actions.len(), plan.actions.len());
-        for (before, after) in plan.actions.iter().zip(&out.actions) {
-            prop_assert_eq!(&before.kind, &after.kind);
+        let settled = |key: &String| {
+            settle_minutes == 0 || first_seen.get(key).is_some_and(|t| now - *t >= settle)
+        };
+        let out = hold_unsettled(plan.clone(), &first_seen, now, settle.to_std().unwrap());
+
+        prop_assert!(out.actions.len() >= plan.actions.len());
+        let (kept, added) = out.actions.split_at(plan.actions.len());
+        for (before, after) in plan.actions.iter().zip(kept) {
             prop_assert_eq!(before.seq, after.seq);
-            if after.kind.is_deprovision() {
-                prop_assert!(after.held.is_none());
-            } else {
-                prop_assert_eq!(after.held.is_some(), seen_minutes < settle_minutes as i64);
+            match (&before.kind, &after.kind) {
+                (
+                    ActionKind::AddMembers { group: a, .. },
+                    ActionKind::AddMembers { group: b, .. },
+                )
+                | (
+                    ActionKind::RemoveMembers { group: a, .. },
+                    ActionKind::RemoveMembers { group: b, .. },
+                ) => prop_assert_eq!(a, b),
+                (a, b) => prop_assert_eq!(a, b),
             }
         }
+        let old_max = plan.actions.iter().map(|a| a.seq).max();
+        let mut seqs = BTreeSet::new();
+        for action in added {
+            prop_assert!(
+                matches!(
+                    action.kind,
+                    ActionKind::AddMembers { .. } | ActionKind::RemoveMembers { .. }
+                ),
+                "only a membership batch is split: {:?}",
+                action
+            );
+            prop_assert!(action.held.is_some(), "{:?}", action);
+            prop_assert!(old_max.is_some_and(|m| action.seq > m), "{:?}", action);
+            prop_assert!(seqs.insert(action.seq), "seq {} twice", action.seq);
+        }
+        for action in &out.actions {
+            let keys = settle_keys(action);
+            match &action.held {
+                None => prop_assert!(
+                    keys.iter().all(settled),
+                    "runs with an unsettled key: {:?}",
+                    action
+                ),
+                Some(HoldReason::Settling { first_seen, settles_at }) => {
+                    prop_assert!(!action.kind.is_deprovision(), "{:?}", action);
+                    prop_assert!(
+                        keys.iter().any(|k| !settled(k)),
+                        "waits with every key settled: {:?}",
+                        action
+                    );
+                    prop_assert!(*settles_at > now && *settles_at == *first_seen + settle);
+                }
+                Some(other) => prop_assert!(false, "held for {other:?}"),
+            }
+        }
+        // Every batch's members, by kind and group, before and after.
+        let members = |actions: &[Action]| {
+            let mut by_group: BTreeMap<(bool, String), Vec<String>> = BTreeMap::new();
+            for action in actions {
+                let (add, group, members): (bool, String, Vec<String>) = match &action.kind {
+                    ActionKind::AddMembers { group, members } => (
+                        true,
+                        format!("{group:?}"),
+                        members.iter().map(|m| format!("{m:?}")).collect(),
+                    ),
+                    ActionKind::RemoveMembers { group, members } => {
+                        (false, format!("{group:?}"), members.clone())
+                    }
+                    _ => continue,
+                };
+                by_group.entry((add, group)).or_default().extend(members);
+            }
+            for members in by_group.values_mut() {
+                members.sort();
+            }
+            by_group
+        };
+        prop_assert_eq!(members(&plan.actions), members(&out.actions));
     }
 
     /// Disputed identities and accounts get no actions.

@@ -3,9 +3,10 @@
 //! `status`; one instance per database; SIGTERM mid-run is a clean stop.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::io::{Read, Write};
+use std::io::{BufRead, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use seatwarden::sandbox::{Faults, Sandbox, SandboxOptions};
@@ -18,6 +19,10 @@ struct Daemon {
     port: u16,
     config: PathBuf,
     env: Vec<(String, String)>,
+    /// Everything the daemon has logged so far, read from its stderr on a thread
+    /// (so a test can wait for a line, and a full pipe never stalls the daemon).
+    log: Arc<Mutex<String>>,
+    reader: Option<std::thread::JoinHandle<()>>,
 }
 
 impl Drop for Daemon {
@@ -84,7 +89,7 @@ fn daemon_env(dir: &Path, sandbox: &Sandbox, port: u16, sweep: &str) -> Vec<(Str
 
 fn start_daemon(dir: &Path, env: Vec<(String, String)>, port: u16) -> Daemon {
     let config = dir.join("seatwarden.toml");
-    let child = Command::new(env!("CARGO_BIN_EXE_seatwarden"))
+    let mut child = Command::new(env!("CARGO_BIN_EXE_seatwarden"))
         .args(["--config", config.to_str().unwrap(), "daemon"])
         .envs(env.iter().map(|(k, v)| (k, v)))
         .env("RUST_LOG", "warn,seatwarden=info")
@@ -92,11 +97,26 @@ fn start_daemon(dir: &Path, env: Vec<(String, String)>, port: u16) -> Daemon {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let log = Arc::new(Mutex::new(String::new()));
+    let reader = {
+        let log = Arc::clone(&log);
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                let mut log = log.lock().unwrap();
+                log.push_str(&line);
+                log.push('\n');
+            }
+        })
+    };
     Daemon {
         child,
         port,
         config,
         env,
+        log,
+        reader: Some(reader),
     }
 }
 
@@ -112,6 +132,10 @@ impl Daemon {
 
     fn get(&self, path: &str) -> (u16, String) {
         http(self.port, "GET", path, None)
+    }
+
+    fn logged(&self, text: &str) -> bool {
+        self.log.lock().unwrap().contains(text)
     }
 
     /// SIGTERM (the shell builtin, so no procps is needed), then the exit code
@@ -131,13 +155,10 @@ impl Daemon {
             );
             std::thread::sleep(Duration::from_millis(100));
         };
-        let mut log = String::new();
-        self.child
-            .stderr
-            .take()
-            .unwrap()
-            .read_to_string(&mut log)
-            .unwrap();
+        if let Some(reader) = self.reader.take() {
+            reader.join().unwrap();
+        }
+        let log = self.log.lock().unwrap().clone();
         (status.code(), log)
     }
 }
@@ -197,11 +218,9 @@ async fn the_sweep_deactivates_a_leaver_verifies_it_and_reports_it() {
     let env = daemon_env(dir.path(), &sandbox, port, "* * * * * *");
     let daemon = start_daemon(dir.path(), env, port);
 
-    assert_eq!(
-        daemon.get("/readyz").0,
-        0,
-        "not listening yet, or not ready"
-    );
+    // Not listening yet (0), or listening before the first reconcile is done (503).
+    let early = daemon.get("/readyz").0;
+    assert!(matches!(early, 0 | 503), "not ready yet: {early}");
     wait_for(
         "the first reconcile (readyz)",
         Duration::from_secs(60),
@@ -319,26 +338,34 @@ async fn the_sweep_deactivates_a_leaver_verifies_it_and_reports_it() {
     // The healthcheck subcommand talks to the same listener.
     assert_eq!(daemon.cli(&["healthcheck"]).status.code(), Some(0));
 
-    // SIGHUP with a broken configuration: logged, the running one kept.
-    let config_text = std::fs::read_to_string(&daemon.config).unwrap();
+    // SIGHUP with a broken configuration: logged, the running one kept. (The file
+    // stays broken until the daemon is gone: restored earlier, a reload handled
+    // late would read the good one.)
+    let reload_failed = "configuration reload failed; keeping the running configuration";
+    assert!(!daemon.logged(reload_failed));
     std::fs::write(&daemon.config, "[workspace\nurl = ").unwrap();
     let _ = Command::new("sh")
         .args(["-c", &format!("kill -HUP {}", daemon.child.id())])
         .status();
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    wait_for(
+        "the failed reload in the log",
+        Duration::from_secs(30),
+        || daemon.logged(reload_failed),
+    )
+    .await;
     assert_eq!(
         daemon.get("/healthz").0,
         200,
         "still running after a bad reload"
     );
-    std::fs::write(&daemon.config, config_text).unwrap();
+    assert_eq!(
+        daemon.cli(&["healthcheck"]).status.code(),
+        Some(1),
+        "the broken file is the one on disk now"
+    );
 
     let (code, log) = daemon.terminate();
     assert_eq!(code, Some(0), "{log}");
-    assert!(
-        log.contains("configuration reload failed; keeping the running configuration"),
-        "{log}"
-    );
     assert!(log.contains("daemon stopped"), "{log}");
     sandbox.shutdown().await;
 }
@@ -482,14 +509,20 @@ async fn sigterm_mid_run_lets_the_run_finish_and_leaves_no_action_in_flight() {
     let env = daemon_env(dir.path(), &sandbox, port, "0 0 1 1 *");
     let daemon = start_daemon(dir.path(), env, port);
     let writes_before = sandbox.stats().writes;
-    wait_for(
-        "the reconcile's first writes",
-        Duration::from_secs(60),
-        || sandbox.stats().writes > writes_before,
-    )
-    .await;
+    // Polled often: SIGTERM goes soon after the first write, with the rest of the
+    // run (more writes, each read back) still to come.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while sandbox.stats().writes == writes_before {
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting for the reconcile's first writes"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     let config = daemon.config.clone();
     let env = daemon.env.clone();
+    let signalled_at = chrono::Utc::now();
+    let writes_at_signal = sandbox.stats().writes;
     let (code, log) = daemon.terminate();
     assert_eq!(code, Some(0), "{log}");
     assert!(log.contains("SIGTERM: stopping"), "{log}");
@@ -505,6 +538,14 @@ async fn sigterm_mid_run_lets_the_run_finish_and_leaves_no_action_in_flight() {
         .unwrap()
         .unwrap();
     assert_eq!(run.status, seatwarden::store::RunStatus::Succeeded, "{log}");
+    // The run was still going when the signal came, and went on to its end.
+    let finished_at = run.finished_at.unwrap();
+    let writes_after = sandbox.stats().writes;
+    assert!(
+        finished_at > signalled_at,
+        "the run finished at {finished_at}, before SIGTERM at {signalled_at}: the signal \
+         did not come mid-run (writes: {writes_at_signal} at the signal, {writes_after} after)"
+    );
 
     // Nothing is left half-done: the next plan has nothing to do.
     let plan = Command::new(env!("CARGO_BIN_EXE_seatwarden"))

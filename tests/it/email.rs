@@ -364,10 +364,13 @@ struct Received {
     raw: String,
 }
 
+/// The messages `listener` received with `subject`. Its folder exists from the
+/// server's start (scripts/interop-smtp-server.py): a folder that is not there is a
+/// misspelled listener, not a listener that received nothing.
 fn received(dir: &Path, listener: &str, subject: &str) -> Vec<Received> {
-    let Ok(entries) = std::fs::read_dir(dir.join(listener)) else {
-        return Vec::new();
-    };
+    let folder = dir.join(listener);
+    let entries = std::fs::read_dir(&folder)
+        .unwrap_or_else(|e| panic!("no listener folder {}: {e}", folder.display()));
     let mut found = Vec::new();
     for entry in entries {
         let path = entry.unwrap().path();

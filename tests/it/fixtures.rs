@@ -92,27 +92,44 @@ pub async fn assert_converges(config: &seatwarden::config::Config) -> seatwarden
     first
 }
 
-/// Every leaver of `data` who has an account in `workspace` finds it inactive;
-/// how many had one.
-pub fn assert_leavers_inactive(
-    data: &Synth,
-    workspace: &seatwarden::model::WorkspaceSnapshot,
-) -> usize {
-    let mut leavers = 0;
-    for identity in data
+/// Every leaver (suspended or deprovisioned) of `data` whose account was in the
+/// workspace `data` describes still has that account in `workspace` (found by its
+/// userName, exactly once), inactive. There must be at least one such leaver: a
+/// scenario without any checks nothing.
+pub fn assert_leavers_inactive(data: &Synth, workspace: &seatwarden::model::WorkspaceSnapshot) {
+    let leavers: std::collections::HashSet<&str> = data
         .directory
         .identities
         .iter()
         .filter(|i| i.status != seatwarden::model::IdentityStatus::Active)
-    {
-        if let Some(account) = workspace
+        .map(|i| i.id.as_str())
+        .collect();
+    let expected: Vec<&seatwarden::model::Account> = data
+        .workspace
+        .accounts
+        .iter()
+        .filter(|a| {
+            a.external_id
+                .as_deref()
+                .is_some_and(|id| leavers.contains(id))
+        })
+        .collect();
+    assert!(
+        !expected.is_empty(),
+        "the scenario has no leaver with an account"
+    );
+    for seeded in expected {
+        let found: Vec<&seatwarden::model::Account> = workspace
             .accounts
             .iter()
-            .find(|a| a.user_name.eq_ignore_ascii_case(&identity.user_name))
-        {
-            assert!(!account.active, "{} should be inactive", identity.user_name);
-            leavers += 1;
-        }
+            .filter(|a| a.user_name.eq_ignore_ascii_case(&seeded.user_name))
+            .collect();
+        assert_eq!(
+            found.len(),
+            1,
+            "the leaver {} should still have one account: {found:?}",
+            seeded.user_name
+        );
+        assert!(!found[0].active, "{} should be inactive", seeded.user_name);
     }
-    leavers
 }

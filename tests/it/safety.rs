@@ -1196,16 +1196,18 @@ async fn plan_on_a_source_fault_exits_5_and_approve_with_the_breaker_open_exits_
 
 /// A reconcile run by hand while a daemon job writes waits for it (the writer
 /// lock), rather than resolving the job's in-flight journal rows as if a dead
-/// process had left them and sending them again.
+/// process had left them and sending them again. It says so on stderr; until the
+/// lock is released it has begun no run and written nothing, then it does its work.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reconcile_run_by_hand_waits_for_the_writer_lock() {
-    let env = env_with(10, None, "").await;
+    use std::io::BufRead;
+    // An empty workspace: the reconcile has every account to create.
+    let env = env_with(10, Some(WorkspaceSnapshot::default()), "").await;
     let held = seatwarden::store::WriterLock::acquire_blocking(&env.config.state.path, |_| {
         panic!("nobody else holds it")
     })
     .unwrap();
-    let started = std::time::Instant::now();
-    let child = std::process::Command::new(env!("CARGO_BIN_EXE_seatwarden"))
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_seatwarden"))
         .arg("--config")
         .arg(env._dir.path().join("seatwarden.toml"))
         .arg("reconcile")
@@ -1213,18 +1215,63 @@ async fn a_reconcile_run_by_hand_waits_for_the_writer_lock() {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    let stderr = child.stderr.take().unwrap();
+    let (lines, seen) = std::sync::mpsc::channel::<String>();
+    let reader = std::thread::spawn(move || {
+        let mut all = String::new();
+        for line in std::io::BufReader::new(stderr).lines() {
+            let line = line.unwrap();
+            let _ = lines.send(line.clone());
+            all.push_str(&line);
+            all.push('\n');
+        }
+        all
+    });
+    let waiting = "waiting for the daemon's running job to finish";
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        match seen.recv_timeout(left) {
+            Ok(line) if line.contains(waiting) => break,
+            Ok(_) => {}
+            Err(e) => panic!(
+                "no {waiting:?} on stderr ({e}); exit: {:?}",
+                child.try_wait()
+            ),
+        }
+    }
+    // A reconcile that went on regardless would have begun its run and its writes
+    // by now; one that waits stays put however long this takes.
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    assert!(child.try_wait().unwrap().is_none(), "still waiting");
+    assert_eq!(
+        env.sandbox.stats().writes,
+        0,
+        "nothing written while waiting"
+    );
+    assert_eq!(
+        env.store().latest_run(&[]).unwrap(),
+        None,
+        "no run begun while waiting"
+    );
+
     drop(held);
-    let out = tokio::task::spawn_blocking(move || child.wait_with_output().unwrap())
+    let status = tokio::task::spawn_blocking(move || child.wait().unwrap())
         .await
         .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    let stderr = reader.join().unwrap();
+    assert_eq!(status.code(), Some(0), "{stderr}");
     assert!(
-        stderr.contains("waiting for the daemon's running job to finish"),
-        "{stderr}"
+        env.sandbox.stats().writes >= 10,
+        "{:?}",
+        env.sandbox.stats()
     );
-    assert!(started.elapsed() >= std::time::Duration::from_millis(1500));
+    let run = env.store().latest_run(&[]).unwrap().unwrap();
+    assert_eq!(
+        run.status,
+        seatwarden::store::RunStatus::Succeeded,
+        "{run:?}"
+    );
 }
 
 /// Two accounts carry Ada's email: the match is disputed and nothing is done for

@@ -1268,7 +1268,11 @@ async fn a_long_retry_after_pauses_no_longer_than_the_cap() {
         .unwrap()
         .unwrap();
     let waited = started.elapsed();
-    assert!(waited >= Duration::from_millis(280), "{waited:?}");
+    // Uncapped, the pause would be an hour; 2 s leaves room for a loaded machine.
+    assert!(
+        waited >= Duration::from_millis(280) && waited < Duration::from_secs(2),
+        "{waited:?}"
+    );
 }
 
 #[tokio::test]
@@ -1351,23 +1355,55 @@ async fn unusable_service_provider_configs_are_tolerated() {
 
 #[tokio::test]
 async fn concurrency_and_rate_are_bounded() {
+    const DELAY: Duration = Duration::from_millis(300);
     let server = MockServer::start().await;
+    // When each request arrived. Its answer leaves DELAY later at the earliest, so
+    // a request that arrives less than DELAY after another one overlapped it.
+    let arrivals = Arc::new(Mutex::new(Vec::<std::time::Instant>::new()));
+    let recorded = Arc::clone(&arrivals);
     Mock::given(method("GET"))
-        .respond_with(
+        .respond_with(move |_: &Request| {
+            recorded.lock().unwrap().push(std::time::Instant::now());
             ResponseTemplate::new(200)
                 .set_body_json(json!({"id": "u1", "userName": "a"}))
-                .set_delay(Duration::from_millis(300)),
-        )
+                .set_delay(DELAY)
+        })
         .mount(&server)
         .await;
-    // Two at a time: four requests take two rounds.
+    // The most requests in flight together: at each arrival, those that arrived
+    // less than DELAY before it (itself included). Load only spreads arrivals out,
+    // so it can hide a breach but never invent one.
+    let most_in_flight = |arrivals: &[std::time::Instant]| {
+        arrivals
+            .iter()
+            .enumerate()
+            .map(|(i, at)| {
+                arrivals[..=i]
+                    .iter()
+                    .filter(|before| at.duration_since(**before) < DELAY)
+                    .count()
+            })
+            .max()
+            .unwrap_or(0)
+    };
+    // Two at a time: six requests take three rounds, never three at once.
     let client = client_with(&server, |s| s.max_concurrency = 2);
     let started = std::time::Instant::now();
-    let all = futures::future::join_all((0..4).map(|_| client.get_account("u1"))).await;
+    let all = futures::future::join_all((0..6).map(|_| client.get_account("u1"))).await;
     assert!(all.iter().all(Result::is_ok));
     let elapsed = started.elapsed();
+    let seen = std::mem::take(&mut *arrivals.lock().unwrap());
+    assert_eq!(seen.len(), 6);
+    assert_eq!(
+        most_in_flight(&seen),
+        2,
+        "{:?}",
+        seen.iter()
+            .map(|t| t.duration_since(seen[0]))
+            .collect::<Vec<_>>()
+    );
     // A lower bound only: an upper bound would make the test depend on machine load.
-    assert!(elapsed >= Duration::from_millis(580), "{elapsed:?}");
+    assert!(elapsed >= Duration::from_millis(880), "{elapsed:?}");
 
     // Two per second (burst of two): the fourth request waits about a second.
     let client = client_with(&server, |s| {
