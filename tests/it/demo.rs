@@ -227,7 +227,8 @@ fn the_sandbox_command_rejects_a_share_outside_0_to_1() {
         .args(["sandbox", "--port", "0", "--rate-429", "1.5"])
         .output()
         .unwrap();
-    assert_eq!(out.status.code(), Some(2));
+    // A usage error (EX_USAGE).
+    assert_eq!(out.status.code(), Some(64));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("--rate-429"), "{stderr}");
     assert!(stderr.contains("from 0 to 1"), "{stderr}");
