@@ -735,8 +735,13 @@ fn prune_job(shared: &Shared) -> Result<(), RunError> {
     Ok(())
 }
 
-/// The digest covers the time since the last one was sent (a day the first time;
-/// at most a week, after a long stop).
+/// The key in `daemon_state` of the instant the last digest covered up to.
+const DIGEST_COVERED_UNTIL: &str = "digest_covered_until";
+
+/// The digest covers the time since the last one ended (a day the first time; at
+/// most a week, after a long stop). It starts where the last one's period ended,
+/// not when its job finished: a run that finished while a digest was being built
+/// would otherwise be in neither.
 fn digest_job(shared: &Shared, notifier: Option<&notify::Notifier>) -> Result<(), RunError> {
     let Some(notifier) = notifier else {
         tracing::warn!("schedule.digest is set but [report.email] is not: no digest sent");
@@ -745,18 +750,32 @@ fn digest_job(shared: &Shared, notifier: Option<&notify::Notifier>) -> Result<()
     let config = shared.config();
     let now = shared.now();
     let mut store = Store::open(&config.state.path)?;
-    let last = store
-        .jobs()?
-        .into_iter()
-        .find(|j| j.name == DIGEST)
-        .and_then(|j| j.last_success_at);
-    let period = last
-        .map(|at| now - at)
-        .unwrap_or(chrono::Duration::days(1))
-        .clamp(chrono::Duration::hours(1), chrono::Duration::days(7));
+    let covered_until = store
+        .state_value(DIGEST_COVERED_UNTIL)?
+        .and_then(|text| DateTime::parse_from_rfc3339(&text).ok())
+        .map(|at| at.with_timezone(&Utc));
+    // Before this key existed: the last digest job's success.
+    let last = match covered_until {
+        Some(at) => Some(at),
+        None => store
+            .jobs()?
+            .into_iter()
+            .find(|j| j.name == DIGEST)
+            .and_then(|j| j.last_success_at),
+    };
+    let period = digest_period(last, now);
     notifier
         .queue_digest(&mut store, now, period)
-        .map_err(|e| RunError::Notify(format!("building the digest: {e}")))
+        .map_err(|e| RunError::Notify(format!("building the digest: {e}")))?;
+    store.set_state_value(DIGEST_COVERED_UNTIL, Some(&now.to_rfc3339()))?;
+    Ok(())
+}
+
+/// The period a digest built at `now` covers after one that covered up to `last`.
+fn digest_period(last: Option<DateTime<Utc>>, now: DateTime<Utc>) -> chrono::Duration {
+    last.map(|at| now - at)
+        .unwrap_or(chrono::Duration::days(1))
+        .clamp(chrono::Duration::hours(1), chrono::Duration::days(7))
 }
 
 fn chrono_sla(settings: &DaemonSettings) -> chrono::Duration {

@@ -371,8 +371,10 @@ impl Store {
         Ok(id)
     }
 
-    /// Runs started in `[from, to)` with their stored report JSON (`None` for a run
-    /// that failed before its report), oldest first: the digest's input.
+    /// Runs finished in `[from, to)` with their stored report JSON (`None` for a run
+    /// that failed before its report), oldest first: the digest's input. By the
+    /// finish, not the start: a run still going when one digest is built is counted
+    /// by the next, once it has a report and an outcome.
     pub fn reports_between(
         &self,
         from: DateTime<Utc>,
@@ -387,7 +389,7 @@ impl Store {
             .prepare_cached(&format!(
                 "SELECT {columns}, reports.json FROM runs
                  LEFT JOIN reports ON reports.run_id = runs.id
-                 WHERE runs.started_at >= ?1 AND runs.started_at < ?2
+                 WHERE runs.finished_at >= ?1 AND runs.finished_at < ?2
                  ORDER BY runs.id"
             ))
             .and_then(|mut stmt| {

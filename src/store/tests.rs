@@ -1905,3 +1905,35 @@ fn the_journal_and_links_keep_every_row_and_index_through_the_check_rewrite() {
     let left = all_rows(&store.conn, "actions");
     assert_eq!(left, before[0][2..]);
 }
+
+/// A digest counts the runs that finished in its period: one that started in the
+/// previous period and finished in this one is counted here, and one still running
+/// is left for the next digest instead of being lost between the two.
+#[test]
+fn reports_between_counts_runs_by_when_they_finished() {
+    let mut store = Store::open_in_memory().unwrap();
+    let straddling = store.begin_run(RunKind::Reconcile, t(50)).unwrap();
+    store.save_report(straddling, "{}").unwrap();
+    store
+        .finish_run(straddling, t(150), RunStatus::Succeeded, None)
+        .unwrap();
+    let inside = store.begin_run(RunKind::Reconcile, t(160)).unwrap();
+    store
+        .finish_run(inside, t(170), RunStatus::Failed, Some("boom"))
+        .unwrap();
+    let running = store.begin_run(RunKind::Reconcile, t(180)).unwrap();
+    let ids = |store: &Store, from, to| -> Vec<RunId> {
+        store
+            .reports_between(t(from), t(to))
+            .unwrap()
+            .into_iter()
+            .map(|(run, _)| run.id)
+            .collect()
+    };
+    assert_eq!(ids(&store, 100, 200), [straddling, inside]);
+    assert_eq!(ids(&store, 0, 100), Vec::<RunId>::new());
+    store
+        .finish_run(running, t(210), RunStatus::Succeeded, None)
+        .unwrap();
+    assert_eq!(ids(&store, 200, 300), [running]);
+}

@@ -1004,10 +1004,12 @@ mod digest {
         save(&previous(), RunStatus::Succeeded);
         let mut broken = today();
         broken.started_at = at(29, 12);
+        broken.finished_at = broken.started_at + chrono::Duration::minutes(1);
         save(&broken, RunStatus::Failed);
         save(&today(), RunStatus::Succeeded);
         let mut too_old = previous();
         too_old.started_at = at(27, 7);
+        too_old.finished_at = too_old.started_at + chrono::Duration::minutes(1);
         save(&too_old, RunStatus::Succeeded);
         let stored =
             seatwarden::report::digest::collect(&store, at(30, 8), Duration::from_secs(86_400))
