@@ -515,6 +515,7 @@ pub fn reject(
         .map(|e| (e.action.seq, Decision::Rejected, None))
         .collect();
     store.record_decisions(run, &decisions, &safety::os_user(), now)?;
+    refresh_report(store, run)?;
     safety::audit(
         store,
         "reject",
@@ -648,18 +649,34 @@ fn refresh_report(store: &mut Store, run: RunId) -> Result<(), ApprovalError> {
         return Ok(());
     };
     let journal = store.journal(run)?;
+    let decisions = store.decisions(run)?;
     // Reports stored before actions carried `waiting` have none set.
     let flagged = report.actions.iter().any(|a| a.waiting);
     for outcome in &mut report.actions {
         if let Some(entry) = journal.iter().find(|e| e.action.seq == outcome.seq) {
+            // A held action someone decided on waits for nobody any more: the report
+            // and the digest stop asking for an approval that would be refused.
+            let decided = match (entry.state, decisions.get(&outcome.seq)) {
+                (ActionState::Held, Some(Decision::Rejected)) => {
+                    Some("rejected (seatwarden reject): this run never applies it")
+                }
+                (ActionState::Held, Some(Decision::Obsolete)) => {
+                    Some("obsolete: the workspace already showed it when it was approved")
+                }
+                _ => None,
+            };
             outcome.outcome = match entry.state {
+                _ if decided.is_some() => Outcome::NotRun,
                 ActionState::Applied => Outcome::Applied,
                 ActionState::Failed => Outcome::Failed,
                 ActionState::Held => Outcome::Held,
                 ActionState::Planned | ActionState::InFlight => Outcome::NotRun,
             };
             outcome.attempts = entry.attempts;
-            if entry.state != ActionState::Held {
+            if let Some(why) = decided {
+                outcome.error = Some(why.to_owned());
+                outcome.waiting = false;
+            } else if entry.state != ActionState::Held {
                 outcome.error = entry.last_error.clone();
                 outcome.waiting = false;
             }

@@ -560,6 +560,26 @@ async fn reject_and_the_override_are_audited() {
     let mut store = env.store();
     let rejected = approval::reject(&mut store, held.run_id, &Only::All, Utc::now()).unwrap();
     assert_eq!(rejected, 3);
+    // The stored report stops asking for a human: what was rejected is not run.
+    let report =
+        seatwarden::report::Report::from_json(&store.report(held.run_id).unwrap().unwrap())
+            .unwrap();
+    assert_eq!(report.summary.actions_held, 0, "{:?}", report.actions);
+    let rejected_actions: Vec<_> = report
+        .actions
+        .iter()
+        .filter(|a| {
+            a.error
+                .as_deref()
+                .is_some_and(|e| e.starts_with("rejected"))
+        })
+        .collect();
+    assert_eq!(rejected_actions.len(), 3, "{:?}", report.actions);
+    assert!(
+        rejected_actions
+            .iter()
+            .all(|a| a.outcome == seatwarden::report::Outcome::NotRun)
+    );
     drop(store);
     let approve = approval::approve(
         &env.config,
