@@ -601,9 +601,13 @@ async fn reconcile_job(
         .record((outcome.report.finished_at - outcome.report.started_at).as_seconds_f64());
     // A rejected directory plans nothing: its zeros would clear every drift alert
     // just when nothing can be trusted. The gauges keep the last trusted counts.
+    // The drift left after the run, not the drift it found and fixed: an alert on
+    // stale access must clear once the leaver's deactivation is verified.
     if outcome.report.safety.source_fault.is_none() {
-        for (kind, count) in &summary.drift_by_kind {
-            metrics::gauge!("seatwarden_drift_items", "kind" => kind.as_str()).set(*count as f64);
+        for (kind, count) in
+            crate::report::count_by_kind_of(&crate::report::residual_drift(&outcome.report))
+        {
+            metrics::gauge!("seatwarden_drift_items", "kind" => kind.as_str()).set(count as f64);
         }
     }
     // The last reconcile's safety findings, 1 or 0, to alert on (the circuit

@@ -231,8 +231,17 @@ pub fn printable_field(text: &str) -> String {
     printable(text, false).into_owned()
 }
 
+/// [`count_by_kind`] of borrowed items (e.g. [`residual_drift`]).
+pub fn count_by_kind_of(drift: &[&DriftItem]) -> BTreeMap<DriftKind, usize> {
+    tally(drift.iter().copied())
+}
+
 /// Counts drift per kind with every kind present.
 pub fn count_by_kind(drift: &[DriftItem]) -> BTreeMap<DriftKind, usize> {
+    tally(drift.iter())
+}
+
+fn tally<'a>(drift: impl Iterator<Item = &'a DriftItem>) -> BTreeMap<DriftKind, usize> {
     let mut counts: BTreeMap<DriftKind, usize> =
         DriftKind::ALL.into_iter().map(|k| (k, 0)).collect();
     for item in drift {

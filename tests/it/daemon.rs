@@ -235,7 +235,19 @@ async fn the_sweep_deactivates_a_leaver_verifies_it_and_reports_it() {
         )
         .unwrap_or(0.0)
     };
-    let before = deactivations_applied(&daemon.get("/metrics").1);
+    let metrics = daemon.get("/metrics").1;
+    let before = deactivations_applied(&metrics);
+    // The first reconcile found the demo's stale access and fixed it: the drift
+    // gauges show what is left (what seatwarden never acts on), not what it fixed.
+    let drift = |kind: &str| {
+        metric(
+            &metrics,
+            &format!("seatwarden_drift_items{{kind=\"{kind}\"}}"),
+        )
+    };
+    assert_eq!(drift("stale_access"), Some(0.0), "{metrics}");
+    assert_eq!(drift("missing_account"), Some(0.0), "{metrics}");
+    assert!(drift("disputed_match").unwrap() > 0.0, "{metrics}");
 
     // A linked, active person leaves: removed from the directory file.
     let directory_path = dir.path().join("directory.json");
