@@ -517,7 +517,7 @@ fn run_command(cli: Cli) -> anyhow::Result<u8> {
             Ok(exit::OK)
         }
         Command::Status { format } => {
-            let store = open_store(&config)?;
+            let store = open_existing_store(&config)?;
             let tz = config.daemon_settings()?.timezone;
             let status = crate::daemon::status::collect(
                 &store,
@@ -596,7 +596,7 @@ fn run_command(cli: Cli) -> anyhow::Result<u8> {
         Command::Approve { run, only } => approve(&config, run, only.as_deref()),
         Command::Reject { run, only } => {
             let only = crate::approval::Only::parse(only.as_deref())?;
-            let mut store = open_store(&config)?;
+            let mut store = open_existing_store(&config)?;
             let n = crate::approval::reject(&mut store, run, &only, chrono::Utc::now())?;
             outln!(
                 "rejected {n} held actions of run {run}; that run will not apply them \
@@ -609,6 +609,7 @@ fn run_command(cli: Cli) -> anyhow::Result<u8> {
             account,
             replace,
         } => {
+            ensure_store_exists(&config)?;
             let _writer = writer_lock(&config)?;
             let mut store = open_store(&config)?;
             let replaced = crate::approval::link(
@@ -649,7 +650,7 @@ fn run_command(cli: Cli) -> anyhow::Result<u8> {
         }
         Command::Explain { person, live } => {
             use crate::explain;
-            let store = open_store(&config)?;
+            let store = open_existing_store(&config)?;
             let live = match (live, explain::live_target(&store, &person)?) {
                 (true, Some(target)) => {
                     let client = crate::workspace::ScimClient::new(config.scim_settings()?)?;
@@ -670,7 +671,7 @@ fn run_command(cli: Cli) -> anyhow::Result<u8> {
         Command::Export { kind, format } => export(&config, kind, format),
         Command::SendMail => send_mail(&config),
         Command::Report { run, format, email } => {
-            let store = open_store(&config)?;
+            let store = open_existing_store(&config)?;
             let run_id: RunId = if run == "latest" {
                 store
                     .latest_run(&[RunKind::Plan, RunKind::DryRun, RunKind::Reconcile])?
@@ -813,7 +814,7 @@ fn email_report(config: &Config, mut store: Store, report: &Report) -> anyhow::R
 fn digest(config: &Config, period: &str, format: Format, email: bool) -> anyhow::Result<u8> {
     let period =
         crate::config::parse_duration(period).map_err(|e| anyhow::anyhow!("--period: {e}"))?;
-    let mut store = open_store(config)?;
+    let mut store = open_existing_store(config)?;
     let deprovisions = crate::daemon::notify::digest_deprovisions(&store)?;
     let digest = report::digest::build_from_store(
         &store,
@@ -839,7 +840,7 @@ fn digest(config: &Config, period: &str, format: Format, email: bool) -> anyhow:
 }
 
 fn export(config: &Config, kind: ExportKind, format: ExportFormat) -> anyhow::Result<u8> {
-    let store = open_store(config)?;
+    let store = open_existing_store(config)?;
     let ExportKind::Access = kind;
     let export = crate::export::access(&store, &config.policy_settings())?;
     match format {
@@ -851,7 +852,7 @@ fn export(config: &Config, kind: ExportKind, format: ExportFormat) -> anyhow::Re
 
 fn send_mail(config: &Config) -> anyhow::Result<u8> {
     let settings = mail_settings(config)?;
-    let store = open_store(config)?;
+    let store = open_existing_store(config)?;
     let (store, delivery) = deliver(&settings, store, chrono::Utc::now())?;
     if delivery.failed > 0 {
         eprintln!(
@@ -1003,6 +1004,26 @@ fn writer_lock(config: &Config) -> anyhow::Result<WriterLock> {
     .context("taking the writer lock")
 }
 
+/// The state database of a command that only reads or decides on what runs stored:
+/// a path with no database is an error, not a new empty database whose "nothing
+/// pending" would keep a check with a wrong path green.
+fn open_existing_store(config: &Config) -> anyhow::Result<Store> {
+    ensure_store_exists(config)?;
+    open_store(config)
+}
+
+fn ensure_store_exists(config: &Config) -> anyhow::Result<()> {
+    if !config.state.path.exists() {
+        anyhow::bail!(
+            "there is no state database at {} (state.path in {}): run `seatwarden plan` or \
+             `seatwarden reconcile` first, or check the path",
+            config.state.path.display(),
+            config.source.display()
+        );
+    }
+    Ok(())
+}
+
 fn open_store(config: &Config) -> anyhow::Result<Store> {
     Store::open(&config.state.path)
         .with_context(|| format!("opening the state database {}", config.state.path.display()))
@@ -1037,6 +1058,7 @@ fn execute_with_options(
 fn approve(config: &Config, run: RunId, only: Option<&str>) -> anyhow::Result<u8> {
     use crate::approval;
     let only = approval::Only::parse(only)?;
+    ensure_store_exists(config)?;
     let _writer = writer_lock(config)?;
     let store = open_store(config)?;
     let client = crate::workspace::ScimClient::new(config.scim_settings()?)?;

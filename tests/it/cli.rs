@@ -325,3 +325,43 @@ fn a_closed_stdout_ends_the_command_quietly() {
     assert!(!stderr.contains("panicked"), "{stderr}");
     assert!(!stderr.contains("error"), "{stderr}");
 }
+
+/// A command that reads what runs stored does not make an empty database where
+/// `state.path` points: `status` on a wrong path would otherwise report "nothing
+/// pending" and keep a monitoring check green.
+#[test]
+fn reading_commands_refuse_a_missing_state_database_and_create_none() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("seatwarden.toml");
+    std::fs::write(
+        &config,
+        "[directory]\nkind = \"file\"\npath = \"d.json\"\n[workspace]\nurl = \"https://x.example/scim/v2\"\ntoken = \"t\"\n[state]\npath = \"typo/state.db\"\n",
+    )
+    .unwrap();
+    std::fs::create_dir(dir.path().join("typo")).unwrap();
+    for args in [
+        &["status"][..],
+        &["report"],
+        &["export", "access"],
+        &["digest"],
+        &["explain", "someone"],
+        &["reject", "1"],
+        &["approve", "1"],
+        &["link", "00u1", "a1"],
+    ] {
+        let mut all = vec!["--config", config.to_str().unwrap()];
+        all.extend_from_slice(args);
+        let out = seatwarden(&all, &[]);
+        let stderr = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {stderr}");
+        assert!(
+            stderr.contains("no state database at") && stderr.contains("state.path"),
+            "{args:?}: {stderr}"
+        );
+        assert_eq!(
+            std::fs::read_dir(dir.path().join("typo")).unwrap().count(),
+            0,
+            "{args:?} left a file behind"
+        );
+    }
+}
