@@ -100,10 +100,9 @@ impl InstanceLock {
         let mut name = database.as_os_str().to_owned();
         name.push(".lock");
         let path = PathBuf::from(name);
-        let file = std::fs::OpenOptions::new()
+        let file = crate::store::private_file()
             .create(true)
             .truncate(false)
-            .write(true)
             .open(&path)
             .map_err(|source| DaemonError::LockFile {
                 path: path.clone(),

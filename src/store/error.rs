@@ -18,6 +18,14 @@ pub enum StoreError {
         source: rusqlite::Error,
     },
 
+    /// The database file could not be created (a missing directory, no permission).
+    #[error("cannot create the state database {path}: {source}")]
+    Create {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+
     /// The database was written by a newer seatwarden.
     #[error(
         "the state database {path} has schema version {found}, newer than this binary \

@@ -220,13 +220,43 @@ fn run_record(row: &rusqlite::Row<'_>) -> rusqlite::Result<RunRecord> {
     })
 }
 
+/// Options that create a file only its owner can read and write (on Unix; the
+/// lock files and the database's first creation use them).
+pub fn private_file() -> std::fs::OpenOptions {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    options
+}
+
 impl Store {
-    /// Opens (creating if missing) the database at `path` and migrates it.
+    /// Opens (creating if missing) the database at `path` and migrates it. A new
+    /// database is made readable by its owner only (SQLite gives its `-wal` and
+    /// `-shm` files the same mode): it holds both snapshots, the leavers' ledger
+    /// and the outbox, and a command run from a shell has a umask that would let
+    /// every local user read them.
     pub fn open(path: &Path) -> Result<Store, StoreError> {
         let open_error = |source| StoreError::Open {
             path: path.to_owned(),
             source,
         };
+        if !path.exists() {
+            match private_file().create_new(true).open(path) {
+                Ok(_) => {}
+                // Made by another process meanwhile: SQLite opens it as it is.
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+                Err(e) => {
+                    return Err(StoreError::Create {
+                        path: path.to_owned(),
+                        source: e,
+                    });
+                }
+            }
+        }
         let conn = Connection::open(path).map_err(open_error)?;
         let mut store = Store {
             conn,

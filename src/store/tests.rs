@@ -1937,3 +1937,26 @@ fn reports_between_counts_runs_by_when_they_finished() {
         .unwrap();
     assert_eq!(ids(&store, 200, 300), [running]);
 }
+
+/// A new state database, its WAL and the writer lock are readable by their owner
+/// only, whatever the umask of the shell that ran the first command.
+#[cfg(unix)]
+#[test]
+fn a_new_database_and_its_lock_are_private_to_their_owner() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state.db");
+    let mut store = Store::open(&path).unwrap();
+    store.begin_run(RunKind::Plan, t(0)).unwrap();
+    let _lock = writer::WriterLock::acquire_blocking(&path, |_| {}).unwrap();
+    let mode = |name: &str| {
+        std::fs::metadata(dir.path().join(name))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777
+    };
+    assert_eq!(mode("state.db"), 0o600);
+    assert_eq!(mode("state.db-wal"), 0o600);
+    assert_eq!(mode("state.db.writer"), 0o600);
+}

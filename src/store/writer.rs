@@ -75,10 +75,9 @@ impl WriterLock {
 }
 
 fn open(path: &Path) -> Result<File, StoreError> {
-    std::fs::OpenOptions::new()
+    super::private_file()
         .create(true)
         .truncate(false)
-        .write(true)
         .open(path)
         .map_err(|source| lock_error(path, source))
 }
