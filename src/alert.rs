@@ -85,13 +85,13 @@ impl AlertCondition {
     }
 
     /// The body: what happened, and what to do.
-    pub fn details(&self, timezone: Tz) -> Vec<String> {
+    pub fn details(&self, timezone: Tz, admin: &str) -> Vec<String> {
         match self {
             AlertCondition::PlanHeld {
                 run_id, reason, ..
             } => vec![
                 format!("Why: {reason}"),
-                format!("Review with `seatwarden report --run {run_id}`; approve with `seatwarden approve {run_id}`."),
+                format!("Review with `{admin} report --run {run_id}`; approve with `{admin} approve {run_id}`."),
             ],
             AlertCondition::OverdueDeprovision {
                 identity_id,
@@ -102,7 +102,7 @@ impl AlertCondition {
                     "{user_name} (directory id {identity_id}) should have lost access by {}.",
                     due_at.with_timezone(&timezone).format("%Y-%m-%d %H:%M %Z")
                 ),
-                "Check `seatwarden report` for a held or failed deactivation.".to_owned(),
+                format!("Check `{admin} report` for a held or failed deactivation."),
             ],
             AlertCondition::DirectorySnapshotRejected { reason } => vec![
                 format!("Why: {reason}"),
@@ -110,7 +110,7 @@ impl AlertCondition {
             ],
             AlertCondition::CircuitBreakerOpen { reason } => vec![
                 format!("Why: {reason}"),
-                "Writes resume after the cool-down or on command.".to_owned(),
+                format!("Writes resume after the cool-down, or with `{admin} resume`."),
             ],
             AlertCondition::RepeatedFailures { last_error, .. } => {
                 vec![format!("Last error: {last_error}")]
@@ -126,6 +126,8 @@ pub struct AlertContext<'a> {
     pub name: &'a str,
     pub timezone: Tz,
     pub mail: &'a MailSettings,
+    /// How people run seatwarden's commands here (`report.admin_command`).
+    pub admin_command: &'a str,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -251,7 +253,7 @@ pub fn raise(
                     ""
                 }
             );
-            let mut lines = condition.details(context.timezone);
+            let mut lines = condition.details(context.timezone, context.admin_command);
             if let Some(old) = existing
                 .as_ref()
                 .filter(|_| decision == RaiseDecision::Reminder)
@@ -375,6 +377,7 @@ mod tests {
             name: "acme",
             timezone: chrono_tz::Europe::Berlin,
             mail: &mail,
+            admin_command: "seatwarden",
         };
         let first = raise(&mut store, &context, &breaker(), at(8, 0)).unwrap();
         assert_eq!(first.decision, RaiseDecision::New);
@@ -419,6 +422,7 @@ mod tests {
             name: "acme",
             timezone: chrono_tz::Europe::Berlin,
             mail: &mail,
+            admin_command: "seatwarden",
         };
         let forged = AlertCondition::OverdueDeprovision {
             identity_id: "00u1".into(),
@@ -442,6 +446,7 @@ mod tests {
             name: "acme",
             timezone: chrono_tz::UTC,
             mail: &mail,
+            admin_command: "seatwarden",
         };
         assert_eq!(
             resolve(&mut store, &context, "circuit_breaker_open", at(7, 0)).unwrap(),
@@ -486,6 +491,7 @@ mod tests {
             name: "acme",
             timezone: chrono_tz::UTC,
             mail: &mail,
+            admin_command: "seatwarden",
         };
         raise(&mut store, &context, &overdue("u1"), at(9, 0)).unwrap();
         let other = raise(&mut store, &context, &overdue("u2"), at(9, 1)).unwrap();

@@ -591,7 +591,7 @@ fn run_command(cli: Cli) -> anyhow::Result<u8> {
                 },
             )?;
             print_report(&outcome.report, format)?;
-            Ok(exit_code_for(&outcome.report))
+            Ok(exit_with_hint(&config, mode, &outcome))
         }
         Command::Approve { run, only } => approve(&config, run, only.as_deref()),
         Command::Reject { run, only } => {
@@ -646,7 +646,7 @@ fn run_command(cli: Cli) -> anyhow::Result<u8> {
             }
             let outcome = execute(&config, Mode::Reconcile)?;
             print_report(&outcome.report, format)?;
-            Ok(exit_code_for(&outcome.report))
+            Ok(exit_with_hint(&config, Mode::Reconcile, &outcome))
         }
         Command::Explain { person, live } => {
             use crate::explain;
@@ -823,6 +823,7 @@ fn digest(config: &Config, period: &str, format: Format, email: bool) -> anyhow:
         chrono::Utc::now(),
         period,
         &deprovisions,
+        &config.admin_command(),
     )?;
     if email {
         let settings = mail_settings(config)?;
@@ -990,6 +991,21 @@ pub fn exit_code_for(report: &Report) -> u8 {
     } else {
         exit::OK
     }
+}
+
+/// [`exit_code_for`] a run, saying on stderr what to do when a reconcile held
+/// actions for a human: the report shows what, not the commands that decide.
+fn exit_with_hint(config: &Config, mode: Mode, outcome: &run::RunOutcome) -> u8 {
+    let code = exit_code_for(&outcome.report);
+    if code == exit::HELD && mode == Mode::Reconcile {
+        let admin = config.admin_command();
+        let run = outcome.run_id;
+        eprintln!(
+            "held for a human: review with `{admin} report --run {run}` or `{admin} explain \
+             PERSON`, then `{admin} approve {run}` (or `{admin} reject {run}`)"
+        );
+    }
+    code
 }
 
 /// The lock every writer through this database holds (see [`WriterLock`]): a

@@ -635,6 +635,11 @@ pub struct ReportConfig {
     /// `Europe/Berlin`; default: `schedule.timezone`, so one key usually does.
     #[serde(default)]
     pub timezone: Option<String>,
+    /// How people reach seatwarden's commands where this runs, for the commands
+    /// alerts and digests tell them to run (`{admin_command} approve 42`); default
+    /// `seatwarden`. Under systemd: `sudo seatwarden-admin`.
+    #[serde(default)]
+    pub admin_command: Option<String>,
     #[serde(default)]
     pub email: Option<EmailConfig>,
 }
@@ -1217,6 +1222,17 @@ impl Config {
             )?;
         }
         Ok(())
+    }
+
+    /// The command people run seatwarden's commands with (`report.admin_command`).
+    pub fn admin_command(&self) -> String {
+        self.report
+            .admin_command
+            .as_deref()
+            .map(str::trim)
+            .filter(|c| !c.is_empty())
+            .unwrap_or("seatwarden")
+            .to_owned()
     }
 
     /// The name in subjects and titles: `report.name`, else the workspace's host.

@@ -40,6 +40,7 @@ pub struct Notifier {
     name: String,
     timezone: Tz,
     mail: MailSettings,
+    admin_command: String,
 }
 
 impl Notifier {
@@ -57,6 +58,7 @@ impl Notifier {
             name: config.report_name(),
             timezone,
             mail,
+            admin_command: config.admin_command(),
         })
     }
 
@@ -65,6 +67,7 @@ impl Notifier {
             name: &self.name,
             timezone: self.timezone,
             mail: &self.mail,
+            admin_command: &self.admin_command,
         }
     }
 
@@ -95,6 +98,7 @@ impl Notifier {
             now,
             period.to_std().unwrap_or_default(),
             &deprovisions,
+            &self.admin_command,
         )
         .map_err(|e| e.to_string())?;
         mail::queue_digest(store, &self.mail, &digest, now).map_err(|e| e.to_string())?;

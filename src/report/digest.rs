@@ -66,6 +66,8 @@ pub struct DigestInput<'a> {
     /// Deprovisions verified in the period: most leavers are deactivated by the
     /// sweep, whose runs leave no report.
     pub verified: &'a [DigestVerified],
+    /// How people run seatwarden's commands here (`report.admin_command`).
+    pub admin_command: &'a str,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -307,7 +309,7 @@ impl Digest {
             .map(|(run_id, actions)| HeldRun {
                 run_id,
                 actions,
-                approve_command: format!("seatwarden approve {run_id}"),
+                approve_command: format!("{} approve {run_id}", input.admin_command),
             })
             .into_iter()
             .collect();
@@ -680,6 +682,7 @@ pub fn build_from_store(
     now: DateTime<Utc>,
     period: Duration,
     deprovisions: &[DigestDeprovision],
+    admin_command: &str,
 ) -> Result<Digest, DigestError> {
     let stored = collect(store, now, period)?;
     let length = chrono::Duration::from_std(period).unwrap_or_else(|_| chrono::Duration::days(1));
@@ -706,5 +709,6 @@ pub fn build_from_store(
         failed_runs_previous: stored.failed_runs_previous,
         deprovisions,
         verified: &verified,
+        admin_command,
     }))
 }

@@ -810,6 +810,7 @@ async fn the_sweep_rejects_a_truncated_directory_and_acts_on_a_real_leaver() {
         chrono::Utc::now() + chrono::Duration::seconds(1),
         std::time::Duration::from_secs(86_400),
         &[],
+        "seatwarden",
     )
     .unwrap();
     let user_name = users[leaver]["userName"].as_str().unwrap();

@@ -858,6 +858,7 @@ fn alert_and_resolution_messages() {
         name: "acme",
         timezone: chrono_tz::Europe::Berlin,
         mail: &settings,
+        admin_command: "sudo seatwarden-admin",
     };
     let condition = AlertCondition::OverdueDeprovision {
         identity_id: "00u1001".into(),

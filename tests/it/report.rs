@@ -821,6 +821,7 @@ mod digest {
         let deprovisions = ledger();
         Digest::build(&DigestInput {
             name: "acme",
+            admin_command: "seatwarden",
             timezone: chrono_tz::Europe::Berlin,
             now: at(30, 8),
             period: Duration::from_secs(24 * 3600),
@@ -851,6 +852,7 @@ mod digest {
         let build = |reports: &[Report], failed_runs| {
             Digest::build(&DigestInput {
                 name: "acme",
+                admin_command: "seatwarden",
                 timezone: chrono_tz::UTC,
                 now: at(30, 8),
                 period: Duration::from_secs(24 * 3600),
@@ -903,6 +905,7 @@ mod digest {
         }];
         let digest = Digest::build(&DigestInput {
             name: "acme",
+            admin_command: "seatwarden",
             timezone: chrono_tz::UTC,
             now: at(30, 8),
             period: Duration::from_secs(24 * 3600),
@@ -962,6 +965,7 @@ mod digest {
         let reports = [converged];
         let digest = Digest::build(&DigestInput {
             name: "acme",
+            admin_command: "seatwarden",
             timezone: chrono_tz::UTC,
             now: at(30, 8),
             period: Duration::from_secs(24 * 3600),

@@ -1137,6 +1137,71 @@ fn the_binary_audits_resume_and_explains_its_errors() {
     assert_eq!(audit[0].user, "auditor");
 }
 
+/// A reconcile that holds actions for a human exits 3 and says, on stderr, which
+/// commands decide on them, in the form people run them here.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_held_reconcile_says_how_to_approve_it() {
+    use std::process::Command;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let sandbox = Sandbox::start(
+        listener,
+        SandboxOptions {
+            token: "t0ken".into(),
+            ..SandboxOptions::default()
+        },
+        WorkspaceSnapshot::default(),
+    )
+    .await
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("seatwarden.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[directory]\nkind = \"file\"\npath = \"directory.json\"\n\
+             [workspace]\nurl = \"{}\"\ntoken = \"t0ken\"\n\
+             [safety]\nsettle = \"0s\"\nmax_deprovisions = 0\nmax_directory_shrink_percent = 100\n\
+             [report]\nadmin_command = \"sudo seatwarden-admin\"\n",
+            sandbox.base_url()
+        ),
+    )
+    .unwrap();
+    let directory = |people: &[&str]| {
+        let users: Vec<serde_json::Value> = people
+            .iter()
+            .map(|n| serde_json::json!({"id": n, "userName": format!("{n}@example.com"), "status": "active"}))
+            .collect();
+        std::fs::write(
+            dir.path().join("directory.json"),
+            serde_json::json!({ "users": users }).to_string(),
+        )
+        .unwrap();
+    };
+    let reconcile = || {
+        Command::new(env!("CARGO_BIN_EXE_seatwarden"))
+            .arg("--config")
+            .arg(&config)
+            .arg("reconcile")
+            .output()
+            .unwrap()
+    };
+    directory(&["ada", "ben", "cy"]);
+    let first = reconcile();
+    assert_eq!(first.status.code(), Some(0));
+    assert!(!String::from_utf8_lossy(&first.stderr).contains("approve"));
+    directory(&["ada", "ben"]);
+    let held = reconcile();
+    let stderr = String::from_utf8_lossy(&held.stderr);
+    assert_eq!(held.status.code(), Some(i32::from(exit::HELD)), "{stderr}");
+    assert!(
+        stderr.contains("`sudo seatwarden-admin approve 2`")
+            && stderr.contains("`sudo seatwarden-admin reject 2`")
+            && stderr.contains("`sudo seatwarden-admin report --run 2`"),
+        "{stderr}"
+    );
+    sandbox.shutdown().await;
+}
+
 /// The exit codes scripts rely on, from the binary: `plan` on a rejected
 /// directory is 5 (with or without `--detailed-exitcode`, which would otherwise say
 /// 0, "in sync"), and `approve` while the breaker is open is 6.
