@@ -1042,7 +1042,8 @@ fn ensure_store_exists(config: &Config) -> anyhow::Result<()> {
 
 fn open_store(config: &Config) -> anyhow::Result<Store> {
     Store::open(&config.state.path)
-        .with_context(|| format!("opening the state database {}", config.state.path.display()))
+        // The store's error names the database; this names the key that chose it.
+        .with_context(|| format!("state.path in {}", config.source.display()))
 }
 
 fn execute(config: &Config, mode: Mode) -> anyhow::Result<run::RunOutcome> {

@@ -2130,17 +2130,20 @@ fn describe_config_error(path: &Path, error: config::ConfigError) -> ConfigError
             key,
         } => ConfigError::Key {
             path: source(origin, key.as_deref()),
-            key: key.unwrap_or_else(|| "?".into()),
+            key: key.map_or_else(|| "?".into(), |k| full_key(&k, "")),
             message: format!("invalid type: {unexpected}, expected {expected}"),
         },
         config::ConfigError::At { error, origin, key } => {
             let path = source(origin, key.as_deref());
             match key {
-                Some(key) => ConfigError::Key {
-                    path,
-                    key,
-                    message: name_the_choices(error.to_string()),
-                },
+                Some(key) => {
+                    let message = name_the_choices(error.to_string());
+                    ConfigError::Key {
+                        path,
+                        key: full_key(&key, &message),
+                        message,
+                    }
+                }
                 None => ConfigError::Invalid {
                     path,
                     message: error.to_string(),
@@ -2151,6 +2154,25 @@ fn describe_config_error(path: &Path, error: config::ConfigError) -> ConfigError
             path: path.to_owned(),
             message: other.to_string(),
         },
+    }
+}
+
+/// The key an error is about, spelled as in the file: the `config` crate joins a
+/// list item's field without a dot (`policy.mapping[0]role`), and names the table,
+/// not the field, of an unknown field (`policy` for `policy.scope_group`).
+fn full_key(key: &str, message: &str) -> String {
+    let mut key = key.replace("]", "].").replace("].[", "][");
+    if key.ends_with('.') {
+        key.pop();
+    }
+    let unknown = message
+        .strip_prefix("unknown field `")
+        .and_then(|rest| rest.split('`').next());
+    match unknown {
+        Some(field) if !key.ends_with(&format!(".{field}")) && key != field => {
+            format!("{key}.{field}")
+        }
+        _ => key,
     }
 }
 

@@ -37,7 +37,7 @@ pub use scim::{ScimDirectorySettings, ScimDirectorySource};
 /// will not fix itself between two attempts of the same run.
 #[derive(Debug, thiserror::Error)]
 pub enum DirectoryError {
-    #[error("cannot read directory file {}: {source}", .path.display())]
+    #[error("cannot read directory file {} (directory.path): {source}", .path.display())]
     Io {
         path: PathBuf,
         source: std::io::Error,

@@ -202,11 +202,22 @@ fn an_unreadable_directory_exits_1_and_names_the_file() {
     .unwrap();
     let out = seatwarden(&["--config", config.to_str().unwrap(), "plan"], &[]);
     assert_eq!(out.status.code(), Some(1));
+    let stderr = text(&out.stderr);
+    assert!(stderr.contains("missing.json (directory.path)"), "{stderr}");
+    // A state database that cannot be created names its key and file once.
+    std::fs::write(
+        &config,
+        "[directory]\nkind = \"file\"\npath = \"missing.json\"\n[workspace]\nurl = \"http://127.0.0.1:9\"\ntoken = \"t\"\n[state]\npath = \"no/such/dir/state.db\"\n",
+    )
+    .unwrap();
+    let out = seatwarden(&["--config", config.to_str().unwrap(), "plan"], &[]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = text(&out.stderr);
     assert!(
-        text(&out.stderr).contains("missing.json"),
-        "{}",
-        text(&out.stderr)
+        stderr.contains("state.path in ") && stderr.contains("seatwarden.toml: cannot create"),
+        "{stderr}"
     );
+    assert_eq!(stderr.matches("state.db").count(), 1, "{stderr}");
 }
 
 #[test]

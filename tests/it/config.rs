@@ -183,12 +183,31 @@ fn an_unknown_key_is_named_with_the_file() {
     // (which has `max_deprovisions` in it).
     let err = load(&format!("{MINIMAL}\n[safety]\nmax_deprovision = 3\n"), &[]).unwrap_err();
     assert!(
-        err.contains("seatwarden.toml: key `safety`: unknown field `max_deprovision`,"),
+        err.contains(
+            "seatwarden.toml: key `safety.max_deprovision`: unknown field `max_deprovision`,"
+        ),
         "{err}"
     );
     let err = load(&format!("{MINIMAL}\n[safety.circuit]\nwindows = 3\n"), &[]).unwrap_err();
     assert!(
-        err.contains("seatwarden.toml: key `safety.circuit`: unknown field `windows`,"),
+        err.contains("seatwarden.toml: key `safety.circuit.windows`: unknown field `windows`,"),
+        "{err}"
+    );
+    // A field of a list item is named with its dot.
+    let err = load(
+        &format!(
+            "{MINIMAL}
+[[policy.mapping]]
+group = \"g\"
+workspace_group = \"w\"
+role = \"Boss\"
+"
+        ),
+        &[],
+    )
+    .unwrap_err();
+    assert!(
+        err.contains("key `policy.mapping[0].role`: `Boss` is not one of `Owner`"),
         "{err}"
     );
 }
