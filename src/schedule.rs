@@ -93,6 +93,20 @@ pub fn missed(
     }
 }
 
+/// Whether a job that missed a slot while the daemon was stopped should rather
+/// wait for its next one: a daily job (the digest, the prune) whose slot comes
+/// within the hour. Caught up at 07:58, an 08:00 digest would go out twice, the
+/// second covering minutes. Jobs that run more often than daily always catch up
+/// at once: the sweep and the reconcile are the safety net.
+fn slot_is_close(schedule: &Schedule, tz: Tz, now: DateTime<Utc>) -> bool {
+    let Some(next) = next_fire(schedule, tz, now) else {
+        return false;
+    };
+    let daily = next_fire(schedule, tz, next)
+        .is_some_and(|after| after - next >= chrono::Duration::hours(23));
+    daily && next - now <= chrono::Duration::hours(1)
+}
+
 /// Where the current time comes from.
 pub trait Clock: Send + Sync + 'static {
     fn now(&self) -> DateTime<Utc>;
@@ -217,12 +231,19 @@ impl Scheduler {
             .jobs
             .iter()
             .map(|job| {
-                if missed(&job.schedule, self.tz, job.last_started, now) {
-                    tracing::info!(job = job.name, "missed while stopped: running it now");
-                    Some(now)
-                } else {
-                    next_fire(&job.schedule, self.tz, now)
+                let next = next_fire(&job.schedule, self.tz, now);
+                if !missed(&job.schedule, self.tz, job.last_started, now) {
+                    return next;
                 }
+                if job.last_started.is_some() && slot_is_close(&job.schedule, self.tz, now) {
+                    tracing::info!(
+                        job = job.name,
+                        "missed while stopped; its next slot is close: running it then"
+                    );
+                    return next;
+                }
+                tracing::info!(job = job.name, "missed while stopped: running it now");
+                Some(now)
             })
             .collect();
         loop {
@@ -482,6 +503,20 @@ mod tests {
             now
         ));
         assert!(missed(&schedule, Tz::UTC, None, now));
+    }
+
+    /// A daily job that missed its slot waits for the next one when it comes
+    /// within the hour; a frequent job, or a daily one further from its slot,
+    /// catches up at once.
+    #[test]
+    fn only_a_daily_job_close_to_its_slot_waits_for_it() {
+        let daily = Schedule::parse("0 8 * * 1-5").unwrap();
+        let berlin = chrono_tz::Europe::Berlin;
+        // Tuesday 1 December 2026, 07:58 in Berlin is 06:58 UTC.
+        assert!(slot_is_close(&daily, berlin, utc(2026, 12, 1, 6, 58)));
+        assert!(!slot_is_close(&daily, berlin, utc(2026, 12, 1, 5, 30)));
+        let sweep = Schedule::parse("*/5 * * * *").unwrap();
+        assert!(!slot_is_close(&sweep, berlin, utc(2026, 12, 1, 6, 58)));
     }
 
     type Log = Arc<Mutex<Vec<(&'static str, DateTime<Utc>)>>>;
