@@ -212,11 +212,21 @@ pub fn observe(
     changes
 }
 
+/// No attempt is put off further than this (the backoff stops at 15 minutes, a
+/// held deprovision is looked at again after 15): a next attempt further ahead was
+/// set by a clock that has since been stepped back (NTP, a restored VM), and is
+/// due now rather than after the clock catches up.
+const LONGEST_WAIT: Duration = Duration::hours(1);
+
 /// Open episodes whose next attempt is due, overdue ones first, then by due time.
 pub fn due_for_attempt(entries: &[LedgerEntry], now: DateTime<Utc>) -> Vec<&LedgerEntry> {
     let mut due: Vec<&LedgerEntry> = entries
         .iter()
-        .filter(|e| e.is_open() && e.next_attempt_at.is_none_or(|at| at <= now))
+        .filter(|e| {
+            e.is_open()
+                && e.next_attempt_at
+                    .is_none_or(|at| at <= now || at - now > LONGEST_WAIT)
+        })
         .collect();
     due.sort_by_key(|e| (e.due_at, e.id));
     due
@@ -409,6 +419,18 @@ mod tests {
             .map(|e| e.id)
             .collect();
         assert_eq!(ids, vec![2, 1, 3]);
+        // The clock stepped back two hours after the attempt was put off: it does
+        // not wait for the clock to catch up.
+        let ids: Vec<i64> = due_for_attempt(&entries, t(20 - 120))
+            .iter()
+            .map(|e| e.id)
+            .collect();
+        assert_eq!(ids, vec![2, 1, 3]);
+        let ids: Vec<i64> = due_for_attempt(&entries, t(20 - 60))
+            .iter()
+            .map(|e| e.id)
+            .collect();
+        assert_eq!(ids, vec![2, 3], "an hour ahead is still a wait");
     }
 
     #[test]

@@ -328,7 +328,13 @@ impl Store {
         let before = pending_drift(&tx)?;
         let pending: BTreeMap<&str, DateTime<Utc>> = keys
             .iter()
-            .map(|key| (key.as_str(), before.get(key).copied().unwrap_or(now)))
+            // A first sighting in the future was stored by a clock that has since
+            // been stepped back: kept, it would hold the change until the clock
+            // caught up, plus the window.
+            .map(|key| {
+                let seen = before.get(key).copied().map_or(now, |seen| seen.min(now));
+                (key.as_str(), seen)
+            })
             .collect();
         let body = serde_json::to_string(&pending).map_err(|source| StoreError::Encode {
             context: context(),
@@ -621,6 +627,18 @@ mod tests {
         assert_eq!(seen.get(&a), None, "a went away");
         assert_eq!(seen.get(&b), Some(&t0), "b keeps its first sighting");
         assert_eq!(seen.get(&c), Some(&t1));
+        // The clock stepped back an hour: c's sighting "in the future" becomes now,
+        // and stays so, rather than holding c until the clock catches up.
+        let back = t1 - chrono::Duration::hours(1);
+        let returned = store
+            .replace_drift_seen(&[b.clone(), c.clone()], back)
+            .unwrap();
+        assert_eq!(
+            returned,
+            HashMap::from([(b.clone(), back), (c.clone(), back)])
+        );
+        let seen = store.drift_first_seen(&[b.clone(), c.clone()]).unwrap();
+        assert_eq!(seen.get(&c), Some(&back), "stored as clamped");
 
         let entry = AuditEntry {
             at: t0,

@@ -1736,10 +1736,11 @@ fn pending_drift_survives_the_move_to_one_document() {
     );
 
     // A run keeps what is still pending, adds what is new, forgets the rest.
-    store.replace_drift_seen(&keys[1..], t(3)).unwrap();
+    let now = "2026-11-05T00:00:00Z".parse::<DateTime<Utc>>().unwrap();
+    store.replace_drift_seen(&keys[1..], now).unwrap();
     let seen = store.drift_first_seen(&keys).unwrap();
     assert_eq!(seen.get(&keys[0]), None);
-    assert_eq!(seen.get(&keys[2]), Some(&t(3)));
+    assert_eq!(seen.get(&keys[2]), Some(&now));
     assert_eq!(
         seen[&keys[1]],
         "2026-11-01T08:30:00.25Z".parse::<DateTime<Utc>>().unwrap()
