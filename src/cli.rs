@@ -322,6 +322,9 @@ Examples:
         replace: bool,
     },
     /// Close the circuit breaker and run a reconcile to finish the work. Audited.
+    #[command(after_help = "\
+Exit codes: those of reconcile (0 converged, 3 held for a human, 4 some actions failed,
+5 the directory was rejected, 6 the breaker opened again); with --no-run, 0.")]
     Resume {
         /// Only close the circuit breaker; no reconcile.
         #[arg(long)]

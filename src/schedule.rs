@@ -242,7 +242,11 @@ impl Scheduler {
                     );
                     return next;
                 }
-                tracing::info!(job = job.name, "missed while stopped: running it now");
+                if job.last_started.is_none() {
+                    tracing::info!(job = job.name, "never run on this database: running it now");
+                } else {
+                    tracing::info!(job = job.name, "missed while stopped: running it now");
+                }
                 Some(now)
             })
             .collect();
