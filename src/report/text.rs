@@ -142,9 +142,18 @@ pub fn render_text(report: &Report, colour: bool) -> String {
     if !report.actions.is_empty() {
         let _ = writeln!(out, "\nActions:");
         for action in &report.actions {
+            // An action waiting for the settle window is not under "Needs
+            // attention": here it says until when it waits.
+            let waits = match (
+                &action.error,
+                action.outcome == Outcome::Held && action.waiting,
+            ) {
+                (Some(why), true) => format!(" — {why}"),
+                _ => String::new(),
+            };
             let _ = writeln!(
                 out,
-                "  #{:<4} {:<8} {:<17} {:<30} {}",
+                "  #{:<4} {:<8} {:<17} {:<30} {}{waits}",
                 action.seq,
                 match action.outcome {
                     Outcome::NotRun if !applying => "planned",

@@ -663,6 +663,26 @@ fn safety_findings_show_in_every_format() {
     insta::assert_snapshot!(safety.split("\n## ").next().unwrap());
 }
 
+/// An action waiting for the settle window is not under "Needs attention", so the
+/// text report says on its own line until when it waits.
+#[test]
+fn the_text_report_says_until_when_an_action_waits() {
+    let report = report_of(&settling(), "reconcile", |_| (Outcome::Applied, None));
+    let text = report::render_text(&report, false);
+    let waiting: Vec<&ActionOutcome> = report.actions.iter().filter(|a| a.waiting).collect();
+    assert!(!waiting.is_empty());
+    for action in waiting {
+        let line = text
+            .lines()
+            .find(|l| {
+                l.trim_start()
+                    .starts_with(&format!("#{:<4} held", action.seq))
+            })
+            .unwrap_or_else(|| panic!("no line for #{}: {text}", action.seq));
+        assert!(line.contains("acted on from 2026-"), "{line}");
+    }
+}
+
 #[test]
 fn plan_report_markdown() {
     let report = report_of(&scenario(), "plan", |_| (Outcome::NotRun, None));
