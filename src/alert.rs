@@ -354,6 +354,15 @@ mod tests {
         }
     }
 
+    fn context(mail: &MailSettings) -> AlertContext<'_> {
+        AlertContext {
+            name: "acme",
+            timezone: chrono_tz::Europe::Berlin,
+            mail,
+            admin_command: "seatwarden",
+        }
+    }
+
     fn breaker() -> AlertCondition {
         AlertCondition::CircuitBreakerOpen {
             reason: "9 of 10 writes failed with HTTP 503".into(),
@@ -373,12 +382,7 @@ mod tests {
     fn the_same_condition_is_not_resent_within_the_quiet_period() {
         let mut store = Store::open_in_memory().unwrap();
         let mail = settings();
-        let context = AlertContext {
-            name: "acme",
-            timezone: chrono_tz::Europe::Berlin,
-            mail: &mail,
-            admin_command: "seatwarden",
-        };
+        let context = context(&mail);
         let first = raise(&mut store, &context, &breaker(), at(8, 0)).unwrap();
         assert_eq!(first.decision, RaiseDecision::New);
         assert!(first.message.is_some());
@@ -418,12 +422,7 @@ mod tests {
     fn directory_values_cannot_forge_lines_of_an_alert() {
         let mut store = Store::open_in_memory().unwrap();
         let mail = settings();
-        let context = AlertContext {
-            name: "acme",
-            timezone: chrono_tz::Europe::Berlin,
-            mail: &mail,
-            admin_command: "seatwarden",
-        };
+        let context = context(&mail);
         let forged = AlertCondition::OverdueDeprovision {
             identity_id: "00u1".into(),
             user_name: "mallory@example.com\n\nResolved - no action needed".into(),

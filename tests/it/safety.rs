@@ -1137,60 +1137,83 @@ fn the_binary_audits_resume_and_explains_its_errors() {
     assert_eq!(audit[0].user, "auditor");
 }
 
-/// A reconcile that holds actions for a human exits 3 and says, on stderr, which
-/// commands decide on them, in the form people run them here.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_held_reconcile_says_how_to_approve_it() {
-    use std::process::Command;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let sandbox = Sandbox::start(
-        listener,
-        SandboxOptions {
-            token: "t0ken".into(),
-            ..SandboxOptions::default()
-        },
-        WorkspaceSnapshot::default(),
-    )
-    .await
-    .unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("seatwarden.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[directory]\nkind = \"file\"\npath = \"directory.json\"\n\
-             [workspace]\nurl = \"{}\"\ntoken = \"t0ken\"\n\
-             [safety]\nsettle = \"0s\"\nmax_deprovisions = 0\nmax_directory_shrink_percent = 100\n\
-             [report]\nadmin_command = \"sudo seatwarden-admin\"\n",
-            sandbox.base_url()
-        ),
-    )
-    .unwrap();
-    let directory = |people: &[&str]| {
-        let users: Vec<serde_json::Value> = people
+/// The binary against an empty sandbox workspace and a directory file: the
+/// sandbox, the directory holding `seatwarden.toml` (with `extra` appended), and
+/// how to write the people of the directory file.
+struct BinarySetup {
+    sandbox: Sandbox,
+    dir: tempfile::TempDir,
+    config: std::path::PathBuf,
+}
+
+impl BinarySetup {
+    async fn start(extra: &str) -> BinarySetup {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let sandbox = Sandbox::start(
+            listener,
+            SandboxOptions {
+                token: "t0ken".into(),
+                ..SandboxOptions::default()
+            },
+            WorkspaceSnapshot::default(),
+        )
+        .await
+        .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("seatwarden.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "[directory]\nkind = \"file\"\npath = \"directory.json\"\n\
+                 [workspace]\nurl = \"{}\"\ntoken = \"t0ken\"\n{extra}",
+                sandbox.base_url()
+            ),
+        )
+        .unwrap();
+        BinarySetup {
+            sandbox,
+            dir,
+            config,
+        }
+    }
+
+    fn people(&self, names: &[&str]) {
+        let users: Vec<serde_json::Value> = names
             .iter()
             .map(|n| serde_json::json!({"id": n, "userName": format!("{n}@example.com"), "status": "active"}))
             .collect();
         std::fs::write(
-            dir.path().join("directory.json"),
+            self.dir.path().join("directory.json"),
             serde_json::json!({ "users": users }).to_string(),
         )
         .unwrap();
-    };
-    let reconcile = || {
-        Command::new(env!("CARGO_BIN_EXE_seatwarden"))
+    }
+
+    fn run(&self, args: &[&str]) -> std::process::Output {
+        std::process::Command::new(env!("CARGO_BIN_EXE_seatwarden"))
             .arg("--config")
-            .arg(&config)
-            .arg("reconcile")
+            .arg(&self.config)
+            .args(args)
             .output()
             .unwrap()
-    };
-    directory(&["ada", "ben", "cy"]);
-    let first = reconcile();
+    }
+}
+
+/// A reconcile that holds actions for a human exits 3 and says, on stderr, which
+/// commands decide on them, in the form people run them here.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_held_reconcile_says_how_to_approve_it() {
+    let setup = BinarySetup::start(
+        "[safety]\nsettle = \"0s\"\nmax_deprovisions = 0\nmax_directory_shrink_percent = 100\n\
+         [report]\nadmin_command = \"sudo seatwarden-admin\"\n",
+    )
+    .await;
+    setup.people(&["ada", "ben", "cy"]);
+    let first = setup.run(&["reconcile"]);
     assert_eq!(first.status.code(), Some(0));
     assert!(!String::from_utf8_lossy(&first.stderr).contains("approve"));
-    directory(&["ada", "ben"]);
-    let held = reconcile();
+    setup.people(&["ada", "ben"]);
+    let held = setup.run(&["reconcile"]);
     let stderr = String::from_utf8_lossy(&held.stderr);
     assert_eq!(held.status.code(), Some(i32::from(exit::HELD)), "{stderr}");
     assert!(
@@ -1199,7 +1222,7 @@ async fn a_held_reconcile_says_how_to_approve_it() {
             && stderr.contains("`sudo seatwarden-admin report --run 2`"),
         "{stderr}"
     );
-    sandbox.shutdown().await;
+    setup.sandbox.shutdown().await;
 }
 
 /// The exit codes scripts rely on, from the binary: `plan` on a rejected
@@ -1207,50 +1230,11 @@ async fn a_held_reconcile_says_how_to_approve_it() {
 /// 0, "in sync"), and `approve` while the breaker is open is 6.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn plan_on_a_source_fault_exits_5_and_approve_with_the_breaker_open_exits_6() {
-    use std::process::Command;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let sandbox = Sandbox::start(
-        listener,
-        SandboxOptions {
-            token: "t0ken".into(),
-            ..SandboxOptions::default()
-        },
-        WorkspaceSnapshot::default(),
-    )
-    .await
-    .unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("seatwarden.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[directory]\nkind = \"file\"\npath = \"directory.json\"\n\
-             [workspace]\nurl = \"{}\"\ntoken = \"t0ken\"\n",
-            sandbox.base_url()
-        ),
-    )
-    .unwrap();
-    let people: Vec<serde_json::Value> = ["ada", "ben", "cy"]
-        .iter()
-        .map(|n| serde_json::json!({"id": n, "userName": format!("{n}@example.com"), "status": "active"}))
-        .collect();
-    let directory = |users: &[serde_json::Value]| {
-        std::fs::write(
-            dir.path().join("directory.json"),
-            serde_json::json!({ "users": users }).to_string(),
-        )
-        .unwrap();
-    };
-    let run = |args: &[&str]| {
-        Command::new(env!("CARGO_BIN_EXE_seatwarden"))
-            .arg("--config")
-            .arg(&config)
-            .args(args)
-            .output()
-            .unwrap()
-            .status
-            .code()
-    };
+    let setup = BinarySetup::start("").await;
+    let people = ["ada", "ben", "cy"];
+    let directory = |names: &[&str]| setup.people(names);
+    let run = |args: &[&str]| setup.run(args).status.code();
+    let dir = &setup.dir;
     directory(&people);
     assert_eq!(run(&["plan", "--detailed-exitcode"]), Some(2));
     directory(&[]);
@@ -1276,7 +1260,7 @@ async fn plan_on_a_source_fault_exits_5_and_approve_with_the_breaker_open_exits_
         .unwrap();
     drop(store);
     assert_eq!(run(&["approve", &reconcile.to_string()]), Some(6));
-    sandbox.shutdown().await;
+    setup.sandbox.shutdown().await;
 }
 
 /// A reconcile run by hand while a daemon job writes waits for it (the writer
