@@ -1968,6 +1968,7 @@ impl Config {
             max_deletions: s.max_deletions,
             max_deletion_percent: s.max_deletion_percent,
             max_deletions_per_day: s.max_deletions_per_day,
+            owner_mapped: self.policy.mapping.iter().any(|m| m.role == Role::Owner),
         }
     }
 

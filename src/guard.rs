@@ -67,6 +67,9 @@ pub struct GuardSettings {
     pub max_deletions: usize,
     pub max_deletion_percent: f64,
     pub max_deletions_per_day: usize,
+    /// Some `policy.mapping` gives Owner. Without one, demoting an Owner waits for
+    /// a human ([`HoldReason::OwnerWithoutMapping`]).
+    pub owner_mapped: bool,
 }
 
 impl Default for GuardSettings {
@@ -86,6 +89,7 @@ impl Default for GuardSettings {
             max_deletions: 25,
             max_deletion_percent: 5.0,
             max_deletions_per_day: 50,
+            owner_mapped: true,
         }
     }
 }
@@ -132,6 +136,7 @@ impl GuardSettings {
             max_deletions: usize::MAX,
             max_deletion_percent: 100.0,
             max_deletions_per_day: usize::MAX,
+            owner_mapped: true,
         }
     }
 }
@@ -260,9 +265,32 @@ pub fn guard(
         }
     }
 
+    if !settings.owner_mapped {
+        hold_owner_demotions(&mut plan);
+    }
     hold_last_owner(&mut plan, workspace);
     hold_wanted_user_names(&mut plan, workspace);
     plan
+}
+
+/// Holds every demotion of an Owner: no mapping gives Owner, so the plan takes
+/// it from all of them (but the last), which a forgotten mapping does far more
+/// often than a decision. A leaver's deactivation is not held: that takes access
+/// away from someone who should lose it.
+fn hold_owner_demotions(plan: &mut Plan) {
+    for action in &mut plan.actions {
+        if action.held.is_some() {
+            continue;
+        }
+        if let ActionKind::SetRole { from, to, .. } = &action.kind
+            && *to != Role::Owner
+            && from
+                .iter()
+                .any(|r| r.eq_ignore_ascii_case(Role::Owner.as_str()))
+        {
+            action.held = Some(HoldReason::OwnerWithoutMapping);
+        }
+    }
 }
 
 /// Holds the deletion of a deactivated account (after the retention period, or at
@@ -1396,6 +1424,43 @@ mod tests {
                 None
             ]
         );
+    }
+
+    /// Without a mapping to Owner, demoting an Owner waits for a human; a leaving
+    /// Owner's deactivation and other role changes do not, and with a mapping
+    /// nothing is held for it.
+    #[test]
+    fn without_a_mapping_to_owner_owner_demotions_wait_for_a_human() {
+        let workspace = WorkspaceSnapshot {
+            accounts: vec![
+                account("o1", "Owner", true),
+                account("o2", "Owner", true),
+                account("o3", "Owner", true),
+                account("e1", "Editor", true),
+            ],
+            ..WorkspaceSnapshot::default()
+        };
+        let set_role = |id: &str, from: &str, to: Role| ActionKind::SetRole {
+            account_id: id.into(),
+            from: vec![from.into()],
+            to,
+        };
+        let plan = plan_of(vec![
+            set_role("o1", "owner", Role::Editor),
+            deactivate("o2"),
+            set_role("e1", "Editor", Role::Viewer),
+        ]);
+        let unmapped = GuardSettings {
+            owner_mapped: false,
+            ..generous()
+        };
+        let out = guard(plan.clone(), &workspace, &unmapped, &COMPLETE);
+        assert_eq!(
+            held(&out),
+            [Some(HoldReason::OwnerWithoutMapping), None, None]
+        );
+        let out = guard(plan, &workspace, &generous(), &COMPLETE);
+        assert_eq!(held(&out), [None, None, None]);
     }
 
     /// One held create does not keep a group from the members whose accounts

@@ -627,6 +627,10 @@ pub enum HoldReason {
         identity_id: String,
         account_id: String,
     },
+    /// The demotion of an Owner while no mapping gives Owner: every Owner but the
+    /// last would be planned down, which is more often a forgotten mapping than
+    /// a decision.
+    OwnerWithoutMapping,
 }
 
 impl HoldReason {
@@ -641,6 +645,7 @@ impl HoldReason {
             HoldReason::WorkspaceShrunk { .. } => "workspace_shrunk",
             HoldReason::OutOfSight => "out_of_sight",
             HoldReason::UserNameWanted { .. } => "user_name_wanted",
+            HoldReason::OwnerWithoutMapping => "owner_without_mapping",
         }
     }
 
@@ -722,6 +727,11 @@ impl fmt::Display for HoldReason {
                 "identity {identity_id} (new in the directory) has this account's userName: \
                  `seatwarden link {identity_id} {account_id} --replace` hands them the account \
                  and its projects; `seatwarden approve` deletes it"
+            ),
+            HoldReason::OwnerWithoutMapping => f.write_str(
+                "demotes an Owner, and no policy.mapping gives Owner, so every Owner is planned \
+                 down: add a mapping to Owner for the group that should keep it, or \
+                 `seatwarden approve` the demotion",
             ),
         }
     }

@@ -482,6 +482,7 @@ proptest! {
         min_population in 0..20usize,
         managed in 0..40usize,
         allow in proptest::bool::weighted(0.2),
+        owner_mapped in proptest::bool::ANY,
     ) {
         let plan = s.plan();
         let settings = GuardSettings {
@@ -498,6 +499,7 @@ proptest! {
             max_deletion_percent: limits[3].1,
             max_deletions_per_day: limits[3].2,
             min_population_for_percent: min_population,
+            owner_mapped,
         };
         let input = GuardInput {
             directory_complete: true,
@@ -512,6 +514,15 @@ proptest! {
         };
         let guarded = guard(plan.clone(), &s.workspace, &settings, &input);
         prop_assert_eq!(guarded.actions.len(), plan.actions.len());
+        // Without a mapping to Owner, no Owner is demoted without a human, even
+        // with the thresholds lifted.
+        if !owner_mapped {
+            let demoted = guarded.runnable().any(|a| {
+                matches!(&a.kind, seatwarden::model::ActionKind::SetRole { from, to, .. }
+                    if *to != seatwarden::model::Role::Owner && from.iter().any(|r| r == "Owner"))
+            });
+            prop_assert!(!demoted);
+        }
         for class in ActionClass::ALL {
             let runnable: usize = guarded
                 .runnable()
