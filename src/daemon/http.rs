@@ -3,7 +3,9 @@
 //! - `GET /healthz` — 200 while the scheduler loop is ticking (liveness).
 //! - `GET /readyz` — 200 when the state database is writable and the last
 //!   reconcile succeeded within twice its interval (readiness); else 503 and why.
-//! - `GET /metrics` — Prometheus text format.
+//! - `GET /metrics` — Prometheus text format (the metrics: [`super::catalog`]);
+//!   the ledger, circuit and running-job gauges are read fresh
+//!   at each scrape.
 //! - `GET /status` — the same JSON as `seatwarden status --format json`; with
 //!   `http.trigger_token_file` set, only with that bearer token, and without it only
 //!   on a loopback listener (it names the people being deprovisioned).
