@@ -50,6 +50,12 @@ const GAUGES: &[(&str, Option<Unit>, &str)] = &[
          workspace_listing_short, allow_over_threshold), else 0.",
     ),
     (
+        "seatwarden_actions_awaiting_approval",
+        None,
+        "Held actions of the last reconcile that wait for a human (approve or reject); \
+         settle-window waits and decided actions are not counted.",
+    ),
+    (
         "seatwarden_deprovisions_pending",
         None,
         "Open deprovisions in the ledger that are not overdue yet.",

@@ -400,13 +400,19 @@ async fn the_sweep_deactivates_a_leaver_verifies_it_and_reports_it() {
 }
 
 /// Every metric has its `# HELP`; the counters exist at zero from the start (a
-/// series born at its first event breaks `rate()` and `absent()` alerts).
+/// series born at its first event breaks `rate()` and `absent()` alerts); and
+/// `seatwarden_actions_awaiting_approval` counts the held actions that wait for a
+/// human, not those waiting for the settle window, and drops once they are rejected.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn metrics_are_described_and_counters_start_at_zero() {
+async fn metrics_are_described_counters_start_at_zero_and_held_actions_are_counted() {
     let sandbox = demo_sandbox(Faults::default()).await;
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
-    let env = daemon_env(dir.path(), &sandbox, port, "0 0 1 1 *");
+    let mut env = daemon_env(dir.path(), &sandbox, port, "0 0 1 1 *");
+    // The demo's first reconcile deactivates people: every deprovision is held for
+    // a human. Its creates and updates wait for the settle window (no human).
+    env.push(("SEATWARDEN__SAFETY__MAX_DEPROVISIONS".into(), "0".into()));
+    env.push(("SEATWARDEN__SAFETY__SETTLE".into(), "10m".into()));
     let daemon = start_daemon(dir.path(), env, port);
 
     // Right after start, before any job could count anything.
@@ -460,6 +466,7 @@ async fn metrics_are_described_and_counters_start_at_zero() {
         "seatwarden_deprovisions_escalated_total",
         "seatwarden_drift_items",
         "seatwarden_safety_finding",
+        "seatwarden_actions_awaiting_approval",
         "seatwarden_deprovisions_pending",
         "seatwarden_deprovisions_overdue",
         "seatwarden_circuit_state",
@@ -477,6 +484,43 @@ async fn metrics_are_described_and_counters_start_at_zero() {
             "no # HELP for {name}: {metrics}"
         );
     }
+
+    // The reconcile's own report: which held actions wait for a human.
+    let report = daemon.cli(&["report", "--format", "json"]);
+    let report: serde_json::Value = serde_json::from_slice(&report.stdout).unwrap();
+    let actions = report["actions"].as_array().unwrap();
+    let held = |waiting: bool| {
+        actions
+            .iter()
+            .filter(|a| {
+                a["outcome"] == "held" && a["waiting"].as_bool().unwrap_or(false) == waiting
+            })
+            .count()
+    };
+    let (for_a_human, settling) = (held(false), held(true));
+    assert!(for_a_human > 0, "deprovisions held: {report}");
+    assert!(
+        settling > 0,
+        "creates waiting for the settle window: {report}"
+    );
+    let awaiting = |daemon: &Daemon| {
+        metric(
+            &daemon.get("/metrics").1,
+            "seatwarden_actions_awaiting_approval",
+        )
+    };
+    assert_eq!(awaiting(&daemon), Some(for_a_human as f64), "{report}");
+
+    // Rejected: decided, so nobody is waited for any more (the settle waits stay).
+    let run = report["run_id"].as_i64().unwrap().to_string();
+    let rejected = daemon.cli(&["reject", &run, "--only", "deprovision"]);
+    assert_eq!(
+        rejected.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&rejected.stderr)
+    );
+    assert_eq!(awaiting(&daemon), Some(0.0));
 
     let (code, log) = daemon.terminate();
     assert_eq!(code, Some(0), "{log}");
