@@ -294,6 +294,8 @@ pub async fn run(
     let mut terminate = signal(SignalKind::terminate()).map_err(DaemonError::Signals)?;
     let mut interrupt = signal(SignalKind::interrupt()).map_err(DaemonError::Signals)?;
     let mut hangup = signal(SignalKind::hangup()).map_err(DaemonError::Signals)?;
+    // Its stderr is its log, even on a terminal: no progress lines in between.
+    run::silence_progress();
     let settings = config.daemon_settings()?;
     let lock = InstanceLock::acquire(&config.state.path)?;
     tracing::debug!(lock = %lock.path().display(), "instance lock taken");
