@@ -29,6 +29,9 @@
 //! object by object for the rest of the run, and so is the rest of a verification
 //! whose first, four-id filter was slower per object than a single read.
 //!
+//! Progress ([`with_progress`]): a caller that shows it (a run on a terminal) hears
+//! of every write answered and of the start of the verification.
+//!
 //! Crash safety: a row left `in_flight` by a dead process is resolved by
 //! [`recover`] at the start of the next run, by re-reading the object; a create is
 //! never sent twice because a created account is found by its userName first. That
@@ -38,6 +41,7 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::future::Future;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -86,6 +90,36 @@ pub struct ApplySummary {
     pub circuit_opened: Option<CircuitRecord>,
 }
 
+/// How far an apply has got, for a terminal (see [`with_progress`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ApplyProgress {
+    /// `done` of the plan's `total` runnable actions are written (answered, failed,
+    /// or not sent once the circuit breaker opened); none is verified yet.
+    Writing { done: usize, total: usize },
+    /// The writes are done; `changes` are being verified by re-reading them.
+    Verifying { changes: usize },
+}
+
+/// What [`with_progress`] hands the progress to.
+pub type ProgressHook = Arc<dyn Fn(ApplyProgress) + Send + Sync>;
+
+tokio::task_local! {
+    static PROGRESS: ProgressHook;
+}
+
+/// Runs `applying` with `hook` told the progress of the apply it makes on this task
+/// (through [`apply_with_breaker`]; `bounded` polls the writes on the same task).
+/// A task-local, not a parameter: the apply is reached through the safety net's
+/// circuit-breaker wrapper, which has no use for it. Without a hook, nothing is
+/// reported.
+pub async fn with_progress<F: Future>(hook: ProgressHook, applying: F) -> F::Output {
+    PROGRESS.scope(hook, applying).await
+}
+
+fn report_progress(progress: ApplyProgress) {
+    let _ = PROGRESS.try_with(|hook| hook(progress));
+}
+
 /// Objects created during this run, so later phases can refer to them.
 #[derive(Default)]
 struct Created {
@@ -107,6 +141,9 @@ struct Executor<'a> {
     /// How long single-object writes took: the estimate for verifying object by
     /// object.
     write_latency: Mutex<Latency>,
+    /// Runnable actions of the plan, and how many are written (for progress).
+    total: usize,
+    written: AtomicUsize,
 }
 
 /// Created accounts are recorded in SQLite at most this often, and once more after
@@ -430,7 +467,12 @@ impl Executor<'_> {
     }
 
     async fn execute_numbered(&self, action: &Action) -> (u32, Result<Executed, ApplyError>) {
-        (action.seq, self.execute(action).await)
+        let executed = self.execute(action).await;
+        report_progress(ApplyProgress::Writing {
+            done: self.written.fetch_add(1, Ordering::Relaxed) + 1,
+            total: self.total,
+        });
+        (action.seq, executed)
     }
 
     /// Write (the row is already `in_flight`) and leave it so until verification.
@@ -542,6 +584,8 @@ pub async fn apply_with_breaker(
         unrecorded: Mutex::default(),
         recorded_at: Mutex::new(Instant::now()),
         write_latency: Mutex::default(),
+        total: plan.runnable().count(),
+        written: AtomicUsize::new(0),
     };
     let mut phases: BTreeMap<u8, Vec<&Action>> = BTreeMap::new();
     for action in plan.runnable() {
@@ -589,6 +633,11 @@ pub async fn apply_with_breaker(
         .runnable()
         .filter(|a| executed.get(&a.seq) == Some(&Executed::ToVerify))
         .collect();
+    if !to_verify.is_empty() {
+        report_progress(ApplyProgress::Verifying {
+            changes: to_verify.len(),
+        });
+    }
     let executor_latency = executor.write_latency.lock().ok().and_then(|l| l.mean());
     let created = executor
         .created
@@ -1691,6 +1740,35 @@ impl Reader for Recovery<'_> {
 #[cfg(test)]
 mod tests {
     use std::time::Duration;
+
+    /// Every write is reported, counted up to the plan's runnable actions, then the
+    /// verification's start; a run on a terminal prints them (see `run`).
+    #[tokio::test]
+    #[allow(clippy::unwrap_used)]
+    async fn progress_counts_every_write_then_announces_the_verification() {
+        use super::ApplyProgress;
+        let events = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let hook: super::ProgressHook = {
+            let events = std::sync::Arc::clone(&events);
+            std::sync::Arc::new(move |p| events.lock().unwrap().push(p))
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let demo = super::with_progress(hook, crate::demo::run(dir.path(), false))
+            .await
+            .unwrap();
+        let events = events.lock().unwrap().clone();
+        let written =
+            demo.reconcile.summary.actions_applied + demo.reconcile.summary.actions_failed;
+        assert!(written > 1, "the demo's reconcile writes");
+        let expected: Vec<ApplyProgress> = (1..=written)
+            .map(|done| ApplyProgress::Writing {
+                done,
+                total: written,
+            })
+            .chain([ApplyProgress::Verifying { changes: written }])
+            .collect();
+        assert_eq!(events, expected);
+    }
 
     use std::sync::atomic::{AtomicUsize, Ordering};
 

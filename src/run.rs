@@ -13,7 +13,9 @@
 
 use std::collections::{HashMap, HashSet};
 use std::io::IsTerminal;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 
@@ -122,6 +124,57 @@ fn progress_printer(enabled: bool) -> impl Fn(Progress) + Send + Sync {
             );
         }
     }
+}
+
+/// Progress of the apply phase on stderr, rewritten in place like the read's: the
+/// writes answered (at most every [`PROGRESS_EVERY`], and the last one always),
+/// then the start of the verification. Returns the hook and whether it printed.
+fn apply_progress_printer() -> (apply::ProgressHook, Arc<AtomicBool>) {
+    let printed = Arc::new(AtomicBool::new(false));
+    let last = Mutex::new(None);
+    let hook: apply::ProgressHook = {
+        let printed = Arc::clone(&printed);
+        Arc::new(move |p: apply::ApplyProgress| match p {
+            apply::ApplyProgress::Writing { done, total } => {
+                let due = last
+                    .lock()
+                    .is_ok_and(|mut last| progress_due(&mut last, Instant::now(), done == total));
+                if due {
+                    printed.store(true, Ordering::Relaxed);
+                    eprint!("\r  applying: {done}/{total} written   ");
+                }
+            }
+            apply::ApplyProgress::Verifying { changes } => {
+                printed.store(true, Ordering::Relaxed);
+                eprint!("\r  applying: verifying {changes} changes by reading them back   ");
+            }
+        })
+    };
+    (hook, printed)
+}
+
+/// The apply's progress line is rewritten at most this often: a few times a second
+/// is plenty to read, and a terminal redrawing for each of 5,000 writes is not free.
+const PROGRESS_EVERY: Duration = Duration::from_millis(250);
+
+/// Whether a progress line is due at `now` after the one printed at `last` (then
+/// `last` becomes `now`): the first, the `last_one`, and the others
+/// [`PROGRESS_EVERY`] apart.
+fn progress_due(last: &mut Option<Instant>, now: Instant, last_one: bool) -> bool {
+    let due = last_one || last.is_none_or(|at| now.saturating_duration_since(at) >= PROGRESS_EVERY);
+    if due {
+        *last = Some(now);
+    }
+    due
+}
+
+/// Set by the daemon: its runs print no progress, on a terminal either (its stderr
+/// is its log).
+static PROGRESS_OFF: AtomicBool = AtomicBool::new(false);
+
+/// No progress lines from the runs of this process (the daemon).
+pub fn silence_progress() {
+    PROGRESS_OFF.store(true, Ordering::Relaxed);
 }
 
 /// Runs the pipeline once against the configured directory and workspace.
@@ -286,7 +339,7 @@ async fn pipeline(
     // Both sides are read at once. While the workspace is still being read, the
     // directory snapshot is stored and the links are loaded on the blocking pool:
     // against a remote workspace that costs no time at all.
-    let show_progress = std::io::stderr().is_terminal();
+    let show_progress = std::io::stderr().is_terminal() && !PROGRESS_OFF.load(Ordering::Relaxed);
     let read_directory = async {
         let snapshot = Arc::new(directory.snapshot().await?);
         tracing::info!(identities = snapshot.identities.len(), source = %directory.describe(), "directory read");
@@ -470,7 +523,7 @@ async fn pipeline(
         let relist_requests = (workspace_snapshot.accounts.len() + new_accounts).div_ceil(page)
             + (workspace_snapshot.groups.len() + new_groups).div_ceil(page)
             + 2;
-        circuit_report = safety::apply_with_circuit(
+        let applying = safety::apply_with_circuit(
             config,
             client,
             store,
@@ -478,8 +531,17 @@ async fn pipeline(
             &guarded,
             relist_requests,
             now,
-        )
-        .await?;
+        );
+        circuit_report = if show_progress {
+            let (hook, printed) = apply_progress_printer();
+            let applied = apply::with_progress(hook, applying).await;
+            if printed.load(Ordering::Relaxed) {
+                eprintln!();
+            }
+            applied?
+        } else {
+            applying.await?
+        };
     }
 
     tracing::debug!(elapsed_ms = since(started_at), "applied and verified");
@@ -638,4 +700,33 @@ fn build_report(
         actions,
         safety: SafetyReport::default(),
     })
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+mod tests {
+    use std::time::{Duration, Instant};
+
+    use super::{PROGRESS_EVERY, progress_due};
+
+    /// The first line, then one per [`PROGRESS_EVERY`], and the last one always.
+    #[test]
+    fn progress_lines_are_throttled_but_the_last_one_is_printed() {
+        let start = Instant::now();
+        let at = |ms: u64| start + Duration::from_millis(ms);
+        let mut last = None;
+        assert!(progress_due(&mut last, at(0), false), "the first");
+        assert!(!progress_due(&mut last, at(10), false));
+        assert!(!progress_due(&mut last, at(249), false));
+        assert!(
+            progress_due(&mut last, at(250), false),
+            "{PROGRESS_EVERY:?} later"
+        );
+        assert!(!progress_due(&mut last, at(400), false));
+        assert!(progress_due(&mut last, at(401), true), "the last write");
+        assert!(
+            !progress_due(&mut last, at(500), false),
+            "counted from the last"
+        );
+    }
 }

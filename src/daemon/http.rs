@@ -3,7 +3,9 @@
 //! - `GET /healthz` — 200 while the scheduler loop is ticking (liveness).
 //! - `GET /readyz` — 200 when the state database is writable and the last
 //!   reconcile succeeded within twice its interval (readiness); else 503 and why.
-//! - `GET /metrics` — Prometheus text format.
+//! - `GET /metrics` — Prometheus text format (the metrics: [`super::catalog`]);
+//!   the ledger, circuit, running-job and awaiting-approval gauges are read fresh
+//!   at each scrape.
 //! - `GET /status` — the same JSON as `seatwarden status --format json`; with
 //!   `http.trigger_token_file` set, only with that bearer token, and without it only
 //!   on a loopback listener (it names the people being deprovisioned).
@@ -21,8 +23,10 @@ use axum::routing::{get, post};
 use secrecy::ExposeSecret;
 
 use super::{RECONCILE, Shared};
+use crate::report::Report;
 use crate::schedule::next_fire;
 use crate::sla;
+use crate::store::{RunKind, StoreError};
 
 pub async fn serve(
     listener: tokio::net::TcpListener,
@@ -135,6 +139,9 @@ async fn metrics(State(shared): State<Arc<Shared>>) -> Response {
         metrics::gauge!("seatwarden_deprovisions_pending").set(pending as f64);
         metrics::gauge!("seatwarden_deprovisions_overdue").set(overdue as f64);
     }
+    if let Some(awaiting) = awaiting_approval(&shared) {
+        metrics::gauge!("seatwarden_actions_awaiting_approval").set(awaiting as f64);
+    }
     let config = shared.config();
     if let Ok((circuit, _)) = shared.with_db(|db| crate::safety::circuit_state(db, &config, now)) {
         metrics::gauge!("seatwarden_circuit_state").set(f64::from(circuit.gauge()));
@@ -159,6 +166,34 @@ async fn metrics(State(shared): State<Arc<Shared>>) -> Response {
             StatusCode::SERVICE_UNAVAILABLE,
             "metrics recorder not installed\n",
         ),
+    }
+}
+
+/// Held actions of the last reconcile that wait for a human: held, less those only
+/// waiting for the settle window, as the report's headline counts them. Read from
+/// its stored report at every scrape, which `approve` and `reject` bring up to date:
+/// a decided action stops counting at once, not at the next reconcile. `None` while
+/// the last reconcile has no report (still running, or failed before it): the gauge
+/// keeps the value it had. The report is parsed after the database is let go.
+fn awaiting_approval(shared: &Shared) -> Option<usize> {
+    let last = shared.with_db(|db| -> Result<_, StoreError> {
+        match db.latest_run(&[RunKind::Reconcile])? {
+            Some(run) => Ok(Some(db.report(run.id)?)),
+            None => Ok(None),
+        }
+    });
+    match last.ok()? {
+        // No reconcile yet: nothing waits.
+        None => Some(0),
+        Some(json) => {
+            let report = Report::from_json(&json?).ok()?;
+            Some(
+                report
+                    .summary
+                    .actions_held
+                    .saturating_sub(report.safety.actions_waiting),
+            )
+        }
     }
 }
 

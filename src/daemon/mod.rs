@@ -25,6 +25,7 @@
 //! [`STOP_GRACE`] to finish, and the journal stays consistent either way because
 //! every write was journaled before it was sent.
 
+pub mod catalog;
 pub mod http;
 pub mod notify;
 pub mod status;
@@ -216,7 +217,10 @@ fn install_metrics() -> Option<PrometheusHandle> {
                 Ok(recorder) => {
                     let handle = recorder.handle();
                     match metrics::set_global_recorder(recorder) {
-                        Ok(()) => Some(handle),
+                        Ok(()) => {
+                            catalog::describe();
+                            Some(handle)
+                        }
                         Err(e) => {
                             tracing::warn!(error = %e, "metrics recorder not installed");
                             None
@@ -290,6 +294,8 @@ pub async fn run(
     let mut terminate = signal(SignalKind::terminate()).map_err(DaemonError::Signals)?;
     let mut interrupt = signal(SignalKind::interrupt()).map_err(DaemonError::Signals)?;
     let mut hangup = signal(SignalKind::hangup()).map_err(DaemonError::Signals)?;
+    // Its stderr is its log, even on a terminal: no progress lines in between.
+    run::silence_progress();
     let settings = config.daemon_settings()?;
     let lock = InstanceLock::acquire(&config.state.path)?;
     tracing::debug!(lock = %lock.path().display(), "instance lock taken");
@@ -320,6 +326,19 @@ pub async fn run(
             .into_iter()
             .map(|name| (name, Arc::new(JobCounters::default())))
             .collect();
+    let metrics = install_metrics();
+    catalog::register(&counters.keys().copied().collect::<Vec<_>>());
+    // After a restart the last successes are in the database: an alert on their age
+    // need not wait for each job's next run. (A job that never succeeded has none.)
+    for job in db.jobs()? {
+        if let (Some(name), Some(at)) = (
+            counters.keys().find(|name| **name == job.name),
+            job.last_success_at,
+        ) {
+            metrics::gauge!("seatwarden_last_success_timestamp_seconds", "job" => *name)
+                .set(at.timestamp() as f64);
+        }
+    }
     let shared = Arc::new(Shared {
         config: RwLock::new(Arc::new(config)),
         settings: RwLock::new(Arc::new(settings)),
@@ -331,7 +350,7 @@ pub async fn run(
         started: std::time::Instant::now(),
         last_tick: AtomicI64::new(0),
         stopping: AtomicBool::new(false),
-        metrics: install_metrics(),
+        metrics,
         trigger_token: RwLock::new(trigger_token),
         start: RwLock::new(None),
         failures: Mutex::new(BTreeMap::new()),
@@ -420,7 +439,8 @@ pub async fn run(
 }
 
 /// SIGHUP: load the configuration again; keep the running one if the new one is
-/// invalid. The state database path and listener stay as started.
+/// invalid (`seatwarden_config_reload_failed` is 1 until a reload succeeds). The
+/// state database path and listener stay as started.
 fn reload(shared: &Shared, path: &Path) {
     let mut reloading = vec![sd_notify::NotifyState::Reloading];
     if let Ok(now) = sd_notify::NotifyState::monotonic_usec_now() {
@@ -453,13 +473,19 @@ fn reload(shared: &Shared, path: &Path) {
             if let Ok(mut slot) = shared.trigger_token.write() {
                 *slot = token;
             }
+            metrics::gauge!("seatwarden_config_reload_failed").set(0.0);
             tracing::info!(config = %path.display(), "configuration reloaded");
         }
-        Err(e) => tracing::error!(
-            config = %path.display(),
-            error = %e,
-            "configuration reload failed; keeping the running configuration"
-        ),
+        Err(e) => {
+            // Until a reload succeeds: the file on disk is not what runs, and the
+            // next restart would fail on it.
+            metrics::gauge!("seatwarden_config_reload_failed").set(1.0);
+            tracing::error!(
+                config = %path.display(),
+                error = %e,
+                "configuration reload failed; keeping the running configuration"
+            );
+        }
     }
     notify(&[sd_notify::NotifyState::Ready]);
 }

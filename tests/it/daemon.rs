@@ -355,6 +355,10 @@ async fn the_sweep_deactivates_a_leaver_verifies_it_and_reports_it() {
     // late would read the good one.)
     let reload_failed = "configuration reload failed; keeping the running configuration";
     assert!(!daemon.logged(reload_failed));
+    let reload_gauge =
+        |daemon: &Daemon| metric(&daemon.get("/metrics").1, "seatwarden_config_reload_failed");
+    assert_eq!(reload_gauge(&daemon), Some(0.0), "no reload has failed yet");
+    let good_config = std::fs::read(&daemon.config).unwrap();
     std::fs::write(&daemon.config, "[workspace\nurl = ").unwrap();
     let _ = Command::new("sh")
         .args(["-c", &format!("kill -HUP {}", daemon.child.id())])
@@ -375,10 +379,151 @@ async fn the_sweep_deactivates_a_leaver_verifies_it_and_reports_it() {
         Some(1),
         "the broken file is the one on disk now"
     );
+    // The failure is on /metrics too (alertable), until a reload succeeds.
+    assert_eq!(reload_gauge(&daemon), Some(1.0), "after the failed reload");
+    std::fs::write(&daemon.config, &good_config).unwrap();
+    let _ = Command::new("sh")
+        .args(["-c", &format!("kill -HUP {}", daemon.child.id())])
+        .status();
+    wait_for(
+        "the good configuration reloaded",
+        Duration::from_secs(30),
+        || daemon.logged("configuration reloaded"),
+    )
+    .await;
+    assert_eq!(reload_gauge(&daemon), Some(0.0), "after a good reload");
 
     let (code, log) = daemon.terminate();
     assert_eq!(code, Some(0), "{log}");
     assert!(log.contains("daemon stopped"), "{log}");
+    sandbox.shutdown().await;
+}
+
+/// Every metric has its `# HELP`; the counters exist at zero from the start (a
+/// series born at its first event breaks `rate()` and `absent()` alerts); and
+/// `seatwarden_actions_awaiting_approval` counts the held actions that wait for a
+/// human, not those waiting for the settle window, and drops once they are rejected.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_are_described_counters_start_at_zero_and_held_actions_are_counted() {
+    let sandbox = demo_sandbox(Faults::default()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let mut env = daemon_env(dir.path(), &sandbox, port, "0 0 1 1 *");
+    // The demo's first reconcile deactivates people: every deprovision is held for
+    // a human. Its creates and updates wait for the settle window (no human).
+    env.push(("SEATWARDEN__SAFETY__MAX_DEPROVISIONS".into(), "0".into()));
+    env.push(("SEATWARDEN__SAFETY__SETTLE".into(), "10m".into()));
+    let daemon = start_daemon(dir.path(), env, port);
+
+    // Right after start, before any job could count anything.
+    wait_for("/metrics", Duration::from_secs(30), || {
+        daemon.get("/metrics").0 == 200
+    })
+    .await;
+    let (_, metrics) = daemon.get("/metrics");
+    let jobs = ["reconcile", "sweep", "retry", "prune", "digest", "mail"];
+    for job in jobs {
+        for status in ["succeeded", "failed"] {
+            let series = format!("seatwarden_job_runs_total{{job=\"{job}\",status=\"{status}\"}}");
+            assert!(metric(&metrics, &series).is_some(), "{series}: {metrics}");
+        }
+        let series = format!("seatwarden_job_skipped_total{{job=\"{job}\"}}");
+        assert!(metric(&metrics, &series).is_some(), "{series}: {metrics}");
+        let series = format!("seatwarden_job_duration_seconds_count{{job=\"{job}\"}}");
+        assert!(metric(&metrics, &series).is_some(), "{series}: {metrics}");
+    }
+    // The prune waits for its slot and the digest is not scheduled: still zero.
+    for series in [
+        "seatwarden_job_runs_total{job=\"prune\",status=\"succeeded\"}",
+        "seatwarden_job_runs_total{job=\"prune\",status=\"failed\"}",
+        "seatwarden_job_skipped_total{job=\"digest\"}",
+        "seatwarden_job_duration_seconds_count{job=\"digest\"}",
+        "seatwarden_deprovisions_escalated_total",
+        "seatwarden_config_reload_failed",
+    ] {
+        assert_eq!(metric(&metrics, series), Some(0.0), "{series}: {metrics}");
+    }
+    for series in [
+        "seatwarden_retries_total",
+        "seatwarden_run_duration_seconds_count",
+        "seatwarden_deprovision_latency_seconds_count",
+    ] {
+        assert!(metric(&metrics, series).is_some(), "{series}: {metrics}");
+    }
+
+    wait_for(
+        "the first reconcile (readyz)",
+        Duration::from_secs(60),
+        || daemon.get("/readyz").0 == 200,
+    )
+    .await;
+    let (_, metrics) = daemon.get("/metrics");
+    for name in [
+        "seatwarden_job_runs_total",
+        "seatwarden_job_skipped_total",
+        "seatwarden_actions_total",
+        "seatwarden_retries_total",
+        "seatwarden_deprovisions_escalated_total",
+        "seatwarden_drift_items",
+        "seatwarden_safety_finding",
+        "seatwarden_actions_awaiting_approval",
+        "seatwarden_deprovisions_pending",
+        "seatwarden_deprovisions_overdue",
+        "seatwarden_circuit_state",
+        "seatwarden_job_running",
+        "seatwarden_last_success_timestamp_seconds",
+        "seatwarden_config_reload_failed",
+        "seatwarden_run_duration_seconds",
+        "seatwarden_job_duration_seconds",
+        "seatwarden_deprovision_latency_seconds",
+    ] {
+        assert!(
+            metrics
+                .lines()
+                .any(|l| l.starts_with(&format!("# HELP {name} "))),
+            "no # HELP for {name}: {metrics}"
+        );
+    }
+
+    // The reconcile's own report: which held actions wait for a human.
+    let report = daemon.cli(&["report", "--format", "json"]);
+    let report: serde_json::Value = serde_json::from_slice(&report.stdout).unwrap();
+    let actions = report["actions"].as_array().unwrap();
+    let held = |waiting: bool| {
+        actions
+            .iter()
+            .filter(|a| {
+                a["outcome"] == "held" && a["waiting"].as_bool().unwrap_or(false) == waiting
+            })
+            .count()
+    };
+    let (for_a_human, settling) = (held(false), held(true));
+    assert!(for_a_human > 0, "deprovisions held: {report}");
+    assert!(
+        settling > 0,
+        "creates waiting for the settle window: {report}"
+    );
+    let awaiting = |daemon: &Daemon| {
+        metric(
+            &daemon.get("/metrics").1,
+            "seatwarden_actions_awaiting_approval",
+        )
+    };
+    assert_eq!(awaiting(&daemon), Some(for_a_human as f64), "{report}");
+
+    // Rejected: decided, so nobody is waited for any more (the settle waits stay).
+    let run = report["run_id"].as_i64().unwrap().to_string();
+    let rejected = daemon.cli(&["reject", &run, "--only", "deprovision"]);
+    assert_eq!(
+        rejected.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&rejected.stderr)
+    );
+    assert_eq!(awaiting(&daemon), Some(0.0));
+
+    let (code, log) = daemon.terminate();
+    assert_eq!(code, Some(0), "{log}");
     sandbox.shutdown().await;
 }
 
