@@ -1,7 +1,8 @@
 //! HTTP pieces shared by every remote connector (the SCIM workspace client and the
 //! directory connectors): one way to build a `reqwest` client on rustls + ring, one
-//! query encoder, and one description of a failed exchange. Retries live in
-//! [`crate::retry`]; rate limits and auth are each connector's own business.
+//! query encoder, one way to put an id in a path ([`path_segment`]), and one
+//! description of a failed exchange. Retries live in [`crate::retry`]; rate limits
+//! and auth are each connector's own business.
 
 use std::time::Duration;
 
@@ -42,6 +43,9 @@ pub fn redirect_detail(status: u16, headers: &reqwest::header::HeaderMap) -> Opt
 
 /// Percent-encodes a query component (RFC 3986 unreserved characters stay as-is;
 /// spaces become `%20`, not `+`, which some providers do not decode).
+///
+/// Not for a path segment on its own: `.` stays, and a segment of `.` or `..` is
+/// a dot segment the URL parser removes. Use [`path_segment`].
 pub fn encode_component(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for b in s.bytes() {
@@ -52,6 +56,44 @@ pub fn encode_component(s: &str) -> String {
         }
     }
     out
+}
+
+/// An id that cannot stand as one URL path segment: empty, `.` or `..`, also once
+/// percent-decoded (`%2e`, `.%2E`, …).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnsafeSegment(pub String);
+
+impl std::fmt::Display for UnsafeSegment {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.0.is_empty() {
+            f.write_str(
+                "an empty id cannot be a URL path segment: the request would go to the collection",
+            )
+        } else {
+            write!(
+                f,
+                "id {:?} cannot be a URL path segment: it is a dot segment, which URL \
+                 normalisation removes, so the request would go to another resource",
+                self.0
+            )
+        }
+    }
+}
+
+impl std::error::Error for UnsafeSegment {}
+
+/// `id` percent-encoded as one path segment (`{base}/Users/{id}`), or an error for
+/// an id that would not stay one. The WHATWG URL parser (the `url` crate, so
+/// reqwest) removes `.` and `..` segments and treats `%2e` as `.` there, so
+/// `DELETE {base}/Users/..` would become `DELETE {base}/`: encoding cannot save
+/// such an id, only refusing it can. An id that is one only when decoded is
+/// refused too, for a server or proxy that decodes once more.
+pub fn path_segment(id: &str) -> Result<String, UnsafeSegment> {
+    let decoded = id.to_ascii_lowercase().replace("%2e", ".");
+    if matches!(id, "" | "." | "..") || matches!(decoded.as_str(), "." | "..") {
+        return Err(UnsafeSegment(id.to_owned()));
+    }
+    Ok(encode_component(id))
 }
 
 /// A response body as text. JSON is UTF-8 (RFC 8259), so the body is checked once
@@ -112,5 +154,30 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(text, "{\"detail\":\"bad \u{fffd}\u{fffd} byte\"}");
+    }
+
+    #[test]
+    fn dot_segments_and_empty_ids_are_refused_as_path_segments() {
+        for id in ["", ".", "..", "%2e", "%2E", "%2e%2E", ".%2e", "%2E."] {
+            let error = path_segment(id).unwrap_err();
+            assert_eq!(error, UnsafeSegment(id.to_owned()));
+            assert!(error.to_string().contains("path segment"), "{error}");
+        }
+        // Why: the URL parser removes them, so the request names another resource.
+        for dots in [".", "..", "%2e%2e"] {
+            let url = url::Url::parse(&format!("https://x.example/scim/v2/Users/{dots}")).unwrap();
+            assert_ne!(url.path(), format!("/scim/v2/Users/{dots}"), "{dots}");
+        }
+        // Anything else stays one segment, where the URL parser leaves it.
+        for id in [
+            "00u1", "a.b", "...", "..a", ".a", "a/..", "%252e", "x y", "ü",
+        ] {
+            let segment = path_segment(id).unwrap();
+            let path = format!("/scim/v2/Users/{segment}");
+            let url = url::Url::parse(&format!("https://x.example{path}")).unwrap();
+            assert_eq!(url.path(), path, "{id}");
+            assert_eq!(url.path_segments().unwrap().count(), 4, "{id}");
+        }
+        assert_eq!(path_segment("a/..").unwrap(), "a%2F..");
     }
 }

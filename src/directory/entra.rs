@@ -6,7 +6,8 @@
 //!   The token is cached, refreshed five minutes before it expires, and once more
 //!   after a 401.
 //! - Users: `GET /users?$select=…&$top=999`; `accountEnabled` is only returned when
-//!   selected. Paging follows `@odata.nextLink` until it is absent.
+//!   selected. Paging follows `@odata.nextLink` until it is absent. An id that is
+//!   empty or a dot segment is never put in a path.
 //! - Groups: `GET /groups`; members from `/groups/{id}/transitiveMembers/
 //!   microsoft.graph.user` (nested groups count) for the groups the configuration
 //!   names (scope, mappings, `safety.protected_groups`; every group when it names
@@ -38,7 +39,7 @@ use super::remote::{
     status_error,
 };
 use super::{DirectoryChanges, DirectoryError, GroupInterest, RemoteStats, jwt};
-use crate::http::encode_component;
+use crate::http::{encode_component, path_segment};
 use crate::model::{DirectorySnapshot, Identity, IdentityStatus};
 use crate::retry::RetryPolicy;
 
@@ -507,7 +508,7 @@ impl EntraSource {
                     let url = format!(
                         "{}/users/{}/transitiveMemberOf/microsoft.graph.group?$select=id,displayName&$top={TOP}",
                         self.inner.api,
-                        encode_component(&identity.id)
+                        segment(&identity.id, "GET /v1.0/users/{id}/transitiveMemberOf")?
                     );
                     let groups = self.list(url).await?;
                     identity.groups = remote::names_of_interest(PROVIDER, &groups, interest, |g| {
@@ -596,7 +597,7 @@ impl EntraSource {
         let assignments = self
             .list(format!(
                 "{api}/servicePrincipals/{}/appRoleAssignedTo?$top={TOP}",
-                encode_component(&sp)
+                segment(&sp, "GET /v1.0/servicePrincipals/{id}/appRoleAssignedTo")?
             ))
             .await?;
         let mut users = HashSet::new();
@@ -634,12 +635,12 @@ impl EntraSource {
         let pending: Vec<_> = groups
             .iter()
             .map(|(id, _)| async move {
+                let endpoint = format!("GET /v1.0/groups/{{id}}/{relation}");
                 let url = format!(
                     "{}/groups/{}/{relation}/microsoft.graph.user?$select=id&$top={TOP}",
                     self.inner.api,
-                    encode_component(id)
+                    segment(id, &endpoint)?
                 );
-                let endpoint = format!("GET /v1.0/groups/{{id}}/{relation}");
                 let members = self.list(url).await?;
                 members
                     .iter()
@@ -787,11 +788,9 @@ impl EntraSource {
     async fn fetch_token(&self) -> Result<(SecretString, Duration), DirectoryError> {
         let transport = self.transport().await?;
         let s = &self.inner.settings;
-        let token_url = format!(
-            "{}/{}/oauth2/v2.0/token",
-            self.inner.login,
-            encode_component(&s.tenant_id)
-        );
+        let tenant = path_segment(&s.tenant_id)
+            .map_err(|e| DirectoryError::Settings(format!("directory.tenant_id: {e}")))?;
+        let token_url = format!("{}/{tenant}/oauth2/v2.0/token", self.inner.login);
         // National clouds have their own Graph, and their own `.default` scope.
         let scope = format!("{}/.default", self.inner.graph);
         match &s.auth {
@@ -847,6 +846,16 @@ impl EntraSource {
             }
         }
     }
+}
+
+/// `id` as one path segment of `endpoint`, or a malformed answer: an id Graph
+/// handed out that is empty or a dot segment would send the request elsewhere
+/// (`/groups/../members` is not that group's members).
+fn segment(id: &str, endpoint: &str) -> Result<String, DirectoryError> {
+    path_segment(id).map_err(|e| DirectoryError::Malformed {
+        endpoint: endpoint.to_owned(),
+        what: e.to_string(),
+    })
 }
 
 fn links_of(users: &str, groups: &str) -> Result<String, DirectoryError> {

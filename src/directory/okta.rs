@@ -12,7 +12,8 @@
 //!   none). With `app_id`, the snapshot keeps only the users assigned to the app,
 //!   directly or through an assigned group (`/api/v1/apps/{id}/users`, `/groups`).
 //! - Paging: the `Link: <…>; rel="next"` header, as several header lines or one
-//!   comma-joined line; a link to another origin or a repeated link is an error.
+//!   comma-joined line; a link to another origin or a repeated link is an error. An
+//!   id that is empty or a dot segment is never put in a path.
 //! - Deltas (`changes_since`): users with `lastUpdated` after the cursor minus an
 //!   overlap; the cursor is Okta's time when the read started (our clock corrected
 //!   by the answers' `Date`), as `lastUpdated` is Okta's time.
@@ -43,7 +44,7 @@ use super::remote::{
     status_error,
 };
 use super::{DirectoryChanges, DirectoryError, GroupInterest, RemoteStats, jwt};
-use crate::http::encode_component;
+use crate::http::{encode_component, path_segment};
 use crate::model::{DirectorySnapshot, Identity, IdentityStatus};
 use crate::retry::RetryPolicy;
 
@@ -368,7 +369,7 @@ impl OktaSource {
                     let url = format!(
                         "{}/api/v1/users/{}/groups",
                         self.inner.base,
-                        encode_component(&identity.id)
+                        segment(&identity.id, "GET /api/v1/users/{id}/groups")?
                     );
                     let groups = self.list(url).await?;
                     identity.groups =
@@ -480,7 +481,8 @@ impl OktaSource {
         app: &str,
     ) -> Result<(HashSet<String>, HashSet<String>), DirectoryError> {
         let base = &self.inner.base;
-        let app = encode_component(app);
+        let app = path_segment(app)
+            .map_err(|e| DirectoryError::Settings(format!("directory.app_id: {e}")))?;
         let (users, groups) = futures::try_join!(
             self.list(format!(
                 "{base}/api/v1/apps/{app}/users?limit={APP_USERS_LIMIT}"
@@ -515,7 +517,7 @@ impl OktaSource {
                 let url = format!(
                     "{}/api/v1/groups/{}/users?limit={MEMBERS_LIMIT}",
                     self.inner.base,
-                    encode_component(id)
+                    segment(id, "GET /api/v1/groups/{id}/users")?
                 );
                 let members: Vec<IdOnly> = self.list(url).await?;
                 Ok::<_, DirectoryError>(members.into_iter().map(|m| m.id).collect::<Vec<_>>())
@@ -776,6 +778,16 @@ impl OktaSource {
             entry.remaining = entry.remaining.min(remaining);
         }
     }
+}
+
+/// `id` as one path segment of `endpoint`, or a malformed answer: an id Okta
+/// handed out that is empty or a dot segment would send the request elsewhere
+/// (`/api/v1/groups/../users` is `/api/v1/users`, everyone as members).
+fn segment(id: &str, endpoint: &str) -> Result<String, DirectoryError> {
+    path_segment(id).map_err(|e| DirectoryError::Malformed {
+        endpoint: endpoint.to_owned(),
+        what: e.to_string(),
+    })
 }
 
 /// The endpoint family an Okta rate limit applies to: `/api/v1/users`,

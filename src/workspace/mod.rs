@@ -823,7 +823,7 @@ impl ScimClient {
     }
 
     pub async fn get_account(&self, id: &str) -> Result<Option<Account>, WorkspaceError> {
-        let path = format!("/Users/{}", encode_component(id));
+        let path = resource_path(&Method::GET, "/Users", id)?;
         match self.get_json::<parse::UserBody>(&path, &[]).await {
             Ok((endpoint, user)) => {
                 parse::account(&endpoint, &user.0, &self.inner.role_attribute).map(Some)
@@ -961,7 +961,7 @@ impl ScimClient {
         if changes.is_empty() {
             return Ok(());
         }
-        let path = format!("/Users/{}", encode_component(id));
+        let path = resource_path(&Method::PATCH, "/Users", id)?;
         let sets_email = changes
             .iter()
             .any(|c| c.attribute == Attribute::Email && c.to.is_some());
@@ -991,24 +991,24 @@ impl ScimClient {
                 "value": role.as_str(),
             }),
         };
-        self.patch(&format!("/Users/{}", encode_component(id)), vec![op])
+        self.patch(&resource_path(&Method::PATCH, "/Users", id)?, vec![op])
             .await
     }
 
     pub async fn set_active(&self, id: &str, active: bool) -> Result<(), WorkspaceError> {
         let op = json!({"op": "replace", "path": "active", "value": active});
-        self.patch(&format!("/Users/{}", encode_component(id)), vec![op])
+        self.patch(&resource_path(&Method::PATCH, "/Users", id)?, vec![op])
             .await
     }
 
     pub async fn delete_account(&self, id: &str) -> Result<(), WorkspaceError> {
-        let path = format!("/Users/{}", encode_component(id));
+        let path = resource_path(&Method::DELETE, "/Users", id)?;
         self.send(Method::DELETE, &path, &[], None).await?;
         Ok(())
     }
 
     pub async fn get_group(&self, id: &str) -> Result<Option<WorkspaceGroup>, WorkspaceError> {
-        let path = format!("/Groups/{}", encode_component(id));
+        let path = resource_path(&Method::GET, "/Groups", id)?;
         match self.get_json(&path, &[]).await {
             Ok((endpoint, body)) => parse::group(&endpoint, body).map(Some),
             Err(e) if e.is_not_found() => Ok(None),
@@ -1095,7 +1095,7 @@ impl ScimClient {
         group_id: &str,
         account_ids: &[String],
     ) -> Result<(), WorkspaceError> {
-        let path = format!("/Groups/{}", encode_component(group_id));
+        let path = resource_path(&Method::PATCH, "/Groups", group_id)?;
         for chunk in account_ids.chunks(MEMBER_CHUNK) {
             let members: Vec<Value> = chunk.iter().map(|id| json!({"value": id})).collect();
             let op = json!({"op": "add", "path": "members", "value": members});
@@ -1110,7 +1110,7 @@ impl ScimClient {
         group_id: &str,
         account_ids: &[String],
     ) -> Result<(), WorkspaceError> {
-        let path = format!("/Groups/{}", encode_component(group_id));
+        let path = resource_path(&Method::PATCH, "/Groups", group_id)?;
         for chunk in account_ids.chunks(MEMBER_CHUNK) {
             let ops: Vec<Value> = chunk
                 .iter()
@@ -1258,6 +1258,18 @@ fn no_target(error: &WorkspaceError) -> bool {
 /// account, or deprovision the wrong person when the hire leaves.
 fn pick<T>(found: Vec<T>, matches: impl Fn(&T) -> bool) -> Option<T> {
     found.into_iter().find(|x| matches(x))
+}
+
+/// `{collection}/{id}` (`/Users/…`, `/Groups/…`) for a request with `method`, or a
+/// malformed-response error before any request is built: an id the provider
+/// handed out that is empty, `.` or `..` would not name the object (`DELETE
+/// /Users/..` is `DELETE /`). See [`crate::http::path_segment`].
+fn resource_path(method: &Method, collection: &str, id: &str) -> Result<String, WorkspaceError> {
+    crate::http::path_segment(id)
+        .map(|segment| format!("{collection}/{segment}"))
+        .map_err(|e| {
+            WorkspaceError::malformed(&format!("{method} {collection}/{{id}}"), e.to_string())
+        })
 }
 
 pub(crate) fn endpoint_name(method: &Method, path: &str, query: &[(&str, String)]) -> String {

@@ -1053,3 +1053,51 @@ async fn a_delta_with_many_changes_reads_a_snapshot_instead() {
     // The links of this delta round carry on.
     assert!(cursor.unwrap().contains("U1-next"));
 }
+
+/// An id that is a dot segment would send the request elsewhere once the URL is
+/// normalised (`/groups/../transitiveMembers/…` is not that group's members):
+/// refused before any request is built.
+#[tokio::test]
+async fn ids_that_are_dot_segments_are_refused() {
+    let server = MockServer::start().await;
+    let mut tenant = small_tenant();
+    tenant.groups[0].0["id"] = "..".into();
+    tenant.mount(&server).await;
+    let error = EntraSource::new(settings(&server, secret()))
+        .snapshot()
+        .await
+        .unwrap_err();
+    assert!(matches!(error, DirectoryError::Malformed { .. }), "{error}");
+    let message = error.to_string();
+    assert!(
+        message.contains("GET /v1.0/groups/{id}/transitiveMembers"),
+        "{message}"
+    );
+    assert!(message.contains("\"..\""), "{message}");
+
+    // The app's service principal as Graph named it.
+    let server = MockServer::start().await;
+    Mock::given(method("GET"))
+        .and(path("/v1.0/servicePrincipals"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+            "value": [{"id": "%2e", "appId": "app-client-id"}]
+        })))
+        .mount(&server)
+        .await;
+    small_tenant().mount(&server).await;
+    let mut s = settings(&server, secret());
+    s.app_id = Some("app-client-id".into());
+    let error = EntraSource::new(s).snapshot().await.unwrap_err();
+    assert!(matches!(error, DirectoryError::Malformed { .. }), "{error}");
+    assert!(error.to_string().contains("appRoleAssignedTo"), "{error}");
+
+    // A configured tenant id: a settings error, before a token is asked for.
+    let server = MockServer::start().await;
+    small_tenant().mount(&server).await;
+    let mut s = settings(&server, secret());
+    s.tenant_id = "..".into();
+    let error = EntraSource::new(s).snapshot().await.unwrap_err();
+    assert!(matches!(error, DirectoryError::Settings(_)), "{error}");
+    assert!(error.to_string().contains("directory.tenant_id"), "{error}");
+    assert!(server.received_requests().await.unwrap().is_empty());
+}

@@ -1035,3 +1035,66 @@ async fn paging_links_to_another_host_or_back_to_a_read_page_are_refused() {
         assert!(error.to_string().contains(why), "{error}");
     }
 }
+
+/// An id that is a dot segment would send the request elsewhere once the URL is
+/// normalised (`/api/v1/groups/../users` lists every user as the group's
+/// members, `/api/v1/users/../groups` every group as the user's): refused before
+/// any request is built.
+#[tokio::test]
+async fn ids_that_are_dot_segments_are_refused() {
+    let server = MockServer::start().await;
+    let mut org = small_org(LinkStyle::SeparateLines);
+    org.groups[0].0["id"] = "..".into();
+    org.mount(&server).await;
+    let error = OktaSource::new(settings(&server, ssws()))
+        .snapshot()
+        .await
+        .unwrap_err();
+    assert!(matches!(error, DirectoryError::Malformed { .. }), "{error}");
+    let message = error.to_string();
+    assert!(
+        message.contains("GET /api/v1/groups/{id}/users"),
+        "{message}"
+    );
+    assert!(message.contains("\"..\""), "{message}");
+
+    // A changed user's groups in a delta.
+    let server = MockServer::start().await;
+    let mut org = small_org(LinkStyle::SeparateLines);
+    for u in &mut org.users {
+        u["lastUpdated"] = "2026-01-01T00:00:00.000Z".into();
+    }
+    org.users[1]["id"] = ".".into();
+    org.users[1]["lastUpdated"] = "2026-11-30T00:59:00.000Z".into();
+    for (_, members) in &mut org.groups {
+        for id in members.iter_mut().filter(|id| *id == "00u2") {
+            *id = ".".into();
+        }
+    }
+    org.mount(&server).await;
+    let error = OktaSource::new(settings(&server, ssws()))
+        .changes_since(Some("okta-v1:2026-11-30T01:00:00.000Z"))
+        .await
+        .unwrap_err();
+    assert!(matches!(error, DirectoryError::Malformed { .. }), "{error}");
+    assert!(
+        error.to_string().contains("GET /api/v1/users/{id}/groups"),
+        "{error}"
+    );
+
+    // A configured app id: a settings error, before its assignments are asked.
+    let server = MockServer::start().await;
+    small_org(LinkStyle::SeparateLines).mount(&server).await;
+    let mut s = settings(&server, ssws());
+    s.app_id = Some("..".into());
+    let error = OktaSource::new(s).snapshot().await.unwrap_err();
+    assert!(matches!(error, DirectoryError::Settings(_)), "{error}");
+    assert!(error.to_string().contains("directory.app_id"), "{error}");
+    let requests = server.received_requests().await.unwrap();
+    assert!(
+        !requests
+            .iter()
+            .any(|r| r.url.path().starts_with("/api/v1/apps")),
+        "{requests:?}"
+    );
+}

@@ -1746,3 +1746,60 @@ async fn a_group_create_whose_answer_was_lost_is_not_posted_twice() {
     let created = client(&server).create_group("Design").await.unwrap();
     assert_eq!(created.id, "g-new");
 }
+
+// ---------------------------------------------------------------- ids in paths
+
+/// An id that is empty or a dot segment would name another resource once the
+/// URL is normalised (`DELETE /Users/..` is `DELETE /`): every request that puts
+/// an id in the path refuses it as malformed before any request is built.
+#[tokio::test]
+async fn ids_that_are_dot_segments_never_reach_the_path() {
+    let server = MockServer::start().await;
+    Mock::given(wiremock::matchers::any())
+        .respond_with(ResponseTemplate::new(204))
+        .expect(0)
+        .mount(&server)
+        .await;
+    let client = client(&server);
+    let members = vec!["u1".to_owned()];
+    let change = AttributeChange {
+        attribute: Attribute::DisplayName,
+        from: None,
+        to: Some("Ada".into()),
+    };
+    for id in ["", ".", "..", "%2e", "%2E%2e"] {
+        let errors = [
+            ("GET /Users/{id}", client.get_account(id).await.map(drop)),
+            ("DELETE /Users/{id}", client.delete_account(id).await),
+            ("PATCH /Users/{id}", client.set_active(id, false).await),
+            ("PATCH /Users/{id}", client.set_role(id, Role::Viewer).await),
+            (
+                "PATCH /Users/{id}",
+                client
+                    .update_attributes(id, std::slice::from_ref(&change))
+                    .await,
+            ),
+            ("GET /Groups/{id}", client.get_group(id).await.map(drop)),
+            ("PATCH /Groups/{id}", client.add_members(id, &members).await),
+            (
+                "PATCH /Groups/{id}",
+                client.remove_members(id, &members).await,
+            ),
+        ];
+        for (endpoint, result) in errors {
+            let error = result.unwrap_err();
+            assert!(
+                matches!(error, WorkspaceError::Malformed { .. }),
+                "{id:?}: {error}"
+            );
+            let message = error.to_string();
+            assert!(
+                message.starts_with(&format!("{endpoint}: malformed response: ")),
+                "{message}"
+            );
+            assert!(message.contains("path segment"), "{message}");
+        }
+    }
+    assert_eq!(client.stats().requests, 0);
+    server.verify().await;
+}
