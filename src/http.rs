@@ -1,8 +1,9 @@
 //! HTTP pieces shared by every remote connector (the SCIM workspace client and the
 //! directory connectors): one way to build a `reqwest` client on rustls + ring, one
-//! query encoder, one way to put an id in a path ([`path_segment`]), and one
-//! description of a failed exchange. Retries live in [`crate::retry`]; rate limits
-//! and auth are each connector's own business.
+//! query encoder, one way to put an id in a path ([`path_segment`]), one body
+//! reader with a size limit ([`body_text`]), the limits an answer must keep to
+//! ([`Limits`]), and one description of a failed exchange. Retries
+//! live in [`crate::retry`]; rate limits and auth are each connector's own business.
 
 use std::time::Duration;
 
@@ -96,14 +97,106 @@ pub fn path_segment(id: &str) -> Result<String, UnsafeSegment> {
     Ok(encode_component(id))
 }
 
-/// A response body as text. JSON is UTF-8 (RFC 8259), so the body is checked once
-/// and kept: `Response::text` decodes it with `from_utf8_lossy`, whose scan was
-/// about 3% of the CPU samples of a 10k end-to-end benchmark, six times what
+/// The most one response body may hold (64 MiB). Legitimate pages are far
+/// smaller: 1,000 SCIM users with their groups, 999 Graph users with `$select`,
+/// 200 Okta users with custom profiles or 1,000 Okta group members (full user
+/// objects) are a few MB. The one that grows with the tenant is a SCIM group and
+/// its members (a `/Groups` page or `/Groups/{id}`): at about 150 bytes a member
+/// (`value`, `display`, `$ref`) 64 MiB holds some 400,000 memberships on one
+/// page. A body past the limit is refused, not cut.
+pub const MAX_BODY_BYTES: usize = 64 * 1024 * 1024;
+
+/// What a directory connector (Okta, Entra) reads at most. [`Limits::default`]
+/// is what production uses; tests make them small.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Bytes of one response body ([`MAX_BODY_BYTES`]).
+    pub max_body_bytes: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_body_bytes: MAX_BODY_BYTES,
+        }
+    }
+}
+
+/// Why a response body was not read.
+#[derive(Debug)]
+pub enum BodyError {
+    /// The connection failed (or was cut) while the body came in.
+    Read(reqwest::Error),
+    /// The body is longer than `limit` bytes: its `Content-Length` said so, or
+    /// more than that came.
+    TooLarge {
+        limit: usize,
+        content_length: Option<u64>,
+    },
+}
+
+impl std::fmt::Display for BodyError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            BodyError::Read(e) => f.write_str(&describe_failure(e).0),
+            BodyError::TooLarge {
+                limit,
+                content_length,
+            } => {
+                write!(
+                    f,
+                    "the response body is larger than {}, the most seatwarden reads of one answer",
+                    byte_size(*limit)
+                )?;
+                match content_length {
+                    Some(length) => write!(f, " (Content-Length {length})"),
+                    None => Ok(()),
+                }
+            }
+        }
+    }
+}
+
+impl std::error::Error for BodyError {}
+
+/// `67108864` as `64 MiB`, `1000` as `1000 bytes`.
+fn byte_size(bytes: usize) -> String {
+    const MIB: usize = 1024 * 1024;
+    if bytes >= MIB && bytes.is_multiple_of(MIB) {
+        format!("{} MiB", bytes / MIB)
+    } else {
+        format!("{bytes} bytes")
+    }
+}
+
+/// A response body as text, at most `limit` bytes of it: read chunk by chunk, and
+/// refused as soon as it passes the limit (at once when its `Content-Length`
+/// announces more), so a faulty or hostile endpoint cannot make the process hold
+/// an endless body.
+///
+/// JSON is UTF-8 (RFC 8259), so the body is checked once and kept:
+/// `Response::text` decodes it with `from_utf8_lossy`, whose scan was about 3% of
+/// the CPU samples of a 10k end-to-end benchmark, six times what
 /// `String::from_utf8` takes, and then copies it. A body that is not UTF-8 is
 /// still read, with U+FFFD where it was invalid.
-pub async fn body_text(response: reqwest::Response) -> Result<String, reqwest::Error> {
-    let bytes = response.bytes().await?;
-    Ok(match String::from_utf8(Vec::from(bytes)) {
+pub async fn body_text(mut response: reqwest::Response, limit: usize) -> Result<String, BodyError> {
+    let content_length = response.content_length();
+    let too_large = || BodyError::TooLarge {
+        limit,
+        content_length,
+    };
+    let mut bytes = match content_length {
+        Some(length) if length > limit as u64 => return Err(too_large()),
+        Some(length) => Vec::with_capacity(usize::try_from(length).unwrap_or(limit)),
+        None => Vec::new(),
+    };
+    while let Some(chunk) = response.chunk().await.map_err(BodyError::Read)? {
+        if chunk.len() > limit.saturating_sub(bytes.len()) {
+            return Err(too_large());
+        }
+        bytes.extend_from_slice(&chunk);
+    }
+    Ok(match String::from_utf8(bytes) {
         Ok(text) => text,
         Err(e) => String::from_utf8_lossy(e.as_bytes()).into_owned(),
     })
@@ -142,18 +235,155 @@ mod tests {
 
     #[tokio::test]
     async fn a_utf8_body_is_read_as_it_came() {
-        let text = body_text(response("{\"displayName\":\"Zoë 🚀\"}".as_bytes()))
-            .await
-            .unwrap();
+        let text = body_text(
+            response("{\"displayName\":\"Zoë 🚀\"}".as_bytes()),
+            MAX_BODY_BYTES,
+        )
+        .await
+        .unwrap();
         assert_eq!(text, "{\"displayName\":\"Zoë 🚀\"}");
     }
 
     #[tokio::test]
     async fn invalid_sequences_become_replacement_characters() {
-        let text = body_text(response(b"{\"detail\":\"bad \xff\xfe byte\"}"))
+        let text = body_text(
+            response(b"{\"detail\":\"bad \xff\xfe byte\"}"),
+            MAX_BODY_BYTES,
+        )
+        .await
+        .unwrap();
+        assert_eq!(text, "{\"detail\":\"bad \u{fffd}\u{fffd} byte\"}");
+    }
+
+    #[tokio::test]
+    async fn a_body_announced_past_the_limit_is_refused_one_at_the_limit_is_read() {
+        let error = body_text(response(b"0123456789A"), 10).await.unwrap_err();
+        assert!(
+            matches!(
+                error,
+                BodyError::TooLarge {
+                    limit: 10,
+                    content_length: Some(11)
+                }
+            ),
+            "{error:?}"
+        );
+        assert_eq!(
+            error.to_string(),
+            "the response body is larger than 10 bytes, the most seatwarden reads of one \
+             answer (Content-Length 11)"
+        );
+        assert_eq!(
+            body_text(response(b"0123456789"), 10).await.unwrap(),
+            "0123456789"
+        );
+    }
+
+    /// A server that answers one request with `head`, then `chunk` `times` times
+    /// (without end when `None`), then `tail`, and holds the connection until the
+    /// client hangs up; returns its URL.
+    fn raw_server(
+        head: &'static str,
+        chunk: String,
+        times: Option<usize>,
+        tail: &'static str,
+    ) -> String {
+        use std::io::{BufRead, BufReader, Read, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}/", listener.local_addr().unwrap());
+        std::thread::spawn(move || {
+            let (mut stream, _) = listener.accept().unwrap();
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let mut line = String::new();
+            while reader.read_line(&mut line).is_ok_and(|n| n > 2) {
+                line.clear();
+            }
+            if stream.write_all(head.as_bytes()).is_err() {
+                return;
+            }
+            let mut sent = 0;
+            while times.is_none_or(|n| sent < n) {
+                // The client hangs up once it has refused the body.
+                if stream.write_all(chunk.as_bytes()).is_err() {
+                    return;
+                }
+                sent += 1;
+            }
+            if stream.write_all(tail.as_bytes()).is_ok() {
+                let _ = stream.read(&mut [0; 1]);
+            }
+        });
+        url
+    }
+
+    const CHUNKED: &str = "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n\
+                           transfer-encoding: chunked\r\n\r\n";
+
+    fn kib_chunk() -> String {
+        format!("400\r\n{}\r\n", "x".repeat(1024))
+    }
+
+    #[tokio::test]
+    async fn an_endless_body_is_cut_off_at_the_limit() {
+        let http = client(Duration::from_secs(5)).unwrap();
+        let answer = http
+            .get(raw_server(CHUNKED, kib_chunk(), None, ""))
+            .timeout(Duration::from_secs(20))
+            .send()
             .await
             .unwrap();
-        assert_eq!(text, "{\"detail\":\"bad \u{fffd}\u{fffd} byte\"}");
+        let error = body_text(answer, 64 * 1024).await.unwrap_err();
+        assert!(
+            matches!(
+                error,
+                BodyError::TooLarge {
+                    limit: 65536,
+                    content_length: None
+                }
+            ),
+            "{error:?}"
+        );
+        // The same stream, ending under the limit, is read whole.
+        let answer = http
+            .get(raw_server(CHUNKED, kib_chunk(), Some(64), "0\r\n\r\n"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(body_text(answer, 64 * 1024).await.unwrap().len(), 64 * 1024);
+    }
+
+    /// A `Content-Length` past the limit is refused before the body is waited for.
+    #[tokio::test]
+    async fn a_body_announced_past_the_limit_is_not_waited_for() {
+        let http = client(Duration::from_secs(5)).unwrap();
+        let head = "HTTP/1.1 200 OK\r\ncontent-length: 1000000\r\n\r\n";
+        // Ten bytes come, then nothing: reading on would wait for the timeout.
+        let answer = http
+            .get(raw_server(head, "0123456789".into(), Some(1), ""))
+            .timeout(Duration::from_secs(20))
+            .send()
+            .await
+            .unwrap();
+        let error = tokio::time::timeout(Duration::from_secs(5), body_text(answer, 1000))
+            .await
+            .expect("the body was waited for")
+            .unwrap_err();
+        assert!(
+            matches!(
+                error,
+                BodyError::TooLarge {
+                    limit: 1000,
+                    content_length: Some(1_000_000)
+                }
+            ),
+            "{error:?}"
+        );
+    }
+
+    #[test]
+    fn the_limit_is_named_in_mib_when_it_is_whole_mib() {
+        assert_eq!(byte_size(MAX_BODY_BYTES), "64 MiB");
+        assert_eq!(byte_size(1000), "1000 bytes");
     }
 
     #[test]

@@ -6,8 +6,9 @@
 //!   The token is cached, refreshed five minutes before it expires, and once more
 //!   after a 401.
 //! - Users: `GET /users?$select=…&$top=999`; `accountEnabled` is only returned when
-//!   selected. Paging follows `@odata.nextLink` until it is absent. An id that is
-//!   empty or a dot segment is never put in a path.
+//!   selected. Paging follows `@odata.nextLink` until it is absent. An answer
+//!   longer than [`Limits::max_body_bytes`] is an error, and an id that is empty
+//!   or a dot segment is never put in a path.
 //! - Groups: `GET /groups`; members from `/groups/{id}/transitiveMembers/
 //!   microsoft.graph.user` (nested groups count) for the groups the configuration
 //!   names (scope, mappings, `safety.protected_groups`; every group when it names
@@ -39,7 +40,7 @@ use super::remote::{
     status_error,
 };
 use super::{DirectoryChanges, DirectoryError, GroupInterest, RemoteStats, jwt};
-use crate::http::{encode_component, path_segment};
+use crate::http::{Limits, encode_component, path_segment};
 use crate::model::{DirectorySnapshot, Identity, IdentityStatus};
 use crate::retry::RetryPolicy;
 
@@ -109,6 +110,8 @@ enum Membership {
 
 struct Inner {
     settings: EntraSettings,
+    /// Bytes an answer may hold.
+    limits: Limits,
     /// `{graph_url}/v1.0`.
     api: String,
     /// `{graph_url}` without a trailing slash: paging links must stay on it.
@@ -150,6 +153,12 @@ enum DeltaOutcome<T> {
 
 impl EntraSource {
     pub fn new(settings: EntraSettings) -> EntraSource {
+        EntraSource::with_limits(settings, Limits::default())
+    }
+
+    /// [`EntraSource::new`] with other limits than [`Limits::default`]: an answer
+    /// longer than `limits.max_body_bytes` fails the read as malformed.
+    pub fn with_limits(settings: EntraSettings, limits: Limits) -> EntraSource {
         let base = |url: &Option<url::Url>, default: &str| {
             url.as_ref()
                 .map_or(default, url::Url::as_str)
@@ -161,6 +170,7 @@ impl EntraSource {
         EntraSource {
             inner: Arc::new(Inner {
                 settings,
+                limits,
                 api: format!("{graph}/v1.0"),
                 graph,
                 login,
@@ -209,10 +219,17 @@ impl EntraSource {
 
     async fn transport(&self) -> Result<&Transport, DirectoryError> {
         let s = &self.inner.settings;
+        let max_body = self.inner.limits.max_body_bytes;
         self.inner
             .transport
             .get_or_try_init(|| async {
-                Transport::new(s.timeout, s.max_concurrency, s.requests_per_second, s.retry)
+                Transport::new(
+                    s.timeout,
+                    s.max_concurrency,
+                    s.requests_per_second,
+                    s.retry,
+                    max_body,
+                )
             })
             .await
     }

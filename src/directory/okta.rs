@@ -12,8 +12,9 @@
 //!   none). With `app_id`, the snapshot keeps only the users assigned to the app,
 //!   directly or through an assigned group (`/api/v1/apps/{id}/users`, `/groups`).
 //! - Paging: the `Link: <…>; rel="next"` header, as several header lines or one
-//!   comma-joined line; a link to another origin or a repeated link is an error. An
-//!   id that is empty or a dot segment is never put in a path.
+//!   comma-joined line; a link to another origin or a repeated link is an error, and
+//!   so is an answer longer than [`Limits::max_body_bytes`]. An id that is empty or
+//!   a dot segment is never put in a path.
 //! - Deltas (`changes_since`): users with `lastUpdated` after the cursor minus an
 //!   overlap; the cursor is Okta's time when the read started (our clock corrected
 //!   by the answers' `Date`), as `lastUpdated` is Okta's time.
@@ -44,7 +45,7 @@ use super::remote::{
     status_error,
 };
 use super::{DirectoryChanges, DirectoryError, GroupInterest, RemoteStats, jwt};
-use crate::http::{encode_component, path_segment};
+use crate::http::{Limits, encode_component, path_segment};
 use crate::model::{DirectorySnapshot, Identity, IdentityStatus};
 use crate::retry::RetryPolicy;
 
@@ -113,6 +114,8 @@ struct Bucket {
 
 struct Inner {
     settings: OktaSettings,
+    /// Bytes an answer may hold.
+    limits: Limits,
     /// Base URL without a trailing slash.
     base: String,
     transport: tokio::sync::OnceCell<Transport>,
@@ -185,10 +188,17 @@ fn lenient_string<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Strin
 
 impl OktaSource {
     pub fn new(settings: OktaSettings) -> OktaSource {
+        OktaSource::with_limits(settings, Limits::default())
+    }
+
+    /// [`OktaSource::new`] with other limits than [`Limits::default`]: an answer
+    /// longer than `limits.max_body_bytes` fails the read as malformed.
+    pub fn with_limits(settings: OktaSettings, limits: Limits) -> OktaSource {
         let base = settings.url.as_str().trim_end_matches('/').to_owned();
         OktaSource {
             inner: Arc::new(Inner {
                 settings,
+                limits,
                 base,
                 transport: tokio::sync::OnceCell::new(),
                 tokens: TokenCache::default(),
@@ -229,9 +239,12 @@ impl OktaSource {
 
     async fn transport(&self) -> Result<&Transport, DirectoryError> {
         let s = &self.inner.settings;
+        let max_body = self.inner.limits.max_body_bytes;
         self.inner
             .transport
-            .get_or_try_init(|| async { Transport::new(s.timeout, s.max_concurrency, 0, s.retry) })
+            .get_or_try_init(|| async {
+                Transport::new(s.timeout, s.max_concurrency, 0, s.retry, max_body)
+            })
             .await
     }
 

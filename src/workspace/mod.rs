@@ -184,6 +184,8 @@ struct Inner {
     pagination: Pagination,
     max_concurrency: usize,
     timeout: Duration,
+    /// The most one answer's body may hold.
+    max_body_bytes: usize,
     retry: RetryPolicy,
     permits: Semaphore,
     limiter: Option<Limiter>,
@@ -248,6 +250,16 @@ fn transport_error(endpoint: &str, e: &reqwest::Error) -> WorkspaceError {
 
 impl ScimClient {
     pub fn new(settings: ScimSettings) -> Result<ScimClient, WorkspaceError> {
+        ScimClient::with_max_body_bytes(settings, crate::http::MAX_BODY_BYTES)
+    }
+
+    /// [`ScimClient::new`] reading at most `max_body_bytes` of any one answer
+    /// (`new` takes [`crate::http::MAX_BODY_BYTES`]); a longer body fails the
+    /// request as malformed.
+    pub fn with_max_body_bytes(
+        settings: ScimSettings,
+        max_body_bytes: usize,
+    ) -> Result<ScimClient, WorkspaceError> {
         match settings.base_url.scheme() {
             "http" | "https" => {}
             other => {
@@ -281,6 +293,7 @@ impl ScimClient {
                 pagination: settings.pagination,
                 max_concurrency: settings.max_concurrency,
                 timeout: settings.timeout,
+                max_body_bytes,
                 retry: settings.retry,
                 permits: Semaphore::new(settings.max_concurrency),
                 limiter,
@@ -482,9 +495,15 @@ impl ScimClient {
         {
             self.pause_for(asked.min(inner.retry.max_retry_after), endpoint, status);
         }
-        let text = crate::http::body_text(response)
+        let text = crate::http::body_text(response, inner.max_body_bytes)
             .await
-            .map_err(|e| transport_error(endpoint, &e))?;
+            .map_err(|e| match e {
+                crate::http::BodyError::Read(e) => transport_error(endpoint, &e),
+                // Not transient: asked again, it would be as large.
+                too_large @ crate::http::BodyError::TooLarge { .. } => {
+                    WorkspaceError::malformed(endpoint, too_large.to_string())
+                }
+            })?;
         if (200..300).contains(&status) {
             return Ok(Answer { status, body: text });
         }

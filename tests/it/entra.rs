@@ -14,6 +14,7 @@ use std::time::Duration;
 use seatwarden::directory::{
     DirectoryChanges, DirectoryError, EntraAuth, EntraSettings, EntraSource, Secret,
 };
+use seatwarden::http::Limits;
 use seatwarden::model::IdentityStatus;
 use seatwarden::retry::RetryPolicy;
 use serde_json::{Value, json};
@@ -1052,6 +1053,45 @@ async fn a_delta_with_many_changes_reads_a_snapshot_instead() {
     assert_eq!(rows(&snapshot), expected_small_tenant());
     // The links of this delta round carry on.
     assert!(cursor.unwrap().contains("U1-next"));
+}
+
+/// An answer past the body limit fails the read as malformed, naming the
+/// endpoint and the limit, and is not asked again.
+#[tokio::test]
+async fn an_answer_over_the_body_limit_is_refused() {
+    let server = MockServer::start().await;
+    let mut tenant = small_tenant();
+    tenant.groups[2].0["description"] = "x".repeat(5000).into();
+    tenant.mount(&server).await;
+    let limits = Limits {
+        max_body_bytes: 4096,
+    };
+    let error = EntraSource::with_limits(settings(&server, secret()), limits)
+        .snapshot()
+        .await
+        .unwrap_err();
+    assert!(matches!(error, DirectoryError::Malformed { .. }), "{error}");
+    let message = error.to_string();
+    // "All Company" is on the second page of groups.
+    assert!(message.contains("GET /v1.0/groups?"), "{message}");
+    assert!(message.contains("skiptoken=2"), "{message}");
+    assert!(message.contains("larger than 4096 bytes"), "{message}");
+    let requests = server.received_requests().await.unwrap();
+    assert_eq!(
+        requests
+            .iter()
+            .filter(|r| r.url.path() == "/v1.0/groups")
+            .filter(|r| query(r, "$skiptoken").as_deref() == Some("2"))
+            .count(),
+        1
+    );
+    let server = MockServer::start().await;
+    small_tenant().mount(&server).await;
+    let snapshot = EntraSource::with_limits(settings(&server, secret()), limits)
+        .snapshot()
+        .await
+        .unwrap();
+    assert_eq!(rows(&snapshot), expected_small_tenant());
 }
 
 /// An id that is a dot segment would send the request elsewhere once the URL is

@@ -16,6 +16,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use seatwarden::directory::{
     DirectoryChanges, DirectoryError, OktaAuth, OktaSettings, OktaSource, Secret,
 };
+use seatwarden::http::Limits;
 use seatwarden::model::IdentityStatus;
 use seatwarden::retry::RetryPolicy;
 use serde_json::{Value, json};
@@ -1034,6 +1035,49 @@ async fn paging_links_to_another_host_or_back_to_a_read_page_are_refused() {
         assert!(matches!(error, DirectoryError::Malformed { .. }), "{error}");
         assert!(error.to_string().contains(why), "{error}");
     }
+}
+
+/// An answer past the body limit fails the read as malformed, naming the
+/// endpoint and the limit, and is not asked again.
+#[tokio::test]
+async fn an_answer_over_the_body_limit_is_refused() {
+    let server = MockServer::start().await;
+    let mut org = small_org(LinkStyle::SeparateLines);
+    org.groups[2].0["profile"]["description"] = "x".repeat(5000).into();
+    org.mount(&server).await;
+    let limits = Limits {
+        max_body_bytes: 4096,
+    };
+    let error = OktaSource::with_limits(settings(&server, ssws()), limits)
+        .snapshot()
+        .await
+        .unwrap_err();
+    assert!(matches!(error, DirectoryError::Malformed { .. }), "{error}");
+    let message = error.to_string();
+    // "Everyone" is on the second page of groups.
+    assert!(
+        message.contains("GET /api/v1/groups?limit=200&after=2"),
+        "{message}"
+    );
+    assert!(message.contains("larger than 4096 bytes"), "{message}");
+    let requests = server.received_requests().await.unwrap();
+    assert_eq!(
+        requests
+            .iter()
+            .filter(|r| r.url.path() == "/api/v1/groups")
+            .filter(|r| query(r, "after").as_deref() == Some("2"))
+            .count(),
+        1
+    );
+    // The other pages are under the limit: the same org reads whole without the
+    // long description.
+    let server = MockServer::start().await;
+    small_org(LinkStyle::SeparateLines).mount(&server).await;
+    let snapshot = OktaSource::with_limits(settings(&server, ssws()), limits)
+        .snapshot()
+        .await
+        .unwrap();
+    assert_eq!(statuses(&snapshot), expected_small_org());
 }
 
 /// An id that is a dot segment would send the request elsewhere once the URL is
