@@ -1,8 +1,8 @@
 //! HTTP pieces shared by every remote connector (the SCIM workspace client and the
 //! directory connectors): one way to build a `reqwest` client on rustls + ring, one
 //! query encoder, one way to put an id in a path ([`path_segment`]), one body
-//! reader with a size limit ([`body_text`]), the limits an answer must keep to
-//! ([`Limits`]), and one description of a failed exchange. Retries
+//! reader with a size limit ([`body_text`]), the limits a listing and an answer
+//! must keep to ([`Limits`]), and one description of a failed exchange. Retries
 //! live in [`crate::retry`]; rate limits and auth are each connector's own business.
 
 use std::time::Duration;
@@ -106,10 +106,31 @@ pub fn path_segment(id: &str) -> Result<String, UnsafeSegment> {
 /// page. A body past the limit is refused, not cut.
 pub const MAX_BODY_BYTES: usize = 64 * 1024 * 1024;
 
-/// What a directory connector (Okta, Entra) reads at most. [`Limits::default`]
-/// is what production uses; tests make them small.
+/// The most pages one listing that follows the provider's next links (Okta's
+/// `Link: rel="next"`, Graph's `@odata.nextLink`, a delta round) may take: past
+/// it the listing fails rather than loop and grow. 1 M users are 5,000 Okta pages
+/// of 200 or 1,002 Graph pages of 999, a group of 1 M members 1,000 pages; Graph
+/// may send pages shorter than `$top` (a cast such as `/microsoft.graph.user`
+/// can leave them nearly empty), and 100,000 pages still hold 10 M objects at
+/// 100 a page. The SCIM client's listings stop at the same absolute cap.
+pub const MAX_PAGES: u64 = 100_000;
+
+/// Why a listing stopped at the page cap: `link` (the header or property that
+/// names the next page) still led on after `max_pages` pages of `listing` (its
+/// first endpoint).
+pub fn page_cap_reached(link: &str, max_pages: u64, listing: &str) -> String {
+    format!(
+        "{link} still leads on after {max_pages} pages of {listing}, the most seatwarden \
+         follows in one listing: the endpoint is taken to loop (no tenant is that large)"
+    )
+}
+
+/// What a directory connector that follows next links (Okta, Entra) reads at
+/// most. [`Limits::default`] is what production uses; tests make them small.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
+    /// Pages of one listing ([`MAX_PAGES`]).
+    pub max_pages: u64,
     /// Bytes of one response body ([`MAX_BODY_BYTES`]).
     pub max_body_bytes: usize,
 }
@@ -117,6 +138,7 @@ pub struct Limits {
 impl Default for Limits {
     fn default() -> Self {
         Limits {
+            max_pages: MAX_PAGES,
             max_body_bytes: MAX_BODY_BYTES,
         }
     }

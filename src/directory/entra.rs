@@ -6,9 +6,10 @@
 //!   The token is cached, refreshed five minutes before it expires, and once more
 //!   after a 401.
 //! - Users: `GET /users?$select=…&$top=999`; `accountEnabled` is only returned when
-//!   selected. Paging follows `@odata.nextLink` until it is absent. An answer
-//!   longer than [`Limits::max_body_bytes`] is an error, and an id that is empty
-//!   or a dot segment is never put in a path.
+//!   selected. Paging follows `@odata.nextLink` until it is absent, for at most
+//!   [`Limits::max_pages`] pages (a delta round too); an answer longer than
+//!   [`Limits::max_body_bytes`] is an error, and an id that is empty or a dot
+//!   segment is never put in a path.
 //! - Groups: `GET /groups`; members from `/groups/{id}/transitiveMembers/
 //!   microsoft.graph.user` (nested groups count) for the groups the configuration
 //!   names (scope, mappings, `safety.protected_groups`; every group when it names
@@ -40,7 +41,7 @@ use super::remote::{
     status_error,
 };
 use super::{DirectoryChanges, DirectoryError, GroupInterest, RemoteStats, jwt};
-use crate::http::{Limits, encode_component, path_segment};
+use crate::http::{Limits, encode_component, page_cap_reached, path_segment};
 use crate::model::{DirectorySnapshot, Identity, IdentityStatus};
 use crate::retry::RetryPolicy;
 
@@ -110,7 +111,7 @@ enum Membership {
 
 struct Inner {
     settings: EntraSettings,
-    /// Bytes an answer may hold.
+    /// Pages a listing may take, bytes an answer may hold.
     limits: Limits,
     /// `{graph_url}/v1.0`.
     api: String,
@@ -156,8 +157,9 @@ impl EntraSource {
         EntraSource::with_limits(settings, Limits::default())
     }
 
-    /// [`EntraSource::new`] with other limits than [`Limits::default`]: an answer
-    /// longer than `limits.max_body_bytes` fails the read as malformed.
+    /// [`EntraSource::new`] with other limits than [`Limits::default`]: a listing
+    /// or delta round that would take more than `limits.max_pages` pages, or an
+    /// answer longer than `limits.max_body_bytes`, fails the read as malformed.
     pub fn with_limits(settings: EntraSettings, limits: Limits) -> EntraSource {
         let base = |url: &Option<url::Url>, default: &str| {
             url.as_ref()
@@ -671,14 +673,18 @@ impl EntraSource {
             .await
     }
 
-    /// Every item of a collection, following `@odata.nextLink`.
+    /// Every item of a collection, following `@odata.nextLink`, in at most
+    /// `limits.max_pages` pages.
     async fn list(&self, first: String) -> Result<Vec<Value>, DirectoryError> {
+        let listing = endpoint_of("GET", &first);
         let mut items = Vec::new();
         let mut url = first;
         let mut visited = HashSet::new();
+        let mut pages: u64 = 0;
         loop {
             let endpoint = endpoint_of("GET", &url);
             let mut page = self.get(&url, &endpoint).await?.json(&endpoint)?;
+            pages += 1;
             match page.get_mut("value").map(Value::take) {
                 Some(Value::Array(values)) => items.extend(values),
                 _ => {
@@ -692,6 +698,7 @@ impl EntraSource {
                 None => return Ok(items),
                 Some(next) => {
                     url = self.checked_next(next, &endpoint, &mut visited)?;
+                    self.check_page_cap(pages, &endpoint, &listing)?;
                 }
             }
         }
@@ -702,9 +709,11 @@ impl EntraSource {
         &self,
         first: String,
     ) -> Result<DeltaOutcome<(Vec<Value>, String)>, DirectoryError> {
+        let listing = endpoint_of("GET", &first);
         let mut items = Vec::new();
         let mut url = first;
         let mut visited = HashSet::new();
+        let mut pages: u64 = 0;
         loop {
             let endpoint = endpoint_of("GET", &url);
             let mut page = match self.get(&url, &endpoint).await {
@@ -712,11 +721,13 @@ impl EntraSource {
                 Err(e) if is_expired_delta(&e) => return Ok(DeltaOutcome::Expired),
                 Err(e) => return Err(e),
             };
+            pages += 1;
             if let Some(Value::Array(values)) = page.get_mut("value").map(Value::take) {
                 items.extend(values);
             }
             if let Some(next) = page.get("@odata.nextLink").and_then(Value::as_str) {
                 url = self.checked_next(next, &endpoint, &mut visited)?;
+                self.check_page_cap(pages, &endpoint, &listing)?;
                 continue;
             }
             return match page.get("@odata.deltaLink").and_then(Value::as_str) {
@@ -730,6 +741,24 @@ impl EntraSource {
                 }),
             };
         }
+    }
+
+    /// An error once `pages` pages of `listing` were read and another is named:
+    /// a listing past the cap is taken to loop.
+    fn check_page_cap(
+        &self,
+        pages: u64,
+        endpoint: &str,
+        listing: &str,
+    ) -> Result<(), DirectoryError> {
+        let max_pages = self.inner.limits.max_pages;
+        if pages >= max_pages {
+            return Err(DirectoryError::Malformed {
+                endpoint: endpoint.to_owned(),
+                what: page_cap_reached("@odata.nextLink", max_pages, listing),
+            });
+        }
+        Ok(())
     }
 
     fn checked_next(

@@ -13,8 +13,9 @@
 //!   directly or through an assigned group (`/api/v1/apps/{id}/users`, `/groups`).
 //! - Paging: the `Link: <…>; rel="next"` header, as several header lines or one
 //!   comma-joined line; a link to another origin or a repeated link is an error, and
-//!   so is an answer longer than [`Limits::max_body_bytes`]. An id that is empty or
-//!   a dot segment is never put in a path.
+//!   so is a listing longer than [`Limits::max_pages`] or an answer longer than
+//!   [`Limits::max_body_bytes`]. An id that is empty or a dot segment is never put
+//!   in a path.
 //! - Deltas (`changes_since`): users with `lastUpdated` after the cursor minus an
 //!   overlap; the cursor is Okta's time when the read started (our clock corrected
 //!   by the answers' `Date`), as `lastUpdated` is Okta's time.
@@ -45,7 +46,7 @@ use super::remote::{
     status_error,
 };
 use super::{DirectoryChanges, DirectoryError, GroupInterest, RemoteStats, jwt};
-use crate::http::{Limits, encode_component, path_segment};
+use crate::http::{Limits, encode_component, page_cap_reached, path_segment};
 use crate::model::{DirectorySnapshot, Identity, IdentityStatus};
 use crate::retry::RetryPolicy;
 
@@ -114,7 +115,7 @@ struct Bucket {
 
 struct Inner {
     settings: OktaSettings,
-    /// Bytes an answer may hold.
+    /// Pages a listing may take, bytes an answer may hold.
     limits: Limits,
     /// Base URL without a trailing slash.
     base: String,
@@ -191,8 +192,9 @@ impl OktaSource {
         OktaSource::with_limits(settings, Limits::default())
     }
 
-    /// [`OktaSource::new`] with other limits than [`Limits::default`]: an answer
-    /// longer than `limits.max_body_bytes` fails the read as malformed.
+    /// [`OktaSource::new`] with other limits than [`Limits::default`]: a listing
+    /// that would take more than `limits.max_pages` pages, or an answer longer
+    /// than `limits.max_body_bytes`, fails the read as malformed.
     pub fn with_limits(settings: OktaSettings, limits: Limits) -> OktaSource {
         let base = settings.url.as_str().trim_end_matches('/').to_owned();
         OktaSource {
@@ -542,15 +544,20 @@ impl OktaSource {
             .await
     }
 
-    /// Every item of a listing, following `Link: rel="next"` to the end. Items are
-    /// parsed straight into `T` (a page is a JSON array of them).
+    /// Every item of a listing, following `Link: rel="next"` to the end, in at
+    /// most `limits.max_pages` pages. Items are parsed straight into `T` (a page
+    /// is a JSON array of them).
     async fn list<T: DeserializeOwned>(&self, first: String) -> Result<Vec<T>, DirectoryError> {
+        let max_pages = self.inner.limits.max_pages;
+        let listing = endpoint_of("GET", &first);
         let mut items = Vec::new();
         let mut url = first;
         let mut visited = HashSet::new();
+        let mut pages: u64 = 0;
         loop {
             let endpoint = endpoint_of("GET", &url);
             let reply = self.get(&url, &endpoint).await?;
+            pages += 1;
             let page: Vec<T> =
                 serde_json::from_str(&reply.body).map_err(|e| DirectoryError::Malformed {
                     endpoint: endpoint.clone(),
@@ -574,6 +581,12 @@ impl OktaSource {
                 return Err(DirectoryError::Malformed {
                     endpoint,
                     what: "Link rel=\"next\" repeats a page already read".to_owned(),
+                });
+            }
+            if pages >= max_pages {
+                return Err(DirectoryError::Malformed {
+                    endpoint,
+                    what: page_cap_reached("Link rel=\"next\"", max_pages, &listing),
                 });
             }
             url = next;
