@@ -1,7 +1,9 @@
 //! HTTP pieces shared by every remote connector (the SCIM workspace client and the
 //! directory connectors): one way to build a `reqwest` client on rustls + ring, one
-//! query encoder, and one description of a failed exchange. Retries live in
-//! [`crate::retry`]; rate limits and auth are each connector's own business.
+//! query encoder, one way to put an id in a path ([`path_segment`]), one body
+//! reader with a size limit ([`body_text`]), the limits a listing and an answer
+//! must keep to ([`Limits`]), and one description of a failed exchange. Retries
+//! live in [`crate::retry`]; rate limits and auth are each connector's own business.
 
 use std::time::Duration;
 
@@ -42,6 +44,9 @@ pub fn redirect_detail(status: u16, headers: &reqwest::header::HeaderMap) -> Opt
 
 /// Percent-encodes a query component (RFC 3986 unreserved characters stay as-is;
 /// spaces become `%20`, not `+`, which some providers do not decode).
+///
+/// Not for a path segment on its own: `.` stays, and a segment of `.` or `..` is
+/// a dot segment the URL parser removes. Use [`path_segment`].
 pub fn encode_component(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for b in s.bytes() {
@@ -54,14 +59,166 @@ pub fn encode_component(s: &str) -> String {
     out
 }
 
-/// A response body as text. JSON is UTF-8 (RFC 8259), so the body is checked once
-/// and kept: `Response::text` decodes it with `from_utf8_lossy`, whose scan was
-/// about 3% of the CPU samples of a 10k end-to-end benchmark, six times what
+/// An id that cannot stand as one URL path segment: empty, `.` or `..`, also once
+/// percent-decoded (`%2e`, `.%2E`, …).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnsafeSegment(pub String);
+
+impl std::fmt::Display for UnsafeSegment {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.0.is_empty() {
+            f.write_str(
+                "an empty id cannot be a URL path segment: the request would go to the collection",
+            )
+        } else {
+            write!(
+                f,
+                "id {:?} cannot be a URL path segment: it is a dot segment, which URL \
+                 normalisation removes, so the request would go to another resource",
+                self.0
+            )
+        }
+    }
+}
+
+impl std::error::Error for UnsafeSegment {}
+
+/// `id` percent-encoded as one path segment (`{base}/Users/{id}`), or an error for
+/// an id that would not stay one. The WHATWG URL parser (the `url` crate, so
+/// reqwest) removes `.` and `..` segments and treats `%2e` as `.` there, so
+/// `DELETE {base}/Users/..` would become `DELETE {base}/`: encoding cannot save
+/// such an id, only refusing it can. An id that is one only when decoded is
+/// refused too, for a server or proxy that decodes once more.
+pub fn path_segment(id: &str) -> Result<String, UnsafeSegment> {
+    let decoded = id.to_ascii_lowercase().replace("%2e", ".");
+    if matches!(id, "" | "." | "..") || matches!(decoded.as_str(), "." | "..") {
+        return Err(UnsafeSegment(id.to_owned()));
+    }
+    Ok(encode_component(id))
+}
+
+/// The most one response body may hold (64 MiB). Legitimate pages are far
+/// smaller: 1,000 SCIM users with their groups, 999 Graph users with `$select`,
+/// 200 Okta users with custom profiles or 1,000 Okta group members (full user
+/// objects) are a few MB. The one that grows with the tenant is a SCIM group and
+/// its members (a `/Groups` page or `/Groups/{id}`): at about 150 bytes a member
+/// (`value`, `display`, `$ref`) 64 MiB holds some 400,000 memberships on one
+/// page. A body past the limit is refused, not cut.
+pub const MAX_BODY_BYTES: usize = 64 * 1024 * 1024;
+
+/// The most pages one listing that follows the provider's next links (Okta's
+/// `Link: rel="next"`, Graph's `@odata.nextLink`, a delta round) may take: past
+/// it the listing fails rather than loop and grow. 1 M users are 5,000 Okta pages
+/// of 200 or 1,002 Graph pages of 999, a group of 1 M members 1,000 pages; Graph
+/// may send pages shorter than `$top` (a cast such as `/microsoft.graph.user`
+/// can leave them nearly empty), and 100,000 pages still hold 10 M objects at
+/// 100 a page. The SCIM client's listings stop at the same absolute cap.
+pub const MAX_PAGES: u64 = 100_000;
+
+/// Why a listing stopped at the page cap: `link` (the header or property that
+/// names the next page) still led on after `max_pages` pages of `listing` (its
+/// first endpoint).
+pub fn page_cap_reached(link: &str, max_pages: u64, listing: &str) -> String {
+    format!(
+        "{link} still leads on after {max_pages} pages of {listing}, the most seatwarden \
+         follows in one listing: the endpoint is taken to loop (no tenant is that large)"
+    )
+}
+
+/// What a directory connector that follows next links (Okta, Entra) reads at
+/// most. [`Limits::default`] is what production uses; tests make them small.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Pages of one listing ([`MAX_PAGES`]).
+    pub max_pages: u64,
+    /// Bytes of one response body ([`MAX_BODY_BYTES`]).
+    pub max_body_bytes: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_pages: MAX_PAGES,
+            max_body_bytes: MAX_BODY_BYTES,
+        }
+    }
+}
+
+/// Why a response body was not read.
+#[derive(Debug)]
+pub enum BodyError {
+    /// The connection failed (or was cut) while the body came in.
+    Read(reqwest::Error),
+    /// The body is longer than `limit` bytes: its `Content-Length` said so, or
+    /// more than that came.
+    TooLarge {
+        limit: usize,
+        content_length: Option<u64>,
+    },
+}
+
+impl std::fmt::Display for BodyError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            BodyError::Read(e) => f.write_str(&describe_failure(e).0),
+            BodyError::TooLarge {
+                limit,
+                content_length,
+            } => {
+                write!(
+                    f,
+                    "the response body is larger than {}, the most seatwarden reads of one answer",
+                    byte_size(*limit)
+                )?;
+                match content_length {
+                    Some(length) => write!(f, " (Content-Length {length})"),
+                    None => Ok(()),
+                }
+            }
+        }
+    }
+}
+
+impl std::error::Error for BodyError {}
+
+/// `67108864` as `64 MiB`, `1000` as `1000 bytes`.
+fn byte_size(bytes: usize) -> String {
+    const MIB: usize = 1024 * 1024;
+    if bytes >= MIB && bytes.is_multiple_of(MIB) {
+        format!("{} MiB", bytes / MIB)
+    } else {
+        format!("{bytes} bytes")
+    }
+}
+
+/// A response body as text, at most `limit` bytes of it: read chunk by chunk, and
+/// refused as soon as it passes the limit (at once when its `Content-Length`
+/// announces more), so a faulty or hostile endpoint cannot make the process hold
+/// an endless body.
+///
+/// JSON is UTF-8 (RFC 8259), so the body is checked once and kept:
+/// `Response::text` decodes it with `from_utf8_lossy`, whose scan was about 3% of
+/// the CPU samples of a 10k end-to-end benchmark, six times what
 /// `String::from_utf8` takes, and then copies it. A body that is not UTF-8 is
 /// still read, with U+FFFD where it was invalid.
-pub async fn body_text(response: reqwest::Response) -> Result<String, reqwest::Error> {
-    let bytes = response.bytes().await?;
-    Ok(match String::from_utf8(Vec::from(bytes)) {
+pub async fn body_text(mut response: reqwest::Response, limit: usize) -> Result<String, BodyError> {
+    let content_length = response.content_length();
+    let too_large = || BodyError::TooLarge {
+        limit,
+        content_length,
+    };
+    let mut bytes = match content_length {
+        Some(length) if length > limit as u64 => return Err(too_large()),
+        Some(length) => Vec::with_capacity(usize::try_from(length).unwrap_or(limit)),
+        None => Vec::new(),
+    };
+    while let Some(chunk) = response.chunk().await.map_err(BodyError::Read)? {
+        if chunk.len() > limit.saturating_sub(bytes.len()) {
+            return Err(too_large());
+        }
+        bytes.extend_from_slice(&chunk);
+    }
+    Ok(match String::from_utf8(bytes) {
         Ok(text) => text,
         Err(e) => String::from_utf8_lossy(e.as_bytes()).into_owned(),
     })
@@ -100,17 +257,179 @@ mod tests {
 
     #[tokio::test]
     async fn a_utf8_body_is_read_as_it_came() {
-        let text = body_text(response("{\"displayName\":\"Zoë 🚀\"}".as_bytes()))
-            .await
-            .unwrap();
+        let text = body_text(
+            response("{\"displayName\":\"Zoë 🚀\"}".as_bytes()),
+            MAX_BODY_BYTES,
+        )
+        .await
+        .unwrap();
         assert_eq!(text, "{\"displayName\":\"Zoë 🚀\"}");
     }
 
     #[tokio::test]
     async fn invalid_sequences_become_replacement_characters() {
-        let text = body_text(response(b"{\"detail\":\"bad \xff\xfe byte\"}"))
+        let text = body_text(
+            response(b"{\"detail\":\"bad \xff\xfe byte\"}"),
+            MAX_BODY_BYTES,
+        )
+        .await
+        .unwrap();
+        assert_eq!(text, "{\"detail\":\"bad \u{fffd}\u{fffd} byte\"}");
+    }
+
+    #[tokio::test]
+    async fn a_body_announced_past_the_limit_is_refused_one_at_the_limit_is_read() {
+        let error = body_text(response(b"0123456789A"), 10).await.unwrap_err();
+        assert!(
+            matches!(
+                error,
+                BodyError::TooLarge {
+                    limit: 10,
+                    content_length: Some(11)
+                }
+            ),
+            "{error:?}"
+        );
+        assert_eq!(
+            error.to_string(),
+            "the response body is larger than 10 bytes, the most seatwarden reads of one \
+             answer (Content-Length 11)"
+        );
+        assert_eq!(
+            body_text(response(b"0123456789"), 10).await.unwrap(),
+            "0123456789"
+        );
+    }
+
+    /// A server that answers one request with `head`, then `chunk` `times` times
+    /// (without end when `None`), then `tail`, and holds the connection until the
+    /// client hangs up; returns its URL.
+    fn raw_server(
+        head: &'static str,
+        chunk: String,
+        times: Option<usize>,
+        tail: &'static str,
+    ) -> String {
+        use std::io::{BufRead, BufReader, Read, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}/", listener.local_addr().unwrap());
+        std::thread::spawn(move || {
+            let (mut stream, _) = listener.accept().unwrap();
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let mut line = String::new();
+            while reader.read_line(&mut line).is_ok_and(|n| n > 2) {
+                line.clear();
+            }
+            if stream.write_all(head.as_bytes()).is_err() {
+                return;
+            }
+            let mut sent = 0;
+            while times.is_none_or(|n| sent < n) {
+                // The client hangs up once it has refused the body.
+                if stream.write_all(chunk.as_bytes()).is_err() {
+                    return;
+                }
+                sent += 1;
+            }
+            if stream.write_all(tail.as_bytes()).is_ok() {
+                let _ = stream.read(&mut [0; 1]);
+            }
+        });
+        url
+    }
+
+    const CHUNKED: &str = "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n\
+                           transfer-encoding: chunked\r\n\r\n";
+
+    fn kib_chunk() -> String {
+        format!("400\r\n{}\r\n", "x".repeat(1024))
+    }
+
+    #[tokio::test]
+    async fn an_endless_body_is_cut_off_at_the_limit() {
+        let http = client(Duration::from_secs(5)).unwrap();
+        let answer = http
+            .get(raw_server(CHUNKED, kib_chunk(), None, ""))
+            .timeout(Duration::from_secs(20))
+            .send()
             .await
             .unwrap();
-        assert_eq!(text, "{\"detail\":\"bad \u{fffd}\u{fffd} byte\"}");
+        let error = body_text(answer, 64 * 1024).await.unwrap_err();
+        assert!(
+            matches!(
+                error,
+                BodyError::TooLarge {
+                    limit: 65536,
+                    content_length: None
+                }
+            ),
+            "{error:?}"
+        );
+        // The same stream, ending under the limit, is read whole.
+        let answer = http
+            .get(raw_server(CHUNKED, kib_chunk(), Some(64), "0\r\n\r\n"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(body_text(answer, 64 * 1024).await.unwrap().len(), 64 * 1024);
+    }
+
+    /// A `Content-Length` past the limit is refused before the body is waited for.
+    #[tokio::test]
+    async fn a_body_announced_past_the_limit_is_not_waited_for() {
+        let http = client(Duration::from_secs(5)).unwrap();
+        let head = "HTTP/1.1 200 OK\r\ncontent-length: 1000000\r\n\r\n";
+        // Ten bytes come, then nothing: reading on would wait for the timeout.
+        let answer = http
+            .get(raw_server(head, "0123456789".into(), Some(1), ""))
+            .timeout(Duration::from_secs(20))
+            .send()
+            .await
+            .unwrap();
+        let error = tokio::time::timeout(Duration::from_secs(5), body_text(answer, 1000))
+            .await
+            .expect("the body was waited for")
+            .unwrap_err();
+        assert!(
+            matches!(
+                error,
+                BodyError::TooLarge {
+                    limit: 1000,
+                    content_length: Some(1_000_000)
+                }
+            ),
+            "{error:?}"
+        );
+    }
+
+    #[test]
+    fn the_limit_is_named_in_mib_when_it_is_whole_mib() {
+        assert_eq!(byte_size(MAX_BODY_BYTES), "64 MiB");
+        assert_eq!(byte_size(1000), "1000 bytes");
+    }
+
+    #[test]
+    fn dot_segments_and_empty_ids_are_refused_as_path_segments() {
+        for id in ["", ".", "..", "%2e", "%2E", "%2e%2E", ".%2e", "%2E."] {
+            let error = path_segment(id).unwrap_err();
+            assert_eq!(error, UnsafeSegment(id.to_owned()));
+            assert!(error.to_string().contains("path segment"), "{error}");
+        }
+        // Why: the URL parser removes them, so the request names another resource.
+        for dots in [".", "..", "%2e%2e"] {
+            let url = url::Url::parse(&format!("https://x.example/scim/v2/Users/{dots}")).unwrap();
+            assert_ne!(url.path(), format!("/scim/v2/Users/{dots}"), "{dots}");
+        }
+        // Anything else stays one segment, where the URL parser leaves it.
+        for id in [
+            "00u1", "a.b", "...", "..a", ".a", "a/..", "%252e", "x y", "ü",
+        ] {
+            let segment = path_segment(id).unwrap();
+            let path = format!("/scim/v2/Users/{segment}");
+            let url = url::Url::parse(&format!("https://x.example{path}")).unwrap();
+            assert_eq!(url.path(), path, "{id}");
+            assert_eq!(url.path_segments().unwrap().count(), 4, "{id}");
+        }
+        assert_eq!(path_segment("a/..").unwrap(), "a%2F..");
     }
 }

@@ -6,7 +6,10 @@
 //!   The token is cached, refreshed five minutes before it expires, and once more
 //!   after a 401.
 //! - Users: `GET /users?$select=…&$top=999`; `accountEnabled` is only returned when
-//!   selected. Paging follows `@odata.nextLink` until it is absent.
+//!   selected. Paging follows `@odata.nextLink` until it is absent, for at most
+//!   [`Limits::max_pages`] pages (a delta round too); an answer longer than
+//!   [`Limits::max_body_bytes`] is an error, and an id that is empty or a dot
+//!   segment is never put in a path.
 //! - Groups: `GET /groups`; members from `/groups/{id}/transitiveMembers/
 //!   microsoft.graph.user` (nested groups count) for the groups the configuration
 //!   names (scope, mappings, `safety.protected_groups`; every group when it names
@@ -38,7 +41,7 @@ use super::remote::{
     status_error,
 };
 use super::{DirectoryChanges, DirectoryError, GroupInterest, RemoteStats, jwt};
-use crate::http::encode_component;
+use crate::http::{Limits, encode_component, page_cap_reached, path_segment};
 use crate::model::{DirectorySnapshot, Identity, IdentityStatus};
 use crate::retry::RetryPolicy;
 
@@ -108,6 +111,8 @@ enum Membership {
 
 struct Inner {
     settings: EntraSettings,
+    /// Pages a listing may take, bytes an answer may hold.
+    limits: Limits,
     /// `{graph_url}/v1.0`.
     api: String,
     /// `{graph_url}` without a trailing slash: paging links must stay on it.
@@ -149,6 +154,13 @@ enum DeltaOutcome<T> {
 
 impl EntraSource {
     pub fn new(settings: EntraSettings) -> EntraSource {
+        EntraSource::with_limits(settings, Limits::default())
+    }
+
+    /// [`EntraSource::new`] with other limits than [`Limits::default`]: a listing
+    /// or delta round that would take more than `limits.max_pages` pages, or an
+    /// answer longer than `limits.max_body_bytes`, fails the read as malformed.
+    pub fn with_limits(settings: EntraSettings, limits: Limits) -> EntraSource {
         let base = |url: &Option<url::Url>, default: &str| {
             url.as_ref()
                 .map_or(default, url::Url::as_str)
@@ -160,6 +172,7 @@ impl EntraSource {
         EntraSource {
             inner: Arc::new(Inner {
                 settings,
+                limits,
                 api: format!("{graph}/v1.0"),
                 graph,
                 login,
@@ -208,10 +221,17 @@ impl EntraSource {
 
     async fn transport(&self) -> Result<&Transport, DirectoryError> {
         let s = &self.inner.settings;
+        let max_body = self.inner.limits.max_body_bytes;
         self.inner
             .transport
             .get_or_try_init(|| async {
-                Transport::new(s.timeout, s.max_concurrency, s.requests_per_second, s.retry)
+                Transport::new(
+                    s.timeout,
+                    s.max_concurrency,
+                    s.requests_per_second,
+                    s.retry,
+                    max_body,
+                )
             })
             .await
     }
@@ -507,7 +527,7 @@ impl EntraSource {
                     let url = format!(
                         "{}/users/{}/transitiveMemberOf/microsoft.graph.group?$select=id,displayName&$top={TOP}",
                         self.inner.api,
-                        encode_component(&identity.id)
+                        segment(&identity.id, "GET /v1.0/users/{id}/transitiveMemberOf")?
                     );
                     let groups = self.list(url).await?;
                     identity.groups = remote::names_of_interest(PROVIDER, &groups, interest, |g| {
@@ -596,7 +616,7 @@ impl EntraSource {
         let assignments = self
             .list(format!(
                 "{api}/servicePrincipals/{}/appRoleAssignedTo?$top={TOP}",
-                encode_component(&sp)
+                segment(&sp, "GET /v1.0/servicePrincipals/{id}/appRoleAssignedTo")?
             ))
             .await?;
         let mut users = HashSet::new();
@@ -634,12 +654,12 @@ impl EntraSource {
         let pending: Vec<_> = groups
             .iter()
             .map(|(id, _)| async move {
+                let endpoint = format!("GET /v1.0/groups/{{id}}/{relation}");
                 let url = format!(
                     "{}/groups/{}/{relation}/microsoft.graph.user?$select=id&$top={TOP}",
                     self.inner.api,
-                    encode_component(id)
+                    segment(id, &endpoint)?
                 );
-                let endpoint = format!("GET /v1.0/groups/{{id}}/{relation}");
                 let members = self.list(url).await?;
                 members
                     .iter()
@@ -653,14 +673,18 @@ impl EntraSource {
             .await
     }
 
-    /// Every item of a collection, following `@odata.nextLink`.
+    /// Every item of a collection, following `@odata.nextLink`, in at most
+    /// `limits.max_pages` pages.
     async fn list(&self, first: String) -> Result<Vec<Value>, DirectoryError> {
+        let listing = endpoint_of("GET", &first);
         let mut items = Vec::new();
         let mut url = first;
         let mut visited = HashSet::new();
+        let mut pages: u64 = 0;
         loop {
             let endpoint = endpoint_of("GET", &url);
             let mut page = self.get(&url, &endpoint).await?.json(&endpoint)?;
+            pages += 1;
             match page.get_mut("value").map(Value::take) {
                 Some(Value::Array(values)) => items.extend(values),
                 _ => {
@@ -674,6 +698,7 @@ impl EntraSource {
                 None => return Ok(items),
                 Some(next) => {
                     url = self.checked_next(next, &endpoint, &mut visited)?;
+                    self.check_page_cap(pages, &endpoint, &listing)?;
                 }
             }
         }
@@ -684,9 +709,11 @@ impl EntraSource {
         &self,
         first: String,
     ) -> Result<DeltaOutcome<(Vec<Value>, String)>, DirectoryError> {
+        let listing = endpoint_of("GET", &first);
         let mut items = Vec::new();
         let mut url = first;
         let mut visited = HashSet::new();
+        let mut pages: u64 = 0;
         loop {
             let endpoint = endpoint_of("GET", &url);
             let mut page = match self.get(&url, &endpoint).await {
@@ -694,11 +721,13 @@ impl EntraSource {
                 Err(e) if is_expired_delta(&e) => return Ok(DeltaOutcome::Expired),
                 Err(e) => return Err(e),
             };
+            pages += 1;
             if let Some(Value::Array(values)) = page.get_mut("value").map(Value::take) {
                 items.extend(values);
             }
             if let Some(next) = page.get("@odata.nextLink").and_then(Value::as_str) {
                 url = self.checked_next(next, &endpoint, &mut visited)?;
+                self.check_page_cap(pages, &endpoint, &listing)?;
                 continue;
             }
             return match page.get("@odata.deltaLink").and_then(Value::as_str) {
@@ -712,6 +741,24 @@ impl EntraSource {
                 }),
             };
         }
+    }
+
+    /// An error once `pages` pages of `listing` were read and another is named:
+    /// a listing past the cap is taken to loop.
+    fn check_page_cap(
+        &self,
+        pages: u64,
+        endpoint: &str,
+        listing: &str,
+    ) -> Result<(), DirectoryError> {
+        let max_pages = self.inner.limits.max_pages;
+        if pages >= max_pages {
+            return Err(DirectoryError::Malformed {
+                endpoint: endpoint.to_owned(),
+                what: page_cap_reached("@odata.nextLink", max_pages, listing),
+            });
+        }
+        Ok(())
     }
 
     fn checked_next(
@@ -787,11 +834,9 @@ impl EntraSource {
     async fn fetch_token(&self) -> Result<(SecretString, Duration), DirectoryError> {
         let transport = self.transport().await?;
         let s = &self.inner.settings;
-        let token_url = format!(
-            "{}/{}/oauth2/v2.0/token",
-            self.inner.login,
-            encode_component(&s.tenant_id)
-        );
+        let tenant = path_segment(&s.tenant_id)
+            .map_err(|e| DirectoryError::Settings(format!("directory.tenant_id: {e}")))?;
+        let token_url = format!("{}/{tenant}/oauth2/v2.0/token", self.inner.login);
         // National clouds have their own Graph, and their own `.default` scope.
         let scope = format!("{}/.default", self.inner.graph);
         match &s.auth {
@@ -847,6 +892,16 @@ impl EntraSource {
             }
         }
     }
+}
+
+/// `id` as one path segment of `endpoint`, or a malformed answer: an id Graph
+/// handed out that is empty or a dot segment would send the request elsewhere
+/// (`/groups/../members` is not that group's members).
+fn segment(id: &str, endpoint: &str) -> Result<String, DirectoryError> {
+    path_segment(id).map_err(|e| DirectoryError::Malformed {
+        endpoint: endpoint.to_owned(),
+        what: e.to_string(),
+    })
 }
 
 fn links_of(users: &str, groups: &str) -> Result<String, DirectoryError> {

@@ -12,7 +12,10 @@
 //!   none). With `app_id`, the snapshot keeps only the users assigned to the app,
 //!   directly or through an assigned group (`/api/v1/apps/{id}/users`, `/groups`).
 //! - Paging: the `Link: <…>; rel="next"` header, as several header lines or one
-//!   comma-joined line; a link to another origin or a repeated link is an error.
+//!   comma-joined line; a link to another origin or a repeated link is an error, and
+//!   so is a listing longer than [`Limits::max_pages`] or an answer longer than
+//!   [`Limits::max_body_bytes`]. An id that is empty or a dot segment is never put
+//!   in a path.
 //! - Deltas (`changes_since`): users with `lastUpdated` after the cursor minus an
 //!   overlap; the cursor is Okta's time when the read started (our clock corrected
 //!   by the answers' `Date`), as `lastUpdated` is Okta's time.
@@ -43,7 +46,7 @@ use super::remote::{
     status_error,
 };
 use super::{DirectoryChanges, DirectoryError, GroupInterest, RemoteStats, jwt};
-use crate::http::encode_component;
+use crate::http::{Limits, encode_component, page_cap_reached, path_segment};
 use crate::model::{DirectorySnapshot, Identity, IdentityStatus};
 use crate::retry::RetryPolicy;
 
@@ -112,6 +115,8 @@ struct Bucket {
 
 struct Inner {
     settings: OktaSettings,
+    /// Pages a listing may take, bytes an answer may hold.
+    limits: Limits,
     /// Base URL without a trailing slash.
     base: String,
     transport: tokio::sync::OnceCell<Transport>,
@@ -184,10 +189,18 @@ fn lenient_string<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Strin
 
 impl OktaSource {
     pub fn new(settings: OktaSettings) -> OktaSource {
+        OktaSource::with_limits(settings, Limits::default())
+    }
+
+    /// [`OktaSource::new`] with other limits than [`Limits::default`]: a listing
+    /// that would take more than `limits.max_pages` pages, or an answer longer
+    /// than `limits.max_body_bytes`, fails the read as malformed.
+    pub fn with_limits(settings: OktaSettings, limits: Limits) -> OktaSource {
         let base = settings.url.as_str().trim_end_matches('/').to_owned();
         OktaSource {
             inner: Arc::new(Inner {
                 settings,
+                limits,
                 base,
                 transport: tokio::sync::OnceCell::new(),
                 tokens: TokenCache::default(),
@@ -228,9 +241,12 @@ impl OktaSource {
 
     async fn transport(&self) -> Result<&Transport, DirectoryError> {
         let s = &self.inner.settings;
+        let max_body = self.inner.limits.max_body_bytes;
         self.inner
             .transport
-            .get_or_try_init(|| async { Transport::new(s.timeout, s.max_concurrency, 0, s.retry) })
+            .get_or_try_init(|| async {
+                Transport::new(s.timeout, s.max_concurrency, 0, s.retry, max_body)
+            })
             .await
     }
 
@@ -368,7 +384,7 @@ impl OktaSource {
                     let url = format!(
                         "{}/api/v1/users/{}/groups",
                         self.inner.base,
-                        encode_component(&identity.id)
+                        segment(&identity.id, "GET /api/v1/users/{id}/groups")?
                     );
                     let groups = self.list(url).await?;
                     identity.groups =
@@ -480,7 +496,8 @@ impl OktaSource {
         app: &str,
     ) -> Result<(HashSet<String>, HashSet<String>), DirectoryError> {
         let base = &self.inner.base;
-        let app = encode_component(app);
+        let app = path_segment(app)
+            .map_err(|e| DirectoryError::Settings(format!("directory.app_id: {e}")))?;
         let (users, groups) = futures::try_join!(
             self.list(format!(
                 "{base}/api/v1/apps/{app}/users?limit={APP_USERS_LIMIT}"
@@ -515,7 +532,7 @@ impl OktaSource {
                 let url = format!(
                     "{}/api/v1/groups/{}/users?limit={MEMBERS_LIMIT}",
                     self.inner.base,
-                    encode_component(id)
+                    segment(id, "GET /api/v1/groups/{id}/users")?
                 );
                 let members: Vec<IdOnly> = self.list(url).await?;
                 Ok::<_, DirectoryError>(members.into_iter().map(|m| m.id).collect::<Vec<_>>())
@@ -527,15 +544,20 @@ impl OktaSource {
             .await
     }
 
-    /// Every item of a listing, following `Link: rel="next"` to the end. Items are
-    /// parsed straight into `T` (a page is a JSON array of them).
+    /// Every item of a listing, following `Link: rel="next"` to the end, in at
+    /// most `limits.max_pages` pages. Items are parsed straight into `T` (a page
+    /// is a JSON array of them).
     async fn list<T: DeserializeOwned>(&self, first: String) -> Result<Vec<T>, DirectoryError> {
+        let max_pages = self.inner.limits.max_pages;
+        let listing = endpoint_of("GET", &first);
         let mut items = Vec::new();
         let mut url = first;
         let mut visited = HashSet::new();
+        let mut pages: u64 = 0;
         loop {
             let endpoint = endpoint_of("GET", &url);
             let reply = self.get(&url, &endpoint).await?;
+            pages += 1;
             let page: Vec<T> =
                 serde_json::from_str(&reply.body).map_err(|e| DirectoryError::Malformed {
                     endpoint: endpoint.clone(),
@@ -559,6 +581,12 @@ impl OktaSource {
                 return Err(DirectoryError::Malformed {
                     endpoint,
                     what: "Link rel=\"next\" repeats a page already read".to_owned(),
+                });
+            }
+            if pages >= max_pages {
+                return Err(DirectoryError::Malformed {
+                    endpoint,
+                    what: page_cap_reached("Link rel=\"next\"", max_pages, &listing),
                 });
             }
             url = next;
@@ -776,6 +804,16 @@ impl OktaSource {
             entry.remaining = entry.remaining.min(remaining);
         }
     }
+}
+
+/// `id` as one path segment of `endpoint`, or a malformed answer: an id Okta
+/// handed out that is empty or a dot segment would send the request elsewhere
+/// (`/api/v1/groups/../users` is `/api/v1/users`, everyone as members).
+fn segment(id: &str, endpoint: &str) -> Result<String, DirectoryError> {
+    path_segment(id).map_err(|e| DirectoryError::Malformed {
+        endpoint: endpoint.to_owned(),
+        what: e.to_string(),
+    })
 }
 
 /// The endpoint family an Okta rate limit applies to: `/api/v1/users`,

@@ -117,6 +117,8 @@ pub(crate) struct Transport {
     permits: Semaphore,
     limiter: Option<Limiter>,
     timeout: Duration,
+    /// The most one answer's body may hold.
+    max_body_bytes: usize,
     pub retry: RetryPolicy,
     requests: AtomicU64,
     retries: AtomicU64,
@@ -128,6 +130,7 @@ impl Transport {
         max_concurrency: usize,
         requests_per_second: u32,
         retry: RetryPolicy,
+        max_body_bytes: usize,
     ) -> Result<Transport, DirectoryError> {
         let http = crate::http::client(timeout)
             .map_err(|e| DirectoryError::Settings(format!("HTTP client: {e}")))?;
@@ -139,6 +142,7 @@ impl Transport {
             permits: Semaphore::new(max_concurrency.max(1)),
             limiter,
             timeout,
+            max_body_bytes,
             retry,
             requests: AtomicU64::new(0),
             retries: AtomicU64::new(0),
@@ -191,7 +195,16 @@ impl Transport {
             .map_err(transport)?;
         let status = response.status().as_u16();
         let headers = response.headers().clone();
-        let body = crate::http::body_text(response).await.map_err(transport)?;
+        let body = crate::http::body_text(response, self.max_body_bytes)
+            .await
+            .map_err(|e| match e {
+                crate::http::BodyError::Read(e) => transport(e),
+                // Not transient: asked again, it would be as large.
+                too_large @ crate::http::BodyError::TooLarge { .. } => DirectoryError::Malformed {
+                    endpoint: endpoint.to_owned(),
+                    what: too_large.to_string(),
+                },
+            })?;
         Ok(Reply {
             status,
             headers,

@@ -184,6 +184,8 @@ struct Inner {
     pagination: Pagination,
     max_concurrency: usize,
     timeout: Duration,
+    /// The most one answer's body may hold.
+    max_body_bytes: usize,
     retry: RetryPolicy,
     permits: Semaphore,
     limiter: Option<Limiter>,
@@ -248,6 +250,16 @@ fn transport_error(endpoint: &str, e: &reqwest::Error) -> WorkspaceError {
 
 impl ScimClient {
     pub fn new(settings: ScimSettings) -> Result<ScimClient, WorkspaceError> {
+        ScimClient::with_max_body_bytes(settings, crate::http::MAX_BODY_BYTES)
+    }
+
+    /// [`ScimClient::new`] reading at most `max_body_bytes` of any one answer
+    /// (`new` takes [`crate::http::MAX_BODY_BYTES`]); a longer body fails the
+    /// request as malformed.
+    pub fn with_max_body_bytes(
+        settings: ScimSettings,
+        max_body_bytes: usize,
+    ) -> Result<ScimClient, WorkspaceError> {
         match settings.base_url.scheme() {
             "http" | "https" => {}
             other => {
@@ -281,6 +293,7 @@ impl ScimClient {
                 pagination: settings.pagination,
                 max_concurrency: settings.max_concurrency,
                 timeout: settings.timeout,
+                max_body_bytes,
                 retry: settings.retry,
                 permits: Semaphore::new(settings.max_concurrency),
                 limiter,
@@ -482,9 +495,15 @@ impl ScimClient {
         {
             self.pause_for(asked.min(inner.retry.max_retry_after), endpoint, status);
         }
-        let text = crate::http::body_text(response)
+        let text = crate::http::body_text(response, inner.max_body_bytes)
             .await
-            .map_err(|e| transport_error(endpoint, &e))?;
+            .map_err(|e| match e {
+                crate::http::BodyError::Read(e) => transport_error(endpoint, &e),
+                // Not transient: asked again, it would be as large.
+                too_large @ crate::http::BodyError::TooLarge { .. } => {
+                    WorkspaceError::malformed(endpoint, too_large.to_string())
+                }
+            })?;
         if (200..300).contains(&status) {
             return Ok(Answer { status, body: text });
         }
@@ -823,7 +842,7 @@ impl ScimClient {
     }
 
     pub async fn get_account(&self, id: &str) -> Result<Option<Account>, WorkspaceError> {
-        let path = format!("/Users/{}", encode_component(id));
+        let path = resource_path(&Method::GET, "/Users", id)?;
         match self.get_json::<parse::UserBody>(&path, &[]).await {
             Ok((endpoint, user)) => {
                 parse::account(&endpoint, &user.0, &self.inner.role_attribute).map(Some)
@@ -961,7 +980,7 @@ impl ScimClient {
         if changes.is_empty() {
             return Ok(());
         }
-        let path = format!("/Users/{}", encode_component(id));
+        let path = resource_path(&Method::PATCH, "/Users", id)?;
         let sets_email = changes
             .iter()
             .any(|c| c.attribute == Attribute::Email && c.to.is_some());
@@ -991,24 +1010,24 @@ impl ScimClient {
                 "value": role.as_str(),
             }),
         };
-        self.patch(&format!("/Users/{}", encode_component(id)), vec![op])
+        self.patch(&resource_path(&Method::PATCH, "/Users", id)?, vec![op])
             .await
     }
 
     pub async fn set_active(&self, id: &str, active: bool) -> Result<(), WorkspaceError> {
         let op = json!({"op": "replace", "path": "active", "value": active});
-        self.patch(&format!("/Users/{}", encode_component(id)), vec![op])
+        self.patch(&resource_path(&Method::PATCH, "/Users", id)?, vec![op])
             .await
     }
 
     pub async fn delete_account(&self, id: &str) -> Result<(), WorkspaceError> {
-        let path = format!("/Users/{}", encode_component(id));
+        let path = resource_path(&Method::DELETE, "/Users", id)?;
         self.send(Method::DELETE, &path, &[], None).await?;
         Ok(())
     }
 
     pub async fn get_group(&self, id: &str) -> Result<Option<WorkspaceGroup>, WorkspaceError> {
-        let path = format!("/Groups/{}", encode_component(id));
+        let path = resource_path(&Method::GET, "/Groups", id)?;
         match self.get_json(&path, &[]).await {
             Ok((endpoint, body)) => parse::group(&endpoint, body).map(Some),
             Err(e) if e.is_not_found() => Ok(None),
@@ -1095,7 +1114,7 @@ impl ScimClient {
         group_id: &str,
         account_ids: &[String],
     ) -> Result<(), WorkspaceError> {
-        let path = format!("/Groups/{}", encode_component(group_id));
+        let path = resource_path(&Method::PATCH, "/Groups", group_id)?;
         for chunk in account_ids.chunks(MEMBER_CHUNK) {
             let members: Vec<Value> = chunk.iter().map(|id| json!({"value": id})).collect();
             let op = json!({"op": "add", "path": "members", "value": members});
@@ -1110,7 +1129,7 @@ impl ScimClient {
         group_id: &str,
         account_ids: &[String],
     ) -> Result<(), WorkspaceError> {
-        let path = format!("/Groups/{}", encode_component(group_id));
+        let path = resource_path(&Method::PATCH, "/Groups", group_id)?;
         for chunk in account_ids.chunks(MEMBER_CHUNK) {
             let ops: Vec<Value> = chunk
                 .iter()
@@ -1258,6 +1277,18 @@ fn no_target(error: &WorkspaceError) -> bool {
 /// account, or deprovision the wrong person when the hire leaves.
 fn pick<T>(found: Vec<T>, matches: impl Fn(&T) -> bool) -> Option<T> {
     found.into_iter().find(|x| matches(x))
+}
+
+/// `{collection}/{id}` (`/Users/…`, `/Groups/…`) for a request with `method`, or a
+/// malformed-response error before any request is built: an id the provider
+/// handed out that is empty, `.` or `..` would not name the object (`DELETE
+/// /Users/..` is `DELETE /`). See [`crate::http::path_segment`].
+fn resource_path(method: &Method, collection: &str, id: &str) -> Result<String, WorkspaceError> {
+    crate::http::path_segment(id)
+        .map(|segment| format!("{collection}/{segment}"))
+        .map_err(|e| {
+            WorkspaceError::malformed(&format!("{method} {collection}/{{id}}"), e.to_string())
+        })
 }
 
 pub(crate) fn endpoint_name(method: &Method, path: &str, query: &[(&str, String)]) -> String {

@@ -14,13 +14,14 @@ use std::time::Duration;
 use seatwarden::directory::{
     DirectoryChanges, DirectoryError, EntraAuth, EntraSettings, EntraSource, Secret,
 };
+use seatwarden::http::Limits;
 use seatwarden::model::IdentityStatus;
 use seatwarden::retry::RetryPolicy;
 use serde_json::{Value, json};
 use wiremock::matchers::{method, path, path_regex, query_param};
 use wiremock::{Mock, MockServer, Request, ResponseTemplate};
 
-use crate::okta::{form, verify_assertion};
+use crate::okta::{form, verify_assertion, within_a_minute};
 
 const TENANT: &str = "0a1b2c3d-0000-4000-8000-00000000aaaa";
 const CLIENT: &str = "11111111-2222-4333-8444-555555555555";
@@ -1052,4 +1053,208 @@ async fn a_delta_with_many_changes_reads_a_snapshot_instead() {
     assert_eq!(rows(&snapshot), expected_small_tenant());
     // The links of this delta round carry on.
     assert!(cursor.unwrap().contains("U1-next"));
+}
+
+/// Limits as in production but for `max_pages` pages a listing.
+fn pages_cap(max_pages: u64) -> Limits {
+    Limits {
+        max_pages,
+        ..Limits::default()
+    }
+}
+
+/// A collection that never ends: every page is empty and its `@odata.nextLink`
+/// names a new `$skiptoken`.
+fn endless(base: String) -> impl Fn(&Request) -> ResponseTemplate + Send + Sync + 'static {
+    move |req: &Request| {
+        let token: u64 = query(req, "$skiptoken").map_or(0, |t| t.parse().unwrap());
+        let mut next: url::Url = format!("{base}{}", req.url.path()).parse().unwrap();
+        let pairs: Vec<(String, String)> = req
+            .url
+            .query_pairs()
+            .filter(|(k, _)| k != "$skiptoken")
+            .map(|(k, v)| (k.into_owned(), v.into_owned()))
+            .collect();
+        next.query_pairs_mut()
+            .extend_pairs(pairs)
+            .append_pair("$skiptoken", &(token + 1).to_string());
+        ResponseTemplate::new(200).set_body_json(json!({
+            "@odata.context": format!("{base}/v1.0/$metadata#users"),
+            "value": [],
+            "@odata.nextLink": next.to_string(),
+        }))
+    }
+}
+
+/// Users, groups, transitive members, direct members of an assigned group, the
+/// app's assignments and a delta round: each that keeps handing out fresh
+/// `@odata.nextLink`s (a faulty endpoint, or a graph_url pointing at something
+/// else) fails once it has read the cap's pages, naming the listing and the cap,
+/// and never asks for the page past it.
+#[tokio::test]
+async fn a_listing_that_never_ends_fails_at_the_page_cap() {
+    for (endpoint, listing) in [
+        ("/v1.0/users", "GET /v1.0/users?$select="),
+        (
+            "/v1.0/groups",
+            "GET /v1.0/groups?$select=id,displayName&$top=999",
+        ),
+        (
+            "/v1.0/groups/g1/transitiveMembers/microsoft.graph.user",
+            "GET /v1.0/groups/g1/transitiveMembers/microsoft.graph.user?$select=id&$top=999",
+        ),
+        (
+            "/v1.0/groups/g2/members/microsoft.graph.user",
+            "GET /v1.0/groups/g2/members/microsoft.graph.user?$select=id&$top=999",
+        ),
+        (
+            "/v1.0/servicePrincipals/sp-object-id/appRoleAssignedTo",
+            "GET /v1.0/servicePrincipals/sp-object-id/appRoleAssignedTo?$top=999",
+        ),
+        ("/v1.0/users/delta", "GET /v1.0/users/delta?$deltatoken=U1"),
+    ] {
+        let server = MockServer::start().await;
+        Mock::given(method("GET"))
+            .and(path(endpoint))
+            .respond_with(endless(server.uri()))
+            .mount(&server)
+            .await;
+        let mut tenant = small_tenant();
+        tenant.assignments = vec![("a2".into(), "User"), ("g2".into(), "Group")];
+        tenant.mount(&server).await;
+        let mut s = settings(&server, secret());
+        s.app_id = Some("app-client-id".into());
+        let error = if endpoint == "/v1.0/users/delta" {
+            mount_delta(&server, "groups", "G1", vec![vec![]]).await;
+            s.app_id = None;
+            let source = EntraSource::with_limits(s, pages_cap(4));
+            within_a_minute(since_u1_g1(&source, &server))
+                .await
+                .unwrap_err()
+        } else {
+            within_a_minute(EntraSource::with_limits(s, pages_cap(4)).snapshot())
+                .await
+                .unwrap_err()
+        };
+        assert!(
+            matches!(error, DirectoryError::Malformed { .. }),
+            "{endpoint}: {error}"
+        );
+        let message = error.to_string();
+        assert!(message.contains("after 4 pages"), "{message}");
+        assert!(message.contains(listing), "{message}");
+        let requests = server.received_requests().await.unwrap();
+        let past_the_cap = requests
+            .iter()
+            .filter(|r| r.url.path() == endpoint)
+            .filter(|r| query(r, "$skiptoken").is_some_and(|t| t.parse::<u64>().unwrap() >= 4))
+            .count();
+        assert_eq!(past_the_cap, 0, "{endpoint}");
+    }
+}
+
+/// The cap counts pages read: a listing of exactly that many pages is whole.
+#[tokio::test]
+async fn a_listing_as_long_as_the_page_cap_is_read_whole() {
+    let server = MockServer::start().await;
+    small_tenant().mount(&server).await;
+    // Four users, three groups and four members of "All Company": two pages of 2.
+    let snapshot = EntraSource::with_limits(settings(&server, secret()), pages_cap(2))
+        .snapshot()
+        .await
+        .unwrap();
+    assert_eq!(rows(&snapshot), expected_small_tenant());
+    let error = EntraSource::with_limits(settings(&server, secret()), pages_cap(1))
+        .snapshot()
+        .await
+        .unwrap_err();
+    assert!(error.to_string().contains("after 1 pages"), "{error}");
+}
+
+/// An answer past the body limit fails the read as malformed, naming the
+/// endpoint and the limit, and is not asked again.
+#[tokio::test]
+async fn an_answer_over_the_body_limit_is_refused() {
+    let server = MockServer::start().await;
+    let mut tenant = small_tenant();
+    tenant.groups[2].0["description"] = "x".repeat(5000).into();
+    tenant.mount(&server).await;
+    let limits = Limits {
+        max_body_bytes: 4096,
+        ..Limits::default()
+    };
+    let error = EntraSource::with_limits(settings(&server, secret()), limits)
+        .snapshot()
+        .await
+        .unwrap_err();
+    assert!(matches!(error, DirectoryError::Malformed { .. }), "{error}");
+    let message = error.to_string();
+    // "All Company" is on the second page of groups.
+    assert!(message.contains("GET /v1.0/groups?"), "{message}");
+    assert!(message.contains("skiptoken=2"), "{message}");
+    assert!(message.contains("larger than 4096 bytes"), "{message}");
+    let requests = server.received_requests().await.unwrap();
+    assert_eq!(
+        requests
+            .iter()
+            .filter(|r| r.url.path() == "/v1.0/groups")
+            .filter(|r| query(r, "$skiptoken").as_deref() == Some("2"))
+            .count(),
+        1
+    );
+    let server = MockServer::start().await;
+    small_tenant().mount(&server).await;
+    let snapshot = EntraSource::with_limits(settings(&server, secret()), limits)
+        .snapshot()
+        .await
+        .unwrap();
+    assert_eq!(rows(&snapshot), expected_small_tenant());
+}
+
+/// An id that is a dot segment would send the request elsewhere once the URL is
+/// normalised (`/groups/../transitiveMembers/…` is not that group's members):
+/// refused before any request is built.
+#[tokio::test]
+async fn ids_that_are_dot_segments_are_refused() {
+    let server = MockServer::start().await;
+    let mut tenant = small_tenant();
+    tenant.groups[0].0["id"] = "..".into();
+    tenant.mount(&server).await;
+    let error = EntraSource::new(settings(&server, secret()))
+        .snapshot()
+        .await
+        .unwrap_err();
+    assert!(matches!(error, DirectoryError::Malformed { .. }), "{error}");
+    let message = error.to_string();
+    assert!(
+        message.contains("GET /v1.0/groups/{id}/transitiveMembers"),
+        "{message}"
+    );
+    assert!(message.contains("\"..\""), "{message}");
+
+    // The app's service principal as Graph named it.
+    let server = MockServer::start().await;
+    Mock::given(method("GET"))
+        .and(path("/v1.0/servicePrincipals"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+            "value": [{"id": "%2e", "appId": "app-client-id"}]
+        })))
+        .mount(&server)
+        .await;
+    small_tenant().mount(&server).await;
+    let mut s = settings(&server, secret());
+    s.app_id = Some("app-client-id".into());
+    let error = EntraSource::new(s).snapshot().await.unwrap_err();
+    assert!(matches!(error, DirectoryError::Malformed { .. }), "{error}");
+    assert!(error.to_string().contains("appRoleAssignedTo"), "{error}");
+
+    // A configured tenant id: a settings error, before a token is asked for.
+    let server = MockServer::start().await;
+    small_tenant().mount(&server).await;
+    let mut s = settings(&server, secret());
+    s.tenant_id = "..".into();
+    let error = EntraSource::new(s).snapshot().await.unwrap_err();
+    assert!(matches!(error, DirectoryError::Settings(_)), "{error}");
+    assert!(error.to_string().contains("directory.tenant_id"), "{error}");
+    assert!(server.received_requests().await.unwrap().is_empty());
 }

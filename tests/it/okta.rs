@@ -16,6 +16,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use seatwarden::directory::{
     DirectoryChanges, DirectoryError, OktaAuth, OktaSettings, OktaSource, Secret,
 };
+use seatwarden::http::Limits;
 use seatwarden::model::IdentityStatus;
 use seatwarden::retry::RetryPolicy;
 use serde_json::{Value, json};
@@ -1034,4 +1035,214 @@ async fn paging_links_to_another_host_or_back_to_a_read_page_are_refused() {
         assert!(matches!(error, DirectoryError::Malformed { .. }), "{error}");
         assert!(error.to_string().contains(why), "{error}");
     }
+}
+
+/// Limits as in production but for `max_pages` pages a listing.
+fn pages_cap(max_pages: u64) -> Limits {
+    Limits {
+        max_pages,
+        ..Limits::default()
+    }
+}
+
+/// `read`'s result; a listing that does not stop at the cap fails the test
+/// instead of hanging it.
+pub async fn within_a_minute<T>(read: impl std::future::Future<Output = T>) -> T {
+    tokio::time::timeout(Duration::from_secs(60), read)
+        .await
+        .expect("the listing did not stop at the page cap")
+}
+
+/// A listing that never ends: every page is empty and links to a new `after`.
+fn endless(base: String) -> impl Fn(&Request) -> ResponseTemplate + Send + Sync + 'static {
+    move |req: &Request| {
+        let after: u64 = query(req, "after").map_or(0, |a| a.parse().unwrap());
+        let mut next: url::Url = format!("{base}{}", req.url.path()).parse().unwrap();
+        let pairs: Vec<(String, String)> = req
+            .url
+            .query_pairs()
+            .filter(|(k, _)| k != "after")
+            .map(|(k, v)| (k.into_owned(), v.into_owned()))
+            .collect();
+        next.query_pairs_mut()
+            .extend_pairs(pairs)
+            .append_pair("after", &(after + 1).to_string());
+        ResponseTemplate::new(200)
+            .set_body_json(json!([]))
+            .insert_header("link", format!("<{next}>; rel=\"next\"").as_str())
+    }
+}
+
+/// Users, the DEPROVISIONED search, groups, a group's members and the delta's
+/// filtered users: each listing that keeps handing out fresh `next` links fails
+/// once it has read the cap's pages, naming the listing and the cap, and never
+/// asks for the page past it.
+#[tokio::test]
+async fn a_listing_that_never_ends_fails_at_the_page_cap() {
+    for (endpoint, listing) in [
+        ("/api/v1/users", "GET /api/v1/users?limit=200"),
+        ("/api/v1/groups", "GET /api/v1/groups?limit=200"),
+        (
+            "/api/v1/groups/00g1/users",
+            "GET /api/v1/groups/00g1/users?limit=1000",
+        ),
+    ] {
+        let server = MockServer::start().await;
+        Mock::given(method("GET"))
+            .and(path(endpoint))
+            .respond_with(endless(server.uri()))
+            .mount(&server)
+            .await;
+        small_org(LinkStyle::SeparateLines).mount(&server).await;
+        let source = OktaSource::with_limits(settings(&server, ssws()), pages_cap(4));
+        let mut errors = vec![within_a_minute(source.snapshot()).await.unwrap_err()];
+        if endpoint == "/api/v1/users" {
+            errors.push(
+                within_a_minute(source.changes_since(Some("okta-v1:2026-11-30T01:00:00.000Z")))
+                    .await
+                    .unwrap_err(),
+            );
+        }
+        for error in errors {
+            assert!(
+                matches!(error, DirectoryError::Malformed { .. }),
+                "{endpoint}: {error}"
+            );
+            let message = error.to_string();
+            assert!(message.contains("after 4 pages"), "{message}");
+            assert!(message.contains(listing), "{message}");
+        }
+        let requests = server.received_requests().await.unwrap();
+        let past_the_cap = requests
+            .iter()
+            .filter(|r| r.url.path() == endpoint)
+            .filter(|r| query(r, "after").is_some_and(|a| a.parse::<u64>().unwrap() >= 4))
+            .count();
+        assert_eq!(past_the_cap, 0, "{endpoint}");
+    }
+}
+
+/// The cap counts pages read: a listing of exactly that many pages is whole.
+#[tokio::test]
+async fn a_listing_as_long_as_the_page_cap_is_read_whole() {
+    let server = MockServer::start().await;
+    small_org(LinkStyle::SeparateLines).mount(&server).await;
+    // Five listed users and the five members of "Everyone" are three pages of 2.
+    let snapshot = OktaSource::with_limits(settings(&server, ssws()), pages_cap(3))
+        .snapshot()
+        .await
+        .unwrap();
+    assert_eq!(statuses(&snapshot), expected_small_org());
+    let error = OktaSource::with_limits(settings(&server, ssws()), pages_cap(2))
+        .snapshot()
+        .await
+        .unwrap_err();
+    assert!(error.to_string().contains("after 2 pages"), "{error}");
+}
+
+/// An answer past the body limit fails the read as malformed, naming the
+/// endpoint and the limit, and is not asked again.
+#[tokio::test]
+async fn an_answer_over_the_body_limit_is_refused() {
+    let server = MockServer::start().await;
+    let mut org = small_org(LinkStyle::SeparateLines);
+    org.groups[2].0["profile"]["description"] = "x".repeat(5000).into();
+    org.mount(&server).await;
+    let limits = Limits {
+        max_body_bytes: 4096,
+        ..Limits::default()
+    };
+    let error = OktaSource::with_limits(settings(&server, ssws()), limits)
+        .snapshot()
+        .await
+        .unwrap_err();
+    assert!(matches!(error, DirectoryError::Malformed { .. }), "{error}");
+    let message = error.to_string();
+    // "Everyone" is on the second page of groups.
+    assert!(
+        message.contains("GET /api/v1/groups?limit=200&after=2"),
+        "{message}"
+    );
+    assert!(message.contains("larger than 4096 bytes"), "{message}");
+    let requests = server.received_requests().await.unwrap();
+    assert_eq!(
+        requests
+            .iter()
+            .filter(|r| r.url.path() == "/api/v1/groups")
+            .filter(|r| query(r, "after").as_deref() == Some("2"))
+            .count(),
+        1
+    );
+    // The other pages are under the limit: the same org reads whole without the
+    // long description.
+    let server = MockServer::start().await;
+    small_org(LinkStyle::SeparateLines).mount(&server).await;
+    let snapshot = OktaSource::with_limits(settings(&server, ssws()), limits)
+        .snapshot()
+        .await
+        .unwrap();
+    assert_eq!(statuses(&snapshot), expected_small_org());
+}
+
+/// An id that is a dot segment would send the request elsewhere once the URL is
+/// normalised (`/api/v1/groups/../users` lists every user as the group's
+/// members, `/api/v1/users/../groups` every group as the user's): refused before
+/// any request is built.
+#[tokio::test]
+async fn ids_that_are_dot_segments_are_refused() {
+    let server = MockServer::start().await;
+    let mut org = small_org(LinkStyle::SeparateLines);
+    org.groups[0].0["id"] = "..".into();
+    org.mount(&server).await;
+    let error = OktaSource::new(settings(&server, ssws()))
+        .snapshot()
+        .await
+        .unwrap_err();
+    assert!(matches!(error, DirectoryError::Malformed { .. }), "{error}");
+    let message = error.to_string();
+    assert!(
+        message.contains("GET /api/v1/groups/{id}/users"),
+        "{message}"
+    );
+    assert!(message.contains("\"..\""), "{message}");
+
+    // A changed user's groups in a delta.
+    let server = MockServer::start().await;
+    let mut org = small_org(LinkStyle::SeparateLines);
+    for u in &mut org.users {
+        u["lastUpdated"] = "2026-01-01T00:00:00.000Z".into();
+    }
+    org.users[1]["id"] = ".".into();
+    org.users[1]["lastUpdated"] = "2026-11-30T00:59:00.000Z".into();
+    for (_, members) in &mut org.groups {
+        for id in members.iter_mut().filter(|id| *id == "00u2") {
+            *id = ".".into();
+        }
+    }
+    org.mount(&server).await;
+    let error = OktaSource::new(settings(&server, ssws()))
+        .changes_since(Some("okta-v1:2026-11-30T01:00:00.000Z"))
+        .await
+        .unwrap_err();
+    assert!(matches!(error, DirectoryError::Malformed { .. }), "{error}");
+    assert!(
+        error.to_string().contains("GET /api/v1/users/{id}/groups"),
+        "{error}"
+    );
+
+    // A configured app id: a settings error, before its assignments are asked.
+    let server = MockServer::start().await;
+    small_org(LinkStyle::SeparateLines).mount(&server).await;
+    let mut s = settings(&server, ssws());
+    s.app_id = Some("..".into());
+    let error = OktaSource::new(s).snapshot().await.unwrap_err();
+    assert!(matches!(error, DirectoryError::Settings(_)), "{error}");
+    assert!(error.to_string().contains("directory.app_id"), "{error}");
+    let requests = server.received_requests().await.unwrap();
+    assert!(
+        !requests
+            .iter()
+            .any(|r| r.url.path().starts_with("/api/v1/apps")),
+        "{requests:?}"
+    );
 }

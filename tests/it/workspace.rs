@@ -1746,3 +1746,118 @@ async fn a_group_create_whose_answer_was_lost_is_not_posted_twice() {
     let created = client(&server).create_group("Design").await.unwrap();
     assert_eq!(created.id, "g-new");
 }
+
+// ---------------------------------------------------------------- limits
+
+/// An answer longer than the body limit fails the request as malformed, naming
+/// the endpoint and the limit, and is not asked again (it would be as long);
+/// answers under the limit are read as ever.
+#[tokio::test]
+async fn an_answer_over_the_body_limit_is_refused_and_not_retried() {
+    let server = MockServer::start().await;
+    let mut long = user(1);
+    long["displayName"] = "x".repeat(5000).into();
+    Mock::given(method("GET"))
+        .and(path("/scim/v2/Users/u1"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(long))
+        .expect(1)
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/scim/v2/Users/u2"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(user(2)))
+        .mount(&server)
+        .await;
+    // 100 users to a page are about 13 kB.
+    Mock::given(method("GET"))
+        .and(path("/scim/v2/Users"))
+        .respond_with(users_provider(150, Some))
+        .mount(&server)
+        .await;
+    mount_empty_groups(&server).await;
+    let base = format!("{}/scim/v2", server.uri());
+    let client = ScimClient::with_max_body_bytes(settings(&base), 4096).unwrap();
+
+    let error = client.get_account("u1").await.unwrap_err();
+    assert!(matches!(error, WorkspaceError::Malformed { .. }), "{error}");
+    assert!(!error.is_transient());
+    let message = error.to_string();
+    assert!(message.starts_with("GET /Users/u1: "), "{message}");
+    assert!(message.contains("larger than 4096 bytes"), "{message}");
+    assert_eq!(client.stats().retries, 0);
+
+    assert_eq!(client.get_account("u2").await.unwrap().unwrap().id, "u2");
+
+    let error = client.snapshot(&no_progress).await.unwrap_err();
+    let message = error.to_string();
+    assert!(
+        message.starts_with("GET /Users?startIndex=1&count=100: "),
+        "{message}"
+    );
+    assert!(message.contains("larger than 4096 bytes"), "{message}");
+
+    // The production limit reads the same listing.
+    let snapshot = ScimClient::new(settings(&base))
+        .unwrap()
+        .snapshot(&no_progress)
+        .await
+        .unwrap();
+    assert_eq!(ids(&snapshot.accounts), expected_ids(150));
+}
+
+// ---------------------------------------------------------------- ids in paths
+
+/// An id that is empty or a dot segment would name another resource once the
+/// URL is normalised (`DELETE /Users/..` is `DELETE /`): every request that puts
+/// an id in the path refuses it as malformed before any request is built.
+#[tokio::test]
+async fn ids_that_are_dot_segments_never_reach_the_path() {
+    let server = MockServer::start().await;
+    Mock::given(wiremock::matchers::any())
+        .respond_with(ResponseTemplate::new(204))
+        .expect(0)
+        .mount(&server)
+        .await;
+    let client = client(&server);
+    let members = vec!["u1".to_owned()];
+    let change = AttributeChange {
+        attribute: Attribute::DisplayName,
+        from: None,
+        to: Some("Ada".into()),
+    };
+    for id in ["", ".", "..", "%2e", "%2E%2e"] {
+        let errors = [
+            ("GET /Users/{id}", client.get_account(id).await.map(drop)),
+            ("DELETE /Users/{id}", client.delete_account(id).await),
+            ("PATCH /Users/{id}", client.set_active(id, false).await),
+            ("PATCH /Users/{id}", client.set_role(id, Role::Viewer).await),
+            (
+                "PATCH /Users/{id}",
+                client
+                    .update_attributes(id, std::slice::from_ref(&change))
+                    .await,
+            ),
+            ("GET /Groups/{id}", client.get_group(id).await.map(drop)),
+            ("PATCH /Groups/{id}", client.add_members(id, &members).await),
+            (
+                "PATCH /Groups/{id}",
+                client.remove_members(id, &members).await,
+            ),
+        ];
+        for (endpoint, result) in errors {
+            let error = result.unwrap_err();
+            assert!(
+                matches!(error, WorkspaceError::Malformed { .. }),
+                "{id:?}: {error}"
+            );
+            let message = error.to_string();
+            assert!(
+                message.starts_with(&format!("{endpoint}: malformed response: ")),
+                "{message}"
+            );
+            assert!(message.contains("path segment"), "{message}");
+        }
+    }
+    assert_eq!(client.stats().requests, 0);
+    server.verify().await;
+}
