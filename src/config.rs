@@ -995,6 +995,15 @@ impl Config {
         }
     }
 
+    /// Refuses an id the connector puts in a URL path that cannot stand there
+    /// (`.`, `..`): the request would go elsewhere.
+    fn path_segment(&self, key: &str, id: Option<&str>) -> Result<(), ConfigError> {
+        match id.map(crate::http::path_segment) {
+            Some(Err(e)) => Err(self.key_error(key, e.to_string())),
+            _ => Ok(()),
+        }
+    }
+
     /// Refuses `url` when it would send `what` unencrypted to a host that is not
     /// loopback (a plain `http://`, `ldap://` or `smtp://`), unless `allow_key` is
     /// set (`allowed`).
@@ -1384,6 +1393,7 @@ impl Config {
                 client_id,
                 private_key_file,
                 key_id,
+                app_id,
                 max_concurrency,
                 timeout,
                 ..
@@ -1423,6 +1433,7 @@ impl Config {
                         "only used with client_id + private_key_file",
                     ));
                 }
+                self.path_segment("directory.app_id", app_id.as_deref())?;
                 (*max_concurrency, timeout)
             }
             DirectoryConfig::Entra {
@@ -1434,6 +1445,7 @@ impl Config {
                 private_key_file,
                 graph_url,
                 login_url,
+                app_id,
                 max_concurrency,
                 timeout,
                 ..
@@ -1441,6 +1453,8 @@ impl Config {
                 if tenant_id.trim().is_empty() {
                     return Err(self.key_error("directory.tenant_id", "must not be empty"));
                 }
+                self.path_segment("directory.tenant_id", Some(tenant_id))?;
+                self.path_segment("directory.app_id", app_id.as_deref())?;
                 if client_id.trim().is_empty() {
                     return Err(self.key_error("directory.client_id", "must not be empty"));
                 }

@@ -1098,3 +1098,32 @@ fn cleartext_credentials_to_another_host_are_refused_unless_allowed() {
     )
     .unwrap();
 }
+
+/// An id the connector puts in a URL path is refused at load when it cannot stand
+/// there (`..` would send the request to the parent path).
+#[test]
+fn ids_that_would_leave_their_url_path_are_refused() {
+    let err = load(
+        &format!(
+            "[directory]\nkind = \"okta\"\nurl = \"https://acme.okta.com\"\ntoken = \"t\"\napp_id = \"..\"\n{WORKSPACE}"
+        ),
+        &[],
+    )
+    .unwrap_err();
+    assert!(err.contains("key `directory.app_id`"), "{err}");
+    let err = load(
+        &format!(
+            "[directory]\nkind = \"entra\"\ntenant_id = \"%2E%2e\"\nclient_id = \"c\"\nclient_secret = \"s\"\n{WORKSPACE}"
+        ),
+        &[],
+    )
+    .unwrap_err();
+    assert!(err.contains("key `directory.tenant_id`"), "{err}");
+    load(
+        &format!(
+            "[directory]\nkind = \"okta\"\nurl = \"https://acme.okta.com\"\ntoken = \"t\"\napp_id = \"0oa1b2c3\"\n{WORKSPACE}"
+        ),
+        &[],
+    )
+    .unwrap();
+}
