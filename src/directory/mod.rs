@@ -219,6 +219,9 @@ pub struct RequiredGroup {
     pub key: String,
     /// What its absence would do, e.g. "take its members' protection away".
     pub loss: String,
+    /// Compared as policy compares it: mapping groups exactly (case included),
+    /// protected groups without regard to case.
+    pub exact: bool,
 }
 
 impl RequiredGroup {
@@ -232,6 +235,7 @@ impl RequiredGroup {
             loss: "take its members' protection away, and the next run would deprovision \
                    leavers among them"
                 .to_owned(),
+            exact: false,
         }
     }
 
@@ -246,6 +250,7 @@ impl RequiredGroup {
             name: name.to_owned(),
             key: format!("policy.mapping[{index}].group"),
             loss: "plan every workspace Owner it makes down to a lower role".to_owned(),
+            exact: true,
         }
     }
 }
@@ -264,11 +269,23 @@ pub(crate) fn check_named_groups(
     what: &str,
 ) -> Result<(), DirectoryError> {
     for required in required_groups {
-        if !group_present(present.iter().copied(), &required.name) {
+        let found = if required.exact {
+            present.contains(required.name.as_str())
+        } else {
+            group_present(present.iter().copied(), &required.name)
+        };
+        if !found {
+            // A mapping matches its group's name exactly: one that differs only in
+            // case or spaces matches nobody.
+            let near = present
+                .iter()
+                .find(|p| fold_group_name(p) == fold_group_name(&required.name))
+                .map(|p| format!(" (the directory has {p:?}: mapping groups are compared exactly)"))
+                .unwrap_or_default();
             return Err(DirectoryError::Scope {
                 provider,
                 message: format!(
-                    "group {:?} ({}) is not {what}; a typo or a renamed group would {}. \
+                    "group {:?} ({}) is not {what}{near}; a typo or a renamed group would {}. \
                      Check {}",
                     required.name, required.key, required.loss, required.key
                 ),

@@ -723,6 +723,20 @@ async fn a_protected_group_the_provider_lacks_fails_the_run_before_any_write() {
         "{message}"
     );
     assert_eq!(workspace.stats().writes, 0);
+    // Mappings match their group exactly: one that differs in case matches nobody,
+    // and is refused naming the directory's spelling.
+    let owners = small_config(
+        dir.path(),
+        &idp,
+        &workspace,
+        "",
+        "[[policy.mapping]]\ngroup = \"it admins\"\nworkspace_group = \"All\"\nrole = \"Owner\"\n",
+    );
+    let message = directory_failure(&owners).await.to_string();
+    assert!(
+        message.contains("the directory has \"IT Admins\""),
+        "{message}"
+    );
     crate::fixtures::assert_converges(&config("it admins")).await;
     workspace.shutdown().await;
 }
