@@ -291,7 +291,15 @@ impl Digest {
             })
             .collect();
 
-        let held: Vec<HeldRun> = latest
+        // What waits for `approve`: the latest run that applies. A `plan` or a dry
+        // run after it holds nothing anyone can approve.
+        let latest_applying = input
+            .reports
+            .iter()
+            .rev()
+            .chain(input.previous.iter().rev())
+            .find(|r| r.mode == "reconcile");
+        let held: Vec<HeldRun> = latest_applying
             .map(|report| {
                 let actions: Vec<HeldAction> = report
                     .actions

@@ -958,6 +958,38 @@ mod digest {
         assert_eq!(oldest.since, "2026-11-28 11:00 CET");
     }
 
+    /// A `plan` after the last reconcile holds nothing anyone can approve: the
+    /// digest asks to approve the reconcile's held actions, not the plan's.
+    #[test]
+    fn the_digest_asks_to_approve_the_latest_reconcile_not_a_later_plan() {
+        let mut plan = today();
+        plan.mode = "plan".into();
+        plan.run_id = 7;
+        plan.started_at = at(29, 10);
+        plan.finished_at = at(29, 10);
+        assert!(
+            plan.actions
+                .iter()
+                .any(|a| a.outcome == Outcome::Held && !a.waiting)
+        );
+        let reports = [today(), plan];
+        let digest = Digest::build(&DigestInput {
+            name: "acme",
+            admin_command: "seatwarden",
+            timezone: chrono_tz::Europe::Berlin,
+            now: at(30, 8),
+            period: Duration::from_secs(24 * 3600),
+            reports: &reports,
+            previous: &[],
+            failed_runs: 0,
+            failed_runs_previous: 0,
+            deprovisions: &[],
+            verified: &[],
+        });
+        let runs: Vec<i64> = digest.held.iter().map(|h| h.run_id).collect();
+        assert_eq!(runs, [6]);
+    }
+
     #[test]
     fn digest_text() {
         insta::assert_snapshot!(digest().render_text());
