@@ -212,20 +212,30 @@ pub fn observe(
     changes
 }
 
-/// No attempt is put off further than this (the backoff stops at 15 minutes, a
-/// held deprovision is looked at again after 15): a next attempt further ahead was
-/// set by a clock that has since been stepped back (NTP, a restored VM), and is
-/// due now rather than after the clock catches up.
-const LONGEST_WAIT: Duration = Duration::hours(1);
+/// The longest an attempt is ever put off: the backoff stops at 15 minutes and a
+/// held deprovision is looked at again after 15, but while the circuit breaker is
+/// open an attempt waits for its cool-down (`cool_down`), which may be longer.
+/// An hour of margin on top.
+pub fn longest_wait(cool_down: Duration) -> Duration {
+    let wait = cool_down.max(Duration::minutes(15));
+    wait.checked_add(&Duration::hours(1)).unwrap_or(wait)
+}
 
 /// Open episodes whose next attempt is due, overdue ones first, then by due time.
-pub fn due_for_attempt(entries: &[LedgerEntry], now: DateTime<Utc>) -> Vec<&LedgerEntry> {
+/// A next attempt further ahead than `longest_wait` was set by a clock that has
+/// since been stepped back (NTP, a restored VM): it is due now rather than after
+/// the clock catches up.
+pub fn due_for_attempt(
+    entries: &[LedgerEntry],
+    now: DateTime<Utc>,
+    longest_wait: Duration,
+) -> Vec<&LedgerEntry> {
     let mut due: Vec<&LedgerEntry> = entries
         .iter()
         .filter(|e| {
             e.is_open()
                 && e.next_attempt_at
-                    .is_none_or(|at| at <= now || at - now > LONGEST_WAIT)
+                    .is_none_or(|at| at <= now || at - now > longest_wait)
         })
         .collect();
     due.sort_by_key(|e| (e.due_at, e.id));
@@ -409,28 +419,37 @@ mod tests {
         let early = entry(2, "b", -50);
         let fresh = entry(3, "c", 0);
         let entries = [later, early, fresh];
-        let ids: Vec<i64> = due_for_attempt(&entries, t(15))
+        let wait = longest_wait(Duration::minutes(5));
+        let ids: Vec<i64> = due_for_attempt(&entries, t(15), wait)
             .iter()
             .map(|e| e.id)
             .collect();
         assert_eq!(ids, vec![2, 3]);
-        let ids: Vec<i64> = due_for_attempt(&entries, t(20))
+        let ids: Vec<i64> = due_for_attempt(&entries, t(20), wait)
             .iter()
             .map(|e| e.id)
             .collect();
         assert_eq!(ids, vec![2, 1, 3]);
         // The clock stepped back two hours after the attempt was put off: it does
         // not wait for the clock to catch up.
-        let ids: Vec<i64> = due_for_attempt(&entries, t(20 - 120))
+        let ids: Vec<i64> = due_for_attempt(&entries, t(20 - 120), wait)
             .iter()
             .map(|e| e.id)
             .collect();
         assert_eq!(ids, vec![2, 1, 3]);
-        let ids: Vec<i64> = due_for_attempt(&entries, t(20 - 60))
+        let ids: Vec<i64> = due_for_attempt(&entries, t(20 - 60), wait)
             .iter()
             .map(|e| e.id)
             .collect();
         assert_eq!(ids, vec![2, 3], "an hour ahead is still a wait");
+        // With a two-hour cool-down of the circuit breaker, an attempt two hours
+        // ahead is one waiting for it, not a clock stepped back.
+        let ids: Vec<i64> =
+            due_for_attempt(&entries, t(20 - 120), longest_wait(Duration::hours(2)))
+                .iter()
+                .map(|e| e.id)
+                .collect();
+        assert_eq!(ids, vec![2, 3]);
     }
 
     #[test]

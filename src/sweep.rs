@@ -254,7 +254,9 @@ pub async fn enforce(
 ) -> Result<SweepOutcome, RunError> {
     let mut outcome = SweepOutcome::default();
     let open = lock(store)?.open_deprovisions()?;
-    let due: Vec<LedgerEntry> = sla::due_for_attempt(&open, now)
+    let cool_down =
+        Duration::from_std(config.circuit_settings().cool_down).unwrap_or(Duration::MAX);
+    let due: Vec<LedgerEntry> = sla::due_for_attempt(&open, now, sla::longest_wait(cool_down))
         .into_iter()
         .filter(|e| e.account_id.is_some())
         .cloned()
