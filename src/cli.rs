@@ -599,7 +599,10 @@ fn run_command(cli: Cli) -> anyhow::Result<u8> {
         Command::Approve { run, only } => approve(&config, run, only.as_deref()),
         Command::Reject { run, only } => {
             let only = crate::approval::Only::parse(only.as_deref())?;
-            let mut store = open_existing_store(&config)?;
+            // It rewrites the run's stored report, as approve does: one at a time.
+            ensure_store_exists(&config)?;
+            let _writer = writer_lock(&config)?;
+            let mut store = open_store(&config)?;
             let n = crate::approval::reject(&mut store, run, &only, chrono::Utc::now())?;
             outln!(
                 "rejected {n} held actions of run {run}; that run will not apply them \
