@@ -120,6 +120,12 @@ fn report_progress(progress: ApplyProgress) {
     let _ = PROGRESS.try_with(|hook| hook(progress));
 }
 
+/// Whether a caller further out already hears this task's progress (see
+/// [`with_progress`]): an inner scope would take it from them.
+pub fn progress_is_heard() -> bool {
+    PROGRESS.try_with(|_| ()).is_ok()
+}
+
 /// Objects created during this run, so later phases can refer to them.
 #[derive(Default)]
 struct Created {

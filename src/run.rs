@@ -532,7 +532,7 @@ async fn pipeline(
             relist_requests,
             now,
         );
-        circuit_report = if show_progress {
+        circuit_report = if show_progress && !apply::progress_is_heard() {
             let (hook, printed) = apply_progress_printer();
             let applied = apply::with_progress(hook, applying).await;
             if printed.load(Ordering::Relaxed) {
