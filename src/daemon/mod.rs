@@ -630,7 +630,7 @@ async fn reconcile_job(
     // stale access must clear once the leaver's deactivation is verified.
     if outcome.report.safety.source_fault.is_none() {
         for (kind, count) in
-            crate::report::count_by_kind_of(&crate::report::residual_drift(&outcome.report))
+            crate::report::count_by_kind_of(&crate::report::unfixed_drift(&outcome.report))
         {
             metrics::gauge!("seatwarden_drift_items", "kind" => kind.as_str()).set(count as f64);
         }

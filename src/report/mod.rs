@@ -481,6 +481,29 @@ pub fn residual_drift(report: &Report) -> Vec<&DriftItem> {
         .collect()
 }
 
+/// The drift a run left, item by item: [`residual_drift`], less, when the run did
+/// not converge, the items whose every action was applied and verified (a leaver
+/// deactivated while a new hire's create waits for the settle window). An item is
+/// tied to its actions by drift kind and subject. For the drift gauges.
+pub fn unfixed_drift(report: &Report) -> Vec<&DriftItem> {
+    let residual = residual_drift(report);
+    if report.summary.converged {
+        return residual;
+    }
+    residual
+        .into_iter()
+        .filter(|item| {
+            let mut actions = report
+                .actions
+                .iter()
+                .filter(|a| a.reason == item.kind && a.subject == item.user_name)
+                .peekable();
+            let any = actions.peek().is_some();
+            !(any && actions.all(|a| a.outcome == Outcome::Applied))
+        })
+        .collect()
+}
+
 /// A human title per drift kind, shared by every renderer.
 pub fn kind_title(kind: DriftKind) -> &'static str {
     text::kind_title(kind)

@@ -663,6 +663,37 @@ fn safety_findings_show_in_every_format() {
     insta::assert_snapshot!(safety.split("\n## ").next().unwrap());
 }
 
+/// A run that did not converge still leaves out of the drift gauges the items
+/// whose every action was applied, and keeps those with an action held or failed.
+#[test]
+fn unfixed_drift_leaves_out_what_a_run_fixed_even_when_it_did_not_converge() {
+    let report = failure_and_hold();
+    assert!(!report.summary.converged);
+    let unfixed = report::unfixed_drift(&report);
+    let actions_of = |d: &seatwarden::model::DriftItem| -> Vec<&ActionOutcome> {
+        report
+            .actions
+            .iter()
+            .filter(|a| a.reason == d.kind && a.subject == d.user_name)
+            .collect()
+    };
+    let fixed: Vec<_> = report
+        .drift
+        .iter()
+        .filter(|d| {
+            let actions = actions_of(d);
+            !actions.is_empty() && actions.iter().all(|a| a.outcome == Outcome::Applied)
+        })
+        .collect();
+    assert!(!fixed.is_empty(), "the scenario fixes something");
+    assert_eq!(unfixed.len(), report.drift.len() - fixed.len());
+    for item in &unfixed {
+        assert!(!fixed.contains(item), "{item:?}");
+    }
+    // A held deprovision's drift stays.
+    assert!(unfixed.iter().any(|d| d.kind == DriftKind::StaleAccess));
+}
+
 /// An action waiting for the settle window is not under "Needs attention", so the
 /// text report says on its own line until when it waits.
 #[test]
