@@ -709,14 +709,20 @@ async fn a_protected_group_the_provider_lacks_fails_the_run_before_any_write() {
     assert_eq!(workspace.stats().writes, 0);
     // The group of a mapping that gives Owner is required too: without it every
     // Owner would be planned down.
-    let owners = small_config(
-        dir.path(),
-        &idp,
-        &workspace,
-        "",
-        "[[policy.mapping]]\ngroup = \"Taskade Ownerz\"\nworkspace_group = \"All\"\nrole = \"Owner\"\n",
-    );
-    let message = directory_failure(&owners).await.to_string();
+    let owners = |group: &str| {
+        small_config(
+            dir.path(),
+            &idp,
+            &workspace,
+            "",
+            &format!(
+                "[[policy.mapping]]\ngroup = \"{group}\"\nworkspace_group = \"All\"\nrole = \"Owner\"\n"
+            ),
+        )
+    };
+    let message = directory_failure(&owners("Taskade Ownerz"))
+        .await
+        .to_string();
     assert!(
         message.contains("group \"Taskade Ownerz\" (policy.mapping[0].group)")
             && message.contains("every workspace Owner"),
@@ -725,14 +731,7 @@ async fn a_protected_group_the_provider_lacks_fails_the_run_before_any_write() {
     assert_eq!(workspace.stats().writes, 0);
     // Mappings match their group exactly: one that differs in case matches nobody,
     // and is refused naming the directory's spelling.
-    let owners = small_config(
-        dir.path(),
-        &idp,
-        &workspace,
-        "",
-        "[[policy.mapping]]\ngroup = \"it admins\"\nworkspace_group = \"All\"\nrole = \"Owner\"\n",
-    );
-    let message = directory_failure(&owners).await.to_string();
+    let message = directory_failure(&owners("it admins")).await.to_string();
     assert!(
         message.contains("the directory has \"IT Admins\""),
         "{message}"
