@@ -113,7 +113,14 @@ impl fmt::Display for CircuitState {
     }
 }
 
-/// The state of a persisted breaker at `now`.
+/// How far ahead of `now` an opening may lie before it is taken for one stamped by a
+/// clock that has since been stepped back (NTP, a restored VM): NTP slews small
+/// offsets, so an hour is far more than an honest clock ever jumps back.
+const CLOCK_STEP_MARGIN: chrono::Duration = chrono::Duration::hours(1);
+
+/// The state of a persisted breaker at `now`. An opening stamped more than an hour
+/// ahead of `now` is half-open: otherwise the workspace would get no writes, leavers
+/// included, until the clock caught up with the one that opened it.
 pub fn state(record: &CircuitRecord, now: DateTime<Utc>, cool_down: Duration) -> CircuitState {
     let Some(since) = record.opened_at else {
         return CircuitState::Closed;
@@ -122,7 +129,9 @@ pub fn state(record: &CircuitRecord, now: DateTime<Utc>, cool_down: Duration) ->
     let until = since
         .checked_add_signed(cool_down)
         .unwrap_or(DateTime::<Utc>::MAX_UTC);
-    if now < until {
+    if since - now > CLOCK_STEP_MARGIN {
+        CircuitState::HalfOpen { since: now }
+    } else if now < until {
         CircuitState::Open { since, until }
     } else {
         CircuitState::HalfOpen { since: until }
@@ -320,5 +329,30 @@ mod tests {
         assert_eq!(half, CircuitState::HalfOpen { since: until });
         assert!(half.allows_writes());
         assert_eq!(half.as_str(), "half_open");
+    }
+
+    #[test]
+    fn an_opening_stamped_by_a_clock_since_stepped_back_is_half_open() {
+        let t0 = DateTime::parse_from_rfc3339("2026-01-01T10:00:00Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        let cool = Duration::from_secs(900);
+        let record = CircuitRecord {
+            opened_at: Some(t0),
+            ..CircuitRecord::default()
+        };
+        let until = t0 + chrono::Duration::minutes(15);
+        // NTP nudging the clock back a little keeps the circuit open.
+        let nudged = t0 - chrono::Duration::minutes(59);
+        assert_eq!(
+            state(&record, nudged, cool),
+            CircuitState::Open { since: t0, until }
+        );
+        // A clock a day behind the opening would keep it open for a day.
+        let stepped = t0 - chrono::Duration::days(1);
+        assert_eq!(
+            state(&record, stepped, cool),
+            CircuitState::HalfOpen { since: stepped }
+        );
     }
 }
