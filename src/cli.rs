@@ -282,6 +282,7 @@ Examples:
   seatwarden approve 42 --only deletion       deletions after the retention period")]
     Approve {
         /// The run id (see `seatwarden report`).
+        #[arg(value_parser = decided_run)]
         run: RunId,
         /// Only actions of this kind (deactivate, delete, set_role, remove_members, …)
         /// or class (deprovision, membership_removal, role_downgrade, deletion).
@@ -302,6 +303,7 @@ Examples:
   seatwarden reject 42 --only set_role      only its held role changes")]
     Reject {
         /// The run id (see `seatwarden report`).
+        #[arg(value_parser = decided_run)]
         run: RunId,
         /// Only actions of this kind (deactivate, delete, set_role, remove_members, …)
         /// or class (deprovision, membership_removal, role_downgrade, deletion).
@@ -1078,6 +1080,19 @@ fn execute_with_options(
 /// `seatwarden approve RUN [--only KIND]`: 0 when everything approved was applied,
 /// 3 when the re-check refused some (they stay held), 4 when some failed, 6 when the
 /// circuit breaker opened or was already open (nothing approved).
+/// The run an approval or rejection is about: an id, never `latest`, so that the
+/// decision is about the plan that was read even when a newer run started since.
+fn decided_run(value: &str) -> Result<RunId, String> {
+    match value.parse::<RunId>() {
+        Ok(run) if run > 0 => Ok(run),
+        _ if value.eq_ignore_ascii_case("latest") => Err("a decision names its run: give the \
+            id that `seatwarden report` shows (`latest` might be a newer run than the one \
+            whose plan was read)"
+            .to_owned()),
+        _ => Err("a run id is a positive number, as `seatwarden report` shows it".to_owned()),
+    }
+}
+
 fn approve(config: &Config, run: RunId, only: Option<&str>) -> anyhow::Result<u8> {
     use crate::approval;
     let only = approval::Only::parse(only)?;

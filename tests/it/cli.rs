@@ -309,6 +309,29 @@ fn a_usage_error_is_not_taken_for_changes() {
     assert_eq!(seatwarden(&["--version"], &[]).status.code(), Some(0));
 }
 
+/// A decision names its run: `approve latest` might approve a newer plan than the
+/// one that was read, so it is a usage error that says what to give instead.
+#[test]
+fn approve_and_reject_take_a_run_id_not_latest() {
+    for command in ["approve", "reject"] {
+        for run in ["latest", "0", "forty-two"] {
+            let out = seatwarden(&[command, run], &[]);
+            assert_eq!(
+                out.status.code(),
+                Some(i32::from(seatwarden::cli::exit::USAGE)),
+                "{command} {run}"
+            );
+            let stderr = text(&out.stderr);
+            let wanted = if run == "latest" {
+                "the id that `seatwarden report` shows"
+            } else {
+                "a run id is a positive number"
+            };
+            assert!(stderr.contains(wanted), "{command} {run}: {stderr}");
+        }
+    }
+}
+
 /// `seatwarden demo | head -1`: the reader goes away while the command still
 /// prints. It ends quietly with 141 (what a shell shows for SIGPIPE), not a panic.
 #[test]
