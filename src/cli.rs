@@ -53,7 +53,7 @@ Exit codes:
   6  the circuit breaker is open: writes stopped (see `seatwarden resume`)
   7  status: deprovisions are overdue (not verified within deprovision.sla)
  64  the command line could not be parsed
-141  stdout was closed by its reader (e.g. `| head`)
+141  stdout was closed by its reader (e.g. `| head`); reconcile keeps its own code
 
 Every configuration key can be overridden with SEATWARDEN__SECTION__KEY,
 e.g. SEATWARDEN__WORKSPACE__TOKEN_FILE=/run/credentials/seatwarden.service/workspace-token.
@@ -595,7 +595,14 @@ fn run_command(cli: Cli) -> anyhow::Result<u8> {
                     ..run::RunOptions::default()
                 },
             )?;
-            print_report(&outcome.report, format)?;
+            // The run is over and its writes are made: a reader that went away
+            // (`reconcile | head`) must not hide what the exit code says of them
+            // (held, failed, directory rejected), nor the approval hint on stderr.
+            if let Err(error) = print_report(&outcome.report, format) {
+                if !crate::is_closed_stdout(error.as_ref()) {
+                    return Err(error);
+                }
+            }
             Ok(exit_with_hint(&config, mode, &outcome))
         }
         Command::Approve { run, only } => approve(&config, run, only.as_deref()),

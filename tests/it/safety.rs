@@ -1222,6 +1222,28 @@ async fn a_held_reconcile_says_how_to_approve_it() {
             && stderr.contains("`sudo seatwarden-admin report --run 2`"),
         "{stderr}"
     );
+    // `reconcile | head`: the reader went away before the report was printed. The
+    // exit code and the hint still say that actions wait.
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_seatwarden"))
+        .arg("--config")
+        .arg(&setup.config)
+        .arg("reconcile")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let closed = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&closed.stderr);
+    assert_eq!(
+        closed.status.code(),
+        Some(i32::from(exit::HELD)),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("`sudo seatwarden-admin approve 3`"),
+        "{stderr}"
+    );
     setup.sandbox.shutdown().await;
 }
 
