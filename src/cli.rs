@@ -598,10 +598,10 @@ fn run_command(cli: Cli) -> anyhow::Result<u8> {
             // The run is over and its writes are made: a reader that went away
             // (`reconcile | head`) must not hide what the exit code says of them
             // (held, failed, directory rejected), nor the approval hint on stderr.
-            if let Err(error) = print_report(&outcome.report, format) {
-                if !crate::is_closed_stdout(error.as_ref()) {
-                    return Err(error);
-                }
+            if let Err(error) = print_report(&outcome.report, format)
+                && !crate::is_closed_stdout(error.as_ref())
+            {
+                return Err(error);
             }
             Ok(exit_with_hint(&config, mode, &outcome))
         }
