@@ -23,7 +23,6 @@ use axum::routing::{get, post};
 use secrecy::ExposeSecret;
 
 use super::{RECONCILE, Shared};
-use crate::report::Report;
 use crate::schedule::next_fire;
 use crate::sla;
 use crate::store::{RunKind, StoreError};
@@ -133,25 +132,11 @@ fn reconcile_overdue(
 }
 
 async fn metrics(State(shared): State<Arc<Shared>>) -> Response {
-    let now = shared.now();
-    if let Ok(open) = shared.with_db(|db| db.open_deprovisions()) {
-        let (pending, overdue) = sla::open_counts(&open, now);
-        metrics::gauge!("seatwarden_deprovisions_pending").set(pending as f64);
-        metrics::gauge!("seatwarden_deprovisions_overdue").set(overdue as f64);
-    }
-    if let Some(awaiting) = awaiting_approval(&shared) {
-        metrics::gauge!("seatwarden_actions_awaiting_approval").set(awaiting as f64);
-    }
-    let config = shared.config();
-    if let Ok((circuit, _)) = shared.with_db(|db| crate::safety::circuit_state(db, &config, now)) {
-        metrics::gauge!("seatwarden_circuit_state").set(f64::from(circuit.gauge()));
-    }
-    for (name, counters) in &shared.counters {
-        metrics::gauge!("seatwarden_job_running", "job" => *name).set(if counters.is_running() {
-            1.0
-        } else {
-            0.0
-        });
+    // The gauges are read from the state database, which a prune's VACUUM can hold
+    // for seconds: not on the async workers that /healthz and the scheduler share.
+    let refreshed = Arc::clone(&shared);
+    if let Err(e) = tokio::task::spawn_blocking(move || refresh_gauges(&refreshed)).await {
+        tracing::error!(error = %e, "refreshing the metrics gauges");
     }
     match &shared.metrics {
         Some(handle) => {
@@ -169,12 +154,36 @@ async fn metrics(State(shared): State<Arc<Shared>>) -> Response {
     }
 }
 
-/// Held actions of the last reconcile that wait for a human: held, less those only
-/// waiting for the settle window, as the report's headline counts them. Read from
-/// its stored report at every scrape, which `approve` and `reject` bring up to date:
-/// a decided action stops counting at once, not at the next reconcile. `None` while
-/// the last reconcile has no report (still running, or failed before it): the gauge
-/// keeps the value it had. The report is parsed after the database is let go.
+/// The gauges read from the state database at each scrape.
+fn refresh_gauges(shared: &Shared) {
+    let now = shared.now();
+    if let Ok(open) = shared.with_db(|db| db.open_deprovisions()) {
+        let (pending, overdue) = sla::open_counts(&open, now);
+        metrics::gauge!("seatwarden_deprovisions_pending").set(pending as f64);
+        metrics::gauge!("seatwarden_deprovisions_overdue").set(overdue as f64);
+    }
+    if let Some(awaiting) = awaiting_approval(shared) {
+        metrics::gauge!("seatwarden_actions_awaiting_approval").set(awaiting as f64);
+    }
+    let config = shared.config();
+    if let Ok((circuit, _)) = shared.with_db(|db| crate::safety::circuit_state(db, &config, now)) {
+        metrics::gauge!("seatwarden_circuit_state").set(f64::from(circuit.gauge()));
+    }
+    for (name, counters) in &shared.counters {
+        metrics::gauge!("seatwarden_job_running", "job" => *name).set(if counters.is_running() {
+            1.0
+        } else {
+            0.0
+        });
+    }
+}
+
+/// Held actions of the last reconcile that wait for a human
+/// ([`Report::awaiting_approval`](crate::report::Report::awaiting_approval)). Read from its stored report at
+/// every scrape, which `approve` and `reject` bring up to date: a decided action
+/// stops counting at once, not at the next reconcile. `None` while the last
+/// reconcile has no report (still running, or failed before it): the gauge keeps
+/// the value it had. The report is read after the database is let go.
 fn awaiting_approval(shared: &Shared) -> Option<usize> {
     let last = shared.with_db(|db| -> Result<_, StoreError> {
         match db.latest_run(&[RunKind::Reconcile])? {
@@ -185,15 +194,7 @@ fn awaiting_approval(shared: &Shared) -> Option<usize> {
     match last.ok()? {
         // No reconcile yet: nothing waits.
         None => Some(0),
-        Some(json) => {
-            let report = Report::from_json(&json?).ok()?;
-            Some(
-                report
-                    .summary
-                    .actions_held
-                    .saturating_sub(report.safety.actions_waiting),
-            )
-        }
+        Some(json) => crate::report::awaiting_approval_in(&json?).ok(),
     }
 }
 

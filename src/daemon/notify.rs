@@ -129,8 +129,7 @@ impl Notifier {
 
     /// Raises or resolves the conditions a finished reconcile shows.
     pub fn after_reconcile(&self, store: &mut Store, report: &Report, now: DateTime<Utc>) {
-        let s = &report.summary;
-        let held = s.actions_held.saturating_sub(report.safety.actions_waiting);
+        let held = report.awaiting_approval();
         if held > 0 {
             let reason = report
                 .actions

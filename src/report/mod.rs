@@ -176,6 +176,40 @@ impl Report {
     pub fn from_json(text: &str) -> Result<Report, serde_json::Error> {
         serde_json::from_str(text)
     }
+
+    /// Held actions that wait for a human: held, less those only waiting for the
+    /// settle window.
+    pub fn awaiting_approval(&self) -> usize {
+        self.summary
+            .actions_held
+            .saturating_sub(self.safety.actions_waiting)
+    }
+}
+
+/// [`Report::awaiting_approval`] of a stored report, read without building it:
+/// `/metrics` asks at every scrape, and the report of a run that provisioned a
+/// whole workspace lists every action (megabytes).
+pub fn awaiting_approval_in(json: &str) -> Result<usize, serde_json::Error> {
+    #[derive(Deserialize)]
+    struct Headline {
+        summary: Held,
+        #[serde(default)]
+        safety: Waiting,
+    }
+    #[derive(Deserialize)]
+    struct Held {
+        actions_held: usize,
+    }
+    #[derive(Deserialize, Default)]
+    struct Waiting {
+        #[serde(default)]
+        actions_waiting: usize,
+    }
+    let headline: Headline = serde_json::from_str(json)?;
+    Ok(headline
+        .summary
+        .actions_held
+        .saturating_sub(headline.safety.actions_waiting))
 }
 
 /// `text` safe for a terminal or a plain-text email: control characters become
@@ -524,7 +558,7 @@ pub fn subject(name: &str, report: &Report) -> String {
     if s.actions_failed > 0 {
         parts.push(plural(s.actions_failed, "failed action", "failed actions"));
     }
-    let held = s.actions_held.saturating_sub(report.safety.actions_waiting);
+    let held = report.awaiting_approval();
     if held > 0 {
         parts.push(plural(held, "held action", "held actions"));
     }

@@ -714,6 +714,37 @@ fn the_text_report_says_until_when_an_action_waits() {
     }
 }
 
+/// `/metrics` reads a stored report's count of actions awaiting approval without
+/// building the report: it must agree with the report itself, waiting-for-settle
+/// holds left out, on a real run's report and on one with settling actions.
+#[test]
+fn the_awaiting_approval_count_is_read_from_a_stored_report() {
+    let settling = report_of(&settling(), "reconcile", |_| (Outcome::Applied, None));
+    let reports = [failure_and_hold(), settling];
+    for report in &reports {
+        let for_a_human = report
+            .actions
+            .iter()
+            .filter(|a| a.outcome == Outcome::Held && !a.waiting)
+            .count();
+        assert_eq!(report.awaiting_approval(), for_a_human);
+        assert_eq!(
+            report::awaiting_approval_in(&report.to_json()).unwrap(),
+            for_a_human
+        );
+    }
+    assert!(
+        reports[1].safety.actions_waiting > 0,
+        "settling actions wait"
+    );
+    assert!(
+        reports[1].awaiting_approval() < reports[1].summary.actions_held,
+        "waiting holds are left out"
+    );
+    assert!(reports[0].awaiting_approval() > 0, "the real run holds");
+    assert!(report::awaiting_approval_in("{}").is_err(), "not a report");
+}
+
 #[test]
 fn plan_report_markdown() {
     let report = report_of(&scenario(), "plan", |_| (Outcome::NotRun, None));
