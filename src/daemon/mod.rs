@@ -545,8 +545,14 @@ async fn run_job(shared: Arc<Shared>, name: &'static str) {
         (None, RETRY) => sweep_job(&shared, false, notifier.as_ref())
             .await
             .map_err(|e| e.to_string()),
-        (None, PRUNE) => prune_job(&shared).map_err(|e| e.to_string()),
-        (None, DIGEST) => digest_job(&shared, notifier.as_ref()).map_err(|e| e.to_string()),
+        (None, PRUNE) => off_the_workers(&shared, prune_job).await,
+        (None, DIGEST) => {
+            off_the_workers(&shared, |shared| {
+                let notifier = notify::Notifier::from_config(&shared.config());
+                digest_job(shared, notifier.as_ref())
+            })
+            .await
+        }
         (None, _) => Ok(()),
     };
     // The writing is done: alerts and mail delivery (up to minutes against a relay
@@ -747,6 +753,20 @@ async fn sweep_job(
         );
     }
     Ok(())
+}
+
+/// Runs a job that is only database work (a prune's VACUUM, a digest parsing a
+/// week of reports) on the blocking pool: on the async workers it would stall
+/// `/healthz`, `/metrics` and the scheduler loop, which share them (two on two cores).
+async fn off_the_workers(
+    shared: &Arc<Shared>,
+    job: impl FnOnce(&Shared) -> Result<(), RunError> + Send + 'static,
+) -> Result<(), String> {
+    let shared = Arc::clone(shared);
+    match tokio::task::spawn_blocking(move || job(&shared)).await {
+        Ok(result) => result.map_err(|e| e.to_string()),
+        Err(e) => Err(format!("the job's task ended abnormally: {e}")),
+    }
 }
 
 fn prune_job(shared: &Shared) -> Result<(), RunError> {
