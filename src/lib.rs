@@ -13,7 +13,8 @@
 //! - [`model`]: plain data (identities, accounts, groups, links, actions).
 //! - the pure core, no I/O and no clock: [`policy`] (desired state), [`plan`]
 //!   (diff), [`guard`] (safety rules), [`circuit`] (the apply-time circuit
-//!   breaker's rules).
+//!   breaker's rules), [`sla`] (the deprovisioning ledger's rules: due times,
+//!   retries, escalation).
 //! - edges: [`directory`] (sources of truth), [`workspace`] (SCIM 2.0 client),
 //!   [`store`] (SQLite state and journal), [`retry`] (transient-failure policy),
 //!   [`http`] (the HTTP client and helpers the remote connectors share).
@@ -26,7 +27,10 @@
 //!   sanity, 24 h counts, settle window, circuit persistence, audit).
 //! - [`approval`]: approve / reject held actions (re-checked first), resume the
 //!   circuit breaker; [`explain`]: the single-person view.
-//! - wiring: [`run`] (one reconciliation run), [`demo`], [`config`], [`cli`].
+//! - [`sweep`]: same-day deprovisioning between reconciles (the fast path).
+//! - wiring: [`run`] (one reconciliation run), [`demo`], [`config`], [`cli`];
+//!   [`schedule`] (cron in a time zone) and [`daemon`] (the long-running worker:
+//!   scheduler loop, jobs, health and metrics endpoints, email).
 
 /// `print!` for command output: returns the `io::Error` instead of panicking when
 /// stdout is closed (`seatwarden plan | head`), so the command ends quietly.

@@ -1,9 +1,9 @@
 //! Directory sources: where seatwarden reads the people it reconciles against.
 //!
 //! Every source produces one [`DirectorySnapshot`] per read. A source that cannot read
-//! every person returns an error (or, for connectors that page, an incomplete
-//! snapshot): a partial directory must never look like people who left (design
-//! invariant 3).
+//! every person returns an error (or, for a SCIM directory whose listing ends short of
+//! its `totalResults`, a snapshot marked incomplete): a partial directory must never
+//! look like people who left (design invariant 3).
 //!
 //! Sources are an enum rather than a trait object: the set is closed (file, Okta,
 //! Entra, LDAP, SCIM), `snapshot` is async, and `match` keeps the dispatch
