@@ -50,7 +50,7 @@ macro_rules! outln {
     };
 }
 
-/// Writes command output to stdout (see [`out!`]).
+/// Writes command output to stdout (see `out!`).
 pub fn write_stdout(args: std::fmt::Arguments<'_>) -> std::io::Result<()> {
     use std::io::Write;
     let mut stdout = std::io::stdout().lock();
@@ -58,7 +58,7 @@ pub fn write_stdout(args: std::fmt::Arguments<'_>) -> std::io::Result<()> {
     stdout.flush()
 }
 
-/// Whether `error` is stdout closed by its reader (see [`out!`]).
+/// Whether `error` is stdout closed by its reader (see `out!`).
 pub fn is_closed_stdout(error: &(dyn std::error::Error + 'static)) -> bool {
     let mut next = Some(error);
     while let Some(e) = next {

@@ -1,7 +1,7 @@
 //! The drift report every run stores: what differed, what was done about it, and
 //! what still needs a human. The JSON form is a stable, versioned schema
 //! ([`SCHEMA_VERSION`], documented in the README); the text form is for terminals,
-//! Markdown for tickets and chat, HTML for email (see [`templated`]). [`digest`]
+//! Markdown for tickets and chat, HTML for email (the `templated` module). [`digest`]
 //! summarises the reports of a period for the scheduled email.
 
 pub mod digest;
