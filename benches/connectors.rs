@@ -370,6 +370,7 @@ async fn main() {
             timeout: Duration::from_secs(30),
             retry: RetryPolicy::default(),
             overlap: Duration::from_secs(300),
+            user_name: Default::default(),
         })
     };
     let source = okta(8);
@@ -426,6 +427,7 @@ async fn main() {
             timeout: Duration::from_secs(30),
             retry: RetryPolicy::default(),
             include_guests: true,
+            user_name: Default::default(),
         })
     };
     for rps in [50, 0] {

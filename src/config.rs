@@ -19,9 +19,9 @@ use secrecy::SecretString;
 use serde::{Deserialize, Serialize, Serializer};
 
 use crate::directory::{
-    Directory, EntraAuth, EntraSettings, EntraSource, FileSource, LdapFlavor, LdapSettings,
-    LdapSource, OktaAuth, OktaSettings, OktaSource, RequiredGroup, ScimDirectorySettings,
-    ScimDirectorySource, Secret,
+    Directory, EntraAuth, EntraSettings, EntraSource, EntraUserName, FileSource, LdapFlavor,
+    LdapSettings, LdapSource, OktaAuth, OktaSettings, OktaSource, OktaUserName, RequiredGroup,
+    ScimDirectorySettings, ScimDirectorySource, Secret,
 };
 use crate::guard::GuardSettings;
 use crate::model::Role;
@@ -214,6 +214,10 @@ pub enum DirectoryConfig {
         /// Scope = the users and groups assigned to this app.
         #[serde(default)]
         app_id: Option<String>,
+        /// `login` (default) or `email`: the profile attribute that becomes the
+        /// workspace userName.
+        #[serde(default)]
+        user_name_attribute: OktaUserName,
         #[serde(
             default = "defaults::okta_max_concurrency",
             deserialize_with = "lenient::parse"
@@ -270,6 +274,10 @@ pub enum DirectoryConfig {
             deserialize_with = "lenient::parse"
         )]
         include_guests: bool,
+        /// `userPrincipalName` (default) or `mail`: the user property that becomes
+        /// the workspace userName.
+        #[serde(default)]
+        user_name_attribute: EntraUserName,
         /// Lets a plain `http://` URL to a host that is not loopback through (the
         /// credential then crosses the network unencrypted): only for a network
         /// that is itself trusted, e.g. a sidecar that adds TLS.
@@ -1714,6 +1722,7 @@ impl Config {
                 private_key_file,
                 key_id,
                 app_id,
+                user_name_attribute,
                 max_concurrency,
                 timeout: t,
                 allow_cleartext: _,
@@ -1737,6 +1746,7 @@ impl Config {
                     timeout: timeout(t),
                     retry: RetryPolicy::default(),
                     overlap: Duration::from_secs(300),
+                    user_name: *user_name_attribute,
                 }))
             }
             DirectoryConfig::Entra {
@@ -1754,6 +1764,7 @@ impl Config {
                 timeout: t,
                 allow_cleartext: _,
                 include_guests,
+                user_name_attribute,
             } => {
                 let auth = match certificate_file {
                     Some(_) => EntraAuth::Certificate {
@@ -1781,6 +1792,7 @@ impl Config {
                     timeout: timeout(t),
                     retry: RetryPolicy::default(),
                     include_guests: *include_guests,
+                    user_name: *user_name_attribute,
                 }))
             }
             DirectoryConfig::Ldap {

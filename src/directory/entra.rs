@@ -34,6 +34,7 @@ use std::time::Duration;
 
 use futures::{StreamExt, TryStreamExt};
 use secrecy::{ExposeSecret, SecretString};
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::remote::{
@@ -98,6 +99,21 @@ pub struct EntraSettings {
     /// Whether B2B guests (`userType` Guest) are people of the directory. When
     /// not, they are left out of every read: their accounts count as nobody's.
     pub include_guests: bool,
+    /// The user property that becomes the workspace userName.
+    pub user_name: EntraUserName,
+}
+
+/// `directory.user_name_attribute` for Entra: which user property becomes the
+/// workspace userName. Entra's own provisioning maps `userPrincipalName` by
+/// default and is often changed to `mail`; a workspace that identifies people by
+/// email (Taskade does) wants `mail` where UPNs are not their email addresses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+pub enum EntraUserName {
+    #[default]
+    #[serde(rename = "userPrincipalName")]
+    UserPrincipalName,
+    #[serde(rename = "mail")]
+    Mail,
 }
 
 /// Which members of a group a read asks for.
@@ -299,7 +315,7 @@ impl EntraSource {
         let identities = users
             .iter()
             .filter(|u| include_guests || !is_guest(u))
-            .map(|u| parse_user(u, "GET /v1.0/users"))
+            .map(|u| parse_user(u, "GET /v1.0/users", self.inner.settings.user_name))
             .collect::<Result<Vec<_>, _>>()?;
         Ok(remote::assemble_snapshot(
             identities,
@@ -512,7 +528,11 @@ impl EntraSource {
                 .await?;
             for u in &users {
                 if self.inner.settings.include_guests || !is_guest(u) {
-                    identities.push(parse_user(u, "GET /v1.0/users")?);
+                    identities.push(parse_user(
+                        u,
+                        "GET /v1.0/users",
+                        self.inner.settings.user_name,
+                    )?);
                 } else {
                     guests.push(required_str(u, "id", "GET /v1.0/users")?.to_owned());
                 }
@@ -968,7 +988,11 @@ fn error_body(body: &str) -> (Option<String>, String) {
     (code, message.unwrap_or_else(|| remote::body_excerpt(body)))
 }
 
-fn parse_user(v: &Value, endpoint: &str) -> Result<Identity, DirectoryError> {
+fn parse_user(
+    v: &Value,
+    endpoint: &str,
+    user_name: EntraUserName,
+) -> Result<Identity, DirectoryError> {
     let id = required_str(v, "id", endpoint)?;
     let text = |field: &str| {
         v.get(field)
@@ -977,9 +1001,17 @@ fn parse_user(v: &Value, endpoint: &str) -> Result<Identity, DirectoryError> {
             .filter(|s| !s.is_empty())
             .map(str::to_owned)
     };
-    let user_name = text("userPrincipalName").ok_or_else(|| DirectoryError::Malformed {
+    let attribute = match user_name {
+        EntraUserName::UserPrincipalName => "userPrincipalName",
+        EntraUserName::Mail => "mail",
+    };
+    // Every identity in the directory must have one: leaving the person out would
+    // read as them having left.
+    let user_name = text(attribute).ok_or_else(|| DirectoryError::Malformed {
         endpoint: endpoint.to_owned(),
-        what: format!("user {id:?} has no userPrincipalName"),
+        what: format!(
+            "user {id:?} has no {attribute} (the userName, per directory.user_name_attribute)"
+        ),
     })?;
     // Without `$select=accountEnabled` Graph leaves it out; a missing value must
     // not silently read as enabled or disabled.
@@ -1037,10 +1069,12 @@ mod tests {
     #[test]
     fn a_user_without_account_enabled_is_rejected() {
         let v = serde_json::json!({"id": "1", "userPrincipalName": "a@x"});
-        assert!(parse_user(&v, "GET /v1.0/users").is_err());
+        assert!(parse_user(&v, "GET /v1.0/users", EntraUserName::default()).is_err());
         let v = serde_json::json!({"id": "1", "userPrincipalName": "a@x", "accountEnabled": false});
         assert_eq!(
-            parse_user(&v, "GET /v1.0/users").unwrap().status,
+            parse_user(&v, "GET /v1.0/users", EntraUserName::default())
+                .unwrap()
+                .status,
             IdentityStatus::Suspended
         );
     }

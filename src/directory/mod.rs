@@ -26,10 +26,10 @@ use crate::model::{DirectorySnapshot, Identity};
 use crate::policy::fold_group_name;
 use crate::retry::Transient;
 
-pub use entra::{EntraAuth, EntraSettings, EntraSource};
+pub use entra::{EntraAuth, EntraSettings, EntraSource, EntraUserName};
 pub use file::FileSource;
 pub use ldap::{LdapFlavor, LdapSettings, LdapSource};
-pub use okta::{OktaAuth, OktaSettings, OktaSource};
+pub use okta::{OktaAuth, OktaSettings, OktaSource, OktaUserName};
 pub use remote::{RemoteStats, Secret};
 pub use scim::{ScimDirectorySettings, ScimDirectorySource};
 

@@ -37,8 +37,8 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use futures::{StreamExt, TryStreamExt};
 use reqwest::header::HeaderMap;
 use secrecy::{ExposeSecret, SecretString};
-use serde::Deserialize;
 use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::remote::{
@@ -101,6 +101,23 @@ pub struct OktaSettings {
     /// `changes_since` asks for changes since the last cursor minus this much,
     /// covering clock skew and Okta's eventually consistent `lastUpdated` index.
     pub overlap: Duration,
+    /// The profile attribute that becomes the workspace userName.
+    pub user_name: OktaUserName,
+}
+
+/// `directory.user_name_attribute` for Okta: which profile attribute becomes the
+/// workspace userName. Okta's own SCIM apps offer the same choice ("Application
+/// username format"); a workspace that identifies people by email (Taskade does)
+/// wants `email` where logins are not email addresses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+pub enum OktaUserName {
+    /// `profile.login`.
+    #[default]
+    #[serde(rename = "login")]
+    Login,
+    /// `profile.email`.
+    #[serde(rename = "email")]
+    Email,
 }
 
 /// The last `X-Rate-Limit-*` an endpoint family answered with.
@@ -292,7 +309,7 @@ impl OktaSource {
             futures::try_join!(people, memberships)?;
         let identities = newest_of_each(users, gone)
             .into_iter()
-            .map(|raw| parse_user(raw, "GET /api/v1/users"))
+            .map(|raw| parse_user(raw, "GET /api/v1/users", self.inner.settings.user_name))
             .collect::<Result<Vec<_>, _>>()?;
         Ok(remote::assemble_snapshot(
             identities,
@@ -363,7 +380,7 @@ impl OktaSource {
         let mut users = Vec::new();
         let mut seen = HashSet::new();
         for raw in changed_users {
-            let identity = parse_user(raw, "GET /api/v1/users")?;
+            let identity = parse_user(raw, "GET /api/v1/users", self.inner.settings.user_name)?;
             if seen.insert(identity.id.clone()) {
                 users.push(identity);
             }
@@ -991,12 +1008,26 @@ pub fn map_status(status: &str) -> IdentityStatus {
     }
 }
 
-fn parse_user(raw: RawUser, endpoint: &str) -> Result<Identity, DirectoryError> {
+fn parse_user(
+    raw: RawUser,
+    endpoint: &str,
+    user_name: OktaUserName,
+) -> Result<Identity, DirectoryError> {
     let clean = |v: Option<String>| v.map(|s| s.trim().to_owned()).filter(|s| !s.is_empty());
     let profile = raw.profile;
-    let user_name = clean(profile.login).ok_or_else(|| DirectoryError::Malformed {
+    let email = clean(profile.email);
+    let (user_name, attribute) = match user_name {
+        OktaUserName::Login => (clean(profile.login), "profile.login"),
+        OktaUserName::Email => (email.clone(), "profile.email"),
+    };
+    // Every identity in the directory must have one: leaving the person out would
+    // read as them having left.
+    let user_name = user_name.ok_or_else(|| DirectoryError::Malformed {
         endpoint: endpoint.to_owned(),
-        what: format!("user {:?} has no profile.login", raw.id),
+        what: format!(
+            "user {:?} has no {attribute} (the userName, per directory.user_name_attribute)",
+            raw.id
+        ),
     })?;
     if raw.id.is_empty() {
         return Err(DirectoryError::Malformed {
@@ -1007,7 +1038,7 @@ fn parse_user(raw: RawUser, endpoint: &str) -> Result<Identity, DirectoryError> 
     Ok(Identity {
         id: raw.id,
         user_name,
-        email: clean(profile.email),
+        email,
         given_name: clean(profile.first_name),
         family_name: clean(profile.last_name),
         display_name: clean(profile.display_name),

@@ -821,6 +821,70 @@ fn errors_inside_the_directory_table_name_the_field() {
     );
 }
 
+/// Okta and Entra take the attribute that becomes the userName by its provider
+/// name; any other value is refused naming the key and the choices.
+#[test]
+fn the_user_name_attribute_of_okta_and_entra() {
+    use seatwarden::directory::{EntraUserName, OktaUserName};
+    let okta = |keys: &str| {
+        load(
+            &format!(
+                "[directory]\nkind = \"okta\"\nurl = \"https://acme.okta.com\"\n\
+                 token = \"x\"\n{keys}{WORKSPACE}"
+            ),
+            &[],
+        )
+    };
+    let entra = |keys: &str| {
+        load(
+            &format!(
+                "[directory]\nkind = \"entra\"\ntenant_id = \"t\"\nclient_id = \"c\"\n\
+                 client_secret = \"s\"\n{keys}{WORKSPACE}"
+            ),
+            &[],
+        )
+    };
+    let okta_attribute = |config: Config| match config.directory {
+        DirectoryConfig::Okta {
+            user_name_attribute,
+            ..
+        } => user_name_attribute,
+        _ => panic!("expected okta"),
+    };
+    let entra_attribute = |config: Config| match config.directory {
+        DirectoryConfig::Entra {
+            user_name_attribute,
+            ..
+        } => user_name_attribute,
+        _ => panic!("expected entra"),
+    };
+    assert_eq!(okta_attribute(okta("").unwrap()), OktaUserName::Login);
+    assert_eq!(
+        okta_attribute(okta("user_name_attribute = \"email\"\n").unwrap()),
+        OktaUserName::Email
+    );
+    assert_eq!(
+        entra_attribute(entra("").unwrap()),
+        EntraUserName::UserPrincipalName
+    );
+    assert_eq!(
+        entra_attribute(entra("user_name_attribute = \"mail\"\n").unwrap()),
+        EntraUserName::Mail
+    );
+    let error = okta("user_name_attribute = \"mail\"\n").unwrap_err();
+    assert!(
+        error.contains("key `directory.user_name_attribute`")
+            && error.contains("expected `login` or `email`"),
+        "{error}"
+    );
+    let error = entra("user_name_attribute = \"upn\"\n").unwrap_err();
+    assert!(
+        error.contains("key `directory.user_name_attribute`")
+            && error.contains("expected `userPrincipalName` or `mail`"),
+        "{error}"
+    );
+}
+
 #[test]
 fn the_scim_example_loads() {
     let config = example("scim.example.toml");

@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use seatwarden::directory::{
-    DirectoryChanges, DirectoryError, EntraAuth, EntraSettings, EntraSource, Secret,
+    DirectoryChanges, DirectoryError, EntraAuth, EntraSettings, EntraSource, EntraUserName, Secret,
 };
 use seatwarden::http::Limits;
 use seatwarden::model::IdentityStatus;
@@ -311,6 +311,7 @@ pub fn settings(server: &MockServer, auth: EntraAuth) -> EntraSettings {
         timeout: Duration::from_secs(10),
         retry: RetryPolicy::immediate(3),
         include_guests: true,
+        user_name: Default::default(),
     }
 }
 
@@ -388,6 +389,57 @@ async fn snapshot_selects_account_enabled_pages_and_reads_transitive_members() {
         requests.iter().any(
             |r| r.url.path() == "/v1.0/users" && query(r, "$skiptoken").as_deref() == Some("2")
         )
+    );
+}
+
+/// `user_name_attribute = "mail"`: where UPNs are not email addresses, the
+/// workspace userName is `mail`; a person without one fails the read (left out,
+/// they would look like a leaver), naming the user and the key.
+#[tokio::test]
+async fn the_user_name_can_be_the_mail_instead_of_the_upn() {
+    let server = MockServer::start().await;
+    let mut tenant = small_tenant();
+    for user in &mut tenant.users {
+        let upn = user["userPrincipalName"]
+            .as_str()
+            .unwrap()
+            .replace("@contoso.com", "@contoso.onmicrosoft.com");
+        user["userPrincipalName"] = json!(upn);
+    }
+    tenant.clone().mount(&server).await;
+    let by_mail = EntraSettings {
+        user_name: EntraUserName::Mail,
+        ..settings(&server, secret())
+    };
+    let snapshot = EntraSource::new(by_mail.clone()).snapshot().await.unwrap();
+    assert_eq!(rows(&snapshot), expected_small_tenant());
+    assert_eq!(snapshot.identities[0].user_name, "ada@contoso.com");
+    let by_upn = EntraSource::new(settings(&server, secret()))
+        .snapshot()
+        .await
+        .unwrap();
+    assert_eq!(
+        by_upn.identities[0].user_name,
+        "ada@contoso.onmicrosoft.com"
+    );
+
+    let server = MockServer::start().await;
+    tenant.users[1]["mail"] = Value::Null;
+    tenant.mount(&server).await;
+    let error = EntraSource::new(EntraSettings {
+        graph_url: Some(server.uri().parse().unwrap()),
+        login_url: Some(server.uri().parse().unwrap()),
+        ..by_mail
+    })
+    .snapshot()
+    .await
+    .unwrap_err();
+    let message = error.to_string();
+    assert!(
+        message.contains("a2")
+            && message.contains("has no mail")
+            && message.contains("directory.user_name_attribute"),
+        "{message}"
     );
 }
 

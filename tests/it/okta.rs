@@ -14,7 +14,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use seatwarden::directory::{
-    DirectoryChanges, DirectoryError, OktaAuth, OktaSettings, OktaSource, Secret,
+    DirectoryChanges, DirectoryError, OktaAuth, OktaSettings, OktaSource, OktaUserName, Secret,
 };
 use seatwarden::http::Limits;
 use seatwarden::model::IdentityStatus;
@@ -386,6 +386,7 @@ pub fn settings(server: &MockServer, auth: OktaAuth) -> OktaSettings {
         timeout: Duration::from_secs(10),
         retry: RetryPolicy::immediate(3),
         overlap: Duration::from_secs(300),
+        user_name: Default::default(),
     }
 }
 
@@ -477,6 +478,59 @@ async fn snapshot_pages_with_one_comma_joined_link_line() {
     let source = OktaSource::new(settings(&server, ssws()));
     let snapshot = source.snapshot().await.unwrap();
     assert_eq!(statuses(&snapshot), expected_small_org());
+}
+
+/// `user_name_attribute = "email"`: where logins are not email addresses, the
+/// workspace userName is the profile's email; a person without one fails the read
+/// (left out, they would look like a leaver), naming the user and the key.
+#[tokio::test]
+async fn the_user_name_can_be_the_email_instead_of_the_login() {
+    let server = MockServer::start().await;
+    let mut org = small_org(LinkStyle::Joined);
+    for user in &mut org.users {
+        let profile = user["profile"].as_object_mut().unwrap();
+        let login = profile["login"]
+            .as_str()
+            .unwrap()
+            .replace("@example.com", "");
+        profile.insert("login".into(), json!(login));
+    }
+    org.mount(&server).await;
+    let by_email = OktaSettings {
+        user_name: OktaUserName::Email,
+        ..settings(&server, ssws())
+    };
+    let snapshot = OktaSource::new(by_email.clone()).snapshot().await.unwrap();
+    assert_eq!(statuses(&snapshot), expected_small_org());
+    let ada = &snapshot.identities[0];
+    assert_eq!(ada.user_name, "ada@example.com");
+    assert_eq!(ada.email.as_deref(), Some("ada@example.com"));
+    let by_login = OktaSource::new(settings(&server, ssws()))
+        .snapshot()
+        .await
+        .unwrap();
+    assert_eq!(by_login.identities[0].user_name, "ada");
+
+    let server = MockServer::start().await;
+    org.users[1]["profile"]
+        .as_object_mut()
+        .unwrap()
+        .remove("email");
+    org.mount(&server).await;
+    let error = OktaSource::new(OktaSettings {
+        url: server.uri().parse().unwrap(),
+        ..by_email
+    })
+    .snapshot()
+    .await
+    .unwrap_err();
+    let message = error.to_string();
+    assert!(
+        message.contains("00u2")
+            && message.contains("profile.email")
+            && message.contains("directory.user_name_attribute"),
+        "{message}"
+    );
 }
 
 #[tokio::test]
