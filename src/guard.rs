@@ -179,7 +179,7 @@ pub fn run_limit(limits: &Limits, min_population: usize, managed: usize) -> usiz
 }
 
 /// How much of `class` the plan would do (membership removals count members).
-pub fn planned_of(plan: &Plan, class: ActionClass) -> usize {
+fn planned_of(plan: &Plan, class: ActionClass) -> usize {
     plan.actions
         .iter()
         .filter_map(|a| a.kind.threshold_class())
@@ -190,7 +190,7 @@ pub fn planned_of(plan: &Plan, class: ActionClass) -> usize {
 
 /// The threshold `class` breaks with `planned` of it this run, if any: the per-run
 /// limit first, then the 24 h one.
-pub fn threshold_breach(
+fn threshold_breach(
     settings: &GuardSettings,
     input: &GuardInput,
     class: ActionClass,
@@ -421,7 +421,7 @@ pub fn check_source(
 /// value (a new name, another role) starts its own settle window. Hashed because
 /// the kind itself can be large: a membership batch lists every member, and the
 /// keys of a first run over 10k people were 3 MB, written and read back each run.
-pub fn settle_key(action: &Action) -> Option<String> {
+fn settle_key(action: &Action) -> Option<String> {
     kind_key(&action.kind)
 }
 

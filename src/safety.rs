@@ -289,7 +289,7 @@ pub struct Recheck {
 /// The previous run's workspace snapshot when it had more accounts than `current`
 /// (the workspace sanity trigger); `None` otherwise. Counts first, so the common
 /// case loads nothing.
-pub fn larger_previous_workspace(
+fn larger_previous_workspace(
     store: &Store,
     run: RunId,
     current: usize,
@@ -306,7 +306,7 @@ pub fn larger_previous_workspace(
 /// Workspace sanity: see the module docs. `previous` is the larger snapshot of the
 /// previous run ([`larger_previous_workspace`]); costs one filter read per create
 /// of a userName that snapshot had.
-pub async fn recheck_shrunken_workspace(
+async fn recheck_shrunken_workspace(
     client: &ScimClient,
     previous: Option<&WorkspaceSnapshot>,
     workspace: &mut WorkspaceSnapshot,

@@ -279,7 +279,7 @@ async fn trigger(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> Respo
 
 /// Compares without an early exit, so the time taken does not tell how much of a
 /// guessed token was right. (The length is not secret.)
-pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     if a.len() != b.len() {
         return false;
     }
