@@ -210,292 +210,367 @@ pub fn explain_with(
     live: Option<&LiveAccount>,
 ) -> Result<String, ExplainError> {
     let loaded = Loaded::load(store)?;
-    let Loaded {
-        run,
-        record,
-        directory,
-        workspace,
-        links: stored_links,
-    } = &loaded;
-    let run = *run;
-    let links: Vec<Link> = stored_links
-        .iter()
-        .map(|l| Link {
-            identity_id: l.identity_id.clone(),
-            account_id: l.account_id.clone(),
-        })
-        .collect();
     let (identity, link, account) = loaded.find(person);
     if identity.is_none() && account.is_none() {
-        return Err(ExplainError::NotFound(person.to_owned(), run));
+        return Err(ExplainError::NotFound(person.to_owned(), loaded.run));
+    }
+    let view = View {
+        config,
+        store,
+        loaded: &loaded,
+        identity,
+        link,
+        account,
+        now,
+    };
+    // Writing to a String cannot fail.
+    let mut out = String::new();
+    let _ = writeln!(out, "{person} — as of run {}", view.run_described());
+    view.directory_record(&mut out);
+    view.scope_and_role(&mut out);
+    view.link(&mut out);
+    view.workspace_account(&mut out)?;
+    if let Some(live) = live {
+        live_account(&mut out, live);
+    }
+    view.last_actions(&mut out)?;
+    view.ledger(&mut out)?;
+    view.next_run(&mut out)?;
+    Ok(out)
+}
+
+/// One person as the stored snapshots, links and journal show them: each method
+/// writes one section of `explain`.
+struct View<'a> {
+    config: &'a Config,
+    store: &'a Store,
+    loaded: &'a Loaded,
+    identity: Option<&'a Identity>,
+    link: Option<&'a StoredLink>,
+    account: Option<&'a Account>,
+    now: DateTime<Utc>,
+}
+
+impl View<'_> {
+    /// `42 (reconcile, 2026-11-29 08:00:00Z)`.
+    fn run_described(&self) -> String {
+        let record = self.loaded.record.as_ref();
+        format!(
+            "{} ({}, {})",
+            self.loaded.run,
+            record.map_or("?", |r| r.kind.as_str()),
+            record.map_or_else(
+                || "?".to_owned(),
+                |r| r.started_at.format("%Y-%m-%d %H:%M:%SZ").to_string()
+            )
+        )
     }
 
-    let mut out = String::new();
-    let _ = writeln!(
-        out,
-        "{person} — as of run {run} ({}, {})",
-        record.as_ref().map_or("?", |r| r.kind.as_str()),
-        record.as_ref().map_or_else(
-            || "?".to_owned(),
-            |r| r.started_at.format("%Y-%m-%d %H:%M:%SZ").to_string()
-        )
-    );
+    fn identity_id(&self) -> Option<&str> {
+        self.identity.map(|i| i.id.as_str())
+    }
 
-    let _ = writeln!(out, "\nDirectory record");
-    match identity {
-        None => {
+    fn account_id(&self) -> Option<&str> {
+        self.account.map(|a| a.id.as_str())
+    }
+
+    fn directory_record(&self, out: &mut String) {
+        let _ = writeln!(out, "\nDirectory record");
+        let Some(i) = self.identity else {
             let _ = writeln!(
                 out,
                 "  not in the directory snapshot (deleted, or never there)"
             );
-        }
-        Some(i) => {
-            let _ = writeln!(out, "  id:         {}", i.id);
-            let _ = writeln!(out, "  userName:   {}", i.user_name);
-            let _ = writeln!(out, "  email:      {}", opt(i.email.as_deref()));
-            let name = [i.given_name.as_deref(), i.family_name.as_deref()]
-                .into_iter()
-                .flatten()
-                .collect::<Vec<_>>()
-                .join(" ");
-            let _ = writeln!(
-                out,
-                "  name:       {}",
-                if name.is_empty() { "-" } else { &name }
-            );
-            let _ = writeln!(out, "  status:     {}", i.status.as_str());
-            let _ = writeln!(out, "  department: {}", opt(i.department.as_deref()));
-            let _ = writeln!(out, "  groups:     {}", i.groups.join(", "));
-        }
-    }
-
-    let desired = policy::desired_state(directory, &config.policy_settings());
-    let _ = writeln!(out, "\nScope");
-    let protected = safety::plan_settings(config, directory).protected;
-    let is_protected = identity.is_some_and(|i| protected.matches(&i.user_name))
-        || account.is_some_and(|a| protected.matches(&a.user_name));
-    match identity {
-        Some(i) => {
-            if let Some(want) = desired.active.get(&i.id) {
-                let scope = if config.policy.scope_groups.is_empty() {
-                    "every active identity is in scope".to_owned()
-                } else {
-                    let via: Vec<&str> = config
-                        .policy
-                        .scope_groups
-                        .iter()
-                        .filter(|g| i.groups.iter().any(|m| m.eq_ignore_ascii_case(g)))
-                        .map(String::as_str)
-                        .collect();
-                    format!("member of scope group {}", via.join(", "))
-                };
-                let _ = writeln!(out, "  in scope: active, {scope}");
-                let _ = writeln!(out, "\nRole");
-                let _ = writeln!(
-                    out,
-                    "  desired:    {}",
-                    want.spec.role.map_or("(roles not managed)", |r| r.as_str())
-                );
-                for line in want.justification.iter() {
-                    let _ = writeln!(out, "  because:    {line}");
-                }
-                let groups: Vec<&str> = want.groups.iter().map(String::as_str).collect();
-                let _ = writeln!(
-                    out,
-                    "  workspace groups: {}",
-                    if groups.is_empty() {
-                        "-".to_owned()
-                    } else {
-                        groups.join(", ")
-                    }
-                );
-            } else if let Some(reason) = desired.inactive.get(&i.id) {
-                let _ = writeln!(out, "  no access: {reason}");
-            } else {
-                let _ = writeln!(out, "  no access: identity is not in the desired state");
-            }
-        }
-        None => {
-            let _ = writeln!(
-                out,
-                "  no access: no directory identity justifies this account"
-            );
-        }
-    }
-    if is_protected {
+            return;
+        };
+        let _ = writeln!(out, "  id:         {}", i.id);
+        let _ = writeln!(out, "  userName:   {}", i.user_name);
+        let _ = writeln!(out, "  email:      {}", opt(i.email.as_deref()));
+        let name = [i.given_name.as_deref(), i.family_name.as_deref()]
+            .into_iter()
+            .flatten()
+            .collect::<Vec<_>>()
+            .join(" ");
         let _ = writeln!(
             out,
-            "  protected: yes (safety.protected / protected_groups): seatwarden never touches it"
+            "  name:       {}",
+            if name.is_empty() { "-" } else { &name }
         );
+        let _ = writeln!(out, "  status:     {}", i.status.as_str());
+        let _ = writeln!(out, "  department: {}", opt(i.department.as_deref()));
+        let _ = writeln!(out, "  groups:     {}", i.groups.join(", "));
     }
 
-    let _ = writeln!(out, "\nLink");
-    match link {
-        Some(l) => {
-            let _ = writeln!(
-                out,
-                "  {} ↔ account {}, matched by {} at {}",
-                l.identity_id,
-                l.account_id,
-                l.method.as_str(),
-                l.linked_at.format("%Y-%m-%d %H:%M:%SZ")
-            );
-        }
-        None => {
-            let _ = writeln!(
-                out,
-                "  no stored link{}",
-                if account.is_some() {
-                    " (the account below is a match candidate, not linked yet)"
+    /// Whether the person is in scope and why, and with which role and groups.
+    fn scope_and_role(&self, out: &mut String) {
+        let (config, directory) = (self.config, &self.loaded.directory);
+        let desired = policy::desired_state(directory, &config.policy_settings());
+        let _ = writeln!(out, "\nScope");
+        let protected = safety::plan_settings(config, directory).protected;
+        let is_protected = self
+            .identity
+            .is_some_and(|i| protected.matches(&i.user_name))
+            || self
+                .account
+                .is_some_and(|a| protected.matches(&a.user_name));
+        match self.identity {
+            Some(i) => {
+                if let Some(want) = desired.active.get(&i.id) {
+                    let scope = if config.policy.scope_groups.is_empty() {
+                        "every active identity is in scope".to_owned()
+                    } else {
+                        let via: Vec<&str> = config
+                            .policy
+                            .scope_groups
+                            .iter()
+                            .filter(|g| i.groups.iter().any(|m| m.eq_ignore_ascii_case(g)))
+                            .map(String::as_str)
+                            .collect();
+                        format!("member of scope group {}", via.join(", "))
+                    };
+                    let _ = writeln!(out, "  in scope: active, {scope}");
+                    let _ = writeln!(out, "\nRole");
+                    let _ = writeln!(
+                        out,
+                        "  desired:    {}",
+                        want.spec.role.map_or("(roles not managed)", |r| r.as_str())
+                    );
+                    for line in want.justification.iter() {
+                        let _ = writeln!(out, "  because:    {line}");
+                    }
+                    let groups: Vec<&str> = want.groups.iter().map(String::as_str).collect();
+                    let _ = writeln!(out, "  workspace groups: {}", listed(&groups));
+                } else if let Some(reason) = desired.inactive.get(&i.id) {
+                    let _ = writeln!(out, "  no access: {reason}");
                 } else {
-                    ""
+                    let _ = writeln!(out, "  no access: identity is not in the desired state");
                 }
+            }
+            None => {
+                let _ = writeln!(
+                    out,
+                    "  no access: no directory identity justifies this account"
+                );
+            }
+        }
+        if is_protected {
+            let _ = writeln!(
+                out,
+                "  protected: yes (safety.protected / protected_groups): seatwarden never touches it"
             );
         }
     }
 
-    let _ = writeln!(out, "\nWorkspace account (run {run} snapshot)");
-    match account {
-        None => {
+    fn link(&self, out: &mut String) {
+        let _ = writeln!(out, "\nLink");
+        match self.link {
+            Some(l) => {
+                let _ = writeln!(
+                    out,
+                    "  {} ↔ account {}, matched by {} at {}",
+                    l.identity_id,
+                    l.account_id,
+                    l.method.as_str(),
+                    l.linked_at.format("%Y-%m-%d %H:%M:%SZ")
+                );
+            }
+            None => {
+                let _ = writeln!(
+                    out,
+                    "  no stored link{}",
+                    if self.account.is_some() {
+                        " (the account below is a match candidate, not linked yet)"
+                    } else {
+                        ""
+                    }
+                );
+            }
+        }
+    }
+
+    /// The account as the run's workspace snapshot shows it, and when it is
+    /// deleted after a retention period.
+    fn workspace_account(&self, out: &mut String) -> Result<(), StoreError> {
+        let _ = writeln!(
+            out,
+            "\nWorkspace account (run {} snapshot)",
+            self.loaded.run
+        );
+        let Some(a) = self.account else {
+            let _ = writeln!(out, "  none");
+            return Ok(());
+        };
+        let _ = writeln!(out, "  id:         {}", a.id);
+        let _ = writeln!(out, "  userName:   {}", a.user_name);
+        let _ = writeln!(out, "  externalId: {}", opt(a.external_id.as_deref()));
+        let _ = writeln!(out, "  active:     {}", a.active);
+        let _ = writeln!(out, "  roles:      {}", a.roles.join(", "));
+        let groups: Vec<&str> = self
+            .loaded
+            .workspace
+            .groups
+            .iter()
+            .filter(|g| g.members.contains(&a.id))
+            .map(|g| g.display_name.as_str())
+            .collect();
+        let _ = writeln!(out, "  groups:     {}", listed(&groups));
+        if let Some(delete_after) = self.config.delete_after()
+            && let Some(since) = self.store.deactivated_since()?.get(&a.id)
+        {
+            let due = chrono::TimeDelta::from_std(delete_after)
+                .ok()
+                .and_then(|d| since.checked_add_signed(d));
+            let _ = writeln!(
+                out,
+                "  deletion:   seen deactivated since {}; deleted from {} \
+                 (deprovision.delete_after)",
+                since.format("%Y-%m-%d %H:%M:%SZ"),
+                due.map_or("never".to_owned(), |d| d
+                    .format("%Y-%m-%d %H:%M:%SZ")
+                    .to_string())
+            );
+        }
+        Ok(())
+    }
+
+    fn last_actions(&self, out: &mut String) -> Result<(), StoreError> {
+        let _ = writeln!(out, "\nLast actions");
+        let history = self
+            .store
+            .actions_about(self.identity_id(), self.account_id(), 10)?;
+        if history.is_empty() {
+            let _ = writeln!(out, "  none journaled");
+        }
+        for entry in &history {
+            let _ = writeln!(
+                out,
+                "  run {} #{} {} — {}{} ({})",
+                entry.run,
+                entry.action.seq,
+                entry.action.kind.name(),
+                entry.state,
+                match (&entry.action.held, &entry.last_error) {
+                    (Some(held), _) if entry.state == crate::store::ActionState::Held =>
+                        format!(": {held}"),
+                    (_, Some(error)) => format!(": {error}"),
+                    _ => String::new(),
+                },
+                entry.updated_at.format("%Y-%m-%d %H:%M:%SZ")
+            );
+        }
+        Ok(())
+    }
+
+    fn ledger(&self, out: &mut String) -> Result<(), StoreError> {
+        let _ = writeln!(out, "\nDeprovision ledger");
+        let lines = ledger_lines(self.store, self.identity_id(), self.now)?;
+        if lines.is_empty() {
+            let _ = writeln!(out, "  none: never seen losing access");
+        }
+        for line in lines {
+            let _ = writeln!(out, "  {line}");
+        }
+        Ok(())
+    }
+
+    /// The actions about this person that a run now would plan from the stored
+    /// snapshots, with what the guard and the settle window would hold.
+    fn next_run(&self, out: &mut String) -> Result<(), StoreError> {
+        let loaded = self.loaded;
+        let _ = writeln!(
+            out,
+            "\nNext run (re-planned from run {}'s snapshots)",
+            loaded.run
+        );
+        let links: Vec<Link> = loaded
+            .links
+            .iter()
+            .map(|l| Link {
+                identity_id: l.identity_id.clone(),
+                account_id: l.account_id.clone(),
+            })
+            .collect();
+        let next = next_actions(
+            self.config,
+            self.store,
+            &loaded.directory,
+            &loaded.workspace,
+            &links,
+            self.now,
+        )?;
+        let (identity_id, account_id) = (self.identity_id(), self.account_id());
+        let mine: Vec<String> = next
+            .actions
+            .iter()
+            .filter(|a| {
+                (identity_id.is_some() && a.identity_id.as_deref() == identity_id)
+                    || a.kind.account_id().is_some_and(|id| Some(id) == account_id)
+                    || match &a.kind {
+                        ActionKind::RemoveMembers { members, .. } => {
+                            account_id.is_some_and(|id| members.iter().any(|m| m == id))
+                        }
+                        ActionKind::AddMembers { members, .. } => members.iter().any(|m| match m {
+                            AccountRef::Existing { id } => Some(id.as_str()) == account_id,
+                            AccountRef::Created { identity_id: who } => {
+                                Some(who.as_str()) == identity_id
+                            }
+                        }),
+                        _ => false,
+                    }
+            })
+            .map(|a| {
+                format!(
+                    "  {} — {}{}",
+                    a.kind.name(),
+                    a.detail,
+                    a.held
+                        .as_ref()
+                        .map(|h| format!(" [HELD: {h}]"))
+                        .unwrap_or_default()
+                )
+            })
+            .collect();
+        if mine.is_empty() {
+            let _ = writeln!(out, "  nothing");
+        } else {
+            for line in mine {
+                let _ = writeln!(out, "{line}");
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The account as the workspace shows it now (`--live`).
+fn live_account(out: &mut String, live: &LiveAccount) {
+    let _ = writeln!(out, "\nWorkspace account now (read live)");
+    match live {
+        Err(error) => {
+            let _ = writeln!(out, "  could not be read: {error}");
+        }
+        Ok(None) => {
             let _ = writeln!(out, "  none");
         }
-        Some(a) => {
-            let _ = writeln!(out, "  id:         {}", a.id);
-            let _ = writeln!(out, "  userName:   {}", a.user_name);
-            let _ = writeln!(out, "  externalId: {}", opt(a.external_id.as_deref()));
-            let _ = writeln!(out, "  active:     {}", a.active);
-            let _ = writeln!(out, "  roles:      {}", a.roles.join(", "));
-            let groups: Vec<&str> = workspace
-                .groups
-                .iter()
-                .filter(|g| g.members.contains(&a.id))
-                .map(|g| g.display_name.as_str())
-                .collect();
+        Ok(Some(a)) => {
             let _ = writeln!(
                 out,
-                "  groups:     {}",
-                if groups.is_empty() {
-                    "-".to_owned()
-                } else {
-                    groups.join(", ")
-                }
+                "  {} {} active={} roles={}",
+                a.id,
+                a.user_name,
+                a.active,
+                a.roles.join(", ")
             );
-            if let Some(delete_after) = config.delete_after()
-                && let Some(since) = store.deactivated_since()?.get(&a.id)
-            {
-                let due = chrono::TimeDelta::from_std(delete_after)
-                    .ok()
-                    .and_then(|d| since.checked_add_signed(d));
-                let _ = writeln!(
-                    out,
-                    "  deletion:   seen deactivated since {}; deleted from {} \
-                     (deprovision.delete_after)",
-                    since.format("%Y-%m-%d %H:%M:%SZ"),
-                    due.map_or("never".to_owned(), |d| d
-                        .format("%Y-%m-%d %H:%M:%SZ")
-                        .to_string())
-                );
-            }
         }
     }
+}
 
-    if let Some(live) = live {
-        let _ = writeln!(out, "\nWorkspace account now (read live)");
-        match live {
-            Err(error) => {
-                let _ = writeln!(out, "  could not be read: {error}");
-            }
-            Ok(None) => {
-                let _ = writeln!(out, "  none");
-            }
-            Ok(Some(a)) => {
-                let _ = writeln!(
-                    out,
-                    "  {} {} active={} roles={}",
-                    a.id,
-                    a.user_name,
-                    a.active,
-                    a.roles.join(", ")
-                );
-            }
-        }
-    }
-
-    let identity_id = identity.map(|i| i.id.as_str());
-    let account_id = account.map(|a| a.id.as_str());
-    let _ = writeln!(out, "\nLast actions");
-    let history = store.actions_about(identity_id, account_id, 10)?;
-    if history.is_empty() {
-        let _ = writeln!(out, "  none journaled");
-    }
-    for entry in &history {
-        let _ = writeln!(
-            out,
-            "  run {} #{} {} — {}{} ({})",
-            entry.run,
-            entry.action.seq,
-            entry.action.kind.name(),
-            entry.state,
-            match (&entry.action.held, &entry.last_error) {
-                (Some(held), _) if entry.state == crate::store::ActionState::Held =>
-                    format!(": {held}"),
-                (_, Some(error)) => format!(": {error}"),
-                _ => String::new(),
-            },
-            entry.updated_at.format("%Y-%m-%d %H:%M:%SZ")
-        );
-    }
-
-    let _ = writeln!(out, "\nDeprovision ledger");
-    let lines = ledger_lines(store, identity_id, now)?;
-    if lines.is_empty() {
-        let _ = writeln!(out, "  none: never seen losing access");
-    }
-    for line in lines {
-        let _ = writeln!(out, "  {line}");
-    }
-
-    let _ = writeln!(out, "\nNext run (re-planned from run {run}'s snapshots)");
-    let next = next_actions(config, store, directory, workspace, &links, now)?;
-    let mine: Vec<String> = next
-        .actions
-        .iter()
-        .filter(|a| {
-            (identity_id.is_some() && a.identity_id.as_deref() == identity_id)
-                || a.kind.account_id().is_some_and(|id| Some(id) == account_id)
-                || match &a.kind {
-                    ActionKind::RemoveMembers { members, .. } => {
-                        account_id.is_some_and(|id| members.iter().any(|m| m == id))
-                    }
-                    ActionKind::AddMembers { members, .. } => members.iter().any(|m| match m {
-                        AccountRef::Existing { id } => Some(id.as_str()) == account_id,
-                        AccountRef::Created { identity_id: who } => {
-                            Some(who.as_str()) == identity_id
-                        }
-                    }),
-                    _ => false,
-                }
-        })
-        .map(|a| {
-            format!(
-                "  {} — {}{}",
-                a.kind.name(),
-                a.detail,
-                a.held
-                    .as_ref()
-                    .map(|h| format!(" [HELD: {h}]"))
-                    .unwrap_or_default()
-            )
-        })
-        .collect();
-    if mine.is_empty() {
-        let _ = writeln!(out, "  nothing");
+/// `a, b`, or `-` for none.
+fn listed(names: &[&str]) -> String {
+    if names.is_empty() {
+        "-".to_owned()
     } else {
-        for line in mine {
-            let _ = writeln!(out, "{line}");
-        }
+        names.join(", ")
     }
-    Ok(out)
 }
 
 fn next_actions(
