@@ -1,7 +1,10 @@
-//! What the network connectors (Okta, Entra) share: secrets read at use, one HTTP
-//! transport (concurrency permit, optional request-rate limit, per-request timeout,
-//! request counters), OAuth 2.0 client-credentials tokens cached until shortly
-//! before they expire, and error construction that never carries a secret.
+//! What the directory connectors share. Every one with a credential (Okta, Entra,
+//! LDAP, SCIM) takes it as a [`Secret`], read at use. The Okta and Entra connectors
+//! also share one HTTP transport (concurrency permit, optional request-rate limit,
+//! per-request timeout, request counters), OAuth 2.0 client-credentials tokens
+//! cached until shortly before they expire, and error construction that never
+//! carries a secret; the SCIM directory talks through the workspace's client, and
+//! LDAP through its own connection.
 //!
 //! Both also turn what they read into a snapshot the same way
 //! ([`groups_to_read`], [`assemble_snapshot`], [`names_of_interest`]).
