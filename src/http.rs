@@ -224,6 +224,15 @@ pub async fn body_text(mut response: reqwest::Response, limit: usize) -> Result<
     })
 }
 
+/// Whether an error status is worth asking again: 408 (the server timed the
+/// request out and may be asked again, RFC 9110 §15.5.9), 429 and 5xx except 501
+/// ("not implemented": asking again will not implement it). Every connector
+/// classifies statuses here, so one that retries 408 and one that gives up on it
+/// cannot disagree.
+pub fn status_is_transient(status: u16) -> bool {
+    matches!(status, 408 | 429) || (status >= 500 && status != 501)
+}
+
 /// Why a request got no HTTP answer, with the cause chain ("timed out: …",
 /// "connection failed: …"), and whether another attempt may help. reqwest's own
 /// Display carries the URL, never headers; callers name the endpoint themselves.
@@ -400,6 +409,45 @@ mod tests {
             ),
             "{error:?}"
         );
+    }
+
+    #[test]
+    fn directory_and_workspace_errors_agree_on_which_statuses_are_retried() {
+        use crate::directory::DirectoryError;
+        use crate::retry::Transient;
+        use crate::workspace::WorkspaceError;
+        for status in 100..600 {
+            let directory = DirectoryError::Status {
+                endpoint: "GET /api/v1/users".into(),
+                status,
+                code: None,
+                detail: String::new(),
+                retry_after: None,
+            };
+            let workspace = WorkspaceError::Status {
+                endpoint: "GET /Users".into(),
+                status,
+                scim_type: None,
+                detail: String::new(),
+                retry_after: None,
+            };
+            assert_eq!(
+                directory.is_transient(),
+                status_is_transient(status),
+                "{status}"
+            );
+            assert_eq!(
+                workspace.is_transient(),
+                status_is_transient(status),
+                "{status}"
+            );
+        }
+        for status in [408, 429, 500, 502, 503, 504] {
+            assert!(status_is_transient(status), "{status}");
+        }
+        for status in [400, 401, 403, 404, 409, 501] {
+            assert!(!status_is_transient(status), "{status}");
+        }
     }
 
     #[test]
