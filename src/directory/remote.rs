@@ -11,7 +11,8 @@
 //!
 //! Retries go through [`crate::retry::retry`]; each connector wraps its attempts in
 //! it, because what to do before an attempt (Okta's rate-limit pacing, a token
-//! refresh after a 401) is provider-specific.
+//! refresh after a 401) is provider-specific. A token request is part of the
+//! attempt that needs the token, so it is retried there and nowhere else.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::num::NonZeroU32;
@@ -343,8 +344,12 @@ impl TokenCache {
     }
 }
 
-/// Requests an OAuth 2.0 token (client credentials) with `form`, retrying
-/// transient failures. Returns the token and its lifetime.
+/// Requests an OAuth 2.0 token (client credentials) with `form`, once. Returns the
+/// token and its lifetime.
+///
+/// Not retried here: it is fetched inside a connector's retried attempt, and a
+/// retry loop here as well made a token endpoint that answers 503 take
+/// attempts² requests for one API call (49 under the default policy).
 pub(crate) async fn fetch_token(
     transport: &Transport,
     token_url: &str,
@@ -353,39 +358,31 @@ pub(crate) async fn fetch_token(
 ) -> Result<(SecretString, Duration), DirectoryError> {
     let endpoint = endpoint_of("POST", token_url);
     let body = form_body(form);
-    let reply = crate::retry::retry(
-        transport.retry,
-        || async {
-            let request = transport
-                .http()
-                .post(token_url)
-                .header(
-                    reqwest::header::CONTENT_TYPE,
-                    "application/x-www-form-urlencoded",
-                )
-                .header(reqwest::header::ACCEPT, "application/json")
-                .body(body.clone());
-            let reply = transport.send(request, &endpoint).await?;
-            if reply.is_success() {
-                return Ok(reply);
-            }
-            // RFC 6749 §5.2: {"error": "invalid_client", "error_description": "…"}.
-            let parsed: Value = serde_json::from_str(&reply.body).unwrap_or(Value::Null);
-            let code = parsed
-                .get("error")
-                .and_then(Value::as_str)
-                .map(str::to_owned);
-            let detail = parsed
-                .get("error_description")
-                .and_then(Value::as_str)
-                .map(str::to_owned)
-                .unwrap_or_else(|| body_excerpt(&reply.body));
-            let wait = retry_after(&reply.headers);
-            Err(status_error(&endpoint, &reply, code, detail, wait, secrets))
-        },
-        |e, delay| transport.note_retry(e, delay),
-    )
-    .await?;
+    let request = transport
+        .http()
+        .post(token_url)
+        .header(
+            reqwest::header::CONTENT_TYPE,
+            "application/x-www-form-urlencoded",
+        )
+        .header(reqwest::header::ACCEPT, "application/json")
+        .body(body);
+    let reply = transport.send(request, &endpoint).await?;
+    if !reply.is_success() {
+        // RFC 6749 §5.2: {"error": "invalid_client", "error_description": "…"}.
+        let parsed: Value = serde_json::from_str(&reply.body).unwrap_or(Value::Null);
+        let code = parsed
+            .get("error")
+            .and_then(Value::as_str)
+            .map(str::to_owned);
+        let detail = parsed
+            .get("error_description")
+            .and_then(Value::as_str)
+            .map(str::to_owned)
+            .unwrap_or_else(|| body_excerpt(&reply.body));
+        let wait = retry_after(&reply.headers);
+        return Err(status_error(&endpoint, &reply, code, detail, wait, secrets));
+    }
     let value = reply.json(&endpoint)?;
     let token = value
         .get("access_token")
