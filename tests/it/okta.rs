@@ -922,6 +922,22 @@ async fn oauth_service_app_signs_a_client_assertion_caches_the_token_and_refresh
     assert!(with("Bearer access-token-2") > 0);
 }
 
+/// The directory connectors share the workspace client's rule: an untrusted
+/// certificate is a permanent error, not retried through the backoff.
+#[tokio::test]
+async fn an_untrusted_certificate_fails_at_once_and_says_so() {
+    let (url, connections) = crate::fixtures::untrusted_tls_server();
+    let mut settings = settings(&MockServer::start().await, ssws());
+    settings.url = url.parse().unwrap();
+    let error = OktaSource::new(settings).snapshot().await.unwrap_err();
+    assert!(!error.is_transient(), "{error}");
+    assert!(error.to_string().contains("certificate"), "{error}");
+    // Three listings start at once (users, deprovisioned users, groups): one
+    // handshake each at most, none retried.
+    let handshakes = connections.load(Ordering::SeqCst);
+    assert!((1..=3).contains(&handshakes), "{handshakes} handshakes");
+}
+
 /// A token endpoint that keeps answering 503 is asked once per attempt of the
 /// request that needs the token, not once per attempt of a retry loop nested in
 /// each of those (attempts², 16 here); and each attempt signs a new assertion, as

@@ -1791,6 +1791,25 @@ async fn a_group_create_retries_each_request_at_one_level() {
     assert_eq!(count(&requests, "GET"), attempts - 1);
 }
 
+/// A certificate the client does not trust will not be trusted on the next
+/// attempt: the request fails on the first handshake, not after the whole
+/// backoff, and the error says it was the certificate.
+#[tokio::test]
+async fn an_untrusted_certificate_fails_at_once_and_says_so() {
+    let (url, connections) = crate::fixtures::untrusted_tls_server();
+    let client = ScimClient::new(settings(&format!("{url}/scim/v2"))).unwrap();
+    let error = client.get_account("u1").await.unwrap_err();
+    assert!(!error.is_transient(), "{error}");
+    let text = error.to_string();
+    assert!(text.contains("certificate"), "{text}");
+    assert!(text.starts_with("GET /Users/u1: "), "{text}");
+    assert_eq!(
+        connections.load(std::sync::atomic::Ordering::SeqCst),
+        1,
+        "one handshake, no retries"
+    );
+}
+
 // ---------------------------------------------------------------- limits
 
 /// An answer longer than the body limit fails the request as malformed, naming
