@@ -224,12 +224,28 @@ pub async fn body_text(mut response: reqwest::Response, limit: usize) -> Result<
     })
 }
 
+/// Whether an error status is worth asking again: 408 (the server timed the
+/// request out and may be asked again, RFC 9110 §15.5.9), 429 and 5xx except 501
+/// ("not implemented": asking again will not implement it). Every connector
+/// classifies statuses here, so one that retries 408 and one that gives up on it
+/// cannot disagree.
+pub fn status_is_transient(status: u16) -> bool {
+    matches!(status, 408 | 429) || (status >= 500 && status != 501)
+}
+
 /// Why a request got no HTTP answer, with the cause chain ("timed out: …",
-/// "connection failed: …"), and whether another attempt may help. reqwest's own
-/// Display carries the URL, never headers; callers name the endpoint themselves.
+/// "connection failed: …", "TLS certificate refused: …"), and whether another
+/// attempt may help. reqwest's own Display carries the URL, never headers;
+/// callers name the endpoint themselves.
 pub fn describe_failure(e: &reqwest::Error) -> (String, bool) {
+    let tls = if e.is_connect() { tls_error(e) } else { None };
+    let certificate = tls.is_some_and(is_certificate_error);
     let mut message = if e.is_timeout() {
         "timed out".to_owned()
+    } else if certificate {
+        "TLS certificate refused".to_owned()
+    } else if tls.is_some() {
+        "TLS handshake failed".to_owned()
     } else if e.is_connect() {
         "connection failed".to_owned()
     } else {
@@ -241,9 +257,49 @@ pub fn describe_failure(e: &reqwest::Error) -> (String, bool) {
         message.push_str(&s.to_string());
         source = s.source();
     }
-    // A builder error (bad URL) will not fix itself; everything else that failed
+    if certificate {
+        message.push_str(
+            "; the server's certificate must chain to a CA this host trusts (the system's \
+             roots, or SSL_CERT_FILE) and name the host in the URL",
+        );
+    }
+    // A builder error (bad URL) will not fix itself, nor will a certificate this
+    // host does not trust or a handshake the two sides cannot agree on: retrying
+    // them only delays the error by the whole backoff. Everything else that failed
     // before a status arrived is the network's or the server's doing.
-    (message, !e.is_builder())
+    (message, !e.is_builder() && tls.is_none())
+}
+
+/// The rustls error behind a failure, if the TLS handshake is what failed.
+/// hyper-util wraps it in an `io::Error` inside another `io::Error`, and
+/// `io::Error::source` skips the error it wraps, so each one is opened with
+/// `get_ref`.
+fn tls_error<'e>(e: &'e (dyn std::error::Error + 'static)) -> Option<&'e rustls::Error> {
+    let mut source = Some(e);
+    while let Some(s) = source {
+        if let Some(found) = s.downcast_ref::<rustls::Error>() {
+            return Some(found);
+        }
+        if let Some(inner) = s
+            .downcast_ref::<std::io::Error>()
+            .and_then(std::io::Error::get_ref)
+            && let Some(found) = tls_error(inner)
+        {
+            return Some(found);
+        }
+        source = s.source();
+    }
+    None
+}
+
+fn is_certificate_error(e: &rustls::Error) -> bool {
+    matches!(
+        e,
+        rustls::Error::InvalidCertificate(_)
+            | rustls::Error::NoCertificatesPresented
+            | rustls::Error::UnsupportedNameType
+            | rustls::Error::InvalidCertRevocationList(_)
+    )
 }
 
 #[cfg(test)]
@@ -400,6 +456,45 @@ mod tests {
             ),
             "{error:?}"
         );
+    }
+
+    #[test]
+    fn directory_and_workspace_errors_agree_on_which_statuses_are_retried() {
+        use crate::directory::DirectoryError;
+        use crate::retry::Transient;
+        use crate::workspace::WorkspaceError;
+        for status in 100..600 {
+            let directory = DirectoryError::Status {
+                endpoint: "GET /api/v1/users".into(),
+                status,
+                code: None,
+                detail: String::new(),
+                retry_after: None,
+            };
+            let workspace = WorkspaceError::Status {
+                endpoint: "GET /Users".into(),
+                status,
+                scim_type: None,
+                detail: String::new(),
+                retry_after: None,
+            };
+            assert_eq!(
+                directory.is_transient(),
+                status_is_transient(status),
+                "{status}"
+            );
+            assert_eq!(
+                workspace.is_transient(),
+                status_is_transient(status),
+                "{status}"
+            );
+        }
+        for status in [408, 429, 500, 502, 503, 504] {
+            assert!(status_is_transient(status), "{status}");
+        }
+        for status in [400, 401, 403, 404, 409, 501] {
+            assert!(!status_is_transient(status), "{status}");
+        }
     }
 
     #[test]

@@ -4,8 +4,10 @@
 //! outbox first ([`queue`]), and [`deliver_due`] sends what is due, marking a row
 //! `sent` only after the server accepted it. A transient failure (connection refused,
 //! timeout, TLS handshake, 4xx) is retried with backoff inside the call and, if still
-//! failing, rescheduled with a growing delay that survives restarts; a permanent
-//! refusal (5xx) is kept as `failed` with the server's answer. A crash between the
+//! failing, rescheduled with a growing delay that survives restarts; a relay that
+//! refuses the session (a rejected login, no STARTTLS) is rescheduled the same way
+//! but not retried inside the call; a permanent refusal of the message (5xx) is kept
+//! as `failed` with the server's answer. A crash between the
 //! server's acceptance and the `sent` mark sends that one message again on restart
 //! (at least once); its Message-ID is derived from the outbox row, so it is the same
 //! message both times and mail clients show it once.
@@ -126,8 +128,28 @@ pub enum MailError {
         host: String,
         port: u16,
         message: String,
+        /// Worth another attempt within this delivery call.
         transient: bool,
+        /// The relay refused the session, not the message (see [`relay_refused`]).
+        relay_refused: bool,
     },
+}
+
+impl MailError {
+    /// Whether the message stays queued for a later delivery call. A refused
+    /// session does, though it is not retried at once: every message would fail
+    /// the same way until the configuration is fixed, and the message must
+    /// survive until then.
+    pub fn keeps_message(&self) -> bool {
+        self.is_transient()
+            || matches!(
+                self,
+                MailError::Smtp {
+                    relay_refused: true,
+                    ..
+                }
+            )
+    }
 }
 
 impl Transient for MailError {
@@ -222,11 +244,13 @@ impl Mailer {
                 host: self.host.clone(),
                 port: self.port,
                 // A 5xx about this message will fail the same way again; anything
-                // else (refused connection, timeout, TLS, 4xx) may pass later, and
-                // so may a relay that refuses us rather than the message (a
-                // rotated password, a lost STARTTLS): the message must survive
-                // until the configuration is fixed.
-                transient: relay_refused(&e) || !(e.is_permanent() || e.is_client()),
+                // else (refused connection, timeout, TLS, 4xx) may pass later.
+                transient: !(e.is_permanent() || e.is_client()),
+                // A relay that refuses us rather than the message (a rotated
+                // password, a lost STARTTLS) is not asked again at once: another
+                // login with the same password fails too, and a few in a row can
+                // lock the relay account.
+                relay_refused: relay_refused(&e),
                 message: e.to_string(),
             })
     }
@@ -360,7 +384,7 @@ pub fn compose(
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Delivery {
     pub sent: usize,
-    /// Still failing transiently; rescheduled.
+    /// Still failing transiently, or the relay refused the session; rescheduled.
     pub retrying: usize,
     /// Refused for good; kept as `failed`.
     pub failed: usize,
@@ -378,8 +402,8 @@ pub fn redelivery_delay(attempts: u32) -> Duration {
 /// How long a sender holds a message it is sending (see [`Store::claim_message`]).
 const CLAIM: chrono::Duration = chrono::Duration::minutes(10);
 
-/// Sends every message due at `now`, oldest first, until one fails transiently
-/// (the others stay due). Store errors stop the call; delivery errors are recorded
+/// Sends every message due at `now`, oldest first, until one fails and is kept for
+/// a later call (the others stay due). Store errors stop the call; delivery errors are recorded
 /// on their rows.
 pub async fn deliver_due(
     store: &mut Store,
@@ -413,7 +437,7 @@ pub async fn deliver_due(
             }
             Err(error) => {
                 let text = error.to_string();
-                let retry_at = error.is_transient().then(|| {
+                let retry_at = error.keeps_message().then(|| {
                     now + chrono::Duration::from_std(redelivery_delay(entry.attempts))
                         .unwrap_or_else(|_| chrono::Duration::hours(1))
                 });
@@ -422,8 +446,9 @@ pub async fn deliver_due(
                 delivery.last_error = Some(text);
                 if retry_at.is_some() {
                     delivery.retrying += 1;
-                    // The server is unreachable or busy: the rest would wait through
-                    // the same retries one after another. They stay due for the next call.
+                    // The server is unreachable, busy or refuses us: the rest would
+                    // fail the same way one after another (another login each). They
+                    // stay due for the next call.
                     break;
                 }
                 delivery.failed += 1;

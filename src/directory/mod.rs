@@ -128,7 +128,7 @@ fn field_suffix(field: &Option<String>) -> String {
 
 impl DirectoryError {
     /// Worth another attempt? Never for files; for connectors, network failures,
-    /// timeouts, 429 and 5xx (except 501) are.
+    /// timeouts and the statuses [`crate::http::status_is_transient`] names are.
     pub fn is_transient(&self) -> bool {
         match self {
             DirectoryError::Io { .. }
@@ -140,9 +140,7 @@ impl DirectoryError {
             | DirectoryError::Malformed { .. }
             | DirectoryError::Scope { .. } => false,
             DirectoryError::Transport { transient, .. } => *transient,
-            DirectoryError::Status { status, .. } => {
-                *status == 429 || (*status >= 500 && *status != 501)
-            }
+            DirectoryError::Status { status, .. } => crate::http::status_is_transient(*status),
             // busy, unavailable
             DirectoryError::Ldap { code, .. } => matches!(code, 51 | 52),
         }

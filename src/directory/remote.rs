@@ -1,14 +1,18 @@
-//! What the network connectors (Okta, Entra) share: secrets read at use, one HTTP
-//! transport (concurrency permit, optional request-rate limit, per-request timeout,
-//! request counters), OAuth 2.0 client-credentials tokens cached until shortly
-//! before they expire, and error construction that never carries a secret.
+//! What the directory connectors share. Every one with a credential (Okta, Entra,
+//! LDAP, SCIM) takes it as a [`Secret`], read at use. The Okta and Entra connectors
+//! also share one HTTP transport (concurrency permit, optional request-rate limit,
+//! per-request timeout, request counters), OAuth 2.0 client-credentials tokens
+//! cached until shortly before they expire, and error construction that never
+//! carries a secret; the SCIM directory talks through the workspace's client, and
+//! LDAP through its own connection.
 //!
 //! Both also turn what they read into a snapshot the same way
 //! ([`groups_to_read`], [`assemble_snapshot`], [`names_of_interest`]).
 //!
 //! Retries go through [`crate::retry::retry`]; each connector wraps its attempts in
 //! it, because what to do before an attempt (Okta's rate-limit pacing, a token
-//! refresh after a 401) is provider-specific.
+//! refresh after a 401) is provider-specific. A token request is part of the
+//! attempt that needs the token, so it is retried there and nowhere else.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::num::NonZeroU32;
@@ -340,8 +344,12 @@ impl TokenCache {
     }
 }
 
-/// Requests an OAuth 2.0 token (client credentials) with `form`, retrying
-/// transient failures. Returns the token and its lifetime.
+/// Requests an OAuth 2.0 token (client credentials) with `form`, once. Returns the
+/// token and its lifetime.
+///
+/// Not retried here: it is fetched inside a connector's retried attempt, and a
+/// retry loop here as well made a token endpoint that answers 503 take
+/// attempts² requests for one API call (49 under the default policy).
 pub(crate) async fn fetch_token(
     transport: &Transport,
     token_url: &str,
@@ -350,39 +358,31 @@ pub(crate) async fn fetch_token(
 ) -> Result<(SecretString, Duration), DirectoryError> {
     let endpoint = endpoint_of("POST", token_url);
     let body = form_body(form);
-    let reply = crate::retry::retry(
-        transport.retry,
-        || async {
-            let request = transport
-                .http()
-                .post(token_url)
-                .header(
-                    reqwest::header::CONTENT_TYPE,
-                    "application/x-www-form-urlencoded",
-                )
-                .header(reqwest::header::ACCEPT, "application/json")
-                .body(body.clone());
-            let reply = transport.send(request, &endpoint).await?;
-            if reply.is_success() {
-                return Ok(reply);
-            }
-            // RFC 6749 §5.2: {"error": "invalid_client", "error_description": "…"}.
-            let parsed: Value = serde_json::from_str(&reply.body).unwrap_or(Value::Null);
-            let code = parsed
-                .get("error")
-                .and_then(Value::as_str)
-                .map(str::to_owned);
-            let detail = parsed
-                .get("error_description")
-                .and_then(Value::as_str)
-                .map(str::to_owned)
-                .unwrap_or_else(|| body_excerpt(&reply.body));
-            let wait = retry_after(&reply.headers);
-            Err(status_error(&endpoint, &reply, code, detail, wait, secrets))
-        },
-        |e, delay| transport.note_retry(e, delay),
-    )
-    .await?;
+    let request = transport
+        .http()
+        .post(token_url)
+        .header(
+            reqwest::header::CONTENT_TYPE,
+            "application/x-www-form-urlencoded",
+        )
+        .header(reqwest::header::ACCEPT, "application/json")
+        .body(body);
+    let reply = transport.send(request, &endpoint).await?;
+    if !reply.is_success() {
+        // RFC 6749 §5.2: {"error": "invalid_client", "error_description": "…"}.
+        let parsed: Value = serde_json::from_str(&reply.body).unwrap_or(Value::Null);
+        let code = parsed
+            .get("error")
+            .and_then(Value::as_str)
+            .map(str::to_owned);
+        let detail = parsed
+            .get("error_description")
+            .and_then(Value::as_str)
+            .map(str::to_owned)
+            .unwrap_or_else(|| body_excerpt(&reply.body));
+        let wait = retry_after(&reply.headers);
+        return Err(status_error(&endpoint, &reply, code, detail, wait, secrets));
+    }
     let value = reply.json(&endpoint)?;
     let token = value
         .get("access_token")

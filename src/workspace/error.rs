@@ -69,12 +69,7 @@ impl Transient for WorkspaceError {
     fn is_transient(&self) -> bool {
         match self {
             WorkspaceError::Transport { transient, .. } => *transient,
-            // 501 is "not implemented": asking again will not implement it. 408:
-            // the server timed the request out and may be asked again (RFC 9110
-            // §15.5.9).
-            WorkspaceError::Status { status, .. } => {
-                *status == 408 || *status == 429 || (*status >= 500 && *status != 501)
-            }
+            WorkspaceError::Status { status, .. } => crate::http::status_is_transient(*status),
             WorkspaceError::Settings(_) | WorkspaceError::Malformed { .. } => false,
         }
     }

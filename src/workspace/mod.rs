@@ -33,7 +33,7 @@ use crate::model::{
     Account, AccountSpec, Attribute, AttributeChange, Role, WorkspaceGroup, WorkspaceSnapshot,
     same_ci,
 };
-use crate::retry::RetryPolicy;
+use crate::retry::{RetryPolicy, Transient};
 use parse::ListBody;
 
 const SCHEMA_USER: &str = "urn:ietf:params:scim:schemas:core:2.0:User";
@@ -1053,6 +1053,11 @@ impl ScimClient {
     /// is looked up by name: a timeout or a 5xx may come after the provider created
     /// it, and nothing makes a Group's `displayName` unique (RFC 7643 §4.2), so a
     /// blind second POST would make a duplicate workspace.
+    ///
+    /// The lookup is a GET that [`ScimClient::send`] already retries; this loop
+    /// retries only the POST, and gives up when a lookup still fails. Retrying the
+    /// lookup here as well made a provider answering 503 take a whole round of
+    /// lookups for every POST retry.
     pub async fn create_group(&self, display_name: &str) -> Result<WorkspaceGroup, WorkspaceError> {
         let body = json!({"schemas": [SCHEMA_GROUP], "displayName": display_name});
         let endpoint = endpoint_name(&Method::POST, "/Groups", &[]);
@@ -1065,20 +1070,25 @@ impl ScimClient {
             inner.retry,
             || async {
                 if tried.swap(true, Ordering::Relaxed)
-                    && let Some(group) = self.find_group_by_name(display_name).await?
+                    && let Some(group) = self
+                        .find_group_by_name(display_name)
+                        .await
+                        .map_err(CreateFailure::Lookup)?
                 {
                     return Ok(Err(group));
                 }
                 self.attempt(&Method::POST, &url, &endpoint, Some(bytes.clone()))
                     .await
                     .map(Ok)
+                    .map_err(CreateFailure::Post)
             },
             |e, delay| {
                 inner.retries.fetch_add(1, Ordering::Relaxed);
-                tracing::debug!(error = %e, ?delay, "retrying SCIM request");
+                tracing::debug!(error = %e.error(), ?delay, "retrying SCIM request");
             },
         )
-        .await?;
+        .await
+        .map_err(CreateFailure::into_error)?;
         let answer = match answer {
             Ok(answer) => answer,
             Err(found) => {
@@ -1252,6 +1262,43 @@ impl ScimClient {
             }
         }
         Ok(out)
+    }
+}
+
+/// What failed in one attempt of [`ScimClient::create_group`]: its POST, which
+/// that loop retries, or the lookup before it, which `send` has retried already.
+enum CreateFailure {
+    Post(WorkspaceError),
+    Lookup(WorkspaceError),
+}
+
+impl CreateFailure {
+    fn error(&self) -> &WorkspaceError {
+        match self {
+            CreateFailure::Post(e) | CreateFailure::Lookup(e) => e,
+        }
+    }
+
+    fn into_error(self) -> WorkspaceError {
+        match self {
+            CreateFailure::Post(e) | CreateFailure::Lookup(e) => e,
+        }
+    }
+}
+
+impl Transient for CreateFailure {
+    fn is_transient(&self) -> bool {
+        match self {
+            CreateFailure::Post(e) => e.is_transient(),
+            CreateFailure::Lookup(_) => false,
+        }
+    }
+
+    fn retry_after(&self) -> Option<Duration> {
+        match self {
+            CreateFailure::Post(e) => e.retry_after(),
+            CreateFailure::Lookup(_) => None,
+        }
     }
 }
 

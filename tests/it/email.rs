@@ -330,6 +330,111 @@ async fn a_message_another_sender_took_is_not_sent_twice() {
     assert_eq!(store.due_messages(at(9, 10), 10).unwrap().len(), 1);
 }
 
+/// An SMTP relay on loopback that offers AUTH PLAIN and LOGIN and refuses every
+/// login with 535, as Postfix does for a wrong password; returns its port and the
+/// number of AUTH commands it has seen.
+fn relay_refusing_logins() -> (u16, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use std::io::{BufRead, BufReader, Write};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let logins = std::sync::Arc::new(AtomicUsize::new(0));
+    let seen = logins.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { return };
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let _ = stream.write_all(b"220 relay.example.com ESMTP\r\n");
+            let mut line = String::new();
+            while reader.read_line(&mut line).is_ok_and(|n| n > 0) {
+                let verb = line
+                    .split_whitespace()
+                    .next()
+                    .unwrap_or("")
+                    .to_ascii_uppercase();
+                let reply: &[u8] = match verb.as_str() {
+                    "EHLO" => b"250-relay.example.com\r\n250-AUTH PLAIN LOGIN\r\n250 8BITMIME\r\n",
+                    "AUTH" => {
+                        seen.fetch_add(1, Ordering::SeqCst);
+                        b"535 5.7.8 Error: authentication failed\r\n"
+                    }
+                    "QUIT" => b"221 2.0.0 Bye\r\n",
+                    _ => b"503 5.5.1 Error: authentication required\r\n",
+                };
+                if stream.write_all(reply).is_err() || verb == "QUIT" {
+                    break;
+                }
+                line.clear();
+            }
+        }
+    });
+    (port, logins)
+}
+
+/// A refused login is about the relay, not the message: the message stays queued
+/// for a later call, but the login is not tried again at once (each retry would be
+/// one more bad password, and a few in a row can lock the relay account), nor for
+/// the next message in the queue.
+#[tokio::test]
+async fn a_refused_login_keeps_the_message_and_is_tried_once_per_delivery_call() {
+    use std::sync::atomic::Ordering;
+    let (port, logins) = relay_refusing_logins();
+    let mut settings = plain_settings(port);
+    settings.username = Some("seatwarden".into());
+    settings.password = Some(PASSWORD.to_owned().into());
+    settings.retry = RetryPolicy::immediate(3);
+    let mailer = Mailer::new(&settings).unwrap();
+    let mut store = Store::open_in_memory().unwrap();
+    for n in 0..2 {
+        mail::queue(
+            &mut store,
+            &settings,
+            OutboxKind::Alert,
+            &format!("alert {n}"),
+            "t",
+            "<p>h</p>",
+            at(8, 0),
+        )
+        .unwrap();
+    }
+
+    let first = mail::deliver_due(&mut store, &mailer, settings.retry, at(8, 0))
+        .await
+        .unwrap();
+    assert_eq!(
+        logins.load(Ordering::SeqCst),
+        1,
+        "one login per delivery call"
+    );
+    assert_eq!((first.sent, first.retrying, first.failed), (0, 1, 0));
+    let error = first.last_error.unwrap();
+    assert!(error.contains("535"), "{error}");
+    assert!(!error.contains(PASSWORD), "{error}");
+    let outbox = store.outbox().unwrap();
+    assert!(
+        outbox.iter().all(|e| e.state == OutboxState::Pending),
+        "{outbox:?}"
+    );
+    assert_eq!(outbox[0].next_attempt_at, at(8, 1), "kept for a later call");
+
+    let second = mail::deliver_due(&mut store, &mailer, settings.retry, at(8, 1))
+        .await
+        .unwrap();
+    assert_eq!(
+        logins.load(Ordering::SeqCst),
+        2,
+        "one login per delivery call"
+    );
+    assert_eq!((second.sent, second.retrying, second.failed), (0, 1, 0));
+    assert!(
+        store
+            .outbox()
+            .unwrap()
+            .iter()
+            .all(|e| e.state == OutboxState::Pending)
+    );
+}
+
 // ---- against aiosmtpd (scripts/interop.sh) -----------------------------------
 
 struct Smtp {

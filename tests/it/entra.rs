@@ -575,6 +575,39 @@ async fn a_rejected_secret_is_a_permanent_error_without_the_secret() {
     assert!(!text.contains(SECRET), "{text}");
 }
 
+/// A token endpoint that keeps answering 503 is asked once per attempt of the
+/// request that needs the token, not once per attempt of a retry loop nested in
+/// each of those (attempts², 16 here).
+#[tokio::test]
+async fn a_token_endpoint_answering_503_is_retried_at_one_level() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path(format!("/{TENANT}/oauth2/v2.0/token")))
+        .respond_with(ResponseTemplate::new(503).set_body_json(json!({
+            "error": "temporarily_unavailable",
+            "error_description": "AADSTS50196: The server terminated an operation because \
+                                  it encountered a client request loop.",
+            "error_codes": [50196],
+            "timestamp": "2026-11-30 01:00:00Z",
+            "trace_id": "t",
+            "correlation_id": "c"
+        })))
+        .mount(&server)
+        .await;
+    let settings = settings(&server, secret());
+    let attempts = settings.retry.max_retries + 1;
+    let error = EntraSource::new(settings).snapshot().await.unwrap_err();
+    assert_eq!(error.status(), Some(503), "{error}");
+    assert!(error.is_transient());
+    assert!(error.to_string().contains("oauth2/v2.0/token"), "{error}");
+    let tokens = server.received_requests().await.unwrap().len();
+    // The user list and the group list start at once, each with its own attempts.
+    assert!(
+        (attempts..=2 * attempts).contains(&tokens),
+        "{tokens} token requests for {attempts} attempts"
+    );
+}
+
 #[tokio::test]
 async fn an_expired_token_mid_snapshot_is_refreshed_once() {
     let server = MockServer::start().await;

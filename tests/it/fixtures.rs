@@ -133,3 +133,41 @@ pub fn assert_leavers_inactive(data: &Synth, workspace: &seatwarden::model::Work
         assert!(!found[0].active, "{} should be inactive", seeded.user_name);
     }
 }
+
+/// An HTTPS server on loopback whose certificate (self-signed for "seatwarden
+/// test", `tests/fixtures/keys`) no client trusts; returns its base URL and how
+/// many connections it has accepted. Each handshake runs until the client gives up.
+pub fn untrusted_tls_server() -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use rustls_pki_types::pem::PemObject;
+    use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+    use std::io::Read;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let keys = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/keys"));
+    let cert = CertificateDer::from_pem_file(keys.join("test-cert.pem")).unwrap();
+    let key = PrivateKeyDer::from_pem_file(keys.join("test-rsa-pkcs8.pem")).unwrap();
+    let config = Arc::new(
+        rustls::ServerConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(vec![cert], key)
+        .unwrap(),
+    );
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("https://{}", listener.local_addr().unwrap());
+    let connections = Arc::new(AtomicUsize::new(0));
+    let accepted = connections.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(stream) = stream else { return };
+            accepted.fetch_add(1, Ordering::SeqCst);
+            let connection = rustls::ServerConnection::new(config.clone()).unwrap();
+            let mut tls = rustls::StreamOwned::new(connection, stream);
+            let _ = tls.read(&mut [0; 1]);
+        }
+    });
+    (url, connections)
+}

@@ -976,6 +976,72 @@ async fn oauth_service_app_signs_a_client_assertion_caches_the_token_and_refresh
     assert!(with("Bearer access-token-2") > 0);
 }
 
+/// The directory connectors share the workspace client's rule: an untrusted
+/// certificate is a permanent error, not retried through the backoff.
+#[tokio::test]
+async fn an_untrusted_certificate_fails_at_once_and_says_so() {
+    let (url, connections) = crate::fixtures::untrusted_tls_server();
+    let mut settings = settings(&MockServer::start().await, ssws());
+    settings.url = url.parse().unwrap();
+    let error = OktaSource::new(settings).snapshot().await.unwrap_err();
+    assert!(!error.is_transient(), "{error}");
+    assert!(error.to_string().contains("certificate"), "{error}");
+    // Three listings start at once (users, deprovisioned users, groups): one
+    // handshake each at most, none retried.
+    let handshakes = connections.load(Ordering::SeqCst);
+    assert!((1..=3).contains(&handshakes), "{handshakes} handshakes");
+}
+
+/// A token endpoint that keeps answering 503 is asked once per attempt of the
+/// request that needs the token, not once per attempt of a retry loop nested in
+/// each of those (attempts², 16 here); and each attempt signs a new assertion, as
+/// Okta refuses a `jti` it has seen.
+#[tokio::test]
+async fn a_token_endpoint_answering_503_is_retried_at_one_level() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/oauth2/v1/token"))
+        .respond_with(ResponseTemplate::new(503).set_body_json(json!({
+            "errorCode": "E0000010",
+            "errorSummary": "Service is in read only mode",
+            "errorLink": "E0000010",
+            "errorId": "sampleXyz",
+            "errorCauses": []
+        })))
+        .mount(&server)
+        .await;
+    let auth = OktaAuth::PrivateKeyJwt {
+        client_id: "0oa-service-app".into(),
+        key_id: Some("key-1".into()),
+        private_key: Secret::File {
+            key: "directory.private_key_file",
+            path: key_dir().join("test-rsa-pkcs8.pem"),
+        },
+    };
+    let settings = settings(&server, auth);
+    let attempts = settings.retry.max_retries + 1;
+    let error = OktaSource::new(settings).snapshot().await.unwrap_err();
+    assert_eq!(error.status(), Some(503), "{error}");
+    assert!(error.is_transient());
+    assert!(error.to_string().contains("oauth2/v1/token"), "{error}");
+    let requests = server.received_requests().await.unwrap();
+    let tokens = requests.len();
+    // Three listings start at once (users, deprovisioned users, groups), each with
+    // its own attempts.
+    assert!(
+        (attempts..=3 * attempts).contains(&tokens),
+        "{tokens} token requests for {attempts} attempts"
+    );
+    let jtis: std::collections::HashSet<String> = requests
+        .iter()
+        .map(|r| {
+            let (_, claims) = verify_assertion(&form(r)["client_assertion"]);
+            claims["jti"].as_str().unwrap().to_owned()
+        })
+        .collect();
+    assert_eq!(jtis.len(), tokens, "an assertion is never sent twice");
+}
+
 #[tokio::test]
 async fn requests_wait_for_the_reset_when_the_rate_limit_is_used_up() {
     let server = MockServer::start().await;

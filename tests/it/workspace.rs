@@ -10,7 +10,7 @@ use seatwarden::model::{AccountSpec, Attribute, AttributeChange, Role};
 use seatwarden::retry::{RetryPolicy, Transient};
 use seatwarden::workspace::{Progress, RoleAttribute, ScimClient, ScimSettings, WorkspaceError};
 use serde_json::{Value, json};
-use wiremock::matchers::{body_json, header, method, path, query_param};
+use wiremock::matchers::{any, body_json, header, method, path, query_param};
 use wiremock::{Mock, MockServer, Request, ResponseTemplate};
 
 const TOKEN: &str = "s3cr3t-t0ken-value";
@@ -1745,6 +1745,69 @@ async fn a_group_create_whose_answer_was_lost_is_not_posted_twice() {
         .await;
     let created = client(&server).create_group("Design").await.unwrap();
     assert_eq!(created.id, "g-new");
+}
+
+/// The lookup before a retried `POST /Groups` is a GET that `send` retries on
+/// its own; the create loop does not retry it again. A provider answering 503 to
+/// everything gets one POST and one round of lookups (not a round per POST
+/// retry); one that only fails the POST gets every POST retry, each after one
+/// lookup.
+#[tokio::test]
+async fn a_group_create_retries_each_request_at_one_level() {
+    let attempts = settings("http://x.invalid").retry.max_retries + 1;
+    let count = |requests: &[Request], verb: &str| {
+        requests
+            .iter()
+            .filter(|r| r.method.as_str() == verb)
+            .count()
+    };
+
+    let server = MockServer::start().await;
+    Mock::given(any())
+        .respond_with(ResponseTemplate::new(503))
+        .mount(&server)
+        .await;
+    let error = client(&server).create_group("Design").await.unwrap_err();
+    assert_eq!(error.status(), Some(503));
+    let requests = server.received_requests().await.unwrap();
+    assert_eq!(count(&requests, "POST"), 1);
+    assert_eq!(count(&requests, "GET"), attempts, "one round of lookups");
+
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/scim/v2/Groups"))
+        .respond_with(ResponseTemplate::new(503))
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/scim/v2/Groups"))
+        .respond_with(list(Some(0), vec![]))
+        .mount(&server)
+        .await;
+    let error = client(&server).create_group("Design").await.unwrap_err();
+    assert_eq!(error.status(), Some(503));
+    let requests = server.received_requests().await.unwrap();
+    assert_eq!(count(&requests, "POST"), attempts);
+    assert_eq!(count(&requests, "GET"), attempts - 1);
+}
+
+/// A certificate the client does not trust will not be trusted on the next
+/// attempt: the request fails on the first handshake, not after the whole
+/// backoff, and the error says it was the certificate.
+#[tokio::test]
+async fn an_untrusted_certificate_fails_at_once_and_says_so() {
+    let (url, connections) = crate::fixtures::untrusted_tls_server();
+    let client = ScimClient::new(settings(&format!("{url}/scim/v2"))).unwrap();
+    let error = client.get_account("u1").await.unwrap_err();
+    assert!(!error.is_transient(), "{error}");
+    let text = error.to_string();
+    assert!(text.contains("certificate"), "{text}");
+    assert!(text.starts_with("GET /Users/u1: "), "{text}");
+    assert_eq!(
+        connections.load(std::sync::atomic::Ordering::SeqCst),
+        1,
+        "one handshake, no retries"
+    );
 }
 
 // ---------------------------------------------------------------- limits
