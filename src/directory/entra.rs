@@ -569,44 +569,21 @@ impl EntraSource {
         GroupInterest::new(&s.scope_groups, &s.other_groups)
     }
 
+    /// Ids of the groups whose members are read: those the policy names, or all.
     fn groups_of_interest(
         &self,
         groups: &[(String, String)],
     ) -> Result<HashSet<String>, DirectoryError> {
-        let interest = self.interest_names();
-        if interest.is_everything() {
-            return Ok(groups.iter().map(|(id, _)| id.clone()).collect());
-        }
-        super::refuse_ambiguous_names(
+        let s = &self.inner.settings;
+        remote::groups_of_interest(
             PROVIDER,
-            &interest,
-            groups.iter().map(|(id, name)| (id.as_str(), name.as_str())),
-            "rename or delete the look-alike in Entra",
-        )?;
-        let present: HashSet<&str> = groups.iter().map(|(_, n)| n.as_str()).collect();
-        for name in &self.inner.settings.scope_groups {
-            if !present.contains(name.as_str()) {
-                return Err(DirectoryError::Scope {
-                    provider: PROVIDER,
-                    message: format!(
-                        "scope group {name:?} is not an Entra group (displayName); \
-                         check policy.scope_groups"
-                    ),
-                });
-            }
-        }
-        super::check_named_groups(
-            PROVIDER,
-            &present,
-            &self.inner.settings.other_groups,
-            &self.inner.settings.required_groups,
+            groups,
+            &s.scope_groups,
+            &s.other_groups,
+            &s.required_groups,
             "an Entra group (displayName)",
-        )?;
-        Ok(groups
-            .iter()
-            .filter(|(_, name)| interest.wants(name))
-            .map(|(id, _)| id.clone())
-            .collect())
+            "rename or delete the look-alike in Entra",
+        )
     }
 
     /// The users and groups the app's service principal is assigned to.

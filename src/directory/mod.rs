@@ -259,6 +259,34 @@ impl RequiredGroup {
 /// lose what it gave them through role downgrades and membership removals, which
 /// the guard's thresholds limit. `what` says what a name must be, e.g. "an Okta
 /// group (profile.name)".
+/// Refuses a read in which a scope group is missing: everyone would look out of
+/// scope. Policy matches scope groups by their exact name, so one that differs
+/// only in case or spaces is missing too; the error names the directory's spelling.
+/// `what` says what a group name is in this directory, e.g. "an Okta group
+/// (profile.name)".
+pub(crate) fn check_scope_groups(
+    provider: &'static str,
+    present: &std::collections::HashSet<&str>,
+    scope_groups: &[String],
+    what: &str,
+) -> Result<(), DirectoryError> {
+    for name in scope_groups {
+        if present.contains(name.as_str()) {
+            continue;
+        }
+        let near = present
+            .iter()
+            .find(|p| fold_group_name(p) == fold_group_name(name))
+            .map(|p| format!(" (the directory has {p:?}: scope groups are compared exactly)"))
+            .unwrap_or_default();
+        return Err(DirectoryError::Scope {
+            provider,
+            message: format!("scope group {name:?} is not {what}{near}; check policy.scope_groups"),
+        });
+    }
+    Ok(())
+}
+
 pub(crate) fn check_named_groups(
     provider: &'static str,
     present: &std::collections::HashSet<&str>,

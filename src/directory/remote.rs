@@ -450,6 +450,40 @@ pub(super) fn names_of_interest(
     Ok(names.into_iter().collect())
 }
 
+/// Ids of the groups whose members a full snapshot reads: those the configuration
+/// names (every group when it names none). Refuses two groups under one configured
+/// name, a missing scope group and a missing required group (see
+/// [`super::check_scope_groups`], [`super::check_named_groups`]). `what` says what a
+/// group name is in this directory; `remedy` what to do about a look-alike.
+pub(super) fn groups_of_interest(
+    provider: &'static str,
+    groups: &[(String, String)],
+    scope_groups: &[String],
+    other_groups: &[String],
+    required_groups: &[super::RequiredGroup],
+    what: &str,
+    remedy: &str,
+) -> Result<HashSet<String>, DirectoryError> {
+    let interest = GroupInterest::new(scope_groups, other_groups);
+    if interest.is_everything() {
+        return Ok(groups.iter().map(|(id, _)| id.clone()).collect());
+    }
+    super::refuse_ambiguous_names(
+        provider,
+        &interest,
+        groups.iter().map(|(id, name)| (id.as_str(), name.as_str())),
+        remedy,
+    )?;
+    let present: HashSet<&str> = groups.iter().map(|(_, n)| n.as_str()).collect();
+    super::check_scope_groups(provider, &present, scope_groups, what)?;
+    super::check_named_groups(provider, &present, other_groups, required_groups, what)?;
+    Ok(groups
+        .iter()
+        .filter(|(_, name)| interest.wants(name))
+        .map(|(id, _)| id.clone())
+        .collect())
+}
+
 /// Group names sorted, each once: an identity's `groups`.
 fn sorted_unique(names: &[String]) -> Vec<String> {
     names
