@@ -135,7 +135,8 @@ async fn missing_service_provider_config_is_tolerated() {
     client.discover().await.unwrap();
     let snapshot = client.snapshot(&no_progress).await.unwrap();
     assert_eq!(ids(&snapshot.accounts), expected_ids(3));
-    assert_eq!(user_requests(&server).await, vec![(1, 50)]);
+    // A first page shorter than asked is checked for a provider paging by less.
+    assert_eq!(user_requests(&server).await, vec![(1, 50), (4, 50)]);
 }
 
 #[tokio::test]
@@ -237,6 +238,67 @@ async fn total_results_equal_to_the_page_size_is_not_believed() {
     let snapshot = client.snapshot(&no_progress).await.unwrap();
     assert_eq!(ids(&snapshot.accounts), expected_ids(8));
     assert_eq!(user_requests(&server).await, vec![(1, 3), (4, 3), (7, 3)]);
+}
+
+/// A provider that pages by a size of its own, smaller than asked, and announces
+/// each page's length as `totalResults` (apis.md: `count` ignored, `totalResults`
+/// equal to the page size): everyone past the first page is listed.
+#[tokio::test]
+async fn a_provider_paging_by_a_smaller_size_than_asked_is_paged_on() {
+    for concurrency in [1, 4] {
+        let server = MockServer::start().await;
+        Mock::given(method("GET"))
+            .and(path("/scim/v2/Users"))
+            .respond_with(|req: &Request| {
+                let (start, _) = start_count(req);
+                let items: Vec<Value> = (start..=8).take(3).map(user).collect();
+                list(Some(items.len()), items)
+            })
+            .mount(&server)
+            .await;
+        mount_empty_groups(&server).await;
+        let client = client_with(&server, |s| {
+            s.page_size = 5;
+            s.max_concurrency = concurrency;
+        });
+        let (snapshot, whole) = client.snapshot_whole(&no_progress).await.unwrap();
+        assert_eq!(
+            ids(&snapshot.accounts),
+            expected_ids(8),
+            "concurrency {concurrency}"
+        );
+        assert!(whole);
+        assert_eq!(
+            user_requests(&server).await,
+            vec![(1, 5), (4, 5), (7, 5)],
+            "concurrency {concurrency}"
+        );
+    }
+}
+
+/// The price of the above: an honest listing shorter than the page asked costs
+/// one more request, and a provider refusing that startIndex past its total
+/// with 400 has said the listing ended.
+#[tokio::test]
+async fn a_short_listing_ends_at_a_refused_start_index_past_its_total() {
+    let server = MockServer::start().await;
+    Mock::given(method("GET"))
+        .and(path("/scim/v2/Users"))
+        .respond_with(|req: &Request| match start_count(req).0 {
+            1 => list(Some(2), (1..=2).map(user).collect()),
+            _ => ResponseTemplate::new(400).set_body_json(json!({
+                "schemas": ["urn:ietf:params:scim:api:messages:2.0:Error"],
+                "status": "400", "scimType": "invalidValue", "detail": "startIndex out of range"
+            })),
+        })
+        .mount(&server)
+        .await;
+    mount_empty_groups(&server).await;
+    let client = client_with(&server, |s| s.page_size = 5);
+    let (snapshot, whole) = client.snapshot_whole(&no_progress).await.unwrap();
+    assert_eq!(ids(&snapshot.accounts), expected_ids(2));
+    assert!(whole);
+    assert_eq!(user_requests(&server).await, vec![(1, 5), (3, 5)]);
 }
 
 /// A provider that sends no `totalResults`, with pages that come short before
