@@ -1919,6 +1919,12 @@ impl Config {
             requests_per_second: self.workspace.requests_per_second,
             timeout,
             retry: RetryPolicy::default(),
+            managed_groups: self
+                .policy
+                .mapping
+                .iter()
+                .map(|m| m.workspace_group.clone())
+                .collect(),
         })
     }
 

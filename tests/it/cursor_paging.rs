@@ -27,6 +27,7 @@ fn client(base: &str, pagination: Pagination, page_size: u32) -> ScimClient {
         requests_per_second: 0,
         timeout: Duration::from_secs(10),
         retry: RetryPolicy::immediate(3),
+        managed_groups: Vec::new(),
     })
     .unwrap()
 }
