@@ -164,6 +164,7 @@ impl Workspace {
             requests_per_second: 1_000_000,
             timeout: Duration::from_secs(60),
             retry: RetryPolicy::default(),
+            managed_groups: Vec::new(),
         })
         .unwrap()
     }

@@ -1575,6 +1575,7 @@ impl Config {
             page_size,
             timeout,
             allow_cleartext,
+            flavor,
             ..
         } = &self.directory
         else {
@@ -1601,6 +1602,21 @@ impl Config {
             return Err(self.key_error(
                 "directory.url",
                 "only scheme, host and port: set the search base with directory.base_dn",
+            ));
+        }
+        // A Global Catalog answers like a domain controller but holds a partial
+        // copy: expired leavers would read as active, and groups of other domains
+        // as empty (their members out of scope, deprovisions planned).
+        if *flavor == LdapFlavor::ActiveDirectory
+            && let Some(port @ (3268 | 3269)) = parsed.port()
+        {
+            return Err(self.key_error(
+                "directory.url",
+                format!(
+                    "port {port} is a Global Catalog, which holds no accountExpires and not the \
+                     members of other domains' global and domain-local groups: point it at a \
+                     domain controller (port 389, or 636 with ldaps://)"
+                ),
             ));
         }
         if !*start_tls {
@@ -1915,6 +1931,12 @@ impl Config {
             requests_per_second: self.workspace.requests_per_second,
             timeout,
             retry: RetryPolicy::default(),
+            managed_groups: self
+                .policy
+                .mapping
+                .iter()
+                .map(|m| m.workspace_group.clone())
+                .collect(),
         })
     }
 

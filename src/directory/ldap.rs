@@ -21,8 +21,10 @@
 //!   name is its `cn`. Membership through Active Directory's primary group
 //!   (`primaryGroupID`, usually "Domain Users") is not in `member` and is not seen.
 //! - Status, Active Directory: ACCOUNTDISABLE (0x2) in `userAccountControl`, or an
-//!   `accountExpires` in the past → suspended; otherwise active. OpenLDAP: an
-//!   administrative lock (`pwdAccountLockedTime: 000001010000Z`, ppolicy) →
+//!   `accountExpires` in the past → suspended; otherwise active. A user without
+//!   either attribute fails the snapshot (AD sets both on every user; absent, they
+//!   were not readable, e.g. from a Global Catalog, which config refuses).
+//!   OpenLDAP: an administrative lock (`pwdAccountLockedTime: 000001010000Z`, ppolicy) →
 //!   suspended; a lock after failed logins (any other time) ends by itself and is
 //!   not. A deleted entry is absent. There is no "deprovisioned" status.
 //! - Ids: `objectGUID` (16 bytes, written as the usual GUID text) on Active
@@ -528,9 +530,9 @@ impl LdapSource {
             tracing::warn!(
                 operation,
                 referred_to = %elsewhere.join(", "),
-                "part of the search base is held by another server and is not read: point \
-                 directory.url at a Global Catalog (port 3268, or 3269 with TLS) to read \
-                 the whole forest, or narrow directory.base_dn"
+                "part of the search base is held by another server and is not read: narrow \
+                 directory.base_dn to the domain directory.url serves (a Global Catalog cannot \
+                 stand in: it lacks accountExpires and other domains' group members)"
             );
         }
         tracing::debug!(entries = entries.len(), operation, "LDAP search done");
@@ -935,10 +937,13 @@ fn status(
             let control: i64 = control
                 .parse()
                 .map_err(|_| format!("userAccountControl {control:?} is not a number"))?;
-            let expired = match first_text(entry, "accountExpires") {
-                Some(value) => account_expired(value, now)?,
-                None => false,
-            };
+            // Every Active Directory user carries it (never-expiring ones too):
+            // absent, it was not readable (a Global Catalog, or the bind account's
+            // rights), and taking that as "never" keeps expired leavers active.
+            let expires = first_text(entry, "accountExpires").ok_or(
+                "no accountExpires (can the bind account read it? a Global Catalog does not hold it)",
+            )?;
+            let expired = account_expired(expires, now)?;
             Ok(if control & ACCOUNTDISABLE != 0 || expired {
                 IdentityStatus::Suspended
             } else {
@@ -1247,14 +1252,17 @@ mod tests {
             }
             status(&entry(&pairs), LdapFlavor::ActiveDirectory, now)
         };
-        assert_eq!(ad("512", None), Ok(IdentityStatus::Active));
-        assert_eq!(ad("514", None), Ok(IdentityStatus::Suspended));
+        let never = Some("9223372036854775807");
+        assert_eq!(ad("512", never), Ok(IdentityStatus::Active));
+        assert_eq!(ad("514", never), Ok(IdentityStatus::Suspended));
         assert_eq!(
-            ad("66050", None),
+            ad("66050", never),
             Ok(IdentityStatus::Suspended),
             "DONT_EXPIRE_PASSWORD|ACCOUNTDISABLE|NORMAL"
         );
         assert_eq!(ad("512", Some("0")), Ok(IdentityStatus::Active));
+        // Not readable is not "never expires": an expired leaver would stay active.
+        assert!(ad("512", None).unwrap_err().contains("no accountExpires"));
         assert_eq!(
             ad("512", Some("9223372036854775807")),
             Ok(IdentityStatus::Active)
@@ -1268,7 +1276,7 @@ mod tests {
             ad("512", Some("134406432000000000")),
             Ok(IdentityStatus::Active)
         );
-        assert!(ad("x", None).unwrap_err().contains("not a number"));
+        assert!(ad("x", never).unwrap_err().contains("not a number"));
         assert!(status(&entry(&[]), LdapFlavor::ActiveDirectory, now).is_err());
     }
 

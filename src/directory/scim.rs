@@ -90,6 +90,8 @@ impl ScimDirectorySource {
             requests_per_second: settings.requests_per_second,
             timeout: settings.timeout,
             retry: settings.retry,
+            // Not used by `people`: check_named_groups reads the named groups again.
+            managed_groups: Vec::new(),
         })
         .map_err(directory_error)?;
         client.discover().await.map_err(directory_error)?;

@@ -131,6 +131,10 @@ pub struct ScimSettings {
     /// Per request (each attempt).
     pub timeout: Duration,
     pub retry: RetryPolicy,
+    /// The workspace groups whose memberships the policy manages (`displayName`s,
+    /// compared case-insensitively): one listed without members is read again on
+    /// its own, as some providers leave `members` out of listings.
+    pub managed_groups: Vec<String>,
 }
 
 /// Reported after each page of a listing.
@@ -207,6 +211,8 @@ struct Inner {
     /// Set when, under [`Pagination::Auto`], a listing not asked by cursor was
     /// answered with a `nextCursor`: from then on listings page by cursor.
     cursors_seen: AtomicBool,
+    /// [`ScimSettings::managed_groups`], lower-cased.
+    managed_groups: HashSet<String>,
 }
 
 /// What [`ScimClient::people`] read.
@@ -237,6 +243,16 @@ impl std::fmt::Debug for ScimClient {
 struct Answer {
     status: u16,
     body: String,
+}
+
+/// A listed group by its id, and whether the listing sent its `members`.
+fn group_and_presence(
+    endpoint: &str,
+    body: parse::GroupBody,
+) -> Result<(String, (WorkspaceGroup, bool)), WorkspaceError> {
+    let sent_members = body.sends_members();
+    let group = parse::group(endpoint, body)?;
+    Ok((group.id.clone(), (group, sent_members)))
 }
 
 fn transport_error(endpoint: &str, e: &reqwest::Error) -> WorkspaceError {
@@ -306,6 +322,11 @@ impl ScimClient {
                 page_read_micros: AtomicU64::new(0),
                 id_filters_refused: AtomicBool::new(false),
                 cursors_seen: AtomicBool::new(false),
+                managed_groups: settings
+                    .managed_groups
+                    .iter()
+                    .map(|name| name.trim().to_lowercase())
+                    .collect(),
             }),
         })
     }
@@ -692,18 +713,46 @@ impl ScimClient {
                 Ok((account.id.clone(), account))
             },
         );
-        let groups = paging::list_all(self, "/Groups", "groups", progress, |endpoint, body| {
-            let group = parse::group(endpoint, body)?;
-            Ok((group.id.clone(), group))
-        });
+        let groups = paging::list_all(self, "/Groups", "groups", progress, group_and_presence);
         let (accounts, groups) = futures::try_join!(accounts, groups)?;
         Ok((
             WorkspaceSnapshot {
                 accounts: accounts.items,
-                groups: groups.items,
+                groups: self.read_members_left_out(groups.items).await?,
             },
             accounts.whole && groups.whole,
         ))
+    }
+
+    /// The groups of a listing, each managed one that came without a `members`
+    /// attribute read again on its own. Taken as empty, a group whose provider
+    /// leaves `members` out of listings would get its members added on every run,
+    /// an add would never be verified, and a member no mapping grants any more
+    /// would never be removed.
+    async fn read_members_left_out(
+        &self,
+        listed: Vec<(WorkspaceGroup, bool)>,
+    ) -> Result<Vec<WorkspaceGroup>, WorkspaceError> {
+        let managed = &self.inner.managed_groups;
+        let mut groups = Vec::with_capacity(listed.len());
+        for (mut group, sent_members) in listed {
+            if !sent_members && managed.contains(&group.display_name.trim().to_lowercase()) {
+                // Gone since the listing: what the listing showed is all there is.
+                if let Some(read) = self.get_group(&group.id).await? {
+                    if read.members.is_empty() {
+                        // Empty, or a provider that never shows members (AWS IAM
+                        // Identity Center): nothing here tells them apart.
+                        tracing::debug!(
+                            group = %group.display_name,
+                            "a managed group shows no members, listed or read on its own"
+                        );
+                    }
+                    group.members = read.members;
+                }
+            }
+            groups.push(group);
+        }
+        Ok(groups)
     }
 
     /// All Users, each with its enterprise `department`, and all Groups: what a
@@ -796,8 +845,15 @@ impl ScimClient {
         &self,
         ids: &[String],
     ) -> Result<Vec<WorkspaceGroup>, WorkspaceError> {
-        self.by_id("/Groups", ids, parse::group, |g: &WorkspaceGroup| &g.id)
-            .await
+        let groups = self
+            .by_id(
+                "/Groups",
+                ids,
+                |endpoint, body| group_and_presence(endpoint, body).map(|(_, listed)| listed),
+                |(g, _): &(WorkspaceGroup, bool)| &g.id,
+            )
+            .await?;
+        self.read_members_left_out(groups).await
     }
 
     async fn by_id<R: DeserializeOwned, T>(
@@ -1417,6 +1473,7 @@ mod tests {
             requests_per_second: 0,
             timeout: Duration::from_secs(1),
             retry: RetryPolicy::default(),
+            managed_groups: Vec::new(),
         })
         .unwrap()
     }

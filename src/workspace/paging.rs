@@ -3,8 +3,9 @@
 //!
 //! The loop stops on an empty page, on a page that brings no new id, when
 //! `startIndex` passes `totalResults` (unless the pages keep coming full and new,
-//! which is how a `totalResults` equal to the page size shows itself), and after an
-//! iteration cap. Without `totalResults` only an empty or stale page ends it. When the first page announces more than one page, the rest are
+//! which is how a `totalResults` equal to the page size shows itself; full is the
+//! size asked, or the first page's when the provider pages by a smaller one), and
+//! after an iteration cap. Without `totalResults` only an empty or stale page ends it. When the first page announces more than one page, the rest are
 //! fetched concurrently (bounded by `max_concurrency`) and the sequential loop
 //! takes over if the last of them was still full, or from the first of them that
 //! held fewer than the first page before the end.
@@ -96,8 +97,10 @@ struct Last {
     next: u64,
 }
 
-/// Whether another page may hold more: see the module docs.
-fn more_pages(last: Last, requested: u64, seen: u64, total: Option<u64>) -> bool {
+/// Whether another page may hold more: see the module docs. `full` is what a
+/// full page holds: the page size asked, or the first page's length when that
+/// was shorter (a provider that ignores `count` for a smaller size of its own).
+fn more_pages(last: Last, full: u64, seen: u64, total: Option<u64>) -> bool {
     if last.len == 0 || last.new == 0 {
         return false;
     }
@@ -105,9 +108,11 @@ fn more_pages(last: Last, requested: u64, seen: u64, total: Option<u64>) -> bool
         Some(t) if last.next <= t => true,
         // Past totalResults: believe it unless the page was full and the count is
         // already proven wrong, or looks like the page size rather than a total.
-        // (A page shorter than asked whose length is the total is taken as the
-        // whole listing: checking would cost every small listing a request.)
-        Some(t) => last.len >= requested && (seen > t || t == last.len),
+        // A page as long as the first and as long as the total cannot tell an
+        // honest small listing from a provider paging by a smaller size than asked
+        // and announcing the page as the total: one more request tells them apart,
+        // and believing the lie would drop everyone past the first page.
+        Some(t) => last.len >= full && (seen > t || t == last.len),
         // No totalResults: nothing says where the listing ends, and pages may
         // come short before it (a provider that drops hidden users after paging):
         // only an empty page, or one without new ids, ends it.
@@ -434,7 +439,8 @@ where
 
     // The cap follows the smallest page seen: later pages may hold fewer.
     let mut smallest = stride;
-    while more_pages(last, requested, collector.items.len() as u64, total) {
+    let full = requested.min(stride);
+    while more_pages(last, full, collector.items.len() as u64, total) {
         let cap = page_cap(total, collector.items.len() as u64, smallest);
         if collector.pages >= cap {
             return Err(WorkspaceError::malformed(
@@ -456,13 +462,16 @@ where
         }
         let (endpoint, page) = match fetch::<R>(client, path, last.next, requested).await {
             Ok(answer) => answer,
-            // Without totalResults a short page is followed by one more request;
-            // a provider that answers a startIndex past its end with 400 or 404
+            // Without totalResults a short page is followed by one more request,
+            // and so is a short page as long as the total (see more_pages); a
+            // provider that answers a startIndex past its end with 400 or 404
             // (not an empty page) has said the listing ended there.
             Err(e)
-                if total.is_none()
-                    && last.len < requested.min(stride)
-                    && matches!(e.status(), Some(400 | 404)) =>
+                if matches!(e.status(), Some(400 | 404))
+                    && match total {
+                        None => last.len < full,
+                        Some(t) => last.next > t && last.len < requested,
+                    } =>
             {
                 tracing::debug!(error = %e, "the page after a short one was refused: the end");
                 break;
@@ -504,7 +513,10 @@ mod tests {
     fn trusts_total_results_unless_it_looks_like_the_page_size() {
         assert!(more_pages(last(100, 100, 101), 100, 100, Some(250)));
         assert!(!more_pages(last(100, 100, 201), 100, 200, Some(200)));
-        assert!(!more_pages(last(5, 5, 6), 100, 5, Some(5)));
+        // A first page shorter than asked, as long as the total: one more look.
+        assert!(more_pages(last(5, 5, 6), 5, 5, Some(5)));
+        // Shorter than the first page and past the total: the end.
+        assert!(!more_pages(last(2, 2, 9), 3, 8, Some(2)));
         // totalResults == page size, page full: keep going.
         assert!(more_pages(last(100, 100, 201), 100, 200, Some(100)));
         // already more objects than totalResults and the page was full.

@@ -167,9 +167,24 @@ pub(crate) enum GroupBody {
     Object {
         id: Option<String>,
         display_name: Option<String>,
-        /// The `value` of every member that has one, in order.
-        members: Vec<String>,
+        /// The `value` of every member that has one, in order; `None` when
+        /// `members` was not sent (or was null), which some providers do for a
+        /// group that has members.
+        members: Option<Vec<String>>,
     },
+}
+
+impl GroupBody {
+    /// Whether the body carried a `members` attribute.
+    pub(crate) fn sends_members(&self) -> bool {
+        matches!(
+            self,
+            GroupBody::Object {
+                members: Some(_),
+                ..
+            }
+        )
+    }
 }
 
 /// A User as [`account`] reads it: the object with only the attributes `account`
@@ -333,7 +348,7 @@ pub(crate) fn group(endpoint: &str, body: GroupBody) -> Result<WorkspaceGroup, W
     Ok(WorkspaceGroup {
         id,
         display_name,
-        members,
+        members: members.unwrap_or_default(),
     })
 }
 
@@ -651,17 +666,17 @@ impl<'de> Visitor<'de> for GroupVisitor {
         Ok(GroupBody::Object {
             id: id.0.flatten(),
             display_name: display_name.0.flatten(),
-            members: members.0.unwrap_or_default(),
+            members: members.0.flatten(),
         })
     }
 }
 
 /// A group's `members`: the `value` of each element that is an object with one;
-/// anything but an array is no members.
+/// anything but an array is no members, and null is not sent.
 struct MembersSeed;
 
 impl<'de> DeserializeSeed<'de> for MembersSeed {
-    type Value = Vec<String>;
+    type Value = Option<Vec<String>>;
 
     fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
         d.deserialize_any(self)
@@ -669,20 +684,20 @@ impl<'de> DeserializeSeed<'de> for MembersSeed {
 }
 
 impl<'de> Visitor<'de> for MembersSeed {
-    type Value = Vec<String>;
+    type Value = Option<Vec<String>>;
 
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
         f.write_str("a list of members")
     }
 
-    all_but_arrays_are!('de, Vec::new());
+    all_but_arrays_are!('de, Some(Vec::new()), None);
 
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
         let mut values = Vec::with_capacity(seq.size_hint().unwrap_or(0));
         while let Some(value) = seq.next_element_seed(MemberSeed)? {
             values.extend(value);
         }
-        Ok(values)
+        Ok(Some(values))
     }
 }
 
@@ -921,9 +936,10 @@ mod tests {
             display_name: attr_str(v, "displayName"),
             members: match attr(v, "members") {
                 Some(Value::Array(items)) => {
-                    items.iter().filter_map(|m| attr_str(m, "value")).collect()
+                    Some(items.iter().filter_map(|m| attr_str(m, "value")).collect())
                 }
-                _ => Vec::new(),
+                None | Some(Value::Null) => None,
+                Some(_) => Some(Vec::new()),
             },
         }
     }
@@ -1113,7 +1129,14 @@ mod tests {
         };
         assert_eq!(id.as_deref(), Some("17"));
         assert_eq!(display_name.as_deref(), Some("Eng"));
-        assert_eq!(members, ["u1", "2", "u4"]);
+        assert_eq!(members.unwrap_or_default(), ["u1", "2", "u4"]);
+    }
+
+    #[test]
+    fn a_group_without_members_is_told_from_an_empty_one() {
+        assert!(!read_group(r#"{"id": "1", "displayName": "a"}"#).sends_members());
+        assert!(!read_group(r#"{"id": "1", "displayName": "a", "members": null}"#).sends_members());
+        assert!(read_group(r#"{"id": "1", "displayName": "a", "members": []}"#).sends_members());
     }
 
     #[test]

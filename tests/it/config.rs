@@ -646,6 +646,17 @@ fn ldap_settings_are_checked_and_named() {
             "directory.disabled_filter",
             "RFC 4515",
         ),
+        // A Global Catalog lacks accountExpires and other domains' group members.
+        (
+            "url = \"ldaps://gc.corp.example.com:3269\"\nbind_password_file = \"pw\"\n",
+            "directory.url",
+            "port 3269 is a Global Catalog",
+        ),
+        (
+            "url = \"ldap://dc1:3268\"\nstart_tls = true\nbind_password_file = \"pw\"\n",
+            "directory.url",
+            "domain controller (port 389, or 636 with ldaps://)",
+        ),
         (
             "url = \"ldap://dc1\"\nstart_tls = true\nbind_password_file = \"pw\"\npage_size = 0\n",
             "directory.page_size",

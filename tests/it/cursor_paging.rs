@@ -27,6 +27,7 @@ fn client(base: &str, pagination: Pagination, page_size: u32) -> ScimClient {
         requests_per_second: 0,
         timeout: Duration::from_secs(10),
         retry: RetryPolicy::immediate(3),
+        managed_groups: Vec::new(),
     })
     .unwrap()
 }
@@ -681,7 +682,9 @@ async fn the_client_lists_a_cursor_only_sandbox_as_it_lists_an_index_one() {
     let (by_index, by_cursor) = (read(&index).await, read(&cursor).await);
     assert_eq!(by_cursor.accounts.len(), 2_500);
     assert_eq!(by_cursor, by_index);
-    assert_eq!(cursor.stats().requests, index.stats().requests);
+    // By index, the groups' one short page is followed by a look past it: a
+    // provider paging by less than asked would announce that page as the total.
+    assert_eq!(cursor.stats().requests + 1, index.stats().requests);
 }
 
 /// A whole reconcile (snapshot, writes, verification) against a workspace that

@@ -49,6 +49,7 @@ fn client(url: &str, token: &str) -> ScimClient {
         requests_per_second: 1000,
         timeout: Duration::from_secs(30),
         retry: RetryPolicy::default(),
+        managed_groups: Vec::new(),
     })
     .unwrap()
 }

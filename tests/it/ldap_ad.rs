@@ -206,7 +206,9 @@ struct Asked {
     searches: Vec<(String, Vec<String>, Option<Vec<u8>>)>,
 }
 
-async fn serve(mut stream: TcpStream, asked: Arc<Mutex<Asked>>) {
+/// Serves one connection; `withheld` is a user attribute left out of every user
+/// entry, as a server that does not hold it (or may not show it) answers.
+async fn serve(mut stream: TcpStream, asked: Arc<Mutex<Asked>>, withheld: Option<&'static str>) {
     while let Some(raw) = read_message(&mut stream).await {
         let top = children(&raw);
         let parts = children(top[0].content);
@@ -253,21 +255,18 @@ async fn serve(mut stream: TcpStream, asked: Arc<Mutex<Asked>>) {
                         _ => users().into_iter().take(2).collect(),
                     };
                     for (dn, guid, upn, control, expires) in page {
-                        out.extend(message(
-                            id,
-                            entry(
-                                &dn,
-                                &[
-                                    ("objectGUID", vec![guid.to_vec()]),
-                                    ("userPrincipalName", vec![upn.as_bytes().to_vec()]),
-                                    ("mail", vec![upn.as_bytes().to_vec()]),
-                                    ("userAccountControl", vec![control.as_bytes().to_vec()]),
-                                    ("accountExpires", vec![expires.as_bytes().to_vec()]),
-                                    ("department", vec![b"Engineering".to_vec()]),
-                                ],
-                            ),
-                            None,
-                        ));
+                        let attributes: Vec<(&str, Vec<Vec<u8>>)> = [
+                            ("objectGUID", vec![guid.to_vec()]),
+                            ("userPrincipalName", vec![upn.as_bytes().to_vec()]),
+                            ("mail", vec![upn.as_bytes().to_vec()]),
+                            ("userAccountControl", vec![control.as_bytes().to_vec()]),
+                            ("accountExpires", vec![expires.as_bytes().to_vec()]),
+                            ("department", vec![b"Engineering".to_vec()]),
+                        ]
+                        .into_iter()
+                        .filter(|(name, _)| Some(*name) != withheld)
+                        .collect();
+                        out.extend(message(id, entry(&dn, &attributes), None));
                     }
                     let next: &[u8] = if cookie.as_deref() == Some(b"page-2") {
                         b""
@@ -321,19 +320,24 @@ async fn serve(mut stream: TcpStream, asked: Arc<Mutex<Asked>>) {
     }
 }
 
-#[tokio::test]
-async fn active_directory_guids_status_and_ranged_members() {
+/// The fake on a local port, leaving `withheld` out of user entries.
+async fn start_fake(withheld: Option<&'static str>) -> (u16, Arc<Mutex<Asked>>) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
     let asked = Arc::new(Mutex::new(Asked::default()));
     let server_asked = Arc::clone(&asked);
     tokio::spawn(async move {
         while let Ok((stream, _)) = listener.accept().await {
-            tokio::spawn(serve(stream, Arc::clone(&server_asked)));
+            tokio::spawn(serve(stream, Arc::clone(&server_asked), withheld));
         }
     });
+    (port, asked)
+}
+
+/// The Active Directory defaults, reading the fake at `port`.
+fn source(port: u16) -> LdapSource {
     let flavor = LdapFlavor::ActiveDirectory;
-    let source = LdapSource::new(LdapSettings {
+    LdapSource::new(LdapSettings {
         url: format!("ldap://127.0.0.1:{port}"),
         start_tls: false,
         ca_file: None,
@@ -353,8 +357,13 @@ async fn active_directory_guids_status_and_ranged_members() {
         required_groups: Vec::new(),
         timeout: std::time::Duration::from_secs(10),
         retry: RetryPolicy::immediate(0),
-    });
-    let snapshot = source.snapshot().await.unwrap();
+    })
+}
+
+#[tokio::test]
+async fn active_directory_guids_status_and_ranged_members() {
+    let (port, asked) = start_fake(None).await;
+    let snapshot = source(port).snapshot().await.unwrap();
     assert!(snapshot.complete);
     let people: Vec<(&str, &str, IdentityStatus, Vec<String>)> = snapshot
         .identities
@@ -436,4 +445,15 @@ async fn active_directory_guids_status_and_ranged_members() {
             "{user_attributes:?}"
         );
     }
+}
+
+/// A user without `accountExpires` (a Global Catalog does not hold it, or the bind
+/// account may not read it) fails the snapshot: read as "never expires", a leaver
+/// offboarded by expiry would stay active.
+#[tokio::test]
+async fn a_user_without_account_expires_fails_the_snapshot() {
+    let (port, _asked) = start_fake(Some("accountExpires")).await;
+    let error = source(port).snapshot().await.unwrap_err().to_string();
+    assert!(error.contains("no accountExpires"), "{error}");
+    assert!(error.contains("CN=Ada Lovelace"), "{error}");
 }

@@ -50,6 +50,7 @@ fn client_for(url: &str, token: &str, page_size: u32) -> ScimClient {
         requests_per_second: 0,
         timeout: Duration::from_secs(30),
         retry: RetryPolicy::immediate(12),
+        managed_groups: Vec::new(),
     })
     .unwrap()
 }

@@ -498,6 +498,74 @@ async fn a_listing_short_once_is_read_again() {
     workspace.shutdown().await;
 }
 
+/// A provider that sends at most three Users a page whatever `count` asks, and
+/// announces each page's length as `totalResults` (apis.md: `count` ignored,
+/// `totalResults` equal to the page size): the people past the first page are in
+/// the snapshot, not leavers nor missing from a snapshot taken as complete.
+#[tokio::test]
+async fn a_provider_paging_by_fewer_than_asked_is_read_past_its_first_page() {
+    let idp = MockServer::start().await;
+    let people: Vec<(String, String)> = (1..=8)
+        .map(|i| (format!("p{i}"), format!("person{i}@example.com")))
+        .collect();
+    let users = people.clone();
+    Mock::given(method("GET"))
+        .and(path("/scim/v2/Users"))
+        .respond_with(move |req: &wiremock::Request| {
+            let start: usize = req
+                .url
+                .query_pairs()
+                .find(|(k, _)| k == "startIndex")
+                .map_or(1, |(_, v)| v.parse().unwrap());
+            let page: Vec<serde_json::Value> = users
+                .iter()
+                .skip(start - 1)
+                .take(3)
+                .map(|(id, user)| json!({"id": id, "userName": user, "active": true}))
+                .collect();
+            ResponseTemplate::new(200).set_body_json(json!({
+                "schemas": ["urn:ietf:params:scim:api:messages:2.0:ListResponse"],
+                "totalResults": page.len(), "startIndex": start,
+                "itemsPerPage": page.len(), "Resources": page,
+            }))
+        })
+        .mount(&idp)
+        .await;
+    let members: Vec<serde_json::Value> =
+        people.iter().map(|(id, _)| json!({"value": id})).collect();
+    Mock::given(method("GET"))
+        .and(path("/scim/v2/Groups"))
+        .respond_with(list_response(json!([
+            {"id": "g1", "displayName": "Taskade Users", "members": members},
+        ])))
+        .mount(&idp)
+        .await;
+    let workspace = workspace(WorkspaceSnapshot::default()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = small_config(
+        dir.path(),
+        &idp,
+        &workspace,
+        "page_size = 5
+",
+        "",
+    );
+    let outcome = reconcile(&config).await;
+    crate::fixtures::assert_clean_reconcile(&outcome.report);
+    let mut provisioned: Vec<String> = workspace
+        .snapshot()
+        .accounts
+        .into_iter()
+        .filter(|a| a.active)
+        .map(|a| a.user_name)
+        .collect();
+    provisioned.sort();
+    let mut expected: Vec<String> = people.into_iter().map(|(_, user)| user).collect();
+    expected.sort();
+    assert_eq!(provisioned, expected);
+    workspace.shutdown().await;
+}
+
 /// A SCIM ListResponse of `resources`, all on one page.
 fn list_response(resources: serde_json::Value) -> ResponseTemplate {
     let n = resources.as_array().map_or(0, Vec::len);

@@ -10,7 +10,7 @@ use seatwarden::model::{AccountSpec, Attribute, AttributeChange, Role};
 use seatwarden::retry::{RetryPolicy, Transient};
 use seatwarden::workspace::{Progress, RoleAttribute, ScimClient, ScimSettings, WorkspaceError};
 use serde_json::{Value, json};
-use wiremock::matchers::{any, body_json, header, method, path, query_param};
+use wiremock::matchers::{any, body_json, header, method, path, path_regex, query_param};
 use wiremock::{Mock, MockServer, Request, ResponseTemplate};
 
 const TOKEN: &str = "s3cr3t-t0ken-value";
@@ -26,6 +26,7 @@ fn settings(base: &str) -> ScimSettings {
         requests_per_second: 0,
         timeout: Duration::from_secs(10),
         retry: RetryPolicy::immediate(3),
+        managed_groups: Vec::new(),
     }
 }
 
@@ -135,7 +136,8 @@ async fn missing_service_provider_config_is_tolerated() {
     client.discover().await.unwrap();
     let snapshot = client.snapshot(&no_progress).await.unwrap();
     assert_eq!(ids(&snapshot.accounts), expected_ids(3));
-    assert_eq!(user_requests(&server).await, vec![(1, 50)]);
+    // A first page shorter than asked is checked for a provider paging by less.
+    assert_eq!(user_requests(&server).await, vec![(1, 50), (4, 50)]);
 }
 
 #[tokio::test]
@@ -237,6 +239,67 @@ async fn total_results_equal_to_the_page_size_is_not_believed() {
     let snapshot = client.snapshot(&no_progress).await.unwrap();
     assert_eq!(ids(&snapshot.accounts), expected_ids(8));
     assert_eq!(user_requests(&server).await, vec![(1, 3), (4, 3), (7, 3)]);
+}
+
+/// A provider that pages by a size of its own, smaller than asked, and announces
+/// each page's length as `totalResults` (apis.md: `count` ignored, `totalResults`
+/// equal to the page size): everyone past the first page is listed.
+#[tokio::test]
+async fn a_provider_paging_by_a_smaller_size_than_asked_is_paged_on() {
+    for concurrency in [1, 4] {
+        let server = MockServer::start().await;
+        Mock::given(method("GET"))
+            .and(path("/scim/v2/Users"))
+            .respond_with(|req: &Request| {
+                let (start, _) = start_count(req);
+                let items: Vec<Value> = (start..=8).take(3).map(user).collect();
+                list(Some(items.len()), items)
+            })
+            .mount(&server)
+            .await;
+        mount_empty_groups(&server).await;
+        let client = client_with(&server, |s| {
+            s.page_size = 5;
+            s.max_concurrency = concurrency;
+        });
+        let (snapshot, whole) = client.snapshot_whole(&no_progress).await.unwrap();
+        assert_eq!(
+            ids(&snapshot.accounts),
+            expected_ids(8),
+            "concurrency {concurrency}"
+        );
+        assert!(whole);
+        assert_eq!(
+            user_requests(&server).await,
+            vec![(1, 5), (4, 5), (7, 5)],
+            "concurrency {concurrency}"
+        );
+    }
+}
+
+/// The price of the above: an honest listing shorter than the page asked costs
+/// one more request, and a provider refusing that startIndex past its total
+/// with 400 has said the listing ended.
+#[tokio::test]
+async fn a_short_listing_ends_at_a_refused_start_index_past_its_total() {
+    let server = MockServer::start().await;
+    Mock::given(method("GET"))
+        .and(path("/scim/v2/Users"))
+        .respond_with(|req: &Request| match start_count(req).0 {
+            1 => list(Some(2), (1..=2).map(user).collect()),
+            _ => ResponseTemplate::new(400).set_body_json(json!({
+                "schemas": ["urn:ietf:params:scim:api:messages:2.0:Error"],
+                "status": "400", "scimType": "invalidValue", "detail": "startIndex out of range"
+            })),
+        })
+        .mount(&server)
+        .await;
+    mount_empty_groups(&server).await;
+    let client = client_with(&server, |s| s.page_size = 5);
+    let (snapshot, whole) = client.snapshot_whole(&no_progress).await.unwrap();
+    assert_eq!(ids(&snapshot.accounts), expected_ids(2));
+    assert!(whole);
+    assert_eq!(user_requests(&server).await, vec![(1, 5), (3, 5)]);
 }
 
 /// A provider that sends no `totalResults`, with pages that come short before
@@ -661,6 +724,93 @@ async fn a_lookup_answered_with_something_else_finds_nothing() {
     );
     let group = client.find_group_by_name("Design").await.unwrap().unwrap();
     assert_eq!(group.id, "g2");
+}
+
+/// A group as a provider that leaves `members` out answers it (AWS IAM Identity
+/// Center's GetGroup example: id, meta, schemas, displayName).
+fn group_without_members(id: &str, name: &str) -> Value {
+    json!({
+        "id": id,
+        "meta": {"resourceType": "Group", "created": "2020-04-06T16:48:19Z",
+                 "lastModified": "2020-04-06T16:48:19Z"},
+        "schemas": ["urn:ietf:params:scim:schemas:core:2.0:Group"],
+        "displayName": name,
+    })
+}
+
+/// A provider that leaves `members` out of its Group listings (a filter by id
+/// too) but sends them on a read of the group: a managed group is read again on
+/// its own, so its members are known; a group the policy does not manage is not,
+/// nor one listed with `members` (empty is an answer).
+#[tokio::test]
+async fn a_managed_group_listed_without_members_is_read_on_its_own() {
+    let server = MockServer::start().await;
+    Mock::given(method("GET"))
+        .and(path("/scim/v2/Users"))
+        .respond_with(users_provider(2, Some))
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/scim/v2/Groups"))
+        .respond_with(|req: &Request| {
+            let editors = group_without_members("g1", "Taskade Editors");
+            match query(req, "filter") {
+                Some(_) => list(Some(1), vec![editors]),
+                None => {
+                    let mut viewers = group_without_members("g3", "Taskade Viewers");
+                    viewers["members"] = json!([]);
+                    list(
+                        Some(3),
+                        vec![editors, group_without_members("g2", "Marketing"), viewers],
+                    )
+                }
+            }
+        })
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/scim/v2/Groups/g1"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+            "schemas": ["urn:ietf:params:scim:schemas:core:2.0:Group"],
+            "id": "g1",
+            "displayName": "Taskade Editors",
+            "members": [
+                {"value": "u1", "display": "user1@example.com"},
+                {"value": "u2", "display": "user2@example.com"},
+            ],
+            "meta": {"resourceType": "Group"},
+        })))
+        .expect(2)
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .and(path_regex("^/scim/v2/Groups/g[23]$"))
+        .respond_with(ResponseTemplate::new(500))
+        .expect(0)
+        .mount(&server)
+        .await;
+    // Mappings name groups as people write them: case does not matter.
+    let client = client_with(&server, |s| {
+        s.managed_groups = vec!["taskade editors".to_owned(), "Taskade Viewers".to_owned()];
+    });
+    let snapshot = client.snapshot(&no_progress).await.unwrap();
+    let members: Vec<(&str, Vec<String>)> = snapshot
+        .groups
+        .iter()
+        .map(|g| (g.id.as_str(), g.members.clone()))
+        .collect();
+    assert_eq!(
+        members,
+        [
+            ("g1", vec!["u1".to_owned(), "u2".to_owned()]),
+            ("g2", vec![]),
+            ("g3", vec![])
+        ]
+    );
+    // Verification reads groups by id: the same.
+    let read = client.groups_by_id(&["g1".to_owned()]).await.unwrap();
+    assert_eq!(read.len(), 1);
+    assert_eq!(read[0].members, ["u1", "u2"]);
 }
 
 // ---------------------------------------------------------------- writes
