@@ -286,28 +286,13 @@ impl LdapSource {
             }
             people.push(person);
         }
-        for name in &s.scope_groups {
-            if !groups.iter().any(|g| &g.name == name) {
-                return Err(DirectoryError::Scope {
-                    provider: "ldap",
-                    message: format!(
-                        "scope group {name:?} is not the cn of a group under {:?} matching {}; \
-                         check policy.scope_groups and directory.group_filter",
-                        s.group_base_dn, s.group_filter
-                    ),
-                });
-            }
-        }
-        super::check_named_groups(
-            "ldap",
-            &groups.iter().map(|g| g.name.as_str()).collect(),
-            &s.other_groups,
-            &s.required_groups,
-            &format!(
-                "the cn of a group under {:?} matching {}",
-                s.group_base_dn, s.group_filter
-            ),
-        )?;
+        let present = groups.iter().map(|g| g.name.as_str()).collect();
+        let what = format!(
+            "the cn of a group under {:?} matching {} (directory.group_filter)",
+            s.group_base_dn, s.group_filter
+        );
+        super::check_scope_groups("ldap", &present, &s.scope_groups, &what)?;
+        super::check_named_groups("ldap", &present, &s.other_groups, &s.required_groups, &what)?;
         identities(people, &groups).map(|identities| DirectorySnapshot {
             identities,
             complete: true,

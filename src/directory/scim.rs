@@ -132,24 +132,15 @@ impl ScimDirectorySource {
         groups: &mut [WorkspaceGroup],
     ) -> Result<(), DirectoryError> {
         let settings = &self.settings;
-        for name in &settings.scope_groups {
-            if !groups.iter().any(|g| &g.display_name == name) {
-                return Err(DirectoryError::Scope {
-                    provider: "scim",
-                    message: format!(
-                        "scope group {name:?} is not the displayName of a Group at {}; \
-                         check policy.scope_groups",
-                        settings.url
-                    ),
-                });
-            }
-        }
+        let present = groups.iter().map(|g| g.display_name.as_str()).collect();
+        let what = format!("the displayName of a Group at {}", settings.url);
+        super::check_scope_groups("scim", &present, &settings.scope_groups, &what)?;
         super::check_named_groups(
             "scim",
-            &groups.iter().map(|g| g.display_name.as_str()).collect(),
+            &present,
             &settings.other_groups,
             &settings.required_groups,
-            &format!("the displayName of a Group at {}", settings.url),
+            &what,
         )?;
         let interest = GroupInterest::new(&settings.scope_groups, &settings.other_groups);
         if interest.is_everything() {

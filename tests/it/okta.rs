@@ -542,6 +542,19 @@ async fn a_missing_scope_group_is_an_error_not_an_empty_scope() {
     let error = OktaSource::new(s).snapshot().await.unwrap_err();
     assert!(matches!(error, DirectoryError::Scope { .. }), "{error}");
     assert!(error.to_string().contains("Taskade Userz"), "{error}");
+    assert!(!error.to_string().contains("the directory has"), "{error}");
+    // Policy compares scope groups exactly: a case variant is missing too, and the
+    // error names the spelling to use.
+    let mut s = settings(&server, ssws());
+    s.scope_groups = vec!["taskade users".into()];
+    let error = OktaSource::new(s).snapshot().await.unwrap_err();
+    assert!(
+        error.to_string().contains(
+            "scope group \"taskade users\" is not an Okta group (profile.name) \
+             (the directory has \"Taskade Users\": scope groups are compared exactly)"
+        ),
+        "{error}"
+    );
 }
 
 /// A protected group Okta does not have is refused (a typo would take its
