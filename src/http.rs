@@ -274,7 +274,7 @@ pub fn describe_failure(e: &reqwest::Error) -> (String, bool) {
 /// hyper-util wraps it in an `io::Error` inside another `io::Error`, and
 /// `io::Error::source` skips the error it wraps, so each one is opened with
 /// `get_ref`.
-fn tls_error<'e>(e: &'e (dyn std::error::Error + 'static)) -> Option<&'e rustls::Error> {
+pub(crate) fn tls_error<'e>(e: &'e (dyn std::error::Error + 'static)) -> Option<&'e rustls::Error> {
     let mut source = Some(e);
     while let Some(s) = source {
         if let Some(found) = s.downcast_ref::<rustls::Error>() {

@@ -130,7 +130,8 @@ pub enum MailError {
         message: String,
         /// Worth another attempt within this delivery call.
         transient: bool,
-        /// The relay refused the session, not the message (see [`relay_refused`]).
+        /// The relay refused the session, not the message (see [`relay_refused`]), or
+        /// the TLS handshake with it failed.
         relay_refused: bool,
     },
 }
@@ -236,23 +237,25 @@ impl Mailer {
     /// Sends one outbox message; `Ok` means the server accepted it.
     pub async fn send(&self, entry: &OutboxEntry) -> Result<(), MailError> {
         let message = build_message(entry)?;
-        self.transport
-            .send(message)
-            .await
-            .map(|_| ())
-            .map_err(|e| MailError::Smtp {
+        self.transport.send(message).await.map(|_| ()).map_err(|e| {
+            // A certificate this host does not trust, or a handshake the two
+            // sides cannot agree on, fails the same way at once: kept for a
+            // later call (a renewed certificate, a fixed CA file), not retried.
+            let tls_failed = e.is_tls() || crate::http::tls_error(&e).is_some();
+            MailError::Smtp {
                 host: self.host.clone(),
                 port: self.port,
-                // A 5xx about this message will fail the same way again; anything
-                // else (refused connection, timeout, TLS, 4xx) may pass later.
-                transient: !(e.is_permanent() || e.is_client()),
+                // A 5xx about this message will fail the same way again;
+                // anything else (refused connection, timeout, 4xx) may pass later.
+                transient: !(e.is_permanent() || e.is_client() || tls_failed),
                 // A relay that refuses us rather than the message (a rotated
                 // password, a lost STARTTLS) is not asked again at once: another
                 // login with the same password fails too, and a few in a row can
                 // lock the relay account.
-                relay_refused: relay_refused(&e),
+                relay_refused: relay_refused(&e) || tls_failed,
                 message: e.to_string(),
-            })
+            }
+        })
     }
 }
 

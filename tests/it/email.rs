@@ -435,6 +435,47 @@ async fn a_refused_login_keeps_the_message_and_is_tried_once_per_delivery_call()
     );
 }
 
+/// A relay whose certificate this host does not trust fails the same way on every
+/// attempt: one handshake per delivery call, and the message stays queued for a
+/// later one (a renewed certificate, a fixed CA file).
+#[tokio::test]
+async fn an_untrusted_relay_certificate_keeps_the_message_and_is_tried_once_per_call() {
+    use std::sync::atomic::Ordering;
+    let (url, handshakes) = crate::fixtures::untrusted_tls_server();
+    let port: u16 = url.rsplit(':').next().unwrap().parse().unwrap();
+    let mut settings = plain_settings(port);
+    settings.endpoint.tls = mail::TlsMode::Implicit;
+    settings.retry = RetryPolicy::immediate(3);
+    let mailer = Mailer::new(&settings).unwrap();
+    let mut store = Store::open_in_memory().unwrap();
+    mail::queue(
+        &mut store,
+        &settings,
+        OutboxKind::Alert,
+        "alert",
+        "t",
+        "<p>h</p>",
+        at(8, 0),
+    )
+    .unwrap();
+    let delivery = mail::deliver_due(&mut store, &mailer, settings.retry, at(8, 0))
+        .await
+        .unwrap();
+    assert_eq!(
+        handshakes.load(Ordering::SeqCst),
+        1,
+        "no retry within the call"
+    );
+    assert_eq!(
+        (delivery.sent, delivery.retrying, delivery.failed),
+        (0, 1, 0)
+    );
+    let error = delivery.last_error.unwrap();
+    assert!(error.contains("certificate"), "{error}");
+    let outbox = store.outbox().unwrap();
+    assert_eq!(outbox[0].state, OutboxState::Pending, "{outbox:?}");
+}
+
 // ---- against aiosmtpd (scripts/interop.sh) -----------------------------------
 
 struct Smtp {
