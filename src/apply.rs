@@ -33,7 +33,8 @@
 //! of every write answered and of the start of the verification.
 //!
 //! Crash safety: a row left `in_flight` by a dead process is resolved by
-//! [`recover`] at the start of the next run, by re-reading the object; a create is
+//! [`recover`] at the start of the next reconcile, sweep or retry pass, by
+//! re-reading the object; a create is
 //! never sent twice because a created account is found by its userName first. That
 //! is also why a create's link and result may be committed in batches, at most
 //! once per `RECORD_INTERVAL`: one commit per create was most of an initial

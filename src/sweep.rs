@@ -3,6 +3,9 @@
 //! deactivates their linked accounts — reading only those accounts, journaling
 //! every write, and verifying each by a re-read.
 //!
+//! Before anything is counted or sent, actions a cut-off writer left `in_flight`
+//! are resolved ([`apply::recover`]): the 24 h limits count them as sent.
+//!
 //! An account that reads as 404 is gone (its episode verified without a write) only
 //! once a `/Users` listing page has answered in the same pass: a base URL that
 //! answers 404 to everything must not close every episode.
@@ -253,6 +256,22 @@ pub async fn enforce(
     now: DateTime<Utc>,
 ) -> Result<SweepOutcome, RunError> {
     let mut outcome = SweepOutcome::default();
+    // A sweep or retry that died mid-write left its deactivations `in_flight`, and
+    // the 24 h counts take in-flight rows as sent: the same leavers, planned again
+    // below, would count twice and could be held until a reconcile recovered them.
+    // The caller holds the writer lock, so every row in flight is a dead process's.
+    match apply::recover(client, store).await {
+        Ok(0) => {}
+        Ok(recovered) => tracing::info!(recovered, "interrupted actions resolved"),
+        // Leavers whose accounts can be read are still enforced (and overdue ones
+        // escalated); the rows stay in flight for the next pass.
+        Err(apply::ApplyError::Workspace(e)) => tracing::warn!(
+            error = %e,
+            "cannot resolve actions a cut-off run left in flight; they still count towards \
+             the 24 h limits until the next pass resolves them"
+        ),
+        Err(e) => return Err(e.into()),
+    }
     let open = lock(store)?.open_deprovisions()?;
     let cool_down =
         Duration::from_std(config.circuit_settings().cool_down).unwrap_or(Duration::MAX);
