@@ -401,6 +401,81 @@ async fn thirty_leavers_over_a_limit_of_25_are_all_held_until_approved() {
     assert!(after.plan.is_empty(), "{:#?}", after.plan.actions);
 }
 
+/// An approval cut off after it committed its decisions (a crash, Ctrl-C, an error,
+/// a breaker that opened before their phase) left the approved actions unsent:
+/// some released to `planned`, some still `held` (cut off between the two
+/// commits). Approving the run again takes them up, re-checks and applies them,
+/// rather than answering that nothing is held.
+#[tokio::test]
+async fn an_interrupted_approval_is_finished_by_approving_again() {
+    use seatwarden::store::{ActionState, Decision};
+
+    let mut env = env_with(200, None, "max_deprovisions = 25").await;
+    env.run(Mode::Reconcile, RunOptions::default()).await;
+    let active_before = env.active_accounts();
+    env.leave(30);
+    let outcome = env.run(Mode::Reconcile, RunOptions::default()).await;
+    let seqs: Vec<u32> = deactivations(&outcome).iter().map(|a| a.seq).collect();
+    assert_eq!(seqs.len(), 30);
+    {
+        // What the first approval committed before it died.
+        let mut store = env.store();
+        let approved: Vec<(u32, Decision, Option<String>)> = seqs
+            .iter()
+            .map(|seq| (*seq, Decision::Approved, None))
+            .collect();
+        store
+            .record_decisions(outcome.run_id, &approved, "alice", Utc::now())
+            .unwrap();
+        store
+            .release_held(outcome.run_id, &seqs[..20], Utc::now())
+            .unwrap();
+        let journal = store.journal(outcome.run_id).unwrap();
+        let state = |seq: u32| journal.iter().find(|e| e.action.seq == seq).unwrap().state;
+        assert_eq!(state(seqs[0]), ActionState::Planned);
+        assert_eq!(state(seqs[29]), ActionState::Held);
+    }
+    assert_eq!(env.active_accounts(), active_before, "nothing sent yet");
+
+    let approval = approval::approve(
+        &env.config,
+        &env.client(3),
+        env.store(),
+        outcome.run_id,
+        &Only::All,
+        Utc::now(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(approval.approved.len(), 30);
+    assert_eq!((approval.applied.applied, approval.applied.failed), (30, 0));
+    assert_eq!(env.active_accounts(), active_before - 30);
+    let store = env.store();
+    assert!(store.open_deprovisions().unwrap().is_empty());
+    let audit = store.audit().unwrap();
+    assert!(
+        audit[0]
+            .detail
+            .contains("30 approved before and not sent yet"),
+        "{audit:?}"
+    );
+    drop(store);
+
+    let again = approval::approve(
+        &env.config,
+        &env.client(3),
+        env.store(),
+        outcome.run_id,
+        &Only::All,
+        Utc::now(),
+    )
+    .await;
+    assert!(matches!(
+        again,
+        Err(approval::ApprovalError::NothingHeld { .. })
+    ));
+}
+
 /// A held deactivation of someone a sweep has since seen with access again (back
 /// from leave, re-hired into the directory) is refused by `approve`, not applied
 /// to a person who is no longer leaving.
