@@ -199,6 +199,86 @@ async fn an_interrupted_create_is_linked_not_sent_twice() {
     // `expect(0)` on POST is checked when the server drops.
 }
 
+/// A lookup that fails (503 after the retries) says nothing about whether the
+/// interrupted create arrived: the row stays in flight, not failed, and the next
+/// recovery, whose lookup answers, links it as applied.
+#[tokio::test]
+async fn an_interrupted_create_whose_lookup_fails_stays_in_flight() {
+    let server = MockServer::start().await;
+    let mount = |lookup: ResponseTemplate| {
+        let server = &server;
+        async move {
+            Mock::given(method("GET"))
+                .and(path("/Users"))
+                .and(query_param("filter", "userName eq \"ada@example.com\""))
+                .respond_with(lookup)
+                .with_priority(1)
+                .mount(server)
+                .await;
+            Mock::given(method("GET"))
+                .and(path("/ServiceProviderConfig"))
+                .respond_with(ResponseTemplate::new(404))
+                .mount(server)
+                .await;
+            Mock::given(method("GET"))
+                .and(path("/Users"))
+                .respond_with(scim(list(vec![ada_account()])))
+                .mount(server)
+                .await;
+            Mock::given(method("GET"))
+                .and(path("/Groups"))
+                .respond_with(scim(list(vec![])))
+                .mount(server)
+                .await;
+            Mock::given(method("POST"))
+                .respond_with(ResponseTemplate::new(500))
+                .expect(0)
+                .mount(server)
+                .await;
+        }
+    };
+    mount(ResponseTemplate::new(503)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = config_for(&server, dir.path());
+    let crashed_run = crashed_create(&config);
+    let mut settings = config.scim_settings().unwrap();
+    settings.retry = seatwarden::retry::RetryPolicy::immediate(2);
+    let client = seatwarden::workspace::ScimClient::new(settings).unwrap();
+    let directory = run::directory_from_config(&config);
+    let reconcile = |store| {
+        run::execute_with_options(
+            &config,
+            &directory,
+            &client,
+            store,
+            Mode::Reconcile,
+            run::RunOptions::default(),
+        )
+    };
+
+    let outcome = reconcile(Store::open(&config.state.path).unwrap())
+        .await
+        .unwrap();
+    let journal = Store::open(&config.state.path)
+        .unwrap()
+        .journal(crashed_run)
+        .unwrap();
+    assert_eq!(journal[0].state, ActionState::InFlight, "{journal:?}");
+    assert_eq!(outcome.report.summary.recovered, 0);
+
+    server.reset().await;
+    mount(scim(list(vec![ada_account()]))).await;
+    let outcome = reconcile(Store::open(&config.state.path).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(outcome.report.summary.recovered, 1);
+    let journal = Store::open(&config.state.path)
+        .unwrap()
+        .journal(crashed_run)
+        .unwrap();
+    assert_eq!(journal[0].state, ActionState::Applied, "{journal:?}");
+}
+
 #[tokio::test]
 async fn an_interrupted_create_that_never_arrived_is_marked_failed_and_redone() {
     let server = MockServer::start().await;
