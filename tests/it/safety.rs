@@ -1440,6 +1440,87 @@ async fn a_reconcile_run_by_hand_waits_for_the_writer_lock() {
     );
 }
 
+/// `seatwarden resume` waits for a job that is writing (the writer lock), as its
+/// docs say: that job records the breaker when it ends, which would undo a resume
+/// made under it. Once the lock is free it closes the breaker.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resume_waits_for_the_writer_lock() {
+    use std::io::BufRead;
+    let env = env_with(10, None, "").await;
+    env.store()
+        .set_circuit(&seatwarden::circuit::CircuitRecord {
+            opened_at: Some(Utc::now()),
+            reason: Some("16 of the last 20 writes failed".into()),
+            failures: Vec::new(),
+        })
+        .unwrap();
+    let held = seatwarden::store::WriterLock::acquire_blocking(&env.config.state.path, |_| {
+        panic!("nobody else holds it")
+    })
+    .unwrap();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_seatwarden"))
+        .arg("--config")
+        .arg(env._dir.path().join("seatwarden.toml"))
+        .args(["resume", "--no-run"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (lines, seen) = std::sync::mpsc::channel::<String>();
+    let reader = std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stderr).lines() {
+            let _ = lines.send(line.unwrap());
+        }
+    });
+    let waiting = "waiting for the daemon's running job to finish";
+    loop {
+        match seen.recv_timeout(std::time::Duration::from_secs(60)) {
+            Ok(line) if line.contains(waiting) => break,
+            Ok(_) => {}
+            Err(e) => panic!(
+                "no {waiting:?} on stderr ({e}); exit: {:?}",
+                child.try_wait()
+            ),
+        }
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert!(child.try_wait().unwrap().is_none(), "still waiting");
+    assert!(env.store().circuit().unwrap().opened_at.is_some());
+
+    drop(held);
+    let status = tokio::task::spawn_blocking(move || child.wait().unwrap())
+        .await
+        .unwrap();
+    reader.join().unwrap();
+    assert_eq!(status.code(), Some(0));
+    assert_eq!(env.store().circuit().unwrap().opened_at, None);
+
+    // With its reconcile: the lock is let go first, or the reconcile waits on it.
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_seatwarden"))
+        .arg("--config")
+        .arg(env._dir.path().join("seatwarden.toml"))
+        .arg("resume")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while child.try_wait().unwrap().is_none() {
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("resume did not finish: its reconcile waits for its own lock");
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let run = env
+        .store()
+        .latest_run(&[seatwarden::store::RunKind::Reconcile])
+        .unwrap()
+        .unwrap();
+    assert_eq!(run.status, seatwarden::store::RunStatus::Succeeded);
+}
+
 /// Two accounts carry Ada's email: the match is disputed and nothing is done for
 /// her. `seatwarden link` says which account is hers; the next plan updates that
 /// one and still leaves the other alone. A link either side already has is only
