@@ -1521,15 +1521,17 @@ async fn verify_effect(action: &Action, reader: &impl Reader) -> Result<(), Stri
 /// re-read; the row becomes `applied` when the workspace shows the change and
 /// `failed` when it answered without it (the new plan, made from a fresh snapshot,
 /// redoes it). A create that did reach the workspace is linked, so it is never sent
-/// again. A row whose read failed (a 5xx after the retries, a network error) stays
-/// in flight for the next recovery: an unanswered read is no proof that the write
-/// did not arrive. Returns how many rows it resolved.
+/// again, and a delete that did loses its link, as after a run's verification. A
+/// row whose read failed (a 5xx after the retries, a network error) stays in flight
+/// for the next recovery: an unanswered read is no proof that the write did not
+/// arrive. The caller records the deprovisions found applied in the ledger
+/// (`sweep::record_recovered`): the run that sent them never did.
 ///
 /// A crash in a large phase leaves thousands of rows in flight, so the journal's
 /// results are read once per run, the objects are re-read `RECOVERY_CONCURRENCY`
 /// at a time (the client's own limit still applies), and the outcomes are
 /// journaled in one commit.
-pub async fn recover(client: &ScimClient, store: &Mutex<Store>) -> Result<usize, ApplyError> {
+pub async fn recover(client: &ScimClient, store: &Mutex<Store>) -> Result<Recovered, ApplyError> {
     let (interrupted, created, linked) = {
         let store = store.lock().map_err(|_| ApplyError::Poisoned)?;
         let interrupted: Vec<JournalEntry> = store.interrupted()?;
@@ -1552,12 +1554,13 @@ pub async fn recover(client: &ScimClient, store: &Mutex<Store>) -> Result<usize,
         };
         (interrupted, created, linked)
     };
-    if !interrupted.is_empty() {
-        // An interrupted deactivation or deletion is done if its account is gone,
-        // and a 404 says so only from a workspace whose /Users answers: after a
-        // wrong base URL every one of them would look done.
-        client.confirm_users_endpoint().await?;
+    if interrupted.is_empty() {
+        return Ok(Recovered::default());
     }
+    // An interrupted deactivation or deletion is done if its account is gone, and
+    // a 404 says so only from a workspace whose /Users answers: after a wrong base
+    // URL every one of them would look done.
+    client.confirm_users_endpoint().await?;
     let no_results = Created::default();
     let outcomes = bounded(interrupted.iter(), RECOVERY_CONCURRENCY, |entry| {
         resolve_entry(
@@ -1625,10 +1628,43 @@ pub async fn recover(client: &ScimClient, store: &Mutex<Store>) -> Result<usize,
         }
         Ok(())
     })?;
-    Ok(outcomes
+    let deleted: Vec<String> = outcomes
         .iter()
-        .filter(|(_, outcome)| !matches!(outcome, Resolved::Unanswered(_)))
-        .count())
+        .filter_map(|(entry, outcome)| match (&entry.action.kind, outcome) {
+            (ActionKind::Delete { account_id, .. }, Resolved::Reached(_)) => {
+                Some(account_id.clone())
+            }
+            _ => None,
+        })
+        .collect();
+    if !deleted.is_empty() {
+        store.remove_links_to_accounts(&deleted)?;
+    }
+    let mut recovered = Recovered::default();
+    for (entry, outcome) in &outcomes {
+        match outcome {
+            Resolved::Reached(_) => {
+                recovered.resolved += 1;
+                recovered
+                    .applied
+                    .entry(entry.run)
+                    .or_default()
+                    .push(entry.action.seq);
+            }
+            Resolved::NotReached(_) => recovered.resolved += 1,
+            Resolved::Unanswered(_) => {}
+        }
+    }
+    Ok(recovered)
+}
+
+/// What [`recover`] resolved.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Recovered {
+    /// Rows journaled applied or failed; those whose read failed stay in flight.
+    pub resolved: usize,
+    /// The seqs found applied, by run.
+    pub applied: BTreeMap<RunId, Vec<u32>>,
 }
 
 /// What re-reading an interrupted action's object found.

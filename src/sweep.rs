@@ -261,8 +261,16 @@ pub async fn enforce(
     // below, would count twice and could be held until a reconcile recovered them.
     // The caller holds the writer lock, so every row in flight is a dead process's.
     match apply::recover(client, store).await {
-        Ok(0) => {}
-        Ok(recovered) => tracing::info!(recovered, "interrupted actions resolved"),
+        Ok(recovered) if recovered.resolved == 0 => {}
+        Ok(recovered) => {
+            tracing::info!(
+                recovered = recovered.resolved,
+                "interrupted actions resolved"
+            );
+            let latencies =
+                record_recovered(&mut *lock(store)?, &recovered, now, configured_sla(config))?;
+            outcome.latencies.extend(latencies);
+        }
         // Leavers whose accounts can be read are still enforced (and overdue ones
         // escalated); the rows stay in flight for the next pass.
         Err(apply::ApplyError::Workspace(e)) => tracing::warn!(
@@ -756,6 +764,48 @@ pub fn record_deprovisions(
         }
         Ok(verified)
     })
+}
+
+/// After [`apply::recover`]: the deprovisions it found applied join the ledger as
+/// their run would have recorded them had it finished (detected at the run's
+/// start, verified at `now`); a reconcile cut off after its writes never recorded
+/// them. One verified since that run began (a sweep found the account inactive)
+/// is this one, already recorded: recorded again, it would read as a person who
+/// came back and left again.
+pub fn record_recovered(
+    store: &mut Store,
+    recovered: &apply::Recovered,
+    now: DateTime<Utc>,
+    sla: Duration,
+) -> Result<Vec<Duration>, StoreError> {
+    let mut latencies = Vec::new();
+    for (run, seqs) in &recovered.applied {
+        let Some(started) = store.run(*run)?.map(|r| r.started_at) else {
+            continue;
+        };
+        let current = store.current_deprovisions()?;
+        let recorded = |identity: &str| {
+            current
+                .iter()
+                .any(|e| e.identity_id == identity && e.verified_at.is_some_and(|at| at >= started))
+        };
+        let seqs: Vec<u32> = store
+            .journal_deprovisions(*run)?
+            .into_iter()
+            .filter(|row| seqs.contains(&row.action.seq))
+            .filter(|row| !row.action.identity_id.as_deref().is_some_and(recorded))
+            .map(|row| row.action.seq)
+            .collect();
+        latencies.extend(record_deprovisions(
+            store,
+            *run,
+            Some(&seqs),
+            started,
+            now,
+            sla,
+        )?);
+    }
+    Ok(latencies)
 }
 
 /// Why the guard held an action, as the ledger records it.

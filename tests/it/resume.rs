@@ -442,6 +442,106 @@ fn write_directory(dir: &std::path::Path, id: &str, given_name: &str) {
     .unwrap();
 }
 
+/// Journals a deprovision of Ada's account, `kind`, in a reconcile run and leaves
+/// it `in_flight`, as a reconcile that died after sending it would (before it
+/// recorded anything in the ledger). Returns that run's id.
+fn crashed_deprovision(config: &Config, kind: ActionKind) -> i64 {
+    let mut store = Store::open(&config.state.path).unwrap();
+    let run = store.begin_run(RunKind::Reconcile, Utc::now()).unwrap();
+    let plan = Plan {
+        actions: vec![Action {
+            seq: 0,
+            kind,
+            reason: DriftKind::StaleAccess,
+            subject: "ada@example.com".into(),
+            identity_id: Some("00u1".into()),
+            detail: "identity is deprovisioned in the directory".into(),
+            held: None,
+        }],
+        ..Plan::default()
+    };
+    store.save_plan(run, &plan, Utc::now()).unwrap();
+    store.mark_in_flight(run, 0, Utc::now()).unwrap();
+    run
+}
+
+/// A reconcile that died after its deactivation reached the workspace never
+/// recorded it in the same-day ledger. The next reconcile's recovery finds it
+/// applied and records it as that run would have: verified, in Ada's history.
+#[tokio::test]
+async fn a_recovered_deactivation_is_verified_in_the_deprovision_history() {
+    let (sandbox, dir) = empty_sandbox().await;
+    write_directory(dir.path(), "00u1", "Ada");
+    let config = sandbox_config(&sandbox, dir.path());
+    reconcile(&config).await;
+    let ada = sandbox.snapshot().accounts[0].clone();
+
+    ada_left(dir.path());
+    let crashed = crashed_deprovision(
+        &config,
+        ActionKind::Deactivate {
+            account_id: ada.id.clone(),
+        },
+    );
+    let client = seatwarden::workspace::ScimClient::new(config.scim_settings().unwrap()).unwrap();
+    client.set_active(&ada.id, false).await.unwrap();
+
+    let outcome = reconcile(&config).await;
+    assert_eq!(outcome.report.summary.recovered, 1);
+    assert!(outcome.plan.is_empty(), "{:?}", outcome.plan.actions);
+    let store = Store::open(&config.state.path).unwrap();
+    assert_eq!(
+        store.journal(crashed).unwrap()[0].state,
+        ActionState::Applied
+    );
+    let history = store.deprovision_history("00u1", 10).unwrap();
+    assert_eq!(history.len(), 1, "{history:?}");
+    assert!(
+        history[0].enforced_at.is_some() && history[0].verified_at.is_some(),
+        "{history:?}"
+    );
+    assert!(store.open_deprovisions().unwrap().is_empty());
+    sandbox.shutdown().await;
+}
+
+/// A recovered delete that reached the workspace loses its link, as a verified
+/// one does in the run that sent it.
+#[tokio::test]
+async fn a_recovered_delete_forgets_the_link_to_the_deleted_account() {
+    let (sandbox, dir) = empty_sandbox().await;
+    write_directory(dir.path(), "00u1", "Ada");
+    let config = sandbox_config(&sandbox, dir.path());
+    reconcile(&config).await;
+    let ada = sandbox.snapshot().accounts[0].clone();
+
+    ada_left(dir.path());
+    crashed_deprovision(
+        &config,
+        ActionKind::Delete {
+            account_id: ada.id.clone(),
+            deactivated_since: None,
+        },
+    );
+    let client = seatwarden::workspace::ScimClient::new(config.scim_settings().unwrap()).unwrap();
+    client.delete_account(&ada.id).await.unwrap();
+
+    let outcome = reconcile(&config).await;
+    assert_eq!(outcome.report.summary.recovered, 1);
+    let store = Store::open(&config.state.path).unwrap();
+    assert!(
+        store
+            .links()
+            .unwrap()
+            .iter()
+            .all(|l| l.account_id != ada.id),
+        "{:?}",
+        store.links().unwrap()
+    );
+    let history = store.deprovision_history("00u1", 10).unwrap();
+    assert!(history[0].verified_at.is_some(), "{history:?}");
+    sandbox.shutdown().await;
+}
+
 /// Ada (00u1) left and her account was kept, deactivated, linked to her. A new
 /// person (00u2) is given her userName. Creating the newcomer's account meets a
 /// 409, and the account holding that userName is Ada's: it must not be linked to
