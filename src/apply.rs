@@ -33,16 +33,17 @@
 //! of every write answered and of the start of the verification.
 //!
 //! Crash safety: a row left `in_flight` by a dead process is resolved by
-//! [`recover`] at the start of the next run, by re-reading the object; a create is
-//! never sent twice because a created account is found by its userName first. That
-//! is also why a create's link and result may be committed in batches, at most
-//! once per `RECORD_INTERVAL`: one commit per create was most of an initial
-//! provisioning run.
+//! [`recover`] at the start of the next reconcile, sweep or retry pass, by
+//! re-reading the object (a row whose read fails stays in flight for the next
+//! time); a create is never sent twice because a created account is found by its
+//! userName first. That is also why a create's link and result may be committed
+//! in batches, at most once per `RECORD_INTERVAL`: one commit per create was most
+//! of an initial provisioning run.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::future::Future;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
@@ -1518,14 +1519,19 @@ async fn verify_effect(action: &Action, reader: &impl Reader) -> Result<(), Stri
 
 /// Resolves journal rows that a dead process left `in_flight`: each object is
 /// re-read; the row becomes `applied` when the workspace shows the change and
-/// `failed` otherwise (the new plan, made from a fresh snapshot, redoes it). A
-/// create that did reach the workspace is linked, so it is never sent again.
+/// `failed` when it answered without it (the new plan, made from a fresh snapshot,
+/// redoes it). A create that did reach the workspace is linked, so it is never sent
+/// again, and a delete that did loses its link, as after a run's verification. A
+/// row whose read failed (a 5xx after the retries, a network error) stays in flight
+/// for the next recovery: an unanswered read is no proof that the write did not
+/// arrive. The caller records the deprovisions found applied in the ledger
+/// (`sweep::record_recovered`): the run that sent them never did.
 ///
 /// A crash in a large phase leaves thousands of rows in flight, so the journal's
 /// results are read once per run, the objects are re-read `RECOVERY_CONCURRENCY`
 /// at a time (the client's own limit still applies), and the outcomes are
 /// journaled in one commit.
-pub async fn recover(client: &ScimClient, store: &Mutex<Store>) -> Result<usize, ApplyError> {
+pub async fn recover(client: &ScimClient, store: &Mutex<Store>) -> Result<Recovered, ApplyError> {
     let (interrupted, created, linked) = {
         let store = store.lock().map_err(|_| ApplyError::Poisoned)?;
         let interrupted: Vec<JournalEntry> = store.interrupted()?;
@@ -1548,12 +1554,13 @@ pub async fn recover(client: &ScimClient, store: &Mutex<Store>) -> Result<usize,
         };
         (interrupted, created, linked)
     };
-    if !interrupted.is_empty() {
-        // An interrupted deactivation or deletion is done if its account is gone,
-        // and a 404 says so only from a workspace whose /Users answers: after a
-        // wrong base URL every one of them would look done.
-        client.confirm_users_endpoint().await?;
+    if interrupted.is_empty() {
+        return Ok(Recovered::default());
     }
+    // An interrupted deactivation or deletion is done if its account is gone, and
+    // a 404 says so only from a workspace whose /Users answers: after a wrong base
+    // URL every one of them would look done.
+    client.confirm_users_endpoint().await?;
     let no_results = Created::default();
     let outcomes = bounded(interrupted.iter(), RECOVERY_CONCURRENCY, |entry| {
         resolve_entry(
@@ -1562,6 +1569,7 @@ pub async fn recover(client: &ScimClient, store: &Mutex<Store>) -> Result<usize,
                 client,
                 created: created.get(&entry.run).unwrap_or(&no_results),
                 linked: &linked,
+                unanswered: OnceLock::new(),
             },
         )
     })
@@ -1570,7 +1578,10 @@ pub async fn recover(client: &ScimClient, store: &Mutex<Store>) -> Result<usize,
     let mut store = store.lock().map_err(|_| ApplyError::Poisoned)?;
     let links: Vec<NewLink> = outcomes
         .iter()
-        .filter_map(|(_, outcome)| outcome.as_ref().ok().cloned().flatten())
+        .filter_map(|(_, outcome)| match outcome {
+            Resolved::Reached(link) => link.clone(),
+            _ => None,
+        })
         .collect();
     if !links.is_empty() {
         store.upsert_links(&links, Utc::now())?;
@@ -1580,7 +1591,7 @@ pub async fn recover(client: &ScimClient, store: &Mutex<Store>) -> Result<usize,
         for (entry, outcome) in &outcomes {
             let action = &entry.action;
             match outcome {
-                Ok(_) => {
+                Resolved::Reached(_) => {
                     store.mark_applied(entry.run, action.seq, now, None)?;
                     tracing::info!(
                         run = entry.run,
@@ -1589,7 +1600,7 @@ pub async fn recover(client: &ScimClient, store: &Mutex<Store>) -> Result<usize,
                         "interrupted action had reached the workspace"
                     );
                 }
-                Err(why) => {
+                Resolved::NotReached(why) => {
                     store.mark_failed(
                         entry.run,
                         action.seq,
@@ -1603,11 +1614,67 @@ pub async fn recover(client: &ScimClient, store: &Mutex<Store>) -> Result<usize,
                         "interrupted action had not reached the workspace"
                     );
                 }
+                Resolved::Unanswered(why) => {
+                    tracing::warn!(
+                        run = entry.run,
+                        seq = action.seq,
+                        op = action.kind.name(),
+                        error = %why,
+                        "interrupted action left in flight: the workspace did not answer the \
+                         read that decides whether it arrived; the next recovery reads it again"
+                    );
+                }
             }
         }
         Ok(())
     })?;
-    Ok(outcomes.len())
+    let deleted: Vec<String> = outcomes
+        .iter()
+        .filter_map(|(entry, outcome)| match (&entry.action.kind, outcome) {
+            (ActionKind::Delete { account_id, .. }, Resolved::Reached(_)) => {
+                Some(account_id.clone())
+            }
+            _ => None,
+        })
+        .collect();
+    if !deleted.is_empty() {
+        store.remove_links_to_accounts(&deleted)?;
+    }
+    let mut recovered = Recovered::default();
+    for (entry, outcome) in &outcomes {
+        match outcome {
+            Resolved::Reached(_) => {
+                recovered.resolved += 1;
+                recovered
+                    .applied
+                    .entry(entry.run)
+                    .or_default()
+                    .push(entry.action.seq);
+            }
+            Resolved::NotReached(_) => recovered.resolved += 1,
+            Resolved::Unanswered(_) => {}
+        }
+    }
+    Ok(recovered)
+}
+
+/// What [`recover`] resolved.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Recovered {
+    /// Rows journaled applied or failed; those whose read failed stay in flight.
+    pub resolved: usize,
+    /// The seqs found applied, by run.
+    pub applied: BTreeMap<RunId, Vec<u32>>,
+}
+
+/// What re-reading an interrupted action's object found.
+enum Resolved {
+    /// The workspace shows the change; for a create, the link to record.
+    Reached(Option<NewLink>),
+    /// The workspace answered, without the change.
+    NotReached(String),
+    /// A read failed: nothing is known.
+    Unanswered(String),
 }
 
 /// How many interrupted actions [`recover`] re-reads at once.
@@ -1618,8 +1685,14 @@ const RECOVERY_CONCURRENCY: usize = 8;
 async fn resolve_entry<'a>(
     entry: &'a JournalEntry,
     reader: Recovery<'_>,
-) -> (&'a JournalEntry, Result<Option<NewLink>, String>) {
-    (entry, resolve_interrupted(&entry.action, &reader).await)
+) -> (&'a JournalEntry, Resolved) {
+    let resolved = match resolve_interrupted(&entry.action, &reader).await {
+        Ok(link) => Resolved::Reached(link),
+        // Every read error ends the check with an error, whatever else it said.
+        Err(why) if reader.unanswered.get().is_some() => Resolved::Unanswered(why),
+        Err(why) => Resolved::NotReached(why),
+    };
+    (entry, resolved)
 }
 
 async fn resolve_interrupted(
@@ -1689,44 +1762,49 @@ fn created_in(store: &Store, run: RunId) -> Result<Created, StoreError> {
     Ok(created)
 }
 
-/// Reads for recovery: created objects are looked up from the journal's results.
+/// Reads for recovery, one per interrupted action: created objects are looked up
+/// from the journal's results.
 struct Recovery<'a> {
     client: &'a ScimClient,
     created: &'a Created,
     /// Account id → the identity it is linked to.
     linked: &'a HashMap<String, String>,
+    /// The first read that failed (see [`Resolved::Unanswered`]).
+    unanswered: OnceLock<String>,
+}
+
+impl Recovery<'_> {
+    fn answered<T>(&self, read: Result<T, WorkspaceError>) -> Result<T, String> {
+        read.map_err(|e| {
+            let e = e.to_string();
+            let _ = self.unanswered.set(e.clone());
+            e
+        })
+    }
 }
 
 impl Reader for Recovery<'_> {
     async fn account(&self, id: &str) -> Result<Option<Arc<Account>>, String> {
-        self.client
-            .get_account(id)
-            .await
+        self.answered(self.client.get_account(id).await)
             .map(|a| a.map(Arc::new))
-            .map_err(|e| e.to_string())
     }
     async fn account_by_user_name(&self, user_name: &str) -> Result<Option<Account>, String> {
-        self.client
-            .find_account_by_user_name(user_name)
-            .await
-            .map_err(|e| e.to_string())
+        self.answered(self.client.find_account_by_user_name(user_name).await)
     }
     async fn account_elsewhere(
         &self,
         id: &str,
         user_name: &str,
     ) -> Result<Option<Account>, String> {
-        self.client
-            .find_account_elsewhere(id, Some(user_name))
-            .await
-            .map_err(|e| e.to_string())
+        self.answered(
+            self.client
+                .find_account_elsewhere(id, Some(user_name))
+                .await,
+        )
     }
     async fn group(&self, id: &str) -> Result<Option<Arc<Members>>, String> {
-        self.client
-            .get_group(id)
-            .await
+        self.answered(self.client.get_group(id).await)
             .map(|g| g.map(|g| Arc::new(members_of(g))))
-            .map_err(|e| e.to_string())
     }
     fn created_account(&self, identity_id: &str) -> Option<String> {
         self.created.accounts.get(identity_id).cloned()

@@ -9,8 +9,13 @@
 //! Owner) is refused and stays held; the rest are released and applied through the
 //! same journaled executor and circuit breaker as a run. The run's stored report is
 //! brought up to date afterwards.
+//!
+//! An approval cut off before it sent what it approved (a crash, Ctrl-C, an error,
+//! a breaker that opened before a later phase) is finished by approving the run
+//! again: those actions are taken with the held ones, re-checked and applied; their
+//! decision stays the first approval's.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::sync::{Arc, Mutex};
 
 use chrono::{DateTime, Utc};
@@ -285,8 +290,16 @@ pub struct Approval {
     pub applied: ApplySummary,
 }
 
-/// The held actions of `run` that `only` selects and nobody decided on yet.
-fn undecided(store: &Store, run: RunId, only: &Only) -> Result<Vec<JournalEntry>, ApprovalError> {
+/// The held actions of `run` that `only` selects and nobody decided on yet; with
+/// `approved_unsent`, also those an earlier `approve` approved but did not get to
+/// send (cut off, failed, or a breaker that opened before their phase): nothing
+/// else ever picks them up again.
+fn undecided(
+    store: &Store,
+    run: RunId,
+    only: &Only,
+    approved_unsent: bool,
+) -> Result<Vec<JournalEntry>, ApprovalError> {
     match store.run(run)? {
         None => return Err(ApprovalError::UnknownRun(run)),
         // What a plan or a dry run held was what a reconcile would have held then;
@@ -307,8 +320,12 @@ fn undecided(store: &Store, run: RunId, only: &Only) -> Result<Vec<JournalEntry>
     let held: Vec<JournalEntry> = store
         .journal(run)?
         .into_iter()
-        .filter(|e| e.state == ActionState::Held)
-        .filter(|e| !decisions.contains_key(&e.action.seq))
+        .filter(|e| match (e.state, decisions.get(&e.action.seq)) {
+            (ActionState::Held, None) => true,
+            // Held as well: cut off between recording the decision and releasing.
+            (ActionState::Held | ActionState::Planned, Some(Decision::Approved)) => approved_unsent,
+            _ => false,
+        })
         .filter(|e| only.admits(&e.action.kind))
         .collect();
     if held.is_empty() {
@@ -329,7 +346,13 @@ pub async fn approve(
     only: &Only,
     now: DateTime<Utc>,
 ) -> Result<Approval, ApprovalError> {
-    let held = undecided(&store, run, only)?;
+    let held = undecided(&store, run, only, true)?;
+    let approved_before: HashSet<u32> = store
+        .decisions(run)?
+        .into_iter()
+        .filter(|(_, d)| *d == Decision::Approved)
+        .map(|(seq, _)| seq)
+        .collect();
     let (circuit, _) = safety::circuit_state(&store, config, now)?;
     if !circuit.allows_writes() {
         return Err(ApprovalError::CircuitOpen(circuit.to_string()));
@@ -434,10 +457,11 @@ pub async fn approve(
 
     {
         let mut store = store.lock().map_err(|_| ApprovalError::Poisoned)?;
-        store.release_held(run, &approval.approved, now)?;
+        // Who approved an action and when stays the first approval's.
         let mut decisions: Vec<(u32, Decision, Option<String>)> = approval
             .approved
             .iter()
+            .filter(|seq| !approved_before.contains(seq))
             .map(|seq| (*seq, Decision::Approved, None))
             .collect();
         decisions.extend(
@@ -447,15 +471,29 @@ pub async fn approve(
                 .map(|(seq, why)| (*seq, Decision::Obsolete, Some(why.clone()))),
         );
         let user = safety::os_user();
+        // Decided before released: cut off in between, the rows are still held but
+        // approved, and the next `approve` takes them (see `undecided`); the other
+        // way round they would be planned with no decision, which nothing takes.
         store.record_decisions(run, &decisions, &user, now)?;
+        store.release_held(run, &approval.approved, now)?;
+        let again = approval
+            .approved
+            .iter()
+            .filter(|seq| approved_before.contains(seq))
+            .count();
         safety::audit(
             &mut store,
             "approve",
             Some(run),
             format!(
-                "approved {} held actions{}; {} obsolete, {} refused by the re-check",
+                "approved {} held actions{}{}; {} obsolete, {} refused by the re-check",
                 approval.approved.len(),
                 only.describe(),
+                if again > 0 {
+                    format!(" ({again} approved before and not sent yet)")
+                } else {
+                    String::new()
+                },
                 approval.obsolete.len(),
                 approval.refused.len()
             ),
@@ -509,7 +547,7 @@ pub fn reject(
     only: &Only,
     now: DateTime<Utc>,
 ) -> Result<usize, ApprovalError> {
-    let held = undecided(store, run, only)?;
+    let held = undecided(store, run, only, false)?;
     let decisions: Vec<(u32, Decision, Option<String>)> = held
         .iter()
         .map(|e| (e.action.seq, Decision::Rejected, None))

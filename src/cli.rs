@@ -645,6 +645,8 @@ fn run_command(cli: Cli) -> anyhow::Result<u8> {
             Ok(exit::OK)
         }
         Command::Resume { no_run, format } => {
+            // A job writing now records its breaker when it ends, over this.
+            let writer = writer_lock(&config)?;
             let mut store = open_store(&config)?;
             let was_open = crate::approval::resume(&mut store, chrono::Utc::now())?;
             eprintln!(
@@ -656,6 +658,8 @@ fn run_command(cli: Cli) -> anyhow::Result<u8> {
                 }
             );
             drop(store);
+            // The reconcile takes it again: a second flock in this process would wait.
+            drop(writer);
             if no_run {
                 return Ok(exit::OK);
             }

@@ -259,8 +259,15 @@ pub async fn execute_with_options(
             // Every reconcile feeds the same-day deprovisioning ledger, whether
             // the daemon or a person ran it.
             let sla = crate::sweep::configured_sla(config);
-            outcome.deprovision_latencies =
-                crate::sweep::record_reconcile(&store, run_id, started_at, Utc::now(), sla)?;
+            outcome
+                .deprovision_latencies
+                .extend(crate::sweep::record_reconcile(
+                    &store,
+                    run_id,
+                    started_at,
+                    Utc::now(),
+                    sla,
+                )?);
             tracing::debug!(
                 elapsed_ms = since(started_at),
                 "deprovisioning ledger updated"
@@ -325,10 +332,17 @@ async fn pipeline(
             now,
         )?;
     }
-    let recovered = if mode == Mode::Reconcile {
-        apply::recover(client, store).await?
+    let (recovered, recovered_latencies) = if mode == Mode::Reconcile {
+        let recovered = apply::recover(client, store).await?;
+        let latencies = crate::sweep::record_recovered(
+            &mut *lock(store)?,
+            &recovered,
+            Utc::now(),
+            crate::sweep::configured_sla(config),
+        )?;
+        (recovered.resolved, latencies)
     } else {
-        0
+        (0, Vec::new())
     };
     tracing::debug!(
         elapsed_ms = since(started_at),
@@ -585,7 +599,7 @@ async fn pipeline(
         run_id,
         plan: guarded,
         report,
-        deprovision_latencies: Vec::new(),
+        deprovision_latencies: recovered_latencies,
     })
 }
 

@@ -3,6 +3,9 @@
 //! deactivates their linked accounts — reading only those accounts, journaling
 //! every write, and verifying each by a re-read.
 //!
+//! Before anything is counted or sent, actions a cut-off writer left `in_flight`
+//! are resolved ([`apply::recover`]): the 24 h limits count them as sent.
+//!
 //! An account that reads as 404 is gone (its episode verified without a write) only
 //! once a `/Users` listing page has answered in the same pass: a base URL that
 //! answers 404 to everything must not close every episode.
@@ -253,6 +256,30 @@ pub async fn enforce(
     now: DateTime<Utc>,
 ) -> Result<SweepOutcome, RunError> {
     let mut outcome = SweepOutcome::default();
+    // A sweep or retry that died mid-write left its deactivations `in_flight`, and
+    // the 24 h counts take in-flight rows as sent: the same leavers, planned again
+    // below, would count twice and could be held until a reconcile recovered them.
+    // The caller holds the writer lock, so every row in flight is a dead process's.
+    match apply::recover(client, store).await {
+        Ok(recovered) if recovered.resolved == 0 => {}
+        Ok(recovered) => {
+            tracing::info!(
+                recovered = recovered.resolved,
+                "interrupted actions resolved"
+            );
+            let latencies =
+                record_recovered(&mut *lock(store)?, &recovered, now, configured_sla(config))?;
+            outcome.latencies.extend(latencies);
+        }
+        // Leavers whose accounts can be read are still enforced (and overdue ones
+        // escalated); the rows stay in flight for the next pass.
+        Err(apply::ApplyError::Workspace(e)) => tracing::warn!(
+            error = %e,
+            "cannot resolve actions a cut-off run left in flight; they still count towards \
+             the 24 h limits until the next pass resolves them"
+        ),
+        Err(e) => return Err(e.into()),
+    }
     let open = lock(store)?.open_deprovisions()?;
     let cool_down =
         Duration::from_std(config.circuit_settings().cool_down).unwrap_or(Duration::MAX);
@@ -737,6 +764,48 @@ pub fn record_deprovisions(
         }
         Ok(verified)
     })
+}
+
+/// After [`apply::recover`]: the deprovisions it found applied join the ledger as
+/// their run would have recorded them had it finished (detected at the run's
+/// start, verified at `now`); a reconcile cut off after its writes never recorded
+/// them. One verified since that run began (a sweep found the account inactive)
+/// is this one, already recorded: recorded again, it would read as a person who
+/// came back and left again.
+pub fn record_recovered(
+    store: &mut Store,
+    recovered: &apply::Recovered,
+    now: DateTime<Utc>,
+    sla: Duration,
+) -> Result<Vec<Duration>, StoreError> {
+    let mut latencies = Vec::new();
+    for (run, seqs) in &recovered.applied {
+        let Some(started) = store.run(*run)?.map(|r| r.started_at) else {
+            continue;
+        };
+        let current = store.current_deprovisions()?;
+        let recorded = |identity: &str| {
+            current
+                .iter()
+                .any(|e| e.identity_id == identity && e.verified_at.is_some_and(|at| at >= started))
+        };
+        let seqs: Vec<u32> = store
+            .journal_deprovisions(*run)?
+            .into_iter()
+            .filter(|row| seqs.contains(&row.action.seq))
+            .filter(|row| !row.action.identity_id.as_deref().is_some_and(recorded))
+            .map(|row| row.action.seq)
+            .collect();
+        latencies.extend(record_deprovisions(
+            store,
+            *run,
+            Some(&seqs),
+            started,
+            now,
+            sla,
+        )?);
+    }
+    Ok(latencies)
 }
 
 /// Why the guard held an action, as the ledger records it.

@@ -8,8 +8,10 @@
 //! and workspace attributes, plans and results.
 //!
 //! Storage choices:
-//! - file databases use WAL, `synchronous=NORMAL`, `foreign_keys=ON` and a 5 s busy
-//!   timeout; writes take the lock up front (`BEGIN IMMEDIATE`);
+//! - file databases use WAL, `synchronous=FULL`, `foreign_keys=ON` and a 5 s busy
+//!   timeout; writes take the lock up front (`BEGIN IMMEDIATE`). FULL because a
+//!   journal row committed `in_flight` must survive a power loss: under NORMAL the
+//!   last commits may roll back, and a write already sent would be unrecorded;
 //! - the schema version is `PRAGMA user_version` (see [`migrations`]); a database
 //!   newer than this binary is refused;
 //! - timestamps are RFC 3339 UTC text with nine fraction digits (see `codec`);
@@ -295,7 +297,8 @@ impl Store {
     fn configure(&self) -> rusqlite::Result<()> {
         self.conn.busy_timeout(BUSY_TIMEOUT)?;
         self.conn.pragma_update(None, "foreign_keys", true)?;
-        self.conn.pragma_update(None, "synchronous", "NORMAL")?;
+        // Not NORMAL: see the module docs (an in-flight row lost to a power cut).
+        self.conn.pragma_update(None, "synchronous", "FULL")?;
         // 32 MiB page cache: a 100k-account snapshot fits without spilling mid-write.
         self.conn.pragma_update(None, "cache_size", -32_768)?;
         self.conn.set_prepared_statement_cache_capacity(64);

@@ -3,6 +3,9 @@
 //! (when it was last sent, whether its resolution went out) is saved in the same
 //! transaction as the message it caused, so a crash cannot send an alert without
 //! recording it, nor record it without queueing the message.
+//!
+//! A next attempt further ahead than any the mail module schedules
+//! ([`LONGEST_WAIT`]) was set by a clock since stepped back, and is due now.
 
 use std::fmt;
 
@@ -15,6 +18,20 @@ use super::error::Context;
 use super::{RUN_COLUMNS, RunId, RunRecord, Store, StoreError, run_record};
 
 pub type OutboxId = i64;
+
+/// The furthest ahead a pending message's next attempt is ever set by a clock that
+/// kept time: the redelivery backoff stops at an hour (`mail::redelivery_delay`)
+/// and a sender's claim holds a message for ten minutes (`mail::deliver_due`); an
+/// hour of margin on top, as `sla::longest_wait` allows. Further ahead than this,
+/// the attempt was scheduled before the clock was stepped back (NTP, a restored
+/// VM): it is due now, not once the clock has caught up, with an alert waiting.
+pub(crate) const LONGEST_WAIT: chrono::Duration = chrono::Duration::minutes(60 + 10 + 60);
+
+/// `now + LONGEST_WAIT`: a next attempt after it is due (see [`LONGEST_WAIT`]).
+fn stepped_after(now: DateTime<Utc>) -> DateTime<Utc> {
+    now.checked_add_signed(LONGEST_WAIT)
+        .unwrap_or(DateTime::<Utc>::MAX_UTC)
+}
 
 /// Why a message was written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -226,7 +243,8 @@ impl Store {
         insert_message(&self.conn, message, now)
     }
 
-    /// Pending messages whose next attempt is due at `now`, oldest first.
+    /// Pending messages whose next attempt is due at `now` (or is further ahead than
+    /// [`LONGEST_WAIT`]), oldest first.
     pub fn due_messages(
         &self,
         now: DateTime<Utc>,
@@ -236,12 +254,15 @@ impl Store {
         self.conn
             .prepare_cached(&format!(
                 "SELECT {OUTBOX_COLUMNS} FROM outbox
-                 WHERE state = 'pending' AND next_attempt_at <= ?1
+                 WHERE state = 'pending' AND (next_attempt_at <= ?1 OR next_attempt_at > ?3)
                  ORDER BY id LIMIT ?2"
             ))
             .and_then(|mut stmt| {
-                stmt.query_map(params![ts(now), limit], outbox_entry)?
-                    .collect()
+                stmt.query_map(
+                    params![ts(now), limit, ts(stepped_after(now))],
+                    outbox_entry,
+                )?
+                .collect()
             })
             .context(|| "reading due messages from outbox".to_owned())
     }
@@ -267,9 +288,12 @@ impl Store {
         self.conn
             .prepare_cached(
                 "UPDATE outbox SET next_attempt_at = ?3
-                 WHERE id = ?1 AND state = 'pending' AND next_attempt_at <= ?2",
+                 WHERE id = ?1 AND state = 'pending'
+                   AND (next_attempt_at <= ?2 OR next_attempt_at > ?4)",
             )
-            .and_then(|mut stmt| stmt.execute(params![id, ts(now), ts(until)]))
+            .and_then(|mut stmt| {
+                stmt.execute(params![id, ts(now), ts(until), ts(stepped_after(now))])
+            })
             .map(|changed| changed == 1)
             .context(|| format!("claiming message {id} in outbox"))
     }

@@ -198,7 +198,8 @@ fn file_database_uses_wal_and_migrations_are_idempotent() {
         .conn
         .pragma_query_value(None, "synchronous", |r| r.get(0))
         .unwrap();
-    assert_eq!(sync, 1, "synchronous=NORMAL");
+    // FULL: a journal row committed in flight survives a power loss.
+    assert_eq!(sync, 2, "synchronous=FULL");
 }
 
 #[test]
@@ -1960,4 +1961,48 @@ fn a_new_database_and_its_lock_are_private_to_their_owner() {
     assert_eq!(mode("state.db"), 0o600);
     assert_eq!(mode("state.db-wal"), 0o600);
     assert_eq!(mode("state.db.writer"), 0o600);
+}
+
+/// A message whose next attempt was set by a clock since stepped back (a day, here)
+/// is due now, not once the clock has caught up; a legitimate wait (the hour the
+/// backoff stops at, a sender's ten-minute claim) is still honoured.
+#[test]
+fn an_outbox_attempt_scheduled_before_the_clock_stepped_back_is_due() {
+    let mut store = Store::open_in_memory().unwrap();
+    let message = NewMessage {
+        kind: OutboxKind::Alert,
+        subject: "deprovision overdue".into(),
+        from: "seatwarden@example.com".into(),
+        to: vec!["it@example.com".into()],
+        text: "text".into(),
+        html: "<p>html</p>".into(),
+    };
+    let waiting = store.enqueue_message(&message, t(0)).unwrap();
+    store
+        .mark_message_attempt_failed(waiting, "421 try later", Some(t(3600)))
+        .unwrap();
+    let due = |store: &Store, now| -> Vec<OutboxId> {
+        store
+            .due_messages(now, 10)
+            .unwrap()
+            .into_iter()
+            .map(|m| m.id)
+            .collect()
+    };
+    assert!(due(&store, t(1)).is_empty(), "the backoff's hour is kept");
+    assert!(!store.claim_message(waiting, t(1), t(601)).unwrap());
+
+    // Scheduled by a clock a day ahead, which NTP has since put right.
+    let stepped = store.enqueue_message(&message, t(86_400)).unwrap();
+    assert_eq!(due(&store, t(1)), [stepped]);
+    assert!(store.claim_message(stepped, t(1), t(601)).unwrap());
+    // Claimed: the sender's ten minutes are a legitimate wait.
+    assert!(due(&store, t(2)).is_empty());
+    assert!(!store.claim_message(stepped, t(2), t(602)).unwrap());
+
+    // The clamp allows for the longest wait the mail module schedules.
+    let cap = chrono::Duration::from_std(crate::mail::redelivery_delay(u32::MAX)).unwrap();
+    assert!(
+        outbox::LONGEST_WAIT >= cap + chrono::Duration::minutes(10) + chrono::Duration::hours(1)
+    );
 }

@@ -3,10 +3,10 @@
 //! (reconcile, sweep, retry, prune) or `seatwarden reconcile`, `approve` and
 //! `resume` from a shell — so two writers never run at once.
 //!
-//! Above all for the recovery at the start of a reconcile: it takes every journal
-//! row left in flight for one a dead process left behind. With another writer
-//! alive those rows are its live writes; resolving them as interrupted would fail
-//! them under it and send them a second time. The lock is the operating system's
+//! Above all for the recovery at the start of a reconcile, sweep or retry pass:
+//! it takes every journal row left in flight for one a dead process left behind.
+//! With another writer alive those rows are its live writes; resolving them as
+//! interrupted would fail them under it and send them a second time. The lock is the operating system's
 //! (`flock`), so it is released when its holder dies, however it dies.
 
 use std::fs::File;

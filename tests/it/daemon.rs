@@ -1420,6 +1420,66 @@ async fn the_sweep_sends_nothing_while_the_circuit_breaker_is_open() {
     sandbox.shutdown().await;
 }
 
+/// A sweep killed with a deactivation in flight (journaled, never answered) left a
+/// row that the 24 h limit counts as sent. The next sweep resolves it first (the
+/// workspace does not show it: failed), so the same leaver, planned again, counts
+/// once and is deactivated rather than held until a reconcile recovers the row.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sweep_resolves_a_cut_off_sweeps_deactivation_before_counting_the_day() {
+    use seatwarden::model::{Action, ActionKind, DriftKind, Plan};
+    use seatwarden::store::{ActionState, RunKind};
+    use seatwarden::workspace::ScimClient;
+
+    let (sandbox, dir, mut config) = reconciled_demo().await;
+    let leaver_id = remove_a_leaver(dir.path(), &sandbox);
+    let account_of_leaver = || {
+        sandbox
+            .snapshot()
+            .accounts
+            .into_iter()
+            .find(|a| a.external_id.as_deref() == Some(leaver_id.as_str()))
+            .unwrap()
+    };
+    let account = account_of_leaver();
+    let store = Arc::new(Mutex::new(Store::open(&config.state.path).unwrap()));
+    let now = chrono::Utc::now();
+    let crashed = {
+        let mut store = store.lock().unwrap();
+        // Room for exactly this leaver today.
+        let today = store
+            .deprovisions_since(now - chrono::Duration::hours(24))
+            .unwrap();
+        config.safety.max_deprovisions_per_day = usize::try_from(today).unwrap() + 1;
+        let run = store.begin_run(RunKind::Sweep, now).unwrap();
+        let plan = Plan {
+            actions: vec![Action {
+                seq: 0,
+                kind: ActionKind::Deactivate {
+                    account_id: account.id.clone(),
+                },
+                reason: DriftKind::StaleAccess,
+                subject: account.user_name.clone(),
+                identity_id: Some(leaver_id.clone()),
+                detail: "deleted from the directory".into(),
+                held: None,
+            }],
+            ..Plan::default()
+        };
+        store.save_plan(run, &plan, now).unwrap();
+        store.mark_in_flight(run, 0, now).unwrap();
+        run
+    };
+    let client = ScimClient::new(config.scim_settings().unwrap()).unwrap();
+    let directory = config.directory();
+
+    let outcome = sweep_now(&config, &directory, &client, &store).await;
+    assert_eq!((outcome.enforced, outcome.held), (1, 0), "{outcome:?}");
+    assert!(!account_of_leaver().active);
+    let journal = store.lock().unwrap().journal(crashed).unwrap();
+    assert_eq!(journal[0].state, ActionState::Failed, "{journal:?}");
+    sandbox.shutdown().await;
+}
+
 /// A person whose deprovision was verified, whose account then came back (a
 /// rehire seen only by a reconcile, or an admin re-enabling it by hand), and who
 /// is deprovisioned again: the reconcile's new deactivation, held here, is a new

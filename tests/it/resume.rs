@@ -199,6 +199,86 @@ async fn an_interrupted_create_is_linked_not_sent_twice() {
     // `expect(0)` on POST is checked when the server drops.
 }
 
+/// A lookup that fails (503 after the retries) says nothing about whether the
+/// interrupted create arrived: the row stays in flight, not failed, and the next
+/// recovery, whose lookup answers, links it as applied.
+#[tokio::test]
+async fn an_interrupted_create_whose_lookup_fails_stays_in_flight() {
+    let server = MockServer::start().await;
+    let mount = |lookup: ResponseTemplate| {
+        let server = &server;
+        async move {
+            Mock::given(method("GET"))
+                .and(path("/Users"))
+                .and(query_param("filter", "userName eq \"ada@example.com\""))
+                .respond_with(lookup)
+                .with_priority(1)
+                .mount(server)
+                .await;
+            Mock::given(method("GET"))
+                .and(path("/ServiceProviderConfig"))
+                .respond_with(ResponseTemplate::new(404))
+                .mount(server)
+                .await;
+            Mock::given(method("GET"))
+                .and(path("/Users"))
+                .respond_with(scim(list(vec![ada_account()])))
+                .mount(server)
+                .await;
+            Mock::given(method("GET"))
+                .and(path("/Groups"))
+                .respond_with(scim(list(vec![])))
+                .mount(server)
+                .await;
+            Mock::given(method("POST"))
+                .respond_with(ResponseTemplate::new(500))
+                .expect(0)
+                .mount(server)
+                .await;
+        }
+    };
+    mount(ResponseTemplate::new(503)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = config_for(&server, dir.path());
+    let crashed_run = crashed_create(&config);
+    let mut settings = config.scim_settings().unwrap();
+    settings.retry = seatwarden::retry::RetryPolicy::immediate(2);
+    let client = seatwarden::workspace::ScimClient::new(settings).unwrap();
+    let directory = run::directory_from_config(&config);
+    let reconcile = |store| {
+        run::execute_with_options(
+            &config,
+            &directory,
+            &client,
+            store,
+            Mode::Reconcile,
+            run::RunOptions::default(),
+        )
+    };
+
+    let outcome = reconcile(Store::open(&config.state.path).unwrap())
+        .await
+        .unwrap();
+    let journal = Store::open(&config.state.path)
+        .unwrap()
+        .journal(crashed_run)
+        .unwrap();
+    assert_eq!(journal[0].state, ActionState::InFlight, "{journal:?}");
+    assert_eq!(outcome.report.summary.recovered, 0);
+
+    server.reset().await;
+    mount(scim(list(vec![ada_account()]))).await;
+    let outcome = reconcile(Store::open(&config.state.path).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(outcome.report.summary.recovered, 1);
+    let journal = Store::open(&config.state.path)
+        .unwrap()
+        .journal(crashed_run)
+        .unwrap();
+    assert_eq!(journal[0].state, ActionState::Applied, "{journal:?}");
+}
+
 #[tokio::test]
 async fn an_interrupted_create_that_never_arrived_is_marked_failed_and_redone() {
     let server = MockServer::start().await;
@@ -360,6 +440,106 @@ fn write_directory(dir: &std::path::Path, id: &str, given_name: &str) {
         .to_string(),
     )
     .unwrap();
+}
+
+/// Journals a deprovision of Ada's account, `kind`, in a reconcile run and leaves
+/// it `in_flight`, as a reconcile that died after sending it would (before it
+/// recorded anything in the ledger). Returns that run's id.
+fn crashed_deprovision(config: &Config, kind: ActionKind) -> i64 {
+    let mut store = Store::open(&config.state.path).unwrap();
+    let run = store.begin_run(RunKind::Reconcile, Utc::now()).unwrap();
+    let plan = Plan {
+        actions: vec![Action {
+            seq: 0,
+            kind,
+            reason: DriftKind::StaleAccess,
+            subject: "ada@example.com".into(),
+            identity_id: Some("00u1".into()),
+            detail: "identity is deprovisioned in the directory".into(),
+            held: None,
+        }],
+        ..Plan::default()
+    };
+    store.save_plan(run, &plan, Utc::now()).unwrap();
+    store.mark_in_flight(run, 0, Utc::now()).unwrap();
+    run
+}
+
+/// A reconcile that died after its deactivation reached the workspace never
+/// recorded it in the same-day ledger. The next reconcile's recovery finds it
+/// applied and records it as that run would have: verified, in Ada's history.
+#[tokio::test]
+async fn a_recovered_deactivation_is_verified_in_the_deprovision_history() {
+    let (sandbox, dir) = empty_sandbox().await;
+    write_directory(dir.path(), "00u1", "Ada");
+    let config = sandbox_config(&sandbox, dir.path());
+    reconcile(&config).await;
+    let ada = sandbox.snapshot().accounts[0].clone();
+
+    ada_left(dir.path());
+    let crashed = crashed_deprovision(
+        &config,
+        ActionKind::Deactivate {
+            account_id: ada.id.clone(),
+        },
+    );
+    let client = seatwarden::workspace::ScimClient::new(config.scim_settings().unwrap()).unwrap();
+    client.set_active(&ada.id, false).await.unwrap();
+
+    let outcome = reconcile(&config).await;
+    assert_eq!(outcome.report.summary.recovered, 1);
+    assert!(outcome.plan.is_empty(), "{:?}", outcome.plan.actions);
+    let store = Store::open(&config.state.path).unwrap();
+    assert_eq!(
+        store.journal(crashed).unwrap()[0].state,
+        ActionState::Applied
+    );
+    let history = store.deprovision_history("00u1", 10).unwrap();
+    assert_eq!(history.len(), 1, "{history:?}");
+    assert!(
+        history[0].enforced_at.is_some() && history[0].verified_at.is_some(),
+        "{history:?}"
+    );
+    assert!(store.open_deprovisions().unwrap().is_empty());
+    sandbox.shutdown().await;
+}
+
+/// A recovered delete that reached the workspace loses its link, as a verified
+/// one does in the run that sent it.
+#[tokio::test]
+async fn a_recovered_delete_forgets_the_link_to_the_deleted_account() {
+    let (sandbox, dir) = empty_sandbox().await;
+    write_directory(dir.path(), "00u1", "Ada");
+    let config = sandbox_config(&sandbox, dir.path());
+    reconcile(&config).await;
+    let ada = sandbox.snapshot().accounts[0].clone();
+
+    ada_left(dir.path());
+    crashed_deprovision(
+        &config,
+        ActionKind::Delete {
+            account_id: ada.id.clone(),
+            deactivated_since: None,
+        },
+    );
+    let client = seatwarden::workspace::ScimClient::new(config.scim_settings().unwrap()).unwrap();
+    client.delete_account(&ada.id).await.unwrap();
+
+    let outcome = reconcile(&config).await;
+    assert_eq!(outcome.report.summary.recovered, 1);
+    let store = Store::open(&config.state.path).unwrap();
+    assert!(
+        store
+            .links()
+            .unwrap()
+            .iter()
+            .all(|l| l.account_id != ada.id),
+        "{:?}",
+        store.links().unwrap()
+    );
+    let history = store.deprovision_history("00u1", 10).unwrap();
+    assert!(history[0].verified_at.is_some(), "{history:?}");
+    sandbox.shutdown().await;
 }
 
 /// Ada (00u1) left and her account was kept, deactivated, linked to her. A new

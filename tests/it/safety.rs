@@ -401,6 +401,81 @@ async fn thirty_leavers_over_a_limit_of_25_are_all_held_until_approved() {
     assert!(after.plan.is_empty(), "{:#?}", after.plan.actions);
 }
 
+/// An approval cut off after it committed its decisions (a crash, Ctrl-C, an error,
+/// a breaker that opened before their phase) left the approved actions unsent:
+/// some released to `planned`, some still `held` (cut off between the two
+/// commits). Approving the run again takes them up, re-checks and applies them,
+/// rather than answering that nothing is held.
+#[tokio::test]
+async fn an_interrupted_approval_is_finished_by_approving_again() {
+    use seatwarden::store::{ActionState, Decision};
+
+    let mut env = env_with(200, None, "max_deprovisions = 25").await;
+    env.run(Mode::Reconcile, RunOptions::default()).await;
+    let active_before = env.active_accounts();
+    env.leave(30);
+    let outcome = env.run(Mode::Reconcile, RunOptions::default()).await;
+    let seqs: Vec<u32> = deactivations(&outcome).iter().map(|a| a.seq).collect();
+    assert_eq!(seqs.len(), 30);
+    {
+        // What the first approval committed before it died.
+        let mut store = env.store();
+        let approved: Vec<(u32, Decision, Option<String>)> = seqs
+            .iter()
+            .map(|seq| (*seq, Decision::Approved, None))
+            .collect();
+        store
+            .record_decisions(outcome.run_id, &approved, "alice", Utc::now())
+            .unwrap();
+        store
+            .release_held(outcome.run_id, &seqs[..20], Utc::now())
+            .unwrap();
+        let journal = store.journal(outcome.run_id).unwrap();
+        let state = |seq: u32| journal.iter().find(|e| e.action.seq == seq).unwrap().state;
+        assert_eq!(state(seqs[0]), ActionState::Planned);
+        assert_eq!(state(seqs[29]), ActionState::Held);
+    }
+    assert_eq!(env.active_accounts(), active_before, "nothing sent yet");
+
+    let approval = approval::approve(
+        &env.config,
+        &env.client(3),
+        env.store(),
+        outcome.run_id,
+        &Only::All,
+        Utc::now(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(approval.approved.len(), 30);
+    assert_eq!((approval.applied.applied, approval.applied.failed), (30, 0));
+    assert_eq!(env.active_accounts(), active_before - 30);
+    let store = env.store();
+    assert!(store.open_deprovisions().unwrap().is_empty());
+    let audit = store.audit().unwrap();
+    assert!(
+        audit[0]
+            .detail
+            .contains("30 approved before and not sent yet"),
+        "{audit:?}"
+    );
+    drop(store);
+
+    let again = approval::approve(
+        &env.config,
+        &env.client(3),
+        env.store(),
+        outcome.run_id,
+        &Only::All,
+        Utc::now(),
+    )
+    .await;
+    assert!(matches!(
+        again,
+        Err(approval::ApprovalError::NothingHeld { .. })
+    ));
+}
+
 /// A held deactivation of someone a sweep has since seen with access again (back
 /// from leave, re-hired into the directory) is refused by `approve`, not applied
 /// to a person who is no longer leaving.
@@ -1363,6 +1438,87 @@ async fn a_reconcile_run_by_hand_waits_for_the_writer_lock() {
         seatwarden::store::RunStatus::Succeeded,
         "{run:?}"
     );
+}
+
+/// `seatwarden resume` waits for a job that is writing (the writer lock), as its
+/// docs say: that job records the breaker when it ends, which would undo a resume
+/// made under it. Once the lock is free it closes the breaker.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resume_waits_for_the_writer_lock() {
+    use std::io::BufRead;
+    let env = env_with(10, None, "").await;
+    env.store()
+        .set_circuit(&seatwarden::circuit::CircuitRecord {
+            opened_at: Some(Utc::now()),
+            reason: Some("16 of the last 20 writes failed".into()),
+            failures: Vec::new(),
+        })
+        .unwrap();
+    let held = seatwarden::store::WriterLock::acquire_blocking(&env.config.state.path, |_| {
+        panic!("nobody else holds it")
+    })
+    .unwrap();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_seatwarden"))
+        .arg("--config")
+        .arg(env._dir.path().join("seatwarden.toml"))
+        .args(["resume", "--no-run"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (lines, seen) = std::sync::mpsc::channel::<String>();
+    let reader = std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stderr).lines() {
+            let _ = lines.send(line.unwrap());
+        }
+    });
+    let waiting = "waiting for the daemon's running job to finish";
+    loop {
+        match seen.recv_timeout(std::time::Duration::from_secs(60)) {
+            Ok(line) if line.contains(waiting) => break,
+            Ok(_) => {}
+            Err(e) => panic!(
+                "no {waiting:?} on stderr ({e}); exit: {:?}",
+                child.try_wait()
+            ),
+        }
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert!(child.try_wait().unwrap().is_none(), "still waiting");
+    assert!(env.store().circuit().unwrap().opened_at.is_some());
+
+    drop(held);
+    let status = tokio::task::spawn_blocking(move || child.wait().unwrap())
+        .await
+        .unwrap();
+    reader.join().unwrap();
+    assert_eq!(status.code(), Some(0));
+    assert_eq!(env.store().circuit().unwrap().opened_at, None);
+
+    // With its reconcile: the lock is let go first, or the reconcile waits on it.
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_seatwarden"))
+        .arg("--config")
+        .arg(env._dir.path().join("seatwarden.toml"))
+        .arg("resume")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while child.try_wait().unwrap().is_none() {
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("resume did not finish: its reconcile waits for its own lock");
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let run = env
+        .store()
+        .latest_run(&[seatwarden::store::RunKind::Reconcile])
+        .unwrap()
+        .unwrap();
+    assert_eq!(run.status, seatwarden::store::RunStatus::Succeeded);
 }
 
 /// Two accounts carry Ada's email: the match is disputed and nothing is done for
