@@ -117,6 +117,27 @@ pub struct PlanSettings {
     pub protected: Protected,
 }
 
+impl PlanSettings {
+    /// What losing access does to an account that is still active: deleted at once
+    /// only when deprovisioning deletes with no retention period and the person is
+    /// not merely suspended (a suspension may be lifted); otherwise deactivated,
+    /// and with a retention period deleted once it has been seen deactivated that
+    /// long. The plan and the sweep both decide through it.
+    pub fn revoke_active(&self, account_id: String, suspended: bool) -> ActionKind {
+        let deletes_at_once = self.deprovision == DeprovisionAction::Delete
+            && !suspended
+            && self.retention.delete_after <= TimeDelta::zero();
+        if deletes_at_once {
+            ActionKind::Delete {
+                account_id,
+                deactivated_since: None,
+            }
+        } else {
+            ActionKind::Deactivate { account_id }
+        }
+    }
+}
+
 /// Diffs `desired` against `workspace`. `directory` is the snapshot `desired` was
 /// computed from; it supplies the match candidates and tells deleted identities
 /// (absent) from inactive ones. Never sets [`Action::held`]; that is the guard's job.
@@ -1348,17 +1369,10 @@ impl<'p, 'a: 'p> Planner<'p, 'a> {
         let retention = &self.settings.retention;
         let account_id = account.id.clone();
         let (kind, detail) = if account.active {
-            let kind = if deletes && retention.delete_after <= TimeDelta::zero() {
-                ActionKind::Delete {
-                    account_id,
-                    deactivated_since: None,
-                }
-            } else {
-                // With a retention period the account is deactivated now and
-                // deleted once it has been seen deactivated that long.
-                ActionKind::Deactivate { account_id }
-            };
-            (kind, format!("{why}; account is still active"))
+            (
+                self.settings.revoke_active(account_id, suspended),
+                format!("{why}; account is still active"),
+            )
         } else if !deletes {
             return;
         } else if retention.delete_after <= TimeDelta::zero() {
@@ -2003,6 +2017,42 @@ mod tests {
 
     fn existing(id: &str) -> AccountRef {
         AccountRef::Existing { id: id.into() }
+    }
+
+    /// The one decision the plan and the sweep share: an active account is deleted
+    /// at once only by a deleting policy without retention, for a leaver who is not
+    /// merely suspended.
+    #[test]
+    fn an_active_account_is_deleted_at_once_only_without_retention_and_not_for_a_suspension() {
+        let settings = |deprovision, days: i64| PlanSettings {
+            deprovision,
+            retention: Retention {
+                delete_after: TimeDelta::days(days),
+                ..Default::default()
+            },
+            unmatched_accounts: UnmatchedAccounts::Report,
+            manage_roles: true,
+            protected: Protected::default(),
+        };
+        let deletes = |s: &PlanSettings, suspended: bool| {
+            matches!(
+                s.revoke_active("a1".into(), suspended),
+                ActionKind::Delete {
+                    deactivated_since: None,
+                    ..
+                }
+            )
+        };
+        assert!(deletes(&settings(DeprovisionAction::Delete, 0), false));
+        assert!(!deletes(&settings(DeprovisionAction::Delete, 0), true));
+        assert!(!deletes(&settings(DeprovisionAction::Delete, 30), false));
+        assert!(!deletes(&settings(DeprovisionAction::Deactivate, 0), false));
+        assert_eq!(
+            settings(DeprovisionAction::Delete, 30).revoke_active("a1".into(), false),
+            ActionKind::Deactivate {
+                account_id: "a1".into()
+            }
+        );
     }
 
     #[test]

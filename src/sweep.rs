@@ -33,7 +33,6 @@ use crate::model::{
     Account, Action, ActionKind, DriftItem, DriftKind, HoldReason, Identity, Plan,
     WorkspaceSnapshot,
 };
-use crate::plan::DeprovisionAction;
 use crate::policy::{self, InactiveReason};
 use crate::run::RunError;
 use crate::sla::{self, Leaver, LedgerEntry, LossReason};
@@ -359,7 +358,8 @@ pub async fn enforce(
     {
         return Err(e.into());
     }
-    let protected = config.plan_settings().protected;
+    let plan_settings = config.plan_settings();
+    let protected = &plan_settings.protected;
     let mut plan = Plan::default();
     let mut pending: HashMap<u32, &LedgerEntry> = HashMap::new();
     let mut read = WorkspaceSnapshot::default();
@@ -403,20 +403,8 @@ pub async fn enforce(
             continue;
         }
         let account_id = account.id.clone();
-        // As in the plan: a suspension deactivates, never deletes, and with a
-        // retention period the deletion waits for a reconcile after it.
-        let kind = match config.deprovision.action {
-            DeprovisionAction::Delete
-                if entry.reason != LossReason::Suspended
-                    && config.delete_after().is_some_and(|d| d.is_zero()) =>
-            {
-                ActionKind::Delete {
-                    account_id,
-                    deactivated_since: None,
-                }
-            }
-            _ => ActionKind::Deactivate { account_id },
-        };
+        // With a retention period the deletion waits for a reconcile after it.
+        let kind = plan_settings.revoke_active(account_id, entry.reason == LossReason::Suspended);
         let seq = u32::try_from(plan.actions.len()).unwrap_or(u32::MAX);
         let detail = format!("{}; due {}", entry.reason, entry.due_at.to_rfc3339());
         plan.drift.push(DriftItem {
