@@ -1774,10 +1774,17 @@ struct Recovery<'a> {
 }
 
 impl Recovery<'_> {
+    /// A read that failed for a while (a 5xx after the retries, a network error)
+    /// leaves its row in flight; one refused for good (403, a malformed answer)
+    /// would be refused at every recovery, keeping the row in flight forever, so
+    /// it fails the row with the reason, and the next plan judges afresh.
     fn answered<T>(&self, read: Result<T, WorkspaceError>) -> Result<T, String> {
         read.map_err(|e| {
+            let transient = e.is_transient();
             let e = e.to_string();
-            let _ = self.unanswered.set(e.clone());
+            if transient {
+                let _ = self.unanswered.set(e.clone());
+            }
             e
         })
     }

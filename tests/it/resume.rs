@@ -279,6 +279,32 @@ async fn an_interrupted_create_whose_lookup_fails_stays_in_flight() {
     assert_eq!(journal[0].state, ActionState::Applied, "{journal:?}");
 }
 
+/// A lookup refused for good (403) would be refused at every recovery: the row is
+/// failed with the reason rather than left in flight forever.
+#[tokio::test]
+async fn an_interrupted_create_whose_lookup_is_refused_for_good_is_failed() {
+    let server = MockServer::start().await;
+    Mock::given(method("GET"))
+        .and(path("/Users"))
+        .and(query_param("filter", "userName eq \"ada@example.com\""))
+        .respond_with(ResponseTemplate::new(403))
+        .with_priority(1)
+        .mount(&server)
+        .await;
+    mount_listings(&server, vec![ada_account()], vec![]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = config_for(&server, dir.path());
+    let crashed_run = crashed_create(&config);
+    let client = seatwarden::workspace::ScimClient::new(config.scim_settings().unwrap()).unwrap();
+    let store = std::sync::Mutex::new(Store::open(&config.state.path).unwrap());
+    let recovered = seatwarden::apply::recover(&client, &store).await.unwrap();
+    assert_eq!(recovered.resolved, 1);
+    let journal = store.lock().unwrap().journal(crashed_run).unwrap();
+    assert_eq!(journal[0].state, ActionState::Failed, "{journal:?}");
+    let error = journal[0].last_error.as_deref().unwrap_or_default();
+    assert!(error.contains("403"), "{error}");
+}
+
 #[tokio::test]
 async fn an_interrupted_create_that_never_arrived_is_marked_failed_and_redone() {
     let server = MockServer::start().await;
