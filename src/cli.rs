@@ -53,7 +53,8 @@ Exit codes:
   6  the circuit breaker is open: writes stopped (see `seatwarden resume`)
   7  status: deprovisions are overdue (not verified within deprovision.sla)
  64  the command line could not be parsed
-141  stdout was closed by its reader (e.g. `| head`); reconcile keeps its own code
+141  stdout was closed by its reader (e.g. `| head`); reconcile, resume and approve
+     keep their own code
 
 Every configuration key can be overridden with SEATWARDEN__SECTION__KEY,
 e.g. SEATWARDEN__WORKSPACE__TOKEN_FILE=/run/credentials/seatwarden.service/workspace-token.
@@ -595,14 +596,7 @@ fn run_command(cli: Cli) -> anyhow::Result<u8> {
                     ..run::RunOptions::default()
                 },
             )?;
-            // The run is over and its writes are made: a reader that went away
-            // (`reconcile | head`) must not hide what the exit code says of them
-            // (held, failed, directory rejected), nor the approval hint on stderr.
-            if let Err(error) = print_report(&outcome.report, format)
-                && !crate::is_closed_stdout(error.as_ref())
-            {
-                return Err(error);
-            }
+            after_writes(print_report(&outcome.report, format))?;
             Ok(exit_with_hint(&config, mode, &outcome))
         }
         Command::Approve { run, only } => approve(&config, run, only.as_deref()),
@@ -664,7 +658,7 @@ fn run_command(cli: Cli) -> anyhow::Result<u8> {
                 return Ok(exit::OK);
             }
             let outcome = execute(&config, Mode::Reconcile)?;
-            print_report(&outcome.report, format)?;
+            after_writes(print_report(&outcome.report, format))?;
             Ok(exit_with_hint(&config, Mode::Reconcile, &outcome))
         }
         Command::Explain { person, live } => {
@@ -1088,9 +1082,6 @@ fn execute_with_options(
     Ok(outcome)
 }
 
-/// `seatwarden approve RUN [--only KIND]`: 0 when everything approved was applied,
-/// 3 when the re-check refused some (they stay held), 4 when some failed, 6 when the
-/// circuit breaker opened or was already open (nothing approved).
 /// The run an approval or rejection is about: an id, never `latest`, so that the
 /// decision is about the plan that was read even when a newer run started since.
 fn decided_run(value: &str) -> Result<RunId, String> {
@@ -1104,6 +1095,9 @@ fn decided_run(value: &str) -> Result<RunId, String> {
     }
 }
 
+/// `seatwarden approve RUN [--only KIND]`: 0 when everything approved was applied,
+/// 3 when the re-check refused some (they stay held), 4 when some failed, 6 when the
+/// circuit breaker opened or was already open (nothing approved).
 fn approve(config: &Config, run: RunId, only: Option<&str>) -> anyhow::Result<u8> {
     use crate::approval;
     let only = approval::Only::parse(only)?;
@@ -1126,20 +1120,24 @@ fn approve(config: &Config, run: RunId, only: Option<&str>) -> anyhow::Result<u8
         }
         Err(e) => return Err(e.into()),
     };
-    outln!(
-        "run {run}: {} approved ({} applied, {} failed), {} obsolete, {} refused",
-        result.approved.len(),
-        result.applied.applied,
-        result.applied.failed,
-        result.obsolete.len(),
-        result.refused.len()
-    )?;
-    for (seq, why) in &result.obsolete {
-        outln!("  obsolete #{seq}: {why}")?;
-    }
-    for (seq, why) in &result.refused {
-        outln!("  refused  #{seq}: {why} (still held)")?;
-    }
+    let print = || -> anyhow::Result<()> {
+        outln!(
+            "run {run}: {} approved ({} applied, {} failed), {} obsolete, {} refused",
+            result.approved.len(),
+            result.applied.applied,
+            result.applied.failed,
+            result.obsolete.len(),
+            result.refused.len()
+        )?;
+        for (seq, why) in &result.obsolete {
+            outln!("  obsolete #{seq}: {why}")?;
+        }
+        for (seq, why) in &result.refused {
+            outln!("  refused  #{seq}: {why} (still held)")?;
+        }
+        Ok(())
+    };
+    after_writes(print())?;
     Ok(if result.applied.circuit_opened.is_some() {
         exit::CIRCUIT_OPEN
     } else if result.applied.failed > 0 {
@@ -1149,6 +1147,17 @@ fn approve(config: &Config, run: RunId, only: Option<&str>) -> anyhow::Result<u8
     } else {
         exit::OK
     })
+}
+
+/// Output printed once writes were made (`reconcile`, `resume`, `approve`): a
+/// reader that went away (`reconcile | head`) only stops the printing; it must not
+/// hide what the exit code says of the writes (held, failed, directory rejected),
+/// nor the approval hint on stderr.
+fn after_writes(printed: anyhow::Result<()>) -> anyhow::Result<()> {
+    match printed {
+        Err(error) if crate::is_closed_stdout(error.as_ref()) => Ok(()),
+        other => other,
+    }
 }
 
 fn print_report(report: &Report, format: Format) -> anyhow::Result<()> {

@@ -266,8 +266,19 @@ pub fn describe_failure(e: &reqwest::Error) -> (String, bool) {
     // A builder error (bad URL) will not fix itself, nor will a certificate this
     // host does not trust or a handshake the two sides cannot agree on: retrying
     // them only delays the error by the whole backoff. Everything else that failed
-    // before a status arrived is the network's or the server's doing.
-    (message, !e.is_builder() && tls.is_none())
+    // before a status arrived is the network's or the server's doing, an alert
+    // from the far side included (a load balancer mid-rotation).
+    (
+        message,
+        !e.is_builder() && !tls.is_some_and(tls_fails_for_good),
+    )
+}
+
+/// A TLS failure that the next attempt meets again: a certificate this host does
+/// not accept, or protocol versions and ciphers the two sides do not share. Not an
+/// alert the server sent or a connection cut mid-handshake.
+pub(crate) fn tls_fails_for_good(e: &rustls::Error) -> bool {
+    is_certificate_error(e) || matches!(e, rustls::Error::PeerIncompatible(_))
 }
 
 /// The rustls error behind a failure, if the TLS handshake is what failed.
@@ -306,6 +317,25 @@ fn is_certificate_error(e: &rustls::Error) -> bool {
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
     use super::*;
+
+    /// Only what the next attempt meets again stops the retries: an alert from the
+    /// far side (a load balancer mid-rotation) is retried.
+    #[test]
+    fn only_certificate_and_incompatibility_failures_are_final() {
+        use rustls::{AlertDescription, CertificateError, Error, PeerIncompatible};
+        assert!(tls_fails_for_good(&Error::InvalidCertificate(
+            CertificateError::UnknownIssuer
+        )));
+        assert!(tls_fails_for_good(&Error::PeerIncompatible(
+            PeerIncompatible::NoCipherSuitesInCommon
+        )));
+        assert!(!tls_fails_for_good(&Error::AlertReceived(
+            AlertDescription::HandshakeFailure
+        )));
+        assert!(!tls_fails_for_good(&Error::AlertReceived(
+            AlertDescription::InternalError
+        )));
+    }
 
     fn response(body: &'static [u8]) -> reqwest::Response {
         reqwest::Response::from(http::Response::new(body))

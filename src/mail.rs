@@ -241,7 +241,8 @@ impl Mailer {
             // A certificate this host does not trust, or a handshake the two
             // sides cannot agree on, fails the same way at once: kept for a
             // later call (a renewed certificate, a fixed CA file), not retried.
-            let tls_failed = e.is_tls() || crate::http::tls_error(&e).is_some();
+            let tls_failed = e.is_tls()
+                || crate::http::tls_error(&e).is_some_and(crate::http::tls_fails_for_good);
             MailError::Smtp {
                 host: self.host.clone(),
                 port: self.port,

@@ -253,12 +253,6 @@ impl RequiredGroup {
     }
 }
 
-/// Checks the groups the configuration names against the directory's groups
-/// (`present`, by name). A required group (see [`RequiredGroup`]) the directory
-/// does not have is refused. Another mapping group is only logged: its members
-/// lose what it gave them through role downgrades and membership removals, which
-/// the guard's thresholds limit. `what` says what a name must be, e.g. "an Okta
-/// group (profile.name)".
 /// Refuses a read in which a scope group is missing: everyone would look out of
 /// scope. Policy matches scope groups by their exact name, so one that differs
 /// only in case or spaces is missing too; the error names the directory's spelling.
@@ -287,6 +281,12 @@ pub(crate) fn check_scope_groups(
     Ok(())
 }
 
+/// Checks the groups the configuration names against the directory's groups
+/// (`present`, by name). A required group (see [`RequiredGroup`]) the directory
+/// does not have is refused. Another mapping group is only logged: its members
+/// lose what it gave them through role downgrades and membership removals, which
+/// the guard's thresholds limit. `what` says what a name must be, e.g. "an Okta
+/// group (profile.name)".
 pub(crate) fn check_named_groups(
     provider: &'static str,
     present: &std::collections::HashSet<&str>,
