@@ -476,6 +476,17 @@ where
                 tracing::debug!(error = %e, "the page after a short one was refused: the end");
                 break;
             }
+            // Past the announced total after a short page, the request only checks
+            // for a provider announcing its page size as the total: a provider that
+            // fails it in some other way (416, 422, a 5xx) has not shown a page
+            // more, and must not fail a listing that is whole by its own count.
+            Err(e) if total.is_some_and(|t| last.next > t) && last.len < requested => {
+                tracing::warn!(
+                    error = %e,
+                    "the check for a page past totalResults failed; the listing is taken as whole"
+                );
+                break;
+            }
             Err(e) => return Err(e),
         };
         let len = page.resources.len() as u64;

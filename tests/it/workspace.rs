@@ -300,6 +300,25 @@ async fn a_short_listing_ends_at_a_refused_start_index_past_its_total() {
     assert_eq!(ids(&snapshot.accounts), expected_ids(2));
     assert!(whole);
     assert_eq!(user_requests(&server).await, vec![(1, 5), (3, 5)]);
+
+    // Any other failure of that check (422, a 5xx that outlasts the retries) ends
+    // the listing too: whole by the provider's own count, it must not fail.
+    for status in [422, 503] {
+        let server = MockServer::start().await;
+        Mock::given(method("GET"))
+            .and(path("/scim/v2/Users"))
+            .respond_with(move |req: &Request| match start_count(req).0 {
+                1 => list(Some(2), (1..=2).map(user).collect()),
+                _ => ResponseTemplate::new(status),
+            })
+            .mount(&server)
+            .await;
+        mount_empty_groups(&server).await;
+        let client = client_with(&server, |s| s.page_size = 5);
+        let (snapshot, whole) = client.snapshot_whole(&no_progress).await.unwrap();
+        assert_eq!(ids(&snapshot.accounts), expected_ids(2), "{status}");
+        assert!(whole, "{status}");
+    }
 }
 
 /// A provider that sends no `totalResults`, with pages that come short before
