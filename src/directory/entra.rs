@@ -978,17 +978,21 @@ fn parse_user(
             .filter(|s| !s.is_empty())
             .map(str::to_owned)
     };
-    let attribute = match user_name {
-        EntraUserName::UserPrincipalName => "userPrincipalName",
-        EntraUserName::Mail => "mail",
-    };
-    // Every identity in the directory must have one: leaving the person out would
-    // read as them having left.
-    let user_name = text(attribute).ok_or_else(|| DirectoryError::Malformed {
+    // A user without a mailbox (a sync service account, a break-glass admin)
+    // keeps the userPrincipalName as the userName: failing the read for one
+    // account, in scope or not, would stop every leaver's deprovisioning.
+    let mail = text("mail");
+    let user_name = match (user_name, &mail) {
+        (EntraUserName::Mail, Some(mail)) => Some(mail.clone()),
+        (EntraUserName::Mail, None) => {
+            tracing::debug!(user = %id, "no mail: the userName is the userPrincipalName");
+            text("userPrincipalName")
+        }
+        (EntraUserName::UserPrincipalName, _) => text("userPrincipalName"),
+    }
+    .ok_or_else(|| DirectoryError::Malformed {
         endpoint: endpoint.to_owned(),
-        what: format!(
-            "user {id:?} has no {attribute} (the userName, per directory.user_name_attribute)"
-        ),
+        what: format!("user {id:?} has no userPrincipalName"),
     })?;
     // Without `$select=accountEnabled` Graph leaves it out; a missing value must
     // not silently read as enabled or disabled.
@@ -1002,7 +1006,7 @@ fn parse_user(
     Ok(Identity {
         id: id.to_owned(),
         user_name,
-        email: text("mail"),
+        email: mail,
         given_name: text("givenName"),
         family_name: text("surname"),
         display_name: text("displayName"),

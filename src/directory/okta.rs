@@ -991,18 +991,21 @@ fn parse_user(
     let clean = |v: Option<String>| v.map(|s| s.trim().to_owned()).filter(|s| !s.is_empty());
     let profile = raw.profile;
     let email = clean(profile.email);
-    let (user_name, attribute) = match user_name {
-        OktaUserName::Login => (clean(profile.login), "profile.login"),
-        OktaUserName::Email => (email.clone(), "profile.email"),
-    };
-    // Every identity in the directory must have one: leaving the person out would
-    // read as them having left.
-    let user_name = user_name.ok_or_else(|| DirectoryError::Malformed {
+    let login = clean(profile.login);
+    // A user without an email (Okta allows one only where the profile does not
+    // require it) keeps the login as the userName: failing the read for one
+    // account, in scope or not, would stop every leaver's deprovisioning.
+    let login_instead = user_name == OktaUserName::Email && email.is_none();
+    if login_instead {
+        tracing::debug!(user = %raw.id, "no profile.email: the userName is profile.login");
+    }
+    let user_name = match user_name {
+        OktaUserName::Email if !login_instead => email.clone(),
+        _ => login,
+    }
+    .ok_or_else(|| DirectoryError::Malformed {
         endpoint: endpoint.to_owned(),
-        what: format!(
-            "user {:?} has no {attribute} (the userName, per directory.user_name_attribute)",
-            raw.id
-        ),
+        what: format!("user {:?} has no profile.login", raw.id),
     })?;
     if raw.id.is_empty() {
         return Err(DirectoryError::Malformed {

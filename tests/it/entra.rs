@@ -393,8 +393,9 @@ async fn snapshot_selects_account_enabled_pages_and_reads_transitive_members() {
 }
 
 /// `user_name_attribute = "mail"`: where UPNs are not email addresses, the
-/// workspace userName is `mail`; a person without one fails the read (left out,
-/// they would look like a leaver), naming the user and the key.
+/// workspace userName is `mail`; a user without a mailbox (a sync service account,
+/// a break-glass admin) keeps the UPN: failing the read for one account would stop
+/// every deprovisioning.
 #[tokio::test]
 async fn the_user_name_can_be_the_mail_instead_of_the_upn() {
     let server = MockServer::start().await;
@@ -426,21 +427,25 @@ async fn the_user_name_can_be_the_mail_instead_of_the_upn() {
     let server = MockServer::start().await;
     tenant.users[1]["mail"] = Value::Null;
     tenant.mount(&server).await;
-    let error = EntraSource::new(EntraSettings {
+    let snapshot = EntraSource::new(EntraSettings {
         graph_url: Some(server.uri().parse().unwrap()),
         login_url: Some(server.uri().parse().unwrap()),
         ..by_mail
     })
     .snapshot()
     .await
-    .unwrap_err();
-    let message = error.to_string();
-    assert!(
-        message.contains("a2")
-            && message.contains("has no mail")
-            && message.contains("directory.user_name_attribute"),
-        "{message}"
+    .unwrap();
+    assert_eq!(rows(&snapshot), expected_small_tenant());
+    let names: Vec<&str> = snapshot
+        .identities
+        .iter()
+        .map(|i| i.user_name.as_str())
+        .collect();
+    assert_eq!(
+        names[..2],
+        ["ada@contoso.com", "bob@contoso.onmicrosoft.com"]
     );
+    assert_eq!(snapshot.identities[1].email, None);
 }
 
 #[tokio::test]
