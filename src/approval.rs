@@ -322,8 +322,13 @@ fn undecided(
         .into_iter()
         .filter(|e| match (e.state, decisions.get(&e.action.seq)) {
             (ActionState::Held, None) => true,
-            // Held as well: cut off between recording the decision and releasing.
-            (ActionState::Held | ActionState::Planned, Some(Decision::Approved)) => approved_unsent,
+            // Still held: an approval cut off between recording its decision and
+            // releasing the rows. Approving again finishes it; rejecting overrides
+            // it (nothing was sent), or the rows would stay held with nobody able
+            // to drop them.
+            (ActionState::Held, Some(Decision::Approved)) => true,
+            // Released, not sent: only approving again sends them.
+            (ActionState::Planned, Some(Decision::Approved)) => approved_unsent,
             _ => false,
         })
         .filter(|e| only.admits(&e.action.kind))

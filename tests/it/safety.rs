@@ -476,6 +476,52 @@ async fn an_interrupted_approval_is_finished_by_approving_again() {
     ));
 }
 
+/// An approval cut off after recording its decision but before releasing the rows
+/// leaves them held: `reject` can still drop them (nothing was sent), and after it
+/// `approve` has nothing to take.
+#[tokio::test]
+async fn an_interrupted_approval_can_still_be_rejected() {
+    use seatwarden::store::Decision;
+
+    let mut env = env_with(200, None, "max_deprovisions = 25").await;
+    env.run(Mode::Reconcile, RunOptions::default()).await;
+    let active_before = env.active_accounts();
+    env.leave(30);
+    let outcome = env.run(Mode::Reconcile, RunOptions::default()).await;
+    let seqs: Vec<u32> = deactivations(&outcome).iter().map(|a| a.seq).collect();
+    let approved: Vec<(u32, Decision, Option<String>)> = seqs
+        .iter()
+        .map(|seq| (*seq, Decision::Approved, None))
+        .collect();
+    env.store()
+        .record_decisions(outcome.run_id, &approved, "alice", Utc::now())
+        .unwrap();
+
+    let rejected =
+        approval::reject(&mut env.store(), outcome.run_id, &Only::All, Utc::now()).unwrap();
+    assert_eq!(rejected, 30);
+    let decisions = env.store().decisions(outcome.run_id).unwrap();
+    assert!(
+        seqs.iter()
+            .all(|seq| decisions.get(seq) == Some(&Decision::Rejected)),
+        "{decisions:?}"
+    );
+    let again = approval::approve(
+        &env.config,
+        &env.client(3),
+        env.store(),
+        outcome.run_id,
+        &Only::All,
+        Utc::now(),
+    )
+    .await;
+    assert!(matches!(
+        again,
+        Err(approval::ApprovalError::NothingHeld { .. })
+    ));
+    assert_eq!(env.active_accounts(), active_before, "nothing sent");
+}
+
 /// A held deactivation of someone a sweep has since seen with access again (back
 /// from leave, re-hired into the directory) is refused by `approve`, not applied
 /// to a person who is no longer leaving.
