@@ -126,6 +126,22 @@ impl Env {
         self.run_with(&self.client(3), mode, options).await
     }
 
+    /// `seatwarden approve RUN`, now.
+    async fn approve_all(
+        &self,
+        run: seatwarden::store::RunId,
+    ) -> Result<approval::Approval, approval::ApprovalError> {
+        approval::approve(
+            &self.config,
+            &self.client(3),
+            self.store(),
+            run,
+            &Only::All,
+            Utc::now(),
+        )
+        .await
+    }
+
     async fn run_with(&self, client: &ScimClient, mode: Mode, options: RunOptions) -> RunOutcome {
         run::execute_with_options(
             &self.config,
@@ -384,15 +400,7 @@ async fn thirty_leavers_over_a_limit_of_25_are_all_held_until_approved() {
     drop(store);
 
     // Nothing left to approve, and the next run has nothing to deactivate.
-    let again = approval::approve(
-        &env.config,
-        &env.client(3),
-        env.store(),
-        outcome.run_id,
-        &Only::All,
-        Utc::now(),
-    )
-    .await;
+    let again = env.approve_all(outcome.run_id).await;
     assert!(matches!(
         again,
         Err(approval::ApprovalError::NothingHeld { .. })
@@ -437,16 +445,7 @@ async fn an_interrupted_approval_is_finished_by_approving_again() {
     }
     assert_eq!(env.active_accounts(), active_before, "nothing sent yet");
 
-    let approval = approval::approve(
-        &env.config,
-        &env.client(3),
-        env.store(),
-        outcome.run_id,
-        &Only::All,
-        Utc::now(),
-    )
-    .await
-    .unwrap();
+    let approval = env.approve_all(outcome.run_id).await.unwrap();
     assert_eq!(approval.approved.len(), 30);
     assert_eq!((approval.applied.applied, approval.applied.failed), (30, 0));
     assert_eq!(env.active_accounts(), active_before - 30);
@@ -461,15 +460,7 @@ async fn an_interrupted_approval_is_finished_by_approving_again() {
     );
     drop(store);
 
-    let again = approval::approve(
-        &env.config,
-        &env.client(3),
-        env.store(),
-        outcome.run_id,
-        &Only::All,
-        Utc::now(),
-    )
-    .await;
+    let again = env.approve_all(outcome.run_id).await;
     assert!(matches!(
         again,
         Err(approval::ApprovalError::NothingHeld { .. })
@@ -506,15 +497,7 @@ async fn an_interrupted_approval_can_still_be_rejected() {
             .all(|seq| decisions.get(seq) == Some(&Decision::Rejected)),
         "{decisions:?}"
     );
-    let again = approval::approve(
-        &env.config,
-        &env.client(3),
-        env.store(),
-        outcome.run_id,
-        &Only::All,
-        Utc::now(),
-    )
-    .await;
+    let again = env.approve_all(outcome.run_id).await;
     assert!(matches!(
         again,
         Err(approval::ApprovalError::NothingHeld { .. })
@@ -622,16 +605,7 @@ async fn approve_decides_nothing_on_a_workspace_listing_that_ended_short() {
     let open = env.store().open_deprovisions().unwrap();
     assert_eq!(open.iter().filter(|e| e.held.is_some()).count(), 3);
     // With the whole workspace in view the same approval goes through.
-    let approval = approval::approve(
-        &env.config,
-        &env.client(3),
-        env.store(),
-        held.run_id,
-        &Only::All,
-        Utc::now(),
-    )
-    .await
-    .unwrap();
+    let approval = env.approve_all(held.run_id).await.unwrap();
     assert_eq!(approval.applied.applied, 3);
 }
 
@@ -646,16 +620,7 @@ async fn the_held_actions_of_a_plan_or_a_dry_run_cannot_be_decided_on() {
     for mode in [Mode::Plan, Mode::DryRun] {
         let held = env.run(mode, RunOptions::default()).await;
         assert_eq!(held.plan.held().count(), 3, "{mode:?}");
-        let err = approval::approve(
-            &env.config,
-            &env.client(3),
-            env.store(),
-            held.run_id,
-            &Only::All,
-            Utc::now(),
-        )
-        .await
-        .unwrap_err();
+        let err = env.approve_all(held.run_id).await.unwrap_err();
         assert!(
             matches!(err, approval::ApprovalError::NotApplying { .. }),
             "{mode:?}: {err}"
@@ -702,15 +667,7 @@ async fn reject_and_the_override_are_audited() {
             .all(|a| a.outcome == seatwarden::report::Outcome::NotRun)
     );
     drop(store);
-    let approve = approval::approve(
-        &env.config,
-        &env.client(3),
-        env.store(),
-        held.run_id,
-        &Only::All,
-        Utc::now(),
-    )
-    .await;
+    let approve = env.approve_all(held.run_id).await;
     assert!(
         matches!(approve, Err(approval::ApprovalError::NothingHeld { .. })),
         "rejected actions cannot be approved"
