@@ -35,10 +35,11 @@
 //! Crash safety: a row left `in_flight` by a dead process is resolved by
 //! [`recover`] at the start of the next reconcile, sweep or retry pass, by
 //! re-reading the object (a row whose read fails for a while stays in flight for
-//! the next time; one refused for good fails with the reason); a create is never sent twice because a created account is found by its
-//! userName first. That is also why a create's link and result may be committed
-//! in batches, at most once per `RECORD_INTERVAL`: one commit per create was most
-//! of an initial provisioning run.
+//! the next time; one refused for good fails with the reason); a create is never
+//! sent twice because a created account is found by its userName first. That is
+//! also why a create's link and result may be committed in batches, at most once
+//! per `RECORD_INTERVAL`: one commit per create was most of an initial
+//! provisioning run.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::future::Future;
@@ -1525,8 +1526,9 @@ async fn verify_effect(action: &Action, reader: &impl Reader) -> Result<(), Stri
 /// row whose read failed (a 5xx after the retries, a network error) stays in flight
 /// for the next recovery: an unanswered read is no proof that the write did not
 /// arrive. A read refused for good (403, a malformed answer) fails the row with
-/// the reason, as it would be refused at every recovery. The caller records the deprovisions found applied in the ledger
-/// (`sweep::record_recovered`): the run that sent them never did.
+/// the reason, as it would be refused at every recovery. The caller records the
+/// deprovisions found applied in the ledger (`sweep::record_recovered`): the run
+/// that sent them never did.
 ///
 /// A crash in a large phase leaves thousands of rows in flight, so the journal's
 /// results are read once per run, the objects are re-read `RECOVERY_CONCURRENCY`

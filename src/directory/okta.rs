@@ -995,13 +995,13 @@ fn parse_user(
     // A user without an email (Okta allows one only where the profile does not
     // require it) keeps the login as the userName: failing the read for one
     // account, in scope or not, would stop every leaver's deprovisioning.
-    let login_instead = user_name == OktaUserName::Email && email.is_none();
-    if login_instead {
-        tracing::debug!(user = %raw.id, "no profile.email: the userName is profile.login");
-    }
-    let user_name = match user_name {
-        OktaUserName::Email if !login_instead => email.clone(),
-        _ => login,
+    let user_name = match (user_name, &email) {
+        (OktaUserName::Email, Some(email)) => Some(email.clone()),
+        (OktaUserName::Email, None) => {
+            tracing::debug!(user = %raw.id, "no profile.email: the userName is profile.login");
+            login
+        }
+        (OktaUserName::Login, _) => login,
     }
     .ok_or_else(|| DirectoryError::Malformed {
         endpoint: endpoint.to_owned(),
