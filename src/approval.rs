@@ -25,7 +25,8 @@ use crate::circuit::Breaker;
 use crate::config::{Config, ConfigError};
 use crate::guard::{self, GuardInput, GuardSettings};
 use crate::model::{
-    Account, Action, ActionClass, ActionKind, GroupRef, NewLink, Plan, WorkspaceSnapshot,
+    Account, Action, ActionClass, ActionKind, Attribute, AttributeChange, GroupRef, NewLink, Plan,
+    WorkspaceSnapshot,
 };
 use crate::policy::Protected;
 use crate::report::{Outcome, Report};
@@ -57,7 +58,7 @@ pub enum ApprovalError {
     NotApplying { run: RunId, what: &'static str },
     #[error(
         "--only takes an action kind (deactivate, delete, remove_members, set_role, …) or a class \
-         (deprovision, membership_removal, role_downgrade, deletion), not {0:?}"
+         (deprovision, membership_removal, role_downgrade, deletion, rename), not {0:?}"
     )]
     UnknownKind(String),
     #[error(
@@ -148,6 +149,22 @@ fn deletion_refused(
     }
 }
 
+/// The userName a held rename was planned from, when the account has neither it
+/// nor the new one now: someone renamed it since, and the rename (a mass one held
+/// by its threshold, perhaps for days) would overwrite that.
+fn renamed_since(changes: &[AttributeChange], now: &str) -> Option<String> {
+    changes
+        .iter()
+        .find_map(|c| match (&c.attribute, &c.from, &c.to) {
+            (Attribute::UserName, Some(from), Some(to))
+                if !now.eq_ignore_ascii_case(from) && !now.eq_ignore_ascii_case(to) =>
+            {
+                Some(from.clone())
+            }
+            _ => None,
+        })
+}
+
 /// What the re-check says about one held action.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Recheck {
@@ -213,9 +230,18 @@ pub fn recheck(
             Some(a) if a.active => Recheck::Obsolete("already active".to_owned()),
             Some(_) => Recheck::Apply,
         },
-        ActionKind::UpdateAttributes { account_id, .. } => match find(account_id) {
+        ActionKind::UpdateAttributes {
+            account_id,
+            changes,
+        } => match find(account_id) {
             None => gone(),
-            Some(_) => Recheck::Apply,
+            Some(a) => match renamed_since(changes, &a.user_name) {
+                Some(was) => Recheck::Refuse(format!(
+                    "the userName changed since the plan (was {was}, now {})",
+                    a.user_name
+                )),
+                None => Recheck::Apply,
+            },
         },
         ActionKind::SetRole {
             account_id,
@@ -848,6 +874,46 @@ mod tests {
             recheck(&remove("off"), &workspace, &none, &BTreeMap::new()),
             Recheck::Obsolete(_)
         ));
+        let rename = |from: &str, to: &str| {
+            action(ActionKind::UpdateAttributes {
+                account_id: "on".into(),
+                changes: vec![AttributeChange {
+                    attribute: Attribute::UserName,
+                    from: Some(from.into()),
+                    to: Some(to.into()),
+                }],
+            })
+        };
+        assert_eq!(
+            recheck(
+                &rename("ON@ex.com", "new@ex.com"),
+                &workspace,
+                &none,
+                &BTreeMap::new()
+            ),
+            Recheck::Apply
+        );
+        assert_eq!(
+            recheck(
+                &rename("old@ex.com", "on@ex.com"),
+                &workspace,
+                &none,
+                &BTreeMap::new()
+            ),
+            Recheck::Apply,
+            "already renamed: the write repeats it"
+        );
+        assert_eq!(
+            recheck(
+                &rename("old@ex.com", "new@ex.com"),
+                &workspace,
+                &none,
+                &BTreeMap::new()
+            ),
+            Recheck::Refuse(
+                "the userName changed since the plan (was old@ex.com, now on@ex.com)".into()
+            )
+        );
     }
 
     /// A held deletion after the retention period is approved only while the

@@ -286,7 +286,7 @@ Examples:
         #[arg(value_parser = decided_run)]
         run: RunId,
         /// Only actions of this kind (deactivate, delete, set_role, remove_members, …)
-        /// or class (deprovision, membership_removal, role_downgrade, deletion).
+        /// or class (deprovision, membership_removal, role_downgrade, deletion, rename).
         #[arg(long)]
         only: Option<String>,
     },
@@ -307,7 +307,7 @@ Examples:
         #[arg(value_parser = decided_run)]
         run: RunId,
         /// Only actions of this kind (deactivate, delete, set_role, remove_members, …)
-        /// or class (deprovision, membership_removal, role_downgrade, deletion).
+        /// or class (deprovision, membership_removal, role_downgrade, deletion, rename).
         #[arg(long)]
         only: Option<String>,
     },

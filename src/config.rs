@@ -552,6 +552,13 @@ pub struct SafetyConfig {
     pub max_deletion_percent: f64,
     #[serde(default = "defaults::max_deletions_per_day")]
     pub max_deletions_per_day: usize,
+    /// userName changes: their own class, held whole over a limit like the others.
+    #[serde(default = "defaults::max_renames")]
+    pub max_renames: usize,
+    #[serde(default = "defaults::max_rename_percent")]
+    pub max_rename_percent: f64,
+    #[serde(default = "defaults::max_renames_per_day")]
+    pub max_renames_per_day: usize,
     /// A directory snapshot that shrank more than this share (percent) against the
     /// last accepted one is rejected as a source fault.
     #[serde(default = "defaults::max_directory_shrink_percent")]
@@ -583,6 +590,9 @@ impl Default for SafetyConfig {
             max_deletions: defaults::max_deletions(),
             max_deletion_percent: defaults::max_deletion_percent(),
             max_deletions_per_day: defaults::max_deletions_per_day(),
+            max_renames: defaults::max_renames(),
+            max_rename_percent: defaults::max_rename_percent(),
+            max_renames_per_day: defaults::max_renames_per_day(),
             max_directory_shrink_percent: defaults::max_directory_shrink_percent(),
             settle: defaults::settle(),
             protected_groups: Vec::new(),
@@ -750,6 +760,15 @@ mod defaults {
     }
     pub fn max_deletions_per_day() -> usize {
         GuardSettings::default().max_deletions_per_day
+    }
+    pub fn max_renames() -> usize {
+        GuardSettings::default().max_renames
+    }
+    pub fn max_rename_percent() -> f64 {
+        GuardSettings::default().max_rename_percent
+    }
+    pub fn max_renames_per_day() -> usize {
+        GuardSettings::default().max_renames_per_day
     }
     pub fn max_directory_shrink_percent() -> f64 {
         20.0
@@ -1129,6 +1148,7 @@ impl Config {
                 "safety.max_deletion_percent",
                 self.safety.max_deletion_percent,
             ),
+            ("safety.max_rename_percent", self.safety.max_rename_percent),
             (
                 "safety.max_directory_shrink_percent",
                 self.safety.max_directory_shrink_percent,
@@ -2016,6 +2036,9 @@ impl Config {
             max_deletions: s.max_deletions,
             max_deletion_percent: s.max_deletion_percent,
             max_deletions_per_day: s.max_deletions_per_day,
+            max_renames: s.max_renames,
+            max_rename_percent: s.max_rename_percent,
+            max_renames_per_day: s.max_renames_per_day,
             owner_mapped: self.policy.mapping.iter().any(|m| m.role == Role::Owner),
         }
     }

@@ -4,9 +4,10 @@
 //!
 //! Rules of [`guard`], applied in order (an action already held keeps its first
 //! reason):
-//! 1. An incomplete directory snapshot holds every deprovision (invariant 3).
+//! 1. An incomplete directory snapshot holds everything that takes access away
+//!    (invariant 3): every class below but renames.
 //! 2. Thresholds, per [`ActionClass`] (deprovisions, membership removals, role
-//!    downgrades), each on its own: more than the per-run limit, or more than the
+//!    downgrades, deletions after retention, renames), each on its own: more than the per-run limit, or more than the
 //!    24 h limit counting what the store says was already done in the 24 h before
 //!    the run, holds *every* action of that class. A mass deprovision is far more
 //!    likely a source fault than a real event, and letting the first N through would
@@ -67,6 +68,9 @@ pub struct GuardSettings {
     pub max_deletions: usize,
     pub max_deletion_percent: f64,
     pub max_deletions_per_day: usize,
+    pub max_renames: usize,
+    pub max_rename_percent: f64,
+    pub max_renames_per_day: usize,
     /// Some `policy.mapping` gives Owner. Without one, demoting an Owner waits for
     /// a human ([`HoldReason::OwnerWithoutMapping`]).
     pub owner_mapped: bool,
@@ -89,6 +93,9 @@ impl Default for GuardSettings {
             max_deletions: 25,
             max_deletion_percent: 5.0,
             max_deletions_per_day: 50,
+            max_renames: 25,
+            max_rename_percent: 5.0,
+            max_renames_per_day: 50,
             owner_mapped: true,
         }
     }
@@ -117,6 +124,11 @@ impl GuardSettings {
                 percent: self.max_deletion_percent,
                 per_day: self.max_deletions_per_day,
             },
+            ActionClass::Rename => Limits {
+                per_run: self.max_renames,
+                percent: self.max_rename_percent,
+                per_day: self.max_renames_per_day,
+            },
         }
     }
 
@@ -136,6 +148,9 @@ impl GuardSettings {
             max_deletions: usize::MAX,
             max_deletion_percent: 100.0,
             max_deletions_per_day: usize::MAX,
+            max_renames: usize::MAX,
+            max_rename_percent: 100.0,
+            max_renames_per_day: usize::MAX,
             owner_mapped: true,
         }
     }
@@ -241,7 +256,12 @@ pub fn guard(
         // access away (deprovisions, deletions, membership removals, role
         // downgrades) runs on it.
         for action in &mut plan.actions {
-            if action.kind.threshold_class().is_some() && action.held.is_none() {
+            if action.held.is_none()
+                && action
+                    .kind
+                    .threshold_class()
+                    .is_some_and(|(class, _)| class.takes_access_away())
+            {
                 action.held = Some(HoldReason::IncompleteDirectory);
             }
         }
@@ -798,6 +818,7 @@ mod tests {
             membership_removals: 0,
             role_downgrades: 0,
             deletions: 0,
+            renames: 0,
         },
         allow_over_threshold: false,
     };
@@ -861,6 +882,105 @@ mod tests {
         );
         let out = guard(plan, &WorkspaceSnapshot::default(), &generous(), &COMPLETE);
         assert!(out.held().next().is_none());
+    }
+
+    fn rename(id: &str, from: &str, to: &str) -> ActionKind {
+        ActionKind::UpdateAttributes {
+            account_id: id.into(),
+            changes: vec![crate::model::AttributeChange {
+                attribute: crate::model::Attribute::UserName,
+                from: Some(from.into()),
+                to: Some(to.into()),
+            }],
+        }
+    }
+
+    /// userName changes are a class of their own: a changed
+    /// `directory.user_name_attribute` renames everyone at once, and people sign in
+    /// with that name. Other attribute updates are not limited, and an incomplete
+    /// directory does not hold a rename: it takes no access away.
+    #[test]
+    fn mass_renames_are_held_whole_and_other_updates_are_not() {
+        let email = ActionKind::UpdateAttributes {
+            account_id: "e".into(),
+            changes: vec![crate::model::AttributeChange {
+                attribute: crate::model::Attribute::Email,
+                from: Some("e@old.example".into()),
+                to: Some("e@new.example".into()),
+            }],
+        };
+        let plan = plan_of(vec![
+            rename("1", "ann@old.example", "ann@new.example"),
+            rename("2", "bob@old.example", "bob@new.example"),
+            rename("3", "cy@old.example", "cy@new.example"),
+            email,
+        ]);
+        let settings = GuardSettings {
+            max_renames: 2,
+            ..generous()
+        };
+        let out = guard(
+            plan.clone(),
+            &WorkspaceSnapshot::default(),
+            &settings,
+            &COMPLETE,
+        );
+        let reason = HoldReason::Threshold {
+            class: ActionClass::Rename,
+            window: ThresholdWindow::Run,
+            planned: 3,
+            recent: 0,
+            limit: 2,
+            managed: 100,
+            by_percent: false,
+        };
+        assert_eq!(
+            held(&out),
+            [
+                Some(reason.clone()),
+                Some(reason.clone()),
+                Some(reason.clone()),
+                None
+            ]
+        );
+        assert_eq!(
+            reason.to_string(),
+            "3 renames planned, the per-run limit is 2 (of 100 managed accounts)"
+        );
+        // The renames already made today count against the 24 h limit.
+        let settings = GuardSettings {
+            max_renames_per_day: 10,
+            ..generous()
+        };
+        let mut input = COMPLETE;
+        input.recent.renames = 8;
+        let out = guard(
+            plan.clone(),
+            &WorkspaceSnapshot::default(),
+            &settings,
+            &input,
+        );
+        assert_eq!(out.held().count(), 3);
+        input.recent.renames = 7;
+        let out = guard(
+            plan.clone(),
+            &WorkspaceSnapshot::default(),
+            &settings,
+            &input,
+        );
+        assert_eq!(out.held().count(), 0);
+
+        let incomplete = GuardInput {
+            directory_complete: false,
+            ..COMPLETE
+        };
+        let out = guard(
+            plan,
+            &WorkspaceSnapshot::default(),
+            &generous(),
+            &incomplete,
+        );
+        assert_eq!(out.held().count(), 0);
     }
 
     /// Deletions after a retention period remove no access: a backlog of them is
@@ -1185,6 +1305,7 @@ mod tests {
             membership_removals: 1000,
             role_downgrades: 1000,
             deletions: 1000,
+            renames: 1000,
         };
         let out = guard(
             plan_of(twenty.clone()),

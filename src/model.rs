@@ -469,6 +469,7 @@ impl ActionKind {
             ActionKind::SetRole { .. } if self.is_role_downgrade() => {
                 Some((ActionClass::RoleDowngrade, 1))
             }
+            ActionKind::UpdateAttributes { .. } if self.renames() => Some((ActionClass::Rename, 1)),
             _ => None,
         }
     }
@@ -496,7 +497,8 @@ impl ActionKind {
     }
 }
 
-/// The classes of destructive actions the thresholds limit, each on its own.
+/// The classes of mass changes the thresholds limit, each on its own: the
+/// destructive ones, and renames.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ActionClass {
@@ -510,15 +512,27 @@ pub enum ActionClass {
     /// is left to remove, so they neither hold nor use up the same-day
     /// deprovisioning budget, and have limits of their own (they are irreversible).
     Deletion,
+    /// userName changes. They take no access away, but the userName is what people
+    /// sign in with: a mass rename is a changed `directory.user_name_attribute` or
+    /// a mapping gone wrong far more often than a whole company renamed in a day.
+    Rename,
 }
 
 impl ActionClass {
-    pub const ALL: [ActionClass; 4] = [
+    pub const ALL: [ActionClass; 5] = [
         ActionClass::Deprovision,
         ActionClass::MembershipRemoval,
         ActionClass::RoleDowngrade,
         ActionClass::Deletion,
+        ActionClass::Rename,
     ];
+
+    /// Whether the class takes access away: what an incomplete directory snapshot
+    /// must not cause. A rename only follows what the directory says of someone
+    /// it did read.
+    pub fn takes_access_away(self) -> bool {
+        !matches!(self, ActionClass::Rename)
+    }
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -526,6 +540,7 @@ impl ActionClass {
             ActionClass::MembershipRemoval => "membership_removal",
             ActionClass::RoleDowngrade => "role_downgrade",
             ActionClass::Deletion => "deletion",
+            ActionClass::Rename => "rename",
         }
     }
 
@@ -536,6 +551,7 @@ impl ActionClass {
             ActionClass::MembershipRemoval => "membership removals",
             ActionClass::RoleDowngrade => "role downgrades",
             ActionClass::Deletion => "deletions after retention",
+            ActionClass::Rename => "renames",
         }
     }
 }
@@ -556,14 +572,16 @@ pub enum ThresholdWindow {
     Day,
 }
 
-/// Destructive writes already made (applied or in flight) in the rolling 24 h
-/// window, per [`ActionClass`]; the store counts them, the guard adds the plan.
+/// Writes of each [`ActionClass`] already made (applied or in flight) in the
+/// rolling 24 h window; the store counts them, the guard adds the plan.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RecentCounts {
     pub deprovisions: usize,
     pub membership_removals: usize,
     pub role_downgrades: usize,
     pub deletions: usize,
+    #[serde(default)]
+    pub renames: usize,
 }
 
 impl RecentCounts {
@@ -573,6 +591,7 @@ impl RecentCounts {
             ActionClass::MembershipRemoval => self.membership_removals,
             ActionClass::RoleDowngrade => self.role_downgrades,
             ActionClass::Deletion => self.deletions,
+            ActionClass::Rename => self.renames,
         }
     }
 }

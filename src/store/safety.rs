@@ -91,11 +91,11 @@ impl Store {
 
     // ---- rolling 24 h counts ------------------------------------------------------
 
-    /// Destructive writes applied or in flight (of any run) whose journal row
-    /// changed at or after `since`, per threshold class: what the 24 h limits count.
+    /// Writes of each threshold class applied or in flight (of any run) whose
+    /// journal row changed at or after `since`: what the 24 h limits count.
     /// Membership removals count members.
     pub fn recent_counts(&self, since: DateTime<Utc>) -> Result<RecentCounts, StoreError> {
-        let context = || "counting recent destructive writes in actions".to_owned();
+        let context = || "counting recent writes by threshold class in actions".to_owned();
         let (deprovisions, deletions) = self.deprovisions_and_deletions_since(since)?;
         let mut counts = RecentCounts {
             deprovisions: usize::try_from(deprovisions).unwrap_or(usize::MAX),
@@ -107,7 +107,7 @@ impl Store {
             .prepare_cached(
                 "SELECT payload FROM actions
                  WHERE state IN ('applied', 'in_flight')
-                   AND kind IN ('remove_members', 'set_role')
+                   AND kind IN ('remove_members', 'set_role', 'update_attributes')
                    AND updated_at >= ?1",
             )
             .context(context)?;
@@ -126,6 +126,7 @@ impl Store {
                     counts.membership_removals += members.len();
                 }
                 kind if kind.is_role_downgrade() => counts.role_downgrades += 1,
+                kind if kind.renames() => counts.renames += 1,
                 _ => {}
             }
         }
@@ -496,7 +497,7 @@ fn pending_drift(
 #[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 mod tests {
     use super::*;
-    use crate::model::{DriftKind, GroupRef, Plan, Role};
+    use crate::model::{Attribute, AttributeChange, DriftKind, GroupRef, Plan, Role};
     use crate::store::RunKind;
 
     fn action(seq: u32, kind: ActionKind) -> Action {
@@ -511,8 +512,19 @@ mod tests {
         }
     }
 
+    fn update(account_id: &str, attribute: Attribute) -> ActionKind {
+        ActionKind::UpdateAttributes {
+            account_id: account_id.into(),
+            changes: vec![AttributeChange {
+                attribute,
+                from: Some("old".into()),
+                to: Some("new".into()),
+            }],
+        }
+    }
+
     #[test]
-    fn recent_counts_count_applied_destructive_writes_per_class() {
+    fn recent_counts_count_applied_writes_per_class() {
         let mut store = Store::open_in_memory().unwrap();
         let t0 = Utc::now();
         let run = store.begin_run(RunKind::Reconcile, t0).unwrap();
@@ -556,11 +568,13 @@ mod tests {
                         account_id: "d".into(),
                     },
                 ),
+                action(5, update("e", Attribute::UserName)),
+                action(6, update("f", Attribute::Email)),
             ],
             ..Plan::default()
         };
         store.save_plan(run, &plan, t0).unwrap();
-        for seq in 0..4 {
+        for seq in [0, 1, 2, 3, 5, 6] {
             store.mark_in_flight(run, seq, t0).unwrap();
             store.mark_applied(run, seq, t0, None).unwrap();
         }
@@ -574,8 +588,9 @@ mod tests {
                 membership_removals: 3,
                 role_downgrades: 1,
                 deletions: 0,
+                renames: 1,
             },
-            "the planned (unapplied) deactivation and the promotion do not count"
+            "the planned (unapplied) deactivation, the promotion and the email change do not count"
         );
         let later = store
             .recent_counts(t0 + chrono::Duration::seconds(1))

@@ -437,7 +437,10 @@ proptest! {
         prop_assert!(deprovisions <= deprovision_limit(&settings, managed));
         if !complete {
             // Nothing that takes access away: an incomplete read proves nothing.
-            prop_assert_eq!(guarded.runnable().filter(|a| a.kind.threshold_class().is_some()).count(), 0);
+            let takes_access = |a: &&seatwarden::model::Action| {
+                a.kind.threshold_class().is_some_and(|(class, _)| class.takes_access_away())
+            };
+            prop_assert_eq!(guarded.runnable().filter(takes_access).count(), 0);
         }
         let owners_before = active_owners(&s.workspace);
         let (after, _) = simulate(&s.workspace, &s.links, &guarded);
@@ -477,8 +480,8 @@ proptest! {
     #[test]
     fn no_plan_passes_a_threshold(
         s in scenario(),
-        limits in proptest::collection::vec((0..8usize, 0.0..50.0f64, 0..16usize), 4),
-        recent in proptest::collection::vec(0..12usize, 4),
+        limits in proptest::collection::vec((0..8usize, 0.0..50.0f64, 0..16usize), 5),
+        recent in proptest::collection::vec(0..12usize, 5),
         min_population in 0..20usize,
         managed in 0..40usize,
         allow in proptest::bool::weighted(0.2),
@@ -498,6 +501,9 @@ proptest! {
             max_deletions: limits[3].0,
             max_deletion_percent: limits[3].1,
             max_deletions_per_day: limits[3].2,
+            max_renames: limits[4].0,
+            max_rename_percent: limits[4].1,
+            max_renames_per_day: limits[4].2,
             min_population_for_percent: min_population,
             owner_mapped,
         };
@@ -509,6 +515,7 @@ proptest! {
                 membership_removals: recent[1],
                 role_downgrades: recent[2],
                 deletions: recent[3],
+                renames: recent[4],
             },
             allow_over_threshold: allow,
         };

@@ -409,6 +409,96 @@ async fn thirty_leavers_over_a_limit_of_25_are_all_held_until_approved() {
     assert!(after.plan.is_empty(), "{:#?}", after.plan.actions);
 }
 
+/// A mass rename (a changed `user_name_attribute`, a domain change) is held whole
+/// past `safety.max_renames`, without holding the day's deprovisions, and goes
+/// out with `approve --only rename`.
+#[tokio::test]
+async fn renames_over_their_limit_are_held_and_approved_as_a_class() {
+    let mut env = env_with(200, None, "max_renames = 3").await;
+    env.run(Mode::Reconcile, RunOptions::default()).await;
+    let left = env.leave(1);
+    let linked: Vec<String> = env
+        .data
+        .workspace
+        .accounts
+        .iter()
+        .filter(|a| a.active)
+        .filter_map(|a| a.external_id.clone())
+        .filter(|id| !left.contains(id))
+        .collect();
+    let mut renamed = Vec::new();
+    for identity in env
+        .data
+        .directory
+        .identities
+        .iter_mut()
+        .filter(|i| i.status == IdentityStatus::Active && linked.contains(&i.id))
+        .take(5)
+    {
+        identity.user_name = identity.user_name.replace('@', ".renamed@");
+        renamed.push(identity.user_name.clone());
+    }
+    assert_eq!(renamed.len(), 5);
+    let directory = env.data.directory.clone();
+    env.write_directory(&directory);
+    let names = |env: &Env| -> Vec<String> {
+        env.sandbox
+            .snapshot()
+            .accounts
+            .iter()
+            .map(|a| a.user_name.clone())
+            .filter(|n| renamed.contains(n))
+            .collect()
+    };
+
+    let outcome = env.run(Mode::Reconcile, RunOptions::default()).await;
+    let renames: Vec<_> = outcome
+        .plan
+        .actions
+        .iter()
+        .filter(|a| a.kind.renames())
+        .collect();
+    assert_eq!(renames.len(), 5);
+    for action in &renames {
+        assert!(
+            matches!(
+                action.held,
+                Some(HoldReason::Threshold {
+                    class: ActionClass::Rename,
+                    planned: 5,
+                    limit: 3,
+                    ..
+                })
+            ),
+            "{:?}",
+            action.held
+        );
+    }
+    assert_eq!(deactivations(&outcome).len(), 1);
+    assert!(
+        deactivations(&outcome)[0].held.is_none(),
+        "the leaver goes today"
+    );
+    assert_eq!(exit_code_for(&outcome.report), exit::HELD);
+    assert!(names(&env).is_empty(), "nobody renamed yet");
+
+    let approval = approval::approve(
+        &env.config,
+        &env.client(3),
+        env.store(),
+        outcome.run_id,
+        &Only::Class(ActionClass::Rename),
+        Utc::now(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(approval.approved.len(), 5);
+    assert_eq!(approval.applied.applied, 5);
+    assert_eq!(names(&env).len(), 5);
+    let after = env.run(Mode::Plan, RunOptions::default()).await;
+    assert!(after.plan.is_empty(), "{:#?}", after.plan.actions);
+}
+
 /// An approval cut off after it committed its decisions (a crash, Ctrl-C, an error,
 /// a breaker that opened before their phase) left the approved actions unsent:
 /// some released to `planned`, some still `held` (cut off between the two
@@ -1685,6 +1775,10 @@ fn safety_keys_default_as_documented_and_are_validated() {
         (s.max_role_downgrades, s.min_population_for_percent),
         (10, 100)
     );
+    assert_eq!(
+        (s.max_renames, s.max_rename_percent, s.max_renames_per_day),
+        (25, 5.0, 50)
+    );
     assert_eq!(s.max_directory_shrink_percent, 20.0);
     assert_eq!(config.settle(), std::time::Duration::from_secs(600));
     assert_eq!(s.protected_groups, ["IT Admins", "Security"]);
@@ -1698,6 +1792,10 @@ fn safety_keys_default_as_documented_and_are_validated() {
         (
             "[safety]\nmax_directory_shrink_percent = 120\n",
             "safety.max_directory_shrink_percent",
+        ),
+        (
+            "[safety]\nmax_rename_percent = -1\n",
+            "safety.max_rename_percent",
         ),
         (
             "[safety.circuit]\nfailure_ratio = 0\n",
