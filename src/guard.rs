@@ -623,11 +623,14 @@ fn split_members(settled: &mut ActionKind, unsettled_kind: &mut ActionKind, unse
     }
 }
 
-/// Holds runnable membership changes that depend on a held create (an account or
-/// group the same plan creates), with the create's reason: without the object they
-/// would only fail. A batch with some such members is split: the others go now.
+/// Holds runnable actions that depend on a held one, with its reason: without it
+/// they would only fail. A create that wants the userName a held rename gives up
+/// (a new hire given a name its holder leaves) would meet 409 on an account linked
+/// to someone else; membership changes need the account or group the same plan
+/// creates. A batch with some such members is split: the others go now.
 pub fn hold_dependents(mut plan: Plan) -> Plan {
     use crate::model::{AccountRef, GroupRef};
+    hold_creates_behind_renames(&mut plan);
     let mut accounts: FxHashMap<String, HoldReason> = FxHashMap::default();
     let mut groups: FxHashMap<String, HoldReason> = FxHashMap::default();
     for action in &plan.actions {
@@ -686,6 +689,35 @@ pub fn hold_dependents(mut plan: Plan) -> Plan {
     }
     plan.actions.extend(waiting);
     plan
+}
+
+/// Holds each runnable create whose userName a held rename still occupies.
+fn hold_creates_behind_renames(plan: &mut Plan) {
+    let given_up: FxHashMap<String, HoldReason> = plan
+        .held()
+        .filter_map(|action| match (&action.kind, &action.held) {
+            (ActionKind::UpdateAttributes { changes, .. }, Some(reason)) => {
+                changes.iter().find_map(|c| match (&c.attribute, &c.from) {
+                    (crate::model::Attribute::UserName, Some(from)) => {
+                        Some((from.to_lowercase(), reason.clone()))
+                    }
+                    _ => None,
+                })
+            }
+            _ => None,
+        })
+        .collect();
+    if given_up.is_empty() {
+        return;
+    }
+    for action in &mut plan.actions {
+        if action.held.is_none()
+            && let ActionKind::CreateAccount { spec, .. } = &action.kind
+            && let Some(reason) = given_up.get(&spec.user_name.to_lowercase())
+        {
+            action.held = Some(reason.clone());
+        }
+    }
 }
 
 /// Only existing active Owners count: a planned promotion or reactivation may still
@@ -1652,6 +1684,70 @@ mod tests {
         );
         assert_eq!(out.actions[3].held, Some(HoldReason::OutOfSight));
         assert_eq!(out.actions[3].seq, 3);
+    }
+
+    /// A new hire given the userName a held rename would free waits with the
+    /// rename: sent now, the create meets 409 on an account linked to someone else,
+    /// fails, and counts against the circuit breaker on every run until then. Their
+    /// memberships wait too; a create wanting another name goes.
+    #[test]
+    fn a_create_waits_for_the_held_rename_that_frees_its_user_name() {
+        use crate::model::{AccountRef, AccountSpec, GroupRef};
+        let create = |identity: &str, user_name: &str| ActionKind::CreateAccount {
+            identity_id: identity.into(),
+            spec: AccountSpec {
+                user_name: user_name.into(),
+                external_id: identity.into(),
+                given_name: None,
+                family_name: None,
+                display_name: None,
+                email: None,
+                role: None,
+            },
+        };
+        let plan = plan_of(vec![
+            rename("a", "ann@ex.com", "ann.smith@ex.com"),
+            rename("b", "bo@ex.com", "bo.li@ex.com"),
+            create("new-ann", "Ann@ex.com"),
+            create("other", "cy@ex.com"),
+            ActionKind::AddMembers {
+                group: GroupRef::Existing {
+                    id: "g".into(),
+                    display_name: "Eng".into(),
+                },
+                members: vec![AccountRef::Created {
+                    identity_id: "new-ann".into(),
+                }],
+            },
+        ]);
+        let settings = GuardSettings {
+            max_renames: 1,
+            ..generous()
+        };
+        let out = hold_dependents(guard(
+            plan,
+            &WorkspaceSnapshot::default(),
+            &settings,
+            &COMPLETE,
+        ));
+        let threshold = out.actions[0].held.clone();
+        assert!(matches!(
+            threshold,
+            Some(HoldReason::Threshold {
+                class: ActionClass::Rename,
+                ..
+            })
+        ));
+        assert_eq!(
+            held(&out),
+            [
+                threshold.clone(),
+                threshold.clone(),
+                threshold.clone(),
+                None,
+                threshold
+            ]
+        );
     }
 
     /// A provider may send several role values; Owner among them is an Owner.
