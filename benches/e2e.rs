@@ -300,7 +300,8 @@ fn configure(
          max_deprovisions_per_day = 1000000\nmax_membership_removals = 1000000\n\
          max_membership_removal_percent = 100\nmax_membership_removals_per_day = 1000000\n\
          max_role_downgrades = 1000000\nmax_role_downgrade_percent = 100\n\
-         max_role_downgrades_per_day = 1000000\n\
+         max_role_downgrades_per_day = 1000000\nmax_renames = 1000000\n\
+         max_rename_percent = 100\nmax_renames_per_day = 1000000\n\
          # The benchmark measures one run's throughput: no settle window.\nsettle = \"0s\"\n",
         workspace.url,
         workspace.token,
