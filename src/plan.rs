@@ -78,8 +78,8 @@ use serde::{Deserialize, Serialize};
 pub(crate) use crate::model::same_ci;
 use crate::model::{
     Account, AccountRef, Action, ActionKind, Attribute, AttributeChange, DirectorySnapshot,
-    DriftItem, DriftKind, GroupRef, Identity, Link, LinkMethod, NewLink, Plan, WorkspaceGroup,
-    WorkspaceSnapshot,
+    DriftItem, DriftKind, GroupRef, Identity, IdentityStatus, Link, LinkMethod, NewLink, Plan,
+    WorkspaceGroup, WorkspaceSnapshot,
 };
 use crate::policy::{
     CHUNK, DesiredSpec, DesiredState, Entry, FxHashMap, IdentityIndex, InactiveReason, Protected,
@@ -449,6 +449,25 @@ struct Matching<'a> {
     new_links: Vec<NewLink>,
 }
 
+/// Why a deactivated account matched only by userName or email is not taken for
+/// this person: its externalId names someone the directory no longer has. That is
+/// a former employee's account, and a new hire given the same address would be
+/// handed it, projects and all, by its reactivation. A returner is the other
+/// reading; either way a person decides (`seatwarden link` hands it over; deleting
+/// or renaming the old account in the workspace lets a fresh one be created).
+fn someone_elses(account: Option<&Account>, method: LinkMethod) -> Option<String> {
+    let account = account?;
+    let external_id = account.external_id.as_deref()?.trim();
+    let by_name = matches!(method, LinkMethod::UserName | LinkMethod::Email);
+    (by_name && !account.active && !external_id.is_empty()).then(|| {
+        format!(
+            "it is deactivated and its externalId {external_id:?} names nobody in the directory \
+             (a former employee's account, a new hire given their address?): `seatwarden link` \
+             hands it over, projects included; delete or rename it in the workspace for a new one"
+        )
+    })
+}
+
 /// Lower-cased, borrowing when the string has nothing to lower.
 fn fold(s: &str) -> Cow<'_, str> {
     if s.is_ascii() {
@@ -768,6 +787,26 @@ impl<'a> Matching<'a> {
             let own_external_id = |method: LinkMethod| {
                 method == LinkMethod::ExternalId && only_ambiguous.contains(&key)
             };
+            if let &[(slot, method)] = matched.as_slice()
+                && let Some(why) = someone_elses(accounts.get(slot as usize).copied(), method)
+                    .filter(|_| {
+                        identities
+                            .get(key as usize)
+                            .is_none_or(|i| i.status == IdentityStatus::Active)
+                    })
+            {
+                if let Some(owner) = owners.get_mut(slot as usize) {
+                    *owner = Owner::Disputed(slot_of(details.len()).unwrap_or(NONE));
+                    details.push(format!(
+                        "matches identity {identity_id} by {}, but {why}",
+                        method.as_str()
+                    ));
+                }
+                disputed.entry(key).or_insert_with(|| {
+                    format!("its only match, account {}, {why}", account_id(slot))
+                });
+                continue;
+            }
             match matched.as_slice() {
                 &[(slot, method)] if !disputed.contains_key(&key) || own_external_id(method) => {
                     disputed.remove(&key);
@@ -2436,6 +2475,55 @@ mod tests {
         fx.settings.manage_roles = true;
         fx.policy.manage_roles = false;
         assert!(fx.plan().is_empty());
+    }
+
+    /// A new hire given a former employee's address must not be handed that
+    /// person's deactivated account (their projects) by a match on the name: an
+    /// account whose externalId names nobody in the directory is disputed. Without
+    /// an externalId, or active (a workspace provisioned by another directory
+    /// before), it is matched as before; a leaver is not disputed.
+    #[test]
+    fn a_deactivated_account_of_someone_gone_is_not_reactivated_for_a_namesake() {
+        let mut fx = Fx::new();
+        fx.identities = vec![active("new-hire", &[])];
+        let mut old = acct("1", "former-employee");
+        old.user_name = "new-hire@ex.com".into();
+        old.active = false;
+        fx.accounts = vec![old];
+        let plan = fx.plan();
+        assert!(plan.actions.is_empty(), "{:#?}", plan.actions);
+        assert!(plan.new_links.is_empty());
+        let disputed = drift_of(&plan, DriftKind::DisputedMatch);
+        assert_eq!(disputed.len(), 2, "{disputed:#?}");
+        assert!(
+            disputed.iter().all(|d| d
+                .detail
+                .contains("\"former-employee\" names nobody in the directory")),
+            "{disputed:#?}"
+        );
+
+        // Matched by email the same.
+        fx.accounts[0].user_name = "someone@ex.com".into();
+        fx.accounts[0].email = Some("NEW-HIRE@ex.com".into());
+        assert_eq!(drift_of(&fx.plan(), DriftKind::DisputedMatch).len(), 2);
+
+        fx.accounts[0].external_id = None;
+        let plan = fx.plan();
+        assert!(
+            kinds(&plan).contains(&&ActionKind::Reactivate {
+                account_id: "1".into()
+            }),
+            "no externalId: nothing says it was someone else's"
+        );
+        fx.accounts[0].external_id = Some("former-employee".into());
+        fx.accounts[0].active = true;
+        let plan = fx.plan();
+        assert!(drift_of(&plan, DriftKind::DisputedMatch).is_empty());
+        assert_eq!(plan.new_links.len(), 1);
+
+        fx.accounts[0].active = false;
+        fx.identities[0].status = IdentityStatus::Deprovisioned;
+        assert!(drift_of(&fx.plan(), DriftKind::DisputedMatch).is_empty());
     }
 
     #[test]
