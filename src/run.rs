@@ -250,32 +250,41 @@ pub async fn execute_with_options(
         store.begin_run(mode.run_kind(), started_at)?
     };
     tracing::info!(run = run_id, mode = mode.as_str(), "run started");
-    let result: Result<RunOutcome, RunError> = async {
-        let mut outcome = pipeline(
-            config, directory, client, &store, mode, run_id, started_at, options,
-        )
-        .await?;
-        if mode == Mode::Reconcile {
-            // Every reconcile feeds the same-day deprovisioning ledger, whether
-            // the daemon or a person ran it.
-            let sla = crate::sweep::configured_sla(config);
-            outcome
-                .deprovision_latencies
-                .extend(crate::sweep::record_reconcile(
-                    &store,
-                    run_id,
-                    started_at,
-                    Utc::now(),
-                    sla,
-                )?);
-            tracing::debug!(
-                elapsed_ms = since(started_at),
-                "deprovisioning ledger updated"
-            );
-        }
-        Ok(outcome)
-    }
+    let result = pipeline(
+        config, directory, client, &store, mode, run_id, started_at, options,
+    )
     .await;
+    // Every reconcile feeds the same-day deprovisioning ledger, whether the daemon
+    // or a person ran it, and whether it finished or failed: a run that fails after
+    // its writes (storing the report, say) has deactivated people all the same, and
+    // its journal rows are applied, not in flight, so no recovery records them
+    // later. Its own error is what is returned.
+    let result = if mode == Mode::Reconcile {
+        let sla = crate::sweep::configured_sla(config);
+        let recorded = crate::sweep::record_reconcile(&store, run_id, started_at, Utc::now(), sla);
+        tracing::debug!(
+            elapsed_ms = since(started_at),
+            "deprovisioning ledger updated"
+        );
+        match (result, recorded) {
+            (Ok(mut outcome), Ok(latencies)) => {
+                outcome.deprovision_latencies.extend(latencies);
+                Ok(outcome)
+            }
+            (Ok(_), Err(error)) => Err(error),
+            (Err(error), Ok(_)) => Err(error),
+            (Err(error), Err(ledger)) => {
+                tracing::error!(
+                    run = run_id,
+                    error = %ledger,
+                    "the failed run's deprovisions could not be recorded in the ledger"
+                );
+                Err(error)
+            }
+        }
+    } else {
+        result
+    };
     // Finished either way: a run left `running` would be shown as the last
     // reconcile for good and never pruned.
     match result {

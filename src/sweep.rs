@@ -614,9 +614,11 @@ async fn other_owners(
         .collect())
 }
 
-/// After a full reconcile: deprovisions it planned join the ledger (detected at
-/// the run's start, `detected_at`, if the sweep had not seen them), and those it
-/// applied are verified at `now`.
+/// After a full reconcile, finished or failed: deprovisions it planned join the
+/// ledger (detected at the run's start, `detected_at`, if the sweep had not seen
+/// them), and those it applied are verified at `now`. A run that failed after its
+/// writes is recorded too: its applied rows are not in flight, so no recovery
+/// would record them later.
 pub fn record_reconcile(
     store: &Mutex<Store>,
     run_id: RunId,

@@ -1025,3 +1025,49 @@ async fn a_user_name_handed_over_in_one_run_is_renamed_before_it_is_created() {
     );
     sandbox.shutdown().await;
 }
+
+/// A reconcile that fails after its writes were applied and verified (here: the
+/// report cannot be stored) still records what it applied in the same-day ledger:
+/// no recovery finds those rows (they are applied, not in flight), and no later
+/// reconcile plans that deactivation again. Without it Ada's deprovision is in no
+/// episode at all (or, had a sweep opened one, it would wait open for its next
+/// attempt and could escalate as overdue meanwhile). The caller gets the run's
+/// own error.
+#[tokio::test]
+async fn a_reconcile_failing_after_its_writes_still_records_its_deprovisions() {
+    let (sandbox, dir) = empty_sandbox().await;
+    write_directory(dir.path(), "00u1", "Ada");
+    let config = sandbox_config(&sandbox, dir.path());
+    reconcile(&config).await;
+
+    ada_left(dir.path());
+    rusqlite::Connection::open(&config.state.path)
+        .unwrap()
+        .execute_batch(
+            "CREATE TRIGGER no_reports BEFORE INSERT ON reports
+             BEGIN SELECT RAISE(ABORT, 'disk full (injected)'); END;",
+        )
+        .unwrap();
+    let error = run::execute(
+        &config,
+        Store::open(&config.state.path).unwrap(),
+        Mode::Reconcile,
+    )
+    .await
+    .unwrap_err();
+    assert!(error.to_string().contains("saving the report"), "{error}");
+    assert!(
+        !sandbox.snapshot().accounts[0].active,
+        "Ada was deactivated"
+    );
+
+    let store = Store::open(&config.state.path).unwrap();
+    let history = store.deprovision_history("00u1", 10).unwrap();
+    assert_eq!(history.len(), 1, "{history:?}");
+    assert!(
+        history[0].enforced_at.is_some() && history[0].verified_at.is_some(),
+        "{history:?}"
+    );
+    assert!(store.open_deprovisions().unwrap().is_empty());
+    sandbox.shutdown().await;
+}
