@@ -41,7 +41,7 @@
 //! per `RECORD_INTERVAL`: one commit per create was most of an initial
 //! provisioning run.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::future::Future;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -1528,7 +1528,9 @@ async fn verify_effect(action: &Action, reader: &impl Reader) -> Result<(), Stri
 /// arrive. A read refused for good (403, a malformed answer) fails the row with
 /// the reason, as it would be refused at every recovery. The caller records the
 /// deprovisions found applied in the ledger (`sweep::record_recovered`): the run
-/// that sent them never did.
+/// that sent them never did; and, once an observation has opened the episodes of
+/// the ones that run held or did not apply, dates them from it
+/// (`sweep::backdate_cut_off`, by [`Recovered::runs`]).
 ///
 /// A crash in a large phase leaves thousands of rows in flight, so the journal's
 /// results are read once per run, the objects are re-read `RECOVERY_CONCURRENCY`
@@ -1538,7 +1540,7 @@ pub async fn recover(client: &ScimClient, store: &Mutex<Store>) -> Result<Recove
     let (interrupted, created, linked) = {
         let store = store.lock().map_err(|_| ApplyError::Poisoned)?;
         let interrupted: Vec<JournalEntry> = store.interrupted()?;
-        let runs: std::collections::BTreeSet<RunId> = interrupted.iter().map(|e| e.run).collect();
+        let runs: BTreeSet<RunId> = interrupted.iter().map(|e| e.run).collect();
         let mut created: HashMap<RunId, Created> = HashMap::new();
         for run in runs {
             created.insert(run, created_in(&store, run)?);
@@ -1645,6 +1647,7 @@ pub async fn recover(client: &ScimClient, store: &Mutex<Store>) -> Result<Recove
     }
     let mut recovered = Recovered::default();
     for (entry, outcome) in &outcomes {
+        recovered.runs.insert(entry.run);
         match outcome {
             Resolved::Reached(_) => {
                 recovered.resolved += 1;
@@ -1668,6 +1671,8 @@ pub struct Recovered {
     pub resolved: usize,
     /// The seqs found applied, by run.
     pub applied: BTreeMap<RunId, Vec<u32>>,
+    /// Every run with rows left in flight: runs a dead process cut off.
+    pub runs: BTreeSet<RunId>,
 }
 
 /// What re-reading an interrupted action's object found.

@@ -6,14 +6,15 @@
 //! and each action is re-checked against it ([`recheck`]). An action the workspace
 //! already reflects is recorded `obsolete` and not sent; one whose target changed
 //! (account gone, role changed since the plan, now protected, or the last active
-//! Owner) is refused and stays held; the rest are released and applied through the
-//! same journaled executor and circuit breaker as a run. The run's stored report is
-//! brought up to date afterwards.
+//! Owner) is refused and stays held, the reason in its journal row and the report
+//! (one a cut-off approval had released goes back to held); the rest are released
+//! and applied through the same journaled executor and circuit breaker as a run.
+//! The run's stored report is brought up to date afterwards.
 //!
 //! An approval cut off before it sent what it approved (a crash, Ctrl-C, an error,
 //! a breaker that opened before a later phase) is finished by approving the run
-//! again: those actions are taken with the held ones, re-checked and applied; their
-//! decision stays the first approval's.
+//! again: those actions are taken with the held ones, re-checked and applied (or,
+//! refused, held again); their decision stays the first approval's.
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -506,6 +507,15 @@ pub async fn approve(
         // approved, and the next `approve` takes them (see `undecided`); the other
         // way round they would be planned with no decision, which nothing takes.
         store.record_decisions(run, &decisions, &user, now)?;
+        // Refused: held, with the reason. One this approval took up released but
+        // unsent by an earlier, cut-off one goes back to held too: left planned, it
+        // would read "not run" and ask nobody for anything.
+        let refused: Vec<(u32, String)> = approval
+            .refused
+            .iter()
+            .map(|(seq, why)| (*seq, format!("refused by the re-check of `approve`: {why}")))
+            .collect();
+        store.refuse_held(run, &refused, now)?;
         store.release_held(run, &approval.approved, now)?;
         let again = approval
             .approved
@@ -745,6 +755,15 @@ fn refresh_report(store: &mut Store, run: RunId) -> Result<(), ApprovalError> {
             if let Some(why) = decided {
                 outcome.error = Some(why.to_owned());
                 outcome.waiting = false;
+            } else if entry.state == ActionState::Held
+                && let Some(refused) = &entry.last_error
+            {
+                // Why it waited, and why the last approval did not release it.
+                let hold = entry.action.held.as_ref().map(ToString::to_string);
+                outcome.error = Some(match hold {
+                    Some(hold) => format!("{hold}; {refused}"),
+                    None => refused.clone(),
+                });
             } else if entry.state != ActionState::Held {
                 outcome.error = entry.last_error.clone();
                 outcome.waiting = false;

@@ -11,7 +11,7 @@
 //! settle window after it, and the circuit breaker around apply. [`RunOptions`]
 //! carries the time those rules judge by, so tests move time without sleeping.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::io::IsTerminal;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -250,32 +250,57 @@ pub async fn execute_with_options(
         store.begin_run(mode.run_kind(), started_at)?
     };
     tracing::info!(run = run_id, mode = mode.as_str(), "run started");
-    let result: Result<RunOutcome, RunError> = async {
-        let mut outcome = pipeline(
-            config, directory, client, &store, mode, run_id, started_at, options,
-        )
-        .await?;
-        if mode == Mode::Reconcile {
-            // Every reconcile feeds the same-day deprovisioning ledger, whether
-            // the daemon or a person ran it.
-            let sla = crate::sweep::configured_sla(config);
-            outcome
-                .deprovision_latencies
-                .extend(crate::sweep::record_reconcile(
-                    &store,
-                    run_id,
-                    started_at,
-                    Utc::now(),
-                    sla,
-                )?);
-            tracing::debug!(
-                elapsed_ms = since(started_at),
-                "deprovisioning ledger updated"
-            );
-        }
-        Ok(outcome)
-    }
+    // The runs whose in-flight rows this run's recovery resolved: cut off.
+    let mut cut_off = BTreeSet::new();
+    let result = pipeline(
+        config,
+        directory,
+        client,
+        &store,
+        mode,
+        run_id,
+        started_at,
+        options,
+        &mut cut_off,
+    )
     .await;
+    // Every reconcile feeds the same-day deprovisioning ledger, whether the daemon
+    // or a person ran it, and whether it finished or failed: a run that fails after
+    // its writes (storing the report, say) has deactivated people all the same, and
+    // its journal rows are applied, not in flight, so no recovery records them
+    // later. Its own error is what is returned.
+    let result = if mode == Mode::Reconcile {
+        let sla = crate::sweep::configured_sla(config);
+        // Then the deprovisions a cut-off run held, or did not get to apply,
+        // that this run saw again count from when that run saw them.
+        let recorded = crate::sweep::record_reconcile(&store, run_id, started_at, Utc::now(), sla)
+            .and_then(|latencies| {
+                crate::sweep::backdate_cut_off(&mut *lock(&store)?, &cut_off)?;
+                Ok(latencies)
+            });
+        tracing::debug!(
+            elapsed_ms = since(started_at),
+            "deprovisioning ledger updated"
+        );
+        match (result, recorded) {
+            (Ok(mut outcome), Ok(latencies)) => {
+                outcome.deprovision_latencies.extend(latencies);
+                Ok(outcome)
+            }
+            (Ok(_), Err(error)) => Err(error),
+            (Err(error), Ok(_)) => Err(error),
+            (Err(error), Err(ledger)) => {
+                tracing::error!(
+                    run = run_id,
+                    error = %ledger,
+                    "the failed run's deprovisions could not be recorded in the ledger"
+                );
+                Err(error)
+            }
+        }
+    } else {
+        result
+    };
     // Finished either way: a run left `running` would be shown as the last
     // reconcile for good and never pruned.
     match result {
@@ -321,6 +346,7 @@ async fn pipeline(
     run_id: RunId,
     started_at: DateTime<Utc>,
     options: RunOptions,
+    cut_off: &mut BTreeSet<RunId>,
 ) -> Result<RunOutcome, RunError> {
     let now = options.now.unwrap_or(started_at);
     if options.allow_over_threshold {
@@ -334,6 +360,7 @@ async fn pipeline(
     }
     let (recovered, recovered_latencies) = if mode == Mode::Reconcile {
         let recovered = apply::recover(client, store).await?;
+        cut_off.extend(recovered.runs.iter().copied());
         let latencies = crate::sweep::record_recovered(
             &mut *lock(store)?,
             &recovered,

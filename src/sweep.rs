@@ -4,7 +4,9 @@
 //! every write, and verifying each by a re-read.
 //!
 //! Before anything is counted or sent, actions a cut-off writer left `in_flight`
-//! are resolved ([`apply::recover`]): the 24 h limits count them as sent.
+//! are resolved ([`apply::recover`]): the 24 h limits count them as sent. The
+//! deprovisions a cut-off reconcile held or did not apply count from when it saw
+//! them, once an observation opens their episodes ([`backdate_cut_off`]).
 //!
 //! An account that reads as 404 is gone (its episode verified without a write) only
 //! once a `/Users` listing page has answered in the same pass: a base URL that
@@ -18,7 +20,7 @@
 //! stored workspace snapshot, and holds the leaver (for the full reconcile's
 //! last-Owner check) when none of them still is one.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
 use chrono::{DateTime, Duration, Utc};
@@ -266,9 +268,11 @@ pub async fn enforce(
                 recovered = recovered.resolved,
                 "interrupted actions resolved"
             );
-            let latencies =
-                record_recovered(&mut *lock(store)?, &recovered, now, configured_sla(config))?;
+            let mut store = lock(store)?;
+            let latencies = record_recovered(&mut store, &recovered, now, configured_sla(config))?;
             outcome.latencies.extend(latencies);
+            // After the sweep's observation: its episodes are there to move.
+            backdate_cut_off(&mut store, &recovered.runs)?;
         }
         // Leavers whose accounts can be read are still enforced (and overdue ones
         // escalated); the rows stay in flight for the next pass.
@@ -614,9 +618,11 @@ async fn other_owners(
         .collect())
 }
 
-/// After a full reconcile: deprovisions it planned join the ledger (detected at
-/// the run's start, `detected_at`, if the sweep had not seen them), and those it
-/// applied are verified at `now`.
+/// After a full reconcile, finished or failed: deprovisions it planned join the
+/// ledger (detected at the run's start, `detected_at`, if the sweep had not seen
+/// them), and those it applied are verified at `now`. A run that failed after its
+/// writes is recorded too: its applied rows are not in flight, so no recovery
+/// would record them later.
 pub fn record_reconcile(
     store: &Mutex<Store>,
     run_id: RunId,
@@ -655,28 +661,7 @@ pub fn record_deprovisions(
     let deprovisions: Vec<&crate::store::JournalEntry> = journal
         .iter()
         .filter(|row| only.is_none_or(|seqs| seqs.contains(&row.action.seq)))
-        .filter(|row| {
-            row.action.reason == DriftKind::StaleAccess
-                && matches!(
-                    row.action.kind,
-                    ActionKind::Deactivate { .. } | ActionKind::Delete { .. }
-                )
-                && row.action.identity_id.is_some()
-                // Deleting an account deactivated for the whole retention period
-                // takes no access away: there is nothing to be late with.
-                && !matches!(
-                    row.action.kind,
-                    ActionKind::Delete {
-                        deactivated_since: Some(_),
-                        ..
-                    }
-                )
-                // Held because the directory was not read whole: the person may
-                // simply be missing from the read. The retry job reads no
-                // directory and would enforce it; only a complete observation
-                // (the next sweep or reconcile) may open the episode.
-                && row.action.held != Some(HoldReason::IncompleteDirectory)
-        })
+        .filter(|row| ledgered(&row.action))
         .collect();
     if deprovisions.is_empty() {
         return Ok(Vec::new());
@@ -794,6 +779,94 @@ pub fn record_recovered(
         )?);
     }
     Ok(latencies)
+}
+
+/// Whether a journaled action is a deprovision the ledger keeps an episode for.
+fn ledgered(action: &Action) -> bool {
+    action.reason == DriftKind::StaleAccess
+        && matches!(
+            action.kind,
+            ActionKind::Deactivate { .. } | ActionKind::Delete { .. }
+        )
+        && action.identity_id.is_some()
+        // Deleting an account deactivated for the whole retention period takes no
+        // access away: there is nothing to be late with.
+        && !matches!(
+            action.kind,
+            ActionKind::Delete {
+                deactivated_since: Some(_),
+                ..
+            }
+        )
+        // Held because the directory was not read whole: the person may simply be
+        // missing from the read. The retry job reads no directory and would
+        // enforce it; only a complete observation (the next sweep or reconcile)
+        // may open the episode.
+        && action.held != Some(HoldReason::IncompleteDirectory)
+}
+
+/// After [`apply::recover`] and the observation that follows it: a reconcile cut
+/// off mid-apply (`cut_off`, the runs recovery found rows of in flight) recorded
+/// nothing in the ledger, and [`record_recovered`] records only the deprovisions
+/// it finds applied. The ones that run held, or did not get to apply, are opened
+/// by the next observation (a sweep's, or the next reconcile's), from its own
+/// later time: the SLA would restart after every crash, and an overdue hold
+/// escalate as late as the process was down. An episode of such a person opened
+/// since that run started, with nothing else in their ledger since, moves back to
+/// the run's start, when it saw them lose access (its due time with it).
+///
+/// Nothing is opened from the cut-off run alone: its observation may be stale (the
+/// person back since), and the retry job enforces open episodes without reading
+/// the directory. Returns how many episodes moved.
+pub fn backdate_cut_off(store: &mut Store, cut_off: &BTreeSet<RunId>) -> Result<usize, StoreError> {
+    let mut moved = 0;
+    for &run in cut_off {
+        let Some(record) = store.run(run)? else {
+            continue;
+        };
+        // Still `running` when a sweep recovers it (under the writer lock, a dead
+        // process's), `failed` once closed. A finished one recorded its own
+        // deprovisions (its rows in flight are an approval's, cut off).
+        if record.kind != RunKind::Reconcile || record.status == RunStatus::Succeeded {
+            continue;
+        }
+        let seen = record.started_at;
+        for row in store.journal_deprovisions(run)? {
+            if !ledgered(&row.action) {
+                continue;
+            }
+            let Some(identity) = row.action.identity_id.as_deref() else {
+                continue;
+            };
+            let history = store.deprovision_history(identity, 2)?;
+            let Some(episode) = history.first() else {
+                continue;
+            };
+            // Anything else in their ledger since the run began (an episode that
+            // ended, was opened or verified since) makes this one a later loss.
+            let quiet_since = history.iter().skip(1).all(|earlier| {
+                [
+                    Some(earlier.detected_at),
+                    earlier.verified_at,
+                    earlier.closed_at,
+                    earlier.returned_at,
+                ]
+                .into_iter()
+                .flatten()
+                .all(|at| at < seen)
+            });
+            if episode.detected_at > seen
+                && episode.closed_at.is_none()
+                && episode.returned_at.is_none()
+                && quiet_since
+            {
+                let due = seen + (episode.due_at - episode.detected_at);
+                store.deprovision_detected(episode.id, seen, due)?;
+                moved += 1;
+            }
+        }
+    }
+    Ok(moved)
 }
 
 /// Why the guard held an action, as the ledger records it.

@@ -359,6 +359,21 @@ impl Store {
         )
     }
 
+    /// An episode's loss was seen earlier than it was opened (by a run cut off
+    /// before it recorded it): it counts from `detected_at`, due at `due_at`.
+    pub fn deprovision_detected(
+        &mut self,
+        id: i64,
+        detected_at: DateTime<Utc>,
+        due_at: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        self.ledger_update(
+            "UPDATE deprovisions SET detected_at = ?2, due_at = ?3 WHERE id = ?1",
+            params![id, ts(detected_at), ts(due_at)],
+            id,
+        )
+    }
+
     pub fn deprovision_escalated(&mut self, id: i64, at: DateTime<Utc>) -> Result<(), StoreError> {
         self.ledger_update(
             "UPDATE deprovisions SET escalated_at = ?2 WHERE id = ?1",

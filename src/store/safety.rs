@@ -175,7 +175,8 @@ impl Store {
     // ---- held actions -------------------------------------------------------------
 
     /// Moves the `Held` actions `seqs` of `run` back to `Planned` (approval), leaving
-    /// the journaled `held` reason as the record of why they waited. Returns how
+    /// the journaled `held` reason as the record of why they waited (a refusal an
+    /// earlier approval recorded, [`Store::refuse_held`], is cleared). Returns how
     /// many were released (actions not held are skipped).
     pub fn release_held(
         &mut self,
@@ -190,7 +191,7 @@ impl Store {
         {
             let mut stmt = tx
                 .prepare_cached(
-                    "UPDATE actions SET state = 'planned', updated_at = ?3
+                    "UPDATE actions SET state = 'planned', last_error = NULL, updated_at = ?3
                      WHERE run_id = ?1 AND seq = ?2 AND state = 'held'",
                 )
                 .context(context)?;
@@ -200,6 +201,37 @@ impl Store {
         }
         tx.commit().context(context)?;
         Ok(released)
+    }
+
+    /// Records why an approval's re-check refused the actions `refused` (seq, why)
+    /// of `run`: each is `Held` with `why` as its last error. A held one stays held;
+    /// one an earlier approval released but did not send (`Planned`) is held again,
+    /// as a first refusal leaves it, rather than left planned for nobody. Rows in
+    /// any other state are skipped. Returns how many it recorded.
+    pub fn refuse_held(
+        &mut self,
+        run: RunId,
+        refused: &[(u32, String)],
+        at: DateTime<Utc>,
+    ) -> Result<usize, StoreError> {
+        let context = || format!("holding the actions of run {run} approval refused in actions");
+        let tx = self.write_tx(context)?;
+        let mut held = 0;
+        {
+            let mut stmt = tx
+                .prepare_cached(
+                    "UPDATE actions SET state = 'held', last_error = ?3, updated_at = ?4
+                     WHERE run_id = ?1 AND seq = ?2 AND state IN ('held', 'planned')",
+                )
+                .context(context)?;
+            for (seq, why) in refused {
+                held += stmt
+                    .execute(params![run, seq, why, ts(at)])
+                    .context(context)?;
+            }
+        }
+        tx.commit().context(context)?;
+        Ok(held)
     }
 
     pub fn record_decisions(

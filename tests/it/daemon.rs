@@ -1692,3 +1692,107 @@ fn link_moves_an_open_deprovision_to_the_account_now_linked() {
     // Not Ada's account any more: Bob's episode waits for a reconcile's match.
     assert_eq!(episode("00u2").account_id, None);
 }
+
+/// A cut-off reconcile's hold dates only the episode of the same loss: one opened
+/// after the person came back and left again since that run (something else in
+/// their ledger since it began) keeps its own detection time, and a run that
+/// finished recorded its own deprovisions.
+#[test]
+fn a_cut_off_hold_dates_only_an_episode_of_the_same_loss() {
+    use chrono::{Duration as Minutes, TimeZone, Utc};
+    use seatwarden::model::{Action, ActionKind, DriftKind, HoldReason, Plan};
+    use seatwarden::sla::{self, Leaver, LossReason};
+    use seatwarden::store::{RunKind, RunStatus};
+
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = Store::open(&dir.path().join("state.db")).unwrap();
+    let hour = Minutes::hours(1);
+    let t0 = Utc.with_ymd_and_hms(2026, 11, 2, 9, 0, 0).unwrap();
+    let held = |who: &str| Action {
+        seq: if who == "00u1" { 0 } else { 1 },
+        kind: ActionKind::Deactivate {
+            account_id: format!("acc-{who}"),
+        },
+        reason: DriftKind::StaleAccess,
+        subject: format!("{who}@example.com"),
+        identity_id: Some(who.into()),
+        detail: "identity is suspended in the directory".into(),
+        held: Some(HoldReason::LastOwner),
+    };
+    let leaver = |who: &str| Leaver {
+        identity_id: who.into(),
+        account_id: Some(format!("acc-{who}")),
+        user_name: format!("{who}@example.com"),
+        reason: LossReason::Suspended,
+    };
+    let observe = |store: &mut Store, leavers: &[Leaver], back: &[String], at| {
+        let current = store.current_deprovisions().unwrap();
+        let changes = sla::observe(&current, leavers, back, at, hour);
+        store.update_ledger(&changes, at).unwrap();
+    };
+    let run = store.begin_run(RunKind::Reconcile, t0).unwrap();
+    store
+        .save_plan(
+            run,
+            &Plan {
+                actions: vec![held("00u1"), held("00u2")],
+                ..Plan::default()
+            },
+            t0,
+        )
+        .unwrap();
+    // Cut off. Before the next observation, 00u2 is seen back and leaves again.
+    observe(
+        &mut store,
+        &[leaver("00u2")],
+        &[],
+        t0 + Minutes::minutes(10),
+    );
+    observe(
+        &mut store,
+        &[],
+        &["00u2".to_owned()],
+        t0 + Minutes::minutes(20),
+    );
+    let t1 = t0 + Minutes::hours(3);
+    observe(&mut store, &[leaver("00u1"), leaver("00u2")], &[], t1);
+
+    let cut_off = std::collections::BTreeSet::from([run]);
+    assert_eq!(
+        seatwarden::sweep::backdate_cut_off(&mut store, &cut_off).unwrap(),
+        1
+    );
+    let newest = |store: &Store, who: &str| store.deprovision_history(who, 1).unwrap()[0].clone();
+    let ada = newest(&store, "00u1");
+    assert_eq!((ada.detected_at, ada.due_at), (t0, t0 + hour));
+    let other = newest(&store, "00u2");
+    assert_eq!((other.detected_at, other.due_at), (t1, t1 + hour));
+    // Once more changes nothing.
+    assert_eq!(
+        seatwarden::sweep::backdate_cut_off(&mut store, &cut_off).unwrap(),
+        0
+    );
+
+    // A reconcile that finished recorded its own deprovisions: its rows in flight
+    // are a cut-off approval's, and date nothing.
+    let finished = store.begin_run(RunKind::Reconcile, t1).unwrap();
+    store
+        .save_plan(
+            finished,
+            &Plan {
+                actions: vec![held("00u3")],
+                ..Plan::default()
+            },
+            t1,
+        )
+        .unwrap();
+    store
+        .finish_run(finished, t1, RunStatus::Succeeded, None)
+        .unwrap();
+    observe(&mut store, &[leaver("00u3")], &[], t1 + hour);
+    let finished = std::collections::BTreeSet::from([finished]);
+    assert_eq!(
+        seatwarden::sweep::backdate_cut_off(&mut store, &finished).unwrap(),
+        0
+    );
+}

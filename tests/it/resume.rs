@@ -1025,3 +1025,175 @@ async fn a_user_name_handed_over_in_one_run_is_renamed_before_it_is_created() {
     );
     sandbox.shutdown().await;
 }
+
+/// A reconcile that fails after its writes were applied and verified (here: the
+/// report cannot be stored) still records what it applied in the same-day ledger:
+/// no recovery finds those rows (they are applied, not in flight), and no later
+/// reconcile plans that deactivation again. Without it Ada's deprovision is in no
+/// episode at all (or, had a sweep opened one, it would wait open for its next
+/// attempt and could escalate as overdue meanwhile). The caller gets the run's
+/// own error.
+#[tokio::test]
+async fn a_reconcile_failing_after_its_writes_still_records_its_deprovisions() {
+    let (sandbox, dir) = empty_sandbox().await;
+    write_directory(dir.path(), "00u1", "Ada");
+    let config = sandbox_config(&sandbox, dir.path());
+    reconcile(&config).await;
+
+    ada_left(dir.path());
+    rusqlite::Connection::open(&config.state.path)
+        .unwrap()
+        .execute_batch(
+            "CREATE TRIGGER no_reports BEFORE INSERT ON reports
+             BEGIN SELECT RAISE(ABORT, 'disk full (injected)'); END;",
+        )
+        .unwrap();
+    let error = run::execute(
+        &config,
+        Store::open(&config.state.path).unwrap(),
+        Mode::Reconcile,
+    )
+    .await
+    .unwrap_err();
+    assert!(error.to_string().contains("saving the report"), "{error}");
+    assert!(
+        !sandbox.snapshot().accounts[0].active,
+        "Ada was deactivated"
+    );
+
+    let store = Store::open(&config.state.path).unwrap();
+    let history = store.deprovision_history("00u1", 10).unwrap();
+    assert_eq!(history.len(), 1, "{history:?}");
+    assert!(
+        history[0].enforced_at.is_some() && history[0].verified_at.is_some(),
+        "{history:?}"
+    );
+    assert!(store.open_deprovisions().unwrap().is_empty());
+    sandbox.shutdown().await;
+}
+
+/// Ada's directory and workspace reconciled, then Ada deprovisioned in the
+/// directory with no deprovision allowed to pass (all held), and a reconcile that
+/// held her deactivation two hours ago and died while another of its writes was
+/// in flight. Returns the configuration now and when the cut-off run started.
+async fn a_cut_off_hold_of_ada(
+    sandbox: &seatwarden::sandbox::Sandbox,
+    dir: &std::path::Path,
+) -> (Config, chrono::DateTime<Utc>) {
+    use seatwarden::model::HoldReason;
+
+    write_directory(dir, "00u1", "Ada");
+    let config = sandbox_config(sandbox, dir);
+    reconcile(&config).await;
+    let ada = sandbox.snapshot().accounts[0].clone();
+    let path = dir.join("seatwarden.toml");
+    let toml = std::fs::read_to_string(&path).unwrap() + "max_deprovisions = 0\n";
+    std::fs::write(&path, toml).unwrap();
+    let config = Config::load_with_env(&path, Some(Default::default())).unwrap();
+
+    ada_left(dir);
+    let cut_off_at = Utc::now() - chrono::Duration::hours(2);
+    let mut store = Store::open(&config.state.path).unwrap();
+    let run = store.begin_run(RunKind::Reconcile, cut_off_at).unwrap();
+    let plan = Plan {
+        actions: vec![
+            Action {
+                seq: 0,
+                kind: ActionKind::Deactivate {
+                    account_id: ada.id.clone(),
+                },
+                reason: DriftKind::StaleAccess,
+                subject: "ada@example.com".into(),
+                identity_id: Some("00u1".into()),
+                detail: "identity is deprovisioned in the directory".into(),
+                held: Some(HoldReason::DeprovisionThreshold {
+                    planned: 1,
+                    limit: 0,
+                    managed: 1,
+                }),
+            },
+            Action {
+                seq: 1,
+                kind: ActionKind::Reactivate {
+                    account_id: ada.id.clone(),
+                },
+                reason: DriftKind::ReactivationDue,
+                subject: "ada@example.com".into(),
+                identity_id: Some("00u1".into()),
+                detail: String::new(),
+                held: None,
+            },
+        ],
+        ..Plan::default()
+    };
+    store.save_plan(run, &plan, cut_off_at).unwrap();
+    store.mark_in_flight(run, 1, cut_off_at).unwrap();
+    (config, cut_off_at)
+}
+
+/// Ada's one episode: held, open, counted from `detected`, due an hour later.
+fn assert_held_from(config: &Config, detected: chrono::DateTime<Utc>) {
+    let store = Store::open(&config.state.path).unwrap();
+    let history = store.deprovision_history("00u1", 10).unwrap();
+    assert_eq!(history.len(), 1, "{history:?}");
+    let episode = &history[0];
+    assert!(
+        episode.held.is_some() && episode.verified_at.is_none(),
+        "{episode:?}"
+    );
+    assert!(
+        (episode.detected_at - detected).num_seconds().abs() < 1,
+        "detected {} rather than when the cut-off run saw it, {detected}",
+        episode.detected_at
+    );
+    assert_eq!(
+        episode.due_at - episode.detected_at,
+        chrono::Duration::hours(1)
+    );
+}
+
+/// A reconcile cut off mid-apply recorded nothing in the same-day ledger, the
+/// deactivation it held included. The next reconcile sees the leaver again and
+/// holds them again, and its episode starts from when the cut-off run saw them:
+/// counted from the later run, the SLA would restart after every crash, and an
+/// overdue hold would escalate as late as the process was down.
+#[tokio::test]
+async fn a_hold_of_a_cut_off_reconcile_keeps_its_detection_time() {
+    let (sandbox, dir) = empty_sandbox().await;
+    let (config, cut_off_at) = a_cut_off_hold_of_ada(&sandbox, dir.path()).await;
+
+    let outcome = reconcile(&config).await;
+    assert_eq!(outcome.report.summary.recovered, 1);
+    assert_eq!(outcome.report.summary.actions_held, 1);
+    assert_held_from(&config, cut_off_at);
+    sandbox.shutdown().await;
+}
+
+/// The same when a sweep is the first to run after the crash: the episode its
+/// observation opens counts from the cut-off run, so the hold, overdue since, is
+/// escalated now rather than an hour from now.
+#[tokio::test]
+async fn a_sweep_after_a_cut_off_reconcile_escalates_its_overdue_hold() {
+    let (sandbox, dir) = empty_sandbox().await;
+    let (config, cut_off_at) = a_cut_off_hold_of_ada(&sandbox, dir.path()).await;
+
+    let client = seatwarden::workspace::ScimClient::new(config.scim_settings().unwrap()).unwrap();
+    let store = std::sync::Arc::new(std::sync::Mutex::new(
+        Store::open(&config.state.path).unwrap(),
+    ));
+    let outcome = seatwarden::sweep::sweep(
+        &config,
+        &run::directory_from_config(&config),
+        &client,
+        &store,
+        Utc::now(),
+        chrono::Duration::hours(1),
+    )
+    .await
+    .unwrap();
+    drop(store);
+    assert_eq!((outcome.detected, outcome.held), (1, 1), "{outcome:?}");
+    assert_held_from(&config, cut_off_at);
+    assert_eq!(outcome.escalated.len(), 1, "{outcome:?}");
+    sandbox.shutdown().await;
+}

@@ -638,6 +638,96 @@ async fn approve_refuses_a_held_deprovision_of_someone_back_since() {
     );
 }
 
+/// An approval cut off after releasing what it approved leaves those rows
+/// `planned`; the approval that finishes them re-checks them, and one it refuses
+/// (here: the person is back) goes back to `held`, as a refusal of a first
+/// approval leaves it, with the re-check's reason in the journal and the report:
+/// not "not run", which would say nothing and ask nobody for anything.
+#[tokio::test]
+async fn a_released_action_the_next_approval_refuses_is_held_again_with_the_reason() {
+    use seatwarden::report::{Outcome, Report};
+    use seatwarden::store::{ActionState, Decision};
+
+    let mut env = env_with(200, None, "max_deprovisions = 2").await;
+    env.run(Mode::Reconcile, RunOptions::default()).await;
+    let left = env.leave(3);
+    let outcome = env.run(Mode::Reconcile, RunOptions::default()).await;
+    let seqs: Vec<u32> = deactivations(&outcome).iter().map(|a| a.seq).collect();
+    assert_eq!(seqs.len(), 3);
+    let back = deactivations(&outcome)
+        .iter()
+        .find(|a| a.identity_id.as_deref() == Some(left[0].as_str()))
+        .unwrap()
+        .seq;
+    {
+        // The first approval decided and released all three, then died.
+        let mut store = env.store();
+        let approved: Vec<(u32, Decision, Option<String>)> = seqs
+            .iter()
+            .map(|seq| (*seq, Decision::Approved, None))
+            .collect();
+        store
+            .record_decisions(outcome.run_id, &approved, "alice", Utc::now())
+            .unwrap();
+        store
+            .release_held(outcome.run_id, &seqs, Utc::now())
+            .unwrap();
+        // A sweep then sees the first leaver back.
+        let current = store.current_deprovisions().unwrap();
+        let later = Utc::now() + Duration::minutes(5);
+        let changes = seatwarden::sla::observe(
+            &current,
+            &[],
+            std::slice::from_ref(&left[0]),
+            later,
+            Duration::hours(1),
+        );
+        store.update_ledger(&changes, later).unwrap();
+    }
+    let approval = approval::approve(
+        &env.config,
+        &env.client(3),
+        env.store(),
+        outcome.run_id,
+        &Only::All,
+        Utc::now() + Duration::minutes(10),
+    )
+    .await
+    .unwrap();
+    assert_eq!(approval.applied.applied, 2, "{approval:?}");
+    assert_eq!(approval.refused.len(), 1, "{approval:?}");
+    assert_eq!(approval.refused[0].0, back);
+
+    let store = env.store();
+    let journal = store.journal(outcome.run_id).unwrap();
+    let row = journal.iter().find(|e| e.action.seq == back).unwrap();
+    assert_eq!(row.state, ActionState::Held);
+    assert!(
+        row.last_error
+            .as_deref()
+            .is_some_and(|e| e.contains("refused by the re-check") && e.contains("access again")),
+        "{row:?}"
+    );
+    let report = Report::from_json(&store.report(outcome.run_id).unwrap().unwrap()).unwrap();
+    let shown = report.actions.iter().find(|a| a.seq == back).unwrap();
+    assert_eq!(shown.outcome, Outcome::Held);
+    assert!(
+        shown
+            .error
+            .as_deref()
+            .is_some_and(|e| e.contains("access again")),
+        "{shown:?}"
+    );
+    assert_eq!(report.summary.actions_not_run, 0, "{:?}", report.summary);
+    assert_eq!(report.summary.actions_held, 1, "{:?}", report.summary);
+    drop(store);
+
+    // Still decidable: rejecting drops it for good.
+    let rejected =
+        approval::reject(&mut env.store(), outcome.run_id, &Only::All, Utc::now()).unwrap();
+    assert_eq!(rejected, 1);
+}
+
 /// `approve` re-reads the workspace to see what a held action still means: an
 /// account missing from that listing would make its deactivation "obsolete".
 /// A listing that ended short of its `totalResults` is no such proof, so
