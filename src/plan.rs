@@ -45,7 +45,8 @@
 //! - Roles: when `manage_roles` and the spec has a role; an account whose single role
 //!   value names the desired role (in any case) is in line.
 //! - Groups: only groups a mapping names (matched to workspace groups by display name,
-//!   case-insensitively; with several same-named groups the lowest id is used).
+//!   case-insensitively). A name several workspace groups share is a disputed match:
+//!   none of them is touched, nor is another created.
 //!   Members of people who lost access are left alone: deactivated accounts keep their
 //!   projects, so reactivation restores access without loss.
 //! - Protected accounts (by the account's or the identity's userName) appear in no
@@ -163,7 +164,7 @@ pub fn plan(
     };
     let matching = Matching::build(index, (!shared).then_some(desired), workspace, links);
     let mut planner = Planner::new(desired, shared, settings, &matching);
-    let existing = existing_groups(workspace);
+    let existing = ExistingGroups::of(workspace);
     // The managed groups' workspace members as account slots (about two million
     // lookups at 1M people): the largest single cost, and it depends on nothing
     // but the account index. The second thread resolves groups while this one
@@ -171,7 +172,7 @@ pub fn plan(
     let to_resolve: Vec<Option<&WorkspaceGroup>> = planner
         .managed
         .iter()
-        .map(|g| existing.get(g.key.as_str()).copied())
+        .map(|g| existing.get(g.key.as_str()))
         .collect();
     let (resolved, ()) = beside(
         to_resolve.len(),
@@ -911,17 +912,42 @@ impl<'a> Matching<'a> {
         self.details.get(index as usize).map_or("", String::as_str)
     }
 }
-/// Workspace groups by lower-cased display name; of several with one name, the
-/// lowest id.
-fn existing_groups(workspace: &WorkspaceSnapshot) -> BTreeMap<Cow<'_, str>, &WorkspaceGroup> {
-    let mut existing: BTreeMap<Cow<'_, str>, &WorkspaceGroup> = BTreeMap::new();
-    for group in &workspace.groups {
-        let slot = existing.entry(fold(&group.display_name)).or_insert(group);
-        if group.id < slot.id {
-            *slot = group;
+/// Workspace groups by lower-cased display name: those whose name is theirs
+/// alone, and the names several groups share (their ids, sorted).
+struct ExistingGroups<'a> {
+    unique: BTreeMap<Cow<'a, str>, &'a WorkspaceGroup>,
+    shared: BTreeMap<Cow<'a, str>, Vec<&'a str>>,
+}
+
+impl<'a> ExistingGroups<'a> {
+    fn of(workspace: &'a WorkspaceSnapshot) -> Self {
+        let mut by_name: BTreeMap<Cow<'a, str>, Vec<&'a WorkspaceGroup>> = BTreeMap::new();
+        for group in &workspace.groups {
+            by_name
+                .entry(fold(&group.display_name))
+                .or_default()
+                .push(group);
         }
+        let mut unique = BTreeMap::new();
+        let mut shared = BTreeMap::new();
+        for (name, groups) in by_name {
+            match groups.as_slice() {
+                [one] => {
+                    unique.insert(name, *one);
+                }
+                several => {
+                    let mut ids: Vec<&str> = several.iter().map(|g| g.id.as_str()).collect();
+                    ids.sort_unstable();
+                    shared.insert(name, ids);
+                }
+            }
+        }
+        ExistingGroups { unique, shared }
     }
-    existing
+
+    fn get(&self, key: &str) -> Option<&'a WorkspaceGroup> {
+        self.unique.get(key).copied()
+    }
 }
 
 #[derive(Default)]
@@ -1499,11 +1525,7 @@ impl<'p, 'a: 'p> Planner<'p, 'a> {
 
     /// `members` holds, by position in `managed`, the account slots of the members
     /// of the workspace group `existing` gives it ([`Matching::member_slots`]).
-    fn groups(
-        &mut self,
-        existing: &BTreeMap<Cow<'a, str>, &'a WorkspaceGroup>,
-        mut members: Vec<Option<Vec<u32>>>,
-    ) {
+    fn groups(&mut self, existing: &ExistingGroups<'a>, mut members: Vec<Option<Vec<u32>>>) {
         let m = self.matching;
         // Per account slot, the stamp of the last group that wants it, has it as a
         // member, and has seen it; a group's stamp is its position + 1.
@@ -1521,6 +1543,25 @@ impl<'p, 'a: 'p> Planner<'p, 'a> {
                 mut want_existing,
                 mut want_created,
             } = group;
+            // Which of several same-named groups is the mapped one, nothing here
+            // can tell; anyone who may create a group could otherwise make a
+            // decoy that takes the mapped members while the real group goes
+            // unmanaged. None of them is touched until one name is left.
+            if let Some(ids) = existing.shared.get(key.as_str()) {
+                self.drift(Item {
+                    kind: DriftKind::DisputedMatch,
+                    identity_id: None,
+                    account_id: None,
+                    user_name: name,
+                    detail: format!(
+                        "{} workspace groups are named {name} ({}): seatwarden changes the \
+                         members of none of them until only one has the name",
+                        ids.len(),
+                        joined(ids)
+                    ),
+                });
+                continue;
+            }
             want_existing.sort_unstable();
             want_existing.dedup();
             want_created.sort_unstable();
@@ -2447,6 +2488,55 @@ mod tests {
         assert_eq!(drift_of(&plan, DriftKind::AttributeDrift).len(), 1);
         assert_eq!(plan.new_links.len(), 1);
         assert_eq!(plan.new_links[0].method, LinkMethod::UserName);
+    }
+
+    /// Two workspace groups with the mapped name: which one is meant, nothing
+    /// tells, and a decoy made by anyone who may create groups must not take the
+    /// mapped members (nor leave the real group unmanaged). Neither is touched and
+    /// none is created; once one name is left, it is managed again.
+    #[test]
+    fn a_mapped_name_two_workspace_groups_share_is_disputed() {
+        let mut fx = Fx::new();
+        fx.identities = vec![active("a", &["eng"])];
+        fx.accounts = vec![acct("1", "a"), acct("2", "b")];
+        fx.links = vec![link("a", "1")];
+        fx.groups = vec![
+            group("z-real", "Engineering", &["2"]),
+            group("a-decoy", "engineering", &[]),
+        ];
+        let plan = fx.plan();
+        assert!(
+            !plan.actions.iter().any(|a| matches!(
+                a.kind,
+                ActionKind::AddMembers { .. }
+                    | ActionKind::RemoveMembers { .. }
+                    | ActionKind::CreateGroup { .. }
+            )),
+            "{:#?}",
+            plan.actions
+        );
+        let disputed = drift_of(&plan, DriftKind::DisputedMatch);
+        assert_eq!(disputed.len(), 1);
+        assert_eq!(
+            disputed[0].detail,
+            "2 workspace groups are named Engineering (a-decoy, z-real): seatwarden changes \
+             the members of none of them until only one has the name"
+        );
+
+        fx.groups.remove(1);
+        let plan = fx.plan();
+        assert!(drift_of(&plan, DriftKind::DisputedMatch).is_empty());
+        assert!(
+            kinds(&plan).contains(&&ActionKind::AddMembers {
+                group: GroupRef::Existing {
+                    id: "z-real".into(),
+                    display_name: "Engineering".into()
+                },
+                members: vec![existing("1")]
+            }),
+            "{:#?}",
+            plan.actions
+        );
     }
 
     #[test]

@@ -694,7 +694,24 @@ proptest! {
                 (Some(account), _) => prop_assert!(!accounts.contains(account), "{item:?}"),
                 // An identity-level dispute: nothing for that person at all.
                 (None, Some(identity)) => prop_assert!(!identities.contains(identity), "{item:?}"),
-                (None, None) => prop_assert!(false, "dispute names nothing: {item:?}"),
+                // A group name several workspace groups share: no group of that
+                // name is written to or created.
+                (None, None) => {
+                    let named = |name: &str| name.eq_ignore_ascii_case(&item.user_name);
+                    prop_assert!(
+                        !plan.actions.iter().any(|a| match &a.kind {
+                            ActionKind::AddMembers { group, .. }
+                            | ActionKind::RemoveMembers { group, .. } => named(group.display_name()),
+                            ActionKind::CreateGroup { display_name } => named(display_name),
+                            _ => false,
+                        }),
+                        "{item:?}"
+                    );
+                    prop_assert!(
+                        s.workspace.groups.iter().filter(|g| named(&g.display_name)).count() > 1,
+                        "dispute names nothing: {item:?}"
+                    );
+                }
             }
         }
         for link in &plan.new_links {
