@@ -324,9 +324,10 @@ fn hold_wanted_user_names(plan: &mut Plan, workspace: &WorkspaceSnapshot) {
         .actions
         .iter()
         .filter_map(|a| match &a.kind {
-            ActionKind::CreateAccount { identity_id, spec } => {
-                Some((spec.user_name.to_lowercase(), identity_id.as_str()))
-            }
+            ActionKind::CreateAccount { identity_id, spec } => Some((
+                crate::model::fold_case(&spec.user_name),
+                identity_id.as_str(),
+            )),
             _ => None,
         })
         .collect();
@@ -353,7 +354,7 @@ fn hold_wanted_user_names(plan: &mut Plan, workspace: &WorkspaceSnapshot) {
             && action.held.is_none()
             && inactive.contains(account_id.as_str())
             && let Some(user_name) = user_names.get(account_id.as_str())
-            && let Some(identity_id) = wanted.get(&user_name.to_lowercase())
+            && let Some(identity_id) = wanted.get(&crate::model::fold_case(user_name))
         {
             holds.push((
                 index,
@@ -699,7 +700,7 @@ fn hold_creates_behind_renames(plan: &mut Plan) {
             (ActionKind::UpdateAttributes { changes, .. }, Some(reason)) => {
                 changes.iter().find_map(|c| match (&c.attribute, &c.from) {
                     (crate::model::Attribute::UserName, Some(from)) => {
-                        Some((from.to_lowercase(), reason.clone()))
+                        Some((crate::model::fold_case(from), reason.clone()))
                     }
                     _ => None,
                 })
@@ -713,7 +714,7 @@ fn hold_creates_behind_renames(plan: &mut Plan) {
     for action in &mut plan.actions {
         if action.held.is_none()
             && let ActionKind::CreateAccount { spec, .. } = &action.kind
-            && let Some(reason) = given_up.get(&spec.user_name.to_lowercase())
+            && let Some(reason) = given_up.get(&crate::model::fold_case(&spec.user_name))
         {
             action.held = Some(reason.clone());
         }

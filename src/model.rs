@@ -801,17 +801,33 @@ impl Plan {
     }
 }
 
-/// Equal without regard to case (full Unicode lower-casing), as the plan compares
-/// userNames and emails; verification and the workspace client's look-ups use it
-/// too, so what the plan takes as the same account is the same everywhere.
+/// Equal without regard to case, as the plan compares userNames and emails;
+/// verification and the workspace client's look-ups use it too, so what the plan
+/// takes as the same account is the same everywhere. See [`fold_case`].
 pub fn same_ci(a: &str, b: &str) -> bool {
-    if a == b {
-        return true;
-    }
     if a.is_ascii() && b.is_ascii() {
         return a.eq_ignore_ascii_case(b);
     }
-    a.to_lowercase() == b.to_lowercase()
+    a == b || fold_case(a) == fold_case(b)
+}
+
+/// Lower-cased as SCIM providers compare userNames (`É` and `é` are one letter),
+/// except that a character outside ASCII never becomes an ASCII one: full Unicode
+/// lower-casing turns U+212A KELVIN SIGN into `k` (and U+0130 into `i` and a
+/// combining dot), and an account named with such a look-alike would be taken for,
+/// and given the access of, the person it imitates.
+pub fn fold_case(s: &str) -> String {
+    let mut folded = String::with_capacity(s.len());
+    for c in s.chars() {
+        if c.is_ascii() {
+            folded.push(c.to_ascii_lowercase());
+        } else if c.to_lowercase().any(|l| l.is_ascii()) {
+            folded.push(c);
+        } else {
+            folded.extend(c.to_lowercase());
+        }
+    }
+    folded
 }
 
 #[cfg(test)]

@@ -469,16 +469,15 @@ fn someone_elses(account: Option<&Account>, method: LinkMethod) -> Option<String
     })
 }
 
-/// Lower-cased, borrowing when the string has nothing to lower.
+/// Lower-cased as [`same_ci`] compares ([`crate::model::fold_case`]), borrowing
+/// when the string has nothing to lower.
 fn fold(s: &str) -> Cow<'_, str> {
-    if s.is_ascii() {
-        if s.bytes().any(|b| b.is_ascii_uppercase()) {
-            Cow::Owned(s.to_ascii_lowercase())
-        } else {
-            Cow::Borrowed(s)
-        }
+    if !s.is_ascii() {
+        Cow::Owned(crate::model::fold_case(s))
+    } else if s.bytes().any(|b| b.is_ascii_uppercase()) {
+        Cow::Owned(s.to_ascii_lowercase())
     } else {
-        Cow::Owned(s.to_lowercase())
+        Cow::Borrowed(s)
     }
 }
 
@@ -2614,6 +2613,38 @@ mod tests {
         fx.accounts[0].active = false;
         fx.identities[0].status = IdentityStatus::Deprovisioned;
         assert!(drift_of(&fx.plan(), DriftKind::DisputedMatch).is_empty());
+    }
+
+    /// U+212A KELVIN SIGN lower-cases to `k` in Unicode, and an account named with
+    /// it would otherwise be matched to (and given the role of) the person it
+    /// imitates. A plain case difference still matches, accented letters too.
+    #[test]
+    fn a_look_alike_user_name_is_not_matched() {
+        let mut fx = Fx::new();
+        fx.identities = vec![active("kim", &["eng"])];
+        let mut look_alike = acct("1", "other");
+        look_alike.external_id = None;
+        look_alike.user_name = "\u{212A}im@ex.com".into();
+        look_alike.email = None;
+        fx.accounts = vec![look_alike];
+        let plan = fx.plan();
+        assert!(plan.new_links.is_empty(), "{:#?}", plan.new_links);
+        assert!(
+            plan.actions
+                .iter()
+                .any(|a| matches!(a.kind, ActionKind::CreateAccount { .. })),
+            "{:#?}",
+            plan.actions
+        );
+        assert!(!same_ci("\u{212A}im@ex.com", "kim@ex.com"));
+        assert!(!same_ci("\u{130}da@ex.com", "ida@ex.com"));
+        assert!(same_ci("Élodie@ex.com", "élodie@EX.com"));
+        assert_eq!(fold("Élodie@EX.com"), "élodie@ex.com");
+
+        fx.accounts[0].user_name = "KIM@EX.COM".into();
+        let plan = fx.plan();
+        assert_eq!(plan.new_links.len(), 1);
+        assert_eq!(plan.new_links[0].method, LinkMethod::UserName);
     }
 
     #[test]

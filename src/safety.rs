@@ -326,14 +326,14 @@ async fn recheck_shrunken_workspace(
     let seen_before: HashSet<String> = previous
         .accounts
         .iter()
-        .map(|a| a.user_name.to_lowercase())
+        .map(|a| crate::model::fold_case(&a.user_name))
         .collect();
     let present: HashSet<String> = workspace.accounts.iter().map(|a| a.id.clone()).collect();
     for action in &plan.actions {
         let ActionKind::CreateAccount { identity_id, spec } = &action.kind else {
             continue;
         };
-        if !seen_before.contains(&spec.user_name.to_lowercase()) {
+        if !seen_before.contains(&crate::model::fold_case(&spec.user_name)) {
             continue;
         }
         match client.find_account_by_user_name(&spec.user_name).await {
