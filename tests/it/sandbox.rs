@@ -51,6 +51,7 @@ fn client_for(url: &str, token: &str, page_size: u32) -> ScimClient {
         timeout: Duration::from_secs(30),
         retry: RetryPolicy::immediate(12),
         managed_groups: Vec::new(),
+        group_members: seatwarden::workspace::GroupMembers::Listed,
     })
     .unwrap()
 }
