@@ -376,3 +376,98 @@ async fn a_member_filter_that_fails_fails_the_read() {
     let err = client.snapshot(&|_| {}).await.unwrap_err();
     assert_eq!(err.status(), Some(403), "{err}");
 }
+
+/// A crash left membership changes in flight: recovery judges them by each
+/// member's groups, as verification does, not by the empty member list.
+#[tokio::test]
+async fn interrupted_membership_changes_are_recovered_by_the_members_groups() {
+    use seatwarden::model::{AccountRef, Action, DriftKind, GroupRef, Plan, WorkspaceGroup};
+    use seatwarden::store::{ActionState, RunKind};
+
+    let seed = WorkspaceSnapshot {
+        accounts: data().0.workspace.accounts.into_iter().take(3).collect(),
+        groups: Vec::new(),
+    };
+    let ids: Vec<String> = seed.accounts.iter().map(|a| a.id.clone()).collect();
+    let seed = WorkspaceSnapshot {
+        groups: vec![WorkspaceGroup {
+            id: "g1".into(),
+            display_name: "Engineering".into(),
+            // ids[0] arrived; ids[1] was removed; ids[2] never arrived.
+            members: vec![ids[0].clone()],
+        }],
+        ..seed
+    };
+    let sandbox = aws_like(seed).await;
+    let server_settings = ScimSettings {
+        base_url: sandbox.base_url(),
+        token: TOKEN.to_owned().into(),
+        role_attribute: RoleAttribute::Roles,
+        page_size: 100,
+        pagination: Pagination::Auto,
+        max_concurrency: 2,
+        requests_per_second: 0,
+        timeout: Duration::from_secs(5),
+        retry: RetryPolicy::immediate(2),
+        managed_groups: vec!["Engineering".to_owned()],
+        group_members: GroupMembers::ByMemberFilter,
+    };
+    let client = ScimClient::new(server_settings).unwrap();
+    client.discover().await.unwrap();
+
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = Store::open(&dir.path().join("state.db")).unwrap();
+    let run = store
+        .begin_run(RunKind::Reconcile, chrono::Utc::now())
+        .unwrap();
+    let group = GroupRef::Existing {
+        id: "g1".into(),
+        display_name: "Engineering".into(),
+    };
+    let action = |seq: u32, kind: ActionKind| Action {
+        seq,
+        kind,
+        reason: DriftKind::GroupDrift,
+        subject: "Engineering".into(),
+        identity_id: None,
+        detail: String::new(),
+        held: None,
+    };
+    let add = |id: &String| ActionKind::AddMembers {
+        group: group.clone(),
+        members: vec![AccountRef::Existing { id: id.clone() }],
+    };
+    let plan = Plan {
+        actions: vec![
+            action(0, add(&ids[0])),
+            action(
+                1,
+                ActionKind::RemoveMembers {
+                    group: group.clone(),
+                    members: vec![ids[1].clone()],
+                },
+            ),
+            action(2, add(&ids[2])),
+        ],
+        ..Plan::default()
+    };
+    store.save_plan(run, &plan, chrono::Utc::now()).unwrap();
+    for seq in 0..3 {
+        store.mark_in_flight(run, seq, chrono::Utc::now()).unwrap();
+    }
+    let store = std::sync::Mutex::new(store);
+    let recovered = seatwarden::apply::recover(&client, &store).await.unwrap();
+    assert_eq!(recovered.resolved, 3);
+    let journal = store.lock().unwrap().journal(run).unwrap();
+    let states: Vec<ActionState> = journal.iter().map(|e| e.state).collect();
+    assert_eq!(
+        states,
+        vec![
+            ActionState::Applied,
+            ActionState::Applied,
+            ActionState::Failed
+        ],
+        "{journal:#?}"
+    );
+    sandbox.shutdown().await;
+}
