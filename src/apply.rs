@@ -29,6 +29,15 @@
 //! object by object for the rest of the run, and so is the rest of a verification
 //! whose first, four-id filter was slower per object than a single read.
 //!
+//! Where groups never show their members (`workspace.group_members =
+//! "by_member_filter"`, AWS IAM Identity Center), a membership change is checked by
+//! the groups of each member it names (`members.value eq "<id>"`, asked once per
+//! member and shared by every action that names it), in verification and in
+//! recovery alike; the group itself is read only to see that it exists, and the
+//! workspace is never re-listed instead (a listing would ask every account's groups).
+//! In the default mode, an add to a group that reads with no members at all fails
+//! with a message naming that setting.
+//!
 //! Progress ([`with_progress`]): a caller that shows it (a run on a terminal) hears
 //! of every write answered and of the start of the verification.
 //!

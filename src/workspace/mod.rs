@@ -2,6 +2,10 @@
 //! that survives lying or lazy providers, RFC 9865 cursor paging for providers
 //! that page that way, and the writes the executor needs.
 //!
+//! Managed groups' members come from the groups' `members`, or, for a provider that
+//! never shows them (AWS IAM Identity Center), from one `members.value eq` filter
+//! per account ([`GroupMembers`], `workspace.group_members`).
+//!
 //! Every request goes through `ScimClient::send`: a concurrency permit, the rate
 //! limiter, bearer auth, a per-request timeout and [`crate::retry::retry`] for
 //! transient failures (connect errors, timeouts, closed connections, 429, 5xx).

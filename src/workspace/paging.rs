@@ -17,6 +17,9 @@
 //! (`expiredCursor`, `invalidCursor`: it timed out while retries waited) gets the
 //! listing asked again from the first page, once.
 //!
+//! A listing may carry a filter (`list_filtered`: an account's groups under
+//! `group_members = "by_member_filter"`); every page is asked with it.
+//!
 //! Under `pagination = "auto"`, a provider that did not announce index paging and
 //! answers the first index page with 501 is asked once more without paging
 //! parameters: a cursor-only one answers with its first page and a `nextCursor`
