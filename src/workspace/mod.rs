@@ -841,8 +841,9 @@ impl ScimClient {
     /// documents for this; its group reads never show members), every page of the
     /// answer followed as listings are. AWS answers 404 when the filter names a
     /// member that does not exist: that counts as "in no group" only when a read
-    /// of the account confirms it is gone (deleted since it was listed); a 404
-    /// for an account that reads as present fails, as does a listing that ends
+    /// of the account and a search on `/Users` ([`ScimClient::find_account_elsewhere`])
+    /// confirm it is gone (deleted since it was listed), and only for that
+    /// account; a 404 for an account found either way fails, as does a listing that ends
     /// short of its `totalResults`. A returned group that shows members without
     /// this account means the provider ignored the filter: an error too.
     pub async fn groups_of_member(&self, account_id: &str) -> Result<Vec<String>, WorkspaceError> {
@@ -876,15 +877,20 @@ impl ScimClient {
                 "the groups of one account ended short of the totalResults announced: \
                  memberships cannot be read whole",
             )),
+            // Gone only when a search on /Users does not find it either, as for a
+            // deprovision (a route that answers 404 for objects that exist).
             Err(e) if e.is_not_found() => match self.get_account(account_id).await? {
-                None => {
-                    tracing::debug!(
-                        account = account_id,
-                        "the groups filter and a read both say the account is gone: in no group"
-                    );
-                    Ok(Vec::new())
-                }
                 Some(_) => Err(e),
+                None => match self.find_account_elsewhere(account_id, None).await? {
+                    Some(_) => Err(e),
+                    None => {
+                        tracing::debug!(
+                            account = account_id,
+                            "the groups filter and a read both say the account is gone: in no group"
+                        );
+                        Ok(Vec::new())
+                    }
+                },
             },
             Err(e) => Err(e),
         }

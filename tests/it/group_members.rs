@@ -295,6 +295,14 @@ async fn aws_documented() -> MockServer {
         .respond_with(ResponseTemplate::new(404).set_body_json(not_found))
         .mount(&server)
         .await;
+    // Looked for by a filter before it counts as gone: not found that way either.
+    Mock::given(method("GET"))
+        .and(path("/scim/v2/Users"))
+        .and(query_param("filter", "id eq \"gone\""))
+        .respond_with(ResponseTemplate::new(200).set_body_json(list(json!([]))))
+        .with_priority(2)
+        .mount(&server)
+        .await;
     // The plain listing: no filter parameter.
     Mock::given(method("GET"))
         .and(path("/scim/v2/Groups"))
@@ -342,6 +350,23 @@ async fn aws_shaped_answers_give_managed_groups_their_members() {
     let listed = ScimClient::new(settings(&server, GroupMembers::Listed)).unwrap();
     let snapshot = listed.snapshot(&|_| {}).await.unwrap();
     assert!(snapshot.groups.iter().all(|g| g.members.is_empty()));
+}
+
+/// A 404 for an account found by a search on `/Users` (its read by id answering
+/// 404 too: a route that will not pass ids) is no proof it is in no group.
+#[tokio::test]
+async fn a_member_filter_404_for_an_account_found_by_a_search_fails_the_read() {
+    let server = aws_documented().await;
+    Mock::given(method("GET"))
+        .and(path("/scim/v2/Users"))
+        .and(query_param("filter", "id eq \"gone\""))
+        .respond_with(ResponseTemplate::new(200).set_body_json(list(json!([user("gone")]))))
+        .with_priority(1)
+        .mount(&server)
+        .await;
+    let client = ScimClient::new(settings(&server, GroupMembers::ByMemberFilter)).unwrap();
+    let err = client.snapshot(&|_| {}).await.unwrap_err();
+    assert_eq!(err.status(), Some(404), "{err}");
 }
 
 /// A 404 for an account that still reads as present is no proof it is in no
