@@ -1562,9 +1562,9 @@ async fn verify_effect(action: &Action, reader: &impl Reader) -> Result<(), Stri
                     not_created.join(", ")
                 )),
                 _ if current.is_empty() && !reader.members_by_filter() => Err(format!(
-                    "not members yet: {}; the group shows no members at all: a provider that \
-                     never shows a group's members (AWS IAM Identity Center) needs \
-                     workspace.group_members = \"by_member_filter\"",
+                    "not members yet: {}; the group reads with no members at all: if the \
+                     provider never shows a group's members (AWS IAM Identity Center does \
+                     not), set workspace.group_members = \"by_member_filter\"",
                     absent.join(", ")
                 )),
                 _ => Err(format!("not members yet: {}", absent.join(", "))),

@@ -782,8 +782,8 @@ impl ScimClient {
     /// filters found (see [`GroupMembers::ByMemberFilter`]); what the listing showed
     /// for a managed group is not used, unmanaged groups keep it. Every account's
     /// answer is needed: one that fails fails the read, since a member left out
-    /// would be planned as a removal the next time it is not wanted, or an add
-    /// that is there already.
+    /// would look absent (an add planned for what is there; in verification, a
+    /// removal taken as done that was not).
     async fn members_by_member_filter(
         &self,
         accounts: &[Account],
@@ -806,9 +806,9 @@ impl ScimClient {
         let total = accounts.len() as u64;
         // In account order (`buffered`), so the members come in a stable order; at
         // most `max_concurrency` accounts at a time, and each request still takes
-        // a permit and waits for the rate limiter in `send`.
-        // Owned ids and a client clone per future: futures borrowing from the
-        // listing make the snapshot's future fail `Send` for every lifetime.
+        // a permit and waits for the rate limiter in `send`. Owned ids and a client
+        // clone per future: futures borrowing from the listing made the snapshot's
+        // future fail `Send` ("not general enough").
         let ids: Vec<String> = accounts.iter().map(|a| a.id.clone()).collect();
         let mut probes = futures::stream::iter(ids.into_iter().map(|id| {
             let client = self.clone();
@@ -886,7 +886,7 @@ impl ScimClient {
                     None => {
                         tracing::debug!(
                             account = account_id,
-                            "the groups filter and a read both say the account is gone: in no group"
+                            "the groups filter, a read and a search say the account is gone: in no group"
                         );
                         Ok(Vec::new())
                     }
