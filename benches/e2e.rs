@@ -165,6 +165,7 @@ impl Workspace {
             timeout: Duration::from_secs(60),
             retry: RetryPolicy::default(),
             managed_groups: Vec::new(),
+            group_members: seatwarden::workspace::GroupMembers::Listed,
         })
         .unwrap()
     }

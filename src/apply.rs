@@ -29,6 +29,15 @@
 //! object by object for the rest of the run, and so is the rest of a verification
 //! whose first, four-id filter was slower per object than a single read.
 //!
+//! Where groups never show their members (`workspace.group_members =
+//! "by_member_filter"`, AWS IAM Identity Center), a membership change is checked by
+//! the groups of each member it names (`members.value eq "<id>"`, asked once per
+//! member and shared by every action that names it), in verification and in
+//! recovery alike; the group itself is read only to see that it exists, and the
+//! workspace is never re-listed instead (a listing would ask every account's groups).
+//! In the default mode, an add to a group that reads with no members at all fails
+//! with a message naming that setting.
+//!
 //! Progress ([`with_progress`]): a caller that shows it (a run on a terminal) hears
 //! of every write answered and of the start of the verification.
 //!
@@ -665,14 +674,18 @@ pub async fn apply_with_breaker(
         .iter()
         .filter(|a| matches!(a.kind, ActionKind::Delete { .. }))
         .count();
-    if relist_is_cheaper(
-        verifier.object_requests(&objects, deletes),
-        relist_requests,
-        concurrency.max(1),
-        client.listing_concurrency(),
-        executor_latency,
-        client.mean_page_read(),
-    ) {
+    // A listing costs a request per account when groups' members are read by
+    // filter (`workspace.group_members`): never the cheaper way there.
+    if !client.members_by_filter()
+        && relist_is_cheaper(
+            verifier.object_requests(&objects, deletes),
+            relist_requests,
+            concurrency.max(1),
+            client.listing_concurrency(),
+            executor_latency,
+            client.mean_page_read(),
+        )
+    {
         match client.snapshot_whole(&|_| {}).await {
             Ok((snapshot, whole)) => {
                 if !whole {
@@ -834,6 +847,9 @@ struct Verifier<'a> {
     created_groups: HashMap<String, String>,
     accounts: ReadOnce<Account>,
     groups: ReadOnce<Members>,
+    /// Account id → the ids of its groups, under `group_members =
+    /// "by_member_filter"`.
+    memberships: ReadOnce<GroupIds>,
 }
 
 /// An object verification reads, by its workspace id. Groups sort first: a group
@@ -847,6 +863,9 @@ enum Object {
 
 /// A group's member ids, as verification checks them.
 type Members = HashSet<String>;
+
+/// The ids of the groups an account is a member of.
+type GroupIds = HashSet<String>;
 
 /// How many groups one filtered verification read asks for: each answer carries
 /// every member of each, and a few large groups are parsed faster on several
@@ -937,6 +956,7 @@ impl<'a> Verifier<'a> {
             created_groups: created.groups.clone(),
             accounts: ReadOnce::default(),
             groups: ReadOnce::default(),
+            memberships: ReadOnce::default(),
         }
     }
 
@@ -1258,7 +1278,13 @@ trait Reader {
     /// See [`ScimClient::find_account_elsewhere`].
     async fn account_elsewhere(&self, id: &str, user_name: &str)
     -> Result<Option<Account>, String>;
+    /// A group and its members; under `group_members = "by_member_filter"` the
+    /// members are not shown, and only whether the group exists counts.
     async fn group(&self, id: &str) -> Result<Option<Arc<Members>>, String>;
+    /// Whether memberships are checked by [`Reader::groups_of_member`].
+    fn members_by_filter(&self) -> bool;
+    /// See [`ScimClient::groups_of_member`].
+    async fn groups_of_member(&self, account_id: &str) -> Result<Arc<GroupIds>, String>;
     fn created_account(&self, identity_id: &str) -> Option<String>;
     fn group_id(&self, group: &GroupRef) -> Option<String>;
 }
@@ -1303,6 +1329,20 @@ impl Reader for Verifier<'_> {
         let read =
             on_own_task(async move { client.get_group(&owned).await.map(|g| g.map(members_of)) });
         self.groups.get(id, read).await
+    }
+    fn members_by_filter(&self) -> bool {
+        self.client.members_by_filter()
+    }
+    async fn groups_of_member(&self, account_id: &str) -> Result<Arc<GroupIds>, String> {
+        let (client, owned) = (self.client.clone(), account_id.to_owned());
+        let read = on_own_task(async move {
+            let found = client.groups_of_member(&owned).await?;
+            Ok(Some(found.into_iter().collect::<GroupIds>()))
+        });
+        self.memberships
+            .get(account_id, read)
+            .await?
+            .ok_or_else(|| format!("the groups of account {account_id} were not read"))
     }
     fn created_account(&self, identity_id: &str) -> Option<String> {
         self.created_accounts.get(identity_id).cloned()
@@ -1350,6 +1390,30 @@ async fn found_elsewhere(
                  confirm it failed: {e}"
             )
         })
+}
+
+/// Whether each of `accounts` is a member of group `group_id`, by the groups the
+/// provider names for the account (`members.value eq "<account>"`), read
+/// concurrently (each read still waits for a client permit).
+///
+/// Asked per account rather than per pair (`id eq "<group>" and members eq
+/// "<account>"`, which AWS IAM Identity Center also answers): an account in
+/// several changed groups (a new hire added to three workspaces) costs one read,
+/// cached for the whole verification, instead of one per group; and absence is
+/// then read from the same answer that shows presence, the one the snapshot was
+/// made from.
+async fn members_by_filter(
+    reader: &impl Reader,
+    group_id: &str,
+    accounts: &[String],
+) -> Result<Vec<(String, bool)>, String> {
+    futures::future::try_join_all(accounts.iter().map(|account| async move {
+        let groups = reader.groups_of_member(account).await.map_err(|e| {
+            format!("the groups of account {account} could not be read to verify: {e}")
+        })?;
+        Ok::<_, String>((account.clone(), groups.contains(group_id)))
+    }))
+    .await
 }
 
 /// Checks that the workspace shows `action`'s effect. Used right after applying
@@ -1470,29 +1534,38 @@ async fn verify_effect(action: &Action, reader: &impl Reader) -> Result<(), Stri
             // A member whose create left no account is not in the group either:
             // skipping it would report a membership that does not exist.
             let mut not_created = Vec::new();
-            let mut absent = Vec::new();
+            let mut added = Vec::new();
             for member in members {
-                let id = match member {
-                    AccountRef::Existing { id } => id.clone(),
+                match member {
+                    AccountRef::Existing { id } => added.push(id.clone()),
                     AccountRef::Created { identity_id } => {
                         match reader.created_account(identity_id) {
-                            Some(id) => id,
-                            None => {
-                                not_created.push(identity_id.as_str());
-                                continue;
-                            }
+                            Some(id) => added.push(id),
+                            None => not_created.push(identity_id.as_str()),
                         }
                     }
-                };
-                if !current.contains(&id) {
-                    absent.push(id);
                 }
             }
+            let absent: Vec<String> = if reader.members_by_filter() {
+                members_by_filter(reader, &id, &added)
+                    .await?
+                    .into_iter()
+                    .filter_map(|(member, is_member)| (!is_member).then_some(member))
+                    .collect()
+            } else {
+                added.into_iter().filter(|m| !current.contains(m)).collect()
+            };
             match (absent.is_empty(), not_created.is_empty()) {
                 (true, true) => Ok(()),
                 (true, false) => Err(format!(
                     "not members: the accounts of {} were not created",
                     not_created.join(", ")
+                )),
+                _ if current.is_empty() && !reader.members_by_filter() => Err(format!(
+                    "not members yet: {}; the group reads with no members at all: if the \
+                     provider never shows a group's members (AWS IAM Identity Center does \
+                     not), set workspace.group_members = \"by_member_filter\"",
+                    absent.join(", ")
                 )),
                 _ => Err(format!("not members yet: {}", absent.join(", "))),
             }
@@ -1504,11 +1577,19 @@ async fn verify_effect(action: &Action, reader: &impl Reader) -> Result<(), Stri
             let Some(current) = reader.group(&id).await? else {
                 return Ok(());
             };
-            let still: Vec<&str> = members
-                .iter()
-                .filter(|m| current.contains(*m))
-                .map(String::as_str)
-                .collect();
+            let still: Vec<String> = if reader.members_by_filter() {
+                members_by_filter(reader, &id, members)
+                    .await?
+                    .into_iter()
+                    .filter_map(|(member, is_member)| is_member.then_some(member))
+                    .collect()
+            } else {
+                members
+                    .iter()
+                    .filter(|m| current.contains(*m))
+                    .cloned()
+                    .collect()
+            };
             if still.is_empty() {
                 Ok(())
             } else {
@@ -1821,6 +1902,13 @@ impl Reader for Recovery<'_> {
         self.answered(self.client.get_group(id).await)
             .map(|g| g.map(|g| Arc::new(members_of(g))))
     }
+    fn members_by_filter(&self) -> bool {
+        self.client.members_by_filter()
+    }
+    async fn groups_of_member(&self, account_id: &str) -> Result<Arc<GroupIds>, String> {
+        self.answered(self.client.groups_of_member(account_id).await)
+            .map(|found| Arc::new(found.into_iter().collect()))
+    }
     fn created_account(&self, identity_id: &str) -> Option<String> {
         self.created.accounts.get(identity_id).cloned()
     }
@@ -1881,6 +1969,9 @@ mod tests {
     struct Fixed {
         account: Option<crate::model::Account>,
         group: Option<super::Members>,
+        /// Some: memberships are read by filter, and these are each account's
+        /// groups (an account not named is in none).
+        member_of: Option<std::collections::HashMap<String, super::GroupIds>>,
     }
 
     impl super::Reader for Fixed {
@@ -1909,6 +2000,18 @@ mod tests {
         }
         async fn group(&self, _: &str) -> Result<Option<std::sync::Arc<super::Members>>, String> {
             Ok(self.group.clone().map(std::sync::Arc::new))
+        }
+        fn members_by_filter(&self) -> bool {
+            self.member_of.is_some()
+        }
+        async fn groups_of_member(
+            &self,
+            account_id: &str,
+        ) -> Result<std::sync::Arc<super::GroupIds>, String> {
+            let member_of = self.member_of.as_ref().ok_or("not by filter")?;
+            Ok(std::sync::Arc::new(
+                member_of.get(account_id).cloned().unwrap_or_default(),
+            ))
         }
         fn created_account(&self, _: &str) -> Option<String> {
             None
@@ -1956,6 +2059,104 @@ mod tests {
             result.as_ref().is_err_and(|e| e.contains("alice")),
             "{result:?}"
         );
+    }
+
+    fn membership_action(add: bool, members: &[&str]) -> crate::model::Action {
+        use crate::model::{AccountRef, Action, ActionKind, DriftKind, GroupRef};
+        let group = GroupRef::Existing {
+            id: "g".into(),
+            display_name: "Eng".into(),
+        };
+        let kind = if add {
+            ActionKind::AddMembers {
+                group,
+                members: members
+                    .iter()
+                    .map(|m| AccountRef::Existing {
+                        id: (*m).to_owned(),
+                    })
+                    .collect(),
+            }
+        } else {
+            ActionKind::RemoveMembers {
+                group,
+                members: members.iter().map(|m| (*m).to_owned()).collect(),
+            }
+        };
+        Action {
+            seq: 0,
+            kind,
+            reason: DriftKind::GroupDrift,
+            subject: "Eng".into(),
+            identity_id: None,
+            detail: String::new(),
+            held: None,
+        }
+    }
+
+    /// Under `group_members = "by_member_filter"` the group reads as empty (AWS
+    /// IAM Identity Center): an add is verified by the member's groups, and so is
+    /// a removal, never by the empty member list.
+    #[tokio::test]
+    async fn memberships_read_by_filter_decide_adds_and_removals() {
+        let reader = Fixed {
+            group: Some(super::Members::new()),
+            member_of: Some(
+                [
+                    ("a".to_owned(), ["g".to_owned()].into_iter().collect()),
+                    ("c".to_owned(), ["other".to_owned()].into_iter().collect()),
+                ]
+                .into_iter()
+                .collect(),
+            ),
+            ..Fixed::default()
+        };
+        let verify = |add: bool, members: &[&str]| {
+            let action = membership_action(add, members);
+            let reader = &reader;
+            async move { super::verify_effect(&action, reader).await }
+        };
+        assert_eq!(verify(true, &["a"]).await, Ok(()));
+        let result = verify(true, &["a", "b", "c"]).await;
+        assert!(
+            result
+                .as_ref()
+                .is_err_and(|e| e.contains("b, c") && !e.contains("group_members")),
+            "{result:?}"
+        );
+        assert_eq!(verify(false, &["b", "c"]).await, Ok(()));
+        let result = verify(false, &["b", "a"]).await;
+        assert!(
+            result
+                .as_ref()
+                .is_err_and(|e| e.ends_with("still members: a")),
+            "{result:?}"
+        );
+    }
+
+    /// Read from the group (the default), an add to a group that shows no
+    /// members at all names the setting for providers that never show them.
+    #[tokio::test]
+    async fn an_add_to_a_group_showing_no_members_names_the_setting() {
+        let empty = Fixed {
+            group: Some(super::Members::new()),
+            ..Fixed::default()
+        };
+        let result = super::verify_effect(&membership_action(true, &["a"]), &empty).await;
+        assert!(
+            result
+                .as_ref()
+                .is_err_and(|e| e.contains("not members yet: a")
+                    && e.contains("AWS IAM Identity Center")
+                    && e.contains("workspace.group_members = \"by_member_filter\"")),
+            "{result:?}"
+        );
+        let someone = Fixed {
+            group: Some(["b".to_owned()].into_iter().collect()),
+            ..Fixed::default()
+        };
+        let result = super::verify_effect(&membership_action(true, &["a"]), &someone).await;
+        assert_eq!(result, Err("not members yet: a".to_owned()));
     }
 
     /// A provider that stores the role in its own case ("editor") shows the role

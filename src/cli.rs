@@ -150,6 +150,12 @@ pub struct SandboxBehaviour {
     /// as AWS IAM Identity Center do; seatwarden then verifies object by object.
     #[arg(long)]
     no_or_filters: bool,
+    /// Serve groups as AWS IAM Identity Center does: `"members": []` in every
+    /// answer, members found only by `members.value eq` filters (404 for a User
+    /// that does not exist); seatwarden then needs
+    /// `workspace.group_members = "by_member_filter"`.
+    #[arg(long)]
+    hide_group_members: bool,
     /// How listings are paged: `index` (startIndex/count), `cursor` (RFC 9865
     /// cursor/count only, startIndex ignored, as AWS IAM Identity Center pages) or
     /// `both` (by cursor when a request asks with `cursor`). Announced in
@@ -934,6 +940,7 @@ fn serve_sandbox(
                 token: token.to_owned(),
                 max_results: usize::try_from(behaviour.max_results).unwrap_or(usize::MAX),
                 or_filters: !behaviour.no_or_filters,
+                members_hidden: behaviour.hide_group_members,
                 paging: behaviour.paging(),
                 cursor_timeout: behaviour.cursor_timeout.map(std::time::Duration::from_secs),
                 faults,

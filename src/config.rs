@@ -29,7 +29,7 @@ use crate::plan::{DeprovisionAction, PlanSettings};
 use crate::policy::{Mapping, PolicySettings, Protected, UnmatchedAccounts};
 use crate::retry::RetryPolicy;
 use crate::schedule::Schedule;
-use crate::workspace::{Pagination, RoleAttribute, ScimSettings};
+use crate::workspace::{GroupMembers, Pagination, RoleAttribute, ScimSettings};
 
 pub const ENV_PREFIX: &str = "SEATWARDEN";
 
@@ -385,6 +385,11 @@ pub struct WorkspaceConfig {
     /// `cursor` (RFC 9865).
     #[serde(default)]
     pub pagination: Pagination,
+    /// Where managed groups' members are read from: `listed` (the groups'
+    /// `members`) | `by_member_filter` (one `members.value eq` filter per
+    /// account, for providers that never show members: AWS IAM Identity Center).
+    #[serde(default)]
+    pub group_members: GroupMembers,
     #[serde(default = "defaults::max_concurrency")]
     pub max_concurrency: usize,
     #[serde(default = "defaults::requests_per_second")]
@@ -1957,6 +1962,7 @@ impl Config {
                 .iter()
                 .map(|m| m.workspace_group.clone())
                 .collect(),
+            group_members: self.workspace.group_members,
         })
     }
 
@@ -2273,6 +2279,7 @@ fn name_the_choices(message: String) -> String {
         ]),
         "DeprovisionAction" => names(&[DeprovisionAction::Deactivate, DeprovisionAction::Delete]),
         "Pagination" => names(&[Pagination::Auto, Pagination::Index, Pagination::Cursor]),
+        "GroupMembers" => names(&[GroupMembers::Listed, GroupMembers::ByMemberFilter]),
         _ => return message,
     };
     let choices: Vec<String> = choices.iter().map(|c| format!("`{c}`")).collect();

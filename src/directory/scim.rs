@@ -27,7 +27,9 @@ use std::time::Duration;
 
 use crate::model::{Account, DirectorySnapshot, Identity, IdentityStatus, WorkspaceGroup};
 use crate::retry::RetryPolicy;
-use crate::workspace::{Pagination, RoleAttribute, ScimClient, ScimSettings, WorkspaceError};
+use crate::workspace::{
+    GroupMembers, Pagination, RoleAttribute, ScimClient, ScimSettings, WorkspaceError,
+};
 
 use super::{DirectoryError, GroupInterest, Secret};
 
@@ -92,6 +94,7 @@ impl ScimDirectorySource {
             retry: settings.retry,
             // Not used by `people`: check_named_groups reads the named groups again.
             managed_groups: Vec::new(),
+            group_members: GroupMembers::Listed,
         })
         .map_err(directory_error)?;
         client.discover().await.map_err(directory_error)?;

@@ -15,6 +15,10 @@
 //!   existing User is 400 `invalidValue` and the whole PATCH is rejected (PATCH is
 //!   atomic). Removing a member that is not there succeeds (retries must). Deleting
 //!   a User removes it from every group.
+//! - **Members can be hidden** ([`SandboxOptions::members_hidden`]), as AWS IAM
+//!   Identity Center hides them: `"members": []` in every answer, found only by
+//!   `members.value eq "<user>"` or `id eq "<group>" and members eq "<user>"`
+//!   filters, and 404 for such a filter naming a User that does not exist.
 //! - **Group displayNames are unique** (case-insensitively), like userNames: 409
 //!   `uniqueness`.
 //! - **Faults** ([`Faults`]) are decided before auth and handling, from one seeded
@@ -111,6 +115,11 @@ pub struct SandboxOptions {
     /// Whether list filters may say `or` (RFC 7644 §3.4.2.2). Off, such a filter
     /// is `400 invalidFilter`, as from eq-only providers (AWS IAM Identity Center).
     pub or_filters: bool,
+    /// Groups show `"members": []` in every answer; members are found only by
+    /// `members` filters, and one naming a User that does not exist is 404: as
+    /// AWS IAM Identity Center serves groups. Seatwarden then needs
+    /// `workspace.group_members = "by_member_filter"`.
+    pub members_hidden: bool,
     pub paging: SandboxPaging,
     /// How long a cursor stays valid (`cursorTimeout`); `None`: for ever.
     pub cursor_timeout: Option<Duration>,
@@ -123,6 +132,7 @@ impl Default for SandboxOptions {
             token: "sandbox-token".to_owned(),
             max_results: 1000,
             or_filters: true,
+            members_hidden: false,
             paging: SandboxPaging::Index,
             cursor_timeout: None,
             faults: Faults::default(),
@@ -304,6 +314,7 @@ impl Sandbox {
             .map_err(|e| SandboxError::Options(format!("base URL {base}: {e}")))?;
         let mut store = Store::new(&base, seed, chrono::Utc::now()).map_err(SandboxError::Seed)?;
         store.set_or_filters(options.or_filters);
+        store.set_members_hidden(options.members_hidden);
         let shared = Arc::new(Shared {
             store: RwLock::new(store),
             faults: Mutex::new(FaultState::new(options.faults)),

@@ -267,7 +267,13 @@ pub(crate) struct Store {
     /// List filters refused for their `or` (an observation for tests; lists take
     /// the store shared, hence atomic).
     or_refused: std::sync::atomic::AtomicU64,
+    /// Whether groups are served with `"members": []` (see
+    /// [`Store::set_members_hidden`]).
+    members_hidden: bool,
 }
+
+/// What a group whose members are hidden shows.
+static NO_MEMBERS: BTreeSet<String> = BTreeSet::new();
 
 fn timestamp(t: &DateTime<Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::Millis, true)
@@ -989,6 +995,7 @@ impl Store {
             base: base.trim_end_matches('/').to_owned(),
             or_filters: true,
             or_refused: std::sync::atomic::AtomicU64::new(0),
+            members_hidden: false,
         };
         let meta = Meta {
             version: 1,
@@ -1213,9 +1220,13 @@ impl Store {
             o["externalId"] = v.clone().into();
         }
         if with_members {
+            let members = if self.members_hidden {
+                &NO_MEMBERS
+            } else {
+                &group.members
+            };
             o["members"] = Value::Array(
-                group
-                    .members
+                members
                     .iter()
                     .map(|m| json!({"value": m, "$ref": self.user_location(m), "type": "User"}))
                     .collect(),
@@ -1253,6 +1264,7 @@ impl Store {
                 group,
                 meta,
                 with_members,
+                members_hidden: self.members_hidden,
             })?,
             etag: etag(meta.version),
             location: self.group_location(id),
@@ -1636,6 +1648,15 @@ impl Store {
         self.or_filters = allowed;
     }
 
+    /// Whether groups are served as AWS IAM Identity Center serves them: every
+    /// listing, read and PATCH answer shows `"members": []`, members are found
+    /// only by the `members` filters (`members.value eq "<user>"`, `id eq "<g>"
+    /// and members eq "<user>"`), and such a filter naming a User that does not
+    /// exist is 404, as AWS documents for ListGroups.
+    pub fn set_members_hidden(&mut self, hidden: bool) {
+        self.members_hidden = hidden;
+    }
+
     /// How many list filters were refused for their `or`.
     pub fn or_refused(&self) -> u64 {
         self.or_refused.load(std::sync::atomic::Ordering::Relaxed)
@@ -1679,12 +1700,33 @@ impl Store {
         list.map(|list| list.paged_by(q, page.more_after))
     }
 
+    /// AWS IAM Identity Center answers a ListGroups filter on a member that does
+    /// not exist with 404 ResourceNotFound, not with an empty list.
+    fn refuse_unknown_members(&self, filter: &Filter) -> Result<()> {
+        for comparison in filter.iter().flatten() {
+            if let ("members" | "members.value", Literal::Str(member)) =
+                (comparison.attr.as_str(), &comparison.value)
+                && !self.users.items.contains_key(member)
+            {
+                return Err(ScimError::new(
+                    404,
+                    None,
+                    format!("member {member} not found"),
+                ));
+            }
+        }
+        Ok(())
+    }
+
     pub fn list_groups(&self, q: &ListQuery) -> Result<ListPage> {
         let with_members = !q.excluded.iter().any(|e| e.eq_ignore_ascii_case("members"));
         let page = match &q.filter {
             None => page_of(self.groups.order(), q),
             Some(f) => {
                 let filter = self.parse_list_filter(f)?;
+                if self.members_hidden {
+                    self.refuse_unknown_members(&filter)?;
+                }
                 let candidates = self.group_candidates(&filter);
                 page_of(&self.groups.matching(&filter, candidates)?, q)
             }
@@ -1697,6 +1739,7 @@ impl Store {
                     group,
                     meta,
                     with_members: true,
+                    members_hidden: self.members_hidden,
                 }
             })
         } else {
@@ -2099,6 +2142,8 @@ struct GroupView<'a> {
     group: &'a Group,
     meta: &'a Meta,
     with_members: bool,
+    /// `"members": []` whatever the group holds.
+    members_hidden: bool,
 }
 
 impl serde::Serialize for GroupView<'_> {
@@ -2116,7 +2161,11 @@ impl serde::Serialize for GroupView<'_> {
                 "members",
                 &MembersView {
                     base: self.base,
-                    members: &g.members,
+                    members: if self.members_hidden {
+                        &NO_MEMBERS
+                    } else {
+                        &g.members
+                    },
                 },
             )?;
         }

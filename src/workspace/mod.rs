@@ -2,6 +2,10 @@
 //! that survives lying or lazy providers, RFC 9865 cursor paging for providers
 //! that page that way, and the writes the executor needs.
 //!
+//! Managed groups' members come from the groups' `members`, or, for a provider that
+//! never shows them (AWS IAM Identity Center), from one `members.value eq` filter
+//! per account ([`GroupMembers`], `workspace.group_members`).
+//!
 //! Every request goes through `ScimClient::send`: a concurrency permit, the rate
 //! limiter, bearer auth, a per-request timeout and [`crate::retry::retry`] for
 //! transient failures (connect errors, timeouts, closed connections, 429, 5xx).
@@ -10,12 +14,13 @@ mod error;
 mod paging;
 mod parse;
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime};
 
+use futures::StreamExt;
 use governor::clock::DefaultClock;
 use governor::middleware::NoOpMiddleware;
 use governor::state::{InMemoryState, NotKeyed};
@@ -115,6 +120,33 @@ impl std::fmt::Display for Pagination {
     }
 }
 
+/// Where the members of managed workspace groups (the groups the mappings name)
+/// are read from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum GroupMembers {
+    /// From the group's `members` attribute, as listings show it; a managed group
+    /// listed without the attribute is read again on its own.
+    #[default]
+    Listed,
+    /// The provider never shows a group's members (AWS IAM Identity Center answers
+    /// `"members": []` in listings and reads alike): each account's groups are
+    /// asked with `GET /Groups?filter=members.value eq "<account id>"`, one
+    /// listing (usually one request) per account per snapshot, and a managed
+    /// group's members are the accounts whose answers name it. Unmanaged groups
+    /// keep what the provider showed.
+    ByMemberFilter,
+}
+
+impl std::fmt::Display for GroupMembers {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            GroupMembers::Listed => "listed",
+            GroupMembers::ByMemberFilter => "by_member_filter",
+        })
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct ScimSettings {
     /// Up to and including the version, e.g. `https://www.taskade.com/scim/v2`.
@@ -135,12 +167,16 @@ pub struct ScimSettings {
     /// compared case-insensitively): one listed without members is read again on
     /// its own, as some providers leave `members` out of listings.
     pub managed_groups: Vec<String>,
+    /// Where those groups' members are read from.
+    pub group_members: GroupMembers,
 }
 
 /// Reported after each page of a listing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Progress {
-    /// `"accounts"`, `"people"` (a SCIM directory's Users) or `"groups"`.
+    /// `"accounts"`, `"people"` (a SCIM directory's Users), `"groups"`, or
+    /// `"memberships"` (under [`GroupMembers::ByMemberFilter`]: the accounts whose
+    /// groups were asked, `pages` and `objects` alike, of `total` accounts).
     pub what: &'static str,
     pub pages: u64,
     /// Distinct objects so far.
@@ -213,6 +249,7 @@ struct Inner {
     cursors_seen: AtomicBool,
     /// [`ScimSettings::managed_groups`], lower-cased.
     managed_groups: HashSet<String>,
+    group_members: GroupMembers,
 }
 
 /// What [`ScimClient::people`] read.
@@ -327,6 +364,7 @@ impl ScimClient {
                     .iter()
                     .map(|name| name.trim().to_lowercase())
                     .collect(),
+                group_members: settings.group_members,
             }),
         })
     }
@@ -715,13 +753,147 @@ impl ScimClient {
         );
         let groups = paging::list_all(self, "/Groups", "groups", progress, group_and_presence);
         let (accounts, groups) = futures::try_join!(accounts, groups)?;
+        let whole = accounts.whole && groups.whole;
+        let groups = match self.inner.group_members {
+            GroupMembers::Listed => self.read_members_left_out(groups.items).await?,
+            GroupMembers::ByMemberFilter => {
+                self.members_by_member_filter(&accounts.items, groups.items, progress)
+                    .await?
+            }
+        };
         Ok((
             WorkspaceSnapshot {
                 accounts: accounts.items,
-                groups: self.read_members_left_out(groups.items).await?,
+                groups,
             },
-            accounts.whole && groups.whole,
+            whole,
         ))
+    }
+
+    /// Whether managed groups' members are read by a filter per account
+    /// ([`GroupMembers::ByMemberFilter`]): a group as read ([`ScimClient::get_group`],
+    /// [`ScimClient::groups_by_id`]) then says nothing about its members; ask
+    /// [`ScimClient::groups_of_member`].
+    pub fn members_by_filter(&self) -> bool {
+        self.inner.group_members == GroupMembers::ByMemberFilter
+    }
+
+    /// The listed groups, each managed one with the members that the per-account
+    /// filters found (see [`GroupMembers::ByMemberFilter`]); what the listing showed
+    /// for a managed group is not used, unmanaged groups keep it. Every account's
+    /// answer is needed: one that fails fails the read, since a member left out
+    /// would look absent (an add planned for what is there; in verification, a
+    /// removal taken as done that was not).
+    async fn members_by_member_filter(
+        &self,
+        accounts: &[Account],
+        listed: Vec<(WorkspaceGroup, bool)>,
+        progress: &(dyn Fn(Progress) + Send + Sync),
+    ) -> Result<Vec<WorkspaceGroup>, WorkspaceError> {
+        let managed_names = &self.inner.managed_groups;
+        let mut groups: Vec<WorkspaceGroup> = Vec::with_capacity(listed.len());
+        let mut managed: HashMap<String, usize> = HashMap::new();
+        for (mut group, _) in listed {
+            if managed_names.contains(&group.display_name.trim().to_lowercase()) {
+                group.members.clear();
+                managed.insert(group.id.clone(), groups.len());
+            }
+            groups.push(group);
+        }
+        if managed.is_empty() {
+            return Ok(groups);
+        }
+        let total = accounts.len() as u64;
+        // In account order (`buffered`), so the members come in a stable order; at
+        // most `max_concurrency` accounts at a time, and each request still takes
+        // a permit and waits for the rate limiter in `send`. Owned ids and a client
+        // clone per future: futures borrowing from the listing made the snapshot's
+        // future fail `Send` ("not general enough").
+        let ids: Vec<String> = accounts.iter().map(|a| a.id.clone()).collect();
+        let mut probes = futures::stream::iter(ids.into_iter().map(|id| {
+            let client = self.clone();
+            async move { client.groups_of_member(&id).await.map(|found| (id, found)) }
+        }))
+        .buffered(self.inner.max_concurrency);
+        let mut asked = 0;
+        while let Some(answer) = probes.next().await {
+            let (account, found) = answer?;
+            for group_id in found {
+                if let Some(&index) = managed.get(&group_id)
+                    && let Some(group) = groups.get_mut(index)
+                {
+                    group.members.push(account.clone());
+                }
+            }
+            asked += 1;
+            progress(Progress {
+                what: "memberships",
+                pages: asked,
+                objects: asked,
+                total: Some(total),
+            });
+        }
+        Ok(groups)
+    }
+
+    /// The ids of the groups account `account_id` is a member of, by `GET
+    /// /Groups?filter=members.value eq "<id>"` (the filter AWS IAM Identity Center
+    /// documents for this; its group reads never show members), every page of the
+    /// answer followed as listings are. AWS answers 404 when the filter names a
+    /// member that does not exist: that counts as "in no group" only when a read
+    /// of the account and a search on `/Users` ([`ScimClient::find_account_elsewhere`])
+    /// confirm it is gone (deleted since it was listed), and only for that
+    /// account; a 404 for an account found either way fails, as does a listing that ends
+    /// short of its `totalResults`. A returned group that shows members without
+    /// this account means the provider ignored the filter: an error too.
+    pub async fn groups_of_member(&self, account_id: &str) -> Result<Vec<String>, WorkspaceError> {
+        let filter = format!("members.value eq {}", parse::filter_string(account_id));
+        let listed = paging::list_filtered(
+            self,
+            "/Groups",
+            Some(&filter),
+            "groups",
+            &|_| {},
+            |endpoint, body: parse::GroupBody| {
+                let group = parse::group(endpoint, body)?;
+                if !group.members.is_empty() && !group.members.iter().any(|m| m == account_id) {
+                    return Err(WorkspaceError::malformed(
+                        endpoint,
+                        format!(
+                            "group {:?} is in the answer and shows its members, but not \
+                             {account_id:?}: the provider did not apply the filter",
+                            group.id
+                        ),
+                    ));
+                }
+                Ok((group.id.clone(), group.id))
+            },
+        )
+        .await;
+        match listed {
+            Ok(listing) if listing.whole => Ok(listing.items),
+            Ok(_) => Err(WorkspaceError::malformed(
+                &endpoint_name(&Method::GET, "/Groups", &[("filter", filter)]),
+                "the groups of one account ended short of the totalResults announced: \
+                 memberships cannot be read whole",
+            )),
+            // Gone only when a search on /Users does not find it either, as for a
+            // deprovision (a route that answers 404 for objects that exist).
+            Err(e) if e.is_not_found() => match self.get_account(account_id).await? {
+                Some(_) => Err(e),
+                None => match self.find_account_elsewhere(account_id, None).await? {
+                    Some(_) => Err(e),
+                    None => {
+                        tracing::debug!(
+                            account = account_id,
+                            "the groups filter, a read and a search say the account is gone: in no group"
+                        );
+                        Ok(Vec::new())
+                    }
+                },
+            },
+            Err(e) => Err(e),
+        }
     }
 
     /// The groups of a listing, each managed one that came without a `members`
@@ -735,8 +907,13 @@ impl ScimClient {
     ) -> Result<Vec<WorkspaceGroup>, WorkspaceError> {
         let managed = &self.inner.managed_groups;
         let mut groups = Vec::with_capacity(listed.len());
+        // Read again, such a group would still show no members.
+        let by_filter = self.members_by_filter();
         for (mut group, sent_members) in listed {
-            if !sent_members && managed.contains(&group.display_name.trim().to_lowercase()) {
+            if !by_filter
+                && !sent_members
+                && managed.contains(&group.display_name.trim().to_lowercase())
+            {
                 // Gone since the listing: what the listing showed is all there is.
                 if let Some(read) = self.get_group(&group.id).await? {
                     if read.members.is_empty() {
@@ -1474,6 +1651,7 @@ mod tests {
             timeout: Duration::from_secs(1),
             retry: RetryPolicy::default(),
             managed_groups: Vec::new(),
+            group_members: GroupMembers::Listed,
         })
         .unwrap()
     }

@@ -17,6 +17,9 @@
 //! (`expiredCursor`, `invalidCursor`: it timed out while retries waited) gets the
 //! listing asked again from the first page, once.
 //!
+//! A listing may carry a filter (`list_filtered`: an account's groups under
+//! `group_members = "by_member_filter"`); every page is asked with it.
+//!
 //! Under `pagination = "auto"`, a provider that did not announce index paging and
 //! answers the first index page with 501 is asked once more without paging
 //! parameters: a cursor-only one answers with its first page and a `nextCursor`
@@ -127,16 +130,36 @@ fn page_cap(total: Option<u64>, seen: u64, stride: u64) -> u64 {
         .min(ABSOLUTE_PAGE_CAP)
 }
 
+/// `filter` first, then the paging parameters.
+fn query_with(
+    filter: Option<&str>,
+    paging: impl IntoIterator<Item = (&'static str, String)>,
+) -> Vec<(&'static str, String)> {
+    filter
+        .map(|f| ("filter", f.to_owned()))
+        .into_iter()
+        .chain(paging)
+        .collect()
+}
+
+fn index_query(filter: Option<&str>, start: u64, count: u64) -> Vec<(&'static str, String)> {
+    query_with(
+        filter,
+        [
+            ("startIndex", start.to_string()),
+            ("count", count.to_string()),
+        ],
+    )
+}
+
 async fn fetch<R: DeserializeOwned>(
     client: &ScimClient,
     path: &str,
+    filter: Option<&str>,
     start: u64,
     count: u64,
 ) -> Result<(String, Page<R>), WorkspaceError> {
-    let query = [
-        ("startIndex", start.to_string()),
-        ("count", count.to_string()),
-    ];
+    let query = index_query(filter, start, count);
     let started = std::time::Instant::now();
     let (endpoint, body) = client.get_json::<ListBody<R>>(path, &query).await?;
     let page = parse::page(&endpoint, body, start)?;
@@ -151,26 +174,32 @@ async fn fetch<R: DeserializeOwned>(
 async fn fetch_unpaged<R: DeserializeOwned>(
     client: &ScimClient,
     path: &str,
+    filter: Option<&str>,
 ) -> Result<(String, Page<R>), WorkspaceError> {
-    let (endpoint, body) = client.get_json::<ListBody<R>>(path, &[]).await?;
+    let query = query_with(filter, []);
+    let (endpoint, body) = client.get_json::<ListBody<R>>(path, &query).await?;
     let page = parse::page(&endpoint, body, 1)?;
     Ok((endpoint, page))
 }
 
-fn cursor_query(cursor: &str, count: u64) -> [(&'static str, String); 2] {
-    [("cursor", cursor.to_owned()), ("count", count.to_string())]
+fn cursor_query(filter: Option<&str>, cursor: &str, count: u64) -> Vec<(&'static str, String)> {
+    query_with(
+        filter,
+        [("cursor", cursor.to_owned()), ("count", count.to_string())],
+    )
 }
 
 async fn fetch_by_cursor<R: DeserializeOwned>(
     client: &ScimClient,
     path: &str,
+    filter: Option<&str>,
     cursor: &str,
     count: u64,
     seen: u64,
 ) -> Result<(String, Page<R>), WorkspaceError> {
     let started = std::time::Instant::now();
     let (endpoint, body) = client
-        .get_json::<ListBody<R>>(path, &cursor_query(cursor, count))
+        .get_json::<ListBody<R>>(path, &cursor_query(filter, cursor, count))
         .await?;
     // A last page without Resources is fine once everything announced is in.
     let page = parse::page(&endpoint, body, seen + 1)?;
@@ -195,6 +224,7 @@ fn cursor_refused(e: &WorkspaceError) -> bool {
 struct Listed<'a, F> {
     client: &'a ScimClient,
     path: &'a str,
+    filter: Option<&'a str>,
     what: &'static str,
     progress: &'a (dyn Fn(Progress) + Send + Sync),
     parse_one: &'a F,
@@ -215,6 +245,7 @@ where
     let Listed {
         client,
         path,
+        filter,
         what,
         progress,
         parse_one,
@@ -229,7 +260,7 @@ where
             super::endpoint_name(
                 &reqwest::Method::GET,
                 path,
-                &cursor_query(&cursor, requested),
+                &cursor_query(filter, &cursor, requested),
             )
         };
         if !followed.insert(cursor.clone()) {
@@ -255,6 +286,7 @@ where
         let (endpoint, mut page) = fetch_by_cursor::<R>(
             client,
             path,
+            filter,
             &cursor,
             requested,
             collector.items.len() as u64,
@@ -344,9 +376,27 @@ where
     R: DeserializeOwned,
     F: Fn(&str, R) -> Result<(String, T), WorkspaceError>,
 {
+    list_filtered(client, path, None, what, progress, parse_one).await
+}
+
+/// [`list_all`] of what `filter` matches (every page asked with it), paged the
+/// same way.
+pub(crate) async fn list_filtered<R, T, F>(
+    client: &ScimClient,
+    path: &str,
+    filter: Option<&str>,
+    what: &'static str,
+    progress: &(dyn Fn(Progress) + Send + Sync),
+    parse_one: F,
+) -> Result<Listing<T>, WorkspaceError>
+where
+    R: DeserializeOwned,
+    F: Fn(&str, R) -> Result<(String, T), WorkspaceError>,
+{
     let listed = Listed {
         client,
         path,
+        filter,
         what,
         progress,
         parse_one: &parse_one,
@@ -357,7 +407,8 @@ where
     let requested = u64::from(client.effective_page_size());
     let mut collector = Collector::new();
 
-    let (endpoint, mut first, by_index) = match fetch::<R>(client, path, 1, requested).await {
+    let (endpoint, mut first, by_index) = match fetch::<R>(client, path, filter, 1, requested).await
+    {
         Ok((endpoint, first)) => (endpoint, first, true),
         // A provider that pages by cursor only may refuse `startIndex` with 501
         // (scim2-server does) without saying so in its ServiceProviderConfig, and
@@ -366,7 +417,7 @@ where
         // its first page and a `nextCursor`, the other with everything.
         Err(e @ WorkspaceError::Status { status: 501, .. }) if client.follows_unasked_cursors() => {
             tracing::info!(error = %e, "index paging refused; listing without paging parameters");
-            let (endpoint, first) = fetch_unpaged::<R>(client, path).await?;
+            let (endpoint, first) = fetch_unpaged::<R>(client, path, filter).await?;
             (endpoint, first, false)
         }
         Err(e) => return Err(e),
@@ -408,7 +459,7 @@ where
         let pages_left = (t - stride).div_ceil(stride).min(ABSOLUTE_PAGE_CAP);
         let starts = (1..=pages_left).map(|i| 1 + i * stride);
         let mut pages = futures::stream::iter(starts.map(|start| async move {
-            fetch::<R>(client, path, start, requested)
+            fetch::<R>(client, path, filter, start, requested)
                 .await
                 .map(|page| (start, page))
         }))
@@ -447,10 +498,7 @@ where
                 &super::endpoint_name(
                     &reqwest::Method::GET,
                     path,
-                    &[
-                        ("startIndex", last.next.to_string()),
-                        ("count", requested.to_string()),
-                    ],
+                    &index_query(filter, last.next, requested),
                 ),
                 format!(
                     "paging did not end after {} pages ({} {what}, totalResults {})",
@@ -460,7 +508,7 @@ where
                 ),
             ));
         }
-        let (endpoint, page) = match fetch::<R>(client, path, last.next, requested).await {
+        let (endpoint, page) = match fetch::<R>(client, path, filter, last.next, requested).await {
             Ok(answer) => answer,
             // Without totalResults a short page is followed by one more request,
             // and so is a short page as long as the total (see more_pages); a

@@ -259,6 +259,48 @@ fn pagination_is_auto_unless_set_and_a_bad_method_names_the_key() {
 }
 
 #[test]
+fn group_members_are_listed_unless_set_and_a_bad_value_names_the_key() {
+    use seatwarden::workspace::GroupMembers;
+    let config = load(MINIMAL, &[]).unwrap();
+    assert_eq!(config.workspace.group_members, GroupMembers::Listed);
+    assert_eq!(
+        config.scim_settings().unwrap().group_members,
+        GroupMembers::Listed
+    );
+    let with = |value: &str| {
+        load(
+            &MINIMAL.replace(
+                "[workspace]\n",
+                &format!("[workspace]\ngroup_members = \"{value}\"\n"),
+            ),
+            &[],
+        )
+    };
+    let config = with("by_member_filter").unwrap();
+    assert_eq!(
+        config.scim_settings().unwrap().group_members,
+        GroupMembers::ByMemberFilter
+    );
+    assert_eq!(
+        with("listed").unwrap().workspace.group_members,
+        GroupMembers::Listed
+    );
+    let config = load(
+        MINIMAL,
+        &[("SEATWARDEN__WORKSPACE__GROUP_MEMBERS", "by_member_filter")],
+    )
+    .unwrap();
+    assert_eq!(config.workspace.group_members, GroupMembers::ByMemberFilter);
+    let err = with("by_filter").unwrap_err();
+    assert!(
+        err.contains("workspace.group_members")
+            && err.contains("seatwarden.toml")
+            && err.contains("`by_filter` is not one of `listed`, `by_member_filter`"),
+        "{err}"
+    );
+}
+
+#[test]
 fn a_bad_role_names_the_key() {
     let err = load(
         &format!("{MINIMAL}\n[policy]\ndefault_role = \"Admin\"\n"),

@@ -28,6 +28,7 @@ fn client(base: &str, pagination: Pagination, page_size: u32) -> ScimClient {
         timeout: Duration::from_secs(10),
         retry: RetryPolicy::immediate(3),
         managed_groups: Vec::new(),
+        group_members: seatwarden::workspace::GroupMembers::Listed,
     })
     .unwrap()
 }

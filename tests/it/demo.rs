@@ -197,6 +197,36 @@ fn the_sandbox_command_injects_the_faults_it_is_given() {
 }
 
 #[test]
+fn the_sandbox_command_hides_group_members_when_told() {
+    let (_hiding, url) = start_sandbox(&["--hide-group-members"]);
+    let body = |answer: &str| -> serde_json::Value {
+        serde_json::from_str(answer.split("\r\n\r\n").nth(1).unwrap()).unwrap()
+    };
+    let answer = request(
+        &format!("{url}/Users"),
+        "t0k",
+        "POST",
+        r#"{"userName": "a@example.com"}"#,
+    );
+    assert_eq!(status_of(&answer), 201, "{answer}");
+    let user = body(&answer)["id"].as_str().unwrap().to_owned();
+    let group = format!(r#"{{"displayName": "Eng", "members": [{{"value": "{user}"}}]}}"#);
+    let answer = request(&format!("{url}/Groups"), "t0k", "POST", &group);
+    assert_eq!(status_of(&answer), 201, "{answer}");
+    let answer = get(&format!("{url}/Groups"), "t0k");
+    assert_eq!(
+        body(&answer)["Resources"][0]["members"],
+        serde_json::json!([])
+    );
+    let by_member = format!("filter=members.value%20eq%20%22{user}%22");
+    let answer = get(&format!("{url}/Groups?{by_member}"), "t0k");
+    assert_eq!(body(&answer)["totalResults"], 1, "{answer}");
+    let nobody = "filter=members.value%20eq%20%22nobody%22";
+    let answer = get(&format!("{url}/Groups?{nobody}"), "t0k");
+    assert_eq!(status_of(&answer), 404, "{answer}");
+}
+
+#[test]
 fn the_sandbox_command_pages_by_cursor_when_told() {
     let (_cursors, url) = start_sandbox(&["--pagination", "cursor", "--cursor-timeout", "90"]);
     let body = |answer: &str| -> serde_json::Value {

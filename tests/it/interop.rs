@@ -50,6 +50,7 @@ fn client(url: &str, token: &str) -> ScimClient {
         timeout: Duration::from_secs(30),
         retry: RetryPolicy::default(),
         managed_groups: Vec::new(),
+        group_members: seatwarden::workspace::GroupMembers::Listed,
     })
     .unwrap()
 }

@@ -12,6 +12,7 @@ mod email;
 mod entra;
 mod export;
 mod fixtures;
+mod group_members;
 mod interop;
 mod ldap;
 mod ldap_ad;

@@ -51,6 +51,7 @@ fn client_for(url: &str, token: &str, page_size: u32) -> ScimClient {
         timeout: Duration::from_secs(30),
         retry: RetryPolicy::immediate(12),
         managed_groups: Vec::new(),
+        group_members: seatwarden::workspace::GroupMembers::Listed,
     })
     .unwrap()
 }
@@ -526,6 +527,89 @@ async fn sandbox_can_refuse_or_like_an_eq_only_provider() {
         )
         .await;
     assert_eq!(user_names(&found.body), vec!["user1@example.com"]);
+    sandbox.shutdown().await;
+}
+
+/// `members_hidden`: groups as AWS IAM Identity Center serves them. Every answer
+/// shows `"members": []`; the `members` filters AWS documents find the groups;
+/// one naming a User that does not exist is 404. The members are kept.
+#[tokio::test]
+async fn sandbox_can_hide_members_like_aws() {
+    let mut seed = seed(3);
+    seed.groups = vec![
+        WorkspaceGroup {
+            id: "g1".into(),
+            display_name: "Engineering".into(),
+            members: vec!["u0001".into(), "u0002".into()],
+        },
+        WorkspaceGroup {
+            id: "g2".into(),
+            display_name: "Design".into(),
+            members: vec!["u0002".into()],
+        },
+    ];
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let sandbox = Sandbox::start(
+        listener,
+        SandboxOptions {
+            token: TOKEN.to_owned(),
+            or_filters: false,
+            members_hidden: true,
+            ..SandboxOptions::default()
+        },
+        seed,
+    )
+    .await
+    .unwrap();
+    let raw = Raw::new(&sandbox);
+    let ids = |list: &Value| -> Vec<String> {
+        list["Resources"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|g| {
+                assert_eq!(g["members"], json!([]), "{g}");
+                g["id"].as_str().unwrap().to_owned()
+            })
+            .collect()
+    };
+    let listed = raw.get("/Groups").await;
+    assert_eq!(ids(&listed.body), vec!["g1", "g2"]);
+    let read = raw.get("/Groups/g1").await;
+    assert_eq!(read.body["members"], json!([]));
+    let found = raw.filter("Groups", r#"members.value eq "u0002""#).await;
+    assert_eq!(ids(&found.body), vec!["g1", "g2"]);
+    let found = raw.filter("Groups", r#"members.value eq "u0000""#).await;
+    assert_eq!(found.status, 200);
+    assert!(ids(&found.body).is_empty());
+    let found = raw
+        .filter("Groups", r#"id eq "g2" and members eq "u0002""#)
+        .await;
+    assert_eq!(ids(&found.body), vec!["g2"]);
+    let found = raw
+        .filter("Groups", r#"id eq "g2" and members eq "u0001""#)
+        .await;
+    assert!(ids(&found.body).is_empty());
+    let missing = raw.filter("Groups", r#"members.value eq "nobody""#).await;
+    assert_eq!(missing.status, 404, "{}", missing.body);
+    let patched = raw
+        .patch(
+            "/Groups/g2",
+            json!([{"op": "add", "path": "members", "value": [{"value": "u0000"}]}]),
+        )
+        .await;
+    assert_eq!(patched.status, 200);
+    assert_eq!(patched.body["members"], json!([]));
+    let group = |id: &str| {
+        sandbox
+            .snapshot()
+            .groups
+            .into_iter()
+            .find(|g| g.id == id)
+            .unwrap()
+    };
+    assert_eq!(group("g2").members, vec!["u0000", "u0002"]);
+    assert_eq!(group("g1").members, vec!["u0001", "u0002"]);
     sandbox.shutdown().await;
 }
 

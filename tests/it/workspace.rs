@@ -27,6 +27,7 @@ fn settings(base: &str) -> ScimSettings {
         timeout: Duration::from_secs(10),
         retry: RetryPolicy::immediate(3),
         managed_groups: Vec::new(),
+        group_members: seatwarden::workspace::GroupMembers::Listed,
     }
 }
 
