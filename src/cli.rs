@@ -520,6 +520,14 @@ fn run_command(cli: Cli) -> anyhow::Result<u8> {
         _ => {}
     }
     let config = Config::load(&cli.config)?;
+    let check_config = matches!(cli.command, Command::CheckConfig);
+    for warning in config.warnings() {
+        if check_config {
+            eprintln!("warning: {warning}");
+        } else {
+            tracing::warn!("{warning}");
+        }
+    }
     match cli.command {
         Command::Demo { .. } | Command::Sandbox { .. } => Ok(exit::OK),
         Command::Daemon => {

@@ -687,6 +687,8 @@ pub struct EmailConfig {
     pub timeout: String,
     /// Lets a login (`username` + password) over a connection without TLS to a
     /// relay that is not loopback through: only for a network that is itself trusted.
+    /// Also silences the warning that plain `smtp://` to such a relay carries the
+    /// messages themselves unencrypted ([`Config::warnings`]).
     #[serde(default)]
     pub allow_cleartext: bool,
 }
@@ -1307,6 +1309,30 @@ impl Config {
             )?;
         }
         Ok(())
+    }
+
+    /// What is allowed but worth a warning, each naming its key: logged when the
+    /// configuration is loaded (and reloaded), printed by `check-config`.
+    pub fn warnings(&self) -> Vec<String> {
+        let mut warnings = Vec::new();
+        // A relay without TLS is common on an internal network (port 25), so it is
+        // not refused; but digests and alerts name the people who leave.
+        if let Some(email) = &self.report.email
+            && !email.allow_cleartext
+            && let Ok(endpoint) = crate::mail::SmtpEndpoint::parse(&email.smtp_url)
+            && endpoint.tls == crate::mail::TlsMode::None
+            && let Ok(url) = url::Url::parse(&email.smtp_url)
+            && !host_is_loopback(&url)
+        {
+            warnings.push(format!(
+                "report.email.smtp_url: smtp:// sends the digests and alerts, which name the \
+                 people who leave, unencrypted to {}: use smtps:// or \
+                 smtp://…?tls=starttls, or set report.email.allow_cleartext = true if the \
+                 network in between is trusted",
+                endpoint.host
+            ));
+        }
+        warnings
     }
 
     /// The command people run seatwarden's commands with (`report.admin_command`).

@@ -489,3 +489,40 @@ async fn plain_http_connections_ignore_proxy_variables() {
         answer_401(&server).await;
     }
 }
+
+/// `check-config` says what it accepts but warns about: plain `smtp://` to a
+/// remote relay carries leavers' names unencrypted.
+#[test]
+fn check_config_warns_about_plain_smtp_to_a_remote_relay() {
+    let dir = tempfile::tempdir().unwrap();
+    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/example/directory.json");
+    std::fs::copy(&example, dir.path().join("directory.json")).unwrap();
+    let check = |url: &str| {
+        let config = dir.path().join("seatwarden.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "[directory]\nkind = \"file\"\npath = \"directory.json\"\n\n\
+                 [workspace]\nurl = \"https://scim.example.com/scim/v2\"\ntoken = \"t\"\n\n\
+                 [report.email]\nsmtp_url = \"{url}\"\nfrom = \"sw@example.com\"\n\
+                 to = [\"a@example.com\"]\n"
+            ),
+        )
+        .unwrap();
+        let out = seatwarden(&["--config", config.to_str().unwrap(), "check-config"], &[]);
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        text(&out.stderr)
+    };
+    let stderr = check("smtp://mail.example.com:25");
+    assert!(
+        stderr.contains("warning: report.email.smtp_url:")
+            && stderr.contains("unencrypted to mail.example.com")
+            && stderr.contains("smtps://"),
+        "{stderr}"
+    );
+    for url in ["smtp://localhost:25", "smtps://mail.example.com"] {
+        let stderr = check(url);
+        assert!(!stderr.contains("warning"), "{url}: {stderr}");
+        assert!(stderr.contains("configuration OK"), "{stderr}");
+    }
+}

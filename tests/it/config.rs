@@ -1274,3 +1274,43 @@ fn empty_inline_secrets_are_refused_naming_the_key() {
     load(&format!("{ldap}bind_password = \"pw\"\n{WORKSPACE}"), &[]).unwrap();
     load(&format!("{MINIMAL}{email}password = \"p\"\n"), &[]).unwrap();
 }
+
+/// Plain `smtp://` to a relay that is not loopback is allowed (internal relays on
+/// port 25), but warned about: digests and alerts name leavers.
+#[test]
+fn plain_smtp_to_a_remote_relay_is_warned_about() {
+    let email = |url: &str, extra: &str| {
+        load(
+            &format!(
+                "{MINIMAL}\n[report.email]\nsmtp_url = \"{url}\"\nfrom = \"sw@example.com\"\n\
+                 to = [\"a@example.com\"]\n{extra}"
+            ),
+            &[],
+        )
+        .unwrap()
+        .warnings()
+    };
+    for url in ["smtp://mail.example.com", "smtp://10.0.0.25:25"] {
+        let warnings = email(url, "");
+        assert_eq!(warnings.len(), 1, "{url}: {warnings:?}");
+        assert!(
+            warnings[0].starts_with("report.email.smtp_url:")
+                && warnings[0].contains("unencrypted")
+                && warnings[0].contains("smtps://")
+                && warnings[0].contains("starttls"),
+            "{url}: {warnings:?}"
+        );
+    }
+    for url in [
+        "smtp://localhost:25",
+        "smtp://127.0.0.1",
+        "smtp://[::1]:25",
+        "smtps://mail.example.com",
+        "smtp://mail.example.com:587?tls=starttls",
+    ] {
+        assert_eq!(email(url, ""), Vec::<String>::new(), "{url}");
+    }
+    // Said to be trusted: no warning.
+    assert!(email("smtp://mail.example.com", "allow_cleartext = true\n").is_empty());
+    assert!(load(MINIMAL, &[]).unwrap().warnings().is_empty());
+}
