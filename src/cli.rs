@@ -1,5 +1,7 @@
 //! Command line: parses arguments, sets up logging, and wires config, store and
-//! run together. No reconciliation logic lives here.
+//! run together. No reconciliation logic lives here. An error is printed made
+//! printable (control characters as U+FFFD), as reports are: it can quote a
+//! provider's answer.
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -465,6 +467,9 @@ pub fn main() -> ExitCode {
 
 /// The error and its causes, each said once: layer errors already quote their
 /// cause in their own message, so a cause whose text is already there is skipped.
+/// Made [`printable`](crate::report::printable) (line breaks kept): the text quotes
+/// providers' answers (a SCIM `detail`, an Okta or Graph error), and an escape
+/// sequence in one must not drive the terminal.
 fn describe(error: &anyhow::Error) -> String {
     let mut out = String::new();
     for cause in error.chain() {
@@ -477,7 +482,7 @@ fn describe(error: &anyhow::Error) -> String {
         }
         out.push_str(&text);
     }
-    out
+    crate::report::printable(&out, true).into_owned()
 }
 
 fn init_logging(format: LogFormat, verbose: u8, quiet: bool) {
@@ -521,6 +526,14 @@ fn run_command(cli: Cli) -> anyhow::Result<u8> {
         _ => {}
     }
     let config = Config::load(&cli.config)?;
+    let check_config = matches!(cli.command, Command::CheckConfig);
+    for warning in config.warnings() {
+        if check_config {
+            eprintln!("warning: {warning}");
+        } else {
+            tracing::warn!("{warning}");
+        }
+    }
     match cli.command {
         Command::Demo { .. } | Command::Sandbox { .. } => Ok(exit::OK),
         Command::Daemon => {
@@ -1122,7 +1135,7 @@ fn approve(config: &Config, run: RunId, only: Option<&str>) -> anyhow::Result<u8
     )) {
         Ok(result) => result,
         Err(e @ approval::ApprovalError::CircuitOpen(_)) => {
-            eprintln!("error: {e}");
+            eprintln!("error: {}", describe(&e.into()));
             return Ok(exit::CIRCUIT_OPEN);
         }
         Err(e) => return Err(e.into()),
@@ -1198,6 +1211,18 @@ mod tests {
         assert_eq!(
             describe(&error),
             "running the plan: reading the workspace: GET /Users: HTTP 401"
+        );
+    }
+
+    /// A provider's `detail` is quoted in the error: its escape sequences are
+    /// neutralised, the message's own line breaks kept.
+    #[test]
+    fn provider_text_is_made_printable() {
+        let error = anyhow::anyhow!("HTTP 400: bad\u{1b}]0;owned\u{7}\u{1b}[2J\r")
+            .context("first line\nsecond line");
+        assert_eq!(
+            describe(&error),
+            "first line\nsecond line: HTTP 400: bad\u{fffd}]0;owned\u{fffd}\u{fffd}[2J\u{fffd}"
         );
     }
 }

@@ -10,7 +10,8 @@
 //! file can point at `/etc/seatwarden/seatwarden.toml` from anywhere. Secrets (the
 //! workspace `token`, the SMTP `password`) can be given inline or as `token_file` /
 //! `password_file` (systemd credentials, container secrets); they are held as
-//! `SecretString` and print as `[redacted]`.
+//! `SecretString` and print as `[redacted]`. An empty or blank inline secret is
+//! refused at load, as an empty secret file is at use.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -691,6 +692,8 @@ pub struct EmailConfig {
     pub timeout: String,
     /// Lets a login (`username` + password) over a connection without TLS to a
     /// relay that is not loopback through: only for a network that is itself trusted.
+    /// Also silences the warning that plain `smtp://` to such a relay carries the
+    /// messages themselves unencrypted ([`Config::warnings`]).
     #[serde(default)]
     pub allow_cleartext: bool,
 }
@@ -1067,7 +1070,54 @@ impl Config {
         ))
     }
 
+    /// The secrets given inline, each with its key.
+    fn inline_secrets(&self) -> Vec<(&'static str, &SecretString)> {
+        let mut secrets = Vec::new();
+        let directory = match &self.directory {
+            DirectoryConfig::File { .. } => None,
+            DirectoryConfig::Okta { token, .. } | DirectoryConfig::Scim { token, .. } => {
+                token.as_ref().map(|t| ("directory.token", t))
+            }
+            DirectoryConfig::Entra { client_secret, .. } => client_secret
+                .as_ref()
+                .map(|s| ("directory.client_secret", s)),
+            DirectoryConfig::Ldap { bind_password, .. } => bind_password
+                .as_ref()
+                .map(|p| ("directory.bind_password", p)),
+        };
+        secrets.extend(directory);
+        if let Some(token) = &self.workspace.token {
+            secrets.push(("workspace.token", token));
+        }
+        if let Some(password) = self.report.email.as_ref().and_then(|e| e.password.as_ref()) {
+            secrets.push(("report.email.password", password));
+        }
+        secrets
+    }
+
+    /// An inline secret that is empty (or only spaces) is refused like an empty
+    /// secret file: an empty LDAP bind password is an unauthenticated bind (RFC
+    /// 4513), which some servers accept and answer with a partial view, and an
+    /// empty token only fails later, at the provider.
+    fn refuse_empty_secrets(&self) -> Result<(), ConfigError> {
+        use secrecy::ExposeSecret;
+        for (key, secret) in self.inline_secrets() {
+            if secret.expose_secret().trim().is_empty() {
+                let file = key.rsplit('.').next().unwrap_or(key);
+                return Err(self.key_error(
+                    key,
+                    format!(
+                        "is empty (an empty environment variable?): set the secret, or \
+                         {file}_file"
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+
     fn validate(&self) -> Result<(), ConfigError> {
+        self.refuse_empty_secrets()?;
         self.validate_directory()?;
         let url = url::Url::parse(&self.workspace.url)
             .map_err(|e| self.key_error("workspace.url", format!("not a URL: {e}")))?;
@@ -1264,6 +1314,30 @@ impl Config {
             )?;
         }
         Ok(())
+    }
+
+    /// What is allowed but worth a warning, each naming its key: logged when the
+    /// configuration is loaded (and reloaded), printed by `check-config`.
+    pub fn warnings(&self) -> Vec<String> {
+        let mut warnings = Vec::new();
+        // A relay without TLS is common on an internal network (port 25), so it is
+        // not refused; but digests and alerts name the people who leave.
+        if let Some(email) = &self.report.email
+            && !email.allow_cleartext
+            && let Ok(endpoint) = crate::mail::SmtpEndpoint::parse(&email.smtp_url)
+            && endpoint.tls == crate::mail::TlsMode::None
+            && let Ok(url) = url::Url::parse(&email.smtp_url)
+            && !host_is_loopback(&url)
+        {
+            warnings.push(format!(
+                "report.email.smtp_url: smtp:// sends the digests and alerts, which name the \
+                 people who leave, unencrypted to {}: use smtps:// or \
+                 smtp://…?tls=starttls, or set report.email.allow_cleartext = true if the \
+                 network in between is trusted",
+                endpoint.host
+            ));
+        }
+        warnings
     }
 
     /// The command people run seatwarden's commands with (`report.admin_command`).

@@ -9,10 +9,26 @@ use std::time::Duration;
 
 /// A `reqwest` client on rustls with the ring provider. Installs ring as the
 /// process-wide rustls provider when none is yet (reqwest panics without one).
-pub fn client(connect_timeout: Duration) -> Result<reqwest::Client, reqwest::Error> {
+///
+/// `plain_http`: the connection has a plain `http://` URL, and then the client
+/// never uses a proxy. Such a URL is accepted without `allow_cleartext` only to a
+/// loopback host, as the credential then stays on the machine; reqwest reads
+/// `HTTP_PROXY`/`ALL_PROXY` from the environment, and through one the bearer token
+/// would travel in cleartext to the proxy's host. HTTPS connections honour
+/// `HTTPS_PROXY`/`ALL_PROXY`/`NO_PROXY` (a CONNECT tunnel keeps TLS end to end).
+pub fn client(
+    connect_timeout: Duration,
+    plain_http: bool,
+) -> Result<reqwest::Client, reqwest::Error> {
     // Another component may have installed it already; either way one is there.
     let _ = rustls::crypto::ring::default_provider().install_default();
-    reqwest::Client::builder()
+    let builder = reqwest::Client::builder();
+    let builder = if plain_http {
+        builder.no_proxy()
+    } else {
+        builder
+    };
+    builder
         .tls_backend_rustls()
         .connect_timeout(connect_timeout)
         // Providers behind wsgiref-style servers close every connection; do not
@@ -433,7 +449,7 @@ mod tests {
 
     #[tokio::test]
     async fn an_endless_body_is_cut_off_at_the_limit() {
-        let http = client(Duration::from_secs(5)).unwrap();
+        let http = client(Duration::from_secs(5), true).unwrap();
         let answer = http
             .get(raw_server(CHUNKED, kib_chunk(), None, ""))
             .timeout(Duration::from_secs(20))
@@ -463,7 +479,7 @@ mod tests {
     /// A `Content-Length` past the limit is refused before the body is waited for.
     #[tokio::test]
     async fn a_body_announced_past_the_limit_is_not_waited_for() {
-        let http = client(Duration::from_secs(5)).unwrap();
+        let http = client(Duration::from_secs(5), true).unwrap();
         let head = "HTTP/1.1 200 OK\r\ncontent-length: 1000000\r\n\r\n";
         // Ten bytes come, then nothing: reading on would wait for the timeout.
         let answer = http

@@ -15,6 +15,8 @@
 //! `smtp_url` forms: `smtp://host[:port]` (plain, for a local relay; port 25),
 //! `smtp://host[:port]?tls=starttls` (STARTTLS required; port 587),
 //! `smtps://host[:port]` (implicit TLS; port 465). Credentials never go in the URL.
+//! Plain `smtp://` to a relay that is not loopback is accepted with a warning
+//! ([`crate::config::Config::warnings`]): the messages name leavers.
 
 use std::time::{Duration, SystemTime};
 

@@ -8,9 +8,15 @@
 //!   at each scrape.
 //! - `GET /status` — the same JSON as `seatwarden status --format json`; with
 //!   `http.trigger_token_file` set, only with that bearer token, and without it only
-//!   on a loopback listener (it names the people being deprovisioned).
+//!   on a loopback listener and to a request whose `Host` is `localhost` or a
+//!   loopback address (it names the people being deprovisioned; the `Host` check
+//!   keeps a DNS-rebinding web page in a local browser out).
 //! - `POST /reconcile` — starts a reconcile now; only when `http.trigger_token_file`
 //!   is set, with `Authorization: Bearer <token>` compared in constant time.
+//!
+//! The handlers that read the state database (`/readyz`, `/metrics`, `/status`)
+//! read it on the blocking pool: a prune's VACUUM can hold it for seconds, and the
+//! async workers are shared with `/healthz` and the scheduler.
 
 use std::sync::Arc;
 
@@ -80,9 +86,15 @@ async fn healthz(State(shared): State<Arc<Shared>>) -> Response {
 }
 
 async fn readyz(State(shared): State<Arc<Shared>>) -> Response {
-    match readiness(&shared) {
-        Ok(()) => text(StatusCode::OK, "ready\n"),
-        Err(why) => text(StatusCode::SERVICE_UNAVAILABLE, format!("{why}\n")),
+    // The database, which a prune's VACUUM can hold for seconds: not on the async
+    // workers that /healthz and the scheduler share.
+    match tokio::task::spawn_blocking(move || readiness(&shared)).await {
+        Ok(Ok(())) => text(StatusCode::OK, "ready\n"),
+        Ok(Err(why)) => text(StatusCode::SERVICE_UNAVAILABLE, format!("{why}\n")),
+        Err(e) => text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("readiness check failed: {e}\n"),
+        ),
     }
 }
 
@@ -200,9 +212,17 @@ fn awaiting_approval(shared: &Shared) -> Option<usize> {
 
 /// Whether a request may read `/status`, which names the people being
 /// deprovisioned: with a token configured (`http.trigger_token_file`), only with it;
-/// without one, only on a loopback listener (the default), where `seatwarden status`
-/// would show the same to whoever can read the database.
-fn status_refused(loopback: bool, expected: Option<&str>, given: &str) -> Option<Response> {
+/// without one, only on a loopback listener (the default), and only when the
+/// request's `Host` ([`host`]) is `localhost` or a loopback address. A loopback
+/// listener alone is not enough: any local process can connect, including a web
+/// page in a browser on this machine that reaches it through a DNS name rebound to
+/// 127.0.0.1 — its requests carry that name as their `Host`.
+fn status_refused(
+    loopback: bool,
+    host: Option<&str>,
+    expected: Option<&str>,
+    given: &str,
+) -> Option<Response> {
     match expected {
         Some(expected) if !constant_time_eq(given.as_bytes(), expected.as_bytes()) => Some(text(
             StatusCode::UNAUTHORIZED,
@@ -210,13 +230,58 @@ fn status_refused(loopback: bool, expected: Option<&str>, given: &str) -> Option
              http.trigger_token_file)\n",
         )),
         Some(_) => None,
-        None if loopback => None,
+        None if loopback && host.is_some_and(host_is_loopback) => None,
+        None if loopback => Some(text(
+            StatusCode::MISDIRECTED_REQUEST,
+            "GET /status without a bearer token answers only Host: localhost or a loopback \
+             address (a request for another name may come from a web page); set \
+             http.trigger_token_file to read it under another name\n",
+        )),
         None => Some(text(
             StatusCode::FORBIDDEN,
             "GET /status names the people being deprovisioned: on a listener that is not \
              loopback it needs a bearer token; set http.trigger_token_file\n",
         )),
     }
+}
+
+/// The request's `Host` header, if it is one readable value.
+fn host(headers: &HeaderMap) -> Option<&str> {
+    let mut hosts = headers.get_all(header::HOST).iter();
+    let host = hosts.next()?;
+    if hosts.next().is_some() {
+        return None;
+    }
+    host.to_str().ok()
+}
+
+/// `localhost`, a loopback IPv4 literal or `[::1]`, each with or without a port.
+fn host_is_loopback(host: &str) -> bool {
+    let (name, port) = match host.strip_prefix('[') {
+        Some(bracketed) => match bracketed.split_once(']') {
+            Some((ip, rest)) => (ip, rest),
+            None => return false,
+        },
+        None => host
+            .find(':')
+            .map_or((host, ""), |colon| host.split_at(colon)),
+    };
+    let port_ok = port.is_empty()
+        || port.strip_prefix(':').is_some_and(|p| {
+            !p.is_empty() && p.len() <= 5 && p.bytes().all(|b| b.is_ascii_digit())
+        });
+    if !port_ok {
+        return false;
+    }
+    if host.starts_with('[') {
+        return name
+            .parse::<std::net::Ipv6Addr>()
+            .is_ok_and(|ip| ip.is_loopback());
+    }
+    name.eq_ignore_ascii_case("localhost")
+        || name
+            .parse::<std::net::Ipv4Addr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }
 
 /// The bearer token of a request, or "" (the scheme is case-insensitive, RFC 9110
@@ -238,6 +303,7 @@ async fn status(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> Respon
     let loopback = shared.settings().listen.ip().is_loopback();
     if let Some(refusal) = status_refused(
         loopback,
+        host(&headers),
         expected.as_ref().map(|t| t.expose_secret()),
         bearer(&headers),
     ) {
@@ -246,8 +312,14 @@ async fn status(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> Respon
     let tz = shared.settings().timezone;
     let now = shared.now();
     let delete_after = shared.config().delete_after();
-    match shared.with_db(|db| super::status::collect(db, now, tz, delete_after)) {
-        Ok(status) => json(StatusCode::OK, &status),
+    // On the blocking pool, as /metrics reads the database.
+    let collected = tokio::task::spawn_blocking(move || {
+        shared.with_db(|db| super::status::collect(db, now, tz, delete_after))
+    })
+    .await;
+    match collected {
+        Ok(Ok(status)) => json(StatusCode::OK, &status),
+        Ok(Err(e)) => text(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
         Err(e) => text(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
     }
 }
@@ -289,7 +361,7 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 mod tests {
-    use super::{constant_time_eq, reconcile_overdue, status_refused};
+    use super::{constant_time_eq, host_is_loopback, reconcile_overdue, status_refused};
     use crate::schedule::Schedule;
     use axum::http::StatusCode;
     use chrono::TimeZone;
@@ -325,7 +397,7 @@ mod tests {
     #[test]
     fn status_needs_the_token_when_one_is_set_and_loopback_when_not() {
         let refused = |loopback, expected, given| {
-            status_refused(loopback, expected, given).map(|r| r.status())
+            status_refused(loopback, Some("localhost:9464"), expected, given).map(|r| r.status())
         };
         assert_eq!(refused(true, None, ""), None);
         assert_eq!(refused(false, None, ""), Some(StatusCode::FORBIDDEN));
@@ -344,6 +416,53 @@ mod tests {
             );
             assert_eq!(refused(loopback, Some("s3cret"), "s3cret"), None);
         }
+    }
+
+    /// Without a token, a loopback listener answers `/status` only to a request
+    /// for a loopback name: a DNS-rebinding page sends its own name as `Host`.
+    #[test]
+    fn status_without_a_token_needs_a_loopback_host() {
+        let refused = |host| status_refused(true, host, None, "").map(|r| r.status());
+        for host in [
+            "localhost",
+            "localhost:9464",
+            "LOCALHOST:9464",
+            "127.0.0.1",
+            "127.0.0.1:9464",
+            "127.1.2.3:80",
+            "[::1]",
+            "[::1]:9464",
+        ] {
+            assert_eq!(refused(Some(host)), None, "{host}");
+        }
+        for host in [
+            "attacker.example",
+            "attacker.example:9464",
+            "localhost.attacker.example",
+            "127.0.0.1.nip.io:9464",
+            "localhost:",
+            "localhost:94a",
+            "localhost:9464:1",
+            "[::1",
+            "[::1]x",
+            "[::2]:9464",
+            "::1",
+            "10.0.0.1:9464",
+            "",
+        ] {
+            assert_eq!(
+                refused(Some(host)),
+                Some(StatusCode::MISDIRECTED_REQUEST),
+                "{host}"
+            );
+        }
+        assert_eq!(refused(None), Some(StatusCode::MISDIRECTED_REQUEST));
+        // With the token, the Host does not matter.
+        assert_eq!(
+            status_refused(true, Some("attacker.example"), Some("t"), "t").map(|r| r.status()),
+            None
+        );
+        assert!(host_is_loopback("[::1]:1"));
     }
 
     #[test]

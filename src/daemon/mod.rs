@@ -475,6 +475,9 @@ fn reload(shared: &Shared, path: &Path) {
             }
             metrics::gauge!("seatwarden_config_reload_failed").set(0.0);
             tracing::info!(config = %path.display(), "configuration reloaded");
+            for warning in shared.config().warnings() {
+                tracing::warn!("{warning}");
+            }
         }
         Err(e) => {
             // Until a reload succeeds: the file on disk is not what runs, and the

@@ -238,6 +238,11 @@ impl EntraSource {
     async fn transport(&self) -> Result<&Transport, DirectoryError> {
         let s = &self.inner.settings;
         let max_body = self.inner.limits.max_body_bytes;
+        // One client for Graph and the login endpoint: a plain http:// one of them
+        // (a local stand-in) makes both direct.
+        let plain_http = [&self.inner.graph, &self.inner.login]
+            .iter()
+            .any(|url| url.starts_with("http://"));
         self.inner
             .transport
             .get_or_try_init(|| async {
@@ -247,6 +252,7 @@ impl EntraSource {
                     s.requests_per_second,
                     s.retry,
                     max_body,
+                    plain_http,
                 )
             })
             .await

@@ -262,7 +262,15 @@ impl OktaSource {
         self.inner
             .transport
             .get_or_try_init(|| async {
-                Transport::new(s.timeout, s.max_concurrency, 0, s.retry, max_body)
+                let plain_http = s.url.scheme() == "http";
+                Transport::new(
+                    s.timeout,
+                    s.max_concurrency,
+                    0,
+                    s.retry,
+                    max_body,
+                    plain_http,
+                )
             })
             .await
     }

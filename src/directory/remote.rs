@@ -129,14 +129,17 @@ pub(crate) struct Transport {
 }
 
 impl Transport {
+    /// `plain_http`: a URL of the connection is plain `http://`, and the client
+    /// then never uses a proxy ([`crate::http::client`]).
     pub fn new(
         timeout: Duration,
         max_concurrency: usize,
         requests_per_second: u32,
         retry: RetryPolicy,
         max_body_bytes: usize,
+        plain_http: bool,
     ) -> Result<Transport, DirectoryError> {
-        let http = crate::http::client(timeout)
+        let http = crate::http::client(timeout, plain_http)
             .map_err(|e| DirectoryError::Settings(format!("HTTP client: {e}")))?;
         let limiter = NonZeroU32::new(requests_per_second).map(|rps| {
             RateLimiter::direct_with_clock(Quota::per_second(rps), DefaultClock::default())

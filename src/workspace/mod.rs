@@ -331,7 +331,8 @@ impl ScimClient {
                 "max_concurrency must be at least 1".to_owned(),
             ));
         }
-        let http = crate::http::client(settings.timeout)
+        let plain_http = settings.base_url.scheme() == "http";
+        let http = crate::http::client(settings.timeout, plain_http)
             .map_err(|e| WorkspaceError::Settings(format!("HTTP client: {e}")))?;
         let limiter = NonZeroU32::new(settings.requests_per_second).map(|rps| {
             RateLimiter::direct_with_clock(Quota::per_second(rps), DefaultClock::default())

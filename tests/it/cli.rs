@@ -399,3 +399,130 @@ fn reading_commands_refuse_a_missing_state_database_and_create_none() {
         );
     }
 }
+
+/// A plain `http://` connection (accepted without `allow_cleartext` only to
+/// loopback, where the token stays on the machine) never goes through a proxy
+/// from the environment: through one, the bearer token would cross the network in
+/// cleartext. The proxy variables are set for the child process only.
+#[tokio::test(flavor = "multi_thread")]
+async fn plain_http_connections_ignore_proxy_variables() {
+    use std::time::Duration;
+    use wiremock::matchers::{any, path_regex};
+    use wiremock::{Mock, MockServer, ResponseTemplate};
+
+    let proxy = MockServer::start().await;
+    Mock::given(any())
+        .respond_with(ResponseTemplate::new(502))
+        .mount(&proxy)
+        .await;
+    let server = MockServer::start().await;
+    // The workspace answers late, so the directory's first request is made too.
+    async fn answer_401(server: &MockServer) {
+        Mock::given(path_regex("^/scim/"))
+            .respond_with(ResponseTemplate::new(401).set_delay(Duration::from_secs(1)))
+            .mount(server)
+            .await;
+        Mock::given(any())
+            .respond_with(ResponseTemplate::new(401))
+            .mount(server)
+            .await;
+    }
+    answer_401(&server).await;
+    let dir = tempfile::tempdir().unwrap();
+    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/example/directory.json");
+    std::fs::copy(&example, dir.path().join("directory.json")).unwrap();
+    let workspace = format!(
+        "[workspace]\nurl = \"{}/scim/v2\"\ntoken = \"proxy-test-token\"\n\n\
+         [state]\npath = \"state.db\"\n",
+        server.uri()
+    );
+    let directories = [
+        "[directory]\nkind = \"file\"\npath = \"directory.json\"\n".to_owned(),
+        format!(
+            "[directory]\nkind = \"okta\"\nurl = \"{}\"\ntoken = \"okta-token\"\n",
+            server.uri()
+        ),
+    ];
+    for (i, directory) in directories.iter().enumerate() {
+        let config = dir.path().join(format!("seatwarden-{i}.toml"));
+        std::fs::write(&config, format!("{directory}\n{workspace}")).unwrap();
+        let proxy_url = proxy.uri();
+        let output = tokio::task::spawn_blocking(move || {
+            let mut command = Command::new(env!("CARGO_BIN_EXE_seatwarden"));
+            command
+                .args(["--config", config.to_str().unwrap(), "plan"])
+                .env_remove("SEATWARDEN_CONFIG");
+            for (key, _) in std::env::vars() {
+                if key.starts_with("SEATWARDEN__") || key.eq_ignore_ascii_case("no_proxy") {
+                    command.env_remove(key);
+                }
+            }
+            for key in ["HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy"] {
+                command.env(key, &proxy_url);
+            }
+            command.output().unwrap()
+        })
+        .await
+        .unwrap();
+        let stderr = text(&output.stderr);
+        let through_proxy = proxy.received_requests().await.unwrap();
+        assert!(
+            through_proxy.is_empty(),
+            "{directory}: the proxy received {:?}; stderr: {stderr}",
+            through_proxy
+                .iter()
+                .map(|r| r.url.to_string())
+                .collect::<Vec<_>>()
+        );
+        let direct = server.received_requests().await.unwrap();
+        assert!(
+            direct.iter().any(|r| r.url.path().starts_with("/scim/")),
+            "{directory}: the workspace was not reached directly; stderr: {stderr}"
+        );
+        if i == 1 {
+            assert!(
+                direct.iter().any(|r| r.url.path().starts_with("/api/v1/")),
+                "the Okta directory was not reached directly; stderr: {stderr}"
+            );
+        }
+        server.reset().await;
+        answer_401(&server).await;
+    }
+}
+
+/// `check-config` says what it accepts but warns about: plain `smtp://` to a
+/// remote relay carries leavers' names unencrypted.
+#[test]
+fn check_config_warns_about_plain_smtp_to_a_remote_relay() {
+    let dir = tempfile::tempdir().unwrap();
+    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/example/directory.json");
+    std::fs::copy(&example, dir.path().join("directory.json")).unwrap();
+    let check = |url: &str| {
+        let config = dir.path().join("seatwarden.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "[directory]\nkind = \"file\"\npath = \"directory.json\"\n\n\
+                 [workspace]\nurl = \"https://scim.example.com/scim/v2\"\ntoken = \"t\"\n\n\
+                 [report.email]\nsmtp_url = \"{url}\"\nfrom = \"sw@example.com\"\n\
+                 to = [\"a@example.com\"]\n"
+            ),
+        )
+        .unwrap();
+        let out = seatwarden(&["--config", config.to_str().unwrap(), "check-config"], &[]);
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        text(&out.stderr)
+    };
+    let stderr = check("smtp://mail.example.com:25");
+    assert!(
+        stderr.contains("warning: report.email.smtp_url:")
+            && stderr.contains("unencrypted to mail.example.com")
+            && stderr.contains("smtps://"),
+        "{stderr}"
+    );
+    for url in ["smtp://localhost:25", "smtps://mail.example.com"] {
+        let stderr = check(url);
+        assert!(!stderr.contains("warning"), "{url}: {stderr}");
+        assert!(stderr.contains("configuration OK"), "{stderr}");
+    }
+}

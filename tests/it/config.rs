@@ -1244,3 +1244,115 @@ fn ids_that_would_leave_their_url_path_are_refused() {
     )
     .unwrap();
 }
+
+/// An empty inline secret is refused at load, naming the key and where it came
+/// from: an empty LDAP bind password is an unauthenticated bind (RFC 4513).
+#[test]
+fn empty_inline_secrets_are_refused_naming_the_key() {
+    let ldap = "[directory]\nkind = \"ldap\"\nurl = \"ldaps://dc1\"\nbind_dn = \"cn=svc\"\n\
+                base_dn = \"dc=example\"\n";
+    let okta = "[directory]\nkind = \"okta\"\nurl = \"https://acme.okta.com\"\n";
+    let scim = "[directory]\nkind = \"scim\"\nurl = \"https://idp.example.com/scim/v2\"\n";
+    let entra = "[directory]\nkind = \"entra\"\ntenant_id = \"t\"\nclient_id = \"c\"\n";
+    let email = "\n[report.email]\nsmtp_url = \"smtps://mail.example.com\"\n\
+                 from = \"sw@example.com\"\nto = [\"a@example.com\"]\nusername = \"sw\"\n";
+    for (text, key) in [
+        (
+            format!("{ldap}bind_password = \"\"\n{WORKSPACE}"),
+            "directory.bind_password",
+        ),
+        (
+            format!("{ldap}bind_password = \"  \"\n{WORKSPACE}"),
+            "directory.bind_password",
+        ),
+        (
+            format!("{okta}token = \"\"\n{WORKSPACE}"),
+            "directory.token",
+        ),
+        (
+            format!("{scim}token = \"\"\n{WORKSPACE}"),
+            "directory.token",
+        ),
+        (
+            format!("{entra}client_secret = \"\\t\"\n{WORKSPACE}"),
+            "directory.client_secret",
+        ),
+        (
+            format!(
+                "{okta}token = \"x\"\n[workspace]\nurl = \"https://s.example.com\"\ntoken = \"\"\n"
+            ),
+            "workspace.token",
+        ),
+        (
+            format!("{MINIMAL}{email}password = \"\"\n"),
+            "report.email.password",
+        ),
+    ] {
+        let error = load(&text, &[]).unwrap_err();
+        assert!(
+            error.contains(&format!("key `{key}`")) && error.contains("is empty"),
+            "{text}: {error}"
+        );
+        assert!(error.contains("seatwarden.toml"), "{error}");
+    }
+    // Set empty from the environment, the variable is named.
+    let error = load(
+        &format!("{ldap}bind_password_file = \"pw\"\n{WORKSPACE}"),
+        &[("SEATWARDEN__DIRECTORY__BIND_PASSWORD", "")],
+    )
+    .unwrap_err();
+    assert!(
+        error.contains("environment variable SEATWARDEN__DIRECTORY__BIND_PASSWORD")
+            && error.contains("is empty"),
+        "{error}"
+    );
+    let error = load(MINIMAL, &[("SEATWARDEN__WORKSPACE__TOKEN", "")]).unwrap_err();
+    assert!(
+        error.contains("environment variable SEATWARDEN__WORKSPACE__TOKEN")
+            && error.contains("is empty"),
+        "{error}"
+    );
+    // A secret that is there still loads.
+    load(&format!("{ldap}bind_password = \"pw\"\n{WORKSPACE}"), &[]).unwrap();
+    load(&format!("{MINIMAL}{email}password = \"p\"\n"), &[]).unwrap();
+}
+
+/// Plain `smtp://` to a relay that is not loopback is allowed (internal relays on
+/// port 25), but warned about: digests and alerts name leavers.
+#[test]
+fn plain_smtp_to_a_remote_relay_is_warned_about() {
+    let email = |url: &str, extra: &str| {
+        load(
+            &format!(
+                "{MINIMAL}\n[report.email]\nsmtp_url = \"{url}\"\nfrom = \"sw@example.com\"\n\
+                 to = [\"a@example.com\"]\n{extra}"
+            ),
+            &[],
+        )
+        .unwrap()
+        .warnings()
+    };
+    for url in ["smtp://mail.example.com", "smtp://10.0.0.25:25"] {
+        let warnings = email(url, "");
+        assert_eq!(warnings.len(), 1, "{url}: {warnings:?}");
+        assert!(
+            warnings[0].starts_with("report.email.smtp_url:")
+                && warnings[0].contains("unencrypted")
+                && warnings[0].contains("smtps://")
+                && warnings[0].contains("starttls"),
+            "{url}: {warnings:?}"
+        );
+    }
+    for url in [
+        "smtp://localhost:25",
+        "smtp://127.0.0.1",
+        "smtp://[::1]:25",
+        "smtps://mail.example.com",
+        "smtp://mail.example.com:587?tls=starttls",
+    ] {
+        assert_eq!(email(url, ""), Vec::<String>::new(), "{url}");
+    }
+    // Said to be trusted: no warning.
+    assert!(email("smtp://mail.example.com", "allow_cleartext = true\n").is_empty());
+    assert!(load(MINIMAL, &[]).unwrap().warnings().is_empty());
+}
