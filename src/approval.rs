@@ -27,7 +27,7 @@ use crate::config::{Config, ConfigError};
 use crate::guard::{self, GuardInput, GuardSettings};
 use crate::model::{
     Account, Action, ActionClass, ActionKind, Attribute, AttributeChange, GroupRef, NewLink, Plan,
-    WorkspaceSnapshot,
+    WorkspaceSnapshot, same_ci,
 };
 use crate::policy::Protected;
 use crate::report::{Outcome, Report};
@@ -158,7 +158,7 @@ fn renamed_since(changes: &[AttributeChange], now: &str) -> Option<String> {
         .iter()
         .find_map(|c| match (&c.attribute, &c.from, &c.to) {
             (Attribute::UserName, Some(from), Some(to))
-                if !now.eq_ignore_ascii_case(from) && !now.eq_ignore_ascii_case(to) =>
+                if !same_ci(now, from) && !same_ci(now, to) =>
             {
                 Some(from.clone())
             }
@@ -272,7 +272,7 @@ pub fn recheck(
             if workspace
                 .accounts
                 .iter()
-                .any(|a| a.user_name.eq_ignore_ascii_case(&spec.user_name))
+                .any(|a| same_ci(&a.user_name, &spec.user_name))
             {
                 Recheck::Obsolete(format!("an account {} exists now", spec.user_name))
             } else {
@@ -428,9 +428,32 @@ pub async fn approve(
         run,
         ..Approval::default()
     };
+    // userNames the renames among these actions give up: a create held behind one
+    // (`guard::hold_dependents`) wants a name an account still has, and the
+    // rename, applied first, frees it. A rename the re-check refuses keeps it, and
+    // the create meets 409 and waits for the next run.
+    let freed: Vec<String> = held
+        .iter()
+        .filter_map(|entry| match &entry.action.kind {
+            ActionKind::UpdateAttributes { changes, .. } => {
+                changes.iter().find_map(|c| match (&c.attribute, &c.from) {
+                    (Attribute::UserName, Some(from)) => Some(from.clone()),
+                    _ => None,
+                })
+            }
+            _ => None,
+        })
+        .collect();
     let mut still: Vec<Action> = Vec::new();
     for entry in held {
         let mut action = entry.action;
+        if let ActionKind::CreateAccount { spec, .. } = &action.kind
+            && freed.iter().any(|name| same_ci(name, &spec.user_name))
+        {
+            action.held = None;
+            still.push(action);
+            continue;
+        }
         // The configuration may have changed since the run: a delete is judged by
         // the deletion rules configured now.
         if let ActionKind::Delete {
@@ -764,6 +787,8 @@ fn refresh_report(store: &mut Store, run: RunId) -> Result<(), ApprovalError> {
                     Some(hold) => format!("{hold}; {refused}"),
                     None => refused.clone(),
                 });
+                // A person has to decide now, whatever it first waited for.
+                outcome.waiting = false;
             } else if entry.state != ActionState::Held {
                 outcome.error = entry.last_error.clone();
                 outcome.waiting = false;
@@ -907,6 +932,18 @@ mod tests {
             recheck(
                 &rename("ON@ex.com", "new@ex.com"),
                 &workspace,
+                &none,
+                &BTreeMap::new()
+            ),
+            Recheck::Apply
+        );
+        // Compared as the plan compares: É and é are one letter.
+        let mut accented = workspace.clone();
+        accented.accounts[0].user_name = "élodie@ex.com".into();
+        assert_eq!(
+            recheck(
+                &rename("Élodie@ex.com", "new@ex.com"),
+                &accented,
                 &none,
                 &BTreeMap::new()
             ),

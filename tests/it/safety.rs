@@ -410,10 +410,11 @@ async fn thirty_leavers_over_a_limit_of_25_are_all_held_until_approved() {
 }
 
 /// A mass rename (a changed `user_name_attribute`, a domain change) is held whole
-/// past `safety.max_renames`, without holding the day's deprovisions, and goes
-/// out with `approve --only rename`.
+/// past `safety.max_renames`, without holding the day's deprovisions, and a create
+/// that wants a name one of them frees waits with it; approved, the renames go
+/// first and the create after them.
 #[tokio::test]
-async fn renames_over_their_limit_are_held_and_approved_as_a_class() {
+async fn renames_over_their_limit_are_held_with_a_create_that_wants_a_freed_name() {
     let mut env = env_with(200, None, "max_renames = 3").await;
     env.run(Mode::Reconcile, RunOptions::default()).await;
     let left = env.leave(1);
@@ -439,6 +440,21 @@ async fn renames_over_their_limit_are_held_and_approved_as_a_class() {
         renamed.push(identity.user_name.clone());
     }
     assert_eq!(renamed.len(), 5);
+    // A new hire is given the address the first renamed person gives up: their
+    // create waits behind the held rename (sent now, it would meet 409).
+    let given_up = renamed[0].replace(".renamed@", "@");
+    let mut new_hire = env
+        .data
+        .directory
+        .identities
+        .iter()
+        .find(|i| i.user_name == renamed[0])
+        .unwrap()
+        .clone();
+    new_hire.id = "new-hire".into();
+    new_hire.user_name = given_up.clone();
+    new_hire.email = Some(given_up.clone());
+    env.data.directory.identities.push(new_hire);
     let directory = env.data.directory.clone();
     env.write_directory(&directory);
     let names = |env: &Env| -> Vec<String> {
@@ -474,6 +490,16 @@ async fn renames_over_their_limit_are_held_and_approved_as_a_class() {
             action.held
         );
     }
+    let create = outcome
+        .plan
+        .actions
+        .iter()
+        .find(|a| matches!(&a.kind, ActionKind::CreateAccount { spec, .. } if spec.user_name == given_up))
+        .unwrap();
+    assert_eq!(
+        create.held, renames[0].held,
+        "the create waits with the rename"
+    );
     assert_eq!(deactivations(&outcome).len(), 1);
     assert!(
         deactivations(&outcome)[0].held.is_none(),
@@ -482,19 +508,21 @@ async fn renames_over_their_limit_are_held_and_approved_as_a_class() {
     assert_eq!(exit_code_for(&outcome.report), exit::HELD);
     assert!(names(&env).is_empty(), "nobody renamed yet");
 
-    let approval = approval::approve(
-        &env.config,
-        &env.client(3),
-        env.store(),
-        outcome.run_id,
-        &Only::Class(ActionClass::Rename),
-        Utc::now(),
-    )
-    .await
-    .unwrap();
-    assert_eq!(approval.approved.len(), 5);
-    assert_eq!(approval.applied.applied, 5);
+    // Approved together, the renames go first and free the name for the create
+    // (the re-check does not take the name's current holder for the new hire's).
+    let approval = env.approve_all(outcome.run_id).await.unwrap();
+    assert!(approval.obsolete.is_empty(), "{:?}", approval.obsolete);
+    assert!(approval.refused.is_empty(), "{:?}", approval.refused);
+    assert_eq!(approval.applied.failed, 0);
     assert_eq!(names(&env).len(), 5);
+    assert!(
+        env.sandbox
+            .snapshot()
+            .accounts
+            .iter()
+            .any(|a| a.user_name == given_up && a.external_id.as_deref() == Some("new-hire")),
+        "the new hire has an account of their own"
+    );
     let after = env.run(Mode::Plan, RunOptions::default()).await;
     assert!(after.plan.is_empty(), "{:#?}", after.plan.actions);
 }
