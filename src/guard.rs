@@ -692,31 +692,49 @@ pub fn hold_dependents(mut plan: Plan) -> Plan {
     plan
 }
 
-/// Holds each runnable create whose userName a held rename still occupies.
+/// Holds each runnable create, and each runnable rename, that wants a userName a
+/// held rename still occupies; a rename held so frees nothing either, so this
+/// repeats until nothing more is held (chains of renames).
 fn hold_creates_behind_renames(plan: &mut Plan) {
-    let given_up: FxHashMap<String, HoldReason> = plan
-        .held()
-        .filter_map(|action| match (&action.kind, &action.held) {
-            (ActionKind::UpdateAttributes { changes, .. }, Some(reason)) => {
-                changes.iter().find_map(|c| match (&c.attribute, &c.from) {
-                    (crate::model::Attribute::UserName, Some(from)) => {
-                        Some((crate::model::fold_case(from), reason.clone()))
-                    }
-                    _ => None,
-                })
-            }
+    use crate::model::{Attribute, fold_case};
+    fn user_name_change(kind: &ActionKind) -> Option<(Option<&str>, Option<&str>)> {
+        match kind {
+            ActionKind::UpdateAttributes { changes, .. } => changes.iter().find_map(|c| {
+                (c.attribute == Attribute::UserName).then_some((c.from.as_deref(), c.to.as_deref()))
+            }),
             _ => None,
-        })
-        .collect();
-    if given_up.is_empty() {
-        return;
+        }
     }
-    for action in &mut plan.actions {
-        if action.held.is_none()
-            && let ActionKind::CreateAccount { spec, .. } = &action.kind
-            && let Some(reason) = given_up.get(&crate::model::fold_case(&spec.user_name))
-        {
-            action.held = Some(reason.clone());
+    let mut given_up: FxHashMap<String, HoldReason> = FxHashMap::default();
+    loop {
+        for action in plan.held() {
+            if let (Some((Some(from), _)), Some(reason)) =
+                (user_name_change(&action.kind), &action.held)
+            {
+                given_up
+                    .entry(fold_case(from))
+                    .or_insert_with(|| reason.clone());
+            }
+        }
+        if given_up.is_empty() {
+            return;
+        }
+        let mut held_more = false;
+        for action in &mut plan.actions {
+            if action.held.is_some() {
+                continue;
+            }
+            let wanted = match &action.kind {
+                ActionKind::CreateAccount { spec, .. } => Some(spec.user_name.as_str()),
+                kind => user_name_change(kind).and_then(|(_, to)| to),
+            };
+            if let Some(reason) = wanted.and_then(|name| given_up.get(&fold_case(name))) {
+                action.held = Some(reason.clone());
+                held_more = true;
+            }
+        }
+        if !held_more {
+            return;
         }
     }
 }
@@ -1748,6 +1766,38 @@ mod tests {
                 None,
                 threshold
             ]
+        );
+    }
+
+    /// A rename that wants the name a held rename would free waits too, and so
+    /// does whatever wants the name that one frees in turn.
+    #[test]
+    fn a_chain_of_renames_waits_for_its_held_head() {
+        use crate::model::AccountSpec;
+        let mut plan = plan_of(vec![
+            rename("a", "ann@ex.com", "ann.smith@ex.com"),
+            rename("b", "bo@ex.com", "ANN@ex.com"),
+            rename("c", "cy@ex.com", "bo@ex.com"),
+            ActionKind::CreateAccount {
+                identity_id: "new".into(),
+                spec: AccountSpec {
+                    user_name: "cy@ex.com".into(),
+                    external_id: "new".into(),
+                    given_name: None,
+                    family_name: None,
+                    display_name: None,
+                    email: None,
+                    role: None,
+                },
+            },
+            rename("d", "di@ex.com", "dee@ex.com"),
+        ]);
+        plan.actions[0].held = Some(HoldReason::OutOfSight);
+        let out = hold_dependents(plan);
+        let waits = Some(HoldReason::OutOfSight);
+        assert_eq!(
+            held(&out),
+            [waits.clone(), waits.clone(), waits.clone(), waits, None]
         );
     }
 
