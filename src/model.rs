@@ -817,11 +817,16 @@ pub fn same_ci(a: &str, b: &str) -> bool {
 /// combining dot), and an account named with such a look-alike would be taken for,
 /// and given the access of, the person it imitates.
 pub fn fold_case(s: &str) -> String {
+    let becomes_ascii = |c: char| !c.is_ascii() && c.to_lowercase().any(|l| l.is_ascii());
+    if !s.chars().any(becomes_ascii) {
+        // Whole, so that context rules hold (a word-final Σ lowers to ς).
+        return s.to_lowercase();
+    }
     let mut folded = String::with_capacity(s.len());
     for c in s.chars() {
         if c.is_ascii() {
             folded.push(c.to_ascii_lowercase());
-        } else if c.to_lowercase().any(|l| l.is_ascii()) {
+        } else if becomes_ascii(c) {
             folded.push(c);
         } else {
             folded.extend(c.to_lowercase());

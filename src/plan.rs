@@ -15,8 +15,9 @@
 //! 1. a stored link (a link whose account no longer exists is ignored; a link to an
 //!    identity absent from the directory means that identity was *deleted*);
 //! 2. `externalId` equal to the identity id;
-//! 3. `userName` equal to the identity's, case-insensitively;
-//! 4. primary email equal to the identity's, case-insensitively.
+//! 3. `userName` equal to the identity's, case-insensitively ([`crate::model::fold_case`]:
+//!    a character outside ASCII never folds into an ASCII one, so look-alikes differ);
+//! 4. primary email equal to the identity's, the same way.
 //!
 //! The first heuristic rule (2–4) that yields any candidate decides. Matches found
 //! by 2–4 are proposed in [`Plan::new_links`]; linking needs no workspace write.
@@ -24,7 +25,10 @@
 //! A match is **disputed** — reported as [`DriftKind::DisputedMatch`] and never acted
 //! on, for the accounts nor for the identities involved — when stored links are not
 //! one-to-one, when an account's deciding rule yields several identities, or when
-//! several unlinked accounts match the same identity. An identity whose own account
+//! several unlinked accounts match the same identity; and when the only match of an
+//! active identity is a deactivated account found by userName or email whose
+//! `externalId` names nobody in the directory (a former employee's, which a new hire
+//! given the same address must not get back with its projects). An identity whose own account
 //! matches it by `externalId` keeps that match although another account matches it
 //! among others by a weaker rule: that other account alone is disputed, so a stray
 //! account sharing a leaver's email cannot keep the leaver's account active.
@@ -2639,6 +2643,7 @@ mod tests {
         assert!(!same_ci("\u{212A}im@ex.com", "kim@ex.com"));
         assert!(!same_ci("\u{130}da@ex.com", "ida@ex.com"));
         assert!(same_ci("Élodie@ex.com", "élodie@EX.com"));
+        assert!(same_ci("ΟΔΟΣ@ex.com", "οδος@ex.com"), "a word-final Σ is ς");
         assert_eq!(fold("Élodie@EX.com"), "élodie@ex.com");
 
         fx.accounts[0].user_name = "KIM@EX.COM".into();
