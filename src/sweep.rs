@@ -855,7 +855,9 @@ pub fn backdate_cut_off(store: &mut Store, cut_off: &BTreeSet<RunId>) -> Result<
                 .flatten()
                 .all(|at| at < seen)
             });
+            // A verified episode's latency is reported already: it stands.
             if episode.detected_at > seen
+                && episode.verified_at.is_none()
                 && episode.closed_at.is_none()
                 && episode.returned_at.is_none()
                 && quiet_since

@@ -1709,7 +1709,11 @@ fn a_cut_off_hold_dates_only_an_episode_of_the_same_loss() {
     let hour = Minutes::hours(1);
     let t0 = Utc.with_ymd_and_hms(2026, 11, 2, 9, 0, 0).unwrap();
     let held = |who: &str| Action {
-        seq: if who == "00u1" { 0 } else { 1 },
+        seq: match who {
+            "00u1" => 0,
+            "00u2" => 1,
+            _ => 2,
+        },
         kind: ActionKind::Deactivate {
             account_id: format!("acc-{who}"),
         },
@@ -1735,7 +1739,7 @@ fn a_cut_off_hold_dates_only_an_episode_of_the_same_loss() {
         .save_plan(
             run,
             &Plan {
-                actions: vec![held("00u1"), held("00u2")],
+                actions: vec![held("00u1"), held("00u2"), held("00u4")],
                 ..Plan::default()
             },
             t0,
@@ -1755,7 +1759,16 @@ fn a_cut_off_hold_dates_only_an_episode_of_the_same_loss() {
         t0 + Minutes::minutes(20),
     );
     let t1 = t0 + Minutes::hours(3);
-    observe(&mut store, &[leaver("00u1"), leaver("00u2")], &[], t1);
+    observe(
+        &mut store,
+        &[leaver("00u1"), leaver("00u2"), leaver("00u4")],
+        &[],
+        t1,
+    );
+    // 00u4's episode was verified before the recovery ran (a sweep got there
+    // first): its latency is reported already, and stands.
+    let verified = store.deprovision_history("00u4", 1).unwrap()[0].id;
+    store.deprovision_verified(verified, t1).unwrap();
 
     let cut_off = std::collections::BTreeSet::from([run]);
     assert_eq!(
@@ -1767,6 +1780,7 @@ fn a_cut_off_hold_dates_only_an_episode_of_the_same_loss() {
     assert_eq!((ada.detected_at, ada.due_at), (t0, t0 + hour));
     let other = newest(&store, "00u2");
     assert_eq!((other.detected_at, other.due_at), (t1, t1 + hour));
+    assert_eq!(newest(&store, "00u4").detected_at, t1);
     // Once more changes nothing.
     assert_eq!(
         seatwarden::sweep::backdate_cut_off(&mut store, &cut_off).unwrap(),
