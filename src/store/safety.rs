@@ -108,6 +108,10 @@ impl Store {
                 "SELECT payload FROM actions
                  WHERE state IN ('applied', 'in_flight')
                    AND kind IN ('remove_members', 'set_role', 'update_attributes')
+                   -- Of the attribute updates (a mass email change makes many), only
+                   -- those that may rename are parsed; the parse decides.
+                   AND (kind <> 'update_attributes'
+                        OR instr(payload, '\"attribute\":\"user_name\"') > 0)
                    AND updated_at >= ?1",
             )
             .context(context)?;
