@@ -804,6 +804,7 @@ impl ScimClient {
         if managed.is_empty() {
             return Ok(groups);
         }
+        self.confirm_member_filter().await?;
         let total = accounts.len() as u64;
         // In account order (`buffered`), so the members come in a stable order; at
         // most `max_concurrency` accounts at a time, and each request still takes
@@ -835,6 +836,32 @@ impl ScimClient {
             });
         }
         Ok(groups)
+    }
+
+    /// Asks the groups of a member that cannot exist. A provider that ignores
+    /// `members.value eq` answers with groups, and with members hidden nothing in
+    /// its answers would show it: every account would read as a member of every
+    /// group (adds never planned, removals planned for everyone not wanted). AWS
+    /// answers 404 for a member that does not exist; no groups at all is right too.
+    async fn confirm_member_filter(&self) -> Result<(), WorkspaceError> {
+        let filter = format!(
+            "members.value eq {}",
+            parse::filter_string("seatwarden-probe-no-such-member")
+        );
+        match self
+            .first_page::<Value>("/Groups", Some(filter.clone()), 1)
+            .await
+        {
+            Ok((endpoint, page)) if !page.resources.is_empty() => Err(WorkspaceError::malformed(
+                &endpoint,
+                "groups answered for a member that does not exist: the provider ignores the \
+                 members.value filter, so workspace.group_members = \"by_member_filter\" \
+                 cannot read memberships here",
+            )),
+            Ok(_) => Ok(()),
+            Err(e) if e.is_not_found() => Ok(()),
+            Err(e) => Err(e),
+        }
     }
 
     /// The ids of the groups account `account_id` is a member of, by `GET

@@ -402,6 +402,32 @@ async fn a_member_filter_that_fails_fails_the_read() {
     assert_eq!(err.status(), Some(403), "{err}");
 }
 
+/// A provider that ignores `members.value eq` answers every account with every
+/// group, and with members hidden nothing in the answers shows it: every account
+/// would read as a member of every managed group. A member that cannot exist is
+/// asked first; groups for it fail the read.
+#[tokio::test]
+async fn a_provider_that_ignores_the_member_filter_fails_the_read() {
+    let server = aws_documented().await;
+    Mock::given(method("GET"))
+        .and(path("/scim/v2/Groups"))
+        .and(|r: &wiremock::Request| r.url.query_pairs().any(|(k, _)| k == "filter"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(list(json!([
+            group("g1", "Engineering"),
+            group("g2", "Sales")
+        ]))))
+        .with_priority(1)
+        .mount(&server)
+        .await;
+    let client = ScimClient::new(settings(&server, GroupMembers::ByMemberFilter)).unwrap();
+    let err = client.snapshot(&|_| {}).await.unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("the provider ignores the members.value filter"),
+        "{err}"
+    );
+}
+
 /// A crash left membership changes in flight: recovery judges them by each
 /// member's groups, as verification does, not by the empty member list.
 #[tokio::test]
