@@ -935,6 +935,21 @@ mod tests {
         assert!(out.held().next().is_none());
     }
 
+    fn create(identity: &str, user_name: &str) -> ActionKind {
+        ActionKind::CreateAccount {
+            identity_id: identity.into(),
+            spec: crate::model::AccountSpec {
+                user_name: user_name.into(),
+                external_id: identity.into(),
+                given_name: None,
+                family_name: None,
+                display_name: None,
+                email: None,
+                role: None,
+            },
+        }
+    }
+
     fn rename(id: &str, from: &str, to: &str) -> ActionKind {
         ActionKind::UpdateAttributes {
             account_id: id.into(),
@@ -1089,18 +1104,6 @@ mod tests {
     #[test]
     fn a_retention_delete_whose_user_name_a_create_wants_is_held() {
         let since = chrono::DateTime::from_timestamp(1_800_000_000, 0).unwrap();
-        let create = |identity: &str, user_name: &str| ActionKind::CreateAccount {
-            identity_id: identity.into(),
-            spec: crate::model::AccountSpec {
-                user_name: user_name.into(),
-                external_id: identity.into(),
-                given_name: None,
-                family_name: None,
-                display_name: None,
-                email: None,
-                role: None,
-            },
-        };
         let delete = |id: &str, since| ActionKind::Delete {
             account_id: id.into(),
             deactivated_since: since,
@@ -1711,19 +1714,7 @@ mod tests {
     /// memberships wait too; a create wanting another name goes.
     #[test]
     fn a_create_waits_for_the_held_rename_that_frees_its_user_name() {
-        use crate::model::{AccountRef, AccountSpec, GroupRef};
-        let create = |identity: &str, user_name: &str| ActionKind::CreateAccount {
-            identity_id: identity.into(),
-            spec: AccountSpec {
-                user_name: user_name.into(),
-                external_id: identity.into(),
-                given_name: None,
-                family_name: None,
-                display_name: None,
-                email: None,
-                role: None,
-            },
-        };
+        use crate::model::{AccountRef, GroupRef};
         let plan = plan_of(vec![
             rename("a", "ann@ex.com", "ann.smith@ex.com"),
             rename("b", "bo@ex.com", "bo.li@ex.com"),
@@ -1773,23 +1764,11 @@ mod tests {
     /// does whatever wants the name that one frees in turn.
     #[test]
     fn a_chain_of_renames_waits_for_its_held_head() {
-        use crate::model::AccountSpec;
         let mut plan = plan_of(vec![
             rename("a", "ann@ex.com", "ann.smith@ex.com"),
             rename("b", "bo@ex.com", "ANN@ex.com"),
             rename("c", "cy@ex.com", "bo@ex.com"),
-            ActionKind::CreateAccount {
-                identity_id: "new".into(),
-                spec: AccountSpec {
-                    user_name: "cy@ex.com".into(),
-                    external_id: "new".into(),
-                    given_name: None,
-                    family_name: None,
-                    display_name: None,
-                    email: None,
-                    role: None,
-                },
-            },
+            create("new", "cy@ex.com"),
             rename("d", "di@ex.com", "dee@ex.com"),
         ]);
         plan.actions[0].held = Some(HoldReason::OutOfSight);

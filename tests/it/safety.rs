@@ -223,6 +223,19 @@ impl Env {
     }
 }
 
+/// A sweep at `at` sees `identity` with access again: their open episode ends.
+fn sweep_sees_back(store: &mut Store, identity: &str, at: chrono::DateTime<Utc>) {
+    let current = store.current_deprovisions().unwrap();
+    let changes = seatwarden::sla::observe(
+        &current,
+        &[],
+        &[identity.to_owned()],
+        at,
+        Duration::hours(1),
+    );
+    store.update_ledger(&changes, at).unwrap();
+}
+
 fn deactivations(outcome: &RunOutcome) -> Vec<&seatwarden::model::Action> {
     outcome
         .plan
@@ -636,16 +649,7 @@ async fn approve_refuses_a_held_deprovision_of_someone_back_since() {
     {
         // A sweep sees the first one back: their open episode is cancelled.
         let mut store = env.store();
-        let current = store.current_deprovisions().unwrap();
-        let later = Utc::now() + Duration::minutes(5);
-        let changes = seatwarden::sla::observe(
-            &current,
-            &[],
-            std::slice::from_ref(&left[0]),
-            later,
-            Duration::hours(1),
-        );
-        store.update_ledger(&changes, later).unwrap();
+        sweep_sees_back(&mut store, &left[0], Utc::now() + Duration::minutes(5));
     }
     let approval = approval::approve(
         &env.config,
@@ -701,16 +705,7 @@ async fn a_released_action_the_next_approval_refuses_is_held_again_with_the_reas
             .release_held(outcome.run_id, &seqs, Utc::now())
             .unwrap();
         // A sweep then sees the first leaver back.
-        let current = store.current_deprovisions().unwrap();
-        let later = Utc::now() + Duration::minutes(5);
-        let changes = seatwarden::sla::observe(
-            &current,
-            &[],
-            std::slice::from_ref(&left[0]),
-            later,
-            Duration::hours(1),
-        );
-        store.update_ledger(&changes, later).unwrap();
+        sweep_sees_back(&mut store, &left[0], Utc::now() + Duration::minutes(5));
     }
     let approval = approval::approve(
         &env.config,
