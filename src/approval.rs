@@ -1108,6 +1108,31 @@ mod tests {
         let refreshed = Report::from_json(&store.report(run).unwrap().unwrap()).unwrap();
         assert_eq!(refreshed.summary.actions_held, 1);
         assert_eq!(refreshed.safety.actions_waiting, 0);
+
+        // Refused by an approval's re-check instead, the waiting create stays
+        // held, and now waits for a person, not for the settle window.
+        let run = store
+            .begin_run(crate::store::RunKind::Reconcile, at)
+            .unwrap();
+        store.save_plan(run, &plan, at).unwrap();
+        store
+            .save_report(
+                run,
+                &Report {
+                    run_id: run,
+                    ..report
+                }
+                .to_stored_json(),
+            )
+            .unwrap();
+        store
+            .refuse_held(run, &[(1, "a group g exists now".into())], at)
+            .unwrap();
+        refresh_report(&mut store, run).unwrap();
+        let refreshed = Report::from_json(&store.report(run).unwrap().unwrap()).unwrap();
+        assert_eq!(refreshed.summary.actions_held, 2);
+        assert_eq!(refreshed.safety.actions_waiting, 0);
+        assert!(refreshed.actions.iter().all(|a| !a.waiting));
     }
 
     #[test]
