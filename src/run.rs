@@ -221,14 +221,28 @@ pub struct RunOptions {
 /// [`execute_with`] with [`RunOptions`].
 /// Under the writer lock, before a writing run begins: see
 /// [`Store::close_interrupted_runs`].
-pub(crate) fn close_interrupted_runs(store: &mut Store, at: DateTime<Utc>) -> Result<(), RunError> {
+/// A reconcile cut off after its deprovisions were verified and before it
+/// recorded them in the ledger has them recorded now
+/// ([`crate::sweep::record_cut_off_applied`]): its rows are applied, not in
+/// flight, so no recovery sees them, and no later run plans them again.
+pub(crate) fn close_interrupted_runs(
+    store: &mut Store,
+    at: DateTime<Utc>,
+    sla: chrono::Duration,
+) -> Result<(), RunError> {
     let closed = store.close_interrupted_runs(at)?;
-    if closed > 0 {
+    if !closed.is_empty() {
         tracing::warn!(
-            runs = closed,
+            runs = closed.len(),
             "runs cut off before they finished marked failed; their in-flight actions are recovered"
         );
     }
+    let reconciles: Vec<RunId> = closed
+        .into_iter()
+        .filter(|(_, kind)| *kind == RunKind::Reconcile)
+        .map(|(run, _)| run)
+        .collect();
+    crate::sweep::record_cut_off_applied(store, &reconciles, sla)?;
     Ok(())
 }
 
@@ -245,7 +259,7 @@ pub async fn execute_with_options(
     let run_id = {
         let mut store = lock(&store)?;
         if mode == Mode::Reconcile {
-            close_interrupted_runs(&mut store, started_at)?;
+            close_interrupted_runs(&mut store, started_at, crate::sweep::configured_sla(config))?;
         }
         store.begin_run(mode.run_kind(), started_at)?
     };

@@ -446,7 +446,7 @@ pub async fn enforce(
         let plan = guard::guard(plan, &read, &config.guard_settings(), &input);
         let run_id = {
             let mut store = lock(store)?;
-            crate::run::close_interrupted_runs(&mut store, now)?;
+            crate::run::close_interrupted_runs(&mut store, now, configured_sla(config))?;
             store.begin_run(RunKind::Sweep, now)?
         };
         outcome.run_id = Some(run_id);
@@ -777,6 +777,39 @@ pub fn record_recovered(
             now,
             sla,
         )?);
+    }
+    Ok(latencies)
+}
+
+/// The deprovisions that reconciles `cut_off` applied and verified before they
+/// were cut off, recorded as those runs would have recorded them: detected at the
+/// run's start, verified when the row was marked applied. A crash after the
+/// verification and before [`record_reconcile`] left them out of the ledger, and
+/// nothing else would put them in (their rows are not in flight, and the accounts
+/// are inactive, so no run plans them again). Ones recorded since are skipped.
+pub fn record_cut_off_applied(
+    store: &mut Store,
+    cut_off: &[RunId],
+    sla: Duration,
+) -> Result<Vec<Duration>, StoreError> {
+    let mut latencies = Vec::new();
+    for &run in cut_off {
+        let applied: Vec<crate::store::JournalEntry> = store
+            .journal_deprovisions(run)?
+            .into_iter()
+            .filter(|row| row.state == ActionState::Applied && ledgered(&row.action))
+            .collect();
+        let Some(verified_at) = applied.iter().map(|row| row.updated_at).max() else {
+            continue;
+        };
+        let recovered = apply::Recovered {
+            applied: std::collections::BTreeMap::from([(
+                run,
+                applied.iter().map(|row| row.action.seq).collect(),
+            )]),
+            ..apply::Recovered::default()
+        };
+        latencies.extend(record_recovered(store, &recovered, verified_at, sla)?);
     }
     Ok(latencies)
 }

@@ -422,16 +422,28 @@ impl Store {
     /// writer lock, which every such run holds until it finishes, so these were cut
     /// off (killed, a crash, the daemon's stop grace running out). Left running, a
     /// run would never be pruned and would read as still going. Their journaled
-    /// actions are not touched: `apply::recover` resolves those.
-    pub fn close_interrupted_runs(&mut self, at: DateTime<Utc>) -> Result<usize, StoreError> {
-        self.conn
+    /// actions are not touched: `apply::recover` resolves those. Returns the runs
+    /// it closed.
+    pub fn close_interrupted_runs(
+        &mut self,
+        at: DateTime<Utc>,
+    ) -> Result<Vec<(RunId, RunKind)>, StoreError> {
+        let context = || "closing interrupted runs in runs".to_owned();
+        let mut stmt = self
+            .conn
             .prepare_cached(
                 "UPDATE runs SET status = 'failed', finished_at = ?1,
                      error = 'interrupted: the process stopped before the run finished'
-                 WHERE status = 'running' AND kind IN ('reconcile', 'sweep')",
+                 WHERE status = 'running' AND kind IN ('reconcile', 'sweep')
+                 RETURNING id, kind",
             )
-            .and_then(|mut stmt| stmt.execute(params![ts(at)]))
-            .context(|| "closing interrupted runs in runs".to_owned())
+            .context(context)?;
+        let closed = stmt
+            .query_map(params![ts(at)], |row| Ok((row.get(0)?, row.get(1)?)))
+            .context(context)?
+            .collect::<Result<Vec<(RunId, RunKind)>, _>>()
+            .context(context)?;
+        Ok(closed)
     }
 
     /// Ends a running run. `status` must be final; a run is finished once.

@@ -1697,6 +1697,64 @@ fn link_moves_an_open_deprovision_to_the_account_now_linked() {
 /// after the person came back and left again since that run (something else in
 /// their ledger since it began) keeps its own detection time, and a run that
 /// finished recorded its own deprovisions.
+/// A reconcile cut off after it verified a deactivation and before it wrote the
+/// ledger: the next writer closes it and records the deprovision as that run
+/// would have (its row is applied, not in flight, so no recovery sees it, and the
+/// account is inactive, so no run plans it again). Once only.
+#[test]
+fn a_cut_off_reconciles_verified_deprovisions_reach_the_ledger() {
+    use chrono::{Duration as Minutes, TimeZone, Utc};
+    use seatwarden::model::{Action, ActionKind, DriftKind, Plan};
+    use seatwarden::store::RunKind;
+
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = Store::open(&dir.path().join("state.db")).unwrap();
+    let t0 = Utc.with_ymd_and_hms(2026, 11, 2, 9, 0, 0).unwrap();
+    let run = store.begin_run(RunKind::Reconcile, t0).unwrap();
+    let deactivate = Action {
+        seq: 0,
+        kind: ActionKind::Deactivate {
+            account_id: "acc-00u1".into(),
+        },
+        reason: DriftKind::StaleAccess,
+        subject: "ada@example.com".into(),
+        identity_id: Some("00u1".into()),
+        detail: "identity is deprovisioned in the directory".into(),
+        held: None,
+    };
+    store
+        .save_plan(
+            run,
+            &Plan {
+                actions: vec![deactivate],
+                ..Plan::default()
+            },
+            t0,
+        )
+        .unwrap();
+    let applied_at = t0 + Minutes::minutes(2);
+    store.mark_in_flight(run, 0, t0).unwrap();
+    store.mark_applied(run, 0, applied_at, None).unwrap();
+    assert!(store.deprovision_history("00u1", 1).unwrap().is_empty());
+
+    let later = t0 + Minutes::hours(5);
+    let closed = store.close_interrupted_runs(later).unwrap();
+    assert_eq!(closed, vec![(run, RunKind::Reconcile)]);
+    let sla = Minutes::hours(4);
+    let latencies = seatwarden::sweep::record_cut_off_applied(&mut store, &[run], sla).unwrap();
+    assert_eq!(latencies, vec![Minutes::minutes(2)]);
+    let episode = store.deprovision_history("00u1", 1).unwrap()[0].clone();
+    assert_eq!(episode.detected_at, t0);
+    assert_eq!(episode.verified_at, Some(applied_at));
+    assert!(
+        seatwarden::sweep::record_cut_off_applied(&mut store, &[run], sla)
+            .unwrap()
+            .is_empty(),
+        "recorded once"
+    );
+    assert_eq!(store.deprovision_history("00u1", 5).unwrap().len(), 1);
+}
+
 #[test]
 fn a_cut_off_hold_dates_only_an_episode_of_the_same_loss() {
     use chrono::{Duration as Minutes, TimeZone, Utc};

@@ -1072,6 +1072,63 @@ async fn a_reconcile_failing_after_its_writes_still_records_its_deprovisions() {
     sandbox.shutdown().await;
 }
 
+/// A reconcile that verified Ada's deactivation and was killed before it wrote
+/// the ledger: its row is applied, not in flight, and her account is inactive, so
+/// no recovery and no later plan would ever record it. The next reconcile, closing
+/// the cut-off run, records it as that run would have.
+#[tokio::test]
+async fn a_reconcile_killed_after_verifying_a_deactivation_has_it_ledgered_by_the_next() {
+    let (sandbox, dir) = empty_sandbox().await;
+    write_directory(dir.path(), "00u1", "Ada");
+    let config = sandbox_config(&sandbox, dir.path());
+    reconcile(&config).await;
+    ada_left(dir.path());
+    let ada = sandbox.snapshot().accounts[0].clone();
+    seatwarden::workspace::ScimClient::new(config.scim_settings().unwrap())
+        .unwrap()
+        .set_active(&ada.id, false)
+        .await
+        .unwrap();
+    let started = Utc::now() - chrono::Duration::minutes(30);
+    let verified = started + chrono::Duration::minutes(1);
+    let mut store = Store::open(&config.state.path).unwrap();
+    let run = store.begin_run(RunKind::Reconcile, started).unwrap();
+    let deactivate = Action {
+        seq: 0,
+        kind: ActionKind::Deactivate {
+            account_id: ada.id.clone(),
+        },
+        reason: DriftKind::StaleAccess,
+        subject: ada.user_name.clone(),
+        identity_id: Some("00u1".into()),
+        detail: "identity is deprovisioned in the directory".into(),
+        held: None,
+    };
+    store
+        .save_plan(
+            run,
+            &Plan {
+                actions: vec![deactivate],
+                ..Plan::default()
+            },
+            started,
+        )
+        .unwrap();
+    store.mark_in_flight(run, 0, started).unwrap();
+    store.mark_applied(run, 0, verified, None).unwrap();
+    drop(store);
+
+    let next = reconcile(&config).await;
+    assert!(next.plan.is_empty(), "{:#?}", next.plan.actions);
+    let store = Store::open(&config.state.path).unwrap();
+    assert_eq!(store.run(run).unwrap().unwrap().status, RunStatus::Failed);
+    let history = store.deprovision_history("00u1", 10).unwrap();
+    assert_eq!(history.len(), 1, "{history:?}");
+    assert_eq!(history[0].detected_at, started);
+    assert_eq!(history[0].verified_at, Some(verified));
+    sandbox.shutdown().await;
+}
+
 /// Ada's directory and workspace reconciled, then Ada deprovisioned in the
 /// directory with no deprovision allowed to pass (all held), and a reconcile that
 /// held her deactivation two hours ago and died while another of its writes was
