@@ -440,6 +440,11 @@ async fn plain_http_connections_ignore_proxy_variables() {
             "[directory]\nkind = \"okta\"\nurl = \"{}\"\ntoken = \"okta-token\"\n",
             server.uri()
         ),
+        format!(
+            "[directory]\nkind = \"entra\"\ntenant_id = \"t\"\nclient_id = \"c\"\n\
+             client_secret = \"entra-secret\"\ngraph_url = \"{0}\"\nlogin_url = \"{0}\"\n",
+            server.uri()
+        ),
     ];
     for (i, directory) in directories.iter().enumerate() {
         let config = dir.path().join(format!("seatwarden-{i}.toml"));
@@ -481,6 +486,14 @@ async fn plain_http_connections_ignore_proxy_variables() {
             assert!(
                 direct.iter().any(|r| r.url.path().starts_with("/api/v1/")),
                 "the Okta directory was not reached directly; stderr: {stderr}"
+            );
+        }
+        if i == 2 {
+            assert!(
+                direct
+                    .iter()
+                    .any(|r| r.url.path().ends_with("/oauth2/v2.0/token")),
+                "the Entra login was not reached directly; stderr: {stderr}"
             );
         }
         server.reset().await;
