@@ -430,8 +430,8 @@ pub async fn approve(
     };
     // userNames the renames among these actions give up: a create held behind one
     // (`guard::hold_dependents`) wants a name an account still has, and the
-    // rename, applied first, frees it. A rename the re-check refuses keeps it, and
-    // the create meets 409 and waits for the next run.
+    // rename, applied first, frees it. Should the re-check refuse that rename, the
+    // create meets 409 and fails, and a later run plans it again.
     let freed: Vec<String> = held
         .iter()
         .filter_map(|entry| match &entry.action.kind {
