@@ -13,8 +13,9 @@
 //!
 //! Circuit breaker ([`apply_with_breaker`]): every write's outcome feeds a
 //! [`Breaker`]; once it opens, no further request is sent — the remaining actions of
-//! the phase are journaled failed ("not sent"), later phases stay planned — and the
-//! caller persists the opening so it survives restarts.
+//! the phase are journaled failed ("not sent"), later phases stay planned. The
+//! opening is stored the moment it happens, so it survives a run that fails or is
+//! killed afterwards; the caller stores it again with the whole run's failures.
 //!
 //! Linking writes nothing to the workspace: the plan's matched links
 //! (`Plan::new_links`) are stored while the changes are verified.
@@ -506,19 +507,31 @@ impl Executor<'_> {
         if let Ok(mut latency) = self.write_latency.lock() {
             latency.add(started.elapsed());
         }
-        if let Ok(mut breaker) = self.breaker.lock()
-            && !matches!(written, Ok(Written::Unfinished(_)))
-        {
-            let failure = written.as_ref().err().map(|message| FailedWrite {
-                op: action.kind.name().to_owned(),
-                subject: action.subject.clone(),
-                message: message.clone(),
-            });
-            if breaker.record(failure) {
-                tracing::error!(
-                    run = self.run,
-                    "circuit breaker opened: too many writes failed; no more writes this run"
-                );
+        let opened = match self.breaker.lock() {
+            Ok(mut breaker) if !matches!(written, Ok(Written::Unfinished(_))) => {
+                let failure = written.as_ref().err().map(|message| FailedWrite {
+                    op: action.kind.name().to_owned(),
+                    subject: action.subject.clone(),
+                    message: message.clone(),
+                });
+                breaker
+                    .record(failure)
+                    .then(|| breaker.opened(Utc::now()))
+                    .flatten()
+            }
+            _ => None,
+        };
+        if let Some(record) = opened {
+            tracing::error!(
+                run = self.run,
+                "circuit breaker opened: too many writes failed; no more writes this run"
+            );
+            // Stored at once, not only by the caller: a run that ends in an error
+            // or is killed before its summary would otherwise leave the breaker
+            // closed, and the next run would write to the failing workspace again.
+            // The caller stores it again with the whole run's failures.
+            if let Err(e) = self.with_store(|s| s.set_circuit(&record)) {
+                tracing::warn!(error = %e, "storing the opened circuit breaker failed; the run's summary stores it");
             }
         }
         match written {
@@ -581,7 +594,8 @@ pub async fn apply(
 }
 
 /// [`apply`] watched by a circuit breaker: once it opens, no further write is sent
-/// (see [`ApplySummary::circuit_opened`]). The caller persists the opening.
+/// (see [`ApplySummary::circuit_opened`]). The opening is stored when it happens;
+/// the caller stores it again from the summary (and a half-open trial's outcome).
 pub async fn apply_with_breaker(
     client: &ScimClient,
     store: &Arc<Mutex<Store>>,

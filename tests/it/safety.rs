@@ -1007,6 +1007,56 @@ async fn a_workspace_that_returns_only_its_first_page_gets_no_duplicate_creates(
 }
 
 #[tokio::test]
+async fn the_circuit_is_stored_open_the_moment_it_opens() {
+    // A run that fails (or is killed) after the breaker opened must still leave it
+    // open: so the executor stores the opening itself, before any caller does.
+    let env = env_with(
+        40,
+        Some(WorkspaceSnapshot::default()),
+        "circuit.failure_ratio = 0.5\ncircuit.window = 10\ncircuit.cool_down = \"15m\"",
+    )
+    .await;
+    let planned = env.run(Mode::Plan, RunOptions::default()).await;
+    assert!(planned.plan.runnable().count() > 20);
+    env.sandbox.set_faults(Faults {
+        rate_5xx: 1.0,
+        writes_only: true,
+        seed: 3,
+        ..Faults::default()
+    });
+    let store = std::sync::Arc::new(std::sync::Mutex::new(env.store()));
+    let summary = seatwarden::apply::apply_with_breaker(
+        &env.client(0),
+        &store,
+        planned.run_id,
+        &planned.plan,
+        2,
+        usize::MAX,
+        seatwarden::circuit::Breaker::new(env.config.circuit_settings()),
+    )
+    .await
+    .unwrap();
+    assert!(summary.circuit_opened.is_some());
+    // No caller stored the summary's opening: this is the executor's record.
+    let stored = env.store().circuit().unwrap();
+    assert!(stored.opened_at.is_some(), "{stored:?}");
+    assert!(
+        stored
+            .reason
+            .as_deref()
+            .is_some_and(|r| r.contains("of the last 10 writes failed")),
+        "{stored:?}"
+    );
+    assert!(
+        stored.failures.iter().all(|f| f.message.contains("503")) && !stored.failures.is_empty(),
+        "{stored:?}"
+    );
+    let (state, _) =
+        seatwarden::safety::circuit_state(&env.store(), &env.config, Utc::now()).unwrap();
+    assert_eq!(state.as_str(), "open");
+}
+
+#[tokio::test]
 async fn a_workspace_failing_most_writes_opens_the_circuit_and_resume_finishes() {
     // An empty workspace: every person needs a create (plus memberships).
     let env = env_with(
