@@ -21,7 +21,10 @@
 //!   (`requests_per_second`) keeps a snapshot inside the directory read budget.
 //! - `changes_since`: `users/delta` and `groups/delta` from stored delta links;
 //!   `@removed` users are removed; a group spread over several pages is merged by
-//!   id; an expired delta token (400/410 `syncStateNotFound`, `resyncRequired`)
+//!   id. Asked with `Prefer: return=minimal`, so a group carries `displayName` only
+//!   when it was renamed or created, which reads the whole directory (its members'
+//!   group names changed); membership changes of devices, service principals and
+//!   contacts cost nothing. An expired delta token (400/410 `syncStateNotFound`, `resyncRequired`)
 //!   falls back to a full snapshot.
 //!
 //! Status mapping: `accountEnabled: true` → active, `false` → suspended; a deleted
@@ -441,18 +444,20 @@ impl EntraSource {
                 return self.full_changes(&users_link, &groups_link).await;
             }
             let (renamed, members) = merged.entry(id.to_owned()).or_default();
+            // Asked with `Prefer: return=minimal`: a property is in the answer
+            // only if it changed (a new group has one too).
             *renamed |= g.get("displayName").is_some();
             if let Some(Value::Array(slice)) = g.get("members@delta") {
                 // Devices (Intune's dynamic groups change all day), service
                 // principals and contacts are never identities: their comings and
-                // goings change nobody's groups. Left out before the rename check,
-                // so a device joining a renamed group does not hide the rename.
+                // goings change nobody's groups.
                 members.extend(slice.iter().filter(|m| !is_never_an_identity(m)).cloned());
             }
         }
-        for (id, (renamed, members)) in &merged {
-            if *renamed && members.is_empty() {
-                // A rename changes every member's group names.
+        for (id, (renamed, _)) in &merged {
+            if *renamed {
+                // A rename changes every member's group names, and the delta lists
+                // only the members that joined or left.
                 tracing::info!(group = %id, "Entra group renamed; reading the whole directory");
                 return self.full_changes(&users_link, &groups_link).await;
             }
@@ -719,7 +724,13 @@ impl EntraSource {
         let mut pages: u64 = 0;
         loop {
             let endpoint = endpoint_of("GET", &url);
-            let mut page = match self.get(&url, &endpoint).await {
+            // Without `return=minimal` every object in a round carries all its
+            // selected properties, the unchanged ones with their old values, so a
+            // rename could not be told from a membership change.
+            let mut page = match self
+                .get_preferring(&url, &endpoint, Some("return=minimal"))
+                .await
+            {
                 Ok(reply) => reply.json(&endpoint)?,
                 Err(e) if is_expired_delta(&e) => return Ok(DeltaOutcome::Expired),
                 Err(e) => return Err(e),
@@ -787,10 +798,20 @@ impl EntraSource {
 
     /// One GET with auth and retries; a non-success is an error.
     async fn get(&self, url: &str, endpoint: &str) -> Result<Reply, DirectoryError> {
+        self.get_preferring(url, endpoint, None).await
+    }
+
+    /// [`Self::get`] with a `Prefer` header.
+    async fn get_preferring(
+        &self,
+        url: &str,
+        endpoint: &str,
+        prefer: Option<&str>,
+    ) -> Result<Reply, DirectoryError> {
         let transport = self.transport().await?;
         crate::retry::retry(
             transport.retry,
-            || self.attempt(transport, url, endpoint),
+            || self.attempt(transport, url, endpoint, prefer),
             |e, delay| transport.note_retry(e, delay),
         )
         .await
@@ -801,15 +822,19 @@ impl EntraSource {
         transport: &Transport,
         url: &str,
         endpoint: &str,
+        prefer: Option<&str>,
     ) -> Result<Reply, DirectoryError> {
         let mut refreshed = false;
         loop {
             let token = self.inner.tokens.get(|| self.fetch_token()).await?;
-            let request = transport
+            let mut request = transport
                 .http()
                 .get(url)
                 .bearer_auth(token.expose_secret())
                 .header(reqwest::header::ACCEPT, "application/json");
+            if let Some(prefer) = prefer {
+                request = request.header("Prefer", prefer);
+            }
             let reply = transport.send(request, endpoint).await?;
             if reply.is_success() {
                 return Ok(reply);
