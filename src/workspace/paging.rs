@@ -43,6 +43,8 @@ struct Collector<T> {
     seen: HashSet<String>,
     items: Vec<T>,
     pages: u64,
+    /// The largest `totalResults` any page announced.
+    largest_total: Option<u64>,
 }
 
 impl<T> Collector<T> {
@@ -51,6 +53,7 @@ impl<T> Collector<T> {
             seen: HashSet::new(),
             items: Vec::new(),
             pages: 0,
+            largest_total: None,
         }
     }
 
@@ -76,12 +79,15 @@ impl<T> Collector<T> {
         Ok(new)
     }
 
+    /// Tells `progress` how far the listing is, after each page with the total
+    /// that page announced.
     fn report(
-        &self,
+        &mut self,
         progress: &(dyn Fn(Progress) + Send + Sync),
         what: &'static str,
         total: Option<u64>,
     ) {
+        self.largest_total = self.largest_total.max(total);
         progress(Progress {
             what,
             pages: self.pages,
@@ -336,8 +342,12 @@ where
     }
 }
 
-/// The listing `collector` holds, checked against the last `totalResults`.
+/// The listing `collector` holds, checked against the largest `totalResults`
+/// announced. Not the last one: an object deleted from a page already read shifts
+/// the next one back onto it, so the listing skips that one and still ends as long
+/// as the new, smaller total.
 fn finish<T>(collector: Collector<T>, total: Option<u64>, what: &'static str) -> Listing<T> {
+    let total = collector.largest_total.max(total);
     let whole = total.is_none_or(|t| collector.items.len() as u64 >= t);
     if !whole {
         tracing::warn!(
@@ -356,9 +366,9 @@ fn finish<T>(collector: Collector<T>, total: Option<u64>, what: &'static str) ->
 /// A whole listing and whether it is as long as the provider said it would be.
 pub(crate) struct Listing<T> {
     pub items: Vec<T>,
-    /// False when the listing ended with fewer distinct objects than the last
-    /// `totalResults` announced: objects moved between pages, or the provider
-    /// stopped early.
+    /// False when the listing ended with fewer distinct objects than the largest
+    /// `totalResults` announced: objects moved between pages (created or deleted
+    /// meanwhile), or the provider stopped early.
     pub whole: bool,
 }
 
