@@ -218,9 +218,11 @@ fn directory_error(error: WorkspaceError) -> DirectoryError {
             detail,
             retry_after,
         },
-        WorkspaceError::Malformed { endpoint, what } => {
-            DirectoryError::Malformed { endpoint, what }
-        }
+        WorkspaceError::Malformed { endpoint, what }
+        | WorkspaceError::NotSent {
+            endpoint,
+            reason: what,
+        } => DirectoryError::Malformed { endpoint, what },
     }
 }
 

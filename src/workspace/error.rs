@@ -38,6 +38,10 @@ pub enum WorkspaceError {
     /// A success status with a body the client cannot use.
     #[error("{endpoint}: malformed response: {what}")]
     Malformed { endpoint: String, what: String },
+
+    /// The write was not sent: what the workspace showed first made it unsafe.
+    #[error("{endpoint}: not sent: {reason}")]
+    NotSent { endpoint: String, reason: String },
 }
 
 impl WorkspaceError {
@@ -70,7 +74,9 @@ impl Transient for WorkspaceError {
         match self {
             WorkspaceError::Transport { transient, .. } => *transient,
             WorkspaceError::Status { status, .. } => crate::http::status_is_transient(*status),
-            WorkspaceError::Settings(_) | WorkspaceError::Malformed { .. } => false,
+            WorkspaceError::Settings(_)
+            | WorkspaceError::Malformed { .. }
+            | WorkspaceError::NotSent { .. } => false,
         }
     }
 

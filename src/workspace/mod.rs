@@ -1300,20 +1300,32 @@ impl ScimClient {
         &self,
         display_name: &str,
     ) -> Result<Option<WorkspaceGroup>, WorkspaceError> {
+        Ok(self.groups_named(display_name).await?.into_iter().next())
+    }
+
+    /// Every group answering to `display_name`, without regard to case as the plan
+    /// matches groups.
+    async fn groups_named(
+        &self,
+        display_name: &str,
+    ) -> Result<Vec<WorkspaceGroup>, WorkspaceError> {
         let filter = format!("displayName eq {}", parse::filter_string(display_name));
-        let found = self
+        let mut found = self
             .find("/Groups", filter, parse::group, |g: &WorkspaceGroup| &g.id)
             .await?;
-        // The plan matches groups by name without regard to case.
-        Ok(pick(found, |g: &WorkspaceGroup| {
-            same_ci(&g.display_name, display_name)
-        }))
+        found.retain(|g| same_ci(&g.display_name, display_name));
+        Ok(found)
     }
 
     /// `POST /Groups`. Retried like any request, but before each retry the group
     /// is looked up by name: a timeout or a 5xx may come after the provider created
     /// it, and nothing makes a Group's `displayName` unique (RFC 7643 §4.2), so a
     /// blind second POST would make a duplicate workspace.
+    ///
+    /// Looked up before the first POST too: a listing by index that a deletion
+    /// shifted can skip a group that exists, and the plan then creates it. An
+    /// existing group is used; several already answering to the name are refused
+    /// (the plan would call that a disputed match, and another would add to it).
     ///
     /// The lookup is a GET that [`ScimClient::send`] already retries; this loop
     /// retries only the POST, and gives up when a lookup still fails. Retrying the
@@ -1325,6 +1337,33 @@ impl ScimClient {
         let url = format!("{}/Groups", self.inner.base);
         let bytes = serde_json::to_vec(&body)
             .map_err(|e| WorkspaceError::malformed(&endpoint, format!("request body: {e}")))?;
+        match self.groups_named(display_name).await?.as_slice() {
+            [] => {}
+            [existing] => {
+                tracing::warn!(
+                    group = display_name,
+                    id = %existing.id,
+                    "the group to create exists (the workspace listing missed it); using it"
+                );
+                return Ok(existing.clone());
+            }
+            several => {
+                return Err(WorkspaceError::NotSent {
+                    endpoint,
+                    reason: format!(
+                        "{} groups already answer to {display_name:?} ({}), which the \
+                         workspace listing did not show; the next run reports them as a \
+                         disputed match",
+                        several.len(),
+                        several
+                            .iter()
+                            .map(|g| g.id.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ),
+                });
+            }
+        }
         let tried = std::sync::atomic::AtomicBool::new(false);
         let inner = &self.inner;
         let answer = crate::retry::retry(

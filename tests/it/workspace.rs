@@ -278,6 +278,34 @@ async fn a_provider_paging_by_a_smaller_size_than_asked_is_paged_on() {
     }
 }
 
+/// An account deleted from a page already read shifts the next one back onto that
+/// page: the listing skips it, yet ends as long as the new total. Measured against
+/// the largest total announced, it is not whole, so nothing absent from it is
+/// taken as gone (verification reads such objects on their own).
+#[tokio::test]
+async fn a_deletion_behind_the_listing_leaves_it_not_whole() {
+    for concurrency in [1, 4] {
+        let server = MockServer::start().await;
+        Mock::given(method("GET"))
+            .and(path("/scim/v2/Users"))
+            .respond_with(|req: &Request| match start_count(req).0 {
+                // u1, u2 of u1..u3; then u1 is deleted, and u3 is second of two.
+                1 => list(Some(3), (1..=2).map(user).collect()),
+                _ => list(Some(2), vec![]),
+            })
+            .mount(&server)
+            .await;
+        mount_empty_groups(&server).await;
+        let client = client_with(&server, |s| {
+            s.page_size = 2;
+            s.max_concurrency = concurrency;
+        });
+        let (snapshot, whole) = client.snapshot_whole(&no_progress).await.unwrap();
+        assert_eq!(ids(&snapshot.accounts), expected_ids(2), "{concurrency}");
+        assert!(!whole, "u3 was never read (concurrency {concurrency})");
+    }
+}
+
 /// The price of the above: an honest listing shorter than the page asked costs
 /// one more request, and a provider refusing that startIndex past its total
 /// with 400 has said the listing ended.
@@ -1143,6 +1171,16 @@ async fn created_without_a_body_is_read_back() {
         .expect(2)
         .mount(&server)
         .await;
+    // Not there before the POST; there after it.
+    Mock::given(method("GET"))
+        .and(path("/scim/v2/Groups"))
+        .and(query_param("filter", r#"displayName eq "G""#))
+        .respond_with(list(Some(0), vec![]))
+        .up_to_n_times(1)
+        .with_priority(1)
+        .expect(1)
+        .mount(&server)
+        .await;
     Mock::given(method("GET"))
         .and(path("/scim/v2/Groups"))
         .and(query_param("filter", r#"displayName eq "G""#))
@@ -1182,6 +1220,11 @@ async fn conflict_without_scim_type_is_a_conflict() {
     Mock::given(method("POST"))
         .respond_with(ResponseTemplate::new(409).set_body_json(json!({"detail": "already exists"})))
         .expect(2)
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/scim/v2/Groups"))
+        .respond_with(list(Some(0), vec![]))
         .mount(&server)
         .await;
     let client = client(&server);
@@ -1886,6 +1929,15 @@ async fn a_group_create_whose_answer_was_lost_is_not_posted_twice() {
     Mock::given(method("GET"))
         .and(path("/scim/v2/Groups"))
         .and(query_param("filter", "displayName eq \"Design\""))
+        .respond_with(list(Some(0), vec![]))
+        .up_to_n_times(1)
+        .with_priority(1)
+        .expect(1)
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/scim/v2/Groups"))
+        .and(query_param("filter", "displayName eq \"Design\""))
         .respond_with(list(Some(1), vec![group.clone()]))
         .expect(1)
         .mount(&server)
@@ -1937,10 +1989,11 @@ async fn a_group_create_retries_each_request_at_one_level() {
         .respond_with(ResponseTemplate::new(503))
         .mount(&server)
         .await;
+    // The lookup before the first POST fails: nothing is posted blind.
     let error = client(&server).create_group("Design").await.unwrap_err();
     assert_eq!(error.status(), Some(503));
     let requests = server.received_requests().await.unwrap();
-    assert_eq!(count(&requests, "POST"), 1);
+    assert_eq!(count(&requests, "POST"), 0);
     assert_eq!(count(&requests, "GET"), attempts, "one round of lookups");
 
     let server = MockServer::start().await;
@@ -1958,7 +2011,69 @@ async fn a_group_create_retries_each_request_at_one_level() {
     assert_eq!(error.status(), Some(503));
     let requests = server.received_requests().await.unwrap();
     assert_eq!(count(&requests, "POST"), attempts);
-    assert_eq!(count(&requests, "GET"), attempts - 1);
+    assert_eq!(
+        count(&requests, "GET"),
+        attempts,
+        "one lookup before each POST"
+    );
+}
+
+/// A listing by index that a deletion shifted can skip a group that exists, and
+/// the plan then creates it; `displayName` is not unique, so a blind POST would
+/// make a second workspace of that name. The group is looked up first: one is
+/// used, several are refused without a write.
+#[tokio::test]
+async fn a_group_that_exists_is_not_created_again() {
+    let group = |id: &str, name: &str| {
+        json!({
+            "schemas": ["urn:ietf:params:scim:schemas:core:2.0:Group"],
+            "id": id, "displayName": name, "members": []
+        })
+    };
+    let server = MockServer::start().await;
+    Mock::given(method("GET"))
+        .and(path("/scim/v2/Groups"))
+        .and(query_param("filter", "displayName eq \"Design\""))
+        .respond_with(list(Some(1), vec![group("g7", "design")]))
+        .expect(1)
+        .mount(&server)
+        .await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(500))
+        .expect(0)
+        .mount(&server)
+        .await;
+    assert_eq!(
+        client(&server).create_group("Design").await.unwrap().id,
+        "g7"
+    );
+
+    let server = MockServer::start().await;
+    Mock::given(method("GET"))
+        .and(path("/scim/v2/Groups"))
+        .respond_with(list(
+            Some(3),
+            vec![
+                group("g7", "Design"),
+                group("g8", "Design"),
+                group("g9", "Design Ops"),
+            ],
+        ))
+        .mount(&server)
+        .await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(500))
+        .expect(0)
+        .mount(&server)
+        .await;
+    let error = client(&server).create_group("Design").await.unwrap_err();
+    assert!(matches!(error, WorkspaceError::NotSent { .. }), "{error}");
+    assert!(!error.is_transient() && !error.is_conflict(), "{error}");
+    let text = error.to_string();
+    assert!(
+        text.starts_with("POST /Groups: not sent: 2 groups already answer to \"Design\" (g7, g8)"),
+        "{text}"
+    );
 }
 
 /// A certificate the client does not trust will not be trusted on the next
