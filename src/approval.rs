@@ -568,6 +568,7 @@ pub async fn approve(
         let page = config.workspace.page_size.max(1) as usize;
         let relist =
             workspace.accounts.len().div_ceil(page) + workspace.groups.len().div_ceil(page) + 2;
+        let writing = std::time::Instant::now();
         approval.applied = apply::apply_with_breaker(
             client,
             &store,
@@ -584,7 +585,7 @@ pub async fn approve(
             circuit,
             &approval.applied,
             &config.circuit_settings(),
-            now,
+            safety::later_by(now, writing),
         )?;
     }
     let mut store = store.lock().map_err(|_| ApprovalError::Poisoned)?;

@@ -101,6 +101,7 @@ pub async fn apply_with_circuit(
         lock(store)?.upsert_links(&plan.new_links, chrono::Utc::now())?;
         return Ok(Some(circuit_report(&record, config, now)));
     }
+    let writing = std::time::Instant::now();
     let summary = apply::apply_with_breaker(
         client,
         store,
@@ -111,6 +112,7 @@ pub async fn apply_with_circuit(
         Breaker::new(config.circuit_settings()),
     )
     .await?;
+    let applied_at = later_by(now, writing);
     tracing::info!(
         applied = summary.applied,
         failed = summary.failed,
@@ -121,9 +123,17 @@ pub async fn apply_with_circuit(
         before,
         &summary,
         &config.circuit_settings(),
-        now,
+        applied_at,
     )?;
-    Ok(opened.map(|record| circuit_report(&record, config, now)))
+    Ok(opened.map(|record| circuit_report(&record, config, applied_at)))
+}
+
+/// `now` (a run's clock, which tests set) moved on by the time since `started`.
+pub fn later_by(now: DateTime<Utc>, started: std::time::Instant) -> DateTime<Utc> {
+    chrono::Duration::from_std(started.elapsed())
+        .ok()
+        .and_then(|elapsed| now.checked_add_signed(elapsed))
+        .unwrap_or(now)
 }
 
 /// The breaker as the report shows it.
@@ -434,15 +444,20 @@ pub fn circuit_state(
     ))
 }
 
-/// After an apply: persists an opening (at `now`); closes a half-open circuit the
-/// apply got through, or opens it again when the trial failed.
+/// After an apply: persists an opening (at `applied_at`); closes a half-open
+/// circuit the apply got through, or opens it again when the trial failed.
+///
+/// `applied_at` is when the apply ended, on the run's clock ([`later_by`]): the
+/// cool-down runs from when the writes stopped, not from the start of a run that
+/// spent most of the cool-down reading.
 pub fn record_circuit(
     store: &mut Store,
     before: CircuitState,
     applied: &ApplySummary,
     settings: &CircuitSettings,
-    now: DateTime<Utc>,
+    applied_at: DateTime<Utc>,
 ) -> Result<Option<CircuitRecord>, StoreError> {
+    let now = applied_at;
     let opened = applied.circuit_opened.clone().or_else(|| {
         if !matches!(before, CircuitState::HalfOpen { .. }) {
             return None;

@@ -539,6 +539,7 @@ async fn apply_sweep(
         return Ok(Some(before));
     }
     // A handful of accounts: one re-read each is always cheaper than a listing.
+    let writing = std::time::Instant::now();
     let summary = apply::apply_with_breaker(
         client,
         store,
@@ -554,7 +555,7 @@ async fn apply_sweep(
         before,
         &summary,
         &config.circuit_settings(),
-        now,
+        crate::safety::later_by(now, writing),
     )?;
     Ok(None)
 }

@@ -1057,6 +1057,50 @@ async fn the_circuit_is_stored_open_the_moment_it_opens() {
 }
 
 #[tokio::test]
+async fn the_cool_down_starts_when_the_writes_stopped_on_the_runs_clock() {
+    let env = env_with(
+        40,
+        Some(WorkspaceSnapshot::default()),
+        "circuit.failure_ratio = 0.5\ncircuit.window = 10\ncircuit.cool_down = \"15m\"",
+    )
+    .await;
+    env.sandbox.set_faults(Faults {
+        rate_5xx: 1.0,
+        writes_only: true,
+        latency: std::time::Duration::from_millis(150),
+        seed: 5,
+        ..Faults::default()
+    });
+    // A run's clock is its own (a day ahead here): the opening is stamped on it,
+    // moved on by what the apply took, not at the moment the run began.
+    let t0 = Utc::now() + Duration::days(1);
+    let run = env
+        .run_with(
+            &env.client(0),
+            Mode::Reconcile,
+            RunOptions {
+                now: Some(t0),
+                ..RunOptions::default()
+            },
+        )
+        .await;
+    let opened_at = env.store().circuit().unwrap().opened_at.unwrap();
+    let after = opened_at - t0;
+    assert!(
+        after >= Duration::milliseconds(150) && after < Duration::minutes(5),
+        "opened {after} after the run's start"
+    );
+    let circuit = run.report.safety.circuit.as_ref().expect("opened");
+    assert_eq!(
+        circuit.state,
+        seatwarden::circuit::CircuitState::Open {
+            since: opened_at,
+            until: opened_at + Duration::minutes(15),
+        }
+    );
+}
+
+#[tokio::test]
 async fn a_workspace_failing_most_writes_opens_the_circuit_and_resume_finishes() {
     // An empty workspace: every person needs a create (plus memberships).
     let env = env_with(
@@ -1154,13 +1198,15 @@ async fn a_workspace_failing_most_writes_opens_the_circuit_and_resume_finishes()
     // The half-open trial meets the same failing workspace and opens it again.
     let trial = env.run_with(&flaky, Mode::Reconcile, at(16)).await;
     let reopened = trial.report.safety.circuit.as_ref().expect("opened again");
-    assert_eq!(
-        reopened.state,
-        seatwarden::circuit::CircuitState::Open {
-            since: t0 + Duration::minutes(16),
-            until: t0 + Duration::minutes(31),
-        }
+    // Stamped when the trial's writes ended, on the run's clock.
+    let seatwarden::circuit::CircuitState::Open { since, until } = reopened.state else {
+        panic!("{:?}", reopened.state);
+    };
+    assert!(
+        since >= t0 + Duration::minutes(16) && since < t0 + Duration::minutes(17),
+        "{since}"
     );
+    assert_eq!(until, since + Duration::minutes(15));
 
     // The workspace recovers; `resume` closes the breaker and the run finishes.
     env.sandbox.set_faults(Faults::default());
