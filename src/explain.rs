@@ -595,7 +595,12 @@ fn next_actions(
             .filter(|l| workspace.accounts.iter().any(|a| a.id == l.account_id))
             .count();
     let input = safety::guard_input(store, now, directory.complete, managed, false)?;
-    let guarded = guard::guard(planned, workspace, &config.guard_settings(), &input);
+    let guarded = guard::guard(
+        planned,
+        workspace,
+        &safety::guard_settings(config, &desired),
+        &input,
+    );
     // The settle window as the next run would see it (read only: nothing recorded).
     let keys: Vec<String> = guarded
         .actions

@@ -71,8 +71,9 @@ pub struct GuardSettings {
     pub max_renames: usize,
     pub max_rename_percent: f64,
     pub max_renames_per_day: usize,
-    /// Some `policy.mapping` gives Owner. Without one, demoting an Owner waits for
-    /// a human ([`HoldReason::OwnerWithoutMapping`]).
+    /// Some `policy.mapping` gives Owner (to someone: see
+    /// `safety::guard_settings`). Without one, demoting an Owner waits for a human
+    /// ([`HoldReason::OwnerWithoutMapping`]).
     pub owner_mapped: bool,
 }
 

@@ -748,8 +748,9 @@ impl fmt::Display for HoldReason {
                  and its projects; `seatwarden approve` deletes it"
             ),
             HoldReason::OwnerWithoutMapping => f.write_str(
-                "demotes an Owner, and no policy.mapping gives Owner, so every Owner is planned \
-                 down: add a mapping to Owner for the group that should keep it, or \
+                "demotes an Owner, and no policy.mapping gives Owner to anyone in the \
+                 directory, so every Owner is planned down: map the group that should keep \
+                 Owner to Owner (check its spelling, and that it has members), or \
                  `seatwarden approve` the demotion",
             ),
         }

@@ -518,7 +518,7 @@ async fn pipeline(
     let guarded = guard::guard(
         planned,
         &workspace_snapshot,
-        &config.guard_settings(),
+        &safety::guard_settings(config, &desired),
         &input,
     );
     let guarded = safety::hold_unconfirmed(guarded, &recheck);

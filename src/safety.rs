@@ -270,6 +270,31 @@ pub fn clock_changes(
 }
 
 /// The guard's input: what the run knows plus the store's 24 h counts.
+/// The guard's settings for a plan made from `desired`. A mapping to Owner that
+/// gives Owner to nobody in the directory (a misspelt group in an export, which
+/// cannot show an empty group, or an Owners group emptied) counts as no mapping:
+/// every Owner would be planned down, so each demotion waits for a human
+/// ([`HoldReason::OwnerWithoutMapping`]).
+pub fn guard_settings(
+    config: &Config,
+    desired: &crate::policy::DesiredState<'_>,
+) -> guard::GuardSettings {
+    let mut settings = config.guard_settings();
+    if settings.owner_mapped
+        && !desired
+            .active
+            .iter()
+            .any(|(_, account)| account.spec.role == Some(crate::model::Role::Owner))
+    {
+        tracing::warn!(
+            "policy.mapping gives Owner, but nobody in the directory is in that group: \
+             demotions of Owners are held for a human"
+        );
+        settings.owner_mapped = false;
+    }
+    settings
+}
+
 pub fn guard_input(
     store: &Store,
     now: DateTime<Utc>,

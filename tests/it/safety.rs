@@ -1006,6 +1006,56 @@ async fn a_workspace_that_returns_only_its_first_page_gets_no_duplicate_creates(
     assert_eq!(env.sandbox.stats().writes, writes);
 }
 
+/// A mapping to Owner whose group nobody in the directory is in (a misspelt name
+/// in an export, which cannot show an empty group) plans every Owner down, as no
+/// mapping would: each demotion waits for a human. One member in it is enough to
+/// take the mapping at its word.
+#[tokio::test]
+async fn an_owner_mapping_that_gives_owner_to_nobody_holds_owner_demotions() {
+    let env = env_with(40, None, "").await;
+    let (owner_group, role) = env.data.roles[0].clone();
+    assert_eq!(role, Role::Owner);
+    let demotions = |outcome: &RunOutcome| -> Vec<Option<HoldReason>> {
+        outcome
+            .plan
+            .actions
+            .iter()
+            .filter(|a| {
+                matches!(&a.kind, ActionKind::SetRole { from, to, .. }
+                    if *to != Role::Owner && from.iter().any(|r| r == "Owner"))
+            })
+            .map(|a| a.held.clone())
+            .collect()
+    };
+    let mut directory = env.data.directory.clone();
+    let members: Vec<usize> = (0..directory.identities.len())
+        .filter(|&i| directory.identities[i].groups.contains(&owner_group))
+        .collect();
+    assert!(members.len() >= 3, "{members:?}");
+    for identity in &mut directory.identities {
+        identity.groups.retain(|g| *g != owner_group);
+    }
+    env.write_directory(&directory);
+    let nobody = env.run(Mode::Plan, RunOptions::default()).await;
+    let held = demotions(&nobody);
+    assert!(held.len() >= 3, "{held:?}");
+    assert!(
+        held.iter()
+            .all(|h| *h == Some(HoldReason::OwnerWithoutMapping)),
+        "{held:?}"
+    );
+
+    // Half of them back in the group: the other half's demotions go ahead.
+    for &i in &members[..members.len() / 2] {
+        directory.identities[i].groups.push(owner_group.clone());
+    }
+    env.write_directory(&directory);
+    let some = env.run(Mode::Plan, RunOptions::default()).await;
+    let held = demotions(&some);
+    assert!(!held.is_empty());
+    assert!(held.iter().all(Option::is_none), "{held:?}");
+}
+
 #[tokio::test]
 async fn the_circuit_is_stored_open_the_moment_it_opens() {
     // A run that fails (or is killed) after the breaker opened must still leave it
