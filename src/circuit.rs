@@ -138,18 +138,40 @@ pub fn state(record: &CircuitRecord, now: DateTime<Utc>, cool_down: Duration) ->
     }
 }
 
-/// The verdict on a half-open trial (the first apply after the cool-down) that did
-/// not fill a window: `Some(reason)` to open again when more than `failure_ratio` of
-/// its writes failed, so a short run of failures cannot close the circuit.
-pub fn trial_failed(settings: &CircuitSettings, succeeded: usize, failed: usize) -> Option<String> {
+/// Fewer failed writes than this do not open a half-open circuit again: one
+/// account the provider always refuses (a 403 on a primary owner), retried by the
+/// every-minute retry job, would otherwise reopen it after every cool-down and
+/// keep every reconcile from writing until someone ran `resume`.
+pub const MIN_FAILED_TRIAL_WRITES: usize = 3;
+
+/// What a half-open trial (the first apply after the cool-down) that did not fill
+/// a window says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Trial {
+    /// At most `failure_ratio` of its writes failed: close the circuit.
+    Passed,
+    /// More failed, and at least [`MIN_FAILED_TRIAL_WRITES`]: open it again, so a
+    /// short run of failures cannot close it.
+    Failed(String),
+    /// Too few writes to tell (none, or fewer failures than the minimum): it stays
+    /// half-open and the next apply is the trial.
+    Undecided,
+}
+
+pub fn trial(settings: &CircuitSettings, succeeded: usize, failed: usize) -> Trial {
     let total = succeeded + failed;
-    if total == 0 || failed as f64 <= settings.failure_ratio * total as f64 {
-        return None;
+    if total == 0 {
+        Trial::Undecided
+    } else if failed as f64 <= settings.failure_ratio * total as f64 {
+        Trial::Passed
+    } else if failed < MIN_FAILED_TRIAL_WRITES {
+        Trial::Undecided
+    } else {
+        Trial::Failed(format!(
+            "the half-open trial failed: {failed} of {total} writes failed (the limit is {}%)",
+            settings.failure_ratio * 100.0
+        ))
     }
-    Some(format!(
-        "the half-open trial failed: {failed} of {total} writes failed (the limit is {}%)",
-        settings.failure_ratio * 100.0
-    ))
 }
 
 /// The sliding window over one apply's writes.
@@ -299,11 +321,17 @@ mod tests {
     #[test]
     fn a_failing_half_open_trial_opens_again() {
         let s = settings();
-        assert_eq!(trial_failed(&s, 0, 0), None);
-        assert_eq!(trial_failed(&s, 2, 2), None);
+        assert_eq!(trial(&s, 0, 0), Trial::Undecided);
+        assert_eq!(trial(&s, 2, 2), Trial::Passed);
+        assert_eq!(trial(&s, 1, 0), Trial::Passed);
+        // One account always refused is no verdict on the workspace.
+        assert_eq!(trial(&s, 0, 1), Trial::Undecided);
+        assert_eq!(trial(&s, 1, 2), Trial::Undecided);
         assert_eq!(
-            trial_failed(&s, 1, 2).as_deref(),
-            Some("the half-open trial failed: 2 of 3 writes failed (the limit is 50%)")
+            trial(&s, 1, 3),
+            Trial::Failed(
+                "the half-open trial failed: 3 of 4 writes failed (the limit is 50%)".into()
+            )
         );
     }
 

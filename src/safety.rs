@@ -470,7 +470,8 @@ pub fn circuit_state(
 }
 
 /// After an apply: persists an opening (at `applied_at`); closes a half-open
-/// circuit the apply got through, or opens it again when the trial failed.
+/// circuit the apply got through, opens it again when the trial failed, and leaves
+/// it half-open when the trial was too small to tell ([`circuit::trial`]).
 ///
 /// `applied_at` is when the apply ended, on the run's clock ([`later_by`]): the
 /// cool-down runs from when the writes stopped, not from the start of a run that
@@ -483,17 +484,19 @@ pub fn record_circuit(
     applied_at: DateTime<Utc>,
 ) -> Result<Option<CircuitRecord>, StoreError> {
     let now = applied_at;
-    let opened = applied.circuit_opened.clone().or_else(|| {
-        if !matches!(before, CircuitState::HalfOpen { .. }) {
-            return None;
-        }
-        circuit::trial_failed(settings, applied.applied, applied.failed).map(|reason| {
-            CircuitRecord {
-                opened_at: Some(now),
-                reason: Some(reason),
-                failures: Vec::new(),
-            }
-        })
+    let half_open = matches!(before, CircuitState::HalfOpen { .. });
+    let trial = if half_open {
+        circuit::trial(settings, applied.applied, applied.failed)
+    } else {
+        circuit::Trial::Undecided
+    };
+    let opened = applied.circuit_opened.clone().or_else(|| match &trial {
+        circuit::Trial::Failed(reason) => Some(CircuitRecord {
+            opened_at: Some(now),
+            reason: Some(reason.clone()),
+            failures: Vec::new(),
+        }),
+        circuit::Trial::Passed | circuit::Trial::Undecided => None,
     });
     match opened {
         Some(mut record) => {
@@ -502,7 +505,7 @@ pub fn record_circuit(
             Ok(Some(record))
         }
         None => {
-            if matches!(before, CircuitState::HalfOpen { .. }) {
+            if trial == circuit::Trial::Passed {
                 store.set_circuit(&CircuitRecord::default())?;
             }
             Ok(None)
