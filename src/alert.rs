@@ -5,7 +5,11 @@
 //!
 //! The decision ([`decide_raise`], [`decide_resolve`]) is pure: the time is passed
 //! in. [`raise`] and [`resolve`] apply it and queue the message in the outbox, in
-//! one transaction; the outbox delivers it ([`crate::mail::deliver_due`]).
+//! one transaction; the outbox delivers it ([`crate::mail::deliver_due`]). That
+//! transaction writes only if the alert state the decision was read from is still
+//! the stored one (checked under the writer's lock), else the decision is made
+//! again: two jobs deciding the same alert on their own connections (the mail job
+//! beside a sweep) queue its message once.
 
 use std::time::Duration;
 
@@ -15,7 +19,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::mail::{self, MailSettings};
 use crate::report::{self, RenderError};
-use crate::store::{AlertRecord, AlertRecordState, OutboxId, OutboxKind, Store, StoreError};
+use crate::store::{
+    AlertRecord, AlertRecordState, AlertsSeen, NewMessage, OutboxId, OutboxKind, Store, StoreError,
+};
 
 /// What went wrong. Field values are directory and run facts, never secrets.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -172,6 +178,8 @@ pub enum AlertError {
     Render(#[from] RenderError),
     #[error("encoding an alert condition: {0}")]
     Encode(#[from] serde_json::Error),
+    #[error("the alert state kept changing while this job decided it; the next job decides again")]
+    Contended,
 }
 
 impl crate::retry::Transient for AlertError {
@@ -194,7 +202,7 @@ fn message(
     subject: String,
     title: &str,
     lines: &[String],
-) -> Result<crate::store::NewMessage, AlertError> {
+) -> Result<NewMessage, AlertError> {
     // A line break in a userName or a reason would let a directory value forge
     // lines of the text part ("Resolved — no action needed"): each line stays one.
     let mut text = format!("{}\n\n", report::printable(title, false));
@@ -206,6 +214,62 @@ fn message(
     Ok(mail::compose(context.mail, kind, &subject, &text, &html))
 }
 
+/// How often a decision is made again, from a fresh read, when the alert state
+/// changed between the read and the write (another job decided the same alert
+/// meanwhile), before the call gives up and leaves it to the next job.
+const ATTEMPTS: usize = 4;
+
+/// The alert state a decision was made from (owned [`AlertsSeen`]).
+#[derive(Debug, Clone)]
+enum Seen {
+    Key(String, Option<AlertRecord>),
+}
+
+impl Seen {
+    fn as_seen(&self) -> AlertsSeen<'_> {
+        match self {
+            Seen::Key(key, record) => AlertsSeen::Key {
+                key,
+                record: record.as_ref(),
+            },
+        }
+    }
+}
+
+/// A decision and what it writes, made from the alert state read as `seen`.
+#[derive(Debug, Clone)]
+struct Decided<T> {
+    seen: Seen,
+    records: Vec<AlertRecord>,
+    messages: Vec<NewMessage>,
+    outcome: T,
+}
+
+/// Writes what `decide` decided, in one transaction, if the alert state it read is
+/// still the stored one; otherwise decides again. A decision that writes nothing
+/// costs no transaction. Returns the outcome and the queued messages' ids.
+fn record<T>(
+    store: &mut Store,
+    now: DateTime<Utc>,
+    mut decide: impl FnMut(&Store) -> Result<Decided<T>, AlertError>,
+) -> Result<(T, Vec<OutboxId>), AlertError> {
+    for _ in 0..ATTEMPTS {
+        let decided = decide(store)?;
+        if decided.records.is_empty() && decided.messages.is_empty() {
+            return Ok((decided.outcome, Vec::new()));
+        }
+        if let Some(ids) = store.record_alerts(
+            decided.seen.as_seen(),
+            &decided.records,
+            &decided.messages,
+            now,
+        )? {
+            return Ok((decided.outcome, ids));
+        }
+    }
+    Err(AlertError::Contended)
+}
+
 /// Raises `condition` at `now`: queues an alert unless the same key was sent within
 /// the quiet period.
 pub fn raise(
@@ -214,6 +278,21 @@ pub fn raise(
     condition: &AlertCondition,
     now: DateTime<Utc>,
 ) -> Result<RaiseOutcome, AlertError> {
+    let (decision, ids) = record(store, now, |store| {
+        decide_raise_write(store, context, condition, now)
+    })?;
+    Ok(RaiseOutcome {
+        decision,
+        message: ids.first().copied(),
+    })
+}
+
+fn decide_raise_write(
+    store: &Store,
+    context: &AlertContext<'_>,
+    condition: &AlertCondition,
+    now: DateTime<Utc>,
+) -> Result<Decided<RaiseDecision>, AlertError> {
     let key = condition.key();
     let existing = store.alert(&key)?;
     let decision = decide_raise(existing.as_ref(), now, context.mail.quiet_period);
@@ -274,10 +353,11 @@ pub fn raise(
             )?)
         }
     };
-    let id = store.record_alert(&record, outgoing.as_ref(), now)?;
-    Ok(RaiseOutcome {
-        decision,
-        message: id,
+    Ok(Decided {
+        seen: Seen::Key(key, existing),
+        records: vec![record],
+        messages: outgoing.into_iter().collect(),
+        outcome: decision,
     })
 }
 
@@ -289,9 +369,26 @@ pub fn resolve(
     key: &str,
     now: DateTime<Utc>,
 ) -> Result<Option<OutboxId>, AlertError> {
+    let ((), ids) = record(store, now, |store| {
+        decide_resolve_write(store, context, key, now)
+    })?;
+    Ok(ids.first().copied())
+}
+
+fn decide_resolve_write(
+    store: &Store,
+    context: &AlertContext<'_>,
+    key: &str,
+    now: DateTime<Utc>,
+) -> Result<Decided<()>, AlertError> {
     let existing = store.alert(key)?;
-    let Some(old) = existing.filter(|r| decide_resolve(Some(r))) else {
-        return Ok(None);
+    let Some(old) = existing.clone().filter(|r| decide_resolve(Some(r))) else {
+        return Ok(Decided {
+            seen: Seen::Key(key.to_owned(), existing),
+            records: Vec::new(),
+            messages: Vec::new(),
+            outcome: (),
+        });
     };
     let summary = serde_json::from_str::<AlertCondition>(&old.condition)
         .map(|c| c.summary())
@@ -318,7 +415,12 @@ pub fn resolve(
         resolved_at: Some(now),
         ..old
     };
-    Ok(store.record_alert(&record, Some(&outgoing), now)?)
+    Ok(Decided {
+        seen: Seen::Key(key.to_owned(), existing),
+        records: vec![record],
+        messages: vec![outgoing],
+        outcome: (),
+    })
 }
 
 #[cfg(test)]
@@ -499,6 +601,68 @@ mod tests {
         assert!(
             body.contains("should have lost access by 2026-11-30 08:00 UTC"),
             "{body}"
+        );
+    }
+
+    /// Two connections on one database (the mail job and a sweep) decide the same
+    /// alert from the same state: the one that writes second finds the state
+    /// changed, writes nothing, and decides again.
+    #[test]
+    fn a_decision_made_from_a_stale_read_is_not_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.db");
+        let mut sweep = Store::open(&path).unwrap();
+        let mut mail_job = Store::open(&path).unwrap();
+        let mail = settings();
+        let context = context(&mail);
+
+        // Both read "not active"; the sweep writes first.
+        let stale = decide_raise_write(&mail_job, &context, &breaker(), at(8, 0)).unwrap();
+        assert_eq!(stale.outcome, RaiseDecision::New);
+        let first = raise(&mut sweep, &context, &breaker(), at(8, 0)).unwrap();
+        assert_eq!(first.decision, RaiseDecision::New);
+        let written = mail_job
+            .record_alerts(
+                stale.seen.as_seen(),
+                &stale.records,
+                &stale.messages,
+                at(8, 0),
+            )
+            .unwrap();
+        assert_eq!(written, None, "the stale decision is refused");
+        // Deciding again from what is stored now: quiet.
+        let again = raise(&mut mail_job, &context, &breaker(), at(8, 0)).unwrap();
+        assert_eq!(again.decision, RaiseDecision::Quiet);
+        assert_eq!(subjects(&sweep).len(), 1, "one alert");
+
+        // Both read "active"; the sweep resolves first.
+        let stale =
+            decide_resolve_write(&mail_job, &context, "circuit_breaker_open", at(9, 0)).unwrap();
+        assert_eq!(stale.messages.len(), 1);
+        assert!(
+            resolve(&mut sweep, &context, "circuit_breaker_open", at(9, 0))
+                .unwrap()
+                .is_some()
+        );
+        let written = mail_job
+            .record_alerts(
+                stale.seen.as_seen(),
+                &stale.records,
+                &stale.messages,
+                at(9, 0),
+            )
+            .unwrap();
+        assert_eq!(written, None, "the stale resolution is refused");
+        assert_eq!(
+            resolve(&mut mail_job, &context, "circuit_breaker_open", at(9, 0)).unwrap(),
+            None
+        );
+        assert_eq!(
+            subjects(&sweep),
+            [
+                "[seatwarden] acme: circuit breaker open: workspace writes stopped",
+                "[seatwarden] acme: resolved: circuit breaker open: workspace writes stopped",
+            ]
         );
     }
 
