@@ -5,8 +5,13 @@
 //!
 //! The decision ([`decide_raise`], [`decide_resolve`]) is pure: the time is passed
 //! in. [`raise`] and [`resolve`] apply it and queue the message in the outbox, in
-//! one transaction; the outbox delivers it ([`crate::mail::deliver_due`]).
+//! one transaction; the outbox delivers it ([`crate::mail::deliver_due`]). That
+//! transaction writes only if the alert state the decision was read from is still
+//! the stored one (checked under the writer's lock), else the decision is made
+//! again: two jobs deciding the same alert on their own connections (the mail job
+//! beside a sweep) queue its message once.
 
+use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -15,7 +20,17 @@ use serde::{Deserialize, Serialize};
 
 use crate::mail::{self, MailSettings};
 use crate::report::{self, RenderError};
-use crate::store::{AlertRecord, AlertRecordState, OutboxId, OutboxKind, Store, StoreError};
+use crate::sla::{EntryState, LedgerEntry};
+use crate::store::{
+    AlertRecord, AlertRecordState, AlertsSeen, NewMessage, OutboxId, OutboxKind, Store, StoreError,
+};
+
+/// The start of every overdue deprovision's key: one per person, so each alert's
+/// state (raised, last sent, resolved) is the person's own.
+pub const OVERDUE_PREFIX: &str = "overdue_deprovision:";
+
+/// How many people one overdue alert or resolution names; the rest are counted.
+pub const LISTED: usize = 50;
 
 /// What went wrong. Field values are directory and run facts, never secrets.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -52,7 +67,7 @@ impl AlertCondition {
         match self {
             AlertCondition::PlanHeld { .. } => "plan_held".to_owned(),
             AlertCondition::OverdueDeprovision { identity_id, .. } => {
-                format!("overdue_deprovision:{identity_id}")
+                format!("{OVERDUE_PREFIX}{identity_id}")
             }
             AlertCondition::DirectorySnapshotRejected { .. } => {
                 "directory_snapshot_rejected".to_owned()
@@ -172,6 +187,8 @@ pub enum AlertError {
     Render(#[from] RenderError),
     #[error("encoding an alert condition: {0}")]
     Encode(#[from] serde_json::Error),
+    #[error("the alert state kept changing while this job decided it; the next job decides again")]
+    Contended,
 }
 
 impl crate::retry::Transient for AlertError {
@@ -194,7 +211,7 @@ fn message(
     subject: String,
     title: &str,
     lines: &[String],
-) -> Result<crate::store::NewMessage, AlertError> {
+) -> Result<NewMessage, AlertError> {
     // A line break in a userName or a reason would let a directory value forge
     // lines of the text part ("Resolved — no action needed"): each line stays one.
     let mut text = format!("{}\n\n", report::printable(title, false));
@@ -206,6 +223,64 @@ fn message(
     Ok(mail::compose(context.mail, kind, &subject, &text, &html))
 }
 
+/// How often a decision is made again, from a fresh read, when the alert state
+/// changed between the read and the write (another job decided the same alert
+/// meanwhile), before the call gives up and leaves it to the next job.
+const ATTEMPTS: usize = 4;
+
+/// The alert state a decision was made from (owned [`AlertsSeen`]).
+#[derive(Debug, Clone)]
+enum Seen {
+    Key(String, Option<AlertRecord>),
+    ActiveUnder(&'static str, Vec<AlertRecord>),
+}
+
+impl Seen {
+    fn as_seen(&self) -> AlertsSeen<'_> {
+        match self {
+            Seen::Key(key, record) => AlertsSeen::Key {
+                key,
+                record: record.as_ref(),
+            },
+            Seen::ActiveUnder(prefix, records) => AlertsSeen::ActiveUnder { prefix, records },
+        }
+    }
+}
+
+/// A decision and what it writes, made from the alert state read as `seen`.
+#[derive(Debug, Clone)]
+struct Decided<T> {
+    seen: Seen,
+    records: Vec<AlertRecord>,
+    messages: Vec<NewMessage>,
+    outcome: T,
+}
+
+/// Writes what `decide` decided, in one transaction, if the alert state it read is
+/// still the stored one; otherwise decides again. A decision that writes nothing
+/// costs no transaction. Returns the outcome and the queued messages' ids.
+fn record<T>(
+    store: &mut Store,
+    now: DateTime<Utc>,
+    mut decide: impl FnMut(&Store) -> Result<Decided<T>, AlertError>,
+) -> Result<(T, Vec<OutboxId>), AlertError> {
+    for _ in 0..ATTEMPTS {
+        let decided = decide(store)?;
+        if decided.records.is_empty() && decided.messages.is_empty() {
+            return Ok((decided.outcome, Vec::new()));
+        }
+        if let Some(ids) = store.record_alerts(
+            decided.seen.as_seen(),
+            &decided.records,
+            &decided.messages,
+            now,
+        )? {
+            return Ok((decided.outcome, ids));
+        }
+    }
+    Err(AlertError::Contended)
+}
+
 /// Raises `condition` at `now`: queues an alert unless the same key was sent within
 /// the quiet period.
 pub fn raise(
@@ -214,6 +289,21 @@ pub fn raise(
     condition: &AlertCondition,
     now: DateTime<Utc>,
 ) -> Result<RaiseOutcome, AlertError> {
+    let (decision, ids) = record(store, now, |store| {
+        decide_raise_write(store, context, condition, now)
+    })?;
+    Ok(RaiseOutcome {
+        decision,
+        message: ids.first().copied(),
+    })
+}
+
+fn decide_raise_write(
+    store: &Store,
+    context: &AlertContext<'_>,
+    condition: &AlertCondition,
+    now: DateTime<Utc>,
+) -> Result<Decided<RaiseDecision>, AlertError> {
     let key = condition.key();
     let existing = store.alert(&key)?;
     let decision = decide_raise(existing.as_ref(), now, context.mail.quiet_period);
@@ -274,10 +364,11 @@ pub fn raise(
             )?)
         }
     };
-    let id = store.record_alert(&record, outgoing.as_ref(), now)?;
-    Ok(RaiseOutcome {
-        decision,
-        message: id,
+    Ok(Decided {
+        seen: Seen::Key(key, existing),
+        records: vec![record],
+        messages: outgoing.into_iter().collect(),
+        outcome: decision,
     })
 }
 
@@ -289,9 +380,26 @@ pub fn resolve(
     key: &str,
     now: DateTime<Utc>,
 ) -> Result<Option<OutboxId>, AlertError> {
+    let ((), ids) = record(store, now, |store| {
+        decide_resolve_write(store, context, key, now)
+    })?;
+    Ok(ids.first().copied())
+}
+
+fn decide_resolve_write(
+    store: &Store,
+    context: &AlertContext<'_>,
+    key: &str,
+    now: DateTime<Utc>,
+) -> Result<Decided<()>, AlertError> {
     let existing = store.alert(key)?;
-    let Some(old) = existing.filter(|r| decide_resolve(Some(r))) else {
-        return Ok(None);
+    let Some(old) = existing.clone().filter(|r| decide_resolve(Some(r))) else {
+        return Ok(Decided {
+            seen: Seen::Key(key.to_owned(), existing),
+            records: Vec::new(),
+            messages: Vec::new(),
+            outcome: (),
+        });
     };
     let summary = serde_json::from_str::<AlertCondition>(&old.condition)
         .map(|c| c.summary())
@@ -318,7 +426,268 @@ pub fn resolve(
         resolved_at: Some(now),
         ..old
     };
-    Ok(store.record_alert(&record, Some(&outgoing), now)?)
+    Ok(Decided {
+        seen: Seen::Key(key.to_owned(), existing),
+        records: vec![record],
+        messages: vec![outgoing],
+        outcome: (),
+    })
+}
+
+/// What [`overdue_deprovisions`] queued.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct OverdueOutcome {
+    /// One alert naming everyone newly overdue (and, when a reminder is due,
+    /// everyone still overdue).
+    pub alert: Option<OutboxId>,
+    /// One resolution naming everyone no longer overdue.
+    pub resolution: Option<OutboxId>,
+}
+
+/// Alerts the deprovisions overdue at `now` from the ledger as it stands, and
+/// resolves those no longer open (verified or cancelled): one alert and one
+/// resolution per call at most, however many people they name. Each person keeps
+/// an alert state of their own (a key under [`OVERDUE_PREFIX`]): someone newly
+/// overdue alerts at once, while the others are only counted; once anyone's quiet
+/// period is over, one reminder names everyone still overdue, and their quiet
+/// periods start again together. A call that sends nothing writes nothing (quiet
+/// raises are not counted for these alerts), so a job every minute costs no write.
+pub fn overdue_deprovisions(
+    store: &mut Store,
+    context: &AlertContext<'_>,
+    now: DateTime<Utc>,
+) -> Result<OverdueOutcome, AlertError> {
+    let ((alert, resolution), ids) = record(store, now, |store| {
+        decide_overdue_write(store, context, now)
+    })?;
+    let mut ids = ids.into_iter();
+    Ok(OverdueOutcome {
+        alert: if alert { ids.next() } else { None },
+        resolution: if resolution { ids.next() } else { None },
+    })
+}
+
+fn local(at: DateTime<Utc>, timezone: Tz) -> String {
+    at.with_timezone(&timezone)
+        .format("%Y-%m-%d %H:%M %Z")
+        .to_string()
+}
+
+fn overdue_condition(entry: &LedgerEntry) -> AlertCondition {
+    AlertCondition::OverdueDeprovision {
+        identity_id: entry.identity_id.clone(),
+        user_name: entry.user_name.clone(),
+        due_at: entry.due_at,
+    }
+}
+
+/// One line per person, the first [`LISTED`], then how many more.
+fn listed<T>(people: &[T], line: impl Fn(&T) -> String) -> Vec<String> {
+    let mut lines: Vec<String> = people.iter().take(LISTED).map(line).collect();
+    if people.len() > LISTED {
+        lines.push(format!("... and {} more.", people.len() - LISTED));
+    }
+    lines
+}
+
+/// "deprovision of X is overdue" for one person, "N deprovisions are overdue".
+fn overdue_summary(people: &[&LedgerEntry]) -> String {
+    match people {
+        [one] => overdue_condition(one).summary(),
+        _ => format!("{} deprovisions are overdue", people.len()),
+    }
+}
+
+/// What the alert says about `people`: for one person the condition's own
+/// details, for several a capped list.
+fn overdue_lines(people: &[&LedgerEntry], context: &AlertContext<'_>) -> Vec<String> {
+    if let [one] = people {
+        return overdue_condition(one).details(context.timezone, context.admin_command);
+    }
+    let mut lines = vec![format!(
+        "{} people should have lost access by their due time:",
+        people.len()
+    )];
+    lines.extend(listed(people, |e| {
+        format!(
+            "{} (directory id {}), due {}",
+            e.user_name,
+            e.identity_id,
+            local(e.due_at, context.timezone)
+        )
+    }));
+    lines.push(format!(
+        "Check `{} report` for held or failed deactivations.",
+        context.admin_command
+    ));
+    lines
+}
+
+fn decide_overdue_write(
+    store: &Store,
+    context: &AlertContext<'_>,
+    now: DateTime<Utc>,
+) -> Result<Decided<(bool, bool)>, AlertError> {
+    let open = store.open_deprovisions()?;
+    let active = store.active_alerts_under(OVERDUE_PREFIX)?;
+    let by_key: HashMap<&str, &AlertRecord> = active.iter().map(|r| (r.key.as_str(), r)).collect();
+    let mut overdue: Vec<&LedgerEntry> = open
+        .iter()
+        .filter(|e| e.state(now) == EntryState::Overdue)
+        .collect();
+    overdue.sort_by(|a, b| {
+        (a.due_at, &a.user_name, &a.identity_id).cmp(&(b.due_at, &b.user_name, &b.identity_id))
+    });
+    let mut new = Vec::new();
+    let mut still = Vec::new();
+    let mut reminder_due = false;
+    for entry in overdue {
+        match by_key.get(overdue_condition(entry).key().as_str()) {
+            Some(record) => {
+                reminder_due |= decide_raise(Some(record), now, context.mail.quiet_period)
+                    == RaiseDecision::Reminder;
+                still.push((entry, *record));
+            }
+            None => new.push(entry),
+        }
+    }
+    let open_ids: HashSet<&str> = open.iter().map(|e| e.identity_id.as_str()).collect();
+    let resolved: Vec<&AlertRecord> = active
+        .iter()
+        .filter(|r| {
+            r.key
+                .strip_prefix(OVERDUE_PREFIX)
+                .is_some_and(|id| !open_ids.contains(id))
+        })
+        .collect();
+
+    let mut records = Vec::new();
+    let mut messages = Vec::new();
+    for entry in &new {
+        let condition = overdue_condition(entry);
+        records.push(AlertRecord {
+            key: condition.key(),
+            condition: serde_json::to_string(&condition)?,
+            state: AlertRecordState::Active,
+            first_raised_at: now,
+            last_sent_at: now,
+            resolved_at: None,
+            suppressed: 0,
+        });
+    }
+    if reminder_due {
+        for (entry, old) in &still {
+            records.push(AlertRecord {
+                condition: serde_json::to_string(&overdue_condition(entry))?,
+                last_sent_at: now,
+                suppressed: 0,
+                ..(*old).clone()
+            });
+        }
+    }
+    let still_people: Vec<&LedgerEntry> = still.iter().map(|(e, _)| *e).collect();
+    let alert = !new.is_empty() || reminder_due;
+    if alert {
+        let (prefix, summary, mut lines) = if new.is_empty() {
+            let mut lines = overdue_lines(&still_people, context);
+            if let Some(first) = still.iter().map(|(_, r)| r.first_raised_at).min() {
+                lines.push(format!("First raised {}.", local(first, context.timezone)));
+            }
+            ("still: ", overdue_summary(&still_people), lines)
+        } else {
+            ("", overdue_summary(&new), overdue_lines(&new, context))
+        };
+        if !new.is_empty() && reminder_due {
+            lines.push(format!(
+                "Still overdue since an earlier alert ({}):",
+                still_people.len()
+            ));
+            lines.extend(listed(&still_people, |e| {
+                format!(
+                    "{} (directory id {}), due {}",
+                    e.user_name,
+                    e.identity_id,
+                    local(e.due_at, context.timezone)
+                )
+            }));
+        } else if !new.is_empty() && !still.is_empty() {
+            lines.push(format!(
+                "{} still open.",
+                report::plural(
+                    still.len(),
+                    "more overdue deprovision was alerted before and is",
+                    "more overdue deprovisions were alerted before and are"
+                )
+            ));
+        }
+        let subject = format!("[seatwarden] {}: {prefix}{summary}", context.name);
+        messages.push(message(
+            context,
+            OutboxKind::Alert,
+            subject,
+            &summary,
+            &lines,
+        )?);
+    }
+
+    let resolution = !resolved.is_empty();
+    if resolution {
+        let name = |r: &AlertRecord| match serde_json::from_str::<AlertCondition>(&r.condition) {
+            Ok(AlertCondition::OverdueDeprovision {
+                identity_id,
+                user_name,
+                ..
+            }) => format!("{user_name} (directory id {identity_id})"),
+            _ => r.key.clone(),
+        };
+        let (summary, lines) = match resolved.as_slice() {
+            [one] => (
+                serde_json::from_str::<AlertCondition>(&one.condition)
+                    .map(|c| c.summary())
+                    .unwrap_or_else(|_| one.key.clone()),
+                vec![format!(
+                    "Raised {}, resolved {}.",
+                    local(one.first_raised_at, context.timezone),
+                    local(now, context.timezone)
+                )],
+            ),
+            _ => {
+                let mut lines = vec![format!(
+                    "No longer overdue (deactivation verified, or cancelled), resolved {}:",
+                    local(now, context.timezone)
+                )];
+                lines.extend(listed(&resolved, |r| {
+                    format!(
+                        "{}, raised {}",
+                        name(r),
+                        local(r.first_raised_at, context.timezone)
+                    )
+                }));
+                (format!("{} overdue deprovisions", resolved.len()), lines)
+            }
+        };
+        let subject = format!("[seatwarden] {}: resolved: {summary}", context.name);
+        messages.push(message(
+            context,
+            OutboxKind::Resolution,
+            subject,
+            &format!("Resolved: {summary}"),
+            &lines,
+        )?);
+        for old in &resolved {
+            records.push(AlertRecord {
+                state: AlertRecordState::Resolved,
+                resolved_at: Some(now),
+                ..(*old).clone()
+            });
+        }
+    }
+    Ok(Decided {
+        seen: Seen::ActiveUnder(OVERDUE_PREFIX, active.clone()),
+        records,
+        messages,
+        outcome: (alert, resolution),
+    })
 }
 
 #[cfg(test)]
@@ -499,6 +868,144 @@ mod tests {
         assert!(
             body.contains("should have lost access by 2026-11-30 08:00 UTC"),
             "{body}"
+        );
+    }
+
+    /// Two connections on one database (the mail job and a sweep) decide the same
+    /// alert from the same state: the one that writes second finds the state
+    /// changed, writes nothing, and decides again.
+    #[test]
+    fn a_decision_made_from_a_stale_read_is_not_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.db");
+        let mut sweep = Store::open(&path).unwrap();
+        let mut mail_job = Store::open(&path).unwrap();
+        let mail = settings();
+        let context = context(&mail);
+
+        // Both read "not active"; the sweep writes first.
+        let stale = decide_raise_write(&mail_job, &context, &breaker(), at(8, 0)).unwrap();
+        assert_eq!(stale.outcome, RaiseDecision::New);
+        let first = raise(&mut sweep, &context, &breaker(), at(8, 0)).unwrap();
+        assert_eq!(first.decision, RaiseDecision::New);
+        let written = mail_job
+            .record_alerts(
+                stale.seen.as_seen(),
+                &stale.records,
+                &stale.messages,
+                at(8, 0),
+            )
+            .unwrap();
+        assert_eq!(written, None, "the stale decision is refused");
+        // Deciding again from what is stored now: quiet.
+        let again = raise(&mut mail_job, &context, &breaker(), at(8, 0)).unwrap();
+        assert_eq!(again.decision, RaiseDecision::Quiet);
+        assert_eq!(subjects(&sweep).len(), 1, "one alert");
+
+        // Both read "active"; the sweep resolves first.
+        let stale =
+            decide_resolve_write(&mail_job, &context, "circuit_breaker_open", at(9, 0)).unwrap();
+        assert_eq!(stale.messages.len(), 1);
+        assert!(
+            resolve(&mut sweep, &context, "circuit_breaker_open", at(9, 0))
+                .unwrap()
+                .is_some()
+        );
+        let written = mail_job
+            .record_alerts(
+                stale.seen.as_seen(),
+                &stale.records,
+                &stale.messages,
+                at(9, 0),
+            )
+            .unwrap();
+        assert_eq!(written, None, "the stale resolution is refused");
+        assert_eq!(
+            resolve(&mut mail_job, &context, "circuit_breaker_open", at(9, 0)).unwrap(),
+            None
+        );
+        assert_eq!(
+            subjects(&sweep),
+            [
+                "[seatwarden] acme: circuit breaker open: workspace writes stopped",
+                "[seatwarden] acme: resolved: circuit breaker open: workspace writes stopped",
+            ]
+        );
+    }
+
+    /// The overdue alerts of a held layoff, decided by two connections from the
+    /// same ledger and alert state: one alert, and the second decision, stale, is
+    /// refused and made again (nothing new to say).
+    #[test]
+    fn overdue_alerts_decided_twice_from_one_state_are_queued_once() {
+        use crate::sla::{self, Leaver, LossReason};
+
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.db");
+        let mut sweep = Store::open(&path).unwrap();
+        let mut mail_job = Store::open(&path).unwrap();
+        let mail = settings();
+        let context = context(&mail);
+        let leavers: Vec<Leaver> = (0..3)
+            .map(|n| Leaver {
+                identity_id: format!("00u{n}"),
+                account_id: Some(format!("acc-{n}")),
+                user_name: format!("leaver{n}@example.com"),
+                reason: LossReason::Deleted,
+            })
+            .collect();
+        let changes = sla::observe(&[], &leavers, &[], at(8, 0), chrono::Duration::hours(1));
+        sweep.update_ledger(&changes, at(8, 0)).unwrap();
+
+        let stale = decide_overdue_write(&mail_job, &context, at(9, 1)).unwrap();
+        assert_eq!(stale.outcome, (true, false));
+        let first = overdue_deprovisions(&mut sweep, &context, at(9, 1)).unwrap();
+        assert!(first.alert.is_some());
+        let written = mail_job
+            .record_alerts(
+                stale.seen.as_seen(),
+                &stale.records,
+                &stale.messages,
+                at(9, 1),
+            )
+            .unwrap();
+        assert_eq!(written, None, "the stale decision is refused");
+        assert_eq!(
+            overdue_deprovisions(&mut mail_job, &context, at(9, 1)).unwrap(),
+            OverdueOutcome::default()
+        );
+        assert_eq!(
+            subjects(&sweep),
+            ["[seatwarden] acme: 3 deprovisions are overdue"]
+        );
+
+        // Verified; both decide to resolve; once.
+        for entry in sweep.open_deprovisions().unwrap() {
+            sweep.deprovision_verified(entry.id, at(9, 30)).unwrap();
+        }
+        let stale = decide_overdue_write(&mail_job, &context, at(9, 31)).unwrap();
+        assert_eq!(stale.outcome, (false, true));
+        assert!(
+            overdue_deprovisions(&mut sweep, &context, at(9, 31))
+                .unwrap()
+                .resolution
+                .is_some()
+        );
+        let written = mail_job
+            .record_alerts(
+                stale.seen.as_seen(),
+                &stale.records,
+                &stale.messages,
+                at(9, 31),
+            )
+            .unwrap();
+        assert_eq!(written, None, "the stale resolution is refused");
+        assert_eq!(
+            subjects(&sweep),
+            [
+                "[seatwarden] acme: 3 deprovisions are overdue",
+                "[seatwarden] acme: resolved: 3 overdue deprovisions",
+            ]
         );
     }
 

@@ -174,41 +174,17 @@ impl Notifier {
         }
     }
 
-    /// Raises the alert of every deprovision overdue at `now`, from the ledger as
-    /// it stands (the alert table's quiet period makes that one message, then a
-    /// reminder per quiet period while it stays overdue), and resolves the alerts
-    /// of people whose deprovision is no longer overdue (verified or cancelled).
-    /// Derived from the ledger, not from what one job escalated, so an alert a
-    /// failed job or a mail configuration that was unusable at the time could not
-    /// queue is queued by the next call.
+    /// Alerts the deprovisions overdue at `now`, from the ledger as it stands, in
+    /// one message however many there are (a held layoff), then one combined
+    /// reminder per quiet period while they stay overdue, and resolves those no
+    /// longer open (verified or cancelled) in one message
+    /// ([`alert::overdue_deprovisions`]). Derived from the ledger, not from what one
+    /// job escalated, so an alert a failed job or a mail configuration that was
+    /// unusable at the time could not queue is queued by the next call. A call
+    /// that sends nothing writes nothing.
     pub fn after_deprovisioning(&self, store: &mut Store, now: DateTime<Utc>) {
-        let Ok(open) = store.open_deprovisions() else {
-            return;
-        };
-        for entry in open
-            .iter()
-            .filter(|e| e.state(now) == crate::sla::EntryState::Overdue)
-        {
-            self.raise(
-                store,
-                &AlertCondition::OverdueDeprovision {
-                    identity_id: entry.identity_id.clone(),
-                    user_name: entry.user_name.clone(),
-                    due_at: entry.due_at,
-                },
-                now,
-            );
-        }
-        let Ok(active) = store.active_alerts() else {
-            return;
-        };
-        for record in active {
-            let Some(identity) = record.key.strip_prefix("overdue_deprovision:") else {
-                continue;
-            };
-            if !open.iter().any(|e| e.identity_id == identity) {
-                self.resolve(store, &record.key, now);
-            }
+        if let Err(e) = alert::overdue_deprovisions(store, &self.context(), now) {
+            tracing::error!(error = %e, "cannot record the overdue deprovisions' alerts");
         }
     }
 

@@ -54,7 +54,8 @@ pub use daemon::JobRecord;
 use error::Context;
 pub use error::StoreError;
 pub use outbox::{
-    AlertRecord, AlertRecordState, NewMessage, OutboxEntry, OutboxId, OutboxKind, OutboxState,
+    AlertRecord, AlertRecordState, AlertsSeen, NewMessage, OutboxEntry, OutboxId, OutboxKind,
+    OutboxState,
 };
 pub use safety::{AuditEntry, Decision};
 pub use writer::WriterLock;

@@ -2,7 +2,9 @@
 //! it and marked `sent` only after the SMTP server accepted it; an alert's state
 //! (when it was last sent, whether its resolution went out) is saved in the same
 //! transaction as the message it caused, so a crash cannot send an alert without
-//! recording it, nor record it without queueing the message.
+//! recording it, nor record it without queueing the message. That transaction
+//! first checks that the alert rows the decision was read from are unchanged
+//! ([`Store::record_alerts`]), so two connections cannot both send it.
 //!
 //! A next attempt further ahead than any the mail module schedules
 //! ([`LONGEST_WAIT`]) was set by a clock since stepped back, and is due now.
@@ -205,6 +207,47 @@ fn alert_record(row: &rusqlite::Row<'_>) -> rusqlite::Result<AlertRecord> {
     })
 }
 
+/// The alert rows a decision was made from, checked again when it is written
+/// ([`Store::record_alerts`]).
+#[derive(Debug, Clone, Copy)]
+pub enum AlertsSeen<'a> {
+    /// The row of one key, or its absence.
+    Key {
+        key: &'a str,
+        record: Option<&'a AlertRecord>,
+    },
+    /// Every active row whose key starts with `prefix`, by key
+    /// ([`Store::active_alerts_under`]).
+    ActiveUnder {
+        prefix: &'a str,
+        records: &'a [AlertRecord],
+    },
+}
+
+const ALERT_COLUMNS: &str =
+    "key, condition, state, first_raised_at, last_sent_at, resolved_at, suppressed";
+
+fn alert_row(conn: &rusqlite::Connection, key: &str) -> Result<Option<AlertRecord>, StoreError> {
+    conn.prepare_cached(&format!(
+        "SELECT {ALERT_COLUMNS} FROM alerts WHERE key = ?1"
+    ))
+    .and_then(|mut stmt| stmt.query_row([key], alert_record).optional())
+    .context(|| "reading an alert from alerts".to_owned())
+}
+
+fn active_alerts_under(
+    conn: &rusqlite::Connection,
+    prefix: &str,
+) -> Result<Vec<AlertRecord>, StoreError> {
+    // substr, not LIKE: `_` in a prefix is a LIKE wildcard.
+    conn.prepare_cached(&format!(
+        "SELECT {ALERT_COLUMNS} FROM alerts
+         WHERE state = 'active' AND substr(key, 1, length(?1)) = ?1 ORDER BY key"
+    ))
+    .and_then(|mut stmt| stmt.query_map([prefix], alert_record)?.collect())
+    .context(|| format!("reading the active {prefix} alerts from alerts"))
+}
+
 fn insert_message(
     conn: &rusqlite::Connection,
     message: &NewMessage,
@@ -335,14 +378,7 @@ impl Store {
 
     /// The stored state of one alert condition.
     pub fn alert(&self, key: &str) -> Result<Option<AlertRecord>, StoreError> {
-        self.conn
-            .prepare_cached(
-                "SELECT key, condition, state, first_raised_at, last_sent_at, resolved_at,
-                        suppressed
-                 FROM alerts WHERE key = ?1",
-            )
-            .and_then(|mut stmt| stmt.query_row([key], alert_record).optional())
-            .context(|| "reading an alert from alerts".to_owned())
+        alert_row(&self.conn, key)
     }
 
     /// Alerts not yet resolved, by key.
@@ -357,42 +393,66 @@ impl Store {
             .context(|| "reading active alerts from alerts".to_owned())
     }
 
-    /// Saves an alert's state and queues the message it caused, in one transaction.
-    pub fn record_alert(
+    /// Active alerts whose key starts with `prefix` (one condition's per-person
+    /// alerts), by key.
+    pub fn active_alerts_under(&self, prefix: &str) -> Result<Vec<AlertRecord>, StoreError> {
+        active_alerts_under(&self.conn, prefix)
+    }
+
+    /// Saves alerts' states and queues the messages they caused, in one IMMEDIATE
+    /// transaction, if the alerts read as `seen` still do: the check and the write
+    /// share the writer's lock, so two connections deciding from the same state
+    /// (the mail job beside a sweep) cannot both queue the message. Returns the
+    /// queued messages' ids, or `None` (nothing written) when the stored state
+    /// changed since it was read: decide again from a fresh read.
+    pub fn record_alerts(
         &mut self,
-        record: &AlertRecord,
-        message: Option<&NewMessage>,
+        seen: AlertsSeen<'_>,
+        records: &[AlertRecord],
+        messages: &[NewMessage],
         now: DateTime<Utc>,
-    ) -> Result<Option<OutboxId>, StoreError> {
-        let tx = self.write_tx(|| "recording an alert".to_owned())?;
-        tx.prepare_cached(
-            "INSERT INTO alerts (key, condition, state, first_raised_at, last_sent_at,
-                                 resolved_at, suppressed)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
-             ON CONFLICT (key) DO UPDATE SET
-                condition = excluded.condition, state = excluded.state,
-                first_raised_at = excluded.first_raised_at,
-                last_sent_at = excluded.last_sent_at, resolved_at = excluded.resolved_at,
-                suppressed = excluded.suppressed",
-        )
-        .and_then(|mut stmt| {
-            stmt.execute(params![
-                record.key,
-                record.condition,
-                record.state.as_str(),
-                ts(record.first_raised_at),
-                ts(record.last_sent_at),
-                record.resolved_at.map(ts),
-                record.suppressed,
-            ])
-        })
-        .context(|| "saving an alert in alerts".to_owned())?;
-        let id = message
+    ) -> Result<Option<Vec<OutboxId>>, StoreError> {
+        let tx = self.write_tx(|| "recording alerts".to_owned())?;
+        let unchanged = match seen {
+            AlertsSeen::Key { key, record } => alert_row(&tx, key)?.as_ref() == record,
+            AlertsSeen::ActiveUnder { prefix, records } => {
+                active_alerts_under(&tx, prefix)? == records
+            }
+        };
+        if !unchanged {
+            return Ok(None);
+        }
+        for record in records {
+            tx.prepare_cached(
+                "INSERT INTO alerts (key, condition, state, first_raised_at, last_sent_at,
+                                     resolved_at, suppressed)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+                 ON CONFLICT (key) DO UPDATE SET
+                    condition = excluded.condition, state = excluded.state,
+                    first_raised_at = excluded.first_raised_at,
+                    last_sent_at = excluded.last_sent_at, resolved_at = excluded.resolved_at,
+                    suppressed = excluded.suppressed",
+            )
+            .and_then(|mut stmt| {
+                stmt.execute(params![
+                    record.key,
+                    record.condition,
+                    record.state.as_str(),
+                    ts(record.first_raised_at),
+                    ts(record.last_sent_at),
+                    record.resolved_at.map(ts),
+                    record.suppressed,
+                ])
+            })
+            .context(|| "saving an alert in alerts".to_owned())?;
+        }
+        let ids = messages
+            .iter()
             .map(|message| insert_message(&tx, message, now))
-            .transpose()?;
+            .collect::<Result<Vec<_>, _>>()?;
         tx.commit()
-            .context(|| "committing an alert and its message".to_owned())?;
-        Ok(id)
+            .context(|| "committing alerts and their messages".to_owned())?;
+        Ok(Some(ids))
     }
 
     /// Runs finished in `[from, to)` with their stored report JSON (`None` for a run

@@ -724,17 +724,9 @@ async fn sigterm_mid_run_lets_the_run_finish_and_leaves_no_action_in_flight() {
     sandbox.shutdown().await;
 }
 
-/// Alerts from the deprovisioning ledger as it stands: an overdue deprovision
-/// queues one alert (whichever pass escalated it), nothing more inside the quiet
-/// period, a reminder after it, and once the deprovision is verified its
-/// resolution is queued once.
-#[test]
-fn overdue_deprovisions_raise_one_alert_and_one_resolution() {
-    use chrono::{Duration as Minutes, TimeZone, Utc};
-    use seatwarden::daemon::notify::Notifier;
-    use seatwarden::sla::{self, Leaver, LossReason};
-    use seatwarden::store::{OutboxKind, Store};
-
+/// A notifier with email configured (a relay nobody answers at, a 6 h quiet
+/// period) and the directory its state database goes in.
+fn alerting_notifier() -> (tempfile::TempDir, seatwarden::daemon::notify::Notifier) {
     let dir = tempfile::tempdir().unwrap();
     let config_path = dir.path().join("seatwarden.toml");
     std::fs::write(
@@ -750,7 +742,22 @@ fn overdue_deprovisions_raise_one_alert_and_one_resolution() {
         Some(std::collections::HashMap::new()),
     )
     .unwrap();
-    let notifier = Notifier::from_config(&config).expect("email configured");
+    let notifier =
+        seatwarden::daemon::notify::Notifier::from_config(&config).expect("email configured");
+    (dir, notifier)
+}
+
+/// Alerts from the deprovisioning ledger as it stands: an overdue deprovision
+/// queues one alert (whichever pass escalated it), nothing more inside the quiet
+/// period, a reminder after it, and once the deprovision is verified its
+/// resolution is queued once.
+#[test]
+fn overdue_deprovisions_raise_one_alert_and_one_resolution() {
+    use chrono::{Duration as Minutes, TimeZone, Utc};
+    use seatwarden::sla::{self, Leaver, LossReason};
+    use seatwarden::store::{OutboxKind, Store};
+
+    let (dir, notifier) = alerting_notifier();
     let mut store = Store::open(&dir.path().join("state.db")).unwrap();
     let t0 = Utc.with_ymd_and_hms(2026, 11, 30, 9, 0, 0).unwrap();
     let leaver = Leaver {
@@ -803,6 +810,143 @@ fn overdue_deprovisions_raise_one_alert_and_one_resolution() {
         .filter(|m| m.message.kind == OutboxKind::Resolution)
         .count();
     assert_eq!(resolutions, 1);
+}
+
+/// A layoff held by a threshold: 300 deprovisions pass their due time together.
+/// Operators get one alert naming them all (the list capped), one combined
+/// reminder per quiet period, and one combined resolution; a pass inside the quiet
+/// period writes nothing to the database; someone who becomes overdue later still
+/// alerts at once, alone.
+#[test]
+fn a_mass_hold_sends_one_overdue_alert_not_one_per_person() {
+    use chrono::{Duration as Minutes, TimeZone, Utc};
+    use seatwarden::sla::{self, Leaver, LossReason};
+    use seatwarden::store::{OutboxEntry, OutboxKind};
+
+    let (dir, notifier) = alerting_notifier();
+    let path = dir.path().join("state.db");
+    let mut store = Store::open(&path).unwrap();
+    let t0 = Utc.with_ymd_and_hms(2026, 11, 30, 9, 0, 0).unwrap();
+    let leaver = |n: usize| Leaver {
+        identity_id: format!("00u{n:03}"),
+        account_id: Some(format!("acc-{n:03}")),
+        user_name: format!("leaver{n:03}@example.com"),
+        reason: LossReason::Deleted,
+    };
+    let layoff: Vec<Leaver> = (0..300).map(leaver).collect();
+    let changes = sla::observe(&[], &layoff, &[], t0, Minutes::hours(1));
+    store.update_ledger(&changes, t0).unwrap();
+    let of_kind = |store: &Store, kind: OutboxKind| -> Vec<OutboxEntry> {
+        store
+            .outbox()
+            .unwrap()
+            .into_iter()
+            .filter(|m| m.message.kind == kind)
+            .collect()
+    };
+
+    let at = t0 + Minutes::minutes(61);
+    notifier.after_deprovisioning(&mut store, at);
+    let alerts = of_kind(&store, OutboxKind::Alert);
+    assert_eq!(alerts.len(), 1, "one alert for the whole layoff");
+    let alert = &alerts[0].message;
+    assert!(
+        alert.subject.contains("300 deprovisions are overdue"),
+        "{}",
+        alert.subject
+    );
+    assert!(
+        alert.text.contains("leaver000@example.com"),
+        "{}",
+        alert.text
+    );
+    assert!(alert.text.contains("and 250 more"), "{}", alert.text);
+    assert!(
+        !alert.text.contains("leaver299@example.com"),
+        "{}",
+        alert.text
+    );
+
+    // Passes inside the quiet period (a job every minute) send nothing and write
+    // nothing: another connection sees the database unchanged.
+    let watch = rusqlite::Connection::open(&path).unwrap();
+    let version = |c: &rusqlite::Connection| -> i64 {
+        c.pragma_query_value(None, "data_version", |r| r.get(0))
+            .unwrap()
+    };
+    let before = version(&watch);
+    for minute in 62..70 {
+        notifier.after_deprovisioning(&mut store, t0 + Minutes::minutes(minute));
+    }
+    assert_eq!(version(&watch), before, "quiet passes write nothing");
+    assert_eq!(of_kind(&store, OutboxKind::Alert).len(), 1);
+
+    // Someone else becomes overdue later: an alert at once, about them alone.
+    let late = sla::observe(
+        &store.open_deprovisions().unwrap(),
+        &[leaver(300)],
+        &[],
+        t0 + Minutes::minutes(30),
+        Minutes::hours(1),
+    );
+    store
+        .update_ledger(&late, t0 + Minutes::minutes(30))
+        .unwrap();
+    notifier.after_deprovisioning(&mut store, t0 + Minutes::minutes(91));
+    let alerts = of_kind(&store, OutboxKind::Alert);
+    assert_eq!(alerts.len(), 2);
+    assert!(
+        alerts[1]
+            .message
+            .subject
+            .contains("deprovision of leaver300@example.com is overdue"),
+        "{}",
+        alerts[1].message.subject
+    );
+    assert!(
+        alerts[1].message.text.contains("300 more overdue"),
+        "{}",
+        alerts[1].message.text
+    );
+
+    // After the quiet period: one reminder for all 301.
+    notifier.after_deprovisioning(&mut store, at + Minutes::hours(6));
+    notifier.after_deprovisioning(&mut store, at + Minutes::hours(6) + Minutes::minutes(40));
+    let alerts = of_kind(&store, OutboxKind::Alert);
+    assert_eq!(alerts.len(), 3, "one combined reminder");
+    assert!(
+        alerts[2]
+            .message
+            .subject
+            .contains("still: 301 deprovisions are overdue"),
+        "{}",
+        alerts[2].message.subject
+    );
+
+    // Approved and verified: one resolution naming them, once.
+    let later = at + Minutes::hours(7);
+    for entry in store.open_deprovisions().unwrap() {
+        store.deprovision_verified(entry.id, later).unwrap();
+    }
+    notifier.after_deprovisioning(&mut store, later);
+    notifier.after_deprovisioning(&mut store, later + Minutes::minutes(1));
+    let resolutions = of_kind(&store, OutboxKind::Resolution);
+    assert_eq!(resolutions.len(), 1, "one combined resolution");
+    assert!(
+        resolutions[0]
+            .message
+            .subject
+            .contains("resolved: 301 overdue deprovisions"),
+        "{}",
+        resolutions[0].message.subject
+    );
+    assert!(
+        resolutions[0].message.text.contains("and 251 more"),
+        "{}",
+        resolutions[0].message.text
+    );
+    assert_eq!(of_kind(&store, OutboxKind::Alert).len(), 3);
+    assert!(store.active_alerts().unwrap().is_empty());
 }
 
 /// The demo sandbox after one full reconcile, with the daemon's configuration
