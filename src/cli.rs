@@ -705,10 +705,7 @@ fn run_command(cli: Cli) -> anyhow::Result<u8> {
         Command::Report { run, format, email } => {
             let store = open_existing_store(&config)?;
             let run_id: RunId = if run == "latest" {
-                store
-                    .latest_run(&[RunKind::Plan, RunKind::DryRun, RunKind::Reconcile])?
-                    .map(|r| r.id)
-                    .context("no runs recorded yet in the state database")?
+                latest_reported_run(&store)?
             } else {
                 run.parse()
                     .with_context(|| format!("--run takes `latest` or a run id, not {run:?}"))?
@@ -740,6 +737,36 @@ fn run_command(cli: Cli) -> anyhow::Result<u8> {
             Ok(exit::OK)
         }
     }
+}
+
+/// The run `report` shows without `--run`: the newest that has a report. A newer
+/// run still going, failed or cut off has none, and a cron job reading "the latest
+/// report" must not fail while a reconcile runs: stderr says which run is shown
+/// and why not the newer one. With no report at all, the newest run (whose lack
+/// of one the caller explains).
+fn latest_reported_run(store: &Store) -> anyhow::Result<RunId> {
+    let newest = store
+        .latest_run(&[RunKind::Plan, RunKind::DryRun, RunKind::Reconcile])?
+        .context("no runs recorded yet in the state database")?;
+    let Some((reported, _)) = store.latest_report()? else {
+        return Ok(newest.id);
+    };
+    if newest.id > reported {
+        let why = match (newest.status, &newest.error) {
+            (crate::store::RunStatus::Failed, Some(error)) => format!("failed: {error}"),
+            (crate::store::RunStatus::Running, _) => {
+                "has no report yet (still running, or cut off before it finished)".to_owned()
+            }
+            (status, _) => format!("has no report ({status})"),
+        };
+        eprintln!(
+            "showing run {reported}, the newest with a report; run {} ({}) {}",
+            newest.id,
+            newest.kind,
+            report::printable(&why, false)
+        );
+    }
+    Ok(reported)
 }
 
 /// GET /healthz over a plain TCP connection (std only: the container image has no
