@@ -295,8 +295,8 @@ Examples:
         run: RunId,
         /// Only actions of this kind (deactivate, delete, set_role, remove_members, …)
         /// or class (deprovision, membership_removal, role_downgrade, deletion, rename).
-        #[arg(long)]
-        only: Option<String>,
+        #[arg(long, value_parser = only_kind)]
+        only: Option<crate::approval::Only>,
     },
     /// Drop the held actions of a run: that run never applies them. Audited.
     #[command(after_help = "\
@@ -316,8 +316,8 @@ Examples:
         run: RunId,
         /// Only actions of this kind (deactivate, delete, set_role, remove_members, …)
         /// or class (deprovision, membership_removal, role_downgrade, deletion, rename).
-        #[arg(long)]
-        only: Option<String>,
+        #[arg(long, value_parser = only_kind)]
+        only: Option<crate::approval::Only>,
     },
     /// Link directory identity IDENTITY to workspace account ACCOUNT, by hand: how a
     /// disputed match is resolved (a stored link comes first in matching). Both
@@ -398,9 +398,9 @@ Exit codes: those of reconcile (0 converged, 3 held for a human, 4 some actions 
     Healthcheck,
     /// Print a stored drift report.
     Report {
-        /// `latest` or a run id.
-        #[arg(long, default_value = "latest")]
-        run: String,
+        /// `latest` (the newest run that has a report) or a run id.
+        #[arg(long, default_value = "latest", value_parser = report_run)]
+        run: ReportRun,
         #[arg(long, value_enum, default_value_t = Format::Text)]
         format: Format,
         /// Send the report now to `[report.email]` (through the outbox) instead of printing it.
@@ -411,8 +411,8 @@ Exit codes: those of reconcile (0 converged, 3 held for a human, 4 some actions 
     /// drift with the people concerned, held actions, trend.
     Digest {
         /// The period ending now, e.g. `24h`, `7d`.
-        #[arg(long, default_value = "24h")]
-        period: String,
+        #[arg(long, default_value = "24h", value_parser = period)]
+        period: std::time::Duration,
         #[arg(long, value_enum, default_value_t = Format::Text)]
         format: Format,
         /// Send the digest now to `[report.email]` (through the outbox).
@@ -618,9 +618,9 @@ fn run_command(cli: Cli) -> anyhow::Result<u8> {
             after_writes(print_report(&outcome.report, format))?;
             Ok(exit_with_hint(&config, mode, &outcome))
         }
-        Command::Approve { run, only } => approve(&config, run, only.as_deref()),
+        Command::Approve { run, only } => approve(&config, run, only),
         Command::Reject { run, only } => {
-            let only = crate::approval::Only::parse(only.as_deref())?;
+            let only = only.unwrap_or(crate::approval::Only::All);
             // It rewrites the run's stored report, as approve does: one at a time.
             ensure_store_exists(&config)?;
             let _writer = writer_lock(&config)?;
@@ -699,16 +699,14 @@ fn run_command(cli: Cli) -> anyhow::Result<u8> {
             period,
             format,
             email,
-        } => digest(&config, &period, format, email),
+        } => digest(&config, period, format, email),
         Command::Export { kind, format } => export(&config, kind, format),
         Command::SendMail => send_mail(&config),
         Command::Report { run, format, email } => {
             let store = open_existing_store(&config)?;
-            let run_id: RunId = if run == "latest" {
-                latest_reported_run(&store)?
-            } else {
-                run.parse()
-                    .with_context(|| format!("--run takes `latest` or a run id, not {run:?}"))?
+            let run_id = match run {
+                ReportRun::Latest => latest_reported_run(&store)?,
+                ReportRun::Id(run) => run,
             };
             let Some(json) = store.report(run_id)? else {
                 // A run that failed before its report (unreadable directory or
@@ -870,9 +868,12 @@ fn email_report(config: &Config, mut store: Store, report: &Report) -> anyhow::R
     send_queued(&settings, store, id, now)
 }
 
-fn digest(config: &Config, period: &str, format: Format, email: bool) -> anyhow::Result<u8> {
-    let period =
-        crate::config::parse_duration(period).map_err(|e| anyhow::anyhow!("--period: {e}"))?;
+fn digest(
+    config: &Config,
+    period: std::time::Duration,
+    format: Format,
+    email: bool,
+) -> anyhow::Result<u8> {
     let mut store = open_existing_store(config)?;
     let deprovisions = crate::daemon::notify::digest_deprovisions(&store)?;
     let digest = report::digest::build_from_store(
@@ -1142,12 +1143,44 @@ fn decided_run(value: &str) -> Result<RunId, String> {
     }
 }
 
+/// `report --run`: `latest` or a run id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReportRun {
+    Latest,
+    Id(RunId),
+}
+
+/// Parsed by clap, so that a bad value is a usage error (64) like any other.
+fn report_run(value: &str) -> Result<ReportRun, String> {
+    if value.eq_ignore_ascii_case("latest") {
+        return Ok(ReportRun::Latest);
+    }
+    match value.parse::<RunId>() {
+        Ok(run) if run > 0 => Ok(ReportRun::Id(run)),
+        _ => Err(
+            "--run takes `latest` or a run id (a positive number, as `seatwarden \
+            report` shows it)"
+                .to_owned(),
+        ),
+    }
+}
+
+/// `approve`/`reject --only`, parsed by clap: an unknown kind is a usage error.
+fn only_kind(value: &str) -> Result<crate::approval::Only, String> {
+    crate::approval::Only::parse(Some(value)).map_err(|e| e.to_string())
+}
+
+/// `digest --period`, parsed by clap: a bad duration is a usage error.
+fn period(value: &str) -> Result<std::time::Duration, String> {
+    crate::config::parse_duration(value)
+}
+
 /// `seatwarden approve RUN [--only KIND]`: 0 when everything approved was applied,
 /// 3 when the re-check refused some (they stay held), 4 when some failed, 6 when the
 /// circuit breaker opened or was already open (nothing approved).
-fn approve(config: &Config, run: RunId, only: Option<&str>) -> anyhow::Result<u8> {
+fn approve(config: &Config, run: RunId, only: Option<crate::approval::Only>) -> anyhow::Result<u8> {
     use crate::approval;
-    let only = approval::Only::parse(only)?;
+    let only = only.unwrap_or(approval::Only::All);
     ensure_store_exists(config)?;
     let _writer = writer_lock(config)?;
     let store = open_store(config)?;

@@ -621,3 +621,25 @@ fn report_shows_the_newest_run_with_a_report() {
         assert!(out.stdout.is_empty());
     }
 }
+
+/// Every value the command line cannot parse is a usage error (64) naming the
+/// flag, as an unknown flag is, before any configuration or database is read.
+#[test]
+fn bad_flag_values_are_usage_errors() {
+    for (args, needle) in [
+        (&["report", "--run", "abc"][..], "--run"),
+        (&["report", "--run", "0"], "--run"),
+        (&["approve", "9", "--only", "bogus"], "--only"),
+        (&["reject", "9", "--only", "bogus"], "--only"),
+        (&["digest", "--period", "2x"], "--period"),
+    ] {
+        let out = seatwarden(args, &[]);
+        let stderr = text(&out.stderr);
+        assert_eq!(
+            out.status.code(),
+            Some(i32::from(seatwarden::cli::exit::USAGE)),
+            "{args:?}: {stderr}"
+        );
+        assert!(stderr.contains(needle), "{args:?}: {stderr}");
+    }
+}

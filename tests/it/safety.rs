@@ -1454,8 +1454,12 @@ fn the_binary_audits_resume_and_explains_its_errors() {
     let out = run(&["approve", "42"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("there is no run 42"));
+    // A kind that does not exist is a usage error, refused before the database.
     let out = run(&["approve", "42", "--only", "everything"]);
-    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        out.status.code(),
+        Some(i32::from(seatwarden::cli::exit::USAGE))
+    );
     assert!(String::from_utf8_lossy(&out.stderr).contains("--only takes"));
     let out = run(&["explain", "ada@example.com"]);
     assert_eq!(out.status.code(), Some(1));
