@@ -1070,15 +1070,24 @@ fn exit_with_hint(config: &Config, mode: Mode, outcome: &run::RunOutcome) -> u8 
 }
 
 /// The lock every writer through this database holds (see [`WriterLock`]): a
-/// command run by hand waits for a daemon job that is writing, and says so.
+/// command run by hand waits for whoever is writing, and says so. All that is
+/// known is that some other process holds the lock: a daemon job, or another
+/// `reconcile`, `approve`, `reject`, `link` or `resume` run by hand.
 fn writer_lock(config: &Config) -> anyhow::Result<WriterLock> {
     WriterLock::acquire_blocking(&config.state.path, |path| {
-        eprintln!(
-            "waiting for the daemon's running job to finish (writer lock {})",
-            path.display()
-        );
+        eprintln!("{}", writer_lock_wait_message(path));
     })
     .context("taking the writer lock")
+}
+
+/// What a command says while it waits for the writer lock at `path`.
+fn writer_lock_wait_message(path: &std::path::Path) -> String {
+    format!(
+        "waiting: another seatwarden process holds the state database's writer lock ({}): \
+         the daemon or another command writing through this database; going on once it \
+         is released",
+        path.display()
+    )
 }
 
 /// The state database of a command that only reads or decides on what runs stored:

@@ -1653,7 +1653,8 @@ async fn a_reconcile_run_by_hand_waits_for_the_writer_lock() {
         }
         all
     });
-    let waiting = "waiting for the daemon's running job to finish";
+    // Nothing says a daemon holds it: a second command run by hand does too.
+    let waiting = "another seatwarden process holds the state database's writer lock";
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
     loop {
         let left = deadline.saturating_duration_since(std::time::Instant::now());
@@ -1733,7 +1734,8 @@ async fn resume_waits_for_the_writer_lock() {
             let _ = lines.send(line.unwrap());
         }
     });
-    let waiting = "waiting for the daemon's running job to finish";
+    // Nothing says a daemon holds it: a second command run by hand does too.
+    let waiting = "another seatwarden process holds the state database's writer lock";
     loop {
         match seen.recv_timeout(std::time::Duration::from_secs(60)) {
             Ok(line) if line.contains(waiting) => break,
