@@ -1099,15 +1099,29 @@ fn open_existing_store(config: &Config) -> anyhow::Result<Store> {
 }
 
 fn ensure_store_exists(config: &Config) -> anyhow::Result<()> {
-    if !config.state.path.exists() {
-        anyhow::bail!(
+    store_exists(&config.state.path, &config.source)
+}
+
+/// Whether the database at `path` (chosen by `state.path` in `source`) exists. A
+/// path that cannot be looked at (a state directory this user may not read, a
+/// parent that is a file) is that error with the path, not "no database": run
+/// `plan` first would be the wrong advice.
+fn store_exists(path: &std::path::Path, source: &std::path::Path) -> anyhow::Result<()> {
+    match path.try_exists() {
+        Ok(true) => Ok(()),
+        Ok(false) => anyhow::bail!(
             "there is no state database at {} (state.path in {}): run `seatwarden plan` or \
              `seatwarden reconcile` first, or check the path",
-            config.state.path.display(),
-            config.source.display()
-        );
+            path.display(),
+            source.display()
+        ),
+        Err(error) => Err(anyhow::Error::new(error).context(format!(
+            "cannot look for the state database at {} (state.path in {}): check the \
+             permissions of its directory and that this runs as the service's user",
+            path.display(),
+            source.display()
+        ))),
     }
-    Ok(())
 }
 
 fn open_store(config: &Config) -> anyhow::Result<Store> {
@@ -1264,7 +1278,54 @@ fn print_report(report: &Report, format: Format) -> anyhow::Result<()> {
 
 #[cfg(test)]
 mod tests {
-    use super::describe;
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+    use super::{describe, store_exists};
+
+    /// A state path that cannot be looked at is not "no database, run plan
+    /// first": the OS error is given with the path.
+    #[test]
+    fn an_unreachable_state_database_is_not_called_missing() {
+        let dir = tempfile::tempdir().unwrap();
+        let source = dir.path().join("seatwarden.toml");
+        let missing = store_exists(&dir.path().join("state.db"), &source).unwrap_err();
+        assert!(
+            describe(&missing).contains("there is no state database"),
+            "{missing:#}"
+        );
+
+        // A parent that is a regular file (ENOTDIR), which stops root too.
+        std::fs::write(dir.path().join("state"), "").unwrap();
+        let path = dir.path().join("state/state.db");
+        let text = describe(&store_exists(&path, &source).unwrap_err());
+        assert!(!text.contains("there is no state database"), "{text}");
+        assert!(
+            text.contains("cannot look for the state database")
+                && text.contains(&path.display().to_string())
+                && text.contains("state.path in"),
+            "{text}"
+        );
+
+        // A state directory this user may not enter (EACCES). Root passes
+        // permission bits, so this part only runs where they stop the test.
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let locked = dir.path().join("locked");
+            std::fs::create_dir(&locked).unwrap();
+            std::fs::write(locked.join("state.db"), "").unwrap();
+            std::fs::set_permissions(&locked, std::fs::Permissions::from_mode(0o000)).unwrap();
+            let stopped = std::fs::metadata(locked.join("state.db")).is_err();
+            let result = store_exists(&locked.join("state.db"), &source);
+            std::fs::set_permissions(&locked, std::fs::Permissions::from_mode(0o700)).unwrap();
+            if stopped {
+                let text = describe(&result.unwrap_err());
+                assert!(!text.contains("there is no state database"), "{text}");
+                assert!(text.contains("ermission denied"), "{text}");
+            } else {
+                eprintln!("running as root: the permission case is skipped");
+            }
+        }
+    }
 
     #[derive(Debug, thiserror::Error)]
     #[error("GET /Users: HTTP 401")]
