@@ -364,7 +364,8 @@ Exit codes: those of reconcile (0 converged, 3 held for a human, 4 some actions 
     /// Serve an in-process SCIM 2.0 sandbox workspace, to rehearse a configuration
     /// against a copy of a workspace. Runs until interrupted (Ctrl-C, SIGTERM).
     Sandbox {
-        /// Seed: JSON `{"users": [SCIM Users], "groups": [SCIM Groups]}`; empty if absent.
+        /// Seed: JSON `{"users": [SCIM Users], "groups": [SCIM Groups]}` (other keys,
+        /// or neither, are refused); an empty workspace if absent.
         #[arg(long)]
         seed: Option<PathBuf>,
         /// Loopback port (0 picks a free one; the URL is printed).
