@@ -643,3 +643,27 @@ fn bad_flag_values_are_usage_errors() {
         assert!(stderr.contains(needle), "{args:?}: {stderr}");
     }
 }
+
+/// The README names each latency flag with its command: `--latency MS` belongs to
+/// the e2e benchmark, `--latency-ms MS` to `seatwarden sandbox`; a bare
+/// `--latency 20` sends a reader to the sandbox with a flag it refuses.
+#[test]
+fn the_readme_names_the_latency_flag_of_its_command() {
+    let readme =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap();
+    let spans: Vec<&str> = readme.split('`').skip(1).step_by(2).collect();
+    for span in &spans {
+        if span.contains("--latency ") {
+            assert!(span.contains("cargo bench --bench e2e"), "`{span}`");
+        }
+    }
+    let help = text(&seatwarden(&["sandbox", "--help"], &[]).stdout);
+    assert!(help.contains("--latency-ms"), "{help}");
+    assert!(!help.contains("--latency "), "{help}");
+    assert!(
+        spans
+            .iter()
+            .any(|s| s.starts_with("seatwarden sandbox --latency-ms")),
+        "the README shows the sandbox's flag too"
+    );
+}
