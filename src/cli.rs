@@ -295,8 +295,8 @@ Examples:
         run: RunId,
         /// Only actions of this kind (deactivate, delete, set_role, remove_members, …)
         /// or class (deprovision, membership_removal, role_downgrade, deletion, rename).
-        #[arg(long)]
-        only: Option<String>,
+        #[arg(long, value_parser = only_kind)]
+        only: Option<crate::approval::Only>,
     },
     /// Drop the held actions of a run: that run never applies them. Audited.
     #[command(after_help = "\
@@ -316,8 +316,8 @@ Examples:
         run: RunId,
         /// Only actions of this kind (deactivate, delete, set_role, remove_members, …)
         /// or class (deprovision, membership_removal, role_downgrade, deletion, rename).
-        #[arg(long)]
-        only: Option<String>,
+        #[arg(long, value_parser = only_kind)]
+        only: Option<crate::approval::Only>,
     },
     /// Link directory identity IDENTITY to workspace account ACCOUNT, by hand: how a
     /// disputed match is resolved (a stored link comes first in matching). Both
@@ -364,7 +364,8 @@ Exit codes: those of reconcile (0 converged, 3 held for a human, 4 some actions 
     /// Serve an in-process SCIM 2.0 sandbox workspace, to rehearse a configuration
     /// against a copy of a workspace. Runs until interrupted (Ctrl-C, SIGTERM).
     Sandbox {
-        /// Seed: JSON `{"users": [SCIM Users], "groups": [SCIM Groups]}`; empty if absent.
+        /// Seed: JSON `{"users": [SCIM Users], "groups": [SCIM Groups]}` (other keys,
+        /// or neither, are refused); an empty workspace if absent.
         #[arg(long)]
         seed: Option<PathBuf>,
         /// Loopback port (0 picks a free one; the URL is printed).
@@ -398,9 +399,9 @@ Exit codes: those of reconcile (0 converged, 3 held for a human, 4 some actions 
     Healthcheck,
     /// Print a stored drift report.
     Report {
-        /// `latest` or a run id.
-        #[arg(long, default_value = "latest")]
-        run: String,
+        /// `latest` (the newest run that has a report) or a run id.
+        #[arg(long, default_value = "latest", value_parser = report_run)]
+        run: ReportRun,
         #[arg(long, value_enum, default_value_t = Format::Text)]
         format: Format,
         /// Send the report now to `[report.email]` (through the outbox) instead of printing it.
@@ -411,8 +412,8 @@ Exit codes: those of reconcile (0 converged, 3 held for a human, 4 some actions 
     /// drift with the people concerned, held actions, trend.
     Digest {
         /// The period ending now, e.g. `24h`, `7d`.
-        #[arg(long, default_value = "24h")]
-        period: String,
+        #[arg(long, default_value = "24h", value_parser = period)]
+        period: std::time::Duration,
         #[arg(long, value_enum, default_value_t = Format::Text)]
         format: Format,
         /// Send the digest now to `[report.email]` (through the outbox).
@@ -618,9 +619,9 @@ fn run_command(cli: Cli) -> anyhow::Result<u8> {
             after_writes(print_report(&outcome.report, format))?;
             Ok(exit_with_hint(&config, mode, &outcome))
         }
-        Command::Approve { run, only } => approve(&config, run, only.as_deref()),
+        Command::Approve { run, only } => approve(&config, run, only),
         Command::Reject { run, only } => {
-            let only = crate::approval::Only::parse(only.as_deref())?;
+            let only = only.unwrap_or(crate::approval::Only::All);
             // It rewrites the run's stored report, as approve does: one at a time.
             ensure_store_exists(&config)?;
             let _writer = writer_lock(&config)?;
@@ -699,19 +700,14 @@ fn run_command(cli: Cli) -> anyhow::Result<u8> {
             period,
             format,
             email,
-        } => digest(&config, &period, format, email),
+        } => digest(&config, period, format, email),
         Command::Export { kind, format } => export(&config, kind, format),
         Command::SendMail => send_mail(&config),
         Command::Report { run, format, email } => {
             let store = open_existing_store(&config)?;
-            let run_id: RunId = if run == "latest" {
-                store
-                    .latest_run(&[RunKind::Plan, RunKind::DryRun, RunKind::Reconcile])?
-                    .map(|r| r.id)
-                    .context("no runs recorded yet in the state database")?
-            } else {
-                run.parse()
-                    .with_context(|| format!("--run takes `latest` or a run id, not {run:?}"))?
+            let run_id = match run {
+                ReportRun::Latest => latest_reported_run(&store)?,
+                ReportRun::Id(run) => run,
             };
             let Some(json) = store.report(run_id)? else {
                 // A run that failed before its report (unreadable directory or
@@ -740,6 +736,36 @@ fn run_command(cli: Cli) -> anyhow::Result<u8> {
             Ok(exit::OK)
         }
     }
+}
+
+/// The run `report` shows without `--run`: the newest that has a report. A newer
+/// run still going, failed or cut off has none, and a cron job reading "the latest
+/// report" must not fail while a reconcile runs: stderr says which run is shown
+/// and why not the newer one. With no report at all, the newest run (whose lack
+/// of one the caller explains).
+fn latest_reported_run(store: &Store) -> anyhow::Result<RunId> {
+    let newest = store
+        .latest_run(&[RunKind::Plan, RunKind::DryRun, RunKind::Reconcile])?
+        .context("no runs recorded yet in the state database")?;
+    let Some((reported, _)) = store.latest_report()? else {
+        return Ok(newest.id);
+    };
+    if newest.id > reported {
+        let why = match (newest.status, &newest.error) {
+            (crate::store::RunStatus::Failed, Some(error)) => format!("failed: {error}"),
+            (crate::store::RunStatus::Running, _) => {
+                "has no report yet (still running, or cut off before it finished)".to_owned()
+            }
+            (status, _) => format!("has no report ({status})"),
+        };
+        eprintln!(
+            "showing run {reported}, the newest with a report; run {} ({}) {}",
+            newest.id,
+            newest.kind,
+            report::printable(&why, false)
+        );
+    }
+    Ok(reported)
 }
 
 /// GET /healthz over a plain TCP connection (std only: the container image has no
@@ -843,9 +869,12 @@ fn email_report(config: &Config, mut store: Store, report: &Report) -> anyhow::R
     send_queued(&settings, store, id, now)
 }
 
-fn digest(config: &Config, period: &str, format: Format, email: bool) -> anyhow::Result<u8> {
-    let period =
-        crate::config::parse_duration(period).map_err(|e| anyhow::anyhow!("--period: {e}"))?;
+fn digest(
+    config: &Config,
+    period: std::time::Duration,
+    format: Format,
+    email: bool,
+) -> anyhow::Result<u8> {
     let mut store = open_existing_store(config)?;
     let deprovisions = crate::daemon::notify::digest_deprovisions(&store)?;
     let digest = report::digest::build_from_store(
@@ -1042,15 +1071,24 @@ fn exit_with_hint(config: &Config, mode: Mode, outcome: &run::RunOutcome) -> u8 
 }
 
 /// The lock every writer through this database holds (see [`WriterLock`]): a
-/// command run by hand waits for a daemon job that is writing, and says so.
+/// command run by hand waits for whoever is writing, and says so. All that is
+/// known is that some other process holds the lock: a daemon job, or another
+/// `reconcile`, `approve`, `reject`, `link` or `resume` run by hand.
 fn writer_lock(config: &Config) -> anyhow::Result<WriterLock> {
     WriterLock::acquire_blocking(&config.state.path, |path| {
-        eprintln!(
-            "waiting for the daemon's running job to finish (writer lock {})",
-            path.display()
-        );
+        eprintln!("{}", writer_lock_wait_message(path));
     })
     .context("taking the writer lock")
+}
+
+/// What a command says while it waits for the writer lock at `path`.
+fn writer_lock_wait_message(path: &std::path::Path) -> String {
+    format!(
+        "waiting: another seatwarden process holds the state database's writer lock ({}): \
+         the daemon or another command writing through this database; going on once it \
+         is released",
+        path.display()
+    )
 }
 
 /// The state database of a command that only reads or decides on what runs stored:
@@ -1062,15 +1100,29 @@ fn open_existing_store(config: &Config) -> anyhow::Result<Store> {
 }
 
 fn ensure_store_exists(config: &Config) -> anyhow::Result<()> {
-    if !config.state.path.exists() {
-        anyhow::bail!(
+    store_exists(&config.state.path, &config.source)
+}
+
+/// Whether the database at `path` (chosen by `state.path` in `source`) exists. A
+/// path that cannot be looked at (a state directory this user may not read, a
+/// parent that is a file) is that error with the path, not "no database": run
+/// `plan` first would be the wrong advice.
+fn store_exists(path: &std::path::Path, source: &std::path::Path) -> anyhow::Result<()> {
+    match path.try_exists() {
+        Ok(true) => Ok(()),
+        Ok(false) => anyhow::bail!(
             "there is no state database at {} (state.path in {}): run `seatwarden plan` or \
              `seatwarden reconcile` first, or check the path",
-            config.state.path.display(),
-            config.source.display()
-        );
+            path.display(),
+            source.display()
+        ),
+        Err(error) => Err(anyhow::Error::new(error).context(format!(
+            "cannot look for the state database at {} (state.path in {}): check the \
+             permissions of its directory and that this runs as the service's user",
+            path.display(),
+            source.display()
+        ))),
     }
-    Ok(())
 }
 
 fn open_store(config: &Config) -> anyhow::Result<Store> {
@@ -1115,12 +1167,44 @@ fn decided_run(value: &str) -> Result<RunId, String> {
     }
 }
 
+/// `report --run`: `latest` or a run id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReportRun {
+    Latest,
+    Id(RunId),
+}
+
+/// Parsed by clap, so that a bad value is a usage error (64) like any other.
+fn report_run(value: &str) -> Result<ReportRun, String> {
+    if value.eq_ignore_ascii_case("latest") {
+        return Ok(ReportRun::Latest);
+    }
+    match value.parse::<RunId>() {
+        Ok(run) if run > 0 => Ok(ReportRun::Id(run)),
+        _ => Err(
+            "--run takes `latest` or a run id (a positive number, as `seatwarden \
+            report` shows it)"
+                .to_owned(),
+        ),
+    }
+}
+
+/// `approve`/`reject --only`, parsed by clap: an unknown kind is a usage error.
+fn only_kind(value: &str) -> Result<crate::approval::Only, String> {
+    crate::approval::Only::parse(Some(value)).map_err(|e| e.to_string())
+}
+
+/// `digest --period`, parsed by clap: a bad duration is a usage error.
+fn period(value: &str) -> Result<std::time::Duration, String> {
+    crate::config::parse_duration(value)
+}
+
 /// `seatwarden approve RUN [--only KIND]`: 0 when everything approved was applied,
 /// 3 when the re-check refused some (they stay held), 4 when some failed, 6 when the
 /// circuit breaker opened or was already open (nothing approved).
-fn approve(config: &Config, run: RunId, only: Option<&str>) -> anyhow::Result<u8> {
+fn approve(config: &Config, run: RunId, only: Option<crate::approval::Only>) -> anyhow::Result<u8> {
     use crate::approval;
-    let only = approval::Only::parse(only)?;
+    let only = only.unwrap_or(approval::Only::All);
     ensure_store_exists(config)?;
     let _writer = writer_lock(config)?;
     let store = open_store(config)?;
@@ -1195,7 +1279,54 @@ fn print_report(report: &Report, format: Format) -> anyhow::Result<()> {
 
 #[cfg(test)]
 mod tests {
-    use super::describe;
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+    use super::{describe, store_exists};
+
+    /// A state path that cannot be looked at is not "no database, run plan
+    /// first": the OS error is given with the path.
+    #[test]
+    fn an_unreachable_state_database_is_not_called_missing() {
+        let dir = tempfile::tempdir().unwrap();
+        let source = dir.path().join("seatwarden.toml");
+        let missing = store_exists(&dir.path().join("state.db"), &source).unwrap_err();
+        assert!(
+            describe(&missing).contains("there is no state database"),
+            "{missing:#}"
+        );
+
+        // A parent that is a regular file (ENOTDIR), which stops root too.
+        std::fs::write(dir.path().join("state"), "").unwrap();
+        let path = dir.path().join("state/state.db");
+        let text = describe(&store_exists(&path, &source).unwrap_err());
+        assert!(!text.contains("there is no state database"), "{text}");
+        assert!(
+            text.contains("cannot look for the state database")
+                && text.contains(&path.display().to_string())
+                && text.contains("state.path in"),
+            "{text}"
+        );
+
+        // A state directory this user may not enter (EACCES). Root passes
+        // permission bits, so this part only runs where they stop the test.
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let locked = dir.path().join("locked");
+            std::fs::create_dir(&locked).unwrap();
+            std::fs::write(locked.join("state.db"), "").unwrap();
+            std::fs::set_permissions(&locked, std::fs::Permissions::from_mode(0o000)).unwrap();
+            let stopped = std::fs::metadata(locked.join("state.db")).is_err();
+            let result = store_exists(&locked.join("state.db"), &source);
+            std::fs::set_permissions(&locked, std::fs::Permissions::from_mode(0o700)).unwrap();
+            if stopped {
+                let text = describe(&result.unwrap_err());
+                assert!(!text.contains("there is no state database"), "{text}");
+                assert!(text.contains("ermission denied"), "{text}");
+            } else {
+                eprintln!("running as root: the permission case is skipped");
+            }
+        }
+    }
 
     #[derive(Debug, thiserror::Error)]
     #[error("GET /Users: HTTP 401")]

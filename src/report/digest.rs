@@ -59,6 +59,11 @@ pub struct DigestInput<'a> {
     pub reports: &'a [Report],
     /// Reports of the previous period, oldest first.
     pub previous: &'a [Report],
+    /// The newest stored report, whatever its period: the current drift and the
+    /// state come from it (a quiet period changes nothing in the workspace's
+    /// drift). `None` when no run ever stored one, unless `reports` or `previous`
+    /// hold a newer one, which is taken instead.
+    pub latest: Option<&'a Report>,
     /// Runs in the period that failed before producing a report.
     pub failed_runs: usize,
     pub failed_runs_previous: usize,
@@ -223,7 +228,7 @@ impl Digest {
         let period =
             chrono::Duration::from_std(input.period).unwrap_or_else(|_| chrono::Duration::days(1));
         let start = input.now - period;
-        let latest = input.reports.last().or(input.previous.last());
+        let latest = newest(input);
 
         let mut summary = PeriodSummary {
             runs: input.reports.len() + input.failed_runs,
@@ -247,7 +252,8 @@ impl Digest {
             summary.retries += report.summary.retries;
         }
 
-        // Current drift: what the latest run found and did not repair.
+        // Current drift: what the latest run found and did not repair, however
+        // long ago: the period only chooses the runs, actions and trend shown.
         let current: Vec<&DriftItem> = latest.map(residual_drift).unwrap_or_default();
         let current_owned: Vec<DriftItem> = current.iter().map(|d| (*d).clone()).collect();
         let drift: Vec<DriftKindPeople> = drift_groups(&current_owned)
@@ -293,10 +299,9 @@ impl Digest {
 
         // What waits for `approve`: the latest run that applies. A `plan` or a dry
         // run after it holds nothing anyone can approve.
-        let latest_applying = input
-            .reports
-            .iter()
-            .rev()
+        let latest_applying = latest
+            .into_iter()
+            .chain(input.reports.iter().rev())
             .chain(input.previous.iter().rev())
             .find(|r| r.mode == "reconcile");
         let held: Vec<HeldRun> = latest_applying
@@ -358,6 +363,9 @@ impl Digest {
             || failed_now > 0
         {
             State::NeedsAttention
+        } else if latest.is_none() {
+            // No run ever stored a report: nothing is known to be in sync.
+            State::Unknown
         } else if drift_now > 0 || !pending.is_empty() {
             State::Drift
         } else {
@@ -396,9 +404,10 @@ impl Digest {
         if drift_now > 0 {
             parts.push(plural(drift_now, "drift item", "drift items"));
         }
-        let headline = if latest.is_none() && parts.is_empty() {
-            "no runs recorded in this period".to_owned()
-        } else if parts.is_empty() {
+        if latest.is_none() {
+            parts.push("no run has stored a report yet: drift unknown".to_owned());
+        }
+        let headline = if parts.is_empty() {
             "in sync with the directory".to_owned()
         } else {
             parts.join(", ")
@@ -406,7 +415,7 @@ impl Digest {
         let subject = format!(
             "[seatwarden] {}: {}",
             input.name,
-            if parts.is_empty() && latest.is_some() {
+            if parts.is_empty() {
                 "in sync".to_owned()
             } else {
                 headline.clone()
@@ -568,6 +577,14 @@ impl Digest {
     }
 }
 
+/// The newest report given: [`DigestInput::latest`], or a newer one of the periods.
+fn newest<'a>(input: &DigestInput<'a>) -> Option<&'a Report> {
+    [input.latest, input.reports.last(), input.previous.last()]
+        .into_iter()
+        .flatten()
+        .max_by_key(|r| r.run_id)
+}
+
 fn deprovision_text(d: &DeprovisionLine) -> String {
     format!(
         "{} ({}): {}; detected {}, due {}{}",
@@ -594,7 +611,15 @@ fn oldest_unresolved(
     current: &[&DriftItem],
     tz: Tz,
 ) -> Option<OldestDrift> {
-    let history: Vec<&Report> = input.previous.iter().chain(input.reports).collect();
+    let mut history: Vec<&Report> = input.previous.iter().chain(input.reports).collect();
+    // The current drift's report, when it is older than both periods.
+    if let Some(latest) = newest(input)
+        && history
+            .last()
+            .is_none_or(|last| last.run_id < latest.run_id)
+    {
+        history.push(latest);
+    }
     let first_loaded = history.first().map(|r| r.run_id);
     let mut oldest: Option<(DateTime<Utc>, i64, &DriftItem)> = None;
     for item in current {
@@ -644,11 +669,14 @@ impl crate::retry::Transient for DigestError {
 pub struct StoredPeriods {
     pub reports: Vec<Report>,
     pub previous: Vec<Report>,
+    /// The newest stored report, whatever its period.
+    pub latest: Option<Report>,
     pub failed_runs: usize,
     pub failed_runs_previous: usize,
 }
 
-/// Loads the reports of `[now - period, now)` and of the period before it.
+/// Loads the reports of `[now - period, now)` and of the period before it, and
+/// the newest stored report.
 pub fn collect(
     store: &Store,
     now: DateTime<Utc>,
@@ -674,9 +702,16 @@ pub fn collect(
     };
     let (reports, failed_runs) = load(now - length, now)?;
     let (previous, failed_runs_previous) = load(now - length - length, now - length)?;
+    let latest = match store.latest_report()? {
+        Some((run, json)) => {
+            Some(Report::from_json(&json).map_err(|source| DigestError::Corrupt { run, source })?)
+        }
+        None => None,
+    };
     Ok(StoredPeriods {
         reports,
         previous,
+        latest,
         failed_runs,
         failed_runs_previous,
     })
@@ -713,6 +748,7 @@ pub fn build_from_store(
         period,
         reports: &stored.reports,
         previous: &stored.previous,
+        latest: stored.latest.as_ref(),
         failed_runs: stored.failed_runs,
         failed_runs_previous: stored.failed_runs_previous,
         deprovisions,

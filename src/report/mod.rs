@@ -448,10 +448,12 @@ pub fn headline(report: &Report) -> (Tone, String) {
 
 /// The state a person wants at a glance (the issue's "in sync / drift / needs
 /// attention"): anything failed or held needs a human; drift that a converged
-/// reconcile repaired counts as in sync.
+/// reconcile repaired counts as in sync. `Unknown` is only the digest's, when no
+/// run has stored a report yet: nothing is known to be in sync.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum State {
+    Unknown,
     InSync,
     Drift,
     NeedsAttention,
@@ -476,6 +478,7 @@ impl State {
 
     pub fn label(self) -> &'static str {
         match self {
+            State::Unknown => "Unknown",
             State::InSync => "In sync",
             State::Drift => "Drift",
             State::NeedsAttention => "Needs attention",

@@ -82,6 +82,7 @@ fn escape_markdown(text: String) -> String {
 /// on seeing colour.
 pub(super) fn accent(state: State) -> &'static str {
     match state {
+        State::Unknown => "#57606a",
         State::InSync => "#1a7f37",
         State::Drift => "#9a6700",
         State::NeedsAttention => "#cf222e",

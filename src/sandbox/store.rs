@@ -2319,8 +2319,35 @@ fn excluded(mut v: Value, excluded: &[String]) -> Value {
 }
 
 /// Parses a seed file's resources into a snapshot (ids kept; missing ids made up).
+/// Only `users` and `groups` are read, and at least one must be there: a file of
+/// another shape (a SCIM ListResponse, a directory export) would otherwise seed an
+/// empty workspace, and a rehearsal against it would plan to create everyone.
 pub(crate) fn seed_from_json(v: &Value) -> std::result::Result<WorkspaceSnapshot, String> {
+    const KEYS: [&str; 2] = ["users", "groups"];
     let o = v.as_object().ok_or("the seed must be a JSON object")?;
+    if let Some(key) = o.keys().find(|k| k.eq_ignore_ascii_case("Resources")) {
+        return Err(format!(
+            "{key:?} is a SCIM ListResponse, not a seed: put the Users it lists under \
+             \"users\" and the Groups under \"groups\" (every page of each listing, or \
+             the accounts left out are planned as missing)"
+        ));
+    }
+    if let Some(key) = o
+        .keys()
+        .find(|k| !KEYS.iter().any(|known| k.eq_ignore_ascii_case(known)))
+    {
+        return Err(format!(
+            "unknown top-level key {key:?}: a seed has only \"users\" (SCIM Users) and \
+             \"groups\" (SCIM Groups)"
+        ));
+    }
+    if o.is_empty() {
+        return Err(
+            "neither \"users\" nor \"groups\": a seed lists the workspace's SCIM \
+            Users under \"users\" and its Groups under \"groups\" (`[]` for an empty one)"
+                .to_owned(),
+        );
+    }
     let list = |key: &str| -> std::result::Result<Vec<Value>, String> {
         match attr(o, key) {
             None | Some(Value::Null) => Ok(Vec::new()),

@@ -537,3 +537,133 @@ fn check_config_warns_about_plain_smtp_to_a_remote_relay() {
         assert!(stderr.contains("configuration OK"), "{stderr}");
     }
 }
+
+/// A config whose state database is `state.db` in `dir` (not created).
+fn state_config(dir: &Path) -> std::path::PathBuf {
+    let config = dir.join("seatwarden.toml");
+    std::fs::write(
+        &config,
+        "[directory]\nkind = \"file\"\npath = \"d.json\"\n[workspace]\nurl = \"https://x.example/scim/v2\"\ntoken = \"t\"\n[state]\npath = \"state.db\"\n",
+    )
+    .unwrap();
+    config
+}
+
+fn stored_report(run_id: i64, mode: &str) -> seatwarden::report::Report {
+    let at = chrono::Utc::now();
+    seatwarden::report::Report {
+        schema_version: seatwarden::report::SCHEMA_VERSION,
+        run_id,
+        mode: mode.to_owned(),
+        started_at: at,
+        finished_at: at,
+        directory: "file d.json".to_owned(),
+        workspace: "https://x.example/scim/v2".to_owned(),
+        summary: seatwarden::report::Summary::default(),
+        drift: Vec::new(),
+        actions: Vec::new(),
+        safety: seatwarden::report::SafetyReport::default(),
+    }
+}
+
+/// `report` without `--run` shows the newest run that has a report, while a newer
+/// one is still running (a reconcile under way), failed (a `plan` that could not
+/// read the workspace) or was cut off (Ctrl-C), and says so on stderr; a cron job
+/// reading the latest report does not fail meanwhile. `--run N` of a run without
+/// a report still fails.
+#[test]
+fn report_shows_the_newest_run_with_a_report() {
+    use seatwarden::store::{RunKind, RunStatus, Store};
+    let dir = tempfile::tempdir().unwrap();
+    let config = state_config(dir.path());
+    let mut store = Store::open(&dir.path().join("state.db")).unwrap();
+    let now = chrono::Utc::now();
+    let done = store.begin_run(RunKind::Reconcile, now).unwrap();
+    store
+        .save_report(done, &stored_report(done, "reconcile").to_json())
+        .unwrap();
+    store
+        .finish_run(done, now, RunStatus::Succeeded, None)
+        .unwrap();
+    let failed = store.begin_run(RunKind::Plan, now).unwrap();
+    store
+        .finish_run(failed, now, RunStatus::Failed, Some("GET /Users: HTTP 503"))
+        .unwrap();
+    let running = store.begin_run(RunKind::Reconcile, now).unwrap();
+    drop(store);
+    let config = config.to_str().unwrap();
+
+    let out = seatwarden(&["--config", config, "report", "--format", "json"], &[]);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(json["run_id"], done);
+    assert!(
+        stderr.contains(&format!("showing run {done}"))
+            && stderr.contains(&format!("run {running} (reconcile)")),
+        "{stderr}"
+    );
+
+    let mut store = Store::open(&dir.path().join("state.db")).unwrap();
+    store
+        .finish_run(running, now, RunStatus::Failed, Some("interrupted"))
+        .unwrap();
+    drop(store);
+    let out = seatwarden(&["--config", config, "report"], &[]);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(stderr.contains("failed: interrupted"), "{stderr}");
+
+    for run in [failed, running] {
+        let run = run.to_string();
+        let out = seatwarden(&["--config", config, "report", "--run", &run], &[]);
+        assert_eq!(out.status.code(), Some(1), "--run {run}");
+        assert!(out.stdout.is_empty());
+    }
+}
+
+/// Every value the command line cannot parse is a usage error (64) naming the
+/// flag, as an unknown flag is, before any configuration or database is read.
+#[test]
+fn bad_flag_values_are_usage_errors() {
+    for (args, needle) in [
+        (&["report", "--run", "abc"][..], "--run"),
+        (&["report", "--run", "0"], "--run"),
+        (&["approve", "9", "--only", "bogus"], "--only"),
+        (&["reject", "9", "--only", "bogus"], "--only"),
+        (&["digest", "--period", "2x"], "--period"),
+    ] {
+        let out = seatwarden(args, &[]);
+        let stderr = text(&out.stderr);
+        assert_eq!(
+            out.status.code(),
+            Some(i32::from(seatwarden::cli::exit::USAGE)),
+            "{args:?}: {stderr}"
+        );
+        assert!(stderr.contains(needle), "{args:?}: {stderr}");
+    }
+}
+
+/// The README names each latency flag with its command: `--latency MS` belongs to
+/// the e2e benchmark, `--latency-ms MS` to `seatwarden sandbox`; a bare
+/// `--latency 20` sends a reader to the sandbox with a flag it refuses.
+#[test]
+fn the_readme_names_the_latency_flag_of_its_command() {
+    let readme =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap();
+    let spans: Vec<&str> = readme.split('`').skip(1).step_by(2).collect();
+    for span in &spans {
+        if span.contains("--latency ") {
+            assert!(span.contains("cargo bench --bench e2e"), "`{span}`");
+        }
+    }
+    let help = text(&seatwarden(&["sandbox", "--help"], &[]).stdout);
+    assert!(help.contains("--latency-ms"), "{help}");
+    assert!(!help.contains("--latency "), "{help}");
+    assert!(
+        spans
+            .iter()
+            .any(|s| s.starts_with("seatwarden sandbox --latency-ms")),
+        "the README shows the sandbox's flag too"
+    );
+}

@@ -909,6 +909,7 @@ mod digest {
             period: Duration::from_secs(24 * 3600),
             reports: &reports,
             previous: &previous,
+            latest: None,
             failed_runs: 1,
             failed_runs_previous: 0,
             deprovisions: &deprovisions,
@@ -940,6 +941,7 @@ mod digest {
                 period: Duration::from_secs(24 * 3600),
                 reports,
                 previous: &[],
+                latest: None,
                 failed_runs,
                 failed_runs_previous: 0,
                 deprovisions: &[],
@@ -960,7 +962,10 @@ mod digest {
         );
         let digest = build(&[], 3);
         assert_eq!(digest.state, State::NeedsAttention);
-        assert_eq!(digest.subject, "[seatwarden] acme: 3 failed runs");
+        assert_eq!(
+            digest.subject,
+            "[seatwarden] acme: 3 failed runs, no run has stored a report yet: drift unknown"
+        );
 
         let settling = report_of(&super::settling(), "reconcile", |_| {
             (Outcome::Applied, None)
@@ -993,6 +998,7 @@ mod digest {
             period: Duration::from_secs(24 * 3600),
             reports: &[],
             previous: &[],
+            latest: None,
             failed_runs: 0,
             failed_runs_previous: 0,
             deprovisions: &[],
@@ -1043,6 +1049,7 @@ mod digest {
             period: Duration::from_secs(24 * 3600),
             reports: &reports,
             previous: &[],
+            latest: None,
             failed_runs: 0,
             failed_runs_previous: 0,
             deprovisions: &[],
@@ -1085,6 +1092,7 @@ mod digest {
             period: Duration::from_secs(24 * 3600),
             reports: &reports,
             previous: &[],
+            latest: None,
             failed_runs: 0,
             failed_runs_previous: 0,
             deprovisions: &[],
@@ -1103,6 +1111,58 @@ mod digest {
         );
         assert_eq!(digest.period.actions_by_kind["deactivate"], 2);
         assert_eq!(digest.trend.drift_change, "n/a");
+    }
+
+    /// A period without runs changes nothing in the workspace's drift: the digest
+    /// shows the newest stored report's drift and state, not "in sync"; the period
+    /// only chooses the runs and actions counted. With no report ever stored the
+    /// state is unknown, never in sync.
+    #[test]
+    fn a_period_without_runs_keeps_the_newest_reports_drift() {
+        let build = |store: &Store| {
+            seatwarden::report::digest::build_from_store(
+                store,
+                "acme",
+                chrono_tz::UTC,
+                at(30, 8),
+                Duration::from_secs(1),
+                &[],
+                "seatwarden",
+            )
+            .unwrap()
+        };
+        let mut store = Store::open_in_memory().unwrap();
+        let empty = build(&store);
+        assert_eq!(empty.state, State::Unknown);
+        assert_ne!(empty.state_label, "In sync");
+        assert!(empty.subject.contains("drift unknown"), "{}", empty.subject);
+        assert!(!empty.subject.contains("in sync"), "{}", empty.subject);
+
+        let old = previous();
+        let run = store.begin_run(RunKind::Plan, at(20, 10)).unwrap();
+        let mut stored = old.clone();
+        stored.run_id = run;
+        store.save_report(run, &stored.to_json()).unwrap();
+        store
+            .finish_run(run, at(20, 10), RunStatus::Succeeded, None)
+            .unwrap();
+        let residual = seatwarden::report::residual_drift(&stored).len();
+        assert!(residual > 0);
+
+        let digest = build(&store);
+        assert_eq!(digest.period.runs, 0, "the period holds no run");
+        assert_eq!(digest.latest_run, Some(run));
+        assert_eq!(digest.drift_total, residual);
+        assert_eq!(digest.trend.drift_now, residual);
+        assert_eq!(digest.state, State::Drift);
+        assert!(
+            digest.subject.contains(&format!("{residual} drift items")),
+            "{}",
+            digest.subject
+        );
+        let json: serde_json::Value = serde_json::from_str(&digest.to_json()).unwrap();
+        assert_eq!(json["state"], "drift");
+        assert_eq!(json["drift_total"], residual);
     }
 
     #[test]

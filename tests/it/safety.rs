@@ -1550,8 +1550,12 @@ fn the_binary_audits_resume_and_explains_its_errors() {
     let out = run(&["approve", "42"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("there is no run 42"));
+    // A kind that does not exist is a usage error, refused before the database.
     let out = run(&["approve", "42", "--only", "everything"]);
-    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        out.status.code(),
+        Some(i32::from(seatwarden::cli::exit::USAGE))
+    );
     assert!(String::from_utf8_lossy(&out.stderr).contains("--only takes"));
     let out = run(&["explain", "ada@example.com"]);
     assert_eq!(out.status.code(), Some(1));
@@ -1745,7 +1749,8 @@ async fn a_reconcile_run_by_hand_waits_for_the_writer_lock() {
         }
         all
     });
-    let waiting = "waiting for the daemon's running job to finish";
+    // Nothing says a daemon holds it: a second command run by hand does too.
+    let waiting = "another seatwarden process holds the state database's writer lock";
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
     loop {
         let left = deadline.saturating_duration_since(std::time::Instant::now());
@@ -1825,7 +1830,8 @@ async fn resume_waits_for_the_writer_lock() {
             let _ = lines.send(line.unwrap());
         }
     });
-    let waiting = "waiting for the daemon's running job to finish";
+    // Nothing says a daemon holds it: a second command run by hand does too.
+    let waiting = "another seatwarden process holds the state database's writer lock";
     loop {
         match seen.recv_timeout(std::time::Duration::from_secs(60)) {
             Ok(line) if line.contains(waiting) => break,

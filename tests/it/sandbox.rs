@@ -993,6 +993,33 @@ async fn sandbox_seed_file_loads_scim_resources() {
     assert!(err.contains("userName is required"), "{err}");
     assert!(load_seed(&dir.path().join("missing.json")).is_err());
 
+    // A file of another shape is refused, naming the file and the key, rather
+    // than seeding an empty workspace a rehearsal would plan to fill.
+    for (text, needle) in [
+        (
+            r#"{"Resources": [], "totalResults": 0}"#,
+            "\"Resources\" is a SCIM ListResponse",
+        ),
+        (
+            r#"{"users": [], "Groups": [], "people": []}"#,
+            "unknown top-level key \"people\"",
+        ),
+        ("{}", "neither \"users\" nor \"groups\""),
+    ] {
+        std::fs::write(&path, text).unwrap();
+        let err = load_seed(&path).unwrap_err().to_string();
+        assert!(
+            err.contains(needle) && err.contains(&path.display().to_string()),
+            "{text}: {err}"
+        );
+    }
+    std::fs::write(&path, r#"{"Users": []}"#).unwrap();
+    assert_eq!(
+        load_seed(&path).unwrap(),
+        Default::default(),
+        "an empty workspace, said so"
+    );
+
     // A seed that contradicts itself is refused at start.
     let mut bad = seed_with_duplicate();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
