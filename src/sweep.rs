@@ -128,16 +128,18 @@ pub async fn sweep(
             "lost access in the directory: deprovision due"
         );
     }
-    let mut outcome = enforce(config, client, store, now).await?;
-    outcome.detected = ledger_changes.open.len();
-    outcome.cancelled = ledger_changes.cancel.len();
+    let enforced = enforce(config, client, store, now).await;
     // The cursor moves only once the ledger holds what it covered: after a crash
-    // the same changes are read again.
+    // the same changes are read again. It holds it now, whether or not every due
+    // account could be read.
     let next_cursor = match &changes {
         DirectoryChanges::Full { cursor, .. } => cursor.clone(),
         DirectoryChanges::Delta { cursor, .. } => Some(cursor.clone()),
     };
     lock(store)?.set_state_value(CURSOR_KEY, next_cursor.as_deref())?;
+    let mut outcome = enforced?;
+    outcome.detected = ledger_changes.open.len();
+    outcome.cancelled = ledger_changes.cancel.len();
     Ok(outcome)
 }
 
@@ -303,9 +305,11 @@ pub async fn enforce(
         .await;
     // One account that cannot be read (a 5xx that outlasts the retries, a 403, a
     // body that does not parse) fails its own episode, not everyone's: the
-    // other leavers are still deactivated and overdue ones still escalated.
+    // other leavers are still deactivated and overdue ones still escalated. The
+    // pass as a whole fails at the end (see `unread` below).
+    let due_count = reads.len();
     let mut accounts: Vec<(LedgerEntry, Option<Account>)> = Vec::with_capacity(reads.len());
-    let mut unconfirmed = None;
+    let mut unread: Vec<crate::workspace::WorkspaceError> = Vec::new();
     for (entry, read) in reads {
         match read {
             Ok(Some(account)) => accounts.push((entry, Some(account))),
@@ -334,7 +338,7 @@ pub async fn enforce(
                             next,
                         )?;
                         outcome.failed += 1;
-                        unconfirmed.get_or_insert(e);
+                        unread.push(e);
                     }
                 }
             }
@@ -351,16 +355,9 @@ pub async fn enforce(
                     next,
                 )?;
                 outcome.failed += 1;
+                unread.push(e);
             }
         }
-    }
-    // Nothing could be read, and the workspace did not answer the search either (a
-    // wrong base URL, a revoked token): the job fails, so its repeated failures
-    // alert, rather than one overdue episode after another.
-    if accounts.is_empty()
-        && let Some(e) = unconfirmed
-    {
-        return Err(e.into());
     }
     let plan_settings = config.plan_settings();
     let protected = &plan_settings.protected;
@@ -514,6 +511,19 @@ pub async fn enforce(
         metrics::counter!("seatwarden_deprovisions_escalated_total").increment(1);
         lock(store)?.deprovision_escalated(entry.id, now)?;
         outcome.escalated.push(entry.clone());
+    }
+    // A due account that could not be read at all (a revoked token's 401, a 5xx
+    // that outlasted the retries, a 404 the search on /Users could not confirm)
+    // fails the pass, once everything else it could do is done: a job that
+    // succeeds while leavers cannot be reached would never alert as failing.
+    // An account read and found absent or inactive is not a failure.
+    let failed = unread.len();
+    if let Some(first) = unread.into_iter().next() {
+        return Err(RunError::AccountsUnread {
+            failed,
+            due: due_count,
+            first,
+        });
     }
     Ok(outcome)
 }

@@ -1249,8 +1249,9 @@ async fn the_sweep_deactivates_a_leaving_owner_unless_they_are_the_last() {
 }
 
 /// One due deprovision whose account cannot be read (the workspace answers 500 to
-/// it, retries and all) fails its own episode only: the other leaver is still
-/// deactivated and verified, and both overdue episodes are escalated.
+/// it, retries and all) fails its own episode: the other leaver is still
+/// deactivated and verified, the one left open is escalated, and the pass fails
+/// (naming the endpoint), so that the job's repeated failures alert.
 #[tokio::test]
 async fn an_account_that_cannot_be_read_does_not_stop_the_other_deprovisions() {
     use chrono::{Duration as Minutes, Utc};
@@ -1337,24 +1338,103 @@ async fn an_account_that_cannot_be_read_does_not_stop_the_other_deprovisions() {
     let mut settings = config.scim_settings().unwrap();
     settings.retry = seatwarden::retry::RetryPolicy::immediate(2);
     let client = seatwarden::workspace::ScimClient::new(settings).unwrap();
-    let outcome = seatwarden::sweep::enforce(&config, &client, &store, now)
+    let err = seatwarden::sweep::enforce(&config, &client, &store, now)
         .await
-        .unwrap();
-    assert_eq!((outcome.enforced, outcome.failed), (1, 1), "{outcome:?}");
-    assert_eq!(
-        outcome.escalated.len(),
-        1,
-        "the one still open: {outcome:?}"
+        .unwrap_err();
+    let message = err.to_string();
+    assert!(
+        message.contains("1 of 2") && message.contains("/Users/bad") && message.contains("500"),
+        "{message}"
     );
+    let current = store.lock().unwrap().current_deprovisions().unwrap();
+    let good = current.iter().find(|e| e.identity_id == "id-good").unwrap();
+    assert!(good.verified_at.is_some(), "{good:?}");
     let open = store.lock().unwrap().open_deprovisions().unwrap();
     assert_eq!(open.len(), 1);
     let bad = &open[0];
     assert_eq!(bad.identity_id, "id-bad");
     assert_eq!(bad.attempts, 1);
+    assert!(bad.escalated_at.is_some(), "the one still open: {bad:?}");
     assert!(
         bad.last_error.as_deref().unwrap_or("").contains("500"),
         "{bad:?}"
     );
+}
+
+/// A revoked token: every due account answers 401. Nothing can be done, and the
+/// retry pass fails with the endpoint and the status rather than counting as a
+/// success; the episode stays open, tried again later, and is escalated.
+#[tokio::test]
+async fn a_workspace_that_refuses_every_read_fails_the_pass() {
+    use chrono::{Duration as Minutes, Utc};
+    use seatwarden::sla::{self, Leaver, LossReason};
+    use wiremock::matchers::method;
+    use wiremock::{Mock, MockServer, ResponseTemplate};
+
+    let workspace = MockServer::start().await;
+    Mock::given(method("GET"))
+        .respond_with(ResponseTemplate::new(401))
+        .mount(&workspace)
+        .await;
+    Mock::given(method("PATCH"))
+        .respond_with(ResponseTemplate::new(401))
+        .expect(0)
+        .mount(&workspace)
+        .await;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("seatwarden.toml"),
+        format!(
+            "[directory]\nkind = \"file\"\npath = \"d.json\"\n\
+             [workspace]\nurl = \"{}\"\ntoken = \"t\"\n",
+            workspace.uri()
+        ),
+    )
+    .unwrap();
+    let config = seatwarden::config::Config::load_with_env(
+        &dir.path().join("seatwarden.toml"),
+        Some(std::collections::HashMap::new()),
+    )
+    .unwrap();
+    let store = std::sync::Arc::new(std::sync::Mutex::new(
+        Store::open(&config.state.path).unwrap(),
+    ));
+    let now = Utc::now();
+    let detected = now - Minutes::hours(2);
+    let changes = sla::observe(
+        &[],
+        &[Leaver {
+            identity_id: "id-gone".into(),
+            account_id: Some("gone".into()),
+            user_name: "gone@example.com".into(),
+            reason: LossReason::Deprovisioned,
+        }],
+        &[],
+        detected,
+        Minutes::hours(1),
+    );
+    store
+        .lock()
+        .unwrap()
+        .update_ledger(&changes, detected)
+        .unwrap();
+    let mut settings = config.scim_settings().unwrap();
+    settings.retry = seatwarden::retry::RetryPolicy::immediate(2);
+    let client = seatwarden::workspace::ScimClient::new(settings).unwrap();
+
+    let err = seatwarden::sweep::enforce(&config, &client, &store, now)
+        .await
+        .unwrap_err();
+    let message = err.to_string();
+    assert!(
+        message.contains("1 of 1") && message.contains("/Users/gone") && message.contains("401"),
+        "{message}"
+    );
+    let open = store.lock().unwrap().open_deprovisions().unwrap();
+    assert_eq!(open.len(), 1);
+    assert_eq!(open[0].attempts, 1);
+    assert!(open[0].verified_at.is_none(), "{:?}", open[0]);
+    assert!(open[0].escalated_at.is_some(), "{:?}", open[0]);
 }
 
 /// While the circuit breaker is open the sweep sends nothing either: the leaver's
