@@ -139,7 +139,7 @@ pub async fn sweep(
     lock(store)?.set_state_value(CURSOR_KEY, next_cursor.as_deref())?;
     let mut outcome = enforced?;
     outcome.detected = ledger_changes.open.len();
-    outcome.cancelled = ledger_changes.cancel.len();
+    outcome.cancelled += ledger_changes.cancel.len();
     Ok(outcome)
 }
 
@@ -182,6 +182,10 @@ fn observe(
             return;
         }
         if protected.matches(&identity.user_name) {
+            // Never touched either (safety.protected): like a protected group, it
+            // ends an episode opened before the name was protected, or the
+            // episode would be held and reported overdue for ever.
+            observation.returned.push(identity.id.clone());
             return;
         }
         match policy::access_loss(identity, &policy) {
@@ -392,9 +396,27 @@ pub async fn enforce(
                 store.update_deactivated(&[], std::slice::from_ref(&account.id), now)?;
             }
         }
+        if protected.matches(&account.user_name) && entry.reason != LossReason::Deleted {
+            // Protected accounts never appear in a plan. The person is still in
+            // the directory, and a sweep that sees them ends the episode (as for a
+            // protected group); the retry job, and a sweep whose delta does not
+            // include them, end it here the same way.
+            tracing::info!(
+                person = %account.user_name,
+                "protected account (safety.protected): its deprovision episode ends"
+            );
+            let cancel = sla::LedgerChanges {
+                cancel: vec![entry.id],
+                ..sla::LedgerChanges::default()
+            };
+            lock(store)?.update_ledger(&cancel, now)?;
+            outcome.cancelled += 1;
+            continue;
+        }
         if protected.matches(&account.user_name) {
-            // Protected accounts never appear in a plan; the episode stays open
-            // (and becomes overdue) so a human sees it.
+            // Protected accounts never appear in a plan. Someone deleted from the
+            // directory would open a new episode on every full sweep if this one
+            // ended: it stays open (and becomes overdue) so a human sees it.
             lock(store)?.deprovision_held(
                 entry.id,
                 "protected account (safety.protected): seatwarden never touches it",

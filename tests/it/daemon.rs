@@ -832,15 +832,20 @@ fn active_non_owner(
 ) -> usize {
     users
         .iter()
-        .position(|u| {
-            u["status"].as_str().unwrap_or("active") == "active"
-                && workspace.accounts.iter().any(|a| {
-                    a.active
-                        && a.external_id.as_deref() == u["id"].as_str()
-                        && !a.roles.iter().any(|r| r == "Owner")
-                })
-        })
+        .position(|u| is_active_non_owner(u, workspace))
         .unwrap()
+}
+
+fn is_active_non_owner(
+    user: &serde_json::Value,
+    workspace: &seatwarden::model::WorkspaceSnapshot,
+) -> bool {
+    user["status"].as_str().unwrap_or("active") == "active"
+        && workspace.accounts.iter().any(|a| {
+            a.active
+                && a.external_id.as_deref() == user["id"].as_str()
+                && !a.roles.iter().any(|r| r == "Owner")
+        })
 }
 
 /// Removes an active, non-Owner person with an active account from the demo's
@@ -1097,6 +1102,104 @@ async fn a_protected_group_ends_an_open_episode() {
             .any(|a| a.external_id.as_deref() == Some(person.as_str()) && a.active),
         "still active"
     );
+    sandbox.shutdown().await;
+}
+
+/// Two leavers whose deactivations could not be made yet are protected by name
+/// (`safety.protected`, a break-glass identity during an incident): a sweep that
+/// sees the first in the directory ends their episode before it is due again, and
+/// the retry job, reading the second's account, ends theirs the same way. Neither
+/// is held and reported overdue for ever, nor deactivated.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_protected_name_ends_an_open_episode() {
+    use seatwarden::workspace::ScimClient;
+
+    let (sandbox, dir, mut config) = reconciled_demo().await;
+    let directory_path = dir.path().join("directory.json");
+    let mut full: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&directory_path).unwrap()).unwrap();
+    let workspace = sandbox.snapshot();
+    let users = full["users"].as_array().unwrap().clone();
+    let people: Vec<(String, String)> = users
+        .iter()
+        .enumerate()
+        .filter(|(_, u)| is_active_non_owner(u, &workspace))
+        .take(2)
+        .map(|(i, u)| {
+            full["users"][i]["status"] = "suspended".into();
+            (
+                u["id"].as_str().unwrap().to_owned(),
+                u["userName"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(people.len(), 2);
+    std::fs::write(&directory_path, full.to_string()).unwrap();
+    let store = std::sync::Arc::new(std::sync::Mutex::new(
+        Store::open(&config.state.path).unwrap(),
+    ));
+    // The workspace cannot be reached: both episodes open, nothing is enforced.
+    let now = chrono::Utc::now();
+    let mut wrong = config.scim_settings().unwrap();
+    wrong.base_url = format!("{}/elsewhere", sandbox.base_url()).parse().unwrap();
+    let unreachable = seatwarden::sweep::sweep(
+        &config,
+        &config.directory(),
+        &ScimClient::new(wrong).unwrap(),
+        &store,
+        now,
+        chrono::Duration::hours(1),
+    )
+    .await;
+    assert!(unreachable.is_err(), "{unreachable:?}");
+    let open = |store: &std::sync::Arc<std::sync::Mutex<Store>>, person: &str| {
+        store
+            .lock()
+            .unwrap()
+            .open_deprovisions()
+            .unwrap()
+            .into_iter()
+            .any(|e| e.identity_id == person)
+    };
+    assert!(open(&store, &people[0].0) && open(&store, &people[1].0));
+
+    // The first is protected by name; their next attempt is not due yet, so only
+    // the sweep's observation can end the episode.
+    config.safety.protected.push(people[0].1.clone());
+    let client = ScimClient::new(config.scim_settings().unwrap()).unwrap();
+    let outcome = seatwarden::sweep::sweep(
+        &config,
+        &config.directory(),
+        &client,
+        &store,
+        now,
+        chrono::Duration::hours(1),
+    )
+    .await
+    .unwrap();
+    assert_eq!(outcome.cancelled, 1, "{outcome:?}");
+    assert!(!open(&store, &people[0].0), "the first episode ended");
+    assert!(open(&store, &people[1].0));
+
+    // The second too; the retry job (no directory) reads their account and ends it.
+    config.safety.protected.push(people[1].1.clone());
+    let later = now + chrono::Duration::hours(1);
+    let retried = seatwarden::sweep::enforce(&config, &client, &store, later)
+        .await
+        .unwrap();
+    assert_eq!((retried.enforced, retried.held), (0, 0), "{retried:?}");
+    assert!(!open(&store, &people[1].0), "the second episode ended");
+    assert!(retried.escalated.is_empty(), "{retried:?}");
+    for (person, _) in &people {
+        assert!(
+            sandbox
+                .snapshot()
+                .accounts
+                .iter()
+                .any(|a| a.external_id.as_deref() == Some(person.as_str()) && a.active),
+            "still active"
+        );
+    }
     sandbox.shutdown().await;
 }
 
