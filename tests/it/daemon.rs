@@ -527,6 +527,36 @@ async fn metrics_are_described_counters_start_at_zero_and_held_actions_are_count
     sandbox.shutdown().await;
 }
 
+/// With `http.listen` on port 0 the system picks the port: the start line logs
+/// the one bound, and the daemon answers there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_start_line_logs_the_port_actually_bound() {
+    let sandbox = demo_sandbox(Faults::default()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let env = daemon_env(dir.path(), &sandbox, 0, "0 0 1 1 *");
+    let daemon = start_daemon(dir.path(), env, 0);
+    wait_for("the start line", Duration::from_secs(60), || {
+        daemon.logged("daemon started")
+    })
+    .await;
+    let port: u16 = {
+        let log = daemon.log.lock().unwrap();
+        let line = log.lines().find(|l| l.contains("daemon started")).unwrap();
+        let (_, after) = line.split_once("listen=127.0.0.1:").unwrap();
+        after
+            .split(|c: char| !c.is_ascii_digit())
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap()
+    };
+    assert_ne!(port, 0);
+    assert_eq!(http(port, "GET", "/healthz", None).0, 200);
+    let (code, _) = daemon.terminate();
+    assert_eq!(code, Some(0));
+    sandbox.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn post_reconcile_needs_the_trigger_token_and_starts_a_run() {
     let sandbox = demo_sandbox(Faults::default()).await;
