@@ -80,6 +80,18 @@ pub enum RunError {
     /// The digest or an alert could not be built or queued.
     #[error("{0}")]
     Notify(String),
+    /// A sweep or retry pass could not read the accounts of some due deprovisions
+    /// (a revoked token, a workspace that is down): what it could do is done, and
+    /// the pass fails so that its repeated failures alert.
+    #[error(
+        "{failed} of {due} due deprovisions could not read their account in the workspace; \
+         first error: {first}"
+    )]
+    AccountsUnread {
+        failed: usize,
+        due: usize,
+        first: WorkspaceError,
+    },
 }
 
 impl crate::retry::Transient for RunError {
@@ -90,6 +102,7 @@ impl crate::retry::Transient for RunError {
             }
             RunError::Directory(e) => e.is_transient(),
             RunError::Workspace(e) => e.is_transient(),
+            RunError::AccountsUnread { first, .. } => first.is_transient(),
             RunError::Store(e) => e.is_transient(),
             RunError::Apply(e) => e.is_transient(),
             RunError::Safety(e) => e.is_transient(),

@@ -49,6 +49,26 @@ impl Schedule {
                 ),
             });
         }
+        check_steps(pattern)?;
+        let schedule = Schedule::parse_syntax(pattern)?;
+        // Without a year field a pattern that fires at all fires within any
+        // 400-year span: one that finds no time from a fixed start never fires
+        // (31 February), and would run once at the daemon's first start, then never.
+        if schedule
+            .cron
+            .find_next_occurrence(&DateTime::<Utc>::UNIX_EPOCH, false)
+            .is_err()
+        {
+            return Err(ScheduleError {
+                pattern: pattern.to_owned(),
+                message: "it never fires: no date matches it (such as 31 February)".to_owned(),
+            });
+        }
+        Ok(schedule)
+    }
+
+    /// The expression as croner reads it, without the checks `parse` adds.
+    fn parse_syntax(pattern: &str) -> Result<Schedule, ScheduleError> {
         let cron = CronParser::builder()
             .seconds(Seconds::Optional)
             .build()
@@ -63,13 +83,66 @@ impl Schedule {
         })
     }
 
+    /// A schedule that may never fire, for tests of what copes with one.
+    #[cfg(test)]
+    pub(crate) fn parse_unchecked(pattern: &str) -> Result<Schedule, ScheduleError> {
+        Schedule::parse_syntax(pattern)
+    }
+
     pub fn pattern(&self) -> &str {
         &self.pattern
     }
 }
 
+/// Refuses a step as large as its field (`*/61` or `*/60` in the minutes): croner
+/// takes it and fires only at the field's first value, hourly where every 61
+/// minutes was meant.
+fn check_steps(pattern: &str) -> Result<(), ScheduleError> {
+    let fields: Vec<&str> = pattern.split_whitespace().collect();
+    let names: &[(&str, u32)] = match fields.len() {
+        5 => &[
+            ("minute", 60),
+            ("hour", 24),
+            ("day-of-month", 31),
+            ("month", 12),
+            ("day-of-week", 7),
+        ],
+        6 => &[
+            ("second", 60),
+            ("minute", 60),
+            ("hour", 24),
+            ("day-of-month", 31),
+            ("month", 12),
+            ("day-of-week", 7),
+        ],
+        _ => return Ok(()),
+    };
+    for (field, (name, values)) in fields.iter().zip(names) {
+        for part in field.split(',') {
+            let Some((_, step)) = part.split_once('/') else {
+                continue;
+            };
+            // What is not a number is croner's to refuse.
+            let Ok(step) = step.parse::<u32>() else {
+                continue;
+            };
+            if step >= *values {
+                return Err(ScheduleError {
+                    pattern: pattern.to_owned(),
+                    message: format!(
+                        "the step /{step} in the {name} field is out of range (at most {})",
+                        values - 1
+                    ),
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
 /// The first fire time strictly after `now`, evaluated on `tz`'s wall clock.
-/// `None` only for expressions that never fire again (e.g. February 30th).
+/// `None` only for expressions that never fire again (e.g. February 30th), which
+/// [`Schedule::parse`] refuses.
 pub fn next_fire(schedule: &Schedule, tz: Tz, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
     let local = now.with_timezone(&tz);
     schedule
@@ -493,6 +566,36 @@ mod tests {
         assert!(err.message.contains("found 4"), "{err}");
         let err = Schedule::parse("61 * * * *").unwrap_err();
         assert_eq!(err.pattern, "61 * * * *");
+    }
+
+    /// A pattern no date matches is refused (it would run once at start, then
+    /// never), and so is a step as large as its field, which croner takes as the
+    /// field's first value alone.
+    #[test]
+    fn a_schedule_that_never_fires_or_steps_past_its_field_is_refused() {
+        let err = Schedule::parse("0 9 31 2 *").unwrap_err();
+        assert!(err.message.contains("never fires"), "{err}");
+        assert!(
+            Schedule::parse_unchecked("0 9 31 2 *").is_ok(),
+            "croner takes it"
+        );
+        assert!(Schedule::parse("0 9 29 2 *").is_ok(), "leap days come");
+        let err = Schedule::parse("*/61 * * * *").unwrap_err();
+        assert!(
+            err.message.contains("/61") && err.message.contains("minute"),
+            "{err}"
+        );
+        assert!(
+            Schedule::parse_unchecked("*/61 * * * *").is_ok(),
+            "croner takes it"
+        );
+        assert!(Schedule::parse("*/60 * * * *").is_err());
+        assert!(
+            Schedule::parse("0 0 */24 * * *").is_err(),
+            "hours, after seconds"
+        );
+        assert!(Schedule::parse("*/59 */23 */30 */11 */6").is_ok());
+        assert!(Schedule::parse("0-30/15 * * * *").is_ok());
     }
 
     #[test]

@@ -128,16 +128,18 @@ pub async fn sweep(
             "lost access in the directory: deprovision due"
         );
     }
-    let mut outcome = enforce(config, client, store, now).await?;
-    outcome.detected = ledger_changes.open.len();
-    outcome.cancelled = ledger_changes.cancel.len();
+    let enforced = enforce(config, client, store, now).await;
     // The cursor moves only once the ledger holds what it covered: after a crash
-    // the same changes are read again.
+    // the same changes are read again. It holds it now, whether or not every due
+    // account could be read.
     let next_cursor = match &changes {
         DirectoryChanges::Full { cursor, .. } => cursor.clone(),
         DirectoryChanges::Delta { cursor, .. } => Some(cursor.clone()),
     };
     lock(store)?.set_state_value(CURSOR_KEY, next_cursor.as_deref())?;
+    let mut outcome = enforced?;
+    outcome.detected = ledger_changes.open.len();
+    outcome.cancelled += ledger_changes.cancel.len();
     Ok(outcome)
 }
 
@@ -180,6 +182,10 @@ fn observe(
             return;
         }
         if protected.matches(&identity.user_name) {
+            // Never touched either (safety.protected): like a protected group, it
+            // ends an episode opened before the name was protected, or the
+            // episode would be held and reported overdue for ever.
+            observation.returned.push(identity.id.clone());
             return;
         }
         match policy::access_loss(identity, &policy) {
@@ -303,9 +309,11 @@ pub async fn enforce(
         .await;
     // One account that cannot be read (a 5xx that outlasts the retries, a 403, a
     // body that does not parse) fails its own episode, not everyone's: the
-    // other leavers are still deactivated and overdue ones still escalated.
+    // other leavers are still deactivated and overdue ones still escalated. The
+    // pass as a whole fails at the end (see `unread` below).
+    let due_count = reads.len();
     let mut accounts: Vec<(LedgerEntry, Option<Account>)> = Vec::with_capacity(reads.len());
-    let mut unconfirmed = None;
+    let mut unread: Vec<crate::workspace::WorkspaceError> = Vec::new();
     for (entry, read) in reads {
         match read {
             Ok(Some(account)) => accounts.push((entry, Some(account))),
@@ -334,7 +342,7 @@ pub async fn enforce(
                             next,
                         )?;
                         outcome.failed += 1;
-                        unconfirmed.get_or_insert(e);
+                        unread.push(e);
                     }
                 }
             }
@@ -351,16 +359,9 @@ pub async fn enforce(
                     next,
                 )?;
                 outcome.failed += 1;
+                unread.push(e);
             }
         }
-    }
-    // Nothing could be read, and the workspace did not answer the search either (a
-    // wrong base URL, a revoked token): the job fails, so its repeated failures
-    // alert, rather than one overdue episode after another.
-    if accounts.is_empty()
-        && let Some(e) = unconfirmed
-    {
-        return Err(e.into());
     }
     let plan_settings = config.plan_settings();
     let protected = &plan_settings.protected;
@@ -395,9 +396,27 @@ pub async fn enforce(
                 store.update_deactivated(&[], std::slice::from_ref(&account.id), now)?;
             }
         }
+        if protected.matches(&account.user_name) && entry.reason != LossReason::Deleted {
+            // Protected accounts never appear in a plan. The person is still in
+            // the directory, and a sweep that sees them ends the episode (as for a
+            // protected group); the retry job, and a sweep whose delta does not
+            // include them, end it here the same way.
+            tracing::info!(
+                person = %account.user_name,
+                "protected account (safety.protected): its deprovision episode ends"
+            );
+            let cancel = sla::LedgerChanges {
+                cancel: vec![entry.id],
+                ..sla::LedgerChanges::default()
+            };
+            lock(store)?.update_ledger(&cancel, now)?;
+            outcome.cancelled += 1;
+            continue;
+        }
         if protected.matches(&account.user_name) {
-            // Protected accounts never appear in a plan; the episode stays open
-            // (and becomes overdue) so a human sees it.
+            // Protected accounts never appear in a plan. Someone deleted from the
+            // directory would open a new episode on every full sweep if this one
+            // ended: it stays open (and becomes overdue) so a human sees it.
             lock(store)?.deprovision_held(
                 entry.id,
                 "protected account (safety.protected): seatwarden never touches it",
@@ -514,6 +533,19 @@ pub async fn enforce(
         metrics::counter!("seatwarden_deprovisions_escalated_total").increment(1);
         lock(store)?.deprovision_escalated(entry.id, now)?;
         outcome.escalated.push(entry.clone());
+    }
+    // A due account that could not be read at all (a revoked token's 401, a 5xx
+    // that outlasted the retries, a 404 the search on /Users could not confirm)
+    // fails the pass, once everything else it could do is done: a job that
+    // succeeds while leavers cannot be reached would never alert as failing.
+    // An account read and found absent or inactive is not a failure.
+    let failed = unread.len();
+    if let Some(first) = unread.into_iter().next() {
+        return Err(RunError::AccountsUnread {
+            failed,
+            due: due_count,
+            first,
+        });
     }
     Ok(outcome)
 }

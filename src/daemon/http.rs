@@ -123,15 +123,27 @@ fn readiness(shared: &Shared) -> Result<(), String> {
 /// the last success have passed, and one more interval for the second run to
 /// finish. Measured on the schedule itself, so business hours (`*/30 8-18 * * 1-5`)
 /// are not overdue overnight, and a run longer than its interval (the next fire is
-/// skipped) is not either.
+/// skipped) is not either. A schedule with no next fire (the configuration
+/// refuses one that never fires) runs no more reconciles: not ready.
 fn reconcile_overdue(
     schedule: &crate::schedule::Schedule,
     tz: chrono_tz::Tz,
     last_success: chrono::DateTime<chrono::Utc>,
     now: chrono::DateTime<chrono::Utc>,
 ) -> Option<String> {
-    let first = next_fire(schedule, tz, last_success)?;
-    let second = next_fire(schedule, tz, first)?;
+    let never = || {
+        format!(
+            "the reconcile schedule {:?} has no run after the last success ({last_success}): \
+             no reconcile will run",
+            schedule.pattern()
+        )
+    };
+    let Some(first) = next_fire(schedule, tz, last_success) else {
+        return Some(never());
+    };
+    let Some(second) = next_fire(schedule, tz, first) else {
+        return Some(never());
+    };
     let deadline = second + (second - first);
     (now > deadline).then(|| {
         format!(
@@ -390,6 +402,10 @@ mod tests {
             None
         );
         assert!(reconcile_overdue(&every, tz, at(30, 10, 0), at(30, 11, 31)).is_some());
+        // A schedule with no next fire is not "never overdue": no reconcile comes.
+        let never = Schedule::parse_unchecked("0 9 31 2 *").unwrap();
+        let why = reconcile_overdue(&never, tz, friday, at(27, 18, 31)).unwrap();
+        assert!(why.contains("no run after"), "{why}");
     }
 
     /// `/status` names leavers: with a token only with it; without one only on

@@ -317,6 +317,8 @@ pub async fn run(
             addr: settings.listen,
             source,
         })?;
+    // With port 0 the system chose one: the log says which.
+    let bound = listener.local_addr().unwrap_or(settings.listen);
 
     let tick = sd_notify::watchdog_enabled()
         .map(|w| (w / 2).min(Duration::from_secs(5)))
@@ -365,8 +367,7 @@ pub async fn run(
 
     let (http_stop, http_stopped) = tokio::sync::watch::channel(false);
     let server = tokio::spawn(http::serve(listener, Arc::clone(&shared), http_stopped));
-    let local = shared.settings().listen;
-    tracing::info!(listen = %local, database = %shared.config().state.path.display(), "daemon started");
+    tracing::info!(listen = %bound, database = %shared.config().state.path.display(), "daemon started");
     notify(&[sd_notify::NotifyState::Ready]);
 
     let (_never, quiet) = tokio::sync::watch::channel(false);

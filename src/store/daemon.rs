@@ -428,7 +428,9 @@ impl Store {
     pub fn prune_snapshots(&mut self, keep: usize) -> Result<usize, StoreError> {
         let keep = i64::try_from(keep).unwrap_or(i64::MAX);
         let context = || "pruning old snapshots".to_owned();
-        let tx = self.conn.transaction().context(context)?;
+        // Reads, then writes: a deferred transaction would fail at once with
+        // SQLITE_BUSY when another writer got in between, not wait for it.
+        let tx = self.write_tx(context)?;
         let cutoff: Option<i64> = tx
             .query_row(
                 "SELECT id FROM runs WHERE workspace_saved = 1 OR directory_complete IS NOT NULL

@@ -1403,6 +1403,30 @@ fn snapshots_are_pruned_to_the_newest_runs() {
     assert_eq!(kept(runs[4]), 1);
 }
 
+/// The prune reads the cut-off, then deletes: while another connection holds the
+/// write lock it waits for it (the busy timeout), rather than failing at once with
+/// SQLITE_BUSY when its read transaction cannot become a write one.
+#[test]
+fn pruning_snapshots_waits_for_another_writer() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("prune.db");
+    let mut store = Store::open(&path).unwrap();
+    let directory = DirectorySnapshot {
+        identities: vec![identity(1, IdentityStatus::Active, &["g"])],
+        complete: true,
+    };
+    for i in 0..3 {
+        let run = store.begin_run(RunKind::Reconcile, t(i)).unwrap();
+        store.save_directory_snapshot(run, &directory).unwrap();
+    }
+    let other = rusqlite::Connection::open(&path).unwrap();
+    other.execute_batch("BEGIN IMMEDIATE").unwrap();
+    let pruning = std::thread::spawn(move || store.prune_snapshots(1));
+    std::thread::sleep(Duration::from_millis(300));
+    other.execute_batch("COMMIT").unwrap();
+    assert_eq!(pruning.join().unwrap().unwrap(), 2);
+}
+
 // ---- journal indexes ------------------------------------------------------------
 
 /// The journal's hot queries read the partial indexes made for them (migration 5),

@@ -437,6 +437,17 @@ fn daemon_settings_errors_name_the_key() {
             "schedule.timezone",
         ),
         ("[schedule]\nsweep = \"*/5 * * *\"\n", "schedule.sweep"),
+        // 31 February: would run once at the first start, then never.
+        (
+            "[schedule]\nreconcile = \"0 9 31 2 *\"\n",
+            "schedule.reconcile",
+        ),
+        // croner takes a step past the field as its first value: hourly.
+        (
+            "[schedule]\nreconcile = \"*/61 * * * *\"\n",
+            "schedule.reconcile",
+        ),
+        ("[schedule]\ndigest = \"0 8 30 2 *\"\n", "schedule.digest"),
         ("[deprovision]\nsla = \"soon\"\n", "deprovision.sla"),
         // The 24 h safety limits count the runs still stored.
         ("[schedule]\nretention = \"12h\"\n", "schedule.retention"),

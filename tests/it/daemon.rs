@@ -527,6 +527,36 @@ async fn metrics_are_described_counters_start_at_zero_and_held_actions_are_count
     sandbox.shutdown().await;
 }
 
+/// With `http.listen` on port 0 the system picks the port: the start line logs
+/// the one bound, and the daemon answers there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_start_line_logs_the_port_actually_bound() {
+    let sandbox = demo_sandbox(Faults::default()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let env = daemon_env(dir.path(), &sandbox, 0, "0 0 1 1 *");
+    let daemon = start_daemon(dir.path(), env, 0);
+    wait_for("the start line", Duration::from_secs(60), || {
+        daemon.logged("daemon started")
+    })
+    .await;
+    let port: u16 = {
+        let log = daemon.log.lock().unwrap();
+        let line = log.lines().find(|l| l.contains("daemon started")).unwrap();
+        let (_, after) = line.split_once("listen=127.0.0.1:").unwrap();
+        after
+            .split(|c: char| !c.is_ascii_digit())
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap()
+    };
+    assert_ne!(port, 0);
+    assert_eq!(http(port, "GET", "/healthz", None).0, 200);
+    let (code, _) = daemon.terminate();
+    assert_eq!(code, Some(0));
+    sandbox.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn post_reconcile_needs_the_trigger_token_and_starts_a_run() {
     let sandbox = demo_sandbox(Faults::default()).await;
@@ -976,15 +1006,20 @@ fn active_non_owner(
 ) -> usize {
     users
         .iter()
-        .position(|u| {
-            u["status"].as_str().unwrap_or("active") == "active"
-                && workspace.accounts.iter().any(|a| {
-                    a.active
-                        && a.external_id.as_deref() == u["id"].as_str()
-                        && !a.roles.iter().any(|r| r == "Owner")
-                })
-        })
+        .position(|u| is_active_non_owner(u, workspace))
         .unwrap()
+}
+
+fn is_active_non_owner(
+    user: &serde_json::Value,
+    workspace: &seatwarden::model::WorkspaceSnapshot,
+) -> bool {
+    user["status"].as_str().unwrap_or("active") == "active"
+        && workspace.accounts.iter().any(|a| {
+            a.active
+                && a.external_id.as_deref() == user["id"].as_str()
+                && !a.roles.iter().any(|r| r == "Owner")
+        })
 }
 
 /// Removes an active, non-Owner person with an active account from the demo's
@@ -1244,6 +1279,104 @@ async fn a_protected_group_ends_an_open_episode() {
     sandbox.shutdown().await;
 }
 
+/// Two leavers whose deactivations could not be made yet are protected by name
+/// (`safety.protected`, a break-glass identity during an incident): a sweep that
+/// sees the first in the directory ends their episode before it is due again, and
+/// the retry job, reading the second's account, ends theirs the same way. Neither
+/// is held and reported overdue for ever, nor deactivated.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_protected_name_ends_an_open_episode() {
+    use seatwarden::workspace::ScimClient;
+
+    let (sandbox, dir, mut config) = reconciled_demo().await;
+    let directory_path = dir.path().join("directory.json");
+    let mut full: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&directory_path).unwrap()).unwrap();
+    let workspace = sandbox.snapshot();
+    let users = full["users"].as_array().unwrap().clone();
+    let people: Vec<(String, String)> = users
+        .iter()
+        .enumerate()
+        .filter(|(_, u)| is_active_non_owner(u, &workspace))
+        .take(2)
+        .map(|(i, u)| {
+            full["users"][i]["status"] = "suspended".into();
+            (
+                u["id"].as_str().unwrap().to_owned(),
+                u["userName"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(people.len(), 2);
+    std::fs::write(&directory_path, full.to_string()).unwrap();
+    let store = std::sync::Arc::new(std::sync::Mutex::new(
+        Store::open(&config.state.path).unwrap(),
+    ));
+    // The workspace cannot be reached: both episodes open, nothing is enforced.
+    let now = chrono::Utc::now();
+    let mut wrong = config.scim_settings().unwrap();
+    wrong.base_url = format!("{}/elsewhere", sandbox.base_url()).parse().unwrap();
+    let unreachable = seatwarden::sweep::sweep(
+        &config,
+        &config.directory(),
+        &ScimClient::new(wrong).unwrap(),
+        &store,
+        now,
+        chrono::Duration::hours(1),
+    )
+    .await;
+    assert!(unreachable.is_err(), "{unreachable:?}");
+    let open = |store: &std::sync::Arc<std::sync::Mutex<Store>>, person: &str| {
+        store
+            .lock()
+            .unwrap()
+            .open_deprovisions()
+            .unwrap()
+            .into_iter()
+            .any(|e| e.identity_id == person)
+    };
+    assert!(open(&store, &people[0].0) && open(&store, &people[1].0));
+
+    // The first is protected by name; their next attempt is not due yet, so only
+    // the sweep's observation can end the episode.
+    config.safety.protected.push(people[0].1.clone());
+    let client = ScimClient::new(config.scim_settings().unwrap()).unwrap();
+    let outcome = seatwarden::sweep::sweep(
+        &config,
+        &config.directory(),
+        &client,
+        &store,
+        now,
+        chrono::Duration::hours(1),
+    )
+    .await
+    .unwrap();
+    assert_eq!(outcome.cancelled, 1, "{outcome:?}");
+    assert!(!open(&store, &people[0].0), "the first episode ended");
+    assert!(open(&store, &people[1].0));
+
+    // The second too; the retry job (no directory) reads their account and ends it.
+    config.safety.protected.push(people[1].1.clone());
+    let later = now + chrono::Duration::hours(1);
+    let retried = seatwarden::sweep::enforce(&config, &client, &store, later)
+        .await
+        .unwrap();
+    assert_eq!((retried.enforced, retried.held), (0, 0), "{retried:?}");
+    assert!(!open(&store, &people[1].0), "the second episode ended");
+    assert!(retried.escalated.is_empty(), "{retried:?}");
+    for (person, _) in &people {
+        assert!(
+            sandbox
+                .snapshot()
+                .accounts
+                .iter()
+                .any(|a| a.external_id.as_deref() == Some(person.as_str()) && a.active),
+            "still active"
+        );
+    }
+    sandbox.shutdown().await;
+}
+
 /// A workspace URL that answers 404 to everything (a wrong path, a token for
 /// another organisation's endpoint) does not make a leaver's account "gone": the
 /// sweep fails, the episode stays open and unverified, and the right URL then
@@ -1393,8 +1526,9 @@ async fn the_sweep_deactivates_a_leaving_owner_unless_they_are_the_last() {
 }
 
 /// One due deprovision whose account cannot be read (the workspace answers 500 to
-/// it, retries and all) fails its own episode only: the other leaver is still
-/// deactivated and verified, and both overdue episodes are escalated.
+/// it, retries and all) fails its own episode: the other leaver is still
+/// deactivated and verified, the one left open is escalated, and the pass fails
+/// (naming the endpoint), so that the job's repeated failures alert.
 #[tokio::test]
 async fn an_account_that_cannot_be_read_does_not_stop_the_other_deprovisions() {
     use chrono::{Duration as Minutes, Utc};
@@ -1481,24 +1615,103 @@ async fn an_account_that_cannot_be_read_does_not_stop_the_other_deprovisions() {
     let mut settings = config.scim_settings().unwrap();
     settings.retry = seatwarden::retry::RetryPolicy::immediate(2);
     let client = seatwarden::workspace::ScimClient::new(settings).unwrap();
-    let outcome = seatwarden::sweep::enforce(&config, &client, &store, now)
+    let err = seatwarden::sweep::enforce(&config, &client, &store, now)
         .await
-        .unwrap();
-    assert_eq!((outcome.enforced, outcome.failed), (1, 1), "{outcome:?}");
-    assert_eq!(
-        outcome.escalated.len(),
-        1,
-        "the one still open: {outcome:?}"
+        .unwrap_err();
+    let message = err.to_string();
+    assert!(
+        message.contains("1 of 2") && message.contains("/Users/bad") && message.contains("500"),
+        "{message}"
     );
+    let current = store.lock().unwrap().current_deprovisions().unwrap();
+    let good = current.iter().find(|e| e.identity_id == "id-good").unwrap();
+    assert!(good.verified_at.is_some(), "{good:?}");
     let open = store.lock().unwrap().open_deprovisions().unwrap();
     assert_eq!(open.len(), 1);
     let bad = &open[0];
     assert_eq!(bad.identity_id, "id-bad");
     assert_eq!(bad.attempts, 1);
+    assert!(bad.escalated_at.is_some(), "the one still open: {bad:?}");
     assert!(
         bad.last_error.as_deref().unwrap_or("").contains("500"),
         "{bad:?}"
     );
+}
+
+/// A revoked token: every due account answers 401. Nothing can be done, and the
+/// retry pass fails with the endpoint and the status rather than counting as a
+/// success; the episode stays open, tried again later, and is escalated.
+#[tokio::test]
+async fn a_workspace_that_refuses_every_read_fails_the_pass() {
+    use chrono::{Duration as Minutes, Utc};
+    use seatwarden::sla::{self, Leaver, LossReason};
+    use wiremock::matchers::method;
+    use wiremock::{Mock, MockServer, ResponseTemplate};
+
+    let workspace = MockServer::start().await;
+    Mock::given(method("GET"))
+        .respond_with(ResponseTemplate::new(401))
+        .mount(&workspace)
+        .await;
+    Mock::given(method("PATCH"))
+        .respond_with(ResponseTemplate::new(401))
+        .expect(0)
+        .mount(&workspace)
+        .await;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("seatwarden.toml"),
+        format!(
+            "[directory]\nkind = \"file\"\npath = \"d.json\"\n\
+             [workspace]\nurl = \"{}\"\ntoken = \"t\"\n",
+            workspace.uri()
+        ),
+    )
+    .unwrap();
+    let config = seatwarden::config::Config::load_with_env(
+        &dir.path().join("seatwarden.toml"),
+        Some(std::collections::HashMap::new()),
+    )
+    .unwrap();
+    let store = std::sync::Arc::new(std::sync::Mutex::new(
+        Store::open(&config.state.path).unwrap(),
+    ));
+    let now = Utc::now();
+    let detected = now - Minutes::hours(2);
+    let changes = sla::observe(
+        &[],
+        &[Leaver {
+            identity_id: "id-gone".into(),
+            account_id: Some("gone".into()),
+            user_name: "gone@example.com".into(),
+            reason: LossReason::Deprovisioned,
+        }],
+        &[],
+        detected,
+        Minutes::hours(1),
+    );
+    store
+        .lock()
+        .unwrap()
+        .update_ledger(&changes, detected)
+        .unwrap();
+    let mut settings = config.scim_settings().unwrap();
+    settings.retry = seatwarden::retry::RetryPolicy::immediate(2);
+    let client = seatwarden::workspace::ScimClient::new(settings).unwrap();
+
+    let err = seatwarden::sweep::enforce(&config, &client, &store, now)
+        .await
+        .unwrap_err();
+    let message = err.to_string();
+    assert!(
+        message.contains("1 of 1") && message.contains("/Users/gone") && message.contains("401"),
+        "{message}"
+    );
+    let open = store.lock().unwrap().open_deprovisions().unwrap();
+    assert_eq!(open.len(), 1);
+    assert_eq!(open[0].attempts, 1);
+    assert!(open[0].verified_at.is_none(), "{:?}", open[0]);
+    assert!(open[0].escalated_at.is_some(), "{:?}", open[0]);
 }
 
 /// While the circuit breaker is open the sweep sends nothing either: the leaver's
