@@ -2236,8 +2236,9 @@ fn value_source(path: &Path, origin: Option<String>, key: Option<&str>) -> PathB
 }
 
 /// serde names no origin for an unknown field, so it is blamed on the file; when
-/// no line of the file but a `SEATWARDEN__…` variable spells it (a typo in the
-/// variable, or one `_` for `__`), the error names that variable instead.
+/// the file does not have that key (in its section) but a `SEATWARDEN__…` variable
+/// spells it — a typo in the variable, one `_` for `__`, or a key set in the wrong
+/// section — the error names that variable instead.
 fn blame_the_variable(error: ConfigError, file: &Path, variables: &[String]) -> ConfigError {
     let (ConfigError::Key { path, message, .. } | ConfigError::Invalid { path, message }) = &error
     else {
@@ -2253,22 +2254,37 @@ fn blame_the_variable(error: ConfigError, file: &Path, variables: &[String]) -> 
     if path != file {
         return error;
     }
-    let in_file = std::fs::read_to_string(file).is_ok_and(|text| {
-        text.lines()
-            .any(|line| line.split('=').next().is_some_and(|k| k.trim() == field))
-    });
+    // The whole path of the unknown key: `safety.page_size`, or `safty` itself.
+    let key = match &error {
+        ConfigError::Key { key, .. } => key.to_lowercase(),
+        _ => field.to_lowercase(),
+    };
+    let in_file = config::Config::builder()
+        .add_source(config::File::from(file).format(config::FileFormat::Toml))
+        .build()
+        .is_ok_and(|parsed| parsed.get::<config::Value>(&key).is_ok());
+    if in_file {
+        return error;
+    }
     let prefix = format!("{ENV_PREFIX}__");
     let culprit = variables.iter().find(|name| {
-        name.strip_prefix(&prefix)
-            .and_then(|rest| rest.rsplit("__").next())
-            .is_some_and(|last| last.eq_ignore_ascii_case(&field))
+        name.strip_prefix(&prefix).is_some_and(|rest| {
+            let dotted = rest
+                .split("__")
+                .collect::<Vec<_>>()
+                .join(".")
+                .to_lowercase();
+            dotted == key
+                || dotted.starts_with(&format!("{key}."))
+                || dotted.rsplit('.').next() == Some(field.to_lowercase().as_str())
+        })
     });
     match culprit {
-        Some(name) if !in_file => ConfigError::Invalid {
+        Some(name) => ConfigError::Invalid {
             path: PathBuf::from(format!("environment variable {name}")),
             message: message.clone(),
         },
-        _ => error,
+        None => error,
     }
 }
 

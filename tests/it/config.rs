@@ -164,6 +164,31 @@ fn an_unknown_key_from_a_variable_names_the_variable() {
         );
         assert!(!err.contains("seatwarden.toml"), "{err}");
     }
+    // A key the file has, in another section, set in the wrong one; and a
+    // misspelt section. The file's own keys are looked up section by section.
+    for (name, file) in [
+        (
+            "SEATWARDEN__SAFETY__PAGE_SIZE",
+            format!("{MINIMAL}page_size = 100\n"),
+        ),
+        (
+            "SEATWARDEN__SAFTY__MAX_DEPROVISIONS",
+            format!("{MINIMAL}\n[safety]\nmax_deprovisions = 5\n"),
+        ),
+    ] {
+        let err = load(&file, &[(name, "5")]).unwrap_err();
+        assert!(
+            err.starts_with(&format!("environment variable {name}")),
+            "{err}"
+        );
+    }
+    // Unknown in the file itself: the file is named, whatever the variables say.
+    let err = load(
+        &format!("{MINIMAL}page_sise = 100\n"),
+        &[("SEATWARDEN__WORKSPACE__PAGE_SISE", "5")],
+    )
+    .unwrap_err();
+    assert!(err.contains("seatwarden.toml"), "{err}");
     let err = load(
         &format!(
             "{MINIMAL}\n[report.email]\nsmtp_url = \"smtp://mail.example.com\"\nfrom = \"sw@example.com\"\nto = [\"a@example.com\"]\n"
