@@ -1529,6 +1529,35 @@ async fn the_sweep_deactivates_a_leaving_owner_unless_they_are_the_last() {
 /// it, retries and all) fails its own episode: the other leaver is still
 /// deactivated and verified, the one left open is escalated, and the pass fails
 /// (naming the endpoint), so that the job's repeated failures alert.
+/// A configuration writing to the mock `workspace`, and its state database.
+fn against_mock_workspace(
+    workspace: &wiremock::MockServer,
+) -> (
+    tempfile::TempDir,
+    seatwarden::config::Config,
+    std::sync::Arc<std::sync::Mutex<Store>>,
+) {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("seatwarden.toml"),
+        format!(
+            "[directory]\nkind = \"file\"\npath = \"d.json\"\n\
+             [workspace]\nurl = \"{}\"\ntoken = \"t\"\n",
+            workspace.uri()
+        ),
+    )
+    .unwrap();
+    let config = seatwarden::config::Config::load_with_env(
+        &dir.path().join("seatwarden.toml"),
+        Some(std::collections::HashMap::new()),
+    )
+    .unwrap();
+    let store = std::sync::Arc::new(std::sync::Mutex::new(
+        Store::open(&config.state.path).unwrap(),
+    ));
+    (dir, config, store)
+}
+
 #[tokio::test]
 async fn an_account_that_cannot_be_read_does_not_stop_the_other_deprovisions() {
     use chrono::{Duration as Minutes, Utc};
@@ -1573,24 +1602,7 @@ async fn an_account_that_cannot_be_read_does_not_stop_the_other_deprovisions() {
         .mount(&workspace)
         .await;
 
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(
-        dir.path().join("seatwarden.toml"),
-        format!(
-            "[directory]\nkind = \"file\"\npath = \"d.json\"\n\
-             [workspace]\nurl = \"{}\"\ntoken = \"t\"\n",
-            workspace.uri()
-        ),
-    )
-    .unwrap();
-    let config = seatwarden::config::Config::load_with_env(
-        &dir.path().join("seatwarden.toml"),
-        Some(std::collections::HashMap::new()),
-    )
-    .unwrap();
-    let store = std::sync::Arc::new(std::sync::Mutex::new(
-        Store::open(&config.state.path).unwrap(),
-    ));
+    let (_dir, config, store) = against_mock_workspace(&workspace);
     let now = Utc::now();
     let leaver = |id: &str| Leaver {
         identity_id: format!("id-{id}"),
@@ -1658,24 +1670,7 @@ async fn a_workspace_that_refuses_every_read_fails_the_pass() {
         .expect(0)
         .mount(&workspace)
         .await;
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(
-        dir.path().join("seatwarden.toml"),
-        format!(
-            "[directory]\nkind = \"file\"\npath = \"d.json\"\n\
-             [workspace]\nurl = \"{}\"\ntoken = \"t\"\n",
-            workspace.uri()
-        ),
-    )
-    .unwrap();
-    let config = seatwarden::config::Config::load_with_env(
-        &dir.path().join("seatwarden.toml"),
-        Some(std::collections::HashMap::new()),
-    )
-    .unwrap();
-    let store = std::sync::Arc::new(std::sync::Mutex::new(
-        Store::open(&config.state.path).unwrap(),
-    ));
+    let (_dir, config, store) = against_mock_workspace(&workspace);
     let now = Utc::now();
     let detected = now - Minutes::hours(2);
     let changes = sla::observe(
