@@ -387,22 +387,28 @@ pub async fn enforce(
                 continue;
             }
         };
+        // The ledger keeps the directory's userName until an account name
+        // replaces it: whether the person (not only the account) is protected.
+        let person_protected = protected.matches(&entry.user_name);
+        let account_protected = protected.matches(&account.user_name);
         {
             let mut store = lock(store)?;
-            store.deprovision_user_name(entry.id, &account.user_name)?;
+            if !account_protected {
+                store.deprovision_user_name(entry.id, &account.user_name)?;
+            }
             // Active again since a reconcile last saw it: a retention clock it
             // had must not carry on once it is deactivated again.
             if config.delete_after().is_some_and(|d| !d.is_zero()) {
                 store.update_deactivated(&[], std::slice::from_ref(&account.id), now)?;
             }
         }
-        if protected.matches(&account.user_name) && entry.reason != LossReason::Deleted {
+        if person_protected && entry.reason != LossReason::Deleted {
             // Protected accounts never appear in a plan. The person is still in
-            // the directory, and a sweep that sees them ends the episode (as for a
-            // protected group); the retry job, and a sweep whose delta does not
-            // include them, end it here the same way.
+            // the directory under a protected name, and a sweep that sees them
+            // ends the episode (as for a protected group); the retry job, and a
+            // sweep whose delta does not include them, end it here the same way.
             tracing::info!(
-                person = %account.user_name,
+                person = %entry.user_name,
                 "protected account (safety.protected): its deprovision episode ends"
             );
             let cancel = sla::LedgerChanges {
@@ -413,10 +419,12 @@ pub async fn enforce(
             outcome.cancelled += 1;
             continue;
         }
-        if protected.matches(&account.user_name) {
-            // Protected accounts never appear in a plan. Someone deleted from the
-            // directory would open a new episode on every full sweep if this one
-            // ended: it stays open (and becomes overdue) so a human sees it.
+        if person_protected || account_protected {
+            // Protected accounts never appear in a plan. Ended, this episode would
+            // open again on every full sweep: for someone deleted from the
+            // directory, and for an account protected under a name the person's
+            // directory record does not have (the sweep looks only at the latter).
+            // It stays open (and becomes overdue) so a human sees it.
             lock(store)?.deprovision_held(
                 entry.id,
                 "protected account (safety.protected): seatwarden never touches it",

@@ -1377,6 +1377,72 @@ async fn a_protected_name_ends_an_open_episode() {
     sandbox.shutdown().await;
 }
 
+/// An account protected under a name its person's directory record does not have
+/// (the sweep looks only at the record) is held, not ended: ended, the episode
+/// would open again on every full sweep.
+#[tokio::test]
+async fn an_account_protected_by_its_own_name_is_held_once() {
+    use seatwarden::workspace::ScimClient;
+
+    let (sandbox, dir, mut config) = reconciled_demo().await;
+    let directory_path = dir.path().join("directory.json");
+    let mut full: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&directory_path).unwrap()).unwrap();
+    let workspace = sandbox.snapshot();
+    let users = full["users"].as_array().unwrap().clone();
+    let (i, person) = users
+        .iter()
+        .enumerate()
+        .find(|(_, u)| is_active_non_owner(u, &workspace))
+        .map(|(i, u)| (i, u["id"].as_str().unwrap().to_owned()))
+        .unwrap();
+    let account_name = users[i]["userName"].as_str().unwrap().to_owned();
+    full["users"][i]["status"] = "suspended".into();
+    full["users"][i]["userName"] = format!("renamed-{account_name}").into();
+    std::fs::write(&directory_path, full.to_string()).unwrap();
+    config.safety.protected.push(account_name.clone());
+    let store = std::sync::Arc::new(std::sync::Mutex::new(
+        Store::open(&config.state.path).unwrap(),
+    ));
+    let client = ScimClient::new(config.scim_settings().unwrap()).unwrap();
+    let episode = |store: &std::sync::Arc<std::sync::Mutex<Store>>| {
+        let open = store.lock().unwrap().open_deprovisions().unwrap();
+        let mine: Vec<_> = open
+            .into_iter()
+            .filter(|e| e.identity_id == person)
+            .collect();
+        assert_eq!(mine.len(), 1, "{mine:?}");
+        mine.into_iter().next().unwrap()
+    };
+    let now = chrono::Utc::now();
+    for pass in 0..3 {
+        let at = now + chrono::Duration::minutes(20 * pass);
+        let outcome = seatwarden::sweep::sweep(
+            &config,
+            &config.directory(),
+            &client,
+            &store,
+            at,
+            chrono::Duration::hours(1),
+        )
+        .await
+        .unwrap();
+        assert_eq!(outcome.cancelled, 0, "pass {pass}: {outcome:?}");
+    }
+    let held = episode(&store);
+    assert!(held.held.is_some(), "{held:?}");
+    assert_eq!(held.detected_at, now, "the same episode throughout");
+    assert!(
+        sandbox
+            .snapshot()
+            .accounts
+            .iter()
+            .any(|a| a.user_name == account_name && a.active),
+        "never touched"
+    );
+    sandbox.shutdown().await;
+}
+
 /// A workspace URL that answers 404 to everything (a wrong path, a token for
 /// another organisation's endpoint) does not make a leaver's account "gone": the
 /// sweep fails, the episode stays open and unverified, and the right URL then
