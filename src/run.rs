@@ -84,14 +84,13 @@ pub enum RunError {
     /// (a revoked token, a workspace that is down): what it could do is done, and
     /// the pass fails so that its repeated failures alert.
     #[error(
-        "{failed} of {due} due deprovisions could not read their account in the workspace; \
-         first error: {first}"
+        "{} of {} due deprovisions could not read their account in the workspace; \
+         first error: {}",
+        .0.failed,
+        .0.due,
+        .0.first
     )]
-    AccountsUnread {
-        failed: usize,
-        due: usize,
-        first: WorkspaceError,
-    },
+    AccountsUnread(crate::sweep::UnreadAccounts),
 }
 
 impl crate::retry::Transient for RunError {
@@ -102,7 +101,7 @@ impl crate::retry::Transient for RunError {
             }
             RunError::Directory(e) => e.is_transient(),
             RunError::Workspace(e) => e.is_transient(),
-            RunError::AccountsUnread { first, .. } => first.is_transient(),
+            RunError::AccountsUnread(unread) => unread.transient,
             RunError::Store(e) => e.is_transient(),
             RunError::Apply(e) => e.is_transient(),
             RunError::Safety(e) => e.is_transient(),

@@ -68,6 +68,32 @@ pub struct SweepOutcome {
     pub latencies: Vec<Duration>,
     /// The directory snapshot was rejected (empty, or shrank too much).
     pub source_fault: Option<String>,
+    /// Due accounts whose read failed: the pass failed ([`SweepOutcome::checked`]),
+    /// though it did everything else it could.
+    pub unread: Option<UnreadAccounts>,
+}
+
+/// Due accounts a pass could not read (a revoked token's 401, a 5xx that outlasted
+/// the retries, a 404 the search on `/Users` could not confirm).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnreadAccounts {
+    pub failed: usize,
+    pub due: usize,
+    /// The first read's error.
+    pub first: String,
+    pub transient: bool,
+}
+
+impl SweepOutcome {
+    /// The outcome, or the pass's failure when a due account could not be read: a
+    /// job that succeeded while leavers cannot be reached would never alert as
+    /// failing. Callers record what the pass did first.
+    pub fn checked(self) -> Result<SweepOutcome, RunError> {
+        match self.unread {
+            Some(unread) => Err(RunError::AccountsUnread(unread)),
+            None => Ok(self),
+        }
+    }
 }
 
 fn lock(store: &Mutex<Store>) -> Result<std::sync::MutexGuard<'_, Store>, RunError> {
@@ -130,8 +156,7 @@ pub async fn sweep(
     }
     let enforced = enforce(config, client, store, now).await;
     // The cursor moves only once the ledger holds what it covered: after a crash
-    // the same changes are read again. It holds it now, whether or not every due
-    // account could be read.
+    // the same changes are read again. It holds it now, whatever enforcing did.
     let next_cursor = match &changes {
         DirectoryChanges::Full { cursor, .. } => cursor.clone(),
         DirectoryChanges::Delta { cursor, .. } => Some(cursor.clone()),
@@ -548,13 +573,12 @@ pub async fn enforce(
     // succeeds while leavers cannot be reached would never alert as failing.
     // An account read and found absent or inactive is not a failure.
     let failed = unread.len();
-    if let Some(first) = unread.into_iter().next() {
-        return Err(RunError::AccountsUnread {
-            failed,
-            due: due_count,
-            first,
-        });
-    }
+    outcome.unread = unread.into_iter().next().map(|first| UnreadAccounts {
+        failed,
+        due: due_count,
+        first: first.to_string(),
+        transient: crate::retry::Transient::is_transient(&first),
+    });
     Ok(outcome)
 }
 

@@ -710,6 +710,7 @@ async fn sweep_job(
     } else {
         sweep::enforce(&config, &client, &store, now).await?
     };
+    // What the pass did is counted and alerted on before a failure is returned.
     for latency in &outcome.latencies {
         metrics::histogram!("seatwarden_deprovision_latency_seconds")
             .record(latency.as_seconds_f64());
@@ -756,7 +757,7 @@ async fn sweep_job(
             "deprovisioning pass"
         );
     }
-    Ok(())
+    outcome.checked().map(drop)
 }
 
 /// Runs a job that is only database work (a prune's VACUUM, a digest parsing a

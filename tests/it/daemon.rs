@@ -1234,7 +1234,10 @@ async fn a_protected_group_ends_an_open_episode() {
         chrono::Duration::hours(1),
     )
     .await;
-    assert!(unreachable.is_err(), "{unreachable:?}");
+    assert!(
+        unreachable.as_ref().is_ok_and(|o| o.unread.is_some()),
+        "{unreachable:?}"
+    );
     let open = |store: &std::sync::Arc<std::sync::Mutex<Store>>| {
         store
             .lock()
@@ -1325,7 +1328,10 @@ async fn a_protected_name_ends_an_open_episode() {
         chrono::Duration::hours(1),
     )
     .await;
-    assert!(unreachable.is_err(), "{unreachable:?}");
+    assert!(
+        unreachable.as_ref().is_ok_and(|o| o.unread.is_some()),
+        "{unreachable:?}"
+    );
     let open = |store: &std::sync::Arc<std::sync::Mutex<Store>>, person: &str| {
         store
             .lock()
@@ -1472,6 +1478,8 @@ async fn a_404_from_a_workspace_whose_users_endpoint_does_not_answer_is_not_gone
         chrono::Duration::hours(1),
     )
     .await
+    .unwrap()
+    .checked()
     .unwrap_err();
     assert!(err.to_string().contains("404"), "{err}");
     let open = store.lock().unwrap().open_deprovisions().unwrap();
@@ -1695,6 +1703,8 @@ async fn an_account_that_cannot_be_read_does_not_stop_the_other_deprovisions() {
     let client = seatwarden::workspace::ScimClient::new(settings).unwrap();
     let err = seatwarden::sweep::enforce(&config, &client, &store, now)
         .await
+        .unwrap()
+        .checked()
         .unwrap_err();
     let message = err.to_string();
     assert!(
@@ -1762,6 +1772,8 @@ async fn a_workspace_that_refuses_every_read_fails_the_pass() {
 
     let err = seatwarden::sweep::enforce(&config, &client, &store, now)
         .await
+        .unwrap()
+        .checked()
         .unwrap_err();
     let message = err.to_string();
     assert!(
@@ -1773,6 +1785,32 @@ async fn a_workspace_that_refuses_every_read_fails_the_pass() {
     assert_eq!(open[0].attempts, 1);
     assert!(open[0].verified_at.is_none(), "{:?}", open[0]);
     assert!(open[0].escalated_at.is_some(), "{:?}", open[0]);
+
+    // A sweep whose directory is rejected as well reports both: the pass's
+    // outcome (the source fault its alert needs) is not lost to the failure.
+    std::fs::write(
+        config.state.path.with_file_name("d.json"),
+        r#"{"users": []}"#,
+    )
+    .unwrap();
+    let later = now + Minutes::hours(1);
+    let outcome = seatwarden::sweep::sweep(
+        &config,
+        &config.directory(),
+        &client,
+        &store,
+        later,
+        Minutes::hours(1),
+    )
+    .await
+    .unwrap();
+    assert!(outcome.source_fault.is_some(), "{outcome:?}");
+    assert_eq!(
+        outcome.unread.as_ref().map(|u| u.failed),
+        Some(1),
+        "{outcome:?}"
+    );
+    assert!(outcome.checked().is_err());
 }
 
 /// While the circuit breaker is open the sweep sends nothing either: the leaver's
