@@ -1337,7 +1337,22 @@ impl ScimClient {
         let url = format!("{}/Groups", self.inner.base);
         let bytes = serde_json::to_vec(&body)
             .map_err(|e| WorkspaceError::malformed(&endpoint, format!("request body: {e}")))?;
-        match self.groups_named(display_name).await?.as_slice() {
+        let existing = match self.groups_named(display_name).await {
+            Ok(found) => found,
+            // A provider that refuses the filter (400 invalidFilter, 501, 403)
+            // cannot be asked: posted as before, which is no worse than without
+            // the lookup. A transient failure is tried again by the next run.
+            Err(e) if !e.is_transient() => {
+                tracing::warn!(
+                    group = display_name,
+                    error = %e,
+                    "cannot look the group up by name before creating it; creating it"
+                );
+                Vec::new()
+            }
+            Err(e) => return Err(e),
+        };
+        match existing.as_slice() {
             [] => {}
             [existing] => {
                 tracing::warn!(

@@ -2068,6 +2068,27 @@ async fn a_group_that_exists_is_not_created_again() {
         .await;
     let error = client(&server).create_group("Design").await.unwrap_err();
     assert!(matches!(error, WorkspaceError::NotSent { .. }), "{error}");
+
+    // A provider that refuses the filter is not asked: the group is posted.
+    let server = MockServer::start().await;
+    Mock::given(method("GET"))
+        .and(path("/scim/v2/Groups"))
+        .respond_with(ResponseTemplate::new(400).set_body_json(json!({
+            "schemas": ["urn:ietf:params:scim:api:messages:2.0:Error"],
+            "status": "400", "scimType": "invalidFilter", "detail": "filter not supported"
+        })))
+        .mount(&server)
+        .await;
+    Mock::given(method("POST"))
+        .and(path("/scim/v2/Groups"))
+        .respond_with(ResponseTemplate::new(201).set_body_json(group("g1", "Design")))
+        .expect(1)
+        .mount(&server)
+        .await;
+    assert_eq!(
+        client(&server).create_group("Design").await.unwrap().id,
+        "g1"
+    );
     assert!(!error.is_transient() && !error.is_conflict(), "{error}");
     let text = error.to_string();
     assert!(
