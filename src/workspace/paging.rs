@@ -327,7 +327,7 @@ where
     loop {
         let mut collector = Collector::new();
         match follow_cursors(listed, &mut collector, None, String::new()).await {
-            Ok(total) => return Ok(finish(collector, total, listed.what)),
+            Ok(total) => return Ok(finish(collector, total, listed.what, Paged::ByCursor)),
             Err(e) if !restarted && collector.pages > 0 && cursor_refused(&e) => {
                 tracing::warn!(
                     what = listed.what,
@@ -342,12 +342,28 @@ where
     }
 }
 
-/// The listing `collector` holds, checked against the largest `totalResults`
-/// announced. Not the last one: an object deleted from a page already read shifts
-/// the next one back onto it, so the listing skips that one and still ends as long
-/// as the new, smaller total.
-fn finish<T>(collector: Collector<T>, total: Option<u64>, what: &'static str) -> Listing<T> {
-    let total = collector.largest_total.max(total);
+/// How a listing was paged, for [`finish`].
+#[derive(Clone, Copy)]
+enum Paged {
+    ByIndex,
+    ByCursor,
+}
+
+/// The listing `collector` holds, checked against `totalResults`: by index, the
+/// largest announced, not the last: an object deleted from a page already read
+/// shifts the next one back onto it, so the listing skips that one and still ends
+/// as long as the new, smaller total. A cursor does not shift, and a deletion
+/// behind it skips nothing: the last total stands.
+fn finish<T>(
+    collector: Collector<T>,
+    total: Option<u64>,
+    what: &'static str,
+    paged: Paged,
+) -> Listing<T> {
+    let total = match paged {
+        Paged::ByIndex => collector.largest_total.max(total),
+        Paged::ByCursor => total,
+    };
     let whole = total.is_none_or(|t| collector.items.len() as u64 >= t);
     if !whole {
         tracing::warn!(
@@ -445,14 +461,14 @@ where
             "the provider answered a listing not asked by cursor with a nextCursor",
         );
         return match follow_cursors(&listed, &mut collector, total, cursor).await {
-            Ok(total) => Ok(finish(collector, total, what)),
+            Ok(total) => Ok(finish(collector, total, what, Paged::ByCursor)),
             Err(e) if cursor_refused(&e) => list_by_cursor(&listed).await,
             Err(e) => Err(e),
         };
     }
     if !by_index {
         // A provider without paging sent what it has in one answer.
-        return Ok(finish(collector, total, what));
+        return Ok(finish(collector, total, what, Paged::ByIndex));
     }
     let mut last = Last {
         len: stride,
@@ -561,7 +577,7 @@ where
         };
     }
 
-    Ok(finish(collector, total, what))
+    Ok(finish(collector, total, what, Paged::ByIndex))
 }
 
 #[cfg(test)]

@@ -155,6 +155,45 @@ async fn a_provider_that_announces_cursors_only_is_paged_by_cursor_at_its_max_pa
     );
 }
 
+/// A deletion during a cursor listing skips nothing (a cursor does not shift as
+/// an index does): a listing that read everyone still there is whole, though it
+/// ends shorter than the first page's total.
+#[tokio::test]
+async fn a_deletion_during_a_cursor_listing_leaves_it_whole() {
+    let server = MockServer::start().await;
+    mount_config(
+        &server,
+        json!({"pagination": {"cursor": true, "index": false, "maxPageSize": 2}}),
+    )
+    .await;
+    Mock::given(method("GET"))
+        .and(path("/scim/v2/Users"))
+        .respond_with(|req: &Request| {
+            // u1, u2 of u1..u4; u3 is deleted, and the cursor goes on to u4.
+            let (total, users, next) = match query(req, "cursor").as_deref() {
+                None | Some("") => (4, vec![user(1), user(2)], Some("c3")),
+                _ => (3, vec![user(4)], None),
+            };
+            let mut body = json!({
+                "schemas": ["urn:ietf:params:scim:api:messages:2.0:ListResponse"],
+                "totalResults": total,
+                "Resources": users,
+            });
+            if let Some(next) = next {
+                body["nextCursor"] = next.into();
+            }
+            ResponseTemplate::new(200).set_body_json(body)
+        })
+        .mount(&server)
+        .await;
+    mount_empty_groups(&server).await;
+    let client = mock_client(&server, Pagination::Auto, 100);
+    client.discover().await.unwrap();
+    let (snapshot, whole) = client.snapshot_whole(&|_| {}).await.unwrap();
+    assert_eq!(ids(&snapshot), ["u1", "u2", "u4"]);
+    assert!(whole);
+}
+
 #[tokio::test]
 async fn a_provider_that_pages_both_ways_is_paged_by_index_unless_told_otherwise() {
     for (pagination, cursors) in [(Pagination::Auto, false), (Pagination::Cursor, true)] {
