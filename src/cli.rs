@@ -1044,7 +1044,13 @@ fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
 pub fn exit_code_for(report: &Report) -> u8 {
     if report.safety.source_fault.is_some() {
         exit::SOURCE_FAULT
-    } else if report.safety.circuit.is_some() {
+    } else if report
+        .safety
+        .circuit
+        .as_ref()
+        // Half-open, the run wrote: its own outcome decides.
+        .is_some_and(|c| matches!(c.state, crate::circuit::CircuitState::Open { .. }))
+    {
         exit::CIRCUIT_OPEN
     } else if report.summary.actions_failed > 0 {
         exit::FAILED

@@ -125,7 +125,18 @@ pub async fn apply_with_circuit(
         &config.circuit_settings(),
         applied_at,
     )?;
-    Ok(opened.map(|record| circuit_report(&record, config, applied_at)))
+    Ok(match opened {
+        Some(record) => Some(circuit_report(&record, config, applied_at)),
+        // A trial too small to tell leaves it half-open: reported as it is, so
+        // its alert is not resolved as if it had closed.
+        None => {
+            let record = lock(store)?.circuit()?;
+            record
+                .opened_at
+                .is_some()
+                .then(|| circuit_report(&record, config, applied_at))
+        }
+    })
 }
 
 /// `now` (a run's clock, which tests set) moved on by the time since `started`.

@@ -1056,6 +1056,60 @@ async fn an_owner_mapping_that_gives_owner_to_nobody_holds_owner_demotions() {
     assert!(held.iter().all(Option::is_none), "{held:?}");
 }
 
+/// A half-open trial of one failed write cannot tell a failing workspace from
+/// one account it refuses: the breaker stays half-open, and is reported so (its
+/// alert is not resolved), while the run's exit code is its own.
+#[tokio::test]
+async fn a_trial_too_small_to_tell_leaves_the_circuit_half_open() {
+    let env = env_with(
+        40,
+        None,
+        "circuit.failure_ratio = 0.5\ncircuit.window = 10\ncircuit.cool_down = \"15m\"",
+    )
+    .await;
+    let mut directory = env.data.directory.clone();
+    let leaver = directory
+        .identities
+        .iter_mut()
+        .find(|i| i.status == IdentityStatus::Active)
+        .unwrap();
+    leaver.status = IdentityStatus::Suspended;
+    env.write_directory(&directory);
+    let t0 = Utc::now();
+    env.store()
+        .set_circuit(&seatwarden::circuit::CircuitRecord {
+            opened_at: Some(t0 - Duration::minutes(20)),
+            reason: Some("16 of the last 20 writes failed".into()),
+            failures: Vec::new(),
+        })
+        .unwrap();
+    env.sandbox.set_faults(Faults {
+        rate_5xx: 1.0,
+        writes_only: true,
+        seed: 2,
+        ..Faults::default()
+    });
+    let trial = env
+        .run_with(
+            &env.client(0),
+            Mode::Reconcile,
+            RunOptions {
+                now: Some(t0),
+                ..RunOptions::default()
+            },
+        )
+        .await;
+    assert_eq!(
+        trial.report.summary.actions_failed, 1,
+        "{:?}",
+        trial.report.summary
+    );
+    let circuit = trial.report.safety.circuit.as_ref().expect("reported");
+    assert_eq!(circuit.state.as_str(), "half_open", "{circuit:?}");
+    assert_eq!(exit_code_for(&trial.report), exit::FAILED);
+    assert!(env.store().circuit().unwrap().opened_at.is_some());
+}
+
 #[tokio::test]
 async fn the_circuit_is_stored_open_the_moment_it_opens() {
     // A run that fails (or is killed) after the breaker opened must still leave it
