@@ -57,7 +57,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use futures::stream::{FuturesUnordered, StreamExt};
 
 use crate::circuit::{Breaker, CircuitRecord, FailedWrite};
@@ -162,6 +162,9 @@ struct Executor<'a> {
     /// Runnable actions of the plan, and how many are written (for progress).
     total: usize,
     written: AtomicUsize,
+    /// The run's clock when the apply began (tests set it), and the instant: a
+    /// breaker's opening is stamped on it.
+    clock: (DateTime<Utc>, Instant),
 }
 
 /// Created accounts are recorded in SQLite at most this often, and once more after
@@ -516,7 +519,7 @@ impl Executor<'_> {
                 });
                 breaker
                     .record(failure)
-                    .then(|| breaker.opened(Utc::now()))
+                    .then(|| breaker.opened(later_by(self.clock.0, self.clock.1)))
                     .flatten()
             }
             _ => None,
@@ -589,13 +592,23 @@ pub async fn apply(
         concurrency,
         relist_requests,
         Breaker::disabled(),
+        Utc::now(),
     )
     .await
 }
 
+/// `now` (a run's clock, which tests set) moved on by the time since `started`.
+pub fn later_by(now: DateTime<Utc>, started: Instant) -> DateTime<Utc> {
+    chrono::Duration::from_std(started.elapsed())
+        .ok()
+        .and_then(|elapsed| now.checked_add_signed(elapsed))
+        .unwrap_or(now)
+}
+
 /// [`apply`] watched by a circuit breaker: once it opens, no further write is sent
-/// (see [`ApplySummary::circuit_opened`]). The opening is stored when it happens;
-/// the caller stores it again from the summary (and a half-open trial's outcome).
+/// (see [`ApplySummary::circuit_opened`]). The opening is stored when it happens,
+/// stamped on the run's clock (`now` when the apply began, moved on since); the
+/// caller stores it again from the summary (and a half-open trial's outcome).
 pub async fn apply_with_breaker(
     client: &ScimClient,
     store: &Arc<Mutex<Store>>,
@@ -604,7 +617,9 @@ pub async fn apply_with_breaker(
     concurrency: usize,
     relist_requests: usize,
     breaker: Breaker,
+    now: DateTime<Utc>,
 ) -> Result<ApplySummary, ApplyError> {
+    let clock = (now, Instant::now());
     let executor = Executor {
         client,
         store,
@@ -617,6 +632,7 @@ pub async fn apply_with_breaker(
         write_latency: Mutex::default(),
         total: plan.runnable().count(),
         written: AtomicUsize::new(0),
+        clock,
     };
     let mut phases: BTreeMap<u8, Vec<&Action>> = BTreeMap::new();
     for action in plan.runnable() {
@@ -652,7 +668,7 @@ pub async fn apply_with_breaker(
             .breaker
             .lock()
             .ok()
-            .and_then(|b| b.opened(Utc::now())),
+            .and_then(|b| b.opened(later_by(clock.0, clock.1))),
     };
 
     // The links of the accounts the plan matched (every account, on a first run:

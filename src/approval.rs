@@ -577,6 +577,7 @@ pub async fn approve(
             config.workspace.max_concurrency,
             relist,
             Breaker::new(config.circuit_settings()),
+            now,
         )
         .await?;
         let mut store = store.lock().map_err(|_| ApprovalError::Poisoned)?;
@@ -585,7 +586,7 @@ pub async fn approve(
             circuit,
             &approval.applied,
             &config.circuit_settings(),
-            safety::later_by(now, writing),
+            apply::later_by(now, writing),
         )?;
     }
     let mut store = store.lock().map_err(|_| ApprovalError::Poisoned)?;

@@ -110,9 +110,10 @@ pub async fn apply_with_circuit(
         config.workspace.max_concurrency,
         relist_requests,
         Breaker::new(config.circuit_settings()),
+        now,
     )
     .await?;
-    let applied_at = later_by(now, writing);
+    let applied_at = apply::later_by(now, writing);
     tracing::info!(
         applied = summary.applied,
         failed = summary.failed,
@@ -137,14 +138,6 @@ pub async fn apply_with_circuit(
                 .then(|| circuit_report(&record, config, applied_at))
         }
     })
-}
-
-/// `now` (a run's clock, which tests set) moved on by the time since `started`.
-pub fn later_by(now: DateTime<Utc>, started: std::time::Instant) -> DateTime<Utc> {
-    chrono::Duration::from_std(started.elapsed())
-        .ok()
-        .and_then(|elapsed| now.checked_add_signed(elapsed))
-        .unwrap_or(now)
 }
 
 /// The breaker as the report shows it.
@@ -484,7 +477,7 @@ pub fn circuit_state(
 /// circuit the apply got through, opens it again when the trial failed, and leaves
 /// it half-open when the trial was too small to tell ([`circuit::trial`]).
 ///
-/// `applied_at` is when the apply ended, on the run's clock ([`later_by`]): the
+/// `applied_at` is when the apply ended, on the run's clock ([`apply::later_by`]): the
 /// cool-down runs from when the writes stopped, not from the start of a run that
 /// spent most of the cool-down reading.
 pub fn record_circuit(

@@ -612,6 +612,7 @@ async fn apply_sweep(
         config.workspace.max_concurrency.max(1),
         usize::MAX,
         Breaker::new(config.circuit_settings()),
+        now,
     )
     .await?;
     crate::safety::record_circuit(
@@ -619,7 +620,7 @@ async fn apply_sweep(
         before,
         &summary,
         &config.circuit_settings(),
-        crate::safety::later_by(now, writing),
+        apply::later_by(now, writing),
     )?;
     Ok(None)
 }

@@ -1129,6 +1129,8 @@ async fn the_circuit_is_stored_open_the_moment_it_opens() {
         ..Faults::default()
     });
     let store = std::sync::Arc::new(std::sync::Mutex::new(env.store()));
+    // On the run's clock (a day ahead here), as the caller stamps it.
+    let t0 = Utc::now() + Duration::days(1);
     let summary = seatwarden::apply::apply_with_breaker(
         &env.client(0),
         &store,
@@ -1137,13 +1139,19 @@ async fn the_circuit_is_stored_open_the_moment_it_opens() {
         2,
         usize::MAX,
         seatwarden::circuit::Breaker::new(env.config.circuit_settings()),
+        t0,
     )
     .await
     .unwrap();
     assert!(summary.circuit_opened.is_some());
     // No caller stored the summary's opening: this is the executor's record.
     let stored = env.store().circuit().unwrap();
-    assert!(stored.opened_at.is_some(), "{stored:?}");
+    assert!(
+        stored
+            .opened_at
+            .is_some_and(|at| at >= t0 && at < t0 + Duration::minutes(5)),
+        "{stored:?}"
+    );
     assert!(
         stored
             .reason
@@ -1156,7 +1164,8 @@ async fn the_circuit_is_stored_open_the_moment_it_opens() {
         "{stored:?}"
     );
     let (state, _) =
-        seatwarden::safety::circuit_state(&env.store(), &env.config, Utc::now()).unwrap();
+        seatwarden::safety::circuit_state(&env.store(), &env.config, t0 + Duration::minutes(1))
+            .unwrap();
     assert_eq!(state.as_str(), "open");
 }
 
