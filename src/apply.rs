@@ -609,6 +609,7 @@ pub fn later_by(now: DateTime<Utc>, started: Instant) -> DateTime<Utc> {
 /// (see [`ApplySummary::circuit_opened`]). The opening is stored when it happens,
 /// stamped on the run's clock (`now` when the apply began, moved on since); the
 /// caller stores it again from the summary (and a half-open trial's outcome).
+#[allow(clippy::too_many_arguments)]
 pub async fn apply_with_breaker(
     client: &ScimClient,
     store: &Arc<Mutex<Store>>,
