@@ -4,10 +4,12 @@
 //! writes; when more than `failure_ratio` of them failed it opens, and the executor
 //! sends nothing more: a workspace failing most writes is down, misconfigured or
 //! rejecting us, and hammering it only adds failures (and, with a lying provider,
-//! damage). The caller persists the opening as a [`CircuitRecord`] so it survives
-//! restarts; [`state`] reads it back: open until `cool_down` has passed, then
-//! half-open (the next run writes again and closes the circuit unless it trips
-//! anew). `seatwarden resume` closes it at once.
+//! damage). The opening is persisted as a [`CircuitRecord`] (by the executor the
+//! moment it trips, and by the caller after the apply) so it survives restarts;
+//! [`state`] reads it back: open until `cool_down` has passed, then half-open: the
+//! next run writes again, and its [`trial`] closes the circuit, opens it again, or
+//! leaves it half-open when too few writes failed to tell. `seatwarden resume`
+//! closes it at once.
 
 use std::collections::VecDeque;
 use std::fmt;

@@ -273,7 +273,6 @@ pub fn clock_changes(
     ClockChanges { start, forget }
 }
 
-/// The guard's input: what the run knows plus the store's 24 h counts.
 /// The guard's settings for a plan made from `desired`. A mapping to Owner that
 /// gives Owner to nobody in the directory (a misspelt group in an export, which
 /// cannot show an empty group, or an Owners group emptied) counts as no mapping:
@@ -299,6 +298,7 @@ pub fn guard_settings(
     settings
 }
 
+/// The guard's input: what the run knows plus the store's 24 h counts.
 pub fn guard_input(
     store: &Store,
     now: DateTime<Utc>,

@@ -354,9 +354,14 @@ impl Digest {
         // A rejected directory plans nothing, so it shows no drift: it must not
         // read as "in sync". Nor must a period whose runs failed.
         let source_fault = latest.is_some_and(|r| r.safety.source_fault.is_some());
-        let circuit_open = latest.is_some_and(|r| r.safety.circuit.is_some());
+        let circuit = latest.and_then(|r| r.safety.circuit.as_ref());
+        let circuit_open = circuit.is_some();
+        // Drift is known only as of the newest report: a period without a run says
+        // the schedule stopped, not that nothing changed.
+        let stale = latest.filter(|_| summary.runs == 0);
         let state = if source_fault
             || circuit_open
+            || stale.is_some()
             || input.failed_runs > 0
             || !overdue.is_empty()
             || held_count > 0
@@ -375,8 +380,20 @@ impl Digest {
         if source_fault {
             parts.push("directory rejected (source fault)".to_owned());
         }
-        if circuit_open {
-            parts.push("circuit breaker open".to_owned());
+        if let Some(circuit) = circuit {
+            parts.push(match circuit.state {
+                crate::circuit::CircuitState::HalfOpen { .. } => {
+                    "circuit breaker half-open".to_owned()
+                }
+                _ => "circuit breaker open".to_owned(),
+            });
+        }
+        if let Some(report) = stale {
+            parts.push(format!(
+                "no run in this period: drift as of run {} ({})",
+                report.run_id,
+                local(report.finished_at, tz)
+            ));
         }
         if input.failed_runs > 0 {
             parts.push(plural(input.failed_runs, "failed run", "failed runs"));

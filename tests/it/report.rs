@@ -1154,14 +1154,22 @@ mod digest {
         assert_eq!(digest.latest_run, Some(run));
         assert_eq!(digest.drift_total, residual);
         assert_eq!(digest.trend.drift_now, residual);
-        assert_eq!(digest.state, State::Drift);
+        // No run in the period: the schedule stopped, which needs a look.
+        assert_eq!(digest.state, State::NeedsAttention);
         assert!(
             digest.subject.contains(&format!("{residual} drift items")),
             "{}",
             digest.subject
         );
+        assert!(
+            digest
+                .subject
+                .contains(&format!("no run in this period: drift as of run {run} (")),
+            "{}",
+            digest.subject
+        );
         let json: serde_json::Value = serde_json::from_str(&digest.to_json()).unwrap();
-        assert_eq!(json["state"], "drift");
+        assert_eq!(json["state"], "needs_attention");
         assert_eq!(json["drift_total"], residual);
     }
 
