@@ -22,9 +22,11 @@
 //! - `changes_since`: `users/delta` and `groups/delta` from stored delta links;
 //!   `@removed` users are removed; a group spread over several pages is merged by
 //!   id. Asked with `Prefer: return=minimal`, so a group carries `displayName` only
-//!   when it was renamed or created, which reads the whole directory (its members'
-//!   group names changed); membership changes of devices, service principals and
-//!   contacts cost nothing. An expired delta token (400/410 `syncStateNotFound`, `resyncRequired`)
+//!   when it was renamed or created. A group of interest renamed or deleted (its id
+//!   is in the cursor, from the last full read), or any group given a name of
+//!   interest, reads the whole directory (its members' group names changed); other
+//!   groups' renames, creations and deletions, and membership changes of devices,
+//!   service principals and contacts, cost nothing. An expired delta token (400/410 `syncStateNotFound`, `resyncRequired`)
 //!   falls back to a full snapshot.
 //!
 //! Status mapping: `accountEnabled: true` → active, `false` → suspended; a deleted
@@ -162,6 +164,11 @@ impl std::fmt::Debug for EntraSource {
 struct Cursor {
     users: String,
     groups: String,
+    /// Ids of the groups whose names the configuration uses, as of the last full
+    /// read: a rename or deletion of another group changes nobody's groups of
+    /// interest. Absent (a cursor from before), every group counts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    interest: Option<Vec<String>>,
 }
 
 /// What a delta round said.
@@ -263,6 +270,14 @@ impl EntraSource {
 
     /// Every user in scope with status and groups, or an error.
     pub async fn snapshot(&self) -> Result<DirectorySnapshot, DirectoryError> {
+        Ok(self.snapshot_and_interest().await?.0)
+    }
+
+    /// [`EntraSource::snapshot`], and the ids of the groups whose names the
+    /// configuration uses (every group when it names none).
+    async fn snapshot_and_interest(
+        &self,
+    ) -> Result<(DirectorySnapshot, Vec<String>), DirectoryError> {
         let api = &self.inner.api;
         let select = encode_component(USER_SELECT);
         // The user list (a chain of nextLink pages) and the group side (groups,
@@ -326,14 +341,17 @@ impl EntraSource {
             .filter(|u| include_guests || !is_guest(u))
             .map(|u| parse_user(u, "GET /v1.0/users", self.inner.settings.user_name))
             .collect::<Result<Vec<_>, _>>()?;
-        Ok(remote::assemble_snapshot(
+        let snapshot = remote::assemble_snapshot(
             identities,
             &to_read,
             &members,
             &wanted,
             app_scope.as_ref(),
             Some(&assigned_members),
-        ))
+        );
+        let mut interest: Vec<String> = wanted.into_iter().collect();
+        interest.sort();
+        Ok((snapshot, interest))
     }
 
     /// What changed since `cursor` (two delta links). The first call (and any call
@@ -384,16 +402,10 @@ impl EntraSource {
                 what: "a fresh delta token was reported expired".into(),
             });
         };
-        let snapshot = self.snapshot().await?;
-        let cursor = serde_json::to_string(&Cursor { users, groups }).map_err(|e| {
-            DirectoryError::Malformed {
-                endpoint: "delta cursor".into(),
-                what: e.to_string(),
-            }
-        })?;
+        let (snapshot, interest) = self.snapshot_and_interest().await?;
         Ok(DirectoryChanges::Full {
             snapshot,
-            cursor: Some(format!("{CURSOR_PREFIX}{cursor}")),
+            cursor: Some(links_of(&users, &groups, Some(&interest))?),
         })
     }
 
@@ -431,12 +443,24 @@ impl EntraSource {
                 affected.insert(id.to_owned());
             }
         }
+        // Whether a group's rename, creation or deletion changes anyone's groups
+        // of interest: its id was one at the last full read, or its new name is
+        // one. Without the ids (a cursor from before), every group counts.
+        let names = self.interest_names();
+        let counts = |id: &str, name: Option<&str>| {
+            names.is_everything()
+                || links
+                    .interest
+                    .as_ref()
+                    .is_none_or(|ids| ids.iter().any(|known| known == id))
+                || name.is_some_and(|name| names.wants(name))
+        };
         // A big group comes back on several pages with different member slices:
         // merge by group id before looking at the members.
         let mut merged: BTreeMap<String, (bool, Vec<Value>)> = BTreeMap::new();
         for g in &group_items {
             let id = required_str(g, "id", "GET /v1.0/groups/delta")?;
-            if g.get("@removed").is_some() {
+            if g.get("@removed").is_some() && counts(id, None) {
                 tracing::info!(
                     group = id,
                     "Entra group deleted; reading the whole directory"
@@ -446,7 +470,8 @@ impl EntraSource {
             let (renamed, members) = merged.entry(id.to_owned()).or_default();
             // Asked with `Prefer: return=minimal`: a property is in the answer
             // only if it changed (a new group has one too).
-            *renamed |= g.get("displayName").is_some();
+            let name = g.get("displayName").map(|n| n.as_str().unwrap_or(""));
+            *renamed |= name.is_some_and(|name| counts(id, Some(name)));
             if let Some(Value::Array(slice)) = g.get("members@delta") {
                 // Devices (Intune's dynamic groups change all day), service
                 // principals and contacts are never identities: their comings and
@@ -495,7 +520,7 @@ impl EntraSource {
             .await?;
         // Left out of every read, so gone as far as seatwarden knows.
         removed.extend(guests);
-        let cursor = links_of(&users_link, &groups_link)?;
+        let cursor = links_of(&users_link, &groups_link, links.interest.as_deref())?;
         Ok(DeltaOutcome::Done(DirectoryChanges::Delta {
             changed,
             removed: removed.into_iter().collect(),
@@ -510,9 +535,10 @@ impl EntraSource {
         users_link: &str,
         groups_link: &str,
     ) -> Result<DeltaOutcome<DirectoryChanges>, DirectoryError> {
+        let (snapshot, interest) = self.snapshot_and_interest().await?;
         Ok(DeltaOutcome::Done(DirectoryChanges::Full {
-            snapshot: self.snapshot().await?,
-            cursor: Some(links_of(users_link, groups_link)?),
+            snapshot,
+            cursor: Some(links_of(users_link, groups_link, Some(&interest))?),
         }))
     }
 
@@ -932,10 +958,15 @@ fn segment(id: &str, endpoint: &str) -> Result<String, DirectoryError> {
     })
 }
 
-fn links_of(users: &str, groups: &str) -> Result<String, DirectoryError> {
+fn links_of(
+    users: &str,
+    groups: &str,
+    interest: Option<&[String]>,
+) -> Result<String, DirectoryError> {
     let json = serde_json::to_string(&Cursor {
         users: users.to_owned(),
         groups: groups.to_owned(),
+        interest: interest.map(<[String]>::to_vec),
     })
     .map_err(|e| DirectoryError::Malformed {
         endpoint: "delta cursor".into(),

@@ -935,6 +935,88 @@ async fn delta_ignores_device_members_but_not_nested_groups() {
     }
 }
 
+/// Groups are created, renamed and deleted all day in a tenant with Microsoft 365
+/// groups and Teams: only those whose id (at the last full read) or new name is
+/// one the configuration uses read the whole directory again.
+#[tokio::test]
+async fn only_groups_of_interest_that_change_read_the_whole_directory() {
+    let base_cursor = |server: &MockServer| {
+        let base = server.uri();
+        format!(
+            "entra-v1:{}",
+            json!({
+                "users": format!("{base}/v1.0/users/delta?$deltatoken=U1"),
+                "groups": format!("{base}/v1.0/groups/delta?$deltatoken=G1"),
+                "interest": ["g1", "g2"],
+            })
+        )
+    };
+    let cases = [
+        (
+            "a new team",
+            json!({"id": "g9", "displayName": "Marketing Offsite"}),
+            false,
+        ),
+        (
+            "another group renamed",
+            json!({"id": "g3", "displayName": "Everyone"}),
+            false,
+        ),
+        (
+            "another group deleted",
+            json!({"id": "g3", "@removed": {"reason": "deleted"}}),
+            false,
+        ),
+        (
+            "a group of interest renamed",
+            json!({"id": "g1", "displayName": "Taskade Members"}),
+            true,
+        ),
+        (
+            "a group of interest deleted",
+            json!({"id": "g2", "@removed": {"reason": "deleted"}}),
+            true,
+        ),
+        (
+            "a new group named as one of interest",
+            json!({"id": "g8", "displayName": "taskade editors"}),
+            true,
+        ),
+    ];
+    for (what, group, full) in cases {
+        let server = MockServer::start().await;
+        small_tenant().mount(&server).await;
+        mount_delta(&server, "users", "U1", vec![vec![]]).await;
+        let mut group = group;
+        group["@odata.type"] = "#microsoft.graph.group".into();
+        mount_delta(&server, "groups", "G1", vec![vec![group]]).await;
+        let source = EntraSource::new(settings(&server, secret()));
+        let changes = source.changes_since(Some(&base_cursor(&server))).await;
+        match (full, changes) {
+            (false, Ok(DirectoryChanges::Delta { cursor, .. })) => {
+                assert!(
+                    cursor.contains(r#""interest":["g1","g2"]"#),
+                    "{what}: {cursor}"
+                );
+            }
+            (true, Ok(DirectoryChanges::Full { .. })) => {}
+            (_, other) => panic!("{what}: {other:?}"),
+        }
+    }
+
+    // A full read stores the ids of the groups of interest for the next round.
+    let server = MockServer::start().await;
+    small_tenant().mount(&server).await;
+    mount_delta(&server, "users", "latest", vec![vec![]]).await;
+    mount_delta(&server, "groups", "latest", vec![vec![]]).await;
+    let source = EntraSource::new(settings(&server, secret()));
+    let DirectoryChanges::Full { cursor, .. } = source.changes_since(None).await.unwrap() else {
+        panic!("a first call reads the whole directory");
+    };
+    let cursor = cursor.unwrap();
+    assert!(cursor.contains(r#""interest":["g1","g2"]"#), "{cursor}");
+}
+
 #[tokio::test]
 async fn an_expired_delta_token_falls_back_to_a_full_snapshot() {
     let server = MockServer::start().await;
