@@ -405,7 +405,7 @@ impl EntraSource {
         let (snapshot, interest) = self.snapshot_and_interest().await?;
         Ok(DirectoryChanges::Full {
             snapshot,
-            cursor: Some(links_of(&users, &groups, Some(&interest))?),
+            cursor: Some(links_of(&users, &groups, self.worth_keeping(&interest))?),
         })
     }
 
@@ -538,8 +538,18 @@ impl EntraSource {
         let (snapshot, interest) = self.snapshot_and_interest().await?;
         Ok(DeltaOutcome::Done(DirectoryChanges::Full {
             snapshot,
-            cursor: Some(links_of(users_link, groups_link, Some(&interest))?),
+            cursor: Some(links_of(
+                users_link,
+                groups_link,
+                self.worth_keeping(&interest),
+            )?),
         }))
+    }
+
+    /// The ids of the groups of interest for the cursor; none when every group is
+    /// of interest (the configuration names none), as every change counts then.
+    fn worth_keeping<'a>(&self, interest: &'a [String]) -> Option<&'a [String]> {
+        (!self.interest_names().is_everything()).then_some(interest)
     }
 
     /// Current record and transitive groups of each id; ids no longer found are
