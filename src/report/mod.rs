@@ -217,7 +217,12 @@ pub fn awaiting_approval_in(json: &str) -> Result<usize, serde_json::Error> {
 /// drive the reader's terminal. Line breaks are kept only with `lines` (a whole
 /// rendered text); inside one field they would forge lines of their own.
 pub fn printable(text: &str, lines: bool) -> std::borrow::Cow<'_, str> {
-    let unsafe_char = |c: char| c.is_control() && !(lines && (c == '\n' || c == '\t'));
+    // Bidi embeddings, overrides and isolates (and the marks) reorder what is
+    // shown, so a name can read as another; line and paragraph separators break
+    // lines where the reader expects none.
+    let reorders = |c: char| matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}' | '\u{200e}' | '\u{200f}' | '\u{061c}' | '\u{2028}' | '\u{2029}');
+    let unsafe_char =
+        |c: char| (c.is_control() && !(lines && (c == '\n' || c == '\t'))) || reorders(c);
     if !text.chars().any(unsafe_char) {
         return std::borrow::Cow::Borrowed(text);
     }

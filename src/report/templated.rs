@@ -56,9 +56,16 @@ pub(super) fn render<S: Serialize>(template: &str, context: &S) -> Result<String
     };
     let env = environment()?;
     let compiled = env.get_template(template).map_err(error)?;
-    compiled
+    let rendered = compiled
         .render(minijinja::Value::from_serialize(context))
-        .map_err(error)
+        .map_err(error)?;
+    // The templates hold no control character but newlines and tabs: any other
+    // came from a name or a provider's message, and would reach the terminal of
+    // whoever prints the report (an escape sequence) or hide text (bidi).
+    Ok(match super::printable(&rendered, true) {
+        std::borrow::Cow::Borrowed(_) => rendered,
+        std::borrow::Cow::Owned(clean) => clean,
+    })
 }
 
 /// Backslash-escapes what Markdown would otherwise read as markup, and keeps table

@@ -839,6 +839,25 @@ fn control_characters_in_names_never_reach_a_terminal() {
         !text.contains('\u{1b}') && !text.contains('\u{7}'),
         "{text}"
     );
+
+    // `report --format markdown|html` prints to a terminal too; and a bidi
+    // override would show "moc.elpmaxe@oec" as another name.
+    report.drift[1].user_name = "admin\u{202e}moc.elpmaxe@oec".into();
+    for rendered in [
+        report::render_markdown(&report).unwrap(),
+        report::render_html(&report).unwrap(),
+    ] {
+        assert!(rendered.contains("pwned"), "{rendered}");
+        assert!(
+            !rendered.contains(['\u{1b}', '\u{7}', '\u{202e}']),
+            "{rendered}"
+        );
+        assert!(rendered.contains("admin\u{fffd}moc"), "{rendered}");
+    }
+    assert_eq!(
+        report::printable("a\u{2066}b\u{2028}c", true),
+        "a\u{fffd}b\u{fffd}c"
+    );
 }
 
 mod digest {
