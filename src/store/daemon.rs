@@ -396,28 +396,50 @@ impl Store {
     }
 
     /// Retention: deletes runs started before `before` (with their snapshots,
-    /// journal and reports, by cascade; runs with actions in flight are kept) and
-    /// ledger episodes that ended before it — cancelled ones, and verified ones of
-    /// people who came back. A verified episode of someone still gone is kept: it
-    /// is what stops the sweep from opening a new one. Returns (runs, episodes).
+    /// journal and reports, by cascade) and ledger episodes that ended before it —
+    /// cancelled ones, and verified ones of people who came back. A verified episode
+    /// of someone still gone is kept: it is what stops the sweep from opening a new
+    /// one. Returns (runs, episodes).
+    ///
+    /// However old, a run is kept while it has actions in flight (a restart resumes
+    /// them), while its snapshots are stored ([`Store::prune_snapshots`] keeps the
+    /// newest: the workspace sanity check, `explain`, `export` and `link` read
+    /// them), when it has the newest report (the digest's state), and when it is the
+    /// newest reconcile or sweep whose held actions still await `approve`: after a
+    /// long outage these are all old, and what the safety checks compare against.
     pub fn prune_before(&mut self, before: DateTime<Utc>) -> Result<(usize, usize), StoreError> {
-        let runs = self
-            .conn
+        let context = || "pruning old runs".to_owned();
+        let tx = self.write_tx(context)?;
+        let runs = tx
             .prepare_cached(
                 "DELETE FROM runs WHERE started_at < ?1 AND status != 'running'
                  AND NOT EXISTS (SELECT 1 FROM actions
-                     WHERE actions.run_id = runs.id AND actions.state = 'in_flight')",
+                     WHERE actions.run_id = runs.id AND actions.state = 'in_flight')
+                 AND workspace_saved = 0 AND directory_complete IS NULL
+                 AND id != coalesce((SELECT max(run_id) FROM reports), 0)
+                 AND id != coalesce((SELECT max(a.run_id) FROM actions AS a
+                     JOIN runs AS r ON r.id = a.run_id
+                     LEFT JOIN held_decisions AS d ON d.run_id = a.run_id AND d.seq = a.seq
+                     WHERE r.kind = 'reconcile' AND (
+                         (a.state = 'held' AND (d.decision IS NULL OR d.decision = 'approved'))
+                         OR (a.state = 'planned' AND d.decision = 'approved'))), 0)
+                 AND id != coalesce((SELECT max(a.run_id) FROM actions AS a
+                     JOIN runs AS r ON r.id = a.run_id
+                     LEFT JOIN held_decisions AS d ON d.run_id = a.run_id AND d.seq = a.seq
+                     WHERE r.kind = 'sweep' AND (
+                         (a.state = 'held' AND (d.decision IS NULL OR d.decision = 'approved'))
+                         OR (a.state = 'planned' AND d.decision = 'approved'))), 0)",
             )
             .and_then(|mut stmt| stmt.execute([ts(before)]))
-            .context(|| "pruning old runs".to_owned())?;
-        let episodes = self
-            .conn
+            .context(context)?;
+        let episodes = tx
             .prepare_cached(
                 "DELETE FROM deprovisions
                  WHERE closed_at < ?1 OR returned_at < ?1",
             )
             .and_then(|mut stmt| stmt.execute([ts(before)]))
             .context(|| "pruning old deprovisions".to_owned())?;
+        tx.commit().context(context)?;
         Ok((runs, episodes))
     }
 

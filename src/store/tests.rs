@@ -1403,6 +1403,87 @@ fn snapshots_are_pruned_to_the_newest_runs() {
     assert_eq!(kept(runs[4]), 1);
 }
 
+/// After reconciles have failed for longer than the retention period, every run is
+/// old: the daily prune still keeps what the safety checks read — the runs whose
+/// snapshots are stored (the newest few), the newest report, and the newest run
+/// whose held actions await `approve`. Only what nothing reads again goes.
+#[test]
+fn pruning_old_runs_keeps_what_the_safety_checks_read() {
+    let mut store = Store::open_in_memory().unwrap();
+    let directory = DirectorySnapshot {
+        identities: vec![identity(1, IdentityStatus::Active, &["g"])],
+        complete: true,
+    };
+    let mut clock = 0;
+    let mut run = |store: &mut Store, kind: RunKind| {
+        clock += 1;
+        store.begin_run(kind, t(clock)).unwrap()
+    };
+    let finish = |store: &mut Store, run: RunId| {
+        store
+            .finish_run(run, t(100), RunStatus::Failed, Some("directory unreachable"))
+            .unwrap();
+    };
+    let mut snapshot_runs = vec![];
+    for _ in 0..4 {
+        let r = run(&mut store, RunKind::Reconcile);
+        store.save_directory_snapshot(r, &directory).unwrap();
+        store.save_workspace_snapshot(r, &workspace(3, 1, 2)).unwrap();
+        store.save_report(r, "{\"state\":\"drift\"}").unwrap();
+        store.finish_run(r, t(100), RunStatus::Succeeded, None).unwrap();
+        snapshot_runs.push(r);
+    }
+    // The daemon keeps the newest 3 runs' snapshots.
+    store.prune_snapshots(3).unwrap();
+    let reported = run(&mut store, RunKind::Reconcile);
+    store.save_report(reported, "{\"state\":\"needs_attention\"}").unwrap();
+    finish(&mut store, reported);
+    let older_held = run(&mut store, RunKind::Reconcile);
+    store.save_plan(older_held, &sample_plan(), t(50)).unwrap();
+    finish(&mut store, older_held);
+    let held = run(&mut store, RunKind::Reconcile);
+    store.save_plan(held, &sample_plan(), t(50)).unwrap();
+    finish(&mut store, held);
+    let rejected = run(&mut store, RunKind::Reconcile);
+    store.save_plan(rejected, &sample_plan(), t(50)).unwrap();
+    store
+        .record_decisions(
+            rejected,
+            &[(1, Decision::Rejected, None), (3, Decision::Rejected, None)],
+            "admin",
+            t(60),
+        )
+        .unwrap();
+    finish(&mut store, rejected);
+    let mut failed = vec![];
+    for _ in 0..3 {
+        let r = run(&mut store, RunKind::Reconcile);
+        finish(&mut store, r);
+        failed.push(r);
+    }
+
+    // Everything started long before the retention period's start.
+    let (pruned, _) = store.prune_before(t(1_000_000)).unwrap();
+    assert_eq!(pruned, 1 + 1 + 1 + 3, "the unsnapshotted, superseded and failed runs");
+
+    let newest = snapshot_runs[3];
+    let next = failed[2] + 1;
+    assert_eq!(store.previous_workspace_run(next).unwrap(), Some(newest));
+    assert_eq!(store.latest_run_with_snapshots().unwrap(), Some(newest));
+    assert_eq!(store.latest_snapshot_run().unwrap(), Some(newest));
+    for &r in &snapshot_runs[1..] {
+        assert!(store.run(r).unwrap().is_some(), "run {r} has snapshots");
+    }
+    assert!(store.run(snapshot_runs[0]).unwrap().is_none());
+    assert_eq!(store.latest_report().unwrap().map(|(r, _)| r), Some(reported));
+    assert!(store.run(held).unwrap().is_some(), "its held actions await approval");
+    assert!(store.run(older_held).unwrap().is_none());
+    assert!(store.run(rejected).unwrap().is_none());
+    for &r in &failed {
+        assert!(store.run(r).unwrap().is_none());
+    }
+}
+
 /// The prune reads the cut-off, then deletes: while another connection holds the
 /// write lock it waits for it (the busy timeout), rather than failing at once with
 /// SQLITE_BUSY when its read transaction cannot become a write one.
