@@ -396,10 +396,11 @@ impl Store {
     }
 
     /// Retention: deletes runs started before `before` (with their snapshots,
-    /// journal and reports, by cascade) and ledger episodes that ended before it —
-    /// cancelled ones, and verified ones of people who came back. A verified episode
-    /// of someone still gone is kept: it is what stops the sweep from opening a new
-    /// one. Returns (runs, episodes).
+    /// journal and reports, by cascade), ledger episodes that ended before it —
+    /// cancelled ones, and verified ones of people who came back — and outbox
+    /// messages sent or refused for good before it. A verified episode of someone
+    /// still gone is kept: it is what stops the sweep from opening a new one.
+    /// Returns (runs, episodes).
     ///
     /// However old, a run is kept while it has actions in flight (a restart resumes
     /// them), while its snapshots are stored ([`Store::prune_snapshots`] keeps the
@@ -439,6 +440,16 @@ impl Store {
             )
             .and_then(|mut stmt| stmt.execute([ts(before)]))
             .context(|| "pruning old deprovisions".to_owned())?;
+        // Delivered and refused messages, with their bodies (a message waiting for
+        // a send, `pending`, claimed or not, always stays). A refused one has no
+        // time of its refusal: its next attempt is its last claim's deadline.
+        tx.prepare_cached(
+            "DELETE FROM outbox
+             WHERE (state = 'sent' AND sent_at < ?1)
+                OR (state = 'failed' AND created_at < ?1 AND next_attempt_at < ?1)",
+        )
+        .and_then(|mut stmt| stmt.execute([ts(before)]))
+        .context(|| "pruning old messages from outbox".to_owned())?;
         tx.commit().context(context)?;
         Ok((runs, episodes))
     }

@@ -1484,6 +1484,46 @@ fn pruning_old_runs_keeps_what_the_safety_checks_read() {
     }
 }
 
+/// The daily prune deletes messages sent or refused for good before the retention
+/// period's start, bodies and all; a message still waiting (claimed or not), and
+/// recent ones, stay.
+#[test]
+fn pruning_deletes_old_sent_and_failed_messages_only() {
+    let mut store = Store::open_in_memory().unwrap();
+    let message = NewMessage {
+        kind: OutboxKind::Report,
+        subject: "drift".into(),
+        from: "seatwarden@example.com".into(),
+        to: vec!["it@example.com".into()],
+        text: "text".into(),
+        html: "<p>html</p>".into(),
+    };
+    let old_sent = store.enqueue_message(&message, t(0)).unwrap();
+    store.mark_message_sent(old_sent, t(5)).unwrap();
+    let old_failed = store.enqueue_message(&message, t(0)).unwrap();
+    assert!(store.claim_message(old_failed, t(1), t(601)).unwrap());
+    store
+        .mark_message_attempt_failed(old_failed, "550 no such user", None)
+        .unwrap();
+    let old_pending = store.enqueue_message(&message, t(0)).unwrap();
+    store
+        .mark_message_attempt_failed(old_pending, "421 try later", Some(t(3600)))
+        .unwrap();
+    let old_claimed = store.enqueue_message(&message, t(0)).unwrap();
+    assert!(store.claim_message(old_claimed, t(1), t(601)).unwrap());
+    let new_sent = store.enqueue_message(&message, t(0)).unwrap();
+    store.mark_message_sent(new_sent, t(20_000)).unwrap();
+    let new_failed = store.enqueue_message(&message, t(19_500)).unwrap();
+    assert!(store.claim_message(new_failed, t(19_500), t(20_100)).unwrap());
+    store
+        .mark_message_attempt_failed(new_failed, "550 no such user", None)
+        .unwrap();
+
+    store.prune_before(t(10_000)).unwrap();
+    let left: Vec<OutboxId> = store.outbox().unwrap().into_iter().map(|e| e.id).collect();
+    assert_eq!(left, [old_pending, old_claimed, new_sent, new_failed]);
+}
+
 /// The prune reads the cut-off, then deletes: while another connection holds the
 /// write lock it waits for it (the busy timeout), rather than failing at once with
 /// SQLITE_BUSY when its read transaction cannot become a write one.
