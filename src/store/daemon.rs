@@ -491,10 +491,14 @@ impl Store {
         Ok(deleted)
     }
 
-    /// Returns unused pages to the file system after a large prune.
+    /// Returns unused pages to the file system after a large prune. In WAL mode
+    /// VACUUM writes the whole database into the `-wal` file, which keeps its size
+    /// until a checkpoint truncates it: so one follows.
     pub fn vacuum(&mut self) -> Result<(), StoreError> {
         self.conn
-            .execute_batch("PRAGMA wal_checkpoint(TRUNCATE); VACUUM;")
+            .execute_batch(
+                "PRAGMA wal_checkpoint(TRUNCATE); VACUUM; PRAGMA wal_checkpoint(TRUNCATE);",
+            )
             .context(|| "vacuuming the state database".to_owned())
     }
 }

@@ -1524,6 +1524,31 @@ fn pruning_deletes_old_sent_and_failed_messages_only() {
     assert_eq!(left, [old_pending, old_claimed, new_sent, new_failed]);
 }
 
+/// In WAL mode VACUUM writes the whole database into the `-wal` file; the prune's
+/// vacuum must not leave it there, as big as the database, until the next restart.
+#[test]
+fn vacuum_leaves_no_large_wal_behind() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("vacuum.db");
+    let mut store = Store::open(&path).unwrap();
+    for i in 0..4 {
+        let run = store.begin_run(RunKind::Reconcile, t(i)).unwrap();
+        store
+            .save_workspace_snapshot(run, &workspace(2_000, 20, 100))
+            .unwrap();
+        store.finish_run(run, t(i + 1), RunStatus::Succeeded, None).unwrap();
+    }
+    assert!(store.prune_snapshots(1).unwrap() > 0);
+    store.vacuum().unwrap();
+    let size = |suffix: &str| {
+        let mut name = path.as_os_str().to_owned();
+        name.push(suffix);
+        std::fs::metadata(PathBuf::from(name)).map_or(0, |m| m.len())
+    };
+    assert!(size("") > 100 * 1024, "the database holds a snapshot: {}", size(""));
+    assert!(size("-wal") <= 4 * 4096, "the -wal file after VACUUM: {} bytes", size("-wal"));
+}
+
 /// The prune reads the cut-off, then deletes: while another connection holds the
 /// write lock it waits for it (the busy timeout), rather than failing at once with
 /// SQLITE_BUSY when its read transaction cannot become a write one.
