@@ -1421,22 +1421,33 @@ fn pruning_old_runs_keeps_what_the_safety_checks_read() {
     };
     let finish = |store: &mut Store, run: RunId| {
         store
-            .finish_run(run, t(100), RunStatus::Failed, Some("directory unreachable"))
+            .finish_run(
+                run,
+                t(100),
+                RunStatus::Failed,
+                Some("directory unreachable"),
+            )
             .unwrap();
     };
     let mut snapshot_runs = vec![];
     for _ in 0..4 {
         let r = run(&mut store, RunKind::Reconcile);
         store.save_directory_snapshot(r, &directory).unwrap();
-        store.save_workspace_snapshot(r, &workspace(3, 1, 2)).unwrap();
+        store
+            .save_workspace_snapshot(r, &workspace(3, 1, 2))
+            .unwrap();
         store.save_report(r, "{\"state\":\"drift\"}").unwrap();
-        store.finish_run(r, t(100), RunStatus::Succeeded, None).unwrap();
+        store
+            .finish_run(r, t(100), RunStatus::Succeeded, None)
+            .unwrap();
         snapshot_runs.push(r);
     }
     // The daemon keeps the newest 3 runs' snapshots.
     store.prune_snapshots(3).unwrap();
     let reported = run(&mut store, RunKind::Reconcile);
-    store.save_report(reported, "{\"state\":\"needs_attention\"}").unwrap();
+    store
+        .save_report(reported, "{\"state\":\"needs_attention\"}")
+        .unwrap();
     finish(&mut store, reported);
     let older_held = run(&mut store, RunKind::Reconcile);
     store.save_plan(older_held, &sample_plan(), t(50)).unwrap();
@@ -1464,7 +1475,11 @@ fn pruning_old_runs_keeps_what_the_safety_checks_read() {
 
     // Everything started long before the retention period's start.
     let (pruned, _) = store.prune_before(t(1_000_000)).unwrap();
-    assert_eq!(pruned, 1 + 1 + 1 + 3, "the unsnapshotted, superseded and failed runs");
+    assert_eq!(
+        pruned,
+        1 + 1 + 1 + 3,
+        "the unsnapshotted, superseded and failed runs"
+    );
 
     let newest = snapshot_runs[3];
     let next = failed[2] + 1;
@@ -1475,8 +1490,14 @@ fn pruning_old_runs_keeps_what_the_safety_checks_read() {
         assert!(store.run(r).unwrap().is_some(), "run {r} has snapshots");
     }
     assert!(store.run(snapshot_runs[0]).unwrap().is_none());
-    assert_eq!(store.latest_report().unwrap().map(|(r, _)| r), Some(reported));
-    assert!(store.run(held).unwrap().is_some(), "its held actions await approval");
+    assert_eq!(
+        store.latest_report().unwrap().map(|(r, _)| r),
+        Some(reported)
+    );
+    assert!(
+        store.run(held).unwrap().is_some(),
+        "its held actions await approval"
+    );
     assert!(store.run(older_held).unwrap().is_none());
     assert!(store.run(rejected).unwrap().is_none());
     for &r in &failed {
@@ -1514,7 +1535,11 @@ fn pruning_deletes_old_sent_and_failed_messages_only() {
     let new_sent = store.enqueue_message(&message, t(0)).unwrap();
     store.mark_message_sent(new_sent, t(20_000)).unwrap();
     let new_failed = store.enqueue_message(&message, t(19_500)).unwrap();
-    assert!(store.claim_message(new_failed, t(19_500), t(20_100)).unwrap());
+    assert!(
+        store
+            .claim_message(new_failed, t(19_500), t(20_100))
+            .unwrap()
+    );
     store
         .mark_message_attempt_failed(new_failed, "550 no such user", None)
         .unwrap();
@@ -1536,7 +1561,9 @@ fn vacuum_leaves_no_large_wal_behind() {
         store
             .save_workspace_snapshot(run, &workspace(2_000, 20, 100))
             .unwrap();
-        store.finish_run(run, t(i + 1), RunStatus::Succeeded, None).unwrap();
+        store
+            .finish_run(run, t(i + 1), RunStatus::Succeeded, None)
+            .unwrap();
     }
     assert!(store.prune_snapshots(1).unwrap() > 0);
     store.vacuum().unwrap();
@@ -1545,8 +1572,55 @@ fn vacuum_leaves_no_large_wal_behind() {
         name.push(suffix);
         std::fs::metadata(PathBuf::from(name)).map_or(0, |m| m.len())
     };
-    assert!(size("") > 100 * 1024, "the database holds a snapshot: {}", size(""));
-    assert!(size("-wal") <= 4 * 4096, "the -wal file after VACUUM: {} bytes", size("-wal"));
+    assert!(
+        size("") > 100 * 1024,
+        "the database holds a snapshot: {}",
+        size("")
+    );
+    assert!(
+        size("-wal") <= 4 * 4096,
+        "the -wal file after VACUUM: {} bytes",
+        size("-wal")
+    );
+}
+
+/// A database an older version created readable by everyone (and its `-wal` and
+/// `-shm` files, which SQLite gives the database's mode) is made readable by its
+/// owner only when it is opened.
+#[cfg(unix)]
+#[test]
+fn opening_a_world_readable_database_restricts_it_to_its_owner() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("old.db");
+    drop(Store::open(&path).unwrap());
+    let wal = dir.path().join("old.db-wal");
+    let shm = dir.path().join("old.db-shm");
+    let chmod = |file: &Path, mode| {
+        std::fs::set_permissions(file, std::fs::Permissions::from_mode(mode)).unwrap();
+    };
+    let mode = |file: &Path| std::fs::metadata(file).unwrap().permissions().mode() & 0o777;
+    chmod(&path, 0o644);
+    // An older daemon still has it open: its -wal and -shm exist.
+    let other = rusqlite::Connection::open(&path).unwrap();
+    other
+        .execute_batch("CREATE TABLE written_by_an_old_version (x INTEGER)")
+        .unwrap();
+    chmod(&wal, 0o644);
+    chmod(&shm, 0o664);
+    assert_eq!(mode(&path), 0o644);
+
+    let store = Store::open(&path).unwrap();
+    assert_eq!(mode(&path), 0o600);
+    assert_eq!(mode(&wal), 0o600);
+    assert_eq!(mode(&shm), 0o600);
+    drop(store);
+    drop(other);
+
+    // Stricter than 0600 already: left as it is.
+    chmod(&path, 0o400);
+    drop(Store::open(&path).ok());
+    assert_eq!(mode(&path), 0o400);
 }
 
 /// The prune reads the cut-off, then deletes: while another connection holds the
