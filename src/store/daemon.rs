@@ -455,8 +455,9 @@ impl Store {
     }
 
     /// Snapshots are the bulk of the database and only the latest ones are ever read
-    /// again; keeps those of the newest `keep` runs that saved any and deletes the
-    /// rest (runs, journals and reports stay for the retention period). Returns how
+    /// again; keeps those of the newest `keep` runs that saved any, of the newest
+    /// run that saved a workspace snapshot and of the newest that saved both, and
+    /// deletes the rest (runs, journals and reports stay for the retention period). Returns how
     /// many snapshots (directory and workspace, each one) it deleted.
     pub fn prune_snapshots(&mut self, keep: usize) -> Result<usize, StoreError> {
         let keep = i64::try_from(keep).unwrap_or(i64::MAX);
@@ -473,17 +474,35 @@ impl Store {
             )
             .optional()
             .context(context)?;
+        // Runs whose workspace read failed save only a directory snapshot: however
+        // many follow, the newest workspace snapshot (the workspace sanity check's
+        // baseline) and the newest run with both (`explain`, `export`, `link`) stay.
+        let newest = |sql: &str| -> Result<i64, StoreError> {
+            tx.query_row(sql, [], |row| row.get::<_, Option<i64>>(0))
+                .context(context)
+                .map(|id| id.unwrap_or(0))
+        };
+        let workspace = newest("SELECT max(id) FROM runs WHERE workspace_saved = 1")?;
+        let both = newest(
+            "SELECT max(id) FROM runs WHERE workspace_saved = 1 AND directory_complete IS NOT NULL",
+        )?;
         let mut deleted = 0;
         if let Some(cutoff) = cutoff {
             for table in ["directory_snapshots", "workspace_snapshots"] {
                 deleted += tx
-                    .execute(&format!("DELETE FROM {table} WHERE run_id < ?1"), [cutoff])
+                    .execute(
+                        &format!(
+                            "DELETE FROM {table} WHERE run_id < ?1 AND run_id != ?2 AND run_id != ?3"
+                        ),
+                        [cutoff, workspace, both],
+                    )
                     .context(context)?;
             }
             // A pruned snapshot must read as "not saved", never as an empty one.
             tx.execute(
-                "UPDATE runs SET directory_complete = NULL, workspace_saved = 0 WHERE id < ?1",
-                [cutoff],
+                "UPDATE runs SET directory_complete = NULL, workspace_saved = 0
+                 WHERE id < ?1 AND id != ?2 AND id != ?3",
+                [cutoff, workspace, both],
             )
             .context(context)?;
         }

@@ -1623,6 +1623,41 @@ fn opening_a_world_readable_database_restricts_it_to_its_owner() {
     assert_eq!(mode(&path), 0o400);
 }
 
+/// Reconciles whose workspace read fails still save their directory snapshot; the
+/// newest few of those must not push out the last workspace snapshot (the workspace
+/// sanity check's baseline) nor the last run with both (`explain`, `link`).
+#[test]
+fn pruning_snapshots_keeps_the_newest_workspace_snapshot() {
+    let mut store = Store::open_in_memory().unwrap();
+    let directory = DirectorySnapshot {
+        identities: vec![identity(1, IdentityStatus::Active, &["g"])],
+        complete: true,
+    };
+    let mut runs = vec![];
+    for i in 0..2 {
+        let run = store.begin_run(RunKind::Reconcile, t(i)).unwrap();
+        store.save_directory_snapshot(run, &directory).unwrap();
+        store
+            .save_workspace_snapshot(run, &workspace(3, 1, 2))
+            .unwrap();
+        runs.push(run);
+    }
+    for i in 2..7 {
+        let run = store.begin_run(RunKind::Reconcile, t(i)).unwrap();
+        store.save_directory_snapshot(run, &directory).unwrap();
+        runs.push(run);
+    }
+    assert_eq!(store.prune_snapshots(3).unwrap(), 2 + 2);
+    let next = runs[6] + 1;
+    assert_eq!(store.previous_workspace_run(next).unwrap(), Some(runs[1]));
+    assert_eq!(store.workspace_account_count(runs[1]).unwrap(), 3);
+    assert_eq!(store.latest_run_with_snapshots().unwrap(), Some(runs[1]));
+    assert!(store.load_directory_snapshot(runs[1]).unwrap().is_some());
+    assert_eq!(store.load_directory_snapshot(runs[0]).unwrap(), None);
+    assert_eq!(store.load_directory_snapshot(runs[3]).unwrap(), None);
+    assert!(store.load_directory_snapshot(runs[4]).unwrap().is_some());
+}
+
 /// The prune reads the cut-off, then deletes: while another connection holds the
 /// write lock it waits for it (the busy timeout), rather than failing at once with
 /// SQLITE_BUSY when its read transaction cannot become a write one.
