@@ -396,34 +396,68 @@ impl Store {
     }
 
     /// Retention: deletes runs started before `before` (with their snapshots,
-    /// journal and reports, by cascade; runs with actions in flight are kept) and
-    /// ledger episodes that ended before it — cancelled ones, and verified ones of
-    /// people who came back. A verified episode of someone still gone is kept: it
-    /// is what stops the sweep from opening a new one. Returns (runs, episodes).
+    /// journal and reports, by cascade), ledger episodes that ended before it —
+    /// cancelled ones, and verified ones of people who came back — and outbox
+    /// messages sent or refused for good before it. A verified episode of someone
+    /// still gone is kept: it is what stops the sweep from opening a new one.
+    /// Returns (runs, episodes).
+    ///
+    /// However old, a run is kept while it has actions in flight (a restart resumes
+    /// them), while its snapshots are stored ([`Store::prune_snapshots`] keeps the
+    /// newest: the workspace sanity check, `explain`, `export` and `link` read
+    /// them), when it has the newest report (the digest's state), and when it is the
+    /// newest reconcile or sweep whose held actions still await `approve`: after a
+    /// long outage these are all old, and what the safety checks compare against.
     pub fn prune_before(&mut self, before: DateTime<Utc>) -> Result<(usize, usize), StoreError> {
-        let runs = self
-            .conn
+        let context = || "pruning old runs".to_owned();
+        let tx = self.write_tx(context)?;
+        let runs = tx
             .prepare_cached(
                 "DELETE FROM runs WHERE started_at < ?1 AND status != 'running'
                  AND NOT EXISTS (SELECT 1 FROM actions
-                     WHERE actions.run_id = runs.id AND actions.state = 'in_flight')",
+                     WHERE actions.run_id = runs.id AND actions.state = 'in_flight')
+                 AND workspace_saved = 0 AND directory_complete IS NULL
+                 AND id != coalesce((SELECT max(run_id) FROM reports), 0)
+                 AND id != coalesce((SELECT max(a.run_id) FROM actions AS a
+                     JOIN runs AS r ON r.id = a.run_id
+                     LEFT JOIN held_decisions AS d ON d.run_id = a.run_id AND d.seq = a.seq
+                     WHERE r.kind = 'reconcile' AND (
+                         (a.state = 'held' AND (d.decision IS NULL OR d.decision = 'approved'))
+                         OR (a.state = 'planned' AND d.decision = 'approved'))), 0)
+                 AND id != coalesce((SELECT max(a.run_id) FROM actions AS a
+                     JOIN runs AS r ON r.id = a.run_id
+                     LEFT JOIN held_decisions AS d ON d.run_id = a.run_id AND d.seq = a.seq
+                     WHERE r.kind = 'sweep' AND (
+                         (a.state = 'held' AND (d.decision IS NULL OR d.decision = 'approved'))
+                         OR (a.state = 'planned' AND d.decision = 'approved'))), 0)",
             )
             .and_then(|mut stmt| stmt.execute([ts(before)]))
-            .context(|| "pruning old runs".to_owned())?;
-        let episodes = self
-            .conn
+            .context(context)?;
+        let episodes = tx
             .prepare_cached(
                 "DELETE FROM deprovisions
                  WHERE closed_at < ?1 OR returned_at < ?1",
             )
             .and_then(|mut stmt| stmt.execute([ts(before)]))
             .context(|| "pruning old deprovisions".to_owned())?;
+        // Delivered and refused messages, with their bodies (a message waiting for
+        // a send, `pending`, claimed or not, always stays). A refused one has no
+        // time of its refusal: its next attempt is its last claim's deadline.
+        tx.prepare_cached(
+            "DELETE FROM outbox
+             WHERE (state = 'sent' AND sent_at < ?1)
+                OR (state = 'failed' AND created_at < ?1 AND next_attempt_at < ?1)",
+        )
+        .and_then(|mut stmt| stmt.execute([ts(before)]))
+        .context(|| "pruning old messages from outbox".to_owned())?;
+        tx.commit().context(context)?;
         Ok((runs, episodes))
     }
 
     /// Snapshots are the bulk of the database and only the latest ones are ever read
-    /// again; keeps those of the newest `keep` runs that saved any and deletes the
-    /// rest (runs, journals and reports stay for the retention period). Returns how
+    /// again; keeps those of the newest `keep` runs that saved any, of the newest
+    /// run that saved a workspace snapshot and of the newest that saved both, and
+    /// deletes the rest (runs, journals and reports stay for the retention period). Returns how
     /// many snapshots (directory and workspace, each one) it deleted.
     pub fn prune_snapshots(&mut self, keep: usize) -> Result<usize, StoreError> {
         let keep = i64::try_from(keep).unwrap_or(i64::MAX);
@@ -440,17 +474,35 @@ impl Store {
             )
             .optional()
             .context(context)?;
+        // Runs whose workspace read failed save only a directory snapshot: however
+        // many follow, the newest workspace snapshot (the workspace sanity check's
+        // baseline) and the newest run with both (`explain`, `export`, `link`) stay.
+        let newest = |sql: &str| -> Result<i64, StoreError> {
+            tx.query_row(sql, [], |row| row.get::<_, Option<i64>>(0))
+                .context(context)
+                .map(|id| id.unwrap_or(0))
+        };
+        let workspace = newest("SELECT max(id) FROM runs WHERE workspace_saved = 1")?;
+        let both = newest(
+            "SELECT max(id) FROM runs WHERE workspace_saved = 1 AND directory_complete IS NOT NULL",
+        )?;
         let mut deleted = 0;
         if let Some(cutoff) = cutoff {
             for table in ["directory_snapshots", "workspace_snapshots"] {
                 deleted += tx
-                    .execute(&format!("DELETE FROM {table} WHERE run_id < ?1"), [cutoff])
+                    .execute(
+                        &format!(
+                            "DELETE FROM {table} WHERE run_id < ?1 AND run_id != ?2 AND run_id != ?3"
+                        ),
+                        [cutoff, workspace, both],
+                    )
                     .context(context)?;
             }
             // A pruned snapshot must read as "not saved", never as an empty one.
             tx.execute(
-                "UPDATE runs SET directory_complete = NULL, workspace_saved = 0 WHERE id < ?1",
-                [cutoff],
+                "UPDATE runs SET directory_complete = NULL, workspace_saved = 0
+                 WHERE id < ?1 AND id != ?2 AND id != ?3",
+                [cutoff, workspace, both],
             )
             .context(context)?;
         }
@@ -458,10 +510,14 @@ impl Store {
         Ok(deleted)
     }
 
-    /// Returns unused pages to the file system after a large prune.
+    /// Returns unused pages to the file system after a large prune. In WAL mode
+    /// VACUUM writes the whole database into the `-wal` file, which keeps its size
+    /// until a checkpoint truncates it: so one follows.
     pub fn vacuum(&mut self) -> Result<(), StoreError> {
         self.conn
-            .execute_batch("PRAGMA wal_checkpoint(TRUNCATE); VACUUM;")
+            .execute_batch(
+                "PRAGMA wal_checkpoint(TRUNCATE); VACUUM; PRAGMA wal_checkpoint(TRUNCATE);",
+            )
             .context(|| "vacuuming the state database".to_owned())
     }
 }

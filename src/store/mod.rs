@@ -4,8 +4,9 @@
 //! alert state (`outbox`), read by the digest and the access export (`export`).
 //!
 //! The store is synchronous and owns one connection; async callers wrap it in a
-//! mutex or `spawn_blocking`. It never logs, and stores no secrets: only directory
-//! and workspace attributes, plans and results.
+//! mutex or `spawn_blocking`. It logs only when it tightens a database file's
+//! permissions on open, and stores no secrets: only directory and workspace
+//! attributes, plans and results.
 //!
 //! Storage choices:
 //! - file databases use WAL, `synchronous=FULL`, `foreign_keys=ON` and a 5 s busy
@@ -236,12 +237,57 @@ pub fn private_file() -> std::fs::OpenOptions {
     options
 }
 
+/// The largest `-wal` file kept after a checkpoint (`PRAGMA journal_size_limit`).
+const JOURNAL_SIZE_LIMIT: i64 = 64 * 1024 * 1024;
+
+/// Makes the database at `path` and its `-wal` and `-shm` files, where they exist,
+/// readable and writable by their owner only (0600) when the group or others have
+/// any access: a database created by a version that did not restrict it (or
+/// copied in under a loose umask) is tightened on the next open. A file that
+/// cannot be changed (owned by another user) is left as it is, with a warning.
+#[cfg(unix)]
+fn restrict_permissions(path: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    let mut files = vec![path.to_owned()];
+    for suffix in ["-wal", "-shm"] {
+        let mut name = path.as_os_str().to_owned();
+        name.push(suffix);
+        files.push(PathBuf::from(name));
+    }
+    for file in files {
+        let Ok(metadata) = std::fs::metadata(&file) else {
+            continue;
+        };
+        let mode = metadata.permissions().mode() & 0o7777;
+        if mode & 0o077 == 0 {
+            continue;
+        }
+        match std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)) {
+            Ok(()) => tracing::info!(
+                file = %file.display(),
+                was = format_args!("{mode:04o}"),
+                "the state database was readable by other users; made it readable by its owner only (0600)"
+            ),
+            Err(e) => tracing::warn!(
+                file = %file.display(),
+                mode = format_args!("{mode:04o}"),
+                error = %e,
+                "the state database is readable by other users and its mode cannot be changed"
+            ),
+        }
+    }
+}
+
+#[cfg(not(unix))]
+fn restrict_permissions(_path: &Path) {}
+
 impl Store {
     /// Opens (creating if missing) the database at `path` and migrates it. A new
     /// database is made readable by its owner only (SQLite gives its `-wal` and
-    /// `-shm` files the same mode): it holds both snapshots, the leavers' ledger
-    /// and the outbox, and a command run from a shell has a umask that would let
-    /// every local user read them.
+    /// `-shm` files the same mode), and an existing one that the group or others
+    /// can read is made so ([`restrict_permissions`]): it holds both snapshots,
+    /// the leavers' ledger and the outbox, and a command run from a shell has a
+    /// umask that would let every local user read them.
     pub fn open(path: &Path) -> Result<Store, StoreError> {
         let open_error = |source| StoreError::Open {
             path: path.to_owned(),
@@ -260,6 +306,7 @@ impl Store {
                 }
             }
         }
+        restrict_permissions(path);
         let conn = Connection::open(path).map_err(open_error)?;
         let mut store = Store {
             conn,
@@ -302,6 +349,10 @@ impl Store {
         self.conn.pragma_update(None, "synchronous", "FULL")?;
         // 32 MiB page cache: a 100k-account snapshot fits without spilling mid-write.
         self.conn.pragma_update(None, "cache_size", -32_768)?;
+        // A `-wal` file grown by a large write (a snapshot, VACUUM) is cut back to
+        // 64 MiB at the next checkpoint that resets it, rather than kept at its peak.
+        self.conn
+            .pragma_update(None, "journal_size_limit", JOURNAL_SIZE_LIMIT)?;
         self.conn.set_prepared_statement_cache_capacity(64);
         Ok(())
     }

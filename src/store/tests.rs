@@ -1403,6 +1403,261 @@ fn snapshots_are_pruned_to_the_newest_runs() {
     assert_eq!(kept(runs[4]), 1);
 }
 
+/// After reconciles have failed for longer than the retention period, every run is
+/// old: the daily prune still keeps what the safety checks read — the runs whose
+/// snapshots are stored (the newest few), the newest report, and the newest run
+/// whose held actions await `approve`. Only what nothing reads again goes.
+#[test]
+fn pruning_old_runs_keeps_what_the_safety_checks_read() {
+    let mut store = Store::open_in_memory().unwrap();
+    let directory = DirectorySnapshot {
+        identities: vec![identity(1, IdentityStatus::Active, &["g"])],
+        complete: true,
+    };
+    let mut clock = 0;
+    let mut run = |store: &mut Store, kind: RunKind| {
+        clock += 1;
+        store.begin_run(kind, t(clock)).unwrap()
+    };
+    let finish = |store: &mut Store, run: RunId| {
+        store
+            .finish_run(
+                run,
+                t(100),
+                RunStatus::Failed,
+                Some("directory unreachable"),
+            )
+            .unwrap();
+    };
+    let mut snapshot_runs = vec![];
+    for _ in 0..4 {
+        let r = run(&mut store, RunKind::Reconcile);
+        store.save_directory_snapshot(r, &directory).unwrap();
+        store
+            .save_workspace_snapshot(r, &workspace(3, 1, 2))
+            .unwrap();
+        store.save_report(r, "{\"state\":\"drift\"}").unwrap();
+        store
+            .finish_run(r, t(100), RunStatus::Succeeded, None)
+            .unwrap();
+        snapshot_runs.push(r);
+    }
+    // The daemon keeps the newest 3 runs' snapshots.
+    store.prune_snapshots(3).unwrap();
+    let reported = run(&mut store, RunKind::Reconcile);
+    store
+        .save_report(reported, "{\"state\":\"needs_attention\"}")
+        .unwrap();
+    finish(&mut store, reported);
+    let older_held = run(&mut store, RunKind::Reconcile);
+    store.save_plan(older_held, &sample_plan(), t(50)).unwrap();
+    finish(&mut store, older_held);
+    let held = run(&mut store, RunKind::Reconcile);
+    store.save_plan(held, &sample_plan(), t(50)).unwrap();
+    finish(&mut store, held);
+    let rejected = run(&mut store, RunKind::Reconcile);
+    store.save_plan(rejected, &sample_plan(), t(50)).unwrap();
+    store
+        .record_decisions(
+            rejected,
+            &[(1, Decision::Rejected, None), (3, Decision::Rejected, None)],
+            "admin",
+            t(60),
+        )
+        .unwrap();
+    finish(&mut store, rejected);
+    let mut failed = vec![];
+    for _ in 0..3 {
+        let r = run(&mut store, RunKind::Reconcile);
+        finish(&mut store, r);
+        failed.push(r);
+    }
+
+    // Everything started long before the retention period's start.
+    let (pruned, _) = store.prune_before(t(1_000_000)).unwrap();
+    assert_eq!(
+        pruned,
+        1 + 1 + 1 + 3,
+        "the unsnapshotted, superseded and failed runs"
+    );
+
+    let newest = snapshot_runs[3];
+    let next = failed[2] + 1;
+    assert_eq!(store.previous_workspace_run(next).unwrap(), Some(newest));
+    assert_eq!(store.latest_run_with_snapshots().unwrap(), Some(newest));
+    assert_eq!(store.latest_snapshot_run().unwrap(), Some(newest));
+    for &r in &snapshot_runs[1..] {
+        assert!(store.run(r).unwrap().is_some(), "run {r} has snapshots");
+    }
+    assert!(store.run(snapshot_runs[0]).unwrap().is_none());
+    assert_eq!(
+        store.latest_report().unwrap().map(|(r, _)| r),
+        Some(reported)
+    );
+    assert!(
+        store.run(held).unwrap().is_some(),
+        "its held actions await approval"
+    );
+    assert!(store.run(older_held).unwrap().is_none());
+    assert!(store.run(rejected).unwrap().is_none());
+    for &r in &failed {
+        assert!(store.run(r).unwrap().is_none());
+    }
+}
+
+/// The daily prune deletes messages sent or refused for good before the retention
+/// period's start, bodies and all; a message still waiting (claimed or not), and
+/// recent ones, stay.
+#[test]
+fn pruning_deletes_old_sent_and_failed_messages_only() {
+    let mut store = Store::open_in_memory().unwrap();
+    let message = NewMessage {
+        kind: OutboxKind::Report,
+        subject: "drift".into(),
+        from: "seatwarden@example.com".into(),
+        to: vec!["it@example.com".into()],
+        text: "text".into(),
+        html: "<p>html</p>".into(),
+    };
+    let old_sent = store.enqueue_message(&message, t(0)).unwrap();
+    store.mark_message_sent(old_sent, t(5)).unwrap();
+    let old_failed = store.enqueue_message(&message, t(0)).unwrap();
+    assert!(store.claim_message(old_failed, t(1), t(601)).unwrap());
+    store
+        .mark_message_attempt_failed(old_failed, "550 no such user", None)
+        .unwrap();
+    let old_pending = store.enqueue_message(&message, t(0)).unwrap();
+    store
+        .mark_message_attempt_failed(old_pending, "421 try later", Some(t(3600)))
+        .unwrap();
+    let old_claimed = store.enqueue_message(&message, t(0)).unwrap();
+    assert!(store.claim_message(old_claimed, t(1), t(601)).unwrap());
+    let new_sent = store.enqueue_message(&message, t(0)).unwrap();
+    store.mark_message_sent(new_sent, t(20_000)).unwrap();
+    let new_failed = store.enqueue_message(&message, t(19_500)).unwrap();
+    assert!(
+        store
+            .claim_message(new_failed, t(19_500), t(20_100))
+            .unwrap()
+    );
+    store
+        .mark_message_attempt_failed(new_failed, "550 no such user", None)
+        .unwrap();
+
+    store.prune_before(t(10_000)).unwrap();
+    let left: Vec<OutboxId> = store.outbox().unwrap().into_iter().map(|e| e.id).collect();
+    assert_eq!(left, [old_pending, old_claimed, new_sent, new_failed]);
+}
+
+/// In WAL mode VACUUM writes the whole database into the `-wal` file; the prune's
+/// vacuum must not leave it there, as big as the database, until the next restart.
+#[test]
+fn vacuum_leaves_no_large_wal_behind() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("vacuum.db");
+    let mut store = Store::open(&path).unwrap();
+    for i in 0..4 {
+        let run = store.begin_run(RunKind::Reconcile, t(i)).unwrap();
+        store
+            .save_workspace_snapshot(run, &workspace(2_000, 20, 100))
+            .unwrap();
+        store
+            .finish_run(run, t(i + 1), RunStatus::Succeeded, None)
+            .unwrap();
+    }
+    assert!(store.prune_snapshots(1).unwrap() > 0);
+    store.vacuum().unwrap();
+    let size = |suffix: &str| {
+        let mut name = path.as_os_str().to_owned();
+        name.push(suffix);
+        std::fs::metadata(PathBuf::from(name)).map_or(0, |m| m.len())
+    };
+    assert!(
+        size("") > 100 * 1024,
+        "the database holds a snapshot: {}",
+        size("")
+    );
+    assert!(
+        size("-wal") <= 4 * 4096,
+        "the -wal file after VACUUM: {} bytes",
+        size("-wal")
+    );
+}
+
+/// A database an older version created readable by everyone (and its `-wal` and
+/// `-shm` files, which SQLite gives the database's mode) is made readable by its
+/// owner only when it is opened.
+#[cfg(unix)]
+#[test]
+fn opening_a_world_readable_database_restricts_it_to_its_owner() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("old.db");
+    drop(Store::open(&path).unwrap());
+    let wal = dir.path().join("old.db-wal");
+    let shm = dir.path().join("old.db-shm");
+    let chmod = |file: &Path, mode| {
+        std::fs::set_permissions(file, std::fs::Permissions::from_mode(mode)).unwrap();
+    };
+    let mode = |file: &Path| std::fs::metadata(file).unwrap().permissions().mode() & 0o777;
+    chmod(&path, 0o644);
+    // An older daemon still has it open: its -wal and -shm exist.
+    let other = rusqlite::Connection::open(&path).unwrap();
+    other
+        .execute_batch("CREATE TABLE written_by_an_old_version (x INTEGER)")
+        .unwrap();
+    chmod(&wal, 0o644);
+    chmod(&shm, 0o664);
+    assert_eq!(mode(&path), 0o644);
+
+    let store = Store::open(&path).unwrap();
+    assert_eq!(mode(&path), 0o600);
+    assert_eq!(mode(&wal), 0o600);
+    assert_eq!(mode(&shm), 0o600);
+    drop(store);
+    drop(other);
+
+    // Stricter than 0600 already: left as it is.
+    chmod(&path, 0o400);
+    drop(Store::open(&path).ok());
+    assert_eq!(mode(&path), 0o400);
+}
+
+/// Reconciles whose workspace read fails still save their directory snapshot; the
+/// newest few of those must not push out the last workspace snapshot (the workspace
+/// sanity check's baseline) nor the last run with both (`explain`, `link`).
+#[test]
+fn pruning_snapshots_keeps_the_newest_workspace_snapshot() {
+    let mut store = Store::open_in_memory().unwrap();
+    let directory = DirectorySnapshot {
+        identities: vec![identity(1, IdentityStatus::Active, &["g"])],
+        complete: true,
+    };
+    let mut runs = vec![];
+    for i in 0..2 {
+        let run = store.begin_run(RunKind::Reconcile, t(i)).unwrap();
+        store.save_directory_snapshot(run, &directory).unwrap();
+        store
+            .save_workspace_snapshot(run, &workspace(3, 1, 2))
+            .unwrap();
+        runs.push(run);
+    }
+    for i in 2..7 {
+        let run = store.begin_run(RunKind::Reconcile, t(i)).unwrap();
+        store.save_directory_snapshot(run, &directory).unwrap();
+        runs.push(run);
+    }
+    assert_eq!(store.prune_snapshots(3).unwrap(), 2 + 2);
+    let next = runs[6] + 1;
+    assert_eq!(store.previous_workspace_run(next).unwrap(), Some(runs[1]));
+    assert_eq!(store.workspace_account_count(runs[1]).unwrap(), 3);
+    assert_eq!(store.latest_run_with_snapshots().unwrap(), Some(runs[1]));
+    assert!(store.load_directory_snapshot(runs[1]).unwrap().is_some());
+    assert_eq!(store.load_directory_snapshot(runs[0]).unwrap(), None);
+    assert_eq!(store.load_directory_snapshot(runs[3]).unwrap(), None);
+    assert!(store.load_directory_snapshot(runs[4]).unwrap().is_some());
+}
+
 /// The prune reads the cut-off, then deletes: while another connection holds the
 /// write lock it waits for it (the busy timeout), rather than failing at once with
 /// SQLITE_BUSY when its read transaction cannot become a write one.
