@@ -19,7 +19,9 @@
 //!   groups' further member ranges are read. Members that are not users of the user
 //!   search (computers, contacts, people outside `base_dn`) are left out. A group's
 //!   name is its `cn`. Membership through Active Directory's primary group
-//!   (`primaryGroupID`, usually "Domain Users") is not in `member` and is not seen.
+//!   (`primaryGroupID`, usually "Domain Users"), which is not in `member`, counts:
+//!   the user is a member of the group whose `objectSid` is the user's own domain
+//!   SID with that RID.
 //! - Status, Active Directory: ACCOUNTDISABLE (0x2) in `userAccountControl`, or an
 //!   `accountExpires` in the past → suspended; otherwise active. A user without
 //!   either attribute fails the snapshot (AD sets both on every user; absent, they
@@ -107,6 +109,15 @@ impl LdapFlavor {
         match self {
             LdapFlavor::ActiveDirectory => &["member"],
             LdapFlavor::OpenLdap => &["member", "uniqueMember"],
+        }
+    }
+
+    /// What tells a user's primary group: its `primaryGroupID` (the group's RID)
+    /// and the user's own `objectSid` (whose domain the group shares).
+    fn primary_group_attributes(self) -> &'static [&'static str] {
+        match self {
+            LdapFlavor::ActiveDirectory => &["primaryGroupID", "objectSid"],
+            LdapFlavor::OpenLdap => &[],
         }
     }
 
@@ -254,11 +265,20 @@ impl LdapSource {
             flavor.department_attribute().to_owned(),
         ];
         user_attributes.extend(flavor.status_attributes().iter().map(|a| (*a).to_owned()));
+        user_attributes.extend(
+            flavor
+                .primary_group_attributes()
+                .iter()
+                .map(|a| (*a).to_owned()),
+        );
         let users = self
             .search(ldap, "users", &s.base_dn, &s.user_filter, user_attributes)
             .await?;
         let mut group_attributes = vec!["cn".to_owned()];
         group_attributes.extend(flavor.member_attributes().iter().map(|a| (*a).to_owned()));
+        if flavor == LdapFlavor::ActiveDirectory {
+            group_attributes.push("objectSid".to_owned());
+        }
         let mut groups = Vec::new();
         for entry in self
             .search(
@@ -349,8 +369,15 @@ impl LdapSource {
                 None => members.extend(ranged.values),
             }
         }
+        let sid = match first_bytes(&entry, "objectSid") {
+            Some(bytes) => Some(sid_text(bytes).ok_or_else(|| {
+                self.malformed_group(&entry.dn, "objectSid is not a valid SID".to_owned())
+            })?),
+            None => None,
+        };
         Ok(Group {
             name,
+            sid,
             raw_dn: entry.dn.clone(),
             dn: normalize_dn(&entry.dn),
             members: members.iter().map(|m| normalize_dn(m)).collect(),
@@ -395,11 +422,24 @@ impl LdapSource {
                     .filter(|&nested| !used[nested]),
             );
         }
-        Ok(groups
+        let groups: Vec<Group> = groups
             .into_iter()
             .zip(used)
             .filter_map(|(group, used)| used.then_some(group))
-            .collect())
+            .collect();
+        if s.flavor == LdapFlavor::ActiveDirectory
+            && let Some(group) = groups.iter().find(|g| g.sid.is_none())
+        {
+            // Without it, the people whose primary group this is (primaryGroupID)
+            // are not seen as its members and would drop out of it.
+            return Err(self.malformed_group(
+                &group.raw_dn,
+                "the group has no objectSid (can the bind account read it?); the users whose \
+                 primary group it is could not be told"
+                    .to_owned(),
+            ));
+        }
+        Ok(groups)
     }
 
     /// Reads the rest of each ranged member attribute of `group`.
@@ -795,6 +835,9 @@ impl RangedValues {
 #[derive(Debug)]
 struct Group {
     name: String,
+    /// Active Directory: `objectSid` as text (`S-1-5-21-…-513`), matched against
+    /// the users' primary groups.
+    sid: Option<String>,
     raw_dn: String,
     dn: String,
     members: Vec<String>,
@@ -806,6 +849,9 @@ struct Group {
 #[derive(Debug)]
 struct Person {
     dn: String,
+    /// Active Directory: the SID (text) of the user's primary group, whose
+    /// membership is not in its `member` attribute.
+    primary_group: Option<String>,
     identity: Identity,
 }
 
@@ -869,6 +915,45 @@ fn guid_text(bytes: &[u8]) -> Option<String> {
         b[14],
         b[15]
     ))
+}
+
+/// A binary SID (revision, sub-authority count, 48-bit big-endian authority,
+/// little-endian 32-bit sub-authorities) as text: `S-1-5-21-1-2-3-513`.
+fn sid_text(bytes: &[u8]) -> Option<String> {
+    let (&revision, rest) = bytes.split_first()?;
+    let (&count, rest) = rest.split_first()?;
+    let authority = rest.get(..6)?;
+    let subs = rest.get(6..)?;
+    if subs.len() != usize::from(count) * 4 || count == 0 {
+        return None;
+    }
+    let authority = authority
+        .iter()
+        .fold(0_u64, |acc, b| acc << 8 | u64::from(*b));
+    let mut text = format!("S-{revision}-{authority}");
+    for sub in subs.chunks_exact(4) {
+        let value = u32::from_le_bytes([sub[0], sub[1], sub[2], sub[3]]);
+        text.push_str(&format!("-{value}"));
+    }
+    Some(text)
+}
+
+/// Active Directory: the SID of the user's primary group, from the user's own
+/// `objectSid` (the group is in the user's domain) and `primaryGroupID` (its RID).
+fn primary_group_sid(entry: &SearchEntry) -> Result<String, String> {
+    let rid = first_text(entry, "primaryGroupID")
+        .ok_or("no primaryGroupID (can the bind account read it?)")?;
+    let rid: u32 = rid
+        .parse()
+        .map_err(|_| format!("primaryGroupID {rid:?} is not a number"))?;
+    let sid =
+        first_bytes(entry, "objectSid").ok_or("no objectSid (can the bind account read it?)")?;
+    let sid = sid_text(sid).ok_or("objectSid is not a valid SID")?;
+    let domain = sid
+        .rsplit_once('-')
+        .map(|(domain, _)| domain)
+        .ok_or("objectSid is not a valid SID")?;
+    Ok(format!("{domain}-{rid}"))
 }
 
 /// The user's id: GUID text for Active Directory's binary GUIDs, else the text.
@@ -963,8 +1048,13 @@ fn person(entry: &SearchEntry, s: &LdapSettings, now: DateTime<Utc>) -> Result<P
         })?
         .to_owned();
     let text = |attribute: &str| first_text(entry, attribute).map(str::to_owned);
+    let primary_group = match s.flavor {
+        LdapFlavor::ActiveDirectory => Some(primary_group_sid(entry)?),
+        LdapFlavor::OpenLdap => None,
+    };
     Ok(Person {
         dn: normalize_dn(&entry.dn),
+        primary_group,
         identity: Identity {
             id,
             user_name,
@@ -1034,12 +1124,28 @@ fn identities(people: Vec<Person>, groups: &[Group]) -> Result<Vec<Identity>, Di
         .enumerate()
         .map(|(i, g)| (g.dn.as_str(), i))
         .collect();
+    // Active Directory: members through their primary group, not in its `member`.
+    let mut by_primary_group: HashMap<&str, Vec<usize>> = HashMap::new();
+    for (i, person) in people.iter().enumerate() {
+        if let Some(sid) = &person.primary_group {
+            by_primary_group.entry(sid.as_str()).or_default().push(i);
+        }
+    }
     let mut names: Vec<BTreeSet<&str>> = vec![BTreeSet::new(); people.len()];
     for group in groups {
         // Every group reachable from this one through members that are groups.
         let mut seen = vec![false; groups.len()];
         let mut pending = vec![group];
         while let Some(current) = pending.pop() {
+            if let Some(primary) = current
+                .sid
+                .as_deref()
+                .and_then(|sid| by_primary_group.get(sid))
+            {
+                for &person in primary {
+                    names[person].insert(&group.name);
+                }
+            }
             for member in &current.members {
                 if let Some(&person) = person_at.get(member.as_str()) {
                     names[person].insert(&group.name);
@@ -1088,7 +1194,8 @@ mod tests {
 
     use super::{
         Group, LdapFlavor, Person, RangedValues, account_expired, entry_id, guid_text, identities,
-        is_ad_partition, normalize_dn, parenthesized, sends_password_in_clear, status,
+        is_ad_partition, normalize_dn, parenthesized, primary_group_sid, sends_password_in_clear,
+        sid_text, status,
     };
 
     #[test]
@@ -1339,6 +1446,7 @@ mod tests {
     fn person(dn: &str, id: &str) -> Person {
         Person {
             dn: normalize_dn(dn),
+            primary_group: None,
             identity: Identity {
                 id: id.to_owned(),
                 user_name: format!("{id}@example.com"),
@@ -1357,6 +1465,7 @@ mod tests {
         let dn = format!("cn={name},ou=groups");
         Group {
             name: name.to_owned(),
+            sid: None,
             dn: normalize_dn(&dn),
             raw_dn: dn,
             members: members.iter().map(|m| normalize_dn(m)).collect(),
@@ -1385,6 +1494,51 @@ mod tests {
             identities[1].groups,
             ["Engineering", "Loop A", "Loop B", "Users"]
         );
+    }
+
+    #[test]
+    fn a_sid_is_written_as_text_and_a_primary_group_shares_the_users_domain() {
+        // S-1-5-21-1004336348-1177238915-682003330-1105
+        let mut bytes = vec![1, 5, 0, 0, 0, 0, 0, 5];
+        for sub in [21_u32, 1_004_336_348, 1_177_238_915, 682_003_330, 1105] {
+            bytes.extend(sub.to_le_bytes());
+        }
+        assert_eq!(
+            sid_text(&bytes).as_deref(),
+            Some("S-1-5-21-1004336348-1177238915-682003330-1105")
+        );
+        assert_eq!(sid_text(&bytes[..bytes.len() - 1]), None);
+        assert_eq!(sid_text(&[1]), None);
+        let mut user = entry(&[("primaryGroupID", &["513"])]);
+        user.bin_attrs.insert("objectSid".to_owned(), vec![bytes]);
+        assert_eq!(
+            primary_group_sid(&user).as_deref(),
+            Ok("S-1-5-21-1004336348-1177238915-682003330-513")
+        );
+        let unreadable = entry(&[("primaryGroupID", &["513"])]);
+        assert!(
+            primary_group_sid(&unreadable)
+                .unwrap_err()
+                .contains("no objectSid")
+        );
+    }
+
+    #[test]
+    fn members_through_their_primary_group_count_nested_too() {
+        let mut dee = person("cn=dee,ou=staff", "d");
+        dee.primary_group = Some("S-1-5-21-1-2-3-1200".to_owned());
+        let mut eve = person("cn=eve,ou=staff", "e");
+        // Another domain's group with the same RID.
+        eve.primary_group = Some("S-1-5-21-9-9-9-1200".to_owned());
+        let mut contractors = group("Contractors", &[]);
+        contractors.sid = Some("S-1-5-21-1-2-3-1200".to_owned());
+        let groups = vec![
+            contractors,
+            group("Everyone", &["cn=Contractors,ou=groups"]),
+        ];
+        let identities = identities(vec![dee, eve], &groups).unwrap();
+        assert_eq!(identities[0].groups, ["Contractors", "Everyone"]);
+        assert!(identities[1].groups.is_empty());
     }
 
     #[test]

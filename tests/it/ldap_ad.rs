@@ -185,8 +185,28 @@ fn users() -> Vec<(String, [u8; 16], &'static str, &'static str, &'static str)> 
             "512",
             "126227808000000000",
         ),
+        // In All Staff only through her primary group (primaryGroupID).
+        (
+            format!("CN=Dee Park,{USERS_BASE}"),
+            guid(4),
+            "dee@corp.example.com",
+            "512",
+            "0",
+        ),
     ]
 }
+
+/// A SID of the fake's domain, S-1-5-21-1-2-3-`rid`, in its binary form.
+fn sid(rid: u32) -> Vec<u8> {
+    let mut bytes = vec![1, 5, 0, 0, 0, 0, 0, 5];
+    for sub in [21, 1, 2, 3, rid] {
+        bytes.extend(u32::to_le_bytes(sub));
+    }
+    bytes
+}
+
+/// All Staff's RID; Dee's primary group. Everyone else's is Domain Users (513).
+const ALL_STAFF_RID: u32 = 1100;
 
 fn big_group_member(n: usize) -> String {
     let users = users();
@@ -255,7 +275,14 @@ async fn serve(mut stream: TcpStream, asked: Arc<Mutex<Asked>>, withheld: Option
                         _ => users().into_iter().take(2).collect(),
                     };
                     for (dn, guid, upn, control, expires) in page {
+                        let primary = if upn.starts_with("dee") {
+                            ALL_STAFF_RID
+                        } else {
+                            513
+                        };
                         let attributes: Vec<(&str, Vec<Vec<u8>>)> = [
+                            ("objectSid", vec![sid(1100 + u32::from(guid[0]))]),
+                            ("primaryGroupID", vec![primary.to_string().into_bytes()]),
                             ("objectGUID", vec![guid.to_vec()]),
                             ("userPrincipalName", vec![upn.as_bytes().to_vec()]),
                             ("mail", vec![upn.as_bytes().to_vec()]),
@@ -284,6 +311,7 @@ async fn serve(mut stream: TcpStream, asked: Arc<Mutex<Asked>>, withheld: Option
                             BIG_GROUP,
                             &[
                                 ("cn", vec![b"All Staff".to_vec()]),
+                                ("objectSid", vec![sid(ALL_STAFF_RID)]),
                                 (&format!("member;range=0-{}", RANGE - 1), first),
                             ],
                         ),
@@ -397,10 +425,17 @@ async fn active_directory_guids_status_and_ranged_members() {
                 "00000003-0000-0000-0000-0000000000f3",
                 "cy@corp.example.com",
                 IdentityStatus::Suspended,
+                all_staff.clone()
+            ),
+            (
+                "00000004-0000-0000-0000-0000000000f4",
+                "dee@corp.example.com",
+                IdentityStatus::Active,
                 all_staff
             ),
         ],
-        "Ben is disabled, Cy expired; Ben and Cy are members only in later ranges"
+        "Ben is disabled, Cy expired; Ben and Cy are members only in later ranges; Dee \
+         through her primary group"
     );
     assert_eq!(
         snapshot.identities[0].department.as_deref(),
@@ -439,6 +474,8 @@ async fn active_directory_guids_status_and_ranged_members() {
         "userPrincipalName",
         "userAccountControl",
         "accountExpires",
+        "primaryGroupID",
+        "objectSid",
     ] {
         assert!(
             user_attributes.iter().any(|a| a == wanted),
