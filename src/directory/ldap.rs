@@ -9,8 +9,8 @@
 //!   flavor's people that have the userName attribute), in pages of
 //!   `page_size` (Simple Paged Results, RFC 2696; Active Directory answers at most
 //!   1,000 entries a page). Groups: one search of `group_base_dn` (default
-//!   `base_dn`) with `group_filter`; members from `member` (and `uniqueMember` on
-//!   OpenLDAP). Active Directory sends the members of a group of more than 1,500 as
+//!   `base_dn`) with `group_filter`; members from `member` (and on OpenLDAP
+//!   `uniqueMember`, without its optional `#'…'B`, and `memberUid`, by `uid`). Active Directory sends the members of a group of more than 1,500 as
 //!   `member;range=0-1499`; the rest is read range by range.
 //! - A person's groups are the groups the configuration names (`scope_groups`, the
 //!   mappings and `safety.protected_groups`; every group when it names none) and
@@ -118,6 +118,14 @@ impl LdapFlavor {
         match self {
             LdapFlavor::ActiveDirectory => &["primaryGroupID", "objectSid"],
             LdapFlavor::OpenLdap => &[],
+        }
+    }
+
+    /// What names a user in a group's `memberUid` (RFC 2307 `posixGroup`).
+    fn uid_attributes(self) -> &'static [&'static str] {
+        match self {
+            LdapFlavor::ActiveDirectory => &[],
+            LdapFlavor::OpenLdap => &["uid"],
         }
     }
 
@@ -271,13 +279,15 @@ impl LdapSource {
                 .iter()
                 .map(|a| (*a).to_owned()),
         );
+        user_attributes.extend(flavor.uid_attributes().iter().map(|a| (*a).to_owned()));
         let users = self
             .search(ldap, "users", &s.base_dn, &s.user_filter, user_attributes)
             .await?;
         let mut group_attributes = vec!["cn".to_owned()];
         group_attributes.extend(flavor.member_attributes().iter().map(|a| (*a).to_owned()));
-        if flavor == LdapFlavor::ActiveDirectory {
-            group_attributes.push("objectSid".to_owned());
+        match flavor {
+            LdapFlavor::ActiveDirectory => group_attributes.push("objectSid".to_owned()),
+            LdapFlavor::OpenLdap => group_attributes.push("memberUid".to_owned()),
         }
         let mut groups = Vec::new();
         for entry in self
@@ -366,9 +376,23 @@ impl LdapSource {
                 .map_err(|what| self.malformed_group(&entry.dn, what))?;
             match next {
                 Some(range) => unfinished.push((ranged, range)),
-                None => members.extend(ranged.values),
+                None => members.extend(
+                    ranged
+                        .values
+                        .iter()
+                        .map(|v| member_dn(attribute, v).to_owned()),
+                ),
             }
         }
+        let member_uids = texts(&entry, "memberUid")
+            .map(|values| {
+                values
+                    .iter()
+                    .map(|v| v.trim().to_owned())
+                    .filter(|v| !v.is_empty())
+                    .collect()
+            })
+            .unwrap_or_default();
         let sid = match first_bytes(&entry, "objectSid") {
             Some(bytes) => Some(sid_text(bytes).ok_or_else(|| {
                 self.malformed_group(&entry.dn, "objectSid is not a valid SID".to_owned())
@@ -381,6 +405,7 @@ impl LdapSource {
             raw_dn: entry.dn.clone(),
             dn: normalize_dn(&entry.dn),
             members: members.iter().map(|m| normalize_dn(m)).collect(),
+            member_uids,
             unfinished,
         })
     }
@@ -456,9 +481,13 @@ impl LdapSource {
                     .take(&answer)
                     .map_err(|what| self.malformed_group(&group.raw_dn, what))?;
             }
-            group
-                .members
-                .extend(ranged.values.iter().map(|m| normalize_dn(m)));
+            let attribute = ranged.attribute;
+            group.members.extend(
+                ranged
+                    .values
+                    .iter()
+                    .map(|m| normalize_dn(member_dn(attribute, m))),
+            );
         }
         Ok(())
     }
@@ -841,6 +870,8 @@ struct Group {
     raw_dn: String,
     dn: String,
     members: Vec<String>,
+    /// RFC 2307 `memberUid` values: users by their `uid`, not their DN.
+    member_uids: Vec<String>,
     /// Member attributes sent in ranges, with the range to ask for next.
     unfinished: Vec<(RangedValues, String)>,
 }
@@ -852,6 +883,8 @@ struct Person {
     /// Active Directory: the SID (text) of the user's primary group, whose
     /// membership is not in its `member` attribute.
     primary_group: Option<String>,
+    /// OpenLDAP: the user's `uid` values, which a `posixGroup`'s `memberUid` names.
+    uids: Vec<String>,
     identity: Identity,
 }
 
@@ -1052,9 +1085,19 @@ fn person(entry: &SearchEntry, s: &LdapSettings, now: DateTime<Utc>) -> Result<P
         LdapFlavor::ActiveDirectory => Some(primary_group_sid(entry)?),
         LdapFlavor::OpenLdap => None,
     };
+    let uids = s
+        .flavor
+        .uid_attributes()
+        .iter()
+        .filter_map(|a| texts(entry, a))
+        .flatten()
+        .map(|v| v.trim().to_owned())
+        .filter(|v| !v.is_empty())
+        .collect();
     Ok(Person {
         dn: normalize_dn(&entry.dn),
         primary_group,
+        uids,
         identity: Identity {
             id,
             user_name,
@@ -1077,6 +1120,27 @@ fn parenthesized(filter: &str) -> String {
         filter.to_owned()
     } else {
         format!("({filter})")
+    }
+}
+
+/// A member value's DN: `uniqueMember` (RFC 4519 NameAndOptionalUID) may end in
+/// `#'0101'B`, a bit string that is not part of the DN.
+fn member_dn<'a>(attribute: &str, value: &'a str) -> &'a str {
+    if !attribute.eq_ignore_ascii_case("uniqueMember") {
+        return value;
+    }
+    let trimmed = value.trim_end();
+    match trimmed.rfind("#'") {
+        Some(at)
+            if trimmed.ends_with("'B")
+                && trimmed[at + 2..trimmed.len() - 2]
+                    .chars()
+                    .all(|c| c == '0' || c == '1')
+                && !trimmed[..at].ends_with('\\') =>
+        {
+            &trimmed[..at]
+        }
+        _ => value,
     }
 }
 
@@ -1131,6 +1195,13 @@ fn identities(people: Vec<Person>, groups: &[Group]) -> Result<Vec<Identity>, Di
             by_primary_group.entry(sid.as_str()).or_default().push(i);
         }
     }
+    // RFC 2307 posixGroup: members by uid.
+    let mut by_uid: HashMap<&str, Vec<usize>> = HashMap::new();
+    for (i, person) in people.iter().enumerate() {
+        for uid in &person.uids {
+            by_uid.entry(uid.as_str()).or_default().push(i);
+        }
+    }
     let mut names: Vec<BTreeSet<&str>> = vec![BTreeSet::new(); people.len()];
     for group in groups {
         // Every group reachable from this one through members that are groups.
@@ -1143,6 +1214,11 @@ fn identities(people: Vec<Person>, groups: &[Group]) -> Result<Vec<Identity>, Di
                 .and_then(|sid| by_primary_group.get(sid))
             {
                 for &person in primary {
+                    names[person].insert(&group.name);
+                }
+            }
+            for uid in &current.member_uids {
+                for &person in by_uid.get(uid.as_str()).into_iter().flatten() {
                     names[person].insert(&group.name);
                 }
             }
@@ -1194,8 +1270,8 @@ mod tests {
 
     use super::{
         Group, LdapFlavor, Person, RangedValues, account_expired, entry_id, guid_text, identities,
-        is_ad_partition, normalize_dn, parenthesized, primary_group_sid, sends_password_in_clear,
-        sid_text, status,
+        is_ad_partition, member_dn, normalize_dn, parenthesized, primary_group_sid,
+        sends_password_in_clear, sid_text, status,
     };
 
     #[test]
@@ -1447,6 +1523,7 @@ mod tests {
         Person {
             dn: normalize_dn(dn),
             primary_group: None,
+            uids: Vec::new(),
             identity: Identity {
                 id: id.to_owned(),
                 user_name: format!("{id}@example.com"),
@@ -1467,6 +1544,7 @@ mod tests {
             name: name.to_owned(),
             sid: None,
             dn: normalize_dn(&dn),
+            member_uids: Vec::new(),
             raw_dn: dn,
             members: members.iter().map(|m| normalize_dn(m)).collect(),
             unfinished: Vec::new(),
@@ -1539,6 +1617,35 @@ mod tests {
         let identities = identities(vec![dee, eve], &groups).unwrap();
         assert_eq!(identities[0].groups, ["Contractors", "Everyone"]);
         assert!(identities[1].groups.is_empty());
+    }
+
+    #[test]
+    fn posix_group_members_are_found_by_uid() {
+        let mut ada = person("uid=ada,ou=people", "a");
+        ada.uids = vec!["ada".to_owned()];
+        let mut bob = person("uid=bob,ou=people", "b");
+        bob.uids = vec!["bob".to_owned()];
+        let mut developers = group("developers", &[]);
+        developers.member_uids = vec!["ada".to_owned(), "nobody".to_owned()];
+        let groups = vec![developers, group("Staff", &["cn=developers,ou=groups"])];
+        let identities = identities(vec![ada, bob], &groups).unwrap();
+        assert_eq!(identities[0].groups, ["Staff", "developers"]);
+        assert!(identities[1].groups.is_empty());
+    }
+
+    #[test]
+    fn a_unique_member_uid_suffix_is_not_part_of_the_dn() {
+        assert_eq!(
+            member_dn("uniqueMember", "uid=cy,ou=people,dc=example,dc=com#'0101'B"),
+            "uid=cy,ou=people,dc=example,dc=com"
+        );
+        assert_eq!(
+            member_dn("UNIQUEMEMBER", "uid=cy,ou=people#''B"),
+            "uid=cy,ou=people"
+        );
+        assert_eq!(member_dn("uniqueMember", "cn=a\\#'1'B"), "cn=a\\#'1'B");
+        assert_eq!(member_dn("member", "cn=x#'1'B"), "cn=x#'1'B");
+        assert_eq!(member_dn("uniqueMember", "cn=x"), "cn=x");
     }
 
     #[test]
