@@ -16,8 +16,11 @@
 //!   mappings and `safety.protected_groups`; every group when it names none) and
 //!   the groups nested in them: a
 //!   member that is a group brings its members (a cycle is harmless). Only those
-//!   groups' further member ranges are read. Members that are not users of the user
-//!   search (computers, contacts, people outside `base_dn`) are left out. A group's
+//!   groups' further member ranges are read. A member that is neither a user of the
+//!   user search nor a group of the group search is looked for among the groups
+//!   of the domain (the `DC=` root of `group_base_dn`, listed once): a group found
+//!   there (Domain Admins in `CN=Users`) is read with its members. Other members
+//!   (computers, contacts, people outside `base_dn`) are left out. A group's
 //!   name is its `cn`. Membership through Active Directory's primary group
 //!   (`primaryGroupID`, usually "Domain Users"), which is not in `member`, counts:
 //!   the user is a member of the group whose `objectSid` is the user's own domain
@@ -302,7 +305,8 @@ impl LdapSource {
         {
             groups.push(self.group(entry)?);
         }
-        let groups = self.groups_in_use(ldap, groups).await?;
+        let user_dns: HashSet<String> = users.iter().map(|e| normalize_dn(&e.dn)).collect();
+        let groups = self.groups_in_use(ldap, groups, &user_dns).await?;
         let disabled = self.disabled_ids(ldap).await?;
         let now = Utc::now();
         let mut people = Vec::with_capacity(users.len());
@@ -413,10 +417,17 @@ impl LdapSource {
     /// The groups the configuration names (see [`GroupInterest`]; every group
     /// when it names none) and the groups nested in them, each with all its
     /// members: a huge group nobody maps ("Domain Users") costs no range reads.
+    ///
+    /// A member that is neither a user of the user search nor a group of the group
+    /// search may be a group elsewhere in the domain ("Domain Admins" in
+    /// `CN=Users`, nested in a protected group): the domain's groups are then
+    /// listed once (DNs only, from the `DC=` root of `group_base_dn`), and those
+    /// that are such members are read with their members, recursively.
     async fn groups_in_use(
         &self,
         ldap: &mut Ldap,
         mut groups: Vec<Group>,
+        user_dns: &HashSet<String>,
     ) -> Result<Vec<Group>, DirectoryError> {
         let s = &self.settings;
         let interest = GroupInterest::new(&s.scope_groups, &s.other_groups);
@@ -427,25 +438,86 @@ impl LdapSource {
             "narrow directory.group_base_dn or directory.group_filter to one of them",
         )?;
         let named = |g: &Group| interest.wants(&g.name);
-        let group_at: HashMap<String, usize> = groups
+        let mut group_at: HashMap<String, usize> = groups
             .iter()
             .enumerate()
             .map(|(i, g)| (g.dn.clone(), i))
             .collect();
         let mut used = vec![false; groups.len()];
         let mut pending: Vec<usize> = (0..groups.len()).filter(|&i| named(&groups[i])).collect();
-        while let Some(i) = pending.pop() {
-            if std::mem::replace(&mut used[i], true) {
-                continue;
+        let root = domain_root(&s.group_base_dn);
+        // The domain's groups outside the group search, by normalized DN; listed
+        // the first time a member is neither a user nor a known group.
+        let mut elsewhere: Option<HashMap<String, SearchEntry>> =
+            (normalize_dn(&root) == normalize_dn(&s.group_base_dn)).then(HashMap::new);
+        let mut unresolved: BTreeSet<String> = BTreeSet::new();
+        loop {
+            while let Some(i) = pending.pop() {
+                if std::mem::replace(&mut used[i], true) {
+                    continue;
+                }
+                self.read_remaining_ranges(ldap, &mut groups[i]).await?;
+                for member in &groups[i].members {
+                    match group_at.get(member) {
+                        Some(&nested) if !used[nested] => pending.push(nested),
+                        Some(_) => {}
+                        None if !user_dns.contains(member) => {
+                            unresolved.insert(member.clone());
+                        }
+                        None => {}
+                    }
+                }
             }
-            self.read_remaining_ranges(ldap, &mut groups[i]).await?;
-            pending.extend(
-                groups[i]
-                    .members
+            if unresolved.is_empty() {
+                break;
+            }
+            let listing = match &mut elsewhere {
+                Some(listing) => listing,
+                None => elsewhere.insert(self.domain_groups(ldap, &root).await?),
+            };
+            let found: Vec<SearchEntry> = unresolved
+                .iter()
+                .filter_map(|dn| listing.remove(dn))
+                .collect();
+            if found.is_empty() {
+                break;
+            }
+            for entry in found {
+                unresolved.remove(&normalize_dn(&entry.dn));
+                let mut group = self.group(entry)?;
+                group.unfinished = s
+                    .flavor
+                    .member_attributes()
                     .iter()
-                    .filter_map(|member| group_at.get(member).copied())
-                    .filter(|&nested| !used[nested]),
+                    .map(|a| (RangedValues::new(a), (*a).to_owned()))
+                    .collect();
+                tracing::debug!(group = %group.raw_dn, "a nested group outside directory.group_base_dn is read");
+                group_at.insert(group.dn.clone(), groups.len());
+                pending.push(groups.len());
+                groups.push(group);
+                used.push(false);
+            }
+        }
+        if !unresolved.is_empty() {
+            // Contacts, computers, people outside base_dn: not people of the user
+            // search. Never silent, though a group of another domain is among them.
+            let root = normalize_dn(&root);
+            let foreign: Vec<&String> = unresolved
+                .iter()
+                .filter(|dn| !dn.ends_with(&format!(",{root}")))
+                .collect();
+            tracing::debug!(
+                count = unresolved.len(),
+                "members that are neither users of the user search nor groups are left out"
             );
+            if !foreign.is_empty() {
+                tracing::warn!(
+                    count = foreign.len(),
+                    first = %foreign[0],
+                    "group members outside the domain are left out (a group of another \
+                     domain is not read): their members get nothing through it"
+                );
+            }
         }
         let groups: Vec<Group> = groups
             .into_iter()
@@ -465,6 +537,34 @@ impl LdapSource {
             ));
         }
         Ok(groups)
+    }
+
+    /// The groups under `root` (the domain) matching `group_filter`, by
+    /// normalized DN, without their members (read only for those needed).
+    async fn domain_groups(
+        &self,
+        ldap: &mut Ldap,
+        root: &str,
+    ) -> Result<HashMap<String, SearchEntry>, DirectoryError> {
+        let s = &self.settings;
+        let mut attributes = vec!["cn".to_owned()];
+        match s.flavor {
+            LdapFlavor::ActiveDirectory => attributes.push("objectSid".to_owned()),
+            LdapFlavor::OpenLdap => attributes.push("memberUid".to_owned()),
+        }
+        let entries = self
+            .search(
+                ldap,
+                "groups of the domain",
+                root,
+                &s.group_filter,
+                attributes,
+            )
+            .await?;
+        Ok(entries
+            .into_iter()
+            .map(|entry| (normalize_dn(&entry.dn), entry))
+            .collect())
     }
 
     /// Reads the rest of each ranged member attribute of `group`.
@@ -1144,6 +1244,39 @@ fn member_dn<'a>(attribute: &str, value: &'a str) -> &'a str {
     }
 }
 
+/// The domain a DN is in: its trailing `DC=` RDNs as written (the DN itself when
+/// it has none).
+fn domain_root(dn: &str) -> String {
+    let mut rdns = Vec::new();
+    let mut current = String::new();
+    let mut escaped = false;
+    for c in dn.chars() {
+        if escaped {
+            escaped = false;
+        } else if c == '\\' {
+            escaped = true;
+        } else if c == ',' {
+            rdns.push(std::mem::take(&mut current));
+            continue;
+        }
+        current.push(c);
+    }
+    rdns.push(current);
+    let is_dc = |rdn: &String| {
+        rdn.split_once('=')
+            .is_some_and(|(name, _)| name.trim().eq_ignore_ascii_case("dc"))
+    };
+    let keep = rdns.iter().rev().take_while(|rdn| is_dc(rdn)).count();
+    if keep == 0 {
+        return dn.to_owned();
+    }
+    rdns[rdns.len() - keep..]
+        .iter()
+        .map(|rdn| rdn.trim())
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
 /// A DN in one spelling for comparison: lower case, no spaces around the commas
 /// between RDNs or around `=`. Servers write member values as they were stored,
 /// which need not be how the entry's own DN comes back.
@@ -1269,8 +1402,8 @@ mod tests {
     use ldap3::SearchEntry;
 
     use super::{
-        Group, LdapFlavor, Person, RangedValues, account_expired, entry_id, guid_text, identities,
-        is_ad_partition, member_dn, normalize_dn, parenthesized, primary_group_sid,
+        Group, LdapFlavor, Person, RangedValues, account_expired, domain_root, entry_id, guid_text,
+        identities, is_ad_partition, member_dn, normalize_dn, parenthesized, primary_group_sid,
         sends_password_in_clear, sid_text, status,
     };
 
@@ -1646,6 +1779,19 @@ mod tests {
         assert_eq!(member_dn("uniqueMember", "cn=a\\#'1'B"), "cn=a\\#'1'B");
         assert_eq!(member_dn("member", "cn=x#'1'B"), "cn=x#'1'B");
         assert_eq!(member_dn("uniqueMember", "cn=x"), "cn=x");
+    }
+
+    #[test]
+    fn the_domain_of_a_dn_is_its_dc_suffix() {
+        assert_eq!(
+            domain_root("OU=Groups, DC=corp,DC=example,DC=com"),
+            "DC=corp,DC=example,DC=com"
+        );
+        assert_eq!(
+            domain_root("ou=a\\,dc=x,o=example"),
+            "ou=a\\,dc=x,o=example"
+        );
+        assert_eq!(domain_root("dc=example"), "dc=example");
     }
 
     #[test]

@@ -20,6 +20,11 @@ const PAGED_RESULTS: &str = "1.2.840.113556.1.4.319";
 const USERS_BASE: &str = "OU=Staff,DC=corp,DC=example,DC=com";
 const GROUPS_BASE: &str = "OU=Groups,DC=corp,DC=example,DC=com";
 const BIG_GROUP: &str = "CN=All Staff,OU=Groups,DC=corp,DC=example,DC=com";
+const DOMAIN_ROOT: &str = "DC=corp,DC=example,DC=com";
+/// A protected group whose only member is Domain Admins, a group outside
+/// `group_base_dn` (in `CN=Users`, where Active Directory keeps it).
+const IT_ADMINS: &str = "CN=IT Admins,OU=Groups,DC=corp,DC=example,DC=com";
+const DOMAIN_ADMINS: &str = "CN=Domain Admins,CN=Users,DC=corp,DC=example,DC=com";
 /// Members of All Staff: mostly DNs of contacts and computers (not users), with
 /// the three users at positions 0, 1,700 and 3,100, so each range holds one.
 const BIG_GROUP_SIZE: usize = 3_200;
@@ -317,7 +322,46 @@ async fn serve(mut stream: TcpStream, asked: Arc<Mutex<Asked>>, withheld: Option
                         ),
                         None,
                     ));
+                    out.extend(message(
+                        id,
+                        entry(
+                            IT_ADMINS,
+                            &[
+                                ("cn", vec![b"IT Admins".to_vec()]),
+                                ("objectSid", vec![sid(1300)]),
+                                ("member", vec![DOMAIN_ADMINS.as_bytes().to_vec()]),
+                            ],
+                        ),
+                        None,
+                    ));
                     done_controls = Some(paged_control(b""));
+                } else if base == DOMAIN_ROOT {
+                    // Every group of the domain; members are not asked for.
+                    for (dn, cn, rid) in [
+                        (BIG_GROUP, "All Staff", ALL_STAFF_RID),
+                        (IT_ADMINS, "IT Admins", 1300),
+                        (DOMAIN_ADMINS, "Domain Admins", 512),
+                    ] {
+                        out.extend(message(
+                            id,
+                            entry(
+                                dn,
+                                &[
+                                    ("cn", vec![cn.as_bytes().to_vec()]),
+                                    ("objectSid", vec![sid(rid)]),
+                                ],
+                            ),
+                            None,
+                        ));
+                    }
+                    done_controls = Some(paged_control(b""));
+                } else if base == DOMAIN_ADMINS {
+                    let ada = users()[0].0.clone().into_bytes();
+                    out.extend(message(
+                        id,
+                        entry(DOMAIN_ADMINS, &[("member", vec![ada])]),
+                        None,
+                    ));
                 } else if base == BIG_GROUP {
                     let asked_for = &attributes[0];
                     let start: usize = asked_for
@@ -460,10 +504,12 @@ async fn active_directory_guids_status_and_ranged_members() {
             (GROUPS_BASE, Some(&b""[..])),
             (BIG_GROUP, None),
             (BIG_GROUP, None),
+            (DOMAIN_ROOT, Some(&b""[..])),
         ],
-        "users in two pages, groups in one, then two more ranges of All Staff"
+        "users in two pages, groups in one, then two more ranges of All Staff, then the \
+         domain's groups once (All Staff's contacts are neither users nor groups)"
     );
-    let ranges: Vec<&str> = asked.searches[3..]
+    let ranges: Vec<&str> = asked.searches[3..5]
         .iter()
         .map(|(_, attributes, _)| attributes[0].as_str())
         .collect();
@@ -482,6 +528,38 @@ async fn active_directory_guids_status_and_ranged_members() {
             "{user_attributes:?}"
         );
     }
+}
+
+/// A group nested in a protected group but outside `group_base_dn` (Domain
+/// Admins in `CN=Users`) is found in the domain and read: its members stay
+/// protected instead of dropping out silently.
+#[tokio::test]
+async fn a_nested_group_outside_the_group_base_is_read() {
+    let (port, asked) = start_fake(None).await;
+    let mut source = source(port).settings().clone();
+    source.other_groups = vec!["IT Admins".to_owned()];
+    let snapshot = LdapSource::new(source).snapshot().await.unwrap();
+    let ada = &snapshot.identities[0];
+    assert_eq!(ada.user_name, "ada@corp.example.com");
+    assert_eq!(ada.groups, ["All Staff", "Domain Admins", "IT Admins"]);
+    assert_eq!(snapshot.identities[1].groups, ["All Staff"]);
+    let asked = asked.lock().unwrap();
+    let domain_admins: Vec<&Vec<String>> = asked
+        .searches
+        .iter()
+        .filter(|(base, _, _)| base == DOMAIN_ADMINS)
+        .map(|(_, attributes, _)| attributes)
+        .collect();
+    assert_eq!(domain_admins, [&vec!["member".to_owned()]]);
+    assert_eq!(
+        asked
+            .searches
+            .iter()
+            .filter(|(base, _, _)| base == DOMAIN_ROOT)
+            .count(),
+        1,
+        "the domain's groups are listed once"
+    );
 }
 
 /// A user without `accountExpires` (a Global Catalog does not hold it, or the bind
