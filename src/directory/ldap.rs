@@ -9,17 +9,22 @@
 //!   flavor's people that have the userName attribute), in pages of
 //!   `page_size` (Simple Paged Results, RFC 2696; Active Directory answers at most
 //!   1,000 entries a page). Groups: one search of `group_base_dn` (default
-//!   `base_dn`) with `group_filter`; members from `member` (and `uniqueMember` on
-//!   OpenLDAP). Active Directory sends the members of a group of more than 1,500 as
+//!   `base_dn`) with `group_filter`; members from `member` (and on OpenLDAP
+//!   `uniqueMember`, without its optional `#'…'B`, and `memberUid`, by `uid`). Active Directory sends the members of a group of more than 1,500 as
 //!   `member;range=0-1499`; the rest is read range by range.
 //! - A person's groups are the groups the configuration names (`scope_groups`, the
 //!   mappings and `safety.protected_groups`; every group when it names none) and
 //!   the groups nested in them: a
 //!   member that is a group brings its members (a cycle is harmless). Only those
-//!   groups' further member ranges are read. Members that are not users of the user
-//!   search (computers, contacts, people outside `base_dn`) are left out. A group's
+//!   groups' further member ranges are read. A member that is neither a user of the
+//!   user search nor a group of the group search is looked for among the groups
+//!   of the domain (the `DC=` root of `group_base_dn`, listed once): a group found
+//!   there (Domain Admins in `CN=Users`) is read with its members. Other members
+//!   (computers, contacts, people outside `base_dn`) are left out. A group's
 //!   name is its `cn`. Membership through Active Directory's primary group
-//!   (`primaryGroupID`, usually "Domain Users") is not in `member` and is not seen.
+//!   (`primaryGroupID`, usually "Domain Users"), which is not in `member`, counts:
+//!   the user is a member of the group whose `objectSid` is the user's own domain
+//!   SID with that RID.
 //! - Status, Active Directory: ACCOUNTDISABLE (0x2) in `userAccountControl`, or an
 //!   `accountExpires` in the past → suspended; otherwise active. A user without
 //!   either attribute fails the snapshot (AD sets both on every user; absent, they
@@ -107,6 +112,23 @@ impl LdapFlavor {
         match self {
             LdapFlavor::ActiveDirectory => &["member"],
             LdapFlavor::OpenLdap => &["member", "uniqueMember"],
+        }
+    }
+
+    /// What tells a user's primary group: its `primaryGroupID` (the group's RID)
+    /// and the user's own `objectSid` (whose domain the group shares).
+    fn primary_group_attributes(self) -> &'static [&'static str] {
+        match self {
+            LdapFlavor::ActiveDirectory => &["primaryGroupID", "objectSid"],
+            LdapFlavor::OpenLdap => &[],
+        }
+    }
+
+    /// What names a user in a group's `memberUid` (RFC 2307 `posixGroup`).
+    fn uid_attributes(self) -> &'static [&'static str] {
+        match self {
+            LdapFlavor::ActiveDirectory => &[],
+            LdapFlavor::OpenLdap => &["uid"],
         }
     }
 
@@ -254,11 +276,22 @@ impl LdapSource {
             flavor.department_attribute().to_owned(),
         ];
         user_attributes.extend(flavor.status_attributes().iter().map(|a| (*a).to_owned()));
+        user_attributes.extend(
+            flavor
+                .primary_group_attributes()
+                .iter()
+                .map(|a| (*a).to_owned()),
+        );
+        user_attributes.extend(flavor.uid_attributes().iter().map(|a| (*a).to_owned()));
         let users = self
             .search(ldap, "users", &s.base_dn, &s.user_filter, user_attributes)
             .await?;
         let mut group_attributes = vec!["cn".to_owned()];
         group_attributes.extend(flavor.member_attributes().iter().map(|a| (*a).to_owned()));
+        match flavor {
+            LdapFlavor::ActiveDirectory => group_attributes.push("objectSid".to_owned()),
+            LdapFlavor::OpenLdap => group_attributes.push("memberUid".to_owned()),
+        }
         let mut groups = Vec::new();
         for entry in self
             .search(
@@ -272,7 +305,8 @@ impl LdapSource {
         {
             groups.push(self.group(entry)?);
         }
-        let groups = self.groups_in_use(ldap, groups).await?;
+        let user_dns: HashSet<String> = users.iter().map(|e| normalize_dn(&e.dn)).collect();
+        let groups = self.groups_in_use(ldap, groups, &user_dns).await?;
         let disabled = self.disabled_ids(ldap).await?;
         let now = Utc::now();
         let mut people = Vec::with_capacity(users.len());
@@ -346,14 +380,36 @@ impl LdapSource {
                 .map_err(|what| self.malformed_group(&entry.dn, what))?;
             match next {
                 Some(range) => unfinished.push((ranged, range)),
-                None => members.extend(ranged.values),
+                None => members.extend(
+                    ranged
+                        .values
+                        .iter()
+                        .map(|v| member_dn(attribute, v).to_owned()),
+                ),
             }
         }
+        let member_uids = texts(&entry, "memberUid")
+            .map(|values| {
+                values
+                    .iter()
+                    .map(|v| v.trim().to_owned())
+                    .filter(|v| !v.is_empty())
+                    .collect()
+            })
+            .unwrap_or_default();
+        let sid = match first_bytes(&entry, "objectSid") {
+            Some(bytes) => Some(sid_text(bytes).ok_or_else(|| {
+                self.malformed_group(&entry.dn, "objectSid is not a valid SID".to_owned())
+            })?),
+            None => None,
+        };
         Ok(Group {
             name,
+            sid,
             raw_dn: entry.dn.clone(),
             dn: normalize_dn(&entry.dn),
             members: members.iter().map(|m| normalize_dn(m)).collect(),
+            member_uids,
             unfinished,
         })
     }
@@ -361,10 +417,17 @@ impl LdapSource {
     /// The groups the configuration names (see [`GroupInterest`]; every group
     /// when it names none) and the groups nested in them, each with all its
     /// members: a huge group nobody maps ("Domain Users") costs no range reads.
+    ///
+    /// A member that is neither a user of the user search nor a group of the group
+    /// search may be a group elsewhere in the domain ("Domain Admins" in
+    /// `CN=Users`, nested in a protected group): the domain's groups are then
+    /// listed once (DNs only, from the `DC=` root of `group_base_dn`), and those
+    /// that are such members are read with their members, recursively.
     async fn groups_in_use(
         &self,
         ldap: &mut Ldap,
         mut groups: Vec<Group>,
+        user_dns: &HashSet<String>,
     ) -> Result<Vec<Group>, DirectoryError> {
         let s = &self.settings;
         let interest = GroupInterest::new(&s.scope_groups, &s.other_groups);
@@ -375,30 +438,132 @@ impl LdapSource {
             "narrow directory.group_base_dn or directory.group_filter to one of them",
         )?;
         let named = |g: &Group| interest.wants(&g.name);
-        let group_at: HashMap<String, usize> = groups
+        let mut group_at: HashMap<String, usize> = groups
             .iter()
             .enumerate()
             .map(|(i, g)| (g.dn.clone(), i))
             .collect();
         let mut used = vec![false; groups.len()];
         let mut pending: Vec<usize> = (0..groups.len()).filter(|&i| named(&groups[i])).collect();
-        while let Some(i) = pending.pop() {
-            if std::mem::replace(&mut used[i], true) {
-                continue;
+        let root = domain_root(&s.group_base_dn);
+        // The domain's groups outside the group search, by normalized DN; listed
+        // the first time a member is neither a user nor a known group.
+        let mut elsewhere: Option<HashMap<String, SearchEntry>> =
+            (normalize_dn(&root) == normalize_dn(&s.group_base_dn)).then(HashMap::new);
+        let mut unresolved: BTreeSet<String> = BTreeSet::new();
+        loop {
+            while let Some(i) = pending.pop() {
+                if std::mem::replace(&mut used[i], true) {
+                    continue;
+                }
+                self.read_remaining_ranges(ldap, &mut groups[i]).await?;
+                for member in &groups[i].members {
+                    match group_at.get(member) {
+                        Some(&nested) if !used[nested] => pending.push(nested),
+                        Some(_) => {}
+                        None if !user_dns.contains(member) => {
+                            unresolved.insert(member.clone());
+                        }
+                        None => {}
+                    }
+                }
             }
-            self.read_remaining_ranges(ldap, &mut groups[i]).await?;
-            pending.extend(
-                groups[i]
-                    .members
+            if unresolved.is_empty() {
+                break;
+            }
+            let listing = match &mut elsewhere {
+                Some(listing) => listing,
+                None => elsewhere.insert(self.domain_groups(ldap, &root).await?),
+            };
+            let found: Vec<SearchEntry> = unresolved
+                .iter()
+                .filter_map(|dn| listing.remove(dn))
+                .collect();
+            if found.is_empty() {
+                break;
+            }
+            for entry in found {
+                unresolved.remove(&normalize_dn(&entry.dn));
+                let mut group = self.group(entry)?;
+                group.unfinished = s
+                    .flavor
+                    .member_attributes()
                     .iter()
-                    .filter_map(|member| group_at.get(member).copied())
-                    .filter(|&nested| !used[nested]),
-            );
+                    .map(|a| (RangedValues::new(a), (*a).to_owned()))
+                    .collect();
+                tracing::debug!(group = %group.raw_dn, "a nested group outside directory.group_base_dn is read");
+                group_at.insert(group.dn.clone(), groups.len());
+                pending.push(groups.len());
+                groups.push(group);
+                used.push(false);
+            }
         }
-        Ok(groups
+        if !unresolved.is_empty() {
+            // Contacts, computers, people outside base_dn: not people of the user
+            // search. Never silent, though a group of another domain is among them.
+            let root = normalize_dn(&root);
+            let foreign: Vec<&String> = unresolved
+                .iter()
+                .filter(|dn| !dn.ends_with(&format!(",{root}")))
+                .collect();
+            tracing::debug!(
+                count = unresolved.len(),
+                "members that are neither users of the user search nor groups are left out"
+            );
+            if !foreign.is_empty() {
+                tracing::warn!(
+                    count = foreign.len(),
+                    first = %foreign[0],
+                    "group members outside the domain are left out (a group of another \
+                     domain is not read): their members get nothing through it"
+                );
+            }
+        }
+        let groups: Vec<Group> = groups
             .into_iter()
             .zip(used)
             .filter_map(|(group, used)| used.then_some(group))
+            .collect();
+        if s.flavor == LdapFlavor::ActiveDirectory
+            && let Some(group) = groups.iter().find(|g| g.sid.is_none())
+        {
+            // Without it, the people whose primary group this is (primaryGroupID)
+            // are not seen as its members and would drop out of it.
+            return Err(self.malformed_group(
+                &group.raw_dn,
+                "the group has no objectSid (can the bind account read it?); the users whose \
+                 primary group it is could not be told"
+                    .to_owned(),
+            ));
+        }
+        Ok(groups)
+    }
+
+    /// The groups under `root` (the domain) matching `group_filter`, by
+    /// normalized DN, without their members (read only for those needed).
+    async fn domain_groups(
+        &self,
+        ldap: &mut Ldap,
+        root: &str,
+    ) -> Result<HashMap<String, SearchEntry>, DirectoryError> {
+        let s = &self.settings;
+        let mut attributes = vec!["cn".to_owned()];
+        match s.flavor {
+            LdapFlavor::ActiveDirectory => attributes.push("objectSid".to_owned()),
+            LdapFlavor::OpenLdap => attributes.push("memberUid".to_owned()),
+        }
+        let entries = self
+            .search(
+                ldap,
+                "groups of the domain",
+                root,
+                &s.group_filter,
+                attributes,
+            )
+            .await?;
+        Ok(entries
+            .into_iter()
+            .map(|entry| (normalize_dn(&entry.dn), entry))
             .collect())
     }
 
@@ -416,9 +581,13 @@ impl LdapSource {
                     .take(&answer)
                     .map_err(|what| self.malformed_group(&group.raw_dn, what))?;
             }
-            group
-                .members
-                .extend(ranged.values.iter().map(|m| normalize_dn(m)));
+            let attribute = ranged.attribute;
+            group.members.extend(
+                ranged
+                    .values
+                    .iter()
+                    .map(|m| normalize_dn(member_dn(attribute, m))),
+            );
         }
         Ok(())
     }
@@ -795,9 +964,14 @@ impl RangedValues {
 #[derive(Debug)]
 struct Group {
     name: String,
+    /// Active Directory: `objectSid` as text (`S-1-5-21-…-513`), matched against
+    /// the users' primary groups.
+    sid: Option<String>,
     raw_dn: String,
     dn: String,
     members: Vec<String>,
+    /// RFC 2307 `memberUid` values: users by their `uid`, not their DN.
+    member_uids: Vec<String>,
     /// Member attributes sent in ranges, with the range to ask for next.
     unfinished: Vec<(RangedValues, String)>,
 }
@@ -806,6 +980,11 @@ struct Group {
 #[derive(Debug)]
 struct Person {
     dn: String,
+    /// Active Directory: the SID (text) of the user's primary group, whose
+    /// membership is not in its `member` attribute.
+    primary_group: Option<String>,
+    /// OpenLDAP: the user's `uid` values, which a `posixGroup`'s `memberUid` names.
+    uids: Vec<String>,
     identity: Identity,
 }
 
@@ -869,6 +1048,45 @@ fn guid_text(bytes: &[u8]) -> Option<String> {
         b[14],
         b[15]
     ))
+}
+
+/// A binary SID (revision, sub-authority count, 48-bit big-endian authority,
+/// little-endian 32-bit sub-authorities) as text: `S-1-5-21-1-2-3-513`.
+fn sid_text(bytes: &[u8]) -> Option<String> {
+    let (&revision, rest) = bytes.split_first()?;
+    let (&count, rest) = rest.split_first()?;
+    let authority = rest.get(..6)?;
+    let subs = rest.get(6..)?;
+    if subs.len() != usize::from(count) * 4 || count == 0 {
+        return None;
+    }
+    let authority = authority
+        .iter()
+        .fold(0_u64, |acc, b| acc << 8 | u64::from(*b));
+    let mut text = format!("S-{revision}-{authority}");
+    for sub in subs.chunks_exact(4) {
+        let value = u32::from_le_bytes([sub[0], sub[1], sub[2], sub[3]]);
+        text.push_str(&format!("-{value}"));
+    }
+    Some(text)
+}
+
+/// Active Directory: the SID of the user's primary group, from the user's own
+/// `objectSid` (the group is in the user's domain) and `primaryGroupID` (its RID).
+fn primary_group_sid(entry: &SearchEntry) -> Result<String, String> {
+    let rid = first_text(entry, "primaryGroupID")
+        .ok_or("no primaryGroupID (can the bind account read it?)")?;
+    let rid: u32 = rid
+        .parse()
+        .map_err(|_| format!("primaryGroupID {rid:?} is not a number"))?;
+    let sid =
+        first_bytes(entry, "objectSid").ok_or("no objectSid (can the bind account read it?)")?;
+    let sid = sid_text(sid).ok_or("objectSid is not a valid SID")?;
+    let domain = sid
+        .rsplit_once('-')
+        .map(|(domain, _)| domain)
+        .ok_or("objectSid is not a valid SID")?;
+    Ok(format!("{domain}-{rid}"))
 }
 
 /// The user's id: GUID text for Active Directory's binary GUIDs, else the text.
@@ -963,8 +1181,23 @@ fn person(entry: &SearchEntry, s: &LdapSettings, now: DateTime<Utc>) -> Result<P
         })?
         .to_owned();
     let text = |attribute: &str| first_text(entry, attribute).map(str::to_owned);
+    let primary_group = match s.flavor {
+        LdapFlavor::ActiveDirectory => Some(primary_group_sid(entry)?),
+        LdapFlavor::OpenLdap => None,
+    };
+    let uids = s
+        .flavor
+        .uid_attributes()
+        .iter()
+        .filter_map(|a| texts(entry, a))
+        .flatten()
+        .map(|v| v.trim().to_owned())
+        .filter(|v| !v.is_empty())
+        .collect();
     Ok(Person {
         dn: normalize_dn(&entry.dn),
+        primary_group,
+        uids,
         identity: Identity {
             id,
             user_name,
@@ -988,6 +1221,60 @@ fn parenthesized(filter: &str) -> String {
     } else {
         format!("({filter})")
     }
+}
+
+/// A member value's DN: `uniqueMember` (RFC 4519 NameAndOptionalUID) may end in
+/// `#'0101'B`, a bit string that is not part of the DN.
+fn member_dn<'a>(attribute: &str, value: &'a str) -> &'a str {
+    if !attribute.eq_ignore_ascii_case("uniqueMember") {
+        return value;
+    }
+    let trimmed = value.trim_end();
+    match trimmed.rfind("#'") {
+        Some(at)
+            if trimmed.ends_with("'B")
+                && trimmed[at + 2..trimmed.len() - 2]
+                    .chars()
+                    .all(|c| c == '0' || c == '1')
+                && !trimmed[..at].ends_with('\\') =>
+        {
+            &trimmed[..at]
+        }
+        _ => value,
+    }
+}
+
+/// The domain a DN is in: its trailing `DC=` RDNs as written (the DN itself when
+/// it has none).
+fn domain_root(dn: &str) -> String {
+    let mut rdns = Vec::new();
+    let mut current = String::new();
+    let mut escaped = false;
+    for c in dn.chars() {
+        if escaped {
+            escaped = false;
+        } else if c == '\\' {
+            escaped = true;
+        } else if c == ',' {
+            rdns.push(std::mem::take(&mut current));
+            continue;
+        }
+        current.push(c);
+    }
+    rdns.push(current);
+    let is_dc = |rdn: &String| {
+        rdn.split_once('=')
+            .is_some_and(|(name, _)| name.trim().eq_ignore_ascii_case("dc"))
+    };
+    let keep = rdns.iter().rev().take_while(|rdn| is_dc(rdn)).count();
+    if keep == 0 {
+        return dn.to_owned();
+    }
+    rdns[rdns.len() - keep..]
+        .iter()
+        .map(|rdn| rdn.trim())
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 /// A DN in one spelling for comparison: lower case, no spaces around the commas
@@ -1034,12 +1321,40 @@ fn identities(people: Vec<Person>, groups: &[Group]) -> Result<Vec<Identity>, Di
         .enumerate()
         .map(|(i, g)| (g.dn.as_str(), i))
         .collect();
+    // Active Directory: members through their primary group, not in its `member`.
+    let mut by_primary_group: HashMap<&str, Vec<usize>> = HashMap::new();
+    for (i, person) in people.iter().enumerate() {
+        if let Some(sid) = &person.primary_group {
+            by_primary_group.entry(sid.as_str()).or_default().push(i);
+        }
+    }
+    // RFC 2307 posixGroup: members by uid.
+    let mut by_uid: HashMap<&str, Vec<usize>> = HashMap::new();
+    for (i, person) in people.iter().enumerate() {
+        for uid in &person.uids {
+            by_uid.entry(uid.as_str()).or_default().push(i);
+        }
+    }
     let mut names: Vec<BTreeSet<&str>> = vec![BTreeSet::new(); people.len()];
     for group in groups {
         // Every group reachable from this one through members that are groups.
         let mut seen = vec![false; groups.len()];
         let mut pending = vec![group];
         while let Some(current) = pending.pop() {
+            if let Some(primary) = current
+                .sid
+                .as_deref()
+                .and_then(|sid| by_primary_group.get(sid))
+            {
+                for &person in primary {
+                    names[person].insert(&group.name);
+                }
+            }
+            for uid in &current.member_uids {
+                for &person in by_uid.get(uid.as_str()).into_iter().flatten() {
+                    names[person].insert(&group.name);
+                }
+            }
             for member in &current.members {
                 if let Some(&person) = person_at.get(member.as_str()) {
                     names[person].insert(&group.name);
@@ -1087,8 +1402,9 @@ mod tests {
     use ldap3::SearchEntry;
 
     use super::{
-        Group, LdapFlavor, Person, RangedValues, account_expired, entry_id, guid_text, identities,
-        is_ad_partition, normalize_dn, parenthesized, sends_password_in_clear, status,
+        Group, LdapFlavor, Person, RangedValues, account_expired, domain_root, entry_id, guid_text,
+        identities, is_ad_partition, member_dn, normalize_dn, parenthesized, primary_group_sid,
+        sends_password_in_clear, sid_text, status,
     };
 
     #[test]
@@ -1339,6 +1655,8 @@ mod tests {
     fn person(dn: &str, id: &str) -> Person {
         Person {
             dn: normalize_dn(dn),
+            primary_group: None,
+            uids: Vec::new(),
             identity: Identity {
                 id: id.to_owned(),
                 user_name: format!("{id}@example.com"),
@@ -1357,7 +1675,9 @@ mod tests {
         let dn = format!("cn={name},ou=groups");
         Group {
             name: name.to_owned(),
+            sid: None,
             dn: normalize_dn(&dn),
+            member_uids: Vec::new(),
             raw_dn: dn,
             members: members.iter().map(|m| normalize_dn(m)).collect(),
             unfinished: Vec::new(),
@@ -1385,6 +1705,93 @@ mod tests {
             identities[1].groups,
             ["Engineering", "Loop A", "Loop B", "Users"]
         );
+    }
+
+    #[test]
+    fn a_sid_is_written_as_text_and_a_primary_group_shares_the_users_domain() {
+        // S-1-5-21-1004336348-1177238915-682003330-1105
+        let mut bytes = vec![1, 5, 0, 0, 0, 0, 0, 5];
+        for sub in [21_u32, 1_004_336_348, 1_177_238_915, 682_003_330, 1105] {
+            bytes.extend(sub.to_le_bytes());
+        }
+        assert_eq!(
+            sid_text(&bytes).as_deref(),
+            Some("S-1-5-21-1004336348-1177238915-682003330-1105")
+        );
+        assert_eq!(sid_text(&bytes[..bytes.len() - 1]), None);
+        assert_eq!(sid_text(&[1]), None);
+        let mut user = entry(&[("primaryGroupID", &["513"])]);
+        user.bin_attrs.insert("objectSid".to_owned(), vec![bytes]);
+        assert_eq!(
+            primary_group_sid(&user).as_deref(),
+            Ok("S-1-5-21-1004336348-1177238915-682003330-513")
+        );
+        let unreadable = entry(&[("primaryGroupID", &["513"])]);
+        assert!(
+            primary_group_sid(&unreadable)
+                .unwrap_err()
+                .contains("no objectSid")
+        );
+    }
+
+    #[test]
+    fn members_through_their_primary_group_count_nested_too() {
+        let mut dee = person("cn=dee,ou=staff", "d");
+        dee.primary_group = Some("S-1-5-21-1-2-3-1200".to_owned());
+        let mut eve = person("cn=eve,ou=staff", "e");
+        // Another domain's group with the same RID.
+        eve.primary_group = Some("S-1-5-21-9-9-9-1200".to_owned());
+        let mut contractors = group("Contractors", &[]);
+        contractors.sid = Some("S-1-5-21-1-2-3-1200".to_owned());
+        let groups = vec![
+            contractors,
+            group("Everyone", &["cn=Contractors,ou=groups"]),
+        ];
+        let identities = identities(vec![dee, eve], &groups).unwrap();
+        assert_eq!(identities[0].groups, ["Contractors", "Everyone"]);
+        assert!(identities[1].groups.is_empty());
+    }
+
+    #[test]
+    fn posix_group_members_are_found_by_uid() {
+        let mut ada = person("uid=ada,ou=people", "a");
+        ada.uids = vec!["ada".to_owned()];
+        let mut bob = person("uid=bob,ou=people", "b");
+        bob.uids = vec!["bob".to_owned()];
+        let mut developers = group("developers", &[]);
+        developers.member_uids = vec!["ada".to_owned(), "nobody".to_owned()];
+        let groups = vec![developers, group("Staff", &["cn=developers,ou=groups"])];
+        let identities = identities(vec![ada, bob], &groups).unwrap();
+        assert_eq!(identities[0].groups, ["Staff", "developers"]);
+        assert!(identities[1].groups.is_empty());
+    }
+
+    #[test]
+    fn a_unique_member_uid_suffix_is_not_part_of_the_dn() {
+        assert_eq!(
+            member_dn("uniqueMember", "uid=cy,ou=people,dc=example,dc=com#'0101'B"),
+            "uid=cy,ou=people,dc=example,dc=com"
+        );
+        assert_eq!(
+            member_dn("UNIQUEMEMBER", "uid=cy,ou=people#''B"),
+            "uid=cy,ou=people"
+        );
+        assert_eq!(member_dn("uniqueMember", "cn=a\\#'1'B"), "cn=a\\#'1'B");
+        assert_eq!(member_dn("member", "cn=x#'1'B"), "cn=x#'1'B");
+        assert_eq!(member_dn("uniqueMember", "cn=x"), "cn=x");
+    }
+
+    #[test]
+    fn the_domain_of_a_dn_is_its_dc_suffix() {
+        assert_eq!(
+            domain_root("OU=Groups, DC=corp,DC=example,DC=com"),
+            "DC=corp,DC=example,DC=com"
+        );
+        assert_eq!(
+            domain_root("ou=a\\,dc=x,o=example"),
+            "ou=a\\,dc=x,o=example"
+        );
+        assert_eq!(domain_root("dc=example"), "dc=example");
     }
 
     #[test]

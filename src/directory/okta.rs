@@ -304,6 +304,9 @@ impl OktaSource {
                 Some(app) => Some(self.app_assignments(app).await?),
                 None => None,
             };
+            if let Some((_, app_groups)) = &app_scope {
+                remote::check_app_groups_listed("okta", &groups, app_groups, "GET /api/v1/groups")?;
+            }
             // Members of the groups the policy names, plus of groups assigned to the app.
             let to_read = remote::groups_to_read(
                 &groups,

@@ -497,6 +497,39 @@ fn sorted_unique(names: &[String]) -> Vec<String> {
         .collect()
 }
 
+/// Refuses an app scope with an assigned group that the group listing (`groups`,
+/// (id, name)) does not show: its members would drop out of scope and look
+/// deleted, as with a missing scope group.
+pub(super) fn check_app_groups_listed(
+    provider: &'static str,
+    groups: &[(String, String)],
+    app_groups: &HashSet<String>,
+    listing: &str,
+) -> Result<(), DirectoryError> {
+    let listed: HashSet<&str> = groups.iter().map(|(id, _)| id.as_str()).collect();
+    let mut missing: Vec<&str> = app_groups
+        .iter()
+        .map(String::as_str)
+        .filter(|id| !listed.contains(id))
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    missing.sort_unstable();
+    Err(DirectoryError::Scope {
+        provider,
+        message: format!(
+            "the app (directory.app_id) is assigned group(s) {} that {listing} does not list; \
+             their members would drop out of scope",
+            missing
+                .iter()
+                .map(|id| format!("{id:?}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    })
+}
+
 /// The groups (id, name) whose members a full snapshot reads, in the order
 /// listed: those the policy names (`wanted`), then, with an app, the groups
 /// assigned to it that the policy does not name (their members are in scope).

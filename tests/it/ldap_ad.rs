@@ -20,6 +20,11 @@ const PAGED_RESULTS: &str = "1.2.840.113556.1.4.319";
 const USERS_BASE: &str = "OU=Staff,DC=corp,DC=example,DC=com";
 const GROUPS_BASE: &str = "OU=Groups,DC=corp,DC=example,DC=com";
 const BIG_GROUP: &str = "CN=All Staff,OU=Groups,DC=corp,DC=example,DC=com";
+const DOMAIN_ROOT: &str = "DC=corp,DC=example,DC=com";
+/// A protected group whose only member is Domain Admins, a group outside
+/// `group_base_dn` (in `CN=Users`, where Active Directory keeps it).
+const IT_ADMINS: &str = "CN=IT Admins,OU=Groups,DC=corp,DC=example,DC=com";
+const DOMAIN_ADMINS: &str = "CN=Domain Admins,CN=Users,DC=corp,DC=example,DC=com";
 /// Members of All Staff: mostly DNs of contacts and computers (not users), with
 /// the three users at positions 0, 1,700 and 3,100, so each range holds one.
 const BIG_GROUP_SIZE: usize = 3_200;
@@ -185,8 +190,28 @@ fn users() -> Vec<(String, [u8; 16], &'static str, &'static str, &'static str)> 
             "512",
             "126227808000000000",
         ),
+        // In All Staff only through her primary group (primaryGroupID).
+        (
+            format!("CN=Dee Park,{USERS_BASE}"),
+            guid(4),
+            "dee@corp.example.com",
+            "512",
+            "0",
+        ),
     ]
 }
+
+/// A SID of the fake's domain, S-1-5-21-1-2-3-`rid`, in its binary form.
+fn sid(rid: u32) -> Vec<u8> {
+    let mut bytes = vec![1, 5, 0, 0, 0, 0, 0, 5];
+    for sub in [21, 1, 2, 3, rid] {
+        bytes.extend(u32::to_le_bytes(sub));
+    }
+    bytes
+}
+
+/// All Staff's RID; Dee's primary group. Everyone else's is Domain Users (513).
+const ALL_STAFF_RID: u32 = 1100;
 
 fn big_group_member(n: usize) -> String {
     let users = users();
@@ -255,7 +280,14 @@ async fn serve(mut stream: TcpStream, asked: Arc<Mutex<Asked>>, withheld: Option
                         _ => users().into_iter().take(2).collect(),
                     };
                     for (dn, guid, upn, control, expires) in page {
+                        let primary = if upn.starts_with("dee") {
+                            ALL_STAFF_RID
+                        } else {
+                            513
+                        };
                         let attributes: Vec<(&str, Vec<Vec<u8>>)> = [
+                            ("objectSid", vec![sid(1100 + u32::from(guid[0]))]),
+                            ("primaryGroupID", vec![primary.to_string().into_bytes()]),
                             ("objectGUID", vec![guid.to_vec()]),
                             ("userPrincipalName", vec![upn.as_bytes().to_vec()]),
                             ("mail", vec![upn.as_bytes().to_vec()]),
@@ -284,12 +316,52 @@ async fn serve(mut stream: TcpStream, asked: Arc<Mutex<Asked>>, withheld: Option
                             BIG_GROUP,
                             &[
                                 ("cn", vec![b"All Staff".to_vec()]),
+                                ("objectSid", vec![sid(ALL_STAFF_RID)]),
                                 (&format!("member;range=0-{}", RANGE - 1), first),
                             ],
                         ),
                         None,
                     ));
+                    out.extend(message(
+                        id,
+                        entry(
+                            IT_ADMINS,
+                            &[
+                                ("cn", vec![b"IT Admins".to_vec()]),
+                                ("objectSid", vec![sid(1300)]),
+                                ("member", vec![DOMAIN_ADMINS.as_bytes().to_vec()]),
+                            ],
+                        ),
+                        None,
+                    ));
                     done_controls = Some(paged_control(b""));
+                } else if base == DOMAIN_ROOT {
+                    // Every group of the domain; members are not asked for.
+                    for (dn, cn, rid) in [
+                        (BIG_GROUP, "All Staff", ALL_STAFF_RID),
+                        (IT_ADMINS, "IT Admins", 1300),
+                        (DOMAIN_ADMINS, "Domain Admins", 512),
+                    ] {
+                        out.extend(message(
+                            id,
+                            entry(
+                                dn,
+                                &[
+                                    ("cn", vec![cn.as_bytes().to_vec()]),
+                                    ("objectSid", vec![sid(rid)]),
+                                ],
+                            ),
+                            None,
+                        ));
+                    }
+                    done_controls = Some(paged_control(b""));
+                } else if base == DOMAIN_ADMINS {
+                    let ada = users()[0].0.clone().into_bytes();
+                    out.extend(message(
+                        id,
+                        entry(DOMAIN_ADMINS, &[("member", vec![ada])]),
+                        None,
+                    ));
                 } else if base == BIG_GROUP {
                     let asked_for = &attributes[0];
                     let start: usize = asked_for
@@ -397,10 +469,17 @@ async fn active_directory_guids_status_and_ranged_members() {
                 "00000003-0000-0000-0000-0000000000f3",
                 "cy@corp.example.com",
                 IdentityStatus::Suspended,
+                all_staff.clone()
+            ),
+            (
+                "00000004-0000-0000-0000-0000000000f4",
+                "dee@corp.example.com",
+                IdentityStatus::Active,
                 all_staff
             ),
         ],
-        "Ben is disabled, Cy expired; Ben and Cy are members only in later ranges"
+        "Ben is disabled, Cy expired; Ben and Cy are members only in later ranges; Dee \
+         through her primary group"
     );
     assert_eq!(
         snapshot.identities[0].department.as_deref(),
@@ -425,10 +504,12 @@ async fn active_directory_guids_status_and_ranged_members() {
             (GROUPS_BASE, Some(&b""[..])),
             (BIG_GROUP, None),
             (BIG_GROUP, None),
+            (DOMAIN_ROOT, Some(&b""[..])),
         ],
-        "users in two pages, groups in one, then two more ranges of All Staff"
+        "users in two pages, groups in one, then two more ranges of All Staff, then the \
+         domain's groups once (All Staff's contacts are neither users nor groups)"
     );
-    let ranges: Vec<&str> = asked.searches[3..]
+    let ranges: Vec<&str> = asked.searches[3..5]
         .iter()
         .map(|(_, attributes, _)| attributes[0].as_str())
         .collect();
@@ -439,12 +520,46 @@ async fn active_directory_guids_status_and_ranged_members() {
         "userPrincipalName",
         "userAccountControl",
         "accountExpires",
+        "primaryGroupID",
+        "objectSid",
     ] {
         assert!(
             user_attributes.iter().any(|a| a == wanted),
             "{user_attributes:?}"
         );
     }
+}
+
+/// A group nested in a protected group but outside `group_base_dn` (Domain
+/// Admins in `CN=Users`) is found in the domain and read: its members stay
+/// protected instead of dropping out silently.
+#[tokio::test]
+async fn a_nested_group_outside_the_group_base_is_read() {
+    let (port, asked) = start_fake(None).await;
+    let mut source = source(port).settings().clone();
+    source.other_groups = vec!["IT Admins".to_owned()];
+    let snapshot = LdapSource::new(source).snapshot().await.unwrap();
+    let ada = &snapshot.identities[0];
+    assert_eq!(ada.user_name, "ada@corp.example.com");
+    assert_eq!(ada.groups, ["All Staff", "Domain Admins", "IT Admins"]);
+    assert_eq!(snapshot.identities[1].groups, ["All Staff"]);
+    let asked = asked.lock().unwrap();
+    let domain_admins: Vec<&Vec<String>> = asked
+        .searches
+        .iter()
+        .filter(|(base, _, _)| base == DOMAIN_ADMINS)
+        .map(|(_, attributes, _)| attributes)
+        .collect();
+    assert_eq!(domain_admins, [&vec!["member".to_owned()]]);
+    assert_eq!(
+        asked
+            .searches
+            .iter()
+            .filter(|(base, _, _)| base == DOMAIN_ROOT)
+            .count(),
+        1,
+        "the domain's groups are listed once"
+    );
 }
 
 /// A user without `accountExpires` (a Global Catalog does not hold it, or the bind

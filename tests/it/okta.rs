@@ -627,6 +627,23 @@ async fn app_scope_keeps_assigned_users_and_members_of_assigned_groups() {
     assert_eq!(ids, vec!["00u1", "00u6"]);
 }
 
+/// An assigned group the group listing does not show would drop its members
+/// out of scope, so they would look deleted: the snapshot fails instead.
+#[tokio::test]
+async fn an_assigned_group_missing_from_the_group_listing_fails_the_snapshot() {
+    let server = MockServer::start().await;
+    let mut org = small_org(LinkStyle::SeparateLines);
+    org.app_users = vec!["00u6".into()];
+    org.app_groups = vec!["00g2".into(), "00g7".into()];
+    org.mount(&server).await;
+    let mut s = settings(&server, ssws());
+    s.app_id = Some("0oa1app".into());
+    let error = OktaSource::new(s).snapshot().await.unwrap_err().to_string();
+    assert!(error.contains("\"00g7\""), "{error}");
+    assert!(error.contains("directory.app_id"), "{error}");
+    assert!(!error.contains("\"00g2\""), "{error}");
+}
+
 fn rate_limited() -> ResponseTemplate {
     // The documented 429: E0000047, with the window's reset (already past here,
     // so the test does not wait).
