@@ -343,12 +343,24 @@ impl Store {
 
     /// The server accepted the message.
     pub fn mark_message_sent(&mut self, id: OutboxId, at: DateTime<Utc>) -> Result<(), StoreError> {
+        self.mark_message_sent_noting(id, at, None)
+    }
+
+    /// The server accepted the message, with `note` kept as its last error (the
+    /// recipients it refused while accepting others).
+    pub fn mark_message_sent_noting(
+        &mut self,
+        id: OutboxId,
+        at: DateTime<Utc>,
+        note: Option<&str>,
+    ) -> Result<(), StoreError> {
         self.conn
             .prepare_cached(
-                "UPDATE outbox SET state = 'sent', sent_at = ?2, attempts = attempts + 1
+                "UPDATE outbox SET state = 'sent', sent_at = ?2, attempts = attempts + 1,
+                        last_error = coalesce(?3, last_error)
                  WHERE id = ?1 AND state = 'pending'",
             )
-            .and_then(|mut stmt| stmt.execute(params![id, ts(at)]))
+            .and_then(|mut stmt| stmt.execute(params![id, ts(at), note]))
             .context(|| format!("marking message {id} sent in outbox"))?;
         Ok(())
     }
