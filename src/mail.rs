@@ -499,16 +499,36 @@ pub fn queue_digest(
     digest: &crate::report::digest::Digest,
     now: DateTime<Utc>,
 ) -> Result<OutboxId, QueueError> {
+    let message = digest_message(settings, digest)?;
+    Ok(store.enqueue_message(&message, now)?)
+}
+
+/// Queues a digest and sets `key` to `value` in the store's `daemon_state` in the
+/// same transaction (the daemon's digest job: the period it covers advances
+/// exactly when its digest is queued).
+pub fn queue_digest_setting_state(
+    store: &mut Store,
+    settings: &MailSettings,
+    digest: &crate::report::digest::Digest,
+    now: DateTime<Utc>,
+    (key, value): (&str, &str),
+) -> Result<OutboxId, QueueError> {
+    let message = digest_message(settings, digest)?;
+    Ok(store.enqueue_message_setting_state(&message, now, key, value)?)
+}
+
+fn digest_message(
+    settings: &MailSettings,
+    digest: &crate::report::digest::Digest,
+) -> Result<NewMessage, QueueError> {
     let html = digest.render_html()?;
-    Ok(queue(
-        store,
+    Ok(compose(
         settings,
         OutboxKind::Digest,
         &digest.subject,
         &crate::report::printable(&digest.render_text(), true),
         &html,
-        now,
-    )?)
+    ))
 }
 
 /// The outbox row for a message from the configured sender to the recipients.
