@@ -21,11 +21,14 @@
 use std::time::{Duration, SystemTime};
 
 use chrono::{DateTime, Utc};
+use lettre::Message;
 use lettre::message::{Mailbox, MultiPart};
-use lettre::transport::smtp::AsyncSmtpTransport;
-use lettre::transport::smtp::authentication::Credentials;
-use lettre::transport::smtp::client::{Certificate, CertificateStore, Tls, TlsParameters};
-use lettre::{AsyncTransport, Message, Tokio1Executor};
+use lettre::transport::smtp::authentication::{Credentials, DEFAULT_MECHANISMS};
+use lettre::transport::smtp::client::{
+    AsyncSmtpConnection, Certificate, CertificateStore, TlsParameters,
+};
+use lettre::transport::smtp::commands::{Data, Mail, Rcpt};
+use lettre::transport::smtp::extension::{ClientId, Extension, MailBodyParameter, MailParameter};
 use secrecy::{ExposeSecret, SecretString};
 
 use crate::retry::{self, RetryPolicy, Transient};
@@ -181,11 +184,32 @@ pub fn validate_address(address: &str) -> Result<(), String> {
     mailbox(address).map(|_| ()).map_err(|e| e.to_string())
 }
 
+/// Which step of the SMTP session a reply answered: it decides whether a 5xx is
+/// about the relay or about the message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// Greeting, EHLO, STARTTLS, AUTH, MAIL FROM, and RCPT when every recipient
+    /// was refused: about the relay, our sender or our connection. Every message
+    /// would meet the same answer, so none is given up for it.
+    Session,
+    /// DATA and the message's final ".": the server refused this message.
+    Content,
+}
+
 /// A connection factory for one SMTP server; cheap to keep for the process.
+///
+/// The session is driven command by command (lettre's `AsyncSmtpConnection`),
+/// not through `AsyncSmtpTransport::send`: lettre's error carries the reply code
+/// but not the command it answered, and a `550` to MAIL FROM (a relay that does
+/// not accept our sender) must not fail a message the way a `554` to DATA does.
 pub struct Mailer {
-    transport: AsyncSmtpTransport<Tokio1Executor>,
     host: String,
     port: u16,
+    tls: TlsMode,
+    tls_parameters: Option<TlsParameters>,
+    credentials: Option<Credentials>,
+    timeout: Duration,
+    hello: ClientId,
 }
 
 impl std::fmt::Debug for Mailer {
@@ -204,74 +228,193 @@ impl Mailer {
             host: endpoint.host.clone(),
             message: e.to_string(),
         };
-        let parameters = || -> Result<TlsParameters, MailError> {
-            let mut builder = TlsParameters::builder(endpoint.host.clone());
-            if let Some(pem) = &settings.ca_pem {
-                builder = builder
-                    .certificate_store(CertificateStore::None)
-                    .add_root_certificate(Certificate::from_pem(pem).map_err(tls_error)?);
+        let tls_parameters = match endpoint.tls {
+            TlsMode::None => None,
+            TlsMode::StartTls | TlsMode::Implicit => {
+                let mut builder = TlsParameters::builder(endpoint.host.clone());
+                if let Some(pem) = &settings.ca_pem {
+                    builder = builder
+                        .certificate_store(CertificateStore::None)
+                        .add_root_certificate(Certificate::from_pem(pem).map_err(tls_error)?);
+                }
+                Some(builder.build_rustls().map_err(tls_error)?)
             }
-            builder.build_rustls().map_err(tls_error)
         };
-        let tls = match endpoint.tls {
-            TlsMode::None => Tls::None,
-            TlsMode::StartTls => Tls::Required(parameters()?),
-            TlsMode::Implicit => Tls::Wrapper(parameters()?),
-        };
-        let mut builder =
-            AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(endpoint.host.clone())
-                .port(endpoint.port)
-                .tls(tls)
-                .timeout(Some(settings.timeout));
-        if let (Some(user), Some(password)) = (&settings.username, &settings.password) {
-            builder = builder.credentials(Credentials::new(
+        let credentials = match (&settings.username, &settings.password) {
+            (Some(user), Some(password)) => Some(Credentials::new(
                 user.clone(),
                 password.expose_secret().to_owned(),
-            ));
-        }
+            )),
+            _ => None,
+        };
         Ok(Mailer {
-            transport: builder.build(),
             host: endpoint.host.clone(),
             port: endpoint.port,
+            tls: endpoint.tls,
+            tls_parameters,
+            credentials,
+            timeout: settings.timeout,
+            hello: ClientId::default(),
         })
     }
 
-    /// Sends one outbox message; `Ok` means the server accepted it.
-    pub async fn send(&self, entry: &OutboxEntry) -> Result<(), MailError> {
+    /// Sends one outbox message; `Ok` means the server accepted it. Recipients
+    /// the server refused while it accepted others are returned (see
+    /// [`Mailer::transact`]).
+    pub async fn send(&self, entry: &OutboxEntry) -> Result<Sent, MailError> {
         let message = build_message(entry)?;
-        self.transport.send(message).await.map(|_| ()).map_err(|e| {
-            // A certificate this host does not trust, or a handshake the two
-            // sides cannot agree on, fails the same way at once: kept for a
-            // later call (a renewed certificate, a fixed CA file), not retried.
-            let tls_failed = e.is_tls()
-                || crate::http::tls_error(&e).is_some_and(crate::http::tls_fails_for_good);
-            MailError::Smtp {
-                host: self.host.clone(),
-                port: self.port,
-                // A 5xx about this message will fail the same way again;
-                // anything else (refused connection, timeout, 4xx) may pass later.
-                transient: !(e.is_permanent() || e.is_client() || tls_failed),
-                // A relay that refuses us rather than the message (a rotated
-                // password, a lost STARTTLS) is not asked again at once: another
-                // login with the same password fails too, and a few in a row can
-                // lock the relay account.
-                relay_refused: relay_refused(&e) || tls_failed,
-                message: e.to_string(),
-            }
-        })
+        let envelope = message.envelope().clone();
+        let body = message.formatted();
+        let mut conn = self
+            .connect()
+            .await
+            .map_err(|e| self.error(&e, Phase::Session))?;
+        let outcome = self.transact(&mut conn, &envelope, &body).await;
+        // QUIT (unless the connection broke) and close, as lettre's transport does.
+        conn.abort().await;
+        outcome
     }
+
+    /// Connects, greets, upgrades to TLS and logs in, as lettre's transport does.
+    async fn connect(&self) -> Result<AsyncSmtpConnection, lettre::transport::smtp::Error> {
+        let wrapper = match self.tls {
+            TlsMode::Implicit => self.tls_parameters.clone(),
+            TlsMode::None | TlsMode::StartTls => None,
+        };
+        let mut conn = AsyncSmtpConnection::connect_tokio1(
+            (self.host.as_str(), self.port),
+            Some(self.timeout),
+            &self.hello,
+            wrapper,
+            None,
+        )
+        .await?;
+        if let (TlsMode::StartTls, Some(parameters)) = (self.tls, &self.tls_parameters) {
+            // Required: fails (a client error) when the server does not offer it.
+            conn.starttls(parameters.clone(), &self.hello).await?;
+        }
+        if let Some(credentials) = &self.credentials {
+            conn.auth(DEFAULT_MECHANISMS, credentials).await?;
+        }
+        Ok(conn)
+    }
+
+    /// MAIL FROM, RCPT TO each recipient, DATA, the message. A recipient refused
+    /// while others are accepted does not hold the message back: the others get
+    /// it (an alert reaches whoever can receive it) and the refused ones are
+    /// returned to be recorded and logged. Keeping it instead would stop the whole
+    /// outbox on one mistyped or departed address, since every message goes to the
+    /// same recipients; when every recipient is refused, nobody gets it, and the
+    /// message is kept like any refusal of the session.
+    async fn transact(
+        &self,
+        conn: &mut AsyncSmtpConnection,
+        envelope: &lettre::address::Envelope,
+        body: &[u8],
+    ) -> Result<Sent, MailError> {
+        let session = |e: lettre::transport::smtp::Error| self.error(&e, Phase::Session);
+        let mut options = Vec::new();
+        let non_ascii = envelope
+            .from()
+            .into_iter()
+            .chain(envelope.to())
+            .any(|a| !AsRef::<str>::as_ref(a).is_ascii());
+        if non_ascii {
+            if !conn.server_info().supports_feature(Extension::SmtpUtfEight) {
+                return Err(self.client_error(
+                    "an address is not ASCII and the server does not support SMTPUTF8",
+                ));
+            }
+            options.push(MailParameter::SmtpUtfEight);
+        }
+        if !body.is_ascii() {
+            if !conn.server_info().supports_feature(Extension::EightBitMime) {
+                return Err(self.client_error(
+                    "the message is not ASCII and the server does not support 8BITMIME",
+                ));
+            }
+            options.push(MailParameter::Body(MailBodyParameter::EightBitMime));
+        }
+        conn.command(Mail::new(envelope.from().cloned(), options))
+            .await
+            .map_err(session)?;
+        let mut refused = Vec::new();
+        let mut last_refusal = None;
+        for to in envelope.to() {
+            match conn.command(Rcpt::new(to.clone(), Vec::new())).await {
+                Ok(_) => {}
+                // An answer about this recipient; anything else (the connection
+                // dropped, a reply that does not parse) ends the session.
+                Err(e) if e.status().is_some() => {
+                    refused.push(format!("{to}: {e}"));
+                    last_refusal = Some(e);
+                }
+                Err(e) => return Err(session(e)),
+            }
+        }
+        if let Some(e) = last_refusal
+            && refused.len() == envelope.to().len()
+        {
+            let mut error = self.error(&e, Phase::Session);
+            if let MailError::Smtp { message, .. } = &mut error {
+                *message = format!("every recipient was refused: {}", refused.join("; "));
+            }
+            return Err(error);
+        }
+        let content = |e: lettre::transport::smtp::Error| self.error(&e, Phase::Content);
+        conn.command(Data).await.map_err(content)?;
+        conn.message(body).await.map_err(content)?;
+        Ok(Sent { refused })
+    }
+
+    fn client_error(&self, message: &str) -> MailError {
+        MailError::Smtp {
+            host: self.host.clone(),
+            port: self.port,
+            message: message.to_owned(),
+            transient: false,
+            relay_refused: true,
+        }
+    }
+
+    fn error(&self, e: &lettre::transport::smtp::Error, phase: Phase) -> MailError {
+        // A certificate this host does not trust, or a handshake the two
+        // sides cannot agree on, fails the same way at once: kept for a
+        // later call (a renewed certificate, a fixed CA file), not retried.
+        let tls_failed =
+            e.is_tls() || crate::http::tls_error(e).is_some_and(crate::http::tls_fails_for_good);
+        MailError::Smtp {
+            host: self.host.clone(),
+            port: self.port,
+            // A 5xx will be answered the same way again; anything else (refused
+            // connection, timeout, 4xx) may pass later.
+            transient: !(e.is_permanent() || e.is_client() || tls_failed),
+            // A relay that refuses us rather than the message (a rotated
+            // password, a lost STARTTLS, a sender it does not relay for) is not
+            // asked again at once: another login with the same password fails
+            // too, and a few in a row can lock the relay account.
+            relay_refused: relay_refused(e, phase) || tls_failed,
+            message: e.to_string(),
+        }
+    }
+}
+
+/// What the server accepted: the message, for every recipient but `refused`
+/// (each with the server's answer).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Sent {
+    pub refused: Vec<String>,
 }
 
 /// Whether the relay refused the session rather than the message: a failure on
 /// our side of the protocol (no STARTTLS offered, no usable authentication
-/// mechanism) or an authentication reply (530 authentication required, 534
-/// mechanism too weak, 535 credentials invalid, 538 encryption required). Every
-/// message would fail the same way until the configuration is fixed.
-fn relay_refused(error: &lettre::transport::smtp::Error) -> bool {
-    error.is_client()
-        || error
-            .status()
-            .is_some_and(|code| matches!(u16::from(code), 530 | 534 | 535 | 538))
+/// mechanism) or a 5xx before DATA (a greeting refusing our address, 530
+/// authentication required, 535 credentials invalid, 550 relaying denied or 553
+/// sender not allowed at MAIL FROM, every recipient refused). Every message would
+/// fail the same way until the configuration is fixed. Only a 5xx to DATA or to
+/// the message itself refuses that message.
+fn relay_refused(error: &lettre::transport::smtp::Error, phase: Phase) -> bool {
+    error.is_client() || (error.is_permanent() && phase == Phase::Session)
 }
 
 /// The message as sent: multipart/alternative (text, then HTML), with a
@@ -356,16 +499,36 @@ pub fn queue_digest(
     digest: &crate::report::digest::Digest,
     now: DateTime<Utc>,
 ) -> Result<OutboxId, QueueError> {
+    let message = digest_message(settings, digest)?;
+    Ok(store.enqueue_message(&message, now)?)
+}
+
+/// Queues a digest and sets `key` to `value` in the store's `daemon_state` in the
+/// same transaction (the daemon's digest job: the period it covers advances
+/// exactly when its digest is queued).
+pub fn queue_digest_setting_state(
+    store: &mut Store,
+    settings: &MailSettings,
+    digest: &crate::report::digest::Digest,
+    now: DateTime<Utc>,
+    (key, value): (&str, &str),
+) -> Result<OutboxId, QueueError> {
+    let message = digest_message(settings, digest)?;
+    Ok(store.enqueue_message_setting_state(&message, now, key, value)?)
+}
+
+fn digest_message(
+    settings: &MailSettings,
+    digest: &crate::report::digest::Digest,
+) -> Result<NewMessage, QueueError> {
     let html = digest.render_html()?;
-    Ok(queue(
-        store,
+    Ok(compose(
         settings,
         OutboxKind::Digest,
         &digest.subject,
         &crate::report::printable(&digest.render_text(), true),
         &html,
-        now,
-    )?)
+    ))
 }
 
 /// The outbox row for a message from the configured sender to the recipients.
@@ -409,7 +572,10 @@ pub fn redelivery_delay(attempts: u32) -> Duration {
 const CLAIM: chrono::Duration = chrono::Duration::minutes(10);
 
 /// Sends every message due at `now`, oldest first, until one fails and is kept for
-/// a later call (the others stay due). Store errors stop the call; delivery errors are recorded
+/// a later call (the others stay due): a transient failure, or a relay that
+/// refuses the session (login, sender, every recipient; see [`relay_refused`]).
+/// Only a message the server refused itself (a 5xx to DATA or to its content) is
+/// failed for good, and the next one is tried. Store errors stop the call; delivery errors are recorded
 /// on their rows.
 pub async fn deliver_due(
     store: &mut Store,
@@ -437,9 +603,21 @@ pub async fn deliver_due(
         )
         .await;
         match outcome {
-            Ok(()) => {
+            Ok(sent) if sent.refused.is_empty() => {
                 store.mark_message_sent(entry.id, at())?;
                 delivery.sent += 1;
+            }
+            Ok(sent) => {
+                // Sent to the others; the refused recipients are on the row and
+                // in the call's error, as a failed delivery's answer is.
+                let text = format!(
+                    "sent, but the server refused some recipients: {}",
+                    sent.refused.join("; ")
+                );
+                tracing::warn!(outbox_id = entry.id, error = %text, "SMTP server refused recipients");
+                store.mark_message_sent_noting(entry.id, at(), Some(&text))?;
+                delivery.sent += 1;
+                delivery.last_error = Some(text);
             }
             Err(error) => {
                 let text = error.to_string();

@@ -818,10 +818,16 @@ fn digest_job(shared: &Shared, notifier: Option<&notify::Notifier>) -> Result<()
             .and_then(|j| j.last_success_at),
     };
     let period = digest_period(last, now);
+    // One transaction: a digest queued without its period advanced would be
+    // followed by a second one covering the same period.
     notifier
-        .queue_digest(&mut store, now, period)
+        .queue_digest(
+            &mut store,
+            now,
+            period,
+            (DIGEST_COVERED_UNTIL, &now.to_rfc3339()),
+        )
         .map_err(|e| RunError::Notify(format!("building the digest: {e}")))?;
-    store.set_state_value(DIGEST_COVERED_UNTIL, Some(&now.to_rfc3339()))?;
     Ok(())
 }
 

@@ -83,12 +83,14 @@ impl Notifier {
         }
     }
 
-    /// The digest of the period up to `now`, queued.
+    /// The digest of the period up to `now`, queued in one transaction with
+    /// `state` (a `daemon_state` key and value: the period it covers).
     pub fn queue_digest(
         &self,
         store: &mut Store,
         now: DateTime<Utc>,
         period: chrono::Duration,
+        state: (&str, &str),
     ) -> Result<(), String> {
         let deprovisions = digest_deprovisions(store).map_err(|e| e.to_string())?;
         let digest = digest::build_from_store(
@@ -101,7 +103,8 @@ impl Notifier {
             &self.admin_command,
         )
         .map_err(|e| e.to_string())?;
-        mail::queue_digest(store, &self.mail, &digest, now).map_err(|e| e.to_string())?;
+        mail::queue_digest_setting_state(store, &self.mail, &digest, now, state)
+            .map_err(|e| e.to_string())?;
         Ok(())
     }
 

@@ -286,6 +286,31 @@ impl Store {
         insert_message(&self.conn, message, now)
     }
 
+    /// Queues a message and sets a `daemon_state` value in one IMMEDIATE
+    /// transaction: both are written or neither. The digest job queues its digest
+    /// and advances the period it covers so; written one after the other, a crash
+    /// or a busy database between them would have the next digest cover the same
+    /// period again (a second message, counts doubled).
+    pub fn enqueue_message_setting_state(
+        &mut self,
+        message: &NewMessage,
+        now: DateTime<Utc>,
+        key: &str,
+        value: &str,
+    ) -> Result<OutboxId, StoreError> {
+        let tx = self.write_tx(|| format!("queueing a {} message", message.kind))?;
+        let id = insert_message(&tx, message, now)?;
+        tx.prepare_cached(
+            "INSERT INTO daemon_state (key, value) VALUES (?1, ?2)
+             ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+        )
+        .and_then(|mut stmt| stmt.execute(params![key, value]))
+        .context(|| format!("writing {key:?} to daemon_state"))?;
+        tx.commit()
+            .context(|| format!("committing a {} message and {key:?}", message.kind))?;
+        Ok(id)
+    }
+
     /// Pending messages whose next attempt is due at `now` (or is further ahead than
     /// [`LONGEST_WAIT`]), oldest first.
     pub fn due_messages(
@@ -343,12 +368,24 @@ impl Store {
 
     /// The server accepted the message.
     pub fn mark_message_sent(&mut self, id: OutboxId, at: DateTime<Utc>) -> Result<(), StoreError> {
+        self.mark_message_sent_noting(id, at, None)
+    }
+
+    /// The server accepted the message, with `note` kept as its last error (the
+    /// recipients it refused while accepting others).
+    pub fn mark_message_sent_noting(
+        &mut self,
+        id: OutboxId,
+        at: DateTime<Utc>,
+        note: Option<&str>,
+    ) -> Result<(), StoreError> {
         self.conn
             .prepare_cached(
-                "UPDATE outbox SET state = 'sent', sent_at = ?2, attempts = attempts + 1
+                "UPDATE outbox SET state = 'sent', sent_at = ?2, attempts = attempts + 1,
+                        last_error = coalesce(?3, last_error)
                  WHERE id = ?1 AND state = 'pending'",
             )
-            .and_then(|mut stmt| stmt.execute(params![id, ts(at)]))
+            .and_then(|mut stmt| stmt.execute(params![id, ts(at), note]))
             .context(|| format!("marking message {id} sent in outbox"))?;
         Ok(())
     }
@@ -494,5 +531,60 @@ impl Store {
                     .optional()
             })
             .context(|| "reading the latest report from reports".to_owned())
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+mod tests {
+    use super::*;
+
+    fn digest_message() -> NewMessage {
+        NewMessage {
+            kind: OutboxKind::Digest,
+            subject: "digest".to_owned(),
+            from: "seatwarden@example.com".to_owned(),
+            to: vec!["it@example.com".to_owned()],
+            text: "t".to_owned(),
+            html: "<p>h</p>".to_owned(),
+        }
+    }
+
+    /// The message and the state value are one transaction: a failing state
+    /// write leaves no message behind, and a successful call leaves both.
+    #[test]
+    fn a_message_and_its_state_value_are_written_together_or_not_at_all() {
+        let mut store = Store::open_in_memory().unwrap();
+        let now = DateTime::parse_from_rfc3339("2026-12-01T08:00:00Z")
+            .unwrap()
+            .to_utc();
+        store
+            .conn
+            .execute_batch(
+                "CREATE TEMP TRIGGER refuse_state BEFORE INSERT ON daemon_state
+                 BEGIN SELECT RAISE(ABORT, 'database is locked'); END;",
+            )
+            .unwrap();
+        let refused =
+            store.enqueue_message_setting_state(&digest_message(), now, "covered", "8:00");
+        assert!(refused.is_err(), "{refused:?}");
+        assert!(
+            store.outbox().unwrap().is_empty(),
+            "no message without its state"
+        );
+        assert_eq!(store.state_value("covered").unwrap(), None);
+
+        store
+            .conn
+            .execute_batch("DROP TRIGGER refuse_state")
+            .unwrap();
+        let id = store
+            .enqueue_message_setting_state(&digest_message(), now, "covered", "8:00")
+            .unwrap();
+        assert_eq!(store.outbox().unwrap()[0].id, id);
+        assert_eq!(
+            store.state_value("covered").unwrap().as_deref(),
+            Some("8:00")
+        );
     }
 }

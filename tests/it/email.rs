@@ -1055,3 +1055,282 @@ to = ["nobody@example.com"]"#,
         ["a@example.com", "b@example.com"]
     );
 }
+
+// ---- a scripted relay: 5xx answers at each step of the session ---------------
+
+/// What a [`scripted_relay`] answers: the greeting, then a reply per command
+/// verb (`MAIL`, `RCPT`, `DATA`, and `.` for the end of a message), given the
+/// command line and how many times that verb was seen before; `None` is the
+/// ordinary positive reply.
+type Script = fn(verb: &str, line: &str, seen: usize) -> Option<&'static str>;
+
+/// An SMTP relay on loopback answering as `script` says; returns its port and the
+/// commands it received, in order (`.` for each message's end).
+fn scripted_relay(script: Script) -> (u16, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+    use std::io::{BufRead, BufReader, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let seen = log.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { return };
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let count = |verb: &str| seen.lock().unwrap().iter().filter(|v| *v == verb).count();
+            let greeting = script("GREETING", "", count("GREETING"))
+                .unwrap_or("220 relay.example.com ESMTP\r\n");
+            seen.lock().unwrap().push("GREETING".into());
+            let _ = stream.write_all(greeting.as_bytes());
+            if !greeting.starts_with('2') {
+                continue;
+            }
+            let mut line = String::new();
+            while reader.read_line(&mut line).is_ok_and(|n| n > 0) {
+                let verb = line
+                    .split_whitespace()
+                    .next()
+                    .unwrap_or("")
+                    .trim_end_matches(':')
+                    .to_ascii_uppercase();
+                let verb = verb.split(':').next().unwrap_or("").to_owned();
+                let scripted = script(&verb, &line, count(&verb));
+                seen.lock().unwrap().push(verb.clone());
+                let reply = scripted.unwrap_or(match verb.as_str() {
+                    "EHLO" => "250-relay.example.com\r\n250 8BITMIME\r\n",
+                    "DATA" => "354 go ahead\r\n",
+                    "QUIT" => "221 2.0.0 Bye\r\n",
+                    _ => "250 2.0.0 OK\r\n",
+                });
+                if stream.write_all(reply.as_bytes()).is_err() || verb == "QUIT" {
+                    break;
+                }
+                if verb == "DATA" && reply.starts_with("354") {
+                    // The message, up to the lone ".".
+                    let mut body = String::new();
+                    while reader.read_line(&mut body).is_ok_and(|n| n > 0) {
+                        if body == ".\r\n" {
+                            break;
+                        }
+                        body.clear();
+                    }
+                    let end = script(".", "", count("."));
+                    seen.lock().unwrap().push(".".into());
+                    let end = end.unwrap_or("250 2.0.0 queued\r\n");
+                    if stream.write_all(end.as_bytes()).is_err() {
+                        break;
+                    }
+                }
+                line.clear();
+            }
+        }
+    });
+    (port, log)
+}
+
+/// Queues `n` messages (the first an alert, as an outage's alert would be).
+fn queue_several(store: &mut Store, settings: &mail::MailSettings, n: usize) {
+    for i in 0..n {
+        let kind = if i == 0 {
+            OutboxKind::Alert
+        } else {
+            OutboxKind::Report
+        };
+        mail::queue(
+            store,
+            settings,
+            kind,
+            &format!("message {i}"),
+            "t",
+            "<p>h</p>",
+            at(8, 0),
+        )
+        .unwrap();
+    }
+}
+
+fn relay_settings(port: u16) -> mail::MailSettings {
+    let mut settings = plain_settings(port);
+    settings.retry = RetryPolicy::immediate(3);
+    settings
+}
+
+/// A relay that does not accept our sender (`550 relaying denied` at MAIL FROM,
+/// a misconfigured relay) refuses every message the same way: none is failed for
+/// good, the first is rescheduled with the answer recorded, and the call stops
+/// there instead of spending every queued message (alerts too) on it.
+#[tokio::test]
+async fn a_sender_refused_at_mail_from_keeps_every_message_and_stops_the_call() {
+    let (port, log) =
+        scripted_relay(|verb, _, _| (verb == "MAIL").then_some("550 5.7.1 relaying denied\r\n"));
+    let settings = relay_settings(port);
+    let mailer = Mailer::new(&settings).unwrap();
+    let mut store = Store::open_in_memory().unwrap();
+    queue_several(&mut store, &settings, 3);
+
+    let delivery = mail::deliver_due(&mut store, &mailer, settings.retry, at(8, 0))
+        .await
+        .unwrap();
+    assert_eq!(
+        (delivery.sent, delivery.retrying, delivery.failed),
+        (0, 1, 0),
+        "{delivery:?}"
+    );
+    assert!(delivery.last_error.unwrap().contains("550"));
+    let outbox = store.outbox().unwrap();
+    assert!(
+        outbox.iter().all(|e| e.state == OutboxState::Pending),
+        "{outbox:?}"
+    );
+    assert_eq!(outbox[0].attempts, 1);
+    assert!(
+        outbox[0]
+            .last_error
+            .as_deref()
+            .unwrap()
+            .contains("relaying denied")
+    );
+    assert_eq!(outbox[0].next_attempt_at, at(8, 1), "kept for a later call");
+    assert_eq!(
+        (outbox[1].attempts, outbox[2].attempts),
+        (0, 0),
+        "not tried"
+    );
+    let mails = log.lock().unwrap().iter().filter(|v| *v == "MAIL").count();
+    assert_eq!(mails, 1, "one MAIL FROM per call, not retried at once");
+}
+
+/// A relay that refuses our connection from the greeting (`554`, an address on
+/// its blocklist) is about the relay too: the message stays queued.
+#[tokio::test]
+async fn a_refusing_greeting_keeps_the_message() {
+    let (port, _) = scripted_relay(|verb, _, _| {
+        (verb == "GREETING").then_some("554 5.7.1 your address is blocklisted\r\n")
+    });
+    let settings = relay_settings(port);
+    let mailer = Mailer::new(&settings).unwrap();
+    let mut store = Store::open_in_memory().unwrap();
+    queue_several(&mut store, &settings, 2);
+    let delivery = mail::deliver_due(&mut store, &mailer, settings.retry, at(8, 0))
+        .await
+        .unwrap();
+    assert_eq!(
+        (delivery.sent, delivery.retrying, delivery.failed),
+        (0, 1, 0),
+        "{delivery:?}"
+    );
+    let outbox = store.outbox().unwrap();
+    assert!(
+        outbox.iter().all(|e| e.state == OutboxState::Pending),
+        "{outbox:?}"
+    );
+}
+
+/// A refusal of the message itself (`554` to DATA, or to its content) fails that
+/// message for good, and the next one is sent.
+#[tokio::test]
+async fn a_message_refused_at_data_fails_and_the_next_is_sent() {
+    let (port, log) = scripted_relay(|verb, _, seen| {
+        (verb == "DATA" && seen == 0).then_some("554 5.7.1 message refused by policy\r\n")
+    });
+    let settings = relay_settings(port);
+    let mailer = Mailer::new(&settings).unwrap();
+    let mut store = Store::open_in_memory().unwrap();
+    queue_several(&mut store, &settings, 2);
+    let delivery = mail::deliver_due(&mut store, &mailer, settings.retry, at(8, 0))
+        .await
+        .unwrap();
+    assert_eq!(
+        (delivery.sent, delivery.retrying, delivery.failed),
+        (1, 0, 1),
+        "{delivery:?}"
+    );
+    let outbox = store.outbox().unwrap();
+    assert_eq!(outbox[0].state, OutboxState::Failed, "{outbox:?}");
+    assert!(outbox[0].last_error.as_deref().unwrap().contains("554"));
+    assert_eq!(outbox[1].state, OutboxState::Sent, "{outbox:?}");
+    let datas = log.lock().unwrap().iter().filter(|v| *v == "DATA").count();
+    assert_eq!(datas, 2, "a refused message is not retried");
+}
+
+#[tokio::test]
+async fn a_message_refused_after_its_content_fails_and_the_next_is_sent() {
+    let (port, _) = scripted_relay(|verb, _, seen| {
+        (verb == "." && seen == 0).then_some("554 5.6.0 content rejected\r\n")
+    });
+    let settings = relay_settings(port);
+    let mailer = Mailer::new(&settings).unwrap();
+    let mut store = Store::open_in_memory().unwrap();
+    queue_several(&mut store, &settings, 2);
+    let delivery = mail::deliver_due(&mut store, &mailer, settings.retry, at(8, 0))
+        .await
+        .unwrap();
+    assert_eq!(
+        (delivery.sent, delivery.retrying, delivery.failed),
+        (1, 0, 1),
+        "{delivery:?}"
+    );
+    let outbox = store.outbox().unwrap();
+    assert_eq!(
+        (outbox[0].state, outbox[1].state),
+        (OutboxState::Failed, OutboxState::Sent)
+    );
+}
+
+/// One recipient the server does not know (`550 user unknown`) does not hold the
+/// message from the others: it is sent to them, and the refusal is recorded on
+/// the row and reported. When every recipient is refused nobody got it: kept.
+#[tokio::test]
+async fn a_refused_recipient_is_reported_and_the_others_get_the_message() {
+    let (port, log) = scripted_relay(|verb, line, _| {
+        (verb == "RCPT" && line.contains("gone@")).then_some("550 5.1.1 user unknown\r\n")
+    });
+    let mut settings = relay_settings(port);
+    settings.to = vec!["it-security@example.com".into(), "gone@example.com".into()];
+    let mailer = Mailer::new(&settings).unwrap();
+    let mut store = Store::open_in_memory().unwrap();
+    queue_several(&mut store, &settings, 1);
+    let delivery = mail::deliver_due(&mut store, &mailer, settings.retry, at(8, 0))
+        .await
+        .unwrap();
+    assert_eq!(
+        (delivery.sent, delivery.retrying, delivery.failed),
+        (1, 0, 0),
+        "{delivery:?}"
+    );
+    let error = delivery.last_error.unwrap();
+    assert!(
+        error.contains("gone@example.com") && error.contains("550"),
+        "{error}"
+    );
+    let entry = store.outbox().unwrap().remove(0);
+    assert_eq!(entry.state, OutboxState::Sent);
+    assert!(entry.last_error.unwrap().contains("gone@example.com"));
+    assert_eq!(log.lock().unwrap().iter().filter(|v| *v == ".").count(), 1);
+
+    // Every recipient refused: nobody got it, and the message stays.
+    settings.to = vec!["gone@example.com".into()];
+    queue_several(&mut store, &settings, 2);
+    let delivery = mail::deliver_due(&mut store, &mailer, settings.retry, at(8, 0))
+        .await
+        .unwrap();
+    assert_eq!(
+        (delivery.sent, delivery.retrying, delivery.failed),
+        (0, 1, 0),
+        "{delivery:?}"
+    );
+    assert!(
+        delivery
+            .last_error
+            .unwrap()
+            .contains("every recipient was refused")
+    );
+    let outbox = store.outbox().unwrap();
+    assert_eq!(
+        (outbox[1].state, outbox[2].state),
+        (OutboxState::Pending, OutboxState::Pending)
+    );
+    assert_eq!(
+        log.lock().unwrap().iter().filter(|v| *v == "DATA").count(),
+        1
+    );
+}
