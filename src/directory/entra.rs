@@ -296,6 +296,9 @@ impl EntraSource {
                 Some(app) => Some(self.app_assignments(app).await?),
                 None => None,
             };
+            if let Some((_, app_groups)) = &app_scope {
+                remote::check_app_groups_listed(PROVIDER, &groups, app_groups, "GET /v1.0/groups")?;
+            }
             let to_read = remote::groups_to_read(
                 &groups,
                 &wanted,

@@ -465,6 +465,26 @@ async fn app_scope_expands_group_assignments() {
     assert_eq!(ids, vec!["a1", "a2", "a4"]);
 }
 
+/// An assigned group that `/groups` does not list would take its members out of
+/// scope as if they had left: the snapshot fails instead.
+#[tokio::test]
+async fn an_assigned_group_missing_from_the_group_listing_fails_the_snapshot() {
+    let server = MockServer::start().await;
+    let mut tenant = small_tenant();
+    tenant.assignments = vec![("g2".into(), "Group"), ("g7".into(), "Group")];
+    tenant.mount(&server).await;
+    let mut s = settings(&server, secret());
+    s.app_id = Some("app-client-id".into());
+    let error = EntraSource::new(s)
+        .snapshot()
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(error.contains("\"g7\""), "{error}");
+    assert!(error.contains("directory.app_id"), "{error}");
+    assert!(!error.contains("\"g2\""), "{error}");
+}
+
 /// An app assignment of a group covers its direct members only: Entra does not
 /// cascade it to nested groups. dee is in "Taskade Editors" (g2) only through a
 /// nested group, so with g2 assigned she is not in the app's scope; the group's
