@@ -1230,12 +1230,15 @@ fn member_dn<'a>(attribute: &str, value: &'a str) -> &'a str {
         return value;
     }
     let trimmed = value.trim_end();
-    match trimmed.rfind("#'") {
+    let Some(bits) = trimmed.strip_suffix("'B") else {
+        return value;
+    };
+    // `#'B` alone (the `'` of `#'` is the one before `B`) is no bit string.
+    match bits.rfind("#'") {
         Some(at)
-            if trimmed.ends_with("'B")
-                && trimmed[at + 2..trimmed.len() - 2]
-                    .chars()
-                    .all(|c| c == '0' || c == '1')
+            if bits
+                .get(at + 2..)
+                .is_some_and(|b| b.chars().all(|c| c == '0' || c == '1'))
                 && !trimmed[..at].ends_with('\\') =>
         {
             &trimmed[..at]
@@ -1779,6 +1782,9 @@ mod tests {
         assert_eq!(member_dn("uniqueMember", "cn=a\\#'1'B"), "cn=a\\#'1'B");
         assert_eq!(member_dn("member", "cn=x#'1'B"), "cn=x#'1'B");
         assert_eq!(member_dn("uniqueMember", "cn=x"), "cn=x");
+        // `#'B`: the quote of `#'` is the one before `B`; no bit string, no panic.
+        assert_eq!(member_dn("uniqueMember", "cn=x#'B"), "cn=x#'B");
+        assert_eq!(member_dn("uniqueMember", "'B"), "'B");
     }
 
     #[test]
