@@ -5,9 +5,11 @@
 //! `sent` only after the server accepted it. A transient failure (connection refused,
 //! timeout, TLS handshake, 4xx) is retried with backoff inside the call and, if still
 //! failing, rescheduled with a growing delay that survives restarts; a relay that
-//! refuses the session (a rejected login, no STARTTLS) is rescheduled the same way
-//! but not retried inside the call; a permanent refusal of the message (5xx) is kept
-//! as `failed` with the server's answer. A crash between the
+//! refuses the session (a 5xx to the greeting, the login or MAIL FROM; no STARTTLS)
+//! is rescheduled the same way but not retried inside the call, and given up after
+//! [`REFUSED_FOR_AT_MOST`]; a permanent refusal of the message (a 5xx to DATA, to
+//! its content, or to every recipient) is kept as `failed` with the server's answer.
+//! A whole session is bounded by a few `timeout`s. A crash between the
 //! server's acceptance and the `sent` mark sends that one message again on restart
 //! (at least once); its Message-ID is derived from the outbox row, so it is the same
 //! message both times and mail clients show it once.
@@ -265,14 +267,29 @@ impl Mailer {
         let message = build_message(entry)?;
         let envelope = message.envelope().clone();
         let body = message.formatted();
-        let mut conn = self
-            .connect()
-            .await
-            .map_err(|e| self.error(&e, Phase::Session))?;
-        let outcome = self.transact(&mut conn, &envelope, &body).await;
-        // QUIT (unless the connection broke) and close, as lettre's transport does.
-        conn.abort().await;
-        outcome
+        // lettre's timeout covers connecting; a relay that goes silent later
+        // would hold the mail job (and a shutdown) for ever without this bound.
+        let session = async {
+            let mut conn = self
+                .connect()
+                .await
+                .map_err(|e| self.error(&e, Phase::Session))?;
+            let outcome = self.transact(&mut conn, &envelope, &body).await;
+            // QUIT (unless the connection broke) and close, as lettre's transport does.
+            conn.abort().await;
+            outcome
+        };
+        let limit = self.timeout.saturating_mul(SESSION_TIMEOUTS);
+        match tokio::time::timeout(limit, session).await {
+            Ok(outcome) => outcome,
+            Err(_) => Err(MailError::Smtp {
+                host: self.host.clone(),
+                port: self.port,
+                message: format!("the SMTP session did not finish within {limit:?}"),
+                transient: true,
+                relay_refused: false,
+            }),
+        }
     }
 
     /// Connects, greets, upgrades to TLS and logs in, as lettre's transport does.
@@ -343,9 +360,11 @@ impl Mailer {
         for to in envelope.to() {
             match conn.command(Rcpt::new(to.clone(), Vec::new())).await {
                 Ok(_) => {}
-                // An answer about this recipient; anything else (the connection
-                // dropped, a reply that does not parse) ends the session.
-                Err(e) if e.status().is_some() => {
+                // A final answer about this recipient. A temporary one (greylisting,
+                // 452 too many recipients) keeps the whole message for later, as
+                // anything else (the connection dropped, a reply that does not
+                // parse) does.
+                Err(e) if e.is_permanent() => {
                     refused.push(format!("{to}: {e}"));
                     last_refusal = Some(e);
                 }
@@ -355,7 +374,9 @@ impl Mailer {
         if let Some(e) = last_refusal
             && refused.len() == envelope.to().len()
         {
-            let mut error = self.error(&e, Phase::Session);
+            // The recipients are the message's own (stored on its row): refused
+            // for good, it would stand first in the queue for ever.
+            let mut error = self.error(&e, Phase::Content);
             if let MailError::Smtp { message, .. } = &mut error {
                 *message = format!("every recipient was refused: {}", refused.join("; "));
             }
@@ -408,11 +429,11 @@ pub struct Sent {
 
 /// Whether the relay refused the session rather than the message: a failure on
 /// our side of the protocol (no STARTTLS offered, no usable authentication
-/// mechanism) or a 5xx before DATA (a greeting refusing our address, 530
+/// mechanism) or a 5xx to the session (a greeting refusing our address, 530
 /// authentication required, 535 credentials invalid, 550 relaying denied or 553
-/// sender not allowed at MAIL FROM, every recipient refused). Every message would
-/// fail the same way until the configuration is fixed. Only a 5xx to DATA or to
-/// the message itself refuses that message.
+/// sender not allowed at MAIL FROM). Every message would fail the same way until
+/// the configuration is fixed. A 5xx to every recipient, to DATA or to the message
+/// itself refuses that message.
 fn relay_refused(error: &lettre::transport::smtp::Error, phase: Phase) -> bool {
     error.is_client() || (error.is_permanent() && phase == Phase::Session)
 }
@@ -571,6 +592,16 @@ pub fn redelivery_delay(attempts: u32) -> Duration {
 /// How long a sender holds a message it is sending (see [`Store::claim_message`]).
 const CLAIM: chrono::Duration = chrono::Duration::minutes(10);
 
+/// One SMTP session may take this many `timeout`s (connect, greeting, login,
+/// envelope, message) before it is abandoned as a silent relay.
+const SESSION_TIMEOUTS: u32 = 4;
+
+/// A message the relay keeps refusing (our sender, our login) is given up after
+/// this long: it carries the sender of when it was queued, so a corrected
+/// configuration would not heal it, and it would stand first in the queue for
+/// ever, in front of every later alert.
+pub const REFUSED_FOR_AT_MOST: chrono::Duration = chrono::Duration::days(3);
+
 /// Sends every message due at `now`, oldest first, until one fails and is kept for
 /// a later call (the others stay due): a transient failure, or a relay that
 /// refuses the session (login, sender, every recipient; see [`relay_refused`]).
@@ -620,8 +651,17 @@ pub async fn deliver_due(
                 delivery.last_error = Some(text);
             }
             Err(error) => {
-                let text = error.to_string();
-                let retry_at = error.keeps_message().then(|| {
+                let refused_too_long = !error.is_transient()
+                    && now.signed_duration_since(entry.created_at) > REFUSED_FOR_AT_MOST;
+                let text = if refused_too_long {
+                    format!(
+                        "given up after {} days of refusals: {error}",
+                        REFUSED_FOR_AT_MOST.num_days()
+                    )
+                } else {
+                    error.to_string()
+                };
+                let retry_at = (error.keeps_message() && !refused_too_long).then(|| {
                     now + chrono::Duration::from_std(redelivery_delay(entry.attempts))
                         .unwrap_or_else(|_| chrono::Duration::hours(1))
                 });

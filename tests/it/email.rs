@@ -1197,6 +1197,27 @@ async fn a_sender_refused_at_mail_from_keeps_every_message_and_stops_the_call() 
     );
     let mails = log.lock().unwrap().iter().filter(|v| *v == "MAIL").count();
     assert_eq!(mails, 1, "one MAIL FROM per call, not retried at once");
+
+    // Refused for longer than REFUSED_FOR_AT_MOST, a message is given up: it
+    // carries the sender of when it was queued, which a corrected configuration
+    // does not change, and it must not stand in front of later alerts for ever.
+    let later = at(8, 0) + mail::REFUSED_FOR_AT_MOST + chrono::Duration::minutes(1);
+    let delivery = mail::deliver_due(&mut store, &mailer, settings.retry, later)
+        .await
+        .unwrap();
+    assert_eq!(
+        (delivery.sent, delivery.retrying, delivery.failed),
+        (0, 0, 3),
+        "{delivery:?}"
+    );
+    let outbox = store.outbox().unwrap();
+    assert!(
+        outbox.iter().all(|e| e.state == OutboxState::Failed
+            && e.last_error
+                .as_deref()
+                .is_some_and(|m| m.contains("given up after 3 days"))),
+        "{outbox:?}"
+    );
 }
 
 /// A relay that refuses our connection from the greeting (`554`, an address on
@@ -1279,6 +1300,34 @@ async fn a_message_refused_after_its_content_fails_and_the_next_is_sent() {
 /// One recipient the server does not know (`550 user unknown`) does not hold the
 /// message from the others: it is sent to them, and the refusal is recorded on
 /// the row and reported. When every recipient is refused nobody got it: kept.
+/// A temporary answer about one recipient (greylisting, 452 too many recipients)
+/// is no refusal: the whole message is kept for later, so that recipient gets it.
+#[tokio::test]
+async fn a_recipient_answered_temporarily_keeps_the_whole_message() {
+    let (port, log) = scripted_relay(|verb, line, _| {
+        (verb == "RCPT" && line.contains("grey@")).then_some("450 4.2.0 greylisted\r\n")
+    });
+    let mut settings = relay_settings(port);
+    settings.to = vec!["it-security@example.com".into(), "grey@example.com".into()];
+    settings.retry = seatwarden::retry::RetryPolicy::immediate(0);
+    let mailer = Mailer::new(&settings).unwrap();
+    let mut store = Store::open_in_memory().unwrap();
+    queue_several(&mut store, &settings, 1);
+    let delivery = mail::deliver_due(&mut store, &mailer, settings.retry, at(8, 0))
+        .await
+        .unwrap();
+    assert_eq!(
+        (delivery.sent, delivery.retrying, delivery.failed),
+        (0, 1, 0),
+        "{delivery:?}"
+    );
+    assert_eq!(store.outbox().unwrap()[0].state, OutboxState::Pending);
+    assert_eq!(
+        log.lock().unwrap().iter().filter(|v| *v == "DATA").count(),
+        0
+    );
+}
+
 #[tokio::test]
 async fn a_refused_recipient_is_reported_and_the_others_get_the_message() {
     let (port, log) = scripted_relay(|verb, line, _| {
@@ -1307,7 +1356,8 @@ async fn a_refused_recipient_is_reported_and_the_others_get_the_message() {
     assert!(entry.last_error.unwrap().contains("gone@example.com"));
     assert_eq!(log.lock().unwrap().iter().filter(|v| *v == ".").count(), 1);
 
-    // Every recipient refused: nobody got it, and the message stays.
+    // Every recipient refused: the recipients are the message's own (on its row),
+    // so it fails for good rather than stand first in the queue for ever.
     settings.to = vec!["gone@example.com".into()];
     queue_several(&mut store, &settings, 2);
     let delivery = mail::deliver_due(&mut store, &mailer, settings.retry, at(8, 0))
@@ -1315,7 +1365,7 @@ async fn a_refused_recipient_is_reported_and_the_others_get_the_message() {
         .unwrap();
     assert_eq!(
         (delivery.sent, delivery.retrying, delivery.failed),
-        (0, 1, 0),
+        (0, 0, 2),
         "{delivery:?}"
     );
     assert!(
@@ -1327,7 +1377,7 @@ async fn a_refused_recipient_is_reported_and_the_others_get_the_message() {
     let outbox = store.outbox().unwrap();
     assert_eq!(
         (outbox[1].state, outbox[2].state),
-        (OutboxState::Pending, OutboxState::Pending)
+        (OutboxState::Failed, OutboxState::Failed)
     );
     assert_eq!(
         log.lock().unwrap().iter().filter(|v| *v == "DATA").count(),
