@@ -524,6 +524,15 @@ impl LdapSource {
             .zip(used)
             .filter_map(|(group, used)| used.then_some(group))
             .collect();
+        // Groups found outside the group search answer to names too: a look-alike
+        // "IT Admins" elsewhere, nested in a scope group, would hand its members
+        // the protection or the mapping of the real one.
+        super::refuse_ambiguous_names(
+            "ldap",
+            &interest,
+            groups.iter().map(|g| (g.raw_dn.as_str(), g.name.as_str())),
+            "rename one of them, or narrow directory.group_filter",
+        )?;
         if s.flavor == LdapFlavor::ActiveDirectory
             && let Some(group) = groups.iter().find(|g| g.sid.is_none())
         {

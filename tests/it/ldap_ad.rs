@@ -25,6 +25,9 @@ const DOMAIN_ROOT: &str = "DC=corp,DC=example,DC=com";
 /// `group_base_dn` (in `CN=Users`, where Active Directory keeps it).
 const IT_ADMINS: &str = "CN=IT Admins,OU=Groups,DC=corp,DC=example,DC=com";
 const DOMAIN_ADMINS: &str = "CN=Domain Admins,CN=Users,DC=corp,DC=example,DC=com";
+/// Passed as `withheld`: the fake names its group outside the group search
+/// "it admins", a look-alike of the configured "IT Admins".
+const LOOKALIKE: &str = "lookalike";
 /// Members of All Staff: mostly DNs of contacts and computers (not users), with
 /// the three users at positions 0, 1,700 and 3,100, so each range holds one.
 const BIG_GROUP_SIZE: usize = 3_200;
@@ -337,10 +340,17 @@ async fn serve(mut stream: TcpStream, asked: Arc<Mutex<Asked>>, withheld: Option
                     done_controls = Some(paged_control(b""));
                 } else if base == DOMAIN_ROOT {
                     // Every group of the domain; members are not asked for.
+                    // `LOOKALIKE`: the group outside the group search answers to
+                    // the name of one inside it.
+                    let outside = if withheld == Some(LOOKALIKE) {
+                        "it admins"
+                    } else {
+                        "Domain Admins"
+                    };
                     for (dn, cn, rid) in [
                         (BIG_GROUP, "All Staff", ALL_STAFF_RID),
                         (IT_ADMINS, "IT Admins", 1300),
-                        (DOMAIN_ADMINS, "Domain Admins", 512),
+                        (DOMAIN_ADMINS, outside, 512),
                     ] {
                         out.extend(message(
                             id,
@@ -538,28 +548,43 @@ async fn a_nested_group_outside_the_group_base_is_read() {
     let (port, asked) = start_fake(None).await;
     let mut source = source(port).settings().clone();
     source.other_groups = vec!["IT Admins".to_owned()];
-    let snapshot = LdapSource::new(source).snapshot().await.unwrap();
+    let snapshot = LdapSource::new(source.clone()).snapshot().await.unwrap();
     let ada = &snapshot.identities[0];
     assert_eq!(ada.user_name, "ada@corp.example.com");
     assert_eq!(ada.groups, ["All Staff", "Domain Admins", "IT Admins"]);
     assert_eq!(snapshot.identities[1].groups, ["All Staff"]);
-    let asked = asked.lock().unwrap();
-    let domain_admins: Vec<&Vec<String>> = asked
-        .searches
-        .iter()
-        .filter(|(base, _, _)| base == DOMAIN_ADMINS)
-        .map(|(_, attributes, _)| attributes)
-        .collect();
-    assert_eq!(domain_admins, [&vec!["member".to_owned()]]);
-    assert_eq!(
-        asked
+    {
+        let asked = asked.lock().unwrap();
+        let domain_admins: Vec<&Vec<String>> = asked
             .searches
             .iter()
-            .filter(|(base, _, _)| base == DOMAIN_ROOT)
-            .count(),
-        1,
-        "the domain's groups are listed once"
-    );
+            .filter(|(base, _, _)| base == DOMAIN_ADMINS)
+            .map(|(_, attributes, _)| attributes)
+            .collect();
+        assert_eq!(domain_admins, [&vec!["member".to_owned()]]);
+        assert_eq!(
+            asked
+                .searches
+                .iter()
+                .filter(|(base, _, _)| base == DOMAIN_ROOT)
+                .count(),
+            1,
+            "the domain's groups are listed once"
+        );
+    }
+
+    // A group found outside the group search that answers to a configured name
+    // is a look-alike as much as one inside it: the read fails.
+    let (port, _) = start_fake(Some(LOOKALIKE)).await;
+    let mut lookalike = source.clone();
+    lookalike.url = format!("ldap://127.0.0.1:{port}");
+    let error = LdapSource::new(lookalike)
+        .snapshot()
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(error.contains("two groups answer to the name"), "{error}");
+    assert!(error.contains("CN=Domain Admins,CN=Users"), "{error}");
 }
 
 /// A user without `accountExpires` (a Global Catalog does not hold it, or the bind
