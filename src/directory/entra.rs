@@ -169,6 +169,10 @@ struct Cursor {
     /// interest. Absent (a cursor from before), every group counts.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     interest: Option<Vec<String>>,
+    /// The configured group names those ids were taken for (folded, sorted): after
+    /// a reload that names other groups, the ids say nothing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    names: Option<Vec<String>>,
 }
 
 /// What a delta round said.
@@ -406,9 +410,15 @@ impl EntraSource {
             });
         };
         let (snapshot, interest) = self.snapshot_and_interest().await?;
+        let configured = self.configured_names();
         Ok(DirectoryChanges::Full {
             snapshot,
-            cursor: Some(links_of(&users, &groups, self.worth_keeping(&interest))?),
+            cursor: Some(links_of(
+                &users,
+                &groups,
+                self.worth_keeping(&interest)
+                    .map(|ids| (ids, configured.as_slice())),
+            )?),
         })
     }
 
@@ -450,12 +460,13 @@ impl EntraSource {
         // of interest: its id was one at the last full read, or its new name is
         // one. Without the ids (a cursor from before), every group counts.
         let names = self.interest_names();
+        let known: Option<&Vec<String>> = links
+            .interest
+            .as_ref()
+            .filter(|_| links.names.as_ref() == Some(&self.configured_names()));
         let counts = |id: &str, name: Option<&str>| {
             names.is_everything()
-                || links
-                    .interest
-                    .as_ref()
-                    .is_none_or(|ids| ids.iter().any(|known| known == id))
+                || known.is_none_or(|ids| ids.iter().any(|known| known == id))
                 || name.is_some_and(|name| names.wants(name))
         };
         // A big group comes back on several pages with different member slices:
@@ -523,7 +534,12 @@ impl EntraSource {
             .await?;
         // Left out of every read, so gone as far as seatwarden knows.
         removed.extend(guests);
-        let cursor = links_of(&users_link, &groups_link, links.interest.as_deref())?;
+        let configured = self.configured_names();
+        let cursor = links_of(
+            &users_link,
+            &groups_link,
+            known.map(|ids| (ids.as_slice(), configured.as_slice())),
+        )?;
         Ok(DeltaOutcome::Done(DirectoryChanges::Delta {
             changed,
             removed: removed.into_iter().collect(),
@@ -539,12 +555,14 @@ impl EntraSource {
         groups_link: &str,
     ) -> Result<DeltaOutcome<DirectoryChanges>, DirectoryError> {
         let (snapshot, interest) = self.snapshot_and_interest().await?;
+        let configured = self.configured_names();
         Ok(DeltaOutcome::Done(DirectoryChanges::Full {
             snapshot,
             cursor: Some(links_of(
                 users_link,
                 groups_link,
-                self.worth_keeping(&interest),
+                self.worth_keeping(&interest)
+                    .map(|ids| (ids, configured.as_slice())),
             )?),
         }))
     }
@@ -617,6 +635,18 @@ impl EntraSource {
     fn interest_names(&self) -> GroupInterest {
         let s = &self.inner.settings;
         GroupInterest::new(&s.scope_groups, &s.other_groups)
+    }
+
+    /// The configured group names, folded and sorted, as a cursor records them.
+    fn configured_names(&self) -> Vec<String> {
+        let s = &self.inner.settings;
+        let names: BTreeSet<String> = s
+            .scope_groups
+            .iter()
+            .chain(&s.other_groups)
+            .map(|name| crate::policy::fold_group_name(name))
+            .collect();
+        names.into_iter().collect()
     }
 
     /// Ids of the groups whose members are read: those the policy names, or all.
@@ -971,15 +1001,18 @@ fn segment(id: &str, endpoint: &str) -> Result<String, DirectoryError> {
     })
 }
 
+/// The cursor: both delta links, and the ids of the groups of interest with the
+/// configured names they were taken for, when worth keeping.
 fn links_of(
     users: &str,
     groups: &str,
-    interest: Option<&[String]>,
+    interest: Option<(&[String], &[String])>,
 ) -> Result<String, DirectoryError> {
     let json = serde_json::to_string(&Cursor {
         users: users.to_owned(),
         groups: groups.to_owned(),
-        interest: interest.map(<[String]>::to_vec),
+        interest: interest.map(|(ids, _)| ids.to_vec()),
+        names: interest.map(|(_, names)| names.to_vec()),
     })
     .map_err(|e| DirectoryError::Malformed {
         endpoint: "delta cursor".into(),

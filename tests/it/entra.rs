@@ -960,7 +960,7 @@ async fn delta_ignores_device_members_but_not_nested_groups() {
 /// one the configuration uses read the whole directory again.
 #[tokio::test]
 async fn only_groups_of_interest_that_change_read_the_whole_directory() {
-    let base_cursor = |server: &MockServer| {
+    let base_cursor = |server: &MockServer, names: &[&str]| {
         let base = server.uri();
         format!(
             "entra-v1:{}",
@@ -968,9 +968,12 @@ async fn only_groups_of_interest_that_change_read_the_whole_directory() {
                 "users": format!("{base}/v1.0/users/delta?$deltatoken=U1"),
                 "groups": format!("{base}/v1.0/groups/delta?$deltatoken=G1"),
                 "interest": ["g1", "g2"],
+                "names": names,
             })
         )
     };
+    // As `settings` configures them, folded and sorted.
+    let configured = ["taskade editors", "taskade users"];
     let cases = [
         (
             "a new team",
@@ -1003,7 +1006,18 @@ async fn only_groups_of_interest_that_change_read_the_whole_directory() {
             true,
         ),
     ];
-    for (what, group, full) in cases {
+    // Ids taken for other names (the configuration was reloaded since): they say
+    // nothing, and any group's change reads the whole directory.
+    let cases = cases
+        .into_iter()
+        .map(|(what, group, full)| (what, group, full, &configured[..]));
+    let stale = [(
+        "a new team after a reload",
+        json!({"id": "g9", "displayName": "Marketing Offsite"}),
+        true,
+        &["taskade users"][..],
+    )];
+    for (what, group, full, names) in cases.chain(stale) {
         let server = MockServer::start().await;
         small_tenant().mount(&server).await;
         mount_delta(&server, "users", "U1", vec![vec![]]).await;
@@ -1011,7 +1025,9 @@ async fn only_groups_of_interest_that_change_read_the_whole_directory() {
         group["@odata.type"] = "#microsoft.graph.group".into();
         mount_delta(&server, "groups", "G1", vec![vec![group]]).await;
         let source = EntraSource::new(settings(&server, secret()));
-        let changes = source.changes_since(Some(&base_cursor(&server))).await;
+        let changes = source
+            .changes_since(Some(&base_cursor(&server, names)))
+            .await;
         match (full, changes) {
             (false, Ok(DirectoryChanges::Delta { cursor, .. })) => {
                 assert!(
@@ -1034,7 +1050,10 @@ async fn only_groups_of_interest_that_change_read_the_whole_directory() {
         panic!("a first call reads the whole directory");
     };
     let cursor = cursor.unwrap();
-    assert!(cursor.contains(r#""interest":["g1","g2"]"#), "{cursor}");
+    assert!(
+        cursor.contains(r#""interest":["g1","g2"],"names":["taskade editors","taskade users"]"#),
+        "{cursor}"
+    );
 }
 
 #[tokio::test]
