@@ -1148,6 +1148,20 @@ fn queue_several(store: &mut Store, settings: &mail::MailSettings, n: usize) {
     }
 }
 
+/// `n` messages queued at 08:00 in a fresh store, and one delivery call then.
+async fn queue_and_deliver(
+    settings: &mail::MailSettings,
+    n: usize,
+) -> (Store, Mailer, mail::Delivery) {
+    let mailer = Mailer::new(settings).unwrap();
+    let mut store = Store::open_in_memory().unwrap();
+    queue_several(&mut store, settings, n);
+    let delivery = mail::deliver_due(&mut store, &mailer, settings.retry, at(8, 0))
+        .await
+        .unwrap();
+    (store, mailer, delivery)
+}
+
 fn relay_settings(port: u16) -> mail::MailSettings {
     let mut settings = plain_settings(port);
     settings.retry = RetryPolicy::immediate(3);
@@ -1228,12 +1242,7 @@ async fn a_refusing_greeting_keeps_the_message() {
         (verb == "GREETING").then_some("554 5.7.1 your address is blocklisted\r\n")
     });
     let settings = relay_settings(port);
-    let mailer = Mailer::new(&settings).unwrap();
-    let mut store = Store::open_in_memory().unwrap();
-    queue_several(&mut store, &settings, 2);
-    let delivery = mail::deliver_due(&mut store, &mailer, settings.retry, at(8, 0))
-        .await
-        .unwrap();
+    let (store, _, delivery) = queue_and_deliver(&settings, 2).await;
     assert_eq!(
         (delivery.sent, delivery.retrying, delivery.failed),
         (0, 1, 0),
@@ -1254,12 +1263,7 @@ async fn a_message_refused_at_data_fails_and_the_next_is_sent() {
         (verb == "DATA" && seen == 0).then_some("554 5.7.1 message refused by policy\r\n")
     });
     let settings = relay_settings(port);
-    let mailer = Mailer::new(&settings).unwrap();
-    let mut store = Store::open_in_memory().unwrap();
-    queue_several(&mut store, &settings, 2);
-    let delivery = mail::deliver_due(&mut store, &mailer, settings.retry, at(8, 0))
-        .await
-        .unwrap();
+    let (store, _, delivery) = queue_and_deliver(&settings, 2).await;
     assert_eq!(
         (delivery.sent, delivery.retrying, delivery.failed),
         (1, 0, 1),
@@ -1279,12 +1283,7 @@ async fn a_message_refused_after_its_content_fails_and_the_next_is_sent() {
         (verb == "." && seen == 0).then_some("554 5.6.0 content rejected\r\n")
     });
     let settings = relay_settings(port);
-    let mailer = Mailer::new(&settings).unwrap();
-    let mut store = Store::open_in_memory().unwrap();
-    queue_several(&mut store, &settings, 2);
-    let delivery = mail::deliver_due(&mut store, &mailer, settings.retry, at(8, 0))
-        .await
-        .unwrap();
+    let (store, _, delivery) = queue_and_deliver(&settings, 2).await;
     assert_eq!(
         (delivery.sent, delivery.retrying, delivery.failed),
         (1, 0, 1),
@@ -1310,12 +1309,7 @@ async fn a_recipient_answered_temporarily_keeps_the_whole_message() {
     let mut settings = relay_settings(port);
     settings.to = vec!["it-security@example.com".into(), "grey@example.com".into()];
     settings.retry = seatwarden::retry::RetryPolicy::immediate(0);
-    let mailer = Mailer::new(&settings).unwrap();
-    let mut store = Store::open_in_memory().unwrap();
-    queue_several(&mut store, &settings, 1);
-    let delivery = mail::deliver_due(&mut store, &mailer, settings.retry, at(8, 0))
-        .await
-        .unwrap();
+    let (store, _, delivery) = queue_and_deliver(&settings, 1).await;
     assert_eq!(
         (delivery.sent, delivery.retrying, delivery.failed),
         (0, 1, 0),
@@ -1335,12 +1329,7 @@ async fn a_refused_recipient_is_reported_and_the_others_get_the_message() {
     });
     let mut settings = relay_settings(port);
     settings.to = vec!["it-security@example.com".into(), "gone@example.com".into()];
-    let mailer = Mailer::new(&settings).unwrap();
-    let mut store = Store::open_in_memory().unwrap();
-    queue_several(&mut store, &settings, 1);
-    let delivery = mail::deliver_due(&mut store, &mailer, settings.retry, at(8, 0))
-        .await
-        .unwrap();
+    let (mut store, mailer, delivery) = queue_and_deliver(&settings, 1).await;
     assert_eq!(
         (delivery.sent, delivery.retrying, delivery.failed),
         (1, 0, 0),
