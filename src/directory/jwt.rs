@@ -80,19 +80,26 @@ pub(crate) fn random_id() -> Result<String, DirectoryError> {
     Ok(URL_SAFE_NO_PAD.encode(bytes))
 }
 
+/// How far an assertion is dated back. A host clock a few seconds ahead of the
+/// identity provider's would otherwise present a token "not valid yet" and fail
+/// every sign-in until the clocks agree.
+const CLOCK_SKEW_SECONDS: u64 = 60;
+
 /// The claims of a client assertion: `iss` = `sub` = client id, `aud` = the token
-/// endpoint, valid for five minutes (Okta accepts at most one hour).
+/// endpoint, issued a minute back and valid for five minutes from now (Okta
+/// accepts at most one hour between `iat` and `exp`).
 pub(crate) fn assertion_claims(
     client_id: &str,
     audience: &str,
     now_unix: u64,
 ) -> Result<serde_json::Value, DirectoryError> {
+    let issued = now_unix.saturating_sub(CLOCK_SKEW_SECONDS);
     Ok(json!({
         "iss": client_id,
         "sub": client_id,
         "aud": audience,
-        "iat": now_unix,
-        "nbf": now_unix,
+        "iat": issued,
+        "nbf": issued,
         "exp": now_unix + 300,
         "jti": random_id()?,
     }))
@@ -112,4 +119,24 @@ pub(crate) fn unix_now() -> u64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+    use super::*;
+
+    #[test]
+    fn an_assertion_is_valid_from_a_minute_back_for_five_minutes_ahead() {
+        let now = 1_800_000_000;
+        let claims =
+            assertion_claims("0oa1", "https://acme.okta.com/oauth2/v1/token", now).unwrap();
+        assert_eq!(claims["iat"], now - 60);
+        assert_eq!(claims["nbf"], now - 60);
+        assert_eq!(claims["exp"], now + 300);
+        assert_eq!(claims["iss"], "0oa1");
+        assert_eq!(claims["sub"], "0oa1");
+        let other = assertion_claims("0oa1", "x", now).unwrap();
+        assert_ne!(claims["jti"], other["jti"], "a fresh id every time");
+    }
 }
