@@ -780,12 +780,18 @@ fn prune_job(shared: &Shared) -> Result<(), RunError> {
     let retention = chrono::Duration::from_std(settings.retention).unwrap_or(chrono::Duration::MAX);
     let before = shared.now() - retention;
     let mut store = Store::open(&config.state.path)?;
-    let (runs, episodes) = store.prune_before(before)?;
+    let pruned = store.prune_before(before)?;
     let snapshots = store.prune_snapshots(SNAPSHOTS_KEPT)?;
-    if runs + episodes + snapshots > 0 {
+    if pruned.total() + snapshots > 0 {
         store.vacuum()?;
     }
-    tracing::info!(runs, episodes, snapshots, "pruned");
+    tracing::info!(
+        runs = pruned.runs,
+        episodes = pruned.episodes,
+        messages = pruned.messages,
+        snapshots,
+        "pruned"
+    );
     Ok(())
 }
 

@@ -75,6 +75,22 @@ fn job_record(row: &Row<'_>) -> rusqlite::Result<JobRecord> {
     })
 }
 
+/// What [`Store::prune_before`] deleted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Pruned {
+    pub runs: usize,
+    /// Ledger episodes.
+    pub episodes: usize,
+    /// Sent or refused outbox messages, with their bodies.
+    pub messages: usize,
+}
+
+impl Pruned {
+    pub fn total(&self) -> usize {
+        self.runs + self.episodes + self.messages
+    }
+}
+
 impl Store {
     // ---- key/value state ----------------------------------------------------------
 
@@ -400,7 +416,6 @@ impl Store {
     /// cancelled ones, and verified ones of people who came back — and outbox
     /// messages sent or refused for good before it. A verified episode of someone
     /// still gone is kept: it is what stops the sweep from opening a new one.
-    /// Returns (runs, episodes).
     ///
     /// However old, a run is kept while it has actions in flight (a restart resumes
     /// them), while its snapshots are stored ([`Store::prune_snapshots`] keeps the
@@ -408,7 +423,7 @@ impl Store {
     /// them), when it has the newest report (the digest's state), and when it is the
     /// newest reconcile or sweep whose held actions still await `approve`: after a
     /// long outage these are all old, and what the safety checks compare against.
-    pub fn prune_before(&mut self, before: DateTime<Utc>) -> Result<(usize, usize), StoreError> {
+    pub fn prune_before(&mut self, before: DateTime<Utc>) -> Result<Pruned, StoreError> {
         let context = || "pruning old runs".to_owned();
         let tx = self.write_tx(context)?;
         let runs = tx
@@ -443,15 +458,20 @@ impl Store {
         // Delivered and refused messages, with their bodies (a message waiting for
         // a send, `pending`, claimed or not, always stays). A refused one has no
         // time of its refusal: its next attempt is its last claim's deadline.
-        tx.prepare_cached(
-            "DELETE FROM outbox
-             WHERE (state = 'sent' AND sent_at < ?1)
-                OR (state = 'failed' AND created_at < ?1 AND next_attempt_at < ?1)",
-        )
-        .and_then(|mut stmt| stmt.execute([ts(before)]))
-        .context(|| "pruning old messages from outbox".to_owned())?;
+        let messages = tx
+            .prepare_cached(
+                "DELETE FROM outbox
+                 WHERE (state = 'sent' AND sent_at < ?1)
+                    OR (state = 'failed' AND created_at < ?1 AND next_attempt_at < ?1)",
+            )
+            .and_then(|mut stmt| stmt.execute([ts(before)]))
+            .context(|| "pruning old messages from outbox".to_owned())?;
         tx.commit().context(context)?;
-        Ok((runs, episodes))
+        Ok(Pruned {
+            runs,
+            episodes,
+            messages,
+        })
     }
 
     /// Snapshots are the bulk of the database and only the latest ones are ever read

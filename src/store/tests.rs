@@ -1369,7 +1369,7 @@ fn the_ledger_keeps_one_open_episode_per_person_and_a_verified_one_until_they_re
     store.update_ledger(&back, t(30)).unwrap();
     assert!(store.open_deprovisions().unwrap().is_empty());
     assert!(store.current_deprovisions().unwrap().is_empty());
-    let (_, episodes) = store.prune_before(t(100_000)).unwrap();
+    let episodes = store.prune_before(t(100_000)).unwrap().episodes;
     assert_eq!(episodes, 2);
 }
 
@@ -1474,7 +1474,7 @@ fn pruning_old_runs_keeps_what_the_safety_checks_read() {
     }
 
     // Everything started long before the retention period's start.
-    let (pruned, _) = store.prune_before(t(1_000_000)).unwrap();
+    let pruned = store.prune_before(t(1_000_000)).unwrap().runs;
     assert_eq!(
         pruned,
         1 + 1 + 1 + 3,
@@ -1544,7 +1544,8 @@ fn pruning_deletes_old_sent_and_failed_messages_only() {
         .mark_message_attempt_failed(new_failed, "550 no such user", None)
         .unwrap();
 
-    store.prune_before(t(10_000)).unwrap();
+    let pruned = store.prune_before(t(10_000)).unwrap();
+    assert_eq!(pruned.messages, 2, "{pruned:?}");
     let left: Vec<OutboxId> = store.outbox().unwrap().into_iter().map(|e| e.id).collect();
     assert_eq!(left, [old_pending, old_claimed, new_sent, new_failed]);
 }
