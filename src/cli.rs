@@ -585,7 +585,7 @@ fn run_command(cli: Cli) -> anyhow::Result<u8> {
             detailed_exitcode,
         } => {
             let outcome = execute(&config, Mode::Plan)?;
-            print_report(&outcome.report, format)?;
+            print_report(&outcome.report, format, &config)?;
             // A rejected directory planned nothing: "no changes" would tell a
             // drift check that a broken source is in sync.
             Ok(if outcome.report.safety.source_fault.is_some() {
@@ -616,7 +616,7 @@ fn run_command(cli: Cli) -> anyhow::Result<u8> {
                     ..run::RunOptions::default()
                 },
             )?;
-            after_writes(print_report(&outcome.report, format))?;
+            after_writes(print_report(&outcome.report, format, &config))?;
             Ok(exit_with_hint(&config, mode, &outcome))
         }
         Command::Approve { run, only } => approve(&config, run, only),
@@ -678,7 +678,7 @@ fn run_command(cli: Cli) -> anyhow::Result<u8> {
                 return Ok(exit::OK);
             }
             let outcome = execute(&config, Mode::Reconcile)?;
-            after_writes(print_report(&outcome.report, format))?;
+            after_writes(print_report(&outcome.report, format, &config))?;
             Ok(exit_with_hint(&config, Mode::Reconcile, &outcome))
         }
         Command::Explain { person, live } => {
@@ -732,7 +732,7 @@ fn run_command(cli: Cli) -> anyhow::Result<u8> {
             if email {
                 return email_report(&config, store, &report);
             }
-            print_report(&report, format)?;
+            print_report(&report, format, &config)?;
             Ok(exit::OK)
         }
     }
@@ -865,7 +865,14 @@ fn deliver(
 fn email_report(config: &Config, mut store: Store, report: &Report) -> anyhow::Result<u8> {
     let settings = mail_settings(config)?;
     let now = chrono::Utc::now();
-    let id = crate::mail::queue_report(&mut store, &settings, &config.report_name(), report, now)?;
+    let id = crate::mail::queue_report(
+        &mut store,
+        &settings,
+        &config.report_name(),
+        report,
+        config.report_timezone()?,
+        now,
+    )?;
     send_queued(&settings, store, id, now)
 }
 
@@ -1270,15 +1277,22 @@ fn after_writes(printed: anyhow::Result<()>) -> anyhow::Result<()> {
     }
 }
 
-fn print_report(report: &Report, format: Format) -> anyhow::Result<()> {
+/// Markdown and HTML show times in `report.timezone`.
+fn print_report(report: &Report, format: Format, config: &Config) -> anyhow::Result<()> {
     match format {
         Format::Json => outln!("{}", report.to_json())?,
         Format::Text => out!(
             "{}",
             report::render_text(report, std::io::stdout().is_terminal())
         )?,
-        Format::Markdown => out!("{}", report::render_markdown(report)?)?,
-        Format::Html => out!("{}", report::render_html(report)?)?,
+        Format::Markdown => out!(
+            "{}",
+            report::render_markdown(report, config.report_timezone()?)?
+        )?,
+        Format::Html => out!(
+            "{}",
+            report::render_html(report, config.report_timezone()?)?
+        )?,
     }
     Ok(())
 }

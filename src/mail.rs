@@ -497,9 +497,10 @@ pub fn queue_report(
     settings: &MailSettings,
     name: &str,
     report: &crate::report::Report,
+    tz: chrono_tz::Tz,
     now: DateTime<Utc>,
 ) -> Result<OutboxId, QueueError> {
-    let html = crate::report::render_html(report)?;
+    let html = crate::report::render_html(report, tz)?;
     let text = crate::report::render_text(report, false);
     let subject = crate::report::subject(name, report);
     Ok(queue(

@@ -104,8 +104,12 @@ pub(super) fn tone_colour(tone: Tone) -> &'static str {
     }
 }
 
-pub(super) fn timestamp(at: chrono::DateTime<chrono::Utc>) -> String {
-    at.format("%Y-%m-%d %H:%M:%S UTC").to_string()
+/// On the wall clock of `report.timezone`, as digests and alerts are, with the
+/// zone's abbreviation.
+pub(super) fn timestamp(at: chrono::DateTime<chrono::Utc>, tz: chrono_tz::Tz) -> String {
+    at.with_timezone(&tz)
+        .format("%Y-%m-%d %H:%M:%S %Z")
+        .to_string()
 }
 
 #[derive(Debug, Serialize)]
@@ -182,7 +186,7 @@ fn action_row(action: &ActionOutcome, applying: bool) -> ActionRow<'_> {
     }
 }
 
-fn report_view(report: &Report) -> ReportView<'_> {
+fn report_view(report: &Report, tz: chrono_tz::Tz) -> ReportView<'_> {
     let state = State::of(report);
     let (tone, headline) = headline(report);
     let applying = report.mode == "reconcile";
@@ -200,8 +204,8 @@ fn report_view(report: &Report) -> ReportView<'_> {
         headline_colour: tone_colour(tone),
         run_id: report.run_id,
         mode: &report.mode,
-        started_at: timestamp(report.started_at),
-        finished_at: timestamp(report.finished_at),
+        started_at: timestamp(report.started_at, tz),
+        finished_at: timestamp(report.finished_at, tz),
         directory: &report.directory,
         workspace: &report.workspace,
         summary: &report.summary,
@@ -234,15 +238,16 @@ fn report_view(report: &Report) -> ReportView<'_> {
     }
 }
 
-/// The report as Markdown (tickets, chat, wikis). Deterministic for a given report.
-pub fn render_markdown(report: &Report) -> Result<String, RenderError> {
-    render("report.md", &report_view(report))
+/// The report as Markdown (tickets, chat, wikis), times in `tz`. Deterministic
+/// for a given report and zone.
+pub fn render_markdown(report: &Report, tz: chrono_tz::Tz) -> Result<String, RenderError> {
+    render("report.md", &report_view(report, tz))
 }
 
-/// The report as a self-contained HTML document for email and browsers.
-/// Deterministic for a given report.
-pub fn render_html(report: &Report) -> Result<String, RenderError> {
-    render("report.html", &report_view(report))
+/// The report as a self-contained HTML document for email and browsers, times in
+/// `tz`. Deterministic for a given report and zone.
+pub fn render_html(report: &Report, tz: chrono_tz::Tz) -> Result<String, RenderError> {
+    render("report.html", &report_view(report, tz))
 }
 
 #[derive(Debug, Serialize)]

@@ -7,6 +7,7 @@
 use std::collections::{HashMap, HashSet};
 
 use chrono::{DateTime, TimeZone, Utc};
+use chrono_tz::UTC;
 
 use seatwarden::guard::{self, GuardInput, GuardSettings};
 use seatwarden::model::{
@@ -609,13 +610,25 @@ fn the_real_run_holds_and_fails_by_the_rules() {
 #[test]
 fn reconcile_report_markdown() {
     let report = failure_and_hold();
-    insta::assert_snapshot!(report::render_markdown(&report).unwrap());
+    insta::assert_snapshot!(report::render_markdown(&report, UTC).unwrap());
 }
 
 #[test]
 fn reconcile_report_html() {
     let report = failure_and_hold();
-    insta::assert_snapshot!(report::render_html(&report).unwrap());
+    insta::assert_snapshot!(report::render_html(&report, UTC).unwrap());
+}
+
+/// Run times read on `report.timezone`'s wall clock, as the digest and alerts
+/// beside them in the same inbox do.
+#[test]
+fn report_times_are_shown_in_the_report_time_zone() {
+    let report = failure_and_hold();
+    let run = "2026-11-29 09:00:00 CET → 2026-11-29 09:00:03 CET";
+    let berlin = chrono_tz::Europe::Berlin;
+    let markdown = report::render_markdown(&report, berlin).unwrap();
+    assert!(markdown.contains(&format!("- Run: {run}")), "{markdown}");
+    assert!(report::render_html(&report, berlin).unwrap().contains(run));
 }
 
 /// The safety net's findings reach the emailed formats too, not only the terminal:
@@ -647,8 +660,8 @@ fn safety_findings_show_in_every_format() {
     });
     report.safety.workspace_listing_short = true;
     let text = report::render_text(&report, false);
-    let markdown = report::render_markdown(&report).unwrap();
-    let html = report::render_html(&report).unwrap();
+    let markdown = report::render_markdown(&report, UTC).unwrap();
+    let html = report::render_html(&report, UTC).unwrap();
     for finding in report::safety_findings(&report) {
         assert!(text.contains(&finding.text), "{text}");
         for detail in &finding.details {
@@ -748,7 +761,7 @@ fn the_awaiting_approval_count_is_read_from_a_stored_report() {
 #[test]
 fn plan_report_markdown() {
     let report = report_of(&scenario(), "plan", |_| (Outcome::NotRun, None));
-    insta::assert_snapshot!(report::render_markdown(&report).unwrap());
+    insta::assert_snapshot!(report::render_markdown(&report, UTC).unwrap());
 }
 
 #[test]
@@ -756,10 +769,10 @@ fn html_and_markdown_escape_what_the_directory_says() {
     let mut report = report_of(&scenario(), "plan", |_| (Outcome::NotRun, None));
     report.drift[0].user_name = "<script>alert(1)</script>@example.com".into();
     report.drift[0].detail = "a | b *c*".into();
-    let html = report::render_html(&report).unwrap();
+    let html = report::render_html(&report, UTC).unwrap();
     assert!(!html.contains("<script>"), "HTML-escaped");
     assert!(html.contains("&lt;script&gt;"));
-    let markdown = report::render_markdown(&report).unwrap();
+    let markdown = report::render_markdown(&report, UTC).unwrap();
     assert!(markdown.contains("\\<script\\>"), "{markdown}");
     assert!(markdown.contains("a \\| b \\*c\\*"), "{markdown}");
 }
@@ -783,7 +796,7 @@ fn subjects_tell_the_state() {
         "converged: 8 actions applied and verified; 5 drift items left to review"
     );
     assert!(
-        report::render_html(&converged)
+        report::render_html(&converged, UTC)
             .unwrap()
             .contains("drift items found, 5 left")
     );
@@ -844,8 +857,8 @@ fn control_characters_in_names_never_reach_a_terminal() {
     // override would show "moc.elpmaxe@oec" as another name.
     report.drift[1].user_name = "admin\u{202e}moc.elpmaxe@oec".into();
     for rendered in [
-        report::render_markdown(&report).unwrap(),
-        report::render_html(&report).unwrap(),
+        report::render_markdown(&report, UTC).unwrap(),
+        report::render_html(&report, UTC).unwrap(),
     ] {
         assert!(rendered.contains("pwned"), "{rendered}");
         assert!(
