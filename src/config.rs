@@ -1,7 +1,8 @@
 //! The configuration file and its environment overlay.
 //!
-//! `seatwarden.toml` is read with the `config` crate (TOML only); every key can be
-//! overridden with `SEATWARDEN__SECTION__KEY` environment variables (`__` separates
+//! `seatwarden.toml` is read with the `config` crate (TOML only); every key but
+//! the `[[policy.mapping]]` tables can be overridden with `SEATWARDEN__SECTION__KEY`
+//! environment variables (`__` separates
 //! the levels, e.g. `SEATWARDEN__WORKSPACE__PAGE_SIZE=50`; lists take commas, e.g.
 //! `SEATWARDEN__POLICY__SCOPE_GROUPS="Taskade Users,Contractors"`).
 //!
@@ -1378,6 +1379,23 @@ impl Config {
 
     /// Delivery settings with the password read (from `password_file` at each call,
     /// so a rotated credential is picked up); `None` without `[report.email]`.
+    /// Reads every secret (never printing it) and parses every key, certificate and
+    /// export the configuration names: `check-config` does, and the daemon before it
+    /// reports ready and at each reload, so a file the service cannot use fails at
+    /// start, not at the first scheduled run behind a healthy `/healthz`. Secrets
+    /// are still read again at each use, so rotation keeps working.
+    pub fn check_files(&self) -> Result<(), ConfigError> {
+        self.workspace_token()?;
+        self.mail_settings()?;
+        self.trigger_token()?;
+        self.directory()
+            .check_files()
+            .map_err(|e| ConfigError::Invalid {
+                path: self.source.clone(),
+                message: format!("directory: {e}"),
+            })
+    }
+
     pub fn mail_settings(&self) -> Result<Option<crate::mail::MailSettings>, ConfigError> {
         let Some(email) = &self.report.email else {
             return Ok(None);

@@ -160,6 +160,31 @@ fn check_config_fails_on_any_file_the_service_could_not_use() {
         assert_eq!(out.status.code(), Some(1), "{key}: {stderr}");
         assert!(stderr.contains(key), "{key}: {stderr}");
         assert!(stderr.contains("seatwarden.toml"), "{key}: {stderr}");
+        // The daemon does not start on it either: started, it would answer
+        // /healthz while every job failed.
+        let mut daemon = Command::new(env!("CARGO_BIN_EXE_seatwarden"))
+            .args(["--config", config.to_str().unwrap(), "daemon"])
+            .env_remove("SEATWARDEN_CONFIG")
+            .env("SEATWARDEN__HTTP__LISTEN", "127.0.0.1:0")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        let code = loop {
+            if let Some(status) = daemon.try_wait().unwrap() {
+                break status.code();
+            }
+            if std::time::Instant::now() > deadline {
+                daemon.kill().unwrap();
+                panic!("{key}: the daemon started");
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        };
+        let out = daemon.wait_with_output().unwrap();
+        let stderr = text(&out.stderr);
+        assert_eq!(code, Some(1), "{key}: {stderr}");
+        assert!(stderr.contains(key), "{key}: {stderr}");
     }
     // Every file readable and well formed: accepted.
     let config = dir.path().join("seatwarden.toml");
