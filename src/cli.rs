@@ -451,7 +451,8 @@ pub fn main() -> ExitCode {
     };
     // The demo narrates on stdout; its run logs would only interleave on stderr.
     let quiet = matches!(cli.command, Command::Demo { .. });
-    init_logging(cli.log_format, cli.verbose, quiet);
+    let json = matches!(cli.log_format, LogFormat::Json);
+    crate::logging::init(json, cli.verbose, quiet);
     match run_command(cli) {
         Ok(code) => ExitCode::from(code),
         // The reader of stdout went away (`seatwarden plan | head`): end quietly,
@@ -460,7 +461,14 @@ pub fn main() -> ExitCode {
             ExitCode::from(exit::STDOUT_CLOSED)
         }
         Err(error) => {
-            eprintln!("error: {}", describe(&error));
+            // In the log stream too, where a collector or journald looks for it.
+            if json {
+                tracing::error!(error = %describe(&error), "seatwarden failed");
+            } else if crate::logging::stderr_is_journal() {
+                eprintln!("<3>error: {}", describe(&error));
+            } else {
+                eprintln!("error: {}", describe(&error));
+            }
             ExitCode::from(exit::ERROR)
         }
     }
@@ -484,26 +492,6 @@ fn describe(error: &anyhow::Error) -> String {
         out.push_str(&text);
     }
     crate::report::printable(&out, true).into_owned()
-}
-
-fn init_logging(format: LogFormat, verbose: u8, quiet: bool) {
-    let default = match verbose {
-        0 if quiet => "warn",
-        0 => "warn,seatwarden=info",
-        1 => "info,seatwarden=debug",
-        _ => "debug,seatwarden=trace",
-    };
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    let _ = match format {
-        LogFormat::Text => builder
-            .with_ansi(std::io::stderr().is_terminal())
-            .try_init(),
-        LogFormat::Json => builder.json().try_init(),
-    };
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
@@ -544,13 +532,16 @@ fn run_command(cli: Cli) -> anyhow::Result<u8> {
         }
         Command::Status { format } => {
             let store = open_existing_store(&config)?;
-            let tz = config.daemon_settings()?.timezone;
+            let tz = config.report_timezone()?;
+            let idle_writer = WriterLock::try_acquire(&config.state.path)?;
             let status = crate::daemon::status::collect(
                 &store,
                 chrono::Utc::now(),
                 tz,
                 config.delete_after(),
+                idle_writer.as_ref(),
             )?;
+            drop(idle_writer);
             match format {
                 StatusFormat::Json => outln!("{}", serde_json::to_string_pretty(&status)?)?,
                 StatusFormat::Text => out!(

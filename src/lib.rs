@@ -28,7 +28,8 @@
 //! - [`approval`]: approve / reject held actions (re-checked first), resume the
 //!   circuit breaker; [`explain`]: the single-person view.
 //! - [`sweep`]: same-day deprovisioning between reconciles (the fast path).
-//! - wiring: [`run`] (one reconciliation run), [`demo`], [`config`], [`cli`];
+//! - wiring: [`run`] (one reconciliation run), [`demo`], [`config`], [`cli`],
+//!   [`logging`] (stderr, with journald priorities under systemd);
 //!   [`schedule`] (cron in a time zone) and [`daemon`] (the long-running worker:
 //!   scheduler loop, jobs, health and metrics endpoints, email).
 
@@ -85,6 +86,7 @@ pub mod explain;
 pub mod export;
 pub mod guard;
 pub mod http;
+pub mod logging;
 pub mod mail;
 pub mod model;
 pub mod plan;

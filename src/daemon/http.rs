@@ -321,12 +321,15 @@ async fn status(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> Respon
     ) {
         return refusal;
     }
-    let tz = shared.settings().timezone;
     let now = shared.now();
-    let delete_after = shared.config().delete_after();
+    let config = shared.config();
+    // Validated when the configuration was loaded.
+    let tz = config.report_timezone().unwrap_or(chrono_tz::UTC);
+    let delete_after = config.delete_after();
     // On the blocking pool, as /metrics reads the database.
     let collected = tokio::task::spawn_blocking(move || {
-        shared.with_db(|db| super::status::collect(db, now, tz, delete_after))
+        let idle_writer = crate::store::WriterLock::try_acquire(&config.state.path)?;
+        shared.with_db(|db| super::status::collect(db, now, tz, delete_after, idle_writer.as_ref()))
     })
     .await;
     match collected {

@@ -9,7 +9,7 @@ use chrono_tz::Tz;
 use serde::Serialize;
 
 use crate::sla::{self, EntryState, LedgerEntry};
-use crate::store::{JobRecord, RunKind, RunRecord, Store, StoreError};
+use crate::store::{JobRecord, RunKind, RunRecord, RunStatus, Store, StoreError, WriterLock};
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Status {
@@ -21,6 +21,10 @@ pub struct Status {
     pub deletions: Option<Deletions>,
     pub jobs: Vec<JobRecord>,
     pub last_reconcile: Option<RunRecord>,
+    /// The last reconcile is recorded as running, but no writer holds the lock:
+    /// its process stopped before it finished, and the next writing run closes
+    /// it and recovers its in-flight writes.
+    pub last_reconcile_cut_off: bool,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -87,13 +91,17 @@ fn line(entry: &LedgerEntry, now: DateTime<Utc>, tz: Tz) -> Line {
     }
 }
 
-/// `delete_after`: [`crate::config::Config::delete_after`].
+/// `delete_after`: [`crate::config::Config::delete_after`]. `idle_writer`: the
+/// writer lock, when the caller could take it ([`WriterLock::try_acquire`]) and
+/// holds it while this reads, so that no run starts or ends meanwhile.
 pub fn collect(
     store: &Store,
     now: DateTime<Utc>,
     tz: Tz,
     delete_after: Option<std::time::Duration>,
+    idle_writer: Option<&WriterLock>,
 ) -> Result<Status, StoreError> {
+    let last_reconcile = store.latest_run(&[RunKind::Reconcile])?;
     let open = store.open_deprovisions()?;
     let (pending, overdue) = sla::open_counts(&open, now);
     let mut open_lines: Vec<(bool, Line)> = open
@@ -135,7 +143,11 @@ pub fn collect(
         },
         deletions,
         jobs: store.jobs()?,
-        last_reconcile: store.latest_run(&[RunKind::Reconcile])?,
+        last_reconcile_cut_off: idle_writer.is_some()
+            && last_reconcile
+                .as_ref()
+                .is_some_and(|run| run.status == RunStatus::Running),
+        last_reconcile,
     })
 }
 
@@ -208,11 +220,16 @@ pub fn render_text(status: &Status) -> String {
         );
     }
     if let Some(run) = &status.last_reconcile {
+        let state = if status.last_reconcile_cut_off {
+            "cut off (its process stopped before it finished; the next reconcile recovers its writes)"
+        } else {
+            run.status.as_str()
+        };
         let _ = writeln!(
             out,
             "Last reconcile: run {} {} at {}",
             run.id,
-            run.status.as_str(),
+            state,
             local(run.started_at, tz)
         );
     }

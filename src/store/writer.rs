@@ -1,7 +1,7 @@
 //! The writer lock: `<database>.writer`, an advisory file lock held by whoever
 //! writes to the workspace through this state database — a daemon job
-//! (reconcile, sweep, retry, prune) or `seatwarden reconcile`, `approve` and
-//! `resume` from a shell — so two writers never run at once.
+//! (reconcile, sweep, retry, prune) or `seatwarden reconcile`, `approve`, `reject`,
+//! `resume` and `link` from a shell — so two writers never run at once.
 //!
 //! Above all for the recovery at the start of a reconcile, sweep or retry pass:
 //! it takes every journal row left in flight for one a dead process left behind.
@@ -18,7 +18,8 @@ use super::StoreError;
 /// Held for as long as it lives.
 #[derive(Debug)]
 pub struct WriterLock {
-    _file: File,
+    /// `None` only from [`WriterLock::try_acquire`] where no lock file exists yet.
+    _file: Option<File>,
 }
 
 /// How often a waiting writer looks again.
@@ -41,12 +42,35 @@ impl WriterLock {
         let path = Self::path(database);
         let file = open(&path)?;
         match file.try_lock() {
-            Ok(()) => return Ok(WriterLock { _file: file }),
+            Ok(()) => return Ok(WriterLock { _file: Some(file) }),
             Err(std::fs::TryLockError::WouldBlock) => waiting(&path),
             Err(std::fs::TryLockError::Error(source)) => return Err(lock_error(&path, source)),
         }
         file.lock().map_err(|source| lock_error(&path, source))?;
-        Ok(WriterLock { _file: file })
+        Ok(WriterLock { _file: Some(file) })
+    }
+
+    /// Takes the lock only if no writer holds it. `status` holds it while it reads
+    /// the runs: a run recorded as running while nobody writes was cut off.
+    ///
+    /// Never creates the lock file: a reader run as root (`sudo seatwarden status`)
+    /// would leave one the service's own user cannot open, and every writing job
+    /// would then fail. Without the file, no writer can be at work (each opens it
+    /// first), so the lock counts as taken.
+    pub fn try_acquire(database: &Path) -> Result<Option<WriterLock>, StoreError> {
+        let path = Self::path(database);
+        let file = match File::open(&path) {
+            Ok(file) => file,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Ok(Some(WriterLock { _file: None }));
+            }
+            Err(source) => return Err(lock_error(&path, source)),
+        };
+        match file.try_lock() {
+            Ok(()) => Ok(Some(WriterLock { _file: Some(file) })),
+            Err(std::fs::TryLockError::WouldBlock) => Ok(None),
+            Err(std::fs::TryLockError::Error(source)) => Err(lock_error(&path, source)),
+        }
     }
 
     /// [`WriterLock::acquire_blocking`] without blocking a runtime worker.
@@ -59,7 +83,7 @@ impl WriterLock {
         let mut waiting = Some(waiting);
         loop {
             match file.try_lock() {
-                Ok(()) => return Ok(WriterLock { _file: file }),
+                Ok(()) => return Ok(WriterLock { _file: Some(file) }),
                 Err(std::fs::TryLockError::WouldBlock) => {
                     if let Some(waiting) = waiting.take() {
                         waiting(&path);
@@ -114,5 +138,25 @@ mod tests {
             .unwrap();
         assert!(!waited_again, "free once the first is gone");
         assert!(waited);
+    }
+
+    #[test]
+    fn trying_takes_the_lock_only_when_no_writer_holds_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let database = dir.path().join("state.db");
+        let writer = WriterLock::acquire_blocking(&database, |_| panic!("free")).unwrap();
+        assert!(WriterLock::try_acquire(&database).unwrap().is_none());
+        drop(writer);
+        let held = WriterLock::try_acquire(&database).unwrap();
+        assert!(held.is_some());
+        assert!(WriterLock::try_acquire(&database).unwrap().is_none());
+    }
+
+    #[test]
+    fn trying_creates_no_lock_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let database = dir.path().join("state.db");
+        assert!(WriterLock::try_acquire(&database).unwrap().is_some());
+        assert!(!WriterLock::path(&database).exists());
     }
 }

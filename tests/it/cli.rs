@@ -425,6 +425,134 @@ fn reading_commands_refuse_a_missing_state_database_and_create_none() {
     }
 }
 
+/// A reconcile whose process was killed stays recorded as running until the next
+/// writing run closes it. `status` tells it from a live one by the writer lock,
+/// which every live writer holds.
+#[test]
+fn status_tells_a_cut_off_reconcile_from_a_running_one() {
+    use seatwarden::store::{RunKind, Store, WriterLock};
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("seatwarden.toml");
+    std::fs::write(
+        &config,
+        "[directory]\nkind = \"file\"\npath = \"d.json\"\n[workspace]\nurl = \"https://x.example/scim/v2\"\ntoken = \"t\"\n[state]\npath = \"state.db\"\n",
+    )
+    .unwrap();
+    let database = dir.path().join("state.db");
+    let run = Store::open(&database)
+        .unwrap()
+        .begin_run(RunKind::Reconcile, chrono::Utc::now())
+        .unwrap();
+    let status = |format: &str| {
+        let out = seatwarden(
+            &[
+                "--config",
+                config.to_str().unwrap(),
+                "status",
+                "--format",
+                format,
+            ],
+            &[],
+        );
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+        text(&out.stdout)
+    };
+    let writer = WriterLock::acquire_blocking(&database, |_| panic!("free")).unwrap();
+    let live = status("text");
+    assert!(
+        live.contains(&format!("Last reconcile: run {run} running")),
+        "{live}"
+    );
+    let json: serde_json::Value = serde_json::from_str(&status("json")).unwrap();
+    assert_eq!(json["last_reconcile_cut_off"], false);
+    drop(writer);
+    let cut_off = status("text");
+    assert!(
+        cut_off.contains(&format!("Last reconcile: run {run} cut off")),
+        "{cut_off}"
+    );
+    let json: serde_json::Value = serde_json::from_str(&status("json")).unwrap();
+    assert_eq!(json["last_reconcile_cut_off"], true);
+    assert_eq!(json["last_reconcile"]["status"], "running");
+}
+
+/// Under systemd (stderr is the stream `JOURNAL_STREAM` names) every log line
+/// carries its syslog priority for journald, so `journalctl -p warning` finds the
+/// warnings and the fatal error; anywhere else the lines are left as they are.
+#[test]
+fn log_lines_carry_journald_priorities_only_on_the_journal_stream() {
+    use std::os::unix::fs::MetadataExt;
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("seatwarden.toml");
+    // A cleartext relay off loopback: a warning at load. No database: a fatal error.
+    std::fs::write(
+        &config,
+        "[directory]\nkind = \"file\"\npath = \"d.json\"\n\
+         [workspace]\nurl = \"https://x.example/scim/v2\"\ntoken = \"t\"\n\
+         [state]\npath = \"state.db\"\n\
+         [report.email]\nsmtp_url = \"smtp://relay.example:25\"\nfrom = \"sw@example.com\"\n\
+         to = [\"a@example.com\"]\n",
+    )
+    .unwrap();
+    let run = |format: &str, journal: bool| {
+        let log = dir.path().join(format!("stderr-{format}-{journal}"));
+        let file = std::fs::File::create(&log).unwrap();
+        let meta = file.metadata().unwrap();
+        let stream = if journal {
+            format!("{}:{}", meta.dev(), meta.ino())
+        } else {
+            format!("{}:{}", meta.dev(), meta.ino() + 1)
+        };
+        let status = Command::new(env!("CARGO_BIN_EXE_seatwarden"))
+            .args([
+                "--config",
+                config.to_str().unwrap(),
+                "--log-format",
+                format,
+                "status",
+            ])
+            .env_remove("RUST_LOG")
+            .env("JOURNAL_STREAM", stream)
+            .stderr(file)
+            .status()
+            .unwrap();
+        assert_eq!(status.code(), Some(1));
+        std::fs::read_to_string(&log).unwrap()
+    };
+    let journal = run("text", true);
+    let lines: Vec<&str> = journal.lines().collect();
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("<4>") && l.contains("report.email.smtp_url")),
+        "{journal}"
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("<3>error: ") && l.contains("no state database")),
+        "{journal}"
+    );
+    let json = run("json", true);
+    let errors: Vec<serde_json::Value> = json
+        .lines()
+        .filter_map(|l| l.strip_prefix("<3>"))
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert!(
+        errors.iter().any(|e| e["fields"]["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("no state database"))),
+        "the fatal error is in the JSON stream: {json}"
+    );
+    let elsewhere = run("text", false);
+    assert!(elsewhere.contains("no state database"), "{elsewhere}");
+    assert!(
+        !elsewhere.contains("<3>") && !elsewhere.contains("<4>"),
+        "{elsewhere}"
+    );
+}
+
 /// A plain `http://` connection (accepted without `allow_cleartext` only to
 /// loopback, where the token stays on the machine) never goes through a proxy
 /// from the environment: through one, the bearer token would cross the network in

@@ -2335,6 +2335,7 @@ async fn deletion_waits_for_the_retention_period_and_opens_no_ledger_episode() {
         t0 + hour,
         chrono_tz::UTC,
         env.config.delete_after(),
+        None,
     )
     .unwrap();
     let deletions = status.deletions.as_ref().unwrap();
