@@ -23,7 +23,7 @@
 #
 # 2. Start the daemon:
 #
-#   docker run -d --name seatwarden \
+#   docker run -d --name seatwarden --restart unless-stopped \
 #     -v seatwarden-state:/var/lib/seatwarden \
 #     -v /etc/seatwarden/seatwarden.toml:/etc/seatwarden/seatwarden.toml:ro \
 #     -v /srv/seatwarden/directory.json:/srv/seatwarden/directory.json:ro \

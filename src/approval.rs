@@ -1,6 +1,6 @@
 //! Human in the loop: `seatwarden approve RUN [--only KIND]`, `seatwarden reject
-//! RUN [--only KIND]` and `seatwarden resume`. Every one leaves an audit row (the
-//! OS user and the time).
+//! RUN [--only KIND]` and `seatwarden resume`. Every one leaves an audit row (who:
+//! `$SEATWARDEN_OPERATOR`, else `$SUDO_USER`, else the OS user; and the time).
 //!
 //! Approval never applies a held action blindly: the workspace is read again first
 //! and each action is re-checked against it ([`recheck`]). An action the workspace

@@ -58,7 +58,7 @@ Exit codes:
 141  stdout was closed by its reader (e.g. `| head`); reconcile, resume and approve
      keep their own code
 
-Every configuration key can be overridden with SEATWARDEN__SECTION__KEY,
+Every configuration key (but the [[policy.mapping]] tables) can be overridden with SEATWARDEN__SECTION__KEY,
 e.g. SEATWARDEN__WORKSPACE__TOKEN_FILE=/run/credentials/seatwarden.service/workspace-token.
 
 Typical use:
@@ -269,7 +269,8 @@ Examples:
         #[arg(long, value_enum, default_value_t = Format::Text)]
         format: Format,
         /// Thresholds hold nothing for this one run (every other rule still does).
-        /// Recorded in the audit trail with the OS user.
+        /// Recorded in the audit trail with who ran it ($SEATWARDEN_OPERATOR, else
+        /// $SUDO_USER, else the OS user).
         #[arg(long)]
         allow_over_threshold: bool,
         /// Accept this run's directory although it shrank more than

@@ -1,8 +1,9 @@
 //! The daemon's HTTP listener.
 //!
 //! - `GET /healthz` — 200 while the scheduler loop is ticking (liveness).
-//! - `GET /readyz` — 200 when the state database is writable and the last
-//!   reconcile succeeded within twice its interval (readiness); else 503 and why.
+//! - `GET /readyz` — 200 when the state database is writable and a reconcile
+//!   succeeded since the last two scheduled fires, with one more interval of grace
+//!   (readiness); else 503 and why.
 //! - `GET /metrics` — Prometheus text format (the metrics: [`super::catalog`]);
 //!   the ledger, circuit, running-job and awaiting-approval gauges are read fresh
 //!   at each scrape.
