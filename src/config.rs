@@ -1380,20 +1380,34 @@ impl Config {
     /// Delivery settings with the password read (from `password_file` at each call,
     /// so a rotated credential is picked up); `None` without `[report.email]`.
     /// Reads every secret (never printing it) and parses every key, certificate and
-    /// export the configuration names: `check-config` does, and the daemon before it
-    /// reports ready and at each reload, so a file the service cannot use fails at
-    /// start, not at the first scheduled run behind a healthy `/healthz`. Secrets
-    /// are still read again at each use, so rotation keeps working.
+    /// export the configuration names: what `check-config` does.
     pub fn check_files(&self) -> Result<(), ConfigError> {
+        self.check_credentials()?;
+        self.directory()
+            .check_files()
+            .map_err(|e| self.directory_error(e))
+    }
+
+    /// [`Config::check_files`] without the directory export: the daemon's check
+    /// before it reports ready and at each reload, so a credential the service
+    /// cannot use fails at start, not at the first scheduled run behind a healthy
+    /// `/healthz`. An export is data another job writes: one missing for a moment
+    /// at boot is a failed run and an alert, not a daemon that never starts.
+    /// Secrets are still read again at each use, so rotation keeps working.
+    pub fn check_credentials(&self) -> Result<(), ConfigError> {
         self.workspace_token()?;
         self.mail_settings()?;
         self.trigger_token()?;
         self.directory()
-            .check_files()
-            .map_err(|e| ConfigError::Invalid {
-                path: self.source.clone(),
-                message: format!("directory: {e}"),
-            })
+            .check_credentials()
+            .map_err(|e| self.directory_error(e))
+    }
+
+    fn directory_error(&self, e: crate::directory::DirectoryError) -> ConfigError {
+        ConfigError::Invalid {
+            path: self.source.clone(),
+            message: format!("directory: {e}"),
+        }
     }
 
     pub fn mail_settings(&self) -> Result<Option<crate::mail::MailSettings>, ConfigError> {

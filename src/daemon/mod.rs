@@ -297,7 +297,7 @@ pub async fn run(
     // Its stderr is its log, even on a terminal: no progress lines in between.
     run::silence_progress();
     let settings = config.daemon_settings()?;
-    config.check_files()?;
+    config.check_credentials()?;
     let lock = InstanceLock::acquire(&config.state.path)?;
     tracing::debug!(lock = %lock.path().display(), "instance lock taken");
     let mut db = Store::open(&config.state.path)?;
@@ -451,7 +451,7 @@ fn reload(shared: &Shared, path: &Path) {
     notify(&reloading);
     let loaded = Config::load(path).and_then(|config| {
         let settings = config.daemon_settings()?;
-        config.check_files()?;
+        config.check_credentials()?;
         let token = config.trigger_token()?;
         Ok((config, settings, token))
     });

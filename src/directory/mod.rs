@@ -468,6 +468,15 @@ impl Directory {
     pub fn check_files(&self) -> Result<(), DirectoryError> {
         match self {
             Directory::File(source) => source.read().map(drop),
+            _ => self.check_credentials(),
+        }
+    }
+
+    /// [`Directory::check_files`] but the export of a `file` source: its secrets,
+    /// keys and certificates only.
+    pub fn check_credentials(&self) -> Result<(), DirectoryError> {
+        match self {
+            Directory::File(_) => Ok(()),
             Directory::Okta(source) => source.check_files(),
             Directory::Entra(source) => source.check_files(),
             Directory::Ldap(source) => source.check_files(),
