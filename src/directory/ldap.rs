@@ -29,9 +29,10 @@
 //!   `accountExpires` in the past → suspended; otherwise active. A user without
 //!   either attribute fails the snapshot (AD sets both on every user; absent, they
 //!   were not readable, e.g. from a Global Catalog, which config refuses).
-//!   OpenLDAP: an administrative lock (`pwdAccountLockedTime: 000001010000Z`, ppolicy) →
-//!   suspended; a lock after failed logins (any other time) ends by itself and is
-//!   not. A deleted entry is absent. There is no "deprovisioned" status.
+//!   OpenLDAP: an administrative lock (`pwdAccountLockedTime: 000001010000Z`, ppolicy)
+//!   or a `shadowExpire` day (RFC 2307 `shadowAccount`, as `chage -E` sets it) that
+//!   has come → suspended; a lock after failed logins (any other time) ends by
+//!   itself and is not. A deleted entry is absent. There is no "deprovisioned" status.
 //! - Ids: `objectGUID` (16 bytes, written as the usual GUID text) on Active
 //!   Directory, `entryUUID` on OpenLDAP, or `id_attribute`. userName:
 //!   `userPrincipalName` on Active Directory, `mail` on OpenLDAP, or
@@ -135,7 +136,7 @@ impl LdapFlavor {
     fn status_attributes(self) -> &'static [&'static str] {
         match self {
             LdapFlavor::ActiveDirectory => &["userAccountControl", "accountExpires"],
-            LdapFlavor::OpenLdap => &["pwdAccountLockedTime"],
+            LdapFlavor::OpenLdap => &["pwdAccountLockedTime", "shadowExpire"],
         }
     }
 }
@@ -1168,13 +1169,28 @@ fn status(
             const ADMINISTRATIVE_LOCK: &str = "000001010000Z";
             let locked = texts(entry, "pwdAccountLockedTime")
                 .is_some_and(|values| values.iter().any(|v| v.trim() == ADMINISTRATIVE_LOCK));
-            Ok(if locked {
+            let expired = match first_text(entry, "shadowExpire") {
+                Some(day) => shadow_expired(day, now)?,
+                None => false,
+            };
+            Ok(if locked || expired {
                 IdentityStatus::Suspended
             } else {
                 IdentityStatus::Active
             })
         }
     }
+}
+
+/// `shadowExpire`: the day (counted from 1970-01-01, UTC) from which the account
+/// no longer logs in. `-1`, and `0` (which shadow(5) says not to use, and some
+/// tools write for "never"), do not expire it.
+fn shadow_expired(day: &str, now: DateTime<Utc>) -> Result<bool, String> {
+    let day: i64 = day
+        .trim()
+        .parse()
+        .map_err(|_| format!("shadowExpire {day:?} is not a number of days"))?;
+    Ok(day > 0 && now.timestamp().div_euclid(86_400) >= day)
 }
 
 /// A user entry as an identity (groups filled in later).
@@ -1618,6 +1634,39 @@ mod tests {
             status(&entry(&[]), LdapFlavor::OpenLdap, now),
             Ok(IdentityStatus::Active)
         );
+    }
+
+    #[test]
+    fn a_shadow_expiry_day_that_has_come_suspends_on_openldap() {
+        // 2026-12-02 is day 20,789.
+        let last_evening = Utc.with_ymd_and_hms(2026, 12, 1, 23, 59, 59).unwrap();
+        let morning = Utc.with_ymd_and_hms(2026, 12, 2, 0, 0, 0).unwrap();
+        let expiring = entry(&[("shadowExpire", &["20789"])]);
+        assert_eq!(
+            status(&expiring, LdapFlavor::OpenLdap, last_evening),
+            Ok(IdentityStatus::Active)
+        );
+        assert_eq!(
+            status(&expiring, LdapFlavor::OpenLdap, morning),
+            Ok(IdentityStatus::Suspended)
+        );
+        for never in ["-1", "0"] {
+            assert_eq!(
+                status(
+                    &entry(&[("shadowExpire", &[never])]),
+                    LdapFlavor::OpenLdap,
+                    morning
+                ),
+                Ok(IdentityStatus::Active),
+                "{never}"
+            );
+        }
+        let garbled = status(
+            &entry(&[("shadowExpire", &["soon"])]),
+            LdapFlavor::OpenLdap,
+            morning,
+        );
+        assert!(garbled.is_err_and(|e| e.contains("shadowExpire")));
     }
 
     #[test]
