@@ -924,10 +924,38 @@ impl Config {
             .filter_map(|name| name.strip_prefix(&prefix))
             .map(|key| key.split("__").collect::<Vec<_>>().join(".").to_lowercase())
             .collect();
+        config.check_whole_numbers()?;
         config.resolve_paths();
         config.trim_lists();
         config.validate()?;
         Ok(config)
+    }
+
+    /// The `config` crate rounds a fraction given for a whole number (`2.5` → 3):
+    /// `max_deprovisions = 2.5` would allow three. Every number in the file is
+    /// compared with the type its key took in the loaded configuration; a fraction
+    /// where a count belongs is refused. (Values from the environment are text,
+    /// parsed strictly where a number is wanted.)
+    fn check_whole_numbers(&self) -> Result<(), ConfigError> {
+        let text = std::fs::read_to_string(&self.source).map_err(|e| ConfigError::Invalid {
+            path: self.source.clone(),
+            message: format!("cannot read it again: {e}"),
+        })?;
+        // The `config` crate parsed it already: a file that does not parse here
+        // is one that changed in between, and the next load will say so.
+        let Ok(file) = toml::from_str::<toml::Table>(&text) else {
+            return Ok(());
+        };
+        let Ok(toml::Value::Table(loaded)) = toml::Value::try_from(self) else {
+            return Ok(());
+        };
+        match fraction_for_whole_number(&file, &loaded, "") {
+            Some((key, value)) if !self.from_env.contains(&key) => Err(self.key_error(
+                &key,
+                format!("{value} is not a whole number (it would be rounded)"),
+            )),
+            _ => Ok(()),
+        }
     }
 
     fn base_dir(&self) -> PathBuf {
@@ -2248,6 +2276,50 @@ impl Config {
     pub fn to_redacted_toml(&self) -> String {
         toml::to_string_pretty(self).unwrap_or_else(|e| format!("# cannot render: {e}\n"))
     }
+}
+
+/// The first key (dotted, with `[i]` for the tables of an array) whose value in
+/// `file` is a fraction where `loaded` holds a whole number, and that value.
+fn fraction_for_whole_number(
+    file: &toml::Table,
+    loaded: &toml::Table,
+    prefix: &str,
+) -> Option<(String, f64)> {
+    use toml::Value;
+    for (key, value) in file {
+        let Some(expected) = loaded.get(key) else {
+            continue;
+        };
+        let name = if prefix.is_empty() {
+            key.clone()
+        } else {
+            format!("{prefix}.{key}")
+        };
+        let found = match (value, expected) {
+            (Value::Float(fraction), Value::Integer(_)) => Some((name, *fraction)),
+            (Value::Table(file), Value::Table(loaded)) => {
+                fraction_for_whole_number(file, loaded, &name)
+            }
+            (Value::Array(file), Value::Array(loaded)) => file
+                .iter()
+                .zip(loaded)
+                .enumerate()
+                .find_map(|(i, pair)| match pair {
+                    (Value::Table(file), Value::Table(loaded)) => {
+                        fraction_for_whole_number(file, loaded, &format!("{name}[{i}]"))
+                    }
+                    (Value::Float(fraction), Value::Integer(_)) => {
+                        Some((format!("{name}[{i}]"), *fraction))
+                    }
+                    _ => None,
+                }),
+            _ => None,
+        };
+        if found.is_some() {
+            return found;
+        }
+    }
+    None
 }
 
 /// Turns the `config` crate's errors into ones that name the file and the key.

@@ -1283,6 +1283,49 @@ fn ids_that_would_leave_their_url_path_are_refused() {
 
 /// An empty inline secret is refused at load, naming the key and where it came
 /// from: an empty LDAP bind password is an unauthenticated bind (RFC 4513).
+/// The `config` crate would round a fraction given where a count belongs, so a
+/// threshold of 2.5 would let three through: refused, naming the key and the file.
+/// A fraction where a fraction belongs, and a whole number from the environment
+/// over the file's fraction, are fine.
+#[test]
+fn a_fraction_for_a_whole_number_is_refused() {
+    let directory = "[directory]\nkind = \"file\"\npath = \"d.json\"\n";
+    for (text, key) in [
+        (
+            format!("{directory}{WORKSPACE}[safety]\nmax_deprovisions = 2.5\n"),
+            "safety.max_deprovisions",
+        ),
+        (
+            format!("{directory}{WORKSPACE}max_concurrency = 4.0\n"),
+            "workspace.max_concurrency",
+        ),
+        (
+            format!(
+                "{directory}{WORKSPACE}[[policy.mapping]]\ngroup = \"G\"\nworkspace_group = \"W\"\n\
+                 role = \"Editor\"\n[safety.circuit]\nwindow = 20.5\n"
+            ),
+            "safety.circuit.window",
+        ),
+    ] {
+        let error = load(&text, &[]).unwrap_err();
+        assert!(error.contains(&format!("key `{key}`")), "{error}");
+        assert!(error.contains("not a whole number"), "{error}");
+        assert!(error.contains("seatwarden.toml"), "{error}");
+    }
+    let fine = format!("{directory}{WORKSPACE}[safety]\nmax_deprovision_percent = 2.5\n");
+    assert_eq!(
+        load(&fine, &[]).unwrap().safety.max_deprovision_percent,
+        2.5
+    );
+    let overridden = format!("{directory}{WORKSPACE}[safety]\nmax_deprovisions = 2.5\n");
+    let config = load(
+        &overridden,
+        &[("SEATWARDEN__SAFETY__MAX_DEPROVISIONS", "2")],
+    )
+    .unwrap();
+    assert_eq!(config.safety.max_deprovisions, 2);
+}
+
 #[test]
 fn empty_inline_secrets_are_refused_naming_the_key() {
     let ldap = "[directory]\nkind = \"ldap\"\nurl = \"ldaps://dc1\"\nbind_dn = \"cn=svc\"\n\
