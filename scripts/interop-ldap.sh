@@ -19,6 +19,8 @@ dir="${SEATWARDEN_INTEROP_DIR:-.interop}"
 case "$dir" in /*) ;; *) dir="$PWD/$dir" ;; esac
 venv="$dir/venv"
 here="$(cd "$(dirname "$0")" && pwd)"
+# shellcheck source=scripts/interop-proc.sh
+. "$here/interop-proc.sh"
 
 suffix="dc=example,dc=com"
 bind_dn="cn=seatwarden,ou=services,$suffix"
@@ -39,8 +41,12 @@ state="$dir/ldap-$port"
 pidfile="$state/slapd.pid"
 logfile="$state/slapd.log"
 
+# What our slapd's command line contains (pid_runs): a pid file's pid that runs
+# anything else is not ours to report or to kill.
+our_cmdline=(/usr/sbin/slapd " -f $state/slapd.conf ")
+
 running() {
-    [ -f "$pidfile" ] && kill -0 "$(cat "$pidfile")" 2>/dev/null
+    [ -f "$pidfile" ] && pid_runs "$(cat "$pidfile")" "${our_cmdline[@]}"
 }
 
 as_root() {
@@ -121,6 +127,12 @@ start)
         echo "slapd already running on ldap://127.0.0.1:$port (pid $(cat "$pidfile"))"
         exit 0
     fi
+    # A leftover slapd (an earlier run whose state is gone) would pass the
+    # readiness check below while ours dies on "address already in use".
+    if bound_search_finds_suffix; then
+        echo "port $port is taken by $(port_listener "$port"); stop it or set SEATWARDEN_LDAP_PORT" >&2
+        exit 1
+    fi
     python="$(trustme_python)"
     rm -rf "$state"
     mkdir -p "$state/db"
@@ -190,13 +202,15 @@ EOF
     # operations) on stderr, which goes to slapd.log.
     nohup /usr/sbin/slapd -d stats -f "$state/slapd.conf" \
         -h "ldap://127.0.0.1:$port/ ldaps://127.0.0.1:$tls_port/" >"$logfile" 2>&1 </dev/null &
-    echo $! >"$pidfile"
+    pid=$!
+    echo "$pid" >"$pidfile"
     for _ in $(seq 1 150); do
-        if bound_search_finds_suffix; then
-            echo "slapd listening on ldap://127.0.0.1:$port (StartTLS) and ldaps://127.0.0.1:$tls_port (pid $(cat "$pidfile"), CA $state/ca.pem, log $logfile)"
+        # Alive first, then answering on a socket it holds itself.
+        running || break
+        if bound_search_finds_suffix && port_listener_is "$pid" "$port"; then
+            echo "slapd listening on ldap://127.0.0.1:$port (StartTLS) and ldaps://127.0.0.1:$tls_port (pid $pid, CA $state/ca.pem, log $logfile)"
             exit 0
         fi
-        running || break
         sleep 0.1
     done
     if running; then
@@ -205,20 +219,12 @@ EOF
         echo "slapd exited; log:" >&2
     fi
     tail -n 40 "$logfile" >&2 || true
+    stop_pid "$pidfile" slapd "${our_cmdline[@]}" >/dev/null
     exit 1
     ;;
 stop)
     [ $# -eq 2 ] || usage
-    if running; then
-        pid="$(cat "$pidfile")"
-        kill "$pid"
-        for _ in $(seq 1 50); do
-            kill -0 "$pid" 2>/dev/null || break
-            sleep 0.1
-        done
-        kill -0 "$pid" 2>/dev/null && kill -9 "$pid" 2>/dev/null || true
-        echo "slapd on port $port stopped"
-    fi
+    stop_pid "$pidfile" "slapd on port $port" "${our_cmdline[@]}"
     rm -rf "$state"
     ;;
 *) usage ;;

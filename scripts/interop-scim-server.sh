@@ -12,6 +12,8 @@ set -euo pipefail
 
 dir="${SEATWARDEN_INTEROP_DIR:-.interop}"
 venv="$dir/venv"
+# shellcheck source=scripts/interop-proc.sh
+. "$(dirname "$0")/interop-proc.sh"
 
 usage() {
     echo "usage: $0 start PORT TOKEN [CONFIG] | stop PORT | status PORT" >&2
@@ -25,8 +27,12 @@ case "$port" in '' | *[!0-9]*) usage ;; esac
 pidfile="$dir/scim2-server-$port.pid"
 logfile="$dir/scim2-server-$port.log"
 
+# What our server's command line contains (pid_runs): a pid file's pid that runs
+# anything else is not ours to report or to kill.
+our_cmdline=(scim2-server " --port $port ")
+
 running() {
-    [ -f "$pidfile" ] && kill -0 "$(cat "$pidfile")" 2>/dev/null
+    [ -f "$pidfile" ] && pid_runs "$(cat "$pidfile")" "${our_cmdline[@]}"
 }
 
 answers() {
@@ -59,40 +65,45 @@ start)
         echo "scim2-server already running on port $port (pid $(cat "$pidfile"))"
         exit 0
     fi
+    rm -f "$pidfile"
+    # A leftover server (an earlier run whose pid file is gone) would answer the
+    # readiness check below while ours dies on "address already in use".
+    if answers; then
+        echo "port $port is taken by $(port_listener "$port"); stop it or set SEATWARDEN_INTEROP_PORT" >&2
+        exit 1
+    fi
     mkdir -p "$dir"
     # The token goes on the command line (scim2-server has no other way); it is a
     # throwaway test token for a loopback-only server.
     nohup "$venv/bin/scim2-server" --hostname 127.0.0.1 --port "$port" \
         --bearer-token "$token" --dynamic-tenants "${config[@]}" >"$logfile" 2>&1 &
-    echo $! >"$pidfile"
+    pid=$!
+    echo "$pid" >"$pidfile"
     for _ in $(seq 1 100); do
-        if answers; then
-            echo "scim2-server listening on http://127.0.0.1:$port (pid $(cat "$pidfile"), log $logfile)"
-            exit 0
-        fi
+        # Alive first, then answering on a socket it holds itself: an answer alone
+        # may come from another process that took the port meanwhile.
         if ! running; then
             echo "scim2-server exited; last log lines:" >&2
             tail -n 20 "$logfile" >&2 || true
             rm -f "$pidfile"
             exit 1
         fi
+        if answers && port_listener_is "$pid" "$port"; then
+            echo "scim2-server listening on http://127.0.0.1:$port (pid $pid, log $logfile)"
+            exit 0
+        fi
         sleep 0.1
     done
-    echo "scim2-server did not answer on port $port within 10 s; log: $logfile" >&2
+    if answers; then
+        echo "port $port answers, but from $(port_listener "$port"), not scim2-server (pid $pid); log: $logfile" >&2
+    else
+        echo "scim2-server did not answer on port $port within 10 s; log: $logfile" >&2
+    fi
+    stop_pid "$pidfile" scim2-server "${our_cmdline[@]}" >/dev/null
     exit 1
     ;;
 stop)
-    if running; then
-        pid="$(cat "$pidfile")"
-        kill "$pid"
-        for _ in $(seq 1 50); do
-            kill -0 "$pid" 2>/dev/null || break
-            sleep 0.1
-        done
-        kill -0 "$pid" 2>/dev/null && kill -9 "$pid" 2>/dev/null || true
-        echo "scim2-server on port $port stopped"
-    fi
-    rm -f "$pidfile"
+    stop_pid "$pidfile" "scim2-server on port $port" "${our_cmdline[@]}"
     ;;
 status)
     if running && answers; then

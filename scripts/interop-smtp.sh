@@ -11,6 +11,8 @@ set -euo pipefail
 
 dir="${SEATWARDEN_INTEROP_DIR:-.interop}"
 venv="$dir/venv"
+# shellcheck source=scripts/interop-proc.sh
+. "$(dirname "$0")/interop-proc.sh"
 
 usage() {
     echo "usage: $0 start BASE_PORT | stop BASE_PORT" >&2
@@ -25,8 +27,12 @@ state="$dir/smtp-$port"
 pidfile="$dir/smtp-$port.pid"
 logfile="$dir/smtp-$port.log"
 
+# What our server's command line contains (pid_runs): a pid file's pid that runs
+# anything else is not ours to report or to kill.
+our_cmdline=(interop-smtp-server.py " $state $port ")
+
 running() {
-    [ -f "$pidfile" ] && kill -0 "$(cat "$pidfile")" 2>/dev/null
+    [ -f "$pidfile" ] && pid_runs "$(cat "$pidfile")" "${our_cmdline[@]}"
 }
 
 case "$cmd" in
@@ -39,6 +45,7 @@ start)
         echo "SMTP servers already running on $port.. (pid $(cat "$pidfile"))"
         exit 0
     fi
+    rm -f "$pidfile"
     rm -rf "$state"
     mkdir -p "$state"
     (umask 077 && "$venv/bin/python" -c 'import secrets; print(secrets.token_urlsafe(18))' >"$state/password")
@@ -58,14 +65,7 @@ start)
     exit 1
     ;;
 stop)
-    if running; then
-        kill "$(cat "$pidfile")"
-        for _ in $(seq 1 50); do
-            running || break
-            sleep 0.1
-        done
-    fi
-    rm -f "$pidfile"
+    stop_pid "$pidfile" "the SMTP servers on $port.." "${our_cmdline[@]}"
     ;;
 *) usage ;;
 esac

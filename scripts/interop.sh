@@ -18,29 +18,39 @@ ldap_port="${SEATWARDEN_LDAP_PORT:-18680}"
 interop_dir="${SEATWARDEN_INTEROP_DIR:-.interop}"
 case "$interop_dir" in /*) ;; *) interop_dir="$PWD/$interop_dir" ;; esac
 
+cursor_port=$((port + 5))
+smtp_port="${SEATWARDEN_SMTP_PORT:-18660}"
+
+# Set before anything starts, so a server whose start fails half-way (or a step
+# cut off by its timeout) is stopped too. Each stop kills only a process its pid
+# file names that still runs the program it started.
+stop_servers() {
+    bash scripts/interop-scim-server.sh stop "$port" >/dev/null 2>&1 || true
+    bash scripts/interop-scim-server.sh stop "$cursor_port" >/dev/null 2>&1 || true
+    bash scripts/interop-ldap.sh stop "$ldap_port" >/dev/null 2>&1 || true
+    bash scripts/interop-smtp.sh stop "$smtp_port" >/dev/null 2>&1 || true
+}
+trap stop_servers EXIT
+
 bash scripts/interop-setup.sh
 bash scripts/interop-scim-server.sh stop "$port" >/dev/null 2>&1 || true
 bash scripts/interop-scim-server.sh start "$port" "$token"
-cursor_port=$((port + 5))
-stop_scim() {
-    bash scripts/interop-scim-server.sh stop "$port" >/dev/null 2>&1 || true
-    bash scripts/interop-scim-server.sh stop "$cursor_port" >/dev/null 2>&1 || true
-}
-trap stop_scim EXIT
 bash scripts/interop-scim-server.sh stop "$cursor_port" >/dev/null 2>&1 || true
 bash scripts/interop-scim-server.sh start "$cursor_port" "$token" scripts/interop/scim2-server-cursor-config.json
 bash scripts/interop-ldap.sh stop "$ldap_port" >/dev/null 2>&1 || true
 bash scripts/interop-ldap.sh start "$ldap_port"
-trap 'stop_scim; bash scripts/interop-ldap.sh stop "$ldap_port" >/dev/null 2>&1 || true' EXIT
 
-# `cargo test` that also fails when fewer than $1 tests ran: a renamed test or
-# filter would otherwise "pass" with 0 tests run.
+# `cargo test` that also fails when fewer than $2 tests ran: a renamed test or
+# filter would otherwise "pass" with 0 tests run. Cut off after $1 seconds: a
+# server that stops answering mid-test must fail the step, not hang CI until its
+# own limit kills everything without a word (timeout exits 124, then the run fails
+# through pipefail).
 cargo_test_at_least() {
-    local least="$1"
-    shift
+    local limit="$1" least="$2"
+    shift 2
     local log ran
     log="$(mktemp)"
-    cargo test "$@" 2>&1 | tee "$log"
+    timeout --kill-after=30 "$limit" cargo test "$@" 2>&1 | tee "$log"
     ran="$(sed -n 's/^test result: [A-Za-z]*\. \([0-9][0-9]*\) passed.*/\1/p' "$log" |
         awk '{ n += $1 } END { print n + 0 }')"
     rm -f "$log"
@@ -59,15 +69,14 @@ export SEATWARDEN_LDAP_CA="$interop_dir/ldap-$ldap_port/ca.pem"
 # scim2-server is single-threaded with a listen backlog of 5: two tests at a time.
 # (The filter also takes the `ldap::interop_*` tests against slapd.)
 # 12 tests: interop::*, ldap::interop_*, sandbox::interop_*, workspace::interop_*.
-cargo_test_at_least 12 --test it interop -- --ignored --test-threads=2
+# About 2 minutes once built; 10 leaves room for building the test binary.
+cargo_test_at_least 600 12 --test it interop -- --ignored --test-threads=2
 
 # SMTP: plain, AUTH, STARTTLS+AUTH and SMTPS+AUTH listeners of PyPI aiosmtpd.
-smtp_port="${SEATWARDEN_SMTP_PORT:-18660}"
 bash scripts/interop-smtp.sh stop "$smtp_port" >/dev/null 2>&1 || true
 bash scripts/interop-smtp.sh start "$smtp_port"
-trap 'stop_scim; bash scripts/interop-ldap.sh stop "$ldap_port" >/dev/null 2>&1 || true; bash scripts/interop-smtp.sh stop "$smtp_port" >/dev/null 2>&1 || true' EXIT
 export SEATWARDEN_SMTP_PORT="$smtp_port"
 export SEATWARDEN_SMTP_DIR="$interop_dir/smtp-$smtp_port"
 export SEATWARDEN_INTEROP_PYTHON="$interop_dir/venv/bin/python"
 # 10 tests: email::smtp_*.
-cargo_test_at_least 10 --test it email::smtp -- --ignored --test-threads=2
+cargo_test_at_least 300 10 --test it email::smtp -- --ignored --test-threads=2

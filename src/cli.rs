@@ -372,13 +372,11 @@ Exit codes: those of reconcile (0 converged, 3 held for a human, 4 some actions 
         /// Loopback port (0 picks a free one; the URL is printed).
         #[arg(long, default_value_t = 8089)]
         port: u16,
-        /// Bearer token clients must send.
-        #[arg(
-            long,
-            env = "SEATWARDEN_SANDBOX_TOKEN",
-            default_value = "sandbox-token"
-        )]
-        token: String,
+        /// Bearer token clients must send. Without one, a random token is made and
+        /// printed with the URL (a fixed default would let any local process, or a web
+        /// page, read a sandbox seeded with a copy of a real workspace).
+        #[arg(long, env = "SEATWARDEN_SANDBOX_TOKEN")]
+        token: Option<String>,
         #[command(flatten)]
         behaviour: SandboxBehaviour,
     },
@@ -511,7 +509,7 @@ fn run_command(cli: Cli) -> anyhow::Result<u8> {
             token,
             behaviour,
         } => {
-            return serve_sandbox(seed.as_deref(), *port, token, behaviour);
+            return serve_sandbox(seed.as_deref(), *port, token.as_deref(), behaviour);
         }
         _ => {}
     }
@@ -952,11 +950,20 @@ fn demo(dir: &std::path::Path) -> anyhow::Result<u8> {
 fn serve_sandbox(
     seed: Option<&std::path::Path>,
     port: u16,
-    token: &str,
+    token: Option<&str>,
     behaviour: &SandboxBehaviour,
 ) -> anyhow::Result<u8> {
     use crate::sandbox::{Sandbox, SandboxOptions};
     let faults = behaviour.faults();
+    let (token, token_note) = match token {
+        // Not echoed: it may be a real secret from the environment.
+        Some(token) => (token.to_owned(), "bearer token from --token".to_owned()),
+        None => {
+            let token = random_token()?;
+            let note = format!("bearer token {token} (random; --token to choose one)");
+            (token, note)
+        }
+    };
     runtime()?.block_on(async {
         let seed = match seed {
             Some(path) => crate::sandbox::load_seed(path)?,
@@ -969,7 +976,7 @@ fn serve_sandbox(
         let sandbox = Sandbox::start(
             listener,
             SandboxOptions {
-                token: token.to_owned(),
+                token,
                 max_results: usize::try_from(behaviour.max_results).unwrap_or(usize::MAX),
                 or_filters: !behaviour.no_or_filters,
                 members_hidden: behaviour.hide_group_members,
@@ -982,7 +989,7 @@ fn serve_sandbox(
         .await?;
         let stop = shutdown_signal()?;
         eprintln!(
-            "sandbox SCIM 2.0 workspace at {} ({users} users, {groups} groups); bearer token from --token; Ctrl-C stops it",
+            "sandbox SCIM 2.0 workspace at {} ({users} users, {groups} groups); {token_note}; Ctrl-C stops it",
             sandbox.base_url()
         );
         let injecting = !faults.latency.is_zero()
@@ -1004,6 +1011,17 @@ fn serve_sandbox(
         sandbox.shutdown().await;
         anyhow::Ok(exit::OK)
     })
+}
+
+/// 32 random bytes from the system's CSPRNG, hex: the `seatwarden sandbox` token
+/// when none is given.
+fn random_token() -> anyhow::Result<String> {
+    use ring::rand::SecureRandom;
+    let mut bytes = [0u8; 32];
+    ring::rand::SystemRandom::new()
+        .fill(&mut bytes)
+        .map_err(|_| anyhow::anyhow!("the system random number generator failed"))?;
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
 }
 
 /// Resolves on SIGTERM or SIGINT. Created before the server announces itself, so

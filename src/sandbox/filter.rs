@@ -7,7 +7,8 @@
 //! kept in disjunctive normal form: it matches when every comparison of any one
 //! of its conjunctions does. The sandbox can refuse `or`, as eq-only providers
 //! (AWS IAM Identity Center) do. PATCH paths take conjunctions only. `not` and the
-//! other operators are refused with `invalidFilter` rather than half-implemented.
+//! other operators are refused with `invalidFilter` rather than half-implemented, and
+//! so is nesting deeper than [`MAX_DEPTH`].
 
 use std::fmt;
 
@@ -37,6 +38,11 @@ pub(crate) type Filter = Vec<Conjunction>;
 /// How many conjunctions a filter may expand to: `(a or b) and (c or d)` is four,
 /// and nesting multiplies them.
 const MAX_CONJUNCTIONS: usize = 1000;
+
+/// How deeply `(` and `[` may nest. The parser recurses once per level, so an
+/// unbounded filter of ~100k `(` would overflow the request task's stack and abort
+/// the whole process; no filter a client means needs more than a few levels.
+pub(crate) const MAX_DEPTH: usize = 32;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct FilterError(pub String);
@@ -131,6 +137,8 @@ pub(crate) fn normalize_attr(attr: &str) -> String {
 struct Parser {
     tokens: Vec<Token>,
     pos: usize,
+    /// The `(` and `[` open around the current position.
+    depth: usize,
 }
 
 impl Parser {
@@ -142,6 +150,17 @@ impl Parser {
         let t = self.tokens.get(self.pos).cloned();
         self.pos += 1;
         t
+    }
+
+    /// Enters one more `(` or `[`, refusing the level past [`MAX_DEPTH`].
+    fn nest(&mut self) -> Result<(), FilterError> {
+        self.depth += 1;
+        if self.depth > MAX_DEPTH {
+            return Err(FilterError(format!(
+                "parentheses and brackets nest more than {MAX_DEPTH} deep"
+            )));
+        }
+        Ok(())
     }
 
     fn disjunction(&mut self, prefix: Option<&str>) -> Result<Filter, FilterError> {
@@ -178,7 +197,9 @@ impl Parser {
     fn term(&mut self, prefix: Option<&str>) -> Result<Filter, FilterError> {
         match self.next() {
             Some(Token::Open) => {
+                self.nest()?;
                 let inner = self.disjunction(prefix)?;
+                self.depth -= 1;
                 match self.next() {
                     Some(Token::Close) => Ok(inner),
                     _ => Err(FilterError("missing \")\"".to_owned())),
@@ -197,7 +218,9 @@ impl Parser {
                         return Err(FilterError("nested value filters".to_owned()));
                     }
                     self.pos += 1;
+                    self.nest()?;
                     let inner = self.disjunction(Some(&attr))?;
+                    self.depth -= 1;
                     return match self.next() {
                         Some(Token::CloseBracket) => Ok(inner),
                         _ => Err(FilterError("missing \"]\"".to_owned())),
@@ -240,6 +263,7 @@ pub(crate) fn parse_filter(s: &str) -> Result<Filter, FilterError> {
     let mut parser = Parser {
         tokens: tokenize(s)?,
         pos: 0,
+        depth: 0,
     };
     if parser.tokens.is_empty() {
         return Err(FilterError("empty filter".to_owned()));
@@ -409,6 +433,27 @@ mod tests {
         assert!(error.0.contains("more than 1000"), "{error}");
         let nine = [clause; 9].join(" and ");
         assert_eq!(parse_filter(&nine).unwrap().len(), 512);
+    }
+
+    #[test]
+    fn nesting_past_the_limit_is_refused_not_a_stack_overflow() {
+        let nested = |n: usize| format!(r#"{}id eq "a"{}"#, "(".repeat(n), ")".repeat(n));
+        assert_eq!(
+            parse_filter(&nested(MAX_DEPTH)).unwrap(),
+            vec![vec![eq("id", "a")]]
+        );
+        let error = parse_filter(&nested(MAX_DEPTH + 1)).unwrap_err();
+        assert!(error.0.contains("nest more than 32"), "{error}");
+        // Brackets count too: members[ is one level, the parentheses inside it the rest.
+        let inside = format!(
+            r#"members[{}value eq "u"{}]"#,
+            "(".repeat(MAX_DEPTH),
+            ")".repeat(MAX_DEPTH)
+        );
+        assert!(parse_filter(&inside).is_err(), "{inside}");
+        // Far past any stack: refused as soon as the limit is passed.
+        assert!(parse_filter(&"(".repeat(200_000)).is_err());
+        assert!(parse_path(&format!("members[{}", "(".repeat(200_000))).is_err());
     }
 
     #[test]

@@ -6,9 +6,10 @@
 //! (workspaces/folders) with members, ETags (`meta.version`, `If-Match` → 412),
 //! index and cursor paging (RFC 9865, [`SandboxPaging`]), `eq` filters with `and`
 //! and `or`, PATCH add/replace/remove (200 with the resource), SCIM error bodies,
-//! discovery endpoints and bearer auth. State lives
-//! in memory (the private `store` module) behind a read-write lock: reads share
-//! it, writes take it alone, and no request holds it across an await.
+//! discovery endpoints and bearer auth, for requests whose `Host` is `localhost` or
+//! a loopback address only (421 otherwise: DNS rebinding). State lives in memory
+//! (the private `store` module) behind a read-write lock: reads share it, writes
+//! take it alone, and no request holds it across an await.
 //!
 //! Decisions worth knowing:
 //! - **Members are checked**: adding or replacing members with an id that is not an
@@ -491,6 +492,46 @@ fn authorized(headers: &HeaderMap, token: &str) -> bool {
         })
 }
 
+/// Whether the request has one `Host` header and it is `localhost` or a loopback
+/// IPv4 or IPv6 literal, with or without a port: the daemon's rule for `/status`
+/// (`daemon::http`, private there). The sandbox only ever listens on loopback, so
+/// every client that means to reach it names it so; a missing Host (HTTP/1.0) is
+/// refused as well, as no browser sends one and so none of our clients omits it.
+fn host_is_loopback(headers: &HeaderMap) -> bool {
+    let mut hosts = headers.get_all(header::HOST).iter();
+    let (Some(host), None) = (hosts.next(), hosts.next()) else {
+        return false;
+    };
+    let Ok(host) = host.to_str() else {
+        return false;
+    };
+    let (name, port) = match host.strip_prefix('[') {
+        Some(bracketed) => match bracketed.split_once(']') {
+            Some((ip, rest)) => (ip, rest),
+            None => return false,
+        },
+        None => host
+            .find(':')
+            .map_or((host, ""), |colon| host.split_at(colon)),
+    };
+    let port_ok = port.is_empty()
+        || port.strip_prefix(':').is_some_and(|p| {
+            !p.is_empty() && p.len() <= 5 && p.bytes().all(|b| b.is_ascii_digit())
+        });
+    if !port_ok {
+        return false;
+    }
+    if host.starts_with('[') {
+        return name
+            .parse::<std::net::Ipv6Addr>()
+            .is_ok_and(|ip| ip.is_loopback());
+    }
+    name.eq_ignore_ascii_case("localhost")
+        || name
+            .parse::<std::net::Ipv4Addr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
 /// The query of a list request, and its `cursor` parameter if it has one.
 fn list_query(uri: &Uri, max_results: usize) -> Result<(ListQuery, Option<String>), ScimError> {
     let mut q = ListQuery {
@@ -673,6 +714,16 @@ async fn handle(
             ));
         }
         None => {}
+    }
+    // Before the token: a request for another name may come from a web page on this
+    // machine whose DNS name was rebound to 127.0.0.1, and a sandbox may hold a copy
+    // of a real workspace. Its Host is that name, so it is refused whatever it sends.
+    if !host_is_loopback(&headers) {
+        return error_response(&ScimError::new(
+            421,
+            None,
+            "the sandbox answers only Host: localhost or a loopback address",
+        ));
     }
     if !authorized(&headers, &shared.token) {
         let mut response = error_response(&ScimError::new(

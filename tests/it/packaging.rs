@@ -238,3 +238,83 @@ fn the_admin_helper_loads_every_credential_the_unit_loads_and_redirects_its_keys
         ]
     );
 }
+
+/// The helper's transient unit sees the files the service sees: the service's
+/// ProtectSystem, ProtectHome, PrivateTmp and path and group directives, from the
+/// unit and its drop-ins, are passed on. Without them a 0640 export readable through
+/// a `SupplementaryGroups=` drop-in fails `check-config`, and one in /home passes it
+/// while the service cannot read it.
+#[cfg(unix)]
+#[test]
+fn the_admin_helper_runs_with_the_services_sandbox_and_groups() {
+    let dir = tempfile::tempdir().unwrap();
+    admin_stubs(dir.path());
+    let shipped = read("systemd/seatwarden.service");
+    let config = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/okta.example.toml");
+    let sandbox_of = |args: &[String]| -> Vec<String> {
+        let mut found: Vec<String> = args
+            .iter()
+            .filter_map(|a| a.strip_prefix("--property="))
+            .filter(|p| !p.starts_with("LoadCredential"))
+            .filter(|p| {
+                ![
+                    "DynamicUser=",
+                    "User=",
+                    "Group=",
+                    "StateDirectory",
+                    "UMask=",
+                ]
+                .iter()
+                .any(|own| p.starts_with(own))
+            })
+            .map(str::to_owned)
+            .collect();
+        found.sort();
+        found
+    };
+
+    let (args, _, _) = run_admin(dir.path(), &shipped, &config);
+    assert_eq!(
+        sandbox_of(&args),
+        ["PrivateTmp=yes", "ProtectHome=yes", "ProtectSystem=strict"],
+        "{args:?}"
+    );
+
+    // A drop-in: the last single-valued line wins, list lines add up, an empty
+    // assignment resets the list; commented lines count for nothing.
+    let dropin = format!(
+        "{shipped}\n# /etc/systemd/system/seatwarden.service.d/export.conf\n[Service]\n\
+         SupplementaryGroups=seatwarden-export\n\
+         #SupplementaryGroups=commented\n\
+         ProtectHome=tmpfs\n\
+         ReadOnlyPaths=/srv/old\n\
+         ReadOnlyPaths=\n\
+         ReadOnlyPaths=/srv/seatwarden -/srv/optional\n\
+         InaccessiblePaths=/srv/secret\n\
+         BindReadOnlyPaths=/data/export:/srv/export\n"
+    );
+    let (args, _, _) = run_admin(dir.path(), &dropin, &config);
+    assert_eq!(
+        sandbox_of(&args),
+        [
+            "BindReadOnlyPaths=/data/export:/srv/export",
+            "InaccessiblePaths=/srv/secret",
+            "PrivateTmp=yes",
+            "ProtectHome=tmpfs",
+            "ProtectSystem=strict",
+            "ReadOnlyPaths=/srv/seatwarden -/srv/optional",
+            "SupplementaryGroups=seatwarden-export",
+        ],
+        "{args:?}"
+    );
+    // Options for systemd-run, not for seatwarden: before the command.
+    let command = args
+        .iter()
+        .position(|a| a == "/usr/local/bin/seatwarden")
+        .unwrap();
+    let group = args
+        .iter()
+        .position(|a| a == "--property=SupplementaryGroups=seatwarden-export")
+        .unwrap();
+    assert!(group < command, "{args:?}");
+}

@@ -1324,3 +1324,167 @@ async fn sandbox_serves_a_large_workspace() {
     assert_eq!(sandbox.stats().writes, 200);
     sandbox.shutdown().await;
 }
+
+/// One raw HTTP/1.1 request with the given `Host` and the sandbox's token; the
+/// status and the body. Raw, because HTTP clients set Host from the URL.
+async fn with_host(sandbox: &Sandbox, host: &str, target: &str) -> (u16, Value) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let url = sandbox.base_url();
+    let addr = format!("{}:{}", url.host_str().unwrap(), url.port().unwrap());
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let request = format!(
+        "GET {}{target} HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {TOKEN}\r\n\
+         Connection: close\r\n\r\n",
+        url.path()
+    );
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut answer = Vec::new();
+    stream.read_to_end(&mut answer).await.unwrap();
+    let answer = String::from_utf8_lossy(&answer).into_owned();
+    let status = answer
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("not an HTTP answer: {answer:?}"));
+    let body = answer.split_once("\r\n\r\n").map_or("", |(_, body)| body);
+    (status, serde_json::from_str(body).unwrap_or(Value::Null))
+}
+
+#[tokio::test]
+async fn sandbox_answers_only_a_loopback_host() {
+    let sandbox = start(seed(1), Faults::default()).await;
+    let port = sandbox.base_url().port().unwrap();
+    for host in [
+        format!("127.0.0.1:{port}"),
+        format!("localhost:{port}"),
+        "LOCALHOST".to_owned(),
+        "127.0.0.2".to_owned(),
+        format!("[::1]:{port}"),
+    ] {
+        let (status, body) = with_host(&sandbox, &host, "/Users").await;
+        assert_eq!(status, 200, "{host}: {body}");
+        assert_eq!(body["totalResults"], 1, "{host}");
+    }
+    // A DNS name rebound to 127.0.0.1 by a web page, and look-alikes: refused even
+    // with the right token, and nothing of the workspace in the answer.
+    for host in [
+        format!("rebind.example:{port}"),
+        "localhost.example".to_owned(),
+        "127.0.0.1.nip.io".to_owned(),
+        format!("127.0.0.1:{port}x"),
+        "[::2]".to_owned(),
+    ] {
+        let (status, body) = with_host(&sandbox, &host, "/Users").await;
+        assert_eq!(status, 421, "{host}: {body}");
+        assert_eq!(
+            body["schemas"],
+            json!(["urn:ietf:params:scim:api:messages:2.0:Error"]),
+            "{host}"
+        );
+        assert!(!body.to_string().contains("user0@example.com"), "{body}");
+    }
+    sandbox.shutdown().await;
+}
+
+#[tokio::test]
+async fn sandbox_refuses_deep_nesting_instead_of_overflowing_the_stack() {
+    let sandbox = start(seed(1), Faults::default()).await;
+    let raw = Raw::new(&sandbox);
+    // 33 levels: one past the cap.
+    let nested = format!(
+        r#"{}userName eq "user0@example.com"{}"#,
+        "(".repeat(33),
+        ")".repeat(33)
+    );
+    assert_scim_error(
+        &raw.filter("Users", &nested).await,
+        400,
+        Some("invalidFilter"),
+    );
+    let ok = format!(
+        r#"{}userName eq "user0@example.com"{}"#,
+        "(".repeat(32),
+        ")".repeat(32)
+    );
+    assert_eq!(raw.filter("Users", &ok).await.body["totalResults"], 1);
+    // Unencoded, so the request line stays under the URI limit: enough levels to
+    // overflow a task's stack were the parser to recurse into all of them.
+    let (status, body) = with_host(
+        &sandbox,
+        "127.0.0.1",
+        &format!("/Users?filter={}", "(".repeat(40_000)),
+    )
+    .await;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(body["scimType"], "invalidFilter", "{body}");
+    // A PATCH path's value filter is parsed the same way; bodies may be large.
+    let deep_path = format!("emails[{}", "(".repeat(200_000));
+    let answer = raw
+        .patch("/Users/u0000", json!([{"op": "remove", "path": deep_path}]))
+        .await;
+    assert_scim_error(&answer, 400, Some("invalidPath"));
+    // The server is still there.
+    assert_eq!(raw.get("/Users").await.status, 200);
+    sandbox.shutdown().await;
+}
+
+/// `seatwarden sandbox` without `--token`: the token it prints on stderr, and the
+/// child (killed on drop) with its URL.
+fn sandbox_command_without_token() -> (KillChild, String, String) {
+    use std::io::BufRead;
+    let mut child = KillChild(
+        std::process::Command::new(env!("CARGO_BIN_EXE_seatwarden"))
+            .args(["sandbox", "--port", "0"])
+            .env_remove("SEATWARDEN_SANDBOX_TOKEN")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let mut stderr = std::io::BufReader::new(child.0.stderr.take().unwrap());
+    let mut line = String::new();
+    stderr.read_line(&mut line).unwrap();
+    // Kept open and drained: the sandbox dies writing to a closed stderr.
+    std::thread::spawn(move || std::io::copy(&mut stderr, &mut std::io::sink()));
+    let words: Vec<&str> = line.split_whitespace().collect();
+    let url = words
+        .iter()
+        .find(|w| w.starts_with("http://"))
+        .unwrap_or_else(|| panic!("no URL in {line:?}"))
+        .to_string();
+    let token = words
+        .windows(3)
+        .find(|w| w[0] == "bearer" && w[1] == "token")
+        .map(|w| w[2].to_owned())
+        .unwrap_or_else(|| panic!("no token in {line:?}"));
+    (child, url, token)
+}
+
+struct KillChild(std::process::Child);
+
+impl Drop for KillChild {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[tokio::test]
+async fn sandbox_command_makes_a_random_token_when_none_is_given() {
+    let (_first, url, token) = sandbox_command_without_token();
+    assert!(token.len() >= 32, "{token}");
+    let (_second, _, other) = sandbox_command_without_token();
+    assert_ne!(token, other, "each sandbox has its own token");
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let http = reqwest::Client::builder()
+        .tls_backend_rustls()
+        .build()
+        .unwrap();
+    let status = |token: String| {
+        let request = http.get(format!("{url}/Users")).bearer_auth(token);
+        async move { request.send().await.unwrap().status().as_u16() }
+    };
+    assert_eq!(status(token).await, 200);
+    assert_eq!(status("sandbox-token".to_owned()).await, 401);
+    assert_eq!(status(other).await, 401);
+}
