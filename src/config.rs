@@ -1071,6 +1071,30 @@ impl Config {
         ))
     }
 
+    /// Refuses a URL with a username or password in it (`https://svc:pw@host`):
+    /// URLs are not secrets here, they go into the state database, reports,
+    /// emails and logs, and the HTTP client would send them as a Basic login
+    /// besides the configured credential. `instead` names the keys that hold the
+    /// credential.
+    fn refuse_credentials_in_url(
+        &self,
+        key: &str,
+        url: &url::Url,
+        instead: &str,
+    ) -> Result<(), ConfigError> {
+        if url.username().is_empty() && url.password().is_none() {
+            return Ok(());
+        }
+        Err(self.key_error(
+            key,
+            format!(
+                "holds a username or password (user:password@host): a URL is stored in the \
+                 state database and shown in reports, emails and logs, so credentials do not \
+                 belong in it; remove them and set {instead}"
+            ),
+        ))
+    }
+
     /// The secrets given inline, each with its key.
     fn inline_secrets(&self) -> Vec<(&'static str, &SecretString)> {
         let mut secrets = Vec::new();
@@ -1125,6 +1149,11 @@ impl Config {
         if !matches!(url.scheme(), "http" | "https") {
             return Err(self.key_error("workspace.url", "must be an http:// or https:// URL"));
         }
+        self.refuse_credentials_in_url(
+            "workspace.url",
+            &url,
+            "workspace.token_file (or workspace.token)",
+        )?;
         self.refuse_cleartext(
             "workspace.url",
             &url,
@@ -1497,10 +1526,22 @@ impl Config {
                 allow_cleartext, ..
             } => *allow_cleartext,
         };
+        let credentials = match &self.directory {
+            DirectoryConfig::Okta { .. } => {
+                "directory.token_file (an API token) or directory.client_id + \
+                 directory.private_key_file (an OAuth service app)"
+            }
+            DirectoryConfig::Entra { .. } => {
+                "directory.client_secret_file, or directory.certificate_file + \
+                 directory.private_key_file"
+            }
+            _ => "directory.token_file (or directory.token)",
+        };
         let http_url = |key: &str, url: &url::Url| {
             if !matches!(url.scheme(), "http" | "https") {
                 return Err(self.key_error(key, "must be an http:// or https:// URL"));
             }
+            self.refuse_credentials_in_url(key, url, credentials)?;
             self.refuse_cleartext(
                 key,
                 url,
@@ -1715,6 +1756,11 @@ impl Config {
         if parsed.host_str().is_none_or(str::is_empty) {
             return Err(self.key_error("directory.url", "names no host"));
         }
+        self.refuse_credentials_in_url(
+            "directory.url",
+            &parsed,
+            "directory.bind_dn and directory.bind_password_file (or directory.bind_password)",
+        )?;
         if !matches!(parsed.path(), "" | "/") || parsed.query().is_some() {
             return Err(self.key_error(
                 "directory.url",

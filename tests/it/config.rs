@@ -1392,3 +1392,97 @@ fn plain_smtp_to_a_remote_relay_is_warned_about() {
     assert!(email("smtp://mail.example.com", "allow_cleartext = true\n").is_empty());
     assert!(load(MINIMAL, &[]).unwrap().warnings().is_empty());
 }
+
+/// A username or password in a URL is refused, naming the key, the file and where
+/// the credential goes instead, and never echoing the password: URLs are stored
+/// in the database and shown in reports, emails and logs.
+#[test]
+fn credentials_in_a_url_are_refused_naming_the_key_and_where_they_go() {
+    let refused = |text: &str, key: &str, instead: &str| {
+        let error = load(text, &[]).unwrap_err();
+        assert!(
+            error.contains(&format!("key `{key}`"))
+                && error.contains("seatwarden.toml")
+                && error.contains("username or password")
+                && error.contains(instead),
+            "{text}: {error}"
+        );
+        assert!(
+            !error.contains("hunter2"),
+            "the password is echoed: {error}"
+        );
+    };
+    let workspace = |url: &str| {
+        format!(
+            "[directory]\nkind = \"file\"\npath = \"d.json\"\n\
+             [workspace]\nurl = \"{url}\"\ntoken = \"t\"\n"
+        )
+    };
+    for url in [
+        "https://svc:hunter2@scim.example.com/scim/v2",
+        "https://svc@scim.example.com/scim/v2",
+        "https://:hunter2@scim.example.com/scim/v2",
+        "http://svc:hunter2@127.0.0.1:8080/scim/v2",
+    ] {
+        refused(&workspace(url), "workspace.url", "workspace.token_file");
+    }
+    load(&workspace("https://scim.example.com/scim/v2"), &[]).unwrap();
+
+    refused(
+        &format!(
+            "[directory]\nkind = \"okta\"\nurl = \"https://svc:hunter2@acme.okta.com\"\n\
+             token = \"t\"\n{WORKSPACE}"
+        ),
+        "directory.url",
+        "directory.token_file",
+    );
+    refused(
+        &format!(
+            "[directory]\nkind = \"scim\"\nurl = \"https://svc:hunter2@idp.example.com/scim/v2\"\n\
+             token = \"t\"\n{WORKSPACE}"
+        ),
+        "directory.url",
+        "directory.token_file",
+    );
+    refused(
+        &format!(
+            "[directory]\nkind = \"entra\"\ntenant_id = \"t\"\nclient_id = \"c\"\n\
+             client_secret = \"s\"\ngraph_url = \"https://app:hunter2@graph.example.com\"\n\
+             {WORKSPACE}"
+        ),
+        "directory.graph_url",
+        "directory.client_secret_file",
+    );
+    let ldap = |url: &str| {
+        format!(
+            "[directory]\nkind = \"ldap\"\nurl = \"{url}\"\nbind_dn = \"cn=svc\"\n\
+             bind_password = \"pw\"\nbase_dn = \"dc=example\"\n{WORKSPACE}"
+        )
+    };
+    refused(
+        &ldap("ldaps://cn=svc:hunter2@dc1.example.com"),
+        "directory.url",
+        "directory.bind_password_file",
+    );
+    refused(
+        &ldap("ldaps://svc@dc1.example.com:636"),
+        "directory.url",
+        "directory.bind_password_file",
+    );
+    load(&ldap("ldaps://dc1.example.com"), &[]).unwrap();
+    // Set from the environment, the variable is named instead of the file.
+    let error = load(
+        MINIMAL,
+        &[(
+            "SEATWARDEN__WORKSPACE__URL",
+            "https://svc:hunter2@scim.example.com/scim/v2",
+        )],
+    )
+    .unwrap_err();
+    assert!(
+        error.contains("environment variable SEATWARDEN__WORKSPACE__URL")
+            && error.contains("username or password")
+            && !error.contains("hunter2"),
+        "{error}"
+    );
+}
