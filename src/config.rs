@@ -11,8 +11,12 @@
 //! file can point at `/etc/seatwarden/seatwarden.toml` from anywhere. Secrets (the
 //! workspace `token`, the SMTP `password`) can be given inline or as `token_file` /
 //! `password_file` (systemd credentials, container secrets); they are held as
-//! `SecretString` and print as `[redacted]`. An empty or blank inline secret is
-//! refused at load, as an empty secret file is at use.
+//! `SecretString` and print as `[redacted]`. A secret file (every `*_file` key
+//! but certificates and CAs) is taken as it is but for the line break(s) at its
+//! end (LF or CRLF): a password that begins or ends with a space keeps it, as it
+//! does inline, and tokens are read the same way
+//! ([`crate::directory::secret_in_file`]). An empty or blank inline secret is
+//! refused at load, as an empty or blank secret file is at use.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -23,7 +27,7 @@ use serde::{Deserialize, Serialize, Serializer};
 use crate::directory::{
     Directory, EntraAuth, EntraSettings, EntraSource, EntraUserName, FileSource, LdapFlavor,
     LdapSettings, LdapSource, OktaAuth, OktaSettings, OktaSource, OktaUserName, RequiredGroup,
-    ScimDirectorySettings, ScimDirectorySource, Secret,
+    ScimDirectorySettings, ScimDirectorySource, Secret, secret_in_file,
 };
 use crate::guard::GuardSettings;
 use crate::model::Role;
@@ -1441,13 +1445,12 @@ impl Config {
                         file: file.clone(),
                         source,
                     })?;
-                let password = text.trim_end_matches(['\r', '\n']);
-                if password.is_empty() {
-                    return Err(self.key_error(
+                let password = secret_in_file(&text).ok_or_else(|| {
+                    self.key_error(
                         "report.email.password_file",
                         format!("{} is empty", file.display()),
-                    ));
-                }
+                    )
+                })?;
                 Some(SecretString::from(password.to_owned()))
             }
             (None, None) => None,
@@ -2067,13 +2070,12 @@ impl Config {
             file: file.clone(),
             source,
         })?;
-        let token = text.trim();
-        if token.is_empty() {
-            return Err(self.key_error(
+        let token = secret_in_file(&text).ok_or_else(|| {
+            self.key_error(
                 "workspace.token_file",
                 format!("{} is empty", file.display()),
-            ));
-        }
+            )
+        })?;
         Ok(SecretString::from(token.to_owned()))
     }
 
@@ -2266,13 +2268,12 @@ impl Config {
             file: file.clone(),
             source,
         })?;
-        let token = text.trim();
-        if token.is_empty() {
-            return Err(self.key_error(
+        let token = secret_in_file(&text).ok_or_else(|| {
+            self.key_error(
                 "http.trigger_token_file",
                 format!("{} is empty", file.display()),
-            ));
-        }
+            )
+        })?;
         Ok(Some(SecretString::from(token.to_owned())))
     }
 
