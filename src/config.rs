@@ -11,8 +11,15 @@
 //! file can point at `/etc/seatwarden/seatwarden.toml` from anywhere. Secrets (the
 //! workspace `token`, the SMTP `password`) can be given inline or as `token_file` /
 //! `password_file` (systemd credentials, container secrets); they are held as
-//! `SecretString` and print as `[redacted]`. An empty or blank inline secret is
-//! refused at load, as an empty secret file is at use.
+//! `SecretString` and print as `[redacted]`. A secret file (every `*_file` key
+//! but certificates and CAs) is taken as it is but for the line break(s) at its
+//! end (LF or CRLF): a password that begins or ends with a space keeps it, as it
+//! does inline, and tokens are read the same way
+//! ([`crate::directory::secret_in_file`]). An empty or blank inline secret is
+//! refused at load, as an empty or blank secret file is at use. A secret file that
+//! other users can read, or others than its owner change, is allowed (containers
+//! mount secrets 0444) but warned about ([`Config::warnings`]); group read is not,
+//! as systemd's credentials show as 0440.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -23,7 +30,7 @@ use serde::{Deserialize, Serialize, Serializer};
 use crate::directory::{
     Directory, EntraAuth, EntraSettings, EntraSource, EntraUserName, FileSource, LdapFlavor,
     LdapSettings, LdapSource, OktaAuth, OktaSettings, OktaSource, OktaUserName, RequiredGroup,
-    ScimDirectorySettings, ScimDirectorySource, Secret,
+    ScimDirectorySettings, ScimDirectorySource, Secret, secret_in_file,
 };
 use crate::guard::GuardSettings;
 use crate::model::Role;
@@ -1099,6 +1106,30 @@ impl Config {
         ))
     }
 
+    /// Refuses a URL with a username or password in it (`https://svc:pw@host`):
+    /// URLs are not secrets here, they go into the state database, reports,
+    /// emails and logs, and the HTTP client would send them as a Basic login
+    /// besides the configured credential. `instead` names the keys that hold the
+    /// credential.
+    fn refuse_credentials_in_url(
+        &self,
+        key: &str,
+        url: &url::Url,
+        instead: &str,
+    ) -> Result<(), ConfigError> {
+        if url.username().is_empty() && url.password().is_none() {
+            return Ok(());
+        }
+        Err(self.key_error(
+            key,
+            format!(
+                "holds a username or password (user:password@host): a URL is stored in the \
+                 state database and shown in reports, emails and logs, so credentials do not \
+                 belong in it; remove them and set {instead}"
+            ),
+        ))
+    }
+
     /// The secrets given inline, each with its key.
     fn inline_secrets(&self) -> Vec<(&'static str, &SecretString)> {
         let mut secrets = Vec::new();
@@ -1153,6 +1184,11 @@ impl Config {
         if !matches!(url.scheme(), "http" | "https") {
             return Err(self.key_error("workspace.url", "must be an http:// or https:// URL"));
         }
+        self.refuse_credentials_in_url(
+            "workspace.url",
+            &url,
+            "workspace.token_file (or workspace.token)",
+        )?;
         self.refuse_cleartext(
             "workspace.url",
             &url,
@@ -1346,7 +1382,9 @@ impl Config {
     }
 
     /// What is allowed but worth a warning, each naming its key: logged when the
-    /// configuration is loaded (and reloaded), printed by `check-config`.
+    /// configuration is loaded (and reloaded), printed by `check-config`. Plain
+    /// SMTP to a remote relay, and each secret file that other users can read or
+    /// change ([`loose_secret_file`] says which modes, and why group read passes).
     pub fn warnings(&self) -> Vec<String> {
         let mut warnings = Vec::new();
         // A relay without TLS is common on an internal network (port 25), so it is
@@ -1366,7 +1404,51 @@ impl Config {
                 endpoint.host
             ));
         }
+        for (key, file) in self.secret_files() {
+            if let Some(warning) = loose_secret_file(key, file) {
+                warnings.push(warning);
+            }
+        }
         warnings
+    }
+
+    /// Every secret file the configuration names, each with its key. Certificates
+    /// and CA files are public and not among them.
+    fn secret_files(&self) -> Vec<(&'static str, &Path)> {
+        let mut files: Vec<(&'static str, &Option<PathBuf>)> = match &self.directory {
+            DirectoryConfig::File { .. } => Vec::new(),
+            DirectoryConfig::Okta {
+                token_file,
+                private_key_file,
+                ..
+            } => vec![
+                ("directory.token_file", token_file),
+                ("directory.private_key_file", private_key_file),
+            ],
+            DirectoryConfig::Entra {
+                client_secret_file,
+                private_key_file,
+                ..
+            } => vec![
+                ("directory.client_secret_file", client_secret_file),
+                ("directory.private_key_file", private_key_file),
+            ],
+            DirectoryConfig::Ldap {
+                bind_password_file, ..
+            } => vec![("directory.bind_password_file", bind_password_file)],
+            DirectoryConfig::Scim { token_file, .. } => {
+                vec![("directory.token_file", token_file)]
+            }
+        };
+        files.push(("workspace.token_file", &self.workspace.token_file));
+        files.push(("http.trigger_token_file", &self.http.trigger_token_file));
+        if let Some(email) = &self.report.email {
+            files.push(("report.email.password_file", &email.password_file));
+        }
+        files
+            .into_iter()
+            .filter_map(|(key, file)| Some((key, file.as_deref()?)))
+            .collect()
     }
 
     /// The command people run seatwarden's commands with (`report.admin_command`).
@@ -1454,13 +1536,12 @@ impl Config {
                         file: file.clone(),
                         source,
                     })?;
-                let password = text.trim_end_matches(['\r', '\n']);
-                if password.is_empty() {
-                    return Err(self.key_error(
+                let password = secret_in_file(&text).ok_or_else(|| {
+                    self.key_error(
                         "report.email.password_file",
                         format!("{} is empty", file.display()),
-                    ));
-                }
+                    )
+                })?;
                 Some(SecretString::from(password.to_owned()))
             }
             (None, None) => None,
@@ -1539,10 +1620,22 @@ impl Config {
                 allow_cleartext, ..
             } => *allow_cleartext,
         };
+        let credentials = match &self.directory {
+            DirectoryConfig::Okta { .. } => {
+                "directory.token_file (an API token) or directory.client_id + \
+                 directory.private_key_file (an OAuth service app)"
+            }
+            DirectoryConfig::Entra { .. } => {
+                "directory.client_secret_file, or directory.certificate_file + \
+                 directory.private_key_file"
+            }
+            _ => "directory.token_file (or directory.token)",
+        };
         let http_url = |key: &str, url: &url::Url| {
             if !matches!(url.scheme(), "http" | "https") {
                 return Err(self.key_error(key, "must be an http:// or https:// URL"));
             }
+            self.refuse_credentials_in_url(key, url, credentials)?;
             self.refuse_cleartext(
                 key,
                 url,
@@ -1757,6 +1850,11 @@ impl Config {
         if parsed.host_str().is_none_or(str::is_empty) {
             return Err(self.key_error("directory.url", "names no host"));
         }
+        self.refuse_credentials_in_url(
+            "directory.url",
+            &parsed,
+            "directory.bind_dn and directory.bind_password_file (or directory.bind_password)",
+        )?;
         if !matches!(parsed.path(), "" | "/") || parsed.query().is_some() {
             return Err(self.key_error(
                 "directory.url",
@@ -2063,13 +2161,12 @@ impl Config {
             file: file.clone(),
             source,
         })?;
-        let token = text.trim();
-        if token.is_empty() {
-            return Err(self.key_error(
+        let token = secret_in_file(&text).ok_or_else(|| {
+            self.key_error(
                 "workspace.token_file",
                 format!("{} is empty", file.display()),
-            ));
-        }
+            )
+        })?;
         Ok(SecretString::from(token.to_owned()))
     }
 
@@ -2262,13 +2359,12 @@ impl Config {
             file: file.clone(),
             source,
         })?;
-        let token = text.trim();
-        if token.is_empty() {
-            return Err(self.key_error(
+        let token = secret_in_file(&text).ok_or_else(|| {
+            self.key_error(
                 "http.trigger_token_file",
                 format!("{} is empty", file.display()),
-            ));
-        }
+            )
+        })?;
         Ok(Some(SecretString::from(token.to_owned())))
     }
 
@@ -2586,6 +2682,45 @@ pub(crate) fn host_is_loopback(url: &url::Url) -> bool {
         Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
         None => false,
     }
+}
+
+/// The warning for a secret file that other users of the machine can read, or
+/// that others than its owner can change (and so swap the credential), naming the
+/// key, the file and how to tighten it; `None` when its mode keeps it to its owner
+/// and group, or it cannot be read (reading it reports that).
+///
+/// Group read is not warned about: systemd writes a `LoadCredential=` file 0400
+/// and grants the service's user read through an ACL, which `stat` shows as 0440
+/// (the ACL mask takes the group bits), and a group-readable file is also how a
+/// secret is shared with the service's group on purpose (root:seatwarden 0640,
+/// Kubernetes `fsGroup`). World-readable mounted secrets (0444, Docker Swarm's and
+/// Compose's default for a host file of that mode, Kubernetes' 0644) are warned
+/// about at every load: the warning says which mode silences it.
+#[cfg(unix)]
+fn loose_secret_file(key: &str, file: &Path) -> Option<String> {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(file).ok()?.permissions().mode() & 0o777;
+    let read_by_others = mode & 0o004 != 0;
+    let changed_by_others = mode & 0o022 != 0;
+    let exposure = match (read_by_others, changed_by_others) {
+        (false, false) => return None,
+        (true, false) => "can be read by every user of this machine",
+        (false, true) => "can be changed by users other than its owner",
+        (true, true) => "can be read and changed by every user of this machine",
+    };
+    Some(format!(
+        "{key}: the secret file {} {exposure} (mode {mode:04o}); tighten its mode to silence \
+         this: give it to the user seatwarden runs as and chmod 0600 or 0400 (0640 or 0440 \
+         when a group the service is in shares it). A container secret: the same on the \
+         mounted host file (the image runs as uid 10001), Swarm `mode: 0400` with `uid`, \
+         Kubernetes `defaultMode: 0440` with `fsGroup`; systemd credentials pass as they are",
+        file.display()
+    ))
+}
+
+#[cfg(not(unix))]
+fn loose_secret_file(_key: &str, _file: &Path) -> Option<String> {
+    None
 }
 
 /// A quiet period: alerts are judged again after every daemon job (the retry job

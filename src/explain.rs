@@ -12,7 +12,13 @@
 //! Sections: directory record; scope decision and why; the mappings that give the
 //! role; the link and how it was matched; the workspace account; the last actions
 //! with their outcomes; the deprovision ledger entry; what the next run would do.
+//!
+//! The view is line-structured, and most of what it shows comes from the
+//! directory, the workspace or a provider's answer (names, departments, groups,
+//! error messages): every such value goes through [`clean`], so a value holding a
+//! line break or a terminal escape cannot forge a line or rewrite the screen.
 
+use std::borrow::Cow;
 use std::fmt::Write;
 
 use chrono::{DateTime, Utc};
@@ -57,7 +63,7 @@ pub fn ledger_lines(
             let mut line = format!(
                 "{}: {} — detected {}, due {}",
                 e.state(now).as_str(),
-                e.reason,
+                clean(&e.reason.to_string()),
                 at(e.detected_at),
                 at(e.due_at)
             );
@@ -71,12 +77,13 @@ pub fn ledger_lines(
                 line.push_str(&format!(", access again since {}", at(r)));
             }
             if let Some(h) = &e.held {
-                line.push_str(&format!("; held: {h}"));
+                line.push_str(&format!("; held: {}", clean(h)));
             }
             if let Some(err) = &e.last_error {
                 line.push_str(&format!(
-                    "; last error after {} attempts: {err}",
-                    e.attempts
+                    "; last error after {} attempts: {}",
+                    e.attempts,
+                    clean(err)
                 ));
             }
             if let Some(x) = e.escalated_at {
@@ -107,8 +114,16 @@ fn find_identity<'a>(directory: &'a DirectorySnapshot, person: &str) -> Option<&
         })
 }
 
-fn opt(value: Option<&str>) -> &str {
-    value.unwrap_or("-")
+/// One value from the directory, the workspace or a provider, made safe for one
+/// line of the view: control characters (line breaks, escapes) and characters
+/// that reorder text are replaced, as the digest and `status` do.
+fn clean(value: &str) -> Cow<'_, str> {
+    crate::report::printable(value, false)
+}
+
+/// An optional value [`clean`]ed, or `-`.
+fn opt(value: Option<&str>) -> Cow<'_, str> {
+    value.map_or(Cow::Borrowed("-"), clean)
 }
 
 /// What `explain` reads from the store: the newest snapshots and the links.
@@ -225,7 +240,12 @@ pub fn explain_with(
     };
     // Writing to a String cannot fail.
     let mut out = String::new();
-    let _ = writeln!(out, "{person} — as of run {}", view.run_described());
+    let _ = writeln!(
+        out,
+        "{} — as of run {}",
+        clean(person),
+        view.run_described()
+    );
     view.directory_record(&mut out);
     view.scope_and_role(&mut out);
     view.link(&mut out);
@@ -283,8 +303,8 @@ impl View<'_> {
             );
             return;
         };
-        let _ = writeln!(out, "  id:         {}", i.id);
-        let _ = writeln!(out, "  userName:   {}", i.user_name);
+        let _ = writeln!(out, "  id:         {}", clean(&i.id));
+        let _ = writeln!(out, "  userName:   {}", clean(&i.user_name));
         let _ = writeln!(out, "  email:      {}", opt(i.email.as_deref()));
         let name = [i.given_name.as_deref(), i.family_name.as_deref()]
             .into_iter()
@@ -294,11 +314,15 @@ impl View<'_> {
         let _ = writeln!(
             out,
             "  name:       {}",
-            if name.is_empty() { "-" } else { &name }
+            if name.is_empty() {
+                "-".into()
+            } else {
+                clean(&name)
+            }
         );
         let _ = writeln!(out, "  status:     {}", i.status.as_str());
         let _ = writeln!(out, "  department: {}", opt(i.department.as_deref()));
-        let _ = writeln!(out, "  groups:     {}", i.groups.join(", "));
+        let _ = writeln!(out, "  groups:     {}", clean(&i.groups.join(", ")));
     }
 
     /// Whether the person is in scope and why, and with which role and groups.
@@ -326,7 +350,7 @@ impl View<'_> {
                             .filter(|g| i.groups.iter().any(|m| m.eq_ignore_ascii_case(g)))
                             .map(String::as_str)
                             .collect();
-                        format!("member of scope group {}", via.join(", "))
+                        format!("member of scope group {}", clean(&via.join(", ")))
                     };
                     let _ = writeln!(out, "  in scope: active, {scope}");
                     let _ = writeln!(out, "\nRole");
@@ -336,7 +360,7 @@ impl View<'_> {
                         want.spec.role.map_or("(roles not managed)", |r| r.as_str())
                     );
                     for line in want.justification.iter() {
-                        let _ = writeln!(out, "  because:    {line}");
+                        let _ = writeln!(out, "  because:    {}", clean(line));
                     }
                     let groups: Vec<&str> = want.groups.iter().map(String::as_str).collect();
                     let _ = writeln!(out, "  workspace groups: {}", listed(&groups));
@@ -368,8 +392,8 @@ impl View<'_> {
                 let _ = writeln!(
                     out,
                     "  {} ↔ account {}, matched by {} at {}",
-                    l.identity_id,
-                    l.account_id,
+                    clean(&l.identity_id),
+                    clean(&l.account_id),
                     l.method.as_str(),
                     l.linked_at.format("%Y-%m-%d %H:%M:%SZ")
                 );
@@ -400,11 +424,11 @@ impl View<'_> {
             let _ = writeln!(out, "  none");
             return Ok(());
         };
-        let _ = writeln!(out, "  id:         {}", a.id);
-        let _ = writeln!(out, "  userName:   {}", a.user_name);
+        let _ = writeln!(out, "  id:         {}", clean(&a.id));
+        let _ = writeln!(out, "  userName:   {}", clean(&a.user_name));
         let _ = writeln!(out, "  externalId: {}", opt(a.external_id.as_deref()));
         let _ = writeln!(out, "  active:     {}", a.active);
-        let _ = writeln!(out, "  roles:      {}", a.roles.join(", "));
+        let _ = writeln!(out, "  roles:      {}", clean(&a.roles.join(", ")));
         let groups: Vec<&str> = self
             .loaded
             .workspace
@@ -451,8 +475,8 @@ impl View<'_> {
                 entry.state,
                 match (&entry.action.held, &entry.last_error) {
                     (Some(held), _) if entry.state == crate::store::ActionState::Held =>
-                        format!(": {held}"),
-                    (_, Some(error)) => format!(": {error}"),
+                        format!(": {}", clean(&held.to_string())),
+                    (_, Some(error)) => format!(": {}", clean(error)),
                     _ => String::new(),
                 },
                 entry.updated_at.format("%Y-%m-%d %H:%M:%SZ")
@@ -522,10 +546,10 @@ impl View<'_> {
                 format!(
                     "  {} — {}{}",
                     a.kind.name(),
-                    a.detail,
+                    clean(&a.detail),
                     a.held
                         .as_ref()
-                        .map(|h| format!(" [HELD: {h}]"))
+                        .map(|h| format!(" [HELD: {}]", clean(&h.to_string())))
                         .unwrap_or_default()
                 )
             })
@@ -546,7 +570,7 @@ fn live_account(out: &mut String, live: &LiveAccount) {
     let _ = writeln!(out, "\nWorkspace account now (read live)");
     match live {
         Err(error) => {
-            let _ = writeln!(out, "  could not be read: {error}");
+            let _ = writeln!(out, "  could not be read: {}", clean(error));
         }
         Ok(None) => {
             let _ = writeln!(out, "  none");
@@ -555,21 +579,21 @@ fn live_account(out: &mut String, live: &LiveAccount) {
             let _ = writeln!(
                 out,
                 "  {} {} active={} roles={}",
-                a.id,
-                a.user_name,
+                clean(&a.id),
+                clean(&a.user_name),
                 a.active,
-                a.roles.join(", ")
+                clean(&a.roles.join(", "))
             );
         }
     }
 }
 
-/// `a, b`, or `-` for none.
+/// `a, b` ([`clean`]ed), or `-` for none.
 fn listed(names: &[&str]) -> String {
     if names.is_empty() {
         "-".to_owned()
     } else {
-        names.join(", ")
+        clean(&names.join(", ")).into_owned()
     }
 }
 
@@ -614,4 +638,119 @@ fn next_actions(
         now,
         config.settle(),
     )))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+    use super::*;
+    use crate::model::{Action, DriftKind, IdentityStatus, Plan};
+    use crate::store::{RunKind, RunStatus};
+
+    /// An LDAP `sn`, a department, a group, a workspace userName and a stored
+    /// provider error holding a line break, a carriage return and terminal escapes
+    /// stay on their own line of the view: nothing forges a `status:` line.
+    #[test]
+    fn values_from_the_directory_and_the_workspace_cannot_forge_lines() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("directory.json"), "{\"users\": []}").unwrap();
+        let file = dir.path().join("seatwarden.toml");
+        std::fs::write(
+            &file,
+            "[directory]\nkind = \"file\"\npath = \"directory.json\"\n\
+             [workspace]\nurl = \"https://example.invalid/scim/v2\"\ntoken = \"t\"\n",
+        )
+        .unwrap();
+        let config = Config::load_with_env(&file, Some(Default::default())).unwrap();
+        let t0 = DateTime::parse_from_rfc3339("2026-11-29T08:00:00Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        let forged = "\n  status:     active\r\u{1b}[2J\u{1b}]0;title\u{7}";
+        let directory = DirectorySnapshot {
+            identities: vec![Identity {
+                id: "p1".into(),
+                user_name: "ada@example.com".into(),
+                email: Some("ada@example.com".into()),
+                given_name: Some("Ada".into()),
+                family_name: Some(format!("Smith{forged}")),
+                display_name: None,
+                status: IdentityStatus::Suspended,
+                department: Some(format!("R&D{forged}")),
+                groups: vec![format!("Engineering{forged}")],
+            }],
+            complete: true,
+        };
+        let workspace = WorkspaceSnapshot {
+            accounts: vec![Account {
+                id: "a1".into(),
+                user_name: "ada@example.com".into(),
+                external_id: Some(format!("p1{forged}")),
+                given_name: None,
+                family_name: None,
+                display_name: None,
+                email: None,
+                active: true,
+                roles: vec![format!("Viewer{forged}")],
+            }],
+            groups: vec![],
+        };
+        let mut store = Store::open(&config.state.path).unwrap();
+        let run = store.begin_run(RunKind::Reconcile, t0).unwrap();
+        store.save_directory_snapshot(run, &directory).unwrap();
+        store.save_workspace_snapshot(run, &workspace).unwrap();
+        let plan = Plan {
+            actions: vec![Action {
+                seq: 0,
+                kind: ActionKind::Deactivate {
+                    account_id: "a1".into(),
+                },
+                reason: DriftKind::StaleAccess,
+                subject: "ada@example.com".into(),
+                identity_id: Some("p1".into()),
+                detail: "suspended".into(),
+                held: None,
+            }],
+            ..Plan::default()
+        };
+        store.save_plan(run, &plan, t0).unwrap();
+        store.mark_in_flight(run, 0, t0).unwrap();
+        store
+            .mark_failed(run, 0, t0, &format!("HTTP 400: bad{forged}"))
+            .unwrap();
+        store
+            .finish_run(run, t0, RunStatus::Succeeded, None)
+            .unwrap();
+        let live: LiveAccount = Err(format!("HTTP 500{forged}"));
+
+        let text = explain_with(&config, &store, "p1", t0, Some(&live)).unwrap();
+
+        let status_lines: Vec<&str> = text
+            .lines()
+            .filter(|line| line.trim_start().starts_with("status:"))
+            .collect();
+        assert_eq!(status_lines, ["  status:     suspended"], "{text}");
+        assert!(
+            !text.contains(['\u{1b}', '\r', '\u{7}']),
+            "control characters reach the terminal: {text:?}"
+        );
+        for label in [
+            "  name:",
+            "  department:",
+            "  groups:",
+            "  externalId:",
+            "  roles:",
+            "  could not be read:",
+        ] {
+            assert!(
+                text.lines()
+                    .any(|line| line.starts_with(label) && line.contains("status:     active")),
+                "{label} is not kept on its line: {text}"
+            );
+        }
+        assert!(
+            text.lines()
+                .any(|line| line.contains("HTTP 400: bad") && line.contains("status:     active")),
+            "{text}"
+        );
+    }
 }

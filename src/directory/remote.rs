@@ -59,8 +59,20 @@ impl std::fmt::Debug for Secret {
     }
 }
 
+/// The secret a secret file holds: its text without the line break(s) at its end
+/// (LF or CRLF, as editors and `echo` leave them), every other character kept, so
+/// a password may begin or end with a space as it may inline (an AD bind password
+/// trimmed of its space would fail, and repeated failures lock the account).
+/// Tokens are taken the same way: one with stray spaces is wrong in the file and
+/// fails where it is used. `None` when nothing but whitespace is left, which is
+/// refused like an empty inline secret.
+pub fn secret_in_file(text: &str) -> Option<&str> {
+    let secret = text.trim_end_matches(['\r', '\n']);
+    (!secret.trim().is_empty()).then_some(secret)
+}
+
 impl Secret {
-    /// The secret, trimmed (files usually end in a newline).
+    /// The secret ([`secret_in_file`] for a file).
     pub fn read(&self) -> Result<SecretString, DirectoryError> {
         match self {
             Secret::Inline(secret) => Ok(secret.clone()),
@@ -71,14 +83,10 @@ impl Secret {
                         file: path.clone(),
                         source,
                     })?;
-                let trimmed = text.trim();
-                if trimmed.is_empty() {
-                    return Err(DirectoryError::Settings(format!(
-                        "{key} {} is empty",
-                        path.display()
-                    )));
-                }
-                Ok(SecretString::from(trimmed.to_owned()))
+                let secret = secret_in_file(&text).ok_or_else(|| {
+                    DirectoryError::Settings(format!("{key} {} is empty", path.display()))
+                })?;
+                Ok(SecretString::from(secret.to_owned()))
             }
         }
     }
@@ -706,5 +714,33 @@ mod tests {
             "[redacted]"
         );
         std::fs::remove_dir_all(&dir).ok();
+    }
+
+    /// An AD bind password ending in a space works inline, so it must work from
+    /// `bind_password_file` too: only the file's final line break is dropped.
+    #[test]
+    fn a_secret_file_keeps_spaces_and_loses_only_its_final_line_break() {
+        let dir = tempfile::tempdir().unwrap();
+        let read = |text: &str| {
+            let path = dir.path().join("bind-password");
+            std::fs::write(&path, text).unwrap();
+            Secret::File {
+                key: "directory.bind_password_file",
+                path,
+            }
+            .read()
+            .map(|s| s.expose_secret().to_owned())
+        };
+        assert_eq!(read("pass \n").unwrap(), "pass ");
+        assert_eq!(read(" pass \r\n").unwrap(), " pass ");
+        assert_eq!(read("pass\n\n").unwrap(), "pass");
+        assert_eq!(read("pass").unwrap(), "pass");
+        for blank in ["", "\n", "  \r\n", "\t\n"] {
+            let error = read(blank).unwrap_err().to_string();
+            assert!(
+                error.contains("directory.bind_password_file") && error.contains("is empty"),
+                "{blank:?}: {error}"
+            );
+        }
     }
 }

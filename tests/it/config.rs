@@ -1435,3 +1435,237 @@ fn plain_smtp_to_a_remote_relay_is_warned_about() {
     assert!(email("smtp://mail.example.com", "allow_cleartext = true\n").is_empty());
     assert!(load(MINIMAL, &[]).unwrap().warnings().is_empty());
 }
+
+/// A username or password in a URL is refused, naming the key, the file and where
+/// the credential goes instead, and never echoing the password: URLs are stored
+/// in the database and shown in reports, emails and logs.
+#[test]
+fn credentials_in_a_url_are_refused_naming_the_key_and_where_they_go() {
+    let refused = |text: &str, key: &str, instead: &str| {
+        let error = load(text, &[]).unwrap_err();
+        assert!(
+            error.contains(&format!("key `{key}`"))
+                && error.contains("seatwarden.toml")
+                && error.contains("username or password")
+                && error.contains(instead),
+            "{text}: {error}"
+        );
+        assert!(
+            !error.contains("hunter2"),
+            "the password is echoed: {error}"
+        );
+    };
+    let workspace = |url: &str| {
+        format!(
+            "[directory]\nkind = \"file\"\npath = \"d.json\"\n\
+             [workspace]\nurl = \"{url}\"\ntoken = \"t\"\n"
+        )
+    };
+    for url in [
+        "https://svc:hunter2@scim.example.com/scim/v2",
+        "https://svc@scim.example.com/scim/v2",
+        "https://:hunter2@scim.example.com/scim/v2",
+        "http://svc:hunter2@127.0.0.1:8080/scim/v2",
+    ] {
+        refused(&workspace(url), "workspace.url", "workspace.token_file");
+    }
+    load(&workspace("https://scim.example.com/scim/v2"), &[]).unwrap();
+
+    refused(
+        &format!(
+            "[directory]\nkind = \"okta\"\nurl = \"https://svc:hunter2@acme.okta.com\"\n\
+             token = \"t\"\n{WORKSPACE}"
+        ),
+        "directory.url",
+        "directory.token_file",
+    );
+    refused(
+        &format!(
+            "[directory]\nkind = \"scim\"\nurl = \"https://svc:hunter2@idp.example.com/scim/v2\"\n\
+             token = \"t\"\n{WORKSPACE}"
+        ),
+        "directory.url",
+        "directory.token_file",
+    );
+    refused(
+        &format!(
+            "[directory]\nkind = \"entra\"\ntenant_id = \"t\"\nclient_id = \"c\"\n\
+             client_secret = \"s\"\ngraph_url = \"https://app:hunter2@graph.example.com\"\n\
+             {WORKSPACE}"
+        ),
+        "directory.graph_url",
+        "directory.client_secret_file",
+    );
+    let ldap = |url: &str| {
+        format!(
+            "[directory]\nkind = \"ldap\"\nurl = \"{url}\"\nbind_dn = \"cn=svc\"\n\
+             bind_password = \"pw\"\nbase_dn = \"dc=example\"\n{WORKSPACE}"
+        )
+    };
+    refused(
+        &ldap("ldaps://cn=svc:hunter2@dc1.example.com"),
+        "directory.url",
+        "directory.bind_password_file",
+    );
+    refused(
+        &ldap("ldaps://svc@dc1.example.com:636"),
+        "directory.url",
+        "directory.bind_password_file",
+    );
+    load(&ldap("ldaps://dc1.example.com"), &[]).unwrap();
+    // Set from the environment, the variable is named instead of the file.
+    let error = load(
+        MINIMAL,
+        &[(
+            "SEATWARDEN__WORKSPACE__URL",
+            "https://svc:hunter2@scim.example.com/scim/v2",
+        )],
+    )
+    .unwrap_err();
+    assert!(
+        error.contains("environment variable SEATWARDEN__WORKSPACE__URL")
+            && error.contains("username or password")
+            && !error.contains("hunter2"),
+        "{error}"
+    );
+}
+
+/// A secret file other users of the machine can read (or change) is warned about,
+/// naming the key, the file and the mode that silences it; the owner's 0600 and
+/// 0400 are fine, and so is group read: systemd credentials show as 0440.
+#[test]
+fn secret_files_other_users_can_read_are_warned_about() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let secret = |name: &str, mode: u32| {
+        let path = write(dir.path(), name, "s3cr3t\n");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
+        path
+    };
+    let warnings = |text: &str| {
+        let path = write(dir.path(), "seatwarden.toml", text);
+        Config::load_with_env(&path, Some(HashMap::new()))
+            .unwrap()
+            .warnings()
+    };
+    let with_token = |mode: u32| {
+        secret("workspace-token", mode);
+        warnings(
+            "[directory]\nkind = \"file\"\npath = \"d.json\"\n\
+             [workspace]\nurl = \"https://scim.example.com/scim/v2\"\n\
+             token_file = \"workspace-token\"\n",
+        )
+    };
+    for mode in [0o644, 0o444, 0o604, 0o620, 0o666] {
+        let found = with_token(mode);
+        assert_eq!(found.len(), 1, "{mode:o}: {found:?}");
+        assert!(
+            found[0].starts_with("workspace.token_file:")
+                && found[0].contains(&dir.path().join("workspace-token").display().to_string())
+                && found[0].contains(&format!("mode {mode:04o}"))
+                && found[0].contains("chmod 0600"),
+            "{mode:o}: {found:?}"
+        );
+        assert!(!found[0].contains("s3cr3t"), "{found:?}");
+    }
+    for mode in [0o600, 0o400, 0o440, 0o640] {
+        assert_eq!(with_token(mode), Vec::<String>::new(), "{mode:o}");
+    }
+
+    // Every secret file of the configuration: directory, trigger token, SMTP.
+    secret("workspace-token", 0o600);
+    secret("bind-password", 0o644);
+    secret("trigger-token", 0o604);
+    secret("smtp-password", 0o444);
+    let found = warnings(
+        "[directory]\nkind = \"ldap\"\nurl = \"ldaps://dc1.example.com\"\nbind_dn = \"cn=svc\"\n\
+         bind_password_file = \"bind-password\"\nbase_dn = \"dc=example\"\n\
+         [workspace]\nurl = \"https://scim.example.com/scim/v2\"\n\
+         token_file = \"workspace-token\"\n\
+         [http]\ntrigger_token_file = \"trigger-token\"\n\
+         [report.email]\nsmtp_url = \"smtps://mail.example.com\"\nfrom = \"sw@example.com\"\n\
+         to = [\"a@example.com\"]\nusername = \"sw\"\npassword_file = \"smtp-password\"\n",
+    );
+    let keys: Vec<&str> = found.iter().filter_map(|w| w.split(':').next()).collect();
+    assert_eq!(
+        keys,
+        [
+            "directory.bind_password_file",
+            "http.trigger_token_file",
+            "report.email.password_file"
+        ],
+        "{found:?}"
+    );
+    secret("okta-key.pem", 0o644);
+    secret("entra-secret", 0o644);
+    secret("scim-token", 0o644);
+    for (directory, key) in [
+        (
+            "kind = \"okta\"\nurl = \"https://acme.okta.com\"\nclient_id = \"c\"\n\
+             private_key_file = \"okta-key.pem\"",
+            "directory.private_key_file",
+        ),
+        (
+            "kind = \"entra\"\ntenant_id = \"t\"\nclient_id = \"c\"\n\
+             client_secret_file = \"entra-secret\"",
+            "directory.client_secret_file",
+        ),
+        (
+            "kind = \"scim\"\nurl = \"https://idp.example.com/scim/v2\"\n\
+             token_file = \"scim-token\"",
+            "directory.token_file",
+        ),
+    ] {
+        let found = warnings(&format!(
+            "[directory]\n{directory}\n[workspace]\nurl = \"https://scim.example.com/scim/v2\"\n\
+             token_file = \"workspace-token\"\n"
+        ));
+        assert_eq!(found.len(), 1, "{key}: {found:?}");
+        assert!(found[0].starts_with(&format!("{key}:")), "{found:?}");
+    }
+}
+
+/// `check-config` prints the warning for a token file every user can read, and
+/// none for one only its owner can.
+#[test]
+fn check_config_warns_about_a_world_readable_token_file() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/example/directory.json");
+    std::fs::copy(&example, dir.path().join("directory.json")).unwrap();
+    let token = write(dir.path(), "workspace-token", "very-secret-token\n");
+    let config = write(
+        dir.path(),
+        "seatwarden.toml",
+        "[directory]\nkind = \"file\"\npath = \"directory.json\"\n\n\
+         [workspace]\nurl = \"https://scim.example.com/scim/v2\"\n\
+         token_file = \"workspace-token\"\n",
+    );
+    let check = |mode: u32| {
+        std::fs::set_permissions(&token, std::fs::Permissions::from_mode(mode)).unwrap();
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_seatwarden"));
+        command
+            .args(["--config", config.to_str().unwrap(), "check-config"])
+            .env_remove("SEATWARDEN_CONFIG");
+        for (name, _) in std::env::vars() {
+            if name.starts_with("SEATWARDEN__") {
+                command.env_remove(name);
+            }
+        }
+        let out = command.output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(out.status.success(), "{mode:o}: {stderr}");
+        assert!(!stderr.contains("very-secret-token"), "{stderr}");
+        stderr
+    };
+    let stderr = check(0o644);
+    assert!(
+        stderr.contains("warning: workspace.token_file:")
+            && stderr.contains(&token.display().to_string())
+            && stderr.contains("mode 0644"),
+        "{stderr}"
+    );
+    let stderr = check(0o600);
+    assert!(!stderr.contains("warning"), "{stderr}");
+    assert!(stderr.contains("configuration OK"), "{stderr}");
+}
