@@ -36,8 +36,10 @@
 #     seatwarden
 #
 # - The process runs as uid/gid 10001: mounted secrets and the directory export
-#   must be readable by it (e.g. chown 10001 or mode 0444 on the host file;
-#   Compose/Swarm/Kubernetes secrets: set their uid or mode accordingly).
+#   must be readable by it: for a secret, chown 10001 and chmod 0400 on the host
+#   file (a mode others can read, such as 0444, works but is warned about at every
+#   start); Compose/Swarm/Kubernetes secrets: set their uid and mode accordingly.
+#   The directory export is not secret: 0444 is fine.
 #   Directory credentials (directory-token, ldap-password, …), the SMTP password
 #   and the trigger token are mounted and pointed at the same way, e.g.
 #   -v /etc/seatwarden/directory-token:/run/secrets/directory-token:ro
