@@ -2245,6 +2245,104 @@ mod tests {
         assert!(same(Attribute::UserName, Some("ADA"), Some("ada")));
         assert!(!same(Attribute::GivenName, Some("ada"), Some("Ada")));
         assert!(!same(Attribute::Email, None, Some("a@x")));
+        // Over the same inputs, verification calls a change made exactly when the
+        // plan sees no drift left, the folds that must not turn a non-ASCII
+        // letter into ASCII (Kelvin sign, dotted I) and a word-final sigma included.
+        let pairs = [
+            ("élodie@example.com", "Élodie@Example.com"),
+            ("ADA@x.com", "ada@x.com"),
+            ("\u{212A}im@ex.com", "kim@ex.com"),
+            ("\u{130}da@ex.com", "ida@ex.com"),
+            ("ΟΔΟΣ@ex.com", "οδος@ex.com"),
+            ("straße@ex.com", "STRASSE@ex.com"),
+            ("ada@x.com", "bob@x.com"),
+        ];
+        for (actual, wanted) in pairs {
+            for (a, w) in [(actual, wanted), (wanted, actual)] {
+                for attribute in [Attribute::UserName, Attribute::Email] {
+                    assert_eq!(
+                        same(attribute, Some(a), Some(w)),
+                        !plan_sees_drift(attribute, a, w),
+                        "{attribute:?}: {a:?} shown, {w:?} wanted"
+                    );
+                }
+            }
+        }
+    }
+
+    /// Whether the plan finds `attribute` drift on a linked account showing
+    /// `actual` where the directory gives `wanted`.
+    fn plan_sees_drift(attribute: Attribute, actual: &str, wanted: &str) -> bool {
+        use crate::model::{
+            Account, ActionKind, DirectorySnapshot, Identity, IdentityStatus, Link, Role,
+            WorkspaceSnapshot,
+        };
+        use crate::plan::{DeprovisionAction, PlanSettings, Retention};
+        use crate::policy::{PolicySettings, Protected, UnmatchedAccounts, desired_state};
+        let pick = |which: Attribute, value: &str| {
+            if which == attribute {
+                value
+            } else {
+                "same@x.com"
+            }
+            .to_owned()
+        };
+        let directory = DirectorySnapshot {
+            identities: vec![Identity {
+                id: "i1".into(),
+                user_name: pick(Attribute::UserName, wanted),
+                email: Some(pick(Attribute::Email, wanted)),
+                given_name: None,
+                family_name: None,
+                display_name: None,
+                status: IdentityStatus::Active,
+                department: None,
+                groups: vec![],
+            }],
+            complete: true,
+        };
+        let workspace = WorkspaceSnapshot {
+            accounts: vec![Account {
+                id: "a1".into(),
+                user_name: pick(Attribute::UserName, actual),
+                external_id: Some("i1".into()),
+                given_name: None,
+                family_name: None,
+                display_name: None,
+                email: Some(pick(Attribute::Email, actual)),
+                active: true,
+                roles: vec![],
+            }],
+            groups: vec![],
+        };
+        let policy = PolicySettings {
+            scope_groups: vec![],
+            default_role: Role::Viewer,
+            mappings: vec![],
+            manage_roles: false,
+        };
+        let settings = PlanSettings {
+            deprovision: DeprovisionAction::Deactivate,
+            retention: Retention::default(),
+            unmatched_accounts: UnmatchedAccounts::Report,
+            manage_roles: false,
+            protected: Protected::default(),
+        };
+        let links = [Link {
+            identity_id: "i1".into(),
+            account_id: "a1".into(),
+        }];
+        let plan = crate::plan::plan(
+            &desired_state(&directory, &policy),
+            &directory,
+            &workspace,
+            &links,
+            &settings,
+        );
+        plan.actions.iter().any(|a| {
+            matches!(&a.kind, ActionKind::UpdateAttributes { changes, .. }
+                if changes.iter().any(|c| c.attribute == attribute))
+        })
     }
 
     const MS: Duration = Duration::from_millis(1);

@@ -184,7 +184,8 @@ pub fn run_limit(limits: &Limits, min_population: usize, managed: usize) -> usiz
     if managed < min_population {
         return limits.per_run;
     }
-    let share = (limits.percent / 100.0 * managed as f64).floor();
+    // Multiplied before dividing: `29.0 / 100.0 * 100.0` is 28.999…, one short.
+    let share = (limits.percent * managed as f64 / 100.0).floor();
     // NaN and negative shares mean "no percentage allowance" rather than a wrap.
     let by_percent = if share.is_finite() && share > 0.0 {
         share as usize

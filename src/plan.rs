@@ -2974,8 +2974,28 @@ mod tests {
             "*admin@ex.com".into(),
             "break?lass".into(),
         ]);
+        // An unprotected leaver beside them: the plan is not simply empty.
+        fx.identities
+            .push(ident("gone", IdentityStatus::Suspended, &[]));
+        fx.accounts.push(acct("4", "gone"));
+        // A leaver whose directory userName is not protected, linked to an account
+        // whose userName is: the account is left alone all the same.
+        fx.identities
+            .push(ident("left", IdentityStatus::Deprovisioned, &[]));
+        fx.accounts.push(acct("5", "left"));
+        fx.accounts[4].user_name = "ops-admin@ex.com".into();
+        fx.links.push(link("left", "5"));
         let plan = fx.plan();
-        assert!(plan.actions.is_empty(), "{:#?}", plan.actions);
+        let got: Vec<_> = plan.actions.iter().map(|a| &a.kind).collect();
+        assert_eq!(
+            got,
+            [&ActionKind::Deactivate {
+                account_id: "4".into()
+            }],
+            "{:#?}",
+            plan.actions
+        );
+        assert_eq!(plan.actions[0].identity_id.as_deref(), Some("gone"));
     }
 
     #[test]

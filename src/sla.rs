@@ -327,10 +327,27 @@ mod tests {
     }
 
     #[test]
-    fn a_leaver_seen_again_keeps_the_first_detection_time() {
+    /// `observe` returns changes, not entries: a leaver seen again changes nothing
+    /// about their open episode (no second one, no cancellation), so the episode
+    /// detected first, with its detection time, is the one that stands. A new
+    /// leaver in the same observation is opened as of now.
+    fn a_leaver_seen_again_leaves_the_open_episode_alone() {
         let open = [entry(1, "a", -30)];
-        let changes = observe(&open, &[leaver("a")], &[], t(0), Duration::hours(1));
-        assert!(changes.open.is_empty(), "{changes:?}");
+        let changes = observe(
+            &open,
+            &[leaver("a"), leaver("b")],
+            &[],
+            t(0),
+            Duration::hours(1),
+        );
+        let opened: Vec<_> = changes
+            .open
+            .iter()
+            .map(|e| (e.identity_id.as_str(), e.detected_at))
+            .collect();
+        assert_eq!(opened, [("b", t(0))], "{changes:?}");
+        assert!(changes.cancel.is_empty(), "{changes:?}");
+        assert!(changes.returned.is_empty(), "{changes:?}");
     }
 
     #[test]

@@ -9,7 +9,7 @@ use std::collections::BTreeSet;
 use proptest::prelude::*;
 use proptest::sample::subsequence;
 
-use seatwarden::guard::{GuardInput, GuardSettings, deprovision_limit, guard, run_limit};
+use seatwarden::guard::{GuardInput, GuardSettings, Limits, guard, run_limit};
 use seatwarden::model::{
     Account, AccountRef, ActionClass, ActionKind, DirectorySnapshot, DriftKind, Identity,
     IdentityStatus, Link, Plan, Role, WorkspaceGroup, WorkspaceSnapshot,
@@ -33,6 +33,49 @@ fn email() -> impl Strategy<Value = Option<String>> {
 
 fn user_name() -> impl Strategy<Value = String> {
     (0..40usize, any::<bool>()).prop_map(|(n, up)| cased(format!("user{n}"), up))
+}
+
+/// An account's userName: mostly a directory-style `userN`, sometimes one of the
+/// addresses identities carry as their email (an account matched, or protected,
+/// by an identity's email rather than its userName).
+fn account_user_name() -> impl Strategy<Value = String> {
+    prop_oneof![
+        2 => user_name(),
+        1 => (0..30usize, any::<bool>()).prop_map(|(n, up)| cased(format!("mail{n}@ex.com"), up)),
+    ]
+}
+
+/// Protected directory groups as an operator might spell them: never exactly the
+/// directory's lower-case names, so a comparison that does not fold case (and
+/// trim) protects nobody.
+fn protected_groups() -> impl Strategy<Value = Vec<String>> {
+    subsequence(vec!["Eng", "OPS", " Misc "], 0..=2)
+        .prop_map(|groups| groups.into_iter().map(str::to_owned).collect())
+}
+
+/// Whether a protected group spelling names the directory group `group`, as
+/// `safety.protected_groups` documents: trimmed, case aside.
+fn names_group(spelling: &str, group: &str) -> bool {
+    spelling.trim().eq_ignore_ascii_case(group.trim())
+}
+
+/// The documented glob, written out independently of `Protected::matches`: `*`
+/// any run of characters, `?` exactly one, case aside (ASCII names here).
+fn glob(pattern: &[char], text: &[char]) -> bool {
+    match pattern.split_first() {
+        None => text.is_empty(),
+        Some(('*', rest)) => (0..=text.len()).any(|skip| glob(rest, &text[skip..])),
+        Some((p, rest)) => text
+            .split_first()
+            .is_some_and(|(t, text)| (*p == '?' || p.eq_ignore_ascii_case(t)) && glob(rest, text)),
+    }
+}
+
+fn glob_protects(patterns: &[String], user_name: &str) -> bool {
+    let text: Vec<char> = user_name.chars().collect();
+    patterns
+        .iter()
+        .any(|p| glob(&p.chars().collect::<Vec<_>>(), &text))
 }
 
 fn small_name(prefix: &'static str) -> impl Strategy<Value = Option<String>> {
@@ -82,7 +125,7 @@ fn roles() -> impl Strategy<Value = Vec<String>> {
 fn account(index: usize) -> impl Strategy<Value = Account> {
     (
         proptest::option::weighted(0.5, 0..IDENTITY_IDS),
-        user_name(),
+        account_user_name(),
         email(),
         small_name("G"),
         small_name("F"),
@@ -170,74 +213,91 @@ fn scenario() -> impl Strategy<Value = Scenario> {
         proptest::option::of(0..60i64),
         30,
     ));
-    (identities, accounts, groups, links, knobs, retention).prop_map(
-        |(
-            identities,
-            accounts,
-            groups,
-            links,
-            (scoped, manage_roles, deprovision, unmatched),
-            retention,
-        )| {
-            let now = chrono::DateTime::from_timestamp(1_800_000_000, 0).unwrap();
-            let retention = match retention {
-                None => Retention::default(),
-                Some(days) => Retention {
-                    delete_after: chrono::TimeDelta::days(30),
-                    deactivated_since: accounts
-                        .iter()
-                        .zip(days)
-                        .filter(|(account, _)| !account.active)
-                        .filter_map(|(account, days)| {
-                            Some((account.id.clone(), now - chrono::TimeDelta::days(days?)))
-                        })
-                        .collect(),
-                    now,
-                },
-            };
-            let mapping = |group: &str, workspace_group: &str, role| Mapping {
-                group: group.into(),
-                workspace_group: workspace_group.into(),
-                role,
-            };
-            Scenario {
-                directory: DirectorySnapshot {
+    // Protected accounts: a few patterns, and the members of protected directory
+    // groups (spelt in another case than the directory's).
+    let protected = (
+        subsequence(vec!["user1*", "USER?", "*3", "MAIL2*", "u*r5"], 0..=2),
+        protected_groups(),
+    );
+    (
+        identities, accounts, groups, links, knobs, retention, protected,
+    )
+        .prop_map(
+            |(
+                identities,
+                accounts,
+                groups,
+                links,
+                (scoped, manage_roles, deprovision, unmatched),
+                retention,
+                (patterns, protected_groups),
+            )| {
+                let now = chrono::DateTime::from_timestamp(1_800_000_000, 0).unwrap();
+                let retention = match retention {
+                    None => Retention::default(),
+                    Some(days) => Retention {
+                        delete_after: chrono::TimeDelta::days(30),
+                        deactivated_since: accounts
+                            .iter()
+                            .zip(days)
+                            .filter(|(account, _)| !account.active)
+                            .filter_map(|(account, days)| {
+                                Some((account.id.clone(), now - chrono::TimeDelta::days(days?)))
+                            })
+                            .collect(),
+                        now,
+                    },
+                };
+                let mapping = |group: &str, workspace_group: &str, role| Mapping {
+                    group: group.into(),
+                    workspace_group: workspace_group.into(),
+                    role,
+                };
+                // The plan does not read `complete` (the guard holds what an
+                // incomplete read would take away: `guard_limits_hold`), so the
+                // plan-level properties keep complete directories.
+                let directory = DirectorySnapshot {
                     identities,
                     complete: true,
-                },
-                workspace: WorkspaceSnapshot { accounts, groups },
-                links: links
-                    .into_iter()
-                    .map(|(i, a)| Link {
-                        identity_id: format!("i{i}"),
-                        account_id: format!("a{a}"),
-                    })
-                    .collect(),
-                policy: PolicySettings {
-                    scope_groups: if scoped {
-                        vec!["eng".into(), "design".into(), "ops".into()]
-                    } else {
-                        vec![]
+                };
+                let patterns: Vec<String> = patterns.into_iter().map(str::to_owned).collect();
+                let protected =
+                    Protected::new(&patterns).with_members_of(&protected_groups, &directory);
+                Scenario {
+                    directory,
+                    workspace: WorkspaceSnapshot { accounts, groups },
+                    links: links
+                        .into_iter()
+                        .map(|(i, a)| Link {
+                            identity_id: format!("i{i}"),
+                            account_id: format!("a{a}"),
+                        })
+                        .collect(),
+                    policy: PolicySettings {
+                        scope_groups: if scoped {
+                            vec!["eng".into(), "design".into(), "ops".into()]
+                        } else {
+                            vec![]
+                        },
+                        default_role: Role::Viewer,
+                        mappings: vec![
+                            mapping("eng", "Engineering", Role::Editor),
+                            mapping("leads", "ENGINEERING", Role::Maintainer),
+                            mapping("design", "Design", Role::Commenter),
+                            mapping("ops", "Ops", Role::Owner),
+                        ],
+                        manage_roles,
                     },
-                    default_role: Role::Viewer,
-                    mappings: vec![
-                        mapping("eng", "Engineering", Role::Editor),
-                        mapping("leads", "ENGINEERING", Role::Maintainer),
-                        mapping("design", "Design", Role::Commenter),
-                        mapping("ops", "Ops", Role::Owner),
-                    ],
-                    manage_roles,
-                },
-                settings: PlanSettings {
-                    deprovision,
-                    retention,
-                    unmatched_accounts: unmatched,
-                    manage_roles,
-                    protected: Protected::default(),
-                },
-            }
-        },
-    )
+                    settings: PlanSettings {
+                        deprovision,
+                        retention,
+                        unmatched_accounts: unmatched,
+                        manage_roles,
+                        protected,
+                    },
+                }
+            },
+        )
 }
 
 /// Every existing account id an action names, and every identity it is for.
@@ -270,6 +330,73 @@ fn touched(plan: &Plan) -> (BTreeSet<String>, BTreeSet<String>) {
     (accounts, identities)
 }
 
+/// The per-run limit as documented, computed here rather than by the guard: the
+/// count, tightened to floor(percent × managed / 100) once there are at least
+/// `min_population` managed accounts. Percentages are drawn in quarters of a
+/// percent, so this is exact integer arithmetic.
+fn documented_run_cap(
+    per_run: usize,
+    quarter_percent: u32,
+    min_population: usize,
+    managed: usize,
+) -> usize {
+    if managed < min_population {
+        per_run
+    } else {
+        per_run.min(quarter_percent as usize * managed / 400)
+    }
+}
+
+fn quarter_percents(below: u32) -> impl Strategy<Value = u32> {
+    0..below * 4
+}
+
+/// A percentage the decimal way does not round: 29 % of 100 accounts is 29.
+#[test]
+fn a_percentage_limit_is_not_lost_to_rounding() {
+    for (percent, managed, cap) in [
+        (29.0, 100, 29),
+        (58.0, 50, 29),
+        (57.0, 100, 57),
+        (10.0, 30, 3),
+    ] {
+        let limits = Limits {
+            per_run: 1000,
+            percent,
+            per_day: 1000,
+        };
+        assert_eq!(
+            run_limit(&limits, 0, managed),
+            cap,
+            "{percent} % of {managed}"
+        );
+    }
+}
+
+/// What a plan does to the existing account `id`: each action naming it (a
+/// membership batch by its group and direction only, since its other members are
+/// not this account's business), without seqs.
+fn naming(plan: &Plan, id: &str) -> Vec<String> {
+    plan.actions
+        .iter()
+        .filter_map(|action| match &action.kind {
+            ActionKind::AddMembers { group, members } => members
+                .iter()
+                .any(|m| matches!(m, AccountRef::Existing { id: m } if m == id))
+                .then(|| format!("add to {group:?} ({:?})", action.reason)),
+            ActionKind::RemoveMembers { group, members } => members
+                .iter()
+                .any(|m| m == id)
+                .then(|| format!("remove from {group:?} ({:?})", action.reason)),
+            kind if kind.account_id() == Some(id) => Some(format!(
+                "{kind:?} ({:?}, {})",
+                action.reason, action.subject
+            )),
+            _ => None,
+        })
+        .collect()
+}
+
 fn active_owners(workspace: &WorkspaceSnapshot) -> usize {
     workspace
         .accounts
@@ -283,9 +410,9 @@ proptest! {
 
     /// Applying a plan and planning again plans nothing; applying that plan changes
     /// nothing. The one exception is bookkeeping, not a write: when the first plan
-    /// deleted a leaver's linked account after its retention period, a second
-    /// account of theirs (a duplicate, its own clock still running) is linked in
-    /// its place by the next plan.
+    /// deleted a leaver's linked account, a second account of theirs that it left
+    /// alone (a duplicate whose own retention clock still runs, or a protected
+    /// one) is linked in its place by the next plan.
     #[test]
     fn plans_converge_and_are_idempotent(s in scenario()) {
         let first = s.plan();
@@ -296,7 +423,7 @@ proptest! {
             let deleted_for: Vec<&str> = first
                 .actions
                 .iter()
-                .filter(|a| matches!(a.kind, ActionKind::Delete { deactivated_since: Some(_), .. }))
+                .filter(|a| matches!(a.kind, ActionKind::Delete { .. }))
                 .filter_map(|a| a.identity_id.as_deref())
                 .collect();
             for link in &second.new_links {
@@ -403,6 +530,57 @@ proptest! {
         }
     }
 
+    /// Protection takes away exactly what it protects and nothing else: for every
+    /// account the patterns do not match (judged by the documented glob, not by
+    /// `Protected::matches`) and that no protected identity claims, the actions
+    /// naming it are the same with and without the patterns.
+    #[test]
+    fn protection_changes_nothing_for_the_unprotected(
+        mut s in scenario(),
+        patterns in subsequence(
+            vec!["user1*", "USER?", "*3", "user2", "u*r5", "MAIL1?@EX.COM", "*l2*"],
+            1..=3,
+        ),
+    ) {
+        let patterns: Vec<String> = patterns.into_iter().map(str::to_owned).collect();
+        s.settings.protected = Protected::default();
+        let open = s.plan();
+        s.settings.protected = Protected::new(&patterns);
+        let guarded = s.plan();
+        // An account an action for a protected identity names is protected through
+        // that identity (its directory userName).
+        let protected_identities: BTreeSet<&str> = s
+            .directory
+            .identities
+            .iter()
+            .filter(|i| glob_protects(&patterns, &i.user_name))
+            .map(|i| i.id.as_str())
+            .collect();
+        let claimed: BTreeSet<&str> = s
+            .workspace
+            .accounts
+            .iter()
+            .filter(|account| {
+                open.actions.iter().any(|a| {
+                    a.identity_id.as_deref().is_some_and(|i| protected_identities.contains(i))
+                        && !naming(&Plan { actions: vec![a.clone()], ..Plan::default() }, &account.id).is_empty()
+                })
+            })
+            .map(|account| account.id.as_str())
+            .collect();
+        for account in &s.workspace.accounts {
+            if glob_protects(&patterns, &account.user_name) || claimed.contains(account.id.as_str()) {
+                continue;
+            }
+            prop_assert_eq!(
+                naming(&open, &account.id),
+                naming(&guarded, &account.id),
+                "{}",
+                account.user_name
+            );
+        }
+    }
+
     /// The guard lets no more deprovisions through than its limit, none from an
     /// incomplete directory, never leaves the workspace without an active Owner, and
     /// never adds, drops or reorders actions.
@@ -410,7 +588,7 @@ proptest! {
     fn guard_limits_hold(
         s in scenario(),
         max in 0..12usize,
-        percent in 0.0..60.0f64,
+        quarter_percent in quarter_percents(60),
         min_population in 0..20usize,
         managed in 0..40usize,
         complete in proptest::bool::weighted(0.8),
@@ -418,7 +596,7 @@ proptest! {
         let plan = s.plan();
         let settings = GuardSettings {
             max_deprovisions: max,
-            max_deprovision_percent: percent,
+            max_deprovision_percent: f64::from(quarter_percent) / 4.0,
             min_population_for_percent: min_population,
             ..GuardSettings::unlimited()
         };
@@ -434,7 +612,25 @@ proptest! {
             .runnable()
             .filter(|a| a.kind.threshold_class().is_some_and(|(c, _)| c == ActionClass::Deprovision))
             .count();
-        prop_assert!(deprovisions <= deprovision_limit(&settings, managed));
+        let cap = documented_run_cap(max, quarter_percent, min_population, managed);
+        prop_assert!(deprovisions <= cap, "{deprovisions} > {cap}");
+        if complete {
+            // The guard holds a class only when the whole of it is over the limit.
+            let planned = plan
+                .actions
+                .iter()
+                .filter(|a| a.kind.threshold_class().is_some_and(|(c, _)| c == ActionClass::Deprovision))
+                .count();
+            let threshold_held = guarded.held().any(|a| {
+                a.kind.threshold_class().is_some_and(|(c, _)| c == ActionClass::Deprovision)
+                    && matches!(a.held, Some(seatwarden::model::HoldReason::Threshold { .. }))
+            });
+            if planned <= cap {
+                prop_assert!(!threshold_held, "{} within {} held", planned, cap);
+            } else {
+                prop_assert_eq!(deprovisions, 0, "over {} all wait", cap);
+            }
+        }
         if !complete {
             // Nothing that takes access away: an incomplete read proves nothing.
             let takes_access = |a: &&seatwarden::model::Action| {
@@ -454,14 +650,13 @@ proptest! {
     #[test]
     fn protected_group_members_are_never_touched(
         mut s in scenario(),
-        groups in subsequence(vec!["eng", "ops", "misc"], 1..=2),
+        groups in protected_groups().prop_filter("some group", |g| !g.is_empty()),
     ) {
-        let groups: Vec<String> = groups.into_iter().map(str::to_owned).collect();
         s.settings.protected = Protected::default().with_members_of(&groups, &s.directory);
         let plan = s.plan();
         let (accounts, identities) = touched(&plan);
         for identity in &s.directory.identities {
-            if !identity.groups.iter().any(|g| groups.contains(g)) {
+            if !identity.groups.iter().any(|g| groups.iter().any(|p| names_group(p, g))) {
                 continue;
             }
             prop_assert!(!identities.contains(&identity.id), "{} touched", identity.user_name);
@@ -480,7 +675,7 @@ proptest! {
     #[test]
     fn no_plan_passes_a_threshold(
         s in scenario(),
-        limits in proptest::collection::vec((0..8usize, 0.0..50.0f64, 0..16usize), 5),
+        limits in proptest::collection::vec((0..8usize, quarter_percents(50), 0..16usize), 5),
         recent in proptest::collection::vec(0..12usize, 5),
         min_population in 0..20usize,
         managed in 0..40usize,
@@ -490,19 +685,19 @@ proptest! {
         let plan = s.plan();
         let settings = GuardSettings {
             max_deprovisions: limits[0].0,
-            max_deprovision_percent: limits[0].1,
+            max_deprovision_percent: f64::from(limits[0].1) / 4.0,
             max_deprovisions_per_day: limits[0].2,
             max_membership_removals: limits[1].0,
-            max_membership_removal_percent: limits[1].1,
+            max_membership_removal_percent: f64::from(limits[1].1) / 4.0,
             max_membership_removals_per_day: limits[1].2,
             max_role_downgrades: limits[2].0,
-            max_role_downgrade_percent: limits[2].1,
+            max_role_downgrade_percent: f64::from(limits[2].1) / 4.0,
             max_role_downgrades_per_day: limits[2].2,
             max_deletions: limits[3].0,
-            max_deletion_percent: limits[3].1,
+            max_deletion_percent: f64::from(limits[3].1) / 4.0,
             max_deletions_per_day: limits[3].2,
             max_renames: limits[4].0,
-            max_rename_percent: limits[4].1,
+            max_rename_percent: f64::from(limits[4].1) / 4.0,
             max_renames_per_day: limits[4].2,
             min_population_for_percent: min_population,
             owner_mapped,
@@ -558,7 +753,9 @@ proptest! {
                 continue;
             }
             let limits = settings.limits(class);
-            let run_cap = run_limit(&limits, min_population, managed);
+            // Drawn in quarters of a percent: read back exactly.
+            let quarter_percent = (limits.percent * 4.0).round() as u32;
+            let run_cap = documented_run_cap(limits.per_run, quarter_percent, min_population, managed);
             let within = planned <= run_cap && planned + input.recent.get(class) <= limits.per_day;
             let threshold_held = guarded.held().any(|a| {
                 a.kind.threshold_class().is_some_and(|(c, _)| c == class)

@@ -1505,7 +1505,7 @@ async fn a_404_from_a_workspace_whose_users_endpoint_does_not_answer_is_not_gone
     )
     .await
     .unwrap();
-    assert!(outcome.enforced >= 1, "{outcome:?}");
+    assert_eq!(outcome.enforced, 1, "{outcome:?}");
     let episode = store
         .lock()
         .unwrap()
@@ -1515,6 +1515,17 @@ async fn a_404_from_a_workspace_whose_users_endpoint_does_not_answer_is_not_gone
         .find(|e| e.identity_id == leaver_id)
         .unwrap();
     assert!(episode.verified_at.is_some(), "{episode:?}");
+    let account_id = episode.account_id.as_deref().unwrap();
+    let account = sandbox
+        .snapshot()
+        .accounts
+        .into_iter()
+        .find(|a| a.id == account_id)
+        .unwrap_or_else(|| panic!("{account_id} not in the workspace"));
+    assert!(
+        !account.active,
+        "the leaver's account is deactivated: {account:?}"
+    );
     sandbox.shutdown().await;
 }
 

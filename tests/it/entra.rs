@@ -1137,7 +1137,19 @@ async fn a_protected_group_missing_from_the_tenant_is_an_error() {
         message.contains("\"IT Adminz\"") && message.contains("safety.protected_groups"),
         "{message}"
     );
-    assert!(snapshot(&["TASKADE EDITORS"], &[]).await.is_ok());
+    let people = snapshot(&["TASKADE EDITORS"], &[]).await.unwrap();
+    let in_editors = |id: &str| {
+        people
+            .identities
+            .iter()
+            .find(|i| i.id == id)
+            .unwrap_or_else(|| panic!("{id} not read"))
+            .groups
+            .iter()
+            .any(|g| g.eq_ignore_ascii_case("Taskade Editors"))
+    };
+    assert!(in_editors("a1"), "{:?}", people.identities);
+    assert!(!in_editors("a2"), "{:?}", people.identities);
     assert!(snapshot(&[], &["Nobody Mapped"]).await.is_ok());
 }
 

@@ -51,7 +51,12 @@ async fn access_export_justifies_every_account() {
         mapped.workspace_groups.contains(&"Finance".to_owned()),
         "{mapped:?}"
     );
-    assert!(mapped.identity_user_name.is_some());
+    assert_eq!(
+        mapped.identity_user_name.as_deref(),
+        Some("liam.kowalski@example.com"),
+        "{mapped:?}"
+    );
+    assert_eq!(mapped.identity_id.as_deref(), Some("00u1011"), "{mapped:?}");
 
     let csv = export.to_csv().unwrap();
     let mut reader = csv::Reader::from_reader(csv.as_bytes());

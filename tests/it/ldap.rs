@@ -245,7 +245,12 @@ async fn interop_ldap_a_missing_protected_group_is_refused() {
         message.contains("\"Desing\"") && message.contains("safety.protected_groups"),
         "{message}"
     );
-    assert!(with("design").await.is_ok());
+    let people = with("design").await.unwrap();
+    let ben = people
+        .iter()
+        .find(|p| p.user_name == "ben@example.com")
+        .unwrap();
+    assert!(ben.groups.iter().any(|g| g == "Design"), "{:?}", ben.groups);
 }
 
 #[tokio::test]

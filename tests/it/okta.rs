@@ -587,7 +587,19 @@ async fn a_missing_protected_group_is_an_error_a_missing_mapping_group_is_not() 
         "{message}"
     );
     // Names compare as policy compares them: without regard to case.
-    assert!(snapshot(&["taskade editors"], &[]).await.is_ok());
+    let people = snapshot(&["taskade editors"], &[]).await.unwrap();
+    let in_editors = |id: &str| {
+        people
+            .identities
+            .iter()
+            .find(|i| i.id == id)
+            .unwrap_or_else(|| panic!("{id} not read"))
+            .groups
+            .iter()
+            .any(|g| g.eq_ignore_ascii_case("Taskade Editors"))
+    };
+    assert!(in_editors("00u1"), "{:?}", people.identities);
+    assert!(!in_editors("00u2"), "{:?}", people.identities);
     assert!(snapshot(&[], &["Nobody Mapped"]).await.is_ok());
 }
 

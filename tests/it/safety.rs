@@ -1786,6 +1786,33 @@ async fn plan_on_a_source_fault_exits_5_and_approve_with_the_breaker_open_exits_
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reconcile_run_by_hand_waits_for_the_writer_lock() {
     use std::io::BufRead;
+    /// Blocks until `/proc/locks` lists `pid` as waiting for a lock: the child is
+    /// parked in flock, not merely about to be. Panics if it exits first.
+    fn wait_until_blocked_on_a_lock(child: &mut std::process::Child) {
+        let pid = child.id().to_string();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        loop {
+            let locks = std::fs::read_to_string("/proc/locks").unwrap();
+            // "1: -> FLOCK  ADVISORY  WRITE <pid> <dev:inode> 0 EOF" for a waiter.
+            let waiting = locks.lines().any(|line| {
+                let fields: Vec<&str> = line.split_whitespace().collect();
+                fields.get(1) == Some(&"->") && fields.get(5) == Some(&pid.as_str())
+            });
+            if waiting {
+                return;
+            }
+            let exited = child.try_wait().unwrap();
+            assert!(
+                exited.is_none(),
+                "exited without waiting for the lock: {exited:?}"
+            );
+            assert!(
+                std::time::Instant::now() < deadline,
+                "never waited for the lock:\n{locks}"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
     // An empty workspace: the reconcile has every account to create.
     let env = env_with(10, Some(WorkspaceSnapshot::default()), "").await;
     let held = seatwarden::store::WriterLock::acquire_blocking(&env.config.state.path, |_| {
@@ -1826,14 +1853,16 @@ async fn a_reconcile_run_by_hand_waits_for_the_writer_lock() {
             ),
         }
     }
-    // A reconcile that went on regardless would have begun its run and its writes
-    // by now; one that waits stays put however long this takes.
-    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
-    assert!(child.try_wait().unwrap().is_none(), "still waiting");
+    // Not a pause long enough to hope a reconcile going on regardless would have
+    // shown itself: the child is seen parked on the lock, and whatever it did before
+    // is on record. The lock comes first, so nothing at all, not even a read, has
+    // reached the workspace.
+    wait_until_blocked_on_a_lock(&mut child);
     assert_eq!(
-        env.sandbox.stats().writes,
+        env.sandbox.stats().requests,
         0,
-        "nothing written while waiting"
+        "nothing sent while waiting: {:?}",
+        env.sandbox.stats()
     );
     assert_eq!(
         env.store().latest_run(&[]).unwrap(),
@@ -1866,6 +1895,33 @@ async fn a_reconcile_run_by_hand_waits_for_the_writer_lock() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn resume_waits_for_the_writer_lock() {
     use std::io::BufRead;
+    /// Blocks until `/proc/locks` lists `pid` as waiting for a lock: the child is
+    /// parked in flock, not merely about to be. Panics if it exits first.
+    fn wait_until_blocked_on_a_lock(child: &mut std::process::Child) {
+        let pid = child.id().to_string();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        loop {
+            let locks = std::fs::read_to_string("/proc/locks").unwrap();
+            // "1: -> FLOCK  ADVISORY  WRITE <pid> <dev:inode> 0 EOF" for a waiter.
+            let waiting = locks.lines().any(|line| {
+                let fields: Vec<&str> = line.split_whitespace().collect();
+                fields.get(1) == Some(&"->") && fields.get(5) == Some(&pid.as_str())
+            });
+            if waiting {
+                return;
+            }
+            let exited = child.try_wait().unwrap();
+            assert!(
+                exited.is_none(),
+                "exited without waiting for the lock: {exited:?}"
+            );
+            assert!(
+                std::time::Instant::now() < deadline,
+                "never waited for the lock:\n{locks}"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
     let env = env_with(10, None, "").await;
     env.store()
         .set_circuit(&seatwarden::circuit::CircuitRecord {
@@ -1905,8 +1961,9 @@ async fn resume_waits_for_the_writer_lock() {
             ),
         }
     }
-    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
-    assert!(child.try_wait().unwrap().is_none(), "still waiting");
+    // Seen parked on the lock rather than given a while: a resume that went on
+    // regardless has closed the breaker or exited by the time it waits on anything.
+    wait_until_blocked_on_a_lock(&mut child);
     assert!(env.store().circuit().unwrap().opened_at.is_some());
 
     drop(held);

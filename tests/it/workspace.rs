@@ -1561,8 +1561,31 @@ async fn unusable_service_provider_configs_are_tolerated() {
             .respond_with(answer)
             .mount(&server)
             .await;
+        Mock::given(method("GET"))
+            .and(path("/scim/v2/Users"))
+            .respond_with(users_provider(3, |_| Some(3)))
+            .mount(&server)
+            .await;
+        mount_empty_groups(&server).await;
+        Mock::given(method("PATCH"))
+            .and(path("/scim/v2/Users/u2"))
+            .and(body_json(json!({
+                "schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"],
+                "Operations": [{"op": "replace", "path": "active", "value": false}],
+            })))
+            .respond_with(ResponseTemplate::new(204))
+            .expect(1)
+            .mount(&server)
+            .await;
         let client = client(&server);
         client.discover().await.unwrap();
+        // The client goes on with its defaults: the configured page size, and
+        // PATCH for a deactivation.
+        let snapshot = client.snapshot(&no_progress).await.unwrap();
+        assert_eq!(ids(&snapshot.accounts), expected_ids(3));
+        assert_eq!(user_requests(&server).await, vec![(1, 100), (4, 100)]);
+        client.set_active("u2", false).await.unwrap();
+        server.verify().await;
     }
 }
 
