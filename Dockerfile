@@ -48,7 +48,8 @@
 #   (config/seatwarden.example.toml has it). A fresh named volume takes the
 #   image's ownership (10001, 0700); a bind-mounted host directory must be
 #   owned by 10001.
-# - SIGTERM lets the in-flight action finish (bounded at 30 s): Docker's default
+# - SIGTERM starts no further write and lets those already sent finish and be
+#   journaled (bounded at 30 s; the next run sends the rest): Docker's default
 #   10 s grace is too short, hence --stop-timeout 45 (Compose:
 #   stop_grace_period: 45s; Kubernetes: terminationGracePeriodSeconds: 45).
 # - --read-only is supported: the only writes go to the volume and /tmp

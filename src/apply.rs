@@ -17,6 +17,11 @@
 //! opening is stored the moment it happens, so it survives a run that fails or is
 //! killed afterwards; the caller stores it again with the whole run's failures.
 //!
+//! Stopping ([`until_stopped`]): once the [`StopSignal`] is set (the daemon got
+//! SIGTERM), no further write is started. Writes already sent finish and are
+//! verified and journaled as usual; the rest of the phase is journaled failed ("not
+//! sent"), later phases stay planned, and the next run plans them again.
+//!
 //! Linking writes nothing to the workspace: the plan's matched links
 //! (`Plan::new_links`) are stored while the changes are verified.
 //!
@@ -53,7 +58,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::future::Future;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -136,6 +141,69 @@ fn report_progress(progress: ApplyProgress) {
 /// [`with_progress`]): an inner scope would take it from them.
 pub fn progress_is_heard() -> bool {
     PROGRESS.try_with(|_| ()).is_ok()
+}
+
+/// Set once the process is stopping: an apply watching it (see [`until_stopped`])
+/// starts no further write. Clones share the one flag.
+#[derive(Debug, Clone, Default)]
+pub struct StopSignal(Arc<AtomicBool>);
+
+impl StopSignal {
+    pub fn new() -> StopSignal {
+        StopSignal::default()
+    }
+
+    pub fn stop(&self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+
+    pub fn is_stopped(&self) -> bool {
+        self.0.load(Ordering::SeqCst)
+    }
+}
+
+/// One flag is one signal.
+impl PartialEq for StopSignal {
+    fn eq(&self, other: &StopSignal) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
+impl Eq for StopSignal {}
+
+/// What an apply watching a [`StopSignal`] shares with its caller.
+struct StopWatch {
+    signal: StopSignal,
+    /// Runnable actions left unsent because the signal was set.
+    unsent: AtomicUsize,
+}
+
+tokio::task_local! {
+    static STOP: Arc<StopWatch>;
+}
+
+/// Runs `applying` with the applies it makes on this task (through
+/// [`apply_with_breaker`]) watching `signal`, and returns how many runnable
+/// actions they left unsent because it was set. A task-local, like
+/// [`with_progress`]: the safety net's circuit-breaker wrapper sits in between.
+pub async fn until_stopped<F: Future>(signal: StopSignal, applying: F) -> (F::Output, usize) {
+    let watch = Arc::new(StopWatch {
+        signal,
+        unsent: AtomicUsize::new(0),
+    });
+    let output = STOP.scope(Arc::clone(&watch), applying).await;
+    (output, watch.unsent.load(Ordering::SeqCst))
+}
+
+/// Whether this task's apply was told to stop.
+fn stop_requested() -> bool {
+    STOP.try_with(|watch| watch.signal.is_stopped())
+        .unwrap_or(false)
+}
+
+/// Counts `count` actions left unsent because of the stop.
+fn count_unsent(count: usize) {
+    let _ = STOP.try_with(|watch| watch.unsent.fetch_add(count, Ordering::SeqCst));
 }
 
 /// Objects created during this run, so later phases can refer to them.
@@ -505,6 +573,14 @@ impl Executor<'_> {
             self.with_store(|s| s.mark_failed(self.run, action.seq, Utc::now(), message))?;
             return Ok(Executed::Failed);
         }
+        // Checked as each write is about to start (`bounded` builds this future only
+        // when a slot frees): after the stop, nothing more leaves.
+        if stop_requested() {
+            let message = "not sent: seatwarden was stopping; the next run plans it again";
+            self.with_store(|s| s.mark_failed(self.run, action.seq, Utc::now(), message))?;
+            count_unsent(1);
+            return Ok(Executed::NotSent);
+        }
         let started = Instant::now();
         let written = self.write(action).await;
         if let Ok(mut latency) = self.write_latency.lock() {
@@ -555,6 +631,9 @@ enum Executed {
     ToVerify,
     /// Journaled failed with the provider's message.
     Failed,
+    /// Not sent because the process was stopping: journaled failed ("not sent"),
+    /// but no failed write (for the circuit breaker's trial, say).
+    NotSent,
 }
 
 fn phase(kind: &ActionKind) -> u8 {
@@ -640,9 +719,18 @@ pub async fn apply_with_breaker(
         phases.entry(phase(&action.kind)).or_default().push(action);
     }
     let mut executed: HashMap<u32, Executed> = HashMap::new();
-    for (_, actions) in phases {
+    let mut phases = phases.into_values();
+    while let Some(actions) = phases.next() {
         // Later phases stay `planned` (not run): nothing of them was sent.
         if executor.breaker_open() {
+            break;
+        }
+        if stop_requested() {
+            count_unsent(actions.len() + phases.map(|later| later.len()).sum::<usize>());
+            tracing::warn!(
+                run = executor.run,
+                "stopping: no further writes this run; the next run plans the actions not sent again"
+            );
             break;
         }
         // Journal-before-write for the whole phase in one commit: a row is

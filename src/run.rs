@@ -91,14 +91,23 @@ pub enum RunError {
         .0.first
     )]
     AccountsUnread(crate::sweep::UnreadAccounts),
+    /// The process was stopping: the writes already sent were finished and
+    /// verified, the rest not sent (the next run plans them again).
+    #[error(
+        "stopped before the plan was applied: seatwarden was stopping; {unsent} actions were \
+         not sent, and the next run plans them again"
+    )]
+    Stopped { unsent: usize },
 }
 
 impl crate::retry::Transient for RunError {
     fn is_transient(&self) -> bool {
         match self {
-            RunError::Config(_) | RunError::Poisoned | RunError::Notify(_) | RunError::Task(_) => {
-                false
-            }
+            RunError::Config(_)
+            | RunError::Poisoned
+            | RunError::Notify(_)
+            | RunError::Task(_)
+            | RunError::Stopped { .. } => false,
             RunError::Directory(e) => e.is_transient(),
             RunError::Workspace(e) => e.is_transient(),
             RunError::AccountsUnread(unread) => unread.transient,
@@ -196,6 +205,23 @@ pub async fn execute(config: &Config, store: Store, mode: Mode) -> Result<RunOut
     execute_with(config, &directory, &client, store, mode).await
 }
 
+/// [`execute`] for the daemon: once `stop` is set, the apply starts no further
+/// write (see [`RunOptions::stop`]).
+pub async fn execute_until_stopped(
+    config: &Config,
+    store: Store,
+    mode: Mode,
+    stop: apply::StopSignal,
+) -> Result<RunOutcome, RunError> {
+    let client = ScimClient::new(config.scim_settings()?)?;
+    let directory = directory_from_config(config);
+    let options = RunOptions {
+        stop,
+        ..RunOptions::default()
+    };
+    execute_with_options(config, &directory, &client, store, mode, options).await
+}
+
 /// [`execute`] with the connectors supplied (tests, demo).
 pub async fn execute_with(
     config: &Config,
@@ -216,7 +242,7 @@ pub async fn execute_with(
 }
 
 /// Per-run choices beyond the mode.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RunOptions {
     /// The time the safety rules judge by (24 h window, settle window, circuit
     /// cool-down); `None`: the clock. Tests pass it to move time without sleeping.
@@ -228,6 +254,10 @@ pub struct RunOptions {
     /// `max_directory_shrink_percent` is accepted this run and becomes the new
     /// baseline (an empty one never is). Audited.
     pub accept_directory: bool,
+    /// Set when the process is stopping (the daemon's SIGTERM): the apply starts no
+    /// further write, lets those sent finish and be journaled, and the run fails
+    /// with [`RunError::Stopped`]. Never set for a command run by hand.
+    pub stop: apply::StopSignal,
 }
 
 /// [`execute_with`] with [`RunOptions`].
@@ -599,16 +629,23 @@ async fn pipeline(
             relist_requests,
             now,
         );
-        circuit_report = if show_progress && !apply::progress_is_heard() {
+        let applying = apply::until_stopped(options.stop.clone(), applying);
+        let (applied, unsent) = if show_progress && !apply::progress_is_heard() {
             let (hook, printed) = apply_progress_printer();
             let applied = apply::with_progress(hook, applying).await;
             if printed.load(Ordering::Relaxed) {
                 eprintln!();
             }
-            applied?
+            applied
         } else {
-            applying.await?
+            applying.await
         };
+        circuit_report = applied?;
+        // What was sent is verified and journaled (and the circuit stored); the
+        // run is not complete, so it is not recorded as a success.
+        if unsent > 0 {
+            return Err(RunError::Stopped { unsent });
+        }
     }
 
     tracing::debug!(elapsed_ms = since(started_at), "applied and verified");

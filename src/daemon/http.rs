@@ -15,11 +15,17 @@
 //! - `POST /reconcile` — starts a reconcile now; only when `http.trigger_token_file`
 //!   is set, with `Authorization: Bearer <token>` compared in constant time.
 //!
+//! The listener caps its connections ([`ConnectionLimits`]: 64 at once, the rest
+//! wait to be accepted), closes one whose request headers take over 10 s, and at
+//! the stop gives requests being answered 5 s: a local user holding connections
+//! open can neither use up the daemon's file descriptors nor hold up its stop.
+//!
 //! The handlers that read the state database (`/readyz`, `/metrics`, `/status`)
 //! read it on the blocking pool: a prune's VACUUM can hold it for seconds, and the
 //! async workers are shared with `/healthz` and the scheduler.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Router;
 use axum::body::Body;
@@ -27,17 +33,48 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::Response;
 use axum::routing::{get, post};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::service::TowerToHyperService;
 use secrecy::ExposeSecret;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::task::JoinSet;
 
 use super::{RECONCILE, Shared};
 use crate::schedule::next_fire;
 use crate::sla;
 use crate::store::{RunKind, StoreError};
 
+/// Limits on the listener's connections: without them a local user holding
+/// connections open with an unfinished request uses up the daemon's file
+/// descriptors (its SCIM and directory connections then fail) and keeps a stop
+/// waiting forever.
+#[derive(Debug, Clone, Copy)]
+pub struct ConnectionLimits {
+    /// Connections served at once; further ones wait in the kernel's accept queue
+    /// (holding none of the daemon's descriptors) until one closes.
+    pub max_connections: usize,
+    /// A request's headers must arrive within this; else the connection is closed.
+    /// Also closes a kept-alive connection idle this long.
+    pub header_read_timeout: Duration,
+    /// After the stop, how long requests being answered get before the remaining
+    /// connections are dropped.
+    pub shutdown_grace: Duration,
+}
+
+impl Default for ConnectionLimits {
+    fn default() -> Self {
+        ConnectionLimits {
+            max_connections: 64,
+            header_read_timeout: Duration::from_secs(10),
+            shutdown_grace: Duration::from_secs(5),
+        }
+    }
+}
+
 pub async fn serve(
     listener: tokio::net::TcpListener,
     shared: Arc<Shared>,
-    mut stop: tokio::sync::watch::Receiver<bool>,
+    stop: tokio::sync::watch::Receiver<bool>,
 ) {
     let app = Router::new()
         .route("/healthz", get(healthz))
@@ -46,14 +83,106 @@ pub async fn serve(
         .route("/status", get(status))
         .route("/reconcile", post(trigger))
         .with_state(shared);
-    let served = axum::serve(listener, app)
-        .with_graceful_shutdown(async move {
-            let _ = stop.wait_for(|stopped| *stopped).await;
-        })
-        .await;
-    if let Err(e) = served {
-        tracing::error!(error = %e, "HTTP listener stopped with an error");
+    serve_router(listener, app, stop, ConnectionLimits::default()).await;
+}
+
+/// Serves `app` on `listener` within `limits` until `stop` turns true, then lets
+/// the requests being answered finish for at most `limits.shutdown_grace`.
+pub(crate) async fn serve_router(
+    listener: tokio::net::TcpListener,
+    app: Router,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+    limits: ConnectionLimits,
+) {
+    let slots = Arc::new(Semaphore::new(limits.max_connections.max(1)));
+    let mut connections = JoinSet::new();
+    loop {
+        // A slot first: at the cap, nothing is accepted until a connection closes.
+        let slot = tokio::select! {
+            slot = Arc::clone(&slots).acquire_owned() => match slot {
+                Ok(slot) => slot,
+                Err(_) => break,
+            },
+            _ = stopped(&mut stop) => break,
+        };
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            _ = stopped(&mut stop) => break,
+        };
+        // Finished connections' results, so the set does not grow without end.
+        while connections.try_join_next().is_some() {}
+        let stream = match accepted {
+            Ok((stream, _peer)) => stream,
+            Err(e) if is_connection_error(&e) => continue,
+            Err(e) => {
+                // Out of descriptors, most likely: accepting again at once would
+                // spin; some may be free in a moment.
+                tracing::error!(error = %e, "HTTP listener cannot accept a connection");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
+        };
+        connections.spawn(serve_connection(
+            stream,
+            app.clone(),
+            stop.clone(),
+            limits.header_read_timeout,
+            slot,
+        ));
     }
+    drop(listener);
+    let drained = tokio::time::timeout(limits.shutdown_grace, async {
+        while connections.join_next().await.is_some() {}
+    })
+    .await;
+    if drained.is_err() {
+        tracing::warn!(
+            connections = connections.len(),
+            "HTTP connections still open after the shutdown grace; closing them"
+        );
+        connections.abort_all();
+    }
+}
+
+/// One connection, holding its `slot` until it closes. At the stop it finishes
+/// the request it is answering and closes (at once when between requests).
+async fn serve_connection(
+    stream: tokio::net::TcpStream,
+    app: Router,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+    header_read_timeout: Duration,
+    _slot: OwnedSemaphorePermit,
+) {
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(header_read_timeout);
+    let connection = builder.serve_connection(TokioIo::new(stream), TowerToHyperService::new(app));
+    tokio::pin!(connection);
+    let served = tokio::select! {
+        served = connection.as_mut() => served,
+        _ = stopped(&mut stop) => {
+            connection.as_mut().graceful_shutdown();
+            connection.await
+        }
+    };
+    if let Err(e) = served {
+        tracing::debug!(error = %e, "HTTP connection ended with an error");
+    }
+}
+
+/// Resolves once `stop` turns true (or its sender is gone).
+async fn stopped(stop: &mut tokio::sync::watch::Receiver<bool>) {
+    let _ = stop.wait_for(|stopped| *stopped).await;
+}
+
+fn is_connection_error(e: &std::io::Error) -> bool {
+    matches!(
+        e.kind(),
+        std::io::ErrorKind::ConnectionRefused
+            | std::io::ErrorKind::ConnectionAborted
+            | std::io::ErrorKind::ConnectionReset
+    )
 }
 
 fn text(status: StatusCode, body: impl Into<String>) -> Response {
@@ -491,5 +620,120 @@ mod tests {
         assert!(!constant_time_eq(b"secret", b"secreT"));
         assert!(!constant_time_eq(b"secret", b"secret2"));
         assert!(!constant_time_eq(b"", b"x"));
+    }
+
+    mod limits {
+        use std::time::Duration;
+
+        use axum::Router;
+        use axum::routing::get;
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        use tokio::net::{TcpListener, TcpStream};
+        use tokio::time::{Instant, timeout};
+
+        use super::super::{ConnectionLimits, serve_router};
+
+        const PARTIAL: &[u8] = b"GET /ok HTTP/1.1\r\n";
+        const WHOLE: &[u8] = b"GET /ok HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n";
+
+        /// A listener serving `GET /ok` within `limits`, its address, and its stop.
+        async fn listening(
+            limits: ConnectionLimits,
+        ) -> (
+            std::net::SocketAddr,
+            tokio::sync::watch::Sender<bool>,
+            tokio::task::JoinHandle<()>,
+        ) {
+            let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let addr = listener.local_addr().unwrap();
+            let app = Router::new().route("/ok", get(|| async { "ok" }));
+            let (stop, stopped) = tokio::sync::watch::channel(false);
+            let server = tokio::spawn(serve_router(listener, app, stopped, limits));
+            (addr, stop, server)
+        }
+
+        async fn sending(addr: std::net::SocketAddr, bytes: &[u8]) -> TcpStream {
+            let mut stream = TcpStream::connect(addr).await.unwrap();
+            stream.write_all(bytes).await.unwrap();
+            stream
+        }
+
+        /// Paused time: the runtime jumps ahead whenever every task waits, so a
+        /// connection that is never closed shows up as the test's own timeout.
+        #[tokio::test(start_paused = true)]
+        async fn a_request_whose_headers_never_end_is_closed_after_the_header_timeout() {
+            let (addr, _stop, _server) = listening(ConnectionLimits {
+                max_connections: 4,
+                header_read_timeout: Duration::from_secs(10),
+                shutdown_grace: Duration::from_secs(5),
+            })
+            .await;
+            let started = Instant::now();
+            let mut stalled = sending(addr, PARTIAL).await;
+            let mut answer = Vec::new();
+            timeout(Duration::from_secs(60), stalled.read_to_end(&mut answer))
+                .await
+                .expect("the stalled connection is still open after 60 s")
+                .unwrap();
+            let waited = started.elapsed();
+            assert!(
+                waited >= Duration::from_secs(10) && waited < Duration::from_secs(11),
+                "closed after {waited:?}"
+            );
+            // The listener still serves whole requests.
+            let mut whole = sending(addr, WHOLE).await;
+            let mut answer = String::new();
+            whole.read_to_string(&mut answer).await.unwrap();
+            assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+        }
+
+        #[tokio::test(start_paused = true)]
+        async fn a_stalled_connection_does_not_hold_up_the_stop() {
+            let (addr, stop, server) = listening(ConnectionLimits {
+                max_connections: 4,
+                header_read_timeout: Duration::from_secs(3600),
+                shutdown_grace: Duration::from_secs(5),
+            })
+            .await;
+            let _stalled = sending(addr, PARTIAL).await;
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            let stopping = Instant::now();
+            stop.send(true).unwrap();
+            timeout(Duration::from_secs(60), server)
+                .await
+                .expect("the listener still waits for the stalled connection after 60 s")
+                .unwrap();
+            assert!(stopping.elapsed() <= Duration::from_secs(6));
+        }
+
+        /// At the cap, a further connection's request is not answered until one of
+        /// the connections being served closes.
+        #[tokio::test(start_paused = true)]
+        async fn connections_beyond_the_cap_wait_until_one_closes() {
+            let (addr, _stop, _server) = listening(ConnectionLimits {
+                max_connections: 2,
+                header_read_timeout: Duration::from_secs(3600),
+                shutdown_grace: Duration::from_secs(5),
+            })
+            .await;
+            let first = sending(addr, PARTIAL).await;
+            let _second = sending(addr, PARTIAL).await;
+            let mut third = sending(addr, WHOLE).await;
+            let mut byte = [0u8; 1];
+            assert!(
+                timeout(Duration::from_secs(60), third.read(&mut byte))
+                    .await
+                    .is_err(),
+                "a connection beyond the cap was answered"
+            );
+            drop(first);
+            let mut answer = Vec::new();
+            timeout(Duration::from_secs(60), third.read_to_end(&mut answer))
+                .await
+                .expect("the waiting connection was not served after one closed")
+                .unwrap();
+            let answer = String::from_utf8_lossy(&answer);
+            assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+        }
     }
 }

@@ -21,7 +21,9 @@
 //! optional `POST /reconcile`, systemd notifications (READY after the database and
 //! listener are up, WATCHDOG from the scheduler loop, RELOADING/STOPPING), SIGHUP
 //! to reload the configuration (an invalid one is logged and the old one kept), and
-//! SIGTERM/SIGINT to stop: no new job starts, running ones get
+//! SIGTERM/SIGINT to stop: no new job starts, a running reconcile starts no further
+//! write (those sent finish and are verified and journaled; the run is recorded
+//! failed, "stopped", and the next one plans the rest again), running jobs get
 //! [`STOP_GRACE`] to finish, and the journal stays consistent either way because
 //! every write was journaled before it was sent.
 
@@ -33,7 +35,7 @@ pub mod status;
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
@@ -41,6 +43,7 @@ use chrono::{DateTime, Utc};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use secrecy::SecretString;
 
+use crate::apply::StopSignal;
 use crate::config::{Config, ConfigError, DaemonSettings};
 use crate::run::{self, Mode, RunError};
 use crate::schedule::{self, Clock, JobCounters, JobSpec, Schedule, Scheduler, StartJob};
@@ -143,7 +146,9 @@ pub struct Shared {
     started: std::time::Instant,
     /// Milliseconds after `started` of the scheduler loop's last pass (liveness).
     last_tick: AtomicI64,
-    stopping: AtomicBool,
+    /// Set at SIGTERM/SIGINT: no job starts, and a running reconcile starts no
+    /// further write.
+    stopping: StopSignal,
     metrics: Option<PrometheusHandle>,
     trigger_token: RwLock<Option<SecretString>>,
     start: RwLock<Option<StartJob>>,
@@ -179,7 +184,7 @@ impl Shared {
 
     /// Starts a job now unless it runs already (`POST /reconcile`).
     pub fn trigger(&self, name: &'static str) -> bool {
-        if self.stopping.load(Ordering::SeqCst) {
+        if self.stopping.is_stopped() {
             return false;
         }
         let start = self.start.read().ok().and_then(|s| s.clone());
@@ -352,7 +357,7 @@ pub async fn run(
         tick,
         started: std::time::Instant::now(),
         last_tick: AtomicI64::new(0),
-        stopping: AtomicBool::new(false),
+        stopping: StopSignal::new(),
         metrics,
         trigger_token: RwLock::new(trigger_token),
         start: RwLock::new(None),
@@ -421,7 +426,7 @@ pub async fn run(
         }
     }
 
-    shared.stopping.store(true, Ordering::SeqCst);
+    shared.stopping.stop();
     notify(&[sd_notify::NotifyState::Stopping]);
     if !schedule::wait_idle(&counters, STOP_GRACE).await {
         let running: Vec<&str> = counters
@@ -431,7 +436,9 @@ pub async fn run(
             .collect();
         tracing::warn!(
             jobs = ?running,
-            "jobs still running after the grace period; their journaled actions resume at next start"
+            "jobs still running after the grace period; stopping anyway: a write already \
+             sent may be cut off before its result is recorded, and the next start recovers \
+             the actions left in flight"
         );
     }
     let _ = http_stop.send(true);
@@ -498,7 +505,7 @@ fn reload(shared: &Shared, path: &Path) {
 
 /// One job run: recorded in the `jobs` table and in metrics whatever happens.
 async fn run_job(shared: Arc<Shared>, name: &'static str) {
-    if shared.stopping.load(Ordering::SeqCst) {
+    if shared.stopping.is_stopped() {
         return;
     }
     // Jobs that write to the workspace or prune take the writer lock; mail and the
@@ -530,7 +537,7 @@ async fn run_job(shared: Arc<Shared>, name: &'static str) {
             Err(e) => (None, Some(format!("cannot take the writer lock: {e}"))),
         },
     };
-    if shared.stopping.load(Ordering::SeqCst) {
+    if shared.stopping.is_stopped() {
         return;
     }
     let started = shared.now();
@@ -601,7 +608,7 @@ async fn run_job(shared: Arc<Shared>, name: &'static str) {
     // While stopping no job starts, so it goes out here, within the stop grace.
     if let Some(notifier) = notifier.as_ref().filter(|_| name != MAIL)
         && !shared.trigger(MAIL)
-        && shared.stopping.load(Ordering::SeqCst)
+        && shared.stopping.is_stopped()
     {
         match Store::open(&shared.config().state.path) {
             Ok(mut store) => notifier.deliver(&mut store, finished).await,
@@ -632,7 +639,9 @@ async fn reconcile_job(
 ) -> Result<(), RunError> {
     let config = shared.config();
     let store = Store::open(&config.state.path)?;
-    let outcome = run::execute(&config, store, Mode::Reconcile).await?;
+    let outcome =
+        run::execute_until_stopped(&config, store, Mode::Reconcile, shared.stopping.clone())
+            .await?;
     let summary = &outcome.report.summary;
     metrics::histogram!("seatwarden_run_duration_seconds")
         .record((outcome.report.finished_at - outcome.report.started_at).as_seconds_f64());

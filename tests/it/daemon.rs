@@ -684,7 +684,7 @@ async fn a_writer_lock_that_cannot_be_taken_fails_the_job_visibly() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sigterm_mid_run_lets_the_run_finish_and_leaves_no_action_in_flight() {
+async fn sigterm_mid_run_sends_no_further_write_and_leaves_no_action_in_flight() {
     // Slow enough that the first reconcile is still writing when SIGTERM arrives.
     let sandbox = demo_sandbox(Faults {
         latency: Duration::from_millis(150),
@@ -724,8 +724,11 @@ async fn sigterm_mid_run_lets_the_run_finish_and_leaves_no_action_in_flight() {
         .latest_run(&[seatwarden::store::RunKind::Reconcile])
         .unwrap()
         .unwrap();
-    assert_eq!(run.status, seatwarden::store::RunStatus::Succeeded, "{log}");
-    // The run was still going when the signal came, and went on to its end.
+    // Stopped after the writes it had sent, not run to its end.
+    assert_eq!(run.status, seatwarden::store::RunStatus::Failed, "{log}");
+    let error = run.error.clone().unwrap_or_default();
+    assert!(error.contains("seatwarden was stopping"), "{error}");
+    // The run was still going when the signal came, and recorded its end.
     let finished_at = run.finished_at.unwrap();
     let writes_after = sandbox.stats().writes;
     assert!(
@@ -734,7 +737,7 @@ async fn sigterm_mid_run_lets_the_run_finish_and_leaves_no_action_in_flight() {
          did not come mid-run (writes: {writes_at_signal} at the signal, {writes_after} after)"
     );
 
-    // Nothing is left half-done: the next plan has nothing to do.
+    // Nothing is left half-done, and what was not sent is planned again.
     let plan = Command::new(env!("CARGO_BIN_EXE_seatwarden"))
         .args([
             "--config",
@@ -747,7 +750,7 @@ async fn sigterm_mid_run_lets_the_run_finish_and_leaves_no_action_in_flight() {
         .unwrap();
     assert_eq!(
         plan.status.code(),
-        Some(0),
+        Some(2),
         "{}",
         String::from_utf8_lossy(&plan.stdout)
     );
@@ -2334,4 +2337,167 @@ fn a_cut_off_hold_dates_only_an_episode_of_the_same_loss() {
         seatwarden::sweep::backdate_cut_off(&mut store, &finished).unwrap(),
         0
     );
+}
+
+/// A connection that sends part of a request and then nothing does not hold up
+/// SIGTERM (hyper's graceful shutdown waits for it; the listener bounds that wait).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_http_connection_does_not_hold_up_sigterm() {
+    let sandbox = demo_sandbox(Faults::default()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let env = daemon_env(dir.path(), &sandbox, port, "0 0 1 1 *");
+    let daemon = start_daemon(dir.path(), env, port);
+    wait_for("the first reconcile", Duration::from_secs(60), || {
+        daemon.logged("job finished")
+    })
+    .await;
+    let mut stalled = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    stalled.write_all(b"GET /healthz HTTP/1.1\r\n").unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    let signalled = Instant::now();
+    let (code, log) = daemon.terminate();
+    let took = signalled.elapsed();
+    assert_eq!(code, Some(0), "{log}");
+    // The listener's shutdown grace is 5 s (its header timeout 10 s).
+    assert!(
+        took < Duration::from_secs(9),
+        "stopped after {took:?}\n{log}"
+    );
+    drop(stalled);
+    sandbox.shutdown().await;
+}
+
+/// A stop mid-apply: no write starts after it, the writes sent are verified and
+/// journaled (nothing left in flight), the run is recorded failed as stopped, and
+/// the next run sends what was not sent, once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stop_mid_apply_sends_nothing_more_and_the_next_run_sends_the_rest_once() {
+    use seatwarden::apply::StopSignal;
+    use seatwarden::run::{self, Mode, RunError, RunOptions};
+    use seatwarden::store::{ActionState, RunKind, RunStatus};
+
+    // One write at a time, each slow: the stop comes with at most one in flight.
+    let sandbox = demo_sandbox(Faults {
+        latency: Duration::from_millis(100),
+        writes_only: true,
+        ..Faults::default()
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut env = daemon_env(dir.path(), &sandbox, free_port(), "0 0 1 1 *");
+    // Twenty joiners: a phase of creates long enough for the stop to fall inside.
+    let directory_path = dir.path().join("directory.json");
+    let mut people: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&directory_path).unwrap()).unwrap();
+    for n in 0..20 {
+        people["users"]
+            .as_array_mut()
+            .unwrap()
+            .push(serde_json::json!({
+                "id": format!("00u9{n:03}"),
+                "userName": format!("joiner{n}@example.com"),
+                "email": format!("joiner{n}@example.com"),
+                "givenName": "Joiner",
+                "familyName": format!("Number{n}"),
+                "displayName": format!("Joiner Number{n}"),
+                "status": "active",
+                "groups": ["Taskade Users"]
+            }));
+    }
+    std::fs::write(&directory_path, people.to_string()).unwrap();
+    env.push((
+        "SEATWARDEN__WORKSPACE__MAX_CONCURRENCY".to_owned(),
+        "1".to_owned(),
+    ));
+    let config = seatwarden::config::Config::load_with_env(
+        &dir.path().join("seatwarden.toml"),
+        Some(env.into_iter().collect()),
+    )
+    .unwrap();
+    assert_eq!(config.workspace.max_concurrency, 1);
+    let client = seatwarden::workspace::ScimClient::new(config.scim_settings().unwrap()).unwrap();
+    let directory = run::directory_from_config(&config);
+    let open = || Store::open(&config.state.path).unwrap();
+
+    let stop = StopSignal::new();
+    let stopping = async {
+        while sandbox.stats().writes < 4 {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        stop.stop();
+        sandbox.stats().writes
+    };
+    let options = RunOptions {
+        stop: stop.clone(),
+        ..RunOptions::default()
+    };
+    let (stopped, writes_at_stop) = tokio::join!(
+        run::execute_with_options(
+            &config,
+            &directory,
+            &client,
+            open(),
+            Mode::Reconcile,
+            options
+        ),
+        stopping
+    );
+    let first_writes = sandbox.stats().writes;
+    // At most the one write in flight at the stop was answered after it.
+    assert!(
+        first_writes <= writes_at_stop + 1,
+        "{first_writes} writes, {writes_at_stop} when the stop came"
+    );
+    let unsent = match stopped {
+        Err(RunError::Stopped { unsent }) => unsent,
+        other => panic!("not stopped: {other:?}"),
+    };
+
+    let store = open();
+    let run = store.latest_run(&[RunKind::Reconcile]).unwrap().unwrap();
+    assert_eq!(run.status, RunStatus::Failed);
+    let error = run.error.unwrap_or_default();
+    assert!(error.contains("seatwarden was stopping"), "{error}");
+    assert!(
+        store.interrupted().unwrap().is_empty(),
+        "a row left in flight"
+    );
+    let journal = store.journal(run.id).unwrap();
+    let count = |state: ActionState| journal.iter().filter(|row| row.state == state).count();
+    let runnable = journal.len() - count(ActionState::Held);
+    assert!(runnable >= 20, "only {runnable} writes planned");
+    // The stop fell inside a phase: part of it was not sent.
+    assert!(count(ActionState::Failed) > 0, "{journal:?}");
+    // Every action sent is verified; every other one was not sent.
+    assert_eq!(
+        count(ActionState::Applied) as u64,
+        first_writes,
+        "{journal:?}"
+    );
+    assert_eq!(
+        count(ActionState::Applied) + unsent,
+        runnable,
+        "{journal:?}"
+    );
+    for row in journal
+        .iter()
+        .filter(|row| row.state == ActionState::Failed)
+    {
+        let message = row.last_error.clone().unwrap_or_default();
+        assert!(message.starts_with("not sent"), "{message}");
+    }
+    drop(store);
+
+    // The next run plans and sends exactly what was not sent.
+    let next = run::execute_with(&config, &directory, &client, open(), Mode::Reconcile)
+        .await
+        .unwrap();
+    assert_eq!(next.plan.runnable().count(), unsent);
+    assert_eq!(sandbox.stats().writes - first_writes, unsent as u64);
+    let converged = run::execute_with(&config, &directory, &client, open(), Mode::Plan)
+        .await
+        .unwrap();
+    assert_eq!(converged.plan.runnable().count(), 0);
+    sandbox.shutdown().await;
 }
