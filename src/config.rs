@@ -14,8 +14,9 @@
 //! `SecretString` and print as `[redacted]`. A secret file (every `*_file` key
 //! but certificates and CAs) is taken as it is but for the line break(s) at its
 //! end (LF or CRLF): a password that begins or ends with a space keeps it, as it
-//! does inline, and tokens are read the same way
-//! ([`crate::directory::secret_in_file`]). An empty or blank inline secret is
+//! does inline ([`crate::directory::secret_in_file`]); tokens, client secrets and
+//! keys lose surrounding whitespace, which none has
+//! ([`crate::directory::token_in_file`]). An empty or blank inline secret is
 //! refused at load, as an empty or blank secret file is at use. A secret file that
 //! other users can read, or others than its owner change, is allowed (containers
 //! mount secrets 0444) but warned about ([`Config::warnings`]); group read is not,
@@ -30,7 +31,7 @@ use serde::{Deserialize, Serialize, Serializer};
 use crate::directory::{
     Directory, EntraAuth, EntraSettings, EntraSource, EntraUserName, FileSource, LdapFlavor,
     LdapSettings, LdapSource, OktaAuth, OktaSettings, OktaSource, OktaUserName, RequiredGroup,
-    ScimDirectorySettings, ScimDirectorySource, Secret, secret_in_file,
+    ScimDirectorySettings, ScimDirectorySource, Secret, secret_in_file, token_in_file,
 };
 use crate::guard::GuardSettings;
 use crate::model::Role;
@@ -938,7 +939,8 @@ impl Config {
         Ok(config)
     }
 
-    /// The `config` crate rounds a fraction given for a whole number (`2.5` → 3):
+    /// The `config` crate rounds a fraction given for a whole number (`2.5` → 3; `4.0`
+    /// is 4, and fine):
     /// `max_deprovisions = 2.5` would allow three. Every number in the file is
     /// compared with the type its key took in the loaded configuration; a fraction
     /// where a count belongs is refused. (Values from the environment are text,
@@ -1487,8 +1489,6 @@ impl Config {
         })
     }
 
-    /// Delivery settings with the password read (from `password_file` at each call,
-    /// so a rotated credential is picked up); `None` without `[report.email]`.
     /// Reads every secret (never printing it) and parses every key, certificate and
     /// export the configuration names: what `check-config` does.
     pub fn check_files(&self) -> Result<(), ConfigError> {
@@ -1520,6 +1520,8 @@ impl Config {
         }
     }
 
+    /// Delivery settings with the password read (from `password_file` at each call,
+    /// so a rotated credential is picked up); `None` without `[report.email]`.
     pub fn mail_settings(&self) -> Result<Option<crate::mail::MailSettings>, ConfigError> {
         let Some(email) = &self.report.email else {
             return Ok(None);
@@ -2161,7 +2163,7 @@ impl Config {
             file: file.clone(),
             source,
         })?;
-        let token = secret_in_file(&text).ok_or_else(|| {
+        let token = token_in_file(&text).ok_or_else(|| {
             self.key_error(
                 "workspace.token_file",
                 format!("{} is empty", file.display()),
@@ -2359,7 +2361,7 @@ impl Config {
             file: file.clone(),
             source,
         })?;
-        let token = secret_in_file(&text).ok_or_else(|| {
+        let token = token_in_file(&text).ok_or_else(|| {
             self.key_error(
                 "http.trigger_token_file",
                 format!("{} is empty", file.display()),
@@ -2392,7 +2394,9 @@ fn fraction_for_whole_number(
             format!("{prefix}.{key}")
         };
         let found = match (value, expected) {
-            (Value::Float(fraction), Value::Integer(_)) => Some((name, *fraction)),
+            (Value::Float(fraction), Value::Integer(_)) if fraction.fract() != 0.0 => {
+                Some((name, *fraction))
+            }
             (Value::Table(file), Value::Table(loaded)) => {
                 fraction_for_whole_number(file, loaded, &name)
             }
@@ -2404,7 +2408,7 @@ fn fraction_for_whole_number(
                     (Value::Table(file), Value::Table(loaded)) => {
                         fraction_for_whole_number(file, loaded, &format!("{name}[{i}]"))
                     }
-                    (Value::Float(fraction), Value::Integer(_)) => {
+                    (Value::Float(fraction), Value::Integer(_)) if fraction.fract() != 0.0 => {
                         Some((format!("{name}[{i}]"), *fraction))
                     }
                     _ => None,

@@ -30,7 +30,7 @@ pub use entra::{EntraAuth, EntraSettings, EntraSource, EntraUserName};
 pub use file::FileSource;
 pub use ldap::{LdapFlavor, LdapSettings, LdapSource};
 pub use okta::{OktaAuth, OktaSettings, OktaSource, OktaUserName};
-pub use remote::{RemoteStats, Secret, secret_in_file};
+pub use remote::{RemoteStats, Secret, secret_in_file, token_in_file};
 pub use scim::{ScimDirectorySettings, ScimDirectorySource};
 
 /// Why a directory could not be read. A file error is never transient: the file

@@ -59,20 +59,27 @@ impl std::fmt::Debug for Secret {
     }
 }
 
-/// The secret a secret file holds: its text without the line break(s) at its end
-/// (LF or CRLF, as editors and `echo` leave them), every other character kept, so
-/// a password may begin or end with a space as it may inline (an AD bind password
-/// trimmed of its space would fail, and repeated failures lock the account).
-/// Tokens are taken the same way: one with stray spaces is wrong in the file and
-/// fails where it is used. `None` when nothing but whitespace is left, which is
-/// refused like an empty inline secret.
+/// The password a password file holds: its text without the line break(s) at its
+/// end (LF or CRLF, as editors and `echo` leave them), every other character kept,
+/// so a password may begin or end with a space as it may inline (an AD bind
+/// password trimmed of its space would fail, and repeated failures lock the
+/// account). `None` when nothing but whitespace is left, which is refused like an
+/// empty inline secret.
 pub fn secret_in_file(text: &str) -> Option<&str> {
     let secret = text.trim_end_matches(['\r', '\n']);
     (!secret.trim().is_empty()).then_some(secret)
 }
 
+/// The token (or client secret) a file holds, without surrounding whitespace: no
+/// token has any, and one pasted with a stray space would otherwise be sent with
+/// it (a trigger token's never matches, as HTTP trims header values).
+pub fn token_in_file(text: &str) -> Option<&str> {
+    Some(text.trim()).filter(|token| !token.is_empty())
+}
+
 impl Secret {
-    /// The secret ([`secret_in_file`] for a file).
+    /// The secret: from a `*password_file`, [`secret_in_file`]; from any other
+    /// file (tokens, client secrets, keys), [`token_in_file`].
     pub fn read(&self) -> Result<SecretString, DirectoryError> {
         match self {
             Secret::Inline(secret) => Ok(secret.clone()),
@@ -83,7 +90,12 @@ impl Secret {
                         file: path.clone(),
                         source,
                     })?;
-                let secret = secret_in_file(&text).ok_or_else(|| {
+                let secret = if key.ends_with("password_file") {
+                    secret_in_file(&text)
+                } else {
+                    token_in_file(&text)
+                };
+                let secret = secret.ok_or_else(|| {
                     DirectoryError::Settings(format!("{key} {} is empty", path.display()))
                 })?;
                 Ok(SecretString::from(secret.to_owned()))
@@ -735,6 +747,12 @@ mod tests {
         assert_eq!(read(" pass \r\n").unwrap(), " pass ");
         assert_eq!(read("pass\n\n").unwrap(), "pass");
         assert_eq!(read("pass").unwrap(), "pass");
+        let token = Secret::File {
+            key: "directory.token_file",
+            path: dir.path().join("token"),
+        };
+        std::fs::write(dir.path().join("token"), " tok \r\n").unwrap();
+        assert_eq!(token.read().unwrap().expose_secret(), "tok");
         for blank in ["", "\n", "  \r\n", "\t\n"] {
             let error = read(blank).unwrap_err().to_string();
             assert!(

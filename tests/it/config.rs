@@ -1281,8 +1281,6 @@ fn ids_that_would_leave_their_url_path_are_refused() {
     .unwrap();
 }
 
-/// An empty inline secret is refused at load, naming the key and where it came
-/// from: an empty LDAP bind password is an unauthenticated bind (RFC 4513).
 /// The `config` crate would round a fraction given where a count belongs, so a
 /// threshold of 2.5 would let three through: refused, naming the key and the file.
 /// A fraction where a fraction belongs, and a whole number from the environment
@@ -1296,7 +1294,7 @@ fn a_fraction_for_a_whole_number_is_refused() {
             "safety.max_deprovisions",
         ),
         (
-            format!("{directory}{WORKSPACE}max_concurrency = 4.0\n"),
+            format!("{directory}{WORKSPACE}max_concurrency = 4.5\n"),
             "workspace.max_concurrency",
         ),
         (
@@ -1312,6 +1310,8 @@ fn a_fraction_for_a_whole_number_is_refused() {
         assert!(error.contains("not a whole number"), "{error}");
         assert!(error.contains("seatwarden.toml"), "{error}");
     }
+    let whole = format!("{directory}{WORKSPACE}max_concurrency = 4.0\n");
+    assert_eq!(load(&whole, &[]).unwrap().workspace.max_concurrency, 4);
     let fine = format!("{directory}{WORKSPACE}[safety]\nmax_deprovision_percent = 2.5\n");
     assert_eq!(
         load(&fine, &[]).unwrap().safety.max_deprovision_percent,
@@ -1326,6 +1326,8 @@ fn a_fraction_for_a_whole_number_is_refused() {
     assert_eq!(config.safety.max_deprovisions, 2);
 }
 
+/// An empty inline secret is refused at load, naming the key and where it came
+/// from: an empty LDAP bind password is an unauthenticated bind (RFC 4513).
 #[test]
 fn empty_inline_secrets_are_refused_naming_the_key() {
     let ldap = "[directory]\nkind = \"ldap\"\nurl = \"ldaps://dc1\"\nbind_dn = \"cn=svc\"\n\
