@@ -386,7 +386,7 @@ Exit codes: those of reconcile (0 converged, 3 held for a human, 4 some actions 
     /// Notifies systemd (Type=notify, watchdog). SIGHUP reloads the configuration;
     /// SIGTERM lets running work finish (at most 30 s) and exits 0.
     Daemon,
-    /// Deprovisions pending and overdue (due times in [schedule] timezone), recent
+    /// Deprovisions pending and overdue (due times in [report] timezone), recent
     /// verified ones with their latency, and each daemon job's last run. Reads the
     /// state database; exit 7 when any deprovision is overdue.
     Status {
@@ -461,7 +461,7 @@ pub fn main() -> ExitCode {
         }
         Err(error) => {
             // In the log stream too, where a collector or journald looks for it.
-            if json {
+            if json && tracing::enabled!(tracing::Level::ERROR) {
                 tracing::error!(error = %describe(&error), "seatwarden failed");
             } else if crate::logging::stderr_is_journal() {
                 eprintln!("<3>error: {}", describe(&error));
@@ -532,15 +532,13 @@ fn run_command(cli: Cli) -> anyhow::Result<u8> {
         Command::Status { format } => {
             let store = open_existing_store(&config)?;
             let tz = config.report_timezone()?;
-            let idle_writer = WriterLock::try_acquire(&config.state.path)?;
             let status = crate::daemon::status::collect(
                 &store,
                 chrono::Utc::now(),
                 tz,
                 config.delete_after(),
-                idle_writer.as_ref(),
+                Some(&config.state.path),
             )?;
-            drop(idle_writer);
             match format {
                 StatusFormat::Json => outln!("{}", serde_json::to_string_pretty(&status)?)?,
                 StatusFormat::Text => out!(

@@ -458,8 +458,9 @@ async fn status(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> Respon
     let delete_after = config.delete_after();
     // On the blocking pool, as /metrics reads the database.
     let collected = tokio::task::spawn_blocking(move || {
-        let idle_writer = crate::store::WriterLock::try_acquire(&config.state.path)?;
-        shared.with_db(|db| super::status::collect(db, now, tz, delete_after, idle_writer.as_ref()))
+        shared.with_db(|db| {
+            super::status::collect(db, now, tz, delete_after, Some(&config.state.path))
+        })
     })
     .await;
     match collected {

@@ -91,17 +91,32 @@ fn line(entry: &LedgerEntry, now: DateTime<Utc>, tz: Tz) -> Line {
     }
 }
 
-/// `delete_after`: [`crate::config::Config::delete_after`]. `idle_writer`: the
-/// writer lock, when the caller could take it ([`WriterLock::try_acquire`]) and
-/// holds it while this reads, so that no run starts or ends meanwhile.
+/// `delete_after`: [`crate::config::Config::delete_after`]. `database`: where
+/// the writer lock is looked at, to tell a cut-off reconcile from a running one
+/// (`None`: not looked at).
 pub fn collect(
     store: &Store,
     now: DateTime<Utc>,
     tz: Tz,
     delete_after: Option<std::time::Duration>,
-    idle_writer: Option<&WriterLock>,
+    database: Option<&std::path::Path>,
 ) -> Result<Status, StoreError> {
-    let last_reconcile = store.latest_run(&[RunKind::Reconcile])?;
+    let mut last_reconcile = store.latest_run(&[RunKind::Reconcile])?;
+    let mut last_reconcile_cut_off = false;
+    // The lock only when the record says running, and only for one read: held
+    // longer, it would make a writer starting meanwhile wait for `status`.
+    if let Some(database) = database
+        && last_reconcile
+            .as_ref()
+            .is_some_and(|run| run.status == RunStatus::Running)
+        && let Some(_idle) = WriterLock::try_acquire(database)?
+    {
+        // Under the lock no run starts or ends: read again.
+        last_reconcile = store.latest_run(&[RunKind::Reconcile])?;
+        last_reconcile_cut_off = last_reconcile
+            .as_ref()
+            .is_some_and(|run| run.status == RunStatus::Running);
+    }
     let open = store.open_deprovisions()?;
     let (pending, overdue) = sla::open_counts(&open, now);
     let mut open_lines: Vec<(bool, Line)> = open
@@ -143,10 +158,7 @@ pub fn collect(
         },
         deletions,
         jobs: store.jobs()?,
-        last_reconcile_cut_off: idle_writer.is_some()
-            && last_reconcile
-                .as_ref()
-                .is_some_and(|run| run.status == RunStatus::Running),
+        last_reconcile_cut_off,
         last_reconcile,
     })
 }
