@@ -205,8 +205,9 @@ EOF
     pid=$!
     echo "$pid" >"$pidfile"
     for _ in $(seq 1 150); do
-        # Alive first, then answering on a socket it holds itself.
-        running || break
+        # Alive first (kill -0: until the child has exec'd slapd, its command line
+        # is still this script's), then answering on a socket it holds itself.
+        kill -0 "$pid" 2>/dev/null || break
         if bound_search_finds_suffix && port_listener_is "$pid" "$port"; then
             echo "slapd listening on ldap://127.0.0.1:$port (StartTLS) and ldaps://127.0.0.1:$tls_port (pid $pid, CA $state/ca.pem, log $logfile)"
             exit 0

@@ -80,9 +80,10 @@ start)
     pid=$!
     echo "$pid" >"$pidfile"
     for _ in $(seq 1 100); do
-        # Alive first, then answering on a socket it holds itself: an answer alone
-        # may come from another process that took the port meanwhile.
-        if ! running; then
+        # Alive first (kill -0: until the child has exec'd the server, its command
+        # line is still this script's), then answering on a socket it holds
+        # itself: an answer alone may come from another process that took the port.
+        if ! kill -0 "$pid" 2>/dev/null; then
             echo "scim2-server exited; last log lines:" >&2
             tail -n 20 "$logfile" >&2 || true
             rm -f "$pidfile"

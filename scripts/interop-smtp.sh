@@ -51,13 +51,14 @@ start)
     (umask 077 && "$venv/bin/python" -c 'import secrets; print(secrets.token_urlsafe(18))' >"$state/password")
     nohup "$venv/bin/python" scripts/interop-smtp-server.py "$state" "$port" \
         seatwarden-interop "$state/password" >"$logfile" 2>&1 &
-    echo $! >"$pidfile"
+    pid=$!
+    echo "$pid" >"$pidfile"
     for _ in $(seq 1 100); do
         [ -f "$state/ready" ] && {
             echo "aiosmtpd listening on 127.0.0.1:$port (plain), $((port + 1)) (auth), $((port + 2)) (starttls), $((port + 3)) (smtps)"
             exit 0
         }
-        running || break
+        kill -0 "$pid" 2>/dev/null || break
         sleep 0.1
     done
     echo "the SMTP servers did not start; log:" >&2
