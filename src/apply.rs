@@ -195,8 +195,12 @@ pub async fn until_stopped<F: Future>(signal: StopSignal, applying: F) -> (F::Ou
     (output, watch.unsent.load(Ordering::SeqCst))
 }
 
+/// Why an action the stop kept from being sent was not.
+pub(crate) const NOT_SENT_STOPPING: &str =
+    "not sent: seatwarden was stopping; the next run plans it again";
+
 /// Whether this task's apply was told to stop.
-fn stop_requested() -> bool {
+pub(crate) fn stop_requested() -> bool {
     STOP.try_with(|watch| watch.signal.is_stopped())
         .unwrap_or(false)
 }
@@ -576,8 +580,9 @@ impl Executor<'_> {
         // Checked as each write is about to start (`bounded` builds this future only
         // when a slot frees): after the stop, nothing more leaves.
         if stop_requested() {
-            let message = "not sent: seatwarden was stopping; the next run plans it again";
-            self.with_store(|s| s.mark_failed(self.run, action.seq, Utc::now(), message))?;
+            self.with_store(|s| {
+                s.mark_failed(self.run, action.seq, Utc::now(), NOT_SENT_STOPPING)
+            })?;
             count_unsent(1);
             return Ok(Executed::NotSent);
         }

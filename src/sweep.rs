@@ -543,6 +543,12 @@ pub async fn enforce(
                     store.deprovision_failed(entry.id, why, *until)?;
                     outcome.failed += 1;
                 }
+                // The process is stopping: nothing was sent, so it is due again
+                // as soon as a pass runs, not after a failed attempt's back-off.
+                ActionState::Planned if crate::apply::stop_requested() => {
+                    store.deprovision_failed(entry.id, crate::apply::NOT_SENT_STOPPING, now)?;
+                    outcome.failed += 1;
+                }
                 ActionState::Failed | ActionState::Planned | ActionState::InFlight => {
                     let error = row.last_error.as_deref().unwrap_or("not applied");
                     let next = sla::next_attempt(entry.attempts + 1, now);

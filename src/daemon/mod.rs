@@ -21,9 +21,10 @@
 //! optional `POST /reconcile`, systemd notifications (READY after the database and
 //! listener are up, WATCHDOG from the scheduler loop, RELOADING/STOPPING), SIGHUP
 //! to reload the configuration (an invalid one is logged and the old one kept), and
-//! SIGTERM/SIGINT to stop: no new job starts, a running reconcile starts no further
-//! write (those sent finish and are verified and journaled; the run is recorded
-//! failed, "stopped", and the next one plans the rest again), running jobs get
+//! SIGTERM/SIGINT to stop: no new job starts, a running reconcile or sweep starts
+//! no further write (those sent finish and are verified and journaled; a reconcile
+//! is recorded failed, "stopped", and the next one plans the rest again; a sweep's
+//! leavers not reached stay open in the ledger, due at once), running jobs get
 //! [`STOP_GRACE`] to finish, and the journal stays consistent either way because
 //! every write was journaled before it was sent.
 
@@ -43,7 +44,7 @@ use chrono::{DateTime, Utc};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use secrecy::SecretString;
 
-use crate::apply::StopSignal;
+use crate::apply::{self, StopSignal};
 use crate::config::{Config, ConfigError, DaemonSettings};
 use crate::run::{self, Mode, RunError};
 use crate::schedule::{self, Clock, JobCounters, JobSpec, Schedule, Scheduler, StartJob};
@@ -707,20 +708,24 @@ async fn sweep_job(
     let store = Arc::new(Mutex::new(Store::open(&config.state.path)?));
     let client = ScimClient::new(config.scim_settings()?)?;
     let now = shared.now();
-    let outcome = if read_directory {
+    // As a reconcile: after SIGTERM no further deactivation is sent; those not
+    // sent stay open in the ledger ("not sent"), and the retry job sends them.
+    let stop = shared.stopping.clone();
+    let (outcome, _unsent) = if read_directory {
         let directory = run::directory_from_config(&config);
-        sweep::sweep(
+        let sweeping = sweep::sweep(
             &config,
             &directory,
             &client,
             &store,
             now,
             chrono_sla(&settings),
-        )
-        .await?
+        );
+        apply::until_stopped(stop, sweeping).await
     } else {
-        sweep::enforce(&config, &client, &store, now).await?
+        apply::until_stopped(stop, sweep::enforce(&config, &client, &store, now)).await
     };
+    let outcome = outcome?;
     // What the pass did is counted and alerted on before a failure is returned.
     for latency in &outcome.latencies {
         metrics::histogram!("seatwarden_deprovision_latency_seconds")

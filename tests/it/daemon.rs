@@ -2501,3 +2501,57 @@ async fn a_stop_mid_apply_sends_nothing_more_and_the_next_run_sends_the_rest_onc
     assert_eq!(converged.plan.runnable().count(), 0);
     sandbox.shutdown().await;
 }
+
+/// A sweep after SIGTERM (the daemon's stop signal, set) sends no deactivation:
+/// the leaver's episode stays open with "not sent" as its error, and the next
+/// pass deactivates the account.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sweep_after_the_stop_sends_nothing_and_the_episode_stays_open() {
+    use seatwarden::apply::{StopSignal, until_stopped};
+    use seatwarden::workspace::ScimClient;
+
+    let (sandbox, dir, config) = reconciled_demo().await;
+    let leaver = remove_a_leaver(dir.path(), &sandbox);
+    let store = std::sync::Arc::new(std::sync::Mutex::new(
+        Store::open(&config.state.path).unwrap(),
+    ));
+    let client = ScimClient::new(config.scim_settings().unwrap()).unwrap();
+    let directory = config.directory();
+    let writes = sandbox.stats().writes;
+    let stop = StopSignal::new();
+    stop.stop();
+    let (stopped, unsent) =
+        until_stopped(stop, sweep_now(&config, &directory, &client, &store)).await;
+    assert_eq!(stopped.enforced, 0, "{stopped:?}");
+    assert_eq!(unsent, 1);
+    assert_eq!(sandbox.stats().writes, writes, "no write after the stop");
+    let open = store.lock().unwrap().open_deprovisions().unwrap();
+    let episode = open.iter().find(|e| e.identity_id == leaver).unwrap();
+    assert!(
+        episode
+            .last_error
+            .as_deref()
+            .is_some_and(|e| e.contains("seatwarden was stopping")),
+        "{episode:?}"
+    );
+    let active = |sandbox: &Sandbox| {
+        sandbox
+            .snapshot()
+            .accounts
+            .iter()
+            .any(|a| a.external_id.as_deref() == Some(leaver.as_str()) && a.active)
+    };
+    assert!(active(&sandbox));
+
+    let later = seatwarden::sweep::enforce(
+        &config,
+        &client,
+        &store,
+        chrono::Utc::now() + chrono::Duration::minutes(30),
+    )
+    .await
+    .unwrap();
+    assert_eq!(later.enforced, 1, "{later:?}");
+    assert!(!active(&sandbox));
+    sandbox.shutdown().await;
+}
