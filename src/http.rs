@@ -329,6 +329,37 @@ fn is_certificate_error(e: &rustls::Error) -> bool {
     )
 }
 
+/// Whether a `Host` header value is `localhost`, a loopback IPv4 literal or
+/// `[::1]`, each with or without a port: the check that keeps a DNS-rebinding page
+/// away from a listener meant for this machine (the daemon's `/status`, the sandbox).
+pub fn host_is_loopback(host: &str) -> bool {
+    let (name, port) = match host.strip_prefix('[') {
+        Some(bracketed) => match bracketed.split_once(']') {
+            Some((ip, rest)) => (ip, rest),
+            None => return false,
+        },
+        None => host
+            .find(':')
+            .map_or((host, ""), |colon| host.split_at(colon)),
+    };
+    let port_ok = port.is_empty()
+        || port.strip_prefix(':').is_some_and(|p| {
+            !p.is_empty() && p.len() <= 5 && p.bytes().all(|b| b.is_ascii_digit())
+        });
+    if !port_ok {
+        return false;
+    }
+    if host.starts_with('[') {
+        return name
+            .parse::<std::net::Ipv6Addr>()
+            .is_ok_and(|ip| ip.is_loopback());
+    }
+    name.eq_ignore_ascii_case("localhost")
+        || name
+            .parse::<std::net::Ipv4Addr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]

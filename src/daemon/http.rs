@@ -372,7 +372,7 @@ fn status_refused(
              http.trigger_token_file)\n",
         )),
         Some(_) => None,
-        None if loopback && host.is_some_and(host_is_loopback) => None,
+        None if loopback && host.is_some_and(crate::http::host_is_loopback) => None,
         None if loopback => Some(text(
             StatusCode::MISDIRECTED_REQUEST,
             "GET /status without a bearer token answers only Host: localhost or a loopback \
@@ -395,35 +395,6 @@ fn host(headers: &HeaderMap) -> Option<&str> {
         return None;
     }
     host.to_str().ok()
-}
-
-/// `localhost`, a loopback IPv4 literal or `[::1]`, each with or without a port.
-fn host_is_loopback(host: &str) -> bool {
-    let (name, port) = match host.strip_prefix('[') {
-        Some(bracketed) => match bracketed.split_once(']') {
-            Some((ip, rest)) => (ip, rest),
-            None => return false,
-        },
-        None => host
-            .find(':')
-            .map_or((host, ""), |colon| host.split_at(colon)),
-    };
-    let port_ok = port.is_empty()
-        || port.strip_prefix(':').is_some_and(|p| {
-            !p.is_empty() && p.len() <= 5 && p.bytes().all(|b| b.is_ascii_digit())
-        });
-    if !port_ok {
-        return false;
-    }
-    if host.starts_with('[') {
-        return name
-            .parse::<std::net::Ipv6Addr>()
-            .is_ok_and(|ip| ip.is_loopback());
-    }
-    name.eq_ignore_ascii_case("localhost")
-        || name
-            .parse::<std::net::Ipv4Addr>()
-            .is_ok_and(|ip| ip.is_loopback())
 }
 
 /// The bearer token of a request, or "" (the scheme is case-insensitive, RFC 9110
@@ -507,7 +478,8 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 mod tests {
-    use super::{constant_time_eq, host_is_loopback, reconcile_overdue, status_refused};
+    use super::{constant_time_eq, reconcile_overdue, status_refused};
+    use crate::http::host_is_loopback;
     use crate::schedule::Schedule;
     use axum::http::StatusCode;
     use chrono::TimeZone;

@@ -502,34 +502,7 @@ fn host_is_loopback(headers: &HeaderMap) -> bool {
     let (Some(host), None) = (hosts.next(), hosts.next()) else {
         return false;
     };
-    let Ok(host) = host.to_str() else {
-        return false;
-    };
-    let (name, port) = match host.strip_prefix('[') {
-        Some(bracketed) => match bracketed.split_once(']') {
-            Some((ip, rest)) => (ip, rest),
-            None => return false,
-        },
-        None => host
-            .find(':')
-            .map_or((host, ""), |colon| host.split_at(colon)),
-    };
-    let port_ok = port.is_empty()
-        || port.strip_prefix(':').is_some_and(|p| {
-            !p.is_empty() && p.len() <= 5 && p.bytes().all(|b| b.is_ascii_digit())
-        });
-    if !port_ok {
-        return false;
-    }
-    if host.starts_with('[') {
-        return name
-            .parse::<std::net::Ipv6Addr>()
-            .is_ok_and(|ip| ip.is_loopback());
-    }
-    name.eq_ignore_ascii_case("localhost")
-        || name
-            .parse::<std::net::Ipv4Addr>()
-            .is_ok_and(|ip| ip.is_loopback())
+    host.to_str().is_ok_and(crate::http::host_is_loopback)
 }
 
 /// The query of a list request, and its `cursor` parameter if it has one.
