@@ -586,7 +586,7 @@ fn people(n: usize) -> WorkspaceSnapshot {
 }
 
 async fn get(sandbox: &Sandbox, path_and_query: &str) -> (u16, Value) {
-    let response = reqwest::Client::new()
+    let response = raw_client()
         .get(format!("{}{path_and_query}", sandbox.base_url()))
         .bearer_auth(TOKEN)
         .send()
@@ -641,7 +641,7 @@ async fn sandbox_cursors_neither_skip_nor_repeat_when_users_are_deleted_meanwhil
     assert!(first.get("startIndex").is_none());
     let next = first["nextCursor"].as_str().unwrap().to_owned();
     // Two users already listed leave.
-    let http = reqwest::Client::new();
+    let http = raw_client();
     for id in &all[..2] {
         let status = http
             .delete(format!("{}/Users/{id}", sandbox.base_url()))
@@ -745,4 +745,12 @@ async fn a_reconcile_against_a_cursor_only_workspace_converges() {
     crate::fixtures::assert_converges(&config).await;
     let after = sandbox.snapshot();
     crate::fixtures::assert_leavers_inactive(&data, &after);
+}
+
+/// A plain reqwest client for raw requests to the sandbox. reqwest is built
+/// without a default TLS crypto provider: one must be installed first, and a test
+/// cannot count on another having done it (run alone, it would panic).
+fn raw_client() -> reqwest::Client {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::new()
 }
