@@ -1779,6 +1779,34 @@ async fn plan_on_a_source_fault_exits_5_and_approve_with_the_breaker_open_exits_
     setup.sandbox.shutdown().await;
 }
 
+/// Blocks until `/proc/locks` lists `pid` as waiting for a lock: the child is
+/// parked in flock, not merely about to be. Panics if it exits first.
+fn wait_until_blocked_on_a_lock(child: &mut std::process::Child) {
+    let pid = child.id().to_string();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let locks = std::fs::read_to_string("/proc/locks").unwrap();
+        // "1: -> FLOCK  ADVISORY  WRITE <pid> <dev:inode> 0 EOF" for a waiter.
+        let waiting = locks.lines().any(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            fields.get(1) == Some(&"->") && fields.get(5) == Some(&pid.as_str())
+        });
+        if waiting {
+            return;
+        }
+        let exited = child.try_wait().unwrap();
+        assert!(
+            exited.is_none(),
+            "exited without waiting for the lock: {exited:?}"
+        );
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never waited for the lock:\n{locks}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
 /// A reconcile run by hand while a daemon job writes waits for it (the writer
 /// lock), rather than resolving the job's in-flight journal rows as if a dead
 /// process had left them and sending them again. It says so on stderr; until the
@@ -1786,33 +1814,6 @@ async fn plan_on_a_source_fault_exits_5_and_approve_with_the_breaker_open_exits_
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reconcile_run_by_hand_waits_for_the_writer_lock() {
     use std::io::BufRead;
-    /// Blocks until `/proc/locks` lists `pid` as waiting for a lock: the child is
-    /// parked in flock, not merely about to be. Panics if it exits first.
-    fn wait_until_blocked_on_a_lock(child: &mut std::process::Child) {
-        let pid = child.id().to_string();
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-        loop {
-            let locks = std::fs::read_to_string("/proc/locks").unwrap();
-            // "1: -> FLOCK  ADVISORY  WRITE <pid> <dev:inode> 0 EOF" for a waiter.
-            let waiting = locks.lines().any(|line| {
-                let fields: Vec<&str> = line.split_whitespace().collect();
-                fields.get(1) == Some(&"->") && fields.get(5) == Some(&pid.as_str())
-            });
-            if waiting {
-                return;
-            }
-            let exited = child.try_wait().unwrap();
-            assert!(
-                exited.is_none(),
-                "exited without waiting for the lock: {exited:?}"
-            );
-            assert!(
-                std::time::Instant::now() < deadline,
-                "never waited for the lock:\n{locks}"
-            );
-            std::thread::sleep(std::time::Duration::from_millis(20));
-        }
-    }
     // An empty workspace: the reconcile has every account to create.
     let env = env_with(10, Some(WorkspaceSnapshot::default()), "").await;
     let held = seatwarden::store::WriterLock::acquire_blocking(&env.config.state.path, |_| {
@@ -1895,33 +1896,6 @@ async fn a_reconcile_run_by_hand_waits_for_the_writer_lock() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn resume_waits_for_the_writer_lock() {
     use std::io::BufRead;
-    /// Blocks until `/proc/locks` lists `pid` as waiting for a lock: the child is
-    /// parked in flock, not merely about to be. Panics if it exits first.
-    fn wait_until_blocked_on_a_lock(child: &mut std::process::Child) {
-        let pid = child.id().to_string();
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-        loop {
-            let locks = std::fs::read_to_string("/proc/locks").unwrap();
-            // "1: -> FLOCK  ADVISORY  WRITE <pid> <dev:inode> 0 EOF" for a waiter.
-            let waiting = locks.lines().any(|line| {
-                let fields: Vec<&str> = line.split_whitespace().collect();
-                fields.get(1) == Some(&"->") && fields.get(5) == Some(&pid.as_str())
-            });
-            if waiting {
-                return;
-            }
-            let exited = child.try_wait().unwrap();
-            assert!(
-                exited.is_none(),
-                "exited without waiting for the lock: {exited:?}"
-            );
-            assert!(
-                std::time::Instant::now() < deadline,
-                "never waited for the lock:\n{locks}"
-            );
-            std::thread::sleep(std::time::Duration::from_millis(20));
-        }
-    }
     let env = env_with(10, None, "").await;
     env.store()
         .set_circuit(&seatwarden::circuit::CircuitRecord {
