@@ -275,7 +275,8 @@ Examples:
         allow_over_threshold: bool,
         /// Accept this run's directory although it shrank more than
         /// safety.max_directory_shrink_percent (a layoff, a narrower scope): it
-        /// becomes the new baseline. Never an empty directory. Audited.
+        /// becomes the new baseline. Never an empty directory. Audited. With
+        /// --dry-run: shows the plan made from it, and accepts nothing.
         #[arg(long)]
         accept_directory: bool,
     },

@@ -503,6 +503,11 @@ async fn pipeline(
         &directory_snapshot,
         config,
         options.accept_directory,
+        if mode == Mode::Reconcile {
+            safety::SourceCheck::Record
+        } else {
+            safety::SourceCheck::Preview
+        },
         now,
     )?;
 

@@ -153,14 +153,28 @@ pub fn circuit_report(
     }
 }
 
+/// Whether a run's source check may change what later runs are measured against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SourceCheck {
+    /// A reconcile: an accepted complete snapshot becomes the baseline, and an
+    /// `--accept-directory` is audited.
+    Record,
+    /// `plan` and `reconcile --dry-run`: judged against the baseline, which stays
+    /// as it was. Otherwise a preview of a shrinking export, run a few times, would
+    /// walk the baseline down until the real run saw no shrink at all.
+    Preview,
+}
+
 /// Source sanity for the directory snapshot of `run`. `None`: accepted (recorded as
-/// the new baseline when the snapshot was complete); `Some`: rejected.
+/// the new baseline when the snapshot was complete and `check` records); `Some`:
+/// rejected.
 pub fn check_source(
     store: &mut Store,
     run: RunId,
     directory: &DirectorySnapshot,
     config: &Config,
     accept_shrunk: bool,
+    check: SourceCheck,
     now: DateTime<Utc>,
 ) -> Result<Option<SourceFault>, StoreError> {
     let last = store.last_accepted_directory()?;
@@ -169,15 +183,39 @@ pub fn check_source(
     let checked = match checked {
         // `reconcile --accept-directory`: a person said this shrink is real (a
         // layoff, a new scope). Never an empty directory.
-        Err(fault @ SourceFault::Shrank { .. }) if accept_shrunk => {
-            tracing::warn!(run, fault = %fault, "shrunken directory accepted by --accept-directory");
-            audit(
-                store,
-                "accept_directory",
-                Some(run),
-                format!("accepted: {fault}"),
-                now,
-            )?;
+        Err(SourceFault::Shrank {
+            previous,
+            current,
+            shrink_percent,
+            limit_percent,
+        }) if accept_shrunk => {
+            match check {
+                SourceCheck::Record => {
+                    tracing::warn!(
+                        run,
+                        previous,
+                        current,
+                        "shrunken directory accepted by --accept-directory"
+                    );
+                    audit(
+                        store,
+                        "accept_directory",
+                        Some(run),
+                        format!(
+                            "accepted: the directory shrank from {previous} to {current} \
+                             identities ({shrink_percent:.1}% fewer, the limit is {limit_percent}%)"
+                        ),
+                        now,
+                    )?;
+                }
+                SourceCheck::Preview => tracing::warn!(
+                    run,
+                    previous,
+                    current,
+                    "shrunken directory planned from as --accept-directory would accept it; \
+                     a dry run records neither the acceptance nor a new baseline"
+                ),
+            }
             Ok(())
         }
         other => other,
@@ -186,7 +224,7 @@ pub fn check_source(
         Ok(()) => {
             // An incomplete snapshot is no baseline: the next complete one would look
             // like growth, and a later shrink would be measured from too low.
-            if directory.complete {
+            if directory.complete && check == SourceCheck::Record {
                 store.accept_directory(run, identities, now)?;
             }
             Ok(None)

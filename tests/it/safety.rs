@@ -337,6 +337,69 @@ async fn a_truncated_directory_plans_nothing_and_is_a_source_fault() {
     assert!(forced.plan.actions.is_empty());
 }
 
+/// `plan` and `reconcile --dry-run` judge the export against the baseline a
+/// reconcile accepted, and leave it there: previews of an export shrinking a
+/// little at a time must not walk the baseline down until a cut the limit
+/// refuses passes unnoticed, and a dry `--accept-directory` accepts nothing.
+#[tokio::test]
+async fn previews_leave_the_shrink_baseline_where_a_reconcile_put_it() {
+    let env = env_with(100, None, "").await;
+    let first = env.run(Mode::Reconcile, RunOptions::default()).await;
+    assert_eq!(first.report.safety.source_fault, None);
+    let cut_to = |n: usize| {
+        let mut cut = env.data.directory.clone();
+        cut.identities
+            .sort_by_key(|i| !i.groups.iter().any(|g| g == "Taskade Users"));
+        cut.identities.truncate(n);
+        cut
+    };
+
+    // 85 of 100 is within the 20% limit; 70 of 100 is not, though 70 of 85 is.
+    env.write_directory(&cut_to(85));
+    let within = env.run(Mode::Plan, RunOptions::default()).await;
+    assert_eq!(within.report.safety.source_fault, None);
+    let dry = env.run(Mode::DryRun, RunOptions::default()).await;
+    assert_eq!(dry.report.safety.source_fault, None);
+    env.write_directory(&cut_to(70));
+    let beyond = env.run(Mode::Plan, RunOptions::default()).await;
+    assert!(
+        matches!(
+            beyond.report.safety.source_fault,
+            Some(SourceFault::Shrank {
+                previous: 100,
+                current: 70,
+                ..
+            })
+        ),
+        "{:?}",
+        beyond.report.safety.source_fault
+    );
+
+    // A dry run with --accept-directory plans as the acceptance would, and
+    // records neither the acceptance nor the new baseline.
+    let accept = RunOptions {
+        accept_directory: true,
+        ..RunOptions::default()
+    };
+    let previewed = env.run(Mode::DryRun, accept).await;
+    assert_eq!(previewed.report.safety.source_fault, None);
+    assert!(
+        previewed
+            .plan
+            .actions
+            .iter()
+            .any(|a| a.kind.is_deprovision()),
+        "the preview shows the leavers"
+    );
+    let audit = env.store().audit().unwrap();
+    assert!(
+        !audit.iter().any(|a| a.command == "accept_directory"),
+        "{audit:?}"
+    );
+    let still = env.run(Mode::Plan, RunOptions::default()).await;
+    assert!(still.report.safety.source_fault.is_some(), "baseline kept");
+}
+
 #[tokio::test]
 async fn thirty_leavers_over_a_limit_of_25_are_all_held_until_approved() {
     let mut env = env_with(200, None, "max_deprovisions = 25").await;
