@@ -49,7 +49,8 @@ Exit codes:
   0  success; for reconcile: every planned action was applied and verified
   1  error (configuration, directory, workspace or state database)
   2  plan --detailed-exitcode: the plan has changes
-  3  actions were held by the guard (thresholds, incomplete directory, last Owner)
+  3  reconcile (also --dry-run), approve: actions were held by the guard
+     (thresholds, incomplete directory, last Owner); plan exits 0 or 2 for them
   4  some actions failed (see `seatwarden report`)
   5  source fault: the directory was empty or shrank too much; nothing was planned
   6  the circuit breaker is open: writes stopped (see `seatwarden resume`)
@@ -242,7 +243,9 @@ pub enum Command {
     /// Read both sides and show what differs and why. Writes nothing to the workspace.
     #[command(after_help = "\
 Exit codes: 0 done (with --detailed-exitcode: nothing to do), 2 the plan has changes
-(--detailed-exitcode), 5 the directory was rejected (source fault), 1 an error.
+(--detailed-exitcode; held actions are changes too, never 3: `reconcile --dry-run`
+exits 3 when the guard would hold some), 5 the directory was rejected (source
+fault), 1 an error.
 
 Example:
   seatwarden plan --format markdown > plan.md")]
