@@ -1987,6 +1987,14 @@ impl Config {
                             .into_iter()
                             .filter(RequiredGroup::is_protected)
                             .collect(),
+                    )
+                    .with_mapping_groups(
+                        self.policy
+                            .mapping
+                            .iter()
+                            .enumerate()
+                            .map(|(i, m)| (i, m.group.clone()))
+                            .collect(),
                     ),
             ),
             DirectoryConfig::Okta {

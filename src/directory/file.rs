@@ -49,6 +49,11 @@ pub struct FileSource {
     scope_groups: Vec<String>,
     /// Groups that must be carried by some row too (see [`RequiredGroup`]).
     required_groups: Vec<RequiredGroup>,
+    /// `policy.mapping[i].group`, with `i`: none is required (a group emptied by
+    /// leavers is not carried), but one that no row spells as the mapping does
+    /// while some row carries it in another case is a typo (see
+    /// [`FileSource::with_mapping_groups`]).
+    mapping_groups: Vec<(usize, String)>,
 }
 
 impl FileSource {
@@ -57,6 +62,7 @@ impl FileSource {
             path,
             scope_groups: Vec::new(),
             required_groups: Vec::new(),
+            mapping_groups: Vec::new(),
         }
     }
 
@@ -72,6 +78,17 @@ impl FileSource {
     /// policy compares them, without regard to case): see [`RequiredGroup`].
     pub fn with_required_groups(mut self, groups: Vec<RequiredGroup>) -> Self {
         self.required_groups = groups;
+        self
+    }
+
+    /// Refuses an export in which a mapping's group (`(index, name)` of
+    /// `policy.mapping`) is carried only in another case ("taskade admins" for
+    /// "Taskade Admins"): policy compares names exactly, so the mapping would apply
+    /// to no one, and every Owner or member it makes would be planned down or out.
+    /// A group carried by no row in any spelling passes: its last members may
+    /// have left, and their deprovisioning must not wait for an edit.
+    pub fn with_mapping_groups(mut self, groups: Vec<(usize, String)>) -> Self {
+        self.mapping_groups = groups;
         self
     }
 
@@ -129,7 +146,9 @@ impl FileSource {
 impl FileSource {
     fn check_scope(&self, identities: &[Identity]) -> Result<(), DirectoryError> {
         // An empty export is the source sanity check's: rejected, as a source fault.
-        if (self.scope_groups.is_empty() && self.required_groups.is_empty())
+        if (self.scope_groups.is_empty()
+            && self.required_groups.is_empty()
+            && self.mapping_groups.is_empty())
             || identities.is_empty()
         {
             return Ok(());
@@ -138,6 +157,23 @@ impl FileSource {
             .iter()
             .flat_map(|i| i.groups.iter().map(String::as_str))
             .collect();
+        for (index, group) in &self.mapping_groups {
+            if carried.contains(group.as_str()) {
+                continue;
+            }
+            if let Some(near) = carried.iter().find(|c| crate::model::same_ci(c, group)) {
+                return Err(DirectoryError::Scope {
+                    provider: "file",
+                    message: format!(
+                        "no row of {} carries group {group:?} (policy.mapping[{index}].group), \
+                         but rows carry {near:?}: names are compared exactly, so the mapping \
+                         would apply to no one and take its role and workspace group from \
+                         all of them. Check policy.mapping[{index}].group",
+                        self.path.display()
+                    ),
+                });
+            }
+        }
         for required in &self.required_groups {
             if !super::group_present(carried.iter().copied(), &required.name) {
                 return Err(DirectoryError::Scope {

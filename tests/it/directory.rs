@@ -441,6 +441,34 @@ fn a_scope_group_no_row_carries_is_refused() {
     );
 }
 
+/// A mapping group the export carries only in another case is a typo, refused
+/// with the spelling the rows use; a mapping group no row carries in any case
+/// passes (its last members may have left). Policy compares mapping names exactly.
+#[test]
+fn a_mapping_group_carried_only_in_another_case_is_refused() {
+    let read = |groups: &[&str]| {
+        FileSource::new(fixture("people.json"))
+            .with_mapping_groups(
+                groups
+                    .iter()
+                    .enumerate()
+                    .map(|(i, g)| (i, (*g).to_owned()))
+                    .collect(),
+            )
+            .read()
+    };
+    assert!(read(&["Engineering"]).is_ok());
+    assert!(read(&["Engineering", "Former Staff"]).is_ok(), "emptied");
+    let err = read(&["Engineering", "ENGINEERING"]).unwrap_err();
+    assert!(matches!(err, DirectoryError::Scope { .. }), "{err:?}");
+    let text = err.to_string();
+    assert!(
+        text.contains("\"ENGINEERING\" (policy.mapping[1].group)")
+            && text.contains("rows carry \"Engineering\""),
+        "{text}"
+    );
+}
+
 /// A protected group no row carries is refused: a typo would take the protection
 /// away from all its members. Compared without regard to case, as policy does.
 #[test]
