@@ -1411,6 +1411,15 @@ impl Config {
                 warnings.push(warning);
             }
         }
+        let inline_in_file: Vec<&str> = self
+            .inline_secrets()
+            .into_iter()
+            .map(|(key, _)| key)
+            .filter(|key| !self.from_env.contains(*key))
+            .collect();
+        if let Some(warning) = loose_config_with_secrets(&self.source, &inline_in_file) {
+            warnings.push(warning);
+        }
         warnings
     }
 
@@ -2732,6 +2741,33 @@ fn loose_secret_file(key: &str, file: &Path) -> Option<String> {
 
 #[cfg(not(unix))]
 fn loose_secret_file(_key: &str, _file: &Path) -> Option<String> {
+    None
+}
+
+/// The warning for a configuration file that holds secrets inline (`keys`) and
+/// that every user of the machine can read: the same exposure as a loose secret
+/// file, which is warned about, and more likely, as configuration files are
+/// usually created 0644. Group read passes, as for secret files.
+#[cfg(unix)]
+fn loose_config_with_secrets(file: &Path, keys: &[&str]) -> Option<String> {
+    use std::os::unix::fs::PermissionsExt;
+    let first = keys.first()?;
+    let mode = std::fs::metadata(file).ok()?.permissions().mode() & 0o777;
+    if mode & 0o004 == 0 {
+        return None;
+    }
+    let secret_file = first.rsplit('.').next().unwrap_or(first);
+    Some(format!(
+        "{}: holds {} inline and can be read by every user of this machine (mode {mode:04o}): \
+         move each to its file key (e.g. {secret_file}_file) or an environment variable \
+         from a credential, or chmod 0600 (0640 when a group the service is in shares it)",
+        file.display(),
+        keys.join(", ")
+    ))
+}
+
+#[cfg(not(unix))]
+fn loose_config_with_secrets(_file: &Path, _keys: &[&str]) -> Option<String> {
     None
 }
 

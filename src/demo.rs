@@ -109,7 +109,27 @@ pub fn prepare(dir: &Path, workspace_url: &str) -> Result<PathBuf, DemoError> {
     write(dir, "directory.json", DIRECTORY)?;
     write(dir, "workspace.json", WORKSPACE)?;
     let config = CONFIG.replace("http://127.0.0.1:0/scim/v2", workspace_url);
-    write(dir, "seatwarden.toml", &config)
+    let path = write(dir, "seatwarden.toml", &config)?;
+    // It holds the sandbox's token inline: owner-only, like any configuration
+    // with a secret in it (one others can read is warned about at each load).
+    restrict_to_owner(&path)?;
+    Ok(path)
+}
+
+#[cfg(unix)]
+fn restrict_to_owner(path: &Path) -> Result<(), DemoError> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(|source| {
+        DemoError::Io {
+            path: path.to_owned(),
+            source,
+        }
+    })
+}
+
+#[cfg(not(unix))]
+fn restrict_to_owner(_path: &Path) -> Result<(), DemoError> {
+    Ok(())
 }
 
 /// Runs the demo, printing each step to stdout (`colour` on a TTY).

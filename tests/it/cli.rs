@@ -683,6 +683,9 @@ fn check_config_warns_about_plain_smtp_to_a_remote_relay() {
             ),
         )
         .unwrap();
+        // Owner-only: an inline token in a file others can read is a warning too.
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&config, std::fs::Permissions::from_mode(0o600)).unwrap();
         let out = seatwarden(&["--config", config.to_str().unwrap(), "check-config"], &[]);
         assert!(out.status.success(), "{}", text(&out.stderr));
         text(&out.stderr)

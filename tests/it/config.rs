@@ -20,9 +20,14 @@ url = "https://scim.example.com/scim/v2"
 token = "s3cr3t-token-value"
 "#;
 
+/// Written 0600, as a configuration holding an inline secret should be (one that
+/// every user can read is warned about; see
+/// `a_config_file_holding_secrets_others_can_read_is_warned_about`).
 fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
     let path = dir.join(name);
     std::fs::write(&path, text).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
     path
 }
 
@@ -1530,6 +1535,51 @@ fn credentials_in_a_url_are_refused_naming_the_key_and_where_they_go() {
             && !error.contains("hunter2"),
         "{error}"
     );
+}
+
+/// A configuration file every user can read that holds a secret inline is warned
+/// about, naming the file, the keys and the way out; group read passes, and a
+/// secret set by an environment variable is not in the file.
+#[test]
+fn a_config_file_holding_secrets_others_can_read_is_warned_about() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let warnings = |text: &str, mode: u32, env: &[(&str, &str)]| {
+        let path = write(dir.path(), "seatwarden.toml", text);
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
+        let env = env
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        Config::load_with_env(&path, Some(env)).unwrap().warnings()
+    };
+    let found = warnings(MINIMAL, 0o644, &[]);
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert!(
+        found[0].starts_with(&dir.path().join("seatwarden.toml").display().to_string())
+            && found[0].contains("holds workspace.token inline")
+            && found[0].contains("mode 0644")
+            && found[0].contains("token_file")
+            && !found[0].contains("s3cr3t"),
+        "{found:?}"
+    );
+    for mode in [0o600, 0o640, 0o400] {
+        assert_eq!(
+            warnings(MINIMAL, mode, &[]),
+            Vec::<String>::new(),
+            "{mode:o}"
+        );
+    }
+    let without_secret = MINIMAL.replace("token = \"s3cr3t-token-value\"", "token_file = \"t\"");
+    std::fs::write(dir.path().join("t"), "x").unwrap();
+    std::fs::set_permissions(dir.path().join("t"), std::fs::Permissions::from_mode(0o600)).unwrap();
+    assert_eq!(warnings(&without_secret, 0o644, &[]), Vec::<String>::new());
+    let from_env = warnings(
+        &without_secret.replace("token_file = \"t\"", ""),
+        0o644,
+        &[("SEATWARDEN__WORKSPACE__TOKEN", "from-a-credential")],
+    );
+    assert_eq!(from_env, Vec::<String>::new());
 }
 
 /// A secret file other users of the machine can read (or change) is warned about,

@@ -78,6 +78,16 @@ fn the_demo_command_exits_0_and_its_state_can_be_reported() {
     let json: serde_json::Value = serde_json::from_slice(&report.stdout).unwrap();
     assert_eq!(json["mode"], "reconcile");
     assert_eq!(json["summary"]["actions_failed"], 0);
+    // Its configuration holds the sandbox token inline: owner-only, so the
+    // commands run against it afterwards warn about nothing.
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(demo_dir.join("seatwarden.toml"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600);
+    let stderr = String::from_utf8_lossy(&report.stderr);
+    assert!(!stderr.contains("WARN"), "{stderr}");
 }
 
 /// The demo replaces the state in its directory, so it refuses one it did not
