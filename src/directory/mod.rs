@@ -467,7 +467,19 @@ impl Directory {
     /// Connectors still read their secrets at use, so rotation keeps working.
     pub fn check_files(&self) -> Result<(), DirectoryError> {
         match self {
-            Directory::File(source) => source.read().map(drop),
+            // Read by a run, an export without a person is a source fault (exit 5):
+            // said here, where someone is checking the file on purpose.
+            Directory::File(source) => match source.read()? {
+                snapshot if snapshot.identities.is_empty() => Err(DirectoryError::Invalid {
+                    path: source.path().to_owned(),
+                    location: "top level".to_owned(),
+                    field: None,
+                    message: "it holds no one; a run would refuse it as a source fault \
+                              (exit 5) and plan nothing"
+                        .to_owned(),
+                }),
+                _ => Ok(()),
+            },
             _ => self.check_credentials(),
         }
     }

@@ -80,6 +80,9 @@ fn check_config_fails_on_any_file_the_service_could_not_use() {
     std::fs::write(dir.path().join("empty"), "\n").unwrap();
     std::fs::write(dir.path().join("not-pem"), "hello\n").unwrap();
     std::fs::write(dir.path().join("broken.json"), "[{\"id\": \"1\",").unwrap();
+    // Well formed, and no one in them: a run would be a source fault.
+    std::fs::write(dir.path().join("zero.json"), "").unwrap();
+    std::fs::write(dir.path().join("zero.csv"), "\n").unwrap();
     let workspace = format!(
         "[workspace]\nurl = \"https://x.example/scim/v2\"\ntoken_file = \"{}\"\n",
         path("token")
@@ -91,6 +94,20 @@ fn check_config_fails_on_any_file_the_service_could_not_use() {
                 path("broken.json")
             ),
             "broken.json",
+        ),
+        (
+            format!(
+                "[directory]\nkind = \"file\"\npath = \"{}\"\n",
+                path("zero.json")
+            ),
+            "zero.json: top level: it holds no one",
+        ),
+        (
+            format!(
+                "[directory]\nkind = \"file\"\npath = \"{}\"\n",
+                path("zero.csv")
+            ),
+            "zero.csv: top level: it holds no one",
         ),
         (
             format!(
@@ -189,7 +206,7 @@ fn check_config_fails_on_any_file_the_service_could_not_use() {
             std::thread::sleep(std::time::Duration::from_millis(50));
         };
         let stderr = std::fs::read_to_string(&log).unwrap();
-        if key == "broken.json" {
+        if key == "broken.json" || key.contains("holds no one") {
             assert_eq!(exited, None, "{key}: {stderr}");
         } else {
             assert_eq!(exited, Some(Some(1)), "{key}: {stderr}");
