@@ -249,6 +249,8 @@ struct Inner {
     /// Set when, under [`Pagination::Auto`], a listing not asked by cursor was
     /// answered with a `nextCursor`: from then on listings page by cursor.
     cursors_seen: AtomicBool,
+    /// Set once a PATCH was answered 501: from then on changes go by PUT.
+    patch_refused: AtomicBool,
     /// [`ScimSettings::managed_groups`], lower-cased.
     managed_groups: HashSet<String>,
     group_members: GroupMembers,
@@ -363,6 +365,7 @@ impl ScimClient {
                 page_read_micros: AtomicU64::new(0),
                 id_filters_refused: AtomicBool::new(false),
                 cursors_seen: AtomicBool::new(false),
+                patch_refused: AtomicBool::new(false),
                 managed_groups: settings
                     .managed_groups
                     .iter()
@@ -1294,27 +1297,29 @@ impl ScimClient {
                 .map(|c| attribute_op(c, emails_now))
                 .collect()
         };
-        if self.writes_by_put() {
-            let path = resource_path(&Method::PUT, "/Users", id)?;
-            return self
-                .put_replaced(&path, |endpoint, user| {
-                    let ops = operations(&user);
-                    replaced_user(endpoint, user, &ops)
-                })
-                .await;
-        }
-        let path = resource_path(&Method::PATCH, "/Users", id)?;
-        let sets_email = changes
-            .iter()
-            .any(|c| c.attribute == Attribute::Email && c.to.is_some());
-        if sets_email {
-            return self
-                .read_modify_write(&path, Method::PATCH, &[], |_, user| {
+        if !self.writes_by_put() {
+            let path = resource_path(&Method::PATCH, "/Users", id)?;
+            let sets_email = changes
+                .iter()
+                .any(|c| c.attribute == Attribute::Email && c.to.is_some());
+            let patched = if sets_email {
+                self.read_modify_write(&path, Method::PATCH, &[], |_, user| {
                     Ok(patch_body(operations(&user)))
                 })
-                .await;
+                .await
+            } else {
+                self.patch(&path, operations(&Value::Null)).await
+            };
+            if !self.patch_refused(&patched).await? {
+                return patched;
+            }
         }
-        self.patch(&path, operations(&Value::Null)).await
+        let path = resource_path(&Method::PUT, "/Users", id)?;
+        self.put_replaced(&path, |endpoint, user| {
+            let ops = operations(&user);
+            replaced_user(endpoint, user, &ops)
+        })
+        .await
     }
 
     /// Writes the role per the configured attribute; `RoleAttribute::None` sends nothing.
@@ -1340,14 +1345,20 @@ impl ScimClient {
 
     /// One PATCH operation on a User, or, without PATCH, the same change by PUT.
     async fn patch_user(&self, id: &str, op: Value) -> Result<(), WorkspaceError> {
-        if self.writes_by_put() {
-            let path = resource_path(&Method::PUT, "/Users", id)?;
-            let ops = [op];
-            return self
-                .put_replaced(&path, |endpoint, user| replaced_user(endpoint, user, &ops))
+        if !self.writes_by_put() {
+            let patched = self
+                .patch(
+                    &resource_path(&Method::PATCH, "/Users", id)?,
+                    vec![op.clone()],
+                )
                 .await;
+            if !self.patch_refused(&patched).await? {
+                return patched;
+            }
         }
-        self.patch(&resource_path(&Method::PATCH, "/Users", id)?, vec![op])
+        let path = resource_path(&Method::PUT, "/Users", id)?;
+        let ops = [op];
+        self.put_replaced(&path, |endpoint, user| replaced_user(endpoint, user, &ops))
             .await
     }
 
@@ -1510,9 +1521,20 @@ impl ScimClient {
         group_id: &str,
         account_ids: &[String],
     ) -> Result<(), WorkspaceError> {
-        if self.writes_by_put() {
-            return self.put_members(group_id, account_ids, &[]).await;
+        if !self.writes_by_put() {
+            let patched = self.patch_add_members(group_id, account_ids).await;
+            if !self.patch_refused(&patched).await? {
+                return patched;
+            }
         }
+        self.put_members(group_id, account_ids, &[]).await
+    }
+
+    async fn patch_add_members(
+        &self,
+        group_id: &str,
+        account_ids: &[String],
+    ) -> Result<(), WorkspaceError> {
         let path = resource_path(&Method::PATCH, "/Groups", group_id)?;
         for chunk in account_ids.chunks(MEMBER_CHUNK) {
             let members: Vec<Value> = chunk.iter().map(|id| json!({"value": id})).collect();
@@ -1529,9 +1551,20 @@ impl ScimClient {
         group_id: &str,
         account_ids: &[String],
     ) -> Result<(), WorkspaceError> {
-        if self.writes_by_put() {
-            return self.put_members(group_id, &[], account_ids).await;
+        if !self.writes_by_put() {
+            let patched = self.patch_remove_members(group_id, account_ids).await;
+            if !self.patch_refused(&patched).await? {
+                return patched;
+            }
         }
+        self.put_members(group_id, &[], account_ids).await
+    }
+
+    async fn patch_remove_members(
+        &self,
+        group_id: &str,
+        account_ids: &[String],
+    ) -> Result<(), WorkspaceError> {
         let path = resource_path(&Method::PATCH, "/Groups", group_id)?;
         for chunk in account_ids.chunks(MEMBER_CHUNK) {
             let ops: Vec<Value> = chunk
@@ -1599,10 +1632,34 @@ impl ScimClient {
     }
 
     /// Whether changes go as PUT (RFC 7644 §3.5.1) instead of PATCH: the
-    /// provider's `/ServiceProviderConfig` says it does not support PATCH. An
-    /// unknown answer keeps PATCH, which every provider seen so far takes.
+    /// provider's `/ServiceProviderConfig` says it does not support PATCH, or a
+    /// PATCH was answered 501. An unknown answer keeps PATCH, which every
+    /// provider seen so far takes.
     fn writes_by_put(&self) -> bool {
         self.discovered().patch_supported == Some(false)
+            || self.inner.patch_refused.load(Ordering::Relaxed)
+    }
+
+    /// Whether `patched` is a PATCH refused as not implemented (501, RFC 7644
+    /// §3.12): nothing was changed, and the change is to be made by PUT. From
+    /// then on every change is. The sweep's and the retry job's clients never
+    /// read `/ServiceProviderConfig`, and a provider may announce PATCH wrongly;
+    /// it is read here once, so that the PUTs know whether to send `If-Match`.
+    async fn patch_refused(
+        &self,
+        patched: &Result<(), WorkspaceError>,
+    ) -> Result<bool, WorkspaceError> {
+        let Err(e @ WorkspaceError::Status { status: 501, .. }) = patched else {
+            return Ok(false);
+        };
+        if !self.inner.patch_refused.swap(true, Ordering::Relaxed) {
+            tracing::warn!(
+                error = %e,
+                "PATCH is not implemented by the workspace: changes are written by PUT"
+            );
+            self.discover().await?;
+        }
+        Ok(true)
     }
 
     /// Group `group_id` PUT back with `add` among its members and `remove` not,

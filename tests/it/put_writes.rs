@@ -124,19 +124,42 @@ fn account_in<'a>(snapshot: &'a WorkspaceSnapshot, id: &str) -> &'a Account {
 // ---------------------------------------------------------------- sandbox
 
 /// The sandbox with PATCH switched off announces it and refuses PATCH with 501.
+/// A client that never read `/ServiceProviderConfig` (the sweep's, the retry
+/// job's) sends PATCH once, takes the 501 as "use PUT", reads the announcement
+/// then (so its PUTs carry `If-Match`: a change made meanwhile stays), and
+/// sends no further PATCH.
 #[tokio::test]
-async fn a_sandbox_without_patch_announces_it_and_answers_501() {
+async fn a_patch_answered_501_is_written_by_put_from_then_on() {
     let sandbox = sandbox(seed(), false).await;
     let config = read_raw(&sandbox, "/ServiceProviderConfig").await;
     assert_eq!(config["patch"]["supported"], false);
     assert_eq!(config["etag"]["supported"], true);
-    // A client that does not discover sends PATCH, and is refused.
     let blind = ScimClient::new(settings(sandbox.base_url().as_str())).unwrap();
-    let err = blind.set_active("u0001", false).await.unwrap_err();
-    assert_eq!(err.status(), Some(501), "{err}");
-    assert!(!err.is_transient());
-    assert!(account_in(&sandbox.snapshot(), "u0001").active);
+    sandbox.change_after_reads(
+        "Users",
+        "u0001",
+        vec![json!([{"op": "replace", "path": "displayName", "value": "Changed elsewhere"}])],
+    );
+    blind.set_active("u0001", false).await.unwrap();
+    let after = sandbox.snapshot();
+    let user = account_in(&after, "u0001");
+    assert!(!user.active);
+    assert_eq!(user.display_name.as_deref(), Some("Changed elsewhere"));
     assert_eq!(sandbox.stats().patches, 1);
+    assert_eq!(
+        sandbox.stats().puts,
+        2,
+        "refused once by If-Match, then written"
+    );
+    blind.set_role("u0001", Role::Editor).await.unwrap();
+    blind
+        .add_members("g1", &["u0001".to_owned()])
+        .await
+        .unwrap();
+    let after = sandbox.snapshot();
+    assert_eq!(account_in(&after, "u0001").roles, ["Editor"]);
+    assert_eq!(members_of(&after, "g1"), ["u0000", "u0001"]);
+    assert_eq!(sandbox.stats().patches, 1, "no PATCH after the 501");
     sandbox.shutdown().await;
 }
 
