@@ -19,6 +19,7 @@ pub(crate) fn service_provider_config(
     max_results: usize,
     paging: SandboxPaging,
     cursor_timeout: Option<Duration>,
+    patch_supported: bool,
 ) -> Value {
     // RFC 9865 §4.
     let mut pagination = json!({
@@ -36,7 +37,7 @@ pub(crate) fn service_provider_config(
     }
     json!({
         "schemas": [SCHEMA_SPC],
-        "patch": {"supported": true},
+        "patch": {"supported": patch_supported},
         "bulk": {"supported": false, "maxOperations": 0, "maxPayloadSize": 0},
         "filter": {"supported": true, "maxResults": max_results},
         "changePassword": {"supported": false},

@@ -5,7 +5,9 @@
 //! unique case-insensitively, externalId, name, emails, active, roles), Groups
 //! (workspaces/folders) with members, ETags (`meta.version`, `If-Match` → 412),
 //! index and cursor paging (RFC 9865, [`SandboxPaging`]), `eq` filters with `and`
-//! and `or`, PATCH add/replace/remove (200 with the resource), SCIM error bodies,
+//! and `or`, PATCH add/replace/remove (200 with the resource; or, switched off by
+//! [`Sandbox::set_patch_supported`], announced unsupported and answered 501),
+//! PUT (replace, 200 with the resource), SCIM error bodies,
 //! discovery endpoints and bearer auth, for requests whose `Host` is `localhost` or
 //! a loopback address only (421 otherwise: DNS rebinding). State lives in memory
 //! (the private `store` module) behind a read-write lock: reads share it, writes
@@ -42,6 +44,9 @@
 //!   indexes; the other supported attributes
 //!   (displayName, name.*, emails, roles, active on Users) scan.
 //! - A write that changes nothing (re-adding a member) keeps the version/ETag.
+//! - A concurrent writer can be staged ([`Sandbox::change_after_reads`]): a
+//!   resource changes right after it was read by id, so the reader's version is
+//!   stale when it writes.
 //! - Responses are serialised straight from borrowed views of the stored users
 //!   and groups (byte for byte what a `Value` rendering gives, which stays for
 //!   `excludedAttributes`): benchmarks run the sandbox in seatwarden's process,
@@ -51,8 +56,9 @@ mod discovery;
 mod filter;
 mod store;
 
+use std::collections::{HashMap, VecDeque};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::Duration;
 
@@ -153,6 +159,10 @@ pub struct SandboxStats {
     /// List requests answered `400 invalidFilter` because their filter said `or`
     /// while [`SandboxOptions::or_filters`] is off.
     pub or_filters_refused: u64,
+    /// Authorized PATCH requests, answered or (PATCH switched off) refused.
+    pub patches: u64,
+    /// Authorized PUT requests.
+    pub puts: u64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -255,6 +265,13 @@ struct Shared {
     faults_429: AtomicU64,
     faults_5xx: AtomicU64,
     resets: AtomicU64,
+    /// Off: `/ServiceProviderConfig` says `patch.supported: false` and PATCH is 501.
+    patch_supported: AtomicBool,
+    patches: AtomicU64,
+    puts: AtomicU64,
+    /// Staged concurrent changes: (collection, id) → PATCH operations to apply
+    /// after each of the next reads of that resource, in order.
+    changes_after_reads: Mutex<HashMap<(String, String), VecDeque<Value>>>,
 }
 
 impl Shared {
@@ -264,6 +281,32 @@ impl Shared {
 
     fn store_read(&self) -> RwLockReadGuard<'_, Store> {
         self.store.read().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// After resource `id` of `collection` was read: the next change staged for
+    /// it, made as another client would make it (no `If-Match`).
+    fn change_after_read(&self, collection: &str, id: &str, now: chrono::DateTime<chrono::Utc>) {
+        let operations = self
+            .changes_after_reads
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get_mut(&(collection.to_owned(), id.to_owned()))
+            .and_then(VecDeque::pop_front);
+        let Some(operations) = operations else {
+            return;
+        };
+        let body = serde_json::json!({
+            "schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"],
+            "Operations": operations,
+        });
+        let mut store = self.store();
+        let changed = match collection {
+            "Users" => store.patch_user(id, &body, None, now).map(drop),
+            _ => store.patch_group(id, &body, None, now, false).map(drop),
+        };
+        if let Err(e) = changed {
+            tracing::warn!(collection, id, error = ?e, "a staged concurrent change failed");
+        }
     }
 }
 
@@ -329,6 +372,10 @@ impl Sandbox {
             faults_429: AtomicU64::new(0),
             faults_5xx: AtomicU64::new(0),
             resets: AtomicU64::new(0),
+            patch_supported: AtomicBool::new(true),
+            patches: AtomicU64::new(0),
+            puts: AtomicU64::new(0),
+            changes_after_reads: Mutex::new(HashMap::new()),
         });
         let app = Router::new()
             .fallback(handle)
@@ -375,7 +422,34 @@ impl Sandbox {
             faults_5xx: s.faults_5xx.load(Ordering::Relaxed),
             resets: s.resets.load(Ordering::Relaxed),
             or_filters_refused: s.store_read().or_refused(),
+            patches: s.patches.load(Ordering::Relaxed),
+            puts: s.puts.load(Ordering::Relaxed),
         }
+    }
+
+    /// Whether PATCH is supported. Off, `/ServiceProviderConfig` announces
+    /// `patch.supported: false` and every PATCH is answered 501 (RFC 7644 §3.12),
+    /// as from a provider that only replaces resources with PUT. A setter rather
+    /// than a [`SandboxOptions`] field, so callers that spell every option out
+    /// need not change; set it before a client reads `/ServiceProviderConfig`.
+    pub fn set_patch_supported(&self, supported: bool) {
+        self.shared
+            .patch_supported
+            .store(supported, Ordering::Relaxed);
+    }
+
+    /// Stages a concurrent writer: right after each of the next reads of
+    /// `/{collection}/{id}` (`"Users"` or `"Groups"`), the next of `changes`
+    /// (each a list of PATCH operations) is applied to it, so whoever read it
+    /// holds a stale version. Reads by filter or listing do not count.
+    pub fn change_after_reads(&self, collection: &str, id: &str, changes: Vec<Value>) {
+        self.shared
+            .changes_after_reads
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .entry((collection.to_owned(), id.to_owned()))
+            .or_default()
+            .extend(changes);
     }
 
     /// Changes faults at run time; the PRNG restarts from `faults.seed`.
@@ -762,6 +836,19 @@ fn route(
     let if_match = if_match.as_deref();
     let not_allowed = || ScimError::new(405, None, format!("{method} is not supported on {path}"));
     let m = method.clone();
+    if m == Method::PATCH {
+        shared.patches.fetch_add(1, Ordering::Relaxed);
+        if !shared.patch_supported.load(Ordering::Relaxed) {
+            return Err(ScimError::new(
+                501,
+                None,
+                "PATCH is not supported: replace the resource with PUT",
+            ));
+        }
+    }
+    if m == Method::PUT {
+        shared.puts.fetch_add(1, Ordering::Relaxed);
+    }
     match segments.as_slice() {
         ["ServiceProviderConfig"] if m == Method::GET => Ok(json_response(
             200,
@@ -770,6 +857,7 @@ fn route(
                 shared.max_results,
                 shared.paging,
                 shared.cursor_timeout,
+                shared.patch_supported.load(Ordering::Relaxed),
             ),
         )),
         ["ResourceTypes"] if m == Method::GET => Ok(json_response(
@@ -809,6 +897,7 @@ fn route(
         ["Users", id] => match m {
             Method::GET => {
                 let r = shared.store_read().get_user(id)?;
+                shared.change_after_read("Users", id, now);
                 Ok(resource_response(200, r, false))
             }
             Method::PUT => {
@@ -851,6 +940,7 @@ fn route(
             match m {
                 Method::GET => {
                     let r = shared.store_read().get_group(id, with_members)?;
+                    shared.change_after_read("Groups", id, now);
                     Ok(resource_response(200, r, false))
                 }
                 Method::PUT => {

@@ -203,6 +203,8 @@ struct Discovered {
     index_paging: Option<bool>,
     /// RFC 9865 `pagination.maxPageSize`.
     max_page_size: Option<u32>,
+    /// `etag.supported`: whether a read-modify-write may send `If-Match`.
+    etag_supported: Option<bool>,
 }
 
 impl Discovered {
@@ -247,6 +249,8 @@ struct Inner {
     /// Set when, under [`Pagination::Auto`], a listing not asked by cursor was
     /// answered with a `nextCursor`: from then on listings page by cursor.
     cursors_seen: AtomicBool,
+    /// Set once a PATCH was answered 501: from then on changes go by PUT.
+    patch_refused: AtomicBool,
     /// [`ScimSettings::managed_groups`], lower-cased.
     managed_groups: HashSet<String>,
     group_members: GroupMembers,
@@ -276,9 +280,10 @@ impl std::fmt::Debug for ScimClient {
     }
 }
 
-/// A successful answer: status and raw body (possibly empty).
+/// A successful answer: status, `ETag` header and raw body (possibly empty).
 struct Answer {
     status: u16,
+    etag: Option<String>,
     body: String,
 }
 
@@ -360,6 +365,7 @@ impl ScimClient {
                 page_read_micros: AtomicU64::new(0),
                 id_filters_refused: AtomicBool::new(false),
                 cursors_seen: AtomicBool::new(false),
+                patch_refused: AtomicBool::new(false),
                 managed_groups: settings
                     .managed_groups
                     .iter()
@@ -467,6 +473,20 @@ impl ScimClient {
         query: &[(&str, String)],
         body: Option<&Value>,
     ) -> Result<Answer, WorkspaceError> {
+        self.send_if_match(method, path, query, body, None).await
+    }
+
+    /// [`ScimClient::send`] with `If-Match: <version>` when `if_match` is given.
+    /// A 412 is not transient (`crate::http::status_is_transient`): sent again,
+    /// the same version would be refused again.
+    async fn send_if_match(
+        &self,
+        method: Method,
+        path: &str,
+        query: &[(&str, String)],
+        body: Option<&Value>,
+        if_match: Option<&str>,
+    ) -> Result<Answer, WorkspaceError> {
         let endpoint = endpoint_name(&method, path, query);
         let mut url = format!("{}{path}", self.inner.base);
         if !query.is_empty() {
@@ -487,7 +507,7 @@ impl ScimClient {
         let inner = &self.inner;
         crate::retry::retry(
             inner.retry,
-            || self.attempt(&method, &url, &endpoint, body_bytes.clone()),
+            || self.attempt(&method, &url, &endpoint, body_bytes.clone(), if_match),
             |e, delay| {
                 inner.retries.fetch_add(1, Ordering::Relaxed);
                 tracing::debug!(error = %e, ?delay, "retrying SCIM request");
@@ -502,6 +522,7 @@ impl ScimClient {
         url: &str,
         endpoint: &str,
         body: Option<Vec<u8>>,
+        if_match: Option<&str>,
     ) -> Result<Answer, WorkspaceError> {
         let inner = &self.inner;
         let _permit = inner
@@ -531,6 +552,9 @@ impl ScimClient {
                 .header(reqwest::header::CONTENT_TYPE, SCIM_JSON)
                 .body(body);
         }
+        if let Some(version) = if_match {
+            request = request.header(reqwest::header::IF_MATCH, version);
+        }
         let response = request
             .send()
             .await
@@ -541,6 +565,13 @@ impl ScimClient {
             .get(reqwest::header::RETRY_AFTER)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| crate::retry::parse_retry_after(v, SystemTime::now()));
+        let etag = response
+            .headers()
+            .get(reqwest::header::ETAG)
+            .and_then(|v| v.to_str().ok())
+            .map(str::trim)
+            .filter(|v| !v.is_empty())
+            .map(str::to_owned);
         if let Some(detail) = crate::http::redirect_detail(status, response.headers()) {
             return Err(WorkspaceError::Status {
                 endpoint: endpoint.to_owned(),
@@ -565,7 +596,11 @@ impl ScimClient {
                 }
             })?;
         if (200..300).contains(&status) {
-            return Ok(Answer { status, body: text });
+            return Ok(Answer {
+                status,
+                etag,
+                body: text,
+            });
         }
         // Belt and braces: a provider echoing the Authorization header must not
         // smuggle the token into an error message. Redacted before the detail is
@@ -689,6 +724,10 @@ impl ScimClient {
             .get("patch")
             .and_then(|p| p.get("supported"))
             .and_then(flag);
+        let etag_supported = config
+            .get("etag")
+            .and_then(|p| p.get("supported"))
+            .and_then(flag);
         // RFC 9865 §4; attribute names are case-insensitive (RFC 7643 §2.1).
         let pagination = config
             .as_object()
@@ -709,7 +748,14 @@ impl ScimClient {
                 .and_then(number)
                 .filter(|m| *m > 0)
                 .map(|m| u32::try_from(m).unwrap_or(u32::MAX)),
+            etag_supported,
         };
+        if patch_supported == Some(false) {
+            tracing::info!(
+                "the provider says it does not support PATCH: changes are written by \
+                 reading the resource and replacing it whole (PUT)"
+            );
+        }
         tracing::debug!(?discovered, "discovered ServiceProviderConfig");
         if self.inner.pagination == Pagination::Cursor && discovered.cursor_paging == Some(false) {
             tracing::warn!(
@@ -1232,7 +1278,10 @@ impl ScimClient {
     /// One PATCH for all `changes`. `emails` is multi-valued and a PATCH replaces
     /// it whole: a new email is written into the entry seatwarden reads (primary,
     /// else work, else first) of the account as read just before, so a home or
-    /// second work address the workspace keeps is not lost.
+    /// second work address the workspace keeps is not lost. That read and write
+    /// carry the read's version in `If-Match` where the provider supports ETags
+    /// ([`ScimClient::read_modify_write`]), so an address added in between is not
+    /// overwritten. Without PATCH, the same change goes by PUT.
     pub async fn update_attributes(
         &self,
         id: &str,
@@ -1241,21 +1290,36 @@ impl ScimClient {
         if changes.is_empty() {
             return Ok(());
         }
-        let path = resource_path(&Method::PATCH, "/Users", id)?;
-        let sets_email = changes
-            .iter()
-            .any(|c| c.attribute == Attribute::Email && c.to.is_some());
-        let emails_now = if sets_email {
-            let (_, user) = self.get_json::<Value>(&path, &[]).await?;
-            parse::emails(&user).cloned()
-        } else {
-            None
+        let operations = |user: &Value| -> Vec<Value> {
+            let emails_now = parse::emails(user).map(Vec::as_slice);
+            changes
+                .iter()
+                .map(|c| attribute_op(c, emails_now))
+                .collect()
         };
-        let operations: Vec<Value> = changes
-            .iter()
-            .map(|c| attribute_op(c, emails_now.as_deref()))
-            .collect();
-        self.patch(&path, operations).await
+        if !self.writes_by_put() {
+            let path = resource_path(&Method::PATCH, "/Users", id)?;
+            let sets_email = changes
+                .iter()
+                .any(|c| c.attribute == Attribute::Email && c.to.is_some());
+            let patched = if sets_email {
+                self.read_modify_write(&path, Method::PATCH, &[], |_, user| {
+                    Ok(patch_body(operations(&user)))
+                })
+                .await
+            } else {
+                self.patch(&path, operations(&Value::Null)).await
+            };
+            if !self.patch_refused(&patched).await? {
+                return patched;
+            }
+        }
+        let path = resource_path(&Method::PUT, "/Users", id)?;
+        self.put_replaced(&path, |endpoint, user| {
+            let ops = operations(&user);
+            replaced_user(endpoint, user, &ops)
+        })
+        .await
     }
 
     /// Writes the role per the configured attribute; `RoleAttribute::None` sends nothing.
@@ -1271,13 +1335,30 @@ impl ScimClient {
                 "value": role.as_str(),
             }),
         };
-        self.patch(&resource_path(&Method::PATCH, "/Users", id)?, vec![op])
-            .await
+        self.patch_user(id, op).await
     }
 
     pub async fn set_active(&self, id: &str, active: bool) -> Result<(), WorkspaceError> {
         let op = json!({"op": "replace", "path": "active", "value": active});
-        self.patch(&resource_path(&Method::PATCH, "/Users", id)?, vec![op])
+        self.patch_user(id, op).await
+    }
+
+    /// One PATCH operation on a User, or, without PATCH, the same change by PUT.
+    async fn patch_user(&self, id: &str, op: Value) -> Result<(), WorkspaceError> {
+        if !self.writes_by_put() {
+            let patched = self
+                .patch(
+                    &resource_path(&Method::PATCH, "/Users", id)?,
+                    vec![op.clone()],
+                )
+                .await;
+            if !self.patch_refused(&patched).await? {
+                return patched;
+            }
+        }
+        let path = resource_path(&Method::PUT, "/Users", id)?;
+        let ops = [op];
+        self.put_replaced(&path, |endpoint, user| replaced_user(endpoint, user, &ops))
             .await
     }
 
@@ -1392,7 +1473,7 @@ impl ScimClient {
                 {
                     return Ok(Err(group));
                 }
-                self.attempt(&Method::POST, &url, &endpoint, Some(bytes.clone()))
+                self.attempt(&Method::POST, &url, &endpoint, Some(bytes.clone()), None)
                     .await
                     .map(Ok)
                     .map_err(CreateFailure::Post)
@@ -1433,8 +1514,23 @@ impl ScimClient {
         parse::group(&endpoint, body)
     }
 
-    /// `add members [{value}]`, at most 100 members per request.
+    /// `add members [{value}]`, at most 100 members per request; without PATCH,
+    /// one PUT of the group with its whole new member list.
     pub async fn add_members(
+        &self,
+        group_id: &str,
+        account_ids: &[String],
+    ) -> Result<(), WorkspaceError> {
+        if !self.writes_by_put() {
+            let patched = self.patch_add_members(group_id, account_ids).await;
+            if !self.patch_refused(&patched).await? {
+                return patched;
+            }
+        }
+        self.put_members(group_id, account_ids, &[]).await
+    }
+
+    async fn patch_add_members(
         &self,
         group_id: &str,
         account_ids: &[String],
@@ -1448,8 +1544,23 @@ impl ScimClient {
         Ok(())
     }
 
-    /// One `remove members[value eq "id"]` operation per id, at most 100 per request.
+    /// One `remove members[value eq "id"]` operation per id, at most 100 per
+    /// request; without PATCH, one PUT of the group without them.
     pub async fn remove_members(
+        &self,
+        group_id: &str,
+        account_ids: &[String],
+    ) -> Result<(), WorkspaceError> {
+        if !self.writes_by_put() {
+            let patched = self.patch_remove_members(group_id, account_ids).await;
+            if !self.patch_refused(&patched).await? {
+                return patched;
+            }
+        }
+        self.put_members(group_id, &[], account_ids).await
+    }
+
+    async fn patch_remove_members(
         &self,
         group_id: &str,
         account_ids: &[String],
@@ -1514,13 +1625,150 @@ impl ScimClient {
         query: &[(&str, String)],
         operations: Vec<Value>,
     ) -> Result<(), WorkspaceError> {
-        if self.discovered().patch_supported == Some(false) {
-            tracing::warn!(path, "provider says PATCH is not supported; trying anyway");
-        }
-        let body = json!({"schemas": [SCHEMA_PATCH], "Operations": operations});
+        let body = patch_body(operations);
         let answer = self.send(Method::PATCH, path, query, Some(&body)).await?;
         tracing::trace!(path, status = answer.status, "patched");
         Ok(())
+    }
+
+    /// Whether changes go as PUT (RFC 7644 §3.5.1) instead of PATCH: the
+    /// provider's `/ServiceProviderConfig` says it does not support PATCH, or a
+    /// PATCH was answered 501. An unknown answer keeps PATCH, which every
+    /// provider seen so far takes.
+    fn writes_by_put(&self) -> bool {
+        self.discovered().patch_supported == Some(false)
+            || self.inner.patch_refused.load(Ordering::Relaxed)
+    }
+
+    /// Whether `patched` is a PATCH refused as not implemented (501, RFC 7644
+    /// §3.12): nothing was changed, and the change is to be made by PUT. From
+    /// then on every change is. The sweep's and the retry job's clients never
+    /// read `/ServiceProviderConfig`, and a provider may announce PATCH wrongly;
+    /// it is read here once, so that the PUTs know whether to send `If-Match`.
+    async fn patch_refused(
+        &self,
+        patched: &Result<(), WorkspaceError>,
+    ) -> Result<bool, WorkspaceError> {
+        let Err(e @ WorkspaceError::Status { status: 501, .. }) = patched else {
+            return Ok(false);
+        };
+        if !self.inner.patch_refused.swap(true, Ordering::Relaxed) {
+            tracing::warn!(
+                error = %e,
+                "PATCH is not implemented by the workspace: changes are written by PUT"
+            );
+            self.discover().await?;
+        }
+        Ok(true)
+    }
+
+    /// Group `group_id` PUT back with `add` among its members and `remove` not,
+    /// every other member and attribute as read.
+    async fn put_members(
+        &self,
+        group_id: &str,
+        add: &[String],
+        remove: &[String],
+    ) -> Result<(), WorkspaceError> {
+        if add.is_empty() && remove.is_empty() {
+            return Ok(());
+        }
+        let path = resource_path(&Method::PUT, "/Groups", group_id)?;
+        if self.members_by_filter() {
+            // Such a provider answers `"members": []` to every read: the group
+            // PUT back with that list would lose every member not named here.
+            return Err(WorkspaceError::NotSent {
+                endpoint: endpoint_name(&Method::PUT, &path, &[]),
+                reason: "the provider does not support PATCH, and its groups never show \
+                         their members (workspace.group_members = \"by_member_filter\"): \
+                         a group replaced whole from a read would lose its members"
+                    .to_owned(),
+            });
+        }
+        self.put_replaced(&path, |endpoint, group| {
+            replaced_group(endpoint, group, add, remove)
+        })
+        .await
+    }
+
+    /// The resource at `path` read, changed by `change` and PUT back whole.
+    async fn put_replaced(
+        &self,
+        path: &str,
+        change: impl Fn(&str, Value) -> Result<Value, WorkspaceError>,
+    ) -> Result<(), WorkspaceError> {
+        self.read_modify_write(path, Method::PUT, &[], |endpoint, resource| {
+            change(endpoint, resource).map(without_read_only)
+        })
+        .await
+    }
+
+    /// Reads the resource at `path`, builds the request body from it with `build`
+    /// and sends it with `method`. Where the provider supports ETags and the read
+    /// carried a version (the `ETag` header, else `meta.version`), the write
+    /// carries it in `If-Match`, so a change someone made in between is not
+    /// overwritten: a 412 reads the resource again and tries once more. A second
+    /// 412 fails, not transient: the resource is being changed as fast as it is
+    /// read, and the next run reads it afresh.
+    async fn read_modify_write(
+        &self,
+        path: &str,
+        method: Method,
+        query: &[(&str, String)],
+        build: impl Fn(&str, Value) -> Result<Value, WorkspaceError>,
+    ) -> Result<(), WorkspaceError> {
+        let etags = self.discovered().etag_supported == Some(true);
+        let mut refused_before = false;
+        loop {
+            let read_endpoint = endpoint_name(&Method::GET, path, &[]);
+            let read = self.send(Method::GET, path, &[], None).await?;
+            let resource: Value = self.json_answer(&read_endpoint, &read.body)?;
+            let version = read.etag.clone().or_else(|| parse::version(&resource));
+            let if_match = version.filter(|_| etags);
+            let body = build(&read_endpoint, resource)?;
+            match self
+                .send_if_match(
+                    method.clone(),
+                    path,
+                    query,
+                    Some(&body),
+                    if_match.as_deref(),
+                )
+                .await
+            {
+                Ok(answer) => {
+                    tracing::trace!(path, %method, status = answer.status, "written after a read");
+                    return Ok(());
+                }
+                Err(WorkspaceError::Status {
+                    endpoint,
+                    status: 412,
+                    scim_type,
+                    detail,
+                    retry_after,
+                }) if if_match.is_some() => {
+                    if !refused_before {
+                        refused_before = true;
+                        tracing::info!(
+                            endpoint,
+                            "changed by someone else since it was read (412): reading it again"
+                        );
+                        continue;
+                    }
+                    return Err(WorkspaceError::Status {
+                        endpoint,
+                        status: 412,
+                        scim_type,
+                        detail: format!(
+                            "changed by someone else between read and write twice in a row, \
+                             not tried again (the next run reads it afresh): {detail}"
+                        ),
+                        retry_after,
+                    });
+                }
+                Err(e) => return Err(e),
+            }
+        }
     }
 
     /// GET with a filter: every match on the first page, each once (`id_of` names
@@ -1661,6 +1909,172 @@ pub(crate) fn endpoint_name(method: &Method, path: &str, query: &[(&str, String)
         endpoint.push_str(&plain.join("&"));
     }
     endpoint
+}
+
+fn patch_body(operations: Vec<Value>) -> Value {
+    json!({"schemas": [SCHEMA_PATCH], "Operations": operations})
+}
+
+/// The key of `object` that is `name` without regard to case (RFC 7643 §2.1).
+fn key_of(object: &serde_json::Map<String, Value>, name: &str) -> Option<String> {
+    object
+        .keys()
+        .find(|k| k.eq_ignore_ascii_case(name))
+        .cloned()
+}
+
+/// Sets (`Some`) or removes (`None`) `name` in `object`, whatever its spelling
+/// there: one key stays.
+fn set_attribute(object: &mut serde_json::Map<String, Value>, name: &str, value: Option<Value>) {
+    object.retain(|k, _| !k.eq_ignore_ascii_case(name));
+    if let Some(value) = value {
+        object.insert(name.to_owned(), value);
+    }
+}
+
+/// User `user` as read, with the PATCH operations seatwarden builds (`replace`
+/// or `remove` of `attr`, `attr.sub` or an extension's `urn:…:attr`) applied:
+/// what a PUT replaces it with. Anything else is an error, not a guess.
+fn replaced_user(
+    endpoint: &str,
+    user: Value,
+    operations: &[Value],
+) -> Result<Value, WorkspaceError> {
+    let Value::Object(mut user) = user else {
+        return Err(WorkspaceError::malformed(
+            endpoint,
+            "the User is not a JSON object",
+        ));
+    };
+    for op in operations {
+        let kind = op.get("op").and_then(Value::as_str).unwrap_or_default();
+        let path = op.get("path").and_then(Value::as_str).unwrap_or_default();
+        let value = match kind {
+            "replace" => op.get("value").cloned(),
+            "remove" => None,
+            _ => {
+                return Err(WorkspaceError::NotSent {
+                    endpoint: endpoint.to_owned(),
+                    reason: format!("cannot turn the PATCH operation {op} into a PUT"),
+                });
+            }
+        };
+        let top = if path.starts_with("urn:") {
+            path.rsplit_once(':').map_or(path, |(schema, _)| schema)
+        } else {
+            path.split_once('.')
+                .map_or(path, |(attribute, _)| attribute)
+        };
+        if value.is_none() && key_of(&user, top).is_none() {
+            // Nothing to remove.
+            continue;
+        }
+        if path.starts_with("urn:")
+            && let Some((schema, attribute)) = path.rsplit_once(':')
+        {
+            // An extension attribute lives in the extension's object, and the
+            // extension is named in `schemas` once it holds something.
+            if value.is_some() {
+                let schemas = user
+                    .entry("schemas")
+                    .or_insert_with(|| json!([SCHEMA_USER]));
+                if let Value::Array(schemas) = schemas
+                    && !schemas
+                        .iter()
+                        .any(|s| s.as_str().is_some_and(|s| s.eq_ignore_ascii_case(schema)))
+                {
+                    schemas.push(schema.into());
+                }
+            }
+            let key = key_of(&user, schema).unwrap_or_else(|| schema.to_owned());
+            let extension = user.entry(key).or_insert_with(|| json!({}));
+            let Value::Object(extension) = extension else {
+                return Err(WorkspaceError::malformed(
+                    endpoint,
+                    format!("the extension {schema:?} is not a JSON object"),
+                ));
+            };
+            set_attribute(extension, attribute, value);
+        } else if let Some((attribute, sub)) = path.split_once('.') {
+            let key = key_of(&user, attribute).unwrap_or_else(|| attribute.to_owned());
+            let complex = user.entry(key).or_insert_with(|| json!({}));
+            if complex.is_null() {
+                *complex = json!({});
+            }
+            let Value::Object(complex) = complex else {
+                return Err(WorkspaceError::malformed(
+                    endpoint,
+                    format!("{attribute:?} is not a JSON object"),
+                ));
+            };
+            set_attribute(complex, sub, value);
+        } else {
+            set_attribute(&mut user, path, value);
+        }
+    }
+    Ok(Value::Object(user))
+}
+
+/// Group `group` as read with `add` among its members and `remove` not; the
+/// other members keep their entries as read.
+fn replaced_group(
+    endpoint: &str,
+    group: Value,
+    add: &[String],
+    remove: &[String],
+) -> Result<Value, WorkspaceError> {
+    let Value::Object(mut group) = group else {
+        return Err(WorkspaceError::malformed(
+            endpoint,
+            "the Group is not a JSON object",
+        ));
+    };
+    let key = key_of(&group, "members");
+    let mut members = match key.as_ref().and_then(|k| group.remove(k)) {
+        None | Some(Value::Null) => Vec::new(),
+        Some(Value::Array(members)) => members,
+        Some(_) => {
+            return Err(WorkspaceError::malformed(
+                endpoint,
+                "members is not an array",
+            ));
+        }
+    };
+    let member_id = |m: &Value| -> Option<String> {
+        match m {
+            Value::String(s) => Some(s.clone()),
+            Value::Object(o) => o
+                .iter()
+                .find(|(k, _)| k.eq_ignore_ascii_case("value"))
+                .and_then(|(_, v)| v.as_str())
+                .map(str::to_owned),
+            _ => None,
+        }
+    };
+    let removed: HashSet<&str> = remove.iter().map(String::as_str).collect();
+    members.retain(|m| member_id(m).is_none_or(|id| !removed.contains(id.as_str())));
+    let mut present: HashSet<String> = members.iter().filter_map(member_id).collect();
+    for id in add {
+        if present.insert(id.clone()) {
+            members.push(json!({"value": id}));
+        }
+    }
+    group.insert("members".to_owned(), Value::Array(members));
+    Ok(Value::Object(group))
+}
+
+/// A resource as read, without what a PUT must not send back: `meta` and a
+/// User's `groups` are read-only (RFC 7643 §3.1, §4.1.2); `id` may stay.
+fn without_read_only(resource: Value) -> Value {
+    match resource {
+        Value::Object(mut resource) => {
+            resource.retain(|k, _| {
+                !k.eq_ignore_ascii_case("meta") && !k.eq_ignore_ascii_case("groups")
+            });
+            Value::Object(resource)
+        }
+        other => other,
+    }
 }
 
 fn email_value(email: &str) -> Value {

@@ -272,6 +272,15 @@ fn email(v: &Value) -> Option<String> {
 }
 
 /// A User's `emails`, when it is an array.
+/// `meta.version`: the resource's ETag, for an answer without an `ETag` header.
+pub(crate) fn version(v: &Value) -> Option<String> {
+    attr(attr(v, "meta")?, "version")?
+        .as_str()
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
+}
+
 pub(crate) fn emails(v: &Value) -> Option<&Vec<Value>> {
     attr(v, "emails")?.as_array()
 }

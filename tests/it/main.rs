@@ -18,6 +18,7 @@ mod ldap;
 mod ldap_ad;
 mod okta;
 mod packaging;
+mod put_writes;
 mod report;
 mod resume;
 mod safety;
