@@ -1377,13 +1377,17 @@ fn after_writes(printed: anyhow::Result<()>) -> anyhow::Result<()> {
     }
 }
 
-/// Markdown and HTML show times in `report.timezone`.
+/// Text, Markdown and HTML show times in `report.timezone`.
 fn print_report(report: &Report, format: Format, config: &Config) -> anyhow::Result<()> {
     match format {
         Format::Json => outln!("{}", report.to_json())?,
         Format::Text => out!(
             "{}",
-            report::render_text(report, std::io::stdout().is_terminal())
+            report::render_text(
+                report,
+                config.report_timezone()?,
+                std::io::stdout().is_terminal()
+            )
         )?,
         Format::Markdown => out!(
             "{}",

@@ -321,16 +321,16 @@ fn the_scenario_has_every_drift_kind() {
 #[test]
 fn plan_report_text() {
     let report = report_of(&scenario(), "plan", |_| (Outcome::NotRun, None));
-    insta::assert_snapshot!(report::render_text(&report, false));
+    insta::assert_snapshot!(report::render_text(&report, chrono_tz::UTC, false));
 }
 
 #[test]
 fn reconcile_report_text_with_a_failure_and_a_hold() {
     let report = failure_and_hold();
-    let text = report::render_text(&report, false);
+    let text = report::render_text(&report, chrono_tz::UTC, false);
     assert!(!text.contains('\x1b'), "no colour when not asked");
     insta::assert_snapshot!(text);
-    let coloured = report::render_text(&report, true);
+    let coloured = report::render_text(&report, chrono_tz::UTC, true);
     assert!(coloured.contains("\x1b[31m"), "failures in red on a TTY");
 }
 
@@ -619,8 +619,9 @@ fn reconcile_report_html() {
     insta::assert_snapshot!(report::render_html(&report, UTC).unwrap());
 }
 
-/// Run times read on `report.timezone`'s wall clock, as the digest and alerts
-/// beside them in the same inbox do.
+/// Run times read on `report.timezone`'s wall clock, in every human format (the
+/// text one is an email's text/plain part), as the digest and alerts beside them
+/// in the same inbox do.
 #[test]
 fn report_times_are_shown_in_the_report_time_zone() {
     let report = failure_and_hold();
@@ -629,6 +630,8 @@ fn report_times_are_shown_in_the_report_time_zone() {
     let markdown = report::render_markdown(&report, berlin).unwrap();
     assert!(markdown.contains(&format!("- Run: {run}")), "{markdown}");
     assert!(report::render_html(&report, berlin).unwrap().contains(run));
+    let text = report::render_text(&report, berlin, false);
+    assert!(text.contains(&format!("\n  run: {run}\n")), "{text}");
 }
 
 /// The safety net's findings reach the emailed formats too, not only the terminal:
@@ -659,7 +662,7 @@ fn safety_findings_show_in_every_format() {
         }],
     });
     report.safety.workspace_listing_short = true;
-    let text = report::render_text(&report, false);
+    let text = report::render_text(&report, chrono_tz::UTC, false);
     let markdown = report::render_markdown(&report, UTC).unwrap();
     let html = report::render_html(&report, UTC).unwrap();
     for finding in report::safety_findings(&report) {
@@ -712,7 +715,7 @@ fn unfixed_drift_leaves_out_what_a_run_fixed_even_when_it_did_not_converge() {
 #[test]
 fn the_text_report_says_until_when_an_action_waits() {
     let report = report_of(&settling(), "reconcile", |_| (Outcome::Applied, None));
-    let text = report::render_text(&report, false);
+    let text = report::render_text(&report, chrono_tz::UTC, false);
     let waiting: Vec<&ActionOutcome> = report.actions.iter().filter(|a| a.waiting).collect();
     assert!(!waiting.is_empty());
     for action in waiting {
@@ -826,7 +829,7 @@ fn control_characters_in_names_never_reach_a_terminal() {
     let evil = "mallory\u{1b}[2J\nFAILED #1 deactivate ceo@example.com";
     report.drift[0].user_name = evil.into();
     report.actions[0].subject = evil.into();
-    let text = report::render_text(&report, false);
+    let text = report::render_text(&report, chrono_tz::UTC, false);
     assert!(!text.contains('\u{1b}'), "{text}");
     assert!(!text.contains("\nFAILED #1 deactivate ceo"), "{text}");
     assert!(text.contains("mallory\u{fffd}[2J\u{fffd}FAILED"), "{text}");
@@ -846,7 +849,7 @@ fn control_characters_in_names_never_reach_a_terminal() {
             message: "HTTP 500: \u{1b}]0;pwned\u{7}".into(),
         }],
     });
-    let text = report::render_text(&report, false);
+    let text = report::render_text(&report, chrono_tz::UTC, false);
     assert!(text.contains("pwned"), "the failure is shown: {text}");
     assert!(
         !text.contains('\u{1b}') && !text.contains('\u{7}'),
@@ -1023,7 +1026,10 @@ mod digest {
         let digest = build(std::slice::from_ref(&settling), 0);
         assert!(digest.held.is_empty(), "{:?}", digest.held);
         assert!(!seatwarden::report::subject("acme", &settling).contains("held"));
-        assert!(!seatwarden::report::render_text(&settling, false).contains("Needs attention"));
+        assert!(
+            !seatwarden::report::render_text(&settling, chrono_tz::UTC, false)
+                .contains("Needs attention")
+        );
     }
 
     /// A line break in a name cannot forge a line of the digest (text or email).
