@@ -126,10 +126,14 @@ USER 10001:10001
 # [http] trigger_token_file.
 EXPOSE 9464
 
-# `seatwarden healthcheck` reads the same configuration, GETs /healthz on the
-# [http] listen address and exits 0 or 1 (no curl in the image). With listen
-# on 0.0.0.0 (or [::]) it connects to 127.0.0.1 (or [::1]), so it works in
-# both setups.
+# `seatwarden healthcheck` GETs /healthz and exits 0 or 1 (no curl in the
+# image). It does not load the configuration: a broken edit of the file, which
+# the running daemon refuses on reload, must not mark it unhealthy. The address
+# is SEATWARDEN__HTTP__LISTEN (this container's environment, the daemon's too),
+# else [http] listen read alone from the file, else 127.0.0.1:9464; with another
+# port, the surest is SEATWARDEN__HTTP__LISTEN (or `healthcheck --listen ADDR`
+# in a HEALTHCHECK of your own). With listen on 0.0.0.0 (or [::]) it connects
+# to 127.0.0.1 (or [::1]), so it works in both setups.
 HEALTHCHECK --interval=30s --timeout=5s --start-period=60s --retries=3 \
     CMD ["seatwarden", "healthcheck"]
 

@@ -397,9 +397,20 @@ Exit codes: those of reconcile (0 converged, 3 held for a human, 4 some actions 
         #[arg(long, value_enum, default_value_t = StatusFormat::Text)]
         format: StatusFormat,
     },
-    /// Exit 0 if the daemon's /healthz answers 200 on [http] listen, else 1 (for
-    /// container HEALTHCHECKs; needs no curl).
-    Healthcheck,
+    /// Exit 0 if the daemon's /healthz answers 200, else 1 (for container
+    /// HEALTHCHECKs; needs no curl). Never validates the configuration: the
+    /// daemon runs on the one it loaded, whatever the file on disk says now.
+    #[command(after_help = "\
+The address checked is the first of: --listen; SEATWARDEN__HTTP__LISTEN (the
+variable the daemon itself reads, so a container's environment answers for both);
+[http] listen read alone from the configuration file (the rest of the file is not
+looked at, so an edit breaking another key does not fail the check); the default
+127.0.0.1:9464. A wildcard address (0.0.0.0, [::]) is reached on loopback.")]
+    Healthcheck {
+        /// The daemon's listen address, e.g. 127.0.0.1:9464.
+        #[arg(long, value_name = "ADDR")]
+        listen: Option<std::net::SocketAddr>,
+    },
     /// Print a stored drift report.
     Report {
         /// `latest` (the newest run that has a report) or a run id.
@@ -515,6 +526,16 @@ fn run_command(cli: Cli) -> anyhow::Result<u8> {
         } => {
             return serve_sandbox(seed.as_deref(), *port, token.as_deref(), behaviour);
         }
+        // Before the configuration is loaded: see `healthcheck_address`.
+        Command::Healthcheck { listen } => {
+            return Ok(match healthcheck_address(*listen, &cli.config) {
+                Ok(listen) => healthcheck(listen),
+                Err(message) => {
+                    eprintln!("unhealthy: {message}");
+                    exit::ERROR
+                }
+            });
+        }
         _ => {}
     }
     let config = Config::load(&cli.config)?;
@@ -527,7 +548,9 @@ fn run_command(cli: Cli) -> anyhow::Result<u8> {
         }
     }
     match cli.command {
-        Command::Demo { .. } | Command::Sandbox { .. } => Ok(exit::OK),
+        Command::Demo { .. } | Command::Sandbox { .. } | Command::Healthcheck { .. } => {
+            Ok(exit::OK)
+        }
         Command::Daemon => {
             let clock = std::sync::Arc::new(crate::schedule::SystemClock);
             runtime()?.block_on(crate::daemon::run(cli.config.clone(), config, clock))?;
@@ -556,7 +579,6 @@ fn run_command(cli: Cli) -> anyhow::Result<u8> {
                 exit::OK
             })
         }
-        Command::Healthcheck => Ok(healthcheck(config.daemon_settings()?.listen)),
         Command::CheckConfig => {
             config.check_files()?;
             out!("{}", config.to_redacted_toml())?;
@@ -749,6 +771,85 @@ fn latest_reported_run(store: &Store) -> anyhow::Result<RunId> {
         );
     }
     Ok(reported)
+}
+
+/// Where the daemon listens, found without loading the configuration: a broken
+/// edit of the file (which a reload refuses, keeping the running configuration)
+/// must not mark a healthy daemon unhealthy (an orchestrator may restart it). The
+/// environment is the daemon's own (a container's HEALTHCHECK runs with it); the
+/// file is read for `[http] listen` alone, however broken the rest is. Only a
+/// listen address given but unusable is an error (the daemon refuses it too).
+fn healthcheck_address(
+    flag: Option<std::net::SocketAddr>,
+    config: &std::path::Path,
+) -> Result<std::net::SocketAddr, String> {
+    if let Some(listen) = flag {
+        return Ok(listen);
+    }
+    // Matched as the configuration matches it: prefix exact, key in any case.
+    let from_env = std::env::vars_os().find_map(|(name, value)| {
+        let name = name.into_string().ok()?;
+        let key = name.strip_prefix("SEATWARDEN__")?;
+        key.eq_ignore_ascii_case("HTTP__LISTEN")
+            .then(|| (name.clone(), value))
+    });
+    if let Some((name, value)) = from_env {
+        let text = value.to_string_lossy();
+        return text
+            .trim()
+            .parse()
+            .map_err(|_| format!("{name}={text:?} is not an address like 127.0.0.1:9464"));
+    }
+    let (listen, origin) = match std::fs::read_to_string(config) {
+        Ok(text) => match listen_in_file(&text) {
+            Some(listen) => (listen, format!("[http] listen in {}", config.display())),
+            None => (
+                crate::config::HttpConfig::default().listen,
+                "the default".to_owned(),
+            ),
+        },
+        Err(e) => {
+            eprintln!(
+                "note: cannot read {} ({e}); checking the default [http] listen",
+                config.display()
+            );
+            (
+                crate::config::HttpConfig::default().listen,
+                "the default".to_owned(),
+            )
+        }
+    };
+    listen
+        .trim()
+        .parse()
+        .map_err(|_| format!("{origin} {listen:?} is not an address like 127.0.0.1:9464"))
+}
+
+/// `[http] listen` from a configuration file's text: parsed as TOML, or, when the
+/// file does not parse, taken from its `[http]` table line by line.
+fn listen_in_file(text: &str) -> Option<String> {
+    if let Ok(table) = toml::from_str::<toml::Table>(text) {
+        return table
+            .get("http")?
+            .get("listen")?
+            .as_str()
+            .map(str::to_owned);
+    }
+    let mut in_http = false;
+    for line in text.lines().map(str::trim) {
+        if let Some(header) = line.strip_prefix('[') {
+            in_http = header.split(']').next().map(str::trim) == Some("http");
+        } else if in_http
+            && let Some(value) = line
+                .strip_prefix("listen")
+                .and_then(|rest| rest.trim_start().strip_prefix('='))
+        {
+            let value = value.trim();
+            let quote = value.chars().next().filter(|c| *c == '"' || *c == '\'')?;
+            return value.get(1..)?.split(quote).next().map(str::to_owned);
+        }
+    }
+    None
 }
 
 /// GET /healthz over a plain TCP connection (std only: the container image has no
@@ -1280,13 +1381,17 @@ fn after_writes(printed: anyhow::Result<()>) -> anyhow::Result<()> {
     }
 }
 
-/// Markdown and HTML show times in `report.timezone`.
+/// Text, Markdown and HTML show times in `report.timezone`.
 fn print_report(report: &Report, format: Format, config: &Config) -> anyhow::Result<()> {
     match format {
         Format::Json => outln!("{}", report.to_json())?,
         Format::Text => out!(
             "{}",
-            report::render_text(report, std::io::stdout().is_terminal())
+            report::render_text(
+                report,
+                config.report_timezone()?,
+                std::io::stdout().is_terminal()
+            )
         )?,
         Format::Markdown => out!(
             "{}",

@@ -184,16 +184,17 @@ pub async fn run(dir: &Path, colour: bool) -> Result<DemoOutcome, DemoError> {
 }
 
 async fn steps(config: &Config, colour: bool) -> Result<(Report, Report, Report), DemoError> {
+    let tz = config.report_timezone()?;
     outln!("\n━━ 1. plan: what differs and why (nothing is written) ━━\n")?;
     let first = run::execute(config, Store::open(&config.state.path)?, Mode::Plan).await?;
-    out!("{}", report::render_text(&first.report, colour))?;
+    out!("{}", report::render_text(&first.report, tz, colour))?;
 
     outln!("\n━━ 2. reconcile: apply (journaled), verify, report ━━\n")?;
     let reconcile = run::execute(config, Store::open(&config.state.path)?, Mode::Reconcile).await?;
-    out!("{}", report::render_text(&reconcile.report, colour))?;
+    out!("{}", report::render_text(&reconcile.report, tz, colour))?;
 
     outln!("\n━━ 3. plan again: a converged workspace plans nothing ━━\n")?;
     let last = run::execute(config, Store::open(&config.state.path)?, Mode::Plan).await?;
-    out!("{}", report::render_text(&last.report, colour))?;
+    out!("{}", report::render_text(&last.report, tz, colour))?;
     Ok((first.report, reconcile.report, last.report))
 }

@@ -501,7 +501,7 @@ pub fn queue_report(
     now: DateTime<Utc>,
 ) -> Result<OutboxId, QueueError> {
     let html = crate::report::render_html(report, tz)?;
-    let text = crate::report::render_text(report, false);
+    let text = crate::report::render_text(report, tz, false);
     let subject = crate::report::subject(name, report);
     Ok(queue(
         store,

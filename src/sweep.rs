@@ -62,6 +62,9 @@ pub struct SweepOutcome {
     pub already_done: usize,
     pub failed: usize,
     pub held: usize,
+    /// Deactivations left unsent because the process was stopping: still due,
+    /// neither attempts nor failures.
+    pub not_sent: usize,
     /// Episodes that passed their due time during this pass.
     pub escalated: Vec<LedgerEntry>,
     /// Detection-to-verification latencies of the episodes verified in this pass.
@@ -543,11 +546,16 @@ pub async fn enforce(
                     store.deprovision_failed(entry.id, why, *until)?;
                     outcome.failed += 1;
                 }
-                // The process is stopping: nothing was sent, so it is due again
-                // as soon as a pass runs, not after a failed attempt's back-off.
+                // The process is stopping: nothing was sent, so this was no
+                // attempt. Due again as soon as a pass runs, not after a back-off,
+                // and not counted as a failure.
+                ActionState::Failed if not_sent_stopping(row) => {
+                    store.deprovision_not_sent(entry.id, crate::apply::NOT_SENT_STOPPING, now)?;
+                    outcome.not_sent += 1;
+                }
                 ActionState::Planned if crate::apply::stop_requested() => {
-                    store.deprovision_failed(entry.id, crate::apply::NOT_SENT_STOPPING, now)?;
-                    outcome.failed += 1;
+                    store.deprovision_not_sent(entry.id, crate::apply::NOT_SENT_STOPPING, now)?;
+                    outcome.not_sent += 1;
                 }
                 ActionState::Failed | ActionState::Planned | ActionState::InFlight => {
                     let error = row.last_error.as_deref().unwrap_or("not applied");
@@ -586,6 +594,24 @@ pub async fn enforce(
         transient: crate::retry::Transient::is_transient(&first),
     });
     Ok(outcome)
+}
+
+/// The apply journals an action the stop kept from being sent as failed, with
+/// this error: it was never tried.
+fn not_sent_stopping(row: &crate::store::JournalEntry) -> bool {
+    row.last_error.as_deref() == Some(crate::apply::NOT_SENT_STOPPING)
+}
+
+/// A sweep's journaled action as `seatwarden_actions_total` counts it: one the
+/// stop kept from being sent did not run; it did not fail.
+pub fn metric_outcome(row: &crate::store::JournalEntry) -> &'static str {
+    match row.state {
+        ActionState::Applied => "applied",
+        ActionState::Held => "held",
+        ActionState::Failed if not_sent_stopping(row) => "not_run",
+        ActionState::Failed => "failed",
+        ActionState::Planned | ActionState::InFlight => "not_run",
+    }
 }
 
 /// Applies a sweep's plan through the circuit breaker, as a reconcile's: while it

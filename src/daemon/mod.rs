@@ -734,18 +734,10 @@ async fn sweep_job(
     // Most leavers are deactivated here, not by a reconcile: count them alike.
     if let (Some(run), Ok(store)) = (outcome.run_id, store.lock()) {
         for row in store.journal(run)? {
-            let outcome = match row.state {
-                crate::store::ActionState::Applied => "applied",
-                crate::store::ActionState::Failed => "failed",
-                crate::store::ActionState::Held => "held",
-                crate::store::ActionState::Planned | crate::store::ActionState::InFlight => {
-                    "not_run"
-                }
-            };
             metrics::counter!(
                 "seatwarden_actions_total",
                 "kind" => row.action.kind.name(),
-                "outcome" => outcome
+                "outcome" => sweep::metric_outcome(&row)
             )
             .increment(1);
         }
@@ -762,13 +754,14 @@ async fn sweep_job(
             now,
         );
     }
-    if outcome.detected + outcome.enforced + outcome.failed + outcome.held > 0 {
+    if outcome.detected + outcome.enforced + outcome.failed + outcome.not_sent + outcome.held > 0 {
         tracing::info!(
             detected = outcome.detected,
             cancelled = outcome.cancelled,
             enforced = outcome.enforced,
             already_done = outcome.already_done,
             failed = outcome.failed,
+            not_sent = outcome.not_sent,
             held = outcome.held,
             "deprovisioning pass"
         );

@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 use super::templated::{RenderError, accent, drift_groups, render};
 use super::{Outcome, Report, State, plural, residual_drift};
 use crate::model::{DriftItem, DriftKind};
-use crate::store::{RunStatus, Store, StoreError};
+use crate::store::{ActionState, RunKind, RunStatus, Store, StoreError};
 
 /// One entry of the deprovisioning ledger, as the digest shows it. The daemon fills
 /// these from its ledger (issue 4).
@@ -44,6 +44,43 @@ pub struct DigestVerified {
     pub reason: String,
     pub detected_at: DateTime<Utc>,
     pub verified_at: DateTime<Utc>,
+}
+
+/// What the deprovisioning sweep wrote in a period. Its runs store no report, so
+/// their journal is the record; a reconcile's or an approval's actions are in its
+/// report and never counted here.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SweepActions {
+    /// Applied (written and verified), by operation (`deactivate`, …).
+    pub applied_by_kind: BTreeMap<String, usize>,
+    /// Writes that failed; not the ones a stop kept from being sent.
+    pub failed: usize,
+}
+
+impl SweepActions {
+    pub fn applied(&self) -> usize {
+        self.applied_by_kind.values().sum()
+    }
+
+    /// Adds one sweep run's journal.
+    pub fn add(&mut self, journal: &[crate::store::JournalEntry]) {
+        for row in journal {
+            match row.state {
+                ActionState::Applied => {
+                    *self
+                        .applied_by_kind
+                        .entry(row.action.kind.name().to_owned())
+                        .or_default() += 1;
+                }
+                ActionState::Failed
+                    if row.last_error.as_deref() != Some(crate::apply::NOT_SENT_STOPPING) =>
+                {
+                    self.failed += 1;
+                }
+                _ => {}
+            }
+        }
+    }
 }
 
 /// What the digest is built from.
@@ -71,6 +108,9 @@ pub struct DigestInput<'a> {
     /// Deprovisions verified in the period: most leavers are deactivated by the
     /// sweep, whose runs leave no report.
     pub verified: &'a [DigestVerified],
+    /// What the sweep's runs wrote in the period, and in the previous one.
+    pub sweeps: &'a SweepActions,
+    pub sweeps_previous: &'a SweepActions,
     /// How people run seatwarden's commands here (`report.admin_command`).
     pub admin_command: &'a str,
 }
@@ -90,10 +130,18 @@ pub struct PeriodSummary {
     pub runs: usize,
     /// Runs that could not complete (no report).
     pub failed_runs: usize,
-    /// Applied actions by operation (`deactivate`, `create_account`, …).
+    /// Applied actions by operation (`deactivate`, `create_account`, …), the
+    /// sweep's included.
     pub actions_by_kind: BTreeMap<String, usize>,
+    /// Every applied action: runs' and the deprovisioning sweep's.
     pub actions_applied: usize,
+    /// Every failed action, the sweep's included.
     pub actions_failed: usize,
+    /// The part of `actions_applied` the sweep applied (its runs have no report
+    /// and are not in `runs`).
+    pub sweep_actions_applied: usize,
+    /// The part of `actions_by_kind` the sweep applied.
+    pub sweep_actions_by_kind: BTreeMap<String, usize>,
     pub retries: u64,
 }
 
@@ -234,10 +282,15 @@ impl Digest {
             runs: input.reports.len() + input.failed_runs,
             failed_runs: input.failed_runs,
             actions_by_kind: BTreeMap::new(),
-            actions_applied: 0,
-            actions_failed: 0,
+            actions_applied: input.sweeps.applied(),
+            actions_failed: input.sweeps.failed,
+            sweep_actions_applied: input.sweeps.applied(),
+            sweep_actions_by_kind: input.sweeps.applied_by_kind.clone(),
             retries: 0,
         };
+        for (op, n) in &input.sweeps.applied_by_kind {
+            *summary.actions_by_kind.entry(op.clone()).or_default() += n;
+        }
         for report in input.reports {
             for action in &report.actions {
                 if action.outcome == Outcome::Applied {
@@ -345,8 +398,10 @@ impl Digest {
                 .previous
                 .iter()
                 .map(|r| r.summary.actions_applied)
-                .sum(),
-            failures_before: failures(input.previous, input.failed_runs_previous),
+                .sum::<usize>()
+                + input.sweeps_previous.applied(),
+            failures_before: failures(input.previous, input.failed_runs_previous)
+                + input.sweeps_previous.failed,
         };
 
         let held_count: usize = held.iter().map(|h| h.actions.len()).sum();
@@ -484,6 +539,7 @@ impl Digest {
                 .map(|(op, n)| format!("{n} {op}"))
                 .collect::<Vec<_>>()
                 .join(", "),
+            sweep_actions_by_kind: by_kind(&self.period.sweep_actions_by_kind),
         }
     }
 
@@ -503,20 +559,21 @@ impl Digest {
         let p = &self.period;
         let _ = writeln!(
             out,
-            "  {} ({} failed), {} applied, {} failed, {}",
+            "  {} ({} failed), {} applied{}, {} failed, {}",
             plural(p.runs, "run", "runs"),
             p.failed_runs,
             plural(p.actions_applied, "action", "actions"),
+            by_the_sweep(p.sweep_actions_applied),
             p.actions_failed,
             plural(p.retries as usize, "retry", "retries")
         );
         if !p.actions_by_kind.is_empty() {
-            let by_kind: Vec<String> = p
-                .actions_by_kind
-                .iter()
-                .map(|(op, n)| format!("{n} {op}"))
-                .collect();
-            let _ = writeln!(out, "  applied: {}", by_kind.join(", "));
+            let sweep = if p.sweep_actions_by_kind.is_empty() {
+                String::new()
+            } else {
+                format!(" (by the sweep: {})", by_kind(&p.sweep_actions_by_kind))
+            };
+            let _ = writeln!(out, "  applied: {}{sweep}", by_kind(&p.actions_by_kind));
         }
         let t = &self.trend;
         let _ = writeln!(
@@ -602,6 +659,15 @@ fn newest<'a>(input: &DigestInput<'a>) -> Option<&'a Report> {
         .max_by_key(|r| r.run_id)
 }
 
+/// ` (4 by the deprovisioning sweep)`: its runs are not among the runs counted.
+fn by_the_sweep(applied: usize) -> String {
+    if applied == 0 {
+        String::new()
+    } else {
+        format!(" ({applied} by the deprovisioning sweep)")
+    }
+}
+
 fn deprovision_text(d: &DeprovisionLine) -> String {
     format!(
         "{} ({}): {}; detected {}, due {}{}",
@@ -619,6 +685,16 @@ struct DigestView<'a> {
     digest: &'a Digest,
     accent: &'static str,
     actions_by_kind: String,
+    sweep_actions_by_kind: String,
+}
+
+/// `4 deactivate, 1 create_account`.
+fn by_kind(counts: &BTreeMap<String, usize>) -> String {
+    counts
+        .iter()
+        .map(|(op, n)| format!("{n} {op}"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// The current drift item seen longest without a break, walking back from the
@@ -686,6 +762,9 @@ impl crate::retry::Transient for DigestError {
 pub struct StoredPeriods {
     pub reports: Vec<Report>,
     pub previous: Vec<Report>,
+    /// From the journal of the sweep's runs, which store no report.
+    pub sweeps: SweepActions,
+    pub sweeps_previous: SweepActions,
     /// The newest stored report, whatever its period.
     pub latest: Option<Report>,
     pub failed_runs: usize,
@@ -700,10 +779,14 @@ pub fn collect(
     period: Duration,
 ) -> Result<StoredPeriods, DigestError> {
     let length = chrono::Duration::from_std(period).unwrap_or_else(|_| chrono::Duration::days(1));
-    let load = |from, to| -> Result<(Vec<Report>, usize), DigestError> {
+    let load = |from, to| -> Result<(Vec<Report>, usize, SweepActions), DigestError> {
         let mut reports = Vec::new();
         let mut failed = 0;
+        let mut sweeps = SweepActions::default();
         for (run, json) in store.reports_between(from, to)? {
+            if run.kind == RunKind::Sweep && json.is_none() {
+                sweeps.add(&store.journal(run.id)?);
+            }
             match json {
                 Some(json) => reports.push(Report::from_json(&json).map_err(|source| {
                     DigestError::Corrupt {
@@ -715,10 +798,11 @@ pub fn collect(
                 None => {}
             }
         }
-        Ok((reports, failed))
+        Ok((reports, failed, sweeps))
     };
-    let (reports, failed_runs) = load(now - length, now)?;
-    let (previous, failed_runs_previous) = load(now - length - length, now - length)?;
+    let (reports, failed_runs, sweeps) = load(now - length, now)?;
+    let (previous, failed_runs_previous, sweeps_previous) =
+        load(now - length - length, now - length)?;
     let latest = match store.latest_report()? {
         Some((run, json)) => {
             Some(Report::from_json(&json).map_err(|source| DigestError::Corrupt { run, source })?)
@@ -728,6 +812,8 @@ pub fn collect(
     Ok(StoredPeriods {
         reports,
         previous,
+        sweeps,
+        sweeps_previous,
         latest,
         failed_runs,
         failed_runs_previous,
@@ -770,6 +856,8 @@ pub fn build_from_store(
         failed_runs_previous: stored.failed_runs_previous,
         deprovisions,
         verified: &verified,
+        sweeps: &stored.sweeps,
+        sweeps_previous: &stored.sweeps_previous,
         admin_command,
     }))
 }

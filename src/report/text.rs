@@ -46,8 +46,9 @@ pub(super) fn kind_title(kind: DriftKind) -> &'static str {
     }
 }
 
-/// Renders the report for a terminal. Deterministic for a given report.
-pub fn render_text(report: &Report, colour: bool) -> String {
+/// Renders the report for a terminal. Deterministic for a given report. Run times
+/// read in `tz` (`report.timezone`), as in the Markdown and HTML reports.
+pub fn render_text(report: &Report, tz: chrono_tz::Tz, colour: bool) -> String {
     let cleaned = super::printable_report(report);
     let report = &cleaned;
     let style = Style { colour };
@@ -70,6 +71,12 @@ pub fn render_text(report: &Report, colour: bool) -> String {
     );
     let _ = writeln!(out, "  directory: {}", report.directory);
     let _ = writeln!(out, "  workspace: {}", report.workspace);
+    let _ = writeln!(
+        out,
+        "  run: {} → {}",
+        super::templated::timestamp(report.started_at, tz),
+        super::templated::timestamp(report.finished_at, tz)
+    );
     let _ = writeln!(
         out,
         "  {} identities, {} accounts ({} managed)",

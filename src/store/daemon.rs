@@ -334,6 +334,21 @@ impl Store {
         )
     }
 
+    /// A deactivation left unsent (the process was stopping): not an attempt, so
+    /// `attempts`, which sets the back-off and tells of a failing workspace, stays.
+    pub fn deprovision_not_sent(
+        &mut self,
+        id: i64,
+        why: &str,
+        next_attempt_at: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        self.ledger_update(
+            "UPDATE deprovisions SET last_error = ?2, next_attempt_at = ?3 WHERE id = ?1",
+            params![id, why, ts(next_attempt_at)],
+            id,
+        )
+    }
+
     /// The account's userName once it is read (a deleted identity's episode starts
     /// with only its id).
     pub fn deprovision_user_name(&mut self, id: i64, user_name: &str) -> Result<(), StoreError> {

@@ -850,3 +850,94 @@ fn the_readme_names_the_latency_flag_of_its_command() {
         "the README shows the sandbox's flag too"
     );
 }
+
+/// A listener answering every request as the daemon's `/healthz` does.
+fn healthy_listener() -> u16 {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            // The whole request is read first: closing with unread bytes would
+            // reset the connection before the answer is read.
+            let mut request = Vec::new();
+            let mut chunk = [0_u8; 1024];
+            while !request.windows(4).any(|w| w == b"\r\n\r\n") {
+                match stream.read(&mut chunk) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => request.extend_from_slice(&chunk[..n]),
+                }
+            }
+            let _ = stream.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok");
+        }
+    });
+    port
+}
+
+/// The healthcheck reports the daemon's health, not the file's: a configuration
+/// file broken on disk (which a reload refuses, so the daemon keeps running on the
+/// one it loaded) does not make it fail, wherever the address comes from.
+#[test]
+fn healthcheck_does_not_depend_on_a_valid_configuration_file() {
+    let port = healthy_listener();
+    let listen = format!("127.0.0.1:{port}");
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("seatwarden.toml");
+    let check = |args: &[&str], env: &[(&str, &str)]| {
+        let mut all = vec!["--config", config.to_str().unwrap(), "healthcheck"];
+        all.extend_from_slice(args);
+        let out = seatwarden(&all, env);
+        (out.status.code(), text(&out.stderr))
+    };
+
+    // Not TOML at all: the address comes from the flag or the daemon's variable.
+    std::fs::write(&config, "[workspace\nurl = ").unwrap();
+    let (code, stderr) = check(&["--listen", &listen], &[]);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert_eq!(
+        check(&[], &[("SEATWARDEN__HTTP__LISTEN", &listen)]).0,
+        Some(0)
+    );
+    // The flag wins over the variable.
+    assert_eq!(
+        check(
+            &["--listen", &listen],
+            &[("SEATWARDEN__HTTP__LISTEN", "127.0.0.1:1")]
+        )
+        .0,
+        Some(0)
+    );
+
+    // [http] listen is read alone, from a file broken elsewhere.
+    std::fs::write(
+        &config,
+        format!("[workspace\nurl = \n\n[http]\nlisten = \"{listen}\"\n"),
+    )
+    .unwrap();
+    assert_eq!(check(&[], &[]), (Some(0), String::new()));
+    // Valid TOML, invalid configuration (no workspace, an unknown key).
+    std::fs::write(
+        &config,
+        format!("nonsense = 1\n[http]\nlisten = \"{listen}\"\n"),
+    )
+    .unwrap();
+    assert_eq!(check(&[], &[]), (Some(0), String::new()));
+
+    // Still a check: nothing listening is unhealthy (exit 1), and says where.
+    let closed = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.local_addr().unwrap().to_string()
+    };
+    let (code, stderr) = check(&["--listen", &closed], &[]);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(stderr.contains(&closed), "{stderr}");
+    let (code, stderr) = check(&[], &[("SEATWARDEN__HTTP__LISTEN", "nowhere")]);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(stderr.contains("SEATWARDEN__HTTP__LISTEN"), "{stderr}");
+
+    let help = text(&seatwarden(&["healthcheck", "--help"], &[]).stdout);
+    for needle in ["--listen", "SEATWARDEN__HTTP__LISTEN", "[http] listen"] {
+        assert!(help.contains(needle), "{needle}: {help}");
+    }
+}

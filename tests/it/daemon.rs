@@ -374,10 +374,11 @@ async fn the_sweep_deactivates_a_leaver_verifies_it_and_reports_it() {
         200,
         "still running after a bad reload"
     );
+    // The daemon's health, not the file's: it runs on the configuration it loaded.
     assert_eq!(
         daemon.cli(&["healthcheck"]).status.code(),
-        Some(1),
-        "the broken file is the one on disk now"
+        Some(0),
+        "healthy with a broken file on disk"
     );
     // The failure is on /metrics too (alertable), until a reload succeeds.
     assert_eq!(reload_gauge(&daemon), Some(1.0), "after the failed reload");
@@ -2502,6 +2503,85 @@ async fn a_stop_mid_apply_sends_nothing_more_and_the_next_run_sends_the_rest_onc
     sandbox.shutdown().await;
 }
 
+/// A stop between a sweep's writes: the deactivation sent is verified; the one
+/// the stop kept back is journaled failed ("not sent") by the apply, yet it was
+/// never tried: its episode stays due at once with no attempt counted, and
+/// `seatwarden_actions_total` counts it as not run, not failed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stop_between_sweep_writes_counts_the_unsent_leaver_as_no_attempt() {
+    use seatwarden::apply::{
+        ApplyProgress, ProgressHook, StopSignal, until_stopped, with_progress,
+    };
+    use seatwarden::store::ActionState;
+    use seatwarden::workspace::ScimClient;
+
+    let (sandbox, dir, mut config) = reconciled_demo().await;
+    // One write at a time: the stop falls between the two.
+    config.workspace.max_concurrency = 1;
+    let leavers = [
+        remove_a_leaver(dir.path(), &sandbox),
+        remove_a_leaver(dir.path(), &sandbox),
+    ];
+    let store = Arc::new(Mutex::new(Store::open(&config.state.path).unwrap()));
+    let client = ScimClient::new(config.scim_settings().unwrap()).unwrap();
+    let directory = config.directory();
+    let stop = StopSignal::new();
+    // Heard when the first write is answered, before the next one may start.
+    let hook: ProgressHook = {
+        let stop = stop.clone();
+        Arc::new(move |progress| {
+            if let ApplyProgress::Writing { done: 1, .. } = progress {
+                stop.stop();
+            }
+        })
+    };
+    let sweeping = with_progress(hook, sweep_now(&config, &directory, &client, &store));
+    let (outcome, unsent) = until_stopped(stop, sweeping).await;
+    assert_eq!(unsent, 1, "{outcome:?}");
+    assert_eq!(
+        (outcome.enforced, outcome.failed, outcome.not_sent),
+        (1, 0, 1),
+        "{outcome:?}"
+    );
+    let journal = store
+        .lock()
+        .unwrap()
+        .journal(outcome.run_id.unwrap())
+        .unwrap();
+    assert!(
+        journal.iter().any(|row| row.state == ActionState::Failed),
+        "the apply journals the unsent one failed: {journal:?}"
+    );
+    let mut outcomes: Vec<&str> = journal
+        .iter()
+        .map(seatwarden::sweep::metric_outcome)
+        .collect();
+    outcomes.sort_unstable();
+    assert_eq!(outcomes, ["applied", "not_run"], "seatwarden_actions_total");
+    let open = store.lock().unwrap().open_deprovisions().unwrap();
+    let unsent: Vec<_> = open
+        .iter()
+        .filter(|e| leavers.contains(&e.identity_id))
+        .collect();
+    assert_eq!(unsent.len(), 1, "{open:?}");
+    let episode = unsent[0];
+    assert_eq!(episode.attempts, 0, "{episode:?}");
+    assert!(
+        episode
+            .last_error
+            .as_deref()
+            .is_some_and(|e| e.contains("seatwarden was stopping")),
+        "{episode:?}"
+    );
+    assert!(
+        episode
+            .next_attempt_at
+            .is_some_and(|at| at <= chrono::Utc::now()),
+        "due at once: {episode:?}"
+    );
+    sandbox.shutdown().await;
+}
+
 /// A sweep after SIGTERM (the daemon's stop signal, set) sends no deactivation:
 /// the leaver's episode stays open with "not sent" as its error, and the next
 /// pass deactivates the account.
@@ -2525,6 +2605,18 @@ async fn a_sweep_after_the_stop_sends_nothing_and_the_episode_stays_open() {
     assert_eq!(stopped.enforced, 0, "{stopped:?}");
     assert_eq!(unsent, 1);
     assert_eq!(sandbox.stats().writes, writes, "no write after the stop");
+    // Not sending is not an attempt: no failure, no attempt, no back-off.
+    assert_eq!((stopped.failed, stopped.not_sent), (0, 1), "{stopped:?}");
+    let journal = store
+        .lock()
+        .unwrap()
+        .journal(stopped.run_id.unwrap())
+        .unwrap();
+    let outcomes: Vec<&str> = journal
+        .iter()
+        .map(seatwarden::sweep::metric_outcome)
+        .collect();
+    assert_eq!(outcomes, ["not_run"], "seatwarden_actions_total's outcome");
     let open = store.lock().unwrap().open_deprovisions().unwrap();
     let episode = open.iter().find(|e| e.identity_id == leaver).unwrap();
     assert!(
@@ -2533,6 +2625,13 @@ async fn a_sweep_after_the_stop_sends_nothing_and_the_episode_stays_open() {
             .as_deref()
             .is_some_and(|e| e.contains("seatwarden was stopping")),
         "{episode:?}"
+    );
+    assert_eq!(episode.attempts, 0, "{episode:?}");
+    assert!(
+        episode
+            .next_attempt_at
+            .is_some_and(|at| at <= chrono::Utc::now()),
+        "due at once: {episode:?}"
     );
     let active = |sandbox: &Sandbox| {
         sandbox

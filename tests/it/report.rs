@@ -321,16 +321,16 @@ fn the_scenario_has_every_drift_kind() {
 #[test]
 fn plan_report_text() {
     let report = report_of(&scenario(), "plan", |_| (Outcome::NotRun, None));
-    insta::assert_snapshot!(report::render_text(&report, false));
+    insta::assert_snapshot!(report::render_text(&report, chrono_tz::UTC, false));
 }
 
 #[test]
 fn reconcile_report_text_with_a_failure_and_a_hold() {
     let report = failure_and_hold();
-    let text = report::render_text(&report, false);
+    let text = report::render_text(&report, chrono_tz::UTC, false);
     assert!(!text.contains('\x1b'), "no colour when not asked");
     insta::assert_snapshot!(text);
-    let coloured = report::render_text(&report, true);
+    let coloured = report::render_text(&report, chrono_tz::UTC, true);
     assert!(coloured.contains("\x1b[31m"), "failures in red on a TTY");
 }
 
@@ -619,8 +619,9 @@ fn reconcile_report_html() {
     insta::assert_snapshot!(report::render_html(&report, UTC).unwrap());
 }
 
-/// Run times read on `report.timezone`'s wall clock, as the digest and alerts
-/// beside them in the same inbox do.
+/// Run times read on `report.timezone`'s wall clock, in every human format (the
+/// text one is an email's text/plain part), as the digest and alerts beside them
+/// in the same inbox do.
 #[test]
 fn report_times_are_shown_in_the_report_time_zone() {
     let report = failure_and_hold();
@@ -629,6 +630,8 @@ fn report_times_are_shown_in_the_report_time_zone() {
     let markdown = report::render_markdown(&report, berlin).unwrap();
     assert!(markdown.contains(&format!("- Run: {run}")), "{markdown}");
     assert!(report::render_html(&report, berlin).unwrap().contains(run));
+    let text = report::render_text(&report, berlin, false);
+    assert!(text.contains(&format!("\n  run: {run}\n")), "{text}");
 }
 
 /// The safety net's findings reach the emailed formats too, not only the terminal:
@@ -659,7 +662,7 @@ fn safety_findings_show_in_every_format() {
         }],
     });
     report.safety.workspace_listing_short = true;
-    let text = report::render_text(&report, false);
+    let text = report::render_text(&report, chrono_tz::UTC, false);
     let markdown = report::render_markdown(&report, UTC).unwrap();
     let html = report::render_html(&report, UTC).unwrap();
     for finding in report::safety_findings(&report) {
@@ -712,7 +715,7 @@ fn unfixed_drift_leaves_out_what_a_run_fixed_even_when_it_did_not_converge() {
 #[test]
 fn the_text_report_says_until_when_an_action_waits() {
     let report = report_of(&settling(), "reconcile", |_| (Outcome::Applied, None));
-    let text = report::render_text(&report, false);
+    let text = report::render_text(&report, chrono_tz::UTC, false);
     let waiting: Vec<&ActionOutcome> = report.actions.iter().filter(|a| a.waiting).collect();
     assert!(!waiting.is_empty());
     for action in waiting {
@@ -826,7 +829,7 @@ fn control_characters_in_names_never_reach_a_terminal() {
     let evil = "mallory\u{1b}[2J\nFAILED #1 deactivate ceo@example.com";
     report.drift[0].user_name = evil.into();
     report.actions[0].subject = evil.into();
-    let text = report::render_text(&report, false);
+    let text = report::render_text(&report, chrono_tz::UTC, false);
     assert!(!text.contains('\u{1b}'), "{text}");
     assert!(!text.contains("\nFAILED #1 deactivate ceo"), "{text}");
     assert!(text.contains("mallory\u{fffd}[2J\u{fffd}FAILED"), "{text}");
@@ -846,7 +849,7 @@ fn control_characters_in_names_never_reach_a_terminal() {
             message: "HTTP 500: \u{1b}]0;pwned\u{7}".into(),
         }],
     });
-    let text = report::render_text(&report, false);
+    let text = report::render_text(&report, chrono_tz::UTC, false);
     assert!(text.contains("pwned"), "the failure is shown: {text}");
     assert!(
         !text.contains('\u{1b}') && !text.contains('\u{7}'),
@@ -882,7 +885,9 @@ mod digest {
     use chrono::{DateTime, TimeZone, Utc};
 
     use seatwarden::model::DriftKind;
-    use seatwarden::report::digest::{Digest, DigestDeprovision, DigestInput, DigestVerified};
+    use seatwarden::report::digest::{
+        Digest, DigestDeprovision, DigestInput, DigestVerified, SweepActions,
+    };
     use seatwarden::report::{Outcome, Report, State};
     use seatwarden::store::{RunKind, RunStatus, Store};
 
@@ -951,6 +956,15 @@ mod digest {
                 detected_at: at(29, 22),
                 verified_at: at(29, 22) + chrono::Duration::minutes(4),
             }],
+            // dan.gone's deactivation, and one the day before: by the sweep.
+            sweeps: &SweepActions {
+                applied_by_kind: [("deactivate".to_owned(), 1)].into(),
+                failed: 0,
+            },
+            sweeps_previous: &SweepActions {
+                applied_by_kind: [("deactivate".to_owned(), 1)].into(),
+                failed: 1,
+            },
         })
     }
 
@@ -978,6 +992,8 @@ mod digest {
                 failed_runs_previous: 0,
                 deprovisions: &[],
                 verified: &[],
+                sweeps: &SweepActions::default(),
+                sweeps_previous: &SweepActions::default(),
             })
         };
         let digest = build(std::slice::from_ref(&rejected), 0);
@@ -1010,7 +1026,10 @@ mod digest {
         let digest = build(std::slice::from_ref(&settling), 0);
         assert!(digest.held.is_empty(), "{:?}", digest.held);
         assert!(!seatwarden::report::subject("acme", &settling).contains("held"));
-        assert!(!seatwarden::report::render_text(&settling, false).contains("Needs attention"));
+        assert!(
+            !seatwarden::report::render_text(&settling, chrono_tz::UTC, false)
+                .contains("Needs attention")
+        );
     }
 
     /// A line break in a name cannot forge a line of the digest (text or email).
@@ -1035,6 +1054,8 @@ mod digest {
             failed_runs_previous: 0,
             deprovisions: &[],
             verified: &verified,
+            sweeps: &SweepActions::default(),
+            sweeps_previous: &SweepActions::default(),
         });
         let text = digest.render_text();
         assert!(!text.contains("\n  - ceo@example.com"), "{text}");
@@ -1086,6 +1107,8 @@ mod digest {
             failed_runs_previous: 0,
             deprovisions: &[],
             verified: &[],
+            sweeps: &SweepActions::default(),
+            sweeps_previous: &SweepActions::default(),
         });
         let runs: Vec<i64> = digest.held.iter().map(|h| h.run_id).collect();
         assert_eq!(runs, [6]);
@@ -1129,6 +1152,8 @@ mod digest {
             failed_runs_previous: 0,
             deprovisions: &[],
             verified: &[],
+            sweeps: &SweepActions::default(),
+            sweeps_previous: &SweepActions::default(),
         });
         assert_eq!(digest.state, State::Drift);
         assert_eq!(digest.subject, "[seatwarden] acme: 5 drift items");
@@ -1203,6 +1228,116 @@ mod digest {
         let json: serde_json::Value = serde_json::from_str(&digest.to_json()).unwrap();
         assert_eq!(json["state"], "needs_attention");
         assert_eq!(json["drift_total"], residual);
+    }
+
+    /// The sweep's runs store no report: their deactivations come from the
+    /// journal into the period's totals, labelled as the sweep's, once. A
+    /// reconcile's are counted from its report only; a leaver the stop kept from
+    /// being sent is no failed action.
+    #[test]
+    fn digest_totals_include_the_sweeps_deactivations_once() {
+        use seatwarden::model::{Action, ActionKind, Plan};
+        let mut store = Store::open_in_memory().unwrap();
+        let deactivate = |seq: u32| Action {
+            seq,
+            kind: ActionKind::Deactivate {
+                account_id: format!("acc{seq}"),
+            },
+            reason: DriftKind::StaleAccess,
+            subject: format!("leaver{seq}@example.com"),
+            identity_id: Some(format!("u{seq}")),
+            detail: "deprovisioned in the directory".into(),
+            held: None,
+        };
+        // A reconcile with its report: its journal (a deactivation) is counted
+        // from the report, not read again.
+        let reconcile = today();
+        let run = store
+            .begin_run(RunKind::Reconcile, reconcile.started_at)
+            .unwrap();
+        let journaled = Plan {
+            actions: vec![deactivate(0)],
+            ..Plan::default()
+        };
+        store
+            .save_plan(run, &journaled, reconcile.started_at)
+            .unwrap();
+        store.mark_in_flight(run, 0, reconcile.started_at).unwrap();
+        store
+            .mark_applied(run, 0, reconcile.started_at, None)
+            .unwrap();
+        let mut stored = reconcile.clone();
+        stored.run_id = run;
+        store.save_report(run, &stored.to_json()).unwrap();
+        store
+            .finish_run(run, reconcile.finished_at, RunStatus::Succeeded, None)
+            .unwrap();
+        let from_report = |op: &str, outcome: Outcome| {
+            reconcile
+                .actions
+                .iter()
+                .filter(|a| a.op == op && a.outcome == outcome)
+                .count()
+        };
+
+        // A sweep: one deactivation applied, one failed, one the stop kept back.
+        let started = at(29, 22);
+        let sweep = store.begin_run(RunKind::Sweep, started).unwrap();
+        let plan = Plan {
+            actions: (0..3).map(deactivate).collect(),
+            ..Plan::default()
+        };
+        store.save_plan(sweep, &plan, started).unwrap();
+        for seq in 0..3 {
+            store.mark_in_flight(sweep, seq, started).unwrap();
+        }
+        store.mark_applied(sweep, 0, started, None).unwrap();
+        store.mark_failed(sweep, 1, started, "HTTP 503").unwrap();
+        // `apply::NOT_SENT_STOPPING`, as the apply journals it.
+        store
+            .mark_failed(
+                sweep,
+                2,
+                started,
+                "not sent: seatwarden was stopping; the next run plans it again",
+            )
+            .unwrap();
+        store
+            .finish_run(sweep, started, RunStatus::Succeeded, None)
+            .unwrap();
+
+        let digest = seatwarden::report::digest::build_from_store(
+            &store,
+            "acme",
+            chrono_tz::UTC,
+            at(30, 8),
+            Duration::from_secs(86_400),
+            &[],
+            "seatwarden",
+        )
+        .unwrap();
+        let p = &digest.period;
+        assert_eq!(p.runs, 1, "the sweep is not among the runs");
+        assert_eq!(p.actions_applied, reconcile.summary.actions_applied + 1);
+        assert_eq!(p.actions_failed, reconcile.summary.actions_failed + 1);
+        assert_eq!(
+            p.actions_by_kind.get("deactivate").copied().unwrap_or(0),
+            from_report("deactivate", Outcome::Applied) + 1
+        );
+        assert_eq!(p.sweep_actions_applied, 1);
+        assert_eq!(
+            p.sweep_actions_by_kind,
+            [("deactivate".to_owned(), 1)].into()
+        );
+        let text = digest.render_text();
+        assert!(
+            text.contains(&format!(
+                "{} actions applied (1 by the deprovisioning sweep)",
+                p.actions_applied
+            )),
+            "{text}"
+        );
+        assert!(text.contains("(by the sweep: 1 deactivate)"), "{text}");
     }
 
     #[test]
