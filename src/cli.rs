@@ -1217,10 +1217,11 @@ fn open_existing_store(config: &Config) -> anyhow::Result<Store> {
 }
 
 fn ensure_store_exists(config: &Config) -> anyhow::Result<()> {
-    store_exists(&config.state.path, &config.source)
+    store_exists(&config.state.path, &config.origin_of("state.path"))
 }
 
-/// Whether the database at `path` (chosen by `state.path` in `source`) exists. A
+/// Whether the database at `path` (chosen by `state.path` in `source`: the file,
+/// or the variable that set it) exists. A
 /// path that cannot be looked at (a state directory this user may not read, a
 /// parent that is a file) is that error with the path, not "no database": run
 /// `plan` first would be the wrong advice.
@@ -1245,7 +1246,7 @@ fn store_exists(path: &std::path::Path, source: &std::path::Path) -> anyhow::Res
 fn open_store(config: &Config) -> anyhow::Result<Store> {
     Store::open(&config.state.path)
         // The store's error names the database; this names the key that chose it.
-        .with_context(|| format!("state.path in {}", config.source.display()))
+        .with_context(|| format!("state.path in {}", config.origin_of("state.path").display()))
 }
 
 fn execute(config: &Config, mode: Mode) -> anyhow::Result<run::RunOutcome> {

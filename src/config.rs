@@ -924,7 +924,11 @@ impl Config {
             .map_err(|e| describe_config_error(path, e))?;
         let mut config: Config = raw.clone().try_deserialize().map_err(|e| {
             let error = locate_in_directory_table(&raw, path, describe_config_error(path, e));
-            blame_the_variable(error, path, &variables)
+            blame_the_override(
+                blame_the_variable(error, path, &variables),
+                path,
+                &variables,
+            )
         })?;
         config.source = path.to_owned();
         config.from_env = variables
@@ -1050,9 +1054,19 @@ impl Config {
     }
 
     fn key_error(&self, key: &str, message: impl Into<String>) -> ConfigError {
+        ConfigError::Key {
+            path: self.origin_of(key),
+            key: key.to_owned(),
+            message: message.into(),
+        }
+    }
+
+    /// Where `key`'s value came from, for an error about it: the variable that
+    /// set it, else the file.
+    pub fn origin_of(&self, key: &str) -> PathBuf {
         // `report.email.to[1]` came from the variable of `report.email.to`.
         let whole = key.split('[').next().unwrap_or(key);
-        let path = if self.from_env.contains(whole) {
+        if self.from_env.contains(whole) {
             value_source(
                 &self.source,
                 Some("the environment".to_owned()),
@@ -1060,11 +1074,6 @@ impl Config {
             )
         } else {
             self.source.clone()
-        };
-        ConfigError::Key {
-            path,
-            key: key.to_owned(),
-            message: message.into(),
         }
     }
 
@@ -1542,7 +1551,7 @@ impl Config {
             (None, Some(file)) => {
                 let text =
                     std::fs::read_to_string(file).map_err(|source| ConfigError::SecretFile {
-                        path: self.source.clone(),
+                        path: self.origin_of("report.email.password_file"),
                         key: "report.email.password_file".into(),
                         file: file.clone(),
                         source,
@@ -2175,7 +2184,7 @@ impl Config {
         }
         let file = self.workspace.token_file.clone().unwrap_or_default();
         let text = std::fs::read_to_string(&file).map_err(|source| ConfigError::SecretFile {
-            path: self.source.clone(),
+            path: self.origin_of("workspace.token_file"),
             key: "workspace.token_file".into(),
             file: file.clone(),
             source,
@@ -2373,7 +2382,7 @@ impl Config {
             return Ok(None);
         };
         let text = std::fs::read_to_string(file).map_err(|source| ConfigError::SecretFile {
-            path: self.source.clone(),
+            path: self.origin_of("http.trigger_token_file"),
             key: "http.trigger_token_file".into(),
             file: file.clone(),
             source,
@@ -2453,6 +2462,41 @@ fn value_source(path: &Path, origin: Option<String>, key: Option<&str>) -> PathB
         }),
         Some(o) => PathBuf::from(o),
         None => path.to_owned(),
+    }
+}
+
+/// serde names no origin for a value it refuses (`default_role = "owner"`, an
+/// enum's unknown variant), so it is blamed on the file. A `SEATWARDEN__…`
+/// variable setting that very key overrides the file, so the refused value is the
+/// variable's: the error names the variable instead.
+fn blame_the_override(error: ConfigError, file: &Path, variables: &[String]) -> ConfigError {
+    let ConfigError::Key { path, key, message } = &error else {
+        return error;
+    };
+    // `policy.mapping[0].role` is no variable's: the mappings are the file's alone.
+    // An unknown key is `blame_the_variable`'s: the file and a variable may both
+    // hold it.
+    if path != file || key.contains('[') || message.contains("unknown field `") {
+        return error;
+    }
+    let wanted = key.to_lowercase();
+    let prefix = format!("{ENV_PREFIX}__");
+    let culprit = variables.iter().find(|name| {
+        name.strip_prefix(&prefix).is_some_and(|rest| {
+            rest.split("__")
+                .collect::<Vec<_>>()
+                .join(".")
+                .to_lowercase()
+                == wanted
+        })
+    });
+    match culprit {
+        Some(name) => ConfigError::Key {
+            path: PathBuf::from(format!("environment variable {name}")),
+            key: key.clone(),
+            message: message.clone(),
+        },
+        None => error,
     }
 }
 

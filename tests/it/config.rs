@@ -1164,6 +1164,60 @@ fn a_bad_value_from_the_environment_names_the_variable() {
     )
     .unwrap_err();
     assert!(err.contains("seatwarden.toml"), "{err}");
+
+    // A value none of a key's choices, refused while the configuration is read
+    // (which names no origin): the variable setting that key overrides the file.
+    for (name, value, key) in [
+        (
+            "SEATWARDEN__POLICY__DEFAULT_ROLE",
+            "owner",
+            "policy.default_role",
+        ),
+        (
+            "SEATWARDEN__DEPROVISION__ACTION",
+            "remove",
+            "deprovision.action",
+        ),
+        (
+            "SEATWARDEN__POLICY__UNMATCHED_ACCOUNTS",
+            "Deactivate",
+            "policy.unmatched_accounts",
+        ),
+    ] {
+        let err = load(MINIMAL, &[(name, value)]).unwrap_err();
+        assert!(
+            err.starts_with(&format!("environment variable {name}")) && err.contains(key),
+            "{err}"
+        );
+        assert!(!err.contains("seatwarden.toml"), "{err}");
+        // The same value in the file names the file.
+        let (section, field) = key.split_once('.').unwrap();
+        let err = load(
+            &format!("{MINIMAL}\n[{section}]\n{field} = \"{value}\"\n"),
+            &[],
+        )
+        .unwrap_err();
+        assert!(err.contains("seatwarden.toml"), "{err}");
+    }
+
+    // A secret file a variable names, unreadable when used: the variable again.
+    let config = load(
+        &MINIMAL.replace("token = \"s3cr3t-token-value\"", ""),
+        &[("SEATWARDEN__WORKSPACE__TOKEN_FILE", "/nonexistent/token")],
+    )
+    .unwrap();
+    let err = config.workspace_token().unwrap_err().to_string();
+    assert!(
+        err.starts_with("environment variable SEATWARDEN__WORKSPACE__TOKEN_FILE")
+            && err.contains("/nonexistent/token"),
+        "{err}"
+    );
+    let err = load(
+        &format!("{MINIMAL}token_file = \"/nonexistent/token\"\n"),
+        &[],
+    )
+    .unwrap_err();
+    assert!(err.contains("seatwarden.toml"), "{err}");
 }
 
 /// A token, a client secret or a password sent without TLS to another host is
