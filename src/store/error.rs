@@ -26,6 +26,17 @@ pub enum StoreError {
         source: std::io::Error,
     },
 
+    /// The file is an SQLite database with tables but no seatwarden schema version:
+    /// another program's. Migrating would add seatwarden's tables beside its own
+    /// and make it owner-only.
+    #[error(
+        "{} is not a seatwarden state database: it holds other tables ({tables}) and no \
+         seatwarden schema version; point state.path at a new file or an existing \
+         seatwarden database",
+        .path.display()
+    )]
+    Foreign { path: PathBuf, tables: String },
+
     /// The database was written by a newer seatwarden.
     #[error(
         "the state database {path} has schema version {found}, newer than this binary \

@@ -240,6 +240,45 @@ pub fn private_file() -> std::fs::OpenOptions {
 /// The largest `-wal` file kept after a checkpoint (`PRAGMA journal_size_limit`).
 const JOURNAL_SIZE_LIMIT: i64 = 64 * 1024 * 1024;
 
+/// Refuses another program's database: schema version 0 (seatwarden's migrations
+/// set it in the transaction that creates the tables, so none of its databases
+/// has tables at 0) with tables in it. An empty file, or a new one, is migrated.
+fn refuse_foreign(conn: &Connection, path: &Path) -> Result<(), StoreError> {
+    let error = |source| StoreError::Open {
+        path: path.to_owned(),
+        source,
+    };
+    let version: i64 = conn
+        .pragma_query_value(None, "user_version", |row| row.get(0))
+        .map_err(error)?;
+    if version != 0 {
+        return Ok(());
+    }
+    let mut statement = conn
+        .prepare("SELECT name FROM sqlite_schema WHERE type = 'table' ORDER BY name LIMIT 4")
+        .map_err(error)?;
+    let tables: Vec<String> = statement
+        .query_map([], |row| row.get(0))
+        .and_then(Iterator::collect)
+        .map_err(error)?;
+    if tables.is_empty() {
+        return Ok(());
+    }
+    let mut named = tables
+        .iter()
+        .take(3)
+        .cloned()
+        .collect::<Vec<_>>()
+        .join(", ");
+    if tables.len() > 3 {
+        named.push_str(", …");
+    }
+    Err(StoreError::Foreign {
+        path: path.to_owned(),
+        tables: named,
+    })
+}
+
 /// Makes the database at `path` and its `-wal` and `-shm` files, where they exist,
 /// readable and writable by their owner only (0600) when the group or others have
 /// any access: a database created by a version that did not restrict it (or
@@ -306,8 +345,9 @@ impl Store {
                 }
             }
         }
-        restrict_permissions(path);
         let conn = Connection::open(path).map_err(open_error)?;
+        refuse_foreign(&conn, path)?;
+        restrict_permissions(path);
         let mut store = Store {
             conn,
             path: Some(path.to_owned()),

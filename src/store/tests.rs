@@ -225,17 +225,48 @@ fn database_from_a_newer_binary_is_refused() {
 }
 
 #[test]
-fn a_partly_migrated_database_is_brought_up_to_date() {
+fn an_empty_file_is_migrated() {
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("v0.db");
-    // An empty file at version 0 (e.g. created by an older tool) gets migration 1.
-    rusqlite::Connection::open(&path)
-        .unwrap()
-        .execute_batch("CREATE TABLE unrelated (x INTEGER)")
-        .unwrap();
+    let path = dir.path().join("empty.db");
+    std::fs::write(&path, "").unwrap();
     let mut store = Store::open(&path).unwrap();
     assert_eq!(store.schema_version().unwrap(), migrations::LATEST);
     store.begin_run(RunKind::Plan, t(0)).unwrap();
+}
+
+/// Another program's database (tables, no schema version) is refused and left
+/// as it was: no seatwarden tables beside its own, its mode unchanged.
+#[test]
+fn another_programs_database_is_refused_untouched() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("app.db");
+    rusqlite::Connection::open(&path)
+        .unwrap()
+        .execute_batch("CREATE TABLE invoices (x INTEGER); CREATE TABLE customers (y TEXT);")
+        .unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let Err(err) = Store::open(&path) else {
+        panic!("another program's database must be refused")
+    };
+    let text = err.to_string();
+    assert!(
+        matches!(err, StoreError::Foreign { .. })
+            && text.contains("customers, invoices")
+            && text.contains("not a seatwarden state database"),
+        "{text}"
+    );
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    let tables: i64 = conn
+        .query_row(
+            "SELECT count(*) FROM sqlite_schema WHERE type = 'table'",
+            [],
+            |row| row.get(0),
+        )
+        .unwrap();
+    assert_eq!(tables, 2);
+    let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o644);
 }
 
 #[test]
