@@ -1305,7 +1305,9 @@ fn a_failed_migration_leaves_the_database_at_its_old_version() {
         )
         .unwrap();
     });
-    let err = Store::open(&path).err().expect("migration 12 must fail");
+    let Err(err) = Store::open(&path) else {
+        panic!("migration 12 must fail");
+    };
     assert!(
         matches!(err, StoreError::Migration { version: 12, .. }),
         "{err:?}"
