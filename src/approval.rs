@@ -16,7 +16,7 @@
 //! again: those actions are taken with the held ones, re-checked and applied (or,
 //! refused, held again); their decision stays the first approval's.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
 use chrono::{DateTime, Utc};
@@ -404,22 +404,46 @@ pub async fn approve(
             Some(directory) => safety::plan_settings(config, &directory).protected,
             None => Protected::new(&config.safety.protected),
         };
-        // People a sweep has seen with access again since the run: their held
-        // deprovision is for someone who is no longer leaving.
+        // People a sweep or a reconcile has seen with access again since the run:
+        // their held deprovision is for someone who is no longer leaving.
         let started = store.run(run)?.map_or(now, |r| r.started_at);
-        let mut back: BTreeMap<String, DateTime<Utc>> = BTreeMap::new();
-        for entry in &held {
-            if !entry.action.kind.is_deprovision() {
-                continue;
-            }
-            let Some(identity) = &entry.action.identity_id else {
-                continue;
-            };
+        let mut back: BTreeMap<String, String> = BTreeMap::new();
+        let leaving: HashMap<String, String> = held
+            .iter()
+            .filter(|entry| entry.action.kind.is_deprovision())
+            .filter_map(|entry| {
+                Some((
+                    entry.action.identity_id.clone()?,
+                    entry.action.kind.account_id()?.to_owned(),
+                ))
+            })
+            .collect();
+        for identity in leaving.keys() {
             if let Some(newest) = store.deprovision_history(identity, 1)?.first()
                 && let Some(at) = newest.closed_at.or(newest.returned_at)
                 && at > started
             {
-                back.insert(identity.clone(), at);
+                back.insert(
+                    identity.clone(),
+                    format!("seen {}", at.format("%Y-%m-%d %H:%M UTC")),
+                );
+            }
+        }
+        // The ledger hears of a return only from a sweep or a reconcile; a newer
+        // directory read (a `plan`, a run that failed after reading, a reconcile
+        // whose ledger update failed) is fresher evidence than this run's.
+        if !leaving.is_empty()
+            && let Some(newer) = store.newest_complete_directory_after(run)?
+            && let Some(directory) = store.load_directory_snapshot(newer)?
+        {
+            let read_at = store.run(newer)?.map_or(now, |r| r.started_at);
+            for identity in crate::sweep::returned_in(config, directory, &leaving) {
+                back.entry(identity).or_insert_with(|| {
+                    format!(
+                        "in the directory read by run {newer}, {}",
+                        read_at.format("%Y-%m-%d %H:%M UTC")
+                    )
+                });
             }
         }
         (protected, store.deactivated_since()?, back)
@@ -464,13 +488,12 @@ pub async fn approve(
             approval.refused.push((action.seq, why.to_owned()));
             continue;
         }
-        if let Some(at) = action.identity_id.as_ref().and_then(|id| back.get(id)) {
+        if let Some(seen) = action.identity_id.as_ref().and_then(|id| back.get(id)) {
             approval.refused.push((
                 action.seq,
                 format!(
-                    "the person has access again in the directory (seen {}); a new run \
-                     decides what they need",
-                    at.format("%Y-%m-%d %H:%M UTC")
+                    "the person has access again in the directory ({seen}); a new run \
+                     decides what they need"
                 ),
             ));
             continue;

@@ -28,7 +28,10 @@
 //! several unlinked accounts match the same identity; and when the only match of an
 //! active identity is a deactivated account found by userName or email whose
 //! `externalId` names nobody in the directory (a former employee's, which a new hire
-//! given the same address must not get back with its projects). An identity whose own account
+//! given the same address must not get back with its projects); and when a stored
+//! link's account has an `externalId` that names another identity in the directory
+//! (a state database used against another workspace, reused ids: trusted, the link
+//! would hand one person's account to another). An identity whose own account
 //! matches it by `externalId` keeps that match although another account matches it
 //! among others by a weaker rule: that other account alone is disputed, so a stray
 //! account sharing a leaver's email cannot keep the leaver's account active.
@@ -473,6 +476,15 @@ fn someone_elses(account: Option<&Account>, method: LinkMethod) -> Option<String
     })
 }
 
+/// The directory identity (key and id) an account's `externalId` names, if any.
+fn named_by_external_id<'x>(
+    account: Option<&'x Account>,
+    index: &IdentityIndex<'_>,
+) -> Option<(u32, &'x str)> {
+    let external_id = account?.external_id.as_deref()?;
+    index.position(external_id).map(|key| (key, external_id))
+}
+
 /// Lower-cased as [`same_ci`] compares ([`crate::model::fold_case`]), borrowing
 /// when the string has nothing to lower.
 fn fold(s: &str) -> Cow<'_, str> {
@@ -592,6 +604,9 @@ impl<'a> Matching<'a> {
         let mut new_links = Vec::new();
 
         // Stored links: only one-to-one pairs decide; anything else is disputed.
+        // Identities whose id the externalId of an account linked to someone else
+        // names, with that account and the identity it is linked to.
+        let mut claimed_elsewhere: Vec<(u32, &str, &str)> = Vec::new();
         let mut by_account = Firsts::new(accounts.len());
         let mut by_identity = Firsts::new(n);
         let link_slots = link_slots.iter().flatten();
@@ -626,7 +641,34 @@ impl<'a> Matching<'a> {
                 continue;
             }
             let clean = keys.len() == 1 && keys.iter().all(|&k| by_identity.get(k).len() == 1);
-            if clean {
+            let account = accounts.get(slot as usize).copied();
+            if clean
+                && let &[key] = keys
+                && let Some((named, named_id)) = named_by_external_id(account, index)
+                && named != key
+            {
+                // The account says whose it is, and it is someone else in the
+                // directory: a state database from another workspace, or ids a
+                // provider reused. Trusted, the link would hand this account
+                // (name, projects) to the linked person.
+                let linked_id = id_of(key);
+                let this = account_id(slot);
+                *owner = Owner::Disputed(slot_of(details.len()).unwrap_or(NONE));
+                details.push(format!(
+                    "its stored link is to identity {linked_id}, but its externalId names \
+                     identity {named_id} (a state database from another workspace, or reused \
+                     ids?): if the link is right, set the account's externalId to {linked_id:?} \
+                     in the workspace; if the account is {named_id}'s, `seatwarden link \
+                     {named_id} {this} --replace` moves the link"
+                ));
+                disputed.entry(key).or_insert_with(|| {
+                    format!(
+                        "its stored link is to account {this}, whose externalId names identity \
+                         {named_id}"
+                    )
+                });
+                claimed_elsewhere.push((named, this, linked_id));
+            } else if clean {
                 for &key in keys {
                     *owner = Owner::Primary(key);
                     if let Some(p) = primary.get_mut(key as usize) {
@@ -647,6 +689,21 @@ impl<'a> Matching<'a> {
                         )
                     });
                 }
+            }
+        }
+
+        // Named by a contradicted link's account and with no account of their own
+        // by a link: matched afresh, they would get a second account (or be created
+        // one under a userName that account holds). One whose own link stands keeps
+        // it: a leaver's account is not kept active by another account's claim.
+        for (named, account, linked_id) in claimed_elsewhere {
+            if primary.get(named as usize).is_some_and(|&p| p == NONE) {
+                disputed.entry(named).or_insert_with(|| {
+                    format!(
+                        "account {account}'s externalId names this identity, but its stored \
+                         link is to identity {linked_id}"
+                    )
+                });
             }
         }
 
@@ -2419,6 +2476,116 @@ mod tests {
         assert_eq!(drift_of(&plan, DriftKind::OrphanedAccount).len(), 1);
     }
 
+    /// A state database used against another workspace (or a provider that reused
+    /// ids): the stored links give each of two accounts to the other person, while
+    /// each account's externalId still names its own. Trusted, the links would swap
+    /// the two accounts' names, roles and groups; both pairs are disputed instead.
+    #[test]
+    fn a_stored_link_its_accounts_external_id_contradicts_is_disputed() {
+        let mut fx = Fx::new();
+        fx.identities = vec![active("ursula", &["eng"]), active("vera", &[])];
+        let mut ursulas = acct("1", "ursula");
+        ursulas.roles = vec!["Editor".into()];
+        fx.accounts = vec![ursulas, acct("2", "vera")];
+        fx.groups = vec![group("g", "Engineering", &["1"])];
+        fx.links = vec![link("ursula", "1"), link("vera", "2")];
+        assert!(fx.plan().is_empty(), "{:#?}", fx.plan().actions);
+
+        fx.links = vec![link("ursula", "2"), link("vera", "1")];
+        let plan = fx.plan();
+        assert!(plan.actions.is_empty(), "{:#?}", plan.actions);
+        assert!(plan.new_links.is_empty(), "{:?}", plan.new_links);
+        let disputed = drift_of(&plan, DriftKind::DisputedMatch);
+        let accounts: Vec<_> = disputed
+            .iter()
+            .filter_map(|d| d.account_id.as_deref())
+            .collect();
+        assert!(
+            accounts.contains(&"1") && accounts.contains(&"2"),
+            "{disputed:#?}"
+        );
+        let one = disputed
+            .iter()
+            .find(|d| d.account_id.as_deref() == Some("1"))
+            .unwrap();
+        assert!(
+            one.detail.contains("identity vera") && one.detail.contains("names identity ursula"),
+            "{}",
+            one.detail
+        );
+        let identities: Vec<_> = disputed
+            .iter()
+            .filter_map(|d| d.identity_id.as_deref())
+            .collect();
+        assert!(
+            identities.contains(&"ursula") && identities.contains(&"vera"),
+            "{disputed:#?}"
+        );
+    }
+
+    /// Only an externalId that names someone else the directory has contradicts a
+    /// link: one naming nobody (push SCIM's own ids, a former employee) does not,
+    /// and a person whose own link stands keeps their account although another
+    /// linked account's externalId names them.
+    #[test]
+    fn a_link_stands_unless_its_external_id_names_another_person_in_the_directory() {
+        let mut fx = Fx::new();
+        fx.identities = vec![active("ursula", &[]), active("vera", &[])];
+        let mut pushed = acct("1", "ursula");
+        pushed.external_id = Some("00u1okta".into());
+        fx.accounts = vec![pushed, acct("2", "vera")];
+        fx.links = vec![link("ursula", "1"), link("vera", "2")];
+        let plan = fx.plan();
+        assert!(
+            drift_of(&plan, DriftKind::DisputedMatch).is_empty(),
+            "{plan:#?}"
+        );
+        assert_eq!(
+            kinds(&plan),
+            [&ActionKind::UpdateAttributes {
+                account_id: "1".into(),
+                changes: vec![AttributeChange {
+                    attribute: Attribute::ExternalId,
+                    from: Some("00u1okta".into()),
+                    to: Some("ursula".into()),
+                }],
+            }]
+        );
+        fx.accounts[0].external_id = Some("ursula".into());
+
+        // Account 3 is linked to a leaver but says it is vera's; vera's own link
+        // to account 2 stands, and the leaver's link is not trusted.
+        fx.identities
+            .push(ident("walt", IdentityStatus::Deprovisioned, &[]));
+        let mut claims_vera = acct("3", "walt");
+        claims_vera.external_id = Some("vera".into());
+        fx.accounts.push(claims_vera);
+        fx.links.push(link("walt", "3"));
+        let plan = fx.plan();
+        assert!(plan.actions.is_empty(), "{:#?}", plan.actions);
+        let disputed = drift_of(&plan, DriftKind::DisputedMatch);
+        assert!(
+            disputed
+                .iter()
+                .all(|d| d.identity_id.as_deref() != Some("vera")),
+            "{disputed:#?}"
+        );
+        assert!(
+            disputed
+                .iter()
+                .any(|d| d.account_id.as_deref() == Some("3")),
+            "{disputed:#?}"
+        );
+        // vera leaving still deactivates her own account.
+        fx.identities[1].status = IdentityStatus::Deprovisioned;
+        assert_eq!(
+            kinds(&fx.plan()),
+            [&ActionKind::Deactivate {
+                account_id: "2".into()
+            }]
+        );
+    }
+
     #[test]
     fn inactive_account_of_active_identity_is_reactivated_and_fixed() {
         let mut fx = Fx::new();
@@ -2691,8 +2858,12 @@ mod tests {
     fn stored_link_beats_heuristics_and_dead_links_are_ignored() {
         let mut fx = Fx::new();
         fx.identities = vec![active("a", &[]), active("b", &[])];
-        // Account 1 looks like b but is linked to a.
-        fx.accounts = vec![acct("1", "b")];
+        // Account 1 has b's userName and email but is linked to a. (An externalId
+        // naming b would contradict the link: see
+        // `a_stored_link_its_accounts_external_id_contradicts_is_disputed`.)
+        let mut looks_like_b = acct("1", "b");
+        looks_like_b.external_id = None;
+        fx.accounts = vec![looks_like_b];
         fx.links = vec![link("a", "1"), link("b", "vanished")];
         let plan = fx.plan();
         assert!(plan.new_links.is_empty());

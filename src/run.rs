@@ -329,11 +329,12 @@ pub async fn execute_with_options(
         let sla = crate::sweep::configured_sla(config);
         // Then the deprovisions a cut-off run held, or did not get to apply,
         // that this run saw again count from when that run saw them.
-        let recorded = crate::sweep::record_reconcile(&store, run_id, started_at, Utc::now(), sla)
-            .and_then(|latencies| {
-                crate::sweep::backdate_cut_off(&mut *lock(&store)?, &cut_off)?;
-                Ok(latencies)
-            });
+        let recorded =
+            crate::sweep::record_reconcile(config, &store, run_id, started_at, Utc::now(), sla)
+                .and_then(|latencies| {
+                    crate::sweep::backdate_cut_off(&mut *lock(&store)?, &cut_off)?;
+                    Ok(latencies)
+                });
         tracing::debug!(
             elapsed_ms = since(started_at),
             "deprovisioning ledger updated"

@@ -720,22 +720,81 @@ async fn other_owners(
 /// ledger (detected at the run's start, `detected_at`, if the sweep had not seen
 /// them), and those it applied are verified at `now`. A run that failed after its
 /// writes is recorded too: its applied rows are not in flight, so no recovery
-/// would record them later.
+/// would record them later. First, the people its directory shows with access
+/// again end their episodes ([`record_returned`]).
 pub fn record_reconcile(
+    config: &Config,
     store: &Mutex<Store>,
     run_id: RunId,
     detected_at: DateTime<Utc>,
     now: DateTime<Utc>,
     sla: Duration,
 ) -> Result<Vec<Duration>, RunError> {
+    let mut store = lock(store)?;
+    record_returned(config, &mut store, run_id, detected_at, sla)?;
     Ok(record_deprovisions(
-        &mut *lock(store)?,
+        &mut store,
         run_id,
         None,
         detected_at,
         now,
         sla,
     )?)
+}
+
+/// The people a reconcile's directory shows with access again end their episodes
+/// at `at`, as a sweep's full observation ends them: without the daemon a
+/// reconcile run by hand is the only observation there is, and an episode left
+/// open would stay pending, go overdue, and keep a held deprovision of someone
+/// who is back approvable. A directory the source check rejected, or read in
+/// part, shows nothing (as to the sweep).
+fn record_returned(
+    config: &Config,
+    store: &mut Store,
+    run_id: RunId,
+    at: DateTime<Utc>,
+    sla: Duration,
+) -> Result<(), StoreError> {
+    let current = store.current_deprovisions()?;
+    if current.is_empty() || !store.directory_accepted(run_id)? {
+        return Ok(());
+    }
+    let Some(snapshot) = store.load_directory_snapshot(run_id)? else {
+        return Ok(());
+    };
+    let links: HashMap<String, String> = store
+        .links()?
+        .into_iter()
+        .map(|l| (l.identity_id, l.account_id))
+        .collect();
+    let returned = returned_in(config, snapshot, &links);
+    let changes = sla::observe(&current, &[], &returned, at, sla);
+    if changes.cancel.is_empty() && changes.returned.is_empty() {
+        return Ok(());
+    }
+    for id in changes.cancel.iter().chain(&changes.returned) {
+        if let Some(entry) = current.iter().find(|e| e.id == *id) {
+            tracing::info!(
+                person = %entry.user_name,
+                "has access in the directory again: the deprovision episode ends"
+            );
+        }
+    }
+    store.update_ledger(&changes, at)
+}
+
+/// Those of `links`' identities a complete directory snapshot shows with access
+/// (in scope and active, or protected), by the sweep's own observation.
+pub(crate) fn returned_in(
+    config: &Config,
+    snapshot: crate::model::DirectorySnapshot,
+    links: &HashMap<String, String>,
+) -> Vec<String> {
+    let changes = DirectoryChanges::Full {
+        snapshot,
+        cursor: None,
+    };
+    observe(config, &changes, links).returned
 }
 
 /// What [`record_reconcile`] does, for any writer of `run_id`'s journal: its

@@ -89,6 +89,27 @@ impl Store {
         Ok(n.map(|n| usize::try_from(n).unwrap_or(0)))
     }
 
+    /// Whether the directory snapshot of `run` was accepted as a baseline: complete,
+    /// and passed (or was let through) the source sanity check.
+    pub fn directory_accepted(&self, run: RunId) -> Result<bool, StoreError> {
+        self.conn
+            .prepare_cached("SELECT 1 FROM accepted_directories WHERE run_id = ?1")
+            .and_then(|mut stmt| stmt.exists([run]))
+            .context(|| format!("reading whether the directory of run {run} was accepted"))
+    }
+
+    /// The newest run after `run` that saved a complete directory snapshot, whatever
+    /// its kind (a `plan` reads the directory as well as a reconcile does).
+    pub fn newest_complete_directory_after(&self, run: RunId) -> Result<Option<RunId>, StoreError> {
+        self.conn
+            .prepare_cached(
+                "SELECT id FROM runs WHERE directory_complete = 1 AND id > ?1
+                 ORDER BY id DESC LIMIT 1",
+            )
+            .and_then(|mut stmt| stmt.query_row([run], |row| row.get(0)).optional())
+            .context(|| format!("finding a complete directory snapshot after run {run}"))
+    }
+
     // ---- rolling 24 h counts ------------------------------------------------------
 
     /// Writes of each threshold class applied or in flight (of any run) whose

@@ -2361,3 +2361,41 @@ fn an_outbox_attempt_scheduled_before_the_clock_stepped_back_is_due() {
         outbox::LONGEST_WAIT >= cap + chrono::Duration::minutes(10) + chrono::Duration::hours(1)
     );
 }
+
+/// What `approve` and a reconcile's ledger update read: the newest complete
+/// directory snapshot of a later run (of any kind, incomplete ones skipped), and
+/// whether a run's directory was accepted as a baseline.
+#[test]
+fn the_newest_complete_directory_after_a_run_and_its_acceptance() {
+    let mut store = Store::open_in_memory().unwrap();
+    let snapshot = |complete| DirectorySnapshot {
+        identities: vec![identity(1, IdentityStatus::Active, &["g"])],
+        complete,
+    };
+    let held = store.begin_run(RunKind::Reconcile, t(0)).unwrap();
+    store
+        .save_directory_snapshot(held, &snapshot(true))
+        .unwrap();
+    store.accept_directory(held, 1, t(0)).unwrap();
+    assert_eq!(store.newest_complete_directory_after(held).unwrap(), None);
+
+    let plan = store.begin_run(RunKind::Plan, t(10)).unwrap();
+    store
+        .save_directory_snapshot(plan, &snapshot(true))
+        .unwrap();
+    let partial = store.begin_run(RunKind::Reconcile, t(20)).unwrap();
+    store
+        .save_directory_snapshot(partial, &snapshot(false))
+        .unwrap();
+    let unread = store.begin_run(RunKind::Reconcile, t(30)).unwrap();
+    assert_eq!(
+        store.newest_complete_directory_after(held).unwrap(),
+        Some(plan)
+    );
+    assert_eq!(store.newest_complete_directory_after(plan).unwrap(), None);
+
+    assert!(store.directory_accepted(held).unwrap());
+    for run in [plan, partial, unread] {
+        assert!(!store.directory_accepted(run).unwrap(), "run {run}");
+    }
+}

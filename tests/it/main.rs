@@ -16,6 +16,7 @@ mod group_members;
 mod interop;
 mod ldap;
 mod ldap_ad;
+mod links;
 mod okta;
 mod packaging;
 mod put_writes;

@@ -733,6 +733,104 @@ async fn approve_refuses_a_held_deprovision_of_someone_back_since() {
     );
 }
 
+/// People deleted from the directory and restored before anyone approved their
+/// held deactivations: the reconcile that sees them back ends their episodes, as
+/// a sweep would (run by hand, without the daemon, nothing else ever would: they
+/// stayed pending, went overdue), and `approve` then refuses the deactivations.
+#[tokio::test]
+async fn a_reconcile_that_sees_held_leavers_back_ends_their_episodes() {
+    let mut env = env_with(200, None, "max_deprovisions = 2").await;
+    env.run(Mode::Reconcile, RunOptions::default()).await;
+    let active_before = env.active_accounts();
+    let whole = env.data.directory.clone();
+    let gone = env.leave(3);
+    let mut shrunk = whole.clone();
+    shrunk.identities.retain(|i| !gone.contains(&i.id));
+    env.write_directory(&shrunk);
+    let held = env.run(Mode::Reconcile, RunOptions::default()).await;
+    assert_eq!(deactivations(&held).len(), 3);
+    assert_eq!(held.plan.held().count(), 3);
+    assert_eq!(env.store().open_deprovisions().unwrap().len(), 3);
+
+    env.write_directory(&whole);
+    let back = env.run(Mode::Reconcile, RunOptions::default()).await;
+    assert!(back.plan.is_empty(), "{:#?}", back.plan.actions);
+    let store = env.store();
+    assert!(
+        store.open_deprovisions().unwrap().is_empty(),
+        "{:#?}",
+        store.open_deprovisions().unwrap()
+    );
+    for identity in &gone {
+        let history = store.deprovision_history(identity, 1).unwrap();
+        assert!(
+            history[0].closed_at.is_some() && history[0].verified_at.is_none(),
+            "{history:?}"
+        );
+    }
+    drop(store);
+
+    let approval = env.approve_all(held.run_id).await.unwrap();
+    assert_eq!(approval.applied.applied, 0, "{approval:?}");
+    assert_eq!(approval.refused.len(), 3, "{approval:?}");
+    assert!(
+        approval
+            .refused
+            .iter()
+            .all(|(_, why)| why.contains("access again")),
+        "{:?}",
+        approval.refused
+    );
+    assert_eq!(env.active_accounts(), active_before, "nobody deactivated");
+}
+
+/// `approve` judges a held deprovision by the newest directory read it has, not
+/// only by the ledger: a `plan` (which leaves the ledger alone) that saw one of
+/// the held leavers back is enough to refuse that one, and only that one.
+#[tokio::test]
+async fn approve_refuses_a_held_deprovision_a_newer_directory_read_shows_back() {
+    let mut env = env_with(200, None, "max_deprovisions = 2").await;
+    env.run(Mode::Reconcile, RunOptions::default()).await;
+    let active_before = env.active_accounts();
+    let whole = env.data.directory.clone();
+    let gone = env.leave(3);
+    let held = env.run(Mode::Reconcile, RunOptions::default()).await;
+    assert_eq!(held.plan.held().count(), 3);
+
+    let mut one_back = env.data.directory.clone();
+    let returning = whole
+        .identities
+        .iter()
+        .find(|i| i.id == gone[0])
+        .unwrap()
+        .clone();
+    for identity in one_back.identities.iter_mut() {
+        if identity.id == returning.id {
+            *identity = returning.clone();
+        }
+    }
+    env.write_directory(&one_back);
+    let plan = env.run(Mode::Plan, RunOptions::default()).await;
+    // The ledger still has all three pending: only the directory read says otherwise.
+    assert_eq!(env.store().open_deprovisions().unwrap().len(), 3);
+
+    let approval = env.approve_all(held.run_id).await.unwrap();
+    assert_eq!(approval.applied.applied, 2, "{approval:?}");
+    assert_eq!(approval.refused.len(), 1, "{approval:?}");
+    let back_seq = deactivations(&held)
+        .iter()
+        .find(|a| a.identity_id.as_deref() == Some(gone[0].as_str()))
+        .unwrap()
+        .seq;
+    assert_eq!(approval.refused[0].0, back_seq);
+    let why = &approval.refused[0].1;
+    assert!(
+        why.contains("access again") && why.contains(&format!("run {}", plan.run_id)),
+        "{why}"
+    );
+    assert_eq!(env.active_accounts(), active_before - 2);
+}
+
 /// An approval cut off after releasing what it approved leaves those rows
 /// `planned`; the approval that finishes them re-checks them, and one it refuses
 /// (here: the person is back) goes back to `held`, as a refusal of a first
@@ -2596,7 +2694,9 @@ async fn approve_refuses_a_held_retention_delete_once_the_person_is_back() {
     back(IdentityStatus::Active);
     env.run(Mode::Reconcile, at(Duration::days(31))).await;
     let refused = approve().await.unwrap();
-    assert!(refused_because(&refused, "active again"), "{refused:?}");
+    // That reconcile saw them back and ended their ledger episode: that refuses
+    // it before the account (active again) would.
+    assert!(refused_because(&refused, "access again"), "{refused:?}");
     assert!(exists());
 
     // Gone again: deactivated at once, but its retention starts over.

@@ -1,0 +1,143 @@
+//! Stored links against the workspace as it is now: a link the linked account's
+//! own `externalId` contradicts is not trusted.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::collections::HashMap;
+
+use seatwarden::model::{DriftKind, WorkspaceSnapshot};
+use seatwarden::run::{self, Mode};
+use seatwarden::sandbox::{Sandbox, SandboxOptions};
+use seatwarden::store::Store;
+use seatwarden::synth::{self, SynthSpec};
+
+use crate::fixtures::synth_config;
+
+const TOKEN: &str = "links-token";
+
+async fn sandbox(seed: WorkspaceSnapshot) -> Sandbox {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    Sandbox::start(
+        listener,
+        SandboxOptions {
+            token: TOKEN.to_owned(),
+            ..SandboxOptions::default()
+        },
+        seed,
+    )
+    .await
+    .unwrap()
+}
+
+/// A state database built against one workspace, used against another in which
+/// two accounts' SCIM ids are swapped (each keeping its own externalId, name,
+/// role and groups): the stored links now give each person the other's account.
+/// Nothing is written to either account; both pairs are reported as disputed.
+#[tokio::test]
+async fn a_state_database_reused_against_swapped_ids_touches_neither_account() {
+    let data = synth::generate(&SynthSpec {
+        people: 60,
+        groups: 2,
+        drift_percent: 0.0,
+        seed: 7,
+    });
+    let first = sandbox(data.workspace.clone()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = synth_config(dir.path(), &data, first.base_url().as_ref(), TOKEN, 4);
+    let open = || Store::open(&config.state.path).unwrap();
+    run::execute(&config, open(), Mode::Reconcile)
+        .await
+        .unwrap();
+    let converged = first.snapshot();
+    let links: HashMap<String, String> = open()
+        .links()
+        .unwrap()
+        .into_iter()
+        .map(|l| (l.account_id, l.identity_id))
+        .collect();
+    // Two active accounts linked to the identity their externalId names, with
+    // different userNames and roles or groups to lose.
+    let pair: Vec<usize> = converged
+        .accounts
+        .iter()
+        .enumerate()
+        .filter(|(_, a)| a.active && a.external_id.is_some())
+        .filter(|(_, a)| links.get(&a.id) == a.external_id.as_ref())
+        .map(|(i, _)| i)
+        .take(2)
+        .collect();
+    assert_eq!(pair.len(), 2);
+    let (a, b) = (pair[0], pair[1]);
+    let (id_a, id_b) = (
+        converged.accounts[a].id.clone(),
+        converged.accounts[b].id.clone(),
+    );
+    let mut swapped = converged.clone();
+    swapped.accounts[a].id = id_b.clone();
+    swapped.accounts[b].id = id_a.clone();
+    for group in &mut swapped.groups {
+        for member in &mut group.members {
+            if *member == id_a {
+                *member = id_b.clone();
+            } else if *member == id_b {
+                *member = id_a.clone();
+            }
+        }
+    }
+    drop(first);
+    let second = sandbox(swapped.clone()).await;
+    let config = synth_config(dir.path(), &data, second.base_url().as_ref(), TOKEN, 4);
+
+    let outcome = run::execute(&config, open(), Mode::Reconcile)
+        .await
+        .unwrap();
+    let people = [
+        converged.accounts[a].external_id.clone().unwrap(),
+        converged.accounts[b].external_id.clone().unwrap(),
+    ];
+    let touching: Vec<_> = outcome
+        .plan
+        .actions
+        .iter()
+        .filter(|action| {
+            action
+                .kind
+                .account_id()
+                .is_some_and(|id| id == id_a || id == id_b)
+                || action
+                    .identity_id
+                    .as_ref()
+                    .is_some_and(|id| people.contains(id))
+        })
+        .collect();
+    assert!(touching.is_empty(), "{touching:#?}");
+    let disputed: Vec<_> = outcome
+        .plan
+        .drift
+        .iter()
+        .filter(|d| d.kind == DriftKind::DisputedMatch)
+        .collect();
+    for account in [&id_a, &id_b] {
+        assert!(
+            disputed
+                .iter()
+                .any(|d| d.account_id.as_ref() == Some(account)
+                    && d.detail.contains("externalId names")),
+            "{disputed:#?}"
+        );
+    }
+    for person in &people {
+        assert!(
+            disputed
+                .iter()
+                .any(|d| d.identity_id.as_ref() == Some(person)),
+            "{disputed:#?}"
+        );
+    }
+    // The workspace still has both accounts as the seed had them.
+    let after = second.snapshot();
+    for i in [a, b] {
+        let want = &swapped.accounts[i];
+        let now = after.accounts.iter().find(|x| x.id == want.id).unwrap();
+        assert_eq!(now, want);
+    }
+}
