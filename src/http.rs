@@ -256,16 +256,26 @@ pub fn status_is_transient(status: u16) -> bool {
 pub fn describe_failure(e: &reqwest::Error) -> (String, bool) {
     let tls = if e.is_connect() { tls_error(e) } else { None };
     let certificate = tls.is_some_and(is_certificate_error);
+    // The endpoint in front of this message is a method and a path: which server
+    // (a typo in the host, a proxy, the wrong port) is what an operator asks first.
+    let server = e.url().and_then(|url| {
+        Some(format!(
+            "{}:{}",
+            url.host_str()?,
+            url.port_or_known_default()?
+        ))
+    });
+    let to = server.map(|s| format!(" ({s})")).unwrap_or_default();
     let mut message = if e.is_timeout() {
-        "timed out".to_owned()
+        format!("timed out{to}")
     } else if certificate {
-        "TLS certificate refused".to_owned()
+        format!("TLS certificate refused{to}")
     } else if tls.is_some() {
-        "TLS handshake failed".to_owned()
+        format!("TLS handshake failed{to}")
     } else if e.is_connect() {
-        "connection failed".to_owned()
+        format!("connection failed{to}")
     } else {
-        "request failed".to_owned()
+        format!("request failed{to}")
     };
     let mut source: Option<&dyn std::error::Error> = std::error::Error::source(e);
     while let Some(s) = source {

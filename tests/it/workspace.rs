@@ -1330,6 +1330,12 @@ async fn the_token_is_sent_and_never_shown() {
     assert!(err.is_transient());
     assert!(!err.to_string().contains(TOKEN));
     assert!(err.to_string().starts_with("GET /Users/u1: "), "{err}");
+    // Which server: the endpoint is only a method and a path.
+    assert!(
+        err.to_string()
+            .starts_with("GET /Users/u1: connection failed (127.0.0.1:9)"),
+        "{err}"
+    );
 }
 
 /// The token is redacted before an error detail is cut to length (a piece of it
