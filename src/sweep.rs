@@ -731,7 +731,16 @@ pub fn record_reconcile(
     sla: Duration,
 ) -> Result<Vec<Duration>, RunError> {
     let mut store = lock(store)?;
-    record_returned(config, &mut store, run_id, detected_at, sla)?;
+    // Not `?`: the run's own deprovisions below must reach the ledger whatever
+    // happens here (no recovery records them later); an episode left open is
+    // ended by the next run or sweep that sees the person back.
+    if let Err(e) = record_returned(config, &mut store, run_id, detected_at, sla) {
+        tracing::warn!(
+            run = run_id,
+            error = %e,
+            "ending the episodes of people back failed; the next run or sweep ends them"
+        );
+    }
     Ok(record_deprovisions(
         &mut store,
         run_id,
@@ -755,7 +764,15 @@ fn record_returned(
     at: DateTime<Utc>,
     sla: Duration,
 ) -> Result<(), StoreError> {
-    let current = store.current_deprovisions()?;
+    // Only episodes opened before the run began: its directory was read after
+    // that, so it is no older than them. One a sweep opened while this run was
+    // going may rest on a newer directory than this run's, which would show the
+    // person still in.
+    let current: Vec<LedgerEntry> = store
+        .current_deprovisions()?
+        .into_iter()
+        .filter(|entry| entry.detected_at <= at)
+        .collect();
     if current.is_empty() || !store.directory_accepted(run_id)? {
         return Ok(());
     }

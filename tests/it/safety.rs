@@ -784,6 +784,52 @@ async fn a_reconcile_that_sees_held_leavers_back_ends_their_episodes() {
     assert_eq!(env.active_accounts(), active_before, "nobody deactivated");
 }
 
+/// A reconcile ends only the episodes opened before it began: one a sweep opened
+/// while the reconcile was going rests on a directory newer than the one the
+/// reconcile read, which may still show the person in.
+#[tokio::test]
+async fn a_reconcile_leaves_an_episode_opened_after_it_began_alone() {
+    let mut env = env_with(200, None, "max_deprovisions = 2").await;
+    env.run(Mode::Reconcile, RunOptions::default()).await;
+    let whole = env.data.directory.clone();
+    let gone = env.leave(3);
+    let held = env.run(Mode::Reconcile, RunOptions::default()).await;
+    assert_eq!(held.plan.held().count(), 3);
+    // The first leaver's episode ended and a new one opened after the next
+    // reconcile's start, as by a sweep reading a newer directory meanwhile.
+    let later = Utc::now() + Duration::hours(1);
+    {
+        let mut store = env.store();
+        sweep_sees_back(&mut store, &gone[0], Utc::now());
+        let current = store.current_deprovisions().unwrap();
+        let entry = store.deprovision_history(&gone[0], 1).unwrap().remove(0);
+        let changes = seatwarden::sla::observe(
+            &current,
+            &[seatwarden::sla::Leaver {
+                identity_id: gone[0].clone(),
+                account_id: entry.account_id.clone(),
+                user_name: entry.user_name.clone(),
+                reason: seatwarden::sla::LossReason::Deleted,
+            }],
+            &[],
+            later,
+            Duration::hours(1),
+        );
+        assert_eq!(changes.open.len(), 1);
+        store.update_ledger(&changes, later).unwrap();
+    }
+    env.write_directory(&whole);
+    env.run(Mode::Reconcile, RunOptions::default()).await;
+    let store = env.store();
+    let open: Vec<String> = store
+        .open_deprovisions()
+        .unwrap()
+        .into_iter()
+        .map(|e| e.identity_id)
+        .collect();
+    assert_eq!(open, [gone[0].clone()], "the later episode stands");
+}
+
 /// `approve` judges a held deprovision by the newest directory read it has, not
 /// only by the ledger: a `plan` (which leaves the ledger alone) that saw one of
 /// the held leavers back is enough to refuse that one, and only that one.
