@@ -251,6 +251,12 @@ struct Inner {
     cursors_seen: AtomicBool,
     /// Set once a PATCH was answered 501: from then on changes go by PUT.
     patch_refused: AtomicBool,
+    /// One lock per resource path a read-modify-write is under way on: two
+    /// writes to one resource (a group's additions and removals, an account's
+    /// role and reactivation, run side by side in one phase) each PUT back the
+    /// whole resource as they read it, and without `If-Match` the later one
+    /// would undo the earlier; with it, the two would refuse each other.
+    rmw_locks: std::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     /// [`ScimSettings::managed_groups`], lower-cased.
     managed_groups: HashSet<String>,
     group_members: GroupMembers,
@@ -366,6 +372,7 @@ impl ScimClient {
                 id_filters_refused: AtomicBool::new(false),
                 cursors_seen: AtomicBool::new(false),
                 patch_refused: AtomicBool::new(false),
+                rmw_locks: std::sync::Mutex::default(),
                 managed_groups: settings
                     .managed_groups
                     .iter()
@@ -1310,7 +1317,7 @@ impl ScimClient {
             } else {
                 self.patch(&path, operations(&Value::Null)).await
             };
-            if !self.patch_refused(&patched).await? {
+            if !self.patch_refused(&patched).await {
                 return patched;
             }
         }
@@ -1352,7 +1359,7 @@ impl ScimClient {
                     vec![op.clone()],
                 )
                 .await;
-            if !self.patch_refused(&patched).await? {
+            if !self.patch_refused(&patched).await {
                 return patched;
             }
         }
@@ -1523,7 +1530,7 @@ impl ScimClient {
     ) -> Result<(), WorkspaceError> {
         if !self.writes_by_put() {
             let patched = self.patch_add_members(group_id, account_ids).await;
-            if !self.patch_refused(&patched).await? {
+            if !self.patch_refused(&patched).await {
                 return patched;
             }
         }
@@ -1553,7 +1560,7 @@ impl ScimClient {
     ) -> Result<(), WorkspaceError> {
         if !self.writes_by_put() {
             let patched = self.patch_remove_members(group_id, account_ids).await;
-            if !self.patch_refused(&patched).await? {
+            if !self.patch_refused(&patched).await {
                 return patched;
             }
         }
@@ -1642,24 +1649,25 @@ impl ScimClient {
 
     /// Whether `patched` is a PATCH refused as not implemented (501, RFC 7644
     /// §3.12): nothing was changed, and the change is to be made by PUT. From
-    /// then on every change is. The sweep's and the retry job's clients never
-    /// read `/ServiceProviderConfig`, and a provider may announce PATCH wrongly;
-    /// it is read here once, so that the PUTs know whether to send `If-Match`.
-    async fn patch_refused(
-        &self,
-        patched: &Result<(), WorkspaceError>,
-    ) -> Result<bool, WorkspaceError> {
+    /// then on every change is. A provider may announce PATCH wrongly, and a
+    /// client may not have read `/ServiceProviderConfig` yet: it is read here
+    /// once, so that the PUTs know whether to send `If-Match`.
+    async fn patch_refused(&self, patched: &Result<(), WorkspaceError>) -> bool {
         let Err(e @ WorkspaceError::Status { status: 501, .. }) = patched else {
-            return Ok(false);
+            return false;
         };
         if !self.inner.patch_refused.swap(true, Ordering::Relaxed) {
             tracing::warn!(
                 error = %e,
                 "PATCH is not implemented by the workspace: changes are written by PUT"
             );
-            self.discover().await?;
+            // Only to learn whether ETags are announced: without it the PUTs
+            // go without `If-Match`, and the change still gets made.
+            if let Err(e) = self.discover().await {
+                tracing::warn!(error = %e, "cannot read /ServiceProviderConfig; PUT without If-Match");
+            }
         }
-        Ok(true)
+        true
     }
 
     /// Group `group_id` PUT back with `add` among its members and `remove` not,
@@ -1717,14 +1725,67 @@ impl ScimClient {
         query: &[(&str, String)],
         build: impl Fn(&str, Value) -> Result<Value, WorkspaceError>,
     ) -> Result<(), WorkspaceError> {
+        let lock = self.rmw_lock(path);
+        let written = {
+            let _held = lock.lock().await;
+            self.read_modify_write_locked(path, method, query, build)
+                .await
+        };
+        self.release_rmw_lock(path, lock);
+        written
+    }
+
+    /// The lock of `path` in [`Inner::rmw_locks`], made on first use.
+    fn rmw_lock(&self, path: &str) -> Arc<tokio::sync::Mutex<()>> {
+        let mut locks = self
+            .inner
+            .rmw_locks
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        Arc::clone(locks.entry(path.to_owned()).or_default())
+    }
+
+    /// Drops `path`'s lock from the map when no other write holds or awaits it.
+    fn release_rmw_lock(&self, path: &str, lock: Arc<tokio::sync::Mutex<()>>) {
+        let mut locks = self
+            .inner
+            .rmw_locks
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        // The map's and this one: nobody else has it.
+        if Arc::strong_count(&lock) == 2 {
+            locks.remove(path);
+        }
+    }
+
+    async fn read_modify_write_locked(
+        &self,
+        path: &str,
+        method: Method,
+        query: &[(&str, String)],
+        build: impl Fn(&str, Value) -> Result<Value, WorkspaceError>,
+    ) -> Result<(), WorkspaceError> {
         let etags = self.discovered().etag_supported == Some(true);
-        let mut refused_before = false;
+        let mut refused: Option<String> = None;
         loop {
             let read_endpoint = endpoint_name(&Method::GET, path, &[]);
             let read = self.send(Method::GET, path, &[], None).await?;
             let resource: Value = self.json_answer(&read_endpoint, &read.body)?;
             let version = read.etag.clone().or_else(|| parse::version(&resource));
-            let if_match = version.filter(|_| etags);
+            // Read again after a 412 at the very version refused: nothing changed
+            // in between, the provider refuses its own tag (a strict server and a
+            // weak `W/` tag, RFC 7232 §3.1). Written without `If-Match` then, or
+            // the change could never be made.
+            let own_tag_refused = refused.is_some() && refused == version;
+            if own_tag_refused {
+                tracing::warn!(
+                    path,
+                    version = version.as_deref().unwrap_or_default(),
+                    "the provider refused If-Match with the version it just answered; \
+                     writing without If-Match"
+                );
+            }
+            let if_match = version.filter(|_| etags && !own_tag_refused);
             let body = build(&read_endpoint, resource)?;
             match self
                 .send_if_match(
@@ -1747,8 +1808,8 @@ impl ScimClient {
                     detail,
                     retry_after,
                 }) if if_match.is_some() => {
-                    if !refused_before {
-                        refused_before = true;
+                    if refused.is_none() {
+                        refused = if_match;
                         tracing::info!(
                             endpoint,
                             "changed by someone else since it was read (412): reading it again"
@@ -2031,6 +2092,19 @@ fn replaced_group(
     };
     let key = key_of(&group, "members");
     let mut members = match key.as_ref().and_then(|k| group.remove(k)) {
+        // Members to remove were seen in the group: a read that shows it empty
+        // leaves its members out, and the group PUT back from it would lose them
+        // all. (A group read empty that only gains members is taken as empty,
+        // as RFC 7643 §2.5 reads an unassigned attribute.)
+        None | Some(Value::Null) if !remove.is_empty() => {
+            return Err(WorkspaceError::NotSent {
+                endpoint: endpoint.to_owned(),
+                reason: "the group was read without its members, yet members seen in it are \
+                         to be removed: replaced whole (no PATCH), it would lose every member \
+                         the read left out"
+                    .to_owned(),
+            });
+        }
         None | Some(Value::Null) => Vec::new(),
         Some(Value::Array(members)) => members,
         Some(_) => {

@@ -594,3 +594,109 @@ async fn without_patch_groups_with_hidden_members_are_not_replaced() {
     assert!(err.to_string().starts_with("PUT /Groups/g1"), "{err}");
     assert_eq!(server.received_requests().await.unwrap().len(), 1);
 }
+
+/// Changes to one group made side by side (a run's additions and removals in
+/// one phase) each read the group and PUT it back whole: taken one after the
+/// other, none undoes another and none is refused, however many there are.
+#[tokio::test]
+async fn side_by_side_changes_to_one_group_all_land() {
+    let sandbox = sandbox(seed(), false).await;
+    let client = discovered_client(&sandbox).await;
+    let (one, two, zero) = (
+        ["u0001".to_owned()],
+        ["u0002".to_owned()],
+        ["u0000".to_owned()],
+    );
+    let (a, b, c, d) = tokio::join!(
+        client.add_members("g1", &one),
+        client.add_members("g1", &two),
+        client.remove_members("g1", &zero),
+        client.set_active("u0001", false),
+    );
+    for result in [a, b, c, d] {
+        result.unwrap();
+    }
+    let (snapshot, _) = client.snapshot_whole(&|_| {}).await.unwrap();
+    let mut members = members_of(&snapshot, "g1");
+    members.sort();
+    assert_eq!(members, ["u0001", "u0002"]);
+    assert!(!account_in(&snapshot, "u0001").active);
+}
+
+/// A provider that refuses `If-Match` with the very version it just answered
+/// (a strict server and a weak tag): after the 412 the version read again is
+/// the same, so nothing changed in between, and the change is written without
+/// `If-Match` instead of never.
+#[tokio::test]
+async fn a_provider_refusing_its_own_tag_still_gets_the_change() {
+    let server = MockServer::start().await;
+    mount_config(
+        &server,
+        json!({"patch": {"supported": false}, "etag": {"supported": true}}),
+    )
+    .await;
+    Mock::given(method("GET"))
+        .and(path("/scim/v2/Users/u1"))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .insert_header("ETag", "W/\"7\"")
+                .set_body_json(json!({"id": "u1", "userName": "ada@example.com", "active": true})),
+        )
+        .mount(&server)
+        .await;
+    Mock::given(method("PUT"))
+        .and(wiremock::matchers::header_exists("if-match"))
+        .respond_with(
+            ResponseTemplate::new(412)
+                .set_body_json(json!({"status": "412", "detail": "precondition failed"})),
+        )
+        .with_priority(1)
+        .mount(&server)
+        .await;
+    Mock::given(method("PUT"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"id": "u1"})))
+        .mount(&server)
+        .await;
+    let client = ScimClient::new(settings(&format!("{}/scim/v2", server.uri()))).unwrap();
+    client.discover().await.unwrap();
+    client.set_active("u1", false).await.unwrap();
+    let sent = writes(&server).await;
+    assert_eq!(sent.len(), 2, "{sent:?}");
+    assert_eq!(if_match(&sent[0]).as_deref(), Some("W/\"7\""));
+    assert_eq!(if_match(&sent[1]), None);
+    let body: Value = serde_json::from_slice(&sent[1].body).unwrap();
+    assert_eq!(body["active"], false);
+}
+
+/// A group read without its members while members seen in it are to be
+/// removed: the PUT would drop every member the read left out, so nothing is
+/// sent.
+#[tokio::test]
+async fn a_group_read_without_members_is_not_replaced_to_remove_some() {
+    let server = MockServer::start().await;
+    mount_config(&server, json!({"patch": {"supported": false}})).await;
+    Mock::given(method("GET"))
+        .and(path("/scim/v2/Groups/g1"))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .set_body_json(json!({"id": "g1", "displayName": "Engineering"})),
+        )
+        .mount(&server)
+        .await;
+    Mock::given(method("PUT"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"id": "g1"})))
+        .mount(&server)
+        .await;
+    let client = ScimClient::new(settings(&format!("{}/scim/v2", server.uri()))).unwrap();
+    client.discover().await.unwrap();
+    let err = client
+        .remove_members("g1", &["u1".to_owned()])
+        .await
+        .unwrap_err();
+    assert!(matches!(err, WorkspaceError::NotSent { .. }), "{err:?}");
+    assert!(err.to_string().contains("without its members"), "{err}");
+    assert!(writes(&server).await.is_empty());
+    // Only gaining members, a group read empty is taken as empty.
+    client.add_members("g1", &["u2".to_owned()]).await.unwrap();
+    assert_eq!(writes(&server).await.len(), 1);
+}
