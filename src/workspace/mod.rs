@@ -1737,25 +1737,24 @@ impl ScimClient {
 
     /// The lock of `path` in [`Inner::rmw_locks`], made on first use.
     fn rmw_lock(&self, path: &str) -> Arc<tokio::sync::Mutex<()>> {
-        let mut locks = self
-            .inner
-            .rmw_locks
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        Arc::clone(locks.entry(path.to_owned()).or_default())
+        Arc::clone(self.rmw_locks().entry(path.to_owned()).or_default())
     }
 
-    /// Drops `path`'s lock from the map when no other write holds or awaits it.
+    /// Drops `path`'s lock from the map when no other write holds or awaits it
+    /// (a write cancelled meanwhile leaves its entry, which the next one drops).
     fn release_rmw_lock(&self, path: &str, lock: Arc<tokio::sync::Mutex<()>>) {
-        let mut locks = self
-            .inner
-            .rmw_locks
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut locks = self.rmw_locks();
         // The map's and this one: nobody else has it.
         if Arc::strong_count(&lock) == 2 {
             locks.remove(path);
         }
+    }
+
+    fn rmw_locks(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<tokio::sync::Mutex<()>>>> {
+        self.inner
+            .rmw_locks
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
     }
 
     async fn read_modify_write_locked(
