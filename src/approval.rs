@@ -72,6 +72,12 @@ pub enum ApprovalError {
          it left out would look deleted. Run the command again"
     )]
     ShortListing,
+    #[error("the stored report of run {run} cannot be read: {source}")]
+    CorruptReport {
+        run: RunId,
+        #[source]
+        source: serde_json::Error,
+    },
     #[error("the state database lock was poisoned")]
     Poisoned,
 }
@@ -434,6 +440,7 @@ pub async fn approve(
         // whose ledger update failed) is fresher evidence than this run's.
         if !leaving.is_empty()
             && let Some(newer) = store.newest_complete_directory_after(run)?
+            && !directory_rejected(&store, newer)?
             && let Some(directory) = store.load_directory_snapshot(newer)?
         {
             let read_at = store.run(newer)?.map_or(now, |r| r.started_at);
@@ -840,6 +847,20 @@ fn refresh_report(store: &mut Store, run: RunId) -> Result<(), ApprovalError> {
     s.converged = s.actions_applied == report.actions.len();
     store.save_report(run, &report.to_stored_json())?;
     Ok(())
+}
+
+/// Whether the source check rejected `run`'s directory (empty, or shrunk past the
+/// limit), as its stored report says: such a read is no evidence that someone
+/// is back (a stale export that still lists a leaver would keep them in).
+fn directory_rejected(store: &Store, run: RunId) -> Result<bool, ApprovalError> {
+    let Some(json) = store.report(run)? else {
+        return Ok(false);
+    };
+    let report: serde_json::Value = serde_json::from_str(&json)
+        .map_err(|source| ApprovalError::CorruptReport { run, source })?;
+    Ok(report
+        .pointer("/safety/source_fault")
+        .is_some_and(|fault| !fault.is_null()))
 }
 
 #[cfg(test)]

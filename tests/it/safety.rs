@@ -877,6 +877,41 @@ async fn approve_refuses_a_held_deprovision_a_newer_directory_read_shows_back() 
     assert_eq!(env.active_accounts(), active_before - 2);
 }
 
+/// A newer directory read that the source check rejected (here: shrunk to half,
+/// as a stale or cut export would be) is no evidence that a held leaver is back:
+/// `approve` applies all three.
+#[tokio::test]
+async fn approve_ignores_a_newer_directory_read_the_source_check_rejected() {
+    let mut env = env_with(200, None, "max_deprovisions = 2").await;
+    env.run(Mode::Reconcile, RunOptions::default()).await;
+    let active_before = env.active_accounts();
+    let whole = env.data.directory.clone();
+    let gone = env.leave(3);
+    let held = env.run(Mode::Reconcile, RunOptions::default()).await;
+    assert_eq!(held.plan.held().count(), 3);
+
+    let returning = whole
+        .identities
+        .iter()
+        .find(|i| i.id == gone[0])
+        .unwrap()
+        .clone();
+    let mut cut = env.data.directory.clone();
+    cut.identities.retain(|i| i.id != returning.id);
+    cut.identities
+        .sort_by_key(|i| !i.groups.iter().any(|g| g == "Taskade Users"));
+    cut.identities.truncate(99);
+    cut.identities.push(returning);
+    env.write_directory(&cut);
+    let plan = env.run(Mode::Plan, RunOptions::default()).await;
+    assert!(plan.report.safety.source_fault.is_some());
+
+    let approval = env.approve_all(held.run_id).await.unwrap();
+    assert!(approval.refused.is_empty(), "{approval:?}");
+    assert_eq!(approval.applied.applied, 3, "{approval:?}");
+    assert_eq!(env.active_accounts(), active_before - 3);
+}
+
 /// An approval cut off after releasing what it approved leaves those rows
 /// `planned`; the approval that finishes them re-checks them, and one it refuses
 /// (here: the person is back) goes back to `held`, as a refusal of a first
