@@ -758,6 +758,7 @@ fn latest_reported_run(store: &Store) -> anyhow::Result<RunId> {
     if newest.id > reported {
         let why = match (newest.status, &newest.error) {
             (crate::store::RunStatus::Failed, Some(error)) => format!("failed: {error}"),
+            (crate::store::RunStatus::Stopped, Some(error)) => format!("was stopped: {error}"),
             (crate::store::RunStatus::Running, _) => {
                 "has no report yet (still running, or cut off before it finished)".to_owned()
             }

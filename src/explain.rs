@@ -67,8 +67,13 @@ pub fn ledger_lines(
                 at(e.detected_at),
                 at(e.due_at)
             );
-            if let Some(v) = e.verified_at {
-                line.push_str(&format!(", verified {}", at(v)));
+            match e.verified_at {
+                Some(v) if e.found_without_access() => line.push_str(&format!(
+                    ", found already inactive or gone {} (nothing to do)",
+                    at(v)
+                )),
+                Some(v) => line.push_str(&format!(", verified {}", at(v))),
+                None => {}
             }
             if let Some(c) = e.closed_at {
                 line.push_str(&format!(", cancelled {} (access came back)", at(c)));

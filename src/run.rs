@@ -375,9 +375,15 @@ pub async fn execute_with_options(
         }
         Err(error) => {
             let message = error.to_string();
-            tracing::error!(run = run_id, error = %message, "run failed");
+            let status = if matches!(error, RunError::Stopped { .. }) {
+                tracing::warn!(run = run_id, error = %message, "run stopped");
+                RunStatus::Stopped
+            } else {
+                tracing::error!(run = run_id, error = %message, "run failed");
+                RunStatus::Failed
+            };
             if let Ok(mut store) = store.lock() {
-                let _ = store.finish_run(run_id, Utc::now(), RunStatus::Failed, Some(&message));
+                let _ = store.finish_run(run_id, Utc::now(), status, Some(&message));
             }
             Err(error)
         }

@@ -122,9 +122,21 @@ impl LedgerEntry {
         }
     }
 
-    /// Detection to verified deactivation.
+    /// Detection to verified deactivation; `None` for an account found without
+    /// access when the episode was opened, which never waited on anyone.
     pub fn latency(&self) -> Option<Duration> {
+        if self.found_without_access() {
+            return None;
+        }
         self.verified_at.map(|at| at - self.detected_at)
+    }
+
+    /// Verified without ever being enforced: the account was already inactive or
+    /// gone when the episode was opened. Only a sweep records that
+    /// ([`crate::store::Store::deprovision_found_done`]); every other verification
+    /// sets `enforced_at`.
+    pub fn found_without_access(&self) -> bool {
+        self.verified_at.is_some() && self.enforced_at.is_none()
     }
 }
 
@@ -408,9 +420,17 @@ mod tests {
         let e = entry(1, "a", 0);
         assert_eq!(e.state(t(59)), EntryState::Pending);
         assert_eq!(e.state(t(60)), EntryState::Overdue);
-        let mut verified = e.clone();
+        let mut found_done = e.clone();
+        found_done.verified_at = Some(t(0));
+        // Verified, but never enforced: the account had no access to take away.
+        assert_eq!(found_done.state(t(100)), EntryState::Verified);
+        assert!(found_done.found_without_access());
+        assert_eq!(found_done.latency(), None);
+        let mut verified = found_done;
+        verified.enforced_at = Some(t(65));
         verified.verified_at = Some(t(70));
         assert_eq!(verified.state(t(100)), EntryState::Verified);
+        assert!(!verified.found_without_access());
         assert_eq!(verified.latency(), Some(Duration::minutes(70)));
         let mut cancelled = e;
         cancelled.closed_at = Some(t(5));

@@ -405,12 +405,15 @@ pub async fn enforce(
                 if let Some(account) = account {
                     store.deprovision_user_name(entry.id, &account.user_name)?;
                 }
-                store.deprovision_verified(entry.id, now)?;
                 outcome.already_done += 1;
-                // Found inactive when first seen: it was never waiting on us, so
-                // it does not count as a latency.
-                if entry.detected_at < now {
+                if entry.detected_at < now || entry.enforced_at.is_some() {
+                    store.deprovision_verified(entry.id, now)?;
                     outcome.latencies.push(now - entry.detected_at);
+                } else {
+                    // Found without access when first seen (a leaver from before
+                    // the daemon's first sweep, say): no access was removed, so
+                    // it is no deprovision in the SLA figures, nor a latency.
+                    store.deprovision_found_done(entry.id, now)?;
                 }
                 continue;
             }

@@ -48,7 +48,7 @@ use crate::apply::{self, StopSignal};
 use crate::config::{Config, ConfigError, DaemonSettings};
 use crate::run::{self, Mode, RunError};
 use crate::schedule::{self, Clock, JobCounters, JobSpec, Schedule, Scheduler, StartJob};
-use crate::store::{Store, StoreError, WriterLock};
+use crate::store::{RunStatus, Store, StoreError, WriterLock};
 use crate::sweep;
 use crate::workspace::ScimClient;
 
@@ -548,17 +548,11 @@ async fn run_job(shared: Arc<Shared>, name: &'static str) {
     }
     tracing::info!(job = name, "job started");
     let notifier = notify::Notifier::from_config(&shared.config());
-    let result: Result<(), String> = match (lock_failure, name) {
-        (Some(failure), _) => Err(failure),
-        (None, RECONCILE) => reconcile_job(&shared, notifier.as_ref())
-            .await
-            .map_err(|e| e.to_string()),
-        (None, SWEEP) => sweep_job(&shared, true, notifier.as_ref())
-            .await
-            .map_err(|e| e.to_string()),
-        (None, RETRY) => sweep_job(&shared, false, notifier.as_ref())
-            .await
-            .map_err(|e| e.to_string()),
+    let end = match (lock_failure, name) {
+        (Some(failure), _) => JobEnd::Failed(failure),
+        (None, RECONCILE) => JobEnd::of(reconcile_job(&shared, notifier.as_ref()).await),
+        (None, SWEEP) => JobEnd::of(sweep_job(&shared, true, notifier.as_ref()).await),
+        (None, RETRY) => JobEnd::of(sweep_job(&shared, false, notifier.as_ref()).await),
         (None, PRUNE) => off_the_workers(&shared, prune_job).await,
         (None, DIGEST) => {
             off_the_workers(&shared, |shared| {
@@ -567,18 +561,22 @@ async fn run_job(shared: Arc<Shared>, name: &'static str) {
             })
             .await
         }
-        (None, _) => Ok(()),
+        (None, _) => JobEnd::Succeeded,
     };
     // The writing is done: alerts and mail delivery (up to minutes against a relay
     // that does not answer) must not keep the next sweep waiting.
     drop(_writer_lock);
     drop(_writer);
     let finished = shared.now();
-    let error = result.err();
     let failures = match shared.failures.lock() {
         Ok(mut failures) => {
             let count = failures.entry(name).or_default();
-            *count = if error.is_some() { *count + 1 } else { 0 };
+            match end {
+                JobEnd::Succeeded => *count = 0,
+                JobEnd::Failed(_) => *count += 1,
+                // A stop says nothing about whether the job works.
+                JobEnd::Stopped(_) => {}
+            }
             *count
         }
         Err(_) => 0,
@@ -587,7 +585,13 @@ async fn run_job(shared: Arc<Shared>, name: &'static str) {
         let config = shared.config();
         match Store::open(&config.state.path) {
             Ok(mut store) => {
-                notifier.after_job(&mut store, name, failures, error.as_deref(), finished);
+                match &end {
+                    JobEnd::Succeeded => notifier.after_job(&mut store, name, 0, None, finished),
+                    JobEnd::Failed(error) => {
+                        notifier.after_job(&mut store, name, failures, Some(error), finished)
+                    }
+                    JobEnd::Stopped(_) => {}
+                }
                 // Overdue deprovisions alert from the ledger after every job, failed
                 // ones included: a sweep that cannot reach the workspace is exactly
                 // when they must not go unreported.
@@ -599,7 +603,9 @@ async fn run_job(shared: Arc<Shared>, name: &'static str) {
             Err(e) => tracing::error!(error = %e, "cannot open the state database for email"),
         }
     }
-    if let Err(e) = shared.with_db(|db| db.job_finished(name, finished, error.as_deref())) {
+    if let Err(e) =
+        shared.with_db(|db| db.job_finished(name, finished, end.status(), end.message()))
+    {
         tracing::error!(job = name, error = %e, "cannot record the job end");
     }
     // Whatever this job queued goes out now, from the mail job's own task: a relay
@@ -616,21 +622,55 @@ async fn run_job(shared: Arc<Shared>, name: &'static str) {
             Err(e) => tracing::error!(error = %e, "cannot open the state database for email"),
         }
     }
-    let status = if error.is_some() {
-        "failed"
-    } else {
-        "succeeded"
-    };
     metrics::histogram!("seatwarden_job_duration_seconds", "job" => name)
         .record(timer.elapsed().as_secs_f64());
-    metrics::counter!("seatwarden_job_runs_total", "job" => name, "status" => status).increment(1);
-    match error {
-        None => {
+    metrics::counter!("seatwarden_job_runs_total", "job" => name, "status" => end.status().as_str())
+        .increment(1);
+    match &end {
+        JobEnd::Succeeded => {
             metrics::gauge!("seatwarden_last_success_timestamp_seconds", "job" => name)
                 .set(finished.timestamp() as f64);
             tracing::info!(job = name, "job finished");
         }
-        Some(error) => tracing::error!(job = name, error = %error, "job failed"),
+        JobEnd::Stopped(why) => tracing::warn!(job = name, reason = %why, "job stopped"),
+        JobEnd::Failed(error) => tracing::error!(job = name, error = %error, "job failed"),
+    }
+}
+
+/// How a job ended, for its record in `jobs`, its metrics and the
+/// repeated-failure alert.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum JobEnd {
+    Succeeded,
+    /// The daemon was stopping: the job sent nothing more and left the rest for
+    /// its next run. Not a failure: a restart during a reconcile must not count
+    /// towards the repeated-failure alert, nor clear it.
+    Stopped(String),
+    Failed(String),
+}
+
+impl JobEnd {
+    fn of(result: Result<(), RunError>) -> JobEnd {
+        match result {
+            Ok(()) => JobEnd::Succeeded,
+            Err(e @ RunError::Stopped { .. }) => JobEnd::Stopped(e.to_string()),
+            Err(e) => JobEnd::Failed(e.to_string()),
+        }
+    }
+
+    fn status(&self) -> RunStatus {
+        match self {
+            JobEnd::Succeeded => RunStatus::Succeeded,
+            JobEnd::Stopped(_) => RunStatus::Stopped,
+            JobEnd::Failed(_) => RunStatus::Failed,
+        }
+    }
+
+    fn message(&self) -> Option<&str> {
+        match self {
+            JobEnd::Succeeded => None,
+            JobEnd::Stopped(message) | JobEnd::Failed(message) => Some(message),
+        }
     }
 }
 
@@ -781,11 +821,11 @@ async fn sweep_job(
 async fn off_the_workers(
     shared: &Arc<Shared>,
     job: impl FnOnce(&Shared) -> Result<(), RunError> + Send + 'static,
-) -> Result<(), String> {
+) -> JobEnd {
     let shared = Arc::clone(shared);
     match tokio::task::spawn_blocking(move || job(&shared)).await {
-        Ok(result) => result.map_err(|e| e.to_string()),
-        Err(e) => Err(format!("the job's task ended abnormally: {e}")),
+        Ok(result) => JobEnd::of(result),
+        Err(e) => JobEnd::Failed(format!("the job's task ended abnormally: {e}")),
     }
 }
 

@@ -33,8 +33,14 @@ pub struct Deprovisions {
     pub overdue: usize,
     /// Open episodes, overdue first, then by due time.
     pub open: Vec<Line>,
-    /// Verified in the last 24 hours, newest first.
+    /// Verified in the last 24 hours, newest first: accounts whose access was
+    /// taken away, not those found already without it.
     pub verified_last_24h: Vec<Line>,
+    /// Episodes of the last 24 hours whose account was already inactive or gone
+    /// when the sweep first saw the person lose access (people who left before
+    /// the daemon's first sweep, say): nothing to do, so neither a deprovision
+    /// above nor a latency.
+    pub found_without_access_last_24h: usize,
     /// Detection to verification over the last 24 hours.
     pub latency_p50_seconds: Option<i64>,
     pub latency_p99_seconds: Option<i64>,
@@ -124,7 +130,10 @@ pub fn collect(
         .map(|e| (e.state(now) != EntryState::Overdue, line(e, now, tz)))
         .collect();
     open_lines.sort_by_key(|(not_overdue, line)| (*not_overdue, line.due_at));
-    let verified = store.verified_deprovisions_since(now - Duration::hours(24))?;
+    let (found_without_access, verified): (Vec<LedgerEntry>, Vec<LedgerEntry>) = store
+        .verified_deprovisions_since(now - Duration::hours(24))?
+        .into_iter()
+        .partition(LedgerEntry::found_without_access);
     let mut latencies: Vec<Duration> = verified.iter().filter_map(LedgerEntry::latency).collect();
     let p50 = sla::quantile(&mut latencies, 0.5).map(|d| d.num_seconds());
     let p99 = sla::quantile(&mut latencies, 0.99).map(|d| d.num_seconds());
@@ -153,6 +162,7 @@ pub fn collect(
             overdue,
             open: open_lines.into_iter().map(|(_, l)| l).collect(),
             verified_last_24h: verified_lines,
+            found_without_access_last_24h: found_without_access.len(),
             latency_p50_seconds: p50,
             latency_p99_seconds: p99,
         },
@@ -199,6 +209,13 @@ pub fn render_text(status: &Status) -> String {
             _ => String::new(),
         }
     );
+    if d.found_without_access_last_24h > 0 {
+        let _ = writeln!(
+            out,
+            "Found already inactive or gone when first seen, nothing to do: {}",
+            d.found_without_access_last_24h
+        );
+    }
     if let Some(deletions) = &status.deletions {
         let _ = writeln!(
             out,
@@ -226,7 +243,10 @@ pub fn render_text(status: &Status) -> String {
             when(job.last_success_at),
             job.last_error
                 .as_deref()
-                .filter(|_| job.last_status == Some(crate::store::RunStatus::Failed))
+                .filter(|_| matches!(
+                    job.last_status,
+                    Some(RunStatus::Failed | RunStatus::Stopped)
+                ))
                 .map(|e| format!(": {e}"))
                 .unwrap_or_default()
         );

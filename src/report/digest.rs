@@ -835,6 +835,8 @@ pub fn build_from_store(
     let verified: Vec<DigestVerified> = store
         .verified_deprovisions_since(now - length)?
         .into_iter()
+        // Accounts found already without access were no deprovision of ours.
+        .filter(|e| !e.found_without_access())
         .filter_map(|e| {
             Some(DigestVerified {
                 verified_at: e.verified_at?,

@@ -85,7 +85,12 @@ text_enum!(
 text_enum!(
     RunStatus,
     "run status",
-    [RunStatus::Running, RunStatus::Succeeded, RunStatus::Failed]
+    [
+        RunStatus::Running,
+        RunStatus::Succeeded,
+        RunStatus::Failed,
+        RunStatus::Stopped
+    ]
 );
 text_enum!(
     ActionState,

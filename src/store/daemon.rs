@@ -146,24 +146,22 @@ impl Store {
             .context(|| "closing interrupted jobs in jobs".to_owned())
     }
 
+    /// `status` is final (not `Running`); `message`: the error of a failed job,
+    /// or why a stopped one stopped.
     pub fn job_finished(
         &mut self,
         name: &str,
         at: DateTime<Utc>,
-        error: Option<&str>,
+        status: RunStatus,
+        message: Option<&str>,
     ) -> Result<(), StoreError> {
-        let status = if error.is_some() {
-            RunStatus::Failed
-        } else {
-            RunStatus::Succeeded
-        };
         self.conn
             .prepare_cached(
                 "UPDATE jobs SET last_finished_at = ?2, last_status = ?3, last_error = ?4,
-                     last_success_at = CASE WHEN ?4 IS NULL THEN ?2 ELSE last_success_at END
+                     last_success_at = CASE WHEN ?3 = 'succeeded' THEN ?2 ELSE last_success_at END
                  WHERE name = ?1",
             )
-            .and_then(|mut stmt| stmt.execute(params![name, ts(at), status, error]))
+            .and_then(|mut stmt| stmt.execute(params![name, ts(at), status, message]))
             .map(|_| ())
             .context(|| format!("recording the end of job {name} in jobs"))
     }
@@ -314,6 +312,20 @@ impl Store {
             "UPDATE deprovisions SET enforced_at = COALESCE(enforced_at, ?2), verified_at = ?2,
                  held = NULL, last_error = NULL, next_attempt_at = NULL
              WHERE id = ?1 AND closed_at IS NULL",
+            params![id, ts(at)],
+            id,
+        )
+    }
+
+    /// Closes an episode whose account was found inactive or gone when the
+    /// episode was opened: verified, but never enforced (`enforced_at` stays
+    /// empty), so it is kept out of the deprovisions done and their latencies
+    /// ([`LedgerEntry::found_without_access`]).
+    pub fn deprovision_found_done(&mut self, id: i64, at: DateTime<Utc>) -> Result<(), StoreError> {
+        self.ledger_update(
+            "UPDATE deprovisions SET verified_at = ?2,
+                 held = NULL, last_error = NULL, next_attempt_at = NULL
+             WHERE id = ?1 AND closed_at IS NULL AND enforced_at IS NULL",
             params![id, ts(at)],
             id,
         )

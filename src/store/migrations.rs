@@ -543,6 +543,58 @@ CREATE TABLE deactivated_accounts (
 ) STRICT, WITHOUT ROWID;
 "#;
 
+/// Migration 13: runs and jobs gain the `stopped` status. A reconcile the
+/// daemon's SIGTERM stopped finished what it had sent and left the rest for the
+/// next run: recorded as `failed`, every restart during a run read as a failure
+/// in the digest, `status` and the job metrics. SQLite cannot alter a CHECK, so
+/// both tables are copied and renamed (foreign keys are off while migrating, so
+/// the copy of `runs` cascades into nothing). The `runs` AUTOINCREMENT counter is
+/// carried over: copying the rows alone would set it to the highest id left,
+/// and after the newest runs were pruned a new run could take an old run's id.
+pub(crate) const M_STOPPED_STATUS: &str = r#"
+CREATE TABLE runs_stopped (
+    id                 INTEGER PRIMARY KEY AUTOINCREMENT,
+    kind               TEXT NOT NULL
+                       CHECK (kind = 'plan' OR kind = 'reconcile' OR kind = 'dry_run'
+                              OR kind = 'sweep'),
+    status             TEXT NOT NULL
+                       CHECK (status = 'running' OR status = 'succeeded' OR status = 'failed'
+                              OR status = 'stopped'),
+    started_at         TEXT NOT NULL,
+    finished_at        TEXT,
+    error              TEXT,
+    directory_complete INTEGER CHECK (directory_complete IN (0, 1)),
+    workspace_saved    INTEGER NOT NULL DEFAULT 0 CHECK (workspace_saved IN (0, 1))
+) STRICT;
+INSERT INTO runs_stopped
+    (id, kind, status, started_at, finished_at, error, directory_complete, workspace_saved)
+SELECT id, kind, status, started_at, finished_at, error, directory_complete, workspace_saved
+FROM runs;
+UPDATE sqlite_sequence
+SET seq = max(seq, coalesce((SELECT seq FROM sqlite_sequence WHERE name = 'runs'), 0))
+WHERE name = 'runs_stopped';
+DROP TABLE runs;
+ALTER TABLE runs_stopped RENAME TO runs;
+CREATE INDEX runs_kind ON runs (kind, id);
+
+CREATE TABLE jobs_stopped (
+    name             TEXT NOT NULL PRIMARY KEY,
+    last_started_at  TEXT,
+    last_finished_at TEXT,
+    last_status      TEXT
+                     CHECK (last_status = 'running' OR last_status = 'succeeded'
+                            OR last_status = 'failed' OR last_status = 'stopped'),
+    last_error       TEXT,
+    last_success_at  TEXT
+) STRICT;
+INSERT INTO jobs_stopped
+    (name, last_started_at, last_finished_at, last_status, last_error, last_success_at)
+SELECT name, last_started_at, last_finished_at, last_status, last_error, last_success_at
+FROM jobs;
+DROP TABLE jobs;
+ALTER TABLE jobs_stopped RENAME TO jobs;
+"#;
+
 pub(crate) const MIGRATIONS: &[&str] = &[
     M1,
     M2,
@@ -556,6 +608,7 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     M_CHECKS_WITHOUT_IN_LISTS,
     M_MANUAL_LINKS,
     M_DEACTIVATED_SINCE,
+    M_STOPPED_STATUS,
 ];
 
 /// The schema version this binary writes.

@@ -96,12 +96,16 @@ impl fmt::Display for RunKind {
 /// A run that ends with held or failed actions is still `Succeeded`: the run did
 /// its job; its report says what is held or failing. `Failed` means the run itself
 /// could not complete (a snapshot could not be read, the store failed, ...).
+/// `Stopped` means the process was asked to stop (the daemon's SIGTERM): what
+/// was sent is finished and verified, the rest is left for the next run. That is
+/// no fault, so it is neither a failure in the digest nor a failed job.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum RunStatus {
     Running,
     Succeeded,
     Failed,
+    Stopped,
 }
 
 impl RunStatus {
@@ -110,6 +114,7 @@ impl RunStatus {
             RunStatus::Running => "running",
             RunStatus::Succeeded => "succeeded",
             RunStatus::Failed => "failed",
+            RunStatus::Stopped => "stopped",
         }
     }
 }

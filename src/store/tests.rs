@@ -1326,7 +1326,7 @@ fn database_at_version(
 fn a_failed_migration_leaves_the_database_at_its_old_version() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("v10.db");
-    let version = migrations::LATEST as usize - 2;
+    let version = 10;
     database_at_version(&path, version, |tx| {
         // Migration 12 creates this table: with it already there, 12 fails.
         tx.execute_batch("CREATE TABLE deactivated_accounts (x TEXT) STRICT;")
@@ -1361,6 +1361,55 @@ fn a_failed_migration_leaves_the_database_at_its_old_version() {
         .query_row("SELECT count(*) FROM links", [], |row| row.get(0))
         .unwrap();
     assert_eq!(kept, 1);
+}
+
+/// Migration 13 copies `runs` and `jobs` to allow `stopped`: rows and what
+/// references them survive, and the run ids keep counting past a pruned newest
+/// run instead of handing its id out again.
+#[test]
+fn runs_and_jobs_take_the_stopped_status_without_reusing_run_ids() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("v12.db");
+    database_at_version(&path, 12, |tx| {
+        tx.execute_batch(
+            "INSERT INTO runs (kind, status, started_at) VALUES
+                 ('reconcile', 'succeeded', '2026-11-01T00:00:00Z'),
+                 ('reconcile', 'failed', '2026-11-01T01:00:00Z'),
+                 ('sweep', 'succeeded', '2026-11-01T02:00:00Z');
+             INSERT INTO reports (run_id, json) VALUES (1, '{\"ok\": true}');
+             DELETE FROM runs WHERE id = 3;
+             INSERT INTO jobs (name, last_status, last_error)
+                 VALUES ('reconcile', 'failed', 'boom');",
+        )
+        .unwrap();
+    });
+    let mut store = Store::open(&path).unwrap();
+    assert_eq!(store.schema_version().unwrap(), migrations::LATEST);
+    assert_eq!(store.report(1).unwrap().as_deref(), Some("{\"ok\": true}"));
+    assert_eq!(store.run(2).unwrap().unwrap().status, RunStatus::Failed);
+    let run = store.begin_run(RunKind::Reconcile, t(0)).unwrap();
+    assert_eq!(run, 4, "the id of the pruned run 3 is not handed out again");
+    store
+        .finish_run(run, t(1), RunStatus::Stopped, Some("stopping"))
+        .unwrap();
+    let record = store.run(run).unwrap().unwrap();
+    assert_eq!(record.status, RunStatus::Stopped);
+    assert_eq!(record.error.as_deref(), Some("stopping"));
+    let jobs = store.jobs().unwrap();
+    assert_eq!(jobs.len(), 1);
+    assert_eq!(jobs[0].last_status, Some(RunStatus::Failed));
+    assert_eq!(jobs[0].last_error.as_deref(), Some("boom"));
+    store.job_started("reconcile", t(2)).unwrap();
+    store
+        .job_finished("reconcile", t(3), RunStatus::Stopped, Some("stopping"))
+        .unwrap();
+    let job = &store.jobs().unwrap()[0];
+    assert_eq!(job.last_status, Some(RunStatus::Stopped));
+    assert_eq!(job.last_success_at, None, "a stop is no success");
+    store
+        .job_finished("reconcile", t(4), RunStatus::Succeeded, None)
+        .unwrap();
+    assert_eq!(store.jobs().unwrap()[0].last_success_at, Some(t(4)));
 }
 
 #[test]

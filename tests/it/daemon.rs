@@ -725,10 +725,34 @@ async fn sigterm_mid_run_sends_no_further_write_and_leaves_no_action_in_flight()
         .latest_run(&[seatwarden::store::RunKind::Reconcile])
         .unwrap()
         .unwrap();
-    // Stopped after the writes it had sent, not run to its end.
-    assert_eq!(run.status, seatwarden::store::RunStatus::Failed, "{log}");
+    // Stopped after the writes it had sent, not run to its end: recorded as
+    // stopped, which is no failure of the run or of the job.
+    assert_eq!(run.status, seatwarden::store::RunStatus::Stopped, "{log}");
     let error = run.error.clone().unwrap_or_default();
     assert!(error.contains("seatwarden was stopping"), "{error}");
+    let job = store
+        .jobs()
+        .unwrap()
+        .into_iter()
+        .find(|job| job.name == "reconcile")
+        .unwrap();
+    assert_eq!(
+        job.last_status,
+        Some(seatwarden::store::RunStatus::Stopped),
+        "{job:?}"
+    );
+    assert_eq!(job.last_success_at, None, "{job:?}");
+    let digest = seatwarden::report::digest::build_from_store(
+        &store,
+        "acme",
+        chrono_tz::UTC,
+        chrono::Utc::now() + chrono::Duration::seconds(1),
+        std::time::Duration::from_secs(86_400),
+        &[],
+        "seatwarden",
+    )
+    .unwrap();
+    assert_eq!(digest.period.failed_runs, 0, "{:?}", digest.period);
     // The run was still going when the signal came, and recorded its end.
     let finished_at = run.finished_at.unwrap();
     let writes_after = sandbox.stats().writes;
@@ -1142,13 +1166,50 @@ async fn the_sweep_rejects_a_truncated_directory_and_acts_on_a_real_leaver() {
     )
     .unwrap();
     let user_name = users[leaver]["userName"].as_str().unwrap();
+    // The accounts found already inactive were no deprovision of ours, in the
+    // digest or in `status`; the leaver and the reconcile's deactivations were.
+    assert!(outcome.already_done > 0, "{outcome:?}");
+    let (found, done): (Vec<_>, Vec<_>) = store
+        .lock()
+        .unwrap()
+        .verified_deprovisions_since(chrono::DateTime::UNIX_EPOCH)
+        .unwrap()
+        .into_iter()
+        .partition(|e| e.found_without_access());
+    assert_eq!(found.len(), outcome.already_done);
+    let mut done: Vec<&str> = done.iter().map(|e| e.user_name.as_str()).collect();
+    done.sort_unstable();
+    assert!(done.contains(&user_name), "{done:?}");
+    let mut deprovisioned: Vec<&str> = digest
+        .deprovisioned
+        .iter()
+        .map(|d| d.user_name.as_str())
+        .collect();
+    deprovisioned.sort_unstable();
+    assert_eq!(deprovisioned, done);
+    let status = seatwarden::daemon::status::collect(
+        &store.lock().unwrap(),
+        chrono::Utc::now() + chrono::Duration::seconds(1),
+        chrono_tz::UTC,
+        None,
+        None,
+    )
+    .unwrap();
+    let mut verified: Vec<&str> = status
+        .deprovisions
+        .verified_last_24h
+        .iter()
+        .map(|l| l.user_name.as_str())
+        .collect();
+    verified.sort_unstable();
+    assert_eq!(verified, done);
+    assert_eq!(
+        status.deprovisions.found_without_access_last_24h,
+        outcome.already_done
+    );
     assert!(
-        digest
-            .deprovisioned
-            .iter()
-            .any(|d| d.user_name == user_name),
-        "{:#?}",
-        digest.deprovisioned
+        seatwarden::daemon::status::render_text(&status)
+            .contains("Found already inactive or gone when first seen, nothing to do"),
     );
     sandbox.shutdown().await;
 }
@@ -2457,7 +2518,7 @@ async fn a_stop_mid_apply_sends_nothing_more_and_the_next_run_sends_the_rest_onc
 
     let store = open();
     let run = store.latest_run(&[RunKind::Reconcile]).unwrap().unwrap();
-    assert_eq!(run.status, RunStatus::Failed);
+    assert_eq!(run.status, RunStatus::Stopped);
     let error = run.error.unwrap_or_default();
     assert!(error.contains("seatwarden was stopping"), "{error}");
     assert!(
