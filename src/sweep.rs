@@ -13,7 +13,8 @@
 //! answers 404 to everything must not close every episode.
 //!
 //! Only linked identities are considered (links are made by full reconciles), so
-//! the sweep never has to match. The guard still applies: an incomplete directory
+//! the sweep never has to match; a linked account whose `externalId` names
+//! someone else seatwarden knows is held, as the plan disputes such a link. The guard still applies: an incomplete directory
 //! holds everything, thresholds hold mass deprovisioning, and a leaver who holds
 //! the Owner role is deactivated only when another Owner is confirmed active: the
 //! sweep does not read the whole workspace, so it re-reads the Owners of the newest
@@ -396,6 +397,8 @@ pub async fn enforce(
     let mut plan = Plan::default();
     let mut pending: HashMap<u32, &LedgerEntry> = HashMap::new();
     let mut read = WorkspaceSnapshot::default();
+    // Loaded at the first account whose externalId is not its linked identity's.
+    let mut known_identities: Option<HashSet<String>> = None;
     for (entry, account) in &accounts {
         let account = match account {
             Some(account) if account.active => account,
@@ -463,6 +466,38 @@ pub async fn enforce(
             )?;
             outcome.held += 1;
             continue;
+        }
+        if let Some(named) = account
+            .external_id
+            .as_deref()
+            .filter(|named| *named != entry.identity_id)
+        {
+            let known = match &known_identities {
+                Some(known) => known,
+                None => known_identities.insert(identities_known(&*lock(store)?)?),
+            };
+            if known.contains(named) {
+                // The plan's rule for a contradicted link: the account says it is
+                // someone else's, someone seatwarden knows. Deactivated by the
+                // link, that person would lose their account; the reconcile
+                // reports the pair as disputed, and a human decides.
+                tracing::warn!(
+                    person = %entry.user_name,
+                    account = %account.id,
+                    named = %named,
+                    "the leaver's linked account names another person by its externalId: held"
+                );
+                lock(store)?.deprovision_held(
+                    entry.id,
+                    &format!(
+                        "disputed: the linked account {}'s externalId names identity {named},                          not {}; if the account is {named}'s, `seatwarden link {named} {}                          --replace` moves the link, else set its externalId to {:?}",
+                        account.id, entry.identity_id, account.id, entry.identity_id
+                    ),
+                    now + HOLD_RECHECK,
+                )?;
+                outcome.held += 1;
+                continue;
+            }
         }
         let account_id = account.id.clone();
         // With a retention period the deletion waits for a reconcile after it.
@@ -1079,6 +1114,21 @@ pub fn backdate_cut_off(store: &mut Store, cut_off: &BTreeSet<RunId>) -> Result<
         }
     }
     Ok(moved)
+}
+
+/// The identity ids seatwarden knows of without reading the directory: every
+/// linked identity and everyone in the newest stored directory snapshot. What an
+/// account's `externalId` must name for the sweep to treat its link as
+/// contradicted, as the plan does with the directory it reads; an id it names
+/// that is nobody's (another provider's ids, say) leaves the link standing.
+fn identities_known(store: &Store) -> Result<HashSet<String>, StoreError> {
+    let mut known: HashSet<String> = store.links()?.into_iter().map(|l| l.identity_id).collect();
+    if let Some(run) = store.latest_snapshot_run()?
+        && let Some(snapshot) = store.load_directory_snapshot(run)?
+    {
+        known.extend(snapshot.identities.into_iter().map(|i| i.id));
+    }
+    Ok(known)
 }
 
 /// Why the guard held an action, as the ledger records it.

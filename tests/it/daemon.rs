@@ -1214,6 +1214,134 @@ async fn the_sweep_rejects_a_truncated_directory_and_acts_on_a_real_leaver() {
     sandbox.shutdown().await;
 }
 
+/// The sweep deactivates by the stored link, but not an account whose
+/// externalId names someone else seatwarden knows (the plan's contradicted link):
+/// that leaver is held for a human, the colleague's account stays active, also
+/// once `seatwarden link … --replace` has given the account to the colleague.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sweep_holds_a_leaver_whose_account_names_a_colleague() {
+    use seatwarden::model::{Attribute, AttributeChange};
+    use seatwarden::workspace::ScimClient;
+
+    let (sandbox, dir, config) = reconciled_demo().await;
+    // For the `link` command below (it rewrites the copied files: before the edit).
+    let env = daemon_env(dir.path(), &sandbox, free_port(), "0 0 1 1 *");
+    let client = ScimClient::new(config.scim_settings().unwrap()).unwrap();
+    let directory = config.directory();
+    let store = std::sync::Arc::new(std::sync::Mutex::new(
+        Store::open(&config.state.path).unwrap(),
+    ));
+    let directory_path = dir.path().join("directory.json");
+    let full: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&directory_path).unwrap()).unwrap();
+    let users = full["users"].as_array().unwrap().clone();
+    let workspace = sandbox.snapshot();
+    let candidates: Vec<usize> = (0..users.len())
+        .filter(|&i| is_active_non_owner(&users[i], &workspace))
+        .collect();
+    let (leaver, colleague) = (candidates[0], candidates[1]);
+    let leaver_id = users[leaver]["id"].as_str().unwrap().to_owned();
+    let colleague_id = users[colleague]["id"].as_str().unwrap().to_owned();
+    let account_of = |identity: &str| {
+        sandbox
+            .snapshot()
+            .accounts
+            .into_iter()
+            .find(|a| a.external_id.as_deref() == Some(identity))
+            .unwrap()
+    };
+    let account = account_of(&leaver_id);
+    // An admin reassigned the leaver's account to the colleague by its externalId.
+    client
+        .update_attributes(
+            &account.id,
+            &[AttributeChange {
+                attribute: Attribute::ExternalId,
+                from: Some(leaver_id.clone()),
+                to: Some(colleague_id.clone()),
+            }],
+        )
+        .await
+        .unwrap();
+    // A second leaver's externalId names nobody seatwarden knows (another
+    // provider's id, say): the link stands.
+    let other_leaver = candidates[2];
+    let other_leaver_id = users[other_leaver]["id"].as_str().unwrap().to_owned();
+    let other_account = account_of(&other_leaver_id);
+    client
+        .update_attributes(
+            &other_account.id,
+            &[AttributeChange {
+                attribute: Attribute::ExternalId,
+                from: Some(other_leaver_id.clone()),
+                to: Some("00u-from-another-provider".to_owned()),
+            }],
+        )
+        .await
+        .unwrap();
+    let remaining: Vec<serde_json::Value> = users
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| *i != leaver && *i != other_leaver)
+        .map(|(_, u)| u.clone())
+        .collect();
+    std::fs::write(
+        &directory_path,
+        serde_json::json!({ "users": remaining }).to_string(),
+    )
+    .unwrap();
+
+    let outcome = sweep_now(&config, &directory, &client, &store).await;
+    assert_eq!((outcome.enforced, outcome.held), (1, 1), "{outcome:?}");
+    let active = |id: &str| {
+        sandbox
+            .snapshot()
+            .accounts
+            .into_iter()
+            .find(|a| a.id == id)
+            .unwrap()
+            .active
+    };
+    assert!(
+        active(&account.id),
+        "the colleague's account was deactivated"
+    );
+    assert!(!active(&other_account.id));
+    let open = store.lock().unwrap().open_deprovisions().unwrap();
+    let episode = open.iter().find(|e| e.identity_id == leaver_id).unwrap();
+    let held = episode.held.clone().unwrap_or_default();
+    assert!(held.starts_with("disputed:"), "{held}");
+    assert!(held.contains(&colleague_id), "{held}");
+
+    // The account is the colleague's: the link moves, and the episode no longer
+    // points at it.
+    let moved = Command::new(env!("CARGO_BIN_EXE_seatwarden"))
+        .args([
+            "--config",
+            dir.path().join("seatwarden.toml").to_str().unwrap(),
+        ])
+        .args(["link", &colleague_id, &account.id, "--replace"])
+        .envs(env.iter().map(|(k, v)| (k, v)))
+        .output()
+        .unwrap();
+    assert!(
+        moved.status.success(),
+        "{}",
+        String::from_utf8_lossy(&moved.stderr)
+    );
+    // Due again once the hold's re-check time has passed.
+    let later = chrono::Utc::now() + chrono::Duration::minutes(20);
+    let outcome = seatwarden::sweep::enforce(&config, &client, &store, later)
+        .await
+        .unwrap();
+    assert_eq!(outcome.enforced, 0, "{outcome:?}");
+    assert!(active(&account.id));
+    let open = store.lock().unwrap().open_deprovisions().unwrap();
+    let episode = open.iter().find(|e| e.identity_id == leaver_id).unwrap();
+    assert_eq!(episode.account_id, None);
+    sandbox.shutdown().await;
+}
+
 /// With a retention period the sweep deactivates a leaver's account and leaves
 /// the deletion to a reconcile once the period has passed; deleting at once
 /// (`delete_after = "0s"`) deletes.
