@@ -538,3 +538,88 @@ async fn a_role_move_adds_before_it_removes_and_stops_when_the_add_fails() {
         [("/Groups/g-ed".to_owned(), "add".to_owned())]
     );
 }
+
+/// Every read of single accounts (verification, approval, sweep) fills the roles
+/// from the role groups as the snapshot does: by id, by a batch of ids, by
+/// userName and by the search after a 404; where members are listed, and where
+/// they are found by filter only.
+#[tokio::test]
+async fn single_account_reads_fill_roles_from_the_role_groups() {
+    use seatwarden::workspace::{Pagination, RoleAttribute, ScimClient, ScimSettings};
+    for aws_like in [false, true] {
+        let sandbox = sandbox(seed(), aws_like).await;
+        let client = ScimClient::new(ScimSettings {
+            base_url: sandbox.base_url(),
+            token: TOKEN.to_owned().into(),
+            role_attribute: RoleAttribute::Groups {
+                groups: vec![
+                    (Role::Owner, OWNERS.to_uppercase()),
+                    (Role::Editor, format!(" {EDITORS} ")),
+                    (Role::Viewer, VIEWERS.to_owned()),
+                ],
+            },
+            page_size: 100,
+            pagination: Pagination::Auto,
+            max_concurrency: 2,
+            requests_per_second: 0,
+            timeout: std::time::Duration::from_secs(10),
+            retry: seatwarden::retry::RetryPolicy::immediate(1),
+            managed_groups: vec!["Engineering".to_owned()],
+            group_members: if aws_like {
+                GroupMembers::ByMemberFilter
+            } else {
+                GroupMembers::Listed
+            },
+        })
+        .unwrap();
+        client.discover().await.unwrap();
+        let roles = |account: Option<Account>| account.unwrap().roles;
+        assert_eq!(
+            roles(client.get_account("acct-dee").await.unwrap()),
+            ["Editor", "Viewer"],
+            "aws_like {aws_like}"
+        );
+        assert_eq!(
+            roles(client.get_account("acct-olga").await.unwrap()),
+            ["Owner"]
+        );
+        assert!(roles(client.get_account("acct-fay").await.unwrap()).is_empty());
+        assert_eq!(
+            roles(
+                client
+                    .find_account_by_user_name("cy@example.com")
+                    .await
+                    .unwrap()
+            ),
+            ["Viewer"]
+        );
+        assert_eq!(
+            roles(
+                client
+                    .find_account_elsewhere("acct-eve", Some("eve@example.com"))
+                    .await
+                    .unwrap()
+            ),
+            ["Editor"]
+        );
+        // The AWS-like sandbox refuses `or`, which a batch of ids is read by.
+        if !aws_like {
+            let mut batch = client
+                .accounts_by_id(&["acct-olga".to_owned(), "acct-cy".to_owned()])
+                .await
+                .unwrap();
+            batch.sort_by(|a, b| a.id.cmp(&b.id));
+            let batch: Vec<Vec<String>> = batch.into_iter().map(|a| a.roles).collect();
+            assert_eq!(batch, [vec!["Viewer".to_owned()], vec!["Owner".to_owned()]]);
+        }
+        // The snapshot agrees.
+        let snapshot = client.snapshot(&|_| {}).await.unwrap();
+        let dee = snapshot
+            .accounts
+            .iter()
+            .find(|a| a.id == "acct-dee")
+            .unwrap();
+        assert_eq!(dee.roles, ["Editor", "Viewer"]);
+        sandbox.shutdown().await;
+    }
+}
