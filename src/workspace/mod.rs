@@ -1640,11 +1640,13 @@ impl ScimClient {
         Ok(())
     }
 
-    /// The one workspace group of `role`'s role group, read now (members as
-    /// [`ScimClient::groups_named`] shows them).
+    /// The one workspace group of `role`'s role group, read now, matched as
+    /// reads match role groups.
     async fn target_role_group(&self, role: Role) -> Result<WorkspaceGroup, WorkspaceError> {
-        let name = self.role_group_name(role).unwrap_or_default();
-        let found = self.groups_named(name.trim()).await?;
+        let found = match self.role_group_name(role) {
+            Some(name) => self.role_groups_named(&name).await?,
+            None => Vec::new(),
+        };
         self.only_role_group(role, found)
     }
 
@@ -2564,6 +2566,10 @@ mod tests {
                 schema: "urn:ietf:params:scim:schemas:extension:taskade:2.0:User".into(),
                 attribute: "role".into(),
             })
+        );
+        assert_eq!(
+            RoleAttribute::parse(" Groups "),
+            Ok(RoleAttribute::Groups { groups: Vec::new() })
         );
         assert!(RoleAttribute::parse("role").is_err());
         assert!(RoleAttribute::parse("urn:x:").is_err());

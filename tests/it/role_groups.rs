@@ -623,3 +623,55 @@ async fn single_account_reads_fill_roles_from_the_role_groups() {
         sandbox.shutdown().await;
     }
 }
+
+/// A create whose POST went through but whose role group refused the account
+/// still returns the account, without a role: the executor keeps its link, and
+/// verification (which does not call such a create done) and the next plan see
+/// the missing role. The POST carries no role attribute.
+#[tokio::test]
+async fn a_create_whose_role_group_add_fails_keeps_the_account() {
+    use seatwarden::model::AccountSpec;
+    use wiremock::matchers::{method, path};
+    let server = wiremock::MockServer::start().await;
+    serve_role_group(&server, "g-ed", EDITORS, &[]).await;
+    wiremock::Mock::given(method("POST"))
+        .and(path("/Users"))
+        .respond_with(
+            wiremock::ResponseTemplate::new(201).set_body_json(serde_json::json!({
+                "schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"],
+                "id": "u9",
+                "userName": "ada@example.com",
+                "externalId": "id-ada",
+                "active": true,
+            })),
+        )
+        .mount(&server)
+        .await;
+    wiremock::Mock::given(method("PATCH"))
+        .and(path("/Groups/g-ed"))
+        .respond_with(wiremock::ResponseTemplate::new(403))
+        .mount(&server)
+        .await;
+    let client = client_for(&server);
+    let spec = AccountSpec {
+        user_name: "ada@example.com".into(),
+        external_id: "id-ada".into(),
+        given_name: None,
+        family_name: None,
+        display_name: None,
+        email: None,
+        role: Some(Role::Editor),
+    };
+    let created = client.create_account(&spec).await.unwrap();
+    assert_eq!(created.id, "u9");
+    assert!(created.roles.is_empty(), "{created:?}");
+    let requests = server.received_requests().await.unwrap();
+    let post = requests
+        .iter()
+        .find(|r| r.method.as_str() == "POST")
+        .unwrap();
+    let body: serde_json::Value = serde_json::from_slice(&post.body).unwrap();
+    assert!(body.get("roles").is_none(), "{body}");
+    assert_eq!(body["schemas"].as_array().unwrap().len(), 1, "{body}");
+    assert_eq!(patches(&server).await.len(), 1);
+}
