@@ -1407,6 +1407,8 @@ trait Reader {
     async fn group(&self, id: &str) -> Result<Option<Arc<Members>>, String>;
     /// Whether memberships are checked by [`Reader::groups_of_member`].
     fn members_by_filter(&self) -> bool;
+    /// See [`ScimClient::roles_by_group`].
+    fn roles_by_group(&self) -> bool;
     /// See [`ScimClient::groups_of_member`].
     async fn groups_of_member(&self, account_id: &str) -> Result<Arc<GroupIds>, String>;
     fn created_account(&self, identity_id: &str) -> Option<String>;
@@ -1456,6 +1458,9 @@ impl Reader for Verifier<'_> {
     }
     fn members_by_filter(&self) -> bool {
         self.client.members_by_filter()
+    }
+    fn roles_by_group(&self) -> bool {
+        self.client.roles_by_group()
     }
     async fn groups_of_member(&self, account_id: &str) -> Result<Arc<GroupIds>, String> {
         let (client, owned) = (self.client.clone(), account_id.to_owned());
@@ -1624,6 +1629,26 @@ async fn verify_effect(action: &Action, reader: &impl Reader) -> Result<(), Stri
                     .map(Arc::new),
             };
             match account {
+                // A role given by membership is a second write after the POST
+                // (`ScimClient::create_account`): a create cut off or failed
+                // between the two made an account without it. (With an
+                // attribute, the role is in the POST itself.)
+                Some(account)
+                    if reader.roles_by_group()
+                        && spec.role.is_some()
+                        && account.role() != spec.role
+                        && crate::model::same_ci(&account.user_name, &spec.user_name) =>
+                {
+                    Err(format!(
+                        "account {} was created, but its roles (by role group) are {:?}, \
+                         expected [{}]; the next run sets the role",
+                        account.id,
+                        account.roles,
+                        spec.role
+                            .map(crate::model::Role::as_str)
+                            .unwrap_or_default()
+                    ))
+                }
                 Some(account) if crate::model::same_ci(&account.user_name, &spec.user_name) => {
                     Ok(())
                 }
@@ -2029,6 +2054,9 @@ impl Reader for Recovery<'_> {
     fn members_by_filter(&self) -> bool {
         self.client.members_by_filter()
     }
+    fn roles_by_group(&self) -> bool {
+        self.client.roles_by_group()
+    }
     async fn groups_of_member(&self, account_id: &str) -> Result<Arc<GroupIds>, String> {
         self.answered(self.client.groups_of_member(account_id).await)
             .map(|found| Arc::new(found.into_iter().collect()))
@@ -2096,6 +2124,8 @@ mod tests {
         /// Some: memberships are read by filter, and these are each account's
         /// groups (an account not named is in none).
         member_of: Option<std::collections::HashMap<String, super::GroupIds>>,
+        /// Roles travel by membership in role groups.
+        roles_by_group: bool,
     }
 
     impl super::Reader for Fixed {
@@ -2111,9 +2141,12 @@ mod tests {
         }
         async fn account_by_user_name(
             &self,
-            _: &str,
+            user_name: &str,
         ) -> Result<Option<crate::model::Account>, String> {
-            Ok(None)
+            Ok(self
+                .account
+                .clone()
+                .filter(|a| crate::model::same_ci(&a.user_name, user_name)))
         }
         async fn account_elsewhere(
             &self,
@@ -2127,6 +2160,9 @@ mod tests {
         }
         fn members_by_filter(&self) -> bool {
             self.member_of.is_some()
+        }
+        fn roles_by_group(&self) -> bool {
+            self.roles_by_group
         }
         async fn groups_of_member(
             &self,
@@ -2324,6 +2360,66 @@ mod tests {
         assert_eq!(verify(&["Editor"]).await, Ok(()));
         assert!(verify(&["Viewer"]).await.is_err());
         assert!(verify(&["Editor", "Viewer"]).await.is_err());
+    }
+
+    /// With the role given by a role group, a write after the POST, a create is
+    /// done only once the account holds its role: an account left without it (a
+    /// run cut off between the two writes) is not called created. With an
+    /// attribute, the role went in the POST and the create is judged as before.
+    #[tokio::test]
+    async fn a_create_by_role_group_is_done_only_with_its_role() {
+        use crate::model::{Account, AccountSpec, Action, ActionKind, DriftKind, Role};
+        let account = |roles: &[&str]| Account {
+            id: "a1".into(),
+            user_name: "ada".into(),
+            external_id: Some("i1".into()),
+            given_name: None,
+            family_name: None,
+            display_name: None,
+            email: None,
+            active: true,
+            roles: roles.iter().map(|r| (*r).to_owned()).collect(),
+        };
+        let action = Action {
+            seq: 0,
+            kind: ActionKind::CreateAccount {
+                identity_id: "i1".into(),
+                spec: AccountSpec {
+                    user_name: "ada".into(),
+                    external_id: "i1".into(),
+                    given_name: None,
+                    family_name: None,
+                    display_name: None,
+                    email: None,
+                    role: Some(Role::Editor),
+                },
+            },
+            reason: DriftKind::MissingAccount,
+            subject: "ada".into(),
+            identity_id: Some("i1".into()),
+            detail: String::new(),
+            held: None,
+        };
+        let verify = |roles: &'static [&'static str], roles_by_group: bool| {
+            let reader = Fixed {
+                account: Some(account(roles)),
+                roles_by_group,
+                ..Fixed::default()
+            };
+            let action = action.clone();
+            async move { super::verify_effect(&action, &reader).await }
+        };
+        assert_eq!(verify(&["Editor"], true).await, Ok(()));
+        let without = verify(&[], true).await;
+        assert!(
+            without
+                .as_ref()
+                .is_err_and(|e| e.contains("roles (by role group) are []")
+                    && e.contains("expected [Editor]")),
+            "{without:?}"
+        );
+        assert!(verify(&["Editor", "Owner"], true).await.is_err());
+        assert_eq!(verify(&[], false).await, Ok(()));
     }
 
     /// Verification compares as the plan does: a provider that lower-cases an

@@ -386,9 +386,17 @@ pub struct WorkspaceConfig {
     pub token: Option<SecretString>,
     #[serde(default)]
     pub token_file: Option<PathBuf>,
-    /// `roles` | `none` | a full extension attribute path.
+    /// `roles` | `none` | `groups` | a full extension attribute path.
     #[serde(default = "defaults::role_attribute")]
     pub role_attribute: String,
+    /// With `role_attribute = "groups"`: role name → the workspace group whose
+    /// members hold that role (`Owner = "Taskade Owners"`). Role names are read
+    /// without regard to case: the file's keys keep the case they are written
+    /// in, but an environment variable's come lower-cased
+    /// (`SEATWARDEN__WORKSPACE__ROLE_GROUPS__OWNER` sets `owner`), and that one
+    /// overrides the file's `Owner`.
+    #[serde(default)]
+    pub role_groups: std::collections::BTreeMap<String, String>,
     #[serde(default = "defaults::page_size")]
     pub page_size: u32,
     /// `auto` (index paging unless the provider pages by cursor only) | `index` |
@@ -1249,8 +1257,7 @@ impl Config {
                 }
             }
         }
-        RoleAttribute::parse(&self.workspace.role_attribute)
-            .map_err(|e| self.key_error("workspace.role_attribute", e))?;
+        self.role_attribute()?;
         if self.workspace.page_size == 0 {
             return Err(self.key_error("workspace.page_size", "must be at least 1"));
         }
@@ -2201,8 +2208,7 @@ impl Config {
     pub fn scim_settings(&self) -> Result<ScimSettings, ConfigError> {
         let base_url = url::Url::parse(&self.workspace.url)
             .map_err(|e| self.key_error("workspace.url", format!("not a URL: {e}")))?;
-        let role_attribute = RoleAttribute::parse(&self.workspace.role_attribute)
-            .map_err(|e| self.key_error("workspace.role_attribute", e))?;
+        let role_attribute = self.role_attribute()?;
         let timeout = parse_timeout(&self.workspace.timeout)
             .map_err(|e| self.key_error("workspace.timeout", e))?;
         Ok(ScimSettings {
@@ -2223,6 +2229,128 @@ impl Config {
                 .collect(),
             group_members: self.workspace.group_members,
         })
+    }
+
+    /// `workspace.role_attribute`, with `workspace.role_groups` under `"groups"`,
+    /// validated.
+    pub fn role_attribute(&self) -> Result<RoleAttribute, ConfigError> {
+        let attribute = RoleAttribute::parse(&self.workspace.role_attribute)
+            .map_err(|e| self.key_error("workspace.role_attribute", e))?;
+        let configured = &self.workspace.role_groups;
+        if !matches!(attribute, RoleAttribute::Groups { .. }) {
+            if configured.is_empty() {
+                return Ok(attribute);
+            }
+            return Err(self.key_error(
+                "workspace.role_groups",
+                format!(
+                    "only used with workspace.role_attribute = \"groups\" (it is {:?}): \
+                     remove the table, or carry roles by group membership",
+                    self.workspace.role_attribute
+                ),
+            ));
+        }
+        // A role's key from the environment overrides the file's, whatever case
+        // the file spells it in.
+        let mut chosen: Vec<(Role, &String, &String)> = Vec::with_capacity(configured.len());
+        for (key, name) in configured {
+            let key_name = format!("workspace.role_groups.{key}");
+            let role: Role = key
+                .parse()
+                .map_err(|e: crate::model::UnknownRole| self.key_error(&key_name, e.to_string()))?;
+            // Exactly: the environment's keys are lower case, and a file key in
+            // lower case is the same key, overridden in place.
+            let from_env = |key: &str| {
+                self.from_env
+                    .contains(&format!("workspace.role_groups.{key}"))
+            };
+            match chosen.iter_mut().find(|(r, _, _)| *r == role) {
+                None => chosen.push((role, key, name)),
+                Some(other) if from_env(key) && !from_env(other.1) => *other = (role, key, name),
+                Some(other) if from_env(other.1) && !from_env(key) => {}
+                Some(_) => {
+                    return Err(
+                        self.key_error(&key_name, format!("role {role} is given a group twice"))
+                    );
+                }
+            }
+        }
+        let mut groups: Vec<(Role, String)> = Vec::with_capacity(chosen.len());
+        for (role, key, name) in chosen {
+            let key_name = format!("workspace.role_groups.{key}");
+            let name = name.trim();
+            if name.is_empty() {
+                return Err(self.key_error(&key_name, "the group name is empty"));
+            }
+            let folded = crate::policy::fold_group_name(name);
+            for (other, other_name) in &groups {
+                if crate::policy::fold_group_name(other_name) == folded {
+                    return Err(self.key_error(
+                        &key_name,
+                        format!(
+                            "{name:?} is also the group of role {other} \
+                             (workspace.role_groups.{other}): one group can give one role"
+                        ),
+                    ));
+                }
+            }
+            if let Some(index) = self
+                .policy
+                .mapping
+                .iter()
+                .position(|m| crate::policy::fold_group_name(&m.workspace_group) == folded)
+            {
+                return Err(self.key_error(
+                    &key_name,
+                    format!(
+                        "{name:?} is also policy.mapping[{index}].workspace_group: a role group's \
+                         members are the role's holders, which the mappings' group diff would \
+                         add and remove as workspace access"
+                    ),
+                ));
+            }
+            if self
+                .safety
+                .protected_groups
+                .iter()
+                .any(|g| crate::policy::fold_group_name(g) == folded)
+            {
+                return Err(self.key_error(
+                    &key_name,
+                    format!(
+                        "{name:?} is also in safety.protected_groups: the group that protects \
+                         accounts from seatwarden cannot be one whose members seatwarden writes"
+                    ),
+                ));
+            }
+            groups.push((role, name.to_owned()));
+        }
+        let has_group = |role: Role| groups.iter().any(|(r, _)| *r == role);
+        let default_role = self.policy.default_role;
+        if !has_group(default_role) {
+            return Err(self.key_error(
+                "workspace.role_groups",
+                format!(
+                    "no group for role {default_role}, policy.default_role: with \
+                     workspace.role_attribute = \"groups\" every role seatwarden gives needs \
+                     its group (e.g. {default_role} = \"Taskade {default_role}s\")"
+                ),
+            ));
+        }
+        for (index, mapping) in self.policy.mapping.iter().enumerate() {
+            if !has_group(mapping.role) {
+                return Err(self.key_error(
+                    "workspace.role_groups",
+                    format!(
+                        "no group for role {}, which policy.mapping[{index}] gives: with \
+                         workspace.role_attribute = \"groups\" every role seatwarden gives \
+                         needs its group",
+                        mapping.role
+                    ),
+                ));
+            }
+        }
+        Ok(RoleAttribute::Groups { groups })
     }
 
     pub fn manages_roles(&self) -> bool {
@@ -2893,3 +3021,202 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
 
 /// The longest duration any key accepts.
 const MAX_DURATION: Duration = Duration::from_secs(36_500 * 86_400);
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+    use std::collections::HashMap;
+
+    use super::*;
+
+    const BASE: &str = r#"
+[directory]
+kind = "file"
+path = "directory.json"
+
+[workspace]
+url = "https://scim.example.com/scim/v2"
+token = "s3cr3t-token-value"
+"#;
+
+    /// `BASE` with `workspace` keys and further sections appended, loaded with
+    /// `env` as the environment.
+    fn load(workspace: &str, rest: &str, env: &[(&str, &str)]) -> Result<Config, String> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("seatwarden.toml");
+        std::fs::write(&path, format!("{BASE}{workspace}\n{rest}")).unwrap();
+        let env: HashMap<String, String> = env
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        Config::load_with_env(&path, Some(env)).map_err(|e| e.to_string())
+    }
+
+    const GROUPS: &str = r#"role_attribute = "groups"
+
+[workspace.role_groups]
+Owner = "Taskade Owners"
+editor = " Taskade Editors "
+VIEWER = "Taskade Viewers"
+"#;
+
+    const MAPPING: &str = r#"
+[[policy.mapping]]
+group = "Engineering"
+workspace_group = "Engineering"
+role = "Editor"
+"#;
+
+    fn groups_of(config: &Config) -> Vec<(Role, String)> {
+        match config.role_attribute().unwrap() {
+            RoleAttribute::Groups { groups } => groups,
+            other => panic!("not by groups: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn role_groups_load_with_role_names_in_any_case() {
+        let config = load(GROUPS, MAPPING, &[]).unwrap();
+        let mut groups = groups_of(&config);
+        groups.sort();
+        assert_eq!(
+            groups,
+            [
+                (Role::Viewer, "Taskade Viewers".to_owned()),
+                (Role::Editor, "Taskade Editors".to_owned()),
+                (Role::Owner, "Taskade Owners".to_owned()),
+            ]
+        );
+        assert!(config.manages_roles());
+        assert_eq!(
+            config.scim_settings().unwrap().role_attribute,
+            RoleAttribute::Groups {
+                groups: groups_of(&config)
+            }
+        );
+        // The redacted configuration check-config prints keeps the table.
+        assert!(config.to_redacted_toml().contains("Taskade Owners"));
+    }
+
+    #[test]
+    fn a_role_group_can_be_set_from_the_environment() {
+        let config = load(
+            GROUPS,
+            MAPPING,
+            &[(
+                "SEATWARDEN__WORKSPACE__ROLE_GROUPS__MAINTAINER",
+                "Taskade Maintainers",
+            )],
+        )
+        .unwrap();
+        assert!(groups_of(&config).contains(&(Role::Maintainer, "Taskade Maintainers".to_owned())));
+        // The variable's key is lower-cased, the file's `VIEWER` is not: the
+        // variable overrides it all the same.
+        let config = load(
+            GROUPS,
+            MAPPING,
+            &[("SEATWARDEN__WORKSPACE__ROLE_GROUPS__VIEWER", "Readers")],
+        )
+        .unwrap();
+        let viewers: Vec<String> = groups_of(&config)
+            .into_iter()
+            .filter(|(role, _)| *role == Role::Viewer)
+            .map(|(_, name)| name)
+            .collect();
+        assert_eq!(viewers, ["Readers"]);
+    }
+
+    /// Two keys in the file for one role, in two spellings, are refused.
+    #[test]
+    fn one_role_twice_in_the_file_is_refused() {
+        let error = load(
+            "role_attribute = \"groups\"\n[workspace.role_groups]\nViewer = \"A\"\nviewer = \"B\"\n",
+            "",
+            &[],
+        )
+        .unwrap_err();
+        assert!(
+            error.contains("key `workspace.role_groups.viewer`"),
+            "{error}"
+        );
+        assert!(error.contains("given a group twice"), "{error}");
+    }
+
+    /// Each refusal names the key (and the file), as the other keys' do.
+    #[test]
+    fn bad_role_groups_are_refused_naming_the_key() {
+        let refused = |workspace: &str, rest: &str| {
+            let error = load(workspace, rest, &[]).unwrap_err();
+            assert!(error.contains("seatwarden.toml"), "{error}");
+            error
+        };
+        let error = refused(
+            "role_attribute = \"groups\"\n[workspace.role_groups]\nViewer = \"V\"\nBoss = \"B\"\n",
+            "",
+        );
+        assert!(
+            error.contains("key `workspace.role_groups.boss`")
+                || error.contains("key `workspace.role_groups.Boss`"),
+            "{error}"
+        );
+        assert!(error.contains("unknown role"), "{error}");
+
+        let error = refused(
+            "role_attribute = \"groups\"\n[workspace.role_groups]\nViewer = \"  \"\n",
+            "",
+        );
+        assert!(
+            error.contains("workspace.role_groups.") && error.contains("empty"),
+            "{error}"
+        );
+
+        let error = refused(
+            "role_attribute = \"groups\"\n[workspace.role_groups]\nViewer = \"Readers\"\nEditor = \" readers\"\n",
+            "",
+        );
+        assert!(error.contains("key `workspace.role_groups."), "{error}");
+        assert!(error.contains("one group can give one role"), "{error}");
+
+        let error = refused(
+            "role_attribute = \"groups\"\n[workspace.role_groups]\nViewer = \"V\"\nEditor = \"engineering\"\n",
+            MAPPING,
+        );
+        assert!(error.contains("key `workspace.role_groups."), "{error}");
+        assert!(
+            error.contains("policy.mapping[0].workspace_group"),
+            "{error}"
+        );
+
+        let error = refused(
+            "role_attribute = \"groups\"\n[workspace.role_groups]\nViewer = \"Break Glass\"\n",
+            "[safety]\nprotected_groups = [\"break glass\"]\n",
+        );
+        assert!(error.contains("key `workspace.role_groups."), "{error}");
+        assert!(error.contains("safety.protected_groups"), "{error}");
+
+        let error = refused("[workspace.role_groups]\nViewer = \"V\"\n", "");
+        assert!(error.contains("key `workspace.role_groups`"), "{error}");
+        assert!(error.contains("role_attribute = \"groups\""), "{error}");
+
+        let error = refused("role_attribute = \"groups\"\n", "");
+        assert!(error.contains("key `workspace.role_groups`"), "{error}");
+        assert!(error.contains("policy.default_role"), "{error}");
+
+        let error = refused(
+            "role_attribute = \"groups\"\n[workspace.role_groups]\nViewer = \"V\"\n",
+            MAPPING,
+        );
+        assert!(error.contains("key `workspace.role_groups`"), "{error}");
+        assert!(
+            error.contains("role Editor, which policy.mapping[0] gives"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn an_unknown_role_attribute_names_groups_among_the_choices() {
+        let error = load("role_attribute = \"group\"\n", "", &[]).unwrap_err();
+        assert!(error.contains("key `workspace.role_attribute`"), "{error}");
+        assert!(error.contains("\"groups\""), "{error}");
+    }
+}

@@ -64,14 +64,30 @@ pub enum RoleAttribute {
     /// A single-valued extension attribute, e.g.
     /// `urn:ietf:params:scim:schemas:extension:taskade:2.0:User:role`.
     Extension { schema: String, attribute: String },
+    /// Membership in one workspace group per role (`workspace.role_groups`), for
+    /// providers that grant permissions by group rather than by an attribute. The
+    /// role is a transport concern like the attributes above: reads turn the
+    /// groups' members into [`Account::roles`], so the plan, the guard and the
+    /// last-Owner rule see roles exactly as they do with an attribute.
+    Groups {
+        /// Each role the configuration names and its group's `displayName`
+        /// (trimmed); `parse("groups")` leaves it empty for the configuration
+        /// to fill.
+        groups: Vec<(Role, String)>,
+    },
 }
 
 impl RoleAttribute {
-    /// `"roles"`, `"none"` or a full extension attribute URN (split at the last `:`).
+    /// `"roles"`, `"none"`, `"groups"` (without its groups: see
+    /// [`RoleAttribute::Groups`]) or a full extension attribute URN (split at the
+    /// last `:`).
     pub fn parse(s: &str) -> Result<RoleAttribute, String> {
         let s = s.trim();
         if s.eq_ignore_ascii_case("roles") {
             return Ok(RoleAttribute::Roles);
+        }
+        if s.eq_ignore_ascii_case("groups") {
+            return Ok(RoleAttribute::Groups { groups: Vec::new() });
         }
         if s.eq_ignore_ascii_case("none") {
             return Ok(RoleAttribute::None);
@@ -86,8 +102,8 @@ impl RoleAttribute {
                 })
             }
             _ => Err(format!(
-                "unknown role attribute {s:?}; expected \"roles\", \"none\" or an extension \
-                 attribute such as \"urn:ietf:params:scim:schemas:extension:acme:2.0:User:role\""
+                "unknown role attribute {s:?}; expected \"roles\", \"none\", \"groups\" or an \
+                 extension attribute such as \"urn:ietf:params:scim:schemas:extension:acme:2.0:User:role\""
             )),
         }
     }
@@ -260,6 +276,17 @@ struct Inner {
     /// [`ScimSettings::managed_groups`], lower-cased.
     managed_groups: HashSet<String>,
     group_members: GroupMembers,
+    /// Under [`RoleAttribute::Groups`], each role group: its role, its name as
+    /// configured and lower-cased (compared with listed names, trimmed).
+    role_groups: Vec<RoleGroup>,
+}
+
+/// One role's group, as the configuration names it.
+#[derive(Debug, Clone)]
+struct RoleGroup {
+    role: Role,
+    name: String,
+    folded: String,
 }
 
 /// What [`ScimClient::people`] read.
@@ -348,6 +375,17 @@ impl ScimClient {
         let limiter = NonZeroU32::new(settings.requests_per_second).map(|rps| {
             RateLimiter::direct_with_clock(Quota::per_second(rps), DefaultClock::default())
         });
+        let role_groups = match &settings.role_attribute {
+            RoleAttribute::Groups { groups } => groups
+                .iter()
+                .map(|(role, name)| RoleGroup {
+                    role: *role,
+                    name: name.trim().to_owned(),
+                    folded: name.trim().to_lowercase(),
+                })
+                .collect(),
+            _ => Vec::new(),
+        };
         Ok(ScimClient {
             inner: Arc::new(Inner {
                 http,
@@ -379,6 +417,7 @@ impl ScimClient {
                     .map(|name| name.trim().to_lowercase())
                     .collect(),
                 group_members: settings.group_members,
+                role_groups,
             }),
         })
     }
@@ -806,7 +845,7 @@ impl ScimClient {
             },
         );
         let groups = paging::list_all(self, "/Groups", "groups", progress, group_and_presence);
-        let (accounts, groups) = futures::try_join!(accounts, groups)?;
+        let (mut accounts, groups) = futures::try_join!(accounts, groups)?;
         let whole = accounts.whole && groups.whole;
         let groups = match self.inner.group_members {
             GroupMembers::Listed => self.read_members_left_out(groups.items).await?,
@@ -815,6 +854,8 @@ impl ScimClient {
                     .await?
             }
         };
+        // The role groups are among the groups just read, members and all.
+        self.assign_roles(&mut accounts.items, &groups);
         Ok((
             WorkspaceSnapshot {
                 accounts: accounts.items,
@@ -822,6 +863,172 @@ impl ScimClient {
             },
             whole,
         ))
+    }
+
+    /// Whether roles travel by membership in role groups ([`RoleAttribute::Groups`]).
+    pub fn roles_by_group(&self) -> bool {
+        matches!(self.inner.role_attribute, RoleAttribute::Groups { .. })
+    }
+
+    /// The role whose group answers to `display_name` (trimmed, case aside), if any.
+    fn role_of_group(&self, display_name: &str) -> Option<Role> {
+        let folded = display_name.trim().to_lowercase();
+        self.inner
+            .role_groups
+            .iter()
+            .find(|g| g.folded == folded)
+            .map(|g| g.role)
+    }
+
+    /// Whether a group's members must be known, not just what a listing happened
+    /// to show: a managed group's (the plan diffs them) and, under
+    /// [`RoleAttribute::Groups`], a role group's (they are the accounts' roles; a
+    /// role group read empty would make every account roleless, and the plan
+    /// would set everyone's role on every run).
+    fn reads_members_of(&self, display_name: &str) -> bool {
+        self.inner
+            .managed_groups
+            .contains(&display_name.trim().to_lowercase())
+            || self.role_of_group(display_name).is_some()
+    }
+
+    /// Under [`RoleAttribute::Groups`], sets each account's roles to the roles
+    /// whose groups (among `groups`) list it, highest first; the core `roles`
+    /// attribute is not read then, as the provider's own idea of a role (often a
+    /// default it falls back to) is not what grants access. Several groups
+    /// answering to one role's name all count: a member of either holds the role,
+    /// and the last-Owner rule must count them all.
+    fn assign_roles(&self, accounts: &mut [Account], groups: &[WorkspaceGroup]) {
+        if !self.roles_by_group() {
+            return;
+        }
+        let mut roles_of: HashMap<&str, Vec<Role>> = HashMap::new();
+        for group in groups {
+            let Some(role) = self.role_of_group(&group.display_name) else {
+                continue;
+            };
+            for member in &group.members {
+                let roles = roles_of.entry(member.as_str()).or_default();
+                if !roles.contains(&role) {
+                    roles.push(role);
+                }
+            }
+        }
+        for account in accounts {
+            let mut roles = roles_of.remove(account.id.as_str()).unwrap_or_default();
+            roles.sort_unstable_by(|a, b| b.cmp(a));
+            account.roles = roles.iter().map(|r| r.as_str().to_owned()).collect();
+        }
+    }
+
+    /// [`ScimClient::assign_roles`] for accounts read without the groups: the
+    /// role groups are read for them ([`ScimClient::role_groups_now`]). A
+    /// verification, an approval's re-check or a sweep judges roles by these
+    /// reads as the plan did by the snapshot.
+    async fn fill_roles(&self, accounts: &mut [Account]) -> Result<(), WorkspaceError> {
+        if !self.roles_by_group() || accounts.is_empty() {
+            return Ok(());
+        }
+        let ids: Vec<String> = accounts.iter().map(|a| a.id.clone()).collect();
+        let groups = self.role_groups_now(&ids).await?;
+        self.assign_roles(accounts, &groups);
+        Ok(())
+    }
+
+    /// [`ScimClient::fill_roles`] for one account, if there is one.
+    async fn filled(&self, account: Option<Account>) -> Result<Option<Account>, WorkspaceError> {
+        let Some(account) = account else {
+            return Ok(None);
+        };
+        let mut one = [account];
+        self.fill_roles(&mut one).await?;
+        let [account] = one;
+        Ok(Some(account))
+    }
+
+    /// Every workspace group answering to a configured role group's name, read
+    /// now (one `displayName eq` filter per role group, at once), with their
+    /// members as far as `account_ids` go: the members a read shows (a group
+    /// listed without them is read again on its own); under
+    /// [`GroupMembers::ByMemberFilter`], which shows none, the accounts among
+    /// `account_ids` whose groups (asked one account at a time) include it.
+    /// A role group the workspace lacks is simply not among them.
+    async fn role_groups_now(
+        &self,
+        account_ids: &[String],
+    ) -> Result<Vec<WorkspaceGroup>, WorkspaceError> {
+        let reads = self
+            .inner
+            .role_groups
+            .iter()
+            .map(|g| self.role_groups_named(&g.name));
+        let mut groups: Vec<WorkspaceGroup> = futures::future::try_join_all(reads)
+            .await?
+            .into_iter()
+            .flatten()
+            .collect();
+        if self.members_by_filter() {
+            for group in &mut groups {
+                group.members.clear();
+            }
+            let by_id: HashMap<String, usize> = groups
+                .iter()
+                .enumerate()
+                .map(|(index, g)| (g.id.clone(), index))
+                .collect();
+            if by_id.is_empty() {
+                return Ok(groups);
+            }
+            // As in `members_by_member_filter`: in account order, at most
+            // `max_concurrency` at a time, each future owning what it needs.
+            let mut probes = futures::stream::iter(account_ids.iter().cloned().map(|id| {
+                let client = self.clone();
+                async move { client.groups_of_member(&id).await.map(|found| (id, found)) }
+            }))
+            .buffered(self.inner.max_concurrency);
+            while let Some(answer) = probes.next().await {
+                let (account_id, found) = answer?;
+                for group_id in found {
+                    if let Some(group) = by_id.get(&group_id).and_then(|&i| groups.get_mut(i)) {
+                        group.members.push(account_id.clone());
+                    }
+                }
+            }
+        }
+        Ok(groups)
+    }
+
+    /// [`ScimClient::groups_named`], each group with its members: one that the
+    /// filtered answer sent without `members` is read again on its own (unless
+    /// members are only found by filter).
+    async fn role_groups_named(
+        &self,
+        display_name: &str,
+    ) -> Result<Vec<WorkspaceGroup>, WorkspaceError> {
+        let filter = format!("displayName eq {}", parse::filter_string(display_name));
+        let found = self
+            .find(
+                "/Groups",
+                filter,
+                |endpoint, body| group_and_presence(endpoint, body).map(|(_, listed)| listed),
+                |(g, _): &(WorkspaceGroup, bool)| &g.id,
+            )
+            .await?;
+        let mut groups = Vec::with_capacity(found.len());
+        for (mut group, sent_members) in found {
+            if !same_ci(group.display_name.trim(), display_name.trim()) {
+                continue;
+            }
+            if !sent_members && !self.members_by_filter() {
+                match self.get_group(&group.id).await? {
+                    Some(read) => group.members = read.members,
+                    // Gone since the filter answered: no one holds its role.
+                    None => continue,
+                }
+            }
+            groups.push(group);
+        }
+        Ok(groups)
     }
 
     /// Whether managed groups' members are read by a filter per account
@@ -844,11 +1051,10 @@ impl ScimClient {
         listed: Vec<(WorkspaceGroup, bool)>,
         progress: &(dyn Fn(Progress) + Send + Sync),
     ) -> Result<Vec<WorkspaceGroup>, WorkspaceError> {
-        let managed_names = &self.inner.managed_groups;
         let mut groups: Vec<WorkspaceGroup> = Vec::with_capacity(listed.len());
         let mut managed: HashMap<String, usize> = HashMap::new();
         for (mut group, _) in listed {
-            if managed_names.contains(&group.display_name.trim().to_lowercase()) {
+            if self.reads_members_of(&group.display_name) {
                 group.members.clear();
                 managed.insert(group.id.clone(), groups.len());
             }
@@ -960,9 +1166,11 @@ impl ScimClient {
             )),
             // Gone only when a search on /Users does not find it either, as for a
             // deprovision (a route that answers 404 for objects that exist).
-            Err(e) if e.is_not_found() => match self.get_account(account_id).await? {
+            // Unfilled: the roles of these reads do not matter here, and filling
+            // them could ask this very filter again.
+            Err(e) if e.is_not_found() => match self.read_account(account_id).await? {
                 Some(_) => Err(e),
-                None => match self.find_account_elsewhere(account_id, None).await? {
+                None => match self.find_elsewhere_unfilled(account_id, None).await? {
                     Some(_) => Err(e),
                     None => {
                         tracing::debug!(
@@ -986,15 +1194,11 @@ impl ScimClient {
         &self,
         listed: Vec<(WorkspaceGroup, bool)>,
     ) -> Result<Vec<WorkspaceGroup>, WorkspaceError> {
-        let managed = &self.inner.managed_groups;
         let mut groups = Vec::with_capacity(listed.len());
         // Read again, such a group would still show no members.
         let by_filter = self.members_by_filter();
         for (mut group, sent_members) in listed {
-            if !by_filter
-                && !sent_members
-                && managed.contains(&group.display_name.trim().to_lowercase())
-            {
+            if !by_filter && !sent_members && self.reads_members_of(&group.display_name) {
                 // Gone since the listing: what the listing showed is all there is.
                 if let Some(read) = self.get_group(&group.id).await? {
                     if read.members.is_empty() {
@@ -1089,13 +1293,16 @@ impl ScimClient {
     /// account that was not asked for (the filter ignored) is an error.
     pub async fn accounts_by_id(&self, ids: &[String]) -> Result<Vec<Account>, WorkspaceError> {
         let role_attribute = &self.inner.role_attribute;
-        self.by_id(
-            "/Users",
-            ids,
-            |endpoint, user: parse::UserBody| parse::account(endpoint, &user.0, role_attribute),
-            |a: &Account| &a.id,
-        )
-        .await
+        let mut accounts = self
+            .by_id(
+                "/Users",
+                ids,
+                |endpoint, user: parse::UserBody| parse::account(endpoint, &user.0, role_attribute),
+                |a: &Account| &a.id,
+            )
+            .await?;
+        self.fill_roles(&mut accounts).await?;
+        Ok(accounts)
     }
 
     /// [`ScimClient::accounts_by_id`] for groups, members included.
@@ -1156,6 +1363,12 @@ impl ScimClient {
     }
 
     pub async fn get_account(&self, id: &str) -> Result<Option<Account>, WorkspaceError> {
+        let found = self.read_account(id).await?;
+        self.filled(found).await
+    }
+
+    /// [`ScimClient::get_account`] without the roles filled from role groups.
+    async fn read_account(&self, id: &str) -> Result<Option<Account>, WorkspaceError> {
         let path = resource_path(&Method::GET, "/Users", id)?;
         match self.get_json::<parse::UserBody>(&path, &[]).await {
             Ok((endpoint, user)) => {
@@ -1166,8 +1379,6 @@ impl ScimClient {
         }
     }
 
-    /// `filter=userName eq "…"`; userName is not case-exact, so among several
-    /// results the exact (case-insensitive) match wins.
     /// Account `id`, which `/Users/{id}` answered 404 for, looked for another way
     /// before it counts as gone: by an `id eq` filter on `/Users`; where the
     /// provider refuses that, by a `userName eq` filter for `user_name`; where it
@@ -1176,6 +1387,17 @@ impl ScimClient {
     /// 404 for accounts that exist (a proxy that will not pass an id, a gateway
     /// that routes only some paths) must not report a leaver deprovisioned.
     pub async fn find_account_elsewhere(
+        &self,
+        id: &str,
+        user_name: Option<&str>,
+    ) -> Result<Option<Account>, WorkspaceError> {
+        let found = self.find_elsewhere_unfilled(id, user_name).await?;
+        self.filled(found).await
+    }
+
+    /// [`ScimClient::find_account_elsewhere`] without the roles filled from role
+    /// groups.
+    async fn find_elsewhere_unfilled(
         &self,
         id: &str,
         user_name: Option<&str>,
@@ -1200,7 +1422,7 @@ impl ScimClient {
             }
         }
         if let Some(user_name) = user_name.filter(|u| !u.trim().is_empty()) {
-            match self.find_account_by_user_name(user_name).await {
+            match self.find_by_user_name_unfilled(user_name).await {
                 Ok(found) => return Ok(found.filter(|a| a.id == id)),
                 Err(e) if refused(&e) => {}
                 Err(e) => return Err(e),
@@ -1209,7 +1431,19 @@ impl ScimClient {
         self.confirm_users_endpoint().await.map(|()| None)
     }
 
+    /// `filter=userName eq "…"`; userName is not case-exact, so among several
+    /// results the exact (case-insensitive) match wins.
     pub async fn find_account_by_user_name(
+        &self,
+        user_name: &str,
+    ) -> Result<Option<Account>, WorkspaceError> {
+        let found = self.find_by_user_name_unfilled(user_name).await?;
+        self.filled(found).await
+    }
+
+    /// [`ScimClient::find_account_by_user_name`] without the roles filled from
+    /// role groups.
+    async fn find_by_user_name_unfilled(
         &self,
         user_name: &str,
     ) -> Result<Option<Account>, WorkspaceError> {
@@ -1227,7 +1461,41 @@ impl ScimClient {
         Ok(pick(found, |a: &Account| same_ci(&a.user_name, user_name)))
     }
 
+    /// `POST /Users`. Under [`RoleAttribute::Groups`] the role is not in the
+    /// POST: the role group is looked up first (a missing one fails the create
+    /// before anything is written, as [`ScimClient::set_role`] would fail), and
+    /// the new account is added to it after. A run cut off between the two, or
+    /// an add that fails, leaves an account with no role: verification does not
+    /// call such a create done, and the next plan sees the role drift and sets it.
     pub async fn create_account(&self, spec: &AccountSpec) -> Result<Account, WorkspaceError> {
+        let role_group = match spec.role {
+            Some(role) if self.roles_by_group() => {
+                Some((role, self.target_role_group(role).await?))
+            }
+            _ => None,
+        };
+        let mut account = self.post_account(spec).await?;
+        if let Some((role, group)) = role_group {
+            match self
+                .add_members(&group.id, std::slice::from_ref(&account.id))
+                .await
+            {
+                Ok(()) => account.roles = vec![role.as_str().to_owned()],
+                // The account exists: an error here would lose its link, and
+                // verification reports the missing role (the next run sets it).
+                Err(e) => tracing::warn!(
+                    account = %account.id,
+                    user_name = %spec.user_name,
+                    role = %role,
+                    error = %e,
+                    "the account was created, but not added to its role group"
+                ),
+            }
+        }
+        Ok(account)
+    }
+
+    async fn post_account(&self, spec: &AccountSpec) -> Result<Account, WorkspaceError> {
         let mut schemas = vec![Value::from(SCHEMA_USER)];
         let mut body = json!({
             "userName": spec.user_name,
@@ -1252,7 +1520,7 @@ impl ScimClient {
         }
         if let Some(role) = spec.role {
             match &self.inner.role_attribute {
-                RoleAttribute::None => {}
+                RoleAttribute::None | RoleAttribute::Groups { .. } => {}
                 RoleAttribute::Roles => body["roles"] = roles_value(role),
                 RoleAttribute::Extension { schema, attribute } => {
                     schemas.push(schema.clone().into());
@@ -1266,7 +1534,7 @@ impl ScimClient {
         if answer.body.trim().is_empty() {
             // A 201 without the resource: read it back.
             return self
-                .find_account_by_user_name(&spec.user_name)
+                .find_by_user_name_unfilled(&spec.user_name)
                 .await?
                 .ok_or_else(|| {
                     WorkspaceError::malformed(
@@ -1333,6 +1601,7 @@ impl ScimClient {
     pub async fn set_role(&self, id: &str, role: Role) -> Result<(), WorkspaceError> {
         let op = match &self.inner.role_attribute {
             RoleAttribute::None => return Ok(()),
+            RoleAttribute::Groups { .. } => return self.set_role_by_group(id, role).await,
             RoleAttribute::Roles => {
                 json!({"op": "replace", "path": "roles", "value": roles_value(role)})
             }
@@ -1343,6 +1612,100 @@ impl ScimClient {
             }),
         };
         self.patch_user(id, op).await
+    }
+
+    /// Under [`RoleAttribute::Groups`]: account `id` added to `role`'s group, then
+    /// removed from every other role group that lists it. Added first: between
+    /// the two writes the account holds two roles, never none, since a provider
+    /// gives an account in no permission group some default of its own (or none
+    /// at all). Each write is skipped when the groups as read already show it.
+    pub async fn set_role_by_group(&self, id: &str, role: Role) -> Result<(), WorkspaceError> {
+        let groups = self.role_groups_now(&[id.to_owned()]).await?;
+        let target = self.only_role_group(
+            role,
+            groups
+                .iter()
+                .filter(|g| self.role_of_group(&g.display_name) == Some(role))
+                .cloned()
+                .collect(),
+        )?;
+        if !target.members.iter().any(|m| m == id) {
+            self.add_members(&target.id, &[id.to_owned()]).await?;
+        }
+        for group in &groups {
+            if group.id != target.id && group.members.iter().any(|m| m == id) {
+                self.remove_members(&group.id, &[id.to_owned()]).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The one workspace group of `role`'s role group, read now, matched as
+    /// reads match role groups.
+    async fn target_role_group(&self, role: Role) -> Result<WorkspaceGroup, WorkspaceError> {
+        let found = match self.role_group_name(role) {
+            Some(name) => self.role_groups_named(&name).await?,
+            None => Vec::new(),
+        };
+        self.only_role_group(role, found)
+    }
+
+    /// `role`'s group as configured, if it has one.
+    fn role_group_name(&self, role: Role) -> Option<String> {
+        self.inner
+            .role_groups
+            .iter()
+            .find(|g| g.role == role)
+            .map(|g| g.name.clone())
+    }
+
+    /// The one group in `found` (the groups answering to `role`'s group name), or
+    /// an error that is not transient: seatwarden does not make permission groups
+    /// (what a new group grants is the workspace's to say), and of several it
+    /// cannot tell which grants the role.
+    fn only_role_group(
+        &self,
+        role: Role,
+        found: Vec<WorkspaceGroup>,
+    ) -> Result<WorkspaceGroup, WorkspaceError> {
+        let key = format!("workspace.role_groups.{role}");
+        let Some(name) = self.role_group_name(role) else {
+            return Err(WorkspaceError::NotSent {
+                endpoint: "PATCH /Groups/{id}".to_owned(),
+                reason: format!(
+                    "role {role} has no group in the configuration ({key}), so it cannot \
+                     be given by membership"
+                ),
+            });
+        };
+        let endpoint = endpoint_name(
+            &Method::GET,
+            "/Groups",
+            &[(
+                "filter",
+                format!("displayName eq {}", parse::filter_string(&name)),
+            )],
+        );
+        let mut found = found.into_iter();
+        match (found.next(), found.next()) {
+            (Some(group), None) => Ok(group),
+            (None, _) => Err(WorkspaceError::NotSent {
+                endpoint,
+                reason: format!(
+                    "the workspace has no group {name:?}, which gives role {role} ({key}): \
+                     seatwarden does not create permission groups; create it in the \
+                     workspace, or correct {key}"
+                ),
+            }),
+            (Some(_), Some(_)) => Err(WorkspaceError::NotSent {
+                endpoint,
+                reason: format!(
+                    "several workspace groups answer to {name:?}, which gives role {role} \
+                     ({key}): which one grants the role is for a person to settle; \
+                     rename or remove the others"
+                ),
+            }),
+        }
     }
 
     pub async fn set_active(&self, id: &str, active: bool) -> Result<(), WorkspaceError> {
@@ -2203,6 +2566,10 @@ mod tests {
                 schema: "urn:ietf:params:scim:schemas:extension:taskade:2.0:User".into(),
                 attribute: "role".into(),
             })
+        );
+        assert_eq!(
+            RoleAttribute::parse(" Groups "),
+            Ok(RoleAttribute::Groups { groups: Vec::new() })
         );
         assert!(RoleAttribute::parse("role").is_err());
         assert!(RoleAttribute::parse("urn:x:").is_err());

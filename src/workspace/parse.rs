@@ -333,6 +333,8 @@ fn roles(v: &Value, role_attribute: &RoleAttribute) -> Vec<String> {
             .and_then(|ext| attr(ext, attribute))
             .map(role_values)
             .unwrap_or_default(),
+        // The client fills them from the role groups' members.
+        RoleAttribute::Groups { .. } => Vec::new(),
     }
 }
 

@@ -22,6 +22,7 @@ mod packaging;
 mod put_writes;
 mod report;
 mod resume;
+mod role_groups;
 mod safety;
 mod sandbox;
 mod scim_directory;
