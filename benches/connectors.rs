@@ -276,7 +276,7 @@ async fn handle(State(data): State<Arc<Data>>, method: Method, uri: Uri) -> Resp
             let groups: Vec<String> = (0..data.members.len()).map(graph_group).collect();
             graph_page(&data, &uri, &groups, 999)
         }
-        ("GET", ["v1.0", "groups", id, "transitiveMembers", "microsoft.graph.user"]) => {
+        ("GET", ["v1.0", "groups", id, "transitiveMembers"]) => {
             let g = index(id, "g");
             let members: Vec<String> = data.members[g]
                 .iter()
@@ -284,7 +284,7 @@ async fn handle(State(data): State<Arc<Data>>, method: Method, uri: Uri) -> Resp
                 .collect();
             graph_page(&data, &uri, &members, 999)
         }
-        ("GET", ["v1.0", "users", id, "transitiveMemberOf", "microsoft.graph.group"]) => {
+        ("GET", ["v1.0", "users", id, "transitiveMemberOf"]) => {
             let n = index(id, "u");
             let groups: Vec<String> = data.groups_of[n].iter().map(|&g| graph_group(g)).collect();
             graph_page(&data, &uri, &groups, 999)

@@ -10,8 +10,10 @@
 //!   [`Limits::max_pages`] pages (a delta round too); an answer longer than
 //!   [`Limits::max_body_bytes`] is an error, and an id that is empty or a dot
 //!   segment is never put in a path.
-//! - Groups: `GET /groups`; members from `/groups/{id}/transitiveMembers/
-//!   microsoft.graph.user` (nested groups count) for the groups the configuration
+//! - Groups: `GET /groups`; members from `/groups/{id}/transitiveMembers` (nested
+//!   groups count; devices, service principals, contacts and the nested groups
+//!   themselves are left out by `@odata.type`, not by an OData cast, which Graph
+//!   takes for an advanced query) for the groups the configuration
 //!   names (scope, mappings, `safety.protected_groups`; every group when it names
 //!   none). With `app_id`, the snapshot keeps only the
 //!   users the app's service principal is assigned to (`appRoleAssignedTo`): users
@@ -608,26 +610,29 @@ impl EntraSource {
         }
         let interest = self.interest_names();
         let concurrency = self.inner.settings.max_concurrency.max(1);
-        let mut identities: Vec<Identity> = futures::stream::iter(identities.into_iter().map(
-            |mut identity| {
+        let mut identities: Vec<Identity> =
+            futures::stream::iter(identities.into_iter().map(|mut identity| {
                 let interest = &interest;
                 async move {
                     let url = format!(
-                        "{}/users/{}/transitiveMemberOf/microsoft.graph.group?$select=id,displayName&$top={TOP}",
+                        "{}/users/{}/transitiveMemberOf?$select=id,displayName&$top={TOP}",
                         self.inner.api,
                         segment(&identity.id, "GET /v1.0/users/{id}/transitiveMemberOf")?
                     );
-                    let groups = self.list(url).await?;
-                    identity.groups = remote::names_of_interest(PROVIDER, &groups, interest, |g| {
-                        parse_group(g, "GET /v1.0/users/{id}/transitiveMemberOf")
-                    })?;
+                    // Directory roles and administrative units come too: only
+                    // groups give scope and roles.
+                    let mut groups = self.list(url).await?;
+                    groups.retain(|item| !of_another_type(item, "group"));
+                    identity.groups =
+                        remote::names_of_interest(PROVIDER, &groups, interest, |g| {
+                            parse_group(g, "GET /v1.0/users/{id}/transitiveMemberOf")
+                        })?;
                     Ok::<_, DirectoryError>(identity)
                 }
-            },
-        ))
-        .buffered(concurrency)
-        .try_collect()
-        .await?;
+            }))
+            .buffered(concurrency)
+            .try_collect()
+            .await?;
         identities.sort_by(|a, b| a.id.cmp(&b.id));
         Ok((identities, guests))
     }
@@ -733,13 +738,14 @@ impl EntraSource {
             .map(|(id, _)| async move {
                 let endpoint = format!("GET /v1.0/groups/{{id}}/{relation}");
                 let url = format!(
-                    "{}/groups/{}/{relation}/microsoft.graph.user?$select=id&$top={TOP}",
+                    "{}/groups/{}/{relation}?$select=id&$top={TOP}",
                     self.inner.api,
                     segment(id, &endpoint)?
                 );
                 let members = self.list(url).await?;
                 members
                     .iter()
+                    .filter(|m| !of_another_type(m, "user"))
                     .map(|m| required_str(m, "id", &endpoint).map(str::to_owned))
                     .collect::<Result<Vec<_>, _>>()
             })
@@ -1126,6 +1132,20 @@ fn parse_user(
         department: text("department"),
         groups: Vec::new(),
     })
+}
+
+/// An item of a directoryObject collection that `@odata.type` says is not a
+/// `kind` (`"user"`, `"group"`). Relations are read without an OData cast
+/// (`/transitiveMembers/microsoft.graph.user`): Graph counts a cast on a
+/// transitive list as an advanced query, refused without `ConsistencyLevel:
+/// eventual`, which reads a lagging index (a member removed a minute ago would
+/// keep access). An item without `@odata.type` is kept: left out, a real user
+/// would look out of scope.
+fn of_another_type(item: &Value, kind: &str) -> bool {
+    item.get("@odata.type")
+        .and_then(Value::as_str)
+        .and_then(|t| t.strip_prefix("#microsoft.graph."))
+        .is_some_and(|t| !t.eq_ignore_ascii_case(kind))
 }
 
 fn parse_group(v: &Value, endpoint: &str) -> Result<(String, String), DirectoryError> {

@@ -136,6 +136,7 @@ pub fn graph_tenant(data: &Synth, page_size: usize) -> FakeGraph {
         direct: std::collections::HashMap::new(),
         page_size,
         assignments: Vec::new(),
+        others: false,
     }
 }
 

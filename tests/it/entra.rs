@@ -54,6 +54,16 @@ fn query(req: &Request, name: &str) -> Option<String> {
 }
 
 /// One page of a collection: `$skiptoken` is an index here (opaque in Graph).
+/// The members of group `group` that are not people, as Graph lists them beside
+/// the users when a relation is read without an OData cast: a nested group (its
+/// members are listed too, flattened), a device, a service principal, a contact.
+fn not_people(group: &str) -> Vec<Value> {
+    ["group", "device", "servicePrincipal", "orgContact"]
+        .iter()
+        .map(|kind| json!({"@odata.type": format!("#microsoft.graph.{kind}"), "id": format!("{kind}-in-{group}")}))
+        .collect()
+}
+
 pub fn graph_page(req: &Request, base: &str, items: &[Value], size: usize) -> ResponseTemplate {
     let start: usize = query(req, "$skiptoken").map_or(0, |t| t.parse().unwrap());
     let end = (start + size).min(items.len());
@@ -91,6 +101,11 @@ pub struct FakeGraph {
     pub page_size: usize,
     /// (principalId, principalType)
     pub assignments: Vec<(String, &'static str)>,
+    /// Relations list the directory objects that are not people too (nested
+    /// groups, devices, service principals, contacts among a group's members;
+    /// directory roles and administrative units among a user's memberships), as
+    /// Graph does when they are read without an OData cast.
+    pub others: bool,
 }
 
 impl FakeGraph {
@@ -150,20 +165,34 @@ impl FakeGraph {
                 .groups
                 .iter()
                 .map(|(g, ids)| {
-                    let users = ids
-                        .iter()
-                        .map(|id| json!({"@odata.type": "#microsoft.graph.user", "id": id}))
-                        .collect();
+                    // As Graph lists a group's members without a cast: people,
+                    // and other directory objects, which are nobody.
+                    let mut users: Vec<Value> = if self.others {
+                        not_people(g["id"].as_str().unwrap())
+                    } else {
+                        Vec::new()
+                    };
+                    users.extend(
+                        ids.iter()
+                            .map(|id| json!({"@odata.type": "#microsoft.graph.user", "id": id})),
+                    );
                     (g["id"].as_str().unwrap().to_owned(), users)
                 })
                 .collect();
             let direct: HashMap<String, Vec<Value>> = members
                 .iter()
                 .map(|(id, users)| {
+                    let others = if self.others {
+                        not_people(id)
+                    } else {
+                        Vec::new()
+                    };
                     let users = match self.direct.get(id) {
-                        Some(ids) => ids
-                            .iter()
-                            .map(|id| json!({"@odata.type": "#microsoft.graph.user", "id": id}))
+                        Some(ids) => others
+                            .into_iter()
+                            .chain(ids.iter().map(
+                                |id| json!({"@odata.type": "#microsoft.graph.user", "id": id}),
+                            ))
                             .collect(),
                         None => users.clone(),
                     };
@@ -172,9 +201,7 @@ impl FakeGraph {
                 .collect();
             let b = base.clone();
             Mock::given(method("GET"))
-                .and(path_regex(
-                    r"^/v1.0/groups/[^/]+/transitiveMembers/microsoft.graph.user$",
-                ))
+                .and(path_regex(r"^/v1.0/groups/[^/]+/transitiveMembers$"))
                 .respond_with(move |req: &Request| {
                     let id = req.url.path().split('/').nth(3).unwrap();
                     graph_page(req, &b, &members[id], size)
@@ -183,9 +210,7 @@ impl FakeGraph {
                 .await;
             let b = base.clone();
             Mock::given(method("GET"))
-                .and(path_regex(
-                    r"^/v1.0/groups/[^/]+/members/microsoft.graph.user$",
-                ))
+                .and(path_regex(r"^/v1.0/groups/[^/]+/members$"))
                 .respond_with(move |req: &Request| {
                     let id = req.url.path().split('/').nth(3).unwrap();
                     graph_page(req, &b, &direct[id], size)
@@ -199,7 +224,7 @@ impl FakeGraph {
                 .iter()
                 .map(|u| {
                     let id = u["id"].as_str().unwrap();
-                    let groups = self
+                    let mut groups: Vec<Value> = self
                         .groups
                         .iter()
                         .filter(|(_, ids)| ids.iter().any(|m| m == id))
@@ -209,14 +234,27 @@ impl FakeGraph {
                             g
                         })
                         .collect();
+                    // Without a cast, directory roles and administrative units
+                    // come too; named like every group, they must give no scope.
+                    for (g, _) in self.groups.iter().filter(|_| self.others) {
+                        let name = g["displayName"].clone();
+                        groups.push(json!({
+                            "@odata.type": "#microsoft.graph.directoryRole",
+                            "id": format!("role-{}", g["id"].as_str().unwrap()),
+                            "displayName": name,
+                        }));
+                        groups.push(json!({
+                            "@odata.type": "#microsoft.graph.administrativeUnit",
+                            "id": format!("au-{}", g["id"].as_str().unwrap()),
+                            "displayName": g["displayName"].clone(),
+                        }));
+                    }
                     (id.to_owned(), groups)
                 })
                 .collect();
             let b = base.clone();
             Mock::given(method("GET"))
-                .and(path_regex(
-                    r"^/v1.0/users/[^/]+/transitiveMemberOf/microsoft.graph.group$",
-                ))
+                .and(path_regex(r"^/v1.0/users/[^/]+/transitiveMemberOf$"))
                 .respond_with(move |req: &Request| {
                     let id = req.url.path().split('/').nth(3).unwrap();
                     graph_page(req, &b, &member_of[id], size)
@@ -292,6 +330,7 @@ pub fn small_tenant() -> FakeGraph {
         direct: HashMap::new(),
         page_size: 2,
         assignments: Vec::new(),
+        others: false,
     }
 }
 
@@ -779,6 +818,55 @@ fn cursor(server: &MockServer, users: &str, groups: &str) -> String {
             "groups": format!("{base}/v1.0/groups/delta?$deltatoken={groups}"),
         })
     )
+}
+
+/// Relations are read without an OData cast (which Graph takes for an advanced
+/// query): what is not a person among a group's members, and what is not a group
+/// among a user's memberships (a directory role named like a mapped group), is
+/// left out, in a snapshot and in a delta.
+#[tokio::test]
+async fn directory_objects_that_are_not_people_or_groups_give_no_scope() {
+    let server = MockServer::start().await;
+    let mut tenant = small_tenant();
+    tenant.others = true;
+    tenant.mount(&server).await;
+    let source = EntraSource::new(settings(&server, secret()));
+    let snapshot = source.snapshot().await.unwrap();
+    assert_eq!(rows(&snapshot), expected_small_tenant());
+    let requests = server.received_requests().await.unwrap();
+    assert!(
+        requests
+            .iter()
+            .all(|r| !r.url.path().contains("microsoft.graph.")),
+        "an OData cast was sent"
+    );
+
+    mount_delta(
+        &server,
+        "users",
+        "U1",
+        vec![vec![
+            json!({"@odata.type": "#microsoft.graph.user", "id": "a2", "accountEnabled": true}),
+        ]],
+    )
+    .await;
+    mount_delta(&server, "groups", "G1", vec![vec![]]).await;
+    let changes = since_u1_g1(&source, &server).await.unwrap();
+    let DirectoryChanges::Delta { changed, .. } = changes else {
+        panic!("expected a delta, got {changes:?}");
+    };
+    let changed: Vec<Row> = changed
+        .iter()
+        .map(|i| (i.id.clone(), i.status, i.groups.clone()))
+        .collect();
+    assert_eq!(
+        changed,
+        vec![(
+            "a2".into(),
+            IdentityStatus::Active,
+            vec!["Taskade Users".into()]
+        )]
+    );
 }
 
 #[tokio::test]
@@ -1327,12 +1415,12 @@ async fn a_listing_that_never_ends_fails_at_the_page_cap() {
             "GET /v1.0/groups?$select=id,displayName&$top=999",
         ),
         (
-            "/v1.0/groups/g1/transitiveMembers/microsoft.graph.user",
-            "GET /v1.0/groups/g1/transitiveMembers/microsoft.graph.user?$select=id&$top=999",
+            "/v1.0/groups/g1/transitiveMembers",
+            "GET /v1.0/groups/g1/transitiveMembers?$select=id&$top=999",
         ),
         (
-            "/v1.0/groups/g2/members/microsoft.graph.user",
-            "GET /v1.0/groups/g2/members/microsoft.graph.user?$select=id&$top=999",
+            "/v1.0/groups/g2/members",
+            "GET /v1.0/groups/g2/members?$select=id&$top=999",
         ),
         (
             "/v1.0/servicePrincipals/sp-object-id/appRoleAssignedTo",
