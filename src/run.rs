@@ -342,6 +342,20 @@ pub async fn execute_with_options(
         match (result, recorded) {
             (Ok(mut outcome), Ok(latencies)) => {
                 outcome.deprovision_latencies.extend(latencies);
+                // Housekeeping of the ledger: the run did its work either way.
+                if let Err(e) = lock(&store).and_then(|mut store| {
+                    Ok(crate::sweep::end_accountless(
+                        &mut store,
+                        &outcome.report,
+                        Utc::now(),
+                    )?)
+                }) {
+                    tracing::warn!(
+                        run = run_id,
+                        error = %e,
+                        "cannot end the deprovision episodes left without an account; the next run tries again"
+                    );
+                }
                 Ok(outcome)
             }
             (Ok(_), Err(error)) => Err(error),

@@ -754,6 +754,58 @@ async fn other_owners(
         .collect())
 }
 
+/// Ends the open episodes left without an account — `seatwarden link … --replace`
+/// gave the person's account to someone else, and the episode waits for a
+/// reconcile to match them afresh — once a reconcile that read the directory whole
+/// (and accepted it) and the workspace listing whole finds nothing of theirs: no
+/// drift names them, so no account of theirs has access (one that did would be
+/// `stale_access`, one matched ambiguously `disputed_match`). Held for ever
+/// instead, such an episode would stay overdue and keep `status` failing.
+/// Ended as found without access (verified, never enforced). Returns how many.
+pub fn end_accountless(
+    store: &mut Store,
+    report: &crate::report::Report,
+    now: DateTime<Utc>,
+) -> Result<usize, StoreError> {
+    let accountless: Vec<LedgerEntry> = store
+        .open_deprovisions()?
+        .into_iter()
+        .filter(|e| e.account_id.is_none() && e.detected_at <= report.started_at)
+        .collect();
+    if accountless.is_empty()
+        || report.safety.source_fault.is_some()
+        || report.safety.workspace_listing_short
+        || !store.directory_accepted(report.run_id)?
+        || !store
+            .load_directory_snapshot(report.run_id)?
+            .is_some_and(|snapshot| snapshot.complete)
+    {
+        return Ok(0);
+    }
+    let named: HashSet<&str> = report
+        .drift
+        .iter()
+        .filter_map(|item| item.identity_id.as_deref())
+        .collect();
+    let mut ended = 0;
+    for entry in accountless {
+        if named.contains(entry.identity_id.as_str()) {
+            continue;
+        }
+        tracing::info!(
+            person = %entry.user_name,
+            "no account of theirs has access: the deprovision episode left without one ends"
+        );
+        if entry.enforced_at.is_some() {
+            store.deprovision_verified(entry.id, now)?;
+        } else {
+            store.deprovision_found_done(entry.id, now)?;
+        }
+        ended += 1;
+    }
+    Ok(ended)
+}
+
 /// After a full reconcile, finished or failed: deprovisions it planned join the
 /// ledger (detected at the run's start, `detected_at`, if the sweep had not seen
 /// them), and those it applied are verified at `now`. A run that failed after its

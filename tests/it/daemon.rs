@@ -1217,7 +1217,8 @@ async fn the_sweep_rejects_a_truncated_directory_and_acts_on_a_real_leaver() {
 /// The sweep deactivates by the stored link, but not an account whose
 /// externalId names someone else seatwarden knows (the plan's contradicted link):
 /// that leaver is held for a human, the colleague's account stays active, also
-/// once `seatwarden link … --replace` has given the account to the colleague.
+/// once `seatwarden link … --replace` has given the account to the colleague; the
+/// next reconcile finds nothing of the leaver's and ends the episode.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_sweep_holds_a_leaver_whose_account_names_a_colleague() {
     use seatwarden::model::{Attribute, AttributeChange};
@@ -1339,6 +1340,29 @@ async fn the_sweep_holds_a_leaver_whose_account_names_a_colleague() {
     let open = store.lock().unwrap().open_deprovisions().unwrap();
     let episode = open.iter().find(|e| e.identity_id == leaver_id).unwrap();
     assert_eq!(episode.account_id, None);
+    let episode_id = episode.id;
+
+    seatwarden::run::execute(
+        &config,
+        Store::open(&config.state.path).unwrap(),
+        seatwarden::run::Mode::Reconcile,
+    )
+    .await
+    .unwrap();
+    assert!(active(&account.id));
+    let store = store.lock().unwrap();
+    assert!(
+        store
+            .open_deprovisions()
+            .unwrap()
+            .iter()
+            .all(|e| e.identity_id != leaver_id),
+        "the episode without an account is still open"
+    );
+    let history = store.deprovision_history(&leaver_id, 5).unwrap();
+    let ended = history.iter().find(|e| e.id == episode_id).unwrap();
+    assert!(ended.found_without_access(), "{ended:?}");
+    drop(store);
     sandbox.shutdown().await;
 }
 
