@@ -1350,19 +1350,19 @@ async fn the_sweep_holds_a_leaver_whose_account_names_a_colleague() {
     .await
     .unwrap();
     assert!(active(&account.id));
-    let store = store.lock().unwrap();
+    let (open, history) = {
+        let store = store.lock().unwrap();
+        (
+            store.open_deprovisions().unwrap(),
+            store.deprovision_history(&leaver_id, 5).unwrap(),
+        )
+    };
     assert!(
-        store
-            .open_deprovisions()
-            .unwrap()
-            .iter()
-            .all(|e| e.identity_id != leaver_id),
+        open.iter().all(|e| e.identity_id != leaver_id),
         "the episode without an account is still open"
     );
-    let history = store.deprovision_history(&leaver_id, 5).unwrap();
     let ended = history.iter().find(|e| e.id == episode_id).unwrap();
     assert!(ended.found_without_access(), "{ended:?}");
-    drop(store);
     sandbox.shutdown().await;
 }
 
