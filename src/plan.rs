@@ -1210,12 +1210,28 @@ impl<'p, 'a: 'p> Planner<'p, 'a> {
             let user_name = m
                 .identity(key)
                 .map_or(identity_id, |i| i.user_name.as_str());
+            // A leaver among them is what a reader must not miss: nothing is
+            // deactivated until a human says which account is theirs.
+            let lost = match m.identity(key) {
+                None => Some("identity was deleted from the directory".to_owned()),
+                Some(identity) => match self.desired.entry_of(&identity.id) {
+                    Some((_, Entry::Inactive(reason))) => Some(reason.to_string()),
+                    _ => None,
+                },
+            };
+            let detail = match lost {
+                Some(lost) => format!(
+                    "{detail}; LOST ACCESS ({lost}): no account of theirs is deactivated \
+                     until `seatwarden link {identity_id} ACCOUNT` says which is theirs"
+                ),
+                None => detail.clone(),
+            };
             self.drift(Item {
                 kind: DriftKind::DisputedMatch,
                 identity_id: Some(identity_id),
                 account_id: None,
                 user_name,
-                detail: detail.clone(),
+                detail,
             });
         }
     }
@@ -2985,7 +3001,34 @@ mod tests {
         // Each account's deciding rule yields only `a`, but two accounts claim it.
         let plan = fx.plan();
         assert!(plan.actions.is_empty(), "{:#?}", plan.actions);
-        assert_eq!(drift_of(&plan, DriftKind::DisputedMatch).len(), 3);
+        let disputed = drift_of(&plan, DriftKind::DisputedMatch);
+        assert_eq!(disputed.len(), 3);
+        // The identity's own item says the person has left: nothing is done
+        // about their access until a human decides, and the report must say so.
+        let person: Vec<&str> = disputed
+            .iter()
+            .filter(|d| d.identity_id.as_deref() == Some("a"))
+            .map(|d| d.detail.as_str())
+            .collect();
+        assert_eq!(person.len(), 1);
+        assert!(
+            person[0].contains("LOST ACCESS (identity is suspended in the directory)")
+                && person[0].contains("seatwarden link a ACCOUNT"),
+            "{}",
+            person[0]
+        );
+        // An active person's dispute says nothing of the kind.
+        fx.identities = vec![active("a", &["eng"])];
+        let plan = fx.plan();
+        let disputed = drift_of(&plan, DriftKind::DisputedMatch);
+        let person: Vec<&str> = disputed
+            .iter()
+            .filter(|d| d.identity_id.as_deref() == Some("a"))
+            .map(|d| d.detail.as_str())
+            .collect();
+        assert_eq!(person.len(), 1);
+        assert!(!person[0].contains("LOST ACCESS"), "{}", person[0]);
+        fx.identities = vec![ident("a", IdentityStatus::Suspended, &[])];
         // A stored link decides: the other account is a duplicate.
         fx.links = vec![link("a", "1")];
         let plan = fx.plan();
