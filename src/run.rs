@@ -94,7 +94,7 @@ pub enum RunError {
     /// The process was stopping: the writes already sent were finished and
     /// verified, the rest not sent (the next run plans them again).
     #[error(
-        "stopped before the plan was applied: seatwarden was stopping; {unsent} actions were \
+        "stopped before the whole plan was applied: seatwarden was stopping; {unsent} actions were \
          not sent, and the next run plans them again"
     )]
     Stopped { unsent: usize },

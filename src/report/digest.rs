@@ -46,9 +46,10 @@ pub struct DigestVerified {
     pub verified_at: DateTime<Utc>,
 }
 
-/// What the deprovisioning sweep wrote in a period. Its runs store no report, so
-/// their journal is the record; a reconcile's or an approval's actions are in its
-/// report and never counted here.
+/// What runs without a report wrote in a period, from their journal: the
+/// deprovisioning sweep's (its runs store none), or a reconcile's that did not
+/// finish (stopped, failed, cut off). A reconcile's or an approval's actions are
+/// in its report when it has one and are then never counted here.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SweepActions {
     /// Applied (written and verified), by operation (`deactivate`, …).
@@ -111,6 +112,11 @@ pub struct DigestInput<'a> {
     /// What the sweep's runs wrote in the period, and in the previous one.
     pub sweeps: &'a SweepActions,
     pub sweeps_previous: &'a SweepActions,
+    /// What reconciles that stored no report (stopped, failed, cut off) wrote
+    /// in the period: written all the same.
+    pub unreported: &'a SweepActions,
+    /// Reconciles in the period that SIGTERM stopped (no report, not failed).
+    pub stopped_runs: usize,
     /// How people run seatwarden's commands here (`report.admin_command`).
     pub admin_command: &'a str,
 }
@@ -279,16 +285,21 @@ impl Digest {
         let latest = newest(input);
 
         let mut summary = PeriodSummary {
-            runs: input.reports.len() + input.failed_runs,
+            runs: input.reports.len() + input.failed_runs + input.stopped_runs,
             failed_runs: input.failed_runs,
             actions_by_kind: BTreeMap::new(),
-            actions_applied: input.sweeps.applied(),
-            actions_failed: input.sweeps.failed,
+            actions_applied: input.sweeps.applied() + input.unreported.applied(),
+            actions_failed: input.sweeps.failed + input.unreported.failed,
             sweep_actions_applied: input.sweeps.applied(),
             sweep_actions_by_kind: input.sweeps.applied_by_kind.clone(),
             retries: 0,
         };
-        for (op, n) in &input.sweeps.applied_by_kind {
+        for (op, n) in input
+            .sweeps
+            .applied_by_kind
+            .iter()
+            .chain(&input.unreported.applied_by_kind)
+        {
             *summary.actions_by_kind.entry(op.clone()).or_default() += n;
         }
         for report in input.reports {
@@ -625,7 +636,9 @@ impl Digest {
                 let _ = writeln!(out, "  - {} {} — {}", a.op, a.subject, a.why);
             }
         }
-        if self.drift.is_empty() {
+        if self.drift.is_empty() && self.latest_run.is_none() {
+            let _ = writeln!(out, "\nDrift unknown: no run has stored a report yet.");
+        } else if self.drift.is_empty() {
             let _ = writeln!(out, "\nNo drift.");
         } else {
             let _ = writeln!(out, "\nCurrent drift ({}):", self.drift_total);
@@ -765,6 +778,9 @@ pub struct StoredPeriods {
     /// From the journal of the sweep's runs, which store no report.
     pub sweeps: SweepActions,
     pub sweeps_previous: SweepActions,
+    /// From the journal of the period's reconciles that stored no report.
+    pub unreported: SweepActions,
+    pub stopped_runs: usize,
     /// The newest stored report, whatever its period.
     pub latest: Option<Report>,
     pub failed_runs: usize,
@@ -779,30 +795,38 @@ pub fn collect(
     period: Duration,
 ) -> Result<StoredPeriods, DigestError> {
     let length = chrono::Duration::from_std(period).unwrap_or_else(|_| chrono::Duration::days(1));
-    let load = |from, to| -> Result<(Vec<Report>, usize, SweepActions), DigestError> {
-        let mut reports = Vec::new();
-        let mut failed = 0;
-        let mut sweeps = SweepActions::default();
+    let load = |from, to| -> Result<Loaded, DigestError> {
+        let mut loaded = Loaded::default();
         for (run, json) in store.reports_between(from, to)? {
-            if run.kind == RunKind::Sweep && json.is_none() {
-                sweeps.add(&store.journal(run.id)?);
-            }
             match json {
-                Some(json) => reports.push(Report::from_json(&json).map_err(|source| {
-                    DigestError::Corrupt {
-                        run: run.id,
-                        source,
+                Some(json) => loaded
+                    .reports
+                    .push(
+                        Report::from_json(&json).map_err(|source| DigestError::Corrupt {
+                            run: run.id,
+                            source,
+                        })?,
+                    ),
+                None => {
+                    match run.kind {
+                        RunKind::Sweep => loaded.sweeps.add(&store.journal(run.id)?),
+                        // Stopped, failed or cut off after some writes: they
+                        // happened, and no report will ever count them.
+                        RunKind::Reconcile => loaded.unreported.add(&store.journal(run.id)?),
+                        RunKind::Plan | RunKind::DryRun => {}
                     }
-                })?),
-                None if run.status == RunStatus::Failed => failed += 1,
-                None => {}
+                    match run.status {
+                        RunStatus::Failed => loaded.failed += 1,
+                        RunStatus::Stopped => loaded.stopped += 1,
+                        RunStatus::Running | RunStatus::Succeeded => {}
+                    }
+                }
             }
         }
-        Ok((reports, failed, sweeps))
+        Ok(loaded)
     };
-    let (reports, failed_runs, sweeps) = load(now - length, now)?;
-    let (previous, failed_runs_previous, sweeps_previous) =
-        load(now - length - length, now - length)?;
+    let current = load(now - length, now)?;
+    let before = load(now - length - length, now - length)?;
     let latest = match store.latest_report()? {
         Some((run, json)) => {
             Some(Report::from_json(&json).map_err(|source| DigestError::Corrupt { run, source })?)
@@ -810,14 +834,26 @@ pub fn collect(
         None => None,
     };
     Ok(StoredPeriods {
-        reports,
-        previous,
-        sweeps,
-        sweeps_previous,
+        reports: current.reports,
+        previous: before.reports,
+        sweeps: current.sweeps,
+        sweeps_previous: before.sweeps,
+        unreported: current.unreported,
+        stopped_runs: current.stopped,
         latest,
-        failed_runs,
-        failed_runs_previous,
+        failed_runs: current.failed,
+        failed_runs_previous: before.failed,
     })
+}
+
+/// One period's runs as [`collect`] reads them.
+#[derive(Default)]
+struct Loaded {
+    reports: Vec<Report>,
+    failed: usize,
+    stopped: usize,
+    sweeps: SweepActions,
+    unreported: SweepActions,
 }
 
 /// Reads the stored periods and builds the digest.
@@ -860,6 +896,8 @@ pub fn build_from_store(
         verified: &verified,
         sweeps: &stored.sweeps,
         sweeps_previous: &stored.sweeps_previous,
+        unreported: &stored.unreported,
+        stopped_runs: stored.stopped_runs,
         admin_command,
     }))
 }

@@ -753,6 +753,21 @@ async fn sigterm_mid_run_sends_no_further_write_and_leaves_no_action_in_flight()
     )
     .unwrap();
     assert_eq!(digest.period.failed_runs, 0, "{:?}", digest.period);
+    // What it applied before the stop was written all the same: the digest counts
+    // it from the journal, as no report will.
+    let applied = store
+        .journal(run.id)
+        .unwrap()
+        .iter()
+        .filter(|row| row.state == seatwarden::store::ActionState::Applied)
+        .count();
+    assert!(applied > 0);
+    assert_eq!(
+        (digest.period.runs, digest.period.actions_applied),
+        (1, applied),
+        "{:?}",
+        digest.period
+    );
     // The run was still going when the signal came, and recorded its end.
     let finished_at = run.finished_at.unwrap();
     let writes_after = sandbox.stats().writes;

@@ -965,6 +965,8 @@ mod digest {
                 applied_by_kind: [("deactivate".to_owned(), 1)].into(),
                 failed: 1,
             },
+            unreported: &SweepActions::default(),
+            stopped_runs: 0,
         })
     }
 
@@ -994,6 +996,8 @@ mod digest {
                 verified: &[],
                 sweeps: &SweepActions::default(),
                 sweeps_previous: &SweepActions::default(),
+                unreported: &SweepActions::default(),
+                stopped_runs: 0,
             })
         };
         let digest = build(std::slice::from_ref(&rejected), 0);
@@ -1014,6 +1018,20 @@ mod digest {
             digest.subject,
             "[seatwarden] acme: 3 failed runs, no run has stored a report yet: drift unknown"
         );
+        // The body says the same, not "No drift." in all three forms.
+        let text = digest.render_text();
+        assert!(
+            text.contains("Drift unknown: no run has stored a report yet."),
+            "{text}"
+        );
+        assert!(!text.contains("No drift."), "{text}");
+        for rendered in [
+            digest.render_markdown().unwrap(),
+            digest.render_html().unwrap(),
+        ] {
+            assert!(rendered.contains("Drift unknown: no run has stored a report yet."));
+            assert!(!rendered.contains("No drift."), "{rendered}");
+        }
 
         let settling = report_of(&super::settling(), "reconcile", |_| {
             (Outcome::Applied, None)
@@ -1056,6 +1074,8 @@ mod digest {
             verified: &verified,
             sweeps: &SweepActions::default(),
             sweeps_previous: &SweepActions::default(),
+            unreported: &SweepActions::default(),
+            stopped_runs: 0,
         });
         let text = digest.render_text();
         assert!(!text.contains("\n  - ceo@example.com"), "{text}");
@@ -1109,6 +1129,8 @@ mod digest {
             verified: &[],
             sweeps: &SweepActions::default(),
             sweeps_previous: &SweepActions::default(),
+            unreported: &SweepActions::default(),
+            stopped_runs: 0,
         });
         let runs: Vec<i64> = digest.held.iter().map(|h| h.run_id).collect();
         assert_eq!(runs, [6]);
@@ -1154,6 +1176,8 @@ mod digest {
             verified: &[],
             sweeps: &SweepActions::default(),
             sweeps_previous: &SweepActions::default(),
+            unreported: &SweepActions::default(),
+            stopped_runs: 0,
         });
         assert_eq!(digest.state, State::Drift);
         assert_eq!(digest.subject, "[seatwarden] acme: 5 drift items");
