@@ -117,7 +117,10 @@ impl AlertCondition {
                     "{user_name} (directory id {identity_id}) should have lost access by {}.",
                     due_at.with_timezone(&timezone).format("%Y-%m-%d %H:%M %Z")
                 ),
-                format!("Check `{admin} report` for a held or failed deactivation."),
+                format!(
+                    "`{admin} status` shows why it is still open (held, or the last error of its \
+                     attempts); `{admin} explain {identity_id}` tells the whole story."
+                ),
             ],
             AlertCondition::DirectorySnapshotRejected { reason } => vec![
                 format!("Why: {reason}"),
@@ -502,25 +505,54 @@ fn overdue_summary(people: &[&LedgerEntry]) -> String {
 /// details, for several a capped list.
 fn overdue_lines(people: &[&LedgerEntry], context: &AlertContext<'_>) -> Vec<String> {
     if let [one] = people {
-        return overdue_condition(one).details(context.timezone, context.admin_command);
+        let mut lines = overdue_condition(one).details(context.timezone, context.admin_command);
+        if let Some(why) = why_open(one) {
+            lines.insert(1, format!("Still open because {why}."));
+        }
+        return lines;
     }
     let mut lines = vec![format!(
         "{} people should have lost access by their due time:",
         people.len()
     )];
     lines.extend(listed(people, |e| {
+        let why = why_open(e)
+            .map(|why| format!(": {why}"))
+            .unwrap_or_default();
         format!(
-            "{} (directory id {}), due {}",
+            "{} (directory id {}), due {}{why}",
             e.user_name,
             e.identity_id,
             local(e.due_at, context.timezone)
         )
     }));
     lines.push(format!(
-        "Check `{} report` for held or failed deactivations.",
+        "`{} status` shows each one's state (held, or the last error of its attempts).",
         context.admin_command
     ));
     lines
+}
+
+/// Why an overdue episode is still open, from the ledger: the sweep and the
+/// retry job store no report, so `seatwarden report` cannot say. `None` when
+/// nothing was tried yet.
+fn why_open(entry: &LedgerEntry) -> Option<String> {
+    let clean = crate::report::printable_field;
+    match (&entry.held, &entry.last_error) {
+        (Some(held), _) => Some(format!("it is held: {}", clean(held))),
+        (None, Some(error)) if entry.attempts == 0 => {
+            Some(format!("its last pass ended: {}", clean(error)))
+        }
+        (None, Some(error)) => Some(format!(
+            "{} failed: {}",
+            report::plural(entry.attempts as usize, "attempt", "attempts"),
+            clean(error)
+        )),
+        (None, None) if entry.account_id.is_none() => {
+            Some("no account is known to be theirs".to_owned())
+        }
+        (None, None) => None,
+    }
 }
 
 fn decide_overdue_write(
@@ -703,6 +735,63 @@ mod tests {
 
     fn at(hour: u32, minute: u32) -> DateTime<Utc> {
         Utc.with_ymd_and_hms(2026, 11, 30, hour, minute, 0).unwrap()
+    }
+
+    /// The sweep and the retry job store no report: the alert itself says why a
+    /// deprovision is still open, from the ledger.
+    #[test]
+    fn an_overdue_alert_says_why_the_deprovision_is_still_open() {
+        let entry = |held: Option<&str>, error: Option<&str>, attempts| LedgerEntry {
+            id: 1,
+            identity_id: "00u1".into(),
+            account_id: Some("a1".into()),
+            user_name: "ada@example.com".into(),
+            reason: crate::sla::LossReason::Suspended,
+            detected_at: at(8, 0),
+            due_at: at(9, 0),
+            enforced_at: None,
+            verified_at: None,
+            closed_at: None,
+            escalated_at: None,
+            attempts,
+            next_attempt_at: None,
+            last_error: error.map(str::to_owned),
+            held: held.map(str::to_owned),
+            returned_at: None,
+        };
+        let mail = settings();
+        let context = AlertContext {
+            name: "acme",
+            timezone: chrono_tz::UTC,
+            mail: &mail,
+            admin_command: "seatwarden",
+        };
+        let failing = entry(None, Some("PATCH /Users/a1: HTTP 503"), 3);
+        let lines = overdue_lines(&[&failing], &context);
+        assert_eq!(
+            lines[1],
+            "Still open because 3 attempts failed: PATCH /Users/a1: HTTP 503."
+        );
+        assert!(
+            lines[2].starts_with("`seatwarden status` shows why"),
+            "{lines:?}"
+        );
+        let held = entry(Some("deprovision threshold"), None, 0);
+        let lines = overdue_lines(&[&failing, &held], &context);
+        assert!(
+            lines
+                .iter()
+                .any(|l| l.ends_with(": 3 attempts failed: PATCH /Users/a1: HTTP 503")),
+            "{lines:?}"
+        );
+        assert!(
+            lines
+                .iter()
+                .any(|l| l.ends_with(": it is held: deprovision threshold")),
+            "{lines:?}"
+        );
+        let untried = entry(None, None, 0);
+        assert_eq!(overdue_lines(&[&untried], &context).len(), 2);
     }
 
     fn settings() -> MailSettings {
