@@ -21,8 +21,10 @@
 //!   member that is a group brings its members (a cycle is harmless). Only those
 //!   groups' further member ranges are read. A member that is neither a user of the
 //!   user search nor a group of the group search is looked for among the groups
-//!   of the domain (the `DC=` root of `group_base_dn`, listed once): a group found
-//!   there (Domain Admins in `CN=Users`) is read with its members. Other members
+//!   of the domain (the `DC=` root of `group_base_dn`, listed once, with the
+//!   flavor's group classes whatever `group_filter` says): a group found there
+//!   (Domain Admins in `CN=Users`, or one a narrowed `group_filter` leaves out) is
+//!   read with its members, and logged. Other members
 //!   (computers, contacts, people outside `base_dn`) are left out. A group's
 //!   name is its `cn`. Membership through Active Directory's primary group
 //!   (`primaryGroupID`, usually "Domain Users"), which is not in `member`, counts:
@@ -448,10 +450,11 @@ impl LdapSource {
     ///
     /// A member that is neither a user of the user search nor a group of the group
     /// search may be a group elsewhere in the domain ("Domain Admins" in
-    /// `CN=Users`, nested in a protected group): the domain's groups are then
-    /// listed once (DNs only, from the `DC=` root of `group_base_dn`), and those
-    /// that are such members are read with their members (one base search each),
-    /// recursively.
+    /// `CN=Users`, nested in a protected group) or one `group_filter` leaves out
+    /// (`Backend` nested in `Taskade-Users` under `(cn=Taskade-*)`): the domain's
+    /// groups, whatever `group_filter` says, are then listed once (DNs only, from
+    /// the `DC=` root of `group_base_dn`), and those that are such members are read
+    /// with their members (one base search each), recursively.
     async fn groups_in_use(
         &self,
         ldap: &mut Ldap,
@@ -475,11 +478,13 @@ impl LdapSource {
         let mut used = vec![false; groups.len()];
         let mut pending: Vec<usize> = (0..groups.len()).filter(|&i| named(&groups[i])).collect();
         let root = domain_root(&s.group_base_dn);
-        // The domain's groups outside the group search, by normalized DN (raw DN
-        // as the value); listed the first time a member is neither a user nor a
-        // known group.
-        let mut elsewhere: Option<HashMap<String, String>> =
-            (normalize_dn(&root) == normalize_dn(&s.group_base_dn)).then(HashMap::new);
+        // The domain's groups, by normalized DN (raw DN as the value); listed the
+        // first time a member is neither a user nor a known group, unless the
+        // group search already was that listing.
+        let mut elsewhere: Option<HashMap<String, String>> = (normalize_dn(&root)
+            == normalize_dn(&s.group_base_dn)
+            && is_flavor_group_filter(s.flavor, &s.group_filter))
+        .then(HashMap::new);
         let mut unresolved: BTreeSet<String> = BTreeSet::new();
         loop {
             while let Some(i) = pending.pop() {
@@ -518,7 +523,11 @@ impl LdapSource {
                 // read that fails fails the snapshot, never drops its members.
                 let mut group = self.read_group(ldap, &raw_dn).await?;
                 group.dn = dn;
-                tracing::debug!(group = %group.raw_dn, "a nested group outside directory.group_base_dn is read");
+                tracing::info!(
+                    group = %group.raw_dn,
+                    "a group nested in a group in use is read with its members, though the \
+                     group search (directory.group_base_dn, directory.group_filter) leaves it out"
+                );
                 group_at.insert(group.dn.clone(), groups.len());
                 pending.push(groups.len());
                 groups.push(group);
@@ -575,21 +584,23 @@ impl LdapSource {
         Ok(groups)
     }
 
-    /// The groups under `root` (the domain) matching `group_filter`, by
-    /// normalized DN with the DN as written, without their members (read only for
-    /// those needed).
+    /// The groups under `root` (the domain), by normalized DN with the DN as
+    /// written, without their members (read only for those needed): every group
+    /// of the flavor's classes and every group `group_filter` matches, so a nested
+    /// group a narrowed `group_filter` leaves out is found too.
     async fn domain_groups(
         &self,
         ldap: &mut Ldap,
         root: &str,
     ) -> Result<HashMap<String, String>, DirectoryError> {
         let s = &self.settings;
+        let filter = any_group_filter(s.flavor, &s.group_filter);
         let entries = self
             .search(
                 ldap,
                 "groups of the domain",
                 root,
-                &s.group_filter,
+                &filter,
                 vec!["cn".to_owned()],
             )
             .await?;
@@ -845,6 +856,24 @@ impl LdapSource {
 /// How many times in a row a group whose members changed while they were read
 /// in ranges is read again before the snapshot fails.
 const RANGE_RESTARTS: u32 = 3;
+
+/// Whether `filter` is the flavor's own group filter, which every group matches.
+fn is_flavor_group_filter(flavor: LdapFlavor, filter: &str) -> bool {
+    filter
+        .trim()
+        .eq_ignore_ascii_case(flavor.default_group_filter())
+}
+
+/// Every group, whatever a narrowed `group_filter` says: the flavor's group
+/// classes, or what `group_filter` matches (a class of its own, e.g. posixGroup).
+fn any_group_filter(flavor: LdapFlavor, group_filter: &str) -> String {
+    let flavor_groups = flavor.default_group_filter();
+    if is_flavor_group_filter(flavor, group_filter) {
+        flavor_groups.to_owned()
+    } else {
+        format!("(|{flavor_groups}{})", parenthesized(group_filter))
+    }
+}
 
 /// Whether a bind to `url` crosses a network in clear text: `ldap://` without
 /// StartTLS to a host that is not loopback.
@@ -1571,10 +1600,32 @@ mod tests {
     use ldap3::SearchEntry;
 
     use super::{
-        Group, LdapFlavor, Person, RangedValues, account_expired, domain_root, entry_id, guid_text,
-        identities, is_ad_partition, member_dn, normalize_dn, parenthesized, primary_group_sid,
-        sends_password_in_clear, sid_text, status,
+        Group, LdapFlavor, Person, RangedValues, account_expired, any_group_filter, domain_root,
+        entry_id, guid_text, identities, is_ad_partition, member_dn, normalize_dn, parenthesized,
+        primary_group_sid, sends_password_in_clear, sid_text, status,
     };
+
+    #[test]
+    fn nested_groups_are_listed_whatever_a_narrowed_group_filter_says() {
+        let ad = LdapFlavor::ActiveDirectory;
+        assert_eq!(
+            any_group_filter(ad, " (objectclass=group) "),
+            "(objectClass=group)"
+        );
+        let narrowed = any_group_filter(ad, "(&(objectClass=group)(cn=Taskade-*))");
+        assert_eq!(
+            narrowed,
+            "(|(objectClass=group)(&(objectClass=group)(cn=Taskade-*)))"
+        );
+        let posix = any_group_filter(LdapFlavor::OpenLdap, "objectClass=posixGroup");
+        assert_eq!(
+            posix,
+            "(|(|(objectClass=groupOfNames)(objectClass=groupOfUniqueNames))(objectClass=posixGroup))"
+        );
+        for filter in [narrowed, posix] {
+            assert!(ldap3::parse_filter(&filter).is_ok(), "{filter}");
+        }
+    }
 
     #[test]
     fn active_directory_partition_referrals_are_told_from_child_domains() {

@@ -232,6 +232,7 @@ fn big_group_member(n: usize) -> String {
 const TASKADE_USERS: &str = "CN=Taskade-Users,OU=Groups,DC=corp,DC=example,DC=com";
 const BACKEND: &str = "CN=Backend,OU=Groups,DC=corp,DC=example,DC=com";
 const PLATFORM: &str = "CN=Platform,OU=Groups,DC=corp,DC=example,DC=com";
+const NARROWED_GROUP_FILTER: &str = "(&(objectClass=group)(cn=Taskade-*))";
 
 /// How All Staff changes while it is read.
 #[derive(Clone, Copy, Default, PartialEq)]
@@ -877,6 +878,62 @@ async fn a_group_that_keeps_changing_between_range_reads_fails_the_snapshot() {
         7,
         "a range read, then three times the group and a range read"
     );
+}
+
+/// With a narrowed `group_filter`, Backend (nested in the scope group
+/// Taskade-Users) and Platform (nested in Backend, and Backend in it) are not
+/// groups of the group search; they are found among the domain's groups all the
+/// same and read, so their members are in scope through Taskade-Users.
+#[tokio::test]
+async fn a_nested_group_a_narrowed_group_filter_leaves_out_counts() {
+    for group_base_dn in [GROUPS_BASE, DOMAIN_ROOT] {
+        let (port, asked) = start_fake(Fake::default()).await;
+        let mut settings = source(port).settings().clone();
+        settings.group_filter = NARROWED_GROUP_FILTER.to_owned();
+        settings.group_base_dn = group_base_dn.to_owned();
+        settings.scope_groups = vec!["Taskade-Users".to_owned()];
+        let snapshot = LdapSource::new(settings).snapshot().await.unwrap();
+        assert!(snapshot.complete);
+        let nested = vec![
+            "Backend".to_owned(),
+            "Platform".to_owned(),
+            "Taskade-Users".to_owned(),
+        ];
+        assert_eq!(
+            group_names(&snapshot),
+            [
+                ("ada@corp.example.com", Vec::new()),
+                ("ben@corp.example.com", nested.clone()),
+                ("cy@corp.example.com", nested),
+                ("dee@corp.example.com", Vec::new()),
+            ],
+            "group_base_dn {group_base_dn}"
+        );
+        let whole = vec![
+            "cn".to_owned(),
+            "member".to_owned(),
+            "objectSid".to_owned(),
+            "uSNChanged".to_owned(),
+        ];
+        assert_eq!(
+            asked_of(&asked, BACKEND),
+            std::slice::from_ref(&whole),
+            "read once"
+        );
+        assert_eq!(asked_of(&asked, PLATFORM), [whole], "read once");
+        assert!(
+            asked_of(&asked, BIG_GROUP).is_empty(),
+            "All Staff is not in use"
+        );
+        let listings = asked
+            .lock()
+            .unwrap()
+            .searches
+            .iter()
+            .filter(|(base, attributes, _)| base == DOMAIN_ROOT && attributes == &["cn"])
+            .count();
+        assert_eq!(listings, 1, "the domain's groups are listed once");
+    }
 }
 
 /// Without `uSNChanged` the ranges of a group cannot be told to come from one
