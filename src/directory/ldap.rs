@@ -11,15 +11,20 @@
 //!   1,000 entries a page). Groups: one search of `group_base_dn` (default
 //!   `base_dn`) with `group_filter`; members from `member` (and on OpenLDAP
 //!   `uniqueMember`, without its optional `#'…'B`, and `memberUid`, by `uid`). Active Directory sends the members of a group of more than 1,500 as
-//!   `member;range=0-1499`; the rest is read range by range.
+//!   `member;range=0-1499`; the rest is read range by range, each read with the
+//!   group's `uSNChanged`: when it moved on since the first range (a member
+//!   removed or added in between shifts the positions), the group is read again
+//!   from its first range, up to three times, then the snapshot fails.
 //! - A person's groups are the groups the configuration names (`scope_groups`, the
 //!   mappings and `safety.protected_groups`; every group when it names none) and
 //!   the groups nested in them: a
 //!   member that is a group brings its members (a cycle is harmless). Only those
 //!   groups' further member ranges are read. A member that is neither a user of the
 //!   user search nor a group of the group search is looked for among the groups
-//!   of the domain (the `DC=` root of `group_base_dn`, listed once): a group found
-//!   there (Domain Admins in `CN=Users`) is read with its members. Other members
+//!   of the domain (the `DC=` root of `group_base_dn`, listed once, with the
+//!   flavor's group classes whatever `group_filter` says): a group found there
+//!   (Domain Admins in `CN=Users`, or one a narrowed `group_filter` leaves out) is
+//!   read with its members, and logged. Other members
 //!   (computers, contacts, people outside `base_dn`) are left out. A group's
 //!   name is its `cn`. Membership through Active Directory's primary group
 //!   (`primaryGroupID`, usually "Domain Users"), which is not in `member`, counts:
@@ -130,6 +135,18 @@ impl LdapFlavor {
         match self {
             LdapFlavor::ActiveDirectory => &[],
             LdapFlavor::OpenLdap => &["uid"],
+        }
+    }
+
+    /// What changes on a group entry with every change to it, its members
+    /// included: member ranges read in several requests are one version of the
+    /// group only if each answer carries the same value. Active Directory:
+    /// `uSNChanged` (the domain controller's own update counter; a snapshot reads
+    /// one server over one connection). OpenLDAP, which sends no ranges: `entryCSN`.
+    fn change_attribute(self) -> &'static str {
+        match self {
+            LdapFlavor::ActiveDirectory => "uSNChanged",
+            LdapFlavor::OpenLdap => "entryCSN",
         }
     }
 
@@ -287,12 +304,7 @@ impl LdapSource {
         let users = self
             .search(ldap, "users", &s.base_dn, &s.user_filter, user_attributes)
             .await?;
-        let mut group_attributes = vec!["cn".to_owned()];
-        group_attributes.extend(flavor.member_attributes().iter().map(|a| (*a).to_owned()));
-        match flavor {
-            LdapFlavor::ActiveDirectory => group_attributes.push("objectSid".to_owned()),
-            LdapFlavor::OpenLdap => group_attributes.push("memberUid".to_owned()),
-        }
+        let group_attributes = self.group_attributes();
         let mut groups = Vec::new();
         for entry in self
             .search(
@@ -366,6 +378,20 @@ impl LdapSource {
             .collect()
     }
 
+    /// What a group is read with: its name, its members (the first range of a
+    /// ranged attribute), its SID or `memberUid`, and its change attribute.
+    fn group_attributes(&self) -> Vec<String> {
+        let flavor = self.settings.flavor;
+        let mut attributes = vec!["cn".to_owned()];
+        attributes.extend(flavor.member_attributes().iter().map(|a| (*a).to_owned()));
+        match flavor {
+            LdapFlavor::ActiveDirectory => attributes.push("objectSid".to_owned()),
+            LdapFlavor::OpenLdap => attributes.push("memberUid".to_owned()),
+        }
+        attributes.push(flavor.change_attribute().to_owned());
+        attributes
+    }
+
     /// A group entry with the members it carries; a ranged attribute's further
     /// ranges are read by [`LdapSource::groups_in_use`] if the group is needed.
     fn group(&self, entry: SearchEntry) -> Result<Group, DirectoryError> {
@@ -404,9 +430,12 @@ impl LdapSource {
             })?),
             None => None,
         };
+        let version =
+            first_text(&entry, self.settings.flavor.change_attribute()).map(str::to_owned);
         Ok(Group {
             name,
             sid,
+            version,
             raw_dn: entry.dn.clone(),
             dn: normalize_dn(&entry.dn),
             members: members.iter().map(|m| normalize_dn(m)).collect(),
@@ -421,9 +450,11 @@ impl LdapSource {
     ///
     /// A member that is neither a user of the user search nor a group of the group
     /// search may be a group elsewhere in the domain ("Domain Admins" in
-    /// `CN=Users`, nested in a protected group): the domain's groups are then
-    /// listed once (DNs only, from the `DC=` root of `group_base_dn`), and those
-    /// that are such members are read with their members, recursively.
+    /// `CN=Users`, nested in a protected group) or one `group_filter` leaves out
+    /// (`Backend` nested in `Taskade-Users` under `(cn=Taskade-*)`): the domain's
+    /// groups, whatever `group_filter` says, are then listed once (DNs only, from
+    /// the `DC=` root of `group_base_dn`), and those that are such members are read
+    /// with their members (one base search each), recursively.
     async fn groups_in_use(
         &self,
         ldap: &mut Ldap,
@@ -447,10 +478,13 @@ impl LdapSource {
         let mut used = vec![false; groups.len()];
         let mut pending: Vec<usize> = (0..groups.len()).filter(|&i| named(&groups[i])).collect();
         let root = domain_root(&s.group_base_dn);
-        // The domain's groups outside the group search, by normalized DN; listed
-        // the first time a member is neither a user nor a known group.
-        let mut elsewhere: Option<HashMap<String, SearchEntry>> =
-            (normalize_dn(&root) == normalize_dn(&s.group_base_dn)).then(HashMap::new);
+        // The domain's groups, by normalized DN (raw DN as the value); listed the
+        // first time a member is neither a user nor a known group, unless the
+        // group search already was that listing.
+        let mut elsewhere: Option<HashMap<String, String>> = (normalize_dn(&root)
+            == normalize_dn(&s.group_base_dn)
+            && is_flavor_group_filter(s.flavor, &s.group_filter))
+        .then(HashMap::new);
         let mut unresolved: BTreeSet<String> = BTreeSet::new();
         loop {
             while let Some(i) = pending.pop() {
@@ -476,23 +510,24 @@ impl LdapSource {
                 Some(listing) => listing,
                 None => elsewhere.insert(self.domain_groups(ldap, &root).await?),
             };
-            let found: Vec<SearchEntry> = unresolved
+            let found: Vec<(String, String)> = unresolved
                 .iter()
-                .filter_map(|dn| listing.remove(dn))
+                .filter_map(|dn| listing.remove_entry(dn))
                 .collect();
             if found.is_empty() {
                 break;
             }
-            for entry in found {
-                unresolved.remove(&normalize_dn(&entry.dn));
-                let mut group = self.group(entry)?;
-                group.unfinished = s
-                    .flavor
-                    .member_attributes()
-                    .iter()
-                    .map(|a| (RangedValues::new(a), (*a).to_owned()))
-                    .collect();
-                tracing::debug!(group = %group.raw_dn, "a nested group outside directory.group_base_dn is read");
+            for (dn, raw_dn) in found {
+                unresolved.remove(&dn);
+                // Read whole here (members and change attribute in one answer): a
+                // read that fails fails the snapshot, never drops its members.
+                let mut group = self.read_group(ldap, &raw_dn).await?;
+                group.dn = dn;
+                tracing::info!(
+                    group = %group.raw_dn,
+                    "a group nested in a group in use is read with its members, though the \
+                     group search (directory.group_base_dn, directory.group_filter) leaves it out"
+                );
                 group_at.insert(group.dn.clone(), groups.len());
                 pending.push(groups.len());
                 groups.push(group);
@@ -549,57 +584,151 @@ impl LdapSource {
         Ok(groups)
     }
 
-    /// The groups under `root` (the domain) matching `group_filter`, by
-    /// normalized DN, without their members (read only for those needed).
+    /// The groups under `root` (the domain), by normalized DN with the DN as
+    /// written, without their members (read only for those needed): every group
+    /// of the flavor's classes and every group `group_filter` matches, so a nested
+    /// group a narrowed `group_filter` leaves out is found too.
     async fn domain_groups(
         &self,
         ldap: &mut Ldap,
         root: &str,
-    ) -> Result<HashMap<String, SearchEntry>, DirectoryError> {
+    ) -> Result<HashMap<String, String>, DirectoryError> {
         let s = &self.settings;
-        let mut attributes = vec!["cn".to_owned()];
-        match s.flavor {
-            LdapFlavor::ActiveDirectory => attributes.push("objectSid".to_owned()),
-            LdapFlavor::OpenLdap => attributes.push("memberUid".to_owned()),
-        }
+        let filter = any_group_filter(s.flavor, &s.group_filter);
         let entries = self
             .search(
                 ldap,
                 "groups of the domain",
                 root,
-                &s.group_filter,
-                attributes,
+                &filter,
+                vec!["cn".to_owned()],
             )
             .await?;
         Ok(entries
             .into_iter()
-            .map(|entry| (normalize_dn(&entry.dn), entry))
+            .map(|entry| (normalize_dn(&entry.dn), entry.dn))
             .collect())
     }
 
     /// Reads the rest of each ranged member attribute of `group`.
+    ///
+    /// Each range is a request of its own, and its positions are those of the
+    /// values at the time of that request (MS-ADTS 3.1.1.3.1.3.3): a member
+    /// removed (or added) between two of them shifts a value across a boundary,
+    /// where it is never read, and an active employee would look out of scope. So
+    /// each range read asks for the group's change attribute (`uSNChanged`) too;
+    /// when it is not the one the first range came with, the group is read again
+    /// from its first range. After [`RANGE_RESTARTS`] such restarts in a row the
+    /// snapshot fails, naming the group, rather than read on for ever.
     async fn read_remaining_ranges(
         &self,
         ldap: &mut Ldap,
         group: &mut Group,
     ) -> Result<(), DirectoryError> {
+        let mut restarts = 0;
+        while !self.read_ranges_of_one_version(ldap, group).await? {
+            if restarts == RANGE_RESTARTS {
+                return Err(self.malformed_group(
+                    &group.raw_dn,
+                    format!(
+                        "its members changed while they were read in ranges ({} moved on), \
+                         {} times in a row; the next run reads it again",
+                        self.settings.flavor.change_attribute(),
+                        RANGE_RESTARTS + 1
+                    ),
+                ));
+            }
+            restarts += 1;
+            tracing::info!(
+                group = %group.raw_dn,
+                restarts,
+                "the group changed while its member ranges were read; reading it again from \
+                 its first range"
+            );
+            *group = self.read_group(ldap, &group.raw_dn).await?;
+        }
+        Ok(())
+    }
+
+    /// Reads `group`'s further member ranges; `false` (and the group's members
+    /// left as they are) when an answer carries another version of the group than
+    /// its first range did.
+    async fn read_ranges_of_one_version(
+        &self,
+        ldap: &mut Ldap,
+        group: &mut Group,
+    ) -> Result<bool, DirectoryError> {
+        if group.unfinished.is_empty() {
+            return Ok(true);
+        }
+        let change = self.settings.flavor.change_attribute();
+        let Some(version) = group.version.clone() else {
+            return Err(self.malformed_group(
+                &group.raw_dn,
+                format!(
+                    "the group has no {change} (can the bind account read it?); its members, \
+                     sent in ranges, could not be told to come from one version of it"
+                ),
+            ));
+        };
+        let mut members = Vec::new();
         for (mut ranged, range) in std::mem::take(&mut group.unfinished) {
             let mut next = Some(range);
             while let Some(range) = next {
                 let answer = self.read_range(ldap, &group.raw_dn, &range).await?;
+                let answered = answer
+                    .iter()
+                    .find(|(name, _)| name.eq_ignore_ascii_case(change))
+                    .and_then(|(_, values)| values.first())
+                    .map(|value| value.trim());
+                match answered {
+                    None => {
+                        return Err(self.malformed_group(
+                            &group.raw_dn,
+                            format!("the answer to {range} has no {change}"),
+                        ));
+                    }
+                    Some(answered) if answered != version => {
+                        tracing::debug!(
+                            group = %group.raw_dn,
+                            range,
+                            first = %version,
+                            now = %answered,
+                            "the group changed between two range reads"
+                        );
+                        return Ok(false);
+                    }
+                    Some(_) => {}
+                }
                 next = ranged
                     .take(&answer)
                     .map_err(|what| self.malformed_group(&group.raw_dn, what))?;
             }
             let attribute = ranged.attribute;
-            group.members.extend(
+            members.extend(
                 ranged
                     .values
                     .iter()
                     .map(|m| normalize_dn(member_dn(attribute, m))),
             );
         }
-        Ok(())
+        group.members.extend(members);
+        Ok(true)
+    }
+
+    /// A group read anew by a base search: its first range of members (or all of
+    /// them) and its change attribute in one answer.
+    async fn read_group(&self, ldap: &mut Ldap, dn: &str) -> Result<Group, DirectoryError> {
+        let operation = format!("read group {dn:?}");
+        let entry = self
+            .base_entries(ldap, dn, self.group_attributes(), &operation)
+            .await?
+            .into_iter()
+            .next()
+            .ok_or_else(|| {
+                self.malformed_group(dn, "the group's entry did not come back".to_owned())
+            })?;
+        self.group(entry)
     }
 
     fn malformed_group(&self, dn: &str, what: String) -> DirectoryError {
@@ -610,7 +739,7 @@ impl LdapSource {
     }
 
     /// One more range of a group's members: a base search asking for `range`
-    /// (`member;range=1500-*`).
+    /// (`member;range=1500-*`) and the group's change attribute.
     async fn read_range(
         &self,
         ldap: &mut Ldap,
@@ -618,21 +747,37 @@ impl LdapSource {
         range: &str,
     ) -> Result<HashMap<String, Vec<String>>, DirectoryError> {
         let operation = format!("read {range} of {dn:?}");
-        ldap.with_timeout(self.settings.timeout);
-        let (entries, result) = ldap
-            .search(dn, Scope::Base, "(objectClass=*)", vec![range])
-            .await
-            .and_then(|answer| answer.success())
-            .map_err(|e| self.failure(&operation, e))?;
-        drop(result);
+        let attributes = vec![
+            range.to_owned(),
+            self.settings.flavor.change_attribute().to_owned(),
+        ];
         let mut attrs = HashMap::new();
-        for raw in entries {
-            if raw.is_ref() || raw.is_intermediate() {
-                continue;
-            }
-            attrs.extend(decode(raw, &self.settings.url, &operation)?.attrs);
+        for entry in self.base_entries(ldap, dn, attributes, &operation).await? {
+            attrs.extend(entry.attrs);
         }
         Ok(attrs)
+    }
+
+    /// A base search of `dn` for `attributes`: the entries of the answer.
+    async fn base_entries(
+        &self,
+        ldap: &mut Ldap,
+        dn: &str,
+        attributes: Vec<String>,
+        operation: &str,
+    ) -> Result<Vec<SearchEntry>, DirectoryError> {
+        ldap.with_timeout(self.settings.timeout);
+        let (entries, result) = ldap
+            .search(dn, Scope::Base, "(objectClass=*)", attributes)
+            .await
+            .and_then(|answer| answer.success())
+            .map_err(|e| self.failure(operation, e))?;
+        drop(result);
+        entries
+            .into_iter()
+            .filter(|raw| !raw.is_ref() && !raw.is_intermediate())
+            .map(|raw| decode(raw, &self.settings.url, operation))
+            .collect()
     }
 
     /// A paged subtree search; every entry, or an error.
@@ -705,6 +850,28 @@ impl LdapSource {
 
     fn failure(&self, operation: &str, e: LdapError) -> DirectoryError {
         ldap_failure(&self.settings.url, operation, e)
+    }
+}
+
+/// How many times in a row a group whose members changed while they were read
+/// in ranges is read again before the snapshot fails.
+const RANGE_RESTARTS: u32 = 3;
+
+/// Whether `filter` is the flavor's own group filter, which every group matches.
+fn is_flavor_group_filter(flavor: LdapFlavor, filter: &str) -> bool {
+    filter
+        .trim()
+        .eq_ignore_ascii_case(flavor.default_group_filter())
+}
+
+/// Every group, whatever a narrowed `group_filter` says: the flavor's group
+/// classes, or what `group_filter` matches (a class of its own, e.g. posixGroup).
+fn any_group_filter(flavor: LdapFlavor, group_filter: &str) -> String {
+    let flavor_groups = flavor.default_group_filter();
+    if is_flavor_group_filter(flavor, group_filter) {
+        flavor_groups.to_owned()
+    } else {
+        format!("(|{flavor_groups}{})", parenthesized(group_filter))
     }
 }
 
@@ -977,6 +1144,9 @@ struct Group {
     /// Active Directory: `objectSid` as text (`S-1-5-21-…-513`), matched against
     /// the users' primary groups.
     sid: Option<String>,
+    /// The change attribute's value in the answer that carried the first range of
+    /// members (`uSNChanged` on Active Directory): see [`LdapFlavor::change_attribute`].
+    version: Option<String>,
     raw_dn: String,
     dn: String,
     members: Vec<String>,
@@ -1430,10 +1600,32 @@ mod tests {
     use ldap3::SearchEntry;
 
     use super::{
-        Group, LdapFlavor, Person, RangedValues, account_expired, domain_root, entry_id, guid_text,
-        identities, is_ad_partition, member_dn, normalize_dn, parenthesized, primary_group_sid,
-        sends_password_in_clear, sid_text, status,
+        Group, LdapFlavor, Person, RangedValues, account_expired, any_group_filter, domain_root,
+        entry_id, guid_text, identities, is_ad_partition, member_dn, normalize_dn, parenthesized,
+        primary_group_sid, sends_password_in_clear, sid_text, status,
     };
+
+    #[test]
+    fn nested_groups_are_listed_whatever_a_narrowed_group_filter_says() {
+        let ad = LdapFlavor::ActiveDirectory;
+        assert_eq!(
+            any_group_filter(ad, " (objectclass=group) "),
+            "(objectClass=group)"
+        );
+        let narrowed = any_group_filter(ad, "(&(objectClass=group)(cn=Taskade-*))");
+        assert_eq!(
+            narrowed,
+            "(|(objectClass=group)(&(objectClass=group)(cn=Taskade-*)))"
+        );
+        let posix = any_group_filter(LdapFlavor::OpenLdap, "objectClass=posixGroup");
+        assert_eq!(
+            posix,
+            "(|(|(objectClass=groupOfNames)(objectClass=groupOfUniqueNames))(objectClass=posixGroup))"
+        );
+        for filter in [narrowed, posix] {
+            assert!(ldap3::parse_filter(&filter).is_ok(), "{filter}");
+        }
+    }
 
     #[test]
     fn active_directory_partition_referrals_are_told_from_child_domains() {
@@ -1737,6 +1929,7 @@ mod tests {
         Group {
             name: name.to_owned(),
             sid: None,
+            version: None,
             dn: normalize_dn(&dn),
             member_uids: Vec::new(),
             raw_dn: dn,

@@ -29,7 +29,8 @@ const DOMAIN_ADMINS: &str = "CN=Domain Admins,CN=Users,DC=corp,DC=example,DC=com
 /// "it admins", a look-alike of the configured "IT Admins".
 const LOOKALIKE: &str = "lookalike";
 /// Members of All Staff: mostly DNs of contacts and computers (not users), with
-/// the three users at positions 0, 1,700 and 3,100, so each range holds one.
+/// the three users at positions 0, 1,500 and 3,100, so each range holds one (Ben
+/// the first of the second).
 const BIG_GROUP_SIZE: usize = 3_200;
 const RANGE: usize = 1_500;
 
@@ -220,9 +221,209 @@ fn big_group_member(n: usize) -> String {
     let users = users();
     match n {
         0 => users[0].0.clone(),
-        1_700 => users[1].0.clone(),
+        1_500 => users[1].0.clone(),
         3_100 => users[2].0.clone(),
         _ => format!("CN=Contact {n},OU=Contacts,DC=corp,DC=example,DC=com"),
+    }
+}
+
+/// `Taskade-Users` holds Backend, which `(cn=Taskade-*)` leaves out; Backend
+/// holds Ben and Platform, Platform holds Cy and Backend (a cycle).
+const TASKADE_USERS: &str = "CN=Taskade-Users,OU=Groups,DC=corp,DC=example,DC=com";
+const BACKEND: &str = "CN=Backend,OU=Groups,DC=corp,DC=example,DC=com";
+const PLATFORM: &str = "CN=Platform,OU=Groups,DC=corp,DC=example,DC=com";
+const NARROWED_GROUP_FILTER: &str = "(&(objectClass=group)(cn=Taskade-*))";
+
+/// How All Staff changes while it is read.
+#[derive(Clone, Copy, Default, PartialEq)]
+enum Churn {
+    #[default]
+    Never,
+    /// A member before the first range boundary is removed when a further range
+    /// is first asked for: Ben, the first value of the second range, shifts into
+    /// the first.
+    Once,
+    /// A member is removed before every further range read.
+    Always,
+}
+
+/// How the fake answers.
+#[derive(Clone, Copy, Default)]
+struct Fake {
+    /// A user attribute left out of every user entry, as a server that does not
+    /// hold it (or may not show it) answers; `uSNChanged`, left out of group
+    /// entries; or [`LOOKALIKE`].
+    withheld: Option<&'static str>,
+    churn: Churn,
+}
+
+/// All Staff's members as they are now, and its `uSNChanged`.
+struct AllStaff {
+    usn: u64,
+    members: Vec<String>,
+    churned: bool,
+}
+
+impl AllStaff {
+    fn new() -> AllStaff {
+        AllStaff {
+            usn: 40_000,
+            members: (0..BIG_GROUP_SIZE).map(big_group_member).collect(),
+            churned: false,
+        }
+    }
+}
+
+/// A group of the fake: DN, cn, RID, members.
+struct FakeGroup {
+    dn: &'static str,
+    cn: &'static str,
+    rid: u32,
+    members: Vec<String>,
+    usn: u64,
+    /// `uSNChanged` is not sent (the bind account may not read it).
+    usn_withheld: bool,
+}
+
+fn groups(fake: Fake, all_staff: &AllStaff) -> Vec<FakeGroup> {
+    let users = users();
+    // `LOOKALIKE`: the group outside the group search answers to the name of one
+    // inside it.
+    let outside = if fake.withheld == Some(LOOKALIKE) {
+        "it admins"
+    } else {
+        "Domain Admins"
+    };
+    let group = |dn, cn, rid, members: Vec<String>| FakeGroup {
+        dn,
+        cn,
+        rid,
+        members,
+        usn: 20_000 + u64::from(rid),
+        usn_withheld: fake.withheld == Some("uSNChanged"),
+    };
+    vec![
+        FakeGroup {
+            usn: all_staff.usn,
+            ..group(
+                BIG_GROUP,
+                "All Staff",
+                ALL_STAFF_RID,
+                all_staff.members.clone(),
+            )
+        },
+        group(IT_ADMINS, "IT Admins", 1300, vec![DOMAIN_ADMINS.to_owned()]),
+        group(DOMAIN_ADMINS, outside, 512, vec![users[0].0.clone()]),
+        group(
+            TASKADE_USERS,
+            "Taskade-Users",
+            1400,
+            vec![BACKEND.to_owned()],
+        ),
+        group(
+            BACKEND,
+            "Backend",
+            1401,
+            vec![users[1].0.clone(), PLATFORM.to_owned()],
+        ),
+        group(
+            PLATFORM,
+            "Platform",
+            1402,
+            vec![users[2].0.clone(), BACKEND.to_owned()],
+        ),
+    ]
+}
+
+/// The entry of `group` with the `attributes` asked for; `member` is sent as
+/// Active Directory does: in ranges of [`RANGE`] past that many.
+fn group_entry(group: &FakeGroup, attributes: &[String]) -> Vec<u8> {
+    let mut out: Vec<(String, Vec<Vec<u8>>)> = Vec::new();
+    let members = &group.members;
+    for asked in attributes {
+        let lower = asked.to_ascii_lowercase();
+        let start = match lower.as_str() {
+            "cn" => {
+                out.push(("cn".to_owned(), vec![group.cn.as_bytes().to_vec()]));
+                continue;
+            }
+            "objectsid" => {
+                out.push(("objectSid".to_owned(), vec![sid(group.rid)]));
+                continue;
+            }
+            "usnchanged" if group.usn_withheld => continue,
+            "usnchanged" => {
+                let usn = group.usn.to_string().into_bytes();
+                out.push(("uSNChanged".to_owned(), vec![usn]));
+                continue;
+            }
+            "member" if members.len() <= RANGE => {
+                let values = members.iter().map(|m| m.as_bytes().to_vec()).collect();
+                out.push(("member".to_owned(), values));
+                continue;
+            }
+            "member" => 0,
+            _ => match lower
+                .strip_prefix("member;range=")
+                .and_then(|r| r.strip_suffix("-*"))
+            {
+                Some(start) => start.parse().unwrap(),
+                None => continue,
+            },
+        };
+        let end = (start + RANGE).min(members.len());
+        let name = if end == members.len() {
+            format!("member;range={start}-*")
+        } else {
+            format!("member;range={start}-{}", end - 1)
+        };
+        let values = members[start..end]
+            .iter()
+            .map(|m| m.as_bytes().to_vec())
+            .collect();
+        out.push((name, values));
+    }
+    let out: Vec<(&str, Vec<Vec<u8>>)> = out.iter().map(|(n, v)| (n.as_str(), v.clone())).collect();
+    entry(group.dn, &out)
+}
+
+/// Whether an entry with `attributes` matches a search filter (RFC 4511
+/// §4.5.1.7): and, or, not, equality, substrings, presence; case ignored.
+fn matches(filter: &Tlv<'_>, attributes: &[(&str, &str)]) -> bool {
+    let values = |name: &[u8]| -> Vec<String> {
+        attributes
+            .iter()
+            .filter(|(n, _)| n.as_bytes().eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.to_ascii_lowercase())
+            .collect()
+    };
+    let parts = || children(filter.content);
+    match filter.tag {
+        0xa0 => parts().iter().all(|f| matches(f, attributes)),
+        0xa1 => parts().iter().any(|f| matches(f, attributes)),
+        0xa2 => !matches(&parts()[0], attributes),
+        0xa3 => {
+            let parts = parts();
+            let wanted = String::from_utf8_lossy(parts[1].content).to_ascii_lowercase();
+            values(parts[0].content).contains(&wanted)
+        }
+        0xa4 => {
+            let parts = parts();
+            values(parts[0].content).iter().any(|value| {
+                let mut rest = value.as_str();
+                children(parts[1].content).iter().all(|piece| {
+                    let text = String::from_utf8_lossy(piece.content).to_ascii_lowercase();
+                    let at = match piece.tag {
+                        0x80 => rest.starts_with(&text).then_some(0),
+                        0x82 => rest.ends_with(&text).then(|| rest.len() - text.len()),
+                        _ => rest.find(&text),
+                    };
+                    at.map(|at| rest = &rest[at + text.len()..]).is_some()
+                })
+            })
+        }
+        0x87 => !values(filter.content).is_empty(),
+        other => panic!("the fake does not evaluate filter tag {other:#x}"),
     }
 }
 
@@ -234,9 +435,14 @@ struct Asked {
     searches: Vec<(String, Vec<String>, Option<Vec<u8>>)>,
 }
 
-/// Serves one connection; `withheld` is a user attribute left out of every user
-/// entry, as a server that does not hold it (or may not show it) answers.
-async fn serve(mut stream: TcpStream, asked: Arc<Mutex<Asked>>, withheld: Option<&'static str>) {
+/// Serves one connection.
+async fn serve(
+    mut stream: TcpStream,
+    asked: Arc<Mutex<Asked>>,
+    fake: Fake,
+    all_staff: Arc<Mutex<AllStaff>>,
+) {
+    let withheld = fake.withheld;
     while let Some(raw) = read_message(&mut stream).await {
         let top = children(&raw);
         let parts = children(top[0].content);
@@ -266,6 +472,7 @@ async fn serve(mut stream: TcpStream, asked: Arc<Mutex<Asked>>, withheld: Option
             0x63 => {
                 let fields = children(op.content);
                 let base = String::from_utf8(fields[0].content.to_vec()).unwrap();
+                let filter = &fields[6];
                 let attributes: Vec<String> = children(fields[7].content)
                     .iter()
                     .map(|a| String::from_utf8(a.content.to_vec()).unwrap())
@@ -309,87 +516,44 @@ async fn serve(mut stream: TcpStream, asked: Arc<Mutex<Asked>>, withheld: Option
                         b"page-2"
                     };
                     done_controls = Some(paged_control(next));
-                } else if base == GROUPS_BASE {
-                    let first: Vec<Vec<u8>> = (0..RANGE)
-                        .map(|n| big_group_member(n).into_bytes())
-                        .collect();
-                    out.extend(message(
-                        id,
-                        entry(
-                            BIG_GROUP,
-                            &[
-                                ("cn", vec![b"All Staff".to_vec()]),
-                                ("objectSid", vec![sid(ALL_STAFF_RID)]),
-                                (&format!("member;range=0-{}", RANGE - 1), first),
-                            ],
-                        ),
-                        None,
-                    ));
-                    out.extend(message(
-                        id,
-                        entry(
-                            IT_ADMINS,
-                            &[
-                                ("cn", vec![b"IT Admins".to_vec()]),
-                                ("objectSid", vec![sid(1300)]),
-                                ("member", vec![DOMAIN_ADMINS.as_bytes().to_vec()]),
-                            ],
-                        ),
-                        None,
-                    ));
-                    done_controls = Some(paged_control(b""));
-                } else if base == DOMAIN_ROOT {
-                    // Every group of the domain; members are not asked for.
-                    // `LOOKALIKE`: the group outside the group search answers to
-                    // the name of one inside it.
-                    let outside = if withheld == Some(LOOKALIKE) {
-                        "it admins"
-                    } else {
-                        "Domain Admins"
-                    };
-                    for (dn, cn, rid) in [
-                        (BIG_GROUP, "All Staff", ALL_STAFF_RID),
-                        (IT_ADMINS, "IT Admins", 1300),
-                        (DOMAIN_ADMINS, outside, 512),
-                    ] {
-                        out.extend(message(
-                            id,
-                            entry(
-                                dn,
-                                &[
-                                    ("cn", vec![cn.as_bytes().to_vec()]),
-                                    ("objectSid", vec![sid(rid)]),
-                                ],
-                            ),
-                            None,
-                        ));
+                } else if base == GROUPS_BASE || base == DOMAIN_ROOT {
+                    // The groups under the base that the filter matches.
+                    let all_staff = all_staff.lock().unwrap();
+                    for group in groups(fake, &all_staff) {
+                        let classes = [("objectClass", "top"), ("objectClass", "group")];
+                        let mut attributes_of = classes.to_vec();
+                        attributes_of.push(("cn", group.cn));
+                        if group.dn.ends_with(&format!(",{base}"))
+                            && matches(filter, &attributes_of)
+                        {
+                            out.extend(message(id, group_entry(&group, &attributes), None));
+                        }
                     }
                     done_controls = Some(paged_control(b""));
-                } else if base == DOMAIN_ADMINS {
-                    let ada = users()[0].0.clone().into_bytes();
-                    out.extend(message(
-                        id,
-                        entry(DOMAIN_ADMINS, &[("member", vec![ada])]),
-                        None,
-                    ));
-                } else if base == BIG_GROUP {
-                    let asked_for = &attributes[0];
-                    let start: usize = asked_for
-                        .strip_prefix("member;range=")
-                        .and_then(|r| r.strip_suffix("-*"))
-                        .unwrap()
-                        .parse()
-                        .unwrap();
-                    let end = (start + RANGE).min(BIG_GROUP_SIZE);
-                    let name = if end == BIG_GROUP_SIZE {
-                        format!("member;range={start}-*")
-                    } else {
-                        format!("member;range={start}-{}", end - 1)
-                    };
-                    let values = (start..end)
-                        .map(|n| big_group_member(n).into_bytes())
-                        .collect();
-                    out.extend(message(id, entry(BIG_GROUP, &[(&name, values)]), None));
+                } else {
+                    // A base search of one group: one of its ranges, or the group
+                    // read anew.
+                    let further_range = attributes.iter().any(|a| {
+                        a.starts_with("member;range=") && !a.starts_with("member;range=0-")
+                    });
+                    let mut all_staff = all_staff.lock().unwrap();
+                    if base == BIG_GROUP
+                        && further_range
+                        && match fake.churn {
+                            Churn::Never => false,
+                            Churn::Once => !all_staff.churned,
+                            Churn::Always => true,
+                        }
+                    {
+                        // Someone removes a contact from the first range between
+                        // two range reads.
+                        all_staff.members.remove(10);
+                        all_staff.usn += 1;
+                        all_staff.churned = true;
+                    }
+                    if let Some(group) = groups(fake, &all_staff).iter().find(|g| g.dn == base) {
+                        out.extend(message(id, group_entry(group, &attributes), None));
+                    }
                 }
                 out.extend(message(id, result(0x65, 0), done_controls));
             }
@@ -402,18 +566,32 @@ async fn serve(mut stream: TcpStream, asked: Arc<Mutex<Asked>>, withheld: Option
     }
 }
 
-/// The fake on a local port, leaving `withheld` out of user entries.
-async fn start_fake(withheld: Option<&'static str>) -> (u16, Arc<Mutex<Asked>>) {
+/// The fake on a local port.
+async fn start_fake(fake: Fake) -> (u16, Arc<Mutex<Asked>>) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
     let asked = Arc::new(Mutex::new(Asked::default()));
     let server_asked = Arc::clone(&asked);
+    let all_staff = Arc::new(Mutex::new(AllStaff::new()));
     tokio::spawn(async move {
         while let Ok((stream, _)) = listener.accept().await {
-            tokio::spawn(serve(stream, Arc::clone(&server_asked), withheld));
+            tokio::spawn(serve(
+                stream,
+                Arc::clone(&server_asked),
+                fake,
+                Arc::clone(&all_staff),
+            ));
         }
     });
     (port, asked)
+}
+
+/// A fake leaving `withheld` out of user entries.
+fn withholding(withheld: &'static str) -> Fake {
+    Fake {
+        withheld: Some(withheld),
+        ..Fake::default()
+    }
 }
 
 /// The Active Directory defaults, reading the fake at `port`.
@@ -444,7 +622,7 @@ fn source(port: u16) -> LdapSource {
 
 #[tokio::test]
 async fn active_directory_guids_status_and_ranged_members() {
-    let (port, asked) = start_fake(None).await;
+    let (port, asked) = start_fake(Fake::default()).await;
     let snapshot = source(port).snapshot().await.unwrap();
     assert!(snapshot.complete);
     let people: Vec<(&str, &str, IdentityStatus, Vec<String>)> = snapshot
@@ -545,7 +723,7 @@ async fn active_directory_guids_status_and_ranged_members() {
 /// protected instead of dropping out silently.
 #[tokio::test]
 async fn a_nested_group_outside_the_group_base_is_read() {
-    let (port, asked) = start_fake(None).await;
+    let (port, asked) = start_fake(Fake::default()).await;
     let mut source = source(port).settings().clone();
     source.other_groups = vec!["IT Admins".to_owned()];
     let snapshot = LdapSource::new(source.clone()).snapshot().await.unwrap();
@@ -561,7 +739,16 @@ async fn a_nested_group_outside_the_group_base_is_read() {
             .filter(|(base, _, _)| base == DOMAIN_ADMINS)
             .map(|(_, attributes, _)| attributes)
             .collect();
-        assert_eq!(domain_admins, [&vec!["member".to_owned()]]);
+        assert_eq!(
+            domain_admins,
+            [&vec![
+                "cn".to_owned(),
+                "member".to_owned(),
+                "objectSid".to_owned(),
+                "uSNChanged".to_owned()
+            ]],
+            "read whole, its change attribute with its members"
+        );
         assert_eq!(
             asked
                 .searches
@@ -575,7 +762,7 @@ async fn a_nested_group_outside_the_group_base_is_read() {
 
     // A group found outside the group search that answers to a configured name
     // is a look-alike as much as one inside it: the read fails.
-    let (port, _) = start_fake(Some(LOOKALIKE)).await;
+    let (port, _) = start_fake(withholding(LOOKALIKE)).await;
     let mut lookalike = source.clone();
     lookalike.url = format!("ldap://127.0.0.1:{port}");
     let error = LdapSource::new(lookalike)
@@ -592,8 +779,172 @@ async fn a_nested_group_outside_the_group_base_is_read() {
 /// offboarded by expiry would stay active.
 #[tokio::test]
 async fn a_user_without_account_expires_fails_the_snapshot() {
-    let (port, _asked) = start_fake(Some("accountExpires")).await;
+    let (port, _asked) = start_fake(withholding("accountExpires")).await;
     let error = source(port).snapshot().await.unwrap_err().to_string();
     assert!(error.contains("no accountExpires"), "{error}");
     assert!(error.contains("CN=Ada Lovelace"), "{error}");
+}
+
+/// The searches of one base DN: the attributes each asked for.
+fn asked_of(asked: &Mutex<Asked>, base: &str) -> Vec<Vec<String>> {
+    asked
+        .lock()
+        .unwrap()
+        .searches
+        .iter()
+        .filter(|(b, _, _)| b == base)
+        .map(|(_, attributes, _)| attributes.clone())
+        .collect()
+}
+
+fn group_names(snapshot: &seatwarden::model::DirectorySnapshot) -> Vec<(&str, Vec<String>)> {
+    snapshot
+        .identities
+        .iter()
+        .map(|i| (i.user_name.as_str(), i.groups.clone()))
+        .collect()
+}
+
+/// A member removed from All Staff between two range reads shifts Ben, the first
+/// value of the second range, into the first, already read: each range read
+/// carries `uSNChanged`, and when it moved on the group is read again from its
+/// first range, so Ben is still in scope.
+#[tokio::test]
+async fn a_group_that_changes_between_range_reads_is_read_again() {
+    let (port, asked) = start_fake(Fake {
+        churn: Churn::Once,
+        ..Fake::default()
+    })
+    .await;
+    let snapshot = source(port).snapshot().await.unwrap();
+    assert!(snapshot.complete);
+    let all_staff = vec!["All Staff".to_owned()];
+    assert_eq!(
+        group_names(&snapshot),
+        [
+            ("ada@corp.example.com", all_staff.clone()),
+            ("ben@corp.example.com", all_staff.clone()),
+            ("cy@corp.example.com", all_staff.clone()),
+            ("dee@corp.example.com", all_staff),
+        ],
+        "Ben moved from position 1,500 to 1,499 between the reads"
+    );
+    let range = |r: &str| vec![r.to_owned(), "uSNChanged".to_owned()];
+    assert_eq!(
+        asked_of(&asked, BIG_GROUP),
+        [
+            range("member;range=1500-*"),
+            vec![
+                "cn".to_owned(),
+                "member".to_owned(),
+                "objectSid".to_owned(),
+                "uSNChanged".to_owned()
+            ],
+            range("member;range=1500-*"),
+            range("member;range=3000-*"),
+        ],
+        "the first range read saw another uSNChanged: All Staff is read again, then its \
+         further ranges"
+    );
+    let groups_search = &asked.lock().unwrap().searches[2];
+    assert_eq!(groups_search.0, GROUPS_BASE);
+    assert!(
+        groups_search.1.iter().any(|a| a == "uSNChanged"),
+        "the first range comes with the version it belongs to: {:?}",
+        groups_search.1
+    );
+}
+
+/// A group that changes before every range read is not read for ever: after
+/// three restarts the snapshot fails, naming the group (not retried: the next run
+/// reads it again).
+#[tokio::test]
+async fn a_group_that_keeps_changing_between_range_reads_fails_the_snapshot() {
+    let (port, asked) = start_fake(Fake {
+        churn: Churn::Always,
+        ..Fake::default()
+    })
+    .await;
+    let error = source(port).snapshot().await.unwrap_err();
+    assert!(!error.is_transient(), "{error}");
+    let message = error.to_string();
+    assert!(message.contains(BIG_GROUP), "{message}");
+    assert!(
+        message.contains("its members changed while they were read in ranges (uSNChanged moved on), 4 times in a row"),
+        "{message}"
+    );
+    assert_eq!(
+        asked_of(&asked, BIG_GROUP).len(),
+        7,
+        "a range read, then three times the group and a range read"
+    );
+}
+
+/// With a narrowed `group_filter`, Backend (nested in the scope group
+/// Taskade-Users) and Platform (nested in Backend, and Backend in it) are not
+/// groups of the group search; they are found among the domain's groups all the
+/// same and read, so their members are in scope through Taskade-Users.
+#[tokio::test]
+async fn a_nested_group_a_narrowed_group_filter_leaves_out_counts() {
+    for group_base_dn in [GROUPS_BASE, DOMAIN_ROOT] {
+        let (port, asked) = start_fake(Fake::default()).await;
+        let mut settings = source(port).settings().clone();
+        settings.group_filter = NARROWED_GROUP_FILTER.to_owned();
+        settings.group_base_dn = group_base_dn.to_owned();
+        settings.scope_groups = vec!["Taskade-Users".to_owned()];
+        let snapshot = LdapSource::new(settings).snapshot().await.unwrap();
+        assert!(snapshot.complete);
+        let nested = vec![
+            "Backend".to_owned(),
+            "Platform".to_owned(),
+            "Taskade-Users".to_owned(),
+        ];
+        assert_eq!(
+            group_names(&snapshot),
+            [
+                ("ada@corp.example.com", Vec::new()),
+                ("ben@corp.example.com", nested.clone()),
+                ("cy@corp.example.com", nested),
+                ("dee@corp.example.com", Vec::new()),
+            ],
+            "group_base_dn {group_base_dn}"
+        );
+        let whole = vec![
+            "cn".to_owned(),
+            "member".to_owned(),
+            "objectSid".to_owned(),
+            "uSNChanged".to_owned(),
+        ];
+        assert_eq!(
+            asked_of(&asked, BACKEND),
+            std::slice::from_ref(&whole),
+            "read once"
+        );
+        assert_eq!(asked_of(&asked, PLATFORM), [whole], "read once");
+        assert!(
+            asked_of(&asked, BIG_GROUP).is_empty(),
+            "All Staff is not in use"
+        );
+        let listings = asked
+            .lock()
+            .unwrap()
+            .searches
+            .iter()
+            .filter(|(base, attributes, _)| base == DOMAIN_ROOT && attributes == &["cn"])
+            .count();
+        assert_eq!(listings, 1, "the domain's groups are listed once");
+    }
+}
+
+/// Without `uSNChanged` the ranges of a group cannot be told to come from one
+/// version of it: the snapshot fails rather than trust them.
+#[tokio::test]
+async fn a_ranged_group_without_usn_changed_fails_the_snapshot() {
+    let (port, _asked) = start_fake(withholding("uSNChanged")).await;
+    let error = source(port).snapshot().await.unwrap_err().to_string();
+    assert!(error.contains(BIG_GROUP), "{error}");
+    assert!(
+        error.contains("the group has no uSNChanged (can the bind account read it?)"),
+        "{error}"
+    );
 }
