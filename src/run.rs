@@ -91,6 +91,15 @@ pub enum RunError {
         .0.first
     )]
     AccountsUnread(crate::sweep::UnreadAccounts),
+    /// A sweep or retry pass sent deactivations the workspace did not carry out:
+    /// the episodes stay open and are tried again; the pass fails so that its
+    /// repeated failures alert.
+    #[error(
+        "{} due deactivations failed in the workspace; first error: {}",
+        .0.failed,
+        .0.first
+    )]
+    DeprovisionsUnwritten(crate::sweep::UnwrittenDeprovisions),
     /// The process was stopping: the writes already sent were finished and
     /// verified, the rest not sent (the next run plans them again).
     #[error(
@@ -111,6 +120,8 @@ impl crate::retry::Transient for RunError {
             RunError::Directory(e) => e.is_transient(),
             RunError::Workspace(e) => e.is_transient(),
             RunError::AccountsUnread(unread) => unread.transient,
+            // Tried again by the retry job in any case.
+            RunError::DeprovisionsUnwritten(_) => true,
             RunError::Store(e) => e.is_transient(),
             RunError::Apply(e) => e.is_transient(),
             RunError::Safety(e) => e.is_transient(),

@@ -75,6 +75,17 @@ pub struct SweepOutcome {
     /// Due accounts whose read failed: the pass failed ([`SweepOutcome::checked`]),
     /// though it did everything else it could.
     pub unread: Option<UnreadAccounts>,
+    /// Deactivations sent and not done (the workspace refused them, or answered
+    /// 5xx past the retries): the pass failed too, once everything was tried.
+    pub unwritten: Option<UnwrittenDeprovisions>,
+}
+
+/// Due deprovisions whose write failed in one pass.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnwrittenDeprovisions {
+    pub failed: usize,
+    /// The first one's error.
+    pub first: String,
 }
 
 /// Due accounts a pass could not read (a revoked token's 401, a 5xx that outlasted
@@ -93,8 +104,11 @@ impl SweepOutcome {
     /// job that succeeded while leavers cannot be reached would never alert as
     /// failing. Callers record what the pass did first.
     pub fn checked(self) -> Result<SweepOutcome, RunError> {
-        match self.unread {
-            Some(unread) => Err(RunError::AccountsUnread(unread)),
+        if let Some(unread) = self.unread {
+            return Err(RunError::AccountsUnread(unread));
+        }
+        match self.unwritten {
+            Some(unwritten) => Err(RunError::DeprovisionsUnwritten(unwritten)),
             None => Ok(self),
         }
     }
@@ -600,6 +614,16 @@ pub async fn enforce(
                     let next = sla::next_attempt(entry.attempts + 1, now);
                     store.deprovision_failed(entry.id, error, next)?;
                     outcome.failed += 1;
+                    // A job that "succeeds" while every deactivation is refused
+                    // would never raise the repeated-failure alert.
+                    let unwritten =
+                        outcome
+                            .unwritten
+                            .get_or_insert_with(|| UnwrittenDeprovisions {
+                                failed: 0,
+                                first: format!("{}: {error}", entry.user_name),
+                            });
+                    unwritten.failed += 1;
                 }
             }
         }

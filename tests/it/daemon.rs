@@ -1229,6 +1229,47 @@ async fn the_sweep_rejects_a_truncated_directory_and_acts_on_a_real_leaver() {
     sandbox.shutdown().await;
 }
 
+/// A pass whose deactivations the workspace refuses (5xx past the retries)
+/// fails, so the job's repeated failures alert; the episode stays open.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sweep_whose_deactivations_fail_fails() {
+    use seatwarden::workspace::ScimClient;
+
+    let (sandbox, dir, config) = reconciled_demo().await;
+    let client = ScimClient::new(config.scim_settings().unwrap()).unwrap();
+    let directory = config.directory();
+    let store = std::sync::Arc::new(std::sync::Mutex::new(
+        Store::open(&config.state.path).unwrap(),
+    ));
+    let leaver = remove_a_leaver(dir.path(), &sandbox);
+    sandbox.set_faults(Faults {
+        rate_5xx: 1.0,
+        writes_only: true,
+        ..Faults::default()
+    });
+    let outcome = sweep_now(&config, &directory, &client, &store).await;
+    assert_eq!((outcome.enforced, outcome.failed), (0, 1), "{outcome:?}");
+    let error = outcome.checked().unwrap_err();
+    assert!(
+        matches!(error, seatwarden::run::RunError::DeprovisionsUnwritten(_)),
+        "{error:?}"
+    );
+    assert!(
+        error.to_string().contains("1 due deactivations failed"),
+        "{error}"
+    );
+    assert!(
+        store
+            .lock()
+            .unwrap()
+            .open_deprovisions()
+            .unwrap()
+            .iter()
+            .any(|e| e.identity_id == leaver)
+    );
+    sandbox.shutdown().await;
+}
+
 /// The sweep deactivates by the stored link, but not an account whose
 /// externalId names someone else seatwarden knows (the plan's contradicted link):
 /// that leaver is held for a human, the colleague's account stays active, also
