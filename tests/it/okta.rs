@@ -185,11 +185,15 @@ impl FakeOkta {
                                     assert_eq!(s, r#"status eq "DEPROVISIONED""#);
                                     status == "DEPROVISIONED"
                                 }
-                                (None, Some(f)) => {
+                                (None, Some(f)) => match f.strip_prefix("id eq ") {
+                                    // id eq "…": that user, whatever the status.
+                                    Some(id) => u["id"] == id.trim_matches('"'),
                                     // lastUpdated gt "…": compare the timestamps.
-                                    let after = f.split('"').nth(1).unwrap();
-                                    u["lastUpdated"].as_str().unwrap() > after
-                                }
+                                    None => {
+                                        let after = f.split('"').nth(1).unwrap();
+                                        u["lastUpdated"].as_str().unwrap() > after
+                                    }
+                                },
                                 // Okta omits DEPROVISIONED users from a plain list.
                                 (None, None) => status != "DEPROVISIONED",
                             }
@@ -222,6 +226,28 @@ impl FakeOkta {
                         None => groups.clone(),
                     };
                     dated(page(req, &b, &selected, size, style), clock)
+                }
+            })
+            .mount(server)
+            .await;
+        // One group by id; a deleted (or never created) one answers 404.
+        let by_id: HashMap<String, Value> = self
+            .groups
+            .iter()
+            .map(|(g, _)| (g["id"].as_str().unwrap().to_owned(), g.clone()))
+            .collect();
+        Mock::given(method("GET"))
+            .and(path_regex(r"^/api/v1/groups/[^/]+$"))
+            .respond_with(move |req: &Request| {
+                let id = req.url.path().split('/').nth(4).unwrap();
+                match by_id.get(id) {
+                    Some(group) => dated(
+                        ResponseTemplate::new(200)
+                            .set_body_json(group)
+                            .insert_header("content-type", "application/json"),
+                        clock,
+                    ),
+                    None => not_found(id, "UserGroup"),
                 }
             })
             .mount(server)
@@ -264,15 +290,9 @@ impl FakeOkta {
                 move |req: &Request| {
                     let id = req.url.path().split('/').nth(4).unwrap();
                     match members.get(id) {
-                    Some(users) => dated(page(req, &b, users, size, style), clock),
-                    None => ResponseTemplate::new(404).set_body_json(json!({
-                        "errorCode": "E0000007",
-                        "errorSummary": format!("Not found: Resource not found: {id} (UserGroup)"),
-                        "errorLink": "E0000007",
-                        "errorId": "oaeXYZ",
-                        "errorCauses": []
-                    })),
-                }
+                        Some(users) => dated(page(req, &b, users, size, style), clock),
+                        None => not_found(id, "UserGroup"),
+                    }
                 }
             })
             .mount(server)
@@ -339,6 +359,17 @@ impl FakeOkta {
     }
 }
 
+/// Okta's 404 for an id it does not know (`kind`: `UserGroup`, `User`).
+fn not_found(id: &str, kind: &str) -> ResponseTemplate {
+    ResponseTemplate::new(404).set_body_json(json!({
+        "errorCode": "E0000007",
+        "errorSummary": format!("Not found: Resource not found: {id} ({kind})"),
+        "errorLink": "E0000007",
+        "errorId": "oaeXYZ",
+        "errorCauses": []
+    }))
+}
+
 /// Six people: four active, one suspended, one deprovisioned; three groups.
 pub fn small_org(style: LinkStyle) -> FakeOkta {
     let users = vec![
@@ -392,6 +423,47 @@ pub fn settings(server: &MockServer, auth: OktaAuth) -> OktaSettings {
 
 fn ssws() -> OktaAuth {
     OktaAuth::Ssws(Secret::Inline(TOKEN.to_owned().into()))
+}
+
+/// The cursor a full read of `org` (under [`settings`], then `configure`) leaves,
+/// set back to Okta's time `at`: the groups of interest are recorded as that
+/// read saw them.
+async fn cursor_after_full_read(
+    org: &FakeOkta,
+    configure: impl Fn(&mut OktaSettings),
+    at: &str,
+) -> String {
+    let server = MockServer::start().await;
+    org.mount(&server).await;
+    let mut s = settings(&server, ssws());
+    configure(&mut s);
+    let changes = OktaSource::new(s).changes_since(None).await.unwrap();
+    let DirectoryChanges::Full {
+        cursor: Some(cursor),
+        ..
+    } = changes
+    else {
+        panic!("expected a full snapshot with a cursor, got {changes:?}");
+    };
+    cursor_at(&cursor, at)
+}
+
+/// `cursor` with its time set to `at`.
+fn cursor_at(cursor: &str, at: &str) -> String {
+    let mut json: Value = serde_json::from_str(cursor.strip_prefix("okta-v2:").unwrap()).unwrap();
+    json["at"] = at.into();
+    format!("okta-v2:{json}")
+}
+
+/// The cursor a full read of the untouched [`small_org`] leaves, at
+/// 2026-11-30T01:00Z.
+async fn small_org_cursor() -> String {
+    cursor_after_full_read(
+        &small_org(LinkStyle::SeparateLines),
+        |_| {},
+        "2026-11-30T01:00:00.000Z",
+    )
+    .await
 }
 
 fn statuses(
@@ -778,7 +850,7 @@ async fn changes_since_reads_only_users_updated_after_the_cursor_minus_the_overl
     org.mount(&server).await;
     let source = OktaSource::new(settings(&server, ssws()));
     let changes = source
-        .changes_since(Some("okta-v1:2026-11-30T01:00:00.000Z"))
+        .changes_since(Some(&small_org_cursor().await))
         .await
         .unwrap();
     let DirectoryChanges::Delta {
@@ -789,7 +861,7 @@ async fn changes_since_reads_only_users_updated_after_the_cursor_minus_the_overl
     else {
         panic!("expected a delta, got {changes:?}");
     };
-    assert!(cursor.starts_with("okta-v1:"), "{cursor}");
+    assert!(cursor.starts_with("okta-v2:"), "{cursor}");
     assert!(removed.is_empty());
     assert_eq!(changed.len(), 1);
     assert_eq!(changed[0].id, "00u2");
@@ -800,10 +872,11 @@ async fn changes_since_reads_only_users_updated_after_the_cursor_minus_the_overl
         requests.iter().any(|r| query(r, "filter").as_deref()
             == Some(r#"lastUpdated gt "2026-11-30T00:55:00.000Z""#))
     );
-    // groups filter + users filter + one user's groups.
+    // groups filter + users filter + one user's groups + the two groups of
+    // interest, each by id.
     assert_eq!(
         requests.len(),
-        3,
+        5,
         "{:?}",
         requests
             .iter()
@@ -834,7 +907,8 @@ async fn the_delta_cursor_is_okta_time_whatever_this_hosts_clock_says() {
         else {
             panic!("expected a full snapshot with a cursor");
         };
-        let at = chrono::DateTime::parse_from_rfc3339(cursor.strip_prefix("okta-v1:").unwrap())
+        let json: Value = serde_json::from_str(cursor.strip_prefix("okta-v2:").unwrap()).unwrap();
+        let at = chrono::DateTime::parse_from_rfc3339(json["at"].as_str().unwrap())
             .unwrap()
             .to_utc();
         // `Date` has one-second resolution and is read after it was stamped: the
@@ -860,14 +934,14 @@ async fn changes_since_falls_back_to_a_snapshot_when_a_policy_group_changed_memb
     org.mount(&server).await;
     let source = OktaSource::new(settings(&server, ssws()));
     let changes = source
-        .changes_since(Some("okta-v1:2026-11-30T01:00:00.000Z"))
+        .changes_since(Some(&small_org_cursor().await))
         .await
         .unwrap();
     let DirectoryChanges::Full { snapshot, cursor } = changes else {
         panic!("expected a full snapshot");
     };
     assert_eq!(statuses(&snapshot), expected_small_org());
-    assert!(cursor.unwrap().starts_with("okta-v1:"));
+    assert!(cursor.unwrap().starts_with("okta-v2:"));
     // The first call has no cursor: a full snapshot too.
     assert!(matches!(
         source.changes_since(None).await.unwrap(),
@@ -1150,7 +1224,7 @@ async fn changes_since_reads_a_snapshot_when_too_many_users_changed() {
     }
     org.mount(&server).await;
     let changes = OktaSource::new(settings(&server, ssws()))
-        .changes_since(Some("okta-v1:2026-11-30T01:00:00.000Z"))
+        .changes_since(Some(&small_org_cursor().await))
         .await
         .unwrap();
     let DirectoryChanges::Full { snapshot, .. } = changes else {
@@ -1260,8 +1334,9 @@ async fn a_listing_that_never_ends_fails_at_the_page_cap() {
         let source = OktaSource::with_limits(settings(&server, ssws()), pages_cap(4));
         let mut errors = vec![within_a_minute(source.snapshot()).await.unwrap_err()];
         if endpoint == "/api/v1/users" {
+            let cursor = small_org_cursor().await;
             errors.push(
-                within_a_minute(source.changes_since(Some("okta-v1:2026-11-30T01:00:00.000Z")))
+                within_a_minute(source.changes_since(Some(&cursor)))
                     .await
                     .unwrap_err(),
             );
@@ -1384,7 +1459,7 @@ async fn ids_that_are_dot_segments_are_refused() {
     }
     org.mount(&server).await;
     let error = OktaSource::new(settings(&server, ssws()))
-        .changes_since(Some("okta-v1:2026-11-30T01:00:00.000Z"))
+        .changes_since(Some(&small_org_cursor().await))
         .await
         .unwrap_err();
     assert!(matches!(error, DirectoryError::Malformed { .. }), "{error}");
