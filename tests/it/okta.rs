@@ -20,7 +20,7 @@ use seatwarden::http::Limits;
 use seatwarden::model::IdentityStatus;
 use seatwarden::retry::RetryPolicy;
 use serde_json::{Value, json};
-use wiremock::matchers::{header, method, path, path_regex};
+use wiremock::matchers::{header, method, path, path_regex, query_param};
 use wiremock::{Mock, MockServer, Request, ResponseTemplate};
 
 const TOKEN: &str = "00a-ssws-test-token-value";
@@ -1482,5 +1482,314 @@ async fn ids_that_are_dot_segments_are_refused() {
             .iter()
             .any(|r| r.url.path().starts_with("/api/v1/apps")),
         "{requests:?}"
+    );
+}
+
+/// [`small_org`] where nothing changed after 2026-11-30T01:00Z but the profile of
+/// 00u2 (ACTIVE, in "Taskade Users"), at 01:02: an employee who stays.
+fn org_where_one_profile_changed() -> FakeOkta {
+    let mut org = small_org(LinkStyle::SeparateLines);
+    for u in &mut org.users {
+        u["lastUpdated"] = "2026-01-01T00:00:00.000Z".into();
+    }
+    org.users[1]["lastUpdated"] = "2026-11-30T01:02:00.000Z".into();
+    org.users[1]["profile"]["department"] = "Sales".into();
+    for (g, _) in &mut org.groups {
+        g["lastUpdated"] = "2026-01-01T00:00:00.000Z".into();
+        g["lastMembershipUpdated"] = "2026-01-01T00:00:00.000Z".into();
+    }
+    org
+}
+
+/// `settings` plus "IT Admins" in `safety.protected_groups`.
+fn with_protected_it_admins(s: &mut OktaSettings) {
+    s.other_groups.push("IT Admins".into());
+    s.required_groups
+        .push(seatwarden::directory::RequiredGroup::protected("IT Admins"));
+}
+
+/// [`org_where_one_profile_changed`] with 00u2 also in "IT Admins" (00g4).
+fn org_with_it_admins() -> FakeOkta {
+    let mut org = org_where_one_profile_changed();
+    let mut admins = okta_group("00g4", "IT Admins");
+    admins["lastUpdated"] = "2026-01-01T00:00:00.000Z".into();
+    admins["lastMembershipUpdated"] = "2026-01-01T00:00:00.000Z".into();
+    org.groups.push((admins, vec!["00u2".to_owned()]));
+    org
+}
+
+/// Reads the delta of `org` from `cursor` under `settings` then `configure`.
+async fn delta_of(
+    org: &FakeOkta,
+    configure: impl Fn(&mut OktaSettings),
+    cursor: &str,
+) -> (Result<DirectoryChanges, DirectoryError>, MockServer) {
+    let server = MockServer::start().await;
+    org.mount(&server).await;
+    let mut s = settings(&server, ssws());
+    configure(&mut s);
+    let changes = OktaSource::new(s).changes_since(Some(cursor)).await;
+    (changes, server)
+}
+
+/// A scope group renamed after the cursor was taken: its members' groups no longer
+/// name it, and a delta would show 00u2 (whose profile changed) out of scope, a
+/// leaver. The cursor knows the group's id: the call reads in full, and fails as a
+/// reconcile does. Whether Okta's `lastUpdated` index already shows the rename or
+/// not. A protected group renamed away fails the same way (its members would
+/// lose their protection).
+#[tokio::test]
+async fn a_group_of_interest_renamed_since_the_cursor_fails_the_delta_like_a_full_read() {
+    let cursor = small_org_cursor().await;
+    for renamed_at in ["2026-11-30T01:03:00.000Z", "2026-01-01T00:00:00.000Z"] {
+        let mut org = org_where_one_profile_changed();
+        org.groups[0].0["profile"]["name"] = "Taskade Staff".into();
+        org.groups[0].0["lastUpdated"] = renamed_at.into();
+        let (changes, _server) = delta_of(&org, |_| {}, &cursor).await;
+        let error = changes.unwrap_err();
+        assert!(
+            matches!(error, DirectoryError::Scope { .. }),
+            "{renamed_at}: {error}"
+        );
+        assert!(
+            error.to_string().contains(r#"scope group "Taskade Users""#),
+            "{error}"
+        );
+    }
+
+    let cursor = cursor_after_full_read(
+        &org_with_it_admins(),
+        with_protected_it_admins,
+        "2026-11-30T01:00:00.000Z",
+    )
+    .await;
+    let mut org = org_with_it_admins();
+    org.groups[3].0["profile"]["name"] = "Former IT Admins".into();
+    org.groups[3].0["lastUpdated"] = "2026-11-30T01:03:00.000Z".into();
+    let (changes, _server) = delta_of(&org, with_protected_it_admins, &cursor).await;
+    let error = changes.unwrap_err();
+    assert!(matches!(error, DirectoryError::Scope { .. }), "{error}");
+    assert!(
+        error.to_string().contains("safety.protected_groups"),
+        "{error}"
+    );
+}
+
+/// A scope or protected group deleted after the cursor was taken (its id answers
+/// 404): the call reads in full and fails; a mapping group deleted reads in full
+/// too, which a missing mapping group does not fail.
+#[tokio::test]
+async fn a_group_of_interest_deleted_since_the_cursor_reads_in_full() {
+    let cursor = small_org_cursor().await;
+    let mut org = org_where_one_profile_changed();
+    org.groups.remove(0);
+    let (changes, server) = delta_of(&org, |_| {}, &cursor).await;
+    let error = changes.unwrap_err();
+    assert!(matches!(error, DirectoryError::Scope { .. }), "{error}");
+    assert!(
+        error.to_string().contains(r#"scope group "Taskade Users""#),
+        "{error}"
+    );
+    let requests = server.received_requests().await.unwrap();
+    assert!(
+        requests
+            .iter()
+            .any(|r| r.url.path() == "/api/v1/groups/00g1"),
+        "the deletion is found by the group's id"
+    );
+
+    let cursor = cursor_after_full_read(
+        &org_with_it_admins(),
+        with_protected_it_admins,
+        "2026-11-30T01:00:00.000Z",
+    )
+    .await;
+    let mut org = org_with_it_admins();
+    org.groups.remove(3);
+    let (changes, _server) = delta_of(&org, with_protected_it_admins, &cursor).await;
+    let error = changes.unwrap_err();
+    assert!(matches!(error, DirectoryError::Scope { .. }), "{error}");
+    assert!(
+        error.to_string().contains("safety.protected_groups"),
+        "{error}"
+    );
+
+    // "Taskade Editors" only maps a role: the full read goes through without it.
+    let mut org = org_where_one_profile_changed();
+    org.groups.remove(1);
+    let (changes, _server) = delta_of(&org, |_| {}, &small_org_cursor().await).await;
+    let DirectoryChanges::Full { snapshot, cursor } = changes.unwrap() else {
+        panic!("expected a full snapshot");
+    };
+    let ada = snapshot.identities.iter().find(|i| i.id == "00u1").unwrap();
+    assert_eq!(ada.groups, vec!["Taskade Users".to_owned()]);
+    // The new cursor records the groups there are now.
+    let json: Value =
+        serde_json::from_str(cursor.unwrap().strip_prefix("okta-v2:").unwrap()).unwrap();
+    assert_eq!(
+        json["groups"],
+        json!([{"id": "00g1", "name": "Taskade Users"}])
+    );
+}
+
+/// A group the configuration does not name renamed: nobody's groups of interest
+/// changed, and the delta goes on (only the groups of interest are asked for).
+#[tokio::test]
+async fn an_unrelated_group_renamed_keeps_the_delta() {
+    let mut org = org_where_one_profile_changed();
+    org.groups[2].0["profile"]["name"] = "All Staff".into();
+    org.groups[2].0["lastUpdated"] = "2026-11-30T01:03:00.000Z".into();
+    let (changes, server) = delta_of(&org, |_| {}, &small_org_cursor().await).await;
+    let DirectoryChanges::Delta {
+        changed,
+        removed,
+        cursor,
+    } = changes.unwrap()
+    else {
+        panic!("expected a delta");
+    };
+    assert!(removed.is_empty());
+    assert_eq!(changed.len(), 1);
+    assert_eq!(changed[0].id, "00u2");
+    assert_eq!(changed[0].status, IdentityStatus::Active);
+    assert_eq!(changed[0].groups, vec!["Taskade Users".to_owned()]);
+    // The groups of interest are carried on to the next cursor.
+    let json: Value = serde_json::from_str(cursor.strip_prefix("okta-v2:").unwrap()).unwrap();
+    assert_eq!(
+        json["groups"],
+        json!([
+            {"id": "00g1", "name": "Taskade Users"},
+            {"id": "00g2", "name": "Taskade Editors"}
+        ])
+    );
+    let mut asked: Vec<String> = server
+        .received_requests()
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.url.path().to_owned())
+        .filter(|p| p.starts_with("/api/v1/groups/"))
+        .collect();
+    asked.sort();
+    assert_eq!(asked, vec!["/api/v1/groups/00g1", "/api/v1/groups/00g2"]);
+}
+
+/// An `okta-v1:` cursor (the time alone, from before the groups were recorded)
+/// reads in full once, which fails on a scope group renamed in the meantime, and
+/// leaves a cursor that gives deltas. With no group named there is nothing to
+/// record, and it still gives a delta. A cursor taken for other configured group
+/// names reads in full too.
+#[tokio::test]
+async fn an_old_cursor_reads_in_full_once_then_deltas_follow() {
+    const OLD: &str = "okta-v1:2026-11-30T01:00:00.000Z";
+    let mut renamed = org_where_one_profile_changed();
+    renamed.groups[0].0["profile"]["name"] = "Taskade Staff".into();
+    let (changes, _server) = delta_of(&renamed, |_| {}, OLD).await;
+    assert!(
+        matches!(changes, Err(DirectoryError::Scope { .. })),
+        "{changes:?}"
+    );
+
+    let org = org_where_one_profile_changed();
+    let (changes, _server) = delta_of(&org, |_| {}, OLD).await;
+    let DirectoryChanges::Full {
+        cursor: Some(cursor),
+        ..
+    } = changes.unwrap()
+    else {
+        panic!("expected a full snapshot with a cursor");
+    };
+    assert!(cursor.starts_with("okta-v2:"), "{cursor}");
+    let cursor = cursor_at(&cursor, "2026-11-30T01:00:00.000Z");
+    let (changes, _server) = delta_of(&org, |_| {}, &cursor).await;
+    let DirectoryChanges::Delta { changed, .. } = changes.unwrap() else {
+        panic!("expected a delta");
+    };
+    assert_eq!(changed.len(), 1);
+    assert_eq!(changed[0].id, "00u2");
+
+    let nothing_named = |s: &mut OktaSettings| {
+        s.scope_groups.clear();
+        s.other_groups.clear();
+    };
+    let (changes, _server) = delta_of(&org, nothing_named, OLD).await;
+    let DirectoryChanges::Delta { changed, .. } = changes.unwrap() else {
+        panic!("expected a delta");
+    };
+    assert_eq!(changed.len(), 1);
+
+    let (changes, _server) = delta_of(
+        &org,
+        |s| s.other_groups.push("Everyone".into()),
+        &small_org_cursor().await,
+    )
+    .await;
+    assert!(
+        matches!(changes, Ok(DirectoryChanges::Full { .. })),
+        "{changes:?}"
+    );
+}
+
+/// A changed user deleted between the listing and the request for their groups
+/// (404): when a filter on their id finds nobody, they are reported removed (a
+/// deleted user is a leaver) and the others are read as usual. A 404 the filter
+/// does not confirm (the user is still listed) fails the call.
+#[tokio::test]
+async fn a_changed_user_whose_groups_answer_404_is_removed_when_confirmed_gone() {
+    let mut org = org_where_one_profile_changed();
+    org.users[0]["lastUpdated"] = "2026-11-30T01:02:00.000Z".into();
+    let cursor = small_org_cursor().await;
+
+    let server = MockServer::start().await;
+    Mock::given(method("GET"))
+        .and(path("/api/v1/users/00u2/groups"))
+        .respond_with(not_found("00u2", "User"))
+        .with_priority(1)
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/api/v1/users"))
+        .and(query_param("filter", r#"id eq "00u2""#))
+        .respond_with({
+            let base = server.uri();
+            move |req: &Request| page(req, &base, &[], 200, LinkStyle::SeparateLines)
+        })
+        .with_priority(1)
+        .mount(&server)
+        .await;
+    org.mount(&server).await;
+    let changes = OktaSource::new(settings(&server, ssws()))
+        .changes_since(Some(&cursor))
+        .await
+        .unwrap();
+    let DirectoryChanges::Delta {
+        changed, removed, ..
+    } = changes
+    else {
+        panic!("expected a delta, got {changes:?}");
+    };
+    assert_eq!(removed, vec!["00u2".to_owned()]);
+    assert_eq!(changed.len(), 1);
+    assert_eq!(changed[0].id, "00u1");
+
+    // Still there by its id: the 404 is not taken for a deletion.
+    let server = MockServer::start().await;
+    Mock::given(method("GET"))
+        .and(path("/api/v1/users/00u2/groups"))
+        .respond_with(not_found("00u2", "User"))
+        .with_priority(1)
+        .mount(&server)
+        .await;
+    org.mount(&server).await;
+    let error = OktaSource::new(settings(&server, ssws()))
+        .changes_since(Some(&cursor))
+        .await
+        .unwrap_err();
+    assert_eq!(error.status(), Some(404), "{error}");
+    let requests = server.received_requests().await.unwrap();
+    assert!(
+        requests
+            .iter()
+            .any(|r| query(r, "filter").as_deref() == Some(r#"id eq "00u2""#))
     );
 }
