@@ -1793,3 +1793,111 @@ async fn a_changed_user_whose_groups_answer_404_is_removed_when_confirmed_gone()
             .any(|r| query(r, "filter").as_deref() == Some(r#"id eq "00u2""#))
     );
 }
+
+/// The sweep end to end: after a reconcile and a first sweep (whose cursor records
+/// the groups of interest), the scope group is renamed in Okta and three people in
+/// it change their profiles. The sweep fails on the missing scope group, as a
+/// reconcile does: no episode opens and nothing is written to the workspace.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_renamed_scope_group_fails_the_sweep_and_deactivates_nobody() {
+    use seatwarden::sandbox::{Faults, Sandbox, SandboxOptions};
+    use seatwarden::store::Store;
+    use seatwarden::workspace::ScimClient;
+
+    let data = seatwarden::synth::generate(&seatwarden::synth::SynthSpec {
+        people: 120,
+        groups: 4,
+        drift_percent: 10.0,
+        seed: 7,
+    });
+    let okta = MockServer::start().await;
+    let mut org = crate::connectors::okta_org(&data, 25);
+    org.mount(&okta).await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let sandbox = Sandbox::start(
+        listener,
+        SandboxOptions {
+            token: "sweep-scim-token".to_owned(),
+            max_results: 1000,
+            or_filters: true,
+            faults: Faults::default(),
+            ..SandboxOptions::default()
+        },
+        data.workspace.clone(),
+    )
+    .await
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let config = crate::fixtures::synth_config_with_directory(
+        dir.path(),
+        &data,
+        sandbox.base_url().as_ref(),
+        "sweep-scim-token",
+        8,
+        &format!(
+            "kind = \"okta\"\nurl = \"{}\"\ntoken = \"{TOKEN}\"\n",
+            okta.uri()
+        ),
+    );
+    crate::fixtures::assert_converges(&config).await;
+    let client = ScimClient::new(config.scim_settings().unwrap()).unwrap();
+    let directory = config.directory();
+    let store = Arc::new(Mutex::new(Store::open(&config.state.path).unwrap()));
+    let sweep = || {
+        seatwarden::sweep::sweep(
+            &config,
+            &directory,
+            &client,
+            &store,
+            chrono::Utc::now(),
+            chrono::Duration::hours(1),
+        )
+    };
+    // The first sweep reads in full and leaves a cursor.
+    sweep().await.unwrap();
+
+    let stayers: Vec<String> = data
+        .directory
+        .identities
+        .iter()
+        .filter(|i| {
+            i.status == IdentityStatus::Active && i.groups.iter().any(|g| g == "Taskade Users")
+        })
+        .take(3)
+        .map(|i| i.id.clone())
+        .collect();
+    assert_eq!(stayers.len(), 3);
+    for user in &mut org.users {
+        if stayers.iter().any(|id| user["id"] == id.as_str()) {
+            user["lastUpdated"] = "2099-01-01T00:00:00.000Z".into();
+            user["profile"]["department"] = "Renamed Team".into();
+        }
+    }
+    let scope = org
+        .groups
+        .iter_mut()
+        .find(|(g, _)| g["profile"]["name"] == "Taskade Users")
+        .unwrap();
+    scope.0["profile"]["name"] = "Taskade Staff".into();
+    scope.0["lastUpdated"] = "2099-01-01T00:00:00.000Z".into();
+    okta.reset().await;
+    org.mount(&okta).await;
+
+    let writes = sandbox.stats().writes;
+    let error = sweep().await.unwrap_err();
+    assert!(
+        error.to_string().contains(r#"scope group "Taskade Users""#),
+        "{error}"
+    );
+    assert_eq!(sandbox.stats().writes, writes, "nothing was written");
+    assert!(
+        store
+            .lock()
+            .unwrap()
+            .open_deprovisions()
+            .unwrap()
+            .is_empty(),
+        "no episode opened"
+    );
+    sandbox.shutdown().await;
+}
