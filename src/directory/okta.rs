@@ -18,7 +18,10 @@
 //!   in a path.
 //! - Deltas (`changes_since`): users with `lastUpdated` after the cursor minus an
 //!   overlap; the cursor is Okta's time when the read started (our clock corrected
-//!   by the answers' `Date`), as `lastUpdated` is Okta's time.
+//!   by the answers' `Date`), as `lastUpdated` is Okta's time, and the id and name
+//!   of each group of interest as the last full read found them: one renamed or
+//!   deleted since (`GET /api/v1/groups/{id}`) reads in full, as does a cursor
+//!   without them (`okta-v1:`, from an older version).
 //! - Rate limits: every answer's `X-Rate-Limit-Remaining`/`X-Rate-Limit-Reset` are
 //!   kept per endpoint family; when few requests remain, requests wait for the reset
 //!   instead of running into 429. A 429 waits until `X-Rate-Limit-Reset`. At most
