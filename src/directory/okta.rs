@@ -18,7 +18,10 @@
 //!   in a path.
 //! - Deltas (`changes_since`): users with `lastUpdated` after the cursor minus an
 //!   overlap; the cursor is Okta's time when the read started (our clock corrected
-//!   by the answers' `Date`), as `lastUpdated` is Okta's time.
+//!   by the answers' `Date`), as `lastUpdated` is Okta's time, and the id and name
+//!   of each group of interest as the last full read found them: one renamed or
+//!   deleted since (`GET /api/v1/groups/{id}`) reads in full, as does a cursor
+//!   without them (`okta-v1:`, from an older version).
 //! - Rate limits: every answer's `X-Rate-Limit-Remaining`/`X-Rate-Limit-Reset` are
 //!   kept per endpoint family; when few requests remain, requests wait for the reset
 //!   instead of running into 429. A 429 waits until `X-Rate-Limit-Reset`. At most
@@ -29,7 +32,7 @@
 //! and SUSPENDED → suspended; DEPROVISIONED → deprovisioned; a deleted user is absent.
 //! An unknown status is read as suspended (no access) and logged.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -59,7 +62,10 @@ const APP_USERS_LIMIT: u32 = 500;
 const APP_GROUPS_LIMIT: u32 = 200;
 /// The OAuth scopes a service app needs (read-only).
 pub const OAUTH_SCOPES: &str = "okta.users.read okta.groups.read okta.apps.read";
-const CURSOR_PREFIX: &str = "okta-v1:";
+/// A cursor: Okta's time when the read started and the groups of interest (JSON).
+const CURSOR_PREFIX: &str = "okta-v2:";
+/// A cursor from before the groups of interest were recorded: the time alone.
+const OLD_CURSOR_PREFIX: &str = "okta-v1:";
 /// Above this many changed users, `changes_since` reads a full snapshot instead:
 /// each changed user costs a request for their groups.
 const MAX_DELTA_USERS: usize = 250;
@@ -189,6 +195,31 @@ struct RawProfile {
     department: Option<String>,
 }
 
+/// What `changes_since` stores in its cursor (after [`CURSOR_PREFIX`]).
+#[derive(Debug, Serialize, Deserialize)]
+struct Cursor {
+    /// Okta's time when the read that made the cursor started.
+    at: DateTime<Utc>,
+    /// The groups whose names the configuration uses, as of the last full read:
+    /// one renamed or deleted since changes its members' groups (a scope group:
+    /// their scope) without touching them. Empty when the configuration names no
+    /// group. Absent (an old cursor): not known, so the next call reads in full.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    groups: Option<Vec<TrackedGroup>>,
+    /// The configured group names (folded, sorted) those groups were taken for:
+    /// after a reload that names other groups, they say nothing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    names: Option<Vec<String>>,
+}
+
+/// A group of interest as the last full read saw it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct TrackedGroup {
+    id: String,
+    /// `profile.name`, exactly as read.
+    name: String,
+}
+
 /// Only an `id` (group members, app assignments).
 #[derive(Deserialize)]
 struct IdOnly {
@@ -279,6 +310,14 @@ impl OktaSource {
     /// chain of cursor pages) and the group side (groups, then members, read
     /// concurrently) run at the same time.
     pub async fn snapshot(&self) -> Result<DirectorySnapshot, DirectoryError> {
+        Ok(self.snapshot_and_interest().await?.0)
+    }
+
+    /// [`OktaSource::snapshot`], and the groups whose names the configuration uses
+    /// (none when it names none: every group counts then), sorted by id.
+    async fn snapshot_and_interest(
+        &self,
+    ) -> Result<(DirectorySnapshot, Vec<TrackedGroup>), DirectoryError> {
         let base = &self.inner.base;
         let deprovisioned = encode_component(r#"status eq "DEPROVISIONED""#);
         let people = async {
@@ -322,7 +361,7 @@ impl OktaSource {
             .into_iter()
             .map(|raw| parse_user(raw, "GET /api/v1/users", self.inner.settings.user_name))
             .collect::<Result<Vec<_>, _>>()?;
-        Ok(remote::assemble_snapshot(
+        let snapshot = remote::assemble_snapshot(
             identities,
             &to_read,
             &members,
@@ -330,7 +369,21 @@ impl OktaSource {
             app_scope.as_ref(),
             // Okta groups do not nest: members are direct.
             None,
-        ))
+        );
+        let mut tracked: Vec<TrackedGroup> = if self.interest_names().is_everything() {
+            Vec::new()
+        } else {
+            to_read
+                .iter()
+                .filter(|(id, _)| wanted.contains(id))
+                .map(|(id, name)| TrackedGroup {
+                    id: id.clone(),
+                    name: name.clone(),
+                })
+                .collect()
+        };
+        tracked.sort_by(|a, b| a.id.cmp(&b.id));
+        Ok((snapshot, tracked))
     }
 
     /// What changed since `cursor`: users whose `lastUpdated` is later than the
@@ -339,53 +392,84 @@ impl OktaSource {
     /// snapshot the first time, for an unreadable cursor, when a group the policy
     /// reads changed membership or name (a removal cannot be seen without the old
     /// member list), and with `app_id` (assignment changes do not touch the user).
-    /// Okta deactivates (DEPROVISIONED) a user before it can be deleted, so
-    /// `removed` stays empty; a user deactivated *and* deleted between two calls is
-    /// only seen by the next full snapshot (as absent).
+    ///
+    /// The cursor records the groups of interest (id and name) of the last full
+    /// read; each is asked for again (`GET /api/v1/groups/{id}`), and one renamed
+    /// or deleted since also answers with a full snapshot: its members' groups
+    /// changed without a change to them, and a full read of a configuration whose
+    /// scope or required group is gone fails as it should. A cursor without them
+    /// (from an older version), or taken for other configured group names, reads
+    /// in full once.
+    ///
+    /// Okta deactivates (DEPROVISIONED) a user before it can be deleted, so a
+    /// deletion is normally seen as a deactivation. A changed user whose groups
+    /// answer 404 was deleted after the listing if a filter on their id confirms
+    /// it (finds nobody), and is reported in `removed`; a 404 that the filter does
+    /// not confirm fails the call. A user deactivated *and* deleted between two
+    /// calls is only seen by the next full snapshot (as absent).
     pub async fn changes_since(
         &self,
         cursor: Option<&str>,
     ) -> Result<DirectoryChanges, DirectoryError> {
         let started = Utc::now();
-        let since = cursor.and_then(parse_cursor);
-        // The cursor is when this call started by Okta's clock, known once an
-        // answer has come back: `lastUpdated` is Okta's time, and a local clock
-        // ahead of it would skip the changes in between.
-        let full = |snapshot| DirectoryChanges::Full {
-            snapshot,
-            cursor: Some(self.cursor_at(started)),
-        };
-        let Some(since) = since else {
+        let Some(since) = cursor.and_then(parse_cursor) else {
             if cursor.is_some() {
                 tracing::warn!("unreadable Okta cursor; reading the whole directory");
             }
-            return Ok(full(self.snapshot().await?));
+            return self.full_changes(started).await;
         };
         if self.inner.settings.app_id.is_some() {
-            return Ok(full(self.snapshot().await?));
+            return self.full_changes(started).await;
         }
+        let interest = self.interest_names();
+        let tracked: &[TrackedGroup] = if interest.is_everything() {
+            // Every group counts, and any change to one reads in full below.
+            &[]
+        } else {
+            match (&since.groups, &since.names) {
+                (Some(groups), Some(names)) if *names == self.configured_names() => groups,
+                (Some(_), _) => {
+                    tracing::info!(
+                        "the configuration names other groups than when the Okta cursor was \
+                         taken; reading the whole directory"
+                    );
+                    return self.full_changes(started).await;
+                }
+                (None, _) => {
+                    tracing::info!(
+                        "the Okta cursor does not record the groups of interest (an older \
+                         version's); reading the whole directory"
+                    );
+                    return self.full_changes(started).await;
+                }
+            }
+        };
         let overlap = chrono::Duration::from_std(self.inner.settings.overlap)
             .unwrap_or(chrono::Duration::zero());
-        let after = (since - overlap).to_rfc3339_opts(SecondsFormat::Millis, true);
+        let after = (since.at - overlap).to_rfc3339_opts(SecondsFormat::Millis, true);
         let base = &self.inner.base;
         let group_filter = encode_component(&format!(
             r#"lastUpdated gt "{after}" or lastMembershipUpdated gt "{after}""#
         ));
         let user_filter = encode_component(&format!(r#"lastUpdated gt "{after}""#));
-        let (changed_groups, changed_users) = futures::try_join!(
+        let (changed_groups, changed_users, moved) = futures::try_join!(
             self.list::<Value>(format!(
                 "{base}/api/v1/groups?limit={GROUPS_LIMIT}&filter={group_filter}"
             )),
             self.list::<RawUser>(format!(
                 "{base}/api/v1/users?limit={USERS_LIMIT}&filter={user_filter}"
             )),
+            self.moved_group(tracked),
         )?;
-        let interest = self.interest_names();
+        if let Some(moved) = moved {
+            tracing::info!(group = %moved, "Okta group of interest renamed or deleted; reading the whole directory");
+            return self.full_changes(started).await;
+        }
         for group in &changed_groups {
             let (_, name) = parse_group(group, "GET /api/v1/groups")?;
             if interest.wants(&name) {
                 tracing::info!(group = %name, "Okta group changed; reading the whole directory");
-                return Ok(full(self.snapshot().await?));
+                return self.full_changes(started).await;
             }
         }
         let mut users = Vec::new();
@@ -402,10 +486,10 @@ impl OktaSource {
                 changed = users.len(),
                 "many Okta users changed; reading the whole directory"
             );
-            return Ok(full(self.snapshot().await?));
+            return self.full_changes(started).await;
         }
         let concurrency = self.inner.settings.max_concurrency.max(1);
-        let changed: Vec<Identity> =
+        let read: Vec<Result<Identity, String>> =
             futures::stream::iter(users.into_iter().map(|mut identity| {
                 let interest = &interest;
                 async move {
@@ -414,26 +498,130 @@ impl OktaSource {
                         self.inner.base,
                         segment(&identity.id, "GET /api/v1/users/{id}/groups")?
                     );
-                    let groups = self.list(url).await?;
+                    let groups = match self.list(url).await {
+                        Ok(groups) => groups,
+                        Err(error) if error.status() == Some(404) => {
+                            if self.user_is_gone(&identity.id).await? {
+                                tracing::info!(
+                                    user = %identity.id,
+                                    "Okta user deleted since the listing"
+                                );
+                                return Ok(Err(identity.id));
+                            }
+                            return Err(error);
+                        }
+                        Err(error) => return Err(error),
+                    };
                     identity.groups =
                         remote::names_of_interest(PROVIDER, &groups, interest, |g| {
                             parse_group(g, "GET /api/v1/users/{id}/groups")
                         })?;
-                    Ok::<_, DirectoryError>(identity)
+                    Ok::<_, DirectoryError>(Ok(identity))
                 }
             }))
             .buffered(concurrency)
             .try_collect()
             .await?;
+        let mut changed = Vec::with_capacity(read.len());
+        let mut removed = Vec::new();
+        for identity in read {
+            match identity {
+                Ok(identity) => changed.push(identity),
+                Err(gone) => removed.push(gone),
+            }
+        }
         Ok(DirectoryChanges::Delta {
             changed,
-            removed: Vec::new(),
-            cursor: self.cursor_at(started),
+            removed,
+            cursor: self.cursor_at(started, tracked)?,
         })
     }
 
-    /// The cursor for a read that started at `local` (our clock), in Okta's time.
-    fn cursor_at(&self, local: DateTime<Utc>) -> String {
+    /// A full snapshot for `changes_since`, with a cursor for a read that started
+    /// at `started` (our clock) recording the snapshot's groups of interest.
+    async fn full_changes(
+        &self,
+        started: DateTime<Utc>,
+    ) -> Result<DirectoryChanges, DirectoryError> {
+        let (snapshot, tracked) = self.snapshot_and_interest().await?;
+        Ok(DirectoryChanges::Full {
+            snapshot,
+            cursor: Some(self.cursor_at(started, &tracked)?),
+        })
+    }
+
+    /// The first of `tracked` that was renamed or deleted since the cursor was
+    /// taken (`GET /api/v1/groups/{id}`, 404 for a deleted group), described; any
+    /// other failure fails the call.
+    async fn moved_group(
+        &self,
+        tracked: &[TrackedGroup],
+    ) -> Result<Option<String>, DirectoryError> {
+        const ENDPOINT: &str = "GET /api/v1/groups/{id}";
+        let concurrency = self.inner.settings.max_concurrency.max(1);
+        // Built before they enter the stream (see `members_of`).
+        let pending: Vec<_> = tracked
+            .iter()
+            .map(|group| async move {
+                let url = format!(
+                    "{}/api/v1/groups/{}",
+                    self.inner.base,
+                    segment(&group.id, ENDPOINT)?
+                );
+                let reply = match self.get(&url, ENDPOINT).await {
+                    Ok(reply) => reply,
+                    Err(error) if error.status() == Some(404) => {
+                        return Ok(Some(format!(
+                            "{:?} ({}) no longer exists",
+                            group.name, group.id
+                        )));
+                    }
+                    Err(error) => return Err(error),
+                };
+                let (id, name) = parse_group(&reply.json(ENDPOINT)?, ENDPOINT)?;
+                if id != group.id {
+                    return Err(DirectoryError::Malformed {
+                        endpoint: ENDPOINT.to_owned(),
+                        what: format!("asked for group {:?}, got {id:?}", group.id),
+                    });
+                }
+                Ok::<_, DirectoryError>(
+                    (name != group.name)
+                        .then(|| format!("{:?} ({}) is now named {name:?}", group.name, group.id)),
+                )
+            })
+            .collect();
+        let moved: Vec<Option<String>> = futures::stream::iter(pending)
+            .buffered(concurrency)
+            .try_collect()
+            .await?;
+        Ok(moved.into_iter().flatten().next())
+    }
+
+    /// Whether the user `id` is gone from Okta: a filter on its id (which shows
+    /// DEPROVISIONED users too) answers with nobody. A 404 alone is not taken for
+    /// a deletion; a filter that cannot be written for the id confirms nothing.
+    async fn user_is_gone(&self, id: &str) -> Result<bool, DirectoryError> {
+        if id.contains(['"', '\\']) || id.chars().any(char::is_control) {
+            return Ok(false);
+        }
+        let filter = encode_component(&format!(r#"id eq "{id}""#));
+        let found: Vec<IdOnly> = self
+            .list(format!(
+                "{}/api/v1/users?limit={USERS_LIMIT}&filter={filter}",
+                self.inner.base
+            ))
+            .await?;
+        Ok(found.is_empty())
+    }
+
+    /// The cursor for a read that started at `local` (our clock), in Okta's time,
+    /// recording the groups of interest `tracked` and the configured names.
+    fn cursor_at(
+        &self,
+        local: DateTime<Utc>,
+        tracked: &[TrackedGroup],
+    ) -> Result<String, DirectoryError> {
         let skew = *self
             .inner
             .skew
@@ -449,10 +637,16 @@ impl OktaSource {
                  sweep's cursor follows Okta's clock (check NTP)"
             );
         }
-        format!(
-            "{CURSOR_PREFIX}{}",
-            (local + skew).to_rfc3339_opts(SecondsFormat::Millis, true)
-        )
+        let json = serde_json::to_string(&Cursor {
+            at: local + skew,
+            groups: Some(tracked.to_vec()),
+            names: Some(self.configured_names()),
+        })
+        .map_err(|e| DirectoryError::Malformed {
+            endpoint: "delta cursor".into(),
+            what: e.to_string(),
+        })?;
+        Ok(format!("{CURSOR_PREFIX}{json}"))
     }
 
     fn record_clock(&self, headers: &HeaderMap) {
@@ -474,6 +668,18 @@ impl OktaSource {
     fn interest_names(&self) -> GroupInterest {
         let s = &self.inner.settings;
         GroupInterest::new(&s.scope_groups, &s.other_groups)
+    }
+
+    /// The configured group names, folded and sorted, as a cursor records them.
+    fn configured_names(&self) -> Vec<String> {
+        let s = &self.inner.settings;
+        let names: BTreeSet<String> = s
+            .scope_groups
+            .iter()
+            .chain(&s.other_groups)
+            .map(|name| crate::policy::fold_group_name(name))
+            .collect();
+        names.into_iter().collect()
     }
 
     /// Ids of the groups whose members are read: those the policy names, or all.
@@ -1051,11 +1257,18 @@ fn parse_group(v: &Value, endpoint: &str) -> Result<(String, String), DirectoryE
     Ok((id.to_owned(), name.to_owned()))
 }
 
-fn parse_cursor(cursor: &str) -> Option<DateTime<Utc>> {
-    let at = cursor.strip_prefix(CURSOR_PREFIX)?;
-    DateTime::parse_from_rfc3339(at)
-        .ok()
-        .map(|t| t.with_timezone(&Utc))
+/// A cursor as [`OktaSource::cursor_at`] writes it, or an old one (the time
+/// alone, no groups recorded); `None` when it is neither.
+fn parse_cursor(cursor: &str) -> Option<Cursor> {
+    if let Some(json) = cursor.strip_prefix(CURSOR_PREFIX) {
+        return serde_json::from_str(json).ok();
+    }
+    let at = cursor.strip_prefix(OLD_CURSOR_PREFIX)?;
+    DateTime::parse_from_rfc3339(at).ok().map(|t| Cursor {
+        at: t.with_timezone(&Utc),
+        groups: None,
+        names: None,
+    })
 }
 
 #[cfg(test)]
@@ -1225,11 +1438,27 @@ mod tests {
 
     #[test]
     fn cursors_round_trip() {
-        let t = parse_cursor("okta-v1:2026-11-30T01:00:00.000Z").unwrap();
+        // An old cursor: the time alone, no groups recorded.
+        let old = parse_cursor("okta-v1:2026-11-30T01:00:00.000Z").unwrap();
         assert_eq!(
-            t.to_rfc3339_opts(SecondsFormat::Millis, true),
+            old.at.to_rfc3339_opts(SecondsFormat::Millis, true),
             "2026-11-30T01:00:00.000Z"
         );
+        assert!(old.groups.is_none() && old.names.is_none());
+        let cursor = Cursor {
+            at: old.at,
+            groups: Some(vec![TrackedGroup {
+                id: "00g1".into(),
+                name: "Taskade Users".into(),
+            }]),
+            names: Some(vec!["taskade users".into()]),
+        };
+        let written = format!("{CURSOR_PREFIX}{}", serde_json::to_string(&cursor).unwrap());
+        let read = parse_cursor(&written).unwrap();
+        assert_eq!(read.at, cursor.at);
+        assert_eq!(read.groups, cursor.groups);
+        assert_eq!(read.names, cursor.names);
         assert!(parse_cursor("garbage").is_none());
+        assert!(parse_cursor("okta-v2:{not json").is_none());
     }
 }

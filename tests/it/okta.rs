@@ -20,7 +20,7 @@ use seatwarden::http::Limits;
 use seatwarden::model::IdentityStatus;
 use seatwarden::retry::RetryPolicy;
 use serde_json::{Value, json};
-use wiremock::matchers::{header, method, path, path_regex};
+use wiremock::matchers::{header, method, path, path_regex, query_param};
 use wiremock::{Mock, MockServer, Request, ResponseTemplate};
 
 const TOKEN: &str = "00a-ssws-test-token-value";
@@ -185,11 +185,15 @@ impl FakeOkta {
                                     assert_eq!(s, r#"status eq "DEPROVISIONED""#);
                                     status == "DEPROVISIONED"
                                 }
-                                (None, Some(f)) => {
+                                (None, Some(f)) => match f.strip_prefix("id eq ") {
+                                    // id eq "…": that user, whatever the status.
+                                    Some(id) => u["id"] == id.trim_matches('"'),
                                     // lastUpdated gt "…": compare the timestamps.
-                                    let after = f.split('"').nth(1).unwrap();
-                                    u["lastUpdated"].as_str().unwrap() > after
-                                }
+                                    None => {
+                                        let after = f.split('"').nth(1).unwrap();
+                                        u["lastUpdated"].as_str().unwrap() > after
+                                    }
+                                },
                                 // Okta omits DEPROVISIONED users from a plain list.
                                 (None, None) => status != "DEPROVISIONED",
                             }
@@ -222,6 +226,28 @@ impl FakeOkta {
                         None => groups.clone(),
                     };
                     dated(page(req, &b, &selected, size, style), clock)
+                }
+            })
+            .mount(server)
+            .await;
+        // One group by id; a deleted (or never created) one answers 404.
+        let by_id: HashMap<String, Value> = self
+            .groups
+            .iter()
+            .map(|(g, _)| (g["id"].as_str().unwrap().to_owned(), g.clone()))
+            .collect();
+        Mock::given(method("GET"))
+            .and(path_regex(r"^/api/v1/groups/[^/]+$"))
+            .respond_with(move |req: &Request| {
+                let id = req.url.path().split('/').nth(4).unwrap();
+                match by_id.get(id) {
+                    Some(group) => dated(
+                        ResponseTemplate::new(200)
+                            .set_body_json(group)
+                            .insert_header("content-type", "application/json"),
+                        clock,
+                    ),
+                    None => not_found(id, "UserGroup"),
                 }
             })
             .mount(server)
@@ -264,15 +290,9 @@ impl FakeOkta {
                 move |req: &Request| {
                     let id = req.url.path().split('/').nth(4).unwrap();
                     match members.get(id) {
-                    Some(users) => dated(page(req, &b, users, size, style), clock),
-                    None => ResponseTemplate::new(404).set_body_json(json!({
-                        "errorCode": "E0000007",
-                        "errorSummary": format!("Not found: Resource not found: {id} (UserGroup)"),
-                        "errorLink": "E0000007",
-                        "errorId": "oaeXYZ",
-                        "errorCauses": []
-                    })),
-                }
+                        Some(users) => dated(page(req, &b, users, size, style), clock),
+                        None => not_found(id, "UserGroup"),
+                    }
                 }
             })
             .mount(server)
@@ -339,6 +359,17 @@ impl FakeOkta {
     }
 }
 
+/// Okta's 404 for an id it does not know (`kind`: `UserGroup`, `User`).
+fn not_found(id: &str, kind: &str) -> ResponseTemplate {
+    ResponseTemplate::new(404).set_body_json(json!({
+        "errorCode": "E0000007",
+        "errorSummary": format!("Not found: Resource not found: {id} ({kind})"),
+        "errorLink": "E0000007",
+        "errorId": "oaeXYZ",
+        "errorCauses": []
+    }))
+}
+
 /// Six people: four active, one suspended, one deprovisioned; three groups.
 pub fn small_org(style: LinkStyle) -> FakeOkta {
     let users = vec![
@@ -392,6 +423,47 @@ pub fn settings(server: &MockServer, auth: OktaAuth) -> OktaSettings {
 
 fn ssws() -> OktaAuth {
     OktaAuth::Ssws(Secret::Inline(TOKEN.to_owned().into()))
+}
+
+/// The cursor a full read of `org` (under [`settings`], then `configure`) leaves,
+/// set back to Okta's time `at`: the groups of interest are recorded as that
+/// read saw them.
+async fn cursor_after_full_read(
+    org: &FakeOkta,
+    configure: impl Fn(&mut OktaSettings),
+    at: &str,
+) -> String {
+    let server = MockServer::start().await;
+    org.mount(&server).await;
+    let mut s = settings(&server, ssws());
+    configure(&mut s);
+    let changes = OktaSource::new(s).changes_since(None).await.unwrap();
+    let DirectoryChanges::Full {
+        cursor: Some(cursor),
+        ..
+    } = changes
+    else {
+        panic!("expected a full snapshot with a cursor, got {changes:?}");
+    };
+    cursor_at(&cursor, at)
+}
+
+/// `cursor` with its time set to `at`.
+fn cursor_at(cursor: &str, at: &str) -> String {
+    let mut json: Value = serde_json::from_str(cursor.strip_prefix("okta-v2:").unwrap()).unwrap();
+    json["at"] = at.into();
+    format!("okta-v2:{json}")
+}
+
+/// The cursor a full read of the untouched [`small_org`] leaves, at
+/// 2026-11-30T01:00Z.
+async fn small_org_cursor() -> String {
+    cursor_after_full_read(
+        &small_org(LinkStyle::SeparateLines),
+        |_| {},
+        "2026-11-30T01:00:00.000Z",
+    )
+    .await
 }
 
 fn statuses(
@@ -778,7 +850,7 @@ async fn changes_since_reads_only_users_updated_after_the_cursor_minus_the_overl
     org.mount(&server).await;
     let source = OktaSource::new(settings(&server, ssws()));
     let changes = source
-        .changes_since(Some("okta-v1:2026-11-30T01:00:00.000Z"))
+        .changes_since(Some(&small_org_cursor().await))
         .await
         .unwrap();
     let DirectoryChanges::Delta {
@@ -789,7 +861,7 @@ async fn changes_since_reads_only_users_updated_after_the_cursor_minus_the_overl
     else {
         panic!("expected a delta, got {changes:?}");
     };
-    assert!(cursor.starts_with("okta-v1:"), "{cursor}");
+    assert!(cursor.starts_with("okta-v2:"), "{cursor}");
     assert!(removed.is_empty());
     assert_eq!(changed.len(), 1);
     assert_eq!(changed[0].id, "00u2");
@@ -800,10 +872,11 @@ async fn changes_since_reads_only_users_updated_after_the_cursor_minus_the_overl
         requests.iter().any(|r| query(r, "filter").as_deref()
             == Some(r#"lastUpdated gt "2026-11-30T00:55:00.000Z""#))
     );
-    // groups filter + users filter + one user's groups.
+    // groups filter + users filter + one user's groups + the two groups of
+    // interest, each by id.
     assert_eq!(
         requests.len(),
-        3,
+        5,
         "{:?}",
         requests
             .iter()
@@ -834,7 +907,8 @@ async fn the_delta_cursor_is_okta_time_whatever_this_hosts_clock_says() {
         else {
             panic!("expected a full snapshot with a cursor");
         };
-        let at = chrono::DateTime::parse_from_rfc3339(cursor.strip_prefix("okta-v1:").unwrap())
+        let json: Value = serde_json::from_str(cursor.strip_prefix("okta-v2:").unwrap()).unwrap();
+        let at = chrono::DateTime::parse_from_rfc3339(json["at"].as_str().unwrap())
             .unwrap()
             .to_utc();
         // `Date` has one-second resolution and is read after it was stamped: the
@@ -860,14 +934,14 @@ async fn changes_since_falls_back_to_a_snapshot_when_a_policy_group_changed_memb
     org.mount(&server).await;
     let source = OktaSource::new(settings(&server, ssws()));
     let changes = source
-        .changes_since(Some("okta-v1:2026-11-30T01:00:00.000Z"))
+        .changes_since(Some(&small_org_cursor().await))
         .await
         .unwrap();
     let DirectoryChanges::Full { snapshot, cursor } = changes else {
         panic!("expected a full snapshot");
     };
     assert_eq!(statuses(&snapshot), expected_small_org());
-    assert!(cursor.unwrap().starts_with("okta-v1:"));
+    assert!(cursor.unwrap().starts_with("okta-v2:"));
     // The first call has no cursor: a full snapshot too.
     assert!(matches!(
         source.changes_since(None).await.unwrap(),
@@ -1150,7 +1224,7 @@ async fn changes_since_reads_a_snapshot_when_too_many_users_changed() {
     }
     org.mount(&server).await;
     let changes = OktaSource::new(settings(&server, ssws()))
-        .changes_since(Some("okta-v1:2026-11-30T01:00:00.000Z"))
+        .changes_since(Some(&small_org_cursor().await))
         .await
         .unwrap();
     let DirectoryChanges::Full { snapshot, .. } = changes else {
@@ -1260,8 +1334,9 @@ async fn a_listing_that_never_ends_fails_at_the_page_cap() {
         let source = OktaSource::with_limits(settings(&server, ssws()), pages_cap(4));
         let mut errors = vec![within_a_minute(source.snapshot()).await.unwrap_err()];
         if endpoint == "/api/v1/users" {
+            let cursor = small_org_cursor().await;
             errors.push(
-                within_a_minute(source.changes_since(Some("okta-v1:2026-11-30T01:00:00.000Z")))
+                within_a_minute(source.changes_since(Some(&cursor)))
                     .await
                     .unwrap_err(),
             );
@@ -1384,7 +1459,7 @@ async fn ids_that_are_dot_segments_are_refused() {
     }
     org.mount(&server).await;
     let error = OktaSource::new(settings(&server, ssws()))
-        .changes_since(Some("okta-v1:2026-11-30T01:00:00.000Z"))
+        .changes_since(Some(&small_org_cursor().await))
         .await
         .unwrap_err();
     assert!(matches!(error, DirectoryError::Malformed { .. }), "{error}");
@@ -1408,4 +1483,421 @@ async fn ids_that_are_dot_segments_are_refused() {
             .any(|r| r.url.path().starts_with("/api/v1/apps")),
         "{requests:?}"
     );
+}
+
+/// [`small_org`] where nothing changed after 2026-11-30T01:00Z but the profile of
+/// 00u2 (ACTIVE, in "Taskade Users"), at 01:02: an employee who stays.
+fn org_where_one_profile_changed() -> FakeOkta {
+    let mut org = small_org(LinkStyle::SeparateLines);
+    for u in &mut org.users {
+        u["lastUpdated"] = "2026-01-01T00:00:00.000Z".into();
+    }
+    org.users[1]["lastUpdated"] = "2026-11-30T01:02:00.000Z".into();
+    org.users[1]["profile"]["department"] = "Sales".into();
+    for (g, _) in &mut org.groups {
+        g["lastUpdated"] = "2026-01-01T00:00:00.000Z".into();
+        g["lastMembershipUpdated"] = "2026-01-01T00:00:00.000Z".into();
+    }
+    org
+}
+
+/// `settings` plus "IT Admins" in `safety.protected_groups`.
+fn with_protected_it_admins(s: &mut OktaSettings) {
+    s.other_groups.push("IT Admins".into());
+    s.required_groups
+        .push(seatwarden::directory::RequiredGroup::protected("IT Admins"));
+}
+
+/// [`org_where_one_profile_changed`] with 00u2 also in "IT Admins" (00g4).
+fn org_with_it_admins() -> FakeOkta {
+    let mut org = org_where_one_profile_changed();
+    let mut admins = okta_group("00g4", "IT Admins");
+    admins["lastUpdated"] = "2026-01-01T00:00:00.000Z".into();
+    admins["lastMembershipUpdated"] = "2026-01-01T00:00:00.000Z".into();
+    org.groups.push((admins, vec!["00u2".to_owned()]));
+    org
+}
+
+/// Reads the delta of `org` from `cursor` under `settings` then `configure`.
+async fn delta_of(
+    org: &FakeOkta,
+    configure: impl Fn(&mut OktaSettings),
+    cursor: &str,
+) -> (Result<DirectoryChanges, DirectoryError>, MockServer) {
+    let server = MockServer::start().await;
+    org.mount(&server).await;
+    let mut s = settings(&server, ssws());
+    configure(&mut s);
+    let changes = OktaSource::new(s).changes_since(Some(cursor)).await;
+    (changes, server)
+}
+
+/// A scope group renamed after the cursor was taken: its members' groups no longer
+/// name it, and a delta would show 00u2 (whose profile changed) out of scope, a
+/// leaver. The cursor knows the group's id: the call reads in full, and fails as a
+/// reconcile does. Whether Okta's `lastUpdated` index already shows the rename or
+/// not. A protected group renamed away fails the same way (its members would
+/// lose their protection).
+#[tokio::test]
+async fn a_group_of_interest_renamed_since_the_cursor_fails_the_delta_like_a_full_read() {
+    let cursor = small_org_cursor().await;
+    for renamed_at in ["2026-11-30T01:03:00.000Z", "2026-01-01T00:00:00.000Z"] {
+        let mut org = org_where_one_profile_changed();
+        org.groups[0].0["profile"]["name"] = "Taskade Staff".into();
+        org.groups[0].0["lastUpdated"] = renamed_at.into();
+        let (changes, _server) = delta_of(&org, |_| {}, &cursor).await;
+        let error = changes.unwrap_err();
+        assert!(
+            matches!(error, DirectoryError::Scope { .. }),
+            "{renamed_at}: {error}"
+        );
+        assert!(
+            error.to_string().contains(r#"scope group "Taskade Users""#),
+            "{error}"
+        );
+    }
+
+    let cursor = cursor_after_full_read(
+        &org_with_it_admins(),
+        with_protected_it_admins,
+        "2026-11-30T01:00:00.000Z",
+    )
+    .await;
+    let mut org = org_with_it_admins();
+    org.groups[3].0["profile"]["name"] = "Former IT Admins".into();
+    org.groups[3].0["lastUpdated"] = "2026-11-30T01:03:00.000Z".into();
+    let (changes, _server) = delta_of(&org, with_protected_it_admins, &cursor).await;
+    let error = changes.unwrap_err();
+    assert!(matches!(error, DirectoryError::Scope { .. }), "{error}");
+    assert!(
+        error.to_string().contains("safety.protected_groups"),
+        "{error}"
+    );
+}
+
+/// A scope or protected group deleted after the cursor was taken (its id answers
+/// 404): the call reads in full and fails; a mapping group deleted reads in full
+/// too, which a missing mapping group does not fail.
+#[tokio::test]
+async fn a_group_of_interest_deleted_since_the_cursor_reads_in_full() {
+    let cursor = small_org_cursor().await;
+    let mut org = org_where_one_profile_changed();
+    org.groups.remove(0);
+    let (changes, server) = delta_of(&org, |_| {}, &cursor).await;
+    let error = changes.unwrap_err();
+    assert!(matches!(error, DirectoryError::Scope { .. }), "{error}");
+    assert!(
+        error.to_string().contains(r#"scope group "Taskade Users""#),
+        "{error}"
+    );
+    let requests = server.received_requests().await.unwrap();
+    assert!(
+        requests
+            .iter()
+            .any(|r| r.url.path() == "/api/v1/groups/00g1"),
+        "the deletion is found by the group's id"
+    );
+
+    let cursor = cursor_after_full_read(
+        &org_with_it_admins(),
+        with_protected_it_admins,
+        "2026-11-30T01:00:00.000Z",
+    )
+    .await;
+    let mut org = org_with_it_admins();
+    org.groups.remove(3);
+    let (changes, _server) = delta_of(&org, with_protected_it_admins, &cursor).await;
+    let error = changes.unwrap_err();
+    assert!(matches!(error, DirectoryError::Scope { .. }), "{error}");
+    assert!(
+        error.to_string().contains("safety.protected_groups"),
+        "{error}"
+    );
+
+    // "Taskade Editors" only maps a role: the full read goes through without it.
+    let mut org = org_where_one_profile_changed();
+    org.groups.remove(1);
+    let (changes, _server) = delta_of(&org, |_| {}, &small_org_cursor().await).await;
+    let DirectoryChanges::Full { snapshot, cursor } = changes.unwrap() else {
+        panic!("expected a full snapshot");
+    };
+    let ada = snapshot.identities.iter().find(|i| i.id == "00u1").unwrap();
+    assert_eq!(ada.groups, vec!["Taskade Users".to_owned()]);
+    // The new cursor records the groups there are now.
+    let json: Value =
+        serde_json::from_str(cursor.unwrap().strip_prefix("okta-v2:").unwrap()).unwrap();
+    assert_eq!(
+        json["groups"],
+        json!([{"id": "00g1", "name": "Taskade Users"}])
+    );
+}
+
+/// A group the configuration does not name renamed: nobody's groups of interest
+/// changed, and the delta goes on (only the groups of interest are asked for).
+#[tokio::test]
+async fn an_unrelated_group_renamed_keeps_the_delta() {
+    let mut org = org_where_one_profile_changed();
+    org.groups[2].0["profile"]["name"] = "All Staff".into();
+    org.groups[2].0["lastUpdated"] = "2026-11-30T01:03:00.000Z".into();
+    let (changes, server) = delta_of(&org, |_| {}, &small_org_cursor().await).await;
+    let DirectoryChanges::Delta {
+        changed,
+        removed,
+        cursor,
+    } = changes.unwrap()
+    else {
+        panic!("expected a delta");
+    };
+    assert!(removed.is_empty());
+    assert_eq!(changed.len(), 1);
+    assert_eq!(changed[0].id, "00u2");
+    assert_eq!(changed[0].status, IdentityStatus::Active);
+    assert_eq!(changed[0].groups, vec!["Taskade Users".to_owned()]);
+    // The groups of interest are carried on to the next cursor.
+    let json: Value = serde_json::from_str(cursor.strip_prefix("okta-v2:").unwrap()).unwrap();
+    assert_eq!(
+        json["groups"],
+        json!([
+            {"id": "00g1", "name": "Taskade Users"},
+            {"id": "00g2", "name": "Taskade Editors"}
+        ])
+    );
+    let mut asked: Vec<String> = server
+        .received_requests()
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.url.path().to_owned())
+        .filter(|p| p.starts_with("/api/v1/groups/"))
+        .collect();
+    asked.sort();
+    assert_eq!(asked, vec!["/api/v1/groups/00g1", "/api/v1/groups/00g2"]);
+}
+
+/// An `okta-v1:` cursor (the time alone, from before the groups were recorded)
+/// reads in full once, which fails on a scope group renamed in the meantime, and
+/// leaves a cursor that gives deltas. With no group named there is nothing to
+/// record, and it still gives a delta. A cursor taken for other configured group
+/// names reads in full too.
+#[tokio::test]
+async fn an_old_cursor_reads_in_full_once_then_deltas_follow() {
+    const OLD: &str = "okta-v1:2026-11-30T01:00:00.000Z";
+    let mut renamed = org_where_one_profile_changed();
+    renamed.groups[0].0["profile"]["name"] = "Taskade Staff".into();
+    let (changes, _server) = delta_of(&renamed, |_| {}, OLD).await;
+    assert!(
+        matches!(changes, Err(DirectoryError::Scope { .. })),
+        "{changes:?}"
+    );
+
+    let org = org_where_one_profile_changed();
+    let (changes, _server) = delta_of(&org, |_| {}, OLD).await;
+    let DirectoryChanges::Full {
+        cursor: Some(cursor),
+        ..
+    } = changes.unwrap()
+    else {
+        panic!("expected a full snapshot with a cursor");
+    };
+    assert!(cursor.starts_with("okta-v2:"), "{cursor}");
+    let cursor = cursor_at(&cursor, "2026-11-30T01:00:00.000Z");
+    let (changes, _server) = delta_of(&org, |_| {}, &cursor).await;
+    let DirectoryChanges::Delta { changed, .. } = changes.unwrap() else {
+        panic!("expected a delta");
+    };
+    assert_eq!(changed.len(), 1);
+    assert_eq!(changed[0].id, "00u2");
+
+    let nothing_named = |s: &mut OktaSettings| {
+        s.scope_groups.clear();
+        s.other_groups.clear();
+    };
+    let (changes, _server) = delta_of(&org, nothing_named, OLD).await;
+    let DirectoryChanges::Delta { changed, .. } = changes.unwrap() else {
+        panic!("expected a delta");
+    };
+    assert_eq!(changed.len(), 1);
+
+    let (changes, _server) = delta_of(
+        &org,
+        |s| s.other_groups.push("Everyone".into()),
+        &small_org_cursor().await,
+    )
+    .await;
+    assert!(
+        matches!(changes, Ok(DirectoryChanges::Full { .. })),
+        "{changes:?}"
+    );
+}
+
+/// A changed user deleted between the listing and the request for their groups
+/// (404): when a filter on their id finds nobody, they are reported removed (a
+/// deleted user is a leaver) and the others are read as usual. A 404 the filter
+/// does not confirm (the user is still listed) fails the call.
+#[tokio::test]
+async fn a_changed_user_whose_groups_answer_404_is_removed_when_confirmed_gone() {
+    let mut org = org_where_one_profile_changed();
+    org.users[0]["lastUpdated"] = "2026-11-30T01:02:00.000Z".into();
+    let cursor = small_org_cursor().await;
+
+    let server = MockServer::start().await;
+    Mock::given(method("GET"))
+        .and(path("/api/v1/users/00u2/groups"))
+        .respond_with(not_found("00u2", "User"))
+        .with_priority(1)
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/api/v1/users"))
+        .and(query_param("filter", r#"id eq "00u2""#))
+        .respond_with({
+            let base = server.uri();
+            move |req: &Request| page(req, &base, &[], 200, LinkStyle::SeparateLines)
+        })
+        .with_priority(1)
+        .mount(&server)
+        .await;
+    org.mount(&server).await;
+    let changes = OktaSource::new(settings(&server, ssws()))
+        .changes_since(Some(&cursor))
+        .await
+        .unwrap();
+    let DirectoryChanges::Delta {
+        changed, removed, ..
+    } = changes
+    else {
+        panic!("expected a delta, got {changes:?}");
+    };
+    assert_eq!(removed, vec!["00u2".to_owned()]);
+    assert_eq!(changed.len(), 1);
+    assert_eq!(changed[0].id, "00u1");
+
+    // Still there by its id: the 404 is not taken for a deletion.
+    let server = MockServer::start().await;
+    Mock::given(method("GET"))
+        .and(path("/api/v1/users/00u2/groups"))
+        .respond_with(not_found("00u2", "User"))
+        .with_priority(1)
+        .mount(&server)
+        .await;
+    org.mount(&server).await;
+    let error = OktaSource::new(settings(&server, ssws()))
+        .changes_since(Some(&cursor))
+        .await
+        .unwrap_err();
+    assert_eq!(error.status(), Some(404), "{error}");
+    let requests = server.received_requests().await.unwrap();
+    assert!(
+        requests
+            .iter()
+            .any(|r| query(r, "filter").as_deref() == Some(r#"id eq "00u2""#))
+    );
+}
+
+/// The sweep end to end: after a reconcile and a first sweep (whose cursor records
+/// the groups of interest), the scope group is renamed in Okta and three people in
+/// it change their profiles. The sweep fails on the missing scope group, as a
+/// reconcile does: no episode opens and nothing is written to the workspace.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_renamed_scope_group_fails_the_sweep_and_deactivates_nobody() {
+    use seatwarden::sandbox::{Faults, Sandbox, SandboxOptions};
+    use seatwarden::store::Store;
+    use seatwarden::workspace::ScimClient;
+
+    let data = seatwarden::synth::generate(&seatwarden::synth::SynthSpec {
+        people: 120,
+        groups: 4,
+        drift_percent: 10.0,
+        seed: 7,
+    });
+    let okta = MockServer::start().await;
+    let mut org = crate::connectors::okta_org(&data, 25);
+    org.mount(&okta).await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let sandbox = Sandbox::start(
+        listener,
+        SandboxOptions {
+            token: "sweep-scim-token".to_owned(),
+            max_results: 1000,
+            or_filters: true,
+            faults: Faults::default(),
+            ..SandboxOptions::default()
+        },
+        data.workspace.clone(),
+    )
+    .await
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let config = crate::fixtures::synth_config_with_directory(
+        dir.path(),
+        &data,
+        sandbox.base_url().as_ref(),
+        "sweep-scim-token",
+        8,
+        &format!(
+            "kind = \"okta\"\nurl = \"{}\"\ntoken = \"{TOKEN}\"\n",
+            okta.uri()
+        ),
+    );
+    crate::fixtures::assert_converges(&config).await;
+    let client = ScimClient::new(config.scim_settings().unwrap()).unwrap();
+    let directory = config.directory();
+    let store = Arc::new(Mutex::new(Store::open(&config.state.path).unwrap()));
+    let sweep = || {
+        seatwarden::sweep::sweep(
+            &config,
+            &directory,
+            &client,
+            &store,
+            chrono::Utc::now(),
+            chrono::Duration::hours(1),
+        )
+    };
+    // The first sweep reads in full and leaves a cursor.
+    sweep().await.unwrap();
+
+    let stayers: Vec<String> = data
+        .directory
+        .identities
+        .iter()
+        .filter(|i| {
+            i.status == IdentityStatus::Active && i.groups.iter().any(|g| g == "Taskade Users")
+        })
+        .take(3)
+        .map(|i| i.id.clone())
+        .collect();
+    assert_eq!(stayers.len(), 3);
+    for user in &mut org.users {
+        if stayers.iter().any(|id| user["id"] == id.as_str()) {
+            user["lastUpdated"] = "2099-01-01T00:00:00.000Z".into();
+            user["profile"]["department"] = "Renamed Team".into();
+        }
+    }
+    let scope = org
+        .groups
+        .iter_mut()
+        .find(|(g, _)| g["profile"]["name"] == "Taskade Users")
+        .unwrap();
+    scope.0["profile"]["name"] = "Taskade Staff".into();
+    scope.0["lastUpdated"] = "2099-01-01T00:00:00.000Z".into();
+    okta.reset().await;
+    org.mount(&okta).await;
+
+    let writes = sandbox.stats().writes;
+    let error = sweep().await.unwrap_err();
+    assert!(
+        error.to_string().contains(r#"scope group "Taskade Users""#),
+        "{error}"
+    );
+    assert_eq!(sandbox.stats().writes, writes, "nothing was written");
+    assert!(
+        store
+            .lock()
+            .unwrap()
+            .open_deprovisions()
+            .unwrap()
+            .is_empty(),
+        "no episode opened"
+    );
+    sandbox.shutdown().await;
 }
