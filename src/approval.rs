@@ -1257,6 +1257,51 @@ mod tests {
         assert!(refreshed.actions.iter().all(|a| !a.waiting));
     }
 
+    /// An approved row that failed is taken up again only when recovery found it
+    /// cut off before it reached the workspace, never one the workspace refused.
+    #[test]
+    fn only_an_approved_row_cut_off_unsent_is_taken_up_again() {
+        let mut store = Store::open_in_memory().unwrap();
+        let at = chrono::DateTime::from_timestamp(1_800_000_000, 0).unwrap();
+        let run = store
+            .begin_run(crate::store::RunKind::Reconcile, at)
+            .unwrap();
+        let deactivate = |seq: u32, id: &str| Action {
+            seq,
+            held: Some(crate::model::HoldReason::LastOwner),
+            ..action(ActionKind::Deactivate {
+                account_id: id.into(),
+            })
+        };
+        let plan = Plan {
+            actions: vec![deactivate(0, "a"), deactivate(1, "b"), deactivate(2, "c")],
+            ..Plan::default()
+        };
+        store.save_plan(run, &plan, at).unwrap();
+        let approved: Vec<(u32, Decision, Option<String>)> =
+            (0..3).map(|seq| (seq, Decision::Approved, None)).collect();
+        store.record_decisions(run, &approved, "alice", at).unwrap();
+        store.release_held(run, &[0, 1, 2], at).unwrap();
+        store.mark_all_in_flight(run, &[0, 1, 2], at).unwrap();
+        let unsent = format!(
+            "{} (active); the next plan redoes it",
+            apply::NOT_REACHED_INTERRUPTED
+        );
+        store.mark_failed(run, 0, at, &unsent).unwrap();
+        store.mark_failed(run, 1, at, "403 forbidden").unwrap();
+        // Seq 2 is still in flight: `approve` leaves it to recovery, `reject`
+        // takes it back.
+        let seqs = |approving: bool| -> Vec<u32> {
+            undecided(&store, run, &Only::All, approving)
+                .unwrap()
+                .iter()
+                .map(|e| e.action.seq)
+                .collect()
+        };
+        assert_eq!(seqs(true), vec![0]);
+        assert_eq!(seqs(false), vec![0, 2]);
+    }
+
     #[test]
     fn only_takes_ops_and_classes() {
         assert_eq!(Only::parse(None).unwrap(), Only::All);
