@@ -199,6 +199,12 @@ pub async fn until_stopped<F: Future>(signal: StopSignal, applying: F) -> (F::Ou
 pub(crate) const NOT_SENT_STOPPING: &str =
     "not sent: seatwarden was stopping; the next run plans it again";
 
+/// How [`recover`] begins the error of an interrupted row whose object the
+/// workspace showed without the change: most likely never sent (a phase goes in
+/// flight before its first write leaves). An approval cut off that way is
+/// finished by approving again (`approval::approve` recognises it by this).
+pub(crate) const NOT_REACHED_INTERRUPTED: &str = "interrupted; the workspace does not show it";
+
 /// Whether this task's apply was told to stop.
 pub(crate) fn stop_requested() -> bool {
     STOP.try_with(|watch| watch.signal.is_stopped())
@@ -1840,7 +1846,7 @@ pub async fn recover(client: &ScimClient, store: &Mutex<Store>) -> Result<Recove
                         entry.run,
                         action.seq,
                         now,
-                        &format!("interrupted; the workspace does not show it ({why}); the next plan redoes it"),
+                        &format!("{NOT_REACHED_INTERRUPTED} ({why}); the next plan redoes it"),
                     )?;
                     tracing::info!(
                         run = entry.run,

@@ -323,15 +323,28 @@ pub struct Approval {
     pub applied: ApplySummary,
 }
 
-/// The held actions of `run` that `only` selects and nobody decided on yet; with
-/// `approved_unsent`, also those an earlier `approve` approved but did not get to
-/// send (cut off, failed, or a breaker that opened before their phase): nothing
-/// else ever picks them up again.
+/// Whether recovery found `entry` cut off before the workspace showed it
+/// ([`apply::recover`]: in flight when its process died, most likely never sent).
+/// Not one that was sent and refused: the executor journals those failed itself.
+fn not_reached(entry: &JournalEntry) -> bool {
+    entry.state == ActionState::Failed
+        && entry
+            .last_error
+            .as_deref()
+            .is_some_and(|e| e.starts_with(apply::NOT_REACHED_INTERRUPTED))
+}
+
+/// The held actions of `run` that `only` selects and nobody decided on yet, and
+/// those an earlier `approve` approved but did not get to send (cut off before
+/// their phase or mid-phase, an error, a breaker that opened before their phase):
+/// nothing else ever picks them up again. `approving` takes these up again;
+/// rejecting takes them back, with the ones still in flight (a dead approval's:
+/// `reject` holds the writer lock), so that no later `approve` sends them.
 fn undecided(
     store: &Store,
     run: RunId,
     only: &Only,
-    approved_unsent: bool,
+    approving: bool,
 ) -> Result<Vec<JournalEntry>, ApprovalError> {
     match store.run(run)? {
         None => return Err(ApprovalError::UnknownRun(run)),
@@ -360,8 +373,17 @@ fn undecided(
             // it (nothing was sent), or the rows would stay held with nobody able
             // to drop them.
             (ActionState::Held, Some(Decision::Approved)) => true,
-            // Released, not sent: only approving again sends them.
-            (ActionState::Planned, Some(Decision::Approved)) => approved_unsent,
+            // Released, not sent: approving again sends them, rejecting drops them.
+            (ActionState::Planned, Some(Decision::Approved)) => true,
+            // In flight when an approval was cut off, and found by recovery not to
+            // have reached the workspace (see `approve`, which recovers first, or a
+            // reconcile or sweep since). Sent and refused stays failed.
+            (ActionState::Failed, Some(Decision::Approved)) => not_reached(e),
+            // Still in flight: only a dead approval's can be (the writer lock).
+            // `approve` has resolved them by now (one whose read failed stays in
+            // flight until a recovery reads it); `reject` makes sure that what of
+            // them did not arrive is never sent from this run.
+            (ActionState::InFlight, Some(Decision::Approved)) => !approving,
             _ => false,
         })
         .filter(|e| only.admits(&e.action.kind))
@@ -384,6 +406,11 @@ pub async fn approve(
     only: &Only,
     now: DateTime<Utc>,
 ) -> Result<Approval, ApprovalError> {
+    // We hold the writer lock: every row in flight is a dead process's, perhaps
+    // this run's own approval cut off mid-phase. Resolved first, as a sweep does,
+    // what it sent is done (and in the ledger) and what it did not is taken up
+    // below with the rest, rather than failed, planned again and held again.
+    let (store, discovered) = recover_cut_off(config, client, store, now).await?;
     let held = undecided(&store, run, only, true)?;
     let approved_before: HashSet<u32> = store
         .decisions(run)?
@@ -395,7 +422,9 @@ pub async fn approve(
     if !circuit.allows_writes() {
         return Err(ApprovalError::CircuitOpen(circuit.to_string()));
     }
-    client.discover().await?;
+    if !discovered {
+        client.discover().await?;
+    }
     let (workspace, whole) = client.snapshot_whole(&|_| {}).await?;
     if !whole {
         return Err(ApprovalError::ShortListing);
@@ -635,8 +664,46 @@ pub async fn approve(
     Ok(approval)
 }
 
+/// Resolves the rows a dead process left in flight ([`apply::recover`]) and records
+/// what it found in the ledger as the sweep does ([`crate::sweep::record_recovery`]).
+/// Returns the store and whether the client has read the provider's settings.
+async fn recover_cut_off(
+    config: &Config,
+    client: &ScimClient,
+    store: Store,
+    now: DateTime<Utc>,
+) -> Result<(Store, bool), ApprovalError> {
+    if store.interrupted()?.is_empty() {
+        return Ok((store, false));
+    }
+    client.discover().await?;
+    let store = Mutex::new(store);
+    let recovered = apply::recover(client, &store).await?;
+    let mut store = store.into_inner().map_err(|_| ApprovalError::Poisoned)?;
+    if recovered.resolved > 0 {
+        tracing::info!(
+            recovered = recovered.resolved,
+            "interrupted actions resolved"
+        );
+        crate::sweep::record_recovery(
+            &mut store,
+            &recovered,
+            now,
+            crate::sweep::configured_sla(config),
+        )?;
+        // A cut-off approval's run has a stored report, which showed them not run.
+        for run in &recovered.runs {
+            refresh_report(&mut store, *run)?;
+        }
+    }
+    Ok((store, true))
+}
+
 /// `seatwarden reject RUN [--only KIND]`: the held actions stay held, recorded as
-/// rejected, and are never applied from this run. Returns how many.
+/// rejected, and are never applied from this run. So are those an approval cut
+/// off approved and did not send (released, or in flight when it died: what of
+/// those reached the workspace is there, and the next recovery finds it applied;
+/// the rest is never sent from this run). Returns how many.
 pub fn reject(
     store: &mut Store,
     run: RunId,
@@ -648,6 +715,7 @@ pub fn reject(
         .iter()
         .map(|e| (e.action.seq, Decision::Rejected, None))
         .collect();
+    let unsent = held.iter().filter(|e| e.state != ActionState::Held).count();
     store.record_decisions(run, &decisions, &safety::os_user(), now)?;
     refresh_report(store, run)?;
     safety::audit(
@@ -655,9 +723,14 @@ pub fn reject(
         "reject",
         Some(run),
         format!(
-            "rejected {} held actions{}",
+            "rejected {} held actions{}{}",
             decisions.len(),
-            only.describe()
+            only.describe(),
+            if unsent > 0 {
+                format!(" ({unsent} approved before by an approval cut off before it sent them)")
+            } else {
+                String::new()
+            }
         ),
         now,
     )?;
@@ -790,11 +863,14 @@ fn refresh_report(store: &mut Store, run: RunId) -> Result<(), ApprovalError> {
         if let Some(entry) = journal.iter().find(|e| e.action.seq == outcome.seq) {
             // A held action someone decided on waits for nobody any more: the report
             // and the digest stop asking for an approval that would be refused.
-            let decided = match (entry.state, decisions.get(&outcome.seq)) {
-                (ActionState::Held, Some(Decision::Rejected)) => {
+            // So does one an approval cut off approved and never sent.
+            let unsent = matches!(entry.state, ActionState::Held | ActionState::Planned)
+                || not_reached(entry);
+            let decided = match (unsent, decisions.get(&outcome.seq)) {
+                (true, Some(Decision::Rejected)) => {
                     Some("rejected (seatwarden reject): this run never applies it")
                 }
-                (ActionState::Held, Some(Decision::Obsolete)) => {
+                (true, Some(Decision::Obsolete)) => {
                     Some("obsolete: the workspace already showed it when it was approved")
                 }
                 _ => None,
@@ -1179,6 +1255,51 @@ mod tests {
         assert_eq!(refreshed.summary.actions_held, 2);
         assert_eq!(refreshed.safety.actions_waiting, 0);
         assert!(refreshed.actions.iter().all(|a| !a.waiting));
+    }
+
+    /// An approved row that failed is taken up again only when recovery found it
+    /// cut off before it reached the workspace, never one the workspace refused.
+    #[test]
+    fn only_an_approved_row_cut_off_unsent_is_taken_up_again() {
+        let mut store = Store::open_in_memory().unwrap();
+        let at = chrono::DateTime::from_timestamp(1_800_000_000, 0).unwrap();
+        let run = store
+            .begin_run(crate::store::RunKind::Reconcile, at)
+            .unwrap();
+        let deactivate = |seq: u32, id: &str| Action {
+            seq,
+            held: Some(crate::model::HoldReason::LastOwner),
+            ..action(ActionKind::Deactivate {
+                account_id: id.into(),
+            })
+        };
+        let plan = Plan {
+            actions: vec![deactivate(0, "a"), deactivate(1, "b"), deactivate(2, "c")],
+            ..Plan::default()
+        };
+        store.save_plan(run, &plan, at).unwrap();
+        let approved: Vec<(u32, Decision, Option<String>)> =
+            (0..3).map(|seq| (seq, Decision::Approved, None)).collect();
+        store.record_decisions(run, &approved, "alice", at).unwrap();
+        store.release_held(run, &[0, 1, 2], at).unwrap();
+        store.mark_all_in_flight(run, &[0, 1, 2], at).unwrap();
+        let unsent = format!(
+            "{} (active); the next plan redoes it",
+            apply::NOT_REACHED_INTERRUPTED
+        );
+        store.mark_failed(run, 0, at, &unsent).unwrap();
+        store.mark_failed(run, 1, at, "403 forbidden").unwrap();
+        // Seq 2 is still in flight: `approve` leaves it to recovery, `reject`
+        // takes it back.
+        let seqs = |approving: bool| -> Vec<u32> {
+            undecided(&store, run, &Only::All, approving)
+                .unwrap()
+                .iter()
+                .map(|e| e.action.seq)
+                .collect()
+        };
+        assert_eq!(seqs(true), vec![0]);
+        assert_eq!(seqs(false), vec![0, 2]);
     }
 
     #[test]

@@ -318,10 +318,9 @@ pub async fn enforce(
                 "interrupted actions resolved"
             );
             let mut store = lock(store)?;
-            let latencies = record_recovered(&mut store, &recovered, now, configured_sla(config))?;
-            outcome.latencies.extend(latencies);
             // After the sweep's observation: its episodes are there to move.
-            backdate_cut_off(&mut store, &recovered.runs)?;
+            let latencies = record_recovery(&mut store, &recovered, now, configured_sla(config))?;
+            outcome.latencies.extend(latencies);
         }
         // Leavers whose accounts can be read are still enforced (and overdue ones
         // escalated); the rows stay in flight for the next pass.
@@ -1025,6 +1024,20 @@ pub fn record_deprovisions(
         }
         Ok(verified)
     })
+}
+
+/// The ledger after [`apply::recover`]: [`record_recovered`], then
+/// [`backdate_cut_off`] for the runs it found cut off. The sweep and `approve`
+/// both resolve a dead process's rows in flight this way, under the writer lock.
+pub fn record_recovery(
+    store: &mut Store,
+    recovered: &apply::Recovered,
+    now: DateTime<Utc>,
+    sla: Duration,
+) -> Result<Vec<Duration>, StoreError> {
+    let latencies = record_recovered(store, recovered, now, sla)?;
+    backdate_cut_off(store, &recovered.runs)?;
+    Ok(latencies)
 }
 
 /// After [`apply::recover`]: the deprovisions it found applied join the ledger as

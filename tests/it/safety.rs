@@ -699,6 +699,257 @@ async fn an_interrupted_approval_can_still_be_rejected() {
     assert_eq!(env.active_accounts(), active_before, "nothing sent");
 }
 
+/// `seatwarden approve RUN` killed mid-phase: the approval's future is dropped once
+/// the sandbox took `after` of its writes (each one slowed down so that the rest
+/// are still to come), as a `kill -9` would leave it: its phase journaled in
+/// flight, part of it sent. Returns how many writes reached the workspace, once
+/// the ones already on their way have landed.
+async fn approve_cut_off(env: &Env, run: seatwarden::store::RunId, after: u64) -> u64 {
+    let before = env.sandbox.stats().writes;
+    let latency = std::time::Duration::from_millis(25);
+    env.sandbox.set_faults(Faults {
+        latency,
+        ..Faults::default()
+    });
+    {
+        let approving = env.approve_all(run);
+        tokio::pin!(approving);
+        loop {
+            tokio::select! {
+                done = &mut approving => panic!("the approval was not cut off: {done:?}"),
+                () = tokio::time::sleep(std::time::Duration::from_millis(2)) => {
+                    if env.sandbox.stats().writes - before >= after {
+                        break;
+                    }
+                }
+            }
+        }
+    }
+    // The requests already sent are answered by the workspace all the same.
+    tokio::time::sleep(latency * 8).await;
+    env.sandbox.set_faults(Faults::default());
+    env.sandbox.stats().writes - before
+}
+
+/// The run's rows by state.
+fn states(store: &Store, run: seatwarden::store::RunId) -> HashMap<String, usize> {
+    let mut states = HashMap::new();
+    for row in store.journal(run).unwrap() {
+        *states.entry(format!("{:?}", row.state)).or_default() += 1;
+    }
+    states
+}
+
+/// An approval killed mid-apply left its whole phase in flight, part of it sent.
+/// Approving the run again resolves those rows first: what reached the workspace
+/// is done (and in the ledger), the rest is re-checked and applied by this
+/// approval; none of it is held again for a second human, and no account is
+/// written twice.
+#[tokio::test]
+async fn an_approval_killed_mid_apply_is_finished_by_approving_again() {
+    use seatwarden::store::{ActionState, Decision};
+
+    let mut env = env_with(300, None, "max_deprovisions = 10").await;
+    env.run(Mode::Reconcile, RunOptions::default()).await;
+    let active_before = env.active_accounts();
+    env.leave(40);
+    let outcome = env.run(Mode::Reconcile, RunOptions::default()).await;
+    assert_eq!(outcome.plan.held().count(), 40);
+    let writes_before = env.sandbox.stats().writes;
+
+    let sent = approve_cut_off(&env, outcome.run_id, 8).await;
+    assert!((8..40).contains(&sent), "{sent}");
+    assert_eq!(env.active_accounts(), active_before - sent as usize);
+    {
+        let store = env.store();
+        assert_eq!(
+            states(&store, outcome.run_id).get("InFlight"),
+            Some(&40),
+            "the phase went in flight whole"
+        );
+        let decisions = store.decisions(outcome.run_id).unwrap();
+        assert_eq!(
+            decisions
+                .values()
+                .filter(|d| **d == Decision::Approved)
+                .count(),
+            40
+        );
+    }
+
+    let approval = env.approve_all(outcome.run_id).await.unwrap();
+    let unsent = 40 - sent as usize;
+    assert_eq!(approval.approved.len(), unsent, "{approval:?}");
+    assert_eq!(
+        (approval.applied.applied, approval.applied.failed),
+        (unsent, 0)
+    );
+    assert!(approval.refused.is_empty() && approval.obsolete.is_empty());
+    assert_eq!(env.active_accounts(), active_before - 40);
+    assert_eq!(
+        env.sandbox.stats().writes - writes_before,
+        40,
+        "every leaver written once"
+    );
+
+    let store = env.store();
+    let journal = store.journal(outcome.run_id).unwrap();
+    assert!(
+        journal
+            .iter()
+            .filter(|e| matches!(e.action.kind, ActionKind::Deactivate { .. }))
+            .all(|e| e.state == ActionState::Applied),
+        "{journal:#?}"
+    );
+    // The ledger has all 40 verified: those the killed approval sent, found by
+    // recovery, and those this one sent.
+    assert!(store.open_deprovisions().unwrap().is_empty());
+    let current = store.current_deprovisions().unwrap();
+    assert_eq!(current.len(), 40);
+    assert!(current.iter().all(|e| e.verified_at.is_some()));
+    let report =
+        seatwarden::report::Report::from_json(&store.report(outcome.run_id).unwrap().unwrap())
+            .unwrap();
+    assert_eq!(report.summary.actions_applied, 40, "{:?}", report.summary);
+    assert_eq!(report.summary.actions_held, 0);
+    drop(store);
+
+    // Nothing is held again, nothing left to approve.
+    let next = env.run(Mode::Reconcile, RunOptions::default()).await;
+    assert!(deactivations(&next).is_empty(), "{:#?}", next.plan.actions);
+    assert_eq!(next.plan.held().count(), 0);
+    assert!(matches!(
+        env.approve_all(outcome.run_id).await,
+        Err(approval::ApprovalError::NothingHeld { .. })
+    ));
+    assert_eq!(env.sandbox.stats().writes - writes_before, 40);
+}
+
+/// A reconcile between the killed approval and the next one recovers the rows in
+/// flight and plans the unsent ones again in its own run, where the threshold
+/// holds them again. Approving that run sends them; approving the old one after
+/// finds them done (obsolete) and writes nothing: no account is written twice.
+#[tokio::test]
+async fn a_reconcile_after_a_killed_approval_plans_the_rest_again_and_nothing_is_sent_twice() {
+    let mut env = env_with(300, None, "max_deprovisions = 10").await;
+    env.run(Mode::Reconcile, RunOptions::default()).await;
+    let active_before = env.active_accounts();
+    env.leave(40);
+    let first = env.run(Mode::Reconcile, RunOptions::default()).await;
+    assert_eq!(first.plan.held().count(), 40);
+    let writes_before = env.sandbox.stats().writes;
+    let sent = approve_cut_off(&env, first.run_id, 8).await as usize;
+    assert!((8..30).contains(&sent), "{sent}");
+
+    let second = env.run(Mode::Reconcile, RunOptions::default()).await;
+    let again = deactivations(&second);
+    assert_eq!(again.len(), 40 - sent);
+    assert!(
+        again.iter().all(|a| a.held.is_some()),
+        "over the limit of 10"
+    );
+    assert_eq!(states(&env.store(), first.run_id).get("InFlight"), None);
+
+    let approval = env.approve_all(second.run_id).await.unwrap();
+    assert_eq!(approval.applied.applied, 40 - sent, "{approval:?}");
+    assert_eq!(env.active_accounts(), active_before - 40);
+
+    let late = env.approve_all(first.run_id).await.unwrap();
+    assert_eq!(late.obsolete.len(), 40 - sent, "{late:?}");
+    assert!(
+        late.approved.is_empty() && late.refused.is_empty(),
+        "{late:?}"
+    );
+    assert_eq!(late.applied.applied, 0);
+    assert_eq!(
+        env.sandbox.stats().writes - writes_before,
+        40,
+        "every leaver written once"
+    );
+    let store = env.store();
+    assert!(store.open_deprovisions().unwrap().is_empty());
+    assert!(
+        store
+            .current_deprovisions()
+            .unwrap()
+            .iter()
+            .all(|e| e.verified_at.is_some())
+    );
+    drop(store);
+    assert!(matches!(
+        env.approve_all(first.run_id).await,
+        Err(approval::ApprovalError::NothingHeld { .. })
+    ));
+}
+
+/// The other order: the old run approved again first sends what its killed
+/// approval did not (the decision was made), and the new run's copies of them
+/// are obsolete when it is approved.
+#[tokio::test]
+async fn the_old_run_approved_again_after_a_reconcile_leaves_the_new_run_nothing_to_send() {
+    let mut env = env_with(300, None, "max_deprovisions = 10").await;
+    env.run(Mode::Reconcile, RunOptions::default()).await;
+    let active_before = env.active_accounts();
+    env.leave(40);
+    let first = env.run(Mode::Reconcile, RunOptions::default()).await;
+    let writes_before = env.sandbox.stats().writes;
+    let sent = approve_cut_off(&env, first.run_id, 8).await as usize;
+    let second = env.run(Mode::Reconcile, RunOptions::default()).await;
+    assert_eq!(second.plan.held().count(), 40 - sent);
+
+    let finished = env.approve_all(first.run_id).await.unwrap();
+    assert_eq!(finished.applied.applied, 40 - sent, "{finished:?}");
+    assert_eq!(env.active_accounts(), active_before - 40);
+    let late = env.approve_all(second.run_id).await.unwrap();
+    assert_eq!(late.obsolete.len(), 40 - sent, "{late:?}");
+    assert_eq!(late.applied.applied, 0);
+    assert_eq!(env.sandbox.stats().writes - writes_before, 40);
+}
+
+/// Rejecting the run after its approval was killed mid-apply takes back what that
+/// approval did not send: the rows in flight are rejected, what of them reached
+/// the workspace is found applied by the next recovery, and nothing else is ever
+/// sent from that run; the next reconcile plans the rest again (held again).
+#[tokio::test]
+async fn a_killed_approval_can_still_be_rejected() {
+    use seatwarden::store::Decision;
+
+    let mut env = env_with(300, None, "max_deprovisions = 10").await;
+    env.run(Mode::Reconcile, RunOptions::default()).await;
+    let active_before = env.active_accounts();
+    env.leave(40);
+    let outcome = env.run(Mode::Reconcile, RunOptions::default()).await;
+    let writes_before = env.sandbox.stats().writes;
+    let sent = approve_cut_off(&env, outcome.run_id, 8).await as usize;
+
+    let rejected =
+        approval::reject(&mut env.store(), outcome.run_id, &Only::All, Utc::now()).unwrap();
+    assert_eq!(rejected, 40);
+    let decisions = env.store().decisions(outcome.run_id).unwrap();
+    assert!(decisions.values().all(|d| *d == Decision::Rejected));
+    // Approving again resolves the rows in flight and sends nothing.
+    assert!(matches!(
+        env.approve_all(outcome.run_id).await,
+        Err(approval::ApprovalError::NothingHeld { .. })
+    ));
+    assert_eq!(env.sandbox.stats().writes - writes_before, sent as u64);
+    assert_eq!(env.active_accounts(), active_before - sent);
+    let store = env.store();
+    let states = states(&store, outcome.run_id);
+    assert_eq!(states.get("Applied"), Some(&sent), "{states:?}");
+    assert_eq!(states.get("Failed"), Some(&(40 - sent)), "{states:?}");
+    let report =
+        seatwarden::report::Report::from_json(&store.report(outcome.run_id).unwrap().unwrap())
+            .unwrap();
+    assert_eq!(report.summary.actions_applied, sent, "{:?}", report.summary);
+    drop(store);
+
+    let next = env.run(Mode::Reconcile, RunOptions::default()).await;
+    assert_eq!(deactivations(&next).len(), 40 - sent);
+    assert_eq!(next.plan.held().count(), 40 - sent);
+    assert_eq!(env.sandbox.stats().writes - writes_before, sent as u64);
+}
+
 /// A held deactivation of someone a sweep has since seen with access again (back
 /// from leave, re-hired into the directory) is refused by `approve`, not applied
 /// to a person who is no longer leaving.
