@@ -1022,7 +1022,10 @@ fn send_mail(config: &Config) -> anyhow::Result<u8> {
         .filter(|e| e.state == crate::store::OutboxState::Pending)
         .count();
     if waiting > 0 {
-        anyhow::bail!("{waiting} messages are still waiting in the outbox");
+        anyhow::bail!(
+            "{} still waiting in the outbox",
+            report::plural(waiting, "message is", "messages are")
+        );
     }
     Ok(exit::OK)
 }
