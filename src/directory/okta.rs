@@ -32,7 +32,7 @@
 //! and SUSPENDED → suspended; DEPROVISIONED → deprovisioned; a deleted user is absent.
 //! An unknown status is read as suspended (no access) and logged.
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -673,13 +673,7 @@ impl OktaSource {
     /// The configured group names, folded and sorted, as a cursor records them.
     fn configured_names(&self) -> Vec<String> {
         let s = &self.inner.settings;
-        let names: BTreeSet<String> = s
-            .scope_groups
-            .iter()
-            .chain(&s.other_groups)
-            .map(|name| crate::policy::fold_group_name(name))
-            .collect();
-        names.into_iter().collect()
+        remote::configured_names(&s.scope_groups, &s.other_groups)
     }
 
     /// Ids of the groups whose members are read: those the policy names, or all.

@@ -443,6 +443,18 @@ pub(super) fn required_str<'a>(
         })
 }
 
+/// The group names a configuration names (scope and the others), folded and
+/// sorted: what a delta cursor records, so that a cursor taken under another
+/// configuration is not read as a delta of this one.
+pub(super) fn configured_names(scope: &[String], other: &[String]) -> Vec<String> {
+    let names: BTreeSet<String> = scope
+        .iter()
+        .chain(other)
+        .map(|name| crate::policy::fold_group_name(name))
+        .collect();
+    names.into_iter().collect()
+}
+
 /// The names of a person's `groups` that the policy reads (every one when
 /// `interest` is empty), sorted, each once; `parse_group` reads (id, name).
 ///
