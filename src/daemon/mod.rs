@@ -892,11 +892,13 @@ fn digest_job(shared: &Shared, notifier: Option<&notify::Notifier>) -> Result<()
     Ok(())
 }
 
-/// The period a digest built at `now` covers after one that covered up to `last`.
+/// The period a digest built at `now` covers after one that covered up to `last`:
+/// exactly the time since, so digests scheduled more often than hourly do not
+/// count the same runs twice (at least a minute, at most a week).
 fn digest_period(last: Option<DateTime<Utc>>, now: DateTime<Utc>) -> chrono::Duration {
     last.map(|at| now - at)
         .unwrap_or(chrono::Duration::days(1))
-        .clamp(chrono::Duration::hours(1), chrono::Duration::days(7))
+        .clamp(chrono::Duration::minutes(1), chrono::Duration::days(7))
 }
 
 fn chrono_sla(settings: &DaemonSettings) -> chrono::Duration {
@@ -907,6 +909,20 @@ fn chrono_sla(settings: &DaemonSettings) -> chrono::Duration {
 #[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 mod tests {
     use super::*;
+
+    /// Consecutive digests cover consecutive periods, however often they run.
+    #[test]
+    fn a_digest_covers_the_time_since_the_last_one() {
+        let now = chrono::DateTime::from_timestamp(1_800_000_000, 0).unwrap();
+        let minutes = chrono::Duration::minutes;
+        assert_eq!(digest_period(Some(now - minutes(15)), now), minutes(15));
+        assert_eq!(digest_period(None, now), chrono::Duration::days(1));
+        assert_eq!(
+            digest_period(Some(now - chrono::Duration::days(30)), now),
+            chrono::Duration::days(7)
+        );
+        assert_eq!(digest_period(Some(now), now), minutes(1));
+    }
 
     /// On a fresh state database the reconcile and the sweep run at once; the
     /// digest and the prune wait for their slot (a first start emailed a digest of
