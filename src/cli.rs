@@ -391,8 +391,9 @@ Exit codes: those of reconcile (0 converged, 3 held for a human, 4 some actions 
     /// SIGTERM lets running work finish (at most 30 s) and exits 0.
     Daemon,
     /// Deprovisions pending and overdue (due times in [report] timezone), recent
-    /// verified ones with their latency, and each daemon job's last run. Reads the
-    /// state database; exit 7 when any deprovision is overdue.
+    /// verified ones with their latency, and each daemon job's last run and, while a
+    /// daemon runs, its next. Reads the state database; exit 7 when any deprovision
+    /// is overdue.
     Status {
         #[arg(long, value_enum, default_value_t = StatusFormat::Text)]
         format: StatusFormat,
@@ -559,12 +560,16 @@ fn run_command(cli: Cli) -> anyhow::Result<u8> {
         Command::Status { format } => {
             let store = open_existing_store(&config)?;
             let tz = config.report_timezone()?;
+            // Next runs by the schedule in the file, which a running daemon
+            // loaded unless the file changed since without a reload.
+            let schedule = config.daemon_settings().ok();
             let status = crate::daemon::status::collect(
                 &store,
                 chrono::Utc::now(),
                 tz,
                 config.delete_after(),
                 Some(&config.state.path),
+                schedule.as_ref(),
             )?;
             match format {
                 StatusFormat::Json => outln!("{}", serde_json::to_string_pretty(&status)?)?,
@@ -582,6 +587,42 @@ fn run_command(cli: Cli) -> anyhow::Result<u8> {
         Command::CheckConfig => {
             config.check_files()?;
             out!("{}", config.to_redacted_toml())?;
+            // The first fires, to check a cron expression and its zone against what
+            // was meant: "0 8 * * 1-5" in the wrong zone fires hours off.
+            if let Ok(settings) = config.daemon_settings() {
+                let now = chrono::Utc::now();
+                eprintln!("the daemon's schedule ({}):", settings.timezone);
+                for (name, schedule) in [
+                    (crate::daemon::RECONCILE, Some(&settings.reconcile)),
+                    (crate::daemon::SWEEP, Some(&settings.sweep)),
+                    (crate::daemon::DIGEST, settings.digest.as_ref()),
+                ] {
+                    let Some(schedule) = schedule else {
+                        eprintln!("  {name:<10} off");
+                        continue;
+                    };
+                    let mut at = now;
+                    let mut fires = Vec::new();
+                    for _ in 0..2 {
+                        let Some(next) =
+                            crate::schedule::next_fire(schedule, settings.timezone, at)
+                        else {
+                            break;
+                        };
+                        fires.push(
+                            next.with_timezone(&settings.timezone)
+                                .format("%a %Y-%m-%d %H:%M %Z")
+                                .to_string(),
+                        );
+                        at = next;
+                    }
+                    eprintln!(
+                        "  {name:<10} {:<16} next {}",
+                        schedule.pattern(),
+                        fires.join(", then ")
+                    );
+                }
+            }
             eprintln!("configuration OK: {}", config.source.display());
             Ok(exit::OK)
         }

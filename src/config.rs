@@ -1436,6 +1436,11 @@ impl Config {
         if let Some(warning) = loose_config_with_secrets(&self.source, &inline_in_file) {
             warnings.push(warning);
         }
+        if let Ok(settings) = self.daemon_settings()
+            && let Some(warning) = sweeps_too_far_apart(&settings, chrono::Utc::now())
+        {
+            warnings.push(warning);
+        }
         warnings
     }
 
@@ -2877,6 +2882,49 @@ pub(crate) fn host_is_loopback(url: &url::Url) -> bool {
     }
 }
 
+/// When sweeps and reconciles can be further apart than `deprovision.sla`: a
+/// leaver's SLA clock starts when one of them first sees the person leave, so
+/// someone who leaves just after one keeps access for the whole gap without any
+/// deadline running. Business-hours patterns hide a weekend gap a glance misses.
+fn sweeps_too_far_apart(
+    settings: &DaemonSettings,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Option<String> {
+    let (from, gap) = crate::schedule::longest_gap(
+        &[&settings.sweep, &settings.reconcile],
+        settings.timezone,
+        now,
+    )?;
+    let sla = chrono::Duration::from_std(settings.sla).ok()?;
+    (gap > sla).then(|| {
+        format!(
+            "schedule.sweep: no sweep or reconcile runs for up to {} (from {}), longer than \
+             deprovision.sla ({}): a person who leaves just after one keeps their access that \
+             long before seatwarden sees them leave, and their SLA clock only starts then; \
+             sweep more often (the default is every 5 minutes, \"*/5 * * * *\")",
+            span(gap),
+            from.with_timezone(&settings.timezone).format("%a %H:%M %Z"),
+            span(sla)
+        )
+    })
+}
+
+/// `duration` in the configuration's own syntax (`2d16h`, `1h30m`, `45s`).
+fn span(duration: chrono::Duration) -> String {
+    let mut seconds = duration.num_seconds().max(0);
+    let mut out = String::new();
+    for (unit, size) in [("d", 86_400), ("h", 3_600), ("m", 60), ("s", 1)] {
+        if seconds >= size {
+            out.push_str(&format!("{}{unit}", seconds / size));
+            seconds %= size;
+        }
+    }
+    if out.is_empty() {
+        out.push_str("0s");
+    }
+    out
+}
+
 /// The warning for a secret file that other users of the machine can read, or
 /// that others than its owner can change (and so swap the credential), naming the
 /// key, the file and how to tighten it; `None` when its mode keeps it to its owner
@@ -3050,6 +3098,53 @@ token = "s3cr3t-token-value"
             .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
             .collect();
         Config::load_with_env(&path, Some(env)).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn sweeps_further_apart_than_the_sla_are_warned_about_with_the_gap() {
+        use chrono::TimeZone;
+        let wednesday = chrono::Utc.with_ymd_and_hms(2026, 12, 2, 12, 0, 0).unwrap();
+        let defaults = load("", "", &[]).unwrap();
+        assert_eq!(
+            sweeps_too_far_apart(&defaults.daemon_settings().unwrap(), wednesday),
+            None
+        );
+        let business_hours = load(
+            "",
+            "[schedule]\ntimezone = \"Europe/Berlin\"\nsweep = \"0 9-17 * * 1-5\"\n\
+             reconcile = \"30 12 * * *\"\n[deprovision]\nsla = \"4h\"\n",
+            &[],
+        )
+        .unwrap();
+        let warning =
+            sweeps_too_far_apart(&business_hours.daemon_settings().unwrap(), wednesday).unwrap();
+        // Friday 17:00, then only the daily reconcile until Monday 09:00: the
+        // longest gap is Saturday's 12:30 to Sunday's.
+        assert!(
+            warning.contains("for up to 1d (from Sat 12:30 CET)")
+                && warning.contains("deprovision.sla (4h)"),
+            "{warning}"
+        );
+        let within = load(
+            "",
+            "[schedule]\nsweep = \"0 * * * *\"\n[deprovision]\nsla = \"1h\"\n",
+            &[],
+        )
+        .unwrap();
+        assert_eq!(
+            sweeps_too_far_apart(&within.daemon_settings().unwrap(), wednesday),
+            None
+        );
+    }
+
+    #[test]
+    fn spans_use_the_configuration_syntax() {
+        let span = |seconds| span(chrono::Duration::seconds(seconds));
+        assert_eq!(span(0), "0s");
+        assert_eq!(span(45), "45s");
+        assert_eq!(span(5_400), "1h30m");
+        assert_eq!(span(230_400), "2d16h");
+        assert_eq!(parse_duration(&span(93_784)).unwrap().as_secs(), 93_784);
     }
 
     const GROUPS: &str = r#"role_attribute = "groups"

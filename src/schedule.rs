@@ -152,6 +152,43 @@ pub fn next_fire(schedule: &Schedule, tz: Tz, now: DateTime<Utc>) -> Option<Date
         .map(|at| at.with_timezone(&Utc))
 }
 
+/// The longest time without a fire of any of `schedules` (merged), from the first
+/// fire after `from` through the week after it (every weekly pattern shows its
+/// longest gap there), as the fire that starts it and the gap. Patterns that fire
+/// more than once a minute are looked at for their first 10,081 fires only.
+/// `None` only when none of them fires again.
+pub fn longest_gap(
+    schedules: &[&Schedule],
+    tz: Tz,
+    from: DateTime<Utc>,
+) -> Option<(DateTime<Utc>, chrono::Duration)> {
+    // A fire every minute, all week.
+    const MAX_FIRES: usize = 7 * 24 * 60 + 1;
+    let next = |after: DateTime<Utc>| {
+        schedules
+            .iter()
+            .filter_map(|schedule| next_fire(schedule, tz, after))
+            .min()
+    };
+    let end = from + chrono::Duration::days(7);
+    let mut previous = next(from)?;
+    let mut longest: Option<(DateTime<Utc>, chrono::Duration)> = None;
+    for _ in 0..MAX_FIRES {
+        let Some(following) = next(previous) else {
+            break;
+        };
+        let gap = following - previous;
+        if longest.is_none_or(|(_, longest)| gap > longest) {
+            longest = Some((previous, gap));
+        }
+        if following > end {
+            break;
+        }
+        previous = following;
+    }
+    longest
+}
+
 /// Whether a job last started at `last_started` missed a fire before `now`.
 pub fn missed(
     schedule: &Schedule,
@@ -461,6 +498,31 @@ mod tests {
             out.push(at);
         }
         out
+    }
+
+    #[test]
+    fn longest_gap_finds_the_weekend_of_a_business_hours_schedule() {
+        let berlin = chrono_tz::Europe::Berlin;
+        // 2026-12-02 is a Wednesday; 17:00 CET on Friday is 16:00 UTC.
+        let wednesday = utc(2026, 12, 2, 12, 0);
+        let business = Schedule::parse("0 9-17 * * 1-5").unwrap();
+        let (at, gap) = longest_gap(&[&business], berlin, wednesday).unwrap();
+        assert_eq!(at, utc(2026, 12, 4, 16, 0));
+        assert_eq!(gap, chrono::Duration::hours(64));
+        // Another schedule's fires split the gap.
+        let saturdays = Schedule::parse("0 12 * * 6").unwrap();
+        let (at, gap) = longest_gap(&[&business, &saturdays], berlin, wednesday).unwrap();
+        assert_eq!(at, utc(2026, 12, 5, 11, 0));
+        assert_eq!(gap, chrono::Duration::hours(45));
+        let often = Schedule::parse("*/5 * * * *").unwrap();
+        let (_, gap) = longest_gap(&[&often], berlin, wednesday).unwrap();
+        assert_eq!(gap, chrono::Duration::minutes(5));
+        let monthly = Schedule::parse("0 3 1 * *").unwrap();
+        let (at, gap) = longest_gap(&[&monthly], chrono_tz::UTC, wednesday).unwrap();
+        assert_eq!(
+            (at, gap),
+            (utc(2027, 1, 1, 3, 0), chrono::Duration::days(31))
+        );
     }
 
     #[test]

@@ -427,10 +427,18 @@ async fn status(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> Respon
     // Validated when the configuration was loaded.
     let tz = config.report_timezone().unwrap_or(chrono_tz::UTC);
     let delete_after = config.delete_after();
+    let settings = shared.settings();
     // On the blocking pool, as /metrics reads the database.
     let collected = tokio::task::spawn_blocking(move || {
         shared.with_db(|db| {
-            super::status::collect(db, now, tz, delete_after, Some(&config.state.path))
+            super::status::collect(
+                db,
+                now,
+                tz,
+                delete_after,
+                Some(&config.state.path),
+                Some(settings.as_ref()),
+            )
         })
     })
     .await;

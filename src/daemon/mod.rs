@@ -100,11 +100,19 @@ pub struct InstanceLock {
 }
 
 impl InstanceLock {
-    /// Takes `<database>.lock` without waiting; a second daemon fails at once.
-    pub fn acquire(database: &Path) -> Result<InstanceLock, DaemonError> {
+    /// The lock file of `database`.
+    pub fn path_for(database: &Path) -> PathBuf {
         let mut name = database.as_os_str().to_owned();
         name.push(".lock");
-        let path = PathBuf::from(name);
+        PathBuf::from(name)
+    }
+
+    /// Takes `<database>.lock`; a second daemon fails within [`INSTANCE_LOCK_PATIENCE`].
+    /// Not at once: `seatwarden status` looks whether a daemon runs by taking the
+    /// lock shared for an instant, and a daemon starting in that instant must not
+    /// give up.
+    pub fn acquire(database: &Path) -> Result<InstanceLock, DaemonError> {
+        let path = Self::path_for(database);
         let file = crate::store::private_file()
             .create(true)
             .truncate(false)
@@ -113,14 +121,24 @@ impl InstanceLock {
                 path: path.clone(),
                 source,
             })?;
-        match file.try_lock() {
-            Ok(()) => Ok(InstanceLock { _file: file, path }),
-            Err(std::fs::TryLockError::WouldBlock) => Err(DaemonError::AlreadyRunning {
-                database: database.to_owned(),
-                lock: path,
-            }),
-            Err(std::fs::TryLockError::Error(source)) => {
-                Err(DaemonError::LockFile { path, source })
+        let started = std::time::Instant::now();
+        loop {
+            match file.try_lock() {
+                Ok(()) => return Ok(InstanceLock { _file: file, path }),
+                Err(std::fs::TryLockError::WouldBlock)
+                    if started.elapsed() < INSTANCE_LOCK_PATIENCE =>
+                {
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                Err(std::fs::TryLockError::WouldBlock) => {
+                    return Err(DaemonError::AlreadyRunning {
+                        database: database.to_owned(),
+                        lock: path,
+                    });
+                }
+                Err(std::fs::TryLockError::Error(source)) => {
+                    return Err(DaemonError::LockFile { path, source });
+                }
             }
         }
     }
@@ -128,6 +146,15 @@ impl InstanceLock {
     pub fn path(&self) -> &Path {
         &self.path
     }
+}
+
+/// How long a starting daemon waits for the instance lock before it concludes
+/// that another daemon holds it.
+const INSTANCE_LOCK_PATIENCE: Duration = Duration::from_millis(500);
+
+/// Whether a daemon runs on `database`: whether its instance lock is held.
+pub fn is_running(database: &Path) -> Result<bool, StoreError> {
+    crate::store::lock_is_held(&InstanceLock::path_for(database))
 }
 
 /// State shared by the scheduler loop, the jobs and the HTTP handlers.
@@ -262,29 +289,34 @@ fn job_specs(
         .into_iter()
         .filter_map(|j| j.last_started_at.map(|at| (j.name, at)))
         .collect();
+    Ok(scheduled_jobs(settings)
+        .into_iter()
+        .map(|(name, schedule)| JobSpec {
+            name,
+            schedule,
+            last_started: last
+                .get(name)
+                .copied()
+                .or_else(|| matches!(name, DIGEST | PRUNE).then_some(now)),
+        })
+        .collect())
+}
+
+/// Every job the daemon runs with these settings, with its schedule (evaluated on
+/// `settings.timezone`), in the order they are listed.
+pub fn scheduled_jobs(settings: &DaemonSettings) -> Vec<(&'static str, Schedule)> {
     let fixed = |pattern: &str| Schedule::parse(pattern).ok();
-    let mut jobs = vec![
+    [
         (RECONCILE, Some(settings.reconcile.clone())),
         (SWEEP, Some(settings.sweep.clone())),
         (RETRY, fixed("* * * * *")),
         (PRUNE, fixed("17 3 * * *")),
         (DIGEST, settings.digest.clone()),
         (MAIL, fixed("* * * * *")),
-    ];
-    jobs.retain(|(_, s)| s.is_some());
-    Ok(jobs
-        .into_iter()
-        .filter_map(|(name, schedule)| {
-            Some(JobSpec {
-                name,
-                schedule: schedule?,
-                last_started: last
-                    .get(name)
-                    .copied()
-                    .or_else(|| matches!(name, DIGEST | PRUNE).then_some(now)),
-            })
-        })
-        .collect())
+    ]
+    .into_iter()
+    .filter_map(|(name, schedule)| Some((name, schedule?)))
+    .collect()
 }
 
 /// Runs the daemon until SIGTERM/SIGINT.

@@ -8,6 +8,7 @@ use chrono::{DateTime, Duration, Utc};
 use chrono_tz::Tz;
 use serde::Serialize;
 
+use crate::config::DaemonSettings;
 use crate::sla::{self, EntryState, LedgerEntry};
 use crate::store::{JobRecord, RunKind, RunRecord, RunStatus, Store, StoreError, WriterLock};
 
@@ -19,7 +20,11 @@ pub struct Status {
     /// With `deprovision.action = "delete"` and a retention period.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub deletions: Option<Deletions>,
-    pub jobs: Vec<JobRecord>,
+    /// Whether a daemon holds the state database's instance lock (`None`: not
+    /// looked at).
+    pub daemon_running: Option<bool>,
+    /// The scheduled jobs in the order of the schedule, then any others recorded.
+    pub jobs: Vec<JobLine>,
     pub last_reconcile: Option<RunRecord>,
     /// The last reconcile is recorded as running, but no writer holds the lock:
     /// its process stopped before it finished, and the next writing run closes
@@ -44,6 +49,22 @@ pub struct Deprovisions {
     /// Detection to verification over the last 24 hours.
     pub latency_p50_seconds: Option<i64>,
     pub latency_p99_seconds: Option<i64>,
+}
+
+/// A daemon job: its last run as recorded, and when it runs next.
+#[derive(Debug, Clone, Serialize)]
+pub struct JobLine {
+    #[serde(flatten)]
+    pub record: JobRecord,
+    /// Recorded as running while no daemon runs: the daemon was killed (or the
+    /// machine stopped) before the job finished. The next daemon start records it
+    /// failed, and a cut-off reconcile's writes are recovered by the next writing run.
+    pub cut_off: bool,
+    /// By the schedule in the configuration; `None` when no daemon runs, or the
+    /// job is not scheduled any more.
+    pub next_run: Option<DateTime<Utc>>,
+    /// `next_run` on the configured zone's wall clock.
+    pub next_run_local: Option<String>,
 }
 
 /// Deactivated accounts whose deletion waits for `deprovision.delete_after`.
@@ -98,14 +119,16 @@ fn line(entry: &LedgerEntry, now: DateTime<Utc>, tz: Tz) -> Line {
 }
 
 /// `delete_after`: [`crate::config::Config::delete_after`]. `database`: where
-/// the writer lock is looked at, to tell a cut-off reconcile from a running one
-/// (`None`: not looked at).
+/// the writer and instance locks are looked at, to tell a cut-off reconcile or job
+/// from a running one (`None`: not looked at). `schedule`: the daemon's, for each
+/// job's next run (`None`: not shown).
 pub fn collect(
     store: &Store,
     now: DateTime<Utc>,
     tz: Tz,
     delete_after: Option<std::time::Duration>,
     database: Option<&std::path::Path>,
+    schedule: Option<&DaemonSettings>,
 ) -> Result<Status, StoreError> {
     let mut last_reconcile = store.latest_run(&[RunKind::Reconcile])?;
     let mut last_reconcile_cut_off = false;
@@ -154,6 +177,8 @@ pub fn collect(
         }
         _ => None,
     };
+    let daemon_running = database.map(super::is_running).transpose()?;
+    let jobs = job_lines(store.jobs()?, daemon_running, schedule, now, tz);
     Ok(Status {
         now,
         timezone: tz.name().to_owned(),
@@ -167,10 +192,52 @@ pub fn collect(
             latency_p99_seconds: p99,
         },
         deletions,
-        jobs: store.jobs()?,
+        daemon_running,
+        jobs,
         last_reconcile_cut_off,
         last_reconcile,
     })
+}
+
+/// The scheduled jobs first, in the schedule's order (those never run too), then
+/// any other recorded job.
+fn job_lines(
+    mut recorded: Vec<JobRecord>,
+    daemon_running: Option<bool>,
+    schedule: Option<&DaemonSettings>,
+    now: DateTime<Utc>,
+    tz: Tz,
+) -> Vec<JobLine> {
+    let scheduled = schedule.map(super::scheduled_jobs).unwrap_or_default();
+    let mut lines = Vec::with_capacity(recorded.len().max(scheduled.len()));
+    let line = |record: JobRecord, next_run: Option<DateTime<Utc>>| JobLine {
+        cut_off: daemon_running == Some(false) && record.last_status == Some(RunStatus::Running),
+        next_run_local: next_run.map(|at| local(at, tz)),
+        next_run,
+        record,
+    };
+    for (name, job_schedule) in &scheduled {
+        let record = match recorded.iter().position(|r| r.name == *name) {
+            Some(at) => recorded.remove(at),
+            None => JobRecord {
+                name: (*name).to_owned(),
+                last_started_at: None,
+                last_finished_at: None,
+                last_status: None,
+                last_error: None,
+                last_success_at: None,
+            },
+        };
+        let next_run = match (schedule, daemon_running) {
+            (Some(settings), Some(true) | None) => {
+                crate::schedule::next_fire(job_schedule, settings.timezone, now)
+            }
+            _ => None,
+        };
+        lines.push(line(record, next_run));
+    }
+    lines.extend(recorded.into_iter().map(|record| line(record, None)));
+    lines
 }
 
 pub fn render_text(status: &Status) -> String {
@@ -228,23 +295,45 @@ pub fn render_text(status: &Status) -> String {
                 .unwrap_or_default()
         );
     }
-    let _ = writeln!(out, "Jobs:");
+    let _ = writeln!(
+        out,
+        "Jobs{}:",
+        match status.daemon_running {
+            Some(true) => " (the daemon is running)",
+            Some(false) => " (no daemon is running on this state database)",
+            None => "",
+        }
+    );
     if status.jobs.is_empty() {
         let _ = writeln!(out, "  none has run yet");
     }
     for job in &status.jobs {
+        let record = &job.record;
         let when = |at: Option<DateTime<Utc>>| at.map(|at| local(at, tz)).unwrap_or("never".into());
+        let state = if job.cut_off {
+            "cut off: the daemon stopped before it finished"
+        } else {
+            record
+                .last_status
+                .map(|s| s.as_str())
+                .unwrap_or("never run")
+        };
         let _ = writeln!(
             out,
-            "  {:<10} last {} ({}), last success {}{}",
-            job.name,
-            when(job.last_started_at),
-            job.last_status.map(|s| s.as_str()).unwrap_or("never run"),
-            when(job.last_success_at),
-            job.last_error
+            "  {:<10} last {} ({}), last success {}{}{}",
+            record.name,
+            when(record.last_started_at),
+            state,
+            when(record.last_success_at),
+            job.next_run_local
+                .as_deref()
+                .map(|at| format!(", next {at}"))
+                .unwrap_or_default(),
+            record
+                .last_error
                 .as_deref()
                 .filter(|_| matches!(
-                    job.last_status,
+                    record.last_status,
                     Some(RunStatus::Failed | RunStatus::Stopped)
                 ))
                 .map(|e| format!(": {e}"))

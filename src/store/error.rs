@@ -102,9 +102,10 @@ pub enum StoreError {
     #[error("no journal row for action {seq} of run {run} in actions")]
     NoSuchAction { run: RunId, seq: u32 },
 
-    /// The writer lock file next to the database could not be opened or locked.
-    #[error("the writer lock {path}: {source}")]
-    WriterLock {
+    /// A lock file next to the database (the writer's or the daemon's) could not
+    /// be opened or locked.
+    #[error("the lock file {path}: {source}")]
+    LockFile {
         path: PathBuf,
         #[source]
         source: std::io::Error,

@@ -98,6 +98,22 @@ impl WriterLock {
     }
 }
 
+/// Whether a process holds the lock on `path` (a writer's or a daemon's lock
+/// file). Looks with a shared lock, released at once, and never creates the file:
+/// without it, no holder can exist.
+pub fn lock_is_held(path: &Path) -> Result<bool, StoreError> {
+    let file = match File::open(path) {
+        Ok(file) => file,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+        Err(source) => return Err(lock_error(path, source)),
+    };
+    match file.try_lock_shared() {
+        Ok(()) => Ok(false),
+        Err(std::fs::TryLockError::WouldBlock) => Ok(true),
+        Err(std::fs::TryLockError::Error(source)) => Err(lock_error(path, source)),
+    }
+}
+
 fn open(path: &Path) -> Result<File, StoreError> {
     super::private_file()
         .create(true)
@@ -107,7 +123,7 @@ fn open(path: &Path) -> Result<File, StoreError> {
 }
 
 fn lock_error(path: &Path, source: std::io::Error) -> StoreError {
-    StoreError::WriterLock {
+    StoreError::LockFile {
         path: path.to_owned(),
         source,
     }

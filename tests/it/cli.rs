@@ -66,7 +66,45 @@ fn check_config_prints_the_effective_config_without_the_secret() {
     let stdout = text(&out.stdout);
     assert!(stdout.contains("page_size = 250"), "{stdout}");
     assert!(!stdout.contains("very-secret-token"));
-    assert!(!text(&out.stderr).contains("very-secret-token"));
+    let stderr = text(&out.stderr);
+    assert!(!stderr.contains("very-secret-token"));
+    // The schedule's next fires, to check the cron expressions and their zone.
+    assert!(stderr.contains("the daemon's schedule ("), "{stderr}");
+    let sweep = stderr
+        .lines()
+        .find(|l| l.trim_start().starts_with("sweep"))
+        .unwrap_or_default();
+    assert!(
+        sweep.contains(" next ") && sweep.contains(", then "),
+        "{stderr}"
+    );
+}
+
+/// A sweep schedule that leaves longer than the SLA without any sweep or
+/// reconcile is accepted, with a warning that says how long and from when.
+#[test]
+fn check_config_warns_when_sweeps_are_further_apart_than_the_sla() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("seatwarden.toml");
+    std::fs::write(
+        &config,
+        "[directory]\nkind = \"file\"\npath = \"d.json\"\n\
+         [workspace]\nurl = \"https://x.example/scim/v2\"\ntoken = \"t\"\n\
+         [schedule]\ntimezone = \"UTC\"\nsweep = \"0 9 * * 1\"\nreconcile = \"0 9 * * 1\"\n",
+    )
+    .unwrap();
+    std::fs::copy(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("config/demo/directory.json"),
+        dir.path().join("d.json"),
+    )
+    .unwrap();
+    let out = seatwarden(&["--config", config.to_str().unwrap(), "check-config"], &[]);
+    let stderr = text(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("warning: schedule.sweep: no sweep or reconcile runs for up to 7d (from Mon 09:00 UTC), longer than deprovision.sla (1h)"),
+        "{stderr}"
+    );
 }
 
 /// `check-config` reads every file the configuration names, as the service will,
@@ -501,6 +539,110 @@ fn status_tells_a_cut_off_reconcile_from_a_running_one() {
     let json: serde_json::Value = serde_json::from_str(&status("json")).unwrap();
     assert_eq!(json["last_reconcile_cut_off"], true);
     assert_eq!(json["last_reconcile"]["status"], "running");
+}
+
+/// A job the daemon recorded as running stays so when the daemon is killed. `status`
+/// tells a cut-off job from a running one by the daemon's instance lock, and shows
+/// each scheduled job's next run (on the schedule's wall clock) only while a daemon
+/// runs to start it.
+#[test]
+fn status_tells_a_cut_off_job_and_shows_next_runs_while_a_daemon_runs() {
+    use chrono::{Timelike, Utc};
+    use seatwarden::daemon::InstanceLock;
+    use seatwarden::store::Store;
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("seatwarden.toml");
+    std::fs::write(
+        &config,
+        "[directory]\nkind = \"file\"\npath = \"d.json\"\n\
+         [workspace]\nurl = \"https://x.example/scim/v2\"\ntoken = \"t\"\n\
+         [state]\npath = \"state.db\"\n\
+         [schedule]\ntimezone = \"Asia/Kolkata\"\nreconcile = \"30 2 * * *\"\nsweep = \"*/5 * * * *\"\n",
+    )
+    .unwrap();
+    let database = dir.path().join("state.db");
+    Store::open(&database)
+        .unwrap()
+        .job_started("sweep", Utc::now() - chrono::Duration::hours(1))
+        .unwrap();
+    let status = |format: &str| {
+        let out = seatwarden(
+            &[
+                "--config",
+                config.to_str().unwrap(),
+                "status",
+                "--format",
+                format,
+            ],
+            &[],
+        );
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+        text(&out.stdout)
+    };
+    let job = |json: &serde_json::Value, name: &str| {
+        json["jobs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|j| j["name"] == name)
+            .cloned()
+            .unwrap_or_else(|| panic!("no job {name} in {json}"))
+    };
+
+    let stopped = status("text");
+    assert!(
+        stopped.contains("Jobs (no daemon is running on this state database):"),
+        "{stopped}"
+    );
+    let sweep_line = stopped.lines().find(|l| l.contains("sweep")).unwrap();
+    assert!(
+        sweep_line.contains("(cut off: the daemon stopped before it finished)")
+            && !sweep_line.contains("next"),
+        "{stopped}"
+    );
+    let json: serde_json::Value = serde_json::from_str(&status("json")).unwrap();
+    assert_eq!(json["daemon_running"], false);
+    let sweep = job(&json, "sweep");
+    assert_eq!(sweep["cut_off"], true, "{sweep}");
+    assert_eq!(sweep["last_status"], "running", "{sweep}");
+    assert!(sweep["next_run"].is_null(), "{sweep}");
+
+    let daemon = InstanceLock::acquire(&database).unwrap();
+    let before = Utc::now();
+    let running = status("text");
+    assert!(
+        running.contains("Jobs (the daemon is running):"),
+        "{running}"
+    );
+    let sweep_line = running.lines().find(|l| l.contains("sweep")).unwrap();
+    assert!(
+        sweep_line.contains("(running)") && sweep_line.contains(", next "),
+        "{running}"
+    );
+    let json: serde_json::Value = serde_json::from_str(&status("json")).unwrap();
+    assert_eq!(json["daemon_running"], true);
+    let sweep = job(&json, "sweep");
+    assert_eq!(sweep["cut_off"], false, "{sweep}");
+    let next: chrono::DateTime<Utc> = serde_json::from_value(sweep["next_run"].clone()).unwrap();
+    assert!(
+        next > before && next - before <= chrono::Duration::minutes(5),
+        "{sweep}"
+    );
+    // Kolkata is UTC+5:30: a five-minute slot there is one in UTC too.
+    assert_eq!((next.minute() % 5, next.second()), (0, 0), "{sweep}");
+    // Never run, still listed, with its next run at 02:30 Kolkata = 21:00 UTC.
+    let reconcile = job(&json, "reconcile");
+    assert!(reconcile["last_status"].is_null(), "{reconcile}");
+    let next: chrono::DateTime<Utc> =
+        serde_json::from_value(reconcile["next_run"].clone()).unwrap();
+    assert_eq!((next.hour(), next.minute()), (21, 0), "{reconcile}");
+    assert!(
+        reconcile["next_run_local"]
+            .as_str()
+            .is_some_and(|at| at.ends_with("02:30 IST")),
+        "{reconcile}"
+    );
+    drop(daemon);
 }
 
 /// Under systemd (stderr is the stream `JOURNAL_STREAM` names) every log line

@@ -656,7 +656,7 @@ async fn a_writer_lock_that_cannot_be_taken_fails_the_job_visibly() {
     assert!(
         reconcile["last_error"]
             .as_str()
-            .is_some_and(|e| e.contains("writer lock")),
+            .is_some_and(|e| e.contains("state.db.writer")),
         "{reconcile}"
     );
     let sweep = job(&jobs, "sweep");
@@ -1206,6 +1206,7 @@ async fn the_sweep_rejects_a_truncated_directory_and_acts_on_a_real_leaver() {
         &store.lock().unwrap(),
         chrono::Utc::now() + chrono::Duration::seconds(1),
         chrono_tz::UTC,
+        None,
         None,
         None,
     )

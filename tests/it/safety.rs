@@ -2860,6 +2860,7 @@ async fn deletion_waits_for_the_retention_period_and_opens_no_ledger_episode() {
         chrono_tz::UTC,
         env.config.delete_after(),
         None,
+        None,
     )
     .unwrap();
     let deletions = status.deletions.as_ref().unwrap();
