@@ -1377,7 +1377,10 @@ async fn recover_a_cut_off_phase(or_filters: bool) -> PhaseRecovery {
         store.mark_in_flight(run, *seq, Utc::now()).unwrap();
     }
 
-    let client = seatwarden::workspace::ScimClient::new(config.scim_settings().unwrap()).unwrap();
+    let mut settings = config.scim_settings().unwrap();
+    // Requests are counted here, not timed: no rate limit to wait on.
+    settings.requests_per_second = 0;
+    let client = seatwarden::workspace::ScimClient::new(settings).unwrap();
     let store = std::sync::Mutex::new(store);
     let before = sandbox.stats();
     let recovered = seatwarden::apply::recover(&client, &store).await.unwrap();
