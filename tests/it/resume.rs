@@ -1472,3 +1472,115 @@ async fn a_cut_off_phase_is_recovered_one_by_one_where_or_is_refused() {
         found.requests
     );
 }
+
+/// A provider that mishandles `or`: its answer for two userNames holds one of
+/// them and an account nobody asked for. The other is looked up on its own and
+/// found, so both creates are linked (absence is never taken from an `or`
+/// answer, nor an unasked account linked), and the client reads one by one from
+/// then on: that provider's `or` answers cannot be trusted to be complete.
+#[tokio::test]
+async fn a_create_an_or_answer_left_out_is_looked_up_on_its_own() {
+    let server = MockServer::start().await;
+    let account = |id: &str, user_name: &str| {
+        json!({
+            "schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"],
+            "id": id, "userName": user_name, "active": true,
+        })
+    };
+    Mock::given(method("GET"))
+        .and(path("/Users"))
+        .and(query_param(
+            "filter",
+            "userName eq \"ada@example.com\" or userName eq \"bob@example.com\"",
+        ))
+        .respond_with(scim(list(vec![
+            account("acc-9", "eve@example.com"),
+            account("acc-1", "ADA@example.com"),
+        ])))
+        .expect(1)
+        .with_priority(1)
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/Users"))
+        .and(query_param("filter", "userName eq \"bob@example.com\""))
+        .respond_with(scim(list(vec![account("acc-2", "bob@example.com")])))
+        .expect(1)
+        .with_priority(1)
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/Users"))
+        .and(query_param("filter", "userName eq \"ada@example.com\""))
+        .respond_with(ResponseTemplate::new(500))
+        .expect(0)
+        .with_priority(1)
+        .mount(&server)
+        .await;
+    mount_listings(&server, vec![], vec![]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = config_for(&server, dir.path());
+    let run = {
+        let mut store = Store::open(&config.state.path).unwrap();
+        let run = store.begin_run(RunKind::Reconcile, Utc::now()).unwrap();
+        let create = |seq: u32, identity: &str, user_name: &str| Action {
+            seq,
+            kind: ActionKind::CreateAccount {
+                identity_id: identity.into(),
+                spec: AccountSpec {
+                    user_name: user_name.into(),
+                    external_id: identity.into(),
+                    given_name: None,
+                    family_name: None,
+                    display_name: None,
+                    email: None,
+                    role: None,
+                },
+            },
+            reason: DriftKind::MissingAccount,
+            subject: user_name.into(),
+            identity_id: Some(identity.into()),
+            detail: String::new(),
+            held: None,
+        };
+        let plan = Plan {
+            actions: vec![
+                create(0, "00u1", "ada@example.com"),
+                create(1, "00u2", "bob@example.com"),
+            ],
+            ..Plan::default()
+        };
+        store.save_plan(run, &plan, Utc::now()).unwrap();
+        store.mark_in_flight(run, 0, Utc::now()).unwrap();
+        store.mark_in_flight(run, 1, Utc::now()).unwrap();
+        run
+    };
+    let client = seatwarden::workspace::ScimClient::new(config.scim_settings().unwrap()).unwrap();
+    let store = std::sync::Mutex::new(Store::open(&config.state.path).unwrap());
+    let recovered = seatwarden::apply::recover(&client, &store).await.unwrap();
+    assert_eq!(recovered.resolved, 2);
+    let store = store.into_inner().unwrap();
+    let states: Vec<ActionState> = store
+        .journal(run)
+        .unwrap()
+        .into_iter()
+        .map(|e| e.state)
+        .collect();
+    assert_eq!(states, [ActionState::Applied, ActionState::Applied]);
+    let mut links: Vec<(String, String)> = store
+        .links()
+        .unwrap()
+        .into_iter()
+        .map(|l| (l.identity_id, l.account_id))
+        .collect();
+    links.sort();
+    assert_eq!(
+        links,
+        [
+            ("00u1".to_owned(), "acc-1".to_owned()),
+            ("00u2".to_owned(), "acc-2".to_owned()),
+        ]
+    );
+    assert!(!client.id_filters_usable());
+    // The `expect`s are checked when the server drops.
+}
