@@ -51,7 +51,10 @@
 //! [`recover`] at the start of the next reconcile, sweep or retry pass, by
 //! re-reading the object (a row whose read fails for a while stays in flight for
 //! the next time; one refused for good fails with the reason); a create is never
-//! sent twice because a created account is found by its userName first. That is
+//! sent twice because a created account is found by its userName first. A crash
+//! leaves a whole phase in flight, so recovery reads as verification does: the
+//! rows' objects about 30 a request by `id eq … or …`, the creates' userNames by
+//! `userName eq … or …`, and on its own what an answer leaves out. That is
 //! also why a create's link and result may be committed in batches, at most once
 //! per `RECORD_INTERVAL`: one commit per create was most of an initial
 //! provisioning run.
@@ -1329,6 +1332,8 @@ struct ReadOnce<T> {
     complete: bool,
 }
 
+const CACHE_POISONED: &str = "verification cache poisoned";
+
 /// One object's read: unset until it has been read, then the object or `None`.
 type Cell<T> = tokio::sync::OnceCell<Option<Arc<T>>>;
 
@@ -1385,10 +1390,7 @@ impl<T> ReadOnce<T> {
         fetch: impl std::future::Future<Output = Result<Option<T>, String>>,
     ) -> Result<Option<Arc<T>>, String> {
         let cell = {
-            let mut cells = self
-                .cells
-                .lock()
-                .map_err(|_| "verification cache poisoned".to_owned())?;
+            let mut cells = self.cells.lock().map_err(|_| CACHE_POISONED.to_owned())?;
             match cells.get(id) {
                 Some(cell) => Arc::clone(cell),
                 None if self.complete => return Ok(None),
@@ -1768,10 +1770,14 @@ async fn verify_effect(action: &Action, reader: &impl Reader) -> Result<(), Stri
 /// the ones that run held or did not apply, dates them from it
 /// (`sweep::backdate_cut_off`, by [`Recovered::runs`]).
 ///
-/// A crash in a large phase leaves thousands of rows in flight, so the journal's
-/// results are read once per run, the objects are re-read `RECOVERY_CONCURRENCY`
-/// at a time (the client's own limit still applies), and the outcomes are
-/// journaled in one commit.
+/// A crash in a large phase leaves thousands of rows in flight, and the next sweep
+/// waits behind their recovery: the journal's results are read once per run, the
+/// objects the rows touch are read ahead about 30 a request (`id eq … or …`, and
+/// `userName eq … or …` for the creates; see [`RecoveryReads::read_ahead`]), each
+/// object at most once however many rows touch it, and the outcomes are journaled
+/// in one commit. What a filtered answer leaves out is read on its own when its row
+/// is checked, so absence is never taken from a filter, and a provider that refuses
+/// `or` is read one row at a time, `RECOVERY_CONCURRENCY` at once.
 pub async fn recover(client: &ScimClient, store: &Mutex<Store>) -> Result<Recovered, ApplyError> {
     let (interrupted, created, linked) = {
         let store = store.lock().map_err(|_| ApplyError::Poisoned)?;
@@ -1803,18 +1809,33 @@ pub async fn recover(client: &ScimClient, store: &Mutex<Store>) -> Result<Recove
     // URL every one of them would look done.
     client.confirm_users_endpoint().await?;
     let no_results = Created::default();
+    let created_by = |entry: &JournalEntry| created.get(&entry.run).unwrap_or(&no_results);
+    let reads = RecoveryReads::read_ahead(
+        client,
+        interrupted
+            .iter()
+            .filter_map(|entry| recovery_object(&entry.action, created_by(entry))),
+        interrupted
+            .iter()
+            .filter_map(|entry| match &entry.action.kind {
+                ActionKind::CreateAccount { spec, .. } => Some(spec.user_name.clone()),
+                _ => None,
+            }),
+    )
+    .await;
     let outcomes = bounded(interrupted.iter(), RECOVERY_CONCURRENCY, |entry| {
         resolve_entry(
             entry,
             Recovery {
-                client,
-                created: created.get(&entry.run).unwrap_or(&no_results),
+                reads: &reads,
+                created: created_by(entry),
                 linked: &linked,
                 unanswered: OnceLock::new(),
             },
         )
     })
     .await;
+    reads.check_omitted();
 
     let mut store = store.lock().map_err(|_| ApplyError::Poisoned)?;
     let links: Vec<NewLink> = outcomes
@@ -1921,7 +1942,8 @@ enum Resolved {
     Unanswered(String),
 }
 
-/// How many interrupted actions [`recover`] re-reads at once.
+/// How many interrupted actions [`recover`] checks at once, and how many of its
+/// filtered reads run at once (the client's own limit still applies).
 const RECOVERY_CONCURRENCY: usize = 8;
 
 /// Whether an interrupted action reached the workspace; for a create that did, the
@@ -2006,10 +2028,148 @@ fn created_in(store: &Store, run: RunId) -> Result<Created, StoreError> {
     Ok(created)
 }
 
-/// Reads for recovery, one per interrupted action: created objects are looked up
-/// from the journal's results.
+/// The object whose re-read decides an interrupted action, when it is known
+/// without a search: a create is looked for by its userName (see
+/// [`resolve_interrupted`]); created groups come from the journal's results.
+fn recovery_object(action: &Action, created: &Created) -> Option<Object> {
+    match &action.kind {
+        ActionKind::Deactivate { account_id }
+        | ActionKind::Delete { account_id, .. }
+        | ActionKind::Reactivate { account_id }
+        | ActionKind::UpdateAttributes { account_id, .. }
+        | ActionKind::SetRole { account_id, .. } => Some(Object::Account(account_id.clone())),
+        ActionKind::CreateAccount { .. } => None,
+        ActionKind::CreateGroup { display_name } => created
+            .groups
+            .get(&display_name.to_lowercase())
+            .cloned()
+            .map(Object::Group),
+        ActionKind::AddMembers { group, .. } | ActionKind::RemoveMembers { group, .. } => {
+            created_group_id(created, group).map(Object::Group)
+        }
+    }
+}
+
+fn created_group_id(created: &Created, group: &GroupRef) -> Option<String> {
+    match group {
+        GroupRef::Existing { id, .. } => Some(id.clone()),
+        GroupRef::Created { display_name } => {
+            created.groups.get(&display_name.to_lowercase()).cloned()
+        }
+    }
+}
+
+/// What one recovery has read, shared by every interrupted action: each object at
+/// most once, whether by a filter ahead of the checks or on its own when a check
+/// asks for it.
+struct RecoveryReads<'a> {
+    /// Its caches and filtered reads, as verification uses them; its created
+    /// objects are empty (they differ by run: see [`Recovery::created`]).
+    objects: Verifier<'a>,
+    /// Accounts by the userName a create asked for, exactly as asked.
+    by_user_name: ReadOnce<Account>,
+    /// Objects an `id eq … or …` answer left out, and userNames a `userName eq
+    /// … or …` answer left out: if one of them exists after all, read on its own,
+    /// those answers were incomplete.
+    omitted: Vec<Object>,
+    omitted_names: HashSet<String>,
+    found_omitted_name: AtomicBool,
+}
+
+impl<'a> RecoveryReads<'a> {
+    /// Reads `objects` and the accounts of `user_names` about 30 a request with
+    /// `… or …` filters, at most `RECOVERY_CONCURRENCY` requests at once. What
+    /// the answers leave out, or a failed request asked for, is read on its own
+    /// when a check asks for it: a read that fails then decides that row alone
+    /// (in flight or failed, see [`Recovery::answered`]), and absence is never
+    /// taken from a filter.
+    async fn read_ahead(
+        client: &'a ScimClient,
+        objects: impl Iterator<Item = Object>,
+        user_names: impl Iterator<Item = String>,
+    ) -> RecoveryReads<'a> {
+        let verifier = Verifier::new(client, &Created::default());
+        let mut objects: Vec<Object> = objects.collect();
+        objects.sort();
+        objects.dedup();
+        let mut user_names: Vec<String> = user_names.collect();
+        user_names.sort();
+        user_names.dedup();
+        let by_user_name = ReadOnce::default();
+        let (omitted, omitted_names) = if client.id_filters_usable() {
+            let by_name = read_by_user_names(client, user_names, &by_user_name);
+            let ((_, omitted), omitted_names) = futures::join!(
+                verifier.read_batched(objects, RECOVERY_CONCURRENCY),
+                by_name
+            );
+            (omitted, omitted_names)
+        } else {
+            (Vec::new(), HashSet::new())
+        };
+        RecoveryReads {
+            objects: verifier,
+            by_user_name,
+            omitted,
+            omitted_names,
+            found_omitted_name: AtomicBool::new(false),
+        }
+    }
+
+    /// Turns `… or …` filters off for the client's life when an answer left out
+    /// what exists, as verification does.
+    fn check_omitted(&self) {
+        let client = self.objects.client;
+        if let Some(object) = self.omitted.iter().find(|o| self.objects.present(o)) {
+            client.refuse_id_filters(&format!("a filter by id left out {object:?}, which exists"));
+        } else if self.found_omitted_name.load(Ordering::Relaxed) {
+            client.refuse_id_filters("a filter by userName left out an account that exists");
+        }
+    }
+}
+
+/// Looks `user_names` up with `userName eq … or …` filters into `found`; returns
+/// the names the answers left out. A name alone in its request is left to the
+/// lookup of its own, which is the same request. A refused filter turns the
+/// filters off for the client's life, as for ids; a failed request leaves its
+/// names to be looked up on their own.
+async fn read_by_user_names(
+    client: &ScimClient,
+    user_names: Vec<String>,
+    found: &ReadOnce<Account>,
+) -> HashSet<String> {
+    let batches = client
+        .user_name_batches(user_names)
+        .into_iter()
+        .filter(|batch| batch.len() > 1);
+    let outcomes = bounded(batches, RECOVERY_CONCURRENCY, |batch| async move {
+        let answer = client.accounts_by_user_name(&batch).await;
+        (batch, answer)
+    })
+    .await;
+    let mut omitted = HashSet::new();
+    for (batch, answer) in outcomes {
+        match answer {
+            Ok(accounts) => {
+                let mut seen = HashSet::with_capacity(accounts.len());
+                for (name, account) in accounts {
+                    seen.insert(name.clone());
+                    found.found(name, account);
+                }
+                omitted.extend(batch.into_iter().filter(|name| !seen.contains(name)));
+            }
+            Err(e) if refuses_id_filters(&e) => client.refuse_id_filters(&e.to_string()),
+            Err(e) => {
+                tracing::debug!(error = %e, "a filtered recovery read failed; looking its userNames up one by one");
+            }
+        }
+    }
+    omitted
+}
+
+/// Reads for recovery, one per interrupted action, through the reads shared by
+/// all of them; created objects are looked up from the journal's results.
 struct Recovery<'a> {
-    client: &'a ScimClient,
+    reads: &'a RecoveryReads<'a>,
     created: &'a Created,
     /// Account id → the identity it is linked to.
     linked: &'a HashMap<String, String>,
@@ -2018,6 +2178,10 @@ struct Recovery<'a> {
 }
 
 impl Recovery<'_> {
+    fn client(&self) -> &ScimClient {
+        self.reads.objects.client
+    }
+
     /// A read that failed for a while (a 5xx after the retries, a network error)
     /// leaves its row in flight; one refused for good (403, a malformed answer)
     /// would be refused at every recovery, keeping the row in flight forever, so
@@ -2032,15 +2196,34 @@ impl Recovery<'_> {
             e
         })
     }
+
+    /// A read through the shared caches: a failure of the cache itself (a
+    /// poisoned lock) says nothing about the workspace, so the row stays in flight.
+    fn cached<T>(&self, read: Result<T, String>) -> Result<T, String> {
+        if let Err(e) = &read
+            && e == CACHE_POISONED
+        {
+            let _ = self.unanswered.set(e.clone());
+        }
+        read
+    }
 }
 
 impl Reader for Recovery<'_> {
     async fn account(&self, id: &str) -> Result<Option<Arc<Account>>, String> {
-        self.answered(self.client.get_account(id).await)
-            .map(|a| a.map(Arc::new))
+        let read = async { self.answered(self.client().get_account(id).await) };
+        self.cached(self.reads.objects.accounts.get(id, read).await)
     }
     async fn account_by_user_name(&self, user_name: &str) -> Result<Option<Account>, String> {
-        self.answered(self.client.find_account_by_user_name(user_name).await)
+        let read = async {
+            let found = self.answered(self.client().find_account_by_user_name(user_name).await)?;
+            if found.is_some() && self.reads.omitted_names.contains(user_name) {
+                self.reads.found_omitted_name.store(true, Ordering::Relaxed);
+            }
+            Ok(found)
+        };
+        let found = self.cached(self.reads.by_user_name.get(user_name, read).await)?;
+        Ok(found.map(|account| Account::clone(&account)))
     }
     async fn account_elsewhere(
         &self,
@@ -2048,37 +2231,37 @@ impl Reader for Recovery<'_> {
         user_name: &str,
     ) -> Result<Option<Account>, String> {
         self.answered(
-            self.client
+            self.client()
                 .find_account_elsewhere(id, Some(user_name))
                 .await,
         )
     }
     async fn group(&self, id: &str) -> Result<Option<Arc<Members>>, String> {
-        self.answered(self.client.get_group(id).await)
-            .map(|g| g.map(|g| Arc::new(members_of(g))))
+        let read = async {
+            self.answered(self.client().get_group(id).await)
+                .map(|g| g.map(members_of))
+        };
+        self.cached(self.reads.objects.groups.get(id, read).await)
     }
     fn members_by_filter(&self) -> bool {
-        self.client.members_by_filter()
+        self.client().members_by_filter()
     }
     fn roles_by_group(&self) -> bool {
-        self.client.roles_by_group()
+        self.client().roles_by_group()
     }
     async fn groups_of_member(&self, account_id: &str) -> Result<Arc<GroupIds>, String> {
-        self.answered(self.client.groups_of_member(account_id).await)
-            .map(|found| Arc::new(found.into_iter().collect()))
+        let read = async {
+            self.answered(self.client().groups_of_member(account_id).await)
+                .map(|found| Some(found.into_iter().collect::<GroupIds>()))
+        };
+        self.cached(self.reads.objects.memberships.get(account_id, read).await)?
+            .ok_or_else(|| format!("the groups of account {account_id} were not read"))
     }
     fn created_account(&self, identity_id: &str) -> Option<String> {
         self.created.accounts.get(identity_id).cloned()
     }
     fn group_id(&self, group: &GroupRef) -> Option<String> {
-        match group {
-            GroupRef::Existing { id, .. } => Some(id.clone()),
-            GroupRef::Created { display_name } => self
-                .created
-                .groups
-                .get(&display_name.to_lowercase())
-                .cloned(),
-        }
+        created_group_id(self.created, group)
     }
 }
 

@@ -1246,8 +1246,9 @@ impl ScimClient {
         })
     }
 
-    /// Whether objects may be read many at a time by `id eq … or …` filters: true
-    /// until [`ScimClient::refuse_id_filters`] says the provider cannot.
+    /// Whether objects may be read many at a time by `id eq … or …` filters (and,
+    /// in recovery, accounts by `userName eq … or …`): true until
+    /// [`ScimClient::refuse_id_filters`] says the provider cannot.
     pub fn id_filters_usable(&self) -> bool {
         !self.inner.id_filters_refused.load(Ordering::Relaxed)
     }
@@ -1265,12 +1266,26 @@ impl ScimClient {
     /// [`ScimClient::groups_by_id`] read with one request each: at most `most` ids
     /// and a page, and a filter of at most `ID_FILTER_BYTES` percent-encoded.
     pub fn id_batches(&self, ids: Vec<String>, most: usize) -> Vec<Vec<String>> {
+        self.filter_batches(ids, most, id_clause)
+    }
+
+    /// [`ScimClient::id_batches`] for [`ScimClient::accounts_by_user_name`].
+    pub fn user_name_batches(&self, user_names: Vec<String>) -> Vec<Vec<String>> {
+        self.filter_batches(user_names, usize::MAX, user_name_clause)
+    }
+
+    fn filter_batches(
+        &self,
+        values: Vec<String>,
+        most: usize,
+        clause_of: fn(&str) -> String,
+    ) -> Vec<Vec<String>> {
         let most = most.min(self.effective_page_size() as usize).max(1);
         let separator = encode_component(" or ").len();
         let mut batches: Vec<Vec<String>> = Vec::new();
         let mut bytes = 0;
-        for id in ids {
-            let clause = encode_component(&id_clause(&id)).len();
+        for id in values {
+            let clause = encode_component(&clause_of(&id)).len();
             match batches.last_mut() {
                 Some(batch)
                     if batch.len() < most && bytes + separator + clause <= ID_FILTER_BYTES =>
@@ -1319,6 +1334,49 @@ impl ScimClient {
             )
             .await?;
         self.read_members_left_out(groups).await
+    }
+
+    /// The accounts one `userName eq … or userName eq …` request finds for
+    /// `user_names`: each name with the first account of the answer whose userName
+    /// is the same but for case, the one [`ScimClient::find_account_by_user_name`]
+    /// picks from an answer for that name alone. A name missing from the answer is
+    /// not proof of absence (a provider may mishandle `or`): look it up on its own.
+    /// Accounts that match no name are passed over, as that lookup passes over
+    /// them: a provider that applies `userName eq` loosely still answers the names
+    /// it did match.
+    pub async fn accounts_by_user_name(
+        &self,
+        user_names: &[String],
+    ) -> Result<Vec<(String, Account)>, WorkspaceError> {
+        if user_names.is_empty() {
+            return Ok(Vec::new());
+        }
+        let filter = user_names
+            .iter()
+            .map(|u| user_name_clause(u))
+            .collect::<Vec<_>>()
+            .join(" or ");
+        let found = self
+            .find(
+                "/Users",
+                filter,
+                |endpoint, user: parse::UserBody| {
+                    parse::account(endpoint, &user.0, &self.inner.role_attribute)
+                },
+                |a: &Account| &a.id,
+            )
+            .await?;
+        let (names, mut accounts): (Vec<String>, Vec<Account>) = user_names
+            .iter()
+            .filter_map(|name| {
+                found
+                    .iter()
+                    .find(|a| same_ci(&a.user_name, name))
+                    .map(|a| (name.clone(), a.clone()))
+            })
+            .unzip();
+        self.fill_roles(&mut accounts).await?;
+        Ok(names.into_iter().zip(accounts).collect())
     }
 
     async fn by_id<R: DeserializeOwned, T>(
@@ -1447,7 +1505,7 @@ impl ScimClient {
         &self,
         user_name: &str,
     ) -> Result<Option<Account>, WorkspaceError> {
-        let filter = format!("userName eq {}", parse::filter_string(user_name));
+        let filter = user_name_clause(user_name);
         let found = self
             .find(
                 "/Users",
@@ -2290,6 +2348,10 @@ impl Transient for CreateFailure {
 
 fn id_clause(id: &str) -> String {
     format!("id eq {}", parse::filter_string(id))
+}
+
+fn user_name_clause(user_name: &str) -> String {
+    format!("userName eq {}", parse::filter_string(user_name))
 }
 
 /// A PATCH refused because a path's filter matched nothing (RFC 7644 §3.12).

@@ -1254,3 +1254,333 @@ async fn a_sweep_after_a_cut_off_reconcile_escalates_its_overdue_hold() {
     assert_eq!(outcome.escalated.len(), 1, "{outcome:?}");
     sandbox.shutdown().await;
 }
+
+/// A workspace account seeded for the recovery scenario: uuid-shaped ids, so a
+/// filter holds as many ids as against a real provider.
+fn seeded_account(n: usize, user_name: String, active: bool) -> seatwarden::model::Account {
+    seatwarden::model::Account {
+        id: format!("{n:08x}-0000-4000-8000-{n:012x}"),
+        user_name,
+        external_id: None,
+        given_name: None,
+        family_name: None,
+        display_name: None,
+        email: None,
+        active,
+        roles: Vec::new(),
+    }
+}
+
+/// What a recovery of a whole cut-off phase found, and what it cost.
+struct PhaseRecovery {
+    recovered: seatwarden::apply::Recovered,
+    /// Each row's state, by seq.
+    states: Vec<ActionState>,
+    /// Identity id → account id.
+    links: std::collections::BTreeMap<String, String>,
+    /// Requests the recovery sent, and those refused for saying `or`.
+    requests: u64,
+    or_refused: u64,
+}
+
+const DEACTIVATIONS: usize = 120;
+const CREATES: usize = 60;
+
+/// A reconcile killed in the middle of two large phases: `DEACTIVATIONS`
+/// deactivations in flight, of which the even ones reached the workspace, and
+/// `CREATES` creates in flight, of which the even ones did (their accounts exist,
+/// their answers were lost). Recovers it against a sandbox that does or does not
+/// take `or` in filters.
+async fn recover_a_cut_off_phase(or_filters: bool) -> PhaseRecovery {
+    let mut accounts: Vec<seatwarden::model::Account> = (0..DEACTIVATIONS)
+        .map(|n| seeded_account(n, format!("leaver{n}@example.com"), n % 2 == 1))
+        .collect();
+    accounts.extend(
+        (0..CREATES)
+            .filter(|n| n % 2 == 0)
+            // Case differs from the create's: userNames are not case-exact.
+            .map(|n| seeded_account(1000 + n, format!("Hire{n}@Example.com"), true)),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let sandbox = seatwarden::sandbox::Sandbox::start(
+        listener,
+        seatwarden::sandbox::SandboxOptions {
+            token: "t0ken".into(),
+            or_filters,
+            ..Default::default()
+        },
+        seatwarden::model::WorkspaceSnapshot {
+            accounts: accounts.clone(),
+            groups: Vec::new(),
+        },
+    )
+    .await
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let config = sandbox_config(&sandbox, dir.path());
+
+    let mut store = Store::open(&config.state.path).unwrap();
+    let run = store.begin_run(RunKind::Reconcile, Utc::now()).unwrap();
+    let deactivations = accounts.iter().take(DEACTIVATIONS).map(|a| {
+        (
+            ActionKind::Deactivate {
+                account_id: a.id.clone(),
+            },
+            a.user_name.clone(),
+            DriftKind::StaleAccess,
+        )
+    });
+    let creates = (0..CREATES).map(|n| {
+        let user_name = format!("hire{n}@example.com");
+        (
+            ActionKind::CreateAccount {
+                identity_id: format!("00h{n}"),
+                spec: AccountSpec {
+                    user_name: user_name.clone(),
+                    external_id: format!("00h{n}"),
+                    given_name: None,
+                    family_name: None,
+                    display_name: None,
+                    email: Some(user_name.clone()),
+                    role: None,
+                },
+            },
+            user_name,
+            DriftKind::MissingAccount,
+        )
+    });
+    let actions: Vec<Action> = deactivations
+        .chain(creates)
+        .enumerate()
+        .map(|(seq, (kind, subject, reason))| Action {
+            seq: u32::try_from(seq).unwrap(),
+            kind,
+            reason,
+            subject,
+            identity_id: None,
+            detail: String::new(),
+            held: None,
+        })
+        .collect();
+    let seqs: Vec<u32> = actions.iter().map(|a| a.seq).collect();
+    store
+        .save_plan(
+            run,
+            &Plan {
+                actions,
+                ..Plan::default()
+            },
+            Utc::now(),
+        )
+        .unwrap();
+    for seq in &seqs {
+        store.mark_in_flight(run, *seq, Utc::now()).unwrap();
+    }
+
+    let mut settings = config.scim_settings().unwrap();
+    // Requests are counted here, not timed: no rate limit to wait on.
+    settings.requests_per_second = 0;
+    let client = seatwarden::workspace::ScimClient::new(settings).unwrap();
+    let store = std::sync::Mutex::new(store);
+    let before = sandbox.stats();
+    let recovered = seatwarden::apply::recover(&client, &store).await.unwrap();
+    let after = sandbox.stats();
+    let store = store.into_inner().unwrap();
+    let states = store
+        .journal(run)
+        .unwrap()
+        .into_iter()
+        .map(|e| e.state)
+        .collect();
+    let links = store
+        .links()
+        .unwrap()
+        .into_iter()
+        .map(|l| (l.identity_id, l.account_id))
+        .collect();
+    sandbox.shutdown().await;
+    PhaseRecovery {
+        recovered,
+        states,
+        links,
+        requests: after.requests - before.requests,
+        or_refused: after.or_filters_refused - before.or_filters_refused,
+    }
+}
+
+/// Whatever the reads, the cut-off phase resolves the same: every row decided,
+/// the changes that arrived applied (the creates linked to the accounts found by
+/// userName, case aside), the rest failed for the next plan to redo.
+fn assert_phase_resolved(found: &PhaseRecovery) {
+    assert_eq!(found.recovered.resolved, DEACTIVATIONS + CREATES);
+    let expected: Vec<ActionState> = (0..DEACTIVATIONS)
+        .chain(0..CREATES)
+        .map(|n| {
+            if n % 2 == 0 {
+                ActionState::Applied
+            } else {
+                ActionState::Failed
+            }
+        })
+        .collect();
+    assert_eq!(found.states, expected);
+    let links: std::collections::BTreeMap<String, String> = (0..CREATES)
+        .filter(|n| n % 2 == 0)
+        .map(|n| {
+            let n1000 = 1000 + n;
+            (
+                format!("00h{n}"),
+                format!("{n1000:08x}-0000-4000-8000-{n1000:012x}"),
+            )
+        })
+        .collect();
+    assert_eq!(found.links, links);
+}
+
+/// A crash mid-apply leaves a whole phase in flight, and the next sweep waits
+/// behind its recovery: the interrupted rows' accounts are read about 30 a
+/// request, and the creates' userNames too, instead of one request per row
+/// (181 here). A create that did not arrive is still looked up on its own:
+/// absence is never taken from an `or` filter.
+#[tokio::test]
+async fn a_cut_off_phase_is_recovered_by_filtered_reads() {
+    let found = recover_a_cut_off_phase(true).await;
+    assert_phase_resolved(&found);
+    assert_eq!(found.or_refused, 0);
+    let absent_creates = (CREATES / 2) as u64;
+    // The /Users check, a read and a four-id filter comparing the two, five
+    // filters for the other deactivations, two for the creates, and the absent
+    // creates one by one.
+    assert!(
+        found.requests <= 1 + 2 + 5 + 2 + absent_creates,
+        "{} requests",
+        found.requests
+    );
+}
+
+/// A provider that refuses `or` in filters (AWS IAM Identity Center) gets the
+/// rows' objects read one by one, with the same outcome.
+#[tokio::test]
+async fn a_cut_off_phase_is_recovered_one_by_one_where_or_is_refused() {
+    let found = recover_a_cut_off_phase(false).await;
+    assert_phase_resolved(&found);
+    assert!(found.or_refused >= 1);
+    // The refused filters, then one read per row.
+    assert!(
+        found.requests <= 1 + 2 + (DEACTIVATIONS + CREATES) as u64 + 2,
+        "{} requests",
+        found.requests
+    );
+}
+
+/// A provider that mishandles `or`: its answer for two userNames holds one of
+/// them and an account nobody asked for. The other is looked up on its own and
+/// found, so both creates are linked (absence is never taken from an `or`
+/// answer, nor an unasked account linked), and the client reads one by one from
+/// then on: that provider's `or` answers cannot be trusted to be complete.
+#[tokio::test]
+async fn a_create_an_or_answer_left_out_is_looked_up_on_its_own() {
+    let server = MockServer::start().await;
+    let account = |id: &str, user_name: &str| {
+        json!({
+            "schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"],
+            "id": id, "userName": user_name, "active": true,
+        })
+    };
+    Mock::given(method("GET"))
+        .and(path("/Users"))
+        .and(query_param(
+            "filter",
+            "userName eq \"ada@example.com\" or userName eq \"bob@example.com\"",
+        ))
+        .respond_with(scim(list(vec![
+            account("acc-9", "eve@example.com"),
+            account("acc-1", "ADA@example.com"),
+        ])))
+        .expect(1)
+        .with_priority(1)
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/Users"))
+        .and(query_param("filter", "userName eq \"bob@example.com\""))
+        .respond_with(scim(list(vec![account("acc-2", "bob@example.com")])))
+        .expect(1)
+        .with_priority(1)
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/Users"))
+        .and(query_param("filter", "userName eq \"ada@example.com\""))
+        .respond_with(ResponseTemplate::new(500))
+        .expect(0)
+        .with_priority(1)
+        .mount(&server)
+        .await;
+    mount_listings(&server, vec![], vec![]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = config_for(&server, dir.path());
+    let run = {
+        let mut store = Store::open(&config.state.path).unwrap();
+        let run = store.begin_run(RunKind::Reconcile, Utc::now()).unwrap();
+        let create = |seq: u32, identity: &str, user_name: &str| Action {
+            seq,
+            kind: ActionKind::CreateAccount {
+                identity_id: identity.into(),
+                spec: AccountSpec {
+                    user_name: user_name.into(),
+                    external_id: identity.into(),
+                    given_name: None,
+                    family_name: None,
+                    display_name: None,
+                    email: None,
+                    role: None,
+                },
+            },
+            reason: DriftKind::MissingAccount,
+            subject: user_name.into(),
+            identity_id: Some(identity.into()),
+            detail: String::new(),
+            held: None,
+        };
+        let plan = Plan {
+            actions: vec![
+                create(0, "00u1", "ada@example.com"),
+                create(1, "00u2", "bob@example.com"),
+            ],
+            ..Plan::default()
+        };
+        store.save_plan(run, &plan, Utc::now()).unwrap();
+        store.mark_in_flight(run, 0, Utc::now()).unwrap();
+        store.mark_in_flight(run, 1, Utc::now()).unwrap();
+        run
+    };
+    let client = seatwarden::workspace::ScimClient::new(config.scim_settings().unwrap()).unwrap();
+    let store = std::sync::Mutex::new(Store::open(&config.state.path).unwrap());
+    let recovered = seatwarden::apply::recover(&client, &store).await.unwrap();
+    assert_eq!(recovered.resolved, 2);
+    let store = store.into_inner().unwrap();
+    let states: Vec<ActionState> = store
+        .journal(run)
+        .unwrap()
+        .into_iter()
+        .map(|e| e.state)
+        .collect();
+    assert_eq!(states, [ActionState::Applied, ActionState::Applied]);
+    let mut links: Vec<(String, String)> = store
+        .links()
+        .unwrap()
+        .into_iter()
+        .map(|l| (l.identity_id, l.account_id))
+        .collect();
+    links.sort();
+    assert_eq!(
+        links,
+        [
+            ("00u1".to_owned(), "acc-1".to_owned()),
+            ("00u2".to_owned(), "acc-2".to_owned()),
+        ]
+    );
+    assert!(!client.id_filters_usable());
+    // The `expect`s are checked when the server drops.
+}
