@@ -199,8 +199,8 @@ pub fn collect(
     })
 }
 
-/// The scheduled jobs first, in the schedule's order (those never run too), then
-/// any other recorded job.
+/// The scheduled jobs first, in the schedule's order (those never run too, while a
+/// daemon may run them), then any other recorded job.
 fn job_lines(
     mut recorded: Vec<JobRecord>,
     daemon_running: Option<bool>,
@@ -219,6 +219,8 @@ fn job_lines(
     for (name, job_schedule) in &scheduled {
         let record = match recorded.iter().position(|r| r.name == *name) {
             Some(at) => recorded.remove(at),
+            // Without a daemon, a job that never ran has nothing to show.
+            None if daemon_running == Some(false) => continue,
             None => JobRecord {
                 name: (*name).to_owned(),
                 last_started_at: None,
@@ -318,6 +320,15 @@ pub fn render_text(status: &Status) -> String {
                 .map(|s| s.as_str())
                 .unwrap_or("never run")
         };
+        let next = job
+            .next_run_local
+            .as_deref()
+            .map(|at| format!(", next {at}"))
+            .unwrap_or_default();
+        if record.last_started_at.is_none() {
+            let _ = writeln!(out, "  {:<10} never run{next}", record.name);
+            continue;
+        }
         let _ = writeln!(
             out,
             "  {:<10} last {} ({}), last success {}{}{}",
@@ -325,10 +336,7 @@ pub fn render_text(status: &Status) -> String {
             when(record.last_started_at),
             state,
             when(record.last_success_at),
-            job.next_run_local
-                .as_deref()
-                .map(|at| format!(", next {at}"))
-                .unwrap_or_default(),
+            next,
             record
                 .last_error
                 .as_deref()

@@ -606,6 +606,14 @@ fn status_tells_a_cut_off_job_and_shows_next_runs_while_a_daemon_runs() {
     assert_eq!(sweep["cut_off"], true, "{sweep}");
     assert_eq!(sweep["last_status"], "running", "{sweep}");
     assert!(sweep["next_run"].is_null(), "{sweep}");
+    // Without a daemon, a job that never ran is not listed.
+    let names: Vec<&str> = json["jobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|j| j["name"].as_str())
+        .collect();
+    assert_eq!(names, ["sweep"], "{json}");
 
     let daemon = InstanceLock::acquire(&database).unwrap();
     let before = Utc::now();
@@ -617,6 +625,12 @@ fn status_tells_a_cut_off_job_and_shows_next_runs_while_a_daemon_runs() {
     let sweep_line = running.lines().find(|l| l.contains("sweep")).unwrap();
     assert!(
         sweep_line.contains("(running)") && sweep_line.contains(", next "),
+        "{running}"
+    );
+    assert!(
+        running
+            .lines()
+            .any(|l| l.starts_with("  reconcile  never run, next ") && l.ends_with(" IST")),
         "{running}"
     );
     let json: serde_json::Value = serde_json::from_str(&status("json")).unwrap();
