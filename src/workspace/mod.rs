@@ -1356,16 +1356,7 @@ impl ScimClient {
             .map(|u| user_name_clause(u))
             .collect::<Vec<_>>()
             .join(" or ");
-        let found = self
-            .find(
-                "/Users",
-                filter,
-                |endpoint, user: parse::UserBody| {
-                    parse::account(endpoint, &user.0, &self.inner.role_attribute)
-                },
-                |a: &Account| &a.id,
-            )
-            .await?;
+        let found = self.find_users(filter).await?;
         let (names, mut accounts): (Vec<String>, Vec<Account>) = user_names
             .iter()
             .filter_map(|name| {
@@ -1462,18 +1453,7 @@ impl ScimClient {
     ) -> Result<Option<Account>, WorkspaceError> {
         let refused = |e: &WorkspaceError| matches!(e.status(), Some(400 | 501));
         if !self.inner.id_filters_refused.load(Ordering::Relaxed) {
-            let role_attribute = &self.inner.role_attribute;
-            match self
-                .find(
-                    "/Users",
-                    id_clause(id),
-                    |endpoint, user: parse::UserBody| {
-                        parse::account(endpoint, &user.0, role_attribute)
-                    },
-                    |a: &Account| &a.id,
-                )
-                .await
-            {
+            match self.find_users(id_clause(id)).await {
                 Ok(found) => return Ok(pick(found, |a: &Account| a.id == id)),
                 Err(e) if refused(&e) => {}
                 Err(e) => return Err(e),
@@ -1505,18 +1485,21 @@ impl ScimClient {
         &self,
         user_name: &str,
     ) -> Result<Option<Account>, WorkspaceError> {
-        let filter = user_name_clause(user_name);
-        let found = self
-            .find(
-                "/Users",
-                filter,
-                |endpoint, user: parse::UserBody| {
-                    parse::account(endpoint, &user.0, &self.inner.role_attribute)
-                },
-                |a: &Account| &a.id,
-            )
-            .await?;
+        let found = self.find_users(user_name_clause(user_name)).await?;
         Ok(pick(found, |a: &Account| same_ci(&a.user_name, user_name)))
+    }
+
+    /// The accounts `filter` finds on `/Users`, roles not filled.
+    async fn find_users(&self, filter: String) -> Result<Vec<Account>, WorkspaceError> {
+        self.find(
+            "/Users",
+            filter,
+            |endpoint, user: parse::UserBody| {
+                parse::account(endpoint, &user.0, &self.inner.role_attribute)
+            },
+            |a: &Account| &a.id,
+        )
+        .await
     }
 
     /// `POST /Users`. Under [`RoleAttribute::Groups`] the role is not in the

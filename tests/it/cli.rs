@@ -490,6 +490,22 @@ fn reading_commands_refuse_a_missing_state_database_and_create_none() {
     }
 }
 
+/// `seatwarden status --format FORMAT` on `config`, which must exit 0.
+fn status_output(config: &Path, format: &str) -> String {
+    let out = seatwarden(
+        &[
+            "--config",
+            config.to_str().unwrap(),
+            "status",
+            "--format",
+            format,
+        ],
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    text(&out.stdout)
+}
+
 /// A reconcile whose process was killed stays recorded as running until the next
 /// writing run closes it. `status` tells it from a live one by the writer lock,
 /// which every live writer holds.
@@ -508,20 +524,7 @@ fn status_tells_a_cut_off_reconcile_from_a_running_one() {
         .unwrap()
         .begin_run(RunKind::Reconcile, chrono::Utc::now())
         .unwrap();
-    let status = |format: &str| {
-        let out = seatwarden(
-            &[
-                "--config",
-                config.to_str().unwrap(),
-                "status",
-                "--format",
-                format,
-            ],
-            &[],
-        );
-        assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
-        text(&out.stdout)
-    };
+    let status = |format: &str| status_output(&config, format);
     let writer = WriterLock::acquire_blocking(&database, |_| panic!("free")).unwrap();
     let live = status("text");
     assert!(
@@ -565,20 +568,7 @@ fn status_tells_a_cut_off_job_and_shows_next_runs_while_a_daemon_runs() {
         .unwrap()
         .job_started("sweep", Utc::now() - chrono::Duration::hours(1))
         .unwrap();
-    let status = |format: &str| {
-        let out = seatwarden(
-            &[
-                "--config",
-                config.to_str().unwrap(),
-                "status",
-                "--format",
-                format,
-            ],
-            &[],
-        );
-        assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
-        text(&out.stdout)
-    };
+    let status = |format: &str| status_output(&config, format);
     let job = |json: &serde_json::Value, name: &str| {
         json["jobs"]
             .as_array()
