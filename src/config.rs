@@ -2438,6 +2438,7 @@ impl Config {
             max_rename_percent: s.max_rename_percent,
             max_renames_per_day: s.max_renames_per_day,
             owner_mapped: self.policy.mapping.iter().any(|m| m.role == Role::Owner),
+            granted_to_nobody: std::collections::BTreeSet::new(),
         }
     }
 

@@ -33,6 +33,7 @@
 //!
 //! Protected accounts need no rule here: the plan never names them.
 
+use std::collections::BTreeSet;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -75,6 +76,10 @@ pub struct GuardSettings {
     /// `safety::guard_settings`). Without one, demoting an Owner waits for a human
     /// ([`HoldReason::OwnerWithoutMapping`]).
     pub owner_mapped: bool,
+    /// Managed workspace groups (case-folded) that no mapping gives to anyone in
+    /// the directory: removing their members waits for a human
+    /// ([`HoldReason::GroupGrantedToNobody`]). See `safety::guard_settings`.
+    pub granted_to_nobody: BTreeSet<String>,
 }
 
 impl Default for GuardSettings {
@@ -98,6 +103,7 @@ impl Default for GuardSettings {
             max_rename_percent: 5.0,
             max_renames_per_day: 50,
             owner_mapped: true,
+            granted_to_nobody: BTreeSet::new(),
         }
     }
 }
@@ -153,6 +159,7 @@ impl GuardSettings {
             max_rename_percent: 100.0,
             max_renames_per_day: usize::MAX,
             owner_mapped: true,
+            granted_to_nobody: BTreeSet::new(),
         }
     }
 }
@@ -290,6 +297,9 @@ pub fn guard(
     if !settings.owner_mapped {
         hold_owner_demotions(&mut plan);
     }
+    if !settings.granted_to_nobody.is_empty() {
+        hold_removals_from_groups_granted_to_nobody(&mut plan, &settings.granted_to_nobody);
+    }
     hold_last_owner(&mut plan, workspace);
     hold_wanted_user_names(&mut plan, workspace);
     plan
@@ -311,6 +321,25 @@ fn hold_owner_demotions(plan: &mut Plan) {
                 .any(|r| r.eq_ignore_ascii_case(Role::Owner.as_str()))
         {
             action.held = Some(HoldReason::OwnerWithoutMapping);
+        }
+    }
+}
+
+/// Holds every removal of members from a managed workspace group that no mapping
+/// gives to anyone: the plan empties it, which a misspelt or renamed directory
+/// group in a mapping does far more often than a decision (an export cannot show
+/// an empty group, so such a typo cannot be refused at load).
+fn hold_removals_from_groups_granted_to_nobody(plan: &mut Plan, groups: &BTreeSet<String>) {
+    for action in &mut plan.actions {
+        if action.held.is_some() {
+            continue;
+        }
+        if let ActionKind::RemoveMembers { group, .. } = &action.kind
+            && groups.contains(&crate::policy::fold_group_name(group.display_name()))
+        {
+            action.held = Some(HoldReason::GroupGrantedToNobody {
+                group: group.display_name().to_owned(),
+            });
         }
     }
 }

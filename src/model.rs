@@ -650,6 +650,10 @@ pub enum HoldReason {
     /// last would be planned down, which is more often a forgotten mapping than
     /// a decision.
     OwnerWithoutMapping,
+    /// The removal of members from a managed workspace group that no mapping gives
+    /// to anyone in the directory: the plan would empty it, which is more often a
+    /// misspelt or renamed directory group than a decision.
+    GroupGrantedToNobody { group: String },
 }
 
 impl HoldReason {
@@ -665,6 +669,7 @@ impl HoldReason {
             HoldReason::OutOfSight => "out_of_sight",
             HoldReason::UserNameWanted { .. } => "user_name_wanted",
             HoldReason::OwnerWithoutMapping => "owner_without_mapping",
+            HoldReason::GroupGrantedToNobody { .. } => "group_granted_to_nobody",
         }
     }
 
@@ -752,6 +757,13 @@ impl fmt::Display for HoldReason {
                  directory, so every Owner is planned down: map the group that should keep \
                  Owner to Owner (check its spelling, and that it has members), or \
                  `seatwarden approve` the demotion",
+            ),
+            HoldReason::GroupGrantedToNobody { group } => write!(
+                f,
+                "removes members from workspace group {group:?}, which no policy.mapping gives \
+                 to anyone in the directory, so it would be emptied: check the spelling of the \
+                 directory group its mappings name (and that it has members), or `seatwarden \
+                 approve` the removal"
             ),
         }
     }

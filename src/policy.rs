@@ -474,6 +474,27 @@ impl<'a> ActiveIdentities<'a> {
         self.iter().map(|(id, _)| id)
     }
 
+    /// Every workspace group some identity here is given (as the mappings spell
+    /// them): each grant is looked at once, however many identities share it.
+    pub fn granted_groups(&self) -> BTreeSet<&str> {
+        let inner = &self.0;
+        let mut used = vec![false; inner.grants.len()];
+        for entry in &inner.entries {
+            if let Entry::Active(grant) = *entry
+                && let Some(used) = used.get_mut(grant as usize)
+            {
+                *used = true;
+            }
+        }
+        inner
+            .grants
+            .iter()
+            .zip(used)
+            .filter(|(_, used)| *used)
+            .flat_map(|(grant, _)| grant.groups.iter().map(String::as_str))
+            .collect()
+    }
+
     pub fn iter(&self) -> impl Iterator<Item = (&'a str, DesiredAccount<'a>)> + '_ {
         let inner = &self.0;
         inner

@@ -17,7 +17,7 @@
 //! Also here: [`circuit_state`] (the read API the daemon publishes as a metric) and
 //! the audit trail ([`audit`], [`os_user`]).
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
 use chrono::{DateTime, Utc};
@@ -315,7 +315,9 @@ pub fn clock_changes(
 /// gives Owner to nobody in the directory (a misspelt group in an export, which
 /// cannot show an empty group, or an Owners group emptied) counts as no mapping:
 /// every Owner would be planned down, so each demotion waits for a human
-/// ([`HoldReason::OwnerWithoutMapping`]).
+/// ([`HoldReason::OwnerWithoutMapping`]). Likewise a managed workspace group no
+/// mapping gives to anyone would be emptied: removing its members waits for a
+/// human ([`HoldReason::GroupGrantedToNobody`]).
 pub fn guard_settings(
     config: &Config,
     desired: &crate::policy::DesiredState<'_>,
@@ -332,6 +334,25 @@ pub fn guard_settings(
              demotions of Owners are held for a human"
         );
         settings.owner_mapped = false;
+    }
+    let granted: BTreeSet<String> = desired
+        .active
+        .granted_groups()
+        .into_iter()
+        .map(crate::policy::fold_group_name)
+        .collect();
+    settings.granted_to_nobody = desired
+        .managed_groups
+        .iter()
+        .map(|group| crate::policy::fold_group_name(group))
+        .filter(|group| !granted.contains(group))
+        .collect();
+    for group in &settings.granted_to_nobody {
+        tracing::warn!(
+            group = %group,
+            "policy.mapping names this workspace group, but gives it to nobody in the \
+             directory: removals of its members are held for a human"
+        );
     }
     settings
 }

@@ -681,8 +681,27 @@ proptest! {
         managed in 0..40usize,
         allow in proptest::bool::weighted(0.2),
         owner_mapped in proptest::bool::ANY,
+        every_other_group_granted_to_nobody in proptest::bool::ANY,
     ) {
         let plan = s.plan();
+        // Half the groups the plan removes members from, when drawn.
+        let mut removed_from: Vec<String> = plan
+            .actions
+            .iter()
+            .filter_map(|a| match &a.kind {
+                seatwarden::model::ActionKind::RemoveMembers { group, .. } => {
+                    Some(seatwarden::policy::fold_group_name(group.display_name()))
+                }
+                _ => None,
+            })
+            .collect();
+        removed_from.sort();
+        removed_from.dedup();
+        let granted_to_nobody: std::collections::BTreeSet<String> = removed_from
+            .into_iter()
+            .step_by(2)
+            .filter(|_| every_other_group_granted_to_nobody)
+            .collect();
         let settings = GuardSettings {
             max_deprovisions: limits[0].0,
             max_deprovision_percent: f64::from(limits[0].1) / 4.0,
@@ -701,6 +720,7 @@ proptest! {
             max_renames_per_day: limits[4].2,
             min_population_for_percent: min_population,
             owner_mapped,
+            granted_to_nobody: granted_to_nobody.clone(),
         };
         let input = GuardInput {
             directory_complete: true,
@@ -725,6 +745,13 @@ proptest! {
             });
             prop_assert!(!demoted);
         }
+        // Nobody is removed from a group no mapping gives to anyone without a
+        // human, even with the thresholds lifted.
+        let emptied = guarded.runnable().any(|a| {
+            matches!(&a.kind, seatwarden::model::ActionKind::RemoveMembers { group, .. }
+                if granted_to_nobody.contains(&seatwarden::policy::fold_group_name(group.display_name())))
+        });
+        prop_assert!(!emptied);
         for class in ActionClass::ALL {
             let runnable: usize = guarded
                 .runnable()

@@ -1549,6 +1549,83 @@ async fn an_owner_mapping_that_gives_owner_to_nobody_holds_owner_demotions() {
     assert!(held.iter().all(Option::is_none), "{held:?}");
 }
 
+/// A mapping whose directory group nobody is in (a misspelt name in an export,
+/// which cannot show an empty group) would empty its workspace group: the removals
+/// wait for a human, however low the thresholds are set. One member back in the
+/// group is enough to take the mapping at its word.
+#[tokio::test]
+async fn a_workspace_group_no_mapping_gives_to_anyone_is_not_emptied_without_a_human() {
+    let env = env_with(40, None, "").await;
+    let (group, role) = env.data.roles[1].clone();
+    assert_ne!(role, Role::Owner);
+    let removals = |outcome: &RunOutcome| -> Vec<(usize, Option<HoldReason>)> {
+        outcome
+            .plan
+            .actions
+            .iter()
+            .filter_map(|a| match &a.kind {
+                ActionKind::RemoveMembers { group: g, members } if g.display_name() == group => {
+                    Some((members.len(), a.held.clone()))
+                }
+                _ => None,
+            })
+            .collect()
+    };
+    let mut directory = env.data.directory.clone();
+    let members: Vec<usize> = (0..directory.identities.len())
+        .filter(|&i| directory.identities[i].groups.contains(&group))
+        .collect();
+    assert!(members.len() >= 3, "{members:?}");
+    for identity in &mut directory.identities {
+        identity.groups.retain(|g| *g != group);
+    }
+    env.write_directory(&directory);
+    let workspace_group = |sandbox: &Sandbox| {
+        sandbox
+            .snapshot()
+            .groups
+            .into_iter()
+            .find(|g| g.display_name == group)
+            .unwrap()
+    };
+    let before = workspace_group(&env.sandbox).members.len();
+    assert!(before >= 3, "{before}");
+    let nobody = env.run(Mode::Reconcile, RunOptions::default()).await;
+    let held = removals(&nobody);
+    // Leavers' memberships go with their deactivation, not by a removal.
+    let removed = held.iter().map(|(n, _)| n).sum::<usize>();
+    assert!(removed + 2 >= before && removed > 0, "{before}: {held:?}");
+    assert!(
+        held.iter().all(|(_, h)| *h
+            == Some(HoldReason::GroupGrantedToNobody {
+                group: group.clone()
+            })),
+        "{held:?}"
+    );
+    assert_eq!(workspace_group(&env.sandbox).members.len(), before);
+
+    // One of them back in the group: the others' removals go ahead.
+    let back = members
+        .iter()
+        .copied()
+        .find(|&i| directory.identities[i].status == IdentityStatus::Active)
+        .unwrap();
+    directory.identities[back].groups.push(group.clone());
+    env.write_directory(&directory);
+    let one = env.run(Mode::Reconcile, RunOptions::default()).await;
+    let planned = removals(&one);
+    assert_eq!(
+        planned.iter().map(|(n, _)| n).sum::<usize>(),
+        removed - 1,
+        "{planned:?}"
+    );
+    assert!(planned.iter().all(|(_, h)| h.is_none()), "{planned:?}");
+    assert_eq!(
+        workspace_group(&env.sandbox).members.len(),
+        before - (removed - 1)
+    );
+}
+
 /// A half-open trial of one failed write cannot tell a failing workspace from
 /// one account it refuses: the breaker stays half-open, and is reported so (its
 /// alert is not resolved), while the run's exit code is its own.
