@@ -391,9 +391,10 @@ Exit codes: those of reconcile (0 converged, 3 held for a human, 4 some actions 
     /// SIGTERM lets running work finish (at most 30 s) and exits 0.
     Daemon,
     /// Deprovisions pending and overdue (due times in [report] timezone), recent
-    /// verified ones with their latency, and each daemon job's last run and, while a
-    /// daemon runs, its next. Reads the state database; exit 7 when any deprovision
-    /// is overdue.
+    /// verified ones with their latency, each daemon job's last run and, while a
+    /// daemon runs, its next, the circuit breaker when not closed, and the last
+    /// reconcile's actions by state. Reads the state database; exit 7 when any
+    /// deprovision is overdue.
     Status {
         #[arg(long, value_enum, default_value_t = StatusFormat::Text)]
         format: StatusFormat,
@@ -566,10 +567,7 @@ fn run_command(cli: Cli) -> anyhow::Result<u8> {
             let status = crate::daemon::status::collect(
                 &store,
                 chrono::Utc::now(),
-                tz,
-                config.delete_after(),
-                Some(&config.state.path),
-                schedule.as_ref(),
+                crate::daemon::status::Settings::of(&config, tz, schedule.as_ref()),
             )?;
             match format {
                 StatusFormat::Json => outln!("{}", serde_json::to_string_pretty(&status)?)?,

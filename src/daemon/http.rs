@@ -426,7 +426,6 @@ async fn status(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> Respon
     let config = shared.config();
     // Validated when the configuration was loaded.
     let tz = config.report_timezone().unwrap_or(chrono_tz::UTC);
-    let delete_after = config.delete_after();
     let settings = shared.settings();
     // On the blocking pool, as /metrics reads the database.
     let collected = tokio::task::spawn_blocking(move || {
@@ -434,10 +433,7 @@ async fn status(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> Respon
             super::status::collect(
                 db,
                 now,
-                tz,
-                delete_after,
-                Some(&config.state.path),
-                Some(settings.as_ref()),
+                super::status::Settings::of(&config, tz, Some(settings.as_ref())),
             )
         })
     })

@@ -2,12 +2,14 @@
 //! ledger (pending and overdue, due times in the configured zone), the jobs, and
 //! the latest full run.
 
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
 use chrono::{DateTime, Duration, Utc};
 use chrono_tz::Tz;
 use serde::Serialize;
 
+use crate::circuit::CircuitState;
 use crate::config::DaemonSettings;
 use crate::sla::{self, EntryState, LedgerEntry};
 use crate::store::{JobRecord, RunKind, RunRecord, RunStatus, Store, StoreError, WriterLock};
@@ -25,7 +27,15 @@ pub struct Status {
     pub daemon_running: Option<bool>,
     /// The scheduled jobs in the order of the schedule, then any others recorded.
     pub jobs: Vec<JobLine>,
+    /// The workspace circuit breaker now: while open, no run writes.
+    pub circuit: CircuitState,
+    /// Why it last opened (kept while it is half-open).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub circuit_reason: Option<String>,
     pub last_reconcile: Option<RunRecord>,
+    /// The last reconcile's journal rows by state (`applied`, `failed`, `held`,
+    /// …): a run that finished is `succeeded` however many of its writes failed.
+    pub last_reconcile_actions: BTreeMap<String, usize>,
     /// The last reconcile is recorded as running, but no writer holds the lock:
     /// its process stopped before it finished, and the next writing run closes
     /// it and recovers its in-flight writes.
@@ -118,18 +128,51 @@ fn line(entry: &LedgerEntry, now: DateTime<Utc>, tz: Tz) -> Line {
     }
 }
 
-/// `delete_after`: [`crate::config::Config::delete_after`]. `database`: where
-/// the writer and instance locks are looked at, to tell a cut-off reconcile or job
-/// from a running one (`None`: not looked at). `schedule`: the daemon's, for each
-/// job's next run (`None`: not shown).
+/// What [`collect`] needs besides the store.
+#[derive(Debug, Clone, Copy)]
+pub struct Settings<'a> {
+    /// Where times are shown.
+    pub tz: Tz,
+    /// [`crate::config::Config::delete_after`].
+    pub delete_after: Option<std::time::Duration>,
+    /// The circuit breaker's cool-down, for its state now.
+    pub cool_down: std::time::Duration,
+    /// Where the writer and instance locks are looked at, to tell a cut-off
+    /// reconcile or job from a running one (`None`: not looked at).
+    pub database: Option<&'a std::path::Path>,
+    /// The daemon's, for each job's next run (`None`: not shown).
+    pub schedule: Option<&'a DaemonSettings>,
+}
+
+impl<'a> Settings<'a> {
+    /// From the configuration; `schedule` as the caller knows it.
+    pub fn of(
+        config: &'a crate::config::Config,
+        tz: Tz,
+        schedule: Option<&'a DaemonSettings>,
+    ) -> Settings<'a> {
+        Settings {
+            tz,
+            delete_after: config.delete_after(),
+            cool_down: config.circuit_settings().cool_down,
+            database: Some(&config.state.path),
+            schedule,
+        }
+    }
+}
+
 pub fn collect(
     store: &Store,
     now: DateTime<Utc>,
-    tz: Tz,
-    delete_after: Option<std::time::Duration>,
-    database: Option<&std::path::Path>,
-    schedule: Option<&DaemonSettings>,
+    settings: Settings<'_>,
 ) -> Result<Status, StoreError> {
+    let Settings {
+        tz,
+        delete_after,
+        cool_down,
+        database,
+        schedule,
+    } = settings;
     let mut last_reconcile = store.latest_run(&[RunKind::Reconcile])?;
     let mut last_reconcile_cut_off = false;
     // The lock only when the record says running, and only for one read: held
@@ -178,6 +221,11 @@ pub fn collect(
         _ => None,
     };
     let daemon_running = database.map(super::is_running).transpose()?;
+    let breaker = store.circuit()?;
+    let last_reconcile_actions = match &last_reconcile {
+        Some(run) => store.journal_state_counts(run.id)?,
+        None => BTreeMap::new(),
+    };
     let jobs = job_lines(store.jobs()?, daemon_running, schedule, now, tz);
     Ok(Status {
         now,
@@ -194,6 +242,9 @@ pub fn collect(
         deletions,
         daemon_running,
         jobs,
+        circuit: crate::circuit::state(&breaker, now, cool_down),
+        circuit_reason: breaker.reason,
+        last_reconcile_actions,
         last_reconcile_cut_off,
         last_reconcile,
     })
@@ -348,18 +399,53 @@ pub fn render_text(status: &Status) -> String {
                 .unwrap_or_default()
         );
     }
+    let why = status
+        .circuit_reason
+        .as_deref()
+        .map(|reason| format!(" ({})", crate::report::printable_field(reason)))
+        .unwrap_or_default();
+    match status.circuit {
+        CircuitState::Closed => {}
+        CircuitState::Open { since, until } => {
+            let _ = writeln!(
+                out,
+                "Circuit breaker: OPEN since {}{why}: no run writes to the workspace until {}, \
+                 or until `seatwarden resume`",
+                local(since, tz),
+                local(until, tz)
+            );
+        }
+        CircuitState::HalfOpen { since } => {
+            let _ = writeln!(
+                out,
+                "Circuit breaker: half-open since {} (it had opened{why}): the next run's \
+                 writes decide whether it closes",
+                local(since, tz)
+            );
+        }
+    }
     if let Some(run) = &status.last_reconcile {
         let state = if status.last_reconcile_cut_off {
             "cut off (its process stopped before it finished; the next reconcile recovers its writes)"
         } else {
             run.status.as_str()
         };
+        let actions: Vec<String> = status
+            .last_reconcile_actions
+            .iter()
+            .map(|(state, n)| format!("{n} {}", state.replace('_', " ")))
+            .collect();
         let _ = writeln!(
             out,
-            "Last reconcile: run {} {} at {}",
+            "Last reconcile: run {} {} at {}{}",
             run.id,
             state,
-            local(run.started_at, tz)
+            local(run.started_at, tz),
+            if actions.is_empty() {
+                "; no actions".to_owned()
+            } else {
+                format!("; actions: {}", actions.join(", "))
+            }
         );
     }
     out

@@ -9,7 +9,7 @@ use crate::sla::{LedgerChanges, LedgerEntry, LossReason};
 
 use super::codec::{Ts, ts};
 use super::error::Context;
-use super::{RunStatus, Store, StoreError};
+use super::{RunId, RunStatus, Store, StoreError};
 
 /// What the scheduler remembers of one job across restarts.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -175,6 +175,23 @@ impl Store {
             )
             .and_then(|mut stmt| stmt.query_map([], job_record)?.collect())
             .context(|| "reading jobs".to_owned())
+    }
+
+    /// `run`'s journal rows by state (`applied`, `failed`, `held`, …).
+    pub fn journal_state_counts(
+        &self,
+        run: RunId,
+    ) -> Result<std::collections::BTreeMap<String, usize>, StoreError> {
+        self.conn
+            .prepare_cached("SELECT state, COUNT(*) FROM actions WHERE run_id = ?1 GROUP BY state")
+            .and_then(|mut stmt| {
+                stmt.query_map([run], |row| {
+                    Ok((row.get::<_, String>(0)?, row.get::<_, i64>(1)?))
+                })?
+                .map(|row| row.map(|(state, n)| (state, usize::try_from(n).unwrap_or(0))))
+                .collect()
+            })
+            .context(|| format!("counting the journal of run {run} by state"))
     }
 
     // ---- deprovisioning ledger ----------------------------------------------------

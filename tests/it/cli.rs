@@ -605,6 +605,15 @@ fn status_tells_a_cut_off_job_and_shows_next_runs_while_a_daemon_runs() {
         .collect();
     assert_eq!(names, ["sweep"], "{json}");
 
+    // A breaker opened a minute ago by a run's failing writes.
+    Store::open(&database)
+        .unwrap()
+        .set_circuit(&seatwarden::circuit::CircuitRecord {
+            opened_at: Some(Utc::now() - chrono::Duration::minutes(1)),
+            reason: Some("16 of the last 20 writes failed".into()),
+            failures: Vec::new(),
+        })
+        .unwrap();
     let daemon = InstanceLock::acquire(&database).unwrap();
     let before = Utc::now();
     let running = status("text");
@@ -623,8 +632,14 @@ fn status_tells_a_cut_off_job_and_shows_next_runs_while_a_daemon_runs() {
             .any(|l| l.starts_with("  reconcile  never run, next ") && l.ends_with(" IST")),
         "{running}"
     );
+    assert!(
+        running.contains("Circuit breaker: OPEN since ")
+            && running.contains(" (16 of the last 20 writes failed): no run writes"),
+        "{running}"
+    );
     let json: serde_json::Value = serde_json::from_str(&status("json")).unwrap();
     assert_eq!(json["daemon_running"], true);
+    assert_eq!(json["circuit"]["state"], "open", "{json}");
     let sweep = job(&json, "sweep");
     assert_eq!(sweep["cut_off"], false, "{sweep}");
     let next: chrono::DateTime<Utc> = serde_json::from_value(sweep["next_run"].clone()).unwrap();

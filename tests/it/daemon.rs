@@ -1205,10 +1205,13 @@ async fn the_sweep_rejects_a_truncated_directory_and_acts_on_a_real_leaver() {
     let status = seatwarden::daemon::status::collect(
         &store.lock().unwrap(),
         chrono::Utc::now() + chrono::Duration::seconds(1),
-        chrono_tz::UTC,
-        None,
-        None,
-        None,
+        seatwarden::daemon::status::Settings {
+            tz: chrono_tz::UTC,
+            delete_after: None,
+            cool_down: std::time::Duration::from_secs(900),
+            database: None,
+            schedule: None,
+        },
     )
     .unwrap();
     let mut verified: Vec<&str> = status

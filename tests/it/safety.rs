@@ -1603,6 +1603,30 @@ async fn a_workspace_group_no_mapping_gives_to_anyone_is_not_emptied_without_a_h
         "{held:?}"
     );
     assert_eq!(workspace_group(&env.sandbox).members.len(), before);
+    // `status` says the last reconcile held them, though it succeeded.
+    let status = seatwarden::daemon::status::collect(
+        &env.store(),
+        chrono::Utc::now(),
+        seatwarden::daemon::status::Settings {
+            tz: chrono_tz::UTC,
+            delete_after: None,
+            cool_down: std::time::Duration::from_secs(900),
+            database: None,
+            schedule: None,
+        },
+    )
+    .unwrap();
+    assert_eq!(
+        status.last_reconcile_actions.get("held"),
+        Some(&held.len()),
+        "{:?}",
+        status.last_reconcile_actions
+    );
+    assert!(
+        seatwarden::daemon::status::render_text(&status).contains(&format!(" {} held", held.len())),
+        "{}",
+        seatwarden::daemon::status::render_text(&status)
+    );
 
     // One of them back in the group: the others' removals go ahead.
     let back = members
@@ -2934,10 +2958,13 @@ async fn deletion_waits_for_the_retention_period_and_opens_no_ledger_episode() {
     let status = seatwarden::daemon::status::collect(
         &env.store(),
         t0 + hour,
-        chrono_tz::UTC,
-        env.config.delete_after(),
-        None,
-        None,
+        seatwarden::daemon::status::Settings {
+            tz: chrono_tz::UTC,
+            delete_after: env.config.delete_after(),
+            cool_down: std::time::Duration::from_secs(900),
+            database: None,
+            schedule: None,
+        },
     )
     .unwrap();
     let deletions = status.deletions.as_ref().unwrap();
