@@ -1198,8 +1198,9 @@ impl Config {
     fn validate(&self) -> Result<(), ConfigError> {
         self.refuse_empty_secrets()?;
         self.validate_directory()?;
-        let url = url::Url::parse(&self.workspace.url)
-            .map_err(|e| self.key_error("workspace.url", format!("not a URL: {e}")))?;
+        let url = url::Url::parse(&self.workspace.url).map_err(|e| {
+            self.key_error("workspace.url", not_a_url(&self.workspace.url, "https", e))
+        })?;
         if !matches!(url.scheme(), "http" | "https") {
             return Err(self.key_error("workspace.url", "must be an http:// or https:// URL"));
         }
@@ -1439,6 +1440,9 @@ impl Config {
         if let Ok(settings) = self.daemon_settings()
             && let Some(warning) = sweeps_too_far_apart(&settings, chrono::Utc::now())
         {
+            warnings.push(warning);
+        }
+        if let Some(warning) = missing_state_folder(&self.state.path) {
             warnings.push(warning);
         }
         warnings
@@ -1866,7 +1870,7 @@ impl Config {
             return Ok(());
         };
         let parsed = url::Url::parse(url)
-            .map_err(|e| self.key_error("directory.url", format!("not a URL: {e}")))?;
+            .map_err(|e| self.key_error("directory.url", not_a_url(url, "ldaps", e)))?;
         match parsed.scheme() {
             "ldaps" if *start_tls => {
                 return Err(self.key_error(
@@ -2211,8 +2215,9 @@ impl Config {
     }
 
     pub fn scim_settings(&self) -> Result<ScimSettings, ConfigError> {
-        let base_url = url::Url::parse(&self.workspace.url)
-            .map_err(|e| self.key_error("workspace.url", format!("not a URL: {e}")))?;
+        let base_url = url::Url::parse(&self.workspace.url).map_err(|e| {
+            self.key_error("workspace.url", not_a_url(&self.workspace.url, "https", e))
+        })?;
         let role_attribute = self.role_attribute()?;
         let timeout = parse_timeout(&self.workspace.timeout)
             .map_err(|e| self.key_error("workspace.timeout", e))?;
@@ -2880,6 +2885,39 @@ pub(crate) fn host_is_loopback(url: &url::Url) -> bool {
         Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
         Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
         None => false,
+    }
+}
+
+/// When the state database's folder does not exist: every command that records a
+/// run would fail there ("cannot create the state database") after reading both
+/// sides. Not an error: systemd's `StateDirectory=` creates the folder only when
+/// the service starts, after a `check-config` run before the first start.
+fn missing_state_folder(database: &Path) -> Option<String> {
+    let folder = database.parent().filter(|f| !f.as_os_str().is_empty())?;
+    match std::fs::metadata(folder) {
+        Ok(meta) if meta.is_dir() => None,
+        Ok(_) => Some(format!(
+            "state.path: {} is not a folder; the state database cannot be created there",
+            folder.display()
+        )),
+        Err(e) => Some(format!(
+            "state.path: its folder {} cannot be used ({e}); create it, writable by the \
+             service's user (systemd's StateDirectory= does when the service starts), or \
+             choose another path: runs cannot record anything until then",
+            folder.display()
+        )),
+    }
+}
+
+/// Why `text` is not a URL, with the fix for the usual cause: a host without its
+/// scheme (`scim.example.com/scim/v2`), shown with `scheme`.
+fn not_a_url(text: &str, scheme: &str, error: url::ParseError) -> String {
+    match error {
+        url::ParseError::RelativeUrlWithoutBase => format!(
+            "not a URL: {text:?} has no scheme; write it in full, such as \"{scheme}://{}\"",
+            text.trim().trim_start_matches('/')
+        ),
+        error => format!("not a URL: {error}"),
     }
 }
 

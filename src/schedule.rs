@@ -94,30 +94,49 @@ impl Schedule {
     }
 }
 
-/// Refuses a step as large as its field (`*/61` or `*/60` in the minutes): croner
-/// takes it and fires only at the field's first value, hourly where every 61
-/// minutes was meant.
+/// Refuses a value out of its field's range, naming the field, and a step as large
+/// as its field (`*/61` or `*/60` in the minutes): croner takes such a step and
+/// fires only at the field's first value, hourly where every 61 minutes was meant.
 fn check_steps(pattern: &str) -> Result<(), ScheduleError> {
     let fields: Vec<&str> = pattern.split_whitespace().collect();
-    let names: &[(&str, u32)] = match fields.len() {
+    // Name, how many values (for steps), and the values allowed.
+    let names: &[(&str, u32, std::ops::RangeInclusive<u32>)] = match fields.len() {
         5 => &[
-            ("minute", 60),
-            ("hour", 24),
-            ("day-of-month", 31),
-            ("month", 12),
-            ("day-of-week", 7),
+            ("minute", 60, 0..=59),
+            ("hour", 24, 0..=23),
+            ("day-of-month", 31, 1..=31),
+            ("month", 12, 1..=12),
+            ("day-of-week", 7, 0..=7),
         ],
         6 => &[
-            ("second", 60),
-            ("minute", 60),
-            ("hour", 24),
-            ("day-of-month", 31),
-            ("month", 12),
-            ("day-of-week", 7),
+            ("second", 60, 0..=59),
+            ("minute", 60, 0..=59),
+            ("hour", 24, 0..=23),
+            ("day-of-month", 31, 1..=31),
+            ("month", 12, 1..=12),
+            ("day-of-week", 7, 0..=7),
         ],
         _ => return Ok(()),
     };
-    for (field, (name, values)) in fields.iter().zip(names) {
+    for (field, (name, values, allowed)) in fields.iter().zip(names) {
+        // croner's own message for `0 25 * * *` names no field.
+        for value in field
+            .split(',')
+            .filter_map(|part| part.split('/').next())
+            .flat_map(|range| range.split('-'))
+            .filter_map(|value| value.parse::<u32>().ok())
+        {
+            if !allowed.contains(&value) {
+                return Err(ScheduleError {
+                    pattern: pattern.to_owned(),
+                    message: format!(
+                        "{value} is out of range in the {name} field ({}–{})",
+                        allowed.start(),
+                        allowed.end()
+                    ),
+                });
+            }
+        }
         for part in field.split(',') {
             let Some((_, step)) = part.split_once('/') else {
                 continue;
@@ -658,6 +677,44 @@ mod tests {
         );
         assert!(Schedule::parse("*/59 */23 */30 */11 */6").is_ok());
         assert!(Schedule::parse("0-30/15 * * * *").is_ok());
+    }
+
+    #[test]
+    fn a_value_out_of_its_field_is_refused_naming_the_field() {
+        for (pattern, field) in [
+            ("0 25 * * *", "25 is out of range in the hour field (0–23)"),
+            (
+                "60 * * * *",
+                "60 is out of range in the minute field (0–59)",
+            ),
+            (
+                "0 9 0 * *",
+                "0 is out of range in the day-of-month field (1–31)",
+            ),
+            (
+                "0 9 * 1-13 *",
+                "13 is out of range in the month field (1–12)",
+            ),
+            (
+                "0 9 * * 1-8",
+                "8 is out of range in the day-of-week field (0–7)",
+            ),
+            (
+                "61 0 9 * * *",
+                "61 is out of range in the second field (0–59)",
+            ),
+        ] {
+            let err = Schedule::parse(pattern).unwrap_err();
+            assert_eq!(err.message, field, "{pattern}");
+        }
+        for fine in [
+            "0 9-17 * * 1-5",
+            "0 0 1,15 * SUN",
+            "0 23 L * *",
+            "59 23 31 12 7",
+        ] {
+            assert!(Schedule::parse(fine).is_ok(), "{fine}");
+        }
     }
 
     #[test]

@@ -107,6 +107,62 @@ fn check_config_warns_when_sweeps_are_further_apart_than_the_sla() {
     );
 }
 
+/// Mistakes a first configuration makes, each named with its key and how to fix
+/// it: a state folder that does not exist (warned: every run would fail after
+/// reading both sides), a URL without its scheme, an hour out of range.
+#[test]
+fn check_config_names_the_key_of_a_missing_state_folder_a_bare_host_and_a_bad_hour() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("config/demo/directory.json"),
+        dir.path().join("d.json"),
+    )
+    .unwrap();
+    let config = dir.path().join("seatwarden.toml");
+    let check = |url: &str, state: &str, reconcile: &str| {
+        std::fs::write(
+            &config,
+            format!(
+                "[directory]\nkind = \"file\"\npath = \"d.json\"\n\
+                 [workspace]\nurl = \"{url}\"\ntoken = \"t\"\n\
+                 [state]\npath = \"{state}\"\n[schedule]\nreconcile = \"{reconcile}\"\n"
+            ),
+        )
+        .unwrap();
+        let out = seatwarden(&["--config", config.to_str().unwrap(), "check-config"], &[]);
+        (out.status.code(), text(&out.stderr))
+    };
+    let fine = "https://x.example/scim/v2";
+    let (code, stderr) = check(fine, "state.db", "*/30 * * * *");
+    assert_eq!(code, Some(0), "{stderr}");
+
+    // A warning: systemd's StateDirectory= creates the folder at the first start.
+    let (code, stderr) = check(fine, "no-such-folder/state.db", "*/30 * * * *");
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(
+        stderr.contains("warning: state.path: its folder ") && stderr.contains("no-such-folder"),
+        "{stderr}"
+    );
+    assert!(!dir.path().join("no-such-folder").exists());
+
+    let (code, stderr) = check("x.example/scim/v2", "state.db", "*/30 * * * *");
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(
+        stderr.contains("workspace.url")
+            && stderr
+                .contains("has no scheme; write it in full, such as \"https://x.example/scim/v2\""),
+        "{stderr}"
+    );
+
+    let (code, stderr) = check(fine, "state.db", "0 25 * * *");
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(
+        stderr.contains("schedule.reconcile")
+            && stderr.contains("25 is out of range in the hour field (0–23)"),
+        "{stderr}"
+    );
+}
+
 /// `check-config` reads every file the configuration names, as the service will,
 /// and fails naming the key and the file, so a deployment is not found broken
 /// by its first scheduled run.
