@@ -2164,8 +2164,8 @@ fn created_group_id(created: &Created, group: &GroupRef) -> Option<String> {
 }
 
 /// What one recovery has read, shared by every interrupted action: each object at
-/// most once, whether by a filter ahead of the checks or on its own when a check
-/// asks for it.
+/// most once, whether by a filter or a listing ahead of the checks or on its own
+/// when a check asks for it.
 struct RecoveryReads<'a> {
     /// Its caches and filtered reads, as verification uses them; its created
     /// objects are empty (they differ by run: see [`Recovery::created`]).
@@ -2229,7 +2229,9 @@ impl<'a> RecoveryReads<'a> {
         if let Some(total) = users_total
             && unsettled.len() > client.listing_pages(total)
         {
-            let found = read_by_listing(client, &unsettled, &by_user_name).await;
+            // Boxed: a listing's future is large, and every caller of `recover`
+            // would carry it on its stack (a debug build's test thread overflowed).
+            let found = Box::pin(read_by_listing(client, &unsettled, &by_user_name)).await;
             if found.iter().any(|name| omitted_names.contains(name)) {
                 found_omitted_name.store(true, Ordering::Relaxed);
             }

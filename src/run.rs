@@ -460,7 +460,9 @@ async fn pipeline(
     let (recovered, recovered_latencies) = if mode == Mode::Reconcile {
         // A phase cut off early leaves thousands of rows, minutes of reads at a
         // provider's rate limit: without a line, a terminal looks hung.
-        let recovering = apply::recover(client, store);
+        // Boxed: held in either branch below, it doubled in the pipeline's future,
+        // which overflowed a debug build's test thread.
+        let recovering = Box::pin(apply::recover(client, store));
         let recovered = if show_progress && !apply::progress_is_heard() {
             let (hook, printed) = apply_progress_printer();
             let recovered = apply::with_progress(hook, recovering).await;
