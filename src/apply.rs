@@ -54,10 +54,16 @@
 //! sent twice because a created account is found by its userName first. A crash
 //! leaves a whole phase in flight, so recovery reads as verification does: the
 //! rows' objects about 30 a request by `id eq … or …`, the creates' userNames by
-//! `userName eq … or …`, and on its own what an answer leaves out. That is
+//! `userName eq … or …`, and on its own what an answer leaves out. A phase of
+//! creates cut off early leaves most of them never sent, each left out of its
+//! `or` answer: when those outnumber the pages of a listing of `/Users`, one
+//! listing settles them instead (absent only from a listing that reached its
+//! `totalResults`, as a plan decides who lacks an account; what a short one
+//! lacks is still looked up on its own). That is
 //! also why a create's link and result may be committed in batches, at most once
 //! per `RECORD_INTERVAL`: one commit per create was most of an initial
-//! provisioning run.
+//! provisioning run. Recovery logs its counts, not a line per row (the journal
+//! holds each outcome), and a run on a terminal shows the rows checked.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::future::Future;
@@ -71,7 +77,7 @@ use futures::stream::{FuturesUnordered, StreamExt};
 use crate::circuit::{Breaker, CircuitRecord, FailedWrite};
 use crate::model::{
     Account, AccountRef, Action, ActionKind, Attribute, GroupRef, LinkMethod, NewLink, Plan,
-    WorkspaceGroup, WorkspaceSnapshot,
+    WorkspaceGroup, WorkspaceSnapshot, fold_case,
 };
 use crate::retry::Transient;
 use crate::store::{JournalEntry, RunId, Store, StoreError};
@@ -118,6 +124,9 @@ pub enum ApplyProgress {
     Writing { done: usize, total: usize },
     /// The writes are done; `changes` are being verified by re-reading them.
     Verifying { changes: usize },
+    /// [`recover`] has decided `checked` of the `total` rows a cut-off run left in
+    /// flight.
+    Recovering { checked: usize, total: usize },
 }
 
 /// What [`with_progress`] hands the progress to.
@@ -1356,6 +1365,25 @@ impl<T> ReadOnce<T> {
         }
     }
 
+    /// Caches that `id` is absent, known without reading it (a complete listing
+    /// lacks it), unless a read of `id` already began.
+    fn absent(&self, id: String) {
+        if let Ok(mut cells) = self.cells.lock() {
+            cells
+                .entry(id)
+                .or_insert_with(|| Arc::new(Cell::new_with(Some(None))));
+        }
+    }
+
+    /// Whether `id` is known, present or absent, without a read of its own.
+    fn settled(&self, id: &str) -> bool {
+        self.cells
+            .lock()
+            .ok()
+            .and_then(|cells| cells.get(id).map(|cell| cell.initialized()))
+            .unwrap_or(false)
+    }
+
     /// Whether `id` was read and exists.
     fn present(&self, id: &str) -> bool {
         self.cells
@@ -1778,6 +1806,16 @@ async fn verify_effect(action: &Action, reader: &impl Reader) -> Result<(), Stri
 /// in one commit. What a filtered answer leaves out is read on its own when its row
 /// is checked, so absence is never taken from a filter, and a provider that refuses
 /// `or` is read one row at a time, `RECOVERY_CONCURRENCY` at once.
+///
+/// But a phase of creates cut off early (534 of 1,991 sent) leaves more than a
+/// thousand userNames no `or` answer holds, a lookup each: when the creates left
+/// to look up outnumber the pages of a listing of `/Users` (priced by the
+/// `totalResults` of the `/Users` check above), they are settled from one listing
+/// instead: an account by that userName (case aside) is reached, and absent from
+/// a listing that reached its `totalResults` is not reached, the proof a plan
+/// takes to create an account. What a short or failed listing leaves unsettled is
+/// looked up on its own as before. Each row checked is reported to a
+/// [`with_progress`] hook ([`ApplyProgress::Recovering`]).
 pub async fn recover(client: &ScimClient, store: &Mutex<Store>) -> Result<Recovered, ApplyError> {
     let (interrupted, created, linked) = {
         let store = store.lock().map_err(|_| ApplyError::Poisoned)?;
@@ -1804,10 +1842,16 @@ pub async fn recover(client: &ScimClient, store: &Mutex<Store>) -> Result<Recove
     if interrupted.is_empty() {
         return Ok(Recovered::default());
     }
+    let total = interrupted.len();
+    tracing::info!(
+        rows = total,
+        "checking the actions a cut-off run left in flight against the workspace"
+    );
+    report_progress(ApplyProgress::Recovering { checked: 0, total });
     // An interrupted deactivation or deletion is done if its account is gone, and
     // a 404 says so only from a workspace whose /Users answers: after a wrong base
-    // URL every one of them would look done.
-    client.confirm_users_endpoint().await?;
+    // URL every one of them would look done. Its totalResults prices a listing.
+    let users_total = client.count_users().await?;
     let no_results = Created::default();
     let created_by = |entry: &JournalEntry| created.get(&entry.run).unwrap_or(&no_results);
     let reads = RecoveryReads::read_ahead(
@@ -1821,10 +1865,12 @@ pub async fn recover(client: &ScimClient, store: &Mutex<Store>) -> Result<Recove
                 ActionKind::CreateAccount { spec, .. } => Some(spec.user_name.clone()),
                 _ => None,
             }),
+        users_total,
     )
     .await;
+    let checked = AtomicUsize::new(0);
     let outcomes = bounded(interrupted.iter(), RECOVERY_CONCURRENCY, |entry| {
-        resolve_entry(
+        let resolving = resolve_entry(
             entry,
             Recovery {
                 reads: &reads,
@@ -1832,7 +1878,14 @@ pub async fn recover(client: &ScimClient, store: &Mutex<Store>) -> Result<Recove
                 linked: &linked,
                 unanswered: OnceLock::new(),
             },
-        )
+        );
+        let checked = &checked;
+        async move {
+            let resolved = resolving.await;
+            let checked = checked.fetch_add(1, Ordering::Relaxed) + 1;
+            report_progress(ApplyProgress::Recovering { checked, total });
+            resolved
+        }
     })
     .await;
     reads.check_omitted();
@@ -1855,12 +1908,6 @@ pub async fn recover(client: &ScimClient, store: &Mutex<Store>) -> Result<Recove
             match outcome {
                 Resolved::Reached(_) => {
                     store.mark_applied(entry.run, action.seq, now, None)?;
-                    tracing::info!(
-                        run = entry.run,
-                        seq = action.seq,
-                        op = action.kind.name(),
-                        "interrupted action had reached the workspace"
-                    );
                 }
                 Resolved::NotReached(why) => {
                     store.mark_failed(
@@ -1869,27 +1916,13 @@ pub async fn recover(client: &ScimClient, store: &Mutex<Store>) -> Result<Recove
                         now,
                         &format!("{NOT_REACHED_INTERRUPTED} ({why}); the next plan redoes it"),
                     )?;
-                    tracing::info!(
-                        run = entry.run,
-                        seq = action.seq,
-                        op = action.kind.name(),
-                        "interrupted action had not reached the workspace"
-                    );
                 }
-                Resolved::Unanswered(why) => {
-                    tracing::warn!(
-                        run = entry.run,
-                        seq = action.seq,
-                        op = action.kind.name(),
-                        error = %why,
-                        "interrupted action left in flight: the workspace did not answer the \
-                         read that decides whether it arrived; the next recovery reads it again"
-                    );
-                }
+                Resolved::Unanswered(_) => {}
             }
         }
         Ok(())
     })?;
+    log_recovered(&outcomes);
     let deleted: Vec<String> = outcomes
         .iter()
         .filter_map(|(entry, outcome)| match (&entry.action.kind, outcome) {
@@ -1919,6 +1952,77 @@ pub async fn recover(client: &ScimClient, store: &Mutex<Store>) -> Result<Recove
         }
     }
     Ok(recovered)
+}
+
+/// Rows left in flight that are each named in a warning; past them, the rest
+/// are counted in one. A workspace failing mid-recovery leaves thousands.
+const UNANSWERED_NAMED: usize = 10;
+
+/// The recovery's outcomes in the log. A phase cut off early leaves thousands of
+/// rows, most never sent, and a line for each buried the rest at INFO: the counts
+/// are at INFO and each row at DEBUG (the journal holds every outcome), but for
+/// the rows left in flight, which an operator may have to chase, named in
+/// warnings up to [`UNANSWERED_NAMED`].
+fn log_recovered(outcomes: &[(&JournalEntry, Resolved)]) {
+    let (mut reached, mut not_reached, mut unanswered) = (0, 0, 0);
+    for (entry, outcome) in outcomes {
+        let action = &entry.action;
+        match outcome {
+            Resolved::Reached(_) => {
+                reached += 1;
+                tracing::debug!(
+                    run = entry.run,
+                    seq = action.seq,
+                    op = action.kind.name(),
+                    "interrupted action had reached the workspace"
+                );
+            }
+            Resolved::NotReached(why) => {
+                not_reached += 1;
+                tracing::debug!(
+                    run = entry.run,
+                    seq = action.seq,
+                    op = action.kind.name(),
+                    why = %why,
+                    "interrupted action had not reached the workspace"
+                );
+            }
+            Resolved::Unanswered(why) => {
+                unanswered += 1;
+                if unanswered <= UNANSWERED_NAMED {
+                    tracing::warn!(
+                        run = entry.run,
+                        seq = action.seq,
+                        op = action.kind.name(),
+                        error = %why,
+                        "interrupted action left in flight: the workspace did not answer the \
+                         read that decides whether it arrived; the next recovery reads it again"
+                    );
+                } else {
+                    tracing::debug!(
+                        run = entry.run,
+                        seq = action.seq,
+                        op = action.kind.name(),
+                        error = %why,
+                        "interrupted action left in flight"
+                    );
+                }
+            }
+        }
+    }
+    if unanswered > UNANSWERED_NAMED {
+        tracing::warn!(
+            more = unanswered - UNANSWERED_NAMED,
+            "more interrupted actions left in flight for the same reason (each at debug level)"
+        );
+    }
+    tracing::info!(
+        reached,
+        not_reached,
+        left_in_flight = unanswered,
+        "actions a cut-off run left in flight checked: those that reached the workspace are \
+         applied, the others failed for the next plan to redo"
+    );
 }
 
 /// What [`recover`] resolved.
@@ -2060,13 +2164,15 @@ fn created_group_id(created: &Created, group: &GroupRef) -> Option<String> {
 }
 
 /// What one recovery has read, shared by every interrupted action: each object at
-/// most once, whether by a filter ahead of the checks or on its own when a check
-/// asks for it.
+/// most once, whether by a filter or a listing ahead of the checks or on its own
+/// when a check asks for it.
 struct RecoveryReads<'a> {
     /// Its caches and filtered reads, as verification uses them; its created
     /// objects are empty (they differ by run: see [`Recovery::created`]).
     objects: Verifier<'a>,
-    /// Accounts by the userName a create asked for, exactly as asked.
+    /// Accounts by the userName a create asked for, exactly as asked. Those
+    /// taken from a listing of `/Users` carry no roles from role groups: a
+    /// create's check needs only the account's id and userName.
     by_user_name: ReadOnce<Account>,
     /// Objects an `id eq … or …` answer left out, and userNames a `userName eq
     /// … or …` answer left out: if one of them exists after all, read on its own,
@@ -2083,10 +2189,19 @@ impl<'a> RecoveryReads<'a> {
     /// when a check asks for it: a read that fails then decides that row alone
     /// (in flight or failed, see [`Recovery::answered`]), and absence is never
     /// taken from a filter.
+    ///
+    /// Except from a complete listing: when more userNames are left to look up
+    /// one by one (most creates of a phase cut off early were never sent, and an
+    /// `or` answer lacking them proves nothing) than a listing of the
+    /// `users_total` accounts on `/Users` takes pages, they are settled from one
+    /// listing ([`read_by_listing`]), as a reconcile's plan decides who lacks an
+    /// account. Without a `totalResults`, its cost is unknown, and nothing is
+    /// listed.
     async fn read_ahead(
         client: &'a ScimClient,
         objects: impl Iterator<Item = Object>,
         user_names: impl Iterator<Item = String>,
+        users_total: Option<u64>,
     ) -> RecoveryReads<'a> {
         let verifier = Verifier::new(client, &Created::default());
         let mut objects: Vec<Object> = objects.collect();
@@ -2097,7 +2212,7 @@ impl<'a> RecoveryReads<'a> {
         user_names.dedup();
         let by_user_name = ReadOnce::default();
         let (omitted, omitted_names) = if client.id_filters_usable() {
-            let by_name = read_by_user_names(client, user_names, &by_user_name);
+            let by_name = read_by_user_names(client, user_names.clone(), &by_user_name);
             let ((_, omitted), omitted_names) = futures::join!(
                 verifier.read_batched(objects, RECOVERY_CONCURRENCY),
                 by_name
@@ -2106,12 +2221,27 @@ impl<'a> RecoveryReads<'a> {
         } else {
             (Vec::new(), HashSet::new())
         };
+        let found_omitted_name = AtomicBool::new(false);
+        let unsettled: Vec<String> = user_names
+            .into_iter()
+            .filter(|name| !by_user_name.settled(name))
+            .collect();
+        if let Some(total) = users_total
+            && unsettled.len() > client.listing_pages(total)
+        {
+            // Boxed: a listing's future is large, and every caller of `recover`
+            // would carry it on its stack (a debug build's test thread overflowed).
+            let found = Box::pin(read_by_listing(client, &unsettled, &by_user_name)).await;
+            if found.iter().any(|name| omitted_names.contains(name)) {
+                found_omitted_name.store(true, Ordering::Relaxed);
+            }
+        }
         RecoveryReads {
             objects: verifier,
             by_user_name,
             omitted,
             omitted_names,
-            found_omitted_name: AtomicBool::new(false),
+            found_omitted_name,
         }
     }
 
@@ -2132,22 +2262,40 @@ impl<'a> RecoveryReads<'a> {
 /// lookup of its own, which is the same request. A refused filter turns the
 /// filters off for the client's life, as for ids; a failed request leaves its
 /// names to be looked up on their own.
+///
+/// The first request goes alone: a provider that refuses `or` would otherwise
+/// be sent (and refuse) a whole round of them at once.
 async fn read_by_user_names(
     client: &ScimClient,
     user_names: Vec<String>,
     found: &ReadOnce<Account>,
 ) -> HashSet<String> {
-    let batches = client
+    let mut batches = client
         .user_name_batches(user_names)
         .into_iter()
         .filter(|batch| batch.len() > 1);
-    let outcomes = bounded(batches, RECOVERY_CONCURRENCY, |batch| async move {
+    let ask = |batch: Vec<String>| async move {
+        // Refused by an earlier request (or an id filter): the names are looked
+        // up on their own.
+        if !client.id_filters_usable() {
+            return (batch, None);
+        }
         let answer = client.accounts_by_user_name(&batch).await;
-        (batch, answer)
-    })
-    .await;
+        if let Err(e) = &answer
+            && refuses_id_filters(e)
+        {
+            client.refuse_id_filters(&e.to_string());
+        }
+        (batch, Some(answer))
+    };
+    let mut outcomes = Vec::new();
+    if let Some(first) = batches.next() {
+        outcomes.push(ask(first).await);
+        outcomes.extend(bounded(batches, RECOVERY_CONCURRENCY, ask).await);
+    }
     let mut omitted = HashSet::new();
     for (batch, answer) in outcomes {
+        let Some(answer) = answer else { continue };
         match answer {
             Ok(accounts) => {
                 let mut seen = HashSet::with_capacity(accounts.len());
@@ -2157,13 +2305,70 @@ async fn read_by_user_names(
                 }
                 omitted.extend(batch.into_iter().filter(|name| !seen.contains(name)));
             }
-            Err(e) if refuses_id_filters(&e) => client.refuse_id_filters(&e.to_string()),
+            // Refused: the filters were turned off as it came in.
+            Err(e) if refuses_id_filters(&e) => {}
             Err(e) => {
                 tracing::debug!(error = %e, "a filtered recovery read failed; looking its userNames up one by one");
             }
         }
     }
     omitted
+}
+
+/// Settles `user_names` from one listing of `/Users` into `found`: a name an
+/// account holds (the same but for case, as
+/// [`ScimClient::find_account_by_user_name`] matches) is found; a name no
+/// account holds is absent only when the listing reached its `totalResults`
+/// (objects moved between pages, or the provider stopped early: what a short
+/// listing lacks is no proof). What it leaves unsettled, or all of them when
+/// the listing fails, is looked up on its own. Returns the names found.
+async fn read_by_listing(
+    client: &ScimClient,
+    user_names: &[String],
+    found: &ReadOnce<Account>,
+) -> Vec<String> {
+    tracing::info!(
+        creates = user_names.len(),
+        "listing the workspace's accounts to check interrupted creates: fewer requests \
+         than looking each userName up"
+    );
+    let (accounts, whole) = match client.users_whole(&|_| {}).await {
+        Ok(listed) => listed,
+        Err(e) => {
+            tracing::warn!(
+                error = %e,
+                "listing the workspace's accounts for recovery failed; looking the \
+                 interrupted creates' userNames up one by one"
+            );
+            return Vec::new();
+        }
+    };
+    if !whole {
+        tracing::warn!(
+            "the recovery's listing of the workspace's accounts ended short of its \
+             totalResults; the interrupted creates it lacks are looked up one by one"
+        );
+    }
+    // The first account in the listing for each name, as a lookup picks the
+    // first of its answer.
+    let mut by_name: HashMap<String, Account> = HashMap::with_capacity(accounts.len());
+    for account in accounts {
+        by_name
+            .entry(fold_case(&account.user_name))
+            .or_insert(account);
+    }
+    let mut listed = Vec::new();
+    for name in user_names {
+        match by_name.get(&fold_case(name)) {
+            Some(account) => {
+                found.found(name.clone(), account.clone());
+                listed.push(name.clone());
+            }
+            None if whole => found.absent(name.clone()),
+            None => {}
+        }
+    }
+    listed
 }
 
 /// Reads for recovery, one per interrupted action, through the reads shared by

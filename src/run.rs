@@ -160,7 +160,8 @@ fn progress_printer(enabled: bool) -> impl Fn(Progress) + Send + Sync {
 
 /// Progress of the apply phase on stderr, rewritten in place like the read's: the
 /// writes answered (at most every [`PROGRESS_EVERY`], and the last one always),
-/// then the start of the verification. Returns the hook and whether it printed.
+/// then the start of the verification; or, in the recovery of a cut-off run, the
+/// rows checked, as often. Returns the hook and whether it printed.
 fn apply_progress_printer() -> (apply::ProgressHook, Arc<AtomicBool>) {
     let printed = Arc::new(AtomicBool::new(false));
     let last = Mutex::new(None);
@@ -179,6 +180,15 @@ fn apply_progress_printer() -> (apply::ProgressHook, Arc<AtomicBool>) {
             apply::ApplyProgress::Verifying { changes } => {
                 printed.store(true, Ordering::Relaxed);
                 eprint!("\r  applying: verifying {changes} changes by reading them back   ");
+            }
+            apply::ApplyProgress::Recovering { checked, total } => {
+                let due = last.lock().is_ok_and(|mut last| {
+                    progress_due(&mut last, Instant::now(), checked == total)
+                });
+                if due {
+                    printed.store(true, Ordering::Relaxed);
+                    eprint!("\r  recovering: {checked}/{total} interrupted writes checked   ");
+                }
             }
         })
     };
@@ -446,8 +456,23 @@ async fn pipeline(
             now,
         )?;
     }
+    let show_progress = std::io::stderr().is_terminal() && !PROGRESS_OFF.load(Ordering::Relaxed);
     let (recovered, recovered_latencies) = if mode == Mode::Reconcile {
-        let recovered = apply::recover(client, store).await?;
+        // A phase cut off early leaves thousands of rows, minutes of reads at a
+        // provider's rate limit: without a line, a terminal looks hung.
+        // Boxed: held in either branch below, it doubled in the pipeline's future,
+        // which overflowed a debug build's test thread.
+        let recovering = Box::pin(apply::recover(client, store));
+        let recovered = if show_progress && !apply::progress_is_heard() {
+            let (hook, printed) = apply_progress_printer();
+            let recovered = apply::with_progress(hook, recovering).await;
+            if printed.load(Ordering::Relaxed) {
+                eprintln!();
+            }
+            recovered
+        } else {
+            recovering.await
+        }?;
         cut_off.extend(recovered.runs.iter().copied());
         let latencies = crate::sweep::record_recovered(
             &mut *lock(store)?,
@@ -468,7 +493,6 @@ async fn pipeline(
     // Both sides are read at once. While the workspace is still being read, the
     // directory snapshot is stored and the links are loaded on the blocking pool:
     // against a remote workspace that costs no time at all.
-    let show_progress = std::io::stderr().is_terminal() && !PROGRESS_OFF.load(Ordering::Relaxed);
     let read_directory = async {
         let snapshot = Arc::new(directory.snapshot().await?);
         tracing::info!(identities = snapshot.identities.len(), source = %directory.describe(), "directory read");

@@ -833,17 +833,7 @@ impl ScimClient {
         &self,
         progress: &(dyn Fn(Progress) + Send + Sync),
     ) -> Result<(WorkspaceSnapshot, bool), WorkspaceError> {
-        let role_attribute = self.inner.role_attribute.clone();
-        let accounts = paging::list_all(
-            self,
-            "/Users",
-            "accounts",
-            progress,
-            |endpoint, user: parse::UserBody| {
-                let account = parse::account(endpoint, &user.0, &role_attribute)?;
-                Ok((account.id.clone(), account))
-            },
-        );
+        let accounts = self.list_users(progress);
         let groups = paging::list_all(self, "/Groups", "groups", progress, group_and_presence);
         let (mut accounts, groups) = futures::try_join!(accounts, groups)?;
         let whole = accounts.whole && groups.whole;
@@ -863,6 +853,47 @@ impl ScimClient {
             },
             whole,
         ))
+    }
+
+    /// Every account on `/Users`, without the groups, and whether the listing
+    /// reached the `totalResults` it announced, decided as for
+    /// [`ScimClient::snapshot_whole`]: an account it lacks is absent only when it is
+    /// whole. Roles are not filled from role groups (see
+    /// [`ScimClient::roles_by_group`]): what it is read for is who holds which
+    /// userName.
+    pub async fn users_whole(
+        &self,
+        progress: &(dyn Fn(Progress) + Send + Sync),
+    ) -> Result<(Vec<Account>, bool), WorkspaceError> {
+        let listing = self.list_users(progress).await?;
+        Ok((listing.items, listing.whole))
+    }
+
+    async fn list_users(
+        &self,
+        progress: &(dyn Fn(Progress) + Send + Sync),
+    ) -> Result<paging::Listing<Account>, WorkspaceError> {
+        let role_attribute = &self.inner.role_attribute;
+        paging::list_all(
+            self,
+            "/Users",
+            "accounts",
+            progress,
+            |endpoint, user: parse::UserBody| {
+                let account = parse::account(endpoint, &user.0, role_attribute)?;
+                Ok((account.id.clone(), account))
+            },
+        )
+        .await
+    }
+
+    /// The requests a listing of `objects` objects costs at the page size asked
+    /// (at least one: an empty listing is still asked for).
+    pub fn listing_pages(&self, objects: u64) -> usize {
+        let pages = objects
+            .div_ceil(u64::from(self.effective_page_size()))
+            .max(1);
+        usize::try_from(pages).unwrap_or(usize::MAX)
     }
 
     /// Whether roles travel by membership in role groups ([`RoleAttribute::Groups`]).
@@ -1406,9 +1437,15 @@ impl ScimClient {
     /// the token reach a SCIM `/Users` endpoint, before a 404 for an account is
     /// taken to mean that the account is gone.
     pub async fn confirm_users_endpoint(&self) -> Result<(), WorkspaceError> {
-        self.first_page::<Value>("/Users", None, 1)
-            .await
-            .map(|_| ())
+        self.count_users().await.map(|_| ())
+    }
+
+    /// [`ScimClient::confirm_users_endpoint`], and the `totalResults` its page
+    /// announced: how many accounts a listing of `/Users` would read, if the
+    /// provider says.
+    pub async fn count_users(&self) -> Result<Option<u64>, WorkspaceError> {
+        let (_, page) = self.first_page::<Value>("/Users", None, 1).await?;
+        Ok(page.total_results)
     }
 
     pub async fn get_account(&self, id: &str) -> Result<Option<Account>, WorkspaceError> {

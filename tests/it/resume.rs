@@ -1301,6 +1301,48 @@ async fn recover_a_cut_off_phase(or_filters: bool) -> PhaseRecovery {
             // Case differs from the create's: userNames are not case-exact.
             .map(|n| seeded_account(1000 + n, format!("Hire{n}@Example.com"), true)),
     );
+    let deactivations = accounts.iter().take(DEACTIVATIONS).map(|a| {
+        (
+            ActionKind::Deactivate {
+                account_id: a.id.clone(),
+            },
+            a.user_name.clone(),
+            DriftKind::StaleAccess,
+        )
+    });
+    let actions = deactivations.chain((0..CREATES).map(hire)).collect();
+    recover_on_sandbox(accounts, actions, or_filters).await
+}
+
+/// The create of hire `n`'s account (identity `00h{n}`, `hire{n}@example.com`).
+fn hire(n: usize) -> (ActionKind, String, DriftKind) {
+    let user_name = format!("hire{n}@example.com");
+    (
+        ActionKind::CreateAccount {
+            identity_id: format!("00h{n}"),
+            spec: AccountSpec {
+                user_name: user_name.clone(),
+                external_id: format!("00h{n}"),
+                given_name: None,
+                family_name: None,
+                display_name: None,
+                email: Some(user_name.clone()),
+                role: None,
+            },
+        },
+        user_name,
+        DriftKind::MissingAccount,
+    )
+}
+
+/// A reconcile killed while `actions` were in flight (one phase, marked in one
+/// commit), recovered against a sandbox holding `accounts` that does or does not
+/// take `or` in filters.
+async fn recover_on_sandbox(
+    accounts: Vec<seatwarden::model::Account>,
+    actions: Vec<(ActionKind, String, DriftKind)>,
+    or_filters: bool,
+) -> PhaseRecovery {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let sandbox = seatwarden::sandbox::Sandbox::start(
         listener,
@@ -1310,7 +1352,7 @@ async fn recover_a_cut_off_phase(or_filters: bool) -> PhaseRecovery {
             ..Default::default()
         },
         seatwarden::model::WorkspaceSnapshot {
-            accounts: accounts.clone(),
+            accounts,
             groups: Vec::new(),
         },
     )
@@ -1321,36 +1363,8 @@ async fn recover_a_cut_off_phase(or_filters: bool) -> PhaseRecovery {
 
     let mut store = Store::open(&config.state.path).unwrap();
     let run = store.begin_run(RunKind::Reconcile, Utc::now()).unwrap();
-    let deactivations = accounts.iter().take(DEACTIVATIONS).map(|a| {
-        (
-            ActionKind::Deactivate {
-                account_id: a.id.clone(),
-            },
-            a.user_name.clone(),
-            DriftKind::StaleAccess,
-        )
-    });
-    let creates = (0..CREATES).map(|n| {
-        let user_name = format!("hire{n}@example.com");
-        (
-            ActionKind::CreateAccount {
-                identity_id: format!("00h{n}"),
-                spec: AccountSpec {
-                    user_name: user_name.clone(),
-                    external_id: format!("00h{n}"),
-                    given_name: None,
-                    family_name: None,
-                    display_name: None,
-                    email: Some(user_name.clone()),
-                    role: None,
-                },
-            },
-            user_name,
-            DriftKind::MissingAccount,
-        )
-    });
-    let actions: Vec<Action> = deactivations
-        .chain(creates)
+    let actions: Vec<Action> = actions
+        .into_iter()
         .enumerate()
         .map(|(seq, (kind, subject, reason))| Action {
             seq: u32::try_from(seq).unwrap(),
@@ -1373,9 +1387,9 @@ async fn recover_a_cut_off_phase(or_filters: bool) -> PhaseRecovery {
             Utc::now(),
         )
         .unwrap();
-    for seq in &seqs {
-        store.mark_in_flight(run, *seq, Utc::now()).unwrap();
-    }
+    store
+        .batch(|s| s.mark_all_in_flight(run, &seqs, Utc::now()))
+        .unwrap();
 
     let mut settings = config.scim_settings().unwrap();
     // Requests are counted here, not timed: no rate limit to wait on.
@@ -1582,5 +1596,229 @@ async fn a_create_an_or_answer_left_out_is_looked_up_on_its_own() {
         ]
     );
     assert!(!client.id_filters_usable());
+    // The `expect`s are checked when the server drops.
+}
+
+const HIRES: usize = 600;
+const HIRES_SENT: usize = 150;
+const STAFF: usize = 100;
+
+/// A first provisioning run cut off early in its create phase: `HIRES` creates
+/// in flight, of which only the first `HIRES_SENT` reached the workspace (their
+/// accounts exist, userNames in another case), beside `STAFF` other accounts.
+fn a_create_phase_cut_off_early() -> (
+    Vec<seatwarden::model::Account>,
+    Vec<(ActionKind, String, DriftKind)>,
+) {
+    let mut accounts: Vec<seatwarden::model::Account> = (0..STAFF)
+        .map(|n| seeded_account(n, format!("staff{n}@example.com"), true))
+        .collect();
+    accounts.extend(
+        (0..HIRES_SENT).map(|n| seeded_account(1000 + n, format!("Hire{n}@Example.com"), true)),
+    );
+    (accounts, (0..HIRES).map(hire).collect())
+}
+
+/// The creates that reached the workspace applied and linked to their accounts,
+/// the others failed for the next plan to redo.
+fn assert_cut_off_creates_resolved(found: &PhaseRecovery) {
+    assert_eq!(found.recovered.resolved, HIRES);
+    let expected: Vec<ActionState> = (0..HIRES)
+        .map(|n| {
+            if n < HIRES_SENT {
+                ActionState::Applied
+            } else {
+                ActionState::Failed
+            }
+        })
+        .collect();
+    assert_eq!(found.states, expected);
+    let links: std::collections::BTreeMap<String, String> = (0..HIRES_SENT)
+        .map(|n| {
+            let n1000 = 1000 + n;
+            (
+                format!("00h{n}"),
+                format!("{n1000:08x}-0000-4000-8000-{n1000:012x}"),
+            )
+        })
+        .collect();
+    assert_eq!(found.links, links);
+}
+
+/// Most creates of a phase cut off early were never sent, and an `or` answer
+/// lacking them proves nothing: rather than one lookup each (450 here, minutes
+/// at a provider's rate limit), they are settled from one listing of `/Users`,
+/// which reached its `totalResults`: the standard a plan trusts to decide who
+/// lacks an account. Where `or` is refused, the same listing replaces all 600.
+#[tokio::test]
+async fn a_create_phase_cut_off_early_is_recovered_from_one_listing() {
+    let pages = (STAFF + HIRES_SENT).div_ceil(100) as u64;
+    let (accounts, actions) = a_create_phase_cut_off_early();
+    let found = recover_on_sandbox(accounts, actions, true).await;
+    assert_cut_off_creates_resolved(&found);
+    assert_eq!(found.or_refused, 0);
+    // The /Users check, the userName filters about 30 names each, then the
+    // listing's pages.
+    let batches = HIRES.div_ceil(25) as u64;
+    assert!(
+        found.requests <= 1 + batches + pages,
+        "{} requests",
+        found.requests
+    );
+
+    let (accounts, actions) = a_create_phase_cut_off_early();
+    let found = recover_on_sandbox(accounts, actions, false).await;
+    assert_cut_off_creates_resolved(&found);
+    assert!(found.or_refused >= 1);
+    // The /Users check, the refused filters, the listing's pages.
+    assert!(
+        found.requests <= 1 + 2 + pages,
+        "{} requests, {} refused",
+        found.requests,
+        found.or_refused
+    );
+}
+
+/// A listing of `/Users` that ends short of its `totalResults` (objects moved
+/// between its pages, or the provider stopped early) is no proof of absence: a
+/// create whose account it shows is reached, one it lacks is looked up on its
+/// own (and found there, or not).
+#[tokio::test]
+async fn a_create_a_short_listing_lacks_is_looked_up_on_its_own() {
+    let server = MockServer::start().await;
+    let account = |id: &str, user_name: &str| {
+        json!({
+            "schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"],
+            "id": id, "userName": user_name, "active": true,
+        })
+    };
+    Mock::given(method("GET"))
+        .and(path("/ServiceProviderConfig"))
+        .respond_with(ResponseTemplate::new(404))
+        .mount(&server)
+        .await;
+    // `or` refused, as AWS IAM Identity Center refuses it: every userName is
+    // left to look up.
+    Mock::given(method("GET"))
+        .and(path("/Users"))
+        .and(query_param(
+            "filter",
+            "userName eq \"ada@example.com\" or userName eq \"bob@example.com\" \
+             or userName eq \"cy@example.com\"",
+        ))
+        .respond_with(ResponseTemplate::new(400).set_body_json(json!({
+            "schemas": ["urn:ietf:params:scim:api:messages:2.0:Error"],
+            "status": "400", "scimType": "invalidFilter", "detail": "or"
+        })))
+        .with_priority(1)
+        .mount(&server)
+        .await;
+    // Ada is in the listing: her lookup is never sent.
+    Mock::given(method("GET"))
+        .and(path("/Users"))
+        .and(query_param("filter", "userName eq \"ada@example.com\""))
+        .respond_with(ResponseTemplate::new(403))
+        .expect(0)
+        .with_priority(1)
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/Users"))
+        .and(query_param("filter", "userName eq \"bob@example.com\""))
+        .respond_with(scim(list(vec![account("acc-2", "bob@example.com")])))
+        .expect(1)
+        .with_priority(1)
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/Users"))
+        .and(query_param("filter", "userName eq \"cy@example.com\""))
+        .respond_with(scim(list(vec![])))
+        .expect(1)
+        .with_priority(1)
+        .mount(&server)
+        .await;
+    // Four accounts announced, two shown: Bob's is among those it left out.
+    Mock::given(method("GET"))
+        .and(path("/Users"))
+        .respond_with(scim(json!({
+            "schemas": ["urn:ietf:params:scim:api:messages:2.0:ListResponse"],
+            "totalResults": 4,
+            "Resources": [account("acc-1", "Ada@Example.com"), account("acc-7", "zed@example.com")]
+        })))
+        .mount(&server)
+        .await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = config_for(&server, dir.path());
+    let run = {
+        let mut store = Store::open(&config.state.path).unwrap();
+        let run = store.begin_run(RunKind::Reconcile, Utc::now()).unwrap();
+        let create = |seq: u32, identity: &str, user_name: &str| Action {
+            seq,
+            kind: ActionKind::CreateAccount {
+                identity_id: identity.into(),
+                spec: AccountSpec {
+                    user_name: user_name.into(),
+                    external_id: identity.into(),
+                    given_name: None,
+                    family_name: None,
+                    display_name: None,
+                    email: None,
+                    role: None,
+                },
+            },
+            reason: DriftKind::MissingAccount,
+            subject: user_name.into(),
+            identity_id: Some(identity.into()),
+            detail: String::new(),
+            held: None,
+        };
+        let plan = Plan {
+            actions: vec![
+                create(0, "00u1", "ada@example.com"),
+                create(1, "00u2", "bob@example.com"),
+                create(2, "00u3", "cy@example.com"),
+            ],
+            ..Plan::default()
+        };
+        store.save_plan(run, &plan, Utc::now()).unwrap();
+        store
+            .batch(|s| s.mark_all_in_flight(run, &[0, 1, 2], Utc::now()))
+            .unwrap();
+        run
+    };
+    let client = seatwarden::workspace::ScimClient::new(config.scim_settings().unwrap()).unwrap();
+    let store = std::sync::Mutex::new(Store::open(&config.state.path).unwrap());
+    let recovered = seatwarden::apply::recover(&client, &store).await.unwrap();
+    assert_eq!(recovered.resolved, 3);
+    let store = store.into_inner().unwrap();
+    let states: Vec<ActionState> = store
+        .journal(run)
+        .unwrap()
+        .into_iter()
+        .map(|e| e.state)
+        .collect();
+    assert_eq!(
+        states,
+        [
+            ActionState::Applied,
+            ActionState::Applied,
+            ActionState::Failed
+        ]
+    );
+    let mut links: Vec<(String, String)> = store
+        .links()
+        .unwrap()
+        .into_iter()
+        .map(|l| (l.identity_id, l.account_id))
+        .collect();
+    links.sort();
+    assert_eq!(
+        links,
+        [
+            ("00u1".to_owned(), "acc-1".to_owned()),
+            ("00u2".to_owned(), "acc-2".to_owned()),
+        ]
+    );
     // The `expect`s are checked when the server drops.
 }
