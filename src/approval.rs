@@ -473,7 +473,8 @@ pub async fn approve(
             && let Some(directory) = store.load_directory_snapshot(newer)?
         {
             let read_at = store.run(newer)?.map_or(now, |r| r.started_at);
-            for identity in crate::sweep::returned_in(config, directory, &leaving) {
+            for identity in crate::sweep::returned_in(config, directory, &leaving, &HashSet::new())
+            {
                 back.entry(identity).or_insert_with(|| {
                     format!(
                         "in the directory read by run {newer}, {}",
