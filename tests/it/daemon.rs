@@ -3202,3 +3202,104 @@ async fn a_disputed_leavers_episode_ends_with_their_access() {
     );
     sandbox.shutdown().await;
 }
+
+/// The sweep watches a disputed leaver's return though no link of theirs points
+/// it at them: back in the directory, the episode is cancelled, or it would wait
+/// overdue for the next reconcile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sweep_cancels_a_disputed_leavers_episode_when_they_are_back() {
+    use seatwarden::workspace::ScimClient;
+
+    let (sandbox, dir, config) = reconciled_demo().await;
+    let client = ScimClient::new(config.scim_settings().unwrap()).unwrap();
+    let (person, _) = add_disputed_person(dir.path(), &client, "suspended").await;
+    reconcile_now(&config).await;
+    let store = std::sync::Arc::new(std::sync::Mutex::new(
+        Store::open(&config.state.path).unwrap(),
+    ));
+    let opened = store
+        .lock()
+        .unwrap()
+        .open_deprovisions()
+        .unwrap()
+        .into_iter()
+        .find(|e| e.identity_id == person)
+        .expect("an episode opens");
+    let directory_path = dir.path().join("directory.json");
+    let mut full: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&directory_path).unwrap()).unwrap();
+    for user in full["users"].as_array_mut().unwrap() {
+        if user["id"] == person.as_str() {
+            user["status"] = "active".into();
+        }
+    }
+    std::fs::write(&directory_path, full.to_string()).unwrap();
+    let outcome = sweep_now(&config, &config.directory(), &client, &store).await;
+    assert_eq!(outcome.cancelled, 1, "{outcome:?}");
+    let ended = &store
+        .lock()
+        .unwrap()
+        .deprovision_history(&person, 5)
+        .unwrap()[0];
+    assert_eq!(ended.id, opened.id);
+    assert!(ended.closed_at.is_some(), "{ended:?}");
+    sandbox.shutdown().await;
+}
+
+/// Once `seatwarden link` has chosen the account, the retry job need not wait
+/// for a reconcile: past the hold's re-check time it deactivates that account,
+/// and that one only.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_retry_job_deactivates_the_account_a_human_linked() {
+    use seatwarden::workspace::ScimClient;
+
+    let (sandbox, dir, config) = reconciled_demo().await;
+    let env = daemon_env(dir.path(), &sandbox, free_port(), "0 0 1 1 *");
+    let client = ScimClient::new(config.scim_settings().unwrap()).unwrap();
+    let (person, accounts) = add_disputed_person(dir.path(), &client, "deprovisioned").await;
+    reconcile_now(&config).await;
+    let chosen = &accounts[1];
+    let linked = Command::new(env!("CARGO_BIN_EXE_seatwarden"))
+        .args([
+            "--config",
+            dir.path().join("seatwarden.toml").to_str().unwrap(),
+        ])
+        .args(["link", &person, chosen])
+        .envs(env.iter().map(|(k, v)| (k, v)))
+        .output()
+        .unwrap();
+    assert!(
+        linked.status.success(),
+        "{}",
+        String::from_utf8_lossy(&linked.stderr)
+    );
+    let store = std::sync::Arc::new(std::sync::Mutex::new(
+        Store::open(&config.state.path).unwrap(),
+    ));
+    let later = chrono::Utc::now() + chrono::Duration::minutes(20);
+    let outcome = seatwarden::sweep::enforce(&config, &client, &store, later)
+        .await
+        .unwrap();
+    assert_eq!(outcome.enforced, 1, "{outcome:?}");
+    let active: Vec<(String, bool)> = sandbox
+        .snapshot()
+        .accounts
+        .into_iter()
+        .filter(|a| accounts.contains(&a.id))
+        .map(|a| (a.id, a.active))
+        .collect();
+    assert!(
+        active.contains(&(chosen.clone(), false)) && active.contains(&(accounts[0].clone(), true)),
+        "{active:?}"
+    );
+    let done = &store
+        .lock()
+        .unwrap()
+        .deprovision_history(&person, 5)
+        .unwrap()[0];
+    assert!(
+        done.verified_at.is_some() && !done.found_without_access(),
+        "{done:?}"
+    );
+    sandbox.shutdown().await;
+}
