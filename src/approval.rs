@@ -814,6 +814,16 @@ pub fn link(
             if episode.account_id.as_deref() != Some(account_id) {
                 store.deprovision_account(episode.id, Some(account_id), &user_name)?;
             }
+            // The hold waited for this very choice: the retry job may deactivate
+            // the account now (through the guard, as any other), not after the
+            // re-check time or the next reconcile.
+            if episode
+                .held
+                .as_deref()
+                .is_some_and(|held| held.starts_with(crate::sweep::DISPUTED_HOLD))
+            {
+                store.deprovision_released(episode.id)?;
+            }
         } else if episode.account_id.as_deref() == Some(account_id) {
             store.deprovision_account(episode.id, None, &episode.user_name)?;
         }

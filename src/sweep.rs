@@ -45,6 +45,10 @@ use crate::workspace::ScimClient;
 /// How long a held deprovision waits before the sweep looks at it again.
 const HOLD_RECHECK: Duration = Duration::minutes(15);
 
+/// How the hold of a disputed leaver's episode begins ([`record_disputed`]):
+/// `seatwarden link` releases such a hold when it chooses the person's account.
+pub const DISPUTED_HOLD: &str = "disputed match:";
+
 /// The key of the directory's change cursor in the daemon state table.
 pub const CURSOR_KEY: &str = "directory_cursor";
 
@@ -941,7 +945,7 @@ fn disputed_hold(leaver: &DisputedLeaver) -> String {
         format!("; inactive already: {}", inactive.join(", "))
     };
     format!(
-        "disputed match: which workspace account is theirs is unclear (active: {}{inactive}), \
+        "{DISPUTED_HOLD} which workspace account is theirs is unclear (active: {}{inactive}), \
          so none is deactivated until `seatwarden link {} ACCOUNT` says which",
         leaver.active.join(", "),
         leaver.identity_id
