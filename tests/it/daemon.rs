@@ -3246,9 +3246,9 @@ async fn the_sweep_cancels_a_disputed_leavers_episode_when_they_are_back() {
     sandbox.shutdown().await;
 }
 
-/// Once `seatwarden link` has chosen the account, the retry job need not wait
-/// for a reconcile: past the hold's re-check time it deactivates that account,
-/// and that one only.
+/// Once `seatwarden link` has chosen the account, the hold is released: the
+/// retry job need not wait for a reconcile or the hold's re-check time, and
+/// deactivates that account, and that one only.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_retry_job_deactivates_the_account_a_human_linked() {
     use seatwarden::workspace::ScimClient;
@@ -3276,8 +3276,19 @@ async fn the_retry_job_deactivates_the_account_a_human_linked() {
     let store = std::sync::Arc::new(std::sync::Mutex::new(
         Store::open(&config.state.path).unwrap(),
     ));
-    let later = chrono::Utc::now() + chrono::Duration::minutes(20);
-    let outcome = seatwarden::sweep::enforce(&config, &client, &store, later)
+    let episode = store
+        .lock()
+        .unwrap()
+        .open_deprovisions()
+        .unwrap()
+        .into_iter()
+        .find(|e| e.identity_id == person)
+        .unwrap();
+    assert_eq!(
+        (episode.account_id.as_deref(), episode.held.as_deref()),
+        (Some(chosen.as_str()), None)
+    );
+    let outcome = seatwarden::sweep::enforce(&config, &client, &store, chrono::Utc::now())
         .await
         .unwrap();
     assert_eq!(outcome.enforced, 1, "{outcome:?}");
