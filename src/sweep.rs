@@ -197,9 +197,9 @@ struct Observation {
     returned: Vec<String>,
 }
 
-/// `accountless`: people with an open episode but no link (a disputed match, a
-/// link moved away): only their return is observed, as nothing of theirs is
-/// known to deactivate.
+/// `accountless`: people whose open episode has no account (a disputed match, a
+/// link moved away). Without a link of theirs only their return is observed:
+/// nothing of theirs is known to deactivate.
 fn observe(
     config: &Config,
     changes: &DirectoryChanges,
