@@ -473,7 +473,8 @@ pub async fn approve(
             && let Some(directory) = store.load_directory_snapshot(newer)?
         {
             let read_at = store.run(newer)?.map_or(now, |r| r.started_at);
-            for identity in crate::sweep::returned_in(config, directory, &leaving) {
+            for identity in crate::sweep::returned_in(config, directory, &leaving, &HashSet::new())
+            {
                 back.entry(identity).or_insert_with(|| {
                     format!(
                         "in the directory read by run {newer}, {}",
@@ -812,6 +813,16 @@ pub fn link(
         if episode.identity_id == identity_id {
             if episode.account_id.as_deref() != Some(account_id) {
                 store.deprovision_account(episode.id, Some(account_id), &user_name)?;
+            }
+            // The hold waited for this very choice: the retry job may deactivate
+            // the account now (through the guard, as any other), not after the
+            // re-check time or the next reconcile.
+            if episode
+                .held
+                .as_deref()
+                .is_some_and(|held| held.starts_with(crate::sweep::DISPUTED_HOLD))
+            {
+                store.deprovision_released(episode.id)?;
             }
         } else if episode.account_id.as_deref() == Some(account_id) {
             store.deprovision_account(episode.id, None, &episode.user_name)?;

@@ -798,6 +798,26 @@ pub struct Plan {
     /// when it first appears here and forgets those that leave.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub retained: Vec<String>,
+    /// People who lost access whose match is disputed while an account that may
+    /// be theirs is still active, sorted by identity id. No action deactivates any
+    /// of those accounts (a human must say which is theirs), so the ledger keeps
+    /// an episode for each, held, that goes overdue like any other.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub disputed_leavers: Vec<DisputedLeaver>,
+}
+
+/// A person who lost access whose workspace match is disputed, and who may still
+/// have access through one of the accounts that match them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DisputedLeaver {
+    pub identity_id: String,
+    /// The directory userName, or the identity id for someone deleted from it.
+    pub user_name: String,
+    pub reason: crate::sla::LossReason,
+    /// Every account that may be theirs, sorted by id.
+    pub accounts: Vec<String>,
+    /// Those of `accounts` that are active: never empty.
+    pub active: Vec<String>,
 }
 
 impl Plan {

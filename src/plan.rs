@@ -86,13 +86,14 @@ use serde::{Deserialize, Serialize};
 pub(crate) use crate::model::same_ci;
 use crate::model::{
     Account, AccountRef, Action, ActionKind, Attribute, AttributeChange, DirectorySnapshot,
-    DriftItem, DriftKind, GroupRef, Identity, IdentityStatus, Link, LinkMethod, NewLink, Plan,
-    WorkspaceGroup, WorkspaceSnapshot,
+    DisputedLeaver, DriftItem, DriftKind, GroupRef, Identity, IdentityStatus, Link, LinkMethod,
+    NewLink, Plan, WorkspaceGroup, WorkspaceSnapshot,
 };
 use crate::policy::{
     CHUNK, DesiredSpec, DesiredState, Entry, FxHashMap, IdentityIndex, InactiveReason, Protected,
     StrIndex, UnmatchedAccounts, Want, beside, chunk, fx_hash,
 };
+use crate::sla::LossReason;
 
 /// What losing access does to an account.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -201,9 +202,13 @@ pub fn plan(
         actions,
         drift,
         mut retained,
+        mut disputed_leavers,
     } = planner.out;
     retained.sort_unstable();
     retained.dedup();
+    // In the order of the map they came from: sorted, so the plan is the same
+    // every time.
+    disputed_leavers.sort_unstable_by(|a, b| a.identity_id.cmp(&b.identity_id));
 
     // The two sorts are independent; each keeps its own input order for ties.
     let drift = Mutex::new(drift);
@@ -249,6 +254,7 @@ pub fn plan(
         drift,
         new_links,
         retained,
+        disputed_leavers,
     }
 }
 
@@ -454,6 +460,9 @@ struct Matching<'a> {
     primary: Vec<u32>,
     /// Identity key → why it is disputed.
     disputed: FxHashMap<u32, String>,
+    /// Disputed identity key → the slots of the accounts that may be theirs
+    /// (unsorted, maybe repeated): whether a leaver among them still has access.
+    suspects: FxHashMap<u32, Vec<u32>>,
     new_links: Vec<NewLink>,
 }
 
@@ -494,6 +503,17 @@ fn fold(s: &str) -> Cow<'_, str> {
         Cow::Owned(s.to_ascii_lowercase())
     } else {
         Cow::Borrowed(s)
+    }
+}
+
+/// How the disputed item of someone who left says why, as the plan has always
+/// worded it (the [`InactiveReason`] texts).
+fn lost_text(reason: LossReason) -> String {
+    match reason {
+        LossReason::Suspended => InactiveReason::Suspended.to_string(),
+        LossReason::Deprovisioned => InactiveReason::Deprovisioned.to_string(),
+        LossReason::OutOfScope => InactiveReason::OutOfScope.to_string(),
+        LossReason::Deleted => "identity was deleted from the directory".to_owned(),
     }
 }
 
@@ -601,12 +621,13 @@ impl<'a> Matching<'a> {
         let mut owners: Vec<Owner> = vec![Owner::Orphan; accounts.len()];
         let mut details: Vec<String> = Vec::new();
         let mut disputed: FxHashMap<u32, String> = FxHashMap::default();
+        let mut suspects: FxHashMap<u32, Vec<u32>> = FxHashMap::default();
         let mut new_links = Vec::new();
 
         // Stored links: only one-to-one pairs decide; anything else is disputed.
         // Identities whose id the externalId of an account linked to someone else
         // names, with that account and the identity it is linked to.
-        let mut claimed_elsewhere: Vec<(u32, &str, &str)> = Vec::new();
+        let mut claimed_elsewhere: Vec<(u32, u32, &str, &str)> = Vec::new();
         let mut by_account = Firsts::new(accounts.len());
         let mut by_identity = Firsts::new(n);
         let link_slots = link_slots.iter().flatten();
@@ -667,7 +688,8 @@ impl<'a> Matching<'a> {
                          {named_id}"
                     )
                 });
-                claimed_elsewhere.push((named, this, linked_id));
+                suspects.entry(key).or_default().push(slot);
+                claimed_elsewhere.push((named, slot, this, linked_id));
             } else if clean {
                 for &key in keys {
                     *owner = Owner::Primary(key);
@@ -688,6 +710,10 @@ impl<'a> Matching<'a> {
                             joined(by_identity.get(key).iter().map(|&s| account_id(s)))
                         )
                     });
+                    suspects
+                        .entry(key)
+                        .or_default()
+                        .extend_from_slice(by_identity.get(key));
                 }
             }
         }
@@ -696,7 +722,7 @@ impl<'a> Matching<'a> {
         // by a link: matched afresh, they would get a second account (or be created
         // one under a userName that account holds). One whose own link stands keeps
         // it: a leaver's account is not kept active by another account's claim.
-        for (named, account, linked_id) in claimed_elsewhere {
+        for (named, slot, account, linked_id) in claimed_elsewhere {
             if primary.get(named as usize).is_some_and(|&p| p == NONE) {
                 disputed.entry(named).or_insert_with(|| {
                     format!(
@@ -704,6 +730,7 @@ impl<'a> Matching<'a> {
                          link is to identity {linked_id}"
                     )
                 });
+                suspects.entry(named).or_default().push(slot);
             }
         }
 
@@ -792,6 +819,7 @@ impl<'a> Matching<'a> {
                             method,
                         };
                     } else if by_identity.has(only) {
+                        suspects.entry(only).or_default().push(slot);
                         *owner = Owner::Disputed(slot_of(details.len()).unwrap_or(NONE));
                         details.push(format!(
                             "matches identity {} by {}, whose stored links are disputed",
@@ -811,6 +839,7 @@ impl<'a> Matching<'a> {
                     for &key in candidates {
                         // A stored link already decides a linked identity's account.
                         if !by_identity.has(key) {
+                            suspects.entry(key).or_default().push(slot);
                             let this = (account.id.as_str(), method);
                             ambiguous
                                 .entry(key)
@@ -866,11 +895,13 @@ impl<'a> Matching<'a> {
                 disputed.entry(key).or_insert_with(|| {
                     format!("its only match, account {}, {why}", account_id(slot))
                 });
+                suspects.entry(key).or_default().push(slot);
                 continue;
             }
             match matched.as_slice() {
                 &[(slot, method)] if !disputed.contains_key(&key) || own_external_id(method) => {
                     disputed.remove(&key);
+                    suspects.remove(&key);
                     if let Some(owner) = owners.get_mut(slot as usize) {
                         *owner = Owner::Primary(key);
                     }
@@ -897,6 +928,10 @@ impl<'a> Matching<'a> {
                     disputed
                         .entry(key)
                         .or_insert_with(|| format!("several accounts match this identity: {ids}"));
+                    suspects
+                        .entry(key)
+                        .or_default()
+                        .extend(matched.iter().map(|&(slot, _)| slot));
                 }
             }
         }
@@ -910,6 +945,7 @@ impl<'a> Matching<'a> {
             details,
             primary,
             disputed,
+            suspects,
             new_links,
         }
     }
@@ -1015,6 +1051,7 @@ struct Out {
     actions: Vec<Action>,
     drift: Vec<DriftItem>,
     retained: Vec<String>,
+    disputed_leavers: Vec<DisputedLeaver>,
 }
 
 /// Per-account flags.
@@ -1213,19 +1250,59 @@ impl<'p, 'a: 'p> Planner<'p, 'a> {
             // A leaver among them is what a reader must not miss: nothing is
             // deactivated until a human says which account is theirs.
             let lost = match m.identity(key) {
-                None => Some("identity was deleted from the directory".to_owned()),
+                None => Some(LossReason::Deleted),
                 Some(identity) => match self.desired.entry_of(&identity.id) {
-                    Some((_, Entry::Inactive(reason))) => Some(reason.to_string()),
+                    Some((_, Entry::Inactive(reason))) => Some(LossReason::from(reason)),
                     _ => None,
                 },
             };
+            let mut accounts: Vec<&'a Account> = m
+                .suspects
+                .get(&key)
+                .into_iter()
+                .flatten()
+                .filter_map(|&slot| m.at(slot))
+                .collect();
+            accounts.sort_unstable_by(|a, b| a.id.cmp(&b.id));
+            accounts.dedup_by(|a, b| a.id == b.id);
+            let active: Vec<&str> = accounts
+                .iter()
+                .filter(|a| a.active)
+                .map(|a| a.id.as_str())
+                .collect();
             let detail = match lost {
+                // Every account that may be theirs is inactive: they have no access,
+                // and saying none is deactivated would send a reader looking for one.
+                Some(lost) if active.is_empty() && !accounts.is_empty() => format!(
+                    "{detail}; lost access ({}), and every account that may be theirs \
+                     ({}) is inactive already: `seatwarden link {identity_id} ACCOUNT` \
+                     settles which is theirs",
+                    lost_text(lost),
+                    joined(accounts.iter().map(|a| a.id.as_str()))
+                ),
                 Some(lost) => format!(
-                    "{detail}; LOST ACCESS ({lost}): no account of theirs is deactivated \
-                     until `seatwarden link {identity_id} ACCOUNT` says which is theirs"
+                    "{detail}; LOST ACCESS ({}): no account of theirs is deactivated \
+                     until `seatwarden link {identity_id} ACCOUNT` says which is theirs",
+                    lost_text(lost)
                 ),
                 None => detail.clone(),
             };
+            // Someone protected is never touched, and the sweep ends their episodes:
+            // one opened here would come back after every sweep.
+            if let Some(reason) = lost
+                && !active.is_empty()
+                && !m
+                    .identity(key)
+                    .is_some_and(|identity| self.protected(&identity.user_name))
+            {
+                self.out.disputed_leavers.push(DisputedLeaver {
+                    identity_id: identity_id.to_owned(),
+                    user_name: user_name.to_owned(),
+                    reason,
+                    accounts: accounts.iter().map(|a| a.id.clone()).collect(),
+                    active: active.iter().map(|&id| id.to_owned()).collect(),
+                });
+            }
             self.drift(Item {
                 kind: DriftKind::DisputedMatch,
                 identity_id: Some(identity_id),
@@ -2988,6 +3065,123 @@ mod tests {
             ActionKind::CreateAccount { identity_id, .. } if identity_id == "b"
         )));
         assert_eq!(drift_of(&plan, DriftKind::OrphanedAccount).len(), 1);
+    }
+
+    /// The ledger needs to know who left while an account that may be theirs is
+    /// still active, and which accounts those are: the plan says so in a field of
+    /// its own, not only in the disputed item's words.
+    #[test]
+    fn a_leaver_with_active_candidates_is_listed_with_every_account() {
+        let mut fx = Fx::new();
+        fx.identities = vec![ident("a", IdentityStatus::Suspended, &[])];
+        let mut by_email = acct("2", "a");
+        by_email.external_id = None;
+        by_email.user_name = "other".into();
+        fx.accounts = vec![by_email, acct("1", "a")];
+        let plan = fx.plan();
+        assert!(plan.actions.is_empty(), "{:#?}", plan.actions);
+        assert_eq!(
+            plan.disputed_leavers,
+            [DisputedLeaver {
+                identity_id: "a".into(),
+                user_name: "a@ex.com".into(),
+                reason: LossReason::Suspended,
+                accounts: vec!["1".into(), "2".into()],
+                active: vec!["1".into(), "2".into()],
+            }]
+        );
+        // One of them deactivated by hand: the other still has access.
+        fx.accounts[1].active = false;
+        let plan = fx.plan();
+        assert_eq!(plan.disputed_leavers.len(), 1, "{:#?}", plan.drift);
+        assert_eq!(plan.disputed_leavers[0].accounts, ["1", "2"]);
+        assert_eq!(plan.disputed_leavers[0].active, ["2"]);
+    }
+
+    #[test]
+    fn a_leaver_whose_candidates_are_all_inactive_is_not_listed() {
+        let mut fx = Fx::new();
+        fx.identities = vec![ident("a", IdentityStatus::Deprovisioned, &[])];
+        let mut by_email = acct("2", "a");
+        by_email.external_id = None;
+        by_email.user_name = "other".into();
+        by_email.active = false;
+        let mut own = acct("1", "a");
+        own.active = false;
+        fx.accounts = vec![own, by_email];
+        let plan = fx.plan();
+        assert!(
+            plan.disputed_leavers.is_empty(),
+            "{:#?}",
+            plan.disputed_leavers
+        );
+        let person: Vec<&str> = drift_of(&plan, DriftKind::DisputedMatch)
+            .into_iter()
+            .filter(|d| d.identity_id.as_deref() == Some("a"))
+            .map(|d| d.detail.as_str())
+            .collect();
+        assert_eq!(person.len(), 1);
+        // Nothing of theirs has access: the item does not send a reader looking
+        // for an account to deactivate.
+        assert!(
+            !person[0].contains("LOST ACCESS")
+                && !person[0].contains("no account of theirs is deactivated")
+                && person[0].contains("(1, 2) is inactive already")
+                && person[0].contains("seatwarden link a ACCOUNT"),
+            "{}",
+            person[0]
+        );
+    }
+
+    #[test]
+    fn an_active_or_protected_person_disputed_is_not_listed() {
+        let mut fx = Fx::new();
+        fx.identities = vec![active("a", &["eng"])];
+        let mut by_email = acct("2", "a");
+        by_email.external_id = None;
+        by_email.user_name = "other".into();
+        fx.accounts = vec![acct("1", "a"), by_email];
+        let plan = fx.plan();
+        assert_eq!(drift_of(&plan, DriftKind::DisputedMatch).len(), 3);
+        assert!(
+            plan.disputed_leavers.is_empty(),
+            "{:#?}",
+            plan.disputed_leavers
+        );
+        // A protected leaver is never touched; the sweep ends their episodes.
+        fx.identities = vec![ident("a", IdentityStatus::Suspended, &[])];
+        fx.settings.protected = Protected::new(&["a@ex.com".to_owned()]);
+        let plan = fx.plan();
+        assert!(
+            plan.disputed_leavers.is_empty(),
+            "{:#?}",
+            plan.disputed_leavers
+        );
+    }
+
+    /// Someone deleted from the directory is known only by stored links; links
+    /// that are not one-to-one dispute them, and both linked accounts are theirs
+    /// to answer for.
+    #[test]
+    fn a_deleted_person_with_links_to_two_accounts_is_listed() {
+        let mut fx = Fx::new();
+        fx.accounts = vec![acct("1", "gone"), acct("2", "gone2")];
+        fx.links = vec![link("gone", "1"), link("gone", "2")];
+        let plan = fx.plan();
+        assert!(plan.actions.is_empty(), "{:#?}", plan.actions);
+        let listed: Vec<_> = plan
+            .disputed_leavers
+            .iter()
+            .map(|l| (l.identity_id.as_str(), l.reason, l.active.clone()))
+            .collect();
+        assert_eq!(
+            listed,
+            [(
+                "gone",
+                LossReason::Deleted,
+                vec!["1".to_owned(), "2".to_owned()]
+            )]
+        );
     }
 
     #[test]

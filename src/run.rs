@@ -363,11 +363,30 @@ pub async fn execute_with_options(
         match (result, recorded) {
             (Ok(mut outcome), Ok(latencies)) => {
                 outcome.deprovision_latencies.extend(latencies);
+                // Disputed leavers first: an episode of one still listed is not
+                // ended below. The run did its work either way.
+                if let Err(e) = lock(&store).and_then(|mut store| {
+                    Ok(crate::sweep::record_disputed(
+                        &mut store,
+                        &outcome.report,
+                        &outcome.plan.disputed_leavers,
+                        started_at,
+                        Utc::now(),
+                        sla,
+                    )?)
+                }) {
+                    tracing::warn!(
+                        run = run_id,
+                        error = %e,
+                        "cannot record the disputed leavers in the deprovision ledger; the next run tries again"
+                    );
+                }
                 // Housekeeping of the ledger: the run did its work either way.
                 if let Err(e) = lock(&store).and_then(|mut store| {
                     Ok(crate::sweep::end_accountless(
                         &mut store,
                         &outcome.report,
+                        &outcome.plan.disputed_leavers,
                         Utc::now(),
                     )?)
                 }) {

@@ -44,6 +44,16 @@ impl LossReason {
     }
 }
 
+impl From<crate::policy::InactiveReason> for LossReason {
+    fn from(reason: crate::policy::InactiveReason) -> Self {
+        match reason {
+            crate::policy::InactiveReason::Suspended => LossReason::Suspended,
+            crate::policy::InactiveReason::Deprovisioned => LossReason::Deprovisioned,
+            crate::policy::InactiveReason::OutOfScope => LossReason::OutOfScope,
+        }
+    }
+}
+
 impl fmt::Display for LossReason {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {

@@ -33,7 +33,7 @@ use crate::config::Config;
 use crate::directory::{Directory, DirectoryChanges};
 use crate::guard;
 use crate::model::{
-    Account, Action, ActionKind, DriftItem, DriftKind, HoldReason, Identity, Plan,
+    Account, Action, ActionKind, DisputedLeaver, DriftItem, DriftKind, HoldReason, Identity, Plan,
     WorkspaceSnapshot,
 };
 use crate::policy::{self, InactiveReason};
@@ -44,6 +44,10 @@ use crate::workspace::ScimClient;
 
 /// How long a held deprovision waits before the sweep looks at it again.
 const HOLD_RECHECK: Duration = Duration::minutes(15);
+
+/// How the hold of a disputed leaver's episode begins ([`record_disputed`]):
+/// `seatwarden link` releases such a hold when it chooses the person's account.
+pub const DISPUTED_HOLD: &str = "disputed match:";
 
 /// The key of the directory's change cursor in the daemon state table.
 pub const CURSOR_KEY: &str = "directory_cursor";
@@ -150,7 +154,8 @@ pub async fn sweep(
             return Ok(outcome);
         }
     }
-    let observation = observe(config, &changes, &links);
+    let open = lock(store)?.open_deprovisions()?;
+    let observation = observe(config, &changes, &links, &accountless(&open));
     let ledger_changes = {
         let mut store = lock(store)?;
         let current = store.current_deprovisions()?;
@@ -192,10 +197,14 @@ struct Observation {
     returned: Vec<String>,
 }
 
+/// `accountless`: people whose open episode has no account (a disputed match, a
+/// link moved away). Without a link of theirs only their return is observed:
+/// nothing of theirs is known to deactivate.
 fn observe(
     config: &Config,
     changes: &DirectoryChanges,
     links: &HashMap<String, String>,
+    accountless: &HashSet<String>,
 ) -> Observation {
     let policy = config.policy_settings();
     let protected = config.plan_settings().protected;
@@ -210,9 +219,10 @@ fn observe(
         returned: Vec::new(),
     };
     let classify = |identity: &Identity, observation: &mut Observation| {
-        let Some(account_id) = links.get(&identity.id) else {
+        let account_id = links.get(&identity.id);
+        if account_id.is_none() && !accountless.contains(&identity.id) {
             return;
-        };
+        }
         let in_protected_group = identity
             .groups
             .iter()
@@ -231,8 +241,8 @@ fn observe(
             observation.returned.push(identity.id.clone());
             return;
         }
-        match policy::access_loss(identity, &policy) {
-            Some(reason) => observation.leavers.push(Leaver {
+        match (policy::access_loss(identity, &policy), account_id) {
+            (Some(reason), Some(account_id)) => observation.leavers.push(Leaver {
                 identity_id: identity.id.clone(),
                 account_id: Some(account_id.clone()),
                 user_name: identity.user_name.clone(),
@@ -242,7 +252,8 @@ fn observe(
                     InactiveReason::OutOfScope => LossReason::OutOfScope,
                 },
             }),
-            None => observation.returned.push(identity.id.clone()),
+            (Some(_), None) => {}
+            (None, _) => observation.returned.push(identity.id.clone()),
         }
     };
     let deleted = |identity_id: &str, account_id: &str| Leaver {
@@ -777,17 +788,31 @@ async fn other_owners(
         .collect())
 }
 
+/// Whether a reconcile's report may speak for everyone's access: the directory
+/// was read whole and accepted, and the workspace listing whole.
+fn read_whole(store: &Store, report: &crate::report::Report) -> Result<bool, StoreError> {
+    Ok(report.safety.source_fault.is_none()
+        && !report.safety.workspace_listing_short
+        && store.directory_accepted(report.run_id)?
+        && store
+            .load_directory_snapshot(report.run_id)?
+            .is_some_and(|snapshot| snapshot.complete))
+}
+
 /// Ends the open episodes left without an account — `seatwarden link … --replace`
 /// gave the person's account to someone else, and the episode waits for a
-/// reconcile to match them afresh — once a reconcile that read the directory whole
-/// (and accepted it) and the workspace listing whole finds nothing of theirs: no
-/// drift names them, so no account of theirs has access (one that did would be
-/// `stale_access`, one matched ambiguously `disputed_match`). Held for ever
+/// reconcile to match them afresh; or the person's match was disputed
+/// ([`record_disputed`]) — once a reconcile that read the directory whole (and
+/// accepted it) and the workspace listing whole finds nothing of theirs with
+/// access: no drift names them but a disputed match, and the plan does not list
+/// them among the disputed leavers an active account may belong to (one that did
+/// have access would be `stale_access`, or such a disputed leaver). Held for ever
 /// instead, such an episode would stay overdue and keep `status` failing.
 /// Ended as found without access (verified, never enforced). Returns how many.
 pub fn end_accountless(
     store: &mut Store,
     report: &crate::report::Report,
+    disputed: &[DisputedLeaver],
     now: DateTime<Utc>,
 ) -> Result<usize, StoreError> {
     let accountless: Vec<LedgerEntry> = store
@@ -795,20 +820,17 @@ pub fn end_accountless(
         .into_iter()
         .filter(|e| e.account_id.is_none() && e.detected_at <= report.started_at)
         .collect();
-    if accountless.is_empty()
-        || report.safety.source_fault.is_some()
-        || report.safety.workspace_listing_short
-        || !store.directory_accepted(report.run_id)?
-        || !store
-            .load_directory_snapshot(report.run_id)?
-            .is_some_and(|snapshot| snapshot.complete)
-    {
+    if accountless.is_empty() || !read_whole(store, report)? {
         return Ok(0);
     }
+    // A disputed item names the person whatever their accounts are: whether one
+    // may still give them access is the plan's list, not the item.
     let named: HashSet<&str> = report
         .drift
         .iter()
+        .filter(|item| item.kind != DriftKind::DisputedMatch)
         .filter_map(|item| item.identity_id.as_deref())
+        .chain(disputed.iter().map(|leaver| leaver.identity_id.as_str()))
         .collect();
     let mut ended = 0;
     for entry in accountless {
@@ -827,6 +849,107 @@ pub fn end_accountless(
         ended += 1;
     }
     Ok(ended)
+}
+
+/// After a finished reconcile that read both sides whole: each person its plan
+/// lists as a disputed leaver (someone who lost access, matched ambiguously,
+/// with an account that may be theirs still active) has an episode, opened
+/// without an account if they had none (detected at `detected_at`, the run's
+/// start), and held: no pass deactivates an account nobody chose, but the SLA
+/// runs, so the person goes overdue, is alerted on and fails `status` rather
+/// than keep access unseen. `seatwarden link` gives the episode its account.
+/// Returns how many episodes it opened.
+pub fn record_disputed(
+    store: &mut Store,
+    report: &crate::report::Report,
+    disputed: &[DisputedLeaver],
+    detected_at: DateTime<Utc>,
+    now: DateTime<Utc>,
+    sla: Duration,
+) -> Result<usize, StoreError> {
+    if disputed.is_empty() || !read_whole(store, report)? {
+        return Ok(0);
+    }
+    let leavers: Vec<Leaver> = disputed
+        .iter()
+        .map(|leaver| Leaver {
+            identity_id: leaver.identity_id.clone(),
+            account_id: None,
+            user_name: leaver.user_name.clone(),
+            reason: leaver.reason,
+        })
+        .collect();
+    let mut current = store.current_deprovisions()?;
+    // A verified episode stands for someone without access. One of theirs is
+    // active again (re-enabled by hand after their episode ended with every
+    // account found inactive): that episode is over, as when a reconcile plans a
+    // linked leaver's account deactivated again ([`record_deprovisions`]), and
+    // this is a new one.
+    let reactivated: Vec<String> = disputed
+        .iter()
+        .filter(|leaver| {
+            current.iter().any(|e| {
+                e.identity_id == leaver.identity_id
+                    && e.verified_at.is_some()
+                    && e.returned_at.is_none()
+            })
+        })
+        .map(|leaver| leaver.identity_id.clone())
+        .collect();
+    if !reactivated.is_empty() {
+        let returned = sla::observe(&current, &[], &reactivated, detected_at, sla);
+        store.update_ledger(&returned, detected_at)?;
+        current = store.current_deprovisions()?;
+    }
+    let changes = sla::observe(&current, &leavers, &[], detected_at, sla);
+    store.update_ledger(&changes, now)?;
+    for entry in &changes.open {
+        tracing::warn!(
+            person = %entry.user_name,
+            reason = entry.reason.as_str(),
+            due = %entry.due_at,
+            "lost access in the directory, and which account is theirs is disputed: \
+             held until `seatwarden link` says"
+        );
+    }
+    let by_identity: HashMap<&str, &DisputedLeaver> = disputed
+        .iter()
+        .map(|leaver| (leaver.identity_id.as_str(), leaver))
+        .collect();
+    // Only the episodes without an account: one with an account (the sweep's,
+    // through a link the plan disputes) is held by the sweep with its own reason.
+    for entry in store.open_deprovisions()? {
+        let Some(leaver) = by_identity.get(entry.identity_id.as_str()) else {
+            continue;
+        };
+        let why = disputed_hold(leaver);
+        if entry.account_id.is_none() && entry.held.as_deref() != Some(why.as_str()) {
+            store.deprovision_held(entry.id, &why, now + HOLD_RECHECK)?;
+        }
+    }
+    Ok(changes.open.len())
+}
+
+/// Why a disputed leaver's episode is held, as `status` and the overdue alert
+/// show it: which accounts, and what a human does about it.
+fn disputed_hold(leaver: &DisputedLeaver) -> String {
+    let inactive: Vec<&str> = leaver
+        .accounts
+        .iter()
+        .filter(|id| !leaver.active.contains(id))
+        .map(String::as_str)
+        .collect();
+    let inactive = if inactive.is_empty() {
+        String::new()
+    } else {
+        format!("; inactive already: {}", inactive.join(", "))
+    };
+    format!(
+        "{DISPUTED_HOLD} which workspace account is theirs is unclear (active: {}{inactive}), \
+         so none is deactivated until `seatwarden link {} ACCOUNT` says which",
+        leaver.active.join(", "),
+        leaver.identity_id
+    )
 }
 
 /// After a full reconcile, finished or failed: deprovisions it planned join the
@@ -897,7 +1020,7 @@ fn record_returned(
         .into_iter()
         .map(|l| (l.identity_id, l.account_id))
         .collect();
-    let returned = returned_in(config, snapshot, &links);
+    let returned = returned_in(config, snapshot, &links, &accountless(&current));
     let changes = sla::observe(&current, &[], &returned, at, sla);
     if changes.cancel.is_empty() && changes.returned.is_empty() {
         return Ok(());
@@ -913,18 +1036,31 @@ fn record_returned(
     store.update_ledger(&changes, at)
 }
 
-/// Those of `links`' identities a complete directory snapshot shows with access
-/// (in scope and active, or protected), by the sweep's own observation.
+/// Those of `links`' identities (and of `accountless`) a complete directory
+/// snapshot shows with access (in scope and active, or protected), by the
+/// sweep's own observation.
 pub(crate) fn returned_in(
     config: &Config,
     snapshot: crate::model::DirectorySnapshot,
     links: &HashMap<String, String>,
+    accountless: &HashSet<String>,
 ) -> Vec<String> {
     let changes = DirectoryChanges::Full {
         snapshot,
         cursor: None,
     };
-    observe(config, &changes, links).returned
+    observe(config, &changes, links, accountless).returned
+}
+
+/// The people whose open episode has no account (a disputed match, a link moved
+/// away): no link of theirs tells the sweep to look at them, yet their return
+/// must end the episode, or it would wait overdue for a human with nothing to do.
+fn accountless(entries: &[LedgerEntry]) -> HashSet<String> {
+    entries
+        .iter()
+        .filter(|e| e.is_open() && e.account_id.is_none())
+        .map(|e| e.identity_id.clone())
+        .collect()
 }
 
 /// What [`record_reconcile`] does, for any writer of `run_id`'s journal: its

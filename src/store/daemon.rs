@@ -419,6 +419,15 @@ impl Store {
         )
     }
 
+    /// No longer held, and due at once: what the hold waited for was done.
+    pub fn deprovision_released(&mut self, id: i64) -> Result<(), StoreError> {
+        self.ledger_update(
+            "UPDATE deprovisions SET held = NULL, next_attempt_at = NULL WHERE id = ?1",
+            params![id],
+            id,
+        )
+    }
+
     /// An episode's loss was seen earlier than it was opened (by a run cut off
     /// before it recorded it): it counts from `detected_at`, due at `due_at`.
     pub fn deprovision_detected(

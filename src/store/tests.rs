@@ -153,6 +153,7 @@ fn sample_plan() -> Plan {
         ],
         new_links: vec![],
         retained: vec![],
+        disputed_leavers: vec![],
     }
 }
 

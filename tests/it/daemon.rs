@@ -2927,3 +2927,393 @@ async fn a_sweep_after_the_stop_sends_nothing_and_the_episode_stays_open() {
     assert!(!active(&sandbox));
     sandbox.shutdown().await;
 }
+
+/// Adds a person to the demo's directory file in `dir` with `status` who matches
+/// two new active accounts (one by userName, one by email, neither's externalId
+/// naming anyone): a disputed match. Returns their id and the accounts' ids,
+/// sorted.
+async fn add_disputed_person(
+    dir: &Path,
+    client: &seatwarden::workspace::ScimClient,
+    status: &str,
+) -> (String, Vec<String>) {
+    use seatwarden::model::AccountSpec;
+
+    let id = "00u9990".to_owned();
+    let user_name = "nia.disputed@example.com";
+    let directory_path = dir.join("directory.json");
+    let mut full: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&directory_path).unwrap()).unwrap();
+    full["users"]
+        .as_array_mut()
+        .unwrap()
+        .push(serde_json::json!({
+            "id": id,
+            "userName": user_name,
+            "email": user_name,
+            "givenName": "Nia",
+            "familyName": "Disputed",
+            "status": status,
+            "groups": ["Taskade Users"],
+        }));
+    std::fs::write(&directory_path, full.to_string()).unwrap();
+    let spec = |user_name: &str, external_id: &str| AccountSpec {
+        user_name: user_name.into(),
+        external_id: external_id.into(),
+        given_name: Some("Nia".into()),
+        family_name: Some("Disputed".into()),
+        display_name: None,
+        email: Some("nia.disputed@example.com".into()),
+        role: None,
+    };
+    let by_name = client
+        .create_account(&spec(user_name, "legacy-1"))
+        .await
+        .unwrap();
+    let by_email = client
+        .create_account(&spec("nia.alias@example.com", "legacy-2"))
+        .await
+        .unwrap();
+    let mut accounts = vec![by_name.id, by_email.id];
+    accounts.sort_unstable();
+    (id, accounts)
+}
+
+/// One reconcile in-process, as a person runs it.
+async fn reconcile_now(config: &seatwarden::config::Config) -> seatwarden::run::RunOutcome {
+    seatwarden::run::execute(
+        config,
+        Store::open(&config.state.path).unwrap(),
+        seatwarden::run::Mode::Reconcile,
+    )
+    .await
+    .unwrap()
+}
+
+/// Someone who left while two active accounts match them: the reconcile
+/// deactivates neither, but opens an episode, held, that names both accounts and
+/// the command, shows in `status`, goes overdue after the SLA (escalated, not
+/// enforced); once `seatwarden link` chooses the account, the next reconcile
+/// deactivates it and verifies the episode as a deprovision done.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_disputed_leaver_is_held_overdue_and_deprovisioned_once_linked() {
+    use seatwarden::sla::EntryState;
+    use seatwarden::workspace::ScimClient;
+
+    let (sandbox, dir, config) = reconciled_demo().await;
+    let env = daemon_env(dir.path(), &sandbox, free_port(), "0 0 1 1 *");
+    let client = ScimClient::new(config.scim_settings().unwrap()).unwrap();
+    let (person, accounts) = add_disputed_person(dir.path(), &client, "suspended").await;
+    let active = |id: &str| {
+        sandbox
+            .snapshot()
+            .accounts
+            .into_iter()
+            .find(|a| a.id == id)
+            .unwrap()
+            .active
+    };
+
+    let outcome = reconcile_now(&config).await;
+    assert!(
+        accounts.iter().all(|a| active(a)),
+        "nothing chose an account"
+    );
+    let store = std::sync::Arc::new(std::sync::Mutex::new(
+        Store::open(&config.state.path).unwrap(),
+    ));
+    let open = store.lock().unwrap().open_deprovisions().unwrap();
+    let episode = open
+        .iter()
+        .find(|e| e.identity_id == person)
+        .unwrap_or_else(|| panic!("no episode: {open:#?}"))
+        .clone();
+    assert_eq!(episode.account_id, None);
+    assert_eq!(episode.reason, seatwarden::sla::LossReason::Suspended);
+    assert_eq!(episode.detected_at, outcome.report.started_at);
+    assert_eq!(
+        episode.due_at - episode.detected_at,
+        seatwarden::sweep::configured_sla(&config)
+    );
+    let held = episode.held.clone().unwrap_or_default();
+    assert!(held.starts_with("disputed match"), "{held}");
+    for account in &accounts {
+        assert!(held.contains(account.as_str()), "{held}");
+    }
+    assert!(
+        held.contains(&format!("seatwarden link {person} ACCOUNT")),
+        "{held}"
+    );
+
+    let status_at = |at| {
+        seatwarden::daemon::status::collect(
+            &store.lock().unwrap(),
+            at,
+            chrono_tz::UTC,
+            None,
+            None,
+            None,
+        )
+        .unwrap()
+    };
+    let status = status_at(episode.detected_at + chrono::Duration::minutes(1));
+    assert_eq!(
+        (status.deprovisions.pending, status.deprovisions.overdue),
+        (1, 0)
+    );
+    let text = seatwarden::daemon::status::render_text(&status);
+    assert!(
+        text.contains("nia.disputed@example.com") && text.contains("held: disputed match"),
+        "{text}"
+    );
+
+    // Past the SLA: overdue and escalated by the next pass, which still writes
+    // nothing to either account.
+    let later = episode.due_at + chrono::Duration::minutes(1);
+    let passed = seatwarden::sweep::enforce(&config, &client, &store, later)
+        .await
+        .unwrap();
+    assert_eq!(passed.enforced, 0, "{passed:?}");
+    assert!(
+        passed.escalated.iter().any(|e| e.identity_id == person),
+        "{passed:?}"
+    );
+    assert!(accounts.iter().all(|a| active(a)));
+    let status = status_at(later);
+    assert_eq!(status.deprovisions.overdue, 1, "{status:?}");
+    assert_eq!(
+        store
+            .lock()
+            .unwrap()
+            .open_deprovisions()
+            .unwrap()
+            .iter()
+            .find(|e| e.identity_id == person)
+            .map(|e| e.state(later)),
+        Some(EntryState::Overdue)
+    );
+
+    // A human says which account is theirs; the next reconcile deactivates it.
+    let chosen = &accounts[0];
+    let linked = Command::new(env!("CARGO_BIN_EXE_seatwarden"))
+        .args([
+            "--config",
+            dir.path().join("seatwarden.toml").to_str().unwrap(),
+        ])
+        .args(["link", &person, chosen])
+        .envs(env.iter().map(|(k, v)| (k, v)))
+        .output()
+        .unwrap();
+    assert!(
+        linked.status.success(),
+        "{}",
+        String::from_utf8_lossy(&linked.stderr)
+    );
+    reconcile_now(&config).await;
+    assert!(!active(chosen));
+    let history = store
+        .lock()
+        .unwrap()
+        .deprovision_history(&person, 5)
+        .unwrap();
+    assert_eq!(history.len(), 1, "{history:#?}");
+    let done = &history[0];
+    assert_eq!(done.id, episode.id);
+    assert!(
+        done.verified_at.is_some() && !done.found_without_access(),
+        "{done:?}"
+    );
+    assert_eq!(done.account_id.as_deref(), Some(chosen.as_str()));
+    assert_eq!(done.held, None);
+    let status = status_at(chrono::Utc::now() + chrono::Duration::seconds(1));
+    assert!(
+        status
+            .deprovisions
+            .verified_last_24h
+            .iter()
+            .any(|l| l.user_name == "nia.disputed@example.com"),
+        "{status:?}"
+    );
+    sandbox.shutdown().await;
+}
+
+/// A disputed leaver's episode ends when nothing of theirs has access any more:
+/// an admin deactivated every account that may be theirs (found without access,
+/// as seatwarden did nothing); and it is cancelled when the directory shows them
+/// back, though no link of theirs tells the reconcile to look at them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_disputed_leavers_episode_ends_with_their_access() {
+    use seatwarden::workspace::ScimClient;
+
+    let (sandbox, dir, config) = reconciled_demo().await;
+    let client = ScimClient::new(config.scim_settings().unwrap()).unwrap();
+    let (person, accounts) = add_disputed_person(dir.path(), &client, "suspended").await;
+    let store = Store::open(&config.state.path).unwrap();
+    let open_episode = |store: &Store| {
+        store
+            .open_deprovisions()
+            .unwrap()
+            .into_iter()
+            .find(|e| e.identity_id == person)
+    };
+
+    reconcile_now(&config).await;
+    let first = open_episode(&store).expect("an episode opens");
+    // One account deactivated by hand: the other still has access.
+    client.set_active(&accounts[0], false).await.unwrap();
+    reconcile_now(&config).await;
+    let still = open_episode(&store).expect("still open");
+    assert_eq!(still.id, first.id);
+    assert!(
+        still.held.as_deref().is_some_and(|h| h.contains(&format!(
+            "(active: {}; inactive already: {})",
+            accounts[1], accounts[0]
+        ))),
+        "{still:?}"
+    );
+    // Both: the episode ends, nothing having been done.
+    client.set_active(&accounts[1], false).await.unwrap();
+    reconcile_now(&config).await;
+    assert_eq!(open_episode(&store), None);
+    let ended = &store.deprovision_history(&person, 5).unwrap()[0];
+    assert_eq!(ended.id, first.id);
+    assert!(ended.found_without_access(), "{ended:?}");
+
+    // Gone again (accounts re-enabled by hand), then back in the directory: the
+    // episode is cancelled, not counted as a deprovision.
+    client.set_active(&accounts[0], true).await.unwrap();
+    client.set_active(&accounts[1], true).await.unwrap();
+    let directory_path = dir.path().join("directory.json");
+    reconcile_now(&config).await;
+    let again = open_episode(&store).expect("a new episode opens");
+    assert_ne!(again.id, first.id);
+    let mut full: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&directory_path).unwrap()).unwrap();
+    for user in full["users"].as_array_mut().unwrap() {
+        if user["id"] == person.as_str() {
+            user["status"] = "active".into();
+        }
+    }
+    std::fs::write(&directory_path, full.to_string()).unwrap();
+    reconcile_now(&config).await;
+    assert_eq!(open_episode(&store), None);
+    let ended = &store.deprovision_history(&person, 5).unwrap()[0];
+    assert_eq!(ended.id, again.id);
+    assert!(
+        ended.closed_at.is_some() && ended.verified_at.is_none(),
+        "{ended:?}"
+    );
+    sandbox.shutdown().await;
+}
+
+/// The sweep watches a disputed leaver's return though no link of theirs points
+/// it at them: back in the directory, the episode is cancelled, or it would wait
+/// overdue for the next reconcile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sweep_cancels_a_disputed_leavers_episode_when_they_are_back() {
+    use seatwarden::workspace::ScimClient;
+
+    let (sandbox, dir, config) = reconciled_demo().await;
+    let client = ScimClient::new(config.scim_settings().unwrap()).unwrap();
+    let (person, _) = add_disputed_person(dir.path(), &client, "suspended").await;
+    reconcile_now(&config).await;
+    let store = std::sync::Arc::new(std::sync::Mutex::new(
+        Store::open(&config.state.path).unwrap(),
+    ));
+    let opened = store
+        .lock()
+        .unwrap()
+        .open_deprovisions()
+        .unwrap()
+        .into_iter()
+        .find(|e| e.identity_id == person)
+        .expect("an episode opens");
+    let directory_path = dir.path().join("directory.json");
+    let mut full: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&directory_path).unwrap()).unwrap();
+    for user in full["users"].as_array_mut().unwrap() {
+        if user["id"] == person.as_str() {
+            user["status"] = "active".into();
+        }
+    }
+    std::fs::write(&directory_path, full.to_string()).unwrap();
+    let outcome = sweep_now(&config, &config.directory(), &client, &store).await;
+    assert_eq!(outcome.cancelled, 1, "{outcome:?}");
+    let ended = &store
+        .lock()
+        .unwrap()
+        .deprovision_history(&person, 5)
+        .unwrap()[0];
+    assert_eq!(ended.id, opened.id);
+    assert!(ended.closed_at.is_some(), "{ended:?}");
+    sandbox.shutdown().await;
+}
+
+/// Once `seatwarden link` has chosen the account, the hold is released: the
+/// retry job need not wait for a reconcile or the hold's re-check time, and
+/// deactivates that account, and that one only.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_retry_job_deactivates_the_account_a_human_linked() {
+    use seatwarden::workspace::ScimClient;
+
+    let (sandbox, dir, config) = reconciled_demo().await;
+    let env = daemon_env(dir.path(), &sandbox, free_port(), "0 0 1 1 *");
+    let client = ScimClient::new(config.scim_settings().unwrap()).unwrap();
+    let (person, accounts) = add_disputed_person(dir.path(), &client, "deprovisioned").await;
+    reconcile_now(&config).await;
+    let chosen = &accounts[1];
+    let linked = Command::new(env!("CARGO_BIN_EXE_seatwarden"))
+        .args([
+            "--config",
+            dir.path().join("seatwarden.toml").to_str().unwrap(),
+        ])
+        .args(["link", &person, chosen])
+        .envs(env.iter().map(|(k, v)| (k, v)))
+        .output()
+        .unwrap();
+    assert!(
+        linked.status.success(),
+        "{}",
+        String::from_utf8_lossy(&linked.stderr)
+    );
+    let store = std::sync::Arc::new(std::sync::Mutex::new(
+        Store::open(&config.state.path).unwrap(),
+    ));
+    let episode = store
+        .lock()
+        .unwrap()
+        .open_deprovisions()
+        .unwrap()
+        .into_iter()
+        .find(|e| e.identity_id == person)
+        .unwrap();
+    assert_eq!(
+        (episode.account_id.as_deref(), episode.held.as_deref()),
+        (Some(chosen.as_str()), None)
+    );
+    let outcome = seatwarden::sweep::enforce(&config, &client, &store, chrono::Utc::now())
+        .await
+        .unwrap();
+    assert_eq!(outcome.enforced, 1, "{outcome:?}");
+    let active: Vec<(String, bool)> = sandbox
+        .snapshot()
+        .accounts
+        .into_iter()
+        .filter(|a| accounts.contains(&a.id))
+        .map(|a| (a.id, a.active))
+        .collect();
+    assert!(
+        active.contains(&(chosen.clone(), false)) && active.contains(&(accounts[0].clone(), true)),
+        "{active:?}"
+    );
+    let done = &store
+        .lock()
+        .unwrap()
+        .deprovision_history(&person, 5)
+        .unwrap()[0];
+    assert!(
+        done.verified_at.is_some() && !done.found_without_access(),
+        "{done:?}"
+    );
+    sandbox.shutdown().await;
+}

@@ -120,6 +120,7 @@ fn crashed_create(config: &Config) -> i64 {
         drift: vec![],
         new_links: vec![],
         retained: vec![],
+        disputed_leavers: vec![],
     };
     store.save_plan(run, &plan, Utc::now()).unwrap();
     store.mark_in_flight(run, 0, Utc::now()).unwrap();
@@ -378,6 +379,7 @@ async fn an_interrupted_deactivation_is_not_resolved_by_a_workspace_that_answers
             drift: vec![],
             new_links: vec![],
             retained: vec![],
+            disputed_leavers: vec![],
         };
         store.save_plan(run, &plan, Utc::now()).unwrap();
         store.mark_in_flight(run, 0, Utc::now()).unwrap();
