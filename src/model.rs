@@ -806,6 +806,45 @@ pub struct Plan {
     pub disputed_leavers: Vec<DisputedLeaver>,
 }
 
+/// Why someone lost access, as the directory showed it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LossReason {
+    Suspended,
+    Deprovisioned,
+    OutOfScope,
+    Deleted,
+}
+
+impl LossReason {
+    pub const ALL: [LossReason; 4] = [
+        LossReason::Suspended,
+        LossReason::Deprovisioned,
+        LossReason::OutOfScope,
+        LossReason::Deleted,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LossReason::Suspended => "suspended",
+            LossReason::Deprovisioned => "deprovisioned",
+            LossReason::OutOfScope => "out_of_scope",
+            LossReason::Deleted => "deleted",
+        }
+    }
+}
+
+impl fmt::Display for LossReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            LossReason::Suspended => "suspended in the directory",
+            LossReason::Deprovisioned => "deprovisioned in the directory",
+            LossReason::OutOfScope => "no longer in a scope group",
+            LossReason::Deleted => "deleted from the directory",
+        })
+    }
+}
+
 /// A person who lost access whose workspace match is disputed, and who may still
 /// have access through one of the accounts that match them.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -813,7 +852,7 @@ pub struct DisputedLeaver {
     pub identity_id: String,
     /// The directory userName, or the identity id for someone deleted from it.
     pub user_name: String,
-    pub reason: crate::sla::LossReason,
+    pub reason: LossReason,
     /// Every account that may be theirs, sorted by id.
     pub accounts: Vec<String>,
     /// Those of `accounts` that are active: never empty.

@@ -11,38 +11,10 @@
 //! No I/O, no clock: the store persists [`LedgerEntry`] rows, the sweep feeds
 //! observations in.
 
-use std::fmt;
-
 use chrono::{DateTime, Duration, Utc};
 use serde::{Deserialize, Serialize};
 
-/// Why someone lost access, as the directory showed it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum LossReason {
-    Suspended,
-    Deprovisioned,
-    OutOfScope,
-    Deleted,
-}
-
-impl LossReason {
-    pub const ALL: [LossReason; 4] = [
-        LossReason::Suspended,
-        LossReason::Deprovisioned,
-        LossReason::OutOfScope,
-        LossReason::Deleted,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            LossReason::Suspended => "suspended",
-            LossReason::Deprovisioned => "deprovisioned",
-            LossReason::OutOfScope => "out_of_scope",
-            LossReason::Deleted => "deleted",
-        }
-    }
-}
+pub use crate::model::LossReason;
 
 impl From<crate::policy::InactiveReason> for LossReason {
     fn from(reason: crate::policy::InactiveReason) -> Self {
@@ -51,17 +23,6 @@ impl From<crate::policy::InactiveReason> for LossReason {
             crate::policy::InactiveReason::Deprovisioned => LossReason::Deprovisioned,
             crate::policy::InactiveReason::OutOfScope => LossReason::OutOfScope,
         }
-    }
-}
-
-impl fmt::Display for LossReason {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            LossReason::Suspended => "suspended in the directory",
-            LossReason::Deprovisioned => "deprovisioned in the directory",
-            LossReason::OutOfScope => "no longer in a scope group",
-            LossReason::Deleted => "deleted from the directory",
-        })
     }
 }
 

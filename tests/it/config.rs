@@ -1461,10 +1461,15 @@ fn empty_inline_secrets_are_refused_naming_the_key() {
 /// port 25), but warned about: digests and alerts name leavers.
 #[test]
 fn plain_smtp_to_a_remote_relay_is_warned_about() {
+    // A state folder that outlives `load`'s temporary one: no warning of its own.
+    let minimal = format!(
+        "{MINIMAL}\n[state]\npath = \"{}\"\n",
+        std::env::temp_dir().join("seatwarden-state.db").display()
+    );
     let email = |url: &str, extra: &str| {
         load(
             &format!(
-                "{MINIMAL}\n[report.email]\nsmtp_url = \"{url}\"\nfrom = \"sw@example.com\"\n\
+                "{minimal}\n[report.email]\nsmtp_url = \"{url}\"\nfrom = \"sw@example.com\"\n\
                  to = [\"a@example.com\"]\n{extra}"
             ),
             &[],
@@ -1494,7 +1499,7 @@ fn plain_smtp_to_a_remote_relay_is_warned_about() {
     }
     // Said to be trusted: no warning.
     assert!(email("smtp://mail.example.com", "allow_cleartext = true\n").is_empty());
-    assert!(load(MINIMAL, &[]).unwrap().warnings().is_empty());
+    assert!(load(&minimal, &[]).unwrap().warnings().is_empty());
 }
 
 /// A username or password in a URL is refused, naming the key, the file and where

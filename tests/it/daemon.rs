@@ -3049,10 +3049,13 @@ async fn a_disputed_leaver_is_held_overdue_and_deprovisioned_once_linked() {
         seatwarden::daemon::status::collect(
             &store.lock().unwrap(),
             at,
-            chrono_tz::UTC,
-            None,
-            None,
-            None,
+            seatwarden::daemon::status::Settings {
+                tz: chrono_tz::UTC,
+                delete_after: None,
+                cool_down: std::time::Duration::from_secs(900),
+                database: None,
+                schedule: None,
+            },
         )
         .unwrap()
     };
