@@ -14,8 +14,9 @@
 //! Circuit breaker ([`apply_with_breaker`]): every write's outcome feeds a
 //! [`Breaker`]; once it opens, no further request is sent — the remaining actions of
 //! the phase are journaled failed ("not sent"), later phases stay planned. The
-//! opening is stored the moment it happens, so it survives a run that fails or is
-//! killed afterwards; the caller stores it again with the whole run's failures.
+//! opening is stored the moment it happens, stamped then, so it survives a run that
+//! fails or is killed afterwards; the caller stores it again with the whole run's
+//! failures, under the same stamp.
 //!
 //! Stopping ([`until_stopped`]): once the [`StopSignal`] is set (the daemon got
 //! SIGTERM), no further write is started. Writes already sent finish and are
@@ -233,6 +234,8 @@ struct Executor<'a> {
     concurrency: usize,
     created: Mutex<Created>,
     breaker: Mutex<Breaker>,
+    /// The breaker's opening, stamped on the run's clock when it tripped.
+    opened: OnceLock<CircuitRecord>,
     /// Created accounts whose link and journal result are not committed yet.
     unrecorded: Mutex<Vec<(u32, NewLink)>>,
     /// When `unrecorded` was last committed (or the apply started).
@@ -615,6 +618,7 @@ impl Executor<'_> {
             _ => None,
         };
         if let Some(record) = opened {
+            let _ = self.opened.set(record.clone());
             tracing::error!(
                 run = self.run,
                 "circuit breaker opened: too many writes failed; no more writes this run"
@@ -721,6 +725,7 @@ pub async fn apply_with_breaker(
         concurrency: concurrency.max(1),
         created: Mutex::new(Created::default()),
         breaker: Mutex::new(breaker),
+        opened: OnceLock::new(),
         unrecorded: Mutex::default(),
         recorded_at: Mutex::new(Instant::now()),
         write_latency: Mutex::default(),
@@ -767,11 +772,10 @@ pub async fn apply_with_breaker(
     let mut summary = ApplySummary {
         applied: 0,
         failed: count(Executed::Failed),
-        circuit_opened: executor
-            .breaker
-            .lock()
-            .ok()
-            .and_then(|b| b.opened(later_by(clock.0, clock.1))),
+        // As stored when it tripped: writes already under way finish after that
+        // (a dead workspace's after a whole retry cycle), and the opening is the
+        // moment the run decided the workspace was failing.
+        circuit_opened: executor.opened.get().cloned(),
     };
 
     // The links of the accounts the plan matched (every account, on a first run:
