@@ -36,6 +36,19 @@
 //! object by object for the rest of the run, and so is the rest of a verification
 //! whose first, four-id filter was slower per object than a single read.
 //!
+//! A workspace that stops answering is not read row by row: every read that fails
+//! for a transient reason has spent the client's retries (about 20 s), and a
+//! hundred rows read so against a killed workspace took 17 minutes. Once a read
+//! fails past its retries while the workspace answered nothing else meanwhile
+//! ([`Outage`]), no further read is sent; each change left unread is journaled
+//! failed ("not verified: not read: the workspace stopped answering …"), as a
+//! change whose read failed always was: never applied, never taken as not done,
+//! and the next run reads the workspace again and plans what is still missing.
+//! The log says once how many were left. A read failing while others are answered
+//! is that object's own trouble and fails only its changes. Once the circuit
+//! breaker opened, the workspace is not listed again for verification either: the
+//! run already found it failing, and a listing is all or nothing.
+//!
 //! Where groups never show their members (`workspace.group_members =
 //! "by_member_filter"`, AWS IAM Identity Center), a membership change is checked by
 //! the groups of each member it names (`members.value eq "<id>"`, asked once per
@@ -76,7 +89,7 @@ use crate::model::{
 };
 use crate::retry::Transient;
 use crate::store::{JournalEntry, RunId, Store, StoreError};
-use crate::workspace::{ScimClient, WorkspaceError};
+use crate::workspace::{NOT_READ, Outage, ScimClient, WorkspaceError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApplyError {
@@ -812,8 +825,12 @@ pub async fn apply_with_breaker(
         .filter(|a| matches!(a.kind, ActionKind::Delete { .. }))
         .count();
     // A listing costs a request per account when groups' members are read by
-    // filter (`workspace.group_members`): never the cheaper way there.
+    // filter (`workspace.group_members`): never the cheaper way there. Nor once
+    // the breaker opened: the run found the workspace failing, and a listing is
+    // all or nothing (one page failing past its retries wastes every page read),
+    // where reads of the changed objects verify whatever they can.
     if !client.members_by_filter()
+        && summary.circuit_opened.is_none()
         && relist_is_cheaper(
             verifier.object_requests(&objects, deletes),
             relist_requests,
@@ -823,7 +840,7 @@ pub async fn apply_with_breaker(
             client.mean_page_read(),
         )
     {
-        match client.snapshot_whole(&|_| {}).await {
+        match verifier.outage.watch(client.snapshot_whole(&|_| {})).await {
             Ok((snapshot, whole)) => {
                 if !whole {
                     tracing::warn!(
@@ -836,8 +853,11 @@ pub async fn apply_with_breaker(
                 objects.retain(|object| !verifier.present(object));
             }
             // Reading object by object still verifies; it only costs more requests.
-            Err(e) => {
+            Err(e) if verifier.outage.down().is_none() => {
                 tracing::warn!(error = %e, "re-listing the workspace for verification failed; verifying object by object")
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "re-listing the workspace for verification failed and it answers nothing")
             }
         }
     }
@@ -875,6 +895,21 @@ pub async fn apply_with_breaker(
     }
     summary.applied += verified.len();
     summary.failed += not_verified.len();
+    if let Some(why) = verifier.outage.down() {
+        let unread = not_verified
+            .iter()
+            .filter(|(_, message)| message.contains(NOT_READ))
+            .count();
+        tracing::warn!(
+            error = why,
+            unread,
+            changes = to_verify.len(),
+            "the workspace stopped answering during verification: {unread} of {} changes were \
+             not read, and are journaled failed (\"not verified\"); the next run reads the \
+             workspace again and plans what is still missing",
+            to_verify.len()
+        );
+    }
     let mut store = store.lock().map_err(|_| ApplyError::Poisoned)?;
     store.batch(|store| {
         let now = Utc::now();
@@ -980,6 +1015,9 @@ fn to_u32(n: usize) -> u32 {
 /// touch it (a 5,000-member group may carry hundreds of membership batches).
 struct Verifier<'a> {
     client: &'a ScimClient,
+    /// Set once a read shows the workspace down: no further read is sent, and
+    /// what is left unread is not verified (see [`Outage`]).
+    outage: Arc<Outage>,
     created_accounts: HashMap<String, String>,
     created_groups: HashMap<String, String>,
     accounts: ReadOnce<Account>,
@@ -1089,6 +1127,7 @@ impl<'a> Verifier<'a> {
     fn new(client: &'a ScimClient, created: &Created) -> Self {
         Verifier {
             client,
+            outage: Arc::new(Outage::new(client)),
             created_accounts: created.accounts.clone(),
             created_groups: created.groups.clone(),
             accounts: ReadOnce::default(),
@@ -1217,10 +1256,12 @@ impl<'a> Verifier<'a> {
     /// those of a failed or skipped request).
     async fn read_batch(&self, groups: bool, ids: Vec<String>) -> (Vec<Object>, Vec<Object>) {
         let object = |id: String| object_of_kind(groups, id);
-        if !self.client.id_filters_usable() {
-            // An earlier batch was refused.
+        if !self.client.id_filters_usable() || self.outage.down().is_some() {
+            // An earlier batch was refused, or the workspace is down: its objects
+            // go to the reads of their own, which know what to do.
             return (Vec::new(), ids.into_iter().map(object).collect());
         }
+        let start = self.outage.start();
         let (client, asked) = (self.client.clone(), ids.clone());
         // On a task of its own, like every verification read: answers are parsed
         // on whichever core is free.
@@ -1259,6 +1300,8 @@ impl<'a> Verifier<'a> {
             Ok(Err(e)) => {
                 if refuses_id_filters(&e) {
                     self.client.refuse_id_filters(&e.to_string());
+                } else if self.outage.failed(start, &e) {
+                    tracing::debug!(error = %e, "a filtered verification read failed and the workspace answers nothing");
                 } else {
                     tracing::debug!(error = %e, "a filtered verification read failed; reading its objects one by one");
                 }
@@ -1431,10 +1474,14 @@ trait Reader {
 /// that its response is parsed on whichever core is free. Driven from the one
 /// task that verifies, every response in flight was parsed on one core while the
 /// other idled.
+///
+/// Through `outage`: not sent once the workspace is down, and its failure noted.
 async fn on_own_task<T: Send + 'static>(
+    outage: &Arc<Outage>,
     read: impl Future<Output = Result<T, WorkspaceError>> + Send + 'static,
 ) -> Result<T, String> {
-    match tokio::spawn(read).await {
+    let outage = Arc::clone(outage);
+    match tokio::spawn(async move { outage.watch(read).await }).await {
         Ok(result) => result.map_err(|e| e.to_string()),
         Err(e) => Err(format!("the read did not finish: {e}")),
     }
@@ -1443,12 +1490,15 @@ async fn on_own_task<T: Send + 'static>(
 impl Reader for Verifier<'_> {
     async fn account(&self, id: &str) -> Result<Option<Arc<Account>>, String> {
         let (client, owned) = (self.client.clone(), id.to_owned());
-        let read = on_own_task(async move { client.get_account(&owned).await });
+        let read = on_own_task(
+            &self.outage,
+            async move { client.get_account(&owned).await },
+        );
         self.accounts.get(id, read).await
     }
     async fn account_by_user_name(&self, user_name: &str) -> Result<Option<Account>, String> {
-        self.client
-            .find_account_by_user_name(user_name)
+        self.outage
+            .watch(self.client.find_account_by_user_name(user_name))
             .await
             .map_err(|e| e.to_string())
     }
@@ -1457,15 +1507,16 @@ impl Reader for Verifier<'_> {
         id: &str,
         user_name: &str,
     ) -> Result<Option<Account>, String> {
-        self.client
-            .find_account_elsewhere(id, Some(user_name))
+        self.outage
+            .watch(self.client.find_account_elsewhere(id, Some(user_name)))
             .await
             .map_err(|e| e.to_string())
     }
     async fn group(&self, id: &str) -> Result<Option<Arc<Members>>, String> {
         let (client, owned) = (self.client.clone(), id.to_owned());
-        let read =
-            on_own_task(async move { client.get_group(&owned).await.map(|g| g.map(members_of)) });
+        let read = on_own_task(&self.outage, async move {
+            client.get_group(&owned).await.map(|g| g.map(members_of))
+        });
         self.groups.get(id, read).await
     }
     fn members_by_filter(&self) -> bool {
@@ -1476,7 +1527,7 @@ impl Reader for Verifier<'_> {
     }
     async fn groups_of_member(&self, account_id: &str) -> Result<Arc<GroupIds>, String> {
         let (client, owned) = (self.client.clone(), account_id.to_owned());
-        let read = on_own_task(async move {
+        let read = on_own_task(&self.outage, async move {
             let found = client.groups_of_member(&owned).await?;
             Ok(Some(found.into_iter().collect::<GroupIds>()))
         });
