@@ -1741,13 +1741,15 @@ async fn a_workspace_killed_mid_run_is_not_read_row_by_row() {
     const ATTEMPTS: u64 = 3;
     let sandbox = Arc::new(Mutex::new(Some(sandbox)));
     let requests_at_verification = Arc::new(AtomicU64::new(u64::MAX));
-    let verification_began: Arc<Mutex<Option<DateTime<Utc>>>> = Arc::default();
+    // The opening as stored when the verification began: the executor's stamp.
+    let stored_before_verification: Arc<Mutex<Option<DateTime<Utc>>>> = Arc::default();
     let hook: seatwarden::apply::ProgressHook = {
         let (sandbox, client) = (Arc::clone(&sandbox), client.clone());
-        let (requests, began) = (
+        let (requests, stored) = (
             Arc::clone(&requests_at_verification),
-            Arc::clone(&verification_began),
+            Arc::clone(&stored_before_verification),
         );
+        let state = config.state.path.clone();
         Arc::new(move |progress| match progress {
             ApplyProgress::Writing { done: 20, .. } => {
                 if let Some(sandbox) = sandbox.lock().unwrap().take() {
@@ -1756,7 +1758,7 @@ async fn a_workspace_killed_mid_run_is_not_read_row_by_row() {
             }
             ApplyProgress::Verifying { .. } => {
                 requests.store(client.stats().requests, Ordering::SeqCst);
-                *began.lock().unwrap() = Some(Utc::now());
+                *stored.lock().unwrap() = Store::open(&state).unwrap().circuit().unwrap().opened_at;
             }
             ApplyProgress::Writing { .. } => {}
         })
@@ -1783,10 +1785,10 @@ async fn a_workspace_killed_mid_run_is_not_read_row_by_row() {
     let seatwarden::circuit::CircuitState::Open { since, .. } = circuit.state else {
         panic!("{circuit:?}");
     };
-    let began = verification_began.lock().unwrap().expect("verified");
-    assert!(
-        since < began,
-        "open since {since}, verification began {began}"
+    let stored = stored_before_verification.lock().unwrap().expect("stored");
+    assert_eq!(
+        since, stored,
+        "open since when it opened, not when the run ended"
     );
     assert_eq!(
         Store::open(&config.state.path)
