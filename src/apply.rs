@@ -840,7 +840,10 @@ pub async fn apply_with_breaker(
             client.mean_page_read(),
         )
     {
-        match verifier.outage.watch(client.snapshot_whole(&|_| {})).await {
+        // Boxed: the listing's future is large, and moved into the watch it was
+        // held twice in the apply's (a debug build's test thread overflowed).
+        let listing = Box::pin(client.snapshot_whole(&|_| {}));
+        match verifier.outage.watch(listing).await {
             Ok((snapshot, whole)) => {
                 if !whole {
                     tracing::warn!(
@@ -1498,7 +1501,7 @@ impl Reader for Verifier<'_> {
     }
     async fn account_by_user_name(&self, user_name: &str) -> Result<Option<Account>, String> {
         self.outage
-            .watch(self.client.find_account_by_user_name(user_name))
+            .watch(Box::pin(self.client.find_account_by_user_name(user_name)))
             .await
             .map_err(|e| e.to_string())
     }
@@ -1508,7 +1511,9 @@ impl Reader for Verifier<'_> {
         user_name: &str,
     ) -> Result<Option<Account>, String> {
         self.outage
-            .watch(self.client.find_account_elsewhere(id, Some(user_name)))
+            .watch(Box::pin(
+                self.client.find_account_elsewhere(id, Some(user_name)),
+            ))
             .await
             .map_err(|e| e.to_string())
     }
