@@ -14,8 +14,9 @@
 //! Circuit breaker ([`apply_with_breaker`]): every write's outcome feeds a
 //! [`Breaker`]; once it opens, no further request is sent — the remaining actions of
 //! the phase are journaled failed ("not sent"), later phases stay planned. The
-//! opening is stored the moment it happens, so it survives a run that fails or is
-//! killed afterwards; the caller stores it again with the whole run's failures.
+//! opening is stored the moment it happens, stamped then, so it survives a run that
+//! fails or is killed afterwards; the caller stores it again with the whole run's
+//! failures, under the same stamp.
 //!
 //! Stopping ([`until_stopped`]): once the [`StopSignal`] is set (the daemon got
 //! SIGTERM), no further write is started. Writes already sent finish and are
@@ -34,6 +35,19 @@
 //! provider that refuses the filter or answers with what was not asked for is read
 //! object by object for the rest of the run, and so is the rest of a verification
 //! whose first, four-id filter was slower per object than a single read.
+//!
+//! A workspace that stops answering is not read row by row: every read that fails
+//! for a transient reason has spent the client's retries (about 20 s), and a
+//! hundred rows read so against a killed workspace took 17 minutes. Once a read
+//! fails past its retries while the workspace answered nothing else meanwhile
+//! ([`Outage`]), no further read is sent; each change left unread is journaled
+//! failed ("not verified: not read: the workspace stopped answering …"), as a
+//! change whose read failed always was: never applied, never taken as not done,
+//! and the next run reads the workspace again and plans what is still missing.
+//! The log says once how many were left. A read failing while others are answered
+//! is that object's own trouble and fails only its changes. Once the circuit
+//! breaker opened, the workspace is not listed again for verification either: the
+//! run already found it failing, and a listing is all or nothing.
 //!
 //! Where groups never show their members (`workspace.group_members =
 //! "by_member_filter"`, AWS IAM Identity Center), a membership change is checked by
@@ -81,7 +95,7 @@ use crate::model::{
 };
 use crate::retry::Transient;
 use crate::store::{JournalEntry, RunId, Store, StoreError};
-use crate::workspace::{ScimClient, WorkspaceError};
+use crate::workspace::{NOT_READ, Outage, ScimClient, WorkspaceError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApplyError {
@@ -242,6 +256,8 @@ struct Executor<'a> {
     concurrency: usize,
     created: Mutex<Created>,
     breaker: Mutex<Breaker>,
+    /// The breaker's opening, stamped on the run's clock when it tripped.
+    opened: OnceLock<CircuitRecord>,
     /// Created accounts whose link and journal result are not committed yet.
     unrecorded: Mutex<Vec<(u32, NewLink)>>,
     /// When `unrecorded` was last committed (or the apply started).
@@ -624,6 +640,7 @@ impl Executor<'_> {
             _ => None,
         };
         if let Some(record) = opened {
+            let _ = self.opened.set(record.clone());
             tracing::error!(
                 run = self.run,
                 "circuit breaker opened: too many writes failed; no more writes this run"
@@ -730,6 +747,7 @@ pub async fn apply_with_breaker(
         concurrency: concurrency.max(1),
         created: Mutex::new(Created::default()),
         breaker: Mutex::new(breaker),
+        opened: OnceLock::new(),
         unrecorded: Mutex::default(),
         recorded_at: Mutex::new(Instant::now()),
         write_latency: Mutex::default(),
@@ -776,11 +794,10 @@ pub async fn apply_with_breaker(
     let mut summary = ApplySummary {
         applied: 0,
         failed: count(Executed::Failed),
-        circuit_opened: executor
-            .breaker
-            .lock()
-            .ok()
-            .and_then(|b| b.opened(later_by(clock.0, clock.1))),
+        // As stored when it tripped: writes already under way finish after that
+        // (a dead workspace's after a whole retry cycle), and the opening is the
+        // moment the run decided the workspace was failing.
+        circuit_opened: executor.opened.get().cloned(),
     };
 
     // The links of the accounts the plan matched (every account, on a first run:
@@ -817,8 +834,12 @@ pub async fn apply_with_breaker(
         .filter(|a| matches!(a.kind, ActionKind::Delete { .. }))
         .count();
     // A listing costs a request per account when groups' members are read by
-    // filter (`workspace.group_members`): never the cheaper way there.
+    // filter (`workspace.group_members`): never the cheaper way there. Nor once
+    // the breaker opened: the run found the workspace failing, and a listing is
+    // all or nothing (one page failing past its retries wastes every page read),
+    // where reads of the changed objects verify whatever they can.
     if !client.members_by_filter()
+        && summary.circuit_opened.is_none()
         && relist_is_cheaper(
             verifier.object_requests(&objects, deletes),
             relist_requests,
@@ -828,7 +849,10 @@ pub async fn apply_with_breaker(
             client.mean_page_read(),
         )
     {
-        match client.snapshot_whole(&|_| {}).await {
+        // Boxed: the listing's future is large, and moved into the watch it was
+        // held twice in the apply's (a debug build's test thread overflowed).
+        let listing = Box::pin(client.snapshot_whole(&|_| {}));
+        match verifier.outage.watch(listing).await {
             Ok((snapshot, whole)) => {
                 if !whole {
                     tracing::warn!(
@@ -841,8 +865,11 @@ pub async fn apply_with_breaker(
                 objects.retain(|object| !verifier.present(object));
             }
             // Reading object by object still verifies; it only costs more requests.
-            Err(e) => {
+            Err(e) if verifier.outage.down().is_none() => {
                 tracing::warn!(error = %e, "re-listing the workspace for verification failed; verifying object by object")
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "re-listing the workspace for verification failed and it answers nothing")
             }
         }
     }
@@ -880,6 +907,21 @@ pub async fn apply_with_breaker(
     }
     summary.applied += verified.len();
     summary.failed += not_verified.len();
+    if let Some(why) = verifier.outage.down() {
+        let unread = not_verified
+            .iter()
+            .filter(|(_, message)| message.contains(NOT_READ))
+            .count();
+        tracing::warn!(
+            error = why,
+            unread,
+            changes = to_verify.len(),
+            "the workspace stopped answering during verification: {unread} of {} changes were \
+             not read, and are journaled failed (\"not verified\"); the next run reads the \
+             workspace again and plans what is still missing",
+            to_verify.len()
+        );
+    }
     let mut store = store.lock().map_err(|_| ApplyError::Poisoned)?;
     store.batch(|store| {
         let now = Utc::now();
@@ -985,6 +1027,9 @@ fn to_u32(n: usize) -> u32 {
 /// touch it (a 5,000-member group may carry hundreds of membership batches).
 struct Verifier<'a> {
     client: &'a ScimClient,
+    /// Set once a read shows the workspace down: no further read is sent, and
+    /// what is left unread is not verified (see [`Outage`]).
+    outage: Arc<Outage>,
     created_accounts: HashMap<String, String>,
     created_groups: HashMap<String, String>,
     accounts: ReadOnce<Account>,
@@ -1094,6 +1139,7 @@ impl<'a> Verifier<'a> {
     fn new(client: &'a ScimClient, created: &Created) -> Self {
         Verifier {
             client,
+            outage: Arc::new(Outage::new(client)),
             created_accounts: created.accounts.clone(),
             created_groups: created.groups.clone(),
             accounts: ReadOnce::default(),
@@ -1222,10 +1268,12 @@ impl<'a> Verifier<'a> {
     /// those of a failed or skipped request).
     async fn read_batch(&self, groups: bool, ids: Vec<String>) -> (Vec<Object>, Vec<Object>) {
         let object = |id: String| object_of_kind(groups, id);
-        if !self.client.id_filters_usable() {
-            // An earlier batch was refused.
+        if !self.client.id_filters_usable() || self.outage.down().is_some() {
+            // An earlier batch was refused, or the workspace is down: its objects
+            // go to the reads of their own, which know what to do.
             return (Vec::new(), ids.into_iter().map(object).collect());
         }
+        let start = self.outage.start();
         let (client, asked) = (self.client.clone(), ids.clone());
         // On a task of its own, like every verification read: answers are parsed
         // on whichever core is free.
@@ -1264,6 +1312,8 @@ impl<'a> Verifier<'a> {
             Ok(Err(e)) => {
                 if refuses_id_filters(&e) {
                     self.client.refuse_id_filters(&e.to_string());
+                } else if self.outage.failed(start, &e) {
+                    tracing::debug!(error = %e, "a filtered verification read failed and the workspace answers nothing");
                 } else {
                     tracing::debug!(error = %e, "a filtered verification read failed; reading its objects one by one");
                 }
@@ -1455,10 +1505,14 @@ trait Reader {
 /// that its response is parsed on whichever core is free. Driven from the one
 /// task that verifies, every response in flight was parsed on one core while the
 /// other idled.
+///
+/// Through `outage`: not sent once the workspace is down, and its failure noted.
 async fn on_own_task<T: Send + 'static>(
+    outage: &Arc<Outage>,
     read: impl Future<Output = Result<T, WorkspaceError>> + Send + 'static,
 ) -> Result<T, String> {
-    match tokio::spawn(read).await {
+    let outage = Arc::clone(outage);
+    match tokio::spawn(async move { outage.watch(read).await }).await {
         Ok(result) => result.map_err(|e| e.to_string()),
         Err(e) => Err(format!("the read did not finish: {e}")),
     }
@@ -1467,12 +1521,15 @@ async fn on_own_task<T: Send + 'static>(
 impl Reader for Verifier<'_> {
     async fn account(&self, id: &str) -> Result<Option<Arc<Account>>, String> {
         let (client, owned) = (self.client.clone(), id.to_owned());
-        let read = on_own_task(async move { client.get_account(&owned).await });
+        let read = on_own_task(
+            &self.outage,
+            async move { client.get_account(&owned).await },
+        );
         self.accounts.get(id, read).await
     }
     async fn account_by_user_name(&self, user_name: &str) -> Result<Option<Account>, String> {
-        self.client
-            .find_account_by_user_name(user_name)
+        self.outage
+            .watch(Box::pin(self.client.find_account_by_user_name(user_name)))
             .await
             .map_err(|e| e.to_string())
     }
@@ -1481,15 +1538,18 @@ impl Reader for Verifier<'_> {
         id: &str,
         user_name: &str,
     ) -> Result<Option<Account>, String> {
-        self.client
-            .find_account_elsewhere(id, Some(user_name))
+        self.outage
+            .watch(Box::pin(
+                self.client.find_account_elsewhere(id, Some(user_name)),
+            ))
             .await
             .map_err(|e| e.to_string())
     }
     async fn group(&self, id: &str) -> Result<Option<Arc<Members>>, String> {
         let (client, owned) = (self.client.clone(), id.to_owned());
-        let read =
-            on_own_task(async move { client.get_group(&owned).await.map(|g| g.map(members_of)) });
+        let read = on_own_task(&self.outage, async move {
+            client.get_group(&owned).await.map(|g| g.map(members_of))
+        });
         self.groups.get(id, read).await
     }
     fn members_by_filter(&self) -> bool {
@@ -1500,7 +1560,7 @@ impl Reader for Verifier<'_> {
     }
     async fn groups_of_member(&self, account_id: &str) -> Result<Arc<GroupIds>, String> {
         let (client, owned) = (self.client.clone(), account_id.to_owned());
-        let read = on_own_task(async move {
+        let read = on_own_task(&self.outage, async move {
             let found = client.groups_of_member(&owned).await?;
             Ok(Some(found.into_iter().collect::<GroupIds>()))
         });

@@ -532,13 +532,14 @@ pub fn circuit_state(
     ))
 }
 
-/// After an apply: persists an opening (at `applied_at`); closes a half-open
-/// circuit the apply got through, opens it again when the trial failed, and leaves
-/// it half-open when the trial was too small to tell ([`circuit::trial`]).
+/// After an apply: persists an opening (as the executor stamped it when the
+/// breaker tripped); closes a half-open circuit the apply got through, opens it
+/// again at `applied_at` when the trial failed, and leaves it half-open when the
+/// trial was too small to tell ([`circuit::trial`]).
 ///
-/// `applied_at` is when the apply ended, on the run's clock ([`apply::later_by`]): the
-/// cool-down runs from when the writes stopped, not from the start of a run that
-/// spent most of the cool-down reading.
+/// Both stamps are on the run's clock ([`apply::later_by`]): the cool-down runs
+/// from when the writes stopped, not from the start of a run that spent most of
+/// the cool-down reading, nor from the end of the verification after them.
 pub fn record_circuit(
     store: &mut Store,
     before: CircuitState,
@@ -563,7 +564,10 @@ pub fn record_circuit(
     });
     match opened {
         Some(mut record) => {
-            record.opened_at = Some(now);
+            // The executor stamped the moment it tripped: the cool-down and the
+            // report's "open since" run from then, not from the end of a
+            // verification that came after.
+            record.opened_at.get_or_insert(now);
             store.set_circuit(&record)?;
             Ok(Some(record))
         }

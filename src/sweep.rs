@@ -1,7 +1,9 @@
 //! The deprovisioning fast path: between full reconciles, the daemon asks the
 //! directory what changed, opens ledger episodes for people who lost access, and
 //! deactivates their linked accounts — reading only those accounts, journaling
-//! every write, and verifying each by a re-read.
+//! every write, and verifying each by a re-read. Once a read finds the workspace
+//! answering nothing ([`crate::workspace::Outage`]), the due accounts after it are
+//! not read: their episodes are tried again later, as after a failed read.
 //!
 //! Before anything is counted or sent, actions a cut-off writer left `in_flight`
 //! are resolved ([`apply::recover`]): the 24 h limits count them as sent. The
@@ -40,7 +42,7 @@ use crate::policy::{self, InactiveReason};
 use crate::run::RunError;
 use crate::sla::{self, Leaver, LedgerEntry, LossReason};
 use crate::store::{ActionState, RunId, RunKind, RunStatus, Store, StoreError};
-use crate::workspace::ScimClient;
+use crate::workspace::{Outage, ScimClient, Unread};
 
 /// How long a held deprovision waits before the sweep looks at it again.
 const HOLD_RECHECK: Duration = Duration::minutes(15);
@@ -351,10 +353,14 @@ pub async fn enforce(
         .cloned()
         .collect();
     let concurrency = config.workspace.max_concurrency.max(1);
+    // Once a read shows the workspace down, the due accounts after it are not
+    // read: each would spend a whole retry cycle learning the same thing.
+    let outage = Outage::new(client);
+    let outage = &outage;
     let reads: Vec<(LedgerEntry, Result<Option<Account>, _>)> =
         futures::stream::iter(due.into_iter().map(|entry| async move {
             let id = entry.account_id.clone().unwrap_or_default();
-            let read = client.get_account(&id).await;
+            let read = outage.watch(client.get_account(&id)).await;
             (entry, read)
         }))
         .buffered(concurrency)
@@ -366,7 +372,8 @@ pub async fn enforce(
     // pass as a whole fails at the end (see `unread` below).
     let due_count = reads.len();
     let mut accounts: Vec<(LedgerEntry, Option<Account>)> = Vec::with_capacity(reads.len());
-    let mut unread: Vec<crate::workspace::WorkspaceError> = Vec::new();
+    let mut unread: Vec<Unread> = Vec::new();
+    let mut skipped = 0;
     for (entry, read) in reads {
         match read {
             Ok(Some(account)) => accounts.push((entry, Some(account))),
@@ -377,14 +384,21 @@ pub async fn enforce(
                 // Until the account was read, a deleted person's episode carries
                 // their directory id in place of a userName.
                 let user_name = Some(entry.user_name.as_str()).filter(|u| *u != entry.identity_id);
-                match client.find_account_elsewhere(&id, user_name).await {
+                match outage
+                    .watch(client.find_account_elsewhere(&id, user_name))
+                    .await
+                {
                     Ok(found) => accounts.push((entry, found)),
                     Err(e) => {
-                        tracing::warn!(
-                            person = %entry.user_name,
-                            error = %e,
-                            "an account reads as absent and the search to confirm it failed; trying again later"
-                        );
+                        if let Unread::Skipped(_) = e {
+                            skipped += 1;
+                        } else {
+                            tracing::warn!(
+                                person = %entry.user_name,
+                                error = %e,
+                                "an account reads as absent and the search to confirm it failed; trying again later"
+                            );
+                        }
                         let next = sla::next_attempt(entry.attempts + 1, now);
                         lock(store)?.deprovision_failed(
                             entry.id,
@@ -400,11 +414,15 @@ pub async fn enforce(
                 }
             }
             Err(e) => {
-                tracing::warn!(
-                    person = %entry.user_name,
-                    error = %e,
-                    "cannot read the account of a due deprovision; trying again later"
-                );
+                if let Unread::Skipped(_) = e {
+                    skipped += 1;
+                } else {
+                    tracing::warn!(
+                        person = %entry.user_name,
+                        error = %e,
+                        "cannot read the account of a due deprovision; trying again later"
+                    );
+                }
                 let next = sla::next_attempt(entry.attempts + 1, now);
                 lock(store)?.deprovision_failed(
                     entry.id,
@@ -415,6 +433,15 @@ pub async fn enforce(
                 unread.push(e);
             }
         }
+    }
+    if let Some(why) = outage.down() {
+        tracing::warn!(
+            error = why,
+            skipped,
+            due = due_count,
+            "the workspace stopped answering: {skipped} of {due_count} due accounts were not \
+             read; their deprovisions are tried again later"
+        );
     }
     let plan_settings = config.plan_settings();
     let protected = &plan_settings.protected;

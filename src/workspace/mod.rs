@@ -11,6 +11,7 @@
 //! transient failures (connect errors, timeouts, closed connections, 429, 5xx).
 
 mod error;
+mod outage;
 mod paging;
 mod parse;
 
@@ -32,6 +33,7 @@ use serde_json::{Value, json};
 use tokio::sync::Semaphore;
 
 pub use error::WorkspaceError;
+pub use outage::{NOT_READ, Outage, Unread};
 
 use crate::http::encode_component;
 use crate::model::{
@@ -256,6 +258,9 @@ struct Inner {
     retries: AtomicU64,
     /// Attempts with a method other than GET.
     write_requests: AtomicU64,
+    /// Attempts the workspace answered with a status that says it is up (any
+    /// but a 5xx or 408; a 429 is a workspace pacing us): see [`Outage`].
+    answers: AtomicU64,
     /// Listing pages read and the time they took (µs): what a full re-listing costs.
     pages_read: AtomicU64,
     page_read_micros: AtomicU64,
@@ -405,6 +410,7 @@ impl ScimClient {
                 requests: AtomicU64::new(0),
                 retries: AtomicU64::new(0),
                 write_requests: AtomicU64::new(0),
+                answers: AtomicU64::new(0),
                 pages_read: AtomicU64::new(0),
                 page_read_micros: AtomicU64::new(0),
                 id_filters_refused: AtomicBool::new(false),
@@ -432,6 +438,13 @@ impl ScimClient {
     /// Attempts (retries included) that were writes: every method but GET.
     pub fn write_requests(&self) -> u64 {
         self.inner.write_requests.load(Ordering::Relaxed)
+    }
+
+    /// Attempts the workspace answered with a status that says it is up (a 2xx, a
+    /// 4xx but 408): a count that has not moved since a request began means the
+    /// workspace answered nothing meanwhile (see [`Outage`]).
+    pub fn answers(&self) -> u64 {
+        self.inner.answers.load(Ordering::Relaxed)
     }
 
     /// The mean time one listing page took to read in this client's life, if any
@@ -641,6 +654,9 @@ impl ScimClient {
                     WorkspaceError::malformed(endpoint, too_large.to_string())
                 }
             })?;
+        if status == 429 || !crate::http::status_is_transient(status) {
+            inner.answers.fetch_add(1, Ordering::Relaxed);
+        }
         if (200..300).contains(&status) {
             return Ok(Answer {
                 status,

@@ -1480,6 +1480,69 @@ async fn the_sweep_deactivates_while_a_retention_period_comes_before_deletion() 
     sandbox.shutdown().await;
 }
 
+/// A workspace that answers nothing (killed): the sweep stops reading the due
+/// accounts once a read finds it down, instead of spending a whole retry cycle on
+/// each leaver. Every episode stays open with the reason, and the pass fails as
+/// unread, as when each read failed on its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_workspace_is_not_read_leaver_by_leaver() {
+    use seatwarden::workspace::ScimClient;
+
+    const LEAVERS: usize = 8;
+    const ATTEMPTS: u64 = 3;
+    let (sandbox, dir, mut config) = reconciled_demo().await;
+    config.workspace.max_concurrency = 2;
+    let directory_path = dir.path().join("directory.json");
+    let mut full: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&directory_path).unwrap()).unwrap();
+    let workspace = sandbox.snapshot();
+    let mut leavers = Vec::new();
+    for user in full["users"].as_array_mut().unwrap() {
+        if leavers.len() < LEAVERS && is_active_non_owner(user, &workspace) {
+            user["status"] = "suspended".into();
+            leavers.push(user["id"].as_str().unwrap().to_owned());
+        }
+    }
+    assert_eq!(leavers.len(), LEAVERS);
+    std::fs::write(&directory_path, full.to_string()).unwrap();
+    sandbox.shutdown().await;
+
+    let mut settings = config.scim_settings().unwrap();
+    settings.retry = seatwarden::retry::RetryPolicy::immediate(2);
+    let client = ScimClient::new(settings).unwrap();
+    let store = Arc::new(Mutex::new(Store::open(&config.state.path).unwrap()));
+    let outcome = seatwarden::sweep::sweep(
+        &config,
+        &config.directory(),
+        &client,
+        &store,
+        chrono::Utc::now(),
+        chrono::Duration::hours(1),
+    )
+    .await
+    .unwrap();
+    let unread = outcome.unread.as_ref().expect("the pass fails as unread");
+    // The demo's own leaver, held at the reconcile, is due as well.
+    assert!(unread.due >= LEAVERS, "{outcome:?}");
+    assert_eq!(unread.failed, unread.due, "{outcome:?}");
+    assert!(unread.transient, "{unread:?}");
+    // The reads that found it down: one round of the concurrency limit.
+    let requests = client.stats().requests;
+    assert!(requests <= 2 * ATTEMPTS, "{requests} requests");
+    let open = store.lock().unwrap().open_deprovisions().unwrap();
+    for leaver in &leavers {
+        let episode = open.iter().find(|e| &e.identity_id == leaver).unwrap();
+        assert!(episode.verified_at.is_none() && episode.enforced_at.is_none());
+        assert!(
+            episode
+                .last_error
+                .as_deref()
+                .is_some_and(|e| e.starts_with("reading the account")),
+            "{episode:?}"
+        );
+    }
+}
+
 /// A leaver whose deactivation could not be made yet is put in a protected group
 /// (break-glass during an incident): the sweep ends their episode, and neither it
 /// nor the retry job deactivates them.

@@ -1807,6 +1807,128 @@ async fn the_cool_down_starts_when_the_writes_stopped_on_the_runs_clock() {
     );
 }
 
+/// The exploratory tester's outage, small: the workspace is killed in the middle
+/// of the writes. The breaker opens; verification then reads no listing, and
+/// once a read finds the workspace answering nothing it sends no further read:
+/// the rows it could not read are journaled failed ("not verified"), never
+/// applied, none left in flight. Before, each row was read twice, every read a
+/// whole retry cycle against the dead host. And the report's "open since" is when
+/// the breaker opened, not when the run ended.
+#[tokio::test]
+async fn a_workspace_killed_mid_run_is_not_read_row_by_row() {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::{Arc, Mutex};
+
+    use seatwarden::apply::ApplyProgress;
+
+    // An empty workspace: every person needs a create.
+    let env = env_with(
+        80,
+        Some(WorkspaceSnapshot::default()),
+        "circuit.failure_ratio = 0.5\ncircuit.window = 10\ncircuit.cool_down = \"15m\"",
+    )
+    .await;
+    let Env {
+        sandbox,
+        _dir: dir,
+        config,
+        ..
+    } = env;
+    let client = {
+        let mut settings = config.scim_settings().unwrap();
+        settings.retry = RetryPolicy::immediate(2);
+        ScimClient::new(settings).unwrap()
+    };
+    const ATTEMPTS: u64 = 3;
+    let sandbox = Arc::new(Mutex::new(Some(sandbox)));
+    let requests_at_verification = Arc::new(AtomicU64::new(u64::MAX));
+    // The opening as stored when the verification began: the executor's stamp.
+    let stored_before_verification: Arc<Mutex<Option<DateTime<Utc>>>> = Arc::default();
+    let hook: seatwarden::apply::ProgressHook = {
+        let (sandbox, client) = (Arc::clone(&sandbox), client.clone());
+        let (requests, stored) = (
+            Arc::clone(&requests_at_verification),
+            Arc::clone(&stored_before_verification),
+        );
+        let state = config.state.path.clone();
+        Arc::new(move |progress| match progress {
+            ApplyProgress::Writing { done: 20, .. } => {
+                if let Some(sandbox) = sandbox.lock().unwrap().take() {
+                    tokio::spawn(sandbox.shutdown());
+                }
+            }
+            ApplyProgress::Verifying { .. } => {
+                requests.store(client.stats().requests, Ordering::SeqCst);
+                *stored.lock().unwrap() = Store::open(&state).unwrap().circuit().unwrap().opened_at;
+            }
+            ApplyProgress::Writing { .. } => {}
+        })
+    };
+    let run = seatwarden::apply::with_progress(
+        hook,
+        run::execute_with_options(
+            &config,
+            &run::directory_from_config(&config),
+            &client,
+            Store::open(&config.state.path).unwrap(),
+            Mode::Reconcile,
+            RunOptions::default(),
+        ),
+    )
+    .await
+    .unwrap();
+    assert!(
+        sandbox.lock().unwrap().is_none(),
+        "the workspace was killed"
+    );
+
+    let circuit = run.report.safety.circuit.as_ref().expect("opened");
+    let seatwarden::circuit::CircuitState::Open { since, .. } = circuit.state else {
+        panic!("{circuit:?}");
+    };
+    let stored = stored_before_verification.lock().unwrap().expect("stored");
+    assert_eq!(
+        since, stored,
+        "open since when it opened, not when the run ended"
+    );
+    assert_eq!(
+        Store::open(&config.state.path)
+            .unwrap()
+            .circuit()
+            .unwrap()
+            .opened_at,
+        Some(since)
+    );
+
+    // Twenty writes were answered before the kill: their rows wait on a read.
+    let unverified: Vec<&str> = run
+        .report
+        .actions
+        .iter()
+        .filter_map(|a| a.error.as_deref())
+        .filter(|e| e.starts_with("not verified"))
+        .collect();
+    assert!(unverified.len() >= 20, "{unverified:#?}");
+    let unread = unverified
+        .iter()
+        .filter(|e| e.contains(seatwarden::workspace::NOT_READ))
+        .count();
+    assert!(unread + 4 >= unverified.len(), "{unverified:#?}");
+    assert_eq!(run.report.summary.actions_applied, 0);
+    let store = Store::open(&config.state.path).unwrap();
+    assert!(store.interrupted().unwrap().is_empty());
+
+    // The reads that found the workspace down, at most one round of the
+    // concurrency limit, each with its retries: not two reads of every row.
+    let during_verification =
+        client.stats().requests - requests_at_verification.load(Ordering::SeqCst);
+    assert!(
+        during_verification <= 4 * ATTEMPTS,
+        "{during_verification} requests after the verification began"
+    );
+    drop(dir);
+}
+
 #[tokio::test]
 async fn a_workspace_failing_most_writes_opens_the_circuit_and_resume_finishes() {
     // An empty workspace: every person needs a create (plus memberships).
