@@ -1861,7 +1861,7 @@ async fn a_workspace_killed_mid_run_is_not_read_row_by_row() {
                 requests.store(client.stats().requests, Ordering::SeqCst);
                 *stored.lock().unwrap() = Store::open(&state).unwrap().circuit().unwrap().opened_at;
             }
-            ApplyProgress::Writing { .. } => {}
+            ApplyProgress::Writing { .. } | ApplyProgress::Recovering { .. } => {}
         })
     };
     let run = seatwarden::apply::with_progress(
