@@ -906,30 +906,13 @@ pub fn record_disputed(
             reason: leaver.reason,
         })
         .collect();
-    let mut current = store.current_deprovisions()?;
     // A verified episode stands for someone without access. One of theirs is
     // active again (re-enabled by hand after their episode ended with every
     // account found inactive): that episode is over, as when a reconcile plans a
     // linked leaver's account deactivated again ([`record_deprovisions`]), and
     // this is a new one.
-    let reactivated: Vec<String> = disputed
-        .iter()
-        .filter(|leaver| {
-            current.iter().any(|e| {
-                e.identity_id == leaver.identity_id
-                    && e.verified_at.is_some()
-                    && e.returned_at.is_none()
-            })
-        })
-        .map(|leaver| leaver.identity_id.clone())
-        .collect();
-    if !reactivated.is_empty() {
-        let returned = sla::observe(&current, &[], &reactivated, detected_at, sla);
-        store.update_ledger(&returned, detected_at)?;
-        current = store.current_deprovisions()?;
-    }
-    let changes = sla::observe(&current, &leavers, &[], detected_at, sla);
-    store.update_ledger(&changes, now)?;
+    let active_again = disputed.iter().map(|leaver| leaver.identity_id.clone());
+    let changes = open_episodes(store, active_again, &leavers, detected_at, now, sla)?;
     for entry in &changes.open {
         tracing::warn!(
             person = %entry.user_name,
@@ -955,6 +938,36 @@ pub fn record_disputed(
         }
     }
     Ok(changes.open.len())
+}
+
+/// Opens an episode for each of `leavers` without a current one, detected at
+/// `detected_at`. First, of `active_again` (people with an account active again),
+/// those whose last episode was verified get it marked returned: it is over, and
+/// the leaver's new episode must not be stood in for by it.
+fn open_episodes(
+    store: &mut Store,
+    active_again: impl Iterator<Item = String>,
+    leavers: &[Leaver],
+    detected_at: DateTime<Utc>,
+    now: DateTime<Utc>,
+    sla: Duration,
+) -> Result<sla::LedgerChanges, StoreError> {
+    let mut current = store.current_deprovisions()?;
+    let reactivated: Vec<String> = active_again
+        .filter(|identity| {
+            current.iter().any(|e| {
+                &e.identity_id == identity && e.verified_at.is_some() && e.returned_at.is_none()
+            })
+        })
+        .collect();
+    if !reactivated.is_empty() {
+        let returned = sla::observe(&current, &[], &reactivated, detected_at, sla);
+        store.update_ledger(&returned, detected_at)?;
+        current = store.current_deprovisions()?;
+    }
+    let changes = sla::observe(&current, leavers, &[], detected_at, sla);
+    store.update_ledger(&changes, now)?;
+    Ok(changes)
 }
 
 /// Why a disputed leaver's episode is held, as `status` and the overdue alert
@@ -1133,29 +1146,16 @@ pub fn record_deprovisions(
             })
         })
         .collect();
-    let mut current = store.current_deprovisions()?;
     // A planned deactivation means the account was active again: an episode
     // verified earlier is over (the person came back, or someone re-enabled the
     // account, unseen by any sweep), and this is a new one. Without this the
     // verified episode would stand in for it, and a held or failed deactivation
     // would be in no episode: not overdue, never alerted.
-    let reactivated: Vec<String> = deprovisions
+    let active_again = deprovisions
         .iter()
         .filter(|row| matches!(row.action.kind, ActionKind::Deactivate { .. }))
-        .filter_map(|row| row.action.identity_id.clone())
-        .filter(|identity| {
-            current.iter().any(|e| {
-                &e.identity_id == identity && e.verified_at.is_some() && e.returned_at.is_none()
-            })
-        })
-        .collect();
-    if !reactivated.is_empty() {
-        let returned = sla::observe(&current, &[], &reactivated, detected_at, sla);
-        store.update_ledger(&returned, detected_at)?;
-        current = store.current_deprovisions()?;
-    }
-    let changes = sla::observe(&current, &leavers, &[], detected_at, sla);
-    store.update_ledger(&changes, now)?;
+        .filter_map(|row| row.action.identity_id.clone());
+    open_episodes(store, active_again, &leavers, detected_at, now, sla)?;
     let open = store.open_deprovisions()?;
     let open: HashMap<&str, (i64, DateTime<Utc>)> = open
         .iter()

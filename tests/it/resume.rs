@@ -68,6 +68,30 @@ async fn mount_listings(
 }
 
 /// A directory with Ada (active, in scope) and a config pointing at `server`.
+/// Action `seq`: create an account `user_name` for `identity`.
+fn create_action(seq: u32, identity: &str, user_name: &str) -> Action {
+    Action {
+        seq,
+        kind: ActionKind::CreateAccount {
+            identity_id: identity.into(),
+            spec: AccountSpec {
+                user_name: user_name.into(),
+                external_id: identity.into(),
+                given_name: None,
+                family_name: None,
+                display_name: None,
+                email: None,
+                role: None,
+            },
+        },
+        reason: DriftKind::MissingAccount,
+        subject: user_name.into(),
+        identity_id: Some(identity.into()),
+        detail: String::new(),
+        held: None,
+    }
+}
+
 fn config_for(server: &MockServer, dir: &std::path::Path) -> Config {
     std::fs::write(
         dir.join("directory.json"),
@@ -1539,30 +1563,10 @@ async fn a_create_an_or_answer_left_out_is_looked_up_on_its_own() {
     let run = {
         let mut store = Store::open(&config.state.path).unwrap();
         let run = store.begin_run(RunKind::Reconcile, Utc::now()).unwrap();
-        let create = |seq: u32, identity: &str, user_name: &str| Action {
-            seq,
-            kind: ActionKind::CreateAccount {
-                identity_id: identity.into(),
-                spec: AccountSpec {
-                    user_name: user_name.into(),
-                    external_id: identity.into(),
-                    given_name: None,
-                    family_name: None,
-                    display_name: None,
-                    email: None,
-                    role: None,
-                },
-            },
-            reason: DriftKind::MissingAccount,
-            subject: user_name.into(),
-            identity_id: Some(identity.into()),
-            detail: String::new(),
-            held: None,
-        };
         let plan = Plan {
             actions: vec![
-                create(0, "00u1", "ada@example.com"),
-                create(1, "00u2", "bob@example.com"),
+                create_action(0, "00u1", "ada@example.com"),
+                create_action(1, "00u2", "bob@example.com"),
             ],
             ..Plan::default()
         };
@@ -1755,31 +1759,11 @@ async fn a_create_a_short_listing_lacks_is_looked_up_on_its_own() {
     let run = {
         let mut store = Store::open(&config.state.path).unwrap();
         let run = store.begin_run(RunKind::Reconcile, Utc::now()).unwrap();
-        let create = |seq: u32, identity: &str, user_name: &str| Action {
-            seq,
-            kind: ActionKind::CreateAccount {
-                identity_id: identity.into(),
-                spec: AccountSpec {
-                    user_name: user_name.into(),
-                    external_id: identity.into(),
-                    given_name: None,
-                    family_name: None,
-                    display_name: None,
-                    email: None,
-                    role: None,
-                },
-            },
-            reason: DriftKind::MissingAccount,
-            subject: user_name.into(),
-            identity_id: Some(identity.into()),
-            detail: String::new(),
-            held: None,
-        };
         let plan = Plan {
             actions: vec![
-                create(0, "00u1", "ada@example.com"),
-                create(1, "00u2", "bob@example.com"),
-                create(2, "00u3", "cy@example.com"),
+                create_action(0, "00u1", "ada@example.com"),
+                create_action(1, "00u2", "bob@example.com"),
+                create_action(2, "00u3", "cy@example.com"),
             ],
             ..Plan::default()
         };
