@@ -150,12 +150,11 @@ pub fn render_text(report: &Report, tz: chrono_tz::Tz, colour: bool) -> String {
         let _ = writeln!(out, "\nActions:");
         for action in &report.actions {
             // An action waiting for the settle window is not under "Needs
-            // attention": here it says until when it waits.
-            let waits = match (
-                &action.error,
-                action.outcome == Outcome::Held && action.waiting,
-            ) {
-                (Some(why), true) => format!(" — {why}"),
+            // attention": here it says until when it waits; one not run says why
+            // (rejected, not sent after the circuit breaker opened).
+            let waits = match (&action.error, action.outcome) {
+                (Some(why), Outcome::Held) if action.waiting => format!(" — {why}"),
+                (Some(why), Outcome::NotRun) => format!(" — {why}"),
                 _ => String::new(),
             };
             let _ = writeln!(

@@ -697,6 +697,15 @@ async fn an_interrupted_approval_can_still_be_rejected() {
         Err(approval::ApprovalError::NothingHeld { .. })
     ));
     assert_eq!(env.active_accounts(), active_before, "nothing sent");
+    // The stored report says why each was not run.
+    let stored: seatwarden::report::Report =
+        serde_json::from_str(&env.store().report(outcome.run_id).unwrap().unwrap()).unwrap();
+    let text = seatwarden::report::render_text(&stored, chrono_tz::UTC, false);
+    let rejected_lines = text
+        .lines()
+        .filter(|l| l.contains(" not_run ") && l.contains(" — rejected (seatwarden reject)"))
+        .count();
+    assert_eq!(rejected_lines, 30, "{text}");
 }
 
 /// `seatwarden approve RUN` killed mid-phase: the approval's future is dropped once
