@@ -222,14 +222,17 @@ pub async fn until_stopped<F: Future>(signal: StopSignal, applying: F) -> (F::Ou
 }
 
 /// Why an action the stop kept from being sent was not.
-pub(crate) const NOT_SENT_STOPPING: &str =
+pub const NOT_SENT_STOPPING: &str =
     "not sent: seatwarden was stopping; the next run plans it again";
+
+/// Why an action was not sent once the circuit breaker had opened.
+pub const NOT_SENT_BREAKER: &str = "not sent: the circuit breaker opened (too many writes failed)";
 
 /// How [`recover`] begins the error of an interrupted row whose object the
 /// workspace showed without the change: most likely never sent (a phase goes in
 /// flight before its first write leaves). An approval cut off that way is
 /// finished by approving again (`approval::approve` recognises it by this).
-pub(crate) const NOT_REACHED_INTERRUPTED: &str = "interrupted; the workspace does not show it";
+pub const NOT_REACHED_INTERRUPTED: &str = "interrupted; the workspace does not show it";
 
 /// Whether this task's apply was told to stop.
 pub(crate) fn stop_requested() -> bool {
@@ -607,8 +610,7 @@ impl Executor<'_> {
     /// failed as "not sent", and the next run re-plans it.
     async fn execute(&self, action: &Action) -> Result<Executed, ApplyError> {
         if self.breaker_open() {
-            let message = "not sent: the circuit breaker opened (too many writes failed)";
-            self.with_store(|s| s.mark_failed(self.run, action.seq, Utc::now(), message))?;
+            self.with_store(|s| s.mark_failed(self.run, action.seq, Utc::now(), NOT_SENT_BREAKER))?;
             return Ok(Executed::Failed);
         }
         // Checked as each write is about to start (`bounded` builds this future only

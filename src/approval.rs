@@ -323,15 +323,18 @@ pub struct Approval {
     pub applied: ApplySummary,
 }
 
-/// Whether recovery found `entry` cut off before the workspace showed it
-/// ([`apply::recover`]: in flight when its process died, most likely never sent).
-/// Not one that was sent and refused: the executor journals those failed itself.
+/// Whether `entry` failed without reaching the workspace: recovery found it cut
+/// off before the workspace showed it ([`apply::recover`]: in flight when its
+/// process died, most likely never sent), or the executor kept it back because
+/// the approval was stopping (SIGTERM, Ctrl-C) or its circuit breaker had opened.
+/// Not one that was sent and refused: that one stays failed.
 fn not_reached(entry: &JournalEntry) -> bool {
     entry.state == ActionState::Failed
-        && entry
-            .last_error
-            .as_deref()
-            .is_some_and(|e| e.starts_with(apply::NOT_REACHED_INTERRUPTED))
+        && entry.last_error.as_deref().is_some_and(|e| {
+            e.starts_with(apply::NOT_REACHED_INTERRUPTED)
+                || e == apply::NOT_SENT_STOPPING
+                || e == apply::NOT_SENT_BREAKER
+        })
 }
 
 /// The held actions of `run` that `only` selects and nobody decided on yet, and

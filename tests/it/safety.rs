@@ -661,6 +661,63 @@ async fn an_interrupted_approval_is_finished_by_approving_again() {
     ));
 }
 
+/// An approval whose writes were kept back mid-phase left them failed without
+/// sending them: SIGTERM or Ctrl-C ("not sent: seatwarden was stopping"), or a
+/// circuit breaker that opened ("not sent: the circuit breaker opened"). Approving
+/// the run again sends them, as it does for an approval cut off by a crash; one
+/// that was sent and refused stays failed.
+#[tokio::test]
+async fn writes_an_approval_kept_back_are_sent_by_approving_again() {
+    use seatwarden::store::{ActionState, Decision};
+
+    let mut env = env_with(200, None, "max_deprovisions = 25").await;
+    env.run(Mode::Reconcile, RunOptions::default()).await;
+    let active_before = env.active_accounts();
+    env.leave(30);
+    let outcome = env.run(Mode::Reconcile, RunOptions::default()).await;
+    let seqs: Vec<u32> = deactivations(&outcome).iter().map(|a| a.seq).collect();
+    assert_eq!(seqs.len(), 30);
+    {
+        // What the first approval journaled before it stopped sending.
+        let mut store = env.store();
+        let approved: Vec<(u32, Decision, Option<String>)> = seqs
+            .iter()
+            .map(|seq| (*seq, Decision::Approved, None))
+            .collect();
+        let now = Utc::now();
+        store
+            .record_decisions(outcome.run_id, &approved, "alice", now)
+            .unwrap();
+        store.release_held(outcome.run_id, &seqs, now).unwrap();
+        store
+            .mark_all_in_flight(outcome.run_id, &seqs, now)
+            .unwrap();
+        for (i, seq) in seqs.iter().enumerate() {
+            let why = match i % 3 {
+                0 => seatwarden::apply::NOT_SENT_STOPPING,
+                1 => seatwarden::apply::NOT_SENT_BREAKER,
+                _ => "HTTP 400 from PATCH /Users/x: invalidValue",
+            };
+            store.mark_failed(outcome.run_id, *seq, now, why).unwrap();
+        }
+    }
+    assert_eq!(env.active_accounts(), active_before, "nothing sent yet");
+
+    let approval = env.approve_all(outcome.run_id).await.unwrap();
+    assert_eq!((approval.applied.applied, approval.applied.failed), (20, 0));
+    assert_eq!(env.active_accounts(), active_before - 20);
+    let journal = env.store().journal(outcome.run_id).unwrap();
+    let state = |seq: u32| journal.iter().find(|e| e.action.seq == seq).unwrap().state;
+    for (i, seq) in seqs.iter().enumerate() {
+        let expected = if i % 3 == 2 {
+            ActionState::Failed
+        } else {
+            ActionState::Applied
+        };
+        assert_eq!(state(*seq), expected, "action {seq}");
+    }
+}
+
 /// An approval cut off after recording its decision but before releasing the rows
 /// leaves them held: `reject` can still drop them (nothing was sent), and after it
 /// `approve` has nothing to take.
