@@ -6,7 +6,9 @@
 //! the levels, e.g. `SEATWARDEN__WORKSPACE__PAGE_SIZE=50`; lists take commas, e.g.
 //! `SEATWARDEN__POLICY__SCOPE_GROUPS="Taskade Users,Contractors"`).
 //!
-//! Unknown keys and wrong types are errors naming the key and the file. Relative
+//! Unknown keys and wrong types are errors naming the key and the file: a number
+//! or boolean written in quotes too, which the `config` crate would convert; a
+//! variable's text is read strictly as the key's type (`true`/`false`). Relative
 //! paths are relative to the directory holding the configuration file, so a unit
 //! file can point at `/etc/seatwarden/seatwarden.toml` from anywhere. Secrets (the
 //! workspace `token`, the SMTP `password`) can be given inline or as `token_file` /
@@ -102,7 +104,9 @@ pub struct Config {
 
 /// `[directory]` is a tagged table: serde buffers it before the `config` crate can
 /// read an environment variable's text as the number or boolean a key wants (as it
-/// does everywhere else), so its numbers and booleans also accept that text.
+/// does everywhere else), so its numbers and booleans also accept that text. Text
+/// in the file is refused afterwards, as for every key
+/// ([`Config::check_value_types`]).
 mod lenient {
     use std::fmt;
     use std::marker::PhantomData;
@@ -896,14 +900,7 @@ impl Config {
         };
         env.retain(|name, _| name.starts_with(&prefix));
         let variables: Vec<String> = env.keys().cloned().collect();
-        let key_of = |name: &str| {
-            name.strip_prefix(&prefix)
-                .unwrap_or(name)
-                .split("__")
-                .collect::<Vec<_>>()
-                .join(".")
-                .to_lowercase()
-        };
+        let key_of = key_of_variable;
         // Values stay text (no `try_parsing`): parsed, `0123456` would become the
         // number 123456 and a secret `true` a boolean, handed back as other text.
         // Numbers and booleans are read from text where a key wants them. Lists
@@ -915,6 +912,8 @@ impl Config {
             .filter(|name| ENV_LIST_KEYS.contains(&key_of(name).as_str()))
             .filter_map(|name| Some((key_of(name), env.remove(name)?)))
             .collect();
+        let mut scalars: Vec<(String, String)> = env.clone().into_iter().collect();
+        scalars.sort();
         builder = builder.add_source(
             config::Environment::with_prefix(ENV_PREFIX)
                 .prefix_separator("__")
@@ -939,25 +938,40 @@ impl Config {
             )
         })?;
         config.source = path.to_owned();
-        config.from_env = variables
-            .iter()
-            .filter_map(|name| name.strip_prefix(&prefix))
-            .map(|key| key.split("__").collect::<Vec<_>>().join(".").to_lowercase())
-            .collect();
-        config.check_whole_numbers()?;
+        config.from_env = variables.iter().map(|name| key_of(name)).collect();
+        config.check_value_types(&scalars)?;
         config.resolve_paths();
         config.trim_lists();
         config.validate()?;
         Ok(config)
     }
 
-    /// The `config` crate rounds a fraction given for a whole number (`2.5` → 3; `4.0`
-    /// is 4, and fine):
-    /// `max_deprovisions = 2.5` would allow three. Every number in the file is
-    /// compared with the type its key took in the loaded configuration; a fraction
-    /// where a count belongs is refused. (Values from the environment are text,
-    /// parsed strictly where a number is wanted.)
-    fn check_whole_numbers(&self) -> Result<(), ConfigError> {
+    /// The `config` crate converts what it reads into the type a key wants: the
+    /// text `"100"` becomes a number, `"yes"` and `1` become `true`, and a fraction
+    /// for a whole number is rounded (`max_deprovisions = 2.5` would allow three).
+    /// A value typed wrong in the file is a mistake, not a spelling, so every
+    /// scalar in the file is compared with the type its key took in the loaded
+    /// configuration and a mismatch is refused. A variable's value is always text:
+    /// it is read as the key's type strictly (`true`/`false` for a boolean, in
+    /// any case; digits for a whole number), not as the `config` crate would
+    /// (`yes`, `on` and `1` for `true`, and `yes` for 1).
+    fn check_value_types(&self, variables: &[(String, String)]) -> Result<(), ConfigError> {
+        let Ok(toml::Value::Table(loaded)) = toml::Value::try_from(self) else {
+            return Ok(());
+        };
+        for (name, text) in variables {
+            let key = key_of_variable(name);
+            let Some(expected) = value_at(&loaded, &key) else {
+                continue;
+            };
+            if let Some(message) = text_for_type(text, expected) {
+                return Err(ConfigError::Key {
+                    path: PathBuf::from(format!("environment variable {name}")),
+                    key,
+                    message,
+                });
+            }
+        }
         let text = std::fs::read_to_string(&self.source).map_err(|e| ConfigError::Invalid {
             path: self.source.clone(),
             message: format!("cannot read it again: {e}"),
@@ -967,15 +981,14 @@ impl Config {
         let Ok(file) = toml::from_str::<toml::Table>(&text) else {
             return Ok(());
         };
-        let Ok(toml::Value::Table(loaded)) = toml::Value::try_from(self) else {
-            return Ok(());
-        };
-        match fraction_for_whole_number(&file, &loaded, "") {
-            Some((key, value)) if !self.from_env.contains(&key) => Err(self.key_error(
-                &key,
-                format!("{value} is not a whole number (it would be rounded)"),
-            )),
-            _ => Ok(()),
+        let mut mistyped = Vec::new();
+        mistyped_values(&file, &loaded, "", &mut mistyped);
+        match mistyped
+            .into_iter()
+            .find(|(key, _)| !self.from_env.contains(key))
+        {
+            Some((key, message)) => Err(self.key_error(&key, message)),
+            None => Ok(()),
         }
     }
 
@@ -2541,13 +2554,14 @@ impl Config {
     }
 }
 
-/// The first key (dotted, with `[i]` for the tables of an array) whose value in
-/// `file` is a fraction where `loaded` holds a whole number, and that value.
-fn fraction_for_whole_number(
+/// Every key (dotted, with `[i]` for the items of an array) whose value in `file`
+/// is not of the type `loaded` holds for it, with what is wrong, in key order.
+fn mistyped_values(
     file: &toml::Table,
     loaded: &toml::Table,
     prefix: &str,
-) -> Option<(String, f64)> {
+    mistyped: &mut Vec<(String, String)>,
+) {
     use toml::Value;
     for (key, value) in file {
         let Some(expected) = loaded.get(key) else {
@@ -2558,33 +2572,129 @@ fn fraction_for_whole_number(
         } else {
             format!("{prefix}.{key}")
         };
-        let found = match (value, expected) {
-            (Value::Float(fraction), Value::Integer(_)) if fraction.fract() != 0.0 => {
-                Some((name, *fraction))
-            }
+        match (value, expected) {
             (Value::Table(file), Value::Table(loaded)) => {
-                fraction_for_whole_number(file, loaded, &name)
+                mistyped_values(file, loaded, &name, mistyped);
             }
-            (Value::Array(file), Value::Array(loaded)) => file
-                .iter()
-                .zip(loaded)
-                .enumerate()
-                .find_map(|(i, pair)| match pair {
-                    (Value::Table(file), Value::Table(loaded)) => {
-                        fraction_for_whole_number(file, loaded, &format!("{name}[{i}]"))
+            (Value::Array(file), Value::Array(loaded)) => {
+                for (i, pair) in file.iter().zip(loaded).enumerate() {
+                    let item = format!("{name}[{i}]");
+                    match pair {
+                        (Value::Table(file), Value::Table(loaded)) => {
+                            mistyped_values(file, loaded, &item, mistyped);
+                        }
+                        (value, expected) => {
+                            if let Some(message) = value_for_type(value, expected) {
+                                mistyped.push((item, message));
+                            }
+                        }
                     }
-                    (Value::Float(fraction), Value::Integer(_)) if fraction.fract() != 0.0 => {
-                        Some((format!("{name}[{i}]"), *fraction))
-                    }
-                    _ => None,
-                }),
-            _ => None,
-        };
-        if found.is_some() {
-            return found;
+                }
+            }
+            (value, expected) => {
+                if let Some(message) = value_for_type(value, expected) {
+                    mistyped.push((name, message));
+                }
+            }
         }
     }
-    None
+}
+
+/// What is wrong with `value`, from the file, for a key whose loaded value is
+/// `expected`; `None` when it is of the right type. A whole number for a
+/// fraction (`max_deprovision_percent = 5`) and a whole fraction for a whole
+/// number (`4.0`) are right; a number or boolean where text belongs is left to
+/// the key's own parsing (a password of digits is text).
+fn value_for_type(value: &toml::Value, expected: &toml::Value) -> Option<String> {
+    use toml::Value;
+    let found = match value {
+        Value::String(text) => format!("the text {text:?}"),
+        Value::Integer(n) => format!("the number {n}"),
+        Value::Float(f) => format!("the number {f}"),
+        Value::Boolean(b) => format!("{b}"),
+        _ => return None,
+    };
+    match (value, expected) {
+        (Value::Float(fraction), Value::Integer(_)) if fraction.fract() != 0.0 => Some(format!(
+            "{fraction} is not a whole number (it would be rounded)"
+        )),
+        (Value::Integer(_) | Value::Float(_), Value::Integer(_) | Value::Float(_))
+        | (Value::Boolean(_), Value::Boolean(_)) => None,
+        (Value::String(text), Value::Integer(_) | Value::Float(_) | Value::Boolean(_)) => {
+            let unquoted = text_for_type(text, expected).is_none();
+            Some(format!(
+                "expected {}, found {found} ({})",
+                type_name(expected),
+                if unquoted {
+                    "write it without quotes".to_owned()
+                } else {
+                    format!("write {} without quotes", type_example(expected))
+                }
+            ))
+        }
+        (_, Value::Integer(_) | Value::Float(_) | Value::Boolean(_)) => Some(format!(
+            "expected {}, found {found} (write {})",
+            type_name(expected),
+            type_example(expected)
+        )),
+        _ => None,
+    }
+}
+
+/// What is wrong with `text`, a variable's value, for a key whose loaded value is
+/// `expected`; `None` when it reads as that type.
+fn text_for_type(text: &str, expected: &toml::Value) -> Option<String> {
+    use toml::Value;
+    let trimmed = text.trim();
+    let reads = match expected {
+        Value::Boolean(_) => matches!(trimmed.to_ascii_lowercase().as_str(), "true" | "false"),
+        Value::Integer(_) => trimmed.parse::<i64>().is_ok(),
+        Value::Float(_) => trimmed.parse::<f64>().is_ok_and(f64::is_finite),
+        _ => true,
+    };
+    (!reads).then(|| {
+        format!(
+            "expected {}, found {text:?} (write {})",
+            type_name(expected),
+            type_example(expected)
+        )
+    })
+}
+
+fn type_name(value: &toml::Value) -> &'static str {
+    match value {
+        toml::Value::Boolean(_) => "true or false",
+        toml::Value::Integer(_) => "a whole number",
+        _ => "a number",
+    }
+}
+
+fn type_example(value: &toml::Value) -> &'static str {
+    match value {
+        toml::Value::Boolean(_) => "true or false",
+        toml::Value::Integer(_) => "digits, e.g. 100",
+        _ => "a number, e.g. 2.5",
+    }
+}
+
+/// The dotted key a `SEATWARDEN__SECTION__KEY` variable sets (`section.key`).
+fn key_of_variable(name: &str) -> String {
+    name.strip_prefix(&format!("{ENV_PREFIX}__"))
+        .unwrap_or(name)
+        .split("__")
+        .collect::<Vec<_>>()
+        .join(".")
+        .to_lowercase()
+}
+
+/// The value at a dotted key (`report.email.allow_cleartext`) of a table.
+fn value_at<'a>(table: &'a toml::Table, key: &str) -> Option<&'a toml::Value> {
+    let mut parts = key.split('.');
+    let mut value = table.get(parts.next()?)?;
+    for part in parts {
+        value = value.as_table()?.get(part)?;
+    }
+    Some(value)
 }
 
 /// Turns the `config` crate's errors into ones that name the file and the key.

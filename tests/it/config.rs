@@ -1385,6 +1385,119 @@ fn a_fraction_for_a_whole_number_is_refused() {
     assert_eq!(config.safety.max_deprovisions, 2);
 }
 
+/// A value typed wrong in the file is refused, naming the key and the file, where
+/// the `config` crate would convert it: the text `"100"` for a number, `"yes"`
+/// or `1` for a boolean. The `[directory]` table, read by its own code, too.
+#[test]
+fn a_value_of_the_wrong_type_in_the_file_is_refused() {
+    let email = "\n[report.email]\nsmtp_url = \"smtps://mail.example.com\"\n\
+                 from = \"sw@example.com\"\nto = [\"a@example.com\"]\n";
+    let ldap = "[directory]\nkind = \"ldap\"\nurl = \"ldaps://dc1\"\nbind_dn = \"cn=svc\"\n\
+                bind_password = \"p\"\nbase_dn = \"dc=example\"\n";
+    for (text, key, message) in [
+        (
+            format!("{MINIMAL}page_size = \"100\"\n"),
+            "workspace.page_size",
+            "expected a whole number, found the text \"100\" (write it without quotes)",
+        ),
+        (
+            format!("{MINIMAL}{email}allow_cleartext = \"yes\"\n"),
+            "report.email.allow_cleartext",
+            "expected true or false, found the text \"yes\" (write true or false without quotes)",
+        ),
+        (
+            format!("{MINIMAL}{email}allow_cleartext = \"true\"\n"),
+            "report.email.allow_cleartext",
+            "expected true or false, found the text \"true\" (write it without quotes)",
+        ),
+        (
+            format!("{MINIMAL}allow_cleartext = 1\n"),
+            "workspace.allow_cleartext",
+            "expected true or false, found the number 1",
+        ),
+        (
+            format!("{MINIMAL}\n[safety]\nmax_deprovision_percent = \"2.5\"\n"),
+            "safety.max_deprovision_percent",
+            "expected a number, found the text \"2.5\" (write it without quotes)",
+        ),
+        (
+            format!("{MINIMAL}\n[safety]\nmax_deprovisions = true\n"),
+            "safety.max_deprovisions",
+            "expected a whole number, found true",
+        ),
+        (
+            format!("{ldap}page_size = \"500\"\n{WORKSPACE}"),
+            "directory.page_size",
+            "expected a whole number, found the text \"500\"",
+        ),
+    ] {
+        let error = load(&text, &[]).unwrap_err();
+        assert!(
+            error.contains("seatwarden.toml: key `")
+                && error.contains(&format!("key `{key}`: {message}")),
+            "{error}"
+        );
+    }
+    // Overridden by a variable, the file's value is not the one used.
+    let config = load(
+        &format!("{MINIMAL}page_size = \"100\"\n"),
+        &[("SEATWARDEN__WORKSPACE__PAGE_SIZE", "50")],
+    )
+    .unwrap();
+    assert_eq!(config.workspace.page_size, 50);
+    // A whole number where a fraction may stand is a number all the same.
+    let config = load(
+        &format!("{MINIMAL}\n[safety]\nmax_deprovision_percent = 5\n"),
+        &[],
+    )
+    .unwrap();
+    assert_eq!(config.safety.max_deprovision_percent, 5.0);
+}
+
+/// A variable's value is text: it is read as the key's type strictly, `true` or
+/// `false` (in any case) for a boolean and digits for a number, not as the
+/// `config` crate reads it (`yes`, `on`, `1` for true; `yes` for the number 1).
+#[test]
+fn a_boolean_or_number_from_the_environment_is_read_strictly() {
+    let email = format!(
+        "{MINIMAL}\n[report.email]\nsmtp_url = \"smtp://mail.example.com\"\n\
+         from = \"sw@example.com\"\nto = [\"a@example.com\"]\n"
+    );
+    let name = "SEATWARDEN__REPORT__EMAIL__ALLOW_CLEARTEXT";
+    for (value, expected) in [("true", true), ("TRUE", true), ("false", false)] {
+        let config = load(&email, &[(name, value)]).unwrap();
+        assert_eq!(config.report.email.unwrap().allow_cleartext, expected);
+    }
+    for value in ["yes", "1", "on", "no", "0"] {
+        let error = load(&email, &[(name, value)]).unwrap_err();
+        assert!(
+            error.starts_with(&format!(
+                "environment variable {name}: key `report.email.allow_cleartext`: \
+                 expected true or false, found {value:?}"
+            )),
+            "{error}"
+        );
+    }
+    for (name, value) in [
+        ("SEATWARDEN__WORKSPACE__PAGE_SIZE", "yes"),
+        ("SEATWARDEN__WORKSPACE__ALLOW_CLEARTEXT", "on"),
+        ("SEATWARDEN__DIRECTORY__PATH", "ok"),
+    ] {
+        let result = load(MINIMAL, &[(name, value)]);
+        match name {
+            // Text where text belongs.
+            "SEATWARDEN__DIRECTORY__PATH" => assert!(result.is_ok(), "{result:?}"),
+            _ => {
+                let error = result.unwrap_err();
+                assert!(
+                    error.starts_with(&format!("environment variable {name}")),
+                    "{error}"
+                );
+            }
+        }
+    }
+}
+
 /// An empty inline secret is refused at load, naming the key and where it came
 /// from: an empty LDAP bind password is an unauthenticated bind (RFC 4513).
 #[test]
