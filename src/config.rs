@@ -4,7 +4,9 @@
 //! the `[[policy.mapping]]` tables can be overridden with `SEATWARDEN__SECTION__KEY`
 //! environment variables (`__` separates
 //! the levels, e.g. `SEATWARDEN__WORKSPACE__PAGE_SIZE=50`; lists take commas, e.g.
-//! `SEATWARDEN__POLICY__SCOPE_GROUPS="Taskade Users,Contractors"`).
+//! `SEATWARDEN__POLICY__SCOPE_GROUPS="Taskade Users,Contractors"`). Any other
+//! variable starting with `SEATWARDEN_` but the binary's own ([`OWN_VARIABLES`])
+//! is not read and is warned about (`SEATWARDEN_STATE_PATH`, one `_` for `__`).
 //!
 //! Unknown keys and wrong types are errors naming the key and the file: a number
 //! or boolean written in quotes too, which the `config` crate would convert; a
@@ -100,7 +102,21 @@ pub struct Config {
     /// about one names the variable, not the file.
     #[serde(skip)]
     pub from_env: std::collections::BTreeSet<String>,
+    /// Variables that start like an override but are none (`SEATWARDEN_STATE_PATH`,
+    /// one `_` for `__`), nor one of [`OWN_VARIABLES`]: not read, and warned about.
+    #[serde(skip)]
+    pub unread_variables: Vec<String>,
 }
+
+/// The variables the binary reads itself (`--config`, the operator named in the
+/// audit trail, the sandbox's token): all others that start with `SEATWARDEN_`
+/// and are not `SEATWARDEN__…` overrides are misspelt ones. A unit test keeps this
+/// list in step with the names the sources read.
+pub const OWN_VARIABLES: [&str; 3] = [
+    "SEATWARDEN_CONFIG",
+    "SEATWARDEN_OPERATOR",
+    "SEATWARDEN_SANDBOX_TOKEN",
+];
 
 /// `[directory]` is a tagged table: serde buffers it before the `config` crate can
 /// read an environment variable's text as the number or boolean a key wants (as it
@@ -898,6 +914,12 @@ impl Config {
                 })
                 .collect(),
         };
+        let mut unread_variables: Vec<String> = env
+            .keys()
+            .filter(|name| is_unread_variable(name))
+            .cloned()
+            .collect();
+        unread_variables.sort();
         env.retain(|name, _| name.starts_with(&prefix));
         let variables: Vec<String> = env.keys().cloned().collect();
         let key_of = key_of_variable;
@@ -939,6 +961,7 @@ impl Config {
         })?;
         config.source = path.to_owned();
         config.from_env = variables.iter().map(|name| key_of(name)).collect();
+        config.unread_variables = unread_variables;
         config.check_value_types(&scalars)?;
         config.resolve_paths();
         config.trim_lists();
@@ -1414,11 +1437,16 @@ impl Config {
     }
 
     /// What is allowed but worth a warning, each naming its key: logged when the
-    /// configuration is loaded (and reloaded), printed by `check-config`. Plain
+    /// configuration is loaded (and reloaded), printed by `check-config`. A
+    /// `SEATWARDEN_…` variable that is not read, plain
     /// SMTP to a remote relay, and each secret file that other users can read or
     /// change ([`loose_secret_file`] says which modes, and why group read passes).
     pub fn warnings(&self) -> Vec<String> {
-        let mut warnings = Vec::new();
+        let mut warnings: Vec<String> = self
+            .unread_variables
+            .iter()
+            .map(|name| self.unread_variable_warning(name))
+            .collect();
         // A relay without TLS is common on an internal network (port 25), so it is
         // not refused; but digests and alerts name the people who leave.
         if let Some(email) = &self.report.email
@@ -1459,6 +1487,34 @@ impl Config {
             warnings.push(warning);
         }
         warnings
+    }
+
+    /// The warning for a variable [`is_unread_variable`], with the override it
+    /// was probably meant to be: `SEATWARDEN_WORKSPACE__TOKEN` and
+    /// `SEATWARDEN_STATE_PATH` lack a `_` after the prefix, or between a section
+    /// and its key (the sections are the loaded configuration's tables).
+    fn unread_variable_warning(&self, name: &str) -> String {
+        let rest = name
+            .get(ENV_PREFIX.len()..)
+            .unwrap_or_default()
+            .trim_start_matches('_')
+            .to_uppercase();
+        let meant = if rest.contains("__") {
+            Some(rest)
+        } else {
+            toml::Value::try_from(self)
+                .ok()
+                .and_then(|loaded| loaded.as_table().and_then(|t| sections_split(t, &rest)))
+        };
+        let meant = match meant {
+            Some(meant) => format!("; did you mean {ENV_PREFIX}__{meant}?"),
+            None => String::new(),
+        };
+        format!(
+            "environment variable {name} is not read: an override is spelt \
+             {ENV_PREFIX}__SECTION__KEY, with two underscores after {ENV_PREFIX} and \
+             between the levels{meant}"
+        )
     }
 
     /// Every secret file the configuration names, each with its key. Certificates
@@ -2677,6 +2733,34 @@ fn type_example(value: &toml::Value) -> &'static str {
     }
 }
 
+/// A variable that starts with `SEATWARDEN_` (in any case) but is neither a
+/// `SEATWARDEN__…` override nor one of the binary's [`OWN_VARIABLES`]: it is
+/// not read, and whoever set it believes it is.
+fn is_unread_variable(name: &str) -> bool {
+    let upper = name.to_uppercase();
+    upper.starts_with(&format!("{ENV_PREFIX}_"))
+        && !name.starts_with(&format!("{ENV_PREFIX}__"))
+        && !OWN_VARIABLES.contains(&name)
+}
+
+/// `STATE_PATH` split at the tables of `table` it names: `STATE__PATH`,
+/// `REPORT__EMAIL__TO`; `None` when it starts with no table's name.
+fn sections_split(table: &toml::Table, rest: &str) -> Option<String> {
+    let (section, inner) = table
+        .iter()
+        .filter_map(|(key, value)| {
+            let after = rest.strip_prefix(&key.to_uppercase())?.strip_prefix('_')?;
+            Some((key, value.as_table()?, after))
+        })
+        .max_by_key(|(key, ..)| key.len())
+        .map(|(key, inner, after)| (format!("{}__", key.to_uppercase()), (inner, after)))?;
+    let (inner, after) = inner;
+    Some(match sections_split(inner, after) {
+        Some(deeper) => format!("{section}{deeper}"),
+        None => format!("{section}{after}"),
+    })
+}
+
 /// The dotted key a `SEATWARDEN__SECTION__KEY` variable sets (`section.key`).
 fn key_of_variable(name: &str) -> String {
     name.strip_prefix(&format!("{ENV_PREFIX}__"))
@@ -3462,5 +3546,65 @@ role = "Editor"
         let error = load("role_attribute = \"group\"\n", "", &[]).unwrap_err();
         assert!(error.contains("key `workspace.role_attribute`"), "{error}");
         assert!(error.contains("\"groups\""), "{error}");
+    }
+
+    /// Every `"SEATWARDEN_…"` name the sources read (a clap `env = "…"`, a
+    /// `var("…")`) is among [`OWN_VARIABLES`], so that setting it is not warned
+    /// about as a misspelt override. This file is left out: its names are the
+    /// prefix's and its tests' examples.
+    #[test]
+    fn own_variables_are_every_name_the_sources_read() {
+        fn sources(dir: &Path, files: &mut Vec<PathBuf>) {
+            for entry in std::fs::read_dir(dir).unwrap() {
+                let path = entry.unwrap().path();
+                if path.is_dir() {
+                    sources(&path, files);
+                } else if path.extension().is_some_and(|e| e == "rs") {
+                    files.push(path);
+                }
+            }
+        }
+        let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+        let mut files = Vec::new();
+        sources(&src, &mut files);
+        let quoted = format!("\"{ENV_PREFIX}_");
+        let mut read = std::collections::BTreeSet::new();
+        for file in files.iter().filter(|f| !f.ends_with("config.rs")) {
+            let text = std::fs::read_to_string(file).unwrap();
+            for (at, _) in text.match_indices(&quoted) {
+                let name: String = text[at + 1..]
+                    .chars()
+                    .take_while(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || *c == '_')
+                    .collect();
+                if !name.starts_with(&format!("{ENV_PREFIX}__")) {
+                    read.insert(name);
+                }
+            }
+        }
+        let own: std::collections::BTreeSet<String> =
+            OWN_VARIABLES.iter().map(|v| (*v).to_owned()).collect();
+        assert_eq!(read, own);
+    }
+
+    #[test]
+    fn an_unread_variable_is_told_apart_from_overrides_and_own_variables() {
+        for name in [
+            "SEATWARDEN_STATE_PATH",
+            "SEATWARDEN_WORKSPACE__TOKEN",
+            "seatwarden__workspace__token",
+            "Seatwarden_Config",
+        ] {
+            assert!(is_unread_variable(name), "{name}");
+        }
+        for name in [
+            "SEATWARDEN__STATE__PATH",
+            "SEATWARDEN_CONFIG",
+            "SEATWARDEN_OPERATOR",
+            "SEATWARDEN_SANDBOX_TOKEN",
+            "SEATWARDENS_HOME",
+            "PATH",
+        ] {
+            assert!(!is_unread_variable(name), "{name}");
+        }
     }
 }

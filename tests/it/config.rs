@@ -160,6 +160,7 @@ fn a_bad_environment_value_names_the_variable() {
 fn an_unknown_key_from_a_variable_names_the_variable() {
     for name in [
         "SEATWARDEN__WORKSPACE__TOKENFILE",
+        "SEATWARDEN__WORKSPACE__PAGESIZE",
         "SEATWARDEN__WORKSPACE_TOKEN_FILE",
     ] {
         let err = load(MINIMAL, &[(name, "/run/token")]).unwrap_err();
@@ -1383,6 +1384,101 @@ fn a_fraction_for_a_whole_number_is_refused() {
     )
     .unwrap();
     assert_eq!(config.safety.max_deprovisions, 2);
+}
+
+/// A variable with one `_` after the prefix is no override and is not read: it is
+/// warned about, naming it and the override it was probably meant to be, so that
+/// nobody believes a token or path is set that is not. The binary's own variables
+/// are not warned about.
+#[test]
+fn a_variable_spelt_with_one_underscore_is_warned_about_with_the_override_meant() {
+    let email = format!(
+        "{MINIMAL}\n[report.email]\nsmtp_url = \"smtps://mail.example.com\"\n\
+         from = \"sw@example.com\"\nto = [\"a@example.com\"]\n"
+    );
+    for (name, meant) in [
+        (
+            "SEATWARDEN_WORKSPACE__TOKEN",
+            Some("SEATWARDEN__WORKSPACE__TOKEN"),
+        ),
+        ("SEATWARDEN_STATE_PATH", Some("SEATWARDEN__STATE__PATH")),
+        (
+            "SEATWARDEN_WORKSPACE_TOKEN_FILE",
+            Some("SEATWARDEN__WORKSPACE__TOKEN_FILE"),
+        ),
+        (
+            "SEATWARDEN_REPORT_EMAIL_TO",
+            Some("SEATWARDEN__REPORT__EMAIL__TO"),
+        ),
+        (
+            "seatwarden__workspace__token",
+            Some("SEATWARDEN__WORKSPACE__TOKEN"),
+        ),
+        ("SEATWARDEN_TOKEN", None),
+    ] {
+        let config = load(&email, &[(name, "other-token")]).unwrap();
+        let warnings = config.warnings();
+        let warning = warnings
+            .iter()
+            .find(|w| w.contains(name))
+            .unwrap_or_else(|| panic!("{name}: {warnings:?}"));
+        assert!(
+            warning.starts_with(&format!("environment variable {name} is not read")),
+            "{warning}"
+        );
+        match meant {
+            Some(meant) => assert!(
+                warning.ends_with(&format!("did you mean {meant}?")),
+                "{warning}"
+            ),
+            None => assert!(!warning.contains("did you mean"), "{warning}"),
+        }
+        assert!(!warning.contains("other-token"), "{warning}");
+    }
+    let config = load(
+        MINIMAL,
+        &[
+            ("SEATWARDEN_CONFIG", "/etc/seatwarden/seatwarden.toml"),
+            ("SEATWARDEN_OPERATOR", "alice"),
+            ("SEATWARDEN_SANDBOX_TOKEN", "t"),
+            ("SEATWARDEN__WORKSPACE__PAGE_SIZE", "50"),
+        ],
+    )
+    .unwrap();
+    let warnings = config.warnings();
+    assert!(
+        !warnings.iter().any(|w| w.contains("environment variable")),
+        "{warnings:?}"
+    );
+}
+
+/// The warning is seen on every command that loads the configuration, not only
+/// `check-config`: here `status`, which then fails for want of a state database.
+#[test]
+fn an_unread_variable_is_warned_about_by_every_command() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write(dir.path(), "seatwarden.toml", MINIMAL);
+    for command in ["check-config", "status"] {
+        let mut binary = std::process::Command::new(env!("CARGO_BIN_EXE_seatwarden"));
+        binary
+            .args(["--config", config.to_str().unwrap(), command])
+            .env_remove("SEATWARDEN_CONFIG")
+            .env("SEATWARDEN_STATE_PATH", "elsewhere.db");
+        for (name, _) in std::env::vars() {
+            if name.starts_with("SEATWARDEN_") && name != "SEATWARDEN_STATE_PATH" {
+                binary.env_remove(name);
+            }
+        }
+        let out = binary.output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            stderr.contains(
+                "environment variable SEATWARDEN_STATE_PATH is not read: an override is \
+                 spelt SEATWARDEN__SECTION__KEY"
+            ) && stderr.contains("did you mean SEATWARDEN__STATE__PATH?"),
+            "{command}: {stderr}"
+        );
+    }
 }
 
 /// A value typed wrong in the file is refused, naming the key and the file, where
