@@ -1015,11 +1015,40 @@ impl Config {
         }
     }
 
-    fn base_dir(&self) -> PathBuf {
-        self.source
-            .parent()
-            .map(Path::to_path_buf)
-            .unwrap_or_default()
+    /// The folder relative paths are taken from, in the file or a variable alike:
+    /// the configuration file's, made absolute (from the working directory when
+    /// `--config` is relative) so that `check-config` shows the paths in use.
+    pub fn base_dir(&self) -> PathBuf {
+        let file = std::path::absolute(&self.source).unwrap_or_else(|_| self.source.clone());
+        file.parent().map(Path::to_path_buf).unwrap_or_default()
+    }
+
+    /// Every file and folder the configuration names, each with its key, as it
+    /// will be used (relative paths resolved): `check-config` lists them.
+    pub fn files(&self) -> Vec<(&'static str, &Path)> {
+        let mut files: Vec<(&'static str, &Path)> = vec![("state.path", &self.state.path)];
+        match &self.directory {
+            DirectoryConfig::File { path } => files.push(("directory.path", path)),
+            DirectoryConfig::Entra {
+                certificate_file: Some(file),
+                ..
+            } => files.push(("directory.certificate_file", file)),
+            DirectoryConfig::Ldap {
+                ca_file: Some(file),
+                ..
+            } => files.push(("directory.ca_file", file)),
+            _ => {}
+        }
+        files.extend(self.secret_files());
+        if let Some(file) = self
+            .report
+            .email
+            .as_ref()
+            .and_then(|e| e.ca_file.as_deref())
+        {
+            files.push(("report.email.ca_file", file));
+        }
+        files
     }
 
     /// Names and patterns are compared exactly: `"A, B"` split on the comma gives

@@ -1989,3 +1989,47 @@ fn check_config_warns_about_a_world_readable_token_file() {
     assert!(!stderr.contains("warning"), "{stderr}");
     assert!(stderr.contains("configuration OK"), "{stderr}");
 }
+
+/// A relative path, in the file or a variable, is taken from the configuration
+/// file's folder; `check-config` lists each path as it will be used, absolute
+/// even when `--config` is relative, and names the variable that set one.
+#[test]
+fn check_config_lists_the_files_it_uses_resolved() {
+    let dir = tempfile::tempdir().unwrap();
+    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/example/directory.json");
+    std::fs::copy(&example, dir.path().join("directory.json")).unwrap();
+    write(dir.path(), "seatwarden.toml", MINIMAL);
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_seatwarden"));
+    command
+        .current_dir(dir.path())
+        .args(["--config", "seatwarden.toml", "check-config"])
+        .env_remove("SEATWARDEN_CONFIG")
+        .env("SEATWARDEN__STATE__PATH", "state/seatwarden.db");
+    for (name, _) in std::env::vars() {
+        if name.starts_with("SEATWARDEN_") && name != "SEATWARDEN__STATE__PATH" {
+            command.env_remove(name);
+        }
+    }
+    let out = command.output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let folder = std::path::absolute(dir.path()).unwrap();
+    let line = |key: &str| {
+        stderr
+            .lines()
+            .find(|l| l.trim_start().starts_with(&format!("{key} ")))
+            .unwrap_or_else(|| panic!("{key}: {stderr}"))
+            .to_owned()
+    };
+    assert!(
+        line("state.path").ends_with(&format!(
+            " {} (from environment variable SEATWARDEN__STATE__PATH)",
+            folder.join("state/seatwarden.db").display()
+        )),
+        "{stderr}"
+    );
+    assert!(
+        line("directory.path").ends_with(&format!(" {}", folder.join("directory.json").display())),
+        "{stderr}"
+    );
+}
