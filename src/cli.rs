@@ -585,6 +585,21 @@ fn run_command(cli: Cli) -> anyhow::Result<u8> {
         Command::CheckConfig => {
             config.check_files()?;
             out!("{}", config.to_redacted_toml())?;
+            // A relative path from a variable is taken from the file's folder too,
+            // which surprises: each path is shown as it will be used.
+            eprintln!(
+                "the files it uses (relative paths, in the file or a variable, are taken \
+                 from {}):",
+                config.base_dir().display()
+            );
+            for (key, file) in config.files() {
+                let origin = config.origin_of(key);
+                let from = match origin == config.source {
+                    true => String::new(),
+                    false => format!(" (from {})", origin.display()),
+                };
+                eprintln!("  {key:<28} {}{from}", file.display());
+            }
             // The first fires, to check a cron expression and its zone against what
             // was meant: "0 8 * * 1-5" in the wrong zone fires hours off.
             if let Ok(settings) = config.daemon_settings() {

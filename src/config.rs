@@ -4,9 +4,13 @@
 //! the `[[policy.mapping]]` tables can be overridden with `SEATWARDEN__SECTION__KEY`
 //! environment variables (`__` separates
 //! the levels, e.g. `SEATWARDEN__WORKSPACE__PAGE_SIZE=50`; lists take commas, e.g.
-//! `SEATWARDEN__POLICY__SCOPE_GROUPS="Taskade Users,Contractors"`).
+//! `SEATWARDEN__POLICY__SCOPE_GROUPS="Taskade Users,Contractors"`). Any other
+//! variable starting with `SEATWARDEN_` but the binary's own ([`OWN_VARIABLES`])
+//! is not read and is warned about (`SEATWARDEN_STATE_PATH`, one `_` for `__`).
 //!
-//! Unknown keys and wrong types are errors naming the key and the file. Relative
+//! Unknown keys and wrong types are errors naming the key and the file: a number
+//! or boolean written in quotes too, which the `config` crate would convert; a
+//! variable's text is read strictly as the key's type (`true`/`false`). Relative
 //! paths are relative to the directory holding the configuration file, so a unit
 //! file can point at `/etc/seatwarden/seatwarden.toml` from anywhere. Secrets (the
 //! workspace `token`, the SMTP `password`) can be given inline or as `token_file` /
@@ -98,11 +102,27 @@ pub struct Config {
     /// about one names the variable, not the file.
     #[serde(skip)]
     pub from_env: std::collections::BTreeSet<String>,
+    /// Variables that start like an override but are none (`SEATWARDEN_STATE_PATH`,
+    /// one `_` for `__`), nor one of [`OWN_VARIABLES`]: not read, and warned about.
+    #[serde(skip)]
+    pub unread_variables: Vec<String>,
 }
+
+/// The variables the binary reads itself (`--config`, the operator named in the
+/// audit trail, the sandbox's token): all others that start with `SEATWARDEN_`
+/// and are not `SEATWARDEN__…` overrides are misspelt ones. A unit test keeps this
+/// list in step with the names the sources read.
+pub const OWN_VARIABLES: [&str; 3] = [
+    "SEATWARDEN_CONFIG",
+    "SEATWARDEN_OPERATOR",
+    "SEATWARDEN_SANDBOX_TOKEN",
+];
 
 /// `[directory]` is a tagged table: serde buffers it before the `config` crate can
 /// read an environment variable's text as the number or boolean a key wants (as it
-/// does everywhere else), so its numbers and booleans also accept that text.
+/// does everywhere else), so its numbers and booleans also accept that text. Text
+/// in the file is refused afterwards, as for every key
+/// ([`Config::check_value_types`]).
 mod lenient {
     use std::fmt;
     use std::marker::PhantomData;
@@ -894,16 +914,15 @@ impl Config {
                 })
                 .collect(),
         };
+        let mut unread_variables: Vec<String> = env
+            .keys()
+            .filter(|name| is_unread_variable(name))
+            .cloned()
+            .collect();
+        unread_variables.sort();
         env.retain(|name, _| name.starts_with(&prefix));
         let variables: Vec<String> = env.keys().cloned().collect();
-        let key_of = |name: &str| {
-            name.strip_prefix(&prefix)
-                .unwrap_or(name)
-                .split("__")
-                .collect::<Vec<_>>()
-                .join(".")
-                .to_lowercase()
-        };
+        let key_of = key_of_variable;
         // Values stay text (no `try_parsing`): parsed, `0123456` would become the
         // number 123456 and a secret `true` a boolean, handed back as other text.
         // Numbers and booleans are read from text where a key wants them. Lists
@@ -915,6 +934,8 @@ impl Config {
             .filter(|name| ENV_LIST_KEYS.contains(&key_of(name).as_str()))
             .filter_map(|name| Some((key_of(name), env.remove(name)?)))
             .collect();
+        let mut scalars: Vec<(String, String)> = env.clone().into_iter().collect();
+        scalars.sort();
         builder = builder.add_source(
             config::Environment::with_prefix(ENV_PREFIX)
                 .prefix_separator("__")
@@ -939,25 +960,41 @@ impl Config {
             )
         })?;
         config.source = path.to_owned();
-        config.from_env = variables
-            .iter()
-            .filter_map(|name| name.strip_prefix(&prefix))
-            .map(|key| key.split("__").collect::<Vec<_>>().join(".").to_lowercase())
-            .collect();
-        config.check_whole_numbers()?;
+        config.from_env = variables.iter().map(|name| key_of(name)).collect();
+        config.unread_variables = unread_variables;
+        config.check_value_types(&scalars)?;
         config.resolve_paths();
         config.trim_lists();
         config.validate()?;
         Ok(config)
     }
 
-    /// The `config` crate rounds a fraction given for a whole number (`2.5` → 3; `4.0`
-    /// is 4, and fine):
-    /// `max_deprovisions = 2.5` would allow three. Every number in the file is
-    /// compared with the type its key took in the loaded configuration; a fraction
-    /// where a count belongs is refused. (Values from the environment are text,
-    /// parsed strictly where a number is wanted.)
-    fn check_whole_numbers(&self) -> Result<(), ConfigError> {
+    /// The `config` crate converts what it reads into the type a key wants: the
+    /// text `"100"` becomes a number, `"yes"` and `1` become `true`, and a fraction
+    /// for a whole number is rounded (`max_deprovisions = 2.5` would allow three).
+    /// A value typed wrong in the file is a mistake, not a spelling, so every
+    /// scalar in the file is compared with the type its key took in the loaded
+    /// configuration and a mismatch is refused. A variable's value is always text:
+    /// it is read as the key's type strictly (`true`/`false` for a boolean, in
+    /// any case; digits for a whole number), not as the `config` crate would
+    /// (`yes`, `on` and `1` for `true`, and `yes` for 1).
+    fn check_value_types(&self, variables: &[(String, String)]) -> Result<(), ConfigError> {
+        let Ok(toml::Value::Table(loaded)) = toml::Value::try_from(self) else {
+            return Ok(());
+        };
+        for (name, text) in variables {
+            let key = key_of_variable(name);
+            let Some(expected) = value_at(&loaded, &key) else {
+                continue;
+            };
+            if let Some(message) = text_for_type(text, expected) {
+                return Err(ConfigError::Key {
+                    path: PathBuf::from(format!("environment variable {name}")),
+                    key,
+                    message,
+                });
+            }
+        }
         let text = std::fs::read_to_string(&self.source).map_err(|e| ConfigError::Invalid {
             path: self.source.clone(),
             message: format!("cannot read it again: {e}"),
@@ -967,23 +1004,51 @@ impl Config {
         let Ok(file) = toml::from_str::<toml::Table>(&text) else {
             return Ok(());
         };
-        let Ok(toml::Value::Table(loaded)) = toml::Value::try_from(self) else {
-            return Ok(());
-        };
-        match fraction_for_whole_number(&file, &loaded, "") {
-            Some((key, value)) if !self.from_env.contains(&key) => Err(self.key_error(
-                &key,
-                format!("{value} is not a whole number (it would be rounded)"),
-            )),
-            _ => Ok(()),
+        let mut mistyped = Vec::new();
+        mistyped_values(&file, &loaded, "", &mut mistyped);
+        match mistyped
+            .into_iter()
+            .find(|(key, _)| !self.from_env.contains(key))
+        {
+            Some((key, message)) => Err(self.key_error(&key, message)),
+            None => Ok(()),
         }
     }
 
-    fn base_dir(&self) -> PathBuf {
-        self.source
-            .parent()
-            .map(Path::to_path_buf)
-            .unwrap_or_default()
+    /// The folder relative paths are taken from, in the file or a variable alike:
+    /// the configuration file's, made absolute (from the working directory when
+    /// `--config` is relative) so that `check-config` shows the paths in use.
+    pub fn base_dir(&self) -> PathBuf {
+        let file = std::path::absolute(&self.source).unwrap_or_else(|_| self.source.clone());
+        file.parent().map(Path::to_path_buf).unwrap_or_default()
+    }
+
+    /// Every file and folder the configuration names, each with its key, as it
+    /// will be used (relative paths resolved): `check-config` lists them.
+    pub fn files(&self) -> Vec<(&'static str, &Path)> {
+        let mut files: Vec<(&'static str, &Path)> = vec![("state.path", &self.state.path)];
+        match &self.directory {
+            DirectoryConfig::File { path } => files.push(("directory.path", path)),
+            DirectoryConfig::Entra {
+                certificate_file: Some(file),
+                ..
+            } => files.push(("directory.certificate_file", file)),
+            DirectoryConfig::Ldap {
+                ca_file: Some(file),
+                ..
+            } => files.push(("directory.ca_file", file)),
+            _ => {}
+        }
+        files.extend(self.secret_files());
+        if let Some(file) = self
+            .report
+            .email
+            .as_ref()
+            .and_then(|e| e.ca_file.as_deref())
+        {
+            files.push(("report.email.ca_file", file));
+        }
+        files
     }
 
     /// Names and patterns are compared exactly: `"A, B"` split on the comma gives
@@ -1401,11 +1466,16 @@ impl Config {
     }
 
     /// What is allowed but worth a warning, each naming its key: logged when the
-    /// configuration is loaded (and reloaded), printed by `check-config`. Plain
+    /// configuration is loaded (and reloaded), printed by `check-config`. A
+    /// `SEATWARDEN_…` variable that is not read, plain
     /// SMTP to a remote relay, and each secret file that other users can read or
     /// change ([`loose_secret_file`] says which modes, and why group read passes).
     pub fn warnings(&self) -> Vec<String> {
-        let mut warnings = Vec::new();
+        let mut warnings: Vec<String> = self
+            .unread_variables
+            .iter()
+            .map(|name| self.unread_variable_warning(name))
+            .collect();
         // A relay without TLS is common on an internal network (port 25), so it is
         // not refused; but digests and alerts name the people who leave.
         if let Some(email) = &self.report.email
@@ -1446,6 +1516,34 @@ impl Config {
             warnings.push(warning);
         }
         warnings
+    }
+
+    /// The warning for a variable [`is_unread_variable`], with the override it
+    /// was probably meant to be: `SEATWARDEN_WORKSPACE__TOKEN` and
+    /// `SEATWARDEN_STATE_PATH` lack a `_` after the prefix, or between a section
+    /// and its key (the sections are the loaded configuration's tables).
+    fn unread_variable_warning(&self, name: &str) -> String {
+        let rest = name
+            .get(ENV_PREFIX.len()..)
+            .unwrap_or_default()
+            .trim_start_matches('_')
+            .to_uppercase();
+        let meant = if rest.contains("__") {
+            Some(rest)
+        } else {
+            toml::Value::try_from(self)
+                .ok()
+                .and_then(|loaded| loaded.as_table().and_then(|t| sections_split(t, &rest)))
+        };
+        let meant = match meant {
+            Some(meant) => format!("; did you mean {ENV_PREFIX}__{meant}?"),
+            None => String::new(),
+        };
+        format!(
+            "environment variable {name} is not read: an override is spelt \
+             {ENV_PREFIX}__SECTION__KEY, with two underscores after {ENV_PREFIX} and \
+             between the levels{meant}"
+        )
     }
 
     /// Every secret file the configuration names, each with its key. Certificates
@@ -2541,13 +2639,14 @@ impl Config {
     }
 }
 
-/// The first key (dotted, with `[i]` for the tables of an array) whose value in
-/// `file` is a fraction where `loaded` holds a whole number, and that value.
-fn fraction_for_whole_number(
+/// Every key (dotted, with `[i]` for the items of an array) whose value in `file`
+/// is not of the type `loaded` holds for it, with what is wrong, in key order.
+fn mistyped_values(
     file: &toml::Table,
     loaded: &toml::Table,
     prefix: &str,
-) -> Option<(String, f64)> {
+    mistyped: &mut Vec<(String, String)>,
+) {
     use toml::Value;
     for (key, value) in file {
         let Some(expected) = loaded.get(key) else {
@@ -2558,33 +2657,157 @@ fn fraction_for_whole_number(
         } else {
             format!("{prefix}.{key}")
         };
-        let found = match (value, expected) {
-            (Value::Float(fraction), Value::Integer(_)) if fraction.fract() != 0.0 => {
-                Some((name, *fraction))
-            }
+        match (value, expected) {
             (Value::Table(file), Value::Table(loaded)) => {
-                fraction_for_whole_number(file, loaded, &name)
+                mistyped_values(file, loaded, &name, mistyped);
             }
-            (Value::Array(file), Value::Array(loaded)) => file
-                .iter()
-                .zip(loaded)
-                .enumerate()
-                .find_map(|(i, pair)| match pair {
-                    (Value::Table(file), Value::Table(loaded)) => {
-                        fraction_for_whole_number(file, loaded, &format!("{name}[{i}]"))
+            (Value::Array(file), Value::Array(loaded)) => {
+                for (i, pair) in file.iter().zip(loaded).enumerate() {
+                    let item = format!("{name}[{i}]");
+                    match pair {
+                        (Value::Table(file), Value::Table(loaded)) => {
+                            mistyped_values(file, loaded, &item, mistyped);
+                        }
+                        (value, expected) => {
+                            if let Some(message) = value_for_type(value, expected) {
+                                mistyped.push((item, message));
+                            }
+                        }
                     }
-                    (Value::Float(fraction), Value::Integer(_)) if fraction.fract() != 0.0 => {
-                        Some((format!("{name}[{i}]"), *fraction))
-                    }
-                    _ => None,
-                }),
-            _ => None,
-        };
-        if found.is_some() {
-            return found;
+                }
+            }
+            (value, expected) => {
+                if let Some(message) = value_for_type(value, expected) {
+                    mistyped.push((name, message));
+                }
+            }
         }
     }
-    None
+}
+
+/// What is wrong with `value`, from the file, for a key whose loaded value is
+/// `expected`; `None` when it is of the right type. A whole number for a
+/// fraction (`max_deprovision_percent = 5`) and a whole fraction for a whole
+/// number (`4.0`) are right; a number or boolean where text belongs is left to
+/// the key's own parsing (a password of digits is text).
+fn value_for_type(value: &toml::Value, expected: &toml::Value) -> Option<String> {
+    use toml::Value;
+    let found = match value {
+        Value::String(text) => format!("the text {text:?}"),
+        Value::Integer(n) => format!("the number {n}"),
+        Value::Float(f) => format!("the number {f}"),
+        Value::Boolean(b) => format!("{b}"),
+        _ => return None,
+    };
+    match (value, expected) {
+        (Value::Float(fraction), Value::Integer(_)) if fraction.fract() != 0.0 => Some(format!(
+            "{fraction} is not a whole number (it would be rounded)"
+        )),
+        (Value::Integer(_) | Value::Float(_), Value::Integer(_) | Value::Float(_))
+        | (Value::Boolean(_), Value::Boolean(_)) => None,
+        (Value::String(text), Value::Integer(_) | Value::Float(_) | Value::Boolean(_)) => {
+            let unquoted = text_for_type(text, expected).is_none();
+            Some(format!(
+                "expected {}, found {found} ({})",
+                type_name(expected),
+                if unquoted {
+                    "write it without quotes".to_owned()
+                } else {
+                    format!("write {} without quotes", type_example(expected))
+                }
+            ))
+        }
+        (_, Value::Integer(_) | Value::Float(_) | Value::Boolean(_)) => Some(format!(
+            "expected {}, found {found} (write {})",
+            type_name(expected),
+            type_example(expected)
+        )),
+        _ => None,
+    }
+}
+
+/// What is wrong with `text`, a variable's value, for a key whose loaded value is
+/// `expected`; `None` when it reads as that type.
+fn text_for_type(text: &str, expected: &toml::Value) -> Option<String> {
+    use toml::Value;
+    let trimmed = text.trim();
+    let reads = match expected {
+        Value::Boolean(_) => matches!(trimmed.to_ascii_lowercase().as_str(), "true" | "false"),
+        Value::Integer(_) => trimmed.parse::<i64>().is_ok(),
+        Value::Float(_) => trimmed.parse::<f64>().is_ok_and(f64::is_finite),
+        _ => true,
+    };
+    (!reads).then(|| {
+        format!(
+            "expected {}, found {text:?} (write {})",
+            type_name(expected),
+            type_example(expected)
+        )
+    })
+}
+
+fn type_name(value: &toml::Value) -> &'static str {
+    match value {
+        toml::Value::Boolean(_) => "true or false",
+        toml::Value::Integer(_) => "a whole number",
+        _ => "a number",
+    }
+}
+
+fn type_example(value: &toml::Value) -> &'static str {
+    match value {
+        toml::Value::Boolean(_) => "true or false",
+        toml::Value::Integer(_) => "digits, e.g. 100",
+        _ => "a number, e.g. 2.5",
+    }
+}
+
+/// A variable that starts with `SEATWARDEN_` (in any case) but is neither a
+/// `SEATWARDEN__…` override nor one of the binary's [`OWN_VARIABLES`]: it is
+/// not read, and whoever set it believes it is.
+fn is_unread_variable(name: &str) -> bool {
+    let upper = name.to_uppercase();
+    upper.starts_with(&format!("{ENV_PREFIX}_"))
+        && !name.starts_with(&format!("{ENV_PREFIX}__"))
+        && !OWN_VARIABLES.contains(&name)
+}
+
+/// `STATE_PATH` split at the tables of `table` it names: `STATE__PATH`,
+/// `REPORT__EMAIL__TO`; `None` when it starts with no table's name.
+fn sections_split(table: &toml::Table, rest: &str) -> Option<String> {
+    let (section, inner) = table
+        .iter()
+        .filter_map(|(key, value)| {
+            let after = rest.strip_prefix(&key.to_uppercase())?.strip_prefix('_')?;
+            Some((key, value.as_table()?, after))
+        })
+        .max_by_key(|(key, ..)| key.len())
+        .map(|(key, inner, after)| (format!("{}__", key.to_uppercase()), (inner, after)))?;
+    let (inner, after) = inner;
+    Some(match sections_split(inner, after) {
+        Some(deeper) => format!("{section}{deeper}"),
+        None => format!("{section}{after}"),
+    })
+}
+
+/// The dotted key a `SEATWARDEN__SECTION__KEY` variable sets (`section.key`).
+fn key_of_variable(name: &str) -> String {
+    name.strip_prefix(&format!("{ENV_PREFIX}__"))
+        .unwrap_or(name)
+        .split("__")
+        .collect::<Vec<_>>()
+        .join(".")
+        .to_lowercase()
+}
+
+/// The value at a dotted key (`report.email.allow_cleartext`) of a table.
+fn value_at<'a>(table: &'a toml::Table, key: &str) -> Option<&'a toml::Value> {
+    let mut parts = key.split('.');
+    let mut value = table.get(parts.next()?)?;
+    for part in parts {
+        value = value.as_table()?.get(part)?;
+    }
+    Some(value)
 }
 
 /// Turns the `config` crate's errors into ones that name the file and the key.
@@ -3352,5 +3575,65 @@ role = "Editor"
         let error = load("role_attribute = \"group\"\n", "", &[]).unwrap_err();
         assert!(error.contains("key `workspace.role_attribute`"), "{error}");
         assert!(error.contains("\"groups\""), "{error}");
+    }
+
+    /// Every `"SEATWARDEN_…"` name the sources read (a clap `env = "…"`, a
+    /// `var("…")`) is among [`OWN_VARIABLES`], so that setting it is not warned
+    /// about as a misspelt override. This file is left out: its names are the
+    /// prefix's and its tests' examples.
+    #[test]
+    fn own_variables_are_every_name_the_sources_read() {
+        fn sources(dir: &Path, files: &mut Vec<PathBuf>) {
+            for entry in std::fs::read_dir(dir).unwrap() {
+                let path = entry.unwrap().path();
+                if path.is_dir() {
+                    sources(&path, files);
+                } else if path.extension().is_some_and(|e| e == "rs") {
+                    files.push(path);
+                }
+            }
+        }
+        let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+        let mut files = Vec::new();
+        sources(&src, &mut files);
+        let quoted = format!("\"{ENV_PREFIX}_");
+        let mut read = std::collections::BTreeSet::new();
+        for file in files.iter().filter(|f| !f.ends_with("config.rs")) {
+            let text = std::fs::read_to_string(file).unwrap();
+            for (at, _) in text.match_indices(&quoted) {
+                let name: String = text[at + 1..]
+                    .chars()
+                    .take_while(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || *c == '_')
+                    .collect();
+                if !name.starts_with(&format!("{ENV_PREFIX}__")) {
+                    read.insert(name);
+                }
+            }
+        }
+        let own: std::collections::BTreeSet<String> =
+            OWN_VARIABLES.iter().map(|v| (*v).to_owned()).collect();
+        assert_eq!(read, own);
+    }
+
+    #[test]
+    fn an_unread_variable_is_told_apart_from_overrides_and_own_variables() {
+        for name in [
+            "SEATWARDEN_STATE_PATH",
+            "SEATWARDEN_WORKSPACE__TOKEN",
+            "seatwarden__workspace__token",
+            "Seatwarden_Config",
+        ] {
+            assert!(is_unread_variable(name), "{name}");
+        }
+        for name in [
+            "SEATWARDEN__STATE__PATH",
+            "SEATWARDEN_CONFIG",
+            "SEATWARDEN_OPERATOR",
+            "SEATWARDEN_SANDBOX_TOKEN",
+            "SEATWARDENS_HOME",
+            "PATH",
+        ] {
+            assert!(!is_unread_variable(name), "{name}");
+        }
     }
 }

@@ -160,6 +160,7 @@ fn a_bad_environment_value_names_the_variable() {
 fn an_unknown_key_from_a_variable_names_the_variable() {
     for name in [
         "SEATWARDEN__WORKSPACE__TOKENFILE",
+        "SEATWARDEN__WORKSPACE__PAGESIZE",
         "SEATWARDEN__WORKSPACE_TOKEN_FILE",
     ] {
         let err = load(MINIMAL, &[(name, "/run/token")]).unwrap_err();
@@ -1385,6 +1386,214 @@ fn a_fraction_for_a_whole_number_is_refused() {
     assert_eq!(config.safety.max_deprovisions, 2);
 }
 
+/// A variable with one `_` after the prefix is no override and is not read: it is
+/// warned about, naming it and the override it was probably meant to be, so that
+/// nobody believes a token or path is set that is not. The binary's own variables
+/// are not warned about.
+#[test]
+fn a_variable_spelt_with_one_underscore_is_warned_about_with_the_override_meant() {
+    let email = format!(
+        "{MINIMAL}\n[report.email]\nsmtp_url = \"smtps://mail.example.com\"\n\
+         from = \"sw@example.com\"\nto = [\"a@example.com\"]\n"
+    );
+    for (name, meant) in [
+        (
+            "SEATWARDEN_WORKSPACE__TOKEN",
+            Some("SEATWARDEN__WORKSPACE__TOKEN"),
+        ),
+        ("SEATWARDEN_STATE_PATH", Some("SEATWARDEN__STATE__PATH")),
+        (
+            "SEATWARDEN_WORKSPACE_TOKEN_FILE",
+            Some("SEATWARDEN__WORKSPACE__TOKEN_FILE"),
+        ),
+        (
+            "SEATWARDEN_REPORT_EMAIL_TO",
+            Some("SEATWARDEN__REPORT__EMAIL__TO"),
+        ),
+        (
+            "seatwarden__workspace__token",
+            Some("SEATWARDEN__WORKSPACE__TOKEN"),
+        ),
+        ("SEATWARDEN_TOKEN", None),
+    ] {
+        let config = load(&email, &[(name, "other-token")]).unwrap();
+        let warnings = config.warnings();
+        let warning = warnings
+            .iter()
+            .find(|w| w.contains(name))
+            .unwrap_or_else(|| panic!("{name}: {warnings:?}"));
+        assert!(
+            warning.starts_with(&format!("environment variable {name} is not read")),
+            "{warning}"
+        );
+        match meant {
+            Some(meant) => assert!(
+                warning.ends_with(&format!("did you mean {meant}?")),
+                "{warning}"
+            ),
+            None => assert!(!warning.contains("did you mean"), "{warning}"),
+        }
+        assert!(!warning.contains("other-token"), "{warning}");
+    }
+    let config = load(
+        MINIMAL,
+        &[
+            ("SEATWARDEN_CONFIG", "/etc/seatwarden/seatwarden.toml"),
+            ("SEATWARDEN_OPERATOR", "alice"),
+            ("SEATWARDEN_SANDBOX_TOKEN", "t"),
+            ("SEATWARDEN__WORKSPACE__PAGE_SIZE", "50"),
+        ],
+    )
+    .unwrap();
+    let warnings = config.warnings();
+    assert!(
+        !warnings.iter().any(|w| w.contains("environment variable")),
+        "{warnings:?}"
+    );
+}
+
+/// The warning is seen on every command that loads the configuration, not only
+/// `check-config`: here `status`, which then fails for want of a state database.
+#[test]
+fn an_unread_variable_is_warned_about_by_every_command() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write(dir.path(), "seatwarden.toml", MINIMAL);
+    for command in ["check-config", "status"] {
+        let mut binary = std::process::Command::new(env!("CARGO_BIN_EXE_seatwarden"));
+        binary
+            .args(["--config", config.to_str().unwrap(), command])
+            .env_remove("SEATWARDEN_CONFIG")
+            .env("SEATWARDEN_STATE_PATH", "elsewhere.db");
+        for (name, _) in std::env::vars() {
+            if name.starts_with("SEATWARDEN_") && name != "SEATWARDEN_STATE_PATH" {
+                binary.env_remove(name);
+            }
+        }
+        let out = binary.output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            stderr.contains(
+                "environment variable SEATWARDEN_STATE_PATH is not read: an override is \
+                 spelt SEATWARDEN__SECTION__KEY"
+            ) && stderr.contains("did you mean SEATWARDEN__STATE__PATH?"),
+            "{command}: {stderr}"
+        );
+    }
+}
+
+/// A value typed wrong in the file is refused, naming the key and the file, where
+/// the `config` crate would convert it: the text `"100"` for a number, `"yes"`
+/// or `1` for a boolean. The `[directory]` table, read by its own code, too.
+#[test]
+fn a_value_of_the_wrong_type_in_the_file_is_refused() {
+    let email = "\n[report.email]\nsmtp_url = \"smtps://mail.example.com\"\n\
+                 from = \"sw@example.com\"\nto = [\"a@example.com\"]\n";
+    let ldap = "[directory]\nkind = \"ldap\"\nurl = \"ldaps://dc1\"\nbind_dn = \"cn=svc\"\n\
+                bind_password = \"p\"\nbase_dn = \"dc=example\"\n";
+    for (text, key, message) in [
+        (
+            format!("{MINIMAL}page_size = \"100\"\n"),
+            "workspace.page_size",
+            "expected a whole number, found the text \"100\" (write it without quotes)",
+        ),
+        (
+            format!("{MINIMAL}{email}allow_cleartext = \"yes\"\n"),
+            "report.email.allow_cleartext",
+            "expected true or false, found the text \"yes\" (write true or false without quotes)",
+        ),
+        (
+            format!("{MINIMAL}{email}allow_cleartext = \"true\"\n"),
+            "report.email.allow_cleartext",
+            "expected true or false, found the text \"true\" (write it without quotes)",
+        ),
+        (
+            format!("{MINIMAL}allow_cleartext = 1\n"),
+            "workspace.allow_cleartext",
+            "expected true or false, found the number 1",
+        ),
+        (
+            format!("{MINIMAL}\n[safety]\nmax_deprovision_percent = \"2.5\"\n"),
+            "safety.max_deprovision_percent",
+            "expected a number, found the text \"2.5\" (write it without quotes)",
+        ),
+        (
+            format!("{MINIMAL}\n[safety]\nmax_deprovisions = true\n"),
+            "safety.max_deprovisions",
+            "expected a whole number, found true",
+        ),
+        (
+            format!("{ldap}page_size = \"500\"\n{WORKSPACE}"),
+            "directory.page_size",
+            "expected a whole number, found the text \"500\"",
+        ),
+    ] {
+        let error = load(&text, &[]).unwrap_err();
+        assert!(
+            error.contains("seatwarden.toml: key `")
+                && error.contains(&format!("key `{key}`: {message}")),
+            "{error}"
+        );
+    }
+    // Overridden by a variable, the file's value is not the one used.
+    let config = load(
+        &format!("{MINIMAL}page_size = \"100\"\n"),
+        &[("SEATWARDEN__WORKSPACE__PAGE_SIZE", "50")],
+    )
+    .unwrap();
+    assert_eq!(config.workspace.page_size, 50);
+    // A whole number where a fraction may stand is a number all the same.
+    let config = load(
+        &format!("{MINIMAL}\n[safety]\nmax_deprovision_percent = 5\n"),
+        &[],
+    )
+    .unwrap();
+    assert_eq!(config.safety.max_deprovision_percent, 5.0);
+}
+
+/// A variable's value is text: it is read as the key's type strictly, `true` or
+/// `false` (in any case) for a boolean and digits for a number, not as the
+/// `config` crate reads it (`yes`, `on`, `1` for true; `yes` for the number 1).
+#[test]
+fn a_boolean_or_number_from_the_environment_is_read_strictly() {
+    let email = format!(
+        "{MINIMAL}\n[report.email]\nsmtp_url = \"smtp://mail.example.com\"\n\
+         from = \"sw@example.com\"\nto = [\"a@example.com\"]\n"
+    );
+    let name = "SEATWARDEN__REPORT__EMAIL__ALLOW_CLEARTEXT";
+    for (value, expected) in [("true", true), ("TRUE", true), ("false", false)] {
+        let config = load(&email, &[(name, value)]).unwrap();
+        assert_eq!(config.report.email.unwrap().allow_cleartext, expected);
+    }
+    for value in ["yes", "1", "on", "no", "0"] {
+        let error = load(&email, &[(name, value)]).unwrap_err();
+        assert!(
+            error.starts_with(&format!(
+                "environment variable {name}: key `report.email.allow_cleartext`: \
+                 expected true or false, found {value:?}"
+            )),
+            "{error}"
+        );
+    }
+    for (name, value) in [
+        ("SEATWARDEN__WORKSPACE__PAGE_SIZE", "yes"),
+        ("SEATWARDEN__WORKSPACE__ALLOW_CLEARTEXT", "on"),
+        ("SEATWARDEN__DIRECTORY__PATH", "ok"),
+    ] {
+        let result = load(MINIMAL, &[(name, value)]);
+        match name {
+            // Text where text belongs.
+            "SEATWARDEN__DIRECTORY__PATH" => assert!(result.is_ok(), "{result:?}"),
+            _ => {
+                let error = result.unwrap_err();
+                assert!(
+                    error.starts_with(&format!("environment variable {name}")),
+                    "{error}"
+                );
+            }
+        }
+    }
+}
+
 /// An empty inline secret is refused at load, naming the key and where it came
 /// from: an empty LDAP bind password is an unauthenticated bind (RFC 4513).
 #[test]
@@ -1779,4 +1988,48 @@ fn check_config_warns_about_a_world_readable_token_file() {
     let stderr = check(0o600);
     assert!(!stderr.contains("warning"), "{stderr}");
     assert!(stderr.contains("configuration OK"), "{stderr}");
+}
+
+/// A relative path, in the file or a variable, is taken from the configuration
+/// file's folder; `check-config` lists each path as it will be used, absolute
+/// even when `--config` is relative, and names the variable that set one.
+#[test]
+fn check_config_lists_the_files_it_uses_resolved() {
+    let dir = tempfile::tempdir().unwrap();
+    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/example/directory.json");
+    std::fs::copy(&example, dir.path().join("directory.json")).unwrap();
+    write(dir.path(), "seatwarden.toml", MINIMAL);
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_seatwarden"));
+    command
+        .current_dir(dir.path())
+        .args(["--config", "seatwarden.toml", "check-config"])
+        .env_remove("SEATWARDEN_CONFIG")
+        .env("SEATWARDEN__STATE__PATH", "state/seatwarden.db");
+    for (name, _) in std::env::vars() {
+        if name.starts_with("SEATWARDEN_") && name != "SEATWARDEN__STATE__PATH" {
+            command.env_remove(name);
+        }
+    }
+    let out = command.output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let folder = std::path::absolute(dir.path()).unwrap();
+    let line = |key: &str| {
+        stderr
+            .lines()
+            .find(|l| l.trim_start().starts_with(&format!("{key} ")))
+            .unwrap_or_else(|| panic!("{key}: {stderr}"))
+            .to_owned()
+    };
+    assert!(
+        line("state.path").ends_with(&format!(
+            " {} (from environment variable SEATWARDEN__STATE__PATH)",
+            folder.join("state/seatwarden.db").display()
+        )),
+        "{stderr}"
+    );
+    assert!(
+        line("directory.path").ends_with(&format!(" {}", folder.join("directory.json").display())),
+        "{stderr}"
+    );
 }
