@@ -10,8 +10,13 @@
 //! the network and writes nothing.
 //!
 //! Sections: directory record; scope decision and why; the mappings that give the
-//! role; the link and how it was matched; the workspace account; the last actions
-//! with their outcomes; the deprovision ledger entry; what the next run would do.
+//! role; the link and how it was matched; a disputed match, when the plan has one
+//! about the person (every candidate account with the attribute that matched it and
+//! its state, that nothing is written to them, for a leaver that the deprovisioning
+//! waits, and the `seatwarden link` commands that settle it); the workspace
+//! account; the last actions with their outcomes; the deprovision ledger entry;
+//! what the next run would do. Times are on the clock of the report's zone
+//! (`report.timezone`, else `schedule.timezone`), as the reports show them.
 //!
 //! The view is line-structured, and most of what it shows comes from the
 //! directory, the workspace or a provider's answer (names, departments, groups,
@@ -22,11 +27,13 @@ use std::borrow::Cow;
 use std::fmt::Write;
 
 use chrono::{DateTime, Utc};
+use chrono_tz::Tz;
 
-use crate::config::Config;
+use crate::config::{Config, ConfigError};
 use crate::guard;
 use crate::model::{
-    Account, AccountRef, ActionKind, DirectorySnapshot, Identity, Link, WorkspaceSnapshot,
+    Account, AccountRef, ActionKind, DirectorySnapshot, DriftItem, DriftKind, HoldReason, Identity,
+    Link, WorkspaceSnapshot,
 };
 use crate::plan;
 use crate::policy;
@@ -37,6 +44,8 @@ use crate::store::{RunId, Store, StoreError, StoredLink};
 pub enum ExplainError {
     #[error("state database: {0}")]
     Store(#[from] StoreError),
+    #[error(transparent)]
+    Config(#[from] ConfigError),
     #[error("no run has stored snapshots yet: run `seatwarden plan` first")]
     NoSnapshots,
     #[error(
@@ -46,16 +55,18 @@ pub enum ExplainError {
 }
 
 /// The person's deprovision ledger episodes (newest first, at most five), one
-/// line each: why, detected, due, and how it ended or stands at `now`.
+/// line each: why, detected, due, and how it ended or stands at `now`; times on
+/// the wall clock of `tz`.
 pub fn ledger_lines(
     store: &Store,
     identity_id: Option<&str>,
     now: DateTime<Utc>,
+    tz: Tz,
 ) -> Result<Vec<String>, StoreError> {
     let Some(identity_id) = identity_id else {
         return Ok(Vec::new());
     };
-    let at = |t: DateTime<Utc>| t.format("%Y-%m-%d %H:%M:%S UTC").to_string();
+    let at = |t: DateTime<Utc>| local(t, tz);
     Ok(store
         .deprovision_history(identity_id, 5)?
         .iter()
@@ -117,6 +128,14 @@ fn find_identity<'a>(directory: &'a DirectorySnapshot, person: &str) -> Option<&
                     .is_some_and(|e| e.eq_ignore_ascii_case(person))
             })
         })
+}
+
+/// A time on the wall clock of `tz` (the report's zone, `report.timezone`), with
+/// the zone's abbreviation, as the reports and `status` show times.
+fn local(at: DateTime<Utc>, tz: Tz) -> String {
+    at.with_timezone(&tz)
+        .format("%Y-%m-%d %H:%M:%S %Z")
+        .to_string()
 }
 
 /// One value from the directory, the workspace or a provider, made safe for one
@@ -234,7 +253,9 @@ pub fn explain_with(
     if identity.is_none() && account.is_none() {
         return Err(ExplainError::NotFound(person.to_owned(), loaded.run));
     }
+    let next = next_actions(config, store, &loaded, now)?;
     let view = View {
+        next: &next,
         config,
         store,
         loaded: &loaded,
@@ -242,6 +263,7 @@ pub fn explain_with(
         link,
         account,
         now,
+        tz: config.report_timezone()?,
     };
     // Writing to a String cannot fail.
     let mut out = String::new();
@@ -254,13 +276,14 @@ pub fn explain_with(
     view.directory_record(&mut out);
     view.scope_and_role(&mut out);
     view.link(&mut out);
+    view.dispute(&mut out);
     view.workspace_account(&mut out)?;
     if let Some(live) = live {
         live_account(&mut out, live);
     }
     view.last_actions(&mut out)?;
     view.ledger(&mut out)?;
-    view.next_run(&mut out)?;
+    view.next_run(&mut out);
     Ok(out)
 }
 
@@ -273,22 +296,43 @@ struct View<'a> {
     identity: Option<&'a Identity>,
     link: Option<&'a StoredLink>,
     account: Option<&'a Account>,
+    /// What a run now would plan (see [`next_actions`]).
+    next: &'a crate::model::Plan,
     now: DateTime<Utc>,
+    /// Times are shown in the report's zone, as the reports show them.
+    tz: Tz,
 }
 
 impl View<'_> {
-    /// `42 (reconcile, 2026-11-29 08:00:00Z)`.
+    /// `42 (reconcile, 2026-11-29 09:00:00 CET; times in Europe/Berlin)`.
     fn run_described(&self) -> String {
         let record = self.loaded.record.as_ref();
         format!(
-            "{} ({}, {})",
+            "{} ({}, {}; times in {})",
             self.loaded.run,
             record.map_or("?", |r| r.kind.as_str()),
-            record.map_or_else(
-                || "?".to_owned(),
-                |r| r.started_at.format("%Y-%m-%d %H:%M:%SZ").to_string()
-            )
+            record.map_or_else(|| "?".to_owned(), |r| self.at(r.started_at)),
+            self.tz.name()
         )
+    }
+
+    fn at(&self, time: DateTime<Utc>) -> String {
+        local(time, self.tz)
+    }
+
+    /// Why an action is held, its times on the report's clock ([`clean`]ed).
+    fn held(&self, reason: &HoldReason) -> String {
+        match reason {
+            HoldReason::Settling {
+                first_seen,
+                settles_at,
+            } => format!(
+                "waiting for the settle window: first seen {}, acted on from {}",
+                self.at(*first_seen),
+                self.at(*settles_at)
+            ),
+            other => clean(&other.to_string()).into_owned(),
+        }
     }
 
     fn identity_id(&self) -> Option<&str> {
@@ -375,6 +419,12 @@ impl View<'_> {
                     let _ = writeln!(out, "  no access: identity is not in the desired state");
                 }
             }
+            None if !self.disputes().is_empty() => {
+                let _ = writeln!(
+                    out,
+                    "  undecided: whose account this is is disputed (see Disputed match)"
+                );
+            }
             None => {
                 let _ = writeln!(
                     out,
@@ -400,20 +450,188 @@ impl View<'_> {
                     clean(&l.identity_id),
                     clean(&l.account_id),
                     l.method.as_str(),
-                    l.linked_at.format("%Y-%m-%d %H:%M:%SZ")
+                    self.at(l.linked_at)
                 );
             }
             None => {
                 let _ = writeln!(
                     out,
                     "  no stored link{}",
-                    if self.account.is_some() {
+                    if self.account.is_some() && !self.disputes().is_empty() {
+                        " (the account below is one of the disputed candidates)"
+                    } else if self.account.is_some() {
                         " (the account below is a match candidate, not linked yet)"
                     } else {
                         ""
                     }
                 );
             }
+        }
+    }
+
+    /// The next plan's disputed-match items about this person or this account.
+    fn disputes(&self) -> Vec<&DriftItem> {
+        let (identity_id, account_id) = (self.identity_id(), self.account_id());
+        self.next
+            .drift
+            .iter()
+            .filter(|d| d.kind == DriftKind::DisputedMatch)
+            .filter(|d| match identity_id {
+                Some(id) => d.identity_id.as_deref() == Some(id),
+                None => d.account_id.is_some() && d.account_id.as_deref() == account_id,
+            })
+            .collect()
+    }
+
+    /// `seatwarden link IDENTITY ACCOUNT`, with `--replace` when either already
+    /// has a stored link to someone else (the command refuses otherwise).
+    fn link_command(&self, identity_id: &str, account_id: &str) -> String {
+        let moves = self.loaded.links.iter().any(|l| {
+            (l.identity_id == identity_id) != (l.account_id == account_id)
+                && (l.identity_id == identity_id || l.account_id == account_id)
+        });
+        format!(
+            "seatwarden link {} {}{}",
+            clean(identity_id),
+            clean(account_id),
+            if moves { " --replace" } else { "" }
+        )
+    }
+
+    /// A match the plan will not act on: every account that may be the person's,
+    /// by what it matched, and the command that settles it.
+    fn dispute(&self, out: &mut String) {
+        let items = self.disputes();
+        if items.is_empty() {
+            return;
+        }
+        let _ = writeln!(out, "\nDisputed match");
+        match self.identity {
+            Some(identity) => self.identity_dispute(out, identity, &items),
+            None => self.account_dispute(out, &items),
+        }
+    }
+
+    fn identity_dispute(&self, out: &mut String, identity: &Identity, items: &[&DriftItem]) {
+        let workspace = &self.loaded.workspace;
+        let leaver = self
+            .next
+            .disputed_leavers
+            .iter()
+            .find(|l| l.identity_id == identity.id);
+        let named: Vec<&str> = items
+            .iter()
+            .filter_map(|d| d.account_id.as_deref())
+            .chain(
+                leaver
+                    .into_iter()
+                    .flat_map(|l| l.accounts.iter().map(String::as_str)),
+            )
+            .collect();
+        let candidates: Vec<(&Account, String)> = workspace
+            .accounts
+            .iter()
+            .filter_map(|a| {
+                let by = matched_by(&self.loaded.links, identity, a);
+                (by.is_some() || named.contains(&a.id.as_str()))
+                    .then(|| (a, by.unwrap_or_else(|| "named by the plan".to_owned())))
+            })
+            .collect();
+        // The identity itself is disputed: no account is theirs until a person
+        // says which. Otherwise its link stands and only other accounts are.
+        let whole = items.iter().any(|d| d.account_id.is_none());
+        if whole {
+            let _ = writeln!(
+                out,
+                "  DISPUTED: {} workspace account(s) may be this person's; seatwarden writes \
+                 to none of them, and creates none, until a person chooses:",
+                candidates.len()
+            );
+        } else {
+            let _ = writeln!(
+                out,
+                "  DISPUTED: other accounts match this person besides the linked one; \
+                 seatwarden writes nothing to them until a person chooses:"
+            );
+        }
+        for (account, by) in &candidates {
+            let _ = writeln!(
+                out,
+                "    {} {} — matched by {}; {}",
+                clean(&account.id),
+                clean(&account.user_name),
+                clean(by),
+                if account.active {
+                    "active"
+                } else {
+                    "deactivated"
+                }
+            );
+        }
+        for item in items {
+            let _ = writeln!(out, "  why: {}", clean(&item.detail));
+        }
+        if let Some(leaver) = leaver {
+            let _ = writeln!(
+                out,
+                "  LOST ACCESS ({}): the deprovisioning episode is held waiting for that \
+                 choice; none of {} is deactivated until then, and the episode goes overdue \
+                 like any other",
+                leaver.reason,
+                clean(&leaver.active.join(", "))
+            );
+        }
+        if whole {
+            let _ = writeln!(out, "  choose the person's account with one of:");
+        } else {
+            let _ = writeln!(
+                out,
+                "  the linked account stays theirs; if another is theirs instead, move the \
+                 link (else delete or rename the other in the workspace):"
+            );
+        }
+        let linked = self.link.map(|l| l.account_id.as_str());
+        for (account, _) in &candidates {
+            if whole || linked != Some(account.id.as_str()) {
+                let _ = writeln!(out, "    {}", self.link_command(&identity.id, &account.id));
+            }
+        }
+    }
+
+    fn account_dispute(&self, out: &mut String, items: &[&DriftItem]) {
+        let Some(account) = self.account else {
+            return;
+        };
+        let _ = writeln!(
+            out,
+            "  DISPUTED: seatwarden writes nothing to this account until a person says whose it is"
+        );
+        let identities: Vec<(&Identity, String)> = self
+            .loaded
+            .directory
+            .identities
+            .iter()
+            .filter_map(|i| Some((i, matched_by(&self.loaded.links, i, account)?)))
+            .collect();
+        for (identity, by) in &identities {
+            let _ = writeln!(
+                out,
+                "    identity {} {} — matched by {}; {}",
+                clean(&identity.id),
+                clean(&identity.user_name),
+                clean(by),
+                identity.status.as_str()
+            );
+        }
+        for item in items {
+            let _ = writeln!(out, "  why: {}", clean(&item.detail));
+        }
+        let _ = writeln!(out, "  choose its person with one of:");
+        for (identity, _) in &identities {
+            let _ = writeln!(out, "    {}", self.link_command(&identity.id, &account.id));
+        }
+        if identities.is_empty() {
+            let _ = writeln!(out, "    {}", self.link_command("IDENTITY", &account.id));
         }
     }
 
@@ -453,10 +671,8 @@ impl View<'_> {
                 out,
                 "  deletion:   seen deactivated since {}; deleted from {} \
                  (deprovision.delete_after)",
-                since.format("%Y-%m-%d %H:%M:%SZ"),
-                due.map_or("never".to_owned(), |d| d
-                    .format("%Y-%m-%d %H:%M:%SZ")
-                    .to_string())
+                self.at(*since),
+                due.map_or("never".to_owned(), |d| self.at(d))
             );
         }
         Ok(())
@@ -480,11 +696,11 @@ impl View<'_> {
                 entry.state,
                 match (&entry.action.held, &entry.last_error) {
                     (Some(held), _) if entry.state == crate::store::ActionState::Held =>
-                        format!(": {}", clean(&held.to_string())),
+                        format!(": {}", self.held(held)),
                     (_, Some(error)) => format!(": {}", clean(error)),
                     _ => String::new(),
                 },
-                entry.updated_at.format("%Y-%m-%d %H:%M:%SZ")
+                self.at(entry.updated_at)
             );
         }
         Ok(())
@@ -492,7 +708,7 @@ impl View<'_> {
 
     fn ledger(&self, out: &mut String) -> Result<(), StoreError> {
         let _ = writeln!(out, "\nDeprovision ledger");
-        let lines = ledger_lines(self.store, self.identity_id(), self.now)?;
+        let lines = ledger_lines(self.store, self.identity_id(), self.now, self.tz)?;
         if lines.is_empty() {
             let _ = writeln!(out, "  none: never seen losing access");
         }
@@ -504,31 +720,16 @@ impl View<'_> {
 
     /// The actions about this person that a run now would plan from the stored
     /// snapshots, with what the guard and the settle window would hold.
-    fn next_run(&self, out: &mut String) -> Result<(), StoreError> {
+    fn next_run(&self, out: &mut String) {
         let loaded = self.loaded;
         let _ = writeln!(
             out,
             "\nNext run (re-planned from run {}'s snapshots)",
             loaded.run
         );
-        let links: Vec<Link> = loaded
-            .links
-            .iter()
-            .map(|l| Link {
-                identity_id: l.identity_id.clone(),
-                account_id: l.account_id.clone(),
-            })
-            .collect();
-        let next = next_actions(
-            self.config,
-            self.store,
-            &loaded.directory,
-            &loaded.workspace,
-            &links,
-            self.now,
-        )?;
         let (identity_id, account_id) = (self.identity_id(), self.account_id());
-        let mine: Vec<String> = next
+        let mine: Vec<String> = self
+            .next
             .actions
             .iter()
             .filter(|a| {
@@ -554,7 +755,7 @@ impl View<'_> {
                     clean(&a.detail),
                     a.held
                         .as_ref()
-                        .map(|h| format!(" [HELD: {}]", clean(&h.to_string())))
+                        .map(|h| format!(" [HELD: {}]", self.held(h)))
                         .unwrap_or_default()
                 )
             })
@@ -566,8 +767,36 @@ impl View<'_> {
                 let _ = writeln!(out, "{line}");
             }
         }
-        Ok(())
     }
+}
+
+/// What ties `account` to `identity`, as matching tries it: a stored link, the
+/// `externalId`, the userName, the email; `None` when nothing does.
+fn matched_by(links: &[StoredLink], identity: &Identity, account: &Account) -> Option<String> {
+    let linked_elsewhere = links
+        .iter()
+        .find(|l| l.account_id == account.id && l.identity_id != identity.id)
+        .map(|l| format!(" (stored link to identity {})", l.identity_id));
+    let by = if links
+        .iter()
+        .any(|l| l.account_id == account.id && l.identity_id == identity.id)
+    {
+        "stored link"
+    } else if account.external_id.as_deref() == Some(identity.id.as_str()) {
+        "externalId"
+    } else if crate::model::same_ci(&account.user_name, &identity.user_name) {
+        "userName"
+    } else if account
+        .email
+        .as_deref()
+        .zip(identity.email.as_deref())
+        .is_some_and(|(a, i)| !a.trim().is_empty() && crate::model::same_ci(a, i))
+    {
+        "email"
+    } else {
+        return None;
+    };
+    Some(format!("{by}{}", linked_elsewhere.unwrap_or_default()))
 }
 
 /// The account as the workspace shows it now (`--live`).
@@ -602,14 +831,24 @@ fn listed(names: &[&str]) -> String {
     }
 }
 
+/// The plan a run now would make from the stored snapshots and links, with what
+/// the guard and the settle window would hold.
 fn next_actions(
     config: &Config,
     store: &Store,
-    directory: &DirectorySnapshot,
-    workspace: &WorkspaceSnapshot,
-    links: &[Link],
+    loaded: &Loaded,
     now: DateTime<Utc>,
 ) -> Result<crate::model::Plan, StoreError> {
+    let (directory, workspace) = (&loaded.directory, &loaded.workspace);
+    let links: Vec<Link> = loaded
+        .links
+        .iter()
+        .map(|l| Link {
+            identity_id: l.identity_id.clone(),
+            account_id: l.account_id.clone(),
+        })
+        .collect();
+    let links = links.as_slice();
     let desired = policy::desired_state(directory, &config.policy_settings());
     let planned = plan::plan(
         &desired,
@@ -651,6 +890,182 @@ mod tests {
     use super::*;
     use crate::model::{Action, DriftKind, IdentityStatus, Plan};
     use crate::store::{RunKind, RunStatus};
+
+    /// A store whose one run saw `identities` and `accounts`, with a config in
+    /// `report.timezone = "Europe/Berlin"`; the run started at 08:00 UTC.
+    fn stored(identities: Vec<Identity>, accounts: Vec<Account>) -> (tempfile::TempDir, Config) {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("directory.json"), "{\"users\": []}").unwrap();
+        let file = dir.path().join("seatwarden.toml");
+        std::fs::write(
+            &file,
+            "[directory]\nkind = \"file\"\npath = \"directory.json\"\n\
+             [workspace]\nurl = \"https://example.invalid/scim/v2\"\ntoken = \"t\"\n\
+             [report]\ntimezone = \"Europe/Berlin\"\n",
+        )
+        .unwrap();
+        let config = Config::load_with_env(&file, Some(Default::default())).unwrap();
+        let mut store = Store::open(&config.state.path).unwrap();
+        let run = store.begin_run(RunKind::Plan, t0()).unwrap();
+        store
+            .save_directory_snapshot(
+                run,
+                &DirectorySnapshot {
+                    identities,
+                    complete: true,
+                },
+            )
+            .unwrap();
+        store
+            .save_workspace_snapshot(
+                run,
+                &WorkspaceSnapshot {
+                    accounts,
+                    groups: vec![],
+                },
+            )
+            .unwrap();
+        store
+            .finish_run(run, t0(), RunStatus::Succeeded, None)
+            .unwrap();
+        (dir, config)
+    }
+
+    fn t0() -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339("2026-11-29T08:00:00Z")
+            .unwrap()
+            .with_timezone(&Utc)
+    }
+
+    fn person(id: &str, user_name: &str, status: IdentityStatus) -> Identity {
+        Identity {
+            id: id.into(),
+            user_name: user_name.into(),
+            email: Some(user_name.into()),
+            given_name: None,
+            family_name: None,
+            display_name: None,
+            status,
+            department: None,
+            groups: vec![],
+        }
+    }
+
+    fn account(id: &str, user_name: &str, email: &str) -> Account {
+        Account {
+            id: id.into(),
+            user_name: user_name.into(),
+            external_id: None,
+            given_name: None,
+            family_name: None,
+            display_name: None,
+            email: Some(email.into()),
+            active: true,
+            roles: vec![],
+        }
+    }
+
+    /// A leaver two accounts may belong to: explain names the dispute, every
+    /// candidate with what matched it and its state, that nothing is written and
+    /// the deprovisioning waits, and the commands that settle it.
+    #[test]
+    fn a_disputed_leaver_shows_every_candidate_and_the_link_commands() {
+        let (_dir, config) = stored(
+            vec![person(
+                "p1",
+                "ada@example.com",
+                IdentityStatus::Deprovisioned,
+            )],
+            vec![
+                account("a1", "ada@example.com", "ada@example.com"),
+                account("a2", "a.lovelace@example.com", "ADA@example.com"),
+            ],
+        );
+        let store = Store::open(&config.state.path).unwrap();
+
+        let text = explain(&config, &store, "ada@example.com", t0()).unwrap();
+
+        for line in [
+            "  DISPUTED: 2 workspace account(s) may be this person's; seatwarden writes to none of \
+             them, and creates none, until a person chooses:",
+            "    a1 ada@example.com — matched by userName; active",
+            "    a2 a.lovelace@example.com — matched by email; active",
+            "    seatwarden link p1 a1",
+            "    seatwarden link p1 a2",
+        ] {
+            assert!(text.lines().any(|l| l == line), "no {line:?} in:\n{text}");
+        }
+        assert!(
+            text.contains(
+                "LOST ACCESS (deprovisioned in the directory): the deprovisioning episode is \
+                 held waiting for that choice"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("one of the disputed candidates"),
+            "the one account shown is not the person's: {text}"
+        );
+    }
+
+    /// Looked up by the other account, the view says whose it may be and how to
+    /// settle it, not that nobody justifies it.
+    #[test]
+    fn a_disputed_account_names_the_person_it_may_belong_to() {
+        let (_dir, config) = stored(
+            vec![person("p1", "ada@example.com", IdentityStatus::Active)],
+            vec![
+                account("a1", "ada@example.com", "ada@example.com"),
+                account("a2", "a.lovelace@example.com", "ada@example.com"),
+            ],
+        );
+        let store = Store::open(&config.state.path).unwrap();
+
+        let text = explain(&config, &store, "a.lovelace@example.com", t0()).unwrap();
+
+        assert!(
+            text.contains("    identity p1 ada@example.com — matched by email; active"),
+            "{text}"
+        );
+        assert!(text.contains("    seatwarden link p1 a2\n"), "{text}");
+        assert!(!text.contains("no directory identity justifies"), "{text}");
+        assert!(!text.contains("LOST ACCESS"), "{text}");
+    }
+
+    /// Times are on the report's clock, as the reports show them, with the zone.
+    #[test]
+    fn times_are_in_the_report_timezone() {
+        let (_dir, config) = stored(
+            vec![person("p1", "ada@example.com", IdentityStatus::Active)],
+            vec![account("a1", "ada@example.com", "ada@example.com")],
+        );
+        let mut store = Store::open(&config.state.path).unwrap();
+        store
+            .upsert_links(
+                &[crate::model::NewLink {
+                    identity_id: "p1".into(),
+                    account_id: "a1".into(),
+                    method: crate::model::LinkMethod::UserName,
+                }],
+                t0(),
+            )
+            .unwrap();
+
+        let text = explain(&config, &store, "p1", t0()).unwrap();
+
+        assert!(
+            text.lines()
+                .next()
+                .unwrap()
+                .ends_with("(plan, 2026-11-29 09:00:00 CET; times in Europe/Berlin)"),
+            "{text}"
+        );
+        assert!(
+            text.contains("matched by user_name at 2026-11-29 09:00:00 CET"),
+            "{text}"
+        );
+        assert!(!text.contains("UTC") && !text.contains(":00Z"), "{text}");
+    }
 
     /// An LDAP `sn`, a department, a group, a workspace userName and a stored
     /// provider error holding a line break, a carriage return and terminal escapes

@@ -27,7 +27,8 @@ pub struct AccessRow {
     pub identity_user_name: Option<String>,
     pub identity_status: Option<String>,
     /// The mapping(s) that grant this access, `in scope: default role …`, why it
-    /// should go, or `unmanaged`.
+    /// should go (`…: access due to be removed` while the account is active,
+    /// `…: account deactivated (no access)` once it is not), or `unmanaged`.
     pub justification: String,
     /// The last action seatwarden applied to the account, else when it was linked.
     pub last_change: Option<DateTime<Utc>>,
@@ -61,6 +62,17 @@ impl crate::retry::Transient for ExportError {
 
 fn in_scope(groups: &[String], policy: &PolicySettings) -> bool {
     policy.scope_groups.is_empty() || policy.scope_groups.iter().any(|g| groups.contains(g))
+}
+
+/// What becomes of the access of someone who lost it. A deactivated account has
+/// none left: a review that called its removal pending would count it among the
+/// open findings and send a reviewer after access that is already gone.
+fn removal(active: bool) -> &'static str {
+    if active {
+        "access due to be removed"
+    } else {
+        "account deactivated (no access)"
+    }
 }
 
 /// Builds the export from the latest run that stored both snapshots.
@@ -104,17 +116,19 @@ pub fn access(store: &Store, policy: &PolicySettings) -> Result<AccessExport, Ex
             let justification = match (link, identity) {
                 (None, _) => "unmanaged".to_owned(),
                 (Some(l), None) => format!(
-                    "linked to {} which is no longer in the directory: access due to be removed",
-                    l.identity_id
+                    "linked to {} which is no longer in the directory: {}",
+                    l.identity_id,
+                    removal(account.active)
                 ),
                 (Some(_), Some(identity)) if identity.status != IdentityStatus::Active => {
                     format!(
-                        "identity is {} in the directory: access due to be removed",
-                        identity.status.as_str()
+                        "identity is {} in the directory: {}",
+                        identity.status.as_str(),
+                        removal(account.active)
                     )
                 }
                 (Some(_), Some(identity)) if !in_scope(&identity.groups, policy) => {
-                    "identity is out of scope: access due to be removed".to_owned()
+                    format!("identity is out of scope: {}", removal(account.active))
                 }
                 (Some(_), Some(identity)) => {
                     let mappings: Vec<String> = policy

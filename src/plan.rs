@@ -1431,13 +1431,16 @@ impl<'p, 'a: 'p> Planner<'p, 'a> {
                     continue;
                 }
                 let linked_to = m.at(linked_to).map_or("", |a| a.id.as_str());
+                // Under its own userName: the duplicate is the account a reader has
+                // to handle, and the person's name would point at their linked one.
                 self.drift(Item {
                     kind: DriftKind::DisputedMatch,
                     identity_id: Some(identity_id),
                     account_id: Some(&dupe.id),
-                    user_name: subject,
+                    user_name: &dupe.user_name,
                     detail: format!(
-                        "duplicate account: matches by {} but the identity is linked to account {linked_to}",
+                        "duplicate account: matches {subject} (identity {identity_id}) by {} but \
+                         they are linked to account {linked_to}",
                         method.as_str()
                     ),
                 });
@@ -3252,6 +3255,15 @@ mod tests {
         let disputed = drift_of(&plan, DriftKind::DisputedMatch);
         assert_eq!(disputed.len(), 1);
         assert_eq!(disputed[0].account_id.as_deref(), Some("2"));
+        assert_eq!(
+            disputed[0].user_name, "a-old",
+            "reported under the duplicate's own name, not the linked account's"
+        );
+        assert!(
+            disputed[0].detail.contains("identity a") && disputed[0].detail.contains("account 1"),
+            "{:#?}",
+            disputed[0]
+        );
     }
 
     #[test]

@@ -42,6 +42,12 @@ async fn access_export_justifies_every_account() {
     assert!(!leaver.active, "deactivated by the demo's reconcile");
     assert!(leaver.justification.contains("deprovisioned"), "{leaver:?}");
     assert!(
+        leaver
+            .justification
+            .ends_with("account deactivated (no access)"),
+        "nothing is pending for a deactivated account: {leaver:?}"
+    );
+    assert!(
         leaver.last_change.is_some(),
         "the deactivation is the last change"
     );
@@ -169,4 +175,118 @@ fn csv_cells_a_spreadsheet_would_run_are_exported_as_text() {
     );
     assert_eq!(&row[8], "unmanaged");
     assert!(export.to_json().contains("\"user_name\": \"@evil\""));
+}
+
+/// An access review must not call removal pending for access that is gone: a
+/// leaver's deactivated account says so, an active one is still due.
+#[test]
+fn a_deactivated_leavers_account_is_not_due_for_removal() {
+    use seatwarden::model::{
+        Account, DirectorySnapshot, Identity, IdentityStatus, LinkMethod, NewLink,
+        WorkspaceSnapshot,
+    };
+    use seatwarden::store::RunKind;
+
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("directory.json"), "{\"users\": []}").unwrap();
+    std::fs::write(
+        dir.path().join("seatwarden.toml"),
+        "[directory]\nkind = \"file\"\npath = \"directory.json\"\n\
+         [workspace]\nurl = \"https://example.invalid/scim/v2\"\ntoken = \"t\"\n",
+    )
+    .unwrap();
+    let config = Config::load_with_env(
+        &dir.path().join("seatwarden.toml"),
+        Some(Default::default()),
+    )
+    .unwrap();
+    let t0 = chrono::DateTime::parse_from_rfc3339("2026-11-29T08:00:00Z")
+        .unwrap()
+        .with_timezone(&chrono::Utc);
+    let person = |id: &str, status| Identity {
+        id: id.into(),
+        user_name: format!("{id}@example.com"),
+        email: None,
+        given_name: None,
+        family_name: None,
+        display_name: None,
+        status,
+        department: None,
+        groups: vec![],
+    };
+    let account = |id: &str, user: &str, active| Account {
+        id: id.into(),
+        user_name: format!("{user}@example.com"),
+        external_id: Some(user.into()),
+        given_name: None,
+        family_name: None,
+        display_name: None,
+        email: None,
+        active,
+        roles: vec!["Viewer".into()],
+    };
+    let mut store = Store::open(&config.state.path).unwrap();
+    let run = store.begin_run(RunKind::Plan, t0).unwrap();
+    store
+        .save_directory_snapshot(
+            run,
+            &DirectorySnapshot {
+                identities: vec![
+                    person("gone", IdentityStatus::Deprovisioned),
+                    person("going", IdentityStatus::Suspended),
+                ],
+                complete: true,
+            },
+        )
+        .unwrap();
+    store
+        .save_workspace_snapshot(
+            run,
+            &WorkspaceSnapshot {
+                accounts: vec![
+                    account("a1", "gone", false),
+                    account("a2", "going", true),
+                    account("a3", "deleted", false),
+                ],
+                groups: vec![],
+            },
+        )
+        .unwrap();
+    let link = |identity: &str, account: &str| NewLink {
+        identity_id: identity.into(),
+        account_id: account.into(),
+        method: LinkMethod::ExternalId,
+    };
+    store
+        .upsert_links(
+            &[
+                link("gone", "a1"),
+                link("going", "a2"),
+                link("deleted", "a3"),
+            ],
+            t0,
+        )
+        .unwrap();
+
+    let export = seatwarden::export::access(&store, &config.policy_settings()).unwrap();
+    let justification = |id: &str| {
+        export
+            .accounts
+            .iter()
+            .find(|r| r.account_id == id)
+            .map(|r| r.justification.as_str())
+            .unwrap()
+    };
+    assert_eq!(
+        justification("a1"),
+        "identity is deprovisioned in the directory: account deactivated (no access)"
+    );
+    assert_eq!(
+        justification("a2"),
+        "identity is suspended in the directory: access due to be removed"
+    );
+    assert_eq!(
+        justification("a3"),
+        "linked to deleted which is no longer in the directory: account deactivated (no access)"
+    );
 }

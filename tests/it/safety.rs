@@ -3171,7 +3171,7 @@ async fn deletion_waits_for_the_retention_period_and_opens_no_ledger_episode() {
     let text =
         seatwarden::explain::explain(&env.config, &env.store(), &left[0], t0 + days(30) + hour)
             .unwrap();
-    let due = (t0 + hour + days(30)).format("%Y-%m-%d %H:%M:%SZ");
+    let due = (t0 + hour + days(30)).format("%Y-%m-%d %H:%M:%S UTC");
     assert!(
         text.contains(&format!("deleted from {due} (deprovision.delete_after)")),
         "{text}"
