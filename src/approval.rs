@@ -1210,6 +1210,7 @@ mod tests {
             attempts: 0,
             error: None,
             waiting,
+            settle_window: None,
         };
         let report = Report {
             schema_version: crate::report::SCHEMA_VERSION,
