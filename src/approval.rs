@@ -1213,6 +1213,7 @@ mod tests {
             attempts: 0,
             error: None,
             waiting,
+            settle_window: None,
         };
         let report = Report {
             schema_version: crate::report::SCHEMA_VERSION,

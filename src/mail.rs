@@ -3,8 +3,9 @@
 //! Nothing is sent straight from a caller: a message is queued in the store's
 //! outbox first ([`queue`]), and [`deliver_due`] sends what is due, marking a row
 //! `sent` only after the server accepted it. A transient failure (connection refused,
-//! timeout, TLS handshake, 4xx) is retried with backoff inside the call and, if still
-//! failing, rescheduled with a growing delay that survives restarts; a relay that
+//! timeout, TLS handshake, 4xx) is retried with backoff inside the call (each retry
+//! logged as a warning naming the server, the error, the wait and the attempt) and,
+//! if still failing, rescheduled with a growing delay that survives restarts; a relay that
 //! refuses the session (a 5xx to the greeting, the login or MAIL FROM; no STARTTLS)
 //! is rescheduled the same way but not retried inside the call, and given up after
 //! [`REFUSED_FOR_AT_MOST`]; a permanent refusal of the message (a 5xx to DATA, to
@@ -603,6 +604,17 @@ const SESSION_TIMEOUTS: u32 = 4;
 /// ever, in front of every later alert.
 pub const REFUSED_FOR_AT_MOST: chrono::Duration = chrono::Duration::days(3);
 
+/// `SMTP server smtp.example.com:587: connection refused; retrying in 2 s
+/// (attempt 2 of 4)`: what failed, how long the wait is, and which attempt comes.
+pub fn retry_notice(error: &MailError, delay: Duration, next: usize, attempts: usize) -> String {
+    let wait = if delay < Duration::from_secs(10) {
+        format!("{:.1} s", delay.as_secs_f64())
+    } else {
+        format!("{} s", delay.as_secs())
+    };
+    format!("{error}; retrying in {wait} (attempt {next} of {attempts})")
+}
+
 /// Sends every message due at `now`, oldest first, until one fails and is kept for
 /// a later call (the others stay due): a transient failure, or a relay that
 /// refuses the session (login, sender, every recipient; see [`relay_refused`]).
@@ -626,11 +638,19 @@ pub async fn deliver_due(
         if !store.claim_message(entry.id, claimed_at, claimed_at + CLAIM)? {
             continue;
         }
+        let mut failed_attempts = 0;
         let outcome = retry::retry(
             policy,
             || mailer.send(&entry),
             |error, delay| {
-                tracing::info!(outbox_id = entry.id, %error, ?delay, "SMTP send failed; retrying");
+                failed_attempts += 1;
+                // A warning, not info: `send-mail` run by hand would otherwise sit
+                // silent through the backoff, and look hung.
+                tracing::warn!(
+                    outbox_id = entry.id,
+                    "{}",
+                    retry_notice(error, delay, failed_attempts + 1, policy.max_retries + 1)
+                );
             },
         )
         .await;

@@ -846,6 +846,7 @@ fn build_report(
                     .held
                     .as_ref()
                     .is_some_and(crate::model::HoldReason::is_waiting),
+                settle_window: action.held.as_ref().and_then(report::SettleWindow::of),
             })
         })
         .collect::<Result<_, StoreError>>()?;

@@ -226,6 +226,10 @@ pub struct Digest {
     pub period: PeriodSummary,
     pub drift_total: usize,
     pub drift: Vec<DriftKindPeople>,
+    /// Said instead of "No drift." when the newest run refused the directory
+    /// snapshot (a source fault) and so computed no drift.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drift_not_computed: Option<String>,
     pub overdue: Vec<DeprovisionLine>,
     pub pending: Vec<DeprovisionLine>,
     /// Deprovisions verified in the period, oldest first.
@@ -518,6 +522,13 @@ impl Digest {
             period: summary,
             drift_total: drift_now,
             drift,
+            drift_not_computed: latest.filter(|_| source_fault).map(|r| {
+                format!(
+                    "Drift not computed: run {} refused the directory snapshot (source fault) \
+                     and wrote nothing.",
+                    r.run_id
+                )
+            }),
             overdue,
             pending,
             deprovisioned,
@@ -636,7 +647,9 @@ impl Digest {
                 let _ = writeln!(out, "  - {} {} — {}", a.op, a.subject, a.why);
             }
         }
-        if self.drift.is_empty() && self.latest_run.is_none() {
+        if let Some(why) = &self.drift_not_computed {
+            let _ = writeln!(out, "\n{why}");
+        } else if self.drift.is_empty() && self.latest_run.is_none() {
             let _ = writeln!(out, "\nDrift unknown: no run has stored a report yet.");
         } else if self.drift.is_empty() {
             let _ = writeln!(out, "\nNo drift.");

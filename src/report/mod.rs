@@ -151,12 +151,54 @@ pub struct ActionOutcome {
     /// approve (`seatwarden approve` would skip the wait).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub waiting: bool,
+    /// When a waiting action's drift was first seen and when it may be acted on:
+    /// kept as times, not only in `error`'s UTC text, so the renderers show them
+    /// on the report's clock. Absent from reports of earlier versions.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub settle_window: Option<SettleWindow>,
+}
+
+/// The settle window an action waits for (see [`crate::model::HoldReason::Settling`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SettleWindow {
+    pub first_seen: DateTime<Utc>,
+    pub settles_at: DateTime<Utc>,
+}
+
+impl SettleWindow {
+    /// The window of a hold that is one.
+    pub fn of(hold: &crate::model::HoldReason) -> Option<SettleWindow> {
+        match *hold {
+            crate::model::HoldReason::Settling {
+                first_seen,
+                settles_at,
+            } => Some(SettleWindow {
+                first_seen,
+                settles_at,
+            }),
+            _ => None,
+        }
+    }
 }
 
 impl ActionOutcome {
     /// Failed, or held for a human (not merely waiting for the settle window).
     pub fn needs_attention(&self) -> bool {
         self.outcome == Outcome::Failed || (self.outcome == Outcome::Held && !self.waiting)
+    }
+
+    /// Why it was held, failed or not run, as a person reads it: the settle
+    /// window's times on `tz`'s clock, as every other time of the report. One
+    /// that waits no more (an approval's re-check refused it) says why in `error`.
+    pub fn why(&self, tz: chrono_tz::Tz) -> Option<String> {
+        match (&self.settle_window, self.outcome) {
+            (Some(window), Outcome::Held) if self.waiting => Some(format!(
+                "waiting for the settle window: first seen {}, acted on from {}",
+                templated::timestamp(window.first_seen, tz),
+                templated::timestamp(window.settles_at, tz)
+            )),
+            _ => self.error.clone(),
+        }
     }
 }
 
@@ -308,9 +350,21 @@ pub struct SafetyFinding {
     pub details: Vec<String>,
 }
 
-/// What `report.safety` holds, in the order the renderers show it; empty when the
-/// safety net found nothing.
-pub fn safety_findings(report: &Report) -> Vec<SafetyFinding> {
+/// The breaker's state with its times on `tz`'s clock (its `Display` is UTC, for logs).
+fn circuit_state_text(state: &CircuitState, tz: chrono_tz::Tz) -> String {
+    let at = |t| templated::timestamp(t, tz);
+    match *state {
+        CircuitState::Closed => "closed".to_owned(),
+        CircuitState::Open { since, until } => {
+            format!("open since {} until {}", at(since), at(until))
+        }
+        CircuitState::HalfOpen { since } => format!("half-open since {}", at(since)),
+    }
+}
+
+/// What `report.safety` holds, in the order the renderers show it, times on `tz`'s
+/// clock; empty when the safety net found nothing.
+pub fn safety_findings(report: &Report, tz: chrono_tz::Tz) -> Vec<SafetyFinding> {
     let safety = &report.safety;
     let mut findings = Vec::new();
     let finding = |label, tone, text: String| SafetyFinding {
@@ -336,7 +390,7 @@ pub fn safety_findings(report: &Report) -> Vec<SafetyFinding> {
             Tone::Bad,
             format!(
                 "{}{}",
-                circuit.state,
+                circuit_state_text(&circuit.state, tz),
                 circuit
                     .reason
                     .as_deref()
@@ -386,31 +440,46 @@ pub fn safety_findings(report: &Report) -> Vec<SafetyFinding> {
     findings
 }
 
-/// The one-line verdict every renderer leads with.
+/// The one-line verdict every renderer leads with. When something is failed,
+/// held or waiting, what the run did apply comes first: a leaver deactivated while
+/// a new hire's create waits is news, not "nothing happened".
 pub fn headline(report: &Report) -> (Tone, String) {
     let s = &report.summary;
     let actions = |n| plural(n, "action", "actions");
     let waiting = report.safety.actions_waiting;
+    let applied_then = |rest: String| {
+        if s.actions_applied > 0 {
+            format!(
+                "{} applied and verified; {rest}",
+                actions(s.actions_applied)
+            )
+        } else {
+            rest
+        }
+    };
     if let Some(fault) = &report.safety.source_fault {
         (Tone::Bad, format!("source fault: {fault}"))
     } else if s.actions_failed > 0 {
-        (Tone::Bad, format!("{} failed", actions(s.actions_failed)))
+        (
+            Tone::Bad,
+            applied_then(format!("{} failed", actions(s.actions_failed))),
+        )
     } else if s.actions_held > waiting {
         (
             Tone::Warn,
-            format!(
+            applied_then(format!(
                 "{} held by the guard — needs a human",
                 actions(s.actions_held - waiting)
-            ),
+            )),
         )
     } else if s.actions_held > 0 {
         (
             Tone::Warn,
-            format!(
+            applied_then(format!(
                 "{} {} for the settle window",
                 actions(s.actions_held),
                 if s.actions_held == 1 { "waits" } else { "wait" }
-            ),
+            )),
         )
     } else if s.actions_planned == 0 && s.drift_total == 0 {
         (Tone::Good, "in sync".to_owned())
@@ -449,6 +518,16 @@ pub fn headline(report: &Report) -> (Tone, String) {
             ),
         )
     }
+}
+
+/// What the renderers say instead of "No drift." when the run computed none: the
+/// directory snapshot was refused as a source fault, so an empty drift list says
+/// nothing about the workspace.
+pub fn drift_not_computed(report: &Report) -> Option<&'static str> {
+    report.safety.source_fault.as_ref().map(|_| {
+        "Drift not computed: the directory snapshot was refused (source fault), so nothing \
+         was planned from it and nothing was written."
+    })
 }
 
 /// The state a person wants at a glance (the issue's "in sync / drift / needs

@@ -146,7 +146,7 @@ struct ActionRow<'a> {
     op: &'a str,
     subject: &'a str,
     detail: &'a str,
-    error: Option<&'a str>,
+    error: Option<String>,
 }
 
 #[derive(Debug, Serialize)]
@@ -167,12 +167,14 @@ struct ReportView<'a> {
     drift_left: usize,
     drift_counts: Vec<KindCount>,
     drift_groups: Vec<DriftGroup<'a>>,
+    /// Said instead of "No drift." (see [`super::drift_not_computed`]).
+    drift_not_computed: Option<&'static str>,
     attention: Vec<ActionRow<'a>>,
     actions: Vec<ActionRow<'a>>,
     safety: Vec<super::SafetyFinding>,
 }
 
-fn action_row(action: &ActionOutcome, applying: bool) -> ActionRow<'_> {
+fn action_row(action: &ActionOutcome, applying: bool, tz: chrono_tz::Tz) -> ActionRow<'_> {
     ActionRow {
         seq: action.seq,
         status: match action.outcome {
@@ -182,7 +184,7 @@ fn action_row(action: &ActionOutcome, applying: bool) -> ActionRow<'_> {
         op: &action.op,
         subject: &action.subject,
         detail: &action.detail,
-        error: action.error.as_deref(),
+        error: action.why(tz),
     }
 }
 
@@ -225,16 +227,17 @@ fn report_view(report: &Report, tz: chrono_tz::Tz) -> ReportView<'_> {
             .filter(|c| c.count > 0)
             .collect(),
         drift_groups: drift_groups(&report.drift),
+        drift_not_computed: super::drift_not_computed(report),
         attention: attention
             .into_iter()
-            .map(|a| action_row(a, applying))
+            .map(|a| action_row(a, applying, tz))
             .collect(),
         actions: report
             .actions
             .iter()
-            .map(|a| action_row(a, applying))
+            .map(|a| action_row(a, applying, tz))
             .collect(),
-        safety: super::safety_findings(report),
+        safety: super::safety_findings(report, tz),
     }
 }
 

@@ -98,9 +98,11 @@ pub fn render_text(report: &Report, tz: chrono_tz::Tz, colour: bool) -> String {
         }
     );
 
-    render_safety(&mut out, report, &style);
+    render_safety(&mut out, report, tz, &style);
 
-    if report.drift.is_empty() {
+    if let Some(why) = super::drift_not_computed(report) {
+        let _ = writeln!(out, "\n{why}");
+    } else if report.drift.is_empty() {
         let _ = writeln!(out, "\nNo drift.");
     } else {
         let _ = writeln!(out, "\nDrift ({}):", s.drift_total);
@@ -152,7 +154,7 @@ pub fn render_text(report: &Report, tz: chrono_tz::Tz, colour: bool) -> String {
             // An action waiting for the settle window is not under "Needs
             // attention": here it says until when it waits; one not run says why
             // (rejected, not sent after the circuit breaker opened).
-            let waits = match (&action.error, action.outcome) {
+            let waits = match (action.why(tz), action.outcome) {
                 (Some(why), Outcome::Held) if action.waiting => format!(" — {why}"),
                 (Some(why), Outcome::NotRun) => format!(" — {why}"),
                 _ => String::new(),
@@ -175,8 +177,8 @@ pub fn render_text(report: &Report, tz: chrono_tz::Tz, colour: bool) -> String {
 }
 
 /// The safety net's findings; nothing when there are none (reports read as before).
-fn render_safety(out: &mut String, report: &Report, style: &Style) {
-    for finding in super::safety_findings(report) {
+fn render_safety(out: &mut String, report: &Report, tz: chrono_tz::Tz, style: &Style) {
+    for finding in super::safety_findings(report, tz) {
         match finding.label {
             Some(label) => {
                 let label = match finding.tone {

@@ -964,6 +964,81 @@ async fn report_email_with_the_server_down_keeps_the_message_queued() {
     assert!(outbox[0].message.text.contains("seatwarden run"));
 }
 
+/// With the server down, `seatwarden send-mail` says every retry as it happens
+/// (the server, the error, the wait, the attempt), then the last error, and
+/// exits 1: it does not sit silent through its backoff.
+#[test]
+fn send_mail_says_when_it_retries() {
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "directory.json", r#"{"users": []}"#);
+    let port = closed_port();
+    let config = config_with(
+        dir.path(),
+        &format!(
+            "smtp_url = \"smtp://127.0.0.1:{port}\"\nfrom = \"seatwarden@example.com\"\n\
+             to = [\"it-security@example.com\"]\ntimeout = \"2s\"\n"
+        ),
+    )
+    .unwrap();
+    let settings = config.mail_settings().unwrap().unwrap();
+    let mut store = Store::open(&config.state.path).unwrap();
+    mail::queue(
+        &mut store,
+        &settings,
+        OutboxKind::Alert,
+        "subject",
+        "t",
+        "<p>h</p>",
+        Utc::now(),
+    )
+    .unwrap();
+    drop(store);
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_seatwarden"))
+        .arg("--config")
+        .arg(dir.path().join("seatwarden.toml"))
+        .arg("send-mail")
+        .env_remove("RUST_LOG")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    let server = format!("SMTP server 127.0.0.1:{port}: ");
+    let total = settings.retry.max_retries + 1;
+    for next in 2..=total {
+        let line = stderr
+            .lines()
+            .find(|l| l.contains(&format!("(attempt {next} of {total})")))
+            .unwrap_or_else(|| panic!("no notice before attempt {next}: {stderr}"));
+        assert!(line.contains("WARN"), "{line}");
+        assert!(line.contains(&server), "{line}");
+        assert!(line.contains("; retrying in "), "{line}");
+        assert!(line.contains(" s (attempt"), "{line}");
+    }
+    assert!(
+        stderr.contains(&format!("last error: {server}")),
+        "the final failure names the server: {stderr}"
+    );
+}
+
+#[test]
+fn a_retry_notice_names_the_server_the_error_the_wait_and_the_attempt() {
+    let error = mail::MailError::Smtp {
+        host: "smtp.example.com".into(),
+        port: 587,
+        message: "connection refused".into(),
+        transient: true,
+        relay_refused: false,
+    };
+    assert_eq!(
+        mail::retry_notice(&error, Duration::from_millis(2000), 2, 5),
+        "SMTP server smtp.example.com:587: connection refused; retrying in 2.0 s (attempt 2 of 5)"
+    );
+    assert_eq!(
+        mail::retry_notice(&error, Duration::from_secs(30), 5, 5),
+        "SMTP server smtp.example.com:587: connection refused; retrying in 30 s (attempt 5 of 5)"
+    );
+}
+
 #[tokio::test]
 async fn one_unreachable_server_costs_one_attempt_per_call_not_one_per_message() {
     let mut store = Store::open_in_memory().unwrap();

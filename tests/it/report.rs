@@ -272,6 +272,7 @@ fn report_of(
                 attempts: u32::from(matches!(outcome, Outcome::Applied | Outcome::Failed)),
                 error,
                 waiting: a.held.as_ref().is_some_and(HoldReason::is_waiting),
+                settle_window: a.held.as_ref().and_then(report::SettleWindow::of),
             }
         })
         .collect();
@@ -665,7 +666,7 @@ fn safety_findings_show_in_every_format() {
     let text = report::render_text(&report, chrono_tz::UTC, false);
     let markdown = report::render_markdown(&report, UTC).unwrap();
     let html = report::render_html(&report, UTC).unwrap();
-    for finding in report::safety_findings(&report) {
+    for finding in report::safety_findings(&report, chrono_tz::UTC) {
         assert!(text.contains(&finding.text), "{text}");
         for detail in &finding.details {
             assert!(
@@ -727,6 +728,130 @@ fn the_text_report_says_until_when_an_action_waits() {
             })
             .unwrap_or_else(|| panic!("no line for #{}: {text}", action.seq));
         assert!(line.contains("acted on from 2026-"), "{line}");
+    }
+}
+
+/// Every human format of one report, for `tz`.
+fn rendered(report: &Report, tz: chrono_tz::Tz) -> [String; 3] {
+    [
+        report::render_text(report, tz, false),
+        report::render_markdown(report, tz).unwrap(),
+        report::render_html(report, tz).unwrap(),
+    ]
+}
+
+/// Leavers deactivated while new hires wait for the settle window: the headline
+/// says both, in every format, and so when something is held or failed too.
+#[test]
+fn the_headline_says_what_was_applied_beside_what_waits_or_is_held() {
+    let settling = report_of(&settling(), "reconcile", |_| (Outcome::Applied, None));
+    let (applied, held) = (
+        settling.summary.actions_applied,
+        settling.summary.actions_held,
+    );
+    assert!(applied > 0 && held > 1, "{:?}", settling.summary);
+    let expected = format!(
+        "{applied} actions applied and verified; {held} actions wait for the settle window"
+    );
+    assert_eq!(report::headline(&settling).1, expected);
+    for out in rendered(&settling, UTC) {
+        assert!(out.contains(&expected), "{out}");
+    }
+
+    let mut for_a_human = settling.clone();
+    let first = for_a_human.actions.iter_mut().find(|a| a.waiting).unwrap();
+    first.waiting = false;
+    first.settle_window = None;
+    for_a_human.safety.actions_waiting -= 1;
+    assert_eq!(
+        report::headline(&for_a_human).1,
+        format!(
+            "{applied} actions applied and verified; 1 action held by the guard — needs a human"
+        )
+    );
+
+    let real = failure_and_hold();
+    assert!(real.summary.actions_applied > 0 && real.summary.actions_failed > 0);
+    assert_eq!(
+        report::headline(&real).1,
+        format!(
+            "{} actions applied and verified; {} actions failed",
+            real.summary.actions_applied, real.summary.actions_failed
+        )
+    );
+}
+
+/// Every time a person reads in one report is on the report's clock with its
+/// zone: the settle window and the circuit breaker's too. The JSON keeps UTC.
+#[test]
+fn settle_window_and_circuit_breaker_times_are_in_the_report_time_zone() {
+    use seatwarden::circuit::CircuitState;
+
+    let mut report = report_of(&settling(), "reconcile", |_| (Outcome::Applied, None));
+    let at = |h| Utc.with_ymd_and_hms(2026, 12, 1, h, 0, 0).unwrap();
+    report.safety.circuit = Some(report::CircuitReport {
+        state: CircuitState::Open {
+            since: at(8),
+            until: at(9),
+        },
+        reason: None,
+        failures: Vec::new(),
+    });
+    let berlin = chrono_tz::Europe::Berlin;
+    let window = report.actions.iter().find_map(|a| a.settle_window).unwrap();
+    let local = |t: DateTime<Utc>| {
+        t.with_timezone(&berlin)
+            .format("%Y-%m-%d %H:%M:%S %Z")
+            .to_string()
+    };
+    let text = report::render_text(&report, berlin, false);
+    let waits = format!(
+        "waiting for the settle window: first seen {}, acted on from {}",
+        local(window.first_seen),
+        local(window.settles_at)
+    );
+    assert!(text.contains(&waits), "{text}");
+    let breaker = "open since 2026-12-01 09:00:00 CET until 2026-12-01 10:00:00 CET";
+    for out in rendered(&report, berlin) {
+        assert!(out.contains(breaker), "{out}");
+        assert!(
+            !out.contains(":00Z"),
+            "a UTC time in a Berlin report: {out}"
+        );
+    }
+    let json = report.to_json();
+    assert!(
+        json.contains(&format!(
+            "\"settles_at\": \"{}\"",
+            window
+                .settles_at
+                .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+        )),
+        "{json}"
+    );
+    assert!(
+        json.contains("\"since\": \"2026-12-01T08:00:00Z\""),
+        "{json}"
+    );
+    assert_eq!(Report::from_json(&json).unwrap(), report);
+}
+
+/// A run stopped by a source fault computed no drift: its report says so and that
+/// nothing was written, never "No drift.".
+#[test]
+fn a_rejected_directory_is_not_reported_as_no_drift() {
+    let mut rejected = report_of(&scenario(), "reconcile", |_| (Outcome::NotRun, None));
+    rejected.drift.clear();
+    rejected.actions.clear();
+    rejected.summary = Summary::default();
+    rejected.safety.source_fault = Some(seatwarden::guard::SourceFault::Empty);
+    for out in rendered(&rejected, UTC) {
+        assert!(!out.contains("No drift."), "{out}");
+        assert!(
+            out.contains("Drift not computed: the directory snapshot was refused (source fault)")
+                && out.contains("nothing was written"),
+            "{out}"
+        );
     }
 }
 
@@ -1002,6 +1127,20 @@ mod digest {
         };
         let digest = build(std::slice::from_ref(&rejected), 0);
         assert_eq!(digest.state, State::NeedsAttention);
+        // Its drift was never computed: not "No drift." in any form.
+        for rendered in [
+            digest.render_text(),
+            digest.render_markdown().unwrap(),
+            digest.render_html().unwrap(),
+        ] {
+            assert!(!rendered.contains("No drift."), "{rendered}");
+            assert!(
+                rendered.contains(
+                    "Drift not computed: run 8 refused the directory snapshot (source fault)"
+                ),
+                "{rendered}"
+            );
+        }
         assert!(
             digest.subject.contains("directory rejected"),
             "{}",
