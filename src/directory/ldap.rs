@@ -232,7 +232,8 @@ impl LdapSource {
         crate::retry::retry(
             self.settings.retry,
             || self.read(),
-            |e, delay| tracing::warn!(error = %e, ?delay, "reading the LDAP directory failed; retrying"),
+            // `retry` logs the retries.
+            |_, _| {},
         )
         .await
     }
