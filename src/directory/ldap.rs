@@ -232,8 +232,7 @@ impl LdapSource {
         crate::retry::retry(
             self.settings.retry,
             || self.read(),
-            // `retry` logs the retries.
-            |_, _| {},
+            |e, delay| tracing::warn!(error = %e, ?delay, "reading the LDAP directory failed; retrying"),
         )
         .await
     }

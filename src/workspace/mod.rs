@@ -567,9 +567,9 @@ impl ScimClient {
         crate::retry::retry(
             inner.retry,
             || self.attempt(&method, &url, &endpoint, body_bytes.clone(), if_match),
-            // `retry` logs each retry, the first at warn.
-            |_, _| {
+            |e, delay| {
                 inner.retries.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(error = %e, ?delay, "retrying SCIM request");
             },
         )
         .await
@@ -1942,8 +1942,9 @@ impl ScimClient {
                     .map(Ok)
                     .map_err(CreateFailure::Post)
             },
-            |_, _| {
+            |e, delay| {
                 inner.retries.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(error = %e.error(), ?delay, "retrying SCIM request");
             },
         )
         .await
@@ -2362,12 +2363,6 @@ impl CreateFailure {
         match self {
             CreateFailure::Post(e) | CreateFailure::Lookup(e) => e,
         }
-    }
-}
-
-impl std::fmt::Display for CreateFailure {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        self.error().fmt(f)
     }
 }
 
