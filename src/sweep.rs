@@ -1,9 +1,12 @@
 //! The deprovisioning fast path: between full reconciles, the daemon asks the
 //! directory what changed, opens ledger episodes for people who lost access, and
 //! deactivates their linked accounts — reading only those accounts, journaling
-//! every write, and verifying each by a re-read. Once a read finds the workspace
-//! answering nothing ([`crate::workspace::Outage`]), the due accounts after it are
-//! not read: their episodes are tried again later, as after a failed read.
+//! every write, and verifying each by a re-read. The directory is read and the
+//! ledger updated before the workspace is asked anything, so a workspace that is
+//! down delays no leaver's episode (its SLA clock, its alerts). Once a read (the
+//! first, of `/ServiceProviderConfig`, included) finds the workspace answering
+//! nothing ([`crate::workspace::Outage`]), the due accounts after it are not read:
+//! their episodes are tried again later, as after a failed read.
 //!
 //! Before anything is counted or sent, actions a cut-off writer left `in_flight`
 //! are resolved ([`apply::recover`]): the 24 h limits count them as sent. The
@@ -319,11 +322,29 @@ pub async fn enforce(
     now: DateTime<Utc>,
 ) -> Result<SweepOutcome, RunError> {
     let mut outcome = SweepOutcome::default();
+    // Once a read shows the workspace down, the due accounts after it are not
+    // read: each would spend a whole retry cycle learning the same thing.
+    let outage = Outage::new(client);
+    let outage = &outage;
+    // What the provider supports decides how a deactivation is written (PATCH,
+    // or read and PUT without it; `If-Match` where ETags are announced), as in a
+    // reconcile. A workspace that does not answer it is down for this pass: no
+    // account is read (their episodes are tried again later, as after a failed
+    // read), where each read would spend the retries again.
+    if let Err(e) = outage.watch(client.discover()).await {
+        tracing::warn!(error = %e, "cannot read the workspace's /ServiceProviderConfig; writing by PATCH");
+    }
     // A sweep or retry that died mid-write left its deactivations `in_flight`, and
     // the 24 h counts take in-flight rows as sent: the same leavers, planned again
     // below, would count twice and could be held until a reconcile recovered them.
     // The caller holds the writer lock, so every row in flight is a dead process's.
-    match apply::recover(client, store).await {
+    // With the workspace down nothing is sent this pass, so what they count
+    // towards does not matter until a pass that can resolve them.
+    let recovered = match outage.down() {
+        Some(_) => Ok(apply::Recovered::default()),
+        None => apply::recover(client, store).await,
+    };
+    match recovered {
         Ok(recovered) if recovered.resolved == 0 => {}
         Ok(recovered) => {
             tracing::info!(
@@ -353,10 +374,6 @@ pub async fn enforce(
         .cloned()
         .collect();
     let concurrency = config.workspace.max_concurrency.max(1);
-    // Once a read shows the workspace down, the due accounts after it are not
-    // read: each would spend a whole retry cycle learning the same thing.
-    let outage = Outage::new(client);
-    let outage = &outage;
     let reads: Vec<(LedgerEntry, Result<Option<Account>, _>)> =
         futures::stream::iter(due.into_iter().map(|entry| async move {
             let id = entry.account_id.clone().unwrap_or_default();

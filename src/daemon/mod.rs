@@ -779,12 +779,8 @@ async fn sweep_job(
     let settings = shared.settings();
     let store = Arc::new(Mutex::new(Store::open(&config.state.path)?));
     let client = ScimClient::new(config.scim_settings()?)?;
-    // What the provider supports decides how a deactivation is written (PATCH,
-    // or read and PUT without it; `If-Match` where ETags are announced), as in a
-    // reconcile. A failure here is the sweep's own requests' to report.
-    if let Err(e) = client.discover().await {
-        tracing::warn!(error = %e, "cannot read the workspace's /ServiceProviderConfig; writing by PATCH");
-    }
+    // The sweep discovers the workspace itself, once the directory is read and
+    // its leavers are recorded: a workspace that is down must not delay that.
     let now = shared.now();
     // As a reconcile: after SIGTERM no further deactivation is sent; those not
     // sent stay open in the ledger ("not sent"), and the retry job sends them.

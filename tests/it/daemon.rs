@@ -3383,3 +3383,37 @@ async fn the_retry_job_deactivates_the_account_a_human_linked() {
     );
     sandbox.shutdown().await;
 }
+
+/// A workspace that answers nothing from the start: the directory is still read
+/// and the leaver's episode opened (its SLA clock runs, its alerts come), and the
+/// sweep learns the workspace is down from its first request, the discovery of
+/// `/ServiceProviderConfig`: no account read spends the retries again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_workspace_is_found_down_by_the_sweeps_first_request() {
+    use seatwarden::workspace::{NOT_READ, ScimClient};
+
+    const ATTEMPTS: u64 = 3;
+    let (sandbox, dir, config) = reconciled_demo().await;
+    let leaver = remove_a_leaver(dir.path(), &sandbox);
+    sandbox.shutdown().await;
+
+    let mut settings = config.scim_settings().unwrap();
+    settings.retry = seatwarden::retry::RetryPolicy::immediate(2);
+    let client = ScimClient::new(settings).unwrap();
+    let store = Arc::new(Mutex::new(Store::open(&config.state.path).unwrap()));
+    let outcome = sweep_now(&config, &config.directory(), &client, &store).await;
+    assert!(outcome.detected >= 1, "{outcome:?}");
+    assert!(outcome.unread.is_some(), "{outcome:?}");
+    assert_eq!(
+        client.stats().requests,
+        ATTEMPTS,
+        "only the discovery was sent"
+    );
+    let open = store.lock().unwrap().open_deprovisions().unwrap();
+    let episode = open.iter().find(|e| e.identity_id == leaver).unwrap();
+    let error = episode.last_error.as_deref().unwrap_or_default();
+    assert!(
+        error.contains(NOT_READ) && error.contains("GET /ServiceProviderConfig"),
+        "{error}"
+    );
+}

@@ -2259,3 +2259,64 @@ async fn ids_that_are_dot_segments_never_reach_the_path() {
     assert_eq!(client.stats().requests, 0);
     server.verify().await;
 }
+
+/// One account the workspace answers 500 for, however often it is asked, read
+/// while nothing else is in flight: a 5xx is a reply, so the workspace is not
+/// taken as down and the accounts read after it are still read. A workspace that
+/// answers nothing at all is, at its first failed read.
+#[tokio::test]
+async fn one_account_answering_500_is_no_outage_a_closed_port_is() {
+    use seatwarden::workspace::{Outage, Unread};
+
+    let server = MockServer::start().await;
+    Mock::given(method("GET"))
+        .and(path("/scim/v2/Users/broken"))
+        .respond_with(ResponseTemplate::new(500).set_body_string("internal error"))
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .and(path_regex("^/scim/v2/Users/ok-[0-9]+$"))
+        .respond_with(|request: &Request| {
+            let id = request.url.path().rsplit('/').next().unwrap_or_default();
+            ResponseTemplate::new(200).set_body_json(
+                json!({"id": id, "userName": format!("{id}@example.com"), "active": true}),
+            )
+        })
+        .mount(&server)
+        .await;
+    let client = client_with(&server, |s| s.max_concurrency = 1);
+    let outage = Outage::new(&client);
+    for _ in 0..3 {
+        let broken = outage.watch(client.get_account("broken")).await;
+        assert!(
+            matches!(&broken, Err(Unread::Failed(e)) if e.status() == Some(500)),
+            "{broken:?}"
+        );
+        assert_eq!(outage.down(), None);
+    }
+    for n in 0..5 {
+        let id = format!("ok-{n}");
+        let read = outage.watch(client.get_account(&id)).await;
+        assert!(
+            read.as_ref()
+                .is_ok_and(|a| a.as_ref().is_some_and(|a| a.id == id)),
+            "{read:?}"
+        );
+    }
+
+    // Nothing listens: down at the first read, and the next is not sent.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = closed.local_addr().unwrap().port();
+    drop(closed);
+    let client = ScimClient::new(settings(&format!("http://127.0.0.1:{port}/scim/v2"))).unwrap();
+    let outage = Outage::new(&client);
+    let first = outage.watch(client.get_account("ok-0")).await;
+    assert!(matches!(first, Err(Unread::Failed(_))), "{first:?}");
+    assert!(
+        outage
+            .down()
+            .is_some_and(|why| why.contains("GET /Users/ok-0"))
+    );
+    let next = outage.watch(client.get_account("ok-1")).await;
+    assert!(matches!(next, Err(Unread::Skipped(_))), "{next:?}");
+}
