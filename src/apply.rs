@@ -38,9 +38,10 @@
 //!
 //! A workspace that stops answering is not read row by row: every read that fails
 //! for a transient reason has spent the client's retries (about 20 s), and a
-//! hundred rows read so against a killed workspace took 17 minutes. Once a read
-//! fails past its retries while the workspace answered nothing else meanwhile
-//! ([`Outage`]), no further read is sent; each change left unread is journaled
+//! hundred rows read so against a killed workspace took 17 minutes. Once reads
+//! past their retries show the workspace down ([`Outage`]: no reply at all while
+//! nothing else was answered, or several distinct objects failing 5xx in a row),
+//! no further read is sent; each change left unread is journaled
 //! failed ("not verified: not read: the workspace stopped answering …"), as a
 //! change whose read failed always was: never applied, never taken as not done,
 //! and the next run reads the workspace again and plans what is still missing.
