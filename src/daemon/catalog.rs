@@ -105,7 +105,7 @@ const HISTOGRAMS: &[(&str, &str)] = &[
 ];
 
 /// Outcomes of a job run (`seatwarden_job_runs_total{status}`).
-pub const JOB_STATUSES: [&str; 2] = ["succeeded", "failed"];
+pub const JOB_STATUSES: [&str; 3] = ["succeeded", "failed", "stopped"];
 
 /// Describes every metric. Call once the recorder is installed (before, it is lost).
 pub fn describe() {

@@ -343,9 +343,9 @@ pub async fn run(
     // Only one daemon runs per database (the instance lock): a job still marked
     // running was cut off when the last one stopped.
     let interrupted = db.close_interrupted_jobs(clock.now())?;
-    if interrupted > 0 {
+    if !interrupted.is_empty() {
         tracing::warn!(
-            jobs = interrupted,
+            jobs = %interrupted.join(", "),
             "jobs the last daemon left running marked failed (interrupted)"
         );
     }
@@ -369,6 +369,12 @@ pub async fn run(
             .collect();
     let metrics = install_metrics();
     catalog::register(&counters.keys().copied().collect::<Vec<_>>());
+    // A crash loop shows in the failure counters, as in `status`: each job the
+    // last daemon was cut off in counts once as failed.
+    for name in interrupted {
+        metrics::counter!("seatwarden_job_runs_total", "job" => name, "status" => "failed")
+            .increment(1);
+    }
     // After a restart the last successes are in the database: an alert on their age
     // need not wait for each job's next run. (A job that never succeeded has none.)
     for job in db.jobs()? {

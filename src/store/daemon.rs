@@ -134,15 +134,20 @@ impl Store {
             .context(|| format!("recording the start of job {name} in jobs"))
     }
 
-    /// At daemon start: jobs a stopped daemon left `running` failed.
-    pub fn close_interrupted_jobs(&mut self, at: DateTime<Utc>) -> Result<usize, StoreError> {
+    /// At daemon start: jobs a stopped daemon left `running` failed. Returns
+    /// their names.
+    pub fn close_interrupted_jobs(&mut self, at: DateTime<Utc>) -> Result<Vec<String>, StoreError> {
         self.conn
             .prepare_cached(
                 "UPDATE jobs SET last_status = 'failed', last_finished_at = ?1,
                      last_error = 'interrupted: the daemon stopped before the job finished'
-                 WHERE last_status = 'running'",
+                 WHERE last_status = 'running'
+                 RETURNING name",
             )
-            .and_then(|mut stmt| stmt.execute(params![ts(at)]))
+            .and_then(|mut stmt| {
+                stmt.query_map(params![ts(at)], |row| row.get::<_, String>(0))?
+                    .collect::<Result<Vec<_>, _>>()
+            })
             .context(|| "closing interrupted jobs in jobs".to_owned())
     }
 

@@ -424,7 +424,7 @@ async fn metrics_are_described_counters_start_at_zero_and_held_actions_are_count
     let (_, metrics) = daemon.get("/metrics");
     let jobs = ["reconcile", "sweep", "retry", "prune", "digest", "mail"];
     for job in jobs {
-        for status in ["succeeded", "failed"] {
+        for status in ["succeeded", "failed", "stopped"] {
             let series = format!("seatwarden_job_runs_total{{job=\"{job}\",status=\"{status}\"}}");
             assert!(metric(&metrics, &series).is_some(), "{series}: {metrics}");
         }
@@ -437,6 +437,7 @@ async fn metrics_are_described_counters_start_at_zero_and_held_actions_are_count
     for series in [
         "seatwarden_job_runs_total{job=\"prune\",status=\"succeeded\"}",
         "seatwarden_job_runs_total{job=\"prune\",status=\"failed\"}",
+        "seatwarden_job_runs_total{job=\"prune\",status=\"stopped\"}",
         "seatwarden_job_skipped_total{job=\"digest\"}",
         "seatwarden_job_duration_seconds_count{job=\"digest\"}",
         "seatwarden_deprovisions_escalated_total",
@@ -629,6 +630,10 @@ async fn a_writer_lock_that_cannot_be_taken_fails_the_job_visibly() {
         store
             .job_started("sweep", chrono::Utc::now() - chrono::Duration::hours(1))
             .unwrap();
+        // And a digest (not scheduled here, so only that one counts).
+        store
+            .job_started("digest", chrono::Utc::now() - chrono::Duration::hours(1))
+            .unwrap();
     }
     // A directory where the lock file belongs: opening it fails.
     std::fs::create_dir(dir.path().join("state.db.writer")).unwrap();
@@ -672,6 +677,15 @@ async fn a_writer_lock_that_cannot_be_taken_fails_the_job_visibly() {
         metric(
             &metrics,
             "seatwarden_job_runs_total{job=\"reconcile\",status=\"failed\"}"
+        ),
+        Some(1.0),
+        "{metrics}"
+    );
+    // The cut-off digest counts as a failed run, as `status` shows it.
+    assert_eq!(
+        metric(
+            &metrics,
+            "seatwarden_job_runs_total{job=\"digest\",status=\"failed\"}"
         ),
         Some(1.0),
         "{metrics}"
