@@ -603,6 +603,19 @@ async fn renames_over_their_limit_are_held_with_a_create_that_wants_a_freed_name
     assert!(after.plan.is_empty(), "{:#?}", after.plan.actions);
 }
 
+/// 30 leavers over a limit of 25: a reconcile holds all of their deactivations.
+/// Returns the environment, the active accounts before they left, that run and
+/// the held actions' numbers.
+async fn thirty_leavers_held() -> (Env, usize, RunOutcome, Vec<u32>) {
+    let mut env = env_with(200, None, "max_deprovisions = 25").await;
+    env.run(Mode::Reconcile, RunOptions::default()).await;
+    let active_before = env.active_accounts();
+    env.leave(30);
+    let outcome = env.run(Mode::Reconcile, RunOptions::default()).await;
+    let seqs: Vec<u32> = deactivations(&outcome).iter().map(|a| a.seq).collect();
+    (env, active_before, outcome, seqs)
+}
+
 /// An approval cut off after it committed its decisions (a crash, Ctrl-C, an error,
 /// a breaker that opened before their phase) left the approved actions unsent:
 /// some released to `planned`, some still `held` (cut off between the two
@@ -612,12 +625,7 @@ async fn renames_over_their_limit_are_held_with_a_create_that_wants_a_freed_name
 async fn an_interrupted_approval_is_finished_by_approving_again() {
     use seatwarden::store::{ActionState, Decision};
 
-    let mut env = env_with(200, None, "max_deprovisions = 25").await;
-    env.run(Mode::Reconcile, RunOptions::default()).await;
-    let active_before = env.active_accounts();
-    env.leave(30);
-    let outcome = env.run(Mode::Reconcile, RunOptions::default()).await;
-    let seqs: Vec<u32> = deactivations(&outcome).iter().map(|a| a.seq).collect();
+    let (env, active_before, outcome, seqs) = thirty_leavers_held().await;
     assert_eq!(seqs.len(), 30);
     {
         // What the first approval committed before it died.
@@ -670,12 +678,7 @@ async fn an_interrupted_approval_is_finished_by_approving_again() {
 async fn writes_an_approval_kept_back_are_sent_by_approving_again() {
     use seatwarden::store::{ActionState, Decision};
 
-    let mut env = env_with(200, None, "max_deprovisions = 25").await;
-    env.run(Mode::Reconcile, RunOptions::default()).await;
-    let active_before = env.active_accounts();
-    env.leave(30);
-    let outcome = env.run(Mode::Reconcile, RunOptions::default()).await;
-    let seqs: Vec<u32> = deactivations(&outcome).iter().map(|a| a.seq).collect();
+    let (env, active_before, outcome, seqs) = thirty_leavers_held().await;
     assert_eq!(seqs.len(), 30);
     {
         // What the first approval journaled before it stopped sending.
@@ -725,12 +728,7 @@ async fn writes_an_approval_kept_back_are_sent_by_approving_again() {
 async fn an_interrupted_approval_can_still_be_rejected() {
     use seatwarden::store::Decision;
 
-    let mut env = env_with(200, None, "max_deprovisions = 25").await;
-    env.run(Mode::Reconcile, RunOptions::default()).await;
-    let active_before = env.active_accounts();
-    env.leave(30);
-    let outcome = env.run(Mode::Reconcile, RunOptions::default()).await;
-    let seqs: Vec<u32> = deactivations(&outcome).iter().map(|a| a.seq).collect();
+    let (env, active_before, outcome, seqs) = thirty_leavers_held().await;
     let approved: Vec<(u32, Decision, Option<String>)> = seqs
         .iter()
         .map(|seq| (*seq, Decision::Approved, None))
