@@ -327,6 +327,8 @@ Examples:
     /// Link directory identity IDENTITY to workspace account ACCOUNT, by hand: how a
     /// disputed match is resolved (a stored link comes first in matching). Both
     /// must be in the newest stored snapshots (`seatwarden explain` shows the ids).
+    /// Says what the next run does with the other accounts that matched the person:
+    /// a leaver's are deactivated with the linked one, an active person's reported.
     /// Audited.
     Link {
         /// The directory identity id.
@@ -714,6 +716,19 @@ fn run_command(cli: Cli) -> anyhow::Result<u8> {
                     old.identity_id,
                     old.account_id
                 )?;
+            }
+            let others = crate::explain::other_candidates(
+                &config,
+                &store,
+                &identity,
+                &account,
+                chrono::Utc::now(),
+            )?;
+            if !others.is_empty() {
+                outln!("other accounts that matched this person:")?;
+            }
+            for other in others {
+                outln!("  - {other}")?;
             }
             Ok(exit::OK)
         }

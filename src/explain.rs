@@ -770,6 +770,105 @@ impl View<'_> {
     }
 }
 
+/// After `seatwarden link IDENTITY ACCOUNT`: one line for each other workspace
+/// account that matched the person (by `externalId`, userName or email, not
+/// linked to anyone else), saying what the next run does with it, re-planned from
+/// the stored snapshots with the new link (as [`explain`]'s "next run"). A
+/// leaver's duplicate is deactivated with the linked account; an active person's
+/// is only reported. Said at link time so that nobody is surprised by a
+/// deactivation of an account they did not name.
+pub fn other_candidates(
+    config: &Config,
+    store: &Store,
+    identity_id: &str,
+    account_id: &str,
+    now: DateTime<Utc>,
+) -> Result<Vec<String>, ExplainError> {
+    let loaded = Loaded::load(store)?;
+    let Some(identity) = loaded
+        .directory
+        .identities
+        .iter()
+        .find(|i| i.id == identity_id)
+    else {
+        return Ok(Vec::new());
+    };
+    let candidates: Vec<(&Account, String)> = loaded
+        .workspace
+        .accounts
+        .iter()
+        .filter(|a| a.id != account_id)
+        .filter_map(|a| {
+            let by = matched_by(&loaded.links, identity, a)?;
+            // Linked to someone else: that person's account, not a candidate.
+            (!by.contains("stored link")).then_some((a, by))
+        })
+        .collect();
+    if candidates.is_empty() {
+        return Ok(Vec::new());
+    }
+    let next = next_actions(config, store, &loaded, now)?;
+    let tz = config.report_timezone()?;
+    let held = |reason: &HoldReason| match reason {
+        HoldReason::Settling { settles_at, .. } => {
+            format!(
+                "waiting for the settle window until {}",
+                local(*settles_at, tz)
+            )
+        }
+        other => clean(&other.to_string()).into_owned(),
+    };
+    Ok(candidates
+        .into_iter()
+        .map(|(account, by)| {
+            let named = format!(
+                "{} (userName {}) matched this person by {by}",
+                clean(&account.id),
+                clean(&account.user_name)
+            );
+            let deprovision = next.actions.iter().find(|a| {
+                a.kind.is_deprovision() && a.kind.account_id() == Some(account.id.as_str())
+            });
+            match deprovision {
+                Some(action) => format!(
+                    "{named}: the next run {}s it with {} because the person no longer has \
+                     access ({}){}",
+                    action.kind.name(),
+                    clean(account_id),
+                    clean(loss_of(&action.detail)),
+                    action
+                        .held
+                        .as_ref()
+                        .map(|h| format!("; held: {}", held(h)))
+                        .unwrap_or_default()
+                ),
+                None if !account.active => {
+                    format!("{named}: it is inactive already; nothing is done to it")
+                }
+                None if next.drift.iter().any(|d| {
+                    d.kind == DriftKind::DisputedMatch
+                        && d.account_id.as_deref() == Some(account.id.as_str())
+                }) =>
+                {
+                    format!(
+                        "{named}: the person has access, so it is left active and reported as \
+                         a duplicate until someone deactivates it or links it to its owner"
+                    )
+                }
+                None => format!("{named}: the next run plans nothing for it"),
+            }
+        })
+        .collect())
+}
+
+/// The loss of access a deprovision's detail states: "identity is suspended in
+/// the directory" out of "duplicate account of …: identity is suspended in the
+/// directory; account is still active".
+fn loss_of(detail: &str) -> &str {
+    let why = detail.rsplit(": ").next().unwrap_or(detail);
+    why.split("; account").next().unwrap_or(why)
+}
+
 /// What ties `account` to `identity`, as matching tries it: a stored link, the
 /// `externalId`, the userName, the email; `None` when nothing does.
 fn matched_by(links: &[StoredLink], identity: &Identity, account: &Account) -> Option<String> {

@@ -39,7 +39,8 @@
 //! A stored link decides an identity's account. An unlinked account whose only
 //! candidate is an identity already linked to another account is a **duplicate** of
 //! that identity: reported as a dispute while the person is active, and deprovisioned
-//! along with the linked account once the person loses access. Letting a leaver keep
+//! along with the linked account once the person loses access, under its own
+//! userName with a detail that begins [`DUPLICATE_OF`] the person. Letting a leaver keep
 //! a second account would defeat deprovisioning, and treating it as an orphan would
 //! make it flip to "matched" as soon as the linked account is deleted.
 //!
@@ -145,6 +146,17 @@ impl PlanSettings {
             ActionKind::Deactivate { account_id }
         }
     }
+}
+
+/// How the detail of a deprovision of a leaver's duplicate account begins (its
+/// subject is the duplicate's own userName, not the person's): the ledger tells
+/// it from the deprovision of the person's linked account by this.
+pub const DUPLICATE_OF: &str = "duplicate account of ";
+
+/// Whether `action` deprovisions a leaver's duplicate account rather than the
+/// account linked to them.
+pub fn is_duplicate_deprovision(action: &Action) -> bool {
+    action.reason == DriftKind::StaleAccess && action.detail.starts_with(DUPLICATE_OF)
 }
 
 /// Diffs `desired` against `workspace`. `directory` is the snapshot `desired` was
@@ -1456,8 +1468,19 @@ impl<'p, 'a: 'p> Planner<'p, 'a> {
             // A suspension is usually temporary (leave, a locked account): it
             // deactivates, never deletes, whatever `deprovision.action` says.
             let suspended = reason == Some(InactiveReason::Suspended);
-            for account in primary.into_iter().chain(dupes.iter().map(|d| d.0)) {
+            if let Some(account) = primary {
                 self.revoke(identity_id, subject, account, &why, suspended);
+            }
+            for &(dupe, linked_to, method) in dupes {
+                // Under its own userName, as while the person is active: the
+                // reader must see that a second account goes, and whose it was.
+                let linked_to = m.at(linked_to).map_or("", |a| a.id.as_str());
+                let why = format!(
+                    "{DUPLICATE_OF}{subject} (identity {identity_id}, linked to account \
+                     {linked_to}; matched by {}): {why}",
+                    method.as_str()
+                );
+                self.revoke(identity_id, &dupe.user_name, dupe, &why, suspended);
             }
         }
     }
@@ -3236,6 +3259,48 @@ mod tests {
             .collect();
         ids.sort_unstable();
         assert_eq!(ids, ["1", "2"], "a leaver's duplicate account goes too");
+    }
+
+    /// A leaver's duplicate is deactivated under its own userName, saying whose
+    /// duplicate it is; the linked account under the person's.
+    #[test]
+    fn a_leavers_duplicate_is_deprovisioned_under_its_own_name() {
+        let mut fx = Fx::new();
+        fx.identities = vec![ident("a", IdentityStatus::Suspended, &[])];
+        let mut by_email = acct("2", "a");
+        by_email.external_id = None;
+        by_email.user_name = "other".into();
+        fx.accounts = vec![acct("1", "a"), by_email];
+        fx.links = vec![link("a", "1")];
+        let plan = fx.plan();
+        let mut actions: Vec<(&str, &str, &str, bool)> = plan
+            .actions
+            .iter()
+            .map(|a| {
+                (
+                    a.kind.account_id().unwrap(),
+                    a.subject.as_str(),
+                    a.detail.as_str(),
+                    is_duplicate_deprovision(a),
+                )
+            })
+            .collect();
+        actions.sort_unstable();
+        assert_eq!(actions.len(), 2, "{actions:#?}");
+        assert_eq!(
+            (actions[0].0, actions[0].1, actions[0].3),
+            ("1", "a@ex.com", false)
+        );
+        assert_eq!(
+            actions[1],
+            (
+                "2",
+                "other",
+                "duplicate account of a@ex.com (identity a, linked to account 1; matched by \
+                 email): identity is suspended in the directory; account is still active",
+                true
+            )
+        );
     }
 
     #[test]

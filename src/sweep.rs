@@ -41,6 +41,7 @@ use crate::model::{
     Account, Action, ActionKind, DisputedLeaver, DriftItem, DriftKind, HoldReason, Identity, Plan,
     WorkspaceSnapshot,
 };
+use crate::plan;
 use crate::policy::{self, InactiveReason};
 use crate::run::RunError;
 use crate::sla::{self, Leaver, LedgerEntry, LossReason};
@@ -1146,7 +1147,9 @@ pub fn record_deprovisions(
     if deprovisions.is_empty() {
         return Ok(Vec::new());
     }
-    let leavers: Vec<Leaver> = deprovisions
+    // The person's linked account names the episode, not a duplicate of theirs
+    // (under its own userName), whatever the order of the plan.
+    let mut leavers: Vec<(bool, Leaver)> = deprovisions
         .iter()
         .filter_map(|row| {
             let account_id = match &row.action.kind {
@@ -1155,45 +1158,69 @@ pub fn record_deprovisions(
                 }
                 _ => None,
             };
-            Some(Leaver {
-                identity_id: row.action.identity_id.clone()?,
-                account_id,
-                user_name: row.action.subject.clone(),
-                reason: loss_reason(&row.action.detail),
-            })
+            Some((
+                plan::is_duplicate_deprovision(&row.action),
+                Leaver {
+                    identity_id: row.action.identity_id.clone()?,
+                    account_id,
+                    user_name: row.action.subject.clone(),
+                    reason: loss_reason(&row.action.detail),
+                },
+            ))
         })
         .collect();
+    leavers.sort_by_key(|(duplicate, _)| *duplicate);
+    let leavers: Vec<Leaver> = leavers.into_iter().map(|(_, leaver)| leaver).collect();
     // A planned deactivation means the account was active again: an episode
     // verified earlier is over (the person came back, or someone re-enabled the
     // account, unseen by any sweep), and this is a new one. Without this the
     // verified episode would stand in for it, and a held or failed deactivation
-    // would be in no episode: not overdue, never alerted.
+    // would be in no episode: not overdue, never alerted. A duplicate's is not:
+    // it was active all along, left alone while the match was disputed, and the
+    // episode verified when the linked account went (`seatwarden link`, then the
+    // retry job) ends only now, with it.
     let active_again = deprovisions
         .iter()
         .filter(|row| matches!(row.action.kind, ActionKind::Deactivate { .. }))
+        .filter(|row| !plan::is_duplicate_deprovision(&row.action))
         .filter_map(|row| row.action.identity_id.clone());
     open_episodes(store, active_again, &leavers, detected_at, now, sla)?;
-    let open = store.open_deprovisions()?;
-    let open: HashMap<&str, (i64, DateTime<Utc>)> = open
+    let current = store.current_deprovisions()?;
+    let open: HashMap<&str, (i64, DateTime<Utc>)> = current
         .iter()
+        .filter(|e| e.is_open())
         .map(|e| (e.identity_id.as_str(), (e.id, e.detected_at)))
+        .collect();
+    let verified_before: HashMap<&str, i64> = current
+        .iter()
+        .filter(|e| e.verified_at.is_some())
+        .map(|e| (e.identity_id.as_str(), e.id))
         .collect();
     store.batch(|store| {
         let mut verified = Vec::new();
+        let mut counted = HashSet::new();
         for row in deprovisions {
-            let Some(&(entry, detected)) = row
-                .action
-                .identity_id
-                .as_deref()
-                .and_then(|identity| open.get(identity))
-            else {
+            let identity = row.action.identity_id.as_deref();
+            let Some(&(entry, detected)) = identity.and_then(|identity| open.get(identity)) else {
+                // The last of the person's accounts is gone now: their episode is
+                // verified as of now, once (its latency was counted when it was
+                // first verified).
+                if row.state == ActionState::Applied
+                    && plan::is_duplicate_deprovision(&row.action)
+                    && let Some(&entry) = identity.and_then(|i| verified_before.get(i))
+                {
+                    store.deprovision_verified(entry, now)?;
+                }
                 continue;
             };
             match row.state {
                 ActionState::Applied => {
                     store.deprovision_enforced(entry, now)?;
                     store.deprovision_verified(entry, now)?;
-                    verified.push(now - detected);
+                    // Once per episode, however many of the person's accounts went.
+                    if counted.insert(entry) {
+                        verified.push(now - detected);
+                    }
                 }
                 ActionState::Held => {
                     let why = hold_reason(&row.action);

@@ -3431,3 +3431,218 @@ async fn a_dead_workspace_is_found_down_by_the_sweeps_first_request() {
         "{error}"
     );
 }
+
+/// Runs `seatwarden link IDENTITY ACCOUNT` against the demo state in `dir`;
+/// returns what it printed.
+fn link_by_hand(dir: &Path, env: &[(String, String)], identity: &str, account: &str) -> String {
+    let linked = Command::new(env!("CARGO_BIN_EXE_seatwarden"))
+        .args(["--config", dir.join("seatwarden.toml").to_str().unwrap()])
+        .args(["link", identity, account])
+        .envs(env.iter().map(|(k, v)| (k, v)))
+        .output()
+        .unwrap();
+    assert!(
+        linked.status.success(),
+        "{}",
+        String::from_utf8_lossy(&linked.stderr)
+    );
+    String::from_utf8(linked.stdout).unwrap()
+}
+
+/// A disputed leaver (two accounts: one by userName, one by email) linked by
+/// hand to the one named like her: `link` says the other goes too; the retry job
+/// deactivates the linked one, the next reconcile the other, reported under its
+/// own userName as her duplicate; the episode held for the dispute is the one
+/// that ends, verified when her last account went (never "access again"), and
+/// the digest names her once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn linking_a_disputed_leaver_tells_what_happens_to_the_other_account() {
+    use seatwarden::workspace::ScimClient;
+
+    let (sandbox, dir, config) = reconciled_demo().await;
+    let env = daemon_env(dir.path(), &sandbox, free_port(), "0 0 1 1 *");
+    let client = ScimClient::new(config.scim_settings().unwrap()).unwrap();
+    let (person, accounts) = add_disputed_person(dir.path(), &client, "suspended").await;
+    let id_of = |user_name: &str| {
+        sandbox
+            .snapshot()
+            .accounts
+            .into_iter()
+            .find(|a| a.user_name == user_name)
+            .unwrap()
+            .id
+    };
+    let (by_name, by_email) = (
+        id_of("nia.disputed@example.com"),
+        id_of("nia.alias@example.com"),
+    );
+    assert!(accounts.contains(&by_name) && accounts.contains(&by_email));
+    reconcile_now(&config).await;
+    let store = Arc::new(Mutex::new(Store::open(&config.state.path).unwrap()));
+    let held = store
+        .lock()
+        .unwrap()
+        .deprovision_history(&person, 5)
+        .unwrap();
+    assert_eq!(held.len(), 1, "{held:#?}");
+
+    let said = link_by_hand(dir.path(), &env, &person, &by_name);
+    assert!(
+        said.contains(&format!(
+            "{by_email} (userName nia.alias@example.com) matched this person by email: the next \
+             run deactivates it with {by_name} because the person no longer has access \
+             (identity is suspended in the directory)"
+        )),
+        "{said}"
+    );
+    // The retry job need not wait for the reconcile: the linked account goes.
+    let passed = seatwarden::sweep::enforce(&config, &client, &store, chrono::Utc::now())
+        .await
+        .unwrap();
+    assert_eq!(passed.enforced, 1, "{passed:?}");
+    let outcome = reconcile_now(&config).await;
+    let active: Vec<bool> = [&by_name, &by_email]
+        .iter()
+        .map(|id| {
+            sandbox
+                .snapshot()
+                .accounts
+                .into_iter()
+                .any(|a| &a.id == *id && a.active)
+        })
+        .collect();
+    assert_eq!(active, [false, false]);
+    let deactivated: Vec<(&str, &str)> = outcome
+        .report
+        .actions
+        .iter()
+        .filter(|a| a.op == "deactivate")
+        .map(|a| (a.subject.as_str(), a.detail.as_str()))
+        .collect();
+    assert_eq!(
+        deactivated,
+        [(
+            "nia.alias@example.com",
+            format!(
+                "duplicate account of nia.disputed@example.com (identity {person}, linked to \
+                 account {by_name}; matched by email): identity is suspended in the directory; \
+                 account is still active"
+            )
+            .as_str()
+        )],
+        "{:#?}",
+        outcome.report.actions
+    );
+
+    let store = Store::open(&config.state.path).unwrap();
+    let history = store.deprovision_history(&person, 5).unwrap();
+    assert_eq!(history.len(), 1, "one episode, the one held: {history:#?}");
+    let episode = &history[0];
+    assert_eq!(episode.id, held[0].id);
+    assert_eq!(episode.returned_at, None, "{episode:?}");
+    assert_eq!(episode.user_name, "nia.disputed@example.com");
+    assert!(
+        episode.verified_at >= Some(outcome.report.started_at),
+        "verified when her last account went: {episode:?}"
+    );
+    let now = chrono::Utc::now() + chrono::Duration::seconds(1);
+    let explained = seatwarden::explain::explain(&config, &store, &person, now).unwrap();
+    assert!(!explained.contains("access again"), "{explained}");
+    let digest = seatwarden::report::digest::build_from_store(
+        &store,
+        "acme",
+        chrono_tz::UTC,
+        now,
+        std::time::Duration::from_secs(86_400),
+        &[],
+        "seatwarden",
+    )
+    .unwrap();
+    let text = digest.render_text();
+    assert_eq!(
+        text.matches("nia.disputed@example.com").count(),
+        1,
+        "{text}"
+    );
+    sandbox.shutdown().await;
+}
+
+/// An active person linked by hand while a second account matches them by
+/// email: `link` says that account stays and is reported; once they leave, one
+/// reconcile deactivates both, and the episode it opens is named after the
+/// person, not after the duplicate (whose userName sorts first in the plan).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_active_persons_duplicate_stays_until_they_leave_then_goes_with_them() {
+    use seatwarden::workspace::ScimClient;
+
+    let (sandbox, dir, config) = reconciled_demo().await;
+    let env = daemon_env(dir.path(), &sandbox, free_port(), "0 0 1 1 *");
+    let client = ScimClient::new(config.scim_settings().unwrap()).unwrap();
+    let (person, _) = add_disputed_person(dir.path(), &client, "active").await;
+    let id_of = |user_name: &str| {
+        sandbox
+            .snapshot()
+            .accounts
+            .into_iter()
+            .find(|a| a.user_name == user_name)
+            .unwrap()
+            .id
+    };
+    let (by_name, by_email) = (
+        id_of("nia.disputed@example.com"),
+        id_of("nia.alias@example.com"),
+    );
+    reconcile_now(&config).await;
+    let said = link_by_hand(dir.path(), &env, &person, &by_name);
+    assert!(
+        said.contains(&format!(
+            "{by_email} (userName nia.alias@example.com) matched this person by email: the \
+             person has access, so it is left active and reported as a duplicate"
+        )),
+        "{said}"
+    );
+    reconcile_now(&config).await;
+    assert!(
+        sandbox
+            .snapshot()
+            .accounts
+            .iter()
+            .all(|a| !(a.id == by_email || a.id == by_name) || a.active)
+    );
+
+    let directory_path = dir.path().join("directory.json");
+    let mut full: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&directory_path).unwrap()).unwrap();
+    for user in full["users"].as_array_mut().unwrap() {
+        if user["id"] == person.as_str() {
+            user["status"] = "suspended".into();
+        }
+    }
+    std::fs::write(&directory_path, full.to_string()).unwrap();
+    let outcome = reconcile_now(&config).await;
+    let mut deactivated: Vec<&str> = outcome
+        .report
+        .actions
+        .iter()
+        .filter(|a| a.op == "deactivate")
+        .map(|a| a.subject.as_str())
+        .collect();
+    deactivated.sort_unstable();
+    assert_eq!(
+        deactivated,
+        ["nia.alias@example.com", "nia.disputed@example.com"]
+    );
+    let store = Store::open(&config.state.path).unwrap();
+    let history = store.deprovision_history(&person, 5).unwrap();
+    let names: Vec<(&str, Option<&str>)> = history
+        .iter()
+        .map(|e| (e.user_name.as_str(), e.account_id.as_deref()))
+        .collect();
+    assert_eq!(
+        names,
+        [("nia.disputed@example.com", Some(by_name.as_str()))],
+        "{history:#?}"
+    );
+    assert!(history[0].verified_at.is_some(), "{history:#?}");
+    sandbox.shutdown().await;
+}
