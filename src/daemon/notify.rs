@@ -12,7 +12,7 @@ use crate::alert::{self, AlertCondition, AlertContext};
 use crate::config::Config;
 use crate::mail::{self, MailSettings, Mailer};
 use crate::report::Report;
-use crate::report::digest::{self, DigestDeprovision};
+use crate::report::digest::{self, DeprovisionHold, DigestDeprovision};
 use crate::sla::LedgerEntry;
 use crate::store::{Store, StoreError};
 
@@ -30,7 +30,13 @@ pub fn digest_deprovisions(store: &Store) -> Result<Vec<DigestDeprovision>, Stor
             reason: e.reason.to_string(),
             detected_at: e.detected_at,
             due_at: e.due_at,
-            held: e.held.is_some(),
+            held: e.held.as_deref().map(|held| {
+                if held.starts_with(crate::sweep::DISPUTED_HOLD) {
+                    DeprovisionHold::DisputedMatch
+                } else {
+                    DeprovisionHold::Guard
+                }
+            }),
         })
         .collect())
 }

@@ -32,8 +32,33 @@ pub struct DigestDeprovision {
     pub reason: String,
     pub detected_at: DateTime<Utc>,
     pub due_at: DateTime<Utc>,
-    /// Held by the guard (waiting for `seatwarden approve`).
-    pub held: bool,
+    /// What holds it, while something does.
+    pub held: Option<DeprovisionHold>,
+}
+
+/// What holds an open deprovision: the two wait for different commands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DeprovisionHold {
+    /// A safety rule; waits for `seatwarden approve`.
+    Guard,
+    /// Several accounts may be the person's; waits for `seatwarden link`.
+    DisputedMatch,
+}
+
+impl DeprovisionHold {
+    /// What a reader is told holds it and what to run, e.g. "held: disputed match,
+    /// waiting for `seatwarden link u2 ACCOUNT`".
+    fn waiting_for(self, admin_command: &str, identity_id: &str) -> String {
+        match self {
+            DeprovisionHold::Guard => {
+                format!("held by the guard, waiting for `{admin_command} approve`")
+            }
+            DeprovisionHold::DisputedMatch => format!(
+                "held: disputed match, waiting for `{admin_command} link {identity_id} ACCOUNT`"
+            ),
+        }
+    }
 }
 
 /// A deprovision verified in the period (by the sweep, a reconcile or an
@@ -170,6 +195,9 @@ pub struct DeprovisionLine {
     pub due: String,
     pub overdue: bool,
     pub held: bool,
+    /// What holds it and the command that releases it, when `held`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hold: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -347,7 +375,10 @@ impl Digest {
             detected: local(d.detected_at, tz),
             due: local(d.due_at, tz),
             overdue: d.due_at <= input.now,
-            held: d.held,
+            held: d.held.is_some(),
+            hold: d
+                .held
+                .map(|h| clean(&h.waiting_for(input.admin_command, &d.identity_id))),
         };
         let (overdue, pending): (Vec<DeprovisionLine>, Vec<DeprovisionLine>) =
             deprovisions.into_iter().map(line).partition(|l| l.overdue);
@@ -702,7 +733,10 @@ fn deprovision_text(d: &DeprovisionLine) -> String {
         d.reason,
         d.detected,
         d.due,
-        if d.held { " — held by the guard" } else { "" }
+        d.hold
+            .as_deref()
+            .map(|hold| format!(" — {hold}"))
+            .unwrap_or_default()
     )
 }
 

@@ -1011,7 +1011,7 @@ mod digest {
 
     use seatwarden::model::DriftKind;
     use seatwarden::report::digest::{
-        Digest, DigestDeprovision, DigestInput, DigestVerified, SweepActions,
+        DeprovisionHold, Digest, DigestDeprovision, DigestInput, DigestVerified, SweepActions,
     };
     use seatwarden::report::{Outcome, Report, State};
     use seatwarden::store::{RunKind, RunStatus, Store};
@@ -1046,7 +1046,7 @@ mod digest {
                 reason: "deprovisioned in the directory".into(),
                 detected_at: at(30, 5),
                 due_at: at(30, 6),
-                held: true,
+                held: Some(DeprovisionHold::Guard),
             },
             DigestDeprovision {
                 user_name: "fay.leaving@example.com".into(),
@@ -1054,7 +1054,7 @@ mod digest {
                 reason: "left the scope group Taskade Users".into(),
                 detected_at: at(30, 7),
                 due_at: at(30, 8) + chrono::Duration::minutes(30),
-                held: false,
+                held: None,
             },
         ]
     }
@@ -1187,6 +1187,73 @@ mod digest {
             !seatwarden::report::render_text(&settling, chrono_tz::UTC, false)
                 .contains("Needs attention")
         );
+    }
+
+    /// An open deprovision held for a disputed match waits for `link`, not for the
+    /// guard's `approve`: the digest says which, in every form.
+    #[test]
+    fn a_disputed_hold_is_not_called_the_guards() {
+        let deprovisions = [
+            DigestDeprovision {
+                user_name: "nia.disputed@example.com".into(),
+                identity_id: "u9".into(),
+                reason: "suspended in the directory".into(),
+                detected_at: at(30, 7),
+                due_at: at(30, 9),
+                held: Some(DeprovisionHold::DisputedMatch),
+            },
+            DigestDeprovision {
+                user_name: "bob.leaver@example.com".into(),
+                identity_id: "u2".into(),
+                reason: "deprovisioned in the directory".into(),
+                detected_at: at(30, 7),
+                due_at: at(30, 9),
+                held: Some(DeprovisionHold::Guard),
+            },
+        ];
+        let digest = Digest::build(&DigestInput {
+            name: "acme",
+            admin_command: "seatwarden",
+            timezone: chrono_tz::UTC,
+            now: at(30, 8),
+            period: Duration::from_secs(24 * 3600),
+            reports: &[],
+            previous: &[],
+            latest: None,
+            failed_runs: 0,
+            failed_runs_previous: 0,
+            deprovisions: &deprovisions,
+            verified: &[],
+            sweeps: &SweepActions::default(),
+            sweeps_previous: &SweepActions::default(),
+            unreported: &SweepActions::default(),
+            stopped_runs: 0,
+        });
+        let text = digest.render_text();
+        let line = |who: &str| {
+            text.lines()
+                .find(|l| l.contains(who))
+                .unwrap_or_else(|| panic!("{who} missing: {text}"))
+                .to_owned()
+        };
+        assert!(
+            line("nia.disputed")
+                .ends_with(" — held: disputed match, waiting for `seatwarden link u9 ACCOUNT`"),
+            "{text}"
+        );
+        assert!(!line("nia.disputed").contains("guard"), "{text}");
+        assert!(
+            line("bob.leaver").ends_with(" — held by the guard, waiting for `seatwarden approve`"),
+            "{text}"
+        );
+        let markdown = digest.render_markdown().unwrap();
+        assert!(
+            markdown.contains("held: disputed match, waiting for \\`seatwarden link u9 ACCOUNT\\`"),
+            "{markdown}"
+        );
+        let html = digest.render_html().unwrap();
+        assert!(html.contains("held: disputed match, waiting for"), "{html}");
+        assert!(html.contains("held by the guard, waiting for"), "{html}");
     }
 
     /// A line break in a name cannot forge a line of the digest (text or email).
