@@ -755,6 +755,11 @@ async fn pipeline(
             .held()
             .filter(|a| a.held.as_ref().is_some_and(HoldReason::is_waiting))
             .count(),
+        disputed_leavers: guarded
+            .disputed_leavers
+            .iter()
+            .map(|l| l.user_name.clone())
+            .collect(),
     };
     tracing::debug!(elapsed_ms = since(started_at), "report built");
     lock(store)?.save_report(run_id, &report.to_stored_json())?;

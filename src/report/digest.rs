@@ -451,6 +451,9 @@ impl Digest {
         };
 
         let held_count: usize = held.iter().map(|h| h.actions.len()).sum();
+        // A leaver whose deprovision is held keeps access until a human acts
+        // (`approve`, `link`), due or not.
+        let held_pending = pending.iter().filter(|d| d.held).count();
         let failed_now = latest.map_or(0, |r| r.summary.actions_failed);
         // A rejected directory plans nothing, so it shows no drift: it must not
         // read as "in sync". Nor must a period whose runs failed.
@@ -466,6 +469,7 @@ impl Digest {
             || input.failed_runs > 0
             || !overdue.is_empty()
             || held_count > 0
+            || held_pending > 0
             || failed_now > 0
         {
             State::NeedsAttention
@@ -512,9 +516,16 @@ impl Digest {
         if failed_now > 0 {
             parts.push(plural(failed_now, "failed action", "failed actions"));
         }
-        if !pending.is_empty() {
+        if held_pending > 0 {
             parts.push(plural(
-                pending.len(),
+                held_pending,
+                "held deprovision",
+                "held deprovisions",
+            ));
+        }
+        if pending.len() > held_pending {
+            parts.push(plural(
+                pending.len() - held_pending,
                 "pending deprovision",
                 "pending deprovisions",
             ));

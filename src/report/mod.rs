@@ -68,6 +68,12 @@ pub struct SafetyReport {
     /// also counted in `summary.actions_held`.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub actions_waiting: usize,
+    /// People who lost access while an account that may be theirs is active and
+    /// the match is disputed (their userNames): nothing is deactivated until
+    /// `seatwarden link` says which account is theirs. No action stands for them,
+    /// so without this a run would read as having nothing to do.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub disputed_leavers: Vec<String>,
 }
 
 fn is_zero(n: &usize) -> bool {
@@ -421,6 +427,19 @@ pub fn safety_findings(report: &Report, tz: chrono_tz::Tz) -> Vec<SafetyFinding>
                 .to_owned(),
         ));
     }
+    if !safety.disputed_leavers.is_empty() {
+        let mut line = finding(
+            "DISPUTED LEAVERS",
+            Tone::Warn,
+            format!(
+                "{} lost access but still can get in: which active account is theirs is disputed, and \
+                 none is deactivated until `seatwarden link IDENTITY ACCOUNT` says which",
+                plural(safety.disputed_leavers.len(), "person", "people")
+            ),
+        );
+        line.details = safety.disputed_leavers.clone();
+        findings.push(line);
+    }
     if safety.actions_waiting > 0 {
         findings.push(SafetyFinding {
             label: None,
@@ -470,6 +489,16 @@ pub fn headline(report: &Report) -> (Tone, String) {
             applied_then(format!(
                 "{} held by the guard — needs a human",
                 actions(s.actions_held - waiting)
+            )),
+        )
+    } else if !report.safety.disputed_leavers.is_empty() {
+        let leavers = report.safety.disputed_leavers.len();
+        (
+            Tone::Warn,
+            applied_then(format!(
+                "{} still {} access (disputed match) — needs `seatwarden link`",
+                plural(leavers, "leaver", "leavers"),
+                if leavers == 1 { "has" } else { "have" }
             )),
         )
     } else if s.actions_held > 0 {
@@ -546,7 +575,8 @@ pub enum State {
 impl State {
     pub fn of(report: &Report) -> State {
         let s = &report.summary;
-        let needs_a_human = s.actions_held > report.safety.actions_waiting;
+        let needs_a_human = s.actions_held > report.safety.actions_waiting
+            || !report.safety.disputed_leavers.is_empty();
         if report.safety.source_fault.is_some()
             || report.safety.circuit.is_some()
             || s.actions_failed > 0

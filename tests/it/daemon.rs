@@ -3646,3 +3646,54 @@ async fn an_active_persons_duplicate_stays_until_they_leave_then_goes_with_them(
     assert!(history[0].verified_at.is_some(), "{history:#?}");
     sandbox.shutdown().await;
 }
+
+/// A run that finds a disputed leaver plans nothing for them (no account is
+/// chosen), yet she still has access: the report must not lead with "nothing to
+/// do", and the digest counts her deprovision as held, needing attention.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_disputed_leaver_is_never_nothing_to_do() {
+    use seatwarden::report::State;
+    use seatwarden::workspace::ScimClient;
+
+    let (sandbox, dir, config) = reconciled_demo().await;
+    let client = ScimClient::new(config.scim_settings().unwrap()).unwrap();
+    add_disputed_person(dir.path(), &client, "suspended").await;
+    let outcome = reconcile_now(&config).await;
+    let (_, headline) = seatwarden::report::headline(&outcome.report);
+    assert_eq!(
+        headline,
+        "1 leaver still has access (disputed match) — needs `seatwarden link`"
+    );
+    assert_eq!(State::of(&outcome.report), State::NeedsAttention);
+    assert_eq!(
+        outcome.report.safety.disputed_leavers,
+        ["nia.disputed@example.com"]
+    );
+    let text = seatwarden::report::render_text(&outcome.report, chrono_tz::UTC, false);
+    assert!(!text.contains("nothing to do"), "{text}");
+    assert!(
+        text.contains("DISPUTED LEAVERS")
+            && text.contains("1 person lost access but still can get in"),
+        "{text}"
+    );
+
+    let store = Store::open(&config.state.path).unwrap();
+    let deprovisions = seatwarden::daemon::notify::digest_deprovisions(&store).unwrap();
+    let digest = seatwarden::report::digest::build_from_store(
+        &store,
+        "acme",
+        chrono_tz::UTC,
+        chrono::Utc::now() + chrono::Duration::seconds(1),
+        std::time::Duration::from_secs(86_400),
+        &deprovisions,
+        "seatwarden",
+    )
+    .unwrap();
+    assert_eq!(digest.state, State::NeedsAttention, "{}", digest.headline);
+    assert!(
+        digest.headline.contains("1 held deprovision"),
+        "{}",
+        digest.headline
+    );
+    sandbox.shutdown().await;
+}
