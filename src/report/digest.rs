@@ -81,6 +81,10 @@ pub struct SweepActions {
     pub applied_by_kind: BTreeMap<String, usize>,
     /// Writes that failed; not the ones a stop kept from being sent.
     pub failed: usize,
+    /// Writes a stopping process never sent (journaled failed, "not sent"): no
+    /// failure of the workspace's; the next run plans them again.
+    #[serde(default)]
+    pub not_sent: usize,
 }
 
 impl SweepActions {
@@ -99,10 +103,11 @@ impl SweepActions {
                         .or_default() += 1;
                 }
                 ActionState::Failed
-                    if row.last_error.as_deref() != Some(crate::apply::NOT_SENT_STOPPING) =>
+                    if row.last_error.as_deref() == Some(crate::apply::NOT_SENT_STOPPING) =>
                 {
-                    self.failed += 1;
+                    self.not_sent += 1;
                 }
+                ActionState::Failed => self.failed += 1,
                 _ => {}
             }
         }
@@ -168,6 +173,10 @@ pub struct PeriodSummary {
     pub actions_applied: usize,
     /// Every failed action, the sweep's included.
     pub actions_failed: usize,
+    /// Actions a stop (SIGTERM) kept from being sent: neither applied nor
+    /// failed, planned again by the next run.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub actions_not_sent: usize,
     /// The part of `actions_applied` the sweep applied (its runs have no report
     /// and are not in `runs`).
     pub sweep_actions_applied: usize,
@@ -322,6 +331,7 @@ impl Digest {
             actions_by_kind: BTreeMap::new(),
             actions_applied: input.sweeps.applied() + input.unreported.applied(),
             actions_failed: input.sweeps.failed + input.unreported.failed,
+            actions_not_sent: input.sweeps.not_sent + input.unreported.not_sent,
             sweep_actions_applied: input.sweeps.applied(),
             sweep_actions_by_kind: input.sweeps.applied_by_kind.clone(),
             retries: 0,
@@ -623,12 +633,13 @@ impl Digest {
         let p = &self.period;
         let _ = writeln!(
             out,
-            "  {} ({} failed), {} applied{}, {} failed, {}",
+            "  {} ({} failed), {} applied{}, {} failed{}, {}",
             plural(p.runs, "run", "runs"),
             p.failed_runs,
             plural(p.actions_applied, "action", "actions"),
             by_the_sweep(p.sweep_actions_applied),
             p.actions_failed,
+            not_sent(p.actions_not_sent),
             plural(p.retries as usize, "retry", "retries")
         );
         if !p.actions_by_kind.is_empty() {
@@ -734,6 +745,19 @@ fn by_the_sweep(applied: usize) -> String {
     } else {
         format!(" ({applied} by the deprovisioning sweep)")
     }
+}
+
+/// `, 2 not sent (seatwarden was stopping)`, or nothing.
+fn not_sent(n: usize) -> String {
+    if n == 0 {
+        String::new()
+    } else {
+        format!(", {n} not sent (seatwarden was stopping)")
+    }
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
 }
 
 fn deprovision_text(d: &DeprovisionLine) -> String {

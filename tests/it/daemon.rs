@@ -3697,3 +3697,65 @@ async fn a_disputed_leaver_is_never_nothing_to_do() {
     );
     sandbox.shutdown().await;
 }
+
+/// A sweep stopped between its writes (SIGTERM): the digest counts the write the
+/// stop kept back as not sent, apart from the failures, and says so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_digest_counts_writes_a_stop_kept_back_as_not_sent() {
+    use seatwarden::apply::{
+        ApplyProgress, ProgressHook, StopSignal, until_stopped, with_progress,
+    };
+    use seatwarden::workspace::ScimClient;
+
+    let (sandbox, dir, mut config) = reconciled_demo().await;
+    config.workspace.max_concurrency = 1;
+    remove_a_leaver(dir.path(), &sandbox);
+    remove_a_leaver(dir.path(), &sandbox);
+    let store = Arc::new(Mutex::new(Store::open(&config.state.path).unwrap()));
+    let client = ScimClient::new(config.scim_settings().unwrap()).unwrap();
+    let directory = config.directory();
+    let stop = StopSignal::new();
+    let hook: ProgressHook = {
+        let stop = stop.clone();
+        Arc::new(move |progress| {
+            if let ApplyProgress::Writing { done: 1, .. } = progress {
+                stop.stop();
+            }
+        })
+    };
+    let sweeping = with_progress(hook, sweep_now(&config, &directory, &client, &store));
+    let (_, unsent) = until_stopped(stop, sweeping).await;
+    assert_eq!(unsent, 1);
+    let store = Store::open(&config.state.path).unwrap();
+    let digest = seatwarden::report::digest::build_from_store(
+        &store,
+        "acme",
+        chrono_tz::UTC,
+        chrono::Utc::now() + chrono::Duration::seconds(1),
+        std::time::Duration::from_secs(86_400),
+        &[],
+        "seatwarden",
+    )
+    .unwrap();
+    assert_eq!(
+        (digest.period.actions_failed, digest.period.actions_not_sent),
+        (0, 1),
+        "{:?}",
+        digest.period
+    );
+    let text = digest.render_text();
+    assert!(
+        text.contains(", 0 failed, 1 not sent (seatwarden was stopping), "),
+        "{text}"
+    );
+    for rendered in [
+        digest.render_markdown().unwrap(),
+        digest.render_html().unwrap(),
+    ] {
+        assert!(
+            rendered.contains("0 failed, 1 not sent (seatwarden was stopping)"),
+            "{rendered}"
+        );
+    }
+    sandbox.shutdown().await;
+}

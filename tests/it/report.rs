@@ -1085,10 +1085,12 @@ mod digest {
             sweeps: &SweepActions {
                 applied_by_kind: [("deactivate".to_owned(), 1)].into(),
                 failed: 0,
+                not_sent: 0,
             },
             sweeps_previous: &SweepActions {
                 applied_by_kind: [("deactivate".to_owned(), 1)].into(),
                 failed: 1,
+                not_sent: 0,
             },
             unreported: &SweepActions::default(),
             stopped_runs: 0,
