@@ -14,8 +14,11 @@
 //! about the person (every candidate account with the attribute that matched it and
 //! its state, that nothing is written to them, for a leaver that the deprovisioning
 //! waits, and the `seatwarden link` commands that settle it); the workspace
-//! account; the last actions with their outcomes; the deprovision ledger entry;
-//! what the next run would do. Times are on the clock of the report's zone
+//! account, with what was applied to it since the snapshot (a run's snapshots
+//! are read before it applies anything, so right after a run they show the
+//! account as it was); the last actions with their outcomes; the deprovision
+//! ledger entry; what the next run would do (an action applied since the
+//! snapshot is marked so, not offered again). Times are on the clock of the report's zone
 //! (`report.timezone`, else `schedule.timezone`), as the reports show them.
 //!
 //! The view is line-structured, and most of what it shows comes from the
@@ -277,13 +280,14 @@ pub fn explain_with(
     view.scope_and_role(&mut out);
     view.link(&mut out);
     view.dispute(&mut out);
-    view.workspace_account(&mut out)?;
+    let since = view.applied_since_snapshot()?;
+    view.workspace_account(&mut out, &since)?;
     if let Some(live) = live {
         live_account(&mut out, live);
     }
     view.last_actions(&mut out)?;
     view.ledger(&mut out)?;
-    view.next_run(&mut out);
+    view.next_run(&mut out, &since);
     Ok(out)
 }
 
@@ -637,12 +641,48 @@ impl View<'_> {
 
     /// The account as the run's workspace snapshot shows it, and when it is
     /// deleted after a retention period.
-    fn workspace_account(&self, out: &mut String) -> Result<(), StoreError> {
+    /// The writes about this person applied after the snapshots were read (the
+    /// snapshot run's own, an approval's, a sweep's): the snapshot is taken
+    /// before a run applies anything, so right after a run it shows the account
+    /// as it was before.
+    fn applied_since_snapshot(&self) -> Result<Vec<crate::store::JournalEntry>, StoreError> {
+        let Some(read_at) = self.loaded.record.as_ref().map(|r| r.started_at) else {
+            return Ok(Vec::new());
+        };
+        let mut applied: Vec<crate::store::JournalEntry> = self
+            .store
+            .actions_about(self.identity_id(), self.account_id(), 50)?
+            .into_iter()
+            .filter(|e| e.state == crate::store::ActionState::Applied && e.updated_at >= read_at)
+            .collect();
+        applied.sort_by_key(|e| (e.updated_at, e.run, e.action.seq));
+        Ok(applied)
+    }
+
+    fn workspace_account(
+        &self,
+        out: &mut String,
+        since: &[crate::store::JournalEntry],
+    ) -> Result<(), StoreError> {
         let _ = writeln!(
             out,
-            "\nWorkspace account (run {} snapshot)",
+            "\nWorkspace account (run {} snapshot, read before that run applied anything)",
             self.loaded.run
         );
+        if !since.is_empty() {
+            let _ = writeln!(out, "  applied since this snapshot, not shown in it:");
+            for entry in since {
+                let _ = writeln!(
+                    out,
+                    "    {} {} — run {} #{} ({})",
+                    entry.action.kind.name(),
+                    clean(&entry.action.subject),
+                    entry.run,
+                    entry.action.seq,
+                    self.at(entry.updated_at)
+                );
+            }
+        }
         let Some(a) = self.account else {
             let _ = writeln!(out, "  none");
             return Ok(());
@@ -720,13 +760,22 @@ impl View<'_> {
 
     /// The actions about this person that a run now would plan from the stored
     /// snapshots, with what the guard and the settle window would hold.
-    fn next_run(&self, out: &mut String) {
+    fn next_run(&self, out: &mut String, since: &[crate::store::JournalEntry]) {
         let loaded = self.loaded;
         let _ = writeln!(
             out,
             "\nNext run (re-planned from run {}'s snapshots)",
             loaded.run
         );
+        // Re-planned from snapshots read before these were applied, the plan
+        // still holds them; a run now reads the workspace afresh and would not.
+        let done = |action: &crate::model::Action| {
+            since.iter().find(|e| {
+                e.action.kind.name() == action.kind.name()
+                    && e.action.kind.account_id() == action.kind.account_id()
+                    && e.action.identity_id == action.identity_id
+            })
+        };
         let (identity_id, account_id) = (self.identity_id(), self.account_id());
         let mine: Vec<String> = self
             .next
@@ -748,8 +797,15 @@ impl View<'_> {
                         _ => false,
                     }
             })
-            .map(|a| {
-                format!(
+            .map(|a| match done(a) {
+                Some(entry) => format!(
+                    "  {} — already applied since the snapshot (run {} #{}, {}): not planned again",
+                    a.kind.name(),
+                    entry.run,
+                    entry.action.seq,
+                    self.at(entry.updated_at)
+                ),
+                None => format!(
                     "  {} — {}{}",
                     a.kind.name(),
                     clean(&a.detail),
@@ -757,7 +813,7 @@ impl View<'_> {
                         .as_ref()
                         .map(|h| format!(" [HELD: {}]", self.held(h)))
                         .unwrap_or_default()
-                )
+                ),
             })
             .collect();
         if mine.is_empty() {

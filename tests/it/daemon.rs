@@ -3759,3 +3759,43 @@ async fn the_digest_counts_writes_a_stop_kept_back_as_not_sent() {
     }
     sandbox.shutdown().await;
 }
+
+/// Right after a run, `explain` works from that run's snapshots, read before it
+/// applied anything: it says so, lists what was applied since, and does not
+/// offer the applied deactivation as the next run's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn explain_right_after_a_run_shows_what_it_applied_since_the_snapshot() {
+    let (sandbox, dir, config) = reconciled_demo().await;
+    let leaver = remove_a_leaver(dir.path(), &sandbox);
+    let account = sandbox
+        .snapshot()
+        .accounts
+        .into_iter()
+        .find(|a| a.external_id.as_deref() == Some(leaver.as_str()))
+        .unwrap();
+    let outcome = reconcile_now(&config).await;
+    let store = Store::open(&config.state.path).unwrap();
+    let text = seatwarden::explain::explain(
+        &config,
+        &store,
+        &account.user_name,
+        chrono::Utc::now() + chrono::Duration::seconds(1),
+    )
+    .unwrap();
+    let run = outcome.report.run_id;
+    assert!(
+        text.contains(&format!(
+            "Workspace account (run {run} snapshot, read before that run applied anything)\n  \
+             applied since this snapshot, not shown in it:\n    deactivate {} — run {run} #",
+            account.user_name
+        )),
+        "{text}"
+    );
+    let next = text.split("\nNext run").nth(1).unwrap();
+    assert!(
+        next.contains("deactivate — already applied since the snapshot (run"),
+        "{text}"
+    );
+    assert!(!next.contains("account is still active"), "{text}");
+    sandbox.shutdown().await;
+}
