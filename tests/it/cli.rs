@@ -1022,6 +1022,90 @@ fn report_shows_the_newest_run_with_a_report() {
     }
 }
 
+/// `report --run` of a reconcile recorded as running tells a live one from one
+/// cut off (`kill -9`) by the writer lock, as `status` does; of a sweep, which
+/// stores no report, it says what the sweep wrote and how to approve what it held.
+#[test]
+fn report_of_a_run_without_a_report_says_what_became_of_it() {
+    use seatwarden::model::{Action, ActionKind, DriftKind, HoldReason, Plan};
+    use seatwarden::store::{RunKind, RunStatus, Store, WriterLock};
+    let dir = tempfile::tempdir().unwrap();
+    let config = state_config(dir.path());
+    let config = config.to_str().unwrap();
+    let database = dir.path().join("state.db");
+    let mut store = Store::open(&database).unwrap();
+    let now = chrono::Utc::now();
+    let reconcile = store.begin_run(RunKind::Reconcile, now).unwrap();
+    let sweep = store.begin_run(RunKind::Sweep, now).unwrap();
+    let deactivate = |seq: u32, held: Option<HoldReason>| Action {
+        seq,
+        kind: ActionKind::Deactivate {
+            account_id: format!("a{seq}"),
+        },
+        reason: DriftKind::StaleAccess,
+        subject: format!("user{seq}@example.com"),
+        identity_id: Some(format!("00u{seq}")),
+        detail: "identity is deprovisioned in the directory".into(),
+        held,
+    };
+    let plan = Plan {
+        actions: vec![
+            deactivate(0, None),
+            deactivate(1, None),
+            deactivate(2, Some(HoldReason::LastOwner)),
+        ],
+        drift: vec![],
+        new_links: vec![],
+        retained: vec![],
+        disputed_leavers: vec![],
+    };
+    store.save_plan(sweep, &plan, now).unwrap();
+    store.mark_in_flight(sweep, 0, now).unwrap();
+    store.mark_applied(sweep, 0, now, None).unwrap();
+    store.mark_in_flight(sweep, 1, now).unwrap();
+    store.mark_failed(sweep, 1, now, "HTTP 503").unwrap();
+    store
+        .finish_run(sweep, now, RunStatus::Succeeded, None)
+        .unwrap();
+    drop(store);
+    let report = |run: i64| {
+        let out = seatwarden(
+            &["--config", config, "report", "--run", &run.to_string()],
+            &[],
+        );
+        assert_eq!(out.status.code(), Some(1), "--run {run}");
+        assert!(out.stdout.is_empty());
+        text(&out.stderr)
+    };
+
+    let writer = WriterLock::acquire_blocking(&database, |_| panic!("free")).unwrap();
+    let live = report(reconcile);
+    assert!(
+        live.contains(&format!(
+            "run {reconcile} (reconcile) is still running (started "
+        )),
+        "{live}"
+    );
+    drop(writer);
+    let cut_off = report(reconcile);
+    assert!(
+        cut_off.contains(&format!(
+            "run {reconcile} (reconcile) was interrupted: the process stopped before it finished"
+        )) && cut_off.contains("it has no report")
+            && !cut_off.contains("still running"),
+        "{cut_off}"
+    );
+
+    let swept = report(sweep);
+    assert!(
+        swept.contains(&format!("run {sweep} (sweep) succeeded at "))
+            && swept.contains("a sweep stores no report")
+            && swept.contains("Its writes: 1 applied, 1 failed, 1 held for a human.")
+            && swept.contains(&format!("then `seatwarden approve {sweep}`")),
+        "{swept}"
+    );
+}
+
 /// Every value the command line cannot parse is a usage error (64) naming the
 /// flag, as an unknown flag is, before any configuration or database is read.
 #[test]
