@@ -622,9 +622,10 @@ fn run_command(cli: Cli) -> anyhow::Result<u8> {
                         else {
                             break;
                         };
+                        let format = format!("%a %Y-%m-%d {} %Z", schedule.time_of_day_format());
                         fires.push(
                             next.with_timezone(&settings.timezone)
-                                .format("%a %Y-%m-%d %H:%M %Z")
+                                .format(&format)
                                 .to_string(),
                         );
                         at = next;

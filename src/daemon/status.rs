@@ -11,6 +11,7 @@ use serde::Serialize;
 
 use crate::circuit::CircuitState;
 use crate::config::DaemonSettings;
+use crate::schedule::Schedule;
 use crate::sla::{self, EntryState, LedgerEntry};
 use crate::store::{JobRecord, RunKind, RunRecord, RunStatus, Store, StoreError, WriterLock};
 
@@ -261,10 +262,10 @@ fn job_lines(
 ) -> Vec<JobLine> {
     let scheduled = schedule.map(super::scheduled_jobs).unwrap_or_default();
     let mut lines = Vec::with_capacity(recorded.len().max(scheduled.len()));
-    let line = |record: JobRecord, next_run: Option<DateTime<Utc>>| JobLine {
+    let line = |record: JobRecord, next_run: Option<(DateTime<Utc>, &Schedule)>| JobLine {
         cut_off: daemon_running == Some(false) && record.last_status == Some(RunStatus::Running),
-        next_run_local: next_run.map(|at| local(at, tz)),
-        next_run,
+        next_run_local: next_run.map(|(at, schedule)| schedule.wall_clock(at, tz)),
+        next_run: next_run.map(|(at, _)| at),
         record,
     };
     for (name, job_schedule) in &scheduled {
@@ -287,7 +288,7 @@ fn job_lines(
             }
             _ => None,
         };
-        lines.push(line(record, next_run));
+        lines.push(line(record, next_run.map(|at| (at, job_schedule))));
     }
     lines.extend(recorded.into_iter().map(|record| line(record, None)));
     lines

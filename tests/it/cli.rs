@@ -723,6 +723,47 @@ fn status_tells_a_cut_off_job_and_shows_next_runs_while_a_daemon_runs() {
 /// Under systemd (stderr is the stream `JOURNAL_STREAM` names) every log line
 /// carries its syslog priority for journald, so `journalctl -p warning` finds the
 /// warnings and the fatal error; anywhere else the lines are left as they are.
+/// A schedule with a seconds field shows its next run to the second: to the
+/// minute, `*/20 * * * * *` would show three runs a minute at one time.
+#[test]
+fn status_shows_the_next_run_of_a_schedule_with_seconds_to_the_second() {
+    use seatwarden::daemon::InstanceLock;
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("seatwarden.toml");
+    std::fs::write(
+        &config,
+        "[directory]\nkind = \"file\"\npath = \"d.json\"\n\
+         [workspace]\nurl = \"https://x.example/scim/v2\"\ntoken = \"t\"\n\
+         [state]\npath = \"state.db\"\n\
+         [schedule]\ntimezone = \"Asia/Kolkata\"\nreconcile = \"30 2 * * *\"\n\
+         sweep = \"*/20 * * * * *\"\n",
+    )
+    .unwrap();
+    let database = dir.path().join("state.db");
+    seatwarden::store::Store::open(&database).unwrap();
+    let _daemon = InstanceLock::acquire(&database).unwrap();
+    let status = status_output(&config, "text");
+    let next = |job: &str| {
+        let line = status
+            .lines()
+            .find(|l| l.trim_start().starts_with(job))
+            .unwrap_or_else(|| panic!("no {job} in {status}"));
+        let at = line
+            .split(", next ")
+            .nth(1)
+            .or_else(|| line.split(" next ").nth(1));
+        at.unwrap_or_else(|| panic!("no next run in {line}"))
+            .to_owned()
+    };
+    // `2026-12-03 08:00:20 IST` and `2026-12-04 02:30 IST`.
+    let shape = |at: &str| at.split([' ', ':']).count();
+    let sweep = next("sweep");
+    assert_eq!(shape(&sweep), 5, "{sweep}");
+    assert!(sweep.ends_with(" IST"), "{sweep}");
+    let reconcile = next("reconcile");
+    assert_eq!(shape(&reconcile), 4, "{reconcile}");
+}
+
 #[test]
 fn log_lines_carry_journald_priorities_only_on_the_journal_stream() {
     use std::os::unix::fs::MetadataExt;
