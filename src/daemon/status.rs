@@ -57,9 +57,12 @@ pub struct Deprovisions {
     /// the daemon's first sweep, say): nothing to do, so neither a deprovision
     /// above nor a latency.
     pub found_without_access_last_24h: usize,
-    /// Detection to verification over the last 24 hours.
+    /// Detection to verification over the last 24 hours, in whole seconds (kept
+    /// for scripts) and to the millisecond (what the text shows).
     pub latency_p50_seconds: Option<i64>,
     pub latency_p99_seconds: Option<i64>,
+    pub latency_p50_ms: Option<i64>,
+    pub latency_p99_ms: Option<i64>,
 }
 
 /// A daemon job: its last run as recorded, and when it runs next.
@@ -202,8 +205,8 @@ pub fn collect(
         .into_iter()
         .partition(LedgerEntry::found_without_access);
     let mut latencies: Vec<Duration> = verified.iter().filter_map(LedgerEntry::latency).collect();
-    let p50 = sla::quantile(&mut latencies, 0.5).map(|d| d.num_seconds());
-    let p99 = sla::quantile(&mut latencies, 0.99).map(|d| d.num_seconds());
+    let p50 = sla::quantile(&mut latencies, 0.5);
+    let p99 = sla::quantile(&mut latencies, 0.99);
     let mut verified_lines: Vec<Line> = verified.iter().map(|e| line(e, now, tz)).collect();
     verified_lines.reverse();
     let deletions = match delete_after.and_then(|d| Duration::from_std(d).ok()) {
@@ -237,8 +240,10 @@ pub fn collect(
             open: open_lines.into_iter().map(|(_, l)| l).collect(),
             verified_last_24h: verified_lines,
             found_without_access_last_24h: found_without_access.len(),
-            latency_p50_seconds: p50,
-            latency_p99_seconds: p99,
+            latency_p50_seconds: p50.map(|d| d.num_seconds()),
+            latency_p99_seconds: p99.map(|d| d.num_seconds()),
+            latency_p50_ms: p50.map(|d| d.num_milliseconds()),
+            latency_p99_ms: p99.map(|d| d.num_milliseconds()),
         },
         deletions,
         daemon_running,
@@ -325,8 +330,12 @@ pub fn render_text(status: &Status) -> String {
         out,
         "Verified in the last 24 h: {}{}",
         d.verified_last_24h.len(),
-        match (d.latency_p50_seconds, d.latency_p99_seconds) {
-            (Some(p50), Some(p99)) => format!(" (detection to verified: p50 {p50} s, p99 {p99} s)"),
+        match (d.latency_p50_ms, d.latency_p99_ms) {
+            (Some(p50), Some(p99)) => format!(
+                " (detection to verified: p50 {}, p99 {})",
+                sla::latency_text(Duration::milliseconds(p50)),
+                sla::latency_text(Duration::milliseconds(p99))
+            ),
             _ => String::new(),
         }
     );
