@@ -874,9 +874,18 @@ fn latest_reported_run(store: &Store) -> anyhow::Result<RunId> {
         return Ok(newest.id);
     };
     if newest.id > reported {
+        let (newest, cut_off) = store
+            .run_and_whether_cut_off(newest.id)?
+            .unwrap_or((newest, false));
         let why = match (newest.status, &newest.error) {
             (crate::store::RunStatus::Failed, Some(error)) => format!("failed: {error}"),
             (crate::store::RunStatus::Stopped, Some(error)) => format!("was stopped: {error}"),
+            (crate::store::RunStatus::Running, _) if cut_off => {
+                "was interrupted: the process stopped before it finished".to_owned()
+            }
+            (crate::store::RunStatus::Running, _) if newest.kind == RunKind::Reconcile => {
+                "is still running".to_owned()
+            }
             (crate::store::RunStatus::Running, _) => {
                 "has no report yet (still running, or cut off before it finished)".to_owned()
             }

@@ -1041,9 +1041,23 @@ fn report_shows_the_newest_run_with_a_report() {
     assert_eq!(json["run_id"], done);
     assert!(
         stderr.contains(&format!("showing run {done}"))
-            && stderr.contains(&format!("run {running} (reconcile)")),
+            && stderr.contains(&format!("run {running} (reconcile) was interrupted")),
         "{stderr}"
     );
+    // While a writer holds the lock, the reconcile is under way.
+    let writer =
+        seatwarden::store::WriterLock::acquire_blocking(&dir.path().join("state.db"), |_| {
+            panic!("free")
+        })
+        .unwrap();
+    let out = seatwarden(&["--config", config, "report"], &[]);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(
+        stderr.contains(&format!("run {running} (reconcile) is still running")),
+        "{stderr}"
+    );
+    drop(writer);
 
     let mut store = Store::open(&dir.path().join("state.db")).unwrap();
     store
