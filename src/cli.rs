@@ -624,9 +624,10 @@ fn run_command(cli: Cli) -> anyhow::Result<u8> {
                         else {
                             break;
                         };
+                        let format = format!("%a %Y-%m-%d {} %Z", schedule.time_of_day_format());
                         fires.push(
                             next.with_timezone(&settings.timezone)
-                                .format("%a %Y-%m-%d %H:%M %Z")
+                                .format(&format)
                                 .to_string(),
                         );
                         at = next;
@@ -784,22 +785,7 @@ fn run_command(cli: Cli) -> anyhow::Result<u8> {
                 ReportRun::Id(run) => run,
             };
             let Some(json) = store.report(run_id)? else {
-                // A run that failed before its report (unreadable directory or
-                // workspace) still says why.
-                let why = match store.run(run_id)? {
-                    Some(run) => match run.error {
-                        Some(error) => format!(
-                            "run {run_id} ({}) failed at {}: {error}",
-                            run.kind,
-                            run.finished_at.unwrap_or(run.started_at)
-                        ),
-                        None => {
-                            format!("run {run_id} ({}) has no report ({})", run.kind, run.status)
-                        }
-                    },
-                    None => format!("there is no run {run_id}"),
-                };
-                anyhow::bail!(why);
+                anyhow::bail!(why_no_report(&config, &store, run_id)?);
             };
             let report = Report::from_json(&json)
                 .with_context(|| format!("the stored report of run {run_id} cannot be read"))?;
@@ -810,6 +796,84 @@ fn run_command(cli: Cli) -> anyhow::Result<u8> {
             Ok(exit::OK)
         }
     }
+}
+
+/// What `report --run` says of a run without a report. A run that failed before
+/// its report (unreadable directory or workspace) still says why; one recorded as
+/// running is told from a cut-off one as `status` tells it; a sweep, which stores
+/// no report, says what it wrote from its journal.
+fn why_no_report(config: &Config, store: &Store, run_id: RunId) -> anyhow::Result<String> {
+    use crate::store::RunStatus;
+    let Some((run, cut_off)) = store.run_and_whether_cut_off(run_id)? else {
+        return Ok(format!("there is no run {run_id}"));
+    };
+    let tz = config.report_timezone()?;
+    let at = |time: chrono::DateTime<chrono::Utc>| {
+        time.with_timezone(&tz).format("%Y-%m-%d %H:%M:%S %Z")
+    };
+    let started = at(run.started_at);
+    let ended = at(run.finished_at.unwrap_or(run.started_at));
+    let sweep = run.kind == RunKind::Sweep;
+    let state = match (run.status, &run.error) {
+        (RunStatus::Running, _) if cut_off => {
+            format!("was interrupted: the process stopped before it finished (started {started})")
+        }
+        (RunStatus::Running, _) if sweep => format!("is still running (started {started})"),
+        (RunStatus::Running, _) if run.kind == RunKind::Reconcile => {
+            format!("is still running (started {started}): its report is stored when it finishes")
+        }
+        (RunStatus::Running, _) => format!(
+            "has no report yet: still running, or cut off before it finished (started {started})"
+        ),
+        (status, Some(error)) => format!("{status} at {ended}: {error}"),
+        (status, None) if sweep => format!("{status} at {ended}"),
+        (status, None) => format!("has no report ({status})"),
+    };
+    let mut why = format!("run {run_id} ({}) {state}", run.kind);
+    if cut_off && !sweep {
+        why.push_str("; it has no report");
+    }
+    if sweep {
+        why.push_str("; a sweep stores no report. ");
+        why.push_str(&sweep_writes(
+            &store.journal_state_counts(run_id)?,
+            &config.admin_command(),
+            run_id,
+        ));
+    }
+    Ok(why)
+}
+
+/// What a sweep run wrote, from its journal's rows by state.
+fn sweep_writes(
+    by_state: &std::collections::BTreeMap<String, usize>,
+    admin: &str,
+    run_id: RunId,
+) -> String {
+    use crate::store::ActionState;
+    let count = |state: ActionState| by_state.get(state.as_str()).copied().unwrap_or(0);
+    let parts: Vec<String> = [
+        (ActionState::Applied, "applied"),
+        (ActionState::Failed, "failed"),
+        (ActionState::Held, "held for a human"),
+        (ActionState::InFlight, "in flight"),
+        (ActionState::Planned, "planned, not sent"),
+    ]
+    .into_iter()
+    .filter(|(state, _)| count(*state) > 0)
+    .map(|(state, what)| format!("{} {what}", count(state)))
+    .collect();
+    if parts.is_empty() {
+        return "It wrote nothing.".to_owned();
+    }
+    let mut writes = format!("Its writes: {}.", parts.join(", "));
+    if count(ActionState::Held) > 0 {
+        writes.push_str(&format!(
+            " Review with `{admin} explain PERSON`, then `{admin} approve {run_id}` \
+             (or `{admin} reject {run_id}`)."
+        ));
+    }
+    writes
 }
 
 /// The run `report` shows without `--run`: the newest that has a report. A newer
@@ -825,9 +889,18 @@ fn latest_reported_run(store: &Store) -> anyhow::Result<RunId> {
         return Ok(newest.id);
     };
     if newest.id > reported {
+        let (newest, cut_off) = store
+            .run_and_whether_cut_off(newest.id)?
+            .unwrap_or((newest, false));
         let why = match (newest.status, &newest.error) {
             (crate::store::RunStatus::Failed, Some(error)) => format!("failed: {error}"),
             (crate::store::RunStatus::Stopped, Some(error)) => format!("was stopped: {error}"),
+            (crate::store::RunStatus::Running, _) if cut_off => {
+                "was interrupted: the process stopped before it finished".to_owned()
+            }
+            (crate::store::RunStatus::Running, _) if newest.kind == RunKind::Reconcile => {
+                "is still running".to_owned()
+            }
             (crate::store::RunStatus::Running, _) => {
                 "has no report yet (still running, or cut off before it finished)".to_owned()
             }

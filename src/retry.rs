@@ -1,7 +1,17 @@
 //! The one retry policy for every call to a remote system: exponential backoff with
 //! jitter (backon), only for errors that say they are transient, and never sooner
 //! than the server asked with `Retry-After`.
+//!
+//! Retrying is never silent: [`RetryLog`] logs the first failure of a request at
+//! warn with its endpoint, its error and how long the retries may wait, later
+//! ones at debug, and a request that runs out of retries at warn. Against a
+//! workspace that is down or a wrong port, the operator sees at once what the
+//! next 20 s are spent on. The callers log from their `on_retry` closures and
+//! after [`retry`] returns, never inside it: state and logging inside the retried
+//! future made it, and every future that awaits it, bigger, and a debug build ran
+//! out of stack in the deepest of them (the apply loop).
 
+use std::fmt::Display;
 use std::future::Future;
 use std::time::Duration;
 
@@ -48,11 +58,92 @@ impl RetryPolicy {
             max_retry_after: Duration::from_millis(50),
         }
     }
+
+    /// The longest all the retries of one request wait in all: each delay of the
+    /// exponential backoff at most doubled by its jitter. A `Retry-After` may
+    /// stretch it, and the attempts themselves take their time.
+    pub fn longest_backoff(&self) -> Duration {
+        let mut delay = self.min_delay;
+        let mut total = Duration::ZERO;
+        for _ in 0..self.max_retries {
+            total = total.saturating_add(delay.min(self.max_delay).saturating_mul(2));
+            delay = delay.saturating_mul(2);
+        }
+        total
+    }
+}
+
+/// What the log says of one request's retries (see the module docs). Made before
+/// [`retry`], told of each retry from its `on_retry` and of the outcome after it.
+#[derive(Debug, Default)]
+pub struct RetryLog {
+    retries: usize,
+}
+
+impl RetryLog {
+    /// A transient failure of the request to `endpoint` that will be retried in
+    /// `delay`.
+    pub fn retrying(
+        &mut self,
+        endpoint: &str,
+        policy: &RetryPolicy,
+        error: &dyn Display,
+        delay: Duration,
+    ) {
+        self.retries += 1;
+        if self.retries == 1 {
+            tracing::warn!(endpoint, "{}", first_failure_message(policy, error));
+        } else {
+            tracing::debug!(
+                endpoint,
+                retry = self.retries,
+                delay_ms = millis(delay),
+                "{error}; retrying"
+            );
+        }
+    }
+
+    /// How the request ended: a transient failure after retries means they ran out.
+    pub fn finished<T, E: Transient + Display>(&self, endpoint: &str, outcome: &Result<T, E>) {
+        match outcome {
+            Err(error) if self.retries > 0 && error.is_transient() => tracing::warn!(
+                endpoint,
+                attempts = self.retries + 1,
+                "{}",
+                given_up_message(self.retries, error)
+            ),
+            Ok(_) if self.retries > 0 => tracing::debug!(
+                endpoint,
+                retries = self.retries,
+                "request succeeded after retrying"
+            ),
+            _ => {}
+        }
+    }
+}
+
+// The callers' errors name their endpoint ("GET /Users: …"); the `endpoint` field
+// carries it for log searches.
+fn first_failure_message(policy: &RetryPolicy, error: &dyn Display) -> String {
+    // Rounded up: "at most 0 s" would read as no wait at all.
+    let longest = policy.longest_backoff().as_secs_f64().ceil();
+    format!(
+        "{error}; retrying up to {} times, waiting at most {longest:.0} s in all",
+        policy.max_retries
+    )
+}
+
+fn given_up_message(retries: usize, error: &dyn Display) -> String {
+    format!("{error}; giving up after {} attempts", retries + 1)
+}
+
+fn millis(delay: Duration) -> u64 {
+    u64::try_from(delay.as_millis()).unwrap_or(u64::MAX)
 }
 
 /// Runs `op` until it succeeds, fails permanently, or the retries run out.
 /// `on_retry` is told about every transient failure that will be retried, with the
-/// delay before the next attempt (for logs and retry counters).
+/// delay before the next attempt (for the [`RetryLog`] and retry counters).
 pub async fn retry<T, E, F, Fut>(
     policy: RetryPolicy,
     op: F,
@@ -96,6 +187,41 @@ pub fn parse_retry_after(value: &str, now: std::time::SystemTime) -> Option<Dura
     Some(at.duration_since(now).unwrap_or(Duration::ZERO))
 }
 
+/// What `run` logs at debug and above, as text: for tests of what the log says.
+#[cfg(test)]
+pub(crate) async fn logged<T>(run: impl Future<Output = T>) -> (T, String) {
+    #[derive(Clone, Default)]
+    struct Buffer(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+    impl std::io::Write for Buffer {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            if let Ok(mut buffer) = self.0.lock() {
+                buffer.extend_from_slice(bytes);
+            }
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let buffer = Buffer::default();
+    let writer = buffer.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::DEBUG)
+        .with_ansi(false)
+        .with_writer(move || writer.clone())
+        .finish();
+    let out = {
+        let _guard = tracing::subscriber::set_default(subscriber);
+        run.await
+    };
+    let text = buffer
+        .0
+        .lock()
+        .map(|bytes| String::from_utf8_lossy(&bytes).into_owned())
+        .unwrap_or_default();
+    (out, text)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -114,6 +240,92 @@ mod tests {
         fn retry_after(&self) -> Option<Duration> {
             self.retry_after
         }
+    }
+
+    /// The first failure says what is retried, why and for how long at most; the
+    /// end of the retries says how many attempts failed and the last error.
+    #[test]
+    fn the_retry_messages_name_the_endpoint_the_error_and_the_longest_wait() {
+        let refused = "GET /Users: error sending request: connection refused";
+        assert_eq!(
+            first_failure_message(&RetryPolicy::default(), &refused),
+            "GET /Users: error sending request: connection refused; retrying up to 6 times, \
+             waiting at most 26 s in all"
+        );
+        assert_eq!(
+            given_up_message(6, &refused),
+            "GET /Users: error sending request: connection refused; giving up after 7 attempts"
+        );
+    }
+
+    impl std::fmt::Display for Failure {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("GET /Users: connection refused")
+        }
+    }
+
+    async fn failing(transient: bool, log: &mut RetryLog) -> Result<(), Failure> {
+        let policy = RetryPolicy::immediate(3);
+        let outcome = retry(
+            policy,
+            || async {
+                Err::<(), _>(Failure {
+                    transient,
+                    retry_after: None,
+                })
+            },
+            |e, delay| log.retrying("GET /Users", &policy, e, delay),
+        )
+        .await;
+        log.finished("GET /Users", &outcome);
+        outcome
+    }
+
+    /// The operator sees the first failure at once (warn, shown by default), later
+    /// ones only at debug, and the end of the retries at warn with the last error.
+    #[tokio::test]
+    async fn retries_are_logged_first_at_warn_then_at_debug_and_the_end_at_warn() {
+        let mut log = RetryLog::default();
+        let (outcome, text) = logged(failing(true, &mut log)).await;
+        assert!(outcome.is_err());
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 4, "{text}");
+        assert!(
+            lines[0].contains("WARN")
+                && lines[0].contains("GET /Users: connection refused; retrying up to 3 times"),
+            "{text}"
+        );
+        assert!(lines[1..3].iter().all(|l| l.contains("DEBUG")), "{text}");
+        assert!(
+            lines[3].contains("WARN")
+                && lines[3].contains("connection refused; giving up after 4 attempts"),
+            "{text}"
+        );
+    }
+
+    /// A request that fails for good at once has no retry to tell.
+    #[tokio::test]
+    async fn nothing_is_logged_without_a_retry() {
+        let (outcome, text) = logged(failing(false, &mut RetryLog::default())).await;
+        assert!(outcome.is_err());
+        assert_eq!(text, "");
+    }
+
+    #[test]
+    fn the_longest_backoff_is_every_delay_at_its_largest_jitter() {
+        // 0.2 + 0.4 + 0.8 + 1.6 + 3.2 + 6.4 s, each at most doubled by the jitter.
+        assert_eq!(
+            RetryPolicy::default().longest_backoff(),
+            Duration::from_millis(25_200)
+        );
+        let capped = RetryPolicy {
+            max_retries: 3,
+            min_delay: Duration::from_secs(20),
+            max_delay: Duration::from_secs(30),
+            max_retry_after: Duration::from_secs(60),
+        };
+        assert_eq!(capped.longest_backoff(), Duration::from_secs(160));
+        assert_eq!(RetryPolicy::immediate(0).longest_backoff(), Duration::ZERO);
     }
 
     #[tokio::test]

@@ -92,6 +92,35 @@ impl Schedule {
     pub fn pattern(&self) -> &str {
         &self.pattern
     }
+
+    /// Whether the expression has a seconds field (six fields): its fire times are
+    /// shown to the second, where five-field ones are shown to the minute.
+    pub fn has_seconds(&self) -> bool {
+        self.pattern.split_whitespace().count() == 6
+    }
+
+    /// The `chrono` format of a time of day as precise as this schedule fires:
+    /// `%H:%M`, or `%H:%M:%S` with a seconds field.
+    pub fn time_of_day_format(&self) -> &'static str {
+        if self.has_seconds() {
+            "%H:%M:%S"
+        } else {
+            "%H:%M"
+        }
+    }
+
+    /// A fire time on `tz`'s wall clock for people: `2026-03-02 08:00 CET`, to the
+    /// second when the schedule has seconds.
+    pub fn wall_clock(&self, at: DateTime<Utc>, tz: Tz) -> String {
+        let format = format!("%Y-%m-%d {} %Z", self.time_of_day_format());
+        at.with_timezone(&tz).format(&format).to_string()
+    }
+}
+
+/// An instant for a log field: RFC 3339 in UTC to the second
+/// (`2026-03-02T07:00:00Z`), not the nanoseconds the state database keeps.
+pub fn log_time(at: DateTime<Utc>) -> String {
+    at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
 }
 
 /// Refuses a value out of its field's range, naming the field, and a step as large
@@ -500,6 +529,30 @@ pub async fn wait_idle(
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 mod tests {
+    /// A six-field schedule fires at seconds a minute cannot show: `*/30 * * * * *`
+    /// shown as 08:00 twice a minute would read as one fire.
+    #[test]
+    fn fire_times_are_shown_to_the_second_only_when_the_schedule_has_seconds() {
+        let at = DateTime::parse_from_rfc3339("2026-03-02T07:00:30.123456789Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        let berlin: Tz = "Europe/Berlin".parse().unwrap();
+        let minutes = Schedule::parse("*/5 * * * *").unwrap();
+        let seconds = Schedule::parse("*/30 * * * * *").unwrap();
+        assert!(!minutes.has_seconds() && seconds.has_seconds());
+        assert!(!Schedule::parse("@hourly").unwrap().has_seconds());
+        assert_eq!(minutes.wall_clock(at, berlin), "2026-03-02 08:00 CET");
+        assert_eq!(seconds.wall_clock(at, berlin), "2026-03-02 08:00:30 CET");
+    }
+
+    #[test]
+    fn log_times_are_rfc3339_utc_to_the_second() {
+        let at = DateTime::parse_from_rfc3339("2026-03-02T08:00:30.123456789+01:00")
+            .unwrap()
+            .with_timezone(&Utc);
+        assert_eq!(log_time(at), "2026-03-02T07:00:30Z");
+    }
+
     use super::*;
     use chrono::TimeZone;
     use std::sync::Mutex;

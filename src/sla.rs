@@ -260,10 +260,37 @@ pub fn quantile(latencies: &mut [Duration], q: f64) -> Option<Duration> {
     latencies.get(rank.saturating_sub(1)).copied()
 }
 
+/// A detection-to-verification time as people read it. Milliseconds below a
+/// second: a fast workspace verifies within one, and "0 s" reads as no time or no
+/// measurement at all.
+pub fn latency_text(latency: Duration) -> String {
+    let minutes = latency.num_minutes().max(0);
+    if latency < Duration::seconds(1) {
+        format!("{} ms", latency.num_milliseconds().max(0))
+    } else if minutes < 1 {
+        format!("{} s", latency.num_seconds())
+    } else if minutes < 120 {
+        format!("{minutes} min")
+    } else {
+        format!("{} h {} min", minutes / 60, minutes % 60)
+    }
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn latencies_below_a_second_are_shown_in_milliseconds() {
+        assert_eq!(latency_text(Duration::milliseconds(340)), "340 ms");
+        assert_eq!(latency_text(Duration::zero()), "0 ms");
+        assert_eq!(latency_text(Duration::milliseconds(-5)), "0 ms");
+        assert_eq!(latency_text(Duration::milliseconds(1_500)), "1 s");
+        assert_eq!(latency_text(Duration::seconds(59)), "59 s");
+        assert_eq!(latency_text(Duration::minutes(90)), "90 min");
+        assert_eq!(latency_text(Duration::minutes(150)), "2 h 30 min");
+    }
     use chrono::TimeZone;
 
     fn t(minutes: i64) -> DateTime<Utc> {

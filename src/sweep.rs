@@ -179,7 +179,7 @@ pub async fn sweep(
         tracing::info!(
             person = %entry.user_name,
             reason = entry.reason.as_str(),
-            due = %entry.due_at,
+            due = %crate::schedule::log_time(entry.due_at),
             "lost access in the directory: deprovision due"
         );
     }
@@ -688,8 +688,8 @@ pub async fn enforce(
     for entry in sla::to_escalate(&open, now) {
         tracing::error!(
             person = %entry.user_name,
-            detected = %entry.detected_at,
-            due = %entry.due_at,
+            detected = %crate::schedule::log_time(entry.detected_at),
+            due = %crate::schedule::log_time(entry.due_at),
             held = entry.held.as_deref().unwrap_or(""),
             last_error = entry.last_error.as_deref().unwrap_or(""),
             "deprovision overdue: access not removed within the SLA"
@@ -935,7 +935,7 @@ pub fn record_disputed(
         tracing::warn!(
             person = %entry.user_name,
             reason = entry.reason.as_str(),
-            due = %entry.due_at,
+            due = %crate::schedule::log_time(entry.due_at),
             "lost access in the directory, and which account is theirs is disputed: \
              held until `seatwarden link` says"
         );

@@ -100,11 +100,10 @@ pub struct InstanceLock {
 }
 
 impl InstanceLock {
-    /// The lock file of `database`.
+    /// The lock file of `database`, next to the file it resolves to: a second
+    /// daemon on the same database through a symlink must find it taken.
     pub fn path_for(database: &Path) -> PathBuf {
-        let mut name = database.as_os_str().to_owned();
-        name.push(".lock");
-        PathBuf::from(name)
+        crate::store::lock_file_path(database, ".lock")
     }
 
     /// Takes `<database>.lock`; a second daemon fails within [`INSTANCE_LOCK_PATIENCE`].
@@ -943,6 +942,38 @@ fn chrono_sla(settings: &DaemonSettings) -> chrono::Duration {
 #[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 mod tests {
     use super::*;
+
+    /// Two spellings of one database, through a symlink to the file or to its
+    /// folder, share one instance lock: a second daemon on it is refused.
+    #[cfg(unix)]
+    #[test]
+    fn a_second_daemon_through_a_symlink_is_refused() {
+        use std::os::unix::fs::symlink;
+        let dir = tempfile::tempdir().unwrap();
+        let real = dir.path().join("real");
+        std::fs::create_dir(&real).unwrap();
+        let database = real.join("state.db");
+        std::fs::write(&database, b"").unwrap();
+        let linked_folder = dir.path().join("linked-folder");
+        symlink(&real, &linked_folder).unwrap();
+        let linked_file = dir.path().join("linked.db");
+        symlink(&database, &linked_file).unwrap();
+
+        for (first, second) in [
+            (database.clone(), linked_file.clone()),
+            (linked_folder.join("state.db"), database.clone()),
+            (linked_file.clone(), linked_folder.join("state.db")),
+        ] {
+            let held = InstanceLock::acquire(&first).unwrap();
+            assert!(is_running(&second).unwrap(), "{second:?} after {first:?}");
+            let refused = InstanceLock::acquire(&second).unwrap_err();
+            assert!(
+                matches!(refused, DaemonError::AlreadyRunning { .. }),
+                "{refused}"
+            );
+            drop(held);
+        }
+    }
 
     /// Consecutive digests cover consecutive periods, however often they run.
     #[test]

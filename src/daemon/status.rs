@@ -11,6 +11,7 @@ use serde::Serialize;
 
 use crate::circuit::CircuitState;
 use crate::config::DaemonSettings;
+use crate::schedule::Schedule;
 use crate::sla::{self, EntryState, LedgerEntry};
 use crate::store::{JobRecord, RunKind, RunRecord, RunStatus, Store, StoreError, WriterLock};
 
@@ -56,9 +57,12 @@ pub struct Deprovisions {
     /// the daemon's first sweep, say): nothing to do, so neither a deprovision
     /// above nor a latency.
     pub found_without_access_last_24h: usize,
-    /// Detection to verification over the last 24 hours.
+    /// Detection to verification over the last 24 hours, in whole seconds (kept
+    /// for scripts) and to the millisecond (what the text shows).
     pub latency_p50_seconds: Option<i64>,
     pub latency_p99_seconds: Option<i64>,
+    pub latency_p50_ms: Option<i64>,
+    pub latency_p99_ms: Option<i64>,
 }
 
 /// A daemon job: its last run as recorded, and when it runs next.
@@ -201,8 +205,8 @@ pub fn collect(
         .into_iter()
         .partition(LedgerEntry::found_without_access);
     let mut latencies: Vec<Duration> = verified.iter().filter_map(LedgerEntry::latency).collect();
-    let p50 = sla::quantile(&mut latencies, 0.5).map(|d| d.num_seconds());
-    let p99 = sla::quantile(&mut latencies, 0.99).map(|d| d.num_seconds());
+    let p50 = sla::quantile(&mut latencies, 0.5);
+    let p99 = sla::quantile(&mut latencies, 0.99);
     let mut verified_lines: Vec<Line> = verified.iter().map(|e| line(e, now, tz)).collect();
     verified_lines.reverse();
     let deletions = match delete_after.and_then(|d| Duration::from_std(d).ok()) {
@@ -236,8 +240,10 @@ pub fn collect(
             open: open_lines.into_iter().map(|(_, l)| l).collect(),
             verified_last_24h: verified_lines,
             found_without_access_last_24h: found_without_access.len(),
-            latency_p50_seconds: p50,
-            latency_p99_seconds: p99,
+            latency_p50_seconds: p50.map(|d| d.num_seconds()),
+            latency_p99_seconds: p99.map(|d| d.num_seconds()),
+            latency_p50_ms: p50.map(|d| d.num_milliseconds()),
+            latency_p99_ms: p99.map(|d| d.num_milliseconds()),
         },
         deletions,
         daemon_running,
@@ -261,10 +267,10 @@ fn job_lines(
 ) -> Vec<JobLine> {
     let scheduled = schedule.map(super::scheduled_jobs).unwrap_or_default();
     let mut lines = Vec::with_capacity(recorded.len().max(scheduled.len()));
-    let line = |record: JobRecord, next_run: Option<DateTime<Utc>>| JobLine {
+    let line = |record: JobRecord, next_run: Option<(DateTime<Utc>, &Schedule)>| JobLine {
         cut_off: daemon_running == Some(false) && record.last_status == Some(RunStatus::Running),
-        next_run_local: next_run.map(|at| local(at, tz)),
-        next_run,
+        next_run_local: next_run.map(|(at, schedule)| schedule.wall_clock(at, tz)),
+        next_run: next_run.map(|(at, _)| at),
         record,
     };
     for (name, job_schedule) in &scheduled {
@@ -287,7 +293,7 @@ fn job_lines(
             }
             _ => None,
         };
-        lines.push(line(record, next_run));
+        lines.push(line(record, next_run.map(|at| (at, job_schedule))));
     }
     lines.extend(recorded.into_iter().map(|record| line(record, None)));
     lines
@@ -324,8 +330,12 @@ pub fn render_text(status: &Status) -> String {
         out,
         "Verified in the last 24 h: {}{}",
         d.verified_last_24h.len(),
-        match (d.latency_p50_seconds, d.latency_p99_seconds) {
-            (Some(p50), Some(p99)) => format!(" (detection to verified: p50 {p50} s, p99 {p99} s)"),
+        match (d.latency_p50_ms, d.latency_p99_ms) {
+            (Some(p50), Some(p99)) => format!(
+                " (detection to verified: p50 {}, p99 {})",
+                sla::latency_text(Duration::milliseconds(p50)),
+                sla::latency_text(Duration::milliseconds(p99))
+            ),
             _ => String::new(),
         }
     );

@@ -878,12 +878,15 @@ impl EntraSource {
         prefer: Option<&str>,
     ) -> Result<Reply, DirectoryError> {
         let transport = self.transport().await?;
-        crate::retry::retry(
+        let mut log = crate::retry::RetryLog::default();
+        let outcome = crate::retry::retry(
             transport.retry,
             || self.attempt(transport, url, endpoint, prefer),
-            |e, delay| transport.note_retry(e, delay),
+            |e, delay| transport.note_retry(&mut log, endpoint, e, delay),
         )
-        .await
+        .await;
+        log.finished(endpoint, &outcome);
+        outcome
     }
 
     async fn attempt(

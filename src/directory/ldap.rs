@@ -229,12 +229,16 @@ impl LdapSource {
     /// through nested groups. Transient failures (connection, timeout, a busy or
     /// unavailable server) are retried with a new connection.
     pub async fn snapshot(&self) -> Result<DirectorySnapshot, DirectoryError> {
-        crate::retry::retry(
+        let url = &self.settings.url;
+        let mut log = crate::retry::RetryLog::default();
+        let outcome = crate::retry::retry(
             self.settings.retry,
             || self.read(),
-            |e, delay| tracing::warn!(error = %e, ?delay, "reading the LDAP directory failed; retrying"),
+            |e, delay| log.retrying(url, &self.settings.retry, e, delay),
         )
-        .await
+        .await;
+        log.finished(url, &outcome);
+        outcome
     }
 
     async fn read(&self) -> Result<DirectorySnapshot, DirectoryError> {

@@ -800,12 +800,15 @@ impl OktaSource {
     async fn get(&self, url: &str, endpoint: &str) -> Result<Reply, DirectoryError> {
         let transport = self.transport().await?;
         let bucket = bucket_of(url);
-        crate::retry::retry(
+        let mut log = crate::retry::RetryLog::default();
+        let outcome = crate::retry::retry(
             transport.retry,
             || self.attempt(transport, url, endpoint, &bucket),
-            |e, delay| transport.note_retry(e, delay),
+            |e, delay| transport.note_retry(&mut log, endpoint, e, delay),
         )
-        .await
+        .await;
+        log.finished(endpoint, &outcome);
+        outcome
     }
 
     async fn attempt(

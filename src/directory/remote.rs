@@ -187,9 +187,16 @@ impl Transport {
         }
     }
 
-    pub fn note_retry(&self, error: &DirectoryError, delay: Duration) {
+    /// Counts a retry of the request to `endpoint` and tells `log` of it.
+    pub fn note_retry(
+        &self,
+        log: &mut crate::retry::RetryLog,
+        endpoint: &str,
+        error: &DirectoryError,
+        delay: Duration,
+    ) {
         self.retries.fetch_add(1, Ordering::Relaxed);
-        tracing::debug!(error = %error, ?delay, "retrying directory request");
+        log.retrying(endpoint, &self.retry, error, delay);
     }
 
     /// One attempt: permit, rate limit, timeout. Any status is an answer.

@@ -282,18 +282,6 @@ fn clean(text: &str) -> String {
     super::printable_field(text)
 }
 
-/// A detection-to-verification time as people read it.
-fn took(elapsed: chrono::Duration) -> String {
-    let minutes = elapsed.num_minutes().max(0);
-    if minutes < 1 {
-        format!("{} s", elapsed.num_seconds().max(0))
-    } else if minutes < 120 {
-        format!("{minutes} min")
-    } else {
-        format!("{} h {} min", minutes / 60, minutes % 60)
-    }
-}
-
 fn local(at: DateTime<Utc>, tz: Tz) -> String {
     at.with_timezone(&tz)
         .format("%Y-%m-%d %H:%M %Z")
@@ -402,7 +390,7 @@ impl Digest {
                 reason: clean(&v.reason),
                 detected: local(v.detected_at, tz),
                 verified: local(v.verified_at, tz),
-                took: took(v.verified_at - v.detected_at),
+                took: crate::sla::latency_text(v.verified_at - v.detected_at),
             })
             .collect();
 

@@ -59,7 +59,7 @@ pub use outbox::{
     OutboxState,
 };
 pub use safety::{AuditEntry, Decision};
-pub use writer::{WriterLock, lock_is_held};
+pub use writer::{WriterLock, lock_file_path, lock_is_held};
 
 pub type RunId = i64;
 
@@ -582,6 +582,37 @@ impl Store {
             .prepare_cached(&format!("SELECT {RUN_COLUMNS} FROM runs WHERE id = ?1"))
             .and_then(|mut stmt| stmt.query_row([run], run_record).optional())
             .context(|| format!("reading run {run} from runs"))
+    }
+
+    /// `run` as recorded, and whether it was cut off: recorded as running while
+    /// nobody holds this database's writer lock. A reconcile or sweep holds that
+    /// lock from its start to its end, so only theirs can be told; a plan recorded
+    /// as running may be under way or dead, and is never called cut off (nor is
+    /// any run of an in-memory store). `status` tells the last reconcile by the
+    /// same rule.
+    pub fn run_and_whether_cut_off(
+        &self,
+        run: RunId,
+    ) -> Result<Option<(RunRecord, bool)>, StoreError> {
+        let Some(record) = self.run(run)? else {
+            return Ok(None);
+        };
+        let holds_the_writer_lock = matches!(record.kind, RunKind::Reconcile | RunKind::Sweep);
+        let Some(database) = self.path() else {
+            return Ok(Some((record, false)));
+        };
+        if record.status != RunStatus::Running || !holds_the_writer_lock {
+            return Ok(Some((record, false)));
+        }
+        // Held for one read only: a writer starting meanwhile waits for it.
+        let Some(_idle) = WriterLock::try_acquire(database)? else {
+            return Ok(Some((record, false)));
+        };
+        // Under the lock no run starts or ends: read again.
+        Ok(self.run(run)?.map(|record| {
+            let cut_off = record.status == RunStatus::Running;
+            (record, cut_off)
+        }))
     }
 
     /// The newest run (highest id) of any of `kinds`; any kind when `kinds` is empty.

@@ -8,6 +8,10 @@
 //! With another writer alive those rows are its live writes; resolving them as
 //! interrupted would fail them under it and send them a second time. The lock is the operating system's
 //! (`flock`), so it is released when its holder dies, however it dies.
+//!
+//! Lock files sit next to the database as it resolves ([`lock_file_path`]), not as
+//! `state.path` spells it: two spellings of one database (a symlink to the file or
+//! to its folder, `..`) must share one lock.
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -28,9 +32,7 @@ const POLL: Duration = Duration::from_millis(200);
 impl WriterLock {
     /// The lock file of `database`.
     pub fn path(database: &Path) -> PathBuf {
-        let mut name = database.as_os_str().to_owned();
-        name.push(".writer");
-        PathBuf::from(name)
+        lock_file_path(database, ".writer")
     }
 
     /// Takes the lock, waiting as long as another writer holds it; `waiting` is
@@ -114,6 +116,49 @@ pub fn lock_is_held(path: &Path) -> Result<bool, StoreError> {
     }
 }
 
+/// `database` with `suffix` appended, after following every symlink in its path.
+///
+/// The file may not exist yet (before the first run), or be a symlink to a file
+/// that does not: then its folder is resolved and a dangling link followed by
+/// hand, so the lock is where the database will be. A path that resolves nowhere
+/// (its folder missing) is kept as written: opening the lock file fails on it.
+pub fn lock_file_path(database: &Path, suffix: &str) -> PathBuf {
+    let mut name = resolve(database).into_os_string();
+    name.push(suffix);
+    PathBuf::from(name)
+}
+
+/// How many dangling symlinks in a row [`resolve`] follows: the kernel's own
+/// limit (`MAXSYMLINKS`), beyond which it would refuse the path as a loop.
+const MAX_LINKS: usize = 40;
+
+fn resolve(database: &Path) -> PathBuf {
+    if let Ok(resolved) = std::fs::canonicalize(database) {
+        return resolved;
+    }
+    let mut path = database.to_owned();
+    for _ in 0..MAX_LINKS {
+        let Ok(target) = std::fs::read_link(&path) else {
+            break;
+        };
+        path = match path.parent() {
+            Some(folder) => folder.join(target),
+            None => target,
+        };
+    }
+    let Some(name) = path.file_name() else {
+        return path;
+    };
+    let folder = match path.parent() {
+        Some(folder) if !folder.as_os_str().is_empty() => folder,
+        _ => Path::new("."),
+    };
+    match std::fs::canonicalize(folder) {
+        Ok(folder) => folder.join(name),
+        Err(_) => path,
+    }
+}
+
 fn open(path: &Path) -> Result<File, StoreError> {
     super::private_file()
         .create(true)
@@ -166,6 +211,45 @@ mod tests {
         let held = WriterLock::try_acquire(&database).unwrap();
         assert!(held.is_some());
         assert!(WriterLock::try_acquire(&database).unwrap().is_none());
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_symlinked_database_shares_the_lock_of_its_target() {
+        use std::os::unix::fs::symlink;
+        let dir = tempfile::tempdir().unwrap();
+        let real = dir.path().join("real");
+        std::fs::create_dir(&real).unwrap();
+        let database = real.join("state.db");
+        let linked_folder = dir.path().join("linked-folder");
+        symlink(&real, &linked_folder).unwrap();
+        let linked_file = dir.path().join("linked.db");
+        symlink(&database, &linked_file).unwrap();
+        let dotted = real.join("..").join("real").join("state.db");
+        // Before the first run the database file does not exist yet.
+        for spelling in [&linked_folder.join("state.db"), &linked_file, &dotted] {
+            assert_eq!(WriterLock::path(spelling), WriterLock::path(&database));
+        }
+        let writer = WriterLock::acquire_blocking(&database, |_| panic!("free")).unwrap();
+        for spelling in [&linked_folder.join("state.db"), &linked_file, &dotted] {
+            assert!(WriterLock::try_acquire(spelling).unwrap().is_none());
+        }
+        drop(writer);
+        std::fs::write(&database, b"").unwrap();
+        let writer = WriterLock::acquire_blocking(&linked_file, |_| panic!("free")).unwrap();
+        assert!(WriterLock::try_acquire(&database).unwrap().is_none());
+        assert!(lock_is_held(&WriterLock::path(&linked_folder.join("state.db"))).unwrap());
+        drop(writer);
+    }
+
+    #[test]
+    fn a_database_in_a_missing_folder_keeps_its_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let database = dir.path().join("missing").join("state.db");
+        assert_eq!(
+            WriterLock::path(&database),
+            dir.path().join("missing").join("state.db.writer")
+        );
     }
 
     #[test]

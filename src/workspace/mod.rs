@@ -564,15 +564,18 @@ impl ScimClient {
                 None => None,
             };
         let inner = &self.inner;
-        crate::retry::retry(
+        let mut log = crate::retry::RetryLog::default();
+        let outcome = crate::retry::retry(
             inner.retry,
             || self.attempt(&method, &url, &endpoint, body_bytes.clone(), if_match),
             |e, delay| {
                 inner.retries.fetch_add(1, Ordering::Relaxed);
-                tracing::debug!(error = %e, ?delay, "retrying SCIM request");
+                log.retrying(&endpoint, &inner.retry, e, delay);
             },
         )
-        .await
+        .await;
+        log.finished(&endpoint, &outcome);
+        outcome
     }
 
     async fn attempt(
@@ -1926,6 +1929,7 @@ impl ScimClient {
         }
         let tried = std::sync::atomic::AtomicBool::new(false);
         let inner = &self.inner;
+        let mut log = crate::retry::RetryLog::default();
         let answer = crate::retry::retry(
             inner.retry,
             || async {
@@ -1944,11 +1948,12 @@ impl ScimClient {
             },
             |e, delay| {
                 inner.retries.fetch_add(1, Ordering::Relaxed);
-                tracing::debug!(error = %e.error(), ?delay, "retrying SCIM request");
+                log.retrying(&endpoint, &inner.retry, e.error(), delay);
             },
         )
-        .await
-        .map_err(CreateFailure::into_error)?;
+        .await;
+        log.finished(&endpoint, &answer);
+        let answer = answer.map_err(CreateFailure::into_error)?;
         let answer = match answer {
             Ok(answer) => answer,
             Err(found) => {
@@ -2366,6 +2371,12 @@ impl CreateFailure {
     }
 }
 
+impl std::fmt::Display for CreateFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.error().fmt(f)
+    }
+}
+
 impl Transient for CreateFailure {
     fn is_transient(&self) -> bool {
         match self {
@@ -2728,6 +2739,28 @@ mod tests {
         let long = vec!["x".repeat(ID_FILTER_BYTES)];
         assert_eq!(client.id_batches(long.clone(), usize::MAX), vec![long]);
         assert!(client.id_batches(Vec::new(), usize::MAX).is_empty());
+    }
+
+    /// A workspace that does not answer (a closed port) is not retried in
+    /// silence: the first failure names the request at warn, the end of the
+    /// retries too.
+    #[tokio::test]
+    async fn a_request_that_is_retried_says_so_in_the_log() {
+        let mut client = client_with_pages_of(100);
+        Arc::get_mut(&mut client.inner).unwrap().retry = RetryPolicy::immediate(2);
+        let (outcome, log) = crate::retry::logged(client.confirm_users_endpoint()).await;
+        assert!(outcome.is_err());
+        let warnings: Vec<&str> = log.lines().filter(|l| l.contains("WARN")).collect();
+        assert_eq!(warnings.len(), 2, "{log}");
+        assert!(
+            warnings[0].contains("GET /Users") && warnings[0].contains("retrying up to 2 times"),
+            "{log}"
+        );
+        assert!(
+            warnings[1].contains("GET /Users")
+                && warnings[1].contains("giving up after 3 attempts"),
+            "{log}"
+        );
     }
 
     #[test]

@@ -723,6 +723,47 @@ fn status_tells_a_cut_off_job_and_shows_next_runs_while_a_daemon_runs() {
 /// Under systemd (stderr is the stream `JOURNAL_STREAM` names) every log line
 /// carries its syslog priority for journald, so `journalctl -p warning` finds the
 /// warnings and the fatal error; anywhere else the lines are left as they are.
+/// A schedule with a seconds field shows its next run to the second: to the
+/// minute, `*/20 * * * * *` would show three runs a minute at one time.
+#[test]
+fn status_shows_the_next_run_of_a_schedule_with_seconds_to_the_second() {
+    use seatwarden::daemon::InstanceLock;
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("seatwarden.toml");
+    std::fs::write(
+        &config,
+        "[directory]\nkind = \"file\"\npath = \"d.json\"\n\
+         [workspace]\nurl = \"https://x.example/scim/v2\"\ntoken = \"t\"\n\
+         [state]\npath = \"state.db\"\n\
+         [schedule]\ntimezone = \"Asia/Kolkata\"\nreconcile = \"30 2 * * *\"\n\
+         sweep = \"*/20 * * * * *\"\n",
+    )
+    .unwrap();
+    let database = dir.path().join("state.db");
+    seatwarden::store::Store::open(&database).unwrap();
+    let _daemon = InstanceLock::acquire(&database).unwrap();
+    let status = status_output(&config, "text");
+    let next = |job: &str| {
+        let line = status
+            .lines()
+            .find(|l| l.trim_start().starts_with(job))
+            .unwrap_or_else(|| panic!("no {job} in {status}"));
+        let at = line
+            .split(", next ")
+            .nth(1)
+            .or_else(|| line.split(" next ").nth(1));
+        at.unwrap_or_else(|| panic!("no next run in {line}"))
+            .to_owned()
+    };
+    // `2026-12-03 08:00:20 IST` and `2026-12-04 02:30 IST`.
+    let shape = |at: &str| at.split([' ', ':']).count();
+    let sweep = next("sweep");
+    assert_eq!(shape(&sweep), 5, "{sweep}");
+    assert!(sweep.ends_with(" IST"), "{sweep}");
+    let reconcile = next("reconcile");
+    assert_eq!(shape(&reconcile), 4, "{reconcile}");
+}
+
 #[test]
 fn log_lines_carry_journald_priorities_only_on_the_journal_stream() {
     use std::os::unix::fs::MetadataExt;
@@ -1000,9 +1041,23 @@ fn report_shows_the_newest_run_with_a_report() {
     assert_eq!(json["run_id"], done);
     assert!(
         stderr.contains(&format!("showing run {done}"))
-            && stderr.contains(&format!("run {running} (reconcile)")),
+            && stderr.contains(&format!("run {running} (reconcile) was interrupted")),
         "{stderr}"
     );
+    // While a writer holds the lock, the reconcile is under way.
+    let writer =
+        seatwarden::store::WriterLock::acquire_blocking(&dir.path().join("state.db"), |_| {
+            panic!("free")
+        })
+        .unwrap();
+    let out = seatwarden(&["--config", config, "report"], &[]);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(
+        stderr.contains(&format!("run {running} (reconcile) is still running")),
+        "{stderr}"
+    );
+    drop(writer);
 
     let mut store = Store::open(&dir.path().join("state.db")).unwrap();
     store
@@ -1020,6 +1075,90 @@ fn report_shows_the_newest_run_with_a_report() {
         assert_eq!(out.status.code(), Some(1), "--run {run}");
         assert!(out.stdout.is_empty());
     }
+}
+
+/// `report --run` of a reconcile recorded as running tells a live one from one
+/// cut off (`kill -9`) by the writer lock, as `status` does; of a sweep, which
+/// stores no report, it says what the sweep wrote and how to approve what it held.
+#[test]
+fn report_of_a_run_without_a_report_says_what_became_of_it() {
+    use seatwarden::model::{Action, ActionKind, DriftKind, HoldReason, Plan};
+    use seatwarden::store::{RunKind, RunStatus, Store, WriterLock};
+    let dir = tempfile::tempdir().unwrap();
+    let config = state_config(dir.path());
+    let config = config.to_str().unwrap();
+    let database = dir.path().join("state.db");
+    let mut store = Store::open(&database).unwrap();
+    let now = chrono::Utc::now();
+    let reconcile = store.begin_run(RunKind::Reconcile, now).unwrap();
+    let sweep = store.begin_run(RunKind::Sweep, now).unwrap();
+    let deactivate = |seq: u32, held: Option<HoldReason>| Action {
+        seq,
+        kind: ActionKind::Deactivate {
+            account_id: format!("a{seq}"),
+        },
+        reason: DriftKind::StaleAccess,
+        subject: format!("user{seq}@example.com"),
+        identity_id: Some(format!("00u{seq}")),
+        detail: "identity is deprovisioned in the directory".into(),
+        held,
+    };
+    let plan = Plan {
+        actions: vec![
+            deactivate(0, None),
+            deactivate(1, None),
+            deactivate(2, Some(HoldReason::LastOwner)),
+        ],
+        drift: vec![],
+        new_links: vec![],
+        retained: vec![],
+        disputed_leavers: vec![],
+    };
+    store.save_plan(sweep, &plan, now).unwrap();
+    store.mark_in_flight(sweep, 0, now).unwrap();
+    store.mark_applied(sweep, 0, now, None).unwrap();
+    store.mark_in_flight(sweep, 1, now).unwrap();
+    store.mark_failed(sweep, 1, now, "HTTP 503").unwrap();
+    store
+        .finish_run(sweep, now, RunStatus::Succeeded, None)
+        .unwrap();
+    drop(store);
+    let report = |run: i64| {
+        let out = seatwarden(
+            &["--config", config, "report", "--run", &run.to_string()],
+            &[],
+        );
+        assert_eq!(out.status.code(), Some(1), "--run {run}");
+        assert!(out.stdout.is_empty());
+        text(&out.stderr)
+    };
+
+    let writer = WriterLock::acquire_blocking(&database, |_| panic!("free")).unwrap();
+    let live = report(reconcile);
+    assert!(
+        live.contains(&format!(
+            "run {reconcile} (reconcile) is still running (started "
+        )),
+        "{live}"
+    );
+    drop(writer);
+    let cut_off = report(reconcile);
+    assert!(
+        cut_off.contains(&format!(
+            "run {reconcile} (reconcile) was interrupted: the process stopped before it finished"
+        )) && cut_off.contains("it has no report")
+            && !cut_off.contains("still running"),
+        "{cut_off}"
+    );
+
+    let swept = report(sweep);
+    assert!(
+        swept.contains(&format!("run {sweep} (sweep) succeeded at "))
+            && swept.contains("a sweep stores no report")
+            && swept.contains("Its writes: 1 applied, 1 failed, 1 held for a human.")
+            && swept.contains(&format!("then `seatwarden approve {sweep}`")),
+        "{swept}"
+    );
 }
 
 /// Every value the command line cannot parse is a usage error (64) naming the
