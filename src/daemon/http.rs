@@ -316,6 +316,18 @@ fn refresh_gauges(shared: &Shared) {
         metrics::gauge!("seatwarden_deprovisions_pending").set(pending as f64);
         metrics::gauge!("seatwarden_deprovisions_overdue").set(overdue as f64);
     }
+    if let Ok(backlog) = shared.with_db(|db| db.outbox_backlog()) {
+        for (state, count) in super::catalog::OUTBOX_STATES
+            .into_iter()
+            .zip([backlog.queued, backlog.retrying])
+        {
+            metrics::gauge!("seatwarden_outbox_messages", "state" => state).set(count as f64);
+        }
+        let waiting = backlog
+            .oldest_queued_at
+            .map_or(0, |at| (now - at).num_seconds().max(0));
+        metrics::gauge!("seatwarden_outbox_oldest_pending_age_seconds").set(waiting as f64);
+    }
     if let Some(awaiting) = awaiting_approval(shared) {
         metrics::gauge!("seatwarden_actions_awaiting_approval").set(awaiting as f64);
     }
@@ -332,24 +344,31 @@ fn refresh_gauges(shared: &Shared) {
     }
 }
 
-/// Held actions of the last reconcile that wait for a human
-/// ([`Report::awaiting_approval`](crate::report::Report::awaiting_approval)). Read from its stored report at
-/// every scrape, which `approve` and `reject` bring up to date: a decided action
-/// stops counting at once, not at the next reconcile. `None` while the last
-/// reconcile has no report (still running, or failed before it): the gauge keeps
-/// the value it had. The report is read after the database is let go.
+/// Actions that wait for a human's `approve` or `reject`, whichever job held them:
+/// the last reconcile's ([`Report::awaiting_approval`](crate::report::Report::awaiting_approval),
+/// read from its stored report, which `approve` and `reject` bring up to date, so a
+/// decided action stops counting at once) and those the sweeps held since
+/// ([`Store::sweep_actions_awaiting_approval`](crate::store::Store::sweep_actions_awaiting_approval)).
+/// `None` while the last reconcile has no report (still running, or failed before
+/// it): the gauge keeps the value it had. The report is parsed after the database
+/// is let go.
 fn awaiting_approval(shared: &Shared) -> Option<usize> {
-    let last = shared.with_db(|db| -> Result<_, StoreError> {
-        match db.latest_run(&[RunKind::Reconcile])? {
-            Some(run) => Ok(Some(db.report(run.id)?)),
-            None => Ok(None),
-        }
+    let read = shared.with_db(|db| -> Result<_, StoreError> {
+        let last = db.latest_run(&[RunKind::Reconcile])?;
+        let report = match &last {
+            Some(run) => Some(db.report(run.id)?),
+            None => None,
+        };
+        let swept = db.sweep_actions_awaiting_approval(last.map_or(0, |run| run.id))?;
+        Ok((report, swept))
     });
-    match last.ok()? {
-        // No reconcile yet: nothing waits.
-        None => Some(0),
-        Some(json) => crate::report::awaiting_approval_in(&json?).ok(),
-    }
+    let (report, swept) = read.ok()?;
+    let reconciled = match report {
+        // No reconcile yet: only the sweeps' holds wait.
+        None => 0,
+        Some(json) => crate::report::awaiting_approval_in(&json?).ok()?,
+    };
+    Some(reconciled + swept)
 }
 
 /// Whether a request may read `/status`, which names the people being

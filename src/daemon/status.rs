@@ -35,6 +35,8 @@ pub struct Status {
     pub last_reconcile: Option<RunRecord>,
     /// The last reconcile's journal rows by state (`applied`, `failed`, `held`,
     /// …): a run that finished is `succeeded` however many of its writes failed.
+    /// Writes a stop or an opened circuit breaker kept back unsent are `not_sent`,
+    /// not `failed`: they never reached the workspace.
     pub last_reconcile_actions: BTreeMap<String, usize>,
     /// The last reconcile is recorded as running, but no writer holds the lock:
     /// its process stopped before it finished, and the next writing run closes
@@ -223,7 +225,13 @@ pub fn collect(
     let daemon_running = database.map(super::is_running).transpose()?;
     let breaker = store.circuit()?;
     let last_reconcile_actions = match &last_reconcile {
-        Some(run) => store.journal_state_counts(run.id)?,
+        Some(run) => store.journal_state_counts(
+            run.id,
+            &[
+                crate::apply::NOT_SENT_STOPPING,
+                crate::apply::NOT_SENT_BREAKER,
+            ],
+        )?,
         None => BTreeMap::new(),
     };
     let jobs = job_lines(store.jobs()?, daemon_running, schedule, now, tz);

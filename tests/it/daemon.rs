@@ -3431,3 +3431,107 @@ async fn a_dead_workspace_is_found_down_by_the_sweeps_first_request() {
         "{error}"
     );
 }
+
+/// `seatwarden_actions_awaiting_approval` counts a deprovision the sweep's guard
+/// held (it waits for `approve` like a reconcile's), once however often the sweep
+/// re-checks it; and the process gauges exist from the start: the build, the start
+/// time and the outbox backlog.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deprovision_the_sweep_held_awaits_approval_in_the_metrics() {
+    let (sandbox, dir, _config) = reconciled_demo().await;
+    // The reconcile ran by hand: recorded as the daemon's, so it does not run again
+    // at start (it would hold the leaver itself, and count it from its report).
+    {
+        let mut store = Store::open(&dir.path().join("state.db")).unwrap();
+        let now = chrono::Utc::now();
+        store.job_started("reconcile", now).unwrap();
+        store
+            .job_finished(
+                "reconcile",
+                now,
+                seatwarden::store::RunStatus::Succeeded,
+                None,
+            )
+            .unwrap();
+    }
+    let port = free_port();
+    let mut env = daemon_env(dir.path(), &sandbox, port, "*/2 * * * * *");
+    env.push(("SEATWARDEN__SAFETY__MAX_DEPROVISIONS".into(), "0".into()));
+    let before_start = chrono::Utc::now().timestamp() as f64;
+    let daemon = start_daemon(dir.path(), env, port);
+    wait_for("/metrics", Duration::from_secs(30), || {
+        daemon.get("/metrics").0 == 200
+    })
+    .await;
+    let (_, metrics) = daemon.get("/metrics");
+    let version = env!("CARGO_PKG_VERSION");
+    assert_eq!(
+        metric(
+            &metrics,
+            &format!("seatwarden_build_info{{version=\"{version}\"}}")
+        ),
+        Some(1.0),
+        "{metrics}"
+    );
+    let started = metric(&metrics, "seatwarden_start_time_seconds").unwrap();
+    assert!(
+        (before_start - 1.0..=chrono::Utc::now().timestamp() as f64 + 1.0).contains(&started),
+        "started {started}, before {before_start}"
+    );
+    for series in [
+        "seatwarden_outbox_messages{state=\"queued\"}",
+        "seatwarden_outbox_messages{state=\"retrying\"}",
+        "seatwarden_outbox_oldest_pending_age_seconds",
+    ] {
+        assert_eq!(metric(&metrics, series), Some(0.0), "{series}: {metrics}");
+    }
+    for name in [
+        "seatwarden_build_info",
+        "seatwarden_start_time_seconds",
+        "seatwarden_outbox_messages",
+        "seatwarden_outbox_oldest_pending_age_seconds",
+    ] {
+        assert!(
+            metrics
+                .lines()
+                .any(|l| l.starts_with(&format!("# HELP {name} "))),
+            "no # HELP for {name}: {metrics}"
+        );
+    }
+
+    // A leaver after the first sweep (which starts the directory's change cursor):
+    // the sweep holds them (no deprovision allowed), in runs of its own.
+    wait_for("the first sweep", Duration::from_secs(60), || {
+        daemon.logged("job finished job=\"sweep\"")
+    })
+    .await;
+    let leaver_id = remove_a_leaver(dir.path(), &sandbox);
+    let held = |daemon: &Daemon| {
+        let status: serde_json::Value =
+            serde_json::from_str(&daemon.get("/status").1).unwrap_or_default();
+        status["deprovisions"]["open"]
+            .as_array()
+            .is_some_and(|open| {
+                open.iter()
+                    .any(|l| l["identity_id"] == leaver_id.as_str() && !l["held"].is_null())
+            })
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !held(&daemon) {
+        assert!(
+            Instant::now() < deadline,
+            "{leaver_id} not held: {}\n{}",
+            daemon.get("/status").1,
+            daemon.log.lock().unwrap()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let awaiting = metric(
+        &daemon.get("/metrics").1,
+        "seatwarden_actions_awaiting_approval",
+    );
+    assert_eq!(awaiting, Some(1.0));
+    let (code, log) = daemon.terminate();
+    assert_eq!(code, Some(0), "{log}");
+    sandbox.shutdown().await;
+}
