@@ -3535,3 +3535,93 @@ async fn a_deprovision_the_sweep_held_awaits_approval_in_the_metrics() {
     assert_eq!(code, Some(0), "{log}");
     sandbox.shutdown().await;
 }
+
+/// `POST /reconcile` answers what it did, and POSTs while a reconcile is queued or
+/// running join that one: one run, however often the button is pressed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn repeated_post_reconcile_joins_the_queued_or_running_one() {
+    // Slow enough that the reconcile is seen running between two POSTs.
+    let sandbox = demo_sandbox(Faults {
+        latency: Duration::from_millis(150),
+        ..Faults::default()
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let mut env = daemon_env(dir.path(), &sandbox, port, "0 0 1 1 *");
+    std::fs::write(dir.path().join("trigger-token"), "s3cret-trigger\n").unwrap();
+    env.push((
+        "SEATWARDEN__HTTP__TRIGGER_TOKEN_FILE".into(),
+        "trigger-token".into(),
+    ));
+    let daemon = start_daemon(dir.path(), env, port);
+    wait_for(
+        "the first reconcile (readyz)",
+        Duration::from_secs(120),
+        || daemon.get("/readyz").0 == 200,
+    )
+    .await;
+    let database = dir.path().join("state.db");
+    let reconciles = || -> Vec<i64> {
+        let db = rusqlite::Connection::open(&database).unwrap();
+        let mut stmt = db
+            .prepare("SELECT id FROM runs WHERE kind = 'reconcile' ORDER BY id")
+            .unwrap();
+        stmt.query_map([], |row| row.get(0))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect()
+    };
+    let before = reconciles();
+    let post = || {
+        let (code, body) = http(port, "POST", "/reconcile", Some("s3cret-trigger"));
+        let answer: serde_json::Value =
+            serde_json::from_str(&body).unwrap_or_else(|e| panic!("{code} {body}: {e}"));
+        (code, answer)
+    };
+
+    // Another writer (a command run by hand) holds the lock: the reconcile queues.
+    let lock = seatwarden::store::WriterLock::acquire_blocking(&database, |_| {}).unwrap();
+    let (code, first) = post();
+    assert_eq!(
+        (code, first["reconcile"].as_str()),
+        (202, Some("queued")),
+        "{first}"
+    );
+    assert!(first["run_id"].is_null(), "{first}");
+    let (code, second) = post();
+    assert_eq!(
+        (code, second["reconcile"].as_str()),
+        (200, Some("already_queued")),
+        "{second}"
+    );
+    drop(lock);
+
+    // Once it runs, a further POST joins it and names its run.
+    let mut run_id = None;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while run_id.is_none() {
+        let (code, answer) = post();
+        assert_eq!(code, 200, "joins the reconcile under way: {answer}");
+        run_id = answer["run_id"].as_i64();
+        assert!(Instant::now() < deadline, "no run id: {answer}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    wait_for("the reconcile to finish", Duration::from_secs(120), || {
+        !daemon
+            .get("/metrics")
+            .1
+            .contains("seatwarden_job_running{job=\"reconcile\"} 1")
+    })
+    .await;
+    let after = reconciles();
+    assert_eq!(
+        after.len(),
+        before.len() + 1,
+        "one run for every POST: {after:?}"
+    );
+    assert_eq!(after.last().copied(), run_id);
+    let (code, log) = daemon.terminate();
+    assert_eq!(code, Some(0), "{log}");
+    sandbox.shutdown().await;
+}
