@@ -455,7 +455,7 @@ pub fn render_text(status: &Status) -> String {
             .collect();
         let _ = writeln!(
             out,
-            "Last reconcile: run {} {} at {}{}",
+            "Last reconcile: run {} {}, started {}{}",
             run.id,
             state,
             local(run.started_at, tz),
