@@ -3625,3 +3625,56 @@ async fn repeated_post_reconcile_joins_the_queued_or_running_one() {
     assert_eq!(code, Some(0), "{log}");
     sandbox.shutdown().await;
 }
+
+/// A workspace that stays down is warned about once, not at every pass of the
+/// sweep and the retry job.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_workspace_that_stays_down_is_warned_about_once() {
+    let (sandbox, dir, _config) = reconciled_demo().await;
+    {
+        let mut store = Store::open(&dir.path().join("state.db")).unwrap();
+        let now = chrono::Utc::now();
+        store.job_started("reconcile", now).unwrap();
+        store
+            .job_finished(
+                "reconcile",
+                now,
+                seatwarden::store::RunStatus::Succeeded,
+                None,
+            )
+            .unwrap();
+    }
+    let port = free_port();
+    let env = daemon_env(dir.path(), &sandbox, port, "* * * * * *");
+    sandbox.shutdown().await;
+    let daemon = start_daemon(dir.path(), env, port);
+    let passes = |daemon: &Daemon| {
+        daemon
+            .log
+            .lock()
+            .unwrap()
+            .lines()
+            .filter(|l| {
+                (l.contains("job=\"sweep\"") || l.contains("job=\"retry\""))
+                    && (l.contains("job finished") || l.contains("job failed"))
+            })
+            .count()
+    };
+    let deadline = Instant::now() + Duration::from_secs(120);
+    // Each pass (the sweep's and the retry job's, both at start) asks again.
+    while passes(&daemon) < 2 {
+        assert!(
+            Instant::now() < deadline,
+            "not two passes: {}",
+            daemon.log.lock().unwrap()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let (code, log) = daemon.terminate();
+    assert_eq!(code, Some(0), "{log}");
+    let warnings = log
+        .lines()
+        .filter(|l| l.contains("cannot read the workspace's /ServiceProviderConfig"))
+        .count();
+    assert_eq!(warnings, 1, "{log}");
+}
