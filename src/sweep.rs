@@ -55,6 +55,35 @@ const HOLD_RECHECK: Duration = Duration::minutes(15);
 /// `seatwarden link` releases such a hold when it chooses the person's account.
 pub const DISPUTED_HOLD: &str = "disputed match:";
 
+/// Workspaces (by base URL) whose `/ServiceProviderConfig` the last pass in this
+/// process could not read.
+static UNREACHABLE: Mutex<BTreeSet<String>> = Mutex::new(BTreeSet::new());
+
+/// A change in whether a workspace answers ([`reachability_changed`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Reachability {
+    Lost,
+    Regained,
+}
+
+/// Records whether `workspace` answered this pass; returns the change since the
+/// last pass, if any. A process starts with every workspace taken as reachable, so
+/// a daemon started during an outage warns once.
+fn reachability_changed(workspace: &str, answered: bool) -> Option<Reachability> {
+    let mut unreachable = UNREACHABLE
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    if answered {
+        unreachable
+            .remove(workspace)
+            .then_some(Reachability::Regained)
+    } else {
+        unreachable
+            .insert(workspace.to_owned())
+            .then_some(Reachability::Lost)
+    }
+}
+
 /// The key of the directory's change cursor in the daemon state table.
 pub const CURSOR_KEY: &str = "directory_cursor";
 
@@ -332,8 +361,24 @@ pub async fn enforce(
     // reconcile. A workspace that does not answer it is down for this pass: no
     // account is read (their episodes are tried again later, as after a failed
     // read), where each read would spend the retries again.
-    if let Err(e) = outage.watch(client.discover()).await {
-        tracing::warn!(error = %e, "cannot read the workspace's /ServiceProviderConfig; writing by PATCH");
+    let discovered = outage.watch(client.discover()).await;
+    // Every pass (each minute's retry among them) asks again while the workspace is
+    // down: warned once when it goes, then at debug until it answers again.
+    let changed = reachability_changed(&config.workspace.url, discovered.is_ok());
+    match (discovered, changed) {
+        (Err(e), Some(Reachability::Lost)) => tracing::warn!(
+            error = %e,
+            "cannot read the workspace's /ServiceProviderConfig; writing by PATCH (logged \
+             at debug from now on, until the workspace answers again)"
+        ),
+        (Err(e), _) => tracing::debug!(
+            error = %e,
+            "cannot read the workspace's /ServiceProviderConfig, still; writing by PATCH"
+        ),
+        (Ok(()), Some(Reachability::Regained)) => {
+            tracing::info!("workspace reachable again: its /ServiceProviderConfig answered")
+        }
+        (Ok(()), _) => {}
     }
     // A sweep or retry that died mid-write left its deactivations `in_flight`, and
     // the 24 h counts take in-flight rows as sent: the same leavers, planned again
@@ -1448,4 +1493,28 @@ fn loss_reason(detail: &str) -> LossReason {
     .find(|(inactive, _)| detail.contains(&inactive.to_string()))
     .map(|(_, loss)| loss)
     .unwrap_or(LossReason::Deleted)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+mod reachability_tests {
+    use super::{Reachability, reachability_changed};
+
+    /// An outage is a change once when it starts and once when it ends, however
+    /// many passes fail in between; one workspace's outage is not another's.
+    #[test]
+    fn an_outage_changes_reachability_once_each_way() {
+        let down = "https://down.example/scim/v2";
+        let up = "https://up.example/scim/v2";
+        assert_eq!(reachability_changed(down, true), None);
+        assert_eq!(reachability_changed(down, false), Some(Reachability::Lost));
+        assert_eq!(reachability_changed(down, false), None);
+        assert_eq!(reachability_changed(up, true), None);
+        assert_eq!(reachability_changed(down, false), None);
+        assert_eq!(
+            reachability_changed(down, true),
+            Some(Reachability::Regained)
+        );
+        assert_eq!(reachability_changed(down, true), None);
+    }
 }

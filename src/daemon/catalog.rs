@@ -52,8 +52,9 @@ const GAUGES: &[(&str, Option<Unit>, &str)] = &[
     (
         "seatwarden_actions_awaiting_approval",
         None,
-        "Held actions of the last reconcile that wait for a human (approve or reject); \
-         settle-window waits and decided actions are not counted.",
+        "Held actions that wait for a human (approve or reject): the last reconcile's \
+         and those the sweeps held since, each once; settle-window waits and decided \
+         actions are not counted.",
     ),
     (
         "seatwarden_deprovisions_pending",
@@ -79,6 +80,28 @@ const GAUGES: &[(&str, Option<Unit>, &str)] = &[
         "seatwarden_last_success_timestamp_seconds",
         Some(Unit::Seconds),
         "Unix time the job last ran to the end (absent until it has).",
+    ),
+    (
+        "seatwarden_outbox_messages",
+        None,
+        "Mail waiting in the outbox, by state (queued: not tried yet; retrying: after \
+         a failed attempt).",
+    ),
+    (
+        "seatwarden_outbox_oldest_pending_age_seconds",
+        Some(Unit::Seconds),
+        "How long the oldest message in the outbox has been waiting to be sent (0 when \
+         none waits).",
+    ),
+    (
+        "seatwarden_build_info",
+        None,
+        "Always 1; the running build's version in the version label.",
+    ),
+    (
+        "seatwarden_start_time_seconds",
+        Some(Unit::Seconds),
+        "Unix time the daemon process started.",
     ),
     (
         "seatwarden_config_reload_failed",
@@ -123,9 +146,13 @@ pub fn describe() {
     }
 }
 
+/// The states of `seatwarden_outbox_messages{state}`.
+pub const OUTBOX_STATES: [&str; 2] = ["queued", "retrying"];
+
 /// Registers at zero what a fresh daemon knows to be zero: the counters for every
 /// job and status, the unlabelled counters, the empty histograms, and the reload
-/// gauge. Adding zero leaves a value already counted alone.
+/// and outbox gauges (a scrape sets the outbox's from the database). Adding zero
+/// leaves a value already counted alone.
 pub fn register(jobs: &[&'static str]) {
     for &job in jobs {
         for status in JOB_STATUSES {
@@ -141,6 +168,10 @@ pub fn register(jobs: &[&'static str]) {
     let _ = metrics::histogram!("seatwarden_run_duration_seconds");
     let _ = metrics::histogram!("seatwarden_deprovision_latency_seconds");
     metrics::gauge!("seatwarden_config_reload_failed").set(0.0);
+    for state in OUTBOX_STATES {
+        metrics::gauge!("seatwarden_outbox_messages", "state" => state).set(0.0);
+    }
+    metrics::gauge!("seatwarden_outbox_oldest_pending_age_seconds").set(0.0);
 }
 
 /// Every metric name described here.

@@ -13,7 +13,11 @@
 //!   loopback address (it names the people being deprovisioned; the `Host` check
 //!   keeps a DNS-rebinding web page in a local browser out).
 //! - `POST /reconcile` — starts a reconcile now; only when `http.trigger_token_file`
-//!   is set, with `Authorization: Bearer <token>` compared in constant time.
+//!   is set, with `Authorization: Bearer <token>` compared in constant time. Answers
+//!   JSON ([`Triggered`]): 202 `started` or `queued` (behind another writer); 200
+//!   `already_running` (with its run id once it has begun) or `already_queued` when
+//!   one is under way, which the request joins: POSTs while a reconcile is queued
+//!   or running coalesce into that one; 503 `stopping`.
 //!
 //! The listener caps its connections ([`ConnectionLimits`]: 64 at once, the rest
 //! wait to be accepted), closes one whose request headers take over 10 s, and at
@@ -39,10 +43,10 @@ use secrecy::ExposeSecret;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 
-use super::{RECONCILE, Shared};
+use super::{PRUNE, RECONCILE, RETRY, SWEEP, Shared};
 use crate::schedule::next_fire;
 use crate::sla;
-use crate::store::{RunKind, StoreError};
+use crate::store::{RunId, RunKind, RunStatus, StoreError, WriterLock};
 
 /// Limits on the listener's connections: without them a local user holding
 /// connections open with an unfinished request uses up the daemon's file
@@ -316,6 +320,18 @@ fn refresh_gauges(shared: &Shared) {
         metrics::gauge!("seatwarden_deprovisions_pending").set(pending as f64);
         metrics::gauge!("seatwarden_deprovisions_overdue").set(overdue as f64);
     }
+    if let Ok(backlog) = shared.with_db(|db| db.outbox_backlog()) {
+        for (state, count) in super::catalog::OUTBOX_STATES
+            .into_iter()
+            .zip([backlog.queued, backlog.retrying])
+        {
+            metrics::gauge!("seatwarden_outbox_messages", "state" => state).set(count as f64);
+        }
+        let waiting = backlog
+            .oldest_queued_at
+            .map_or(0, |at| (now - at).num_seconds().max(0));
+        metrics::gauge!("seatwarden_outbox_oldest_pending_age_seconds").set(waiting as f64);
+    }
     if let Some(awaiting) = awaiting_approval(shared) {
         metrics::gauge!("seatwarden_actions_awaiting_approval").set(awaiting as f64);
     }
@@ -332,24 +348,31 @@ fn refresh_gauges(shared: &Shared) {
     }
 }
 
-/// Held actions of the last reconcile that wait for a human
-/// ([`Report::awaiting_approval`](crate::report::Report::awaiting_approval)). Read from its stored report at
-/// every scrape, which `approve` and `reject` bring up to date: a decided action
-/// stops counting at once, not at the next reconcile. `None` while the last
-/// reconcile has no report (still running, or failed before it): the gauge keeps
-/// the value it had. The report is read after the database is let go.
+/// Actions that wait for a human's `approve` or `reject`, whichever job held them:
+/// the last reconcile's ([`Report::awaiting_approval`](crate::report::Report::awaiting_approval),
+/// read from its stored report, which `approve` and `reject` bring up to date, so a
+/// decided action stops counting at once) and those the sweeps held since
+/// ([`Store::sweep_actions_awaiting_approval`](crate::store::Store::sweep_actions_awaiting_approval)).
+/// `None` while the last reconcile has no report (still running, or failed before
+/// it): the gauge keeps the value it had. The report is parsed after the database
+/// is let go.
 fn awaiting_approval(shared: &Shared) -> Option<usize> {
-    let last = shared.with_db(|db| -> Result<_, StoreError> {
-        match db.latest_run(&[RunKind::Reconcile])? {
-            Some(run) => Ok(Some(db.report(run.id)?)),
-            None => Ok(None),
-        }
+    let read = shared.with_db(|db| -> Result<_, StoreError> {
+        let last = db.latest_run(&[RunKind::Reconcile])?;
+        let report = match &last {
+            Some(run) => Some(db.report(run.id)?),
+            None => None,
+        };
+        let swept = db.sweep_actions_awaiting_approval(last.map_or(0, |run| run.id))?;
+        Ok((report, swept))
     });
-    match last.ok()? {
-        // No reconcile yet: nothing waits.
-        None => Some(0),
-        Some(json) => crate::report::awaiting_approval_in(&json?).ok(),
-    }
+    let (report, swept) = read.ok()?;
+    let reconciled = match report {
+        // No reconcile yet: only the sweeps' holds wait.
+        None => 0,
+        Some(json) => crate::report::awaiting_approval_in(&json?).ok()?,
+    };
+    Some(reconciled + swept)
 }
 
 /// Whether a request may read `/status`, which names the people being
@@ -460,14 +483,109 @@ async fn trigger(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> Respo
     if !constant_time_eq(given.as_bytes(), expected.expose_secret().as_bytes()) {
         return text(StatusCode::UNAUTHORIZED, "missing or wrong bearer token\n");
     }
-    if shared.trigger(RECONCILE) {
-        text(StatusCode::ACCEPTED, "reconcile started\n")
-    } else {
-        text(
-            StatusCode::CONFLICT,
-            "a reconcile is already running (or the daemon is stopping)\n",
-        )
+    // The database is read (a VACUUM can hold it): not on the async workers.
+    match tokio::task::spawn_blocking(move || trigger_reconcile(&shared)).await {
+        Ok((code, answer)) => json(code, &answer),
+        Err(e) => text(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
     }
+}
+
+/// What `POST /reconcile` did.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+struct Triggered {
+    /// `started`; `queued` (it waits for another writer: a sweep, a retry, a prune
+    /// or a command run by hand); `already_running` or `already_queued` (this
+    /// request joins the reconcile that is: no second one runs); `stopping`.
+    reconcile: &'static str,
+    /// The reconcile's run once it has begun (a repeated POST shows it), else null.
+    run_id: Option<RunId>,
+    message: &'static str,
+}
+
+/// Starts a reconcile unless one is queued or running already, which the request
+/// then joins: a retried or doubled POST runs no second reconcile.
+fn trigger_reconcile(shared: &Shared) -> (StatusCode, Triggered) {
+    let stopping = || {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Triggered {
+                reconcile: "stopping",
+                run_id: None,
+                message: "the daemon is stopping: no reconcile starts",
+            },
+        )
+    };
+    if shared.stopping.is_stopped() {
+        return stopping();
+    }
+    let writer_busy =
+        [SWEEP, RETRY, PRUNE].into_iter().any(|name| {
+            shared
+                .counters
+                .get(name)
+                .is_some_and(|counters| counters.is_running())
+        }) || crate::store::lock_is_held(&WriterLock::path(&shared.config().state.path))
+            .unwrap_or(false);
+    if shared.trigger(RECONCILE) {
+        let answer = if writer_busy {
+            Triggered {
+                reconcile: "queued",
+                run_id: None,
+                message: "reconcile queued: it starts once the writer running now (a sweep, \
+                          a prune or a command run by hand) is done; POST again or GET \
+                          /status for its run id",
+            }
+        } else {
+            Triggered {
+                reconcile: "started",
+                run_id: None,
+                message: "reconcile started; POST again or GET /status for its run id",
+            }
+        };
+        return (StatusCode::ACCEPTED, answer);
+    }
+    if shared.stopping.is_stopped() {
+        return stopping();
+    }
+    let (running, run_id) = reconcile_in_progress(shared);
+    let answer = if running {
+        Triggered {
+            reconcile: "already_running",
+            run_id,
+            message: "a reconcile is already running: this request joins it",
+        }
+    } else {
+        Triggered {
+            reconcile: "already_queued",
+            run_id: None,
+            message: "a reconcile is already queued (it waits for another writer): this \
+                      request joins it",
+        }
+    };
+    (StatusCode::OK, answer)
+}
+
+/// Whether the daemon's reconcile job has begun (it records its start once it
+/// holds the writer locks; before, it waits for them), and its run once that is
+/// recorded.
+fn reconcile_in_progress(shared: &Shared) -> (bool, Option<RunId>) {
+    let read = shared.with_db(|db| -> Result<_, StoreError> {
+        let running = db
+            .jobs()?
+            .into_iter()
+            .any(|job| job.name == RECONCILE && job.last_status == Some(RunStatus::Running));
+        if !running {
+            return Ok((false, None));
+        }
+        // Under the writer lock no other reconcile runs: a running one is this job's.
+        let run = db
+            .latest_run(&[RunKind::Reconcile])?
+            .filter(|run| run.status == RunStatus::Running)
+            .map(|run| run.id);
+        Ok((true, run))
+    });
+    // Unreadable: the job runs (its counter says so), its run unknown.
+    read.unwrap_or((true, None))
 }
 
 /// Compares without an early exit, so the time taken does not tell how much of a

@@ -328,6 +328,7 @@ pub async fn run(
     // start) would kill the process, and as a container's PID 1 a SIGTERM would be
     // ignored. Signals that arrive meanwhile wait in the streams.
     use tokio::signal::unix::{SignalKind, signal};
+    let process_started = std::time::SystemTime::now();
     let mut terminate = signal(SignalKind::terminate()).map_err(DaemonError::Signals)?;
     let mut interrupt = signal(SignalKind::interrupt()).map_err(DaemonError::Signals)?;
     let mut hangup = signal(SignalKind::hangup()).map_err(DaemonError::Signals)?;
@@ -368,6 +369,13 @@ pub async fn run(
             .collect();
     let metrics = install_metrics();
     catalog::register(&counters.keys().copied().collect::<Vec<_>>());
+    metrics::gauge!("seatwarden_build_info", "version" => env!("CARGO_PKG_VERSION")).set(1.0);
+    // The wall clock, not the daemon's: a restart shows as a jump, as with
+    // `process_start_time_seconds`.
+    let started_secs = process_started
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0.0, |since| since.as_secs_f64());
+    metrics::gauge!("seatwarden_start_time_seconds").set(started_secs);
     // A crash loop shows in the failure counters, as in `status`: each job the
     // last daemon was cut off in counts once as failed.
     for name in interrupted {

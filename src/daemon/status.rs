@@ -36,6 +36,8 @@ pub struct Status {
     pub last_reconcile: Option<RunRecord>,
     /// The last reconcile's journal rows by state (`applied`, `failed`, `held`,
     /// …): a run that finished is `succeeded` however many of its writes failed.
+    /// Writes a stop or an opened circuit breaker kept back unsent are `not_sent`,
+    /// not `failed`: they never reached the workspace.
     pub last_reconcile_actions: BTreeMap<String, usize>,
     /// The last reconcile is recorded as running, but no writer holds the lock:
     /// its process stopped before it finished, and the next writing run closes
@@ -227,7 +229,13 @@ pub fn collect(
     let daemon_running = database.map(super::is_running).transpose()?;
     let breaker = store.circuit()?;
     let last_reconcile_actions = match &last_reconcile {
-        Some(run) => store.journal_state_counts(run.id)?,
+        Some(run) => store.journal_state_counts(
+            run.id,
+            &[
+                crate::apply::NOT_SENT_STOPPING,
+                crate::apply::NOT_SENT_BREAKER,
+            ],
+        )?,
         None => BTreeMap::new(),
     };
     let jobs = job_lines(store.jobs()?, daemon_running, schedule, now, tz);
@@ -256,8 +264,8 @@ pub fn collect(
     })
 }
 
-/// The scheduled jobs first, in the schedule's order (those never run too, while a
-/// daemon may run them), then any other recorded job.
+/// The scheduled jobs first, in the schedule's order (those never run too, whether
+/// a daemon runs or not), then any other recorded job.
 fn job_lines(
     mut recorded: Vec<JobRecord>,
     daemon_running: Option<bool>,
@@ -274,10 +282,10 @@ fn job_lines(
         record,
     };
     for (name, job_schedule) in &scheduled {
+        // Every scheduled job, run or not: one missing from the list (a daily
+        // prune's first slot not reached yet) would look unscheduled.
         let record = match recorded.iter().position(|r| r.name == *name) {
             Some(at) => recorded.remove(at),
-            // Without a daemon, a job that never ran has nothing to show.
-            None if daemon_running == Some(false) => continue,
             None => JobRecord {
                 name: (*name).to_owned(),
                 last_started_at: None,
@@ -297,6 +305,52 @@ fn job_lines(
     }
     lines.extend(recorded.into_iter().map(|record| line(record, None)));
     lines
+}
+
+/// One job's line: its last run (how it ended, when it started and finished), its
+/// last success (when it finished) and its next run, each time labelled.
+fn job_text(job: &JobLine, tz: Tz) -> String {
+    let record = &job.record;
+    let next = job
+        .next_run_local
+        .as_deref()
+        .map(|at| format!("; next {at}"))
+        .unwrap_or_default();
+    let Some(started) = record.last_started_at else {
+        return format!("{:<10} never run{next}", record.name);
+    };
+    let state = if job.cut_off {
+        "cut off: the daemon stopped before it finished"
+    } else {
+        record.last_status.map_or("unknown", |s| s.as_str())
+    };
+    let finished = match record.last_finished_at {
+        Some(at) if record.last_status != Some(RunStatus::Running) => {
+            format!(", finished {}", local(at, tz))
+        }
+        _ if job.cut_off => String::new(),
+        _ => ", not finished yet".to_owned(),
+    };
+    let success = record.last_success_at.map_or_else(
+        || "no success yet".to_owned(),
+        |at| format!("last success finished {}", local(at, tz)),
+    );
+    let error = record
+        .last_error
+        .as_deref()
+        .filter(|_| {
+            matches!(
+                record.last_status,
+                Some(RunStatus::Failed | RunStatus::Stopped)
+            )
+        })
+        .map(|e| format!("; error: {}", crate::report::printable_field(e)))
+        .unwrap_or_default();
+    format!(
+        "{:<10} last run {state} (started {}{finished}); {success}{next}{error}",
+        record.name,
+        local(started, tz),
+    )
 }
 
 pub fn render_text(status: &Status) -> String {
@@ -371,43 +425,7 @@ pub fn render_text(status: &Status) -> String {
         let _ = writeln!(out, "  none has run yet");
     }
     for job in &status.jobs {
-        let record = &job.record;
-        let when = |at: Option<DateTime<Utc>>| at.map(|at| local(at, tz)).unwrap_or("never".into());
-        let state = if job.cut_off {
-            "cut off: the daemon stopped before it finished"
-        } else {
-            record
-                .last_status
-                .map(|s| s.as_str())
-                .unwrap_or("never run")
-        };
-        let next = job
-            .next_run_local
-            .as_deref()
-            .map(|at| format!(", next {at}"))
-            .unwrap_or_default();
-        if record.last_started_at.is_none() {
-            let _ = writeln!(out, "  {:<10} never run{next}", record.name);
-            continue;
-        }
-        let _ = writeln!(
-            out,
-            "  {:<10} last {} ({}), last success {}{}{}",
-            record.name,
-            when(record.last_started_at),
-            state,
-            when(record.last_success_at),
-            next,
-            record
-                .last_error
-                .as_deref()
-                .filter(|_| matches!(
-                    record.last_status,
-                    Some(RunStatus::Failed | RunStatus::Stopped)
-                ))
-                .map(|e| format!(": {e}"))
-                .unwrap_or_default()
-        );
+        let _ = writeln!(out, "  {}", job_text(job, tz));
     }
     let why = status
         .circuit_reason
@@ -447,7 +465,7 @@ pub fn render_text(status: &Status) -> String {
             .collect();
         let _ = writeln!(
             out,
-            "Last reconcile: run {} {} at {}{}",
+            "Last reconcile: run {} {}, started {}{}",
             run.id,
             state,
             local(run.started_at, tz),
@@ -459,4 +477,115 @@ pub fn render_text(status: &Status) -> String {
         );
     }
     out
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+mod tests {
+    use chrono::TimeZone;
+
+    use super::*;
+    use crate::schedule::Schedule;
+
+    fn settings() -> DaemonSettings {
+        let every = |pattern: &str| Schedule::parse(pattern).unwrap();
+        DaemonSettings {
+            timezone: chrono_tz::UTC,
+            reconcile: every("*/30 * * * *"),
+            sweep: every("*/5 * * * *"),
+            digest: None,
+            retention: std::time::Duration::from_secs(86_400),
+            sla: std::time::Duration::from_secs(3_600),
+            listen: "127.0.0.1:0".parse().unwrap(),
+        }
+    }
+
+    fn at(hour: u32, minute: u32) -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2026, 12, 1, hour, minute, 0).unwrap()
+    }
+
+    fn record(name: &str, status: Option<RunStatus>) -> JobRecord {
+        JobRecord {
+            name: name.to_owned(),
+            last_started_at: status.map(|_| at(9, 0)),
+            last_finished_at: status
+                .filter(|s| *s != RunStatus::Running)
+                .map(|_| at(9, 2)),
+            last_status: status,
+            last_error: (status == Some(RunStatus::Failed)).then(|| "HTTP 503".to_owned()),
+            last_success_at: Some(at(8, 32)),
+        }
+    }
+
+    /// Without a daemon too, every scheduled job is listed: the prune, which waits
+    /// for its daily slot, had not run yet and was left out.
+    #[test]
+    fn every_scheduled_job_is_listed_with_or_without_a_daemon() {
+        let settings = settings();
+        for daemon_running in [Some(false), Some(true), None] {
+            let lines = job_lines(
+                vec![record(RECONCILE_NAME, Some(RunStatus::Succeeded))],
+                daemon_running,
+                Some(&settings),
+                at(9, 10),
+                chrono_tz::UTC,
+            );
+            let names: Vec<&str> = lines.iter().map(|l| l.record.name.as_str()).collect();
+            assert_eq!(
+                names,
+                ["reconcile", "sweep", "retry", "prune", "mail"],
+                "{daemon_running:?}"
+            );
+            let next_shown = lines.iter().any(|l| l.next_run.is_some());
+            assert_eq!(
+                next_shown,
+                daemon_running != Some(false),
+                "{daemon_running:?}"
+            );
+        }
+    }
+
+    const RECONCILE_NAME: &str = "reconcile";
+
+    /// Each time on a job's line says what it is: started, finished, last success
+    /// (finished), next.
+    #[test]
+    fn a_job_line_labels_its_times() {
+        let line = |status, cut_off, next: Option<DateTime<Utc>>| {
+            job_text(
+                &JobLine {
+                    record: record("sweep", status),
+                    cut_off,
+                    next_run: next,
+                    next_run_local: next.map(|at| local(at, chrono_tz::UTC)),
+                },
+                chrono_tz::UTC,
+            )
+        };
+        assert_eq!(
+            line(Some(RunStatus::Succeeded), false, Some(at(9, 5))),
+            "sweep      last run succeeded (started 2026-12-01 09:00 UTC, finished \
+             2026-12-01 09:02 UTC); last success finished 2026-12-01 08:32 UTC; next \
+             2026-12-01 09:05 UTC"
+        );
+        assert_eq!(
+            line(Some(RunStatus::Failed), false, None),
+            "sweep      last run failed (started 2026-12-01 09:00 UTC, finished \
+             2026-12-01 09:02 UTC); last success finished 2026-12-01 08:32 UTC; error: HTTP 503"
+        );
+        assert_eq!(
+            line(Some(RunStatus::Running), false, None),
+            "sweep      last run running (started 2026-12-01 09:00 UTC, not finished yet); \
+             last success finished 2026-12-01 08:32 UTC"
+        );
+        assert_eq!(
+            line(Some(RunStatus::Running), true, None),
+            "sweep      last run cut off: the daemon stopped before it finished (started \
+             2026-12-01 09:00 UTC); last success finished 2026-12-01 08:32 UTC"
+        );
+        assert_eq!(
+            line(None, false, Some(at(9, 5))),
+            "sweep      never run; next 2026-12-01 09:05 UTC"
+        );
+    }
 }

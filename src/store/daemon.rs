@@ -91,6 +91,17 @@ impl Pruned {
     }
 }
 
+/// Mail waiting in the outbox ([`Store::outbox_backlog`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct OutboxBacklog {
+    /// Pending, never tried yet.
+    pub queued: usize,
+    /// Pending after at least one failed attempt (waiting for its back-off).
+    pub retrying: usize,
+    /// When the oldest pending message was queued.
+    pub oldest_queued_at: Option<DateTime<Utc>>,
+}
+
 impl Store {
     // ---- key/value state ----------------------------------------------------------
 
@@ -182,21 +193,88 @@ impl Store {
             .context(|| "reading jobs".to_owned())
     }
 
-    /// `run`'s journal rows by state (`applied`, `failed`, `held`, …).
+    /// `run`'s journal rows by state (`applied`, `failed`, `held`, …), with the
+    /// failed rows whose error is one of `not_sent` (kept back unsent: a stop, an
+    /// open circuit breaker) counted as `not_sent` instead: they never reached the
+    /// workspace, so they are no failed write.
     pub fn journal_state_counts(
         &self,
         run: RunId,
+        not_sent: &[&str],
     ) -> Result<std::collections::BTreeMap<String, usize>, StoreError> {
-        self.conn
-            .prepare_cached("SELECT state, COUNT(*) FROM actions WHERE run_id = ?1 GROUP BY state")
+        let rows: Vec<(String, Option<String>, i64)> = self
+            .conn
+            .prepare_cached(
+                "SELECT state, CASE WHEN state = 'failed' THEN last_error END, COUNT(*)
+                 FROM actions WHERE run_id = ?1 GROUP BY 1, 2",
+            )
             .and_then(|mut stmt| {
-                stmt.query_map([run], |row| {
-                    Ok((row.get::<_, String>(0)?, row.get::<_, i64>(1)?))
-                })?
-                .map(|row| row.map(|(state, n)| (state, usize::try_from(n).unwrap_or(0))))
-                .collect()
+                stmt.query_map([run], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))?
+                    .collect()
             })
-            .context(|| format!("counting the journal of run {run} by state"))
+            .context(|| format!("counting the journal of run {run} by state"))?;
+        let mut counts = std::collections::BTreeMap::new();
+        for (state, error, n) in rows {
+            let state = match error {
+                Some(error) if not_sent.contains(&error.as_str()) => "not_sent".to_owned(),
+                _ => state,
+            };
+            *counts.entry(state).or_default() += usize::try_from(n).unwrap_or(0);
+        }
+        Ok(counts)
+    }
+
+    /// Held actions of the sweep passes after run `after` (the latest reconcile,
+    /// whose own report counts its held actions) that still wait for `approve`: held
+    /// and undecided (or approved and not yet sent), one per action kind and subject,
+    /// judged by the newest sweep row for it (a held deprovision is held again at
+    /// every re-check, each time in a new run), and not one of those `after` itself
+    /// holds awaiting a decision (counted there).
+    pub fn sweep_actions_awaiting_approval(&self, after: RunId) -> Result<usize, StoreError> {
+        self.conn
+            .prepare_cached(
+                "WITH awaiting AS (
+                     SELECT a.run_id, a.kind, a.subject FROM actions AS a
+                     LEFT JOIN held_decisions AS d ON d.run_id = a.run_id AND d.seq = a.seq
+                     WHERE (a.state = 'held' AND (d.decision IS NULL OR d.decision = 'approved'))
+                        OR (a.state = 'planned' AND d.decision = 'approved')
+                 ),
+                 newest AS (
+                     SELECT a.kind, a.subject, max(a.run_id) AS run_id FROM actions AS a
+                     JOIN runs AS r ON r.id = a.run_id
+                     WHERE r.kind = 'sweep' AND a.run_id > ?1
+                     GROUP BY a.kind, a.subject
+                 )
+                 SELECT count(*) FROM newest AS n
+                 WHERE EXISTS (SELECT 1 FROM awaiting AS w
+                         WHERE w.run_id = n.run_id AND w.kind = n.kind AND w.subject = n.subject)
+                   AND NOT EXISTS (SELECT 1 FROM awaiting AS w
+                         WHERE w.run_id = ?1 AND w.kind = n.kind AND w.subject = n.subject)",
+            )
+            .and_then(|mut stmt| stmt.query_row([after], |row| row.get::<_, i64>(0)))
+            .map(|n| usize::try_from(n).unwrap_or(0))
+            .context(|| "counting the sweeps' actions awaiting approval".to_owned())
+    }
+
+    /// The outbox's pending messages: how many, and since when the oldest waits
+    /// (a relay that refuses or never answers shows as a growing age).
+    pub fn outbox_backlog(&self) -> Result<OutboxBacklog, StoreError> {
+        self.conn
+            .prepare_cached(
+                "SELECT coalesce(sum(attempts = 0), 0), coalesce(sum(attempts > 0), 0),
+                        min(created_at)
+                 FROM outbox WHERE state = 'pending'",
+            )
+            .and_then(|mut stmt| {
+                stmt.query_row([], |row| {
+                    Ok(OutboxBacklog {
+                        queued: usize::try_from(row.get::<_, i64>(0)?).unwrap_or(0),
+                        retrying: usize::try_from(row.get::<_, i64>(1)?).unwrap_or(0),
+                        oldest_queued_at: opt_ts(row, 2)?,
+                    })
+                })
+            })
+            .context(|| "counting the pending messages in outbox".to_owned())
     }
 
     // ---- deprovisioning ledger ----------------------------------------------------
@@ -597,5 +675,152 @@ impl Store {
                 "PRAGMA wal_checkpoint(TRUNCATE); VACUUM; PRAGMA wal_checkpoint(TRUNCATE);",
             )
             .context(|| "vacuuming the state database".to_owned())
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+mod tests {
+    use chrono::TimeZone;
+
+    use super::*;
+    use crate::model::{Action, ActionKind, DriftKind, HoldReason, Plan};
+    use crate::store::{Decision, RunKind};
+
+    fn at(minute: i64) -> DateTime<Utc> {
+        Utc.timestamp_opt(1_790_000_000 + minute * 60, 0).unwrap()
+    }
+
+    /// A run of `kind` deactivating each of `people`'s accounts, every one held.
+    fn held_run(store: &mut Store, kind: RunKind, minute: i64, people: &[&str]) -> RunId {
+        let run = store.begin_run(kind, at(minute)).unwrap();
+        let plan = Plan {
+            actions: people
+                .iter()
+                .zip(0u32..)
+                .map(|(person, seq)| Action {
+                    seq,
+                    kind: ActionKind::Deactivate {
+                        account_id: format!("acc-{person}"),
+                    },
+                    reason: DriftKind::StaleAccess,
+                    subject: (*person).to_owned(),
+                    identity_id: Some(format!("00u-{person}")),
+                    detail: "identity is deprovisioned in the directory".into(),
+                    held: Some(HoldReason::LastOwner),
+                })
+                .collect(),
+            ..Plan::default()
+        };
+        store.save_plan(run, &plan, at(minute)).unwrap();
+        store
+            .finish_run(run, at(minute), RunStatus::Succeeded, None)
+            .unwrap();
+        run
+    }
+
+    /// The sweeps' holds wait for `approve` as the reconcile's do: each person once
+    /// however often the sweep re-checked them, not once more when the latest
+    /// reconcile holds them too, and not after a decision or a newer reconcile.
+    #[test]
+    fn the_sweeps_held_actions_count_once_each_until_decided() {
+        let mut store = Store::open_in_memory().unwrap();
+        assert_eq!(store.sweep_actions_awaiting_approval(0).unwrap(), 0);
+        held_run(&mut store, RunKind::Sweep, 0, &["ann", "bob"]);
+        // Re-checked 15 minutes later: held again, in a run of its own.
+        let recheck = held_run(&mut store, RunKind::Sweep, 15, &["ann", "bob", "cy"]);
+        assert_eq!(store.sweep_actions_awaiting_approval(0).unwrap(), 3);
+        store
+            .record_decisions(recheck, &[(0, Decision::Rejected, None)], "it", at(20))
+            .unwrap();
+        assert_eq!(store.sweep_actions_awaiting_approval(0).unwrap(), 2);
+        // A reconcile holding bob too: its report counts him.
+        let reconcile = held_run(&mut store, RunKind::Reconcile, 30, &["bob"]);
+        let after = held_run(&mut store, RunKind::Sweep, 45, &["bob", "dee"]);
+        assert_eq!(
+            store.sweep_actions_awaiting_approval(reconcile).unwrap(),
+            1,
+            "only dee: the sweeps before the reconcile are its to count, bob is in its report"
+        );
+        store
+            .record_decisions(after, &[(1, Decision::Approved, None)], "it", at(50))
+            .unwrap();
+        assert_eq!(
+            store.sweep_actions_awaiting_approval(reconcile).unwrap(),
+            1,
+            "approved and not sent yet still waits"
+        );
+    }
+
+    /// A stop's and an open breaker's unsent rows are not failed writes.
+    #[test]
+    fn unsent_rows_count_apart_from_failed_ones() {
+        let mut store = Store::open_in_memory().unwrap();
+        let run = store.begin_run(RunKind::Reconcile, at(0)).unwrap();
+        let plan = Plan {
+            actions: (0u32..4)
+                .map(|seq| Action {
+                    seq,
+                    kind: ActionKind::Deactivate {
+                        account_id: format!("acc-{seq}"),
+                    },
+                    reason: DriftKind::StaleAccess,
+                    subject: format!("person{seq}"),
+                    identity_id: None,
+                    detail: String::new(),
+                    held: None,
+                })
+                .collect(),
+            ..Plan::default()
+        };
+        store.save_plan(run, &plan, at(0)).unwrap();
+        for (seq, error) in [(0, "HTTP 500"), (1, "stopping"), (2, "breaker")] {
+            store.mark_in_flight(run, seq, at(1)).unwrap();
+            store.mark_failed(run, seq, at(1), error).unwrap();
+        }
+        let counts = store
+            .journal_state_counts(run, &["stopping", "breaker"])
+            .unwrap();
+        let expected: std::collections::BTreeMap<String, usize> =
+            [("failed", 1), ("not_sent", 2), ("planned", 1)]
+                .into_iter()
+                .map(|(state, n)| (state.to_owned(), n))
+                .collect();
+        assert_eq!(counts, expected);
+    }
+
+    /// The backlog is the pending messages: new ones and those retried, not the
+    /// sent or refused ones, and its age is the oldest pending one's.
+    #[test]
+    fn the_outbox_backlog_counts_pending_messages_and_their_age() {
+        use crate::store::{NewMessage, OutboxKind};
+        let mut store = Store::open_in_memory().unwrap();
+        assert_eq!(store.outbox_backlog().unwrap(), OutboxBacklog::default());
+        let message = NewMessage {
+            kind: OutboxKind::Alert,
+            subject: "alert".into(),
+            from: "seatwarden@example.com".into(),
+            to: vec!["it@example.com".into()],
+            text: "text".into(),
+            html: "<p>html</p>".into(),
+        };
+        let ids: Vec<_> = (0..4)
+            .map(|minute| store.enqueue_message(&message, at(minute)).unwrap())
+            .collect();
+        store.mark_message_sent(ids[0], at(5)).unwrap();
+        store
+            .mark_message_attempt_failed(ids[1], "550 refused", None)
+            .unwrap();
+        store
+            .mark_message_attempt_failed(ids[2], "timed out", Some(at(10)))
+            .unwrap();
+        assert_eq!(
+            store.outbox_backlog().unwrap(),
+            OutboxBacklog {
+                queued: 1,
+                retrying: 1,
+                oldest_queued_at: Some(at(2)),
+            }
+        );
     }
 }

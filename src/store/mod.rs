@@ -51,7 +51,7 @@ use serde::{Deserialize, Serialize};
 use crate::model::{Action, LinkMethod, NewLink};
 
 use codec::{Ts, ts};
-pub use daemon::{JobRecord, Pruned};
+pub use daemon::{JobRecord, OutboxBacklog, Pruned};
 use error::Context;
 pub use error::StoreError;
 pub use outbox::{

@@ -642,7 +642,7 @@ fn status_tells_a_cut_off_job_and_shows_next_runs_while_a_daemon_runs() {
     );
     let sweep_line = stopped.lines().find(|l| l.contains("sweep")).unwrap();
     assert!(
-        sweep_line.contains("(cut off: the daemon stopped before it finished)")
+        sweep_line.contains("last run cut off: the daemon stopped before it finished (started ")
             && !sweep_line.contains("next"),
         "{stopped}"
     );
@@ -652,14 +652,28 @@ fn status_tells_a_cut_off_job_and_shows_next_runs_while_a_daemon_runs() {
     assert_eq!(sweep["cut_off"], true, "{sweep}");
     assert_eq!(sweep["last_status"], "running", "{sweep}");
     assert!(sweep["next_run"].is_null(), "{sweep}");
-    // Without a daemon, a job that never ran is not listed.
+    // Without a daemon too, every scheduled job is listed, run or not (the daily
+    // prune waits for its slot), with no next run: no daemon runs them.
     let names: Vec<&str> = json["jobs"]
         .as_array()
         .unwrap()
         .iter()
         .filter_map(|j| j["name"].as_str())
         .collect();
-    assert_eq!(names, ["sweep"], "{json}");
+    assert_eq!(
+        names,
+        ["reconcile", "sweep", "retry", "prune", "digest", "mail"],
+        "{json}"
+    );
+    let prune = job(&json, "prune");
+    assert!(
+        prune["last_status"].is_null() && prune["next_run"].is_null(),
+        "{prune}"
+    );
+    assert!(
+        stopped.lines().any(|l| l == "  prune      never run"),
+        "{stopped}"
+    );
 
     // A breaker opened a minute ago by a run's failing writes.
     Store::open(&database)
@@ -679,13 +693,15 @@ fn status_tells_a_cut_off_job_and_shows_next_runs_while_a_daemon_runs() {
     );
     let sweep_line = running.lines().find(|l| l.contains("sweep")).unwrap();
     assert!(
-        sweep_line.contains("(running)") && sweep_line.contains(", next "),
+        sweep_line.contains("last run running (started ")
+            && sweep_line.contains(", not finished yet); ")
+            && sweep_line.contains("; next "),
         "{running}"
     );
     assert!(
         running
             .lines()
-            .any(|l| l.starts_with("  reconcile  never run, next ") && l.ends_with(" IST")),
+            .any(|l| l.starts_with("  reconcile  never run; next ") && l.ends_with(" IST")),
         "{running}"
     );
     assert!(

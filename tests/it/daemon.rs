@@ -3799,3 +3799,250 @@ async fn explain_right_after_a_run_shows_what_it_applied_since_the_snapshot() {
     assert!(!next.contains("account is still active"), "{text}");
     sandbox.shutdown().await;
 }
+
+/// `seatwarden_actions_awaiting_approval` counts a deprovision the sweep's guard
+/// held (it waits for `approve` like a reconcile's), once however often the sweep
+/// re-checks it; and the process gauges exist from the start: the build, the start
+/// time and the outbox backlog.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deprovision_the_sweep_held_awaits_approval_in_the_metrics() {
+    let (sandbox, dir, _config) = reconciled_demo().await;
+    // The reconcile ran by hand: recorded as the daemon's, so it does not run again
+    // at start (it would hold the leaver itself, and count it from its report).
+    {
+        let mut store = Store::open(&dir.path().join("state.db")).unwrap();
+        let now = chrono::Utc::now();
+        store.job_started("reconcile", now).unwrap();
+        store
+            .job_finished(
+                "reconcile",
+                now,
+                seatwarden::store::RunStatus::Succeeded,
+                None,
+            )
+            .unwrap();
+    }
+    let port = free_port();
+    let mut env = daemon_env(dir.path(), &sandbox, port, "*/2 * * * * *");
+    env.push(("SEATWARDEN__SAFETY__MAX_DEPROVISIONS".into(), "0".into()));
+    let before_start = chrono::Utc::now().timestamp() as f64;
+    let daemon = start_daemon(dir.path(), env, port);
+    wait_for("/metrics", Duration::from_secs(30), || {
+        daemon.get("/metrics").0 == 200
+    })
+    .await;
+    let (_, metrics) = daemon.get("/metrics");
+    let version = env!("CARGO_PKG_VERSION");
+    assert_eq!(
+        metric(
+            &metrics,
+            &format!("seatwarden_build_info{{version=\"{version}\"}}")
+        ),
+        Some(1.0),
+        "{metrics}"
+    );
+    let started = metric(&metrics, "seatwarden_start_time_seconds").unwrap();
+    assert!(
+        (before_start - 1.0..=chrono::Utc::now().timestamp() as f64 + 1.0).contains(&started),
+        "started {started}, before {before_start}"
+    );
+    for series in [
+        "seatwarden_outbox_messages{state=\"queued\"}",
+        "seatwarden_outbox_messages{state=\"retrying\"}",
+        "seatwarden_outbox_oldest_pending_age_seconds",
+    ] {
+        assert_eq!(metric(&metrics, series), Some(0.0), "{series}: {metrics}");
+    }
+    for name in [
+        "seatwarden_build_info",
+        "seatwarden_start_time_seconds",
+        "seatwarden_outbox_messages",
+        "seatwarden_outbox_oldest_pending_age_seconds",
+    ] {
+        assert!(
+            metrics
+                .lines()
+                .any(|l| l.starts_with(&format!("# HELP {name} "))),
+            "no # HELP for {name}: {metrics}"
+        );
+    }
+
+    // A leaver after the first sweep (which starts the directory's change cursor):
+    // the sweep holds them (no deprovision allowed), in runs of its own.
+    wait_for("the first sweep", Duration::from_secs(60), || {
+        daemon.logged("job finished job=\"sweep\"")
+    })
+    .await;
+    let leaver_id = remove_a_leaver(dir.path(), &sandbox);
+    let held = |daemon: &Daemon| {
+        let status: serde_json::Value =
+            serde_json::from_str(&daemon.get("/status").1).unwrap_or_default();
+        status["deprovisions"]["open"]
+            .as_array()
+            .is_some_and(|open| {
+                open.iter()
+                    .any(|l| l["identity_id"] == leaver_id.as_str() && !l["held"].is_null())
+            })
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !held(&daemon) {
+        assert!(
+            Instant::now() < deadline,
+            "{leaver_id} not held: {}\n{}",
+            daemon.get("/status").1,
+            daemon.log.lock().unwrap()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let awaiting = metric(
+        &daemon.get("/metrics").1,
+        "seatwarden_actions_awaiting_approval",
+    );
+    assert_eq!(awaiting, Some(1.0));
+    let (code, log) = daemon.terminate();
+    assert_eq!(code, Some(0), "{log}");
+    sandbox.shutdown().await;
+}
+
+/// `POST /reconcile` answers what it did, and POSTs while a reconcile is queued or
+/// running join that one: one run, however often the button is pressed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn repeated_post_reconcile_joins_the_queued_or_running_one() {
+    // Slow enough that the reconcile is seen running between two POSTs.
+    let sandbox = demo_sandbox(Faults {
+        latency: Duration::from_millis(150),
+        ..Faults::default()
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let mut env = daemon_env(dir.path(), &sandbox, port, "0 0 1 1 *");
+    std::fs::write(dir.path().join("trigger-token"), "s3cret-trigger\n").unwrap();
+    env.push((
+        "SEATWARDEN__HTTP__TRIGGER_TOKEN_FILE".into(),
+        "trigger-token".into(),
+    ));
+    let daemon = start_daemon(dir.path(), env, port);
+    wait_for(
+        "the first reconcile (readyz)",
+        Duration::from_secs(120),
+        || daemon.get("/readyz").0 == 200,
+    )
+    .await;
+    let database = dir.path().join("state.db");
+    let reconciles = || -> Vec<i64> {
+        let db = rusqlite::Connection::open(&database).unwrap();
+        let mut stmt = db
+            .prepare("SELECT id FROM runs WHERE kind = 'reconcile' ORDER BY id")
+            .unwrap();
+        stmt.query_map([], |row| row.get(0))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect()
+    };
+    let before = reconciles();
+    let post = || {
+        let (code, body) = http(port, "POST", "/reconcile", Some("s3cret-trigger"));
+        let answer: serde_json::Value =
+            serde_json::from_str(&body).unwrap_or_else(|e| panic!("{code} {body}: {e}"));
+        (code, answer)
+    };
+
+    // Another writer (a command run by hand) holds the lock: the reconcile queues.
+    let lock = seatwarden::store::WriterLock::acquire_blocking(&database, |_| {}).unwrap();
+    let (code, first) = post();
+    assert_eq!(
+        (code, first["reconcile"].as_str()),
+        (202, Some("queued")),
+        "{first}"
+    );
+    assert!(first["run_id"].is_null(), "{first}");
+    let (code, second) = post();
+    assert_eq!(
+        (code, second["reconcile"].as_str()),
+        (200, Some("already_queued")),
+        "{second}"
+    );
+    drop(lock);
+
+    // Once it runs, a further POST joins it and names its run.
+    let mut run_id = None;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while run_id.is_none() {
+        let (code, answer) = post();
+        assert_eq!(code, 200, "joins the reconcile under way: {answer}");
+        run_id = answer["run_id"].as_i64();
+        assert!(Instant::now() < deadline, "no run id: {answer}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    wait_for("the reconcile to finish", Duration::from_secs(120), || {
+        !daemon
+            .get("/metrics")
+            .1
+            .contains("seatwarden_job_running{job=\"reconcile\"} 1")
+    })
+    .await;
+    let after = reconciles();
+    assert_eq!(
+        after.len(),
+        before.len() + 1,
+        "one run for every POST: {after:?}"
+    );
+    assert_eq!(after.last().copied(), run_id);
+    let (code, log) = daemon.terminate();
+    assert_eq!(code, Some(0), "{log}");
+    sandbox.shutdown().await;
+}
+
+/// A workspace that stays down is warned about once, not at every pass of the
+/// sweep and the retry job.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_workspace_that_stays_down_is_warned_about_once() {
+    let (sandbox, dir, _config) = reconciled_demo().await;
+    {
+        let mut store = Store::open(&dir.path().join("state.db")).unwrap();
+        let now = chrono::Utc::now();
+        store.job_started("reconcile", now).unwrap();
+        store
+            .job_finished(
+                "reconcile",
+                now,
+                seatwarden::store::RunStatus::Succeeded,
+                None,
+            )
+            .unwrap();
+    }
+    let port = free_port();
+    let env = daemon_env(dir.path(), &sandbox, port, "* * * * * *");
+    sandbox.shutdown().await;
+    let daemon = start_daemon(dir.path(), env, port);
+    let passes = |daemon: &Daemon| {
+        daemon
+            .log
+            .lock()
+            .unwrap()
+            .lines()
+            .filter(|l| {
+                (l.contains("job=\"sweep\"") || l.contains("job=\"retry\""))
+                    && (l.contains("job finished") || l.contains("job failed"))
+            })
+            .count()
+    };
+    let deadline = Instant::now() + Duration::from_secs(120);
+    // Each pass (the sweep's and the retry job's, both at start) asks again.
+    while passes(&daemon) < 2 {
+        assert!(
+            Instant::now() < deadline,
+            "not two passes: {}",
+            daemon.log.lock().unwrap()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let (code, log) = daemon.terminate();
+    assert_eq!(code, Some(0), "{log}");
+    let warnings = log
+        .lines()
+        .filter(|l| l.contains("cannot read the workspace's /ServiceProviderConfig"))
+        .count();
+    assert_eq!(warnings, 1, "{log}");
+}
