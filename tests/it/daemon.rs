@@ -2522,6 +2522,89 @@ async fn a_sweep_resolves_a_cut_off_sweeps_deactivation_before_counting_the_day(
     sandbox.shutdown().await;
 }
 
+/// End to end: a real sweep pass whose guard holds a leaver (the day's limit is
+/// reached) alerts at once with the pass's run, and the approval the alert
+/// names resolves it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leaver_the_sweeps_guard_holds_alerts_with_the_run_to_approve() {
+    use seatwarden::store::OutboxKind;
+    use seatwarden::workspace::ScimClient;
+
+    let (sandbox, dir, mut config) = reconciled_demo().await;
+    let leaver_id = remove_a_leaver(dir.path(), &sandbox);
+    let store = Arc::new(Mutex::new(Store::open(&config.state.path).unwrap()));
+    let now = chrono::Utc::now();
+    let today = store
+        .lock()
+        .unwrap()
+        .deprovisions_since(now - chrono::Duration::hours(24))
+        .unwrap();
+    config.safety.max_deprovisions_per_day = usize::try_from(today).unwrap();
+    let client = ScimClient::new(config.scim_settings().unwrap()).unwrap();
+    let directory = config.directory();
+    let outcome = sweep_now(&config, &directory, &client, &store).await;
+    assert_eq!(outcome.held, 1, "{outcome:?}");
+    let run = outcome.run_id.unwrap();
+
+    let (_mail_dir, notifier) = alerting_notifier();
+    notifier.after_sweep(&mut store.lock().unwrap(), &outcome, now);
+    let alerts: Vec<_> = store
+        .lock()
+        .unwrap()
+        .outbox()
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.message.kind == OutboxKind::Alert)
+        .collect();
+    assert_eq!(alerts.len(), 1);
+    let alert = &alerts[0].message;
+    assert!(
+        alert.subject.ends_with(&format!(
+            "1 deprovision held by the guard in sweep run {run}"
+        )),
+        "{}",
+        alert.subject
+    );
+    assert!(
+        alert.text.contains(&format!("`seatwarden approve {run}`")),
+        "{}",
+        alert.text
+    );
+    assert!(
+        alert
+            .text
+            .contains(&format!("`seatwarden explain {leaver_id}`")),
+        "{}",
+        alert.text
+    );
+
+    // Approved as the alert says: done, and resolved by the next pass.
+    config.safety.max_deprovisions_per_day = 100_000;
+    let store_for_approval = Store::open(&config.state.path).unwrap();
+    seatwarden::approval::approve(
+        &config,
+        &client,
+        store_for_approval,
+        run,
+        &seatwarden::approval::Only::parse(None).unwrap(),
+        chrono::Utc::now(),
+    )
+    .await
+    .unwrap();
+    let pass = sweep_now(&config, &directory, &client, &store).await;
+    notifier.after_sweep(&mut store.lock().unwrap(), &pass, chrono::Utc::now());
+    let kinds: Vec<OutboxKind> = store
+        .lock()
+        .unwrap()
+        .outbox()
+        .unwrap()
+        .into_iter()
+        .map(|e| e.message.kind)
+        .collect();
+    assert_eq!(kinds, [OutboxKind::Alert, OutboxKind::Resolution]);
+    sandbox.shutdown().await;
+}
+
 /// A person whose deprovision was verified, whose account then came back (a
 /// rehire seen only by a reconcile, or an admin re-enabling it by hand), and who
 /// is deprovisioned again: the reconcile's new deactivation, held here, is a new
