@@ -11,9 +11,9 @@
 //!
 //! Alerts (plan held, sweep held, source fault, circuit open, overdue deprovision,
 //! repeated job failures) are raised and resolved by [`notify`] from what the jobs
-//! saw. A sweep or retry pass that got no answer from the workspace neither ends
-//! nor adds to its job's failures in a row; a mail job whose due messages could
-//! none be sent fails.
+//! saw. A mail job whose due messages could none be sent fails; a sweep or retry
+//! pass that got no answer from the workspace, and a mail job with nothing due,
+//! neither end nor add to their job's failures in a row.
 //!
 //! Workspace writers (reconcile, sweep, retry, prune) take one async lock, so a
 //! sweep never races a reconcile over the same accounts or journal rows; a job
@@ -671,7 +671,7 @@ async fn run_job(shared: Arc<Shared>, name: &'static str) {
                 .set(finished.timestamp() as f64);
             tracing::info!(
                 job = name,
-                "job finished; the workspace answered nothing, so its failures in a row stand"
+                "job finished without reaching the workspace or the relay; its failures in a row stand"
             );
         }
         JobEnd::Stopped(why) => tracing::warn!(job = name, reason = %why, "job stopped"),
@@ -684,10 +684,12 @@ async fn run_job(shared: Arc<Shared>, name: &'static str) {
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum JobEnd {
     Succeeded,
-    /// A sweep or retry pass that failed at nothing but got no answer from the
-    /// workspace (down, with nothing due): a success that says nothing about the
-    /// workspace, so it neither ends the job's failures in a row nor resolves
-    /// their alert.
+    /// Failed at nothing, but never reached what its failures are about: a sweep
+    /// or retry pass that got no answer from the workspace (down, with nothing
+    /// due), a mail job with nothing due (a relay that is down is only tried when
+    /// a message's backoff is over). A success that says nothing about the
+    /// workspace or the relay, so it neither ends the job's failures in a row nor
+    /// resolves their alert.
     Unreached,
     /// The daemon was stopping: the job sent nothing more and left the rest for
     /// its next run. Not a failure: a restart during a reconcile must not count
@@ -710,6 +712,15 @@ impl JobEnd {
         match result {
             Ok(false) => JobEnd::Unreached,
             other => JobEnd::of(other.map(drop)),
+        }
+    }
+
+    /// The mail job's end: failed when messages were due and none could be sent.
+    fn of_delivery(delivered: notify::Delivered) -> JobEnd {
+        match delivered {
+            notify::Delivered::NothingDue => JobEnd::Unreached,
+            notify::Delivered::Sent(_) => JobEnd::Succeeded,
+            notify::Delivered::Failed(why) => JobEnd::Failed(why),
         }
     }
 
@@ -882,16 +893,14 @@ async fn sweep_job(
 }
 
 /// Delivers the outbox: failed when messages were due and none could be sent,
-/// so the job's failures, their alert and its metrics show a relay that is down.
+/// so the job's failures, their alert and its metrics show a relay that is down;
+/// the minutes between (no message due during its backoff) do not end the streak.
 async fn mail_job(shared: &Shared, notifier: Option<&notify::Notifier>) -> JobEnd {
     let Some(notifier) = notifier else {
         return JobEnd::Succeeded;
     };
     match Store::open(&shared.config().state.path) {
-        Ok(mut store) => match notifier.deliver(&mut store, shared.now()).await.failure() {
-            Some(why) => JobEnd::Failed(why),
-            None => JobEnd::Succeeded,
-        },
+        Ok(mut store) => JobEnd::of_delivery(notifier.deliver(&mut store, shared.now()).await),
         Err(e) => JobEnd::Failed(e.to_string()),
     }
 }
@@ -1047,5 +1056,22 @@ mod tests {
         assert_eq!(JobEnd::Succeeded.failures_after(3), 0);
         assert_eq!(JobEnd::Failed("HTTP 503".into()).failures_after(3), 4);
         assert_eq!(JobEnd::Stopped("stopping".into()).failures_after(3), 3);
+    }
+
+    /// A relay that is down fails the mail job when a message is due, and the
+    /// minutes of its backoff in between (nothing due) do not end the streak, or
+    /// it would never reach the repeated-failures alert.
+    #[test]
+    fn a_mail_job_fails_when_nothing_due_could_be_sent() {
+        use notify::Delivered;
+        let down = JobEnd::of_delivery(Delivered::Failed("connection refused".into()));
+        assert_eq!(down, JobEnd::Failed("connection refused".into()));
+        let backoff = JobEnd::of_delivery(Delivered::NothingDue);
+        let streak = [&down, &backoff, &down, &backoff, &down]
+            .into_iter()
+            .fold(0, |failures, end| end.failures_after(failures));
+        assert_eq!(streak, 3);
+        let sent = JobEnd::of_delivery(Delivered::Sent(crate::mail::Delivery::default()));
+        assert_eq!(sent.failures_after(streak), 0);
     }
 }

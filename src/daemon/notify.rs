@@ -5,7 +5,7 @@
 //! A notification problem never fails the job that found the condition: it is
 //! logged, and the message (once queued) waits in the outbox for the next delivery.
 //! Only the mail job, whose work delivery is, fails when messages were due and none
-//! could be sent ([`Delivered::failure`]).
+//! could be sent ([`Delivered::Failed`]).
 
 use chrono::{DateTime, Utc};
 use chrono_tz::Tz;
@@ -47,17 +47,6 @@ pub enum Delivered {
     Sent(mail::Delivery),
     /// Messages were due and none could be sent, or delivery could not start: why.
     Failed(String),
-}
-
-impl Delivered {
-    /// Why the delivery failed, if it did: a relay that takes nothing is a failed
-    /// mail job, while nothing due is a success.
-    pub fn failure(self) -> Option<String> {
-        match self {
-            Delivered::Failed(why) => Some(why),
-            Delivered::NothingDue | Delivered::Sent(_) => None,
-        }
-    }
 }
 
 /// The key of the sweep's hold alert ([`AlertCondition::SweepHeld`]).
