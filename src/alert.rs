@@ -1,7 +1,8 @@
 //! Alerts: conditions that need a human now, sent at once instead of waiting for
 //! the digest. Each condition has a key; raising the same key again inside the quiet
 //! period sends nothing (the store counts it), after the quiet period a reminder goes
-//! out, and [`resolve`] sends the resolution once.
+//! out, and [`resolve`] sends the resolution once, its subject the alert's (as last
+//! sent) behind "Resolved: ", so mail clients show the two together.
 //!
 //! The decision ([`decide_raise`], [`decide_resolve`]) is pure: the time is passed
 //! in. [`raise`] and [`resolve`] apply it and queue the message in the outbox, in
@@ -11,7 +12,7 @@
 //! again: two jobs deciding the same alert on their own connections (the mail job
 //! beside a sweep) queue its message once.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -22,7 +23,8 @@ use crate::mail::{self, MailSettings};
 use crate::report::{self, RenderError};
 use crate::sla::{EntryState, LedgerEntry};
 use crate::store::{
-    AlertRecord, AlertRecordState, AlertsSeen, NewMessage, OutboxId, OutboxKind, Store, StoreError,
+    AlertRecord, AlertRecordState, AlertsSeen, NewMessage, OutboxId, OutboxKind, RunId, Store,
+    StoreError,
 };
 
 /// The start of every overdue deprovision's key: one per person, so each alert's
@@ -31,6 +33,13 @@ pub const OVERDUE_PREFIX: &str = "overdue_deprovision:";
 
 /// How many people one overdue alert or resolution names; the rest are counted.
 pub const LISTED: usize = 50;
+
+/// Someone whose deprovision is held, as a sweep alert names them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HeldPerson {
+    pub user_name: String,
+    pub identity_id: String,
+}
 
 /// What went wrong. Field values are directory and run facts, never secrets.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -41,6 +50,18 @@ pub enum AlertCondition {
         run_id: i64,
         held: usize,
         reason: String,
+    },
+    /// The guard held deprovisions in a sweep or retry pass: they wait for
+    /// `seatwarden approve RUN`, and each pass after holds them again (in a run of
+    /// its own) until someone decides. A sweep run stores no report, so the
+    /// people are named here.
+    SweepHeld {
+        run_id: i64,
+        held: usize,
+        reason: String,
+        /// The first [`LISTED`] of them.
+        #[serde(default)]
+        people: Vec<HeldPerson>,
     },
     /// A deprovision passed its due time without being done.
     OverdueDeprovision {
@@ -66,6 +87,9 @@ impl AlertCondition {
     pub fn key(&self) -> String {
         match self {
             AlertCondition::PlanHeld { .. } => "plan_held".to_owned(),
+            // Not `plan_held`: a reconcile that holds nothing says nothing about
+            // what a sweep holds, and must not resolve it.
+            AlertCondition::SweepHeld { .. } => "sweep_held".to_owned(),
             AlertCondition::OverdueDeprovision { identity_id, .. } => {
                 format!("{OVERDUE_PREFIX}{identity_id}")
             }
@@ -83,6 +107,10 @@ impl AlertCondition {
             AlertCondition::PlanHeld { run_id, held, .. } => format!(
                 "{} held by the guard in run {run_id}",
                 report::plural(*held, "action", "actions")
+            ),
+            AlertCondition::SweepHeld { run_id, held, .. } => format!(
+                "{} held by the guard in sweep run {run_id}",
+                report::plural(*held, "deprovision", "deprovisions")
             ),
             AlertCondition::OverdueDeprovision { user_name, .. } => {
                 format!("deprovision of {user_name} is overdue")
@@ -106,8 +134,38 @@ impl AlertCondition {
                 run_id, reason, ..
             } => vec![
                 format!("Why: {reason}"),
-                format!("Review with `{admin} report --run {run_id}`; approve with `{admin} approve {run_id}`."),
+                format!("Review with `{admin} report --run {run_id}`; approve with `{admin} approve {run_id}`, or reject with `{admin} reject {run_id}`."),
             ],
+            AlertCondition::SweepHeld {
+                run_id,
+                held,
+                reason,
+                people,
+            } => {
+                let mut lines = vec![format!("Why: {reason}")];
+                lines.extend(people.iter().map(|p| {
+                    format!("Held: {} (directory id {})", p.user_name, p.identity_id)
+                }));
+                if *held > people.len() {
+                    lines.push(format!("... and {} more.", held - people.len()));
+                }
+                lines.push(format!(
+                    "Approve with `{admin} approve {run_id}`, or reject with `{admin} reject {run_id}`."
+                ));
+                if let Some(first) = people.first() {
+                    lines.push(format!(
+                        "`{admin} explain {}` tells one person's whole story; `{admin} status` lists \
+                         every held deprovision.",
+                        first.identity_id
+                    ));
+                }
+                lines.push(
+                    "Until someone decides, each sweep holds them again, in a run of its own; \
+                     approving this run is enough."
+                        .to_owned(),
+                );
+                lines
+            }
             AlertCondition::OverdueDeprovision {
                 identity_id,
                 user_name,
@@ -226,6 +284,18 @@ fn message(
     Ok(mail::compose(context.mail, kind, &subject, &text, &html))
 }
 
+/// The subject of an alert saying `summary`.
+fn alert_subject(context: &AlertContext<'_>, summary: &str) -> String {
+    format!("[seatwarden] {}: {summary}", context.name)
+}
+
+/// The subject of the resolution of the alert that said `summary`: that alert's
+/// subject behind "Resolved: ", so mail clients thread the two and a filter on the
+/// alert's subject catches its resolution.
+fn resolution_subject(context: &AlertContext<'_>, summary: &str) -> String {
+    format!("Resolved: {}", alert_subject(context, summary))
+}
+
 /// How often a decision is made again, from a fresh read, when the alert state
 /// changed between the read and the write (another job decided the same alert
 /// meanwhile), before the call gives up and leaves it to the next job.
@@ -312,8 +382,9 @@ fn decide_raise_write(
     let decision = decide_raise(existing.as_ref(), now, context.mail.quiet_period);
     let condition_json = serde_json::to_string(condition)?;
     let record = match (&existing, decision) {
+        // The condition as last sent stays: its resolution's subject is that
+        // message's, so mail clients show them together.
         (Some(old), RaiseDecision::Quiet) => AlertRecord {
-            condition: condition_json,
             suppressed: old.suppressed.saturating_add(1),
             ..old.clone()
         },
@@ -337,14 +408,16 @@ fn decide_raise_write(
         RaiseDecision::Quiet => None,
         RaiseDecision::New | RaiseDecision::Reminder => {
             let summary = condition.summary();
-            let subject = format!(
-                "[seatwarden] {}: {}{summary}",
-                context.name,
-                if decision == RaiseDecision::Reminder {
-                    "still: "
-                } else {
-                    ""
-                }
+            let subject = alert_subject(
+                context,
+                &format!(
+                    "{}{summary}",
+                    if decision == RaiseDecision::Reminder {
+                        "still: "
+                    } else {
+                        ""
+                    }
+                ),
             );
             let mut lines = condition.details(context.timezone, context.admin_command);
             if let Some(old) = existing
@@ -407,7 +480,7 @@ fn decide_resolve_write(
     let summary = serde_json::from_str::<AlertCondition>(&old.condition)
         .map(|c| c.summary())
         .unwrap_or_else(|_| key.to_owned());
-    let subject = format!("[seatwarden] {}: resolved: {summary}", context.name);
+    let subject = resolution_subject(context, &summary);
     let since = old
         .first_raised_at
         .with_timezone(&context.timezone)
@@ -503,11 +576,29 @@ fn overdue_summary(people: &[&LedgerEntry]) -> String {
 
 /// What the alert says about `people`: for one person the condition's own
 /// details, for several a capped list.
-fn overdue_lines(people: &[&LedgerEntry], context: &AlertContext<'_>) -> Vec<String> {
+/// `waiting`: the run that holds each person's deprovision for an approval
+/// ([`Store::held_for_approval`]), named with the command that releases it.
+fn overdue_lines(
+    people: &[&LedgerEntry],
+    context: &AlertContext<'_>,
+    waiting: &HashMap<String, RunId>,
+) -> Vec<String> {
+    let admin = context.admin_command;
     if let [one] = people {
-        let mut lines = overdue_condition(one).details(context.timezone, context.admin_command);
+        let mut lines = overdue_condition(one).details(context.timezone, admin);
+        let mut at = 1;
         if let Some(why) = why_open(one) {
-            lines.insert(1, format!("Still open because {why}."));
+            lines.insert(at, format!("Still open because {why}."));
+            at += 1;
+        }
+        if let Some(run) = waiting.get(&one.identity_id) {
+            lines.insert(
+                at,
+                format!(
+                    "Run {run} holds it for a human: approve with `{admin} approve {run}`, or \
+                     reject with `{admin} reject {run}`."
+                ),
+            );
         }
         return lines;
     }
@@ -519,16 +610,33 @@ fn overdue_lines(people: &[&LedgerEntry], context: &AlertContext<'_>) -> Vec<Str
         let why = why_open(e)
             .map(|why| format!(": {why}"))
             .unwrap_or_default();
+        let run = waiting
+            .get(&e.identity_id)
+            .map(|run| format!(" (run {run})"))
+            .unwrap_or_default();
         format!(
-            "{} (directory id {}), due {}{why}",
+            "{} (directory id {}), due {}{why}{run}",
             e.user_name,
             e.identity_id,
             local(e.due_at, context.timezone)
         )
     }));
+    let mut runs: BTreeMap<RunId, usize> = BTreeMap::new();
+    for e in people {
+        if let Some(run) = waiting.get(&e.identity_id) {
+            *runs.entry(*run).or_default() += 1;
+        }
+    }
+    for (run, held) in runs {
+        lines.push(format!(
+            "Run {run} holds {held} of them for a human: approve with `{admin} approve {run}`, or \
+             reject with `{admin} reject {run}`."
+        ));
+    }
     lines.push(format!(
-        "`{} status` shows each one's state (held, or the last error of its attempts).",
-        context.admin_command
+        "`{admin} status` shows each one's state (held, or the last error of its attempts); \
+         `{admin} explain {}` tells one person's whole story.",
+        people.first().map_or("PERSON", |e| e.identity_id.as_str())
     ));
     lines
 }
@@ -620,14 +728,19 @@ fn decide_overdue_write(
     let still_people: Vec<&LedgerEntry> = still.iter().map(|(e, _)| *e).collect();
     let alert = !new.is_empty() || reminder_due;
     if alert {
+        let waiting = store.held_for_approval()?;
         let (prefix, summary, mut lines) = if new.is_empty() {
-            let mut lines = overdue_lines(&still_people, context);
+            let mut lines = overdue_lines(&still_people, context, &waiting);
             if let Some(first) = still.iter().map(|(_, r)| r.first_raised_at).min() {
                 lines.push(format!("First raised {}.", local(first, context.timezone)));
             }
             ("still: ", overdue_summary(&still_people), lines)
         } else {
-            ("", overdue_summary(&new), overdue_lines(&new, context))
+            (
+                "",
+                overdue_summary(&new),
+                overdue_lines(&new, context, &waiting),
+            )
         };
         if !new.is_empty() && reminder_due {
             lines.push(format!(
@@ -652,7 +765,7 @@ fn decide_overdue_write(
                 )
             ));
         }
-        let subject = format!("[seatwarden] {}: {prefix}{summary}", context.name);
+        let subject = alert_subject(context, &format!("{prefix}{summary}"));
         messages.push(message(
             context,
             OutboxKind::Alert,
@@ -695,10 +808,14 @@ fn decide_overdue_write(
                         local(r.first_raised_at, context.timezone)
                     )
                 }));
-                (format!("{} overdue deprovisions", resolved.len()), lines)
+                // As the alert that named them together was worded.
+                (
+                    format!("{} deprovisions are overdue", resolved.len()),
+                    lines,
+                )
             }
         };
-        let subject = format!("[seatwarden] {}: resolved: {summary}", context.name);
+        let subject = resolution_subject(context, &summary);
         messages.push(message(
             context,
             OutboxKind::Resolution,
@@ -767,7 +884,7 @@ mod tests {
             admin_command: "seatwarden",
         };
         let failing = entry(None, Some("PATCH /Users/a1: HTTP 503"), 3);
-        let lines = overdue_lines(&[&failing], &context);
+        let lines = overdue_lines(&[&failing], &context, &HashMap::new());
         assert_eq!(
             lines[1],
             "Still open because 3 attempts failed: PATCH /Users/a1: HTTP 503."
@@ -777,7 +894,7 @@ mod tests {
             "{lines:?}"
         );
         let held = entry(Some("deprovision threshold"), None, 0);
-        let lines = overdue_lines(&[&failing, &held], &context);
+        let lines = overdue_lines(&[&failing, &held], &context, &HashMap::new());
         assert!(
             lines
                 .iter()
@@ -791,7 +908,10 @@ mod tests {
             "{lines:?}"
         );
         let untried = entry(None, None, 0);
-        assert_eq!(overdue_lines(&[&untried], &context).len(), 2);
+        assert_eq!(
+            overdue_lines(&[&untried], &context, &HashMap::new()).len(),
+            2
+        );
     }
 
     fn settings() -> MailSettings {
@@ -928,7 +1048,7 @@ mod tests {
             subjects(&store),
             [
                 "[seatwarden] acme: circuit breaker open: workspace writes stopped",
-                "[seatwarden] acme: resolved: circuit breaker open: workspace writes stopped",
+                "Resolved: [seatwarden] acme: circuit breaker open: workspace writes stopped",
                 "[seatwarden] acme: circuit breaker open: workspace writes stopped",
             ]
         );
@@ -1017,7 +1137,7 @@ mod tests {
             subjects(&sweep),
             [
                 "[seatwarden] acme: circuit breaker open: workspace writes stopped",
-                "[seatwarden] acme: resolved: circuit breaker open: workspace writes stopped",
+                "Resolved: [seatwarden] acme: circuit breaker open: workspace writes stopped",
             ]
         );
     }
@@ -1093,7 +1213,7 @@ mod tests {
             subjects(&sweep),
             [
                 "[seatwarden] acme: 3 deprovisions are overdue",
-                "[seatwarden] acme: resolved: 3 overdue deprovisions",
+                "Resolved: [seatwarden] acme: 3 deprovisions are overdue",
             ]
         );
     }
@@ -1130,5 +1250,119 @@ mod tests {
         assert!(decide_resolve(Some(&record)));
         assert!(!decide_resolve(Some(&resolved)));
         assert!(!decide_resolve(None));
+    }
+
+    /// A resolution's subject is its alert's behind "Resolved: ", for every
+    /// condition, and the alert as it was sent: a raise inside the quiet period
+    /// (a count that grew, a newer run) changes nothing the resolution says.
+    #[test]
+    fn a_resolution_threads_with_the_alert_it_resolves() {
+        let mut store = Store::open_in_memory().unwrap();
+        let mail = settings();
+        let context = context(&mail);
+        let failing = |failures| AlertCondition::RepeatedFailures {
+            job: "sweep".into(),
+            failures,
+            last_error: "HTTP 503".into(),
+        };
+        let conditions = [
+            failing(3),
+            AlertCondition::PlanHeld {
+                run_id: 7,
+                held: 2,
+                reason: "threshold".into(),
+            },
+            AlertCondition::SweepHeld {
+                run_id: 8,
+                held: 1,
+                reason: "threshold".into(),
+                people: Vec::new(),
+            },
+            AlertCondition::DirectorySnapshotRejected {
+                reason: "empty".into(),
+            },
+            breaker(),
+        ];
+        for condition in &conditions {
+            raise(&mut store, &context, condition, at(8, 0)).unwrap();
+        }
+        raise(&mut store, &context, &failing(4), at(8, 5)).unwrap();
+        for condition in &conditions {
+            resolve(&mut store, &context, &condition.key(), at(9, 0)).unwrap();
+        }
+        let entries = store.outbox().unwrap();
+        let (alerts, resolutions): (Vec<_>, Vec<_>) = entries
+            .iter()
+            .partition(|e| e.message.kind == OutboxKind::Alert);
+        assert_eq!(alerts.len(), conditions.len(), "the later raise was quiet");
+        for (alert, resolution) in alerts.iter().zip(&resolutions) {
+            assert_eq!(
+                resolution.message.subject,
+                format!("Resolved: {}", alert.message.subject)
+            );
+        }
+    }
+
+    /// An overdue deprovision a run holds for a human names that run and the
+    /// commands that decide on it.
+    #[test]
+    fn an_overdue_alert_names_the_run_that_holds_it_and_the_command() {
+        let entry = |n: u32| LedgerEntry {
+            id: i64::from(n),
+            identity_id: format!("00u{n}"),
+            account_id: Some(format!("a{n}")),
+            user_name: format!("leaver{n}@example.com"),
+            reason: crate::sla::LossReason::Deleted,
+            detected_at: at(8, 0),
+            due_at: at(9, 0),
+            enforced_at: None,
+            verified_at: None,
+            closed_at: None,
+            escalated_at: None,
+            attempts: 0,
+            next_attempt_at: None,
+            last_error: None,
+            held: Some("deprovision threshold".into()),
+            returned_at: None,
+        };
+        let mail = settings();
+        let context = AlertContext {
+            admin_command: "sudo seatwarden-admin",
+            ..context(&mail)
+        };
+        let waiting: HashMap<String, RunId> = [("00u1".to_owned(), 7), ("00u2".to_owned(), 7)]
+            .into_iter()
+            .collect();
+        let one = overdue_lines(&[&entry(1)], &context, &waiting);
+        assert!(
+            one.contains(
+                &"Run 7 holds it for a human: approve with `sudo seatwarden-admin approve 7`, or \
+                  reject with `sudo seatwarden-admin reject 7`."
+                    .to_owned()
+            ),
+            "{one:?}"
+        );
+        assert!(
+            one.iter()
+                .any(|l| l.contains("`sudo seatwarden-admin explain 00u1`"))
+        );
+        let several = overdue_lines(&[&entry(1), &entry(2), &entry(3)], &context, &waiting);
+        assert!(several[1].ends_with("(run 7)"), "{several:?}");
+        assert!(!several[3].contains("(run"), "{several:?}");
+        assert!(
+            several.contains(
+                &"Run 7 holds 2 of them for a human: approve with `sudo seatwarden-admin approve \
+                  7`, or reject with `sudo seatwarden-admin reject 7`."
+                    .to_owned()
+            ),
+            "{several:?}"
+        );
+        assert!(
+            several
+                .last()
+                .unwrap()
+                .contains("`sudo seatwarden-admin explain 00u1` tells one person's whole story"),
+            "{several:?}"
+        );
     }
 }

@@ -9,8 +9,11 @@
 //! - `digest` — the drift digest email on `schedule.digest` (with `[report.email]`);
 //! - `mail` — every minute, delivery of the outbox (alerts, digests) with backoff.
 //!
-//! Alerts (plan held, source fault, circuit open, overdue deprovision, repeated job
-//! failures) are raised and resolved by [`notify`] from what the jobs saw.
+//! Alerts (plan held, sweep held, source fault, circuit open, overdue deprovision,
+//! repeated job failures) are raised and resolved by [`notify`] from what the jobs
+//! saw. A mail job whose due messages could none be sent fails; a sweep or retry
+//! pass that got no answer from the workspace, and a mail job with nothing due,
+//! neither end nor add to their job's failures in a row.
 //!
 //! Workspace writers (reconcile, sweep, retry, prune) take one async lock, so a
 //! sweep never races a reconcile over the same accounts or journal rows; a job
@@ -596,8 +599,8 @@ async fn run_job(shared: Arc<Shared>, name: &'static str) {
     let end = match (lock_failure, name) {
         (Some(failure), _) => JobEnd::Failed(failure),
         (None, RECONCILE) => JobEnd::of(reconcile_job(&shared, notifier.as_ref()).await),
-        (None, SWEEP) => JobEnd::of(sweep_job(&shared, true, notifier.as_ref()).await),
-        (None, RETRY) => JobEnd::of(sweep_job(&shared, false, notifier.as_ref()).await),
+        (None, SWEEP) => JobEnd::of_pass(sweep_job(&shared, true, notifier.as_ref()).await),
+        (None, RETRY) => JobEnd::of_pass(sweep_job(&shared, false, notifier.as_ref()).await),
         (None, PRUNE) => off_the_workers(&shared, prune_job).await,
         (None, DIGEST) => {
             off_the_workers(&shared, |shared| {
@@ -606,6 +609,7 @@ async fn run_job(shared: Arc<Shared>, name: &'static str) {
             })
             .await
         }
+        (None, MAIL) => mail_job(&shared, notifier.as_ref()).await,
         (None, _) => JobEnd::Succeeded,
     };
     // The writing is done: alerts and mail delivery (up to minutes against a relay
@@ -616,12 +620,7 @@ async fn run_job(shared: Arc<Shared>, name: &'static str) {
     let failures = match shared.failures.lock() {
         Ok(mut failures) => {
             let count = failures.entry(name).or_default();
-            match end {
-                JobEnd::Succeeded => *count = 0,
-                JobEnd::Failed(_) => *count += 1,
-                // A stop says nothing about whether the job works.
-                JobEnd::Stopped(_) => {}
-            }
+            *count = end.failures_after(*count);
             *count
         }
         Err(_) => 0,
@@ -635,15 +634,12 @@ async fn run_job(shared: Arc<Shared>, name: &'static str) {
                     JobEnd::Failed(error) => {
                         notifier.after_job(&mut store, name, failures, Some(error), finished)
                     }
-                    JobEnd::Stopped(_) => {}
+                    JobEnd::Stopped(_) | JobEnd::Unreached => {}
                 }
                 // Overdue deprovisions alert from the ledger after every job, failed
                 // ones included: a sweep that cannot reach the workspace is exactly
                 // when they must not go unreported.
                 notifier.after_deprovisioning(&mut store, finished);
-                if name == MAIL {
-                    notifier.deliver(&mut store, finished).await;
-                }
             }
             Err(e) => tracing::error!(error = %e, "cannot open the state database for email"),
         }
@@ -663,7 +659,7 @@ async fn run_job(shared: Arc<Shared>, name: &'static str) {
         && shared.stopping.is_stopped()
     {
         match Store::open(&shared.config().state.path) {
-            Ok(mut store) => notifier.deliver(&mut store, finished).await,
+            Ok(mut store) => drop(notifier.deliver(&mut store, finished).await),
             Err(e) => tracing::error!(error = %e, "cannot open the state database for email"),
         }
     }
@@ -677,6 +673,14 @@ async fn run_job(shared: Arc<Shared>, name: &'static str) {
                 .set(finished.timestamp() as f64);
             tracing::info!(job = name, "job finished");
         }
+        JobEnd::Unreached => {
+            metrics::gauge!("seatwarden_last_success_timestamp_seconds", "job" => name)
+                .set(finished.timestamp() as f64);
+            tracing::info!(
+                job = name,
+                "job finished without reaching the workspace or the relay; its failures in a row stand"
+            );
+        }
         JobEnd::Stopped(why) => tracing::warn!(job = name, reason = %why, "job stopped"),
         JobEnd::Failed(error) => tracing::error!(job = name, error = %error, "job failed"),
     }
@@ -687,6 +691,13 @@ async fn run_job(shared: Arc<Shared>, name: &'static str) {
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum JobEnd {
     Succeeded,
+    /// Failed at nothing, but never reached what its failures are about: a sweep
+    /// or retry pass that got no answer from the workspace (down, with nothing
+    /// due), a mail job with nothing due (a relay that is down is only tried when
+    /// a message's backoff is over). A success that says nothing about the
+    /// workspace or the relay, so it neither ends the job's failures in a row nor
+    /// resolves their alert.
+    Unreached,
     /// The daemon was stopping: the job sent nothing more and left the rest for
     /// its next run. Not a failure: a restart during a reconcile must not count
     /// towards the repeated-failure alert, nor clear it.
@@ -703,9 +714,36 @@ impl JobEnd {
         }
     }
 
+    /// A sweep or retry pass's end; `Ok(false)`: it got no answer from the workspace.
+    fn of_pass(result: Result<bool, RunError>) -> JobEnd {
+        match result {
+            Ok(false) => JobEnd::Unreached,
+            other => JobEnd::of(other.map(drop)),
+        }
+    }
+
+    /// The mail job's end: failed when messages were due and none could be sent.
+    fn of_delivery(delivered: notify::Delivered) -> JobEnd {
+        match delivered {
+            notify::Delivered::NothingDue => JobEnd::Unreached,
+            notify::Delivered::Sent(_) => JobEnd::Succeeded,
+            notify::Delivered::Failed(why) => JobEnd::Failed(why),
+        }
+    }
+
+    /// The job's failures in a row after this end, `before` it.
+    fn failures_after(&self, before: u32) -> u32 {
+        match self {
+            JobEnd::Succeeded => 0,
+            JobEnd::Failed(_) => before.saturating_add(1),
+            // Neither says anything about whether the job works.
+            JobEnd::Stopped(_) | JobEnd::Unreached => before,
+        }
+    }
+
     fn status(&self) -> RunStatus {
         match self {
-            JobEnd::Succeeded => RunStatus::Succeeded,
+            JobEnd::Succeeded | JobEnd::Unreached => RunStatus::Succeeded,
             JobEnd::Stopped(_) => RunStatus::Stopped,
             JobEnd::Failed(_) => RunStatus::Failed,
         }
@@ -713,7 +751,7 @@ impl JobEnd {
 
     fn message(&self) -> Option<&str> {
         match self {
-            JobEnd::Succeeded => None,
+            JobEnd::Succeeded | JobEnd::Unreached => None,
             JobEnd::Stopped(message) | JobEnd::Failed(message) => Some(message),
         }
     }
@@ -783,11 +821,12 @@ async fn reconcile_job(
     Ok(())
 }
 
+/// Whether the pass got any answer from the workspace (see [`JobEnd::Unreached`]).
 async fn sweep_job(
     shared: &Shared,
     read_directory: bool,
     notifier: Option<&notify::Notifier>,
-) -> Result<(), RunError> {
+) -> Result<bool, RunError> {
     let config = shared.config();
     let settings = shared.settings();
     let store = Arc::new(Mutex::new(Store::open(&config.state.path)?));
@@ -841,6 +880,9 @@ async fn sweep_job(
             now,
         );
     }
+    if let (Some(notifier), Ok(mut store)) = (notifier, store.lock()) {
+        notifier.after_sweep(&mut store, &outcome, now);
+    }
     if outcome.detected + outcome.enforced + outcome.failed + outcome.not_sent + outcome.held > 0 {
         tracing::info!(
             detected = outcome.detected,
@@ -853,7 +895,21 @@ async fn sweep_job(
             "deprovisioning pass"
         );
     }
-    outcome.checked().map(drop)
+    let reached = client.answers() > 0;
+    outcome.checked().map(|_| reached)
+}
+
+/// Delivers the outbox: failed when messages were due and none could be sent,
+/// so the job's failures, their alert and its metrics show a relay that is down;
+/// the minutes between (no message due during its backoff) do not end the streak.
+async fn mail_job(shared: &Shared, notifier: Option<&notify::Notifier>) -> JobEnd {
+    let Some(notifier) = notifier else {
+        return JobEnd::Succeeded;
+    };
+    match Store::open(&shared.config().state.path) {
+        Ok(mut store) => JobEnd::of_delivery(notifier.deliver(&mut store, shared.now()).await),
+        Err(e) => JobEnd::Failed(e.to_string()),
+    }
 }
 
 /// Runs a job that is only database work (a prune's VACUUM, a digest parsing a
@@ -1025,5 +1081,36 @@ mod tests {
         assert!(missed(SWEEP));
         assert!(!missed(DIGEST));
         assert!(!missed(PRUNE));
+    }
+
+    /// A sweep or retry pass that got no answer from the workspace (down, with
+    /// nothing due) is no sign that it works again: the failures in a row stand,
+    /// where a pass that reached it ends them.
+    #[test]
+    fn a_pass_that_did_not_reach_the_workspace_keeps_the_failures_in_a_row() {
+        assert_eq!(JobEnd::of_pass(Ok(false)), JobEnd::Unreached);
+        assert_eq!(JobEnd::of_pass(Ok(true)), JobEnd::Succeeded);
+        assert_eq!(JobEnd::Unreached.failures_after(3), 3);
+        assert_eq!(JobEnd::Unreached.status(), RunStatus::Succeeded);
+        assert_eq!(JobEnd::Succeeded.failures_after(3), 0);
+        assert_eq!(JobEnd::Failed("HTTP 503".into()).failures_after(3), 4);
+        assert_eq!(JobEnd::Stopped("stopping".into()).failures_after(3), 3);
+    }
+
+    /// A relay that is down fails the mail job when a message is due, and the
+    /// minutes of its backoff in between (nothing due) do not end the streak, or
+    /// it would never reach the repeated-failures alert.
+    #[test]
+    fn a_mail_job_fails_when_nothing_due_could_be_sent() {
+        use notify::Delivered;
+        let down = JobEnd::of_delivery(Delivered::Failed("connection refused".into()));
+        assert_eq!(down, JobEnd::Failed("connection refused".into()));
+        let backoff = JobEnd::of_delivery(Delivered::NothingDue);
+        let streak = [&down, &backoff, &down, &backoff, &down]
+            .into_iter()
+            .fold(0, |failures, end| end.failures_after(failures));
+        assert_eq!(streak, 3);
+        let sent = JobEnd::of_delivery(Delivered::Sent(crate::mail::Delivery::default()));
+        assert_eq!(sent.failures_after(streak), 0);
     }
 }

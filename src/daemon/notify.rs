@@ -4,17 +4,20 @@
 //!
 //! A notification problem never fails the job that found the condition: it is
 //! logged, and the message (once queued) waits in the outbox for the next delivery.
+//! Only the mail job, whose work delivery is, fails when messages were due and none
+//! could be sent ([`Delivered::Failed`]).
 
 use chrono::{DateTime, Utc};
 use chrono_tz::Tz;
 
-use crate::alert::{self, AlertCondition, AlertContext};
+use crate::alert::{self, AlertCondition, AlertContext, HeldPerson};
 use crate::config::Config;
 use crate::mail::{self, MailSettings, Mailer};
 use crate::report::Report;
 use crate::report::digest::{self, DeprovisionHold, DigestDeprovision};
 use crate::sla::LedgerEntry;
-use crate::store::{Store, StoreError};
+use crate::store::{ActionState, RunId, Store, StoreError};
+use crate::sweep::SweepOutcome;
 
 /// Failures in a row before a job's failures are alerted.
 pub const REPEATED_FAILURES: u32 = 3;
@@ -39,6 +42,101 @@ pub fn digest_deprovisions(store: &Store) -> Result<Vec<DigestDeprovision>, Stor
             }),
         })
         .collect())
+}
+
+/// What one [`Notifier::deliver`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Delivered {
+    /// No message was due (or another sender had taken those that were).
+    NothingDue,
+    /// At least one due message was accepted by the server; any others wait.
+    Sent(mail::Delivery),
+    /// Messages were due and none could be sent, or delivery could not start: why.
+    Failed(String),
+}
+
+/// The key of the sweep's hold alert ([`AlertCondition::SweepHeld`]).
+const SWEEP_HELD: &str = "sweep_held";
+
+/// The hold alert for what the guard held in the pass's run, if it held anything.
+/// (Protected and disputed accounts are held before any run, for reasons no
+/// approval changes; their episodes become overdue and alert so.)
+fn sweep_holds(
+    store: &Store,
+    outcome: &SweepOutcome,
+) -> Result<Option<AlertCondition>, StoreError> {
+    let Some(run) = outcome.run_id else {
+        return Ok(None);
+    };
+    let held: Vec<_> = store
+        .journal(run)?
+        .into_iter()
+        .filter(|e| e.state == ActionState::Held)
+        .collect();
+    let Some(first) = held.first() else {
+        return Ok(None);
+    };
+    let reason = first
+        .action
+        .held
+        .as_ref()
+        .map_or_else(|| "held by the guard".to_owned(), ToString::to_string);
+    let people = held
+        .iter()
+        .take(alert::LISTED)
+        .map(|e| HeldPerson {
+            user_name: e.action.subject.clone(),
+            identity_id: e.action.identity_id.clone().unwrap_or_default(),
+        })
+        .collect();
+    Ok(Some(AlertCondition::SweepHeld {
+        run_id: run,
+        held: held.len(),
+        reason,
+        people,
+    }))
+}
+
+/// Whether the active sweep hold alert, if any, is over: nobody of the run it
+/// names is still waiting, that is, each held action was approved or rejected, or
+/// its person's deprovision is no longer open (done since by an approval of
+/// another run or by a reconcile, or the person is back). A pass with nothing due
+/// holds nothing, so that alone says nothing.
+fn sweep_hold_over(store: &Store) -> Result<bool, StoreError> {
+    let Some(record) = store
+        .alert(SWEEP_HELD)?
+        .filter(|r| r.state == crate::store::AlertRecordState::Active)
+    else {
+        return Ok(false);
+    };
+    let run = match serde_json::from_str::<AlertCondition>(&record.condition) {
+        Ok(AlertCondition::SweepHeld { run_id, .. }) => run_id,
+        // Unreadable: nothing to name, nothing to keep waiting for.
+        _ => return Ok(true),
+    };
+    Ok(still_held(store, run)? == 0)
+}
+
+/// How many of `run`'s held actions nobody decided on and whose person's
+/// deprovision is still open.
+fn still_held(store: &Store, run: RunId) -> Result<usize, StoreError> {
+    let decided = store.decisions(run)?;
+    let open: std::collections::HashSet<String> = store
+        .open_deprovisions()?
+        .into_iter()
+        .map(|e| e.identity_id)
+        .collect();
+    Ok(store
+        .journal(run)?
+        .iter()
+        .filter(|e| e.state == ActionState::Held && !decided.contains_key(&e.action.seq))
+        .filter(|e| {
+            e.action
+                .identity_id
+                .as_ref()
+                .is_some_and(|id| open.contains(id))
+        })
+        .count())
 }
 
 /// The email side of the daemon, when `[report.email]` is configured.
@@ -115,24 +213,39 @@ impl Notifier {
     }
 
     /// Sends what is due in the outbox; failures stay queued with their backoff.
-    pub async fn deliver(&self, store: &mut Store, now: DateTime<Utc>) {
+    pub async fn deliver(&self, store: &mut Store, now: DateTime<Utc>) -> Delivered {
         let mailer = match Mailer::new(&self.mail) {
             Ok(mailer) => mailer,
             Err(e) => {
                 tracing::error!(error = %e, "cannot set up SMTP delivery");
-                return;
+                return Delivered::Failed(format!("cannot set up SMTP delivery: {e}"));
             }
         };
         match mail::deliver_due(store, &mailer, self.mail.retry, now).await {
-            Ok(d) if d.sent + d.retrying + d.failed > 0 => tracing::info!(
-                sent = d.sent,
-                retrying = d.retrying,
-                failed = d.failed,
-                last_error = d.last_error.as_deref().unwrap_or(""),
-                "outbox delivery"
-            ),
-            Ok(_) => {}
-            Err(e) => tracing::error!(error = %e, "outbox delivery failed"),
+            Ok(d) if d.sent + d.retrying + d.failed == 0 => Delivered::NothingDue,
+            Ok(d) => {
+                tracing::info!(
+                    sent = d.sent,
+                    retrying = d.retrying,
+                    failed = d.failed,
+                    last_error = d.last_error.as_deref().unwrap_or(""),
+                    "outbox delivery"
+                );
+                if d.sent == 0 {
+                    let why = d.last_error.as_deref().unwrap_or("no reason given");
+                    Delivered::Failed(format!(
+                        "no due message could be sent ({} kept for a later attempt, {} refused \
+                         for good): {why}",
+                        d.retrying, d.failed
+                    ))
+                } else {
+                    Delivered::Sent(d)
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "outbox delivery failed");
+                Delivered::Failed(format!("outbox delivery failed: {e}"))
+            }
         }
     }
 
@@ -180,6 +293,21 @@ impl Notifier {
                 now,
             ),
             None => self.resolve(store, "circuit_breaker_open", now),
+        }
+    }
+
+    /// Raises the sweep's hold alert when this sweep or retry pass's guard held
+    /// deprovisions, at once rather than at the next reconcile; otherwise resolves
+    /// it once the run it names holds nobody any more (see [`still_held`]).
+    pub fn after_sweep(&self, store: &mut Store, outcome: &SweepOutcome, now: DateTime<Utc>) {
+        match sweep_holds(store, outcome) {
+            Ok(Some(condition)) => self.raise(store, &condition, now),
+            Ok(None) => match sweep_hold_over(store) {
+                Ok(true) => self.resolve(store, SWEEP_HELD, now),
+                Ok(false) => {}
+                Err(e) => tracing::error!(error = %e, "cannot read what the sweep holds"),
+            },
+            Err(e) => tracing::error!(error = %e, "cannot read what the sweep held"),
         }
     }
 

@@ -430,6 +430,31 @@ impl Store {
             .context(|| "reading active alerts from alerts".to_owned())
     }
 
+    /// For each person with a held deactivation or deletion nobody approved or
+    /// rejected yet, the newest reconcile or sweep run that holds it: what an
+    /// overdue alert names for `seatwarden approve RUN`.
+    pub fn held_for_approval(
+        &self,
+    ) -> Result<std::collections::HashMap<String, RunId>, StoreError> {
+        self.conn
+            .prepare_cached(
+                "SELECT actions.identity_id, max(actions.run_id) FROM actions
+                 JOIN runs ON runs.id = actions.run_id
+                 LEFT JOIN held_decisions ON held_decisions.run_id = actions.run_id
+                                         AND held_decisions.seq = actions.seq
+                 WHERE actions.state = 'held' AND held_decisions.run_id IS NULL
+                   AND actions.kind IN ('deactivate', 'delete')
+                   AND actions.identity_id IS NOT NULL
+                   AND runs.kind IN ('reconcile', 'sweep')
+                 GROUP BY actions.identity_id",
+            )
+            .and_then(|mut stmt| {
+                stmt.query_map([], |row| Ok((row.get(0)?, row.get(1)?)))?
+                    .collect()
+            })
+            .context(|| "reading the held deprovisions awaiting approval from actions".to_owned())
+    }
+
     /// Active alerts whose key starts with `prefix` (one condition's per-person
     /// alerts), by key.
     pub fn active_alerts_under(&self, prefix: &str) -> Result<Vec<AlertRecord>, StoreError> {

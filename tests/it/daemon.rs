@@ -1023,7 +1023,15 @@ fn a_mass_hold_sends_one_overdue_alert_not_one_per_person() {
         resolutions[0]
             .message
             .subject
-            .contains("resolved: 301 overdue deprovisions"),
+            .starts_with("Resolved: [seatwarden] "),
+        "{}",
+        resolutions[0].message.subject
+    );
+    assert!(
+        resolutions[0]
+            .message
+            .subject
+            .ends_with(": 301 deprovisions are overdue"),
         "{}",
         resolutions[0].message.subject
     );
@@ -1034,6 +1042,220 @@ fn a_mass_hold_sends_one_overdue_alert_not_one_per_person() {
     );
     assert_eq!(of_kind(&store, OutboxKind::Alert).len(), 3);
     assert!(store.active_alerts().unwrap().is_empty());
+}
+
+/// Two leavers whose deprovisions the guard held in a sweep run (as a sweep pass
+/// journals them), their episodes open from `t0`; returns the run.
+fn sweep_held_two(store: &mut Store, t0: chrono::DateTime<chrono::Utc>) -> i64 {
+    use seatwarden::model::{Action, ActionKind, DriftKind, HoldReason, Plan};
+    use seatwarden::sla::{self, Leaver, LossReason};
+    use seatwarden::store::RunKind;
+
+    let leavers: Vec<Leaver> = (1..=2)
+        .map(|n| Leaver {
+            identity_id: format!("00u{n}"),
+            account_id: Some(format!("acc-{n}")),
+            user_name: format!("leaver{n}@example.com"),
+            reason: LossReason::Deleted,
+        })
+        .collect();
+    let open = store.current_deprovisions().unwrap();
+    let changes = sla::observe(&open, &leavers, &[], t0, chrono::Duration::hours(1));
+    store.update_ledger(&changes, t0).unwrap();
+    let run = store.begin_run(RunKind::Sweep, t0).unwrap();
+    let plan = Plan {
+        actions: leavers
+            .iter()
+            .enumerate()
+            .map(|(seq, l)| Action {
+                seq: u32::try_from(seq).unwrap(),
+                kind: ActionKind::Deactivate {
+                    account_id: l.account_id.clone().unwrap(),
+                },
+                reason: DriftKind::StaleAccess,
+                subject: l.user_name.clone(),
+                identity_id: Some(l.identity_id.clone()),
+                detail: "deleted from the directory".into(),
+                held: Some(HoldReason::IncompleteDirectory),
+            })
+            .collect(),
+        ..Plan::default()
+    };
+    store.save_plan(run, &plan, t0).unwrap();
+    for entry in store.open_deprovisions().unwrap() {
+        store
+            .deprovision_held(entry.id, "held", t0 + chrono::Duration::minutes(15))
+            .unwrap();
+    }
+    run
+}
+
+/// Deprovisions the sweep's guard holds alert at once, naming the run and the
+/// commands; a later pass with nothing due leaves the alert as it is; deciding
+/// on the run (or the deprovisions being done some other way) resolves it, in a
+/// message whose subject is the alert's behind "Resolved: ".
+#[test]
+fn a_sweep_that_holds_deprovisions_alerts_at_once_until_they_are_decided() {
+    use chrono::{Duration as Minutes, TimeZone, Utc};
+    use seatwarden::store::{Decision, OutboxKind};
+    use seatwarden::sweep::SweepOutcome;
+
+    let (dir, notifier) = alerting_notifier();
+    let mut store = Store::open(&dir.path().join("state.db")).unwrap();
+    let t0 = Utc.with_ymd_and_hms(2026, 11, 30, 9, 0, 0).unwrap();
+    let run = sweep_held_two(&mut store, t0);
+    let held = SweepOutcome {
+        run_id: Some(run),
+        held: 2,
+        ..SweepOutcome::default()
+    };
+    notifier.after_sweep(&mut store, &held, t0);
+    let outbox = store.outbox().unwrap();
+    assert_eq!(outbox.len(), 1, "an alert at once");
+    let alert = &outbox[0].message;
+    assert_eq!(alert.kind, OutboxKind::Alert);
+    assert!(
+        alert.subject.ends_with(&format!(
+            "2 deprovisions held by the guard in sweep run {run}"
+        )),
+        "{}",
+        alert.subject
+    );
+    for line in [
+        format!(
+            "Approve with `seatwarden approve {run}`, or reject with `seatwarden reject {run}`."
+        ),
+        "Held: leaver1@example.com (directory id 00u1)".to_owned(),
+        "`seatwarden explain 00u1` tells one person's whole story".to_owned(),
+    ] {
+        assert!(alert.text.contains(&line), "{line}\n{}", alert.text);
+    }
+
+    // Passes with nothing due (every minute, the retry job) change nothing.
+    notifier.after_sweep(
+        &mut store,
+        &SweepOutcome::default(),
+        t0 + Minutes::minutes(1),
+    );
+    assert_eq!(
+        store.outbox().unwrap().len(),
+        1,
+        "still held, nothing resolved"
+    );
+
+    // Rejected: resolved, once.
+    store
+        .record_decisions(
+            run,
+            &[(0, Decision::Rejected, None), (1, Decision::Rejected, None)],
+            "operator",
+            t0 + Minutes::minutes(2),
+        )
+        .unwrap();
+    notifier.after_sweep(
+        &mut store,
+        &SweepOutcome::default(),
+        t0 + Minutes::minutes(3),
+    );
+    notifier.after_sweep(
+        &mut store,
+        &SweepOutcome::default(),
+        t0 + Minutes::minutes(4),
+    );
+    let outbox = store.outbox().unwrap();
+    assert_eq!(outbox.len(), 2, "one resolution");
+    assert_eq!(outbox[1].message.kind, OutboxKind::Resolution);
+    assert_eq!(
+        outbox[1].message.subject,
+        format!("Resolved: {}", outbox[0].message.subject)
+    );
+
+    // Held again by a later pass, then done by a reconcile's approval: the
+    // run's rows stay undecided, but nobody waits on them any more.
+    let later = t0 + Minutes::minutes(15);
+    let again = sweep_held_two(&mut store, later);
+    let held_again = SweepOutcome {
+        run_id: Some(again),
+        ..held
+    };
+    notifier.after_sweep(&mut store, &held_again, later);
+    assert_eq!(store.outbox().unwrap().len(), 3, "a new alert");
+    for entry in store.open_deprovisions().unwrap() {
+        store
+            .deprovision_verified(entry.id, later + Minutes::minutes(1))
+            .unwrap();
+    }
+    notifier.after_sweep(
+        &mut store,
+        &SweepOutcome::default(),
+        later + Minutes::minutes(2),
+    );
+    let outbox = store.outbox().unwrap();
+    assert_eq!(outbox.len(), 4);
+    assert_eq!(outbox[3].message.kind, OutboxKind::Resolution);
+    assert!(store.active_alerts().unwrap().is_empty());
+}
+
+/// An overdue deprovision a run holds names the run and the approve command.
+#[test]
+fn an_overdue_alert_names_the_run_holding_the_deprovision() {
+    use chrono::{Duration as Minutes, TimeZone, Utc};
+    use seatwarden::store::OutboxKind;
+
+    let (dir, notifier) = alerting_notifier();
+    let mut store = Store::open(&dir.path().join("state.db")).unwrap();
+    let t0 = Utc.with_ymd_and_hms(2026, 11, 30, 9, 0, 0).unwrap();
+    let run = sweep_held_two(&mut store, t0);
+    notifier.after_deprovisioning(&mut store, t0 + Minutes::minutes(61));
+    let alerts: Vec<_> = store
+        .outbox()
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.message.kind == OutboxKind::Alert)
+        .collect();
+    assert_eq!(alerts.len(), 1);
+    let text = &alerts[0].message.text;
+    assert!(
+        text.contains(&format!(
+            "Run {run} holds 2 of them for a human: approve with `seatwarden approve {run}`"
+        )),
+        "{text}"
+    );
+    assert!(text.contains(&format!("(run {run})")), "{text}");
+}
+
+/// The mail job's outcome: nothing due is a success; messages due and none sent
+/// (the relay is down) is a failure, with why.
+#[tokio::test]
+async fn a_delivery_that_sends_nothing_due_fails() {
+    use chrono::Utc;
+    use seatwarden::daemon::notify::Delivered;
+    use seatwarden::store::{NewMessage, OutboxKind};
+
+    let (dir, notifier) = alerting_notifier();
+    let mut store = Store::open(&dir.path().join("state.db")).unwrap();
+    let now = Utc::now();
+    assert_eq!(
+        notifier.deliver(&mut store, now).await,
+        Delivered::NothingDue
+    );
+    store
+        .enqueue_message(
+            &NewMessage {
+                kind: OutboxKind::Alert,
+                subject: "s".into(),
+                from: "sw@example.com".into(),
+                to: vec!["sec@example.com".into()],
+                text: "t".into(),
+                html: "<p>h</p>".into(),
+            },
+            now,
+        )
+        .unwrap();
+    match notifier.deliver(&mut store, now).await {
+        Delivered::Failed(why) => assert!(why.contains("127.0.0.1"), "{why}"),
+        other => panic!("nothing could be sent, yet {other:?}"),
+    }
 }
 
 /// The demo sandbox after one full reconcile, with the daemon's configuration
@@ -2298,6 +2520,89 @@ async fn a_sweep_resolves_a_cut_off_sweeps_deactivation_before_counting_the_day(
     assert!(!account_of_leaver().active);
     let journal = store.lock().unwrap().journal(crashed).unwrap();
     assert_eq!(journal[0].state, ActionState::Failed, "{journal:?}");
+    sandbox.shutdown().await;
+}
+
+/// End to end: a real sweep pass whose guard holds a leaver (the day's limit is
+/// reached) alerts at once with the pass's run, and the approval the alert
+/// names resolves it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leaver_the_sweeps_guard_holds_alerts_with_the_run_to_approve() {
+    use seatwarden::store::OutboxKind;
+    use seatwarden::workspace::ScimClient;
+
+    let (sandbox, dir, mut config) = reconciled_demo().await;
+    let leaver_id = remove_a_leaver(dir.path(), &sandbox);
+    let store = Arc::new(Mutex::new(Store::open(&config.state.path).unwrap()));
+    let now = chrono::Utc::now();
+    let today = store
+        .lock()
+        .unwrap()
+        .deprovisions_since(now - chrono::Duration::hours(24))
+        .unwrap();
+    config.safety.max_deprovisions_per_day = usize::try_from(today).unwrap();
+    let client = ScimClient::new(config.scim_settings().unwrap()).unwrap();
+    let directory = config.directory();
+    let outcome = sweep_now(&config, &directory, &client, &store).await;
+    assert_eq!(outcome.held, 1, "{outcome:?}");
+    let run = outcome.run_id.unwrap();
+
+    let (_mail_dir, notifier) = alerting_notifier();
+    notifier.after_sweep(&mut store.lock().unwrap(), &outcome, now);
+    let alerts: Vec<_> = store
+        .lock()
+        .unwrap()
+        .outbox()
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.message.kind == OutboxKind::Alert)
+        .collect();
+    assert_eq!(alerts.len(), 1);
+    let alert = &alerts[0].message;
+    assert!(
+        alert.subject.ends_with(&format!(
+            "1 deprovision held by the guard in sweep run {run}"
+        )),
+        "{}",
+        alert.subject
+    );
+    assert!(
+        alert.text.contains(&format!("`seatwarden approve {run}`")),
+        "{}",
+        alert.text
+    );
+    assert!(
+        alert
+            .text
+            .contains(&format!("`seatwarden explain {leaver_id}`")),
+        "{}",
+        alert.text
+    );
+
+    // Approved as the alert says: done, and resolved by the next pass.
+    config.safety.max_deprovisions_per_day = 100_000;
+    let store_for_approval = Store::open(&config.state.path).unwrap();
+    seatwarden::approval::approve(
+        &config,
+        &client,
+        store_for_approval,
+        run,
+        &seatwarden::approval::Only::parse(None).unwrap(),
+        chrono::Utc::now(),
+    )
+    .await
+    .unwrap();
+    let pass = sweep_now(&config, &directory, &client, &store).await;
+    notifier.after_sweep(&mut store.lock().unwrap(), &pass, chrono::Utc::now());
+    let kinds: Vec<OutboxKind> = store
+        .lock()
+        .unwrap()
+        .outbox()
+        .unwrap()
+        .into_iter()
+        .map(|e| e.message.kind)
+        .collect();
+    assert_eq!(kinds, [OutboxKind::Alert, OutboxKind::Resolution]);
     sandbox.shutdown().await;
 }
 

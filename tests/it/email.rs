@@ -1094,6 +1094,23 @@ fn alert_and_resolution_messages() {
         reason: "30 deprovisions planned, limit is 25".into(),
     };
     alert::raise(&mut store, &context, &held, at(9, 0)).unwrap();
+    let swept = AlertCondition::SweepHeld {
+        run_id: 43,
+        held: 2,
+        reason: "the directory snapshot was incomplete".into(),
+        people: vec![
+            alert::HeldPerson {
+                user_name: "olivia.haddad@example.com".into(),
+                identity_id: "00u1001".into(),
+            },
+            alert::HeldPerson {
+                user_name: "liam.chen@example.com".into(),
+                identity_id: "00u1002".into(),
+            },
+        ],
+    };
+    alert::raise(&mut store, &context, &swept, at(9, 5)).unwrap();
+    alert::resolve(&mut store, &context, &swept.key(), at(9, 20)).unwrap();
     let mut shown = String::new();
     for entry in store.outbox().unwrap() {
         shown.push_str(&format!(
