@@ -836,7 +836,13 @@ fn why_no_report(config: &Config, store: &Store, run_id: RunId) -> anyhow::Resul
     if sweep {
         why.push_str("; a sweep stores no report. ");
         why.push_str(&sweep_writes(
-            &store.journal_state_counts(run_id)?,
+            &store.journal_state_counts(
+                run_id,
+                &[
+                    crate::apply::NOT_SENT_STOPPING,
+                    crate::apply::NOT_SENT_BREAKER,
+                ],
+            )?,
             &config.admin_command(),
             run_id,
         ));
@@ -862,6 +868,12 @@ fn sweep_writes(
     .into_iter()
     .filter(|(state, _)| count(*state) > 0)
     .map(|(state, what)| format!("{} {what}", count(state)))
+    .chain(
+        by_state
+            .get("not_sent")
+            .filter(|n| **n > 0)
+            .map(|n| format!("{n} kept back unsent (a stop or an open circuit breaker)")),
+    )
     .collect();
     if parts.is_empty() {
         return "It wrote nothing.".to_owned();
