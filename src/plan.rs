@@ -548,6 +548,13 @@ fn fold(s: &str) -> Cow<'_, str> {
     }
 }
 
+/// How a retention delete's detail states since when the account has been
+/// deactivated. The plan knows no time zone; the report renders the same time on
+/// its own clock by replacing this text (see [`crate::report::ActionOutcome`]).
+pub fn retention_clock_utc(since: DateTime<Utc>) -> String {
+    since.format("%Y-%m-%d %H:%M UTC").to_string()
+}
+
 /// How the disputed item of someone who left says why, as the plan has always
 /// worded it (the [`InactiveReason`] texts).
 fn lost_text(reason: LossReason) -> String {
@@ -1740,7 +1747,7 @@ impl<'p, 'a: 'p> Planner<'p, 'a> {
             }
             let detail = format!(
                 "{why}; account deactivated since {}, past the retention of {}",
-                since.format("%Y-%m-%d %H:%M UTC"),
+                retention_clock_utc(since),
                 days(retention.delete_after)
             );
             (

@@ -273,6 +273,7 @@ fn report_of(
                 error,
                 waiting: a.held.as_ref().is_some_and(HoldReason::is_waiting),
                 settle_window: a.held.as_ref().and_then(report::SettleWindow::of),
+                deactivated_since: report::deactivated_since_of(&a.kind),
             }
         })
         .collect();
@@ -831,6 +832,39 @@ fn settle_window_and_circuit_breaker_times_are_in_the_report_time_zone() {
     );
     assert!(
         json.contains("\"since\": \"2026-12-01T08:00:00Z\""),
+        "{json}"
+    );
+    assert_eq!(Report::from_json(&json).unwrap(), report);
+}
+
+/// A retention delete says since when the account has been deactivated on the
+/// report's clock, in its action and its drift item alike; JSON keeps UTC.
+#[test]
+fn retention_delete_times_are_in_the_report_time_zone() {
+    let report = report_of(&scenario(), "reconcile", |_| (Outcome::Applied, None));
+    let berlin = chrono_tz::Europe::Berlin;
+    let local = deactivated_at()
+        .with_timezone(&berlin)
+        .format("%Y-%m-%d %H:%M:%S %Z")
+        .to_string();
+    assert!(local.ends_with("CEST"), "{local}");
+    let says = format!("account deactivated since {local}, past the retention of 30 days");
+    let utc = deactivated_at().format("%Y-%m-%d %H:%M UTC").to_string();
+    for out in rendered(&report, berlin) {
+        assert_eq!(
+            out.matches(&says).count(),
+            2,
+            "action and drift item: {out}"
+        );
+        assert!(!out.contains(&utc), "a UTC time in a Berlin report: {out}");
+    }
+    let json = report.to_json();
+    assert!(json.contains(&format!("deactivated since {utc}")), "{json}");
+    assert!(
+        json.contains(&format!(
+            "\"deactivated_since\": \"{}\"",
+            deactivated_at().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+        )),
         "{json}"
     );
     assert_eq!(Report::from_json(&json).unwrap(), report);
