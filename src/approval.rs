@@ -1214,6 +1214,7 @@ mod tests {
             error: None,
             waiting,
             settle_window: None,
+            deactivated_since: None,
         };
         let report = Report {
             schema_version: crate::report::SCHEMA_VERSION,

@@ -473,16 +473,39 @@ impl View<'_> {
         }
     }
 
-    /// The next plan's disputed-match items about this person or this account.
+    /// The next plan's disputed-match items about this person or this account. A
+    /// dispute has one item: a person's lists the accounts that may be theirs, so
+    /// an account is found in the item of an identity it matches; an account that
+    /// matches several people has the item, so a person is found in it.
     fn disputes(&self) -> Vec<&DriftItem> {
         let (identity_id, account_id) = (self.identity_id(), self.account_id());
+        let workspace = &self.loaded.workspace;
+        let directory = &self.loaded.directory;
+        let matches = |identity_id: &str, account_id: &str| {
+            let identity = directory.identities.iter().find(|i| i.id == identity_id);
+            let account = workspace.accounts.iter().find(|a| a.id == account_id);
+            identity
+                .zip(account)
+                .is_some_and(|(i, a)| matched_by(&self.loaded.links, i, a).is_some())
+        };
         self.next
             .drift
             .iter()
             .filter(|d| d.kind == DriftKind::DisputedMatch)
-            .filter(|d| match identity_id {
-                Some(id) => d.identity_id.as_deref() == Some(id),
-                None => d.account_id.is_some() && d.account_id.as_deref() == account_id,
+            .filter(|d| {
+                match (
+                    identity_id,
+                    d.identity_id.as_deref(),
+                    d.account_id.as_deref(),
+                ) {
+                    (Some(id), Some(of), _) => of == id,
+                    (Some(id), None, Some(account)) => matches(id, account),
+                    (None, _, Some(account)) => account_id == Some(account),
+                    (None, Some(of), None) => {
+                        account_id.is_some_and(|account| matches(of, account))
+                    }
+                    _ => false,
+                }
             })
             .collect()
     }
@@ -543,7 +566,8 @@ impl View<'_> {
             .collect();
         // The identity itself is disputed: no account is theirs until a person
         // says which. Otherwise its link stands and only other accounts are.
-        let whole = items.iter().any(|d| d.account_id.is_none());
+        let whole = items.iter().any(|d| d.account_id.is_none())
+            || (self.link.is_none() && items.iter().any(|d| d.identity_id.is_none()));
         if whole {
             let _ = writeln!(
                 out,

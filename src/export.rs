@@ -28,7 +28,8 @@ pub struct AccessRow {
     pub identity_status: Option<String>,
     /// The mapping(s) that grant this access, `in scope: default role …`, why it
     /// should go (`…: access due to be removed` while the account is active,
-    /// `…: account deactivated (no access)` once it is not), or `unmanaged`.
+    /// `…: account deactivated (no access)` once it is not — so, too, for an
+    /// active person whose account is deactivated), or `unmanaged`.
     pub justification: String,
     /// The last action seatwarden applied to the account, else when it was linked.
     pub last_change: Option<DateTime<Utc>>,
@@ -129,6 +130,11 @@ pub fn access(store: &Store, policy: &PolicySettings) -> Result<AccessExport, Ex
                 }
                 (Some(_), Some(identity)) if !in_scope(&identity.groups, policy) => {
                     format!("identity is out of scope: {}", removal(account.active))
+                }
+                // The mappings say what the account would grant, but a deactivated
+                // account grants nothing: listing them would show access that is not.
+                (Some(_), Some(_)) if !account.active => {
+                    format!("identity is active in the directory: {}", removal(false))
                 }
                 (Some(_), Some(identity)) => {
                     let mappings: Vec<String> = policy

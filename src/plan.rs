@@ -36,6 +36,11 @@
 //! among others by a weaker rule: that other account alone is disputed, so a stray
 //! account sharing a leaver's email cannot keep the leaver's account active.
 //!
+//! A dispute is reported once: an identity's item names every account that may be
+//! theirs and how each matched, and those accounts get no item of their own. An
+//! account keeps its own item only where no identity item names it — one account
+//! matching several people, whose identities get an item only when they lost access.
+//!
 //! A stored link decides an identity's account. An unlinked account whose only
 //! candidate is an identity already linked to another account is a **duplicate** of
 //! that identity: reported as a dispute while the person is active, and deprovisioned
@@ -310,6 +315,27 @@ enum Owner {
     Orphan,
 }
 
+/// How a suspect account is tied to a disputed identity: by a stored link, or by
+/// the matching rule that found it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Via {
+    StoredLink,
+    Rule(LinkMethod),
+}
+
+impl Via {
+    /// As a reader names it: the attribute as the workspace spells it.
+    fn as_str(self) -> &'static str {
+        match self {
+            Via::StoredLink => "a stored link",
+            Via::Rule(LinkMethod::ExternalId) => "externalId",
+            Via::Rule(LinkMethod::UserName) => "userName",
+            Via::Rule(LinkMethod::Email) => "email",
+            Via::Rule(method) => method.as_str(),
+        }
+    }
+}
+
 /// A short list that needs no allocation for a single value (the common case for
 /// link and match candidates).
 #[derive(Debug, Clone, Default)]
@@ -472,9 +498,13 @@ struct Matching<'a> {
     primary: Vec<u32>,
     /// Identity key → why it is disputed.
     disputed: FxHashMap<u32, String>,
-    /// Disputed identity key → the slots of the accounts that may be theirs
-    /// (unsorted, maybe repeated): whether a leaver among them still has access.
-    suspects: FxHashMap<u32, Vec<u32>>,
+    /// Disputed identity key → the slots of the accounts that may be theirs and
+    /// how each is tied to them (unsorted, maybe repeated): whether a leaver among
+    /// them still has access, and what the identity's drift item lists.
+    suspects: FxHashMap<u32, Vec<(u32, Via)>>,
+    /// Disputed account slot → the identity keys it matches, when its deciding
+    /// rule found several.
+    several: FxHashMap<u32, Vec<u32>>,
     new_links: Vec<NewLink>,
 }
 
@@ -516,6 +546,13 @@ fn fold(s: &str) -> Cow<'_, str> {
     } else {
         Cow::Borrowed(s)
     }
+}
+
+/// How a retention delete's detail states since when the account has been
+/// deactivated. The plan knows no time zone; the report renders the same time on
+/// its own clock by replacing this text (see [`crate::report::ActionOutcome`]).
+pub fn retention_clock_utc(since: DateTime<Utc>) -> String {
+    since.format("%Y-%m-%d %H:%M UTC").to_string()
 }
 
 /// How the disputed item of someone who left says why, as the plan has always
@@ -633,7 +670,8 @@ impl<'a> Matching<'a> {
         let mut owners: Vec<Owner> = vec![Owner::Orphan; accounts.len()];
         let mut details: Vec<String> = Vec::new();
         let mut disputed: FxHashMap<u32, String> = FxHashMap::default();
-        let mut suspects: FxHashMap<u32, Vec<u32>> = FxHashMap::default();
+        let mut suspects: FxHashMap<u32, Vec<(u32, Via)>> = FxHashMap::default();
+        let mut several: FxHashMap<u32, Vec<u32>> = FxHashMap::default();
         let mut new_links = Vec::new();
 
         // Stored links: only one-to-one pairs decide; anything else is disputed.
@@ -697,10 +735,15 @@ impl<'a> Matching<'a> {
                 disputed.entry(key).or_insert_with(|| {
                     format!(
                         "its stored link is to account {this}, whose externalId names identity \
-                         {named_id}"
+                         {named_id}: if the link is right, set the account's externalId to \
+                         {linked_id:?} in the workspace; if the account is {named_id}'s, \
+                         `seatwarden link {named_id} {this} --replace` moves the link"
                     )
                 });
-                suspects.entry(key).or_default().push(slot);
+                suspects
+                    .entry(key)
+                    .or_default()
+                    .push((slot, Via::StoredLink));
                 claimed_elsewhere.push((named, slot, this, linked_id));
             } else if clean {
                 for &key in keys {
@@ -722,10 +765,12 @@ impl<'a> Matching<'a> {
                             joined(by_identity.get(key).iter().map(|&s| account_id(s)))
                         )
                     });
-                    suspects
-                        .entry(key)
-                        .or_default()
-                        .extend_from_slice(by_identity.get(key));
+                    suspects.entry(key).or_default().extend(
+                        by_identity
+                            .get(key)
+                            .iter()
+                            .map(|&linked| (linked, Via::StoredLink)),
+                    );
                 }
             }
         }
@@ -742,7 +787,10 @@ impl<'a> Matching<'a> {
                          link is to identity {linked_id}"
                     )
                 });
-                suspects.entry(named).or_default().push(slot);
+                suspects
+                    .entry(named)
+                    .or_default()
+                    .push((slot, Via::Rule(LinkMethod::ExternalId)));
             }
         }
 
@@ -831,7 +879,10 @@ impl<'a> Matching<'a> {
                             method,
                         };
                     } else if by_identity.has(only) {
-                        suspects.entry(only).or_default().push(slot);
+                        suspects
+                            .entry(only)
+                            .or_default()
+                            .push((slot, Via::Rule(method)));
                         *owner = Owner::Disputed(slot_of(details.len()).unwrap_or(NONE));
                         details.push(format!(
                             "matches identity {} by {}, whose stored links are disputed",
@@ -851,7 +902,10 @@ impl<'a> Matching<'a> {
                     for &key in candidates {
                         // A stored link already decides a linked identity's account.
                         if !by_identity.has(key) {
-                            suspects.entry(key).or_default().push(slot);
+                            suspects
+                                .entry(key)
+                                .or_default()
+                                .push((slot, Via::Rule(method)));
                             let this = (account.id.as_str(), method);
                             ambiguous
                                 .entry(key)
@@ -863,6 +917,7 @@ impl<'a> Matching<'a> {
                                 .or_insert(this);
                         }
                     }
+                    several.insert(slot, candidates.to_vec());
                     *owner = Owner::Disputed(slot_of(details.len()).unwrap_or(NONE));
                     details.push(detail);
                 }
@@ -907,7 +962,10 @@ impl<'a> Matching<'a> {
                 disputed.entry(key).or_insert_with(|| {
                     format!("its only match, account {}, {why}", account_id(slot))
                 });
-                suspects.entry(key).or_default().push(slot);
+                suspects
+                    .entry(key)
+                    .or_default()
+                    .push((slot, Via::Rule(method)));
                 continue;
             }
             match matched.as_slice() {
@@ -939,11 +997,12 @@ impl<'a> Matching<'a> {
                     }
                     disputed
                         .entry(key)
-                        .or_insert_with(|| format!("several accounts match this identity: {ids}"));
-                    suspects
-                        .entry(key)
-                        .or_default()
-                        .extend(matched.iter().map(|&(slot, _)| slot));
+                        .or_insert_with(|| "several accounts match this identity".to_owned());
+                    suspects.entry(key).or_default().extend(
+                        matched
+                            .iter()
+                            .map(|&(slot, method)| (slot, Via::Rule(method))),
+                    );
                 }
             }
         }
@@ -958,6 +1017,7 @@ impl<'a> Matching<'a> {
             primary,
             disputed,
             suspects,
+            several,
             new_links,
         }
     }
@@ -1241,19 +1301,15 @@ impl<'p, 'a: 'p> Planner<'p, 'a> {
         self.settings.protected.matches(user_name)
     }
 
+    /// One drift item per dispute. An identity several accounts may belong to gets
+    /// the item, listing each account and how it matched; those accounts get none of
+    /// their own. An account keeps its own item when no identity item lists it — one
+    /// account matching several identities is the account's dispute, and its
+    /// identities get no item unless they lost access, which a reader must not miss.
     fn disputes(&mut self) {
         let m = self.matching;
-        for (account, owner) in m.accounts.iter().zip(&m.owners) {
-            if let Owner::Disputed(detail) = *owner {
-                self.drift(Item {
-                    kind: DriftKind::DisputedMatch,
-                    identity_id: None,
-                    account_id: Some(&account.id),
-                    user_name: &account.user_name,
-                    detail: m.detail(detail).to_owned(),
-                });
-            }
-        }
+        // Account slot → the identity keys whose emitted item lists it.
+        let mut listed_in: FxHashMap<u32, Vec<u32>> = FxHashMap::default();
         for (&key, detail) in &m.disputed {
             let identity_id = m.id_of(key);
             let user_name = m
@@ -1268,37 +1324,21 @@ impl<'p, 'a: 'p> Planner<'p, 'a> {
                     _ => None,
                 },
             };
-            let mut accounts: Vec<&'a Account> = m
+            let mut suspects: Vec<(&'a Account, u32, Via)> = m
                 .suspects
                 .get(&key)
                 .into_iter()
                 .flatten()
-                .filter_map(|&slot| m.at(slot))
+                .filter_map(|&(slot, via)| Some((m.at(slot)?, slot, via)))
                 .collect();
-            accounts.sort_unstable_by(|a, b| a.id.cmp(&b.id));
-            accounts.dedup_by(|a, b| a.id == b.id);
+            suspects.sort_by(|a, b| a.0.id.cmp(&b.0.id));
+            suspects.dedup_by(|a, b| a.0.id == b.0.id);
+            let accounts: Vec<&'a Account> = suspects.iter().map(|&(a, _, _)| a).collect();
             let active: Vec<&str> = accounts
                 .iter()
                 .filter(|a| a.active)
                 .map(|a| a.id.as_str())
                 .collect();
-            let detail = match lost {
-                // Every account that may be theirs is inactive: they have no access,
-                // and saying none is deactivated would send a reader looking for one.
-                Some(lost) if active.is_empty() && !accounts.is_empty() => format!(
-                    "{detail}; lost access ({}), and every account that may be theirs \
-                     ({}) is inactive already: `seatwarden link {identity_id} ACCOUNT` \
-                     settles which is theirs",
-                    lost_text(lost),
-                    joined(accounts.iter().map(|a| a.id.as_str()))
-                ),
-                Some(lost) => format!(
-                    "{detail}; LOST ACCESS ({}): no account of theirs is deactivated \
-                     until `seatwarden link {identity_id} ACCOUNT` says which is theirs",
-                    lost_text(lost)
-                ),
-                None => detail.clone(),
-            };
             // Someone protected is never touched, and the sweep ends their episodes:
             // one opened here would come back after every sweep.
             if let Some(reason) = lost
@@ -1315,11 +1355,81 @@ impl<'p, 'a: 'p> Planner<'p, 'a> {
                     active: active.iter().map(|&id| id.to_owned()).collect(),
                 });
             }
+            let only_through_several = !suspects.is_empty()
+                && suspects
+                    .iter()
+                    .all(|(_, slot, _)| m.several.contains_key(slot));
+            if lost.is_none() && only_through_several {
+                continue;
+            }
+            for &(_, slot, _) in &suspects {
+                listed_in.entry(slot).or_default().push(key);
+            }
+            let candidates = joined(suspects.iter().map(|&(account, _, via)| {
+                format!("{} ({}) by {}", account.id, account.user_name, via.as_str())
+            }));
+            let detail = if candidates.is_empty() {
+                detail.clone()
+            } else {
+                format!("{detail}; candidates: {candidates}")
+            };
+            let detail = match lost {
+                // Every account that may be theirs is inactive: they have no access,
+                // and saying none is deactivated would send a reader looking for one.
+                Some(lost) if active.is_empty() && !accounts.is_empty() => format!(
+                    "{detail}; lost access ({}), and every account that may be theirs is \
+                     inactive already: `seatwarden link {identity_id} ACCOUNT` settles which \
+                     is theirs",
+                    lost_text(lost)
+                ),
+                Some(lost) => format!(
+                    "{detail}; LOST ACCESS ({}): no account of theirs is deactivated \
+                     until `seatwarden link {identity_id} ACCOUNT` says which is theirs \
+                     (`seatwarden explain {identity_id}` compares them)",
+                    lost_text(lost)
+                ),
+                None => format!(
+                    "{detail}; `seatwarden explain {identity_id}` compares them, \
+                     `seatwarden link {identity_id} ACCOUNT` settles which is theirs"
+                ),
+            };
             self.drift(Item {
                 kind: DriftKind::DisputedMatch,
                 identity_id: Some(identity_id),
                 account_id: None,
                 user_name,
+                detail,
+            });
+        }
+        for (slot, (account, owner)) in m.accounts.iter().zip(&m.owners).enumerate() {
+            let Owner::Disputed(detail) = *owner else {
+                continue;
+            };
+            let Some(slot) = slot_of(slot) else { continue };
+            let listed = listed_in.get(&slot).map_or(&[][..], Vec::as_slice);
+            let covered = match m.several.get(&slot) {
+                Some(identities) => identities.iter().all(|key| listed.contains(key)),
+                None => !listed.is_empty(),
+            };
+            if covered {
+                continue;
+            }
+            let detail = if m.several.contains_key(&slot) {
+                format!(
+                    "{}; `seatwarden explain {}` compares them, `seatwarden link IDENTITY {}` \
+                     settles whose it is",
+                    m.detail(detail),
+                    account.id,
+                    account.id
+                )
+            } else {
+                m.detail(detail).to_owned()
+            };
+            self.drift(Item {
+                kind: DriftKind::DisputedMatch,
+                identity_id: None,
+                account_id: Some(&account.id),
+                user_name: &account.user_name,
                 detail,
             });
         }
@@ -1637,7 +1747,7 @@ impl<'p, 'a: 'p> Planner<'p, 'a> {
             }
             let detail = format!(
                 "{why}; account deactivated since {}, past the retention of {}",
-                since.format("%Y-%m-%d %H:%M UTC"),
+                retention_clock_utc(since),
                 days(retention.delete_after)
             );
             (
@@ -2615,30 +2725,29 @@ mod tests {
         assert!(plan.actions.is_empty(), "{:#?}", plan.actions);
         assert!(plan.new_links.is_empty(), "{:?}", plan.new_links);
         let disputed = drift_of(&plan, DriftKind::DisputedMatch);
-        let accounts: Vec<_> = disputed
-            .iter()
-            .filter_map(|d| d.account_id.as_deref())
-            .collect();
-        assert!(
-            accounts.contains(&"1") && accounts.contains(&"2"),
-            "{disputed:#?}"
-        );
-        let one = disputed
-            .iter()
-            .find(|d| d.account_id.as_deref() == Some("1"))
-            .unwrap();
-        assert!(
-            one.detail.contains("identity vera") && one.detail.contains("names identity ursula"),
-            "{}",
-            one.detail
-        );
+        // One item per person, listing both accounts: the accounts get none of
+        // their own.
         let identities: Vec<_> = disputed
             .iter()
             .filter_map(|d| d.identity_id.as_deref())
             .collect();
+        assert_eq!(identities, ["ursula", "vera"], "{disputed:#?}");
         assert!(
-            identities.contains(&"ursula") && identities.contains(&"vera"),
+            disputed.iter().all(|d| d.account_id.is_none()),
             "{disputed:#?}"
+        );
+        let vera = disputed
+            .iter()
+            .find(|d| d.identity_id.as_deref() == Some("vera"))
+            .unwrap();
+        assert!(
+            vera.detail
+                .contains("account 1, whose externalId names identity ursula")
+                && vera.detail.contains("1 (ursula@ex.com) by a stored link")
+                && vera.detail.contains("2 (vera@ex.com) by externalId")
+                && vera.detail.contains("`seatwarden link ursula 1 --replace`"),
+            "{}",
+            vera.detail
         );
     }
 
@@ -2689,10 +2798,14 @@ mod tests {
                 .all(|d| d.identity_id.as_deref() != Some("vera")),
             "{disputed:#?}"
         );
+        let walt: Vec<_> = disputed
+            .iter()
+            .filter(|d| d.identity_id.as_deref() == Some("walt"))
+            .collect();
         assert!(
-            disputed
-                .iter()
-                .any(|d| d.account_id.as_deref() == Some("3")),
+            disputed.len() == 1
+                && walt.len() == 1
+                && walt[0].detail.contains("3 (walt@ex.com) by a stored link"),
             "{disputed:#?}"
         );
         // vera leaving still deactivates her own account.
@@ -2873,18 +2986,29 @@ mod tests {
         assert!(plan.actions.is_empty(), "{:#?}", plan.actions);
         assert!(plan.new_links.is_empty());
         let disputed = drift_of(&plan, DriftKind::DisputedMatch);
-        assert_eq!(disputed.len(), 2, "{disputed:#?}");
+        // The person's item lists the account: it has none of its own.
+        assert_eq!(disputed.len(), 1, "{disputed:#?}");
         assert!(
-            disputed.iter().all(|d| d
-                .detail
-                .contains("\"former-employee\" names nobody in the directory")),
+            disputed[0].identity_id.as_deref() == Some("new-hire")
+                && disputed[0]
+                    .detail
+                    .contains("\"former-employee\" names nobody in the directory")
+                && disputed[0]
+                    .detail
+                    .contains("1 (new-hire@ex.com) by userName"),
             "{disputed:#?}"
         );
 
         // Matched by email the same.
         fx.accounts[0].user_name = "someone@ex.com".into();
         fx.accounts[0].email = Some("NEW-HIRE@ex.com".into());
-        assert_eq!(drift_of(&fx.plan(), DriftKind::DisputedMatch).len(), 2);
+        let plan = fx.plan();
+        let disputed = drift_of(&plan, DriftKind::DisputedMatch);
+        assert_eq!(disputed.len(), 1, "{disputed:#?}");
+        assert!(
+            disputed[0].detail.contains("1 (someone@ex.com) by email"),
+            "{disputed:#?}"
+        );
 
         fx.accounts[0].external_id = None;
         let plan = fx.plan();
@@ -3019,8 +3143,27 @@ mod tests {
         assert!(plan.actions.is_empty(), "{:#?}", plan.actions);
         assert!(plan.new_links.is_empty());
         let disputed = drift_of(&plan, DriftKind::DisputedMatch);
-        assert_eq!(disputed.len(), 3, "{disputed:#?}");
-        assert!(disputed[0].detail.contains("several identities"));
+        // The account's item names both people; the leaver's own item says they
+        // lost access, which a reader must not miss.
+        assert_eq!(disputed.len(), 2, "{disputed:#?}");
+        assert!(
+            disputed[0].account_id.as_deref() == Some("1")
+                && disputed[0]
+                    .detail
+                    .contains("matches several identities by email: x, y"),
+            "{disputed:#?}"
+        );
+        assert!(
+            disputed[1].identity_id.as_deref() == Some("y")
+                && disputed[1].detail.contains("LOST ACCESS"),
+            "{disputed:#?}"
+        );
+        // Nobody lost access: one dispute, one item, the account's.
+        fx.identities[1].status = IdentityStatus::Active;
+        let plan = fx.plan();
+        let disputed = drift_of(&plan, DriftKind::DisputedMatch);
+        assert_eq!(disputed.len(), 1, "{disputed:#?}");
+        assert_eq!(disputed[0].account_id.as_deref(), Some("1"));
     }
 
     /// A leaver's own account (its externalId is their id) is deactivated even when
@@ -3152,7 +3295,8 @@ mod tests {
         assert!(
             !person[0].contains("LOST ACCESS")
                 && !person[0].contains("no account of theirs is deactivated")
-                && person[0].contains("(1, 2) is inactive already")
+                && person[0].contains("candidates: 1 (a@ex.com) by externalId, 2 (other) by email")
+                && person[0].contains("every account that may be theirs is inactive already")
                 && person[0].contains("seatwarden link a ACCOUNT"),
             "{}",
             person[0]
@@ -3168,7 +3312,7 @@ mod tests {
         by_email.user_name = "other".into();
         fx.accounts = vec![acct("1", "a"), by_email];
         let plan = fx.plan();
-        assert_eq!(drift_of(&plan, DriftKind::DisputedMatch).len(), 3);
+        assert_eq!(drift_of(&plan, DriftKind::DisputedMatch).len(), 1);
         assert!(
             plan.disputed_leavers.is_empty(),
             "{:#?}",
@@ -3222,7 +3366,16 @@ mod tests {
         let plan = fx.plan();
         assert!(plan.actions.is_empty(), "{:#?}", plan.actions);
         let disputed = drift_of(&plan, DriftKind::DisputedMatch);
-        assert_eq!(disputed.len(), 3);
+        // One dispute, one item: the person's, naming each account and how it
+        // matched.
+        assert_eq!(disputed.len(), 1, "{disputed:#?}");
+        assert!(
+            disputed[0]
+                .detail
+                .contains("candidates: 1 (a@ex.com) by externalId, 2 (other) by email"),
+            "{}",
+            disputed[0].detail
+        );
         // The identity's own item says the person has left: nothing is done
         // about their access until a human decides, and the report must say so.
         let person: Vec<&str> = disputed
@@ -3339,7 +3492,20 @@ mod tests {
         fx.links = vec![link("a", "1"), link("b", "1")];
         let plan = fx.plan();
         assert!(plan.actions.is_empty(), "{:#?}", plan.actions);
-        assert_eq!(drift_of(&plan, DriftKind::DisputedMatch).len(), 3);
+        // Each person's item lists the account; it gets none of its own.
+        let disputed = drift_of(&plan, DriftKind::DisputedMatch);
+        let identities: Vec<_> = disputed
+            .iter()
+            .filter_map(|d| d.identity_id.as_deref())
+            .collect();
+        assert_eq!(identities, ["a", "b"], "{disputed:#?}");
+        assert!(
+            disputed
+                .iter()
+                .all(|d| d.account_id.is_none()
+                    && d.detail.contains("1 (a@ex.com) by a stored link")),
+            "{disputed:#?}"
+        );
     }
 
     #[test]

@@ -852,6 +852,7 @@ fn build_report(
                     .as_ref()
                     .is_some_and(crate::model::HoldReason::is_waiting),
                 settle_window: action.held.as_ref().and_then(report::SettleWindow::of),
+                deactivated_since: report::deactivated_since_of(&action.kind),
             })
         })
         .collect::<Result<_, StoreError>>()?;

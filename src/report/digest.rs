@@ -349,7 +349,12 @@ impl Digest {
         // Current drift: what the latest run found and did not repair, however
         // long ago: the period only chooses the runs, actions and trend shown.
         let current: Vec<&DriftItem> = latest.map(residual_drift).unwrap_or_default();
-        let current_owned: Vec<DriftItem> = current.iter().map(|d| (*d).clone()).collect();
+        // On the digest's clock: a retention delete states its time as the run's
+        // report does.
+        let current_owned: Vec<DriftItem> = match latest {
+            Some(latest) => current.iter().map(|d| latest.item_on(d, tz)).collect(),
+            None => Vec::new(),
+        };
         let drift: Vec<DriftKindPeople> = drift_groups(&current_owned)
             .into_iter()
             .map(|group| DriftKindPeople {
@@ -814,10 +819,11 @@ fn oldest_unresolved(
             oldest = Some((at, run, item));
         }
     }
+    let latest = newest(input);
     oldest.map(|(at, run, item)| OldestDrift {
         kind: item.kind,
         user_name: clean(&item.user_name),
-        detail: clean(&item.detail),
+        detail: clean(&latest.map_or_else(|| item.detail.clone(), |r| r.item_on(item, tz).detail)),
         since: local(at, tz),
         at_least: Some(run) == first_loaded,
     })

@@ -8,6 +8,7 @@ pub mod digest;
 mod templated;
 mod text;
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
@@ -162,6 +163,35 @@ pub struct ActionOutcome {
     /// on the report's clock. Absent from reports of earlier versions.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub settle_window: Option<SettleWindow>,
+    /// A retention delete's: since when the account has been deactivated, so the
+    /// renderers show the time `detail` states in UTC on the report's clock.
+    /// Absent from other actions and from reports of earlier versions.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deactivated_since: Option<DateTime<Utc>>,
+}
+
+/// Since when the account a retention delete removes has been deactivated
+/// ([`ActionOutcome::deactivated_since`]); none for any other action.
+pub fn deactivated_since_of(kind: &crate::model::ActionKind) -> Option<DateTime<Utc>> {
+    match *kind {
+        crate::model::ActionKind::Delete {
+            deactivated_since, ..
+        } => deactivated_since,
+        _ => None,
+    }
+}
+
+/// `detail` with the retention clock it states in UTC shown on `tz`'s clock.
+fn on_clock(detail: &str, since: Option<DateTime<Utc>>, tz: chrono_tz::Tz) -> Cow<'_, str> {
+    let Some(since) = since else {
+        return Cow::Borrowed(detail);
+    };
+    let utc = crate::plan::retention_clock_utc(since);
+    if detail.contains(&utc) {
+        Cow::Owned(detail.replacen(&utc, &templated::timestamp(since, tz), 1))
+    } else {
+        Cow::Borrowed(detail)
+    }
 }
 
 /// The settle window an action waits for (see [`crate::model::HoldReason::Settling`]).
@@ -191,6 +221,12 @@ impl ActionOutcome {
     /// Failed, or held for a human (not merely waiting for the settle window).
     pub fn needs_attention(&self) -> bool {
         self.outcome == Outcome::Failed || (self.outcome == Outcome::Held && !self.waiting)
+    }
+
+    /// `detail` as a person reads it: a retention delete's time on `tz`'s clock,
+    /// as every other time of the report (the stored detail, and JSON, say UTC).
+    pub fn detail_on(&self, tz: chrono_tz::Tz) -> Cow<'_, str> {
+        on_clock(&self.detail, self.deactivated_since, tz)
     }
 
     /// Why it was held, failed or not run, as a person reads it: the settle
@@ -223,6 +259,31 @@ impl Report {
 
     pub fn from_json(text: &str) -> Result<Report, serde_json::Error> {
         serde_json::from_str(text)
+    }
+
+    /// The drift items as a person reads them on `tz`'s clock: a retention-expired
+    /// item states its delete's time as the action does ([`ActionOutcome::detail_on`]).
+    pub fn drift_on(&self, tz: chrono_tz::Tz) -> Vec<DriftItem> {
+        self.drift
+            .iter()
+            .map(|item| self.item_on(item, tz))
+            .collect()
+    }
+
+    /// One drift item of this report on `tz`'s clock (see [`Report::drift_on`]).
+    pub fn item_on(&self, item: &DriftItem, tz: chrono_tz::Tz) -> DriftItem {
+        let since = (item.kind == DriftKind::RetentionExpired)
+            .then(|| {
+                self.actions
+                    .iter()
+                    .find(|a| a.reason == item.kind && a.detail == item.detail)
+                    .and_then(|a| a.deactivated_since)
+            })
+            .flatten();
+        DriftItem {
+            detail: on_clock(&item.detail, since, tz).into_owned(),
+            ..item.clone()
+        }
     }
 
     /// Held actions that wait for a human: held, less those only waiting for the

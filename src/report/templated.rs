@@ -145,7 +145,7 @@ struct ActionRow<'a> {
     status: &'static str,
     op: &'a str,
     subject: &'a str,
-    detail: &'a str,
+    detail: std::borrow::Cow<'a, str>,
     error: Option<String>,
 }
 
@@ -183,12 +183,17 @@ fn action_row(action: &ActionOutcome, applying: bool, tz: chrono_tz::Tz) -> Acti
         },
         op: &action.op,
         subject: &action.subject,
-        detail: &action.detail,
+        detail: action.detail_on(tz),
         error: action.why(tz),
     }
 }
 
-fn report_view(report: &Report, tz: chrono_tz::Tz) -> ReportView<'_> {
+/// `drift` is the report's, on `tz`'s clock ([`Report::drift_on`]).
+fn report_view<'a>(
+    report: &'a Report,
+    drift: &'a [DriftItem],
+    tz: chrono_tz::Tz,
+) -> ReportView<'a> {
     let state = State::of(report);
     let (tone, headline) = headline(report);
     let applying = report.mode == "reconcile";
@@ -226,7 +231,7 @@ fn report_view(report: &Report, tz: chrono_tz::Tz) -> ReportView<'_> {
             })
             .filter(|c| c.count > 0)
             .collect(),
-        drift_groups: drift_groups(&report.drift),
+        drift_groups: drift_groups(drift),
         drift_not_computed: super::drift_not_computed(report),
         attention: attention
             .into_iter()
@@ -244,13 +249,16 @@ fn report_view(report: &Report, tz: chrono_tz::Tz) -> ReportView<'_> {
 /// The report as Markdown (tickets, chat, wikis), times in `tz`. Deterministic
 /// for a given report and zone.
 pub fn render_markdown(report: &Report, tz: chrono_tz::Tz) -> Result<String, RenderError> {
-    render("report.md", &report_view(report, tz))
+    render("report.md", &report_view(report, &report.drift_on(tz), tz))
 }
 
 /// The report as a self-contained HTML document for email and browsers, times in
 /// `tz`. Deterministic for a given report and zone.
 pub fn render_html(report: &Report, tz: chrono_tz::Tz) -> Result<String, RenderError> {
-    render("report.html", &report_view(report, tz))
+    render(
+        "report.html",
+        &report_view(report, &report.drift_on(tz), tz),
+    )
 }
 
 #[derive(Debug, Serialize)]

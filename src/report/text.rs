@@ -112,8 +112,9 @@ pub fn render_text(report: &Report, tz: chrono_tz::Tz, colour: bool) -> String {
                 let _ = writeln!(out, "  {:<18} {count}", kind.as_str());
             }
         }
+        let drift = report.drift_on(tz);
         for kind in DriftKind::ALL {
-            let items: Vec<_> = report.drift.iter().filter(|d| d.kind == kind).collect();
+            let items: Vec<_> = drift.iter().filter(|d| d.kind == kind).collect();
             if items.is_empty() {
                 continue;
             }
@@ -169,7 +170,7 @@ pub fn render_text(report: &Report, tz: chrono_tz::Tz, colour: bool) -> String {
                 },
                 action.op,
                 action.subject,
-                action.detail
+                action.detail_on(tz)
             );
         }
     }

@@ -36,7 +36,26 @@ async fn the_demo_shows_every_drift_kind_and_converges() {
     assert_eq!(after.actions_planned, 0);
     assert_eq!(after.drift_by_kind[&DriftKind::OrphanedAccount], 1);
     assert_eq!(after.drift_by_kind[&DriftKind::GroupDrift], 1);
-    assert!(after.drift_by_kind[&DriftKind::DisputedMatch] > 0);
+    // One person, two accounts that may be theirs: one dispute, one item, the
+    // person's, saying how each account matched.
+    assert_eq!(after.drift_by_kind[&DriftKind::DisputedMatch], 1);
+    let disputed: Vec<_> = outcome
+        .final_plan
+        .drift
+        .iter()
+        .filter(|d| d.kind == DriftKind::DisputedMatch)
+        .collect();
+    assert_eq!(disputed[0].identity_id.as_deref(), Some("00u1004"));
+    assert!(
+        disputed[0].detail.contains(
+            "candidates: ws-0005 (emma.novak@example.com) by userName, \
+             ws-0901 (e.jones@example.com) by email"
+        ) && disputed[0].detail.contains("`seatwarden explain 00u1004`")
+            && disputed[0]
+                .detail
+                .contains("`seatwarden link 00u1004 ACCOUNT`"),
+        "{disputed:#?}"
+    );
     assert_eq!(
         after.drift_total,
         after.drift_by_kind[&DriftKind::OrphanedAccount]
@@ -88,6 +107,27 @@ fn the_demo_command_exits_0_and_its_state_can_be_reported() {
     assert_eq!(mode & 0o777, 0o600);
     let stderr = String::from_utf8_lossy(&report.stderr);
     assert!(!stderr.contains("WARN"), "{stderr}");
+
+    // The dispute's one item is the person's; either account still explains it.
+    for subject in ["00u1004", "ws-0901"] {
+        let explain = Command::new(env!("CARGO_BIN_EXE_seatwarden"))
+            .args([
+                "--config",
+                demo_dir.join("seatwarden.toml").to_str().unwrap(),
+                "explain",
+                subject,
+            ])
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&explain.stdout);
+        assert!(explain.status.success(), "{stdout}");
+        assert!(
+            stdout.contains("\nDisputed match\n")
+                && stdout.contains("seatwarden link 00u1004 ws-0901")
+                && stdout.contains("why: several accounts match this identity"),
+            "{subject}: {stdout}"
+        );
+    }
 }
 
 /// The demo replaces the state in its directory, so it refuses one it did not

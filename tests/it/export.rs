@@ -234,6 +234,8 @@ fn a_deactivated_leavers_account_is_not_due_for_removal() {
                 identities: vec![
                     person("gone", IdentityStatus::Deprovisioned),
                     person("going", IdentityStatus::Suspended),
+                    person("back", IdentityStatus::Active),
+                    person("here", IdentityStatus::Active),
                 ],
                 complete: true,
             },
@@ -247,6 +249,8 @@ fn a_deactivated_leavers_account_is_not_due_for_removal() {
                     account("a1", "gone", false),
                     account("a2", "going", true),
                     account("a3", "deleted", false),
+                    account("a4", "back", false),
+                    account("a5", "here", true),
                 ],
                 groups: vec![],
             },
@@ -263,6 +267,8 @@ fn a_deactivated_leavers_account_is_not_due_for_removal() {
                 link("gone", "a1"),
                 link("going", "a2"),
                 link("deleted", "a3"),
+                link("back", "a4"),
+                link("here", "a5"),
             ],
             t0,
         )
@@ -289,4 +295,11 @@ fn a_deactivated_leavers_account_is_not_due_for_removal() {
         justification("a3"),
         "linked to deleted which is no longer in the directory: account deactivated (no access)"
     );
+    // An active person's deactivated account grants nothing either: no mapping's
+    // access is listed for it, unlike their active colleague's.
+    assert_eq!(
+        justification("a4"),
+        "identity is active in the directory: account deactivated (no access)"
+    );
+    assert_eq!(justification("a5"), "in scope: default role Viewer");
 }

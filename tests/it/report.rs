@@ -273,6 +273,7 @@ fn report_of(
                 error,
                 waiting: a.held.as_ref().is_some_and(HoldReason::is_waiting),
                 settle_window: a.held.as_ref().and_then(report::SettleWindow::of),
+                deactivated_since: report::deactivated_since_of(&a.kind),
             }
         })
         .collect();
@@ -836,6 +837,39 @@ fn settle_window_and_circuit_breaker_times_are_in_the_report_time_zone() {
     assert_eq!(Report::from_json(&json).unwrap(), report);
 }
 
+/// A retention delete says since when the account has been deactivated on the
+/// report's clock, in its action and its drift item alike; JSON keeps UTC.
+#[test]
+fn retention_delete_times_are_in_the_report_time_zone() {
+    let report = report_of(&scenario(), "reconcile", |_| (Outcome::Applied, None));
+    let berlin = chrono_tz::Europe::Berlin;
+    let local = deactivated_at()
+        .with_timezone(&berlin)
+        .format("%Y-%m-%d %H:%M:%S %Z")
+        .to_string();
+    assert!(local.ends_with("CEST"), "{local}");
+    let says = format!("account deactivated since {local}, past the retention of 30 days");
+    let utc = deactivated_at().format("%Y-%m-%d %H:%M UTC").to_string();
+    for out in rendered(&report, berlin) {
+        assert_eq!(
+            out.matches(&says).count(),
+            2,
+            "action and drift item: {out}"
+        );
+        assert!(!out.contains(&utc), "a UTC time in a Berlin report: {out}");
+    }
+    let json = report.to_json();
+    assert!(json.contains(&format!("deactivated since {utc}")), "{json}");
+    assert!(
+        json.contains(&format!(
+            "\"deactivated_since\": \"{}\"",
+            deactivated_at().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+        )),
+        "{json}"
+    );
+    assert_eq!(Report::from_json(&json).unwrap(), report);
+}
+
 /// A run stopped by a source fault computed no drift: its report says so and that
 /// nothing was written, never "No drift.".
 #[test]
@@ -911,22 +945,22 @@ fn subjects_tell_the_state() {
     let report = failure_and_hold();
     assert_eq!(
         report::subject("acme", &report),
-        "[seatwarden] acme run 7: 2 failed actions, 2 held actions, 14 drift items"
+        "[seatwarden] acme run 7: 2 failed actions, 2 held actions, 12 drift items"
     );
     let mut converged = report_of(&plan, "reconcile", |_| (Outcome::Applied, None));
     assert_eq!(
         report::subject("acme", &converged),
-        "[seatwarden] acme run 7: 5 drift items",
+        "[seatwarden] acme run 7: 3 drift items",
         "disputed matches and reported orphans (with their memberships) stay after a converged reconcile"
     );
     assert_eq!(
         report::headline(&converged).1,
-        "converged: 8 actions applied and verified; 5 drift items left to review"
+        "converged: 8 actions applied and verified; 3 drift items left to review"
     );
     assert!(
         report::render_html(&converged, UTC)
             .unwrap()
-            .contains("drift items found, 5 left")
+            .contains("drift items found, 3 left")
     );
     converged.drift.retain(|d| {
         !matches!(
@@ -941,7 +975,7 @@ fn subjects_tell_the_state() {
     let planned = report_of(&plan, "plan", |_| (Outcome::NotRun, None));
     assert_eq!(
         report::subject("acme", &planned),
-        "[seatwarden] acme run 7: 14 drift items"
+        "[seatwarden] acme run 7: 12 drift items"
     );
 }
 
@@ -1296,7 +1330,7 @@ mod digest {
         assert_eq!(
             digest.subject,
             "[seatwarden] acme: 1 failed run, 1 overdue deprovision, 2 held actions, \
-             2 failed actions, 1 pending deprovision, 14 drift items"
+             2 failed actions, 1 pending deprovision, 12 drift items"
         );
         assert_eq!(digest.overdue[0].due, "2026-11-30 07:00 CET");
         assert_eq!(digest.held[0].approve_command, "seatwarden approve 6");
@@ -1388,7 +1422,7 @@ mod digest {
             stopped_runs: 0,
         });
         assert_eq!(digest.state, State::Drift);
-        assert_eq!(digest.subject, "[seatwarden] acme: 5 drift items");
+        assert_eq!(digest.subject, "[seatwarden] acme: 3 drift items");
         let kinds: Vec<DriftKind> = digest.drift.iter().map(|d| d.kind).collect();
         assert_eq!(
             kinds,
