@@ -4351,3 +4351,115 @@ async fn a_workspace_that_stays_down_is_warned_about_once() {
         .count();
     assert_eq!(warnings, 1, "{log}");
 }
+
+/// A token the workspace refuses (revoked, say) makes every request a 401: an
+/// answer, but no sign the workspace can be used. A pass with nothing due that
+/// was refused everything fails, naming the request and the status, so its
+/// failures in a row grow and alert, where it used to pass for a success.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pass_whose_token_is_refused_fails_naming_the_refusal() {
+    let (sandbox, dir, _config) = reconciled_demo().await;
+    {
+        let mut store = Store::open(&dir.path().join("state.db")).unwrap();
+        let now = chrono::Utc::now();
+        store.job_started("reconcile", now).unwrap();
+        store
+            .job_finished(
+                "reconcile",
+                now,
+                seatwarden::store::RunStatus::Succeeded,
+                None,
+            )
+            .unwrap();
+    }
+    let port = free_port();
+    let mut env = daemon_env(dir.path(), &sandbox, port, "* * * * * *");
+    for (key, value) in &mut env {
+        if key == "SEATWARDEN__WORKSPACE__TOKEN" {
+            *value = "revoked-token".to_owned();
+        }
+    }
+    let daemon = start_daemon(dir.path(), env, port);
+    let passes = |daemon: &Daemon| {
+        daemon
+            .log
+            .lock()
+            .unwrap()
+            .lines()
+            .filter(|l| {
+                (l.contains("job=\"sweep\"") || l.contains("job=\"retry\""))
+                    && (l.contains("job finished") || l.contains("job failed"))
+            })
+            .count()
+    };
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while passes(&daemon) < 2 {
+        assert!(
+            Instant::now() < deadline,
+            "not two passes: {}",
+            daemon.log.lock().unwrap()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let (code, log) = daemon.terminate();
+    assert_eq!(code, Some(0), "{log}");
+    sandbox.shutdown().await;
+    let ends: Vec<&str> = log
+        .lines()
+        .filter(|l| {
+            (l.contains("job=\"sweep\"") || l.contains("job=\"retry\""))
+                && (l.contains("job finished") || l.contains("job failed"))
+        })
+        .collect();
+    assert!(ends.len() >= 2, "{log}");
+    for end in ends {
+        assert!(
+            end.contains("job failed")
+                && end.contains("GET /ServiceProviderConfig")
+                && end.contains("HTTP 401")
+                && end.contains("workspace.token"),
+            "{end}\n{log}"
+        );
+    }
+}
+
+/// What the client counts of a 401: an answer (the workspace is up, for the
+/// outage rule) but nothing served, and the refusal kept with its endpoint;
+/// a 404 is served (the token was accepted), a 503 neither.
+#[tokio::test]
+async fn a_refused_token_is_an_answer_but_nothing_served() {
+    use wiremock::matchers::{method, path};
+    use wiremock::{Mock, MockServer, ResponseTemplate};
+
+    let workspace = MockServer::start().await;
+    Mock::given(method("GET"))
+        .and(path("/Users/refused"))
+        .respond_with(ResponseTemplate::new(401))
+        .mount(&workspace)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/Users/down"))
+        .respond_with(ResponseTemplate::new(503))
+        .mount(&workspace)
+        .await;
+    Mock::given(method("GET"))
+        .respond_with(ResponseTemplate::new(404))
+        .mount(&workspace)
+        .await;
+    let (_dir, config, _store) = against_mock_workspace(&workspace);
+    let mut settings = config.scim_settings().unwrap();
+    settings.retry = seatwarden::retry::RetryPolicy::immediate(0);
+    let client = seatwarden::workspace::ScimClient::new(settings).unwrap();
+
+    assert!(client.get_account("refused").await.is_err());
+    assert_eq!((client.answers(), client.served_answers()), (1, 0));
+    let refusal = client.auth_refusal().unwrap_or_default();
+    assert!(
+        refusal.contains("GET /Users/refused") && refusal.contains("HTTP 401"),
+        "{refusal}"
+    );
+    assert!(client.get_account("down").await.is_err());
+    assert_eq!((client.answers(), client.served_answers()), (1, 0));
+    assert!(matches!(client.get_account("absent").await, Ok(None)));
+    assert_eq!((client.answers(), client.served_answers()), (2, 1));
+}
