@@ -4463,3 +4463,88 @@ async fn a_refused_token_is_an_answer_but_nothing_served() {
     assert!(matches!(client.get_account("absent").await, Ok(None)));
     assert_eq!((client.answers(), client.served_answers()), (2, 1));
 }
+
+/// A workspace that stays down while a leaver is due: the sweep's "stopped
+/// answering" warning comes once, when the outage starts, not at every pass of
+/// the sweep and the retry job; its end is logged when the workspace is back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_outage_that_leaves_leavers_unread_is_warned_about_once() {
+    let (sandbox, dir, _config) = reconciled_demo().await;
+    {
+        let mut store = Store::open(&dir.path().join("state.db")).unwrap();
+        let now = chrono::Utc::now();
+        store.job_started("reconcile", now).unwrap();
+        store
+            .job_finished(
+                "reconcile",
+                now,
+                seatwarden::store::RunStatus::Succeeded,
+                None,
+            )
+            .unwrap();
+    }
+    let port = free_port();
+    let env = daemon_env(dir.path(), &sandbox, port, "* * * * * *");
+    remove_a_leaver(dir.path(), &sandbox);
+    let address = format!(
+        "{}:{}",
+        sandbox.base_url().host_str().unwrap(),
+        sandbox.base_url().port().unwrap()
+    );
+    sandbox.shutdown().await;
+    let daemon = start_daemon(dir.path(), env, port);
+    let passes = |daemon: &Daemon| {
+        daemon
+            .log
+            .lock()
+            .unwrap()
+            .lines()
+            .filter(|l| {
+                (l.contains("job=\"sweep\"") || l.contains("job=\"retry\""))
+                    && (l.contains("job finished") || l.contains("job failed"))
+            })
+            .count()
+    };
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while passes(&daemon) < 4 {
+        assert!(
+            Instant::now() < deadline,
+            "not four passes: {}",
+            daemon.log.lock().unwrap()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let listener = tokio::net::TcpListener::bind(&address).await.unwrap();
+    let seed = seatwarden::sandbox::load_seed(Path::new(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/config/demo/workspace.json"
+    )))
+    .unwrap();
+    let back = Sandbox::start(
+        listener,
+        SandboxOptions {
+            token: TOKEN.into(),
+            ..SandboxOptions::default()
+        },
+        seed,
+    )
+    .await
+    .unwrap();
+    while !daemon.logged("the workspace answers again") {
+        assert!(
+            Instant::now() < deadline,
+            "the end of the outage not logged: {}",
+            daemon.log.lock().unwrap()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let (code, log) = daemon.terminate();
+    assert_eq!(code, Some(0), "{log}");
+    back.shutdown().await;
+    let warnings: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("WARN") && l.contains("the workspace stopped answering"))
+        .collect();
+    assert_eq!(warnings.len(), 1, "{log}");
+    assert!(warnings[0].contains("due accounts were not read"), "{log}");
+}
