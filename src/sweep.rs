@@ -47,11 +47,11 @@ use crate::plan;
 use crate::policy::{self, InactiveReason};
 use crate::run::RunError;
 use crate::sla::{self, Leaver, LedgerEntry, LossReason};
-use crate::store::{ActionState, RunId, RunKind, RunStatus, Store, StoreError};
+use crate::store::{ActionState, Decision, RunId, RunKind, RunStatus, Store, StoreError};
 use crate::workspace::{Outage, ScimClient, Unread};
 
 /// How long a held deprovision waits before the sweep looks at it again.
-const HOLD_RECHECK: Duration = Duration::minutes(15);
+pub const HOLD_RECHECK: Duration = Duration::minutes(15);
 
 /// How the hold of a disputed leaver's episode begins ([`record_disputed`]):
 /// `seatwarden link` releases such a hold when it chooses the person's account.
@@ -760,7 +760,22 @@ pub async fn enforce(
                     outcome.latencies.push(verified_at - entry.detected_at);
                 }
                 ActionState::Held => {
-                    let why = hold_reason(&row.action);
+                    let mut why = hold_reason(&row.action);
+                    // `reject` binds only its run: a human who rejected this
+                    // deprovision sees it held again while the directory still says
+                    // so, and must see why it is back, not take it for a new one.
+                    if let Some(rejected) = rejected_before(&store, entry, run_id)? {
+                        // Info: it comes back at every recheck, and the hold's
+                        // own alert is what asks for a human.
+                        tracing::info!(
+                            person = %entry.user_name,
+                            rejected = %rejected,
+                            "a deprovision a human rejected is held again: the directory still \
+                             says the person lost access (correct the directory, or protect the \
+                             account, to end it)"
+                        );
+                        why = format!("{rejected}; held again: {why}");
+                    }
                     store.deprovision_held(entry.id, &why, now + HOLD_RECHECK)?;
                     outcome.held += 1;
                 }
@@ -1543,6 +1558,51 @@ fn identities_known(store: &Store) -> Result<HashSet<String>, StoreError> {
 }
 
 /// Why the guard held an action, as the ledger records it.
+/// The newest rejection (`seatwarden reject`) of a held deprovision of `entry`'s
+/// person or account in a run other than `run`, made since the episode began, as
+/// "rejected in run N by USER at T".
+fn rejected_before(
+    store: &Store,
+    entry: &LedgerEntry,
+    run: RunId,
+) -> Result<Option<String>, StoreError> {
+    const ROWS_LOOKED_AT: usize = 50;
+    let rows = store.actions_about(
+        Some(&entry.identity_id),
+        entry.account_id.as_deref(),
+        ROWS_LOOKED_AT,
+    )?;
+    let mut audit: Option<Vec<crate::store::AuditEntry>> = None;
+    for row in rows
+        .iter()
+        .filter(|r| r.run != run && r.state == ActionState::Held && r.action.kind.is_deprovision())
+    {
+        if store.decisions(row.run)?.get(&row.action.seq) != Some(&Decision::Rejected) {
+            continue;
+        }
+        let trail = match &audit {
+            Some(trail) => trail,
+            None => audit.insert(store.audit()?),
+        };
+        if let Some(rejection) = trail
+            .iter()
+            .rev()
+            .find(|a| a.command == "reject" && a.run == Some(row.run))
+            .filter(|a| a.at >= entry.detected_at)
+        {
+            return Ok(Some(format!(
+                "rejected in run {} by {} at {}",
+                row.run,
+                rejection.user,
+                rejection
+                    .at
+                    .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+            )));
+        }
+    }
+    Ok(None)
+}
+
 fn hold_reason(action: &Action) -> String {
     action
         .held

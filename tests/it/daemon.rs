@@ -4548,3 +4548,77 @@ async fn an_outage_that_leaves_leavers_unread_is_warned_about_once() {
     assert_eq!(warnings.len(), 1, "{log}");
     assert!(warnings[0].contains("due accounts were not read"), "{log}");
 }
+
+/// `reject` on a run the sweep's guard held binds only that run: the leaver's
+/// episode stays open and the next pass holds the deprovision again (the guard
+/// still holds it), never forgetting the leaver. `reject` says so, and the new
+/// hold names the rejection (run, operator, time) instead of looking new.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rejected_sweep_hold_is_held_again_naming_the_rejection() {
+    use seatwarden::workspace::ScimClient;
+
+    let (sandbox, dir, mut config) = reconciled_demo().await;
+    let leaver_id = remove_a_leaver(dir.path(), &sandbox);
+    let store = Arc::new(Mutex::new(Store::open(&config.state.path).unwrap()));
+    let now = chrono::Utc::now();
+    let today = store
+        .lock()
+        .unwrap()
+        .deprovisions_since(now - chrono::Duration::hours(24))
+        .unwrap();
+    config.safety.max_deprovisions_per_day = usize::try_from(today).unwrap();
+    let client = ScimClient::new(config.scim_settings().unwrap()).unwrap();
+    let directory = config.directory();
+    let outcome = sweep_now(&config, &directory, &client, &store).await;
+    assert_eq!(outcome.held, 1, "{outcome:?}");
+    let run = outcome.run_id.unwrap();
+
+    let rejection = seatwarden::approval::reject(
+        &mut store.lock().unwrap(),
+        run,
+        &seatwarden::approval::Only::All,
+        chrono::Utc::now(),
+    )
+    .unwrap();
+    let said = rejection.to_string();
+    assert!(
+        said.contains(&format!("sweep run {run}"))
+            && said.contains("the sweep's next pass")
+            && said.contains("held again")
+            && said.contains("safety.protected"),
+        "{said}"
+    );
+    let operator = store
+        .lock()
+        .unwrap()
+        .audit()
+        .unwrap()
+        .last()
+        .unwrap()
+        .user
+        .clone();
+
+    // The next pass, once the hold is due to be looked at again.
+    let later = chrono::Utc::now() + chrono::Duration::minutes(16);
+    let again = seatwarden::sweep::sweep(
+        &config,
+        &directory,
+        &client,
+        &store,
+        later,
+        chrono::Duration::hours(1),
+    )
+    .await
+    .unwrap();
+    assert_eq!(again.held, 1, "{again:?}");
+    assert_ne!(again.run_id, Some(run));
+    let open = store.lock().unwrap().open_deprovisions().unwrap();
+    let episode = open.iter().find(|e| e.identity_id == leaver_id).unwrap();
+    let held = episode.held.as_deref().unwrap_or_default();
+    assert!(
+        held.starts_with(&format!("rejected in run {run} by {operator} at "))
+            && held.contains("; held again: "),
+        "{held}"
+    );
+    sandbox.shutdown().await;
+}
