@@ -1575,7 +1575,7 @@ fn rejected_before(
     let mut audit: Option<Vec<crate::store::AuditEntry>> = None;
     for row in rows
         .iter()
-        .filter(|r| r.run != run && r.state == ActionState::Held && r.action.kind.is_deprovision())
+        .filter(|r| r.run != run && r.action.kind.is_deprovision())
     {
         if store.decisions(row.run)?.get(&row.action.seq) != Some(&Decision::Rejected) {
             continue;
