@@ -703,17 +703,81 @@ async fn recover_cut_off(
     Ok((store, true))
 }
 
+/// What `seatwarden reject` did, and (its `Display`) what follows from it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rejection {
+    pub run: RunId,
+    pub kind: RunKind,
+    /// The held actions rejected.
+    pub rejected: usize,
+    /// Of them, deactivations and deletions that take access away.
+    pub deprovisions: usize,
+}
+
+impl std::fmt::Display for Rejection {
+    /// A rejection binds only its run: the directory still says what it said, so
+    /// the next pass or reconcile plans the same actions again. Said here, lest
+    /// the next hold (and its alert) look like something new, or the rejection
+    /// like a way to keep a leaver's access, which it is not.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let Rejection {
+            run,
+            kind,
+            rejected,
+            deprovisions,
+        } = *self;
+        write!(
+            f,
+            "rejected {rejected} held actions of {kind} run {run}; that run will not apply them"
+        )?;
+        match kind {
+            RunKind::Sweep => write!(
+                f,
+                ".\nThe directory still says these people lost access: their deprovision \
+                 episodes stay open (and alert once overdue), and the sweep's next pass (within \
+                 {} minutes) plans them again: held again, naming this rejection, while the \
+                 guard still holds them; applied once it does not.",
+                crate::sweep::HOLD_RECHECK.num_minutes()
+            )?,
+            _ => write!(
+                f,
+                ".\nThe next reconcile plans again what the directory still asks for: held \
+                 again while the guard still holds it; applied once it does not."
+            )?,
+        }
+        if deprovisions > 0 && kind != RunKind::Sweep {
+            write!(
+                f,
+                " The {deprovisions} deprovisions among them stay open in the ledger (and \
+                 alert once overdue), and the sweep plans them again meanwhile."
+            )?;
+        }
+        write!(
+            f,
+            "\nTo stop it for good: correct the directory (if the person keeps access), or \
+             protect the account (safety.protected); `seatwarden explain PERSON` shows where \
+             each stands."
+        )
+    }
+}
+
 /// `seatwarden reject RUN [--only KIND]`: the held actions stay held, recorded as
 /// rejected, and are never applied from this run. So are those an approval cut
 /// off approved and did not send (released, or in flight when it died: what of
 /// those reached the workspace is there, and the next recovery finds it applied;
-/// the rest is never sent from this run). Returns how many.
+/// the rest is never sent from this run). Later runs plan what the directory
+/// still asks for again (see [`Rejection`]); a sweep that holds a deprovision
+/// again names the rejection in the hold.
 pub fn reject(
     store: &mut Store,
     run: RunId,
     only: &Only,
     now: DateTime<Utc>,
-) -> Result<usize, ApprovalError> {
+) -> Result<Rejection, ApprovalError> {
+    let kind = store
+        .run(run)?
+        .map(|record| record.kind)
+        .ok_or(ApprovalError::UnknownRun(run))?;
     let held = undecided(store, run, only, false)?;
     let decisions: Vec<(u32, Decision, Option<String>)> = held
         .iter()
@@ -738,7 +802,22 @@ pub fn reject(
         ),
         now,
     )?;
-    Ok(decisions.len())
+    Ok(Rejection {
+        run,
+        kind,
+        rejected: decisions.len(),
+        deprovisions: held
+            .iter()
+            .filter(|e| match &e.action.kind {
+                ActionKind::Deactivate { .. } => true,
+                // A retention delete takes away no access: no episode waits on it.
+                ActionKind::Delete {
+                    deactivated_since, ..
+                } => deactivated_since.is_none(),
+                _ => false,
+            })
+            .count(),
+    })
 }
 
 /// `seatwarden link IDENTITY ACCOUNT`: a person's decision that workspace account

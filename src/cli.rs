@@ -688,11 +688,8 @@ fn run_command(cli: Cli) -> anyhow::Result<u8> {
             ensure_store_exists(&config)?;
             let _writer = writer_lock(&config)?;
             let mut store = open_store(&config)?;
-            let n = crate::approval::reject(&mut store, run, &only, chrono::Utc::now())?;
-            outln!(
-                "rejected {n} held actions of run {run}; that run will not apply them \
-                 (the next reconcile plans again what the directory still asks for)"
-            )?;
+            let rejection = crate::approval::reject(&mut store, run, &only, chrono::Utc::now())?;
+            outln!("{rejection}")?;
             Ok(exit::OK)
         }
         Command::Link {

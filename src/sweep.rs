@@ -6,7 +6,9 @@
 //! down delays no leaver's episode (its SLA clock, its alerts). Once a read (the
 //! first, of `/ServiceProviderConfig`, included) finds the workspace answering
 //! nothing ([`crate::workspace::Outage`]), the due accounts after it are not read:
-//! their episodes are tried again later, as after a failed read.
+//! their episodes are tried again later, as after a failed read. An outage is
+//! warned about when it starts and when the accounts it leaves unread double, not
+//! at every pass while it lasts ([`outage_news`]).
 //!
 //! Before anything is counted or sent, actions a cut-off writer left `in_flight`
 //! are resolved ([`apply::recover`]): the 24 h limits count them as sent. The
@@ -26,7 +28,7 @@
 //! stored workspace snapshot, and holds the leaver (for the full reconcile's
 //! last-Owner check) when none of them still is one.
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
 use chrono::{DateTime, Duration, Utc};
@@ -45,11 +47,11 @@ use crate::plan;
 use crate::policy::{self, InactiveReason};
 use crate::run::RunError;
 use crate::sla::{self, Leaver, LedgerEntry, LossReason};
-use crate::store::{ActionState, RunId, RunKind, RunStatus, Store, StoreError};
+use crate::store::{ActionState, Decision, RunId, RunKind, RunStatus, Store, StoreError};
 use crate::workspace::{Outage, ScimClient, Unread};
 
 /// How long a held deprovision waits before the sweep looks at it again.
-const HOLD_RECHECK: Duration = Duration::minutes(15);
+pub const HOLD_RECHECK: Duration = Duration::minutes(15);
 
 /// How the hold of a disputed leaver's episode begins ([`record_disputed`]):
 /// `seatwarden link` releases such a hold when it chooses the person's account.
@@ -81,6 +83,54 @@ fn reachability_changed(workspace: &str, answered: bool) -> Option<Reachability>
         unreachable
             .insert(workspace.to_owned())
             .then_some(Reachability::Lost)
+    }
+}
+
+/// Workspaces (by base URL) the last pass in this process found down (its reads
+/// cut short by an [`Outage`]), with how many due accounts the last warning about
+/// it said were not read.
+static DOWN_WARNED: Mutex<BTreeMap<String, usize>> = Mutex::new(BTreeMap::new());
+
+/// What one pass's outage (or its absence) tells, against the passes before it
+/// in this process ([`outage_news`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum OutageNews {
+    /// The workspace was found down, the last pass having found it answering.
+    Started,
+    /// Still down, and at least twice as many due accounts (one at least) were
+    /// left unread as the last warning said: leavers are piling up behind it.
+    Grew,
+    /// Still down, with no such growth.
+    Persists,
+    /// Answering again, after a pass that found it down.
+    Ended,
+    /// Answering, as at the last pass.
+    Quiet,
+}
+
+/// Records whether this pass found `workspace` down and, if so, how many due
+/// accounts it left unread (`skipped`); returns what that is news of. A process
+/// starts with every workspace taken as answering, so a daemon started during an
+/// outage warns once.
+fn outage_news(workspace: &str, skipped: Option<usize>) -> OutageNews {
+    let mut down = DOWN_WARNED
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    match (skipped, down.get(workspace).copied()) {
+        (None, None) => OutageNews::Quiet,
+        (None, Some(_)) => {
+            down.remove(workspace);
+            OutageNews::Ended
+        }
+        (Some(skipped), None) => {
+            down.insert(workspace.to_owned(), skipped);
+            OutageNews::Started
+        }
+        (Some(skipped), Some(warned)) if skipped > warned && skipped >= 2 * warned => {
+            down.insert(workspace.to_owned(), skipped);
+            OutageNews::Grew
+        }
+        (Some(_), Some(_)) => OutageNews::Persists,
     }
 }
 
@@ -497,14 +547,34 @@ pub async fn enforce(
             }
         }
     }
-    if let Some(why) = outage.down() {
-        tracing::warn!(
+    // Every pass (each minute's retry among them) finds an outage again: warned
+    // when it starts and when the leavers left unread behind it pile up, at debug
+    // while it merely lasts, at info when it ends.
+    let down = outage.down();
+    match (
+        down,
+        outage_news(&config.workspace.url, down.map(|_| skipped)),
+    ) {
+        (Some(why), OutageNews::Started | OutageNews::Grew) => tracing::warn!(
             error = why,
             skipped,
             due = due_count,
             "the workspace stopped answering: {skipped} of {due_count} due accounts were not \
-             read; their deprovisions are tried again later"
-        );
+             read; their deprovisions are tried again later (logged at debug while it stays \
+             down, unless twice as many are left unread)"
+        ),
+        (Some(why), _) => tracing::debug!(
+            error = why,
+            skipped,
+            due = due_count,
+            "the workspace is still not answering: {skipped} of {due_count} due accounts were \
+             not read"
+        ),
+        (None, OutageNews::Ended) => tracing::info!(
+            due = due_count,
+            "the workspace answers again: the due accounts are read"
+        ),
+        (None, _) => {}
     }
     let plan_settings = config.plan_settings();
     let protected = &plan_settings.protected;
@@ -690,7 +760,22 @@ pub async fn enforce(
                     outcome.latencies.push(verified_at - entry.detected_at);
                 }
                 ActionState::Held => {
-                    let why = hold_reason(&row.action);
+                    let mut why = hold_reason(&row.action);
+                    // `reject` binds only its run: a human who rejected this
+                    // deprovision sees it held again while the directory still says
+                    // so, and must see why it is back, not take it for a new one.
+                    if let Some(rejected) = rejected_before(&store, entry, run_id)? {
+                        // Info: it comes back at every recheck, and the hold's
+                        // own alert is what asks for a human.
+                        tracing::info!(
+                            person = %entry.user_name,
+                            rejected = %rejected,
+                            "a deprovision a human rejected is held again: the directory still \
+                             says the person lost access (correct the directory, or protect the \
+                             account, to end it)"
+                        );
+                        why = format!("{rejected}; held again: {why}");
+                    }
                     store.deprovision_held(entry.id, &why, now + HOLD_RECHECK)?;
                     outcome.held += 1;
                 }
@@ -1473,6 +1558,51 @@ fn identities_known(store: &Store) -> Result<HashSet<String>, StoreError> {
 }
 
 /// Why the guard held an action, as the ledger records it.
+/// The newest rejection (`seatwarden reject`) of a held deprovision of `entry`'s
+/// person or account in a run other than `run`, made since the episode began, as
+/// "rejected in run N by USER at T".
+fn rejected_before(
+    store: &Store,
+    entry: &LedgerEntry,
+    run: RunId,
+) -> Result<Option<String>, StoreError> {
+    const ROWS_LOOKED_AT: usize = 50;
+    let rows = store.actions_about(
+        Some(&entry.identity_id),
+        entry.account_id.as_deref(),
+        ROWS_LOOKED_AT,
+    )?;
+    let mut audit: Option<Vec<crate::store::AuditEntry>> = None;
+    for row in rows
+        .iter()
+        .filter(|r| r.run != run && r.action.kind.is_deprovision())
+    {
+        if store.decisions(row.run)?.get(&row.action.seq) != Some(&Decision::Rejected) {
+            continue;
+        }
+        let trail = match &audit {
+            Some(trail) => trail,
+            None => audit.insert(store.audit()?),
+        };
+        if let Some(rejection) = trail
+            .iter()
+            .rev()
+            .find(|a| a.command == "reject" && a.run == Some(row.run))
+            .filter(|a| a.at >= entry.detected_at)
+        {
+            return Ok(Some(format!(
+                "rejected in run {} by {} at {}",
+                row.run,
+                rejection.user,
+                rejection
+                    .at
+                    .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+            )));
+        }
+    }
+    Ok(None)
+}
+
 fn hold_reason(action: &Action) -> String {
     action
         .held
@@ -1498,7 +1628,27 @@ fn loss_reason(detail: &str) -> LossReason {
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 mod reachability_tests {
-    use super::{Reachability, reachability_changed};
+    use super::{OutageNews, Reachability, outage_news, reachability_changed};
+
+    /// An outage is news when it starts, when the due accounts it leaves unread
+    /// at least double (one at least), and when it ends; not at every pass
+    /// between; one workspace's outage is not another's.
+    #[test]
+    fn an_outage_is_news_when_it_starts_grows_and_ends() {
+        let down = "https://outage-news.example/scim/v2";
+        let up = "https://no-outage-news.example/scim/v2";
+        assert_eq!(outage_news(down, None), OutageNews::Quiet);
+        assert_eq!(outage_news(down, Some(0)), OutageNews::Started);
+        assert_eq!(outage_news(down, Some(0)), OutageNews::Persists);
+        assert_eq!(outage_news(up, None), OutageNews::Quiet);
+        assert_eq!(outage_news(down, Some(3)), OutageNews::Grew);
+        assert_eq!(outage_news(down, Some(5)), OutageNews::Persists);
+        assert_eq!(outage_news(down, Some(1)), OutageNews::Persists);
+        assert_eq!(outage_news(down, Some(6)), OutageNews::Grew);
+        assert_eq!(outage_news(down, None), OutageNews::Ended);
+        assert_eq!(outage_news(down, None), OutageNews::Quiet);
+        assert_eq!(outage_news(down, Some(1)), OutageNews::Started);
+    }
 
     /// An outage is a change once when it starts and once when it ends, however
     /// many passes fail in between; one workspace's outage is not another's.

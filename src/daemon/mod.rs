@@ -714,11 +714,13 @@ impl JobEnd {
         }
     }
 
-    /// A sweep or retry pass's end; `Ok(false)`: it got no answer from the workspace.
-    fn of_pass(result: Result<bool, RunError>) -> JobEnd {
+    /// A sweep or retry pass's end.
+    fn of_pass(result: Result<PassReach, RunError>) -> JobEnd {
         match result {
-            Ok(false) => JobEnd::Unreached,
-            other => JobEnd::of(other.map(drop)),
+            Ok(PassReach::Served) => JobEnd::Succeeded,
+            Ok(PassReach::Unreached) => JobEnd::Unreached,
+            Ok(PassReach::Refused(message)) => JobEnd::Failed(message),
+            Err(e) => JobEnd::of(Err(e)),
         }
     }
 
@@ -821,12 +823,23 @@ async fn reconcile_job(
     Ok(())
 }
 
-/// Whether the pass got any answer from the workspace (see [`JobEnd::Unreached`]).
+/// How far a sweep or retry pass got with the workspace.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum PassReach {
+    /// The workspace served at least one request.
+    Served,
+    /// Nothing was served, nor refused: down, or nothing asked ([`JobEnd::Unreached`]).
+    Unreached,
+    /// Nothing was served and the token was refused (401/403): a configuration
+    /// fault no later pass can get past, so the pass fails, with this message.
+    Refused(String),
+}
+
 async fn sweep_job(
     shared: &Shared,
     read_directory: bool,
     notifier: Option<&notify::Notifier>,
-) -> Result<bool, RunError> {
+) -> Result<PassReach, RunError> {
     let config = shared.config();
     let settings = shared.settings();
     let store = Arc::new(Mutex::new(Store::open(&config.state.path)?));
@@ -895,8 +908,24 @@ async fn sweep_job(
             "deprovisioning pass"
         );
     }
-    let reached = client.answers() > 0;
-    outcome.checked().map(|_| reached)
+    // A 401 or 403 is an answer, and the outage rule counts it so (the workspace is
+    // up), but it proves nothing works: a revoked token must neither end the job's
+    // failures in a row nor pass for a success while nothing is due.
+    let checked = outcome.checked();
+    if client.served_answers() > 0 {
+        return checked.map(|_| PassReach::Served);
+    }
+    if let Some(refusal) = client.auth_refusal() {
+        let mut message = format!(
+            "the workspace refused seatwarden's token and served nothing: {refusal}; \
+             check workspace.token (revoked, expired, or short of a scope)"
+        );
+        if let Err(e) = checked {
+            message.push_str(&format!("; {e}"));
+        }
+        return Ok(PassReach::Refused(message));
+    }
+    checked.map(|_| PassReach::Unreached)
 }
 
 /// Delivers the outbox: failed when messages were due and none could be sent,
@@ -1088,8 +1117,12 @@ mod tests {
     /// where a pass that reached it ends them.
     #[test]
     fn a_pass_that_did_not_reach_the_workspace_keeps_the_failures_in_a_row() {
-        assert_eq!(JobEnd::of_pass(Ok(false)), JobEnd::Unreached);
-        assert_eq!(JobEnd::of_pass(Ok(true)), JobEnd::Succeeded);
+        assert_eq!(JobEnd::of_pass(Ok(PassReach::Unreached)), JobEnd::Unreached);
+        assert_eq!(JobEnd::of_pass(Ok(PassReach::Served)), JobEnd::Succeeded);
+        assert_eq!(
+            JobEnd::of_pass(Ok(PassReach::Refused("HTTP 401".into()))),
+            JobEnd::Failed("HTTP 401".into())
+        );
         assert_eq!(JobEnd::Unreached.failures_after(3), 3);
         assert_eq!(JobEnd::Unreached.status(), RunStatus::Succeeded);
         assert_eq!(JobEnd::Succeeded.failures_after(3), 0);

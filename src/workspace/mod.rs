@@ -261,6 +261,12 @@ struct Inner {
     /// Attempts the workspace answered with a status that says it is up (any
     /// but a 5xx or 408; a 429 is a workspace pacing us): see [`Outage`].
     answers: AtomicU64,
+    /// Attempts answered with a status that shows the token was accepted: see
+    /// [`ScimClient::served_answers`].
+    served_answers: AtomicU64,
+    /// The first attempt refused as unauthorized (401) or forbidden (403): see
+    /// [`ScimClient::auth_refusal`].
+    auth_refusal: Mutex<Option<String>>,
     /// Listing pages read and the time they took (µs): what a full re-listing costs.
     pages_read: AtomicU64,
     page_read_micros: AtomicU64,
@@ -411,6 +417,8 @@ impl ScimClient {
                 retries: AtomicU64::new(0),
                 write_requests: AtomicU64::new(0),
                 answers: AtomicU64::new(0),
+                served_answers: AtomicU64::new(0),
+                auth_refusal: Mutex::new(None),
                 pages_read: AtomicU64::new(0),
                 page_read_micros: AtomicU64::new(0),
                 id_filters_refused: AtomicBool::new(false),
@@ -445,6 +453,26 @@ impl ScimClient {
     /// workspace answered nothing meanwhile (see [`Outage`]).
     pub fn answers(&self) -> u64 {
         self.inner.answers.load(Ordering::Relaxed)
+    }
+
+    /// Attempts the workspace served with seatwarden's token: a 2xx, or a 4xx
+    /// other than 401 and 403 (the token refused), 408 and 429 (nothing served).
+    /// Unlike [`ScimClient::answers`], which says only that the workspace is up, a
+    /// count above zero says it is usable: a revoked token is answered, never served.
+    pub fn served_answers(&self) -> u64 {
+        self.inner.served_answers.load(Ordering::Relaxed)
+    }
+
+    /// The first request the workspace refused as unauthorized (401) or forbidden
+    /// (403), as its error reads (endpoint, status, the provider's detail): a
+    /// token revoked, expired, mistyped or short of a scope, which only a human
+    /// can fix.
+    pub fn auth_refusal(&self) -> Option<String> {
+        self.inner
+            .auth_refusal
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
     }
 
     /// The mean time one listing page took to read in this client's life, if any
@@ -660,6 +688,9 @@ impl ScimClient {
         if status == 429 || !crate::http::status_is_transient(status) {
             inner.answers.fetch_add(1, Ordering::Relaxed);
         }
+        if (200..500).contains(&status) && !matches!(status, 401 | 403 | 408 | 429) {
+            inner.served_answers.fetch_add(1, Ordering::Relaxed);
+        }
         if (200..300).contains(&status) {
             return Ok(Answer {
                 status,
@@ -671,13 +702,21 @@ impl ScimClient {
         // smuggle the token into an error message. Redacted before the detail is
         // cut to length, which would leave a piece of it that no longer matches.
         let (scim_type, detail) = parse::error_body(&text, &|s| self.redact(s).into_owned());
-        Err(WorkspaceError::Status {
+        let error = WorkspaceError::Status {
             endpoint: endpoint.to_owned(),
             status,
             scim_type,
             detail,
             retry_after,
-        })
+        };
+        if matches!(status, 401 | 403) {
+            inner
+                .auth_refusal
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .get_or_insert_with(|| error.to_string());
+        }
+        Err(error)
     }
 
     /// Holds every request until the provider's last `Retry-After` has passed.

@@ -4351,3 +4351,274 @@ async fn a_workspace_that_stays_down_is_warned_about_once() {
         .count();
     assert_eq!(warnings, 1, "{log}");
 }
+
+/// A token the workspace refuses (revoked, say) makes every request a 401: an
+/// answer, but no sign the workspace can be used. A pass with nothing due that
+/// was refused everything fails, naming the request and the status, so its
+/// failures in a row grow and alert, where it used to pass for a success.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pass_whose_token_is_refused_fails_naming_the_refusal() {
+    let (sandbox, dir, _config) = reconciled_demo().await;
+    {
+        let mut store = Store::open(&dir.path().join("state.db")).unwrap();
+        let now = chrono::Utc::now();
+        store.job_started("reconcile", now).unwrap();
+        store
+            .job_finished(
+                "reconcile",
+                now,
+                seatwarden::store::RunStatus::Succeeded,
+                None,
+            )
+            .unwrap();
+    }
+    let port = free_port();
+    let mut env = daemon_env(dir.path(), &sandbox, port, "* * * * * *");
+    for (key, value) in &mut env {
+        if key == "SEATWARDEN__WORKSPACE__TOKEN" {
+            *value = "revoked-token".to_owned();
+        }
+    }
+    let daemon = start_daemon(dir.path(), env, port);
+    let passes = |daemon: &Daemon| {
+        daemon
+            .log
+            .lock()
+            .unwrap()
+            .lines()
+            .filter(|l| {
+                (l.contains("job=\"sweep\"") || l.contains("job=\"retry\""))
+                    && (l.contains("job finished") || l.contains("job failed"))
+            })
+            .count()
+    };
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while passes(&daemon) < 2 {
+        assert!(
+            Instant::now() < deadline,
+            "not two passes: {}",
+            daemon.log.lock().unwrap()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let (code, log) = daemon.terminate();
+    assert_eq!(code, Some(0), "{log}");
+    sandbox.shutdown().await;
+    let ends: Vec<&str> = log
+        .lines()
+        .filter(|l| {
+            (l.contains("job=\"sweep\"") || l.contains("job=\"retry\""))
+                && (l.contains("job finished") || l.contains("job failed"))
+        })
+        .collect();
+    assert!(ends.len() >= 2, "{log}");
+    for end in ends {
+        assert!(
+            end.contains("job failed")
+                && end.contains("GET /ServiceProviderConfig")
+                && end.contains("HTTP 401")
+                && end.contains("workspace.token"),
+            "{end}\n{log}"
+        );
+    }
+}
+
+/// What the client counts of a 401: an answer (the workspace is up, for the
+/// outage rule) but nothing served, and the refusal kept with its endpoint;
+/// a 404 is served (the token was accepted), a 503 neither.
+#[tokio::test]
+async fn a_refused_token_is_an_answer_but_nothing_served() {
+    use wiremock::matchers::{method, path};
+    use wiremock::{Mock, MockServer, ResponseTemplate};
+
+    let workspace = MockServer::start().await;
+    Mock::given(method("GET"))
+        .and(path("/Users/refused"))
+        .respond_with(ResponseTemplate::new(401))
+        .mount(&workspace)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/Users/down"))
+        .respond_with(ResponseTemplate::new(503))
+        .mount(&workspace)
+        .await;
+    Mock::given(method("GET"))
+        .respond_with(ResponseTemplate::new(404))
+        .mount(&workspace)
+        .await;
+    let (_dir, config, _store) = against_mock_workspace(&workspace);
+    let mut settings = config.scim_settings().unwrap();
+    settings.retry = seatwarden::retry::RetryPolicy::immediate(0);
+    let client = seatwarden::workspace::ScimClient::new(settings).unwrap();
+
+    assert!(client.get_account("refused").await.is_err());
+    assert_eq!((client.answers(), client.served_answers()), (1, 0));
+    let refusal = client.auth_refusal().unwrap_or_default();
+    assert!(
+        refusal.contains("GET /Users/refused") && refusal.contains("HTTP 401"),
+        "{refusal}"
+    );
+    assert!(client.get_account("down").await.is_err());
+    assert_eq!((client.answers(), client.served_answers()), (1, 0));
+    assert!(matches!(client.get_account("absent").await, Ok(None)));
+    assert_eq!((client.answers(), client.served_answers()), (2, 1));
+}
+
+/// A workspace that stays down while a leaver is due: the sweep's "stopped
+/// answering" warning comes once, when the outage starts, not at every pass of
+/// the sweep and the retry job; its end is logged when the workspace is back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_outage_that_leaves_leavers_unread_is_warned_about_once() {
+    let (sandbox, dir, _config) = reconciled_demo().await;
+    {
+        let mut store = Store::open(&dir.path().join("state.db")).unwrap();
+        let now = chrono::Utc::now();
+        store.job_started("reconcile", now).unwrap();
+        store
+            .job_finished(
+                "reconcile",
+                now,
+                seatwarden::store::RunStatus::Succeeded,
+                None,
+            )
+            .unwrap();
+    }
+    let port = free_port();
+    let env = daemon_env(dir.path(), &sandbox, port, "* * * * * *");
+    remove_a_leaver(dir.path(), &sandbox);
+    let address = format!(
+        "{}:{}",
+        sandbox.base_url().host_str().unwrap(),
+        sandbox.base_url().port().unwrap()
+    );
+    sandbox.shutdown().await;
+    let daemon = start_daemon(dir.path(), env, port);
+    let passes = |daemon: &Daemon| {
+        daemon
+            .log
+            .lock()
+            .unwrap()
+            .lines()
+            .filter(|l| {
+                (l.contains("job=\"sweep\"") || l.contains("job=\"retry\""))
+                    && (l.contains("job finished") || l.contains("job failed"))
+            })
+            .count()
+    };
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while passes(&daemon) < 4 {
+        assert!(
+            Instant::now() < deadline,
+            "not four passes: {}",
+            daemon.log.lock().unwrap()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let listener = tokio::net::TcpListener::bind(&address).await.unwrap();
+    let seed = seatwarden::sandbox::load_seed(Path::new(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/config/demo/workspace.json"
+    )))
+    .unwrap();
+    let back = Sandbox::start(
+        listener,
+        SandboxOptions {
+            token: TOKEN.into(),
+            ..SandboxOptions::default()
+        },
+        seed,
+    )
+    .await
+    .unwrap();
+    while !daemon.logged("the workspace answers again") {
+        assert!(
+            Instant::now() < deadline,
+            "the end of the outage not logged: {}",
+            daemon.log.lock().unwrap()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let (code, log) = daemon.terminate();
+    assert_eq!(code, Some(0), "{log}");
+    back.shutdown().await;
+    let warnings: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("WARN") && l.contains("the workspace stopped answering"))
+        .collect();
+    assert_eq!(warnings.len(), 1, "{log}");
+    assert!(warnings[0].contains("due accounts were not read"), "{log}");
+}
+
+/// `reject` on a run the sweep's guard held binds only that run: the leaver's
+/// episode stays open and the next pass holds the deprovision again (the guard
+/// still holds it), never forgetting the leaver. `reject` says so, and the new
+/// hold names the rejection (run, operator, time) instead of looking new.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rejected_sweep_hold_is_held_again_naming_the_rejection() {
+    use seatwarden::workspace::ScimClient;
+
+    let (sandbox, dir, mut config) = reconciled_demo().await;
+    let leaver_id = remove_a_leaver(dir.path(), &sandbox);
+    let store = Arc::new(Mutex::new(Store::open(&config.state.path).unwrap()));
+    let now = chrono::Utc::now();
+    let today = store
+        .lock()
+        .unwrap()
+        .deprovisions_since(now - chrono::Duration::hours(24))
+        .unwrap();
+    config.safety.max_deprovisions_per_day = usize::try_from(today).unwrap();
+    let client = ScimClient::new(config.scim_settings().unwrap()).unwrap();
+    let directory = config.directory();
+    let outcome = sweep_now(&config, &directory, &client, &store).await;
+    assert_eq!(outcome.held, 1, "{outcome:?}");
+    let run = outcome.run_id.unwrap();
+
+    let rejection = seatwarden::approval::reject(
+        &mut store.lock().unwrap(),
+        run,
+        &seatwarden::approval::Only::All,
+        chrono::Utc::now(),
+    )
+    .unwrap();
+    let said = rejection.to_string();
+    assert!(
+        said.contains(&format!("sweep run {run}"))
+            && said.contains("the sweep's next pass")
+            && said.contains("held again")
+            && said.contains("safety.protected"),
+        "{said}"
+    );
+    let operator = store
+        .lock()
+        .unwrap()
+        .audit()
+        .unwrap()
+        .last()
+        .unwrap()
+        .user
+        .clone();
+
+    // The next pass, once the hold is due to be looked at again.
+    let later = chrono::Utc::now() + chrono::Duration::minutes(16);
+    let again = seatwarden::sweep::sweep(
+        &config,
+        &directory,
+        &client,
+        &store,
+        later,
+        chrono::Duration::hours(1),
+    )
+    .await
+    .unwrap();
+    assert_eq!(again.held, 1, "{again:?}");
+    assert_ne!(again.run_id, Some(run));
+    let open = store.lock().unwrap().open_deprovisions().unwrap();
+    let episode = open.iter().find(|e| e.identity_id == leaver_id).unwrap();
+    let held = episode.held.as_deref().unwrap_or_default();
+    assert!(
+        held.starts_with(&format!("rejected in run {run} by {operator} at "))
+            && held.contains("; held again: "),
+        "{held}"
+    );
+    sandbox.shutdown().await;
+}

@@ -739,7 +739,7 @@ async fn an_interrupted_approval_can_still_be_rejected() {
 
     let rejected =
         approval::reject(&mut env.store(), outcome.run_id, &Only::All, Utc::now()).unwrap();
-    assert_eq!(rejected, 30);
+    assert_eq!(rejected.rejected, 30);
     let decisions = env.store().decisions(outcome.run_id).unwrap();
     assert!(
         seqs.iter()
@@ -988,7 +988,7 @@ async fn a_killed_approval_can_still_be_rejected() {
 
     let rejected =
         approval::reject(&mut env.store(), outcome.run_id, &Only::All, Utc::now()).unwrap();
-    assert_eq!(rejected, 40);
+    assert_eq!(rejected.rejected, 40);
     let decisions = env.store().decisions(outcome.run_id).unwrap();
     assert!(decisions.values().all(|d| *d == Decision::Rejected));
     // Approving again resolves the rows in flight and sends nothing.
@@ -1305,7 +1305,7 @@ async fn a_released_action_the_next_approval_refuses_is_held_again_with_the_reas
     // Still decidable: rejecting drops it for good.
     let rejected =
         approval::reject(&mut env.store(), outcome.run_id, &Only::All, Utc::now()).unwrap();
-    assert_eq!(rejected, 1);
+    assert_eq!(rejected.rejected, 1);
 }
 
 /// `approve` re-reads the workspace to see what a held action still means: an
@@ -1405,7 +1405,17 @@ async fn reject_and_the_override_are_audited() {
     assert_eq!(held.plan.held().count(), 3);
     let mut store = env.store();
     let rejected = approval::reject(&mut store, held.run_id, &Only::All, Utc::now()).unwrap();
-    assert_eq!(rejected, 3);
+    assert_eq!(rejected.rejected, 3);
+    // What follows is said: the next reconcile plans them again, the leavers'
+    // episodes stay open, and how to end it for good.
+    let said = rejected.to_string();
+    assert!(
+        said.contains(&format!("reconcile run {}", held.run_id))
+            && said.contains("The next reconcile plans again")
+            && said.contains("The 3 deprovisions among them stay open")
+            && said.contains("safety.protected"),
+        "{said}"
+    );
     // The stored report stops asking for a human: what was rejected is not run.
     let report =
         seatwarden::report::Report::from_json(&store.report(held.run_id).unwrap().unwrap())
