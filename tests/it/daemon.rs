@@ -1248,6 +1248,7 @@ async fn a_delivery_that_sends_nothing_due_fails() {
                 to: vec!["sec@example.com".into()],
                 text: "t".into(),
                 html: "<p>h</p>".into(),
+                in_reply_to: None,
             },
             now,
         )
