@@ -1448,6 +1448,7 @@ async fn the_sweep_rejects_a_truncated_directory_and_acts_on_a_real_leaver() {
             cool_down: std::time::Duration::from_secs(900),
             database: None,
             schedule: None,
+            admin_command: "seatwarden".into(),
         },
     )
     .unwrap();
@@ -3438,6 +3439,7 @@ async fn a_disputed_leaver_is_held_overdue_and_deprovisioned_once_linked() {
                 cool_down: std::time::Duration::from_secs(900),
                 database: None,
                 schedule: None,
+                admin_command: "seatwarden".into(),
             },
         )
         .unwrap()
