@@ -2,7 +2,10 @@
 //! the digest. Each condition has a key; raising the same key again inside the quiet
 //! period sends nothing (the store counts it), after the quiet period a reminder goes
 //! out, and [`resolve`] sends the resolution once, its subject the alert's (as last
-//! sent) behind "Resolved: ", so mail clients show the two together.
+//! sent) behind "Resolved: ". Reminders and the resolution reply to the alert's
+//! first mail (`In-Reply-To` and `References` with its Message-ID, kept as the
+//! alert's `thread_root`), so mail clients show them as one thread; the subjects
+//! keep "still: " and "Resolved: " for whoever scans a list of subjects.
 //!
 //! The decision ([`decide_raise`], [`decide_resolve`]) is pure: the time is passed
 //! in. [`raise`] and [`resolve`] apply it and queue the message in the outbox, in
@@ -266,12 +269,15 @@ pub struct RaiseOutcome {
     pub message: Option<OutboxId>,
 }
 
+/// `in_reply_to`: the Message-ID of the alert's first mail, for a reminder or a
+/// resolution.
 fn message(
     context: &AlertContext<'_>,
     kind: OutboxKind,
     subject: String,
     title: &str,
     lines: &[String],
+    in_reply_to: Option<&str>,
 ) -> Result<NewMessage, AlertError> {
     // A line break in a userName or a reason would let a directory value forge
     // lines of the text part ("Resolved — no action needed"): each line stays one.
@@ -281,7 +287,10 @@ fn message(
         text.push('\n');
     }
     let html = report::render_alert_html(&subject, title, kind == OutboxKind::Resolution, lines)?;
-    Ok(mail::compose(context.mail, kind, &subject, &text, &html))
+    Ok(NewMessage {
+        in_reply_to: in_reply_to.map(str::to_owned),
+        ..mail::compose(context.mail, kind, &subject, &text, &html)
+    })
 }
 
 /// The subject of an alert saying `summary`.
@@ -402,6 +411,7 @@ fn decide_raise_write(
             last_sent_at: now,
             resolved_at: None,
             suppressed: 0,
+            thread_root: None,
         },
     };
     let outgoing = match decision {
@@ -437,6 +447,7 @@ fn decide_raise_write(
                 subject,
                 &summary,
                 &lines,
+                record.thread_root.as_deref(),
             )?)
         }
     };
@@ -496,6 +507,7 @@ fn decide_resolve_write(
         subject,
         &format!("Resolved: {summary}"),
         &lines,
+        old.thread_root.as_deref(),
     )?;
     let record = AlertRecord {
         state: AlertRecordState::Resolved,
@@ -663,6 +675,15 @@ fn why_open(entry: &LedgerEntry) -> Option<String> {
     }
 }
 
+/// The thread of the first raised of `records` that has one: one message naming
+/// several people, each alerted in a mail of their own, replies to one of them.
+fn oldest_thread<'a>(records: impl Iterator<Item = &'a AlertRecord>) -> Option<&'a str> {
+    records
+        .filter(|r| r.thread_root.is_some())
+        .min_by(|a, b| (a.first_raised_at, &a.key).cmp(&(b.first_raised_at, &b.key)))
+        .and_then(|r| r.thread_root.as_deref())
+}
+
 fn decide_overdue_write(
     store: &Store,
     context: &AlertContext<'_>,
@@ -713,6 +734,7 @@ fn decide_overdue_write(
             last_sent_at: now,
             resolved_at: None,
             suppressed: 0,
+            thread_root: None,
         });
     }
     if reminder_due {
@@ -766,12 +788,19 @@ fn decide_overdue_write(
             ));
         }
         let subject = alert_subject(context, &format!("{prefix}{summary}"));
+        // A reminder follows the oldest thread among those it names again.
+        let follows = if reminder_due {
+            oldest_thread(still.iter().map(|(_, r)| *r))
+        } else {
+            None
+        };
         messages.push(message(
             context,
             OutboxKind::Alert,
             subject,
             &summary,
             &lines,
+            follows,
         )?);
     }
 
@@ -822,6 +851,7 @@ fn decide_overdue_write(
             subject,
             &format!("Resolved: {summary}"),
             &lines,
+            oldest_thread(resolved.iter().copied()),
         )?);
         for old in &resolved {
             records.push(AlertRecord {
@@ -1228,6 +1258,7 @@ mod tests {
             last_sent_at: at(8, 0),
             resolved_at: None,
             suppressed: 0,
+            thread_root: None,
         };
         let quiet = Duration::from_secs(3600);
         assert_eq!(decide_raise(None, at(8, 0), quiet), RaiseDecision::New);
@@ -1363,6 +1394,75 @@ mod tests {
                 .unwrap()
                 .contains("`sudo seatwarden-admin explain 00u1` tells one person's whole story"),
             "{several:?}"
+        );
+    }
+
+    /// One overdue mail names several people, each with an alert of their own: the
+    /// reminder and the resolution reply to the mail that first named them, and
+    /// someone newly overdue beside them is threaded from the reminder that first
+    /// named them.
+    #[test]
+    fn overdue_reminders_and_resolutions_reply_to_the_first_mail_naming_them() {
+        use crate::sla::{self, Leaver, LossReason};
+
+        let mut store = Store::open_in_memory().unwrap();
+        let mail = settings();
+        let context = context(&mail);
+        let leaver = |n: u32| Leaver {
+            identity_id: format!("00u{n}"),
+            account_id: Some(format!("acc-{n}")),
+            user_name: format!("leaver{n}@example.com"),
+            reason: LossReason::Deleted,
+        };
+        let due_in = chrono::Duration::hours(1);
+        let changes = sla::observe(&[], &[leaver(0), leaver(1)], &[], at(8, 0), due_in);
+        store.update_ledger(&changes, at(8, 0)).unwrap();
+        let first = overdue_deprovisions(&mut store, &context, at(9, 1)).unwrap();
+        assert!(first.alert.is_some());
+
+        let changes = sla::observe(&[], &[leaver(2)], &[], at(10, 0), due_in);
+        store.update_ledger(&changes, at(10, 0)).unwrap();
+        let reminder = overdue_deprovisions(&mut store, &context, at(15, 2)).unwrap();
+        assert!(reminder.alert.is_some());
+        for entry in store.open_deprovisions().unwrap() {
+            store.deprovision_verified(entry.id, at(15, 30)).unwrap();
+        }
+        let resolved = overdue_deprovisions(&mut store, &context, at(15, 31)).unwrap();
+        assert!(resolved.resolution.is_some());
+
+        let outbox = store.outbox().unwrap();
+        let subjects: Vec<&str> = outbox.iter().map(|e| e.message.subject.as_str()).collect();
+        assert_eq!(
+            subjects,
+            [
+                "[seatwarden] acme: 2 deprovisions are overdue",
+                "[seatwarden] acme: deprovision of leaver2@example.com is overdue",
+                "Resolved: [seatwarden] acme: 3 deprovisions are overdue",
+            ]
+        );
+        let root = outbox[0].message_id();
+        assert_eq!(outbox[0].message.in_reply_to, None);
+        assert_eq!(
+            outbox[1].message.in_reply_to.as_deref(),
+            Some(root.as_str())
+        );
+        assert_eq!(
+            outbox[2].message.in_reply_to.as_deref(),
+            Some(root.as_str())
+        );
+        let threads: Vec<Option<String>> = ["00u0", "00u1", "00u2"]
+            .iter()
+            .map(|id| {
+                store
+                    .alert(&format!("{OVERDUE_PREFIX}{id}"))
+                    .unwrap()
+                    .unwrap()
+                    .thread_root
+            })
+            .collect();
+        assert_eq!(
+            threads,
+            [Some(root.clone()), Some(root), Some(outbox[1].message_id())]
         );
     }
 }

@@ -813,7 +813,7 @@ fn why_no_report(config: &Config, store: &Store, run_id: RunId) -> anyhow::Resul
     let sweep = run.kind == RunKind::Sweep;
     let state = match (run.status, &run.error) {
         (RunStatus::Running, _) if cut_off => {
-            format!("was interrupted: the process stopped before it finished (started {started})")
+            format!("was cut off: the process stopped before it finished (started {started})")
         }
         (RunStatus::Running, _) if sweep => format!("is still running (started {started})"),
         (RunStatus::Running, _) if run.kind == RunKind::Reconcile => {
@@ -905,7 +905,7 @@ fn latest_reported_run(store: &Store) -> anyhow::Result<RunId> {
             (crate::store::RunStatus::Failed, Some(error)) => format!("failed: {error}"),
             (crate::store::RunStatus::Stopped, Some(error)) => format!("was stopped: {error}"),
             (crate::store::RunStatus::Running, _) if cut_off => {
-                "was interrupted: the process stopped before it finished".to_owned()
+                "was cut off: the process stopped before it finished".to_owned()
             }
             (crate::store::RunStatus::Running, _) if newest.kind == RunKind::Reconcile => {
                 "is still running".to_owned()

@@ -13,7 +13,9 @@
 //! A whole session is bounded by a few `timeout`s. A crash between the
 //! server's acceptance and the `sent` mark sends that one message again on restart
 //! (at least once); its Message-ID is derived from the outbox row, so it is the same
-//! message both times and mail clients show it once.
+//! message both times and mail clients show it once. An alert's reminders and its
+//! resolution carry `In-Reply-To` and `References` with its first mail's
+//! Message-ID ([`crate::alert`]).
 //!
 //! `smtp_url` forms: `smtp://host[:port]` (plain, for a local relay; port 25),
 //! `smtp://host[:port]?tls=starttls` (STARTTLS required; port 587),
@@ -440,23 +442,19 @@ fn relay_refused(error: &lettre::transport::smtp::Error, phase: Phase) -> bool {
 }
 
 /// The message as sent: multipart/alternative (text, then HTML), with a
-/// Message-ID and Date fixed by the outbox row, so a resend is the same message.
+/// Message-ID and Date fixed by the outbox row, so a resend is the same message,
+/// and, for an alert's reminder or resolution, `In-Reply-To` and `References`
+/// naming the alert's first mail, so clients thread them.
 pub fn build_message(entry: &OutboxEntry) -> Result<Message, MailError> {
     let message = &entry.message;
-    let domain = message
-        .from
-        .rsplit_once('@')
-        .map(|(_, d)| d.trim_end_matches('>'))
-        .unwrap_or("seatwarden.invalid");
     let mut builder = Message::builder()
         .from(mailbox(&message.from)?)
         .subject(message.subject.clone())
-        .message_id(Some(format!(
-            "<seatwarden.{}.{}@{domain}>",
-            entry.id,
-            entry.created_at.timestamp()
-        )))
+        .message_id(Some(entry.message_id()))
         .date(SystemTime::from(entry.created_at));
+    if let Some(root) = &message.in_reply_to {
+        builder = builder.in_reply_to(root.clone()).references(root.clone());
+    }
     for to in &message.to {
         builder = builder.to(mailbox(to)?);
     }
@@ -569,6 +567,7 @@ pub fn compose(
         to: settings.to.clone(),
         text: text.to_owned(),
         html: html.to_owned(),
+        in_reply_to: None,
     }
 }
 

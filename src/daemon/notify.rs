@@ -33,15 +33,19 @@ pub fn digest_deprovisions(store: &Store) -> Result<Vec<DigestDeprovision>, Stor
             reason: e.reason.to_string(),
             detected_at: e.detected_at,
             due_at: e.due_at,
-            held: e.held.as_deref().map(|held| {
-                if held.starts_with(crate::sweep::DISPUTED_HOLD) {
-                    DeprovisionHold::DisputedMatch
-                } else {
-                    DeprovisionHold::Guard
-                }
-            }),
+            held: e.held.as_deref().map(deprovision_hold),
         })
         .collect())
+}
+
+/// What holds an open deprovision, from the reason its ledger entry keeps: the
+/// digest and `status` word it, and name the command that releases it, alike.
+pub fn deprovision_hold(held: &str) -> DeprovisionHold {
+    if held.starts_with(crate::sweep::DISPUTED_HOLD) {
+        DeprovisionHold::DisputedMatch
+    } else {
+        DeprovisionHold::Guard
+    }
 }
 
 /// What one [`Notifier::deliver`] did.

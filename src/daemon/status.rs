@@ -11,9 +11,11 @@ use serde::Serialize;
 
 use crate::circuit::CircuitState;
 use crate::config::DaemonSettings;
+use crate::model::LossReason;
+use crate::report::digest::DeprovisionHold;
 use crate::schedule::Schedule;
 use crate::sla::{self, EntryState, LedgerEntry};
-use crate::store::{JobRecord, RunKind, RunRecord, RunStatus, Store, StoreError, WriterLock};
+use crate::store::{JobRecord, RunKind, RunRecord, RunStatus, Store, StoreError};
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Status {
@@ -41,8 +43,12 @@ pub struct Status {
     pub last_reconcile_actions: BTreeMap<String, usize>,
     /// The last reconcile is recorded as running, but no writer holds the lock:
     /// its process stopped before it finished, and the next writing run closes
-    /// it and recovers its in-flight writes.
+    /// it and recovers its in-flight writes. Told as `report --run` tells it
+    /// ([`Store::run_and_whether_cut_off`]).
     pub last_reconcile_cut_off: bool,
+    /// How people run seatwarden's commands here, for the text's hints.
+    #[serde(skip)]
+    pub admin_command: String,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -97,14 +103,18 @@ pub struct Line {
     pub user_name: String,
     pub identity_id: String,
     pub account_id: Option<String>,
-    pub reason: &'static str,
+    pub reason: LossReason,
     pub state: &'static str,
     pub detected_at: DateTime<Utc>,
     pub due_at: DateTime<Utc>,
     /// `due_at` on the configured zone's wall clock.
     pub due_local: String,
     pub verified_at: Option<DateTime<Utc>>,
+    /// Why it is held, in the words the hold was recorded with.
     pub held: Option<String>,
+    /// What holds it, and so what releases it: `guard` (`seatwarden approve`)
+    /// or `disputed_match` (`seatwarden link`).
+    pub hold: Option<DeprovisionHold>,
     pub attempts: u32,
     pub last_error: Option<String>,
 }
@@ -122,20 +132,21 @@ fn line(entry: &LedgerEntry, now: DateTime<Utc>, tz: Tz) -> Line {
         user_name: clean(&entry.user_name),
         identity_id: clean(&entry.identity_id),
         account_id: entry.account_id.as_deref().map(clean),
-        reason: entry.reason.as_str(),
+        reason: entry.reason,
         state: entry.state(now).as_str(),
         detected_at: entry.detected_at,
         due_at: entry.due_at,
         due_local: local(entry.due_at, tz),
         verified_at: entry.verified_at,
         held: entry.held.as_deref().map(clean),
+        hold: entry.held.as_deref().map(super::notify::deprovision_hold),
         attempts: entry.attempts,
         last_error: entry.last_error.as_deref().map(clean),
     }
 }
 
 /// What [`collect`] needs besides the store.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Settings<'a> {
     /// Where times are shown.
     pub tz: Tz,
@@ -148,6 +159,8 @@ pub struct Settings<'a> {
     pub database: Option<&'a std::path::Path>,
     /// The daemon's, for each job's next run (`None`: not shown).
     pub schedule: Option<&'a DaemonSettings>,
+    /// [`crate::config::Config::admin_command`].
+    pub admin_command: String,
 }
 
 impl<'a> Settings<'a> {
@@ -163,6 +176,7 @@ impl<'a> Settings<'a> {
             cool_down: config.circuit_settings().cool_down,
             database: Some(&config.state.path),
             schedule,
+            admin_command: config.admin_command(),
         }
     }
 }
@@ -178,23 +192,15 @@ pub fn collect(
         cool_down,
         database,
         schedule,
+        admin_command,
     } = settings;
-    let mut last_reconcile = store.latest_run(&[RunKind::Reconcile])?;
-    let mut last_reconcile_cut_off = false;
-    // The lock only when the record says running, and only for one read: held
-    // longer, it would make a writer starting meanwhile wait for `status`.
-    if let Some(database) = database
-        && last_reconcile
-            .as_ref()
-            .is_some_and(|run| run.status == RunStatus::Running)
-        && let Some(_idle) = WriterLock::try_acquire(database)?
-    {
-        // Under the lock no run starts or ends: read again.
-        last_reconcile = store.latest_run(&[RunKind::Reconcile])?;
-        last_reconcile_cut_off = last_reconcile
-            .as_ref()
-            .is_some_and(|run| run.status == RunStatus::Running);
-    }
+    // By the rule `report --run` tells a run by, so the two agree.
+    let (last_reconcile, last_reconcile_cut_off) = match store.latest_run(&[RunKind::Reconcile])? {
+        Some(run) if database.is_some() => store
+            .run_and_whether_cut_off(run.id)?
+            .map_or((None, false), |(run, cut_off)| (Some(run), cut_off)),
+        other => (other, false),
+    };
     let open = store.open_deprovisions()?;
     let (pending, overdue) = sla::open_counts(&open, now);
     let mut open_lines: Vec<(bool, Line)> = open
@@ -261,6 +267,7 @@ pub fn collect(
         last_reconcile_actions,
         last_reconcile_cut_off,
         last_reconcile,
+        admin_command,
     })
 }
 
@@ -364,8 +371,21 @@ pub fn render_text(status: &Status) -> String {
     );
     for l in &d.open {
         let mut extra = String::new();
-        if let Some(held) = &l.held {
-            let _ = write!(extra, "; held: {held}");
+        if let Some(hold) = l.hold {
+            let _ = write!(
+                extra,
+                "; {}",
+                hold.waiting_for(&status.admin_command, &l.identity_id)
+            );
+            // The wording above already says a disputed match.
+            let why = l.held.as_deref().map(|held| {
+                held.strip_prefix(crate::sweep::DISPUTED_HOLD)
+                    .unwrap_or(held)
+                    .trim()
+            });
+            if let Some(why) = why.filter(|why| !why.is_empty()) {
+                let _ = write!(extra, " ({why})");
+            }
         }
         if let Some(error) = &l.last_error {
             let _ = write!(extra, "; last error after {} attempts: {error}", l.attempts);

@@ -49,7 +49,7 @@ pub enum DeprovisionHold {
 impl DeprovisionHold {
     /// What a reader is told holds it and what to run, e.g. "held: disputed match,
     /// waiting for `seatwarden link u2 ACCOUNT`".
-    fn waiting_for(self, admin_command: &str, identity_id: &str) -> String {
+    pub fn waiting_for(self, admin_command: &str, identity_id: &str) -> String {
         match self {
             DeprovisionHold::Guard => {
                 format!("held by the guard, waiting for `{admin_command} approve`")

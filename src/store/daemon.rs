@@ -803,6 +803,7 @@ mod tests {
             to: vec!["it@example.com".into()],
             text: "text".into(),
             html: "<p>html</p>".into(),
+            in_reply_to: None,
         };
         let ids: Vec<_> = (0..4)
             .map(|minute| store.enqueue_message(&message, at(minute)).unwrap())

@@ -595,6 +595,16 @@ DROP TABLE jobs;
 ALTER TABLE jobs_stopped RENAME TO jobs;
 "#;
 
+/// Migration 14: alert mails thread. `alerts.thread_root` is the Message-ID of the
+/// first mail of an alert (NULL for alerts raised before this migration: their
+/// next mail starts the thread), `outbox.in_reply_to` the one a reminder or a
+/// resolution follows. A Message-ID, not an outbox id: the first mail's row may be
+/// pruned while its alert is still active.
+pub(crate) const M_ALERT_THREADS: &str = r#"
+ALTER TABLE alerts ADD COLUMN thread_root TEXT;
+ALTER TABLE outbox ADD COLUMN in_reply_to TEXT;
+"#;
+
 pub(crate) const MIGRATIONS: &[&str] = &[
     M1,
     M2,
@@ -609,6 +619,7 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     M_MANUAL_LINKS,
     M_DEACTIVATED_SINCE,
     M_STOPPED_STATUS,
+    M_ALERT_THREADS,
 ];
 
 /// The schema version this binary writes.

@@ -108,6 +108,11 @@ pub struct NewMessage {
     pub to: Vec<String>,
     pub text: String,
     pub html: String,
+    /// The Message-ID of the mail this one follows (an alert's first mail, for
+    /// its reminders and its resolution): sent as `In-Reply-To` and `References`
+    /// so mail clients show them as one thread.
+    #[serde(default)]
+    pub in_reply_to: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -121,6 +126,23 @@ pub struct OutboxEntry {
     pub created_at: DateTime<Utc>,
     pub next_attempt_at: DateTime<Utc>,
     pub sent_at: Option<DateTime<Utc>>,
+}
+
+impl OutboxEntry {
+    /// This message's Message-ID, derived from its row so that a message sent
+    /// again after a crash is the same message.
+    pub fn message_id(&self) -> String {
+        message_id(self.id, self.created_at, &self.message.from)
+    }
+}
+
+/// The Message-ID of the outbox row `id` queued at `created_at` from `from`.
+fn message_id(id: OutboxId, created_at: DateTime<Utc>, from: &str) -> String {
+    let domain = from
+        .rsplit_once('@')
+        .map(|(_, d)| d.trim_end_matches('>'))
+        .unwrap_or("seatwarden.invalid");
+    format!("<seatwarden.{id}.{}@{domain}>", created_at.timestamp())
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -151,10 +173,13 @@ pub struct AlertRecord {
     pub resolved_at: Option<DateTime<Utc>>,
     /// Raises inside the quiet period since the last message.
     pub suppressed: u32,
+    /// The Message-ID of the alert's first mail, which its reminders and its
+    /// resolution follow; `None` until [`Store::record_alerts`] queues that mail.
+    pub thread_root: Option<String>,
 }
 
 const OUTBOX_COLUMNS: &str = "id, kind, subject, mail_from, mail_to, text_body, html_body, state, \
-     attempts, last_error, created_at, next_attempt_at, sent_at";
+     attempts, last_error, created_at, next_attempt_at, sent_at, in_reply_to";
 
 fn corrupt(detail: String) -> rusqlite::Error {
     rusqlite::Error::FromSqlConversionFailure(
@@ -179,6 +204,7 @@ fn outbox_entry(row: &rusqlite::Row<'_>) -> rusqlite::Result<OutboxEntry> {
                 .map_err(|e| corrupt(format!("mail_to is not a JSON list: {e}")))?,
             text: row.get(5)?,
             html: row.get(6)?,
+            in_reply_to: row.get(13)?,
         },
         state: OutboxState::parse(&state)
             .ok_or_else(|| corrupt("invalid outbox state".to_owned()))?,
@@ -204,6 +230,7 @@ fn alert_record(row: &rusqlite::Row<'_>) -> rusqlite::Result<AlertRecord> {
         last_sent_at: row.get::<_, Ts>(4)?.0,
         resolved_at: row.get::<_, Option<Ts>>(5)?.map(|t| t.0),
         suppressed: row.get(6)?,
+        thread_root: row.get(7)?,
     })
 }
 
@@ -225,7 +252,7 @@ pub enum AlertsSeen<'a> {
 }
 
 const ALERT_COLUMNS: &str =
-    "key, condition, state, first_raised_at, last_sent_at, resolved_at, suppressed";
+    "key, condition, state, first_raised_at, last_sent_at, resolved_at, suppressed, thread_root";
 
 fn alert_row(conn: &rusqlite::Connection, key: &str) -> Result<Option<AlertRecord>, StoreError> {
     conn.prepare_cached(&format!(
@@ -259,8 +286,8 @@ fn insert_message(
     })?;
     conn.prepare_cached(
         "INSERT INTO outbox (kind, subject, mail_from, mail_to, text_body, html_body, state,
-                             created_at, next_attempt_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'pending', ?7, ?7)",
+                             created_at, next_attempt_at, in_reply_to)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'pending', ?7, ?7, ?8)",
     )
     .and_then(|mut stmt| {
         stmt.insert(params![
@@ -271,6 +298,7 @@ fn insert_message(
             message.text,
             message.html,
             ts(now),
+            message.in_reply_to,
         ])
     })
     .context(|| format!("queueing a {} message in outbox", message.kind))
@@ -421,11 +449,9 @@ impl Store {
     /// Alerts not yet resolved, by key.
     pub fn active_alerts(&self) -> Result<Vec<AlertRecord>, StoreError> {
         self.conn
-            .prepare_cached(
-                "SELECT key, condition, state, first_raised_at, last_sent_at, resolved_at,
-                        suppressed
-                 FROM alerts WHERE state = 'active' ORDER BY key",
-            )
+            .prepare_cached(&format!(
+                "SELECT {ALERT_COLUMNS} FROM alerts WHERE state = 'active' ORDER BY key"
+            ))
             .and_then(|mut stmt| stmt.query_map([], alert_record)?.collect())
             .context(|| "reading active alerts from alerts".to_owned())
     }
@@ -467,6 +493,11 @@ impl Store {
     /// (the mail job beside a sweep) cannot both queue the message. Returns the
     /// queued messages' ids, or `None` (nothing written) when the stored state
     /// changed since it was read: decide again from a fresh read.
+    ///
+    /// The first alert message queued (kind [`OutboxKind::Alert`]) is the first
+    /// mail of every active alert in `records` that has no thread yet: its
+    /// Message-ID becomes their `thread_root`, which their reminders and
+    /// resolution then follow.
     pub fn record_alerts(
         &mut self,
         seen: AlertsSeen<'_>,
@@ -484,16 +515,29 @@ impl Store {
         if !unchanged {
             return Ok(None);
         }
+        let ids = messages
+            .iter()
+            .map(|message| insert_message(&tx, message, now))
+            .collect::<Result<Vec<_>, _>>()?;
+        let new_thread = messages
+            .iter()
+            .zip(&ids)
+            .find(|(message, _)| message.kind == OutboxKind::Alert)
+            .map(|(message, id)| message_id(*id, now, &message.from));
         for record in records {
+            let thread_root = match (&record.thread_root, record.state) {
+                (None, AlertRecordState::Active) => new_thread.as_ref(),
+                (root, _) => root.as_ref(),
+            };
             tx.prepare_cached(
                 "INSERT INTO alerts (key, condition, state, first_raised_at, last_sent_at,
-                                     resolved_at, suppressed)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+                                     resolved_at, suppressed, thread_root)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
                  ON CONFLICT (key) DO UPDATE SET
                     condition = excluded.condition, state = excluded.state,
                     first_raised_at = excluded.first_raised_at,
                     last_sent_at = excluded.last_sent_at, resolved_at = excluded.resolved_at,
-                    suppressed = excluded.suppressed",
+                    suppressed = excluded.suppressed, thread_root = excluded.thread_root",
             )
             .and_then(|mut stmt| {
                 stmt.execute(params![
@@ -504,14 +548,11 @@ impl Store {
                     ts(record.last_sent_at),
                     record.resolved_at.map(ts),
                     record.suppressed,
+                    thread_root,
                 ])
             })
             .context(|| "saving an alert in alerts".to_owned())?;
         }
-        let ids = messages
-            .iter()
-            .map(|message| insert_message(&tx, message, now))
-            .collect::<Result<Vec<_>, _>>()?;
         tx.commit()
             .context(|| "committing alerts and their messages".to_owned())?;
         Ok(Some(ids))
@@ -572,6 +613,7 @@ mod tests {
             to: vec!["it@example.com".to_owned()],
             text: "t".to_owned(),
             html: "<p>h</p>".to_owned(),
+            in_reply_to: None,
         }
     }
 

@@ -1643,6 +1643,7 @@ fn pruning_deletes_old_sent_and_failed_messages_only() {
         to: vec!["it@example.com".into()],
         text: "text".into(),
         html: "<p>html</p>".into(),
+        in_reply_to: None,
     };
     let old_sent = store.enqueue_message(&message, t(0)).unwrap();
     store.mark_message_sent(old_sent, t(5)).unwrap();
@@ -2381,6 +2382,7 @@ fn an_outbox_attempt_scheduled_before_the_clock_stepped_back_is_due() {
         to: vec!["it@example.com".into()],
         text: "text".into(),
         html: "<p>html</p>".into(),
+        in_reply_to: None,
     };
     let waiting = store.enqueue_message(&message, t(0)).unwrap();
     store

@@ -1057,7 +1057,7 @@ fn report_shows_the_newest_run_with_a_report() {
     assert_eq!(json["run_id"], done);
     assert!(
         stderr.contains(&format!("showing run {done}"))
-            && stderr.contains(&format!("run {running} (reconcile) was interrupted")),
+            && stderr.contains(&format!("run {running} (reconcile) was cut off")),
         "{stderr}"
     );
     // While a writer holds the lock, the reconcile is under way.
@@ -1161,7 +1161,7 @@ fn report_of_a_run_without_a_report_says_what_became_of_it() {
     let cut_off = report(reconcile);
     assert!(
         cut_off.contains(&format!(
-            "run {reconcile} (reconcile) was interrupted: the process stopped before it finished"
+            "run {reconcile} (reconcile) was cut off: the process stopped before it finished"
         )) && cut_off.contains("it has no report")
             && !cut_off.contains("still running"),
         "{cut_off}"
@@ -1312,4 +1312,132 @@ fn healthcheck_does_not_depend_on_a_valid_configuration_file() {
     for needle in ["--listen", "SEATWARDEN__HTTP__LISTEN", "[http] listen"] {
         assert!(help.contains(needle), "{needle}: {help}");
     }
+}
+
+/// `status` words a held deprovision as the digest does, with the command that
+/// releases it, and the reason the person lost access in words; its JSON keeps
+/// the machine-readable values (`hold`, `reason`) beside the recorded `held`.
+#[test]
+fn status_says_what_holds_a_deprovision_and_what_releases_it() {
+    use seatwarden::sla::{self, Leaver, LossReason};
+    use seatwarden::store::Store;
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("seatwarden.toml");
+    std::fs::write(
+        &config,
+        "[directory]\nkind = \"file\"\npath = \"d.json\"\n\
+         [workspace]\nurl = \"https://x.example/scim/v2\"\ntoken = \"t\"\n\
+         [state]\npath = \"state.db\"\n\
+         [report]\nadmin_command = \"sudo seatwarden-admin\"\n",
+    )
+    .unwrap();
+    let now = chrono::Utc::now();
+    let mut store = Store::open(&dir.path().join("state.db")).unwrap();
+    let leaver = |n: u32, reason| Leaver {
+        identity_id: format!("00u{n}"),
+        account_id: Some(format!("acc-{n}")),
+        user_name: format!("leaver{n}@example.com"),
+        reason,
+    };
+    let changes = sla::observe(
+        &[],
+        &[
+            leaver(1, LossReason::OutOfScope),
+            leaver(2, LossReason::Suspended),
+        ],
+        &[],
+        now,
+        chrono::Duration::hours(8),
+    );
+    store.update_ledger(&changes, now).unwrap();
+    for entry in store.open_deprovisions().unwrap() {
+        let why = match entry.identity_id.as_str() {
+            "00u1" => format!(
+                "{} which workspace account is theirs is unclear (active: acc-1, acc-9)",
+                seatwarden::sweep::DISPUTED_HOLD
+            ),
+            _ => "31 deprovisions planned, the per-run limit is 25".to_owned(),
+        };
+        store
+            .deprovision_held(entry.id, &why, now + chrono::Duration::minutes(15))
+            .unwrap();
+    }
+    drop(store);
+
+    let text = status_output(&config, "text");
+    assert!(
+        text.contains("leaver1@example.com  due ",)
+            && text.contains(
+                "(no longer in a scope group); held: disputed match, waiting for \
+             `sudo seatwarden-admin link 00u1 ACCOUNT` (which workspace account is theirs is \
+             unclear (active: acc-1, acc-9))"
+            ),
+        "{text}"
+    );
+    assert!(
+        text.contains(
+            "(suspended in the directory); held by the guard, waiting for \
+             `sudo seatwarden-admin approve` (31 deprovisions planned, the per-run limit is 25)"
+        ),
+        "{text}"
+    );
+    assert!(!text.contains("out_of_scope"), "{text}");
+
+    let json: serde_json::Value = serde_json::from_str(&status_output(&config, "json")).unwrap();
+    let open = json["deprovisions"]["open"].as_array().unwrap();
+    let person = |id: &str| {
+        open.iter()
+            .find(|l| l["identity_id"] == id)
+            .unwrap_or_else(|| panic!("no {id} in {json}"))
+    };
+    assert_eq!(person("00u1")["reason"], "out_of_scope");
+    assert_eq!(person("00u1")["hold"], "disputed_match");
+    assert!(
+        person("00u1")["held"]
+            .as_str()
+            .unwrap()
+            .starts_with(seatwarden::sweep::DISPUTED_HOLD)
+    );
+    assert_eq!(person("00u2")["reason"], "suspended");
+    assert_eq!(person("00u2")["hold"], "guard");
+}
+
+/// A reconcile whose process was killed: `status` and `report --run` call it the
+/// same thing, by the same rule (`Store::run_and_whether_cut_off`).
+#[test]
+fn status_and_report_run_call_a_killed_reconcile_the_same_thing() {
+    use seatwarden::store::{RunKind, Store};
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("seatwarden.toml");
+    std::fs::write(
+        &config,
+        "[directory]\nkind = \"file\"\npath = \"d.json\"\n[workspace]\nurl = \"https://x.example/scim/v2\"\ntoken = \"t\"\n[state]\npath = \"state.db\"\n",
+    )
+    .unwrap();
+    let run = Store::open(&dir.path().join("state.db"))
+        .unwrap()
+        .begin_run(RunKind::Reconcile, chrono::Utc::now())
+        .unwrap();
+    let status = status_output(&config, "text");
+    assert!(
+        status.contains(&format!("Last reconcile: run {run} cut off (")),
+        "{status}"
+    );
+    let out = seatwarden(
+        &[
+            "--config",
+            config.to_str().unwrap(),
+            "report",
+            "--run",
+            &run.to_string(),
+        ],
+        &[],
+    );
+    let said = format!("{}{}", text(&out.stdout), text(&out.stderr));
+    assert!(
+        said.contains(&format!(
+            "run {run} (reconcile) was cut off: the process stopped before it finished"
+        )),
+        "{said}"
+    );
 }

@@ -1248,6 +1248,7 @@ async fn a_delivery_that_sends_nothing_due_fails() {
                 to: vec!["sec@example.com".into()],
                 text: "t".into(),
                 html: "<p>h</p>".into(),
+                in_reply_to: None,
             },
             now,
         )
@@ -1447,6 +1448,7 @@ async fn the_sweep_rejects_a_truncated_directory_and_acts_on_a_real_leaver() {
             cool_down: std::time::Duration::from_secs(900),
             database: None,
             schedule: None,
+            admin_command: "seatwarden".into(),
         },
     )
     .unwrap();
@@ -3437,6 +3439,7 @@ async fn a_disputed_leaver_is_held_overdue_and_deprovisioned_once_linked() {
                 cool_down: std::time::Duration::from_secs(900),
                 database: None,
                 schedule: None,
+                admin_command: "seatwarden".into(),
             },
         )
         .unwrap()
@@ -4620,5 +4623,83 @@ async fn a_rejected_sweep_hold_is_held_again_naming_the_rejection() {
             && held.contains("; held again: "),
         "{held}"
     );
+    sandbox.shutdown().await;
+}
+
+/// While the daemon stops (SIGTERM came, a reconcile is finishing its write in
+/// flight, the HTTP server still answers), `POST /reconcile` starts nothing and
+/// says so: 503 `{"reconcile":"stopping"}`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn post_reconcile_while_the_daemon_stops_answers_503_stopping() {
+    // Slow enough that the reconcile's write in flight keeps the stop (and so the
+    // HTTP server) going for a good while after the signal.
+    let sandbox = demo_sandbox(Faults {
+        latency: Duration::from_millis(500),
+        ..Faults::default()
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let mut env = daemon_env(dir.path(), &sandbox, port, "0 0 1 1 *");
+    std::fs::write(dir.path().join("trigger-token"), "s3cret-trigger\n").unwrap();
+    env.push((
+        "SEATWARDEN__HTTP__TRIGGER_TOKEN_FILE".into(),
+        "trigger-token".into(),
+    ));
+    let writes_before = sandbox.stats().writes;
+    let daemon = start_daemon(dir.path(), env, port);
+    let post = || http(port, "POST", "/reconcile", Some("s3cret-trigger"));
+    // The first reconcile (it runs at start) is writing.
+    wait_for(
+        "the reconcile's first write",
+        Duration::from_secs(120),
+        || sandbox.stats().writes > writes_before,
+    )
+    .await;
+    let (code, body) = post();
+    assert_eq!(code, 200, "joins the reconcile under way: {body}");
+
+    let _ = Command::new("sh")
+        .args(["-c", &format!("kill -TERM {}", daemon.child.id())])
+        .status();
+    // Until the daemon has seen the signal, a POST joins the running reconcile;
+    // from then on it is refused, until the server closes after the jobs.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let (code, body) = loop {
+        let (code, body) = post();
+        if code != 200 {
+            break (code, body);
+        }
+        assert!(Instant::now() < deadline, "still joining: {body}");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    };
+    assert_ne!(
+        code,
+        0,
+        "the HTTP server closed before a POST saw the daemon stopping: {}",
+        daemon.log.lock().unwrap()
+    );
+    assert_eq!(code, 503, "{body}");
+    let answer: serde_json::Value =
+        serde_json::from_str(&body).unwrap_or_else(|e| panic!("{body}: {e}"));
+    assert_eq!(answer["reconcile"], "stopping", "{answer}");
+    assert!(answer["run_id"].is_null(), "{answer}");
+    assert!(
+        daemon.logged("SIGTERM: stopping"),
+        "{}",
+        daemon.log.lock().unwrap()
+    );
+    let (code, log) = daemon.terminate();
+    assert_eq!(code, Some(0), "{log}");
+    // The refused POST started nothing: the one reconcile, stopped.
+    let reconciles: i64 = rusqlite::Connection::open(dir.path().join("state.db"))
+        .unwrap()
+        .query_row(
+            "SELECT count(*) FROM runs WHERE kind = 'reconcile'",
+            [],
+            |row| row.get(0),
+        )
+        .unwrap();
+    assert_eq!(reconciles, 1, "{log}");
     sandbox.shutdown().await;
 }

@@ -1465,3 +1465,73 @@ async fn a_refused_recipient_is_reported_and_the_others_get_the_message() {
         1
     );
 }
+
+/// Mail clients thread by `In-Reply-To` and `References`: an alert's reminders
+/// and its resolution name its first mail's Message-ID, and the same condition
+/// raised again after its resolution starts a thread of its own.
+#[test]
+fn reminders_and_the_resolution_reply_to_the_alerts_first_mail() {
+    use seatwarden::alert::{self, AlertCondition, AlertContext};
+    let mut store = Store::open_in_memory().unwrap();
+    let settings = plain_settings(25);
+    let context = AlertContext {
+        name: "acme",
+        timezone: chrono_tz::UTC,
+        mail: &settings,
+        admin_command: "seatwarden",
+    };
+    let condition = AlertCondition::CircuitBreakerOpen {
+        reason: "9 of 10 writes failed".into(),
+    };
+    alert::raise(&mut store, &context, &condition, at(8, 0)).unwrap();
+    alert::raise(&mut store, &context, &condition, at(9, 0)).unwrap();
+    alert::raise(&mut store, &context, &condition, at(10, 0)).unwrap();
+    alert::resolve(&mut store, &context, &condition.key(), at(10, 30)).unwrap();
+    alert::raise(&mut store, &context, &condition, at(11, 0)).unwrap();
+
+    let header = |formatted: &str, name: &str| {
+        formatted
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("{name}: ")))
+            .map(str::to_owned)
+    };
+    let sent: Vec<(String, String)> = store
+        .outbox()
+        .unwrap()
+        .iter()
+        .map(|entry| {
+            let formatted =
+                String::from_utf8(mail::build_message(entry).unwrap().formatted()).unwrap();
+            (entry.message.subject.clone(), formatted)
+        })
+        .collect();
+    let subjects: Vec<&str> = sent.iter().map(|(s, _)| s.as_str()).collect();
+    assert_eq!(
+        subjects,
+        [
+            "[seatwarden] acme: circuit breaker open: workspace writes stopped",
+            "[seatwarden] acme: still: circuit breaker open: workspace writes stopped",
+            "[seatwarden] acme: still: circuit breaker open: workspace writes stopped",
+            "Resolved: [seatwarden] acme: circuit breaker open: workspace writes stopped",
+            "[seatwarden] acme: circuit breaker open: workspace writes stopped",
+        ]
+    );
+    let first = header(&sent[0].1, "Message-ID").unwrap();
+    assert_eq!(header(&sent[0].1, "In-Reply-To"), None);
+    for (subject, formatted) in &sent[1..4] {
+        assert_eq!(
+            header(formatted, "In-Reply-To").as_deref(),
+            Some(first.as_str()),
+            "{subject}\n{formatted}"
+        );
+        assert_eq!(
+            header(formatted, "References").as_deref(),
+            Some(first.as_str()),
+            "{subject}\n{formatted}"
+        );
+    }
+    let again = &sent[4].1;
+    assert_eq!(header(again, "In-Reply-To"), None, "{again}");
+    assert_eq!(header(again, "References"), None, "{again}");
+    assert_ne!(header(again, "Message-ID").unwrap(), first);
+}

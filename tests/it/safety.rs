@@ -1687,6 +1687,7 @@ async fn a_workspace_group_no_mapping_gives_to_anyone_is_not_emptied_without_a_h
             cool_down: std::time::Duration::from_secs(900),
             database: None,
             schedule: None,
+            admin_command: "seatwarden".into(),
         },
     )
     .unwrap();
@@ -3160,6 +3161,7 @@ async fn deletion_waits_for_the_retention_period_and_opens_no_ledger_episode() {
             cool_down: std::time::Duration::from_secs(900),
             database: None,
             schedule: None,
+            admin_command: "seatwarden".into(),
         },
     )
     .unwrap();
