@@ -4117,19 +4117,7 @@ async fn a_deprovision_the_sweep_held_awaits_approval_in_the_metrics() {
     let (sandbox, dir, _config) = reconciled_demo().await;
     // The reconcile ran by hand: recorded as the daemon's, so it does not run again
     // at start (it would hold the leaver itself, and count it from its report).
-    {
-        let mut store = Store::open(&dir.path().join("state.db")).unwrap();
-        let now = chrono::Utc::now();
-        store.job_started("reconcile", now).unwrap();
-        store
-            .job_finished(
-                "reconcile",
-                now,
-                seatwarden::store::RunStatus::Succeeded,
-                None,
-            )
-            .unwrap();
-    }
+    record_the_reconcile_as_the_daemons(dir.path());
     let port = free_port();
     let mut env = daemon_env(dir.path(), &sandbox, port, "*/2 * * * * *");
     env.push(("SEATWARDEN__SAFETY__MAX_DEPROVISIONS".into(), "0".into()));
@@ -4307,45 +4295,13 @@ async fn repeated_post_reconcile_joins_the_queued_or_running_one() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_workspace_that_stays_down_is_warned_about_once() {
     let (sandbox, dir, _config) = reconciled_demo().await;
-    {
-        let mut store = Store::open(&dir.path().join("state.db")).unwrap();
-        let now = chrono::Utc::now();
-        store.job_started("reconcile", now).unwrap();
-        store
-            .job_finished(
-                "reconcile",
-                now,
-                seatwarden::store::RunStatus::Succeeded,
-                None,
-            )
-            .unwrap();
-    }
+    record_the_reconcile_as_the_daemons(dir.path());
     let port = free_port();
     let env = daemon_env(dir.path(), &sandbox, port, "* * * * * *");
     sandbox.shutdown().await;
     let daemon = start_daemon(dir.path(), env, port);
-    let passes = |daemon: &Daemon| {
-        daemon
-            .log
-            .lock()
-            .unwrap()
-            .lines()
-            .filter(|l| {
-                (l.contains("job=\"sweep\"") || l.contains("job=\"retry\""))
-                    && (l.contains("job finished") || l.contains("job failed"))
-            })
-            .count()
-    };
-    let deadline = Instant::now() + Duration::from_secs(120);
     // Each pass (the sweep's and the retry job's, both at start) asks again.
-    while passes(&daemon) < 2 {
-        assert!(
-            Instant::now() < deadline,
-            "not two passes: {}",
-            daemon.log.lock().unwrap()
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    wait_for_sweep_passes(&daemon, 2).await;
     let (code, log) = daemon.terminate();
     assert_eq!(code, Some(0), "{log}");
     let warnings = log
@@ -4362,19 +4318,7 @@ async fn a_workspace_that_stays_down_is_warned_about_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pass_whose_token_is_refused_fails_naming_the_refusal() {
     let (sandbox, dir, _config) = reconciled_demo().await;
-    {
-        let mut store = Store::open(&dir.path().join("state.db")).unwrap();
-        let now = chrono::Utc::now();
-        store.job_started("reconcile", now).unwrap();
-        store
-            .job_finished(
-                "reconcile",
-                now,
-                seatwarden::store::RunStatus::Succeeded,
-                None,
-            )
-            .unwrap();
-    }
+    record_the_reconcile_as_the_daemons(dir.path());
     let port = free_port();
     let mut env = daemon_env(dir.path(), &sandbox, port, "* * * * * *");
     for (key, value) in &mut env {
@@ -4383,27 +4327,7 @@ async fn a_pass_whose_token_is_refused_fails_naming_the_refusal() {
         }
     }
     let daemon = start_daemon(dir.path(), env, port);
-    let passes = |daemon: &Daemon| {
-        daemon
-            .log
-            .lock()
-            .unwrap()
-            .lines()
-            .filter(|l| {
-                (l.contains("job=\"sweep\"") || l.contains("job=\"retry\""))
-                    && (l.contains("job finished") || l.contains("job failed"))
-            })
-            .count()
-    };
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while passes(&daemon) < 2 {
-        assert!(
-            Instant::now() < deadline,
-            "not two passes: {}",
-            daemon.log.lock().unwrap()
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    wait_for_sweep_passes(&daemon, 2).await;
     let (code, log) = daemon.terminate();
     assert_eq!(code, Some(0), "{log}");
     sandbox.shutdown().await;
@@ -4473,19 +4397,7 @@ async fn a_refused_token_is_an_answer_but_nothing_served() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_outage_that_leaves_leavers_unread_is_warned_about_once() {
     let (sandbox, dir, _config) = reconciled_demo().await;
-    {
-        let mut store = Store::open(&dir.path().join("state.db")).unwrap();
-        let now = chrono::Utc::now();
-        store.job_started("reconcile", now).unwrap();
-        store
-            .job_finished(
-                "reconcile",
-                now,
-                seatwarden::store::RunStatus::Succeeded,
-                None,
-            )
-            .unwrap();
-    }
+    record_the_reconcile_as_the_daemons(dir.path());
     let port = free_port();
     let env = daemon_env(dir.path(), &sandbox, port, "* * * * * *");
     remove_a_leaver(dir.path(), &sandbox);
@@ -4496,27 +4408,7 @@ async fn an_outage_that_leaves_leavers_unread_is_warned_about_once() {
     );
     sandbox.shutdown().await;
     let daemon = start_daemon(dir.path(), env, port);
-    let passes = |daemon: &Daemon| {
-        daemon
-            .log
-            .lock()
-            .unwrap()
-            .lines()
-            .filter(|l| {
-                (l.contains("job=\"sweep\"") || l.contains("job=\"retry\""))
-                    && (l.contains("job finished") || l.contains("job failed"))
-            })
-            .count()
-    };
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while passes(&daemon) < 4 {
-        assert!(
-            Instant::now() < deadline,
-            "not four passes: {}",
-            daemon.log.lock().unwrap()
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    wait_for_sweep_passes(&daemon, 4).await;
     let listener = tokio::net::TcpListener::bind(&address).await.unwrap();
     let seed = seatwarden::sandbox::load_seed(Path::new(concat!(
         env!("CARGO_MANIFEST_DIR"),
@@ -4533,6 +4425,7 @@ async fn an_outage_that_leaves_leavers_unread_is_warned_about_once() {
     )
     .await
     .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(120);
     while !daemon.logged("the workspace answers again") {
         assert!(
             Instant::now() < deadline,
@@ -4702,4 +4595,47 @@ async fn post_reconcile_while_the_daemon_stops_answers_503_stopping() {
         .unwrap();
     assert_eq!(reconciles, 1, "{log}");
     sandbox.shutdown().await;
+}
+
+/// Records the reconcile run by hand as the daemon's, so that the daemon does not
+/// run one again at start (it would plan, and hold, what the test means the sweep
+/// to find).
+fn record_the_reconcile_as_the_daemons(dir: &Path) {
+    let mut store = Store::open(&dir.join("state.db")).unwrap();
+    let now = chrono::Utc::now();
+    store.job_started("reconcile", now).unwrap();
+    store
+        .job_finished(
+            "reconcile",
+            now,
+            seatwarden::store::RunStatus::Succeeded,
+            None,
+        )
+        .unwrap();
+}
+
+/// Waits (up to two minutes) until the sweep and the retry job have ended `count`
+/// passes between them, finished or failed.
+async fn wait_for_sweep_passes(daemon: &Daemon, count: usize) {
+    let passes = || {
+        daemon
+            .log
+            .lock()
+            .unwrap()
+            .lines()
+            .filter(|l| {
+                (l.contains("job=\"sweep\"") || l.contains("job=\"retry\""))
+                    && (l.contains("job finished") || l.contains("job failed"))
+            })
+            .count()
+    };
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while passes() < count {
+        assert!(
+            Instant::now() < deadline,
+            "not {count} passes: {}",
+            daemon.log.lock().unwrap()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
