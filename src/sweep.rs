@@ -57,6 +57,18 @@ pub const HOLD_RECHECK: Duration = Duration::minutes(15);
 /// `seatwarden link` releases such a hold when it chooses the person's account.
 pub const DISPUTED_HOLD: &str = "disputed match:";
 
+/// How the hold of a leaver whose linked account's externalId names someone else
+/// seatwarden knows begins: `link … --replace` or a corrected externalId releases it.
+pub const CONTRADICTED_LINK_HOLD: &str = "disputed link:";
+
+/// How the hold of a leaver whose account is protected (`safety.protected`)
+/// begins: seatwarden never touches it, so only a human can.
+pub const PROTECTED_HOLD: &str = "protected account (safety.protected):";
+
+/// How the sweep's hold of a deprovision a human already rejected in an earlier
+/// run goes on, after "rejected in run N by USER at T": the reason it is held now.
+pub const HELD_AGAIN: &str = "; held again: ";
+
 /// Workspaces (by base URL) whose `/ServiceProviderConfig` the last pass in this
 /// process could not read.
 static UNREACHABLE: Mutex<BTreeSet<String>> = Mutex::new(BTreeSet::new());
@@ -645,7 +657,7 @@ pub async fn enforce(
             // It stays open (and becomes overdue) so a human sees it.
             lock(store)?.deprovision_held(
                 entry.id,
-                "protected account (safety.protected): seatwarden never touches it",
+                &format!("{PROTECTED_HOLD} seatwarden never touches it"),
                 now + HOLD_RECHECK,
             )?;
             outcome.held += 1;
@@ -674,7 +686,9 @@ pub async fn enforce(
                 lock(store)?.deprovision_held(
                     entry.id,
                     &format!(
-                        "disputed: the linked account {}'s externalId names identity {named},                          not {}; if the account is {named}'s, `seatwarden link {named} {}                          --replace` moves the link, else set its externalId to {:?}",
+                        "{CONTRADICTED_LINK_HOLD} the linked account {}'s externalId names identity \
+                         {named}, not {}; if the account is {named}'s, `seatwarden link {named} {} \
+                         --replace` moves the link, else set its externalId to {:?}",
                         account.id, entry.identity_id, account.id, entry.identity_id
                     ),
                     now + HOLD_RECHECK,
@@ -774,7 +788,7 @@ pub async fn enforce(
                              says the person lost access (correct the directory, or protect the \
                              account, to end it)"
                         );
-                        why = format!("{rejected}; held again: {why}");
+                        why = format!("{rejected}{HELD_AGAIN}{why}");
                     }
                     store.deprovision_held(entry.id, &why, now + HOLD_RECHECK)?;
                     outcome.held += 1;
@@ -1557,7 +1571,6 @@ fn identities_known(store: &Store) -> Result<HashSet<String>, StoreError> {
     Ok(known)
 }
 
-/// Why the guard held an action, as the ledger records it.
 /// The newest rejection (`seatwarden reject`) of a held deprovision of `entry`'s
 /// person or account in a run other than `run`, made since the episode began, as
 /// "rejected in run N by USER at T".
@@ -1603,6 +1616,7 @@ fn rejected_before(
     Ok(None)
 }
 
+/// Why the guard held an action, as the ledger records it.
 fn hold_reason(action: &Action) -> String {
     action
         .held

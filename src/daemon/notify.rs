@@ -40,9 +40,17 @@ pub fn digest_deprovisions(store: &Store) -> Result<Vec<DigestDeprovision>, Stor
 
 /// What holds an open deprovision, from the reason its ledger entry keeps: the
 /// digest and `status` word it, and name the command that releases it, alike.
+/// A hold after an earlier rejection is judged by the reason it is held again for.
 pub fn deprovision_hold(held: &str) -> DeprovisionHold {
+    let held = held
+        .split_once(crate::sweep::HELD_AGAIN)
+        .map_or(held, |(_, now)| now);
     if held.starts_with(crate::sweep::DISPUTED_HOLD) {
         DeprovisionHold::DisputedMatch
+    } else if held.starts_with(crate::sweep::CONTRADICTED_LINK_HOLD) {
+        DeprovisionHold::ContradictedLink
+    } else if held.starts_with(crate::sweep::PROTECTED_HOLD) {
+        DeprovisionHold::Protected
     } else {
         DeprovisionHold::Guard
     }
@@ -351,6 +359,70 @@ impl Notifier {
             ),
             Some(_) => {}
             None => self.resolve(store, &key, now),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Each hold the sweep records is told apart, also when it is held again after
+    /// a rejection: the protected account and the contradicted link wait for no
+    /// `approve`, and the digest and `status` must not send a reader there.
+    #[test]
+    fn every_kind_of_hold_is_told_apart() {
+        let rejected = |now: &str| {
+            format!(
+                "rejected in run 4 by ada at 2026-12-01T09:00:00Z{}{now}",
+                crate::sweep::HELD_AGAIN
+            )
+        };
+        for (held, expected) in [
+            (
+                "deprovisions: 12 in this run, over the limit of 10".to_owned(),
+                DeprovisionHold::Guard,
+            ),
+            (
+                format!(
+                    "{} which account is theirs is unclear",
+                    crate::sweep::DISPUTED_HOLD
+                ),
+                DeprovisionHold::DisputedMatch,
+            ),
+            (
+                format!(
+                    "{} the linked account names 00u2",
+                    crate::sweep::CONTRADICTED_LINK_HOLD
+                ),
+                DeprovisionHold::ContradictedLink,
+            ),
+            (
+                format!(
+                    "{} seatwarden never touches it",
+                    crate::sweep::PROTECTED_HOLD
+                ),
+                DeprovisionHold::Protected,
+            ),
+            (
+                rejected("deprovisions: 12 in this run, over the limit of 10"),
+                DeprovisionHold::Guard,
+            ),
+            (
+                rejected(&format!("{} never touched", crate::sweep::PROTECTED_HOLD)),
+                DeprovisionHold::Protected,
+            ),
+        ] {
+            assert_eq!(deprovision_hold(&held), expected, "{held}");
+        }
+        let approve = DeprovisionHold::Guard.waiting_for("seatwarden", "00u1");
+        for hold in [
+            DeprovisionHold::ContradictedLink,
+            DeprovisionHold::Protected,
+        ] {
+            let says = hold.waiting_for("seatwarden", "00u1");
+            assert!(!says.contains("approve"), "{says}");
+            assert_ne!(says, approve);
         }
     }
 }

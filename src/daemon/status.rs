@@ -377,9 +377,11 @@ pub fn render_text(status: &Status) -> String {
                 "; {}",
                 hold.waiting_for(&status.admin_command, &l.identity_id)
             );
-            // The wording above already says a disputed match.
+            // The wording above already says what kind of hold it is.
             let why = l.held.as_deref().map(|held| {
-                held.strip_prefix(crate::sweep::DISPUTED_HOLD)
+                [crate::sweep::DISPUTED_HOLD, crate::sweep::PROTECTED_HOLD]
+                    .into_iter()
+                    .find_map(|prefix| held.strip_prefix(prefix))
                     .unwrap_or(held)
                     .trim()
             });

@@ -36,7 +36,7 @@ pub struct DigestDeprovision {
     pub held: Option<DeprovisionHold>,
 }
 
-/// What holds an open deprovision: the two wait for different commands.
+/// What holds an open deprovision: each waits for a different step.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum DeprovisionHold {
@@ -44,6 +44,12 @@ pub enum DeprovisionHold {
     Guard,
     /// Several accounts may be the person's; waits for `seatwarden link`.
     DisputedMatch,
+    /// The linked account's externalId names someone else seatwarden knows;
+    /// waits for `seatwarden link … --replace` or a corrected externalId.
+    ContradictedLink,
+    /// The account is protected (`safety.protected`): seatwarden never touches
+    /// it, so a human deactivates it or takes it out of the list.
+    Protected,
 }
 
 impl DeprovisionHold {
@@ -57,6 +63,14 @@ impl DeprovisionHold {
             DeprovisionHold::DisputedMatch => format!(
                 "held: disputed match, waiting for `{admin_command} link {identity_id} ACCOUNT`"
             ),
+            DeprovisionHold::ContradictedLink => format!(
+                "held: the linked account's externalId names someone else, waiting for \
+                 `{admin_command} link PERSON ACCOUNT --replace` or a corrected externalId"
+            ),
+            DeprovisionHold::Protected => "held: protected account (safety.protected), never \
+                 touched by seatwarden; deactivate it by hand, or take it out of \
+                 `safety.protected`"
+                .to_owned(),
         }
     }
 }

@@ -1609,7 +1609,11 @@ async fn the_sweep_holds_a_leaver_whose_account_names_a_colleague() {
     let open = store.lock().unwrap().open_deprovisions().unwrap();
     let episode = open.iter().find(|e| e.identity_id == leaver_id).unwrap();
     let held = episode.held.clone().unwrap_or_default();
-    assert!(held.starts_with("disputed:"), "{held}");
+    assert!(
+        held.starts_with(seatwarden::sweep::CONTRADICTED_LINK_HOLD),
+        "{held}"
+    );
+    assert!(!held.contains("  "), "{held}");
     assert!(held.contains(&colleague_id), "{held}");
 
     // The account is the colleague's: the link moves, and the episode no longer
