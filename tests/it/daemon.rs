@@ -2535,23 +2535,19 @@ async fn a_sweep_resolves_a_cut_off_sweeps_deactivation_before_counting_the_day(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_leaver_the_sweeps_guard_holds_alerts_with_the_run_to_approve() {
     use seatwarden::store::OutboxKind;
-    use seatwarden::workspace::ScimClient;
 
-    let (sandbox, dir, mut config) = reconciled_demo().await;
-    let leaver_id = remove_a_leaver(dir.path(), &sandbox);
-    let store = Arc::new(Mutex::new(Store::open(&config.state.path).unwrap()));
-    let now = chrono::Utc::now();
-    let today = store
-        .lock()
-        .unwrap()
-        .deprovisions_since(now - chrono::Duration::hours(24))
-        .unwrap();
-    config.safety.max_deprovisions_per_day = usize::try_from(today).unwrap();
-    let client = ScimClient::new(config.scim_settings().unwrap()).unwrap();
-    let directory = config.directory();
-    let outcome = sweep_now(&config, &directory, &client, &store).await;
-    assert_eq!(outcome.held, 1, "{outcome:?}");
-    let run = outcome.run_id.unwrap();
+    let SweepHeldLeaver {
+        sandbox,
+        _dir,
+        mut config,
+        leaver_id,
+        store,
+        client,
+        directory,
+        outcome,
+        run,
+        now,
+    } = sweep_held_leaver().await;
 
     let (_mail_dir, notifier) = alerting_notifier();
     notifier.after_sweep(&mut store.lock().unwrap(), &outcome, now);
@@ -4455,23 +4451,17 @@ async fn an_outage_that_leaves_leavers_unread_is_warned_about_once() {
 /// hold names the rejection (run, operator, time) instead of looking new.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rejected_sweep_hold_is_held_again_naming_the_rejection() {
-    use seatwarden::workspace::ScimClient;
-
-    let (sandbox, dir, mut config) = reconciled_demo().await;
-    let leaver_id = remove_a_leaver(dir.path(), &sandbox);
-    let store = Arc::new(Mutex::new(Store::open(&config.state.path).unwrap()));
-    let now = chrono::Utc::now();
-    let today = store
-        .lock()
-        .unwrap()
-        .deprovisions_since(now - chrono::Duration::hours(24))
-        .unwrap();
-    config.safety.max_deprovisions_per_day = usize::try_from(today).unwrap();
-    let client = ScimClient::new(config.scim_settings().unwrap()).unwrap();
-    let directory = config.directory();
-    let outcome = sweep_now(&config, &directory, &client, &store).await;
-    assert_eq!(outcome.held, 1, "{outcome:?}");
-    let run = outcome.run_id.unwrap();
+    let SweepHeldLeaver {
+        sandbox,
+        _dir,
+        config,
+        leaver_id,
+        store,
+        client,
+        directory,
+        run,
+        ..
+    } = sweep_held_leaver().await;
 
     let rejection = seatwarden::approval::reject(
         &mut store.lock().unwrap(),
@@ -4641,5 +4631,50 @@ async fn wait_for_sweep_passes(daemon: &Daemon, count: usize) {
             daemon.log.lock().unwrap()
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// A reconciled demo whose sweep pass holds one leaver: the day's deprovision
+/// limit is already reached.
+struct SweepHeldLeaver {
+    sandbox: Sandbox,
+    _dir: tempfile::TempDir,
+    config: seatwarden::config::Config,
+    leaver_id: String,
+    store: Arc<Mutex<Store>>,
+    client: seatwarden::workspace::ScimClient,
+    directory: seatwarden::directory::Directory,
+    outcome: seatwarden::sweep::SweepOutcome,
+    run: i64,
+    now: chrono::DateTime<chrono::Utc>,
+}
+
+async fn sweep_held_leaver() -> SweepHeldLeaver {
+    let (sandbox, dir, mut config) = reconciled_demo().await;
+    let leaver_id = remove_a_leaver(dir.path(), &sandbox);
+    let store = Arc::new(Mutex::new(Store::open(&config.state.path).unwrap()));
+    let now = chrono::Utc::now();
+    let today = store
+        .lock()
+        .unwrap()
+        .deprovisions_since(now - chrono::Duration::hours(24))
+        .unwrap();
+    config.safety.max_deprovisions_per_day = usize::try_from(today).unwrap();
+    let client = seatwarden::workspace::ScimClient::new(config.scim_settings().unwrap()).unwrap();
+    let directory = config.directory();
+    let outcome = sweep_now(&config, &directory, &client, &store).await;
+    assert_eq!(outcome.held, 1, "{outcome:?}");
+    let run = outcome.run_id.unwrap();
+    SweepHeldLeaver {
+        sandbox,
+        _dir: dir,
+        config,
+        leaver_id,
+        store,
+        client,
+        directory,
+        outcome,
+        run,
+        now,
     }
 }
