@@ -30,7 +30,7 @@ use crate::model::{
     WorkspaceSnapshot, same_ci,
 };
 use crate::policy::Protected;
-use crate::report::{Outcome, Report};
+use crate::report::{Outcome, Report, plural};
 use crate::safety;
 use crate::store::{ActionState, Decision, JournalEntry, RunId, RunKind, Store, StoreError};
 use crate::workspace::{ScimClient, WorkspaceError};
@@ -323,6 +323,25 @@ pub struct Approval {
     pub applied: ApplySummary,
 }
 
+impl Approval {
+    /// The audit row's text: `again` of the approved were approved before, by an
+    /// approval cut off before it sent them.
+    fn audited(&self, only: &Only, again: usize) -> String {
+        format!(
+            "approved {}{}{}; {} obsolete, {} refused by the re-check",
+            plural(self.approved.len(), "held action", "held actions"),
+            only.describe(),
+            if again > 0 {
+                format!(" ({again} approved before and not sent yet)")
+            } else {
+                String::new()
+            },
+            self.obsolete.len(),
+            self.refused.len()
+        )
+    }
+}
+
 /// Whether `entry` failed without reaching the workspace: recovery found it cut
 /// off before the workspace showed it ([`apply::recover`]: in flight when its
 /// process died, most likely never sent), or the executor kept it back because
@@ -612,18 +631,7 @@ pub async fn approve(
             &mut store,
             "approve",
             Some(run),
-            format!(
-                "approved {} held actions{}{}; {} obsolete, {} refused by the re-check",
-                approval.approved.len(),
-                only.describe(),
-                if again > 0 {
-                    format!(" ({again} approved before and not sent yet)")
-                } else {
-                    String::new()
-                },
-                approval.obsolete.len(),
-                approval.refused.len()
-            ),
+            approval.audited(only, again),
             now,
         )?;
     }
@@ -726,17 +734,26 @@ impl std::fmt::Display for Rejection {
             rejected,
             deprovisions,
         } = *self;
+        // One rejected action is the common case (`reject` after one leaver's
+        // alert): it reads "it", not "1 … them".
+        let one = rejected == 1;
+        let (them, who, episodes, alert) = if one {
+            ("it", "this person", "episode stays", "alerts")
+        } else {
+            ("them", "these people", "episodes stay", "alert")
+        };
         write!(
             f,
-            "rejected {rejected} held actions of {kind} run {run}; that run will not apply them"
+            "rejected {} of {kind} run {run}; that run will not apply {them}",
+            plural(rejected, "held action", "held actions")
         )?;
         match kind {
             RunKind::Sweep => write!(
                 f,
-                ".\nThe directory still says these people lost access: their deprovision \
-                 episodes stay open (and alert once overdue), and the sweep's next pass (within \
-                 {} minutes) plans them again: held again, naming this rejection, while the \
-                 guard still holds them; applied once it does not.",
+                ".\nThe directory still says {who} lost access: their deprovision {episodes} \
+                 open (and {alert} once overdue), and the sweep's next pass (within {} minutes) \
+                 plans {them} again: held again, naming this rejection, while the guard still \
+                 holds {them}; applied once it does not.",
                 crate::sweep::HOLD_RECHECK.num_minutes()
             )?,
             _ => write!(
@@ -746,10 +763,30 @@ impl std::fmt::Display for Rejection {
             )?,
         }
         if deprovisions > 0 && kind != RunKind::Sweep {
+            let (which, stay, alert, again) = match (deprovisions, one) {
+                (1, true) => (
+                    "It is a deprovision: it".to_owned(),
+                    "stays",
+                    "alerts",
+                    "it",
+                ),
+                (1, false) => (
+                    "The 1 deprovision among them".to_owned(),
+                    "stays",
+                    "alerts",
+                    "it",
+                ),
+                (n, _) => (
+                    format!("The {n} deprovisions among them"),
+                    "stay",
+                    "alert",
+                    "them",
+                ),
+            };
             write!(
                 f,
-                " The {deprovisions} deprovisions among them stay open in the ledger (and \
-                 alert once overdue), and the sweep plans them again meanwhile."
+                " {which} {stay} open in the ledger (and {alert} once overdue), and the sweep \
+                 plans {again} again meanwhile."
             )?;
         }
         write!(
@@ -791,11 +828,11 @@ pub fn reject(
         "reject",
         Some(run),
         format!(
-            "rejected {} held actions{}{}",
-            decisions.len(),
+            "rejected {}{}{}",
+            plural(decisions.len(), "held action", "held actions"),
             only.describe(),
             if unsent > 0 {
-                format!(" ({unsent} approved before by an approval cut off before it sent them)")
+                format!(" ({unsent} already approved by an approval cut off before sending)")
             } else {
                 String::new()
             }
@@ -1395,6 +1432,104 @@ mod tests {
         };
         assert_eq!(seqs(true), vec![0]);
         assert_eq!(seqs(false), vec![0, 2]);
+    }
+
+    /// One held action (one leaver's alert, one `reject`) is "1 held action …
+    /// it", in what `reject` prints and in the audit rows of both commands.
+    #[test]
+    fn one_decided_action_is_counted_in_the_singular() {
+        let mut store = Store::open_in_memory().unwrap();
+        let at = chrono::DateTime::from_timestamp(1_800_000_000, 0).unwrap();
+        let run = store
+            .begin_run(crate::store::RunKind::Reconcile, at)
+            .unwrap();
+        let plan = Plan {
+            actions: vec![Action {
+                held: Some(crate::model::HoldReason::LastOwner),
+                ..action(ActionKind::Deactivate {
+                    account_id: "a".into(),
+                })
+            }],
+            ..Plan::default()
+        };
+        store.save_plan(run, &plan, at).unwrap();
+
+        let said = reject(&mut store, run, &Only::All, at).unwrap().to_string();
+        assert!(
+            said.starts_with(&format!(
+                "rejected 1 held action of reconcile run {run}; that run will not apply it.\n"
+            )),
+            "{said}"
+        );
+        assert!(
+            said.contains(
+                " It is a deprovision: it stays open in the ledger (and alerts once overdue), \
+                 and the sweep plans it again meanwhile."
+            ),
+            "{said}"
+        );
+        let audited = store.audit().unwrap().last().unwrap().detail.clone();
+        assert_eq!(audited, "rejected 1 held action");
+
+        let approved = Approval {
+            approved: vec![0],
+            ..Approval::default()
+        };
+        assert_eq!(
+            approved.audited(&Only::All, 0),
+            "approved 1 held action; 0 obsolete, 0 refused by the re-check"
+        );
+    }
+
+    /// A sweep run holds one deprovision per person: one rejected is one person's.
+    #[test]
+    fn a_rejection_agrees_with_how_many_it_rejected() {
+        let sweep = |rejected| {
+            Rejection {
+                run: 9,
+                kind: RunKind::Sweep,
+                rejected,
+                deprovisions: rejected,
+            }
+            .to_string()
+        };
+        let one = sweep(1);
+        assert!(
+            one.starts_with("rejected 1 held action of sweep run 9; that run will not apply it.")
+                && one.contains(
+                    "The directory still says this person lost access: their deprovision \
+                     episode stays open (and alerts once overdue)"
+                )
+                && one.contains(
+                    "plans it again: held again, naming this rejection, while the \
+                     guard still holds it;"
+                ),
+            "{one}"
+        );
+        let three = sweep(3);
+        assert!(
+            three.starts_with(
+                "rejected 3 held actions of sweep run 9; that run will not apply them."
+            ) && three.contains(
+                "these people lost access: their deprovision episodes stay open (and alert \
+                 once overdue)"
+            ),
+            "{three}"
+        );
+        let mixed = Rejection {
+            run: 9,
+            kind: RunKind::Reconcile,
+            rejected: 3,
+            deprovisions: 1,
+        }
+        .to_string();
+        assert!(
+            mixed.contains(
+                " The 1 deprovision among them stays open in the ledger (and alerts once \
+                 overdue), and the sweep plans it again meanwhile."
+            ),
+            "{mixed}"
+        );
     }
 
     #[test]
