@@ -687,9 +687,13 @@ pub async fn enforce(
                     entry.id,
                     &format!(
                         "{CONTRADICTED_LINK_HOLD} the linked account {}'s externalId names identity \
-                         {named}, not {}; if the account is {named}'s, `seatwarden link {named} {} \
+                         {named}, not {}; if the account is {named}'s, `{} link {named} {} \
                          --replace` moves the link, else set its externalId to {:?}",
-                        account.id, entry.identity_id, account.id, entry.identity_id
+                        account.id,
+                        entry.identity_id,
+                        config.admin_command(),
+                        account.id,
+                        entry.identity_id
                     ),
                     now + HOLD_RECHECK,
                 )?;

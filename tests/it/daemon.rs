@@ -4678,3 +4678,68 @@ async fn sweep_held_leaver() -> SweepHeldLeaver {
         now,
     }
 }
+
+/// The contradicted-link hold tells the command that moves the link as people
+/// run seatwarden here (`report.admin_command`), as the alerts, `status` and the
+/// digest do: `seatwarden link …` may not be how, or against which config.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_contradicted_link_hold_names_the_configured_admin_command() {
+    use seatwarden::model::{Attribute, AttributeChange};
+
+    let (sandbox, dir, mut config) = reconciled_demo().await;
+    let admin = "sudo -u seatwarden seatwarden --config /etc/seatwarden/acme.toml";
+    config.report.admin_command = Some(admin.to_owned());
+    let client = seatwarden::workspace::ScimClient::new(config.scim_settings().unwrap()).unwrap();
+    let directory = config.directory();
+    let store = Arc::new(Mutex::new(Store::open(&config.state.path).unwrap()));
+    let directory_path = dir.path().join("directory.json");
+    let full: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&directory_path).unwrap()).unwrap();
+    let mut users = full["users"].as_array().unwrap().clone();
+    let workspace = sandbox.snapshot();
+    let candidates: Vec<usize> = (0..users.len())
+        .filter(|&i| is_active_non_owner(&users[i], &workspace))
+        .collect();
+    let (leaver, colleague) = (candidates[0], candidates[1]);
+    let leaver_id = users[leaver]["id"].as_str().unwrap().to_owned();
+    let colleague_id = users[colleague]["id"].as_str().unwrap().to_owned();
+    let account = workspace
+        .accounts
+        .iter()
+        .find(|a| a.external_id.as_deref() == Some(leaver_id.as_str()))
+        .unwrap()
+        .clone();
+    // An admin reassigned the leaver's account to the colleague by its externalId.
+    client
+        .update_attributes(
+            &account.id,
+            &[AttributeChange {
+                attribute: Attribute::ExternalId,
+                from: Some(leaver_id.clone()),
+                to: Some(colleague_id.clone()),
+            }],
+        )
+        .await
+        .unwrap();
+    users.remove(leaver);
+    std::fs::write(
+        &directory_path,
+        serde_json::json!({ "users": users }).to_string(),
+    )
+    .unwrap();
+
+    let outcome = sweep_now(&config, &directory, &client, &store).await;
+    assert_eq!(outcome.held, 1, "{outcome:?}");
+    let open = store.lock().unwrap().open_deprovisions().unwrap();
+    let episode = open.iter().find(|e| e.identity_id == leaver_id).unwrap();
+    let held = episode.held.clone().unwrap_or_default();
+    assert!(
+        held.starts_with(seatwarden::sweep::CONTRADICTED_LINK_HOLD)
+            && held.contains(&format!(
+                "`{admin} link {colleague_id} {} --replace` moves the link",
+                account.id
+            )),
+        "{held}"
+    );
+    sandbox.shutdown().await;
+}
