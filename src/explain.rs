@@ -832,7 +832,11 @@ impl View<'_> {
                 None => format!(
                     "  {} — {}{}",
                     a.kind.name(),
-                    clean(&a.detail),
+                    clean(&crate::report::on_clock(
+                        &a.detail,
+                        crate::report::deactivated_since_of(&a.kind),
+                        self.tz
+                    )),
                     a.held
                         .as_ref()
                         .map(|h| format!(" [HELD: {}]", self.held(h)))
@@ -1073,14 +1077,25 @@ mod tests {
     /// A store whose one run saw `identities` and `accounts`, with a config in
     /// `report.timezone = "Europe/Berlin"`; the run started at 08:00 UTC.
     fn stored(identities: Vec<Identity>, accounts: Vec<Account>) -> (tempfile::TempDir, Config) {
+        stored_with("", identities, accounts)
+    }
+
+    /// [`stored`], with `extra` (TOML sections) added to the config.
+    fn stored_with(
+        extra: &str,
+        identities: Vec<Identity>,
+        accounts: Vec<Account>,
+    ) -> (tempfile::TempDir, Config) {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("directory.json"), "{\"users\": []}").unwrap();
         let file = dir.path().join("seatwarden.toml");
         std::fs::write(
             &file,
-            "[directory]\nkind = \"file\"\npath = \"directory.json\"\n\
-             [workspace]\nurl = \"https://example.invalid/scim/v2\"\ntoken = \"t\"\n\
-             [report]\ntimezone = \"Europe/Berlin\"\n",
+            format!(
+                "[directory]\nkind = \"file\"\npath = \"directory.json\"\n\
+                 [workspace]\nurl = \"https://example.invalid/scim/v2\"\ntoken = \"t\"\n\
+                 [report]\ntimezone = \"Europe/Berlin\"\n{extra}"
+            ),
         )
         .unwrap();
         let config = Config::load_with_env(&file, Some(Default::default())).unwrap();
@@ -1244,6 +1259,57 @@ mod tests {
             "{text}"
         );
         assert!(!text.contains("UTC") && !text.contains(":00Z"), "{text}");
+    }
+
+    /// A retention delete the next run would make states since when the account
+    /// has been deactivated on the report's clock, as the report shows it, not in
+    /// the plan's UTC.
+    #[test]
+    fn a_retention_delete_in_the_next_run_is_on_the_report_clock() {
+        let inactive = Account {
+            active: false,
+            ..account("a1", "ada@example.com", "ada@example.com")
+        };
+        let (_dir, config) = stored_with(
+            "[deprovision]\naction = \"delete\"\ndelete_after = \"30d\"\n",
+            vec![person(
+                "p1",
+                "ada@example.com",
+                IdentityStatus::Deprovisioned,
+            )],
+            vec![inactive],
+        );
+        let mut store = Store::open(&config.state.path).unwrap();
+        store
+            .upsert_links(
+                &[crate::model::NewLink {
+                    identity_id: "p1".into(),
+                    account_id: "a1".into(),
+                    method: crate::model::LinkMethod::UserName,
+                }],
+                t0(),
+            )
+            .unwrap();
+        // 2026-10-20 08:00 UTC: summer time in Berlin still.
+        let since = t0() - chrono::Duration::days(40);
+        store
+            .update_deactivated(&["a1".into()], &[], since)
+            .unwrap();
+
+        let text = explain(&config, &store, "p1", t0()).unwrap();
+
+        let next = text
+            .split("\nNext run")
+            .nth(1)
+            .unwrap_or_else(|| panic!("no next run in:\n{text}"));
+        assert!(
+            next.contains(
+                "  delete — identity is deprovisioned in the directory; account deactivated \
+                 since 2026-10-20 10:00:00 CEST, past the retention of 30 days"
+            ),
+            "{next}"
+        );
+        assert!(!text.contains("UTC"), "{text}");
     }
 
     /// An LDAP `sn`, a department, a group, a workspace userName and a stored

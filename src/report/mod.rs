@@ -182,7 +182,11 @@ pub fn deactivated_since_of(kind: &crate::model::ActionKind) -> Option<DateTime<
 }
 
 /// `detail` with the retention clock it states in UTC shown on `tz`'s clock.
-fn on_clock(detail: &str, since: Option<DateTime<Utc>>, tz: chrono_tz::Tz) -> Cow<'_, str> {
+pub(crate) fn on_clock(
+    detail: &str,
+    since: Option<DateTime<Utc>>,
+    tz: chrono_tz::Tz,
+) -> Cow<'_, str> {
     let Some(since) = since else {
         return Cow::Borrowed(detail);
     };
