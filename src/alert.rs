@@ -42,6 +42,10 @@ pub const LISTED: usize = 50;
 pub struct HeldPerson {
     pub user_name: String,
     pub identity_id: String,
+    /// A human rejected their deprovision in an earlier run: it is held again,
+    /// not new, and whoever reads the alert must know a decision was made.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rejected: Option<crate::sweep::EarlierRejection>,
 }
 
 /// What went wrong. Field values are directory and run facts, never secrets.
@@ -65,6 +69,10 @@ pub enum AlertCondition {
         /// The first [`LISTED`] of them.
         #[serde(default)]
         people: Vec<HeldPerson>,
+        /// How many of them (all, not only those listed) a human rejected in an
+        /// earlier run.
+        #[serde(default)]
+        rejected_before: usize,
     },
     /// A deprovision passed its due time without being done.
     OverdueDeprovision {
@@ -111,9 +119,19 @@ impl AlertCondition {
                 "{} held by the guard in run {run_id}",
                 report::plural(*held, "action", "actions")
             ),
-            AlertCondition::SweepHeld { run_id, held, .. } => format!(
-                "{} held by the guard in sweep run {run_id}",
-                report::plural(*held, "deprovision", "deprovisions")
+            AlertCondition::SweepHeld {
+                run_id,
+                held,
+                rejected_before,
+                ..
+            } => format!(
+                "{} held by the guard in sweep run {run_id}{}",
+                report::plural(*held, "deprovision", "deprovisions"),
+                match (*held, *rejected_before) {
+                    (_, 0) => String::new(),
+                    (1, _) => ", rejected before".to_owned(),
+                    (_, n) => format!(", {n} rejected before"),
+                }
             ),
             AlertCondition::OverdueDeprovision { user_name, .. } => {
                 format!("deprovision of {user_name} is overdue")
@@ -144,13 +162,35 @@ impl AlertCondition {
                 held,
                 reason,
                 people,
+                rejected_before,
             } => {
                 let mut lines = vec![format!("Why: {reason}")];
                 lines.extend(people.iter().map(|p| {
-                    format!("Held: {} (directory id {})", p.user_name, p.identity_id)
+                    let rejected = p.rejected.as_ref().map_or_else(String::new, |r| {
+                        format!(
+                            "; rejected before, in run {} by {} at {}",
+                            r.run_id,
+                            r.user,
+                            local(r.at, timezone)
+                        )
+                    });
+                    format!(
+                        "Held: {} (directory id {}){rejected}",
+                        p.user_name, p.identity_id
+                    )
                 }));
                 if *held > people.len() {
                     lines.push(format!("... and {} more.", held - people.len()));
+                }
+                if *rejected_before > 0 {
+                    lines.push(
+                        "Rejected before, held again: a rejection binds only its run. While the \
+                         directory says the person lost access, each sweep plans the deprovision \
+                         again, and the guard holds it again; rejecting once more does not end \
+                         that. To end it for good: correct the directory (if the person keeps \
+                         access), or protect the account (safety.protected)."
+                            .to_owned(),
+                    );
                 }
                 lines.push(format!(
                     "Approve with `{admin} approve {run_id}`, or reject with `{admin} reject {run_id}`."
@@ -971,6 +1011,68 @@ mod tests {
         }
     }
 
+    /// A sweep hold of someone whose deprovision a human rejected before says
+    /// so, on the alert's clock, and what a rejection does not do; one nobody
+    /// rejected reads as before.
+    #[test]
+    fn a_sweep_hold_names_an_earlier_rejection() {
+        let person = |n: u32, rejected| HeldPerson {
+            user_name: format!("leaver{n}@example.com"),
+            identity_id: format!("00u{n}"),
+            rejected,
+        };
+        let held = |people: Vec<HeldPerson>| {
+            let rejected_before = people.iter().filter(|p| p.rejected.is_some()).count();
+            AlertCondition::SweepHeld {
+                run_id: 43,
+                held: people.len(),
+                reason: "deprovisions: 11 in 24 h, over the limit of 10".into(),
+                people,
+                rejected_before,
+            }
+        };
+        let rejection = crate::sweep::EarlierRejection {
+            run_id: 41,
+            user: "alice".into(),
+            at: at(8, 5),
+        };
+        let condition = held(vec![person(1, Some(rejection)), person(2, None)]);
+        assert_eq!(
+            condition.summary(),
+            "2 deprovisions held by the guard in sweep run 43, 1 rejected before"
+        );
+        let lines = condition.details(chrono_tz::Europe::Berlin, "sudo seatwarden-admin");
+        assert_eq!(
+            lines[1..4],
+            [
+                "Held: leaver1@example.com (directory id 00u1); rejected before, in run 41 by \
+                 alice at 2026-11-30 09:05 CET"
+                    .to_owned(),
+                "Held: leaver2@example.com (directory id 00u2)".to_owned(),
+                "Rejected before, held again: a rejection binds only its run. While the \
+                 directory says the person lost access, each sweep plans the deprovision again, \
+                 and the guard holds it again; rejecting once more does not end that. To end it \
+                 for good: correct the directory (if the person keeps access), or protect the \
+                 account (safety.protected)."
+                    .to_owned(),
+            ],
+            "{lines:#?}"
+        );
+
+        let fresh = held(vec![person(2, None)]);
+        assert_eq!(
+            fresh.summary(),
+            "1 deprovision held by the guard in sweep run 43"
+        );
+        let lines = fresh.details(chrono_tz::Europe::Berlin, "sudo seatwarden-admin");
+        assert!(
+            !lines
+                .iter()
+                .any(|l| l.contains("rejected") || l.contains("Rejected")),
+            "{lines:#?}"
+        );
+    }
+
     fn breaker() -> AlertCondition {
         AlertCondition::CircuitBreakerOpen {
             reason: "9 of 10 writes failed with HTTP 503".into(),
@@ -1308,6 +1410,7 @@ mod tests {
                 held: 1,
                 reason: "threshold".into(),
                 people: Vec::new(),
+                rejected_before: 0,
             },
             AlertCondition::DirectorySnapshotRejected {
                 reason: "empty".into(),

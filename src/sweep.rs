@@ -69,6 +69,31 @@ pub const PROTECTED_HOLD: &str = "protected account (safety.protected):";
 /// run goes on, after "rejected in run N by USER at T": the reason it is held now.
 pub const HELD_AGAIN: &str = "; held again: ";
 
+/// A human's `reject` of a held deprovision, in a run before the one that holds
+/// it again: who, where and when, so that the hold (and its alert) says a
+/// decision was made already.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct EarlierRejection {
+    pub run_id: RunId,
+    /// The operator the audit row names.
+    pub user: String,
+    pub at: DateTime<Utc>,
+}
+
+impl std::fmt::Display for EarlierRejection {
+    /// As the ledger's hold keeps it, before [`HELD_AGAIN`]: "rejected in run N by
+    /// USER at T", T in UTC (the renderers that know a zone show it there).
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "rejected in run {} by {} at {}",
+            self.run_id,
+            self.user,
+            self.at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+        )
+    }
+}
+
 /// Workspaces (by base URL) whose `/ServiceProviderConfig` the last pass in this
 /// process could not read.
 static UNREACHABLE: Mutex<BTreeSet<String>> = Mutex::new(BTreeSet::new());
@@ -167,6 +192,9 @@ pub struct SweepOutcome {
     /// Deactivations left unsent because the process was stopping: still due,
     /// neither attempts nor failures.
     pub not_sent: usize,
+    /// Of the deprovisions held in this pass's run, those a human rejected in an
+    /// earlier run, by directory id: the hold alert says so.
+    pub rejected_before: BTreeMap<String, EarlierRejection>,
     /// Episodes that passed their due time during this pass.
     pub escalated: Vec<LedgerEntry>,
     /// Detection-to-verification latencies of the episodes verified in this pass.
@@ -793,6 +821,9 @@ pub async fn enforce(
                              account, to end it)"
                         );
                         why = format!("{rejected}{HELD_AGAIN}{why}");
+                        outcome
+                            .rejected_before
+                            .insert(entry.identity_id.clone(), rejected);
                     }
                     store.deprovision_held(entry.id, &why, now + HOLD_RECHECK)?;
                     outcome.held += 1;
@@ -1576,13 +1607,12 @@ fn identities_known(store: &Store) -> Result<HashSet<String>, StoreError> {
 }
 
 /// The newest rejection (`seatwarden reject`) of a held deprovision of `entry`'s
-/// person or account in a run other than `run`, made since the episode began, as
-/// "rejected in run N by USER at T".
+/// person or account in a run other than `run`, made since the episode began.
 fn rejected_before(
     store: &Store,
     entry: &LedgerEntry,
     run: RunId,
-) -> Result<Option<String>, StoreError> {
+) -> Result<Option<EarlierRejection>, StoreError> {
     const ROWS_LOOKED_AT: usize = 50;
     let rows = store.actions_about(
         Some(&entry.identity_id),
@@ -1607,14 +1637,11 @@ fn rejected_before(
             .find(|a| a.command == "reject" && a.run == Some(row.run))
             .filter(|a| a.at >= entry.detected_at)
         {
-            return Ok(Some(format!(
-                "rejected in run {} by {} at {}",
-                row.run,
-                rejection.user,
-                rejection
-                    .at
-                    .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
-            )));
+            return Ok(Some(EarlierRejection {
+                run_id: row.run,
+                user: rejection.user.clone(),
+                at: rejection.at,
+            }));
         }
     }
     Ok(None)

@@ -93,12 +93,19 @@ fn sweep_holds(
         .held
         .as_ref()
         .map_or_else(|| "held by the guard".to_owned(), ToString::to_string);
+    let rejected = |e: &crate::store::JournalEntry| {
+        e.action
+            .identity_id
+            .as_ref()
+            .and_then(|id| outcome.rejected_before.get(id))
+    };
     let people = held
         .iter()
         .take(alert::LISTED)
         .map(|e| HeldPerson {
             user_name: e.action.subject.clone(),
             identity_id: e.action.identity_id.clone().unwrap_or_default(),
+            rejected: rejected(e).cloned(),
         })
         .collect();
     Ok(Some(AlertCondition::SweepHeld {
@@ -106,6 +113,7 @@ fn sweep_holds(
         held: held.len(),
         reason,
         people,
+        rejected_before: held.iter().filter(|e| rejected(e).is_some()).count(),
     }))
 }
 

@@ -4743,3 +4743,96 @@ async fn a_contradicted_link_hold_names_the_configured_admin_command() {
     );
     sandbox.shutdown().await;
 }
+
+/// A sweep that holds again a deprovision someone rejected alerts at once, and
+/// that alert says the deprovision was rejected before (run, operator, time on
+/// the report's clock) and why it is back, so that the on-call person does not
+/// decide afresh without knowing a decision was made.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_alert_for_a_rejected_sweep_hold_held_again_names_the_rejection() {
+    use seatwarden::store::OutboxKind;
+
+    let SweepHeldLeaver {
+        sandbox,
+        _dir,
+        config,
+        leaver_id,
+        store,
+        client,
+        directory,
+        run,
+        ..
+    } = sweep_held_leaver().await;
+    seatwarden::approval::reject(
+        &mut store.lock().unwrap(),
+        run,
+        &seatwarden::approval::Only::All,
+        chrono::Utc::now(),
+    )
+    .unwrap();
+    let rejection = store.lock().unwrap().audit().unwrap().pop().unwrap();
+
+    let later = chrono::Utc::now() + chrono::Duration::minutes(16);
+    let again = seatwarden::sweep::sweep(
+        &config,
+        &directory,
+        &client,
+        &store,
+        later,
+        chrono::Duration::hours(1),
+    )
+    .await
+    .unwrap();
+    assert_eq!(again.held, 1, "{again:?}");
+    let again_run = again.run_id.unwrap();
+
+    // Alerts on the clock of Europe/Berlin, as configured for the reports.
+    let mail_dir = tempfile::tempdir().unwrap();
+    let mail_config = mail_dir.path().join("seatwarden.toml");
+    std::fs::write(
+        &mail_config,
+        "[directory]\nkind = \"file\"\npath = \"d.json\"\n\
+         [workspace]\nurl = \"https://acme.example/scim/v2\"\ntoken = \"t\"\n\
+         [report]\ntimezone = \"Europe/Berlin\"\n\
+         [report.email]\nsmtp_url = \"smtp://127.0.0.1:9\"\nfrom = \"sw@example.com\"\n\
+         to = [\"sec@example.com\"]\n",
+    )
+    .unwrap();
+    let notifier = seatwarden::daemon::notify::Notifier::from_config(
+        &seatwarden::config::Config::load_with_env(&mail_config, Some(Default::default())).unwrap(),
+    )
+    .unwrap();
+    notifier.after_sweep(&mut store.lock().unwrap(), &again, later);
+    let alerts: Vec<_> = store
+        .lock()
+        .unwrap()
+        .outbox()
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.message.kind == OutboxKind::Alert)
+        .collect();
+    assert_eq!(alerts.len(), 1);
+    let alert = &alerts[0].message;
+    assert!(
+        alert.subject.ends_with(&format!(
+            "1 deprovision held by the guard in sweep run {again_run}, rejected before"
+        )),
+        "{}",
+        alert.subject
+    );
+    let rejected_at = rejection
+        .at
+        .with_timezone(&chrono_tz::Europe::Berlin)
+        .format("%Y-%m-%d %H:%M %Z");
+    for line in [
+        format!(
+            "(directory id {leaver_id}); rejected before, in run {run} by {} at {rejected_at}",
+            rejection.user
+        ),
+        "a rejection binds only its run".to_owned(),
+        "protect the account (safety.protected)".to_owned(),
+    ] {
+        assert!(alert.text.contains(&line), "{line}\n{}", alert.text);
+    }
+    sandbox.shutdown().await;
+}

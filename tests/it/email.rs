@@ -1102,12 +1102,15 @@ fn alert_and_resolution_messages() {
             alert::HeldPerson {
                 user_name: "olivia.haddad@example.com".into(),
                 identity_id: "00u1001".into(),
+                rejected: None,
             },
             alert::HeldPerson {
                 user_name: "liam.chen@example.com".into(),
                 identity_id: "00u1002".into(),
+                rejected: None,
             },
         ],
+        rejected_before: 0,
     };
     alert::raise(&mut store, &context, &swept, at(9, 5)).unwrap();
     alert::resolve(&mut store, &context, &swept.key(), at(9, 20)).unwrap();
