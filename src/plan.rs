@@ -761,6 +761,9 @@ impl<'a> Matching<'a> {
                     }
                 }
             } else {
+                // The store keeps links one-to-one (both of its columns are unique),
+                // so only links handed to `plan` directly get here: each person's
+                // item names the account, which gets none of its own.
                 *owner = Owner::Disputed(slot_of(details.len()).unwrap_or(NONE));
                 details.push(format!(
                     "stored links are not one-to-one (account is linked to {})",
