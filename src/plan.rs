@@ -40,6 +40,10 @@
 //! theirs and how each matched, and those accounts get no item of their own. An
 //! account keeps its own item only where no identity item names it — one account
 //! matching several people, whose identities get an item only when they lost access.
+//! So does one account two people claim (its stored link is to one, its externalId
+//! names the other, who has no account of their own by a link): its item names both
+//! and how each claims it, and a person gets an item of their own besides only when
+//! they lost access or another account may be theirs too.
 //!
 //! A stored link decides an identity's account. An unlinked account whose only
 //! candidate is an identity already linked to another account is a **duplicate** of
@@ -505,6 +509,10 @@ struct Matching<'a> {
     /// Disputed account slot → the identity keys it matches, when its deciding
     /// rule found several.
     several: FxHashMap<u32, Vec<u32>>,
+    /// Disputed account slot → the two people who claim it and how: the one its
+    /// stored link is to, and the one its externalId names, who has no account
+    /// of their own by a link.
+    contested: FxHashMap<u32, [(u32, Via); 2]>,
     new_links: Vec<NewLink>,
 }
 
@@ -677,7 +685,7 @@ impl<'a> Matching<'a> {
         // Stored links: only one-to-one pairs decide; anything else is disputed.
         // Identities whose id the externalId of an account linked to someone else
         // names, with that account and the identity it is linked to.
-        let mut claimed_elsewhere: Vec<(u32, u32, &str, &str)> = Vec::new();
+        let mut claimed_elsewhere: Vec<(u32, u32, &str, u32)> = Vec::new();
         let mut by_account = Firsts::new(accounts.len());
         let mut by_identity = Firsts::new(n);
         let link_slots = link_slots.iter().flatten();
@@ -744,7 +752,7 @@ impl<'a> Matching<'a> {
                     .entry(key)
                     .or_default()
                     .push((slot, Via::StoredLink));
-                claimed_elsewhere.push((named, slot, this, linked_id));
+                claimed_elsewhere.push((named, slot, this, key));
             } else if clean {
                 for &key in keys {
                     *owner = Owner::Primary(key);
@@ -753,6 +761,9 @@ impl<'a> Matching<'a> {
                     }
                 }
             } else {
+                // The store keeps links one-to-one (both of its columns are unique),
+                // so only links handed to `plan` directly get here: each person's
+                // item names the account, which gets none of its own.
                 *owner = Owner::Disputed(slot_of(details.len()).unwrap_or(NONE));
                 details.push(format!(
                     "stored links are not one-to-one (account is linked to {})",
@@ -779,18 +790,22 @@ impl<'a> Matching<'a> {
         // by a link: matched afresh, they would get a second account (or be created
         // one under a userName that account holds). One whose own link stands keeps
         // it: a leaver's account is not kept active by another account's claim.
-        for (named, slot, account, linked_id) in claimed_elsewhere {
+        let mut contested: FxHashMap<u32, [(u32, Via); 2]> = FxHashMap::default();
+        for (named, slot, account, linked) in claimed_elsewhere {
             if primary.get(named as usize).is_some_and(|&p| p == NONE) {
+                let linked_id = id_of(linked);
                 disputed.entry(named).or_insert_with(|| {
                     format!(
                         "account {account}'s externalId names this identity, but its stored \
                          link is to identity {linked_id}"
                     )
                 });
+                let by_external_id = Via::Rule(LinkMethod::ExternalId);
                 suspects
                     .entry(named)
                     .or_default()
-                    .push((slot, Via::Rule(LinkMethod::ExternalId)));
+                    .push((slot, by_external_id));
+                contested.insert(slot, [(linked, Via::StoredLink), (named, by_external_id)]);
             }
         }
 
@@ -1018,6 +1033,7 @@ impl<'a> Matching<'a> {
             disputed,
             suspects,
             several,
+            contested,
             new_links,
         }
     }
@@ -1359,7 +1375,16 @@ impl<'p, 'a: 'p> Planner<'p, 'a> {
                 && suspects
                     .iter()
                     .all(|(_, slot, _)| m.several.contains_key(slot));
-            if lost.is_none() && only_through_several {
+            // One account two people claim is one dispute: the account's item names
+            // both, so someone whose only candidate it is needs no item of their own.
+            let only_a_contested_account = matches!(
+                suspects.as_slice(),
+                [(_, slot, _)] if m
+                    .contested
+                    .get(slot)
+                    .is_some_and(|claims| claims.iter().any(|&(claimant, _)| claimant == key))
+            );
+            if lost.is_none() && (only_through_several || only_a_contested_account) {
                 continue;
             }
             for &(_, slot, _) in &suspects {
@@ -1407,14 +1432,29 @@ impl<'p, 'a: 'p> Planner<'p, 'a> {
             };
             let Some(slot) = slot_of(slot) else { continue };
             let listed = listed_in.get(&slot).map_or(&[][..], Vec::as_slice);
-            let covered = match m.several.get(&slot) {
-                Some(identities) => identities.iter().all(|key| listed.contains(key)),
-                None => !listed.is_empty(),
+            let contested = m.contested.get(&slot);
+            let covered = match (m.several.get(&slot), contested) {
+                (Some(identities), _) => identities.iter().all(|key| listed.contains(key)),
+                (None, Some(claims)) => claims.iter().all(|(key, _)| listed.contains(key)),
+                (None, None) => !listed.is_empty(),
             };
             if covered {
                 continue;
             }
-            let detail = if m.several.contains_key(&slot) {
+            let detail = if let Some(claims) = contested {
+                // The detail already says which `link … --replace` hands it over.
+                let claimants = joined(claims.iter().map(|&(key, via)| {
+                    let who = m
+                        .identity(key)
+                        .map_or("deleted from the directory", |i| i.user_name.as_str());
+                    format!("identity {} ({who}) by {}", m.id_of(key), via.as_str())
+                }));
+                format!(
+                    "{}; claimed by {claimants}; `seatwarden explain {}` compares them",
+                    m.detail(detail),
+                    account.id
+                )
+            } else if m.several.contains_key(&slot) {
                 format!(
                     "{}; `seatwarden explain {}` compares them, `seatwarden link IDENTITY {}` \
                      settles whose it is",
@@ -2748,6 +2788,90 @@ mod tests {
                 && vera.detail.contains("`seatwarden link ursula 1 --replace`"),
             "{}",
             vera.detail
+        );
+    }
+
+    /// One account two people claim: its stored link is to one, its externalId
+    /// names the other, who has no account of their own (a link stored before an
+    /// admin changed the externalId, or a restored old database). One problem, one
+    /// item: the account's, naming both people and how each claims it. Neither
+    /// person gets an item of their own unless they lost access, nothing is done to
+    /// the account, and the person its externalId names is not created another.
+    #[test]
+    fn an_account_linked_to_one_person_whose_external_id_names_another_is_one_item() {
+        let mut fx = Fx::new();
+        fx.identities = vec![active("ursula", &["eng"]), active("vera", &[])];
+        let mut claimed = acct("1", "ursula");
+        claimed.external_id = Some("vera".into());
+        fx.accounts = vec![claimed];
+        fx.links = vec![link("ursula", "1")];
+        let plan = fx.plan();
+        assert!(plan.actions.is_empty(), "{:#?}", plan.actions);
+        assert!(plan.new_links.is_empty(), "{:?}", plan.new_links);
+        assert!(plan.disputed_leavers.is_empty(), "{plan:#?}");
+        let disputed = drift_of(&plan, DriftKind::DisputedMatch);
+        assert_eq!(disputed.len(), 1, "{disputed:#?}");
+        let item = disputed[0];
+        assert_eq!(
+            (item.account_id.as_deref(), item.identity_id.as_deref()),
+            (Some("1"), None)
+        );
+        for part in [
+            "identity ursula (ursula@ex.com) by a stored link",
+            "identity vera (vera@ex.com) by externalId",
+            "`seatwarden explain 1`",
+            "`seatwarden link vera 1 --replace`",
+        ] {
+            assert!(item.detail.contains(part), "{part}: {}", item.detail);
+        }
+        assert!(fx.replan().actions.is_empty());
+
+        // Someone who lost access keeps an item of their own (and is listed as a
+        // disputed leaver); the account's item still names both.
+        fx.identities[0].status = IdentityStatus::Suspended;
+        let plan = fx.plan();
+        assert!(plan.actions.is_empty(), "{:#?}", plan.actions);
+        let leavers: Vec<_> = plan
+            .disputed_leavers
+            .iter()
+            .map(|l| &l.identity_id)
+            .collect();
+        assert_eq!(leavers, ["ursula"]);
+        let disputed = drift_of(&plan, DriftKind::DisputedMatch);
+        let subjects: Vec<_> = disputed
+            .iter()
+            .map(|d| (d.identity_id.as_deref(), d.account_id.as_deref()))
+            .collect();
+        assert_eq!(
+            subjects,
+            [(Some("ursula"), None), (None, Some("1"))],
+            "{disputed:#?}"
+        );
+        assert!(
+            disputed[0].detail.contains("LOST ACCESS"),
+            "{}",
+            disputed[0].detail
+        );
+        assert!(
+            disputed[1]
+                .detail
+                .contains("identity vera (vera@ex.com) by externalId")
+        );
+
+        // The person the link is to was deleted from the directory.
+        fx.identities.remove(0);
+        let plan = fx.plan();
+        assert!(plan.actions.is_empty(), "{:#?}", plan.actions);
+        let account = drift_of(&plan, DriftKind::DisputedMatch)
+            .into_iter()
+            .find(|d| d.account_id.as_deref() == Some("1"))
+            .unwrap();
+        assert!(
+            account
+                .detail
+                .contains("identity ursula (deleted from the directory) by a stored link"),
+            "{}",
+            account.detail
         );
     }
 

@@ -136,3 +136,110 @@ async fn a_state_database_reused_against_swapped_ids_touches_neither_account() {
         assert_eq!(now, want);
     }
 }
+
+/// One account stored-linked to two people cannot arise, whatever order links
+/// are made in: the links table refuses it (`account_id` has been UNIQUE since
+/// the first schema, and every migration that rebuilt the table kept it and
+/// copied the rows into it, so an old or restored database cannot carry one
+/// either); `upsert_links`, which every run and `apply` store links through,
+/// moves an account's link rather than adding a second; and `seatwarden link`
+/// refuses to take a linked account without `--replace`, and moves the link with
+/// it. What does arise is one account whose link is to one person while its
+/// externalId names another: the plan reports that as one dispute.
+#[test]
+fn an_account_is_never_stored_linked_to_two_people() {
+    use seatwarden::model::{
+        Account, DirectorySnapshot, Identity, IdentityStatus, LinkMethod, NewLink,
+    };
+    use seatwarden::store::RunKind;
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state.db");
+    let mut store = Store::open(&path).unwrap();
+    let now = chrono::Utc::now();
+    let person = |id: &str| Identity {
+        id: id.into(),
+        user_name: format!("{id}@example.com"),
+        email: None,
+        given_name: None,
+        family_name: None,
+        display_name: None,
+        status: IdentityStatus::Active,
+        department: None,
+        groups: vec![],
+    };
+    // `link` takes its ids from the newest stored snapshots.
+    let run = store.begin_run(RunKind::Reconcile, now).unwrap();
+    store
+        .save_directory_snapshot(
+            run,
+            &DirectorySnapshot {
+                identities: vec![person("ann"), person("bob")],
+                complete: true,
+            },
+        )
+        .unwrap();
+    store
+        .save_workspace_snapshot(
+            run,
+            &WorkspaceSnapshot {
+                accounts: vec![Account {
+                    id: "x".into(),
+                    user_name: "ann@example.com".into(),
+                    external_id: Some("bob".into()),
+                    given_name: None,
+                    family_name: None,
+                    display_name: None,
+                    email: None,
+                    active: true,
+                    roles: vec![],
+                }],
+                groups: vec![],
+            },
+        )
+        .unwrap();
+    let new_link = |identity: &str| NewLink {
+        identity_id: identity.into(),
+        account_id: "x".into(),
+        method: LinkMethod::UserName,
+    };
+    let pairs = |store: &Store| -> Vec<(String, String)> {
+        store
+            .links()
+            .unwrap()
+            .into_iter()
+            .map(|l| (l.identity_id, l.account_id))
+            .collect()
+    };
+    let only = |identity: &str| vec![(identity.to_owned(), "x".to_owned())];
+
+    store.upsert_links(&[new_link("ann")], now).unwrap();
+    let refused = seatwarden::approval::link(&mut store, "bob", "x", false, now).unwrap_err();
+    assert!(refused.to_string().contains("pass --replace"), "{refused}");
+    assert_eq!(pairs(&store), only("ann"));
+    let replaced = seatwarden::approval::link(&mut store, "bob", "x", true, now).unwrap();
+    assert_eq!(replaced.len(), 1);
+    assert_eq!(pairs(&store), only("bob"));
+    // A run's match (or a create's 409) linking the account to ann moves it back.
+    store.upsert_links(&[new_link("ann")], now).unwrap();
+    assert_eq!(pairs(&store), only("ann"));
+    // Both in one batch: the last one stands.
+    store
+        .upsert_links(&[new_link("bob"), new_link("ann")], now)
+        .unwrap();
+    assert_eq!(pairs(&store), only("ann"));
+
+    // The table itself refuses a second link, whoever writes it.
+    let raw = rusqlite::Connection::open(&path).unwrap();
+    let second = raw.execute(
+        "INSERT INTO links (identity_id, account_id, method, linked_at)
+         VALUES ('bob', 'x', 'manual', '2026-12-01T00:00:00Z')",
+        [],
+    );
+    let error = second.unwrap_err().to_string();
+    assert!(
+        error.contains("UNIQUE constraint failed: links.account_id"),
+        "{error}"
+    );
+    assert_eq!(pairs(&store), only("ann"));
+}
