@@ -812,7 +812,10 @@ pub fn parse_csv(text: &str, path: &Path) -> Result<Vec<Identity>, DirectoryErro
     let mut reader = csv::ReaderBuilder::new()
         .has_headers(true)
         .from_reader(text.as_bytes());
-    let header = reader.headers().map_err(|e| csv_error(path, &e))?.clone();
+    let header = reader
+        .headers()
+        .map_err(|e| csv_error(text, path, &e))?
+        .clone();
     if header.is_empty() {
         return Ok(Vec::new());
     }
@@ -844,12 +847,13 @@ pub fn parse_csv(text: &str, path: &Path) -> Result<Vec<Identity>, DirectoryErro
     }
 
     let mut collector = Collector::new(path);
+    let mut lines = LineCounter::new(text);
     let mut record = csv::StringRecord::new();
     while reader
         .read_record(&mut record)
-        .map_err(|e| csv_error(path, &e))?
+        .map_err(|e| csv_error(text, path, &e))?
     {
-        let line = record.position().map_or(0, |p| p.line());
+        let line = record.position().map_or(0, |p| lines.line_at(p.byte()));
         let mut raw = RawRow::default();
         for &(index, field) in &columns {
             let value = record.get(index).unwrap_or_default();
@@ -863,15 +867,73 @@ pub fn parse_csv(text: &str, path: &Path) -> Result<Vec<Identity>, DirectoryErro
     Ok(collector.identities)
 }
 
-fn csv_error(path: &Path, error: &csv::Error) -> DirectoryError {
-    let location = error.position().map_or_else(
+/// The file line a record starts on, from the byte offset the reader gives it.
+/// The reader's own line numbers are one short after a CRLF line end or a blank
+/// line (BurntSushi/rust-csv#395, #208), and exports from Windows tools end their
+/// lines with CRLF: the operator must be sent to the right person's row.
+struct LineCounter<'a> {
+    text: &'a [u8],
+    /// Where counting stopped, and the line that byte is on (1-based).
+    offset: usize,
+    line: u64,
+}
+
+impl<'a> LineCounter<'a> {
+    fn new(text: &'a str) -> Self {
+        LineCounter {
+            text: text.as_bytes(),
+            offset: 0,
+            line: 1,
+        }
+    }
+
+    /// The line of the first byte at or after `byte` that is not a line end: a
+    /// record's position can point at the `\n` of the line end before it, or at a
+    /// blank line the reader skipped. Offsets must not decrease between calls.
+    fn line_at(&mut self, byte: u64) -> u64 {
+        let mut start = usize::try_from(byte)
+            .unwrap_or(usize::MAX)
+            .clamp(self.offset, self.text.len());
+        while matches!(self.text.get(start), Some(b'\r' | b'\n')) {
+            start += 1;
+        }
+        let newlines = self.text[self.offset..start]
+            .iter()
+            .filter(|&&b| b == b'\n')
+            .count();
+        self.line += u64::try_from(newlines).unwrap_or(u64::MAX);
+        self.offset = start;
+        self.line
+    }
+}
+
+fn csv_error(text: &str, path: &Path, error: &csv::Error) -> DirectoryError {
+    let start = error.position().map(|p| p.byte());
+    let location = start.map_or_else(
         || "unknown line".to_owned(),
-        |p| format!("line {}", p.line()),
+        |byte| format!("line {}", LineCounter::new(text).line_at(byte)),
     );
     let message = match error.kind() {
         csv::ErrorKind::UnequalLengths {
             expected_len, len, ..
-        } => format!("has {len} fields, but the header has {expected_len}"),
+        } => {
+            // A quote opened and never closed makes the rest of the file one field:
+            // the count is then what is wrong with the row, not the reason.
+            let rest = start
+                .and_then(|byte| usize::try_from(byte).ok())
+                .and_then(|byte| text.get(byte..))
+                .unwrap_or_default();
+            let unclosed = len < expected_len && rest.matches('"').count() % 2 == 1;
+            format!(
+                "has {len} fields, but the header has {expected_len}{}",
+                if unclosed {
+                    "; a quote (\") opened in this row is never closed, so the rest of \
+                     the file was read as one field"
+                } else {
+                    ""
+                }
+            )
+        }
         _ => error.to_string(),
     };
     invalid(path, location, None, message)

@@ -395,6 +395,49 @@ fn a_json_key_given_twice_in_one_user_is_rejected() {
     );
 }
 
+/// Errors name the file line the row is on, with CRLF line ends (exports from
+/// Windows tools) and after a blank line too, where the CSV reader's own count is
+/// one short.
+#[test]
+fn csv_errors_name_the_file_line_with_crlf_line_ends_and_blank_lines() {
+    let csv = "id,userName,status\r\nu1,a,active\r\nu2,b,active\r\nu3,c,actve\r\n";
+    let message = parse_csv(csv, Path::new("d.csv")).unwrap_err().to_string();
+    assert!(
+        message.contains("line 4, field \"status\": unknown status \"actve\""),
+        "{message}"
+    );
+    let csv = "id,userName,status\r\nu1,a,active\r\nu2,b\r\n";
+    let message = parse_csv(csv, Path::new("d.csv")).unwrap_err().to_string();
+    assert!(
+        message.contains("line 3: has 2 fields, but the header has 3"),
+        "{message}"
+    );
+    let csv = "id,userName,status\nu1,a,active\n\nu2,b,actve\nu3,c,active\nu4,A,active\n";
+    let message = parse_csv(csv, Path::new("d.csv")).unwrap_err().to_string();
+    assert!(message.contains("line 4, field \"status\""), "{message}");
+    let csv = "id,userName,status\r\nu1,a,active\r\n\r\nu2,b,active\r\nu3,B,active\r\n";
+    let message = parse_csv(csv, Path::new("d.csv")).unwrap_err().to_string();
+    assert!(
+        message.contains("line 5, field \"userName\"") && message.contains("first seen at line 4"),
+        "{message}"
+    );
+}
+
+/// A quote opened and never closed swallows the rest of the file into one field:
+/// the error says so, on the line the quote is on.
+#[test]
+fn an_unclosed_quote_in_a_csv_row_is_named() {
+    let csv = "id,userName,status\nu1,a,active\nu2,\"b,active\nu3,c,active\n";
+    let message = parse_csv(csv, Path::new("d.csv")).unwrap_err().to_string();
+    assert!(
+        message.contains("line 3: has 2 fields, but the header has 3; a quote (\") opened in this row is never closed"),
+        "{message}"
+    );
+    let csv = "id,userName,status\nu1,a\n";
+    let message = parse_csv(csv, Path::new("d.csv")).unwrap_err().to_string();
+    assert!(!message.contains("quote"), "{message}");
+}
+
 #[test]
 fn csv_rows_with_the_wrong_number_of_fields_are_rejected() {
     let error = parse_csv(
