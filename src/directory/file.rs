@@ -157,6 +157,7 @@ impl FileSource {
             .iter()
             .flat_map(|i| i.groups.iter().map(String::as_str))
             .collect();
+        self.check_one_spelling(identities, &carried)?;
         for (index, group) in &self.mapping_groups {
             if carried.contains(group.as_str()) {
                 continue;
@@ -206,6 +207,89 @@ impl FileSource {
                      typo would put its members out of scope. Check policy.scope_groups (a \
                      group that is empty now is removed from it)",
                     self.path.display()
+                ),
+            });
+        }
+        Ok(())
+    }
+}
+
+impl FileSource {
+    /// Refuses an export whose rows spell a scope or mapping group in more than one
+    /// way ("Taskade Users" on most rows, "taskade users" on one): policy compares
+    /// those names exactly, so the odd rows would silently fall out of scope, to be
+    /// deactivated, or lose what the mapping gives them. The network connectors
+    /// refuse two look-alike groups the same way. Protected groups are compared
+    /// without regard to case, so their spellings may differ.
+    fn check_one_spelling(
+        &self,
+        identities: &[Identity],
+        carried: &std::collections::HashSet<&str>,
+    ) -> Result<(), DirectoryError> {
+        let configured = self
+            .scope_groups
+            .iter()
+            .map(|g| {
+                (
+                    g,
+                    "policy.scope_groups".to_owned(),
+                    "fall out of scope, to be deactivated",
+                )
+            })
+            .chain(self.mapping_groups.iter().map(|(index, g)| {
+                (
+                    g,
+                    format!("policy.mapping[{index}].group"),
+                    "lose the role and workspace group the mapping gives",
+                )
+            }));
+        for (group, key, loss) in configured {
+            let mut spellings: Vec<&str> = carried
+                .iter()
+                .copied()
+                .filter(|c| crate::model::same_ci(c, group))
+                .collect();
+            if spellings.len() < 2 {
+                continue;
+            }
+            // The configured spelling first, then the others by how many rows use
+            // them: the rare ones are the rows to fix.
+            let rows_with = |spelling: &str| -> Vec<&str> {
+                identities
+                    .iter()
+                    .filter(|i| i.groups.iter().any(|g| g == spelling))
+                    .map(|i| i.user_name.as_str())
+                    .collect()
+            };
+            spellings.sort_by_key(|s| {
+                (
+                    *s != group.as_str(),
+                    std::cmp::Reverse(rows_with(s).len()),
+                    *s,
+                )
+            });
+            let described: Vec<String> = spellings
+                .iter()
+                .map(|spelling| {
+                    let rows = rows_with(spelling);
+                    let who = if rows.len() <= 3 {
+                        format!(": {}", rows.join(", "))
+                    } else {
+                        String::new()
+                    };
+                    let noun = if rows.len() == 1 { "row" } else { "rows" };
+                    format!("{spelling:?} ({} {noun}{who})", rows.len())
+                })
+                .collect();
+            return Err(DirectoryError::Scope {
+                provider: "file",
+                message: format!(
+                    "rows of {} spell group {group:?} ({key}) in {} ways: {}. Names are \
+                     compared exactly, so the rows spelt otherwise would {loss}. Correct \
+                     the export",
+                    self.path.display(),
+                    spellings.len(),
+                    described.join(", ")
                 ),
             });
         }

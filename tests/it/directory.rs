@@ -512,6 +512,60 @@ fn a_mapping_group_carried_only_in_another_case_is_refused() {
     );
 }
 
+/// One row spelling the scope group in another case would fall out of scope and
+/// be deactivated (policy compares names exactly): the export is refused, naming
+/// each spelling and the odd row. A mapping group likewise; a protected group,
+/// compared without regard to case, may be spelt either way.
+#[test]
+fn an_export_spelling_a_scope_or_mapping_group_two_ways_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("directory.csv");
+    std::fs::write(
+        &path,
+        "id,userName,status,groups\n\
+         u1,ada@ex.com,active,Taskade Users;Engineering\n\
+         u2,ben@ex.com,active,Taskade Users;Engineering;IT Admins\n\
+         u3,cy@ex.com,active,taskade users;ENGINEERING;it admins\n",
+    )
+    .unwrap();
+    let source = FileSource::new(path.clone()).with_scope_groups(vec!["Taskade Users".into()]);
+    let message = source.read().unwrap_err().to_string();
+    assert!(
+        message.contains(
+            "spell group \"Taskade Users\" (policy.scope_groups) in 2 ways: \
+             \"Taskade Users\" (2 rows: ada@ex.com, ben@ex.com), \"taskade users\" (1 row: cy@ex.com)"
+        ) && message.contains("fall out of scope"),
+        "{message}"
+    );
+
+    std::fs::write(
+        &path,
+        "id,userName,status,groups\n\
+         u1,ada@ex.com,active,Taskade Users;Engineering\n\
+         u2,ben@ex.com,active,Taskade Users;Engineering;IT Admins\n\
+         u3,cy@ex.com,active,Taskade Users;ENGINEERING;it admins\n",
+    )
+    .unwrap();
+    let scoped = || FileSource::new(path.clone()).with_scope_groups(vec!["Taskade Users".into()]);
+    let message = scoped()
+        .with_mapping_groups(vec![(0, "Engineering".into())])
+        .read()
+        .unwrap_err()
+        .to_string();
+    assert!(
+        message.contains("\"Engineering\" (policy.mapping[0].group) in 2 ways")
+            && message.contains("\"ENGINEERING\" (1 row: cy@ex.com)"),
+        "{message}"
+    );
+    let read = scoped()
+        .with_required_groups(vec![seatwarden::directory::RequiredGroup::protected(
+            "IT Admins",
+        )])
+        .read()
+        .unwrap();
+    assert_eq!(read.identities.len(), 3);
+}
+
 /// A protected group no row carries is refused: a typo would take the protection
 /// away from all its members. Compared without regard to case, as policy does.
 #[test]
