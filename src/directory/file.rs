@@ -24,8 +24,11 @@
 //! - Unknown JSON fields and unknown CSV columns are errors: a typo such as
 //!   `usrName` must not silently drop data.
 //! - Duplicate ids, and userNames equal ignoring case, are errors.
+//! - A scope or mapping group spelt two ways across rows ("Taskade Users",
+//!   "taskade users") is an error: policy compares those names exactly.
 //! - Any error rejects the whole file; its message names the file, the row
-//!   (`users[3] (id "u42")` or `line 5`) and the field.
+//!   (`users[3] (id "u42")` or `line 5`, the file's own line, CRLF or not) and
+//!   the field.
 //! - An empty file, a CSV file with only a header, and `{"users": []}` are valid and
 //!   give an empty snapshot: whether to act on it is the guard's decision.
 
