@@ -3997,7 +3997,8 @@ async fn an_active_persons_duplicate_stays_until_they_leave_then_goes_with_them(
 
 /// A run that finds a disputed leaver plans nothing for them (no account is
 /// chosen), yet she still has access: the report must not lead with "nothing to
-/// do", and the digest counts her deprovision as held, needing attention.
+/// do", the run does not exit 0, and the digest counts her deprovision as held,
+/// needing attention.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_disputed_leaver_is_never_nothing_to_do() {
     use seatwarden::report::State;
@@ -4016,6 +4017,11 @@ async fn a_disputed_leaver_is_never_nothing_to_do() {
     assert_eq!(
         outcome.report.safety.disputed_leavers,
         ["nia.disputed@example.com"]
+    );
+    // Nor exit 0: a wrapper that reads only the exit code must see she waits.
+    assert_eq!(
+        seatwarden::cli::exit_code_for(&outcome.report),
+        seatwarden::cli::exit::HELD
     );
     let text = seatwarden::report::render_text(&outcome.report, chrono_tz::UTC, false);
     assert!(!text.contains("nothing to do"), "{text}");
