@@ -50,7 +50,8 @@ Exit codes:
   1  error (configuration, directory, workspace or state database)
   2  plan --detailed-exitcode: the plan has changes
   3  reconcile (also --dry-run), approve: actions were held by the guard
-     (thresholds, incomplete directory, last Owner); plan exits 0 or 2 for them
+     (thresholds, incomplete directory, last Owner), or a leaver keeps access
+     while their account is disputed (`link` settles it); plan exits 0 or 2
   4  some actions failed (see `seatwarden report`)
   5  source fault: the directory was empty or shrank too much; nothing was planned
   6  the circuit breaker is open: writes stopped (see `seatwarden resume`)
@@ -260,7 +261,8 @@ Example:
     #[command(after_help = "\
 Exit codes (first that applies): 5 the directory was rejected, nothing planned; 6 the
 circuit breaker is open; 4 some actions failed; 3 some are held for `seatwarden approve`
-(actions that only wait for the settle window do not count); 0 converged; 1 an error.
+(actions that only wait for the settle window do not count), or a leaver keeps access
+because which account is theirs is disputed (`seatwarden link`); 0 converged; 1 an error.
 
 Examples:
   seatwarden reconcile --dry-run
@@ -1305,8 +1307,10 @@ fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
 }
 
 /// 5 on a source fault, else 6 when the circuit breaker is open, else 4 when
-/// anything failed, else 3 when anything was held for a human (actions only
-/// waiting for the settle window do not count), else 0.
+/// anything failed, else 3 when anything waits for a human: held actions (those
+/// only waiting for the settle window do not count), or a leaver who keeps access
+/// until someone says which disputed account is theirs. Else 0: a wrapper that
+/// checks only the exit code must not read a leaver with access as converged.
 pub fn exit_code_for(report: &Report) -> u8 {
     if report.safety.source_fault.is_some() {
         exit::SOURCE_FAULT
@@ -1320,7 +1324,9 @@ pub fn exit_code_for(report: &Report) -> u8 {
         exit::CIRCUIT_OPEN
     } else if report.summary.actions_failed > 0 {
         exit::FAILED
-    } else if report.summary.actions_held > report.safety.actions_waiting {
+    } else if report.summary.actions_held > report.safety.actions_waiting
+        || !report.safety.disputed_leavers.is_empty()
+    {
         exit::HELD
     } else {
         exit::OK
@@ -1334,10 +1340,21 @@ fn exit_with_hint(config: &Config, mode: Mode, outcome: &run::RunOutcome) -> u8 
     if code == exit::HELD && mode == Mode::Reconcile {
         let admin = config.admin_command();
         let run = outcome.run_id;
-        eprintln!(
-            "held for a human: review with `{admin} report --run {run}` or `{admin} explain \
-             PERSON`, then `{admin} approve {run}` (or `{admin} reject {run}`)"
-        );
+        let report = &outcome.report;
+        if report.summary.actions_held > report.safety.actions_waiting {
+            eprintln!(
+                "held for a human: review with `{admin} report --run {run}` or `{admin} \
+                 explain PERSON`, then `{admin} approve {run}` (or `{admin} reject {run}`)"
+            );
+        }
+        if !report.safety.disputed_leavers.is_empty() {
+            eprintln!(
+                "a leaver keeps access until someone says which account is theirs ({}): \
+                 `{admin} explain PERSON` compares the accounts, `{admin} link IDENTITY \
+                 ACCOUNT` settles it",
+                report.safety.disputed_leavers.join(", ")
+            );
+        }
     }
     code
 }

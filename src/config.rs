@@ -2062,9 +2062,24 @@ impl Config {
         Ok(())
     }
 
-    /// The configured directory source. Secrets stay files (or inline values) and
-    /// are read by the connector at use, so a rotated credential is picked up.
+    /// The configured directory source, as a reconcile reads it. Secrets stay files
+    /// (or inline values) and are read by the connector at use, so a rotated
+    /// credential is picked up.
     pub fn directory(&self) -> Directory {
+        self.directory_checking_mappings(true)
+    }
+
+    /// The directory as the deprovisioning sweep reads it: the scope and protected
+    /// groups are checked as for a reconcile (they decide who is a leaver and who is
+    /// never touched), a mapping's group is not. A mapping group renamed or spelt in
+    /// another case would plan grants away, which only a reconcile plans; it says
+    /// nothing about who left, and must not keep leavers' access until someone
+    /// fixes the configuration.
+    pub fn sweep_directory(&self) -> Directory {
+        self.directory_checking_mappings(false)
+    }
+
+    fn directory_checking_mappings(&self, check_mappings: bool) -> Directory {
         let policy = self.policy_settings();
         let scope_groups = policy.scope_groups.clone();
         // Protected groups must be read like mapped ones: without their names on
@@ -2091,7 +2106,7 @@ impl Config {
                 .mapping
                 .iter()
                 .enumerate()
-                .filter(|(_, m)| m.role == Role::Owner)
+                .filter(|(_, m)| check_mappings && m.role == Role::Owner)
                 .map(|(i, m)| RequiredGroup::owner_mapping(&m.group, i)),
         );
         let secret =
@@ -2125,6 +2140,7 @@ impl Config {
                             .mapping
                             .iter()
                             .enumerate()
+                            .filter(|_| check_mappings)
                             .map(|(i, m)| (i, m.group.clone()))
                             .collect(),
                     ),

@@ -851,7 +851,7 @@ async fn sweep_job(
     // sent stay open in the ledger ("not sent"), and the retry job sends them.
     let stop = shared.stopping.clone();
     let (outcome, _unsent) = if read_directory {
-        let directory = run::directory_from_config(&config);
+        let directory = config.sweep_directory();
         let sweeping = sweep::sweep(
             &config,
             &directory,

@@ -24,8 +24,11 @@
 //! - Unknown JSON fields and unknown CSV columns are errors: a typo such as
 //!   `usrName` must not silently drop data.
 //! - Duplicate ids, and userNames equal ignoring case, are errors.
+//! - A scope or mapping group spelt two ways across rows ("Taskade Users",
+//!   "taskade users") is an error: policy compares those names exactly.
 //! - Any error rejects the whole file; its message names the file, the row
-//!   (`users[3] (id "u42")` or `line 5`) and the field.
+//!   (`users[3] (id "u42")` or `line 5`, the file's own line, CRLF or not) and
+//!   the field.
 //! - An empty file, a CSV file with only a header, and `{"users": []}` are valid and
 //!   give an empty snapshot: whether to act on it is the guard's decision.
 
@@ -157,6 +160,7 @@ impl FileSource {
             .iter()
             .flat_map(|i| i.groups.iter().map(String::as_str))
             .collect();
+        self.check_one_spelling(identities, &carried)?;
         for (index, group) in &self.mapping_groups {
             if carried.contains(group.as_str()) {
                 continue;
@@ -206,6 +210,89 @@ impl FileSource {
                      typo would put its members out of scope. Check policy.scope_groups (a \
                      group that is empty now is removed from it)",
                     self.path.display()
+                ),
+            });
+        }
+        Ok(())
+    }
+}
+
+impl FileSource {
+    /// Refuses an export whose rows spell a scope or mapping group in more than one
+    /// way ("Taskade Users" on most rows, "taskade users" on one): policy compares
+    /// those names exactly, so the odd rows would silently fall out of scope, to be
+    /// deactivated, or lose what the mapping gives them. The network connectors
+    /// refuse two look-alike groups the same way. Protected groups are compared
+    /// without regard to case, so their spellings may differ.
+    fn check_one_spelling(
+        &self,
+        identities: &[Identity],
+        carried: &std::collections::HashSet<&str>,
+    ) -> Result<(), DirectoryError> {
+        let configured = self
+            .scope_groups
+            .iter()
+            .map(|g| {
+                (
+                    g,
+                    "policy.scope_groups".to_owned(),
+                    "fall out of scope, to be deactivated",
+                )
+            })
+            .chain(self.mapping_groups.iter().map(|(index, g)| {
+                (
+                    g,
+                    format!("policy.mapping[{index}].group"),
+                    "lose the role and workspace group the mapping gives",
+                )
+            }));
+        for (group, key, loss) in configured {
+            let mut spellings: Vec<&str> = carried
+                .iter()
+                .copied()
+                .filter(|c| crate::model::same_ci(c, group))
+                .collect();
+            if spellings.len() < 2 {
+                continue;
+            }
+            // The configured spelling first, then the others by how many rows use
+            // them: the rare ones are the rows to fix.
+            let rows_with = |spelling: &str| -> Vec<&str> {
+                identities
+                    .iter()
+                    .filter(|i| i.groups.iter().any(|g| g == spelling))
+                    .map(|i| i.user_name.as_str())
+                    .collect()
+            };
+            spellings.sort_by_key(|s| {
+                (
+                    *s != group.as_str(),
+                    std::cmp::Reverse(rows_with(s).len()),
+                    *s,
+                )
+            });
+            let described: Vec<String> = spellings
+                .iter()
+                .map(|spelling| {
+                    let rows = rows_with(spelling);
+                    let who = if rows.len() <= 3 {
+                        format!(": {}", rows.join(", "))
+                    } else {
+                        String::new()
+                    };
+                    let noun = if rows.len() == 1 { "row" } else { "rows" };
+                    format!("{spelling:?} ({} {noun}{who})", rows.len())
+                })
+                .collect();
+            return Err(DirectoryError::Scope {
+                provider: "file",
+                message: format!(
+                    "rows of {} spell group {group:?} ({key}) in {} ways: {}. Names are \
+                     compared exactly, so the rows spelt otherwise would {loss}. Correct \
+                     the export",
+                    self.path.display(),
+                    spellings.len(),
+                    described.join(", ")
                 ),
             });
         }
@@ -812,7 +899,10 @@ pub fn parse_csv(text: &str, path: &Path) -> Result<Vec<Identity>, DirectoryErro
     let mut reader = csv::ReaderBuilder::new()
         .has_headers(true)
         .from_reader(text.as_bytes());
-    let header = reader.headers().map_err(|e| csv_error(path, &e))?.clone();
+    let header = reader
+        .headers()
+        .map_err(|e| csv_error(text, path, &e))?
+        .clone();
     if header.is_empty() {
         return Ok(Vec::new());
     }
@@ -844,12 +934,13 @@ pub fn parse_csv(text: &str, path: &Path) -> Result<Vec<Identity>, DirectoryErro
     }
 
     let mut collector = Collector::new(path);
+    let mut lines = LineCounter::new(text);
     let mut record = csv::StringRecord::new();
     while reader
         .read_record(&mut record)
-        .map_err(|e| csv_error(path, &e))?
+        .map_err(|e| csv_error(text, path, &e))?
     {
-        let line = record.position().map_or(0, |p| p.line());
+        let line = record.position().map_or(0, |p| lines.line_at(p.byte()));
         let mut raw = RawRow::default();
         for &(index, field) in &columns {
             let value = record.get(index).unwrap_or_default();
@@ -863,15 +954,73 @@ pub fn parse_csv(text: &str, path: &Path) -> Result<Vec<Identity>, DirectoryErro
     Ok(collector.identities)
 }
 
-fn csv_error(path: &Path, error: &csv::Error) -> DirectoryError {
-    let location = error.position().map_or_else(
+/// The file line a record starts on, from the byte offset the reader gives it.
+/// The reader's own line numbers are one short after a CRLF line end or a blank
+/// line (BurntSushi/rust-csv#395, #208), and exports from Windows tools end their
+/// lines with CRLF: the operator must be sent to the right person's row.
+struct LineCounter<'a> {
+    text: &'a [u8],
+    /// Where counting stopped, and the line that byte is on (1-based).
+    offset: usize,
+    line: u64,
+}
+
+impl<'a> LineCounter<'a> {
+    fn new(text: &'a str) -> Self {
+        LineCounter {
+            text: text.as_bytes(),
+            offset: 0,
+            line: 1,
+        }
+    }
+
+    /// The line of the first byte at or after `byte` that is not a line end: a
+    /// record's position can point at the `\n` of the line end before it, or at a
+    /// blank line the reader skipped. Offsets must not decrease between calls.
+    fn line_at(&mut self, byte: u64) -> u64 {
+        let mut start = usize::try_from(byte)
+            .unwrap_or(usize::MAX)
+            .clamp(self.offset, self.text.len());
+        while matches!(self.text.get(start), Some(b'\r' | b'\n')) {
+            start += 1;
+        }
+        let newlines = self.text[self.offset..start]
+            .iter()
+            .filter(|&&b| b == b'\n')
+            .count();
+        self.line += u64::try_from(newlines).unwrap_or(u64::MAX);
+        self.offset = start;
+        self.line
+    }
+}
+
+fn csv_error(text: &str, path: &Path, error: &csv::Error) -> DirectoryError {
+    let start = error.position().map(|p| p.byte());
+    let location = start.map_or_else(
         || "unknown line".to_owned(),
-        |p| format!("line {}", p.line()),
+        |byte| format!("line {}", LineCounter::new(text).line_at(byte)),
     );
     let message = match error.kind() {
         csv::ErrorKind::UnequalLengths {
             expected_len, len, ..
-        } => format!("has {len} fields, but the header has {expected_len}"),
+        } => {
+            // A quote opened and never closed makes the rest of the file one field:
+            // the count is then what is wrong with the row, not the reason.
+            let rest = start
+                .and_then(|byte| usize::try_from(byte).ok())
+                .and_then(|byte| text.get(byte..))
+                .unwrap_or_default();
+            let unclosed = len < expected_len && rest.matches('"').count() % 2 == 1;
+            format!(
+                "has {len} fields, but the header has {expected_len}{}",
+                if unclosed {
+                    "; a quote (\") opened in this row is never closed, so the rest of \
+                     the file was read as one field"
+                } else {
+                    ""
+                }
+            )
+        }
         _ => error.to_string(),
     };
     invalid(path, location, None, message)

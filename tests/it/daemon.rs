@@ -1722,6 +1722,46 @@ async fn the_sweep_deactivates_while_a_retention_period_comes_before_deletion() 
     sandbox.shutdown().await;
 }
 
+/// A mapping whose group the export carries only in another case stops a
+/// reconcile (every grant of the mapping would be planned away), but not the
+/// sweep: who left does not depend on mappings, and a typo in one must not keep
+/// a leaver's access until someone fixes the configuration.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mapping_typo_stops_the_reconcile_but_not_the_sweep() {
+    use seatwarden::workspace::ScimClient;
+
+    let (sandbox, dir, mut config) = reconciled_demo().await;
+    let engineering = config
+        .policy
+        .mapping
+        .iter_mut()
+        .find(|m| m.group == "Engineering")
+        .unwrap();
+    engineering.group = "ENGINEERING".into();
+    let client = ScimClient::new(config.scim_settings().unwrap()).unwrap();
+    let directory = config.sweep_directory();
+    let store = std::sync::Arc::new(std::sync::Mutex::new(
+        Store::open(&config.state.path).unwrap(),
+    ));
+
+    let refused = config.directory().snapshot().await.unwrap_err().to_string();
+    assert!(
+        refused.contains("\"ENGINEERING\"") && refused.contains("rows carry \"Engineering\""),
+        "{refused}"
+    );
+    let leaver = remove_a_leaver(dir.path(), &sandbox);
+    let outcome = sweep_now(&config, &directory, &client, &store).await;
+    assert_eq!(outcome.enforced, 1, "{outcome:?}");
+    let account = sandbox
+        .snapshot()
+        .accounts
+        .into_iter()
+        .find(|a| a.external_id.as_deref() == Some(leaver.as_str()))
+        .unwrap();
+    assert!(!account.active, "{account:?}");
+    sandbox.shutdown().await;
+}
+
 /// A workspace that answers nothing (killed): the sweep stops reading the due
 /// accounts once a read finds it down, instead of spending a whole retry cycle on
 /// each leaver. Every episode stays open with the reason, and the pass fails as
@@ -3957,7 +3997,8 @@ async fn an_active_persons_duplicate_stays_until_they_leave_then_goes_with_them(
 
 /// A run that finds a disputed leaver plans nothing for them (no account is
 /// chosen), yet she still has access: the report must not lead with "nothing to
-/// do", and the digest counts her deprovision as held, needing attention.
+/// do", the run does not exit 0, and the digest counts her deprovision as held,
+/// needing attention.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_disputed_leaver_is_never_nothing_to_do() {
     use seatwarden::report::State;
@@ -3976,6 +4017,11 @@ async fn a_disputed_leaver_is_never_nothing_to_do() {
     assert_eq!(
         outcome.report.safety.disputed_leavers,
         ["nia.disputed@example.com"]
+    );
+    // Nor exit 0: a wrapper that reads only the exit code must see she waits.
+    assert_eq!(
+        seatwarden::cli::exit_code_for(&outcome.report),
+        seatwarden::cli::exit::HELD
     );
     let text = seatwarden::report::render_text(&outcome.report, chrono_tz::UTC, false);
     assert!(!text.contains("nothing to do"), "{text}");

@@ -395,6 +395,49 @@ fn a_json_key_given_twice_in_one_user_is_rejected() {
     );
 }
 
+/// Errors name the file line the row is on, with CRLF line ends (exports from
+/// Windows tools) and after a blank line too, where the CSV reader's own count is
+/// one short.
+#[test]
+fn csv_errors_name_the_file_line_with_crlf_line_ends_and_blank_lines() {
+    let csv = "id,userName,status\r\nu1,a,active\r\nu2,b,active\r\nu3,c,actve\r\n";
+    let message = parse_csv(csv, Path::new("d.csv")).unwrap_err().to_string();
+    assert!(
+        message.contains("line 4, field \"status\": unknown status \"actve\""),
+        "{message}"
+    );
+    let csv = "id,userName,status\r\nu1,a,active\r\nu2,b\r\n";
+    let message = parse_csv(csv, Path::new("d.csv")).unwrap_err().to_string();
+    assert!(
+        message.contains("line 3: has 2 fields, but the header has 3"),
+        "{message}"
+    );
+    let csv = "id,userName,status\nu1,a,active\n\nu2,b,actve\nu3,c,active\nu4,A,active\n";
+    let message = parse_csv(csv, Path::new("d.csv")).unwrap_err().to_string();
+    assert!(message.contains("line 4, field \"status\""), "{message}");
+    let csv = "id,userName,status\r\nu1,a,active\r\n\r\nu2,b,active\r\nu3,B,active\r\n";
+    let message = parse_csv(csv, Path::new("d.csv")).unwrap_err().to_string();
+    assert!(
+        message.contains("line 5, field \"userName\"") && message.contains("first seen at line 4"),
+        "{message}"
+    );
+}
+
+/// A quote opened and never closed swallows the rest of the file into one field:
+/// the error says so, on the line the quote is on.
+#[test]
+fn an_unclosed_quote_in_a_csv_row_is_named() {
+    let csv = "id,userName,status\nu1,a,active\nu2,\"b,active\nu3,c,active\n";
+    let message = parse_csv(csv, Path::new("d.csv")).unwrap_err().to_string();
+    assert!(
+        message.contains("line 3: has 2 fields, but the header has 3; a quote (\") opened in this row is never closed"),
+        "{message}"
+    );
+    let csv = "id,userName,status\nu1,a\n";
+    let message = parse_csv(csv, Path::new("d.csv")).unwrap_err().to_string();
+    assert!(!message.contains("quote"), "{message}");
+}
+
 #[test]
 fn csv_rows_with_the_wrong_number_of_fields_are_rejected() {
     let error = parse_csv(
@@ -467,6 +510,60 @@ fn a_mapping_group_carried_only_in_another_case_is_refused() {
             && text.contains("rows carry \"Engineering\""),
         "{text}"
     );
+}
+
+/// One row spelling the scope group in another case would fall out of scope and
+/// be deactivated (policy compares names exactly): the export is refused, naming
+/// each spelling and the odd row. A mapping group likewise; a protected group,
+/// compared without regard to case, may be spelt either way.
+#[test]
+fn an_export_spelling_a_scope_or_mapping_group_two_ways_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("directory.csv");
+    std::fs::write(
+        &path,
+        "id,userName,status,groups\n\
+         u1,ada@ex.com,active,Taskade Users;Engineering\n\
+         u2,ben@ex.com,active,Taskade Users;Engineering;IT Admins\n\
+         u3,cy@ex.com,active,taskade users;ENGINEERING;it admins\n",
+    )
+    .unwrap();
+    let source = FileSource::new(path.clone()).with_scope_groups(vec!["Taskade Users".into()]);
+    let message = source.read().unwrap_err().to_string();
+    assert!(
+        message.contains(
+            "spell group \"Taskade Users\" (policy.scope_groups) in 2 ways: \
+             \"Taskade Users\" (2 rows: ada@ex.com, ben@ex.com), \"taskade users\" (1 row: cy@ex.com)"
+        ) && message.contains("fall out of scope"),
+        "{message}"
+    );
+
+    std::fs::write(
+        &path,
+        "id,userName,status,groups\n\
+         u1,ada@ex.com,active,Taskade Users;Engineering\n\
+         u2,ben@ex.com,active,Taskade Users;Engineering;IT Admins\n\
+         u3,cy@ex.com,active,Taskade Users;ENGINEERING;it admins\n",
+    )
+    .unwrap();
+    let scoped = || FileSource::new(path.clone()).with_scope_groups(vec!["Taskade Users".into()]);
+    let message = scoped()
+        .with_mapping_groups(vec![(0, "Engineering".into())])
+        .read()
+        .unwrap_err()
+        .to_string();
+    assert!(
+        message.contains("\"Engineering\" (policy.mapping[0].group) in 2 ways")
+            && message.contains("\"ENGINEERING\" (1 row: cy@ex.com)"),
+        "{message}"
+    );
+    let read = scoped()
+        .with_required_groups(vec![seatwarden::directory::RequiredGroup::protected(
+            "IT Admins",
+        )])
+        .read()
+        .unwrap();
+    assert_eq!(read.identities.len(), 3);
 }
 
 /// A protected group no row carries is refused: a typo would take the protection

@@ -752,6 +752,46 @@ async fn a_scope_group_the_provider_lacks_fails_the_run_before_any_write() {
     workspace.shutdown().await;
 }
 
+/// The sweep's read of the directory checks the groups that decide who left or
+/// who is never touched (protected), not a mapping's: an Owner mapping's group
+/// missing from the provider stops reconciles, but not the deprovisioning of
+/// leavers.
+#[tokio::test]
+async fn the_sweep_reads_past_a_missing_owner_mapping_group_not_a_protected_one() {
+    let (idp, workspace, dir, _) = provider_with_groups(json!([
+        {"id": "g1", "displayName": "Taskade Users", "members": [{"value": "p1"}]},
+        {"id": "g2", "displayName": "IT Admins", "members": [{"value": "p2"}]},
+    ]))
+    .await;
+    let owners = small_config(
+        dir.path(),
+        &idp,
+        &workspace,
+        "",
+        "[[policy.mapping]]\ngroup = \"Taskade Ownerz\"\nworkspace_group = \"All\"\nrole = \"Owner\"\n",
+    );
+    let refused = owners.directory().snapshot().await.unwrap_err().to_string();
+    assert!(refused.contains("policy.mapping[0].group"), "{refused}");
+    let read = owners.sweep_directory().snapshot().await.unwrap();
+    assert_eq!(read.identities.len(), 2, "{read:?}");
+
+    let protected = small_config(
+        dir.path(),
+        &idp,
+        &workspace,
+        "",
+        "protected_groups = [\"IT Admin\"]\n",
+    );
+    let refused = protected
+        .sweep_directory()
+        .snapshot()
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(refused.contains("safety.protected_groups"), "{refused}");
+    workspace.shutdown().await;
+}
+
 #[tokio::test]
 async fn a_protected_group_the_provider_lacks_fails_the_run_before_any_write() {
     let (idp, workspace, dir, _) = provider_with_groups(json!([
