@@ -565,9 +565,15 @@ impl View<'_> {
             })
             .collect();
         // The identity itself is disputed: no account is theirs until a person
-        // says which. Otherwise its link stands and only other accounts are.
-        let whole = items.iter().any(|d| d.account_id.is_none())
-            || (self.link.is_none() && items.iter().any(|d| d.identity_id.is_none()));
+        // says which. So is its linked account when another person claims that
+        // (by externalId). Otherwise its link stands and only other accounts are.
+        let linked = self.link.map(|l| l.account_id.as_str());
+        let whole = items.iter().any(|d| {
+            d.account_id.is_none()
+                || (d.identity_id.is_none()
+                    && linked.is_some()
+                    && d.account_id.as_deref() == linked)
+        }) || (self.link.is_none() && items.iter().any(|d| d.identity_id.is_none()));
         if whole {
             let _ = writeln!(
                 out,
@@ -618,7 +624,6 @@ impl View<'_> {
                  link (else delete or rename the other in the workspace):"
             );
         }
-        let linked = self.link.map(|l| l.account_id.as_str());
         for (account, _) in &candidates {
             if whole || linked != Some(account.id.as_str()) {
                 let _ = writeln!(out, "    {}", self.link_command(&identity.id, &account.id));
@@ -1224,6 +1229,43 @@ mod tests {
         assert!(text.contains("    seatwarden link p1 a2\n"), "{text}");
         assert!(!text.contains("no directory identity justifies"), "{text}");
         assert!(!text.contains("LOST ACCESS"), "{text}");
+    }
+
+    /// The person's linked account is claimed by another person's externalId:
+    /// their match is disputed whole, not "the linked account stays theirs".
+    #[test]
+    fn a_linked_account_another_person_claims_is_a_dispute_of_the_person() {
+        let claimed = Account {
+            external_id: Some("p2".into()),
+            ..account("x", "x@example.com", "x@example.com")
+        };
+        let (_dir, config) = stored(
+            vec![
+                person("p1", "ann@example.com", IdentityStatus::Active),
+                person("p2", "bob@example.com", IdentityStatus::Active),
+            ],
+            vec![claimed],
+        );
+        let mut store = Store::open(&config.state.path).unwrap();
+        store
+            .upsert_links(
+                &[crate::model::NewLink {
+                    identity_id: "p1".into(),
+                    account_id: "x".into(),
+                    method: crate::model::LinkMethod::UserName,
+                }],
+                t0(),
+            )
+            .unwrap();
+
+        let text = explain(&config, &store, "p1", t0()).unwrap();
+
+        assert!(
+            text.contains("  DISPUTED: 1 workspace account(s) may be this person's"),
+            "{text}"
+        );
+        assert!(!text.contains("the linked account stays theirs"), "{text}");
+        assert!(text.contains("claimed by identity p1"), "{text}");
     }
 
     /// Times are on the report's clock, as the reports show them, with the zone.
