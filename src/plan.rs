@@ -92,8 +92,8 @@ use serde::{Deserialize, Serialize};
 pub(crate) use crate::model::same_ci;
 use crate::model::{
     Account, AccountRef, Action, ActionKind, Attribute, AttributeChange, DirectorySnapshot,
-    DisputedLeaver, DriftItem, DriftKind, GroupRef, Identity, IdentityStatus, Link, LinkMethod,
-    NewLink, Plan, WorkspaceGroup, WorkspaceSnapshot,
+    DisputedCandidate, DisputedLeaver, DriftItem, DriftKind, GroupRef, Identity, IdentityStatus,
+    Link, LinkMethod, NewLink, Plan, WorkspaceGroup, WorkspaceSnapshot,
 };
 use crate::policy::{
     CHUNK, DesiredSpec, DesiredState, Entry, FxHashMap, IdentityIndex, InactiveReason, Protected,
@@ -166,12 +166,17 @@ pub fn is_duplicate_deprovision(action: &Action) -> bool {
 
 /// Diffs `desired` against `workspace`. `directory` is the snapshot `desired` was
 /// computed from; it supplies the match candidates and tells deleted identities
-/// (absent) from inactive ones. Never sets [`Action::held`]; that is the guard's job.
+/// (absent) from inactive ones. `remembered` is the last complete reconcile's
+/// [`Plan::disputed_candidates`]: what ties a disputed person the directory no
+/// longer has to the accounts that may be theirs (read only from a complete
+/// directory, where absent means deleted). Never sets [`Action::held`]; that is
+/// the guard's job.
 pub fn plan(
     desired: &DesiredState<'_>,
     directory: &DirectorySnapshot,
     workspace: &WorkspaceSnapshot,
     links: &[Link],
+    remembered: &[DisputedCandidate],
     settings: &PlanSettings,
 ) -> Plan {
     // The desired state indexed the directory's identities already; matching reuses
@@ -187,7 +192,14 @@ pub fn plan(
         own = IdentityIndex::build(&directory.identities, |_, _| {});
         &own
     };
-    let matching = Matching::build(index, (!shared).then_some(desired), workspace, links);
+    let remembered = if directory.complete { remembered } else { &[] };
+    let matching = Matching::build(
+        index,
+        (!shared).then_some(desired),
+        workspace,
+        links,
+        remembered,
+    );
     let mut planner = Planner::new(desired, shared, settings, &matching);
     let existing = ExistingGroups::of(workspace);
     // The managed groups' workspace members as account slots (about two million
@@ -220,12 +232,30 @@ pub fn plan(
         drift,
         mut retained,
         mut disputed_leavers,
+        mut disputed_candidates,
     } = planner.out;
     retained.sort_unstable();
     retained.dedup();
     // In the order of the map they came from: sorted, so the plan is the same
     // every time.
     disputed_leavers.sort_unstable_by(|a, b| a.identity_id.cmp(&b.identity_id));
+    disputed_candidates.extend(
+        matching
+            .remembered_duplicates
+            .iter()
+            .filter(|c| {
+                matching
+                    .slot(&c.account_id)
+                    .and_then(|slot| matching.at(slot))
+                    .is_some_and(|a| a.active)
+            })
+            .map(|&c| c.clone()),
+    );
+    disputed_candidates.sort_unstable_by(|a, b| {
+        (&a.identity_id, &a.account_id).cmp(&(&b.identity_id, &b.account_id))
+    });
+    disputed_candidates
+        .dedup_by(|a, b| (&a.identity_id, &a.account_id) == (&b.identity_id, &b.account_id));
 
     // The two sorts are independent; each keeps its own input order for ties.
     let drift = Mutex::new(drift);
@@ -272,6 +302,7 @@ pub fn plan(
         new_links,
         retained,
         disputed_leavers,
+        disputed_candidates,
     }
 }
 
@@ -506,6 +537,11 @@ struct Matching<'a> {
     /// rule found several.
     several: FxHashMap<u32, Vec<u32>>,
     new_links: Vec<NewLink>,
+    /// Key of a remembered disputed person the directory no longer has → the
+    /// userName it last had.
+    remembered_names: FxHashMap<u32, &'a str>,
+    /// Remembered candidates made duplicates of their person's linked account.
+    remembered_duplicates: Vec<&'a DisputedCandidate>,
 }
 
 /// Why a deactivated account matched only by userName or email is not taken for
@@ -627,6 +663,7 @@ impl<'a> Matching<'a> {
         desired: Option<&'a DesiredState<'a>>,
         workspace: &'a WorkspaceSnapshot,
         links: &'a [Link],
+        remembered: &'a [DisputedCandidate],
     ) -> Self {
         let identities = index.identities();
         let n = identities.len();
@@ -694,8 +731,8 @@ impl<'a> Matching<'a> {
             }
         }
         let Extra {
-            ids: extra,
-            index: extra_index,
+            ids: mut extra,
+            index: mut extra_index,
             ..
         } = extra;
         let id_of = |key: u32| match key.checked_sub(u32::try_from(n).unwrap_or(MANY)) {
@@ -1006,6 +1043,75 @@ impl<'a> Matching<'a> {
                 }
             }
         }
+        // Disputes an earlier run remembered, of people the directory no longer
+        // has: nothing else ties them to the accounts that may be theirs, which
+        // would pass for orphans (reported and left active, or deactivated as
+        // such) while the person's loss of access went unrecorded.
+        let mut remembered_names: FxHashMap<u32, &'a str> = FxHashMap::default();
+        let mut remembered_duplicates: Vec<&'a DisputedCandidate> = Vec::new();
+        for candidate in remembered {
+            let identity_id = candidate.identity_id.as_str();
+            if index.position(identity_id).is_some() {
+                // Still in the directory: matched afresh.
+                continue;
+            }
+            let Some(slot) = account_index.position(&candidate.account_id) else {
+                continue;
+            };
+            let key = match extra_index.get(identity_id) {
+                Some(&key) => key,
+                None => {
+                    let Some(key) = u32::try_from(n + extra.len()).ok().filter(|&k| k < MANY)
+                    else {
+                        continue;
+                    };
+                    extra.push(identity_id);
+                    extra_index.insert(identity_id, key);
+                    primary.push(NONE);
+                    key
+                }
+            };
+            remembered_names
+                .entry(key)
+                .or_insert(candidate.user_name.as_str());
+            let linked_to = primary.get(key as usize).copied().filter(|&p| p != NONE);
+            let Some(owner) = owners.get_mut(slot as usize) else {
+                continue;
+            };
+            match (*owner, linked_to) {
+                // `seatwarden link` said which account is theirs: the others that
+                // matched them go with it, as a present leaver's duplicates do.
+                (Owner::Orphan, Some(linked_to)) => {
+                    *owner = Owner::Duplicate {
+                        identity: key,
+                        linked_to,
+                        method: candidate.method,
+                    };
+                    remembered_duplicates.push(candidate);
+                }
+                (Owner::Orphan | Owner::Disputed(_), None) => {
+                    if *owner == Owner::Orphan {
+                        *owner = Owner::Disputed(slot_of(details.len()).unwrap_or(NONE));
+                        details.push(format!(
+                            "matched identity {identity_id} by {} while its match was \
+                             disputed, before the directory lost it",
+                            candidate.method.as_str()
+                        ));
+                    }
+                    disputed.entry(key).or_insert_with(|| {
+                        "the directory no longer has this identity, whose match was disputed \
+                         while it did"
+                            .to_owned()
+                    });
+                    suspects
+                        .entry(key)
+                        .or_default()
+                        .push((slot, Via::Rule(candidate.method)));
+                }
+                // Someone the directory has, or a stored link, claims it now.
+                _ => {}
+            }
+        }
         Matching {
             index,
             extra,
@@ -1019,6 +1125,8 @@ impl<'a> Matching<'a> {
             suspects,
             several,
             new_links,
+            remembered_names,
+            remembered_duplicates,
         }
     }
 
@@ -1053,6 +1161,19 @@ impl<'a> Matching<'a> {
             self.index.at(key)
         } else {
             None
+        }
+    }
+
+    /// The userName a person goes by: the directory's, else the one a remembered
+    /// dispute kept, else their id.
+    fn user_name_of(&self, key: u32) -> &'a str {
+        match self.identity(key) {
+            Some(identity) => identity.user_name.as_str(),
+            None => self
+                .remembered_names
+                .get(&key)
+                .copied()
+                .unwrap_or_else(|| self.id_of(key)),
         }
     }
 
@@ -1124,6 +1245,7 @@ struct Out {
     drift: Vec<DriftItem>,
     retained: Vec<String>,
     disputed_leavers: Vec<DisputedLeaver>,
+    disputed_candidates: Vec<DisputedCandidate>,
 }
 
 /// Per-account flags.
@@ -1312,9 +1434,7 @@ impl<'p, 'a: 'p> Planner<'p, 'a> {
         let mut listed_in: FxHashMap<u32, Vec<u32>> = FxHashMap::default();
         for (&key, detail) in &m.disputed {
             let identity_id = m.id_of(key);
-            let user_name = m
-                .identity(key)
-                .map_or(identity_id, |i| i.user_name.as_str());
+            let user_name = m.user_name_of(key);
             // A leaver among them is what a reader must not miss: nothing is
             // deactivated until a human says which account is theirs.
             let lost = match m.identity(key) {
@@ -1339,13 +1459,27 @@ impl<'p, 'a: 'p> Planner<'p, 'a> {
                 .filter(|a| a.active)
                 .map(|a| a.id.as_str())
                 .collect();
+            self.out
+                .disputed_candidates
+                .extend(suspects.iter().filter_map(|&(account, _, via)| match via {
+                    // A stored link is remembered as a link.
+                    Via::Rule(method) if account.active => Some(DisputedCandidate {
+                        identity_id: identity_id.to_owned(),
+                        user_name: user_name.to_owned(),
+                        account_id: account.id.clone(),
+                        method,
+                    }),
+                    _ => None,
+                }));
             // Someone protected is never touched, and the sweep ends their episodes:
             // one opened here would come back after every sweep.
             if let Some(reason) = lost
                 && !active.is_empty()
                 && !m
                     .identity(key)
-                    .is_some_and(|identity| self.protected(&identity.user_name))
+                    .map(|identity| identity.user_name.as_str())
+                    .or_else(|| m.remembered_names.get(&key).copied())
+                    .is_some_and(|name| self.protected(name))
             {
                 self.out.disputed_leavers.push(DisputedLeaver {
                     identity_id: identity_id.to_owned(),
@@ -2298,6 +2432,8 @@ mod tests {
         accounts: Vec<Account>,
         groups: Vec<WorkspaceGroup>,
         links: Vec<Link>,
+        /// The last run's [`Plan::disputed_candidates`].
+        remembered: Vec<DisputedCandidate>,
         policy: PolicySettings,
         settings: PlanSettings,
     }
@@ -2309,6 +2445,7 @@ mod tests {
                 accounts: vec![],
                 groups: vec![group("g", "Engineering", &[])],
                 links: vec![],
+                remembered: vec![],
                 policy: PolicySettings {
                     scope_groups: vec![],
                     default_role: Role::Viewer,
@@ -2357,6 +2494,7 @@ mod tests {
                 &dir,
                 &self.ws(),
                 &self.links,
+                &self.remembered,
                 &self.settings,
             )
         }
@@ -2371,6 +2509,7 @@ mod tests {
                 &dir,
                 &ws,
                 &links,
+                &first.disputed_candidates,
                 &self.settings,
             )
         }

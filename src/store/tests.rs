@@ -154,6 +154,7 @@ fn sample_plan() -> Plan {
         new_links: vec![],
         retained: vec![],
         disputed_leavers: vec![],
+        disputed_candidates: vec![],
     }
 }
 
