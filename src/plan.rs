@@ -36,6 +36,14 @@
 //! among others by a weaker rule: that other account alone is disputed, so a stray
 //! account sharing a leaver's email cannot keep the leaver's account active.
 //!
+//! A disputed person the directory no longer has would leave nothing to tie them
+//! to their accounts, which would pass for orphans while the leaver went
+//! unrecorded. The plan lists each dispute's active candidates
+//! ([`Plan::disputed_candidates`]), which the store keeps for the next plan: from
+//! a complete directory, a remembered person who is absent is disputed and
+//! deleted, with the remembered accounts nobody else now claims as suspects; once
+//! a stored link says which was theirs, the others are its duplicates.
+//!
 //! A dispute is reported once: an identity's item names every account that may be
 //! theirs and how each matched, and those accounts get no item of their own. An
 //! account keeps its own item only where no identity item names it — one account
@@ -3490,6 +3498,215 @@ mod tests {
                 LossReason::Deleted,
                 vec!["1".to_owned(), "2".to_owned()]
             )]
+        );
+    }
+
+    /// The demo's Emma Novak: account 1 matches `a` by userName, account 2 by
+    /// email; neither carries an externalId.
+    fn disputed_by_name_and_email() -> Fx {
+        let mut fx = Fx::new();
+        fx.identities = vec![ident("a", IdentityStatus::Active, &["eng"])];
+        let mut by_user_name = acct("1", "a");
+        by_user_name.external_id = None;
+        by_user_name.email = None;
+        let mut by_email = acct("2", "a");
+        by_email.external_id = None;
+        by_email.user_name = "other".into();
+        fx.accounts = vec![by_user_name, by_email];
+        // Orphans would be deactivated: a remembered suspect must not be one.
+        fx.settings.unmatched_accounts = UnmatchedAccounts::Deactivate;
+        fx
+    }
+
+    fn candidate(identity: &str, account: &str, method: LinkMethod) -> DisputedCandidate {
+        DisputedCandidate {
+            identity_id: identity.into(),
+            user_name: format!("{identity}@ex.com"),
+            account_id: account.into(),
+            method,
+        }
+    }
+
+    /// Deleted from the directory, a disputed person is known only by what the
+    /// last run remembered: still a leaver whose accounts none is deactivated,
+    /// and remembered again while they are active.
+    #[test]
+    fn a_disputed_person_deleted_from_the_directory_is_a_disputed_leaver() {
+        let mut fx = disputed_by_name_and_email();
+        let disputed = fx.plan();
+        assert!(disputed.actions.is_empty(), "{:#?}", disputed.actions);
+        let remembered = vec![
+            candidate("a", "1", LinkMethod::UserName),
+            candidate("a", "2", LinkMethod::Email),
+        ];
+        assert_eq!(disputed.disputed_candidates, remembered);
+
+        fx.identities.clear();
+        fx.remembered = remembered.clone();
+        let plan = fx.plan();
+        assert!(plan.actions.is_empty(), "{:#?}", plan.actions);
+        assert_eq!(
+            plan.disputed_leavers,
+            [DisputedLeaver {
+                identity_id: "a".into(),
+                user_name: "a@ex.com".into(),
+                reason: LossReason::Deleted,
+                accounts: vec!["1".into(), "2".into()],
+                active: vec!["1".into(), "2".into()],
+            }]
+        );
+        let items = drift_of(&plan, DriftKind::DisputedMatch);
+        assert_eq!(items.len(), 1, "{items:#?}");
+        assert!(
+            items[0].detail.contains(
+                "candidates: 1 (a@ex.com) by userName, 2 (other) by email; LOST ACCESS \
+                 (identity was deleted from the directory)"
+            ),
+            "{}",
+            items[0].detail
+        );
+        assert_eq!(plan.disputed_candidates, remembered);
+    }
+
+    /// An incomplete directory does not show who was deleted: what it lacks
+    /// opens nothing (design invariant), and a run reading it remembers nothing.
+    #[test]
+    fn an_incomplete_directory_reads_no_remembered_dispute() {
+        let mut fx = disputed_by_name_and_email();
+        fx.identities.clear();
+        fx.remembered = vec![
+            candidate("a", "1", LinkMethod::UserName),
+            candidate("a", "2", LinkMethod::Email),
+        ];
+        let mut dir = fx.dir();
+        dir.complete = false;
+        let plan = plan(
+            &desired_state(&dir, &fx.policy),
+            &dir,
+            &fx.ws(),
+            &fx.links,
+            &fx.remembered,
+            &fx.settings,
+        );
+        assert!(plan.disputed_leavers.is_empty(), "{plan:#?}");
+        assert!(plan.disputed_candidates.is_empty(), "{plan:#?}");
+    }
+
+    /// Only accounts still active are remembered, so the memory ends with the
+    /// person's access; an inactive one is still listed while it lasts.
+    #[test]
+    fn a_remembered_account_found_inactive_is_forgotten() {
+        let mut fx = disputed_by_name_and_email();
+        fx.identities.clear();
+        fx.remembered = vec![
+            candidate("a", "1", LinkMethod::UserName),
+            candidate("a", "2", LinkMethod::Email),
+        ];
+        fx.accounts[0].active = false;
+        let plan = fx.plan();
+        assert!(plan.actions.is_empty(), "{:#?}", plan.actions);
+        assert_eq!(plan.disputed_leavers.len(), 1, "{plan:#?}");
+        assert_eq!(plan.disputed_leavers[0].accounts, ["1", "2"]);
+        assert_eq!(plan.disputed_leavers[0].active, ["2"]);
+        assert_eq!(
+            plan.disputed_candidates,
+            [candidate("a", "2", LinkMethod::Email)]
+        );
+
+        fx.accounts[1].active = false;
+        let plan = fx.plan();
+        assert!(plan.disputed_leavers.is_empty(), "{plan:#?}");
+        assert!(plan.disputed_candidates.is_empty(), "{plan:#?}");
+    }
+
+    /// `seatwarden link` settles a deleted person's dispute: the linked account
+    /// is deprovisioned as a deleted person's, and the other that matched them
+    /// with it as a duplicate, remembered until it is inactive.
+    #[test]
+    fn linking_a_deleted_disputed_person_deprovisions_their_accounts() {
+        let mut fx = disputed_by_name_and_email();
+        fx.identities.clear();
+        fx.remembered = vec![
+            candidate("a", "1", LinkMethod::UserName),
+            candidate("a", "2", LinkMethod::Email),
+        ];
+        fx.links = vec![link("a", "1")];
+        let plan = fx.plan();
+        assert!(plan.disputed_leavers.is_empty(), "{plan:#?}");
+        assert_eq!(
+            kinds(&plan),
+            [
+                &ActionKind::Deactivate {
+                    account_id: "1".into()
+                },
+                &ActionKind::Deactivate {
+                    account_id: "2".into()
+                },
+            ]
+        );
+        assert!(!is_duplicate_deprovision(&plan.actions[0]));
+        assert!(is_duplicate_deprovision(&plan.actions[1]));
+        assert_eq!(
+            plan.disputed_candidates,
+            [candidate("a", "2", LinkMethod::Email)]
+        );
+        assert!(fx.replan().disputed_candidates.is_empty());
+    }
+
+    /// A remembered account someone in the directory now has (or a stored link
+    /// gives to someone) is theirs: the memory ties no one else to it.
+    #[test]
+    fn a_remembered_account_another_person_claims_is_theirs() {
+        let mut fx = disputed_by_name_and_email();
+        fx.identities = vec![ident("b", IdentityStatus::Active, &["eng"])];
+        fx.accounts[0].external_id = Some("b".into());
+        fx.remembered = vec![
+            candidate("a", "1", LinkMethod::UserName),
+            candidate("a", "2", LinkMethod::Email),
+        ];
+        let plan = fx.plan();
+        assert_eq!(plan.disputed_leavers.len(), 1, "{plan:#?}");
+        assert_eq!(plan.disputed_leavers[0].accounts, ["2"]);
+        assert!(
+            plan.new_links
+                .iter()
+                .any(|l| l.identity_id == "b" && l.account_id == "1"),
+            "{plan:#?}"
+        );
+    }
+
+    /// Someone protected by the userName the directory last had is never
+    /// listed: the sweep ends a protected person's episodes, so one opened for
+    /// them would come back after every sweep.
+    #[test]
+    fn a_remembered_protected_person_is_no_disputed_leaver() {
+        let mut fx = disputed_by_name_and_email();
+        fx.identities.clear();
+        fx.remembered = vec![
+            candidate("a", "1", LinkMethod::UserName),
+            candidate("a", "2", LinkMethod::Email),
+        ];
+        fx.settings.protected = Protected::new(&["a@ex.com".to_owned()]);
+        let plan = fx.plan();
+        assert!(plan.actions.is_empty(), "{:#?}", plan.actions);
+        assert!(plan.disputed_leavers.is_empty(), "{plan:#?}");
+    }
+
+    /// Someone still in the directory is matched afresh, whatever was
+    /// remembered of them.
+    #[test]
+    fn a_person_still_in_the_directory_is_matched_afresh() {
+        let mut fx = disputed_by_name_and_email();
+        fx.remembered = vec![candidate("a", "9", LinkMethod::Email)];
+        fx.accounts.push(acct("9", "nine"));
+        let plan = fx.plan();
+        assert!(plan.disputed_leavers.is_empty(), "{plan:#?}");
+        assert_eq!(
+            plan.disputed_candidates,
+            [
+                candidate("a", "1", LinkMethod::UserName),
+                candidate("a", "2", LinkMethod::Email),
+            ]
         );
     }
 
