@@ -109,6 +109,7 @@ fn main() {
                 &data.directory,
                 &data.workspace,
                 &links,
+                &[],
                 &plan_settings,
             );
             let guarded = guard::guard(
@@ -185,6 +186,7 @@ fn retention(people: usize, data: &synth::Synth) {
         &desired,
         &data.directory,
         &data.workspace,
+        &[],
         &[],
         &PlanSettings {
             deprovision: DeprovisionAction::Deactivate,

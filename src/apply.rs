@@ -2983,6 +2983,7 @@ mod tests {
             &directory,
             &workspace,
             &links,
+            &[],
             &settings,
         );
         plan.actions.iter().any(|a| {

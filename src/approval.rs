@@ -875,7 +875,11 @@ pub fn link(
         return refuse("no run has stored snapshots yet: run `seatwarden plan` first".into());
     };
     let directory = store.load_directory_snapshot(run)?.unwrap_or_default();
-    if !directory.identities.iter().any(|i| i.id == identity_id) {
+    // A disputed person deleted from the directory since: linking one of the
+    // accounts is how a person settles which was theirs.
+    if !directory.identities.iter().any(|i| i.id == identity_id)
+        && !store.remembers_disputed(identity_id)?
+    {
         return refuse(format!(
             "identity {identity_id:?} is not in the newest directory snapshot (run {run}); \
              `seatwarden explain` finds a person's id"

@@ -328,7 +328,8 @@ Examples:
     },
     /// Link directory identity IDENTITY to workspace account ACCOUNT, by hand: how a
     /// disputed match is resolved (a stored link comes first in matching). Both
-    /// must be in the newest stored snapshots (`seatwarden explain` shows the ids).
+    /// must be in the newest stored snapshots (`seatwarden explain` shows the ids),
+    /// or the identity, deleted since, in a disputed match a reconcile remembers.
     /// Says what the next run does with the other accounts that matched the person:
     /// a leaver's are deactivated with the linked one, an active person's reported.
     /// Audited.

@@ -1043,6 +1043,7 @@ fn next_actions(
         directory,
         workspace,
         links,
+        &store.disputed_candidates()?,
         &safety::plan_settings_at(config, directory, store, now)?,
     );
     let managed = planned.new_links.len()

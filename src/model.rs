@@ -804,6 +804,12 @@ pub struct Plan {
     /// an episode for each, held, that goes overdue like any other.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub disputed_leavers: Vec<DisputedLeaver>,
+    /// The active accounts each disputed person may have, sorted: what the store
+    /// remembers so that a disputed person deleted from the directory is still
+    /// tied to them (the next plan's `remembered` input). Not part of the stored
+    /// plan: the store keeps it in a table of its own.
+    #[serde(skip)]
+    pub disputed_candidates: Vec<DisputedCandidate>,
 }
 
 /// Why someone lost access, as the directory showed it.
@@ -850,13 +856,26 @@ impl fmt::Display for LossReason {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DisputedLeaver {
     pub identity_id: String,
-    /// The directory userName, or the identity id for someone deleted from it.
+    /// The directory userName; for someone deleted from it, the one it last
+    /// had when a dispute was remembered, else the identity id.
     pub user_name: String,
     pub reason: LossReason,
     /// Every account that may be theirs, sorted by id.
     pub accounts: Vec<String>,
     /// Those of `accounts` that are active: never empty.
     pub active: Vec<String>,
+}
+
+/// An active account that may be a disputed person's, and the rule that matched
+/// it to them. Once the directory no longer has the person, nothing else ties
+/// them to it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DisputedCandidate {
+    pub identity_id: String,
+    /// The directory userName when the directory last had the person.
+    pub user_name: String,
+    pub account_id: String,
+    pub method: LinkMethod,
 }
 
 impl Plan {

@@ -518,25 +518,26 @@ async fn pipeline(
         let saving = {
             let store = Arc::clone(store);
             let snapshot = Arc::clone(&snapshot);
-            tokio::task::spawn_blocking(move || -> Result<Vec<crate::model::Link>, RunError> {
+            tokio::task::spawn_blocking(move || -> Result<_, RunError> {
                 let mut store = lock(&store)?;
                 store.save_directory_snapshot(run_id, &snapshot)?;
-                Ok(store
+                let links: Vec<crate::model::Link> = store
                     .links()?
                     .into_iter()
                     .map(|l| crate::model::Link {
                         identity_id: l.identity_id,
                         account_id: l.account_id,
                     })
-                    .collect())
+                    .collect();
+                Ok((links, store.disputed_candidates()?))
             })
         };
-        let links = saving.await??;
+        let (links, remembered) = saving.await??;
         tracing::debug!(
             elapsed_ms = since(started_at),
-            "directory snapshot stored, links loaded"
+            "directory snapshot stored, links and remembered disputes loaded"
         );
-        Ok::<_, RunError>((snapshot, links))
+        Ok::<_, RunError>((snapshot, links, remembered))
     };
     let read_workspace = async {
         client.discover().await?;
@@ -568,7 +569,7 @@ async fn pipeline(
         );
         Ok::<_, RunError>((snapshot, whole))
     };
-    let ((directory_snapshot, links), (workspace_snapshot, workspace_whole)) =
+    let ((directory_snapshot, links, remembered), (workspace_snapshot, workspace_whole)) =
         tokio::try_join!(read_directory, read_workspace)?;
     tracing::debug!(elapsed_ms = since(started_at), "snapshots read");
 
@@ -606,6 +607,7 @@ async fn pipeline(
             &directory_snapshot,
             workspace,
             &links,
+            &remembered,
             &plan_settings,
         )
     };
@@ -671,6 +673,11 @@ async fn pipeline(
                 store.update_deactivated(&changes.start, &changes.forget, now)?;
             } else {
                 store.clear_deactivated()?;
+            }
+            // Only what both sides read whole show: a person a partial read left
+            // out, or an account a short listing did, is not forgotten.
+            if source_fault.is_none() && directory_snapshot.complete && workspace_whole {
+                store.replace_disputed_candidates(&guarded.disputed_candidates)?;
             }
         }
         // With writes to make, apply stores the matched links while it verifies.

@@ -605,6 +605,22 @@ ALTER TABLE alerts ADD COLUMN thread_root TEXT;
 ALTER TABLE outbox ADD COLUMN in_reply_to TEXT;
 "#;
 
+/// Migration 15: the active accounts each disputed person may have
+/// (`Plan::disputed_candidates`), replaced whole by each reconcile that read both
+/// sides whole. Once the directory no longer has a disputed person, this is all
+/// that ties them to those accounts. Not pruned with the runs: a person may be
+/// deleted long after their match was last disputed.
+pub(crate) const M_DISPUTED_CANDIDATES: &str = r#"
+CREATE TABLE disputed_candidates (
+    identity_id TEXT NOT NULL,
+    account_id  TEXT NOT NULL,
+    user_name   TEXT NOT NULL,
+    method      TEXT NOT NULL
+                CHECK (method = 'external_id' OR method = 'user_name' OR method = 'email'),
+    PRIMARY KEY (identity_id, account_id)
+) STRICT, WITHOUT ROWID;
+"#;
+
 pub(crate) const MIGRATIONS: &[&str] = &[
     M1,
     M2,
@@ -620,6 +636,7 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     M_DEACTIVATED_SINCE,
     M_STOPPED_STATUS,
     M_ALERT_THREADS,
+    M_DISPUTED_CANDIDATES,
 ];
 
 /// The schema version this binary writes.

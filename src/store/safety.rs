@@ -1,7 +1,9 @@
 //! The safety net's state (issue 6): accepted directory sizes (source sanity), the
 //! rolling 24 h counts of destructive writes, the audit trail of human decisions,
 //! decisions on held actions, the persisted circuit breaker, and first-seen times
-//! of pending drift (settle window). See the `M_SAFETY` migration.
+//! of pending drift (settle window). See the `M_SAFETY` migration. Beside them, the
+//! plan inputs a run keeps for the next: retention clocks of deactivated accounts
+//! and the disputed matches remembered (`M_DISPUTED_CANDIDATES`).
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -10,9 +12,9 @@ use rusqlite::{OptionalExtension, params};
 use serde::{Deserialize, Serialize};
 
 use crate::circuit::{CircuitRecord, FailedWrite};
-use crate::model::{Action, ActionKind, RecentCounts};
+use crate::model::{Action, ActionKind, DisputedCandidate, RecentCounts};
 
-use super::codec::{Ts, json_col, ts};
+use super::codec::{self, Ts, json_col, ts};
 use super::error::Context;
 use super::{RunId, Store, StoreError};
 
@@ -463,6 +465,70 @@ impl Store {
             .execute("DELETE FROM deactivated_accounts", [])
             .map(|_| ())
             .context(|| "clearing deactivated_accounts".to_owned())
+    }
+
+    // ---- disputed matches remembered -------------------------------------------------
+
+    /// What the last reconcile that read both sides whole remembered of disputed
+    /// matches, sorted by identity and account.
+    pub fn disputed_candidates(&self) -> Result<Vec<DisputedCandidate>, StoreError> {
+        self.conn
+            .prepare_cached(
+                "SELECT identity_id, account_id, user_name, method FROM disputed_candidates \
+                 ORDER BY identity_id, account_id",
+            )
+            .and_then(|mut stmt| {
+                stmt.query_map([], |row| {
+                    Ok(DisputedCandidate {
+                        identity_id: row.get(0)?,
+                        account_id: row.get(1)?,
+                        user_name: row.get(2)?,
+                        method: codec::link_method(row, 3)?,
+                    })
+                })?
+                .collect()
+            })
+            .context(|| "reading disputed_candidates".to_owned())
+    }
+
+    /// Replaces the remembered disputed matches with `candidates`, in one
+    /// transaction: what the previous run remembered and this one no longer
+    /// lists (settled by a link, its accounts deactivated or gone) is forgotten.
+    pub fn replace_disputed_candidates(
+        &mut self,
+        candidates: &[DisputedCandidate],
+    ) -> Result<(), StoreError> {
+        let context = || "replacing disputed_candidates".to_owned();
+        let tx = self.write_tx(context)?;
+        tx.execute("DELETE FROM disputed_candidates", [])
+            .context(context)?;
+        {
+            let mut insert = tx
+                .prepare_cached(
+                    "INSERT OR IGNORE INTO disputed_candidates \
+                     (identity_id, account_id, user_name, method) VALUES (?1, ?2, ?3, ?4)",
+                )
+                .context(context)?;
+            for candidate in candidates {
+                insert
+                    .execute(params![
+                        candidate.identity_id,
+                        candidate.account_id,
+                        candidate.user_name,
+                        candidate.method.as_str()
+                    ])
+                    .context(context)?;
+            }
+        }
+        tx.commit().context(context)
+    }
+
+    /// Whether a remembered disputed match names `identity_id`.
+    pub fn remembers_disputed(&self, identity_id: &str) -> Result<bool, StoreError> {
+        self.conn
+            .prepare_cached("SELECT 1 FROM disputed_candidates WHERE identity_id = ?1 LIMIT 1")
+            .and_then(|mut stmt| stmt.exists([identity_id]))
+            .context(|| format!("reading disputed_candidates of {identity_id}"))
     }
 
     // ---- explain ----------------------------------------------------------------------

@@ -154,6 +154,7 @@ fn sample_plan() -> Plan {
         new_links: vec![],
         retained: vec![],
         disputed_leavers: vec![],
+        disputed_candidates: vec![],
     }
 }
 
@@ -2450,4 +2451,45 @@ fn the_newest_complete_directory_after_a_run_and_its_acceptance() {
     for run in [plan, partial, unread] {
         assert!(!store.directory_accepted(run).unwrap(), "run {run}");
     }
+}
+
+/// The disputed matches a reconcile remembers replace the previous run's whole:
+/// what it no longer lists is forgotten.
+#[test]
+fn remembered_disputes_are_replaced_whole() {
+    use crate::model::DisputedCandidate;
+
+    let candidate = |identity: &str, account: &str, method| DisputedCandidate {
+        identity_id: identity.into(),
+        user_name: format!("{identity}@example.com"),
+        account_id: account.into(),
+        method,
+    };
+    let mut store = Store::open_in_memory().unwrap();
+    assert!(store.disputed_candidates().unwrap().is_empty());
+    let first = vec![
+        candidate("p1", "a2", LinkMethod::Email),
+        candidate("p1", "a1", LinkMethod::UserName),
+        candidate("p2", "a3", LinkMethod::ExternalId),
+    ];
+    store.replace_disputed_candidates(&first).unwrap();
+    assert_eq!(
+        store.disputed_candidates().unwrap(),
+        [
+            candidate("p1", "a1", LinkMethod::UserName),
+            candidate("p1", "a2", LinkMethod::Email),
+            candidate("p2", "a3", LinkMethod::ExternalId),
+        ]
+    );
+    assert!(store.remembers_disputed("p1").unwrap());
+
+    store
+        .replace_disputed_candidates(&[candidate("p2", "a3", LinkMethod::ExternalId)])
+        .unwrap();
+    assert_eq!(
+        store.disputed_candidates().unwrap(),
+        [candidate("p2", "a3", LinkMethod::ExternalId)]
+    );
+    assert!(!store.remembers_disputed("p1").unwrap());
+    assert!(store.remembers_disputed("p2").unwrap());
 }

@@ -180,6 +180,7 @@ impl Scenario {
             &self.directory,
             workspace,
             links,
+            &[],
             &self.settings,
         )
     }

@@ -8,6 +8,7 @@ mod cursor_paging;
 mod daemon;
 mod demo;
 mod directory;
+mod disputed_deleted;
 mod email;
 mod entra;
 mod export;

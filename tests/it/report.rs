@@ -212,6 +212,7 @@ fn scenario() -> Scenario {
         &world.directory,
         &world.workspace,
         &world.links,
+        &[],
         &plan_settings(),
     );
     let managed = managed_accounts(&world, &planned);

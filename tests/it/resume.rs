@@ -145,6 +145,7 @@ fn crashed_create(config: &Config) -> i64 {
         new_links: vec![],
         retained: vec![],
         disputed_leavers: vec![],
+        disputed_candidates: vec![],
     };
     store.save_plan(run, &plan, Utc::now()).unwrap();
     store.mark_in_flight(run, 0, Utc::now()).unwrap();
@@ -404,6 +405,7 @@ async fn an_interrupted_deactivation_is_not_resolved_by_a_workspace_that_answers
             new_links: vec![],
             retained: vec![],
             disputed_leavers: vec![],
+            disputed_candidates: vec![],
         };
         store.save_plan(run, &plan, Utc::now()).unwrap();
         store.mark_in_flight(run, 0, Utc::now()).unwrap();

@@ -90,6 +90,7 @@ fn one_run_end_to_end_then_resume_after_a_crash() {
             new_links: vec![],
             retained: vec![],
             disputed_leavers: vec![],
+            disputed_candidates: vec![],
         };
         store.save_plan(run, &plan, at(2)).unwrap();
         store.mark_in_flight(run, 0, at(3)).unwrap();
