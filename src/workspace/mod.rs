@@ -789,15 +789,19 @@ impl ScimClient {
         Ok((endpoint, value))
     }
 
-    /// Reads `/ServiceProviderConfig`. A provider without one (404, 501, an error
-    /// body, a body that is not JSON) is tolerated: defaults apply. Authentication
-    /// failures and unreachable servers are errors.
+    /// Reads `/ServiceProviderConfig`. A provider without one (404, 500, 501, an
+    /// error body, a body that is not JSON) is tolerated: defaults apply.
+    /// Authentication failures and unreachable servers are errors, and so is a
+    /// 502, 503 or 504 that outlasted the retries: a gateway with no service
+    /// behind it, not a provider without the endpoint. Tolerated, it would send
+    /// the run on to spend the retries again on its first real read.
     pub async fn discover(&self) -> Result<(), WorkspaceError> {
         let (_, config) = match self.get_json::<Value>("/ServiceProviderConfig", &[]).await {
             Ok(found) => found,
             Err(
                 e @ WorkspaceError::Status {
-                    status: 401 | 403, ..
+                    status: 401 | 403 | 502 | 503 | 504,
+                    ..
                 },
             ) => return Err(e),
             Err(e @ (WorkspaceError::Transport { .. } | WorkspaceError::Settings(_))) => {

@@ -156,6 +156,25 @@ async fn discovery_rejects_a_bad_token() {
     assert_eq!(err.status(), Some(401));
 }
 
+/// A 500 may be a provider's answer to a path it does not serve, and is
+/// tolerated as a missing `/ServiceProviderConfig`; a 503 past the retries is a
+/// gateway with no service behind it, and fails the discovery.
+#[tokio::test]
+async fn discovery_fails_on_a_gateway_without_its_service() {
+    for (status, fails) in [(500, false), (502, true), (503, true), (504, true)] {
+        let server = MockServer::start().await;
+        Mock::given(any())
+            .respond_with(ResponseTemplate::new(status))
+            .mount(&server)
+            .await;
+        let discovered = client(&server).discover().await;
+        assert_eq!(discovered.is_err(), fails, "{status}: {discovered:?}");
+        if let Err(e) = discovered {
+            assert_eq!(e.status(), Some(status), "{e}");
+        }
+    }
+}
+
 #[tokio::test]
 async fn max_results_caps_the_page_size() {
     let server = MockServer::start().await;
