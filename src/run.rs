@@ -480,6 +480,9 @@ async fn pipeline(
     cut_off: &mut BTreeSet<RunId>,
 ) -> Result<RunOutcome, RunError> {
     let now = options.now.unwrap_or(started_at);
+    // Role groups read for checks last one pass: a client handed to several runs
+    // must not carry one run's reads into the next.
+    client.forget_role_groups();
     if options.allow_over_threshold {
         safety::audit(
             &mut *lock(store)?,
