@@ -434,6 +434,14 @@ pub struct WorkspaceConfig {
     pub requests_per_second: u32,
     #[serde(default = "defaults::timeout")]
     pub timeout: String,
+    /// Retries of a request that failed for a transient reason (no answer, a 5xx
+    /// but 501, 408, 429), after the first attempt; 0 sends each request once.
+    #[serde(default = "defaults::retries")]
+    pub retries: usize,
+    /// The wait before the first retry, doubled at each next (with jitter, at
+    /// most 30 s).
+    #[serde(default = "defaults::retry_delay")]
+    pub retry_delay: String,
     /// Lets a plain `http://` URL to a host that is not loopback through (the token
     /// then crosses the network unencrypted): only for a network that is itself
     /// trusted, e.g. a sidecar that adds TLS.
@@ -757,6 +765,15 @@ mod defaults {
     }
     pub fn timeout() -> String {
         "30s".into()
+    }
+    pub fn retries() -> usize {
+        crate::retry::RetryPolicy::default().max_retries
+    }
+    pub fn retry_delay() -> String {
+        format!(
+            "{}ms",
+            crate::retry::RetryPolicy::default().min_delay.as_millis()
+        )
     }
     pub fn default_role() -> Role {
         Role::Viewer
@@ -1335,6 +1352,7 @@ impl Config {
         }
         parse_timeout(&self.workspace.timeout)
             .map_err(|e| self.key_error("workspace.timeout", e))?;
+        self.workspace_retry()?;
         let percents = [
             (
                 "safety.max_deprovision_percent",
@@ -1734,6 +1752,21 @@ impl Config {
                 max_retry_after: Duration::from_secs(5),
             },
         }))
+    }
+
+    /// How workspace requests are retried: `workspace.retries` and
+    /// `workspace.retry_delay`, the rest as by default.
+    fn workspace_retry(&self) -> Result<RetryPolicy, ConfigError> {
+        let min_delay = match parse_duration(&self.workspace.retry_delay) {
+            Ok(Duration::ZERO) => Err("must be longer than zero".to_owned()),
+            parsed => parsed,
+        }
+        .map_err(|e| self.key_error("workspace.retry_delay", e))?;
+        Ok(RetryPolicy {
+            max_retries: self.workspace.retries,
+            min_delay,
+            ..RetryPolicy::default()
+        })
     }
 
     /// The directory connector's keys: one way to authenticate, http(s) URLs,
@@ -2344,7 +2377,7 @@ impl Config {
             max_concurrency: self.workspace.max_concurrency,
             requests_per_second: self.workspace.requests_per_second,
             timeout,
-            retry: RetryPolicy::default(),
+            retry: self.workspace_retry()?,
             managed_groups: self
                 .policy
                 .mapping
@@ -3376,6 +3409,34 @@ token = "s3cr3t-token-value"
             .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
             .collect();
         Config::load_with_env(&path, Some(env)).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn workspace_retries_are_configured_and_a_zero_delay_refused() {
+        let defaults = load("", "", &[]).unwrap().scim_settings().unwrap().retry;
+        assert_eq!(defaults, RetryPolicy::default());
+        let quick = load(
+            "",
+            "",
+            &[
+                ("SEATWARDEN__WORKSPACE__RETRIES", "2"),
+                ("SEATWARDEN__WORKSPACE__RETRY_DELAY", "10ms"),
+            ],
+        )
+        .unwrap()
+        .scim_settings()
+        .unwrap()
+        .retry;
+        assert_eq!(
+            (quick.max_retries, quick.min_delay),
+            (2, Duration::from_millis(10))
+        );
+        assert_eq!(quick.max_delay, defaults.max_delay);
+        let error = load("retry_delay = \"0s\"", "", &[]).unwrap_err();
+        assert!(
+            error.contains("workspace.retry_delay") && error.contains("longer than zero"),
+            "{error}"
+        );
     }
 
     #[test]

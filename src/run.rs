@@ -67,6 +67,12 @@ pub enum RunError {
     Directory(#[from] DirectoryError),
     #[error("reading the workspace: {0}")]
     Workspace(#[from] WorkspaceError),
+    /// The workspace's first answer of the run was 401 or 403: no later request
+    /// can do better, and only a human can fix the token.
+    #[error(
+        "reading the workspace: {0}; check workspace.token (revoked, expired, or short of a scope)"
+    )]
+    TokenRefused(WorkspaceError),
     #[error("state database: {0}")]
     Store(#[from] StoreError),
     #[error("applying the plan: {0}")]
@@ -118,7 +124,7 @@ impl crate::retry::Transient for RunError {
             | RunError::Task(_)
             | RunError::Stopped { .. } => false,
             RunError::Directory(e) => e.is_transient(),
-            RunError::Workspace(e) => e.is_transient(),
+            RunError::Workspace(e) | RunError::TokenRefused(e) => e.is_transient(),
             RunError::AccountsUnread(unread) => unread.transient,
             // Tried again by the retry job in any case.
             RunError::DeprovisionsUnwritten(_) => true,
@@ -444,6 +450,14 @@ pub async fn execute_with_options(
     }
 }
 
+/// [`ScimClient::discover`], a 401 or 403 told apart: the token is at fault.
+async fn discover(client: &ScimClient) -> Result<(), RunError> {
+    client.discover().await.map_err(|e| match e.status() {
+        Some(401 | 403) => RunError::TokenRefused(e),
+        _ => RunError::Workspace(e),
+    })
+}
+
 /// Milliseconds since `start`, for the stage timings logged at debug level.
 fn since(start: DateTime<Utc>) -> i64 {
     (Utc::now() - start).num_milliseconds()
@@ -466,6 +480,9 @@ async fn pipeline(
     cut_off: &mut BTreeSet<RunId>,
 ) -> Result<RunOutcome, RunError> {
     let now = options.now.unwrap_or(started_at);
+    // Role groups read for checks last one pass: a client handed to several runs
+    // must not carry one run's reads into the next.
+    client.forget_role_groups();
     if options.allow_over_threshold {
         safety::audit(
             &mut *lock(store)?,
@@ -476,6 +493,14 @@ async fn pipeline(
         )?;
     }
     let show_progress = std::io::stderr().is_terminal() && !PROGRESS_OFF.load(Ordering::Relaxed);
+    // A reconcile asks `/ServiceProviderConfig` before it recovers: the recovery's
+    // first read of a dead or refusing workspace would spend a whole retry window
+    // and then fail with an error about `/Users`, where this fails at once with
+    // the one the operator can act on. Rows left in flight stay for the next run.
+    let discovered = mode == Mode::Reconcile;
+    if discovered {
+        discover(client).await?;
+    }
     let (recovered, recovered_latencies) = if mode == Mode::Reconcile {
         // A phase cut off early leaves thousands of rows, minutes of reads at a
         // provider's rate limit: without a line, a terminal looks hung.
@@ -540,7 +565,9 @@ async fn pipeline(
         Ok::<_, RunError>((snapshot, links, remembered))
     };
     let read_workspace = async {
-        client.discover().await?;
+        if !discovered {
+            discover(client).await?;
+        }
         let progress = progress_printer(show_progress);
         let (mut snapshot, mut whole) = client.snapshot_whole(&progress).await?;
         if !whole {

@@ -290,6 +290,26 @@ struct Inner {
     /// Under [`RoleAttribute::Groups`], each role group: its role, its name as
     /// configured and lower-cased (compared with listed names, trimmed).
     role_groups: Vec<RoleGroup>,
+    /// The role groups as checks of accounts read them ([`ScimClient::fill_roles`]),
+    /// by configured name: read once for the pass, not once per account checked.
+    /// A client lives for one pass (a run, a sweep or retry pass, a command), and
+    /// a run starts by forgetting them ([`ScimClient::forget_role_groups`]), as
+    /// does every request of its own that may change a group's members
+    /// ([`ForgetsRoleGroups`]).
+    role_groups_read:
+        std::sync::Mutex<HashMap<String, Arc<tokio::sync::OnceCell<Vec<WorkspaceGroup>>>>>,
+}
+
+/// Forgets the role groups read this pass when dropped: at the end of a request
+/// that may have changed a group's members, however it ended (an answer lost to
+/// a timeout may still have been a change). A read begun before that end may
+/// still finish with what it saw; one begun after reads afresh.
+struct ForgetsRoleGroups<'c>(&'c ScimClient);
+
+impl Drop for ForgetsRoleGroups<'_> {
+    fn drop(&mut self) {
+        self.0.forget_role_groups();
+    }
 }
 
 /// One role's group, as the configuration names it.
@@ -432,6 +452,7 @@ impl ScimClient {
                     .collect(),
                 group_members: settings.group_members,
                 role_groups,
+                role_groups_read: std::sync::Mutex::default(),
             }),
         })
     }
@@ -628,6 +649,10 @@ impl ScimClient {
         if *method != Method::GET {
             inner.write_requests.fetch_add(1, Ordering::Relaxed);
         }
+        // Not `then_some`: its argument is made either way, and dropped at once.
+        let _forgets = self
+            .may_change_members(method, url)
+            .then(|| ForgetsRoleGroups(self));
         let mut request = inner
             .http
             .request(method.clone(), url)
@@ -789,15 +814,19 @@ impl ScimClient {
         Ok((endpoint, value))
     }
 
-    /// Reads `/ServiceProviderConfig`. A provider without one (404, 501, an error
-    /// body, a body that is not JSON) is tolerated: defaults apply. Authentication
-    /// failures and unreachable servers are errors.
+    /// Reads `/ServiceProviderConfig`. A provider without one (404, 500, 501, an
+    /// error body, a body that is not JSON) is tolerated: defaults apply.
+    /// Authentication failures and unreachable servers are errors, and so is a
+    /// 502, 503 or 504 that outlasted the retries: a gateway with no service
+    /// behind it, not a provider without the endpoint. Tolerated, it would send
+    /// the run on to spend the retries again on its first real read.
     pub async fn discover(&self) -> Result<(), WorkspaceError> {
         let (_, config) = match self.get_json::<Value>("/ServiceProviderConfig", &[]).await {
             Ok(found) => found,
             Err(
                 e @ WorkspaceError::Status {
-                    status: 401 | 403, ..
+                    status: 401 | 403 | 502 | 503 | 504,
+                    ..
                 },
             ) => return Err(e),
             Err(e @ (WorkspaceError::Transport { .. } | WorkspaceError::Settings(_))) => {
@@ -1019,9 +1048,34 @@ impl ScimClient {
             return Ok(());
         }
         let ids: Vec<String> = accounts.iter().map(|a| a.id.clone()).collect();
-        let groups = self.role_groups_now(&ids).await?;
+        let groups = self.role_groups_this_pass(&ids).await?;
         self.assign_roles(accounts, &groups);
         Ok(())
+    }
+
+    /// Forgets the role groups read for checks ([`ScimClient::fill_roles`]): the
+    /// next check reads them again. A run starts with it.
+    pub fn forget_role_groups(&self) {
+        self.role_groups_read().clear();
+    }
+
+    fn role_groups_read(
+        &self,
+    ) -> std::sync::MutexGuard<'_, HashMap<String, Arc<tokio::sync::OnceCell<Vec<WorkspaceGroup>>>>>
+    {
+        self.inner
+            .role_groups_read
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Whether a request may change a group's members: any write to `/Groups`
+    /// (a new group may answer to a role group's name too), and a User deleted,
+    /// whom the provider drops from its groups.
+    fn may_change_members(&self, method: &Method, url: &str) -> bool {
+        let path = url.strip_prefix(self.inner.base.as_str()).unwrap_or(url);
+        (*method != Method::GET && path.starts_with("/Groups"))
+            || (*method == Method::DELETE && path.starts_with("/Users"))
     }
 
     /// [`ScimClient::fill_roles`] for one account, if there is one.
@@ -1051,11 +1105,42 @@ impl ScimClient {
             .role_groups
             .iter()
             .map(|g| self.role_groups_named(&g.name));
-        let mut groups: Vec<WorkspaceGroup> = futures::future::try_join_all(reads)
+        let groups = futures::future::try_join_all(reads)
             .await?
             .into_iter()
             .flatten()
             .collect();
+        self.with_members_among(groups, account_ids).await
+    }
+
+    /// [`ScimClient::role_groups_now`] for checks of accounts: each role group is
+    /// read once for the pass (see [`Inner::role_groups_read`]), however many
+    /// accounts are checked and however many at once. Writes read afresh.
+    async fn role_groups_this_pass(
+        &self,
+        account_ids: &[String],
+    ) -> Result<Vec<WorkspaceGroup>, WorkspaceError> {
+        let reads = self.inner.role_groups.iter().map(|g| async move {
+            let read = Arc::clone(self.role_groups_read().entry(g.name.clone()).or_default());
+            read.get_or_try_init(|| self.role_groups_named(&g.name))
+                .await
+                .cloned()
+        });
+        let groups = futures::future::try_join_all(reads)
+            .await?
+            .into_iter()
+            .flatten()
+            .collect();
+        self.with_members_among(groups, account_ids).await
+    }
+
+    /// Role `groups` as read, with their members as far as `account_ids` go (see
+    /// [`ScimClient::role_groups_now`]).
+    async fn with_members_among(
+        &self,
+        mut groups: Vec<WorkspaceGroup>,
+        account_ids: &[String],
+    ) -> Result<Vec<WorkspaceGroup>, WorkspaceError> {
         if self.members_by_filter() {
             for group in &mut groups {
                 group.members.clear();

@@ -4343,7 +4343,7 @@ async fn a_workspace_that_stays_down_is_warned_about_once() {
     let (sandbox, dir, _config) = reconciled_demo().await;
     record_the_reconcile_as_the_daemons(dir.path());
     let port = free_port();
-    let env = daemon_env(dir.path(), &sandbox, port, "* * * * * *");
+    let env = with_quick_retries(daemon_env(dir.path(), &sandbox, port, "* * * * * *"));
     sandbox.shutdown().await;
     let daemon = start_daemon(dir.path(), env, port);
     // Each pass (the sweep's and the retry job's, both at start) asks again.
@@ -4445,7 +4445,7 @@ async fn an_outage_that_leaves_leavers_unread_is_warned_about_once() {
     let (sandbox, dir, _config) = reconciled_demo().await;
     record_the_reconcile_as_the_daemons(dir.path());
     let port = free_port();
-    let env = daemon_env(dir.path(), &sandbox, port, "* * * * * *");
+    let env = with_quick_retries(daemon_env(dir.path(), &sandbox, port, "* * * * * *"));
     remove_a_leaver(dir.path(), &sandbox);
     let address = format!(
         "{}:{}",
@@ -4881,4 +4881,16 @@ async fn the_alert_for_a_rejected_sweep_hold_held_again_names_the_rejection() {
         assert!(alert.text.contains(&line), "{line}\n{}", alert.text);
     }
     sandbox.shutdown().await;
+}
+
+/// `env` with the workspace's requests retried twice, 10 ms apart at first: a
+/// daemon against a workspace that is down learns so in milliseconds, where the
+/// default retries take some 20 s of every pass.
+fn with_quick_retries(mut env: Vec<(String, String)>) -> Vec<(String, String)> {
+    env.push(("SEATWARDEN__WORKSPACE__RETRIES".to_owned(), "2".to_owned()));
+    env.push((
+        "SEATWARDEN__WORKSPACE__RETRY_DELAY".to_owned(),
+        "10ms".to_owned(),
+    ));
+    env
 }

@@ -24,6 +24,7 @@ mod put_writes;
 mod report;
 mod resume;
 mod role_groups;
+mod run_recovery;
 mod safety;
 mod sandbox;
 mod scim_directory;

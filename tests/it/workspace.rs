@@ -156,6 +156,25 @@ async fn discovery_rejects_a_bad_token() {
     assert_eq!(err.status(), Some(401));
 }
 
+/// A 500 may be a provider's answer to a path it does not serve, and is
+/// tolerated as a missing `/ServiceProviderConfig`; a 503 past the retries is a
+/// gateway with no service behind it, and fails the discovery.
+#[tokio::test]
+async fn discovery_fails_on_a_gateway_without_its_service() {
+    for (status, fails) in [(500, false), (502, true), (503, true), (504, true)] {
+        let server = MockServer::start().await;
+        Mock::given(any())
+            .respond_with(ResponseTemplate::new(status))
+            .mount(&server)
+            .await;
+        let discovered = client(&server).discover().await;
+        assert_eq!(discovered.is_err(), fails, "{status}: {discovered:?}");
+        if let Err(e) = discovered {
+            assert_eq!(e.status(), Some(status), "{e}");
+        }
+    }
+}
+
 #[tokio::test]
 async fn max_results_caps_the_page_size() {
     let server = MockServer::start().await;
@@ -2319,4 +2338,110 @@ async fn one_account_answering_500_is_no_outage_a_closed_port_is() {
     );
     let next = outage.watch(client.get_account("ok-1")).await;
     assert!(matches!(next, Err(Unread::Skipped(_))), "{next:?}");
+}
+
+// ---------------------------------------------------------------- role groups
+
+/// Roles by group, Editor and Viewer, against `server`, whose users u1 to u4
+/// answer by id, with the Editors' group listing `editors` and the Viewers'
+/// listing u3.
+async fn role_group_client(server: &MockServer, editors: &[&str]) -> ScimClient {
+    Mock::given(method("GET"))
+        .and(path_regex(r"^/scim/v2/Users/u[0-9]+$"))
+        .respond_with(|req: &Request| {
+            let id = req.url.path().trim_start_matches("/scim/v2/Users/u");
+            ResponseTemplate::new(200).set_body_json(user(id.parse().unwrap()))
+        })
+        .mount(server)
+        .await;
+    serve_role_group(server, "g-ed", "Editors", editors, 5).await;
+    serve_role_group(server, "g-view", "Viewers", &["u3"], 5).await;
+    client_with(server, |s| {
+        s.role_attribute = RoleAttribute::Groups {
+            groups: vec![
+                (Role::Editor, "Editors".to_owned()),
+                (Role::Viewer, "Viewers".to_owned()),
+            ],
+        };
+    })
+}
+
+/// `GET /Groups?filter=displayName eq "<name>"` answered with that group and
+/// `members`, at wiremock's `priority` (1 wins over the default 5).
+async fn serve_role_group(
+    server: &MockServer,
+    id: &str,
+    name: &str,
+    members: &[&str],
+    priority: u8,
+) {
+    let members: Vec<Value> = members.iter().map(|m| json!({"value": m})).collect();
+    Mock::given(method("GET"))
+        .and(path("/scim/v2/Groups"))
+        .and(query_param("filter", format!("displayName eq \"{name}\"")))
+        .respond_with(list(
+            Some(1),
+            vec![json!({"id": id, "displayName": name, "members": members})],
+        ))
+        .with_priority(priority)
+        .mount(server)
+        .await;
+}
+
+async fn group_reads(server: &MockServer) -> usize {
+    server
+        .received_requests()
+        .await
+        .unwrap()
+        .iter()
+        .filter(|r| r.method.as_str() == "GET" && r.url.path().starts_with("/scim/v2/Groups"))
+        .count()
+}
+
+async fn roles_of(client: &ScimClient, id: &str) -> Vec<String> {
+    client.get_account(id).await.unwrap().unwrap().roles
+}
+
+/// A pass checking several accounts (a sweep's reads, a verification) reads each
+/// role group once, not once per account, even with the checks side by side.
+#[tokio::test]
+async fn checks_of_accounts_read_each_role_group_once_per_pass() {
+    let server = MockServer::start().await;
+    let client = role_group_client(&server, &["u1", "u2"]).await;
+    let checks = ["u1", "u2", "u3", "u4"].map(|id| roles_of(&client, id));
+    let roles = futures::future::join_all(checks).await;
+    assert_eq!(
+        roles,
+        [vec!["Editor"], vec!["Editor"], vec!["Viewer"], vec![]]
+    );
+    assert_eq!(roles_of(&client, "u1").await, ["Editor"]);
+    assert_eq!(group_reads(&server).await, 2);
+}
+
+/// A membership the pass itself changes is read again: the cached role groups
+/// are forgotten by the write, and the check after it sees the new role.
+#[tokio::test]
+async fn a_role_group_changed_by_the_pass_is_read_again() {
+    let server = MockServer::start().await;
+    let client = role_group_client(&server, &["u1"]).await;
+    assert!(roles_of(&client, "u4").await.is_empty());
+    Mock::given(method("PATCH"))
+        .and(path("/scim/v2/Groups/g-ed"))
+        .respond_with(ResponseTemplate::new(204))
+        .mount(&server)
+        .await;
+    client
+        .add_members("g-ed", &["u4".to_owned()])
+        .await
+        .unwrap();
+    serve_role_group(&server, "g-ed", "Editors", &["u1", "u4"], 1).await;
+
+    assert_eq!(roles_of(&client, "u4").await, ["Editor"]);
+    assert_eq!(roles_of(&client, "u1").await, ["Editor"]);
+    assert_eq!(group_reads(&server).await, 4);
+
+    // A run starts with what it reads itself.
+    client.forget_role_groups();
+    assert_eq!(roles_of(&client, "u3").await, ["Viewer"]);
+    assert_eq!(group_reads(&server).await, 6);
 }

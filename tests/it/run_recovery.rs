@@ -1,0 +1,176 @@
+//! A reconcile asks the workspace's `/ServiceProviderConfig` before it resolves
+//! the rows a cut-off run left in flight: a workspace that is down or refuses the
+//! token fails the run at once with the discovery error, not after a retry window
+//! spent on the recovery's first read, and the rows stay for the next run.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use chrono::Utc;
+use serde_json::json;
+use wiremock::{Mock, MockServer, ResponseTemplate};
+
+use seatwarden::config::Config;
+use seatwarden::model::{Action, ActionKind, DriftKind, Plan};
+use seatwarden::run::{self, Mode};
+use seatwarden::store::{ActionState, RunKind, Store};
+
+fn config_for(url: &str, dir: &std::path::Path) -> Config {
+    std::fs::write(
+        dir.join("directory.json"),
+        json!({"users": [{
+            "id": "00u1", "userName": "ada@example.com", "email": "ada@example.com",
+            "givenName": "Ada", "familyName": "Lovelace", "displayName": "Ada Lovelace",
+            "status": "deprovisioned", "groups": []
+        }]})
+        .to_string(),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("seatwarden.toml"),
+        format!(
+            "[directory]\nkind = \"file\"\npath = \"directory.json\"\n\n\
+             [workspace]\nurl = \"{url}\"\ntoken = \"t0ken\"\n\n[safety]\nsettle = \"0s\"\n"
+        ),
+    )
+    .unwrap();
+    Config::load_with_env(&dir.join("seatwarden.toml"), Some(Default::default())).unwrap()
+}
+
+/// Journals a deactivation of Ada's account and leaves it `in_flight`, as a
+/// reconcile that died after sending it would. Returns that run's id.
+fn crashed_deactivation(config: &Config) -> i64 {
+    let mut store = Store::open(&config.state.path).unwrap();
+    let run = store.begin_run(RunKind::Reconcile, Utc::now()).unwrap();
+    let plan = Plan {
+        actions: vec![Action {
+            seq: 0,
+            kind: ActionKind::Deactivate {
+                account_id: "acc-1".into(),
+            },
+            reason: DriftKind::StaleAccess,
+            subject: "ada@example.com".into(),
+            identity_id: Some("00u1".into()),
+            detail: "identity is deprovisioned in the directory".into(),
+            held: None,
+        }],
+        ..Plan::default()
+    };
+    store.save_plan(run, &plan, Utc::now()).unwrap();
+    store.mark_in_flight(run, 0, Utc::now()).unwrap();
+    run
+}
+
+/// A reconcile of `config` against a client retrying twice at once: how it
+/// failed, and the requests it sent.
+async fn reconcile_retrying_twice(config: &Config) -> (String, u64) {
+    let mut settings = config.scim_settings().unwrap();
+    settings.retry = seatwarden::retry::RetryPolicy::immediate(2);
+    let client = seatwarden::workspace::ScimClient::new(settings).unwrap();
+    let directory = run::directory_from_config(config);
+    let error = run::execute_with_options(
+        config,
+        &directory,
+        &client,
+        Store::open(&config.state.path).unwrap(),
+        Mode::Reconcile,
+        run::RunOptions::default(),
+    )
+    .await
+    .unwrap_err()
+    .to_string();
+    (error, client.stats().requests)
+}
+
+async fn paths_asked(server: &MockServer) -> Vec<String> {
+    server
+        .received_requests()
+        .await
+        .unwrap_or_default()
+        .iter()
+        .map(|r| r.url.path().to_owned())
+        .collect()
+}
+
+fn state_of(config: &Config, run: i64) -> ActionState {
+    Store::open(&config.state.path)
+        .unwrap()
+        .journal(run)
+        .unwrap()[0]
+        .state
+}
+
+#[tokio::test]
+async fn a_workspace_that_is_down_fails_the_reconcile_before_its_recovery_reads() {
+    let server = MockServer::start().await;
+    Mock::given(wiremock::matchers::any())
+        .respond_with(ResponseTemplate::new(503))
+        .mount(&server)
+        .await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = config_for(&server.uri(), dir.path());
+    let crashed = crashed_deactivation(&config);
+
+    let (error, _) = reconcile_retrying_twice(&config).await;
+
+    assert!(
+        error.starts_with("reading the workspace: GET /ServiceProviderConfig: HTTP 503"),
+        "{error}"
+    );
+    // One retry window, the discovery's: the recovery read nothing.
+    assert_eq!(
+        paths_asked(&server).await,
+        vec!["/ServiceProviderConfig"; 3],
+        "{error}"
+    );
+    assert_eq!(state_of(&config, crashed), ActionState::InFlight);
+}
+
+#[tokio::test]
+async fn a_refused_token_fails_the_reconcile_before_its_recovery_naming_the_token() {
+    let server = MockServer::start().await;
+    Mock::given(wiremock::matchers::any())
+        .respond_with(ResponseTemplate::new(401).set_body_json(json!({
+            "schemas": ["urn:ietf:params:scim:api:messages:2.0:Error"],
+            "status": "401",
+            "detail": "token revoked"
+        })))
+        .mount(&server)
+        .await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = config_for(&server.uri(), dir.path());
+    let crashed = crashed_deactivation(&config);
+
+    let (error, _) = reconcile_retrying_twice(&config).await;
+
+    assert!(
+        error.starts_with("reading the workspace: GET /ServiceProviderConfig: HTTP 401")
+            && error.contains("token revoked")
+            && error.contains("check workspace.token"),
+        "{error}"
+    );
+    assert_eq!(
+        paths_asked(&server).await,
+        vec!["/ServiceProviderConfig"],
+        "{error}"
+    );
+    assert_eq!(state_of(&config, crashed), ActionState::InFlight);
+}
+
+#[tokio::test]
+async fn a_workspace_refusing_connections_fails_the_reconcile_before_its_recovery_reads() {
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", closed.local_addr().unwrap());
+    drop(closed);
+    let dir = tempfile::tempdir().unwrap();
+    let config = config_for(&url, dir.path());
+    let crashed = crashed_deactivation(&config);
+
+    let (error, requests) = reconcile_retrying_twice(&config).await;
+
+    assert!(
+        error.starts_with("reading the workspace: GET /ServiceProviderConfig: "),
+        "{error}"
+    );
+    // The discovery's three attempts, and no read of the recovery's.
+    assert_eq!(requests, 3, "{error}");
+    assert_eq!(state_of(&config, crashed), ActionState::InFlight);
+}
