@@ -160,6 +160,9 @@ struct Loaded {
     directory: DirectorySnapshot,
     workspace: WorkspaceSnapshot,
     links: Vec<StoredLink>,
+    /// The accounts of each disputed match the last reconcile saw: how a person
+    /// deleted from the directory since is still found.
+    remembered: Vec<crate::model::DisputedCandidate>,
 }
 
 impl Loaded {
@@ -177,7 +180,36 @@ impl Loaded {
                 .load_workspace_snapshot(run)?
                 .ok_or(ExplainError::NoSnapshots)?,
             links: store.links()?,
+            remembered: store.disputed_candidates()?,
         })
+    }
+
+    /// The remembered candidates of a person the directory no longer has, found
+    /// by their identity id, their last userName, or one of the accounts.
+    fn remembered_dispute(
+        &self,
+        person: &str,
+        account: Option<&Account>,
+    ) -> Vec<&crate::model::DisputedCandidate> {
+        let Some(identity_id) = self
+            .remembered
+            .iter()
+            .find(|c| {
+                c.identity_id == person
+                    || crate::model::same_ci(&c.user_name, person)
+                    || account.is_some_and(|a| a.id == c.account_id)
+            })
+            .map(|c| c.identity_id.as_str())
+        else {
+            return Vec::new();
+        };
+        if find_identity(&self.directory, identity_id).is_some() {
+            return Vec::new();
+        }
+        self.remembered
+            .iter()
+            .filter(|c| c.identity_id == identity_id)
+            .collect()
     }
 
     /// The person's identity, stored link and account (by link, else by
@@ -253,6 +285,19 @@ pub fn explain_with(
 ) -> Result<String, ExplainError> {
     let loaded = Loaded::load(store)?;
     let (identity, link, account) = loaded.find(person);
+    let remembered = match identity {
+        Some(_) => Vec::new(),
+        None => loaded.remembered_dispute(person, account),
+    };
+    let account = account.or_else(|| {
+        remembered.iter().find_map(|c| {
+            loaded
+                .workspace
+                .accounts
+                .iter()
+                .find(|a| a.id == c.account_id)
+        })
+    });
     if identity.is_none() && account.is_none() {
         return Err(ExplainError::NotFound(person.to_owned(), loaded.run));
     }
@@ -263,6 +308,7 @@ pub fn explain_with(
         store,
         loaded: &loaded,
         identity,
+        remembered,
         link,
         account,
         now,
@@ -298,6 +344,9 @@ struct View<'a> {
     store: &'a Store,
     loaded: &'a Loaded,
     identity: Option<&'a Identity>,
+    /// Without an identity: the accounts a disputed match of a person since
+    /// deleted from the directory named (empty otherwise).
+    remembered: Vec<&'a crate::model::DisputedCandidate>,
     link: Option<&'a StoredLink>,
     account: Option<&'a Account>,
     /// What a run now would plan (see [`next_actions`]).
@@ -340,7 +389,9 @@ impl View<'_> {
     }
 
     fn identity_id(&self) -> Option<&str> {
-        self.identity.map(|i| i.id.as_str())
+        self.identity
+            .map(|i| i.id.as_str())
+            .or_else(|| self.remembered.first().map(|c| c.identity_id.as_str()))
     }
 
     fn account_id(&self) -> Option<&str> {
@@ -350,10 +401,23 @@ impl View<'_> {
     fn directory_record(&self, out: &mut String) {
         let _ = writeln!(out, "\nDirectory record");
         let Some(i) = self.identity else {
-            let _ = writeln!(
-                out,
-                "  not in the directory snapshot (deleted, or never there)"
-            );
+            match self.remembered.first() {
+                Some(c) => {
+                    let _ = writeln!(
+                        out,
+                        "  not in the directory snapshot: deleted since a run saw {} (id {}) \
+                         with a disputed match",
+                        clean(&c.user_name),
+                        clean(&c.identity_id)
+                    );
+                }
+                None => {
+                    let _ = writeln!(
+                        out,
+                        "  not in the directory snapshot (deleted, or never there)"
+                    );
+                }
+            }
             return;
         };
         let _ = writeln!(out, "  id:         {}", clean(&i.id));
@@ -535,7 +599,76 @@ impl View<'_> {
         let _ = writeln!(out, "\nDisputed match");
         match self.identity {
             Some(identity) => self.identity_dispute(out, identity, &items),
+            None if !self.remembered.is_empty() => self.deleted_dispute(out, &items),
             None => self.account_dispute(out, &items),
+        }
+    }
+
+    /// A person deleted from the directory whose match was disputed: the accounts
+    /// the last reconcile saw match them, none deactivated until someone says
+    /// which was theirs.
+    fn deleted_dispute(&self, out: &mut String, items: &[&DriftItem]) {
+        let Some(identity_id) = self.identity_id() else {
+            return;
+        };
+        let accounts: Vec<(&Account, &crate::model::DisputedCandidate)> = self
+            .remembered
+            .iter()
+            .filter_map(|c| {
+                let account = self
+                    .loaded
+                    .workspace
+                    .accounts
+                    .iter()
+                    .find(|a| a.id == c.account_id)?;
+                Some((account, *c))
+            })
+            .collect();
+        let _ = writeln!(
+            out,
+            "  DISPUTED: {} workspace account(s) may have been this person's; seatwarden \
+             writes to none of them until a person chooses:",
+            accounts.len()
+        );
+        for (account, candidate) in &accounts {
+            let _ = writeln!(
+                out,
+                "    {} {} — matched by {} when the directory had them; {}",
+                clean(&account.id),
+                clean(&account.user_name),
+                candidate.method.as_str(),
+                if account.active {
+                    "active"
+                } else {
+                    "deactivated"
+                }
+            );
+        }
+        for item in items {
+            let _ = writeln!(out, "  why: {}", clean(&item.detail));
+        }
+        if let Some(leaver) = self
+            .next
+            .disputed_leavers
+            .iter()
+            .find(|l| l.identity_id == identity_id)
+        {
+            let _ = writeln!(
+                out,
+                "  LOST ACCESS ({}): the deprovisioning episode is held waiting for that \
+                 choice; none of {} is deactivated until then, and the episode goes overdue \
+                 like any other",
+                leaver.reason,
+                clean(&leaver.active.join(", "))
+            );
+        }
+        let _ = writeln!(
+            out,
+            "  say which was theirs (the next run deactivates it, and the others as \
+             duplicates) with one of:"
+        );
+        for (account, _) in &accounts {
+            let _ = writeln!(out, "    {}", self.link_command(identity_id, &account.id));
         }
     }
 

@@ -198,6 +198,42 @@ async fn a_disputed_person_deleted_from_the_directory_is_held_until_linked() {
         .expect("still open");
     assert_eq!(still.id, episode.id);
 
+    // `explain` finds her by her id, her last userName or either account, and
+    // says what holds her deprovisioning and how to settle it.
+    for query in [EMMA, "emma.novak@example.com", BY_EMAIL] {
+        let text =
+            seatwarden::explain::explain(&config, &store, query, chrono::Utc::now()).unwrap();
+        for line in [
+            "  not in the directory snapshot: deleted since a run saw emma.novak@example.com \
+             (id 00u1004) with a disputed match",
+            "  undecided: whose account this is is disputed (see Disputed match)",
+            "  DISPUTED: 2 workspace account(s) may have been this person's; seatwarden writes \
+             to none of them until a person chooses:",
+        ] {
+            assert!(
+                text.lines().any(|l| l == line),
+                "{query}: no {line:?} in:\n{text}"
+            );
+        }
+        assert!(
+            text.contains(&format!("    seatwarden link {EMMA} {BY_USER_NAME}\n"))
+                && text.contains(&format!("    seatwarden link {EMMA} {BY_EMAIL}\n")),
+            "{query}: {text}"
+        );
+        assert!(
+            text.contains("LOST ACCESS (deleted from the directory)"),
+            "{query}: {text}"
+        );
+        assert!(
+            !text.contains("never seen losing access"),
+            "{query}: {text}"
+        );
+        assert!(
+            !text.contains("no directory identity justifies"),
+            "{query}: {text}"
+        );
+    }
+
     // A human says which account was hers; the next reconcile deactivates it.
     let linked = Command::new(env!("CARGO_BIN_EXE_seatwarden"))
         .args([
