@@ -26,6 +26,7 @@ mod role_groups;
 mod safety;
 mod sandbox;
 mod scim_directory;
+mod status_export;
 mod store;
 mod verify;
 mod workspace;
