@@ -1,8 +1,15 @@
 //! The access-review export: every workspace account with its role, workspace
 //! groups, the directory identity behind it and the mapping that justifies its
 //! access (or "unmanaged"), and when seatwarden last changed it — "who has access
-//! to which workspace, and why", from the latest stored snapshots, links and journal.
-//! Nothing is read from the directory or the workspace.
+//! to which workspace, and why", from the latest stored snapshots, links and
+//! journal. Nothing is read from the directory or the workspace.
+//!
+//! A run reads its snapshots before it applies anything, and approvals and the
+//! sweep write after it: the writes applied and verified since the snapshot was
+//! read (deactivations, reactivations, deletions, roles, group memberships) are
+//! laid over it, so an approved deactivation shows as done. Accounts created since
+//! appear from the next run's snapshot. The export says as of when:
+//! `snapshot_at` and `applied_through` (the last write accounted for).
 
 use std::borrow::Cow;
 use std::collections::HashMap;
@@ -10,9 +17,10 @@ use std::collections::HashMap;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
-use crate::model::IdentityStatus;
+use crate::config::Config;
+use crate::model::{Account, AccountRef, ActionKind, IdentityStatus};
 use crate::policy::PolicySettings;
-use crate::store::{RunId, Store, StoreError};
+use crate::store::{JournalEntry, RunId, Store, StoreError};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct AccessRow {
@@ -39,7 +47,11 @@ pub struct AccessRow {
 pub struct AccessExport {
     /// The run whose snapshots this is.
     pub run_id: RunId,
+    /// When the snapshots were read.
     pub snapshot_at: DateTime<Utc>,
+    /// When the last write applied since the snapshot was, which the rows show
+    /// done; `None` when nothing was applied since.
+    pub applied_through: Option<DateTime<Utc>>,
     pub accounts: Vec<AccessRow>,
 }
 
@@ -76,8 +88,62 @@ fn removal(active: bool) -> &'static str {
     }
 }
 
-/// Builds the export from the latest run that stored both snapshots.
-pub fn access(store: &Store, policy: &PolicySettings) -> Result<AccessExport, ExportError> {
+/// Lays the writes applied since the snapshot over its accounts and group
+/// memberships, oldest first. Account creations are left to the next snapshot:
+/// the journal does not say which id the workspace gave the account.
+fn apply_since(
+    accounts: &mut [Account],
+    groups_of: &mut HashMap<String, Vec<String>>,
+    applied: &[JournalEntry],
+) {
+    for entry in applied {
+        match &entry.action.kind {
+            ActionKind::Deactivate { account_id } | ActionKind::Delete { account_id, .. } => {
+                if let Some(account) = accounts.iter_mut().find(|a| &a.id == account_id) {
+                    account.active = false;
+                }
+                if matches!(entry.action.kind, ActionKind::Delete { .. }) {
+                    groups_of.remove(account_id);
+                }
+            }
+            ActionKind::Reactivate { account_id } => {
+                if let Some(account) = accounts.iter_mut().find(|a| &a.id == account_id) {
+                    account.active = true;
+                }
+            }
+            ActionKind::SetRole { account_id, to, .. } => {
+                if let Some(account) = accounts.iter_mut().find(|a| &a.id == account_id) {
+                    account.roles = vec![to.to_string()];
+                }
+            }
+            ActionKind::AddMembers { group, members } => {
+                for member in members {
+                    if let AccountRef::Existing { id } = member {
+                        let groups = groups_of.entry(id.clone()).or_default();
+                        if !groups.iter().any(|g| g == group.display_name()) {
+                            groups.push(group.display_name().to_owned());
+                        }
+                    }
+                }
+            }
+            ActionKind::RemoveMembers { group, members } => {
+                for id in members {
+                    if let Some(groups) = groups_of.get_mut(id) {
+                        groups.retain(|g| g != group.display_name());
+                    }
+                }
+            }
+            ActionKind::CreateGroup { .. }
+            | ActionKind::CreateAccount { .. }
+            | ActionKind::UpdateAttributes { .. } => {}
+        }
+    }
+}
+
+/// Builds the export from the latest run that stored both snapshots, with the
+/// writes applied since laid over them.
+pub fn access(store: &Store, config: &Config) -> Result<AccessExport, ExportError> {
+    let policy: &PolicySettings = &config.policy_settings();
     let run_id = store
         .latest_run_with_snapshots()?
         .ok_or(ExportError::NoSnapshots)?;
@@ -90,6 +156,8 @@ pub fn access(store: &Store, policy: &PolicySettings) -> Result<AccessExport, Ex
         .ok_or(ExportError::NoSnapshots)?;
     let links = store.links()?;
     let changes = store.last_applied_change_by_account()?;
+    // The snapshots are read when the run starts, before it applies anything.
+    let applied = store.applied_since(run.started_at)?;
 
     let identities: HashMap<&str, &crate::model::Identity> = directory
         .identities
@@ -98,18 +166,19 @@ pub fn access(store: &Store, policy: &PolicySettings) -> Result<AccessExport, Ex
         .collect();
     let link_of: HashMap<&str, &crate::store::StoredLink> =
         links.iter().map(|l| (l.account_id.as_str(), l)).collect();
-    let mut groups_of: HashMap<&str, Vec<String>> = HashMap::new();
+    let mut groups_of: HashMap<String, Vec<String>> = HashMap::new();
     for group in &workspace.groups {
         for member in &group.members {
             groups_of
-                .entry(member.as_str())
+                .entry(member.clone())
                 .or_default()
                 .push(group.display_name.clone());
         }
     }
+    let mut current = workspace.accounts.clone();
+    apply_since(&mut current, &mut groups_of, &applied);
 
-    let mut accounts: Vec<AccessRow> = workspace
-        .accounts
+    let mut accounts: Vec<AccessRow> = current
         .iter()
         .map(|account| {
             let link = link_of.get(account.id.as_str());
@@ -173,6 +242,7 @@ pub fn access(store: &Store, policy: &PolicySettings) -> Result<AccessExport, Ex
     Ok(AccessExport {
         run_id,
         snapshot_at: run.started_at,
+        applied_through: applied.last().map(|e| e.updated_at),
         accounts,
     })
 }

@@ -17,7 +17,7 @@ async fn access_export_justifies_every_account() {
     )
     .unwrap();
     let store = Store::open(&config.state.path).unwrap();
-    let export = seatwarden::export::access(&store, &config.policy_settings()).unwrap();
+    let export = seatwarden::export::access(&store, &config).unwrap();
 
     let workspace = store
         .load_workspace_snapshot(export.run_id)
@@ -148,6 +148,7 @@ fn csv_cells_a_spreadsheet_would_run_are_exported_as_text() {
     let export = AccessExport {
         run_id: 7,
         snapshot_at: chrono::Utc::now(),
+        applied_through: None,
         accounts: vec![AccessRow {
             account_id: "a1".into(),
             user_name: "@evil".into(),
@@ -274,7 +275,7 @@ fn a_deactivated_leavers_account_is_not_due_for_removal() {
         )
         .unwrap();
 
-    let export = seatwarden::export::access(&store, &config.policy_settings()).unwrap();
+    let export = seatwarden::export::access(&store, &config).unwrap();
     let justification = |id: &str| {
         export
             .accounts

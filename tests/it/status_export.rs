@@ -102,3 +102,146 @@ fn status_and_digest_name_the_run_holding_a_guards_hold() {
     assert_eq!(deprovisions.len(), 1);
     assert_eq!(deprovisions[0].hold_run, Some(run), "{deprovisions:?}");
 }
+
+/// The demo's state with, in a newer plan run's snapshots: a protected account
+/// (`breakglass@example.com`, in `safety.protected`), two accounts that may both
+/// be dana's (by userName and by email: the plan's disputed match), and the demo's
+/// hand-made `freelancer.max@gmail.com`, which no one matches. Then a later run
+/// (an approval, say) deactivates liam's account: applied after the snapshot.
+struct Approved {
+    _dir: tempfile::TempDir,
+    config: seatwarden::config::Config,
+    store: Store,
+    snapshot_run: i64,
+    deactivated_at: DateTime<Utc>,
+}
+
+async fn approved_after_the_snapshot() -> Approved {
+    use seatwarden::model::{Action, ActionKind, DriftItem, DriftKind, Plan};
+
+    let dir = tempfile::tempdir().unwrap();
+    seatwarden::demo::run(dir.path(), false).await.unwrap();
+    let mut config = seatwarden::config::Config::load_with_env(
+        &dir.path().join("seatwarden.toml"),
+        Some(Default::default()),
+    )
+    .unwrap();
+    config.safety.protected = vec!["breakglass@example.com".to_owned()];
+    let mut store = Store::open(&config.state.path).unwrap();
+    let demo_run = store.latest_run_with_snapshots().unwrap().unwrap();
+    let mut directory = store.load_directory_snapshot(demo_run).unwrap().unwrap();
+    let mut workspace = store.load_workspace_snapshot(demo_run).unwrap().unwrap();
+
+    let mut dana = directory.identities[0].clone();
+    dana.id = "00u9dana".to_owned();
+    dana.user_name = "dana.dup@example.com".to_owned();
+    dana.email = Some("dana@example.com".to_owned());
+    directory.identities.push(dana);
+    let template = workspace.accounts[0].clone();
+    let account = |id: &str, user_name: &str, email: Option<&str>| {
+        let mut account = template.clone();
+        account.id = id.to_owned();
+        account.user_name = user_name.to_owned();
+        account.email = email.map(str::to_owned);
+        account.external_id = None;
+        account.active = true;
+        account
+    };
+    workspace.accounts.extend([
+        account("acc-dup-1", "dana.dup@example.com", None),
+        account(
+            "acc-dup-2",
+            "dana.d@contractor.example",
+            Some("dana@example.com"),
+        ),
+        account("acc-breakglass", "breakglass@example.com", None),
+    ]);
+
+    let t0 = Utc::now();
+    let snapshot_run = store.begin_run(RunKind::Plan, t0).unwrap();
+    store
+        .save_directory_snapshot(snapshot_run, &directory)
+        .unwrap();
+    store
+        .save_workspace_snapshot(snapshot_run, &workspace)
+        .unwrap();
+    let disputed = Plan {
+        drift: vec![DriftItem {
+            kind: DriftKind::DisputedMatch,
+            identity_id: Some("00u9dana".to_owned()),
+            account_id: None,
+            user_name: "dana.dup@example.com".to_owned(),
+            detail: "several accounts match".to_owned(),
+        }],
+        ..Plan::default()
+    };
+    store.save_plan(snapshot_run, &disputed, t0).unwrap();
+
+    let liam = workspace
+        .accounts
+        .iter()
+        .find(|a| a.user_name == "liam.kowalski@example.com")
+        .unwrap();
+    assert!(liam.active);
+    let approval = store
+        .begin_run(RunKind::Reconcile, t0 + chrono::Duration::seconds(1))
+        .unwrap();
+    let deactivation = Plan {
+        actions: vec![Action {
+            seq: 0,
+            kind: ActionKind::Deactivate {
+                account_id: liam.id.clone(),
+            },
+            reason: DriftKind::StaleAccess,
+            subject: liam.user_name.clone(),
+            identity_id: None,
+            detail: "approved".to_owned(),
+            held: None,
+        }],
+        ..Plan::default()
+    };
+    let deactivated_at = t0 + chrono::Duration::seconds(2);
+    store
+        .save_plan(approval, &deactivation, t0 + chrono::Duration::seconds(1))
+        .unwrap();
+    store.mark_in_flight(approval, 0, deactivated_at).unwrap();
+    store
+        .mark_applied(approval, 0, deactivated_at, None)
+        .unwrap();
+    Approved {
+        _dir: dir,
+        config,
+        store,
+        snapshot_run,
+        deactivated_at,
+    }
+}
+
+fn row<'a>(
+    export: &'a seatwarden::export::AccessExport,
+    user: &str,
+) -> &'a seatwarden::export::AccessRow {
+    export
+        .accounts
+        .iter()
+        .find(|r| r.user_name == user)
+        .unwrap_or_else(|| panic!("{user} not exported: {export:?}"))
+}
+
+/// A deactivation applied after the snapshot was read (an approval's) shows as
+/// done: the access review must not list access that is gone as still there.
+#[tokio::test]
+async fn the_access_export_shows_writes_applied_since_its_snapshot() {
+    let approved = approved_after_the_snapshot().await;
+    let export = seatwarden::export::access(&approved.store, &approved.config).unwrap();
+    assert_eq!(export.run_id, approved.snapshot_run);
+    let liam = row(&export, "liam.kowalski@example.com");
+    assert!(!liam.active, "{liam:?}");
+    assert!(
+        liam.justification
+            .ends_with("account deactivated (no access)"),
+        "{liam:?}"
+    );
+    assert_eq!(liam.last_change, Some(approved.deactivated_at));
+    assert_eq!(export.applied_through, Some(approved.deactivated_at));
+}
