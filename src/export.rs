@@ -8,8 +8,8 @@
 //! sweep write after it: the writes applied and verified since the snapshot was
 //! read (deactivations, reactivations, deletions, roles, group memberships) are
 //! laid over it, so an approved deactivation shows as done. Accounts created since
-//! appear from the next run's snapshot. The export says as of when:
-//! `snapshot_at` and `applied_through` (the last write accounted for).
+//! appear from the next run's snapshot. The export says as of when, on every CSV
+//! row: `snapshot_at` and `applied_through` (the last write accounted for).
 
 use std::borrow::Cow;
 use std::collections::HashMap;
@@ -264,7 +264,8 @@ impl AccessExport {
         serde_json::to_string_pretty(self).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"))
     }
 
-    /// One row per account; groups joined with `;` (the directory CSV's convention).
+    /// One row per account; groups joined with `;` (the directory CSV's
+    /// convention); `snapshot_at` and `applied_through` repeated on every row.
     pub fn to_csv(&self) -> Result<String, ExportError> {
         let mut writer = csv::Writer::from_writer(Vec::new());
         writer.write_record([
@@ -278,7 +279,16 @@ impl AccessExport {
             "identity_status",
             "justification",
             "last_change",
+            "snapshot_at",
+            "applied_through",
         ])?;
+        // On every row: a CSV has no header block, and an extract of rows kept
+        // for an audit still says as of when.
+        let snapshot_at = self.snapshot_at.to_rfc3339();
+        let applied_through = self
+            .applied_through
+            .map(|t| t.to_rfc3339())
+            .unwrap_or_default();
         for row in &self.accounts {
             let groups = row.workspace_groups.join(";");
             let cells = [
@@ -292,6 +302,8 @@ impl AccessExport {
                 inert(row.identity_status.as_deref().unwrap_or("")),
                 inert(&row.justification),
                 Cow::Owned(row.last_change.map(|t| t.to_rfc3339()).unwrap_or_default()),
+                Cow::Borrowed(snapshot_at.as_str()),
+                Cow::Borrowed(applied_through.as_str()),
             ];
             writer.write_record(cells.iter().map(|cell| cell.as_bytes()))?;
         }

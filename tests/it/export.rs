@@ -78,7 +78,9 @@ async fn access_export_justifies_every_account() {
             "identity_user_name",
             "identity_status",
             "justification",
-            "last_change"
+            "last_change",
+            "snapshot_at",
+            "applied_through"
         ]
     );
     assert_eq!(reader.records().count(), export.accounts.len());

@@ -245,3 +245,30 @@ async fn the_access_export_shows_writes_applied_since_its_snapshot() {
     assert_eq!(liam.last_change, Some(approved.deactivated_at));
     assert_eq!(export.applied_through, Some(approved.deactivated_at));
 }
+
+/// The CSV is what auditors keep: every row says as of when (the snapshot, and
+/// the last write laid over it), in columns any CSV reader takes.
+#[tokio::test]
+async fn every_csv_row_says_as_of_when() {
+    let approved = approved_after_the_snapshot().await;
+    let export = seatwarden::export::access(&approved.store, &approved.config).unwrap();
+    let csv = export.to_csv().unwrap();
+    let mut reader = csv::Reader::from_reader(csv.as_bytes());
+    let headers = reader.headers().unwrap().clone();
+    let column = |name: &str| {
+        headers
+            .iter()
+            .position(|h| h == name)
+            .unwrap_or_else(|| panic!("no {name} column: {headers:?}"))
+    };
+    let (snapshot_at, applied_through) = (column("snapshot_at"), column("applied_through"));
+    let rows: Vec<csv::StringRecord> = reader.records().map(Result::unwrap).collect();
+    assert_eq!(rows.len(), export.accounts.len());
+    for record in &rows {
+        assert_eq!(&record[snapshot_at], export.snapshot_at.to_rfc3339());
+        assert_eq!(
+            &record[applied_through],
+            approved.deactivated_at.to_rfc3339()
+        );
+    }
+}
