@@ -1,8 +1,9 @@
 //! The access-review export: every workspace account with its role, workspace
 //! groups, the directory identity behind it and the mapping that justifies its
-//! access (or "unmanaged"), and when seatwarden last changed it — "who has access
-//! to which workspace, and why", from the latest stored snapshots, links and
-//! journal. Nothing is read from the directory or the workspace.
+//! access (or why none does: `orphaned`, `disputed`, `protected`), and when
+//! seatwarden last changed it — "who has access to which workspace, and why", from
+//! the latest stored snapshots, links and journal. Nothing is read from the
+//! directory or the workspace.
 //!
 //! A run reads its snapshots before it applies anything, and approvals and the
 //! sweep write after it: the writes applied and verified since the snapshot was
@@ -18,7 +19,7 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 use crate::config::Config;
-use crate::model::{Account, AccountRef, ActionKind, IdentityStatus};
+use crate::model::{Account, AccountRef, ActionKind, DriftKind, Identity, IdentityStatus};
 use crate::policy::PolicySettings;
 use crate::store::{JournalEntry, RunId, Store, StoreError};
 
@@ -37,7 +38,11 @@ pub struct AccessRow {
     /// The mapping(s) that grant this access, `in scope: default role …`, why it
     /// should go (`…: access due to be removed` while the account is active,
     /// `…: account deactivated (no access)` once it is not — so, too, for an
-    /// active person whose account is deactivated), or `unmanaged`.
+    /// active person whose account is deactivated), or, for an account linked to
+    /// nobody, why: `protected` (`safety.protected` or `protected_groups`:
+    /// seatwarden never touches it), `disputed: …` (it may be the account of the
+    /// person named; `seatwarden link` settles it) or `orphaned` (no directory
+    /// identity matches it).
     pub justification: String,
     /// The last action seatwarden applied to the account, else when it was linked.
     pub last_change: Option<DateTime<Utc>>,
@@ -140,6 +145,18 @@ fn apply_since(
     }
 }
 
+/// Whether `account` may be `identity`'s, as matching tries it: the externalId,
+/// the userName, the email.
+fn may_be_theirs(identity: &Identity, account: &Account) -> bool {
+    account.external_id.as_deref() == Some(identity.id.as_str())
+        || crate::model::same_ci(&account.user_name, &identity.user_name)
+        || account
+            .email
+            .as_deref()
+            .zip(identity.email.as_deref())
+            .is_some_and(|(a, i)| !a.trim().is_empty() && crate::model::same_ci(a, i))
+}
+
 /// Builds the export from the latest run that stored both snapshots, with the
 /// writes applied since laid over them.
 pub fn access(store: &Store, config: &Config) -> Result<AccessExport, ExportError> {
@@ -158,6 +175,15 @@ pub fn access(store: &Store, config: &Config) -> Result<AccessExport, ExportErro
     let changes = store.last_applied_change_by_account()?;
     // The snapshots are read when the run starts, before it applies anything.
     let applied = store.applied_since(run.started_at)?;
+    let protected = crate::safety::plan_settings(config, &directory).protected;
+    // Disputes as the snapshot run found them: an account's own item, or a
+    // person's, whose candidate accounts are those that may be theirs.
+    let disputes = store.drift(run_id)?;
+    let disputed_by_identity: Vec<&str> = disputes
+        .iter()
+        .filter(|d| d.kind == DriftKind::DisputedMatch && d.account_id.is_none())
+        .filter_map(|d| d.identity_id.as_deref())
+        .collect();
 
     let identities: HashMap<&str, &crate::model::Identity> = directory
         .identities
@@ -177,6 +203,37 @@ pub fn access(store: &Store, config: &Config) -> Result<AccessExport, ExportErro
     }
     let mut current = workspace.accounts.clone();
     apply_since(&mut current, &mut groups_of, &applied);
+    let unlinked = |account: &Account| -> String {
+        if protected.matches(&account.user_name)
+            || account
+                .email
+                .as_deref()
+                .is_some_and(|email| protected.matches(email))
+        {
+            return "protected".to_owned();
+        }
+        let claimed_by: Vec<&str> = disputes
+            .iter()
+            .filter(|d| {
+                d.kind == DriftKind::DisputedMatch && d.account_id.as_deref() == Some(&account.id)
+            })
+            .filter_map(|d| d.identity_id.as_deref())
+            .chain(disputed_by_identity.iter().copied().filter(|id| {
+                identities
+                    .get(id)
+                    .is_some_and(|identity| may_be_theirs(identity, account))
+            }))
+            .collect();
+        if claimed_by.is_empty() {
+            "orphaned".to_owned()
+        } else {
+            format!(
+                "disputed: may be the account of {}; `seatwarden link PERSON {}` settles it",
+                claimed_by.join(", "),
+                account.id
+            )
+        }
+    };
 
     let mut accounts: Vec<AccessRow> = current
         .iter()
@@ -184,7 +241,7 @@ pub fn access(store: &Store, config: &Config) -> Result<AccessExport, ExportErro
             let link = link_of.get(account.id.as_str());
             let identity = link.and_then(|l| identities.get(l.identity_id.as_str()).copied());
             let justification = match (link, identity) {
-                (None, _) => "unmanaged".to_owned(),
+                (None, _) => unlinked(account),
                 (Some(l), None) => format!(
                     "linked to {} which is no longer in the directory: {}",
                     l.identity_id,

