@@ -1150,7 +1150,7 @@ fn digest(
 fn export(config: &Config, kind: ExportKind, format: ExportFormat) -> anyhow::Result<u8> {
     let store = open_existing_store(config)?;
     let ExportKind::Access = kind;
-    let export = crate::export::access(&store, &config.policy_settings())?;
+    let export = crate::export::access(&store, config)?;
     match format {
         ExportFormat::Csv => out!("{}", export.to_csv()?)?,
         ExportFormat::Json => outln!("{}", export.to_json())?,

@@ -1,8 +1,16 @@
 //! The access-review export: every workspace account with its role, workspace
 //! groups, the directory identity behind it and the mapping that justifies its
-//! access (or "unmanaged"), and when seatwarden last changed it — "who has access
-//! to which workspace, and why", from the latest stored snapshots, links and journal.
-//! Nothing is read from the directory or the workspace.
+//! access (or why none does: `orphaned`, `disputed`, `protected`), and when
+//! seatwarden last changed it — "who has access to which workspace, and why", from
+//! the latest stored snapshots, links and journal. Nothing is read from the
+//! directory or the workspace.
+//!
+//! A run reads its snapshots before it applies anything, and approvals and the
+//! sweep write after it: the writes applied and verified since the snapshot was
+//! read (deactivations, reactivations, deletions, roles, group memberships) are
+//! laid over it, so an approved deactivation shows as done. Accounts created since
+//! appear from the next run's snapshot. The export says as of when, on every CSV
+//! row: `snapshot_at` and `applied_through` (the last write accounted for).
 
 use std::borrow::Cow;
 use std::collections::HashMap;
@@ -10,9 +18,10 @@ use std::collections::HashMap;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
-use crate::model::IdentityStatus;
+use crate::config::Config;
+use crate::model::{Account, AccountRef, ActionKind, DriftKind, Identity, IdentityStatus};
 use crate::policy::PolicySettings;
-use crate::store::{RunId, Store, StoreError};
+use crate::store::{JournalEntry, RunId, Store, StoreError};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct AccessRow {
@@ -29,7 +38,11 @@ pub struct AccessRow {
     /// The mapping(s) that grant this access, `in scope: default role …`, why it
     /// should go (`…: access due to be removed` while the account is active,
     /// `…: account deactivated (no access)` once it is not — so, too, for an
-    /// active person whose account is deactivated), or `unmanaged`.
+    /// active person whose account is deactivated), or, for an account linked to
+    /// nobody, why: `protected` (`safety.protected` or `protected_groups`:
+    /// seatwarden never touches it), `disputed: …` (it may be the account of the
+    /// person named; `seatwarden link` settles it) or `orphaned` (no directory
+    /// identity matches it).
     pub justification: String,
     /// The last action seatwarden applied to the account, else when it was linked.
     pub last_change: Option<DateTime<Utc>>,
@@ -39,7 +52,11 @@ pub struct AccessRow {
 pub struct AccessExport {
     /// The run whose snapshots this is.
     pub run_id: RunId,
+    /// When the snapshots were read.
     pub snapshot_at: DateTime<Utc>,
+    /// When the last write applied since the snapshot was, which the rows show
+    /// done; `None` when nothing was applied since.
+    pub applied_through: Option<DateTime<Utc>>,
     pub accounts: Vec<AccessRow>,
 }
 
@@ -76,8 +93,74 @@ fn removal(active: bool) -> &'static str {
     }
 }
 
-/// Builds the export from the latest run that stored both snapshots.
-pub fn access(store: &Store, policy: &PolicySettings) -> Result<AccessExport, ExportError> {
+/// Lays the writes applied since the snapshot over its accounts and group
+/// memberships, oldest first. Account creations are left to the next snapshot:
+/// the journal does not say which id the workspace gave the account.
+fn apply_since(
+    accounts: &mut [Account],
+    groups_of: &mut HashMap<String, Vec<String>>,
+    applied: &[JournalEntry],
+) {
+    for entry in applied {
+        match &entry.action.kind {
+            ActionKind::Deactivate { account_id } | ActionKind::Delete { account_id, .. } => {
+                if let Some(account) = accounts.iter_mut().find(|a| &a.id == account_id) {
+                    account.active = false;
+                }
+                if matches!(entry.action.kind, ActionKind::Delete { .. }) {
+                    groups_of.remove(account_id);
+                }
+            }
+            ActionKind::Reactivate { account_id } => {
+                if let Some(account) = accounts.iter_mut().find(|a| &a.id == account_id) {
+                    account.active = true;
+                }
+            }
+            ActionKind::SetRole { account_id, to, .. } => {
+                if let Some(account) = accounts.iter_mut().find(|a| &a.id == account_id) {
+                    account.roles = vec![to.to_string()];
+                }
+            }
+            ActionKind::AddMembers { group, members } => {
+                for member in members {
+                    if let AccountRef::Existing { id } = member {
+                        let groups = groups_of.entry(id.clone()).or_default();
+                        if !groups.iter().any(|g| g == group.display_name()) {
+                            groups.push(group.display_name().to_owned());
+                        }
+                    }
+                }
+            }
+            ActionKind::RemoveMembers { group, members } => {
+                for id in members {
+                    if let Some(groups) = groups_of.get_mut(id) {
+                        groups.retain(|g| g != group.display_name());
+                    }
+                }
+            }
+            ActionKind::CreateGroup { .. }
+            | ActionKind::CreateAccount { .. }
+            | ActionKind::UpdateAttributes { .. } => {}
+        }
+    }
+}
+
+/// Whether `account` may be `identity`'s, as matching tries it: the externalId,
+/// the userName, the email.
+fn may_be_theirs(identity: &Identity, account: &Account) -> bool {
+    account.external_id.as_deref() == Some(identity.id.as_str())
+        || crate::model::same_ci(&account.user_name, &identity.user_name)
+        || account
+            .email
+            .as_deref()
+            .zip(identity.email.as_deref())
+            .is_some_and(|(a, i)| !a.trim().is_empty() && crate::model::same_ci(a, i))
+}
+
+/// Builds the export from the latest run that stored both snapshots, with the
+/// writes applied since laid over them.
+pub fn access(store: &Store, config: &Config) -> Result<AccessExport, ExportError> {
+    let policy: &PolicySettings = &config.policy_settings();
     let run_id = store
         .latest_run_with_snapshots()?
         .ok_or(ExportError::NoSnapshots)?;
@@ -90,6 +173,17 @@ pub fn access(store: &Store, policy: &PolicySettings) -> Result<AccessExport, Ex
         .ok_or(ExportError::NoSnapshots)?;
     let links = store.links()?;
     let changes = store.last_applied_change_by_account()?;
+    // The snapshots are read when the run starts, before it applies anything.
+    let applied = store.applied_since(run.started_at)?;
+    let protected = crate::safety::plan_settings(config, &directory).protected;
+    // Disputes as the snapshot run found them: an account's own item, or a
+    // person's, whose candidate accounts are those that may be theirs.
+    let disputes = store.drift(run_id)?;
+    let disputed_by_identity: Vec<&str> = disputes
+        .iter()
+        .filter(|d| d.kind == DriftKind::DisputedMatch && d.account_id.is_none())
+        .filter_map(|d| d.identity_id.as_deref())
+        .collect();
 
     let identities: HashMap<&str, &crate::model::Identity> = directory
         .identities
@@ -98,24 +192,56 @@ pub fn access(store: &Store, policy: &PolicySettings) -> Result<AccessExport, Ex
         .collect();
     let link_of: HashMap<&str, &crate::store::StoredLink> =
         links.iter().map(|l| (l.account_id.as_str(), l)).collect();
-    let mut groups_of: HashMap<&str, Vec<String>> = HashMap::new();
+    let mut groups_of: HashMap<String, Vec<String>> = HashMap::new();
     for group in &workspace.groups {
         for member in &group.members {
             groups_of
-                .entry(member.as_str())
+                .entry(member.clone())
                 .or_default()
                 .push(group.display_name.clone());
         }
     }
+    let mut current = workspace.accounts.clone();
+    apply_since(&mut current, &mut groups_of, &applied);
+    let unlinked = |account: &Account| -> String {
+        if protected.matches(&account.user_name)
+            || account
+                .email
+                .as_deref()
+                .is_some_and(|email| protected.matches(email))
+        {
+            return "protected".to_owned();
+        }
+        let claimed_by: Vec<&str> = disputes
+            .iter()
+            .filter(|d| {
+                d.kind == DriftKind::DisputedMatch && d.account_id.as_deref() == Some(&account.id)
+            })
+            .filter_map(|d| d.identity_id.as_deref())
+            .chain(disputed_by_identity.iter().copied().filter(|id| {
+                identities
+                    .get(id)
+                    .is_some_and(|identity| may_be_theirs(identity, account))
+            }))
+            .collect();
+        if claimed_by.is_empty() {
+            "orphaned".to_owned()
+        } else {
+            format!(
+                "disputed: may be the account of {}; `seatwarden link PERSON {}` settles it",
+                claimed_by.join(", "),
+                account.id
+            )
+        }
+    };
 
-    let mut accounts: Vec<AccessRow> = workspace
-        .accounts
+    let mut accounts: Vec<AccessRow> = current
         .iter()
         .map(|account| {
             let link = link_of.get(account.id.as_str());
             let identity = link.and_then(|l| identities.get(l.identity_id.as_str()).copied());
             let justification = match (link, identity) {
-                (None, _) => "unmanaged".to_owned(),
+                (None, _) => unlinked(account),
                 (Some(l), None) => format!(
                     "linked to {} which is no longer in the directory: {}",
                     l.identity_id,
@@ -173,6 +299,7 @@ pub fn access(store: &Store, policy: &PolicySettings) -> Result<AccessExport, Ex
     Ok(AccessExport {
         run_id,
         snapshot_at: run.started_at,
+        applied_through: applied.last().map(|e| e.updated_at),
         accounts,
     })
 }
@@ -194,7 +321,8 @@ impl AccessExport {
         serde_json::to_string_pretty(self).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"))
     }
 
-    /// One row per account; groups joined with `;` (the directory CSV's convention).
+    /// One row per account; groups joined with `;` (the directory CSV's
+    /// convention); `snapshot_at` and `applied_through` repeated on every row.
     pub fn to_csv(&self) -> Result<String, ExportError> {
         let mut writer = csv::Writer::from_writer(Vec::new());
         writer.write_record([
@@ -208,7 +336,16 @@ impl AccessExport {
             "identity_status",
             "justification",
             "last_change",
+            "snapshot_at",
+            "applied_through",
         ])?;
+        // On every row: a CSV has no header block, and an extract of rows kept
+        // for an audit still says as of when.
+        let snapshot_at = self.snapshot_at.to_rfc3339();
+        let applied_through = self
+            .applied_through
+            .map(|t| t.to_rfc3339())
+            .unwrap_or_default();
         for row in &self.accounts {
             let groups = row.workspace_groups.join(";");
             let cells = [
@@ -222,6 +359,8 @@ impl AccessExport {
                 inert(row.identity_status.as_deref().unwrap_or("")),
                 inert(&row.justification),
                 Cow::Owned(row.last_change.map(|t| t.to_rfc3339()).unwrap_or_default()),
+                Cow::Borrowed(snapshot_at.as_str()),
+                Cow::Borrowed(applied_through.as_str()),
             ];
             writer.write_record(cells.iter().map(|cell| cell.as_bytes()))?;
         }

@@ -22,20 +22,40 @@ use crate::sweep::SweepOutcome;
 /// Failures in a row before a job's failures are alerted.
 pub const REPEATED_FAILURES: u32 = 3;
 
-/// The ledger's open episodes as the digest shows them.
+/// The ledger's open episodes as the digest shows them, each held by the guard
+/// with the run holding it.
 pub fn digest_deprovisions(store: &Store) -> Result<Vec<DigestDeprovision>, StoreError> {
+    let waiting = store.held_for_approval()?;
     Ok(store
         .open_deprovisions()?
         .iter()
-        .map(|e: &LedgerEntry| DigestDeprovision {
-            user_name: e.user_name.clone(),
-            identity_id: e.identity_id.clone(),
-            reason: e.reason.to_string(),
-            detected_at: e.detected_at,
-            due_at: e.due_at,
-            held: e.held.as_deref().map(deprovision_hold),
+        .map(|e: &LedgerEntry| {
+            let held = e.held.as_deref().map(deprovision_hold);
+            DigestDeprovision {
+                user_name: e.user_name.clone(),
+                identity_id: e.identity_id.clone(),
+                reason: e.reason.to_string(),
+                detected_at: e.detected_at,
+                due_at: e.due_at,
+                held,
+                hold_run: hold_run(held, &e.identity_id, &waiting),
+            }
         })
         .collect())
+}
+
+/// The run whose approval releases a guard's hold on `identity_id`, from
+/// [`Store::held_for_approval`]. Other holds wait for no approval: naming a run
+/// there would send someone to approve what the hold keeps back anyway.
+pub fn hold_run(
+    held: Option<DeprovisionHold>,
+    identity_id: &str,
+    waiting: &std::collections::HashMap<String, RunId>,
+) -> Option<RunId> {
+    match held {
+        Some(DeprovisionHold::Guard) => waiting.get(identity_id).copied(),
+        _ => None,
+    }
 }
 
 /// What holds an open deprovision, from the reason its ledger entry keeps: the
@@ -423,12 +443,14 @@ mod tests {
         ] {
             assert_eq!(deprovision_hold(&held), expected, "{held}");
         }
-        let approve = DeprovisionHold::Guard.waiting_for("seatwarden", "00u1");
+        let approve = DeprovisionHold::Guard.waiting_for("seatwarden", "00u1", Some(8));
+        assert!(approve.contains("`seatwarden approve 8`"), "{approve}");
+        assert!(approve.contains("`seatwarden reject 8`"), "{approve}");
         for hold in [
             DeprovisionHold::ContradictedLink,
             DeprovisionHold::Protected,
         ] {
-            let says = hold.waiting_for("seatwarden", "00u1");
+            let says = hold.waiting_for("seatwarden", "00u1", None);
             assert!(!says.contains("approve"), "{says}");
             assert_ne!(says, approve);
         }

@@ -2,7 +2,7 @@
 //! ledger (pending and overdue, due times in the configured zone), the jobs, and
 //! the latest full run.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
 
 use chrono::{DateTime, Duration, Utc};
@@ -15,7 +15,7 @@ use crate::model::LossReason;
 use crate::report::digest::DeprovisionHold;
 use crate::schedule::Schedule;
 use crate::sla::{self, EntryState, LedgerEntry};
-use crate::store::{JobRecord, RunKind, RunRecord, RunStatus, Store, StoreError};
+use crate::store::{JobRecord, RunId, RunKind, RunRecord, RunStatus, Store, StoreError};
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Status {
@@ -115,6 +115,8 @@ pub struct Line {
     /// What holds it, and so what releases it: `guard` (`seatwarden approve`)
     /// or `disputed_match` (`seatwarden link`).
     pub hold: Option<DeprovisionHold>,
+    /// The run `seatwarden approve` (or `reject`) takes, when the guard holds it.
+    pub hold_run: Option<RunId>,
     pub attempts: u32,
     pub last_error: Option<String>,
 }
@@ -125,9 +127,11 @@ fn local(at: DateTime<Utc>, tz: Tz) -> String {
         .to_string()
 }
 
-fn line(entry: &LedgerEntry, now: DateTime<Utc>, tz: Tz) -> Line {
+/// `waiting`: [`Store::held_for_approval`], for the run holding a guard's hold.
+fn line(entry: &LedgerEntry, now: DateTime<Utc>, tz: Tz, waiting: &HashMap<String, RunId>) -> Line {
     // Names and provider messages go to a terminal line by line.
     let clean = crate::report::printable_field;
+    let hold = entry.held.as_deref().map(super::notify::deprovision_hold);
     Line {
         user_name: clean(&entry.user_name),
         identity_id: clean(&entry.identity_id),
@@ -139,7 +143,8 @@ fn line(entry: &LedgerEntry, now: DateTime<Utc>, tz: Tz) -> Line {
         due_local: local(entry.due_at, tz),
         verified_at: entry.verified_at,
         held: entry.held.as_deref().map(clean),
-        hold: entry.held.as_deref().map(super::notify::deprovision_hold),
+        hold,
+        hold_run: super::notify::hold_run(hold, &entry.identity_id, waiting),
         attempts: entry.attempts,
         last_error: entry.last_error.as_deref().map(clean),
     }
@@ -202,10 +207,16 @@ pub fn collect(
         other => (other, false),
     };
     let open = store.open_deprovisions()?;
+    let waiting = store.held_for_approval()?;
     let (pending, overdue) = sla::open_counts(&open, now);
     let mut open_lines: Vec<(bool, Line)> = open
         .iter()
-        .map(|e| (e.state(now) != EntryState::Overdue, line(e, now, tz)))
+        .map(|e| {
+            (
+                e.state(now) != EntryState::Overdue,
+                line(e, now, tz, &waiting),
+            )
+        })
         .collect();
     open_lines.sort_by_key(|(not_overdue, line)| (*not_overdue, line.due_at));
     let (found_without_access, verified): (Vec<LedgerEntry>, Vec<LedgerEntry>) = store
@@ -215,7 +226,10 @@ pub fn collect(
     let mut latencies: Vec<Duration> = verified.iter().filter_map(LedgerEntry::latency).collect();
     let p50 = sla::quantile(&mut latencies, 0.5);
     let p99 = sla::quantile(&mut latencies, 0.99);
-    let mut verified_lines: Vec<Line> = verified.iter().map(|e| line(e, now, tz)).collect();
+    let mut verified_lines: Vec<Line> = verified
+        .iter()
+        .map(|e| line(e, now, tz, &waiting))
+        .collect();
     verified_lines.reverse();
     let deletions = match delete_after.and_then(|d| Duration::from_std(d).ok()) {
         Some(period) if period > Duration::zero() => {
@@ -375,7 +389,7 @@ pub fn render_text(status: &Status) -> String {
             let _ = write!(
                 extra,
                 "; {}",
-                hold.waiting_for(&status.admin_command, &l.identity_id)
+                hold.waiting_for(&status.admin_command, &l.identity_id, l.hold_run)
             );
             // The wording above already says what kind of hold it is.
             let why = l.held.as_deref().map(|held| {

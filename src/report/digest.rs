@@ -34,6 +34,10 @@ pub struct DigestDeprovision {
     pub due_at: DateTime<Utc>,
     /// What holds it, while something does.
     pub held: Option<DeprovisionHold>,
+    /// The run whose held action it is, when the guard holds it: what
+    /// `seatwarden approve` (or `reject`) needs, since it takes no `latest`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hold_run: Option<crate::store::RunId>,
 }
 
 /// What holds an open deprovision: each waits for a different step.
@@ -54,12 +58,28 @@ pub enum DeprovisionHold {
 
 impl DeprovisionHold {
     /// What a reader is told holds it and what to run, e.g. "held: disputed match,
-    /// waiting for `seatwarden link u2 ACCOUNT`".
-    pub fn waiting_for(self, admin_command: &str, identity_id: &str) -> String {
+    /// waiting for `seatwarden link u2 ACCOUNT`". `run` is the run holding a
+    /// guard's hold ([`crate::store::Store::held_for_approval`]): `approve` and
+    /// `reject` take a run id, and the newest run may be a `plan` they refuse.
+    pub fn waiting_for(
+        self,
+        admin_command: &str,
+        identity_id: &str,
+        run: Option<crate::store::RunId>,
+    ) -> String {
         match self {
-            DeprovisionHold::Guard => {
-                format!("held by the guard, waiting for `{admin_command} approve`")
-            }
+            DeprovisionHold::Guard => match run {
+                Some(run) => format!(
+                    "held by the guard in run {run}, waiting for `{admin_command} approve {run}` \
+                     or `{admin_command} reject {run}`"
+                ),
+                // No undecided held action names the person (its run was pruned,
+                // say): the next writing run holds it again under a new id.
+                None => format!(
+                    "held by the guard, waiting for `{admin_command} approve RUN` of the run \
+                     holding it"
+                ),
+            },
             DeprovisionHold::DisputedMatch => format!(
                 "held: disputed match, waiting for `{admin_command} link {identity_id} ACCOUNT`"
             ),
@@ -221,6 +241,9 @@ pub struct DeprovisionLine {
     /// What holds it and the command that releases it, when `held`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hold: Option<String>,
+    /// The run `seatwarden approve` takes, when the guard holds it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hold_run: Option<crate::store::RunId>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -395,7 +418,8 @@ impl Digest {
             held: d.held.is_some(),
             hold: d
                 .held
-                .map(|h| clean(&h.waiting_for(input.admin_command, &d.identity_id))),
+                .map(|h| clean(&h.waiting_for(input.admin_command, &d.identity_id, d.hold_run))),
+            hold_run: d.hold_run,
         };
         let (overdue, pending): (Vec<DeprovisionLine>, Vec<DeprovisionLine>) =
             deprovisions.into_iter().map(line).partition(|l| l.overdue);

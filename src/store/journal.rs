@@ -132,6 +132,19 @@ impl Store {
             .context(|| format!("reading the deprovisions of run {run} from actions"))
     }
 
+    /// The actions applied (written and verified) at or after `at`, any run's, in
+    /// the order they were applied: what a snapshot read at `at` does not show yet.
+    pub fn applied_since(&self, at: DateTime<Utc>) -> Result<Vec<JournalEntry>, StoreError> {
+        self.conn
+            .prepare_cached(&format!(
+                "SELECT {JOURNAL_COLUMNS} FROM actions
+                 WHERE state = 'applied' AND updated_at >= ?1
+                 ORDER BY updated_at, run_id, seq"
+            ))
+            .and_then(|mut stmt| stmt.query_map([ts(at)], journal_entry)?.collect())
+            .context(|| "reading the actions applied since a snapshot from actions".to_owned())
+    }
+
     /// State, attempts and last error of every action of `run`, in plan order.
     pub fn journal_progress(&self, run: RunId) -> Result<Vec<ActionProgress>, StoreError> {
         self.conn

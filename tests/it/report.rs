@@ -1082,6 +1082,7 @@ mod digest {
                 detected_at: at(30, 5),
                 due_at: at(30, 6),
                 held: Some(DeprovisionHold::Guard),
+                hold_run: Some(41),
             },
             DigestDeprovision {
                 user_name: "fay.leaving@example.com".into(),
@@ -1090,6 +1091,7 @@ mod digest {
                 detected_at: at(30, 7),
                 due_at: at(30, 8) + chrono::Duration::minutes(30),
                 held: None,
+                hold_run: None,
             },
         ]
     }
@@ -1238,6 +1240,7 @@ mod digest {
                 detected_at: at(30, 7),
                 due_at: at(30, 9),
                 held: Some(DeprovisionHold::DisputedMatch),
+                hold_run: None,
             },
             DigestDeprovision {
                 user_name: "bob.leaver@example.com".into(),
@@ -1246,6 +1249,7 @@ mod digest {
                 detected_at: at(30, 7),
                 due_at: at(30, 9),
                 held: Some(DeprovisionHold::Guard),
+                hold_run: Some(8),
             },
         ];
         let digest = Digest::build(&DigestInput {
@@ -1280,7 +1284,10 @@ mod digest {
         );
         assert!(!line("nia.disputed").contains("guard"), "{text}");
         assert!(
-            line("bob.leaver").ends_with(" — held by the guard, waiting for `seatwarden approve`"),
+            line("bob.leaver").ends_with(
+                " — held by the guard in run 8, waiting for `seatwarden approve 8` \
+                 or `seatwarden reject 8`"
+            ),
             "{text}"
         );
         let markdown = digest.render_markdown().unwrap();
@@ -1290,7 +1297,19 @@ mod digest {
         );
         let html = digest.render_html().unwrap();
         assert!(html.contains("held: disputed match, waiting for"), "{html}");
-        assert!(html.contains("held by the guard, waiting for"), "{html}");
+        assert!(
+            html.contains("held by the guard in run 8, waiting for"),
+            "{html}"
+        );
+        let json: serde_json::Value = serde_json::from_str(&digest.to_json()).unwrap();
+        let bob = json["overdue"]
+            .as_array()
+            .into_iter()
+            .chain(json["pending"].as_array())
+            .flatten()
+            .find(|d| d["user_name"] == "bob.leaver@example.com")
+            .unwrap_or_else(|| panic!("{json}"));
+        assert_eq!(bob["hold_run"], 8, "{json}");
     }
 
     /// A line break in a name cannot forge a line of the digest (text or email).

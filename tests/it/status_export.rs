@@ -1,0 +1,306 @@
+//! `seatwarden status` and the digest name the run whose approval releases a
+//! guard's hold; `export access` is current as of the writes applied since its
+//! snapshot and says when it is from.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use chrono::{DateTime, TimeZone, Utc};
+use seatwarden::store::{RunKind, Store};
+
+/// A leaver whose deprovision the guard held in a sweep run (as a sweep pass
+/// journals it), the episode open from `t0`; returns the run.
+fn sweep_held_one(store: &mut Store, t0: DateTime<Utc>) -> i64 {
+    use seatwarden::model::{Action, ActionKind, DriftKind, HoldReason, Plan};
+    use seatwarden::sla::{self, Leaver, LossReason};
+
+    let leaver = Leaver {
+        identity_id: "00u1".to_owned(),
+        account_id: Some("acc-1".to_owned()),
+        user_name: "leaver1@example.com".to_owned(),
+        reason: LossReason::Deleted,
+    };
+    let open = store.current_deprovisions().unwrap();
+    let changes = sla::observe(
+        &open,
+        std::slice::from_ref(&leaver),
+        &[],
+        t0,
+        chrono::Duration::hours(1),
+    );
+    store.update_ledger(&changes, t0).unwrap();
+    let run = store.begin_run(RunKind::Sweep, t0).unwrap();
+    let plan = Plan {
+        actions: vec![Action {
+            seq: 0,
+            kind: ActionKind::Deactivate {
+                account_id: "acc-1".to_owned(),
+            },
+            reason: DriftKind::StaleAccess,
+            subject: leaver.user_name.clone(),
+            identity_id: Some(leaver.identity_id.clone()),
+            detail: "deleted from the directory".into(),
+            held: Some(HoldReason::IncompleteDirectory),
+        }],
+        ..Plan::default()
+    };
+    store.save_plan(run, &plan, t0).unwrap();
+    for entry in store.open_deprovisions().unwrap() {
+        store
+            .deprovision_held(entry.id, "held", t0 + chrono::Duration::minutes(15))
+            .unwrap();
+    }
+    run
+}
+
+/// `approve` takes a run id and refuses `latest`, and the newest run may be a
+/// `plan` it refuses: `status` (text and JSON) and the digest name the run whose
+/// held action it is, with the commands.
+#[test]
+fn status_and_digest_name_the_run_holding_a_guards_hold() {
+    use seatwarden::daemon::status::{self, Settings};
+
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = Store::open(&dir.path().join("state.db")).unwrap();
+    let t0 = Utc.with_ymd_and_hms(2026, 11, 30, 9, 0, 0).unwrap();
+    let run = sweep_held_one(&mut store, t0);
+    // A later plan: the newest run, and not one `approve` takes.
+    let later = store
+        .begin_run(RunKind::Plan, t0 + chrono::Duration::minutes(20))
+        .unwrap();
+    assert!(later > run);
+
+    let now = t0 + chrono::Duration::minutes(30);
+    let status = status::collect(
+        &store,
+        now,
+        Settings {
+            tz: chrono_tz::UTC,
+            delete_after: None,
+            cool_down: std::time::Duration::from_secs(600),
+            database: None,
+            schedule: None,
+            admin_command: "seatwarden".to_owned(),
+        },
+    )
+    .unwrap();
+    let text = status::render_text(&status);
+    let line = text
+        .lines()
+        .find(|l| l.contains("leaver1@example.com"))
+        .unwrap_or_else(|| panic!("{text}"));
+    assert!(
+        line.contains(&format!(
+            "held by the guard in run {run}, waiting for `seatwarden approve {run}` \
+             or `seatwarden reject {run}`"
+        )),
+        "{text}"
+    );
+    let json = serde_json::to_value(&status).unwrap();
+    assert_eq!(json["deprovisions"]["open"][0]["hold"], "guard", "{json}");
+    assert_eq!(json["deprovisions"]["open"][0]["hold_run"], run, "{json}");
+
+    let deprovisions = seatwarden::daemon::notify::digest_deprovisions(&store).unwrap();
+    assert_eq!(deprovisions.len(), 1);
+    assert_eq!(deprovisions[0].hold_run, Some(run), "{deprovisions:?}");
+}
+
+/// The demo's state with, in a newer plan run's snapshots: a protected account
+/// (`breakglass@example.com`, in `safety.protected`), two accounts that may both
+/// be dana's (by userName and by email: the plan's disputed match), and the demo's
+/// hand-made `freelancer.max@gmail.com`, which no one matches. Then a later run
+/// (an approval, say) deactivates liam's account: applied after the snapshot.
+struct Approved {
+    _dir: tempfile::TempDir,
+    config: seatwarden::config::Config,
+    store: Store,
+    snapshot_run: i64,
+    deactivated_at: DateTime<Utc>,
+}
+
+async fn approved_after_the_snapshot() -> Approved {
+    use seatwarden::model::{Action, ActionKind, DriftItem, DriftKind, Plan};
+
+    let dir = tempfile::tempdir().unwrap();
+    seatwarden::demo::run(dir.path(), false).await.unwrap();
+    let mut config = seatwarden::config::Config::load_with_env(
+        &dir.path().join("seatwarden.toml"),
+        Some(Default::default()),
+    )
+    .unwrap();
+    config.safety.protected = vec!["breakglass@example.com".to_owned()];
+    let mut store = Store::open(&config.state.path).unwrap();
+    let demo_run = store.latest_run_with_snapshots().unwrap().unwrap();
+    let mut directory = store.load_directory_snapshot(demo_run).unwrap().unwrap();
+    let mut workspace = store.load_workspace_snapshot(demo_run).unwrap().unwrap();
+
+    let mut dana = directory.identities[0].clone();
+    dana.id = "00u9dana".to_owned();
+    dana.user_name = "dana.dup@example.com".to_owned();
+    dana.email = Some("dana@example.com".to_owned());
+    directory.identities.push(dana);
+    let template = workspace.accounts[0].clone();
+    let account = |id: &str, user_name: &str, email: Option<&str>| {
+        let mut account = template.clone();
+        account.id = id.to_owned();
+        account.user_name = user_name.to_owned();
+        account.email = email.map(str::to_owned);
+        account.external_id = None;
+        account.active = true;
+        account
+    };
+    workspace.accounts.extend([
+        account("acc-dup-1", "dana.dup@example.com", None),
+        account(
+            "acc-dup-2",
+            "dana.d@contractor.example",
+            Some("dana@example.com"),
+        ),
+        account("acc-breakglass", "breakglass@example.com", None),
+    ]);
+
+    let t0 = Utc::now();
+    let snapshot_run = store.begin_run(RunKind::Plan, t0).unwrap();
+    store
+        .save_directory_snapshot(snapshot_run, &directory)
+        .unwrap();
+    store
+        .save_workspace_snapshot(snapshot_run, &workspace)
+        .unwrap();
+    let disputed = Plan {
+        drift: vec![DriftItem {
+            kind: DriftKind::DisputedMatch,
+            identity_id: Some("00u9dana".to_owned()),
+            account_id: None,
+            user_name: "dana.dup@example.com".to_owned(),
+            detail: "several accounts match".to_owned(),
+        }],
+        ..Plan::default()
+    };
+    store.save_plan(snapshot_run, &disputed, t0).unwrap();
+
+    let liam = workspace
+        .accounts
+        .iter()
+        .find(|a| a.user_name == "liam.kowalski@example.com")
+        .unwrap();
+    assert!(liam.active);
+    let approval = store
+        .begin_run(RunKind::Reconcile, t0 + chrono::Duration::seconds(1))
+        .unwrap();
+    let deactivation = Plan {
+        actions: vec![Action {
+            seq: 0,
+            kind: ActionKind::Deactivate {
+                account_id: liam.id.clone(),
+            },
+            reason: DriftKind::StaleAccess,
+            subject: liam.user_name.clone(),
+            identity_id: None,
+            detail: "approved".to_owned(),
+            held: None,
+        }],
+        ..Plan::default()
+    };
+    let deactivated_at = t0 + chrono::Duration::seconds(2);
+    store
+        .save_plan(approval, &deactivation, t0 + chrono::Duration::seconds(1))
+        .unwrap();
+    store.mark_in_flight(approval, 0, deactivated_at).unwrap();
+    store
+        .mark_applied(approval, 0, deactivated_at, None)
+        .unwrap();
+    Approved {
+        _dir: dir,
+        config,
+        store,
+        snapshot_run,
+        deactivated_at,
+    }
+}
+
+fn row<'a>(
+    export: &'a seatwarden::export::AccessExport,
+    user: &str,
+) -> &'a seatwarden::export::AccessRow {
+    export
+        .accounts
+        .iter()
+        .find(|r| r.user_name == user)
+        .unwrap_or_else(|| panic!("{user} not exported: {export:?}"))
+}
+
+/// A deactivation applied after the snapshot was read (an approval's) shows as
+/// done: the access review must not list access that is gone as still there.
+#[tokio::test]
+async fn the_access_export_shows_writes_applied_since_its_snapshot() {
+    let approved = approved_after_the_snapshot().await;
+    let export = seatwarden::export::access(&approved.store, &approved.config).unwrap();
+    assert_eq!(export.run_id, approved.snapshot_run);
+    let liam = row(&export, "liam.kowalski@example.com");
+    assert!(!liam.active, "{liam:?}");
+    assert!(
+        liam.justification
+            .ends_with("account deactivated (no access)"),
+        "{liam:?}"
+    );
+    assert_eq!(liam.last_change, Some(approved.deactivated_at));
+    assert_eq!(export.applied_through, Some(approved.deactivated_at));
+}
+
+/// The CSV is what auditors keep: every row says as of when (the snapshot, and
+/// the last write laid over it), in columns any CSV reader takes.
+#[tokio::test]
+async fn every_csv_row_says_as_of_when() {
+    let approved = approved_after_the_snapshot().await;
+    let export = seatwarden::export::access(&approved.store, &approved.config).unwrap();
+    let csv = export.to_csv().unwrap();
+    let mut reader = csv::Reader::from_reader(csv.as_bytes());
+    let headers = reader.headers().unwrap().clone();
+    let column = |name: &str| {
+        headers
+            .iter()
+            .position(|h| h == name)
+            .unwrap_or_else(|| panic!("no {name} column: {headers:?}"))
+    };
+    let (snapshot_at, applied_through) = (column("snapshot_at"), column("applied_through"));
+    let rows: Vec<csv::StringRecord> = reader.records().map(Result::unwrap).collect();
+    assert_eq!(rows.len(), export.accounts.len());
+    for record in &rows {
+        assert_eq!(&record[snapshot_at], export.snapshot_at.to_rfc3339());
+        assert_eq!(
+            &record[applied_through],
+            approved.deactivated_at.to_rfc3339()
+        );
+    }
+}
+
+/// An account linked to nobody is told apart: protected, disputed (naming whose
+/// it may be) or orphaned, not all `unmanaged`.
+#[tokio::test]
+async fn accounts_linked_to_nobody_say_why() {
+    let approved = approved_after_the_snapshot().await;
+    let export = seatwarden::export::access(&approved.store, &approved.config).unwrap();
+    assert_eq!(
+        row(&export, "freelancer.max@gmail.com").justification,
+        "orphaned"
+    );
+    assert_eq!(
+        row(&export, "breakglass@example.com").justification,
+        "protected"
+    );
+    for user in ["dana.dup@example.com", "dana.d@contractor.example"] {
+        let disputed = row(&export, user);
+        assert!(
+            disputed
+                .justification
+                .starts_with("disputed: may be the account of 00u9dana;"),
+            "{disputed:?}"
+        );
+    }
+    assert!(
+        export
+            .accounts
+            .iter()
+            .all(|r| r.justification != "unmanaged"),
+        "{export:?}"
+    );
+}
