@@ -184,6 +184,9 @@ pub fn access(store: &Store, config: &Config) -> Result<AccessExport, ExportErro
         .filter(|d| d.kind == DriftKind::DisputedMatch && d.account_id.is_none())
         .filter_map(|d| d.identity_id.as_deref())
         .collect();
+    // A disputed person since deleted from the directory: only the memory of
+    // their dispute says whose the accounts may be.
+    let remembered = store.disputed_candidates()?;
 
     let identities: HashMap<&str, &crate::model::Identity> = directory
         .identities
@@ -212,7 +215,7 @@ pub fn access(store: &Store, config: &Config) -> Result<AccessExport, ExportErro
         {
             return "protected".to_owned();
         }
-        let claimed_by: Vec<&str> = disputes
+        let mut claimed_by: Vec<&str> = disputes
             .iter()
             .filter(|d| {
                 d.kind == DriftKind::DisputedMatch && d.account_id.as_deref() == Some(&account.id)
@@ -223,7 +226,15 @@ pub fn access(store: &Store, config: &Config) -> Result<AccessExport, ExportErro
                     .get(id)
                     .is_some_and(|identity| may_be_theirs(identity, account))
             }))
+            .chain(
+                remembered
+                    .iter()
+                    .filter(|c| c.account_id == account.id)
+                    .map(|c| c.identity_id.as_str()),
+            )
             .collect();
+        claimed_by.sort_unstable();
+        claimed_by.dedup();
         if claimed_by.is_empty() {
             "orphaned".to_owned()
         } else {

@@ -233,6 +233,20 @@ async fn a_disputed_person_deleted_from_the_directory_is_held_until_linked() {
             "{query}: {text}"
         );
     }
+    // The access review says whose they may be, not "orphaned".
+    let export = seatwarden::export::access(&store, &config).unwrap();
+    for account in [BY_USER_NAME, BY_EMAIL] {
+        let row = export
+            .accounts
+            .iter()
+            .find(|r| r.account_id == account)
+            .unwrap();
+        assert!(
+            row.justification
+                .starts_with(&format!("disputed: may be the account of {EMMA};")),
+            "{row:?}"
+        );
+    }
 
     // A human says which account was hers; the next reconcile deactivates it.
     let linked = Command::new(env!("CARGO_BIN_EXE_seatwarden"))
