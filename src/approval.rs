@@ -11,6 +11,10 @@
 //! and applied through the same journaled executor and circuit breaker as a run.
 //! The run's stored report is brought up to date afterwards.
 //!
+//! Actions that only wait for the settle window are nobody's to approve, `--only`
+//! naming their kind or not: they stay held, and the first reconcile after the
+//! window applies them (planned again from the directory as it is then).
+//!
 //! An approval cut off before it sent what it approved (a crash, Ctrl-C, an error,
 //! a breaker that opened before a later phase) is finished by approving the run
 //! again: those actions are taken with the held ones, re-checked and applied (or,
@@ -26,8 +30,8 @@ use crate::circuit::Breaker;
 use crate::config::{Config, ConfigError};
 use crate::guard::{self, GuardInput, GuardSettings};
 use crate::model::{
-    Account, Action, ActionClass, ActionKind, Attribute, AttributeChange, GroupRef, NewLink, Plan,
-    WorkspaceSnapshot, same_ci,
+    Account, Action, ActionClass, ActionKind, Attribute, AttributeChange, GroupRef, HoldReason,
+    NewLink, Plan, WorkspaceSnapshot, same_ci,
 };
 use crate::policy::Protected;
 use crate::report::{Outcome, Report};
@@ -50,8 +54,17 @@ pub enum ApprovalError {
     /// `seatwarden link` refused: the message says why and what to do.
     #[error("{0}")]
     Link(String),
-    #[error("run {run} has no held actions{only} left to decide on")]
-    NothingHeld { run: RunId, only: String },
+    #[error(
+        "run {run} has no held actions{only} left to decide on{}",
+        settle_window_note(*.waiting)
+    )]
+    NothingHeld {
+        run: RunId,
+        only: String,
+        /// Held actions it selects that only wait for the settle window.
+        waiting: usize,
+    },
+
     #[error(
         "run {run} was {what}: it was never meant to apply anything, so there is nothing of it \
          to approve or reject. Run `seatwarden reconcile`, then decide on what that run holds"
@@ -80,6 +93,21 @@ pub enum ApprovalError {
     },
     #[error("the state database lock was poisoned")]
     Poisoned,
+}
+
+/// What [`ApprovalError::NothingHeld`] adds when the run's held actions only
+/// wait for the settle window.
+fn settle_window_note(waiting: usize) -> String {
+    match waiting {
+        0 => String::new(),
+        1 => ": the one it holds only waits for the settle window, and the first reconcile \
+              after it passes applies it (nothing for a person to approve)"
+            .to_owned(),
+        n => format!(
+            ": the {n} it holds only wait for the settle window, and the first reconcile \
+             after it passes applies them (nothing for a person to approve)"
+        ),
+    }
 }
 
 /// Which held actions a command applies to.
@@ -321,6 +349,9 @@ pub struct Approval {
     pub obsolete: Vec<(u32, String)>,
     pub refused: Vec<(u32, String)>,
     pub applied: ApplySummary,
+    /// Held actions that only wait for the settle window, left held: the first
+    /// reconcile after it passes applies them.
+    pub waiting: usize,
 }
 
 /// Whether `entry` failed without reaching the workspace: recovery found it cut
@@ -337,18 +368,37 @@ fn not_reached(entry: &JournalEntry) -> bool {
         })
 }
 
+/// A held action nobody decided on that only waits for the settle window: nothing
+/// for a person to approve. The first reconcile after the window plans it again
+/// from the directory as it is then and applies it; released by `approve`, it
+/// would race push SCIM (what the window is for), and from an older run repeat
+/// what a newer one already planned. One an approval's re-check refused waits
+/// for a person now, as its report says.
+fn waits_for_settle_window(entry: &JournalEntry, decided: bool) -> bool {
+    entry.state == ActionState::Held
+        && !decided
+        && entry.last_error.is_none()
+        && entry
+            .action
+            .held
+            .as_ref()
+            .is_some_and(HoldReason::is_waiting)
+}
+
 /// The held actions of `run` that `only` selects and nobody decided on yet, and
 /// those an earlier `approve` approved but did not get to send (cut off before
 /// their phase or mid-phase, an error, a breaker that opened before their phase):
-/// nothing else ever picks them up again. `approving` takes these up again;
-/// rejecting takes them back, with the ones still in flight (a dead approval's:
-/// `reject` holds the writer lock), so that no later `approve` sends them.
+/// nothing else ever picks them up again. `approving` takes these up again, but
+/// never a settle-window wait ([`waits_for_settle_window`]: their number comes
+/// second); rejecting takes them back, with the ones still in flight (a dead
+/// approval's: `reject` holds the writer lock), so that no later `approve` sends
+/// them.
 fn undecided(
     store: &Store,
     run: RunId,
     only: &Only,
     approving: bool,
-) -> Result<Vec<JournalEntry>, ApprovalError> {
+) -> Result<(Vec<JournalEntry>, usize), ApprovalError> {
     match store.run(run)? {
         None => return Err(ApprovalError::UnknownRun(run)),
         // What a plan or a dry run held was what a reconcile would have held then;
@@ -391,13 +441,17 @@ fn undecided(
         })
         .filter(|e| only.admits(&e.action.kind))
         .collect();
+    let (waiting, held): (Vec<JournalEntry>, Vec<JournalEntry>) = held.into_iter().partition(|e| {
+        approving && waits_for_settle_window(e, decisions.contains_key(&e.action.seq))
+    });
     if held.is_empty() {
         return Err(ApprovalError::NothingHeld {
             run,
             only: only.describe(),
+            waiting: waiting.len(),
         });
     }
-    Ok(held)
+    Ok((held, waiting.len()))
 }
 
 /// `seatwarden approve RUN [--only KIND]`.
@@ -414,7 +468,7 @@ pub async fn approve(
     // what it sent is done (and in the ledger) and what it did not is taken up
     // below with the rest, rather than failed, planned again and held again.
     let (store, discovered) = recover_cut_off(config, client, store, now).await?;
-    let held = undecided(&store, run, only, true)?;
+    let (held, waiting) = undecided(&store, run, only, true)?;
     let approved_before: HashSet<u32> = store
         .decisions(run)?
         .into_iter()
@@ -490,6 +544,7 @@ pub async fn approve(
     };
     let mut approval = Approval {
         run,
+        waiting,
         ..Approval::default()
     };
     // userNames the renames among these actions give up: a create held behind one
@@ -778,7 +833,7 @@ pub fn reject(
         .run(run)?
         .map(|record| record.kind)
         .ok_or(ApprovalError::UnknownRun(run))?;
-    let held = undecided(store, run, only, false)?;
+    let (held, _) = undecided(store, run, only, false)?;
     let decisions: Vec<(u32, Decision, Option<String>)> = held
         .iter()
         .map(|e| (e.action.seq, Decision::Rejected, None))
@@ -1258,9 +1313,10 @@ mod tests {
         assert_eq!(deletion_refused(Some(days(0)), None, now), None);
     }
 
-    /// After `approve` released the creates that only waited for the settle window,
-    /// the stored report no longer counts them as waiting: the deactivation still
-    /// held for a human must keep the report "needs attention".
+    /// After an approval released a create that only waited for the settle window
+    /// (as approvals did before they left those alone), the stored report no
+    /// longer counts it as waiting: the deactivation still held for a human must
+    /// keep the report "needs attention".
     #[test]
     fn a_refreshed_report_recounts_what_still_waits() {
         use crate::report::{ActionOutcome, SafetyReport, Summary};
@@ -1389,6 +1445,7 @@ mod tests {
         let seqs = |approving: bool| -> Vec<u32> {
             undecided(&store, run, &Only::All, approving)
                 .unwrap()
+                .0
                 .iter()
                 .map(|e| e.action.seq)
                 .collect()
