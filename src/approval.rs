@@ -275,6 +275,9 @@ pub fn recheck(
                     "the userName changed since the plan (was {was}, now {})",
                     a.user_name
                 )),
+                None if changes.iter().all(|c| apply::account_shows(a, c)) => {
+                    Recheck::Obsolete("the account has these values already".to_owned())
+                }
                 None => Recheck::Apply,
             },
         },
@@ -1226,8 +1229,8 @@ mod tests {
                 &none,
                 &BTreeMap::new()
             ),
-            Recheck::Apply,
-            "already renamed: the write repeats it"
+            Recheck::Obsolete("the account has these values already".into()),
+            "already renamed"
         );
         assert_eq!(
             recheck(
@@ -1239,6 +1242,47 @@ mod tests {
             Recheck::Refuse(
                 "the userName changed since the plan (was old@ex.com, now on@ex.com)".into()
             )
+        );
+    }
+
+    /// A held update the workspace already shows is obsolete: judged
+    /// by the workspace read now, not by the run's snapshot.
+    #[test]
+    fn a_held_change_the_workspace_already_shows_is_obsolete() {
+        let mut on = account("on", true, "Editor");
+        on.display_name = Some("Julia Hart".into());
+        let workspace = WorkspaceSnapshot {
+            accounts: vec![on, account("off", false, "Editor")],
+            groups: Vec::new(),
+        };
+        let none = Protected::default();
+        let rename_display = |to: &str| {
+            action(ActionKind::UpdateAttributes {
+                account_id: "on".into(),
+                changes: vec![AttributeChange {
+                    attribute: Attribute::DisplayName,
+                    from: Some("Julia Smith-Old".into()),
+                    to: Some(to.into()),
+                }],
+            })
+        };
+        assert!(matches!(
+            recheck(
+                &rename_display("Julia Hart"),
+                &workspace,
+                &none,
+                &BTreeMap::new()
+            ),
+            Recheck::Obsolete(_)
+        ));
+        assert_eq!(
+            recheck(
+                &rename_display("J. Hart"),
+                &workspace,
+                &none,
+                &BTreeMap::new()
+            ),
+            Recheck::Apply
         );
     }
 

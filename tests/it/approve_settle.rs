@@ -1,5 +1,6 @@
 //! `approve` against the demo's data on the sandbox: it leaves settle-window
-//! waits to a later run.
+//! waits to a later run, and finds a held update the workspace already shows
+//! obsolete.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::collections::HashMap;
@@ -8,7 +9,7 @@ use std::path::Path;
 use chrono::{DateTime, Duration, Utc};
 use seatwarden::approval::{self, Approval, ApprovalError, Only};
 use seatwarden::config::Config;
-use seatwarden::model::{Action, ActionKind, HoldReason};
+use seatwarden::model::{Action, ActionKind, Attribute, AttributeChange, HoldReason};
 use seatwarden::run::{self, Mode, RunOptions, RunOutcome};
 use seatwarden::sandbox::{Sandbox, SandboxOptions};
 use seatwarden::store::{ActionState, RunId, Store};
@@ -19,7 +20,7 @@ const NOAH_NAME: &str = "noah.muller@example.com";
 
 struct Env {
     sandbox: Sandbox,
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
     config: Config,
 }
 
@@ -50,7 +51,7 @@ async fn demo_env(overrides: &[(&str, &str)]) -> Env {
     let config = Config::load_with_env(&path, Some(env)).unwrap();
     Env {
         sandbox,
-        _dir: dir,
+        dir,
         config,
     }
 }
@@ -186,5 +187,54 @@ async fn approve_leaves_settle_window_waits_to_a_later_run() {
     assert_eq!(settled.report.summary.actions_failed, 0);
     assert_eq!(settled.report.summary.actions_held, 0);
     assert!(env.account_id(NOAH_NAME).is_some());
+    env.sandbox.shutdown().await;
+}
+
+/// Two runs hold the same renames (over `max_renames`); `approve` of the newer
+/// applies them, and `approve` of the older finds each already as planned in
+/// the workspace read now: obsolete, not sent again.
+#[tokio::test]
+async fn a_held_update_the_workspace_already_shows_is_obsolete() {
+    let env = demo_env(&[("SEATWARDEN__SAFETY__MAX_RENAMES", "0")]).await;
+    let path = env.dir.path().join("directory.json");
+    let directory = std::fs::read_to_string(&path)
+        .unwrap()
+        .replace("julia.hart@example.com", "julia.smith@example.com");
+    std::fs::write(&path, directory).unwrap();
+    let start = Utc::now();
+    let first = env.reconcile_at(start).await;
+    let second = env.reconcile_at(start + Duration::minutes(1)).await;
+    let rename = |outcome: &RunOutcome| -> Action {
+        outcome
+            .plan
+            .held()
+            .find(|a| a.kind.renames())
+            .cloned()
+            .unwrap_or_else(|| panic!("{:#?}", outcome.plan.actions))
+    };
+    let ActionKind::UpdateAttributes { changes, .. } = rename(&first).kind else {
+        panic!("a rename is an update");
+    };
+    assert!(changes.contains(&AttributeChange {
+        attribute: Attribute::UserName,
+        from: Some("julia.hart@example.com".into()),
+        to: Some("julia.smith@example.com".into()),
+    }));
+
+    let approval = env.approve(second.run_id, &Only::All).await.unwrap();
+    assert_eq!(approval.approved, vec![rename(&second).seq], "{approval:?}");
+    assert_eq!(approval.applied.applied, 1, "{approval:?}");
+    assert!(env.account_id("julia.smith@example.com").is_some());
+
+    let late = env.approve(first.run_id, &Only::All).await.unwrap();
+    assert!(late.approved.is_empty(), "sent again: {late:?}");
+    assert_eq!(
+        late.obsolete
+            .iter()
+            .map(|(seq, _)| *seq)
+            .collect::<Vec<_>>(),
+        vec![rename(&first).seq],
+        "{late:?}"
+    );
     env.sandbox.shutdown().await;
 }
