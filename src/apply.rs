@@ -679,7 +679,9 @@ enum Executed {
     NotSent,
 }
 
-fn phase(kind: &ActionKind) -> u8 {
+/// The order the executor writes in: an approval re-checks held actions in it
+/// too, so that a create's decision is known before the memberships that need it.
+pub(crate) fn phase(kind: &ActionKind) -> u8 {
     match kind {
         ActionKind::Deactivate { .. } | ActionKind::Delete { .. } => 0,
         // A rename frees its old userName before a create may want it.

@@ -1,6 +1,8 @@
 //! `approve` against the demo's data on the sandbox: it leaves settle-window
-//! waits to a later run, and finds a held update the workspace already shows
-//! obsolete.
+//! waits to a later run, and re-checks a held action whose group or account was
+//! made since the plan (by another run's approval, by this run, by a person)
+//! against the workspace as it is now, rather than failing it for "not created
+//! earlier in this run".
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::collections::HashMap;
@@ -9,13 +11,16 @@ use std::path::Path;
 use chrono::{DateTime, Duration, Utc};
 use seatwarden::approval::{self, Approval, ApprovalError, Only};
 use seatwarden::config::Config;
-use seatwarden::model::{Action, ActionKind, Attribute, AttributeChange, HoldReason};
+use seatwarden::model::{
+    AccountSpec, Action, ActionKind, Attribute, AttributeChange, DriftKind, HoldReason, Plan, Role,
+};
 use seatwarden::run::{self, Mode, RunOptions, RunOutcome};
 use seatwarden::sandbox::{Sandbox, SandboxOptions};
-use seatwarden::store::{ActionState, RunId, Store};
+use seatwarden::store::{ActionState, RunId, RunKind, RunStatus, Store};
 use seatwarden::workspace::ScimClient;
 
 const TOKEN: &str = "demo-token";
+const NOAH: &str = "00u1013";
 const NOAH_NAME: &str = "noah.muller@example.com";
 
 struct Env {
@@ -93,6 +98,56 @@ impl Env {
         .await
     }
 
+    /// Gives `person` the directory groups `groups` (in scope, active).
+    fn regroup(&self, person: &str, groups: &[&str]) {
+        let path = self.dir.path().join("directory.json");
+        let mut directory: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        let user = directory["users"]
+            .as_array_mut()
+            .unwrap()
+            .iter_mut()
+            .find(|u| u["id"] == person)
+            .unwrap();
+        user["groups"] = serde_json::json!(groups);
+        std::fs::write(&path, directory.to_string()).unwrap();
+    }
+
+    /// An earlier run whose create of Noah's account met a 409 with no such
+    /// account visible: the next reconcile holds that create for a person
+    /// ([`HoldReason::OutOfSight`]), and the memberships that need the account
+    /// with it.
+    fn noah_out_of_sight(&self) {
+        let mut store = self.store();
+        let at = Utc::now() - Duration::hours(1);
+        let run = store.begin_run(RunKind::Reconcile, at).unwrap();
+        let plan = Plan {
+            actions: vec![Action {
+                seq: 0,
+                kind: ActionKind::CreateAccount {
+                    identity_id: NOAH.into(),
+                    spec: noah_spec(),
+                },
+                reason: DriftKind::MissingAccount,
+                subject: NOAH_NAME.into(),
+                identity_id: Some(NOAH.into()),
+                detail: "in scope, no account".into(),
+                held: None,
+            }],
+            ..Plan::default()
+        };
+        store.save_plan(run, &plan, at).unwrap();
+        store.mark_in_flight(run, 0, at).unwrap();
+        let error = format!(
+            "409 userName taken; the workspace says {NOAH_NAME:?} exists but {}",
+            seatwarden::apply::OUT_OF_SIGHT
+        );
+        store.mark_failed(run, 0, at, &error).unwrap();
+        store
+            .finish_run(run, at, RunStatus::Succeeded, None)
+            .unwrap();
+    }
+
     fn account_id(&self, user_name: &str) -> Option<String> {
         self.sandbox
             .snapshot()
@@ -100,6 +155,28 @@ impl Env {
             .into_iter()
             .find(|a| a.user_name.eq_ignore_ascii_case(user_name))
             .map(|a| a.id)
+    }
+
+    fn members_of(&self, group: &str) -> Vec<String> {
+        self.sandbox
+            .snapshot()
+            .groups
+            .into_iter()
+            .find(|g| g.display_name == group)
+            .map(|g| g.members)
+            .unwrap_or_default()
+    }
+}
+
+fn noah_spec() -> AccountSpec {
+    AccountSpec {
+        user_name: NOAH_NAME.into(),
+        external_id: NOAH.into(),
+        given_name: Some("Noah".into()),
+        family_name: Some("Muller".into()),
+        display_name: None,
+        email: Some(NOAH_NAME.into()),
+        role: Some(Role::Commenter),
     }
 }
 
@@ -187,6 +264,92 @@ async fn approve_leaves_settle_window_waits_to_a_later_run() {
     assert_eq!(settled.report.summary.actions_failed, 0);
     assert_eq!(settled.report.summary.actions_held, 0);
     assert!(env.account_id(NOAH_NAME).is_some());
+    env.sandbox.shutdown().await;
+}
+
+/// A held create approved (an account that was out of sight), and its
+/// membership in a group the same run created before the approval: the group is
+/// found in the workspace by its name, not failed as "not created earlier in
+/// this run".
+#[tokio::test]
+async fn an_approved_membership_finds_the_group_its_run_created_earlier() {
+    let env = demo_env(&[]).await;
+    env.regroup(NOAH, &["Taskade Users", "Design", "Finance"]);
+    env.noah_out_of_sight();
+    let outcome = env.reconcile_at(Utc::now()).await;
+    let finance_for_noah = outcome
+        .plan
+        .held()
+        .find(|a| {
+            matches!(&a.kind, ActionKind::AddMembers { group, .. } if group.display_name() == "Finance")
+        })
+        .unwrap_or_else(|| panic!("{:#?}", outcome.plan.actions));
+    assert_eq!(finance_for_noah.held, Some(HoldReason::OutOfSight));
+    assert!(
+        !env.members_of("Finance").is_empty(),
+        "the run created Finance and added the others"
+    );
+
+    let approval = env.approve(outcome.run_id, &Only::All).await.unwrap();
+    assert_eq!(approval.applied.failed, 0, "{approval:?}");
+    assert!(approval.refused.is_empty(), "{approval:?}");
+    let noah = env.account_id(NOAH_NAME).unwrap();
+    assert!(env.members_of("Finance").contains(&noah));
+    assert!(env.members_of("Design").contains(&noah));
+    let journal = env.store().journal(outcome.run_id).unwrap();
+    assert!(
+        journal.iter().all(|e| e.state != ActionState::Failed),
+        "{journal:#?}"
+    );
+    env.sandbox.shutdown().await;
+}
+
+/// A held create whose account a person made since (found out of sight, made
+/// visible): the create is obsolete, and its held memberships are re-checked
+/// against that account: applied where still missing, obsolete where the person
+/// added it already; never failed because this approval did not create it.
+#[tokio::test]
+async fn held_memberships_of_an_account_made_since_are_rechecked_not_failed() {
+    let env = demo_env(&[]).await;
+    env.regroup(NOAH, &["Taskade Users", "Design", "Marketing"]);
+    env.noah_out_of_sight();
+    let outcome = env.reconcile_at(Utc::now()).await;
+    assert_eq!(
+        outcome
+            .plan
+            .held()
+            .filter(|a| matches!(a.kind, ActionKind::AddMembers { .. }))
+            .count(),
+        2,
+        "{:#?}",
+        outcome.plan.actions
+    );
+
+    // Someone makes the account, and adds it to Marketing themselves.
+    let admin = env.client();
+    admin.discover().await.unwrap();
+    let noah = admin.create_account(&noah_spec()).await.unwrap();
+    let marketing = admin
+        .find_group_by_name("Marketing")
+        .await
+        .unwrap()
+        .unwrap();
+    admin
+        .add_members(&marketing.id, std::slice::from_ref(&noah.id))
+        .await
+        .unwrap();
+
+    let approval = env.approve(outcome.run_id, &Only::All).await.unwrap();
+    assert_eq!(approval.applied.failed, 0, "{approval:?}");
+    assert_eq!(approval.applied.applied, 1, "Design: {approval:?}");
+    let obsolete: Vec<&str> = approval.obsolete.iter().map(|(_, w)| w.as_str()).collect();
+    assert_eq!(obsolete.len(), 2, "the create and Marketing: {obsolete:?}");
+    assert!(env.members_of("Design").contains(&noah.id));
+    assert_eq!(
+        env.account_id(NOAH_NAME),
+        Some(noah.id.clone()),
+        "no second account"
+    );
     env.sandbox.shutdown().await;
 }
 
