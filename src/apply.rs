@@ -91,8 +91,8 @@ use futures::stream::{FuturesUnordered, StreamExt};
 
 use crate::circuit::{Breaker, CircuitRecord, FailedWrite};
 use crate::model::{
-    Account, AccountRef, Action, ActionKind, Attribute, GroupRef, LinkMethod, NewLink, Plan,
-    WorkspaceGroup, WorkspaceSnapshot, fold_case,
+    Account, AccountRef, Action, ActionKind, Attribute, AttributeChange, GroupRef, LinkMethod,
+    NewLink, Plan, WorkspaceGroup, WorkspaceSnapshot, fold_case,
 };
 use crate::retry::Transient;
 use crate::store::{JournalEntry, RunId, Store, StoreError};
@@ -679,7 +679,9 @@ enum Executed {
     NotSent,
 }
 
-fn phase(kind: &ActionKind) -> u8 {
+/// The order the executor writes in: an approval re-checks held actions in it
+/// too, so that a create's decision is known before the memberships that need it.
+pub(crate) fn phase(kind: &ActionKind) -> u8 {
     match kind {
         ActionKind::Deactivate { .. } | ActionKind::Delete { .. } => 0,
         // A rename frees its old userName before a create may want it.
@@ -1588,6 +1590,16 @@ fn same(attribute: Attribute, actual: Option<&str>, wanted: Option<&str>) -> boo
         },
         _ => actual == wanted,
     }
+}
+
+/// Whether `account` already has the value `change` sets, compared as
+/// verification compares it: an approval's re-check finds such an update done.
+pub(crate) fn account_shows(account: &Account, change: &AttributeChange) -> bool {
+    same(
+        change.attribute,
+        attribute_value(account, change.attribute),
+        change.to.as_deref(),
+    )
 }
 
 fn attribute_value(account: &Account, attribute: Attribute) -> Option<&str> {

@@ -11,6 +11,10 @@
 //! and applied through the same journaled executor and circuit breaker as a run.
 //! The run's stored report is brought up to date afterwards.
 //!
+//! Actions that only wait for the settle window are nobody's to approve, `--only`
+//! naming their kind or not: they stay held, and the first reconcile after the
+//! window applies them (planned again from the directory as it is then).
+//!
 //! An approval cut off before it sent what it approved (a crash, Ctrl-C, an error,
 //! a breaker that opened before a later phase) is finished by approving the run
 //! again: those actions are taken with the held ones, re-checked and applied (or,
@@ -26,8 +30,8 @@ use crate::circuit::Breaker;
 use crate::config::{Config, ConfigError};
 use crate::guard::{self, GuardInput, GuardSettings};
 use crate::model::{
-    Account, Action, ActionClass, ActionKind, Attribute, AttributeChange, GroupRef, NewLink, Plan,
-    WorkspaceSnapshot, same_ci,
+    Account, AccountRef, Action, ActionClass, ActionKind, Attribute, AttributeChange, GroupRef,
+    HoldReason, NewLink, Plan, WorkspaceSnapshot, same_ci,
 };
 use crate::policy::Protected;
 use crate::report::{Outcome, Report, plural};
@@ -50,8 +54,16 @@ pub enum ApprovalError {
     /// `seatwarden link` refused: the message says why and what to do.
     #[error("{0}")]
     Link(String),
-    #[error("run {run} has no held actions{only} left to decide on")]
-    NothingHeld { run: RunId, only: String },
+    #[error(
+        "run {run} has no held actions{only} left to decide on{}",
+        settle_window_note(*.waiting)
+    )]
+    NothingHeld {
+        run: RunId,
+        only: String,
+        /// Held actions it selects that only wait for the settle window.
+        waiting: usize,
+    },
     #[error(
         "run {run} was {what}: it was never meant to apply anything, so there is nothing of it \
          to approve or reject. Run `seatwarden reconcile`, then decide on what that run holds"
@@ -80,6 +92,21 @@ pub enum ApprovalError {
     },
     #[error("the state database lock was poisoned")]
     Poisoned,
+}
+
+/// What [`ApprovalError::NothingHeld`] adds when the run's held actions only
+/// wait for the settle window.
+fn settle_window_note(waiting: usize) -> String {
+    match waiting {
+        0 => String::new(),
+        1 => ": the one it holds only waits for the settle window, and the first reconcile \
+              after it passes applies it (nothing for a person to approve)"
+            .to_owned(),
+        n => format!(
+            ": the {n} it holds only wait for the settle window, and the first reconcile \
+             after it passes applies them (nothing for a person to approve)"
+        ),
+    }
 }
 
 /// Which held actions a command applies to.
@@ -247,6 +274,9 @@ pub fn recheck(
                     "the userName changed since the plan (was {was}, now {})",
                     a.user_name
                 )),
+                None if changes.iter().all(|c| apply::account_shows(a, c)) => {
+                    Recheck::Obsolete("the account has these values already".to_owned())
+                }
                 None => Recheck::Apply,
             },
         },
@@ -296,7 +326,189 @@ pub fn recheck(
                 Recheck::Apply
             }
         }
-        ActionKind::AddMembers { .. } => Recheck::Apply,
+        // Its group and members are the workspace's own by now where this approval
+        // creates neither (see `MadeSince`); those it creates are new to the group.
+        ActionKind::AddMembers { group, members } => match group {
+            GroupRef::Existing { id, display_name } => {
+                match workspace.groups.iter().find(|g| g.id == *id) {
+                    None => Recheck::Refuse(format!("the group {display_name} no longer exists")),
+                    Some(g)
+                        if members.iter().all(|m| match m {
+                            AccountRef::Existing { id } => g.members.contains(id),
+                            AccountRef::Created { .. } => false,
+                        }) =>
+                    {
+                        Recheck::Obsolete("all of them are members already".to_owned())
+                    }
+                    Some(_) => Recheck::Apply,
+                }
+            }
+            GroupRef::Created { .. } => Recheck::Apply,
+        },
+    }
+}
+
+/// The userName a rename gives up.
+fn renamed_from(kind: &ActionKind) -> Option<String> {
+    match kind {
+        ActionKind::UpdateAttributes { changes, .. } => {
+            changes.iter().find_map(|c| match (&c.attribute, &c.from) {
+                (Attribute::UserName, Some(from)) => Some(from.clone()),
+                _ => None,
+            })
+        }
+        _ => None,
+    }
+}
+
+/// The groups and accounts a run's held membership changes need, as the workspace
+/// has them now. The plan names a group or account its own run creates by name
+/// (`GroupRef::Created`, `AccountRef::Created`), and the executor knows only what
+/// the same apply created. An approval that does not create it itself (the run
+/// created it before the approval, another run's approval did, or a person; its
+/// create is obsolete) finds it in the workspace: by displayName, as a create's
+/// re-check does, and by the userName the run's create asked for, unless that
+/// account is linked to someone else. One whose create this approval refused
+/// stays held with it.
+struct MadeSince {
+    /// Lower-cased displayName → the group's id and name.
+    groups: HashMap<String, (String, String)>,
+    /// Identity → the account its run's create asked for, or why it is not theirs.
+    accounts: HashMap<String, Result<String, String>>,
+    creating_groups: HashSet<String>,
+    creating_accounts: HashSet<String>,
+    held_back_groups: HashSet<String>,
+    held_back_accounts: HashSet<String>,
+}
+
+impl MadeSince {
+    fn new(workspace: &WorkspaceSnapshot, store: &Store, run: RunId) -> Result<Self, StoreError> {
+        let mut made = MadeSince {
+            groups: HashMap::new(),
+            accounts: HashMap::new(),
+            creating_groups: HashSet::new(),
+            creating_accounts: HashSet::new(),
+            held_back_groups: HashSet::new(),
+            held_back_accounts: HashSet::new(),
+        };
+        let creates: Vec<(String, String)> = store
+            .journal(run)?
+            .into_iter()
+            .filter_map(|entry| match entry.action.kind {
+                ActionKind::CreateAccount { identity_id, spec } => {
+                    Some((identity_id, spec.user_name))
+                }
+                _ => None,
+            })
+            .collect();
+        made.groups = workspace
+            .groups
+            .iter()
+            .map(|g| {
+                (
+                    g.display_name.to_lowercase(),
+                    (g.id.clone(), g.display_name.clone()),
+                )
+            })
+            .collect();
+        if creates.is_empty() {
+            return Ok(made);
+        }
+        let by_user_name: HashMap<String, &Account> = workspace
+            .accounts
+            .iter()
+            .map(|a| (crate::model::fold_case(&a.user_name), a))
+            .collect();
+        for (identity_id, user_name) in creates {
+            let Some(account) = by_user_name.get(&crate::model::fold_case(&user_name)) else {
+                continue;
+            };
+            let theirs = match store.identity_linked_to(&account.id)? {
+                Some(other) if other != identity_id => Err(format!(
+                    "the account with the userName {user_name} its create asked for ({}) is \
+                     linked to identity {other}",
+                    account.id
+                )),
+                _ => Ok(account.id.clone()),
+            };
+            made.accounts.insert(identity_id, theirs);
+        }
+        Ok(made)
+    }
+
+    /// Notes a create this approval applies: what needs it is left to the executor.
+    fn creating(&mut self, kind: &ActionKind) {
+        match kind {
+            ActionKind::CreateAccount { identity_id, .. } => {
+                self.creating_accounts.insert(identity_id.clone());
+            }
+            ActionKind::CreateGroup { display_name } => {
+                self.creating_groups.insert(display_name.to_lowercase());
+            }
+            _ => {}
+        }
+    }
+
+    fn held_back(&mut self, identity_id: &str) {
+        self.held_back_accounts.insert(identity_id.to_owned());
+    }
+
+    fn held_back_group(&mut self, display_name: &str) {
+        self.held_back_groups.insert(display_name.to_lowercase());
+    }
+
+    /// Points a membership change at the workspace's group and accounts where this
+    /// approval does not create them; why it cannot, if so.
+    fn resolve(&self, kind: &mut ActionKind) -> Result<(), String> {
+        let (group, members) = match kind {
+            ActionKind::AddMembers { group, members } => (group, Some(members)),
+            ActionKind::RemoveMembers { group, .. } => (group, None),
+            _ => return Ok(()),
+        };
+        if let GroupRef::Created { display_name } = group {
+            let key = display_name.to_lowercase();
+            if self.held_back_groups.contains(&key) {
+                return Err(format!(
+                    "the group {display_name} is not created: the re-check refused its create"
+                ));
+            }
+            if !self.creating_groups.contains(&key) {
+                let (id, name) = self.groups.get(&key).ok_or_else(|| {
+                    format!(
+                        "the group {display_name} does not exist, and this approval does not \
+                         create it"
+                    )
+                })?;
+                *group = GroupRef::Existing {
+                    id: id.clone(),
+                    display_name: name.clone(),
+                };
+            }
+        }
+        for member in members.into_iter().flatten() {
+            let AccountRef::Created { identity_id } = member else {
+                continue;
+            };
+            if self.creating_accounts.contains(identity_id.as_str()) {
+                continue;
+            }
+            if self.held_back_accounts.contains(identity_id.as_str()) {
+                return Err(format!(
+                    "identity {identity_id} has no account: the re-check refused its create"
+                ));
+            }
+            match self.accounts.get(identity_id.as_str()) {
+                Some(Ok(id)) => *member = AccountRef::Existing { id: id.clone() },
+                Some(Err(why)) => return Err(why.clone()),
+                None => {
+                    return Err(format!(
+                        "identity {identity_id} has no account, and this approval does not \
+                         create one"
+                    ));
+                }
+            }
+        }
+        Ok(())
     }
 }
 
@@ -321,6 +533,9 @@ pub struct Approval {
     pub obsolete: Vec<(u32, String)>,
     pub refused: Vec<(u32, String)>,
     pub applied: ApplySummary,
+    /// Held actions that only wait for the settle window, left held: the first
+    /// reconcile after it passes applies them.
+    pub waiting: usize,
 }
 
 impl Approval {
@@ -356,18 +571,37 @@ fn not_reached(entry: &JournalEntry) -> bool {
         })
 }
 
+/// A held action nobody decided on that only waits for the settle window: nothing
+/// for a person to approve. The first reconcile after the window plans it again
+/// from the directory as it is then and applies it; released by `approve`, it
+/// would race push SCIM (what the window is for), and from an older run repeat
+/// what a newer one already planned. One an approval's re-check refused waits
+/// for a person now, as its report says.
+fn waits_for_settle_window(entry: &JournalEntry, decided: bool) -> bool {
+    entry.state == ActionState::Held
+        && !decided
+        && entry.last_error.is_none()
+        && entry
+            .action
+            .held
+            .as_ref()
+            .is_some_and(HoldReason::is_waiting)
+}
+
 /// The held actions of `run` that `only` selects and nobody decided on yet, and
 /// those an earlier `approve` approved but did not get to send (cut off before
 /// their phase or mid-phase, an error, a breaker that opened before their phase):
-/// nothing else ever picks them up again. `approving` takes these up again;
-/// rejecting takes them back, with the ones still in flight (a dead approval's:
-/// `reject` holds the writer lock), so that no later `approve` sends them.
+/// nothing else ever picks them up again. `approving` takes these up again, but
+/// never a settle-window wait ([`waits_for_settle_window`]: their number comes
+/// second); rejecting takes them back, with the ones still in flight (a dead
+/// approval's: `reject` holds the writer lock), so that no later `approve` sends
+/// them.
 fn undecided(
     store: &Store,
     run: RunId,
     only: &Only,
     approving: bool,
-) -> Result<Vec<JournalEntry>, ApprovalError> {
+) -> Result<(Vec<JournalEntry>, usize), ApprovalError> {
     match store.run(run)? {
         None => return Err(ApprovalError::UnknownRun(run)),
         // What a plan or a dry run held was what a reconcile would have held then;
@@ -410,13 +644,17 @@ fn undecided(
         })
         .filter(|e| only.admits(&e.action.kind))
         .collect();
+    let (waiting, held): (Vec<JournalEntry>, Vec<JournalEntry>) = held.into_iter().partition(|e| {
+        approving && waits_for_settle_window(e, decisions.contains_key(&e.action.seq))
+    });
     if held.is_empty() {
         return Err(ApprovalError::NothingHeld {
             run,
             only: only.describe(),
+            waiting: waiting.len(),
         });
     }
-    Ok(held)
+    Ok((held, waiting.len()))
 }
 
 /// `seatwarden approve RUN [--only KIND]`.
@@ -433,7 +671,7 @@ pub async fn approve(
     // what it sent is done (and in the ledger) and what it did not is taken up
     // below with the rest, rather than failed, planned again and held again.
     let (store, discovered) = recover_cut_off(config, client, store, now).await?;
-    let held = undecided(&store, run, only, true)?;
+    let (held, waiting) = undecided(&store, run, only, true)?;
     let approved_before: HashSet<u32> = store
         .decisions(run)?
         .into_iter()
@@ -455,7 +693,7 @@ pub async fn approve(
 
     // Protected names and globs as configured now, and the protected groups' members
     // as the run's directory snapshot had them.
-    let (protected, clocks, back) = {
+    let (protected, clocks, back, mut made) = {
         let store = store.lock().map_err(|_| ApprovalError::Poisoned)?;
         let protected = match store.load_directory_snapshot(run)? {
             Some(directory) => safety::plan_settings(config, &directory).protected,
@@ -505,36 +743,49 @@ pub async fn approve(
                 });
             }
         }
-        (protected, store.deactivated_since()?, back)
+        let made = MadeSince::new(&workspace, &store, run)?;
+        (protected, store.deactivated_since()?, back, made)
     };
     let mut approval = Approval {
         run,
+        waiting,
         ..Approval::default()
     };
-    // userNames the renames among these actions give up: a create held behind one
+    // Re-checked in the order they are written: a rename is decided before the
+    // create that wants the userName it gives up, a create before the memberships
+    // that need its account or group.
+    let mut held = held;
+    held.sort_by_key(|entry| (apply::phase(&entry.action.kind), entry.action.seq));
+    // userNames the renames going ahead give up: a create held behind one
     // (`guard::hold_dependents`) wants a name an account still has, and the
-    // rename, applied first, frees it. Should the re-check refuse that rename, the
-    // create meets 409 and fails, and a later run plans it again.
-    let freed: Vec<String> = held
-        .iter()
-        .filter_map(|entry| match &entry.action.kind {
-            ActionKind::UpdateAttributes { changes, .. } => {
-                changes.iter().find_map(|c| match (&c.attribute, &c.from) {
-                    (Attribute::UserName, Some(from)) => Some(from.clone()),
-                    _ => None,
-                })
-            }
-            _ => None,
-        })
-        .collect();
+    // rename, applied first, frees it. Those of refused renames stay taken.
+    let mut freed: Vec<String> = Vec::new();
+    let mut kept: Vec<String> = Vec::new();
     let mut still: Vec<Action> = Vec::new();
     for entry in held {
         let mut action = entry.action;
-        if let ActionKind::CreateAccount { spec, .. } = &action.kind
-            && freed.iter().any(|name| same_ci(name, &spec.user_name))
-        {
-            action.held = None;
-            still.push(action);
+        if let ActionKind::CreateAccount { identity_id, spec } = &action.kind {
+            if freed.iter().any(|name| same_ci(name, &spec.user_name)) {
+                made.creating(&action.kind);
+                action.held = None;
+                still.push(action);
+                continue;
+            }
+            if kept.iter().any(|name| same_ci(name, &spec.user_name)) {
+                made.held_back(identity_id);
+                approval.refused.push((
+                    action.seq,
+                    format!(
+                        "wants the userName {}, which its holder keeps: the re-check \
+                         refused the rename that frees it",
+                        spec.user_name
+                    ),
+                ));
+                continue;
+            }
+        }
+        if let Err(why) = made.resolve(&mut action.kind) {
+            approval.refused.push((action.seq, why));
             continue;
         }
         // The configuration may have changed since the run: a delete is judged by
@@ -557,15 +808,35 @@ pub async fn approve(
             ));
             continue;
         }
-        match recheck(&action, &workspace, &protected, &clocks) {
+        let decision = recheck(&action, &workspace, &protected, &clocks);
+        if let Some(given_up) = renamed_from(&action.kind) {
+            match decision {
+                Recheck::Apply => freed.push(given_up),
+                Recheck::Refuse(_) => kept.push(given_up),
+                Recheck::Obsolete(_) => {}
+            }
+        }
+        match decision {
             Recheck::Apply => {
+                made.creating(&action.kind);
                 action.held = None;
                 still.push(action);
             }
             Recheck::Obsolete(why) => approval.obsolete.push((action.seq, why)),
-            Recheck::Refuse(why) => approval.refused.push((action.seq, why)),
+            Recheck::Refuse(why) => {
+                if let ActionKind::CreateAccount { identity_id, .. } = &action.kind {
+                    made.held_back(identity_id);
+                }
+                if let ActionKind::CreateGroup { display_name } = &action.kind {
+                    made.held_back_group(display_name);
+                }
+                approval.refused.push((action.seq, why));
+            }
         }
     }
+    still.sort_by_key(|action| action.seq);
+    approval.obsolete.sort();
+    approval.refused.sort();
     // The last active Owner rule, against the workspace as it is now: thresholds
     // are what the human overrides, never this.
     let last_owner = guard::guard(
@@ -815,7 +1086,7 @@ pub fn reject(
         .run(run)?
         .map(|record| record.kind)
         .ok_or(ApprovalError::UnknownRun(run))?;
-    let held = undecided(store, run, only, false)?;
+    let (held, _) = undecided(store, run, only, false)?;
     let decisions: Vec<(u32, Decision, Option<String>)> = held
         .iter()
         .map(|e| (e.action.seq, Decision::Rejected, None))
@@ -1212,8 +1483,8 @@ mod tests {
                 &none,
                 &BTreeMap::new()
             ),
-            Recheck::Apply,
-            "already renamed: the write repeats it"
+            Recheck::Obsolete("the account has these values already".into()),
+            "already renamed"
         );
         assert_eq!(
             recheck(
@@ -1225,6 +1496,68 @@ mod tests {
             Recheck::Refuse(
                 "the userName changed since the plan (was old@ex.com, now on@ex.com)".into()
             )
+        );
+    }
+
+    /// A held update or membership the workspace already shows is obsolete: judged
+    /// by the workspace read now, not by the run's snapshot.
+    #[test]
+    fn a_held_change_the_workspace_already_shows_is_obsolete() {
+        let mut on = account("on", true, "Editor");
+        on.display_name = Some("Julia Hart".into());
+        let workspace = WorkspaceSnapshot {
+            accounts: vec![on, account("off", false, "Editor")],
+            groups: vec![WorkspaceGroup {
+                id: "g".into(),
+                display_name: "G".into(),
+                members: vec!["on".into()],
+            }],
+        };
+        let none = Protected::default();
+        let rename_display = |to: &str| {
+            action(ActionKind::UpdateAttributes {
+                account_id: "on".into(),
+                changes: vec![AttributeChange {
+                    attribute: Attribute::DisplayName,
+                    from: Some("Julia Smith-Old".into()),
+                    to: Some(to.into()),
+                }],
+            })
+        };
+        assert!(matches!(
+            recheck(
+                &rename_display("Julia Hart"),
+                &workspace,
+                &none,
+                &BTreeMap::new()
+            ),
+            Recheck::Obsolete(_)
+        ));
+        assert_eq!(
+            recheck(
+                &rename_display("J. Hart"),
+                &workspace,
+                &none,
+                &BTreeMap::new()
+            ),
+            Recheck::Apply
+        );
+        let add = |member: &str| {
+            action(ActionKind::AddMembers {
+                group: GroupRef::Existing {
+                    id: "g".into(),
+                    display_name: "G".into(),
+                },
+                members: vec![AccountRef::Existing { id: member.into() }],
+            })
+        };
+        assert!(matches!(
+            recheck(&add("on"), &workspace, &none, &BTreeMap::new()),
+            Recheck::Obsolete(_)
+        ));
+        assert_eq!(
+            recheck(&add("off"), &workspace, &none, &BTreeMap::new()),
+            Recheck::Apply
         );
     }
 
@@ -1299,9 +1632,10 @@ mod tests {
         assert_eq!(deletion_refused(Some(days(0)), None, now), None);
     }
 
-    /// After `approve` released the creates that only waited for the settle window,
-    /// the stored report no longer counts them as waiting: the deactivation still
-    /// held for a human must keep the report "needs attention".
+    /// After an approval released a create that only waited for the settle window
+    /// (as approvals did before they left those alone), the stored report no
+    /// longer counts it as waiting: the deactivation still held for a human must
+    /// keep the report "needs attention".
     #[test]
     fn a_refreshed_report_recounts_what_still_waits() {
         use crate::report::{ActionOutcome, SafetyReport, Summary};
@@ -1430,6 +1764,7 @@ mod tests {
         let seqs = |approving: bool| -> Vec<u32> {
             undecided(&store, run, &Only::All, approving)
                 .unwrap()
+                .0
                 .iter()
                 .map(|e| e.action.seq)
                 .collect()

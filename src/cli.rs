@@ -291,6 +291,10 @@ Examples:
 Exit codes: 0 everything approved was applied, 3 some were refused by the re-check,
 4 some failed, 6 the circuit breaker is (or went) open, 1 an error.
 
+Actions that only wait for the settle window (safety.settle) are never approved,
+with or without --only: they stay held, and the first reconcile after the window
+applies them. Not to wait: SEATWARDEN__SAFETY__SETTLE=0s seatwarden reconcile.
+
 The audit trail names $SEATWARDEN_OPERATOR, else $SUDO_USER, else the OS user.
 
 Examples:
@@ -1529,6 +1533,13 @@ fn approve(config: &Config, run: RunId, only: Option<crate::approval::Only>) -> 
         }
         for (seq, why) in &result.refused {
             outln!("  refused  #{seq}: {why} (still held)")?;
+        }
+        if result.waiting > 0 {
+            outln!(
+                "  {} held actions only wait for the settle window: left held, the first \
+                 reconcile after it passes applies them",
+                result.waiting
+            )?;
         }
         Ok(())
     };

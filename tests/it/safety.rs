@@ -2537,7 +2537,10 @@ async fn a_held_reconcile_says_how_to_approve_it() {
 /// 0, "in sync"), and `approve` while the breaker is open is 6.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn plan_on_a_source_fault_exits_5_and_approve_with_the_breaker_open_exits_6() {
-    let setup = BinarySetup::start("").await;
+    let setup = BinarySetup::start(
+        "[safety]\nsettle = \"0s\"\nmax_deprovisions = 0\nmax_directory_shrink_percent = 100\n",
+    )
+    .await;
     let people = ["ada", "ben", "cy"];
     let directory = |names: &[&str]| setup.people(names);
     let run = |args: &[&str]| setup.run(args).status.code();
@@ -2549,8 +2552,10 @@ async fn plan_on_a_source_fault_exits_5_and_approve_with_the_breaker_open_exits_
     assert_eq!(run(&["plan"]), Some(5));
     directory(&people);
     assert_eq!(run(&["plan"]), Some(0));
-    // The creates wait for the settle window: held, for a human to approve early.
     assert_eq!(run(&["reconcile"]), Some(0));
+    // Cy's deactivation is held for a human.
+    directory(&people[..2]);
+    assert_eq!(run(&["reconcile"]), Some(3));
 
     let mut store = Store::open(&dir.path().join("seatwarden.db")).unwrap();
     let reconcile = store
