@@ -1,6 +1,7 @@
 //! The one integration test binary (links once). Modules by area.
 
 mod cli;
+mod cli_signals;
 mod config;
 mod connectors;
 mod core;
