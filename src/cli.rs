@@ -1431,12 +1431,18 @@ fn open_store(config: &Config) -> anyhow::Result<Store> {
         .with_context(|| format!("state.path in {}", config.origin_of("state.path").display()))
 }
 
-/// A run that writes nothing to the workspace: `plan`, `reconcile --dry-run`.
+/// A run with no signal handling: `plan` and `reconcile --dry-run`, which write
+/// nothing to the workspace (a reconcile goes through [`reconcile`]).
 fn execute_with_options(
     config: &Config,
     mode: Mode,
     options: run::RunOptions,
 ) -> anyhow::Result<run::RunOutcome> {
+    // Only a reconcile writes (and resolves journal rows left in flight).
+    let _writer = match mode {
+        Mode::Reconcile => Some(writer_lock(config)?),
+        Mode::Plan | Mode::DryRun => None,
+    };
     let store = open_store(config)?;
     let client = crate::workspace::ScimClient::new(config.scim_settings()?)?;
     let directory = run::directory_from_config(config);

@@ -1,5 +1,6 @@
 //! Ctrl-C and SIGTERM during a `reconcile` run by hand: the real binary against an
 //! in-process sandbox slow enough that the signal falls among the writes.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
@@ -162,6 +163,8 @@ async fn ctrl_c_mid_reconcile_stops_after_the_writes_sent_and_the_next_run_finis
     let applied = count(ActionState::Applied);
     assert_eq!(applied as u64, writes_after, "{journal:?}");
     assert!(writes > applied + 5, "only {writes} writes planned");
+    // The signal fell inside a phase: part of it was journaled "not sent".
+    assert!(count(ActionState::Failed) > 0, "{journal:?}");
     for row in journal
         .iter()
         .filter(|row| row.state == ActionState::Failed)
@@ -182,6 +185,27 @@ async fn ctrl_c_mid_reconcile_stops_after_the_writes_sent_and_the_next_run_finis
              run `seatwarden reconcile` to finish"
         )),
         "{stderr}"
+    );
+    // The digest counts the writes kept back as not sent, no failure.
+    let digest = seatwarden::report::digest::build_from_store(
+        &store,
+        "acme",
+        chrono_tz::UTC,
+        chrono::Utc::now() + chrono::Duration::seconds(1),
+        Duration::from_secs(86_400),
+        &[],
+        "seatwarden",
+    )
+    .unwrap();
+    assert_eq!(
+        (
+            digest.period.runs,
+            digest.period.actions_failed,
+            digest.period.actions_not_sent
+        ),
+        (1, 0, count(ActionState::Failed)),
+        "{:?}",
+        digest.period
     );
     let creates: usize = journal
         .iter()
@@ -216,5 +240,84 @@ async fn ctrl_c_mid_reconcile_stops_after_the_writes_sent_and_the_next_run_finis
     names.sort();
     names.dedup();
     assert_eq!(names.len(), accounts.len(), "a userName twice");
+    sandbox.shutdown().await;
+}
+
+/// A second Ctrl-C quits at once, as the first used to (the apply waits on no
+/// write it sent): the next reconcile's recovery resolves what it left in flight,
+/// and that run converges without sending a create twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_ctrl_c_quits_at_once_and_the_next_run_recovers() {
+    use std::io::BufRead;
+    // Slow enough that the write under way at the second signal is still unanswered.
+    let sandbox = slow_sandbox(Duration::from_millis(400)).await;
+    let accounts_before = sandbox.snapshot().accounts.len();
+    let dir = tempfile::tempdir().unwrap();
+    let env = demo_env(dir.path(), &sandbox);
+    let mut child = reconcile(dir.path(), &env).spawn().unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (lines, heard) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stderr).lines() {
+            let Ok(line) = line else { break };
+            let _ = lines.send(line);
+        }
+    });
+    wait_for_writes(&sandbox, 1).await;
+    kill(&child, "INT");
+    // The second signal only once the first was handled: two pending at once are one.
+    let mut said = Vec::new();
+    loop {
+        let line = heard.recv_timeout(Duration::from_secs(30)).unwrap();
+        let stopping = line.contains("SIGINT: stopping");
+        said.push(line);
+        if stopping {
+            break;
+        }
+    }
+    let writes_at_second = sandbox.stats().writes;
+    kill(&child, "INT");
+    let output = finished(child).await;
+    said.extend(heard.try_iter());
+    let said = said.join("\n");
+    assert_eq!(
+        output.status.code(),
+        Some(seatwarden::cli::exit::INTERRUPTED.into()),
+        "{said}"
+    );
+    assert!(
+        said.contains("SIGINT: quitting at once; `seatwarden reconcile` first resolves"),
+        "{said}"
+    );
+    assert!(
+        sandbox.stats().writes <= writes_at_second + 1,
+        "the run went on writing after the second signal"
+    );
+    let store = Store::open(&dir.path().join("state.db")).unwrap();
+    let run = store.latest_run(&[RunKind::Reconcile]).unwrap().unwrap();
+    assert_eq!(run.status, RunStatus::Running, "cut off, as by a kill");
+    let creates: usize = store
+        .journal(run.id)
+        .unwrap()
+        .iter()
+        .filter(|row| row.state != ActionState::Held)
+        .filter(|row| matches!(row.action.kind, ActionKind::CreateAccount { .. }))
+        .count();
+    drop(store);
+
+    let next = finished(reconcile(dir.path(), &env).spawn().unwrap()).await;
+    assert!(
+        matches!(next.status.code(), Some(0 | 3)),
+        "{}",
+        text(&next.stderr)
+    );
+    let store = Store::open(&dir.path().join("state.db")).unwrap();
+    assert!(store.interrupted().unwrap().is_empty());
+    let accounts = sandbox.snapshot().accounts;
+    assert_eq!(
+        accounts.len(),
+        accounts_before + creates,
+        "nobody created twice"
+    );
     sandbox.shutdown().await;
 }
