@@ -127,12 +127,16 @@ fn text(bytes: &[u8]) -> String {
 /// next reconcile sends exactly what was not sent, and creates nobody twice.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ctrl_c_mid_reconcile_stops_after_the_writes_sent_and_the_next_run_finishes() {
-    let sandbox = slow_sandbox(Duration::from_millis(100)).await;
+    let sandbox = slow_sandbox(Duration::from_millis(300)).await;
     let accounts_before = sandbox.snapshot().accounts.len();
     let dir = tempfile::tempdir().unwrap();
     let env = demo_env(dir.path(), &sandbox);
     let child = reconcile(dir.path(), &env).spawn().unwrap();
-    wait_for_writes(&sandbox, 2).await;
+    // The demo's 8 writes, one at a time: deactivate, create the group, create the
+    // account, then reactivate, update and set a role (one phase), then two
+    // membership adds. After the 4th, the 5th is under way and the 6th, in the
+    // same phase, is the first the stop keeps back.
+    wait_for_writes(&sandbox, 4).await;
     kill(&child, "INT");
     let writes_at_signal = sandbox.stats().writes;
     let output = finished(child).await;
@@ -162,7 +166,7 @@ async fn ctrl_c_mid_reconcile_stops_after_the_writes_sent_and_the_next_run_finis
     let writes = journal.len() - count(ActionState::Held);
     let applied = count(ActionState::Applied);
     assert_eq!(applied as u64, writes_after, "{journal:?}");
-    assert!(writes > applied + 5, "only {writes} writes planned");
+    assert!(applied < writes, "{journal:?}");
     // The signal fell inside a phase: part of it was journaled "not sent".
     assert!(count(ActionState::Failed) > 0, "{journal:?}");
     for row in journal
