@@ -35,6 +35,12 @@ pub mod exit {
     pub const CIRCUIT_OPEN: u8 = 6;
     /// `status`: deprovisions are overdue (past the SLA).
     pub const OVERDUE: u8 = 7;
+    /// `reconcile`, `resume` or `approve` stopped by SIGINT (Ctrl-C) before every
+    /// write was sent: those sent were finished and recorded, the rest not sent.
+    /// What a shell reports for a process SIGINT stopped (128 + 2).
+    pub const INTERRUPTED: u8 = 130;
+    /// The same, stopped by SIGTERM (128 + 15).
+    pub const TERMINATED: u8 = 143;
     /// The command line could not be parsed (an unknown flag, a missing argument):
     /// `EX_USAGE` of sysexits.h, so it is not taken for `plan`'s "changes" (2),
     /// which is what clap would answer.
@@ -57,8 +63,14 @@ Exit codes:
   6  the circuit breaker is open: writes stopped (see `seatwarden resume`)
   7  status: deprovisions are overdue (not verified within deprovision.sla)
  64  the command line could not be parsed
+130  reconcile, resume, approve: stopped by SIGINT (Ctrl-C) before every write was
+     sent; those sent were finished and recorded, the rest not sent, and running
+     the command again finishes the work (a second Ctrl-C quits at once: the next
+     run resolves what that leaves in flight). A signal after the last write was
+     sent lets the run finish with its own code
 141  stdout was closed by its reader (e.g. `| head`); reconcile, resume and approve
      keep their own code
+143  as 130, stopped by SIGTERM
 
 Every configuration key (but the [[policy.mapping]] tables) can be overridden with SEATWARDEN__SECTION__KEY,
 e.g. SEATWARDEN__WORKSPACE__TOKEN_FILE=/run/credentials/seatwarden.service/workspace-token.
@@ -262,7 +274,10 @@ Example:
 Exit codes (first that applies): 5 the directory was rejected, nothing planned; 6 the
 circuit breaker is open; 4 some actions failed; 3 some are held for `seatwarden approve`
 (actions that only wait for the settle window do not count), or a leaver keeps access
-because which account is theirs is disputed (`seatwarden link`); 0 converged; 1 an error.
+because which account is theirs is disputed (`seatwarden link`); 0 converged; 1 an error;
+130 (143) Ctrl-C (SIGTERM) stopped it before every write was sent: those sent were
+finished and recorded, the rest not sent; run it again to finish (a second Ctrl-C quits
+at once).
 
 Examples:
   seatwarden reconcile --dry-run
@@ -289,7 +304,8 @@ Examples:
     /// workspace as it is now. Audited.
     #[command(after_help = "\
 Exit codes: 0 everything approved was applied, 3 some were refused by the re-check,
-4 some failed, 6 the circuit breaker is (or went) open, 1 an error.
+4 some failed, 6 the circuit breaker is (or went) open, 1 an error, 130 (143) Ctrl-C
+(SIGTERM) stopped it before every write was sent: the same `approve` finishes it.
 
 Actions that only wait for the settle window (safety.settle) are never approved,
 with or without --only: they stay held, and the first reconcile after the window
@@ -349,7 +365,8 @@ Examples:
     /// Close the circuit breaker and run a reconcile to finish the work. Audited.
     #[command(after_help = "\
 Exit codes: those of reconcile (0 converged, 3 held for a human, 4 some actions failed,
-5 the directory was rejected, 6 the breaker opened again); with --no-run, 0.")]
+5 the directory was rejected, 6 the breaker opened again, 130 or 143 stopped by Ctrl-C or
+SIGTERM); with --no-run, 0.")]
     Resume {
         /// Only close the circuit breaker; no reconcile.
         #[arg(long)]
@@ -653,7 +670,7 @@ fn run_command(cli: Cli) -> anyhow::Result<u8> {
             format,
             detailed_exitcode,
         } => {
-            let outcome = execute(&config, Mode::Plan)?;
+            let outcome = execute_with_options(&config, Mode::Plan, run::RunOptions::default())?;
             print_report(&outcome.report, format, &config)?;
             // A rejected directory planned nothing: "no changes" would tell a
             // drift check that a broken source is in sync.
@@ -671,22 +688,17 @@ fn run_command(cli: Cli) -> anyhow::Result<u8> {
             allow_over_threshold,
             accept_directory,
         } => {
-            let mode = if dry_run {
-                Mode::DryRun
-            } else {
-                Mode::Reconcile
+            let options = run::RunOptions {
+                allow_over_threshold,
+                accept_directory,
+                ..run::RunOptions::default()
             };
-            let outcome = execute_with_options(
-                &config,
-                mode,
-                run::RunOptions {
-                    allow_over_threshold,
-                    accept_directory,
-                    ..run::RunOptions::default()
-                },
-            )?;
+            if !dry_run {
+                return reconcile(&config, options, format);
+            }
+            let outcome = execute_with_options(&config, Mode::DryRun, options)?;
             after_writes(print_report(&outcome.report, format, &config))?;
-            Ok(exit_with_hint(&config, mode, &outcome))
+            Ok(exit_with_hint(&config, Mode::DryRun, &outcome))
         }
         Command::Approve { run, only } => approve(&config, run, only),
         Command::Reject { run, only } => {
@@ -756,9 +768,7 @@ fn run_command(cli: Cli) -> anyhow::Result<u8> {
             if no_run {
                 return Ok(exit::OK);
             }
-            let outcome = execute(&config, Mode::Reconcile)?;
-            after_writes(print_report(&outcome.report, format, &config))?;
-            Ok(exit_with_hint(&config, Mode::Reconcile, &outcome))
+            reconcile(&config, run::RunOptions::default(), format)
         }
         Command::Explain { person, live } => {
             use crate::explain;
@@ -1426,10 +1436,8 @@ fn open_store(config: &Config) -> anyhow::Result<Store> {
         .with_context(|| format!("state.path in {}", config.origin_of("state.path").display()))
 }
 
-fn execute(config: &Config, mode: Mode) -> anyhow::Result<run::RunOutcome> {
-    execute_with_options(config, mode, run::RunOptions::default())
-}
-
+/// A run with no signal handling: `plan` and `reconcile --dry-run`, which write
+/// nothing to the workspace (a reconcile goes through [`reconcile`]).
 fn execute_with_options(
     config: &Config,
     mode: Mode,
@@ -1447,6 +1455,218 @@ fn execute_with_options(
         config, &directory, &client, store, mode, options,
     ))?;
     Ok(outcome)
+}
+
+/// `reconcile` (and the one `resume` runs): the run, under the writer lock, which
+/// the first SIGINT or SIGTERM stops (see [`run_interruptible`]). Stopped before
+/// every write was sent, it prints the report the run stored, says on stderr how
+/// far it got and what finishes it, and exits 130 (SIGINT) or 143 (SIGTERM).
+fn reconcile(config: &Config, options: run::RunOptions, format: Format) -> anyhow::Result<u8> {
+    let _writer = writer_lock(config)?;
+    let store = open_store(config)?;
+    let client = crate::workspace::ScimClient::new(config.scim_settings()?)?;
+    let directory = run::directory_from_config(config);
+    let stop = crate::apply::StopSignal::new();
+    let options = run::RunOptions {
+        stop: stop.clone(),
+        ..options
+    };
+    let finish = format!("{} reconcile", config.admin_command());
+    let running =
+        run::execute_with_options(config, &directory, &client, store, Mode::Reconcile, options);
+    let (result, signal) = run_interruptible(&stop, &finish, running)?;
+    let outcome = match (result, signal) {
+        (Err(run::RunError::Stopped { unsent }), Some(signal)) => {
+            // We still hold the writer lock: the newest reconcile is the one stopped.
+            let store = open_store(config)?;
+            let stopped = store
+                .latest_run(&[RunKind::Reconcile])?
+                .context("the stopped reconcile is not recorded")?;
+            let report = match store.report(stopped.id)? {
+                Some(json) => Some(Report::from_json(&json).with_context(|| {
+                    format!("the stored report of run {} cannot be read", stopped.id)
+                })?),
+                None => None,
+            };
+            if let Some(report) = &report {
+                after_writes(print_report(report, format, config))?;
+            }
+            // Every write the run was to make: all but the held.
+            let writes = report.as_ref().map(|report| {
+                report
+                    .actions
+                    .iter()
+                    .filter(|a| a.outcome != report::Outcome::Held)
+                    .count()
+            });
+            eprintln!(
+                "{}",
+                interrupted_message(signal, unsent, writes, store.interrupted()?.len(), &finish)
+            );
+            return Ok(signal.exit_code());
+        }
+        (result, signal) => {
+            let outcome = result?;
+            if let Some(signal) = signal {
+                eprintln!(
+                    "{}: came once nothing was left to send; the run finished",
+                    signal.name()
+                );
+            }
+            outcome
+        }
+    };
+    after_writes(print_report(&outcome.report, format, config))?;
+    Ok(exit_with_hint(config, Mode::Reconcile, &outcome))
+}
+
+/// The first SIGINT or SIGTERM a command that writes received.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Interruption {
+    Interrupt,
+    Terminate,
+}
+
+impl Interruption {
+    fn name(self) -> &'static str {
+        match self {
+            Interruption::Interrupt => "SIGINT",
+            Interruption::Terminate => "SIGTERM",
+        }
+    }
+
+    /// What a shell reports for a process this signal stopped (128 + its number),
+    /// so that a script tells a stopped run from a finished one.
+    fn exit_code(self) -> u8 {
+        match self {
+            Interruption::Interrupt => exit::INTERRUPTED,
+            Interruption::Terminate => exit::TERMINATED,
+        }
+    }
+}
+
+/// SIGINT and SIGTERM, as they come.
+#[cfg(unix)]
+struct Interrupts {
+    interrupt: tokio::signal::unix::Signal,
+    terminate: tokio::signal::unix::Signal,
+}
+
+#[cfg(unix)]
+impl Interrupts {
+    fn install() -> anyhow::Result<Interrupts> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok(Interrupts {
+            interrupt: signal(SignalKind::interrupt()).context("installing the SIGINT handler")?,
+            terminate: signal(SignalKind::terminate()).context("installing the SIGTERM handler")?,
+        })
+    }
+
+    async fn next(&mut self) -> Interruption {
+        tokio::select! {
+            _ = self.interrupt.recv() => Interruption::Interrupt,
+            _ = self.terminate.recv() => Interruption::Terminate,
+        }
+    }
+}
+
+#[cfg(not(unix))]
+struct Interrupts;
+
+#[cfg(not(unix))]
+impl Interrupts {
+    fn install() -> anyhow::Result<Interrupts> {
+        Ok(Interrupts)
+    }
+
+    async fn next(&mut self) -> Interruption {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+        Interruption::Interrupt
+    }
+}
+
+/// Runs `work`, a command that writes to the workspace, on a new runtime. The first
+/// SIGINT or SIGTERM sets `stop`: the apply sends no further write, the writes
+/// already sent finish and are journaled, and those not sent are journaled "not
+/// sent" (as when the daemon stops). A second one ends the process at once, as
+/// the first used to: the writes it leaves in flight are resolved by the next
+/// reconcile, sweep or approval (`finish` is the command that finishes the work).
+/// Returns the first signal received, if any.
+fn run_interruptible<F: std::future::Future>(
+    stop: &crate::apply::StopSignal,
+    finish: &str,
+    work: F,
+) -> anyhow::Result<(F::Output, Option<Interruption>)> {
+    runtime()?.block_on(async {
+        let mut signals = Interrupts::install()?;
+        let first = std::sync::Arc::new(std::sync::OnceLock::new());
+        let watcher = tokio::spawn({
+            let stop = stop.clone();
+            let first = std::sync::Arc::clone(&first);
+            let finish = finish.to_owned();
+            async move {
+                let signal = signals.next().await;
+                let _ = first.set(signal);
+                stop.stop();
+                // On a new line: a progress line may be on this one.
+                let newline = if std::io::stderr().is_terminal() {
+                    "\n"
+                } else {
+                    ""
+                };
+                eprintln!(
+                    "{newline}{}: stopping: no further write is sent; the writes already sent \
+                     finish and are recorded (a second signal quits at once)",
+                    signal.name()
+                );
+                let again = signals.next().await;
+                eprintln!(
+                    "{}: quitting at once; `{finish}` first resolves the writes left in flight",
+                    again.name()
+                );
+                std::process::exit(again.exit_code().into());
+            }
+        });
+        let output = work.await;
+        watcher.abort();
+        Ok((output, first.get().copied()))
+    })
+}
+
+/// What a command stopped by `signal` says on stderr: how many of its `writes`
+/// it sent (`unsent` were not), whether any is left in flight, and what finishes
+/// the work.
+fn interrupted_message(
+    signal: Interruption,
+    unsent: usize,
+    writes: Option<usize>,
+    in_flight: usize,
+    finish: &str,
+) -> String {
+    let sent = match writes {
+        Some(writes) => format!("{} of {writes} writes sent", writes.saturating_sub(unsent)),
+        None => format!("{unsent} writes not sent"),
+    };
+    let in_flight = match in_flight {
+        0 => "nothing is in flight".to_owned(),
+        n => format!("{n} writes are still in flight (it resolves them first)"),
+    };
+    format!(
+        "interrupted ({}): {sent}; {in_flight}; run `{finish}` to finish",
+        signal.name()
+    )
+}
+
+/// The `approve` that finishes what `approve RUN [--only KIND]` left unsent.
+fn approve_command(admin: &str, run: RunId, only: &crate::approval::Only) -> String {
+    use crate::approval::Only;
+    match only {
+        Only::All => format!("{admin} approve {run}"),
+        Only::Op(op) => format!("{admin} approve {run} --only {op}"),
+        Only::Class(class) => format!("{admin} approve {run} --only {}", class.as_str()),
+    }
 }
 
 /// The run an approval or rejection is about: an id, never `latest`, so that the
@@ -1496,7 +1716,9 @@ fn period(value: &str) -> Result<std::time::Duration, String> {
 
 /// `seatwarden approve RUN [--only KIND]`: 0 when everything approved was applied,
 /// 3 when the re-check refused some (they stay held), 4 when some failed, 6 when the
-/// circuit breaker opened or was already open (nothing approved).
+/// circuit breaker opened or was already open (nothing approved), 130 or 143 when
+/// SIGINT or SIGTERM stopped it before it sent everything it approved (see
+/// [`run_interruptible`]). On a terminal it shows the apply's progress line.
 fn approve(config: &Config, run: RunId, only: Option<crate::approval::Only>) -> anyhow::Result<u8> {
     use crate::approval;
     let only = only.unwrap_or(approval::Only::All);
@@ -1504,14 +1726,21 @@ fn approve(config: &Config, run: RunId, only: Option<crate::approval::Only>) -> 
     let _writer = writer_lock(config)?;
     let store = open_store(config)?;
     let client = crate::workspace::ScimClient::new(config.scim_settings()?)?;
-    let result = match runtime()?.block_on(approval::approve(
-        config,
-        &client,
-        store,
-        run,
-        &only,
-        chrono::Utc::now(),
-    )) {
+    let stop = crate::apply::StopSignal::new();
+    let finish = approve_command(&config.admin_command(), run, &only);
+    let approving = crate::apply::until_stopped(
+        stop.clone(),
+        run::with_apply_progress(approval::approve(
+            config,
+            &client,
+            store,
+            run,
+            &only,
+            chrono::Utc::now(),
+        )),
+    );
+    let ((result, unsent), signal) = run_interruptible(&stop, &finish, approving)?;
+    let result = match result {
         Ok(result) => result,
         Err(e @ approval::ApprovalError::CircuitOpen(_)) => {
             eprintln!("error: {}", describe(&e.into()));
@@ -1544,6 +1773,20 @@ fn approve(config: &Config, run: RunId, only: Option<crate::approval::Only>) -> 
         Ok(())
     };
     after_writes(print())?;
+    if let Some(signal) = signal.filter(|_| unsent > 0) {
+        let in_flight = open_store(config)?.interrupted()?.len();
+        eprintln!(
+            "{}",
+            interrupted_message(
+                signal,
+                unsent,
+                Some(result.approved.len()),
+                in_flight,
+                &finish
+            )
+        );
+        return Ok(signal.exit_code());
+    }
     Ok(if result.applied.circuit_opened.is_some() {
         exit::CIRCUIT_OPEN
     } else if result.applied.failed > 0 {

@@ -201,6 +201,22 @@ fn apply_progress_printer() -> (apply::ProgressHook, Arc<AtomicBool>) {
     (hook, printed)
 }
 
+/// Runs `work` with the apply's progress line ([`apply_progress_printer`]) on
+/// stderr when it is a terminal, as a reconcile shows it: for `approve`, whose
+/// apply of a thousand held deprovisions is as long.
+pub(crate) async fn with_apply_progress<F: std::future::Future>(work: F) -> F::Output {
+    let show = std::io::stderr().is_terminal() && !PROGRESS_OFF.load(Ordering::Relaxed);
+    if !show || apply::progress_is_heard() {
+        return work.await;
+    }
+    let (hook, printed) = apply_progress_printer();
+    let output = apply::with_progress(hook, work).await;
+    if printed.load(Ordering::Relaxed) {
+        eprintln!();
+    }
+    output
+}
+
 /// The apply's progress line is rewritten at most this often: a few times a second
 /// is plenty to read, and a terminal redrawing for each of 5,000 writes is not free.
 const PROGRESS_EVERY: Duration = Duration::from_millis(250);
@@ -281,9 +297,10 @@ pub struct RunOptions {
     /// `max_directory_shrink_percent` is accepted this run and becomes the new
     /// baseline (an empty one never is). Audited.
     pub accept_directory: bool,
-    /// Set when the process is stopping (the daemon's SIGTERM): the apply starts no
-    /// further write, lets those sent finish and be journaled, and the run fails
-    /// with [`RunError::Stopped`]. Never set for a command run by hand.
+    /// Set when the process is stopping (the daemon's SIGTERM; SIGINT or SIGTERM
+    /// during a `reconcile` or `resume` run by hand): the apply starts no further
+    /// write, lets those sent finish and be journaled, the run stores its report
+    /// (the actions not sent as not run) and ends with [`RunError::Stopped`].
     pub stop: apply::StopSignal,
 }
 
@@ -720,6 +737,8 @@ async fn pipeline(
         "plan stored"
     );
     let mut circuit_report = None;
+    // Actions a stop kept from being sent (see `RunOptions::stop`).
+    let mut stopped_unsent = 0;
     if mode == Mode::Reconcile && guarded.runnable().next().is_some() {
         let page = config.workspace.page_size.max(1) as usize;
         // What a listing after this plan's creates costs.
@@ -755,11 +774,7 @@ async fn pipeline(
             applying.await
         };
         circuit_report = applied?;
-        // What was sent is verified and journaled (and the circuit stored); the
-        // run is not complete, so it is not recorded as a success.
-        if unsent > 0 {
-            return Err(RunError::Stopped { unsent });
-        }
+        stopped_unsent = unsent;
     }
 
     tracing::debug!(elapsed_ms = since(started_at), "applied and verified");
@@ -798,6 +813,13 @@ async fn pipeline(
     tracing::debug!(elapsed_ms = since(started_at), "report built");
     lock(store)?.save_report(run_id, &report.to_stored_json())?;
     tracing::debug!(elapsed_ms = since(started_at), "report stored");
+    // What was sent is verified, journaled and reported (and the circuit stored);
+    // the run is not complete, so it is not recorded as a success.
+    if stopped_unsent > 0 {
+        return Err(RunError::Stopped {
+            unsent: stopped_unsent,
+        });
+    }
     // Freeing both snapshots and the links took about 8 ms at 10k people (perf); the
     // run's outcome need not wait for it. (The desired state borrows from the
     // directory snapshot, and holds little of its own.)
@@ -864,6 +886,13 @@ fn build_report(
             })?;
             let outcome = match entry.state {
                 ActionState::Applied => Outcome::Applied,
+                // Kept back by a stop: it never reached the workspace, and the
+                // next run plans it again. Not run, not a failure.
+                ActionState::Failed
+                    if entry.last_error.as_deref() == Some(apply::NOT_SENT_STOPPING) =>
+                {
+                    Outcome::NotRun
+                }
                 ActionState::Failed => Outcome::Failed,
                 ActionState::Held => Outcome::Held,
                 ActionState::Planned | ActionState::InFlight => Outcome::NotRun,

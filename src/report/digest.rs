@@ -380,6 +380,13 @@ impl Digest {
             }
             summary.actions_applied += report.summary.actions_applied;
             summary.actions_failed += report.summary.actions_failed;
+            // A stopped reconcile stores its report: what the stop kept back is
+            // not run there, and not sent here, as a stopped sweep's is.
+            summary.actions_not_sent += report
+                .actions
+                .iter()
+                .filter(|a| a.error.as_deref() == Some(crate::apply::NOT_SENT_STOPPING))
+                .count();
             summary.retries += report.summary.retries;
         }
 

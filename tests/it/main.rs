@@ -2,6 +2,7 @@
 
 mod approve_settle;
 mod cli;
+mod cli_signals;
 mod config;
 mod connectors;
 mod core;
