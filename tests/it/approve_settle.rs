@@ -6,7 +6,6 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::collections::HashMap;
-use std::path::Path;
 
 use chrono::{DateTime, Duration, Utc};
 use seatwarden::approval::{self, Approval, ApprovalError, Only};
@@ -15,7 +14,7 @@ use seatwarden::model::{
     AccountSpec, Action, ActionKind, Attribute, AttributeChange, DriftKind, HoldReason, Plan, Role,
 };
 use seatwarden::run::{self, Mode, RunOptions, RunOutcome};
-use seatwarden::sandbox::{Sandbox, SandboxOptions};
+use seatwarden::sandbox::Sandbox;
 use seatwarden::store::{ActionState, RunId, RunKind, RunStatus, Store};
 use seatwarden::workspace::ScimClient;
 
@@ -32,21 +31,7 @@ struct Env {
 /// The demo's directory, workspace and configuration, with `overrides` as
 /// `SEATWARDEN__…` variables would give them.
 async fn demo_env(overrides: &[(&str, &str)]) -> Env {
-    let seed = seatwarden::sandbox::load_seed(
-        &Path::new(env!("CARGO_MANIFEST_DIR")).join("config/demo/workspace.json"),
-    )
-    .unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let sandbox = Sandbox::start(
-        listener,
-        SandboxOptions {
-            token: TOKEN.to_owned(),
-            ..SandboxOptions::default()
-        },
-        seed,
-    )
-    .await
-    .unwrap();
+    let sandbox = crate::fixtures::demo_sandbox(TOKEN, Default::default()).await;
     let dir = tempfile::tempdir().unwrap();
     let path = seatwarden::demo::prepare(dir.path(), sandbox.base_url().as_str()).unwrap();
     let env: HashMap<String, String> = overrides

@@ -7,47 +7,24 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use seatwarden::model::ActionKind;
-use seatwarden::sandbox::{Faults, Sandbox, SandboxOptions};
+use seatwarden::sandbox::{Faults, Sandbox};
 use seatwarden::store::{ActionState, RunKind, RunStatus, Store};
 
 const TOKEN: &str = "signal-test-token";
 
 /// The demo's workspace, every request answered `latency` late.
 async fn slow_sandbox(latency: Duration) -> Sandbox {
-    let seed = seatwarden::sandbox::load_seed(Path::new(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/config/demo/workspace.json"
-    )))
-    .unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    Sandbox::start(
-        listener,
-        SandboxOptions {
-            token: TOKEN.into(),
-            faults: Faults {
-                latency,
-                ..Faults::default()
-            },
-            ..SandboxOptions::default()
-        },
-        seed,
-    )
-    .await
-    .unwrap()
+    let faults = Faults {
+        latency,
+        ..Faults::default()
+    };
+    crate::fixtures::demo_sandbox(TOKEN, faults).await
 }
 
 /// The demo's configuration and directory in `dir`, pointed at `sandbox`, one
 /// write at a time: a long apply, and the signal falls between two writes.
 fn demo_env(dir: &Path, sandbox: &Sandbox) -> Vec<(String, String)> {
-    for file in ["seatwarden.toml", "directory.json"] {
-        std::fs::copy(
-            Path::new(env!("CARGO_MANIFEST_DIR"))
-                .join("config/demo")
-                .join(file),
-            dir.join(file),
-        )
-        .unwrap();
-    }
+    crate::fixtures::copy_demo_files(dir);
     [
         ("SEATWARDEN__WORKSPACE__URL", sandbox.base_url().to_string()),
         ("SEATWARDEN__WORKSPACE__TOKEN", TOKEN.to_owned()),

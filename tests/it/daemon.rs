@@ -9,7 +9,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use seatwarden::sandbox::{Faults, Sandbox, SandboxOptions};
+use seatwarden::sandbox::{Faults, Sandbox};
 use seatwarden::store::Store;
 
 const TOKEN: &str = "daemon-test-token";
@@ -41,37 +41,13 @@ fn free_port() -> u16 {
 }
 
 async fn demo_sandbox(faults: Faults) -> Sandbox {
-    let seed = seatwarden::sandbox::load_seed(Path::new(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/config/demo/workspace.json"
-    )))
-    .unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    Sandbox::start(
-        listener,
-        SandboxOptions {
-            token: TOKEN.into(),
-            faults,
-            ..SandboxOptions::default()
-        },
-        seed,
-    )
-    .await
-    .unwrap()
+    crate::fixtures::demo_sandbox(TOKEN, faults).await
 }
 
 /// The demo's configuration and directory in `dir`, pointed at `sandbox` through
 /// environment overrides (the way containers configure it).
 fn daemon_env(dir: &Path, sandbox: &Sandbox, port: u16, sweep: &str) -> Vec<(String, String)> {
-    for file in ["seatwarden.toml", "directory.json"] {
-        std::fs::copy(
-            Path::new(env!("CARGO_MANIFEST_DIR"))
-                .join("config/demo")
-                .join(file),
-            dir.join(file),
-        )
-        .unwrap();
-    }
+    crate::fixtures::copy_demo_files(dir);
     [
         ("SEATWARDEN__WORKSPACE__URL", sandbox.base_url().to_string()),
         ("SEATWARDEN__WORKSPACE__TOKEN", TOKEN.to_owned()),
@@ -4456,21 +4432,7 @@ async fn an_outage_that_leaves_leavers_unread_is_warned_about_once() {
     let daemon = start_daemon(dir.path(), env, port);
     wait_for_sweep_passes(&daemon, 4).await;
     let listener = tokio::net::TcpListener::bind(&address).await.unwrap();
-    let seed = seatwarden::sandbox::load_seed(Path::new(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/config/demo/workspace.json"
-    )))
-    .unwrap();
-    let back = Sandbox::start(
-        listener,
-        SandboxOptions {
-            token: TOKEN.into(),
-            ..SandboxOptions::default()
-        },
-        seed,
-    )
-    .await
-    .unwrap();
+    let back = crate::fixtures::demo_sandbox_on(listener, TOKEN, Faults::default()).await;
     let deadline = Instant::now() + Duration::from_secs(120);
     while !daemon.logged("the workspace answers again") {
         assert!(

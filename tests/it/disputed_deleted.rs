@@ -10,7 +10,7 @@ use std::process::Command;
 use seatwarden::config::Config;
 use seatwarden::model::{DisputedLeaver, LinkMethod};
 use seatwarden::run::{self, Mode, RunOutcome};
-use seatwarden::sandbox::{Sandbox, SandboxOptions};
+use seatwarden::sandbox::Sandbox;
 use seatwarden::sla::LossReason;
 use seatwarden::store::Store;
 
@@ -21,35 +21,12 @@ const BY_USER_NAME: &str = "ws-0005";
 const BY_EMAIL: &str = "ws-0901";
 
 async fn demo_sandbox() -> Sandbox {
-    let seed = seatwarden::sandbox::load_seed(Path::new(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/config/demo/workspace.json"
-    )))
-    .unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    Sandbox::start(
-        listener,
-        SandboxOptions {
-            token: TOKEN.into(),
-            ..SandboxOptions::default()
-        },
-        seed,
-    )
-    .await
-    .unwrap()
+    crate::fixtures::demo_sandbox(TOKEN, Default::default()).await
 }
 
 /// The demo's configuration and directory in `dir`, pointed at `sandbox`.
 fn demo_env(dir: &Path, sandbox: &Sandbox) -> Vec<(String, String)> {
-    for file in ["seatwarden.toml", "directory.json"] {
-        std::fs::copy(
-            Path::new(env!("CARGO_MANIFEST_DIR"))
-                .join("config/demo")
-                .join(file),
-            dir.join(file),
-        )
-        .unwrap();
-    }
+    crate::fixtures::copy_demo_files(dir);
     vec![
         (
             "SEATWARDEN__WORKSPACE__URL".into(),

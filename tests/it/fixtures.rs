@@ -5,7 +5,51 @@ use std::collections::HashMap;
 use std::path::Path;
 
 use seatwarden::config::Config;
+use seatwarden::sandbox::{Faults, Sandbox, SandboxOptions};
 use seatwarden::synth::{self, Synth};
+
+/// The demo's workspace (`config/demo/workspace.json`) served by the in-process
+/// sandbox on a free loopback port, with bearer `token` and `faults`.
+pub async fn demo_sandbox(token: &str, faults: Faults) -> Sandbox {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    demo_sandbox_on(listener, token, faults).await
+}
+
+/// [`demo_sandbox`] on `listener` (bound, say, to the address of one stopped).
+pub async fn demo_sandbox_on(
+    listener: tokio::net::TcpListener,
+    token: &str,
+    faults: Faults,
+) -> Sandbox {
+    let seed = seatwarden::sandbox::load_seed(
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("config/demo/workspace.json"),
+    )
+    .unwrap();
+    Sandbox::start(
+        listener,
+        SandboxOptions {
+            token: token.to_owned(),
+            faults,
+            ..SandboxOptions::default()
+        },
+        seed,
+    )
+    .await
+    .unwrap()
+}
+
+/// Copies the demo's configuration and directory (`config/demo`) into `dir`.
+pub fn copy_demo_files(dir: &Path) {
+    for file in ["seatwarden.toml", "directory.json"] {
+        std::fs::copy(
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("config/demo")
+                .join(file),
+            dir.join(file),
+        )
+        .unwrap();
+    }
+}
 
 /// Writes the synthetic directory and a configuration mapping its groups (scope
 /// "Taskade Users", default Viewer, thresholds out of the way) for the workspace
