@@ -787,6 +787,16 @@ async fn sigterm_mid_run_sends_no_further_write_and_leaves_no_action_in_flight()
     sandbox.shutdown().await;
 }
 
+/// The alerts in `store`'s outbox, oldest first.
+fn alerts_in(store: &Store) -> Vec<seatwarden::store::OutboxEntry> {
+    store
+        .outbox()
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.message.kind == seatwarden::store::OutboxKind::Alert)
+        .collect()
+}
+
 /// A notifier with email configured (a relay nobody answers at, a 6 h quiet
 /// period) and the directory its state database goes in.
 fn alerting_notifier() -> (tempfile::TempDir, seatwarden::daemon::notify::Notifier) {
@@ -832,17 +842,9 @@ fn overdue_deprovisions_raise_one_alert_and_one_resolution() {
     let changes = sla::observe(&[], &[leaver], &[], t0, Minutes::hours(1));
     store.update_ledger(&changes, t0).unwrap();
 
-    let alerts = |store: &Store| -> Vec<_> {
-        store
-            .outbox()
-            .unwrap()
-            .into_iter()
-            .filter(|m| m.message.kind == OutboxKind::Alert)
-            .collect()
-    };
     // Not yet due: nothing.
     notifier.after_deprovisioning(&mut store, t0 + Minutes::minutes(59));
-    assert!(alerts(&store).is_empty());
+    assert!(alerts_in(&store).is_empty());
 
     // The sweep may have escalated it in a pass whose job then failed, or while
     // email could not be used: the alert comes from the ledger, not from that pass.
@@ -851,7 +853,7 @@ fn overdue_deprovisions_raise_one_alert_and_one_resolution() {
     store.deprovision_escalated(open[0].id, at).unwrap();
     notifier.after_deprovisioning(&mut store, at);
     notifier.after_deprovisioning(&mut store, at + Minutes::minutes(5));
-    let raised = alerts(&store);
+    let raised = alerts_in(&store);
     assert_eq!(raised.len(), 1, "one alert inside the quiet period");
     assert!(
         raised[0].message.subject.contains("overdue"),
@@ -860,7 +862,11 @@ fn overdue_deprovisions_raise_one_alert_and_one_resolution() {
     );
     // Still overdue after the quiet period: a reminder.
     notifier.after_deprovisioning(&mut store, at + Minutes::hours(6) + Minutes::minutes(1));
-    assert_eq!(alerts(&store).len(), 2, "a reminder after the quiet period");
+    assert_eq!(
+        alerts_in(&store).len(),
+        2,
+        "a reminder after the quiet period"
+    );
 
     let later = at + Minutes::hours(7);
     store.deprovision_verified(open[0].id, later).unwrap();
@@ -1176,19 +1182,13 @@ fn a_sweep_that_holds_deprovisions_alerts_at_once_until_they_are_decided() {
 #[test]
 fn an_overdue_alert_names_the_run_holding_the_deprovision() {
     use chrono::{Duration as Minutes, TimeZone, Utc};
-    use seatwarden::store::OutboxKind;
 
     let (dir, notifier) = alerting_notifier();
     let mut store = Store::open(&dir.path().join("state.db")).unwrap();
     let t0 = Utc.with_ymd_and_hms(2026, 11, 30, 9, 0, 0).unwrap();
     let run = sweep_held_two(&mut store, t0);
     notifier.after_deprovisioning(&mut store, t0 + Minutes::minutes(61));
-    let alerts: Vec<_> = store
-        .outbox()
-        .unwrap()
-        .into_iter()
-        .filter(|e| e.message.kind == OutboxKind::Alert)
-        .collect();
+    let alerts = alerts_in(&store);
     assert_eq!(alerts.len(), 1);
     let text = &alerts[0].message.text;
     assert!(
@@ -2567,14 +2567,7 @@ async fn a_leaver_the_sweeps_guard_holds_alerts_with_the_run_to_approve() {
 
     let (_mail_dir, notifier) = alerting_notifier();
     notifier.after_sweep(&mut store.lock().unwrap(), &outcome, now);
-    let alerts: Vec<_> = store
-        .lock()
-        .unwrap()
-        .outbox()
-        .unwrap()
-        .into_iter()
-        .filter(|e| e.message.kind == OutboxKind::Alert)
-        .collect();
+    let alerts = alerts_in(&store.lock().unwrap());
     assert_eq!(alerts.len(), 1);
     let alert = &alerts[0].message;
     assert!(
@@ -4758,8 +4751,6 @@ async fn a_contradicted_link_hold_names_the_configured_admin_command() {
 /// decide afresh without knowing a decision was made.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_alert_for_a_rejected_sweep_hold_held_again_names_the_rejection() {
-    use seatwarden::store::OutboxKind;
-
     let SweepHeldLeaver {
         sandbox,
         _dir,
@@ -4811,14 +4802,7 @@ async fn the_alert_for_a_rejected_sweep_hold_held_again_names_the_rejection() {
     )
     .unwrap();
     notifier.after_sweep(&mut store.lock().unwrap(), &again, later);
-    let alerts: Vec<_> = store
-        .lock()
-        .unwrap()
-        .outbox()
-        .unwrap()
-        .into_iter()
-        .filter(|e| e.message.kind == OutboxKind::Alert)
-        .collect();
+    let alerts = alerts_in(&store.lock().unwrap());
     assert_eq!(alerts.len(), 1);
     let alert = &alerts[0].message;
     assert!(
