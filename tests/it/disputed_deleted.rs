@@ -58,6 +58,21 @@ fn remove_from_directory(dir: &Path, identity_id: &str) {
     std::fs::write(&path, full.to_string()).unwrap();
 }
 
+/// The demo in a new directory, reconciled once: the sandbox, the directory, the
+/// environment overrides the configuration was loaded with, and the configuration.
+async fn reconciled_demo() -> (Sandbox, tempfile::TempDir, Vec<(String, String)>, Config) {
+    let sandbox = demo_sandbox().await;
+    let dir = tempfile::tempdir().unwrap();
+    let env = demo_env(dir.path(), &sandbox);
+    let config = Config::load_with_env(
+        &dir.path().join("seatwarden.toml"),
+        Some(env.iter().cloned().collect()),
+    )
+    .unwrap();
+    reconcile(&config).await;
+    (sandbox, dir, env, config)
+}
+
 fn active(sandbox: &Sandbox, account_id: &str) -> bool {
     sandbox
         .snapshot()
@@ -70,16 +85,7 @@ fn active(sandbox: &Sandbox, account_id: &str) -> bool {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_disputed_person_deleted_from_the_directory_is_held_until_linked() {
-    let sandbox = demo_sandbox().await;
-    let dir = tempfile::tempdir().unwrap();
-    let env = demo_env(dir.path(), &sandbox);
-    let config = Config::load_with_env(
-        &dir.path().join("seatwarden.toml"),
-        Some(env.iter().cloned().collect()),
-    )
-    .unwrap();
-
-    reconcile(&config).await;
+    let (sandbox, dir, env, config) = reconciled_demo().await;
     let remembered = Store::open(&config.state.path)
         .unwrap()
         .disputed_candidates()
@@ -272,15 +278,7 @@ async fn a_disputed_person_deleted_from_the_directory_is_held_until_linked() {
 /// dispute knows (a typo would deprovision the account as a deleted person's).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn link_refuses_an_identity_nobody_remembers() {
-    let sandbox = demo_sandbox().await;
-    let dir = tempfile::tempdir().unwrap();
-    let env = demo_env(dir.path(), &sandbox);
-    let config = Config::load_with_env(
-        &dir.path().join("seatwarden.toml"),
-        Some(env.iter().cloned().collect()),
-    )
-    .unwrap();
-    reconcile(&config).await;
+    let (sandbox, dir, env, _) = reconciled_demo().await;
     let linked = Command::new(env!("CARGO_BIN_EXE_seatwarden"))
         .args([
             "--config",

@@ -8,6 +8,30 @@ use seatwarden::config::Config;
 use seatwarden::sandbox::{Faults, Sandbox, SandboxOptions};
 use seatwarden::synth::{self, Synth};
 
+/// A configuration in `dir` for the workspace at `url` (token `t0ken`, no settle
+/// window) and a directory file of one person, Ada (id `00u1`), with `status`.
+pub fn ada_config(url: &str, dir: &Path, status: &str) -> Config {
+    std::fs::write(
+        dir.join("directory.json"),
+        serde_json::json!({"users": [{
+            "id": "00u1", "userName": "ada@example.com", "email": "ada@example.com",
+            "givenName": "Ada", "familyName": "Lovelace", "displayName": "Ada Lovelace",
+            "status": status, "groups": []
+        }]})
+        .to_string(),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("seatwarden.toml"),
+        format!(
+            "[directory]\nkind = \"file\"\npath = \"directory.json\"\n\n\
+             [workspace]\nurl = \"{url}\"\ntoken = \"t0ken\"\n\n[safety]\nsettle = \"0s\"\n"
+        ),
+    )
+    .unwrap();
+    Config::load_with_env(&dir.join("seatwarden.toml"), Some(Default::default())).unwrap()
+}
+
 /// The demo's workspace (`config/demo/workspace.json`) served by the in-process
 /// sandbox on a free loopback port, with bearer `token` and `faults`.
 pub async fn demo_sandbox(token: &str, faults: Faults) -> Sandbox {

@@ -93,26 +93,7 @@ fn create_action(seq: u32, identity: &str, user_name: &str) -> Action {
 }
 
 fn config_for(server: &MockServer, dir: &std::path::Path) -> Config {
-    std::fs::write(
-        dir.join("directory.json"),
-        json!({"users": [{
-            "id": "00u1", "userName": "ada@example.com", "email": "ada@example.com",
-            "givenName": "Ada", "familyName": "Lovelace", "displayName": "Ada Lovelace",
-            "status": "active", "groups": []
-        }]})
-        .to_string(),
-    )
-    .unwrap();
-    std::fs::write(
-        dir.join("seatwarden.toml"),
-        format!(
-            "[directory]\nkind = \"file\"\npath = \"directory.json\"\n\n\
-             [workspace]\nurl = \"{}\"\ntoken = \"t0ken\"\n\n[safety]\nsettle = \"0s\"\n",
-            server.uri()
-        ),
-    )
-    .unwrap();
-    Config::load_with_env(&dir.join("seatwarden.toml"), Some(Default::default())).unwrap()
+    crate::fixtures::ada_config(&server.uri(), dir, "active")
 }
 
 /// Journals a create of Ada's account and leaves it `in_flight`, as a process

@@ -14,25 +14,7 @@ use seatwarden::run::{self, Mode};
 use seatwarden::store::{ActionState, RunKind, Store};
 
 fn config_for(url: &str, dir: &std::path::Path) -> Config {
-    std::fs::write(
-        dir.join("directory.json"),
-        json!({"users": [{
-            "id": "00u1", "userName": "ada@example.com", "email": "ada@example.com",
-            "givenName": "Ada", "familyName": "Lovelace", "displayName": "Ada Lovelace",
-            "status": "deprovisioned", "groups": []
-        }]})
-        .to_string(),
-    )
-    .unwrap();
-    std::fs::write(
-        dir.join("seatwarden.toml"),
-        format!(
-            "[directory]\nkind = \"file\"\npath = \"directory.json\"\n\n\
-             [workspace]\nurl = \"{url}\"\ntoken = \"t0ken\"\n\n[safety]\nsettle = \"0s\"\n"
-        ),
-    )
-    .unwrap();
-    Config::load_with_env(&dir.join("seatwarden.toml"), Some(Default::default())).unwrap()
+    crate::fixtures::ada_config(url, dir, "deprovisioned")
 }
 
 /// Journals a deactivation of Ada's account and leaves it `in_flight`, as a
