@@ -7,10 +7,12 @@
 //!
 //! A run reads its snapshots before it applies anything, and approvals and the
 //! sweep write after it: the writes applied and verified since the snapshot was
-//! read (deactivations, reactivations, deletions, roles, group memberships) are
-//! laid over it, so an approved deactivation shows as done. Accounts created since
-//! appear from the next run's snapshot. The export says as of when, on every CSV
-//! row: `snapshot_at` and `applied_through` (the last write accounted for).
+//! read (creations, deactivations, reactivations, deletions, attributes, roles,
+//! group memberships) are laid over it, so an approved deactivation shows as done
+//! and the accounts a run created are there, with the groups it added them to: an
+//! access review that left out the newest accounts would understate access. The
+//! export says as of when, on every CSV row: `snapshot_at` and `applied_through`
+//! (the last write accounted for).
 
 use std::borrow::Cow;
 use std::collections::HashMap;
@@ -94,13 +96,22 @@ fn removal(active: bool) -> &'static str {
 }
 
 /// Lays the writes applied since the snapshot over its accounts and group
-/// memberships, oldest first. Account creations are left to the next snapshot:
-/// the journal does not say which id the workspace gave the account.
+/// memberships, oldest first. The journal does not say which id the workspace gave
+/// an account it created: the link stored with the create does (`created`:
+/// identity id → account id). A create whose link has gone since (the account was
+/// deleted again, or relinked) is left out, as is a membership of such an account.
 fn apply_since(
-    accounts: &mut [Account],
+    accounts: &mut Vec<Account>,
     groups_of: &mut HashMap<String, Vec<String>>,
     applied: &[JournalEntry],
+    created: &HashMap<&str, &str>,
 ) {
+    let member_id = |member: &AccountRef| match member {
+        AccountRef::Existing { id } => Some(id.clone()),
+        AccountRef::Created { identity_id } => {
+            created.get(identity_id.as_str()).map(|id| (*id).to_owned())
+        }
+    };
     for entry in applied {
         match &entry.action.kind {
             ActionKind::Deactivate { account_id } | ActionKind::Delete { account_id, .. } => {
@@ -116,18 +127,35 @@ fn apply_since(
                     account.active = true;
                 }
             }
+            ActionKind::CreateAccount { identity_id, spec } => {
+                let Some(id) = created.get(identity_id.as_str()) else {
+                    continue;
+                };
+                if accounts.iter().any(|a| a.id == *id) {
+                    continue;
+                }
+                accounts.push(Account::created((*id).to_owned(), spec));
+            }
+            ActionKind::UpdateAttributes {
+                account_id,
+                changes,
+            } => {
+                if let Some(account) = accounts.iter_mut().find(|a| &a.id == account_id) {
+                    for change in changes {
+                        change.apply_to(account);
+                    }
+                }
+            }
             ActionKind::SetRole { account_id, to, .. } => {
                 if let Some(account) = accounts.iter_mut().find(|a| &a.id == account_id) {
                     account.roles = vec![to.to_string()];
                 }
             }
             ActionKind::AddMembers { group, members } => {
-                for member in members {
-                    if let AccountRef::Existing { id } = member {
-                        let groups = groups_of.entry(id.clone()).or_default();
-                        if !groups.iter().any(|g| g == group.display_name()) {
-                            groups.push(group.display_name().to_owned());
-                        }
+                for id in members.iter().filter_map(member_id) {
+                    let groups = groups_of.entry(id).or_default();
+                    if !groups.iter().any(|g| g == group.display_name()) {
+                        groups.push(group.display_name().to_owned());
                     }
                 }
             }
@@ -138,9 +166,7 @@ fn apply_since(
                     }
                 }
             }
-            ActionKind::CreateGroup { .. }
-            | ActionKind::CreateAccount { .. }
-            | ActionKind::UpdateAttributes { .. } => {}
+            ActionKind::CreateGroup { .. } => {}
         }
     }
 }
@@ -204,8 +230,12 @@ pub fn access(store: &Store, config: &Config) -> Result<AccessExport, ExportErro
                 .push(group.display_name.clone());
         }
     }
+    let created: HashMap<&str, &str> = links
+        .iter()
+        .map(|l| (l.identity_id.as_str(), l.account_id.as_str()))
+        .collect();
     let mut current = workspace.accounts.clone();
-    apply_since(&mut current, &mut groups_of, &applied);
+    apply_since(&mut current, &mut groups_of, &applied, &created);
     let unlinked = |account: &Account| -> String {
         if protected.matches(&account.user_name)
             || account
@@ -379,5 +409,110 @@ impl AccessExport {
             .into_inner()
             .map_err(|e| ExportError::Csv(e.into_error().into()))?;
         Ok(String::from_utf8_lossy(&bytes).into_owned())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{AccountSpec, Action, Attribute, AttributeChange, DriftKind, GroupRef};
+    use crate::store::ActionState;
+
+    fn applied(seq: u32, kind: ActionKind) -> JournalEntry {
+        JournalEntry {
+            run: 2,
+            action: Action {
+                seq,
+                kind,
+                reason: DriftKind::AttributeDrift,
+                subject: String::new(),
+                identity_id: None,
+                detail: String::new(),
+                held: None,
+            },
+            state: ActionState::Applied,
+            attempts: 1,
+            last_error: None,
+            updated_at: Utc::now(),
+        }
+    }
+
+    /// A rename shows under the new userName; a create whose link has gone since
+    /// (the account deleted again) is left out with its memberships, and one still
+    /// linked is there with the group it was added to.
+    #[test]
+    fn writes_since_the_snapshot_rename_and_create_accounts() {
+        let spec = |user_name: &str| AccountSpec {
+            user_name: user_name.to_owned(),
+            external_id: String::new(),
+            given_name: None,
+            family_name: None,
+            display_name: None,
+            email: None,
+            role: Some(crate::model::Role::Editor),
+        };
+        let mut accounts = vec![Account::created("a1".to_owned(), &spec("old@example.com"))];
+        let mut groups_of = HashMap::new();
+        let created = HashMap::from([("p2", "a2")]);
+        let journal = [
+            applied(
+                0,
+                ActionKind::UpdateAttributes {
+                    account_id: "a1".to_owned(),
+                    changes: vec![AttributeChange {
+                        attribute: Attribute::UserName,
+                        from: Some("old@example.com".to_owned()),
+                        to: Some("new@example.com".to_owned()),
+                    }],
+                },
+            ),
+            applied(
+                1,
+                ActionKind::CreateAccount {
+                    identity_id: "p2".to_owned(),
+                    spec: spec("p2@example.com"),
+                },
+            ),
+            applied(
+                2,
+                ActionKind::CreateAccount {
+                    identity_id: "p3".to_owned(),
+                    spec: spec("p3@example.com"),
+                },
+            ),
+            applied(
+                3,
+                ActionKind::AddMembers {
+                    group: GroupRef::Created {
+                        display_name: "Design".to_owned(),
+                    },
+                    members: vec![
+                        AccountRef::Created {
+                            identity_id: "p2".to_owned(),
+                        },
+                        AccountRef::Created {
+                            identity_id: "p3".to_owned(),
+                        },
+                    ],
+                },
+            ),
+        ];
+        apply_since(&mut accounts, &mut groups_of, &journal, &created);
+        let names: Vec<(&str, &str, &[String])> = accounts
+            .iter()
+            .map(|a| (a.id.as_str(), a.user_name.as_str(), a.roles.as_slice()))
+            .collect();
+        let editor = ["Editor".to_owned()];
+        assert_eq!(
+            names,
+            [
+                ("a1", "new@example.com", &editor[..]),
+                ("a2", "p2@example.com", &editor[..])
+            ]
+        );
+        assert_eq!(
+            groups_of,
+            HashMap::from([("a2".to_owned(), vec!["Design".to_owned()])])
+        );
     }
 }

@@ -147,6 +147,21 @@ pub struct Account {
 }
 
 impl Account {
+    /// The account a workspace holds after creating `spec` as `id`.
+    pub fn created(id: String, spec: &AccountSpec) -> Account {
+        Account {
+            id,
+            user_name: spec.user_name.clone(),
+            external_id: Some(spec.external_id.clone()),
+            given_name: spec.given_name.clone(),
+            family_name: spec.family_name.clone(),
+            display_name: spec.display_name.clone(),
+            email: spec.email.clone(),
+            active: true,
+            roles: spec.role.iter().map(|r| r.as_str().to_owned()).collect(),
+        }
+    }
+
     /// The account's role when it carries exactly one known role.
     pub fn role(&self) -> Option<Role> {
         match self.roles.as_slice() {
@@ -269,6 +284,25 @@ pub struct AttributeChange {
     pub from: Option<String>,
     /// `None` clears the attribute.
     pub to: Option<String>,
+}
+
+impl AttributeChange {
+    /// `account` as it reads once this change is made. userName is required in
+    /// SCIM: a change clearing it is refused, so it leaves the name as it was.
+    pub fn apply_to(&self, account: &mut Account) {
+        match self.attribute {
+            Attribute::UserName => {
+                if let Some(to) = &self.to {
+                    account.user_name = to.clone();
+                }
+            }
+            Attribute::ExternalId => account.external_id = self.to.clone(),
+            Attribute::GivenName => account.given_name = self.to.clone(),
+            Attribute::FamilyName => account.family_name = self.to.clone(),
+            Attribute::DisplayName => account.display_name = self.to.clone(),
+            Attribute::Email => account.email = self.to.clone(),
+        }
+    }
 }
 
 /// Why something differs between desired and actual state.

@@ -2328,21 +2328,7 @@ pub fn simulate(
             ActionKind::CreateAccount { identity_id, spec } => {
                 let id = created_account_id(identity_id);
                 if !ws.accounts.iter().any(|a| a.id == id) {
-                    ws.accounts.push(Account {
-                        id: id.clone(),
-                        user_name: spec.user_name.clone(),
-                        external_id: Some(spec.external_id.clone()),
-                        given_name: spec.given_name.clone(),
-                        family_name: spec.family_name.clone(),
-                        display_name: spec.display_name.clone(),
-                        email: spec.email.clone(),
-                        active: true,
-                        roles: spec
-                            .role
-                            .map(|r| r.as_str().to_owned())
-                            .into_iter()
-                            .collect(),
-                    });
+                    ws.accounts.push(Account::created(id.clone(), spec));
                     links.push(Link {
                         identity_id: identity_id.clone(),
                         account_id: id,
@@ -2354,20 +2340,8 @@ pub fn simulate(
                 changes,
             } => {
                 for a in ws.accounts.iter_mut().filter(|a| &a.id == account_id) {
-                    for c in changes {
-                        match c.attribute {
-                            Attribute::UserName => {
-                                // userName is required in SCIM; a clear is refused.
-                                if let Some(to) = &c.to {
-                                    a.user_name = to.clone();
-                                }
-                            }
-                            Attribute::ExternalId => a.external_id = c.to.clone(),
-                            Attribute::GivenName => a.given_name = c.to.clone(),
-                            Attribute::FamilyName => a.family_name = c.to.clone(),
-                            Attribute::DisplayName => a.display_name = c.to.clone(),
-                            Attribute::Email => a.email = c.to.clone(),
-                        }
+                    for change in changes {
+                        change.apply_to(a);
                     }
                 }
             }

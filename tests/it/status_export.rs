@@ -304,3 +304,84 @@ async fn accounts_linked_to_nobody_say_why() {
         "{export:?}"
     );
 }
+
+/// Right after a reconcile, before any later run reads the workspace again, the
+/// export shows the workspace as it is: the accounts the run created (with the
+/// groups it added them to), renamed ones under their new userName, and every
+/// other write the run made. An access review that left out the newest accounts
+/// would understate who has access.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_access_export_after_a_reconcile_matches_the_workspace() {
+    use std::collections::BTreeMap;
+
+    const TOKEN: &str = "export-after-reconcile";
+    let sandbox = crate::fixtures::demo_sandbox(TOKEN, Default::default()).await;
+    let dir = tempfile::tempdir().unwrap();
+    crate::fixtures::copy_demo_files(dir.path());
+    let env = [
+        (
+            "SEATWARDEN__WORKSPACE__URL".to_owned(),
+            sandbox.base_url().to_string(),
+        ),
+        ("SEATWARDEN__WORKSPACE__TOKEN".to_owned(), TOKEN.to_owned()),
+        ("SEATWARDEN__STATE__PATH".to_owned(), "state.db".to_owned()),
+    ];
+    let config = seatwarden::config::Config::load_with_env(
+        &dir.path().join("seatwarden.toml"),
+        Some(env.into_iter().collect()),
+    )
+    .unwrap();
+    let outcome = seatwarden::run::execute(
+        &config,
+        Store::open(&config.state.path).unwrap(),
+        seatwarden::run::Mode::Reconcile,
+    )
+    .await
+    .unwrap();
+    let ops: Vec<&str> = outcome.plan.runnable().map(|a| a.kind.name()).collect();
+    for op in ["create_account", "update_attributes", "add_members"] {
+        assert!(ops.contains(&op), "the demo's run makes no {op}: {ops:?}");
+    }
+
+    let workspace = sandbox.snapshot();
+    let mut groups_of: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+    for group in &workspace.groups {
+        for member in &group.members {
+            groups_of
+                .entry(member.as_str())
+                .or_default()
+                .push(group.display_name.as_str());
+        }
+    }
+    let actual: BTreeMap<&str, (&str, bool, String, Vec<&str>)> = workspace
+        .accounts
+        .iter()
+        .map(|a| {
+            let mut groups = groups_of.get(a.id.as_str()).cloned().unwrap_or_default();
+            groups.sort_unstable();
+            (
+                a.id.as_str(),
+                (a.user_name.as_str(), a.active, a.roles.join(","), groups),
+            )
+        })
+        .collect();
+
+    let store = Store::open(&config.state.path).unwrap();
+    let export = seatwarden::export::access(&store, &config).unwrap();
+    let exported: BTreeMap<&str, (&str, bool, String, Vec<&str>)> = export
+        .accounts
+        .iter()
+        .map(|r| {
+            (
+                r.account_id.as_str(),
+                (
+                    r.user_name.as_str(),
+                    r.active,
+                    r.role.clone(),
+                    r.workspace_groups.iter().map(String::as_str).collect(),
+                ),
+            )
+        })
+        .collect();
+    assert_eq!(exported, actual);
+}
