@@ -1,7 +1,9 @@
 //! One reconciliation run, end to end: snapshot both sides, store them, compute
 //! the desired state, plan, guard, and (in reconcile mode) apply and verify, then
 //! store the drift report. `plan` and `reconcile --dry-run` stop before apply and
-//! write nothing to the workspace. The two sides are read concurrently, the
+//! write nothing to the workspace; run by hand ([`preview_until`]), a Ctrl-C or
+//! SIGTERM gives them up where they stand, before their plan is stored. The two
+//! sides are read concurrently, the
 //! directory snapshot is stored while the workspace is still being read, and the
 //! workspace snapshot while the plan is made from it.
 //!
@@ -113,6 +115,13 @@ pub enum RunError {
          not sent, and the next run plans them again"
     )]
     Stopped { unsent: usize },
+    /// A `plan` or `reconcile --dry-run` given up by a signal before it stored its
+    /// plan (see [`preview_until`]).
+    #[error(
+        "stopped by a signal before the plan was made: nothing was written to the workspace \
+         and nothing was planned"
+    )]
+    PreviewStopped,
 }
 
 impl crate::retry::Transient for RunError {
@@ -122,7 +131,8 @@ impl crate::retry::Transient for RunError {
             | RunError::Poisoned
             | RunError::Notify(_)
             | RunError::Task(_)
-            | RunError::Stopped { .. } => false,
+            | RunError::Stopped { .. }
+            | RunError::PreviewStopped => false,
             RunError::Directory(e) => e.is_transient(),
             RunError::Workspace(e) | RunError::TokenRefused(e) => e.is_transient(),
             RunError::AccountsUnread(unread) => unread.transient,
@@ -340,6 +350,47 @@ pub async fn execute_with_options(
     mode: Mode,
     options: RunOptions,
 ) -> Result<RunOutcome, RunError> {
+    execute_until(
+        config,
+        directory,
+        client,
+        store,
+        mode,
+        options,
+        std::future::pending(),
+    )
+    .await
+}
+
+/// `plan` and `reconcile --dry-run` run by hand: [`execute_with_options`], given
+/// up where it stands once `interrupted` resolves (the first Ctrl-C or SIGTERM),
+/// unless its plan is stored by then. Neither writes to the workspace, so there
+/// is nothing to finish: the reads are dropped mid-request. Each snapshot is
+/// stored in one transaction, whole or not at all, and one being stored is
+/// waited for; the run is recorded `stopped`, with no plan and no report, and
+/// ends with [`RunError::PreviewStopped`]. A reconcile is never given up this
+/// way: its writes stop through [`RunOptions::stop`], which lets those sent finish.
+pub async fn preview_until(
+    config: &Config,
+    directory: &Directory,
+    client: &ScimClient,
+    store: Store,
+    mode: Mode,
+    options: RunOptions,
+    interrupted: impl std::future::Future<Output = ()>,
+) -> Result<RunOutcome, RunError> {
+    execute_until(config, directory, client, store, mode, options, interrupted).await
+}
+
+async fn execute_until(
+    config: &Config,
+    directory: &Directory,
+    client: &ScimClient,
+    store: Store,
+    mode: Mode,
+    options: RunOptions,
+    interrupted: impl std::future::Future<Output = ()>,
+) -> Result<RunOutcome, RunError> {
     let store = Arc::new(Mutex::new(store));
     let started_at = Utc::now();
     let run_id = {
@@ -352,7 +403,8 @@ pub async fn execute_with_options(
     tracing::info!(run = run_id, mode = mode.as_str(), "run started");
     // The runs whose in-flight rows this run's recovery resolved: cut off.
     let mut cut_off = BTreeSet::new();
-    let result = pipeline(
+    // Boxed: this future is as large as the whole run's.
+    let pipeline = Box::pin(pipeline(
         config,
         directory,
         client,
@@ -362,8 +414,21 @@ pub async fn execute_with_options(
         started_at,
         options,
         &mut cut_off,
-    )
-    .await;
+    ));
+    let result = if mode == Mode::Reconcile {
+        pipeline.await
+    } else {
+        // The plan and the report are stored with no await between them (nor after):
+        // once the plan is stored, the run finishes within the same poll. Given up
+        // before, no further part is stored; a snapshot being stored on the
+        // blocking pool holds the store's lock until it is whole, which the run's
+        // end below waits for.
+        tokio::select! {
+            biased;
+            result = pipeline => result,
+            () = interrupted => Err(RunError::PreviewStopped),
+        }
+    };
     // Every reconcile feeds the same-day deprovisioning ledger, whether the daemon
     // or a person ran it, and whether it finished or failed: a run that fails after
     // its writes (storing the report, say) has deactivated people all the same, and
@@ -454,6 +519,10 @@ pub async fn execute_with_options(
             let message = error.to_string();
             let status = if matches!(error, RunError::Stopped { .. }) {
                 tracing::warn!(run = run_id, error = %message, "run stopped");
+                RunStatus::Stopped
+            } else if matches!(error, RunError::PreviewStopped) {
+                // Asked for by whoever ran it, and nothing was left undone.
+                tracing::info!(run = run_id, error = %message, "run stopped");
                 RunStatus::Stopped
             } else {
                 tracing::error!(run = run_id, error = %message, "run failed");
