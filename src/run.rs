@@ -160,17 +160,53 @@ pub fn directory_from_config(config: &Config) -> Directory {
     config.directory()
 }
 
-/// Progress lines on stderr while snapshots are read; only when stderr is a TTY,
-/// so logs and CI output stay clean.
-fn progress_printer(enabled: bool) -> impl Fn(Progress) + Send + Sync {
-    move |p: Progress| {
-        if enabled {
+/// The progress line on stderr while the workspace is read, rewritten in place
+/// after each page; only when stderr is a TTY (and not in the daemon), so logs
+/// and CI output stay clean. A reconcile shows it, and `approve` while it lists
+/// the workspace to re-check what it approves.
+pub struct ReadProgress {
+    shown: bool,
+    printed: AtomicBool,
+}
+
+impl ReadProgress {
+    /// Shown when stderr is a terminal, unless [`silence_progress`] was called.
+    pub fn on_terminal() -> ReadProgress {
+        ReadProgress::new(std::io::stderr().is_terminal() && !PROGRESS_OFF.load(Ordering::Relaxed))
+    }
+
+    fn new(shown: bool) -> ReadProgress {
+        ReadProgress {
+            shown,
+            printed: AtomicBool::new(false),
+        }
+    }
+
+    /// The listing's hook ([`ScimClient::snapshot_whole`]).
+    pub fn page(&self, p: Progress) {
+        if self.shown {
+            self.printed.store(true, Ordering::Relaxed);
             let total = p.total.map(|t| format!("/{t}")).unwrap_or_default();
             eprint!(
                 "\r  reading workspace {}: {}{} objects, {} pages   ",
                 p.what, p.objects, total, p.pages
             );
         }
+    }
+
+    /// Ends the line once the read is done, so that what follows (the apply's
+    /// own progress line) does not overwrite it.
+    pub fn done(&self) {
+        if self.printed.swap(false, Ordering::Relaxed) {
+            eprintln!();
+        }
+    }
+}
+
+/// A read that failed ends the line too: the error is printed after it.
+impl Drop for ReadProgress {
+    fn drop(&mut self) {
+        self.done();
     }
 }
 
@@ -654,7 +690,8 @@ async fn pipeline(
         if !discovered {
             discover(client).await?;
         }
-        let progress = progress_printer(show_progress);
+        let read_progress = ReadProgress::new(show_progress);
+        let progress = |p: Progress| read_progress.page(p);
         let (mut snapshot, mut whole) = client.snapshot_whole(&progress).await?;
         if !whole {
             // Objects moved between pages while they were read (push SCIM creating
@@ -672,9 +709,7 @@ async fn pipeline(
                 );
             }
         }
-        if show_progress {
-            eprintln!();
-        }
+        read_progress.done();
         tracing::info!(
             accounts = snapshot.accounts.len(),
             groups = snapshot.groups.len(),
