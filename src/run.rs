@@ -3,9 +3,9 @@
 //! store the drift report. `plan` and `reconcile --dry-run` stop before apply and
 //! write nothing to the workspace; run by hand ([`preview_until`]), a Ctrl-C or
 //! SIGTERM gives them up where they stand, before their plan is stored. The two
-//! sides are read concurrently, the
-//! directory snapshot is stored while the workspace is still being read, and the
-//! workspace snapshot while the plan is made from it.
+//! sides are read concurrently, the directory snapshot is stored while the
+//! workspace is still being read, and the workspace snapshot while the plan is
+//! made from it.
 //!
 //! The safety net (issue 6, [`crate::safety`]) hooks in at fixed points: source
 //! sanity once both sides are read (a rejected directory plans nothing), the
@@ -458,7 +458,8 @@ async fn execute_until(
         // once the plan is stored, the run finishes within the same poll. Given up
         // before, no further part is stored; a snapshot being stored on the
         // blocking pool holds the store's lock until it is whole, which the run's
-        // end below waits for.
+        // end below waits for (one queued but not begun yet is stored whole after
+        // it: the runtime waits for the blocking pool before the process exits).
         tokio::select! {
             biased;
             result = pipeline => result,
