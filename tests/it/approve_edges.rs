@@ -325,7 +325,13 @@ async fn approve_shows_the_listing_progress_on_a_terminal_only() {
         .current_dir(dir.path())
         .envs(env.iter().map(|(k, v)| (k, v)))
         .stdin(Stdio::null());
-    let terminal = blocking(script).await.unwrap();
+    let terminal = tokio::task::spawn_blocking(move || {
+        script
+            .output()
+            .unwrap_or_else(|e| panic!("util-linux `script` gives the test a terminal: {e}"))
+    })
+    .await
+    .unwrap();
     let shown = String::from_utf8_lossy(&terminal.stdout);
     assert_eq!(terminal.status.code(), Some(0), "{shown}");
     let reading = shown
