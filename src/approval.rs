@@ -685,7 +685,11 @@ pub async fn approve(
     if !discovered {
         client.discover().await?;
     }
-    let (workspace, whole) = client.snapshot_whole(&|_| {}).await?;
+    // On a terminal, the read's progress line, as a reconcile shows it: a large
+    // workspace takes a while to list.
+    let listing = crate::run::ReadProgress::on_terminal();
+    let (workspace, whole) = client.snapshot_whole(&|p| listing.page(p)).await?;
+    listing.done();
     if !whole {
         return Err(ApprovalError::ShortListing);
     }

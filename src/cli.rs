@@ -37,7 +37,8 @@ pub mod exit {
     pub const OVERDUE: u8 = 7;
     /// `reconcile`, `resume` or `approve` stopped by SIGINT (Ctrl-C) before every
     /// write was sent: those sent were finished and recorded, the rest not sent.
-    /// What a shell reports for a process SIGINT stopped (128 + 2).
+    /// `plan` or `reconcile --dry-run` stopped by it before its plan was made:
+    /// nothing planned. What a shell reports for a process SIGINT stopped (128 + 2).
     pub const INTERRUPTED: u8 = 130;
     /// The same, stopped by SIGTERM (128 + 15).
     pub const TERMINATED: u8 = 143;
@@ -67,7 +68,8 @@ Exit codes:
      sent; those sent were finished and recorded, the rest not sent, and running
      the command again finishes the work (a second Ctrl-C quits at once: the next
      run resolves what that leaves in flight). A signal after the last write was
-     sent lets the run finish with its own code
+     sent lets the run finish with its own code. plan, reconcile --dry-run: stopped
+     by SIGINT before the plan was made; they wrote nothing, and stored no plan
 141  stdout was closed by its reader (e.g. `| head`); reconcile, resume and approve
      keep their own code
 143  as 130, stopped by SIGTERM
@@ -258,7 +260,8 @@ pub enum Command {
 Exit codes: 0 done (with --detailed-exitcode: nothing to do), 2 the plan has changes
 (--detailed-exitcode; held actions are changes too, never 3: `reconcile --dry-run`
 exits 3 when the guard would hold some), 5 the directory was rejected (source
-fault), 1 an error.
+fault), 1 an error, 130 (143) Ctrl-C (SIGTERM) stopped it before the plan was made:
+nothing was planned.
 
 Example:
   seatwarden plan --format markdown > plan.md")]
@@ -670,7 +673,10 @@ fn run_command(cli: Cli) -> anyhow::Result<u8> {
             format,
             detailed_exitcode,
         } => {
-            let outcome = execute_with_options(&config, Mode::Plan, run::RunOptions::default())?;
+            let outcome = match preview(&config, Mode::Plan, run::RunOptions::default())? {
+                Preview::Finished(outcome) => *outcome,
+                Preview::Stopped(code) => return Ok(code),
+            };
             print_report(&outcome.report, format, &config)?;
             // A rejected directory planned nothing: "no changes" would tell a
             // drift check that a broken source is in sync.
@@ -696,7 +702,10 @@ fn run_command(cli: Cli) -> anyhow::Result<u8> {
             if !dry_run {
                 return reconcile(&config, options, format);
             }
-            let outcome = execute_with_options(&config, Mode::DryRun, options)?;
+            let outcome = match preview(&config, Mode::DryRun, options)? {
+                Preview::Finished(outcome) => *outcome,
+                Preview::Stopped(code) => return Ok(code),
+            };
             after_writes(print_report(&outcome.report, format, &config))?;
             Ok(exit_with_hint(&config, Mode::DryRun, &outcome))
         }
@@ -1436,25 +1445,81 @@ fn open_store(config: &Config) -> anyhow::Result<Store> {
         .with_context(|| format!("state.path in {}", config.origin_of("state.path").display()))
 }
 
-/// A run with no signal handling: `plan` and `reconcile --dry-run`, which write
-/// nothing to the workspace (a reconcile goes through [`reconcile`]).
-fn execute_with_options(
-    config: &Config,
-    mode: Mode,
-    options: run::RunOptions,
-) -> anyhow::Result<run::RunOutcome> {
-    // Only a reconcile writes (and resolves journal rows left in flight).
-    let _writer = match mode {
-        Mode::Reconcile => Some(writer_lock(config)?),
-        Mode::Plan | Mode::DryRun => None,
-    };
+/// How a `plan` or `reconcile --dry-run` ended.
+enum Preview {
+    Finished(Box<run::RunOutcome>),
+    /// Given up by SIGINT or SIGTERM before its plan was stored: the exit code.
+    Stopped(u8),
+}
+
+/// `plan` and `reconcile --dry-run`, which write nothing to the workspace and take
+/// no writer lock (a reconcile goes through [`reconcile`]). The first SIGINT or
+/// SIGTERM gives the run up where it stands ([`run::preview_until`]): it is
+/// recorded stopped with nothing planned, one line on stderr says so, and the
+/// exit is 130 (SIGINT) or 143 (SIGTERM). A signal once the plan is stored lets
+/// the run finish with its own code.
+fn preview(config: &Config, mode: Mode, options: run::RunOptions) -> anyhow::Result<Preview> {
     let store = open_store(config)?;
     let client = crate::workspace::ScimClient::new(config.scim_settings()?)?;
     let directory = run::directory_from_config(config);
-    let outcome = runtime()?.block_on(run::execute_with_options(
-        config, &directory, &client, store, mode, options,
-    ))?;
-    Ok(outcome)
+    let (result, signal) = run_cancellable(|interrupted| {
+        run::preview_until(
+            config,
+            &directory,
+            &client,
+            store,
+            mode,
+            options,
+            interrupted,
+        )
+    })?;
+    match (result, signal) {
+        (Err(run::RunError::PreviewStopped), Some(signal)) => {
+            // The read's progress line, if any, was ended as the read was dropped.
+            eprintln!(
+                "interrupted ({}): stopped reading; nothing was written to the \
+                 workspace and nothing was planned",
+                signal.name()
+            );
+            Ok(Preview::Stopped(signal.exit_code()))
+        }
+        (result, _) => Ok(Preview::Finished(Box::new(result?))),
+    }
+}
+
+/// Runs `work`, a command that writes nothing to the workspace (`plan`, `reconcile
+/// --dry-run`), on a new runtime, handing it a future that resolves at the first
+/// SIGINT or SIGTERM: it has nothing to finish, and gives up at once. A second
+/// signal ends the process at once, should giving up take a while (a snapshot of
+/// 100k accounts being stored). Returns the first signal received, if any.
+fn run_cancellable<W, F>(work: W) -> anyhow::Result<(F::Output, Option<Interruption>)>
+where
+    W: FnOnce(std::pin::Pin<Box<dyn std::future::Future<Output = ()>>>) -> F,
+    F: std::future::Future,
+{
+    runtime()?.block_on(async {
+        let mut signals = Interrupts::install()?;
+        let (heard, first) = tokio::sync::watch::channel(None::<Interruption>);
+        let watcher = tokio::spawn(async move {
+            let signal = signals.next().await;
+            heard.send_replace(Some(signal));
+            let again = signals.next().await;
+            eprintln!("{}: quitting at once", again.name());
+            std::process::exit(again.exit_code().into());
+        });
+        let mut interrupted = first.clone();
+        let output = work(Box::pin(async move {
+            let heard = interrupted.wait_for(Option::is_some).await.is_ok();
+            // The watcher gone (the work is done) is no signal.
+            if !heard {
+                std::future::pending::<()>().await;
+            }
+        }))
+        .await;
+        watcher.abort();
+        let signal = *first.borrow();
+        Ok((output, signal))
+    })
 }
 
 /// `reconcile` (and the one `resume` runs): the run, under the writer lock, which

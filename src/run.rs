@@ -1,9 +1,11 @@
 //! One reconciliation run, end to end: snapshot both sides, store them, compute
 //! the desired state, plan, guard, and (in reconcile mode) apply and verify, then
 //! store the drift report. `plan` and `reconcile --dry-run` stop before apply and
-//! write nothing to the workspace. The two sides are read concurrently, the
-//! directory snapshot is stored while the workspace is still being read, and the
-//! workspace snapshot while the plan is made from it.
+//! write nothing to the workspace; run by hand ([`preview_until`]), a Ctrl-C or
+//! SIGTERM gives them up where they stand, before their plan is stored. The two
+//! sides are read concurrently, the directory snapshot is stored while the
+//! workspace is still being read, and the workspace snapshot while the plan is
+//! made from it.
 //!
 //! The safety net (issue 6, [`crate::safety`]) hooks in at fixed points: source
 //! sanity once both sides are read (a rejected directory plans nothing), the
@@ -113,6 +115,13 @@ pub enum RunError {
          not sent, and the next run plans them again"
     )]
     Stopped { unsent: usize },
+    /// A `plan` or `reconcile --dry-run` given up by a signal before it stored its
+    /// plan (see [`preview_until`]).
+    #[error(
+        "stopped by a signal before the plan was made: nothing was written to the workspace \
+         and nothing was planned"
+    )]
+    PreviewStopped,
 }
 
 impl crate::retry::Transient for RunError {
@@ -122,7 +131,8 @@ impl crate::retry::Transient for RunError {
             | RunError::Poisoned
             | RunError::Notify(_)
             | RunError::Task(_)
-            | RunError::Stopped { .. } => false,
+            | RunError::Stopped { .. }
+            | RunError::PreviewStopped => false,
             RunError::Directory(e) => e.is_transient(),
             RunError::Workspace(e) | RunError::TokenRefused(e) => e.is_transient(),
             RunError::AccountsUnread(unread) => unread.transient,
@@ -150,17 +160,53 @@ pub fn directory_from_config(config: &Config) -> Directory {
     config.directory()
 }
 
-/// Progress lines on stderr while snapshots are read; only when stderr is a TTY,
-/// so logs and CI output stay clean.
-fn progress_printer(enabled: bool) -> impl Fn(Progress) + Send + Sync {
-    move |p: Progress| {
-        if enabled {
+/// The progress line on stderr while the workspace is read, rewritten in place
+/// after each page; only when stderr is a TTY (and not in the daemon), so logs
+/// and CI output stay clean. A reconcile shows it, and `approve` while it lists
+/// the workspace to re-check what it approves.
+pub struct ReadProgress {
+    shown: bool,
+    printed: AtomicBool,
+}
+
+impl ReadProgress {
+    /// Shown when stderr is a terminal, unless [`silence_progress`] was called.
+    pub fn on_terminal() -> ReadProgress {
+        ReadProgress::new(std::io::stderr().is_terminal() && !PROGRESS_OFF.load(Ordering::Relaxed))
+    }
+
+    fn new(shown: bool) -> ReadProgress {
+        ReadProgress {
+            shown,
+            printed: AtomicBool::new(false),
+        }
+    }
+
+    /// The listing's hook ([`ScimClient::snapshot_whole`]).
+    pub fn page(&self, p: Progress) {
+        if self.shown {
+            self.printed.store(true, Ordering::Relaxed);
             let total = p.total.map(|t| format!("/{t}")).unwrap_or_default();
             eprint!(
                 "\r  reading workspace {}: {}{} objects, {} pages   ",
                 p.what, p.objects, total, p.pages
             );
         }
+    }
+
+    /// Ends the line once the read is done, so that what follows (the apply's
+    /// own progress line) does not overwrite it.
+    pub fn done(&self) {
+        if self.printed.swap(false, Ordering::Relaxed) {
+            eprintln!();
+        }
+    }
+}
+
+/// A read that failed ends the line too: the error is printed after it.
+impl Drop for ReadProgress {
+    fn drop(&mut self) {
+        self.done();
     }
 }
 
@@ -340,6 +386,47 @@ pub async fn execute_with_options(
     mode: Mode,
     options: RunOptions,
 ) -> Result<RunOutcome, RunError> {
+    execute_until(
+        config,
+        directory,
+        client,
+        store,
+        mode,
+        options,
+        std::future::pending(),
+    )
+    .await
+}
+
+/// `plan` and `reconcile --dry-run` run by hand: [`execute_with_options`], given
+/// up where it stands once `interrupted` resolves (the first Ctrl-C or SIGTERM),
+/// unless its plan is stored by then. Neither writes to the workspace, so there
+/// is nothing to finish: the reads are dropped mid-request. Each snapshot is
+/// stored in one transaction, whole or not at all, and one being stored is
+/// waited for; the run is recorded `stopped`, with no plan and no report, and
+/// ends with [`RunError::PreviewStopped`]. A reconcile is never given up this
+/// way: its writes stop through [`RunOptions::stop`], which lets those sent finish.
+pub async fn preview_until(
+    config: &Config,
+    directory: &Directory,
+    client: &ScimClient,
+    store: Store,
+    mode: Mode,
+    options: RunOptions,
+    interrupted: impl std::future::Future<Output = ()>,
+) -> Result<RunOutcome, RunError> {
+    execute_until(config, directory, client, store, mode, options, interrupted).await
+}
+
+async fn execute_until(
+    config: &Config,
+    directory: &Directory,
+    client: &ScimClient,
+    store: Store,
+    mode: Mode,
+    options: RunOptions,
+    interrupted: impl std::future::Future<Output = ()>,
+) -> Result<RunOutcome, RunError> {
     let store = Arc::new(Mutex::new(store));
     let started_at = Utc::now();
     let run_id = {
@@ -352,7 +439,8 @@ pub async fn execute_with_options(
     tracing::info!(run = run_id, mode = mode.as_str(), "run started");
     // The runs whose in-flight rows this run's recovery resolved: cut off.
     let mut cut_off = BTreeSet::new();
-    let result = pipeline(
+    // Boxed: this future is as large as the whole run's.
+    let pipeline = Box::pin(pipeline(
         config,
         directory,
         client,
@@ -362,8 +450,22 @@ pub async fn execute_with_options(
         started_at,
         options,
         &mut cut_off,
-    )
-    .await;
+    ));
+    let result = if mode == Mode::Reconcile {
+        pipeline.await
+    } else {
+        // The plan and the report are stored with no await between them (nor after):
+        // once the plan is stored, the run finishes within the same poll. Given up
+        // before, no further part is stored; a snapshot being stored on the
+        // blocking pool holds the store's lock until it is whole, which the run's
+        // end below waits for (one queued but not begun yet is stored whole after
+        // it: the runtime waits for the blocking pool before the process exits).
+        tokio::select! {
+            biased;
+            result = pipeline => result,
+            () = interrupted => Err(RunError::PreviewStopped),
+        }
+    };
     // Every reconcile feeds the same-day deprovisioning ledger, whether the daemon
     // or a person ran it, and whether it finished or failed: a run that fails after
     // its writes (storing the report, say) has deactivated people all the same, and
@@ -454,6 +556,10 @@ pub async fn execute_with_options(
             let message = error.to_string();
             let status = if matches!(error, RunError::Stopped { .. }) {
                 tracing::warn!(run = run_id, error = %message, "run stopped");
+                RunStatus::Stopped
+            } else if matches!(error, RunError::PreviewStopped) {
+                // Asked for by whoever ran it, and nothing was left undone.
+                tracing::info!(run = run_id, error = %message, "run stopped");
                 RunStatus::Stopped
             } else {
                 tracing::error!(run = run_id, error = %message, "run failed");
@@ -585,7 +691,8 @@ async fn pipeline(
         if !discovered {
             discover(client).await?;
         }
-        let progress = progress_printer(show_progress);
+        let read_progress = ReadProgress::new(show_progress);
+        let progress = |p: Progress| read_progress.page(p);
         let (mut snapshot, mut whole) = client.snapshot_whole(&progress).await?;
         if !whole {
             // Objects moved between pages while they were read (push SCIM creating
@@ -603,9 +710,7 @@ async fn pipeline(
                 );
             }
         }
-        if show_progress {
-            eprintln!();
-        }
+        read_progress.done();
         tracing::info!(
             accounts = snapshot.accounts.len(),
             groups = snapshot.groups.len(),

@@ -302,3 +302,102 @@ async fn a_second_ctrl_c_quits_at_once_and_the_next_run_recovers() {
     );
     sandbox.shutdown().await;
 }
+
+/// `seatwarden ARGS` against the demo's files in `dir`, as [`reconcile`] runs it.
+fn seatwarden(dir: &Path, env: &[(String, String)], args: &[&str]) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_seatwarden"));
+    command
+        .arg("--config")
+        .arg(dir.join("seatwarden.toml"))
+        .args(args)
+        .envs(env.iter().map(|(k, v)| (k, v)))
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    command
+}
+
+/// Polls the sandbox's request counter until the command has sent `requests`.
+async fn wait_for_requests(sandbox: &Sandbox, requests: u64) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while sandbox.stats().requests < requests {
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting for the command's reads"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// `plan` (SIGINT) and `reconcile --dry-run` (SIGTERM) stopped while they read: they
+/// give up at once, without reading further; one line says that nothing was
+/// written and nothing planned; the exit is 130 or 143; the run is recorded
+/// stopped with that reason (not left `running`, which is what a plan killed by
+/// the signal's default action left), with no plan and no report, and a snapshot
+/// it stored is whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_signal_gives_up_a_plan_or_dry_run_at_once_with_nothing_planned() {
+    use seatwarden::cli::exit;
+    // Every read answered 300 ms late: the listing of the demo's workspace (20 a
+    // page) takes seconds.
+    let sandbox = slow_sandbox(Duration::from_millis(300)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let env = demo_env(dir.path(), &sandbox);
+    for (args, signal, code, kind) in [
+        (&["plan"][..], "INT", exit::INTERRUPTED, RunKind::Plan),
+        (
+            &["reconcile", "--dry-run"][..],
+            "TERM",
+            exit::TERMINATED,
+            RunKind::DryRun,
+        ),
+    ] {
+        let before = sandbox.stats().requests;
+        let child = seatwarden(dir.path(), &env, args).spawn().unwrap();
+        // Past `/ServiceProviderConfig`, into the listing.
+        wait_for_requests(&sandbox, before + 2).await;
+        kill(&child, signal);
+        let requests_at_signal = sandbox.stats().requests;
+        let output = finished(child).await;
+        let stderr = text(&output.stderr);
+        assert_eq!(
+            output.status.code(),
+            Some(code.into()),
+            "{args:?}: {stderr}"
+        );
+        assert_eq!(
+            stderr.trim_end(),
+            format!(
+                "interrupted (SIG{signal}): stopped reading; nothing was written to the \
+                 workspace and nothing was planned"
+            ),
+            "{args:?}"
+        );
+        assert!(text(&output.stdout).is_empty(), "no report printed");
+        // Both listings may each have had one request leave as the signal came.
+        assert!(
+            sandbox.stats().requests <= requests_at_signal + 2,
+            "{args:?} went on reading after the signal"
+        );
+        assert_eq!(sandbox.stats().writes, 0);
+
+        let store = Store::open(&dir.path().join("state.db")).unwrap();
+        let run = store.latest_run(&[kind]).unwrap().unwrap();
+        assert_eq!(run.status, RunStatus::Stopped, "{args:?}");
+        assert_eq!(
+            run.error.as_deref(),
+            Some(
+                seatwarden::run::RunError::PreviewStopped
+                    .to_string()
+                    .as_str()
+            )
+        );
+        assert!(run.finished_at.is_some());
+        assert!(store.journal(run.id).unwrap().is_empty(), "nothing planned");
+        assert!(store.report(run.id).unwrap().is_none(), "no report stored");
+        // Stored whole, or not at all.
+        store.load_directory_snapshot(run.id).unwrap();
+        store.load_workspace_snapshot(run.id).unwrap();
+    }
+    sandbox.shutdown().await;
+}
