@@ -1210,11 +1210,7 @@ fn demo(dir: &std::path::Path) -> anyhow::Result<u8> {
     } else {
         outln!("Not converged: see the report above.")?;
     }
-    outln!(
-        "State kept in {}: try `seatwarden --config {} report`.",
-        outcome.dir.display(),
-        outcome.dir.join("seatwarden.toml").display()
-    )?;
+    out!("{}", crate::demo::closing_text(&outcome))?;
     Ok(if outcome.converged() {
         exit::OK
     } else {

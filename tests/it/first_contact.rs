@@ -148,3 +148,93 @@ async fn a_scim_directory_url_without_the_scim_path_names_directory_url() {
     provider.shutdown().await;
     workspace.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_second_demo_in_the_same_directory_is_refused_while_the_first_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let demo_dir = dir.path().join("demo");
+    let first = seatwarden::demo::lock(&demo_dir).unwrap();
+    let error = seatwarden::demo::run(&demo_dir, false).await.unwrap_err();
+    assert!(
+        matches!(error, seatwarden::demo::DemoError::Busy { .. }),
+        "{error}"
+    );
+    let message = error.to_string();
+    assert!(
+        message.contains(&format!(
+            "another `seatwarden demo` (process {}) is using {}",
+            std::process::id(),
+            demo_dir.display()
+        )) && message.contains("another directory with --dir"),
+        "{message}"
+    );
+    // Refused before it touched the first one's files.
+    assert!(!demo_dir.join("seatwarden.db").exists());
+    assert!(!demo_dir.join("seatwarden.toml").exists());
+    drop(first);
+    let outcome = seatwarden::demo::run(&demo_dir, false).await.unwrap();
+    assert!(outcome.converged());
+}
+
+/// The port of the `workspace.url` in the demo's configuration.
+fn configured_port(dir: &std::path::Path) -> u16 {
+    let config =
+        Config::load_with_env(&dir.join("seatwarden.toml"), Some(Default::default())).unwrap();
+    url::Url::parse(&config.workspace.url)
+        .unwrap()
+        .port()
+        .unwrap()
+}
+
+/// What a plan against `seed` served where the demo's configuration points plans.
+async fn plan_against(dir: &std::path::Path, seed: &str) -> usize {
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", configured_port(dir)))
+        .await
+        .unwrap();
+    let sandbox = seatwarden::sandbox::Sandbox::start(
+        listener,
+        seatwarden::sandbox::SandboxOptions {
+            token: "demo-token".to_owned(),
+            ..Default::default()
+        },
+        seatwarden::sandbox::load_seed(&dir.join(seed)).unwrap(),
+    )
+    .await
+    .unwrap();
+    let config =
+        Config::load_with_env(&dir.join("seatwarden.toml"), Some(Default::default())).unwrap();
+    let store = Store::open(&config.state.path).unwrap();
+    let outcome = run::execute(&config, store, Mode::Plan).await.unwrap();
+    sandbox.shutdown().await;
+    outcome.report.summary.actions_planned
+}
+
+#[tokio::test]
+async fn after_the_demo_its_workspace_file_is_the_converged_workspace_and_the_text_says_how_to_serve_it()
+ {
+    let dir = tempfile::tempdir().unwrap();
+    let outcome = seatwarden::demo::run(dir.path(), false).await.unwrap();
+    assert!(outcome.converged());
+    assert_eq!(outcome.port, configured_port(dir.path()));
+
+    // Served again where the configuration points, the demo's workspace plans
+    // nothing; the drift it started from is there to start over with.
+    assert_eq!(plan_against(dir.path(), "workspace.json").await, 0);
+    assert!(plan_against(dir.path(), "workspace-drifted.json").await > 0);
+
+    let text = seatwarden::demo::closing_text(&outcome);
+    let config = dir.path().join("seatwarden.toml");
+    for expected in [
+        format!(
+            "seatwarden sandbox --seed {} --port {} --token demo-token\n",
+            dir.path().join("workspace.json").display(),
+            outcome.port
+        ),
+        format!("seatwarden --config {} plan\n", config.display()),
+        format!("seatwarden --config {} report\n", config.display()),
+        "workspace.json           the workspace as the demo left it\n".to_owned(),
+        "workspace-drifted.json   the workspace it started from\n".to_owned(),
+    ] {
+        assert!(text.contains(&expected), "{expected}\n---\n{text}");
+    }
+}
