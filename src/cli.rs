@@ -388,7 +388,8 @@ SIGTERM); with --no-run, 0.")]
     /// workspace converged.
     Demo {
         /// Where the demo keeps its state database and files (printed). Each demo
-        /// replaces them; a directory the demo did not make must be new or empty.
+        /// replaces them; a directory the demo did not make must be new or empty,
+        /// and one another demo is using is refused until it ends.
         #[arg(long, default_value = "seatwarden-demo")]
         dir: PathBuf,
     },
