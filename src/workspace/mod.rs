@@ -56,6 +56,9 @@ const COLLECTION_ROOTS: [&str; 3] = ["/ServiceProviderConfig", "/Users", "/Group
 pub(crate) const WORKSPACE_URL_HINT: &str = "`workspace.url` must be the SCIM base URL, up to \
      and including the version, e.g. https://www.taskade.com/scim/v2";
 
+/// How much of an HTML page an error quotes.
+const HTML_EXCERPT_CHARS: usize = 120;
+
 /// A body that is markup (a web page, most often): a base URL that reaches a
 /// website or a login page rather than the SCIM service. JSON never starts with `<`.
 fn looks_like_html(body: &str) -> bool {
@@ -855,11 +858,16 @@ impl ScimClient {
         let value = self
             .json_answer(&endpoint, &answer.body)
             .map_err(|e| match e {
-                // The markup itself would only bury the hint.
+                // The hint first: the markup would bury it. Its start is kept, as a
+                // proxy or login page may say what it is.
                 WorkspaceError::Malformed { endpoint, .. } if looks_like_html(&answer.body) => {
                     WorkspaceError::Malformed {
                         endpoint,
-                        what: format!("an HTML page, not SCIM JSON; {}", self.base_url_hint(path)),
+                        what: format!(
+                            "an HTML page, not SCIM JSON; {}; the page begins: {}",
+                            self.base_url_hint(path),
+                            error::truncate(&self.redact(&answer.body), HTML_EXCERPT_CHARS)
+                        ),
                     }
                 }
                 other => other,
