@@ -275,9 +275,11 @@ pub async fn run(dir: &Path, colour: bool) -> Result<DemoOutcome, DemoError> {
     )?;
     outln!("  state:     {}", config.state.path.display())?;
 
-    let result = steps(&config, colour).await;
+    // Boxed: the runs' futures are large, and inline they would be carried on
+    // the stack of whatever polls the demo (a test thread's is 2 MiB).
+    let result = Box::pin(steps(&config, colour)).await;
     // Whatever the steps did, the file shows the workspace as they left it.
-    let exported = export_seed(&sandbox.base_url(), dir).await;
+    let exported = Box::pin(export_seed(&sandbox.base_url(), dir)).await;
     sandbox.shutdown().await;
     let (first_plan, reconcile, final_plan) = result?;
     exported?;
