@@ -3531,6 +3531,21 @@ token = "s3cr3t-token-value"
             ),
             "{error}"
         );
+        // Any other missing key is named as a key too.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("seatwarden.toml");
+        std::fs::write(
+            &path,
+            "[directory]\nkind = \"file\"\npath = \"d.json\"\n[workspace]\ntoken = \"t\"\n",
+        )
+        .unwrap();
+        let error = Config::load_with_env(&path, Some(HashMap::new()))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.ends_with("seatwarden.toml: key `workspace.url`: missing"),
+            "{error}"
+        );
         // The list is serde's own, as it words a kind it does not know.
         let error = load_directory("kind = \"json\"\npath = \"d.json\"").unwrap_err();
         let kinds: Vec<String> = DIRECTORY_KINDS.iter().map(|k| format!("`{k}`")).collect();
