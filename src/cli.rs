@@ -391,7 +391,8 @@ SIGTERM); with --no-run, 0.")]
     /// workspace converged.
     Demo {
         /// Where the demo keeps its state database and files (printed). Each demo
-        /// replaces them; a directory the demo did not make must be new or empty.
+        /// replaces them; a directory the demo did not make must be new or empty,
+        /// and one another demo is using is refused until it ends.
         #[arg(long, default_value = "seatwarden-demo")]
         dir: PathBuf,
     },
@@ -1219,11 +1220,7 @@ fn demo(dir: &std::path::Path) -> anyhow::Result<u8> {
     } else {
         outln!("Not converged: see the report above.")?;
     }
-    outln!(
-        "State kept in {}: try `seatwarden --config {} report`.",
-        outcome.dir.display(),
-        outcome.dir.join("seatwarden.toml").display()
-    )?;
+    out!("{}", crate::demo::closing_text(&outcome))?;
     Ok(if outcome.converged() {
         exit::OK
     } else {

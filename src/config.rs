@@ -8,7 +8,8 @@
 //! variable starting with `SEATWARDEN_` but the binary's own ([`OWN_VARIABLES`])
 //! is not read and is warned about (`SEATWARDEN_STATE_PATH`, one `_` for `__`).
 //!
-//! Unknown keys and wrong types are errors naming the key and the file: a number
+//! Unknown keys and wrong types are errors naming the key and the file, an
+//! unknown or missing key with the keys or values accepted there: a number
 //! or boolean written in quotes too, which the `config` crate would convert; a
 //! variable's text is read strictly as the key's type (`true`/`false`). Relative
 //! paths are relative to the directory holding the configuration file, so a unit
@@ -970,6 +971,7 @@ impl Config {
             .map_err(|e| describe_config_error(path, e))?;
         let mut config: Config = raw.clone().try_deserialize().map_err(|e| {
             let error = locate_in_directory_table(&raw, path, describe_config_error(path, e));
+            let error = name_what_is_accepted(error, raw.get_string("directory.kind").ok());
             blame_the_override(
                 blame_the_variable(error, path, &variables),
                 path,
@@ -3083,6 +3085,77 @@ fn locate_in_directory_table(raw: &config::Config, file: &Path, error: ConfigErr
     }
 }
 
+/// The kinds of directory source `[directory]` takes, as its `kind` spells them.
+const DIRECTORY_KINDS: [&str; 5] = ["file", "okta", "entra", "ldap", "scim"];
+
+/// serde words an unknown key and a missing one by itself; the file and the key
+/// are named as for every other mistake (`seatwarden.toml: key `directory.kindd`:
+/// …`), with what is accepted there:
+/// - an unknown section at the top (`[reprt]`) becomes a key error of its own;
+/// - an unknown key in `[directory]`: serde took `kind` to pick the variant and
+///   lists only that variant's other keys (`expected `path``), so `kind` is added
+///   and the list is said to be the one of that kind;
+/// - a missing key becomes a key error, and a missing `kind` lists the kinds.
+fn name_what_is_accepted(error: ConfigError, directory_kind: Option<String>) -> ConfigError {
+    match error {
+        ConfigError::Invalid { path, message } => {
+            if let Some(field) = unknown_field(&message) {
+                return ConfigError::Key {
+                    path,
+                    key: field.to_owned(),
+                    message,
+                };
+            }
+            let missing = message
+                .strip_prefix("missing configuration field \"")
+                .and_then(|rest| rest.strip_suffix('"'));
+            match missing {
+                Some(key) => {
+                    let message = if key == "directory.kind" {
+                        let kinds: Vec<String> =
+                            DIRECTORY_KINDS.iter().map(|k| format!("`{k}`")).collect();
+                        format!("missing: the directory source, one of {}", kinds.join(", "))
+                    } else {
+                        "missing".to_owned()
+                    };
+                    ConfigError::Key {
+                        path,
+                        key: key.to_owned(),
+                        message,
+                    }
+                }
+                None => ConfigError::Invalid { path, message },
+            }
+        }
+        ConfigError::Key { path, key, message }
+            if key.starts_with("directory.") && unknown_field(&message).is_some() =>
+        {
+            let message = match (message.split_once(", expected "), directory_kind) {
+                (Some((unknown, expected)), Some(kind)) => {
+                    let accepted: Vec<String> = std::iter::once("kind")
+                        .chain(expected.split('`').skip(1).step_by(2))
+                        .map(|name| format!("`{name}`"))
+                        .collect();
+                    format!(
+                        "{unknown}, expected one of {} (the keys of a `kind = {kind:?}` directory)",
+                        accepted.join(", ")
+                    )
+                }
+                _ => message,
+            };
+            ConfigError::Key { path, key, message }
+        }
+        other => other,
+    }
+}
+
+/// The key serde's "unknown field `x`, expected …" names.
+fn unknown_field(message: &str) -> Option<&str> {
+    message
+        .strip_prefix("unknown field `")
+        .and_then(|rest| rest.split('`').next())
+}
+
 fn field_named_by(table: &config::Map<String, config::Value>, message: &str) -> Option<String> {
     let quoted = |rest: &str| rest.split('`').next().map(str::to_owned);
     if let Some(rest) = message.strip_prefix("unknown field `") {
@@ -3409,6 +3482,94 @@ token = "s3cr3t-token-value"
             .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
             .collect();
         Config::load_with_env(&path, Some(env)).map_err(|e| e.to_string())
+    }
+
+    /// `[directory]` with `keys` in place of `BASE`'s.
+    fn load_directory(keys: &str) -> Result<Config, String> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("seatwarden.toml");
+        let workspace = BASE.split_once("[workspace]").unwrap().1;
+        std::fs::write(
+            &path,
+            format!("[directory]\n{keys}\n[workspace]{workspace}"),
+        )
+        .unwrap();
+        Config::load_with_env(&path, Some(HashMap::new())).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn an_unknown_directory_key_names_kind_among_the_accepted_keys() {
+        let error =
+            load_directory("kind = \"file\"\npath = \"d.json\"\nkindd = \"json\"").unwrap_err();
+        assert!(
+            error.ends_with(
+                "seatwarden.toml: key `directory.kindd`: unknown field `kindd`, expected one of \
+                 `kind`, `path` (the keys of a `kind = \"file\"` directory)"
+            ),
+            "{error}"
+        );
+        let error = load_directory(
+            "kind = \"okta\"\nurl = \"https://acme.okta.com\"\ntoken = \"t\"\ntokn = \"t\"",
+        )
+        .unwrap_err();
+        assert!(
+            error.contains(
+                "key `directory.tokn`: unknown field `tokn`, expected one of `kind`, `url`, \
+                 `token`, `token_file`,"
+            ) && error.contains("(the keys of a `kind = \"okta\"` directory)"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn a_missing_directory_kind_names_the_kinds() {
+        let error = load_directory("kindd = \"file\"\npath = \"d.json\"").unwrap_err();
+        assert!(
+            error.ends_with(
+                "seatwarden.toml: key `directory.kind`: missing: the directory source, one of \
+                 `file`, `okta`, `entra`, `ldap`, `scim`"
+            ),
+            "{error}"
+        );
+        // Any other missing key is named as a key too.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("seatwarden.toml");
+        std::fs::write(
+            &path,
+            "[directory]\nkind = \"file\"\npath = \"d.json\"\n[workspace]\ntoken = \"t\"\n",
+        )
+        .unwrap();
+        let error = Config::load_with_env(&path, Some(HashMap::new()))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.ends_with("seatwarden.toml: key `workspace.url`: missing"),
+            "{error}"
+        );
+        // The list is serde's own, as it words a kind it does not know.
+        let error = load_directory("kind = \"json\"\npath = \"d.json\"").unwrap_err();
+        let kinds: Vec<String> = DIRECTORY_KINDS.iter().map(|k| format!("`{k}`")).collect();
+        assert!(
+            error.contains(&format!("expected one of {}", kinds.join(", "))),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn an_unknown_section_is_named_as_a_key() {
+        let error = load("", "[reprt]\nname = \"x\"", &[]).unwrap_err();
+        assert!(
+            error.contains(
+                "seatwarden.toml: key `reprt`: unknown field `reprt`, expected one of `directory`,"
+            ),
+            "{error}"
+        );
+        let error = load("", "[state]\npth = \"x\"", &[]).unwrap_err();
+        assert!(
+            error
+                .contains("seatwarden.toml: key `state.pth`: unknown field `pth`, expected `path`"),
+            "{error}"
+        );
     }
 
     #[test]

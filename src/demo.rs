@@ -3,9 +3,20 @@
 //! workspace collects, then shows the plan (grouped by drift kind, with reasons),
 //! applies and verifies it, prints the drift report, and plans again — which must
 //! come back empty. The state database stays in a directory the demo prints, so
-//! `seatwarden report` can be run against it afterwards.
+//! `seatwarden report` can be run against it afterwards; beside it are the
+//! workspace it started from (`workspace-drifted.json`) and the one it left
+//! (`workspace.json`), both seeds for `seatwarden sandbox --seed`, so `plan` and
+//! `reconcile` can be rehearsed against the demo's state ([`closing_text`]).
+//!
+//! One demo at a time uses a directory: each holds an exclusive lock on its
+//! `.seatwarden-demo.lock` while it runs (released however the process ends), and
+//! a second is refused, as replacing the state under the first would break both.
 
+use std::fs::{File, TryLockError};
+use std::io::{Read, Seek, Write};
 use std::path::{Path, PathBuf};
+
+use serde_json::Value;
 
 use crate::config::{Config, ConfigError};
 use crate::report::{self, Report};
@@ -17,6 +28,12 @@ const DIRECTORY: &str = include_str!("../config/demo/directory.json");
 const WORKSPACE: &str = include_str!("../config/demo/workspace.json");
 const CONFIG: &str = include_str!("../config/demo/seatwarden.toml");
 const TOKEN: &str = "demo-token";
+/// The seed the demo starts from: the drift.
+const DRIFTED_SEED: &str = "workspace-drifted.json";
+/// The workspace as the demo left it, written when it ends.
+const FINAL_SEED: &str = "workspace.json";
+/// Held locked by the demo using the directory.
+const LOCK: &str = ".seatwarden-demo.lock";
 
 #[derive(Debug, thiserror::Error)]
 pub enum DemoError {
@@ -27,11 +44,24 @@ pub enum DemoError {
     },
     #[error(
         "{} holds files `seatwarden demo` did not make (it has no {MARKER} file): the demo \
-         replaces seatwarden.db, seatwarden.toml and directory.json in its directory. Give \
-         --dir a new or empty directory",
+         replaces seatwarden.db, seatwarden.toml, directory.json and the workspace files in \
+         its directory. Give --dir a new or empty directory",
         path.display()
     )]
     NotADemoDirectory { path: PathBuf },
+    #[error(
+        "another `seatwarden demo`{} is using {}: two at once would replace each other's \
+         state. Wait for it to finish, or give this one another directory with --dir",
+        holder.map(|pid| format!(" (process {pid})")).unwrap_or_default(),
+        path.display()
+    )]
+    Busy { path: PathBuf, holder: Option<u32> },
+    #[error("reading the demo's workspace from {url} to write {}: {message}", path.display())]
+    Export {
+        url: String,
+        path: PathBuf,
+        message: String,
+    },
     #[error("writing to stdout: {0}")]
     Stdout(#[from] std::io::Error),
     #[error(transparent)]
@@ -48,6 +78,9 @@ pub enum DemoError {
 #[derive(Debug)]
 pub struct DemoOutcome {
     pub dir: PathBuf,
+    /// The loopback port the demo's sandbox listened on, which the demo's
+    /// configuration names: a sandbox started there again serves its state.
+    pub port: u16,
     pub first_plan: Report,
     pub reconcile: Report,
     pub final_plan: Report,
@@ -75,39 +108,108 @@ fn write(dir: &Path, name: &str, text: &str) -> Result<PathBuf, DemoError> {
 /// replace its state.
 const MARKER: &str = ".seatwarden-demo";
 
-/// Lays out the demo directory: the example directory export, the sandbox seed, and
-/// a configuration pointing at `workspace_url`. Any earlier demo state is removed so
-/// every demo starts from the same drift; a directory the demo did not make and
-/// that is not empty is refused (it may be someone's real state).
-pub fn prepare(dir: &Path, workspace_url: &str) -> Result<PathBuf, DemoError> {
-    let io = |source| DemoError::Io {
-        path: dir.to_owned(),
-        source,
-    };
+/// Refuses a directory that is not empty and that no demo made (it may be
+/// someone's real state). A lock file alone is a demo's that is starting.
+fn check_ours(dir: &Path) -> Result<(), DemoError> {
     let empty = match std::fs::read_dir(dir) {
-        Ok(mut entries) => entries.next().is_none(),
+        Ok(entries) => entries
+            .filter_map(Result::ok)
+            .all(|entry| entry.file_name() == LOCK),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => true,
-        Err(e) => return Err(io(e)),
+        Err(source) => {
+            return Err(DemoError::Io {
+                path: dir.to_owned(),
+                source,
+            });
+        }
     };
     if !empty && !dir.join(MARKER).exists() {
         return Err(DemoError::NotADemoDirectory {
             path: dir.to_owned(),
         });
     }
+    Ok(())
+}
+
+/// The demo's hold on its directory: while it lives, another demo is refused
+/// there. The lock goes with the file handle, so a demo that is killed leaves
+/// the file but not the lock.
+#[derive(Debug)]
+pub struct DemoLock {
+    _file: File,
+}
+
+/// Takes the directory for this demo: creates it (refused if it is someone
+/// else's, see [`check_ours`]) and locks its lock file, or says which process
+/// holds it.
+pub fn lock(dir: &Path) -> Result<DemoLock, DemoError> {
+    check_ours(dir)?;
+    let path = dir.join(LOCK);
+    let io = |source| DemoError::Io {
+        path: path.clone(),
+        source,
+    };
     std::fs::create_dir_all(dir).map_err(io)?;
+    let mut file = File::options()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .map_err(io)?;
+    match file.try_lock() {
+        Ok(()) => {}
+        Err(TryLockError::WouldBlock) => {
+            let mut text = String::new();
+            // Best effort: only for the message (Windows does not let it be read).
+            let holder = file
+                .read_to_string(&mut text)
+                .ok()
+                .and_then(|_| text.trim().parse().ok());
+            return Err(DemoError::Busy {
+                path: dir.to_owned(),
+                holder,
+            });
+        }
+        Err(TryLockError::Error(source)) => return Err(io(source)),
+    }
+    file.set_len(0)
+        .and_then(|()| file.rewind())
+        .and_then(|()| writeln!(file, "{}", std::process::id()))
+        .map_err(io)?;
+    Ok(DemoLock { _file: file })
+}
+
+/// Lays out the demo directory: the example directory export, the sandbox seed, and
+/// a configuration pointing at `workspace_url`. Any earlier demo state is removed so
+/// every demo starts from the same drift; a directory the demo did not make and
+/// that is not empty is refused (it may be someone's real state). [`run`] holds
+/// the directory's [`lock`] first.
+pub fn prepare(dir: &Path, workspace_url: &str) -> Result<PathBuf, DemoError> {
+    check_ours(dir)?;
+    std::fs::create_dir_all(dir).map_err(|source| DemoError::Io {
+        path: dir.to_owned(),
+        source,
+    })?;
     write(
         dir,
         MARKER,
         "Made by `seatwarden demo`, which replaces the state in this directory each time.\n",
     )?;
-    for stale in ["seatwarden.db", "seatwarden.db-wal", "seatwarden.db-shm"] {
+    // The workspace an earlier demo left belongs with the state removed here.
+    for stale in [
+        "seatwarden.db",
+        "seatwarden.db-wal",
+        "seatwarden.db-shm",
+        FINAL_SEED,
+    ] {
         let path = dir.join(stale);
         if path.exists() {
             std::fs::remove_file(&path).map_err(|source| DemoError::Io { path, source })?;
         }
     }
     write(dir, "directory.json", DIRECTORY)?;
-    write(dir, "workspace.json", WORKSPACE)?;
+    write(dir, DRIFTED_SEED, WORKSPACE)?;
     let config = CONFIG.replace("http://127.0.0.1:0/scim/v2", workspace_url);
     let path = write(dir, "seatwarden.toml", &config)?;
     // It holds the sandbox's token inline: owner-only, like any configuration
@@ -134,6 +236,7 @@ fn restrict_to_owner(_path: &Path) -> Result<(), DemoError> {
 
 /// Runs the demo, printing each step to stdout (`colour` on a TTY).
 pub async fn run(dir: &Path, colour: bool) -> Result<DemoOutcome, DemoError> {
+    let _lock = lock(dir)?;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .map_err(|source| DemoError::Io {
@@ -149,7 +252,7 @@ pub async fn run(dir: &Path, colour: bool) -> Result<DemoOutcome, DemoError> {
         .port();
     let url = format!("http://127.0.0.1:{port}/scim/v2");
     let config_path = prepare(dir, &url)?;
-    let seed = sandbox::load_seed(&dir.join("workspace.json"))?;
+    let seed = sandbox::load_seed(&dir.join(DRIFTED_SEED))?;
     let sandbox = Sandbox::start(
         listener,
         SandboxOptions {
@@ -172,15 +275,108 @@ pub async fn run(dir: &Path, colour: bool) -> Result<DemoOutcome, DemoError> {
     )?;
     outln!("  state:     {}", config.state.path.display())?;
 
-    let result = steps(&config, colour).await;
+    // Boxed: the runs' futures are large, and inline they would be carried on
+    // the stack of whatever polls the demo (a test thread's is 2 MiB).
+    let result = Box::pin(steps(&config, colour)).await;
+    // Whatever the steps did, the file shows the workspace as they left it.
+    let exported = Box::pin(export_seed(&sandbox.base_url(), dir)).await;
     sandbox.shutdown().await;
     let (first_plan, reconcile, final_plan) = result?;
+    exported?;
     Ok(DemoOutcome {
         dir: dir.to_owned(),
+        port,
         first_plan,
         reconcile,
         final_plan,
     })
+}
+
+/// Writes what the workspace at `base` holds to [`FINAL_SEED`] in `dir` as a
+/// seed, read over SCIM as a workspace is exported for a rehearsal: every User
+/// and Group, page by page.
+async fn export_seed(base: &url::Url, dir: &Path) -> Result<(), DemoError> {
+    let base = base.as_str().trim_end_matches('/');
+    let failed = |message: String| DemoError::Export {
+        url: base.to_owned(),
+        path: dir.join(FINAL_SEED),
+        message,
+    };
+    let http = crate::http::client(std::time::Duration::from_secs(10), true)
+        .map_err(|e| failed(format!("HTTP client: {e}")))?;
+    let mut seed = serde_json::Map::new();
+    for (collection, key) in [("Users", "users"), ("Groups", "groups")] {
+        let mut resources: Vec<Value> = Vec::new();
+        loop {
+            let url = format!(
+                "{base}/{collection}?startIndex={}&count=100",
+                resources.len() + 1
+            );
+            let answer = http
+                .get(&url)
+                .bearer_auth(TOKEN)
+                .send()
+                .await
+                .and_then(reqwest::Response::error_for_status)
+                .map_err(|e| failed(format!("GET /{collection}: {e}")))?;
+            let text = answer
+                .text()
+                .await
+                .map_err(|e| failed(format!("GET /{collection}: {e}")))?;
+            let page: Value = serde_json::from_str(&text)
+                .map_err(|e| failed(format!("GET /{collection}: not JSON: {e}")))?;
+            let items = page
+                .get("Resources")
+                .and_then(Value::as_array)
+                .cloned()
+                .unwrap_or_default();
+            let total = page.get("totalResults").and_then(Value::as_u64);
+            if items.is_empty() {
+                break;
+            }
+            resources.extend(items);
+            if total.is_none_or(|total| resources.len() as u64 >= total) {
+                break;
+            }
+        }
+        seed.insert(key.to_owned(), Value::Array(resources));
+    }
+    let text = serde_json::to_string_pretty(&Value::Object(seed))
+        .map_err(|e| failed(format!("as JSON: {e}")))?;
+    write(dir, FINAL_SEED, &format!("{text}\n"))?;
+    Ok(())
+}
+
+/// What the demo prints last: which file is which, the commands that read its
+/// state, and how to serve its workspace again so `plan` and `reconcile` have
+/// one to talk to (its configuration names the port the demo's sandbox had).
+pub fn closing_text(outcome: &DemoOutcome) -> String {
+    let dir = outcome.dir.display();
+    let config = outcome.dir.join("seatwarden.toml");
+    let config = config.display();
+    let final_seed = outcome.dir.join(FINAL_SEED);
+    let drifted_seed = outcome.dir.join(DRIFTED_SEED);
+    let port = outcome.port;
+    format!(
+        "State kept in {dir}:\n\
+         \x20 seatwarden.toml          the configuration (workspace.url on port {port})\n\
+         \x20 seatwarden.db            the state: runs, actions, the drift report\n\
+         \x20 {FINAL_SEED}           the workspace as the demo left it\n\
+         \x20 {DRIFTED_SEED}   the workspace it started from\n\
+         \n\
+         Read the state:\n\
+         \x20 seatwarden --config {config} report\n\
+         \x20 seatwarden --config {config} status\n\
+         \x20 seatwarden --config {config} explain 00u1004\n\
+         \n\
+         Plan or reconcile again: serve the workspace first, in another terminal,\n\
+         \x20 seatwarden sandbox --seed {} --port {port} --token {TOKEN}\n\
+         then\n\
+         \x20 seatwarden --config {config} plan\n\
+         (--seed {} serves the drift the demo started from; `seatwarden demo` starts over.)\n",
+        final_seed.display(),
+        drifted_seed.display(),
+    )
 }
 
 async fn steps(config: &Config, colour: bool) -> Result<(Report, Report, Report), DemoError> {

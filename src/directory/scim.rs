@@ -192,8 +192,15 @@ impl ScimDirectorySource {
 }
 
 /// The workspace client's errors, as the directory's: the same endpoint, status,
-/// SCIM type and detail, and the same retry classification.
+/// SCIM type and detail, and the same retry classification. A hint to check the
+/// base URL names `directory.url`, the key this client was made from.
 fn directory_error(error: WorkspaceError) -> DirectoryError {
+    let ours = |text: String| {
+        text.replace(
+            crate::workspace::WORKSPACE_URL_HINT,
+            "`directory.url` must be the SCIM base URL, up to and including the version",
+        )
+    };
     match error {
         WorkspaceError::Settings(message) => DirectoryError::Settings(message),
         WorkspaceError::Transport {
@@ -215,14 +222,17 @@ fn directory_error(error: WorkspaceError) -> DirectoryError {
             endpoint,
             status,
             code: scim_type,
-            detail,
+            detail: ours(detail),
             retry_after,
         },
         WorkspaceError::Malformed { endpoint, what }
         | WorkspaceError::NotSent {
             endpoint,
             reason: what,
-        } => DirectoryError::Malformed { endpoint, what },
+        } => DirectoryError::Malformed {
+            endpoint,
+            what: ours(what),
+        },
     }
 }
 

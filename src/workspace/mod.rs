@@ -47,6 +47,24 @@ const SCHEMA_USER: &str = "urn:ietf:params:scim:schemas:core:2.0:User";
 const SCHEMA_GROUP: &str = "urn:ietf:params:scim:schemas:core:2.0:Group";
 const SCHEMA_PATCH: &str = "urn:ietf:params:scim:api:messages:2.0:PatchOp";
 const SCIM_JSON: &str = "application/scim+json";
+/// The endpoints every SCIM service has at its base URL (RFC 7644 §3.2): a 404
+/// from one of them means the base URL is wrong, not that a resource is gone.
+const COLLECTION_ROOTS: [&str; 3] = ["/ServiceProviderConfig", "/Users", "/Groups"];
+/// What an error about an address that is no SCIM endpoint asks to check. A
+/// SCIM directory source, which reads through this client, names its own key
+/// instead (`crate::directory::scim`).
+pub(crate) const WORKSPACE_URL_HINT: &str = "`workspace.url` must be the SCIM base URL, up to \
+     and including the version, e.g. https://www.taskade.com/scim/v2";
+
+/// How much of an HTML page an error quotes.
+const HTML_EXCERPT_CHARS: usize = 120;
+
+/// A body that is markup (a web page, most often): a base URL that reaches a
+/// website or a login page rather than the SCIM service. JSON never starts with `<`.
+fn looks_like_html(body: &str) -> bool {
+    body.trim_start().starts_with('<')
+}
+
 /// Members per `add` operation / `remove` operations per request.
 const MEMBER_CHUNK: usize = 100;
 
@@ -809,13 +827,75 @@ impl ScimClient {
         query: &[(&str, String)],
     ) -> Result<(String, R), WorkspaceError> {
         let endpoint = endpoint_name(&Method::GET, path, query);
-        let answer = self.send(Method::GET, path, query, None).await?;
-        let value = self.json_answer(&endpoint, &answer.body)?;
+        let answer = self
+            .send(Method::GET, path, query, None)
+            .await
+            .map_err(|e| match e {
+                WorkspaceError::Status {
+                    endpoint,
+                    status: 404,
+                    scim_type,
+                    detail,
+                    retry_after,
+                } if COLLECTION_ROOTS.contains(&path) => WorkspaceError::Status {
+                    endpoint,
+                    status: 404,
+                    scim_type,
+                    detail: format!(
+                        "{}; {}",
+                        // 300 characters of a 404 page's markup tell nothing.
+                        if looks_like_html(&detail) {
+                            "an HTML page"
+                        } else {
+                            detail.as_str()
+                        },
+                        self.base_url_hint(path)
+                    ),
+                    retry_after,
+                },
+                other => other,
+            })?;
+        let value = self
+            .json_answer(&endpoint, &answer.body)
+            .map_err(|e| match e {
+                // The hint first: the markup would bury it. Its start is kept, as a
+                // proxy or login page may say what it is.
+                WorkspaceError::Malformed { endpoint, .. } if looks_like_html(&answer.body) => {
+                    WorkspaceError::Malformed {
+                        endpoint,
+                        what: format!(
+                            "an HTML page, not SCIM JSON; {}; the page begins: {}",
+                            self.base_url_hint(path),
+                            error::truncate(&self.redact(&answer.body), HTML_EXCERPT_CHARS)
+                        ),
+                    }
+                }
+                other => other,
+            })?;
         Ok((endpoint, value))
     }
 
+    /// What to check when the address asked is no SCIM endpoint: the URL asked
+    /// (without any credentials in it) and what `workspace.url` must be. A base URL
+    /// that stops short of `/scim/v2` is the usual first mistake, and the 404 page
+    /// or web app answering it says nothing about SCIM.
+    fn base_url_hint(&self, path: &str) -> String {
+        let asked = match url::Url::parse(&format!("{}{path}", self.inner.base)) {
+            Ok(mut url) => {
+                // Cannot fail on an http(s) URL, the only kind a client is made with.
+                let _ = url.set_username("");
+                let _ = url.set_password(None);
+                url.to_string()
+            }
+            Err(_) => path.to_owned(),
+        };
+        format!("asked {asked}: {WORKSPACE_URL_HINT}")
+    }
+
     /// Reads `/ServiceProviderConfig`. A provider without one (404, 500, 501, an
-    /// error body, a body that is not JSON) is tolerated: defaults apply.
+    /// error body, a body that is not JSON) is tolerated: defaults apply, and the
+    /// log says which URL was asked (a wrong `workspace.url` fails at the first
+    /// listing, which names it too).
     /// Authentication failures and unreachable servers are errors, and so is a
     /// 502, 503 or 504 that outlasted the retries: a gateway with no service
     /// behind it, not a provider without the endpoint. Tolerated, it would send

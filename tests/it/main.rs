@@ -15,6 +15,7 @@ mod disputed_deleted;
 mod email;
 mod entra;
 mod export;
+mod first_contact;
 mod fixtures;
 mod group_members;
 mod interop;
