@@ -1124,6 +1124,7 @@ fn email_report(config: &Config, mut store: Store, report: &Report) -> anyhow::R
         &config.report_name(),
         report,
         config.report_timezone()?,
+        &config.admin_command(),
         now,
     )?;
     send_queued(&settings, store, id, now)
@@ -1818,16 +1819,17 @@ fn print_report(report: &Report, format: Format, config: &Config) -> anyhow::Res
             report::render_text(
                 report,
                 config.report_timezone()?,
+                &config.admin_command(),
                 std::io::stdout().is_terminal()
             )
         )?,
         Format::Markdown => out!(
             "{}",
-            report::render_markdown(report, config.report_timezone()?)?
+            report::render_markdown(report, config.report_timezone()?, &config.admin_command())?
         )?,
         Format::Html => out!(
             "{}",
-            report::render_html(report, config.report_timezone()?)?
+            report::render_html(report, config.report_timezone()?, &config.admin_command())?
         )?,
     }
     Ok(())

@@ -3977,7 +3977,7 @@ async fn a_disputed_leaver_is_never_nothing_to_do() {
     let client = ScimClient::new(config.scim_settings().unwrap()).unwrap();
     add_disputed_person(dir.path(), &client, "suspended").await;
     let outcome = reconcile_now(&config).await;
-    let (_, headline) = seatwarden::report::headline(&outcome.report);
+    let (_, headline) = seatwarden::report::headline(&outcome.report, "seatwarden");
     assert_eq!(
         headline,
         "1 leaver still has access (disputed match) — needs `seatwarden link`"
@@ -3992,7 +3992,8 @@ async fn a_disputed_leaver_is_never_nothing_to_do() {
         seatwarden::cli::exit_code_for(&outcome.report),
         seatwarden::cli::exit::HELD
     );
-    let text = seatwarden::report::render_text(&outcome.report, chrono_tz::UTC, false);
+    let text =
+        seatwarden::report::render_text(&outcome.report, chrono_tz::UTC, "seatwarden", false);
     assert!(!text.contains("nothing to do"), "{text}");
     assert!(
         text.contains("DISPUTED LEAVERS")

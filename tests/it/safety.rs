@@ -279,7 +279,8 @@ async fn a_truncated_directory_plans_nothing_and_is_a_source_fault() {
     assert_eq!(env.sandbox.stats().writes, writes, "nothing written");
     let json = outcome.report.to_json();
     assert!(json.contains("\"source_fault\""), "{json}");
-    let text = seatwarden::report::render_text(&outcome.report, chrono_tz::UTC, false);
+    let text =
+        seatwarden::report::render_text(&outcome.report, chrono_tz::UTC, "seatwarden", false);
     assert!(
         text.contains("SOURCE FAULT the directory shrank from 100 to 10 identities"),
         "{text}"
@@ -298,7 +299,7 @@ async fn a_truncated_directory_plans_nothing_and_is_a_source_fault() {
     // thresholds still hold the mass deprovision), it is audited, and it is the
     // baseline from then on.
     env.write_directory(&truncated);
-    let text = seatwarden::report::render_text(&again.report, chrono_tz::UTC, false);
+    let text = seatwarden::report::render_text(&again.report, chrono_tz::UTC, "seatwarden", false);
     assert!(text.contains("--accept-directory"), "{text}");
     let accept = || RunOptions {
         accept_directory: true,
@@ -755,7 +756,7 @@ async fn an_interrupted_approval_can_still_be_rejected() {
     // The stored report says why each was not run.
     let stored: seatwarden::report::Report =
         serde_json::from_str(&env.store().report(outcome.run_id).unwrap().unwrap()).unwrap();
-    let text = seatwarden::report::render_text(&stored, chrono_tz::UTC, false);
+    let text = seatwarden::report::render_text(&stored, chrono_tz::UTC, "seatwarden", false);
     let rejected_lines = text
         .lines()
         .filter(|l| l.contains(" not_run ") && l.contains(" — rejected (seatwarden reject)"))
@@ -2053,7 +2054,7 @@ async fn a_workspace_failing_most_writes_opens_the_circuit_and_resume_finishes()
         circuit.failures
     );
     assert_eq!(exit_code_for(&first.report), exit::CIRCUIT_OPEN);
-    let text = seatwarden::report::render_text(&first.report, chrono_tz::UTC, false);
+    let text = seatwarden::report::render_text(&first.report, chrono_tz::UTC, "seatwarden", false);
     assert!(text.contains("CIRCUIT BREAKER open since"), "{text}");
     assert!(
         text.contains("sandbox fault: service unavailable"),
@@ -2187,7 +2188,7 @@ async fn creates_wait_for_the_settle_window_and_deprovisions_do_not() {
         exit::OK,
         "waiting is not a hold for a human"
     );
-    let text = seatwarden::report::render_text(&first.report, chrono_tz::UTC, false);
+    let text = seatwarden::report::render_text(&first.report, chrono_tz::UTC, "seatwarden", false);
     assert!(
         text.contains("actions wait for the settle window"),
         "{text}"
