@@ -396,6 +396,7 @@ pub async fn execute_with_options(
                         started_at,
                         Utc::now(),
                         sla,
+                        &config.admin_command(),
                     )?)
                 }) {
                     tracing::warn!(
