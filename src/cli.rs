@@ -707,7 +707,13 @@ fn run_command(cli: Cli) -> anyhow::Result<u8> {
             ensure_store_exists(&config)?;
             let _writer = writer_lock(&config)?;
             let mut store = open_store(&config)?;
-            let rejection = crate::approval::reject(&mut store, run, &only, chrono::Utc::now())?;
+            let rejection = crate::approval::reject(
+                &mut store,
+                run,
+                &only,
+                &config.admin_command(),
+                chrono::Utc::now(),
+            )?;
             outln!("{rejection}")?;
             Ok(exit::OK)
         }
@@ -724,6 +730,7 @@ fn run_command(cli: Cli) -> anyhow::Result<u8> {
                 &identity,
                 &account,
                 replace,
+                &config.admin_command(),
                 chrono::Utc::now(),
             )?;
             outln!("identity {identity} is linked to account {account}")?;
@@ -1743,7 +1750,7 @@ fn approve(config: &Config, run: RunId, only: Option<crate::approval::Only>) -> 
     let ((result, unsent), signal) = run_interruptible(&stop, &finish, approving)?;
     let result = match result {
         Ok(result) => result,
-        Err(e @ approval::ApprovalError::CircuitOpen(_)) => {
+        Err(e @ approval::ApprovalError::CircuitOpen { .. }) => {
             eprintln!("error: {}", describe(&e.into()));
             return Ok(exit::CIRCUIT_OPEN);
         }

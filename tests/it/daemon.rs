@@ -2820,7 +2820,7 @@ fn link_moves_an_open_deprovision_to_the_account_now_linked() {
     let changes = sla::observe(&[], &[leaver, bob], &[], now, Minutes::hours(1));
     store.update_ledger(&changes, now).unwrap();
 
-    seatwarden::approval::link(&mut store, "00u1", "hers", true, now).unwrap();
+    seatwarden::approval::link(&mut store, "00u1", "hers", true, "seatwarden", now).unwrap();
     let open = store.open_deprovisions().unwrap();
     let episode = |id: &str| open.iter().find(|e| e.identity_id == id).unwrap();
     assert_eq!(open.len(), 2);
@@ -4469,6 +4469,7 @@ async fn a_rejected_sweep_hold_is_held_again_naming_the_rejection() {
         &mut store.lock().unwrap(),
         run,
         &seatwarden::approval::Only::All,
+        "seatwarden",
         chrono::Utc::now(),
     )
     .unwrap();
@@ -4767,6 +4768,7 @@ async fn the_alert_for_a_rejected_sweep_hold_held_again_names_the_rejection() {
         &mut store.lock().unwrap(),
         run,
         &seatwarden::approval::Only::All,
+        "seatwarden",
         chrono::Utc::now(),
     )
     .unwrap();

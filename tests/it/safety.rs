@@ -738,8 +738,14 @@ async fn an_interrupted_approval_can_still_be_rejected() {
         .record_decisions(outcome.run_id, &approved, "alice", Utc::now())
         .unwrap();
 
-    let rejected =
-        approval::reject(&mut env.store(), outcome.run_id, &Only::All, Utc::now()).unwrap();
+    let rejected = approval::reject(
+        &mut env.store(),
+        outcome.run_id,
+        &Only::All,
+        "seatwarden",
+        Utc::now(),
+    )
+    .unwrap();
     assert_eq!(rejected.rejected, 30);
     let decisions = env.store().decisions(outcome.run_id).unwrap();
     assert!(
@@ -987,8 +993,14 @@ async fn a_killed_approval_can_still_be_rejected() {
     let writes_before = env.sandbox.stats().writes;
     let sent = approve_cut_off(&env, outcome.run_id, 8).await as usize;
 
-    let rejected =
-        approval::reject(&mut env.store(), outcome.run_id, &Only::All, Utc::now()).unwrap();
+    let rejected = approval::reject(
+        &mut env.store(),
+        outcome.run_id,
+        &Only::All,
+        "seatwarden",
+        Utc::now(),
+    )
+    .unwrap();
     assert_eq!(rejected.rejected, 40);
     let decisions = env.store().decisions(outcome.run_id).unwrap();
     assert!(decisions.values().all(|d| *d == Decision::Rejected));
@@ -1304,8 +1316,14 @@ async fn a_released_action_the_next_approval_refuses_is_held_again_with_the_reas
     drop(store);
 
     // Still decidable: rejecting drops it for good.
-    let rejected =
-        approval::reject(&mut env.store(), outcome.run_id, &Only::All, Utc::now()).unwrap();
+    let rejected = approval::reject(
+        &mut env.store(),
+        outcome.run_id,
+        &Only::All,
+        "seatwarden",
+        Utc::now(),
+    )
+    .unwrap();
     assert_eq!(rejected.rejected, 1);
 }
 
@@ -1387,8 +1405,14 @@ async fn the_held_actions_of_a_plan_or_a_dry_run_cannot_be_decided_on() {
             "{mode:?}: {err}"
         );
         assert!(err.to_string().contains("seatwarden reconcile"), "{err}");
-        let err =
-            approval::reject(&mut env.store(), held.run_id, &Only::All, Utc::now()).unwrap_err();
+        let err = approval::reject(
+            &mut env.store(),
+            held.run_id,
+            &Only::All,
+            "seatwarden",
+            Utc::now(),
+        )
+        .unwrap_err();
         assert!(
             matches!(err, approval::ApprovalError::NotApplying { .. }),
             "{mode:?}: {err}"
@@ -1405,7 +1429,14 @@ async fn reject_and_the_override_are_audited() {
     let held = env.run(Mode::Reconcile, RunOptions::default()).await;
     assert_eq!(held.plan.held().count(), 3);
     let mut store = env.store();
-    let rejected = approval::reject(&mut store, held.run_id, &Only::All, Utc::now()).unwrap();
+    let rejected = approval::reject(
+        &mut store,
+        held.run_id,
+        &Only::All,
+        "seatwarden",
+        Utc::now(),
+    )
+    .unwrap();
     assert_eq!(rejected.rejected, 3);
     // What follows is said: the next reconcile plans them again, the leavers'
     // episodes stay open, and how to end it for good.
