@@ -751,7 +751,12 @@ pub async fn enforce(
         // With a retention period the deletion waits for a reconcile after it.
         let kind = plan_settings.revoke_active(account_id, entry.reason == LossReason::Suspended);
         let seq = u32::try_from(plan.actions.len()).unwrap_or(u32::MAX);
-        let detail = format!("{}; due {}", entry.reason, entry.due_at.to_rfc3339());
+        // The report, the alerts and `explain` show the action's detail as it is.
+        let detail = format!(
+            "{}; due {}",
+            entry.reason,
+            crate::report::local_time(entry.due_at, tz)
+        );
         plan.drift.push(DriftItem {
             kind: DriftKind::StaleAccess,
             identity_id: Some(entry.identity_id.clone()),

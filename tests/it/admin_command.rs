@@ -262,9 +262,10 @@ async fn approve_and_reject_name_the_configured_command_and_the_reports_clock() 
     sandbox.shutdown().await;
 }
 
-/// A deprovision the sweep holds again after a human rejected it names the
-/// rejection on the report's clock, and `reject` tells how to see where each
-/// person stands with the configured command.
+/// The sweep's held deactivation says when the leaver is due on the report's
+/// clock; held again after a human rejected it, its hold names the rejection on
+/// that clock too, and `reject` tells how to see where each person stands with
+/// the configured command.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rejected_sweep_hold_names_the_rejection_on_the_reports_clock() {
     let sandbox = crate::fixtures::demo_sandbox(TOKEN, Default::default()).await;
@@ -289,6 +290,26 @@ async fn a_rejected_sweep_hold_names_the_rejection_on_the_reports_clock() {
     let first = sweep(now).await.unwrap();
     assert_eq!(first.held, 1, "{first:?}");
     let run = first.run_id.unwrap();
+    // The held deactivation says when the leaver is due, on the report's clock.
+    let due_at = store
+        .lock()
+        .unwrap()
+        .open_deprovisions()
+        .unwrap()
+        .into_iter()
+        .find(|e| e.identity_id == leaver)
+        .unwrap()
+        .due_at;
+    let journal = store.lock().unwrap().journal(run).unwrap();
+    assert_eq!(journal.len(), 1, "{journal:?}");
+    assert!(
+        journal[0]
+            .action
+            .detail
+            .ends_with(&format!("; due {}", berlin(due_at))),
+        "{}",
+        journal[0].action.detail
+    );
 
     let rejection = approval::reject(
         &mut store.lock().unwrap(),
