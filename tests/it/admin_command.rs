@@ -98,8 +98,8 @@ fn active_non_owners(sandbox: &Sandbox, n: usize) -> Vec<String> {
 }
 
 /// A disputed leaver: the report (text and Markdown, as `seatwarden report`
-/// prints it), the episode's hold, `explain` and a refused `link` all tell the
-/// configured command.
+/// prints it, and as `report --email` sends it), the episode's hold, `explain`
+/// and a refused `link` all tell the configured command.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_disputed_leaver_is_told_the_configured_commands() {
     let sandbox = crate::fixtures::demo_sandbox(TOKEN, Default::default()).await;
@@ -127,7 +127,30 @@ async fn a_disputed_leaver_is_told_the_configured_commands() {
         "{markdown}"
     );
 
+    // Emailed (kept in the outbox: nothing listens on the port), text and HTML.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut toml = std::fs::read_to_string(dir.path().join("seatwarden.toml")).unwrap();
+    toml.push_str(&format!(
+        "\n[report.email]\nsmtp_url = \"smtp://127.0.0.1:{port}\"\n\
+         from = \"seatwarden@example.com\"\nto = [\"it-security@example.com\"]\ntimeout = \"2s\"\n"
+    ));
+    std::fs::write(dir.path().join("seatwarden.toml"), toml).unwrap();
+    let emailed = seatwarden(dir.path(), &env, &["report", "--email"]);
+    assert_eq!(emailed.status.code(), Some(1), "{emailed:?}");
     let store = Store::open(&config.state.path).unwrap();
+    let message = &store.outbox().unwrap()[0].message;
+    assert!(message.text.contains(&settles), "{}", message.text);
+    assert!(
+        message.html.contains("link IDENTITY ACCOUNT")
+            && message.html.contains("sudo -u seatwarden"),
+        "{}",
+        message.html
+    );
+
     let episode = store
         .open_deprovisions()
         .unwrap()
