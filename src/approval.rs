@@ -608,6 +608,7 @@ fn waits_for_settle_window(entry: &JournalEntry, decided: bool) -> bool {
 /// second); rejecting takes them back, with the ones still in flight (a dead
 /// approval's: `reject` holds the writer lock), so that no later `approve` sends
 /// them.
+///
 /// A run that was never to apply anything is refused, telling to run a
 /// reconcile with `admin_command`.
 fn undecided(
@@ -1100,6 +1101,7 @@ impl std::fmt::Display for Rejection {
 /// the rest is never sent from this run). Later runs plan what the directory
 /// still asks for again (see [`Rejection`]); a sweep that holds a deprovision
 /// again names the rejection in the hold.
+///
 /// Commands it names are run as `admin_command` (`report.admin_command`).
 pub fn reject(
     store: &mut Store,
