@@ -812,7 +812,13 @@ pub async fn enforce(
                 CircuitState::Open { until, .. } => until,
                 _ => now + HOLD_RECHECK,
             };
-            (format!("not sent: the circuit breaker is {circuit}"), until)
+            (
+                format!(
+                    "not sent: the circuit breaker is {}",
+                    crate::report::circuit_state_text(&circuit, tz)
+                ),
+                until,
+            )
         });
         let journal = lock(store)?.journal(run_id)?;
         let verified_at = Utc::now().max(now);

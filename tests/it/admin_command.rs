@@ -365,3 +365,52 @@ async fn a_rejected_sweep_hold_names_the_rejection_on_the_reports_clock() {
     );
     sandbox.shutdown().await;
 }
+
+/// With the circuit breaker open the sweep sends nothing, and the leaver's
+/// episode says why with the breaker's times on the report's clock.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_episode_the_open_breaker_kept_back_reads_on_the_reports_clock() {
+    let sandbox = crate::fixtures::demo_sandbox(TOKEN, Default::default()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (_env, config) = demo(dir.path(), &sandbox);
+    execute(&config, Mode::Reconcile).await;
+    let leaver = active_non_owners(&sandbox, 1).remove(0);
+    remove_from_directory(dir.path(), &[&leaver]);
+    let store = Arc::new(Mutex::new(Store::open(&config.state.path).unwrap()));
+    let opened_at = DateTime::from_timestamp(Utc::now().timestamp() - 60, 0).unwrap();
+    store
+        .lock()
+        .unwrap()
+        .set_circuit(&seatwarden::circuit::CircuitRecord {
+            opened_at: Some(opened_at),
+            reason: Some("16 of the last 20 writes failed".into()),
+            failures: Vec::new(),
+        })
+        .unwrap();
+    let client = seatwarden::workspace::ScimClient::new(config.scim_settings().unwrap()).unwrap();
+
+    let outcome = seatwarden::sweep::sweep(
+        &config,
+        &config.directory(),
+        &client,
+        &store,
+        Utc::now(),
+        Duration::hours(1),
+    )
+    .await
+    .unwrap();
+    assert_eq!(outcome.failed, 1, "{outcome:?}");
+    let open = store.lock().unwrap().open_deprovisions().unwrap();
+    let episode = open.iter().find(|e| e.identity_id == leaver).unwrap();
+    let why = episode.last_error.as_deref().unwrap_or_default();
+    let until = episode.next_attempt_at.unwrap();
+    assert_eq!(
+        why,
+        format!(
+            "not sent: the circuit breaker is open since {} until {}",
+            berlin(opened_at),
+            berlin(until)
+        )
+    );
+    sandbox.shutdown().await;
+}
