@@ -65,19 +65,31 @@ pub enum ApprovalError {
         waiting: usize,
     },
     #[error(
-        "run {run} was {what}: it was never meant to apply anything, so there is nothing of it \
-         to approve or reject. Run `seatwarden reconcile`, then decide on what that run holds"
+        "run {run} was a `{admin_command} {command}`: it was never meant to apply anything, so \
+         there is nothing of it to approve or reject. Run `{admin_command} reconcile`, then \
+         decide on what that run holds"
     )]
-    NotApplying { run: RunId, what: &'static str },
+    NotApplying {
+        run: RunId,
+        /// The command that made the run: `plan` or `reconcile --dry-run`.
+        command: &'static str,
+        /// `report.admin_command`, which the message tells to run.
+        admin_command: String,
+    },
     #[error(
         "--only takes an action kind (deactivate, delete, remove_members, set_role, …) or a class \
          (deprovision, membership_removal, role_downgrade, deletion, rename), not {0:?}"
     )]
     UnknownKind(String),
     #[error(
-        "the circuit breaker is {0}; nothing was approved. Run `seatwarden resume` once the workspace accepts writes again"
+        "the circuit breaker is {state}; nothing was approved. Run `{admin_command} resume` once \
+         the workspace accepts writes again"
     )]
-    CircuitOpen(String),
+    CircuitOpen {
+        state: String,
+        /// `report.admin_command`, which the message tells to run.
+        admin_command: String,
+    },
     #[error(
         "the workspace listing ended short of the totalResults it announced (objects moved \
          while it was read, or the provider stopped early); nothing was approved, as an account \
@@ -596,11 +608,15 @@ fn waits_for_settle_window(entry: &JournalEntry, decided: bool) -> bool {
 /// second); rejecting takes them back, with the ones still in flight (a dead
 /// approval's: `reject` holds the writer lock), so that no later `approve` sends
 /// them.
+///
+/// A run that was never to apply anything is refused, telling to run a
+/// reconcile with `admin_command`.
 fn undecided(
     store: &Store,
     run: RunId,
     only: &Only,
     approving: bool,
+    admin_command: &str,
 ) -> Result<(Vec<JournalEntry>, usize), ApprovalError> {
     match store.run(run)? {
         None => return Err(ApprovalError::UnknownRun(run)),
@@ -609,11 +625,12 @@ fn undecided(
         Some(record) if matches!(record.kind, RunKind::Plan | RunKind::DryRun) => {
             return Err(ApprovalError::NotApplying {
                 run,
-                what: if record.kind == RunKind::Plan {
-                    "a `seatwarden plan`"
+                command: if record.kind == RunKind::Plan {
+                    "plan"
                 } else {
-                    "a `seatwarden reconcile --dry-run`"
+                    "reconcile --dry-run"
                 },
+                admin_command: admin_command.to_owned(),
             });
         }
         Some(_) => {}
@@ -666,12 +683,14 @@ pub async fn approve(
     only: &Only,
     now: DateTime<Utc>,
 ) -> Result<Approval, ApprovalError> {
+    // The times a refusal names, on the clock the reports use.
+    let tz = config.report_timezone()?;
     // We hold the writer lock: every row in flight is a dead process's, perhaps
     // this run's own approval cut off mid-phase. Resolved first, as a sweep does,
     // what it sent is done (and in the ledger) and what it did not is taken up
     // below with the rest, rather than failed, planned again and held again.
     let (store, discovered) = recover_cut_off(config, client, store, now).await?;
-    let (held, waiting) = undecided(&store, run, only, true)?;
+    let (held, waiting) = undecided(&store, run, only, true, &config.admin_command())?;
     let approved_before: HashSet<u32> = store
         .decisions(run)?
         .into_iter()
@@ -680,7 +699,10 @@ pub async fn approve(
         .collect();
     let (circuit, _) = safety::circuit_state(&store, config, now)?;
     if !circuit.allows_writes() {
-        return Err(ApprovalError::CircuitOpen(circuit.to_string()));
+        return Err(ApprovalError::CircuitOpen {
+            state: crate::report::circuit_state_text(&circuit, tz),
+            admin_command: config.admin_command(),
+        });
     }
     if !discovered {
         client.discover().await?;
@@ -724,7 +746,7 @@ pub async fn approve(
             {
                 back.insert(
                     identity.clone(),
-                    format!("seen {}", at.format("%Y-%m-%d %H:%M UTC")),
+                    format!("seen {}", crate::report::local_time(at, tz)),
                 );
             }
         }
@@ -742,7 +764,7 @@ pub async fn approve(
                 back.entry(identity).or_insert_with(|| {
                     format!(
                         "in the directory read by run {newer}, {}",
-                        read_at.format("%Y-%m-%d %H:%M UTC")
+                        crate::report::local_time(read_at, tz)
                     )
                 });
             }
@@ -987,7 +1009,7 @@ async fn recover_cut_off(
 }
 
 /// What `seatwarden reject` did, and (its `Display`) what follows from it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Rejection {
     pub run: RunId,
     pub kind: RunKind,
@@ -995,6 +1017,8 @@ pub struct Rejection {
     pub rejected: usize,
     /// Of them, deactivations and deletions that take access away.
     pub deprovisions: usize,
+    /// `report.admin_command`, which the text tells to run.
+    pub admin_command: String,
 }
 
 impl std::fmt::Display for Rejection {
@@ -1008,6 +1032,7 @@ impl std::fmt::Display for Rejection {
             kind,
             rejected,
             deprovisions,
+            ref admin_command,
         } = *self;
         // One rejected action is the common case (`reject` after one leaver's
         // alert): it reads "it", not "1 … them".
@@ -1067,8 +1092,8 @@ impl std::fmt::Display for Rejection {
         write!(
             f,
             "\nTo stop it for good: correct the directory (if the person keeps access), or \
-             protect the account (safety.protected); `seatwarden explain PERSON` shows where \
-             each stands."
+             protect the account (safety.protected); `{admin_command} explain PERSON` shows \
+             where each stands."
         )
     }
 }
@@ -1080,17 +1105,20 @@ impl std::fmt::Display for Rejection {
 /// the rest is never sent from this run). Later runs plan what the directory
 /// still asks for again (see [`Rejection`]); a sweep that holds a deprovision
 /// again names the rejection in the hold.
+///
+/// Commands it names are run as `admin_command` (`report.admin_command`).
 pub fn reject(
     store: &mut Store,
     run: RunId,
     only: &Only,
+    admin_command: &str,
     now: DateTime<Utc>,
 ) -> Result<Rejection, ApprovalError> {
     let kind = store
         .run(run)?
         .map(|record| record.kind)
         .ok_or(ApprovalError::UnknownRun(run))?;
-    let (held, _) = undecided(store, run, only, false)?;
+    let (held, _) = undecided(store, run, only, false, admin_command)?;
     let decisions: Vec<(u32, Decision, Option<String>)> = held
         .iter()
         .map(|e| (e.action.seq, Decision::Rejected, None))
@@ -1129,6 +1157,7 @@ pub fn reject(
                 _ => false,
             })
             .count(),
+        admin_command: admin_command.to_owned(),
     })
 }
 
@@ -1137,17 +1166,21 @@ pub fn reject(
 /// match (an identity several accounts match, or an account several identities
 /// match): a stored link comes first in matching. Both must be in the newest
 /// stored snapshots. A link either of them already has to someone else is only
-/// replaced with `replace`. Audited. Returns the links it replaced.
+/// replaced with `replace`. Audited. Returns the links it replaced. A refusal
+/// names the commands to run as `admin_command` (`report.admin_command`).
 pub fn link(
     store: &mut Store,
     identity_id: &str,
     account_id: &str,
     replace: bool,
+    admin_command: &str,
     now: DateTime<Utc>,
 ) -> Result<Vec<crate::store::StoredLink>, ApprovalError> {
     let refuse = |why: String| Err(ApprovalError::Link(why));
     let Some(run) = store.latest_snapshot_run()? else {
-        return refuse("no run has stored snapshots yet: run `seatwarden plan` first".into());
+        return refuse(format!(
+            "no run has stored snapshots yet: run `{admin_command} plan` first"
+        ));
     };
     let directory = store.load_directory_snapshot(run)?.unwrap_or_default();
     // A disputed person deleted from the directory since: linking one of the
@@ -1157,7 +1190,7 @@ pub fn link(
     {
         return refuse(format!(
             "identity {identity_id:?} is not in the newest directory snapshot (run {run}); \
-             `seatwarden explain` finds a person's id"
+             `{admin_command} explain` finds a person's id"
         ));
     }
     let workspace = store.load_workspace_snapshot(run)?.unwrap_or_default();
@@ -1773,7 +1806,7 @@ mod tests {
         // Seq 2 is still in flight: `approve` leaves it to recovery, `reject`
         // takes it back.
         let seqs = |approving: bool| -> Vec<u32> {
-            undecided(&store, run, &Only::All, approving)
+            undecided(&store, run, &Only::All, approving, "seatwarden")
                 .unwrap()
                 .0
                 .iter()
@@ -1804,7 +1837,9 @@ mod tests {
         };
         store.save_plan(run, &plan, at).unwrap();
 
-        let said = reject(&mut store, run, &Only::All, at).unwrap().to_string();
+        let said = reject(&mut store, run, &Only::All, "seatwarden", at)
+            .unwrap()
+            .to_string();
         assert!(
             said.starts_with(&format!(
                 "rejected 1 held action of reconcile run {run}; that run will not apply it.\n"
@@ -1840,6 +1875,7 @@ mod tests {
                 kind: RunKind::Sweep,
                 rejected,
                 deprovisions: rejected,
+                admin_command: "seatwarden".to_owned(),
             }
             .to_string()
         };
@@ -1871,12 +1907,20 @@ mod tests {
             kind: RunKind::Reconcile,
             rejected: 3,
             deprovisions: 1,
+            admin_command: "sudo -u seatwarden seatwarden --config /etc/sw.toml".to_owned(),
         }
         .to_string();
         assert!(
             mixed.contains(
                 " The 1 deprovision among them stays open in the ledger (and alerts once \
                  overdue), and the sweep plans it again meanwhile."
+            ),
+            "{mixed}"
+        );
+        // The command it tells to run is the configured one.
+        assert!(
+            mixed.contains(
+                "`sudo -u seatwarden seatwarden --config /etc/sw.toml explain PERSON` shows"
             ),
             "{mixed}"
         );

@@ -717,7 +717,13 @@ fn run_command(cli: Cli) -> anyhow::Result<u8> {
             ensure_store_exists(&config)?;
             let _writer = writer_lock(&config)?;
             let mut store = open_store(&config)?;
-            let rejection = crate::approval::reject(&mut store, run, &only, chrono::Utc::now())?;
+            let rejection = crate::approval::reject(
+                &mut store,
+                run,
+                &only,
+                &config.admin_command(),
+                chrono::Utc::now(),
+            )?;
             outln!("{rejection}")?;
             Ok(exit::OK)
         }
@@ -734,6 +740,7 @@ fn run_command(cli: Cli) -> anyhow::Result<u8> {
                 &identity,
                 &account,
                 replace,
+                &config.admin_command(),
                 chrono::Utc::now(),
             )?;
             outln!("identity {identity} is linked to account {account}")?;
@@ -1134,6 +1141,7 @@ fn email_report(config: &Config, mut store: Store, report: &Report) -> anyhow::R
         &config.report_name(),
         report,
         config.report_timezone()?,
+        &config.admin_command(),
         now,
     )?;
     send_queued(&settings, store, id, now)
@@ -1804,7 +1812,7 @@ fn approve(config: &Config, run: RunId, only: Option<crate::approval::Only>) -> 
     let ((result, unsent), signal) = run_interruptible(&stop, &finish, approving)?;
     let result = match result {
         Ok(result) => result,
-        Err(e @ approval::ApprovalError::CircuitOpen(_)) => {
+        Err(e @ approval::ApprovalError::CircuitOpen { .. }) => {
             eprintln!("error: {}", describe(&e.into()));
             return Ok(exit::CIRCUIT_OPEN);
         }
@@ -1880,16 +1888,17 @@ fn print_report(report: &Report, format: Format, config: &Config) -> anyhow::Res
             report::render_text(
                 report,
                 config.report_timezone()?,
+                &config.admin_command(),
                 std::io::stdout().is_terminal()
             )
         )?,
         Format::Markdown => out!(
             "{}",
-            report::render_markdown(report, config.report_timezone()?)?
+            report::render_markdown(report, config.report_timezone()?, &config.admin_command())?
         )?,
         Format::Html => out!(
             "{}",
-            report::render_html(report, config.report_timezone()?)?
+            report::render_html(report, config.report_timezone()?, &config.admin_command())?
         )?,
     }
     Ok(())

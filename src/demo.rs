@@ -381,16 +381,20 @@ pub fn closing_text(outcome: &DemoOutcome) -> String {
 
 async fn steps(config: &Config, colour: bool) -> Result<(Report, Report, Report), DemoError> {
     let tz = config.report_timezone()?;
+    let admin = config.admin_command();
     outln!("\n━━ 1. plan: what differs and why (nothing is written) ━━\n")?;
     let first = run::execute(config, Store::open(&config.state.path)?, Mode::Plan).await?;
-    out!("{}", report::render_text(&first.report, tz, colour))?;
+    out!("{}", report::render_text(&first.report, tz, &admin, colour))?;
 
     outln!("\n━━ 2. reconcile: apply (journaled), verify, report ━━\n")?;
     let reconcile = run::execute(config, Store::open(&config.state.path)?, Mode::Reconcile).await?;
-    out!("{}", report::render_text(&reconcile.report, tz, colour))?;
+    out!(
+        "{}",
+        report::render_text(&reconcile.report, tz, &admin, colour)
+    )?;
 
     outln!("\n━━ 3. plan again: a converged workspace plans nothing ━━\n")?;
     let last = run::execute(config, Store::open(&config.state.path)?, Mode::Plan).await?;
-    out!("{}", report::render_text(&last.report, tz, colour))?;
+    out!("{}", report::render_text(&last.report, tz, &admin, colour))?;
     Ok((first.report, reconcile.report, last.report))
 }

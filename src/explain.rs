@@ -49,8 +49,11 @@ pub enum ExplainError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Config(#[from] ConfigError),
-    #[error("no run has stored snapshots yet: run `seatwarden plan` first")]
-    NoSnapshots,
+    #[error("no run has stored snapshots yet: run `{admin_command} plan` first")]
+    NoSnapshots {
+        /// `report.admin_command`, which the message tells to run.
+        admin_command: String,
+    },
     #[error(
         "{0:?} matches no directory identity (id, userName, email) and no workspace account (id, userName) in the snapshots of run {1}"
     )]
@@ -166,21 +169,32 @@ struct Loaded {
 }
 
 impl Loaded {
-    fn load(store: &Store) -> Result<Loaded, ExplainError> {
-        let run = store
-            .latest_snapshot_run()?
-            .ok_or(ExplainError::NoSnapshots)?;
-        Ok(Loaded {
+    /// The newest run's snapshots; `None` when no run has stored both.
+    fn load(store: &Store) -> Result<Option<Loaded>, StoreError> {
+        let Some(run) = store.latest_snapshot_run()? else {
+            return Ok(None);
+        };
+        let (Some(directory), Some(workspace)) = (
+            store.load_directory_snapshot(run)?,
+            store.load_workspace_snapshot(run)?,
+        ) else {
+            return Ok(None);
+        };
+        Ok(Some(Loaded {
             run,
             record: store.run(run)?,
-            directory: store
-                .load_directory_snapshot(run)?
-                .ok_or(ExplainError::NoSnapshots)?,
-            workspace: store
-                .load_workspace_snapshot(run)?
-                .ok_or(ExplainError::NoSnapshots)?,
+            directory,
+            workspace,
             links: store.links()?,
             remembered: store.disputed_candidates()?,
+        }))
+    }
+
+    /// [`Loaded::load`], or the error that tells to run a plan first (with
+    /// `config`'s `report.admin_command`).
+    fn require(store: &Store, config: &Config) -> Result<Loaded, ExplainError> {
+        Loaded::load(store)?.ok_or_else(|| ExplainError::NoSnapshots {
+            admin_command: config.admin_command(),
         })
     }
 
@@ -245,9 +259,12 @@ pub enum LiveTarget {
 /// not be read.
 pub type LiveAccount = Result<Option<Account>, String>;
 
-/// What `--live` should read for `person`; `None` when nothing names an account.
+/// What `--live` should read for `person`; `None` when nothing names an account
+/// (no run has stored snapshots either: [`explain_with`] says what to run).
 pub fn live_target(store: &Store, person: &str) -> Result<Option<LiveTarget>, ExplainError> {
-    let loaded = Loaded::load(store)?;
+    let Some(loaded) = Loaded::load(store)? else {
+        return Ok(None);
+    };
     Ok(match loaded.find(person) {
         (_, Some(link), None) => Some(LiveTarget::Id(link.account_id.clone())),
         (_, _, Some(account)) => Some(LiveTarget::Id(account.id.clone())),
@@ -283,7 +300,7 @@ pub fn explain_with(
     now: DateTime<Utc>,
     live: Option<&LiveAccount>,
 ) -> Result<String, ExplainError> {
-    let loaded = Loaded::load(store)?;
+    let loaded = Loaded::require(store, config)?;
     let (identity, link, account) = loaded.find(person);
     let remembered = match identity {
         Some(_) => Vec::new(),
@@ -574,15 +591,17 @@ impl View<'_> {
             .collect()
     }
 
-    /// `seatwarden link IDENTITY ACCOUNT`, with `--replace` when either already
-    /// has a stored link to someone else (the command refuses otherwise).
+    /// `seatwarden link IDENTITY ACCOUNT` (run as `report.admin_command`), with
+    /// `--replace` when either already has a stored link to someone else (the
+    /// command refuses otherwise).
     fn link_command(&self, identity_id: &str, account_id: &str) -> String {
         let moves = self.loaded.links.iter().any(|l| {
             (l.identity_id == identity_id) != (l.account_id == account_id)
                 && (l.identity_id == identity_id || l.account_id == account_id)
         });
         format!(
-            "seatwarden link {} {}{}",
+            "{} link {} {}{}",
+            self.config.admin_command(),
             clean(identity_id),
             clean(account_id),
             if moves { " --replace" } else { "" }
@@ -1006,7 +1025,7 @@ pub fn other_candidates(
     account_id: &str,
     now: DateTime<Utc>,
 ) -> Result<Vec<String>, ExplainError> {
-    let loaded = Loaded::load(store)?;
+    let loaded = Loaded::require(store, config)?;
     let Some(identity) = loaded
         .directory
         .identities
@@ -1363,6 +1382,54 @@ mod tests {
         assert!(text.contains("    seatwarden link p1 a2\n"), "{text}");
         assert!(!text.contains("no directory identity justifies"), "{text}");
         assert!(!text.contains("LOST ACCESS"), "{text}");
+    }
+
+    /// The commands that settle a dispute are spelled as people run seatwarden here
+    /// (`report.admin_command`), as the alerts and the digest spell theirs.
+    #[test]
+    fn the_link_commands_are_run_as_the_configured_admin_command() {
+        let (_dir, config) = stored_with(
+            "admin_command = \"sudo -u seatwarden seatwarden --config /etc/sw.toml\"\n",
+            vec![person("p1", "ada@example.com", IdentityStatus::Active)],
+            vec![
+                account("a1", "ada@example.com", "ada@example.com"),
+                account("a2", "a.lovelace@example.com", "ada@example.com"),
+            ],
+        );
+        let store = Store::open(&config.state.path).unwrap();
+
+        let text = explain(&config, &store, "a.lovelace@example.com", t0()).unwrap();
+
+        assert!(
+            text.contains("    sudo -u seatwarden seatwarden --config /etc/sw.toml link p1 a2\n"),
+            "{text}"
+        );
+        assert!(!text.contains("    seatwarden link"), "{text}");
+    }
+
+    /// Before any run stored snapshots, `explain` says to run a plan first, with
+    /// the configured command.
+    #[test]
+    fn without_snapshots_it_says_to_run_the_configured_plan_command() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("directory.json"), "{\"users\": []}").unwrap();
+        let file = dir.path().join("seatwarden.toml");
+        std::fs::write(
+            &file,
+            "[directory]\nkind = \"file\"\npath = \"directory.json\"\n\
+             [workspace]\nurl = \"https://example.invalid/scim/v2\"\ntoken = \"t\"\n\
+             [report]\nadmin_command = \"sudo seatwarden-admin\"\n",
+        )
+        .unwrap();
+        let config = Config::load_with_env(&file, Some(Default::default())).unwrap();
+        let store = Store::open(&config.state.path).unwrap();
+
+        assert_eq!(live_target(&store, "ada@example.com").unwrap(), None);
+        let err = explain(&config, &store, "ada@example.com", t0()).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "no run has stored snapshots yet: run `sudo seatwarden-admin plan` first"
+        );
     }
 
     /// The person's linked account is claimed by another person's externalId:

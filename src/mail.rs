@@ -490,17 +490,19 @@ pub enum QueueError {
     Render(#[from] crate::report::RenderError),
 }
 
-/// Queues a drift report (text and HTML, subject with its state).
+/// Queues a drift report (text and HTML, subject with its state), times in `tz`
+/// and commands run as `admin_command`.
 pub fn queue_report(
     store: &mut Store,
     settings: &MailSettings,
     name: &str,
     report: &crate::report::Report,
     tz: chrono_tz::Tz,
+    admin_command: &str,
     now: DateTime<Utc>,
 ) -> Result<OutboxId, QueueError> {
-    let html = crate::report::render_html(report, tz)?;
-    let text = crate::report::render_text(report, tz, false);
+    let html = crate::report::render_html(report, tz, admin_command)?;
+    let text = crate::report::render_text(report, tz, admin_command, false);
     let subject = crate::report::subject(name, report);
     Ok(queue(
         store,

@@ -498,6 +498,7 @@ async fn execute_until(
                         started_at,
                         Utc::now(),
                         sla,
+                        &config.admin_command(),
                     )?)
                 }) {
                     tracing::warn!(

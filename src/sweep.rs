@@ -80,9 +80,24 @@ pub struct EarlierRejection {
     pub at: DateTime<Utc>,
 }
 
-impl std::fmt::Display for EarlierRejection {
+impl EarlierRejection {
     /// As the ledger's hold keeps it, before [`HELD_AGAIN`]: "rejected in run N by
-    /// USER at T", T in UTC (the renderers that know a zone show it there).
+    /// USER at T", T on the clock of `tz` (`report.timezone`) with the zone's
+    /// abbreviation: `status`, the digest and the overdue alert show the stored
+    /// hold as it is.
+    pub fn on_clock(&self, tz: chrono_tz::Tz) -> String {
+        format!(
+            "rejected in run {} by {} at {}",
+            self.run_id,
+            self.user,
+            crate::report::local_time(self.at, tz)
+        )
+    }
+}
+
+impl std::fmt::Display for EarlierRejection {
+    /// For the log: "rejected in run N by USER at T", T in UTC (the hold and the
+    /// alert show it on the report's clock).
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
@@ -442,6 +457,9 @@ pub async fn enforce(
     now: DateTime<Utc>,
 ) -> Result<SweepOutcome, RunError> {
     let mut outcome = SweepOutcome::default();
+    // Asked before anything is written: an error after the writes would leave
+    // them out of the ledger.
+    let tz = config.report_timezone()?;
     // Once a read shows the workspace down, the due accounts after it are not
     // read: each would spend a whole retry cycle learning the same thing.
     let outage = Outage::new(client);
@@ -733,7 +751,12 @@ pub async fn enforce(
         // With a retention period the deletion waits for a reconcile after it.
         let kind = plan_settings.revoke_active(account_id, entry.reason == LossReason::Suspended);
         let seq = u32::try_from(plan.actions.len()).unwrap_or(u32::MAX);
-        let detail = format!("{}; due {}", entry.reason, entry.due_at.to_rfc3339());
+        // The report, the alerts and `explain` show the action's detail as it is.
+        let detail = format!(
+            "{}; due {}",
+            entry.reason,
+            crate::report::local_time(entry.due_at, tz)
+        );
         plan.drift.push(DriftItem {
             kind: DriftKind::StaleAccess,
             identity_id: Some(entry.identity_id.clone()),
@@ -789,7 +812,13 @@ pub async fn enforce(
                 CircuitState::Open { until, .. } => until,
                 _ => now + HOLD_RECHECK,
             };
-            (format!("not sent: the circuit breaker is {circuit}"), until)
+            (
+                format!(
+                    "not sent: the circuit breaker is {}",
+                    crate::report::circuit_state_text(&circuit, tz)
+                ),
+                until,
+            )
         });
         let journal = lock(store)?.journal(run_id)?;
         let verified_at = Utc::now().max(now);
@@ -820,7 +849,7 @@ pub async fn enforce(
                              says the person lost access (correct the directory, or protect the \
                              account, to end it)"
                         );
-                        why = format!("{rejected}{HELD_AGAIN}{why}");
+                        why = format!("{}{HELD_AGAIN}{why}", rejected.on_clock(tz));
                         outcome
                             .rejected_before
                             .insert(entry.identity_id.clone(), rejected);
@@ -1081,7 +1110,8 @@ pub fn end_accountless(
 /// without an account if they had none (detected at `detected_at`, the run's
 /// start), and held: no pass deactivates an account nobody chose, but the SLA
 /// runs, so the person goes overdue, is alerted on and fails `status` rather
-/// than keep access unseen. `seatwarden link` gives the episode its account.
+/// than keep access unseen. `seatwarden link` gives the episode its account; the
+/// hold says so with `admin_command` (`report.admin_command`).
 /// Returns how many episodes it opened.
 pub fn record_disputed(
     store: &mut Store,
@@ -1090,6 +1120,7 @@ pub fn record_disputed(
     detected_at: DateTime<Utc>,
     now: DateTime<Utc>,
     sla: Duration,
+    admin_command: &str,
 ) -> Result<usize, StoreError> {
     if disputed.is_empty() || !read_whole(store, report)? {
         return Ok(0);
@@ -1116,7 +1147,7 @@ pub fn record_disputed(
             reason = entry.reason.as_str(),
             due = %crate::schedule::log_time(entry.due_at),
             "lost access in the directory, and which account is theirs is disputed: \
-             held until `seatwarden link` says"
+             held until `{admin_command} link` says"
         );
     }
     let by_identity: HashMap<&str, &DisputedLeaver> = disputed
@@ -1129,7 +1160,7 @@ pub fn record_disputed(
         let Some(leaver) = by_identity.get(entry.identity_id.as_str()) else {
             continue;
         };
-        let why = disputed_hold(leaver);
+        let why = disputed_hold(leaver, admin_command);
         if entry.account_id.is_none() && entry.held.as_deref() != Some(why.as_str()) {
             store.deprovision_held(entry.id, &why, now + HOLD_RECHECK)?;
         }
@@ -1168,8 +1199,9 @@ fn open_episodes(
 }
 
 /// Why a disputed leaver's episode is held, as `status` and the overdue alert
-/// show it: which accounts, and what a human does about it.
-fn disputed_hold(leaver: &DisputedLeaver) -> String {
+/// show it: which accounts, and what a human does about it (a command run as
+/// `admin_command`).
+fn disputed_hold(leaver: &DisputedLeaver, admin_command: &str) -> String {
     let inactive: Vec<&str> = leaver
         .accounts
         .iter()
@@ -1183,7 +1215,7 @@ fn disputed_hold(leaver: &DisputedLeaver) -> String {
     };
     format!(
         "{DISPUTED_HOLD} which workspace account is theirs is unclear (active: {}{inactive}), \
-         so none is deactivated until `seatwarden link {} ACCOUNT` says which",
+         so none is deactivated until `{admin_command} link {} ACCOUNT` says which",
         leaver.active.join(", "),
         leaver.identity_id
     )
@@ -1711,5 +1743,56 @@ mod reachability_tests {
             Some(Reachability::Regained)
         );
         assert_eq!(reachability_changed(down, true), None);
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+mod hold_tests {
+    use super::{DISPUTED_HOLD, EarlierRejection, disputed_hold};
+    use crate::model::DisputedLeaver;
+    use crate::sla::LossReason;
+
+    /// A disputed leaver's hold, as `status` and the overdue alert show it, names
+    /// the command that settles it as people run seatwarden here.
+    #[test]
+    fn a_disputed_hold_names_the_configured_link_command() {
+        let leaver = DisputedLeaver {
+            identity_id: "00u7".into(),
+            user_name: "ada@example.com".into(),
+            reason: LossReason::Deleted,
+            accounts: vec!["a1".into(), "a2".into()],
+            active: vec!["a1".into()],
+        };
+        let held = disputed_hold(&leaver, "sudo seatwarden-admin");
+        assert!(held.starts_with(DISPUTED_HOLD), "{held}");
+        assert!(
+            held.ends_with(
+                "(active: a1; inactive already: a2), so none is deactivated until \
+                 `sudo seatwarden-admin link 00u7 ACCOUNT` says which"
+            ),
+            "{held}"
+        );
+    }
+
+    /// The rejection a hold names is on the report's clock, with the zone's
+    /// abbreviation, as the alert about it shows it; the log keeps UTC.
+    #[test]
+    fn an_earlier_rejection_reads_on_the_reports_clock() {
+        let rejection = EarlierRejection {
+            run_id: 41,
+            user: "ada".into(),
+            at: chrono::DateTime::parse_from_rfc3339("2026-12-01T09:00:00Z")
+                .unwrap()
+                .to_utc(),
+        };
+        assert_eq!(
+            rejection.on_clock(chrono_tz::Europe::Berlin),
+            "rejected in run 41 by ada at 2026-12-01 10:00:00 CET"
+        );
+        assert_eq!(
+            rejection.to_string(),
+            "rejected in run 41 by ada at 2026-12-01T09:00:00Z"
+        );
     }
 }

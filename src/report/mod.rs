@@ -421,8 +421,14 @@ pub struct SafetyFinding {
     pub details: Vec<String>,
 }
 
+/// `at` on `tz`'s wall clock with the zone's abbreviation (`2026-11-29 10:00:00
+/// CET`), as the reports show every time.
+pub(crate) fn local_time(at: DateTime<Utc>, tz: chrono_tz::Tz) -> String {
+    templated::timestamp(at, tz)
+}
+
 /// The breaker's state with its times on `tz`'s clock (its `Display` is UTC, for logs).
-fn circuit_state_text(state: &CircuitState, tz: chrono_tz::Tz) -> String {
+pub(crate) fn circuit_state_text(state: &CircuitState, tz: chrono_tz::Tz) -> String {
     let at = |t| templated::timestamp(t, tz);
     match *state {
         CircuitState::Closed => "closed".to_owned(),
@@ -434,8 +440,13 @@ fn circuit_state_text(state: &CircuitState, tz: chrono_tz::Tz) -> String {
 }
 
 /// What `report.safety` holds, in the order the renderers show it, times on `tz`'s
-/// clock; empty when the safety net found nothing.
-pub fn safety_findings(report: &Report, tz: chrono_tz::Tz) -> Vec<SafetyFinding> {
+/// clock and commands run as `admin_command` (`report.admin_command`); empty when
+/// the safety net found nothing.
+pub fn safety_findings(
+    report: &Report,
+    tz: chrono_tz::Tz,
+    admin_command: &str,
+) -> Vec<SafetyFinding> {
     let safety = &report.safety;
     let mut findings = Vec::new();
     let finding = |label, tone, text: String| SafetyFinding {
@@ -447,11 +458,10 @@ pub fn safety_findings(report: &Report, tz: chrono_tz::Tz) -> Vec<SafetyFinding>
     if let Some(fault) = &safety.source_fault {
         let mut line = finding("SOURCE FAULT", Tone::Bad, fault.to_string());
         if matches!(fault, SourceFault::Shrank { .. }) {
-            line.details.push(
+            line.details.push(format!(
                 "if the directory really shrank (a layoff, a narrower scope), \
-                 `seatwarden reconcile --accept-directory` accepts it once (audited)"
-                    .to_owned(),
-            );
+                 `{admin_command} reconcile --accept-directory` accepts it once (audited)"
+            ));
         }
         findings.push(line);
     }
@@ -498,7 +508,7 @@ pub fn safety_findings(report: &Report, tz: chrono_tz::Tz) -> Vec<SafetyFinding>
             Tone::Warn,
             format!(
                 "{} lost access but still can get in: which active account is theirs is disputed, and \
-                 none is deactivated until `seatwarden link IDENTITY ACCOUNT` says which",
+                 none is deactivated until `{admin_command} link IDENTITY ACCOUNT` says which",
                 plural(safety.disputed_leavers.len(), "person", "people")
             ),
         );
@@ -526,8 +536,9 @@ pub fn safety_findings(report: &Report, tz: chrono_tz::Tz) -> Vec<SafetyFinding>
 
 /// The one-line verdict every renderer leads with. When something is failed,
 /// held or waiting, what the run did apply comes first: a leaver deactivated while
-/// a new hire's create waits is news, not "nothing happened".
-pub fn headline(report: &Report) -> (Tone, String) {
+/// a new hire's create waits is news, not "nothing happened". A command it names
+/// is run as `admin_command` (`report.admin_command`).
+pub fn headline(report: &Report, admin_command: &str) -> (Tone, String) {
     let s = &report.summary;
     let actions = |n| plural(n, "action", "actions");
     let waiting = report.safety.actions_waiting;
@@ -561,7 +572,7 @@ pub fn headline(report: &Report) -> (Tone, String) {
         (
             Tone::Warn,
             applied_then(format!(
-                "{} still {} access (disputed match) — needs `seatwarden link`",
+                "{} still {} access (disputed match) — needs `{admin_command} link`",
                 plural(leavers, "leaver", "leavers"),
                 if leavers == 1 { "has" } else { "have" }
             )),
@@ -771,5 +782,89 @@ pub fn plural(n: usize, one: &str, many: &str) -> String {
         format!("1 {one}")
     } else {
         format!("{n} {many}")
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+mod tests {
+    use super::*;
+
+    const ADMIN: &str = "sudo -u seatwarden seatwarden --config /etc/sw.toml";
+
+    fn reconcile_report(safety: SafetyReport) -> Report {
+        let at = DateTime::parse_from_rfc3339("2026-12-01T09:00:00Z")
+            .unwrap()
+            .to_utc();
+        Report {
+            schema_version: SCHEMA_VERSION,
+            run_id: 7,
+            mode: "reconcile".into(),
+            started_at: at,
+            finished_at: at,
+            directory: "file directory.json".into(),
+            workspace: "https://ws.example/scim/v2".into(),
+            summary: Summary::default(),
+            drift: Vec::new(),
+            actions: Vec::new(),
+            safety,
+        }
+    }
+
+    /// A disputed leaver's headline and finding tell the command that settles it
+    /// as people run seatwarden here (`report.admin_command`), in every renderer.
+    #[test]
+    fn disputed_leavers_are_told_the_configured_link_command() {
+        let report = reconcile_report(SafetyReport {
+            disputed_leavers: vec!["ada@example.com".into()],
+            ..SafetyReport::default()
+        });
+        let headline = format!("1 leaver still has access (disputed match) — needs `{ADMIN} link`");
+        assert_eq!(super::headline(&report, ADMIN).1, headline);
+        let finding = safety_findings(&report, chrono_tz::UTC, ADMIN)
+            .into_iter()
+            .find(|f| f.label == Some("DISPUTED LEAVERS"))
+            .unwrap();
+        let settles =
+            format!("none is deactivated until `{ADMIN} link IDENTITY ACCOUNT` says which");
+        assert!(finding.text.ends_with(&settles), "{}", finding.text);
+        let text = render_text(&report, chrono_tz::UTC, ADMIN, false);
+        let markdown = render_markdown(&report, chrono_tz::UTC, ADMIN).unwrap();
+        let html = render_html(&report, chrono_tz::UTC, ADMIN).unwrap();
+        assert!(
+            text.contains(&headline) && text.contains(&settles),
+            "{text}"
+        );
+        assert!(
+            markdown.contains(&format!("{ADMIN} link IDENTITY ACCOUNT")),
+            "{markdown}"
+        );
+        // HTML escapes the command's slashes.
+        assert!(html.contains("sw.toml link IDENTITY ACCOUNT"), "{html}");
+    }
+
+    /// A directory that shrank past the limit is told the command that accepts it.
+    #[test]
+    fn a_shrunk_directory_is_told_the_configured_accept_command() {
+        let report = reconcile_report(SafetyReport {
+            source_fault: Some(SourceFault::Shrank {
+                previous: 100,
+                current: 40,
+                shrink_percent: 60.0,
+                limit_percent: 30.0,
+            }),
+            ..SafetyReport::default()
+        });
+        let finding = safety_findings(&report, chrono_tz::UTC, ADMIN)
+            .into_iter()
+            .find(|f| f.label == Some("SOURCE FAULT"))
+            .unwrap();
+        assert_eq!(
+            finding.details,
+            [format!(
+                "if the directory really shrank (a layoff, a narrower scope), \
+                 `{ADMIN} reconcile --accept-directory` accepts it once (audited)"
+            )]
+        );
     }
 }

@@ -188,14 +188,16 @@ fn action_row(action: &ActionOutcome, applying: bool, tz: chrono_tz::Tz) -> Acti
     }
 }
 
-/// `drift` is the report's, on `tz`'s clock ([`Report::drift_on`]).
+/// `drift` is the report's, on `tz`'s clock ([`Report::drift_on`]); commands are
+/// run as `admin_command`.
 fn report_view<'a>(
     report: &'a Report,
     drift: &'a [DriftItem],
     tz: chrono_tz::Tz,
+    admin_command: &str,
 ) -> ReportView<'a> {
     let state = State::of(report);
-    let (tone, headline) = headline(report);
+    let (tone, headline) = headline(report, admin_command);
     let applying = report.mode == "reconcile";
     let mut attention: Vec<&ActionOutcome> = report
         .actions
@@ -242,22 +244,34 @@ fn report_view<'a>(
             .iter()
             .map(|a| action_row(a, applying, tz))
             .collect(),
-        safety: super::safety_findings(report, tz),
+        safety: super::safety_findings(report, tz, admin_command),
     }
 }
 
-/// The report as Markdown (tickets, chat, wikis), times in `tz`. Deterministic
-/// for a given report and zone.
-pub fn render_markdown(report: &Report, tz: chrono_tz::Tz) -> Result<String, RenderError> {
-    render("report.md", &report_view(report, &report.drift_on(tz), tz))
+/// The report as Markdown (tickets, chat, wikis), times in `tz`, commands run as
+/// `admin_command`. Deterministic for a given report, zone and command.
+pub fn render_markdown(
+    report: &Report,
+    tz: chrono_tz::Tz,
+    admin_command: &str,
+) -> Result<String, RenderError> {
+    render(
+        "report.md",
+        &report_view(report, &report.drift_on(tz), tz, admin_command),
+    )
 }
 
 /// The report as a self-contained HTML document for email and browsers, times in
-/// `tz`. Deterministic for a given report and zone.
-pub fn render_html(report: &Report, tz: chrono_tz::Tz) -> Result<String, RenderError> {
+/// `tz`, commands run as `admin_command`. Deterministic for a given report, zone
+/// and command.
+pub fn render_html(
+    report: &Report,
+    tz: chrono_tz::Tz,
+    admin_command: &str,
+) -> Result<String, RenderError> {
     render(
         "report.html",
-        &report_view(report, &report.drift_on(tz), tz),
+        &report_view(report, &report.drift_on(tz), tz, admin_command),
     )
 }
 

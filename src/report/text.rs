@@ -47,15 +47,21 @@ pub(super) fn kind_title(kind: DriftKind) -> &'static str {
 }
 
 /// Renders the report for a terminal. Deterministic for a given report. Run times
-/// read in `tz` (`report.timezone`), as in the Markdown and HTML reports.
-pub fn render_text(report: &Report, tz: chrono_tz::Tz, colour: bool) -> String {
+/// read in `tz` (`report.timezone`), and the commands it names are run as
+/// `admin_command` (`report.admin_command`), as in the Markdown and HTML reports.
+pub fn render_text(
+    report: &Report,
+    tz: chrono_tz::Tz,
+    admin_command: &str,
+    colour: bool,
+) -> String {
     let cleaned = super::printable_report(report);
     let report = &cleaned;
     let style = Style { colour };
     let s = &report.summary;
     let mut out = String::new();
     let applying = report.mode == "reconcile";
-    let (tone, text) = super::headline(report);
+    let (tone, text) = super::headline(report, admin_command);
     let headline = match tone {
         Tone::Bad => style.red(&text),
         Tone::Warn => style.yellow(&text),
@@ -98,7 +104,7 @@ pub fn render_text(report: &Report, tz: chrono_tz::Tz, colour: bool) -> String {
         }
     );
 
-    render_safety(&mut out, report, tz, &style);
+    render_safety(&mut out, report, tz, admin_command, &style);
 
     if let Some(why) = super::drift_not_computed(report) {
         let _ = writeln!(out, "\n{why}");
@@ -178,8 +184,14 @@ pub fn render_text(report: &Report, tz: chrono_tz::Tz, colour: bool) -> String {
 }
 
 /// The safety net's findings; nothing when there are none (reports read as before).
-fn render_safety(out: &mut String, report: &Report, tz: chrono_tz::Tz, style: &Style) {
-    for finding in super::safety_findings(report, tz) {
+fn render_safety(
+    out: &mut String,
+    report: &Report,
+    tz: chrono_tz::Tz,
+    admin_command: &str,
+    style: &Style,
+) {
+    for finding in super::safety_findings(report, tz, admin_command) {
         match finding.label {
             Some(label) => {
                 let label = match finding.tone {

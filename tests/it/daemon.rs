@@ -2820,7 +2820,7 @@ fn link_moves_an_open_deprovision_to_the_account_now_linked() {
     let changes = sla::observe(&[], &[leaver, bob], &[], now, Minutes::hours(1));
     store.update_ledger(&changes, now).unwrap();
 
-    seatwarden::approval::link(&mut store, "00u1", "hers", true, now).unwrap();
+    seatwarden::approval::link(&mut store, "00u1", "hers", true, "seatwarden", now).unwrap();
     let open = store.open_deprovisions().unwrap();
     let episode = |id: &str| open.iter().find(|e| e.identity_id == id).unwrap();
     assert_eq!(open.len(), 2);
@@ -3977,7 +3977,7 @@ async fn a_disputed_leaver_is_never_nothing_to_do() {
     let client = ScimClient::new(config.scim_settings().unwrap()).unwrap();
     add_disputed_person(dir.path(), &client, "suspended").await;
     let outcome = reconcile_now(&config).await;
-    let (_, headline) = seatwarden::report::headline(&outcome.report);
+    let (_, headline) = seatwarden::report::headline(&outcome.report, "seatwarden");
     assert_eq!(
         headline,
         "1 leaver still has access (disputed match) — needs `seatwarden link`"
@@ -3992,7 +3992,8 @@ async fn a_disputed_leaver_is_never_nothing_to_do() {
         seatwarden::cli::exit_code_for(&outcome.report),
         seatwarden::cli::exit::HELD
     );
-    let text = seatwarden::report::render_text(&outcome.report, chrono_tz::UTC, false);
+    let text =
+        seatwarden::report::render_text(&outcome.report, chrono_tz::UTC, "seatwarden", false);
     assert!(!text.contains("nothing to do"), "{text}");
     assert!(
         text.contains("DISPUTED LEAVERS")
@@ -4468,6 +4469,7 @@ async fn a_rejected_sweep_hold_is_held_again_naming_the_rejection() {
         &mut store.lock().unwrap(),
         run,
         &seatwarden::approval::Only::All,
+        "seatwarden",
         chrono::Utc::now(),
     )
     .unwrap();
@@ -4766,6 +4768,7 @@ async fn the_alert_for_a_rejected_sweep_hold_held_again_names_the_rejection() {
         &mut store.lock().unwrap(),
         run,
         &seatwarden::approval::Only::All,
+        "seatwarden",
         chrono::Utc::now(),
     )
     .unwrap();

@@ -140,7 +140,7 @@ async fn a_disputed_person_deleted_from_the_directory_is_held_until_linked() {
         "{}",
         disputed[0].detail
     );
-    let (_, headline) = seatwarden::report::headline(&outcome.report);
+    let (_, headline) = seatwarden::report::headline(&outcome.report, "seatwarden");
     assert_eq!(
         headline,
         "1 leaver still has access (disputed match) — needs `seatwarden link`"

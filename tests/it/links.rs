@@ -214,10 +214,12 @@ fn an_account_is_never_stored_linked_to_two_people() {
     let only = |identity: &str| vec![(identity.to_owned(), "x".to_owned())];
 
     store.upsert_links(&[new_link("ann")], now).unwrap();
-    let refused = seatwarden::approval::link(&mut store, "bob", "x", false, now).unwrap_err();
+    let refused =
+        seatwarden::approval::link(&mut store, "bob", "x", false, "seatwarden", now).unwrap_err();
     assert!(refused.to_string().contains("pass --replace"), "{refused}");
     assert_eq!(pairs(&store), only("ann"));
-    let replaced = seatwarden::approval::link(&mut store, "bob", "x", true, now).unwrap();
+    let replaced =
+        seatwarden::approval::link(&mut store, "bob", "x", true, "seatwarden", now).unwrap();
     assert_eq!(replaced.len(), 1);
     assert_eq!(pairs(&store), only("bob"));
     // A run's match (or a create's 409) linking the account to ann moves it back.

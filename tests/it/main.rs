@@ -1,5 +1,6 @@
 //! The one integration test binary (links once). Modules by area.
 
+mod admin_command;
 mod approve_edges;
 mod approve_settle;
 mod cli;

@@ -324,16 +324,21 @@ fn the_scenario_has_every_drift_kind() {
 #[test]
 fn plan_report_text() {
     let report = report_of(&scenario(), "plan", |_| (Outcome::NotRun, None));
-    insta::assert_snapshot!(report::render_text(&report, chrono_tz::UTC, false));
+    insta::assert_snapshot!(report::render_text(
+        &report,
+        chrono_tz::UTC,
+        "seatwarden",
+        false
+    ));
 }
 
 #[test]
 fn reconcile_report_text_with_a_failure_and_a_hold() {
     let report = failure_and_hold();
-    let text = report::render_text(&report, chrono_tz::UTC, false);
+    let text = report::render_text(&report, chrono_tz::UTC, "seatwarden", false);
     assert!(!text.contains('\x1b'), "no colour when not asked");
     insta::assert_snapshot!(text);
-    let coloured = report::render_text(&report, chrono_tz::UTC, true);
+    let coloured = report::render_text(&report, chrono_tz::UTC, "seatwarden", true);
     assert!(coloured.contains("\x1b[31m"), "failures in red on a TTY");
 }
 
@@ -613,13 +618,13 @@ fn the_real_run_holds_and_fails_by_the_rules() {
 #[test]
 fn reconcile_report_markdown() {
     let report = failure_and_hold();
-    insta::assert_snapshot!(report::render_markdown(&report, UTC).unwrap());
+    insta::assert_snapshot!(report::render_markdown(&report, UTC, "seatwarden").unwrap());
 }
 
 #[test]
 fn reconcile_report_html() {
     let report = failure_and_hold();
-    insta::assert_snapshot!(report::render_html(&report, UTC).unwrap());
+    insta::assert_snapshot!(report::render_html(&report, UTC, "seatwarden").unwrap());
 }
 
 /// Run times read on `report.timezone`'s wall clock, in every human format (the
@@ -630,10 +635,14 @@ fn report_times_are_shown_in_the_report_time_zone() {
     let report = failure_and_hold();
     let run = "2026-11-29 09:00:00 CET → 2026-11-29 09:00:03 CET";
     let berlin = chrono_tz::Europe::Berlin;
-    let markdown = report::render_markdown(&report, berlin).unwrap();
+    let markdown = report::render_markdown(&report, berlin, "seatwarden").unwrap();
     assert!(markdown.contains(&format!("- Run: {run}")), "{markdown}");
-    assert!(report::render_html(&report, berlin).unwrap().contains(run));
-    let text = report::render_text(&report, berlin, false);
+    assert!(
+        report::render_html(&report, berlin, "seatwarden")
+            .unwrap()
+            .contains(run)
+    );
+    let text = report::render_text(&report, berlin, "seatwarden", false);
     assert!(text.contains(&format!("\n  run: {run}\n")), "{text}");
 }
 
@@ -665,10 +674,10 @@ fn safety_findings_show_in_every_format() {
         }],
     });
     report.safety.workspace_listing_short = true;
-    let text = report::render_text(&report, chrono_tz::UTC, false);
-    let markdown = report::render_markdown(&report, UTC).unwrap();
-    let html = report::render_html(&report, UTC).unwrap();
-    for finding in report::safety_findings(&report, chrono_tz::UTC) {
+    let text = report::render_text(&report, chrono_tz::UTC, "seatwarden", false);
+    let markdown = report::render_markdown(&report, UTC, "seatwarden").unwrap();
+    let html = report::render_html(&report, UTC, "seatwarden").unwrap();
+    for finding in report::safety_findings(&report, chrono_tz::UTC, "seatwarden") {
         assert!(text.contains(&finding.text), "{text}");
         for detail in &finding.details {
             assert!(
@@ -718,7 +727,7 @@ fn unfixed_drift_leaves_out_what_a_run_fixed_even_when_it_did_not_converge() {
 #[test]
 fn the_text_report_says_until_when_an_action_waits() {
     let report = report_of(&settling(), "reconcile", |_| (Outcome::Applied, None));
-    let text = report::render_text(&report, chrono_tz::UTC, false);
+    let text = report::render_text(&report, chrono_tz::UTC, "seatwarden", false);
     let waiting: Vec<&ActionOutcome> = report.actions.iter().filter(|a| a.waiting).collect();
     assert!(!waiting.is_empty());
     for action in waiting {
@@ -736,9 +745,9 @@ fn the_text_report_says_until_when_an_action_waits() {
 /// Every human format of one report, for `tz`.
 fn rendered(report: &Report, tz: chrono_tz::Tz) -> [String; 3] {
     [
-        report::render_text(report, tz, false),
-        report::render_markdown(report, tz).unwrap(),
-        report::render_html(report, tz).unwrap(),
+        report::render_text(report, tz, "seatwarden", false),
+        report::render_markdown(report, tz, "seatwarden").unwrap(),
+        report::render_html(report, tz, "seatwarden").unwrap(),
     ]
 }
 
@@ -755,7 +764,7 @@ fn the_headline_says_what_was_applied_beside_what_waits_or_is_held() {
     let expected = format!(
         "{applied} actions applied and verified; {held} actions wait for the settle window"
     );
-    assert_eq!(report::headline(&settling).1, expected);
+    assert_eq!(report::headline(&settling, "seatwarden").1, expected);
     for out in rendered(&settling, UTC) {
         assert!(out.contains(&expected), "{out}");
     }
@@ -766,7 +775,7 @@ fn the_headline_says_what_was_applied_beside_what_waits_or_is_held() {
     first.settle_window = None;
     for_a_human.safety.actions_waiting -= 1;
     assert_eq!(
-        report::headline(&for_a_human).1,
+        report::headline(&for_a_human, "seatwarden").1,
         format!(
             "{applied} actions applied and verified; 1 action held by the guard — needs a human"
         )
@@ -775,7 +784,7 @@ fn the_headline_says_what_was_applied_beside_what_waits_or_is_held() {
     let real = failure_and_hold();
     assert!(real.summary.actions_applied > 0 && real.summary.actions_failed > 0);
     assert_eq!(
-        report::headline(&real).1,
+        report::headline(&real, "seatwarden").1,
         format!(
             "{} actions applied and verified; {} actions failed",
             real.summary.actions_applied, real.summary.actions_failed
@@ -806,7 +815,7 @@ fn settle_window_and_circuit_breaker_times_are_in_the_report_time_zone() {
             .format("%Y-%m-%d %H:%M:%S %Z")
             .to_string()
     };
-    let text = report::render_text(&report, berlin, false);
+    let text = report::render_text(&report, berlin, "seatwarden", false);
     let waits = format!(
         "waiting for the settle window: first seen {}, acted on from {}",
         local(window.first_seen),
@@ -924,7 +933,7 @@ fn the_awaiting_approval_count_is_read_from_a_stored_report() {
 #[test]
 fn plan_report_markdown() {
     let report = report_of(&scenario(), "plan", |_| (Outcome::NotRun, None));
-    insta::assert_snapshot!(report::render_markdown(&report, UTC).unwrap());
+    insta::assert_snapshot!(report::render_markdown(&report, UTC, "seatwarden").unwrap());
 }
 
 #[test]
@@ -932,10 +941,10 @@ fn html_and_markdown_escape_what_the_directory_says() {
     let mut report = report_of(&scenario(), "plan", |_| (Outcome::NotRun, None));
     report.drift[0].user_name = "<script>alert(1)</script>@example.com".into();
     report.drift[0].detail = "a | b *c*".into();
-    let html = report::render_html(&report, UTC).unwrap();
+    let html = report::render_html(&report, UTC, "seatwarden").unwrap();
     assert!(!html.contains("<script>"), "HTML-escaped");
     assert!(html.contains("&lt;script&gt;"));
-    let markdown = report::render_markdown(&report, UTC).unwrap();
+    let markdown = report::render_markdown(&report, UTC, "seatwarden").unwrap();
     assert!(markdown.contains("\\<script\\>"), "{markdown}");
     assert!(markdown.contains("a \\| b \\*c\\*"), "{markdown}");
 }
@@ -955,11 +964,11 @@ fn subjects_tell_the_state() {
         "disputed matches and reported orphans (with their memberships) stay after a converged reconcile"
     );
     assert_eq!(
-        report::headline(&converged).1,
+        report::headline(&converged, "seatwarden").1,
         "converged: 8 actions applied and verified; 3 drift items left to review"
     );
     assert!(
-        report::render_html(&converged, UTC)
+        report::render_html(&converged, UTC, "seatwarden")
             .unwrap()
             .contains("drift items found, 3 left")
     );
@@ -989,7 +998,7 @@ fn control_characters_in_names_never_reach_a_terminal() {
     let evil = "mallory\u{1b}[2J\nFAILED #1 deactivate ceo@example.com";
     report.drift[0].user_name = evil.into();
     report.actions[0].subject = evil.into();
-    let text = report::render_text(&report, chrono_tz::UTC, false);
+    let text = report::render_text(&report, chrono_tz::UTC, "seatwarden", false);
     assert!(!text.contains('\u{1b}'), "{text}");
     assert!(!text.contains("\nFAILED #1 deactivate ceo"), "{text}");
     assert!(text.contains("mallory\u{fffd}[2J\u{fffd}FAILED"), "{text}");
@@ -1009,7 +1018,7 @@ fn control_characters_in_names_never_reach_a_terminal() {
             message: "HTTP 500: \u{1b}]0;pwned\u{7}".into(),
         }],
     });
-    let text = report::render_text(&report, chrono_tz::UTC, false);
+    let text = report::render_text(&report, chrono_tz::UTC, "seatwarden", false);
     assert!(text.contains("pwned"), "the failure is shown: {text}");
     assert!(
         !text.contains('\u{1b}') && !text.contains('\u{7}'),
@@ -1020,8 +1029,8 @@ fn control_characters_in_names_never_reach_a_terminal() {
     // override would show "moc.elpmaxe@oec" as another name.
     report.drift[1].user_name = "admin\u{202e}moc.elpmaxe@oec".into();
     for rendered in [
-        report::render_markdown(&report, UTC).unwrap(),
-        report::render_html(&report, UTC).unwrap(),
+        report::render_markdown(&report, UTC, "seatwarden").unwrap(),
+        report::render_html(&report, UTC, "seatwarden").unwrap(),
     ] {
         assert!(rendered.contains("pwned"), "{rendered}");
         assert!(
@@ -1223,7 +1232,7 @@ mod digest {
         assert!(digest.held.is_empty(), "{:?}", digest.held);
         assert!(!seatwarden::report::subject("acme", &settling).contains("held"));
         assert!(
-            !seatwarden::report::render_text(&settling, chrono_tz::UTC, false)
+            !seatwarden::report::render_text(&settling, chrono_tz::UTC, "seatwarden", false)
                 .contains("Needs attention")
         );
     }

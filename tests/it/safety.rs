@@ -279,7 +279,8 @@ async fn a_truncated_directory_plans_nothing_and_is_a_source_fault() {
     assert_eq!(env.sandbox.stats().writes, writes, "nothing written");
     let json = outcome.report.to_json();
     assert!(json.contains("\"source_fault\""), "{json}");
-    let text = seatwarden::report::render_text(&outcome.report, chrono_tz::UTC, false);
+    let text =
+        seatwarden::report::render_text(&outcome.report, chrono_tz::UTC, "seatwarden", false);
     assert!(
         text.contains("SOURCE FAULT the directory shrank from 100 to 10 identities"),
         "{text}"
@@ -298,7 +299,7 @@ async fn a_truncated_directory_plans_nothing_and_is_a_source_fault() {
     // thresholds still hold the mass deprovision), it is audited, and it is the
     // baseline from then on.
     env.write_directory(&truncated);
-    let text = seatwarden::report::render_text(&again.report, chrono_tz::UTC, false);
+    let text = seatwarden::report::render_text(&again.report, chrono_tz::UTC, "seatwarden", false);
     assert!(text.contains("--accept-directory"), "{text}");
     let accept = || RunOptions {
         accept_directory: true,
@@ -737,8 +738,14 @@ async fn an_interrupted_approval_can_still_be_rejected() {
         .record_decisions(outcome.run_id, &approved, "alice", Utc::now())
         .unwrap();
 
-    let rejected =
-        approval::reject(&mut env.store(), outcome.run_id, &Only::All, Utc::now()).unwrap();
+    let rejected = approval::reject(
+        &mut env.store(),
+        outcome.run_id,
+        &Only::All,
+        "seatwarden",
+        Utc::now(),
+    )
+    .unwrap();
     assert_eq!(rejected.rejected, 30);
     let decisions = env.store().decisions(outcome.run_id).unwrap();
     assert!(
@@ -755,7 +762,7 @@ async fn an_interrupted_approval_can_still_be_rejected() {
     // The stored report says why each was not run.
     let stored: seatwarden::report::Report =
         serde_json::from_str(&env.store().report(outcome.run_id).unwrap().unwrap()).unwrap();
-    let text = seatwarden::report::render_text(&stored, chrono_tz::UTC, false);
+    let text = seatwarden::report::render_text(&stored, chrono_tz::UTC, "seatwarden", false);
     let rejected_lines = text
         .lines()
         .filter(|l| l.contains(" not_run ") && l.contains(" — rejected (seatwarden reject)"))
@@ -986,8 +993,14 @@ async fn a_killed_approval_can_still_be_rejected() {
     let writes_before = env.sandbox.stats().writes;
     let sent = approve_cut_off(&env, outcome.run_id, 8).await as usize;
 
-    let rejected =
-        approval::reject(&mut env.store(), outcome.run_id, &Only::All, Utc::now()).unwrap();
+    let rejected = approval::reject(
+        &mut env.store(),
+        outcome.run_id,
+        &Only::All,
+        "seatwarden",
+        Utc::now(),
+    )
+    .unwrap();
     assert_eq!(rejected.rejected, 40);
     let decisions = env.store().decisions(outcome.run_id).unwrap();
     assert!(decisions.values().all(|d| *d == Decision::Rejected));
@@ -1303,8 +1316,14 @@ async fn a_released_action_the_next_approval_refuses_is_held_again_with_the_reas
     drop(store);
 
     // Still decidable: rejecting drops it for good.
-    let rejected =
-        approval::reject(&mut env.store(), outcome.run_id, &Only::All, Utc::now()).unwrap();
+    let rejected = approval::reject(
+        &mut env.store(),
+        outcome.run_id,
+        &Only::All,
+        "seatwarden",
+        Utc::now(),
+    )
+    .unwrap();
     assert_eq!(rejected.rejected, 1);
 }
 
@@ -1386,8 +1405,14 @@ async fn the_held_actions_of_a_plan_or_a_dry_run_cannot_be_decided_on() {
             "{mode:?}: {err}"
         );
         assert!(err.to_string().contains("seatwarden reconcile"), "{err}");
-        let err =
-            approval::reject(&mut env.store(), held.run_id, &Only::All, Utc::now()).unwrap_err();
+        let err = approval::reject(
+            &mut env.store(),
+            held.run_id,
+            &Only::All,
+            "seatwarden",
+            Utc::now(),
+        )
+        .unwrap_err();
         assert!(
             matches!(err, approval::ApprovalError::NotApplying { .. }),
             "{mode:?}: {err}"
@@ -1404,7 +1429,14 @@ async fn reject_and_the_override_are_audited() {
     let held = env.run(Mode::Reconcile, RunOptions::default()).await;
     assert_eq!(held.plan.held().count(), 3);
     let mut store = env.store();
-    let rejected = approval::reject(&mut store, held.run_id, &Only::All, Utc::now()).unwrap();
+    let rejected = approval::reject(
+        &mut store,
+        held.run_id,
+        &Only::All,
+        "seatwarden",
+        Utc::now(),
+    )
+    .unwrap();
     assert_eq!(rejected.rejected, 3);
     // What follows is said: the next reconcile plans them again, the leavers'
     // episodes stay open, and how to end it for good.
@@ -2053,7 +2085,7 @@ async fn a_workspace_failing_most_writes_opens_the_circuit_and_resume_finishes()
         circuit.failures
     );
     assert_eq!(exit_code_for(&first.report), exit::CIRCUIT_OPEN);
-    let text = seatwarden::report::render_text(&first.report, chrono_tz::UTC, false);
+    let text = seatwarden::report::render_text(&first.report, chrono_tz::UTC, "seatwarden", false);
     assert!(text.contains("CIRCUIT BREAKER open since"), "{text}");
     assert!(
         text.contains("sandbox fault: service unavailable"),
@@ -2187,7 +2219,7 @@ async fn creates_wait_for_the_settle_window_and_deprovisions_do_not() {
         exit::OK,
         "waiting is not a hold for a human"
     );
-    let text = seatwarden::report::render_text(&first.report, chrono_tz::UTC, false);
+    let text = seatwarden::report::render_text(&first.report, chrono_tz::UTC, "seatwarden", false);
     assert!(
         text.contains("actions wait for the settle window"),
         "{text}"

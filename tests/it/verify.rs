@@ -738,7 +738,8 @@ async fn a_workspace_listing_that_ended_short_is_read_again_before_planning() {
     .await
     .unwrap();
     assert!(outcome.report.safety.workspace_listing_short);
-    let text = seatwarden::report::render_text(&outcome.report, chrono_tz::UTC, false);
+    let text =
+        seatwarden::report::render_text(&outcome.report, chrono_tz::UTC, "seatwarden", false);
     assert!(
         text.contains("SHORT LISTING the workspace listing ended short of its totalResults, twice"),
         "{text}"
