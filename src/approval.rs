@@ -690,7 +690,8 @@ pub async fn approve(
     // what it sent is done (and in the ledger) and what it did not is taken up
     // below with the rest, rather than failed, planned again and held again.
     let (store, discovered) = recover_cut_off(config, client, store, now).await?;
-    let (held, waiting) = undecided(&store, run, only, true, &config.admin_command())?;
+    let admin_command = config.admin_command();
+    let (held, waiting) = undecided(&store, run, only, true, &admin_command)?;
     let approved_before: HashSet<u32> = store
         .decisions(run)?
         .into_iter()
@@ -881,7 +882,9 @@ pub async fn approve(
     let mut to_apply = Plan::default();
     for action in last_owner.actions {
         match &action.held {
-            Some(reason) => approval.refused.push((action.seq, reason.to_string())),
+            Some(reason) => approval
+                .refused
+                .push((action.seq, reason.describe(&admin_command).to_string())),
             None => {
                 approval.approved.push(action.seq);
                 to_apply.actions.push(action);
@@ -969,7 +972,7 @@ pub async fn approve(
             crate::sweep::configured_sla(config),
         )?;
     }
-    refresh_report(&mut store, run)?;
+    refresh_report(&mut store, run, &admin_command)?;
     Ok(approval)
 }
 
@@ -1002,7 +1005,7 @@ async fn recover_cut_off(
         )?;
         // A cut-off approval's run has a stored report, which showed them not run.
         for run in &recovered.runs {
-            refresh_report(&mut store, *run)?;
+            refresh_report(&mut store, *run, &config.admin_command())?;
         }
     }
     Ok((store, true))
@@ -1125,7 +1128,7 @@ pub fn reject(
         .collect();
     let unsent = held.iter().filter(|e| e.state != ActionState::Held).count();
     store.record_decisions(run, &decisions, &safety::os_user(), now)?;
-    refresh_report(store, run)?;
+    refresh_report(store, run, admin_command)?;
     safety::audit(
         store,
         "reject",
@@ -1289,8 +1292,9 @@ pub fn resume(store: &mut Store, now: DateTime<Utc>) -> Result<bool, ApprovalErr
     Ok(was_open)
 }
 
-/// Brings the stored report of `run` in line with its journal after an approval.
-fn refresh_report(store: &mut Store, run: RunId) -> Result<(), ApprovalError> {
+/// Brings the stored report of `run` in line with its journal after an approval;
+/// the commands it names are run as `admin_command` (`report.admin_command`).
+fn refresh_report(store: &mut Store, run: RunId, admin_command: &str) -> Result<(), ApprovalError> {
     let Some(json) = store.report(run)? else {
         return Ok(());
     };
@@ -1309,12 +1313,12 @@ fn refresh_report(store: &mut Store, run: RunId) -> Result<(), ApprovalError> {
             let unsent = matches!(entry.state, ActionState::Held | ActionState::Planned)
                 || not_reached(entry);
             let decided = match (unsent, decisions.get(&outcome.seq)) {
-                (true, Some(Decision::Rejected)) => {
-                    Some("rejected (seatwarden reject): this run never applies it")
-                }
-                (true, Some(Decision::Obsolete)) => {
-                    Some("obsolete: the workspace already showed it when it was approved")
-                }
+                (true, Some(Decision::Rejected)) => Some(format!(
+                    "rejected ({admin_command} reject): this run never applies it"
+                )),
+                (true, Some(Decision::Obsolete)) => Some(
+                    "obsolete: the workspace already showed it when it was approved".to_owned(),
+                ),
                 _ => None,
             };
             outcome.outcome = match entry.state {
@@ -1333,13 +1337,17 @@ fn refresh_report(store: &mut Store, run: RunId) -> Result<(), ApprovalError> {
             };
             outcome.attempts = entry.attempts;
             if let Some(why) = decided {
-                outcome.error = Some(why.to_owned());
+                outcome.error = Some(why);
                 outcome.waiting = false;
             } else if entry.state == ActionState::Held
                 && let Some(refused) = &entry.last_error
             {
                 // Why it waited, and why the last approval did not release it.
-                let hold = entry.action.held.as_ref().map(ToString::to_string);
+                let hold = entry
+                    .action
+                    .held
+                    .as_ref()
+                    .map(|hold| hold.describe(admin_command).to_string());
                 outcome.error = Some(match hold {
                     Some(hold) => format!("{hold}; {refused}"),
                     None => refused.clone(),
@@ -1740,7 +1748,7 @@ mod tests {
         // The waiting create was approved and applied; the deactivation stays held.
         store.mark_in_flight(run, 1, at).unwrap();
         store.mark_applied(run, 1, at, None).unwrap();
-        refresh_report(&mut store, run).unwrap();
+        refresh_report(&mut store, run, "seatwarden").unwrap();
         let refreshed = Report::from_json(&store.report(run).unwrap().unwrap()).unwrap();
         assert_eq!(refreshed.summary.actions_held, 1);
         assert_eq!(refreshed.safety.actions_waiting, 0);
@@ -1764,11 +1772,92 @@ mod tests {
         store
             .refuse_held(run, &[(1, "a group g exists now".into())], at)
             .unwrap();
-        refresh_report(&mut store, run).unwrap();
+        refresh_report(&mut store, run, "seatwarden").unwrap();
         let refreshed = Report::from_json(&store.report(run).unwrap().unwrap()).unwrap();
         assert_eq!(refreshed.summary.actions_held, 2);
         assert_eq!(refreshed.safety.actions_waiting, 0);
         assert!(refreshed.actions.iter().all(|a| !a.waiting));
+    }
+
+    /// The stored report a decision refreshes tells the commands as the
+    /// configured admin command spells them: a hold the approval's re-check
+    /// refused, and a rejection.
+    #[test]
+    fn a_refreshed_report_names_the_configured_admin_command() {
+        use crate::report::{ActionOutcome, SafetyReport, Summary};
+        const ADMIN: &str = "sudo seatwarden-admin";
+        let mut store = Store::open_in_memory().unwrap();
+        let at = chrono::DateTime::from_timestamp(1_800_000_000, 0).unwrap();
+        let run = store
+            .begin_run(crate::store::RunKind::Reconcile, at)
+            .unwrap();
+        let held = |seq: u32, reason: crate::model::HoldReason| Action {
+            seq,
+            held: Some(reason),
+            ..action(ActionKind::Deactivate {
+                account_id: format!("a{seq}"),
+            })
+        };
+        let plan = Plan {
+            actions: vec![
+                held(0, crate::model::HoldReason::OwnerWithoutMapping),
+                held(1, crate::model::HoldReason::LastOwner),
+            ],
+            ..Plan::default()
+        };
+        store.save_plan(run, &plan, at).unwrap();
+        let outcome = |seq: u32| ActionOutcome {
+            seq,
+            op: "deactivate".into(),
+            reason: DriftKind::StaleAccess,
+            subject: "s".into(),
+            detail: String::new(),
+            outcome: Outcome::Held,
+            attempts: 0,
+            error: None,
+            waiting: false,
+            settle_window: None,
+            deactivated_since: None,
+        };
+        let report = Report {
+            schema_version: crate::report::SCHEMA_VERSION,
+            run_id: run,
+            mode: "reconcile".into(),
+            started_at: at,
+            finished_at: at,
+            directory: String::new(),
+            workspace: String::new(),
+            summary: Summary {
+                actions_held: 2,
+                ..Summary::default()
+            },
+            drift: Vec::new(),
+            actions: vec![outcome(0), outcome(1)],
+            safety: SafetyReport::default(),
+        };
+        store.save_report(run, &report.to_stored_json()).unwrap();
+        store
+            .refuse_held(run, &[(0, "an Owner would be demoted".into())], at)
+            .unwrap();
+        store
+            .record_decisions(run, &[(1, Decision::Rejected, None)], "alice", at)
+            .unwrap();
+        refresh_report(&mut store, run, ADMIN).unwrap();
+        let refreshed = Report::from_json(&store.report(run).unwrap().unwrap()).unwrap();
+        let errors: Vec<&str> = refreshed
+            .actions
+            .iter()
+            .map(|a| a.error.as_deref().unwrap_or_default())
+            .collect();
+        assert!(
+            errors[0].contains(&format!("or `{ADMIN} approve` the demotion; an Owner")),
+            "{}",
+            errors[0]
+        );
+        assert_eq!(
+            errors[1],
+            format!("rejected ({ADMIN} reject): this run never applies it")
+        );
     }
 
     /// An approved row that failed is taken up again only when recovery found it

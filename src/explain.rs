@@ -401,7 +401,7 @@ impl View<'_> {
                 self.at(*first_seen),
                 self.at(*settles_at)
             ),
-            other => clean(&other.to_string()).into_owned(),
+            other => clean(&other.describe(&self.config.admin_command()).to_string()).into_owned(),
         }
     }
 
@@ -1050,6 +1050,7 @@ pub fn other_candidates(
     }
     let next = next_actions(config, store, &loaded, now)?;
     let tz = config.report_timezone()?;
+    let admin = config.admin_command();
     let held = |reason: &HoldReason| match reason {
         HoldReason::Settling { settles_at, .. } => {
             format!(
@@ -1057,7 +1058,7 @@ pub fn other_candidates(
                 local(*settles_at, tz)
             )
         }
-        other => clean(&other.to_string()).into_owned(),
+        other => clean(&other.describe(&admin).to_string()).into_owned(),
     };
     Ok(candidates
         .into_iter()

@@ -711,11 +711,38 @@ impl HoldReason {
     pub fn is_waiting(&self) -> bool {
         matches!(self, HoldReason::Settling { .. })
     }
+
+    /// Why it is held and what releases it, the commands a person is told to run
+    /// spelled with `admin_command` (`report.admin_command`). The `Display` text
+    /// spells them with [`DEFAULT_ADMIN_COMMAND`].
+    pub fn describe<'h>(&'h self, admin_command: &'h str) -> HoldDescription<'h> {
+        HoldDescription {
+            reason: self,
+            admin_command,
+        }
+    }
+}
+
+/// How seatwarden's commands are run when `report.admin_command` is not set.
+pub const DEFAULT_ADMIN_COMMAND: &str = "seatwarden";
+
+/// A [`HoldReason`] as people read it, from [`HoldReason::describe`].
+#[derive(Debug, Clone, Copy)]
+pub struct HoldDescription<'h> {
+    reason: &'h HoldReason,
+    admin_command: &'h str,
 }
 
 impl fmt::Display for HoldReason {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
+        self.describe(DEFAULT_ADMIN_COMMAND).fmt(f)
+    }
+}
+
+impl fmt::Display for HoldDescription<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let admin = self.admin_command;
+        match self.reason {
             HoldReason::IncompleteDirectory => {
                 f.write_str(
                 "the directory snapshot was incomplete; nothing that takes access away is done from it",
@@ -772,10 +799,11 @@ impl fmt::Display for HoldReason {
                 f,
                 "the workspace listing shrank from {previous} to {current} accounts and a filter read could not confirm this account is missing"
             ),
-            HoldReason::OutOfSight => f.write_str(
+            HoldReason::OutOfSight => write!(
+                f,
                 "an earlier create met a 409 but no account with this userName is visible over \
-                 SCIM: find it in the workspace's admin console (`seatwarden link` it if it is \
-                 this person's), then `seatwarden approve` to create it again",
+                 SCIM: find it in the workspace's admin console (`{admin} link` it if it is \
+                 this person's), then `{admin} approve` to create it again",
             ),
             HoldReason::UserNameWanted {
                 identity_id,
@@ -783,20 +811,21 @@ impl fmt::Display for HoldReason {
             } => write!(
                 f,
                 "identity {identity_id} (new in the directory) has this account's userName: \
-                 `seatwarden link {identity_id} {account_id} --replace` hands them the account \
-                 and its projects; `seatwarden approve` deletes it"
+                 `{admin} link {identity_id} {account_id} --replace` hands them the account \
+                 and its projects; `{admin} approve` deletes it"
             ),
-            HoldReason::OwnerWithoutMapping => f.write_str(
+            HoldReason::OwnerWithoutMapping => write!(
+                f,
                 "demotes an Owner, and no policy.mapping gives Owner to anyone in the \
                  directory, so every Owner is planned down: map the group that should keep \
                  Owner to Owner (check its spelling, and that it has members), or \
-                 `seatwarden approve` the demotion",
+                 `{admin} approve` the demotion",
             ),
             HoldReason::GroupGrantedToNobody { group } => write!(
                 f,
                 "removes members from workspace group {group:?}, which no policy.mapping gives \
                  to anyone in the directory, so it would be emptied: check the spelling of the \
-                 directory group its mappings name (and that it has members), or `seatwarden \
+                 directory group its mappings name (and that it has members), or `{admin} \
                  approve` the removal"
             ),
         }
@@ -989,5 +1018,41 @@ mod tests {
         assert_eq!(account.role(), Some(Role::Editor));
         account.roles.push("Viewer".into());
         assert_eq!(account.role(), None);
+    }
+
+    /// The holds a person releases tell the commands to run with the configured
+    /// admin command; plain `Display` keeps the default.
+    #[test]
+    fn hold_reasons_name_the_configured_admin_command() {
+        let admin = "sudo -u seatwarden seatwarden --config /etc/seatwarden/seatwarden.toml";
+        let releasing = [
+            (HoldReason::OutOfSight, vec!["link", "approve"]),
+            (
+                HoldReason::UserNameWanted {
+                    identity_id: "00u9".into(),
+                    account_id: "ws-7".into(),
+                },
+                vec!["link 00u9 ws-7 --replace", "approve"],
+            ),
+            (HoldReason::OwnerWithoutMapping, vec!["approve"]),
+            (
+                HoldReason::GroupGrantedToNobody {
+                    group: "Finance".into(),
+                },
+                vec!["approve"],
+            ),
+        ];
+        for (reason, commands) in releasing {
+            let text = reason.describe(admin).to_string();
+            for command in commands {
+                assert!(text.contains(&format!("`{admin} {command}")), "{text}");
+            }
+            assert!(!text.contains("`seatwarden "), "{text}");
+            assert_eq!(
+                reason.to_string(),
+                reason.describe(DEFAULT_ADMIN_COMMAND).to_string()
+            );
+            assert!(reason.to_string().contains("`seatwarden "), "{reason}");
+        }
     }
 }

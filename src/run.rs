@@ -981,6 +981,7 @@ fn build_report(
 ) -> Result<Report, RunError> {
     // The plan is in memory; only where each action stands comes from the journal.
     let progress = lock(store)?.journal_progress(run_id)?;
+    let admin_command = config.admin_command();
     let by_seq: HashMap<u32, &Action> = plan.actions.iter().map(|a| (a.seq, a)).collect();
     let actions: Vec<ActionOutcome> = progress
         .into_iter()
@@ -1004,7 +1005,7 @@ fn build_report(
                 ActionState::Planned | ActionState::InFlight => Outcome::NotRun,
             };
             let error = match (&action.held, entry.last_error) {
-                (Some(hold), _) => Some(hold.to_string()),
+                (Some(hold), _) => Some(hold.describe(&admin_command).to_string()),
                 (None, error) => error,
             };
             Ok(ActionOutcome {

@@ -92,10 +92,12 @@ const SWEEP_HELD: &str = "sweep_held";
 
 /// The hold alert for what the guard held in the pass's run, if it held anything.
 /// (Protected and disputed accounts are held before any run, for reasons no
-/// approval changes; their episodes become overdue and alert so.)
+/// approval changes; their episodes become overdue and alert so.) The hold's
+/// commands are spelled with `admin_command` (`report.admin_command`).
 fn sweep_holds(
     store: &Store,
     outcome: &SweepOutcome,
+    admin_command: &str,
 ) -> Result<Option<AlertCondition>, StoreError> {
     let Some(run) = outcome.run_id else {
         return Ok(None);
@@ -108,11 +110,10 @@ fn sweep_holds(
     let Some(first) = held.first() else {
         return Ok(None);
     };
-    let reason = first
-        .action
-        .held
-        .as_ref()
-        .map_or_else(|| "held by the guard".to_owned(), ToString::to_string);
+    let reason = first.action.held.as_ref().map_or_else(
+        || "held by the guard".to_owned(),
+        |hold| hold.describe(admin_command).to_string(),
+    );
     let rejected = |e: &crate::store::JournalEntry| {
         e.action
             .identity_id
@@ -340,7 +341,7 @@ impl Notifier {
     /// deprovisions, at once rather than at the next reconcile; otherwise resolves
     /// it once the run it names holds nobody any more (see [`still_held`]).
     pub fn after_sweep(&self, store: &mut Store, outcome: &SweepOutcome, now: DateTime<Utc>) {
-        match sweep_holds(store, outcome) {
+        match sweep_holds(store, outcome, &self.admin_command) {
             Ok(Some(condition)) => self.raise(store, &condition, now),
             Ok(None) => match sweep_hold_over(store) {
                 Ok(true) => self.resolve(store, SWEEP_HELD, now),
