@@ -474,9 +474,10 @@ pub fn render_text(status: &Status) -> String {
             let _ = writeln!(
                 out,
                 "Circuit breaker: OPEN since {}{why}: no run writes to the workspace until {}, \
-                 or until `seatwarden resume`",
+                 or until `{} resume`",
                 local(since, tz),
-                local(until, tz)
+                local(until, tz),
+                status.admin_command
             );
         }
         CircuitState::HalfOpen { since } => {
@@ -622,6 +623,40 @@ mod tests {
         assert_eq!(
             line(None, false, Some(at(9, 5))),
             "sweep      never run; next 2026-12-01 09:05 UTC"
+        );
+    }
+
+    /// The open circuit breaker's line tells the configured command to resume.
+    #[test]
+    fn an_open_breaker_names_the_configured_command_to_resume() {
+        let mut store = Store::open_in_memory().unwrap();
+        store
+            .set_circuit(&crate::circuit::CircuitRecord {
+                opened_at: Some(at(9, 0)),
+                reason: Some("16 of the last 20 writes failed".into()),
+                failures: Vec::new(),
+            })
+            .unwrap();
+        let status = collect(
+            &store,
+            at(9, 5),
+            Settings {
+                tz: chrono_tz::UTC,
+                delete_after: None,
+                cool_down: std::time::Duration::from_secs(900),
+                database: None,
+                schedule: None,
+                admin_command: "sudo seatwarden-admin".to_owned(),
+            },
+        )
+        .unwrap();
+        let text = render_text(&status);
+        assert!(
+            text.contains(
+                "no run writes to the workspace until 2026-12-01 09:15 UTC, or until \
+                 `sudo seatwarden-admin resume`"
+            ),
+            "{text}"
         );
     }
 }
