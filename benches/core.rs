@@ -87,6 +87,7 @@ fn main() {
                 unmatched_accounts: UnmatchedAccounts::Report,
                 manage_roles: true,
                 protected: Protected::new(&["breakglass@example.com".to_owned()]),
+                admin_command: seatwarden::model::DEFAULT_ADMIN_COMMAND.to_owned(),
             };
             // Links as a previous run would have stored them: every matched account.
             let links: Vec<Link> = data
@@ -194,6 +195,7 @@ fn retention(people: usize, data: &synth::Synth) {
             unmatched_accounts: UnmatchedAccounts::Report,
             manage_roles: true,
             protected: Protected::new(&[]),
+            admin_command: seatwarden::model::DEFAULT_ADMIN_COMMAND.to_owned(),
         },
     );
     let mut trickle = full.clone();

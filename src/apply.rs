@@ -2985,6 +2985,7 @@ mod tests {
             unmatched_accounts: UnmatchedAccounts::Report,
             manage_roles: false,
             protected: Protected::default(),
+            admin_command: crate::model::DEFAULT_ADMIN_COMMAND.to_owned(),
         };
         let links = [Link {
             identity_id: "i1".into(),

@@ -2569,6 +2569,7 @@ impl Config {
             unmatched_accounts: self.policy.unmatched_accounts,
             manage_roles: self.manages_roles(),
             protected: Protected::new(&self.safety.protected),
+            admin_command: self.admin_command(),
         }
     }
 

@@ -142,6 +142,11 @@ pub struct PlanSettings {
     pub unmatched_accounts: UnmatchedAccounts,
     pub manage_roles: bool,
     pub protected: Protected,
+    /// How people run seatwarden's commands (`report.admin_command`), for the
+    /// commands drift details tell them to run; stored with the run, they name
+    /// the command configured when it planned. Default
+    /// [`crate::model::DEFAULT_ADMIN_COMMAND`].
+    pub admin_command: String,
 }
 
 impl PlanSettings {
@@ -211,6 +216,7 @@ pub fn plan(
         workspace,
         links,
         remembered,
+        &settings.admin_command,
     );
     let mut planner = Planner::new(desired, shared, settings, &matching);
     let existing = ExistingGroups::of(workspace);
@@ -564,16 +570,17 @@ struct Matching<'a> {
 /// this person: its externalId names someone the directory no longer has. That is
 /// a former employee's account, and a new hire given the same address would be
 /// handed it, projects and all, by its reactivation. A returner is the other
-/// reading; either way a person decides (`seatwarden link` hands it over; deleting
-/// or renaming the old account in the workspace lets a fresh one be created).
-fn someone_elses(account: Option<&Account>, method: LinkMethod) -> Option<String> {
+/// reading; either way a person decides (`link`, run as `admin`, hands it over;
+/// deleting or renaming the old account in the workspace lets a fresh one be
+/// created).
+fn someone_elses(account: Option<&Account>, method: LinkMethod, admin: &str) -> Option<String> {
     let account = account?;
     let external_id = account.external_id.as_deref()?.trim();
     let by_name = matches!(method, LinkMethod::UserName | LinkMethod::Email);
     (by_name && !account.active && !external_id.is_empty()).then(|| {
         format!(
             "it is deactivated and its externalId {external_id:?} names nobody in the directory \
-             (a former employee's account, a new hire given their address?): `seatwarden link` \
+             (a former employee's account, a new hire given their address?): `{admin} link` \
              hands it over, projects included; delete or rename it in the workspace for a new one"
         )
     })
@@ -673,13 +680,15 @@ impl<'a> Extra<'a> {
 
 impl<'a> Matching<'a> {
     /// `desired` is given when it was computed from another snapshot than `index`
-    /// indexes: its identities need keys too.
+    /// indexes: its identities need keys too. The details of disputes tell the
+    /// commands that settle them run as `admin` ([`PlanSettings::admin_command`]).
     fn build(
         index: &'a IdentityIndex<'a>,
         desired: Option<&'a DesiredState<'a>>,
         workspace: &'a WorkspaceSnapshot,
         links: &'a [Link],
         remembered: &'a [DisputedCandidate],
+        admin: &str,
     ) -> Self {
         let identities = index.identities();
         let n = identities.len();
@@ -782,7 +791,7 @@ impl<'a> Matching<'a> {
                     "its stored link is to identity {linked_id}, but its externalId names \
                      identity {named_id} (a state database from another workspace, or reused \
                      ids?): if the link is right, set the account's externalId to {linked_id:?} \
-                     in the workspace; if the account is {named_id}'s, `seatwarden link \
+                     in the workspace; if the account is {named_id}'s, `{admin} link \
                      {named_id} {this} --replace` moves the link"
                 ));
                 disputed.entry(key).or_insert_with(|| {
@@ -790,7 +799,7 @@ impl<'a> Matching<'a> {
                         "its stored link is to account {this}, whose externalId names identity \
                          {named_id}: if the link is right, set the account's externalId to \
                          {linked_id:?} in the workspace; if the account is {named_id}'s, \
-                         `seatwarden link {named_id} {this} --replace` moves the link"
+                         `{admin} link {named_id} {this} --replace` moves the link"
                     )
                 });
                 suspects
@@ -1005,12 +1014,14 @@ impl<'a> Matching<'a> {
                 method == LinkMethod::ExternalId && only_ambiguous.contains(&key)
             };
             if let &[(slot, method)] = matched.as_slice()
-                && let Some(why) = someone_elses(accounts.get(slot as usize).copied(), method)
-                    .filter(|_| {
-                        identities
-                            .get(key as usize)
-                            .is_none_or(|i| i.status == IdentityStatus::Active)
-                    })
+                && let Some(why) =
+                    someone_elses(accounts.get(slot as usize).copied(), method, admin).filter(
+                        |_| {
+                            identities
+                                .get(key as usize)
+                                .is_none_or(|i| i.status == IdentityStatus::Active)
+                        },
+                    )
             {
                 if let Some(owner) = owners.get_mut(slot as usize) {
                     *owner = Owner::Disputed(slot_of(details.len()).unwrap_or(NONE));
@@ -1454,6 +1465,7 @@ impl<'p, 'a: 'p> Planner<'p, 'a> {
     /// identities get no item unless they lost access, which a reader must not miss.
     fn disputes(&mut self) {
         let m = self.matching;
+        let admin = self.settings.admin_command.as_str();
         // Account slot → the identity keys whose emitted item lists it.
         let mut listed_in: FxHashMap<u32, Vec<u32>> = FxHashMap::default();
         for (&key, detail) in &m.disputed {
@@ -1545,19 +1557,19 @@ impl<'p, 'a: 'p> Planner<'p, 'a> {
                 // and saying none is deactivated would send a reader looking for one.
                 Some(lost) if active.is_empty() && !accounts.is_empty() => format!(
                     "{detail}; lost access ({}), and every account that may be theirs is \
-                     inactive already: `seatwarden link {identity_id} ACCOUNT` settles which \
+                     inactive already: `{admin} link {identity_id} ACCOUNT` settles which \
                      is theirs",
                     lost_text(lost)
                 ),
                 Some(lost) => format!(
                     "{detail}; LOST ACCESS ({}): no account of theirs is deactivated \
-                     until `seatwarden link {identity_id} ACCOUNT` says which is theirs \
-                     (`seatwarden explain {identity_id}` compares them)",
+                     until `{admin} link {identity_id} ACCOUNT` says which is theirs \
+                     (`{admin} explain {identity_id}` compares them)",
                     lost_text(lost)
                 ),
                 None => format!(
-                    "{detail}; `seatwarden explain {identity_id}` compares them, \
-                     `seatwarden link {identity_id} ACCOUNT` settles which is theirs"
+                    "{detail}; `{admin} explain {identity_id}` compares them, \
+                     `{admin} link {identity_id} ACCOUNT` settles which is theirs"
                 ),
             };
             self.drift(Item {
@@ -1592,13 +1604,13 @@ impl<'p, 'a: 'p> Planner<'p, 'a> {
                     format!("identity {} ({who}) by {}", m.id_of(key), via.as_str())
                 }));
                 format!(
-                    "{}; claimed by {claimants}; `seatwarden explain {}` compares them",
+                    "{}; claimed by {claimants}; `{admin} explain {}` compares them",
                     m.detail(detail),
                     account.id
                 )
             } else if m.several.contains_key(&slot) {
                 format!(
-                    "{}; `seatwarden explain {}` compares them, `seatwarden link IDENTITY {}` \
+                    "{}; `{admin} explain {}` compares them, `{admin} link IDENTITY {}` \
                      settles whose it is",
                     m.detail(detail),
                     account.id,
@@ -2491,6 +2503,7 @@ mod tests {
                     unmatched_accounts: UnmatchedAccounts::Report,
                     manage_roles: true,
                     protected: Protected::default(),
+                    admin_command: crate::model::DEFAULT_ADMIN_COMMAND.to_owned(),
                 },
             }
         }
@@ -2563,6 +2576,7 @@ mod tests {
             unmatched_accounts: UnmatchedAccounts::Report,
             manage_roles: true,
             protected: Protected::default(),
+            admin_command: crate::model::DEFAULT_ADMIN_COMMAND.to_owned(),
         };
         let deletes = |s: &PlanSettings, suspended: bool| {
             matches!(
@@ -4174,5 +4188,106 @@ mod tests {
         let (ws, links) = simulate(&fx.ws(), &fx.links, &plan);
         assert!(!ws.accounts[0].active);
         assert_eq!(links, [link("s", "1")]);
+    }
+
+    /// The disputes' details name the commands that settle them as the settings'
+    /// admin command spells them (`report.admin_command`), so a run stores the
+    /// command configured when it planned.
+    #[test]
+    fn dispute_details_name_the_configured_admin_command() {
+        const ADMIN: &str = "sudo -u seatwarden seatwarden --config /etc/sw.toml";
+        let details = |fx: &mut Fx| -> Vec<String> {
+            fx.settings.admin_command = ADMIN.to_owned();
+            let details: Vec<String> = drift_of(&fx.plan(), DriftKind::DisputedMatch)
+                .into_iter()
+                .map(|d| d.detail.clone())
+                .collect();
+            assert!(!details.is_empty(), "no dispute: {:?}", fx.accounts);
+            for detail in &details {
+                assert!(
+                    detail.contains(&format!("`{ADMIN} ")) && !detail.contains("`seatwarden "),
+                    "{detail}"
+                );
+            }
+            details
+        };
+        let has = |details: &[String], part: &str| {
+            assert!(
+                details.iter().any(|d| d.contains(part)),
+                "{part}: {details:#?}"
+            );
+        };
+
+        // Two stored links each contradicted by the other account's externalId.
+        let mut fx = Fx::new();
+        fx.identities = vec![active("ursula", &["eng"]), active("vera", &[])];
+        fx.accounts = vec![acct("1", "ursula"), acct("2", "vera")];
+        fx.links = vec![link("ursula", "2"), link("vera", "1")];
+        has(
+            &details(&mut fx),
+            &format!("`{ADMIN} link ursula 1 --replace` moves"),
+        );
+
+        // An account linked to one person whose externalId names another, who
+        // then loses access.
+        let mut fx = Fx::new();
+        fx.identities = vec![active("ursula", &["eng"]), active("vera", &[])];
+        let mut claimed = acct("1", "ursula");
+        claimed.external_id = Some("vera".into());
+        fx.accounts = vec![claimed];
+        fx.links = vec![link("ursula", "1")];
+        let found = details(&mut fx);
+        has(&found, &format!("`{ADMIN} explain 1` compares them"));
+        has(&found, &format!("`{ADMIN} link vera 1 --replace` moves"));
+        fx.identities[0].status = IdentityStatus::Suspended;
+        let found = details(&mut fx);
+        has(
+            &found,
+            &format!("until `{ADMIN} link ursula ACCOUNT` says which is theirs"),
+        );
+        has(&found, &format!("(`{ADMIN} explain ursula` compares them)"));
+
+        // A former employee's deactivated account matched by a namesake's userName.
+        let mut fx = Fx::new();
+        fx.identities = vec![active("new-hire", &[])];
+        let mut old = acct("1", "former-employee");
+        old.user_name = "new-hire@ex.com".into();
+        old.active = false;
+        fx.accounts = vec![old];
+        let found = details(&mut fx);
+        has(&found, &format!("`{ADMIN} link` hands it over"));
+        has(
+            &found,
+            &format!(
+                "`{ADMIN} explain new-hire` compares them, `{ADMIN} link new-hire ACCOUNT` \
+                 settles which is theirs"
+            ),
+        );
+
+        // A leaver whose accounts are all inactive already.
+        let mut fx = disputed_by_name_and_email();
+        fx.identities[0].status = IdentityStatus::Deprovisioned;
+        for account in &mut fx.accounts {
+            account.active = false;
+        }
+        has(
+            &details(&mut fx),
+            &format!("inactive already: `{ADMIN} link a ACCOUNT` settles"),
+        );
+
+        // One account two people's shared email matches.
+        let mut fx = Fx::new();
+        fx.identities = vec![active("p", &[]), active("q", &[])];
+        for identity in &mut fx.identities {
+            identity.email = Some("shared@ex.com".into());
+        }
+        let mut shared = acct("1", "nobody");
+        shared.external_id = None;
+        shared.email = Some("shared@ex.com".into());
+        fx.accounts = vec![shared];
+        has(
+            &details(&mut fx),
+            &format!("`{ADMIN} explain 1` compares them, `{ADMIN} link IDENTITY 1` settles"),
+        );
     }
 }

@@ -295,6 +295,7 @@ fn scenario() -> impl Strategy<Value = Scenario> {
                         unmatched_accounts: unmatched,
                         manage_roles,
                         protected,
+                        admin_command: seatwarden::model::DEFAULT_ADMIN_COMMAND.to_owned(),
                     },
                 }
             },

@@ -170,6 +170,7 @@ fn plan_settings() -> PlanSettings {
         unmatched_accounts: UnmatchedAccounts::Report,
         manage_roles: true,
         protected: Protected::new(&["breakglass@example.com".into()]),
+        admin_command: seatwarden::model::DEFAULT_ADMIN_COMMAND.to_owned(),
     }
 }
 
