@@ -43,8 +43,8 @@ pub struct AccessRow {
     /// active person whose account is deactivated), or, for an account linked to
     /// nobody, why: `protected` (`safety.protected` or `protected_groups`:
     /// seatwarden never touches it), `disputed: …` (it may be the account of the
-    /// person named; `seatwarden link` settles it) or `orphaned` (no directory
-    /// identity matches it).
+    /// person named; `link`, run as `report.admin_command`, settles it) or
+    /// `orphaned` (no directory identity matches it).
     pub justification: String,
     /// The last action seatwarden applied to the account, else when it was linked.
     pub last_change: Option<DateTime<Utc>>,
@@ -67,9 +67,12 @@ pub enum ExportError {
     #[error("reading the state database for the export: {0}")]
     Store(#[from] StoreError),
     #[error(
-        "no run with directory and workspace snapshots is recorded yet; run `seatwarden plan` first"
+        "no run with directory and workspace snapshots is recorded yet; run `{admin_command} plan` first"
     )]
-    NoSnapshots,
+    NoSnapshots {
+        /// `report.admin_command`, which the message tells to run.
+        admin_command: String,
+    },
     #[error("writing the CSV export: {0}")]
     Csv(#[from] csv::Error),
 }
@@ -187,16 +190,20 @@ fn may_be_theirs(identity: &Identity, account: &Account) -> bool {
 /// writes applied since laid over them.
 pub fn access(store: &Store, config: &Config) -> Result<AccessExport, ExportError> {
     let policy: &PolicySettings = &config.policy_settings();
+    let admin_command = config.admin_command();
+    let no_snapshots = || ExportError::NoSnapshots {
+        admin_command: admin_command.clone(),
+    };
     let run_id = store
         .latest_run_with_snapshots()?
-        .ok_or(ExportError::NoSnapshots)?;
-    let run = store.run(run_id)?.ok_or(ExportError::NoSnapshots)?;
+        .ok_or_else(no_snapshots)?;
+    let run = store.run(run_id)?.ok_or_else(no_snapshots)?;
     let directory = store
         .load_directory_snapshot(run_id)?
-        .ok_or(ExportError::NoSnapshots)?;
+        .ok_or_else(no_snapshots)?;
     let workspace = store
         .load_workspace_snapshot(run_id)?
-        .ok_or(ExportError::NoSnapshots)?;
+        .ok_or_else(no_snapshots)?;
     let links = store.links()?;
     let changes = store.last_applied_change_by_account()?;
     // The snapshots are read when the run starts, before it applies anything.
@@ -269,7 +276,7 @@ pub fn access(store: &Store, config: &Config) -> Result<AccessExport, ExportErro
             "orphaned".to_owned()
         } else {
             format!(
-                "disputed: may be the account of {}; `seatwarden link PERSON {}` settles it",
+                "disputed: may be the account of {}; `{admin_command} link PERSON {}` settles it",
                 claimed_by.join(", "),
                 account.id
             )
