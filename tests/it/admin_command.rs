@@ -414,3 +414,106 @@ async fn an_episode_the_open_breaker_kept_back_reads_on_the_reports_clock() {
     );
     sandbox.shutdown().await;
 }
+
+/// Removes `group` from every user of the demo's directory file in `dir`.
+fn empty_group(dir: &Path, group: &str) {
+    let path = dir.join("directory.json");
+    let mut full: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    let mut members = 0;
+    for user in full["users"].as_array_mut().unwrap() {
+        let groups = user["groups"].as_array_mut().unwrap();
+        let before = groups.len();
+        groups.retain(|g| g.as_str() != Some(group));
+        members += before - groups.len();
+    }
+    assert!(members > 0, "nobody is in {group}");
+    std::fs::write(&path, full.to_string()).unwrap();
+}
+
+/// What a run plans and holds names the configured command too: the dispute
+/// details it stores, a hold a person releases (in the run's report and in
+/// `explain`), and the access export, which before any run tells to plan first.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plans_holds_and_the_export_name_the_configured_command() {
+    use seatwarden::model::DriftKind;
+    use seatwarden::report::Outcome;
+
+    let sandbox = crate::fixtures::demo_sandbox(TOKEN, Default::default()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (env, config) = demo(dir.path(), &sandbox);
+    let unplanned =
+        seatwarden::export::access(&Store::open(&config.state.path).unwrap(), &config).unwrap_err();
+    assert_eq!(
+        unplanned.to_string(),
+        format!(
+            "no run with directory and workspace snapshots is recorded yet; run `{ADMIN} plan` \
+             first"
+        )
+    );
+
+    let first = execute(&config, Mode::Reconcile).await;
+    let emma = first
+        .plan
+        .drift
+        .iter()
+        .find(|d| d.kind == DriftKind::DisputedMatch && d.identity_id.as_deref() == Some(EMMA))
+        .unwrap();
+    assert!(
+        emma.detail
+            .contains(&format!("`{ADMIN} explain {EMMA}` compares them")),
+        "{}",
+        emma.detail
+    );
+    assert!(
+        first
+            .plan
+            .drift
+            .iter()
+            .all(|d| !d.detail.contains("`seatwarden ")),
+        "{:#?}",
+        first.plan.drift
+    );
+    let store = Store::open(&config.state.path).unwrap();
+    let export = seatwarden::export::access(&store, &config).unwrap();
+    let disputed: Vec<&str> = export
+        .accounts
+        .iter()
+        .map(|row| row.justification.as_str())
+        .filter(|why| why.starts_with("disputed: "))
+        .collect();
+    assert!(
+        !disputed.is_empty()
+            && disputed
+                .iter()
+                .all(|why| why.contains(&format!("; `{ADMIN} link PERSON "))),
+        "{disputed:?}"
+    );
+
+    // Nobody is in Finance any more: emptying its workspace group waits for a
+    // person, and the hold says how to let it go ahead.
+    empty_group(dir.path(), "Finance");
+    let held = execute(&config, Mode::Reconcile).await;
+    let removal = held
+        .report
+        .actions
+        .iter()
+        .find(|a| a.op == "remove_members" && a.outcome == Outcome::Held)
+        .unwrap();
+    let releases = format!("or `{ADMIN} approve` the removal");
+    assert!(
+        removal
+            .error
+            .as_deref()
+            .is_some_and(|why| why.contains(&releases)),
+        "{removal:?}"
+    );
+    let printed = seatwarden(dir.path(), &env, &["report"]);
+    let text = String::from_utf8_lossy(&printed.stdout);
+    assert!(text.contains(&releases), "{text}");
+    let store = Store::open(&config.state.path).unwrap();
+    // One of the members Finance had in the directory file.
+    let explained = seatwarden::explain::explain(&config, &store, "00u1005", Utc::now()).unwrap();
+    assert!(explained.contains(&releases), "{explained}");
+    sandbox.shutdown().await;
+}
