@@ -4439,9 +4439,14 @@ async fn an_outage_that_leaves_leavers_unread_is_warned_about_once() {
     let (code, log) = daemon.terminate();
     assert_eq!(code, Some(0), "{log}");
     back.shutdown().await;
+    // A pass before the leaver's episode is due may find the outage with nothing
+    // to read ("0 of 0"): the first pass that leaves the leaver unread is then
+    // news of its own (twice as many unread, see `outage_news`). Which pass comes
+    // first is the scheduler's; a warning at every pass must not happen.
     let warnings: Vec<&str> = log
         .lines()
         .filter(|l| l.contains("WARN") && l.contains("the workspace stopped answering"))
+        .skip_while(|l| l.contains("answering: 0 of 0 due accounts"))
         .collect();
     assert_eq!(warnings.len(), 1, "{log}");
     assert!(warnings[0].contains("due accounts were not read"), "{log}");
