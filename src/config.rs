@@ -705,9 +705,10 @@ pub struct ReportConfig {
     /// `Europe/Berlin`; default: `schedule.timezone`, so one key usually does.
     #[serde(default)]
     pub timezone: Option<String>,
-    /// How people reach seatwarden's commands where this runs, for the commands
-    /// alerts and digests tell them to run (`{admin_command} approve 42`); default
-    /// `seatwarden`. Under systemd: `sudo seatwarden-admin`.
+    /// How people reach seatwarden's commands where this runs, for every command
+    /// seatwarden tells them to run (`{admin_command} approve 42`) in alerts,
+    /// digests, reports, holds, `status`, `explain`, `approve`/`reject`/`link` and
+    /// the export; default `seatwarden`. Under systemd: `sudo seatwarden-admin`.
     #[serde(default)]
     pub admin_command: Option<String>,
     #[serde(default)]
