@@ -1613,7 +1613,7 @@ impl Config {
             .as_deref()
             .map(str::trim)
             .filter(|c| !c.is_empty())
-            .unwrap_or("seatwarden")
+            .unwrap_or(crate::model::DEFAULT_ADMIN_COMMAND)
             .to_owned()
     }
 
