@@ -1233,6 +1233,24 @@ mod tests {
     use crate::model::{Action, DriftKind, IdentityStatus, Plan};
     use crate::store::{RunKind, RunStatus};
 
+    /// A file directory and a workspace URL nothing answers, with `extra` (TOML
+    /// sections) added; the state database beside them.
+    fn configured(extra: &str) -> (tempfile::TempDir, Config) {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("directory.json"), "{\"users\": []}").unwrap();
+        let file = dir.path().join("seatwarden.toml");
+        std::fs::write(
+            &file,
+            format!(
+                "[directory]\nkind = \"file\"\npath = \"directory.json\"\n\
+                 [workspace]\nurl = \"https://example.invalid/scim/v2\"\ntoken = \"t\"\n{extra}"
+            ),
+        )
+        .unwrap();
+        let config = Config::load_with_env(&file, Some(Default::default())).unwrap();
+        (dir, config)
+    }
+
     /// A store whose one run saw `identities` and `accounts`, with a config in
     /// `report.timezone = "Europe/Berlin"`; the run started at 08:00 UTC.
     fn stored(identities: Vec<Identity>, accounts: Vec<Account>) -> (tempfile::TempDir, Config) {
@@ -1245,19 +1263,7 @@ mod tests {
         identities: Vec<Identity>,
         accounts: Vec<Account>,
     ) -> (tempfile::TempDir, Config) {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("directory.json"), "{\"users\": []}").unwrap();
-        let file = dir.path().join("seatwarden.toml");
-        std::fs::write(
-            &file,
-            format!(
-                "[directory]\nkind = \"file\"\npath = \"directory.json\"\n\
-                 [workspace]\nurl = \"https://example.invalid/scim/v2\"\ntoken = \"t\"\n\
-                 [report]\ntimezone = \"Europe/Berlin\"\n{extra}"
-            ),
-        )
-        .unwrap();
-        let config = Config::load_with_env(&file, Some(Default::default())).unwrap();
+        let (dir, config) = configured(&format!("[report]\ntimezone = \"Europe/Berlin\"\n{extra}"));
         let mut store = Store::open(&config.state.path).unwrap();
         let run = store.begin_run(RunKind::Plan, t0()).unwrap();
         store
@@ -1412,17 +1418,7 @@ mod tests {
     /// the configured command.
     #[test]
     fn without_snapshots_it_says_to_run_the_configured_plan_command() {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("directory.json"), "{\"users\": []}").unwrap();
-        let file = dir.path().join("seatwarden.toml");
-        std::fs::write(
-            &file,
-            "[directory]\nkind = \"file\"\npath = \"directory.json\"\n\
-             [workspace]\nurl = \"https://example.invalid/scim/v2\"\ntoken = \"t\"\n\
-             [report]\nadmin_command = \"sudo seatwarden-admin\"\n",
-        )
-        .unwrap();
-        let config = Config::load_with_env(&file, Some(Default::default())).unwrap();
+        let (_dir, config) = configured("[report]\nadmin_command = \"sudo seatwarden-admin\"\n");
         let store = Store::open(&config.state.path).unwrap();
 
         assert_eq!(live_target(&store, "ada@example.com").unwrap(), None);
@@ -1561,16 +1557,7 @@ mod tests {
     /// stay on their own line of the view: nothing forges a `status:` line.
     #[test]
     fn values_from_the_directory_and_the_workspace_cannot_forge_lines() {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("directory.json"), "{\"users\": []}").unwrap();
-        let file = dir.path().join("seatwarden.toml");
-        std::fs::write(
-            &file,
-            "[directory]\nkind = \"file\"\npath = \"directory.json\"\n\
-             [workspace]\nurl = \"https://example.invalid/scim/v2\"\ntoken = \"t\"\n",
-        )
-        .unwrap();
-        let config = Config::load_with_env(&file, Some(Default::default())).unwrap();
+        let (_dir, config) = configured("");
         let t0 = DateTime::parse_from_rfc3339("2026-11-29T08:00:00Z")
             .unwrap()
             .with_timezone(&Utc);
