@@ -1684,13 +1684,57 @@ mod tests {
         assert_eq!(deletion_refused(Some(days(0)), None, now), None);
     }
 
+    /// A held action as a run's stored report lists it.
+    fn held_outcome(seq: u32, op: &str, waiting: bool) -> crate::report::ActionOutcome {
+        crate::report::ActionOutcome {
+            seq,
+            op: op.into(),
+            reason: DriftKind::StaleAccess,
+            subject: "s".into(),
+            detail: String::new(),
+            outcome: Outcome::Held,
+            attempts: 0,
+            error: None,
+            waiting,
+            settle_window: None,
+            deactivated_since: None,
+        }
+    }
+
+    /// The stored report of reconcile `run`, which held `actions` (those
+    /// `waiting` for the settle window counted as such).
+    fn held_report(
+        run: RunId,
+        at: DateTime<Utc>,
+        actions: Vec<crate::report::ActionOutcome>,
+    ) -> Report {
+        Report {
+            schema_version: crate::report::SCHEMA_VERSION,
+            run_id: run,
+            mode: "reconcile".into(),
+            started_at: at,
+            finished_at: at,
+            directory: String::new(),
+            workspace: String::new(),
+            summary: crate::report::Summary {
+                actions_held: actions.len(),
+                ..crate::report::Summary::default()
+            },
+            drift: Vec::new(),
+            safety: crate::report::SafetyReport {
+                actions_waiting: actions.iter().filter(|a| a.waiting).count(),
+                ..crate::report::SafetyReport::default()
+            },
+            actions,
+        }
+    }
+
     /// After an approval released a create that only waited for the settle window
     /// (as approvals did before they left those alone), the stored report no
     /// longer counts it as waiting: the deactivation still held for a human must
     /// keep the report "needs attention".
     #[test]
     fn a_refreshed_report_recounts_what_still_waits() {
-        use crate::report::{ActionOutcome, SafetyReport, Summary};
         let mut store = Store::open_in_memory().unwrap();
         let at = chrono::DateTime::from_timestamp(1_800_000_000, 0).unwrap();
         let run = store
@@ -1709,41 +1753,14 @@ mod tests {
             ..Plan::default()
         };
         store.save_plan(run, &plan, at).unwrap();
-        let outcome = |seq: u32, op: &str, waiting: bool| ActionOutcome {
-            seq,
-            op: op.into(),
-            reason: DriftKind::StaleAccess,
-            subject: "s".into(),
-            detail: String::new(),
-            outcome: Outcome::Held,
-            attempts: 0,
-            error: None,
-            waiting,
-            settle_window: None,
-            deactivated_since: None,
-        };
-        let report = Report {
-            schema_version: crate::report::SCHEMA_VERSION,
-            run_id: run,
-            mode: "reconcile".into(),
-            started_at: at,
-            finished_at: at,
-            directory: String::new(),
-            workspace: String::new(),
-            summary: Summary {
-                actions_held: 2,
-                ..Summary::default()
-            },
-            drift: Vec::new(),
-            actions: vec![
-                outcome(0, "deactivate", false),
-                outcome(1, "create_group", true),
+        let report = held_report(
+            run,
+            at,
+            vec![
+                held_outcome(0, "deactivate", false),
+                held_outcome(1, "create_group", true),
             ],
-            safety: SafetyReport {
-                actions_waiting: 1,
-                ..SafetyReport::default()
-            },
-        };
+        );
         store.save_report(run, &report.to_stored_json()).unwrap();
         // The waiting create was approved and applied; the deactivation stays held.
         store.mark_in_flight(run, 1, at).unwrap();
@@ -1784,7 +1801,6 @@ mod tests {
     /// refused, and a rejection.
     #[test]
     fn a_refreshed_report_names_the_configured_admin_command() {
-        use crate::report::{ActionOutcome, SafetyReport, Summary};
         const ADMIN: &str = "sudo seatwarden-admin";
         let mut store = Store::open_in_memory().unwrap();
         let at = chrono::DateTime::from_timestamp(1_800_000_000, 0).unwrap();
@@ -1806,35 +1822,14 @@ mod tests {
             ..Plan::default()
         };
         store.save_plan(run, &plan, at).unwrap();
-        let outcome = |seq: u32| ActionOutcome {
-            seq,
-            op: "deactivate".into(),
-            reason: DriftKind::StaleAccess,
-            subject: "s".into(),
-            detail: String::new(),
-            outcome: Outcome::Held,
-            attempts: 0,
-            error: None,
-            waiting: false,
-            settle_window: None,
-            deactivated_since: None,
-        };
-        let report = Report {
-            schema_version: crate::report::SCHEMA_VERSION,
-            run_id: run,
-            mode: "reconcile".into(),
-            started_at: at,
-            finished_at: at,
-            directory: String::new(),
-            workspace: String::new(),
-            summary: Summary {
-                actions_held: 2,
-                ..Summary::default()
-            },
-            drift: Vec::new(),
-            actions: vec![outcome(0), outcome(1)],
-            safety: SafetyReport::default(),
-        };
+        let report = held_report(
+            run,
+            at,
+            vec![
+                held_outcome(0, "deactivate", false),
+                held_outcome(1, "deactivate", false),
+            ],
+        );
         store.save_report(run, &report.to_stored_json()).unwrap();
         store
             .refuse_held(run, &[(0, "an Owner would be demoted".into())], at)
