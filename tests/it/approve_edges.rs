@@ -11,7 +11,7 @@ use seatwarden::approval::{self, Only};
 use seatwarden::config::Config;
 use seatwarden::model::{AccountRef, ActionKind, GroupRef, IdentityStatus};
 use seatwarden::run::{self, Mode, RunOutcome};
-use seatwarden::sandbox::{Faults, Sandbox, SandboxOptions};
+use seatwarden::sandbox::{Faults, Sandbox};
 use seatwarden::store::{ActionState, Decision, Store};
 use seatwarden::synth::{self, Synth, SynthSpec};
 use seatwarden::workspace::ScimClient;
@@ -28,17 +28,7 @@ async fn converged(dir: &Path) -> (Sandbox, Synth, Config) {
         drift_percent: 0.0,
         seed: 11,
     });
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let sandbox = Sandbox::start(
-        listener,
-        SandboxOptions {
-            token: TOKEN.to_owned(),
-            ..SandboxOptions::default()
-        },
-        data.workspace.clone(),
-    )
-    .await
-    .unwrap();
+    let sandbox = crate::fixtures::sandbox(TOKEN, data.workspace.clone()).await;
     let config = crate::fixtures::synth_config(dir, &data, sandbox.base_url().as_ref(), TOKEN, 4);
     reconcile(&config).await;
     (sandbox, data, config)

@@ -32,6 +32,22 @@ pub fn ada_config(url: &str, dir: &Path, status: &str) -> Config {
     Config::load_with_env(&dir.join("seatwarden.toml"), Some(Default::default())).unwrap()
 }
 
+/// `seed` served by the in-process sandbox on a free loopback port, with bearer
+/// `token`.
+pub async fn sandbox(token: &str, seed: seatwarden::model::WorkspaceSnapshot) -> Sandbox {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    Sandbox::start(
+        listener,
+        SandboxOptions {
+            token: token.to_owned(),
+            ..SandboxOptions::default()
+        },
+        seed,
+    )
+    .await
+    .unwrap()
+}
+
 /// The demo's workspace (`config/demo/workspace.json`) served by the in-process
 /// sandbox on a free loopback port, with bearer `token` and `faults`.
 pub async fn demo_sandbox(token: &str, faults: Faults) -> Sandbox {

@@ -18,7 +18,7 @@ use seatwarden::model::{
 };
 use seatwarden::retry::RetryPolicy;
 use seatwarden::run::{self, Mode, RunOptions, RunOutcome};
-use seatwarden::sandbox::{Faults, Sandbox, SandboxOptions};
+use seatwarden::sandbox::{Faults, Sandbox};
 use seatwarden::store::Store;
 use seatwarden::synth::{self, Synth, SynthSpec};
 use seatwarden::workspace::ScimClient;
@@ -90,17 +90,8 @@ async fn env_with(people: usize, seed: Option<WorkspaceSnapshot>, safety: &str) 
         drift_percent: 0.0,
         seed: 6,
     });
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let sandbox = Sandbox::start(
-        listener,
-        SandboxOptions {
-            token: TOKEN.to_owned(),
-            ..SandboxOptions::default()
-        },
-        seed.unwrap_or_else(|| data.workspace.clone()),
-    )
-    .await
-    .unwrap();
+    let sandbox =
+        crate::fixtures::sandbox(TOKEN, seed.unwrap_or_else(|| data.workspace.clone())).await;
     let dir = tempfile::tempdir().unwrap();
     let config = write_config(dir.path(), &data, sandbox.base_url().as_ref(), safety);
     Env {
@@ -2465,17 +2456,7 @@ struct BinarySetup {
 
 impl BinarySetup {
     async fn start(extra: &str) -> BinarySetup {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let sandbox = Sandbox::start(
-            listener,
-            SandboxOptions {
-                token: "t0ken".into(),
-                ..SandboxOptions::default()
-            },
-            WorkspaceSnapshot::default(),
-        )
-        .await
-        .unwrap();
+        let sandbox = crate::fixtures::sandbox("t0ken", WorkspaceSnapshot::default()).await;
         let dir = tempfile::tempdir().unwrap();
         let config = dir.path().join("seatwarden.toml");
         std::fs::write(
@@ -2819,13 +2800,8 @@ async fn link_resolves_a_disputed_match() {
         active: true,
         roles: vec!["Viewer".into()],
     };
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let sandbox = Sandbox::start(
-        listener,
-        SandboxOptions {
-            token: "t0ken".into(),
-            ..SandboxOptions::default()
-        },
+    let sandbox = crate::fixtures::sandbox(
+        "t0ken",
         WorkspaceSnapshot {
             accounts: vec![
                 account("w1", "ada.l@example.com"),
@@ -2834,8 +2810,7 @@ async fn link_resolves_a_disputed_match() {
             groups: Vec::new(),
         },
     )
-    .await
-    .unwrap();
+    .await;
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(
         dir.path().join("directory.json"),
