@@ -193,13 +193,15 @@ impl ScimDirectorySource {
 
 /// The workspace client's errors, as the directory's: the same endpoint, status,
 /// SCIM type and detail, and the same retry classification. A hint to check the
-/// base URL names `directory.url`, the key this client was made from.
+/// base URL, or a redirect's, names `directory.url`, the key this client was made
+/// from.
 fn directory_error(error: WorkspaceError) -> DirectoryError {
     let ours = |text: String| {
         text.replace(
             crate::workspace::WORKSPACE_URL_HINT,
             "`directory.url` must be the SCIM base URL, up to and including the version",
         )
+        .replace(crate::workspace::WORKSPACE_URL_KEY, "(directory.url)")
     };
     match error {
         WorkspaceError::Settings(message) => DirectoryError::Settings(message),

@@ -55,6 +55,9 @@ const COLLECTION_ROOTS: [&str; 3] = ["/ServiceProviderConfig", "/Users", "/Group
 /// instead (`crate::directory::scim`).
 pub(crate) const WORKSPACE_URL_HINT: &str = "`workspace.url` must be the SCIM base URL, up to \
      and including the version, e.g. https://www.taskade.com/scim/v2";
+/// The key a redirect's error points at (the base URL is where it came from); a
+/// SCIM directory source names its own, like [`WORKSPACE_URL_HINT`].
+pub(crate) const WORKSPACE_URL_KEY: &str = "(workspace.url)";
 
 /// How much of an HTML page an error quotes.
 const HTML_EXCERPT_CHARS: usize = 120;
@@ -710,7 +713,7 @@ impl ScimClient {
                 endpoint: endpoint.to_owned(),
                 status,
                 scim_type: None,
-                detail: format!("{detail} (workspace.url)"),
+                detail: format!("{detail} {WORKSPACE_URL_KEY}"),
                 retry_after: None,
             });
         }

@@ -155,6 +155,44 @@ async fn a_scim_directory_url_without_the_scim_path_names_directory_url() {
     workspace.shutdown().await;
 }
 
+/// A provider that redirects (to a sign-in page, most often) is pointed at by
+/// the key of the side that asked it: here `directory.url`, not the workspace's.
+#[tokio::test]
+async fn a_redirect_from_a_scim_directory_names_directory_url() {
+    let provider = MockServer::start().await;
+    Mock::given(any())
+        .respond_with(
+            ResponseTemplate::new(302).insert_header("location", "https://idp.example.com/login"),
+        )
+        .mount(&provider)
+        .await;
+    let workspace = demo_sandbox("t0ken", Faults::default()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("seatwarden.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "[directory]\nkind = \"scim\"\nurl = \"{}/scim/v2\"\ntoken = \"idp-t0ken\"\n\n\
+             [workspace]\nurl = \"{}\"\ntoken = \"t0ken\"\n",
+            provider.uri(),
+            workspace.base_url()
+        ),
+    )
+    .unwrap();
+    let config = Config::load_with_env(&path, Some(Default::default())).unwrap();
+    let store = Store::open(&dir.path().join("state.db")).unwrap();
+    let message = run::execute(&config, store, Mode::Plan)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        message.contains("redirected to https://idp.example.com/login")
+            && message.ends_with("(directory.url)"),
+        "{message}"
+    );
+    workspace.shutdown().await;
+}
+
 #[tokio::test]
 async fn a_second_demo_in_the_same_directory_is_refused_while_the_first_runs() {
     let dir = tempfile::tempdir().unwrap();
