@@ -1302,7 +1302,7 @@ fn refresh_report(store: &mut Store, run: RunId, admin_command: &str) -> Result<
         return Ok(());
     };
     let journal = store.journal(run)?;
-    let decisions = store.decisions(run)?;
+    let decisions = store.decisions_with_detail(run)?;
     // Reports stored before actions carried `waiting` have none set.
     let flagged = report.actions.iter().any(|a| a.waiting);
     for outcome in &mut report.actions {
@@ -1313,12 +1313,15 @@ fn refresh_report(store: &mut Store, run: RunId, admin_command: &str) -> Result<
             let unsent = matches!(entry.state, ActionState::Held | ActionState::Planned)
                 || not_reached(entry);
             let decided = match (unsent, decisions.get(&outcome.seq)) {
-                (true, Some(Decision::Rejected)) => Some(format!(
+                (true, Some((Decision::Rejected, _))) => Some(format!(
                     "rejected ({admin_command} reject): this run never applies it"
                 )),
-                (true, Some(Decision::Obsolete)) => Some(
-                    "obsolete: the workspace already showed it when it was approved".to_owned(),
-                ),
+                // What the approval's re-check found ("the group no longer
+                // exists" is not "already done").
+                (true, Some((Decision::Obsolete, why))) => Some(format!(
+                    "obsolete when approved: {}; nothing was sent",
+                    why.as_deref().unwrap_or("the workspace already showed it")
+                )),
                 _ => None,
             };
             outcome.outcome = match entry.state {

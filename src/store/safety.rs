@@ -287,17 +287,30 @@ impl Store {
 
     /// Decisions recorded for the held actions of `run`, by `seq`.
     pub fn decisions(&self, run: RunId) -> Result<HashMap<u32, Decision>, StoreError> {
-        let rows: Vec<(u32, String)> = self
+        Ok(self
+            .decisions_with_detail(run)?
+            .into_iter()
+            .map(|(seq, (decision, _))| (seq, decision))
+            .collect())
+    }
+
+    /// Decisions recorded for the held actions of `run`, by `seq`, each with what
+    /// was recorded beside it (why an approved action was obsolete).
+    pub fn decisions_with_detail(
+        &self,
+        run: RunId,
+    ) -> Result<HashMap<u32, (Decision, Option<String>)>, StoreError> {
+        let rows: Vec<(u32, String, Option<String>)> = self
             .conn
-            .prepare_cached("SELECT seq, decision FROM held_decisions WHERE run_id = ?1")
+            .prepare_cached("SELECT seq, decision, detail FROM held_decisions WHERE run_id = ?1")
             .and_then(|mut stmt| {
-                stmt.query_map([run], |row| Ok((row.get(0)?, row.get(1)?)))?
+                stmt.query_map([run], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))?
                     .collect()
             })
             .context(|| format!("reading decisions on held actions of run {run}"))?;
         Ok(rows
             .into_iter()
-            .filter_map(|(seq, d)| Decision::parse(&d).map(|d| (seq, d)))
+            .filter_map(|(seq, d, detail)| Decision::parse(&d).map(|d| (seq, (d, detail))))
             .collect())
     }
 

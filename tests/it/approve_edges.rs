@@ -137,7 +137,7 @@ async fn a_held_membership_removal_from_a_group_deleted_since_is_obsolete_and_no
     assert_eq!(reported.outcome, seatwarden::report::Outcome::NotRun);
     assert_eq!(
         reported.error.as_deref(),
-        Some("obsolete: the workspace already showed it when it was approved")
+        Some("obsolete when approved: the group no longer exists; nothing was sent")
     );
     sandbox.shutdown().await;
 }
