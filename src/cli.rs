@@ -174,6 +174,12 @@ pub struct SandboxBehaviour {
     /// `workspace.group_members = "by_member_filter"`.
     #[arg(long)]
     hide_group_members: bool,
+    /// Serve without PATCH, as providers that only replace resources do:
+    /// `/ServiceProviderConfig` announces `patch.supported: false` and every PATCH
+    /// is answered 501. seatwarden then reads, changes and PUTs resources back
+    /// whole (with `If-Match` where ETags are announced).
+    #[arg(long)]
+    no_patch: bool,
     /// How listings are paged: `index` (startIndex/count), `cursor` (RFC 9865
     /// cursor/count only, startIndex ignored, as AWS IAM Identity Center pages) or
     /// `both` (by cursor when a request asks with `cursor`). Announced in
@@ -1271,6 +1277,7 @@ fn serve_sandbox(
                 members_hidden: behaviour.hide_group_members,
                 paging: behaviour.paging(),
                 cursor_timeout: behaviour.cursor_timeout.map(std::time::Duration::from_secs),
+                patch_supported: !behaviour.no_patch,
                 faults,
             },
             seed,

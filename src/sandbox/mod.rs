@@ -6,7 +6,8 @@
 //! (workspaces/folders) with members, ETags (`meta.version`, `If-Match` → 412),
 //! index and cursor paging (RFC 9865, [`SandboxPaging`]), `eq` filters with `and`
 //! and `or`, PATCH add/replace/remove (200 with the resource; or, switched off by
-//! [`Sandbox::set_patch_supported`], announced unsupported and answered 501),
+//! [`SandboxOptions::patch_supported`] or `--no-patch`, announced unsupported and
+//! answered 501),
 //! PUT (replace, 200 with the resource), SCIM error bodies,
 //! discovery endpoints and bearer auth, for requests whose `Host` is `localhost` or
 //! a loopback address only (421 otherwise: DNS rebinding). State lives in memory
@@ -130,6 +131,10 @@ pub struct SandboxOptions {
     pub paging: SandboxPaging,
     /// How long a cursor stays valid (`cursorTimeout`); `None`: for ever.
     pub cursor_timeout: Option<Duration>,
+    /// Whether PATCH is supported. Off, `/ServiceProviderConfig` announces
+    /// `patch.supported: false` and every PATCH is answered 501 (RFC 7644
+    /// §3.12), as from a provider that only replaces resources with PUT.
+    pub patch_supported: bool,
     pub faults: Faults,
 }
 
@@ -142,6 +147,7 @@ impl Default for SandboxOptions {
             members_hidden: false,
             paging: SandboxPaging::Index,
             cursor_timeout: None,
+            patch_supported: true,
             faults: Faults::default(),
         }
     }
@@ -372,7 +378,7 @@ impl Sandbox {
             faults_429: AtomicU64::new(0),
             faults_5xx: AtomicU64::new(0),
             resets: AtomicU64::new(0),
-            patch_supported: AtomicBool::new(true),
+            patch_supported: AtomicBool::new(options.patch_supported),
             patches: AtomicU64::new(0),
             puts: AtomicU64::new(0),
             changes_after_reads: Mutex::new(HashMap::new()),
@@ -427,11 +433,9 @@ impl Sandbox {
         }
     }
 
-    /// Whether PATCH is supported. Off, `/ServiceProviderConfig` announces
-    /// `patch.supported: false` and every PATCH is answered 501 (RFC 7644 §3.12),
-    /// as from a provider that only replaces resources with PUT. A setter rather
-    /// than a [`SandboxOptions`] field, so callers that spell every option out
-    /// need not change; set it before a client reads `/ServiceProviderConfig`.
+    /// Turns PATCH support ([`SandboxOptions::patch_supported`]) on or off while
+    /// serving; a client that already read `/ServiceProviderConfig` goes on
+    /// believing what it read.
     pub fn set_patch_supported(&self, supported: bool) {
         self.shared
             .patch_supported

@@ -350,3 +350,33 @@ fn status_of(answer: &str) -> u16 {
         .and_then(|code| code.parse().ok())
         .unwrap_or_else(|| panic!("not an HTTP answer: {answer:?}"))
 }
+
+#[test]
+fn the_sandbox_command_serves_without_patch_when_told() {
+    let (_put_only, url) = start_sandbox(&["--no-patch"]);
+    let body = |answer: &str| -> serde_json::Value {
+        serde_json::from_str(answer.split("\r\n\r\n").nth(1).unwrap()).unwrap()
+    };
+    let config = body(&get(&format!("{url}/ServiceProviderConfig"), "t0k"));
+    assert_eq!(config["patch"], serde_json::json!({"supported": false}));
+    let answer = request(
+        &format!("{url}/Users"),
+        "t0k",
+        "POST",
+        r#"{"userName": "a@example.com"}"#,
+    );
+    assert_eq!(status_of(&answer), 201, "{answer}");
+    let user = body(&answer)["id"].as_str().unwrap().to_owned();
+    let deactivate = r#"{"schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"],
+        "Operations": [{"op": "replace", "path": "active", "value": false}]}"#;
+    let answer = request(&format!("{url}/Users/{user}"), "t0k", "PATCH", deactivate);
+    assert_eq!(status_of(&answer), 501, "{answer}");
+    let replaced = request(
+        &format!("{url}/Users/{user}"),
+        "t0k",
+        "PUT",
+        r#"{"userName": "a@example.com", "active": false}"#,
+    );
+    assert_eq!(status_of(&replaced), 200, "{replaced}");
+    assert_eq!(body(&replaced)["active"], false, "{replaced}");
+}
