@@ -1324,19 +1324,10 @@ fn refresh_report(store: &mut Store, run: RunId, admin_command: &str) -> Result<
                 )),
                 _ => None,
             };
-            outcome.outcome = match entry.state {
-                _ if decided.is_some() => Outcome::NotRun,
-                ActionState::Applied => Outcome::Applied,
-                // Kept back by a stop (Ctrl-C, SIGTERM): never sent, as a
-                // reconcile's report shows it.
-                ActionState::Failed
-                    if entry.last_error.as_deref() == Some(apply::NOT_SENT_STOPPING) =>
-                {
-                    Outcome::NotRun
-                }
-                ActionState::Failed => Outcome::Failed,
-                ActionState::Held => Outcome::Held,
-                ActionState::Planned | ActionState::InFlight => Outcome::NotRun,
+            outcome.outcome = if decided.is_some() {
+                Outcome::NotRun
+            } else {
+                Outcome::journaled(entry.state, entry.last_error.as_deref())
             };
             outcome.attempts = entry.attempts;
             if let Some(why) = decided {

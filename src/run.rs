@@ -30,7 +30,7 @@ use crate::plan;
 use crate::policy::{self, FxBuild};
 use crate::report::{self, ActionOutcome, Outcome, Report, SafetyReport, Summary};
 use crate::safety;
-use crate::store::{ActionState, RunId, RunKind, RunStatus, Store, StoreError};
+use crate::store::{RunId, RunKind, RunStatus, Store, StoreError};
 use crate::workspace::{Progress, ScimClient, WorkspaceError};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -991,19 +991,7 @@ fn build_report(
                 run: run_id,
                 detail: format!("journaled action {} is not in the run's plan", entry.seq),
             })?;
-            let outcome = match entry.state {
-                ActionState::Applied => Outcome::Applied,
-                // Kept back by a stop: it never reached the workspace, and the
-                // next run plans it again. Not run, not a failure.
-                ActionState::Failed
-                    if entry.last_error.as_deref() == Some(apply::NOT_SENT_STOPPING) =>
-                {
-                    Outcome::NotRun
-                }
-                ActionState::Failed => Outcome::Failed,
-                ActionState::Held => Outcome::Held,
-                ActionState::Planned | ActionState::InFlight => Outcome::NotRun,
-            };
+            let outcome = Outcome::journaled(entry.state, entry.last_error.as_deref());
             let error = match (&action.held, entry.last_error) {
                 (Some(hold), _) => Some(hold.describe(&admin_command).to_string()),
                 (None, error) => error,

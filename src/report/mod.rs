@@ -14,9 +14,11 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+use crate::apply;
 use crate::circuit::{CircuitState, FailedWrite};
 use crate::guard::SourceFault;
 use crate::model::{DriftItem, DriftKind};
+use crate::store::ActionState;
 
 pub use templated::{RenderError, render_alert_html, render_html, render_markdown};
 pub use text::render_text;
@@ -131,6 +133,19 @@ pub enum Outcome {
 }
 
 impl Outcome {
+    /// What became of an action the journal left in `state` with `last_error`.
+    pub fn journaled(state: ActionState, last_error: Option<&str>) -> Outcome {
+        match state {
+            ActionState::Applied => Outcome::Applied,
+            // Kept back by a stop (Ctrl-C, SIGTERM): it never reached the
+            // workspace, and the next run plans it again. Not run, not a failure.
+            ActionState::Failed if last_error == Some(apply::NOT_SENT_STOPPING) => Outcome::NotRun,
+            ActionState::Failed => Outcome::Failed,
+            ActionState::Held => Outcome::Held,
+            ActionState::Planned | ActionState::InFlight => Outcome::NotRun,
+        }
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Outcome::Applied => "applied",

@@ -249,9 +249,6 @@ fn the_sandbox_command_injects_the_faults_it_is_given() {
 #[test]
 fn the_sandbox_command_hides_group_members_when_told() {
     let (_hiding, url) = start_sandbox(&["--hide-group-members"]);
-    let body = |answer: &str| -> serde_json::Value {
-        serde_json::from_str(answer.split("\r\n\r\n").nth(1).unwrap()).unwrap()
-    };
     let answer = request(
         &format!("{url}/Users"),
         "t0k",
@@ -259,18 +256,18 @@ fn the_sandbox_command_hides_group_members_when_told() {
         r#"{"userName": "a@example.com"}"#,
     );
     assert_eq!(status_of(&answer), 201, "{answer}");
-    let user = body(&answer)["id"].as_str().unwrap().to_owned();
+    let user = json_body(&answer)["id"].as_str().unwrap().to_owned();
     let group = format!(r#"{{"displayName": "Eng", "members": [{{"value": "{user}"}}]}}"#);
     let answer = request(&format!("{url}/Groups"), "t0k", "POST", &group);
     assert_eq!(status_of(&answer), 201, "{answer}");
     let answer = get(&format!("{url}/Groups"), "t0k");
     assert_eq!(
-        body(&answer)["Resources"][0]["members"],
+        json_body(&answer)["Resources"][0]["members"],
         serde_json::json!([])
     );
     let by_member = format!("filter=members.value%20eq%20%22{user}%22");
     let answer = get(&format!("{url}/Groups?{by_member}"), "t0k");
-    assert_eq!(body(&answer)["totalResults"], 1, "{answer}");
+    assert_eq!(json_body(&answer)["totalResults"], 1, "{answer}");
     let nobody = "filter=members.value%20eq%20%22nobody%22";
     let answer = get(&format!("{url}/Groups?{nobody}"), "t0k");
     assert_eq!(status_of(&answer), 404, "{answer}");
@@ -279,10 +276,7 @@ fn the_sandbox_command_hides_group_members_when_told() {
 #[test]
 fn the_sandbox_command_pages_by_cursor_when_told() {
     let (_cursors, url) = start_sandbox(&["--pagination", "cursor", "--cursor-timeout", "90"]);
-    let body = |answer: &str| -> serde_json::Value {
-        serde_json::from_str(answer.split("\r\n\r\n").nth(1).unwrap()).unwrap()
-    };
-    let config = body(&get(&format!("{url}/ServiceProviderConfig"), "t0k"));
+    let config = json_body(&get(&format!("{url}/ServiceProviderConfig"), "t0k"));
     assert_eq!(
         config["pagination"],
         serde_json::json!({"cursor": true, "index": false, "defaultPaginationMethod": "cursor",
@@ -293,10 +287,10 @@ fn the_sandbox_command_pages_by_cursor_when_told() {
         let answer = request(&format!("{url}/Users"), "t0k", "POST", &body);
         assert_eq!(status_of(&answer), 201, "{answer}");
     }
-    let first = body(&get(&format!("{url}/Users?startIndex=2&count=2"), "t0k"));
+    let first = json_body(&get(&format!("{url}/Users?startIndex=2&count=2"), "t0k"));
     assert_eq!(first["Resources"].as_array().unwrap().len(), 2, "{first}");
     let next = first["nextCursor"].as_str().unwrap();
-    let last = body(&get(&format!("{url}/Users?cursor={next}&count=2"), "t0k"));
+    let last = json_body(&get(&format!("{url}/Users?cursor={next}&count=2"), "t0k"));
     assert_eq!(last["Resources"].as_array().unwrap().len(), 1, "{last}");
     assert!(last.get("nextCursor").is_none(), "{last}");
 }
@@ -343,6 +337,11 @@ fn get_status(url: &str, token: &str) -> u16 {
     status_of(&get(url, token))
 }
 
+/// The JSON body of an answer [`request`] returned.
+fn json_body(answer: &str) -> serde_json::Value {
+    serde_json::from_str(answer.split("\r\n\r\n").nth(1).unwrap()).unwrap()
+}
+
 fn status_of(answer: &str) -> u16 {
     answer
         .split_whitespace()
@@ -354,10 +353,7 @@ fn status_of(answer: &str) -> u16 {
 #[test]
 fn the_sandbox_command_serves_without_patch_when_told() {
     let (_put_only, url) = start_sandbox(&["--no-patch"]);
-    let body = |answer: &str| -> serde_json::Value {
-        serde_json::from_str(answer.split("\r\n\r\n").nth(1).unwrap()).unwrap()
-    };
-    let config = body(&get(&format!("{url}/ServiceProviderConfig"), "t0k"));
+    let config = json_body(&get(&format!("{url}/ServiceProviderConfig"), "t0k"));
     assert_eq!(config["patch"], serde_json::json!({"supported": false}));
     let answer = request(
         &format!("{url}/Users"),
@@ -366,7 +362,7 @@ fn the_sandbox_command_serves_without_patch_when_told() {
         r#"{"userName": "a@example.com"}"#,
     );
     assert_eq!(status_of(&answer), 201, "{answer}");
-    let user = body(&answer)["id"].as_str().unwrap().to_owned();
+    let user = json_body(&answer)["id"].as_str().unwrap().to_owned();
     let deactivate = r#"{"schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"],
         "Operations": [{"op": "replace", "path": "active", "value": false}]}"#;
     let answer = request(&format!("{url}/Users/{user}"), "t0k", "PATCH", deactivate);
@@ -378,5 +374,5 @@ fn the_sandbox_command_serves_without_patch_when_told() {
         r#"{"userName": "a@example.com", "active": false}"#,
     );
     assert_eq!(status_of(&replaced), 200, "{replaced}");
-    assert_eq!(body(&replaced)["active"], false, "{replaced}");
+    assert_eq!(json_body(&replaced)["active"], false, "{replaced}");
 }

@@ -118,6 +118,31 @@ async fn a_workspace_url_that_answers_with_a_web_page_says_so() {
     }
 }
 
+/// The error of a `plan` whose directory is the SCIM provider at `directory_url`
+/// (bearer `idp-t0ken`) and whose workspace is `workspace` (bearer `t0ken`).
+async fn plan_error_reading_scim_directory(
+    directory_url: &str,
+    workspace: &seatwarden::sandbox::Sandbox,
+) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("seatwarden.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "[directory]\nkind = \"scim\"\nurl = \"{directory_url}\"\ntoken = \"idp-t0ken\"\n\n\
+             [workspace]\nurl = \"{}\"\ntoken = \"t0ken\"\n",
+            workspace.base_url()
+        ),
+    )
+    .unwrap();
+    let config = Config::load_with_env(&path, Some(Default::default())).unwrap();
+    let store = Store::open(&dir.path().join("state.db")).unwrap();
+    run::execute(&config, store, Mode::Plan)
+        .await
+        .unwrap_err()
+        .to_string()
+}
+
 #[tokio::test]
 async fn a_scim_directory_url_without_the_scim_path_names_directory_url() {
     let provider = demo_sandbox("idp-t0ken", Faults::default()).await;
@@ -128,23 +153,7 @@ async fn a_scim_directory_url_without_the_scim_path_names_directory_url() {
         .trim_end_matches('/')
         .trim_end_matches("/scim/v2")
         .to_owned();
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("seatwarden.toml");
-    std::fs::write(
-        &path,
-        format!(
-            "[directory]\nkind = \"scim\"\nurl = \"{provider_root}\"\ntoken = \"idp-t0ken\"\n\n\
-             [workspace]\nurl = \"{}\"\ntoken = \"t0ken\"\n",
-            workspace.base_url()
-        ),
-    )
-    .unwrap();
-    let config = Config::load_with_env(&path, Some(Default::default())).unwrap();
-    let store = Store::open(&dir.path().join("state.db")).unwrap();
-    let message = run::execute(&config, store, Mode::Plan)
-        .await
-        .unwrap_err()
-        .to_string();
+    let message = plan_error_reading_scim_directory(&provider_root, &workspace).await;
     assert!(
         message.contains(&format!(
             "asked {provider_root}/Users: `directory.url` must be the SCIM base URL"
@@ -167,24 +176,8 @@ async fn a_redirect_from_a_scim_directory_names_directory_url() {
         .mount(&provider)
         .await;
     let workspace = demo_sandbox("t0ken", Faults::default()).await;
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("seatwarden.toml");
-    std::fs::write(
-        &path,
-        format!(
-            "[directory]\nkind = \"scim\"\nurl = \"{}/scim/v2\"\ntoken = \"idp-t0ken\"\n\n\
-             [workspace]\nurl = \"{}\"\ntoken = \"t0ken\"\n",
-            provider.uri(),
-            workspace.base_url()
-        ),
-    )
-    .unwrap();
-    let config = Config::load_with_env(&path, Some(Default::default())).unwrap();
-    let store = Store::open(&dir.path().join("state.db")).unwrap();
-    let message = run::execute(&config, store, Mode::Plan)
-        .await
-        .unwrap_err()
-        .to_string();
+    let directory_url = format!("{}/scim/v2", provider.uri());
+    let message = plan_error_reading_scim_directory(&directory_url, &workspace).await;
     assert!(
         message.contains("redirected to https://idp.example.com/login")
             && message.ends_with("(directory.url)"),
