@@ -1038,7 +1038,7 @@ fn describe_result(code: u32, text: &str) -> String {
         48 => ("inappropriateAuthentication", ""),
         49 => (
             "invalidCredentials",
-            "; check directory.bind_dn and directory.bind_password_file",
+            "; check directory.bind_dn and its password (directory.bind_password_file or bind_password)",
         ),
         50 => (
             "insufficientAccessRights",
