@@ -186,6 +186,36 @@ fn may_be_theirs(identity: &Identity, account: &Account) -> bool {
             .is_some_and(|(a, i)| !a.trim().is_empty() && crate::model::same_ci(a, i))
 }
 
+/// The matches the plan finds that no stored link records yet: after a first
+/// `plan`, every account's; later, those of people matched since the last
+/// reconcile (a reconcile stores them as it applies). Without them an access
+/// review would list the accounts of people in the directory as orphaned.
+fn matched_unlinked(
+    config: &Config,
+    directory: &crate::model::DirectorySnapshot,
+    workspace: &crate::model::WorkspaceSnapshot,
+    links: &[crate::store::StoredLink],
+    remembered: &[crate::model::DisputedCandidate],
+) -> Vec<crate::model::NewLink> {
+    let links: Vec<crate::model::Link> = links
+        .iter()
+        .map(|l| crate::model::Link {
+            identity_id: l.identity_id.clone(),
+            account_id: l.account_id.clone(),
+        })
+        .collect();
+    let desired = crate::policy::desired_state(directory, &config.policy_settings());
+    crate::plan::plan(
+        &desired,
+        directory,
+        workspace,
+        &links,
+        remembered,
+        &crate::safety::plan_settings(config, directory),
+    )
+    .new_links
+}
+
 /// Builds the export from the latest run that stored both snapshots, with the
 /// writes applied since laid over them.
 pub fn access(store: &Store, config: &Config) -> Result<AccessExport, ExportError> {
@@ -228,6 +258,11 @@ pub fn access(store: &Store, config: &Config) -> Result<AccessExport, ExportErro
         .collect();
     let link_of: HashMap<&str, &crate::store::StoredLink> =
         links.iter().map(|l| (l.account_id.as_str(), l)).collect();
+    let new_links = matched_unlinked(config, &directory, &workspace, &links, &remembered);
+    let matched: HashMap<&str, &str> = new_links
+        .iter()
+        .map(|l| (l.account_id.as_str(), l.identity_id.as_str()))
+        .collect();
     let mut groups_of: HashMap<String, Vec<String>> = HashMap::new();
     for group in &workspace.groups {
         for member in &group.members {
@@ -287,12 +322,14 @@ pub fn access(store: &Store, config: &Config) -> Result<AccessExport, ExportErro
         .iter()
         .map(|account| {
             let link = link_of.get(account.id.as_str());
-            let identity = link.and_then(|l| identities.get(l.identity_id.as_str()).copied());
-            let justification = match (link, identity) {
+            let identity_id = link
+                .map(|l| l.identity_id.as_str())
+                .or_else(|| matched.get(account.id.as_str()).copied());
+            let identity = identity_id.and_then(|id| identities.get(id).copied());
+            let justification = match (identity_id, identity) {
                 (None, _) => unlinked(account),
-                (Some(l), None) => format!(
-                    "linked to {} which is no longer in the directory: {}",
-                    l.identity_id,
+                (Some(id), None) => format!(
+                    "linked to {id} which is no longer in the directory: {}",
                     removal(account.active)
                 ),
                 (Some(_), Some(identity)) if identity.status != IdentityStatus::Active => {
@@ -332,7 +369,7 @@ pub fn access(store: &Store, config: &Config) -> Result<AccessExport, ExportErro
                 active: account.active,
                 role: account.roles.join(","),
                 workspace_groups,
-                identity_id: link.map(|l| l.identity_id.clone()),
+                identity_id: identity_id.map(str::to_owned),
                 identity_user_name: identity.map(|i| i.user_name.clone()),
                 identity_status: identity.map(|i| i.status.as_str().to_owned()),
                 justification,

@@ -1,0 +1,132 @@
+//! An operator's first commands on stored state: `export access` and `explain`
+//! after a first `plan`, on data an adopter meets (accounts found by email, names
+//! outside ASCII in another case, an email two people share, an account nobody in
+//! the directory matches). Each command is run as the binary, on snapshots stored
+//! as a plan stores them: no network.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use chrono::Utc;
+use seatwarden::model::{Account, DirectorySnapshot, Identity, IdentityStatus, WorkspaceSnapshot};
+use seatwarden::store::{RunKind, Store};
+
+fn person(id: &str, user_name: &str, email: &str) -> Identity {
+    Identity {
+        id: id.into(),
+        user_name: user_name.into(),
+        email: Some(email.into()),
+        given_name: None,
+        family_name: None,
+        display_name: None,
+        status: IdentityStatus::Active,
+        department: None,
+        groups: Vec::new(),
+    }
+}
+
+fn account(id: &str, user_name: &str, email: &str) -> Account {
+    Account {
+        id: id.into(),
+        user_name: user_name.into(),
+        external_id: None,
+        given_name: None,
+        family_name: None,
+        display_name: None,
+        email: Some(email.into()),
+        active: true,
+        roles: vec!["Viewer".into()],
+    }
+}
+
+/// A configuration in `dir` (every active person in scope, default role Viewer)
+/// and a state database holding one run's snapshots of `people` and `accounts`,
+/// and no links: the state a first `plan` leaves. Returns the configuration path.
+fn first_plan_stored(dir: &Path, people: Vec<Identity>, accounts: Vec<Account>) -> PathBuf {
+    std::fs::write(dir.join("directory.json"), r#"{"users": []}"#).unwrap();
+    let config = dir.join("seatwarden.toml");
+    std::fs::write(
+        &config,
+        "[directory]\nkind = \"file\"\npath = \"directory.json\"\n\n\
+         [workspace]\nurl = \"http://127.0.0.1:9/scim/v2\"\ntoken = \"t0ken\"\n\n\
+         [state]\npath = \"state.db\"\n",
+    )
+    .unwrap();
+    let mut store = Store::open(&dir.join("state.db")).unwrap();
+    let run = store.begin_run(RunKind::Plan, Utc::now()).unwrap();
+    store
+        .save_directory_snapshot(
+            run,
+            &DirectorySnapshot {
+                identities: people,
+                complete: true,
+            },
+        )
+        .unwrap();
+    store
+        .save_workspace_snapshot(
+            run,
+            &WorkspaceSnapshot {
+                accounts,
+                groups: Vec::new(),
+            },
+        )
+        .unwrap();
+    config
+}
+
+fn seatwarden(config: &Path, args: &[&str]) -> (bool, String, String) {
+    let output = Command::new(env!("CARGO_BIN_EXE_seatwarden"))
+        .arg("--config")
+        .arg(config)
+        .args(args)
+        .env_remove("SEATWARDEN_CONFIG")
+        .output()
+        .unwrap();
+    (
+        output.status.success(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+/// The export after the first `plan`, before any reconcile has stored a link:
+/// the accounts the plan matches to people are theirs, justified by the policy,
+/// not "orphaned" (an access review would send a reviewer after every account).
+#[test]
+fn export_after_a_first_plan_names_the_person_behind_each_matched_account() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut by_external_id = account("w1", "ada.old@example.com", "ada.old@example.com");
+    by_external_id.external_id = Some("00u1".into());
+    let config = first_plan_stored(
+        dir.path(),
+        vec![
+            person("00u1", "ada@example.com", "ada@example.com"),
+            person("00u2", "Zoë.Ünal@example.com", "zoe@example.com"),
+            person("00u3", "bo@example.com", "mail.only@example.com"),
+        ],
+        vec![
+            by_external_id,
+            account("w2", "zoë.ünal@example.com", "z@example.com"),
+            account("w3", "someone@example.com", "mail.only@example.com"),
+            account("w4", "stray@example.com", "stray@example.com"),
+        ],
+    );
+    let (ok, stdout, stderr) = seatwarden(&config, &["export", "access", "--format", "json"]);
+    assert!(ok, "{stderr}");
+    let export: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    let row = |id: &str| {
+        let rows = export["accounts"].as_array().unwrap();
+        let row = rows.iter().find(|r| r["account_id"] == id).unwrap();
+        (
+            row["identity_id"].as_str().unwrap_or("").to_owned(),
+            row["justification"].as_str().unwrap().to_owned(),
+        )
+    };
+    let in_scope = "in scope: default role Viewer".to_owned();
+    assert_eq!(row("w1"), ("00u1".to_owned(), in_scope.clone()));
+    assert_eq!(row("w2"), ("00u2".to_owned(), in_scope.clone()));
+    assert_eq!(row("w3"), ("00u3".to_owned(), in_scope));
+    assert_eq!(row("w4"), (String::new(), "orphaned".to_owned()));
+}
