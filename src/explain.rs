@@ -1,8 +1,11 @@
 //! `seatwarden explain PERSON`: everything seatwarden knows and would do about one
 //! person, in one view (Entra's "provision on demand" view, without the write).
 //!
-//! PERSON is a directory id, userName or email (case-insensitive), or a workspace
-//! account id or userName. With `--live` ([`explain_with`]) the account is also read
+//! PERSON is a directory id, userName or email (case folded as matching folds it;
+//! one several people share is refused, naming them), or a workspace account id
+//! or userName (shown with the person linked to it, else the one it matches). The
+//! account shown for a person is the linked one, else the one matching finds
+//! (externalId, userName, email), as the next run would. With `--live` ([`explain_with`]) the account is also read
 //! from the workspace as it is now (one request). The view is built from the newest run that stored both
 //! snapshots (it says which and when), the stored links and the action journal; the
 //! "next run" section re-plans from those snapshots through policy, plan, guard
@@ -58,6 +61,15 @@ pub enum ExplainError {
         "{0:?} matches no directory identity (id, userName, email) and no workspace account (id, userName) in the snapshots of run {1}"
     )]
     NotFound(String, RunId),
+    #[error(
+        "{person:?} is the {field} of several directory identities: {identities}; explain one by its id"
+    )]
+    Ambiguous {
+        person: String,
+        field: &'static str,
+        /// `id (userName)` of each, comma-separated.
+        identities: String,
+    },
 }
 
 /// The person's deprovision ledger episodes (newest first, at most five), one
@@ -116,24 +128,75 @@ pub fn ledger_lines(
         .collect())
 }
 
-fn find_identity<'a>(directory: &'a DirectorySnapshot, person: &str) -> Option<&'a Identity> {
-    directory
-        .identities
-        .iter()
-        .find(|i| i.id == person)
-        .or_else(|| {
-            directory
-                .identities
-                .iter()
-                .find(|i| i.user_name.eq_ignore_ascii_case(person))
-        })
-        .or_else(|| {
-            directory.identities.iter().find(|i| {
-                i.email
-                    .as_deref()
-                    .is_some_and(|e| e.eq_ignore_ascii_case(person))
+/// The identity `person` names: by id, else by userName, else by email, compared as
+/// matching compares them (`model::same_ci`). A userName or email several people
+/// share is refused with their ids: explaining the first would hide the others.
+fn find_identity<'a>(
+    directory: &'a DirectorySnapshot,
+    person: &str,
+) -> Result<Option<&'a Identity>, ExplainError> {
+    if let Some(identity) = directory.identities.iter().find(|i| i.id == person) {
+        return Ok(Some(identity));
+    }
+    let by_user_name = |i: &Identity| crate::model::same_ci(&i.user_name, person);
+    let by_email = |i: &Identity| {
+        i.email
+            .as_deref()
+            .is_some_and(|e| crate::model::same_ci(e, person))
+    };
+    for (field, named) in [
+        ("userName", &by_user_name as &dyn Fn(&Identity) -> bool),
+        ("email", &by_email),
+    ] {
+        let found: Vec<&Identity> = directory.identities.iter().filter(|i| named(i)).collect();
+        match found.as_slice() {
+            [] => {}
+            [identity] => return Ok(Some(identity)),
+            several => {
+                return Err(ExplainError::Ambiguous {
+                    person: person.to_owned(),
+                    field,
+                    identities: several
+                        .iter()
+                        .map(|i| format!("{} ({})", clean(&i.id), clean(&i.user_name)))
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                });
+            }
+        }
+    }
+    Ok(None)
+}
+
+/// What matching tries, in its order: the externalId, the userName, the email (an
+/// empty one matches nobody). The first rule any of `candidates` meets decides.
+fn matched_in_order<'a, T>(
+    candidates: impl Iterator<Item = &'a T> + Clone,
+    identity_and_account: impl Fn(&'a T) -> (&'a Identity, &'a Account),
+) -> Vec<&'a T> {
+    let rules: [&dyn Fn(&Identity, &Account) -> bool; 3] = [
+        &|i, a| a.external_id.as_deref() == Some(i.id.as_str()),
+        &|i, a| crate::model::same_ci(&a.user_name, &i.user_name),
+        &|i, a| {
+            a.email
+                .as_deref()
+                .zip(i.email.as_deref())
+                .is_some_and(|(a, i)| !a.trim().is_empty() && crate::model::same_ci(a, i))
+        },
+    ];
+    for rule in rules {
+        let found: Vec<&T> = candidates
+            .clone()
+            .filter(|c| {
+                let (identity, account) = identity_and_account(c);
+                rule(identity, account)
             })
-        })
+            .collect();
+        if !found.is_empty() {
+            return found;
+        }
+    }
+    Vec::new()
 }
 
 /// A time on the wall clock of `tz` (the report's zone, `report.timezone`), with
@@ -217,7 +280,7 @@ impl Loaded {
         else {
             return Vec::new();
         };
-        if find_identity(&self.directory, identity_id).is_some() {
+        if !matches!(find_identity(&self.directory, identity_id), Ok(None)) {
             return Vec::new();
         }
         self.remembered
@@ -226,23 +289,75 @@ impl Loaded {
             .collect()
     }
 
-    /// The person's identity, stored link and account (by link, else by
-    /// externalId or userName; without an identity, by account id or userName).
-    fn find(&self, person: &str) -> (Option<&Identity>, Option<&StoredLink>, Option<&Account>) {
-        let identity = find_identity(&self.directory, person);
-        let link = identity.and_then(|i| self.links.iter().find(|l| l.identity_id == i.id));
+    /// The first account matching finds for `identity` (externalId, userName,
+    /// email), of those linked to nobody else.
+    fn first_match(&self, identity: &Identity) -> Option<&Account> {
+        let unlinked: Vec<&Account> = self
+            .workspace
+            .accounts
+            .iter()
+            .filter(|a| {
+                !self
+                    .links
+                    .iter()
+                    .any(|l| l.account_id == a.id && l.identity_id != identity.id)
+            })
+            .collect();
+        matched_in_order(unlinked.iter(), |a| (identity, *a))
+            .first()
+            .map(|a| **a)
+    }
+
+    /// The person's identity, stored link and account. Named by the person: the
+    /// linked account, else the one matching finds (externalId, userName, email;
+    /// none linked to someone else). Named by an account (id or userName): that
+    /// account, and the person linked to it, else the one person it matches.
+    #[allow(clippy::type_complexity)]
+    fn find(
+        &self,
+        person: &str,
+    ) -> Result<(Option<&Identity>, Option<&StoredLink>, Option<&Account>), ExplainError> {
         let accounts = &self.workspace.accounts;
-        let account = match (link, identity) {
-            (Some(link), _) => accounts.iter().find(|a| a.id == link.account_id),
-            (None, Some(identity)) => accounts.iter().find(|a| {
-                a.external_id.as_deref() == Some(identity.id.as_str())
-                    || a.user_name.eq_ignore_ascii_case(&identity.user_name)
-            }),
-            (None, None) => accounts
-                .iter()
-                .find(|a| a.id == person || a.user_name.eq_ignore_ascii_case(person)),
+        if let Some(identity) = find_identity(&self.directory, person)? {
+            let link = self.links.iter().find(|l| l.identity_id == identity.id);
+            let account = match link {
+                Some(link) => accounts.iter().find(|a| a.id == link.account_id),
+                None => self.first_match(identity),
+            };
+            return Ok((Some(identity), link, account));
+        }
+        let Some(account) = accounts
+            .iter()
+            .find(|a| a.id == person || crate::model::same_ci(&a.user_name, person))
+        else {
+            return Ok((None, None, None));
         };
-        (identity, link, account)
+        let link = self.links.iter().find(|l| l.account_id == account.id);
+        let identity = match link {
+            Some(link) => self
+                .directory
+                .identities
+                .iter()
+                .find(|i| i.id == link.identity_id),
+            None => {
+                let unlinked: Vec<&Identity> = self
+                    .directory
+                    .identities
+                    .iter()
+                    .filter(|i| !self.links.iter().any(|l| l.identity_id == i.id))
+                    .collect();
+                // The one person this account matches, whose own first match it is
+                // too; else (several people, or a person another account matches
+                // first) a dispute or a stray, shown from the account's side.
+                match matched_in_order(unlinked.iter(), |i| (*i, account)).as_slice() {
+                    [one] if self.first_match(one).is_some_and(|a| a.id == account.id) => {
+                        Some(**one)
+                    }
+                    _ => None,
+                }
+            }
+        };
+        Ok((identity, link, Some(account)))
     }
 }
 
@@ -265,7 +380,7 @@ pub fn live_target(store: &Store, person: &str) -> Result<Option<LiveTarget>, Ex
     let Some(loaded) = Loaded::load(store)? else {
         return Ok(None);
     };
-    Ok(match loaded.find(person) {
+    Ok(match loaded.find(person)? {
         (_, Some(link), None) => Some(LiveTarget::Id(link.account_id.clone())),
         (_, _, Some(account)) => Some(LiveTarget::Id(account.id.clone())),
         (Some(identity), None, None) => Some(LiveTarget::UserName(identity.user_name.clone())),
@@ -301,7 +416,7 @@ pub fn explain_with(
     live: Option<&LiveAccount>,
 ) -> Result<String, ExplainError> {
     let loaded = Loaded::require(store, config)?;
-    let (identity, link, account) = loaded.find(person);
+    let (identity, link, account) = loaded.find(person)?;
     let remembered = match identity {
         Some(_) => Vec::new(),
         None => loaded.remembered_dispute(person, account),
@@ -544,6 +659,8 @@ impl View<'_> {
                     "  no stored link{}",
                     if self.account.is_some() && !self.disputes().is_empty() {
                         " (the account below is one of the disputed candidates)"
+                    } else if self.account.is_some() && self.identity.is_none() {
+                        " (no directory identity matches the account below)"
                     } else if self.account.is_some() {
                         " (the account below is a match candidate, not linked yet)"
                     } else {

@@ -1,5 +1,6 @@
 //! The access-review export: every workspace account with its role, workspace
-//! groups, the directory identity behind it and the mapping that justifies its
+//! groups, the directory identity behind it (linked, else as the plan matches it:
+//! a first `plan` stores no links) and the mapping that justifies its
 //! access (or why none does: `orphaned`, `disputed`, `protected`), and when
 //! seatwarden last changed it — "who has access to which workspace, and why", from
 //! the latest stored snapshots, links and journal. Nothing is read from the

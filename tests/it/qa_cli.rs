@@ -9,7 +9,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use chrono::Utc;
-use seatwarden::model::{Account, DirectorySnapshot, Identity, IdentityStatus, WorkspaceSnapshot};
+use seatwarden::model::{
+    Account, DirectorySnapshot, Identity, IdentityStatus, LinkMethod, NewLink, WorkspaceSnapshot,
+};
 use seatwarden::store::{RunKind, Store};
 
 fn person(id: &str, user_name: &str, email: &str) -> Identity {
@@ -129,4 +131,139 @@ fn export_after_a_first_plan_names_the_person_behind_each_matched_account() {
     assert_eq!(row("w2"), ("00u2".to_owned(), in_scope.clone()));
     assert_eq!(row("w3"), ("00u3".to_owned(), in_scope));
     assert_eq!(row("w4"), (String::new(), "orphaned".to_owned()));
+}
+
+/// `explain` shows the account the plan matches to the person: by a userName
+/// outside ASCII in another case, or by email alone, and finds the person by
+/// such a userName typed in any case. Before, it said "none" while the next run
+/// it printed below renamed or promoted that very account.
+#[test]
+fn explain_shows_the_account_the_plan_matches_by_folded_user_name_or_email() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = first_plan_stored(
+        dir.path(),
+        vec![
+            person("00u2", "Zoë.Ünal@example.com", "zoe@example.com"),
+            person("00u3", "bo@example.com", "mail.only@example.com"),
+        ],
+        vec![
+            account("w2", "zoë.ünal@example.com", "z@example.com"),
+            account("w3", "someone@example.com", "mail.only@example.com"),
+        ],
+    );
+    for (asked, identity, account) in [
+        ("Zoë.Ünal@example.com", "00u2", "w2"),
+        ("ZOË.ÜNAL@EXAMPLE.COM", "00u2", "w2"),
+        ("00u3", "00u3", "w3"),
+        ("bo@example.com", "00u3", "w3"),
+    ] {
+        let (ok, stdout, stderr) = seatwarden(&config, &["explain", asked]);
+        assert!(ok, "{asked}: {stderr}");
+        assert!(
+            stdout.contains(&format!("  id:         {identity}\n")),
+            "{asked}: {stdout}"
+        );
+        assert!(
+            stdout.contains(&format!("  id:         {account}\n")),
+            "{asked}: {stdout}"
+        );
+        assert!(!stdout.contains("\n  none\n"), "{asked}: {stdout}");
+    }
+}
+
+/// An email two people share (the directory allows it) names both, and neither is
+/// explained: showing the first alone would hide the other from whoever asked.
+#[test]
+fn explain_by_an_email_two_people_share_names_both_and_explains_neither() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = first_plan_stored(
+        dir.path(),
+        vec![
+            person("00u1", "kate@example.com", "shared@example.com"),
+            person("00u2", "lee@example.com", "Shared@Example.com"),
+        ],
+        vec![account("w1", "kate@example.com", "kate@example.com")],
+    );
+    let (ok, stdout, stderr) = seatwarden(&config, &["explain", "shared@example.com"]);
+    assert!(!ok, "{stdout}");
+    assert!(stdout.is_empty(), "{stdout}");
+    assert!(
+        stderr.contains(
+            "\"shared@example.com\" is the email of several directory identities: \
+             00u1 (kate@example.com), 00u2 (lee@example.com); explain one by its id"
+        ),
+        "{stderr}"
+    );
+    let (ok, stdout, stderr) = seatwarden(&config, &["explain", "00u2"]);
+    assert!(ok, "{stderr}");
+    assert!(
+        stdout.contains("  userName:   lee@example.com\n"),
+        "{stdout}"
+    );
+}
+
+/// An account no directory identity matches is not "a match candidate".
+#[test]
+fn explain_of_an_account_nobody_matches_does_not_call_it_a_match_candidate() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = first_plan_stored(
+        dir.path(),
+        vec![person("00u1", "ada@example.com", "ada@example.com")],
+        vec![
+            account("w1", "ada@example.com", "ada@example.com"),
+            account("w9", "stray@example.com", "stray@example.com"),
+        ],
+    );
+    let (ok, stdout, stderr) = seatwarden(&config, &["explain", "w9"]);
+    assert!(ok, "{stderr}");
+    assert!(
+        stdout
+            .contains("Link\n  no stored link (no directory identity matches the account below)\n"),
+        "{stdout}"
+    );
+    let (ok, stdout, stderr) = seatwarden(&config, &["explain", "w1"]);
+    assert!(ok, "{stderr}");
+    assert!(
+        stdout.contains("(the account below is a match candidate, not linked yet)"),
+        "{stdout}"
+    );
+}
+
+/// `explain ACCOUNT` (the help offers an account id or userName) shows the person
+/// linked to it, or the one it matches before a reconcile links them: not "no
+/// directory identity justifies this account" for an Owner the directory grants.
+#[test]
+fn explain_by_account_id_shows_the_person_behind_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut owner = account("w1", "root@example.com", "root@example.com");
+    owner.external_id = Some("00u1".into());
+    let config = first_plan_stored(
+        dir.path(),
+        vec![
+            person("00u1", "ada@example.com", "ada@example.com"),
+            person("00u2", "bo@example.com", "bo@example.com"),
+        ],
+        vec![owner, account("w2", "bo.b@example.com", "bo@example.com")],
+    );
+    let mut store = Store::open(&dir.path().join("state.db")).unwrap();
+    store
+        .upsert_links(
+            &[NewLink {
+                identity_id: "00u2".into(),
+                account_id: "w2".into(),
+                method: LinkMethod::Email,
+            }],
+            Utc::now(),
+        )
+        .unwrap();
+    drop(store);
+    for (asked, identity) in [("w1", "00u1"), ("root@example.com", "00u1"), ("w2", "00u2")] {
+        let (ok, stdout, stderr) = seatwarden(&config, &["explain", asked]);
+        assert!(ok, "{asked}: {stderr}");
+        assert!(
+            stdout.contains(&format!("Directory record\n  id:         {identity}\n")),
+            "{asked}: {stdout}"
+        );
+        assert!(stdout.contains("  in scope: active"), "{asked}: {stdout}");
+    }
 }
