@@ -7,7 +7,8 @@
 //! account shown for a person is the linked one, else the one matching finds
 //! (externalId, userName, email), as the next run would. With `--live` ([`explain_with`]) the account is also read
 //! from the workspace as it is now (one request). The view is built from the newest run that stored both
-//! snapshots (it says which and when), the stored links and the action journal; the
+//! snapshots, but not one whose directory was refused as a source fault (it says
+//! which and when), the stored links and the action journal; the
 //! "next run" section re-plans from those snapshots through policy, plan, guard
 //! (with the current 24 h counts) and the settle window, so it reads nothing over
 //! the network and writes nothing.

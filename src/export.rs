@@ -217,8 +217,9 @@ fn matched_unlinked(
     .new_links
 }
 
-/// Builds the export from the latest run that stored both snapshots, with the
-/// writes applied since laid over them.
+/// Builds the export from the latest run that stored both snapshots (not one
+/// whose directory was refused as a source fault), with the writes applied since
+/// laid over them.
 pub fn access(store: &Store, config: &Config) -> Result<AccessExport, ExportError> {
     let policy: &PolicySettings = &config.policy_settings();
     let admin_command = config.admin_command();

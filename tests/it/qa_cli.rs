@@ -267,3 +267,56 @@ fn explain_by_account_id_shows_the_person_behind_it() {
         assert!(stdout.contains("  in scope: active"), "{asked}: {stdout}");
     }
 }
+
+/// A directory refused as a source fault (here: empty) is stored as read, but
+/// nothing is planned from it: `export access` and `explain` keep to the last run
+/// whose directory was not refused, instead of calling everyone deleted and their
+/// access due to be removed.
+#[tokio::test]
+async fn export_and_explain_skip_a_directory_refused_as_a_source_fault() {
+    use seatwarden::run::{self, Mode};
+    let mut ada = account("w1", "ada@example.com", "ada@example.com");
+    ada.external_id = Some("00u1".into());
+    let sandbox = crate::fixtures::sandbox(
+        "t0ken",
+        WorkspaceSnapshot {
+            accounts: vec![ada],
+            groups: Vec::new(),
+        },
+    )
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = crate::fixtures::ada_config(sandbox.base_url().as_str(), dir.path(), "active");
+    let store = || Store::open(&config.state.path).unwrap();
+    let good = run::execute(&config, store(), Mode::Plan).await.unwrap();
+    std::fs::write(dir.path().join("directory.json"), r#"{"users": []}"#).unwrap();
+    let refused = run::execute(&config, store(), Mode::Plan).await.unwrap();
+    assert!(refused.report.safety.source_fault.is_some());
+    sandbox.shutdown().await;
+
+    let path = dir.path().join("seatwarden.toml");
+    let (ok, stdout, stderr) = seatwarden(&path, &["export", "access", "--format", "json"]);
+    assert!(ok, "{stderr}");
+    let export: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(export["run_id"], good.run_id, "{stdout}");
+    let row = &export["accounts"][0];
+    assert_eq!(row["identity_user_name"], "ada@example.com", "{stdout}");
+    assert_eq!(
+        row["justification"], "in scope: default role Viewer",
+        "{stdout}"
+    );
+
+    let (ok, stdout, stderr) = seatwarden(&path, &["explain", "ada@example.com"]);
+    assert!(ok, "{stderr}");
+    assert!(
+        stdout.starts_with(&format!(
+            "ada@example.com — as of run {} (plan",
+            good.run_id
+        )),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("Directory record\n  id:         00u1\n"),
+        "{stdout}"
+    );
+}
