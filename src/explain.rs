@@ -20,7 +20,8 @@
 //! waits, and the `seatwarden link` commands that settle it); the workspace
 //! account, with what was applied to it since the snapshot (a run's snapshots
 //! are read before it applies anything, so right after a run they show the
-//! account as it was); the last actions with their outcomes; the deprovision
+//! account as it was); the last actions with their outcomes (of reconciles,
+//! sweeps and approvals: a plan's or a dry run's were never sent); the deprovision
 //! ledger entry; what the next run would do (an action applied since the
 //! snapshot is marked so, not offered again). Times are on the clock of the report's zone
 //! (`report.timezone`, else `schedule.timezone`), as the reports show them.
@@ -169,16 +170,19 @@ fn find_identity<'a>(
     Ok(None)
 }
 
+/// One of matching's rules: whether the account may be the identity's.
+type MatchRule = fn(&Identity, &Account) -> bool;
+
 /// What matching tries, in its order: the externalId, the userName, the email (an
 /// empty one matches nobody). The first rule any of `candidates` meets decides.
 fn matched_in_order<'a, T>(
     candidates: impl Iterator<Item = &'a T> + Clone,
     identity_and_account: impl Fn(&'a T) -> (&'a Identity, &'a Account),
 ) -> Vec<&'a T> {
-    let rules: [&dyn Fn(&Identity, &Account) -> bool; 3] = [
-        &|i, a| a.external_id.as_deref() == Some(i.id.as_str()),
-        &|i, a| crate::model::same_ci(&a.user_name, &i.user_name),
-        &|i, a| {
+    let rules: [MatchRule; 3] = [
+        |i, a| a.external_id.as_deref() == Some(i.id.as_str()),
+        |i, a| crate::model::same_ci(&a.user_name, &i.user_name),
+        |i, a| {
             a.email
                 .as_deref()
                 .zip(i.email.as_deref())
@@ -221,6 +225,13 @@ fn opt(value: Option<&str>) -> Cow<'_, str> {
 }
 
 /// What `explain` reads from the store: the newest snapshots and the links.
+/// A person's identity, stored link and account, as far as the snapshots have them.
+type Found<'a> = (
+    Option<&'a Identity>,
+    Option<&'a StoredLink>,
+    Option<&'a Account>,
+);
+
 struct Loaded {
     run: RunId,
     record: Option<crate::store::RunRecord>,
@@ -313,11 +324,7 @@ impl Loaded {
     /// linked account, else the one matching finds (externalId, userName, email;
     /// none linked to someone else). Named by an account (id or userName): that
     /// account, and the person linked to it, else the one person it matches.
-    #[allow(clippy::type_complexity)]
-    fn find(
-        &self,
-        person: &str,
-    ) -> Result<(Option<&Identity>, Option<&StoredLink>, Option<&Account>), ExplainError> {
+    fn find(&self, person: &str) -> Result<Found<'_>, ExplainError> {
         let accounts = &self.workspace.accounts;
         if let Some(identity) = find_identity(&self.directory, person)? {
             let link = self.links.iter().find(|l| l.identity_id == identity.id);
@@ -1019,9 +1026,35 @@ impl View<'_> {
 
     fn last_actions(&self, out: &mut String) -> Result<(), StoreError> {
         let _ = writeln!(out, "\nLast actions");
-        let history = self
+        // A plan or a dry run journals what it would do: nothing of it was sent, so
+        // it is no history of the person, and a few plans run by hand would push
+        // the reconciles' rows out. "Next run" says what would happen now.
+        let mut applying: std::collections::HashMap<RunId, bool> = Default::default();
+        let mut history = Vec::new();
+        for entry in self
             .store
-            .actions_about(self.identity_id(), self.account_id(), 10)?;
+            .actions_about(self.identity_id(), self.account_id(), 500)?
+        {
+            let applies = match applying.get(&entry.run) {
+                Some(&applies) => applies,
+                None => {
+                    let applies = self.store.run(entry.run)?.is_none_or(|run| {
+                        !matches!(
+                            run.kind,
+                            crate::store::RunKind::Plan | crate::store::RunKind::DryRun
+                        )
+                    });
+                    applying.insert(entry.run, applies);
+                    applies
+                }
+            };
+            if applies {
+                history.push(entry);
+                if history.len() == 10 {
+                    break;
+                }
+            }
+        }
         if history.is_empty() {
             let _ = writeln!(out, "  none journaled");
         }

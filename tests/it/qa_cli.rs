@@ -320,3 +320,52 @@ async fn export_and_explain_skip_a_directory_refused_as_a_source_fault() {
         "{stdout}"
     );
 }
+
+/// `explain`'s last actions are what was done or held for a human, not the
+/// previews of `plan` (nothing of which was sent): a dozen plans run by hand
+/// while adopting seatwarden must not push the reconcile's create out of view.
+#[tokio::test]
+async fn explain_lists_a_reconciles_actions_not_the_plans_previews() {
+    use seatwarden::run::{self, Mode};
+    let sandbox = crate::fixtures::sandbox("t0ken", WorkspaceSnapshot::default()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = crate::fixtures::ada_config(sandbox.base_url().as_str(), dir.path(), "active");
+    let store = || Store::open(&config.state.path).unwrap();
+    let created = run::execute(&config, store(), Mode::Reconcile)
+        .await
+        .unwrap();
+    assert_eq!(created.report.summary.actions_applied, 1);
+    let directory = dir.path().join("directory.json");
+    let renamed = std::fs::read_to_string(&directory)
+        .unwrap()
+        .replace("Ada Lovelace", "Ada King");
+    std::fs::write(&directory, renamed).unwrap();
+    for _ in 0..12 {
+        let plan = run::execute(&config, store(), Mode::Plan).await.unwrap();
+        assert_eq!(plan.report.summary.actions_planned, 1);
+    }
+    sandbox.shutdown().await;
+
+    let path = dir.path().join("seatwarden.toml");
+    let (ok, stdout, stderr) = seatwarden(&path, &["explain", "ada@example.com"]);
+    assert!(ok, "{stderr}");
+    let last: Vec<&str> = stdout
+        .split("\nLast actions\n")
+        .nth(1)
+        .unwrap()
+        .lines()
+        .take_while(|l| !l.is_empty())
+        .collect();
+    assert_eq!(last.len(), 1, "{stdout}");
+    assert!(
+        last[0].starts_with(&format!(
+            "  run {} #0 create_account — applied (",
+            created.run_id
+        )),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("Next run (re-planned from run 13's snapshots)\n  update_attributes"),
+        "{stdout}"
+    );
+}
