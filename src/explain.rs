@@ -59,6 +59,12 @@ pub enum ExplainError {
         /// `report.admin_command`, which the message tells to run.
         admin_command: String,
     },
+    #[error("{}", only_refused(*run, admin_command))]
+    OnlyRefused {
+        /// The newest run with a report, whose directory was refused.
+        run: RunId,
+        admin_command: String,
+    },
     #[error(
         "{0:?} matches no directory identity (id, userName, email) and no workspace account (id, userName) in the snapshots of run {1}"
     )]
@@ -72,6 +78,28 @@ pub enum ExplainError {
         /// `id (userName)` of each, comma-separated.
         identities: String,
     },
+}
+
+/// The newest run with a report when that report says its directory was refused
+/// as a source fault: what `explain` and `export` say when every run with
+/// snapshots was refused, rather than that no plan has run.
+pub fn newest_run_if_refused(store: &Store) -> Result<Option<RunId>, StoreError> {
+    Ok(store.latest_report()?.and_then(|(run, json)| {
+        serde_json::from_str::<serde_json::Value>(&json)
+            .ok()
+            .filter(|report| !report["safety"]["source_fault"].is_null())
+            .map(|_| run)
+    }))
+}
+
+/// Why there is nothing to read when the only snapshots are of a refused
+/// directory, and what to run (as `admin_command`).
+pub fn only_refused(run: RunId, admin_command: &str) -> String {
+    format!(
+        "the directory of run {run} was refused as a source fault (`{admin_command} report --run \
+         {run}` says why), and no run before it stored snapshots to read instead: correct the \
+         directory, then run `{admin_command} plan`"
+    )
 }
 
 /// The person's deprovision ledger episodes (newest first, at most five), one
@@ -266,10 +294,15 @@ impl Loaded {
     }
 
     /// [`Loaded::load`], or the error that tells to run a plan first (with
-    /// `config`'s `report.admin_command`).
+    /// `config`'s `report.admin_command`), or that the directory was refused.
     fn require(store: &Store, config: &Config) -> Result<Loaded, ExplainError> {
-        Loaded::load(store)?.ok_or_else(|| ExplainError::NoSnapshots {
-            admin_command: config.admin_command(),
+        if let Some(loaded) = Loaded::load(store)? {
+            return Ok(loaded);
+        }
+        let admin_command = config.admin_command();
+        Err(match newest_run_if_refused(store)? {
+            Some(run) => ExplainError::OnlyRefused { run, admin_command },
+            None => ExplainError::NoSnapshots { admin_command },
         })
     }
 

@@ -74,6 +74,12 @@ pub enum ExportError {
         /// `report.admin_command`, which the message tells to run.
         admin_command: String,
     },
+    #[error("{}", crate::explain::only_refused(*run, admin_command))]
+    OnlyRefused {
+        /// The newest run with a report, whose directory was refused.
+        run: RunId,
+        admin_command: String,
+    },
     #[error("writing the CSV export: {0}")]
     Csv(#[from] csv::Error),
 }
@@ -226,9 +232,15 @@ pub fn access(store: &Store, config: &Config) -> Result<AccessExport, ExportErro
     let no_snapshots = || ExportError::NoSnapshots {
         admin_command: admin_command.clone(),
     };
-    let run_id = store
-        .latest_run_with_snapshots()?
-        .ok_or_else(no_snapshots)?;
+    let Some(run_id) = store.latest_run_with_snapshots()? else {
+        return Err(match crate::explain::newest_run_if_refused(store)? {
+            Some(run) => ExportError::OnlyRefused {
+                run,
+                admin_command: admin_command.clone(),
+            },
+            None => no_snapshots(),
+        });
+    };
     let run = store.run(run_id)?.ok_or_else(no_snapshots)?;
     let directory = store
         .load_directory_snapshot(run_id)?

@@ -369,3 +369,31 @@ async fn explain_lists_a_reconciles_actions_not_the_plans_previews() {
         "{stdout}"
     );
 }
+
+/// When the only snapshots are of a refused directory, `export` and `explain` say
+/// so, not that no plan has run (the operator just ran one).
+#[tokio::test]
+async fn with_only_a_refused_directory_export_and_explain_say_it_was_refused() {
+    use seatwarden::run::{self, Mode};
+    let sandbox = crate::fixtures::sandbox("t0ken", WorkspaceSnapshot::default()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = crate::fixtures::ada_config(sandbox.base_url().as_str(), dir.path(), "active");
+    std::fs::write(dir.path().join("directory.json"), r#"{"users": []}"#).unwrap();
+    let store = Store::open(&config.state.path).unwrap();
+    let refused = run::execute(&config, store, Mode::Plan).await.unwrap();
+    assert!(refused.report.safety.source_fault.is_some());
+    sandbox.shutdown().await;
+
+    let path = dir.path().join("seatwarden.toml");
+    let said = format!(
+        "error: the directory of run {run} was refused as a source fault (`seatwarden report \
+         --run {run}` says why), and no run before it stored snapshots to read instead: \
+         correct the directory, then run `seatwarden plan`",
+        run = refused.run_id
+    );
+    for args in [&["export", "access"][..], &["explain", "ada@example.com"]] {
+        let (ok, stdout, stderr) = seatwarden(&path, args);
+        assert!(!ok, "{args:?}: {stdout}");
+        assert!(stderr.contains(&said), "{args:?}: {stderr}");
+    }
+}
