@@ -1,10 +1,14 @@
 //! `seatwarden explain PERSON`: everything seatwarden knows and would do about one
 //! person, in one view (Entra's "provision on demand" view, without the write).
 //!
-//! PERSON is a directory id, userName or email (case-insensitive), or a workspace
-//! account id or userName. With `--live` ([`explain_with`]) the account is also read
+//! PERSON is a directory id, userName or email (case folded as matching folds it;
+//! one several people share is refused, naming them), or a workspace account id
+//! or userName (shown with the person linked to it, else the one it matches). The
+//! account shown for a person is the linked one, else the one matching finds
+//! (externalId, userName, email), as the next run would. With `--live` ([`explain_with`]) the account is also read
 //! from the workspace as it is now (one request). The view is built from the newest run that stored both
-//! snapshots (it says which and when), the stored links and the action journal; the
+//! snapshots, but not one whose directory was refused as a source fault (it says
+//! which and when), the stored links and the action journal; the
 //! "next run" section re-plans from those snapshots through policy, plan, guard
 //! (with the current 24 h counts) and the settle window, so it reads nothing over
 //! the network and writes nothing.
@@ -16,7 +20,8 @@
 //! waits, and the `seatwarden link` commands that settle it); the workspace
 //! account, with what was applied to it since the snapshot (a run's snapshots
 //! are read before it applies anything, so right after a run they show the
-//! account as it was); the last actions with their outcomes; the deprovision
+//! account as it was); the last actions with their outcomes (of reconciles,
+//! sweeps and approvals: a plan's or a dry run's were never sent); the deprovision
 //! ledger entry; what the next run would do (an action applied since the
 //! snapshot is marked so, not offered again). Times are on the clock of the report's zone
 //! (`report.timezone`, else `schedule.timezone`), as the reports show them.
@@ -54,10 +59,47 @@ pub enum ExplainError {
         /// `report.admin_command`, which the message tells to run.
         admin_command: String,
     },
+    #[error("{}", only_refused(*run, admin_command))]
+    OnlyRefused {
+        /// The newest run with a report, whose directory was refused.
+        run: RunId,
+        admin_command: String,
+    },
     #[error(
         "{0:?} matches no directory identity (id, userName, email) and no workspace account (id, userName) in the snapshots of run {1}"
     )]
     NotFound(String, RunId),
+    #[error(
+        "{person:?} is the {field} of several directory identities: {identities}; explain one by its id"
+    )]
+    Ambiguous {
+        person: String,
+        field: &'static str,
+        /// `id (userName)` of each, comma-separated.
+        identities: String,
+    },
+}
+
+/// The newest run with a report when that report says its directory was refused
+/// as a source fault: what `explain` and `export` say when every run with
+/// snapshots was refused, rather than that no plan has run.
+pub fn newest_run_if_refused(store: &Store) -> Result<Option<RunId>, StoreError> {
+    Ok(store.latest_report()?.and_then(|(run, json)| {
+        serde_json::from_str::<serde_json::Value>(&json)
+            .ok()
+            .filter(|report| !report["safety"]["source_fault"].is_null())
+            .map(|_| run)
+    }))
+}
+
+/// Why there is nothing to read when the only snapshots are of a refused
+/// directory, and what to run (as `admin_command`).
+pub fn only_refused(run: RunId, admin_command: &str) -> String {
+    format!(
+        "the directory of run {run} was refused as a source fault (`{admin_command} report --run \
+         {run}` says why), and no run before it stored snapshots to read instead: correct the \
+         directory, then run `{admin_command} plan`"
+    )
 }
 
 /// The person's deprovision ledger episodes (newest first, at most five), one
@@ -116,24 +158,78 @@ pub fn ledger_lines(
         .collect())
 }
 
-fn find_identity<'a>(directory: &'a DirectorySnapshot, person: &str) -> Option<&'a Identity> {
-    directory
-        .identities
-        .iter()
-        .find(|i| i.id == person)
-        .or_else(|| {
-            directory
-                .identities
-                .iter()
-                .find(|i| i.user_name.eq_ignore_ascii_case(person))
-        })
-        .or_else(|| {
-            directory.identities.iter().find(|i| {
-                i.email
-                    .as_deref()
-                    .is_some_and(|e| e.eq_ignore_ascii_case(person))
+/// The identity `person` names: by id, else by userName, else by email, compared as
+/// matching compares them (`model::same_ci`). A userName or email several people
+/// share is refused with their ids: explaining the first would hide the others.
+fn find_identity<'a>(
+    directory: &'a DirectorySnapshot,
+    person: &str,
+) -> Result<Option<&'a Identity>, ExplainError> {
+    if let Some(identity) = directory.identities.iter().find(|i| i.id == person) {
+        return Ok(Some(identity));
+    }
+    let by_user_name = |i: &Identity| crate::model::same_ci(&i.user_name, person);
+    let by_email = |i: &Identity| {
+        i.email
+            .as_deref()
+            .is_some_and(|e| crate::model::same_ci(e, person))
+    };
+    for (field, named) in [
+        ("userName", &by_user_name as &dyn Fn(&Identity) -> bool),
+        ("email", &by_email),
+    ] {
+        let found: Vec<&Identity> = directory.identities.iter().filter(|i| named(i)).collect();
+        match found.as_slice() {
+            [] => {}
+            [identity] => return Ok(Some(identity)),
+            several => {
+                return Err(ExplainError::Ambiguous {
+                    person: person.to_owned(),
+                    field,
+                    identities: several
+                        .iter()
+                        .map(|i| format!("{} ({})", clean(&i.id), clean(&i.user_name)))
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                });
+            }
+        }
+    }
+    Ok(None)
+}
+
+/// One of matching's rules: whether the account may be the identity's.
+type MatchRule = fn(&Identity, &Account) -> bool;
+
+/// What matching tries, in its order: the externalId, the userName, the email (an
+/// empty one matches nobody). The first rule any of `candidates` meets decides.
+fn matched_in_order<'a, T>(
+    candidates: impl Iterator<Item = &'a T> + Clone,
+    identity_and_account: impl Fn(&'a T) -> (&'a Identity, &'a Account),
+) -> Vec<&'a T> {
+    let rules: [MatchRule; 3] = [
+        |i, a| a.external_id.as_deref() == Some(i.id.as_str()),
+        |i, a| crate::model::same_ci(&a.user_name, &i.user_name),
+        |i, a| {
+            a.email
+                .as_deref()
+                .zip(i.email.as_deref())
+                .is_some_and(|(a, i)| !a.trim().is_empty() && crate::model::same_ci(a, i))
+        },
+    ];
+    for rule in rules {
+        let found: Vec<&T> = candidates
+            .clone()
+            .filter(|c| {
+                let (identity, account) = identity_and_account(c);
+                rule(identity, account)
             })
-        })
+            .collect();
+        if !found.is_empty() {
+            return found;
+        }
+    }
+    Vec::new()
 }
 
 /// A time on the wall clock of `tz` (the report's zone, `report.timezone`), with
@@ -157,6 +253,13 @@ fn opt(value: Option<&str>) -> Cow<'_, str> {
 }
 
 /// What `explain` reads from the store: the newest snapshots and the links.
+/// A person's identity, stored link and account, as far as the snapshots have them.
+type Found<'a> = (
+    Option<&'a Identity>,
+    Option<&'a StoredLink>,
+    Option<&'a Account>,
+);
+
 struct Loaded {
     run: RunId,
     record: Option<crate::store::RunRecord>,
@@ -191,10 +294,15 @@ impl Loaded {
     }
 
     /// [`Loaded::load`], or the error that tells to run a plan first (with
-    /// `config`'s `report.admin_command`).
+    /// `config`'s `report.admin_command`), or that the directory was refused.
     fn require(store: &Store, config: &Config) -> Result<Loaded, ExplainError> {
-        Loaded::load(store)?.ok_or_else(|| ExplainError::NoSnapshots {
-            admin_command: config.admin_command(),
+        if let Some(loaded) = Loaded::load(store)? {
+            return Ok(loaded);
+        }
+        let admin_command = config.admin_command();
+        Err(match newest_run_if_refused(store)? {
+            Some(run) => ExplainError::OnlyRefused { run, admin_command },
+            None => ExplainError::NoSnapshots { admin_command },
         })
     }
 
@@ -217,7 +325,7 @@ impl Loaded {
         else {
             return Vec::new();
         };
-        if find_identity(&self.directory, identity_id).is_some() {
+        if !matches!(find_identity(&self.directory, identity_id), Ok(None)) {
             return Vec::new();
         }
         self.remembered
@@ -226,23 +334,71 @@ impl Loaded {
             .collect()
     }
 
-    /// The person's identity, stored link and account (by link, else by
-    /// externalId or userName; without an identity, by account id or userName).
-    fn find(&self, person: &str) -> (Option<&Identity>, Option<&StoredLink>, Option<&Account>) {
-        let identity = find_identity(&self.directory, person);
-        let link = identity.and_then(|i| self.links.iter().find(|l| l.identity_id == i.id));
+    /// The first account matching finds for `identity` (externalId, userName,
+    /// email), of those linked to nobody else.
+    fn first_match(&self, identity: &Identity) -> Option<&Account> {
+        let unlinked: Vec<&Account> = self
+            .workspace
+            .accounts
+            .iter()
+            .filter(|a| {
+                !self
+                    .links
+                    .iter()
+                    .any(|l| l.account_id == a.id && l.identity_id != identity.id)
+            })
+            .collect();
+        matched_in_order(unlinked.iter(), |a| (identity, *a))
+            .first()
+            .map(|a| **a)
+    }
+
+    /// The person's identity, stored link and account. Named by the person: the
+    /// linked account, else the one matching finds (externalId, userName, email;
+    /// none linked to someone else). Named by an account (id or userName): that
+    /// account, and the person linked to it, else the one person it matches.
+    fn find(&self, person: &str) -> Result<Found<'_>, ExplainError> {
         let accounts = &self.workspace.accounts;
-        let account = match (link, identity) {
-            (Some(link), _) => accounts.iter().find(|a| a.id == link.account_id),
-            (None, Some(identity)) => accounts.iter().find(|a| {
-                a.external_id.as_deref() == Some(identity.id.as_str())
-                    || a.user_name.eq_ignore_ascii_case(&identity.user_name)
-            }),
-            (None, None) => accounts
-                .iter()
-                .find(|a| a.id == person || a.user_name.eq_ignore_ascii_case(person)),
+        if let Some(identity) = find_identity(&self.directory, person)? {
+            let link = self.links.iter().find(|l| l.identity_id == identity.id);
+            let account = match link {
+                Some(link) => accounts.iter().find(|a| a.id == link.account_id),
+                None => self.first_match(identity),
+            };
+            return Ok((Some(identity), link, account));
+        }
+        let Some(account) = accounts
+            .iter()
+            .find(|a| a.id == person || crate::model::same_ci(&a.user_name, person))
+        else {
+            return Ok((None, None, None));
         };
-        (identity, link, account)
+        let link = self.links.iter().find(|l| l.account_id == account.id);
+        let identity = match link {
+            Some(link) => self
+                .directory
+                .identities
+                .iter()
+                .find(|i| i.id == link.identity_id),
+            None => {
+                let unlinked: Vec<&Identity> = self
+                    .directory
+                    .identities
+                    .iter()
+                    .filter(|i| !self.links.iter().any(|l| l.identity_id == i.id))
+                    .collect();
+                // The one person this account matches, whose own first match it is
+                // too; else (several people, or a person another account matches
+                // first) a dispute or a stray, shown from the account's side.
+                match matched_in_order(unlinked.iter(), |i| (*i, account)).as_slice() {
+                    [one] if self.first_match(one).is_some_and(|a| a.id == account.id) => {
+                        Some(**one)
+                    }
+                    _ => None,
+                }
+            }
+        };
+        Ok((identity, link, Some(account)))
     }
 }
 
@@ -265,7 +421,7 @@ pub fn live_target(store: &Store, person: &str) -> Result<Option<LiveTarget>, Ex
     let Some(loaded) = Loaded::load(store)? else {
         return Ok(None);
     };
-    Ok(match loaded.find(person) {
+    Ok(match loaded.find(person)? {
         (_, Some(link), None) => Some(LiveTarget::Id(link.account_id.clone())),
         (_, _, Some(account)) => Some(LiveTarget::Id(account.id.clone())),
         (Some(identity), None, None) => Some(LiveTarget::UserName(identity.user_name.clone())),
@@ -301,7 +457,7 @@ pub fn explain_with(
     live: Option<&LiveAccount>,
 ) -> Result<String, ExplainError> {
     let loaded = Loaded::require(store, config)?;
-    let (identity, link, account) = loaded.find(person);
+    let (identity, link, account) = loaded.find(person)?;
     let remembered = match identity {
         Some(_) => Vec::new(),
         None => loaded.remembered_dispute(person, account),
@@ -544,6 +700,8 @@ impl View<'_> {
                     "  no stored link{}",
                     if self.account.is_some() && !self.disputes().is_empty() {
                         " (the account below is one of the disputed candidates)"
+                    } else if self.account.is_some() && self.identity.is_none() {
+                        " (no directory identity matches the account below)"
                     } else if self.account.is_some() {
                         " (the account below is a match candidate, not linked yet)"
                     } else {
@@ -901,9 +1059,35 @@ impl View<'_> {
 
     fn last_actions(&self, out: &mut String) -> Result<(), StoreError> {
         let _ = writeln!(out, "\nLast actions");
-        let history = self
+        // A plan or a dry run journals what it would do: nothing of it was sent, so
+        // it is no history of the person, and a few plans run by hand would push
+        // the reconciles' rows out. "Next run" says what would happen now.
+        let mut applying: std::collections::HashMap<RunId, bool> = Default::default();
+        let mut history = Vec::new();
+        for entry in self
             .store
-            .actions_about(self.identity_id(), self.account_id(), 10)?;
+            .actions_about(self.identity_id(), self.account_id(), 500)?
+        {
+            let applies = match applying.get(&entry.run) {
+                Some(&applies) => applies,
+                None => {
+                    let applies = self.store.run(entry.run)?.is_none_or(|run| {
+                        !matches!(
+                            run.kind,
+                            crate::store::RunKind::Plan | crate::store::RunKind::DryRun
+                        )
+                    });
+                    applying.insert(entry.run, applies);
+                    applies
+                }
+            };
+            if applies {
+                history.push(entry);
+                if history.len() == 10 {
+                    break;
+                }
+            }
+        }
         if history.is_empty() {
             let _ = writeln!(out, "  none journaled");
         }

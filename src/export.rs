@@ -1,5 +1,6 @@
 //! The access-review export: every workspace account with its role, workspace
-//! groups, the directory identity behind it and the mapping that justifies its
+//! groups, the directory identity behind it (linked, else as the plan matches it:
+//! a first `plan` stores no links) and the mapping that justifies its
 //! access (or why none does: `orphaned`, `disputed`, `protected`), and when
 //! seatwarden last changed it — "who has access to which workspace, and why", from
 //! the latest stored snapshots, links and journal. Nothing is read from the
@@ -71,6 +72,12 @@ pub enum ExportError {
     )]
     NoSnapshots {
         /// `report.admin_command`, which the message tells to run.
+        admin_command: String,
+    },
+    #[error("{}", crate::explain::only_refused(*run, admin_command))]
+    OnlyRefused {
+        /// The newest run with a report, whose directory was refused.
+        run: RunId,
         admin_command: String,
     },
     #[error("writing the CSV export: {0}")]
@@ -186,17 +193,54 @@ fn may_be_theirs(identity: &Identity, account: &Account) -> bool {
             .is_some_and(|(a, i)| !a.trim().is_empty() && crate::model::same_ci(a, i))
 }
 
-/// Builds the export from the latest run that stored both snapshots, with the
-/// writes applied since laid over them.
+/// The matches the plan finds that no stored link records yet: after a first
+/// `plan`, every account's; later, those of people matched since the last
+/// reconcile (a reconcile stores them as it applies). Without them an access
+/// review would list the accounts of people in the directory as orphaned.
+fn matched_unlinked(
+    config: &Config,
+    directory: &crate::model::DirectorySnapshot,
+    workspace: &crate::model::WorkspaceSnapshot,
+    links: &[crate::store::StoredLink],
+    remembered: &[crate::model::DisputedCandidate],
+) -> Vec<crate::model::NewLink> {
+    let links: Vec<crate::model::Link> = links
+        .iter()
+        .map(|l| crate::model::Link {
+            identity_id: l.identity_id.clone(),
+            account_id: l.account_id.clone(),
+        })
+        .collect();
+    let desired = crate::policy::desired_state(directory, &config.policy_settings());
+    crate::plan::plan(
+        &desired,
+        directory,
+        workspace,
+        &links,
+        remembered,
+        &crate::safety::plan_settings(config, directory),
+    )
+    .new_links
+}
+
+/// Builds the export from the latest run that stored both snapshots (not one
+/// whose directory was refused as a source fault), with the writes applied since
+/// laid over them.
 pub fn access(store: &Store, config: &Config) -> Result<AccessExport, ExportError> {
     let policy: &PolicySettings = &config.policy_settings();
     let admin_command = config.admin_command();
     let no_snapshots = || ExportError::NoSnapshots {
         admin_command: admin_command.clone(),
     };
-    let run_id = store
-        .latest_run_with_snapshots()?
-        .ok_or_else(no_snapshots)?;
+    let Some(run_id) = store.latest_run_with_snapshots()? else {
+        return Err(match crate::explain::newest_run_if_refused(store)? {
+            Some(run) => ExportError::OnlyRefused {
+                run,
+                admin_command: admin_command.clone(),
+            },
+            None => no_snapshots(),
+        });
+    };
     let run = store.run(run_id)?.ok_or_else(no_snapshots)?;
     let directory = store
         .load_directory_snapshot(run_id)?
@@ -228,6 +272,11 @@ pub fn access(store: &Store, config: &Config) -> Result<AccessExport, ExportErro
         .collect();
     let link_of: HashMap<&str, &crate::store::StoredLink> =
         links.iter().map(|l| (l.account_id.as_str(), l)).collect();
+    let new_links = matched_unlinked(config, &directory, &workspace, &links, &remembered);
+    let matched: HashMap<&str, &str> = new_links
+        .iter()
+        .map(|l| (l.account_id.as_str(), l.identity_id.as_str()))
+        .collect();
     let mut groups_of: HashMap<String, Vec<String>> = HashMap::new();
     for group in &workspace.groups {
         for member in &group.members {
@@ -287,12 +336,14 @@ pub fn access(store: &Store, config: &Config) -> Result<AccessExport, ExportErro
         .iter()
         .map(|account| {
             let link = link_of.get(account.id.as_str());
-            let identity = link.and_then(|l| identities.get(l.identity_id.as_str()).copied());
-            let justification = match (link, identity) {
+            let identity_id = link
+                .map(|l| l.identity_id.as_str())
+                .or_else(|| matched.get(account.id.as_str()).copied());
+            let identity = identity_id.and_then(|id| identities.get(id).copied());
+            let justification = match (identity_id, identity) {
                 (None, _) => unlinked(account),
-                (Some(l), None) => format!(
-                    "linked to {} which is no longer in the directory: {}",
-                    l.identity_id,
+                (Some(id), None) => format!(
+                    "linked to {id} which is no longer in the directory: {}",
                     removal(account.active)
                 ),
                 (Some(_), Some(identity)) if identity.status != IdentityStatus::Active => {
@@ -332,7 +383,7 @@ pub fn access(store: &Store, config: &Config) -> Result<AccessExport, ExportErro
                 active: account.active,
                 role: account.roles.join(","),
                 workspace_groups,
-                identity_id: link.map(|l| l.identity_id.clone()),
+                identity_id: identity_id.map(str::to_owned),
                 identity_user_name: identity.map(|i| i.user_name.clone()),
                 identity_status: identity.map(|i| i.status.as_str().to_owned()),
                 justification,

@@ -557,6 +557,9 @@ pub fn headline(report: &Report, admin_command: &str) -> (Tone, String) {
     let s = &report.summary;
     let actions = |n| plural(n, "action", "actions");
     let waiting = report.safety.actions_waiting;
+    // A plan or a dry run holds nothing: it shows what the guard would hold, and
+    // nothing of it waits for a human (`approve` refuses such a run).
+    let preview = report.mode != "reconcile";
     let applied_then = |rest: String| {
         if s.actions_applied > 0 {
             format!(
@@ -573,6 +576,14 @@ pub fn headline(report: &Report, admin_command: &str) -> (Tone, String) {
         (
             Tone::Bad,
             applied_then(format!("{} failed", actions(s.actions_failed))),
+        )
+    } else if s.actions_held > waiting && preview {
+        (
+            Tone::Warn,
+            format!(
+                "{} would be held by the guard: a reconcile would wait for `{admin_command} approve`",
+                actions(s.actions_held - waiting)
+            ),
         )
     } else if s.actions_held > waiting {
         (
@@ -593,12 +604,16 @@ pub fn headline(report: &Report, admin_command: &str) -> (Tone, String) {
             )),
         )
     } else if s.actions_held > 0 {
+        let wait = match (preview, s.actions_held) {
+            (true, _) => "would wait",
+            (false, 1) => "waits",
+            (false, _) => "wait",
+        };
         (
             Tone::Warn,
             applied_then(format!(
-                "{} {} for the settle window",
-                actions(s.actions_held),
-                if s.actions_held == 1 { "waits" } else { "wait" }
+                "{} {wait} for the settle window",
+                actions(s.actions_held)
             )),
         )
     } else if s.actions_planned == 0 && s.drift_total == 0 {
@@ -824,6 +839,37 @@ mod tests {
             actions: Vec::new(),
             safety,
         }
+    }
+
+    /// A plan or a dry run holds nothing for a human (`approve` refuses its run):
+    /// its headline says what a reconcile would hold, not that it needs one.
+    #[test]
+    fn a_previews_headline_says_what_a_reconcile_would_hold() {
+        let mut report = reconcile_report(SafetyReport::default());
+        report.summary.actions_planned = 3;
+        report.summary.actions_held = 2;
+        let held = "2 actions held by the guard — needs a human";
+        assert_eq!(super::headline(&report, ADMIN).1, held);
+        for mode in ["plan", "dry_run"] {
+            report.mode = mode.into();
+            assert_eq!(
+                super::headline(&report, ADMIN).1,
+                format!(
+                    "2 actions would be held by the guard: a reconcile would wait for `{ADMIN} approve`"
+                ),
+                "{mode}"
+            );
+        }
+        report.safety.actions_waiting = 2;
+        assert_eq!(
+            super::headline(&report, ADMIN).1,
+            "2 actions would wait for the settle window"
+        );
+        report.mode = "reconcile".into();
+        assert_eq!(
+            super::headline(&report, ADMIN).1,
+            "2 actions wait for the settle window"
+        );
     }
 
     /// A disputed leaver's headline and finding tell the command that settles it

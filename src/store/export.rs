@@ -11,12 +11,16 @@ use super::error::Context;
 use super::{RunId, Store, StoreError};
 
 impl Store {
-    /// The latest run that saved both a directory and a workspace snapshot.
+    /// The latest run that saved both a directory and a workspace snapshot, and
+    /// whose directory was not refused as a source fault (see
+    /// [`Store::latest_snapshot_run`]).
     pub fn latest_run_with_snapshots(&self) -> Result<Option<RunId>, StoreError> {
         self.conn
             .prepare_cached(
                 "SELECT id FROM runs
                  WHERE workspace_saved = 1 AND directory_complete IS NOT NULL
+                   AND NOT EXISTS (SELECT 1 FROM reports WHERE reports.run_id = runs.id
+                                   AND reports.json ->> '$.safety.source_fault' IS NOT NULL)
                  ORDER BY id DESC LIMIT 1",
             )
             .and_then(|mut stmt| stmt.query_row([], |row| row.get(0)).optional())

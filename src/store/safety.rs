@@ -546,11 +546,17 @@ impl Store {
 
     // ---- explain ----------------------------------------------------------------------
 
-    /// The newest run that saved both snapshots (what `explain` reads).
+    /// The newest run that saved both snapshots (what `explain` reads), but not
+    /// one whose directory its report says was refused as a source fault (empty,
+    /// shrunk): that snapshot is stored as read, and would show everyone it lacks
+    /// as deleted, and their access as due to be removed, though nothing was
+    /// planned from it.
     pub fn latest_snapshot_run(&self) -> Result<Option<RunId>, StoreError> {
         self.conn
             .prepare_cached(
                 "SELECT id FROM runs WHERE directory_complete IS NOT NULL AND workspace_saved = 1
+                   AND NOT EXISTS (SELECT 1 FROM reports WHERE reports.run_id = runs.id
+                                   AND reports.json ->> '$.safety.source_fault' IS NOT NULL)
                  ORDER BY id DESC LIMIT 1",
             )
             .and_then(|mut stmt| stmt.query_row([], |row| row.get(0)).optional())

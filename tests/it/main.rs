@@ -26,6 +26,7 @@ mod links;
 mod okta;
 mod packaging;
 mod put_writes;
+mod qa_cli;
 mod report;
 mod resume;
 mod role_groups;
