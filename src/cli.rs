@@ -140,7 +140,10 @@ pub enum Format {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum ExportFormat {
+    /// One row per account, for a spreadsheet (RFC 4180; groups joined with `;`).
     Csv,
+    /// The same rows as one JSON document (`run_id`, `snapshot_at`, `applied_through`,
+    /// `accounts`), for scripts.
     Json,
 }
 
@@ -476,6 +479,7 @@ looked at, so an edit breaking another key does not fail the check); the default
     Export {
         #[arg(value_enum)]
         kind: ExportKind,
+        /// How the export is written to stdout.
         #[arg(long, value_enum, default_value_t = ExportFormat::Csv)]
         format: ExportFormat,
     },
