@@ -232,7 +232,7 @@ pub fn access(store: &Store, config: &Config) -> Result<AccessExport, ExportErro
     let no_snapshots = || ExportError::NoSnapshots {
         admin_command: admin_command.clone(),
     };
-    let Some(run_id) = store.latest_run_with_snapshots()? else {
+    let Some(run_id) = store.latest_snapshot_run()? else {
         return Err(match crate::explain::newest_run_if_refused(store)? {
             Some(run) => ExportError::OnlyRefused {
                 run,

@@ -546,7 +546,7 @@ impl Store {
 
     // ---- explain ----------------------------------------------------------------------
 
-    /// The newest run that saved both snapshots (what `explain` reads), but not
+    /// The newest run that saved both snapshots (what `explain` and `export` read), but not
     /// one whose directory its report says was refused as a source fault (empty,
     /// shrunk): that snapshot is stored as read, and would show everyone it lacks
     /// as deleted, and their access as due to be removed, though nothing was

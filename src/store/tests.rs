@@ -1610,7 +1610,6 @@ fn pruning_old_runs_keeps_what_the_safety_checks_read() {
     let newest = snapshot_runs[3];
     let next = failed[2] + 1;
     assert_eq!(store.previous_workspace_run(next).unwrap(), Some(newest));
-    assert_eq!(store.latest_run_with_snapshots().unwrap(), Some(newest));
     assert_eq!(store.latest_snapshot_run().unwrap(), Some(newest));
     for &r in &snapshot_runs[1..] {
         assert!(store.run(r).unwrap().is_some(), "run {r} has snapshots");
@@ -1779,7 +1778,7 @@ fn pruning_snapshots_keeps_the_newest_workspace_snapshot() {
     let next = runs[6] + 1;
     assert_eq!(store.previous_workspace_run(next).unwrap(), Some(runs[1]));
     assert_eq!(store.workspace_account_count(runs[1]).unwrap(), 3);
-    assert_eq!(store.latest_run_with_snapshots().unwrap(), Some(runs[1]));
+    assert_eq!(store.latest_snapshot_run().unwrap(), Some(runs[1]));
     assert!(store.load_directory_snapshot(runs[1]).unwrap().is_some());
     assert_eq!(store.load_directory_snapshot(runs[0]).unwrap(), None);
     assert_eq!(store.load_directory_snapshot(runs[3]).unwrap(), None);

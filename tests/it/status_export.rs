@@ -128,7 +128,7 @@ async fn approved_after_the_snapshot() -> Approved {
     .unwrap();
     config.safety.protected = vec!["breakglass@example.com".to_owned()];
     let mut store = Store::open(&config.state.path).unwrap();
-    let demo_run = store.latest_run_with_snapshots().unwrap().unwrap();
+    let demo_run = store.latest_snapshot_run().unwrap().unwrap();
     let mut directory = store.load_directory_snapshot(demo_run).unwrap().unwrap();
     let mut workspace = store.load_workspace_snapshot(demo_run).unwrap().unwrap();
 
