@@ -507,7 +507,13 @@ pub async fn enforce(
             );
             let mut store = lock(store)?;
             // After the sweep's observation: its episodes are there to move.
-            let latencies = record_recovery(&mut store, &recovered, now, configured_sla(config))?;
+            let latencies = record_recovery(
+                &mut store,
+                &recovered,
+                now,
+                configured_sla(config),
+                &config.admin_command(),
+            )?;
             outcome.latencies.extend(latencies);
         }
         // Leavers whose accounts can be read are still enforced (and overdue ones
@@ -792,7 +798,12 @@ pub async fn enforce(
         let plan = guard::guard(plan, &read, &config.guard_settings(), &input);
         let run_id = {
             let mut store = lock(store)?;
-            crate::run::close_interrupted_runs(&mut store, now, configured_sla(config))?;
+            crate::run::close_interrupted_runs(
+                &mut store,
+                now,
+                configured_sla(config),
+                &config.admin_command(),
+            )?;
             store.begin_run(RunKind::Sweep, now)?
         };
         outcome.run_id = Some(run_id);
@@ -835,7 +846,7 @@ pub async fn enforce(
                     outcome.latencies.push(verified_at - entry.detected_at);
                 }
                 ActionState::Held => {
-                    let mut why = hold_reason(&row.action);
+                    let mut why = hold_reason(&row.action, &config.admin_command());
                     // `reject` binds only its run: a human who rejected this
                     // deprovision sees it held again while the directory still says
                     // so, and must see why it is back, not take it for a new one.
@@ -1253,6 +1264,7 @@ pub fn record_reconcile(
         detected_at,
         now,
         sla,
+        &config.admin_command(),
     )?)
 }
 
@@ -1348,6 +1360,7 @@ pub fn record_deprovisions(
     detected_at: DateTime<Utc>,
     now: DateTime<Utc>,
     sla: Duration,
+    admin_command: &str,
 ) -> Result<Vec<Duration>, StoreError> {
     let journal = store.journal_deprovisions(run_id)?;
     let deprovisions: Vec<&crate::store::JournalEntry> = journal
@@ -1434,7 +1447,7 @@ pub fn record_deprovisions(
                     }
                 }
                 ActionState::Held => {
-                    let why = hold_reason(&row.action);
+                    let why = hold_reason(&row.action, admin_command);
                     store.deprovision_held(entry, &why, now + HOLD_RECHECK)?;
                 }
                 _ => {}
@@ -1452,8 +1465,9 @@ pub fn record_recovery(
     recovered: &apply::Recovered,
     now: DateTime<Utc>,
     sla: Duration,
+    admin_command: &str,
 ) -> Result<Vec<Duration>, StoreError> {
-    let latencies = record_recovered(store, recovered, now, sla)?;
+    let latencies = record_recovered(store, recovered, now, sla, admin_command)?;
     backdate_cut_off(store, &recovered.runs)?;
     Ok(latencies)
 }
@@ -1469,6 +1483,7 @@ pub fn record_recovered(
     recovered: &apply::Recovered,
     now: DateTime<Utc>,
     sla: Duration,
+    admin_command: &str,
 ) -> Result<Vec<Duration>, StoreError> {
     let mut latencies = Vec::new();
     for (run, seqs) in &recovered.applied {
@@ -1495,6 +1510,7 @@ pub fn record_recovered(
             started,
             now,
             sla,
+            admin_command,
         )?);
     }
     Ok(latencies)
@@ -1510,6 +1526,7 @@ pub fn record_cut_off_applied(
     store: &mut Store,
     cut_off: &[RunId],
     sla: Duration,
+    admin_command: &str,
 ) -> Result<Vec<Duration>, StoreError> {
     let mut latencies = Vec::new();
     for &run in cut_off {
@@ -1528,7 +1545,13 @@ pub fn record_cut_off_applied(
             )]),
             ..apply::Recovered::default()
         };
-        latencies.extend(record_recovered(store, &recovered, verified_at, sla)?);
+        latencies.extend(record_recovered(
+            store,
+            &recovered,
+            verified_at,
+            sla,
+            admin_command,
+        )?);
     }
     Ok(latencies)
 }
@@ -1679,13 +1702,14 @@ fn rejected_before(
     Ok(None)
 }
 
-/// Why the guard held an action, as the ledger records it.
-fn hold_reason(action: &Action) -> String {
-    action
-        .held
-        .as_ref()
-        .map(ToString::to_string)
-        .unwrap_or_else(|| "held".to_owned())
+/// Why the guard held an action, as the ledger records it: the commands it tells
+/// a person to run spelled with `admin_command` (`report.admin_command`), as the
+/// report and the alerts spell them.
+fn hold_reason(action: &Action, admin_command: &str) -> String {
+    action.held.as_ref().map_or_else(
+        || "held".to_owned(),
+        |held| held.describe(admin_command).to_string(),
+    )
 }
 
 /// The plan words its revocations with [`InactiveReason`]'s text or "deleted from
@@ -1770,6 +1794,61 @@ mod hold_tests {
             held.ends_with(
                 "(active: a1; inactive already: a2), so none is deactivated until \
                  `sudo seatwarden-admin link 00u7 ACCOUNT` says which"
+            ),
+            "{held}"
+        );
+    }
+
+    /// A reconcile's held deprovision, as `status` and the overdue alert show it
+    /// from the ledger, tells a person the commands that release it as they run
+    /// seatwarden here (`report.admin_command`), like the report does.
+    #[test]
+    fn a_held_deprovision_in_the_ledger_names_the_configured_commands() {
+        use crate::model::{Action, ActionKind, DriftKind, HoldReason, Plan};
+        use crate::store::{RunKind, Store};
+
+        let mut store = Store::open_in_memory().unwrap();
+        let at = chrono::DateTime::parse_from_rfc3339("2026-12-01T09:00:00Z")
+            .unwrap()
+            .to_utc();
+        let run = store.begin_run(RunKind::Reconcile, at).unwrap();
+        // A leaver's deactivated account, deleted at once (no retention), whose
+        // userName someone new in the directory wants.
+        let plan = Plan {
+            actions: vec![Action {
+                seq: 0,
+                kind: ActionKind::Delete {
+                    account_id: "acc-1".into(),
+                    deactivated_since: None,
+                },
+                reason: DriftKind::StaleAccess,
+                subject: "ada@example.com".into(),
+                identity_id: Some("00u1".into()),
+                detail: "identity was deleted from the directory".into(),
+                held: Some(HoldReason::UserNameWanted {
+                    identity_id: "00u9".into(),
+                    account_id: "acc-1".into(),
+                }),
+            }],
+            ..Plan::default()
+        };
+        store.save_plan(run, &plan, at).unwrap();
+        super::record_deprovisions(
+            &mut store,
+            run,
+            None,
+            at,
+            at,
+            chrono::Duration::hours(4),
+            "sudo seatwarden-admin",
+        )
+        .unwrap();
+        let open = store.open_deprovisions().unwrap();
+        let held = open[0].held.as_deref().unwrap_or_default();
+        assert!(
+            held.ends_with(
+                "`sudo seatwarden-admin link 00u9 acc-1 --replace` hands them the account and \
+                 its projects; `sudo seatwarden-admin approve` deletes it"
             ),
             "{held}"
         );
