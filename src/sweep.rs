@@ -1420,11 +1420,27 @@ pub fn record_deprovisions(
         .filter(|e| e.verified_at.is_some())
         .map(|e| (e.identity_id.as_str(), e.id))
         .collect();
+    // A sweep opens a deleted person's episode under their directory id, to be
+    // replaced by the account's userName when it reads the account. A reconcile
+    // that deprovisions them first (the sweep could not reach the workspace, say)
+    // names them here, or `status`, the digest and the alert's resolution would
+    // show only the id for good.
+    let unnamed: HashMap<&str, i64> = current
+        .iter()
+        .filter(|e| e.is_open() && e.user_name == e.identity_id)
+        .map(|e| (e.identity_id.as_str(), e.id))
+        .collect();
     store.batch(|store| {
         let mut verified = Vec::new();
         let mut counted = HashSet::new();
         for row in deprovisions {
             let identity = row.action.identity_id.as_deref();
+            // A duplicate's subject is its own account's userName, not the person's.
+            if !plan::is_duplicate_deprovision(&row.action)
+                && let Some(&entry) = identity.and_then(|identity| unnamed.get(identity))
+            {
+                store.deprovision_user_name(entry, &row.action.subject)?;
+            }
             let Some(&(entry, detected)) = identity.and_then(|identity| open.get(identity)) else {
                 // The last of the person's accounts is gone now: their episode is
                 // verified as of now, once (its latency was counted when it was
@@ -1767,6 +1783,67 @@ mod reachability_tests {
             Some(Reachability::Regained)
         );
         assert_eq!(reachability_changed(down, true), None);
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+mod ledger_name_tests {
+    use crate::model::{Action, ActionKind, DriftKind, Plan};
+    use crate::sla::{self, Leaver, LossReason};
+    use crate::store::{RunKind, Store};
+    use chrono::{DateTime, Duration, Utc};
+
+    fn at(rfc3339: &str) -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339(rfc3339).unwrap().to_utc()
+    }
+
+    /// The sweep saw someone deleted from the directory while the workspace did
+    /// not answer, so their episode carries only their directory id; the
+    /// reconcile that deactivates them names them by the account's userName, as
+    /// the sweep does once it reads the account: `status`, the digest and the
+    /// overdue alert's resolution say who it was.
+    #[test]
+    fn a_reconcile_names_the_episode_the_sweep_opened_under_a_directory_id() {
+        let mut store = Store::open_in_memory().unwrap();
+        let hour = Duration::hours(1);
+        let seen = at("2026-12-01T09:00:00Z");
+        let deleted = Leaver {
+            identity_id: "00u1".into(),
+            account_id: Some("acc-1".into()),
+            user_name: "00u1".into(),
+            reason: LossReason::Deleted,
+        };
+        let changes = sla::observe(&[], &[deleted], &[], seen, hour);
+        store.update_ledger(&changes, seen).unwrap();
+
+        let later = seen + Duration::minutes(20);
+        let run = store.begin_run(RunKind::Reconcile, later).unwrap();
+        let plan = Plan {
+            actions: vec![Action {
+                seq: 0,
+                kind: ActionKind::Deactivate {
+                    account_id: "acc-1".into(),
+                },
+                reason: DriftKind::StaleAccess,
+                subject: "ada@example.com".into(),
+                identity_id: Some("00u1".into()),
+                detail: "identity was deleted from the directory; account is still active".into(),
+                held: None,
+            }],
+            ..Plan::default()
+        };
+        store.save_plan(run, &plan, later).unwrap();
+        store.mark_in_flight(run, 0, later).unwrap();
+        store.mark_applied(run, 0, later, None).unwrap();
+        super::record_deprovisions(&mut store, run, None, later, later, hour, "seatwarden")
+            .unwrap();
+
+        let history = store.deprovision_history("00u1", 5).unwrap();
+        assert_eq!(history.len(), 1, "{history:?}");
+        assert_eq!(history[0].user_name, "ada@example.com");
+        assert_eq!(history[0].detected_at, seen);
+        assert!(history[0].verified_at.is_some(), "{history:?}");
     }
 }
 
