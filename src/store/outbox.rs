@@ -363,6 +363,17 @@ impl Store {
             .context(|| "reading due messages from outbox".to_owned())
     }
 
+    /// Every message not sent yet and not failed for good, oldest first, whether
+    /// due or waiting for its next attempt.
+    pub fn pending_messages(&self) -> Result<Vec<OutboxEntry>, StoreError> {
+        self.conn
+            .prepare_cached(&format!(
+                "SELECT {OUTBOX_COLUMNS} FROM outbox WHERE state = 'pending' ORDER BY id"
+            ))
+            .and_then(|mut stmt| stmt.query_map([], outbox_entry)?.collect())
+            .context(|| "reading pending messages from outbox".to_owned())
+    }
+
     /// Every message, oldest first (status output and tests).
     pub fn outbox(&self) -> Result<Vec<OutboxEntry>, StoreError> {
         self.conn

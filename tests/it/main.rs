@@ -26,6 +26,7 @@ mod links;
 mod okta;
 mod packaging;
 mod put_writes;
+mod qa_daemon;
 mod report;
 mod resume;
 mod role_groups;
