@@ -895,7 +895,10 @@ pub async fn enforce(
                             .unwritten
                             .get_or_insert_with(|| UnwrittenDeprovisions {
                                 failed: 0,
-                                first: format!("{}: {error}", entry.user_name),
+                                // The account's userName: a deleted person's
+                                // entry read before this pass still carries
+                                // their directory id in its place.
+                                first: format!("{}: {error}", row.action.subject),
                             });
                     unwritten.failed += 1;
                 }

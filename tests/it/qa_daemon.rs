@@ -151,3 +151,108 @@ async fn after_a_relay_outage_a_resolution_never_reaches_people_before_its_alert
         vec![alert_subject.to_owned(), resolution_subject]
     );
 }
+
+const TOKEN: &str = "qa-daemon-token";
+
+/// The demo's files in a new folder, pointed at a demo sandbox, after one
+/// reconcile (everyone linked).
+async fn reconciled_demo() -> (
+    seatwarden::sandbox::Sandbox,
+    tempfile::TempDir,
+    seatwarden::config::Config,
+) {
+    use seatwarden::run::{self, Mode};
+
+    let sandbox = crate::fixtures::demo_sandbox(TOKEN, Default::default()).await;
+    let dir = tempfile::tempdir().unwrap();
+    crate::fixtures::copy_demo_files(dir.path());
+    let env = [
+        ("SEATWARDEN__WORKSPACE__URL", sandbox.base_url().to_string()),
+        ("SEATWARDEN__WORKSPACE__TOKEN", TOKEN.to_owned()),
+        ("SEATWARDEN__STATE__PATH", "state.db".to_owned()),
+    ]
+    .into_iter()
+    .map(|(name, value)| (name.to_owned(), value))
+    .collect();
+    let config =
+        seatwarden::config::Config::load_with_env(&dir.path().join("seatwarden.toml"), Some(env))
+            .unwrap();
+    run::execute(
+        &config,
+        Store::open(&config.state.path).unwrap(),
+        Mode::Reconcile,
+    )
+    .await
+    .unwrap();
+    (sandbox, dir, config)
+}
+
+/// Deletes from the demo's directory file in `dir` a person whose account is
+/// active and no Owner; returns their directory id and userName.
+fn delete_a_leaver(
+    dir: &std::path::Path,
+    sandbox: &seatwarden::sandbox::Sandbox,
+) -> (String, String) {
+    let path = dir.join("directory.json");
+    let full: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    let mut users = full["users"].as_array().unwrap().clone();
+    let workspace = sandbox.snapshot();
+    let leaver = users
+        .iter()
+        .position(|user| {
+            user["status"].as_str().unwrap_or("active") == "active"
+                && workspace.accounts.iter().any(|a| {
+                    a.active
+                        && a.external_id.as_deref() == user["id"].as_str()
+                        && !a.roles.iter().any(|r| r == "Owner")
+                })
+        })
+        .unwrap();
+    let removed = users.remove(leaver);
+    std::fs::write(&path, serde_json::json!({ "users": users }).to_string()).unwrap();
+    (
+        removed["id"].as_str().unwrap().to_owned(),
+        removed["userName"].as_str().unwrap().to_owned(),
+    )
+}
+
+/// Someone deleted from the directory, whose deactivation the workspace refuses
+/// (5xx past the retries): the failed job's error, which `status` and the
+/// repeated-failure alert show, names them by their account's userName, not by
+/// the directory id their episode opened with.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_deactivation_names_the_deleted_person_by_their_account() {
+    use seatwarden::sandbox::Faults;
+    use seatwarden::workspace::ScimClient;
+
+    let (sandbox, dir, config) = reconciled_demo().await;
+    let (leaver, user_name) = delete_a_leaver(dir.path(), &sandbox);
+    sandbox.set_faults(Faults {
+        rate_5xx: 1.0,
+        writes_only: true,
+        ..Faults::default()
+    });
+    let mut settings = config.scim_settings().unwrap();
+    settings.retry = RetryPolicy::immediate(1);
+    let client = ScimClient::new(settings).unwrap();
+    let store = Arc::new(Mutex::new(Store::open(&config.state.path).unwrap()));
+    let outcome = seatwarden::sweep::sweep(
+        &config,
+        &config.directory(),
+        &client,
+        &store,
+        Utc::now(),
+        chrono::Duration::hours(1),
+    )
+    .await
+    .unwrap();
+    assert_eq!((outcome.enforced, outcome.failed), (0, 1), "{outcome:?}");
+    let error = outcome.checked().unwrap_err().to_string();
+    assert!(
+        error.contains(&format!("first error: {user_name}: ")),
+        "{error}"
+    );
+    assert!(!error.contains(&leaver), "{error}");
+    sandbox.shutdown().await;
+}
