@@ -638,13 +638,9 @@ pub async fn deliver_due(
     // resolution queued late can be due before the alert it resolves, which
     // failed more often. Mail threads go out in order, or people would read
     // "Resolved" first and then an alert that is no longer true as news.
-    let mut unsent: Vec<(OutboxId, String)> = store
-        .pending_messages()?
-        .iter()
-        .map(|entry| (entry.id, thread_of(entry)))
-        .collect();
+    let mut unsent = store.pending_threads()?;
     for entry in store.due_messages(now, 100)? {
-        let thread = thread_of(&entry);
+        let thread = entry.thread();
         if unsent
             .iter()
             .any(|(id, other)| *id < entry.id && *other == thread)
@@ -723,16 +719,6 @@ pub async fn deliver_due(
         }
     }
     Ok(delivery)
-}
-
-/// The mail thread `entry` belongs to: the Message-ID of the alert it follows (a
-/// reminder, a resolution), else its own.
-fn thread_of(entry: &OutboxEntry) -> String {
-    entry
-        .message
-        .in_reply_to
-        .clone()
-        .unwrap_or_else(|| entry.message_id())
 }
 
 #[cfg(test)]
