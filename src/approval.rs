@@ -970,6 +970,7 @@ pub async fn approve(
             detected_at,
             Utc::now(),
             crate::sweep::configured_sla(config),
+            &admin_command,
         )?;
     }
     refresh_report(&mut store, run, &admin_command)?;
@@ -1002,6 +1003,7 @@ async fn recover_cut_off(
             &recovered,
             now,
             crate::sweep::configured_sla(config),
+            &config.admin_command(),
         )?;
         // A cut-off approval's run has a stored report, which showed them not run.
         for run in &recovered.runs {

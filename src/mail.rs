@@ -15,7 +15,8 @@
 //! (at least once); its Message-ID is derived from the outbox row, so it is the same
 //! message both times and mail clients show it once. An alert's reminders and its
 //! resolution carry `In-Reply-To` and `References` with its first mail's
-//! Message-ID ([`crate::alert`]).
+//! Message-ID ([`crate::alert`]), and go out after it: a message waits while an
+//! older one of its thread is still pending, whatever their own backoffs say.
 //!
 //! `smtp_url` forms: `smtp://host[:port]` (plain, for a local relay; port 25),
 //! `smtp://host[:port]?tls=starttls` (STARTTLS required; port 587),
@@ -633,7 +634,20 @@ pub async fn deliver_due(
     // claim, and a claim made at the call's `now` would be stale when taken.
     let started = std::time::Instant::now();
     let at = || now + chrono::Duration::from_std(started.elapsed()).unwrap_or(CLAIM);
+    // Each message's backoff is its own: after an outage of the relay a
+    // resolution queued late can be due before the alert it resolves, which
+    // failed more often. Mail threads go out in order, or people would read
+    // "Resolved" first and then an alert that is no longer true as news.
+    let mut unsent = store.pending_threads()?;
     for entry in store.due_messages(now, 100)? {
+        let thread = entry.thread();
+        if unsent
+            .iter()
+            .any(|(id, other)| *id < entry.id && *other == thread)
+        {
+            // Stays due: it goes in the call that sends the older one.
+            continue;
+        }
         let claimed_at = at();
         // Longer than a send with all its retries can take.
         if !store.claim_message(entry.id, claimed_at, claimed_at + CLAIM)? {
@@ -658,6 +672,7 @@ pub async fn deliver_due(
         match outcome {
             Ok(sent) if sent.refused.is_empty() => {
                 store.mark_message_sent(entry.id, at())?;
+                unsent.retain(|(id, _)| *id != entry.id);
                 delivery.sent += 1;
             }
             Ok(sent) => {
@@ -669,6 +684,7 @@ pub async fn deliver_due(
                 );
                 tracing::warn!(outbox_id = entry.id, error = %text, "SMTP server refused recipients");
                 store.mark_message_sent_noting(entry.id, at(), Some(&text))?;
+                unsent.retain(|(id, _)| *id != entry.id);
                 delivery.sent += 1;
                 delivery.last_error = Some(text);
             }
@@ -697,6 +713,7 @@ pub async fn deliver_due(
                     // stay due for the next call.
                     break;
                 }
+                unsent.retain(|(id, _)| *id != entry.id);
                 delivery.failed += 1;
             }
         }

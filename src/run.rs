@@ -361,6 +361,7 @@ pub(crate) fn close_interrupted_runs(
     store: &mut Store,
     at: DateTime<Utc>,
     sla: chrono::Duration,
+    admin_command: &str,
 ) -> Result<(), RunError> {
     let closed = store.close_interrupted_runs(at)?;
     if !closed.is_empty() {
@@ -374,7 +375,7 @@ pub(crate) fn close_interrupted_runs(
         .filter(|(_, kind)| *kind == RunKind::Reconcile)
         .map(|(run, _)| run)
         .collect();
-    crate::sweep::record_cut_off_applied(store, &reconciles, sla)?;
+    crate::sweep::record_cut_off_applied(store, &reconciles, sla, admin_command)?;
     Ok(())
 }
 
@@ -432,7 +433,12 @@ async fn execute_until(
     let run_id = {
         let mut store = lock(&store)?;
         if mode == Mode::Reconcile {
-            close_interrupted_runs(&mut store, started_at, crate::sweep::configured_sla(config))?;
+            close_interrupted_runs(
+                &mut store,
+                started_at,
+                crate::sweep::configured_sla(config),
+                &config.admin_command(),
+            )?;
         }
         store.begin_run(mode.run_kind(), started_at)?
     };
@@ -647,6 +653,7 @@ async fn pipeline(
             &recovered,
             Utc::now(),
             crate::sweep::configured_sla(config),
+            &config.admin_command(),
         )?;
         (recovered.resolved, latencies)
     } else {

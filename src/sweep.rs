@@ -507,7 +507,13 @@ pub async fn enforce(
             );
             let mut store = lock(store)?;
             // After the sweep's observation: its episodes are there to move.
-            let latencies = record_recovery(&mut store, &recovered, now, configured_sla(config))?;
+            let latencies = record_recovery(
+                &mut store,
+                &recovered,
+                now,
+                configured_sla(config),
+                &config.admin_command(),
+            )?;
             outcome.latencies.extend(latencies);
         }
         // Leavers whose accounts can be read are still enforced (and overdue ones
@@ -792,7 +798,12 @@ pub async fn enforce(
         let plan = guard::guard(plan, &read, &config.guard_settings(), &input);
         let run_id = {
             let mut store = lock(store)?;
-            crate::run::close_interrupted_runs(&mut store, now, configured_sla(config))?;
+            crate::run::close_interrupted_runs(
+                &mut store,
+                now,
+                configured_sla(config),
+                &config.admin_command(),
+            )?;
             store.begin_run(RunKind::Sweep, now)?
         };
         outcome.run_id = Some(run_id);
@@ -835,7 +846,7 @@ pub async fn enforce(
                     outcome.latencies.push(verified_at - entry.detected_at);
                 }
                 ActionState::Held => {
-                    let mut why = hold_reason(&row.action);
+                    let mut why = hold_reason(&row.action, &config.admin_command());
                     // `reject` binds only its run: a human who rejected this
                     // deprovision sees it held again while the directory still says
                     // so, and must see why it is back, not take it for a new one.
@@ -884,7 +895,10 @@ pub async fn enforce(
                             .unwritten
                             .get_or_insert_with(|| UnwrittenDeprovisions {
                                 failed: 0,
-                                first: format!("{}: {error}", entry.user_name),
+                                // The account's userName: a deleted person's
+                                // entry read before this pass still carries
+                                // their directory id in its place.
+                                first: format!("{}: {error}", row.action.subject),
                             });
                     unwritten.failed += 1;
                 }
@@ -1253,6 +1267,7 @@ pub fn record_reconcile(
         detected_at,
         now,
         sla,
+        &config.admin_command(),
     )?)
 }
 
@@ -1348,6 +1363,7 @@ pub fn record_deprovisions(
     detected_at: DateTime<Utc>,
     now: DateTime<Utc>,
     sla: Duration,
+    admin_command: &str,
 ) -> Result<Vec<Duration>, StoreError> {
     let journal = store.journal_deprovisions(run_id)?;
     let deprovisions: Vec<&crate::store::JournalEntry> = journal
@@ -1407,11 +1423,27 @@ pub fn record_deprovisions(
         .filter(|e| e.verified_at.is_some())
         .map(|e| (e.identity_id.as_str(), e.id))
         .collect();
+    // A sweep opens a deleted person's episode under their directory id, to be
+    // replaced by the account's userName when it reads the account. A reconcile
+    // that deprovisions them first (the sweep could not reach the workspace, say)
+    // names them here, or `status`, the digest and the alert's resolution would
+    // show only the id for good.
+    let unnamed: HashMap<&str, i64> = current
+        .iter()
+        .filter(|e| e.is_open() && e.user_name == e.identity_id)
+        .map(|e| (e.identity_id.as_str(), e.id))
+        .collect();
     store.batch(|store| {
         let mut verified = Vec::new();
         let mut counted = HashSet::new();
         for row in deprovisions {
             let identity = row.action.identity_id.as_deref();
+            // A duplicate's subject is its own account's userName, not the person's.
+            if !plan::is_duplicate_deprovision(&row.action)
+                && let Some(&entry) = identity.and_then(|identity| unnamed.get(identity))
+            {
+                store.deprovision_user_name(entry, &row.action.subject)?;
+            }
             let Some(&(entry, detected)) = identity.and_then(|identity| open.get(identity)) else {
                 // The last of the person's accounts is gone now: their episode is
                 // verified as of now, once (its latency was counted when it was
@@ -1434,7 +1466,7 @@ pub fn record_deprovisions(
                     }
                 }
                 ActionState::Held => {
-                    let why = hold_reason(&row.action);
+                    let why = hold_reason(&row.action, admin_command);
                     store.deprovision_held(entry, &why, now + HOLD_RECHECK)?;
                 }
                 _ => {}
@@ -1452,8 +1484,9 @@ pub fn record_recovery(
     recovered: &apply::Recovered,
     now: DateTime<Utc>,
     sla: Duration,
+    admin_command: &str,
 ) -> Result<Vec<Duration>, StoreError> {
-    let latencies = record_recovered(store, recovered, now, sla)?;
+    let latencies = record_recovered(store, recovered, now, sla, admin_command)?;
     backdate_cut_off(store, &recovered.runs)?;
     Ok(latencies)
 }
@@ -1469,6 +1502,7 @@ pub fn record_recovered(
     recovered: &apply::Recovered,
     now: DateTime<Utc>,
     sla: Duration,
+    admin_command: &str,
 ) -> Result<Vec<Duration>, StoreError> {
     let mut latencies = Vec::new();
     for (run, seqs) in &recovered.applied {
@@ -1495,6 +1529,7 @@ pub fn record_recovered(
             started,
             now,
             sla,
+            admin_command,
         )?);
     }
     Ok(latencies)
@@ -1510,6 +1545,7 @@ pub fn record_cut_off_applied(
     store: &mut Store,
     cut_off: &[RunId],
     sla: Duration,
+    admin_command: &str,
 ) -> Result<Vec<Duration>, StoreError> {
     let mut latencies = Vec::new();
     for &run in cut_off {
@@ -1528,7 +1564,13 @@ pub fn record_cut_off_applied(
             )]),
             ..apply::Recovered::default()
         };
-        latencies.extend(record_recovered(store, &recovered, verified_at, sla)?);
+        latencies.extend(record_recovered(
+            store,
+            &recovered,
+            verified_at,
+            sla,
+            admin_command,
+        )?);
     }
     Ok(latencies)
 }
@@ -1679,13 +1721,14 @@ fn rejected_before(
     Ok(None)
 }
 
-/// Why the guard held an action, as the ledger records it.
-fn hold_reason(action: &Action) -> String {
-    action
-        .held
-        .as_ref()
-        .map(ToString::to_string)
-        .unwrap_or_else(|| "held".to_owned())
+/// Why the guard held an action, as the ledger records it: the commands it tells
+/// a person to run spelled with `admin_command` (`report.admin_command`), as the
+/// report and the alerts spell them.
+fn hold_reason(action: &Action, admin_command: &str) -> String {
+    action.held.as_ref().map_or_else(
+        || "held".to_owned(),
+        |held| held.describe(admin_command).to_string(),
+    )
 }
 
 /// The plan words its revocations with [`InactiveReason`]'s text or "deleted from
@@ -1748,6 +1791,67 @@ mod reachability_tests {
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+mod ledger_name_tests {
+    use crate::model::{Action, ActionKind, DriftKind, Plan};
+    use crate::sla::{self, Leaver, LossReason};
+    use crate::store::{RunKind, Store};
+    use chrono::{DateTime, Duration, Utc};
+
+    fn at(rfc3339: &str) -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339(rfc3339).unwrap().to_utc()
+    }
+
+    /// The sweep saw someone deleted from the directory while the workspace did
+    /// not answer, so their episode carries only their directory id; the
+    /// reconcile that deactivates them names them by the account's userName, as
+    /// the sweep does once it reads the account: `status`, the digest and the
+    /// overdue alert's resolution say who it was.
+    #[test]
+    fn a_reconcile_names_the_episode_the_sweep_opened_under_a_directory_id() {
+        let mut store = Store::open_in_memory().unwrap();
+        let hour = Duration::hours(1);
+        let seen = at("2026-12-01T09:00:00Z");
+        let deleted = Leaver {
+            identity_id: "00u1".into(),
+            account_id: Some("acc-1".into()),
+            user_name: "00u1".into(),
+            reason: LossReason::Deleted,
+        };
+        let changes = sla::observe(&[], &[deleted], &[], seen, hour);
+        store.update_ledger(&changes, seen).unwrap();
+
+        let later = seen + Duration::minutes(20);
+        let run = store.begin_run(RunKind::Reconcile, later).unwrap();
+        let plan = Plan {
+            actions: vec![Action {
+                seq: 0,
+                kind: ActionKind::Deactivate {
+                    account_id: "acc-1".into(),
+                },
+                reason: DriftKind::StaleAccess,
+                subject: "ada@example.com".into(),
+                identity_id: Some("00u1".into()),
+                detail: "identity was deleted from the directory; account is still active".into(),
+                held: None,
+            }],
+            ..Plan::default()
+        };
+        store.save_plan(run, &plan, later).unwrap();
+        store.mark_in_flight(run, 0, later).unwrap();
+        store.mark_applied(run, 0, later, None).unwrap();
+        super::record_deprovisions(&mut store, run, None, later, later, hour, "seatwarden")
+            .unwrap();
+
+        let history = store.deprovision_history("00u1", 5).unwrap();
+        assert_eq!(history.len(), 1, "{history:?}");
+        assert_eq!(history[0].user_name, "ada@example.com");
+        assert_eq!(history[0].detected_at, seen);
+        assert!(history[0].verified_at.is_some(), "{history:?}");
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 mod hold_tests {
     use super::{DISPUTED_HOLD, EarlierRejection, disputed_hold};
     use crate::model::DisputedLeaver;
@@ -1770,6 +1874,61 @@ mod hold_tests {
             held.ends_with(
                 "(active: a1; inactive already: a2), so none is deactivated until \
                  `sudo seatwarden-admin link 00u7 ACCOUNT` says which"
+            ),
+            "{held}"
+        );
+    }
+
+    /// A reconcile's held deprovision, as `status` and the overdue alert show it
+    /// from the ledger, tells a person the commands that release it as they run
+    /// seatwarden here (`report.admin_command`), like the report does.
+    #[test]
+    fn a_held_deprovision_in_the_ledger_names_the_configured_commands() {
+        use crate::model::{Action, ActionKind, DriftKind, HoldReason, Plan};
+        use crate::store::{RunKind, Store};
+
+        let mut store = Store::open_in_memory().unwrap();
+        let at = chrono::DateTime::parse_from_rfc3339("2026-12-01T09:00:00Z")
+            .unwrap()
+            .to_utc();
+        let run = store.begin_run(RunKind::Reconcile, at).unwrap();
+        // A leaver's deactivated account, deleted at once (no retention), whose
+        // userName someone new in the directory wants.
+        let plan = Plan {
+            actions: vec![Action {
+                seq: 0,
+                kind: ActionKind::Delete {
+                    account_id: "acc-1".into(),
+                    deactivated_since: None,
+                },
+                reason: DriftKind::StaleAccess,
+                subject: "ada@example.com".into(),
+                identity_id: Some("00u1".into()),
+                detail: "identity was deleted from the directory".into(),
+                held: Some(HoldReason::UserNameWanted {
+                    identity_id: "00u9".into(),
+                    account_id: "acc-1".into(),
+                }),
+            }],
+            ..Plan::default()
+        };
+        store.save_plan(run, &plan, at).unwrap();
+        super::record_deprovisions(
+            &mut store,
+            run,
+            None,
+            at,
+            at,
+            chrono::Duration::hours(4),
+            "sudo seatwarden-admin",
+        )
+        .unwrap();
+        let open = store.open_deprovisions().unwrap();
+        let held = open[0].held.as_deref().unwrap_or_default();
+        assert!(
+            held.ends_with(
+                "`sudo seatwarden-admin link 00u9 acc-1 --replace` hands them the account and \
+                 its projects; `sudo seatwarden-admin approve` deletes it"
             ),
             "{held}"
         );

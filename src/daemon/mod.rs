@@ -676,13 +676,23 @@ async fn run_job(shared: Arc<Shared>, name: &'static str) {
         JobEnd::Unreached => {
             metrics::gauge!("seatwarden_last_success_timestamp_seconds", "job" => name)
                 .set(finished.timestamp() as f64);
-            tracing::info!(
-                job = name,
-                "job finished without reaching the workspace or the relay; its failures in a row stand"
-            );
+            tracing::info!(job = name, "{}", unreached_log(name));
         }
         JobEnd::Stopped(why) => tracing::warn!(job = name, reason = %why, "job stopped"),
         JobEnd::Failed(error) => tracing::error!(job = name, error = %error, "job failed"),
+    }
+}
+
+/// The log line of a job that ended [`JobEnd::Unreached`]. The mail job runs
+/// after every other job and mostly finds nothing to send: a line saying a relay
+/// was not reached would read, once a minute, as an outage that is not there.
+fn unreached_log(job: &str) -> &'static str {
+    if job == MAIL {
+        "job finished: no message was due (the outbox is empty, or each message waits \
+         for its next attempt); its failures in a row stand"
+    } else {
+        "job finished without an answer from the workspace (nothing due could be read); \
+         its failures in a row stand"
     }
 }
 
@@ -1128,6 +1138,26 @@ mod tests {
         assert_eq!(JobEnd::Succeeded.failures_after(3), 0);
         assert_eq!(JobEnd::Failed("HTTP 503".into()).failures_after(3), 4);
         assert_eq!(JobEnd::Stopped("stopping".into()).failures_after(3), 3);
+    }
+
+    /// The mail job, run after every job, mostly has nothing to send: its log
+    /// line says so, not that a relay (or the workspace) could not be reached,
+    /// which an operator would take for an outage; a pass the workspace did not
+    /// answer says that.
+    #[test]
+    fn an_empty_outbox_is_not_logged_as_an_unreachable_relay() {
+        let mail = unreached_log(MAIL);
+        assert!(
+            mail.starts_with("job finished: no message was due"),
+            "{mail}"
+        );
+        assert!(!mail.contains("reach") && !mail.contains("relay"), "{mail}");
+        for pass in [SWEEP, RETRY] {
+            assert!(
+                unreached_log(pass).contains("without an answer from the workspace"),
+                "{pass}"
+            );
+        }
     }
 
     /// A relay that is down fails the mail job when a message is due, and the

@@ -134,6 +134,15 @@ impl OutboxEntry {
     pub fn message_id(&self) -> String {
         message_id(self.id, self.created_at, &self.message.from)
     }
+
+    /// The mail thread it belongs to: the Message-ID of the mail it follows (an
+    /// alert's reminders and resolution), else its own.
+    pub fn thread(&self) -> String {
+        self.message
+            .in_reply_to
+            .clone()
+            .unwrap_or_else(|| self.message_id())
+    }
 }
 
 /// The Message-ID of the outbox row `id` queued at `created_at` from `from`.
@@ -361,6 +370,32 @@ impl Store {
                 .collect()
             })
             .context(|| "reading due messages from outbox".to_owned())
+    }
+
+    /// The mail thread of every message not sent yet and not failed for good,
+    /// oldest first, whether due or waiting for its next attempt: the Message-ID
+    /// of the mail it follows (an alert's reminders and resolution), else its own.
+    /// Bodies are not read: after days of a relay outage the waiting digests add up.
+    pub fn pending_threads(&self) -> Result<Vec<(OutboxId, String)>, StoreError> {
+        self.conn
+            .prepare_cached(
+                "SELECT id, created_at, mail_from, in_reply_to FROM outbox
+                 WHERE state = 'pending' ORDER BY id",
+            )
+            .and_then(|mut stmt| {
+                stmt.query_map([], |row| {
+                    let id: OutboxId = row.get(0)?;
+                    let created_at = row.get::<_, Ts>(1)?.0;
+                    let from: String = row.get(2)?;
+                    let in_reply_to: Option<String> = row.get(3)?;
+                    Ok((
+                        id,
+                        in_reply_to.unwrap_or_else(|| message_id(id, created_at, &from)),
+                    ))
+                })?
+                .collect()
+            })
+            .context(|| "reading the threads of pending messages from outbox".to_owned())
     }
 
     /// Every message, oldest first (status output and tests).

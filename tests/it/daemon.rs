@@ -2664,8 +2664,16 @@ fn a_second_deprovision_after_the_account_came_back_is_a_new_episode() {
         ..Plan::default()
     };
     store.save_plan(run, &plan, t1).unwrap();
-    seatwarden::sweep::record_deprovisions(&mut store, run, None, t1, t1, Minutes::hours(1))
-        .unwrap();
+    seatwarden::sweep::record_deprovisions(
+        &mut store,
+        run,
+        None,
+        t1,
+        t1,
+        Minutes::hours(1),
+        "seatwarden",
+    )
+    .unwrap();
     let open = store.open_deprovisions().unwrap();
     assert_eq!(open.len(), 1, "{open:?}");
     assert_ne!(open[0].id, first);
@@ -2716,7 +2724,8 @@ fn approve_records_only_what_it_applied() {
     store.mark_in_flight(run, 0, t0).unwrap();
     store.mark_applied(run, 0, t0, None).unwrap();
     let hour = Minutes::hours(1);
-    seatwarden::sweep::record_deprovisions(&mut store, run, None, t0, t0, hour).unwrap();
+    seatwarden::sweep::record_deprovisions(&mut store, run, None, t0, t0, hour, "seatwarden")
+        .unwrap();
     let ada = |store: &Store| store.deprovision_history("ada", 10).unwrap();
     assert_eq!(ada(&store).len(), 1);
     assert!(ada(&store)[0].verified_at.is_some());
@@ -2726,7 +2735,8 @@ fn approve_records_only_what_it_applied() {
     store.release_held(run, &[1], t1).unwrap();
     store.mark_in_flight(run, 1, t1).unwrap();
     store.mark_applied(run, 1, t1, None).unwrap();
-    seatwarden::sweep::record_deprovisions(&mut store, run, Some(&[1]), t0, t1, hour).unwrap();
+    seatwarden::sweep::record_deprovisions(&mut store, run, Some(&[1]), t0, t1, hour, "seatwarden")
+        .unwrap();
     let history = ada(&store);
     assert_eq!(history.len(), 1, "{history:?}");
     assert!(history[0].returned_at.is_none(), "{history:?}");
@@ -2878,13 +2888,14 @@ fn a_cut_off_reconciles_verified_deprovisions_reach_the_ledger() {
     let closed = store.close_interrupted_runs(later).unwrap();
     assert_eq!(closed, vec![(run, RunKind::Reconcile)]);
     let sla = Minutes::hours(4);
-    let latencies = seatwarden::sweep::record_cut_off_applied(&mut store, &[run], sla).unwrap();
+    let latencies =
+        seatwarden::sweep::record_cut_off_applied(&mut store, &[run], sla, "seatwarden").unwrap();
     assert_eq!(latencies, vec![Minutes::minutes(2)]);
     let episode = store.deprovision_history("00u1", 1).unwrap()[0].clone();
     assert_eq!(episode.detected_at, t0);
     assert_eq!(episode.verified_at, Some(applied_at));
     assert!(
-        seatwarden::sweep::record_cut_off_applied(&mut store, &[run], sla)
+        seatwarden::sweep::record_cut_off_applied(&mut store, &[run], sla, "seatwarden")
             .unwrap()
             .is_empty(),
         "recorded once"

@@ -27,6 +27,7 @@ mod okta;
 mod packaging;
 mod put_writes;
 mod qa_cli;
+mod qa_daemon;
 mod report;
 mod resume;
 mod role_groups;
