@@ -1079,6 +1079,20 @@ fn healthcheck(listen: std::net::SocketAddr) -> u8 {
             eprintln!("unhealthy: http://{addr}/healthz answered {status:?}");
             exit::ERROR
         }
+        // A read or write timeout surfaces as WouldBlock on Unix ("Resource
+        // temporarily unavailable"), which says nothing of a daemon that hangs.
+        Err(e)
+            if matches!(
+                e.kind(),
+                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+            ) =>
+        {
+            eprintln!(
+                "unhealthy: http://{addr}/healthz gave no answer within {} s",
+                timeout.as_secs()
+            );
+            exit::ERROR
+        }
         Err(e) => {
             eprintln!("unhealthy: http://{addr}/healthz: {e}");
             exit::ERROR

@@ -71,9 +71,7 @@ pub enum RunError {
     Workspace(#[from] WorkspaceError),
     /// The workspace's first answer of the run was 401 or 403: no later request
     /// can do better, and only a human can fix the token.
-    #[error(
-        "reading the workspace: {0}; check workspace.token (revoked, expired, or short of a scope)"
-    )]
+    #[error("reading the workspace: {0}; {hint}", hint = crate::workspace::CHECK_TOKEN)]
     TokenRefused(WorkspaceError),
     #[error("state database: {0}")]
     Store(#[from] StoreError),

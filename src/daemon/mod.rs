@@ -927,8 +927,8 @@ async fn sweep_job(
     }
     if let Some(refusal) = client.auth_refusal() {
         let mut message = format!(
-            "the workspace refused seatwarden's token and served nothing: {refusal}; \
-             check workspace.token (revoked, expired, or short of a scope)"
+            "the workspace refused seatwarden's token and served nothing: {refusal}; {}",
+            crate::workspace::CHECK_TOKEN
         );
         if let Err(e) = checked {
             message.push_str(&format!("; {e}"));

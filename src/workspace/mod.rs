@@ -55,6 +55,9 @@ const COLLECTION_ROOTS: [&str; 3] = ["/ServiceProviderConfig", "/Users", "/Group
 /// instead (`crate::directory::scim`).
 pub(crate) const WORKSPACE_URL_HINT: &str = "`workspace.url` must be the SCIM base URL, up to \
      and including the version, e.g. https://www.taskade.com/scim/v2";
+/// What to do about a token the workspace refuses (401, 403): whichever of the two
+/// keys holds it.
+pub(crate) const CHECK_TOKEN: &str = "check workspace.token or the file workspace.token_file names (revoked, expired, or short of a scope)";
 /// The key a redirect's error points at (the base URL is where it came from); a
 /// SCIM directory source names its own, like [`WORKSPACE_URL_HINT`].
 pub(crate) const WORKSPACE_URL_KEY: &str = "(workspace.url)";

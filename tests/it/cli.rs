@@ -1315,6 +1315,22 @@ fn healthcheck_does_not_depend_on_a_valid_configuration_file() {
     }
 }
 
+/// A daemon that accepts connections but never answers (hung) is unhealthy, and
+/// the healthcheck says it gave no answer, not an errno's text.
+#[test]
+fn healthcheck_of_a_daemon_that_never_answers_says_so() {
+    let hung = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let listen = hung.local_addr().unwrap().to_string();
+    let out = seatwarden(&["healthcheck", "--listen", &listen], &[]);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert_eq!(
+        stderr.trim(),
+        format!("unhealthy: http://{listen}/healthz gave no answer within 3 s")
+    );
+    drop(hung);
+}
+
 /// `status` words a held deprovision as the digest does, with the command that
 /// releases it, and the reason the person lost access in words; its JSON keeps
 /// the machine-readable values (`hold`, `reason`) beside the recorded `held`.

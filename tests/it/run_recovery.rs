@@ -126,7 +126,7 @@ async fn a_refused_token_fails_the_reconcile_before_its_recovery_naming_the_toke
     assert!(
         error.starts_with("reading the workspace: GET /ServiceProviderConfig: HTTP 401")
             && error.contains("token revoked")
-            && error.contains("check workspace.token"),
+            && error.contains("check workspace.token or the file workspace.token_file names"),
         "{error}"
     );
     assert_eq!(
