@@ -1217,7 +1217,8 @@ fn export(config: &Config, kind: ExportKind, format: ExportFormat) -> anyhow::Re
 fn send_mail(config: &Config) -> anyhow::Result<u8> {
     let settings = mail_settings(config)?;
     let store = open_existing_store(config)?;
-    let (store, delivery) = deliver(&settings, store, chrono::Utc::now())?;
+    let now = chrono::Utc::now();
+    let (store, delivery) = deliver(&settings, store, now)?;
     if delivery.failed > 0 {
         eprintln!(
             "{} refused for good by the mail server (kept as failed, not retried): fix \
@@ -1226,18 +1227,35 @@ fn send_mail(config: &Config) -> anyhow::Result<u8> {
         );
         return Ok(exit::FAILED);
     }
-    let waiting = store
-        .outbox()?
+    let outbox = store.outbox()?;
+    let waiting: Vec<_> = outbox
         .iter()
         .filter(|e| e.state == crate::store::OutboxState::Pending)
-        .count();
-    if waiting > 0 {
-        anyhow::bail!(
-            "{} still waiting in the outbox",
-            report::plural(waiting, "message is", "messages are")
-        );
-    }
-    Ok(exit::OK)
+        .collect();
+    let Some(next) = waiting.iter().min_by_key(|e| (e.next_attempt_at, e.id)) else {
+        return Ok(exit::OK);
+    };
+    let waiting = report::plural(waiting.len(), "message is", "messages are");
+    let when = if next.next_attempt_at > now {
+        format!(
+            "the next attempt is due at {}",
+            report::local_time(next.next_attempt_at, config.report_timezone()?)
+        )
+    } else {
+        // Due, yet not sent by this call: the relay refused the session before its
+        // turn, more were due than one call sends, or an older message of its
+        // thread is still waiting and goes first.
+        "some are due now but this call did not send them".to_owned()
+    };
+    let why = next
+        .last_error
+        .as_deref()
+        .map(|e| format!(" (its last error: {e})"))
+        .unwrap_or_default();
+    anyhow::bail!(
+        "{waiting} still waiting in the outbox: {when}{why}; the daemon's mail job sends \
+         them when due, or run `send-mail` again then"
+    )
 }
 
 fn demo(dir: &std::path::Path) -> anyhow::Result<u8> {

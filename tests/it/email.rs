@@ -1018,6 +1018,18 @@ fn send_mail_says_when_it_retries() {
         stderr.contains(&format!("last error: {server}")),
         "the final failure names the server: {stderr}"
     );
+    // What is left, and when it goes, in the report's zone.
+    let last = stderr.lines().last().unwrap();
+    assert!(
+        last.starts_with(
+            "error: 1 message is still waiting in the outbox: the next attempt is due at 20"
+        ) && (last.contains(" CET (its last error: SMTP server 127.0.0.1:")
+            || last.contains(" CEST (its last error: SMTP server 127.0.0.1:"))
+            && last.ends_with(
+                "; the daemon's mail job sends them when due, or run `send-mail` again then"
+            ),
+        "{last}"
+    );
 }
 
 #[test]
