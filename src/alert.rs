@@ -171,7 +171,7 @@ impl AlertCondition {
                             "; rejected before, in run {} by {} at {}",
                             r.run_id,
                             r.user,
-                            local(r.at, timezone)
+                            report::local_minute(r.at, timezone)
                         )
                     });
                     format!(
@@ -595,12 +595,6 @@ pub fn overdue_deprovisions(
     })
 }
 
-fn local(at: DateTime<Utc>, timezone: Tz) -> String {
-    at.with_timezone(&timezone)
-        .format("%Y-%m-%d %H:%M %Z")
-        .to_string()
-}
-
 fn overdue_condition(entry: &LedgerEntry) -> AlertCondition {
     AlertCondition::OverdueDeprovision {
         identity_id: entry.identity_id.clone(),
@@ -670,7 +664,7 @@ fn overdue_lines(
             "{} (directory id {}), due {}{why}{run}",
             e.user_name,
             e.identity_id,
-            local(e.due_at, context.timezone)
+            report::local_minute(e.due_at, context.timezone)
         )
     }));
     let mut runs: BTreeMap<RunId, usize> = BTreeMap::new();
@@ -794,7 +788,10 @@ fn decide_overdue_write(
         let (prefix, summary, mut lines) = if new.is_empty() {
             let mut lines = overdue_lines(&still_people, context, &waiting);
             if let Some(first) = still.iter().map(|(_, r)| r.first_raised_at).min() {
-                lines.push(format!("First raised {}.", local(first, context.timezone)));
+                lines.push(format!(
+                    "First raised {}.",
+                    report::local_minute(first, context.timezone)
+                ));
             }
             ("still: ", overdue_summary(&still_people), lines)
         } else {
@@ -814,7 +811,7 @@ fn decide_overdue_write(
                     "{} (directory id {}), due {}",
                     e.user_name,
                     e.identity_id,
-                    local(e.due_at, context.timezone)
+                    report::local_minute(e.due_at, context.timezone)
                 )
             }));
         } else if !new.is_empty() && !still.is_empty() {
@@ -861,20 +858,20 @@ fn decide_overdue_write(
                     .unwrap_or_else(|_| one.key.clone()),
                 vec![format!(
                     "Raised {}, resolved {}.",
-                    local(one.first_raised_at, context.timezone),
-                    local(now, context.timezone)
+                    report::local_minute(one.first_raised_at, context.timezone),
+                    report::local_minute(now, context.timezone)
                 )],
             ),
             _ => {
                 let mut lines = vec![format!(
                     "No longer overdue (deactivation verified, or cancelled), resolved {}:",
-                    local(now, context.timezone)
+                    report::local_minute(now, context.timezone)
                 )];
                 lines.extend(listed(&resolved, |r| {
                     format!(
                         "{}, raised {}",
                         name(r),
-                        local(r.first_raised_at, context.timezone)
+                        report::local_minute(r.first_raised_at, context.timezone)
                     )
                 }));
                 // As the alert that named them together was worded.

@@ -114,7 +114,7 @@ pub fn ledger_lines(
     let Some(identity_id) = identity_id else {
         return Ok(Vec::new());
     };
-    let at = |t: DateTime<Utc>| local(t, tz);
+    let at = |t: DateTime<Utc>| crate::report::local_time(t, tz);
     Ok(store
         .deprovision_history(identity_id, 5)?
         .iter()
@@ -230,14 +230,6 @@ fn matched_in_order<'a, T>(
         }
     }
     Vec::new()
-}
-
-/// A time on the wall clock of `tz` (the report's zone, `report.timezone`), with
-/// the zone's abbreviation, as the reports and `status` show times.
-fn local(at: DateTime<Utc>, tz: Tz) -> String {
-    at.with_timezone(&tz)
-        .format("%Y-%m-%d %H:%M:%S %Z")
-        .to_string()
 }
 
 /// One value from the directory, the workspace or a provider, made safe for one
@@ -543,7 +535,7 @@ impl View<'_> {
     }
 
     fn at(&self, time: DateTime<Utc>) -> String {
-        local(time, self.tz)
+        crate::report::local_time(time, self.tz)
     }
 
     /// Why an action is held, its times on the report's clock ([`clean`]ed).
@@ -1239,7 +1231,7 @@ pub fn other_candidates(
         HoldReason::Settling { settles_at, .. } => {
             format!(
                 "waiting for the settle window until {}",
-                local(*settles_at, tz)
+                crate::report::local_time(*settles_at, tz)
             )
         }
         other => clean(&other.describe(&admin).to_string()).into_owned(),

@@ -319,12 +319,6 @@ fn clean(text: &str) -> String {
     super::printable_field(text)
 }
 
-fn local(at: DateTime<Utc>, tz: Tz) -> String {
-    at.with_timezone(&tz)
-        .format("%Y-%m-%d %H:%M %Z")
-        .to_string()
-}
-
 fn drift_key(item: &DriftItem) -> (DriftKind, Option<&str>, Option<&str>, &str) {
     (
         item.kind,
@@ -419,8 +413,8 @@ impl Digest {
             user_name: clean(&d.user_name),
             identity_id: clean(&d.identity_id),
             reason: clean(&d.reason),
-            detected: local(d.detected_at, tz),
-            due: local(d.due_at, tz),
+            detected: super::local_minute(d.detected_at, tz),
+            due: super::local_minute(d.due_at, tz),
             overdue: d.due_at <= input.now,
             held: d.held.is_some(),
             hold: d
@@ -438,8 +432,8 @@ impl Digest {
             .map(|v| VerifiedLine {
                 user_name: clean(&v.user_name),
                 reason: clean(&v.reason),
-                detected: local(v.detected_at, tz),
-                verified: local(v.verified_at, tz),
+                detected: super::local_minute(v.detected_at, tz),
+                verified: super::local_minute(v.verified_at, tz),
                 took: crate::sla::latency_text(v.verified_at - v.detected_at),
             })
             .collect();
@@ -545,7 +539,7 @@ impl Digest {
             parts.push(format!(
                 "no run in this period: drift as of run {} ({})",
                 report.run_id,
-                local(report.finished_at, tz)
+                super::local_minute(report.finished_at, tz)
             ));
         }
         if input.failed_runs > 0 {
@@ -602,8 +596,8 @@ impl Digest {
         Digest {
             name: input.name.to_owned(),
             timezone: tz.name().to_owned(),
-            period_start: local(start, tz),
-            period_end: local(input.now, tz),
+            period_start: super::local_minute(start, tz),
+            period_end: super::local_minute(input.now, tz),
             state,
             state_label: state.label().to_owned(),
             headline,
@@ -869,7 +863,7 @@ fn oldest_unresolved(
         kind: item.kind,
         user_name: clean(&item.user_name),
         detail: clean(&latest.map_or_else(|| item.detail.clone(), |r| r.item_on(item, tz).detail)),
-        since: local(at, tz),
+        since: super::local_minute(at, tz),
         at_least: Some(run) == first_loaded,
     })
 }

@@ -442,6 +442,14 @@ pub(crate) fn local_time(at: DateTime<Utc>, tz: chrono_tz::Tz) -> String {
     templated::timestamp(at, tz)
 }
 
+/// [`local_time`] to the minute (`2026-11-29 10:00 CET`), as digests and alerts
+/// show times in their prose.
+pub(crate) fn local_minute(at: DateTime<Utc>, tz: chrono_tz::Tz) -> String {
+    at.with_timezone(&tz)
+        .format("%Y-%m-%d %H:%M %Z")
+        .to_string()
+}
+
 /// The breaker's state with its times on `tz`'s clock (its `Display` is UTC, for logs).
 pub(crate) fn circuit_state_text(state: &CircuitState, tz: chrono_tz::Tz) -> String {
     let at = |t| templated::timestamp(t, tz);
