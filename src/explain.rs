@@ -244,7 +244,6 @@ fn opt(value: Option<&str>) -> Cow<'_, str> {
     value.map_or(Cow::Borrowed("-"), clean)
 }
 
-/// What `explain` reads from the store: the newest snapshots and the links.
 /// A person's identity, stored link and account, as far as the snapshots have them.
 type Found<'a> = (
     Option<&'a Identity>,
@@ -252,6 +251,7 @@ type Found<'a> = (
     Option<&'a Account>,
 );
 
+/// What `explain` reads from the store: the newest snapshots and the links.
 struct Loaded {
     run: RunId,
     record: Option<crate::store::RunRecord>,
@@ -1051,35 +1051,11 @@ impl View<'_> {
 
     fn last_actions(&self, out: &mut String) -> Result<(), StoreError> {
         let _ = writeln!(out, "\nLast actions");
-        // A plan or a dry run journals what it would do: nothing of it was sent, so
-        // it is no history of the person, and a few plans run by hand would push
-        // the reconciles' rows out. "Next run" says what would happen now.
-        let mut applying: std::collections::HashMap<RunId, bool> = Default::default();
-        let mut history = Vec::new();
-        for entry in self
+        // Of reconciles and sweeps only: a plan's or a dry run's were never sent,
+        // and "Next run" says what would happen now.
+        let history = self
             .store
-            .actions_about(self.identity_id(), self.account_id(), 500)?
-        {
-            let applies = match applying.get(&entry.run) {
-                Some(&applies) => applies,
-                None => {
-                    let applies = self.store.run(entry.run)?.is_none_or(|run| {
-                        !matches!(
-                            run.kind,
-                            crate::store::RunKind::Plan | crate::store::RunKind::DryRun
-                        )
-                    });
-                    applying.insert(entry.run, applies);
-                    applies
-                }
-            };
-            if applies {
-                history.push(entry);
-                if history.len() == 10 {
-                    break;
-                }
-            }
-        }
+            .actions_about(self.identity_id(), self.account_id(), 10)?;
         if history.is_empty() {
             let _ = writeln!(out, "  none journaled");
         }

@@ -563,7 +563,10 @@ impl Store {
             .context(|| "finding the latest run with snapshots".to_owned())
     }
 
-    /// The newest `limit` journal rows about an identity or an account, newest first.
+    /// The newest `limit` journal rows about an identity or an account, newest
+    /// first, of runs that write (reconciles and sweeps): a plan or a dry run
+    /// journals what it would do, never sent, and a few of them run by hand would
+    /// push the rows that happened out of the limit.
     pub fn actions_about(
         &self,
         identity_id: Option<&str>,
@@ -574,7 +577,8 @@ impl Store {
         self.conn
             .prepare_cached(
                 "SELECT run_id, payload, state, attempts, last_error, updated_at FROM actions
-                 WHERE identity_id = ?1 OR account_id = ?2
+                 WHERE (identity_id = ?1 OR account_id = ?2)
+                   AND run_id NOT IN (SELECT id FROM runs WHERE kind IN ('plan', 'dry_run'))
                  ORDER BY run_id DESC, seq DESC LIMIT ?3",
             )
             .and_then(|mut stmt| {
