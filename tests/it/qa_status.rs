@@ -1,0 +1,135 @@
+//! What an operator reads from `status`, a reload and a configuration error:
+//! a reconcile that left work for a person says so, a reload names only the keys
+//! that wait for a restart, a cron expression with a year is explained.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use seatwarden::config::Config;
+use seatwarden::daemon::status::{self, Settings};
+use seatwarden::run::{self, Mode};
+use seatwarden::sandbox::{Faults, Sandbox};
+use seatwarden::store::Store;
+
+const TOKEN: &str = "qa-status-token";
+
+/// The demo's files in `dir`, for the demo's workspace served with `faults`;
+/// every deprovision held for a human (`safety.max_deprovisions = 0`).
+async fn demo_holding_deprovisions(dir: &Path, faults: Faults) -> (Sandbox, Config) {
+    let sandbox = crate::fixtures::demo_sandbox(TOKEN, faults).await;
+    crate::fixtures::copy_demo_files(dir);
+    let env: HashMap<String, String> = [
+        ("SEATWARDEN__WORKSPACE__URL", sandbox.base_url().to_string()),
+        ("SEATWARDEN__WORKSPACE__TOKEN", TOKEN.to_owned()),
+        ("SEATWARDEN__WORKSPACE__RETRIES", "0".to_owned()),
+        ("SEATWARDEN__STATE__PATH", "state.db".to_owned()),
+        ("SEATWARDEN__SAFETY__MAX_DEPROVISIONS", "0".to_owned()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v))
+    .collect();
+    let config = Config::load_with_env(&dir.join("seatwarden.toml"), Some(env)).unwrap();
+    (sandbox, config)
+}
+
+fn status_now(config: &Config) -> status::Status {
+    let store = Store::open(&config.state.path).unwrap();
+    status::collect(
+        &store,
+        chrono::Utc::now(),
+        Settings::of(config, chrono_tz::UTC, None),
+    )
+    .unwrap()
+}
+
+fn last_reconcile_line(status: &status::Status) -> String {
+    let text = status::render_text(status);
+    text.lines()
+        .find(|l| l.starts_with("Last reconcile:"))
+        .unwrap_or_else(|| panic!("{text}"))
+        .to_owned()
+}
+
+/// A reconcile that held a deprovision for a human "succeeded": `status` says on
+/// the same line that an action waits for approval, with the command, and stops
+/// saying so once someone rejected it.
+#[tokio::test]
+async fn status_says_a_held_action_waits_for_approval_until_decided() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_sandbox, config) = demo_holding_deprovisions(dir.path(), Faults::default()).await;
+    let outcome = run::execute(
+        &config,
+        Store::open(&config.state.path).unwrap(),
+        Mode::Reconcile,
+    )
+    .await
+    .unwrap();
+    let run = outcome.run_id;
+    assert_eq!(
+        seatwarden::cli::exit_code_for(&outcome.report),
+        seatwarden::cli::exit::HELD
+    );
+
+    let held = status_now(&config);
+    let line = last_reconcile_line(&held);
+    assert!(
+        line.starts_with(&format!(
+            "Last reconcile: run {run} succeeded: 1 action held for approval \
+             (`seatwarden approve {run}`); started "
+        )),
+        "{line}"
+    );
+    let json = serde_json::to_value(&held).unwrap();
+    assert_eq!(json["last_reconcile_awaiting_approval"], 1, "{json}");
+    assert_eq!(json["last_reconcile_actions"]["held"], 1, "{json}");
+
+    seatwarden::approval::reject(
+        &mut Store::open(&config.state.path).unwrap(),
+        run,
+        &seatwarden::approval::Only::All,
+        "seatwarden",
+        chrono::Utc::now(),
+    )
+    .unwrap();
+    let rejected = status_now(&config);
+    let line = last_reconcile_line(&rejected);
+    assert!(
+        line.starts_with(&format!("Last reconcile: run {run} succeeded, started ")),
+        "{line}"
+    );
+    let json = serde_json::to_value(&rejected).unwrap();
+    assert_eq!(json["last_reconcile_awaiting_approval"], 0, "{json}");
+}
+
+/// Writes the workspace refused: the line says how many failed, beside what is
+/// held.
+#[tokio::test]
+async fn status_says_how_many_actions_of_the_last_reconcile_failed() {
+    let dir = tempfile::tempdir().unwrap();
+    let faults = Faults {
+        rate_5xx: 1.0,
+        writes_only: true,
+        ..Faults::default()
+    };
+    let (_sandbox, config) = demo_holding_deprovisions(dir.path(), faults).await;
+    let outcome = run::execute(
+        &config,
+        Store::open(&config.state.path).unwrap(),
+        Mode::Reconcile,
+    )
+    .await
+    .unwrap();
+    let run = outcome.run_id;
+    let failed = outcome.report.summary.actions_failed;
+    assert!(failed > 0, "{:?}", outcome.report.summary);
+
+    let line = last_reconcile_line(&status_now(&config));
+    assert!(
+        line.starts_with(&format!(
+            "Last reconcile: run {run} succeeded: 1 action held for approval \
+             (`seatwarden approve {run}`), {failed} failed; started "
+        )),
+        "{line}"
+    );
+}
