@@ -133,3 +133,37 @@ async fn status_says_how_many_actions_of_the_last_reconcile_failed() {
         "{line}"
     );
 }
+
+/// A schedule with a year (`0 8 * * 1-5 2027`, six fields, read seconds first) is
+/// refused for its year, not for a day-of-week of 2027: the error names the key and
+/// the file, and says which layouts are taken. Seven fields (Quartz's year) too.
+#[test]
+fn a_schedule_with_a_year_says_a_year_is_not_supported() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("seatwarden.toml");
+    let base = "[directory]\nkind = \"file\"\npath = \"d.json\"\n[workspace]\n\
+                url = \"https://x.example/scim/v2\"\ntoken = \"t\"\n";
+    for pattern in ["0 8 * * 1-5 2027", "0 0 8 * * 1-5 2027"] {
+        std::fs::write(
+            &path,
+            format!("{base}[schedule]\nreconcile = \"{pattern}\"\n"),
+        )
+        .unwrap();
+        let err = Config::load_with_env(&path, Some(HashMap::new()))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("seatwarden.toml") && err.contains("schedule.reconcile"),
+            "{err}"
+        );
+        assert!(err.contains("a year field is not supported"), "{err}");
+        assert!(
+            err.contains(
+                "5 fields (minute hour day-of-month month day-of-week) or 6 with seconds \
+                 first (second minute hour day-of-month month day-of-week)"
+            ),
+            "{err}"
+        );
+        assert!(!err.contains("day-of-week field"), "{err}");
+    }
+}
