@@ -167,3 +167,127 @@ fn a_schedule_with_a_year_says_a_year_is_not_supported() {
         assert!(!err.contains("day-of-week field"), "{err}");
     }
 }
+
+/// What `run` logs at info and above, as text.
+async fn logged<T>(run: impl std::future::Future<Output = T>) -> (T, String) {
+    #[derive(Clone, Default)]
+    struct Buffer(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+    impl std::io::Write for Buffer {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(bytes);
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let buffer = Buffer::default();
+    let writer = buffer.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::INFO)
+        .with_ansi(false)
+        .with_writer(move || writer.clone())
+        .finish();
+    let out = {
+        // Thread-local: the test's runtime has this one thread.
+        let _guard = tracing::subscriber::set_default(subscriber);
+        run.await
+    };
+    let text = String::from_utf8_lossy(&buffer.0.lock().unwrap()).into_owned();
+    (out, text)
+}
+
+/// Two people deleted from the directory, one with an active account and one
+/// whose account someone already deactivated: the sweep's line for the first
+/// names them by their account's userName (not the directory id the ledger has
+/// until it reads the account), and the second is logged as nothing to do.
+#[tokio::test]
+async fn the_sweep_logs_a_deleted_person_by_name_and_an_inactive_one_as_nothing_to_do() {
+    use seatwarden::workspace::ScimClient;
+
+    let dir = tempfile::tempdir().unwrap();
+    let sandbox = crate::fixtures::demo_sandbox(TOKEN, Faults::default()).await;
+    crate::fixtures::copy_demo_files(dir.path());
+    let env: HashMap<String, String> = [
+        ("SEATWARDEN__WORKSPACE__URL", sandbox.base_url().to_string()),
+        ("SEATWARDEN__WORKSPACE__TOKEN", TOKEN.to_owned()),
+        ("SEATWARDEN__STATE__PATH", "state.db".to_owned()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v))
+    .collect();
+    let config = Config::load_with_env(&dir.path().join("seatwarden.toml"), Some(env)).unwrap();
+    run::execute(
+        &config,
+        Store::open(&config.state.path).unwrap(),
+        Mode::Reconcile,
+    )
+    .await
+    .unwrap();
+
+    // Two active people with active, non-Owner accounts, deleted.
+    let directory_path = dir.path().join("directory.json");
+    let full: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&directory_path).unwrap()).unwrap();
+    let workspace = sandbox.snapshot();
+    let mut users = full["users"].as_array().unwrap().clone();
+    let mut gone = Vec::new();
+    users.retain(|user| {
+        let account = workspace.accounts.iter().find(|a| {
+            a.active
+                && a.external_id.as_deref() == user["id"].as_str()
+                && !a.roles.iter().any(|r| r == "Owner")
+        });
+        match account {
+            Some(account)
+                if gone.len() < 2 && user["status"].as_str().unwrap_or("active") == "active" =>
+            {
+                gone.push((user["id"].as_str().unwrap().to_owned(), account.clone()));
+                false
+            }
+            _ => true,
+        }
+    });
+    assert_eq!(gone.len(), 2);
+    std::fs::write(
+        &directory_path,
+        serde_json::json!({ "users": users }).to_string(),
+    )
+    .unwrap();
+    let client = ScimClient::new(config.scim_settings().unwrap()).unwrap();
+    let (active_id, active) = &gone[0];
+    let (inactive_id, inactive) = &gone[1];
+    client.set_active(&inactive.id, false).await.unwrap();
+
+    let store = std::sync::Arc::new(std::sync::Mutex::new(
+        Store::open(&config.state.path).unwrap(),
+    ));
+    let (outcome, log) = logged(seatwarden::sweep::sweep(
+        &config,
+        &config.directory(),
+        &client,
+        &store,
+        chrono::Utc::now(),
+        chrono::Duration::hours(1),
+    ))
+    .await;
+    outcome.unwrap();
+
+    let line_of = |identity: &str, text: &str| {
+        log.lines()
+            .find(|l| l.contains(&format!("identity={identity}")) && l.contains(text))
+            .unwrap_or_else(|| panic!("no {text:?} line for {identity}:\n{log}"))
+            .to_owned()
+    };
+    let opened = line_of(active_id, "lost access in the directory");
+    assert!(
+        opened.contains(&format!("person={}", active.user_name)),
+        "{opened}"
+    );
+    let nothing = line_of(inactive_id, "nothing to deprovision");
+    assert!(
+        nothing.contains(&format!("person={}", inactive.user_name)),
+        "{nothing}"
+    );
+    assert!(!log.contains("deprovision due"), "{log}");
+}
