@@ -39,13 +39,30 @@ pub struct ScheduleError {
 
 impl Schedule {
     pub fn parse(pattern: &str) -> Result<Schedule, ScheduleError> {
-        let fields = pattern.split_whitespace().count();
-        if !(5..=6).contains(&fields) && !pattern.trim_start().starts_with('@') {
+        let fields: Vec<&str> = pattern.split_whitespace().collect();
+        if !(5..=6).contains(&fields.len()) && !pattern.trim_start().starts_with('@') {
+            // Quartz and some crontabs take a seventh field, the year.
+            let year = if fields.len() == 7 {
+                "; a year field is not supported"
+            } else {
+                ""
+            };
+            return Err(ScheduleError {
+                pattern: pattern.to_owned(),
+                message: format!("expected {FIELD_LAYOUTS}, found {}{year}", fields.len()),
+            });
+        }
+        // Read seconds first, `0 8 * * 1-5 2027` would be refused for its
+        // day-of-week, where the year is what is wrong.
+        if let [.., last] = fields.as_slice()
+            && fields.len() == 6
+            && looks_like_a_year(last)
+        {
             return Err(ScheduleError {
                 pattern: pattern.to_owned(),
                 message: format!(
-                    "expected 5 fields (minute hour day-of-month month day-of-week) \
-                     or 6 with leading seconds, found {fields}"
+                    "its sixth field {last:?} looks like a year, and a year field is not \
+                     supported: expected {FIELD_LAYOUTS}"
                 ),
             });
         }
@@ -121,6 +138,19 @@ impl Schedule {
 /// (`2026-03-02T07:00:00Z`), not the nanoseconds the state database keeps.
 pub fn log_time(at: DateTime<Utc>) -> String {
     at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+}
+
+/// The field layouts [`Schedule::parse`] takes, for its errors.
+const FIELD_LAYOUTS: &str = "5 fields (minute hour day-of-month month day-of-week) or 6 \
+                             with seconds first (second minute hour day-of-month month \
+                             day-of-week)";
+
+/// A four-digit number in a field (`2027`, `2026-2028`, `*/2027`): a year,
+/// which no field of a 5- or 6-field expression takes.
+fn looks_like_a_year(field: &str) -> bool {
+    field
+        .split(|c: char| !c.is_ascii_digit())
+        .any(|number| number.len() == 4)
 }
 
 /// Refuses a value out of its field's range, naming the field, and a step as large

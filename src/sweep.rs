@@ -309,12 +309,33 @@ pub async fn sweep(
         store.update_ledger(&changes, now)?;
         changes
     };
+    // A deleted person is known to the ledger by directory id alone until their
+    // account is read: the log names them by the account's userName as the last
+    // stored workspace snapshot has it.
+    let stored_names = if ledger_changes
+        .open
+        .iter()
+        .any(|entry| entry.user_name == entry.identity_id)
+    {
+        stored_account_names(&*lock(store)?)?
+    } else {
+        HashMap::new()
+    };
     for entry in &ledger_changes.open {
+        let person = entry
+            .account_id
+            .as_ref()
+            .filter(|_| entry.user_name == entry.identity_id)
+            .and_then(|account| stored_names.get(account))
+            .unwrap_or(&entry.user_name);
+        // Not yet "deprovision due": the account may turn out already inactive or
+        // gone, which `enforce` logs as nothing to do.
         tracing::info!(
-            person = %entry.user_name,
+            person = %person,
+            identity = %entry.identity_id,
             reason = entry.reason.as_str(),
             due = %crate::schedule::log_time(entry.due_at),
-            "lost access in the directory: deprovision due"
+            "lost access in the directory: deprovision episode opened"
         );
     }
     let enforced = enforce(config, client, store, now).await;
@@ -329,6 +350,24 @@ pub async fn sweep(
     outcome.detected = ledger_changes.open.len();
     outcome.cancelled += ledger_changes.cancel.len();
     Ok(outcome)
+}
+
+/// Each account's userName, by account id, in the newest stored workspace
+/// snapshot (none stored: empty).
+fn stored_account_names(store: &Store) -> Result<HashMap<String, String>, StoreError> {
+    let Some(run) = store.latest_snapshot_run()? else {
+        return Ok(HashMap::new());
+    };
+    Ok(store
+        .load_workspace_snapshot(run)?
+        .map(|snapshot| {
+            snapshot
+                .accounts
+                .into_iter()
+                .map(|account| (account.id, account.user_name))
+                .collect()
+        })
+        .unwrap_or_default())
 }
 
 /// Leavers and returners among linked identities.
@@ -665,6 +704,11 @@ pub async fn enforce(
                     // the daemon's first sweep, say): no access was removed, so
                     // it is no deprovision in the SLA figures, nor a latency.
                     store.deprovision_found_done(entry.id, now)?;
+                    tracing::info!(
+                        person = %account.as_ref().map_or(entry.user_name.as_str(), |a| a.user_name.as_str()),
+                        identity = %entry.identity_id,
+                        "account already inactive or gone when first checked: nothing to deprovision"
+                    );
                 }
                 continue;
             }

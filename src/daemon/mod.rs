@@ -514,10 +514,11 @@ fn reload(shared: &Shared, path: &Path) {
     match loaded {
         Ok((config, settings, token)) => {
             let old = shared.config();
-            if config.state.path != old.state.path || settings.listen != shared.settings().listen {
-                tracing::warn!(
-                    "state.path and http.listen changes take effect at the next restart"
-                );
+            if let Some(warning) = restart_only_changes(
+                (&old.state.path, shared.settings().listen),
+                (&config.state.path, settings.listen),
+            ) {
+                tracing::warn!("{warning}");
             }
             let mut config = config;
             config.state.path = old.state.path.clone();
@@ -550,6 +551,31 @@ fn reload(shared: &Shared, path: &Path) {
         }
     }
     notify(&[sd_notify::NotifyState::Ready]);
+}
+
+/// What a reload keeps as started, of the keys that changed (`running` and
+/// `reloaded`: `state.path` and `http.listen`), naming only those.
+fn restart_only_changes(
+    running: (&Path, std::net::SocketAddr),
+    reloaded: (&Path, std::net::SocketAddr),
+) -> Option<String> {
+    let mut changed = Vec::new();
+    if running.0 != reloaded.0 {
+        changed.push("state.path");
+    }
+    if running.1 != reloaded.1 {
+        changed.push("http.listen");
+    }
+    match changed.as_slice() {
+        [] => None,
+        [key] => Some(format!(
+            "{key} changed: the change takes effect at the next restart"
+        )),
+        keys => Some(format!(
+            "{} changed: the changes take effect at the next restart",
+            keys.join(" and ")
+        )),
+    }
 }
 
 /// One job run: recorded in the `jobs` table and in metrics whatever happens.
@@ -1175,5 +1201,27 @@ mod tests {
         assert_eq!(streak, 3);
         let sent = JobEnd::of_delivery(Delivered::Sent(crate::mail::Delivery::default()));
         assert_eq!(sent.failures_after(streak), 0);
+    }
+
+    /// A reload names only the restart-only keys that changed.
+    #[test]
+    fn a_reload_names_only_the_restart_only_keys_that_changed() {
+        let db = Path::new("/var/lib/seatwarden/state.db");
+        let moved = Path::new("/srv/seatwarden/state.db");
+        let listen: std::net::SocketAddr = "127.0.0.1:9464".parse().unwrap();
+        let other: std::net::SocketAddr = "127.0.0.1:9465".parse().unwrap();
+        assert_eq!(restart_only_changes((db, listen), (db, listen)), None);
+        assert_eq!(
+            restart_only_changes((db, listen), (db, other)).as_deref(),
+            Some("http.listen changed: the change takes effect at the next restart")
+        );
+        assert_eq!(
+            restart_only_changes((db, listen), (moved, listen)).as_deref(),
+            Some("state.path changed: the change takes effect at the next restart")
+        );
+        assert_eq!(
+            restart_only_changes((db, listen), (moved, other)).as_deref(),
+            Some("state.path and http.listen changed: the changes take effect at the next restart")
+        );
     }
 }

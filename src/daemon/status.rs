@@ -41,6 +41,10 @@ pub struct Status {
     /// Writes a stop or an opened circuit breaker kept back unsent are `not_sent`,
     /// not `failed`: they never reached the workspace.
     pub last_reconcile_actions: BTreeMap<String, usize>,
+    /// The last reconcile's held actions that wait for a human (`approve` or
+    /// `reject`), as its stored report counts them: held, less those only waiting
+    /// for the settle window and those decided since. What `/metrics` counts for it.
+    pub last_reconcile_awaiting_approval: usize,
     /// The last reconcile is recorded as running, but no writer holds the lock:
     /// its process stopped before it finished, and the next writing run closes
     /// it and recovers its in-flight writes. Told as `report --run` tells it
@@ -258,6 +262,15 @@ pub fn collect(
         )?,
         None => BTreeMap::new(),
     };
+    let last_reconcile_awaiting_approval = match &last_reconcile {
+        Some(run) => match store.report(run.id)? {
+            // An unreadable report: what the journal holds, rather than nothing.
+            Some(json) => crate::report::awaiting_approval_in(&json)
+                .unwrap_or_else(|_| last_reconcile_actions.get("held").copied().unwrap_or(0)),
+            None => 0,
+        },
+        None => 0,
+    };
     let jobs = job_lines(store.jobs()?, daemon_running, schedule, now, tz);
     Ok(Status {
         now,
@@ -279,6 +292,7 @@ pub fn collect(
         circuit: crate::circuit::state(&breaker, now, cool_down),
         circuit_reason: breaker.reason,
         last_reconcile_actions,
+        last_reconcile_awaiting_approval,
         last_reconcile_cut_off,
         last_reconcile,
         admin_command,
@@ -495,6 +509,28 @@ pub fn render_text(status: &Status) -> String {
         } else {
             run.status.as_str()
         };
+        // What waits for the operator, first: "succeeded" alone reads as done.
+        let mut attention = Vec::new();
+        if status.last_reconcile_awaiting_approval > 0 {
+            attention.push(format!(
+                "{} held for approval (`{} approve {}`)",
+                crate::report::plural(status.last_reconcile_awaiting_approval, "action", "actions"),
+                status.admin_command,
+                run.id
+            ));
+        }
+        if let Some(failed) = status
+            .last_reconcile_actions
+            .get("failed")
+            .filter(|n| **n > 0)
+        {
+            attention.push(format!("{failed} failed"));
+        }
+        let attention = if attention.is_empty() {
+            ",".to_owned()
+        } else {
+            format!(": {};", attention.join(", "))
+        };
         let actions: Vec<String> = status
             .last_reconcile_actions
             .iter()
@@ -502,9 +538,10 @@ pub fn render_text(status: &Status) -> String {
             .collect();
         let _ = writeln!(
             out,
-            "Last reconcile: run {} {}, started {}{}",
+            "Last reconcile: run {} {}{} started {}{}",
             run.id,
             state,
+            attention,
             local(run.started_at, tz),
             if actions.is_empty() {
                 "; no actions".to_owned()
