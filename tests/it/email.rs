@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, TimeZone, Utc};
 
+use crate::fixtures::plain_mail_settings;
 use seatwarden::config::Config;
 use seatwarden::mail::{self, Mailer};
 use seatwarden::retry::RetryPolicy;
@@ -188,28 +189,10 @@ timezone = "Mars/Olympus"
     assert!(error.contains("report.timezone"), "{error}");
 }
 
-fn plain_settings(port: u16) -> mail::MailSettings {
-    mail::MailSettings {
-        endpoint: mail::SmtpEndpoint {
-            host: "127.0.0.1".into(),
-            port,
-            tls: mail::TlsMode::None,
-        },
-        username: None,
-        password: None,
-        from: "seatwarden@example.com".into(),
-        to: vec!["it-security@example.com".into()],
-        ca_pem: None,
-        timeout: Duration::from_secs(5),
-        quiet_period: Duration::from_secs(3600),
-        retry: RetryPolicy::immediate(1),
-    }
-}
-
 #[test]
 fn the_message_is_multipart_alternative_with_a_stable_message_id() {
     let mut store = Store::open_in_memory().unwrap();
-    let settings = plain_settings(25);
+    let settings = plain_mail_settings(25);
     mail::queue(
         &mut store,
         &settings,
@@ -246,7 +229,7 @@ fn the_message_is_multipart_alternative_with_a_stable_message_id() {
 #[tokio::test]
 async fn an_unreachable_server_leaves_the_message_pending_with_backoff() {
     let mut store = Store::open_in_memory().unwrap();
-    let settings = plain_settings(closed_port());
+    let settings = plain_mail_settings(closed_port());
     let mailer = Mailer::new(&settings).unwrap();
     let id = mail::queue(
         &mut store,
@@ -285,7 +268,7 @@ async fn a_message_another_sender_took_is_not_sent_twice() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("state.db");
     let mut store = Store::open(&path).unwrap();
-    let settings = plain_settings(closed_port());
+    let settings = plain_mail_settings(closed_port());
     let mailer = Mailer::new(&settings).unwrap();
     let id = mail::queue(
         &mut store,
@@ -379,7 +362,7 @@ fn relay_refusing_logins() -> (u16, std::sync::Arc<std::sync::atomic::AtomicUsiz
 async fn a_refused_login_keeps_the_message_and_is_tried_once_per_delivery_call() {
     use std::sync::atomic::Ordering;
     let (port, logins) = relay_refusing_logins();
-    let mut settings = plain_settings(port);
+    let mut settings = plain_mail_settings(port);
     settings.username = Some("seatwarden".into());
     settings.password = Some(PASSWORD.to_owned().into());
     settings.retry = RetryPolicy::immediate(3);
@@ -443,7 +426,7 @@ async fn an_untrusted_relay_certificate_keeps_the_message_and_is_tried_once_per_
     use std::sync::atomic::Ordering;
     let (url, handshakes) = crate::fixtures::untrusted_tls_server();
     let port: u16 = url.rsplit(':').next().unwrap().parse().unwrap();
-    let mut settings = plain_settings(port);
+    let mut settings = plain_mail_settings(port);
     settings.endpoint.tls = mail::TlsMode::Implicit;
     settings.retry = RetryPolicy::immediate(3);
     let mailer = Mailer::new(&settings).unwrap();
@@ -637,7 +620,7 @@ async fn smtp_smtps_auth_delivery() {
 #[ignore = "needs aiosmtpd: scripts/interop.sh"]
 async fn smtp_wrong_password_is_refused_and_kept() {
     let server = smtp();
-    let mut settings = plain_settings(server.base_port + 1);
+    let mut settings = plain_mail_settings(server.base_port + 1);
     settings.username = Some("seatwarden-interop".into());
     settings.password = Some("wrong-password".to_owned().into());
     let mailer = Mailer::new(&settings).unwrap();
@@ -682,7 +665,7 @@ async fn smtp_a_server_that_comes_up_late_gets_the_message_once() {
     let dir = tempfile::tempdir().unwrap();
     let maildir = dir.path().join("Maildir");
     let state = dir.path().join("state.db");
-    let settings = plain_settings(port);
+    let settings = plain_mail_settings(port);
     let mailer = Mailer::new(&settings).unwrap();
     let subject = unique_subject("late server");
     let start = Utc::now();
@@ -759,7 +742,7 @@ async fn smtp_a_server_that_comes_up_late_gets_the_message_once() {
 #[ignore = "needs aiosmtpd: scripts/interop.sh"]
 async fn smtp_an_untrusted_certificate_is_refused() {
     let server = smtp();
-    let mut settings = plain_settings(server.base_port + 2);
+    let mut settings = plain_mail_settings(server.base_port + 2);
     settings.endpoint.tls = mail::TlsMode::StartTls;
     // No ca_file: the throwaway CA is not trusted, so nothing may be sent.
     let mailer = Mailer::new(&settings).unwrap();
@@ -787,7 +770,7 @@ async fn smtp_an_untrusted_certificate_is_refused() {
 #[ignore = "needs aiosmtpd: scripts/interop.sh"]
 async fn smtp_a_temporary_refusal_is_retried_and_sent_once() {
     let server = smtp();
-    let settings = plain_settings(server.base_port);
+    let settings = plain_mail_settings(server.base_port);
     let mailer = Mailer::new(&settings).unwrap();
     let mut store = Store::open_in_memory().unwrap();
     let subject = unique_subject("[tempfail]");
@@ -1054,7 +1037,7 @@ fn a_retry_notice_names_the_server_the_error_the_wait_and_the_attempt() {
 #[tokio::test]
 async fn one_unreachable_server_costs_one_attempt_per_call_not_one_per_message() {
     let mut store = Store::open_in_memory().unwrap();
-    let settings = plain_settings(closed_port());
+    let settings = plain_mail_settings(closed_port());
     let mailer = Mailer::new(&settings).unwrap();
     for n in 0..3 {
         mail::queue(
@@ -1086,7 +1069,7 @@ async fn one_unreachable_server_costs_one_attempt_per_call_not_one_per_message()
 fn alert_and_resolution_messages() {
     use seatwarden::alert::{self, AlertCondition, AlertContext};
     let mut store = Store::open_in_memory().unwrap();
-    let settings = plain_settings(25);
+    let settings = plain_mail_settings(25);
     let context = AlertContext {
         name: "acme",
         timezone: chrono_tz::Europe::Berlin,
@@ -1270,7 +1253,7 @@ async fn queue_and_deliver(
 }
 
 fn relay_settings(port: u16) -> mail::MailSettings {
-    let mut settings = plain_settings(port);
+    let mut settings = plain_mail_settings(port);
     settings.retry = RetryPolicy::immediate(3);
     settings
 }
@@ -1488,7 +1471,7 @@ async fn a_refused_recipient_is_reported_and_the_others_get_the_message() {
 fn reminders_and_the_resolution_reply_to_the_alerts_first_mail() {
     use seatwarden::alert::{self, AlertCondition, AlertContext};
     let mut store = Store::open_in_memory().unwrap();
-    let settings = plain_settings(25);
+    let settings = plain_mail_settings(25);
     let context = AlertContext {
         name: "acme",
         timezone: chrono_tz::UTC,

@@ -255,3 +255,24 @@ pub fn untrusted_tls_server() -> (String, std::sync::Arc<std::sync::atomic::Atom
     });
     (url, connections)
 }
+
+/// Mail settings for a plain (no TLS, no login) SMTP server on 127.0.0.1:`port`,
+/// from seatwarden@example.com to it-security@example.com, one attempt per call.
+pub fn plain_mail_settings(port: u16) -> seatwarden::mail::MailSettings {
+    use seatwarden::mail;
+    mail::MailSettings {
+        endpoint: mail::SmtpEndpoint {
+            host: "127.0.0.1".into(),
+            port,
+            tls: mail::TlsMode::None,
+        },
+        username: None,
+        password: None,
+        from: "seatwarden@example.com".into(),
+        to: vec!["it-security@example.com".into()],
+        ca_pem: None,
+        timeout: std::time::Duration::from_secs(5),
+        quiet_period: std::time::Duration::from_secs(3600),
+        retry: seatwarden::retry::RetryPolicy::immediate(1),
+    }
+}

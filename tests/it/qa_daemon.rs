@@ -5,8 +5,8 @@
 
 use std::io::{BufRead, BufReader, Write};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
+use crate::fixtures::plain_mail_settings;
 use chrono::{DateTime, TimeZone, Utc};
 use seatwarden::mail::{self, Mailer};
 use seatwarden::retry::RetryPolicy;
@@ -19,24 +19,6 @@ fn at(hour: u32, minute: u32) -> DateTime<Utc> {
 fn closed_port() -> u16 {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     listener.local_addr().unwrap().port()
-}
-
-fn plain_settings(port: u16) -> mail::MailSettings {
-    mail::MailSettings {
-        endpoint: mail::SmtpEndpoint {
-            host: "127.0.0.1".into(),
-            port,
-            tls: mail::TlsMode::None,
-        },
-        username: None,
-        password: None,
-        from: "seatwarden@example.com".into(),
-        to: vec!["it-security@example.com".into()],
-        ca_pem: None,
-        timeout: Duration::from_secs(5),
-        quiet_period: Duration::from_secs(3600),
-        retry: RetryPolicy::immediate(1),
-    }
 }
 
 /// A relay on loopback that accepts every message; returns its port and the
@@ -94,7 +76,7 @@ fn accepting_relay() -> (u16, Arc<Mutex<Vec<String>>>) {
 #[tokio::test]
 async fn after_a_relay_outage_a_resolution_never_reaches_people_before_its_alert() {
     let mut store = Store::open_in_memory().unwrap();
-    let down = plain_settings(closed_port());
+    let down = plain_mail_settings(closed_port());
     let alert_subject = "[seatwarden] acme: ada is overdue";
     let alert = mail::queue(
         &mut store,
@@ -133,7 +115,7 @@ async fn after_a_relay_outage_a_resolution_never_reaches_people_before_its_alert
         .unwrap();
 
     let (port, received) = accepting_relay();
-    let up = plain_settings(port);
+    let up = plain_mail_settings(port);
     let up_mailer = Mailer::new(&up).unwrap();
     // Only the resolution is due: it waits for its alert.
     let early = mail::deliver_due(&mut store, &up_mailer, up.retry, at(8, 2))
