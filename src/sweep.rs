@@ -315,7 +315,7 @@ pub async fn sweep(
     let stored_names = if ledger_changes
         .open
         .iter()
-        .any(|entry| entry.user_name == entry.identity_id)
+        .any(|entry| known_only_by_id(&entry.user_name, &entry.identity_id))
     {
         stored_account_names(&*lock(store)?)?
     } else {
@@ -325,7 +325,7 @@ pub async fn sweep(
         let person = entry
             .account_id
             .as_ref()
-            .filter(|_| entry.user_name == entry.identity_id)
+            .filter(|_| known_only_by_id(&entry.user_name, &entry.identity_id))
             .and_then(|account| stored_names.get(account))
             .unwrap_or(&entry.user_name);
         // Not yet "deprovision due": the account may turn out already inactive or
@@ -350,6 +350,13 @@ pub async fn sweep(
     outcome.detected = ledger_changes.open.len();
     outcome.cancelled += ledger_changes.cancel.len();
     Ok(outcome)
+}
+
+/// Whether a ledger episode still names its person by directory id: a deleted
+/// person's is opened so, their userName gone with them, until their account is
+/// read (or a reconcile deprovisions it) and gives the account's.
+fn known_only_by_id(user_name: &str, identity_id: &str) -> bool {
+    user_name == identity_id
 }
 
 /// Each account's userName, by account id, in the newest stored workspace
@@ -438,7 +445,7 @@ fn observe(
     let deleted = |identity_id: &str, account_id: &str| Leaver {
         identity_id: identity_id.to_owned(),
         account_id: Some(account_id.to_owned()),
-        // Replaced by the account's userName once it is read.
+        // Replaced by the account's userName once it is read ([`known_only_by_id`]).
         user_name: identity_id.to_owned(),
         reason: LossReason::Deleted,
     };
@@ -1474,7 +1481,7 @@ pub fn record_deprovisions(
     // show only the id for good.
     let unnamed: HashMap<&str, i64> = current
         .iter()
-        .filter(|e| e.is_open() && e.user_name == e.identity_id)
+        .filter(|e| e.is_open() && known_only_by_id(&e.user_name, &e.identity_id))
         .map(|e| (e.identity_id.as_str(), e.id))
         .collect();
     store.batch(|store| {
