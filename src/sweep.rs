@@ -503,6 +503,9 @@ pub async fn enforce(
     now: DateTime<Utc>,
 ) -> Result<SweepOutcome, RunError> {
     let mut outcome = SweepOutcome::default();
+    // A pass with slow reads can outlast an episode's due time: escalation is
+    // judged at the pass's end, or it waits for the next pass.
+    let started = std::time::Instant::now();
     // Asked before anything is written: an error after the writes would leave
     // them out of the ledger.
     let tz = config.report_timezone()?;
@@ -958,7 +961,9 @@ pub async fn enforce(
     }
 
     let open = lock(store)?.open_deprovisions()?;
-    for entry in sla::to_escalate(&open, now) {
+    let end_of_pass =
+        now + Duration::from_std(started.elapsed()).unwrap_or_else(|_| Duration::zero());
+    for entry in sla::to_escalate(&open, end_of_pass) {
         tracing::error!(
             person = %entry.user_name,
             detected = %crate::schedule::log_time(entry.detected_at),
@@ -968,7 +973,7 @@ pub async fn enforce(
             "deprovision overdue: access not removed within the SLA"
         );
         metrics::counter!("seatwarden_deprovisions_escalated_total").increment(1);
-        lock(store)?.deprovision_escalated(entry.id, now)?;
+        lock(store)?.deprovision_escalated(entry.id, end_of_pass)?;
         outcome.escalated.push(entry.clone());
     }
     // A due account that could not be read at all (a revoked token's 401, a 5xx

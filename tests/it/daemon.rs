@@ -4859,3 +4859,51 @@ fn with_quick_retries(mut env: Vec<(String, String)>) -> Vec<(String, String)> {
     ));
     env
 }
+
+/// An episode that falls due while a slow pass is reading is escalated by that
+/// pass, judged at its end, not by the next one (a minute or more later).
+#[tokio::test]
+async fn a_pass_that_outlasts_the_due_time_escalates_at_its_end() {
+    use chrono::{Duration as Minutes, Utc};
+    use seatwarden::sla::{self, Leaver, LossReason};
+    use wiremock::matchers::method;
+    use wiremock::{Mock, MockServer, ResponseTemplate};
+
+    let workspace = MockServer::start().await;
+    Mock::given(method("GET"))
+        .respond_with(ResponseTemplate::new(401).set_delay(Duration::from_millis(400)))
+        .mount(&workspace)
+        .await;
+    let (_dir, config, store) = against_mock_workspace(&workspace);
+    let now = Utc::now();
+    // Due 300 ms into the pass; its reads take 400 ms each.
+    let detected = now - Minutes::hours(1) + Minutes::milliseconds(300);
+    let changes = sla::observe(
+        &[],
+        &[Leaver {
+            identity_id: "id-gone".into(),
+            account_id: Some("gone".into()),
+            user_name: "gone@example.com".into(),
+            reason: LossReason::Deprovisioned,
+        }],
+        &[],
+        detected,
+        Minutes::hours(1),
+    );
+    store
+        .lock()
+        .unwrap()
+        .update_ledger(&changes, detected)
+        .unwrap();
+    let mut settings = config.scim_settings().unwrap();
+    settings.retry = seatwarden::retry::RetryPolicy::immediate(1);
+    let client = seatwarden::workspace::ScimClient::new(settings).unwrap();
+
+    let outcome = seatwarden::sweep::enforce(&config, &client, &store, now)
+        .await
+        .unwrap();
+    assert_eq!(outcome.escalated.len(), 1, "{outcome:?}");
+    let open = store.lock().unwrap().open_deprovisions().unwrap();
+    let escalated_at = open[0].escalated_at.expect("escalated");
+    assert!(escalated_at >= open[0].due_at, "{:?}", open[0]);
+}
