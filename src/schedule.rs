@@ -8,7 +8,8 @@
 //! gap; a time repeated by a fall-back runs once.
 //!
 //! The loop never overlaps a job with itself (a job still running at its next fire
-//! is skipped, logged and counted), and after downtime a missed job runs once at
+//! is skipped, logged and counted; the log tells a job at work from one still
+//! waiting for its turn behind another, see [`JobCounters::waiting`]), and after downtime a missed job runs once at
 //! start, not once per missed slot. Time comes from a [`Clock`], so tests drive the
 //! loop on tokio's paused clock.
 
@@ -349,12 +350,44 @@ pub struct JobCounters {
     pub started: AtomicU64,
     pub skipped: AtomicU64,
     running: AtomicBool,
+    waiting: AtomicBool,
 }
 
 impl JobCounters {
     pub fn is_running(&self) -> bool {
         self.running.load(Ordering::SeqCst)
     }
+
+    /// Marks the job, started, as waiting for its turn (a lock another job or
+    /// process holds) until the guard drops. A fire skipped meanwhile says so:
+    /// "still running" would send an operator looking for a hung job.
+    pub fn waiting(self: &Arc<Self>) -> Waiting {
+        self.waiting.store(true, Ordering::SeqCst);
+        Waiting(Arc::clone(self))
+    }
+
+    pub fn is_waiting(&self) -> bool {
+        self.is_running() && self.waiting.load(Ordering::SeqCst)
+    }
+}
+
+/// See [`JobCounters::waiting`].
+#[must_use = "the job is waiting only while this is held"]
+pub struct Waiting(Arc<JobCounters>);
+
+impl Drop for Waiting {
+    fn drop(&mut self) {
+        self.0.waiting.store(false, Ordering::SeqCst);
+    }
+}
+
+/// Why a fire was skipped: the job is still at work, or still waiting for its
+/// turn behind the jobs named (none: behind something outside the scheduler,
+/// such as a command run by hand).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Busy {
+    Running,
+    Waiting { behind: Vec<&'static str> },
 }
 
 /// Starts a job's work; the future runs on its own task.
@@ -476,26 +509,50 @@ impl Scheduler {
         }
     }
 
+    /// A scheduled fire: [`start_now`], and a refused start (the job is still
+    /// running at its next fire time) is counted and logged as skipped.
     fn fire(&self, name: &'static str, start: &StartJob) {
-        if let Some(counters) = self.counters.get(name) {
-            fire(name, counters, start);
+        let Some(counters) = self.counters.get(name) else {
+            return;
+        };
+        if start_now(name, counters, start) {
+            return;
+        }
+        counters.skipped.fetch_add(1, Ordering::SeqCst);
+        metrics::counter!("seatwarden_job_skipped_total", "job" => name).increment(1);
+        match self.busy(name) {
+            Busy::Running => tracing::warn!(
+                job = name,
+                "still running at its next fire time: this fire is skipped"
+            ),
+            Busy::Waiting { behind } if behind.is_empty() => tracing::warn!(
+                job = name,
+                "still waiting for its turn at its next fire time (a lock held outside \
+                 this daemon, such as a seatwarden command run by hand): this fire is skipped"
+            ),
+            Busy::Waiting { behind } => tracing::warn!(
+                job = name,
+                behind = ?behind,
+                "still waiting for {} to finish at its next fire time: this fire is skipped",
+                behind.join(" and ")
+            ),
         }
     }
-}
 
-/// A scheduled fire: [`start_now`], and a refused start (the job is still
-/// running at its next fire time) is counted and logged as skipped.
-pub fn fire(name: &'static str, counters: &Arc<JobCounters>, start: &StartJob) -> bool {
-    if start_now(name, counters, start) {
-        return true;
+    /// Why `name`, started, has not finished: at work, or waiting behind the
+    /// jobs at work.
+    pub fn busy(&self, name: &'static str) -> Busy {
+        if !self.counters.get(name).is_some_and(|c| c.is_waiting()) {
+            return Busy::Running;
+        }
+        let behind = self
+            .counters
+            .iter()
+            .filter(|(other, c)| **other != name && c.is_running() && !c.is_waiting())
+            .map(|(other, _)| *other)
+            .collect();
+        Busy::Waiting { behind }
     }
-    counters.skipped.fetch_add(1, Ordering::SeqCst);
-    metrics::counter!("seatwarden_job_skipped_total", "job" => name).increment(1);
-    tracing::warn!(
-        job = name,
-        "still running at its next fire time: this fire is skipped"
-    );
-    false
 }
 
 /// Starts `name` on its own task unless it is already running; returns whether it
@@ -954,6 +1011,52 @@ mod tests {
         assert_eq!(c.started.load(Ordering::SeqCst), 3, "12:01, 12:02, 12:03");
         assert_eq!(c.skipped.load(Ordering::SeqCst), 0);
         assert!(!c.is_running());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_job_waiting_behind_another_is_told_from_one_at_work() {
+        let clock: Arc<dyn Clock> = Arc::new(TokioClock::starting_at(utc(2026, 5, 1, 12, 0)));
+        let every_minute = |name| JobSpec {
+            name,
+            schedule: Schedule::parse("* * * * *").unwrap(),
+            last_started: Some(utc(2026, 5, 1, 12, 0)),
+        };
+        let jobs = vec![every_minute("reconcile"), every_minute("sweep")];
+        let scheduler = Scheduler::new(jobs, Tz::UTC, clock, Duration::from_secs(5));
+        let counters = scheduler.counters();
+        let writer = Arc::new(tokio::sync::Mutex::new(()));
+        let start: StartJob = {
+            let counters = counters.clone();
+            Arc::new(move |name| {
+                let counters = Arc::clone(&counters[name]);
+                let writer = Arc::clone(&writer);
+                Box::pin(async move {
+                    let waiting = counters.waiting();
+                    let _writer = writer.lock_owned().await;
+                    drop(waiting);
+                    tokio::time::sleep(Duration::from_secs(150)).await;
+                })
+            })
+        };
+        assert!(start_now("reconcile", &counters["reconcile"], &start));
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        assert!(start_now("sweep", &counters["sweep"], &start));
+        tokio::time::sleep(Duration::from_secs(1)).await;
+
+        assert_eq!(scheduler.busy("reconcile"), Busy::Running);
+        assert_eq!(
+            scheduler.busy("sweep"),
+            Busy::Waiting {
+                behind: vec!["reconcile"]
+            }
+        );
+        scheduler.fire("sweep", &start);
+        assert_eq!(counters["sweep"].skipped.load(Ordering::SeqCst), 1);
+
+        // Its turn came: from now on it is at work.
+        tokio::time::sleep(Duration::from_secs(150)).await;
+        assert!(!counters["reconcile"].is_running());
+        assert_eq!(scheduler.busy("sweep"), Busy::Running);
     }
 
     #[tokio::test(start_paused = true)]

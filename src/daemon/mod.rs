@@ -583,6 +583,7 @@ async fn run_job(shared: Arc<Shared>, name: &'static str) {
     if shared.stopping.is_stopped() {
         return;
     }
+    let waiting = shared.counters.get(name).map(|c| c.waiting());
     // Jobs that write to the workspace or prune take the writer lock; mail and the
     // digest only read and queue, so an alert is not stuck behind a long reconcile.
     let _writer = match name {
@@ -612,6 +613,7 @@ async fn run_job(shared: Arc<Shared>, name: &'static str) {
             Err(e) => (None, Some(format!("cannot take the writer lock: {e}"))),
         },
     };
+    drop(waiting);
     if shared.stopping.is_stopped() {
         return;
     }
