@@ -4,9 +4,11 @@
 //! PERSON is a directory id, userName or email (case folded as matching folds it;
 //! one several people share is refused, naming them), or a workspace account id
 //! or userName (shown with the person linked to it, else the one it matches). The
-//! account shown for a person is the linked one, else the one matching finds
-//! (externalId, userName, email), as the next run would. With `--live` ([`explain_with`]) the account is also read
-//! from the workspace as it is now (one request). The view is built from the newest run that stored both
+//! account shown for a person is the linked one, else the one the next run's
+//! plan matches to them (its new links: matching itself is the plan's, not
+//! copied here); a disputed match shows none, and its candidates. With `--live`
+//! ([`explain_with`]) the account is also read from the workspace as it is now
+//! (one request). The view is built from the newest run that stored both
 //! snapshots, but not one whose directory was refused as a source fault (it says
 //! which and when), the stored links and the action journal; the
 //! "next run" section re-plans from those snapshots through policy, plan, guard
@@ -41,7 +43,7 @@ use crate::config::{Config, ConfigError};
 use crate::guard;
 use crate::model::{
     Account, AccountRef, ActionKind, DirectorySnapshot, DriftItem, DriftKind, HoldReason, Identity,
-    Link, WorkspaceSnapshot,
+    Link, NewLink, WorkspaceSnapshot,
 };
 use crate::plan;
 use crate::policy;
@@ -198,40 +200,6 @@ fn find_identity<'a>(
     Ok(None)
 }
 
-/// One of matching's rules: whether the account may be the identity's.
-type MatchRule = fn(&Identity, &Account) -> bool;
-
-/// What matching tries, in its order: the externalId, the userName, the email (an
-/// empty one matches nobody). The first rule any of `candidates` meets decides.
-fn matched_in_order<'a, T>(
-    candidates: impl Iterator<Item = &'a T> + Clone,
-    identity_and_account: impl Fn(&'a T) -> (&'a Identity, &'a Account),
-) -> Vec<&'a T> {
-    let rules: [MatchRule; 3] = [
-        |i, a| a.external_id.as_deref() == Some(i.id.as_str()),
-        |i, a| crate::model::same_ci(&a.user_name, &i.user_name),
-        |i, a| {
-            a.email
-                .as_deref()
-                .zip(i.email.as_deref())
-                .is_some_and(|(a, i)| !a.trim().is_empty() && crate::model::same_ci(a, i))
-        },
-    ];
-    for rule in rules {
-        let found: Vec<&T> = candidates
-            .clone()
-            .filter(|c| {
-                let (identity, account) = identity_and_account(c);
-                rule(identity, account)
-            })
-            .collect();
-        if !found.is_empty() {
-            return found;
-        }
-    }
-    Vec::new()
-}
-
 /// One value from the directory, the workspace or a provider, made safe for one
 /// line of the view: control characters (line breaks, escapes) and characters
 /// that reorder text are replaced, as the digest and `status` do.
@@ -326,37 +294,23 @@ impl Loaded {
             .collect()
     }
 
-    /// The first account matching finds for `identity` (externalId, userName,
-    /// email), of those linked to nobody else.
-    fn first_match(&self, identity: &Identity) -> Option<&Account> {
-        let unlinked: Vec<&Account> = self
-            .workspace
-            .accounts
-            .iter()
-            .filter(|a| {
-                !self
-                    .links
-                    .iter()
-                    .any(|l| l.account_id == a.id && l.identity_id != identity.id)
-            })
-            .collect();
-        matched_in_order(unlinked.iter(), |a| (identity, *a))
-            .first()
-            .map(|a| **a)
-    }
-
     /// The person's identity, stored link and account. Named by the person: the
-    /// linked account, else the one matching finds (externalId, userName, email;
-    /// none linked to someone else). Named by an account (id or userName): that
-    /// account, and the person linked to it, else the one person it matches.
-    fn find(&self, person: &str) -> Result<Found<'_>, ExplainError> {
+    /// linked account, else the one the plan matches to them (`matched`: its new
+    /// links). Named by an account (id or userName): that account, and the person
+    /// linked or matched to it. A disputed match is in neither: the dispute
+    /// section shows its candidates.
+    fn find(&self, person: &str, matched: &[NewLink]) -> Result<Found<'_>, ExplainError> {
         let accounts = &self.workspace.accounts;
         if let Some(identity) = find_identity(&self.directory, person)? {
             let link = self.links.iter().find(|l| l.identity_id == identity.id);
-            let account = match link {
-                Some(link) => accounts.iter().find(|a| a.id == link.account_id),
-                None => self.first_match(identity),
+            let account_id = match link {
+                Some(link) => Some(link.account_id.as_str()),
+                None => matched
+                    .iter()
+                    .find(|m| m.identity_id == identity.id)
+                    .map(|m| m.account_id.as_str()),
             };
+            let account = account_id.and_then(|id| accounts.iter().find(|a| a.id == id));
             return Ok((Some(identity), link, account));
         }
         let Some(account) = accounts
@@ -366,30 +320,15 @@ impl Loaded {
             return Ok((None, None, None));
         };
         let link = self.links.iter().find(|l| l.account_id == account.id);
-        let identity = match link {
-            Some(link) => self
-                .directory
-                .identities
+        let identity_id = match link {
+            Some(link) => Some(link.identity_id.as_str()),
+            None => matched
                 .iter()
-                .find(|i| i.id == link.identity_id),
-            None => {
-                let unlinked: Vec<&Identity> = self
-                    .directory
-                    .identities
-                    .iter()
-                    .filter(|i| !self.links.iter().any(|l| l.identity_id == i.id))
-                    .collect();
-                // The one person this account matches, whose own first match it is
-                // too; else (several people, or a person another account matches
-                // first) a dispute or a stray, shown from the account's side.
-                match matched_in_order(unlinked.iter(), |i| (*i, account)).as_slice() {
-                    [one] if self.first_match(one).is_some_and(|a| a.id == account.id) => {
-                        Some(**one)
-                    }
-                    _ => None,
-                }
-            }
+                .find(|m| m.account_id == account.id)
+                .map(|m| m.identity_id.as_str()),
         };
+        let identity =
+            identity_id.and_then(|id| self.directory.identities.iter().find(|i| i.id == id));
         Ok((identity, link, Some(account)))
     }
 }
@@ -409,11 +348,22 @@ pub type LiveAccount = Result<Option<Account>, String>;
 
 /// What `--live` should read for `person`; `None` when nothing names an account
 /// (no run has stored snapshots either: [`explain_with`] says what to run).
-pub fn live_target(store: &Store, person: &str) -> Result<Option<LiveTarget>, ExplainError> {
+pub fn live_target(
+    store: &Store,
+    config: &Config,
+    person: &str,
+) -> Result<Option<LiveTarget>, ExplainError> {
     let Some(loaded) = Loaded::load(store)? else {
         return Ok(None);
     };
-    Ok(match loaded.find(person)? {
+    let matched = crate::export::matched_unlinked(
+        config,
+        &loaded.directory,
+        &loaded.workspace,
+        &loaded.links,
+        &loaded.remembered,
+    );
+    Ok(match loaded.find(person, &matched)? {
         (_, Some(link), None) => Some(LiveTarget::Id(link.account_id.clone())),
         (_, _, Some(account)) => Some(LiveTarget::Id(account.id.clone())),
         (Some(identity), None, None) => Some(LiveTarget::UserName(identity.user_name.clone())),
@@ -449,7 +399,8 @@ pub fn explain_with(
     live: Option<&LiveAccount>,
 ) -> Result<String, ExplainError> {
     let loaded = Loaded::require(store, config)?;
-    let (identity, link, account) = loaded.find(person)?;
+    let next = next_actions(config, store, &loaded, now)?;
+    let (identity, link, account) = loaded.find(person, &next.new_links)?;
     let remembered = match identity {
         Some(_) => Vec::new(),
         None => loaded.remembered_dispute(person, account),
@@ -466,7 +417,6 @@ pub fn explain_with(
     if identity.is_none() && account.is_none() {
         return Err(ExplainError::NotFound(person.to_owned(), loaded.run));
     }
-    let next = next_actions(config, store, &loaded, now)?;
     let view = View {
         next: &next,
         config,
@@ -696,6 +646,8 @@ impl View<'_> {
                         " (no directory identity matches the account below)"
                     } else if self.account.is_some() {
                         " (the account below is a match candidate, not linked yet)"
+                    } else if !self.disputes().is_empty() {
+                        " (the match is disputed: the candidates are below)"
                     } else {
                         ""
                     }
@@ -1015,7 +967,12 @@ impl View<'_> {
             }
         }
         let Some(a) = self.account else {
-            let _ = writeln!(out, "  none");
+            let none = if self.disputes().is_empty() {
+                "none"
+            } else {
+                "none chosen: the match is disputed (see above)"
+            };
+            let _ = writeln!(out, "  {none}");
             return Ok(());
         };
         let _ = writeln!(out, "  id:         {}", clean(&a.id));
@@ -1513,10 +1470,38 @@ mod tests {
             ),
             "{text}"
         );
+        // No candidate is shown as theirs: that is the choice left to a person.
         assert!(
-            text.contains("one of the disputed candidates"),
-            "the one account shown is not the person's: {text}"
+            text.contains("no stored link (the match is disputed: the candidates are below)")
+                && text.contains("  none chosen: the match is disputed (see above)"),
+            "{text}"
         );
+    }
+
+    /// Explain follows the plan's matching, not a copy of its rules: an account
+    /// whose externalId names someone else is not shown as the person's because
+    /// their userName matches it.
+    #[test]
+    fn the_account_shown_is_the_one_the_plan_matches() {
+        let mut claimed = account("a1", "ada@example.com", "ada@example.com");
+        claimed.external_id = Some("p2".into());
+        let (_dir, config) = stored(
+            vec![
+                person("p1", "ada@example.com", IdentityStatus::Active),
+                person("p2", "grace@example.com", IdentityStatus::Active),
+            ],
+            vec![claimed],
+        );
+        let store = Store::open(&config.state.path).unwrap();
+        let ada = explain(&config, &store, "p1", t0()).unwrap();
+        let account = explain(&config, &store, "a1", t0()).unwrap();
+        assert!(
+            ada.contains("read before that run applied anything)\n  none\n")
+                && ada
+                    .contains("create_account — identity is in scope but has no workspace account"),
+            "{ada}"
+        );
+        assert!(account.contains("  id:         p2\n"), "{account}");
     }
 
     /// Looked up by the other account, the view says whose it may be and how to
@@ -1573,7 +1558,10 @@ mod tests {
         let (_dir, config) = configured("[report]\nadmin_command = \"sudo seatwarden-admin\"\n");
         let store = Store::open(&config.state.path).unwrap();
 
-        assert_eq!(live_target(&store, "ada@example.com").unwrap(), None);
+        assert_eq!(
+            live_target(&store, &config, "ada@example.com").unwrap(),
+            None
+        );
         let err = explain(&config, &store, "ada@example.com", t0()).unwrap_err();
         assert_eq!(
             err.to_string(),

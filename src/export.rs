@@ -197,7 +197,7 @@ fn may_be_theirs(identity: &Identity, account: &Account) -> bool {
 /// `plan`, every account's; later, those of people matched since the last
 /// reconcile (a reconcile stores them as it applies). Without them an access
 /// review would list the accounts of people in the directory as orphaned.
-fn matched_unlinked(
+pub(crate) fn matched_unlinked(
     config: &Config,
     directory: &crate::model::DirectorySnapshot,
     workspace: &crate::model::WorkspaceSnapshot,
