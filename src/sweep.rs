@@ -299,39 +299,22 @@ pub async fn sweep(
     let ledger_changes = {
         let mut store = lock(store)?;
         let current = store.current_deprovisions()?;
-        let changes = sla::observe(
+        let mut changes = sla::observe(
             &current,
             &observation.leavers,
             &observation.returned,
             now,
             sla,
         );
+        name_by_stored_accounts(&mut changes.open, &store)?;
         store.update_ledger(&changes, now)?;
         changes
     };
-    // A deleted person is known to the ledger by directory id alone until their
-    // account is read: the log names them by the account's userName as the last
-    // stored workspace snapshot has it.
-    let stored_names = if ledger_changes
-        .open
-        .iter()
-        .any(|entry| known_only_by_id(&entry.user_name, &entry.identity_id))
-    {
-        stored_account_names(&*lock(store)?)?
-    } else {
-        HashMap::new()
-    };
     for entry in &ledger_changes.open {
-        let person = entry
-            .account_id
-            .as_ref()
-            .filter(|_| known_only_by_id(&entry.user_name, &entry.identity_id))
-            .and_then(|account| stored_names.get(account))
-            .unwrap_or(&entry.user_name);
         // Not yet "deprovision due": the account may turn out already inactive or
         // gone, which `enforce` logs as nothing to do.
         tracing::info!(
-            person = %person,
+            person = %entry.user_name,
             identity = %entry.identity_id,
             reason = entry.reason.as_str(),
             due = %crate::schedule::log_time(entry.due_at),
@@ -353,10 +336,29 @@ pub async fn sweep(
 }
 
 /// Whether a ledger episode still names its person by directory id: a deleted
-/// person's is opened so, their userName gone with them, until their account is
-/// read (or a reconcile deprovisions it) and gives the account's.
+/// person's, their userName gone with them, whose account no stored workspace
+/// snapshot held when it opened, until the account is read (or a reconcile
+/// deprovisions it) and gives the account's.
 fn known_only_by_id(user_name: &str, identity_id: &str) -> bool {
     user_name == identity_id
+}
+
+/// A deleted person's userName went with them: their new episode takes their
+/// account's userName as the newest stored workspace snapshot has it, so the log,
+/// `status` and an overdue alert sent while the workspace is down name them. An
+/// account no snapshot holds leaves the directory id, until the account is read.
+fn name_by_stored_accounts(opened: &mut [sla::NewEntry], store: &Store) -> Result<(), StoreError> {
+    let unnamed = |entry: &sla::NewEntry| known_only_by_id(&entry.user_name, &entry.identity_id);
+    if !opened.iter().any(unnamed) {
+        return Ok(());
+    }
+    let names = stored_account_names(store)?;
+    for entry in opened.iter_mut().filter(|entry| unnamed(entry)) {
+        if let Some(name) = entry.account_id.as_ref().and_then(|id| names.get(id)) {
+            entry.user_name.clone_from(name);
+        }
+    }
+    Ok(())
 }
 
 /// Each account's userName, by account id, in the newest stored workspace
@@ -445,7 +447,9 @@ fn observe(
     let deleted = |identity_id: &str, account_id: &str| Leaver {
         identity_id: identity_id.to_owned(),
         account_id: Some(account_id.to_owned()),
-        // Replaced by the account's userName once it is read ([`known_only_by_id`]).
+        // Replaced by the account's userName from the stored workspace snapshot
+        // when the episode opens, else once the account is read
+        // ([`known_only_by_id`]).
         user_name: identity_id.to_owned(),
         reason: LossReason::Deleted,
     };

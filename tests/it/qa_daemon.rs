@@ -238,3 +238,34 @@ async fn a_refused_deactivation_names_the_deleted_person_by_their_account() {
     assert!(!error.contains(&leaver), "{error}");
     sandbox.shutdown().await;
 }
+
+/// Someone deleted from the directory while the workspace is down: their
+/// episode is named by their account's userName from the last stored workspace
+/// snapshot from the start, so `status` and an overdue alert sent before the
+/// workspace answers again do not show a bare directory id.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_person_deleted_while_the_workspace_is_down_is_named_by_their_account() {
+    use seatwarden::workspace::ScimClient;
+
+    let (sandbox, dir, config) = reconciled_demo().await;
+    let (leaver, user_name) = delete_a_leaver(dir.path(), &sandbox);
+    sandbox.shutdown().await;
+    let mut settings = config.scim_settings().unwrap();
+    settings.retry = RetryPolicy::immediate(1);
+    let client = ScimClient::new(settings).unwrap();
+    let store = Arc::new(Mutex::new(Store::open(&config.state.path).unwrap()));
+    let outcome = seatwarden::sweep::sweep(
+        &config,
+        &config.directory(),
+        &client,
+        &store,
+        Utc::now(),
+        chrono::Duration::hours(1),
+    )
+    .await
+    .unwrap();
+    assert!(outcome.unread.is_some(), "the workspace was down: {outcome:?}");
+    let open = store.lock().unwrap().open_deprovisions().unwrap();
+    let episode = open.iter().find(|e| e.identity_id == leaver).unwrap();
+    assert_eq!(episode.user_name, user_name, "{open:?}");
+}
