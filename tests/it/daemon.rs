@@ -2208,6 +2208,32 @@ async fn the_sweep_deactivates_a_leaving_owner_unless_they_are_the_last() {
     sandbox.shutdown().await;
 }
 
+/// Opens the ledger episode of `gone@example.com` (identity `id-gone`, account
+/// `gone`), deprovisioned in the directory at `detected`, due an hour later.
+fn open_gone_episode(
+    store: &std::sync::Arc<std::sync::Mutex<Store>>,
+    detected: chrono::DateTime<chrono::Utc>,
+) {
+    use seatwarden::sla::{self, Leaver, LossReason};
+    let changes = sla::observe(
+        &[],
+        &[Leaver {
+            identity_id: "id-gone".into(),
+            account_id: Some("gone".into()),
+            user_name: "gone@example.com".into(),
+            reason: LossReason::Deprovisioned,
+        }],
+        &[],
+        detected,
+        chrono::Duration::hours(1),
+    );
+    store
+        .lock()
+        .unwrap()
+        .update_ledger(&changes, detected)
+        .unwrap();
+}
+
 /// One due deprovision whose account cannot be read (the workspace answers 500 to
 /// it, retries and all) fails its own episode: the other leaver is still
 /// deactivated and verified, the one left open is escalated, and the pass fails
@@ -2341,7 +2367,6 @@ async fn an_account_that_cannot_be_read_does_not_stop_the_other_deprovisions() {
 #[tokio::test]
 async fn a_workspace_that_refuses_every_read_fails_the_pass() {
     use chrono::{Duration as Minutes, Utc};
-    use seatwarden::sla::{self, Leaver, LossReason};
     use wiremock::matchers::method;
     use wiremock::{Mock, MockServer, ResponseTemplate};
 
@@ -2358,23 +2383,7 @@ async fn a_workspace_that_refuses_every_read_fails_the_pass() {
     let (_dir, config, store) = against_mock_workspace(&workspace);
     let now = Utc::now();
     let detected = now - Minutes::hours(2);
-    let changes = sla::observe(
-        &[],
-        &[Leaver {
-            identity_id: "id-gone".into(),
-            account_id: Some("gone".into()),
-            user_name: "gone@example.com".into(),
-            reason: LossReason::Deprovisioned,
-        }],
-        &[],
-        detected,
-        Minutes::hours(1),
-    );
-    store
-        .lock()
-        .unwrap()
-        .update_ledger(&changes, detected)
-        .unwrap();
+    open_gone_episode(&store, detected);
     let mut settings = config.scim_settings().unwrap();
     settings.retry = seatwarden::retry::RetryPolicy::immediate(2);
     let client = seatwarden::workspace::ScimClient::new(settings).unwrap();
@@ -4865,7 +4874,6 @@ fn with_quick_retries(mut env: Vec<(String, String)>) -> Vec<(String, String)> {
 #[tokio::test]
 async fn a_pass_that_outlasts_the_due_time_escalates_at_its_end() {
     use chrono::{Duration as Minutes, Utc};
-    use seatwarden::sla::{self, Leaver, LossReason};
     use wiremock::matchers::method;
     use wiremock::{Mock, MockServer, ResponseTemplate};
 
@@ -4878,23 +4886,7 @@ async fn a_pass_that_outlasts_the_due_time_escalates_at_its_end() {
     let now = Utc::now();
     // Due 300 ms into the pass; its reads take 400 ms each.
     let detected = now - Minutes::hours(1) + Minutes::milliseconds(300);
-    let changes = sla::observe(
-        &[],
-        &[Leaver {
-            identity_id: "id-gone".into(),
-            account_id: Some("gone".into()),
-            user_name: "gone@example.com".into(),
-            reason: LossReason::Deprovisioned,
-        }],
-        &[],
-        detected,
-        Minutes::hours(1),
-    );
-    store
-        .lock()
-        .unwrap()
-        .update_ledger(&changes, detected)
-        .unwrap();
+    open_gone_episode(&store, detected);
     let mut settings = config.scim_settings().unwrap();
     settings.retry = seatwarden::retry::RetryPolicy::immediate(1);
     let client = seatwarden::workspace::ScimClient::new(settings).unwrap();

@@ -199,28 +199,16 @@ fn delete_a_leaver(
     )
 }
 
-/// Someone deleted from the directory, whose deactivation the workspace refuses
-/// (5xx past the retries): the failed job's error, which `status` and the
-/// repeated-failure alert show, names them by their account's userName, not by
-/// the directory id their episode opened with.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_refused_deactivation_names_the_deleted_person_by_their_account() {
-    use seatwarden::sandbox::Faults;
-    use seatwarden::workspace::ScimClient;
-
-    let (sandbox, dir, config) = reconciled_demo().await;
-    let (leaver, user_name) = delete_a_leaver(dir.path(), &sandbox);
-    sandbox.set_faults(Faults {
-        rate_5xx: 1.0,
-        writes_only: true,
-        ..Faults::default()
-    });
+/// One sweep pass now, with one try per request; its outcome and the store.
+async fn sweep_once(
+    config: &seatwarden::config::Config,
+) -> (seatwarden::sweep::SweepOutcome, Arc<Mutex<Store>>) {
     let mut settings = config.scim_settings().unwrap();
     settings.retry = RetryPolicy::immediate(1);
-    let client = ScimClient::new(settings).unwrap();
+    let client = seatwarden::workspace::ScimClient::new(settings).unwrap();
     let store = Arc::new(Mutex::new(Store::open(&config.state.path).unwrap()));
     let outcome = seatwarden::sweep::sweep(
-        &config,
+        config,
         &config.directory(),
         &client,
         &store,
@@ -229,6 +217,24 @@ async fn a_refused_deactivation_names_the_deleted_person_by_their_account() {
     )
     .await
     .unwrap();
+    (outcome, store)
+}
+
+/// Someone deleted from the directory, whose deactivation the workspace refuses
+/// (5xx past the retries): the failed job's error, which `status` and the
+/// repeated-failure alert show, names them by their account's userName, not by
+/// the directory id their episode opened with.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_deactivation_names_the_deleted_person_by_their_account() {
+    use seatwarden::sandbox::Faults;
+    let (sandbox, dir, config) = reconciled_demo().await;
+    let (leaver, user_name) = delete_a_leaver(dir.path(), &sandbox);
+    sandbox.set_faults(Faults {
+        rate_5xx: 1.0,
+        writes_only: true,
+        ..Faults::default()
+    });
+    let (outcome, _store) = sweep_once(&config).await;
     assert_eq!((outcome.enforced, outcome.failed), (0, 1), "{outcome:?}");
     let error = outcome.checked().unwrap_err().to_string();
     assert!(
@@ -245,26 +251,14 @@ async fn a_refused_deactivation_names_the_deleted_person_by_their_account() {
 /// workspace answers again do not show a bare directory id.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_person_deleted_while_the_workspace_is_down_is_named_by_their_account() {
-    use seatwarden::workspace::ScimClient;
-
     let (sandbox, dir, config) = reconciled_demo().await;
     let (leaver, user_name) = delete_a_leaver(dir.path(), &sandbox);
     sandbox.shutdown().await;
-    let mut settings = config.scim_settings().unwrap();
-    settings.retry = RetryPolicy::immediate(1);
-    let client = ScimClient::new(settings).unwrap();
-    let store = Arc::new(Mutex::new(Store::open(&config.state.path).unwrap()));
-    let outcome = seatwarden::sweep::sweep(
-        &config,
-        &config.directory(),
-        &client,
-        &store,
-        Utc::now(),
-        chrono::Duration::hours(1),
-    )
-    .await
-    .unwrap();
-    assert!(outcome.unread.is_some(), "the workspace was down: {outcome:?}");
+    let (outcome, store) = sweep_once(&config).await;
+    assert!(
+        outcome.unread.is_some(),
+        "the workspace was down: {outcome:?}"
+    );
     let open = store.lock().unwrap().open_deprovisions().unwrap();
     let episode = open.iter().find(|e| e.identity_id == leaver).unwrap();
     assert_eq!(episode.user_name, user_name, "{open:?}");
