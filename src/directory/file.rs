@@ -29,6 +29,8 @@
 //! - Any error rejects the whole file; its message names the file, the row
 //!   (`users[3] (id "u42")` or `line 5`, the file's own line, CRLF or not) and
 //!   the field.
+//! - The file must be UTF-8 (a UTF-8 byte-order mark is allowed); one that is not
+//!   is rejected, naming the line and column of the first byte that is not.
 //! - An empty file, a CSV file with only a header, and `{"users": []}` are valid and
 //!   give an empty snapshot: whether to act on it is the guard's decision.
 
@@ -107,12 +109,12 @@ impl FileSource {
             source,
         };
         let before = std::fs::metadata(&self.path).map_err(io)?;
-        let text = std::fs::read_to_string(&self.path).map_err(io)?;
+        let bytes = std::fs::read(&self.path).map_err(io)?;
         let after = std::fs::metadata(&self.path).map_err(io)?;
         // An export rewritten in place while it is read can still parse, cut at a
         // line boundary or inside the last column: people missing or with fewer
         // groups, who would look like leavers.
-        if !unchanged(&before, &after, text.len()) {
+        if !unchanged(&before, &after, bytes.len()) {
             return Err(DirectoryError::Invalid {
                 path: self.path.clone(),
                 location: "the whole file".to_owned(),
@@ -122,6 +124,8 @@ impl FileSource {
                     .to_owned(),
             });
         }
+        let text = String::from_utf8(bytes)
+            .map_err(|e| not_utf8(&self.path, e.as_bytes(), e.utf8_error()))?;
         let identities = match format {
             Format::Json => parse_json(&text, &self.path)?,
             Format::Csv => parse_csv(&text, &self.path)?,
@@ -568,6 +572,49 @@ fn invalid(
         field: field.map(str::to_owned),
         message: message.into(),
     }
+}
+
+/// An export that is not UTF-8: where the first byte that is not, and what the
+/// file most likely is instead. Excel's plain "CSV" and Windows PowerShell's `>`
+/// write Windows-1252 and UTF-16, in which names such as "José" are not UTF-8.
+fn not_utf8(path: &Path, bytes: &[u8], error: std::str::Utf8Error) -> DirectoryError {
+    const SAVE_AS: &str = "save the export as UTF-8 (Excel: \"CSV UTF-8\"; PowerShell: \
+                           -Encoding utf8)";
+    if bytes.starts_with(&[0xff, 0xfe]) || bytes.starts_with(&[0xfe, 0xff]) {
+        return invalid(
+            path,
+            "the whole file".to_owned(),
+            None,
+            format!("it is UTF-16 (it starts with a UTF-16 byte-order mark), not UTF-8; {SAVE_AS}"),
+        );
+    }
+    let (good, rest) = bytes.split_at(error.valid_up_to().min(bytes.len()));
+    let line = good.iter().filter(|&&b| b == b'\n').count() + 1;
+    let line_start = good
+        .iter()
+        .rposition(|&b| b == b'\n')
+        .map_or(0, |at| at + 1);
+    let column = good.len() - line_start + 1;
+    let bad: Vec<String> = rest
+        .iter()
+        .take(error.error_len().unwrap_or(rest.len()).min(4))
+        .map(|b| format!("{b:#04x}"))
+        .collect();
+    let (noun, verb) = if bad.len() == 1 {
+        ("byte", "is")
+    } else {
+        ("bytes", "are")
+    };
+    invalid(
+        path,
+        format!("line {line}, column {column}"),
+        None,
+        format!(
+            "{noun} {} {verb} not UTF-8: the file must be UTF-8 (one saved as Windows-1252 \
+             or Latin-1 writes \"é\" as 0xe9); {SAVE_AS}",
+            bad.join(" ")
+        ),
+    )
 }
 
 /// Excel and some PowerShell exports start UTF-8 files with a byte-order mark.

@@ -1,0 +1,46 @@
+//! Directory sources on awkward real-world data: exports in the encodings office
+//! tools write, and what each source makes of it.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use seatwarden::directory::{DirectoryError, FileSource};
+
+/// Writes `bytes` as `name` in a fresh folder and reads it as the file source does.
+fn read_bytes(name: &str, bytes: &[u8]) -> DirectoryError {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join(name);
+    std::fs::write(&path, bytes).unwrap();
+    match FileSource::new(path).read() {
+        Ok(snapshot) => panic!("{name} should be rejected, got {snapshot:?}"),
+        Err(error) => error,
+    }
+}
+
+#[test]
+fn an_export_saved_as_windows_1252_names_the_line_and_the_byte() {
+    // Excel's plain "CSV" writes é as the single byte 0xe9.
+    let csv = b"id,userName,email,status,groups\n\
+                u1,ada@example.com,ada@example.com,active,Taskade Users\n\
+                u2,jos\xe9@example.com,,active,Taskade Users\n";
+    let error = read_bytes("directory.csv", csv);
+    assert!(matches!(error, DirectoryError::Invalid { .. }), "{error:?}");
+    let message = error.to_string();
+    assert!(
+        message.contains("directory.csv: line 3, column 7"),
+        "{message}"
+    );
+    assert!(message.contains("byte 0xe9 is not UTF-8"), "{message}");
+    assert!(message.contains("CSV UTF-8"), "{message}");
+}
+
+#[test]
+fn a_utf16_export_is_named_as_such() {
+    // Windows PowerShell's `>` writes UTF-16 with a byte-order mark.
+    let mut json = vec![0xff, 0xfe];
+    for unit in r#"{"users": []}"#.encode_utf16() {
+        json.extend_from_slice(&unit.to_le_bytes());
+    }
+    let message = read_bytes("directory.json", &json).to_string();
+    assert!(message.contains("it is UTF-16"), "{message}");
+    assert!(message.contains("-Encoding utf8"), "{message}");
+}
