@@ -13,7 +13,9 @@
 //! ```
 //!
 //! CSV: a header row `id,userName,email,givenName,familyName,displayName,status,department,groups`
-//! (RFC 4180 quoting; columns in any order) with `groups` separated by `;`.
+//! (RFC 4180 quoting; columns in any order) with `groups` separated by `;`. A row
+//! of only empty fields (`,,,,`) is skipped, and a column without a name is
+//! allowed while every value in it is empty: spreadsheets write both.
 //!
 //! Rules, the same for both kinds:
 //! - `id`, `userName` and `status` are required and non-empty; every other field is
@@ -958,8 +960,15 @@ pub fn parse_csv(text: &str, path: &Path) -> Result<Vec<Identity>, DirectoryErro
         invalid(path, "line 1 (header)".to_owned(), Some(column), message)
     };
     let mut columns: Vec<(usize, Field)> = Vec::with_capacity(header.len());
+    // Spreadsheets add columns without a name after the last one (a cell once
+    // formatted there): harmless while they stay empty.
+    let mut unnamed: Vec<usize> = Vec::new();
     for (index, name) in header.iter().enumerate() {
         let name = name.trim();
+        if name.is_empty() {
+            unnamed.push(index);
+            continue;
+        }
         let Some(field) = Field::parse(name) else {
             return Err(header_error(
                 name,
@@ -988,6 +997,25 @@ pub fn parse_csv(text: &str, path: &Path) -> Result<Vec<Identity>, DirectoryErro
         .map_err(|e| csv_error(text, path, &e))?
     {
         let line = record.position().map_or(0, |p| lines.line_at(p.byte()));
+        // A row of nothing but separators (`,,,,`, as spreadsheets write rows
+        // that were once formatted) names no one.
+        if record.iter().all(|value| value.trim().is_empty()) {
+            continue;
+        }
+        if let Some((index, value)) = unnamed.iter().find_map(|&index| {
+            Some((index, record.get(index)?.trim())).filter(|(_, v)| !v.is_empty())
+        }) {
+            return Err(invalid(
+                path,
+                Row::Csv(line).location(None),
+                None,
+                format!(
+                    "column {} has no name in the header but holds {value:?}; name the \
+                     column or remove it",
+                    index + 1
+                ),
+            ));
+        }
         let mut raw = RawRow::default();
         for &(index, field) in &columns {
             let value = record.get(index).unwrap_or_default();

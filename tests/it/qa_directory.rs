@@ -44,3 +44,56 @@ fn a_utf16_export_is_named_as_such() {
     assert!(message.contains("it is UTF-16"), "{message}");
     assert!(message.contains("-Encoding utf8"), "{message}");
 }
+
+/// Reads `text` as a CSV export.
+fn read_csv(text: &str) -> Result<Vec<seatwarden::model::Identity>, DirectoryError> {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("directory.csv");
+    std::fs::write(&path, text).unwrap();
+    FileSource::new(path).read().map(|s| s.identities)
+}
+
+#[test]
+fn spreadsheet_leftovers_of_empty_rows_and_unnamed_empty_columns_are_no_one() {
+    // Excel writes a trailing comma for a formatted cell right of the last column,
+    // and a row of commas for a formatted row under the last person.
+    let people = read_csv(
+        "id,userName,status,groups,\r\n\
+         u1,ada@example.com,active,Taskade Users,\r\n\
+         u2,ben@example.com,suspended,Taskade Users,\r\n\
+         ,,,,\r\n\
+         ,, ,,\r\n",
+    )
+    .unwrap();
+    let names: Vec<&str> = people.iter().map(|p| p.user_name.as_str()).collect();
+    assert_eq!(names, ["ada@example.com", "ben@example.com"]);
+}
+
+#[test]
+fn an_unnamed_column_that_holds_a_value_is_refused_where_it_does() {
+    let error = read_csv(
+        "id,userName,status,,groups\n\
+         u1,ada@example.com,active,,Taskade Users\n\
+         u2,ben@example.com,active,Engineering,Taskade Users\n",
+    )
+    .unwrap_err();
+    let message = error.to_string();
+    assert!(
+        message.contains("line 3: column 4 has no name in the header but holds \"Engineering\""),
+        "{message}"
+    );
+}
+
+#[test]
+fn a_row_with_some_values_is_still_a_person_who_needs_an_id() {
+    let error = read_csv(
+        "id,userName,status,groups\n\
+         u1,ada@example.com,active,Taskade Users\n\
+         ,,,Taskade Users\n",
+    )
+    .unwrap_err();
+    assert!(
+        error.to_string().contains("line 3, field \"id\": required"),
+        "{error}"
+    );
+}
