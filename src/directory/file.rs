@@ -92,8 +92,8 @@ impl FileSource {
     /// `policy.mapping`) is carried only in another case ("taskade admins" for
     /// "Taskade Admins"): policy compares names exactly, so the mapping would apply
     /// to no one, and every Owner or member it makes would be planned down or out.
-    /// A group carried by no row in any spelling passes: its last members may
-    /// have left, and their deprovisioning must not wait for an edit.
+    /// A group carried by no row in any spelling passes, with a warning: its last
+    /// members may have left, and their deprovisioning must not wait for an edit.
     pub fn with_mapping_groups(mut self, groups: Vec<(usize, String)>) -> Self {
         self.mapping_groups = groups;
         self
@@ -171,18 +171,27 @@ impl FileSource {
             if carried.contains(group.as_str()) {
                 continue;
             }
-            if let Some(near) = carried.iter().find(|c| crate::model::same_ci(c, group)) {
-                return Err(DirectoryError::Scope {
-                    provider: "file",
-                    message: format!(
-                        "no row of {} carries group {group:?} (policy.mapping[{index}].group), \
-                         but rows carry {near:?}: names are compared exactly, so the mapping \
-                         would apply to no one and take its role and workspace group from \
-                         all of them. Check policy.mapping[{index}].group",
-                        self.path.display()
-                    ),
-                });
-            }
+            let Some(near) = carried.iter().find(|c| crate::model::same_ci(c, group)) else {
+                // Its last members may have left; or it was renamed, and the
+                // mapping now gives its role to no one. The connectors say so too.
+                tracing::warn!(
+                    group = %group,
+                    key = %format!("policy.mapping[{index}].group"),
+                    provider = "file",
+                    "group named by policy.mapping not found in the directory: no row carries it"
+                );
+                continue;
+            };
+            return Err(DirectoryError::Scope {
+                provider: "file",
+                message: format!(
+                    "no row of {} carries group {group:?} (policy.mapping[{index}].group), \
+                     but rows carry {near:?}: names are compared exactly, so the mapping \
+                     would apply to no one and take its role and workspace group from \
+                     all of them. Check policy.mapping[{index}].group",
+                    self.path.display()
+                ),
+            });
         }
         for required in &self.required_groups {
             if !super::group_present(carried.iter().copied(), &required.name) {
@@ -1127,5 +1136,28 @@ mod tests {
         file.write_all(b"2,ben\n").unwrap();
         drop(file);
         assert!(!unchanged(&before, &std::fs::metadata(&path).unwrap(), 18));
+    }
+
+    /// A renamed mapping group passes (its last members may have left), but is
+    /// said, as the connectors say it.
+    #[tokio::test]
+    async fn a_mapping_group_no_row_carries_is_logged() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("directory.csv");
+        std::fs::write(
+            &path,
+            "id,userName,status,groups\nu1,ada@example.com,active,Taskade Users;Engineering Team\n",
+        )
+        .unwrap();
+        let source = FileSource::new(path)
+            .with_scope_groups(vec!["Taskade Users".into()])
+            .with_mapping_groups(vec![(0, "Engineering".into()), (1, "Taskade Users".into())]);
+        let (read, log) = crate::retry::logged(async { source.read() }).await;
+        assert_eq!(read.unwrap().identities.len(), 1);
+        let warnings: Vec<&str> = log.lines().filter(|l| l.contains("WARN")).collect();
+        assert_eq!(warnings.len(), 1, "{log}");
+        assert!(warnings[0].contains("group=Engineering "), "{log}");
+        assert!(warnings[0].contains("policy.mapping[0].group"), "{log}");
+        assert!(warnings[0].contains("no row carries it"), "{log}");
     }
 }
