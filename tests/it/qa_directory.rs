@@ -97,3 +97,59 @@ fn a_row_with_some_values_is_still_a_person_who_needs_an_id() {
         "{error}"
     );
 }
+
+/// A SCIM provider that serves a User whose userName is only spaces: the read
+/// fails naming that User, rather than giving an identity without a name.
+#[tokio::test]
+async fn a_scim_directory_user_with_a_blank_user_name_fails_the_read_naming_it() {
+    use seatwarden::directory::{Directory, ScimDirectorySettings, ScimDirectorySource, Secret};
+    use serde_json::json;
+    use wiremock::matchers::{method, path};
+    use wiremock::{Mock, MockServer, ResponseTemplate};
+
+    let list = |resources: serde_json::Value| {
+        let n = resources.as_array().map_or(0, Vec::len);
+        ResponseTemplate::new(200).set_body_json(json!({
+            "schemas": ["urn:ietf:params:scim:api:messages:2.0:ListResponse"],
+            "totalResults": n, "startIndex": 1, "itemsPerPage": n, "Resources": resources,
+        }))
+    };
+    let user = "urn:ietf:params:scim:schemas:core:2.0:User";
+    let idp = MockServer::start().await;
+    Mock::given(method("GET"))
+        .and(path("/scim/v2/Users"))
+        .respond_with(list(json!([
+            {"schemas": [user], "id": "p1", "userName": "ada@example.com", "active": true},
+            {"schemas": [user], "id": "p2", "userName": "   ", "active": true,
+             "emails": [{"value": "ben@example.com", "primary": true}]},
+        ])))
+        .mount(&idp)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/scim/v2/Groups"))
+        .respond_with(list(json!([
+            {"schemas": ["urn:ietf:params:scim:schemas:core:2.0:Group"], "id": "g1",
+             "displayName": "Taskade Users", "members": [{"value": "p1"}, {"value": "p2"}]},
+        ])))
+        .mount(&idp)
+        .await;
+    let directory = Directory::Scim(ScimDirectorySource::new(ScimDirectorySettings {
+        url: url::Url::parse(&format!("{}/scim/v2", idp.uri())).unwrap(),
+        token: Secret::Inline("idp-token".to_owned().into()),
+        page_size: 100,
+        pagination: Default::default(),
+        max_concurrency: 1,
+        requests_per_second: 0,
+        timeout: std::time::Duration::from_secs(10),
+        retry: Default::default(),
+        scope_groups: vec!["Taskade Users".to_owned()],
+        other_groups: Vec::new(),
+        required_groups: Vec::new(),
+    }));
+    let message = directory.snapshot().await.unwrap_err().to_string();
+    assert!(message.contains("/scim/v2/Users/p2"), "{message}");
+    assert!(
+        message.contains("User \"p2\" has an empty userName (email \"ben@example.com\")"),
+        "{message}"
+    );
+}
