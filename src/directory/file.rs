@@ -13,7 +13,9 @@
 //! ```
 //!
 //! CSV: a header row `id,userName,email,givenName,familyName,displayName,status,department,groups`
-//! (RFC 4180 quoting; columns in any order) with `groups` separated by `;`.
+//! (RFC 4180 quoting; columns in any order) with `groups` separated by `;`. A row
+//! of only empty fields (`,,,,`) is skipped, and a column without a name is
+//! allowed while every value in it is empty: spreadsheets write both.
 //!
 //! Rules, the same for both kinds:
 //! - `id`, `userName` and `status` are required and non-empty; every other field is
@@ -29,6 +31,8 @@
 //! - Any error rejects the whole file; its message names the file, the row
 //!   (`users[3] (id "u42")` or `line 5`, the file's own line, CRLF or not) and
 //!   the field.
+//! - The file must be UTF-8 (a UTF-8 byte-order mark is allowed); one that is not
+//!   is rejected, naming the line and column of the first byte that is not.
 //! - An empty file, a CSV file with only a header, and `{"users": []}` are valid and
 //!   give an empty snapshot: whether to act on it is the guard's decision.
 
@@ -88,8 +92,8 @@ impl FileSource {
     /// `policy.mapping`) is carried only in another case ("taskade admins" for
     /// "Taskade Admins"): policy compares names exactly, so the mapping would apply
     /// to no one, and every Owner or member it makes would be planned down or out.
-    /// A group carried by no row in any spelling passes: its last members may
-    /// have left, and their deprovisioning must not wait for an edit.
+    /// A group carried by no row in any spelling passes, with a warning: its last
+    /// members may have left, and their deprovisioning must not wait for an edit.
     pub fn with_mapping_groups(mut self, groups: Vec<(usize, String)>) -> Self {
         self.mapping_groups = groups;
         self
@@ -107,12 +111,12 @@ impl FileSource {
             source,
         };
         let before = std::fs::metadata(&self.path).map_err(io)?;
-        let text = std::fs::read_to_string(&self.path).map_err(io)?;
+        let bytes = std::fs::read(&self.path).map_err(io)?;
         let after = std::fs::metadata(&self.path).map_err(io)?;
         // An export rewritten in place while it is read can still parse, cut at a
         // line boundary or inside the last column: people missing or with fewer
         // groups, who would look like leavers.
-        if !unchanged(&before, &after, text.len()) {
+        if !unchanged(&before, &after, bytes.len()) {
             return Err(DirectoryError::Invalid {
                 path: self.path.clone(),
                 location: "the whole file".to_owned(),
@@ -122,6 +126,8 @@ impl FileSource {
                     .to_owned(),
             });
         }
+        let text = String::from_utf8(bytes)
+            .map_err(|e| not_utf8(&self.path, e.as_bytes(), e.utf8_error()))?;
         let identities = match format {
             Format::Json => parse_json(&text, &self.path)?,
             Format::Csv => parse_csv(&text, &self.path)?,
@@ -165,18 +171,27 @@ impl FileSource {
             if carried.contains(group.as_str()) {
                 continue;
             }
-            if let Some(near) = carried.iter().find(|c| crate::model::same_ci(c, group)) {
-                return Err(DirectoryError::Scope {
-                    provider: "file",
-                    message: format!(
-                        "no row of {} carries group {group:?} (policy.mapping[{index}].group), \
-                         but rows carry {near:?}: names are compared exactly, so the mapping \
-                         would apply to no one and take its role and workspace group from \
-                         all of them. Check policy.mapping[{index}].group",
-                        self.path.display()
-                    ),
-                });
-            }
+            let Some(near) = carried.iter().find(|c| crate::model::same_ci(c, group)) else {
+                // Its last members may have left; or it was renamed, and the
+                // mapping now gives its role to no one. The connectors say so too.
+                tracing::warn!(
+                    group = %group,
+                    key = %format!("policy.mapping[{index}].group"),
+                    provider = "file",
+                    "group named by policy.mapping not found in the directory: no row carries it"
+                );
+                continue;
+            };
+            return Err(DirectoryError::Scope {
+                provider: "file",
+                message: format!(
+                    "no row of {} carries group {group:?} (policy.mapping[{index}].group), \
+                     but rows carry {near:?}: names are compared exactly, so the mapping \
+                     would apply to no one and take its role and workspace group from \
+                     all of them. Check policy.mapping[{index}].group",
+                    self.path.display()
+                ),
+            });
         }
         for required in &self.required_groups {
             if !super::group_present(carried.iter().copied(), &required.name) {
@@ -570,6 +585,49 @@ fn invalid(
     }
 }
 
+/// An export that is not UTF-8: where the first byte that is not, and what the
+/// file most likely is instead. Excel's plain "CSV" and Windows PowerShell's `>`
+/// write Windows-1252 and UTF-16, in which names such as "José" are not UTF-8.
+fn not_utf8(path: &Path, bytes: &[u8], error: std::str::Utf8Error) -> DirectoryError {
+    const SAVE_AS: &str = "save the export as UTF-8 (Excel: \"CSV UTF-8\"; PowerShell: \
+                           -Encoding utf8)";
+    if bytes.starts_with(&[0xff, 0xfe]) || bytes.starts_with(&[0xfe, 0xff]) {
+        return invalid(
+            path,
+            "the whole file".to_owned(),
+            None,
+            format!("it is UTF-16 (it starts with a UTF-16 byte-order mark), not UTF-8; {SAVE_AS}"),
+        );
+    }
+    let (good, rest) = bytes.split_at(error.valid_up_to().min(bytes.len()));
+    let line = good.iter().filter(|&&b| b == b'\n').count() + 1;
+    let line_start = good
+        .iter()
+        .rposition(|&b| b == b'\n')
+        .map_or(0, |at| at + 1);
+    let column = good.len() - line_start + 1;
+    let bad: Vec<String> = rest
+        .iter()
+        .take(error.error_len().unwrap_or(rest.len()).min(4))
+        .map(|b| format!("{b:#04x}"))
+        .collect();
+    let (noun, verb) = if bad.len() == 1 {
+        ("byte", "is")
+    } else {
+        ("bytes", "are")
+    };
+    invalid(
+        path,
+        format!("line {line}, column {column}"),
+        None,
+        format!(
+            "{noun} {} {verb} not UTF-8: the file must be UTF-8 (one saved as Windows-1252 \
+             or Latin-1 writes \"é\" as 0xe9); {SAVE_AS}",
+            bad.join(" ")
+        ),
+    )
+}
+
 /// Excel and some PowerShell exports start UTF-8 files with a byte-order mark.
 fn strip_bom(text: &str) -> &str {
     text.strip_prefix('\u{feff}').unwrap_or(text)
@@ -911,8 +969,15 @@ pub fn parse_csv(text: &str, path: &Path) -> Result<Vec<Identity>, DirectoryErro
         invalid(path, "line 1 (header)".to_owned(), Some(column), message)
     };
     let mut columns: Vec<(usize, Field)> = Vec::with_capacity(header.len());
+    // Spreadsheets add columns without a name after the last one (a cell once
+    // formatted there): harmless while they stay empty.
+    let mut unnamed: Vec<usize> = Vec::new();
     for (index, name) in header.iter().enumerate() {
         let name = name.trim();
+        if name.is_empty() {
+            unnamed.push(index);
+            continue;
+        }
         let Some(field) = Field::parse(name) else {
             return Err(header_error(
                 name,
@@ -941,6 +1006,25 @@ pub fn parse_csv(text: &str, path: &Path) -> Result<Vec<Identity>, DirectoryErro
         .map_err(|e| csv_error(text, path, &e))?
     {
         let line = record.position().map_or(0, |p| lines.line_at(p.byte()));
+        // A row of nothing but separators (`,,,,`, as spreadsheets write rows
+        // that were once formatted) names no one.
+        if record.iter().all(|value| value.trim().is_empty()) {
+            continue;
+        }
+        if let Some((index, value)) = unnamed.iter().find_map(|&index| {
+            Some((index, record.get(index)?.trim())).filter(|(_, v)| !v.is_empty())
+        }) {
+            return Err(invalid(
+                path,
+                Row::Csv(line).location(None),
+                None,
+                format!(
+                    "column {} has no name in the header but holds {value:?}; name the \
+                     column or remove it",
+                    index + 1
+                ),
+            ));
+        }
         let mut raw = RawRow::default();
         for &(index, field) in &columns {
             let value = record.get(index).unwrap_or_default();
@@ -1052,5 +1136,28 @@ mod tests {
         file.write_all(b"2,ben\n").unwrap();
         drop(file);
         assert!(!unchanged(&before, &std::fs::metadata(&path).unwrap(), 18));
+    }
+
+    /// A renamed mapping group passes (its last members may have left), but is
+    /// said, as the connectors say it.
+    #[tokio::test]
+    async fn a_mapping_group_no_row_carries_is_logged() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("directory.csv");
+        std::fs::write(
+            &path,
+            "id,userName,status,groups\nu1,ada@example.com,active,Taskade Users;Engineering Team\n",
+        )
+        .unwrap();
+        let source = FileSource::new(path)
+            .with_scope_groups(vec!["Taskade Users".into()])
+            .with_mapping_groups(vec![(0, "Engineering".into()), (1, "Taskade Users".into())]);
+        let (read, log) = crate::retry::logged(async { source.read() }).await;
+        assert_eq!(read.unwrap().identities.len(), 1);
+        let warnings: Vec<&str> = log.lines().filter(|l| l.contains("WARN")).collect();
+        assert_eq!(warnings.len(), 1, "{log}");
+        assert!(warnings[0].contains("group=Engineering "), "{log}");
+        assert!(warnings[0].contains("policy.mapping[0].group"), "{log}");
+        assert!(warnings[0].contains("no row carries it"), "{log}");
     }
 }

@@ -10,11 +10,15 @@
 //!   `page_size` (Simple Paged Results, RFC 2696; Active Directory answers at most
 //!   1,000 entries a page). Groups: one search of `group_base_dn` (default
 //!   `base_dn`) with `group_filter`; members from `member` (and on OpenLDAP
-//!   `uniqueMember`, without its optional `#'…'B`, and `memberUid`, by `uid`). Active Directory sends the members of a group of more than 1,500 as
-//!   `member;range=0-1499`; the rest is read range by range, each read with the
-//!   group's `uSNChanged`: when it moved on since the first range (a member
-//!   removed or added in between shifts the positions), the group is read again
-//!   from its first range, up to three times, then the snapshot fails.
+//!   `uniqueMember`, without its optional `#'…'B`, and `memberUid`, by `uid`). A
+//!   member value is compared with the entries' DNs as RFC 4514 compares DNs:
+//!   case, spaces, escapes (`\2C` or `\,`, `\C3\A9` or `é`) and the order of a
+//!   multi-valued RDN do not matter. Active Directory sends the members of a group
+//!   of more than 1,500 as `member;range=0-1499`; the rest is read range by
+//!   range, each read with the group's `uSNChanged`: when it moved on since the
+//!   first range (a member removed or added in between shifts the positions), the
+//!   group is read again from its first range, up to three times, then the
+//!   snapshot fails.
 //! - A person's groups are the groups the configuration names (`scope_groups`, the
 //!   mappings and `safety.protected_groups`; every group when it names none) and
 //!   the groups nested in them: a
@@ -1479,35 +1483,112 @@ fn domain_root(dn: &str) -> String {
         .join(",")
 }
 
-/// A DN in one spelling for comparison: lower case, no spaces around the commas
-/// between RDNs or around `=`. Servers write member values as they were stored,
-/// which need not be how the entry's own DN comes back.
+/// A DN in one spelling for comparison (RFC 4514 semantics): attribute types and
+/// values lower case, no unescaped spaces around `,`, `+` and `=` or at either end
+/// of a value, escapes decoded (`\2C` and `\,` are one comma, `\C3\A9` is `é`),
+/// and the parts of a multi-valued RDN (`cn=Ann+uid=ann`) in one order. Servers
+/// write member values as they were stored (slapadd keeps an LDIF's spelling),
+/// which need not be how the entry's own DN comes back: a member that compares
+/// unequal is left out, out of scope, to be deactivated.
 fn normalize_dn(dn: &str) -> String {
-    let mut rdns = Vec::new();
-    let mut current = String::new();
-    let mut escaped = false;
-    for c in dn.chars() {
-        if escaped {
-            current.push(c);
-            escaped = false;
-        } else if c == '\\' {
-            current.push(c);
-            escaped = true;
-        } else if c == ',' {
-            rdns.push(std::mem::take(&mut current));
-        } else {
-            current.push(c);
+    let mut rdns: Vec<String> = Vec::new();
+    let mut parts: Vec<String> = Vec::new();
+    let mut attribute = String::new();
+    let mut value: Vec<u8> = Vec::new();
+    // The value's length up to its last escaped or non-space byte: unescaped
+    // trailing spaces are not part of it.
+    let mut kept = 0;
+    let mut in_value = false;
+    let bytes = dn.as_bytes();
+    let mut at = 0;
+    while at < bytes.len() {
+        let byte = bytes[at];
+        at += 1;
+        if !in_value {
+            match byte {
+                b'=' => in_value = true,
+                b',' | b'+' => {
+                    parts.push(normalized_part(&attribute, None));
+                    attribute.clear();
+                    if byte == b',' {
+                        rdns.push(one_rdn(&mut parts));
+                    }
+                }
+                _ => attribute.push(char::from(byte)),
+            }
+            continue;
+        }
+        match byte {
+            b'\\' => {
+                let hex = bytes
+                    .get(at..at + 2)
+                    .and_then(|pair| std::str::from_utf8(pair).ok())
+                    .and_then(|pair| u8::from_str_radix(pair, 16).ok());
+                match (hex, bytes.get(at)) {
+                    (Some(decoded), _) => {
+                        value.push(decoded);
+                        at += 2;
+                    }
+                    (None, Some(&escaped)) => {
+                        value.push(escaped);
+                        at += 1;
+                    }
+                    (None, None) => value.push(byte),
+                }
+                kept = value.len();
+            }
+            b',' | b'+' => {
+                value.truncate(kept);
+                parts.push(normalized_part(&attribute, Some(&value)));
+                attribute.clear();
+                value.clear();
+                kept = 0;
+                in_value = false;
+                if byte == b',' {
+                    rdns.push(one_rdn(&mut parts));
+                }
+            }
+            b' ' if value.is_empty() => {}
+            b' ' => value.push(byte),
+            _ => {
+                value.push(byte);
+                kept = value.len();
+            }
         }
     }
-    rdns.push(current);
-    rdns.iter()
-        .map(|rdn| match rdn.split_once('=') {
-            Some((name, value)) => format!("{}={}", name.trim(), value.trim()),
-            None => rdn.trim().to_owned(),
-        })
-        .collect::<Vec<_>>()
-        .join(",")
-        .to_lowercase()
+    value.truncate(kept);
+    parts.push(normalized_part(
+        &attribute,
+        in_value.then_some(value.as_slice()),
+    ));
+    rdns.push(one_rdn(&mut parts));
+    rdns.join(",")
+}
+
+/// One `type=value` of a DN, lower case, with the characters that separate parts
+/// escaped again so that two different DNs never come out alike.
+fn normalized_part(attribute: &str, value: Option<&[u8]>) -> String {
+    let attribute = attribute.trim().to_lowercase();
+    let Some(value) = value else {
+        return attribute;
+    };
+    let mut part = attribute;
+    part.push('=');
+    for c in String::from_utf8_lossy(value).to_lowercase().chars() {
+        if matches!(c, '\\' | ',' | '+') {
+            part.push('\\');
+        }
+        part.push(c);
+    }
+    part
+}
+
+/// The parts of one RDN, in one order whatever order the DN wrote them in.
+fn one_rdn(parts: &mut Vec<String>) -> String {
+    parts.sort();
+    let rdn = parts.join("+");
+    parts.clear();
+    rdn
 }
 
 /// The identities with their groups, nested groups expanded. Fails on two users
@@ -1907,6 +1988,56 @@ mod tests {
             normalize_dn("cn = Smith\\, John ,ou=people"),
             "cn=smith\\, john,ou=people"
         );
+    }
+
+    #[test]
+    fn dns_compare_whatever_the_escapes_spaces_and_rdn_order() {
+        let same = [
+            ("cn=Smith\\, John,ou=people", "cn=Smith\\2C John,ou=people"),
+            (
+                "cn=Smith\\2c John,ou=people",
+                "CN=smith\\, john , OU=People",
+            ),
+            ("uid=jos\\C3\\A9,ou=people", "uid=jos\u{e9},ou=people"),
+            ("cn=Ann+uid=ann,ou=people", "uid=ann + cn=Ann,ou=people"),
+            ("cn=\\ Lead,ou=people", "cn=\\20Lead,ou=people"),
+            ("cn=Trail\\ ,ou=people", "cn=Trail\\20 ,ou=people"),
+        ];
+        for (a, b) in same {
+            assert_eq!(normalize_dn(a), normalize_dn(b), "{a} and {b}");
+        }
+        let different = [
+            ("cn=a\\,b=c,ou=x", "cn=a,b=c,ou=x"),
+            ("cn=a\\+uid=b,ou=x", "cn=a+uid=b,ou=x"),
+            ("cn=\\ Lead,ou=people", "cn=Lead,ou=people"),
+            ("cn=Jos\\C3\\A9,ou=people", "cn=Jose,ou=people"),
+        ];
+        for (a, b) in different {
+            assert_ne!(normalize_dn(a), normalize_dn(b), "{a} and {b}");
+        }
+    }
+
+    #[test]
+    fn members_spelt_otherwise_than_their_entry_still_count() {
+        // slapadd keeps an LDIF's spelling of member values, while slapd answers
+        // with its own spelling of each entry's DN.
+        let people = vec![
+            person("cn=Smith\\2C John,ou=people", "s"),
+            person("uid=jos\u{e9},ou=people", "j"),
+            person("cn=Ann+uid=ann,ou=people", "a"),
+        ];
+        let groups = vec![group(
+            "Users",
+            &[
+                "cn=Smith\\, John,ou=people",
+                "uid=jos\\C3\\A9,ou=people",
+                "uid=ann+cn=Ann,ou=people",
+            ],
+        )];
+        let identities = identities(people, &groups).unwrap();
+        for identity in &identities {
+            assert_eq!(identity.groups, ["Users"], "{}", identity.id);
+        }
     }
 
     fn person(dn: &str, id: &str) -> Person {

@@ -283,7 +283,9 @@ pub(crate) fn check_scope_groups(
 
 /// Checks the groups the configuration names against the directory's groups
 /// (`present`, by name). A required group (see [`RequiredGroup`]) the directory
-/// does not have is refused. Another mapping group is only logged: its members
+/// does not have is refused. Another mapping group the directory lacks, or spells
+/// otherwise (in case or spaces: policy compares mapping groups exactly, so it
+/// matches no one), is only logged, with the directory's spelling: its members
 /// lose what it gave them through role downgrades and membership removals, which
 /// the guard's thresholds limit. `what` says what a name must be, e.g. "an Okta
 /// group (profile.name)".
@@ -319,14 +321,27 @@ pub(crate) fn check_named_groups(
         }
     }
     for name in other_groups {
-        if !required_groups.iter().any(|r| &r.name == name)
-            && !group_present(present.iter().copied(), name)
+        // Policy matches a mapping's group by its exact name: one the directory
+        // spells otherwise ("engineering", "Engineering ") matches no one.
+        if required_groups.iter().any(|r| &r.name == name) || present.contains(name.as_str()) {
+            continue;
+        }
+        match present
+            .iter()
+            .find(|p| fold_group_name(p) == fold_group_name(name))
         {
-            tracing::warn!(
+            Some(spelling) => tracing::warn!(
+                group = %name,
+                directory_spelling = %spelling,
+                provider,
+                "group named by policy.mapping is spelt otherwise in the directory; mapping \
+                 groups are compared exactly, so the mapping applies to no one"
+            ),
+            None => tracing::warn!(
                 group = %name,
                 provider,
                 "group named by policy.mapping not found in the directory"
-            );
+            ),
         }
     }
     Ok(())
@@ -505,5 +520,37 @@ impl Directory {
             Directory::Ldap(source) => format!("ldap {}", source.url()),
             Directory::Scim(source) => format!("scim {}", source.url()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+    use super::*;
+
+    #[tokio::test]
+    async fn a_mapping_group_spelt_otherwise_in_the_directory_is_logged() {
+        let present: std::collections::HashSet<&str> = ["Taskade Users", "engineering", "Design "]
+            .into_iter()
+            .collect();
+        let other_groups = ["Engineering", "Design", "Finance"].map(str::to_owned);
+        let (checked, log) = crate::retry::logged(async {
+            check_named_groups("okta", &present, &other_groups, &[], "an Okta group")
+        })
+        .await;
+        checked.unwrap();
+        for (group, spelling) in [("Engineering", "engineering"), ("Design", "Design ")] {
+            let line = log
+                .lines()
+                .find(|line| line.contains(&format!("group={group} ")))
+                .unwrap_or_else(|| panic!("no line for {group}: {log}"));
+            assert!(line.contains("spelt otherwise"), "{line}");
+            assert!(line.contains(spelling), "{line}");
+        }
+        assert!(
+            log.lines()
+                .any(|line| line.contains("Finance") && line.contains("not found")),
+            "{log}"
+        );
     }
 }

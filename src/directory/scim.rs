@@ -16,8 +16,9 @@
 //! `safety.protected_groups`), or one nested in it, that a listing shows empty is
 //! read again on its own, as some providers leave `members` out of listings. Every scope group
 //! must exist. Anything the provider answers that cannot be read fails the whole
-//! snapshot, and a listing shorter than the `totalResults` it announced makes the
-//! snapshot incomplete: a partial directory must never look like people who left.
+//! snapshot (a User whose `userName` is blank too), and a listing shorter than
+//! the `totalResults` it announced makes the snapshot incomplete: a partial
+//! directory must never look like people who left.
 //!
 //! SCIM has no delta that shows deletions, so the daemon's sweep re-reads it whole.
 
@@ -118,6 +119,7 @@ impl ScimDirectorySource {
             people = client.people(&progress).await.map_err(directory_error)?;
         }
         self.check_named_groups(&client, &mut people.groups).await?;
+        refuse_blank_user_names(&settings.url, &people.users)?;
         // A short listing is people missing, who must not look like leavers.
         Ok(DirectorySnapshot {
             identities: identities(people.users, &people.groups),
@@ -235,6 +237,34 @@ fn directory_error(error: WorkspaceError) -> DirectoryError {
             endpoint,
             what: ours(what),
         },
+    }
+}
+
+/// Refuses a User whose `userName` is empty or only spaces, as the other sources
+/// refuse a person without one: it could match no account, and would be
+/// provisioned with no name to sign in with.
+fn refuse_blank_user_names(
+    url: &url::Url,
+    people: &[(Account, Option<String>)],
+) -> Result<(), DirectoryError> {
+    match people.iter().find(|(a, _)| a.user_name.trim().is_empty()) {
+        Some((account, _)) => Err(DirectoryError::Malformed {
+            endpoint: format!(
+                "{}/Users/{}",
+                url.as_str().trim_end_matches('/'),
+                account.id
+            ),
+            what: format!(
+                "User {:?} has an empty userName{}",
+                account.id,
+                account
+                    .email
+                    .as_deref()
+                    .map(|email| format!(" (email {email:?})"))
+                    .unwrap_or_default()
+            ),
+        }),
+        None => Ok(()),
     }
 }
 
@@ -377,6 +407,23 @@ mod tests {
 
     /// Empty and padded values are taken as the other connectors take them, so
     /// an empty `givenName` is not planned onto the workspace on every run.
+    #[test]
+    fn a_user_with_a_blank_user_name_fails_the_snapshot_naming_it() {
+        let url = url::Url::parse("https://idp.example.com/scim/v2/").unwrap();
+        let (mut blank, department) = person("u2", true);
+        blank.user_name = "  ".into();
+        blank.email = Some("ben@example.com".into());
+        let error =
+            refuse_blank_user_names(&url, &[person("u1", true), (blank, department)]).unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "https://idp.example.com/scim/v2/Users/u2: malformed response: User \"u2\" has an \
+             empty userName (email \"ben@example.com\")"
+        );
+        assert!(!error.is_transient());
+        refuse_blank_user_names(&url, &[person("u1", true)]).unwrap();
+    }
+
     #[test]
     fn empty_values_are_none_and_values_are_trimmed() {
         let (mut account, department) = person("u1", true);
