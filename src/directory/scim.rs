@@ -405,8 +405,6 @@ mod tests {
         assert_eq!(by_id["u1"].given_name.as_deref(), Some("Given"));
     }
 
-    /// Empty and padded values are taken as the other connectors take them, so
-    /// an empty `givenName` is not planned onto the workspace on every run.
     #[test]
     fn a_user_with_a_blank_user_name_fails_the_snapshot_naming_it() {
         let url = url::Url::parse("https://idp.example.com/scim/v2/").unwrap();
@@ -424,6 +422,8 @@ mod tests {
         refuse_blank_user_names(&url, &[person("u1", true)]).unwrap();
     }
 
+    /// Empty and padded values are taken as the other connectors take them, so
+    /// an empty `givenName` is not planned onto the workspace on every run.
     #[test]
     fn empty_values_are_none_and_values_are_trimmed() {
         let (mut account, department) = person("u1", true);
