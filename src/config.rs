@@ -2396,6 +2396,10 @@ impl Config {
     pub fn role_attribute(&self) -> Result<RoleAttribute, ConfigError> {
         let attribute = RoleAttribute::parse(&self.workspace.role_attribute)
             .map_err(|e| self.key_error("workspace.role_attribute", e))?;
+        if let RoleAttribute::Extension { schema, attribute } = &attribute {
+            refuse_core_schema(schema, attribute)
+                .map_err(|e| self.key_error("workspace.role_attribute", e))?;
+        }
         let configured = &self.workspace.role_groups;
         if !matches!(attribute, RoleAttribute::Groups { .. }) {
             if configured.is_empty() {
@@ -3254,6 +3258,32 @@ fn missing_state_folder(database: &Path) -> Option<String> {
             folder.display()
         )),
     }
+}
+
+/// The core User schema's attributes are not extensions: written as one
+/// (`urn:ietf:params:scim:schemas:core:2.0:User:roles`, the full path RFC 7643
+/// allows), the role would be read from and written to an object of that name,
+/// which no provider has, so every account would read as having no role (the
+/// last-Owner rule seeing no Owner) and be given one as a plain string.
+fn refuse_core_schema(schema: &str, attribute: &str) -> Result<(), String> {
+    const CORE: &str = "urn:ietf:params:scim:schemas:core:";
+    let is_core = schema
+        .get(..CORE.len())
+        .is_some_and(|prefix| prefix.eq_ignore_ascii_case(CORE));
+    if !is_core {
+        return Ok(());
+    }
+    if attribute.eq_ignore_ascii_case("roles") {
+        return Err(format!(
+            "\"{schema}:{attribute}\" is the core `roles` attribute written in full: write \
+             role_attribute = \"roles\""
+        ));
+    }
+    Err(format!(
+        "\"{schema}:{attribute}\" is an attribute of the core schema, not an extension: \
+         the role travels in \"roles\" (the core attribute), \"groups\", or an extension \
+         attribute such as \"urn:ietf:params:scim:schemas:extension:acme:2.0:User:role\""
+    ))
 }
 
 /// Why `text` is not a URL, with the fix for the usual cause: a host without its

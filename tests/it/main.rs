@@ -28,6 +28,7 @@ mod packaging;
 mod put_writes;
 mod qa_cli;
 mod qa_daemon;
+mod qa_first_hour;
 mod qa_status;
 mod report;
 mod resume;

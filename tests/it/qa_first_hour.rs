@@ -1,0 +1,62 @@
+//! An IT engineer's first hour: the mistakes people make writing their first
+//! configuration by hand, each refused (or told) in words that name the key, the
+//! file and the fix, before a run could act on it.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use seatwarden::config::Config;
+
+const DIRECTORY: &str = "[directory]\nkind = \"file\"\npath = \"directory.json\"\n";
+const WORKSPACE: &str =
+    "[workspace]\nurl = \"https://scim.example.com/scim/v2\"\ntoken = \"s3cr3t-token-value\"\n";
+
+fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let path = dir.join(name);
+    std::fs::write(&path, text).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+    path
+}
+
+fn load_in(dir: &Path, text: &str) -> Result<Config, String> {
+    let path = write(dir, "seatwarden.toml", text);
+    Config::load_with_env(&path, Some(HashMap::new())).map_err(|e| e.to_string())
+}
+
+fn load(text: &str) -> Result<Config, String> {
+    let dir = tempfile::tempdir().unwrap();
+    load_in(dir.path(), text)
+}
+
+#[test]
+fn the_core_roles_attribute_written_in_full_is_refused_naming_roles() {
+    // RFC 7643 lets an attribute be named by its full path; as an "extension" the
+    // role would be read from an object nobody sends: every account, every Owner
+    // included, would read as having no role.
+    let error = load(&format!(
+        "{DIRECTORY}{WORKSPACE}role_attribute = \
+         \"urn:ietf:params:scim:schemas:core:2.0:User:roles\"\n"
+    ))
+    .unwrap_err();
+    assert!(error.contains("key `workspace.role_attribute`"), "{error}");
+    assert!(
+        error.contains("write role_attribute = \"roles\""),
+        "{error}"
+    );
+
+    let error = load(&format!(
+        "{DIRECTORY}{WORKSPACE}role_attribute = \
+         \"urn:ietf:params:scim:schemas:core:2.0:User:title\"\n"
+    ))
+    .unwrap_err();
+    assert!(error.contains("not an extension"), "{error}");
+
+    // A real extension attribute still loads.
+    load(&format!(
+        "{DIRECTORY}{WORKSPACE}role_attribute = \
+         \"urn:ietf:params:scim:schemas:extension:taskade:2.0:User:role\"\n"
+    ))
+    .unwrap();
+}
