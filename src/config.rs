@@ -21,7 +21,8 @@
 //! end (LF or CRLF): a password that begins or ends with a space keeps it, as it
 //! does inline ([`crate::directory::secret_in_file`]); tokens, client secrets and
 //! keys lose surrounding whitespace, which none has
-//! ([`crate::directory::token_in_file`]). An empty or blank inline secret is
+//! ([`crate::directory::token_in_file`]); the workspace token must then be one
+//! word, not `Bearer …` nor two lines. An empty or blank inline secret is
 //! refused at load, as an empty or blank secret file is at use. A secret file that
 //! other users can read, or others than its owner change, is allowed (containers
 //! mount secrets 0444) but warned about ([`Config::warnings`]); group read is not,
@@ -2345,7 +2346,11 @@ impl Config {
     /// The workspace token, read from `token_file` when given. Read at use, not at
     /// load, so a rotated credential file is picked up by the next run.
     pub fn workspace_token(&self) -> Result<SecretString, ConfigError> {
+        use secrecy::ExposeSecret;
         if let Some(token) = &self.workspace.token {
+            if let Some(mistake) = bearer_token_mistake(token.expose_secret()) {
+                return Err(self.key_error("workspace.token", mistake));
+            }
             return Ok(token.clone());
         }
         let file = self.workspace.token_file.clone().unwrap_or_default();
@@ -2361,6 +2366,12 @@ impl Config {
                 format!("{} is empty", file.display()),
             )
         })?;
+        if let Some(mistake) = bearer_token_mistake(token) {
+            return Err(self.key_error(
+                "workspace.token_file",
+                format!("{}: the token {mistake}", file.display()),
+            ));
+        }
         Ok(SecretString::from(token.to_owned()))
     }
 
@@ -3258,6 +3269,30 @@ fn missing_state_folder(database: &Path) -> Option<String> {
             folder.display()
         )),
     }
+}
+
+/// What is wrong with a bearer token as written, if anything; never the token
+/// itself. A token is one word (RFC 6750's `b64token`): the scheme copied with it
+/// would be sent as `Bearer Bearer …` and refused as if the token were revoked, and
+/// a second line (a comment, an old token left above the new one) cannot be sent
+/// in a header at all, which the HTTP client reports without naming the key.
+fn bearer_token_mistake(token: &str) -> Option<&'static str> {
+    let token = token.trim();
+    let scheme = token
+        .split_once(char::is_whitespace)
+        .is_some_and(|(first, _)| first.eq_ignore_ascii_case("bearer"));
+    if scheme {
+        return Some(
+            "starts with the scheme `Bearer`: keep the token alone (seatwarden sends \
+             `Authorization: Bearer` itself)",
+        );
+    }
+    token
+        .contains(|c: char| c.is_whitespace() || c.is_control())
+        .then_some(
+            "has a space, line break or control character inside it: keep the token alone, \
+             on one line, with nothing else",
+        )
 }
 
 /// The core User schema's attributes are not extensions: written as one

@@ -60,3 +60,52 @@ fn the_core_roles_attribute_written_in_full_is_refused_naming_roles() {
     ))
     .unwrap();
 }
+
+#[test]
+fn a_workspace_token_pasted_with_its_scheme_or_a_second_line_is_refused_naming_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let token_file = write(dir.path(), "workspace-token", "Bearer 0123456789abcdef\n");
+    let config = load_in(
+        dir.path(),
+        &format!(
+            "{DIRECTORY}[workspace]\nurl = \"https://scim.example.com/scim/v2\"\n\
+             token_file = \"workspace-token\"\n"
+        ),
+    )
+    .unwrap();
+    let error = config.workspace_token().unwrap_err().to_string();
+    assert!(error.contains("key `workspace.token_file`"), "{error}");
+    assert!(error.contains(&token_file.display().to_string()), "{error}");
+    assert!(error.contains("scheme `Bearer`"), "{error}");
+    assert!(
+        !error.contains("0123456789abcdef"),
+        "the token is never shown: {error}"
+    );
+    // check-config reads it as every run will.
+    assert!(config.check_files().is_err());
+
+    write(
+        dir.path(),
+        "workspace-token",
+        "# rotated 2026-11-02\n0123456789abcdef\n",
+    );
+    let error = config.workspace_token().unwrap_err().to_string();
+    assert!(error.contains("line break"), "{error}");
+    assert!(
+        !error.contains("rotated"),
+        "the file's text is never shown: {error}"
+    );
+
+    write(dir.path(), "workspace-token", "0123456789abcdef\n");
+    config.workspace_token().unwrap();
+
+    let error = load(&format!(
+        "{DIRECTORY}[workspace]\nurl = \"https://scim.example.com/scim/v2\"\n\
+         token = \"bearer 0123456789abcdef\"\n"
+    ))
+    .unwrap()
+    .workspace_token()
+    .unwrap_err()
+    .to_string();
+    assert!(error.contains("key `workspace.token`"), "{error}");
+}
