@@ -1830,6 +1830,9 @@ impl Config {
                 ..
             } => {
                 http_url("directory.url", url)?;
+                if let Some(mistake) = okta_url_mistake(url) {
+                    return Err(self.key_error("directory.url", mistake));
+                }
                 let ssws = token.is_some() || token_file.is_some();
                 let oauth = client_id.is_some() || private_key_file.is_some();
                 if token.is_some() && token_file.is_some() {
@@ -1891,6 +1894,20 @@ impl Config {
                 }
                 if let Some(url) = graph_url {
                     http_url("directory.graph_url", url)?;
+                    if let Some(version) = url
+                        .path_segments()
+                        .and_then(|mut segments| segments.rfind(|s| !s.is_empty()))
+                        .filter(|last| matches!(*last, "v1.0" | "beta"))
+                    {
+                        return Err(self.key_error(
+                            "directory.graph_url",
+                            format!(
+                                "ends in the API version /{version}, which seatwarden adds \
+                                 itself (it reads v1.0): write the URL without it, such as \
+                                 \"https://graph.microsoft.com\""
+                            ),
+                        ));
+                    }
                 }
                 if let Some(url) = login_url {
                     http_url("directory.login_url", url)?;
@@ -3269,6 +3286,43 @@ fn missing_state_folder(database: &Path) -> Option<String> {
             folder.display()
         )),
     }
+}
+
+/// The Okta org URL as people copy it wrongly: with an API path
+/// (`/api/v1`, which seatwarden adds itself, so every request would go to
+/// `/api/v1/api/v1/…`), or from the Admin Console (`acme-admin.okta.com/admin/…`),
+/// whose domain does not serve the API.
+fn okta_url_mistake(url: &url::Url) -> Option<String> {
+    let host = url.host_str().unwrap_or_default();
+    let (first, rest) = host.split_once('.').unwrap_or((host, ""));
+    if let Some(org) = first.strip_suffix("-admin")
+        && [
+            "okta.com",
+            "oktapreview.com",
+            "okta-emea.com",
+            "okta-gov.com",
+        ]
+        .iter()
+        .any(|domain| rest.eq_ignore_ascii_case(domain))
+    {
+        return Some(format!(
+            "{host} is the Admin Console's domain; the API answers on the org's: \
+             \"{}://{org}.{rest}\"",
+            url.scheme()
+        ));
+    }
+    let path = url.path();
+    (!matches!(path, "" | "/") || url.query().is_some()).then(|| {
+        format!(
+            "the org URL is only scheme and host (such as \"https://acme.okta.com\"), \
+             without {path:?}{}: seatwarden adds /api/v1/… itself",
+            if url.query().is_some() {
+                " and a query"
+            } else {
+                ""
+            }
+        )
+    })
 }
 
 /// What is wrong with a bearer token as written, if anything; never the token

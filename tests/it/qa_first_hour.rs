@@ -109,3 +109,43 @@ fn a_workspace_token_pasted_with_its_scheme_or_a_second_line_is_refused_naming_t
     .to_string();
     assert!(error.contains("key `workspace.token`"), "{error}");
 }
+
+fn okta(url: &str) -> Result<Config, String> {
+    load(&format!(
+        "[directory]\nkind = \"okta\"\nurl = \"{url}\"\ntoken = \"00abc\"\n{WORKSPACE}"
+    ))
+}
+
+#[test]
+fn an_okta_url_copied_with_its_api_path_or_from_the_admin_console_is_refused() {
+    let error = okta("https://acme.okta.com/api/v1").unwrap_err();
+    assert!(error.contains("key `directory.url`"), "{error}");
+    assert!(error.contains("/api/v1"), "{error}");
+    assert!(error.contains("\"https://acme.okta.com\""), "{error}");
+
+    let error = okta("https://acme-admin.okta.com/admin/dashboard").unwrap_err();
+    assert!(error.contains("Admin Console"), "{error}");
+    assert!(error.contains("\"https://acme.okta.com\""), "{error}");
+    let error = okta("https://acme-admin.oktapreview.com").unwrap_err();
+    assert!(error.contains("\"https://acme.oktapreview.com\""), "{error}");
+
+    okta("https://acme.okta.com").unwrap();
+    okta("https://acme.okta.com/").unwrap();
+    // A custom domain, or an org whose own name ends in -admin elsewhere, is theirs.
+    okta("https://login-admin.acme.com").unwrap();
+}
+
+#[test]
+fn a_graph_url_copied_with_its_api_version_is_refused() {
+    let entra = |graph: &str| {
+        load(&format!(
+            "[directory]\nkind = \"entra\"\ntenant_id = \"t\"\nclient_id = \"c\"\n\
+             client_secret = \"s\"\ngraph_url = \"{graph}\"\n{WORKSPACE}"
+        ))
+    };
+    let error = entra("https://graph.microsoft.com/v1.0").unwrap_err();
+    assert!(error.contains("key `directory.graph_url`"), "{error}");
+    assert!(error.contains("/v1.0"), "{error}");
+    entra("https://graph.microsoft.com/beta/").unwrap_err();
+    entra("https://graph.microsoft.us").unwrap();
+}
