@@ -920,10 +920,30 @@ impl Config {
         path: &Path,
         env: Option<std::collections::HashMap<String, String>>,
     ) -> Result<Config, ConfigError> {
-        if !path.is_file() {
-            return Err(ConfigError::NotFound {
-                path: path.to_owned(),
-            });
+        // `is_file` is false for a folder and for a file behind a folder the user
+        // cannot enter: both exist, and "not found" would send them looking for it.
+        match std::fs::metadata(path) {
+            Ok(metadata) if metadata.is_dir() => {
+                return Err(ConfigError::Invalid {
+                    path: path.to_owned(),
+                    message: format!(
+                        "is a folder; --config (or SEATWARDEN_CONFIG) names the file, such as {}",
+                        path.join("seatwarden.toml").display()
+                    ),
+                });
+            }
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(ConfigError::NotFound {
+                    path: path.to_owned(),
+                });
+            }
+            Err(e) => {
+                return Err(ConfigError::Invalid {
+                    path: path.to_owned(),
+                    message: format!("cannot read it: {e}"),
+                });
+            }
         }
         let prefix = format!("{ENV_PREFIX}__");
         let mut env: std::collections::HashMap<String, String> = match env {

@@ -127,7 +127,10 @@ fn an_okta_url_copied_with_its_api_path_or_from_the_admin_console_is_refused() {
     assert!(error.contains("Admin Console"), "{error}");
     assert!(error.contains("\"https://acme.okta.com\""), "{error}");
     let error = okta("https://acme-admin.oktapreview.com").unwrap_err();
-    assert!(error.contains("\"https://acme.oktapreview.com\""), "{error}");
+    assert!(
+        error.contains("\"https://acme.oktapreview.com\""),
+        "{error}"
+    );
 
     okta("https://acme.okta.com").unwrap();
     okta("https://acme.okta.com/").unwrap();
@@ -148,4 +151,23 @@ fn a_graph_url_copied_with_its_api_version_is_refused() {
     assert!(error.contains("/v1.0"), "{error}");
     entra("https://graph.microsoft.com/beta/").unwrap_err();
     entra("https://graph.microsoft.us").unwrap();
+}
+
+#[test]
+fn a_config_path_naming_a_folder_says_so_rather_than_not_found() {
+    let dir = tempfile::tempdir().unwrap();
+    let error = Config::load_with_env(dir.path(), Some(HashMap::new()))
+        .unwrap_err()
+        .to_string();
+    assert!(!error.contains("not found"), "{error}");
+    assert!(error.contains("is a folder"), "{error}");
+    assert!(
+        error.contains(&dir.path().join("seatwarden.toml").display().to_string()),
+        "{error}"
+    );
+
+    let error = Config::load_with_env(&dir.path().join("seatwarden.toml"), Some(HashMap::new()))
+        .unwrap_err()
+        .to_string();
+    assert!(error.contains("not found"), "{error}");
 }
