@@ -3169,12 +3169,14 @@ fn name_what_is_accepted(error: ConfigError, directory_kind: Option<String>) -> 
                         let kinds: Vec<String> =
                             DIRECTORY_KINDS.iter().map(|k| format!("`{k}`")).collect();
                         format!("missing: the directory source, one of {}", kinds.join(", "))
+                    } else if !key.contains('.') {
+                        format!("missing: the file has no [{key}] section, which is required")
                     } else {
                         "missing".to_owned()
                     };
                     ConfigError::Key {
                         path,
-                        key: key.to_owned(),
+                        key: full_key(key, ""),
                         message,
                     }
                 }

@@ -171,3 +171,19 @@ fn a_config_path_naming_a_folder_says_so_rather_than_not_found() {
         .to_string();
     assert!(error.contains("not found"), "{error}");
 }
+
+#[test]
+fn a_missing_key_in_a_mapping_and_a_missing_section_are_named_as_written() {
+    let error = load(&format!(
+        "{DIRECTORY}{WORKSPACE}[[policy.mapping]]\ngroup = \"Engineering\"\nrole = \"Editor\"\n"
+    ))
+    .unwrap_err();
+    assert!(
+        error.contains("key `policy.mapping[0].workspace_group`: missing"),
+        "{error}"
+    );
+
+    let error = load(DIRECTORY).unwrap_err();
+    assert!(error.contains("key `workspace`"), "{error}");
+    assert!(error.contains("no [workspace] section"), "{error}");
+}
