@@ -187,3 +187,55 @@ fn a_missing_key_in_a_mapping_and_a_missing_section_are_named_as_written() {
     assert!(error.contains("key `workspace`"), "{error}");
     assert!(error.contains("no [workspace] section"), "{error}");
 }
+
+fn check_config(dir: &Path, text: &str) -> (bool, String) {
+    let config = write(dir, "seatwarden.toml", text);
+    std::fs::copy(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("config/demo/directory.json"),
+        dir.join("directory.json"),
+    )
+    .unwrap();
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_seatwarden"))
+        .arg("--config")
+        .arg(&config)
+        .arg("check-config")
+        .env_remove("SEATWARDEN_CONFIG")
+        .output()
+        .unwrap();
+    (
+        output.status.success(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+/// `check-config` shows the next fires "to check a cron expression against what
+/// was meant"; without `[report.email]` the digest is never sent (the daemon logs
+/// a warning at each fire), so its fires would promise mail that never comes.
+#[test]
+fn check_config_shows_the_digest_off_without_an_email_section() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ok, stderr) = check_config(dir.path(), &format!("{DIRECTORY}{WORKSPACE}"));
+    assert!(ok, "{stderr}");
+    let digest = stderr
+        .lines()
+        .find(|l| l.trim_start().starts_with("digest"))
+        .unwrap_or_default();
+    assert!(
+        digest.contains("off: no [report.email]") && !digest.contains(" next "),
+        "{stderr}"
+    );
+
+    let (ok, stderr) = check_config(
+        dir.path(),
+        &format!(
+            "{DIRECTORY}{WORKSPACE}[report.email]\nsmtp_url = \"smtp://127.0.0.1:25\"\n\
+             from = \"seatwarden@example.com\"\nto = [\"it@example.com\"]\n"
+        ),
+    );
+    assert!(ok, "{stderr}");
+    let digest = stderr
+        .lines()
+        .find(|l| l.trim_start().starts_with("digest"))
+        .unwrap_or_default();
+    assert!(digest.contains(" next "), "{stderr}");
+}
