@@ -239,3 +239,54 @@ fn check_config_shows_the_digest_off_without_an_email_section() {
         .unwrap_or_default();
     assert!(digest.contains(" next "), "{stderr}");
 }
+
+/// A first configuration maps an Owners group the export does not carry (here
+/// "IT Admins", from the example, against the demo's directory): the warnings
+/// that explain why Owner demotions and the group's removals are held name that
+/// directory group, and the workspace group as the configuration spells it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_held_owner_and_group_warnings_name_the_groups_to_check() {
+    let sandbox = crate::fixtures::demo_sandbox("t0ken", Default::default()).await;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("config/demo/directory.json"),
+        dir.path().join("directory.json"),
+    )
+    .unwrap();
+    let config = write(
+        dir.path(),
+        "seatwarden.toml",
+        &format!(
+            "{DIRECTORY}[workspace]\nurl = \"{}\"\ntoken = \"t0ken\"\n\
+             [policy]\nscope_groups = [\"Taskade Users\"]\n\
+             [[policy.mapping]]\ngroup = \"IT Admins\"\nworkspace_group = \"Administration\"\n\
+             role = \"Owner\"\n",
+            sandbox.base_url()
+        ),
+    );
+    let output = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_seatwarden"))
+            .arg("--config")
+            .arg(&config)
+            .arg("plan")
+            .env_remove("SEATWARDEN_CONFIG")
+            .env_remove("RUST_LOG")
+            .output()
+    })
+    .await
+    .unwrap()
+    .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    let owner = stderr
+        .lines()
+        .find(|l| l.contains("gives Owner"))
+        .unwrap_or_default();
+    assert!(owner.contains("groups=IT Admins"), "{stderr}");
+    let group = stderr
+        .lines()
+        .find(|l| l.contains("names this workspace group"))
+        .unwrap_or_default();
+    assert!(group.contains("group=Administration"), "{stderr}");
+    assert!(group.contains("directory_groups=IT Admins"), "{stderr}");
+}
