@@ -994,11 +994,11 @@ impl Config {
         let mut config: Config = raw.clone().try_deserialize().map_err(|e| {
             let error = locate_in_directory_table(&raw, path, describe_config_error(path, e));
             let error = name_what_is_accepted(error, raw.get_string("directory.kind").ok());
-            blame_the_override(
+            in_plain_words(blame_the_override(
                 blame_the_variable(error, path, &variables),
                 path,
                 &variables,
-            )
+            ))
         })?;
         config.source = path.to_owned();
         config.from_env = variables.iter().map(|name| key_of(name)).collect();
@@ -3203,6 +3203,81 @@ fn name_what_is_accepted(error: ConfigError, directory_kind: Option<String>) -> 
         }
         other => other,
     }
+}
+
+/// serde names types as Rust does ("invalid type: 64-bit integer `-5`, expected an
+/// unsigned 64 bit or less integer", "expected a sequence"): said as the file
+/// spells values, last, once the messages were matched against the file.
+fn in_plain_words(error: ConfigError) -> ConfigError {
+    match error {
+        ConfigError::Key { path, key, .. }
+            if key.starts_with("policy.mapping")
+                && path.to_string_lossy().starts_with("environment variable ") =>
+        {
+            ConfigError::Key {
+                path,
+                key,
+                message: "the [[policy.mapping]] tables are read from the file only; no \
+                          environment variable sets them: unset this one"
+                    .to_owned(),
+            }
+        }
+        ConfigError::Key { path, key, message } => ConfigError::Key {
+            path,
+            key,
+            message: plain_type_words(&message),
+        },
+        other => other,
+    }
+}
+
+fn plain_type_words(message: &str) -> String {
+    let Some((found, expected)) = message
+        .strip_prefix("invalid type: ")
+        .and_then(|rest| rest.split_once(", expected "))
+    else {
+        return message.to_owned();
+    };
+    let quoted = |text: &str| -> Option<String> {
+        text.strip_prefix('`')
+            .and_then(|rest| rest.strip_suffix('`'))
+            .map(str::to_owned)
+    };
+    let found = match found {
+        "sequence" => "a list".to_owned(),
+        "map" => "a table".to_owned(),
+        other => {
+            let (kind, value) = other.rsplit_once(' ').unwrap_or(("", other));
+            match (kind, quoted(value)) {
+                (_, Some(value)) if kind.ends_with("integer") || kind == "floating point" => {
+                    format!("the number {value}")
+                }
+                ("boolean", Some(value)) => value,
+                _ => match other.strip_prefix("string ") {
+                    Some(text) => format!("the text {text}"),
+                    None => other.to_owned(),
+                },
+            }
+        }
+    };
+    let negative = found.starts_with("the number -");
+    let expected = match expected {
+        "a sequence" => "a list, such as [\"a\", \"b\"]",
+        "a map" => "a table",
+        "a string" => "text in quotes",
+        "a boolean" => "true or false",
+        "an integer" => "a whole number",
+        "a floating point" => "a number, such as 5 or 2.5",
+        unsigned if unsigned.starts_with("an unsigned") || unsigned.starts_with('u') => {
+            if negative {
+                "a whole number, 0 or more"
+            } else {
+                "a whole number"
+            }
+        }
+        other => other,
+    };
+    format!("expected {expected}, found {found}")
 }
 
 /// The key serde's "unknown field `x`, expected …" names.

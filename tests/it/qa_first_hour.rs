@@ -290,3 +290,50 @@ async fn the_held_owner_and_group_warnings_name_the_groups_to_check() {
     assert!(group.contains("group=Administration"), "{stderr}");
     assert!(group.contains("directory_groups=IT Admins"), "{stderr}");
 }
+
+/// serde's words for types ("64-bit integer", "a sequence", "a floating point")
+/// are not the file's: a mistyped value is said as the file spells values.
+#[test]
+fn a_mistyped_value_is_said_in_the_words_of_the_file() {
+    let cases = [
+        (
+            "[safety]\nmax_deprovisions = -5\n",
+            "key `safety.max_deprovisions`: expected a whole number, 0 or more, found the number -5",
+        ),
+        (
+            "[safety]\nmax_deprovision_percent = \"5%\"\n",
+            "key `safety.max_deprovision_percent`: expected a number, such as 5 or 2.5, found the text \"5%\"",
+        ),
+        (
+            "[policy]\nscope_groups = \"Taskade Users\"\n",
+            "key `policy.scope_groups`: expected a list, such as [\"a\", \"b\"], found the text \"Taskade Users\"",
+        ),
+        (
+            "[deprovision]\nsla = [\"1h\"]\n",
+            "key `deprovision.sla`: expected text in quotes, found a list",
+        ),
+    ];
+    for (section, expected) in cases {
+        let error = load(&format!("{DIRECTORY}{WORKSPACE}{section}")).unwrap_err();
+        assert!(error.ends_with(expected), "{section}: {error}");
+    }
+}
+
+#[test]
+fn a_variable_for_the_mapping_tables_is_refused_as_file_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write(
+        dir.path(),
+        "seatwarden.toml",
+        &format!("{DIRECTORY}{WORKSPACE}"),
+    );
+    let env = HashMap::from([("SEATWARDEN__POLICY__MAPPING".to_owned(), "x".to_owned())]);
+    let error = Config::load_with_env(&path, Some(env))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        error.starts_with("environment variable SEATWARDEN__POLICY__MAPPING"),
+        "{error}"
+    );
+    assert!(error.contains("read from the file only"), "{error}");
+}
