@@ -1310,6 +1310,9 @@ impl Config {
         if !matches!(url.scheme(), "http" | "https") {
             return Err(self.key_error("workspace.url", "must be an http:// or https:// URL"));
         }
+        if let Some(mistake) = scim_base_url_mistake(&url) {
+            return Err(self.key_error("workspace.url", mistake));
+        }
         self.refuse_credentials_in_url(
             "workspace.url",
             &url,
@@ -3383,6 +3386,46 @@ fn missing_state_folder(database: &Path) -> Option<String> {
             folder.display()
         )),
     }
+}
+
+/// A SCIM base URL as people copy it wrongly, caught here rather than by the
+/// first run: with an endpoint after the version (`…/scim/v2/Users`, copied from
+/// the provider's documentation of one request), which the client adds itself,
+/// or with a query or fragment, which the client refuses at every run without
+/// naming the key.
+fn scim_base_url_mistake(url: &url::Url) -> Option<String> {
+    const ENDPOINTS: [&str; 7] = [
+        "Users",
+        "Groups",
+        "ServiceProviderConfig",
+        "Schemas",
+        "ResourceTypes",
+        "Bulk",
+        "Me",
+    ];
+    if url.query().is_some() || url.fragment().is_some() {
+        return Some(
+            "has a query or fragment (?…, #…), which the SCIM endpoints cannot follow: write \
+             the base URL alone, up to and including the version, such as \
+             \"https://www.taskade.com/scim/v2\""
+                .to_owned(),
+        );
+    }
+    let last = url
+        .path_segments()
+        .and_then(|mut segments| segments.rfind(|s| !s.is_empty()))?;
+    let endpoint = ENDPOINTS
+        .iter()
+        .find(|endpoint| endpoint.eq_ignore_ascii_case(last))?;
+    let mut base = url.clone();
+    if let Ok(mut segments) = base.path_segments_mut() {
+        segments.pop_if_empty().pop();
+    }
+    Some(format!(
+        "ends in the endpoint /{endpoint}, which seatwarden adds itself: write the base URL, \
+         up to and including the version, such as \"{}\"",
+        base.as_str().trim_end_matches('/')
+    ))
 }
 
 /// The Okta org URL as people copy it wrongly: with an API path

@@ -337,3 +337,34 @@ fn a_variable_for_the_mapping_tables_is_refused_as_file_only() {
     );
     assert!(error.contains("read from the file only"), "{error}");
 }
+
+fn workspace_url(url: &str) -> Result<Config, String> {
+    load(&format!(
+        "{DIRECTORY}[workspace]\nurl = \"{url}\"\ntoken = \"s3cr3t-token-value\"\n"
+    ))
+}
+
+/// `check-config` passed these, and the first run failed: a query with "SCIM
+/// client settings: base URL must not have a query", naming neither the key nor
+/// the file; an endpoint after the version with a 404 on `…/Users/Users`.
+#[test]
+fn a_workspace_url_with_an_endpoint_or_a_query_is_refused_at_load() {
+    let error = workspace_url("https://www.taskade.com/scim/v2/Users").unwrap_err();
+    assert!(error.contains("key `workspace.url`"), "{error}");
+    assert!(error.contains("ends in the endpoint /Users"), "{error}");
+    assert!(
+        error.contains("such as \"https://www.taskade.com/scim/v2\""),
+        "{error}"
+    );
+    let error = workspace_url("https://scim.example.com/scim/v2/groups/").unwrap_err();
+    assert!(error.contains("/Groups"), "{error}");
+
+    let error = workspace_url("https://scim.example.com/scim/v2?tenant=acme").unwrap_err();
+    assert!(error.contains("key `workspace.url`"), "{error}");
+    assert!(error.contains("query"), "{error}");
+
+    workspace_url("https://scim.example.com/scim/v2").unwrap();
+    workspace_url("https://scim.example.com/scim/v2/").unwrap();
+    // A tenant's path before the version is theirs.
+    workspace_url("https://scim.example.com/tenants/users-team/scim/v2").unwrap();
+}
