@@ -2115,6 +2115,19 @@ impl Config {
                 return Err(self.key_error(key, "must not be empty"));
             }
         }
+        // A search base is a DN; a domain name there (the usual slip) is refused by
+        // the server only at the first run, as invalidDNSyntax. A bind DN is not
+        // checked: Active Directory also binds as `user@domain` and `DOMAIN\user`.
+        for (key, value) in [
+            ("directory.base_dn", Some(base_dn)),
+            ("directory.group_base_dn", group_base_dn.as_ref()),
+        ] {
+            if let Some(value) = value
+                && !value.contains('=')
+            {
+                return Err(self.key_error(key, not_a_dn(value)));
+            }
+        }
         for (key, filter) in [
             ("directory.user_filter", user_filter),
             ("directory.group_filter", group_filter),
@@ -3386,6 +3399,23 @@ fn missing_state_folder(database: &Path) -> Option<String> {
             folder.display()
         )),
     }
+}
+
+/// Why a search base is not a DN, with the DN a domain name would be.
+fn not_a_dn(value: &str) -> String {
+    let labels: Vec<&str> = value.trim().split('.').collect();
+    let example = if labels.len() > 1 && labels.iter().all(|label| !label.is_empty()) {
+        labels
+            .iter()
+            .map(|label| format!("DC={label}"))
+            .collect::<Vec<_>>()
+            .join(",")
+    } else {
+        "OU=Staff,DC=corp,DC=example,DC=com".to_owned()
+    };
+    format!(
+        "{value:?} is not a DN (attribute=value pairs): write the search base as one, such as {example:?}"
+    )
 }
 
 /// A SCIM base URL as people copy it wrongly, caught here rather than by the

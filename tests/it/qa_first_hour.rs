@@ -368,3 +368,24 @@ fn a_workspace_url_with_an_endpoint_or_a_query_is_refused_at_load() {
     // A tenant's path before the version is theirs.
     workspace_url("https://scim.example.com/tenants/users-team/scim/v2").unwrap();
 }
+
+/// A domain name where the LDAP search base goes passed `check-config` and was
+/// refused by the server at the first run.
+#[test]
+fn an_ldap_search_base_written_as_a_domain_name_is_refused_with_its_dn() {
+    let ldap = |bases: &str| {
+        load(&format!(
+            "[directory]\nkind = \"ldap\"\nurl = \"ldaps://dc1.corp.example.com\"\n\
+             bind_dn = \"svc-seatwarden@corp.example.com\"\nbind_password = \"pw\"\n{bases}\
+             {WORKSPACE}"
+        ))
+    };
+    let error = ldap("base_dn = \"corp.example.com\"\n").unwrap_err();
+    assert!(error.contains("key `directory.base_dn`"), "{error}");
+    assert!(error.contains("\"DC=corp,DC=example,DC=com\""), "{error}");
+    let error =
+        ldap("base_dn = \"DC=corp,DC=example,DC=com\"\ngroup_base_dn = \"Groups\"\n").unwrap_err();
+    assert!(error.contains("key `directory.group_base_dn`"), "{error}");
+    // A UPN bind DN is Active Directory's own, and loads.
+    ldap("base_dn = \"OU=Staff,DC=corp,DC=example,DC=com\"\n").unwrap();
+}
