@@ -3028,8 +3028,10 @@ fn blame_the_variable(error: ConfigError, file: &Path, variables: &[String]) -> 
         })
     });
     match culprit {
-        Some(name) => ConfigError::Invalid {
+        // Named as every other key error is, as the variable spells the key.
+        Some(name) => ConfigError::Key {
             path: PathBuf::from(format!("environment variable {name}")),
+            key: key_of_variable(name),
             message: message.clone(),
         },
         None => error,
@@ -3227,7 +3229,7 @@ fn name_what_is_accepted(error: ConfigError, directory_kind: Option<String>) -> 
 fn in_plain_words(error: ConfigError) -> ConfigError {
     match error {
         ConfigError::Key { path, key, .. }
-            if key.starts_with("policy.mapping")
+            if (key == "policy.mapping" || key.starts_with("policy.mapping["))
                 && path.to_string_lossy().starts_with("environment variable ") =>
         {
             ConfigError::Key {

@@ -389,3 +389,30 @@ fn an_ldap_search_base_written_as_a_domain_name_is_refused_with_its_dn() {
     // A UPN bind DN is Active Directory's own, and loads.
     ldap("base_dn = \"OU=Staff,DC=corp,DC=example,DC=com\"\n").unwrap();
 }
+
+/// An override naming no key is said like every other key error: the variable,
+/// then the key it spells, then what is accepted there.
+#[test]
+fn a_misspelt_override_names_the_key_it_spells() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write(
+        dir.path(),
+        "seatwarden.toml",
+        &format!("{DIRECTORY}{WORKSPACE}"),
+    );
+    let env = HashMap::from([(
+        "SEATWARDEN__WORKSPACE__PAGESIZE".to_owned(),
+        "50".to_owned(),
+    )]);
+    let error = Config::load_with_env(&path, Some(env))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        error.starts_with(
+            "environment variable SEATWARDEN__WORKSPACE__PAGESIZE: key `workspace.pagesize`: \
+             unknown field `pagesize`"
+        ),
+        "{error}"
+    );
+    assert!(error.contains("`page_size`"), "{error}");
+}
