@@ -3068,10 +3068,19 @@ fn describe_config_error(path: &Path, error: config::ConfigError) -> ConfigError
                 },
             }
         }
-        other => ConfigError::Invalid {
-            path: path.to_owned(),
-            message: other.to_string(),
-        },
+        other => {
+            // A syntax error ends with a line "in <file>" (a path relative to the
+            // working directory), which the error already begins with.
+            let message = other.to_string();
+            let message = match message.rsplit_once("\n in ") {
+                Some((excerpt, file)) if !file.contains('\n') => excerpt.trim_end().to_owned(),
+                _ => message,
+            };
+            ConfigError::Invalid {
+                path: path.to_owned(),
+                message,
+            }
+        }
     }
 }
 

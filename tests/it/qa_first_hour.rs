@@ -416,3 +416,21 @@ fn a_misspelt_override_names_the_key_it_spells() {
     );
     assert!(error.contains("`page_size`"), "{error}");
 }
+
+/// A TOML syntax error names the file once, before the excerpt that points at
+/// the mistake, and does not end with it again.
+#[test]
+fn a_syntax_error_names_the_file_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write(dir.path(), "seatwarden.toml", "[workspace\nurl = 1\n");
+    let error = Config::load_with_env(&path, Some(HashMap::new()))
+        .unwrap_err()
+        .to_string();
+    let file = path.display().to_string();
+    assert!(
+        error.starts_with(&format!("{file}: TOML parse error")),
+        "{error}"
+    );
+    assert_eq!(error.matches(&file).count(), 1, "{error}");
+    assert!(error.ends_with("unclosed table, expected `]`"), "{error}");
+}
