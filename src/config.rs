@@ -3249,6 +3249,21 @@ fn in_plain_words(error: ConfigError) -> ConfigError {
                     .to_owned(),
             }
         }
+        // The `url` crate's words for a URL typed as one (the directory's `url`,
+        // `graph_url`, `login_url`): a host without its scheme gets the fix the
+        // workspace URL's gets.
+        ConfigError::Key { path, key, message }
+            if message.starts_with("relative URL without a base: ") =>
+        {
+            let text = message
+                .trim_start_matches("relative URL without a base: ")
+                .trim_matches('"');
+            ConfigError::Key {
+                path,
+                key,
+                message: not_a_url(text, "https", url::ParseError::RelativeUrlWithoutBase),
+            }
+        }
         ConfigError::Key { path, key, message } => ConfigError::Key {
             path,
             key,

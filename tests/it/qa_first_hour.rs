@@ -434,3 +434,16 @@ fn a_syntax_error_names_the_file_once() {
     assert_eq!(error.matches(&file).count(), 1, "{error}");
     assert!(error.ends_with("unclosed table, expected `]`"), "{error}");
 }
+
+/// The Okta org URL copied without its scheme, as the admin console shows it.
+#[test]
+fn a_directory_url_without_its_scheme_says_how_to_write_it() {
+    let error = okta("acme.okta.com").unwrap_err();
+    assert!(
+        error.ends_with(
+            "key `directory.url`: not a URL: \"acme.okta.com\" has no scheme; write it in full, \
+             such as \"https://acme.okta.com\""
+        ),
+        "{error}"
+    );
+}
