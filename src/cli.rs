@@ -654,6 +654,15 @@ fn run_command(cli: Cli) -> anyhow::Result<u8> {
                         eprintln!("  {name:<10} off");
                         continue;
                     };
+                    // The daemon fires it, finds nowhere to send it and logs a
+                    // warning: next fires would read as digests to expect.
+                    if name == crate::daemon::DIGEST && config.report.email.is_none() {
+                        eprintln!(
+                            "  {name:<10} {:<16} off: no [report.email] to send it to",
+                            schedule.pattern()
+                        );
+                        continue;
+                    }
                     let mut at = now;
                     let mut fires = Vec::new();
                     for _ in 0..2 {

@@ -21,7 +21,8 @@
 //! end (LF or CRLF): a password that begins or ends with a space keeps it, as it
 //! does inline ([`crate::directory::secret_in_file`]); tokens, client secrets and
 //! keys lose surrounding whitespace, which none has
-//! ([`crate::directory::token_in_file`]). An empty or blank inline secret is
+//! ([`crate::directory::token_in_file`]); the workspace token must then be one
+//! word, not `Bearer …` nor two lines. An empty or blank inline secret is
 //! refused at load, as an empty or blank secret file is at use. A secret file that
 //! other users can read, or others than its owner change, is allowed (containers
 //! mount secrets 0444) but warned about ([`Config::warnings`]); group read is not,
@@ -919,10 +920,30 @@ impl Config {
         path: &Path,
         env: Option<std::collections::HashMap<String, String>>,
     ) -> Result<Config, ConfigError> {
-        if !path.is_file() {
-            return Err(ConfigError::NotFound {
-                path: path.to_owned(),
-            });
+        // `is_file` is false for a folder and for a file behind a folder the user
+        // cannot enter: both exist, and "not found" would send them looking for it.
+        match std::fs::metadata(path) {
+            Ok(metadata) if metadata.is_dir() => {
+                return Err(ConfigError::Invalid {
+                    path: path.to_owned(),
+                    message: format!(
+                        "is a folder; --config (or SEATWARDEN_CONFIG) names the file, such as {}",
+                        path.join("seatwarden.toml").display()
+                    ),
+                });
+            }
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(ConfigError::NotFound {
+                    path: path.to_owned(),
+                });
+            }
+            Err(e) => {
+                return Err(ConfigError::Invalid {
+                    path: path.to_owned(),
+                    message: format!("cannot read it: {e}"),
+                });
+            }
         }
         let prefix = format!("{ENV_PREFIX}__");
         let mut env: std::collections::HashMap<String, String> = match env {
@@ -973,11 +994,11 @@ impl Config {
         let mut config: Config = raw.clone().try_deserialize().map_err(|e| {
             let error = locate_in_directory_table(&raw, path, describe_config_error(path, e));
             let error = name_what_is_accepted(error, raw.get_string("directory.kind").ok());
-            blame_the_override(
+            in_plain_words(blame_the_override(
                 blame_the_variable(error, path, &variables),
                 path,
                 &variables,
-            )
+            ))
         })?;
         config.source = path.to_owned();
         config.from_env = variables.iter().map(|name| key_of(name)).collect();
@@ -1288,6 +1309,9 @@ impl Config {
         })?;
         if !matches!(url.scheme(), "http" | "https") {
             return Err(self.key_error("workspace.url", "must be an http:// or https:// URL"));
+        }
+        if let Some(mistake) = scim_base_url_mistake(&url) {
+            return Err(self.key_error("workspace.url", mistake));
         }
         self.refuse_credentials_in_url(
             "workspace.url",
@@ -1829,6 +1853,9 @@ impl Config {
                 ..
             } => {
                 http_url("directory.url", url)?;
+                if let Some(mistake) = okta_url_mistake(url) {
+                    return Err(self.key_error("directory.url", mistake));
+                }
                 let ssws = token.is_some() || token_file.is_some();
                 let oauth = client_id.is_some() || private_key_file.is_some();
                 if token.is_some() && token_file.is_some() {
@@ -1890,6 +1917,20 @@ impl Config {
                 }
                 if let Some(url) = graph_url {
                     http_url("directory.graph_url", url)?;
+                    if let Some(version) = url
+                        .path_segments()
+                        .and_then(|mut segments| segments.rfind(|s| !s.is_empty()))
+                        .filter(|last| matches!(*last, "v1.0" | "beta"))
+                    {
+                        return Err(self.key_error(
+                            "directory.graph_url",
+                            format!(
+                                "ends in the API version /{version}, which seatwarden adds \
+                                 itself (it reads v1.0): write the URL without it, such as \
+                                 \"https://graph.microsoft.com\""
+                            ),
+                        ));
+                    }
                 }
                 if let Some(url) = login_url {
                     http_url("directory.login_url", url)?;
@@ -2072,6 +2113,19 @@ impl Config {
         ] {
             if value.is_some_and(|v| v.trim().is_empty()) {
                 return Err(self.key_error(key, "must not be empty"));
+            }
+        }
+        // A search base is a DN; a domain name there (the usual slip) is refused by
+        // the server only at the first run, as invalidDNSyntax. A bind DN is not
+        // checked: Active Directory also binds as `user@domain` and `DOMAIN\user`.
+        for (key, value) in [
+            ("directory.base_dn", Some(base_dn)),
+            ("directory.group_base_dn", group_base_dn.as_ref()),
+        ] {
+            if let Some(value) = value
+                && !value.contains('=')
+            {
+                return Err(self.key_error(key, not_a_dn(value)));
             }
         }
         for (key, filter) in [
@@ -2345,7 +2399,11 @@ impl Config {
     /// The workspace token, read from `token_file` when given. Read at use, not at
     /// load, so a rotated credential file is picked up by the next run.
     pub fn workspace_token(&self) -> Result<SecretString, ConfigError> {
+        use secrecy::ExposeSecret;
         if let Some(token) = &self.workspace.token {
+            if let Some(mistake) = bearer_token_mistake(token.expose_secret()) {
+                return Err(self.key_error("workspace.token", mistake));
+            }
             return Ok(token.clone());
         }
         let file = self.workspace.token_file.clone().unwrap_or_default();
@@ -2361,6 +2419,12 @@ impl Config {
                 format!("{} is empty", file.display()),
             )
         })?;
+        if let Some(mistake) = bearer_token_mistake(token) {
+            return Err(self.key_error(
+                "workspace.token_file",
+                format!("{}: the token {mistake}", file.display()),
+            ));
+        }
         Ok(SecretString::from(token.to_owned()))
     }
 
@@ -2396,6 +2460,10 @@ impl Config {
     pub fn role_attribute(&self) -> Result<RoleAttribute, ConfigError> {
         let attribute = RoleAttribute::parse(&self.workspace.role_attribute)
             .map_err(|e| self.key_error("workspace.role_attribute", e))?;
+        if let RoleAttribute::Extension { schema, attribute } = &attribute {
+            refuse_core_schema(schema, attribute)
+                .map_err(|e| self.key_error("workspace.role_attribute", e))?;
+        }
         let configured = &self.workspace.role_groups;
         if !matches!(attribute, RoleAttribute::Groups { .. }) {
             if configured.is_empty() {
@@ -2960,8 +3028,10 @@ fn blame_the_variable(error: ConfigError, file: &Path, variables: &[String]) -> 
         })
     });
     match culprit {
-        Some(name) => ConfigError::Invalid {
+        // Named as every other key error is, as the variable spells the key.
+        Some(name) => ConfigError::Key {
             path: PathBuf::from(format!("environment variable {name}")),
+            key: key_of_variable(name),
             message: message.clone(),
         },
         None => error,
@@ -2998,10 +3068,19 @@ fn describe_config_error(path: &Path, error: config::ConfigError) -> ConfigError
                 },
             }
         }
-        other => ConfigError::Invalid {
-            path: path.to_owned(),
-            message: other.to_string(),
-        },
+        other => {
+            // A syntax error ends with a line "in <file>" (a path relative to the
+            // working directory), which the error already begins with.
+            let message = other.to_string();
+            let message = match message.rsplit_once("\n in ") {
+                Some((excerpt, file)) if !file.contains('\n') => excerpt.trim_end().to_owned(),
+                _ => message,
+            };
+            ConfigError::Invalid {
+                path: path.to_owned(),
+                message,
+            }
+        }
     }
 }
 
@@ -3117,12 +3196,14 @@ fn name_what_is_accepted(error: ConfigError, directory_kind: Option<String>) -> 
                         let kinds: Vec<String> =
                             DIRECTORY_KINDS.iter().map(|k| format!("`{k}`")).collect();
                         format!("missing: the directory source, one of {}", kinds.join(", "))
+                    } else if !key.contains('.') {
+                        format!("missing: the file has no [{key}] section, which is required")
                     } else {
                         "missing".to_owned()
                     };
                     ConfigError::Key {
                         path,
-                        key: key.to_owned(),
+                        key: full_key(key, ""),
                         message,
                     }
                 }
@@ -3149,6 +3230,96 @@ fn name_what_is_accepted(error: ConfigError, directory_kind: Option<String>) -> 
         }
         other => other,
     }
+}
+
+/// serde names types as Rust does ("invalid type: 64-bit integer `-5`, expected an
+/// unsigned 64 bit or less integer", "expected a sequence"): said as the file
+/// spells values, last, once the messages were matched against the file.
+fn in_plain_words(error: ConfigError) -> ConfigError {
+    match error {
+        ConfigError::Key { path, key, .. }
+            if (key == "policy.mapping" || key.starts_with("policy.mapping["))
+                && path.to_string_lossy().starts_with("environment variable ") =>
+        {
+            ConfigError::Key {
+                path,
+                key,
+                message: "the [[policy.mapping]] tables are read from the file only; no \
+                          environment variable sets them: unset this one"
+                    .to_owned(),
+            }
+        }
+        // The `url` crate's words for a URL typed as one (the directory's `url`,
+        // `graph_url`, `login_url`): a host without its scheme gets the fix the
+        // workspace URL's gets.
+        ConfigError::Key { path, key, message }
+            if message.starts_with("relative URL without a base: ") =>
+        {
+            let text = message
+                .trim_start_matches("relative URL without a base: ")
+                .trim_matches('"');
+            ConfigError::Key {
+                path,
+                key,
+                message: not_a_url(text, "https", url::ParseError::RelativeUrlWithoutBase),
+            }
+        }
+        ConfigError::Key { path, key, message } => ConfigError::Key {
+            path,
+            key,
+            message: plain_type_words(&message),
+        },
+        other => other,
+    }
+}
+
+fn plain_type_words(message: &str) -> String {
+    let Some((found, expected)) = message
+        .strip_prefix("invalid type: ")
+        .and_then(|rest| rest.split_once(", expected "))
+    else {
+        return message.to_owned();
+    };
+    let quoted = |text: &str| -> Option<String> {
+        text.strip_prefix('`')
+            .and_then(|rest| rest.strip_suffix('`'))
+            .map(str::to_owned)
+    };
+    let found = match found {
+        "sequence" => "a list".to_owned(),
+        "map" => "a table".to_owned(),
+        other => {
+            let (kind, value) = other.rsplit_once(' ').unwrap_or(("", other));
+            match (kind, quoted(value)) {
+                (_, Some(value)) if kind.ends_with("integer") || kind == "floating point" => {
+                    format!("the number {value}")
+                }
+                ("boolean", Some(value)) => value,
+                _ => match other.strip_prefix("string ") {
+                    Some(text) => format!("the text {text}"),
+                    None => other.to_owned(),
+                },
+            }
+        }
+    };
+    let negative = found.starts_with("the number -");
+    let expected = match expected {
+        "a sequence" => "a list, such as [\"a\", \"b\"]",
+        "a map" => "a table",
+        "a string" => "text in quotes",
+        "a boolean" => "true or false",
+        "an integer" => "a whole number",
+        "a floating point" => "a number, such as 5 or 2.5",
+        unsigned if unsigned.starts_with("an unsigned") || unsigned.starts_with('u') => {
+            if negative {
+                "a whole number, 0 or more"
+            } else {
+                "a whole number"
+            }
+        }
+        other => other,
+    };
+    format!("expected {expected}, found {found}")
 }
 
 /// The key serde's "unknown field `x`, expected …" names.
@@ -3254,6 +3425,150 @@ fn missing_state_folder(database: &Path) -> Option<String> {
             folder.display()
         )),
     }
+}
+
+/// Why a search base is not a DN, with the DN a domain name would be.
+fn not_a_dn(value: &str) -> String {
+    let labels: Vec<&str> = value.trim().split('.').collect();
+    let example = if labels.len() > 1 && labels.iter().all(|label| !label.is_empty()) {
+        labels
+            .iter()
+            .map(|label| format!("DC={label}"))
+            .collect::<Vec<_>>()
+            .join(",")
+    } else {
+        "OU=Staff,DC=corp,DC=example,DC=com".to_owned()
+    };
+    format!(
+        "{value:?} is not a DN (attribute=value pairs): write the search base as one, such as {example:?}"
+    )
+}
+
+/// A SCIM base URL as people copy it wrongly, caught here rather than by the
+/// first run: with an endpoint after the version (`…/scim/v2/Users`, copied from
+/// the provider's documentation of one request), which the client adds itself,
+/// or with a query or fragment, which the client refuses at every run without
+/// naming the key.
+fn scim_base_url_mistake(url: &url::Url) -> Option<String> {
+    const ENDPOINTS: [&str; 7] = [
+        "Users",
+        "Groups",
+        "ServiceProviderConfig",
+        "Schemas",
+        "ResourceTypes",
+        "Bulk",
+        "Me",
+    ];
+    if url.query().is_some() || url.fragment().is_some() {
+        return Some(
+            "has a query or fragment (?…, #…), which the SCIM endpoints cannot follow: write \
+             the base URL alone, up to and including the version, such as \
+             \"https://www.taskade.com/scim/v2\""
+                .to_owned(),
+        );
+    }
+    let last = url
+        .path_segments()
+        .and_then(|mut segments| segments.rfind(|s| !s.is_empty()))?;
+    let endpoint = ENDPOINTS
+        .iter()
+        .find(|endpoint| endpoint.eq_ignore_ascii_case(last))?;
+    let mut base = url.clone();
+    if let Ok(mut segments) = base.path_segments_mut() {
+        segments.pop_if_empty().pop();
+    }
+    Some(format!(
+        "ends in the endpoint /{endpoint}, which seatwarden adds itself: write the base URL, \
+         up to and including the version, such as \"{}\"",
+        base.as_str().trim_end_matches('/')
+    ))
+}
+
+/// The Okta org URL as people copy it wrongly: with an API path
+/// (`/api/v1`, which seatwarden adds itself, so every request would go to
+/// `/api/v1/api/v1/…`), or from the Admin Console (`acme-admin.okta.com/admin/…`),
+/// whose domain does not serve the API.
+fn okta_url_mistake(url: &url::Url) -> Option<String> {
+    let host = url.host_str().unwrap_or_default();
+    let (first, rest) = host.split_once('.').unwrap_or((host, ""));
+    if let Some(org) = first.strip_suffix("-admin")
+        && [
+            "okta.com",
+            "oktapreview.com",
+            "okta-emea.com",
+            "okta-gov.com",
+        ]
+        .iter()
+        .any(|domain| rest.eq_ignore_ascii_case(domain))
+    {
+        return Some(format!(
+            "{host} is the Admin Console's domain; the API answers on the org's: \
+             \"{}://{org}.{rest}\"",
+            url.scheme()
+        ));
+    }
+    let path = url.path();
+    (!matches!(path, "" | "/") || url.query().is_some()).then(|| {
+        format!(
+            "the org URL is only scheme and host (such as \"https://acme.okta.com\"), \
+             without {path:?}{}: seatwarden adds /api/v1/… itself",
+            if url.query().is_some() {
+                " and a query"
+            } else {
+                ""
+            }
+        )
+    })
+}
+
+/// What is wrong with a bearer token as written, if anything; never the token
+/// itself. A token is one word (RFC 6750's `b64token`): the scheme copied with it
+/// would be sent as `Bearer Bearer …` and refused as if the token were revoked, and
+/// a second line (a comment, an old token left above the new one) cannot be sent
+/// in a header at all, which the HTTP client reports without naming the key.
+fn bearer_token_mistake(token: &str) -> Option<&'static str> {
+    let token = token.trim();
+    let scheme = token
+        .split_once(char::is_whitespace)
+        .is_some_and(|(first, _)| first.eq_ignore_ascii_case("bearer"));
+    if scheme {
+        return Some(
+            "starts with the scheme `Bearer`: keep the token alone (seatwarden sends \
+             `Authorization: Bearer` itself)",
+        );
+    }
+    token
+        .contains(|c: char| c.is_whitespace() || c.is_control())
+        .then_some(
+            "has a space, line break or control character inside it: keep the token alone, \
+             on one line, with nothing else",
+        )
+}
+
+/// The core User schema's attributes are not extensions: written as one
+/// (`urn:ietf:params:scim:schemas:core:2.0:User:roles`, the full path RFC 7643
+/// allows), the role would be read from and written to an object of that name,
+/// which no provider has, so every account would read as having no role (the
+/// last-Owner rule seeing no Owner) and be given one as a plain string.
+fn refuse_core_schema(schema: &str, attribute: &str) -> Result<(), String> {
+    const CORE: &str = "urn:ietf:params:scim:schemas:core:";
+    let is_core = schema
+        .get(..CORE.len())
+        .is_some_and(|prefix| prefix.eq_ignore_ascii_case(CORE));
+    if !is_core {
+        return Ok(());
+    }
+    if attribute.eq_ignore_ascii_case("roles") {
+        return Err(format!(
+            "\"{schema}:{attribute}\" is the core `roles` attribute written in full: write \
+             role_attribute = \"roles\""
+        ));
+    }
+    Err(format!(
+        "\"{schema}:{attribute}\" is an attribute of the core schema, not an extension: \
+         the role travels in \"roles\" (the core attribute), \"groups\", or an extension \
+         attribute such as \"urn:ietf:params:scim:schemas:extension:acme:2.0:User:role\""
+    ))
 }
 
 /// Why `text` is not a URL, with the fix for the usual cause: a host without its

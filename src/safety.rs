@@ -329,9 +329,18 @@ pub fn guard_settings(
             .iter()
             .any(|(_, account)| account.spec.role == Some(crate::model::Role::Owner))
     {
+        let owner_groups: Vec<&str> = config
+            .policy
+            .mapping
+            .iter()
+            .filter(|mapping| mapping.role == crate::model::Role::Owner)
+            .map(|mapping| mapping.group.as_str())
+            .collect();
         tracing::warn!(
-            "policy.mapping gives Owner, but nobody in the directory is in that group: \
-             demotions of Owners are held for a human"
+            groups = %owner_groups.join(", "),
+            "policy.mapping gives Owner, but nobody in the directory is in its group \
+             (check its spelling, and that it has members): demotions of Owners are held \
+             for a human"
         );
         settings.owner_mapped = false;
     }
@@ -348,8 +357,21 @@ pub fn guard_settings(
         .filter(|group| !granted.contains(group))
         .collect();
     for group in &settings.granted_to_nobody {
+        // As the configuration spells it, with the directory groups that would
+        // give it: those are what to check, not the folded name compared.
+        let mappings =
+            config.policy.mapping.iter().filter(|mapping| {
+                crate::policy::fold_group_name(&mapping.workspace_group) == *group
+            });
+        let spelt = mappings
+            .clone()
+            .map(|mapping| mapping.workspace_group.as_str())
+            .next()
+            .unwrap_or(group);
+        let from: Vec<&str> = mappings.map(|mapping| mapping.group.as_str()).collect();
         tracing::warn!(
-            group = %group,
+            group = %spelt,
+            directory_groups = %from.join(", "),
             "policy.mapping names this workspace group, but gives it to nobody in the \
              directory: removals of its members are held for a human"
         );

@@ -29,6 +29,7 @@ mod put_writes;
 mod qa_cli;
 mod qa_daemon;
 mod qa_directory;
+mod qa_first_hour;
 mod qa_status;
 mod report;
 mod resume;
