@@ -1283,7 +1283,8 @@ impl Config {
     /// An inline secret that is empty (or only spaces) is refused like an empty
     /// secret file: an empty LDAP bind password is an unauthenticated bind (RFC
     /// 4513), which some servers accept and answer with a partial view, and an
-    /// empty token only fails later, at the provider.
+    /// empty token only fails later, at the provider. An inline directory token
+    /// is refused as [`token_mistake`] finds it wrong.
     fn refuse_empty_secrets(&self) -> Result<(), ConfigError> {
         use secrecy::ExposeSecret;
         for (key, secret) in self.inline_secrets() {
@@ -1296,6 +1297,11 @@ impl Config {
                          {file}_file"
                     ),
                 ));
+            }
+            if key == "directory.token"
+                && let Some(mistake) = token_mistake(secret.expose_secret())
+            {
+                return Err(self.key_error(key, mistake));
             }
         }
         Ok(())
@@ -2401,7 +2407,7 @@ impl Config {
     pub fn workspace_token(&self) -> Result<SecretString, ConfigError> {
         use secrecy::ExposeSecret;
         if let Some(token) = &self.workspace.token {
-            if let Some(mistake) = bearer_token_mistake(token.expose_secret()) {
+            if let Some(mistake) = token_mistake(token.expose_secret()) {
                 return Err(self.key_error("workspace.token", mistake));
             }
             return Ok(token.clone());
@@ -2419,7 +2425,7 @@ impl Config {
                 format!("{} is empty", file.display()),
             )
         })?;
-        if let Some(mistake) = bearer_token_mistake(token) {
+        if let Some(mistake) = token_mistake(token) {
             return Err(self.key_error(
                 "workspace.token_file",
                 format!("{}: the token {mistake}", file.display()),
@@ -3521,28 +3527,31 @@ fn okta_url_mistake(url: &url::Url) -> Option<String> {
     })
 }
 
-/// What is wrong with a bearer token as written, if anything; never the token
-/// itself. A token is one word (RFC 6750's `b64token`): the scheme copied with it
-/// would be sent as `Bearer Bearer …` and refused as if the token were revoked, and
-/// a second line (a comment, an old token left above the new one) cannot be sent
-/// in a header at all, which the HTTP client reports without naming the key.
-fn bearer_token_mistake(token: &str) -> Option<&'static str> {
+/// What is wrong with an API token as written, if anything; never the token
+/// itself. A token is one word (RFC 6750's `b64token`; Okta's API tokens too):
+/// the scheme copied with it (`Bearer …`, Okta's `SSWS …`) would be sent as
+/// `Bearer Bearer …` and refused as if the token were revoked, and a second line
+/// (a comment, an old token left above the new one) cannot be sent in a header
+/// at all, which the HTTP client reports without naming the key.
+pub(crate) fn token_mistake(token: &str) -> Option<String> {
     let token = token.trim();
-    let scheme = token
-        .split_once(char::is_whitespace)
-        .is_some_and(|(first, _)| first.eq_ignore_ascii_case("bearer"));
-    if scheme {
-        return Some(
-            "starts with the scheme `Bearer`: keep the token alone (seatwarden sends \
-             `Authorization: Bearer` itself)",
-        );
+    if let Some((first, _)) = token.split_once(char::is_whitespace)
+        && ["bearer", "ssws"]
+            .iter()
+            .any(|scheme| first.eq_ignore_ascii_case(scheme))
+    {
+        return Some(format!(
+            "starts with the scheme `{first}`: keep the token alone (seatwarden sends the \
+             `Authorization` scheme itself)"
+        ));
     }
     token
         .contains(|c: char| c.is_whitespace() || c.is_control())
-        .then_some(
+        .then(|| {
             "has a space, line break or control character inside it: keep the token alone, \
-             on one line, with nothing else",
-        )
+             on one line, with nothing else"
+                .to_owned()
+        })
 }
 
 /// The core User schema's attributes are not extensions: written as one

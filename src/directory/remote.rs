@@ -79,7 +79,9 @@ pub fn token_in_file(text: &str) -> Option<&str> {
 
 impl Secret {
     /// The secret: from a `*password_file`, [`secret_in_file`]; from any other
-    /// file (tokens, client secrets, keys), [`token_in_file`].
+    /// file (tokens, client secrets, keys), [`token_in_file`]. A `*token_file`'s
+    /// token is refused as [`crate::config::token_mistake`] finds it wrong (`SSWS`
+    /// copied with an Okta token would be sent as `SSWS SSWS …`).
     pub fn read(&self) -> Result<SecretString, DirectoryError> {
         match self {
             Secret::Inline(secret) => Ok(secret.clone()),
@@ -98,6 +100,14 @@ impl Secret {
                 let secret = secret.ok_or_else(|| {
                     DirectoryError::Settings(format!("{key} {} is empty", path.display()))
                 })?;
+                if key.ends_with("token_file")
+                    && let Some(mistake) = crate::config::token_mistake(secret)
+                {
+                    return Err(DirectoryError::Settings(format!(
+                        "{key} {}: the token {mistake}",
+                        path.display()
+                    )));
+                }
                 Ok(SecretString::from(secret.to_owned()))
             }
         }

@@ -447,3 +447,38 @@ fn a_directory_url_without_its_scheme_says_how_to_write_it() {
         "{error}"
     );
 }
+
+/// An Okta API token copied with Okta's `SSWS` scheme (as the Admin Console's
+/// examples write the header) would be sent as `SSWS SSWS …` and refused as if
+/// revoked: refused at load inline, and by check-config (and every run) from
+/// its file, naming the key and never the token.
+#[test]
+fn a_directory_token_pasted_with_its_scheme_is_refused_naming_the_key() {
+    let error = load(&format!(
+        "[directory]\nkind = \"okta\"\nurl = \"https://acme.okta.com\"\n\
+         token = \"SSWS 00abcdef\"\n{WORKSPACE}"
+    ))
+    .unwrap_err();
+    assert!(error.contains("key `directory.token`"), "{error}");
+    assert!(error.contains("scheme `SSWS`"), "{error}");
+    assert!(!error.contains("00abcdef"), "{error}");
+
+    let dir = tempfile::tempdir().unwrap();
+    let token_file = write(dir.path(), "okta-token", "SSWS 00abcdef\n");
+    let config = load_in(
+        dir.path(),
+        &format!(
+            "[directory]\nkind = \"okta\"\nurl = \"https://acme.okta.com\"\n\
+             token_file = \"okta-token\"\n{WORKSPACE}"
+        ),
+    )
+    .unwrap();
+    let error = config.check_files().unwrap_err().to_string();
+    assert!(error.contains("directory.token_file"), "{error}");
+    assert!(error.contains(&token_file.display().to_string()), "{error}");
+    assert!(error.contains("scheme `SSWS`"), "{error}");
+    assert!(!error.contains("00abcdef"), "{error}");
+
+    write(dir.path(), "okta-token", "00abcdef\n");
+    config.check_files().unwrap();
+}
