@@ -1882,7 +1882,7 @@ impl<'p, 'a: 'p> Planner<'p, 'a> {
             && account.role() != Some(role)
         {
             let from = if account.roles.is_empty() {
-                "no role".to_owned()
+                "none".to_owned()
             } else {
                 account.roles.join(", ")
             };
@@ -3220,6 +3220,13 @@ mod tests {
             }]
         );
         assert_eq!(plan.actions[0].reason, DriftKind::RoleDrift);
+
+        fx.accounts[0].roles = vec![];
+        let plan = fx.plan();
+        assert_eq!(
+            plan.drift[0].detail, "role is none, policy gives Maintainer",
+            "{plan:#?}"
+        );
 
         fx.settings.manage_roles = false;
         assert!(fx.plan().is_empty());
