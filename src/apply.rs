@@ -18,6 +18,15 @@
 //! fails or is killed afterwards; the caller stores it again with the whole run's
 //! failures, under the same stamp.
 //!
+//! A workspace that stops answering mid-apply is not written to write by write:
+//! each write against it spends the client's retries (against one that hangs, seven
+//! timeouts: about four minutes at the defaults), and a window's share of failures
+//! took a dozen minutes to gather. Writes are watched with the [`Outage`] rule
+//! verification uses: once one gets no reply past its retries while nothing else
+//! was answered, no further write is sent (journaled failed, "not sent: the
+//! workspace stopped answering …"; later phases stay planned), the breaker opens
+//! saying so, and verification, which shares the watch, sends no read.
+//!
 //! Stopping ([`until_stopped`]): once the [`StopSignal`] is set (the daemon got
 //! SIGTERM), no further write is started. Writes already sent finish and are
 //! verified and journaled as usual; the rest of the phase is journaled failed ("not
@@ -96,7 +105,7 @@ use crate::model::{
 };
 use crate::retry::Transient;
 use crate::store::{JournalEntry, RunId, Store, StoreError};
-use crate::workspace::{NOT_READ, Outage, ScimClient, WorkspaceError};
+use crate::workspace::{NOT_READ, Outage, ReadStart, ScimClient, WorkspaceError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApplyError {
@@ -229,6 +238,10 @@ pub const NOT_SENT_STOPPING: &str =
 /// Why an action was not sent once the circuit breaker had opened.
 pub const NOT_SENT_BREAKER: &str = "not sent: the circuit breaker opened (too many writes failed)";
 
+/// How an action not sent because an earlier write found the workspace down
+/// ([`Outage`]) begins its error; why and what happens next follow.
+pub const NOT_SENT_DOWN: &str = "not sent: the workspace stopped answering";
+
 /// How [`recover`] begins the error of an interrupted row whose object the
 /// workspace showed without the change: most likely never sent (a phase goes in
 /// flight before its first write leaves). An approval cut off that way is
@@ -262,6 +275,9 @@ struct Executor<'a> {
     breaker: Mutex<Breaker>,
     /// The breaker's opening, stamped on the run's clock when it tripped.
     opened: OnceLock<CircuitRecord>,
+    /// Set once a write past its retries shows the workspace down: no further
+    /// write is sent, and verification, which shares it, sends no read.
+    outage: Arc<Outage>,
     /// Created accounts whose link and journal result are not committed yet.
     unrecorded: Mutex<Vec<(u32, NewLink)>>,
     /// When `unrecorded` was last committed (or the apply started).
@@ -372,6 +388,8 @@ impl Executor<'_> {
 
     async fn write(&self, action: &Action) -> Result<Written, String> {
         let client = self.client;
+        let start = self.outage.start();
+        let noted = |e: WorkspaceError| self.noted(start, e);
         match &action.kind {
             // A 404 on a write is no proof the account is gone (a provider that
             // does not route PATCH, a gateway that only passes GET): verification
@@ -379,7 +397,7 @@ impl Executor<'_> {
             ActionKind::Deactivate { account_id } => {
                 match client.set_active(account_id, false).await {
                     Err(e) if e.is_not_found() => Ok(Written::Sent),
-                    other => other.map(|()| Written::Sent).map_err(|e| e.to_string()),
+                    other => other.map(|()| Written::Sent).map_err(noted),
                 }
             }
             ActionKind::Delete {
@@ -389,10 +407,7 @@ impl Executor<'_> {
                 // A deletion after the retention period is for a deactivated
                 // account only: one re-enabled since the plan is kept.
                 if deactivated_since.is_some()
-                    && let Some(account) = client
-                        .get_account(account_id)
-                        .await
-                        .map_err(|e| e.to_string())?
+                    && let Some(account) = client.get_account(account_id).await.map_err(noted)?
                     && account.active
                 {
                     return Err(format!(
@@ -402,14 +417,14 @@ impl Executor<'_> {
                 }
                 match client.delete_account(account_id).await {
                     Err(e) if e.is_not_found() => Ok(Written::Sent),
-                    other => other.map(|()| Written::Sent).map_err(|e| e.to_string()),
+                    other => other.map(|()| Written::Sent).map_err(noted),
                 }
             }
             ActionKind::Reactivate { account_id } => client
                 .set_active(account_id, true)
                 .await
                 .map(|()| Written::Sent)
-                .map_err(|e| e.to_string()),
+                .map_err(noted),
             ActionKind::UpdateAttributes {
                 account_id,
                 changes,
@@ -417,12 +432,12 @@ impl Executor<'_> {
                 .update_attributes(account_id, changes)
                 .await
                 .map(|()| Written::Sent)
-                .map_err(|e| e.to_string()),
+                .map_err(noted),
             ActionKind::SetRole { account_id, to, .. } => client
                 .set_role(account_id, *to)
                 .await
                 .map(|()| Written::Sent)
-                .map_err(|e| e.to_string()),
+                .map_err(noted),
             ActionKind::CreateGroup { display_name } => {
                 let group = match client.create_group(display_name).await {
                     Ok(group) => group,
@@ -430,11 +445,11 @@ impl Executor<'_> {
                     Err(e) if e.is_conflict() => client
                         .find_group_by_name(display_name)
                         .await
-                        .map_err(|e| e.to_string())?
+                        .map_err(noted)?
                         .ok_or_else(|| {
                             format!("{e}; and no group named {display_name:?} can be found")
                         })?,
-                    Err(e) => return Err(e.to_string()),
+                    Err(e) => return Err(noted(e)),
                 };
                 if let Ok(mut created) = self.created.lock() {
                     created
@@ -461,7 +476,7 @@ impl Executor<'_> {
                         match client
                             .find_account_by_user_name(&spec.user_name)
                             .await
-                            .map_err(|e| e.to_string())?
+                            .map_err(noted)?
                         {
                             Some(account) => {
                                 let linked_to = self
@@ -482,7 +497,7 @@ impl Executor<'_> {
                             }
                         }
                     }
-                    Err(e) => return Err(e.to_string()),
+                    Err(e) => return Err(noted(e)),
                 };
                 if let Ok(mut created) = self.created.lock() {
                     created
@@ -522,10 +537,7 @@ impl Executor<'_> {
                 };
                 let (ids, missing) = self.resolve_members(members);
                 if !ids.is_empty() {
-                    client
-                        .add_members(&group_id, &ids)
-                        .await
-                        .map_err(|e| e.to_string())?;
+                    client.add_members(&group_id, &ids).await.map_err(noted)?;
                 }
                 if missing.is_empty() {
                     Ok(Written::Sent)
@@ -548,7 +560,7 @@ impl Executor<'_> {
                     .remove_members(&group_id, members)
                     .await
                     .map(|()| Written::Sent)
-                    .map_err(|e| e.to_string())
+                    .map_err(noted)
             }
         }
     }
@@ -597,6 +609,20 @@ impl Executor<'_> {
         self.breaker.lock().map(|b| b.is_open()).unwrap_or(true)
     }
 
+    /// The message of a write's failure, the failure noted first: a write that got
+    /// no reply past its retries while nothing else was answered shows the
+    /// workspace down, as a read would.
+    fn noted(&self, start: ReadStart, error: WorkspaceError) -> String {
+        self.outage.failed(start, &error);
+        error.to_string()
+    }
+
+    /// Whether the writes of this apply have stopped: the breaker opened, or a
+    /// write found the workspace down.
+    fn writes_stopped(&self) -> bool {
+        self.outage.down().is_some() || self.breaker_open()
+    }
+
     async fn execute_numbered(&self, action: &Action) -> (u32, Result<Executed, ApplyError>) {
         let executed = self.execute(action).await;
         report_progress(ApplyProgress::Writing {
@@ -610,6 +636,13 @@ impl Executor<'_> {
     /// Once the circuit breaker is open, nothing more is sent: the row is journaled
     /// failed as "not sent", and the next run re-plans it.
     async fn execute(&self, action: &Action) -> Result<Executed, ApplyError> {
+        // Before the breaker: a workspace found down also opens it, and "too many
+        // writes failed" would hide why.
+        if let Some(why) = self.outage.down() {
+            let message = format!("{NOT_SENT_DOWN} ({why}); the next run plans it again");
+            self.with_store(|s| s.mark_failed(self.run, action.seq, Utc::now(), &message))?;
+            return Ok(Executed::Failed);
+        }
         if self.breaker_open() {
             self.with_store(|s| s.mark_failed(self.run, action.seq, Utc::now(), NOT_SENT_BREAKER))?;
             return Ok(Executed::Failed);
@@ -635,8 +668,18 @@ impl Executor<'_> {
                     subject: action.subject.clone(),
                     message: message.clone(),
                 });
-                breaker
-                    .record(failure)
+                let failed = failure.is_some();
+                let tripped = breaker.record(failure);
+                // Every write after it would spend its retries against a workspace
+                // that answers nothing (four minutes each against one that hangs,
+                // at the default timeout): it opens the breaker at once.
+                let tripped = match self.outage.down() {
+                    Some(why) if failed => {
+                        breaker.trip(format!("the workspace stopped answering: {why}")) || tripped
+                    }
+                    _ => tripped,
+                };
+                tripped
                     .then(|| breaker.opened(later_by(self.clock.0, self.clock.1)))
                     .flatten()
             }
@@ -646,7 +689,8 @@ impl Executor<'_> {
             let _ = self.opened.set(record.clone());
             tracing::error!(
                 run = self.run,
-                "circuit breaker opened: too many writes failed; no more writes this run"
+                reason = record.reason.as_deref().unwrap_or_default(),
+                "circuit breaker opened; no more writes this run"
             );
             // Stored at once, not only by the caller: a run that ends in an error
             // or is killed before its summary would otherwise leave the breaker
@@ -753,6 +797,7 @@ pub async fn apply_with_breaker(
         created: Mutex::new(Created::default()),
         breaker: Mutex::new(breaker),
         opened: OnceLock::new(),
+        outage: Arc::new(Outage::new(client)),
         unrecorded: Mutex::default(),
         recorded_at: Mutex::new(Instant::now()),
         write_latency: Mutex::default(),
@@ -768,7 +813,7 @@ pub async fn apply_with_breaker(
     let mut phases = phases.into_values();
     while let Some(actions) = phases.next() {
         // Later phases stay `planned` (not run): nothing of them was sent.
-        if executor.breaker_open() {
+        if executor.writes_stopped() {
             break;
         }
         if stop_requested() {
@@ -824,7 +869,7 @@ pub async fn apply_with_breaker(
         .created
         .into_inner()
         .map_err(|_| ApplyError::Poisoned)?;
-    let mut verifier = Verifier::new(client, &created);
+    let mut verifier = Verifier::new(client, &created, Arc::clone(&executor.outage));
     // Every object the actions touch is read once, at the concurrency limit, before
     // any action is checked: otherwise the actions that share an object (a group's
     // membership batches) fill every slot waiting on the same read.
@@ -1141,10 +1186,11 @@ fn members_of(group: WorkspaceGroup) -> Members {
 }
 
 impl<'a> Verifier<'a> {
-    fn new(client: &'a ScimClient, created: &Created) -> Self {
+    /// `outage` is the apply's: a workspace its writes found down is not read.
+    fn new(client: &'a ScimClient, created: &Created, outage: Arc<Outage>) -> Self {
         Verifier {
             client,
-            outage: Arc::new(Outage::new(client)),
+            outage,
             created_accounts: created.accounts.clone(),
             created_groups: created.groups.clone(),
             accounts: ReadOnce::default(),
@@ -2278,7 +2324,7 @@ impl<'a> RecoveryReads<'a> {
         user_names: impl Iterator<Item = String>,
         users_total: Option<u64>,
     ) -> RecoveryReads<'a> {
-        let verifier = Verifier::new(client, &Created::default());
+        let verifier = Verifier::new(client, &Created::default(), Arc::new(Outage::new(client)));
         let mut objects: Vec<Object> = objects.collect();
         objects.sort();
         objects.dedup();

@@ -241,6 +241,17 @@ impl Breaker {
         self.tripped.is_some()
     }
 
+    /// Opens the breaker for `reason`, whatever its window says (a workspace that
+    /// stopped answering: every later write would fail too); returns true when
+    /// this opened it. A [`Breaker::disabled`] one never opens.
+    pub fn trip(&mut self, reason: String) -> bool {
+        if self.tripped.is_some() || !self.settings.failure_ratio.is_finite() {
+            return false;
+        }
+        self.tripped = Some(reason);
+        true
+    }
+
     /// The record to persist once the breaker opened at `now`; `None` while closed.
     pub fn opened(&self, now: DateTime<Utc>) -> Option<CircuitRecord> {
         self.tripped.as_ref().map(|reason| CircuitRecord {
@@ -270,6 +281,24 @@ mod tests {
             window: 4,
             cool_down: Duration::from_secs(900),
         }
+    }
+
+    #[test]
+    fn trip_opens_at_once_with_its_reason_unless_disabled() {
+        let mut breaker = Breaker::new(settings());
+        assert!(!breaker.record(fail(0)), "one failure of four");
+        assert!(breaker.trip("the workspace stopped answering".into()));
+        assert!(breaker.is_open());
+        assert!(!breaker.trip("again".into()), "opens once");
+        let record = breaker.opened(Utc::now()).unwrap();
+        assert_eq!(
+            record.reason.as_deref(),
+            Some("the workspace stopped answering")
+        );
+        assert_eq!(record.failures.len(), 1, "the failing write is named");
+        let mut disabled = Breaker::disabled();
+        assert!(!disabled.trip("down".into()));
+        assert!(!disabled.is_open());
     }
 
     #[test]

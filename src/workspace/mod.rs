@@ -33,7 +33,7 @@ use serde_json::{Value, json};
 use tokio::sync::Semaphore;
 
 pub use error::WorkspaceError;
-pub use outage::{NOT_READ, Outage, Unread};
+pub use outage::{NOT_READ, Outage, ReadStart, Unread};
 
 use crate::http::encode_component;
 use crate::model::{
