@@ -25,7 +25,11 @@
 //! verification uses: once one gets no reply past its retries while nothing else
 //! was answered, no further write is sent (journaled failed, "not sent: the
 //! workspace stopped answering …"; later phases stay planned), the breaker opens
-//! saying so, and verification, which shares the watch, sends no read.
+//! saying so, and verification, which shares the watch, sends no read. A write
+//! refused 401 stops the writes too (the token is at fault, and every later write
+//! would be refused alike; a 403 may be one object's), without opening the
+//! breaker: nothing is wrong with the workspace, and once the token is fixed the
+//! next run writes, with no `resume`. What is not sent says why and what to check.
 //!
 //! Stopping ([`until_stopped`]): once the [`StopSignal`] is set (the daemon got
 //! SIGTERM), no further write is started. Writes already sent finish and are
@@ -105,7 +109,7 @@ use crate::model::{
 };
 use crate::retry::Transient;
 use crate::store::{JournalEntry, RunId, Store, StoreError};
-use crate::workspace::{NOT_READ, Outage, ReadStart, ScimClient, WorkspaceError};
+use crate::workspace::{CHECK_TOKEN, NOT_READ, Outage, ReadStart, ScimClient, WorkspaceError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApplyError {
@@ -242,6 +246,10 @@ pub const NOT_SENT_BREAKER: &str = "not sent: the circuit breaker opened (too ma
 /// ([`Outage`]) begins its error; why and what happens next follow.
 pub const NOT_SENT_DOWN: &str = "not sent: the workspace stopped answering";
 
+/// How an action not sent because an earlier write was refused 401 begins its
+/// error; which write and what to check follow.
+pub const NOT_SENT_TOKEN: &str = "not sent: the workspace refused the token";
+
 /// How [`recover`] begins the error of an interrupted row whose object the
 /// workspace showed without the change: most likely never sent (a phase goes in
 /// flight before its first write leaves). An approval cut off that way is
@@ -278,6 +286,9 @@ struct Executor<'a> {
     /// Set once a write past its retries shows the workspace down: no further
     /// write is sent, and verification, which shares it, sends no read.
     outage: Arc<Outage>,
+    /// The first write the workspace refused with 401: the token, not the
+    /// action, is at fault, and every later write would be refused the same way.
+    token_refused: OnceLock<String>,
     /// Created accounts whose link and journal result are not committed yet.
     unrecorded: Mutex<Vec<(u32, NewLink)>>,
     /// When `unrecorded` was last committed (or the apply started).
@@ -612,15 +623,21 @@ impl Executor<'_> {
     /// The message of a write's failure, the failure noted first: a write that got
     /// no reply past its retries while nothing else was answered shows the
     /// workspace down, as a read would.
+    /// A 401 also stops the writes (see [`Executor::token_refused`]), and says
+    /// what to check.
     fn noted(&self, start: ReadStart, error: WorkspaceError) -> String {
         self.outage.failed(start, &error);
+        if error.status() == Some(401) {
+            let _ = self.token_refused.set(error.to_string());
+            return format!("{error}; {CHECK_TOKEN}");
+        }
         error.to_string()
     }
 
     /// Whether the writes of this apply have stopped: the breaker opened, or a
     /// write found the workspace down.
     fn writes_stopped(&self) -> bool {
-        self.outage.down().is_some() || self.breaker_open()
+        self.outage.down().is_some() || self.token_refused.get().is_some() || self.breaker_open()
     }
 
     async fn execute_numbered(&self, action: &Action) -> (u32, Result<Executed, ApplyError>) {
@@ -640,6 +657,15 @@ impl Executor<'_> {
         // writes failed" would hide why.
         if let Some(why) = self.outage.down() {
             let message = format!("{NOT_SENT_DOWN} ({why}); the next run plans it again");
+            self.with_store(|s| s.mark_failed(self.run, action.seq, Utc::now(), &message))?;
+            return Ok(Executed::Failed);
+        }
+        // A 403 may be one object's (a provider that forbids touching its primary
+        // owner); a 401 is the token's, whatever was asked.
+        if let Some(refusal) = self.token_refused.get() {
+            let message = format!(
+                "{NOT_SENT_TOKEN} (an earlier write was answered {refusal}); {CHECK_TOKEN}"
+            );
             self.with_store(|s| s.mark_failed(self.run, action.seq, Utc::now(), &message))?;
             return Ok(Executed::Failed);
         }
@@ -798,6 +824,7 @@ pub async fn apply_with_breaker(
         breaker: Mutex::new(breaker),
         opened: OnceLock::new(),
         outage: Arc::new(Outage::new(client)),
+        token_refused: OnceLock::new(),
         unrecorded: Mutex::default(),
         recorded_at: Mutex::new(Instant::now()),
         write_latency: Mutex::default(),

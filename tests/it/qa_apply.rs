@@ -146,3 +146,114 @@ async fn writes_stop_once_the_workspace_answers_nothing() {
         "verification sent reads to the dead workspace"
     );
 }
+
+/// The token is revoked after twenty of eighty creates. The first writes refused
+/// 401 stop the others (each would be refused alike): no more than one round of
+/// the concurrency limit is refused, each failure names the endpoint and what to
+/// check, the rest is journaled "not sent" saying why, and the breaker stays
+/// closed, so the run after the token is fixed finishes the work with no
+/// `resume`. Before, writes went on until a window's share had failed, and the
+/// breaker then kept the repaired token from writing for its cool-down.
+#[tokio::test]
+async fn a_token_revoked_mid_apply_stops_the_writes_without_opening_the_breaker() {
+    let data = synth::generate(&SynthSpec {
+        people: 80,
+        groups: 2,
+        drift_percent: 0.0,
+        seed: 6,
+    });
+    let sandbox = Arc::new(crate::fixtures::sandbox(TOKEN, WorkspaceSnapshot::default()).await);
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), &data, sandbox.base_url().as_ref(), "");
+    let client = {
+        let mut settings = config.scim_settings().unwrap();
+        settings.retry = RetryPolicy::immediate(2);
+        ScimClient::new(settings).unwrap()
+    };
+    const CONCURRENCY: u64 = 4;
+    let requests_at_revocation = Arc::new(AtomicU64::new(0));
+    let requests_at_verification = Arc::new(AtomicU64::new(u64::MAX));
+    let hook: ProgressHook = {
+        let (sandbox, client) = (Arc::clone(&sandbox), client.clone());
+        let (at_revocation, at_verification) = (
+            Arc::clone(&requests_at_revocation),
+            Arc::clone(&requests_at_verification),
+        );
+        Arc::new(move |progress| match progress {
+            ApplyProgress::Writing { done: 20, .. } => {
+                at_revocation.store(client.stats().requests, Ordering::SeqCst);
+                sandbox.set_token("rotated-by-an-admin");
+            }
+            ApplyProgress::Verifying { .. } => {
+                at_verification.store(client.stats().requests, Ordering::SeqCst);
+            }
+            ApplyProgress::Writing { .. } | ApplyProgress::Recovering { .. } => {}
+        })
+    };
+    let reconcile = |client: ScimClient| {
+        let config = config.clone();
+        async move {
+            run::execute_with_options(
+                &config,
+                &run::directory_from_config(&config),
+                &client,
+                Store::open(&config.state.path).unwrap(),
+                Mode::Reconcile,
+                RunOptions::default(),
+            )
+            .await
+            .unwrap()
+        }
+    };
+    let run = seatwarden::apply::with_progress(hook, reconcile(client.clone())).await;
+
+    let refused_writes = requests_at_verification.load(Ordering::SeqCst)
+        - requests_at_revocation.load(Ordering::SeqCst);
+    assert!(
+        refused_writes <= CONCURRENCY,
+        "{refused_writes} writes sent after the revocation"
+    );
+    assert!(
+        run.report.safety.circuit.is_none(),
+        "{:?}",
+        run.report.safety.circuit
+    );
+    let errors: Vec<&str> = run
+        .report
+        .actions
+        .iter()
+        .filter_map(|a| a.error.as_deref())
+        .collect();
+    let refused: Vec<&&str> = errors
+        .iter()
+        .filter(|e| e.starts_with("POST /Users: HTTP 401"))
+        .collect();
+    assert!(!refused.is_empty(), "{errors:#?}");
+    assert!(
+        refused.iter().all(|e| e.contains("check workspace.token")),
+        "{refused:#?}"
+    );
+    let not_sent = errors
+        .iter()
+        .filter(|e| e.starts_with(seatwarden::apply::NOT_SENT_TOKEN))
+        .filter(|e| e.contains("HTTP 401") && e.contains("check workspace.token"))
+        .count();
+    assert!(not_sent >= 40, "{not_sent} journaled not sent: {errors:#?}");
+
+    // The token is fixed: the next run writes at once.
+    sandbox.set_token(TOKEN);
+    let next = reconcile(client).await;
+    assert!(next.report.safety.circuit.is_none());
+    assert_eq!(
+        next.report.summary.actions_failed, 0,
+        "{:#?}",
+        next.report.actions
+    );
+    let creates = run
+        .report
+        .actions
+        .iter()
+        .filter(|a| a.op == "create_account")
+        .count();
+    assert_eq!(sandbox.snapshot().accounts.len(), creates);
+}
