@@ -625,11 +625,18 @@ impl Executor<'_> {
     /// workspace down, as a read would.
     /// A 401 also stops the writes (see [`Executor::token_refused`]), and says
     /// what to check.
+    /// A transient failure says it was retried: "HTTP 503" alone reads as one
+    /// unlucky answer nobody tried again.
     fn noted(&self, start: ReadStart, error: WorkspaceError) -> String {
         self.outage.failed(start, &error);
         if error.status() == Some(401) {
             let _ = self.token_refused.set(error.to_string());
             return format!("{error}; {CHECK_TOKEN}");
+        }
+        // The client retries every transient failure until its attempts run out.
+        let attempts = self.client.attempts_per_request();
+        if error.is_transient() && attempts > 1 {
+            return format!("{error} (still failing after {attempts} attempts)");
         }
         error.to_string()
     }

@@ -481,6 +481,11 @@ impl ScimClient {
         })
     }
 
+    /// How many attempts a request gets before its transient failure is final.
+    pub fn attempts_per_request(&self) -> usize {
+        self.inner.retry.max_retries.saturating_add(1)
+    }
+
     pub fn stats(&self) -> ClientStats {
         ClientStats {
             requests: self.inner.requests.load(Ordering::Relaxed),

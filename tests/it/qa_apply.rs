@@ -257,3 +257,54 @@ async fn a_token_revoked_mid_apply_stops_the_writes_without_opening_the_breaker(
         .count();
     assert_eq!(sandbox.snapshot().accounts.len(), creates);
 }
+
+/// A write that fails for a transient reason has been retried until its attempts
+/// ran out, and the journal and the report say so: "HTTP 503" alone reads as one
+/// unlucky answer nobody tried again. A refusal that is not retried says nothing
+/// of attempts.
+#[tokio::test]
+async fn a_write_that_failed_past_its_retries_says_how_often_it_was_tried() {
+    let data = synth::generate(&SynthSpec {
+        people: 6,
+        groups: 1,
+        drift_percent: 0.0,
+        seed: 6,
+    });
+    let sandbox = crate::fixtures::sandbox(TOKEN, WorkspaceSnapshot::default()).await;
+    sandbox.set_faults(seatwarden::sandbox::Faults {
+        rate_5xx: 1.0,
+        writes_only: true,
+        ..Default::default()
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), &data, sandbox.base_url().as_ref(), "");
+    let client = {
+        let mut settings = config.scim_settings().unwrap();
+        settings.retry = RetryPolicy::immediate(2);
+        ScimClient::new(settings).unwrap()
+    };
+    let run = run::execute_with_options(
+        &config,
+        &run::directory_from_config(&config),
+        &client,
+        Store::open(&config.state.path).unwrap(),
+        Mode::Reconcile,
+        RunOptions::default(),
+    )
+    .await
+    .unwrap();
+    let errors: Vec<&str> = run
+        .report
+        .actions
+        .iter()
+        .filter_map(|a| a.error.as_deref())
+        .filter(|e| e.contains("HTTP 503"))
+        .collect();
+    assert!(!errors.is_empty(), "{:#?}", run.report.actions);
+    assert!(
+        errors
+            .iter()
+            .all(|e| e.ends_with("(still failing after 3 attempts)")),
+        "{errors:#?}"
+    );
+}
