@@ -25,7 +25,8 @@
 //! verification uses: once one gets no reply past its retries while nothing else
 //! was answered, no further write is sent (journaled failed, "not sent: the
 //! workspace stopped answering …"; later phases stay planned), the breaker opens
-//! saying so, and verification, which shares the watch, sends no read. A write
+//! saying so once at least three writes failed ([`Breaker::trip`]), and
+//! verification, which shares the watch, sends no read. A write
 //! refused 401 stops the writes too (the token is at fault, and every later write
 //! would be refused alike; a 403 may be one object's), without opening the
 //! breaker: nothing is wrong with the workspace, and once the token is fixed the
