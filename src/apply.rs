@@ -623,11 +623,9 @@ impl Executor<'_> {
 
     /// The message of a write's failure, the failure noted first: a write that got
     /// no reply past its retries while nothing else was answered shows the
-    /// workspace down, as a read would.
-    /// A 401 also stops the writes (see [`Executor::token_refused`]), and says
-    /// what to check.
-    /// A transient failure says it was retried: "HTTP 503" alone reads as one
-    /// unlucky answer nobody tried again.
+    /// workspace down, as a read would, and a 401 stops the writes (see
+    /// `token_refused`) and says what to check. A transient failure says it was
+    /// retried: "HTTP 503" alone reads as one unlucky answer nobody tried again.
     fn noted(&self, start: ReadStart, error: WorkspaceError) -> String {
         self.outage.failed(start, &error);
         if error.status() == Some(401) {
@@ -642,8 +640,8 @@ impl Executor<'_> {
         error.to_string()
     }
 
-    /// Whether the writes of this apply have stopped: the breaker opened, or a
-    /// write found the workspace down.
+    /// Whether the writes of this apply have stopped: the breaker opened, a write
+    /// found the workspace down, or one was refused 401.
     fn writes_stopped(&self) -> bool {
         self.outage.down().is_some() || self.token_refused.get().is_some() || self.breaker_open()
     }
@@ -706,7 +704,8 @@ impl Executor<'_> {
                 let tripped = breaker.record(failure);
                 // Every write after it would spend its retries against a workspace
                 // that answers nothing (four minutes each against one that hangs,
-                // at the default timeout): it opens the breaker at once.
+                // at the default timeout): it opens the breaker without waiting for
+                // the window's share, once enough writes failed (`Breaker::trip`).
                 let tripped = match self.outage.down() {
                     Some(why) if failed => {
                         breaker.trip(format!("the workspace stopped answering: {why}")) || tripped
