@@ -18,6 +18,20 @@
 //! fails or is killed afterwards; the caller stores it again with the whole run's
 //! failures, under the same stamp.
 //!
+//! A workspace that stops answering mid-apply is not written to write by write:
+//! each write against it spends the client's retries (against one that hangs, seven
+//! timeouts: about four minutes at the defaults), and a window's share of failures
+//! took a dozen minutes to gather. Writes are watched with the [`Outage`] rule
+//! verification uses: once one gets no reply past its retries while nothing else
+//! was answered, no further write is sent (journaled failed, "not sent: the
+//! workspace stopped answering …"; later phases stay planned), the breaker opens
+//! saying so once at least three writes failed ([`Breaker::trip`]), and
+//! verification, which shares the watch, sends no read. A write
+//! refused 401 stops the writes too (the token is at fault, and every later write
+//! would be refused alike; a 403 may be one object's), without opening the
+//! breaker: nothing is wrong with the workspace, and once the token is fixed the
+//! next run writes, with no `resume`. What is not sent says why and what to check.
+//!
 //! Stopping ([`until_stopped`]): once the [`StopSignal`] is set (the daemon got
 //! SIGTERM), no further write is started. Writes already sent finish and are
 //! verified and journaled as usual; the rest of the phase is journaled failed ("not
@@ -96,7 +110,7 @@ use crate::model::{
 };
 use crate::retry::Transient;
 use crate::store::{JournalEntry, RunId, Store, StoreError};
-use crate::workspace::{NOT_READ, Outage, ScimClient, WorkspaceError};
+use crate::workspace::{CHECK_TOKEN, NOT_READ, Outage, ReadStart, ScimClient, WorkspaceError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApplyError {
@@ -229,6 +243,14 @@ pub const NOT_SENT_STOPPING: &str =
 /// Why an action was not sent once the circuit breaker had opened.
 pub const NOT_SENT_BREAKER: &str = "not sent: the circuit breaker opened (too many writes failed)";
 
+/// How an action not sent because an earlier write found the workspace down
+/// ([`Outage`]) begins its error; why and what happens next follow.
+pub const NOT_SENT_DOWN: &str = "not sent: the workspace stopped answering";
+
+/// How an action not sent because an earlier write was refused 401 begins its
+/// error; which write and what to check follow.
+pub const NOT_SENT_TOKEN: &str = "not sent: the workspace refused the token";
+
 /// How [`recover`] begins the error of an interrupted row whose object the
 /// workspace showed without the change: most likely never sent (a phase goes in
 /// flight before its first write leaves). An approval cut off that way is
@@ -262,6 +284,12 @@ struct Executor<'a> {
     breaker: Mutex<Breaker>,
     /// The breaker's opening, stamped on the run's clock when it tripped.
     opened: OnceLock<CircuitRecord>,
+    /// Set once a write past its retries shows the workspace down: no further
+    /// write is sent, and verification, which shares it, sends no read.
+    outage: Arc<Outage>,
+    /// The first write the workspace refused with 401: the token, not the
+    /// action, is at fault, and every later write would be refused the same way.
+    token_refused: OnceLock<String>,
     /// Created accounts whose link and journal result are not committed yet.
     unrecorded: Mutex<Vec<(u32, NewLink)>>,
     /// When `unrecorded` was last committed (or the apply started).
@@ -372,6 +400,8 @@ impl Executor<'_> {
 
     async fn write(&self, action: &Action) -> Result<Written, String> {
         let client = self.client;
+        let start = self.outage.start();
+        let noted = |e: WorkspaceError| self.noted(start, e);
         match &action.kind {
             // A 404 on a write is no proof the account is gone (a provider that
             // does not route PATCH, a gateway that only passes GET): verification
@@ -379,7 +409,7 @@ impl Executor<'_> {
             ActionKind::Deactivate { account_id } => {
                 match client.set_active(account_id, false).await {
                     Err(e) if e.is_not_found() => Ok(Written::Sent),
-                    other => other.map(|()| Written::Sent).map_err(|e| e.to_string()),
+                    other => other.map(|()| Written::Sent).map_err(noted),
                 }
             }
             ActionKind::Delete {
@@ -389,10 +419,7 @@ impl Executor<'_> {
                 // A deletion after the retention period is for a deactivated
                 // account only: one re-enabled since the plan is kept.
                 if deactivated_since.is_some()
-                    && let Some(account) = client
-                        .get_account(account_id)
-                        .await
-                        .map_err(|e| e.to_string())?
+                    && let Some(account) = client.get_account(account_id).await.map_err(noted)?
                     && account.active
                 {
                     return Err(format!(
@@ -402,14 +429,14 @@ impl Executor<'_> {
                 }
                 match client.delete_account(account_id).await {
                     Err(e) if e.is_not_found() => Ok(Written::Sent),
-                    other => other.map(|()| Written::Sent).map_err(|e| e.to_string()),
+                    other => other.map(|()| Written::Sent).map_err(noted),
                 }
             }
             ActionKind::Reactivate { account_id } => client
                 .set_active(account_id, true)
                 .await
                 .map(|()| Written::Sent)
-                .map_err(|e| e.to_string()),
+                .map_err(noted),
             ActionKind::UpdateAttributes {
                 account_id,
                 changes,
@@ -417,12 +444,12 @@ impl Executor<'_> {
                 .update_attributes(account_id, changes)
                 .await
                 .map(|()| Written::Sent)
-                .map_err(|e| e.to_string()),
+                .map_err(noted),
             ActionKind::SetRole { account_id, to, .. } => client
                 .set_role(account_id, *to)
                 .await
                 .map(|()| Written::Sent)
-                .map_err(|e| e.to_string()),
+                .map_err(noted),
             ActionKind::CreateGroup { display_name } => {
                 let group = match client.create_group(display_name).await {
                     Ok(group) => group,
@@ -430,11 +457,11 @@ impl Executor<'_> {
                     Err(e) if e.is_conflict() => client
                         .find_group_by_name(display_name)
                         .await
-                        .map_err(|e| e.to_string())?
+                        .map_err(noted)?
                         .ok_or_else(|| {
                             format!("{e}; and no group named {display_name:?} can be found")
                         })?,
-                    Err(e) => return Err(e.to_string()),
+                    Err(e) => return Err(noted(e)),
                 };
                 if let Ok(mut created) = self.created.lock() {
                     created
@@ -461,7 +488,7 @@ impl Executor<'_> {
                         match client
                             .find_account_by_user_name(&spec.user_name)
                             .await
-                            .map_err(|e| e.to_string())?
+                            .map_err(noted)?
                         {
                             Some(account) => {
                                 let linked_to = self
@@ -482,7 +509,7 @@ impl Executor<'_> {
                             }
                         }
                     }
-                    Err(e) => return Err(e.to_string()),
+                    Err(e) => return Err(noted(e)),
                 };
                 if let Ok(mut created) = self.created.lock() {
                     created
@@ -522,10 +549,7 @@ impl Executor<'_> {
                 };
                 let (ids, missing) = self.resolve_members(members);
                 if !ids.is_empty() {
-                    client
-                        .add_members(&group_id, &ids)
-                        .await
-                        .map_err(|e| e.to_string())?;
+                    client.add_members(&group_id, &ids).await.map_err(noted)?;
                 }
                 if missing.is_empty() {
                     Ok(Written::Sent)
@@ -548,7 +572,7 @@ impl Executor<'_> {
                     .remove_members(&group_id, members)
                     .await
                     .map(|()| Written::Sent)
-                    .map_err(|e| e.to_string())
+                    .map_err(noted)
             }
         }
     }
@@ -597,6 +621,31 @@ impl Executor<'_> {
         self.breaker.lock().map(|b| b.is_open()).unwrap_or(true)
     }
 
+    /// The message of a write's failure, the failure noted first: a write that got
+    /// no reply past its retries while nothing else was answered shows the
+    /// workspace down, as a read would, and a 401 stops the writes (see
+    /// `token_refused`) and says what to check. A transient failure says it was
+    /// retried: "HTTP 503" alone reads as one unlucky answer nobody tried again.
+    fn noted(&self, start: ReadStart, error: WorkspaceError) -> String {
+        self.outage.failed(start, &error);
+        if error.status() == Some(401) {
+            let _ = self.token_refused.set(error.to_string());
+            return format!("{error}; {CHECK_TOKEN}");
+        }
+        // The client retries every transient failure until its attempts run out.
+        let attempts = self.client.attempts_per_request();
+        if error.is_transient() && attempts > 1 {
+            return format!("{error} (still failing after {attempts} attempts)");
+        }
+        error.to_string()
+    }
+
+    /// Whether the writes of this apply have stopped: the breaker opened, a write
+    /// found the workspace down, or one was refused 401.
+    fn writes_stopped(&self) -> bool {
+        self.outage.down().is_some() || self.token_refused.get().is_some() || self.breaker_open()
+    }
+
     async fn execute_numbered(&self, action: &Action) -> (u32, Result<Executed, ApplyError>) {
         let executed = self.execute(action).await;
         report_progress(ApplyProgress::Writing {
@@ -610,6 +659,22 @@ impl Executor<'_> {
     /// Once the circuit breaker is open, nothing more is sent: the row is journaled
     /// failed as "not sent", and the next run re-plans it.
     async fn execute(&self, action: &Action) -> Result<Executed, ApplyError> {
+        // Before the breaker: a workspace found down also opens it, and "too many
+        // writes failed" would hide why.
+        if let Some(why) = self.outage.down() {
+            let message = format!("{NOT_SENT_DOWN} ({why}); the next run plans it again");
+            self.with_store(|s| s.mark_failed(self.run, action.seq, Utc::now(), &message))?;
+            return Ok(Executed::Failed);
+        }
+        // A 403 may be one object's (a provider that forbids touching its primary
+        // owner); a 401 is the token's, whatever was asked.
+        if let Some(refusal) = self.token_refused.get() {
+            let message = format!(
+                "{NOT_SENT_TOKEN} (an earlier write was answered {refusal}); {CHECK_TOKEN}"
+            );
+            self.with_store(|s| s.mark_failed(self.run, action.seq, Utc::now(), &message))?;
+            return Ok(Executed::Failed);
+        }
         if self.breaker_open() {
             self.with_store(|s| s.mark_failed(self.run, action.seq, Utc::now(), NOT_SENT_BREAKER))?;
             return Ok(Executed::Failed);
@@ -635,8 +700,19 @@ impl Executor<'_> {
                     subject: action.subject.clone(),
                     message: message.clone(),
                 });
-                breaker
-                    .record(failure)
+                let failed = failure.is_some();
+                let tripped = breaker.record(failure);
+                // Every write after it would spend its retries against a workspace
+                // that answers nothing (four minutes each against one that hangs,
+                // at the default timeout): it opens the breaker without waiting for
+                // the window's share, once enough writes failed (`Breaker::trip`).
+                let tripped = match self.outage.down() {
+                    Some(why) if failed => {
+                        breaker.trip(format!("the workspace stopped answering: {why}")) || tripped
+                    }
+                    _ => tripped,
+                };
+                tripped
                     .then(|| breaker.opened(later_by(self.clock.0, self.clock.1)))
                     .flatten()
             }
@@ -646,7 +722,8 @@ impl Executor<'_> {
             let _ = self.opened.set(record.clone());
             tracing::error!(
                 run = self.run,
-                "circuit breaker opened: too many writes failed; no more writes this run"
+                reason = record.reason.as_deref().unwrap_or_default(),
+                "circuit breaker opened; no more writes this run"
             );
             // Stored at once, not only by the caller: a run that ends in an error
             // or is killed before its summary would otherwise leave the breaker
@@ -753,6 +830,8 @@ pub async fn apply_with_breaker(
         created: Mutex::new(Created::default()),
         breaker: Mutex::new(breaker),
         opened: OnceLock::new(),
+        outage: Arc::new(Outage::new(client)),
+        token_refused: OnceLock::new(),
         unrecorded: Mutex::default(),
         recorded_at: Mutex::new(Instant::now()),
         write_latency: Mutex::default(),
@@ -768,7 +847,7 @@ pub async fn apply_with_breaker(
     let mut phases = phases.into_values();
     while let Some(actions) = phases.next() {
         // Later phases stay `planned` (not run): nothing of them was sent.
-        if executor.breaker_open() {
+        if executor.writes_stopped() {
             break;
         }
         if stop_requested() {
@@ -824,7 +903,7 @@ pub async fn apply_with_breaker(
         .created
         .into_inner()
         .map_err(|_| ApplyError::Poisoned)?;
-    let mut verifier = Verifier::new(client, &created);
+    let mut verifier = Verifier::new(client, &created, Arc::clone(&executor.outage));
     // Every object the actions touch is read once, at the concurrency limit, before
     // any action is checked: otherwise the actions that share an object (a group's
     // membership batches) fill every slot waiting on the same read.
@@ -1141,10 +1220,11 @@ fn members_of(group: WorkspaceGroup) -> Members {
 }
 
 impl<'a> Verifier<'a> {
-    fn new(client: &'a ScimClient, created: &Created) -> Self {
+    /// `outage` is the apply's: a workspace its writes found down is not read.
+    fn new(client: &'a ScimClient, created: &Created, outage: Arc<Outage>) -> Self {
         Verifier {
             client,
-            outage: Arc::new(Outage::new(client)),
+            outage,
             created_accounts: created.accounts.clone(),
             created_groups: created.groups.clone(),
             accounts: ReadOnce::default(),
@@ -2278,7 +2358,7 @@ impl<'a> RecoveryReads<'a> {
         user_names: impl Iterator<Item = String>,
         users_total: Option<u64>,
     ) -> RecoveryReads<'a> {
-        let verifier = Verifier::new(client, &Created::default());
+        let verifier = Verifier::new(client, &Created::default(), Arc::new(Outage::new(client)));
         let mut objects: Vec<Object> = objects.collect();
         objects.sort();
         objects.dedup();

@@ -241,6 +241,24 @@ impl Breaker {
         self.tripped.is_some()
     }
 
+    /// Opens the breaker for `reason` whatever share of its window failed (a
+    /// workspace that stopped answering: every later write would fail too), once
+    /// the window holds at least [`MIN_FAILED_TRIAL_WRITES`] failed writes: one or
+    /// two (a sweep's deactivation caught by a short outage) are too little to keep
+    /// the next runs, and their deprovisions, from writing for a cool-down. Returns
+    /// true when this opened it. A [`Breaker::disabled`] one never opens.
+    pub fn trip(&mut self, reason: String) -> bool {
+        let failed = self.window.iter().filter(|f| **f).count();
+        if self.tripped.is_some()
+            || !self.settings.failure_ratio.is_finite()
+            || failed < MIN_FAILED_TRIAL_WRITES
+        {
+            return false;
+        }
+        self.tripped = Some(reason);
+        true
+    }
+
     /// The record to persist once the breaker opened at `now`; `None` while closed.
     pub fn opened(&self, now: DateTime<Utc>) -> Option<CircuitRecord> {
         self.tripped.as_ref().map(|reason| CircuitRecord {
@@ -270,6 +288,33 @@ mod tests {
             window: 4,
             cool_down: Duration::from_secs(900),
         }
+    }
+
+    #[test]
+    fn trip_opens_at_once_with_its_reason_after_three_failures_unless_disabled() {
+        let mut breaker = Breaker::new(settings());
+        assert!(!breaker.record(fail(0)), "one failure of four");
+        assert!(!breaker.record(fail(1)), "the window is not full");
+        assert!(
+            !breaker.trip("down".into()),
+            "two failed writes do not hold the next runs back"
+        );
+        assert!(!breaker.record(fail(2)), "the window is not full");
+        assert!(breaker.trip("the workspace stopped answering".into()));
+        assert!(breaker.is_open());
+        assert!(!breaker.trip("again".into()), "opens once");
+        let record = breaker.opened(Utc::now()).unwrap();
+        assert_eq!(
+            record.reason.as_deref(),
+            Some("the workspace stopped answering")
+        );
+        assert_eq!(record.failures.len(), 3, "the failing writes are named");
+        let mut disabled = Breaker::disabled();
+        for i in 0..3 {
+            disabled.record(fail(i));
+        }
+        assert!(!disabled.trip("down".into()));
+        assert!(!disabled.is_open());
     }
 
     #[test]

@@ -891,6 +891,8 @@ fn why_no_report(config: &Config, store: &Store, run_id: RunId) -> anyhow::Resul
                 &[
                     crate::apply::NOT_SENT_STOPPING,
                     crate::apply::NOT_SENT_BREAKER,
+                    crate::apply::NOT_SENT_DOWN,
+                    crate::apply::NOT_SENT_TOKEN,
                 ],
             )?,
             &config.admin_command(),

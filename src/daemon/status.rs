@@ -258,6 +258,8 @@ pub fn collect(
             &[
                 crate::apply::NOT_SENT_STOPPING,
                 crate::apply::NOT_SENT_BREAKER,
+                crate::apply::NOT_SENT_DOWN,
+                crate::apply::NOT_SENT_TOKEN,
             ],
         )?,
         None => BTreeMap::new(),

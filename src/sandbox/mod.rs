@@ -261,7 +261,8 @@ struct Shared {
     /// against a real service; writes are exclusive.
     store: RwLock<Store>,
     faults: Mutex<FaultState>,
-    token: String,
+    /// Changed while serving by [`Sandbox::set_token`] (a token revoked mid-run).
+    token: RwLock<String>,
     max_results: usize,
     paging: SandboxPaging,
     cursor_timeout: Option<Duration>,
@@ -368,7 +369,7 @@ impl Sandbox {
         let shared = Arc::new(Shared {
             store: RwLock::new(store),
             faults: Mutex::new(FaultState::new(options.faults)),
-            token: options.token,
+            token: RwLock::new(options.token),
             max_results: options.max_results,
             paging: options.paging,
             cursor_timeout: options.cursor_timeout,
@@ -454,6 +455,16 @@ impl Sandbox {
             .entry((collection.to_owned(), id.to_owned()))
             .or_default()
             .extend(changes);
+    }
+
+    /// Replaces the bearer token while serving: clients holding the old one are
+    /// answered 401 from the next request on, as after a token is revoked.
+    pub fn set_token(&self, token: &str) {
+        *self
+            .shared
+            .token
+            .write()
+            .unwrap_or_else(PoisonError::into_inner) = token.to_owned();
     }
 
     /// Changes faults at run time; the PRNG restarts from `faults.seed`.
@@ -776,7 +787,11 @@ async fn handle(
             "the sandbox answers only Host: localhost or a loopback address",
         ));
     }
-    if !authorized(&headers, &shared.token) {
+    let authorized = authorized(
+        &headers,
+        &shared.token.read().unwrap_or_else(PoisonError::into_inner),
+    );
+    if !authorized {
         let mut response = error_response(&ScimError::new(
             401,
             None,

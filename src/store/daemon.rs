@@ -194,9 +194,10 @@ impl Store {
     }
 
     /// `run`'s journal rows by state (`applied`, `failed`, `held`, …), with the
-    /// failed rows whose error is one of `not_sent` (kept back unsent: a stop, an
-    /// open circuit breaker) counted as `not_sent` instead: they never reached the
-    /// workspace, so they are no failed write.
+    /// failed rows whose error begins with one of `not_sent` (kept back unsent: a
+    /// stop, an open circuit breaker, a workspace found down, a refused token,
+    /// whose errors go on to say why) counted as `not_sent` instead: they never
+    /// reached the workspace, so they are no failed write.
     pub fn journal_state_counts(
         &self,
         run: RunId,
@@ -216,7 +217,9 @@ impl Store {
         let mut counts = std::collections::BTreeMap::new();
         for (state, error, n) in rows {
             let state = match error {
-                Some(error) if not_sent.contains(&error.as_str()) => "not_sent".to_owned(),
+                Some(error) if not_sent.iter().any(|p| error.starts_with(p)) => {
+                    "not_sent".to_owned()
+                }
                 _ => state,
             };
             *counts.entry(state).or_default() += usize::try_from(n).unwrap_or(0);
@@ -752,7 +755,8 @@ mod tests {
         );
     }
 
-    /// A stop's and an open breaker's unsent rows are not failed writes.
+    /// A stop's, an open breaker's and a workspace found down's unsent rows are not
+    /// failed writes, whatever the error goes on to say after its beginning.
     #[test]
     fn unsent_rows_count_apart_from_failed_ones() {
         let mut store = Store::open_in_memory().unwrap();
@@ -774,18 +778,25 @@ mod tests {
             ..Plan::default()
         };
         store.save_plan(run, &plan, at(0)).unwrap();
-        for (seq, error) in [(0, "HTTP 500"), (1, "stopping"), (2, "breaker")] {
+        for (seq, error) in [
+            (0, "HTTP 500"),
+            (1, "stopping"),
+            (2, "breaker"),
+            (
+                3,
+                "down (POST /Users: timed out); the next run plans it again",
+            ),
+        ] {
             store.mark_in_flight(run, seq, at(1)).unwrap();
             store.mark_failed(run, seq, at(1), error).unwrap();
         }
         let counts = store
-            .journal_state_counts(run, &["stopping", "breaker"])
+            .journal_state_counts(run, &["stopping", "breaker", "down"])
             .unwrap();
-        let expected: std::collections::BTreeMap<String, usize> =
-            [("failed", 1), ("not_sent", 2), ("planned", 1)]
-                .into_iter()
-                .map(|(state, n)| (state.to_owned(), n))
-                .collect();
+        let expected: std::collections::BTreeMap<String, usize> = [("failed", 1), ("not_sent", 3)]
+            .into_iter()
+            .map(|(state, n)| (state.to_owned(), n))
+            .collect();
         assert_eq!(counts, expected);
     }
 

@@ -33,7 +33,7 @@ use serde_json::{Value, json};
 use tokio::sync::Semaphore;
 
 pub use error::WorkspaceError;
-pub use outage::{NOT_READ, Outage, Unread};
+pub use outage::{NOT_READ, Outage, ReadStart, Unread};
 
 use crate::http::encode_component;
 use crate::model::{
@@ -479,6 +479,11 @@ impl ScimClient {
                 role_groups_read: std::sync::Mutex::default(),
             }),
         })
+    }
+
+    /// How many attempts a request gets before its transient failure is final.
+    pub fn attempts_per_request(&self) -> usize {
+        self.inner.retry.max_retries.saturating_add(1)
     }
 
     pub fn stats(&self) -> ClientStats {

@@ -26,6 +26,7 @@ mod links;
 mod okta;
 mod packaging;
 mod put_writes;
+mod qa_apply;
 mod qa_cli;
 mod qa_daemon;
 mod qa_directory;
