@@ -2248,13 +2248,24 @@ async fn resolve_interrupted(
 /// Whether an account found by the userName a create asked for may be linked to
 /// `identity_id`. Not when it is linked to someone else: a userName given again
 /// (a rehire under a new id, a recycled address) finds the earlier person's kept
-/// account, and linking it would hand that person's projects to the new one.
+/// account, and linking it would hand that person's projects to the new one. Nor
+/// when its externalId names someone else: the create sent `identity_id` as the
+/// externalId, so the account is not the one it made, and matching gives an
+/// account to the person its externalId names (an account that appeared between
+/// the plan and the write is judged by the next run's plan).
 fn claimable(account: &Account, identity_id: &str, linked_to: Option<&str>) -> Result<(), String> {
-    match linked_to {
-        Some(other) if other != identity_id => Err(format!(
+    match (linked_to, account.external_id.as_deref()) {
+        (Some(other), _) if other != identity_id => Err(format!(
             "userName {:?} belongs to account {}, which is linked to identity {other}; \
              seatwarden never moves an account to another person on its own: if it is really \
              theirs, `seatwarden link {identity_id} {} --replace`",
+            account.user_name, account.id, account.id
+        )),
+        (None, Some(other)) if !other.is_empty() && other != identity_id => Err(format!(
+            "userName {:?} belongs to account {}, whose externalId {other:?} names someone \
+             else; seatwarden never gives a person an account another identity claims on its \
+             own: the next run plans it as matching finds it, and if it is really theirs, \
+             `seatwarden link {identity_id} {}`",
             account.user_name, account.id, account.id
         )),
         _ => Ok(()),

@@ -1791,3 +1791,53 @@ async fn a_create_a_short_listing_lacks_is_looked_up_on_its_own() {
     );
     // The `expect`s are checked when the server drops.
 }
+
+/// A create answered 409 (someone took the userName between the plan and the
+/// write: push SCIM, an admin) finds the account holding it, whose externalId
+/// names someone else: it is not linked to the person being created, which
+/// would hand another person's account (their projects) to them. The create
+/// fails saying so; the next run's plan judges the account as matching does.
+#[tokio::test]
+async fn a_create_answered_409_never_links_an_account_whose_external_id_names_someone_else() {
+    let server = MockServer::start().await;
+    mount_listings(&server, vec![], vec![]).await;
+    Mock::given(method("GET"))
+        .and(path("/Users"))
+        .and(wiremock::matchers::query_param(
+            "filter",
+            "userName eq \"ada@example.com\"",
+        ))
+        .respond_with(scim(list(vec![json!({
+            "schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"],
+            "id": "ws-9", "userName": "ada@example.com", "externalId": "00u9",
+            "active": true
+        })])))
+        .with_priority(1)
+        .mount(&server)
+        .await;
+    Mock::given(method("POST"))
+        .and(path("/Users"))
+        .respond_with(ResponseTemplate::new(409).set_body_json(json!({
+            "schemas": ["urn:ietf:params:scim:api:messages:2.0:Error"],
+            "status": "409", "scimType": "uniqueness", "detail": "userName taken"
+        })))
+        .mount(&server)
+        .await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = config_for(&server, dir.path());
+    let outcome = run::execute(
+        &config,
+        Store::open(&config.state.path).unwrap(),
+        Mode::Reconcile,
+    )
+    .await
+    .unwrap();
+    assert_eq!(outcome.report.summary.actions_failed, 1);
+    let error = outcome.report.actions[0].error.clone().unwrap();
+    assert!(
+        error.contains("ws-9") && error.contains("externalId \"00u9\""),
+        "{error}"
+    );
+    let links = Store::open(&config.state.path).unwrap().links().unwrap();
+    assert!(links.is_empty(), "{links:?}");
+}
