@@ -506,8 +506,16 @@ pub fn render_text(status: &Status) -> String {
         }
     }
     if let Some(run) = &status.last_reconcile {
+        let failed = status
+            .last_reconcile_actions
+            .get("failed")
+            .copied()
+            .unwrap_or(0);
         let state = if status.last_reconcile_cut_off {
             "cut off (its process stopped before it finished; the next reconcile recovers its writes)"
+        } else if run.status == RunStatus::Succeeded && failed > 0 {
+            // The run came to its end, but "succeeded: 70 failed" contradicts itself.
+            "finished"
         } else {
             run.status.as_str()
         };
@@ -521,11 +529,7 @@ pub fn render_text(status: &Status) -> String {
                 run.id
             ));
         }
-        if let Some(failed) = status
-            .last_reconcile_actions
-            .get("failed")
-            .filter(|n| **n > 0)
-        {
+        if failed > 0 {
             attention.push(format!("{failed} failed"));
         }
         let attention = if attention.is_empty() {

@@ -127,7 +127,7 @@ async fn status_says_how_many_actions_of_the_last_reconcile_failed() {
     let line = last_reconcile_line(&status_now(&config));
     assert!(
         line.starts_with(&format!(
-            "Last reconcile: run {run} succeeded: 1 action held for approval \
+            "Last reconcile: run {run} finished: 1 action held for approval \
              (`seatwarden approve {run}`), {failed} failed; started "
         )),
         "{line}"
