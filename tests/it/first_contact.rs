@@ -93,18 +93,22 @@ async fn a_workspace_url_that_answers_with_a_web_page_says_so() {
             .await;
         let error = plan_error(&server.uri()).await;
         let message = error.to_string();
+        // Users and Groups are read at once: whichever answer is read first fails
+        // the run (Groups, on a loaded machine).
+        let asked = |what: &str| {
+            ["Users", "Groups"].iter().any(|endpoint| {
+                message.contains(&format!(
+                    "{what}; asked {}/{endpoint}: {HINT}",
+                    server.uri()
+                ))
+            })
+        };
         assert!(
-            message.contains(&format!(
-                "an HTML page; asked {}/Users: {HINT}",
-                server.uri()
-            )) || status == 200,
+            asked("an HTML page") || status == 200,
             "{status}: {message}"
         );
         assert!(
-            message.contains(&format!(
-                "an HTML page, not SCIM JSON; asked {}/Users: {HINT}",
-                server.uri()
-            )) || status == 404,
+            asked("an HTML page, not SCIM JSON") || status == 404,
             "{status}: {message}"
         );
         // A 404 page's markup says nothing; a page answered with 200 may be a
