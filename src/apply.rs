@@ -251,6 +251,15 @@ pub const NOT_SENT_DOWN: &str = "not sent: the workspace stopped answering";
 /// error; which write and what to check follow.
 pub const NOT_SENT_TOKEN: &str = "not sent: the workspace refused the token";
 
+/// How every action journaled failed but kept back unsent begins its error:
+/// `status` and a sweep's summary count those apart from writes that failed.
+pub const NOT_SENT: [&str; 4] = [
+    NOT_SENT_STOPPING,
+    NOT_SENT_BREAKER,
+    NOT_SENT_DOWN,
+    NOT_SENT_TOKEN,
+];
+
 /// How [`recover`] begins the error of an interrupted row whose object the
 /// workspace showed without the change: most likely never sent (a phase goes in
 /// flight before its first write leaves). An approval cut off that way is

@@ -571,15 +571,17 @@ impl Approval {
 
 /// Whether `entry` failed without reaching the workspace: recovery found it cut
 /// off before the workspace showed it ([`apply::recover`]: in flight when its
-/// process died, most likely never sent), or the executor kept it back because
-/// the approval was stopping (SIGTERM, Ctrl-C) or its circuit breaker had opened.
-/// Not one that was sent and refused: that one stays failed.
+/// process died, most likely never sent), or the executor kept it back
+/// ([`apply::NOT_SENT`]: the approval was stopping, its circuit breaker had
+/// opened, an earlier write found the workspace down or its token refused). Not
+/// one that was sent and refused: that one stays failed.
 fn not_reached(entry: &JournalEntry) -> bool {
     entry.state == ActionState::Failed
         && entry.last_error.as_deref().is_some_and(|e| {
             e.starts_with(apply::NOT_REACHED_INTERRUPTED)
-                || e == apply::NOT_SENT_STOPPING
-                || e == apply::NOT_SENT_BREAKER
+                || apply::NOT_SENT
+                    .iter()
+                    .any(|kept_back| e.starts_with(kept_back))
         })
 }
 

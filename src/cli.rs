@@ -886,15 +886,7 @@ fn why_no_report(config: &Config, store: &Store, run_id: RunId) -> anyhow::Resul
     if sweep {
         why.push_str("; a sweep stores no report. ");
         why.push_str(&sweep_writes(
-            &store.journal_state_counts(
-                run_id,
-                &[
-                    crate::apply::NOT_SENT_STOPPING,
-                    crate::apply::NOT_SENT_BREAKER,
-                    crate::apply::NOT_SENT_DOWN,
-                    crate::apply::NOT_SENT_TOKEN,
-                ],
-            )?,
+            &store.journal_state_counts(run_id, &crate::apply::NOT_SENT)?,
             &config.admin_command(),
             run_id,
         ));

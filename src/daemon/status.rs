@@ -253,15 +253,7 @@ pub fn collect(
     let daemon_running = database.map(super::is_running).transpose()?;
     let breaker = store.circuit()?;
     let last_reconcile_actions = match &last_reconcile {
-        Some(run) => store.journal_state_counts(
-            run.id,
-            &[
-                crate::apply::NOT_SENT_STOPPING,
-                crate::apply::NOT_SENT_BREAKER,
-                crate::apply::NOT_SENT_DOWN,
-                crate::apply::NOT_SENT_TOKEN,
-            ],
-        )?,
+        Some(run) => store.journal_state_counts(run.id, &crate::apply::NOT_SENT)?,
         None => BTreeMap::new(),
     };
     let last_reconcile_awaiting_approval = match &last_reconcile {

@@ -662,8 +662,9 @@ async fn an_interrupted_approval_is_finished_by_approving_again() {
 }
 
 /// An approval whose writes were kept back mid-phase left them failed without
-/// sending them: SIGTERM or Ctrl-C ("not sent: seatwarden was stopping"), or a
-/// circuit breaker that opened ("not sent: the circuit breaker opened"). Approving
+/// sending them: SIGTERM or Ctrl-C ("not sent: seatwarden was stopping"), a
+/// circuit breaker that opened ("not sent: the circuit breaker opened"), a
+/// workspace an earlier write found down, or a token it refused. Approving
 /// the run again sends them, as it does for an approval cut off by a crash; one
 /// that was sent and refused stays failed.
 #[tokio::test]
@@ -688,23 +689,31 @@ async fn writes_an_approval_kept_back_are_sent_by_approving_again() {
             .mark_all_in_flight(outcome.run_id, &seqs, now)
             .unwrap();
         for (i, seq) in seqs.iter().enumerate() {
-            let why = match i % 3 {
-                0 => seatwarden::apply::NOT_SENT_STOPPING,
-                1 => seatwarden::apply::NOT_SENT_BREAKER,
-                _ => "HTTP 400 from PATCH /Users/x: invalidValue",
+            let why = match i % 5 {
+                0 => seatwarden::apply::NOT_SENT_STOPPING.to_owned(),
+                1 => seatwarden::apply::NOT_SENT_BREAKER.to_owned(),
+                2 => format!(
+                    "{} (PATCH /Users/x: connection refused); the next run plans it again",
+                    seatwarden::apply::NOT_SENT_DOWN
+                ),
+                3 => format!(
+                    "{} (an earlier write was answered HTTP 401); check workspace.token",
+                    seatwarden::apply::NOT_SENT_TOKEN
+                ),
+                _ => "HTTP 400 from PATCH /Users/x: invalidValue".to_owned(),
             };
-            store.mark_failed(outcome.run_id, *seq, now, why).unwrap();
+            store.mark_failed(outcome.run_id, *seq, now, &why).unwrap();
         }
     }
     assert_eq!(env.active_accounts(), active_before, "nothing sent yet");
 
     let approval = env.approve_all(outcome.run_id).await.unwrap();
-    assert_eq!((approval.applied.applied, approval.applied.failed), (20, 0));
-    assert_eq!(env.active_accounts(), active_before - 20);
+    assert_eq!((approval.applied.applied, approval.applied.failed), (24, 0));
+    assert_eq!(env.active_accounts(), active_before - 24);
     let journal = env.store().journal(outcome.run_id).unwrap();
     let state = |seq: u32| journal.iter().find(|e| e.action.seq == seq).unwrap().state;
     for (i, seq) in seqs.iter().enumerate() {
-        let expected = if i % 3 == 2 {
+        let expected = if i % 5 == 4 {
             ActionState::Failed
         } else {
             ActionState::Applied
