@@ -9,8 +9,8 @@
 //!
 //! The loop never overlaps a job with itself (a job still running at its next fire
 //! is skipped, logged and counted; the log tells a job at work from one still
-//! waiting for its turn behind another, see [`JobCounters::waiting`]), and after downtime a missed job runs once at
-//! start, not once per missed slot. Time comes from a [`Clock`], so tests drive the
+//! waiting for its turn behind another, see [`JobCounters::waiting`]), and after
+//! downtime a missed job runs once at start, not once per missed slot. Time comes from a [`Clock`], so tests drive the
 //! loop on tokio's paused clock.
 
 use std::collections::BTreeMap;
