@@ -67,6 +67,19 @@ async fn mount_listings(
         .await;
 }
 
+/// Answers `POST /Users` 409 uniqueness ("userName taken"), expected `times` times.
+async fn user_name_taken(server: &MockServer, times: impl Into<wiremock::Times>) {
+    Mock::given(method("POST"))
+        .and(path("/Users"))
+        .respond_with(ResponseTemplate::new(409).set_body_json(json!({
+            "schemas": ["urn:ietf:params:scim:api:messages:2.0:Error"],
+            "status": "409", "scimType": "uniqueness", "detail": "userName taken"
+        })))
+        .expect(times)
+        .mount(server)
+        .await;
+}
+
 /// A directory with Ada (active, in scope) and a config pointing at `server`.
 /// Action `seq`: create an account `user_name` for `identity`.
 fn create_action(seq: u32, identity: &str, user_name: &str) -> Action {
@@ -672,15 +685,7 @@ async fn a_user_name_given_again_never_inherits_the_earlier_persons_account() {
 async fn a_create_refused_by_an_account_out_of_sight_is_not_sent_again_and_again() {
     let server = MockServer::start().await;
     mount_listings(&server, vec![], vec![]).await;
-    Mock::given(method("POST"))
-        .and(path("/Users"))
-        .respond_with(ResponseTemplate::new(409).set_body_json(json!({
-            "schemas": ["urn:ietf:params:scim:api:messages:2.0:Error"],
-            "status": "409", "scimType": "uniqueness", "detail": "userName taken"
-        })))
-        .expect(1)
-        .mount(&server)
-        .await;
+    user_name_taken(&server, 1).await;
     let dir = tempfile::tempdir().unwrap();
     let config = config_for(&server, dir.path());
     let reconcile = || async {
@@ -1815,14 +1820,7 @@ async fn a_create_answered_409_never_links_an_account_whose_external_id_names_so
         .with_priority(1)
         .mount(&server)
         .await;
-    Mock::given(method("POST"))
-        .and(path("/Users"))
-        .respond_with(ResponseTemplate::new(409).set_body_json(json!({
-            "schemas": ["urn:ietf:params:scim:api:messages:2.0:Error"],
-            "status": "409", "scimType": "uniqueness", "detail": "userName taken"
-        })))
-        .mount(&server)
-        .await;
+    user_name_taken(&server, ..).await;
     let dir = tempfile::tempdir().unwrap();
     let config = config_for(&server, dir.path());
     let outcome = run::execute(
