@@ -966,18 +966,26 @@ pub fn same_ci(a: &str, b: &str) -> bool {
 }
 
 /// Lower-cased as SCIM providers compare userNames (`É` and `é` are one letter),
-/// except that a character outside ASCII never becomes an ASCII one: full Unicode
-/// lower-casing turns U+212A KELVIN SIGN into `k` (and U+0130 into `i` and a
-/// combining dot), and an account named with such a look-alike would be taken for,
-/// and given the access of, the person it imitates.
+/// and composed (Unicode NFC), so `e` followed by U+0301 COMBINING ACUTE ACCENT is
+/// the `é` it renders as: directories on macOS and some HR exports decompose names
+/// that the workspace stores composed, and the same person would otherwise be a
+/// new hire and an orphaned account. Except that a character outside ASCII never
+/// becomes an ASCII one, by either step: lower-casing turns U+212A KELVIN SIGN into
+/// `k` (and U+0130 into `i` and a combining dot), and NFC turns the Kelvin sign
+/// into `K`, and an account named with such a look-alike would be taken for, and
+/// given the access of, the person it imitates.
 pub fn fold_case(s: &str) -> String {
-    let becomes_ascii = |c: char| !c.is_ascii() && c.to_lowercase().any(|l| l.is_ascii());
-    if !s.chars().any(becomes_ascii) {
-        // Whole, so that context rules hold (a word-final Σ lowers to ς).
-        return s.to_lowercase();
+    if s.is_ascii() {
+        return s.to_ascii_lowercase();
     }
-    let mut folded = String::with_capacity(s.len());
-    for c in s.chars() {
+    let composed = compose_keeping_non_ascii(s);
+    let becomes_ascii = |c: char| !c.is_ascii() && c.to_lowercase().any(|l| l.is_ascii());
+    if !composed.chars().any(becomes_ascii) {
+        // Whole, so that context rules hold (a word-final Σ lowers to ς).
+        return composed.to_lowercase();
+    }
+    let mut folded = String::with_capacity(composed.len());
+    for c in composed.chars() {
         if c.is_ascii() {
             folded.push(c.to_ascii_lowercase());
         } else if becomes_ascii(c) {
@@ -989,9 +997,61 @@ pub fn fold_case(s: &str) -> String {
     folded
 }
 
+/// `s` in Unicode NFC: combining sequences composed (`e` + U+0301 is `é`), and
+/// canonical singletons replaced, U+212A KELVIN SIGN by `K` among them. For
+/// comparisons where matching more is the safe side (protected accounts);
+/// [`fold_case`] keeps the singletons that would become ASCII.
+pub fn compose(s: &str) -> std::borrow::Cow<'_, str> {
+    if s.is_ascii() {
+        return std::borrow::Cow::Borrowed(s);
+    }
+    icu_normalizer::ComposingNormalizerBorrowed::new_nfc().normalize(s)
+}
+
+/// `s` in NFC, but for the few characters outside ASCII whose canonical form is
+/// ASCII (U+212A KELVIN SIGN, U+037E GREEK QUESTION MARK, U+1FEF GREEK VARIA),
+/// which stay as they are: the text between them is composed on its own.
+fn compose_keeping_non_ascii(s: &str) -> std::borrow::Cow<'_, str> {
+    let nfc = icu_normalizer::ComposingNormalizerBorrowed::new_nfc();
+    let becomes_ascii = |c: char| {
+        let mut buffer = [0u8; 4];
+        !c.is_ascii() && nfc.normalize(c.encode_utf8(&mut buffer)).is_ascii()
+    };
+    if !s.chars().any(becomes_ascii) {
+        return nfc.normalize(s);
+    }
+    let mut kept = String::with_capacity(s.len());
+    let mut run_start = 0;
+    for (at, c) in s.char_indices() {
+        if becomes_ascii(c) {
+            kept.push_str(&nfc.normalize(&s[run_start..at]));
+            kept.push(c);
+            run_start = at + c.len_utf8();
+        }
+    }
+    kept.push_str(&nfc.normalize(&s[run_start..]));
+    std::borrow::Cow::Owned(kept)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn fold_case_composes_but_never_turns_a_non_ascii_character_ascii() {
+        assert_eq!(fold_case("JOSE\u{301}"), "jos\u{e9}");
+        assert_eq!(fold_case("A\u{30A}sa"), "\u{e5}sa");
+        // Canonical singletons to ASCII stay: NFC would make them `K`, `;`, `` ` ``.
+        assert_eq!(fold_case("\u{212A}im"), "\u{212A}im");
+        assert_eq!(fold_case("a\u{37E}b"), "a\u{37E}b");
+        assert_eq!(fold_case("\u{1FEF}x"), "\u{1FEF}x");
+        // The text around one is still composed, on either side.
+        assert_eq!(
+            fold_case("E\u{301}\u{212A}e\u{301}"),
+            "\u{e9}\u{212A}\u{e9}"
+        );
+        assert_eq!(fold_case("MiXeD"), "mixed");
+    }
 
     #[test]
     fn roles_order_by_privilege_and_parse_case_insensitively() {

@@ -15,8 +15,9 @@
 //! 1. a stored link (a link whose account no longer exists is ignored; a link to an
 //!    identity absent from the directory means that identity was *deleted*);
 //! 2. `externalId` equal to the identity id;
-//! 3. `userName` equal to the identity's, case-insensitively ([`crate::model::fold_case`]:
-//!    a character outside ASCII never folds into an ASCII one, so look-alikes differ);
+//! 3. `userName` equal to the identity's, case-insensitively and composed (NFC)
+//!    ([`crate::model::fold_case`]: a character outside ASCII never folds into an
+//!    ASCII one, so look-alikes differ);
 //! 4. primary email equal to the identity's, the same way.
 //!
 //! The first heuristic rule (2–4) that yields any candidate decides. Matches found
@@ -3295,6 +3296,37 @@ mod tests {
         assert!(drift_of(&fx.plan(), DriftKind::DisputedMatch).is_empty());
     }
 
+    /// A directory export that decomposes `é` into `e` + U+0301 (macOS, some HR
+    /// systems) names the account the workspace stores composed: one person, linked,
+    /// not a new hire beside an orphaned account, and no rename of their userName.
+    #[test]
+    fn a_decomposed_user_name_matches_its_composed_account() {
+        let mut fx = Fx::new();
+        let mut jose = active("jose", &["eng"]);
+        jose.user_name = "jose\u{301}@ex.com".into();
+        jose.email = Some("jose\u{301}@ex.com".into());
+        fx.identities = vec![jose];
+        let mut account = acct("1", "other");
+        account.external_id = None;
+        account.user_name = "Jos\u{e9}@ex.com".into();
+        account.email = Some("jos\u{e9}@ex.com".into());
+        fx.accounts = vec![account];
+        let plan = fx.plan();
+        assert_eq!(plan.new_links.len(), 1, "{:#?}", plan.actions);
+        assert_eq!(plan.new_links[0].method, LinkMethod::UserName);
+        assert!(
+            !plan.actions.iter().any(|a| match &a.kind {
+                ActionKind::CreateAccount { .. } => true,
+                ActionKind::UpdateAttributes { changes, .. } => changes
+                    .iter()
+                    .any(|c| matches!(c.attribute, Attribute::UserName | Attribute::Email)),
+                _ => false,
+            }),
+            "{:#?}",
+            plan.actions
+        );
+    }
+
     /// U+212A KELVIN SIGN lower-cases to `k` in Unicode, and an account named with
     /// it would otherwise be matched to (and given the role of) the person it
     /// imitates. A plain case difference still matches, accented letters too.
@@ -3320,6 +3352,13 @@ mod tests {
         assert!(!same_ci("\u{130}da@ex.com", "ida@ex.com"));
         assert!(same_ci("Élodie@ex.com", "élodie@EX.com"));
         assert!(same_ci("ΟΔΟΣ@ex.com", "οδος@ex.com"), "a word-final Σ is ς");
+        // Composing does not let the look-alike in either (NFC makes it `K`), also
+        // beside letters that it does compose.
+        assert!(!same_ci("\u{212A}ae\u{301}@ex.com", "kaé@ex.com"));
+        assert!(same_ci(
+            "\u{212A}ae\u{301}@ex.com",
+            "\u{212A}a\u{e9}@EX.com"
+        ));
         assert_eq!(fold("Élodie@EX.com"), "élodie@ex.com");
 
         fx.accounts[0].user_name = "KIM@EX.COM".into();

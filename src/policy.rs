@@ -907,7 +907,10 @@ impl Protected {
             patterns: patterns
                 .iter()
                 .map(|p| {
-                    let chars: Vec<char> = p.chars().flat_map(char::to_lowercase).collect();
+                    let chars: Vec<char> = crate::model::compose(p)
+                        .chars()
+                        .flat_map(char::to_lowercase)
+                        .collect();
                     let fixed_len = (!chars.contains(&'*')).then_some(chars.len());
                     Pattern { chars, fixed_len }
                 })
@@ -943,8 +946,9 @@ impl Protected {
         self
     }
 
-    /// Case-insensitive (full Unicode lower-casing, character by character); the
-    /// configured patterns are matched without allocating.
+    /// Case-insensitive (full Unicode lower-casing, character by character) and
+    /// composed (NFC, [`crate::model::compose`]); an ASCII name is matched
+    /// without allocating.
     pub fn matches(&self, user_name: &str) -> bool {
         if !self.names.is_empty() && self.names.contains(&fold_name(user_name)) {
             return true;
@@ -963,17 +967,26 @@ impl Protected {
                     )
             })
         } else {
-            self.patterns
-                .iter()
-                .any(|p| glob_matches(&p.chars, user_name.chars().flat_map(char::to_lowercase)))
+            self.patterns.iter().any(|p| {
+                glob_matches(
+                    &p.chars,
+                    crate::model::compose(user_name)
+                        .chars()
+                        .flat_map(char::to_lowercase),
+                )
+            })
         }
     }
 }
 
-/// A name folded the way [`Protected`] compares it: full Unicode lower-casing,
-/// character by character.
+/// A name folded the way [`Protected`] compares it: composed (NFC), then full
+/// Unicode lower-casing, character by character. Both steps make more names match,
+/// which is the safe side for protection.
 fn fold_name(name: &str) -> String {
-    name.chars().flat_map(char::to_lowercase).collect()
+    crate::model::compose(name)
+        .chars()
+        .flat_map(char::to_lowercase)
+        .collect()
 }
 
 /// Iterative glob match with single-star backtracking: linear in practice and no
@@ -1319,5 +1332,35 @@ mod tests {
         assert!(Protected::new(&["*".to_owned()]).matches(""));
         assert!(Protected::new(&["a*b*c".to_owned()]).matches("aXbYbZc"));
         assert!(!Protected::new(&["a*b*c".to_owned()]).matches("aXbYbZ"));
+    }
+
+    /// A protected name written composed protects the account stored decomposed
+    /// (`e` + U+0301), and the other way round, for patterns and directory names.
+    #[test]
+    fn protected_names_match_whichever_way_an_accent_is_written() {
+        let patterns = Protected::new(&["jos\u{e9}@*".to_owned(), "adm?n".to_owned()]);
+        assert!(patterns.matches("JOSE\u{301}@example.com"));
+        assert!(
+            patterns.matches("adme\u{301}n"),
+            "one character, as it renders"
+        );
+        let decomposed = Protected::new(&["rene\u{301}@example.com".to_owned()]);
+        assert!(decomposed.matches("REN\u{c9}@example.com"));
+        let directory = DirectorySnapshot {
+            identities: vec![Identity {
+                id: "1".into(),
+                user_name: "Zoe\u{308}@example.com".into(),
+                email: None,
+                given_name: None,
+                family_name: None,
+                display_name: None,
+                status: IdentityStatus::Active,
+                department: None,
+                groups: vec!["IT Admins".into()],
+            }],
+            complete: true,
+        };
+        let by_group = Protected::default().with_members_of(&["IT Admins".into()], &directory);
+        assert!(by_group.matches("zo\u{eb}@example.com"));
     }
 }
