@@ -8,7 +8,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::parser::ValueSource;
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 
 use crate::config::Config;
 use crate::report::{self, Report};
@@ -491,8 +492,19 @@ again later), 4 the mail server refused a message for good (fix [report.email]).
 }
 
 pub fn main() -> ExitCode {
-    let cli = match Cli::try_parse() {
-        Ok(cli) => cli,
+    let parsed = Cli::command()
+        .try_get_matches()
+        .and_then(|matches| Ok((Cli::from_arg_matches(&matches)?, matches)));
+    let cli = match parsed {
+        Ok((cli, matches)) => {
+            if matches.value_source("config") == Some(ValueSource::CommandLine)
+                && let Some(refusal) = ignores_config(&cli.command)
+            {
+                eprintln!("error: {refusal}");
+                return ExitCode::from(exit::USAGE);
+            }
+            cli
+        }
         Err(error) => {
             // --help and --version go to stdout and succeed; anything else is a
             // usage error on stderr.
@@ -527,6 +539,31 @@ pub fn main() -> ExitCode {
             }
             ExitCode::from(exit::ERROR)
         }
+    }
+}
+
+/// Why `command` refuses a `--config` given on its command line: `demo` and
+/// `sandbox` never read one, and one given by hand is someone expecting their
+/// configuration to be used. `SEATWARDEN_CONFIG` set in the environment for the
+/// other commands is left alone.
+fn ignores_config(command: &Command) -> Option<String> {
+    match command {
+        Command::Demo { dir } => Some(format!(
+            "`demo` runs its own embedded example and does not read --config; it writes \
+             the configuration it used to {}, for `seatwarden --config {} report` (or \
+             status, explain) afterwards. To rehearse your own configuration, serve \
+             a copy of your workspace with `seatwarden sandbox --seed FILE` and point \
+             workspace.url at the URL it prints",
+            dir.join("seatwarden.toml").display(),
+            dir.join("seatwarden.toml").display(),
+        )),
+        Command::Sandbox { .. } => Some(
+            "`sandbox` serves a workspace and does not read --config: its seed, port and \
+             token are its own flags (`seatwarden sandbox --help`). Run your configuration \
+             against it from another shell, with workspace.url set to the URL it prints"
+                .to_owned(),
+        ),
+        _ => None,
     }
 }
 

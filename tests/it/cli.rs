@@ -1459,3 +1459,41 @@ fn status_and_report_run_call_a_killed_reconcile_the_same_thing() {
         "{said}"
     );
 }
+
+/// `demo` and `sandbox` never read a configuration: one named on their command
+/// line is refused as a usage error saying what they do instead, rather than
+/// ignored while the person believes their configuration was used. The variable,
+/// set for the other commands, is not refused.
+#[test]
+fn demo_and_sandbox_refuse_a_config_named_on_their_command_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let demo_dir = dir.path().join("demo");
+    let demo_dir = demo_dir.to_str().unwrap();
+    for args in [
+        &["--config", "mine.toml", "demo", "--dir", demo_dir][..],
+        &["demo", "--dir", demo_dir, "-c", "mine.toml"][..],
+    ] {
+        let out = seatwarden(args, &[]);
+        assert_eq!(out.status.code(), Some(64), "{args:?}");
+        let stderr = text(&out.stderr);
+        assert!(
+            stderr.contains("`demo` runs its own embedded example and does not read --config")
+                && stderr.contains(&format!("{demo_dir}/seatwarden.toml")),
+            "{stderr}"
+        );
+        assert!(!Path::new(demo_dir).exists(), "nothing run: {args:?}");
+    }
+    let out = seatwarden(&["sandbox", "--port", "0", "--config", "mine.toml"], &[]);
+    assert_eq!(out.status.code(), Some(64));
+    assert!(
+        text(&out.stderr).contains("`sandbox` serves a workspace and does not read --config"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    let out = seatwarden(
+        &["demo", "--dir", demo_dir],
+        &[("SEATWARDEN_CONFIG", "mine.toml")],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+}
