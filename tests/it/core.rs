@@ -31,8 +31,15 @@ fn email() -> impl Strategy<Value = Option<String>> {
         .prop_map(|e| e.map(|(n, up)| cased(format!("mail{n}@ex.com"), up)))
 }
 
+/// `userN`, and now and then with an accent written composed (`usérN`) or as `e`
+/// and a combining accent, which name the same account.
 fn user_name() -> impl Strategy<Value = String> {
-    (0..40usize, any::<bool>()).prop_map(|(n, up)| cased(format!("user{n}"), up))
+    let stem = prop_oneof![
+        6 => Just("user"),
+        1 => Just("us\u{e9}r"),
+        1 => Just("use\u{301}r"),
+    ];
+    (stem, 0..40usize, any::<bool>()).prop_map(|(stem, n, up)| cased(format!("{stem}{n}"), up))
 }
 
 /// An account's userName: mostly a directory-style `userN`, sometimes one of the
