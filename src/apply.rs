@@ -2263,18 +2263,25 @@ async fn resolve_interrupted(
 /// account to the person its externalId names (an account that appeared between
 /// the plan and the write is judged by the next run's plan).
 fn claimable(account: &Account, identity_id: &str, linked_to: Option<&str>) -> Result<(), String> {
+    // An address given again to someone new (a namesake, a rehire under a new
+    // id) is the common case, and only the workspace's admins can free it.
+    let free_it = format!(
+        "if it is not (the address was given again to someone new), free the userName in \
+         the workspace (rename or delete account {}) and the next run creates theirs",
+        account.id
+    );
     match (linked_to, account.external_id.as_deref()) {
         (Some(other), _) if other != identity_id => Err(format!(
             "userName {:?} belongs to account {}, which is linked to identity {other}; \
              seatwarden never moves an account to another person on its own: if it is really \
-             theirs, `seatwarden link {identity_id} {} --replace`",
+             theirs, `seatwarden link {identity_id} {} --replace`; {free_it}",
             account.user_name, account.id, account.id
         )),
         (None, Some(other)) if !other.is_empty() && other != identity_id => Err(format!(
             "userName {:?} belongs to account {}, whose externalId {other:?} names someone \
              else; seatwarden never gives a person an account another identity claims on its \
              own: the next run plans it as matching finds it, and if it is really theirs, \
-             `seatwarden link {identity_id} {}`",
+             `seatwarden link {identity_id} {}`; {free_it}",
             account.user_name, account.id, account.id
         )),
         _ => Ok(()),

@@ -626,7 +626,11 @@ async fn a_user_name_given_again_never_inherits_the_earlier_persons_account() {
         .iter()
         .find_map(|a| a.error.clone())
         .unwrap();
-    assert!(failed.contains("linked to identity 00u1"), "{failed}");
+    assert!(
+        failed.contains("linked to identity 00u1")
+            && failed.contains(&format!("rename or delete account {}", ada.id)),
+        "{failed}"
+    );
     assert_eq!(links(), [("00u1".to_owned(), ada.id.clone())]);
 
     // A crash right after the newcomer's create was sent: recovery finds Ada's
@@ -1833,7 +1837,9 @@ async fn a_create_answered_409_never_links_an_account_whose_external_id_names_so
     assert_eq!(outcome.report.summary.actions_failed, 1);
     let error = outcome.report.actions[0].error.clone().unwrap();
     assert!(
-        error.contains("ws-9") && error.contains("externalId \"00u9\""),
+        error.contains("ws-9")
+            && error.contains("externalId \"00u9\"")
+            && error.contains("free the userName in the workspace (rename or delete account ws-9)"),
         "{error}"
     );
     let links = Store::open(&config.state.path).unwrap().links().unwrap();
