@@ -1346,18 +1346,10 @@ mod tests {
         );
         let decomposed = Protected::new(&["rene\u{301}@example.com".to_owned()]);
         assert!(decomposed.matches("REN\u{c9}@example.com"));
+        let mut zoe = identity("zoe", IdentityStatus::Active, &["IT Admins"]);
+        zoe.user_name = "Zoe\u{308}@example.com".into();
         let directory = DirectorySnapshot {
-            identities: vec![Identity {
-                id: "1".into(),
-                user_name: "Zoe\u{308}@example.com".into(),
-                email: None,
-                given_name: None,
-                family_name: None,
-                display_name: None,
-                status: IdentityStatus::Active,
-                department: None,
-                groups: vec!["IT Admins".into()],
-            }],
+            identities: vec![zoe],
             complete: true,
         };
         let by_group = Protected::default().with_members_of(&["IT Admins".into()], &directory);
