@@ -152,6 +152,9 @@ pub enum ExportFormat {
 pub enum ExportKind {
     /// Every account, its role and groups, and the identity and mapping behind it.
     Access,
+    /// The workspace as the latest run read it, as a seed for `seatwarden sandbox
+    /// --seed` (JSON only): rehearse a configuration against a copy of it.
+    Workspace,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -476,13 +479,24 @@ looked at, so an edit breaking another key does not fail the check); the default
         #[arg(long)]
         email: bool,
     },
-    /// Export for an access review, from the latest stored snapshots.
+    /// Export for an access review, or a copy of the workspace to rehearse against,
+    /// from the latest stored snapshots (nothing is read from the directory or the
+    /// workspace).
+    #[command(after_help = "\
+A rehearsal against a copy of the workspace, nothing of it written:
+  seatwarden export workspace > workspace.json
+  seatwarden sandbox --seed workspace.json --port 8089 --token rehearsal
+then, with a copy of the configuration whose [workspace] has url =
+\"http://127.0.0.1:8089/scim/v2\", role_attribute = \"roles\" and a token_file
+holding `rehearsal`, and a state.path of its own (a rehearsal must not write the
+service's state): `seatwarden --config rehearsal.toml plan`.")]
     Export {
         #[arg(value_enum)]
         kind: ExportKind,
-        /// How the export is written to stdout.
-        #[arg(long, value_enum, default_value_t = ExportFormat::Csv)]
-        format: ExportFormat,
+        /// How the export is written to stdout: `access` is CSV unless told,
+        /// `workspace` is always JSON.
+        #[arg(long, value_enum)]
+        format: Option<ExportFormat>,
     },
     /// Send the messages waiting in the outbox (retrying transient failures).
     #[command(after_help = "\
@@ -1243,13 +1257,30 @@ fn digest(
     Ok(exit::OK)
 }
 
-fn export(config: &Config, kind: ExportKind, format: ExportFormat) -> anyhow::Result<u8> {
+fn export(config: &Config, kind: ExportKind, format: Option<ExportFormat>) -> anyhow::Result<u8> {
+    if kind == ExportKind::Workspace && format == Some(ExportFormat::Csv) {
+        anyhow::bail!(
+            "`export workspace` writes a sandbox seed, which is JSON: leave out --format csv"
+        );
+    }
     let store = open_existing_store(config)?;
-    let ExportKind::Access = kind;
-    let export = crate::export::access(&store, config)?;
-    match format {
-        ExportFormat::Csv => out!("{}", export.to_csv()?)?,
-        ExportFormat::Json => outln!("{}", export.to_json())?,
+    match kind {
+        ExportKind::Access => {
+            let export = crate::export::access(&store, config)?;
+            match format.unwrap_or(ExportFormat::Csv) {
+                ExportFormat::Csv => out!("{}", export.to_csv()?)?,
+                ExportFormat::Json => outln!("{}", export.to_json())?,
+            }
+        }
+        ExportKind::Workspace => {
+            let export = crate::export::workspace_seed(&store, config)?;
+            eprintln!(
+                "the workspace as run {} read it at {}, before that run's writes",
+                export.run_id,
+                report::local_time(export.snapshot_at, config.report_timezone()?)
+            );
+            outln!("{}", serde_json::to_string_pretty(&export.seed)?)?;
+        }
     }
     Ok(exit::OK)
 }

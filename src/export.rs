@@ -223,31 +223,43 @@ pub(crate) fn matched_unlinked(
     .new_links
 }
 
+/// The newest run with stored snapshots (not one whose directory was refused).
+fn latest_snapshot_run(
+    store: &Store,
+    config: &Config,
+) -> Result<(RunId, crate::store::RunRecord), ExportError> {
+    let Some(run_id) = store.latest_snapshot_run()? else {
+        return Err(match crate::explain::newest_run_if_refused(store)? {
+            Some(run) => ExportError::OnlyRefused {
+                run,
+                admin_command: config.admin_command(),
+            },
+            None => no_snapshots(config),
+        });
+    };
+    let run = store.run(run_id)?.ok_or_else(|| no_snapshots(config))?;
+    Ok((run_id, run))
+}
+
+fn no_snapshots(config: &Config) -> ExportError {
+    ExportError::NoSnapshots {
+        admin_command: config.admin_command(),
+    }
+}
+
 /// Builds the export from the latest run that stored both snapshots (not one
 /// whose directory was refused as a source fault), with the writes applied since
 /// laid over them.
 pub fn access(store: &Store, config: &Config) -> Result<AccessExport, ExportError> {
     let policy: &PolicySettings = &config.policy_settings();
     let admin_command = config.admin_command();
-    let no_snapshots = || ExportError::NoSnapshots {
-        admin_command: admin_command.clone(),
-    };
-    let Some(run_id) = store.latest_snapshot_run()? else {
-        return Err(match crate::explain::newest_run_if_refused(store)? {
-            Some(run) => ExportError::OnlyRefused {
-                run,
-                admin_command: admin_command.clone(),
-            },
-            None => no_snapshots(),
-        });
-    };
-    let run = store.run(run_id)?.ok_or_else(no_snapshots)?;
+    let (run_id, run) = latest_snapshot_run(store, config)?;
     let directory = store
         .load_directory_snapshot(run_id)?
-        .ok_or_else(no_snapshots)?;
+        .ok_or_else(|| no_snapshots(config))?;
     let workspace = store
         .load_workspace_snapshot(run_id)?
-        .ok_or_else(no_snapshots)?;
+        .ok_or_else(|| no_snapshots(config))?;
     let links = store.links()?;
     let changes = store.last_applied_change_by_account()?;
     // The snapshots are read when the run starts, before it applies anything.
@@ -469,6 +481,101 @@ impl AccessExport {
         Ok(String::from_utf8_lossy(&bytes).into_owned())
     }
 }
+
+/// The workspace as the latest run with snapshots read it, before that run's
+/// writes, as a seed for `seatwarden sandbox --seed`: `{"users": [SCIM Users],
+/// "groups": [SCIM Groups]}` with the workspace's own ids. A configuration can
+/// then be rehearsed against a copy of the real workspace with nothing of it
+/// written. Roles are written as core `roles` (the sandbox's), whatever
+/// `workspace.role_attribute` read them from; the members of groups seatwarden
+/// neither manages nor reads roles from are not read, so they are empty here.
+pub fn workspace_seed(store: &Store, config: &Config) -> Result<WorkspaceSeed, ExportError> {
+    let (run_id, run) = latest_snapshot_run(store, config)?;
+    let workspace = store
+        .load_workspace_snapshot(run_id)?
+        .ok_or_else(|| no_snapshots(config))?;
+    Ok(WorkspaceSeed {
+        run_id,
+        snapshot_at: run.started_at,
+        seed: seed_json(&workspace),
+    })
+}
+
+/// [`workspace_seed`]'s answer: the seed, and which run read it when.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WorkspaceSeed {
+    pub run_id: RunId,
+    pub snapshot_at: DateTime<Utc>,
+    pub seed: serde_json::Value,
+}
+
+fn seed_json(workspace: &crate::model::WorkspaceSnapshot) -> serde_json::Value {
+    use serde_json::{Map, Value, json};
+    let users: Vec<Value> = workspace
+        .accounts
+        .iter()
+        .map(|account| {
+            let mut user = Map::new();
+            user.insert("schemas".into(), json!([SCHEMA_USER]));
+            user.insert("id".into(), account.id.clone().into());
+            user.insert("userName".into(), account.user_name.clone().into());
+            if let Some(external_id) = &account.external_id {
+                user.insert("externalId".into(), external_id.clone().into());
+            }
+            let mut name = Map::new();
+            if let Some(given) = &account.given_name {
+                name.insert("givenName".into(), given.clone().into());
+            }
+            if let Some(family) = &account.family_name {
+                name.insert("familyName".into(), family.clone().into());
+            }
+            if !name.is_empty() {
+                user.insert("name".into(), Value::Object(name));
+            }
+            if let Some(display) = &account.display_name {
+                user.insert("displayName".into(), display.clone().into());
+            }
+            if let Some(email) = &account.email {
+                user.insert(
+                    "emails".into(),
+                    json!([{"value": email, "type": "work", "primary": true}]),
+                );
+            }
+            user.insert("active".into(), account.active.into());
+            if !account.roles.is_empty() {
+                let roles: Vec<Value> = account
+                    .roles
+                    .iter()
+                    .enumerate()
+                    .map(|(i, role)| json!({"value": role, "primary": i == 0}))
+                    .collect();
+                user.insert("roles".into(), Value::Array(roles));
+            }
+            Value::Object(user)
+        })
+        .collect();
+    let groups: Vec<Value> = workspace
+        .groups
+        .iter()
+        .map(|group| {
+            let members: Vec<Value> = group
+                .members
+                .iter()
+                .map(|id| json!({"value": id, "type": "User"}))
+                .collect();
+            json!({
+                "schemas": [SCHEMA_GROUP],
+                "id": group.id,
+                "displayName": group.display_name,
+                "members": members,
+            })
+        })
+        .collect();
+    json!({"users": users, "groups": groups})
+}
+
+const SCHEMA_USER: &str = "urn:ietf:params:scim:schemas:core:2.0:User";
+const SCHEMA_GROUP: &str = "urn:ietf:params:scim:schemas:core:2.0:Group";
 
 #[cfg(test)]
 mod tests {

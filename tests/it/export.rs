@@ -306,3 +306,58 @@ fn a_deactivated_leavers_account_is_not_due_for_removal() {
     );
     assert_eq!(justification("a5"), "in scope: default role Viewer");
 }
+
+/// `seatwarden export workspace` writes the workspace as the latest run read it
+/// as a sandbox seed: loaded back it is the workspace the demo left (every
+/// account, role and membership, with the workspace's ids), and served where
+/// the configuration points it plans nothing, as the demo's converged workspace
+/// does. Asked for CSV it refuses rather than writing something else.
+#[tokio::test]
+async fn workspace_export_is_a_seed_of_the_workspace_as_last_read() {
+    let dir = tempfile::tempdir().unwrap();
+    seatwarden::demo::run(dir.path(), false).await.unwrap();
+    let export = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_seatwarden"))
+            .arg("--config")
+            .arg(dir.path().join("seatwarden.toml"))
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let output = export(&["export", "workspace"]);
+    assert!(output.status.success(), "{output:?}");
+    let stderr = String::from_utf8(output.stderr).unwrap();
+    assert!(
+        stderr.starts_with("the workspace as run 3 read it at "),
+        "the demo's second plan: {stderr}"
+    );
+    std::fs::write(dir.path().join("exported.json"), &output.stdout).unwrap();
+
+    let sorted = |mut snapshot: seatwarden::model::WorkspaceSnapshot| {
+        snapshot.accounts.sort_by(|a, b| a.id.cmp(&b.id));
+        snapshot.groups.sort_by(|a, b| a.id.cmp(&b.id));
+        for group in &mut snapshot.groups {
+            group.members.sort();
+        }
+        snapshot
+    };
+    let exported =
+        sorted(seatwarden::sandbox::load_seed(&dir.path().join("exported.json")).unwrap());
+    let left = sorted(seatwarden::sandbox::load_seed(&dir.path().join("workspace.json")).unwrap());
+    assert!(exported.accounts.len() > 50, "{}", exported.accounts.len());
+    assert!(exported.accounts.iter().any(|a| !a.roles.is_empty()));
+    assert_eq!(exported, left);
+    assert_eq!(
+        crate::first_contact::plan_against(dir.path(), "exported.json").await,
+        0
+    );
+
+    let refused = export(&["export", "workspace", "--format", "csv"]);
+    assert_eq!(refused.status.code(), Some(1));
+    assert!(
+        String::from_utf8(refused.stderr)
+            .unwrap()
+            .contains("`export workspace` writes a sandbox seed, which is JSON"),
+    );
+    assert!(refused.stdout.is_empty());
+}

@@ -228,7 +228,7 @@ fn configured_port(dir: &std::path::Path) -> u16 {
 }
 
 /// What a plan against `seed` served where the demo's configuration points plans.
-async fn plan_against(dir: &std::path::Path, seed: &str) -> usize {
+pub(crate) async fn plan_against(dir: &std::path::Path, seed: &str) -> usize {
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", configured_port(dir)))
         .await
         .unwrap();
