@@ -14,6 +14,10 @@
 //! access review that left out the newest accounts would understate access. The
 //! export says as of when, on every CSV row: `snapshot_at` and `applied_through`
 //! (the last write accounted for).
+//!
+//! [`workspace_seed`] writes the latest stored workspace snapshot as a seed for
+//! `seatwarden sandbox`, so a configuration can be rehearsed against a copy of
+//! the workspace.
 
 use std::borrow::Cow;
 use std::collections::HashMap;
