@@ -316,3 +316,78 @@ async fn the_daemon_stops_at_once_during_a_writes_retry_wait_and_records_it_stop
         .unwrap();
     assert_eq!(job.last_status, Some(RunStatus::Stopped), "{job:?}");
 }
+
+/// A write held by the provider's pause (a 429 with `Retry-After: 60` to another
+/// request throttles the token) when the stop comes: it is never sent, and the
+/// client says the stop kept it back. Reads are not stopped.
+#[tokio::test]
+async fn a_write_held_by_the_providers_pause_is_not_sent_after_the_stop() {
+    use wiremock::matchers::method;
+    use wiremock::{Mock, MockServer, ResponseTemplate};
+
+    let server = MockServer::start().await;
+    Mock::given(method("GET"))
+        .respond_with(ResponseTemplate::new(429).insert_header("retry-after", "60"))
+        .mount(&server)
+        .await;
+    Mock::given(method("PATCH"))
+        .respond_with(ResponseTemplate::new(204))
+        .expect(0)
+        .mount(&server)
+        .await;
+    let client = ScimClient::new(seatwarden::workspace::ScimSettings {
+        base_url: format!("{}/scim/v2", server.uri()).parse().unwrap(),
+        token: TOKEN.to_owned().into(),
+        role_attribute: seatwarden::workspace::RoleAttribute::Roles,
+        page_size: 100,
+        pagination: seatwarden::workspace::Pagination::Auto,
+        max_concurrency: 4,
+        requests_per_second: 0,
+        timeout: Duration::from_secs(10),
+        retry: seatwarden::retry::RetryPolicy::default(),
+        managed_groups: Vec::new(),
+        group_members: seatwarden::workspace::GroupMembers::Listed,
+    })
+    .unwrap();
+    // The read is refused and pauses every request for a minute; it is left
+    // waiting for its retry (no stop reaches a read).
+    let reading = tokio::spawn({
+        let client = client.clone();
+        async move { client.get_account("u1").await }
+    });
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while server
+        .received_requests()
+        .await
+        .unwrap_or_default()
+        .is_empty()
+    {
+        assert!(Instant::now() < deadline, "the read was never sent");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let stop = StopSignal::new();
+    let stopping = {
+        let stop = stop.clone();
+        async move {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            stop.stop();
+        }
+    };
+    let writing = seatwarden::apply::until_stopped(stop, client.set_active("u2", false));
+    let ((written, _), ()) =
+        tokio::time::timeout(PROMPT, async { tokio::join!(writing, stopping) })
+            .await
+            .expect("the write waited out the pause after the stop");
+    let error = written.unwrap_err();
+    assert!(error.is_stopped(), "{error}");
+    assert!(!reading.is_finished(), "the read was stopped too");
+    reading.abort();
+    let patches = server
+        .received_requests()
+        .await
+        .unwrap()
+        .iter()
+        .filter(|r| r.method.as_str() == "PATCH")
+        .count();
+    assert_eq!(patches, 0);
+}
