@@ -35,7 +35,16 @@
 //! Stopping ([`until_stopped`]): once the [`StopSignal`] is set (the daemon got
 //! SIGTERM), no further write is started. Writes already sent finish and are
 //! verified and journaled as usual; the rest of the phase is journaled failed ("not
-//! sent"), later phases stay planned, and the next run plans them again.
+//! sent"), later phases stay planned, and the next run plans them again. A write
+//! waiting for a retry when the stop comes is not retried (the client's wait ends
+//! at once, [`crate::retry::retry_unless_stopped`]): its attempts so far failed
+//! for a transient reason, so it is journaled "not sent" too, counted with those
+//! the stop kept back, and neither the breaker nor the outage watch hears of it.
+//! Against a workspace answering 429 with `Retry-After: 60`, a SIGTERM waited six
+//! minutes for such a write. An attempt on the wire is never cut: a write that
+//! may have reached the workspace ends as it would have. The next run plans from
+//! what the workspace then shows, so an attempt that timed out but took effect is
+//! not made twice (a created account is found by its userName).
 //!
 //! Linking writes nothing to the workspace: the plan's matched links
 //! (`Plan::new_links`) are stored while the changes are verified.
@@ -185,9 +194,17 @@ pub fn progress_is_heard() -> bool {
 }
 
 /// Set once the process is stopping: an apply watching it (see [`until_stopped`])
-/// starts no further write. Clones share the one flag.
+/// starts no further write, and retries none of those under way (the client's
+/// wait between two attempts ends at once). Clones share the one flag.
 #[derive(Debug, Clone, Default)]
-pub struct StopSignal(Arc<AtomicBool>);
+pub struct StopSignal(Arc<StopFlag>);
+
+#[derive(Debug, Default)]
+struct StopFlag {
+    stopped: AtomicBool,
+    /// Wakes those waiting in [`StopSignal::stopped`].
+    woken: tokio::sync::Notify,
+}
 
 impl StopSignal {
     pub fn new() -> StopSignal {
@@ -195,11 +212,23 @@ impl StopSignal {
     }
 
     pub fn stop(&self) {
-        self.0.store(true, Ordering::SeqCst);
+        self.0.stopped.store(true, Ordering::SeqCst);
+        self.0.woken.notify_waiters();
     }
 
     pub fn is_stopped(&self) -> bool {
-        self.0.load(Ordering::SeqCst)
+        self.0.stopped.load(Ordering::SeqCst)
+    }
+
+    /// Resolves once [`StopSignal::stop`] was called (at once if it was already).
+    pub async fn stopped(&self) {
+        // Made before the flag is read: `notify_waiters` wakes a `Notified` from
+        // the moment it exists, so a stop between the two is not missed.
+        let woken = self.0.woken.notified();
+        if self.is_stopped() {
+            return;
+        }
+        woken.await;
     }
 }
 
@@ -265,6 +294,13 @@ pub const NOT_SENT: [&str; 4] = [
 /// flight before its first write leaves). An approval cut off that way is
 /// finished by approving again (`approval::approve` recognises it by this).
 pub const NOT_REACHED_INTERRUPTED: &str = "interrupted; the workspace does not show it";
+
+/// The stop this task's apply watches, if any: the workspace client gives it to
+/// the retries of a write (never of a read: a read cut short would leave a plan or
+/// a verification to make do with part of the workspace).
+pub(crate) fn write_stop() -> Option<StopSignal> {
+    STOP.try_with(|watch| watch.signal.clone()).ok()
+}
 
 /// Whether this task's apply was told to stop.
 pub(crate) fn stop_requested() -> bool {
@@ -346,6 +382,21 @@ impl Latency {
 /// later runs hold that create instead of sending it again and again.
 pub const OUT_OF_SIGHT: &str = "no account with that userName is visible over SCIM";
 
+/// Why an action's write(s) did not go through.
+enum WriteFailure {
+    /// Failed, with the message the journal keeps.
+    Failed(String),
+    /// The stop kept a request back ([`WorkspaceError::is_stopped`]): before it
+    /// left, or instead of a retry after a transient failure.
+    Stopped(WorkspaceError),
+}
+
+impl From<String> for WriteFailure {
+    fn from(message: String) -> WriteFailure {
+        WriteFailure::Failed(message)
+    }
+}
+
 /// Result of executing one action's write(s): what to verify it against.
 enum Written {
     /// The write was accepted; verify against the workspace.
@@ -407,7 +458,7 @@ impl Executor<'_> {
         (ids, missing)
     }
 
-    async fn write(&self, action: &Action) -> Result<Written, String> {
+    async fn write(&self, action: &Action) -> Result<Written, WriteFailure> {
         let client = self.client;
         let start = self.outage.start();
         let noted = |e: WorkspaceError| self.noted(start, e);
@@ -434,7 +485,8 @@ impl Executor<'_> {
                     return Err(format!(
                         "not deleted: account {account_id} is active again; a deletion after \
                          the retention period is only for a deactivated account"
-                    ));
+                    )
+                    .into());
                 }
                 match client.delete_account(account_id).await {
                     Err(e) if e.is_not_found() => Ok(Written::Sent),
@@ -508,13 +560,13 @@ impl Executor<'_> {
                                 (account, LinkMethod::UserName)
                             }
                             None => {
-                                return Err(format!(
+                                return Err(WriteFailure::Failed(format!(
                                     "{e}; the workspace says {:?} exists but {OUT_OF_SIGHT} \
                                      (uniqueness on email? an account only its admins see?): find \
                                      it in the workspace's admin console, then `seatwarden link` it \
                                      to the person if it is theirs",
                                     spec.user_name
-                                ));
+                                )));
                             }
                         }
                     }
@@ -635,18 +687,24 @@ impl Executor<'_> {
     /// workspace down, as a read would, and a 401 stops the writes (see
     /// `token_refused`) and says what to check. A transient failure says it was
     /// retried: "HTTP 503" alone reads as one unlucky answer nobody tried again.
-    fn noted(&self, start: ReadStart, error: WorkspaceError) -> String {
+    /// A write the stop kept back says nothing of the workspace: it is not noted.
+    fn noted(&self, start: ReadStart, error: WorkspaceError) -> WriteFailure {
+        if error.is_stopped() {
+            return WriteFailure::Stopped(error);
+        }
         self.outage.failed(start, &error);
         if error.status() == Some(401) {
             let _ = self.token_refused.set(error.to_string());
-            return format!("{error}; {CHECK_TOKEN}");
+            return WriteFailure::Failed(format!("{error}; {CHECK_TOKEN}"));
         }
         // The client retries every transient failure until its attempts run out.
         let attempts = self.client.attempts_per_request();
         if error.is_transient() && attempts > 1 {
-            return format!("{error} (still failing after {attempts} attempts)");
+            return WriteFailure::Failed(format!(
+                "{error} (still failing after {attempts} attempts)"
+            ));
         }
-        error.to_string()
+        WriteFailure::Failed(error.to_string())
     }
 
     /// Whether the writes of this apply have stopped: the breaker opened, a write
@@ -698,7 +756,21 @@ impl Executor<'_> {
             return Ok(Executed::NotSent);
         }
         let started = Instant::now();
-        let written = self.write(action).await;
+        let written = match self.write(action).await {
+            Ok(written) => Ok(written),
+            Err(WriteFailure::Failed(message)) => Err(message),
+            // Its attempts so far failed for a transient reason (or it never
+            // left): nothing to verify, nothing for the breaker, and the next run
+            // plans it again from what the workspace then shows.
+            Err(WriteFailure::Stopped(cut)) => {
+                tracing::warn!(seq = action.seq, op = action.kind.name(), subject = %action.subject, error = %cut, "stopping: the write is not retried; the next run plans it again");
+                self.with_store(|s| {
+                    s.mark_failed(self.run, action.seq, Utc::now(), NOT_SENT_STOPPING)
+                })?;
+                count_unsent(1);
+                return Ok(Executed::NotSent);
+            }
+        };
         if let Ok(mut latency) = self.write_latency.lock() {
             latency.add(started.elapsed());
         }

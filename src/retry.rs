@@ -10,12 +10,23 @@
 //! after [`retry`] returns, never inside it: state and logging inside the retried
 //! future made it, and every future that awaits it, bigger, and a debug build ran
 //! out of stack in the deepest of them (the apply loop).
+//!
+//! Stopping ([`retry_unless_stopped`]): a write's retries watch the process's
+//! [`StopSignal`]. Once it is set, the wait before the next attempt ends at once
+//! and no attempt is retried; the attempt under way, which may already have
+//! reached the server, is never cut. Against a workspace answering 429 or 503
+//! with a long `Retry-After`, SIGTERM took effect only after every retry of the
+//! write under way (six minutes at a `Retry-After` of 60 s, past systemd's
+//! 90 s before SIGKILL). Reads are given no stop (`crate::workspace`): a read
+//! cut short would leave a plan, or a verification, with part of the workspace.
 
 use std::fmt::Display;
 use std::future::Future;
 use std::time::Duration;
 
-use backon::{ExponentialBuilder, Retryable};
+use backon::{BackoffBuilder, ExponentialBuilder};
+
+use crate::apply::StopSignal;
 
 /// What the retry loop needs to know about an error.
 pub trait Transient {
@@ -147,33 +158,80 @@ fn millis(delay: Duration) -> u64 {
 pub async fn retry<T, E, F, Fut>(
     policy: RetryPolicy,
     op: F,
-    mut on_retry: impl FnMut(&E, Duration),
+    on_retry: impl FnMut(&E, Duration),
 ) -> Result<T, E>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<T, E>>,
     E: Transient,
 {
-    let backoff = ExponentialBuilder::default()
+    retry_unless_stopped(policy, None, op, on_retry, std::convert::identity).await
+}
+
+/// [`retry`], except that once `stop` is set no attempt is retried: a wait
+/// between two attempts ends at once, and `stopped` turns the last attempt's
+/// error into the one returned. An attempt under way is never cut (a write may
+/// have reached the server): it ends as it would have, and only the retry it
+/// would have earned is not made. Without a `stop`, exactly [`retry`].
+pub async fn retry_unless_stopped<T, E, F, Fut>(
+    policy: RetryPolicy,
+    stop: Option<&StopSignal>,
+    mut op: F,
+    mut on_retry: impl FnMut(&E, Duration),
+    stopped: impl FnOnce(E) -> E,
+) -> Result<T, E>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, E>>,
+    E: Transient,
+{
+    let mut delays = ExponentialBuilder::default()
         .with_jitter()
         .with_min_delay(policy.min_delay)
         .with_max_delay(policy.max_delay)
-        .with_max_times(policy.max_retries);
-    let max_retry_after = policy.max_retry_after;
-    op.retry(backoff)
-        .when(|e: &E| e.is_transient())
-        // backon ends the loop when the backoff is exhausted (`None`); a Retry-After
-        // only stretches a delay that was going to happen anyway. It never shortens
+        .with_max_times(policy.max_retries)
+        .build();
+    loop {
+        let error = match op().await {
+            Ok(value) => return Ok(value),
+            Err(error) => error,
+        };
+        if !error.is_transient() {
+            return Err(error);
+        }
+        // The loop ends when the backoff is exhausted; a Retry-After only
+        // stretches a delay that was going to happen anyway. It never shortens
         // one: `Retry-After: 0`, or a date already past on a skewed clock, would
         // otherwise send every retry back to back.
-        .adjust(move |e: &E, delay| {
-            delay.map(|d| match e.retry_after() {
-                Some(asked) => asked.min(max_retry_after).max(d),
-                None => d,
-            })
-        })
-        .notify(|e: &E, delay| on_retry(e, delay))
-        .await
+        let Some(delay) = delays.next() else {
+            return Err(error);
+        };
+        let delay = match error.retry_after() {
+            Some(asked) => asked.min(policy.max_retry_after).max(delay),
+            None => delay,
+        };
+        if stop.is_some_and(StopSignal::is_stopped) {
+            return Err(stopped(error));
+        }
+        on_retry(&error, delay);
+        if !waited(delay, stop).await {
+            return Err(stopped(error));
+        }
+    }
+}
+
+/// Sleeps `delay`; false when `stop` was set first.
+async fn waited(delay: Duration, stop: Option<&StopSignal>) -> bool {
+    match stop {
+        None => {
+            tokio::time::sleep(delay).await;
+            true
+        }
+        Some(stop) => tokio::select! {
+            () = stop.stopped() => false,
+            () = tokio::time::sleep(delay) => true,
+        },
+    }
 }
 
 /// Parses a `Retry-After` header value: delay-seconds or an HTTP-date.
@@ -422,6 +480,113 @@ mod tests {
         assert!(result.is_err());
         assert_eq!(calls.get(), 3, "one attempt plus two retries");
         assert_eq!(delays, vec![Duration::from_millis(50); 2]);
+    }
+
+    /// Always fails, transiently, after `takes` (on the paused clock).
+    fn failing_after<'a>(
+        calls: &'a Cell<u32>,
+        takes: Duration,
+    ) -> impl FnMut() -> std::pin::Pin<Box<dyn Future<Output = Result<u32, Failure>> + 'a>> + 'a
+    {
+        move || {
+            calls.set(calls.get() + 1);
+            Box::pin(async move {
+                tokio::time::sleep(takes).await;
+                Err(Failure {
+                    transient: true,
+                    retry_after: None,
+                })
+            })
+        }
+    }
+
+    /// A minute between attempts, six times.
+    fn slow_policy() -> RetryPolicy {
+        RetryPolicy {
+            max_retries: 6,
+            min_delay: Duration::from_secs(60),
+            max_delay: Duration::from_secs(60),
+            max_retry_after: Duration::from_secs(120),
+        }
+    }
+
+    /// What the stop makes of the last error: permanent, so nobody retries it.
+    fn stopped(last: Failure) -> Failure {
+        Failure {
+            transient: false,
+            ..last
+        }
+    }
+
+    /// Stopped a second into the minute before the first retry: the wait ends
+    /// then, and the retry is not made.
+    #[tokio::test(start_paused = true)]
+    async fn a_stop_ends_the_wait_before_a_retry() {
+        let stop = StopSignal::new();
+        let calls = Cell::new(0);
+        let started = tokio::time::Instant::now();
+        let stopping = async {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            stop.stop();
+        };
+        let retrying = retry_unless_stopped(
+            slow_policy(),
+            Some(&stop),
+            failing_after(&calls, Duration::ZERO),
+            |_, _| {},
+            stopped,
+        );
+        let (outcome, ()) = tokio::join!(retrying, stopping);
+        assert!(matches!(
+            outcome,
+            Err(Failure {
+                transient: false,
+                ..
+            })
+        ));
+        assert_eq!(calls.get(), 1);
+        assert_eq!(started.elapsed(), Duration::from_secs(1));
+    }
+
+    /// An attempt under way when the stop comes is not cut (a write may have
+    /// reached the server): it ends as it would have, and is not retried.
+    #[tokio::test(start_paused = true)]
+    async fn a_stop_lets_the_attempt_under_way_finish_and_retries_nothing() {
+        let stop = StopSignal::new();
+        let calls = Cell::new(0);
+        let started = tokio::time::Instant::now();
+        let stopping = async {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            stop.stop();
+        };
+        let retrying = retry_unless_stopped(
+            slow_policy(),
+            Some(&stop),
+            failing_after(&calls, Duration::from_secs(5)),
+            |_, _| {},
+            stopped,
+        );
+        let (outcome, ()) = tokio::join!(retrying, stopping);
+        assert!(matches!(
+            outcome,
+            Err(Failure {
+                transient: false,
+                ..
+            })
+        ));
+        assert_eq!(calls.get(), 1);
+        assert_eq!(started.elapsed(), Duration::from_secs(5));
+
+        // Its success is a success.
+        let answered = retry_unless_stopped(
+            slow_policy(),
+            Some(&stop),
+            || async { Ok::<_, Failure>(7) },
+            |_, _| {},
+            stopped,
+        )
+        .await;
+        assert_eq!(answered.ok(), Some(7));
     }
 
     #[test]

@@ -343,8 +343,9 @@ pub struct RunOptions {
     pub accept_directory: bool,
     /// Set when the process is stopping (the daemon's SIGTERM; SIGINT or SIGTERM
     /// during a `reconcile` or `resume` run by hand): the apply starts no further
-    /// write, lets those sent finish and be journaled, the run stores its report
-    /// (the actions not sent as not run) and ends with [`RunError::Stopped`].
+    /// write and retries none (a write waiting for its retry is not sent again),
+    /// lets those sent finish and be journaled, the run stores its report (the
+    /// actions not sent as not run) and ends with [`RunError::Stopped`].
     pub stop: apply::StopSignal,
 }
 

@@ -9,6 +9,11 @@
 //! Every request goes through `ScimClient::send`: a concurrency permit, the rate
 //! limiter, bearer auth, a per-request timeout and [`crate::retry::retry`] for
 //! transient failures (connect errors, timeouts, closed connections, 429, 5xx).
+//! A write made for an apply that watches a stop ([`crate::apply::until_stopped`])
+//! is not retried once the stop is set, nor sent after a provider's pause
+//! (`Retry-After`) it was held in: it fails with [`WorkspaceError::is_stopped`].
+//! Reads are not stopped (a plan or a verification must not make do with part of
+//! the workspace).
 
 mod error;
 mod outage;
@@ -35,6 +40,7 @@ use tokio::sync::Semaphore;
 pub use error::WorkspaceError;
 pub use outage::{NOT_READ, Outage, ReadStart, Unread};
 
+use crate::apply::StopSignal;
 use crate::http::encode_component;
 use crate::model::{
     Account, AccountSpec, Attribute, AttributeChange, Role, WorkspaceGroup, WorkspaceSnapshot,
@@ -642,14 +648,26 @@ impl ScimClient {
                 None => None,
             };
         let inner = &self.inner;
+        let stop = writes_stop(&method);
         let mut log = crate::retry::RetryLog::default();
-        let outcome = crate::retry::retry(
+        let outcome = crate::retry::retry_unless_stopped(
             inner.retry,
-            || self.attempt(&method, &url, &endpoint, body_bytes.clone(), if_match),
+            stop.as_ref(),
+            || {
+                self.attempt(
+                    &method,
+                    &url,
+                    &endpoint,
+                    body_bytes.clone(),
+                    if_match,
+                    stop.as_ref(),
+                )
+            },
             |e, delay| {
                 inner.retries.fetch_add(1, Ordering::Relaxed);
                 log.retrying(&endpoint, &inner.retry, e, delay);
             },
+            |last| WorkspaceError::stopped(&endpoint, Some(&last)),
         )
         .await;
         log.finished(&endpoint, &outcome);
@@ -663,6 +681,7 @@ impl ScimClient {
         endpoint: &str,
         body: Option<Vec<u8>>,
         if_match: Option<&str>,
+        stop: Option<&StopSignal>,
     ) -> Result<Answer, WorkspaceError> {
         let inner = &self.inner;
         let _permit = inner
@@ -670,7 +689,11 @@ impl ScimClient {
             .acquire()
             .await
             .map_err(|_| WorkspaceError::Settings("client is shut down".to_owned()))?;
-        self.wait_out_pause().await;
+        // Nothing has left yet: a stop during a provider's pause (up to
+        // `max_retry_after`) keeps the write back rather than sending it late.
+        if !self.wait_out_pause(stop).await {
+            return Err(WorkspaceError::stopped(endpoint, None));
+        }
         if let Some(limiter) = &inner.limiter {
             limiter.until_ready().await;
         }
@@ -773,9 +796,13 @@ impl ScimClient {
         Err(error)
     }
 
-    /// Holds every request until the provider's last `Retry-After` has passed.
-    async fn wait_out_pause(&self) {
+    /// Holds every request until the provider's last `Retry-After` has passed;
+    /// false when `stop` was set first.
+    async fn wait_out_pause(&self, stop: Option<&StopSignal>) -> bool {
         loop {
+            if stop.is_some_and(StopSignal::is_stopped) {
+                return false;
+            }
             let until = *self
                 .inner
                 .paused_until
@@ -783,10 +810,14 @@ impl ScimClient {
                 .unwrap_or_else(PoisonError::into_inner);
             match until {
                 // Looked at again after the sleep: another 429 may have moved it.
-                Some(until) if until > tokio::time::Instant::now() => {
-                    tokio::time::sleep_until(until).await;
-                }
-                _ => return,
+                Some(until) if until > tokio::time::Instant::now() => match stop {
+                    None => tokio::time::sleep_until(until).await,
+                    Some(stop) => tokio::select! {
+                        () = stop.stopped() => return false,
+                        () = tokio::time::sleep_until(until) => {}
+                    },
+                },
+                _ => return true,
             }
         }
     }
@@ -2144,9 +2175,11 @@ impl ScimClient {
         }
         let tried = std::sync::atomic::AtomicBool::new(false);
         let inner = &self.inner;
+        let stop = writes_stop(&Method::POST);
         let mut log = crate::retry::RetryLog::default();
-        let answer = crate::retry::retry(
+        let answer = crate::retry::retry_unless_stopped(
             inner.retry,
+            stop.as_ref(),
             || async {
                 if tried.swap(true, Ordering::Relaxed)
                     && let Some(group) = self
@@ -2156,15 +2189,23 @@ impl ScimClient {
                 {
                     return Ok(Err(group));
                 }
-                self.attempt(&Method::POST, &url, &endpoint, Some(bytes.clone()), None)
-                    .await
-                    .map(Ok)
-                    .map_err(CreateFailure::Post)
+                self.attempt(
+                    &Method::POST,
+                    &url,
+                    &endpoint,
+                    Some(bytes.clone()),
+                    None,
+                    stop.as_ref(),
+                )
+                .await
+                .map(Ok)
+                .map_err(CreateFailure::Post)
             },
             |e, delay| {
                 inner.retries.fetch_add(1, Ordering::Relaxed);
                 log.retrying(&endpoint, &inner.retry, e.error(), delay);
             },
+            |last| CreateFailure::Post(WorkspaceError::stopped(&endpoint, Some(last.error()))),
         )
         .await;
         log.finished(&endpoint, &answer);
@@ -2562,6 +2603,41 @@ impl ScimClient {
             }
         }
         Ok(out)
+    }
+}
+
+/// The stop a request by `method` watches: a write's, from the apply it is made
+/// for ([`crate::apply::write_stop`]); none for a read, whose retries run out as
+/// before (a read cut short would leave a plan or a verification with part of
+/// the workspace).
+fn writes_stop(method: &Method) -> Option<StopSignal> {
+    if *method == Method::GET {
+        None
+    } else {
+        crate::apply::write_stop()
+    }
+}
+
+/// Why a write kept back by a stop was not sent; [`WorkspaceError::is_stopped`]
+/// knows it by this.
+const STOPPING: &str = "seatwarden was stopping";
+
+impl WorkspaceError {
+    /// A write the stop kept back: before its first attempt left, or (`last`, the
+    /// error of the attempt before) instead of a retry.
+    pub(crate) fn stopped(endpoint: &str, last: Option<&WorkspaceError>) -> WorkspaceError {
+        WorkspaceError::NotSent {
+            endpoint: endpoint.to_owned(),
+            reason: match last {
+                None => STOPPING.to_owned(),
+                Some(last) => format!("{STOPPING} (no retry after {last})"),
+            },
+        }
+    }
+
+    /// Whether the stop kept this write back (see [`WorkspaceError::stopped`]).
+    pub fn is_stopped(&self) -> bool {
+        matches!(self, WorkspaceError::NotSent { reason, .. } if reason.starts_with(STOPPING))
     }
 }
 

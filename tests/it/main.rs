@@ -32,6 +32,7 @@ mod qa_daemon;
 mod qa_directory;
 mod qa_first_hour;
 mod qa_status;
+mod qa_stop;
 mod report;
 mod resume;
 mod role_groups;
