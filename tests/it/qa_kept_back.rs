@@ -279,6 +279,23 @@ async fn a_token_refused_mid_apply_is_told_as_failures_and_writes_not_sent() {
         report.actions
     );
     assert_one_story(&config, report);
+    // `explain` tells a create kept back as not sent, not as a failed write.
+    let kept_back = report
+        .not_sent()
+        .find(|a| a.op == "create_account" && a.error.is_some())
+        .unwrap();
+    let store = Store::open(&config.state.path).unwrap();
+    let explained =
+        seatwarden::explain::explain(&config, &store, &kept_back.subject, chrono::Utc::now())
+            .unwrap();
+    let line = explained
+        .lines()
+        .find(|l| l.contains(&format!("#{} create_account", kept_back.seq)))
+        .unwrap_or_else(|| panic!("{explained}"));
+    assert!(
+        line.contains("create_account — not sent: the workspace refused the token"),
+        "{line}"
+    );
 }
 
 /// The workspace drops every write: the first (the deactivation, alone in its
@@ -315,6 +332,23 @@ async fn a_workspace_down_mid_apply_leaves_the_later_phases_not_sent_and_says_so
         [("the run's writes had stopped before their turn", not_sent)]
     );
     assert_one_story(&config, report);
+    // `explain` says the same of a create never sent: not "planned", as if the
+    // finished run were still to send it.
+    let store = Store::open(&config.state.path).unwrap();
+    let explained = seatwarden::explain::explain(
+        &config,
+        &store,
+        "noah.muller@example.com",
+        chrono::Utc::now(),
+    )
+    .unwrap();
+    assert!(
+        explained.contains(&format!(
+            "#2 create_account — {}",
+            report::NOT_SENT_UNREACHED
+        )),
+        "{explained}"
+    );
 
     // Had the write that found the workspace down been kept back as well (every
     // row not sent, none failed, the breaker closed), the run is no success: it
