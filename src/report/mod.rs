@@ -110,6 +110,8 @@ pub struct Summary {
     pub drift_by_kind: BTreeMap<DriftKind, usize>,
     pub actions_planned: usize,
     pub actions_applied: usize,
+    /// Writes that were sent and failed, or could not be verified; never one kept
+    /// back unsent (see `actions_not_run`).
     pub actions_failed: usize,
     pub actions_held: usize,
     /// Planned but not attempted: every action of a plan or a dry run; in a
