@@ -483,3 +483,105 @@ fn a_sweeps_writes_kept_back_are_not_sent_whatever_kept_them() {
         "{text}"
     );
 }
+
+/// Removes `count` active, non-Owner people with an active account from the
+/// demo's directory file in `dir`: leavers the sweep deactivates.
+fn remove_leavers(dir: &Path, workspace: &WorkspaceSnapshot, count: usize) {
+    let path = dir.join("directory.json");
+    let full: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    let users = full["users"].as_array().unwrap();
+    let mut removed = 0;
+    let kept: Vec<&serde_json::Value> = users
+        .iter()
+        .filter(|user| {
+            let leaves = removed < count
+                && user["status"].as_str().unwrap_or("active") == "active"
+                && workspace.accounts.iter().any(|a| {
+                    a.active
+                        && a.external_id.as_deref() == user["id"].as_str()
+                        && !a.roles.iter().any(|r| r == "Owner")
+                });
+            removed += usize::from(leaves);
+            !leaves
+        })
+        .collect();
+    assert_eq!(removed, count);
+    std::fs::write(&path, serde_json::json!({ "users": kept }).to_string()).unwrap();
+}
+
+/// The token is revoked during a sweep's deactivations, one at a time: the
+/// write refused 401 failed and fails the pass, the one after it was kept back.
+/// That one is not sent in the pass's outcome and no attempt in the ledger
+/// (whose attempts set the back-off and tell of a failing workspace). Before, it
+/// counted as a failed deactivation and an attempt.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sweeps_deactivation_kept_back_by_a_refused_token_is_no_failure_nor_attempt() {
+    use std::sync::Mutex;
+
+    let sandbox = Arc::new(crate::fixtures::demo_sandbox(TOKEN, Faults::default()).await);
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = demo_config(dir.path(), sandbox.base_url().as_ref());
+    config.workspace.max_concurrency = 1;
+    run::execute(
+        &config,
+        Store::open(&config.state.path).unwrap(),
+        Mode::Reconcile,
+    )
+    .await
+    .unwrap();
+    remove_leavers(dir.path(), &sandbox.snapshot(), 3);
+
+    let store = Arc::new(Mutex::new(Store::open(&config.state.path).unwrap()));
+    let client = ScimClient::new(config.scim_settings().unwrap()).unwrap();
+    let hook: ProgressHook = {
+        let sandbox = Arc::clone(&sandbox);
+        Arc::new(move |progress| {
+            if let ApplyProgress::Writing { done: 1, .. } = progress {
+                sandbox.set_token("rotated-by-an-admin");
+            }
+        })
+    };
+    let directory = config.directory();
+    let sweeping = seatwarden::sweep::sweep(
+        &config,
+        &directory,
+        &client,
+        &store,
+        chrono::Utc::now(),
+        chrono::Duration::hours(1),
+    );
+    let outcome = seatwarden::apply::with_progress(hook, sweeping)
+        .await
+        .unwrap();
+    assert_eq!(outcome.not_sent, 1, "{outcome:?}");
+    assert!(outcome.failed >= 1, "{outcome:?}");
+    let unwritten = outcome
+        .unwritten
+        .as_ref()
+        .expect("the refused write fails the pass");
+    assert_eq!(unwritten.failed, outcome.failed, "{outcome:?}");
+    assert!(outcome.clone().checked().is_err());
+
+    let open = store.lock().unwrap().open_deprovisions().unwrap();
+    let kept_back: Vec<_> = open
+        .iter()
+        .filter(|e| {
+            e.last_error
+                .as_deref()
+                .is_some_and(|error| error.starts_with(seatwarden::apply::NOT_SENT_TOKEN))
+        })
+        .collect();
+    assert_eq!(kept_back.len(), 1, "{open:#?}");
+    assert_eq!(kept_back[0].attempts, 0, "{:?}", kept_back[0]);
+    let journal = store
+        .lock()
+        .unwrap()
+        .journal(outcome.run_id.unwrap())
+        .unwrap();
+    let not_run = journal
+        .iter()
+        .filter(|row| seatwarden::sweep::metric_outcome(row) == "not_run")
+        .count();
+    assert_eq!(not_run, 1, "{journal:#?}");
+}
