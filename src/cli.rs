@@ -1416,9 +1416,19 @@ pub fn exit_code_for(report: &Report) -> u8 {
 }
 
 /// [`exit_code_for`] a run, saying on stderr what to do when a reconcile held
-/// actions for a human: the report shows what, not the commands that decide.
+/// actions for a human: the report shows what, not the commands that decide. Of
+/// writes kept back unsent it says that they are no failure and what sends them.
 fn exit_with_hint(config: &Config, mode: Mode, outcome: &run::RunOutcome) -> u8 {
     let code = exit_code_for(&outcome.report);
+    let not_sent = outcome.report.not_sent_by_reason();
+    if mode == Mode::Reconcile && !not_sent.is_empty() {
+        eprintln!(
+            "{}: never sent, so no failure of theirs; `{} reconcile` plans and sends them \
+             once the workspace takes writes again",
+            report::not_sent_text(&not_sent),
+            config.admin_command()
+        );
+    }
     if code == exit::HELD && mode == Mode::Reconcile {
         let admin = config.admin_command();
         let run = outcome.run_id;

@@ -585,3 +585,57 @@ async fn a_sweeps_deactivation_kept_back_by_a_refused_token_is_no_failure_nor_at
         .count();
     assert_eq!(not_run, 1, "{journal:#?}");
 }
+
+/// `seatwarden reconcile` against a workspace that drops every write: exit 4,
+/// never 0, and stderr says how many writes were not sent, why, and what sends
+/// them; the report it prints counts them apart from the one that failed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reconcile_exits_4_and_says_what_it_did_not_send() {
+    let sandbox = crate::fixtures::demo_sandbox(
+        TOKEN,
+        Faults {
+            rate_reset: 1.0,
+            writes_only: true,
+            ..Faults::default()
+        },
+    )
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    crate::fixtures::copy_demo_files(dir.path());
+    let (config, url) = (
+        dir.path().join("seatwarden.toml"),
+        sandbox.base_url().to_string(),
+    );
+    let output = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_seatwarden"))
+            .arg("--config")
+            .arg(&config)
+            .arg("reconcile")
+            .env_remove("SEATWARDEN_CONFIG")
+            .env("SEATWARDEN__WORKSPACE__URL", url)
+            .env("SEATWARDEN__WORKSPACE__TOKEN", TOKEN)
+            .env("SEATWARDEN__WORKSPACE__RETRIES", "0")
+            .env("SEATWARDEN__STATE__PATH", "state.db")
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr),
+    );
+    assert_eq!(output.status.code(), Some(exit::FAILED.into()), "{stderr}");
+    assert!(
+        stdout.contains("1 action failed; 7 not sent (the next run plans them again)"),
+        "{stdout}"
+    );
+    assert!(
+        stderr.contains(
+            "7 actions not sent because the run's writes had stopped before their turn: never \
+             sent, so no failure of theirs; `seatwarden reconcile` plans and sends them once \
+             the workspace takes writes again"
+        ),
+        "{stderr}"
+    );
+}
