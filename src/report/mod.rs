@@ -358,7 +358,7 @@ impl Report {
     /// was never reached), [`NOT_SENT_UNREACHED`].
     pub fn why_of(&self, action: &ActionOutcome, tz: chrono_tz::Tz) -> Option<String> {
         action.why(tz).or_else(|| {
-            (self.mode == "reconcile" && action.outcome == Outcome::NotRun)
+            self.kept_back(action)
                 .then(|| NOT_SENT_UNREACHED.to_owned())
         })
     }
@@ -380,6 +380,15 @@ impl Report {
         self.summary
             .actions_held
             .saturating_sub(self.safety.actions_waiting)
+    }
+}
+
+/// `the next run plans it again`, or `them` for several.
+fn planned_again(n: usize) -> &'static str {
+    if n == 1 {
+        "the next run plans it again"
+    } else {
+        "the next run plans them again"
     }
 }
 
@@ -636,9 +645,9 @@ pub fn safety_findings(
             "NOT SENT",
             Tone::Warn,
             format!(
-                "{}: kept back, they never reached the workspace (no failure of theirs), \
-                 and the next run plans them again",
-                not_sent_text(&not_sent)
+                "{}: kept back, never sent to the workspace (no failure), and {}",
+                not_sent_text(&not_sent),
+                planned_again(not_sent.iter().map(|(_, n)| n).sum())
             ),
         ));
     }
@@ -688,7 +697,10 @@ pub fn headline(report: &Report, admin_command: &str) -> (Tone, String) {
         (Tone::Bad, format!("source fault: {fault}"))
     } else if s.actions_failed > 0 {
         let kept_back = if not_sent_count > 0 {
-            format!("; {not_sent_count} not sent (the next run plans them again)")
+            format!(
+                "; {not_sent_count} not sent ({})",
+                planned_again(not_sent_count)
+            )
         } else {
             String::new()
         };
@@ -705,8 +717,9 @@ pub fn headline(report: &Report, admin_command: &str) -> (Tone, String) {
         (
             if stopped_only { Tone::Warn } else { Tone::Bad },
             applied_then(format!(
-                "{}; the next run plans them again",
-                not_sent_text(&not_sent)
+                "{}; {}",
+                not_sent_text(&not_sent),
+                planned_again(not_sent_count)
             )),
         )
     } else if s.actions_held > waiting && preview {
@@ -798,8 +811,8 @@ pub fn drift_not_computed(report: &Report) -> Option<&'static str> {
 }
 
 /// The state a person wants at a glance (the issue's "in sync / drift / needs
-/// attention"): anything failed, held or kept back unsent needs a human; drift that a converged
-/// reconcile repaired counts as in sync. `Unknown` is only the digest's, when no
+/// attention"): anything failed, held or kept back unsent needs a human; drift
+/// that a converged reconcile repaired counts as in sync. `Unknown` is only the digest's, when no
 /// run has stored a report yet: nothing is known to be in sync.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -1006,6 +1019,57 @@ mod tests {
         assert_eq!(
             super::headline(&report, ADMIN).1,
             "2 actions wait for the settle window"
+        );
+    }
+
+    /// Writes kept back read as not sent, never as failed: a stop's (the
+    /// operator's) as a warning, an outage's or a refused token's as bad news.
+    #[test]
+    fn a_headline_of_writes_not_sent_says_why_and_how_bad() {
+        let mut report = reconcile_report(SafetyReport::default());
+        let kept_back = |seq, error: &str| ActionOutcome {
+            seq,
+            op: "deactivate".into(),
+            reason: DriftKind::StaleAccess,
+            subject: format!("leaver{seq}@example.com"),
+            detail: String::new(),
+            outcome: Outcome::journaled(ActionState::Failed, Some(error)),
+            attempts: 0,
+            error: Some(error.to_owned()),
+            waiting: false,
+            settle_window: None,
+            deactivated_since: None,
+        };
+        report.actions = vec![kept_back(0, apply::NOT_SENT_STOPPING)];
+        report.summary.actions_planned = 1;
+        assert_eq!(
+            super::headline(&report, ADMIN),
+            (
+                Tone::Warn,
+                "1 action not sent because seatwarden was stopping; the next run plans it again"
+                    .to_owned()
+            )
+        );
+        let token = format!(
+            "{} (HTTP 401); check workspace.token",
+            apply::NOT_SENT_TOKEN
+        );
+        report.actions.push(kept_back(1, &token));
+        report.summary.actions_planned = 2;
+        assert_eq!(
+            super::headline(&report, ADMIN),
+            (
+                Tone::Bad,
+                "2 actions not sent (1 because seatwarden was stopping, 1 because the workspace \
+                 refused the token); the next run plans them again"
+                    .to_owned()
+            )
+        );
+        assert_eq!(report.summary.actions_failed, 0);
+        assert_eq!(State::of(&report), State::NeedsAttention);
+        assert_eq!(
+            subject("acme", &report),
+            "[seatwarden] acme run 7: 2 actions not sent, 0 drift items"
         );
     }
 
