@@ -289,6 +289,52 @@ pub const NOT_SENT: [&str; 4] = [
     NOT_SENT_TOKEN,
 ];
 
+/// Why the executor kept an action back unsent: journaled `failed` (so that an
+/// approval and recovery see it was never applied), yet it never reached the
+/// workspace, and the next run plans it again. The report, `status`, the digest
+/// and a sweep's summary count these as not sent, never as failed writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum KeptBack {
+    Stopping,
+    Breaker,
+    Down,
+    Token,
+}
+
+impl KeptBack {
+    /// Why a row journaled with `last_error` was kept back, by its error's prefix
+    /// (the workspace-down and token messages go on to say which write showed
+    /// it); `None` for a write that was sent, or a row with no error.
+    pub fn of(last_error: Option<&str>) -> Option<KeptBack> {
+        let error = last_error?;
+        [
+            (NOT_SENT_STOPPING, KeptBack::Stopping),
+            (NOT_SENT_BREAKER, KeptBack::Breaker),
+            (NOT_SENT_DOWN, KeptBack::Down),
+            (NOT_SENT_TOKEN, KeptBack::Token),
+        ]
+        .into_iter()
+        .find(|(prefix, _)| error.starts_with(prefix))
+        .map(|(_, why)| why)
+    }
+
+    /// The reason in a few words, as counts of rows not sent name it.
+    pub fn reason(self) -> &'static str {
+        match self {
+            KeptBack::Stopping => "seatwarden was stopping",
+            KeptBack::Breaker => "the circuit breaker opened",
+            KeptBack::Down => "the workspace stopped answering",
+            KeptBack::Token => "the workspace refused the token",
+        }
+    }
+}
+
+/// Whether a row journaled failed with `last_error` was kept back unsent
+/// ([`KeptBack`]) rather than sent and failed.
+pub fn not_sent(last_error: Option<&str>) -> bool {
+    KeptBack::of(last_error).is_some()
+}
+
 /// How [`recover`] begins the error of an interrupted row whose object the
 /// workspace showed without the change: most likely never sent (a phase goes in
 /// flight before its first write leaves). An approval cut off that way is
@@ -2727,6 +2773,36 @@ impl Reader for Recovery<'_> {
 #[cfg(test)]
 mod tests {
     use std::time::Duration;
+
+    /// Every message the executor journals for a row it kept back is told apart
+    /// from a write that failed, the ones with a suffix (which write showed the
+    /// workspace down, or the token refused) by their prefix.
+    #[test]
+    fn every_kept_back_message_is_not_sent_and_a_sent_failure_is_not() {
+        use super::{KeptBack, not_sent};
+        let down = format!(
+            "{} (POST /Users: connection refused); the next run plans it again",
+            super::NOT_SENT_DOWN
+        );
+        let token = format!(
+            "{} (an earlier write was answered HTTP 401); check workspace.token",
+            super::NOT_SENT_TOKEN
+        );
+        assert_eq!(
+            KeptBack::of(Some(super::NOT_SENT_STOPPING)),
+            Some(KeptBack::Stopping)
+        );
+        assert_eq!(
+            KeptBack::of(Some(super::NOT_SENT_BREAKER)),
+            Some(KeptBack::Breaker)
+        );
+        assert_eq!(KeptBack::of(Some(&down)), Some(KeptBack::Down));
+        assert_eq!(KeptBack::of(Some(&token)), Some(KeptBack::Token));
+        assert!(super::NOT_SENT.iter().all(|prefix| not_sent(Some(prefix))));
+        assert!(!not_sent(Some("POST /Users: HTTP 401 Unauthorized")));
+        assert!(!not_sent(Some(super::NOT_REACHED_INTERRUPTED)));
+        assert!(!not_sent(None));
+    }
 
     /// Every write is reported, counted up to the plan's runnable actions, then the
     /// verification's start; a run on a terminal prints them (see `run`).

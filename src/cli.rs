@@ -26,7 +26,9 @@ pub mod exit {
     pub const CHANGES: u8 = 2;
     /// Some actions were held by the guard and wait for a human.
     pub const HELD: u8 = 3;
-    /// Some actions failed (their errors are in the report).
+    /// Some actions failed (their errors are in the report), or were kept back
+    /// unsent because the writes stopped (the report says why; the next run
+    /// plans them again).
     pub const FAILED: u8 = 4;
     /// The directory snapshot was rejected by source sanity (empty, or shrank past
     /// `max_directory_shrink_percent`): nothing was planned.
@@ -60,7 +62,8 @@ Exit codes:
   3  reconcile (also --dry-run), approve: actions were held by the guard
      (thresholds, incomplete directory, last Owner), or a leaver keeps access
      while their account is disputed (`link` settles it); plan exits 0 or 2
-  4  some actions failed (see `seatwarden report`)
+  4  some actions failed, or were not sent because the run's writes stopped (the
+     workspace stopped answering or refused the token); see `seatwarden report`
   5  source fault: the directory was empty or shrank too much; nothing was planned
   6  the circuit breaker is open: writes stopped (see `seatwarden resume`)
   7  status: deprovisions are overdue (not verified within deprovision.sla)
@@ -967,7 +970,7 @@ fn sweep_writes(
         by_state
             .get("not_sent")
             .filter(|n| **n > 0)
-            .map(|n| format!("{n} kept back unsent (a stop or an open circuit breaker)")),
+            .map(|n| format!("{n} kept back unsent (a stop, the circuit breaker, the workspace down or its token refused)")),
     )
     .collect();
     if parts.is_empty() {
@@ -1450,10 +1453,14 @@ fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
 }
 
 /// 5 on a source fault, else 6 when the circuit breaker is open, else 4 when
-/// anything failed, else 3 when anything waits for a human: held actions (those
-/// only waiting for the settle window do not count), or a leaver who keeps access
+/// anything failed or was kept back unsent (the workspace found down or its token
+/// refused by a write, or by a read the run made while writing, stops the writes
+/// after it: the report counts those not sent apart from failures, but the work is
+/// not done), else 3 when anything waits for a human: held actions (those only
+/// waiting for the settle window do not count), or a leaver who keeps access
 /// until someone says which disputed account is theirs. Else 0: a wrapper that
-/// checks only the exit code must not read a leaver with access as converged.
+/// checks only the exit code must not read a leaver with access, or writes never
+/// sent, as converged. A stop's own code (130, 143) is decided before this.
 pub fn exit_code_for(report: &Report) -> u8 {
     if report.safety.source_fault.is_some() {
         exit::SOURCE_FAULT
@@ -1465,7 +1472,7 @@ pub fn exit_code_for(report: &Report) -> u8 {
         .is_some_and(|c| matches!(c.state, crate::circuit::CircuitState::Open { .. }))
     {
         exit::CIRCUIT_OPEN
-    } else if report.summary.actions_failed > 0 {
+    } else if report.summary.actions_failed > 0 || report.not_sent().next().is_some() {
         exit::FAILED
     } else if report.summary.actions_held > report.safety.actions_waiting
         || !report.safety.disputed_leavers.is_empty()
@@ -1477,9 +1484,19 @@ pub fn exit_code_for(report: &Report) -> u8 {
 }
 
 /// [`exit_code_for`] a run, saying on stderr what to do when a reconcile held
-/// actions for a human: the report shows what, not the commands that decide.
+/// actions for a human: the report shows what, not the commands that decide. Of
+/// writes kept back unsent it says that they are no failure and what sends them.
 fn exit_with_hint(config: &Config, mode: Mode, outcome: &run::RunOutcome) -> u8 {
     let code = exit_code_for(&outcome.report);
+    let not_sent = outcome.report.not_sent_by_reason();
+    if mode == Mode::Reconcile && !not_sent.is_empty() {
+        eprintln!(
+            "{}: never sent, so no failure of theirs; `{} reconcile` plans and sends them \
+             once the workspace takes writes again",
+            report::not_sent_text(&not_sent),
+            config.admin_command()
+        );
+    }
     if code == exit::HELD && mode == Mode::Reconcile {
         let admin = config.admin_command();
         let run = outcome.run_id;

@@ -1017,19 +1017,37 @@ impl View<'_> {
             let _ = writeln!(out, "  none journaled");
         }
         for entry in &history {
+            use crate::store::ActionState;
+            // Kept back unsent is no failed write, and a row still planned in a
+            // run that is over was never sent (the writes stopped before its
+            // phase): said as the run's report says them.
+            let what = match (&entry.action.held, &entry.last_error) {
+                (_, Some(error))
+                    if entry.state == ActionState::Failed
+                        && crate::apply::not_sent(Some(error)) =>
+                {
+                    clean(error).into_owned()
+                }
+                _ if entry.state == ActionState::Planned
+                    && self
+                        .store
+                        .run(entry.run)?
+                        .is_some_and(|run| run.status != crate::store::RunStatus::Running) =>
+                {
+                    crate::report::NOT_SENT_UNREACHED.to_owned()
+                }
+                (Some(held), _) if entry.state == ActionState::Held => {
+                    format!("{}: {}", entry.state, self.held(held))
+                }
+                (_, Some(error)) => format!("{}: {}", entry.state, clean(error)),
+                _ => entry.state.to_string(),
+            };
             let _ = writeln!(
                 out,
-                "  run {} #{} {} — {}{} ({})",
+                "  run {} #{} {} — {what} ({})",
                 entry.run,
                 entry.action.seq,
                 entry.action.kind.name(),
-                entry.state,
-                match (&entry.action.held, &entry.last_error) {
-                    (Some(held), _) if entry.state == crate::store::ActionState::Held =>
-                        format!(": {}", self.held(held)),
-                    (_, Some(error)) => format!(": {}", clean(error)),
-                    _ => String::new(),
-                },
                 self.at(entry.updated_at)
             );
         }

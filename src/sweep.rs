@@ -202,10 +202,12 @@ pub struct SweepOutcome {
     pub enforced: usize,
     /// Accounts found already inactive or gone: verified without a write.
     pub already_done: usize,
+    /// Deactivations sent and not done (their writes failed).
     pub failed: usize,
     pub held: usize,
-    /// Deactivations left unsent because the process was stopping: still due,
-    /// neither attempts nor failures.
+    /// Deactivations kept back unsent ([`crate::apply::KeptBack`], or the
+    /// circuit breaker open before the pass): neither attempts nor failures. Those
+    /// a stop kept back are due again at once.
     pub not_sent: usize,
     /// Of the deprovisions held in this pass's run, those a human rejected in an
     /// earlier run, by directory id: the hold alert says so.
@@ -926,9 +928,11 @@ pub async fn enforce(
                     store.deprovision_held(entry.id, &why, now + HOLD_RECHECK)?;
                     outcome.held += 1;
                 }
+                // Kept back by the breaker open before the pass: not an attempt,
+                // and not a failure (the writes that opened it were counted so).
                 ActionState::Planned if let Some((why, until)) = &blocked => {
-                    store.deprovision_failed(entry.id, why, *until)?;
-                    outcome.failed += 1;
+                    store.deprovision_not_sent(entry.id, why, *until)?;
+                    outcome.not_sent += 1;
                 }
                 // The process is stopping: nothing was sent, so this was no
                 // attempt. Due again as soon as a pass runs, not after a back-off,
@@ -939,6 +943,17 @@ pub async fn enforce(
                 }
                 ActionState::Planned if crate::apply::stop_requested() => {
                     store.deprovision_not_sent(entry.id, crate::apply::NOT_SENT_STOPPING, now)?;
+                    outcome.not_sent += 1;
+                }
+                // Kept back by the breaker opening, or by an earlier write that
+                // found the workspace down or its token refused: never sent, so
+                // no attempt and no failure of its own (that write's failure
+                // fails the pass). Tried again after the back-off a failure
+                // would have set: the workspace has just shown it is not well.
+                ActionState::Failed if crate::apply::not_sent(row.last_error.as_deref()) => {
+                    let why = row.last_error.as_deref().unwrap_or_default();
+                    let next = sla::next_attempt(entry.attempts + 1, now);
+                    store.deprovision_not_sent(entry.id, why, next)?;
                     outcome.not_sent += 1;
                 }
                 ActionState::Failed | ActionState::Planned | ActionState::InFlight => {
@@ -1001,13 +1016,13 @@ fn not_sent_stopping(row: &crate::store::JournalEntry) -> bool {
     row.last_error.as_deref() == Some(crate::apply::NOT_SENT_STOPPING)
 }
 
-/// A sweep's journaled action as `seatwarden_actions_total` counts it: one the
-/// stop kept from being sent did not run; it did not fail.
+/// A sweep's journaled action as `seatwarden_actions_total` counts it: one kept
+/// back unsent ([`crate::apply::KeptBack`]) did not run; it did not fail.
 pub fn metric_outcome(row: &crate::store::JournalEntry) -> &'static str {
     match row.state {
         ActionState::Applied => "applied",
         ActionState::Held => "held",
-        ActionState::Failed if not_sent_stopping(row) => "not_run",
+        ActionState::Failed if crate::apply::not_sent(row.last_error.as_deref()) => "not_run",
         ActionState::Failed => "failed",
         ActionState::Planned | ActionState::InFlight => "not_run",
     }

@@ -38,8 +38,12 @@ pub struct Status {
     pub last_reconcile: Option<RunRecord>,
     /// The last reconcile's journal rows by state (`applied`, `failed`, `held`,
     /// …): a run that finished is `succeeded` however many of its writes failed.
-    /// Writes a stop or an opened circuit breaker kept back unsent are `not_sent`,
-    /// not `failed`: they never reached the workspace.
+    /// Writes kept back unsent are `not_sent`, not `failed`: those a stop, an
+    /// opened circuit breaker, the workspace found down or its token refused
+    /// stopped ([`crate::apply::KeptBack`]), and, once the run is over, those
+    /// still `planned` (the writes had stopped before their phase). None reached
+    /// the workspace; the next reconcile plans them again. As the run's report
+    /// counts them ([`crate::report::Report::not_sent`]).
     pub last_reconcile_actions: BTreeMap<String, usize>,
     /// The last reconcile's held actions that wait for a human (`approve` or
     /// `reject`), as its stored report counts them: held, less those only waiting
@@ -253,7 +257,13 @@ pub fn collect(
     let daemon_running = database.map(super::is_running).transpose()?;
     let breaker = store.circuit()?;
     let last_reconcile_actions = match &last_reconcile {
-        Some(run) => store.journal_state_counts(run.id, &crate::apply::NOT_SENT)?,
+        Some(run) => {
+            let counts = store.journal_state_counts(run.id, &crate::apply::NOT_SENT)?;
+            over_run_counts(
+                counts,
+                run.status != RunStatus::Running || last_reconcile_cut_off,
+            )
+        }
         None => BTreeMap::new(),
     };
     let last_reconcile_awaiting_approval = match &last_reconcile {
@@ -498,14 +508,17 @@ pub fn render_text(status: &Status) -> String {
         }
     }
     if let Some(run) = &status.last_reconcile {
-        let failed = status
-            .last_reconcile_actions
-            .get("failed")
-            .copied()
-            .unwrap_or(0);
+        let count = |state: &str| {
+            status
+                .last_reconcile_actions
+                .get(state)
+                .copied()
+                .unwrap_or(0)
+        };
+        let (failed, not_sent) = (count("failed"), count("not_sent"));
         let state = if status.last_reconcile_cut_off {
             "cut off (its process stopped before it finished; the next reconcile recovers its writes)"
-        } else if run.status == RunStatus::Succeeded && failed > 0 {
+        } else if run.status == RunStatus::Succeeded && failed + not_sent > 0 {
             // The run came to its end, but "succeeded: 70 failed" contradicts itself.
             "finished"
         } else {
@@ -523,6 +536,12 @@ pub fn render_text(status: &Status) -> String {
         }
         if failed > 0 {
             attention.push(format!("{failed} failed"));
+        }
+        if not_sent > 0 {
+            attention.push(format!(
+                "{not_sent} not sent (kept back, never reached the workspace; the next \
+                 reconcile plans them again)"
+            ));
         }
         let attention = if attention.is_empty() {
             ",".to_owned()
@@ -549,6 +568,18 @@ pub fn render_text(status: &Status) -> String {
         );
     }
     out
+}
+
+/// A run's journal counts, its rows still `planned` counted `not_sent` once the
+/// run is `over`: it will send nothing more, so they were kept back (the writes
+/// stopped before their phase), as its report tells them. While it runs they are
+/// only not sent yet.
+fn over_run_counts(mut counts: BTreeMap<String, usize>, over: bool) -> BTreeMap<String, usize> {
+    let planned = crate::store::ActionState::Planned.as_str();
+    if over && let Some(planned) = counts.remove(planned) {
+        *counts.entry("not_sent".to_owned()).or_default() += planned;
+    }
+    counts
 }
 
 #[cfg(test)]

@@ -113,12 +113,16 @@ pub struct DigestVerified {
 pub struct SweepActions {
     /// Applied (written and verified), by operation (`deactivate`, …).
     pub applied_by_kind: BTreeMap<String, usize>,
-    /// Writes that failed; not the ones a stop kept from being sent.
+    /// Writes that were sent and failed; not the ones kept back unsent.
     pub failed: usize,
-    /// Writes a stopping process never sent (journaled failed, "not sent"): no
-    /// failure of the workspace's; the next run plans them again.
+    /// Writes kept back unsent (journaled failed, "not sent": a stop, the circuit
+    /// breaker, the workspace found down or its token refused; or still planned
+    /// when the run was over): no failure of theirs; the next run plans them again.
     #[serde(default)]
     pub not_sent: usize,
+    /// `not_sent` by why, in a few words ([`crate::apply::KeptBack::reason`]).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub not_sent_by_reason: BTreeMap<String, usize>,
 }
 
 impl SweepActions {
@@ -126,23 +130,33 @@ impl SweepActions {
         self.applied_by_kind.values().sum()
     }
 
-    /// Adds one sweep run's journal.
-    pub fn add(&mut self, journal: &[crate::store::JournalEntry]) {
+    /// Adds one run's journal; `over` once the run will send nothing more (its
+    /// rows still planned were kept back then, as its report would tell them).
+    pub fn add(&mut self, journal: &[crate::store::JournalEntry], over: bool) {
         for row in journal {
-            match row.state {
+            let kept_back = match row.state {
                 ActionState::Applied => {
                     *self
                         .applied_by_kind
                         .entry(row.action.kind.name().to_owned())
                         .or_default() += 1;
+                    None
                 }
-                ActionState::Failed
-                    if row.last_error.as_deref() == Some(crate::apply::NOT_SENT_STOPPING) =>
-                {
-                    self.not_sent += 1;
+                ActionState::Failed => {
+                    match crate::apply::KeptBack::of(row.last_error.as_deref()) {
+                        Some(why) => Some(why.reason()),
+                        None => {
+                            self.failed += 1;
+                            None
+                        }
+                    }
                 }
-                ActionState::Failed => self.failed += 1,
-                _ => {}
+                ActionState::Planned if over => Some(super::UNREACHED_REASON),
+                ActionState::Planned | ActionState::InFlight | ActionState::Held => None,
+            };
+            if let Some(why) = kept_back {
+                self.not_sent += 1;
+                *self.not_sent_by_reason.entry(why.to_owned()).or_default() += 1;
             }
         }
     }
@@ -207,10 +221,14 @@ pub struct PeriodSummary {
     pub actions_applied: usize,
     /// Every failed action, the sweep's included.
     pub actions_failed: usize,
-    /// Actions a stop (SIGTERM) kept from being sent: neither applied nor
-    /// failed, planned again by the next run.
+    /// Actions kept back unsent (a stop, the circuit breaker, the workspace found
+    /// down or its token refused): neither applied nor failed, planned again by
+    /// the next run.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub actions_not_sent: usize,
+    /// `actions_not_sent` by why, in a few words.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub actions_not_sent_by_reason: BTreeMap<String, usize>,
     /// The part of `actions_applied` the sweep applied (its runs have no report
     /// and are not in `runs`).
     pub sweep_actions_applied: usize,
@@ -351,6 +369,7 @@ impl Digest {
             actions_applied: input.sweeps.applied() + input.unreported.applied(),
             actions_failed: input.sweeps.failed + input.unreported.failed,
             actions_not_sent: input.sweeps.not_sent + input.unreported.not_sent,
+            actions_not_sent_by_reason: BTreeMap::new(),
             sweep_actions_applied: input.sweeps.applied(),
             sweep_actions_by_kind: input.sweeps.applied_by_kind.clone(),
             retries: 0,
@@ -363,6 +382,17 @@ impl Digest {
         {
             *summary.actions_by_kind.entry(op.clone()).or_default() += n;
         }
+        for (why, n) in input
+            .sweeps
+            .not_sent_by_reason
+            .iter()
+            .chain(&input.unreported.not_sent_by_reason)
+        {
+            *summary
+                .actions_not_sent_by_reason
+                .entry(why.clone())
+                .or_default() += n;
+        }
         for report in input.reports {
             for action in &report.actions {
                 if action.outcome == Outcome::Applied {
@@ -374,13 +404,15 @@ impl Digest {
             }
             summary.actions_applied += report.summary.actions_applied;
             summary.actions_failed += report.summary.actions_failed;
-            // A stopped reconcile stores its report: what the stop kept back is
-            // not run there, and not sent here, as a stopped sweep's is.
-            summary.actions_not_sent += report
-                .actions
-                .iter()
-                .filter(|a| a.error.as_deref() == Some(crate::apply::NOT_SENT_STOPPING))
-                .count();
+            // What a run kept back is not run in its report, and not sent here,
+            // as a sweep's is.
+            for (why, n) in report.not_sent_by_reason() {
+                summary.actions_not_sent += n;
+                *summary
+                    .actions_not_sent_by_reason
+                    .entry(why.to_owned())
+                    .or_default() += n;
+            }
             summary.retries += report.summary.retries;
         }
 
@@ -497,6 +529,9 @@ impl Digest {
         // (`approve`, `link`), due or not.
         let held_pending = pending.iter().filter(|d| d.held).count();
         let failed_now = latest.map_or(0, |r| r.summary.actions_failed);
+        // The newest run's writes stopped: the work is not done, though nothing
+        // of it failed.
+        let not_sent_now = latest.map_or(0, |r| r.not_sent().count());
         // A rejected directory plans nothing, so it shows no drift: it must not
         // read as "in sync". Nor must a period whose runs failed.
         let source_fault = latest.is_some_and(|r| r.safety.source_fault.is_some());
@@ -513,6 +548,7 @@ impl Digest {
             || held_count > 0
             || held_pending > 0
             || failed_now > 0
+            || not_sent_now > 0
         {
             State::NeedsAttention
         } else if latest.is_none() {
@@ -557,6 +593,9 @@ impl Digest {
         }
         if failed_now > 0 {
             parts.push(plural(failed_now, "failed action", "failed actions"));
+        }
+        if not_sent_now > 0 {
+            parts.push(plural(not_sent_now, "action not sent", "actions not sent"));
         }
         if held_pending > 0 {
             parts.push(plural(
@@ -646,6 +685,7 @@ impl Digest {
                 .collect::<Vec<_>>()
                 .join(", "),
             sweep_actions_by_kind: by_kind(&self.period.sweep_actions_by_kind),
+            not_sent_why: not_sent_why(&self.period),
         }
     }
 
@@ -671,7 +711,7 @@ impl Digest {
             plural(p.actions_applied, "action", "actions"),
             by_the_sweep(p.sweep_actions_applied),
             p.actions_failed,
-            not_sent(p.actions_not_sent),
+            not_sent(p),
             plural(p.retries as usize, "retry", "retries")
         );
         if !p.actions_by_kind.is_empty() {
@@ -779,12 +819,37 @@ fn by_the_sweep(applied: usize) -> String {
     }
 }
 
-/// `, 2 not sent (seatwarden was stopping)`, or nothing.
-fn not_sent(n: usize) -> String {
-    if n == 0 {
+/// `, 2 not sent (seatwarden was stopping)`, `, 7 not sent (5 because …, 2
+/// because …)`, or nothing.
+fn not_sent(period: &PeriodSummary) -> String {
+    if period.actions_not_sent == 0 {
         String::new()
     } else {
-        format!(", {n} not sent (seatwarden was stopping)")
+        format!(
+            ", {} not sent ({})",
+            period.actions_not_sent,
+            not_sent_why(period)
+        )
+    }
+}
+
+/// Why a period's actions were not sent: the one reason, or each with its count,
+/// most first (as a report says it).
+fn not_sent_why(period: &PeriodSummary) -> String {
+    let by_reason = &period.actions_not_sent_by_reason;
+    match by_reason.iter().next() {
+        Some((why, _)) if by_reason.len() == 1 => why.clone(),
+        // Counts given without their reasons (a digest's JSON from before them).
+        None => "kept back".to_owned(),
+        Some(_) => {
+            let mut by_count: Vec<(&String, &usize)> = by_reason.iter().collect();
+            by_count.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
+            by_count
+                .into_iter()
+                .map(|(why, n)| format!("{n} because {why}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        }
     }
 }
 
@@ -813,6 +878,8 @@ struct DigestView<'a> {
     accent: &'static str,
     actions_by_kind: String,
     sweep_actions_by_kind: String,
+    /// Why the period's actions were not sent ([`not_sent_why`]).
+    not_sent_why: String,
 }
 
 /// `4 deactivate, 1 create_account`.
@@ -923,11 +990,13 @@ pub fn collect(
                         })?,
                     ),
                 None => {
+                    // A run recorded as running may still send its planned rows.
+                    let over = run.status != RunStatus::Running;
                     match run.kind {
-                        RunKind::Sweep => loaded.sweeps.add(&store.journal(run.id)?),
+                        RunKind::Sweep => loaded.sweeps.add(&store.journal(run.id)?, over),
                         // Stopped, failed or cut off after some writes: they
                         // happened, and no report will ever count them.
-                        RunKind::Reconcile => loaded.unreported.add(&store.journal(run.id)?),
+                        RunKind::Reconcile => loaded.unreported.add(&store.journal(run.id)?, over),
                         RunKind::Plan | RunKind::DryRun => {}
                     }
                     match run.status {

@@ -110,9 +110,14 @@ pub struct Summary {
     pub drift_by_kind: BTreeMap<DriftKind, usize>,
     pub actions_planned: usize,
     pub actions_applied: usize,
+    /// Writes that were sent and failed, or could not be verified; never one kept
+    /// back unsent (see `actions_not_run`).
     pub actions_failed: usize,
     pub actions_held: usize,
-    /// Planned but not attempted (plan and dry-run modes).
+    /// Planned but not attempted: every action of a plan or a dry run; in a
+    /// reconcile, those a person rejected or an approval found obsolete, and those
+    /// kept back unsent ([`Report::not_sent`]: never reached the workspace, and
+    /// the next run plans them again). Never counted in `actions_failed`.
     pub actions_not_run: usize,
     /// Request-level retries after transient failures (429, 5xx, timeouts).
     pub retries: u64,
@@ -137,9 +142,10 @@ impl Outcome {
     pub fn journaled(state: ActionState, last_error: Option<&str>) -> Outcome {
         match state {
             ActionState::Applied => Outcome::Applied,
-            // Kept back by a stop (Ctrl-C, SIGTERM): it never reached the
-            // workspace, and the next run plans it again. Not run, not a failure.
-            ActionState::Failed if last_error == Some(apply::NOT_SENT_STOPPING) => Outcome::NotRun,
+            // Kept back (a stop, the breaker, the workspace found down or its
+            // token refused by an earlier write): it never reached the workspace,
+            // and the next run plans it again. Not run, not a failure.
+            ActionState::Failed if apply::not_sent(last_error) => Outcome::NotRun,
             ActionState::Failed => Outcome::Failed,
             ActionState::Held => Outcome::Held,
             ActionState::Planned | ActionState::InFlight => Outcome::NotRun,
@@ -236,6 +242,16 @@ impl SettleWindow {
     }
 }
 
+/// Why an action of a reconcile that has no error of its own was not sent: the
+/// run's writes stopped (a stop, the breaker, the workspace down, its token
+/// refused) before the phase it belongs to, which stays planned in the journal.
+pub const NOT_SENT_UNREACHED: &str =
+    "not sent: the run's writes had stopped before its turn; the next run plans it again";
+
+/// [`NOT_SENT_UNREACHED`] in a few words, as counts of actions not sent name it
+/// (beside [`apply::KeptBack::reason`]).
+pub(crate) const UNREACHED_REASON: &str = "the run's writes had stopped before their turn";
+
 impl ActionOutcome {
     /// Failed, or held for a human (not merely waiting for the settle window).
     pub fn needs_attention(&self) -> bool {
@@ -305,12 +321,97 @@ impl Report {
         }
     }
 
+    /// The actions this run kept back unsent: in a reconcile (or the approval
+    /// that updated its report), not run, and not for a decision (rejected, found
+    /// obsolete): journaled "not sent" ([`apply::KeptBack`]), or left planned
+    /// because the writes had stopped before their phase. None reached the
+    /// workspace, none is a failure, and the next run plans them again. A plan or
+    /// a dry run sends nothing by design: none of its actions counts.
+    pub fn not_sent(&self) -> impl Iterator<Item = &ActionOutcome> {
+        self.actions.iter().filter(|a| self.kept_back(a))
+    }
+
+    /// Whether `action` of this report is one [`Report::not_sent`] counts.
+    pub fn kept_back(&self, action: &ActionOutcome) -> bool {
+        self.mode == "reconcile"
+            && action.outcome == Outcome::NotRun
+            && action
+                .error
+                .as_deref()
+                .is_none_or(|error| apply::not_sent(Some(error)))
+    }
+
+    /// How many actions [`Report::not_sent`] kept back, by why (in a few words),
+    /// most first.
+    pub fn not_sent_by_reason(&self) -> Vec<(&'static str, usize)> {
+        let mut counts: BTreeMap<&'static str, usize> = BTreeMap::new();
+        for action in self.not_sent() {
+            *counts.entry(not_sent_reason(action)).or_default() += 1;
+        }
+        let mut counts: Vec<(&'static str, usize)> = counts.into_iter().collect();
+        counts.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
+        counts
+    }
+
+    /// Why `action` was held, failed or not run, as [`ActionOutcome::why`] says,
+    /// and for one this reconcile kept back without an error of its own (its phase
+    /// was never reached), [`NOT_SENT_UNREACHED`].
+    pub fn why_of(&self, action: &ActionOutcome, tz: chrono_tz::Tz) -> Option<String> {
+        action.why(tz).or_else(|| {
+            self.kept_back(action)
+                .then(|| NOT_SENT_UNREACHED.to_owned())
+        })
+    }
+
+    /// What the renderers show as `action`'s status: `planned` for a plan's or a
+    /// dry run's, `not_sent` for one this reconcile kept back
+    /// ([`Report::not_sent`]; the JSON keeps `not_run`), else its outcome.
+    pub fn status_of(&self, action: &ActionOutcome) -> &'static str {
+        match action.outcome {
+            Outcome::NotRun if self.mode != "reconcile" => "planned",
+            Outcome::NotRun if self.kept_back(action) => "not_sent",
+            other => other.as_str(),
+        }
+    }
+
     /// Held actions that wait for a human: held, less those only waiting for the
     /// settle window.
     pub fn awaiting_approval(&self) -> usize {
         self.summary
             .actions_held
             .saturating_sub(self.safety.actions_waiting)
+    }
+}
+
+/// `the next run plans it again`, or `them` for several.
+fn planned_again(n: usize) -> &'static str {
+    if n == 1 {
+        "the next run plans it again"
+    } else {
+        "the next run plans them again"
+    }
+}
+
+/// Why an action [`Report::not_sent`] counts was kept back, in a few words.
+fn not_sent_reason(action: &ActionOutcome) -> &'static str {
+    apply::KeptBack::of(action.error.as_deref()).map_or(UNREACHED_REASON, apply::KeptBack::reason)
+}
+
+/// `7 actions not sent because the workspace stopped answering`, or with
+/// several reasons `7 actions not sent (5 because …, 2 because …)`: the count of
+/// a report's (or a period's) actions kept back unsent, with why.
+pub fn not_sent_text<S: AsRef<str>>(by_reason: &[(S, usize)]) -> String {
+    let total: usize = by_reason.iter().map(|(_, n)| n).sum();
+    let actions = plural(total, "action", "actions");
+    match by_reason {
+        [(why, _)] => format!("{actions} not sent because {}", why.as_ref()),
+        _ => {
+            let whys: Vec<String> = by_reason
+                .iter()
+                .map(|(why, n)| format!("{n} because {}", why.as_ref()))
+                .collect();
+            format!("{actions} not sent ({})", whys.join(", "))
+        }
     }
 }
 
@@ -538,6 +639,18 @@ pub fn safety_findings(
         line.details = safety.disputed_leavers.clone();
         findings.push(line);
     }
+    let not_sent = report.not_sent_by_reason();
+    if !not_sent.is_empty() {
+        findings.push(finding(
+            "NOT SENT",
+            Tone::Warn,
+            format!(
+                "{}: kept back, never sent to the workspace (no failure), and {}",
+                not_sent_text(&not_sent),
+                planned_again(not_sent.iter().map(|(_, n)| n).sum())
+            ),
+        ));
+    }
     if safety.actions_waiting > 0 {
         findings.push(SafetyFinding {
             label: None,
@@ -578,12 +691,36 @@ pub fn headline(report: &Report, admin_command: &str) -> (Tone, String) {
             rest
         }
     };
+    let not_sent = report.not_sent_by_reason();
+    let not_sent_count: usize = not_sent.iter().map(|(_, n)| n).sum();
     if let Some(fault) = &report.safety.source_fault {
         (Tone::Bad, format!("source fault: {fault}"))
     } else if s.actions_failed > 0 {
+        let kept_back = if not_sent_count > 0 {
+            format!(
+                "; {not_sent_count} not sent ({})",
+                planned_again(not_sent_count)
+            )
+        } else {
+            String::new()
+        };
         (
             Tone::Bad,
-            applied_then(format!("{} failed", actions(s.actions_failed))),
+            applied_then(format!("{} failed{kept_back}", actions(s.actions_failed))),
+        )
+    } else if not_sent_count > 0 {
+        // A stop is the operator's; the breaker, an outage or a refused token
+        // stopped the writes against the run's will.
+        let stopped_only = report
+            .not_sent()
+            .all(|a| apply::KeptBack::of(a.error.as_deref()) == Some(apply::KeptBack::Stopping));
+        (
+            if stopped_only { Tone::Warn } else { Tone::Bad },
+            applied_then(format!(
+                "{}; {}",
+                not_sent_text(&not_sent),
+                planned_again(not_sent_count)
+            )),
         )
     } else if s.actions_held > waiting && preview {
         (
@@ -674,8 +811,8 @@ pub fn drift_not_computed(report: &Report) -> Option<&'static str> {
 }
 
 /// The state a person wants at a glance (the issue's "in sync / drift / needs
-/// attention"): anything failed or held needs a human; drift that a converged
-/// reconcile repaired counts as in sync. `Unknown` is only the digest's, when no
+/// attention"): anything failed, held or kept back unsent needs a human; drift
+/// that a converged reconcile repaired counts as in sync. `Unknown` is only the digest's, when no
 /// run has stored a report yet: nothing is known to be in sync.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -694,6 +831,7 @@ impl State {
         if report.safety.source_fault.is_some()
             || report.safety.circuit.is_some()
             || s.actions_failed > 0
+            || report.not_sent().next().is_some()
             || needs_a_human
         {
             State::NeedsAttention
@@ -789,6 +927,10 @@ pub fn subject(name: &str, report: &Report) -> String {
     if s.actions_failed > 0 {
         parts.push(plural(s.actions_failed, "failed action", "failed actions"));
     }
+    let not_sent = report.not_sent().count();
+    if not_sent > 0 {
+        parts.push(plural(not_sent, "action not sent", "actions not sent"));
+    }
     let held = report.awaiting_approval();
     if held > 0 {
         parts.push(plural(held, "held action", "held actions"));
@@ -877,6 +1019,57 @@ mod tests {
         assert_eq!(
             super::headline(&report, ADMIN).1,
             "2 actions wait for the settle window"
+        );
+    }
+
+    /// Writes kept back read as not sent, never as failed: a stop's (the
+    /// operator's) as a warning, an outage's or a refused token's as bad news.
+    #[test]
+    fn a_headline_of_writes_not_sent_says_why_and_how_bad() {
+        let mut report = reconcile_report(SafetyReport::default());
+        let kept_back = |seq, error: &str| ActionOutcome {
+            seq,
+            op: "deactivate".into(),
+            reason: DriftKind::StaleAccess,
+            subject: format!("leaver{seq}@example.com"),
+            detail: String::new(),
+            outcome: Outcome::journaled(ActionState::Failed, Some(error)),
+            attempts: 0,
+            error: Some(error.to_owned()),
+            waiting: false,
+            settle_window: None,
+            deactivated_since: None,
+        };
+        report.actions = vec![kept_back(0, apply::NOT_SENT_STOPPING)];
+        report.summary.actions_planned = 1;
+        assert_eq!(
+            super::headline(&report, ADMIN),
+            (
+                Tone::Warn,
+                "1 action not sent because seatwarden was stopping; the next run plans it again"
+                    .to_owned()
+            )
+        );
+        let token = format!(
+            "{} (HTTP 401); check workspace.token",
+            apply::NOT_SENT_TOKEN
+        );
+        report.actions.push(kept_back(1, &token));
+        report.summary.actions_planned = 2;
+        assert_eq!(
+            super::headline(&report, ADMIN),
+            (
+                Tone::Bad,
+                "2 actions not sent (1 because seatwarden was stopping, 1 because the workspace \
+                 refused the token); the next run plans them again"
+                    .to_owned()
+            )
+        );
+        assert_eq!(report.summary.actions_failed, 0);
+        assert_eq!(State::of(&report), State::NeedsAttention);
+        assert_eq!(
+            subject("acme", &report),
+            "[seatwarden] acme run 7: 2 actions not sent, 0 drift items"
         );
     }
 

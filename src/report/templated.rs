@@ -174,17 +174,14 @@ struct ReportView<'a> {
     safety: Vec<super::SafetyFinding>,
 }
 
-fn action_row(action: &ActionOutcome, applying: bool, tz: chrono_tz::Tz) -> ActionRow<'_> {
+fn action_row<'a>(report: &Report, action: &'a ActionOutcome, tz: chrono_tz::Tz) -> ActionRow<'a> {
     ActionRow {
         seq: action.seq,
-        status: match action.outcome {
-            Outcome::NotRun if !applying => "planned",
-            other => other.as_str(),
-        },
+        status: report.status_of(action),
         op: &action.op,
         subject: &action.subject,
         detail: action.detail_on(tz),
-        error: action.why(tz),
+        error: report.why_of(action, tz),
     }
 }
 
@@ -198,7 +195,6 @@ fn report_view<'a>(
 ) -> ReportView<'a> {
     let state = State::of(report);
     let (tone, headline) = headline(report, admin_command);
-    let applying = report.mode == "reconcile";
     let mut attention: Vec<&ActionOutcome> = report
         .actions
         .iter()
@@ -237,12 +233,12 @@ fn report_view<'a>(
         drift_not_computed: super::drift_not_computed(report),
         attention: attention
             .into_iter()
-            .map(|a| action_row(a, applying, tz))
+            .map(|a| action_row(report, a, tz))
             .collect(),
         actions: report
             .actions
             .iter()
-            .map(|a| action_row(a, applying, tz))
+            .map(|a| action_row(report, a, tz))
             .collect(),
         safety: super::safety_findings(report, tz, admin_command),
     }

@@ -60,7 +60,6 @@ pub fn render_text(
     let style = Style { colour };
     let s = &report.summary;
     let mut out = String::new();
-    let applying = report.mode == "reconcile";
     let (tone, text) = super::headline(report, admin_command);
     let headline = match tone {
         Tone::Bad => style.red(&text),
@@ -161,7 +160,7 @@ pub fn render_text(
             // An action waiting for the settle window is not under "Needs
             // attention": here it says until when it waits; one not run says why
             // (rejected, not sent after the circuit breaker opened).
-            let waits = match (action.why(tz), action.outcome) {
+            let waits = match (report.why_of(action, tz), action.outcome) {
                 (Some(why), Outcome::Held) if action.waiting => format!(" — {why}"),
                 (Some(why), Outcome::NotRun) => format!(" — {why}"),
                 _ => String::new(),
@@ -170,10 +169,7 @@ pub fn render_text(
                 out,
                 "  #{:<4} {:<8} {:<17} {:<30} {}{waits}",
                 action.seq,
-                match action.outcome {
-                    Outcome::NotRun if !applying => "planned",
-                    other => other.as_str(),
-                },
+                report.status_of(action),
                 action.op,
                 action.subject,
                 action.detail_on(tz)

@@ -31,6 +31,7 @@ mod qa_cli;
 mod qa_daemon;
 mod qa_directory;
 mod qa_first_hour;
+mod qa_kept_back;
 mod qa_status;
 mod qa_stop;
 mod report;

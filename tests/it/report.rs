@@ -1132,12 +1132,12 @@ mod digest {
             sweeps: &SweepActions {
                 applied_by_kind: [("deactivate".to_owned(), 1)].into(),
                 failed: 0,
-                not_sent: 0,
+                ..SweepActions::default()
             },
             sweeps_previous: &SweepActions {
                 applied_by_kind: [("deactivate".to_owned(), 1)].into(),
                 failed: 1,
-                not_sent: 0,
+                ..SweepActions::default()
             },
             unreported: &SweepActions::default(),
             stopped_runs: 0,
