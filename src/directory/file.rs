@@ -19,10 +19,18 @@
 //!
 //! Rules, the same for both kinds:
 //! - `id`, `userName` and `status` are required and non-empty; every other field is
-//!   optional, and an empty value means "none". `status` is `active`, `suspended` or
-//!   `deprovisioned`; a person absent from the file is deleted.
+//!   optional, and an empty value (or JSON `null`) means "none". `status` is
+//!   `active`, `suspended` or `deprovisioned`; a person absent from the file is
+//!   deleted.
+//! - JSON `"groups": null` is an error: `[]` or no `groups` field means no groups,
+//!   while a `null` there is usually an exporter that failed to read them.
 //! - Values are trimmed; group names are trimmed, empty entries dropped and
 //!   duplicates removed (first occurrence kept).
+//! - A group entry that is not a group the configuration names (scope, mapping or
+//!   protected group, in any case) but that, split at commas, `|` or line breaks,
+//!   names some (`Taskade Users, Engineering`) is an error: a list written with the
+//!   wrong separator would put the person in none of them. A group whose name
+//!   holds a comma is read as it is when no part of it is a configured group.
 //! - Unknown JSON fields and unknown CSV columns are errors: a typo such as
 //!   `usrName` must not silently drop data.
 //! - Duplicate ids, and userNames equal ignoring case, are errors.
@@ -47,6 +55,7 @@ use serde_json::Value;
 
 use super::{DirectoryError, RequiredGroup};
 use crate::model::{DirectorySnapshot, Identity, IdentityStatus};
+use crate::policy::fold_group_name;
 
 /// A directory export on disk.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -129,8 +138,8 @@ impl FileSource {
         let text = String::from_utf8(bytes)
             .map_err(|e| not_utf8(&self.path, e.as_bytes(), e.utf8_error()))?;
         let identities = match format {
-            Format::Json => parse_json(&text, &self.path)?,
-            Format::Csv => parse_csv(&text, &self.path)?,
+            Format::Json => read_json(&text, &self.path, self.configured_groups())?,
+            Format::Csv => read_csv(&text, &self.path, self.configured_groups())?,
         };
         self.check_scope(&identities)?;
         Ok(DirectorySnapshot {
@@ -153,6 +162,26 @@ impl FileSource {
 }
 
 impl FileSource {
+    fn configured_groups(&self) -> ConfiguredGroups {
+        let scope = self
+            .scope_groups
+            .iter()
+            .map(|g| (g, "policy.scope_groups".to_owned()));
+        let mapping = self
+            .mapping_groups
+            .iter()
+            .map(|(index, g)| (g, format!("policy.mapping[{index}].group")));
+        let required = self
+            .required_groups
+            .iter()
+            .map(|r| (&r.name, r.key.clone()));
+        let mut named = HashMap::new();
+        for (group, key) in scope.chain(mapping).chain(required) {
+            named.entry(fold_group_name(group)).or_insert(key);
+        }
+        ConfiguredGroups { named }
+    }
+
     fn check_scope(&self, identities: &[Identity]) -> Result<(), DirectoryError> {
         // An empty export is the source sanity check's: rejected, as a source fault.
         if (self.scope_groups.is_empty()
@@ -493,15 +522,17 @@ struct Collector<'p> {
     ids: HashMap<String, Row>,
     /// lowercased userName → row where it was first seen.
     user_names: HashMap<String, Row>,
+    configured: ConfiguredGroups,
 }
 
 impl<'p> Collector<'p> {
-    fn new(path: &'p Path) -> Self {
+    fn new(path: &'p Path, configured: ConfiguredGroups) -> Self {
         Collector {
             path,
             identities: Vec::new(),
             ids: HashMap::new(),
             user_names: HashMap::new(),
+            configured,
         }
     }
 
@@ -545,6 +576,14 @@ impl<'p> Collector<'p> {
             return Err(self.invalid(row, Some(&id), Some("userName"), message));
         }
 
+        let groups = clean_groups(raw.groups);
+        if let Some(message) = groups
+            .iter()
+            .find_map(|group| self.configured.joined_list(group, row))
+        {
+            return Err(self.invalid(row, Some(&id), Some("groups"), message));
+        }
+
         self.identities.push(Identity {
             id,
             user_name,
@@ -554,9 +593,77 @@ impl<'p> Collector<'p> {
             display_name: clean(raw.display_name),
             status,
             department: clean(raw.department),
-            groups: clean_groups(raw.groups),
+            groups,
         });
         Ok(())
+    }
+}
+
+/// The groups the configuration names (`policy.scope_groups`, the mappings,
+/// `safety.protected_groups`), to recognise a list of them written as one name.
+#[derive(Debug, Default)]
+struct ConfiguredGroups {
+    /// Folded name → the first key that names it.
+    named: HashMap<String, String>,
+}
+
+impl ConfiguredGroups {
+    /// Characters exports put between list items, with how to name them.
+    const SEPARATORS: [(char, &'static str); 3] = [
+        (',', "commas"),
+        ('|', "'|' characters"),
+        ('\n', "line breaks"),
+    ];
+
+    /// Why `group` looks like several groups joined by the wrong separator: it
+    /// names none of the configured groups as a whole, but split at a separator
+    /// it names some. Read as one name it would put the person in none of them:
+    /// out of scope, to be deactivated, or without their role or protection.
+    /// A real group whose name holds a comma is not refused unless a part of it
+    /// is configured, and then the whole is not.
+    fn joined_list(&self, group: &str, row: Row) -> Option<String> {
+        if self.named.is_empty()
+            || !group.contains(Self::SEPARATORS.map(|(c, _)| c))
+            || self.named.contains_key(&fold_group_name(group))
+        {
+            return None;
+        }
+        Self::SEPARATORS
+            .iter()
+            .find_map(|&(separator, separators)| {
+                let parts: Vec<&str> = group
+                    .split(separator)
+                    .map(str::trim)
+                    .filter(|part| !part.is_empty())
+                    .collect();
+                let configured: Vec<String> = parts
+                    .iter()
+                    .filter_map(|part| {
+                        let key = self.named.get(&fold_group_name(part))?;
+                        Some(format!("{part:?} ({key})"))
+                    })
+                    .collect();
+                if configured.is_empty() {
+                    return None;
+                }
+                let write = match row {
+                    Row::Csv(_) => format!(
+                        "groups in a cell are separated by ';': write {:?}",
+                        parts.join(";")
+                    ),
+                    Row::Json(_) => format!(
+                        "each group is a string of its own: write {}",
+                        serde_json::to_string(&parts).unwrap_or_default()
+                    ),
+                };
+                Some(format!(
+                    "{group:?} is not a group the configuration names, but split at its \
+                 {separators} it names {}, so this person would be in none of them; {write}. \
+                 A group whose name holds such a character, if the configuration does not \
+                 name it, can be left out of the export",
+                    configured.join(" and ")
+                ))
+            })
     }
 }
 
@@ -641,12 +748,20 @@ fn strip_bom(text: &str) -> &str {
 /// The `users` array is streamed: each element is validated as soon as it is read,
 /// so memory holds the identities and one raw row, never a tree of the whole file.
 pub fn parse_json(text: &str, path: &Path) -> Result<Vec<Identity>, DirectoryError> {
+    read_json(text, path, ConfiguredGroups::default())
+}
+
+fn read_json(
+    text: &str,
+    path: &Path,
+    configured: ConfiguredGroups,
+) -> Result<Vec<Identity>, DirectoryError> {
     let text = strip_bom(text);
     if text.trim().is_empty() {
         return Ok(Vec::new());
     }
     let mut state = JsonState {
-        collector: Collector::new(path),
+        collector: Collector::new(path, configured),
         failure: None,
         saw_users: false,
     };
@@ -918,7 +1033,17 @@ fn json_scalar(value: Value) -> Result<Option<String>, String> {
 
 fn json_groups(value: Value) -> Result<Vec<String>, String> {
     match value {
-        Value::Null => Ok(Vec::new()),
+        // Other fields may be null; groups may not. An exporter writes null where it
+        // failed to read a person's groups (None, a NULL column, a lookup that
+        // threw), and taken as "none" that person would fall out of scope, to be
+        // deactivated, without a word.
+        Value::Null => Err(
+            "null where a list of group names is expected: write [] for a \
+                            person in no group, or leave the field out. An exporter that \
+                            writes null has usually failed to read the groups, and this \
+                            person would be taken for one in none"
+                .to_owned(),
+        ),
         Value::Array(items) => items
             .into_iter()
             .enumerate()
@@ -953,6 +1078,14 @@ fn kind(value: &Value) -> String {
 
 /// Parses a CSV export (see the module docs for the columns).
 pub fn parse_csv(text: &str, path: &Path) -> Result<Vec<Identity>, DirectoryError> {
+    read_csv(text, path, ConfiguredGroups::default())
+}
+
+fn read_csv(
+    text: &str,
+    path: &Path,
+    configured: ConfiguredGroups,
+) -> Result<Vec<Identity>, DirectoryError> {
     let text = strip_bom(text);
     let mut reader = csv::ReaderBuilder::new()
         .has_headers(true)
@@ -998,7 +1131,7 @@ pub fn parse_csv(text: &str, path: &Path) -> Result<Vec<Identity>, DirectoryErro
         }
     }
 
-    let mut collector = Collector::new(path);
+    let mut collector = Collector::new(path, configured);
     let mut lines = LineCounter::new(text);
     let mut record = csv::StringRecord::new();
     while reader

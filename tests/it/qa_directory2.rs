@@ -1,0 +1,162 @@
+//! Directory data that would quietly take someone out of scope: a list of groups
+//! written as one name, a `null` where the groups should be, and what each source
+//! makes of it.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use seatwarden::directory::{DirectoryError, FileSource, RequiredGroup};
+use seatwarden::model::Identity;
+
+/// Reads `text` as the export `name` with the configuration of a usual setup: one
+/// scope group, one mapping, one protected group.
+fn read(name: &str, text: &str) -> Result<Vec<Identity>, DirectoryError> {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join(name);
+    std::fs::write(&path, text).unwrap();
+    FileSource::new(path)
+        .with_scope_groups(vec!["Taskade Users".into()])
+        .with_mapping_groups(vec![(0, "Engineering".into())])
+        .with_required_groups(vec![RequiredGroup::protected("IT Admins")])
+        .read()
+        .map(|snapshot| snapshot.identities)
+}
+
+fn refused(name: &str, text: &str) -> String {
+    match read(name, text) {
+        Ok(people) => panic!("{name} should be refused, got {people:?}"),
+        Err(error) => {
+            assert!(matches!(error, DirectoryError::Invalid { .. }), "{error:?}");
+            error.to_string()
+        }
+    }
+}
+
+#[test]
+fn a_csv_groups_cell_written_with_commas_is_refused_naming_the_line_and_the_fix() {
+    let message = refused(
+        "directory.csv",
+        "id,userName,status,groups\n\
+         u1,ada@example.com,active,Taskade Users;Engineering\n\
+         u2,ben@example.com,active,\"Taskade Users, Engineering\"\n",
+    );
+    assert!(
+        message.contains("directory.csv: line 3, field \"groups\""),
+        "{message}"
+    );
+    assert!(
+        message.contains(
+            "\"Taskade Users, Engineering\" is not a group the configuration names, but split \
+             at its commas it names \"Taskade Users\" (policy.scope_groups) and \"Engineering\" \
+             (policy.mapping[0].group)"
+        ),
+        "{message}"
+    );
+    assert!(
+        message.contains("separated by ';': write \"Taskade Users;Engineering\""),
+        "{message}"
+    );
+}
+
+#[test]
+fn a_protected_group_joined_to_another_is_refused_too() {
+    // Read as one name, "IT Admins" would protect no one.
+    let message = refused(
+        "directory.csv",
+        "id,userName,status,groups\n\
+         u1,ada@example.com,active,Taskade Users;Engineering\n\
+         u2,root@example.com,active,Taskade Users;it admins | Engineering\n",
+    );
+    assert!(message.contains("line 3"), "{message}");
+    assert!(
+        message.contains("its '|' characters it names \"it admins\" (safety.protected_groups)"),
+        "{message}"
+    );
+}
+
+#[test]
+fn a_line_break_inside_a_groups_cell_is_no_separator() {
+    // Alt+Enter in an Excel cell.
+    let message = refused(
+        "directory.csv",
+        "id,userName,status,groups\r\n\
+         u1,ada@example.com,active,\"Taskade Users\r\nEngineering\"\r\n",
+    );
+    assert!(message.contains("line 2"), "{message}");
+    assert!(message.contains("its line breaks it names"), "{message}");
+}
+
+#[test]
+fn group_names_that_hold_a_comma_are_still_group_names() {
+    // Not refused: the configuration names none of the parts ("Smith, Jones Lab"),
+    // or it names the whole ("Sales, EMEA" as a mapping group).
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("directory.csv");
+    std::fs::write(
+        &path,
+        "id,userName,status,groups\n\
+         u1,ada@example.com,active,\"Taskade Users;Smith, Jones Lab\"\n\
+         u2,ben@example.com,active,\"Taskade Users;Sales, EMEA\"\n",
+    )
+    .unwrap();
+    let people = FileSource::new(path)
+        .with_scope_groups(vec!["Taskade Users".into()])
+        .with_mapping_groups(vec![(0, "Sales, EMEA".into()), (1, "Sales".into())])
+        .read()
+        .unwrap()
+        .identities;
+    assert_eq!(people[0].groups, ["Taskade Users", "Smith, Jones Lab"]);
+    assert_eq!(people[1].groups, ["Taskade Users", "Sales, EMEA"]);
+}
+
+#[test]
+fn a_json_group_entry_that_is_a_joined_list_is_refused() {
+    let message = refused(
+        "directory.json",
+        r#"{"users": [
+            {"id": "u1", "userName": "ada@example.com", "status": "active",
+             "groups": ["Taskade Users", "Engineering"]},
+            {"id": "u2", "userName": "ben@example.com", "status": "active",
+             "groups": ["Taskade Users,Engineering"]}
+        ]}"#,
+    );
+    assert!(
+        message.contains("directory.json: users[1] (id \"u2\"), field \"groups\""),
+        "{message}"
+    );
+    assert!(
+        message.contains(r#"a string of its own: write ["Taskade Users","Engineering"]"#),
+        "{message}"
+    );
+}
+
+#[test]
+fn json_groups_null_is_refused_naming_the_person_while_absent_or_empty_means_none() {
+    let message = refused(
+        "directory.json",
+        r#"{"users": [
+            {"id": "u1", "userName": "ada@example.com", "status": "active",
+             "groups": ["Taskade Users"]},
+            {"id": "u2", "userName": "ben@example.com", "status": "active", "groups": null}
+        ]}"#,
+    );
+    assert!(
+        message.contains("directory.json: users[1] (id \"u2\"), field \"groups\": null where"),
+        "{message}"
+    );
+    assert!(
+        message.contains("write [] for a person in no group"),
+        "{message}"
+    );
+
+    let people = read(
+        "directory.json",
+        r#"{"users": [
+            {"id": "u1", "userName": "ada@example.com", "status": "active",
+             "groups": ["Taskade Users", "IT Admins"]},
+            {"id": "u2", "userName": "ben@example.com", "status": "active", "groups": []},
+            {"id": "u3", "userName": "cy@example.com", "status": "active"}
+        ]}"#,
+    )
+    .unwrap();
+    assert!(people[1].groups.is_empty() && people[2].groups.is_empty());
+}
