@@ -31,6 +31,10 @@
 //!   names some (`Taskade Users, Engineering`) is an error: a list written with the
 //!   wrong separator would put the person in none of them. A group whose name
 //!   holds a comma is read as it is when no part of it is a configured group.
+//! - So is a group entry that differs from a configured group only in what does
+//!   not show (a no-break or zero-width space, two spaces, a tab, quotes), as
+//!   copies from web pages, documents and spreadsheets bring: policy compares
+//!   names exactly, so the person would not be in it.
 //! - Unknown JSON fields and unknown CSV columns are errors: a typo such as
 //!   `usrName` must not silently drop data.
 //! - Duplicate ids, and userNames equal ignoring case, are errors.
@@ -175,11 +179,11 @@ impl FileSource {
             .required_groups
             .iter()
             .map(|r| (&r.name, r.key.clone()));
-        let mut named = HashMap::new();
+        let mut configured = ConfiguredGroups::default();
         for (group, key) in scope.chain(mapping).chain(required) {
-            named.entry(fold_group_name(group)).or_insert(key);
+            configured.add(group, key);
         }
-        ConfiguredGroups { named }
+        configured
     }
 
     fn check_scope(&self, identities: &[Identity]) -> Result<(), DirectoryError> {
@@ -579,7 +583,7 @@ impl<'p> Collector<'p> {
         let groups = clean_groups(raw.groups);
         if let Some(message) = groups
             .iter()
-            .find_map(|group| self.configured.joined_list(group, row))
+            .find_map(|group| self.configured.misspelt(group, row))
         {
             return Err(self.invalid(row, Some(&id), Some("groups"), message));
         }
@@ -600,11 +604,16 @@ impl<'p> Collector<'p> {
 }
 
 /// The groups the configuration names (`policy.scope_groups`, the mappings,
-/// `safety.protected_groups`), to recognise a list of them written as one name.
+/// `safety.protected_groups`), to recognise one of them written so that policy,
+/// which compares names exactly, would not find it.
 #[derive(Debug, Default)]
 struct ConfiguredGroups {
-    /// Folded name → the first key that names it.
-    named: HashMap<String, String>,
+    /// (name, the key that names it), in configuration order.
+    groups: Vec<(String, String)>,
+    /// Folded name ([`fold_group_name`]) → index in `groups`.
+    folded: HashMap<String, usize>,
+    /// [`loosened`] name → index in `groups`.
+    loosened: HashMap<String, usize>,
 }
 
 impl ConfiguredGroups {
@@ -615,21 +624,56 @@ impl ConfiguredGroups {
         ('\n', "line breaks"),
     ];
 
-    /// Why `group` looks like several groups joined by the wrong separator: it
-    /// names none of the configured groups as a whole, but split at a separator
-    /// it names some. Read as one name it would put the person in none of them:
-    /// out of scope, to be deactivated, or without their role or protection.
-    /// A real group whose name holds a comma is not refused unless a part of it
-    /// is configured, and then the whole is not.
-    fn joined_list(&self, group: &str, row: Row) -> Option<String> {
-        if self.named.is_empty()
-            || !group.contains(Self::SEPARATORS.map(|(c, _)| c))
-            || self.named.contains_key(&fold_group_name(group))
-        {
+    fn add(&mut self, name: &str, key: String) {
+        let index = self.groups.len();
+        self.folded.entry(fold_group_name(name)).or_insert(index);
+        self.loosened.entry(loosened(name)).or_insert(index);
+        self.groups.push((name.to_owned(), key));
+    }
+
+    fn named(&self, folded: &str) -> Option<&(String, String)> {
+        self.groups.get(*self.folded.get(folded)?)
+    }
+
+    /// Why the group entry `group` is, most likely, configured groups written so
+    /// that policy would find none of them: read as it is, the person would be
+    /// out of scope, to be deactivated, or without their role or protection. A
+    /// difference in case alone is left to [`FileSource::check_scope`], which
+    /// counts the rows of each spelling.
+    fn misspelt(&self, group: &str, row: Row) -> Option<String> {
+        if self.groups.is_empty() || self.folded.contains_key(&fold_group_name(group)) {
             return None;
         }
+        self.look_alike(group)
+            .or_else(|| self.joined_list(group, row))
+    }
+
+    /// A configured group with characters a spreadsheet, a web page or a document
+    /// brings along (a no-break or zero-width space, two spaces, quotes): it
+    /// looks the same on screen and matches nothing.
+    fn look_alike(&self, group: &str) -> Option<String> {
+        let (name, key) = self.groups.get(*self.loosened.get(&loosened(group))?)?;
+        let oddities = oddities(group);
+        let oddities = if oddities.is_empty() {
+            "characters that do not show".to_owned()
+        } else {
+            oddities.join(", ")
+        };
+        Some(format!(
+            "{group:?} is not {name:?} ({key}) but differs from it only in {oddities}: \
+             group names are compared exactly, so this person would not be in it; write \
+             {name:?}"
+        ))
+    }
+
+    /// Several groups joined by the wrong separator: the value names none of the
+    /// configured groups as a whole, but split at a separator it names some. A
+    /// real group whose name holds a comma is read as it is unless a part of it is
+    /// a configured group.
+    fn joined_list(&self, group: &str, row: Row) -> Option<String> {
         Self::SEPARATORS
             .iter()
+            .filter(|(separator, _)| group.contains(*separator))
             .find_map(|&(separator, separators)| {
                 let parts: Vec<&str> = group
                     .split(separator)
@@ -639,7 +683,7 @@ impl ConfiguredGroups {
                 let configured: Vec<String> = parts
                     .iter()
                     .filter_map(|part| {
-                        let key = self.named.get(&fold_group_name(part))?;
+                        let (_, key) = self.named(&fold_group_name(part))?;
                         Some(format!("{part:?} ({key})"))
                     })
                     .collect();
@@ -658,13 +702,76 @@ impl ConfiguredGroups {
                 };
                 Some(format!(
                     "{group:?} is not a group the configuration names, but split at its \
-                 {separators} it names {}, so this person would be in none of them; {write}. \
-                 A group whose name holds such a character, if the configuration does not \
-                 name it, can be left out of the export",
+                     {separators} it names {}, so this person would be in none of them; \
+                     {write}. A group whose name holds such a character, if the \
+                     configuration does not name it, can be left out of the export",
                     configured.join(" and ")
                 ))
             })
     }
+}
+
+/// Characters that take no room on screen: zero-width spaces and joiners, the
+/// word joiner, a byte-order mark inside a value, the soft hyphen.
+fn is_invisible(c: char) -> bool {
+    matches!(
+        c,
+        '\u{200b}'..='\u{200d}' | '\u{2060}' | '\u{feff}' | '\u{ad}'
+    )
+}
+
+/// Straight, typographic and angle quotes, which exports and word processors put
+/// around a value.
+fn is_quote(c: char) -> bool {
+    matches!(
+        c,
+        '"' | '\'' | '\u{2018}' | '\u{2019}' | '\u{201c}' | '\u{201d}' | '\u{ab}' | '\u{bb}'
+    )
+}
+
+/// A group name as it reads: invisible characters and quotes dropped, each run
+/// of whitespace (no-break spaces and tabs too) one space, in lower case.
+fn loosened(name: &str) -> String {
+    let mut out = String::with_capacity(name.len());
+    for c in name.chars() {
+        if is_invisible(c) || is_quote(c) {
+            continue;
+        }
+        if c.is_whitespace() {
+            if !out.is_empty() && !out.ends_with(' ') {
+                out.push(' ');
+            }
+            continue;
+        }
+        out.extend(c.to_lowercase());
+    }
+    out.truncate(out.trim_end().len());
+    out
+}
+
+/// What [`loosened`] drops or changes in `name`, said so that it can be found.
+fn oddities(name: &str) -> Vec<String> {
+    let mut found: Vec<String> = Vec::new();
+    let mut previous_space = false;
+    for c in name.chars() {
+        let odd = match c {
+            ' ' if previous_space => Some("two spaces in a row".to_owned()),
+            ' ' => None,
+            '\u{a0}' => Some("a no-break space (U+00A0)".to_owned()),
+            '\u{200b}' => Some("a zero-width space (U+200B)".to_owned()),
+            '\t' => Some("a tab".to_owned()),
+            c if is_quote(c) => Some(format!("the quote {c}")),
+            c if c.is_whitespace() || is_invisible(c) => {
+                Some(format!("the character U+{:04X}", u32::from(c)))
+            }
+            _ => None,
+        };
+        previous_space = c == ' ';
+        if let Some(odd) = odd.filter(|odd| !found.contains(odd)) {
+            found.push(odd);
+        }
+    }
+    found
 }
 
 /// Records `key` at `row`, or returns the row where it was seen before.

@@ -160,3 +160,48 @@ fn json_groups_null_is_refused_naming_the_person_while_absent_or_empty_means_non
     .unwrap();
     assert!(people[1].groups.is_empty() && people[2].groups.is_empty());
 }
+
+/// A scope group as it looks on screen but not as policy compares it: copied from
+/// a web page or a document, or typed in a spreadsheet. Read as it is, the person
+/// would be out of scope and deactivated, with nothing said.
+#[test]
+fn a_configured_group_written_with_invisible_or_typographic_characters_is_refused() {
+    let cases = [
+        ("Taskade\u{a0}Users", "a no-break space (U+00A0)"),
+        ("Taskade Users\u{200b}", "a zero-width space (U+200B)"),
+        ("Taskade  Users", "two spaces in a row"),
+        ("Taskade\tUsers", "a tab"),
+        ("\u{201c}Taskade Users\u{201d}", "the quote \u{201c}, the quote \u{201d}"),
+        ("Engin\u{ad}eering", "the character U+00AD"),
+    ];
+    for (written, oddity) in cases {
+        let text = format!(
+            "id,userName,status,groups\n\
+             u1,ada@example.com,active,Taskade Users;Engineering\n\
+             u2,ben@example.com,active,\"{written}\"\n"
+        );
+        let message = refused("directory.csv", &text);
+        assert!(
+            message.contains(&format!("line 3, field \"groups\": {written:?} is not")),
+            "{message}"
+        );
+        assert!(
+            message.contains(&format!("differs from it only in {oddity}:")),
+            "{written:?}: {message}"
+        );
+    }
+
+    let message = refused(
+        "directory.json",
+        "{\"users\": [{\"id\": \"u1\", \"userName\": \"ada@example.com\", \"status\": \"active\", \
+         \"groups\": [\"Taskade Users\", \"IT\u{a0}Admins\"]}]}",
+    );
+    assert!(
+        message.contains(
+            "users[0] (id \"u1\"), field \"groups\": \"IT\\u{a0}Admins\" is not \"IT Admins\" \
+             (safety.protected_groups)"
+        ),
+        "{message}"
+    );
+    assert!(message.contains("write \"IT Admins\""), "{message}");
+}
