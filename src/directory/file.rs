@@ -1219,10 +1219,7 @@ fn read_csv(
             continue;
         }
         let Some(field) = Field::parse(name) else {
-            return Err(header_error(
-                name,
-                format!("unknown column; {}", Field::expected()),
-            ));
+            return Err(header_error(name, unknown_column(name)));
         };
         if columns.iter().any(|&(_, f)| f == field) {
             return Err(header_error(name, "column appears twice".to_owned()));
@@ -1276,6 +1273,37 @@ fn read_csv(
         collector.push(Row::Csv(line), raw)?;
     }
     Ok(collector.identities)
+}
+
+/// Why a header name is not a column, with the likely slip: a file separated by
+/// `;` (Excel's "CSV" where the decimal separator is a comma) or by tabs reads as
+/// one column named after the whole header; `UserName` is `userName` in another
+/// case.
+fn unknown_column(name: &str) -> String {
+    for (separator, what) in [(';', "';'"), ('\t', "tabs")] {
+        if name
+            .split(separator)
+            .filter_map(|part| Field::parse(part.trim()))
+            .count()
+            >= 2
+        {
+            return format!(
+                "unknown column: the file is separated by {what}, not commas (Excel saves \
+                 \"CSV\" that way where the decimal separator is a comma); save it separated \
+                 by commas"
+            );
+        }
+    }
+    match Field::ALL
+        .into_iter()
+        .find(|field| field.name().eq_ignore_ascii_case(name))
+    {
+        Some(field) => format!(
+            "unknown column; column names are compared exactly: write {:?}",
+            field.name()
+        ),
+        None => format!("unknown column; {}", Field::expected()),
+    }
 }
 
 /// The file line a record starts on, from the byte offset the reader gives it.

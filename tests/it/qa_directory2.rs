@@ -171,7 +171,10 @@ fn a_configured_group_written_with_invisible_or_typographic_characters_is_refuse
         ("Taskade Users\u{200b}", "a zero-width space (U+200B)"),
         ("Taskade  Users", "two spaces in a row"),
         ("Taskade\tUsers", "a tab"),
-        ("\u{201c}Taskade Users\u{201d}", "the quote \u{201c}, the quote \u{201d}"),
+        (
+            "\u{201c}Taskade Users\u{201d}",
+            "the quote \u{201c}, the quote \u{201d}",
+        ),
         ("Engin\u{ad}eering", "the character U+00AD"),
     ];
     for (written, oddity) in cases {
@@ -204,4 +207,34 @@ fn a_configured_group_written_with_invisible_or_typographic_characters_is_refuse
         "{message}"
     );
     assert!(message.contains("write \"IT Admins\""), "{message}");
+}
+
+/// Exports saved by Excel where the decimal separator is a comma are separated by
+/// `;`, and a header typed by hand may differ in case: say so, not only "unknown
+/// column" with the whole header as its name.
+#[test]
+fn a_csv_separated_by_semicolons_or_tabs_or_a_header_in_another_case_says_so() {
+    for (separator, what) in [(";", "';'"), ("\t", "tabs")] {
+        let header = ["id", "userName", "status", "groups"].join(separator);
+        let row = ["u1", "ada@example.com", "active", "Taskade Users"].join(separator);
+        let message = refused("directory.csv", &format!("\u{feff}{header}\r\n{row}\r\n"));
+        assert!(message.contains("line 1 (header)"), "{message}");
+        assert!(
+            message.contains(&format!(
+                "unknown column: the file is separated by {what}, not commas"
+            )),
+            "{message}"
+        );
+    }
+    let message = refused(
+        "directory.csv",
+        "id,UserName,status,groups\nu1,ada@example.com,active,Taskade Users\n",
+    );
+    assert!(
+        message.contains(
+            "line 1 (header), field \"UserName\": unknown column; column names are compared \
+             exactly: write \"userName\""
+        ),
+        "{message}"
+    );
 }
