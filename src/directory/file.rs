@@ -23,7 +23,9 @@
 //!   `active`, `suspended` or `deprovisioned`; a person absent from the file is
 //!   deleted.
 //! - JSON `"groups": null` is an error: `[]` or no `groups` field means no groups,
-//!   while a `null` there is usually an exporter that failed to read them.
+//!   while a `null` there is usually an exporter that failed to read them. An
+//!   export with no `groups` column, or no user with a `groups` field, is an error
+//!   when the configuration names groups: everyone would be in none.
 //! - Values are trimmed; group names are trimmed, empty entries dropped and
 //!   duplicates removed (first occurrence kept).
 //! - A group entry that is not a group the configuration names (scope, mapping or
@@ -466,6 +468,8 @@ struct RawRow {
     status: Option<String>,
     department: Option<String>,
     groups: Vec<String>,
+    /// The row has the field, even empty: `[]`, or a `groups` column.
+    has_groups: bool,
 }
 
 impl RawRow {
@@ -527,6 +531,8 @@ struct Collector<'p> {
     /// lowercased userName → row where it was first seen.
     user_names: HashMap<String, Row>,
     configured: ConfiguredGroups,
+    /// Some row has a groups field.
+    saw_groups: bool,
 }
 
 impl<'p> Collector<'p> {
@@ -537,7 +543,27 @@ impl<'p> Collector<'p> {
             ids: HashMap::new(),
             user_names: HashMap::new(),
             configured,
+            saw_groups: false,
         }
+    }
+
+    /// Refuses an export that has no groups at all where the configuration uses
+    /// them: every person would be in none, out of scope or without the role
+    /// their mapping gives, whatever the groups would have said.
+    fn check_groups_given(&self, location: &str) -> Result<(), DirectoryError> {
+        if self.saw_groups || self.identities.is_empty() || self.configured.groups.is_empty() {
+            return Ok(());
+        }
+        Err(invalid(
+            self.path,
+            location.to_owned(),
+            Some("groups"),
+            format!(
+                "missing, but the configuration names groups ({}): every person would be in \
+                 none of them",
+                self.configured.keys()
+            ),
+        ))
     }
 
     fn invalid(
@@ -580,6 +606,7 @@ impl<'p> Collector<'p> {
             return Err(self.invalid(row, Some(&id), Some("userName"), message));
         }
 
+        self.saw_groups |= raw.has_groups;
         let groups = clean_groups(raw.groups);
         if let Some(message) = groups
             .iter()
@@ -629,6 +656,19 @@ impl ConfiguredGroups {
         self.folded.entry(fold_group_name(name)).or_insert(index);
         self.loosened.entry(loosened(name)).or_insert(index);
         self.groups.push((name.to_owned(), key));
+    }
+
+    /// The configuration keys that name groups, each once: `policy.scope_groups,
+    /// policy.mapping`.
+    fn keys(&self) -> String {
+        let mut keys: Vec<&str> = Vec::new();
+        for (_, key) in &self.groups {
+            let key = key.split_once('[').map_or(key.as_str(), |(key, _)| key);
+            if !keys.contains(&key) {
+                keys.push(key);
+            }
+        }
+        keys.join(", ")
     }
 
     fn named(&self, folded: &str) -> Option<&(String, String)> {
@@ -892,6 +932,7 @@ fn read_json(
             "missing; the file must be {\"users\": [...]}",
         ));
     }
+    state.collector.check_groups_given("every user")?;
     Ok(state.collector.identities)
 }
 
@@ -1049,7 +1090,10 @@ impl<'de> Visitor<'de> for UserSeed<'_> {
             let value = map.next_value::<Value>()?;
             let parsed = match raw.scalar(field) {
                 Some(slot) => json_scalar(value).map(|v| *slot = v),
-                None => json_groups(value).map(|groups| raw.groups = groups),
+                None => json_groups(value).map(|groups| {
+                    raw.groups = groups;
+                    raw.has_groups = true;
+                }),
             };
             if let Err(message) = parsed {
                 problem.get_or_insert((field.name().to_owned(), message));
@@ -1267,11 +1311,15 @@ fn read_csv(
             let value = record.get(index).unwrap_or_default();
             match raw.scalar(field) {
                 Some(slot) => *slot = Some(value.to_owned()),
-                None => raw.groups = value.split(';').map(str::to_owned).collect(),
+                None => {
+                    raw.groups = value.split(';').map(str::to_owned).collect();
+                    raw.has_groups = true;
+                }
             }
         }
         collector.push(Row::Csv(line), raw)?;
     }
+    collector.check_groups_given("line 1 (header)")?;
     Ok(collector.identities)
 }
 

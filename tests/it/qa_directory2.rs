@@ -238,3 +238,62 @@ fn a_csv_separated_by_semicolons_or_tabs_or_a_header_in_another_case_says_so() {
         "{message}"
     );
 }
+
+/// An export without any groups, where the configuration uses them, would put
+/// every person in none: out of scope, or every mapped role taken away when
+/// only mappings name groups (which no check of scope groups would notice).
+#[test]
+fn an_export_without_groups_is_refused_when_the_configuration_names_groups() {
+    let only_mappings = |name: &str, text: &str| {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(name);
+        std::fs::write(&path, text).unwrap();
+        FileSource::new(path)
+            .with_mapping_groups(vec![
+                (0, "Taskade Admins".into()),
+                (1, "Engineering".into()),
+            ])
+            .read()
+    };
+    let message = only_mappings(
+        "directory.csv",
+        "id,userName,status\nu1,ada@example.com,active\n",
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        message.contains(
+            "line 1 (header), field \"groups\": missing, but the configuration names groups \
+             (policy.mapping)"
+        ),
+        "{message}"
+    );
+    let message = only_mappings(
+        "directory.json",
+        r#"{"users": [{"id": "u1", "userName": "ada@example.com", "status": "active"}]}"#,
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        message.contains("every user, field \"groups\": missing"),
+        "{message}"
+    );
+
+    // A groups field, even empty on every row, is an export that has them.
+    only_mappings(
+        "directory.csv",
+        "id,userName,status,groups\nu1,ada@example.com,active,\n",
+    )
+    .unwrap();
+    only_mappings(
+        "directory.json",
+        r#"{"users": [{"id": "u1", "userName": "ada@example.com", "status": "active", "groups": []},
+                      {"id": "u2", "userName": "ben@example.com", "status": "active"}]}"#,
+    )
+    .unwrap();
+    // Nor does a configuration that names no group need them.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("directory.csv");
+    std::fs::write(&path, "id,userName,status\nu1,ada@example.com,active\n").unwrap();
+    FileSource::new(path).read().unwrap();
+}
