@@ -28,6 +28,9 @@
 //!   when the configuration names groups: everyone would be in none.
 //! - Values are trimmed; group names are trimmed, empty entries dropped and
 //!   duplicates removed (first occurrence kept).
+//! - An id, userName or email holding a character that does not show (a tab, a
+//!   no-break or zero-width space, a control character) is an error: it is
+//!   matched and written exactly, and an id so changed makes a stranger.
 //! - A group entry that is not a group the configuration names (scope, mapping or
 //!   protected group, in any case) but that, split at commas, `|` or line breaks,
 //!   names some (`Taskade Users, Engineering`) is an error: a list written with the
@@ -590,6 +593,23 @@ impl<'p> Collector<'p> {
         let status: IdentityStatus = status
             .parse()
             .map_err(|message: String| self.invalid(row, Some(&id), Some("status"), message))?;
+        let email = clean(raw.email);
+        // Matching compares these exactly (case aside): a zero-width space pasted
+        // into an id makes the person a stranger whose account is deactivated,
+        // and a new one created; in a userName or an email, it is written to the
+        // account.
+        let keys = [("id", Some(&id)), ("userName", Some(&user_name))];
+        for (field, value) in keys.into_iter().chain([("email", email.as_ref())]) {
+            let Some(value) = value else { continue };
+            if let Some(hidden) = value.chars().find(|&c| is_hidden(c)) {
+                let message = format!(
+                    "{value:?} holds {}, which does not show: it would be compared and \
+                     written as it is; remove it",
+                    describe(hidden)
+                );
+                return Err(self.invalid(row, Some(&id), Some(field), message));
+            }
+        }
 
         if let Some(first) = first_seen(&mut self.ids, id.clone(), row) {
             let message = format!(
@@ -618,7 +638,7 @@ impl<'p> Collector<'p> {
         self.identities.push(Identity {
             id,
             user_name,
-            email: clean(raw.email),
+            email,
             given_name: clean(raw.given_name),
             family_name: clean(raw.family_name),
             display_name: clean(raw.display_name),
@@ -797,13 +817,8 @@ fn oddities(name: &str) -> Vec<String> {
         let odd = match c {
             ' ' if previous_space => Some("two spaces in a row".to_owned()),
             ' ' => None,
-            '\u{a0}' => Some("a no-break space (U+00A0)".to_owned()),
-            '\u{200b}' => Some("a zero-width space (U+200B)".to_owned()),
-            '\t' => Some("a tab".to_owned()),
             c if is_quote(c) => Some(format!("the quote {c}")),
-            c if c.is_whitespace() || is_invisible(c) => {
-                Some(format!("the character U+{:04X}", u32::from(c)))
-            }
+            c if is_hidden(c) => Some(describe(c)),
             _ => None,
         };
         previous_space = c == ' ';
@@ -812,6 +827,23 @@ fn oddities(name: &str) -> Vec<String> {
         }
     }
     found
+}
+
+/// A character that does not show as itself: whitespace other than the space,
+/// control characters, [`is_invisible`] ones.
+fn is_hidden(c: char) -> bool {
+    (c.is_whitespace() && c != ' ') || c.is_control() || is_invisible(c)
+}
+
+/// A [`is_hidden`] character, named so that it can be found.
+fn describe(c: char) -> String {
+    match c {
+        '\u{a0}' => "a no-break space (U+00A0)".to_owned(),
+        '\u{200b}' => "a zero-width space (U+200B)".to_owned(),
+        '\t' => "a tab".to_owned(),
+        '\n' | '\r' => "a line break".to_owned(),
+        c => format!("the character U+{:04X}", u32::from(c)),
+    }
 }
 
 /// Records `key` at `row`, or returns the row where it was seen before.

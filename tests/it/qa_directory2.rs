@@ -297,3 +297,49 @@ fn an_export_without_groups_is_refused_when_the_configuration_names_groups() {
     std::fs::write(&path, "id,userName,status\nu1,ada@example.com,active\n").unwrap();
     FileSource::new(path).read().unwrap();
 }
+
+/// An id, userName or email with a character that does not show, pasted along
+/// with it: matched exactly, an id so written is a stranger (the person's account
+/// deactivated, another created), and a userName or email is written to the
+/// account as it is.
+#[test]
+fn an_id_user_name_or_email_with_a_hidden_character_is_refused() {
+    let cases = [
+        (
+            "u2\u{200b},ben@example.com,",
+            "id",
+            "a zero-width space (U+200B)",
+        ),
+        (
+            "u2,ben@example.com\u{feff},",
+            "userName",
+            "the character U+FEFF",
+        ),
+        (
+            "u2,ben\u{a0}@example.com,",
+            "userName",
+            "a no-break space (U+00A0)",
+        ),
+        (
+            "u2,ben@example.com,\"ben@example.com\u{2060}\"",
+            "email",
+            "the character U+2060",
+        ),
+    ];
+    for (start, field, hidden) in cases {
+        let text = format!(
+            "id,userName,email,status,groups\n\
+             u1,ada@example.com,,active,Taskade Users\n\
+             {start},active,Taskade Users\n"
+        );
+        let message = refused("directory.csv", &text);
+        assert!(
+            message.contains(&format!("line 3, field \"{field}\": ")),
+            "{message}"
+        );
+        assert!(
+            message.contains(&format!("holds {hidden}, which does not show")),
+            "{message}"
+        );
+    }
+}
