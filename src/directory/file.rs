@@ -19,10 +19,27 @@
 //!
 //! Rules, the same for both kinds:
 //! - `id`, `userName` and `status` are required and non-empty; every other field is
-//!   optional, and an empty value means "none". `status` is `active`, `suspended` or
-//!   `deprovisioned`; a person absent from the file is deleted.
+//!   optional, and an empty value (or JSON `null`) means "none". `status` is
+//!   `active`, `suspended` or `deprovisioned`; a person absent from the file is
+//!   deleted.
+//! - JSON `"groups": null` is an error: `[]` or no `groups` field means no groups,
+//!   while a `null` there is usually an exporter that failed to read them. An
+//!   export with no `groups` column, or no user with a `groups` field, is an error
+//!   when the configuration names groups: everyone would be in none.
 //! - Values are trimmed; group names are trimmed, empty entries dropped and
 //!   duplicates removed (first occurrence kept).
+//! - An id, userName or email holding a character that does not show (a tab, a
+//!   no-break or zero-width space, a control character) is an error: it is
+//!   matched and written exactly, and an id so changed makes a stranger.
+//! - A group entry that is not a group the configuration names (scope, mapping or
+//!   protected group, in any case) but that, split at commas, `|` or line breaks,
+//!   names some (`Taskade Users, Engineering`) is an error: a list written with the
+//!   wrong separator would put the person in none of them. A group whose name
+//!   holds a comma is read as it is when no part of it is a configured group.
+//! - So is a group entry that differs from a configured group only in what does
+//!   not show (a no-break or zero-width space, two spaces, a tab, quotes), as
+//!   copies from web pages, documents and spreadsheets bring: policy compares
+//!   names exactly, so the person would not be in it.
 //! - Unknown JSON fields and unknown CSV columns are errors: a typo such as
 //!   `usrName` must not silently drop data.
 //! - Duplicate ids, and userNames equal ignoring case, are errors.
@@ -47,6 +64,7 @@ use serde_json::Value;
 
 use super::{DirectoryError, RequiredGroup};
 use crate::model::{DirectorySnapshot, Identity, IdentityStatus};
+use crate::policy::fold_group_name;
 
 /// A directory export on disk.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -129,8 +147,8 @@ impl FileSource {
         let text = String::from_utf8(bytes)
             .map_err(|e| not_utf8(&self.path, e.as_bytes(), e.utf8_error()))?;
         let identities = match format {
-            Format::Json => parse_json(&text, &self.path)?,
-            Format::Csv => parse_csv(&text, &self.path)?,
+            Format::Json => read_json(&text, &self.path, self.configured_groups())?,
+            Format::Csv => read_csv(&text, &self.path, self.configured_groups())?,
         };
         self.check_scope(&identities)?;
         Ok(DirectorySnapshot {
@@ -153,6 +171,26 @@ impl FileSource {
 }
 
 impl FileSource {
+    fn configured_groups(&self) -> ConfiguredGroups {
+        let scope = self
+            .scope_groups
+            .iter()
+            .map(|g| (g, "policy.scope_groups".to_owned()));
+        let mapping = self
+            .mapping_groups
+            .iter()
+            .map(|(index, g)| (g, format!("policy.mapping[{index}].group")));
+        let required = self
+            .required_groups
+            .iter()
+            .map(|r| (&r.name, r.key.clone()));
+        let mut configured = ConfiguredGroups::default();
+        for (group, key) in scope.chain(mapping).chain(required) {
+            configured.add(group, key);
+        }
+        configured
+    }
+
     fn check_scope(&self, identities: &[Identity]) -> Result<(), DirectoryError> {
         // An empty export is the source sanity check's: rejected, as a source fault.
         if (self.scope_groups.is_empty()
@@ -433,6 +471,8 @@ struct RawRow {
     status: Option<String>,
     department: Option<String>,
     groups: Vec<String>,
+    /// The row has the field, even empty: `[]`, or a `groups` column.
+    has_groups: bool,
 }
 
 impl RawRow {
@@ -493,16 +533,40 @@ struct Collector<'p> {
     ids: HashMap<String, Row>,
     /// lowercased userName → row where it was first seen.
     user_names: HashMap<String, Row>,
+    configured: ConfiguredGroups,
+    /// Some row has a groups field.
+    saw_groups: bool,
 }
 
 impl<'p> Collector<'p> {
-    fn new(path: &'p Path) -> Self {
+    fn new(path: &'p Path, configured: ConfiguredGroups) -> Self {
         Collector {
             path,
             identities: Vec::new(),
             ids: HashMap::new(),
             user_names: HashMap::new(),
+            configured,
+            saw_groups: false,
         }
+    }
+
+    /// Refuses an export that has no groups at all where the configuration uses
+    /// them: every person would be in none, out of scope or without the role
+    /// their mapping gives, whatever the groups would have said.
+    fn check_groups_given(&self, location: &str) -> Result<(), DirectoryError> {
+        if self.saw_groups || self.identities.is_empty() || self.configured.groups.is_empty() {
+            return Ok(());
+        }
+        Err(invalid(
+            self.path,
+            location.to_owned(),
+            Some("groups"),
+            format!(
+                "missing, but the configuration names groups ({}): every person would be in \
+                 none of them",
+                self.configured.keys()
+            ),
+        ))
     }
 
     fn invalid(
@@ -529,6 +593,23 @@ impl<'p> Collector<'p> {
         let status: IdentityStatus = status
             .parse()
             .map_err(|message: String| self.invalid(row, Some(&id), Some("status"), message))?;
+        let email = clean(raw.email);
+        // Matching compares these exactly (case aside): a zero-width space pasted
+        // into an id makes the person a stranger whose account is deactivated,
+        // and a new one created; in a userName or an email, it is written to the
+        // account.
+        let keys = [("id", Some(&id)), ("userName", Some(&user_name))];
+        for (field, value) in keys.into_iter().chain([("email", email.as_ref())]) {
+            let Some(value) = value else { continue };
+            if let Some(hidden) = value.chars().find(|&c| is_hidden(c)) {
+                let message = format!(
+                    "{value:?} holds {}, which does not show: it would be compared and \
+                     written as it is; remove it",
+                    describe(hidden)
+                );
+                return Err(self.invalid(row, Some(&id), Some(field), message));
+            }
+        }
 
         if let Some(first) = first_seen(&mut self.ids, id.clone(), row) {
             let message = format!(
@@ -545,18 +626,223 @@ impl<'p> Collector<'p> {
             return Err(self.invalid(row, Some(&id), Some("userName"), message));
         }
 
+        self.saw_groups |= raw.has_groups;
+        let groups = clean_groups(raw.groups);
+        if let Some(message) = groups
+            .iter()
+            .find_map(|group| self.configured.misspelt(group, row))
+        {
+            return Err(self.invalid(row, Some(&id), Some("groups"), message));
+        }
+
         self.identities.push(Identity {
             id,
             user_name,
-            email: clean(raw.email),
+            email,
             given_name: clean(raw.given_name),
             family_name: clean(raw.family_name),
             display_name: clean(raw.display_name),
             status,
             department: clean(raw.department),
-            groups: clean_groups(raw.groups),
+            groups,
         });
         Ok(())
+    }
+}
+
+/// The groups the configuration names (`policy.scope_groups`, the mappings,
+/// `safety.protected_groups`), to recognise one of them written so that policy,
+/// which compares names exactly, would not find it.
+#[derive(Debug, Default)]
+struct ConfiguredGroups {
+    /// (name, the key that names it), in configuration order.
+    groups: Vec<(String, String)>,
+    /// Folded name ([`fold_group_name`]) → index in `groups`.
+    folded: HashMap<String, usize>,
+    /// [`loosened`] name → index in `groups`.
+    loosened: HashMap<String, usize>,
+}
+
+impl ConfiguredGroups {
+    /// Characters exports put between list items, with how to name them.
+    const SEPARATORS: [(char, &'static str); 3] = [
+        (',', "commas"),
+        ('|', "'|' characters"),
+        ('\n', "line breaks"),
+    ];
+
+    fn add(&mut self, name: &str, key: String) {
+        let index = self.groups.len();
+        self.folded.entry(fold_group_name(name)).or_insert(index);
+        self.loosened.entry(loosened(name)).or_insert(index);
+        self.groups.push((name.to_owned(), key));
+    }
+
+    /// The configuration keys that name groups, each once: `policy.scope_groups,
+    /// policy.mapping`.
+    fn keys(&self) -> String {
+        let mut keys: Vec<&str> = Vec::new();
+        for (_, key) in &self.groups {
+            let key = key.split_once('[').map_or(key.as_str(), |(key, _)| key);
+            if !keys.contains(&key) {
+                keys.push(key);
+            }
+        }
+        keys.join(", ")
+    }
+
+    fn named(&self, folded: &str) -> Option<&(String, String)> {
+        self.groups.get(*self.folded.get(folded)?)
+    }
+
+    /// Why the group entry `group` is, most likely, configured groups written so
+    /// that policy would find none of them: read as it is, the person would be
+    /// out of scope, to be deactivated, or without their role or protection. A
+    /// difference in case alone is left to [`FileSource::check_scope`], which
+    /// counts the rows of each spelling.
+    fn misspelt(&self, group: &str, row: Row) -> Option<String> {
+        if self.groups.is_empty() || self.folded.contains_key(&fold_group_name(group)) {
+            return None;
+        }
+        self.look_alike(group)
+            .or_else(|| self.joined_list(group, row))
+    }
+
+    /// A configured group with characters a spreadsheet, a web page or a document
+    /// brings along (a no-break or zero-width space, two spaces, quotes): it
+    /// looks the same on screen and matches nothing.
+    fn look_alike(&self, group: &str) -> Option<String> {
+        let (name, key) = self.groups.get(*self.loosened.get(&loosened(group))?)?;
+        let oddities = oddities(group);
+        let oddities = if oddities.is_empty() {
+            "characters that do not show".to_owned()
+        } else {
+            oddities.join(", ")
+        };
+        Some(format!(
+            "{group:?} is not {name:?} ({key}) but differs from it only in {oddities}: \
+             group names are compared exactly, so this person would not be in it; write \
+             {name:?}"
+        ))
+    }
+
+    /// Several groups joined by the wrong separator: the value names none of the
+    /// configured groups as a whole, but split at a separator it names some. A
+    /// real group whose name holds a comma is read as it is unless a part of it is
+    /// a configured group.
+    fn joined_list(&self, group: &str, row: Row) -> Option<String> {
+        Self::SEPARATORS
+            .iter()
+            .filter(|(separator, _)| group.contains(*separator))
+            .find_map(|&(separator, separators)| {
+                let parts: Vec<&str> = group
+                    .split(separator)
+                    .map(str::trim)
+                    .filter(|part| !part.is_empty())
+                    .collect();
+                let configured: Vec<String> = parts
+                    .iter()
+                    .filter_map(|part| {
+                        let (_, key) = self.named(&fold_group_name(part))?;
+                        Some(format!("{part:?} ({key})"))
+                    })
+                    .collect();
+                if configured.is_empty() {
+                    return None;
+                }
+                let write = match row {
+                    Row::Csv(_) => format!(
+                        "groups in a cell are separated by ';': write {:?}",
+                        parts.join(";")
+                    ),
+                    Row::Json(_) => format!(
+                        "each group is a string of its own: write {}",
+                        serde_json::to_string(&parts).unwrap_or_default()
+                    ),
+                };
+                Some(format!(
+                    "{group:?} is not a group the configuration names, but split at its \
+                     {separators} it names {}, so this person would be in none of them; \
+                     {write}. A group whose name holds such a character, if the \
+                     configuration does not name it, can be left out of the export",
+                    configured.join(" and ")
+                ))
+            })
+    }
+}
+
+/// Characters that take no room on screen: zero-width spaces and joiners, the
+/// word joiner, a byte-order mark inside a value, the soft hyphen.
+fn is_invisible(c: char) -> bool {
+    matches!(
+        c,
+        '\u{200b}'..='\u{200d}' | '\u{2060}' | '\u{feff}' | '\u{ad}'
+    )
+}
+
+/// Straight, typographic and angle quotes, which exports and word processors put
+/// around a value.
+fn is_quote(c: char) -> bool {
+    matches!(
+        c,
+        '"' | '\'' | '\u{2018}' | '\u{2019}' | '\u{201c}' | '\u{201d}' | '\u{ab}' | '\u{bb}'
+    )
+}
+
+/// A group name as it reads: invisible characters and quotes dropped, each run
+/// of whitespace (no-break spaces and tabs too) one space, in lower case.
+fn loosened(name: &str) -> String {
+    let mut out = String::with_capacity(name.len());
+    for c in name.chars() {
+        if is_invisible(c) || is_quote(c) {
+            continue;
+        }
+        if c.is_whitespace() {
+            if !out.is_empty() && !out.ends_with(' ') {
+                out.push(' ');
+            }
+            continue;
+        }
+        out.extend(c.to_lowercase());
+    }
+    out.truncate(out.trim_end().len());
+    out
+}
+
+/// What [`loosened`] drops or changes in `name`, said so that it can be found.
+fn oddities(name: &str) -> Vec<String> {
+    let mut found: Vec<String> = Vec::new();
+    let mut previous_space = false;
+    for c in name.chars() {
+        let odd = match c {
+            ' ' if previous_space => Some("two spaces in a row".to_owned()),
+            ' ' => None,
+            c if is_quote(c) => Some(format!("the quote {c}")),
+            c if is_hidden(c) => Some(describe(c)),
+            _ => None,
+        };
+        previous_space = c == ' ';
+        if let Some(odd) = odd.filter(|odd| !found.contains(odd)) {
+            found.push(odd);
+        }
+    }
+    found
+}
+
+/// A character that does not show as itself: whitespace other than the space,
+/// control characters, [`is_invisible`] ones.
+fn is_hidden(c: char) -> bool {
+    (c.is_whitespace() && c != ' ') || c.is_control() || is_invisible(c)
+}
+
+/// A [`is_hidden`] character, named so that it can be found.
+fn describe(c: char) -> String {
+    match c {
+        '\u{a0}' => "a no-break space (U+00A0)".to_owned(),
+        '\u{200b}' => "a zero-width space (U+200B)".to_owned(),
+        '\t' => "a tab".to_owned(),
+        '\n' | '\r' => "a line break".to_owned(),
+        c => format!("the character U+{:04X}", u32::from(c)),
     }
 }
 
@@ -641,12 +927,20 @@ fn strip_bom(text: &str) -> &str {
 /// The `users` array is streamed: each element is validated as soon as it is read,
 /// so memory holds the identities and one raw row, never a tree of the whole file.
 pub fn parse_json(text: &str, path: &Path) -> Result<Vec<Identity>, DirectoryError> {
+    read_json(text, path, ConfiguredGroups::default())
+}
+
+fn read_json(
+    text: &str,
+    path: &Path,
+    configured: ConfiguredGroups,
+) -> Result<Vec<Identity>, DirectoryError> {
     let text = strip_bom(text);
     if text.trim().is_empty() {
         return Ok(Vec::new());
     }
     let mut state = JsonState {
-        collector: Collector::new(path),
+        collector: Collector::new(path, configured),
         failure: None,
         saw_users: false,
     };
@@ -670,6 +964,7 @@ pub fn parse_json(text: &str, path: &Path) -> Result<Vec<Identity>, DirectoryErr
             "missing; the file must be {\"users\": [...]}",
         ));
     }
+    state.collector.check_groups_given("every user")?;
     Ok(state.collector.identities)
 }
 
@@ -827,7 +1122,10 @@ impl<'de> Visitor<'de> for UserSeed<'_> {
             let value = map.next_value::<Value>()?;
             let parsed = match raw.scalar(field) {
                 Some(slot) => json_scalar(value).map(|v| *slot = v),
-                None => json_groups(value).map(|groups| raw.groups = groups),
+                None => json_groups(value).map(|groups| {
+                    raw.groups = groups;
+                    raw.has_groups = true;
+                }),
             };
             if let Err(message) = parsed {
                 problem.get_or_insert((field.name().to_owned(), message));
@@ -918,7 +1216,17 @@ fn json_scalar(value: Value) -> Result<Option<String>, String> {
 
 fn json_groups(value: Value) -> Result<Vec<String>, String> {
     match value {
-        Value::Null => Ok(Vec::new()),
+        // Other fields may be null; groups may not. An exporter writes null where it
+        // failed to read a person's groups (None, a NULL column, a lookup that
+        // threw), and taken as "none" that person would fall out of scope, to be
+        // deactivated, without a word.
+        Value::Null => Err(
+            "null where a list of group names is expected: write [] for a \
+                            person in no group, or leave the field out. An exporter that \
+                            writes null has usually failed to read the groups, and this \
+                            person would be taken for one in none"
+                .to_owned(),
+        ),
         Value::Array(items) => items
             .into_iter()
             .enumerate()
@@ -953,6 +1261,14 @@ fn kind(value: &Value) -> String {
 
 /// Parses a CSV export (see the module docs for the columns).
 pub fn parse_csv(text: &str, path: &Path) -> Result<Vec<Identity>, DirectoryError> {
+    read_csv(text, path, ConfiguredGroups::default())
+}
+
+fn read_csv(
+    text: &str,
+    path: &Path,
+    configured: ConfiguredGroups,
+) -> Result<Vec<Identity>, DirectoryError> {
     let text = strip_bom(text);
     let mut reader = csv::ReaderBuilder::new()
         .has_headers(true)
@@ -979,10 +1295,7 @@ pub fn parse_csv(text: &str, path: &Path) -> Result<Vec<Identity>, DirectoryErro
             continue;
         }
         let Some(field) = Field::parse(name) else {
-            return Err(header_error(
-                name,
-                format!("unknown column; {}", Field::expected()),
-            ));
+            return Err(header_error(name, unknown_column(name)));
         };
         if columns.iter().any(|&(_, f)| f == field) {
             return Err(header_error(name, "column appears twice".to_owned()));
@@ -998,7 +1311,7 @@ pub fn parse_csv(text: &str, path: &Path) -> Result<Vec<Identity>, DirectoryErro
         }
     }
 
-    let mut collector = Collector::new(path);
+    let mut collector = Collector::new(path, configured);
     let mut lines = LineCounter::new(text);
     let mut record = csv::StringRecord::new();
     while reader
@@ -1030,12 +1343,47 @@ pub fn parse_csv(text: &str, path: &Path) -> Result<Vec<Identity>, DirectoryErro
             let value = record.get(index).unwrap_or_default();
             match raw.scalar(field) {
                 Some(slot) => *slot = Some(value.to_owned()),
-                None => raw.groups = value.split(';').map(str::to_owned).collect(),
+                None => {
+                    raw.groups = value.split(';').map(str::to_owned).collect();
+                    raw.has_groups = true;
+                }
             }
         }
         collector.push(Row::Csv(line), raw)?;
     }
+    collector.check_groups_given("line 1 (header)")?;
     Ok(collector.identities)
+}
+
+/// Why a header name is not a column, with the likely slip: a file separated by
+/// `;` (Excel's "CSV" where the decimal separator is a comma) or by tabs reads as
+/// one column named after the whole header; `UserName` is `userName` in another
+/// case.
+fn unknown_column(name: &str) -> String {
+    for (separator, what) in [(';', "';'"), ('\t', "tabs")] {
+        if name
+            .split(separator)
+            .filter_map(|part| Field::parse(part.trim()))
+            .count()
+            >= 2
+        {
+            return format!(
+                "unknown column: the file is separated by {what}, not commas (Excel saves \
+                 \"CSV\" that way where the decimal separator is a comma); save it separated \
+                 by commas"
+            );
+        }
+    }
+    match Field::ALL
+        .into_iter()
+        .find(|field| field.name().eq_ignore_ascii_case(name))
+    {
+        Some(field) => format!(
+            "unknown column; column names are compared exactly: write {:?}",
+            field.name()
+        ),
+        None => format!("unknown column; {}", Field::expected()),
+    }
 }
 
 /// The file line a record starts on, from the byte offset the reader gives it.

@@ -45,7 +45,11 @@
 //! - Ids: `objectGUID` (16 bytes, written as the usual GUID text) on Active
 //!   Directory, `entryUUID` on OpenLDAP, or `id_attribute`. userName:
 //!   `userPrincipalName` on Active Directory, `mail` on OpenLDAP, or
-//!   `user_name_attribute`.
+//!   `user_name_attribute`. LDAP does not order an attribute's values, so an id or
+//!   userName attribute with several values (repeats in another case aside) fails
+//!   the snapshot, naming them, rather than follow whichever came first; the email
+//!   of several `mail` values is the one that is the userName, else the first in
+//!   alphabetical order.
 //! - Anything wrong fails the whole snapshot, never a partial directory: a search
 //!   that ends with an error, an entry that cannot be decoded, a user without an
 //!   id or a userName (narrow `user_filter`, e.g. `(mail=*)`, to leave such entries
@@ -1194,6 +1198,48 @@ fn first_text<'a>(entry: &'a SearchEntry, attribute: &str) -> Option<&'a str> {
         .filter(|v| !v.is_empty())
 }
 
+/// An attribute's values, trimmed, without empty ones and without repeats that
+/// differ only in case, sorted: LDAP does not order an attribute's values (a
+/// server may send them in another order after any change to the entry), so
+/// "the first value" is not one to rely on.
+fn distinct_texts<'a>(entry: &'a SearchEntry, attribute: &str) -> Vec<&'a str> {
+    let mut values: Vec<&str> = texts(entry, attribute)
+        .into_iter()
+        .flatten()
+        .map(|v| v.trim())
+        .filter(|v| !v.is_empty())
+        .collect();
+    values.sort_by_cached_key(|v| (v.to_lowercase(), *v));
+    values.dedup_by(|later, earlier| crate::model::same_ci(later, earlier));
+    values
+}
+
+/// The one value of an attribute that must have one (the id, the userName): two
+/// that differ, whichever the server sent first, would make the person another
+/// account on one run and this one on the next.
+fn one_text<'a>(
+    entry: &'a SearchEntry,
+    attribute: &str,
+    key: &str,
+    what: &str,
+) -> Result<Option<&'a str>, String> {
+    match distinct_texts(entry, attribute).as_slice() {
+        [] => Ok(None),
+        [one] => Ok(Some(one)),
+        several => Err(format!(
+            "{attribute} has {} values ({}), and the {what} is one: LDAP does not order \
+             values, so the account would follow whichever the server sent first. Keep \
+             one value in {attribute} or set {key} to an attribute that holds one",
+            several.len(),
+            several
+                .iter()
+                .map(|v| format!("{v:?}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        )),
+    }
+}
+
 /// The raw bytes of an attribute's first value, text or binary (ldap3 files a
 /// binary value that happens to be valid UTF-8 under text).
 fn first_bytes<'a>(entry: &'a SearchEntry, attribute: &str) -> Option<&'a [u8]> {
@@ -1287,7 +1333,7 @@ fn entry_id(entry: &SearchEntry, attribute: &str) -> Result<String, String> {
         return guid_text(bytes)
             .ok_or_else(|| format!("{attribute} is {} bytes, not a 16-byte GUID", bytes.len()));
     }
-    if let Some(id) = first_text(entry, attribute) {
+    if let Some(id) = one_text(entry, attribute, "directory.id_attribute", "id")? {
         return Ok(id.to_owned());
     }
     if first_bytes(entry, attribute).is_some() {
@@ -1374,15 +1420,20 @@ fn shadow_expired(day: &str, now: DateTime<Utc>) -> Result<bool, String> {
 /// A user entry as an identity (groups filled in later).
 fn person(entry: &SearchEntry, s: &LdapSettings, now: DateTime<Utc>) -> Result<Person, String> {
     let id = entry_id(entry, &s.id_attribute)?;
-    let user_name = first_text(entry, &s.user_name_attribute)
-        .ok_or_else(|| {
-            format!(
-                "no {} (the userName); leave such entries out with directory.user_filter, \
+    let user_name = one_text(
+        entry,
+        &s.user_name_attribute,
+        "directory.user_name_attribute",
+        "userName",
+    )?
+    .ok_or_else(|| {
+        format!(
+            "no {} (the userName); leave such entries out with directory.user_filter, \
                  e.g. (&{}({}=*))",
-                s.user_name_attribute, s.user_filter, s.user_name_attribute
-            )
-        })?
-        .to_owned();
+            s.user_name_attribute, s.user_filter, s.user_name_attribute
+        )
+    })?
+    .to_owned();
     let text = |attribute: &str| first_text(entry, attribute).map(str::to_owned);
     let primary_group = match s.flavor {
         LdapFlavor::ActiveDirectory => Some(primary_group_sid(entry)?),
@@ -1403,8 +1454,8 @@ fn person(entry: &SearchEntry, s: &LdapSettings, now: DateTime<Utc>) -> Result<P
         uids,
         identity: Identity {
             id,
+            email: email(entry, &user_name),
             user_name,
-            email: text("mail"),
             given_name: text("givenName"),
             family_name: text("sn"),
             display_name: text("displayName"),
@@ -1413,6 +1464,19 @@ fn person(entry: &SearchEntry, s: &LdapSettings, now: DateTime<Utc>) -> Result<P
             groups: Vec::new(),
         },
     })
+}
+
+/// The person's email: `mail`, or when it has several values (aliases, on
+/// OpenLDAP), the one that is the userName, else the first in alphabetical order.
+/// Not the first the server sends: that may change from one run to the next, and
+/// each change would be planned as an update of the account's email.
+fn email(entry: &SearchEntry, user_name: &str) -> Option<String> {
+    let mails = distinct_texts(entry, "mail");
+    mails
+        .iter()
+        .find(|mail| crate::model::same_ci(mail, user_name))
+        .or(mails.first())
+        .map(|mail| (*mail).to_owned())
 }
 
 /// A filter as an operand of `&`: RFC 4515 wants it in parentheses, which a
@@ -1685,9 +1749,10 @@ mod tests {
     use ldap3::SearchEntry;
 
     use super::{
-        Group, LdapFlavor, Person, RangedValues, account_expired, any_group_filter, domain_root,
-        entry_id, guid_text, identities, is_ad_partition, member_dn, normalize_dn, parenthesized,
-        primary_group_sid, sends_password_in_clear, sid_text, status,
+        Duration, Group, LdapFlavor, LdapSettings, Person, RangedValues, RetryPolicy, Secret,
+        account_expired, any_group_filter, domain_root, entry_id, guid_text, identities,
+        is_ad_partition, member_dn, normalize_dn, parenthesized, primary_group_sid,
+        sends_password_in_clear, sid_text, status,
     };
 
     #[test]
@@ -2184,6 +2249,106 @@ mod tests {
             "ou=a\\,dc=x,o=example"
         );
         assert_eq!(domain_root("dc=example"), "dc=example");
+    }
+
+    fn openldap_settings(user_name_attribute: &str, id_attribute: &str) -> LdapSettings {
+        let flavor = LdapFlavor::OpenLdap;
+        LdapSettings {
+            url: "ldap://127.0.0.1:389".to_owned(),
+            start_tls: false,
+            ca_file: None,
+            bind_dn: "cn=seatwarden,dc=example,dc=com".to_owned(),
+            bind_password: Secret::Inline(String::new().into()),
+            base_dn: "ou=people,dc=example,dc=com".to_owned(),
+            group_base_dn: "ou=groups,dc=example,dc=com".to_owned(),
+            flavor,
+            user_filter: flavor.default_user_filter(user_name_attribute),
+            group_filter: flavor.default_group_filter().to_owned(),
+            disabled_filter: None,
+            id_attribute: id_attribute.to_owned(),
+            user_name_attribute: user_name_attribute.to_owned(),
+            page_size: 500,
+            scope_groups: Vec::new(),
+            other_groups: Vec::new(),
+            required_groups: Vec::new(),
+            timeout: Duration::from_secs(30),
+            retry: RetryPolicy::immediate(0),
+        }
+    }
+
+    /// Whatever order the server sends an entry's values in, the person is the
+    /// same: a userName or id that followed the first value would rename or
+    /// replace the account whenever the order changed.
+    #[test]
+    fn several_values_of_the_user_name_or_the_id_fail_the_entry_naming_them() {
+        let s = openldap_settings("mail", "entryUUID");
+        let now = Utc::now();
+        let aliases = entry(&[
+            ("entryUUID", &["6f1b1f0e"]),
+            ("mail", &["ada.lovelace@example.com", "ada@example.com"]),
+        ]);
+        let error = super::person(&aliases, &s, now).err().unwrap();
+        assert!(
+            error.contains(
+                "mail has 2 values (\"ada.lovelace@example.com\", \"ada@example.com\"), and \
+                 the userName is one"
+            ),
+            "{error}"
+        );
+        assert!(error.contains("directory.user_name_attribute"), "{error}");
+
+        // A value repeated in another case, or blank, is no second value.
+        for mails in [
+            ["Ada@Example.com", "ada@example.com", " "],
+            ["ada@example.com", "Ada@Example.com", ""],
+        ] {
+            let one = entry(&[("entryUUID", &["6f1b1f0e"]), ("mail", &mails)]);
+            let ada = super::person(&one, &s, now).unwrap().identity;
+            assert_eq!(ada.user_name, "Ada@Example.com", "{mails:?}");
+        }
+
+        let s = openldap_settings("mail", "uid");
+        let two_uids = entry(&[
+            ("uid", &["ada", "alovelace"]),
+            ("mail", &["ada@example.com"]),
+        ]);
+        let error = super::person(&two_uids, &s, now).err().unwrap();
+        assert!(
+            error.contains("uid has 2 values (\"ada\", \"alovelace\"), and the id is one"),
+            "{error}"
+        );
+        assert!(error.contains("directory.id_attribute"), "{error}");
+    }
+
+    #[test]
+    fn the_email_of_several_mail_values_does_not_depend_on_their_order() {
+        let s = openldap_settings("uid", "entryUUID");
+        let now = Utc::now();
+        let email = |uid: &str, mails: &[&str]| {
+            let one = entry(&[
+                ("entryUUID", &["6f1b1f0e"]),
+                ("uid", &[uid]),
+                ("mail", mails),
+            ]);
+            super::person(&one, &s, now).unwrap().identity.email
+        };
+        // The one that is the userName, when one is.
+        for mails in [
+            ["ada@example.com", "a.lovelace@example.com"],
+            ["a.lovelace@example.com", "ada@example.com"],
+        ] {
+            assert_eq!(
+                email("Ada@example.com", &mails).as_deref(),
+                Some("ada@example.com")
+            );
+        }
+        // Else the first in alphabetical order, whichever came first.
+        for mails in [
+            ["lovelace@example.com", "ada@example.com"],
+            ["ada@example.com", "lovelace@example.com"],
+        ] {
+            assert_eq!(email("ada", &mails).as_deref(), Some("ada@example.com"));
+        }
     }
 
     #[test]

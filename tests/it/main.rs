@@ -30,6 +30,7 @@ mod qa_apply;
 mod qa_cli;
 mod qa_daemon;
 mod qa_directory;
+mod qa_directory2;
 mod qa_first_hour;
 mod qa_kept_back;
 mod qa_status;
