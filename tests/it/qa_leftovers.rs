@@ -1,0 +1,266 @@
+//! Small correctness gaps an operator would trip over: a sweep the stop cut short
+//! recorded as stopped, `approve` telling writes kept back from failed ones, group
+//! names compared composed (NFC) on both sides.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use seatwarden::apply::{StopSignal, until_stopped};
+use seatwarden::config::Config;
+use seatwarden::run::{self, Mode};
+use seatwarden::sandbox::{Faults, Sandbox};
+use seatwarden::store::{RunKind, RunStatus, Store};
+use seatwarden::workspace::ScimClient;
+
+const TOKEN: &str = "qa-leftovers-token";
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// The demo's files in `dir` pointed at `sandbox`: the environment (for the
+/// binary too) and the configuration loaded with it.
+fn demo_env(dir: &Path, sandbox: &Sandbox) -> (Vec<(String, String)>, Config) {
+    crate::fixtures::copy_demo_files(dir);
+    let env: Vec<(String, String)> = [
+        ("SEATWARDEN__WORKSPACE__URL", sandbox.base_url().to_string()),
+        ("SEATWARDEN__WORKSPACE__TOKEN", TOKEN.to_owned()),
+        ("SEATWARDEN__WORKSPACE__MAX_CONCURRENCY", "1".to_owned()),
+        ("SEATWARDEN__STATE__PATH", "state.db".to_owned()),
+    ]
+    .into_iter()
+    .map(|(name, value)| (name.to_owned(), value))
+    .collect();
+    let config = Config::load_with_env(
+        &dir.join("seatwarden.toml"),
+        Some(env.iter().cloned().collect()),
+    )
+    .unwrap();
+    (env, config)
+}
+
+/// Removes from the demo's directory file in `dir` an active person whose
+/// account is active and no Owner (a leaver the sweep may deactivate at once);
+/// returns their directory id.
+fn remove_a_leaver(dir: &Path, sandbox: &Sandbox) -> String {
+    let path = dir.join("directory.json");
+    let full: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    let mut users = full["users"].as_array().unwrap().clone();
+    let workspace = sandbox.snapshot();
+    let leaver = users
+        .iter()
+        .position(|user| {
+            user["status"].as_str().unwrap_or("active") == "active"
+                && workspace.accounts.iter().any(|a| {
+                    a.active
+                        && a.external_id.as_deref() == user["id"].as_str()
+                        && !a.roles.iter().any(|r| r == "Owner")
+                })
+        })
+        .unwrap();
+    let id = users.remove(leaver)["id"].as_str().unwrap().to_owned();
+    std::fs::write(&path, serde_json::json!({ "users": users }).to_string()).unwrap();
+    id
+}
+
+/// The demo reconciled once (everyone linked), then one leaver removed from its
+/// directory: what a sweep acts on.
+async fn demo_with_a_leaver(
+    dir: &Path,
+    faults: Faults,
+) -> (Sandbox, Vec<(String, String)>, Config, String) {
+    let sandbox = crate::fixtures::demo_sandbox(TOKEN, Faults::default()).await;
+    let (env, config) = demo_env(dir, &sandbox);
+    run::execute(
+        &config,
+        Store::open(&config.state.path).unwrap(),
+        Mode::Reconcile,
+    )
+    .await
+    .unwrap();
+    let leaver = remove_a_leaver(dir, &sandbox);
+    sandbox.set_faults(faults);
+    (sandbox, env, config, leaver)
+}
+
+/// A sweep pass after the stop sends nothing; its run is recorded `stopped`,
+/// with why, not as a success.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sweep_the_stop_cut_short_is_recorded_stopped() {
+    let dir = tempfile::tempdir().unwrap();
+    let (sandbox, _, config, _) = demo_with_a_leaver(dir.path(), Faults::default()).await;
+    let store = Arc::new(Mutex::new(Store::open(&config.state.path).unwrap()));
+    let client = ScimClient::new(config.scim_settings().unwrap()).unwrap();
+    let directory = config.directory();
+    let stop = StopSignal::new();
+    stop.stop();
+    let sweeping = seatwarden::sweep::sweep(
+        &config,
+        &directory,
+        &client,
+        &store,
+        chrono::Utc::now(),
+        chrono::Duration::hours(1),
+    );
+    let (outcome, unsent) = until_stopped(stop, sweeping).await;
+    let outcome = outcome.unwrap();
+    assert_eq!(unsent, 1, "{outcome:?}");
+    let store = store.lock().unwrap();
+    let run = store.latest_run(&[RunKind::Sweep]).unwrap().unwrap();
+    assert_eq!(Some(run.id), outcome.run_id);
+    assert_eq!(run.status, RunStatus::Stopped, "{run:?}");
+    let error = run.error.unwrap_or_default();
+    assert!(error.contains("seatwarden was stopping"), "{error}");
+    assert!(error.contains("1 actions were not sent"), "{error}");
+    drop(store);
+
+    // A pass the stop did not touch is still a success.
+    let store = Arc::new(Mutex::new(Store::open(&config.state.path).unwrap()));
+    let (outcome, unsent) = until_stopped(
+        StopSignal::new(),
+        seatwarden::sweep::enforce(
+            &config,
+            &client,
+            &store,
+            chrono::Utc::now() + chrono::Duration::minutes(1),
+        ),
+    )
+    .await;
+    let outcome = outcome.unwrap();
+    assert_eq!((unsent, outcome.enforced), (0, 1), "{outcome:?}");
+    let run = store
+        .lock()
+        .unwrap()
+        .latest_run(&[RunKind::Sweep])
+        .unwrap()
+        .unwrap();
+    assert_eq!(run.status, RunStatus::Succeeded, "{run:?}");
+    sandbox.shutdown().await;
+}
+
+/// The daemon's SIGTERM while its sweep's deactivation waits a minute for its
+/// retry: the sweep's run and its job are recorded `stopped` (not `succeeded`),
+/// the log says the job stopped, and `seatwarden status` shows it so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_daemons_sweep_stopped_by_sigterm_is_recorded_stopped() {
+    let dir = tempfile::tempdir().unwrap();
+    let (sandbox, mut env, config, _) = demo_with_a_leaver(
+        dir.path(),
+        Faults {
+            rate_429: 1.0,
+            retry_after_secs: 60,
+            writes_only: true,
+            ..Faults::default()
+        },
+    )
+    .await;
+    // The reconcile and retry jobs ran just now: only the sweep runs at start.
+    {
+        let mut store = Store::open(&config.state.path).unwrap();
+        let now = chrono::Utc::now();
+        for job in ["reconcile", "retry"] {
+            store.job_started(job, now).unwrap();
+            store
+                .job_finished(job, now, RunStatus::Succeeded, None)
+                .unwrap();
+        }
+    }
+    env.extend(
+        [
+            ("SEATWARDEN__SCHEDULE__RECONCILE", "0 0 1 1 *".to_owned()),
+            ("SEATWARDEN__SCHEDULE__SWEEP", "0 0 1 1 *".to_owned()),
+            (
+                "SEATWARDEN__HTTP__LISTEN",
+                format!("127.0.0.1:{}", free_port()),
+            ),
+        ]
+        .map(|(k, v)| (k.to_owned(), v)),
+    );
+    let log = dir.path().join("daemon.log");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_seatwarden"))
+        .arg("--config")
+        .arg(dir.path().join("seatwarden.toml"))
+        .arg("daemon")
+        .envs(env.iter().map(|(k, v)| (k, v)))
+        .env("RUST_LOG", "warn,seatwarden=info")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while sandbox.stats().faults_429 < 1 {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!(
+                "the sweep never wrote: {}",
+                std::fs::read_to_string(&log).unwrap()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let killed = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let status = tokio::task::spawn_blocking(move || {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                return status;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                panic!("the daemon did not exit within a minute of SIGTERM");
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    })
+    .await
+    .unwrap();
+    let log = std::fs::read_to_string(&log).unwrap();
+    assert_eq!(status.code(), Some(0), "{log}");
+    assert!(log.contains("job stopped"), "{log}");
+
+    let store = Store::open(&config.state.path).unwrap();
+    let run = store.latest_run(&[RunKind::Sweep]).unwrap().unwrap();
+    assert_eq!(run.status, RunStatus::Stopped, "{run:?}\n{log}");
+    let job = store
+        .jobs()
+        .unwrap()
+        .into_iter()
+        .find(|job| job.name == "sweep")
+        .unwrap();
+    assert_eq!(job.last_status, Some(RunStatus::Stopped), "{job:?}\n{log}");
+    assert!(
+        job.last_success_at.is_none(),
+        "a stopped pass is no success: {job:?}"
+    );
+    drop(store);
+
+    let shown = Command::new(env!("CARGO_BIN_EXE_seatwarden"))
+        .arg("--config")
+        .arg(dir.path().join("seatwarden.toml"))
+        .arg("status")
+        .envs(env.iter().map(|(k, v)| (k, v)))
+        .output()
+        .unwrap();
+    let shown = String::from_utf8_lossy(&shown.stdout);
+    let sweep_line = shown
+        .lines()
+        .find(|line| line.trim_start().starts_with("sweep "))
+        .unwrap_or_else(|| panic!("no sweep line: {shown}"));
+    assert!(
+        sweep_line.contains("last run stopped") && sweep_line.contains("seatwarden was stopping"),
+        "{sweep_line}"
+    );
+    sandbox.shutdown().await;
+}
