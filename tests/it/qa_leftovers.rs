@@ -264,3 +264,122 @@ async fn the_daemons_sweep_stopped_by_sigterm_is_recorded_stopped() {
     );
     sandbox.shutdown().await;
 }
+
+/// `seatwarden approve RUN` with `env`, in `dir`.
+fn approve_cli(dir: &Path, env: &[(String, String)], run: i64) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_seatwarden"))
+        .arg("--config")
+        .arg(dir.join("seatwarden.toml"))
+        .args(["approve", &run.to_string()])
+        .env_remove("SEATWARDEN_CONFIG")
+        .envs(env.iter().map(|(k, v)| (k, v)))
+        .output()
+        .unwrap()
+}
+
+/// Six leavers at once pass the demo's threshold (5): their deactivations are
+/// held. Approved while the workspace drops every write, the first write finds
+/// it down and the other five are kept back: `approve` counts them "not sent",
+/// with why, apart from the one that failed, and says the same `approve` sends
+/// them, which it does once the workspace takes writes again. Before, all six
+/// read "failed".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn approve_counts_writes_kept_back_as_not_sent_with_why() {
+    let dir = tempfile::tempdir().unwrap();
+    let (sandbox, mut env, config, _) = demo_with_a_leaver(dir.path(), Faults::default()).await;
+    for _ in 0..5 {
+        remove_a_leaver(dir.path(), &sandbox);
+    }
+    let held = run::execute(
+        &config,
+        Store::open(&config.state.path).unwrap(),
+        Mode::Reconcile,
+    )
+    .await
+    .unwrap();
+    let deactivations = held
+        .plan
+        .held()
+        .filter(|a| matches!(a.kind, seatwarden::model::ActionKind::Deactivate { .. }))
+        .count();
+    assert_eq!(deactivations, 6, "{:?}", held.plan.actions);
+    sandbox.set_faults(Faults {
+        rate_reset: 1.0,
+        writes_only: true,
+        ..Faults::default()
+    });
+    env.push(("SEATWARDEN__WORKSPACE__RETRIES".to_owned(), "0".to_owned()));
+    let run = held.run_id;
+    let output = {
+        let (dir, env) = (dir.path().to_owned(), env.clone());
+        tokio::task::spawn_blocking(move || approve_cli(&dir, &env, run))
+            .await
+            .unwrap()
+    };
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr),
+    );
+    assert_eq!(
+        output.status.code(),
+        Some(seatwarden::cli::exit::FAILED.into()),
+        "{stdout}\n{stderr}"
+    );
+    assert!(
+        stdout.contains(&format!(
+            "run {run}: 6 approved (0 applied, 1 failed, 5 not sent), 0 obsolete, 0 refused"
+        )),
+        "{stdout}\n{stderr}"
+    );
+    assert!(
+        stdout.contains(&format!(
+            "  5 actions not sent because the workspace stopped answering: never sent, so no \
+             failure of theirs; `seatwarden approve {run}` sends them once the workspace takes \
+             writes again"
+        )),
+        "{stdout}\n{stderr}"
+    );
+
+    sandbox.set_faults(Faults::default());
+    let output = {
+        let dir = dir.path().to_owned();
+        tokio::task::spawn_blocking(move || approve_cli(&dir, &env, run))
+            .await
+            .unwrap()
+    };
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(output.status.code(), Some(0), "{stdout}");
+    assert!(
+        stdout.contains(&format!("run {run}: 5 approved (5 applied, 0 failed)")),
+        "{stdout}"
+    );
+    sandbox.shutdown().await;
+}
+
+/// `approve` exits as a reconcile does: writes kept back unsent, none failed,
+/// are work not done (4), never 0, nor 3 when the re-check also refused some.
+#[test]
+fn approve_exits_4_when_writes_were_kept_back_and_none_failed() {
+    use seatwarden::approval::Approval;
+    use seatwarden::cli::{approve_exit_code, exit};
+
+    let kept_back = Approval {
+        approved: vec![1, 2],
+        not_sent: vec![
+            (1, "the workspace refused the token"),
+            (2, "seatwarden was stopping"),
+        ],
+        ..Approval::default()
+    };
+    assert_eq!(approve_exit_code(&kept_back), exit::FAILED);
+    let and_refused = Approval {
+        refused: vec![(3, "the account is gone".to_owned())],
+        ..kept_back
+    };
+    assert_eq!(approve_exit_code(&and_refused), exit::FAILED);
+    let all_applied = Approval {
+        approved: vec![1],
+        ..Approval::default()
+    };
+    assert_eq!(approve_exit_code(&all_applied), exit::OK);
+}
