@@ -383,3 +383,134 @@ fn approve_exits_4_when_writes_were_kept_back_and_none_failed() {
     };
     assert_eq!(approve_exit_code(&all_applied), exit::OK);
 }
+
+/// "Ingénierie" with its `é` composed (U+00E9), as most configurations type it.
+const COMPOSED: &str = "Ing\u{e9}nierie";
+/// The same name as macOS exports and some HR systems write it: `e` + U+0301.
+const DECOMPOSED: &str = "Inge\u{301}nierie";
+/// A scope group with an accent, composed and decomposed.
+const SCOPE_COMPOSED: &str = "\u{c9}quipe";
+const SCOPE_DECOMPOSED: &str = "E\u{301}quipe";
+
+/// A file directory of one active person in the groups `groups`, and a
+/// configuration whose scope is `scope` and which maps `mapped` to Maintainer
+/// in the workspace group "Engineering", against the workspace at `url`.
+fn accented_config(dir: &Path, url: &str, groups: [&str; 2], scope: &str, mapped: &str) -> Config {
+    std::fs::write(
+        dir.join("directory.json"),
+        serde_json::json!({"users": [{
+            "id": "00u1", "userName": "ines@example.com", "email": "ines@example.com",
+            "givenName": "In\u{e8}s", "familyName": "Moreau", "status": "active",
+            "groups": groups
+        }]})
+        .to_string(),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("seatwarden.toml"),
+        format!(
+            "[directory]\nkind = \"file\"\npath = \"directory.json\"\n\n\
+             [workspace]\nurl = \"{url}\"\ntoken = \"{TOKEN}\"\n\n\
+             [policy]\nscope_groups = [\"{scope}\"]\ndefault_role = \"Viewer\"\n\n\
+             [[policy.mapping]]\ngroup = \"{mapped}\"\nworkspace_group = \"Engineering\"\n\
+             role = \"Maintainer\"\n\n[safety]\nsettle = \"0s\"\n"
+        ),
+    )
+    .unwrap();
+    Config::load_with_env(&dir.join("seatwarden.toml"), Some(Default::default())).unwrap()
+}
+
+/// A directory that writes a group name decomposed and a configuration that
+/// writes it composed (and the other way round) name the same group: the person
+/// is in scope, gets the mapped role and the mapped workspace group. Before, the
+/// file read failed on the scope group, and with an ASCII scope the person got
+/// the default role and no group.
+#[tokio::test]
+async fn group_names_match_whether_the_accent_is_composed_or_not() {
+    use seatwarden::model::{ActionKind, Role};
+
+    let sandbox = crate::fixtures::sandbox(TOKEN, Default::default()).await;
+    let url = sandbox.base_url().to_string();
+    for (directory, configured) in [
+        ([SCOPE_DECOMPOSED, DECOMPOSED], (SCOPE_COMPOSED, COMPOSED)),
+        ([SCOPE_COMPOSED, COMPOSED], (SCOPE_DECOMPOSED, DECOMPOSED)),
+        // An ASCII scope: only the mapping differs.
+        (["Staff", DECOMPOSED], ("Staff", COMPOSED)),
+        (["Staff", COMPOSED], ("Staff", DECOMPOSED)),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let config = accented_config(dir.path(), &url, directory, configured.0, configured.1);
+        let outcome = run::execute(
+            &config,
+            Store::open(&config.state.path).unwrap(),
+            Mode::Plan,
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{directory:?} against {configured:?}: {e}"));
+        let actions = &outcome.plan.actions;
+        let role = actions.iter().find_map(|a| match &a.kind {
+            ActionKind::CreateAccount { spec, .. } => Some(spec.role),
+            _ => None,
+        });
+        assert_eq!(
+            role,
+            Some(Some(Role::Maintainer)),
+            "{directory:?} against {configured:?}: {actions:#?}"
+        );
+        assert!(
+            actions.iter().any(|a| matches!(&a.kind,
+                ActionKind::CreateGroup { display_name } if display_name == "Engineering")),
+            "{directory:?} against {configured:?}: {actions:#?}"
+        );
+    }
+    sandbox.shutdown().await;
+}
+
+/// Every connector's groups are composed where its read ends
+/// (`Directory::snapshot`, `changes_since`), and its checks compare composed
+/// names: an Okta org whose scope and mapping groups are named decomposed, read
+/// with the configuration's composed names, is not refused for a missing scope
+/// group, and its people carry the composed names policy compares.
+#[tokio::test]
+async fn an_okta_groups_decomposed_names_are_read_composed() {
+    use seatwarden::directory::{Directory, DirectoryChanges, OktaAuth, OktaSource, Secret};
+
+    let server = wiremock::MockServer::start().await;
+    let mut org = crate::okta::small_org(crate::okta::LinkStyle::Joined);
+    org.groups = vec![
+        (
+            crate::okta::okta_group("00g1", SCOPE_DECOMPOSED),
+            vec!["00u1".to_owned(), "00u2".to_owned()],
+        ),
+        (
+            crate::okta::okta_group("00g2", DECOMPOSED),
+            vec!["00u1".to_owned()],
+        ),
+    ];
+    org.mount(&server).await;
+    let mut settings = crate::okta::settings(
+        &server,
+        OktaAuth::Ssws(Secret::Inline(
+            "00a-ssws-test-token-value".to_owned().into(),
+        )),
+    );
+    settings.scope_groups = vec![SCOPE_COMPOSED.to_owned()];
+    settings.other_groups = vec![COMPOSED.to_owned()];
+    let directory = Directory::Okta(OktaSource::new(settings));
+    let snapshot = directory.snapshot().await.unwrap();
+    let ada = snapshot.identities.iter().find(|i| i.id == "00u1").unwrap();
+    let mut groups = ada.groups.clone();
+    groups.sort();
+    assert_eq!(
+        groups,
+        [COMPOSED, SCOPE_COMPOSED],
+        "{:?}",
+        snapshot.identities
+    );
+    let DirectoryChanges::Full { snapshot, .. } = directory.changes_since(None).await.unwrap()
+    else {
+        panic!("a first read is whole");
+    };
+    let ada = snapshot.identities.iter().find(|i| i.id == "00u1").unwrap();
+    assert!(ada.groups.iter().any(|g| g == COMPOSED), "{ada:?}");
+}
