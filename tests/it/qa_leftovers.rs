@@ -113,14 +113,17 @@ async fn a_sweep_the_stop_cut_short_is_recorded_stopped() {
     let (outcome, unsent) = until_stopped(stop, sweeping).await;
     let outcome = outcome.unwrap();
     assert_eq!(unsent, 1, "{outcome:?}");
-    let store = store.lock().unwrap();
-    let run = store.latest_run(&[RunKind::Sweep]).unwrap().unwrap();
+    let run = store
+        .lock()
+        .unwrap()
+        .latest_run(&[RunKind::Sweep])
+        .unwrap()
+        .unwrap();
     assert_eq!(Some(run.id), outcome.run_id);
     assert_eq!(run.status, RunStatus::Stopped, "{run:?}");
     let error = run.error.unwrap_or_default();
     assert!(error.contains("seatwarden was stopping"), "{error}");
     assert!(error.contains("1 actions were not sent"), "{error}");
-    drop(store);
 
     // A pass the stop did not touch is still a success.
     let store = Arc::new(Mutex::new(Store::open(&config.state.path).unwrap()));
