@@ -354,6 +354,13 @@ pub(crate) fn stop_requested() -> bool {
         .unwrap_or(false)
 }
 
+/// How many actions this task's applies have left unsent because of the stop so
+/// far: what [`until_stopped`] will return. A sweep records its run stopped by it.
+pub(crate) fn unsent_by_stop() -> usize {
+    STOP.try_with(|watch| watch.unsent.load(Ordering::SeqCst))
+        .unwrap_or(0)
+}
+
 /// Counts `count` actions left unsent because of the stop.
 fn count_unsent(count: usize) {
     let _ = STOP.try_with(|watch| watch.unsent.fetch_add(count, Ordering::SeqCst));

@@ -545,6 +545,13 @@ pub struct Approval {
     pub obsolete: Vec<(u32, String)>,
     pub refused: Vec<(u32, String)>,
     pub applied: ApplySummary,
+    /// Of the approved actions, those sent that failed (refused, or never shown
+    /// by the workspace): `applied.failed` counts those kept back too.
+    pub failed: usize,
+    /// Approved actions kept back unsent, by seq, with why in a few words
+    /// ([`apply::KeptBack::reason`], or the writes had stopped before their phase):
+    /// no failed write, and the next `approve` of the run sends them.
+    pub not_sent: Vec<(u32, &'static str)>,
     /// Held actions that only wait for the settle window, left held: the first
     /// reconcile after it passes applies them.
     pub waiting: usize,
@@ -578,11 +585,30 @@ impl Approval {
 fn not_reached(entry: &JournalEntry) -> bool {
     entry.state == ActionState::Failed
         && entry.last_error.as_deref().is_some_and(|e| {
-            e.starts_with(apply::NOT_REACHED_INTERRUPTED)
-                || apply::NOT_SENT
-                    .iter()
-                    .any(|kept_back| e.starts_with(kept_back))
+            e.starts_with(apply::NOT_REACHED_INTERRUPTED) || apply::not_sent(Some(e))
         })
+}
+
+/// How the approved of `journal` ended that were not applied: the count of those
+/// sent that failed, and those kept back unsent with why.
+fn unapplied(journal: &[JournalEntry], approved: &[u32]) -> (usize, Vec<(u32, &'static str)>) {
+    let approved: HashSet<u32> = approved.iter().copied().collect();
+    let mut failed = 0;
+    let mut not_sent = Vec::new();
+    for entry in journal.iter().filter(|e| approved.contains(&e.action.seq)) {
+        match entry.state {
+            ActionState::Failed => match apply::KeptBack::of(entry.last_error.as_deref()) {
+                Some(kept_back) => not_sent.push((entry.action.seq, kept_back.reason())),
+                None => failed += 1,
+            },
+            // Its phase never came: the writes had stopped before it.
+            ActionState::Planned => {
+                not_sent.push((entry.action.seq, crate::report::UNREACHED_REASON))
+            }
+            ActionState::Applied | ActionState::Held | ActionState::InFlight => {}
+        }
+    }
+    (failed, not_sent)
 }
 
 /// A held action nobody decided on that only waits for the settle window: nothing
@@ -963,6 +989,9 @@ pub async fn approve(
         )?;
     }
     let mut store = store.lock().map_err(|_| ApprovalError::Poisoned)?;
+    if !to_apply.actions.is_empty() {
+        (approval.failed, approval.not_sent) = unapplied(&store.journal(run)?, &approval.approved);
+    }
     if approval.applied.applied > 0 {
         let detected_at = store.run(run)?.map_or(now, |r| r.started_at);
         crate::sweep::record_deprovisions(

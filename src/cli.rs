@@ -323,8 +323,10 @@ Examples:
     /// workspace as it is now. Audited.
     #[command(after_help = "\
 Exit codes: 0 everything approved was applied, 3 some were refused by the re-check,
-4 some failed, 6 the circuit breaker is (or went) open, 1 an error, 130 (143) Ctrl-C
-(SIGTERM) stopped it before every write was sent: the same `approve` finishes it.
+4 some failed, or were not sent because the writes stopped (the workspace stopped
+answering or refused the token; the same `approve` sends them), 6 the circuit breaker
+is (or went) open, 1 an error, 130 (143) Ctrl-C (SIGTERM) stopped it before every
+write was sent: the same `approve` finishes it.
 
 Actions that only wait for the settle window (safety.settle) are never approved,
 with or without --only: they stay held, and the first reconcile after the window
@@ -1916,8 +1918,10 @@ fn period(value: &str) -> Result<std::time::Duration, String> {
 }
 
 /// `seatwarden approve RUN [--only KIND]`: 0 when everything approved was applied,
-/// 3 when the re-check refused some (they stay held), 4 when some failed, 6 when the
-/// circuit breaker opened or was already open (nothing approved), 130 or 143 when
+/// 3 when the re-check refused some (they stay held), 4 when some failed or were
+/// kept back unsent ([`approve_exit_code`]; the output counts those apart, with
+/// why), 6 when the circuit breaker opened or was already open (nothing
+/// approved), 130 or 143 when
 /// SIGINT or SIGTERM stopped it before it sent everything it approved (see
 /// [`run_interruptible`]). On a terminal it shows the apply's progress line.
 fn approve(config: &Config, run: RunId, only: Option<crate::approval::Only>) -> anyhow::Result<u8> {
@@ -1950,14 +1954,28 @@ fn approve(config: &Config, run: RunId, only: Option<crate::approval::Only>) -> 
         Err(e) => return Err(e.into()),
     };
     let print = || -> anyhow::Result<()> {
+        let not_sent = if result.not_sent.is_empty() {
+            String::new()
+        } else {
+            format!(", {} not sent", result.not_sent.len())
+        };
         outln!(
-            "run {run}: {} approved ({} applied, {} failed), {} obsolete, {} refused",
+            "run {run}: {} approved ({} applied, {} failed{not_sent}), {} obsolete, {} refused",
             result.approved.len(),
             result.applied.applied,
-            result.applied.failed,
+            result.failed,
             result.obsolete.len(),
             result.refused.len()
         )?;
+        if !result.not_sent.is_empty() {
+            outln!(
+                "  {}: never sent, so no failure of theirs; `{finish}` sends them once the \
+                 workspace takes writes again",
+                report::not_sent_text(&report::count_by_reason(
+                    result.not_sent.iter().map(|(_, why)| *why)
+                ))
+            )?;
+        }
         for (seq, why) in &result.obsolete {
             outln!("  obsolete #{seq}: {why}")?;
         }
@@ -1988,15 +2006,22 @@ fn approve(config: &Config, run: RunId, only: Option<crate::approval::Only>) -> 
         );
         return Ok(signal.exit_code());
     }
-    Ok(if result.applied.circuit_opened.is_some() {
+    Ok(approve_exit_code(&result))
+}
+
+/// `approve`'s exit code, by [`exit_code_for`]'s rule: 6 when the circuit
+/// breaker opened, else 4 when an approved write failed or was kept back unsent
+/// (the work is not done), else 3 when the re-check refused some, else 0.
+pub fn approve_exit_code(approval: &crate::approval::Approval) -> u8 {
+    if approval.applied.circuit_opened.is_some() {
         exit::CIRCUIT_OPEN
-    } else if result.applied.failed > 0 {
+    } else if approval.failed > 0 || !approval.not_sent.is_empty() {
         exit::FAILED
-    } else if !result.refused.is_empty() {
+    } else if !approval.refused.is_empty() {
         exit::HELD
     } else {
         exit::OK
-    })
+    }
 }
 
 /// Output printed once writes were made (`reconcile`, `resume`, `approve`): a

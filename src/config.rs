@@ -1006,6 +1006,7 @@ impl Config {
         config.check_value_types(&scalars)?;
         config.resolve_paths();
         config.trim_lists();
+        config.compose_group_names();
         config.validate()?;
         Ok(config)
     }
@@ -1110,6 +1111,22 @@ impl Config {
             for to in &mut email.to {
                 *to = to.trim().to_owned();
             }
+        }
+    }
+
+    /// Directory group names in Unicode NFC (`e` + U+0301 is `é`), as every
+    /// directory's are once read ([`crate::directory::Directory::snapshot`]): a
+    /// configuration typed on macOS, or pasted from an export, spells accents
+    /// decomposed, and compared exactly a mapping would give its role to no one.
+    fn compose_group_names(&mut self) {
+        let names = self
+            .policy
+            .scope_groups
+            .iter_mut()
+            .chain(self.policy.mapping.iter_mut().map(|m| &mut m.group))
+            .chain(self.safety.protected_groups.iter_mut());
+        for name in names {
+            crate::model::compose_in_place(name);
         }
     }
 

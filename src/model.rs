@@ -1008,6 +1008,13 @@ pub fn compose(s: &str) -> std::borrow::Cow<'_, str> {
     icu_normalizer::ComposingNormalizerBorrowed::new_nfc().normalize(s)
 }
 
+/// Replaces `s` by its [`compose`]d form (NFC) where that differs.
+pub fn compose_in_place(s: &mut String) {
+    if let std::borrow::Cow::Owned(composed) = compose(s) {
+        *s = composed;
+    }
+}
+
 /// `s` in NFC, but for the few characters outside ASCII whose canonical form is
 /// ASCII (U+212A KELVIN SIGN, U+037E GREEK QUESTION MARK, U+1FEF GREEK VARIA),
 /// which stay as they are: the text between them is composed on its own.

@@ -13,6 +13,8 @@
 //! - Workspace groups = the `workspace_group` of every mapping that applies.
 //! - Directory group names compare exactly (case-sensitively): directories treat group
 //!   names as identifiers, and a case-folded match could silently widen a mapping.
+//!   Both sides arrive composed (NFC: the directory's from `Directory::snapshot`,
+//!   the configuration's from its load), so an accent written decomposed matches.
 //!
 //! Representation: the result keeps one entry per directory identity (a grant index
 //! or an inactive reason) beside one id index over the snapshot's identities; the
@@ -875,10 +877,11 @@ fn grant(applied: &[u32], policy: &PolicySettings) -> Grant {
     }
 }
 
-/// A directory group name as `safety.protected_groups` is compared: trimmed, and
-/// without regard to case (full Unicode lower-casing).
+/// A directory group name as `safety.protected_groups` is compared: trimmed,
+/// composed (NFC, as every group name is once read) and without regard to case
+/// (full Unicode lower-casing).
 pub fn fold_group_name(name: &str) -> String {
-    name.trim().to_lowercase()
+    crate::model::compose(name.trim()).to_lowercase()
 }
 
 /// Protected accounts: exact userNames or glob patterns (`*` any run of characters,

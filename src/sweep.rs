@@ -867,10 +867,25 @@ pub async fn enforce(
             store.begin_run(RunKind::Sweep, now)?
         };
         outcome.run_id = Some(run_id);
+        let unsent_before = apply::unsent_by_stop();
         let result = apply_sweep(config, client, store, run_id, &plan, now).await;
+        // A pass the stop cut short is recorded as a reconcile's is: `stopped`,
+        // neither a success nor a failure.
+        let stopped_unsent = apply::unsent_by_stop().saturating_sub(unsent_before);
         let finished = Utc::now().max(now);
         let mut guard = lock(store)?;
         match &result {
+            Ok(_) if stopped_unsent > 0 => {
+                let stopped = RunError::Stopped {
+                    unsent: stopped_unsent,
+                };
+                guard.finish_run(
+                    run_id,
+                    finished,
+                    RunStatus::Stopped,
+                    Some(&stopped.to_string()),
+                )?
+            }
             Ok(_) => guard.finish_run(run_id, finished, RunStatus::Succeeded, None)?,
             Err(e) => {
                 guard.finish_run(run_id, finished, RunStatus::Failed, Some(&e.to_string()))?

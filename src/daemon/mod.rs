@@ -25,9 +25,10 @@
 //! listener are up, WATCHDOG from the scheduler loop, RELOADING/STOPPING), SIGHUP
 //! to reload the configuration (an invalid one is logged and the old one kept), and
 //! SIGTERM/SIGINT to stop: no new job starts, a running reconcile or sweep starts
-//! no further write (those sent finish and are verified and journaled; a reconcile
-//! is recorded failed, "stopped", and the next one plans the rest again; a sweep's
-//! leavers not reached stay open in the ledger, due at once), running jobs get
+//! no further write (those sent finish and are verified and journaled; the run
+//! and its job are recorded `stopped`, neither success nor failure; a reconcile's
+//! next run plans the rest again, and a sweep's or retry's leavers not reached
+//! stay open in the ledger, due at once), running jobs get
 //! [`STOP_GRACE`] to finish, and the journal stays consistent either way because
 //! every write was journaled before it was sent.
 
@@ -888,7 +889,7 @@ async fn sweep_job(
     // As a reconcile: after SIGTERM no further deactivation is sent; those not
     // sent stay open in the ledger ("not sent"), and the retry job sends them.
     let stop = shared.stopping.clone();
-    let (outcome, _unsent) = if read_directory {
+    let (outcome, unsent) = if read_directory {
         let directory = config.sweep_directory();
         let sweeping = sweep::sweep(
             &config,
@@ -950,6 +951,12 @@ async fn sweep_job(
     // up), but it proves nothing works: a revoked token must neither end the job's
     // failures in a row nor pass for a success while nothing is due.
     let checked = outcome.checked();
+    // Cut short by the stop, the pass is recorded as a stopped reconcile is (its
+    // run is, by the sweep): not a success, nor a failure. A pass that failed
+    // besides says so.
+    if unsent > 0 && checked.is_ok() {
+        return Err(RunError::Stopped { unsent });
+    }
     if client.served_answers() > 0 {
         return checked.map(|_| PassReach::Served);
     }

@@ -26,7 +26,8 @@
 //!   while a `null` there is usually an exporter that failed to read them. An
 //!   export with no `groups` column, or no user with a `groups` field, is an error
 //!   when the configuration names groups: everyone would be in none.
-//! - Values are trimmed; group names are trimmed, empty entries dropped and
+//! - Values are trimmed; group names are trimmed, composed (Unicode NFC: `e` and
+//!   U+0301 is `é`, as the configuration's names are), empty entries dropped and
 //!   duplicates removed (first occurrence kept).
 //! - An id, userName or email holding a character that does not show (a tab, a
 //!   no-break or zero-width space, a control character) is an error: it is
@@ -508,7 +509,15 @@ fn clean(value: Option<String>) -> Option<String> {
 /// Trimmed, empty entries dropped, duplicates removed keeping the first.
 fn clean_groups(groups: Vec<String>) -> Vec<String> {
     let count = groups.len();
-    let names = groups.into_iter().filter_map(|group| clean(Some(group)));
+    // Composed here, not only once the read is done: the checks against the
+    // configured groups below compare names exactly.
+    let names = groups
+        .into_iter()
+        .filter_map(|group| clean(Some(group)))
+        .map(|mut group| {
+            crate::model::compose_in_place(&mut group);
+            group
+        });
     // A linear scan beats hashing for the usual handful of groups; long lists
     // (hundreds of groups per person in some Okta orgs) use a set.
     if count <= 16 {

@@ -49,7 +49,10 @@
 //!   userName attribute with several values (repeats in another case aside) fails
 //!   the snapshot, naming them, rather than follow whichever came first; the email
 //!   of several `mail` values is the one that is the userName, else the first in
-//!   alphabetical order.
+//!   alphabetical order. Of several `givenName`, `sn`, `displayName` or department
+//!   values (OpenLDAP's `inetOrgPerson` allows several, say `Müller` and
+//!   `Mueller`), the first in alphabetical order (ignoring case) is taken, whatever
+//!   order the server sends them in.
 //! - Anything wrong fails the whole snapshot, never a partial directory: a search
 //!   that ends with an error, an entry that cannot be decoded, a user without an
 //!   id or a userName (narrow `user_filter`, e.g. `(mail=*)`, to leave such entries
@@ -1434,7 +1437,14 @@ fn person(entry: &SearchEntry, s: &LdapSettings, now: DateTime<Utc>) -> Result<P
         )
     })?
     .to_owned();
-    let text = |attribute: &str| first_text(entry, attribute).map(str::to_owned);
+    // Of several values, the first in alphabetical order, as for `mail`: the first
+    // the server sends may differ from one run to the next, and each change would
+    // be planned as an update of the account.
+    let text = |attribute: &str| {
+        distinct_texts(entry, attribute)
+            .first()
+            .map(|value| (*value).to_owned())
+    };
     let primary_group = match s.flavor {
         LdapFlavor::ActiveDirectory => Some(primary_group_sid(entry)?),
         LdapFlavor::OpenLdap => None,
@@ -2349,6 +2359,57 @@ mod tests {
         ] {
             assert_eq!(email("ada", &mails).as_deref(), Some("ada@example.com"));
         }
+    }
+
+    #[test]
+    fn several_name_values_give_the_first_in_alphabetical_order_whatever_their_order() {
+        let s = openldap_settings("uid", "entryUUID");
+        let now = Utc::now();
+        let names = |given: &[&str], family: &[&str], display: &[&str]| {
+            let one = entry(&[
+                ("entryUUID", &["6f1b1f0e"]),
+                ("uid", &["ines"]),
+                ("givenName", given),
+                ("sn", family),
+                ("displayName", display),
+                ("departmentNumber", &["R&D", "Engineering"]),
+            ]);
+            let ines = super::person(&one, &s, now).unwrap().identity;
+            (
+                ines.given_name,
+                ines.family_name,
+                ines.display_name,
+                ines.department,
+            )
+        };
+        let expected = (
+            Some("In\u{e8}s".to_owned()),
+            Some("Mueller".to_owned()),
+            Some("In\u{e8}s Mueller".to_owned()),
+            Some("Engineering".to_owned()),
+        );
+        assert_eq!(
+            names(
+                &["In\u{e8}s", "Yn\u{e8}s"],
+                &["Mueller", "M\u{fc}ller"],
+                &["In\u{e8}s Mueller", "In\u{e8}s M\u{fc}ller"]
+            ),
+            expected
+        );
+        assert_eq!(
+            names(
+                &["Yn\u{e8}s", "In\u{e8}s"],
+                &["M\u{fc}ller", "Mueller"],
+                &["In\u{e8}s M\u{fc}ller", "In\u{e8}s Mueller"]
+            ),
+            expected
+        );
+        // One value is that value; blanks are none.
+        assert_eq!(
+            names(&["In\u{e8}s"], &[" "], &[]).0.as_deref(),
+            Some("In\u{e8}s")
+        );
+        assert_eq!(names(&["In\u{e8}s"], &[" "], &[]).1, None);
     }
 
     #[test]

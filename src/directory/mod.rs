@@ -264,8 +264,9 @@ pub(crate) fn check_scope_groups(
     scope_groups: &[String],
     what: &str,
 ) -> Result<(), DirectoryError> {
+    let composed_present = composed(present);
     for name in scope_groups {
-        if present.contains(name.as_str()) {
+        if composed_present.contains(&crate::model::compose(name)) {
             continue;
         }
         let near = present
@@ -279,6 +280,17 @@ pub(crate) fn check_scope_groups(
         });
     }
     Ok(())
+}
+
+/// The directory's group names `present` as they are compared: in NFC (see
+/// [`compose_group_names`]).
+fn composed<'a>(
+    present: &std::collections::HashSet<&'a str>,
+) -> std::collections::HashSet<std::borrow::Cow<'a, str>> {
+    present
+        .iter()
+        .map(|name| crate::model::compose(name))
+        .collect()
 }
 
 /// Checks the groups the configuration names against the directory's groups
@@ -296,9 +308,10 @@ pub(crate) fn check_named_groups(
     required_groups: &[RequiredGroup],
     what: &str,
 ) -> Result<(), DirectoryError> {
+    let composed_present = composed(present);
     for required in required_groups {
         let found = if required.exact {
-            present.contains(required.name.as_str())
+            composed_present.contains(&crate::model::compose(&required.name))
         } else {
             group_present(present.iter().copied(), &required.name)
         };
@@ -323,7 +336,9 @@ pub(crate) fn check_named_groups(
     for name in other_groups {
         // Policy matches a mapping's group by its exact name: one the directory
         // spells otherwise ("engineering", "Engineering ") matches no one.
-        if required_groups.iter().any(|r| &r.name == name) || present.contains(name.as_str()) {
+        if required_groups.iter().any(|r| &r.name == name)
+            || composed_present.contains(&crate::model::compose(name))
+        {
             continue;
         }
         match present
@@ -391,6 +406,19 @@ pub(crate) fn refuse_ambiguous_names<'a>(
     Ok(())
 }
 
+/// The group names of `identities` in Unicode NFC, as the configuration's are
+/// ([`crate::model::compose`]): macOS exports and some HR systems write `é` as `e`
+/// and U+0301, and compared exactly with the configuration's `é` the person would
+/// lose what a mapping gives them, or fall out of scope. Every connector's read
+/// ends here.
+fn compose_group_names(identities: &mut [Identity]) {
+    for identity in identities {
+        for group in &mut identity.groups {
+            crate::model::compose_in_place(group);
+        }
+    }
+}
+
 /// The answer to [`Directory::changes_since`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DirectoryChanges {
@@ -436,13 +464,15 @@ impl Directory {
     /// prove their stream closures `Send` for every lifetime (rust-lang/rust#102211).
     pub fn snapshot(&self) -> BoxFuture<'_, Result<DirectorySnapshot, DirectoryError>> {
         Box::pin(async move {
-            match self {
+            let mut snapshot = match self {
                 Directory::File(source) => source.snapshot().await,
                 Directory::Okta(source) => source.snapshot().await,
                 Directory::Entra(source) => source.snapshot().await,
                 Directory::Ldap(source) => source.snapshot().await,
                 Directory::Scim(source) => source.snapshot().await,
-            }
+            }?;
+            compose_group_names(&mut snapshot.identities);
+            Ok(snapshot)
         })
     }
 
@@ -454,7 +484,7 @@ impl Directory {
         cursor: Option<&'a str>,
     ) -> BoxFuture<'a, Result<DirectoryChanges, DirectoryError>> {
         Box::pin(async move {
-            match self {
+            let mut changes = match self {
                 // Re-reading a file is as cheap as any delta could be.
                 Directory::File(source) => Ok(DirectoryChanges::Full {
                     snapshot: source.snapshot().await?,
@@ -472,7 +502,14 @@ impl Directory {
                     snapshot: source.snapshot().await?,
                     cursor: None,
                 }),
+            }?;
+            match &mut changes {
+                DirectoryChanges::Full { snapshot, .. } => {
+                    compose_group_names(&mut snapshot.identities)
+                }
+                DirectoryChanges::Delta { changed, .. } => compose_group_names(changed),
             }
+            Ok(changes)
         })
     }
 

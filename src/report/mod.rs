@@ -344,13 +344,7 @@ impl Report {
     /// How many actions [`Report::not_sent`] kept back, by why (in a few words),
     /// most first.
     pub fn not_sent_by_reason(&self) -> Vec<(&'static str, usize)> {
-        let mut counts: BTreeMap<&'static str, usize> = BTreeMap::new();
-        for action in self.not_sent() {
-            *counts.entry(not_sent_reason(action)).or_default() += 1;
-        }
-        let mut counts: Vec<(&'static str, usize)> = counts.into_iter().collect();
-        counts.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
-        counts
+        count_by_reason(self.not_sent().map(not_sent_reason))
     }
 
     /// Why `action` was held, failed or not run, as [`ActionOutcome::why`] says,
@@ -395,6 +389,18 @@ fn planned_again(n: usize) -> &'static str {
 /// Why an action [`Report::not_sent`] counts was kept back, in a few words.
 fn not_sent_reason(action: &ActionOutcome) -> &'static str {
     apply::KeptBack::of(action.error.as_deref()).map_or(UNREACHED_REASON, apply::KeptBack::reason)
+}
+
+/// How many of `whys` (the reasons of actions kept back unsent) say each, most
+/// first.
+pub fn count_by_reason(whys: impl Iterator<Item = &'static str>) -> Vec<(&'static str, usize)> {
+    let mut counts: BTreeMap<&'static str, usize> = BTreeMap::new();
+    for why in whys {
+        *counts.entry(why).or_default() += 1;
+    }
+    let mut counts: Vec<(&'static str, usize)> = counts.into_iter().collect();
+    counts.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
+    counts
 }
 
 /// `7 actions not sent because the workspace stopped answering`, or with

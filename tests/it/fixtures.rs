@@ -143,6 +143,41 @@ pub fn synth_config_with_directory(
     Config::load_with_env(&dir.join("seatwarden.toml"), Some(HashMap::new())).unwrap()
 }
 
+/// Writes the synthetic directory and a configuration mapping its groups (scope
+/// "Taskade Users", default Viewer) for the workspace at `url` with bearer
+/// `token`, four requests at a time, no deprovision threshold in the way, and
+/// `circuit` as the body of the `[safety.circuit]` table (empty: the defaults);
+/// loads it.
+pub fn synth_config_unlimited(
+    dir: &Path,
+    data: &Synth,
+    url: &str,
+    token: &str,
+    circuit: &str,
+) -> Config {
+    std::fs::write(
+        dir.join("directory.json"),
+        synth::directory_json(&data.directory),
+    )
+    .unwrap();
+    let mut toml = format!(
+        "[directory]\nkind = \"file\"\npath = \"directory.json\"\n\n\
+         [workspace]\nurl = \"{url}\"\ntoken = \"{token}\"\nmax_concurrency = 4\n\
+         requests_per_second = 10000\n\n\
+         [policy]\nscope_groups = [\"Taskade Users\"]\ndefault_role = \"Viewer\"\n\n\
+         [safety]\nmax_deprovisions = 100000\nmax_deprovision_percent = 100\n\
+         min_population_for_percent = 100000\nsettle = \"0s\"\n\n\
+         [safety.circuit]\n{circuit}\n"
+    );
+    for (group, role) in &data.roles {
+        toml.push_str(&format!(
+            "\n[[policy.mapping]]\ngroup = \"{group}\"\nworkspace_group = \"{group}\"\nrole = \"{role}\"\n"
+        ));
+    }
+    std::fs::write(dir.join("seatwarden.toml"), toml).unwrap();
+    Config::load_with_env(&dir.join("seatwarden.toml"), Some(HashMap::new())).unwrap()
+}
+
 /// A reconcile that did something and left nothing failed, held or unverified.
 pub fn assert_clean_reconcile(report: &seatwarden::report::Report) {
     let summary = &report.summary;

@@ -2,7 +2,6 @@
 //! workspace stops answering, what the journal and the report then say.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -12,36 +11,10 @@ use seatwarden::model::WorkspaceSnapshot;
 use seatwarden::retry::RetryPolicy;
 use seatwarden::run::{self, Mode, RunOptions};
 use seatwarden::store::Store;
-use seatwarden::synth::{self, Synth, SynthSpec};
+use seatwarden::synth::{self, SynthSpec};
 use seatwarden::workspace::ScimClient;
 
 const TOKEN: &str = "qa-apply-token";
-
-/// `data`'s directory and mappings, the workspace at `url`, no thresholds in the
-/// way, and `circuit` as the `[safety.circuit]` table.
-fn write_config(dir: &Path, data: &Synth, url: &str, circuit: &str) -> Config {
-    std::fs::write(
-        dir.join("directory.json"),
-        synth::directory_json(&data.directory),
-    )
-    .unwrap();
-    let mut toml = format!(
-        "[directory]\nkind = \"file\"\npath = \"directory.json\"\n\n\
-         [workspace]\nurl = \"{url}\"\ntoken = \"{TOKEN}\"\nmax_concurrency = 4\n\
-         requests_per_second = 10000\n\n\
-         [policy]\nscope_groups = [\"Taskade Users\"]\ndefault_role = \"Viewer\"\n\n\
-         [safety]\nmax_deprovisions = 100000\nmax_deprovision_percent = 100\n\
-         min_population_for_percent = 100000\nsettle = \"0s\"\n\n\
-         [safety.circuit]\n{circuit}\n"
-    );
-    for (group, role) in &data.roles {
-        toml.push_str(&format!(
-            "\n[[policy.mapping]]\ngroup = \"{group}\"\nworkspace_group = \"{group}\"\nrole = \"{role}\"\n"
-        ));
-    }
-    std::fs::write(dir.join("seatwarden.toml"), toml).unwrap();
-    Config::load_with_env(&dir.join("seatwarden.toml"), Some(Default::default())).unwrap()
-}
 
 /// A client of `config`'s workspace that tries each request three times, with
 /// no wait between the attempts.
@@ -84,10 +57,11 @@ async fn writes_stop_once_the_workspace_answers_nothing() {
     });
     let sandbox = crate::fixtures::sandbox(TOKEN, WorkspaceSnapshot::default()).await;
     let dir = tempfile::tempdir().unwrap();
-    let config = write_config(
+    let config = crate::fixtures::synth_config_unlimited(
         dir.path(),
         &data,
         sandbox.base_url().as_ref(),
+        TOKEN,
         "failure_ratio = 0.9\nwindow = 1000\ncool_down = \"15m\"",
     );
     let client = three_attempts(&config);
@@ -177,7 +151,13 @@ async fn a_token_revoked_mid_apply_stops_the_writes_without_opening_the_breaker(
     });
     let sandbox = Arc::new(crate::fixtures::sandbox(TOKEN, WorkspaceSnapshot::default()).await);
     let dir = tempfile::tempdir().unwrap();
-    let config = write_config(dir.path(), &data, sandbox.base_url().as_ref(), "");
+    let config = crate::fixtures::synth_config_unlimited(
+        dir.path(),
+        &data,
+        sandbox.base_url().as_ref(),
+        TOKEN,
+        "",
+    );
     let client = three_attempts(&config);
     const CONCURRENCY: u64 = 4;
     let requests_at_revocation = Arc::new(AtomicU64::new(0));
@@ -271,7 +251,13 @@ async fn a_write_that_failed_past_its_retries_says_how_often_it_was_tried() {
         ..Default::default()
     });
     let dir = tempfile::tempdir().unwrap();
-    let config = write_config(dir.path(), &data, sandbox.base_url().as_ref(), "");
+    let config = crate::fixtures::synth_config_unlimited(
+        dir.path(),
+        &data,
+        sandbox.base_url().as_ref(),
+        TOKEN,
+        "",
+    );
     let client = three_attempts(&config);
     let run = reconcile(&config, &client).await;
     let errors: Vec<&str> = run

@@ -20,34 +20,10 @@ use seatwarden::retry::RetryPolicy;
 use seatwarden::run::{self, Mode, RunOptions};
 use seatwarden::sandbox::Faults;
 use seatwarden::store::Store;
-use seatwarden::synth::{self, Synth, SynthSpec};
+use seatwarden::synth::{self, SynthSpec};
 use seatwarden::workspace::ScimClient;
 
 const TOKEN: &str = "qa-kept-back-token";
-
-/// `data`'s directory and mappings against the workspace at `url`, nothing held.
-fn synth_config(dir: &Path, data: &Synth, url: &str) -> Config {
-    std::fs::write(
-        dir.join("directory.json"),
-        synth::directory_json(&data.directory),
-    )
-    .unwrap();
-    let mut toml = format!(
-        "[directory]\nkind = \"file\"\npath = \"directory.json\"\n\n\
-         [workspace]\nurl = \"{url}\"\ntoken = \"{TOKEN}\"\nmax_concurrency = 4\n\
-         requests_per_second = 10000\n\n\
-         [policy]\nscope_groups = [\"Taskade Users\"]\ndefault_role = \"Viewer\"\n\n\
-         [safety]\nmax_deprovisions = 100000\nmax_deprovision_percent = 100\n\
-         min_population_for_percent = 100000\nsettle = \"0s\"\n"
-    );
-    for (group, role) in &data.roles {
-        toml.push_str(&format!(
-            "\n[[policy.mapping]]\ngroup = \"{group}\"\nworkspace_group = \"{group}\"\nrole = \"{role}\"\n"
-        ));
-    }
-    std::fs::write(dir.join("seatwarden.toml"), toml).unwrap();
-    Config::load_with_env(&dir.join("seatwarden.toml"), Some(Default::default())).unwrap()
-}
 
 /// The demo's files in `dir` against `url`, requests tried once.
 fn demo_config(dir: &Path, url: &str) -> Config {
@@ -235,7 +211,13 @@ async fn a_token_refused_mid_apply_is_told_as_failures_and_writes_not_sent() {
     });
     let sandbox = Arc::new(crate::fixtures::sandbox(TOKEN, WorkspaceSnapshot::default()).await);
     let dir = tempfile::tempdir().unwrap();
-    let config = synth_config(dir.path(), &data, sandbox.base_url().as_ref());
+    let config = crate::fixtures::synth_config_unlimited(
+        dir.path(),
+        &data,
+        sandbox.base_url().as_ref(),
+        TOKEN,
+        "",
+    );
     let mut settings = config.scim_settings().unwrap();
     settings.retry = RetryPolicy::immediate(2);
     let client = ScimClient::new(settings).unwrap();
