@@ -1114,7 +1114,7 @@ impl Config {
         }
     }
 
-    /// Directory group names in Unicode NFC (`e` + U+0301 is `é`), as every
+    /// Directory group names composed ([`crate::model::compose_name`]: `e` + U+0301 is `é`), as every
     /// directory's are once read ([`crate::directory::Directory::snapshot`]): a
     /// configuration typed on macOS, or pasted from an export, spells accents
     /// decomposed, and compared exactly a mapping would give its role to no one.

@@ -1008,9 +1008,21 @@ pub fn compose(s: &str) -> std::borrow::Cow<'_, str> {
     icu_normalizer::ComposingNormalizerBorrowed::new_nfc().normalize(s)
 }
 
-/// Replaces `s` by its [`compose`]d form (NFC) where that differs.
+/// `s` in NFC as a name that grants something is compared (a directory group
+/// that a mapping gives a role for, a scope group): combining sequences composed,
+/// but a character outside ASCII never made ASCII, as [`fold_case`] does for
+/// userNames. A group named with U+212A KELVIN SIGN is not the configuration's
+/// group spelt with `K`; matching more would widen a mapping.
+pub fn compose_name(s: &str) -> std::borrow::Cow<'_, str> {
+    if s.is_ascii() {
+        return std::borrow::Cow::Borrowed(s);
+    }
+    compose_keeping_non_ascii(s)
+}
+
+/// Replaces `s` by its [`compose_name`] form where that differs.
 pub fn compose_in_place(s: &mut String) {
-    if let std::borrow::Cow::Owned(composed) = compose(s) {
+    if let std::borrow::Cow::Owned(composed) = compose_name(s) {
         *s = composed;
     }
 }
@@ -1043,6 +1055,17 @@ fn compose_keeping_non_ascii(s: &str) -> std::borrow::Cow<'_, str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn names_are_composed_but_a_look_alike_of_ascii_stays() {
+        let mut group = "Caf\u{65}\u{301} Team".to_owned();
+        compose_in_place(&mut group);
+        assert_eq!(group, "Caf\u{e9} Team");
+        let mut kelvin = "\u{212A}elvin Admins".to_owned();
+        compose_in_place(&mut kelvin);
+        assert_eq!(kelvin, "\u{212A}elvin Admins");
+        assert_eq!(compose_name("Ops"), "Ops");
+    }
 
     #[test]
     fn fold_case_composes_but_never_turns_a_non_ascii_character_ascii() {

@@ -266,7 +266,7 @@ pub(crate) fn check_scope_groups(
 ) -> Result<(), DirectoryError> {
     let composed_present = composed(present);
     for name in scope_groups {
-        if composed_present.contains(&crate::model::compose(name)) {
+        if composed_present.contains(&crate::model::compose_name(name)) {
             continue;
         }
         let near = present
@@ -282,14 +282,14 @@ pub(crate) fn check_scope_groups(
     Ok(())
 }
 
-/// The directory's group names `present` as they are compared: in NFC (see
+/// The directory's group names `present` as they are compared: composed (see
 /// [`compose_group_names`]).
 fn composed<'a>(
     present: &std::collections::HashSet<&'a str>,
 ) -> std::collections::HashSet<std::borrow::Cow<'a, str>> {
     present
         .iter()
-        .map(|name| crate::model::compose(name))
+        .map(|name| crate::model::compose_name(name))
         .collect()
 }
 
@@ -311,7 +311,7 @@ pub(crate) fn check_named_groups(
     let composed_present = composed(present);
     for required in required_groups {
         let found = if required.exact {
-            composed_present.contains(&crate::model::compose(&required.name))
+            composed_present.contains(&crate::model::compose_name(&required.name))
         } else {
             group_present(present.iter().copied(), &required.name)
         };
@@ -337,7 +337,7 @@ pub(crate) fn check_named_groups(
         // Policy matches a mapping's group by its exact name: one the directory
         // spells otherwise ("engineering", "Engineering ") matches no one.
         if required_groups.iter().any(|r| &r.name == name)
-            || composed_present.contains(&crate::model::compose(name))
+            || composed_present.contains(&crate::model::compose_name(name))
         {
             continue;
         }
@@ -407,7 +407,7 @@ pub(crate) fn refuse_ambiguous_names<'a>(
 }
 
 /// The group names of `identities` in Unicode NFC, as the configuration's are
-/// ([`crate::model::compose`]): macOS exports and some HR systems write `é` as `e`
+/// ([`crate::model::compose_name`]): macOS exports and some HR systems write `é` as `e`
 /// and U+0301, and compared exactly with the configuration's `é` the person would
 /// lose what a mapping gives them, or fall out of scope. Every connector's read
 /// ends here.
