@@ -159,9 +159,15 @@ async fn a_stop_while_the_listing_waits_for_its_retry_gives_the_reconcile_up_at_
         run.error.as_deref(),
         Some(RunError::StoppedReading.to_string().as_str())
     );
-    assert!(store.journal(run.id).unwrap().is_empty(), "a plan was stored");
+    assert!(
+        store.journal(run.id).unwrap().is_empty(),
+        "a plan was stored"
+    );
     assert!(store.drift(run.id).unwrap().is_empty(), "a plan was stored");
-    assert!(store.report(run.id).unwrap().is_none(), "a report was stored");
+    assert!(
+        store.report(run.id).unwrap().is_none(),
+        "a report was stored"
+    );
     assert!(store.interrupted().unwrap().is_empty());
     drop(store);
 
@@ -275,7 +281,10 @@ async fn a_stop_while_a_sweep_reads_a_leavers_account_ends_the_pass_with_nothing
     sandbox.set_faults(Faults::default());
     let outcome = sweep(StopSignal::new()).await.unwrap();
     assert!(outcome.enforced >= 1, "{outcome:?}");
-    assert_eq!(sandbox.stats().writes, writes_before + outcome.enforced as u64);
+    assert_eq!(
+        sandbox.stats().writes,
+        writes_before + outcome.enforced as u64
+    );
     let open = store.lock().unwrap().open_deprovisions().unwrap();
     assert!(open.iter().all(|e| e.identity_id != leaver), "{open:?}");
 }
