@@ -202,6 +202,97 @@ async fn a_stop_while_the_listing_waits_for_its_retry_gives_the_reconcile_up_at_
     );
 }
 
+/// A stop while a reconcile's recovery reads the workspace (the `/Users` count it
+/// starts with refused 429): the run is given up at once, and the row a crashed
+/// run left in flight stays in flight (the recovery writes its outcomes only once
+/// every read is answered). The next run resolves it, as not reached, and sends
+/// the deactivation once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stop_during_the_recovery_leaves_the_rows_in_flight_for_the_next_run() {
+    let sandbox = Arc::new(crate::fixtures::demo_sandbox(TOKEN, slow()).await);
+    let dir = tempfile::tempdir().unwrap();
+    let (_, config) = demo(dir.path(), &sandbox);
+    // The demo's leaver, Olivia (00u1014), and her account.
+    let deactivation = ActionKind::Deactivate {
+        account_id: "ws-0015".into(),
+    };
+    let crashed = {
+        let mut store = Store::open(&config.state.path).unwrap();
+        let run = store
+            .begin_run(RunKind::Reconcile, chrono::Utc::now())
+            .unwrap();
+        let plan = seatwarden::model::Plan {
+            actions: vec![seatwarden::model::Action {
+                seq: 0,
+                kind: deactivation.clone(),
+                reason: seatwarden::model::DriftKind::StaleAccess,
+                subject: "olivia.haddad@example.com".into(),
+                identity_id: Some("00u1014".into()),
+                detail: "identity is deprovisioned in the directory".into(),
+                held: None,
+            }],
+            ..seatwarden::model::Plan::default()
+        };
+        store.save_plan(run, &plan, chrono::Utc::now()).unwrap();
+        store.mark_in_flight(run, 0, chrono::Utc::now()).unwrap();
+        run
+    };
+    let stop = StopSignal::new();
+    let stopped_at = stop_at_the_first_refusal_after(&sandbox, 0, &stop);
+    let outcome = tokio::time::timeout(
+        Duration::from_secs(60),
+        reconcile(
+            &config,
+            RunOptions {
+                stop,
+                ..RunOptions::default()
+            },
+        ),
+    )
+    .await
+    .expect("the run did not end within a minute of its start");
+    let took = stopped_at.await.unwrap().elapsed();
+    assert!(took < PROMPT, "the run ended {took:?} after the stop");
+    assert!(
+        matches!(outcome, Err(RunError::StoppedReading)),
+        "not stopped while reading: {outcome:?}"
+    );
+    assert_eq!(sandbox.stats().faults_429, 1, "{:?}", sandbox.stats());
+    assert_eq!(sandbox.stats().writes, 0);
+    let store = Store::open(&config.state.path).unwrap();
+    let in_flight = store.interrupted().unwrap();
+    assert_eq!(in_flight.len(), 1, "{in_flight:?}");
+    assert_eq!(in_flight[0].run, crashed);
+    let stopped = store.latest_run(&[RunKind::Reconcile]).unwrap().unwrap();
+    assert_ne!(stopped.id, crashed);
+    assert_eq!(stopped.status, RunStatus::Stopped);
+    assert!(store.journal(stopped.id).unwrap().is_empty());
+    drop(store);
+
+    sandbox.set_faults(Faults::default());
+    let next = reconcile(&config, RunOptions::default()).await.unwrap();
+    let store = Store::open(&config.state.path).unwrap();
+    assert!(store.interrupted().unwrap().is_empty());
+    assert_eq!(
+        store.journal(crashed).unwrap()[0].state,
+        ActionState::Failed,
+        "never sent, so not reached"
+    );
+    let journal = store.journal(next.run_id).unwrap();
+    let sent = journal
+        .iter()
+        .find(|row| row.action.kind == deactivation)
+        .unwrap_or_else(|| panic!("no deactivation planned: {journal:?}"));
+    assert_eq!(sent.state, ActionState::Applied);
+    assert_eq!(
+        sandbox.stats().writes as usize,
+        journal
+            .iter()
+            .filter(|row| row.state == ActionState::Applied)
+            .count()
+    );
+}
+
 /// A sweep whose directory opened a leaver's episode, stopped while the read of
 /// the leaver's account waits a minute for its retry: the pass ends within
 /// moments, stopped while reading, with nothing sent; the episode stays open and
