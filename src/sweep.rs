@@ -274,10 +274,17 @@ fn lock(store: &Mutex<Store>) -> Result<std::sync::MutexGuard<'_, Store>, RunErr
 
 /// A read before the pass's first write, given up with the pass once the daemon
 /// is stopping ([`apply::read_unless_stopped`]): [`RunError::StoppedReading`].
-async fn unless_stopped<F: std::future::Future>(reading: F) -> Result<F::Output, RunError> {
-    apply::read_unless_stopped(reading)
-        .await
-        .ok_or(RunError::StoppedReading)
+/// Boxed: held inline, the recovery's future and the reads' grew the pass's own
+/// past a worker thread's stack in a debug build.
+fn unless_stopped<'a, F: std::future::Future + 'a>(
+    reading: F,
+) -> impl std::future::Future<Output = Result<F::Output, RunError>> + 'a {
+    let reading = Box::pin(reading);
+    async move {
+        apply::read_unless_stopped(reading)
+            .await
+            .ok_or(RunError::StoppedReading)
+    }
 }
 
 /// Reads the directory's changes, updates the ledger, then enforces what is due.
