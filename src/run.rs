@@ -476,9 +476,9 @@ async fn execute_until(
     ));
     // Given up by `interrupted` or the stop only while `plan_stored` is unset: until
     // then the run has sent nothing, and has nothing to finish. The pipeline sets it
-    // as it stores its plan, with no await before (the plan is made from what was
-    // read whole), so a run given up stored no plan. A plan or dry run stores its
-    // report with no await after: it finishes within the same poll. A reconcile's
+    // just before it stores its plan, with no await between its last read and its
+    // apply, so a run given up stored no plan and sent nothing. A plan or dry run
+    // stores its report with no await after: it finishes within the same poll. A reconcile's
     // apply, once begun, is stopped by `options.stop` alone, which lets the writes
     // sent finish. Given up before, no further part is stored; a snapshot being
     // stored on the blocking pool holds the store's lock until it is whole, which
