@@ -265,6 +265,22 @@ pub async fn until_stopped<F: Future>(signal: StopSignal, applying: F) -> (F::Ou
     (output, watch.unsent.load(Ordering::SeqCst))
 }
 
+/// Runs `reading`, a read made before the first write of an apply that watches a
+/// stop on this task ([`until_stopped`]), unless that stop is set first: then the
+/// read is dropped where it stands (waiting a minute for its retry, say) and
+/// `None` is returned. Nothing was sent yet, so giving up loses nothing. Outside
+/// [`until_stopped`] the read is simply awaited.
+pub async fn read_unless_stopped<F: Future>(reading: F) -> Option<F::Output> {
+    let Ok(signal) = STOP.try_with(|watch| watch.signal.clone()) else {
+        return Some(reading.await);
+    };
+    tokio::select! {
+        biased;
+        () = signal.stopped() => None,
+        output = reading => Some(output),
+    }
+}
+
 /// Why an action the stop kept from being sent was not.
 pub const NOT_SENT_STOPPING: &str =
     "not sent: seatwarden was stopping; the next run plans it again";

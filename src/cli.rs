@@ -72,8 +72,9 @@ Exit codes:
      sent; those sent were finished and recorded, the rest not sent, and running
      the command again finishes the work (a second Ctrl-C quits at once: the next
      run resolves what that leaves in flight). A signal after the last write was
-     sent lets the run finish with its own code. plan, reconcile --dry-run: stopped
-     by SIGINT before the plan was made; they wrote nothing, and stored no plan
+     sent lets the run finish with its own code. plan, reconcile (--dry-run too),
+     resume: stopped by SIGINT while still reading, before the plan was made;
+     they wrote nothing, and stored no plan
 141  stdout was closed by its reader (e.g. `| head`); reconcile, resume and approve
      keep their own code
 143  as 130, stopped by SIGTERM
@@ -1612,7 +1613,7 @@ fn preview(config: &Config, mode: Mode, options: run::RunOptions) -> anyhow::Res
         )
     })?;
     match (result, signal) {
-        (Err(run::RunError::PreviewStopped), Some(signal)) => {
+        (Err(run::RunError::StoppedReading), Some(signal)) => {
             // The read's progress line, if any, was ended as the read was dropped.
             eprintln!(
                 "interrupted ({}): stopped reading; nothing was written to the \
@@ -1664,6 +1665,9 @@ where
 /// the first SIGINT or SIGTERM stops (see [`run_interruptible`]). Stopped before
 /// every write was sent, it prints the report the run stored, says on stderr how
 /// far it got and what finishes it, and exits 130 (SIGINT) or 143 (SIGTERM).
+/// Stopped while still reading, before its plan was stored, it gives up at once
+/// (its reads dropped; see [`run::RunOptions::stop`]), says so in one line and
+/// exits the same.
 fn reconcile(config: &Config, options: run::RunOptions, format: Format) -> anyhow::Result<u8> {
     let _writer = writer_lock(config)?;
     let store = open_store(config)?;
@@ -1679,6 +1683,14 @@ fn reconcile(config: &Config, options: run::RunOptions, format: Format) -> anyho
         run::execute_with_options(config, &directory, &client, store, Mode::Reconcile, options);
     let (result, signal) = run_interruptible(&stop, &finish, running)?;
     let outcome = match (result, signal) {
+        (Err(run::RunError::StoppedReading), Some(signal)) => {
+            // Given up before its plan was stored: no report to print. Rows an
+            // earlier run left in flight that its recovery did not get to stay
+            // for the next run's.
+            let in_flight = open_store(config)?.interrupted()?.len();
+            eprintln!("{}", stopped_reading_message(signal, in_flight, &finish));
+            return Ok(signal.exit_code());
+        }
         (Err(run::RunError::Stopped { unsent }), Some(signal)) => {
             // We still hold the writer lock: the newest reconcile is the one stopped.
             let store = open_store(config)?;
@@ -1858,6 +1870,24 @@ fn interrupted_message(
     };
     format!(
         "interrupted ({}): {sent}; {in_flight}; run `{finish}` to finish",
+        signal.name()
+    )
+}
+
+/// What a `reconcile` stopped by `signal` before its plan was stored says on
+/// stderr: nothing was sent; `in_flight` rows a cut-off run left are still to be
+/// resolved, by `finish` as by any later run.
+fn stopped_reading_message(signal: Interruption, in_flight: usize, finish: &str) -> String {
+    let in_flight = match in_flight {
+        0 => String::new(),
+        n => format!(
+            "; {n} writes an earlier run left in flight are still to be resolved (it \
+             resolves them first)"
+        ),
+    };
+    format!(
+        "interrupted ({}): stopped reading; nothing was written to the workspace and \
+         nothing was planned{in_flight}; run `{finish}` to do the work",
         signal.name()
     )
 }

@@ -2,7 +2,13 @@
 //! the desired state, plan, guard, and (in reconcile mode) apply and verify, then
 //! store the drift report. `plan` and `reconcile --dry-run` stop before apply and
 //! write nothing to the workspace; run by hand ([`preview_until`]), a Ctrl-C or
-//! SIGTERM gives them up where they stand, before their plan is stored. The two
+//! SIGTERM gives them up where they stand, before their plan is stored. A
+//! reconcile's stop ([`RunOptions::stop`]: SIGINT or SIGTERM by hand, the daemon
+//! stopping) gives it up the same way while it is still reading (discovery,
+//! recovery, both snapshots, the re-check), before its plan is stored: nothing
+//! was sent, so its reads are dropped mid-request ([`RunError::StoppedReading`]).
+//! Once its apply began, the stop lets the writes sent finish and be verified,
+//! and sends no more ([`RunError::Stopped`]). The two
 //! sides are read concurrently, the directory snapshot is stored while the
 //! workspace is still being read, and the workspace snapshot while the plan is
 //! made from it.
@@ -113,13 +119,16 @@ pub enum RunError {
          not sent, and the next run plans them again"
     )]
     Stopped { unsent: usize },
-    /// A `plan` or `reconcile --dry-run` given up by a signal before it stored its
-    /// plan (see [`preview_until`]).
+    /// A run given up while it was still reading, before its plan was stored: a
+    /// `plan` or `reconcile --dry-run` by a signal (see [`preview_until`]), a
+    /// reconcile by [`RunOptions::stop`] before its apply began, a sweep or retry
+    /// pass by the daemon's stop before its first deactivation. Nothing was sent,
+    /// so nothing was left undone but the run itself.
     #[error(
-        "stopped by a signal before the plan was made: nothing was written to the workspace \
+        "stopped while reading, before any write: nothing was written to the workspace \
          and nothing was planned"
     )]
-    PreviewStopped,
+    StoppedReading,
 }
 
 impl crate::retry::Transient for RunError {
@@ -130,7 +139,7 @@ impl crate::retry::Transient for RunError {
             | RunError::Notify(_)
             | RunError::Task(_)
             | RunError::Stopped { .. }
-            | RunError::PreviewStopped => false,
+            | RunError::StoppedReading => false,
             RunError::Directory(e) => e.is_transient(),
             RunError::Workspace(e) | RunError::TokenRefused(e) => e.is_transient(),
             RunError::AccountsUnread(unread) => unread.transient,
@@ -342,10 +351,14 @@ pub struct RunOptions {
     /// baseline (an empty one never is). Audited.
     pub accept_directory: bool,
     /// Set when the process is stopping (the daemon's SIGTERM; SIGINT or SIGTERM
-    /// during a `reconcile` or `resume` run by hand): the apply starts no further
-    /// write and retries none (a write waiting for its retry is not sent again),
-    /// lets those sent finish and be journaled, the run stores its report (the
-    /// actions not sent as not run) and ends with [`RunError::Stopped`].
+    /// during a `reconcile` or `resume` run by hand). Set before the apply began,
+    /// the run is given up where it stands, its reads dropped mid-request (a read
+    /// waiting a minute for its retry included): nothing was sent, so nothing is
+    /// lost; it stores no plan and no report, and ends with
+    /// [`RunError::StoppedReading`]. Set once the apply began, the apply starts no
+    /// further write and retries none (a write waiting for its retry is not sent
+    /// again), lets those sent finish and be journaled, the run stores its report
+    /// (the actions not sent as not run) and ends with [`RunError::Stopped`].
     pub stop: apply::StopSignal,
 }
 
@@ -404,8 +417,9 @@ pub async fn execute_with_options(
 /// is nothing to finish: the reads are dropped mid-request. Each snapshot is
 /// stored in one transaction, whole or not at all, and one being stored is
 /// waited for; the run is recorded `stopped`, with no plan and no report, and
-/// ends with [`RunError::PreviewStopped`]. A reconcile is never given up this
-/// way: its writes stop through [`RunOptions::stop`], which lets those sent finish.
+/// ends with [`RunError::StoppedReading`]. A reconcile is given up this way by
+/// [`RunOptions::stop`] only until its plan is stored; after, the stop lets the
+/// writes sent finish.
 pub async fn preview_until(
     config: &Config,
     directory: &Directory,
@@ -444,6 +458,9 @@ async fn execute_until(
     tracing::info!(run = run_id, mode = mode.as_str(), "run started");
     // The runs whose in-flight rows this run's recovery resolved: cut off.
     let mut cut_off = BTreeSet::new();
+    let stop = options.stop.clone();
+    // Set by the pipeline as it stores its plan: see `given_up` below.
+    let plan_stored = AtomicBool::new(false);
     // Boxed: this future is as large as the whole run's.
     let pipeline = Box::pin(pipeline(
         config,
@@ -455,21 +472,31 @@ async fn execute_until(
         started_at,
         options,
         &mut cut_off,
+        &plan_stored,
     ));
-    let result = if mode == Mode::Reconcile {
-        pipeline.await
-    } else {
-        // The plan and the report are stored with no await between them (nor after):
-        // once the plan is stored, the run finishes within the same poll. Given up
-        // before, no further part is stored; a snapshot being stored on the
-        // blocking pool holds the store's lock until it is whole, which the run's
-        // end below waits for (one queued but not begun yet is stored whole after
-        // it: the runtime waits for the blocking pool before the process exits).
+    // Given up by `interrupted` or the stop only while `plan_stored` is unset: until
+    // then the run has sent nothing, and has nothing to finish. The pipeline sets it
+    // just before it stores its plan, with no await between its last read and its
+    // apply, so a run given up stored no plan and sent nothing. A plan or dry run
+    // stores its report with no await after: it finishes within the same poll. A reconcile's
+    // apply, once begun, is stopped by `options.stop` alone, which lets the writes
+    // sent finish. Given up before, no further part is stored; a snapshot being
+    // stored on the blocking pool holds the store's lock until it is whole, which
+    // the run's end below waits for (one queued but not begun yet is stored whole
+    // after it: the runtime waits for the blocking pool before the process exits).
+    let given_up = async {
         tokio::select! {
-            biased;
-            result = pipeline => result,
-            () = interrupted => Err(RunError::PreviewStopped),
+            () = interrupted => {}
+            () = stop.stopped() => {}
         }
+        if plan_stored.load(Ordering::SeqCst) {
+            std::future::pending::<()>().await;
+        }
+    };
+    let result = tokio::select! {
+        biased;
+        result = pipeline => result,
+        () = given_up => Err(RunError::StoppedReading),
     };
     // Every reconcile feeds the same-day deprovisioning ledger, whether the daemon
     // or a person ran it, and whether it finished or failed: a run that fails after
@@ -563,9 +590,14 @@ async fn execute_until(
             let status = if matches!(error, RunError::Stopped { .. }) {
                 tracing::warn!(run = run_id, error = %message, "run stopped");
                 RunStatus::Stopped
-            } else if matches!(error, RunError::PreviewStopped) {
-                // Asked for by whoever ran it, and nothing was left undone.
-                tracing::info!(run = run_id, error = %message, "run stopped");
+            } else if matches!(error, RunError::StoppedReading) {
+                // Asked for by whoever ran it, and nothing was left undone; a
+                // reconcile's work waits for the next run all the same.
+                if mode == Mode::Reconcile {
+                    tracing::warn!(run = run_id, error = %message, "run stopped");
+                } else {
+                    tracing::info!(run = run_id, error = %message, "run stopped");
+                }
                 RunStatus::Stopped
             } else {
                 tracing::error!(run = run_id, error = %message, "run failed");
@@ -607,6 +639,7 @@ async fn pipeline(
     started_at: DateTime<Utc>,
     options: RunOptions,
     cut_off: &mut BTreeSet<RunId>,
+    plan_stored: &AtomicBool,
 ) -> Result<RunOutcome, RunError> {
     let now = options.now.unwrap_or(started_at);
     // Role groups read for checks last one pass: a client handed to several runs
@@ -805,6 +838,9 @@ async fn pipeline(
     let out_of_sight = lock(store)?.creates_out_of_sight(crate::apply::OUT_OF_SIGHT)?;
     let guarded = safety::hold_out_of_sight(guarded, &out_of_sight);
     tracing::debug!(elapsed_ms = since(started_at), "plan guarded");
+    // From here the run is not given up (see `execute_until`): no await comes
+    // before its plan is stored, and its apply is stopped only by `options.stop`.
+    plan_stored.store(true, Ordering::SeqCst);
     let guarded = {
         let mut store = lock(store)?;
         let guarded = if source_fault.is_some() {

@@ -10,6 +10,14 @@
 //! warned about when it starts and when the accounts it leaves unread double, not
 //! at every pass while it lasts ([`outage_news`]).
 //!
+//! The daemon stopping (its SIGTERM, seen through [`apply::until_stopped`]) gives
+//! a pass up at whichever read it is in before its first deactivation: the
+//! directory's changes, discovery, recovery, the due accounts, the other Owners
+//! ([`RunError::StoppedReading`]). Nothing was sent, so nothing is lost: the
+//! episodes stay due and the next pass reads them again (the ledger keeps what the
+//! directory's changes opened, and the cursor moves once it holds them). Once
+//! deactivations are being sent, the stop sends no more ("not sent").
+//!
 //! Before anything is counted or sent, actions a cut-off writer left `in_flight`
 //! are resolved ([`apply::recover`]): the 24 h limits count them as sent. The
 //! deprovisions a cut-off reconcile held or did not apply count from when it saw
@@ -264,6 +272,21 @@ fn lock(store: &Mutex<Store>) -> Result<std::sync::MutexGuard<'_, Store>, RunErr
     store.lock().map_err(|_| RunError::Poisoned)
 }
 
+/// A read before the pass's first write, given up with the pass once the daemon
+/// is stopping ([`apply::read_unless_stopped`]): [`RunError::StoppedReading`].
+/// Boxed: held inline, the recovery's future and the reads' grew the pass's own
+/// past a worker thread's stack in a debug build.
+fn unless_stopped<'a, F: std::future::Future + 'a>(
+    reading: F,
+) -> impl std::future::Future<Output = Result<F::Output, RunError>> + 'a {
+    let reading = Box::pin(reading);
+    async move {
+        apply::read_unless_stopped(reading)
+            .await
+            .ok_or(RunError::StoppedReading)
+    }
+}
+
 /// Reads the directory's changes, updates the ledger, then enforces what is due.
 pub async fn sweep(
     config: &Config,
@@ -274,7 +297,7 @@ pub async fn sweep(
     sla: Duration,
 ) -> Result<SweepOutcome, RunError> {
     let cursor = lock(store)?.state_value(CURSOR_KEY)?;
-    let changes = directory.changes_since(cursor.as_deref()).await?;
+    let changes = unless_stopped(directory.changes_since(cursor.as_deref())).await??;
     let links: HashMap<String, String> = lock(store)?
         .links()?
         .into_iter()
@@ -524,7 +547,7 @@ pub async fn enforce(
     // reconcile. A workspace that does not answer it is down for this pass: no
     // account is read (their episodes are tried again later, as after a failed
     // read), where each read would spend the retries again.
-    let discovered = outage.watch(client.discover()).await;
+    let discovered = unless_stopped(outage.watch(client.discover())).await?;
     // Every pass (each minute's retry among them) asks again while the workspace is
     // down: warned once when it goes, then at debug until it answers again.
     let changed = reachability_changed(&config.workspace.url, discovered.is_ok());
@@ -551,7 +574,7 @@ pub async fn enforce(
     // towards does not matter until a pass that can resolve them.
     let recovered = match outage.down() {
         Some(_) => Ok(apply::Recovered::default()),
-        None => apply::recover(client, store).await,
+        None => unless_stopped(apply::recover(client, store)).await?,
     };
     match recovered {
         Ok(recovered) if recovered.resolved == 0 => {}
@@ -589,15 +612,16 @@ pub async fn enforce(
         .cloned()
         .collect();
     let concurrency = config.workspace.max_concurrency.max(1);
-    let reads: Vec<(LedgerEntry, Result<Option<Account>, _>)> =
+    let reads: Vec<(LedgerEntry, Result<Option<Account>, _>)> = unless_stopped(
         futures::stream::iter(due.into_iter().map(|entry| async move {
             let id = entry.account_id.clone().unwrap_or_default();
             let read = outage.watch(client.get_account(&id)).await;
             (entry, read)
         }))
         .buffered(concurrency)
-        .collect()
-        .await;
+        .collect(),
+    )
+    .await?;
     // One account that cannot be read (a 5xx that outlasts the retries, a 403, a
     // body that does not parse) fails its own episode, not everyone's: the
     // other leavers are still deactivated and overdue ones still escalated. The
@@ -616,9 +640,8 @@ pub async fn enforce(
                 // Until the account was read, a deleted person's episode carries
                 // their directory id in place of a userName.
                 let user_name = Some(entry.user_name.as_str()).filter(|u| *u != entry.identity_id);
-                match outage
-                    .watch(client.find_account_elsewhere(&id, user_name))
-                    .await
+                match unless_stopped(outage.watch(client.find_account_elsewhere(&id, user_name)))
+                    .await?
                 {
                     Ok(found) => accounts.push((entry, found)),
                     Err(e) => {
@@ -844,7 +867,7 @@ pub async fn enforce(
     }
 
     if read.accounts.iter().any(|a| a.active && a.is_owner()) {
-        let others = other_owners(client, store, &read, concurrency).await?;
+        let others = unless_stopped(other_owners(client, store, &read, concurrency)).await??;
         read.accounts.extend(others);
     }
     if !plan.actions.is_empty() {

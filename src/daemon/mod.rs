@@ -748,7 +748,9 @@ impl JobEnd {
     fn of(result: Result<(), RunError>) -> JobEnd {
         match result {
             Ok(()) => JobEnd::Succeeded,
-            Err(e @ RunError::Stopped { .. }) => JobEnd::Stopped(e.to_string()),
+            Err(e @ (RunError::Stopped { .. } | RunError::StoppedReading)) => {
+                JobEnd::Stopped(e.to_string())
+            }
             Err(e) => JobEnd::Failed(e.to_string()),
         }
     }

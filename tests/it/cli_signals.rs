@@ -388,7 +388,7 @@ async fn a_signal_gives_up_a_plan_or_dry_run_at_once_with_nothing_planned() {
         assert_eq!(
             run.error.as_deref(),
             Some(
-                seatwarden::run::RunError::PreviewStopped
+                seatwarden::run::RunError::StoppedReading
                     .to_string()
                     .as_str()
             )

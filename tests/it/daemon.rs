@@ -3273,9 +3273,11 @@ async fn a_stop_between_sweep_writes_counts_the_unsent_leaver_as_no_attempt() {
     sandbox.shutdown().await;
 }
 
-/// A sweep after SIGTERM (the daemon's stop signal, set) sends no deactivation:
-/// the leaver's episode stays open with "not sent" as its error, and the next
-/// pass deactivates the account.
+/// A sweep stopped by SIGTERM (the daemon's stop signal) as it writes, its
+/// deactivation refused 429 and waiting a minute for its retry, sends no
+/// deactivation: the leaver's episode stays open with "not sent" as its error,
+/// and the next pass deactivates the account. (Set before the pass, the stop
+/// gives it up at its first read: see `qa_read_stop`.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_sweep_after_the_stop_sends_nothing_and_the_episode_stays_open() {
     use seatwarden::apply::{StopSignal, until_stopped};
@@ -3289,10 +3291,30 @@ async fn a_sweep_after_the_stop_sends_nothing_and_the_episode_stays_open() {
     let client = ScimClient::new(config.scim_settings().unwrap()).unwrap();
     let directory = config.directory();
     let writes = sandbox.stats().writes;
+    sandbox.set_faults(Faults {
+        rate_429: 1.0,
+        retry_after_secs: 60,
+        writes_only: true,
+        ..Faults::default()
+    });
     let stop = StopSignal::new();
-    stop.stop();
-    let (stopped, unsent) =
-        until_stopped(stop, sweep_now(&config, &directory, &client, &store)).await;
+    let stopping = {
+        let stop = stop.clone();
+        let refused = || sandbox.stats().faults_429 >= 1;
+        async move {
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+            while !refused() {
+                assert!(std::time::Instant::now() < deadline, "no write was sent");
+                tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+            }
+            stop.stop();
+        }
+    };
+    let ((stopped, unsent), ()) = tokio::join!(
+        until_stopped(stop, sweep_now(&config, &directory, &client, &store)),
+        stopping
+    );
+    sandbox.set_faults(Faults::default());
     assert_eq!(stopped.enforced, 0, "{stopped:?}");
     assert_eq!(unsent, 1);
     assert_eq!(sandbox.stats().writes, writes, "no write after the stop");
@@ -3333,6 +3355,8 @@ async fn a_sweep_after_the_stop_sends_nothing_and_the_episode_stays_open() {
     };
     assert!(active(&sandbox));
 
+    // A new client: the 429 paused this one's requests for a minute.
+    let client = ScimClient::new(config.scim_settings().unwrap()).unwrap();
     let later = seatwarden::sweep::enforce(
         &config,
         &client,

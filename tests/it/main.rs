@@ -34,6 +34,7 @@ mod qa_directory2;
 mod qa_first_hour;
 mod qa_kept_back;
 mod qa_leftovers;
+mod qa_read_stop;
 mod qa_status;
 mod qa_stop;
 mod report;
