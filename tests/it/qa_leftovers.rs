@@ -91,17 +91,27 @@ async fn demo_with_a_leaver(
     (sandbox, env, config, leaver)
 }
 
-/// A sweep pass after the stop sends nothing; its run is recorded `stopped`,
-/// with why, not as a success.
+/// A sweep pass stopped as it writes (its deactivation refused 429, waiting a
+/// minute for its retry) sends nothing more; its run is recorded `stopped`, with
+/// why, not as a success. (Stopped before its writes, a pass is given up at its
+/// first read: see `qa_read_stop`.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_sweep_the_stop_cut_short_is_recorded_stopped() {
     let dir = tempfile::tempdir().unwrap();
-    let (sandbox, _, config, _) = demo_with_a_leaver(dir.path(), Faults::default()).await;
+    let (sandbox, _, config, _) = demo_with_a_leaver(
+        dir.path(),
+        Faults {
+            rate_429: 1.0,
+            retry_after_secs: 60,
+            writes_only: true,
+            ..Faults::default()
+        },
+    )
+    .await;
     let store = Arc::new(Mutex::new(Store::open(&config.state.path).unwrap()));
     let client = ScimClient::new(config.scim_settings().unwrap()).unwrap();
     let directory = config.directory();
     let stop = StopSignal::new();
-    stop.stop();
     let sweeping = seatwarden::sweep::sweep(
         &config,
         &directory,
@@ -110,7 +120,20 @@ async fn a_sweep_the_stop_cut_short_is_recorded_stopped() {
         chrono::Utc::now(),
         chrono::Duration::hours(1),
     );
-    let (outcome, unsent) = until_stopped(stop, sweeping).await;
+    let stopping = {
+        let stop = stop.clone();
+        let sandbox = &sandbox;
+        async move {
+            let deadline = Instant::now() + Duration::from_secs(60);
+            while sandbox.stats().faults_429 < 1 {
+                assert!(Instant::now() < deadline, "no write was sent");
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            stop.stop();
+        }
+    };
+    let ((outcome, unsent), ()) = tokio::join!(until_stopped(stop, sweeping), stopping);
+    sandbox.set_faults(Faults::default());
     let outcome = outcome.unwrap();
     assert_eq!(unsent, 1, "{outcome:?}");
     let run = store
@@ -125,7 +148,9 @@ async fn a_sweep_the_stop_cut_short_is_recorded_stopped() {
     assert!(error.contains("seatwarden was stopping"), "{error}");
     assert!(error.contains("1 actions were not sent"), "{error}");
 
-    // A pass the stop did not touch is still a success.
+    // A pass the stop did not touch is still a success. (A new client: the 429
+    // paused this one's requests for a minute.)
+    let client = ScimClient::new(config.scim_settings().unwrap()).unwrap();
     let store = Arc::new(Mutex::new(Store::open(&config.state.path).unwrap()));
     let (outcome, unsent) = until_stopped(
         StopSignal::new(),
