@@ -1681,7 +1681,7 @@ fn reconcile(config: &Config, options: run::RunOptions, format: Format) -> anyho
     let finish = format!("{} reconcile", config.admin_command());
     let running =
         run::execute_with_options(config, &directory, &client, store, Mode::Reconcile, options);
-    let (result, signal) = run_interruptible(&stop, &finish, running)?;
+    let (result, signal) = run_interruptible(&stop, &finish, true, running)?;
     let outcome = match (result, signal) {
         (Err(run::RunError::StoppedReading), Some(signal)) => {
             // Given up before its plan was stored: no report to print. Rows an
@@ -1808,10 +1808,13 @@ impl Interrupts {
 /// sent" (as when the daemon stops). A second one ends the process at once, as
 /// the first used to: the writes it leaves in flight are resolved by the next
 /// reconcile, sweep or approval (`finish` is the command that finishes the work).
-/// Returns the first signal received, if any.
+/// `reads_given_up`: the work is a run that `stop` gives up while it still reads
+/// (a reconcile; not an approval, whose re-check reads finish), as the first
+/// signal's line says. Returns the first signal received, if any.
 fn run_interruptible<F: std::future::Future>(
     stop: &crate::apply::StopSignal,
     finish: &str,
+    reads_given_up: bool,
     work: F,
 ) -> anyhow::Result<(F::Output, Option<Interruption>)> {
     runtime()?.block_on(async {
@@ -1832,9 +1835,14 @@ fn run_interruptible<F: std::future::Future>(
                     ""
                 };
                 eprintln!(
-                    "{newline}{}: stopping: no further write is sent; the writes already sent \
-                     finish and are recorded (a second signal quits at once)",
-                    signal.name()
+                    "{newline}{}: stopping: {}no further write is sent; the writes already \
+                     sent finish and are recorded (a second signal quits at once)",
+                    signal.name(),
+                    if reads_given_up {
+                        "a run still reading gives up at once; once writing, "
+                    } else {
+                        ""
+                    }
                 );
                 let again = signals.next().await;
                 eprintln!(
@@ -1974,7 +1982,7 @@ fn approve(config: &Config, run: RunId, only: Option<crate::approval::Only>) -> 
             chrono::Utc::now(),
         )),
     );
-    let ((result, unsent), signal) = run_interruptible(&stop, &finish, approving)?;
+    let ((result, unsent), signal) = run_interruptible(&stop, &finish, false, approving)?;
     let result = match result {
         Ok(result) => result,
         Err(e @ approval::ApprovalError::CircuitOpen { .. }) => {

@@ -445,6 +445,11 @@ async fn sigterm_while_reconcile_reads_exits_143_at_once() {
         ),
         "{stderr}"
     );
+    // The first signal's line says so too, before the run has given up.
+    assert!(
+        stderr.contains("SIGTERM: stopping: a run still reading gives up at once;"),
+        "{stderr}"
+    );
     assert_eq!(sandbox.stats().faults_429, 1, "{stderr}");
     assert_eq!(sandbox.stats().writes, 0, "{stderr}");
     let store = Store::open(&dir.path().join("state.db")).unwrap();
