@@ -18,7 +18,10 @@
 //! An approval cut off before it sent what it approved (a crash, Ctrl-C, an error,
 //! a breaker that opened before a later phase) is finished by approving the run
 //! again: those actions are taken with the held ones, re-checked and applied (or,
-//! refused, held again); their decision stays the first approval's.
+//! refused, held again); their decision stays the first approval's. A stop
+//! (Ctrl-C, SIGTERM) while it still re-checks, before anything is decided or sent,
+//! gives it up at once ([`ApprovalError::StoppedReading`]): its held actions stay
+//! held, undecided.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -96,6 +99,13 @@ pub enum ApprovalError {
          it left out would look deleted. Run the command again"
     )]
     ShortListing,
+    /// A stop (SIGINT, SIGTERM) came while the re-check still read the workspace:
+    /// nothing was decided or sent, so it gave up where it stood.
+    #[error(
+        "stopped while re-checking against the workspace, before any write: nothing was \
+         approved and nothing was sent"
+    )]
+    StoppedReading,
     #[error("the stored report of run {run} cannot be read: {source}")]
     CorruptReport {
         run: RunId,
@@ -717,7 +727,13 @@ pub async fn approve(
     // this run's own approval cut off mid-phase. Resolved first, as a sweep does,
     // what it sent is done (and in the ledger) and what it did not is taken up
     // below with the rest, rather than failed, planned again and held again.
-    let (store, discovered) = recover_cut_off(config, client, store, now).await?;
+    // Every read before the first write is given up at a stop: nothing was decided
+    // or sent yet (see `apply::read_unless_stopped`). What a recovery cut off
+    // mid-read leaves in flight stays for the next command, as after a crash.
+    let (store, discovered) =
+        apply::read_unless_stopped(recover_cut_off(config, client, store, now))
+            .await
+            .ok_or(ApprovalError::StoppedReading)??;
     let admin_command = config.admin_command();
     let (held, waiting) = undecided(&store, run, only, true, &admin_command)?;
     let approved_before: HashSet<u32> = store
@@ -733,13 +749,17 @@ pub async fn approve(
             admin_command: config.admin_command(),
         });
     }
-    if !discovered {
-        client.discover().await?;
-    }
     // On a terminal, the read's progress line, as a reconcile shows it: a large
     // workspace takes a while to list.
     let listing = crate::run::ReadProgress::on_terminal();
-    let (workspace, whole) = client.snapshot_whole(&|p| listing.page(p)).await?;
+    let (workspace, whole) = apply::read_unless_stopped(async {
+        if !discovered {
+            client.discover().await?;
+        }
+        client.snapshot_whole(&|p| listing.page(p)).await
+    })
+    .await
+    .ok_or(ApprovalError::StoppedReading)??;
     listing.done();
     if !whole {
         return Err(ApprovalError::ShortListing);

@@ -1681,7 +1681,7 @@ fn reconcile(config: &Config, options: run::RunOptions, format: Format) -> anyho
     let finish = format!("{} reconcile", config.admin_command());
     let running =
         run::execute_with_options(config, &directory, &client, store, Mode::Reconcile, options);
-    let (result, signal) = run_interruptible(&stop, &finish, true, running)?;
+    let (result, signal) = run_interruptible(&stop, &finish, running)?;
     let outcome = match (result, signal) {
         (Err(run::RunError::StoppedReading), Some(signal)) => {
             // Given up before its plan was stored: no report to print. Rows an
@@ -1808,13 +1808,12 @@ impl Interrupts {
 /// sent" (as when the daemon stops). A second one ends the process at once, as
 /// the first used to: the writes it leaves in flight are resolved by the next
 /// reconcile, sweep or approval (`finish` is the command that finishes the work).
-/// `reads_given_up`: the work is a run that `stop` gives up while it still reads
-/// (a reconcile; not an approval, whose re-check reads finish), as the first
-/// signal's line says. Returns the first signal received, if any.
+/// While the work still reads, before its first write (a reconcile's reads, an
+/// approval's re-check), `stop` gives it up at once. Returns the first signal
+/// received, if any.
 fn run_interruptible<F: std::future::Future>(
     stop: &crate::apply::StopSignal,
     finish: &str,
-    reads_given_up: bool,
     work: F,
 ) -> anyhow::Result<(F::Output, Option<Interruption>)> {
     runtime()?.block_on(async {
@@ -1835,14 +1834,10 @@ fn run_interruptible<F: std::future::Future>(
                     ""
                 };
                 eprintln!(
-                    "{newline}{}: stopping: {}no further write is sent; the writes already \
-                     sent finish and are recorded (a second signal quits at once)",
-                    signal.name(),
-                    if reads_given_up {
-                        "a run still reading gives up at once; once writing, "
-                    } else {
-                        ""
-                    }
+                    "{newline}{}: stopping: a run still reading gives up at once; once \
+                     writing, no further write is sent and the writes already sent finish \
+                     and are recorded (a second signal quits at once)",
+                    signal.name()
                 );
                 let again = signals.next().await;
                 eprintln!(
@@ -1961,7 +1956,8 @@ fn period(value: &str) -> Result<std::time::Duration, String> {
 /// why), 6 when the circuit breaker opened or was already open (nothing
 /// approved), 130 or 143 when
 /// SIGINT or SIGTERM stopped it before it sent everything it approved (see
-/// [`run_interruptible`]). On a terminal it shows the apply's progress line.
+/// [`run_interruptible`]; while it still re-checked, it gives up at once, nothing
+/// approved). On a terminal it shows the apply's progress line.
 fn approve(config: &Config, run: RunId, only: Option<crate::approval::Only>) -> anyhow::Result<u8> {
     use crate::approval;
     let only = only.unwrap_or(approval::Only::All);
@@ -1982,7 +1978,18 @@ fn approve(config: &Config, run: RunId, only: Option<crate::approval::Only>) -> 
             chrono::Utc::now(),
         )),
     );
-    let ((result, unsent), signal) = run_interruptible(&stop, &finish, false, approving)?;
+    let ((result, unsent), signal) = run_interruptible(&stop, &finish, approving)?;
+    let result = match (result, signal) {
+        (Err(approval::ApprovalError::StoppedReading), Some(signal)) => {
+            eprintln!(
+                "interrupted ({}): stopped re-checking; nothing was approved and nothing was \
+                 sent to the workspace; run `{finish}` to approve",
+                signal.name()
+            );
+            return Ok(signal.exit_code());
+        }
+        (result, _) => result,
+    };
     let result = match result {
         Ok(result) => result,
         Err(e @ approval::ApprovalError::CircuitOpen { .. }) => {

@@ -542,3 +542,89 @@ async fn an_okta_groups_decomposed_names_are_read_composed() {
     let ada = snapshot.identities.iter().find(|i| i.id == "00u1").unwrap();
     assert!(ada.groups.iter().any(|g| g == COMPOSED), "{ada:?}");
 }
+
+/// SIGTERM while `approve` re-checks, its listing of the workspace refused 429
+/// and waiting a minute for its retry: it gives up at once (143), says nothing
+/// was approved or sent, and the held actions stay held, undecided, for the
+/// next `approve`, which applies them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_while_approve_rechecks_gives_it_up_at_once_with_nothing_decided() {
+    let dir = tempfile::tempdir().unwrap();
+    let (sandbox, env, config, _) = demo_with_a_leaver(dir.path(), Faults::default()).await;
+    for _ in 0..5 {
+        remove_a_leaver(dir.path(), &sandbox);
+    }
+    let held = run::execute(
+        &config,
+        Store::open(&config.state.path).unwrap(),
+        Mode::Reconcile,
+    )
+    .await
+    .unwrap();
+    let run = held.run_id;
+    assert_eq!(held.plan.held().count(), 6, "{:?}", held.plan.actions);
+    let writes = sandbox.stats().writes;
+    sandbox.set_faults(Faults {
+        rate_429: 1.0,
+        retry_after_secs: 60,
+        ..Faults::default()
+    });
+    let log = dir.path().join("approve.log");
+    let child = Command::new(env!("CARGO_BIN_EXE_seatwarden"))
+        .arg("--config")
+        .arg(dir.path().join("seatwarden.toml"))
+        .args(["approve", &run.to_string()])
+        .env_remove("SEATWARDEN_CONFIG")
+        .envs(env.iter().map(|(k, v)| (k, v)))
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while sandbox.stats().faults_429 < 1 {
+        assert!(
+            Instant::now() < deadline,
+            "approve never read the workspace"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let signalled = Instant::now();
+    crate::qa_read_stop::sigterm(&child);
+    let status = crate::qa_read_stop::exit_of(child, "seatwarden approve").await;
+    let took = signalled.elapsed();
+    let stderr = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        took < Duration::from_secs(5),
+        "exited {took:?} after SIGTERM: {stderr}"
+    );
+    assert_eq!(
+        status.code(),
+        Some(seatwarden::cli::exit::TERMINATED.into()),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains(&format!(
+            "interrupted (SIGTERM): stopped re-checking; nothing was approved and nothing was \
+             sent to the workspace; run `seatwarden approve {run}` to approve"
+        )),
+        "{stderr}"
+    );
+    assert_eq!(sandbox.stats().writes, writes, "{stderr}");
+    let store = Store::open(&config.state.path).unwrap();
+    assert!(store.decisions(run).unwrap().is_empty(), "{stderr}");
+
+    sandbox.set_faults(Faults::default());
+    let output = {
+        let dir = dir.path().to_owned();
+        tokio::task::spawn_blocking(move || approve_cli(&dir, &env, run))
+            .await
+            .unwrap()
+    };
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(output.status.code(), Some(0), "{stdout}");
+    assert!(
+        stdout.contains(&format!("run {run}: 6 approved (6 applied, 0 failed)")),
+        "{stdout}"
+    );
+    sandbox.shutdown().await;
+}

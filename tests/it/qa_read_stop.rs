@@ -381,7 +381,7 @@ async fn a_stop_while_a_sweep_reads_a_leavers_account_ends_the_pass_with_nothing
 }
 
 /// Waits up to a minute for `child` to exit; kills it and fails if it does not.
-async fn exit_of(mut child: Child, what: &'static str) -> std::process::ExitStatus {
+pub(crate) async fn exit_of(mut child: Child, what: &'static str) -> std::process::ExitStatus {
     tokio::task::spawn_blocking(move || {
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
@@ -399,7 +399,7 @@ async fn exit_of(mut child: Child, what: &'static str) -> std::process::ExitStat
     .unwrap()
 }
 
-fn sigterm(child: &Child) {
+pub(crate) fn sigterm(child: &Child) {
     let status = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status()
