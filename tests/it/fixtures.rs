@@ -91,6 +91,37 @@ pub fn copy_demo_files(dir: &Path) {
     }
 }
 
+/// The demo's configuration and directory (`config/demo`) in `dir`, pointed at
+/// `sandbox` with `token`, the state database `state.db` beside them, and `more`
+/// overrides: the environment (for the binary too) and the configuration loaded
+/// with it.
+pub fn demo_env(
+    dir: &Path,
+    sandbox: &Sandbox,
+    token: &str,
+    more: &[(&str, &str)],
+) -> (Vec<(String, String)>, Config) {
+    copy_demo_files(dir);
+    let env: Vec<(String, String)> = [
+        ("SEATWARDEN__WORKSPACE__URL", sandbox.base_url().to_string()),
+        ("SEATWARDEN__WORKSPACE__TOKEN", token.to_owned()),
+        ("SEATWARDEN__STATE__PATH", "state.db".to_owned()),
+    ]
+    .into_iter()
+    .chain(
+        more.iter()
+            .map(|(name, value)| (*name, (*value).to_owned())),
+    )
+    .map(|(name, value)| (name.to_owned(), value))
+    .collect();
+    let config = Config::load_with_env(
+        &dir.join("seatwarden.toml"),
+        Some(env.iter().cloned().collect()),
+    )
+    .unwrap();
+    (env, config)
+}
+
 /// Writes the synthetic directory and a configuration mapping its groups (scope
 /// "Taskade Users", default Viewer, thresholds out of the way) for the workspace
 /// at `url`, and loads it.

@@ -25,25 +25,15 @@ fn free_port() -> u16 {
         .port()
 }
 
-/// The demo's files in `dir` pointed at `sandbox`: the environment (for the
-/// binary too) and the configuration loaded with it.
+/// The demo's files in `dir` pointed at `sandbox`, one write at a time: the
+/// environment (for the binary too) and the configuration loaded with it.
 fn demo_env(dir: &Path, sandbox: &Sandbox) -> (Vec<(String, String)>, Config) {
-    crate::fixtures::copy_demo_files(dir);
-    let env: Vec<(String, String)> = [
-        ("SEATWARDEN__WORKSPACE__URL", sandbox.base_url().to_string()),
-        ("SEATWARDEN__WORKSPACE__TOKEN", TOKEN.to_owned()),
-        ("SEATWARDEN__WORKSPACE__MAX_CONCURRENCY", "1".to_owned()),
-        ("SEATWARDEN__STATE__PATH", "state.db".to_owned()),
-    ]
-    .into_iter()
-    .map(|(name, value)| (name.to_owned(), value))
-    .collect();
-    let config = Config::load_with_env(
-        &dir.join("seatwarden.toml"),
-        Some(env.iter().cloned().collect()),
+    crate::fixtures::demo_env(
+        dir,
+        sandbox,
+        TOKEN,
+        &[("SEATWARDEN__WORKSPACE__MAX_CONCURRENCY", "1")],
     )
-    .unwrap();
-    (env, config)
 }
 
 /// Removes from the demo's directory file in `dir` an active person whose

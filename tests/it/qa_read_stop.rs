@@ -49,21 +49,7 @@ fn slow() -> Faults {
 /// The demo's configuration and directory in `dir`, pointed at `sandbox`: the
 /// environment (for the binary too) and the configuration.
 fn demo(dir: &Path, sandbox: &Sandbox) -> (Vec<(String, String)>, Config) {
-    crate::fixtures::copy_demo_files(dir);
-    let env: Vec<(String, String)> = [
-        ("SEATWARDEN__WORKSPACE__URL", sandbox.base_url().to_string()),
-        ("SEATWARDEN__WORKSPACE__TOKEN", TOKEN.to_owned()),
-        ("SEATWARDEN__STATE__PATH", "state.db".to_owned()),
-    ]
-    .into_iter()
-    .map(|(name, value)| (name.to_owned(), value))
-    .collect();
-    let config = Config::load_with_env(
-        &dir.join("seatwarden.toml"),
-        Some(env.iter().cloned().collect()),
-    )
-    .unwrap();
-    (env, config)
+    crate::fixtures::demo_env(dir, sandbox, TOKEN, &[])
 }
 
 /// The configured retry policy: six retries, each as late as the workspace asks.
