@@ -342,3 +342,66 @@ pub fn plain_mail_settings(port: u16) -> seatwarden::mail::MailSettings {
         retry: seatwarden::retry::RetryPolicy::immediate(1),
     }
 }
+
+/// `seatwarden daemon` on the configuration in `dir` with `env`, every job run
+/// once at start and not again (the schedules fire on 1 January), its HTTP
+/// listener on a free port, logging at info to `daemon.log` in `dir`: the child
+/// and the log's path.
+pub fn spawn_daemon_once(
+    dir: &Path,
+    env: &[(String, String)],
+) -> (std::process::Child, std::path::PathBuf) {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let log = dir.join("daemon.log");
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_seatwarden"))
+        .arg("--config")
+        .arg(dir.join("seatwarden.toml"))
+        .arg("daemon")
+        .env_remove("SEATWARDEN_CONFIG")
+        .envs(env.iter().map(|(k, v)| (k, v)))
+        .env("SEATWARDEN__SCHEDULE__RECONCILE", "0 0 1 1 *")
+        .env("SEATWARDEN__SCHEDULE__SWEEP", "0 0 1 1 *")
+        .env("SEATWARDEN__HTTP__LISTEN", format!("127.0.0.1:{port}"))
+        .env("RUST_LOG", "warn,seatwarden=info")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    (child, log)
+}
+
+/// Sends SIGTERM to `child`.
+pub fn sigterm(child: &std::process::Child) {
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+/// `child`'s exit status, polled off the runtime's threads; killed, and the test
+/// failed, if it has not exited within a minute (`what` names it).
+pub async fn exit_of(
+    mut child: std::process::Child,
+    what: &'static str,
+) -> std::process::ExitStatus {
+    tokio::task::spawn_blocking(move || {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                return status;
+            }
+            if std::time::Instant::now() > deadline {
+                let _ = child.kill();
+                panic!("{what} did not exit within a minute of SIGTERM");
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+    })
+    .await
+    .unwrap()
+}

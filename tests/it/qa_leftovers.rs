@@ -17,14 +17,6 @@ use seatwarden::workspace::ScimClient;
 
 const TOKEN: &str = "qa-leftovers-token";
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// The demo's files in `dir` pointed at `sandbox`, one write at a time: the
 /// environment (for the binary too) and the configuration loaded with it.
 fn demo_env(dir: &Path, sandbox: &Sandbox) -> (Vec<(String, String)>, Config) {
@@ -170,7 +162,7 @@ async fn a_sweep_the_stop_cut_short_is_recorded_stopped() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_daemons_sweep_stopped_by_sigterm_is_recorded_stopped() {
     let dir = tempfile::tempdir().unwrap();
-    let (sandbox, mut env, config, _) = demo_with_a_leaver(
+    let (sandbox, env, config, _) = demo_with_a_leaver(
         dir.path(),
         Faults {
             rate_429: 1.0,
@@ -191,28 +183,7 @@ async fn the_daemons_sweep_stopped_by_sigterm_is_recorded_stopped() {
                 .unwrap();
         }
     }
-    env.extend(
-        [
-            ("SEATWARDEN__SCHEDULE__RECONCILE", "0 0 1 1 *".to_owned()),
-            ("SEATWARDEN__SCHEDULE__SWEEP", "0 0 1 1 *".to_owned()),
-            (
-                "SEATWARDEN__HTTP__LISTEN",
-                format!("127.0.0.1:{}", free_port()),
-            ),
-        ]
-        .map(|(k, v)| (k.to_owned(), v)),
-    );
-    let log = dir.path().join("daemon.log");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_seatwarden"))
-        .arg("--config")
-        .arg(dir.path().join("seatwarden.toml"))
-        .arg("daemon")
-        .envs(env.iter().map(|(k, v)| (k, v)))
-        .env("RUST_LOG", "warn,seatwarden=info")
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .unwrap();
+    let (mut child, log) = crate::fixtures::spawn_daemon_once(dir.path(), &env);
     let deadline = Instant::now() + Duration::from_secs(60);
     while sandbox.stats().faults_429 < 1 {
         if Instant::now() > deadline {
@@ -224,26 +195,8 @@ async fn the_daemons_sweep_stopped_by_sigterm_is_recorded_stopped() {
         }
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    let killed = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(killed.success());
-    let status = tokio::task::spawn_blocking(move || {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            if let Some(status) = child.try_wait().unwrap() {
-                return status;
-            }
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                panic!("the daemon did not exit within a minute of SIGTERM");
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-    })
-    .await
-    .unwrap();
+    crate::fixtures::sigterm(&child);
+    let status = crate::fixtures::exit_of(child, "the daemon").await;
     let log = std::fs::read_to_string(&log).unwrap();
     assert_eq!(status.code(), Some(0), "{log}");
     assert!(log.contains("job stopped"), "{log}");
@@ -579,8 +532,8 @@ async fn sigterm_while_approve_rechecks_gives_it_up_at_once_with_nothing_decided
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     let signalled = Instant::now();
-    crate::qa_read_stop::sigterm(&child);
-    let status = crate::qa_read_stop::exit_of(child, "seatwarden approve").await;
+    crate::fixtures::sigterm(&child);
+    let status = crate::fixtures::exit_of(child, "seatwarden approve").await;
     let took = signalled.elapsed();
     let stderr = std::fs::read_to_string(&log).unwrap();
     assert!(

@@ -6,7 +6,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -367,32 +367,6 @@ async fn a_stop_while_a_sweep_reads_a_leavers_account_ends_the_pass_with_nothing
 }
 
 /// Waits up to a minute for `child` to exit; kills it and fails if it does not.
-pub(crate) async fn exit_of(mut child: Child, what: &'static str) -> std::process::ExitStatus {
-    tokio::task::spawn_blocking(move || {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            if let Some(status) = child.try_wait().unwrap() {
-                return status;
-            }
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                panic!("{what} did not exit within a minute of SIGTERM");
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-    })
-    .await
-    .unwrap()
-}
-
-pub(crate) fn sigterm(child: &Child) {
-    let status = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
-}
-
 /// `seatwarden reconcile` under systemd, SIGTERM while its read of the workspace
 /// waits a minute for its retry: it exits within moments with 143, says it
 /// stopped reading, and the run is recorded stopped with nothing planned.
@@ -414,8 +388,8 @@ async fn sigterm_while_reconcile_reads_exits_143_at_once() {
         .unwrap();
     wait_until(&sandbox, "a 429", |s| s.stats().faults_429 >= 1).await;
     let signalled = Instant::now();
-    sigterm(&child);
-    let status = exit_of(child, "seatwarden reconcile").await;
+    crate::fixtures::sigterm(&child);
+    let status = crate::fixtures::exit_of(child, "seatwarden reconcile").await;
     let took = signalled.elapsed();
     let stderr = std::fs::read_to_string(&log).unwrap();
     assert!(took < PROMPT, "exited {took:?} after SIGTERM: {stderr}");
@@ -453,36 +427,12 @@ async fn sigterm_while_reconcile_reads_exits_143_at_once() {
 async fn the_daemon_stops_at_once_while_a_job_reads_and_records_it_stopped() {
     let sandbox = crate::fixtures::demo_sandbox(TOKEN, throttling()).await;
     let dir = tempfile::tempdir().unwrap();
-    let (mut env, _) = demo(dir.path(), &sandbox);
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    env.extend(
-        [
-            // Never ran: runs once at start, then not again.
-            ("SEATWARDEN__SCHEDULE__RECONCILE", "0 0 1 1 *".to_owned()),
-            ("SEATWARDEN__SCHEDULE__SWEEP", "0 0 1 1 *".to_owned()),
-            ("SEATWARDEN__HTTP__LISTEN", format!("127.0.0.1:{port}")),
-        ]
-        .map(|(k, v)| (k.to_owned(), v)),
-    );
-    let log = dir.path().join("daemon.log");
-    let child = Command::new(env!("CARGO_BIN_EXE_seatwarden"))
-        .arg("--config")
-        .arg(dir.path().join("seatwarden.toml"))
-        .arg("daemon")
-        .envs(env.iter().map(|(k, v)| (k, v)))
-        .env("RUST_LOG", "warn,seatwarden=info")
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .unwrap();
+    let (env, _) = demo(dir.path(), &sandbox);
+    let (child, log) = crate::fixtures::spawn_daemon_once(dir.path(), &env);
     wait_until(&sandbox, "a 429", |s| s.stats().faults_429 >= 1).await;
     let signalled = Instant::now();
-    sigterm(&child);
-    let status = exit_of(child, "the daemon").await;
+    crate::fixtures::sigterm(&child);
+    let status = crate::fixtures::exit_of(child, "the daemon").await;
     let took = signalled.elapsed();
     let log = std::fs::read_to_string(&log).unwrap();
     assert!(took < PROMPT, "stopped {took:?} after SIGTERM: {log}");

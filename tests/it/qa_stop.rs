@@ -239,54 +239,12 @@ async fn sigterm_during_a_writes_retry_wait_exits_143_at_once() {
 async fn the_daemon_stops_at_once_during_a_writes_retry_wait_and_records_it_stopped() {
     let sandbox = throttling_sandbox().await;
     let dir = tempfile::tempdir().unwrap();
-    let (mut env, _) = demo(dir.path(), &sandbox);
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    env.extend(
-        [
-            // Never ran: runs once at start, then not again.
-            ("SEATWARDEN__SCHEDULE__RECONCILE", "0 0 1 1 *".to_owned()),
-            ("SEATWARDEN__SCHEDULE__SWEEP", "0 0 1 1 *".to_owned()),
-            ("SEATWARDEN__HTTP__LISTEN", format!("127.0.0.1:{port}")),
-        ]
-        .map(|(k, v)| (k.to_owned(), v)),
-    );
-    let log = dir.path().join("daemon.log");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_seatwarden"))
-        .arg("--config")
-        .arg(dir.path().join("seatwarden.toml"))
-        .arg("daemon")
-        .envs(env.iter().map(|(k, v)| (k, v)))
-        .env("RUST_LOG", "warn,seatwarden=info")
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .unwrap();
+    let (env, _) = demo(dir.path(), &sandbox);
+    let (child, log) = crate::fixtures::spawn_daemon_once(dir.path(), &env);
     wait_for_refusals(&sandbox, 1).await;
     let signalled = Instant::now();
-    let status = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
-    let status = tokio::task::spawn_blocking(move || {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            if let Some(status) = child.try_wait().unwrap() {
-                return status;
-            }
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                panic!("the daemon did not exit within a minute of SIGTERM");
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-    })
-    .await
-    .unwrap();
+    crate::fixtures::sigterm(&child);
+    let status = crate::fixtures::exit_of(child, "the daemon").await;
     let took = signalled.elapsed();
     let log = std::fs::read_to_string(&log).unwrap();
     assert!(took < PROMPT, "stopped {took:?} after SIGTERM: {log}");
