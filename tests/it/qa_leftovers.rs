@@ -248,18 +248,13 @@ fn approve_cli(dir: &Path, env: &[(String, String)], run: i64) -> std::process::
         .unwrap()
 }
 
-/// Six leavers at once pass the demo's threshold (5): their deactivations are
-/// held. Approved while the workspace drops every write, the first write finds
-/// it down and the other five are kept back: `approve` counts them "not sent",
-/// with why, apart from the one that failed, and says the same `approve` sends
-/// them, which it does once the workspace takes writes again. Before, all six
-/// read "failed".
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn approve_counts_writes_kept_back_as_not_sent_with_why() {
-    let dir = tempfile::tempdir().unwrap();
-    let (sandbox, mut env, config, _) = demo_with_a_leaver(dir.path(), Faults::default()).await;
+/// The demo reconciled once, then six leavers at once: more than its threshold
+/// (5), so a reconcile holds their deactivations. The sandbox, the environment,
+/// the configuration and the run that holds them.
+async fn six_leavers_held(dir: &Path) -> (Sandbox, Vec<(String, String)>, Config, i64) {
+    let (sandbox, env, config, _) = demo_with_a_leaver(dir, Faults::default()).await;
     for _ in 0..5 {
-        remove_a_leaver(dir.path(), &sandbox);
+        remove_a_leaver(dir, &sandbox);
     }
     let held = run::execute(
         &config,
@@ -274,13 +269,51 @@ async fn approve_counts_writes_kept_back_as_not_sent_with_why() {
         .filter(|a| matches!(a.kind, seatwarden::model::ActionKind::Deactivate { .. }))
         .count();
     assert_eq!(deactivations, 6, "{:?}", held.plan.actions);
+    (sandbox, env, config, held.run_id)
+}
+
+/// With the workspace healthy again, `approve RUN` applies the `count` actions
+/// still to send, and exits 0.
+async fn approve_applies_once_healthy(
+    sandbox: &Sandbox,
+    dir: &Path,
+    env: Vec<(String, String)>,
+    run: i64,
+    count: usize,
+) {
+    sandbox.set_faults(Faults::default());
+    let output = {
+        let dir = dir.to_owned();
+        tokio::task::spawn_blocking(move || approve_cli(&dir, &env, run))
+            .await
+            .unwrap()
+    };
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(output.status.code(), Some(0), "{stdout}");
+    assert!(
+        stdout.contains(&format!(
+            "run {run}: {count} approved ({count} applied, 0 failed)"
+        )),
+        "{stdout}"
+    );
+}
+
+/// Six leavers at once pass the demo's threshold (5): their deactivations are
+/// held. Approved while the workspace drops every write, the first write finds
+/// it down and the other five are kept back: `approve` counts them "not sent",
+/// with why, apart from the one that failed, and says the same `approve` sends
+/// them, which it does once the workspace takes writes again. Before, all six
+/// read "failed".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn approve_counts_writes_kept_back_as_not_sent_with_why() {
+    let dir = tempfile::tempdir().unwrap();
+    let (sandbox, mut env, _, run) = six_leavers_held(dir.path()).await;
     sandbox.set_faults(Faults {
         rate_reset: 1.0,
         writes_only: true,
         ..Faults::default()
     });
     env.push(("SEATWARDEN__WORKSPACE__RETRIES".to_owned(), "0".to_owned()));
-    let run = held.run_id;
     let output = {
         let (dir, env) = (dir.path().to_owned(), env.clone());
         tokio::task::spawn_blocking(move || approve_cli(&dir, &env, run))
@@ -311,19 +344,7 @@ async fn approve_counts_writes_kept_back_as_not_sent_with_why() {
         "{stdout}\n{stderr}"
     );
 
-    sandbox.set_faults(Faults::default());
-    let output = {
-        let dir = dir.path().to_owned();
-        tokio::task::spawn_blocking(move || approve_cli(&dir, &env, run))
-            .await
-            .unwrap()
-    };
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert_eq!(output.status.code(), Some(0), "{stdout}");
-    assert!(
-        stdout.contains(&format!("run {run}: 5 approved (5 applied, 0 failed)")),
-        "{stdout}"
-    );
+    approve_applies_once_healthy(&sandbox, dir.path(), env, run, 5).await;
     sandbox.shutdown().await;
 }
 
@@ -493,19 +514,7 @@ async fn an_okta_groups_decomposed_names_are_read_composed() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_while_approve_rechecks_gives_it_up_at_once_with_nothing_decided() {
     let dir = tempfile::tempdir().unwrap();
-    let (sandbox, env, config, _) = demo_with_a_leaver(dir.path(), Faults::default()).await;
-    for _ in 0..5 {
-        remove_a_leaver(dir.path(), &sandbox);
-    }
-    let held = run::execute(
-        &config,
-        Store::open(&config.state.path).unwrap(),
-        Mode::Reconcile,
-    )
-    .await
-    .unwrap();
-    let run = held.run_id;
-    assert_eq!(held.plan.held().count(), 6, "{:?}", held.plan.actions);
+    let (sandbox, env, config, run) = six_leavers_held(dir.path()).await;
     let writes = sandbox.stats().writes;
     sandbox.set_faults(Faults {
         rate_429: 1.0,
@@ -556,18 +565,6 @@ async fn sigterm_while_approve_rechecks_gives_it_up_at_once_with_nothing_decided
     let store = Store::open(&config.state.path).unwrap();
     assert!(store.decisions(run).unwrap().is_empty(), "{stderr}");
 
-    sandbox.set_faults(Faults::default());
-    let output = {
-        let dir = dir.path().to_owned();
-        tokio::task::spawn_blocking(move || approve_cli(&dir, &env, run))
-            .await
-            .unwrap()
-    };
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert_eq!(output.status.code(), Some(0), "{stdout}");
-    assert!(
-        stdout.contains(&format!("run {run}: 6 approved (6 applied, 0 failed)")),
-        "{stdout}"
-    );
+    approve_applies_once_healthy(&sandbox, dir.path(), env, run, 6).await;
     sandbox.shutdown().await;
 }
