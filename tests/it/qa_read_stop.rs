@@ -78,6 +78,30 @@ async fn wait_until(sandbox: &Sandbox, what: &str, reached: impl Fn(&Sandbox) ->
     }
 }
 
+/// A reconcile on `config`, stopped once `sandbox` has refused a request with 429
+/// (see [`stop_at_the_first_refusal_after`]): its outcome, and how long after the
+/// stop it ended.
+async fn reconcile_stopped_at_the_first_refusal(
+    sandbox: &Arc<Sandbox>,
+    config: &Config,
+) -> (Result<run::RunOutcome, RunError>, Duration) {
+    let stop = StopSignal::new();
+    let stopped_at = stop_at_the_first_refusal_after(sandbox, 0, &stop);
+    let outcome = tokio::time::timeout(
+        Duration::from_secs(60),
+        reconcile(
+            config,
+            RunOptions {
+                stop,
+                ..RunOptions::default()
+            },
+        ),
+    )
+    .await
+    .expect("the run did not end within a minute of its start");
+    (outcome, stopped_at.await.unwrap().elapsed())
+}
+
 /// Once the request after `before` arrives (the run's `/ServiceProviderConfig`,
 /// answered late: see [`slow`]), every request after it is refused 429; once one
 /// is, `stop` is set. Returns when it was set.
@@ -110,21 +134,7 @@ async fn a_stop_while_the_listing_waits_for_its_retry_gives_the_reconcile_up_at_
     let sandbox = Arc::new(crate::fixtures::demo_sandbox(TOKEN, slow()).await);
     let dir = tempfile::tempdir().unwrap();
     let (_, config) = demo(dir.path(), &sandbox);
-    let stop = StopSignal::new();
-    let stopped_at = stop_at_the_first_refusal_after(&sandbox, 0, &stop);
-    let outcome = tokio::time::timeout(
-        Duration::from_secs(60),
-        reconcile(
-            &config,
-            RunOptions {
-                stop,
-                ..RunOptions::default()
-            },
-        ),
-    )
-    .await
-    .expect("the run did not end within a minute of its start");
-    let took = stopped_at.await.unwrap().elapsed();
+    let (outcome, took) = reconcile_stopped_at_the_first_refusal(&sandbox, &config).await;
     assert!(
         took < PROMPT,
         "the run ended {took:?} after the stop, against a wait of {RETRY_AFTER_SECS} s"
@@ -223,21 +233,7 @@ async fn a_stop_during_the_recovery_leaves_the_rows_in_flight_for_the_next_run()
         store.mark_in_flight(run, 0, chrono::Utc::now()).unwrap();
         run
     };
-    let stop = StopSignal::new();
-    let stopped_at = stop_at_the_first_refusal_after(&sandbox, 0, &stop);
-    let outcome = tokio::time::timeout(
-        Duration::from_secs(60),
-        reconcile(
-            &config,
-            RunOptions {
-                stop,
-                ..RunOptions::default()
-            },
-        ),
-    )
-    .await
-    .expect("the run did not end within a minute of its start");
-    let took = stopped_at.await.unwrap().elapsed();
+    let (outcome, took) = reconcile_stopped_at_the_first_refusal(&sandbox, &config).await;
     assert!(took < PROMPT, "the run ended {took:?} after the stop");
     assert!(
         matches!(outcome, Err(RunError::StoppedReading)),
