@@ -53,6 +53,17 @@ fn remove_a_leaver(dir: &Path, sandbox: &Sandbox) -> String {
     id
 }
 
+/// Every write answered 429 with a `Retry-After` of a minute: a write then waits
+/// for its retry, where a stop finds it.
+fn writes_refused_for_a_minute() -> Faults {
+    Faults {
+        rate_429: 1.0,
+        retry_after_secs: 60,
+        writes_only: true,
+        ..Faults::default()
+    }
+}
+
 /// The demo reconciled once (everyone linked), then one leaver removed from its
 /// directory: what a sweep acts on.
 async fn demo_with_a_leaver(
@@ -80,16 +91,8 @@ async fn demo_with_a_leaver(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_sweep_the_stop_cut_short_is_recorded_stopped() {
     let dir = tempfile::tempdir().unwrap();
-    let (sandbox, _, config, _) = demo_with_a_leaver(
-        dir.path(),
-        Faults {
-            rate_429: 1.0,
-            retry_after_secs: 60,
-            writes_only: true,
-            ..Faults::default()
-        },
-    )
-    .await;
+    let (sandbox, _, config, _) =
+        demo_with_a_leaver(dir.path(), writes_refused_for_a_minute()).await;
     let store = Arc::new(Mutex::new(Store::open(&config.state.path).unwrap()));
     let client = ScimClient::new(config.scim_settings().unwrap()).unwrap();
     let directory = config.directory();
@@ -162,16 +165,8 @@ async fn a_sweep_the_stop_cut_short_is_recorded_stopped() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_daemons_sweep_stopped_by_sigterm_is_recorded_stopped() {
     let dir = tempfile::tempdir().unwrap();
-    let (sandbox, env, config, _) = demo_with_a_leaver(
-        dir.path(),
-        Faults {
-            rate_429: 1.0,
-            retry_after_secs: 60,
-            writes_only: true,
-            ..Faults::default()
-        },
-    )
-    .await;
+    let (sandbox, env, config, _) =
+        demo_with_a_leaver(dir.path(), writes_refused_for_a_minute()).await;
     // The reconcile and retry jobs ran just now: only the sweep runs at start.
     {
         let mut store = Store::open(&config.state.path).unwrap();
