@@ -1691,7 +1691,7 @@ fn reconcile(config: &Config, options: run::RunOptions, format: Format) -> anyho
             eprintln!("{}", stopped_reading_message(signal, in_flight, &finish));
             return Ok(signal.exit_code());
         }
-        (Err(run::RunError::Stopped { unsent }), Some(signal)) => {
+        (Err(run::RunError::Stopped { unsent, .. }), Some(signal)) => {
             // We still hold the writer lock: the newest reconcile is the one stopped.
             let store = open_store(config)?;
             let stopped = store

@@ -113,12 +113,15 @@ pub enum RunError {
     )]
     DeprovisionsUnwritten(crate::sweep::UnwrittenDeprovisions),
     /// The process was stopping: the writes already sent were finished and
-    /// verified, the rest not sent (the next run plans them again).
+    /// verified, the rest not sent. What becomes of those depends on the run
+    /// ([`StoppedRun`]).
     #[error(
-        "stopped before the whole plan was applied: seatwarden was stopping; {unsent} actions were \
-         not sent, and the next run plans them again"
+        "stopped before {}: seatwarden was stopping; {} not sent, {}",
+        .run.whole(),
+        crate::report::plural(*.unsent, "action was", "actions were"),
+        .run.what_next()
     )]
-    Stopped { unsent: usize },
+    Stopped { unsent: usize, run: StoppedRun },
     /// A run given up while it was still reading, before its plan was stored: a
     /// `plan` or `reconcile --dry-run` by a signal (see [`preview_until`]), a
     /// reconcile by [`RunOptions::stop`] before its apply began, a sweep or retry
@@ -129,6 +132,34 @@ pub enum RunError {
          and nothing was planned"
     )]
     StoppedReading,
+}
+
+/// Which run a stop cut short: what its unsent writes wait for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StoppedRun {
+    /// A reconcile: the next run plans what was not sent again.
+    Reconcile,
+    /// A sweep or retry pass: its leavers' episodes stay due in the ledger, and
+    /// the next pass sends their deactivations.
+    Deprovisioning,
+}
+
+impl StoppedRun {
+    fn whole(self) -> &'static str {
+        match self {
+            StoppedRun::Reconcile => "the whole plan was applied",
+            StoppedRun::Deprovisioning => "every due deprovision was written",
+        }
+    }
+
+    fn what_next(self) -> &'static str {
+        match self {
+            StoppedRun::Reconcile => "and the next run plans them again",
+            StoppedRun::Deprovisioning => {
+                "their leavers stay due, and the next sweep or retry pass sends them"
+            }
+        }
+    }
 }
 
 impl crate::retry::Transient for RunError {
@@ -966,6 +997,7 @@ async fn pipeline(
     if stopped_unsent > 0 {
         return Err(RunError::Stopped {
             unsent: stopped_unsent,
+            run: StoppedRun::Reconcile,
         });
     }
     // Freeing both snapshots and the links took about 8 ms at 10k people (perf); the

@@ -53,7 +53,7 @@ use crate::model::{
 };
 use crate::plan;
 use crate::policy::{self, InactiveReason};
-use crate::run::RunError;
+use crate::run::{RunError, StoppedRun};
 use crate::sla::{self, Leaver, LedgerEntry, LossReason};
 use crate::store::{ActionState, Decision, RunId, RunKind, RunStatus, Store, StoreError};
 use crate::workspace::{Outage, ScimClient, Unread};
@@ -901,6 +901,7 @@ pub async fn enforce(
             Ok(_) if stopped_unsent > 0 => {
                 let stopped = RunError::Stopped {
                     unsent: stopped_unsent,
+                    run: StoppedRun::Deprovisioning,
                 };
                 guard.finish_run(
                     run_id,

@@ -957,7 +957,10 @@ async fn sweep_job(
     // run is, by the sweep): not a success, nor a failure. A pass that failed
     // besides says so.
     if unsent > 0 && checked.is_ok() {
-        return Err(RunError::Stopped { unsent });
+        return Err(RunError::Stopped {
+            unsent,
+            run: run::StoppedRun::Deprovisioning,
+        });
     }
     if client.served_answers() > 0 {
         return checked.map(|_| PassReach::Served);

@@ -3142,7 +3142,7 @@ async fn a_stop_mid_apply_sends_nothing_more_and_the_next_run_sends_the_rest_onc
         "{first_writes} writes, {writes_at_stop} when the stop came"
     );
     let unsent = match stopped {
-        Err(RunError::Stopped { unsent }) => unsent,
+        Err(RunError::Stopped { unsent, .. }) => unsent,
         other => panic!("not stopped: {other:?}"),
     };
 

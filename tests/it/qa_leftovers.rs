@@ -131,7 +131,14 @@ async fn a_sweep_the_stop_cut_short_is_recorded_stopped() {
     assert_eq!(run.status, RunStatus::Stopped, "{run:?}");
     let error = run.error.unwrap_or_default();
     assert!(error.contains("seatwarden was stopping"), "{error}");
-    assert!(error.contains("1 actions were not sent"), "{error}");
+    // A sweep's leavers stay due in the ledger: no later run "plans them again".
+    assert!(
+        error.contains(
+            "1 action was not sent, their leavers stay due, and the next sweep or retry pass \
+             sends them"
+        ),
+        "{error}"
+    );
 
     // A pass the stop did not touch is still a success. (A new client: the 429
     // paused this one's requests for a minute.)

@@ -115,7 +115,7 @@ async fn a_stop_ends_a_writes_wait_for_its_retry_and_the_next_run_sends_it_once(
         "the run ended {took:?} after the stop, against a retry budget of {} s",
         RETRY_AFTER_SECS * 6
     );
-    let Err(RunError::Stopped { unsent }) = outcome else {
+    let Err(RunError::Stopped { unsent, .. }) = outcome else {
         panic!("not stopped: {outcome:?}");
     };
     // No retry left after the stop.
@@ -129,6 +129,12 @@ async fn a_stop_ends_a_writes_wait_for_its_retry_and_the_next_run_sends_it_once(
     );
     let run = store.latest_run(&[RunKind::Reconcile]).unwrap().unwrap();
     assert_eq!(run.status, RunStatus::Stopped);
+    let error = run.error.clone().unwrap_or_default();
+    assert!(
+        error.starts_with("stopped before the whole plan was applied")
+            && error.ends_with("not sent, and the next run plans them again"),
+        "{error}"
+    );
     let journal = store.journal(run.id).unwrap();
     let writes: Vec<_> = journal
         .iter()
