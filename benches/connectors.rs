@@ -371,6 +371,7 @@ async fn main() {
             retry: RetryPolicy::default(),
             overlap: Duration::from_secs(300),
             user_name: Default::default(),
+            ca_file: None,
         })
     };
     let source = okta(8);
@@ -428,6 +429,7 @@ async fn main() {
             retry: RetryPolicy::default(),
             include_guests: true,
             user_name: Default::default(),
+            ca_file: None,
         })
     };
     for rps in [50, 0] {
@@ -605,6 +607,7 @@ async fn scim(users: usize, group_count: usize) {
             scope_groups: Vec::new(),
             other_groups: Vec::new(),
             required_groups: Vec::new(),
+            ca_file: None,
         });
         let started = Instant::now();
         let snapshot = source.snapshot().await.unwrap();

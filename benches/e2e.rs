@@ -166,6 +166,7 @@ impl Workspace {
             retry: RetryPolicy::default(),
             managed_groups: Vec::new(),
             group_members: seatwarden::workspace::GroupMembers::Listed,
+            ca_pem: None,
         })
         .unwrap()
     }

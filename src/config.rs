@@ -262,6 +262,10 @@ pub enum DirectoryConfig {
         /// that is itself trusted, e.g. a sidecar that adds TLS.
         #[serde(default, deserialize_with = "lenient::parse")]
         allow_cleartext: bool,
+        /// PEM: the only CAs trusted for the provider's certificates (instead of the
+        /// system's roots), e.g. the CA of a proxy that inspects TLS.
+        #[serde(default)]
+        ca_file: Option<PathBuf>,
     },
     /// Microsoft Entra ID through Microsoft Graph: client credentials with a secret
     /// (`client_secret`/`client_secret_file`) or a certificate (`certificate_file` +
@@ -315,6 +319,10 @@ pub enum DirectoryConfig {
         /// that is itself trusted, e.g. a sidecar that adds TLS.
         #[serde(default, deserialize_with = "lenient::parse")]
         allow_cleartext: bool,
+        /// PEM: the only CAs trusted for the provider's certificates (instead of the
+        /// system's roots), e.g. the CA of a proxy that inspects TLS.
+        #[serde(default)]
+        ca_file: Option<PathBuf>,
     },
     /// Active Directory or OpenLDAP: a simple bind (`bind_dn` +
     /// `bind_password_file`), paged searches for users and groups.
@@ -396,6 +404,10 @@ pub enum DirectoryConfig {
         /// that is itself trusted, e.g. a sidecar that adds TLS.
         #[serde(default, deserialize_with = "lenient::parse")]
         allow_cleartext: bool,
+        /// PEM: the only CAs trusted for the provider's certificates (instead of the
+        /// system's roots), e.g. the CA of a proxy that inspects TLS.
+        #[serde(default)]
+        ca_file: Option<PathBuf>,
     },
 }
 
@@ -449,6 +461,11 @@ pub struct WorkspaceConfig {
     /// trusted, e.g. a sidecar that adds TLS.
     #[serde(default)]
     pub allow_cleartext: bool,
+    /// PEM: the only CAs trusted for the workspace's certificate (instead of the
+    /// system's roots), e.g. a self-hosted app's private CA or the CA of a proxy
+    /// that inspects TLS.
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -1072,14 +1089,27 @@ impl Config {
         match &self.directory {
             DirectoryConfig::File { path } => files.push(("directory.path", path)),
             DirectoryConfig::Entra {
-                certificate_file: Some(file),
+                certificate_file,
+                ca_file,
                 ..
-            } => files.push(("directory.certificate_file", file)),
-            DirectoryConfig::Ldap {
-                ca_file: Some(file),
-                ..
-            } => files.push(("directory.ca_file", file)),
-            _ => {}
+            } => {
+                if let Some(file) = certificate_file {
+                    files.push(("directory.certificate_file", file));
+                }
+                if let Some(file) = ca_file {
+                    files.push(("directory.ca_file", file));
+                }
+            }
+            DirectoryConfig::Ldap { ca_file, .. }
+            | DirectoryConfig::Okta { ca_file, .. }
+            | DirectoryConfig::Scim { ca_file, .. } => {
+                if let Some(file) = ca_file {
+                    files.push(("directory.ca_file", file));
+                }
+            }
+        }
+        if let Some(file) = &self.workspace.ca_file {
+            files.push(("workspace.ca_file", file));
         }
         files.extend(self.secret_files());
         if let Some(file) = self
@@ -1142,20 +1172,24 @@ impl Config {
             DirectoryConfig::Okta {
                 token_file,
                 private_key_file,
+                ca_file,
                 ..
             } => {
                 token_file.iter_mut().for_each(resolve);
                 private_key_file.iter_mut().for_each(resolve);
+                ca_file.iter_mut().for_each(resolve);
             }
             DirectoryConfig::Entra {
                 client_secret_file,
                 certificate_file,
                 private_key_file,
+                ca_file,
                 ..
             } => {
                 client_secret_file.iter_mut().for_each(resolve);
                 certificate_file.iter_mut().for_each(resolve);
                 private_key_file.iter_mut().for_each(resolve);
+                ca_file.iter_mut().for_each(resolve);
             }
             DirectoryConfig::Ldap {
                 ca_file,
@@ -1165,9 +1199,19 @@ impl Config {
                 ca_file.iter_mut().for_each(resolve);
                 bind_password_file.iter_mut().for_each(resolve);
             }
-            DirectoryConfig::Scim { token_file, .. } => token_file.iter_mut().for_each(resolve),
+            DirectoryConfig::Scim {
+                token_file,
+                ca_file,
+                ..
+            } => {
+                token_file.iter_mut().for_each(resolve);
+                ca_file.iter_mut().for_each(resolve);
+            }
         }
         if let Some(file) = &mut self.workspace.token_file {
+            resolve(file);
+        }
+        if let Some(file) = &mut self.workspace.ca_file {
             resolve(file);
         }
         resolve(&mut self.state.path);
@@ -1182,6 +1226,14 @@ impl Config {
                 resolve(file);
             }
         }
+    }
+
+    /// The certificates of a `ca_file` key ([`crate::http::read_ca_file`]).
+    fn ca_pem(&self, key: &str, file: Option<&Path>) -> Result<Option<Vec<u8>>, ConfigError> {
+        file.map(|file| {
+            crate::http::read_ca_file(file).map_err(|e| self.key_error(key, e.to_string()))
+        })
+        .transpose()
     }
 
     fn key_error(&self, key: &str, message: impl Into<String>) -> ConfigError {
@@ -1706,6 +1758,7 @@ impl Config {
     /// Secrets are still read again at each use, so rotation keeps working.
     pub fn check_credentials(&self) -> Result<(), ConfigError> {
         self.workspace_token()?;
+        self.ca_pem("workspace.ca_file", self.workspace.ca_file.as_deref())?;
         self.mail_settings()?;
         self.trigger_token()?;
         self.directory()
@@ -1748,40 +1801,7 @@ impl Config {
             }
             (None, None) => None,
         };
-        let ca_pem = email
-            .ca_file
-            .as_ref()
-            .map(|file| {
-                let pem = std::fs::read(file).map_err(|e| {
-                    self.key_error(
-                        "report.email.ca_file",
-                        format!("cannot read {}: {e}", file.display()),
-                    )
-                })?;
-                // The TLS library takes a file without a PEM certificate (a DER
-                // `.cer`, a key) as an empty trust store, and every send would
-                // then fail at the handshake, retried for ever.
-                use rustls_pki_types::pem::PemObject;
-                let mut certificates = 0;
-                for certificate in rustls_pki_types::CertificateDer::pem_slice_iter(&pem) {
-                    certificate.map_err(|e| {
-                        self.key_error("report.email.ca_file", format!("{}: {e}", file.display()))
-                    })?;
-                    certificates += 1;
-                }
-                if certificates == 0 {
-                    return Err(self.key_error(
-                        "report.email.ca_file",
-                        format!(
-                            "{} holds no PEM certificate (-----BEGIN CERTIFICATE-----); convert \
-                             a DER file with `openssl x509 -inform der -in FILE -out FILE.pem`",
-                            file.display()
-                        ),
-                    ));
-                }
-                Ok(pem)
-            })
-            .transpose()?;
+        let ca_pem = self.ca_pem("report.email.ca_file", email.ca_file.as_deref())?;
         Ok(Some(crate::mail::MailSettings {
             endpoint,
             username: email.username.clone(),
@@ -2270,6 +2290,7 @@ impl Config {
                 max_concurrency,
                 timeout: t,
                 allow_cleartext: _,
+                ca_file,
             } => {
                 let auth = match client_id {
                     Some(client_id) => OktaAuth::PrivateKeyJwt {
@@ -2291,6 +2312,7 @@ impl Config {
                     retry: RetryPolicy::default(),
                     overlap: Duration::from_secs(300),
                     user_name: *user_name_attribute,
+                    ca_file: ca_file.clone(),
                 }))
             }
             DirectoryConfig::Entra {
@@ -2307,6 +2329,7 @@ impl Config {
                 requests_per_second,
                 timeout: t,
                 allow_cleartext: _,
+                ca_file,
                 include_guests,
                 user_name_attribute,
             } => {
@@ -2337,6 +2360,7 @@ impl Config {
                     retry: RetryPolicy::default(),
                     include_guests: *include_guests,
                     user_name: *user_name_attribute,
+                    ca_file: ca_file.clone(),
                 }))
             }
             DirectoryConfig::Ldap {
@@ -2403,6 +2427,7 @@ impl Config {
                 requests_per_second,
                 timeout: t,
                 allow_cleartext: _,
+                ca_file,
             } => Directory::Scim(ScimDirectorySource::new(ScimDirectorySettings {
                 url: url.clone(),
                 token: secret(token, token_file, "directory.token_file"),
@@ -2415,6 +2440,7 @@ impl Config {
                 scope_groups,
                 other_groups,
                 required_groups,
+                ca_file: ca_file.clone(),
             })),
         }
     }
@@ -2475,6 +2501,7 @@ impl Config {
                 .map(|m| m.workspace_group.clone())
                 .collect(),
             group_members: self.workspace.group_members,
+            ca_pem: self.ca_pem("workspace.ca_file", self.workspace.ca_file.as_deref())?,
         })
     }
 

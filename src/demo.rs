@@ -302,7 +302,7 @@ async fn export_seed(base: &url::Url, dir: &Path) -> Result<(), DemoError> {
         path: dir.join(FINAL_SEED),
         message,
     };
-    let http = crate::http::client(std::time::Duration::from_secs(10), true)
+    let http = crate::http::client(std::time::Duration::from_secs(10), true, None)
         .map_err(|e| failed(format!("HTTP client: {e}")))?;
     let mut seed = serde_json::Map::new();
     for (collection, key) in [("Users", "users"), ("Groups", "groups")] {

@@ -1,5 +1,6 @@
 //! HTTP pieces shared by every remote connector (the SCIM workspace client and the
-//! directory connectors): one way to build a `reqwest` client on rustls + ring, one
+//! directory connectors): one way to build a `reqwest` client on rustls + ring
+//! (trusting the system's roots, or a `ca_file`'s instead: [`read_ca_file`]), one
 //! query encoder, one way to put an id in a path ([`path_segment`]), one body
 //! reader with a size limit ([`body_text`]), the limits a listing and an answer
 //! must keep to ([`Limits`]), and one description of a failed exchange. Retries
@@ -16,9 +17,13 @@ use std::time::Duration;
 /// `HTTP_PROXY`/`ALL_PROXY` from the environment, and through one the bearer token
 /// would travel in cleartext to the proxy's host. HTTPS connections honour
 /// `HTTPS_PROXY`/`ALL_PROXY`/`NO_PROXY` (a CONNECT tunnel keeps TLS end to end).
+///
+/// `ca_pem`: the PEM certificates of a `ca_file` ([`read_ca_file`]), trusted
+/// instead of the system's roots; `None` trusts the system's.
 pub fn client(
     connect_timeout: Duration,
     plain_http: bool,
+    ca_pem: Option<&[u8]>,
 ) -> Result<reqwest::Client, reqwest::Error> {
     // Another component may have installed it already; either way one is there.
     let _ = rustls::crypto::ring::default_provider().install_default();
@@ -27,6 +32,10 @@ pub fn client(
         builder.no_proxy()
     } else {
         builder
+    };
+    let builder = match ca_pem {
+        Some(pem) => builder.tls_certs_only(reqwest::Certificate::from_pem_bundle(pem)?),
+        None => builder,
     };
     builder
         .tls_backend_rustls()
@@ -41,6 +50,55 @@ pub fn client(
         // names where it pointed ([`redirect_detail`]).
         .redirect(reqwest::redirect::Policy::none())
         .build()
+}
+
+/// Why a `ca_file` cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum CaFileError {
+    #[error("cannot read {}: {source}", .file.display())]
+    Unreadable {
+        file: std::path::PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{}: {message}", .file.display())]
+    Malformed {
+        file: std::path::PathBuf,
+        message: String,
+    },
+    /// The TLS library takes a file without a PEM certificate (a DER `.cer`, a
+    /// key) as an empty trust store: every connection would then fail at the
+    /// handshake, retried for ever.
+    #[error(
+        "{} holds no PEM certificate (-----BEGIN CERTIFICATE-----); convert a DER file \
+         with `openssl x509 -inform der -in FILE -out FILE.pem`",
+        .file.display()
+    )]
+    NoCertificate { file: std::path::PathBuf },
+}
+
+/// Reads a `ca_file` (PEM, one or more CA certificates) and checks that it holds
+/// certificates and nothing malformed: the bytes [`client`] and the SMTP
+/// transport trust instead of the system's roots.
+pub fn read_ca_file(file: &std::path::Path) -> Result<Vec<u8>, CaFileError> {
+    use rustls_pki_types::pem::PemObject;
+    let pem = std::fs::read(file).map_err(|source| CaFileError::Unreadable {
+        file: file.to_owned(),
+        source,
+    })?;
+    let mut certificates = 0;
+    for certificate in rustls_pki_types::CertificateDer::pem_slice_iter(&pem) {
+        certificate.map_err(|e| CaFileError::Malformed {
+            file: file.to_owned(),
+            message: e.to_string(),
+        })?;
+        certificates += 1;
+    }
+    if certificates == 0 {
+        return Err(CaFileError::NoCertificate {
+            file: file.to_owned(),
+        });
+    }
+    Ok(pem)
 }
 
 /// What to say about a 3xx answer, from its `Location`.
@@ -285,8 +343,9 @@ pub fn describe_failure(e: &reqwest::Error) -> (String, bool) {
     }
     if certificate {
         message.push_str(
-            "; the server's certificate must chain to a CA this host trusts (the system's \
-             roots, or SSL_CERT_FILE) and name the host in the URL",
+            "; the server's certificate must chain to a CA seatwarden trusts (the \
+             connection's `ca_file` when it has one, else the system's roots or \
+             SSL_CERT_FILE) and name the host in the URL",
         );
     }
     // A builder error (bad URL) will not fix itself, nor will a certificate this
@@ -490,7 +549,7 @@ mod tests {
 
     #[tokio::test]
     async fn an_endless_body_is_cut_off_at_the_limit() {
-        let http = client(Duration::from_secs(5), true).unwrap();
+        let http = client(Duration::from_secs(5), true, None).unwrap();
         let answer = http
             .get(raw_server(CHUNKED, kib_chunk(), None, ""))
             .timeout(Duration::from_secs(20))
@@ -520,7 +579,7 @@ mod tests {
     /// A `Content-Length` past the limit is refused before the body is waited for.
     #[tokio::test]
     async fn a_body_announced_past_the_limit_is_not_waited_for() {
-        let http = client(Duration::from_secs(5), true).unwrap();
+        let http = client(Duration::from_secs(5), true, None).unwrap();
         let head = "HTTP/1.1 200 OK\r\ncontent-length: 1000000\r\n\r\n";
         // Ten bytes come, then nothing: reading on would wait for the timeout.
         let answer = http

@@ -108,6 +108,9 @@ pub struct EntraSettings {
     pub include_guests: bool,
     /// The user property that becomes the workspace userName.
     pub user_name: EntraUserName,
+    /// `directory.ca_file`: PEM CAs trusted instead of the system's roots, read
+    /// when the connection is made ([`super::remote::ca_pem`]).
+    pub ca_file: Option<std::path::PathBuf>,
 }
 
 /// `directory.user_name_attribute` for Entra: which user property becomes the
@@ -215,8 +218,10 @@ impl EntraSource {
     }
 
     /// Reads the credential files and, for a certificate credential, parses the
-    /// certificate and its key: what `check-config` can prove without the network.
+    /// certificate and its key, and checks `ca_file`: what `check-config` can
+    /// prove without the network.
     pub fn check_files(&self) -> Result<(), DirectoryError> {
+        super::remote::ca_pem(self.inner.settings.ca_file.as_deref())?;
         match &self.inner.settings.auth {
             EntraAuth::ClientSecret(secret) => secret.read().map(drop),
             EntraAuth::Certificate {
@@ -269,6 +274,7 @@ impl EntraSource {
                     s.retry,
                     max_body,
                     plain_http,
+                    s.ca_file.as_deref(),
                 )
             })
             .await

@@ -544,7 +544,10 @@ impl Directory {
             Directory::Okta(source) => source.check_files(),
             Directory::Entra(source) => source.check_files(),
             Directory::Ldap(source) => source.check_files(),
-            Directory::Scim(source) => source.settings().token.read().map(drop),
+            Directory::Scim(source) => {
+                remote::ca_pem(source.settings().ca_file.as_deref())?;
+                source.settings().token.read().map(drop)
+            }
         }
     }
 

@@ -109,6 +109,9 @@ pub struct OktaSettings {
     pub overlap: Duration,
     /// The profile attribute that becomes the workspace userName.
     pub user_name: OktaUserName,
+    /// `directory.ca_file`: PEM CAs trusted instead of the system's roots, read
+    /// when the connection is made ([`super::remote::ca_pem`]).
+    pub ca_file: Option<std::path::PathBuf>,
 }
 
 /// `directory.user_name_attribute` for Okta: which profile attribute becomes the
@@ -258,9 +261,10 @@ impl OktaSource {
         }
     }
 
-    /// Reads the credential file and, for a service app, parses its key: what
-    /// `check-config` can prove without the network.
+    /// Reads the credential file and, for a service app, parses its key, and
+    /// checks `ca_file`: what `check-config` can prove without the network.
     pub fn check_files(&self) -> Result<(), DirectoryError> {
+        super::remote::ca_pem(self.inner.settings.ca_file.as_deref())?;
         match &self.inner.settings.auth {
             OktaAuth::Ssws(token) => token.read().map(drop),
             OktaAuth::PrivateKeyJwt { private_key, .. } => {
@@ -301,6 +305,7 @@ impl OktaSource {
                     s.retry,
                     max_body,
                     plain_http,
+                    s.ca_file.as_deref(),
                 )
             })
             .await

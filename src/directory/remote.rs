@@ -158,6 +158,22 @@ pub(crate) struct Transport {
     retries: AtomicU64,
 }
 
+/// The certificates of `directory.ca_file`, checked ([`crate::http::read_ca_file`]).
+pub fn ca_pem(file: Option<&std::path::Path>) -> Result<Option<Vec<u8>>, DirectoryError> {
+    use crate::http::CaFileError;
+    file.map(|file| {
+        crate::http::read_ca_file(file).map_err(|e| match e {
+            CaFileError::Unreadable { file, source } => DirectoryError::SecretFile {
+                key: "directory.ca_file",
+                file,
+                source,
+            },
+            other => DirectoryError::Settings(format!("directory.ca_file {other}")),
+        })
+    })
+    .transpose()
+}
+
 impl Transport {
     /// `plain_http`: a URL of the connection is plain `http://`, and the client
     /// then never uses a proxy ([`crate::http::client`]).
@@ -168,8 +184,10 @@ impl Transport {
         retry: RetryPolicy,
         max_body_bytes: usize,
         plain_http: bool,
+        ca_file: Option<&std::path::Path>,
     ) -> Result<Transport, DirectoryError> {
-        let http = crate::http::client(timeout, plain_http)
+        let ca_pem = ca_pem(ca_file)?;
+        let http = crate::http::client(timeout, plain_http, ca_pem.as_deref())
             .map_err(|e| DirectoryError::Settings(format!("HTTP client: {e}")))?;
         let limiter = NonZeroU32::new(requests_per_second).map(|rps| {
             RateLimiter::direct_with_clock(Quota::per_second(rps), DefaultClock::default())

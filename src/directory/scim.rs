@@ -57,6 +57,9 @@ pub struct ScimDirectorySettings {
     /// and the groups mapped to Owner, where a typo would take protection away or
     /// demote every Owner without a word.
     pub required_groups: Vec<super::RequiredGroup>,
+    /// `directory.ca_file`: PEM CAs trusted instead of the system's roots, read
+    /// when the connection is made ([`super::remote::ca_pem`]).
+    pub ca_file: Option<std::path::PathBuf>,
 }
 
 #[derive(Debug, Clone)]
@@ -96,6 +99,7 @@ impl ScimDirectorySource {
             // Not used by `people`: check_named_groups reads the named groups again.
             managed_groups: Vec::new(),
             group_members: GroupMembers::Listed,
+            ca_pem: super::remote::ca_pem(settings.ca_file.as_deref())?,
         })
         .map_err(directory_error)?;
         client.discover().await.map_err(directory_error)?;

@@ -217,6 +217,9 @@ pub struct ScimSettings {
     pub managed_groups: Vec<String>,
     /// Where those groups' members are read from.
     pub group_members: GroupMembers,
+    /// `workspace.ca_file`'s certificates (PEM, checked by
+    /// [`crate::http::read_ca_file`]), trusted instead of the system's roots.
+    pub ca_pem: Option<Vec<u8>>,
 }
 
 /// Reported after each page of a listing.
@@ -431,7 +434,7 @@ impl ScimClient {
             ));
         }
         let plain_http = settings.base_url.scheme() == "http";
-        let http = crate::http::client(settings.timeout, plain_http)
+        let http = crate::http::client(settings.timeout, plain_http, settings.ca_pem.as_deref())
             .map_err(|e| WorkspaceError::Settings(format!("HTTP client: {e}")))?;
         let limiter = NonZeroU32::new(settings.requests_per_second).map(|rps| {
             RateLimiter::direct_with_clock(Quota::per_second(rps), DefaultClock::default())
@@ -2988,6 +2991,7 @@ mod tests {
             retry: RetryPolicy::default(),
             managed_groups: Vec::new(),
             group_members: GroupMembers::Listed,
+            ca_pem: None,
         })
         .unwrap()
     }

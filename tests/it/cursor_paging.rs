@@ -29,6 +29,7 @@ fn client(base: &str, pagination: Pagination, page_size: u32) -> ScimClient {
         retry: RetryPolicy::immediate(3),
         managed_groups: Vec::new(),
         group_members: seatwarden::workspace::GroupMembers::Listed,
+        ca_pem: None,
     })
     .unwrap()
 }

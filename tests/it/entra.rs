@@ -351,6 +351,7 @@ pub fn settings(server: &MockServer, auth: EntraAuth) -> EntraSettings {
         retry: RetryPolicy::immediate(3),
         include_guests: true,
         user_name: Default::default(),
+        ca_file: None,
     }
 }
 

@@ -226,6 +226,7 @@ fn settings(server: &MockServer, members: GroupMembers) -> ScimSettings {
         retry: RetryPolicy::immediate(2),
         managed_groups: vec!["Engineering".to_owned()],
         group_members: members,
+        ca_pem: None,
     }
 }
 
@@ -462,6 +463,7 @@ async fn interrupted_membership_changes_are_recovered_by_the_members_groups() {
         retry: RetryPolicy::immediate(2),
         managed_groups: vec!["Engineering".to_owned()],
         group_members: GroupMembers::ByMemberFilter,
+        ca_pem: None,
     };
     let client = ScimClient::new(server_settings).unwrap();
     client.discover().await.unwrap();

@@ -51,6 +51,7 @@ fn client(url: &str, token: &str) -> ScimClient {
         retry: RetryPolicy::default(),
         managed_groups: Vec::new(),
         group_members: seatwarden::workspace::GroupMembers::Listed,
+        ca_pem: None,
     })
     .unwrap()
 }

@@ -46,5 +46,6 @@ mod sandbox;
 mod scim_directory;
 mod status_export;
 mod store;
+mod tls;
 mod verify;
 mod workspace;

@@ -418,6 +418,7 @@ pub fn settings(server: &MockServer, auth: OktaAuth) -> OktaSettings {
         retry: RetryPolicy::immediate(3),
         overlap: Duration::from_secs(300),
         user_name: Default::default(),
+        ca_file: None,
     }
 }
 

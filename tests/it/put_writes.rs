@@ -36,6 +36,7 @@ fn settings(base: &str) -> ScimSettings {
         retry: RetryPolicy::immediate(3),
         managed_groups: Vec::new(),
         group_members: GroupMembers::Listed,
+        ca_pem: None,
     }
 }
 

@@ -145,6 +145,7 @@ async fn a_scim_directory_user_with_a_blank_user_name_fails_the_read_naming_it()
         scope_groups: vec!["Taskade Users".to_owned()],
         other_groups: Vec::new(),
         required_groups: Vec::new(),
+        ca_file: None,
     }));
     let message = directory.snapshot().await.unwrap_err().to_string();
     assert!(message.contains("/scim/v2/Users/p2"), "{message}");

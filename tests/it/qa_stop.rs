@@ -301,6 +301,7 @@ async fn a_write_held_by_the_providers_pause_is_not_sent_after_the_stop() {
         retry: seatwarden::retry::RetryPolicy::default(),
         managed_groups: Vec::new(),
         group_members: seatwarden::workspace::GroupMembers::Listed,
+        ca_pem: None,
     })
     .unwrap();
     // The read is refused and pauses every request for a minute; it is left

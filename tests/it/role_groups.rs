@@ -443,6 +443,7 @@ fn client_for(server: &wiremock::MockServer) -> seatwarden::workspace::ScimClien
         retry: seatwarden::retry::RetryPolicy::immediate(1),
         managed_groups: Vec::new(),
         group_members: GroupMembers::Listed,
+        ca_pem: None,
     })
     .unwrap()
 }
@@ -570,6 +571,7 @@ async fn single_account_reads_fill_roles_from_the_role_groups() {
             } else {
                 GroupMembers::Listed
             },
+            ca_pem: None,
         })
         .unwrap();
         client.discover().await.unwrap();

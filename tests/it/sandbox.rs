@@ -52,6 +52,7 @@ fn client_for(url: &str, token: &str, page_size: u32) -> ScimClient {
         retry: RetryPolicy::immediate(12),
         managed_groups: Vec::new(),
         group_members: seatwarden::workspace::GroupMembers::Listed,
+        ca_pem: None,
     })
     .unwrap()
 }

@@ -28,6 +28,7 @@ fn settings(base: &str) -> ScimSettings {
         retry: RetryPolicy::immediate(3),
         managed_groups: Vec::new(),
         group_members: seatwarden::workspace::GroupMembers::Listed,
+        ca_pem: None,
     }
 }
 
