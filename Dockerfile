@@ -44,6 +44,10 @@
 #   and the trigger token are mounted and pointed at the same way, e.g.
 #   -v /etc/seatwarden/directory-token:/run/secrets/directory-token:ro
 #   -e SEATWARDEN__DIRECTORY__TOKEN_FILE=/run/secrets/directory-token
+#   A private CA (a self-hosted app, a proxy that inspects TLS) is mounted the
+#   same way and named by its ca_file key, e.g.
+#   -v /etc/seatwarden/proxy-ca.pem:/etc/seatwarden/proxy-ca.pem:ro
+#   -e SEATWARDEN__WORKSPACE__CA_FILE=/etc/seatwarden/proxy-ca.pem
 # - [state] path must be inside the volume: "/var/lib/seatwarden/state.db"
 #   (config/seatwarden.example.toml has it). A fresh named volume takes the
 #   image's ownership (10001, 0700); a bind-mounted host directory must be
