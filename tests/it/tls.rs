@@ -59,6 +59,14 @@ async fn tls_front(backend: SocketAddr) -> SocketAddr {
     front
 }
 
+/// Where `sandbox` listens (plain HTTP).
+fn sandbox_address(sandbox: &seatwarden::sandbox::Sandbox) -> SocketAddr {
+    let url = sandbox.base_url();
+    format!("{}:{}", url.host_str().unwrap(), url.port().unwrap())
+        .parse()
+        .unwrap()
+}
+
 fn load(dir: &Path, toml: &str) -> Result<Config, seatwarden::config::ConfigError> {
     std::fs::write(dir.join("seatwarden.toml"), toml).unwrap();
     Config::load_with_env(&dir.join("seatwarden.toml"), Some(Default::default()))
@@ -83,14 +91,7 @@ fn ada_over(dir: &Path, url: &str, ca_line: &str) -> Config {
 #[tokio::test]
 async fn a_workspace_signed_by_a_private_ca_is_trusted_through_workspace_ca_file() {
     let sandbox = crate::fixtures::sandbox("t0ken", WorkspaceSnapshot::default()).await;
-    let backend: SocketAddr = format!(
-        "{}:{}",
-        sandbox.base_url().host_str().unwrap(),
-        sandbox.base_url().port().unwrap()
-    )
-    .parse()
-    .unwrap();
-    let front = tls_front(backend).await;
+    let front = tls_front(sandbox_address(&sandbox)).await;
     let url = format!("https://localhost:{}/scim/v2", front.port());
 
     let dir = tempfile::tempdir().unwrap();
@@ -163,14 +164,7 @@ fn a_workspace_ca_file_that_holds_no_pem_certificate_is_refused_naming_the_key()
 async fn a_scim_directory_signed_by_a_private_ca_is_read_through_directory_ca_file() {
     let idp = crate::fixtures::demo_sandbox("idp-token", Default::default()).await;
     let people = idp.snapshot().accounts.len();
-    let backend: SocketAddr = format!(
-        "{}:{}",
-        idp.base_url().host_str().unwrap(),
-        idp.base_url().port().unwrap()
-    )
-    .parse()
-    .unwrap();
-    let front = tls_front(backend).await;
+    let front = tls_front(sandbox_address(&idp)).await;
     let scim = |ca_line: &str| {
         format!(
             "[directory]\nkind = \"scim\"\nurl = \"https://127.0.0.1:{}/scim/v2\"\n\
