@@ -2177,23 +2177,28 @@ impl<'p, 'a: 'p> Planner<'p, 'a> {
             let Some(w) = wanted.get(fold(&claim.target).as_ref()) else {
                 continue;
             };
+            // In workspace and directory order; a few named, the rest counted.
+            let in_place = |&&h: &&u32| in_the_way(claim, h) && !moved.contains_key(&h);
             let mut holders: Vec<String> = w
                 .holders
                 .as_slice()
                 .iter()
-                .filter(|&&h| in_the_way(claim, h) && !moved.contains_key(&h))
+                .filter(in_place)
+                .take(NAMED)
                 .filter_map(|&h| Some(self.holder_text(m.at(h)?, h)))
                 .collect();
-            holders.sort_unstable();
+            let more = w.holders.as_slice().iter().filter(in_place).count();
+            counted(&mut holders, more);
             let mut rivals: Vec<String> = w
                 .claims
                 .as_slice()
                 .iter()
                 .filter(|&&c| c as usize != index)
+                .take(NAMED)
                 .filter_map(|&c| claims.get(c as usize))
                 .map(rival_text)
                 .collect();
-            rivals.sort_unstable();
+            counted(&mut rivals, w.claims.as_slice().len().saturating_sub(1));
             reports.push((index, conflict_detail(claim, &holders, &rivals)));
         }
         let mut reports = reports.into_iter().peekable();
@@ -2466,6 +2471,17 @@ impl<'p, 'a: 'p> Planner<'p, 'a> {
                 });
             }
         }
+    }
+}
+
+/// How many of the others a conflict's detail names; the rest it counts.
+const NAMED: usize = 3;
+
+/// Adds to the `named` of `total` how many more there are.
+fn counted(named: &mut Vec<String>, total: usize) {
+    let more = total.saturating_sub(named.len());
+    if more > 0 {
+        named.push(format!("{more} more"));
     }
 }
 
@@ -4782,6 +4798,23 @@ mod tests {
                      account) too; two people cannot share a userName: fix it in the directory"
                 ),
             ]
+        );
+
+        // Many people given one userName: a few are named, the rest counted.
+        fx.identities = (0..6)
+            .map(|n| with_user_name(active(&format!("p{n}"), &[]), "team@x.com"))
+            .collect();
+        let plan = fx.plan();
+        assert!(plan.is_empty(), "{:#?}", plan.actions);
+        let reported = conflicts(&plan);
+        assert_eq!(reported.len(), 6);
+        assert!(
+            reported.iter().any(|(id, detail)| *id == "p0"
+                && detail.contains(
+                    "is wanted by person p1 (a new account), person p2 (a new account), \
+                     person p3 (a new account), 2 more too"
+                )),
+            "{reported:#?}"
         );
     }
 
