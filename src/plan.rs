@@ -2210,15 +2210,19 @@ impl<'p, 'a: 'p> Planner<'p, 'a> {
                 action,
                 account_id,
                 joins,
+                target,
                 ..
             } = claim;
-            let Some(detail) = report else {
+            if made.get(index).copied().unwrap_or(false) {
                 if let Some((identity_id, user_name, grant)) = joins {
                     self.join_created(identity_id, user_name, grant);
                 }
                 self.emit(action, account_id);
                 continue;
-            };
+            }
+            let detail = report.unwrap_or_else(|| {
+                format!("userName {target:?} is held or wanted by another account or person")
+            });
             self.out.drift.push(DriftItem {
                 kind: action.reason,
                 identity_id: action.identity_id.clone(),
