@@ -8,7 +8,9 @@
 use std::collections::HashMap;
 
 use seatwarden::config::Config;
+use seatwarden::explain::explain;
 use seatwarden::model::{ActionKind, DriftKind, WorkspaceSnapshot};
+use seatwarden::report::{Outcome, State, headline};
 use seatwarden::run::{self, Mode, RunOutcome};
 use seatwarden::store::Store;
 use serde_json::json;
@@ -79,8 +81,10 @@ async fn reconcile(config: &Config) -> RunOutcome {
 }
 
 /// Ada has her account; Ben's directory entry was given her address in another
-/// case. Each run reports Ben, sends nothing for him, fails nothing, and the
-/// breaker (open at one failed write) stays closed; Ada's account stays hers.
+/// case. Each run reports Ben (also in `explain`), sends nothing for him, fails
+/// nothing, and the breaker (open at one failed write) stays closed; Ada's
+/// account stays hers. Cy, new at the same time, is created by the first run,
+/// whose report still leaves Ben to review.
 #[tokio::test]
 async fn a_second_person_with_a_taken_user_name_is_reported_and_never_written() {
     let idp = MockServer::start().await;
@@ -99,10 +103,14 @@ async fn a_second_person_with_a_taken_user_name_is_reported_and_never_written() 
 
     list_people(
         &idp,
-        &[("p-ada", "ada@example.com"), ("p-ben", "Ada@Example.com")],
+        &[
+            ("p-ada", "ada@example.com"),
+            ("p-ben", "Ada@Example.com"),
+            ("p-cy", "cy@example.com"),
+        ],
     )
     .await;
-    let writes_before = workspace.stats().writes;
+    let mut writes_before = workspace.stats().writes;
     for run in 1..=2 {
         let outcome = reconcile(&config).await;
         let summary = &outcome.report.summary;
@@ -111,6 +119,22 @@ async fn a_second_person_with_a_taken_user_name_is_reported_and_never_written() 
             "run {run}: {:#?}",
             outcome.report.actions
         );
+        if run == 1 {
+            let created: Vec<(&str, Outcome)> = outcome
+                .report
+                .actions
+                .iter()
+                .map(|a| (a.subject.as_str(), a.outcome))
+                .collect();
+            assert_eq!(created, [("cy@example.com", Outcome::Applied)]);
+            writes_before = workspace.stats().writes;
+            let (_, headline) = headline(&outcome.report, "seatwarden");
+            assert!(
+                headline.ends_with("; 1 drift item left to review"),
+                "{headline}"
+            );
+        }
+        assert_eq!(State::of(&outcome.report), State::Drift, "run {run}");
         assert_eq!(workspace.stats().writes, writes_before, "run {run}");
         assert_eq!(outcome.report.safety.circuit, None, "run {run}");
         let store = Store::open(&config.state.path).unwrap();
@@ -154,8 +178,26 @@ async fn a_second_person_with_a_taken_user_name_is_reported_and_never_written() 
             outcome.plan.actions
         );
     }
-    let accounts = workspace.snapshot().accounts;
-    assert_eq!(accounts.len(), 1, "{accounts:#?}");
-    assert_eq!(accounts[0].external_id.as_deref(), Some("p-ada"));
+    let store = Store::open(&config.state.path).unwrap();
+    let explained = explain(&config, &store, "p-ben", chrono::Utc::now()).unwrap();
+    let next_run = explained.split("\nNext run").nth(1).unwrap_or_default();
+    assert!(
+        next_run.contains("\n  not created: userName \"Ada@Example.com\" is already held by"),
+        "{explained}"
+    );
+    let mut accounts: Vec<(String, Option<String>)> = workspace
+        .snapshot()
+        .accounts
+        .into_iter()
+        .map(|a| (a.user_name, a.external_id))
+        .collect();
+    accounts.sort();
+    assert_eq!(
+        accounts,
+        [
+            ("ada@example.com".to_owned(), Some("p-ada".to_owned())),
+            ("cy@example.com".to_owned(), Some("p-cy".to_owned())),
+        ]
+    );
     workspace.shutdown().await;
 }
