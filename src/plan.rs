@@ -89,6 +89,22 @@
 //!   takes them out of managed groups — never deletes them, whatever `deprovision`
 //!   says: "existing users keep their data".
 //!
+//! # Two people, one userName
+//!
+//! The workspace holds a userName once (case aside), and a directory other than an
+//! export can give two people the same one. A create or a userName change is made
+//! only when no other account holds its userName (folded as matching folds it) and
+//! no other create or rename of the plan wants it; otherwise the person gets a
+//! [`DriftKind::MissingAccount`] or [`DriftKind::AttributeDrift`] item with no
+//! action ([`is_user_name_conflict`]), naming who is in the way, and the account's
+//! other attribute changes go ahead. Two people wanting one userName are both
+//! reported: which of them it belongs to the plan cannot tell. An account the plan
+//! deletes, or renames by a change that is made, frees its userName: deprovisions
+//! run before renames, and renames before creates. So a chain of renames is made
+//! whole (as [`simulate`] applies it; the executor sends one phase's renames side
+//! by side, so a link of the chain can still meet one 409) and a swap is not. One
+//! map of the wanted userNames and one pass over the accounts, after the identities.
+//!
 //! # Order
 //!
 //! Deprovisions first, then create group, create account, reactivate, update
