@@ -1361,9 +1361,9 @@ struct Claim<'p> {
     /// The renamed account's slot; NONE for a create.
     slot: u32,
     /// The userName wanted, as the directory spells it.
-    target: String,
+    target: &'p str,
     /// The account's userName before the rename.
-    from: Option<String>,
+    from: Option<&'p str>,
     /// A create's person, their directory userName and their grant: the groups
     /// they join once created.
     joins: Option<(&'p str, &'p str, u32)>,
@@ -1874,7 +1874,7 @@ impl<'p, 'a: 'p> Planner<'p, 'a> {
                 action,
                 account_id: None,
                 slot: NONE,
-                target: want.spec.user_name.to_owned(),
+                target: want.spec.user_name,
                 from: None,
                 joins: Some((identity_id, want.spec.user_name, want.grant)),
             });
@@ -1914,8 +1914,8 @@ impl<'p, 'a: 'p> Planner<'p, 'a> {
         identity_id: &str,
         subject: &str,
         slot: u32,
-        account: &Account,
-        spec: &DesiredSpec<'_>,
+        account: &'p Account,
+        spec: &DesiredSpec<'p>,
     ) {
         let item = |kind, detail: String| Item {
             kind,
@@ -1936,22 +1936,21 @@ impl<'p, 'a: 'p> Planner<'p, 'a> {
             );
         }
         let changes = attribute_changes(spec, account);
-        let renamed_to = changes
-            .iter()
-            .find(|c| c.attribute == Attribute::UserName)
-            .and_then(|c| c.to.clone());
+        // The directory's spelling, which the change sends.
+        let renames = changes.iter().any(|c| c.attribute == Attribute::UserName);
         if !changes.is_empty() {
             let action = attribute_update(identity_id, subject, &account.id, changes);
-            match renamed_to {
-                Some(target) => self.claims.push(Claim {
+            if renames {
+                self.claims.push(Claim {
                     action,
                     account_id: Some(account.id.clone()),
                     slot,
-                    target,
-                    from: Some(account.user_name.clone()),
+                    target: spec.user_name,
+                    from: Some(&account.user_name),
                     joins: None,
-                }),
-                None => self.emit(action, Some(account.id.clone())),
+                });
+            } else {
+                self.emit(action, Some(account.id.clone()));
             }
         }
         if let Some(role) = spec.role.filter(|_| self.settings.manage_roles)
@@ -2106,7 +2105,7 @@ impl<'p, 'a: 'p> Planner<'p, 'a> {
         for (index, claim) in claims.iter().enumerate() {
             if let Some(index) = slot_of(index) {
                 wanted
-                    .entry(fold(&claim.target))
+                    .entry(fold(claim.target))
                     .or_default()
                     .claims
                     .push(index);
@@ -2190,7 +2189,7 @@ impl<'p, 'a: 'p> Planner<'p, 'a> {
             if made.get(index).copied().unwrap_or(false) {
                 continue;
             }
-            let Some(w) = wanted.get(fold(&claim.target).as_ref()) else {
+            let Some(w) = wanted.get(fold(claim.target).as_ref()) else {
                 continue;
             };
             // In workspace and directory order; a few named, the rest counted.
