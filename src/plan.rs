@@ -1936,7 +1936,6 @@ impl<'p, 'a: 'p> Planner<'p, 'a> {
             );
         }
         let changes = attribute_changes(spec, account);
-        // The directory's spelling, which the change sends.
         let renames = changes.iter().any(|c| c.attribute == Attribute::UserName);
         if !changes.is_empty() {
             let action = attribute_update(identity_id, subject, &account.id, changes);
