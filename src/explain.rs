@@ -1128,12 +1128,22 @@ impl View<'_> {
                 ),
             })
             .collect();
-        if mine.is_empty() {
+        // A create or rename the plan does not send: why, in place of the action.
+        let not_sent = self.next.drift.iter().filter(|d| {
+            plan::is_user_name_conflict(d)
+                && ((identity_id.is_some() && d.identity_id.as_deref() == identity_id)
+                    || (account_id.is_some() && d.account_id.as_deref() == account_id))
+        });
+        let mut nothing = mine.is_empty();
+        for line in mine {
+            let _ = writeln!(out, "{line}");
+        }
+        for item in not_sent {
+            nothing = false;
+            let _ = writeln!(out, "  {}", clean(&item.detail));
+        }
+        if nothing {
             let _ = writeln!(out, "  nothing");
-        } else {
-            for line in mine {
-                let _ = writeln!(out, "{line}");
-            }
         }
     }
 }

@@ -89,6 +89,22 @@
 //!   takes them out of managed groups — never deletes them, whatever `deprovision`
 //!   says: "existing users keep their data".
 //!
+//! # Two people, one userName
+//!
+//! The workspace holds a userName once (case aside), and a directory other than an
+//! export can give two people the same one. A create or a userName change is made
+//! only when no other account holds its userName (folded as matching folds it) and
+//! no other create or rename of the plan wants it; otherwise the person gets a
+//! [`DriftKind::MissingAccount`] or [`DriftKind::AttributeDrift`] item with no
+//! action ([`is_user_name_conflict`]), naming who is in the way, and the account's
+//! other attribute changes go ahead. Two people wanting one userName are both
+//! reported: which of them it belongs to the plan cannot tell. An account the plan
+//! deletes, or renames by a change that is made, frees its userName: deprovisions
+//! run before renames, and renames before creates. So a chain of renames is made
+//! whole (as [`simulate`] applies it; the executor sends one phase's renames side
+//! by side, so a link of the chain can still meet one 409) and a swap is not. One
+//! map of the wanted userNames and one pass over the accounts, after the identities.
+//!
 //! # Order
 //!
 //! Deprovisions first, then create group, create account, reactivate, update
@@ -176,6 +192,22 @@ impl PlanSettings {
 /// it from the deprovision of the person's linked account by this.
 pub const DUPLICATE_OF: &str = "duplicate account of ";
 
+/// How the detail of a create not made because of its userName begins.
+pub const NOT_CREATED: &str = "not created: userName ";
+/// How the detail of a userName change not made begins.
+pub const NOT_RENAMED: &str = "not renamed: account ";
+
+/// Whether `item` reports a create or userName change the plan did not make
+/// because another account holds, or another person wants, the userName: no
+/// action goes with it.
+pub fn is_user_name_conflict(item: &DriftItem) -> bool {
+    match item.kind {
+        DriftKind::MissingAccount => item.detail.starts_with(NOT_CREATED),
+        DriftKind::AttributeDrift => item.detail.starts_with(NOT_RENAMED),
+        _ => false,
+    }
+}
+
 /// Whether `action` deprovisions a leaver's duplicate account rather than the
 /// account linked to them.
 pub fn is_duplicate_deprovision(action: &Action) -> bool {
@@ -243,6 +275,7 @@ pub fn plan(
             planner.disputes();
             planner.identities();
             planner.orphans();
+            planner.user_names();
         },
     );
     planner.groups(&existing, resolved);
@@ -1315,6 +1348,25 @@ struct Planner<'p, 'a> {
     grant_groups: Vec<Vec<usize>>,
     /// Account slot → UNTOUCHABLE | MANAGED_MEMBER.
     flags: Vec<u8>,
+    /// The creates and userName changes, made or reported once every person's
+    /// wanted userName is known ([`Planner::user_names`]).
+    claims: Vec<Claim<'p>>,
+}
+
+/// A create or a userName change, waiting for [`Planner::user_names`].
+struct Claim<'p> {
+    action: Action,
+    /// The renamed account (none for a create).
+    account_id: Option<String>,
+    /// The renamed account's slot; NONE for a create.
+    slot: u32,
+    /// The userName wanted, as the directory spells it.
+    target: &'p str,
+    /// The account's userName before the rename.
+    from: Option<&'p str>,
+    /// A create's person, their directory userName and their grant: the groups
+    /// they join once created.
+    joins: Option<(&'p str, &'p str, u32)>,
 }
 
 struct Item<'s> {
@@ -1342,6 +1394,7 @@ impl<'p, 'a: 'p> Planner<'p, 'a> {
             managed_by_name: FxHashMap::default(),
             grant_groups: Vec::new(),
             flags: vec![0; matching.accounts.len()],
+            claims: Vec::new(),
         };
         let mut by_key: BTreeMap<String, &'p str> = BTreeMap::new();
         for name in &desired.managed_groups {
@@ -1443,16 +1496,20 @@ impl<'p, 'a: 'p> Planner<'p, 'a> {
 
     /// Records an action and the drift item that is its reason.
     fn act(&mut self, kind: ActionKind, item: Item<'_>) {
-        self.out.actions.push(Action {
-            seq: 0,
-            kind,
-            reason: item.kind,
-            subject: item.user_name.to_owned(),
-            identity_id: item.identity_id.map(str::to_owned),
-            detail: item.detail.clone(),
-            held: None,
+        let account_id = item.account_id.map(str::to_owned);
+        self.emit(action_for(kind, item), account_id);
+    }
+
+    /// Records `action` and the drift item that is its reason (about `account_id`).
+    fn emit(&mut self, action: Action, account_id: Option<String>) {
+        self.out.drift.push(DriftItem {
+            kind: action.reason,
+            identity_id: action.identity_id.clone(),
+            account_id,
+            user_name: action.subject.clone(),
+            detail: action.detail.clone(),
         });
-        self.drift(item);
+        self.out.actions.push(action);
     }
 
     fn protected(&self, user_name: &str) -> bool {
@@ -1799,47 +1856,67 @@ impl<'p, 'a: 'p> Planner<'p, 'a> {
         subject: &str,
         account: Option<(u32, &'a Account)>,
     ) {
-        let existing = match account {
-            None => {
-                self.act(
-                    ActionKind::CreateAccount {
-                        identity_id: identity_id.to_owned(),
-                        spec: want.spec.to_spec(),
-                    },
-                    Item {
-                        kind: DriftKind::MissingAccount,
-                        identity_id: Some(identity_id),
-                        account_id: None,
-                        user_name: subject,
-                        detail: "identity is in scope but has no workspace account".to_owned(),
-                    },
-                );
-                None
-            }
-            Some((slot, account)) => {
-                if self.protected(&account.user_name) {
-                    self.flag(slot, UNTOUCHABLE);
-                    return;
-                }
-                self.fix(identity_id, subject, account, &want.spec);
-                self.flag(slot, MANAGED_MEMBER);
-                Some(slot)
-            }
+        let Some((slot, account)) = account else {
+            let action = action_for(
+                ActionKind::CreateAccount {
+                    identity_id: identity_id.to_owned(),
+                    spec: want.spec.to_spec(),
+                },
+                Item {
+                    kind: DriftKind::MissingAccount,
+                    identity_id: Some(identity_id),
+                    account_id: None,
+                    user_name: subject,
+                    detail: "identity is in scope but has no workspace account".to_owned(),
+                },
+            );
+            self.claims.push(Claim {
+                action,
+                account_id: None,
+                slot: NONE,
+                target: want.spec.user_name,
+                from: None,
+                joins: Some((identity_id, want.spec.user_name, want.grant)),
+            });
+            return;
         };
+        if self.protected(&account.user_name) {
+            self.flag(slot, UNTOUCHABLE);
+            return;
+        }
+        self.fix(identity_id, subject, slot, account, &want.spec);
+        self.flag(slot, MANAGED_MEMBER);
         let Some(groups) = self.grant_groups.get(want.grant as usize) else {
             return;
         };
         for &index in groups {
             if let Some(g) = self.managed.get_mut(index) {
-                match existing {
-                    Some(slot) => g.want_existing.push(slot),
-                    None => g.want_created.push((identity_id, want.spec.user_name)),
-                }
+                g.want_existing.push(slot);
             }
         }
     }
 
-    fn fix(&mut self, identity_id: &str, subject: &str, account: &Account, spec: &DesiredSpec<'_>) {
+    /// The managed groups of `grant` want the account to be created for
+    /// `identity_id`.
+    fn join_created(&mut self, identity_id: &'p str, user_name: &'p str, grant: u32) {
+        let Some(groups) = self.grant_groups.get(grant as usize) else {
+            return;
+        };
+        for &index in groups {
+            if let Some(g) = self.managed.get_mut(index) {
+                g.want_created.push((identity_id, user_name));
+            }
+        }
+    }
+
+    fn fix(
+        &mut self,
+        identity_id: &str,
+        subject: &str,
+        slot: u32,
+        account: &'p Account,
+        spec: &DesiredSpec<'p>,
+    ) {
         let item = |kind, detail: String| Item {
             kind,
             identity_id: Some(identity_id),
@@ -1859,25 +1936,21 @@ impl<'p, 'a: 'p> Planner<'p, 'a> {
             );
         }
         let changes = attribute_changes(spec, account);
+        let renames = changes.iter().any(|c| c.attribute == Attribute::UserName);
         if !changes.is_empty() {
-            let names = joined(changes.iter().map(|c| {
-                format!(
-                    "{} {} → {}",
-                    c.attribute.as_str(),
-                    shown(c.from.as_deref()),
-                    shown(c.to.as_deref())
-                )
-            }));
-            self.act(
-                ActionKind::UpdateAttributes {
-                    account_id: account.id.clone(),
-                    changes,
-                },
-                item(
-                    DriftKind::AttributeDrift,
-                    format!("differs from the directory: {names}"),
-                ),
-            );
+            let action = attribute_update(identity_id, subject, &account.id, changes);
+            if renames {
+                self.claims.push(Claim {
+                    action,
+                    account_id: Some(account.id.clone()),
+                    slot,
+                    target: spec.user_name,
+                    from: Some(&account.user_name),
+                    joins: None,
+                });
+            } else {
+                self.emit(action, Some(account.id.clone()));
+            }
         }
         if let Some(role) = spec.role.filter(|_| self.settings.manage_roles)
             && account.role() != Some(role)
@@ -2005,6 +2078,204 @@ impl<'p, 'a: 'p> Planner<'p, 'a> {
                 UnmatchedAccounts::Deactivate => {}
             }
         }
+    }
+
+    /// Makes each create and userName change whose userName (folded as matching
+    /// folds it) no other account holds and no other create or rename of this plan
+    /// wants; the others are reported without an action (see the module docs). An
+    /// account this plan deletes, or renames by a change that is made, gives its
+    /// userName up first (deprovisions and renames run before creates, see
+    /// [`sort_key`]). One pass over the accounts, and over the claims a few times.
+    fn user_names(&mut self) {
+        let claims = std::mem::take(&mut self.claims);
+        if claims.is_empty() {
+            return;
+        }
+        let m = self.matching;
+        #[derive(Default)]
+        struct Wanted {
+            /// Indices in `claims`.
+            claims: Few<u32>,
+            /// Slots of the accounts that have it.
+            holders: Few<u32>,
+        }
+        let mut wanted: FxHashMap<Cow<'_, str>, Wanted> = FxHashMap::default();
+        wanted.reserve(claims.len());
+        for (index, claim) in claims.iter().enumerate() {
+            if let Some(index) = slot_of(index) {
+                wanted
+                    .entry(fold(claim.target))
+                    .or_default()
+                    .claims
+                    .push(index);
+            }
+        }
+        for (slot, account) in m.accounts.iter().enumerate() {
+            if let Some(w) = wanted.get_mut(fold(&account.user_name).as_ref())
+                && let Some(slot) = slot_of(slot)
+            {
+                w.holders.push(slot);
+            }
+        }
+        let deleted: FxHashMap<u32, ()> = self
+            .out
+            .actions
+            .iter()
+            .filter_map(|a| match &a.kind {
+                ActionKind::Delete { account_id, .. } => m.slot(account_id).map(|s| (s, ())),
+                _ => None,
+            })
+            .collect();
+        let in_the_way =
+            |claim: &Claim<'_>, holder: u32| holder != claim.slot && !deleted.contains_key(&holder);
+        // The least set of claims that can be made: one no one else wants, whose
+        // holders are all gone or renamed by a claim made. A swap of two
+        // userNames is never made (either rename would meet the other's account).
+        let mut made = vec![false; claims.len()];
+        let mut waiting = vec![0usize; claims.len()];
+        let mut ready: Vec<u32> = Vec::new();
+        for w in wanted.values() {
+            let &[index] = w.claims.as_slice() else {
+                continue;
+            };
+            let Some(claim) = claims.get(index as usize) else {
+                continue;
+            };
+            let count = w
+                .holders
+                .as_slice()
+                .iter()
+                .filter(|&&h| in_the_way(claim, h))
+                .count();
+            if let Some(n) = waiting.get_mut(index as usize) {
+                *n = count;
+            }
+            if count == 0 {
+                ready.push(index);
+            }
+        }
+        while let Some(index) = ready.pop() {
+            if let Some(done) = made.get_mut(index as usize) {
+                *done = true;
+            }
+            // A rename made frees the account's userName.
+            let Some(account) = claims.get(index as usize).and_then(|c| m.at(c.slot)) else {
+                continue;
+            };
+            let Some(w) = wanted.get(fold(&account.user_name).as_ref()) else {
+                continue;
+            };
+            if let &[next] = w.claims.as_slice()
+                && let Some(n) = waiting.get_mut(next as usize)
+                && *n > 0
+            {
+                *n -= 1;
+                if *n == 0 {
+                    ready.push(next);
+                }
+            }
+        }
+
+        // The accounts renamed by a claim made: they hold their userName no more.
+        let moved: FxHashMap<u32, ()> = claims
+            .iter()
+            .zip(&made)
+            .filter(|&(c, &done)| done && c.slot != NONE)
+            .map(|(c, _)| (c.slot, ()))
+            .collect();
+        let mut reports = Vec::new();
+        for (index, claim) in claims.iter().enumerate() {
+            if made.get(index).copied().unwrap_or(false) {
+                continue;
+            }
+            let Some(w) = wanted.get(fold(claim.target).as_ref()) else {
+                continue;
+            };
+            // In workspace and directory order; a few named, the rest counted.
+            let in_place = |&&h: &&u32| in_the_way(claim, h) && !moved.contains_key(&h);
+            let mut holders: Vec<String> = w
+                .holders
+                .as_slice()
+                .iter()
+                .filter(in_place)
+                .take(NAMED)
+                .filter_map(|&h| Some(self.holder_text(m.at(h)?, h)))
+                .collect();
+            let more = w.holders.as_slice().iter().filter(in_place).count();
+            counted(&mut holders, more);
+            let mut rivals: Vec<String> = w
+                .claims
+                .as_slice()
+                .iter()
+                .filter(|&&c| c as usize != index)
+                .take(NAMED)
+                .filter_map(|&c| claims.get(c as usize))
+                .map(rival_text)
+                .collect();
+            counted(&mut rivals, w.claims.as_slice().len().saturating_sub(1));
+            reports.push((index, conflict_detail(claim, &holders, &rivals)));
+        }
+        let mut reports = reports.into_iter().peekable();
+        for (index, claim) in claims.into_iter().enumerate() {
+            let report = reports
+                .next_if(|(i, _)| *i == index)
+                .map(|(_, detail)| detail);
+            let Claim {
+                action,
+                account_id,
+                joins,
+                target,
+                ..
+            } = claim;
+            if made.get(index).copied().unwrap_or(false) {
+                if let Some((identity_id, user_name, grant)) = joins {
+                    self.join_created(identity_id, user_name, grant);
+                }
+                self.emit(action, account_id);
+                continue;
+            }
+            let detail = report.unwrap_or_else(|| {
+                format!("userName {target:?} is held or wanted by another account or person")
+            });
+            self.out.drift.push(DriftItem {
+                kind: action.reason,
+                identity_id: action.identity_id.clone(),
+                account_id: account_id.clone(),
+                user_name: action.subject.clone(),
+                detail,
+            });
+            // The account's other attributes are still brought in line.
+            if let ActionKind::UpdateAttributes {
+                account_id: id,
+                mut changes,
+            } = action.kind
+            {
+                changes.retain(|c| c.attribute != Attribute::UserName);
+                if !changes.is_empty() {
+                    let update = attribute_update(
+                        action.identity_id.as_deref().unwrap_or(""),
+                        &action.subject,
+                        &id,
+                        changes,
+                    );
+                    self.emit(update, account_id);
+                }
+            }
+        }
+    }
+
+    /// An account that has a userName someone else wants, and whose it is.
+    fn holder_text(&self, account: &Account, slot: u32) -> String {
+        let m = self.matching;
+        let whose = match m.owner(slot) {
+            Some(&Owner::Primary(key)) => format!("person {}", m.id_of(key)),
+            Some(&Owner::Duplicate { identity, .. }) => {
+                format!("a duplicate account of person {}", m.id_of(identity))
+            }
+            Some(Owner::Disputed(_)) => "whose match is disputed".to_owned(),
+            Some(Owner::Orphan) | None => "no person in the directory".to_owned(),
+        };
+        format!("account {} ({whose})", account.id)
     }
 
     /// `members` holds, by position in `managed`, the account slots of the members
@@ -2219,6 +2490,97 @@ impl<'p, 'a: 'p> Planner<'p, 'a> {
             }
         }
     }
+}
+
+/// How many of the others a conflict's detail names; the rest it counts.
+const NAMED: usize = 3;
+
+/// Adds to the `named` of `total` how many more there are.
+fn counted(named: &mut Vec<String>, total: usize) {
+    let more = total.saturating_sub(named.len());
+    if more > 0 {
+        named.push(format!("{more} more"));
+    }
+}
+
+/// Another person's create or rename that wants the same userName.
+fn rival_text(claim: &Claim<'_>) -> String {
+    let person = claim.action.identity_id.as_deref().unwrap_or("");
+    match &claim.account_id {
+        None => format!("person {person} (a new account)"),
+        Some(account) => format!("person {person} (account {account} renamed)"),
+    }
+}
+
+/// Why a create or rename is not made, and what to do: `holders` have the
+/// userName, `rivals` want it too.
+fn conflict_detail(claim: &Claim<'_>, holders: &[String], rivals: &[String]) -> String {
+    let what = match (&claim.account_id, &claim.from) {
+        (Some(account), Some(from)) => format!("{NOT_RENAMED}{account} keeps {from:?}: userName "),
+        _ => NOT_CREATED.to_owned(),
+    };
+    let mut why = Vec::new();
+    if !holders.is_empty() {
+        why.push(format!("is already held by {}", joined(holders)));
+    }
+    if !rivals.is_empty() {
+        why.push(format!("is wanted by {} too", joined(rivals)));
+    }
+    let free = if holders.is_empty() {
+        String::new()
+    } else {
+        ", or free it in the workspace (rename or delete the account holding it) if it is no \
+         longer theirs"
+            .to_owned()
+    };
+    format!(
+        "{what}{:?} {}; two people cannot share a userName: fix it in the directory{free}",
+        claim.target,
+        why.join(" and ")
+    )
+}
+
+/// The action that fixes the drift `item` describes.
+fn action_for(kind: ActionKind, item: Item<'_>) -> Action {
+    Action {
+        seq: 0,
+        kind,
+        reason: item.kind,
+        subject: item.user_name.to_owned(),
+        identity_id: item.identity_id.map(str::to_owned),
+        detail: item.detail,
+        held: None,
+    }
+}
+
+/// The update of an account's attributes to the directory's.
+fn attribute_update(
+    identity_id: &str,
+    subject: &str,
+    account_id: &str,
+    changes: Vec<AttributeChange>,
+) -> Action {
+    let names = joined(changes.iter().map(|c| {
+        format!(
+            "{} {} → {}",
+            c.attribute.as_str(),
+            shown(c.from.as_deref()),
+            shown(c.to.as_deref())
+        )
+    }));
+    action_for(
+        ActionKind::UpdateAttributes {
+            account_id: account_id.to_owned(),
+            changes,
+        },
+        Item {
+            kind: DriftKind::AttributeDrift,
+            identity_id: Some(identity_id),
+            account_id: Some(account_id),
+            user_name: subject,
+            detail: format!("differs from the directory: {names}"),
+        },
+    )
 }
 
 /// Attribute drift, limited to what the directory provides (see the module docs).
@@ -4335,5 +4697,280 @@ mod tests {
             &details(&mut fx),
             &format!("`{ADMIN} explain 1` compares them, `{ADMIN} link IDENTITY 1` settles"),
         );
+    }
+
+    /// The creates of a plan, by identity id.
+    fn created(plan: &Plan) -> Vec<&str> {
+        plan.actions
+            .iter()
+            .filter_map(|a| match &a.kind {
+                ActionKind::CreateAccount { identity_id, .. } => Some(identity_id.as_str()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// The members a plan adds to workspace groups that are to be created.
+    fn joining(plan: &Plan) -> Vec<&str> {
+        plan.actions
+            .iter()
+            .filter_map(|a| match &a.kind {
+                ActionKind::AddMembers { members, .. } => Some(members),
+                _ => None,
+            })
+            .flatten()
+            .filter_map(|m| match m {
+                AccountRef::Created { identity_id } => Some(identity_id.as_str()),
+                AccountRef::Existing { .. } => None,
+            })
+            .collect()
+    }
+
+    fn conflicts(plan: &Plan) -> Vec<(&str, &str)> {
+        plan.drift
+            .iter()
+            .filter(|d| is_user_name_conflict(d))
+            .map(|d| (d.identity_id.as_deref().unwrap_or(""), d.detail.as_str()))
+            .collect()
+    }
+
+    fn with_user_name(mut identity: Identity, user_name: &str) -> Identity {
+        identity.user_name = user_name.into();
+        identity
+    }
+
+    /// Ada has her account; Ben's directory entry carries her userName. A create
+    /// for Ben would meet 409 run after run: he is reported instead, joins no
+    /// group, and Ada's account stays hers, untouched. Cy, unrelated, is created.
+    #[test]
+    fn a_user_name_another_persons_account_holds_is_not_created() {
+        let mut fx = Fx::new();
+        fx.identities = vec![
+            active("ada", &["eng"]),
+            with_user_name(active("ben", &["eng"]), "ada@ex.com"),
+            active("cy", &["eng"]),
+        ];
+        fx.accounts = vec![acct("1", "ada")];
+        fx.accounts[0].roles = vec!["Editor".into()];
+        fx.groups = vec![group("g", "Engineering", &["1"])];
+        fx.links = vec![link("ada", "1")];
+        let plan = fx.plan();
+        assert_eq!(created(&plan), ["cy"], "{:#?}", plan.actions);
+        assert_eq!(joining(&plan), ["cy"], "{:#?}", plan.actions);
+        assert!(
+            plan.actions.iter().all(
+                |a| a.kind.account_id() != Some("1") && a.identity_id.as_deref() != Some("ben")
+            ),
+            "{:#?}",
+            plan.actions
+        );
+        assert_eq!(
+            conflicts(&plan),
+            [(
+                "ben",
+                "not created: userName \"ada@ex.com\" is already held by account 1 (person \
+                 ada); two people cannot share a userName: fix it in the directory, or free it \
+                 in the workspace (rename or delete the account holding it) if it is no longer \
+                 theirs"
+            )]
+        );
+        let ben = drift_of(&plan, DriftKind::MissingAccount)
+            .into_iter()
+            .find(|d| d.identity_id.as_deref() == Some("ben"))
+            .unwrap();
+        assert_eq!(
+            (ben.user_name.as_str(), ben.account_id.as_deref()),
+            ("ada@ex.com", None)
+        );
+        // Nothing Ben's report could be settled by is sent on the next run either.
+        let again = fx.replan();
+        assert!(again.is_empty(), "{:#?}", again.actions);
+        assert_eq!(conflicts(&again).len(), 1);
+    }
+
+    /// Two people given one userName (case aside): which one it belongs to nobody
+    /// here can tell, so neither is created and each report names the other.
+    /// Someone else's create is unaffected.
+    #[test]
+    fn two_people_wanting_one_user_name_are_neither_created() {
+        let mut fx = Fx::new();
+        fx.identities = vec![
+            with_user_name(active("ann", &["eng"]), "Ann@x.com"),
+            with_user_name(active("anna", &["eng"]), "ann@x.com"),
+            active("cy", &["eng"]),
+        ];
+        let plan = fx.plan();
+        assert_eq!(created(&plan), ["cy"], "{:#?}", plan.actions);
+        assert_eq!(joining(&plan), ["cy"], "{:#?}", plan.actions);
+        assert_eq!(
+            conflicts(&plan),
+            [
+                (
+                    "ann",
+                    "not created: userName \"Ann@x.com\" is wanted by person anna (a new \
+                     account) too; two people cannot share a userName: fix it in the directory"
+                ),
+                (
+                    "anna",
+                    "not created: userName \"ann@x.com\" is wanted by person ann (a new \
+                     account) too; two people cannot share a userName: fix it in the directory"
+                ),
+            ]
+        );
+
+        // Many people given one userName: a few are named, the rest counted.
+        fx.identities = (0..6)
+            .map(|n| with_user_name(active(&format!("p{n}"), &[]), "team@x.com"))
+            .collect();
+        let plan = fx.plan();
+        assert!(plan.is_empty(), "{:#?}", plan.actions);
+        let reported = conflicts(&plan);
+        assert_eq!(reported.len(), 6);
+        assert!(
+            reported.iter().any(|(id, detail)| *id == "p0"
+                && detail.contains(
+                    "is wanted by person p1 (a new account), person p2 (a new account), \
+                     person p3 (a new account), 2 more too"
+                )),
+            "{reported:#?}"
+        );
+    }
+
+    /// Only case tells an existing account's userName from the one a create wants:
+    /// the workspace holds it once all the same. So does composition (NFC).
+    #[test]
+    fn a_user_name_held_in_another_case_or_composition_is_held() {
+        for (held, wanted) in [
+            ("Ann@x.com", "ann@x.com"),
+            ("us\u{e9}r@x.com", "use\u{301}r@x.com"),
+        ] {
+            let mut fx = Fx::new();
+            fx.identities = vec![
+                with_user_name(active("ann", &[]), held),
+                with_user_name(active("bob", &[]), wanted),
+            ];
+            let mut account = acct("1", "ann");
+            account.user_name = held.into();
+            fx.accounts = vec![account];
+            fx.links = vec![link("ann", "1")];
+            let plan = fx.plan();
+            assert!(plan.is_empty(), "{held} / {wanted}: {:#?}", plan.actions);
+            let reported = conflicts(&plan);
+            assert_eq!(reported.len(), 1, "{reported:?}");
+            assert_eq!(reported[0].0, "bob");
+            assert!(
+                reported[0]
+                    .1
+                    .contains("is already held by account 1 (person ann)"),
+                "{reported:?}"
+            );
+        }
+    }
+
+    /// A rename onto a userName another person's account holds is not sent; the
+    /// account's other attributes are still brought in line. A rename onto a
+    /// userName a create wants too is made by neither.
+    #[test]
+    fn a_rename_onto_a_held_or_wanted_user_name_is_not_made() {
+        let mut fx = Fx::new();
+        fx.identities = vec![
+            with_user_name(active("ann", &[]), "bob@ex.com"),
+            active("bob", &[]),
+        ];
+        fx.accounts = vec![acct("1", "ann"), acct("2", "bob")];
+        fx.accounts[0].given_name = Some("Annie".into());
+        fx.links = vec![link("ann", "1"), link("bob", "2")];
+        let plan = fx.plan();
+        assert_eq!(
+            kinds(&plan),
+            [&ActionKind::UpdateAttributes {
+                account_id: "1".into(),
+                changes: vec![AttributeChange {
+                    attribute: Attribute::GivenName,
+                    from: Some("Annie".into()),
+                    to: Some("ANN".into()),
+                }],
+            }]
+        );
+        let reported: Vec<&DriftItem> = plan
+            .drift
+            .iter()
+            .filter(|d| is_user_name_conflict(d))
+            .collect();
+        assert_eq!(reported.len(), 1, "{:#?}", plan.drift);
+        assert_eq!(reported[0].kind, DriftKind::AttributeDrift);
+        assert_eq!(reported[0].account_id.as_deref(), Some("1"));
+        assert_eq!(
+            reported[0].detail,
+            "not renamed: account 1 keeps \"ann@ex.com\": userName \"bob@ex.com\" is already \
+             held by account 2 (person bob); two people cannot share a userName: fix it in the \
+             directory, or free it in the workspace (rename or delete the account holding it) \
+             if it is no longer theirs"
+        );
+
+        // Bob has no account yet: his create and Ann's rename want one userName.
+        fx.accounts.truncate(1);
+        fx.links.truncate(1);
+        let plan = fx.plan();
+        assert!(created(&plan).is_empty(), "{:#?}", plan.actions);
+        assert!(
+            !plan.actions.iter().any(|a| a.kind.renames()),
+            "{:#?}",
+            plan.actions
+        );
+        let reported = conflicts(&plan);
+        assert_eq!(reported.len(), 2, "{reported:?}");
+        let of = |id: &str| reported.iter().find(|(i, _)| *i == id).map(|(_, d)| *d);
+        assert!(
+            of("ann").is_some_and(|d| d.contains("is wanted by person bob (a new account) too")),
+            "{reported:?}"
+        );
+        assert!(
+            of("bob")
+                .is_some_and(|d| d.contains("is wanted by person ann (account 1 renamed) too")),
+            "{reported:?}"
+        );
+    }
+
+    /// A userName is free for a create or rename once the account that holds it is
+    /// deleted, or renamed by a change that is made, in the same plan (those run
+    /// first); two accounts swapping userNames are renamed by neither.
+    #[test]
+    fn a_user_name_given_up_in_the_same_plan_is_free() {
+        // Ann left and her account is deleted; Bob was given her address.
+        let mut fx = Fx::new();
+        fx.settings.deprovision = DeprovisionAction::Delete;
+        fx.identities = vec![
+            ident("ann", IdentityStatus::Deprovisioned, &[]),
+            with_user_name(active("bob", &[]), "ann@ex.com"),
+        ];
+        fx.accounts = vec![acct("1", "ann")];
+        fx.links = vec![link("ann", "1")];
+        let plan = fx.plan();
+        assert_eq!(created(&plan), ["bob"], "{:#?}", plan.actions);
+        assert!(conflicts(&plan).is_empty());
+
+        // A chain: Cy takes Bob's old userName, Bob takes a free one.
+        let mut fx = Fx::new();
+        fx.identities = vec![
+            with_user_name(active("bob", &[]), "bob2@ex.com"),
+            with_user_name(active("cy", &[]), "bob@ex.com"),
+        ];
+        fx.accounts = vec![acct("1", "bob"), acct("2", "cy")];
+        fx.links = vec![link("bob", "1"), link("cy", "2")];
+        let plan = fx.plan();
+        assert_eq!(
+            plan.actions.iter().filter(|a| a.kind.renames()).count(),
+            2,
+            "{:#?}",
+            plan.actions
+        );
+        assert!(conflicts(&plan).is_empty());
+
+        // A swap: each rename would meet the other account.
+        fx.identities[0].user_name = "cy@ex.com".into();
+        let plan = fx.plan();
+        assert!(plan.is_empty(), "{:#?}", plan.actions);
+        assert_eq!(conflicts(&plan).len(), 2);
     }
 }

@@ -860,7 +860,8 @@ impl State {
 
 /// The drift still there after the run: everything it found, unless it was a
 /// reconcile that converged — then only what seatwarden never acts on (disputed
-/// matches, and orphaned accounts when the policy only reports them).
+/// matches, creates and renames not made because of a userName two people share,
+/// and orphaned accounts when the policy only reports them).
 pub fn residual_drift(report: &Report) -> Vec<&DriftItem> {
     let s = &report.summary;
     if !(report.mode == "reconcile" && s.converged && s.actions_planned > 0) {
@@ -882,6 +883,7 @@ pub fn residual_drift(report: &Report) -> Vec<&DriftItem> {
         .iter()
         .filter(|d| {
             d.kind == DriftKind::DisputedMatch
+                || crate::plan::is_user_name_conflict(d)
                 || (d.kind == DriftKind::OrphanedAccount && !orphans_acted_on)
                 || d.account_id
                     .as_deref()
@@ -893,7 +895,9 @@ pub fn residual_drift(report: &Report) -> Vec<&DriftItem> {
 /// The drift a run left, item by item: [`residual_drift`], less, when the run did
 /// not converge, the items whose every action was applied and verified (a leaver
 /// deactivated while a new hire's create waits for the settle window). An item is
-/// tied to its actions by drift kind and subject. For the drift gauges.
+/// tied to its actions by drift kind and subject; a userName conflict has none
+/// (another change of the same account's attributes is not its fix). For the
+/// drift gauges.
 pub fn unfixed_drift(report: &Report) -> Vec<&DriftItem> {
     let residual = residual_drift(report);
     if report.summary.converged {
@@ -902,6 +906,9 @@ pub fn unfixed_drift(report: &Report) -> Vec<&DriftItem> {
     residual
         .into_iter()
         .filter(|item| {
+            if crate::plan::is_user_name_conflict(item) {
+                return true;
+            }
             let mut actions = report
                 .actions
                 .iter()
@@ -1026,6 +1033,57 @@ mod tests {
             super::headline(&report, ADMIN).1,
             "2 actions wait for the settle window"
         );
+    }
+
+    /// A rename not made because another account holds the userName has no
+    /// action: the run's other writes, even the same account's other attributes
+    /// applied, leave it to review.
+    #[test]
+    fn a_user_name_conflict_is_left_to_review_after_the_other_writes() {
+        let mut report = reconcile_report(SafetyReport::default());
+        let item = |detail: &str| DriftItem {
+            kind: DriftKind::AttributeDrift,
+            identity_id: Some("ann".into()),
+            account_id: Some("1".into()),
+            user_name: "bob@ex.com".into(),
+            detail: detail.into(),
+        };
+        let conflict = item(
+            "not renamed: account 1 keeps \"ann@ex.com\": userName \"bob@ex.com\" is already \
+             held by account 2 (person bob); two people cannot share a userName: fix it in the \
+             directory",
+        );
+        report.drift = vec![
+            item("differs from the directory: givenName …"),
+            conflict.clone(),
+        ];
+        let update = |outcome| ActionOutcome {
+            seq: 0,
+            op: "update_attributes".into(),
+            reason: DriftKind::AttributeDrift,
+            subject: "bob@ex.com".into(),
+            detail: String::new(),
+            outcome,
+            attempts: 1,
+            error: None,
+            waiting: false,
+            settle_window: None,
+            deactivated_since: None,
+        };
+        report.actions = vec![update(Outcome::Applied)];
+        report.summary.actions_planned = 1;
+        report.summary.actions_applied = 1;
+        report.summary.converged = true;
+        assert_eq!(residual_drift(&report), [&conflict]);
+        assert_eq!(unfixed_drift(&report), [&conflict]);
+        assert_eq!(State::of(&report), State::Drift);
+
+        // Not converged (another write failed): the applied update is no fix for it.
+        report.summary.converged = false;
+        report.actions.push(update(Outcome::Failed));
+        report.actions[1].subject = "cy@ex.com".into();
+        report.summary.actions_planned = 2;
+        assert!(unfixed_drift(&report).contains(&&conflict));
     }
 
     /// Writes kept back read as not sent, never as failed: a stop's (the

@@ -14,7 +14,9 @@ use seatwarden::model::{
     Account, AccountRef, ActionClass, ActionKind, DirectorySnapshot, DriftKind, Identity,
     IdentityStatus, Link, Plan, Role, WorkspaceGroup, WorkspaceSnapshot,
 };
-use seatwarden::plan::{DeprovisionAction, PlanSettings, Retention, plan, simulate};
+use seatwarden::plan::{
+    DeprovisionAction, PlanSettings, Retention, is_user_name_conflict, plan, simulate,
+};
 use seatwarden::policy::{
     DesiredState, Mapping, PolicySettings, Protected, UnmatchedAccounts, desired_state,
 };
@@ -443,10 +445,11 @@ proptest! {
             prop_assert!(second.actions.is_empty(), "third plan: {:#?}", second.actions);
         }
         prop_assert!(second.new_links.is_empty(), "{:#?}", second.new_links);
-        // Only disputes and reported drift survive.
+        // Only disputes, reported drift and userName conflicts (nothing to send) survive.
         for item in &second.drift {
             prop_assert!(
-                matches!(item.kind, DriftKind::DisputedMatch | DriftKind::OrphanedAccount | DriftKind::GroupDrift),
+                matches!(item.kind, DriftKind::DisputedMatch | DriftKind::OrphanedAccount | DriftKind::GroupDrift)
+                    || is_user_name_conflict(item),
                 "{item:?}"
             );
         }
@@ -498,6 +501,55 @@ proptest! {
                 plan.drift.iter().any(|d| d.kind == action.reason),
                 "no drift item for {:?}", action
             );
+        }
+    }
+
+    /// No two creates or renames of a plan want one userName (case and
+    /// composition aside), and none wants one an account keeps: an account not
+    /// deleted or renamed by the same plan. Each conflict item has no action of its
+    /// person's that sends the userName.
+    #[test]
+    fn no_plan_sends_a_user_name_twice_or_onto_a_kept_one(s in scenario()) {
+        let plan = s.plan();
+        let fold = seatwarden::model::fold_case;
+        let mut wanted: BTreeSet<String> = BTreeSet::new();
+        let mut moved: BTreeSet<&str> = BTreeSet::new();
+        let mut targets: Vec<(String, Option<&str>)> = Vec::new();
+        for action in &plan.actions {
+            match &action.kind {
+                ActionKind::CreateAccount { spec, .. } => targets.push((fold(&spec.user_name), None)),
+                ActionKind::UpdateAttributes { account_id, changes } => {
+                    for change in changes {
+                        if change.attribute == seatwarden::model::Attribute::UserName {
+                            let to = change.to.as_deref().unwrap_or_default();
+                            targets.push((fold(to), Some(account_id.as_str())));
+                            moved.insert(account_id);
+                        }
+                    }
+                }
+                ActionKind::Delete { account_id, .. } => {
+                    moved.insert(account_id);
+                }
+                _ => {}
+            }
+        }
+        for (target, renamed) in &targets {
+            prop_assert!(wanted.insert(target.clone()), "{target} wanted twice: {:#?}", plan.actions);
+            for account in &s.workspace.accounts {
+                if Some(account.id.as_str()) != *renamed && fold(&account.user_name) == *target {
+                    prop_assert!(
+                        moved.contains(account.id.as_str()),
+                        "{target} is kept by {}: {:#?}", account.id, plan.actions
+                    );
+                }
+            }
+        }
+        for item in plan.drift.iter().filter(|item| is_user_name_conflict(item)) {
+            let sends = plan.actions.iter().any(|a| {
+                a.identity_id == item.identity_id
+                    && (a.kind.renames() || matches!(a.kind, ActionKind::CreateAccount { .. }))
+            });
+            prop_assert!(!sends, "{item:?}: {:#?}", plan.actions);
         }
     }
 
@@ -577,8 +629,20 @@ proptest! {
             })
             .map(|account| account.id.as_str())
             .collect();
+        // A protected account keeps its userName and a protected person still wants
+        // theirs: a rename onto either is a conflict in one plan and not the other.
+        let conflicted: BTreeSet<&str> = open
+            .drift
+            .iter()
+            .chain(&guarded.drift)
+            .filter(|item| is_user_name_conflict(item))
+            .filter_map(|item| item.account_id.as_deref())
+            .collect();
         for account in &s.workspace.accounts {
-            if glob_protects(&patterns, &account.user_name) || claimed.contains(account.id.as_str()) {
+            if glob_protects(&patterns, &account.user_name)
+                || claimed.contains(account.id.as_str())
+                || conflicted.contains(account.id.as_str())
+            {
                 continue;
             }
             prop_assert_eq!(

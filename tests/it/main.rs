@@ -28,6 +28,7 @@ mod packaging;
 mod put_writes;
 mod qa_apply;
 mod qa_cli;
+mod qa_conflicts;
 mod qa_daemon;
 mod qa_directory;
 mod qa_directory2;

@@ -591,10 +591,12 @@ async fn a_recovered_delete_forgets_the_link_to_the_deleted_account() {
 }
 
 /// Ada (00u1) left and her account was kept, deactivated, linked to her. A new
-/// person (00u2) is given her userName. Creating the newcomer's account meets a
-/// 409, and the account holding that userName is Ada's: it must not be linked to
-/// the newcomer (the next run would reactivate it, with Ada's projects), neither by
-/// the create's 409 handling nor by the recovery of a create a crash interrupted.
+/// person (00u2) is given her userName. The plan sends no create bound to meet
+/// 409 on it: the newcomer is reported, naming Ada's account. A create that meets
+/// it all the same (sent by hand here, as one the account appeared before would
+/// be), or a create a crash interrupted, finds that the account holding that
+/// userName is Ada's: it must not be linked to the newcomer (the next run would
+/// reactivate it, with Ada's projects).
 #[tokio::test]
 async fn a_user_name_given_again_never_inherits_the_earlier_persons_account() {
     let (sandbox, dir) = empty_sandbox().await;
@@ -616,28 +618,34 @@ async fn a_user_name_given_again_never_inherits_the_earlier_persons_account() {
 
     write_directory(dir.path(), "00u2", "Adah");
     let second = reconcile().await;
-    assert_eq!(
-        second.report.summary.actions_failed, 1,
-        "the newcomer's create"
+    assert_eq!(second.report.summary.actions_failed, 0);
+    // Ada's account is deactivated (she left), which keeps her userName taken.
+    assert!(
+        second
+            .plan
+            .actions
+            .iter()
+            .all(|a| matches!(a.kind, ActionKind::Deactivate { .. })),
+        "{:#?}",
+        second.plan.actions
     );
-    let failed = second
+    let newcomer = second
         .report
-        .actions
+        .drift
         .iter()
-        .find_map(|a| a.error.clone())
+        .find(|d| d.identity_id.as_deref() == Some("00u2"))
         .unwrap();
     assert!(
-        failed.contains("linked to identity 00u1")
-            && failed.contains(&format!("rename or delete account {}", ada.id)),
-        "{failed}"
+        newcomer.detail.starts_with(&format!(
+            "not created: userName \"ada@example.com\" is already held by account {} (person \
+             00u1)",
+            ada.id
+        )),
+        "{newcomer:?}"
     );
     assert_eq!(links(), [("00u1".to_owned(), ada.id.clone())]);
 
-    // A crash right after the newcomer's create was sent: recovery finds Ada's
-    // account by the userName and must not link it either.
-    let crashed = {
-        let mut store = Store::open(&config.state.path).unwrap();
-        let run = store.begin_run(RunKind::Reconcile, Utc::now()).unwrap();
+    let newcomers_create = || {
         let mut plan = Plan::default();
         plan.actions.push(Action {
             seq: 0,
@@ -659,7 +667,16 @@ async fn a_user_name_given_again_never_inherits_the_earlier_persons_account() {
             detail: "in scope, no account".into(),
             held: None,
         });
-        store.save_plan(run, &plan, Utc::now()).unwrap();
+        plan
+    };
+    // A crash right after the newcomer's create was sent: recovery finds Ada's
+    // account by the userName and must not link it either.
+    let crashed = {
+        let mut store = Store::open(&config.state.path).unwrap();
+        let run = store.begin_run(RunKind::Reconcile, Utc::now()).unwrap();
+        store
+            .save_plan(run, &newcomers_create(), Utc::now())
+            .unwrap();
         store.mark_in_flight(run, 0, Utc::now()).unwrap();
         run
     };
@@ -679,6 +696,35 @@ async fn a_user_name_given_again_never_inherits_the_earlier_persons_account() {
         .unwrap();
     assert!(!account.active, "Ada's account stays deactivated");
     assert_eq!(account.external_id.as_deref(), Some("00u1"));
+
+    // The create sent all the same meets 409, and the executor refuses the account.
+    let (sent, plan) = {
+        let mut store = Store::open(&config.state.path).unwrap();
+        let run = store.begin_run(RunKind::Reconcile, Utc::now()).unwrap();
+        let plan = newcomers_create();
+        store.save_plan(run, &plan, Utc::now()).unwrap();
+        (run, plan)
+    };
+    let client = seatwarden::workspace::ScimClient::new(config.scim_settings().unwrap()).unwrap();
+    let store = std::sync::Arc::new(std::sync::Mutex::new(
+        Store::open(&config.state.path).unwrap(),
+    ));
+    seatwarden::apply::apply(&client, &store, sent, &plan, 1, usize::MAX)
+        .await
+        .unwrap();
+    let journal = Store::open(&config.state.path)
+        .unwrap()
+        .journal(sent)
+        .unwrap();
+    assert_eq!(journal[0].state, ActionState::Failed);
+    let failed = journal[0].last_error.clone().unwrap_or_default();
+    assert!(
+        failed.contains("409")
+            && failed.contains("linked to identity 00u1")
+            && failed.contains(&format!("rename or delete account {}", ada.id)),
+        "{failed}"
+    );
+    assert_eq!(links(), [("00u1".to_owned(), ada.id.clone())]);
     sandbox.shutdown().await;
 }
 
