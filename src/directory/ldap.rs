@@ -30,7 +30,9 @@
 //!   (Domain Admins in `CN=Users`, or one a narrowed `group_filter` leaves out) is
 //!   read with its members, and logged. Other members
 //!   (computers, contacts, people outside `base_dn`) are left out. A group's
-//!   name is its `cn`. Membership through Active Directory's primary group
+//!   name is its `cn`; of several `cn` values (OpenLDAP allows aliases), the one
+//!   its DN is named by, else the first in alphabetical order, never the first
+//!   the server sends. Membership through Active Directory's primary group
 //!   (`primaryGroupID`, usually "Domain Users"), which is not in `member`, counts:
 //!   the user is a member of the group whose `objectSid` is the user's own domain
 //!   SID with that RID.
@@ -410,9 +412,8 @@ impl LdapSource {
     /// A group entry with the members it carries; a ranged attribute's further
     /// ranges are read by [`LdapSource::groups_in_use`] if the group is needed.
     fn group(&self, entry: SearchEntry) -> Result<Group, DirectoryError> {
-        let name = first_text(&entry, "cn")
-            .ok_or_else(|| self.malformed_group(&entry.dn, "the group has no cn".to_owned()))?
-            .to_owned();
+        let name = group_name(&entry)
+            .ok_or_else(|| self.malformed_group(&entry.dn, "the group has no cn".to_owned()))?;
         let mut members = Vec::new();
         let mut unfinished = Vec::new();
         for attribute in self.settings.flavor.member_attributes() {
@@ -1215,6 +1216,61 @@ fn distinct_texts<'a>(entry: &'a SearchEntry, attribute: &str) -> Vec<&'a str> {
     values.sort_by_cached_key(|v| (v.to_lowercase(), *v));
     values.dedup_by(|later, earlier| crate::model::same_ci(later, earlier));
     values
+}
+
+/// A group's name: its `cn`; of several (OpenLDAP allows aliases), the one its
+/// DN is named by, else the first in alphabetical order. Never the first the
+/// server sends: the name decides whom a mapping or a scope group takes in, and
+/// a name that followed the order of the values would change with it.
+fn group_name(entry: &SearchEntry) -> Option<String> {
+    let names = distinct_texts(entry, "cn");
+    if let [one] = names.as_slice() {
+        return Some((*one).to_owned());
+    }
+    let normalized = normalize_dn(&entry.dn);
+    let rdn = first_rdn(&normalized);
+    names
+        .iter()
+        .find(|name| {
+            let part = normalized_part("cn", Some(name.as_bytes()));
+            unescaped_splits(rdn, b'+').any(|rdn_part| rdn_part == part)
+        })
+        .or(names.first())
+        .map(|name| (*name).to_owned())
+}
+
+/// The first RDN of a DN [`normalize_dn`] wrote.
+fn first_rdn(normalized: &str) -> &str {
+    unescaped_splits(normalized, b',')
+        .next()
+        .unwrap_or_default()
+}
+
+/// The parts of `text` between the separators `separator` not escaped by a `\`.
+fn unescaped_splits(text: &str, separator: u8) -> impl Iterator<Item = &str> {
+    let bytes = text.as_bytes();
+    let mut start = 0;
+    let mut at = 0;
+    std::iter::from_fn(move || {
+        if start > bytes.len() {
+            return None;
+        }
+        while at < bytes.len() {
+            match bytes[at] {
+                b'\\' => at += 2,
+                byte if byte == separator => {
+                    let part = text.get(start..at);
+                    at += 1;
+                    start = at;
+                    return part;
+                }
+                _ => at += 1,
+            }
+        }
+        let part = text.get(start..);
+        start = bytes.len() + 1;
+        part
+    })
 }
 
 /// The one value of an attribute that must have one (the id, the userName): two
@@ -2359,6 +2415,34 @@ mod tests {
         ] {
             assert_eq!(email("ada", &mails).as_deref(), Some("ada@example.com"));
         }
+    }
+
+    /// A group's name decides who a mapping or a scope group takes in: with
+    /// several `cn` values (OpenLDAP allows aliases), following whichever the
+    /// server sent first would rename the group whenever the order changed.
+    #[test]
+    fn a_group_with_several_cn_values_is_named_by_its_rdn_whatever_their_order() {
+        let source = super::LdapSource::new(openldap_settings("uid", "entryUUID"));
+        let group_named = |dn: &str, cns: &[&str]| {
+            let mut group = entry(&[("cn", cns), ("member", &[])]);
+            group.dn = dn.to_owned();
+            source.group(group).unwrap().name
+        };
+        let by_cn = "cn=Engineering,ou=groups,dc=example,dc=com";
+        assert_eq!(group_named(by_cn, &["eng", "Engineering"]), "Engineering");
+        assert_eq!(group_named(by_cn, &["Engineering", "eng"]), "Engineering");
+        // The RDN spelt otherwise (case, escapes, a multi-valued RDN) is still it.
+        let spelt = "CN=engineering\\2C EMEA+businessCategory=rd,ou=groups,dc=example,dc=com";
+        assert_eq!(
+            group_named(spelt, &["eng", "Engineering, EMEA"]),
+            "Engineering, EMEA"
+        );
+        // Named otherwise than by a cn value: the first in alphabetical order.
+        let by_uuid = "entryUUID=6f1b,ou=groups,dc=example,dc=com";
+        assert_eq!(group_named(by_uuid, &["Zeta", "alpha"]), "alpha");
+        assert_eq!(group_named(by_uuid, &["alpha", "Zeta"]), "alpha");
+        // One value is that value, whatever the DN.
+        assert_eq!(group_named(by_uuid, &[" Ops "]), "Ops");
     }
 
     #[test]

@@ -144,7 +144,13 @@ impl Store {
         let Some((Some(complete), body)) = saved else {
             return Ok(None);
         };
-        let identities: Vec<Identity> = decode(body, "directory_snapshots", run)?;
+        let mut identities: Vec<Identity> = decode(body, "directory_snapshots", run)?;
+        // Stored by a version that did not compose group names as it read them:
+        // compared with the configuration's, composed at load, a decomposed `é`
+        // would match nothing (see `crate::model::compose_name`).
+        for group in identities.iter_mut().flat_map(|i| i.groups.iter_mut()) {
+            crate::model::compose_in_place(group);
+        }
         Ok(Some(DirectorySnapshot {
             identities,
             complete,

@@ -40,6 +40,7 @@ mod qa_status;
 mod qa_stop;
 mod report;
 mod resume;
+mod review_s34;
 mod role_groups;
 mod run_recovery;
 mod safety;
