@@ -3061,7 +3061,7 @@ async fn a_stalled_http_connection_does_not_hold_up_sigterm() {
 }
 
 /// A stop mid-apply: no write starts after it, the writes sent are verified and
-/// journaled (nothing left in flight), the run is recorded failed as stopped, and
+/// journaled (nothing left in flight), the run is recorded `stopped` (not failed), and
 /// the next run sends what was not sent, once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stop_mid_apply_sends_nothing_more_and_the_next_run_sends_the_rest_once() {
