@@ -579,7 +579,8 @@ impl View<'_> {
                             .policy
                             .scope_groups
                             .iter()
-                            .filter(|g| i.groups.iter().any(|m| m.eq_ignore_ascii_case(g)))
+                            // Exactly, as the policy compares them.
+                            .filter(|g| i.groups.contains(g))
                             .map(String::as_str)
                             .collect();
                         format!("member of scope group {}", clean(&via.join(", ")))
@@ -1459,6 +1460,27 @@ mod tests {
             active: true,
             roles: vec![],
         }
+    }
+
+    /// The scope groups named are those that brought the person in, compared as
+    /// the policy compares them (exactly): a group whose name differs only in case
+    /// did not, and is not named.
+    #[test]
+    fn the_scope_groups_named_are_those_the_policy_counted() {
+        let mut ada = person("p1", "ada@example.com", IdentityStatus::Active);
+        ada.groups = vec!["Contractors".into(), "taskade users".into()];
+        let (_dir, config) = stored_with(
+            "[policy]\nscope_groups = [\"Taskade Users\", \"Contractors\"]\n",
+            vec![ada],
+            vec![],
+        );
+        let store = Store::open(&config.state.path).unwrap();
+        let text = explain(&config, &store, "p1", t0()).unwrap();
+        assert!(
+            text.lines()
+                .any(|l| l == "  in scope: active, member of scope group Contractors"),
+            "{text}"
+        );
     }
 
     /// A leaver two accounts may belong to: explain names the dispute, every
