@@ -11,6 +11,12 @@
 //! and applied through the same journaled executor and circuit breaker as a run.
 //! The run's stored report is brought up to date afterwards.
 //!
+//! A create or rename held behind a held delete ([`HoldReason::WaitsForDelete`])
+//! is never sent while the workspace still shows that account, not even with its
+//! delete approved beside it (a delete that failed would leave it meeting 409):
+//! it is refused and stays held, saying whether the delete was approved, and the
+//! first reconcile after the delete sends it, the userName free by then.
+//!
 //! Actions that only wait for the settle window are nobody's to approve, `--only`
 //! naming their kind or not: they stay held, and the first reconcile after the
 //! window applies them (planned again from the directory as it is then).
@@ -836,9 +842,35 @@ pub async fn approve(
     // rename, applied first, frees it. Those of refused renames stay taken.
     let mut freed: Vec<String> = Vec::new();
     let mut kept: Vec<String> = Vec::new();
+    // Accounts whose delete this approval sends (deprovisions come first).
+    let mut deleting: HashSet<String> = HashSet::new();
     let mut still: Vec<Action> = Vec::new();
     for entry in held {
         let mut action = entry.action;
+        // Behind a held delete (`guard`, `HoldReason::WaitsForDelete`): never sent
+        // while the account is there, not even after the delete approved with it,
+        // which may fail and leave it meeting 409. Once the workspace shows the
+        // account gone it is judged like any other, and the next reconcile plans it.
+        if let Some(HoldReason::WaitsForDelete { account_id, .. }) = &action.held
+            && workspace.accounts.iter().any(|a| a.id == *account_id)
+        {
+            if let ActionKind::CreateAccount { identity_id, .. } = &action.kind {
+                made.held_back(identity_id);
+            }
+            if let Some(given_up) = renamed_from(&action.kind) {
+                kept.push(given_up);
+            }
+            let delete = if deleting.contains(account_id) {
+                "approved now: once the workspace shows it made, the next reconcile sends this"
+            } else {
+                "which stays held: approve that delete, and the next reconcile sends this"
+            };
+            approval.refused.push((
+                action.seq,
+                format!("waits for the delete of account {account_id}, {delete}"),
+            ));
+            continue;
+        }
         if let ActionKind::CreateAccount { identity_id, spec } = &action.kind {
             if freed.iter().any(|name| same_ci(name, &spec.user_name)) {
                 made.creating(&action.kind);
@@ -884,6 +916,9 @@ pub async fn approve(
             continue;
         }
         let decision = recheck(&action, &workspace, &protected, &clocks);
+        if let (ActionKind::Delete { account_id, .. }, Recheck::Apply) = (&action.kind, &decision) {
+            deleting.insert(account_id.clone());
+        }
         if let Some(given_up) = renamed_from(&action.kind) {
             match decision {
                 Recheck::Apply => freed.push(given_up),

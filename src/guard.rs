@@ -18,6 +18,12 @@
 //!    `allow_over_threshold` (typed by a human, recorded by the caller) skips this
 //!    rule only.
 //! 3. The last active Owner is never deactivated, deleted or demoted.
+//! 4. Creates and userName changes that want the userName of an account whose
+//!    delete is held (by any rule above, or because a re-hire's create wants it:
+//!    [`HoldReason::UserNameWanted`]) wait for that delete
+//!    ([`HoldReason::WaitsForDelete`]): the plan counted the name as freed by it,
+//!    and the account keeps it. So does what a rename held so would free in turn.
+//!    Done here, where the workspace snapshot names the deleted account's userName.
 //!
 //! Outside [`guard`], for the caller to apply in its pipeline:
 //! - [`check_source`]: an empty directory, or one that shrank too much against the
@@ -302,6 +308,7 @@ pub fn guard(
     }
     hold_last_owner(&mut plan, workspace);
     hold_wanted_user_names(&mut plan, workspace);
+    hold_claims_behind_held_deletes(&mut plan, workspace);
     plan
 }
 
@@ -400,6 +407,78 @@ fn hold_wanted_user_names(plan: &mut Plan, workspace: &WorkspaceSnapshot) {
         if let Some(action) = plan.actions.get_mut(index) {
             action.held = Some(reason);
         }
+    }
+}
+
+/// Holds each runnable create, and each runnable rename, that wants the userName of
+/// an account whose delete is held ([`HoldReason::WaitsForDelete`]): the plan
+/// counted that name as freed by the delete (deprovisions run first), but the
+/// account keeps it, and the write would meet 409 every run. A rename held so
+/// frees nothing either: what waits on it is held too (chains of renames).
+fn hold_claims_behind_held_deletes(plan: &mut Plan, workspace: &WorkspaceSnapshot) {
+    use crate::model::fold_case;
+    let held_deletes: FxHashMap<&str, &HoldReason> = plan
+        .held()
+        .filter_map(|a| match (&a.kind, &a.held) {
+            (ActionKind::Delete { account_id, .. }, Some(reason)) => {
+                Some((account_id.as_str(), reason))
+            }
+            _ => None,
+        })
+        .collect();
+    if held_deletes.is_empty() {
+        return;
+    }
+    let kept: FxHashMap<String, HoldReason> = workspace
+        .accounts
+        .iter()
+        .filter_map(|account| {
+            let reason = held_deletes.get(account.id.as_str())?;
+            Some((
+                fold_case(&account.user_name),
+                HoldReason::WaitsForDelete {
+                    account_id: account.id.clone(),
+                    held: Box::new((*reason).clone()),
+                },
+            ))
+        })
+        .collect();
+    if kept.is_empty() {
+        return;
+    }
+    let mut held_any = false;
+    for action in &mut plan.actions {
+        if action.held.is_some() {
+            continue;
+        }
+        if let Some(reason) =
+            wanted_user_name(&action.kind).and_then(|name| kept.get(&fold_case(name)))
+        {
+            action.held = Some(reason.clone());
+            held_any = true;
+        }
+    }
+    if held_any {
+        hold_creates_behind_renames(plan);
+    }
+}
+
+/// The userName a create or a rename wants.
+fn wanted_user_name(kind: &ActionKind) -> Option<&str> {
+    match kind {
+        ActionKind::CreateAccount { spec, .. } => Some(spec.user_name.as_str()),
+        kind => user_name_change(kind).and_then(|(_, to)| to),
+    }
+}
+
+/// A rename's userName before and after.
+fn user_name_change(kind: &ActionKind) -> Option<(Option<&str>, Option<&str>)> {
+    match kind {
+        ActionKind::UpdateAttributes { changes, .. } => changes.iter().find_map(|c| {
+            (c.attribute == crate::model::Attribute::UserName)
+                .then_some((c.from.as_deref(), c.to.as_deref()))
+        }),
+        _ => None,
     }
 }
 
@@ -658,7 +737,8 @@ fn split_members(settled: &mut ActionKind, unsettled_kind: &mut ActionKind, unse
 /// Holds runnable actions that depend on a held one, with its reason: without it
 /// they would only fail. A create that wants the userName a held rename gives up
 /// (a new hire given a name its holder leaves) would meet 409 on an account linked
-/// to someone else; membership changes need the account or group the same plan
+/// to someone else (one behind a held delete [`guard`] holds itself, as only it
+/// sees the workspace); membership changes need the account or group the same plan
 /// creates. A batch with some such members is split: the others go now.
 pub fn hold_dependents(mut plan: Plan) -> Plan {
     use crate::model::{AccountRef, GroupRef};
@@ -727,15 +807,7 @@ pub fn hold_dependents(mut plan: Plan) -> Plan {
 /// held rename still occupies; a rename held so frees nothing either, so this
 /// repeats until nothing more is held (chains of renames).
 fn hold_creates_behind_renames(plan: &mut Plan) {
-    use crate::model::{Attribute, fold_case};
-    fn user_name_change(kind: &ActionKind) -> Option<(Option<&str>, Option<&str>)> {
-        match kind {
-            ActionKind::UpdateAttributes { changes, .. } => changes.iter().find_map(|c| {
-                (c.attribute == Attribute::UserName).then_some((c.from.as_deref(), c.to.as_deref()))
-            }),
-            _ => None,
-        }
-    }
+    use crate::model::fold_case;
     let mut given_up: FxHashMap<String, HoldReason> = FxHashMap::default();
     loop {
         for action in plan.held() {
@@ -755,11 +827,9 @@ fn hold_creates_behind_renames(plan: &mut Plan) {
             if action.held.is_some() {
                 continue;
             }
-            let wanted = match &action.kind {
-                ActionKind::CreateAccount { spec, .. } => Some(spec.user_name.as_str()),
-                kind => user_name_change(kind).and_then(|(_, to)| to),
-            };
-            if let Some(reason) = wanted.and_then(|name| given_up.get(&fold_case(name))) {
+            if let Some(reason) =
+                wanted_user_name(&action.kind).and_then(|name| given_up.get(&fold_case(name)))
+            {
                 action.held = Some(reason.clone());
                 held_more = true;
             }
@@ -1160,23 +1230,26 @@ mod tests {
         let out = guard(plan, &workspace, &generous(), &COMPLETE);
         // "now" is still active: its deletion takes access away and goes on.
         // "gone" was deactivated and is deleted at once (`delete_after = "0s"`):
-        // held like the one past its retention period.
+        // held like the one past its retention period. The creates wanting the
+        // names those held deletes keep wait with them: sent, they meet 409.
+        let wanted = |identity: &str, account: &str| HoldReason::UserNameWanted {
+            identity_id: identity.into(),
+            account_id: account.into(),
+        };
+        let waits = |identity: &str, account: &str| HoldReason::WaitsForDelete {
+            account_id: account.into(),
+            held: Box::new(wanted(identity, account)),
+        };
         assert_eq!(
             held(&out),
             [
-                Some(HoldReason::UserNameWanted {
-                    identity_id: "n1".into(),
-                    account_id: "old".into(),
-                }),
+                Some(wanted("n1", "old")),
                 None,
                 None,
-                Some(HoldReason::UserNameWanted {
-                    identity_id: "n3".into(),
-                    account_id: "gone".into(),
-                }),
+                Some(wanted("n3", "gone")),
+                Some(waits("n1", "old")),
                 None,
-                None,
-                None,
+                Some(waits("n3", "gone")),
             ]
         );
         let why = out.actions[0].held.as_ref().unwrap().to_string();
@@ -1808,6 +1881,128 @@ mod tests {
         assert_eq!(
             held(&out),
             [waits.clone(), waits.clone(), waits.clone(), waits, None]
+        );
+    }
+
+    /// A leaver's delete frees the userName a new hire was given, so the plan
+    /// creates them; held (here by the deprovision threshold), the account keeps the
+    /// name and the create would meet 409 every run. The create waits, saying for
+    /// which delete and why that is held, and so do its memberships; a create
+    /// wanting another name goes. Not held, the delete holds nothing.
+    #[test]
+    fn a_create_waits_for_the_held_delete_that_frees_its_user_name() {
+        use crate::model::{AccountRef, GroupRef};
+        let plan = plan_of(vec![
+            ActionKind::Delete {
+                account_id: "lv".into(),
+                deactivated_since: None,
+            },
+            deactivate("other-leaver"),
+            create("new", "LV@ex.com"),
+            create("other", "cy@ex.com"),
+            ActionKind::AddMembers {
+                group: GroupRef::Existing {
+                    id: "g".into(),
+                    display_name: "Eng".into(),
+                },
+                members: vec![AccountRef::Created {
+                    identity_id: "new".into(),
+                }],
+            },
+        ]);
+        let workspace = WorkspaceSnapshot {
+            accounts: vec![
+                account("lv", "Viewer", true),
+                account("other-leaver", "Viewer", true),
+                account("keeper", "Owner", true),
+            ],
+            groups: Vec::new(),
+        };
+        let out = hold_dependents(guard(plan.clone(), &workspace, &generous(), &COMPLETE));
+        assert!(out.held().next().is_none(), "{:#?}", out.actions);
+
+        let strict = GuardSettings {
+            max_deprovisions: 1,
+            ..generous()
+        };
+        let out = hold_dependents(guard(plan, &workspace, &strict, &COMPLETE));
+        let threshold = out.actions[0].held.clone().unwrap();
+        assert!(matches!(
+            threshold,
+            HoldReason::Threshold {
+                class: ActionClass::Deprovision,
+                ..
+            }
+        ));
+        let waits = HoldReason::WaitsForDelete {
+            account_id: "lv".into(),
+            held: Box::new(threshold.clone()),
+        };
+        assert_eq!(
+            held(&out),
+            [
+                Some(threshold.clone()),
+                Some(threshold),
+                Some(waits.clone()),
+                None,
+                Some(waits.clone())
+            ]
+        );
+        let why = waits.to_string();
+        assert!(
+            why.starts_with("waits for the delete of account lv, which frees the userName")
+                && why.contains("2 deprovisions planned, the per-run limit is 1"),
+            "{why}"
+        );
+        // Stored in the journal and reports as JSON, and read back.
+        let json = serde_json::to_string(&waits).unwrap();
+        assert!(json.contains(r#""rule":"waits_for_delete""#), "{json}");
+        assert_eq!(serde_json::from_str::<HoldReason>(&json).unwrap(), waits);
+    }
+
+    /// A chain behind a held delete: a rename wants the deleted account's name
+    /// and a create wants the name that rename gives up. The guard holds both
+    /// itself (the workspace, which names the deleted account's userName, is
+    /// seen only here), each with the delete's reason.
+    #[test]
+    fn a_chain_of_renames_waits_for_the_held_delete_at_its_head() {
+        let plan = plan_of(vec![
+            ActionKind::Delete {
+                account_id: "lv".into(),
+                deactivated_since: None,
+            },
+            rename("a", "ann@ex.com", "lv@EX.com"),
+            create("new", "Ann@ex.com"),
+            rename("d", "di@ex.com", "dee@ex.com"),
+        ]);
+        let workspace = WorkspaceSnapshot {
+            accounts: vec![
+                account("lv", "Viewer", true),
+                account("a", "Viewer", true),
+                account("d", "Viewer", true),
+                account("keeper", "Owner", true),
+            ],
+            groups: Vec::new(),
+        };
+        let out = guard(
+            plan,
+            &workspace,
+            &GuardSettings {
+                max_deprovisions: 0,
+                ..generous()
+            },
+            &COMPLETE,
+        );
+        let threshold = out.actions[0].held.clone().unwrap();
+        let waits = Some(HoldReason::WaitsForDelete {
+            account_id: "lv".into(),
+            held: Box::new(threshold.clone()),
+        });
+        assert_eq!(
+            held(&out),
+            [Some(threshold), waits.clone(), waits, None],
+            "{:#?}",
+            out.actions
         );
     }
 

@@ -688,6 +688,15 @@ pub enum HoldReason {
     /// to anyone in the directory: the plan would empty it, which is more often a
     /// misspelt or renamed directory group than a decision.
     GroupGrantedToNobody { group: String },
+    /// A create or userName change that wants the userName of an account whose
+    /// delete in the same plan is held (`held` says why): the plan counted the name
+    /// as freed by that delete, but the account keeps it until the delete is made,
+    /// so the write would only meet 409. Also on a create or rename further down a
+    /// chain of renames that starts at such a rename.
+    WaitsForDelete {
+        account_id: String,
+        held: Box<HoldReason>,
+    },
 }
 
 impl HoldReason {
@@ -704,6 +713,7 @@ impl HoldReason {
             HoldReason::UserNameWanted { .. } => "user_name_wanted",
             HoldReason::OwnerWithoutMapping => "owner_without_mapping",
             HoldReason::GroupGrantedToNobody { .. } => "group_granted_to_nobody",
+            HoldReason::WaitsForDelete { .. } => "waits_for_delete",
         }
     }
 
@@ -827,6 +837,12 @@ impl fmt::Display for HoldDescription<'_> {
                  to anyone in the directory, so it would be emptied: check the spelling of the \
                  directory group its mappings name (and that it has members), or `{admin} \
                  approve` the removal"
+            ),
+            HoldReason::WaitsForDelete { account_id, held } => write!(
+                f,
+                "waits for the delete of account {account_id}, which frees the userName this \
+                 needs and is held: {}. Once that delete is made, the next reconcile sends this",
+                held.describe(admin)
             ),
         }
     }

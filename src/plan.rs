@@ -104,6 +104,9 @@
 //! whole (as [`simulate`] applies it; the executor sends one phase's renames side
 //! by side, so a link of the chain can still meet one 409) and a swap is not. One
 //! map of the wanted userNames and one pass over the accounts, after the identities.
+//! The guard may then hold that delete or rename: what relied on it is held with it
+//! (`guard::guard` for a delete, `guard::hold_dependents` for a rename), so no
+//! create is sent onto an account that kept its name.
 //!
 //! # Order
 //!

@@ -19,6 +19,7 @@ mod export;
 mod first_contact;
 mod fixtures;
 mod group_members;
+mod held_frees;
 mod interop;
 mod ldap;
 mod ldap_ad;
