@@ -50,5 +50,6 @@ mod scim_directory;
 mod status_export;
 mod store;
 mod tls;
+mod troubleshooting;
 mod verify;
 mod workspace;
