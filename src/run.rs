@@ -74,9 +74,10 @@ pub enum RunError {
     #[error("reading the directory: {0}")]
     Directory(#[from] DirectoryError),
     #[error("reading the workspace: {0}")]
-    Workspace(#[from] WorkspaceError),
-    /// The workspace's first answer of the run was 401 or 403: no later request
-    /// can do better, and only a human can fix the token.
+    Workspace(WorkspaceError),
+    /// A read of the run was answered 401 or 403 (the first, discovery, or one
+    /// later: a token revoked mid-run, one short of a scope for `/Groups`): no
+    /// later request can do better, and only a human can fix the token.
     #[error("reading the workspace: {0}; {hint}", hint = crate::workspace::CHECK_TOKEN)]
     TokenRefused(WorkspaceError),
     #[error("state database: {0}")]
@@ -158,6 +159,16 @@ impl StoppedRun {
             StoppedRun::Deprovisioning => {
                 "their leavers stay due, and the next sweep or retry pass sends them"
             }
+        }
+    }
+}
+
+/// A read's 401 or 403 is the token's fault, whichever read of the run met it.
+impl From<WorkspaceError> for RunError {
+    fn from(e: WorkspaceError) -> RunError {
+        match e.status() {
+            Some(401 | 403) => RunError::TokenRefused(e),
+            _ => RunError::Workspace(e),
         }
     }
 }
@@ -644,10 +655,7 @@ async fn execute_until(
 
 /// [`ScimClient::discover`], a 401 or 403 told apart: the token is at fault.
 async fn discover(client: &ScimClient) -> Result<(), RunError> {
-    client.discover().await.map_err(|e| match e.status() {
-        Some(401 | 403) => RunError::TokenRefused(e),
-        _ => RunError::Workspace(e),
-    })
+    Ok(client.discover().await?)
 }
 
 /// Milliseconds since `start`, for the stage timings logged at debug level.

@@ -106,6 +106,41 @@ async fn a_workspace_that_is_down_fails_the_reconcile_before_its_recovery_reads(
     assert_eq!(state_of(&config, crashed), ActionState::InFlight);
 }
 
+/// A token that discovery passes but a listing refuses (revoked mid-run, or short
+/// of the scope one endpoint needs) is named as the cause too.
+#[tokio::test]
+async fn a_listing_refused_403_after_discovery_names_the_token() {
+    let server = MockServer::start().await;
+    Mock::given(wiremock::matchers::path("/ServiceProviderConfig"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+            "schemas": ["urn:ietf:params:scim:schemas:core:2.0:ServiceProviderConfig"],
+            "patch": {"supported": true},
+            "filter": {"supported": true, "maxResults": 100}
+        })))
+        .mount(&server)
+        .await;
+    Mock::given(wiremock::matchers::any())
+        .respond_with(ResponseTemplate::new(403).set_body_json(json!({
+            "schemas": ["urn:ietf:params:scim:api:messages:2.0:Error"],
+            "status": "403",
+            "detail": "insufficient scope"
+        })))
+        .mount(&server)
+        .await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = config_for(&server.uri(), dir.path());
+
+    let (error, _) = reconcile_retrying_twice(&config).await;
+
+    assert!(
+        error.starts_with("reading the workspace: GET /")
+            && error.contains("HTTP 403")
+            && error.contains("insufficient scope")
+            && error.contains("check workspace.token or the file workspace.token_file names"),
+        "{error}"
+    );
+}
+
 #[tokio::test]
 async fn a_refused_token_fails_the_reconcile_before_its_recovery_naming_the_token() {
     let server = MockServer::start().await;
