@@ -446,21 +446,27 @@ fn hold_claims_behind_held_deletes(plan: &mut Plan, workspace: &WorkspaceSnapsho
     if kept.is_empty() {
         return;
     }
+    if hold_claims_on(plan, &kept) {
+        hold_creates_behind_renames(plan);
+    }
+}
+
+/// Holds each runnable create or rename whose wanted userName (folded)
+/// `occupied` names, for the reason given there; whether any was held.
+fn hold_claims_on(plan: &mut Plan, occupied: &FxHashMap<String, HoldReason>) -> bool {
     let mut held_any = false;
     for action in &mut plan.actions {
         if action.held.is_some() {
             continue;
         }
-        if let Some(reason) =
-            wanted_user_name(&action.kind).and_then(|name| kept.get(&fold_case(name)))
+        if let Some(reason) = wanted_user_name(&action.kind)
+            .and_then(|name| occupied.get(&crate::model::fold_case(name)))
         {
             action.held = Some(reason.clone());
             held_any = true;
         }
     }
-    if held_any {
-        hold_creates_behind_renames(plan);
-    }
+    held_any
 }
 
 /// The userName a create or a rename wants.
@@ -819,22 +825,7 @@ fn hold_creates_behind_renames(plan: &mut Plan) {
                     .or_insert_with(|| reason.clone());
             }
         }
-        if given_up.is_empty() {
-            return;
-        }
-        let mut held_more = false;
-        for action in &mut plan.actions {
-            if action.held.is_some() {
-                continue;
-            }
-            if let Some(reason) =
-                wanted_user_name(&action.kind).and_then(|name| given_up.get(&fold_case(name)))
-            {
-                action.held = Some(reason.clone());
-                held_more = true;
-            }
-        }
-        if !held_more {
+        if given_up.is_empty() || !hold_claims_on(plan, &given_up) {
             return;
         }
     }

@@ -227,6 +227,17 @@ pub fn assert_clean_reconcile(report: &seatwarden::report::Report) {
     assert!(summary.converged);
 }
 
+/// One reconcile of `config` on its own state database, which must not fail.
+pub async fn reconcile(config: &seatwarden::config::Config) -> seatwarden::run::RunOutcome {
+    seatwarden::run::execute(
+        config,
+        seatwarden::store::Store::open(&config.state.path).unwrap(),
+        seatwarden::run::Mode::Reconcile,
+    )
+    .await
+    .unwrap()
+}
+
 /// A reconcile that must end clean, then a plan that must be empty: the run
 /// converged. Returns the reconcile's outcome.
 pub async fn assert_converges(config: &seatwarden::config::Config) -> seatwarden::run::RunOutcome {

@@ -10,12 +10,12 @@
 
 use std::path::Path;
 
+use crate::fixtures::reconcile;
 use chrono::Utc;
 use seatwarden::approval::{self, Only};
 use seatwarden::config::Config;
 use seatwarden::model::{ActionClass, ActionKind, HoldReason, WorkspaceSnapshot};
 use seatwarden::report::Outcome;
-use seatwarden::run::{self, Mode, RunOutcome};
 use seatwarden::store::{ActionState, Store};
 use seatwarden::workspace::ScimClient;
 
@@ -54,16 +54,6 @@ fn config(dir: &Path, url: &str) -> Config {
     )
     .unwrap();
     Config::load_with_env(&dir.join("seatwarden.toml"), Some(Default::default())).unwrap()
-}
-
-async fn reconcile(config: &Config) -> RunOutcome {
-    run::execute(
-        config,
-        Store::open(&config.state.path).unwrap(),
-        Mode::Reconcile,
-    )
-    .await
-    .unwrap()
 }
 
 #[tokio::test]

@@ -7,11 +7,11 @@
 
 use std::collections::HashMap;
 
+use crate::fixtures::reconcile;
 use seatwarden::config::Config;
 use seatwarden::explain::explain;
 use seatwarden::model::{ActionKind, DriftKind, WorkspaceSnapshot};
 use seatwarden::report::{Outcome, State, headline};
-use seatwarden::run::{self, Mode, RunOutcome};
 use seatwarden::store::Store;
 use serde_json::json;
 use wiremock::matchers::{method, path};
@@ -68,16 +68,6 @@ fn config(dir: &std::path::Path, idp: &MockServer, workspace_url: &str) -> Confi
     )
     .unwrap();
     Config::load_with_env(&dir.join("seatwarden.toml"), Some(HashMap::new())).unwrap()
-}
-
-async fn reconcile(config: &Config) -> RunOutcome {
-    run::execute(
-        config,
-        Store::open(&config.state.path).unwrap(),
-        Mode::Reconcile,
-    )
-    .await
-    .unwrap()
 }
 
 /// Ada has her account; Ben's directory entry was given her address in another
