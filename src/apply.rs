@@ -5,6 +5,10 @@
 //! earlier ones: deprovisions, then groups, then accounts, then account updates,
 //! then memberships. Within a phase, actions run concurrently up to the workspace's
 //! `max_concurrency` (the client also enforces it, with the request rate limit).
+//! Renames that take a userName another rename gives up (a chain the plan makes
+//! whole) go link by link, each after the one it waits on; a create or rename whose
+//! userName a failed rename kept is not sent (journaled failed, "not sent: userName
+//! … is still taken"), as it would only meet 409.
 //!
 //! Journal states: `planned → in_flight` (row updated before the request leaves),
 //! then `applied` once the workspace shows the change, or `failed` with the
@@ -117,6 +121,7 @@ use crate::model::{
     Account, AccountRef, Action, ActionKind, Attribute, AttributeChange, GroupRef, LinkMethod,
     NewLink, Plan, WorkspaceGroup, WorkspaceSnapshot, fold_case,
 };
+use crate::policy::FxHashMap;
 use crate::retry::Transient;
 use crate::store::{JournalEntry, RunId, Store, StoreError};
 use crate::workspace::{CHECK_TOKEN, NOT_READ, Outage, ReadStart, ScimClient, WorkspaceError};
@@ -906,6 +911,98 @@ enum Executed {
     NotSent,
 }
 
+/// Renames and creates that want a userName another rename of the plan gives up.
+/// The plan makes a chain of renames whole (Cy takes Bob's old userName while Bob
+/// takes a new one), so Bob's rename must have been accepted before Cy's is sent:
+/// each link of a chain is written after the one it waits on ([`Self::link`]), and
+/// one whose rename failed is not sent. The plan never makes a swap, but a cycle
+/// is cut (at any point) rather than followed forever.
+struct FreedUserNames<'p> {
+    /// Folded userName → the runnable rename that gives it up.
+    by_name: FxHashMap<String, &'p Action>,
+    /// A rename's place in its chain: 0 waits on no rename.
+    links: FxHashMap<u32, u32>,
+}
+
+impl<'p> FreedUserNames<'p> {
+    fn new(plan: &'p Plan) -> Self {
+        let by_name: FxHashMap<String, &Action> = plan
+            .runnable()
+            .filter_map(|action| {
+                let (from, _) = action.kind.user_name_change()?;
+                Some((fold_case(from?), action))
+            })
+            .collect();
+        let mut freed = FreedUserNames {
+            by_name,
+            links: FxHashMap::default(),
+        };
+        let renames: Vec<&Action> = freed.by_name.values().copied().collect();
+        for start in renames {
+            if freed.links.contains_key(&start.seq) {
+                continue;
+            }
+            // Walk back to a rename that waits on none (or one already placed),
+            // then number the walk from there.
+            let mut chain = vec![start.seq];
+            let mut on_chain: HashSet<u32> = HashSet::new();
+            on_chain.insert(start.seq);
+            let mut current = start;
+            let first = loop {
+                match freed.waits_on(current) {
+                    None => break 0,
+                    Some((earlier, _)) => {
+                        if let Some(link) = freed.links.get(&earlier.seq) {
+                            break link + 1;
+                        }
+                        if !on_chain.insert(earlier.seq) {
+                            break 0;
+                        }
+                        chain.push(earlier.seq);
+                        current = earlier;
+                    }
+                }
+            };
+            for (offset, seq) in chain.iter().rev().enumerate() {
+                let offset = u32::try_from(offset).unwrap_or(u32::MAX);
+                freed.links.insert(*seq, first.saturating_add(offset));
+            }
+        }
+        freed
+    }
+
+    /// The rename (another action) that gives up the userName `action` wants.
+    fn waits_on(&self, action: &Action) -> Option<(&'p Action, &'p str)> {
+        if self.by_name.is_empty() {
+            return None;
+        }
+        let wanted = fold_case(action.kind.wanted_user_name()?);
+        let rename = *self.by_name.get(&wanted)?;
+        let (from, _) = rename.kind.user_name_change()?;
+        (rename.seq != action.seq).then_some((rename, from?))
+    }
+
+    /// Where `seq` comes in its phase: renames by their place in a chain, every
+    /// other action first.
+    fn link(&self, seq: u32) -> u32 {
+        self.links.get(&seq).copied().unwrap_or(0)
+    }
+}
+
+/// Why a create or rename was not sent: the rename that was to free its userName
+/// failed, so the userName is still taken.
+fn not_sent_behind_rename(name: &str, rename: &Action) -> String {
+    format!(
+        "{NOT_SENT_BEHIND_RENAME} {name:?} is still taken: the rename of {} (action {}) \
+         that gives it up failed earlier in this run; the next run plans both again",
+        rename.subject, rename.seq
+    )
+}
+
+/// How a create or rename not sent because the rename that frees its userName
+/// failed begins its journal error.
+pub const NOT_SENT_BEHIND_RENAME: &str = "not sent: userName";
+
 /// The order the executor writes in: an approval re-checks held actions in it
 /// too, so that a create's decision is known before the memberships that need it.
 pub(crate) fn phase(kind: &ActionKind) -> u8 {
@@ -989,13 +1086,17 @@ pub async fn apply_with_breaker(
         written: AtomicUsize::new(0),
         clock,
     };
-    let mut phases: BTreeMap<u8, Vec<&Action>> = BTreeMap::new();
+    let freed = FreedUserNames::new(plan);
+    let mut phases: BTreeMap<(u8, u32), Vec<&Action>> = BTreeMap::new();
     for action in plan.runnable() {
-        phases.entry(phase(&action.kind)).or_default().push(action);
+        phases
+            .entry((phase(&action.kind), freed.link(action.seq)))
+            .or_default()
+            .push(action);
     }
     let mut executed: HashMap<u32, Executed> = HashMap::new();
     let mut phases = phases.into_values();
-    while let Some(actions) = phases.next() {
+    while let Some(mut actions) = phases.next() {
         // Later phases stay `planned` (not run): nothing of them was sent.
         if executor.writes_stopped() {
             break;
@@ -1013,6 +1114,32 @@ pub async fn apply_with_breaker(
         // never sent fail verification in `recover` and the next plan redoes them.
         let seqs: Vec<u32> = actions.iter().map(|a| a.seq).collect();
         executor.with_store(|s| s.batch(|s| s.mark_all_in_flight(run, &seqs, Utc::now())))?;
+        // A create or rename whose userName a failed rename kept would only meet a
+        // 409: not sent, and not a failed write for the breaker, which counted the
+        // rename already.
+        let blocked: Vec<(u32, String)> = actions
+            .iter()
+            .filter_map(|action| {
+                let (rename, name) = freed.waits_on(action)?;
+                (executed.get(&rename.seq) != Some(&Executed::ToVerify))
+                    .then(|| (action.seq, not_sent_behind_rename(name, rename)))
+            })
+            .collect();
+        if !blocked.is_empty() {
+            executor.with_store(|s| {
+                s.batch(|s| {
+                    blocked
+                        .iter()
+                        .try_for_each(|(seq, why)| s.mark_failed(run, *seq, Utc::now(), why))
+                })
+            })?;
+            for (seq, why) in &blocked {
+                tracing::warn!(seq, error = %why, "action not sent");
+                executed.insert(*seq, Executed::Failed);
+            }
+            actions.retain(|a| !executed.contains_key(&a.seq));
+            executor.written.fetch_add(blocked.len(), Ordering::Relaxed);
+        }
         let results = bounded(actions.iter(), executor.concurrency, |action| {
             executor.execute_numbered(action)
         })

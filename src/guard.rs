@@ -459,7 +459,9 @@ fn hold_claims_on(plan: &mut Plan, occupied: &FxHashMap<String, HoldReason>) -> 
         if action.held.is_some() {
             continue;
         }
-        if let Some(reason) = wanted_user_name(&action.kind)
+        if let Some(reason) = action
+            .kind
+            .wanted_user_name()
             .and_then(|name| occupied.get(&crate::model::fold_case(name)))
         {
             action.held = Some(reason.clone());
@@ -467,25 +469,6 @@ fn hold_claims_on(plan: &mut Plan, occupied: &FxHashMap<String, HoldReason>) -> 
         }
     }
     held_any
-}
-
-/// The userName a create or a rename wants.
-fn wanted_user_name(kind: &ActionKind) -> Option<&str> {
-    match kind {
-        ActionKind::CreateAccount { spec, .. } => Some(spec.user_name.as_str()),
-        kind => user_name_change(kind).and_then(|(_, to)| to),
-    }
-}
-
-/// A rename's userName before and after.
-fn user_name_change(kind: &ActionKind) -> Option<(Option<&str>, Option<&str>)> {
-    match kind {
-        ActionKind::UpdateAttributes { changes, .. } => changes.iter().find_map(|c| {
-            (c.attribute == crate::model::Attribute::UserName)
-                .then_some((c.from.as_deref(), c.to.as_deref()))
-        }),
-        _ => None,
-    }
 }
 
 /// Why a directory snapshot was rejected: nothing at all is planned from it.
@@ -818,7 +801,7 @@ fn hold_creates_behind_renames(plan: &mut Plan) {
     loop {
         for action in plan.held() {
             if let (Some((Some(from), _)), Some(reason)) =
-                (user_name_change(&action.kind), &action.held)
+                (action.kind.user_name_change(), &action.held)
             {
                 given_up
                     .entry(fold_case(from))

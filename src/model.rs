@@ -518,6 +518,24 @@ impl ActionKind {
         )
     }
 
+    /// A rename's userName before and after.
+    pub fn user_name_change(&self) -> Option<(Option<&str>, Option<&str>)> {
+        match self {
+            ActionKind::UpdateAttributes { changes, .. } => changes.iter().find_map(|c| {
+                (c.attribute == Attribute::UserName).then_some((c.from.as_deref(), c.to.as_deref()))
+            }),
+            _ => None,
+        }
+    }
+
+    /// The userName a create or a rename wants.
+    pub fn wanted_user_name(&self) -> Option<&str> {
+        match self {
+            ActionKind::CreateAccount { spec, .. } => Some(spec.user_name.as_str()),
+            kind => kind.user_name_change().and_then(|(_, to)| to),
+        }
+    }
+
     /// The existing account this action writes to, if any.
     pub fn account_id(&self) -> Option<&str> {
         match self {

@@ -101,8 +101,8 @@
 //! reported: which of them it belongs to the plan cannot tell. An account the plan
 //! deletes, or renames by a change that is made, frees its userName: deprovisions
 //! run before renames, and renames before creates. So a chain of renames is made
-//! whole (as [`simulate`] applies it; the executor sends one phase's renames side
-//! by side, so a link of the chain can still meet one 409) and a swap is not. One
+//! whole (the executor sends each link once the rename it waits on was accepted,
+//! and none behind one that failed) and a swap is not. One
 //! map of the wanted userNames and one pass over the accounts, after the identities.
 //! The guard may then hold that delete or rename: what relied on it is held with it
 //! (`guard::guard` for a delete, `guard::hold_dependents` for a rename), so no

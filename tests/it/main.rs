@@ -39,6 +39,7 @@ mod qa_leftovers;
 mod qa_read_stop;
 mod qa_status;
 mod qa_stop;
+mod rename_chain;
 mod report;
 mod resume;
 mod review_s34;
