@@ -3562,4 +3562,75 @@ mod tests {
         ));
         assert!(!relist_is_cheaper(5_000, usize::MAX, 8, 8, None, None));
     }
+
+    /// A rename of account `id` from userName `from` to `to`.
+    fn rename(seq: u32, from: &str, to: &str) -> crate::model::Action {
+        use crate::model::{Action, ActionKind, Attribute, AttributeChange, DriftKind};
+        Action {
+            seq,
+            kind: ActionKind::UpdateAttributes {
+                account_id: format!("a-{from}"),
+                changes: vec![AttributeChange {
+                    attribute: Attribute::UserName,
+                    from: Some(from.to_owned()),
+                    to: Some(to.to_owned()),
+                }],
+            },
+            reason: DriftKind::AttributeDrift,
+            subject: to.to_owned(),
+            identity_id: None,
+            detail: String::new(),
+            held: None,
+        }
+    }
+
+    /// Each rename comes one place after the one freeing the userName it wants,
+    /// in whatever order the plan lists them; a rename of case only waits on
+    /// nothing.
+    #[test]
+    fn a_chain_of_renames_is_numbered_link_by_link() {
+        // u0 → NEW, u1 → u0, …, u199 → u198, listed from the end of the chain.
+        let mut actions: Vec<_> = (0..200u32)
+            .map(|i| {
+                let to = if i == 0 {
+                    "NEW".to_owned()
+                } else {
+                    format!("U{}", i - 1)
+                };
+                rename(i, &format!("u{i}"), &to)
+            })
+            .rev()
+            .collect();
+        actions.push(rename(500, "Solo", "solo"));
+        let plan = crate::model::Plan {
+            actions,
+            ..crate::model::Plan::default()
+        };
+        let freed = super::FreedUserNames::new(&plan);
+        for i in 0..200u32 {
+            assert_eq!(freed.link(i), i, "rename {i}");
+        }
+        assert_eq!(freed.link(500), 0);
+        let (waited, name) = freed.waits_on(&plan.actions[0]).unwrap();
+        assert_eq!((waited.seq, name), (198, "u198"));
+        assert!(freed.waits_on(plan.actions.last().unwrap()).is_none());
+    }
+
+    /// A cycle (which no plan makes, but an approval could assemble) is cut, not
+    /// walked forever.
+    #[test]
+    fn a_cycle_of_renames_is_numbered_and_ends() {
+        let plan = crate::model::Plan {
+            actions: vec![
+                rename(0, "a", "b"),
+                rename(1, "b", "c"),
+                rename(2, "c", "a"),
+            ],
+            ..crate::model::Plan::default()
+        };
+        let freed = super::FreedUserNames::new(&plan);
+        let mut links: Vec<u32> = (0..3).map(|seq| freed.link(seq)).collect();
+        links.sort_unstable();
+        assert_eq!(links, [0, 1, 2]);
+    }
 }
