@@ -3611,9 +3611,13 @@ mod tests {
             assert_eq!(freed.link(i), i, "rename {i}");
         }
         assert_eq!(freed.link(500), 0);
-        let (waited, name) = freed.waits_on(&plan.actions[0]).unwrap();
-        assert_eq!((waited.seq, name), (198, "u198"));
-        assert!(freed.waits_on(plan.actions.last().unwrap()).is_none());
+        let waited = freed.waits_on(&plan.actions[0]);
+        assert_eq!(waited.map(|(a, name)| (a.seq, name)), Some((198, "u198")));
+        assert!(
+            plan.actions
+                .last()
+                .is_some_and(|a| freed.waits_on(a).is_none())
+        );
     }
 
     /// A cycle (which no plan makes, but an approval could assemble) is cut, not
