@@ -15,7 +15,10 @@
 //! is never sent while the workspace still shows that account, not even with its
 //! delete approved beside it (a delete that failed would leave it meeting 409):
 //! it is refused and stays held, saying whether the delete was approved, and the
-//! first reconcile after the delete sends it, the userName free by then.
+//! first reconcile after the delete sends it, the userName free by then. Likewise
+//! a create or rename approved while a rename that gives up its userName stays held
+//! (`--only` left it out): refused and held, naming the rename to approve with it,
+//! rather than sent onto the account that still has the name.
 //!
 //! Actions that only wait for the settle window are nobody's to approve, `--only`
 //! naming their kind or not: they stay held, and the first reconcile after the
@@ -742,6 +745,22 @@ pub async fn approve(
             .ok_or(ApprovalError::StoppedReading)??;
     let admin_command = config.admin_command();
     let (held, waiting) = undecided(&store, run, only, true, &admin_command)?;
+    // Renames `only` leaves held: the userNames they would give up stay taken, and
+    // a create or rename approved without them would only meet 409.
+    let renames_left_held: Vec<(String, String)> = if *only == Only::All {
+        Vec::new()
+    } else {
+        let selected: HashSet<u32> = held.iter().map(|e| e.action.seq).collect();
+        undecided(&store, run, &Only::All, true, &admin_command)?
+            .0
+            .into_iter()
+            .filter(|e| !selected.contains(&e.action.seq))
+            .filter_map(|e| {
+                let account = e.action.kind.account_id()?.to_owned();
+                Some((renamed_from(&e.action.kind)?, account))
+            })
+            .collect()
+    };
     let approved_before: HashSet<u32> = store
         .decisions(run)?
         .into_iter()
@@ -868,6 +887,31 @@ pub async fn approve(
             approval.refused.push((
                 action.seq,
                 format!("waits for the delete of account {account_id}, {delete}"),
+            ));
+            continue;
+        }
+        if let Some((name, account)) = action.kind.wanted_user_name().and_then(|wanted| {
+            renames_left_held
+                .iter()
+                .find(|(name, _)| same_ci(name, wanted))
+        }) && workspace
+            .accounts
+            .iter()
+            .any(|a| a.id == *account && same_ci(&a.user_name, name))
+        {
+            if let ActionKind::CreateAccount { identity_id, .. } = &action.kind {
+                made.held_back(identity_id);
+            }
+            if let Some(given_up) = renamed_from(&action.kind) {
+                kept.push(given_up);
+            }
+            approval.refused.push((
+                action.seq,
+                format!(
+                    "wants the userName {name}, which account {account} gives up by a rename \
+                     that stays held: approve that rename with it (`--only rename`, or the \
+                     whole run)"
+                ),
             ));
             continue;
         }

@@ -261,3 +261,83 @@ async fn approve_sends_no_create_behind_a_held_rename_that_failed() {
     );
     workspace.shutdown().await;
 }
+
+/// `approve --only create_account` while the renames that free its userName stay
+/// held: the create is refused and stays held (sent, it would meet 409; judged
+/// obsolete because "an account dan@ exists", Eve would never be asked about
+/// again in this run). Approving the renames, then the run, makes the chain.
+#[tokio::test]
+async fn approving_the_create_alone_sends_nothing_behind_held_renames() {
+    let dir = tempfile::tempdir().unwrap();
+    let (workspace, config) = chain(dir.path(), 0, "").await;
+    let outcome = reconcile(&config).await;
+    assert_eq!(outcome.plan.held().count(), 4);
+    let dan = workspace
+        .snapshot()
+        .accounts
+        .into_iter()
+        .find(|a| a.user_name == "dan@example.com")
+        .unwrap();
+    let writes = workspace.stats().writes;
+    let client = ScimClient::new(config.scim_settings().unwrap()).unwrap();
+    let approve = |only: &'static str| {
+        let (config, client) = (&config, &client);
+        async move {
+            approval::approve(
+                config,
+                client,
+                Store::open(&config.state.path).unwrap(),
+                outcome.run_id,
+                &Only::parse((only != "all").then_some(only)).unwrap(),
+                chrono::Utc::now(),
+            )
+            .await
+            .unwrap()
+        }
+    };
+    let approval = approve("create_account").await;
+    assert_eq!(workspace.stats().writes, writes, "{approval:#?}");
+    assert!(approval.approved.is_empty(), "{approval:#?}");
+    assert!(approval.obsolete.is_empty(), "{approval:#?}");
+    let create = outcome
+        .plan
+        .actions
+        .iter()
+        .find(|a| a.kind.name() == "create_account")
+        .unwrap();
+    assert_eq!(
+        approval.refused,
+        [(
+            create.seq,
+            format!(
+                "wants the userName dan@example.com, which account {} gives up by a rename \
+                 that stays held: approve that rename with it (`--only rename`, or the whole \
+                 run)",
+                dan.id
+            )
+        )]
+    );
+    let states = |run| {
+        Store::open(&config.state.path)
+            .unwrap()
+            .journal(run)
+            .unwrap()
+            .into_iter()
+            .map(|e| (e.action.kind.name(), e.state))
+            .collect::<Vec<_>>()
+    };
+    assert!(
+        states(outcome.run_id)
+            .iter()
+            .all(|(_, state)| *state == ActionState::Held)
+    );
+
+    let approval = approve("rename").await;
+    assert_eq!(approval.approved.len(), 3, "{approval:#?}");
+    assert_eq!(approval.applied.failed, 0, "{approval:#?}");
+    let approval = approve("all").await;
+    assert_eq!(approval.approved, [create.seq], "{approval:#?}");
+    assert_eq!(approval.applied.failed, 0, "{approval:#?}");
+    assert_eq!(accounts(&workspace), renamed());
+    workspace.shutdown().await;
+}
