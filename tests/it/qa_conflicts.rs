@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use crate::fixtures::reconcile;
 use seatwarden::config::Config;
 use seatwarden::explain::explain;
-use seatwarden::model::{ActionKind, DriftKind, WorkspaceSnapshot};
+use seatwarden::model::{ActionKind, DriftKind, UserNameConflict, WorkspaceSnapshot};
 use seatwarden::report::{Outcome, State, headline};
 use seatwarden::store::Store;
 use serde_json::json;
@@ -150,6 +150,14 @@ async fn a_second_person_with_a_taken_user_name_is_reported_and_never_written() 
             .collect();
         assert_eq!(ben.len(), 1, "run {run}: {ben:#?}");
         assert_eq!(ben[0].kind, DriftKind::MissingAccount);
+        assert_eq!(
+            ben[0].conflict,
+            Some(UserNameConflict {
+                held_by: vec![ada.id.clone()],
+                ..UserNameConflict::default()
+            }),
+            "run {run}"
+        );
         let detail = &ben[0].detail;
         assert!(
             detail.starts_with("not created: userName \"Ada@Example.com\" is already held by")
