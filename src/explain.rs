@@ -25,7 +25,10 @@
 //! account as it was); the last actions with their outcomes (of reconciles,
 //! sweeps and approvals: a plan's or a dry run's were never sent); the deprovision
 //! ledger entry; what the next run would do (an action applied since the
-//! snapshot is marked so, not offered again). Times are on the clock of the report's zone
+//! snapshot is marked so, not offered again; a create or rename it does not make
+//! because of the userName says why in its place; and when the person's account
+//! holds a userName others want, who, and that their create or rename waits on
+//! it). Times are on the clock of the report's zone
 //! (`report.timezone`, else `schedule.timezone`), as the reports show them.
 //!
 //! The view is line-structured, and most of what it shows comes from the
@@ -1146,8 +1149,48 @@ impl View<'_> {
         if nothing {
             let _ = writeln!(out, "  nothing");
         }
+        self.user_name_wanted(out);
+    }
+
+    /// The people whose create or rename the next run does not make because this
+    /// person's account holds the userName they want: one line each (a few named,
+    /// the rest counted), after what the run does for the person.
+    fn user_name_wanted(&self, out: &mut String) {
+        let Some(account) = self.account else {
+            return;
+        };
+        let mut waiting = self.next.drift.iter().filter(|d| {
+            d.conflict
+                .as_ref()
+                .is_some_and(|c| c.held_by.contains(&account.id))
+        });
+        for item in waiting.by_ref().take(WANTED_NAMED) {
+            let their = match &item.account_id {
+                Some(renamed) => format!("their account {renamed} is not renamed to it"),
+                None => "their account is not created".to_owned(),
+            };
+            let line = format!(
+                "holds the userName person {} wants ({:?}): {their} while this account \
+                 keeps it; two people cannot share a userName: fix it in the directory, or \
+                 free it (rename or delete account {}) if it should be theirs",
+                item.identity_id.as_deref().unwrap_or("?"),
+                item.user_name,
+                account.id
+            );
+            let _ = writeln!(out, "  {}", clean(&line));
+        }
+        let more = waiting.count();
+        if more > 0 {
+            let _ = writeln!(
+                out,
+                "  and {more} more people want its userName, each waiting likewise"
+            );
+        }
     }
 }
+
+/// How many of the people who want an account's userName `explain` names.
+const WANTED_NAMED: usize = 5;
 
 /// After `seatwarden link IDENTITY ACCOUNT`: one line for each other workspace
 /// account that matched the person (by `externalId`, userName or email, not

@@ -357,9 +357,10 @@ impl fmt::Display for DriftKind {
 }
 
 /// One observed difference, with the person concerned. Every action has a drift
-/// item as its reason; some drift items (disputed matches, reported orphans) have
-/// no action.
+/// item as its reason; some drift items (disputed matches, reported orphans,
+/// userName conflicts) have no action.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(from = "StoredDriftItem")]
 pub struct DriftItem {
     pub kind: DriftKind,
     pub identity_id: Option<String>,
@@ -368,6 +369,80 @@ pub struct DriftItem {
     pub user_name: String,
     /// Human-readable why, e.g. "identity is deprovisioned in the directory".
     pub detail: String,
+    /// Set on a `missing_account` or `attribute_drift` item whose create or
+    /// userName change the plan did not make because the userName (the item's
+    /// `user_name`) is taken or wanted by others: who. Absent (not serialised) on
+    /// every other item.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub conflict: Option<UserNameConflict>,
+}
+
+/// Who is in the way of the userName a [`DriftItem`] wanted (its `user_name`,
+/// compared as matching compares it), so no create or rename was made.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UserNameConflict {
+    /// Every account that holds the userName and keeps it in this plan (ids).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub held_by: Vec<String>,
+    /// Other people (identity ids) whose create or rename wants it too: the
+    /// first few, as the detail names them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub wanted_by: Vec<String>,
+    /// How many other people want it besides those `wanted_by` names.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub wanted_by_more: usize,
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
+}
+
+/// How the detail of a create not made because of its userName begins.
+pub const NOT_CREATED: &str = "not created: userName ";
+/// How the detail of a userName change not made begins.
+pub const NOT_RENAMED: &str = "not renamed: account ";
+
+/// A [`DriftItem`] as stored: plans and reports written before
+/// [`DriftItem::conflict`] existed lack it.
+#[derive(Deserialize)]
+struct StoredDriftItem {
+    kind: DriftKind,
+    identity_id: Option<String>,
+    account_id: Option<String>,
+    user_name: String,
+    detail: String,
+    #[serde(default)]
+    conflict: Option<UserNameConflict>,
+}
+
+impl From<StoredDriftItem> for DriftItem {
+    /// An older version said a userName conflict only by how the detail begins
+    /// (which the planner still writes): such an item loads as a conflict, with
+    /// nobody recorded (the detail names them). Only stored items are read so;
+    /// the planner sets `conflict` itself.
+    fn from(stored: StoredDriftItem) -> Self {
+        let StoredDriftItem {
+            kind,
+            identity_id,
+            account_id,
+            user_name,
+            detail,
+            conflict,
+        } = stored;
+        let legacy = match kind {
+            DriftKind::MissingAccount => detail.starts_with(NOT_CREATED),
+            DriftKind::AttributeDrift => detail.starts_with(NOT_RENAMED),
+            _ => false,
+        };
+        DriftItem {
+            conflict: conflict.or_else(|| legacy.then(UserNameConflict::default)),
+            kind,
+            identity_id,
+            account_id,
+            user_name,
+            detail,
+        }
+    }
 }
 
 /// A workspace group an action writes to: one that exists, or one an earlier

@@ -96,8 +96,10 @@
 //! only when no other account holds its userName (folded as matching folds it) and
 //! no other create or rename of the plan wants it; otherwise the person gets a
 //! [`DriftKind::MissingAccount`] or [`DriftKind::AttributeDrift`] item with no
-//! action ([`is_user_name_conflict`]), naming who is in the way, and the account's
-//! other attribute changes go ahead. Two people wanting one userName are both
+//! action, marked by [`DriftItem::conflict`] ([`is_user_name_conflict`]) with who
+//! is in the way (every account holding the userName, the first few other people
+//! wanting it), whom its detail names too, and the account's other attribute
+//! changes go ahead. Two people wanting one userName are both
 //! reported: which of them it belongs to the plan cannot tell. An account the plan
 //! deletes, or renames by a change that is made, frees its userName: deprovisions
 //! run before renames, and renames before creates. So a chain of renames is made
@@ -125,7 +127,7 @@ pub(crate) use crate::model::same_ci;
 use crate::model::{
     Account, AccountRef, Action, ActionKind, Attribute, AttributeChange, DirectorySnapshot,
     DisputedCandidate, DisputedLeaver, DriftItem, DriftKind, GroupRef, Identity, IdentityStatus,
-    Link, LinkMethod, NewLink, Plan, WorkspaceGroup, WorkspaceSnapshot,
+    Link, LinkMethod, NewLink, Plan, UserNameConflict, WorkspaceGroup, WorkspaceSnapshot,
 };
 use crate::policy::{
     CHUNK, DesiredSpec, DesiredState, Entry, FxHashMap, IdentityIndex, InactiveReason, Protected,
@@ -195,20 +197,15 @@ impl PlanSettings {
 /// it from the deprovision of the person's linked account by this.
 pub const DUPLICATE_OF: &str = "duplicate account of ";
 
-/// How the detail of a create not made because of its userName begins.
-pub const NOT_CREATED: &str = "not created: userName ";
-/// How the detail of a userName change not made begins.
-pub const NOT_RENAMED: &str = "not renamed: account ";
+pub use crate::model::{NOT_CREATED, NOT_RENAMED};
 
 /// Whether `item` reports a create or userName change the plan did not make
 /// because another account holds, or another person wants, the userName: no
-/// action goes with it.
+/// action goes with it. Its [`DriftItem::conflict`] says so (and who); an item
+/// an older version stored without it loads with it set when its detail begins
+/// with [`NOT_CREATED`] or [`NOT_RENAMED`], as that version wrote them.
 pub fn is_user_name_conflict(item: &DriftItem) -> bool {
-    match item.kind {
-        DriftKind::MissingAccount => item.detail.starts_with(NOT_CREATED),
-        DriftKind::AttributeDrift => item.detail.starts_with(NOT_RENAMED),
-        _ => false,
-    }
+    item.conflict.is_some()
 }
 
 /// Whether `action` deprovisions a leaver's duplicate account rather than the
@@ -1494,6 +1491,7 @@ impl<'p, 'a: 'p> Planner<'p, 'a> {
             account_id: item.account_id.map(str::to_owned),
             user_name: item.user_name.to_owned(),
             detail: item.detail,
+            conflict: None,
         });
     }
 
@@ -1511,6 +1509,7 @@ impl<'p, 'a: 'p> Planner<'p, 'a> {
             account_id,
             user_name: action.subject.clone(),
             detail: action.detail.clone(),
+            conflict: None,
         });
         self.out.actions.push(action);
     }
@@ -2216,13 +2215,40 @@ impl<'p, 'a: 'p> Planner<'p, 'a> {
                 .map(rival_text)
                 .collect();
             counted(&mut rivals, w.claims.as_slice().len().saturating_sub(1));
-            reports.push((index, conflict_detail(claim, &holders, &rivals)));
+            let detail = conflict_detail(claim, &holders, &rivals);
+            // Every holder (few: the workspace holds a userName once, case
+            // aside); the first few rivals, as the detail names them.
+            let held_by = w
+                .holders
+                .as_slice()
+                .iter()
+                .filter(in_place)
+                .filter_map(|&h| m.at(h).map(|a| a.id.clone()))
+                .collect();
+            let wanted_by: Vec<String> = w
+                .claims
+                .as_slice()
+                .iter()
+                .filter(|&&c| c as usize != index)
+                .take(NAMED)
+                .filter_map(|&c| claims.get(c as usize)?.action.identity_id.clone())
+                .collect();
+            let conflict = UserNameConflict {
+                wanted_by_more: w
+                    .claims
+                    .as_slice()
+                    .len()
+                    .saturating_sub(1 + wanted_by.len()),
+                held_by,
+                wanted_by,
+            };
+            reports.push((index, (detail, conflict)));
         }
         let mut reports = reports.into_iter().peekable();
         for (index, claim) in claims.into_iter().enumerate() {
             let report = reports
                 .next_if(|(i, _)| *i == index)
-                .map(|(_, detail)| detail);
+                .map(|(_, report)| report);
             let Claim {
                 action,
                 account_id,
@@ -2237,8 +2263,11 @@ impl<'p, 'a: 'p> Planner<'p, 'a> {
                 self.emit(action, account_id);
                 continue;
             }
-            let detail = report.unwrap_or_else(|| {
-                format!("userName {target:?} is held or wanted by another account or person")
+            let (detail, conflict) = report.unwrap_or_else(|| {
+                (
+                    format!("userName {target:?} is held or wanted by another account or person"),
+                    UserNameConflict::default(),
+                )
             });
             self.out.drift.push(DriftItem {
                 kind: action.reason,
@@ -2246,6 +2275,7 @@ impl<'p, 'a: 'p> Planner<'p, 'a> {
                 account_id: account_id.clone(),
                 user_name: action.subject.clone(),
                 detail,
+                conflict: Some(conflict),
             });
             // The account's other attributes are still brought in line.
             if let ActionKind::UpdateAttributes {
@@ -4785,6 +4815,20 @@ mod tests {
             (ben.user_name.as_str(), ben.account_id.as_deref()),
             ("ada@ex.com", None)
         );
+        assert_eq!(
+            ben.conflict,
+            Some(UserNameConflict {
+                held_by: vec!["1".into()],
+                ..UserNameConflict::default()
+            })
+        );
+        // Every other item says it is none.
+        assert_eq!(
+            plan.drift.iter().filter(|d| d.conflict.is_some()).count(),
+            1,
+            "{:#?}",
+            plan.drift
+        );
         // Nothing Ben's report could be settled by is sent on the next run either.
         let again = fx.replan();
         assert!(again.is_empty(), "{:#?}", again.actions);
@@ -4821,6 +4865,15 @@ mod tests {
             ]
         );
 
+        let wanted = |d: &DriftItem| d.conflict.clone().map(|c| (c.held_by, c.wanted_by));
+        assert_eq!(
+            plan.drift.iter().filter_map(wanted).collect::<Vec<_>>(),
+            [
+                (vec![], vec!["anna".to_owned()]),
+                (vec![], vec!["ann".to_owned()])
+            ]
+        );
+
         // Many people given one userName: a few are named, the rest counted.
         fx.identities = (0..6)
             .map(|n| with_user_name(active(&format!("p{n}"), &[]), "team@x.com"))
@@ -4836,6 +4889,18 @@ mod tests {
                      person p3 (a new account), 2 more too"
                 )),
             "{reported:#?}"
+        );
+        let p0 = plan
+            .drift
+            .iter()
+            .find(|d| d.identity_id.as_deref() == Some("p0"));
+        assert_eq!(
+            p0.and_then(|d| d.conflict.clone()),
+            Some(UserNameConflict {
+                held_by: vec![],
+                wanted_by: vec!["p1".into(), "p2".into(), "p3".into()],
+                wanted_by_more: 2,
+            })
         );
     }
 
@@ -4903,6 +4968,13 @@ mod tests {
         assert_eq!(reported.len(), 1, "{:#?}", plan.drift);
         assert_eq!(reported[0].kind, DriftKind::AttributeDrift);
         assert_eq!(reported[0].account_id.as_deref(), Some("1"));
+        assert_eq!(
+            reported[0].conflict,
+            Some(UserNameConflict {
+                held_by: vec!["2".into()],
+                ..UserNameConflict::default()
+            })
+        );
         assert_eq!(
             reported[0].detail,
             "not renamed: account 1 keeps \"ann@ex.com\": userName \"bob@ex.com\" is already \
@@ -4975,5 +5047,124 @@ mod tests {
         let plan = fx.plan();
         assert!(plan.is_empty(), "{:#?}", plan.actions);
         assert_eq!(conflicts(&plan).len(), 2);
+        let held: Vec<(Option<&str>, Vec<String>)> = plan
+            .drift
+            .iter()
+            .filter_map(|d| Some((d.account_id.as_deref(), d.conflict.clone()?.held_by)))
+            .collect();
+        assert_eq!(
+            held,
+            [
+                (Some("2"), vec!["1".to_owned()]),
+                (Some("1"), vec!["2".to_owned()])
+            ]
+        );
+        // Ann's account, deleted, is in nobody's way: Bob's create names none.
+        let mut fx = Fx::new();
+        fx.settings.deprovision = DeprovisionAction::Delete;
+        fx.identities = vec![
+            ident("ann", IdentityStatus::Deprovisioned, &[]),
+            with_user_name(active("bob", &[]), "ann@ex.com"),
+            with_user_name(active("cy", &[]), "ann@ex.com"),
+        ];
+        fx.accounts = vec![acct("1", "ann")];
+        fx.links = vec![link("ann", "1")];
+        let plan = fx.plan();
+        assert!(created(&plan).is_empty(), "{:#?}", plan.actions);
+        assert_eq!(
+            plan.drift
+                .iter()
+                .filter_map(|d| Some((d.identity_id.as_deref()?, d.conflict.clone()?)))
+                .collect::<Vec<_>>(),
+            [
+                (
+                    "bob",
+                    UserNameConflict {
+                        wanted_by: vec!["cy".into()],
+                        ..UserNameConflict::default()
+                    }
+                ),
+                (
+                    "cy",
+                    UserNameConflict {
+                        wanted_by: vec!["bob".into()],
+                        ..UserNameConflict::default()
+                    }
+                ),
+            ]
+        );
+    }
+
+    /// Only a userName conflict carries `conflict`, and only it serialises the
+    /// field; an item stored before the field existed loads without it, unless
+    /// its detail opens as a conflict's did, which then still counts as one.
+    #[test]
+    fn a_user_name_conflict_is_marked_and_older_stored_items_still_count() {
+        let item = |kind: DriftKind, detail: &str| DriftItem {
+            kind,
+            identity_id: Some("ben".into()),
+            account_id: None,
+            user_name: "ada@ex.com".into(),
+            detail: detail.into(),
+            conflict: None,
+        };
+        let plain = item(DriftKind::MissingAccount, "identity is in scope");
+        let json = serde_json::to_value(&plain).unwrap();
+        assert!(json.get("conflict").is_none(), "{json}");
+        assert!(!is_user_name_conflict(&plain));
+        let marked = DriftItem {
+            conflict: Some(UserNameConflict {
+                held_by: vec!["1".into()],
+                ..UserNameConflict::default()
+            }),
+            ..item(DriftKind::MissingAccount, "anything")
+        };
+        let json = serde_json::to_value(&marked).unwrap();
+        assert_eq!(json["conflict"], serde_json::json!({"held_by": ["1"]}));
+        assert_eq!(serde_json::from_value::<DriftItem>(json).unwrap(), marked);
+        assert!(is_user_name_conflict(&marked));
+
+        // As an older version stored them: no `conflict` key at all.
+        let stored = |kind: &str, detail: &str| {
+            serde_json::from_value::<DriftItem>(serde_json::json!({
+                "kind": kind, "identity_id": "ben", "account_id": null,
+                "user_name": "ada@ex.com", "detail": detail,
+            }))
+            .unwrap()
+        };
+        let old_create = stored(
+            "missing_account",
+            "not created: userName \"ada@ex.com\" is already held by account 1 (person ada)",
+        );
+        let old_rename = stored(
+            "attribute_drift",
+            "not renamed: account 2 keeps \"ben@ex.com\": userName \"ada@ex.com\" is …",
+        );
+        for old in [&old_create, &old_rename] {
+            assert!(is_user_name_conflict(old), "{old:?}");
+            assert_eq!(old.conflict, Some(UserNameConflict::default()));
+        }
+        for (kind, detail) in [
+            (
+                "missing_account",
+                "identity is in scope but has no workspace account",
+            ),
+            ("stale_access", "not created: userName \"ada@ex.com\""),
+            (
+                "missing_account",
+                "not renamed: account 2 keeps \"ben@ex.com\"",
+            ),
+        ] {
+            let old = stored(kind, detail);
+            assert!(!is_user_name_conflict(&old), "{old:?}");
+            assert_eq!(old.conflict, None);
+        }
+        // A stored marker is taken as it is, whatever the detail says.
+        let mut json = serde_json::to_value(&marked).unwrap();
+        json["detail"] = NOT_CREATED.into();
+        assert_eq!(
+            serde_json::from_value::<DriftItem>(json).unwrap().conflict,
+            marked.conflict
+        );
     }
 }

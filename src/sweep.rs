@@ -852,6 +852,7 @@ pub async fn enforce(
             account_id: Some(account.id.clone()),
             user_name: account.user_name.clone(),
             detail: entry.reason.to_string(),
+            conflict: None,
         });
         plan.actions.push(Action {
             seq,

@@ -1047,12 +1047,19 @@ mod tests {
             account_id: Some("1".into()),
             user_name: "bob@ex.com".into(),
             detail: detail.into(),
+            conflict: None,
         };
-        let conflict = item(
-            "not renamed: account 1 keeps \"ann@ex.com\": userName \"bob@ex.com\" is already \
-             held by account 2 (person bob); two people cannot share a userName: fix it in the \
-             directory",
-        );
+        let conflict = DriftItem {
+            conflict: Some(crate::model::UserNameConflict {
+                held_by: vec!["2".into()],
+                ..Default::default()
+            }),
+            ..item(
+                "not renamed: account 1 keeps \"ann@ex.com\": userName \"bob@ex.com\" is \
+                 already held by account 2 (person bob); two people cannot share a userName: fix \
+                 it in the directory",
+            )
+        };
         report.drift = vec![
             item("differs from the directory: givenName …"),
             conflict.clone(),

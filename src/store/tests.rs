@@ -142,6 +142,7 @@ fn sample_plan() -> Plan {
                 account_id: Some("a0".into()),
                 user_name: "p0".into(),
                 detail: "gone".into(),
+                conflict: None,
             },
             DriftItem {
                 kind: DriftKind::DisputedMatch,
@@ -149,6 +150,7 @@ fn sample_plan() -> Plan {
                 account_id: None,
                 user_name: "ghost".into(),
                 detail: "two candidates".into(),
+                conflict: None,
             },
         ],
         new_links: vec![],
@@ -2023,6 +2025,68 @@ fn a_missing_snapshot_document_is_corruption_not_an_empty_snapshot() {
     );
 }
 
+/// A plan's drift document an older version stored has no `conflict` on any
+/// item: it loads, its userName conflicts (told then by how the detail begins)
+/// still count as such, and a plan saved now keeps the marker and who it names.
+#[test]
+fn drift_stored_before_user_name_conflicts_were_marked_still_loads() {
+    let mut store = Store::open_in_memory().unwrap();
+    let old = store.begin_run(RunKind::Reconcile, t(0)).unwrap();
+    store
+        .conn
+        .execute(
+            "INSERT INTO plan_drift (run_id, item_count, body) VALUES (?1, 2, ?2)",
+            rusqlite::params![
+                old,
+                json!([
+                    {"kind": "missing_account", "identity_id": "ben", "account_id": null,
+                     "user_name": "ada@example.com",
+                     "detail": "not created: userName \"ada@example.com\" is already held by \
+                                account 1 (person ada); two people cannot share a userName"},
+                    {"kind": "missing_account", "identity_id": "cy", "account_id": null,
+                     "user_name": "cy@example.com",
+                     "detail": "identity is in scope but has no workspace account"},
+                ])
+                .to_string()
+            ],
+        )
+        .unwrap();
+    let loaded = store.drift(old).unwrap();
+    let conflicts: Vec<(&str, bool)> = loaded
+        .iter()
+        .map(|d| (d.user_name.as_str(), crate::plan::is_user_name_conflict(d)))
+        .collect();
+    assert_eq!(
+        conflicts,
+        [("ada@example.com", true), ("cy@example.com", false)]
+    );
+
+    let run = store.begin_run(RunKind::Reconcile, t(1)).unwrap();
+    let marked = DriftItem {
+        conflict: Some(crate::model::UserNameConflict {
+            held_by: vec!["1".into()],
+            wanted_by: vec!["dan".into()],
+            wanted_by_more: 0,
+        }),
+        ..loaded[0].clone()
+    };
+    let plan = Plan {
+        drift: vec![marked.clone(), loaded[1].clone()],
+        ..Plan::default()
+    };
+    store.save_plan(run, &plan, t(2)).unwrap();
+    assert_eq!(store.drift(run).unwrap(), plan.drift);
+    let body: String = store
+        .conn
+        .query_row(
+            "SELECT body FROM plan_drift WHERE run_id = ?1",
+            [run],
+            |row| row.get(0),
+        )
+        .unwrap();
+    assert_eq!(body.matches("\"conflict\"").count(), 1, "{body}");
+}
+
 #[test]
 fn drift_items_survive_the_move_to_one_document_per_run() {
     let dir = tempfile::tempdir().unwrap();
@@ -2052,6 +2116,7 @@ fn drift_items_survive_the_move_to_one_document_per_run() {
             account_id: account.map(str::to_owned),
             user_name: user.to_owned(),
             detail: detail.to_owned(),
+            conflict: None,
         };
     assert_eq!(
         store.drift(1).unwrap(),

@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use crate::fixtures::reconcile;
 use seatwarden::config::Config;
 use seatwarden::explain::explain;
-use seatwarden::model::{ActionKind, DriftKind, WorkspaceSnapshot};
+use seatwarden::model::{ActionKind, DriftKind, UserNameConflict, WorkspaceSnapshot};
 use seatwarden::report::{Outcome, State, headline};
 use seatwarden::store::Store;
 use serde_json::json;
@@ -150,6 +150,14 @@ async fn a_second_person_with_a_taken_user_name_is_reported_and_never_written() 
             .collect();
         assert_eq!(ben.len(), 1, "run {run}: {ben:#?}");
         assert_eq!(ben[0].kind, DriftKind::MissingAccount);
+        assert_eq!(
+            ben[0].conflict,
+            Some(UserNameConflict {
+                held_by: vec![ada.id.clone()],
+                ..UserNameConflict::default()
+            }),
+            "run {run}"
+        );
         let detail = &ben[0].detail;
         assert!(
             detail.starts_with("not created: userName \"Ada@Example.com\" is already held by")
@@ -188,6 +196,152 @@ async fn a_second_person_with_a_taken_user_name_is_reported_and_never_written() 
             ("ada@example.com".to_owned(), Some("p-ada".to_owned())),
             ("cy@example.com".to_owned(), Some("p-cy".to_owned())),
         ]
+    );
+    workspace.shutdown().await;
+}
+
+/// Ada's account holds the userName two others now want: Ben, new, and Dan,
+/// whose account would be renamed to it. Explaining Ada names both and says
+/// their create and rename wait on her account; explaining Ben names Ada's
+/// account, as before. Someone no one waits on gets no such line.
+#[tokio::test]
+async fn explaining_the_holder_of_a_wanted_user_name_names_who_waits_on_it() {
+    let idp = MockServer::start().await;
+    list_people(
+        &idp,
+        &[("p-ada", "ada@example.com"), ("p-dan", "dan@example.com")],
+    )
+    .await;
+    let workspace = crate::fixtures::sandbox(WORKSPACE_TOKEN, WorkspaceSnapshot::default()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = config(dir.path(), &idp, workspace.base_url().as_ref());
+    crate::fixtures::assert_clean_reconcile(&reconcile(&config).await.report);
+    let id_of = |user_name: &str| {
+        workspace
+            .snapshot()
+            .accounts
+            .into_iter()
+            .find(|a| a.user_name == user_name)
+            .unwrap()
+            .id
+    };
+    let (ada, dan) = (id_of("ada@example.com"), id_of("dan@example.com"));
+
+    list_people(
+        &idp,
+        &[
+            ("p-ada", "ada@example.com"),
+            ("p-ben", "Ada@Example.com"),
+            ("p-dan", "ADA@example.com"),
+        ],
+    )
+    .await;
+    let outcome = reconcile(&config).await;
+    assert_eq!(
+        outcome.report.summary.actions_failed, 0,
+        "{:#?}",
+        outcome.report.actions
+    );
+    let mut conflicts: Vec<(&str, Option<&str>, &UserNameConflict)> = outcome
+        .report
+        .drift
+        .iter()
+        .filter_map(|d| {
+            Some((
+                d.identity_id.as_deref()?,
+                d.account_id.as_deref(),
+                d.conflict.as_ref()?,
+            ))
+        })
+        .collect();
+    conflicts.sort_by_key(|c| c.0);
+    let held = |wanted_by: &str| UserNameConflict {
+        held_by: vec![ada.clone()],
+        wanted_by: vec![wanted_by.to_owned()],
+        wanted_by_more: 0,
+    };
+    assert_eq!(
+        conflicts,
+        [
+            ("p-ben", None, &held("p-dan")),
+            ("p-dan", Some(dan.as_str()), &held("p-ben")),
+        ]
+    );
+
+    let store = Store::open(&config.state.path).unwrap();
+    let next_run = |person: &str| {
+        let explained = explain(&config, &store, person, chrono::Utc::now()).unwrap();
+        explained
+            .split("\nNext run")
+            .nth(1)
+            .unwrap_or_default()
+            .to_owned()
+    };
+    let for_ada = next_run("p-ada");
+    let waiting: Vec<&str> = for_ada
+        .lines()
+        .filter(|l| l.starts_with("  holds the userName"))
+        .collect();
+    let free = format!(
+        "while this account keeps it; two people cannot share a userName: fix it in the \
+         directory, or free it (rename or delete account {ada}) if it should be theirs"
+    );
+    assert_eq!(
+        waiting,
+        [
+            format!(
+                "  holds the userName person p-ben wants (\"Ada@Example.com\"): their account \
+                 is not created {free}"
+            ),
+            format!(
+                "  holds the userName person p-dan wants (\"ADA@example.com\"): their account \
+                 {dan} is not renamed to it {free}"
+            ),
+        ],
+        "{for_ada}"
+    );
+    // Nothing is planned for Ada herself.
+    assert!(for_ada.contains("\n  nothing\n"), "{for_ada}");
+
+    let for_ben = next_run("p-ben");
+    assert!(
+        for_ben.contains(&format!(
+            "\n  not created: userName \"Ada@Example.com\" is already held by account {ada} \
+             (person p-ada) and is wanted by person p-dan (account {dan} renamed) too"
+        )),
+        "{for_ben}"
+    );
+    assert!(!for_ben.contains("holds the userName"), "{for_ben}");
+    // Dan has an account, but not the one in the way: only his own rename shows.
+    let for_dan = next_run("p-dan");
+    assert!(
+        for_dan.contains(&format!(
+            "\n  not renamed: account {dan} keeps \"dan@example.com\": userName \
+             \"ADA@example.com\" is already held by account {ada}"
+        )),
+        "{for_dan}"
+    );
+    assert!(!for_dan.contains("holds the userName"), "{for_dan}");
+
+    // Many want it: a few are named, the rest counted.
+    let mut people = vec![("p-ada", "ada@example.com"), ("p-dan", "ADA@example.com")];
+    let others: Vec<String> = (1..=6).map(|n| format!("p-w{n}")).collect();
+    people.extend(others.iter().map(|id| (id.as_str(), "ada@EXAMPLE.com")));
+    list_people(&idp, &people).await;
+    reconcile(&config).await;
+    let for_ada = next_run("p-ada");
+    let lines: Vec<&str> = for_ada.lines().collect();
+    assert_eq!(lines.len(), 8, "{for_ada}");
+    assert_eq!(lines[1], "  nothing");
+    assert!(
+        lines[2..7]
+            .iter()
+            .all(|l| l.starts_with("  holds the userName person p-")),
+        "{for_ada}"
+    );
+    assert_eq!(
+        lines[7],
+        "  and 2 more people want its userName, each waiting likewise"
     );
     workspace.shutdown().await;
 }

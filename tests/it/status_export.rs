@@ -172,6 +172,7 @@ async fn approved_after_the_snapshot() -> Approved {
             account_id: None,
             user_name: "dana.dup@example.com".to_owned(),
             detail: "several accounts match".to_owned(),
+            conflict: None,
         }],
         ..Plan::default()
     };

@@ -86,6 +86,7 @@ fn one_run_end_to_end_then_resume_after_a_crash() {
                 account_id: Some("a1".into()),
                 user_name: "ada@example.com".into(),
                 detail: "identity is deprovisioned in the directory".into(),
+                conflict: None,
             }],
             new_links: vec![],
             retained: vec![],
