@@ -393,3 +393,87 @@ async fn interop_scim2_server_paging_by_cursor_only_converges() {
         .unwrap();
     assert_eq!(found.as_ref().map(|a| &a.id), Some(&some.id));
 }
+
+/// A chain of renames (Bob gives up `bob@`, Cy takes it and gives up `cy@`, Dan
+/// takes that, and Eve, new, is given Dan's old `dan@`) made in one run against
+/// scim2-server: each link after the one it waits on.
+#[tokio::test]
+#[ignore = "needs scim2-server: run `bash scripts/interop.sh`"]
+async fn interop_a_chain_of_renames_converges_against_scim2_server() {
+    let (base, token) = server();
+    let url = tenant_url(&base, "rename-chain");
+    let workspace = client(&url, &token);
+    workspace.discover().await.unwrap();
+    for who in ["bob", "cy", "dan"] {
+        workspace
+            .create_account(&AccountSpec {
+                user_name: format!("{who}@example.com"),
+                external_id: format!("p-{who}"),
+                given_name: None,
+                family_name: None,
+                display_name: None,
+                email: None,
+                role: None,
+            })
+            .await
+            .unwrap();
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let users: Vec<serde_json::Value> = [
+        ("p-bob", "robert"),
+        ("p-cy", "bob"),
+        ("p-dan", "cy"),
+        ("p-eve", "dan"),
+    ]
+    .iter()
+    .map(|(id, user)| {
+        serde_json::json!({
+            "id": id, "userName": format!("{user}@example.com"),
+            "email": format!("{user}@example.com"), "status": "ACTIVE", "groups": []
+        })
+    })
+    .collect();
+    std::fs::write(
+        dir.path().join("directory.json"),
+        serde_json::json!({ "users": users }).to_string(),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("seatwarden.toml"),
+        format!(
+            "[directory]\nkind = \"file\"\npath = \"directory.json\"\n\n\
+             [workspace]\nurl = \"{url}\"\ntoken = \"{token}\"\nmax_concurrency = 4\n\n\
+             [safety]\nsettle = \"0s\"\nmax_renames = 10\nmax_rename_percent = 100.0\n"
+        ),
+    )
+    .unwrap();
+    let config = seatwarden::config::Config::load_with_env(
+        &dir.path().join("seatwarden.toml"),
+        Some(Default::default()),
+    )
+    .unwrap();
+    let outcome = crate::fixtures::assert_converges(&config).await;
+    assert_eq!(
+        outcome.plan.runnable().filter(|a| a.kind.renames()).count(),
+        3
+    );
+    let mut accounts: Vec<(String, Option<String>)> = workspace
+        .snapshot(&|_| {})
+        .await
+        .unwrap()
+        .accounts
+        .into_iter()
+        .map(|a| (a.user_name, a.external_id))
+        .collect();
+    accounts.sort();
+    let expected: Vec<(String, Option<String>)> = [
+        ("bob", "p-cy"),
+        ("cy", "p-dan"),
+        ("dan", "p-eve"),
+        ("robert", "p-bob"),
+    ]
+    .iter()
+    .map(|(user, id)| (format!("{user}@example.com"), Some((*id).to_owned())))
+    .collect();
+    assert_eq!(accounts, expected);
+}
