@@ -989,6 +989,25 @@ impl<'p> FreedUserNames<'p> {
     }
 }
 
+/// The runnable actions of `plan` in the batches the executor writes them in, one
+/// after the other; a batch's writes go side by side. No create or rename of a
+/// batch wants a userName an account has when the batch starts (property-tested
+/// against `simulate`d workspaces).
+pub fn write_batches(plan: &Plan) -> Vec<Vec<&Action>> {
+    write_order(plan, &FreedUserNames::new(plan))
+}
+
+fn write_order<'p>(plan: &'p Plan, freed: &FreedUserNames<'p>) -> Vec<Vec<&'p Action>> {
+    let mut batches: BTreeMap<(u8, u32), Vec<&Action>> = BTreeMap::new();
+    for action in plan.runnable() {
+        batches
+            .entry((phase(&action.kind), freed.link(action.seq)))
+            .or_default()
+            .push(action);
+    }
+    batches.into_values().collect()
+}
+
 /// Why a create or rename was not sent: the rename that was to free its userName
 /// failed, so the userName is still taken.
 fn not_sent_behind_rename(name: &str, rename: &Action) -> String {
@@ -1087,15 +1106,8 @@ pub async fn apply_with_breaker(
         clock,
     };
     let freed = FreedUserNames::new(plan);
-    let mut phases: BTreeMap<(u8, u32), Vec<&Action>> = BTreeMap::new();
-    for action in plan.runnable() {
-        phases
-            .entry((phase(&action.kind), freed.link(action.seq)))
-            .or_default()
-            .push(action);
-    }
     let mut executed: HashMap<u32, Executed> = HashMap::new();
-    let mut phases = phases.into_values();
+    let mut phases = write_order(plan, &freed).into_iter();
     while let Some(mut actions) = phases.next() {
         // Later phases stay `planned` (not run): nothing of them was sent.
         if executor.writes_stopped() {

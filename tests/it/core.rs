@@ -4,7 +4,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use proptest::prelude::*;
 use proptest::sample::subsequence;
@@ -553,6 +553,50 @@ proptest! {
         }
     }
 
+    /// The executor's write batches never send a create or rename onto a userName
+    /// an account has when its batch starts (a batch's writes go side by side): a
+    /// chain of renames goes link by link.
+    #[test]
+    fn no_write_batch_sends_a_user_name_an_account_still_has(s in scenario()) {
+        let plan = s.plan();
+        let fold = seatwarden::model::fold_case;
+        let mut names: BTreeMap<String, String> = s
+            .workspace
+            .accounts
+            .iter()
+            .map(|a| (a.id.clone(), fold(&a.user_name)))
+            .collect();
+        for batch in seatwarden::apply::write_batches(&plan) {
+            for action in &batch {
+                let Some(target) = action.kind.wanted_user_name().map(fold) else {
+                    continue;
+                };
+                let own = action.kind.account_id();
+                let holder = names
+                    .iter()
+                    .find(|(id, name)| **name == target && Some(id.as_str()) != own);
+                prop_assert!(holder.is_none(), "{target} still {holder:?}'s: {:#?}", plan.actions);
+            }
+            for action in &batch {
+                match &action.kind {
+                    ActionKind::Delete { account_id, .. } => {
+                        names.remove(account_id);
+                    }
+                    ActionKind::CreateAccount { identity_id, spec } => {
+                        names.insert(format!("created {identity_id}"), fold(&spec.user_name));
+                    }
+                    kind => {
+                        if let (Some(id), Some((_, Some(to)))) =
+                            (kind.account_id(), kind.user_name_change())
+                        {
+                            names.insert(id.to_owned(), fold(to));
+                        }
+                    }
+                }
+            }
+        }
+    }
+
     /// Protected accounts never appear in any action.
     #[test]
     fn protected_accounts_are_never_touched(
@@ -882,7 +926,7 @@ proptest! {
         ages in proptest::collection::vec(proptest::option::weighted(0.7, 0..20i64), 64),
         settle_minutes in 0..15i64,
     ) {
-        use std::collections::{BTreeMap, HashMap};
+        use std::collections::HashMap;
         use seatwarden::guard::{hold_unsettled, settle_keys};
         use seatwarden::model::{Action, HoldReason};
 
