@@ -307,6 +307,11 @@ pub fn status_is_transient(status: u16) -> bool {
     matches!(status, 408 | 429) || (status >= 500 && status != 501)
 }
 
+/// How [`describe_failure`] begins a request that got no connection, or no
+/// answer in time (the callers that tell the operator to check the URL match it).
+pub(crate) const CONNECTION_FAILED: &str = "connection failed";
+pub(crate) const TIMED_OUT: &str = "timed out";
+
 /// Why a request got no HTTP answer, with the cause chain ("timed out: …",
 /// "connection failed: …", "TLS certificate refused: …"), and whether another
 /// attempt may help. reqwest's own Display carries the URL, never headers;
@@ -325,13 +330,13 @@ pub fn describe_failure(e: &reqwest::Error) -> (String, bool) {
     });
     let to = server.map(|s| format!(" ({s})")).unwrap_or_default();
     let mut message = if e.is_timeout() {
-        format!("timed out{to}")
+        format!("{TIMED_OUT}{to}")
     } else if certificate {
         format!("TLS certificate refused{to}")
     } else if tls.is_some() {
         format!("TLS handshake failed{to}")
     } else if e.is_connect() {
-        format!("connection failed{to}")
+        format!("{CONNECTION_FAILED}{to}")
     } else {
         format!("request failed{to}")
     };

@@ -80,6 +80,11 @@ pub enum RunError {
     /// later request can do better, and only a human can fix the token.
     #[error("reading the workspace: {0}; {hint}", hint = crate::workspace::CHECK_TOKEN)]
     TokenRefused(WorkspaceError),
+    /// A read of the run got no connection, or no answer in time, past its
+    /// retries: a host or port mistyped in `workspace.url`, DNS, a firewall or a
+    /// proxy, which the operator is told to check.
+    #[error("reading the workspace: {0}; {hint}", hint = CHECK_REACHABLE)]
+    Unreachable(WorkspaceError),
     #[error("state database: {0}")]
     Store(#[from] StoreError),
     #[error("applying the plan: {0}")]
@@ -163,11 +168,17 @@ impl StoppedRun {
     }
 }
 
-/// A read's 401 or 403 is the token's fault, whichever read of the run met it.
+/// What an operator checks when the workspace cannot be reached at all.
+pub const CHECK_REACHABLE: &str = "check the host and port in workspace.url, and that this \
+     machine reaches that host: DNS, a firewall, or a proxy (HTTPS_PROXY)";
+
+/// A read's 401 or 403 is the token's fault, whichever read of the run met it; a
+/// read that reached nothing is the URL's or the network's.
 impl From<WorkspaceError> for RunError {
     fn from(e: WorkspaceError) -> RunError {
         match e.status() {
             Some(401 | 403) => RunError::TokenRefused(e),
+            _ if e.is_unreachable() => RunError::Unreachable(e),
             _ => RunError::Workspace(e),
         }
     }
@@ -183,7 +194,9 @@ impl crate::retry::Transient for RunError {
             | RunError::Stopped { .. }
             | RunError::StoppedReading => false,
             RunError::Directory(e) => e.is_transient(),
-            RunError::Workspace(e) | RunError::TokenRefused(e) => e.is_transient(),
+            RunError::Workspace(e) | RunError::TokenRefused(e) | RunError::Unreachable(e) => {
+                e.is_transient()
+            }
             RunError::AccountsUnread(unread) => unread.transient,
             // Tried again by the retry job in any case.
             RunError::DeprovisionsUnwritten(_) => true,

@@ -42,6 +42,7 @@ mod qa_stop;
 mod report;
 mod resume;
 mod review_s34;
+mod review_s36;
 mod role_groups;
 mod run_recovery;
 mod safety;
