@@ -61,12 +61,14 @@ pub enum ConfigError {
         key: String,
         message: String,
     },
-    #[error("{path}: key `{key}`: cannot read secret file {file}: {source}")]
+    #[error("{path}: key `{key}`: cannot read secret file {file}: {source}{hint}")]
     SecretFile {
         path: PathBuf,
         key: String,
         file: PathBuf,
         source: std::io::Error,
+        /// What to do about it ([`Config::unreadable_file_hint`]), or empty.
+        hint: String,
     },
 }
 
@@ -108,6 +110,11 @@ pub struct Config {
     /// one `_` for `__`), nor one of [`OWN_VARIABLES`]: not read, and warned about.
     #[serde(skip)]
     pub unread_variables: Vec<String>,
+    /// The keys whose path was relative as written (in the file or a variable),
+    /// with that text: they are taken from the configuration file's folder, which
+    /// a file not found there must say, as people expect the working directory.
+    #[serde(skip)]
+    pub relative_paths: std::collections::BTreeMap<&'static str, PathBuf>,
 }
 
 /// The variables the binary reads itself (`--config`, the operator named in the
@@ -1162,22 +1169,28 @@ impl Config {
 
     fn resolve_paths(&mut self) {
         let base = self.base_dir();
-        let resolve = |p: &mut PathBuf| {
+        let mut relative = std::collections::BTreeMap::new();
+        let mut resolve = |key: &'static str, p: &mut PathBuf| {
             if p.is_relative() {
+                relative.insert(key, p.clone());
                 *p = base.join(&*p);
             }
         };
         match &mut self.directory {
-            DirectoryConfig::File { path } => resolve(path),
+            DirectoryConfig::File { path } => resolve("directory.path", path),
             DirectoryConfig::Okta {
                 token_file,
                 private_key_file,
                 ca_file,
                 ..
             } => {
-                token_file.iter_mut().for_each(resolve);
-                private_key_file.iter_mut().for_each(resolve);
-                ca_file.iter_mut().for_each(resolve);
+                for (key, file) in [
+                    ("directory.token_file", token_file),
+                    ("directory.private_key_file", private_key_file),
+                    ("directory.ca_file", ca_file),
+                ] {
+                    file.iter_mut().for_each(|p| resolve(key, p));
+                }
             }
             DirectoryConfig::Entra {
                 client_secret_file,
@@ -1186,54 +1199,113 @@ impl Config {
                 ca_file,
                 ..
             } => {
-                client_secret_file.iter_mut().for_each(resolve);
-                certificate_file.iter_mut().for_each(resolve);
-                private_key_file.iter_mut().for_each(resolve);
-                ca_file.iter_mut().for_each(resolve);
+                for (key, file) in [
+                    ("directory.client_secret_file", client_secret_file),
+                    ("directory.certificate_file", certificate_file),
+                    ("directory.private_key_file", private_key_file),
+                    ("directory.ca_file", ca_file),
+                ] {
+                    file.iter_mut().for_each(|p| resolve(key, p));
+                }
             }
             DirectoryConfig::Ldap {
                 ca_file,
                 bind_password_file,
                 ..
             } => {
-                ca_file.iter_mut().for_each(resolve);
-                bind_password_file.iter_mut().for_each(resolve);
+                for (key, file) in [
+                    ("directory.ca_file", ca_file),
+                    ("directory.bind_password_file", bind_password_file),
+                ] {
+                    file.iter_mut().for_each(|p| resolve(key, p));
+                }
             }
             DirectoryConfig::Scim {
                 token_file,
                 ca_file,
                 ..
             } => {
-                token_file.iter_mut().for_each(resolve);
-                ca_file.iter_mut().for_each(resolve);
+                for (key, file) in [
+                    ("directory.token_file", token_file),
+                    ("directory.ca_file", ca_file),
+                ] {
+                    file.iter_mut().for_each(|p| resolve(key, p));
+                }
             }
         }
         if let Some(file) = &mut self.workspace.token_file {
-            resolve(file);
+            resolve("workspace.token_file", file);
         }
         if let Some(file) = &mut self.workspace.ca_file {
-            resolve(file);
+            resolve("workspace.ca_file", file);
         }
-        resolve(&mut self.state.path);
+        resolve("state.path", &mut self.state.path);
         if let Some(file) = &mut self.http.trigger_token_file {
-            resolve(file);
+            resolve("http.trigger_token_file", file);
         }
         if let Some(email) = &mut self.report.email {
             if let Some(file) = &mut email.password_file {
-                resolve(file);
+                resolve("report.email.password_file", file);
             }
             if let Some(file) = &mut email.ca_file {
-                resolve(file);
+                resolve("report.email.ca_file", file);
             }
+        }
+        self.relative_paths = relative;
+    }
+
+    /// What to do about a file `key` names that could not be read, after the
+    /// system's reason: where a relative path was taken from (the configuration
+    /// file's folder, not the working directory), what a missing file needs, and
+    /// who must be able to read one refused. Empty for other failures.
+    pub fn unreadable_file_hint(&self, key: &str, error: &std::io::Error) -> String {
+        use std::io::ErrorKind;
+        match (error.kind(), self.relative_paths.get(key)) {
+            (ErrorKind::NotFound, Some(written)) => format!(
+                "; {key} is the relative path {:?}, taken from the configuration file's \
+                 folder {}, not from the working directory: write it as an absolute path \
+                 if the file is elsewhere",
+                written.display().to_string(),
+                self.base_dir().display()
+            ),
+            (ErrorKind::NotFound, None) => {
+                format!("; create it, or point {key} at the right file")
+            }
+            (ErrorKind::PermissionDenied, _) => format!(
+                "; it must be readable by the user seatwarden runs as (the service's \
+                 user; for a secret, owned by it with mode 0600 or 0400), or point {key} \
+                 at a copy that is"
+            ),
+            _ => String::new(),
         }
     }
 
     /// The certificates of a `ca_file` key ([`crate::http::read_ca_file`]).
     fn ca_pem(&self, key: &str, file: Option<&Path>) -> Result<Option<Vec<u8>>, ConfigError> {
         file.map(|file| {
-            crate::http::read_ca_file(file).map_err(|e| self.key_error(key, e.to_string()))
+            crate::http::read_ca_file(file).map_err(|e| {
+                let hint = match &e {
+                    crate::http::CaFileError::Unreadable { source, .. } => {
+                        self.unreadable_file_hint(key, source)
+                    }
+                    _ => String::new(),
+                };
+                self.key_error(key, format!("{e}{hint}"))
+            })
         })
         .transpose()
+    }
+
+    /// A secret file `key` names could not be read: the error names the key, the
+    /// file and what to do ([`Config::unreadable_file_hint`]).
+    fn secret_file_error(&self, key: &str, file: &Path, source: std::io::Error) -> ConfigError {
+        ConfigError::SecretFile {
+            path: self.origin_of(key),
+            key: key.to_owned(),
+            file: file.to_owned(),
+            hint: self.unreadable_file_hint(key, &source),
+            source,
+        }
     }
 
     fn key_error(&self, key: &str, message: impl Into<String>) -> ConfigError {
@@ -1766,10 +1838,34 @@ impl Config {
             .map_err(|e| self.directory_error(e))
     }
 
+    /// [`Config::unreadable_file_hint`] for a directory error about a file the
+    /// configuration names (the export, a secret file); empty for any other.
+    pub fn directory_file_hint(&self, e: &crate::directory::DirectoryError) -> String {
+        use crate::directory::DirectoryError;
+        match e {
+            DirectoryError::Io { source, .. } => {
+                self.unreadable_file_hint("directory.path", source)
+            }
+            DirectoryError::SecretFile { key, source, .. } => {
+                self.unreadable_file_hint(key, source)
+            }
+            _ => String::new(),
+        }
+    }
+
     fn directory_error(&self, e: crate::directory::DirectoryError) -> ConfigError {
+        use crate::directory::DirectoryError;
+        // The file's error names the key; where its value came from (a variable)
+        // goes in front, as for every other key.
+        let path = match &e {
+            DirectoryError::Io { .. } => self.origin_of("directory.path"),
+            DirectoryError::SecretFile { key, .. } => self.origin_of(key),
+            _ => self.source.clone(),
+        };
+        let hint = self.directory_file_hint(&e);
         ConfigError::Invalid {
-            path: self.source.clone(),
-            message: format!("directory: {e}"),
+            path,
+            message: format!("directory: {e}{hint}"),
         }
     }
 
@@ -1784,13 +1880,9 @@ impl Config {
         let password = match (&email.password, &email.password_file) {
             (Some(password), _) => Some(password.clone()),
             (None, Some(file)) => {
-                let text =
-                    std::fs::read_to_string(file).map_err(|source| ConfigError::SecretFile {
-                        path: self.origin_of("report.email.password_file"),
-                        key: "report.email.password_file".into(),
-                        file: file.clone(),
-                        source,
-                    })?;
+                let text = std::fs::read_to_string(file).map_err(|source| {
+                    self.secret_file_error("report.email.password_file", &file, source)
+                })?;
                 let password = secret_in_file(&text).ok_or_else(|| {
                     self.key_error(
                         "report.email.password_file",
@@ -2456,12 +2548,8 @@ impl Config {
             return Ok(token.clone());
         }
         let file = self.workspace.token_file.clone().unwrap_or_default();
-        let text = std::fs::read_to_string(&file).map_err(|source| ConfigError::SecretFile {
-            path: self.origin_of("workspace.token_file"),
-            key: "workspace.token_file".into(),
-            file: file.clone(),
-            source,
-        })?;
+        let text = std::fs::read_to_string(&file)
+            .map_err(|source| self.secret_file_error("workspace.token_file", &file, source))?;
         let token = token_in_file(&text).ok_or_else(|| {
             self.key_error(
                 "workspace.token_file",
@@ -2789,12 +2877,8 @@ impl Config {
         let Some(file) = &self.http.trigger_token_file else {
             return Ok(None);
         };
-        let text = std::fs::read_to_string(file).map_err(|source| ConfigError::SecretFile {
-            path: self.origin_of("http.trigger_token_file"),
-            key: "http.trigger_token_file".into(),
-            file: file.clone(),
-            source,
-        })?;
+        let text = std::fs::read_to_string(file)
+            .map_err(|source| self.secret_file_error("http.trigger_token_file", &file, source))?;
         let token = token_in_file(&text).ok_or_else(|| {
             self.key_error(
                 "http.trigger_token_file",

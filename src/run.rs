@@ -73,6 +73,11 @@ pub enum RunError {
     Config(#[from] ConfigError),
     #[error("reading the directory: {0}")]
     Directory(#[from] DirectoryError),
+    /// A file the configuration names for the directory (the export, a secret
+    /// file) could not be read: with what to do about it
+    /// ([`Config::directory_file_hint`]).
+    #[error("reading the directory: {error}{hint}")]
+    DirectoryFile { error: DirectoryError, hint: String },
     #[error("reading the workspace: {0}")]
     Workspace(WorkspaceError),
     /// A read of the run was answered 401 or 403 (the first, discovery, or one
@@ -168,6 +173,19 @@ impl StoppedRun {
     }
 }
 
+impl RunError {
+    /// A directory read's error, with what to do when it is about a file the
+    /// configuration names.
+    pub fn directory(config: &Config, error: DirectoryError) -> RunError {
+        let hint = config.directory_file_hint(&error);
+        if hint.is_empty() {
+            RunError::Directory(error)
+        } else {
+            RunError::DirectoryFile { error, hint }
+        }
+    }
+}
+
 /// What an operator checks when the workspace cannot be reached at all.
 pub const CHECK_REACHABLE: &str = "check the host and port in workspace.url, and that this \
      machine reaches that host: DNS, a firewall, or a proxy (HTTPS_PROXY)";
@@ -193,7 +211,7 @@ impl crate::retry::Transient for RunError {
             | RunError::Task(_)
             | RunError::Stopped { .. }
             | RunError::StoppedReading => false,
-            RunError::Directory(e) => e.is_transient(),
+            RunError::Directory(e) | RunError::DirectoryFile { error: e, .. } => e.is_transient(),
             RunError::Workspace(e) | RunError::TokenRefused(e) | RunError::Unreachable(e) => {
                 e.is_transient()
             }
@@ -753,7 +771,12 @@ async fn pipeline(
     // directory snapshot is stored and the links are loaded on the blocking pool:
     // against a remote workspace that costs no time at all.
     let read_directory = async {
-        let snapshot = Arc::new(directory.snapshot().await?);
+        let snapshot = Arc::new(
+            directory
+                .snapshot()
+                .await
+                .map_err(|e| RunError::directory(config, e))?,
+        );
         tracing::info!(identities = snapshot.identities.len(), source = %directory.describe(), "directory read");
         let saving = {
             let store = Arc::clone(store);

@@ -6,6 +6,9 @@
 use std::path::Path;
 use std::process::{Command, Output};
 
+use seatwarden::model::WorkspaceSnapshot;
+use seatwarden::sandbox::{Sandbox, SandboxOptions};
+
 /// `seatwarden ARGS` in `cwd`, with no `SEATWARDEN_…` variable but `env`.
 fn seatwarden(cwd: &Path, env: &[(&str, &str)], args: &[&str]) -> Output {
     let mut command = Command::new(env!("CARGO_BIN_EXE_seatwarden"));
@@ -14,7 +17,10 @@ fn seatwarden(cwd: &Path, env: &[(&str, &str)], args: &[&str]) -> Output {
             command.env_remove(name);
         }
     }
-    command.current_dir(cwd).args(args).envs(env.iter().copied());
+    command
+        .current_dir(cwd)
+        .args(args)
+        .envs(env.iter().copied());
     command.output().unwrap()
 }
 
@@ -77,6 +83,110 @@ fn an_unreachable_workspace_names_workspace_url_and_what_to_check() {
     );
     assert!(
         line.contains("check the host and port in workspace.url"),
+        "{line}"
+    );
+}
+
+/// README's quickstart sets `SEATWARDEN__WORKSPACE__TOKEN_FILE` from a shell; one
+/// written relative (`=token`, from the folder the operator is in) is taken from
+/// the configuration file's folder, as documented, and the error only showed
+/// the resolved path: "cannot read secret file /etc/seatwarden/token". It says
+/// now that the path was relative and where it was taken from.
+#[test]
+fn a_relative_secret_path_not_found_says_where_it_was_looked_for() {
+    let dir = tempfile::tempdir().unwrap();
+    let etc = dir.path().join("etc");
+    let home = dir.path().join("home");
+    std::fs::create_dir_all(&etc).unwrap();
+    std::fs::create_dir_all(&home).unwrap();
+    // The token is where the operator stands, not next to the configuration.
+    std::fs::write(home.join("token"), "t0ken\n").unwrap();
+    let config = write_config(&etc, "url = \"https://scim.example.com/scim/v2\"", "");
+    let output = seatwarden(
+        &home,
+        &[("SEATWARDEN__WORKSPACE__TOKEN_FILE", "token")],
+        &["--config", config.to_str().unwrap(), "check-config"],
+    );
+    let err = stderr(&output);
+    assert_eq!(output.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains(
+            "environment variable SEATWARDEN__WORKSPACE__TOKEN_FILE: key `workspace.token_file`"
+        ),
+        "{err}"
+    );
+    assert!(
+        err.contains(&format!(
+            "workspace.token_file is the relative path \"token\", taken from the configuration \
+             file's folder {}, not from the working directory",
+            etc.display()
+        )),
+        "{err}"
+    );
+
+    // An absolute path that is not there gets the plain advice.
+    let output = seatwarden(
+        &home,
+        &[(
+            "SEATWARDEN__WORKSPACE__TOKEN_FILE",
+            home.join("typo").to_str().unwrap(),
+        )],
+        &["--config", config.to_str().unwrap(), "check-config"],
+    );
+    let err = stderr(&output);
+    assert_eq!(output.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("; create it, or point workspace.token_file at the right file"),
+        "{err}"
+    );
+    assert!(!err.contains("relative path"), "{err}");
+}
+
+/// The same for the directory export at a run (not only in `check-config`): a
+/// `plan` whose `directory.path` is relative and missing says where it looked.
+#[test]
+fn a_run_whose_relative_directory_export_is_missing_says_where_it_looked() {
+    let dir = tempfile::tempdir().unwrap();
+    let etc = dir.path().join("etc");
+    std::fs::create_dir_all(&etc).unwrap();
+    // A workspace that answers, so the directory is what fails.
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let sandbox = runtime.block_on(async {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        Sandbox::start(
+            listener,
+            SandboxOptions {
+                token: "t0ken".into(),
+                ..SandboxOptions::default()
+            },
+            WorkspaceSnapshot::default(),
+        )
+        .await
+        .unwrap()
+    });
+    let config = write_config(
+        &etc,
+        &format!("url = \"{}\"\ntoken = \"t0ken\"", sandbox.base_url()),
+        "",
+    );
+    let output = seatwarden(
+        dir.path(),
+        &[("SEATWARDEN__DIRECTORY__PATH", "export.json")],
+        &["--config", config.to_str().unwrap(), "plan"],
+    );
+    let err = stderr(&output);
+    assert_eq!(output.status.code(), Some(1), "{err}");
+    let line = err
+        .lines()
+        .find(|l| l.starts_with("error: "))
+        .unwrap_or_else(|| panic!("no error line: {err}"));
+    assert!(line.starts_with("error: reading the directory: "), "{line}");
+    assert!(
+        line.contains(&format!(
+            "directory.path is the relative path \"export.json\", taken from the configuration \
+             file's folder {}",
+            etc.display()
+        )),
         "{line}"
     );
 }
