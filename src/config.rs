@@ -3300,6 +3300,50 @@ fn locate_in_directory_table(raw: &config::Config, file: &Path, error: ConfigErr
     }
 }
 
+/// What a required key holds, for the error that says it is missing: a first
+/// configuration written from scratch meets these before any other.
+fn what_a_required_key_holds(key: &str, directory_kind: Option<String>) -> Option<String> {
+    // `policy.mapping[2].role` is any mapping's `role`.
+    let general: String = match (key.find('['), key.find(']')) {
+        (Some(open), Some(close)) if open < close => {
+            format!("{}{}", &key[..open], &key[close + 1..])
+        }
+        _ => key.to_owned(),
+    };
+    Some(match general.as_str() {
+        "workspace.url" => "the workspace's SCIM base URL, up to and including the version, \
+                            such as url = \"https://www.taskade.com/scim/v2\""
+            .to_owned(),
+        "directory.path" => "the directory export, a .json or .csv file (README: Directory \
+                             file format), such as path = \"directory.json\""
+            .to_owned(),
+        "policy.mapping.group" => "the directory group whose members this mapping gives \
+                                   access, such as group = \"Engineering\""
+            .to_owned(),
+        "policy.mapping.workspace_group" => "the workspace group (the SCIM Group's \
+                                             displayName: a workspace or folder) they are put \
+                                             in, such as workspace_group = \"Engineering\""
+            .to_owned(),
+        "policy.mapping.role" => {
+            let roles: Vec<String> = Role::ALL.iter().rev().map(|r| format!("`{r}`")).collect();
+            format!("the role the mapping gives, one of {}", roles.join(", "))
+        }
+        "report.email.smtp_url" | "report.email.from" | "report.email.to" => {
+            "[report.email] needs smtp_url, from and to, such as smtp_url = \
+             \"smtp://127.0.0.1:25\", from = \"seatwarden@example.com\", to = \
+             [\"it-security@example.com\"]"
+                .to_owned()
+        }
+        other if other.starts_with("directory.") => match directory_kind.as_deref() {
+            Some(kind) if DIRECTORY_KINDS.contains(&kind) && kind != "file" => {
+                format!("config/{kind}.example.toml shows every key of a kind = {kind:?} directory")
+            }
+            _ => return None,
+        },
+        _ => return None,
+    })
+}
+
 /// The kinds of directory source `[directory]` takes, as its `kind` spells them.
 const DIRECTORY_KINDS: [&str; 5] = ["file", "okta", "entra", "ldap", "scim"];
 
@@ -3333,7 +3377,10 @@ fn name_what_is_accepted(error: ConfigError, directory_kind: Option<String>) -> 
                     } else if !key.contains('.') {
                         format!("missing: the file has no [{key}] section, which is required")
                     } else {
-                        "missing".to_owned()
+                        match what_a_required_key_holds(&full_key(key, ""), directory_kind) {
+                            Some(what) => format!("missing: {what}"),
+                            None => "missing".to_owned(),
+                        }
                     };
                     ConfigError::Key {
                         path,
@@ -3997,7 +4044,11 @@ token = "s3cr3t-token-value"
             .unwrap_err()
             .to_string();
         assert!(
-            error.ends_with("seatwarden.toml: key `workspace.url`: missing"),
+            error.ends_with(
+                "seatwarden.toml: key `workspace.url`: missing: the workspace's SCIM base URL, \
+                 up to and including the version, such as url = \
+                 \"https://www.taskade.com/scim/v2\""
+            ),
             "{error}"
         );
         // The list is serde's own, as it words a kind it does not know.

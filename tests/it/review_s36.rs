@@ -190,3 +190,69 @@ fn a_run_whose_relative_directory_export_is_missing_says_where_it_looked() {
         "{line}"
     );
 }
+
+/// A configuration written from scratch meets its required keys first, and
+/// `key `workspace.url`: missing` said nothing of what goes there. A missing
+/// required key now says what it holds, with an example; a connector's points at
+/// its example file, which must exist.
+#[test]
+fn a_missing_required_key_says_what_goes_there() {
+    let dir = tempfile::tempdir().unwrap();
+    let check = |body: &str| -> String {
+        let config = dir.path().join("seatwarden.toml");
+        std::fs::write(&config, body).unwrap();
+        let output = seatwarden(
+            dir.path(),
+            &[],
+            &["--config", config.to_str().unwrap(), "check-config"],
+        );
+        assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
+        stderr(&output)
+    };
+    let err =
+        check("[directory]\nkind = \"file\"\npath = \"d.json\"\n[workspace]\ntoken = \"t\"\n");
+    assert!(
+        err.contains(
+            "key `workspace.url`: missing: the workspace's SCIM base URL, up to and including \
+             the version, such as url = \"https://www.taskade.com/scim/v2\""
+        ),
+        "{err}"
+    );
+    let err = check(
+        "[directory]\nkind = \"file\"\npath = \"d.json\"\n\
+         [workspace]\nurl = \"https://scim.example.com/v2\"\ntoken = \"t\"\n\
+         [[policy.mapping]]\ngroup = \"Eng\"\nworkspace_group = \"Eng\"\n",
+    );
+    assert!(
+        err.contains(
+            "key `policy.mapping[0].role`: missing: the role the mapping gives, one of `Owner`, \
+             `Maintainer`, `Editor`, `Commenter`, `Collaborator`, `Participant`, `Viewer`"
+        ),
+        "{err}"
+    );
+    for (kind, keys) in [
+        (
+            "ldap",
+            "url = \"ldaps://dc1.example.com\"\nbind_dn = \"cn=svc\"\nbind_password = \"p\"",
+        ),
+        ("scim", "token = \"t\""),
+    ] {
+        let err = check(&format!(
+            "[directory]\nkind = \"{kind}\"\n{keys}\n\
+             [workspace]\nurl = \"https://scim.example.com/v2\"\ntoken = \"t\"\n"
+        ));
+        let example = format!("config/{kind}.example.toml");
+        assert!(
+            err.contains(&format!(
+                "missing: {example} shows every key of a kind = \"{kind}\" directory"
+            )),
+            "{err}"
+        );
+        assert!(
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join(&example)
+                .is_file(),
+            "{example} is named by the error but does not exist"
+        );
+    }
+}
