@@ -256,3 +256,34 @@ fn a_missing_required_key_says_what_goes_there() {
         );
     }
 }
+
+/// Every command's `--help` teaches what a first-time operator needs from it:
+/// its exit codes and an example. check-config, link, explain, demo, sandbox,
+/// daemon, status, report, digest, export and healthcheck had neither or one.
+#[test]
+fn every_command_help_gives_exit_codes_and_an_example() {
+    use clap::CommandFactory;
+    let mut cli = seatwarden::cli::Cli::command();
+    cli.build();
+    let mut missing = Vec::new();
+    for sub in cli.get_subcommands_mut() {
+        let name = sub.get_name().to_owned();
+        if name == "help" {
+            continue;
+        }
+        let help = sub.render_long_help().to_string();
+        if !help.contains("Exit codes") {
+            missing.push(format!("{name}: no \"Exit codes\""));
+        }
+        // An example is a line that runs seatwarden.
+        let example = help.split("Example").skip(1).any(|after| {
+            after
+                .lines()
+                .any(|l| l.trim_start().starts_with("seatwarden "))
+        });
+        if !example {
+            missing.push(format!("{name}: no example"));
+        }
+    }
+    assert!(missing.is_empty(), "{missing:#?}");
+}
