@@ -1271,6 +1271,12 @@ impl Config {
             (ErrorKind::NotFound, None) => {
                 format!("; create it, or point {key} at the right file")
             }
+            // `read_to_string` refuses text that is not UTF-8: Windows PowerShell's
+            // `Out-File` and `>` write UTF-16.
+            (ErrorKind::InvalidData, _) => "; save it as UTF-8 text (Windows PowerShell's \
+                                            `Out-File` and `>` write UTF-16: use \
+                                            `Set-Content -Encoding ascii`)"
+                .to_owned(),
             (ErrorKind::PermissionDenied, _) => format!(
                 "; it must be readable by the user seatwarden runs as (the service's \
                  user; for a secret, owned by it with mode 0600 or 0400), or point {key} \

@@ -48,6 +48,26 @@ fn write_config(dir: &Path, workspace: &str, rest: &str) -> std::path::PathBuf {
     path
 }
 
+/// An empty sandbox workspace taking `token`, served by the runtime returned
+/// with it (keep it alive as long as the sandbox is used).
+fn empty_sandbox(token: &str) -> (tokio::runtime::Runtime, Sandbox) {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let sandbox = runtime.block_on(async {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        Sandbox::start(
+            listener,
+            SandboxOptions {
+                token: token.into(),
+                ..SandboxOptions::default()
+            },
+            WorkspaceSnapshot::default(),
+        )
+        .await
+        .unwrap()
+    });
+    (runtime, sandbox)
+}
+
 /// A loopback port nothing listens on (bound, then let go).
 fn closed_port() -> u16 {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -150,20 +170,7 @@ fn a_run_whose_relative_directory_export_is_missing_says_where_it_looked() {
     let etc = dir.path().join("etc");
     std::fs::create_dir_all(&etc).unwrap();
     // A workspace that answers, so the directory is what fails.
-    let runtime = tokio::runtime::Runtime::new().unwrap();
-    let sandbox = runtime.block_on(async {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        Sandbox::start(
-            listener,
-            SandboxOptions {
-                token: "t0ken".into(),
-                ..SandboxOptions::default()
-            },
-            WorkspaceSnapshot::default(),
-        )
-        .await
-        .unwrap()
-    });
+    let (_runtime, sandbox) = empty_sandbox("t0ken");
     let config = write_config(
         &etc,
         &format!("url = \"{}\"\ntoken = \"t0ken\"", sandbox.base_url()),
@@ -286,4 +293,43 @@ fn every_command_help_gives_exit_codes_and_an_example() {
         }
     }
     assert!(missing.is_empty(), "{missing:#?}");
+}
+
+/// A token file saved by a Windows editor starts with a byte order mark, which
+/// is not whitespace: it passed `check-config`, was sent as part of the token,
+/// and the workspace's 401 sent the operator after a token that was right. It is
+/// dropped now, from token and password files alike. A UTF-16 file (Windows
+/// PowerShell's `Out-File`) is refused saying how to save it.
+#[test]
+fn a_token_file_with_a_byte_order_mark_is_read_without_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_runtime, sandbox) = empty_sandbox("t0ken");
+    let config = write_config(
+        dir.path(),
+        &format!("url = \"{}\"\ntoken_file = \"token\"", sandbox.base_url()),
+        "",
+    );
+    let token = dir.path().join("token");
+    std::fs::write(&token, "\u{feff}t0ken\r\n").unwrap();
+    let output = seatwarden(
+        dir.path(),
+        &[],
+        &["--config", config.to_str().unwrap(), "plan"],
+    );
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+
+    // UTF-16 with its BOM, as `"t0ken" | Out-File token` writes it.
+    let utf16: Vec<u8> = [0xff, 0xfe]
+        .into_iter()
+        .chain("t0ken\r\n".encode_utf16().flat_map(u16::to_le_bytes))
+        .collect();
+    std::fs::write(&token, utf16).unwrap();
+    let output = seatwarden(
+        dir.path(),
+        &[],
+        &["--config", config.to_str().unwrap(), "check-config"],
+    );
+    let err = stderr(&output);
+    assert_eq!(output.status.code(), Some(1), "{err}");
+    assert!(err.contains("; save it as UTF-8 text"), "{err}");
 }
