@@ -3073,7 +3073,7 @@ fn value_at<'a>(table: &'a toml::Table, key: &str) -> Option<&'a toml::Value> {
 
 /// Turns the `config` crate's errors into ones that name the file and the key.
 /// A value that came from the environment names the variable instead of the file.
-/// Where a value came from: the file, another file, or an environment variable.
+/// Where a value came from: the file or an environment variable.
 fn value_source(path: &Path, origin: Option<String>, key: Option<&str>) -> PathBuf {
     match origin.filter(|o| !o.is_empty()) {
         Some(o) if o == "the environment" => PathBuf::from(match key {
@@ -3083,8 +3083,10 @@ fn value_source(path: &Path, origin: Option<String>, key: Option<&str>) -> PathB
             ),
             None => "the environment".to_owned(),
         }),
-        Some(o) => PathBuf::from(o),
-        None => path.to_owned(),
+        // The file's own values: the `config` crate records the file as it
+        // opened it, relative to the working directory when under it, where every
+        // other error names the path given (`--config`).
+        Some(_) | None => path.to_owned(),
     }
 }
 

@@ -333,3 +333,34 @@ fn a_token_file_with_a_byte_order_mark_is_read_without_it() {
     assert_eq!(output.status.code(), Some(1), "{err}");
     assert!(err.contains("; save it as UTF-8 text"), "{err}");
 }
+
+/// Errors name the configuration file as `--config` gave it, but a value the
+/// `config` crate refused itself (a negative number for a count) named it as
+/// that crate opened it: relative to the working directory when the file is
+/// under it (`etc/seatwarden.toml` after `--config /srv/x/etc/seatwarden.toml`).
+/// Every error names the path given now.
+#[test]
+fn every_configuration_error_names_the_file_as_it_was_given() {
+    let dir = tempfile::tempdir().unwrap();
+    let etc = dir.path().join("etc");
+    std::fs::create_dir_all(&etc).unwrap();
+    let config = write_config(
+        &etc,
+        "url = \"https://scim.example.com/scim/v2\"\ntoken = \"t\"\npage_size = -1",
+        "",
+    );
+    let output = seatwarden(
+        dir.path(),
+        &[],
+        &["--config", config.to_str().unwrap(), "check-config"],
+    );
+    let err = stderr(&output);
+    assert_eq!(output.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains(&format!(
+            "error: {}: key `workspace.page_size`: expected a whole number, 0 or more",
+            config.display()
+        )),
+        "{err}"
+    );
+}
