@@ -1277,6 +1277,9 @@ impl Config {
                                             `Out-File` and `>` write UTF-16: use \
                                             `Set-Content -Encoding ascii`)"
                 .to_owned(),
+            (ErrorKind::IsADirectory, _) => {
+                format!("; that is a folder: point {key} at the file in it")
+            }
             (ErrorKind::PermissionDenied, _) => format!(
                 "; it must be readable by the user seatwarden runs as (the service's \
                  user; for a secret, owned by it with mode 0600 or 0400), or point {key} \
@@ -3833,7 +3836,10 @@ fn span(duration: chrono::Duration) -> String {
 #[cfg(unix)]
 fn loose_secret_file(key: &str, file: &Path) -> Option<String> {
     use std::os::unix::fs::PermissionsExt;
-    let mode = std::fs::metadata(file).ok()?.permissions().mode() & 0o777;
+    // A folder named where the file should be (the credentials folder itself) is
+    // refused when it is read; its 0755 is no secret's mode to warn about.
+    let metadata = std::fs::metadata(file).ok().filter(|m| m.is_file())?;
+    let mode = metadata.permissions().mode() & 0o777;
     let read_by_others = mode & 0o004 != 0;
     let changed_by_others = mode & 0o022 != 0;
     let exposure = match (read_by_others, changed_by_others) {

@@ -364,3 +364,36 @@ fn every_configuration_error_names_the_file_as_it_was_given() {
         "{err}"
     );
 }
+
+/// `token_file` pointed at the credentials folder rather than the file in it
+/// was warned about as a world-readable secret (a folder's 0755) before the
+/// error, which said "Is a directory" and no more. No warning now, and the error
+/// says what to point the key at.
+#[test]
+fn a_secret_path_that_is_a_folder_is_not_warned_about_as_a_loose_secret() {
+    let dir = tempfile::tempdir().unwrap();
+    let credentials = dir.path().join("credentials");
+    std::fs::create_dir_all(&credentials).unwrap();
+    std::fs::write(credentials.join("workspace-token"), "t0ken").unwrap();
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&credentials, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let config = write_config(
+        dir.path(),
+        "url = \"https://scim.example.com/scim/v2\"\ntoken_file = \"credentials\"",
+        "",
+    );
+    let output = seatwarden(
+        dir.path(),
+        &[],
+        &["--config", config.to_str().unwrap(), "check-config"],
+    );
+    let err = stderr(&output);
+    assert_eq!(output.status.code(), Some(1), "{err}");
+    assert!(!err.contains("can be read by every user"), "{err}");
+    assert!(
+        err.contains("; that is a folder: point workspace.token_file at the file in it"),
+        "{err}"
+    );
+}
