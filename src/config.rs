@@ -1812,14 +1812,7 @@ impl Config {
             Some(zone) => ("report.timezone", zone),
             None => ("schedule.timezone", &self.schedule.timezone),
         };
-        zone.parse().map_err(|_| {
-            self.key_error(
-                key,
-                format!(
-                    "unknown time zone {zone:?}; use an IANA name such as Europe/Berlin or UTC"
-                ),
-            )
-        })
+        parse_time_zone(zone).map_err(|e| self.key_error(key, e))
     }
 
     /// Reads every secret (never printing it) and parses every key, certificate and
@@ -2832,15 +2825,8 @@ impl Config {
         let cron = |key: &str, pattern: &str| {
             Schedule::parse(pattern).map_err(|e| self.key_error(key, e.to_string()))
         };
-        let timezone: chrono_tz::Tz = self.schedule.timezone.parse().map_err(|_| {
-            self.key_error(
-                "schedule.timezone",
-                format!(
-                    "unknown time zone {:?}: use an IANA name such as \"Europe/Berlin\" or \"UTC\"",
-                    self.schedule.timezone
-                ),
-            )
-        })?;
+        let timezone = parse_time_zone(&self.schedule.timezone)
+            .map_err(|e| self.key_error("schedule.timezone", e))?;
         let digest = match self.schedule.digest.trim() {
             "" => None,
             pattern => Some(cron("schedule.digest", pattern)?),
@@ -3352,6 +3338,45 @@ fn what_a_required_key_holds(key: &str, directory_kind: Option<String>) -> Optio
             _ => return None,
         },
         _ => return None,
+    })
+}
+
+/// An IANA time zone (`schedule.timezone`, `report.timezone`). Refused, the
+/// message names the zone meant when the name differs only in case
+/// (`europe/berlin`) or is a zone's city alone (`Berlin`), as people write them.
+fn parse_time_zone(zone: &str) -> Result<chrono_tz::Tz, String> {
+    if let Ok(tz) = zone.parse() {
+        return Ok(tz);
+    }
+    let typed = zone.trim();
+    let city = |name: &str| name.rsplit('/').next().unwrap_or(name).replace('_', " ");
+    let mut meant: Vec<&str> = chrono_tz::TZ_VARIANTS
+        .iter()
+        .map(|tz| tz.name())
+        .filter(|name| name.eq_ignore_ascii_case(typed))
+        .collect();
+    if meant.is_empty() && !typed.is_empty() {
+        meant = chrono_tz::TZ_VARIANTS
+            .iter()
+            .map(|tz| tz.name())
+            .filter(|name| {
+                name.contains('/') && city(name).eq_ignore_ascii_case(&typed.replace('_', " "))
+            })
+            .collect();
+    }
+    let names: Vec<String> = meant
+        .iter()
+        .take(3)
+        .map(|name| format!("{name:?}"))
+        .collect();
+    Err(match names.as_slice() {
+        [] => format!(
+            "unknown time zone {zone:?}: use an IANA name such as \"Europe/Berlin\" or \"UTC\""
+        ),
+        _ => format!(
+            "unknown time zone {zone:?}: IANA names are spelt exactly; did you mean {}?",
+            names.join(" or ")
+        ),
     })
 }
 

@@ -397,3 +397,45 @@ fn a_secret_path_that_is_a_folder_is_not_warned_about_as_a_loose_secret() {
         "{err}"
     );
 }
+
+/// `timezone = "europe/berlin"` or `"Berlin"` was refused with a generic "use an
+/// IANA name such as Europe/Berlin": the zone meant is named now, for
+/// `schedule.timezone` and `report.timezone` alike; a name that resembles none
+/// keeps the generic advice.
+#[test]
+fn a_time_zone_spelt_otherwise_names_the_zone_meant() {
+    let dir = tempfile::tempdir().unwrap();
+    let check = |rest: &str| -> String {
+        let config = write_config(
+            dir.path(),
+            "url = \"https://scim.example.com/scim/v2\"\ntoken = \"t\"",
+            rest,
+        );
+        let output = seatwarden(
+            dir.path(),
+            &[],
+            &["--config", config.to_str().unwrap(), "check-config"],
+        );
+        assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
+        stderr(&output)
+    };
+    let err = check("[schedule]\ntimezone = \"europe/berlin\"\n");
+    assert!(
+        err.contains(
+            "key `schedule.timezone`: unknown time zone \"europe/berlin\": IANA names are \
+             spelt exactly; did you mean \"Europe/Berlin\"?"
+        ),
+        "{err}"
+    );
+    let err = check("[report]\ntimezone = \"New York\"\n");
+    assert!(
+        err.contains("key `report.timezone`: unknown time zone \"New York\"")
+            && err.contains("did you mean \"America/New_York\"?"),
+        "{err}"
+    );
+    let err = check("[schedule]\ntimezone = \"CET+1\"\n");
+    assert!(
+        err.contains("use an IANA name such as \"Europe/Berlin\" or \"UTC\""),
+        "{err}"
+    );
+}
