@@ -6,7 +6,8 @@
 //! the levels, e.g. `SEATWARDEN__WORKSPACE__PAGE_SIZE=50`; lists take commas, e.g.
 //! `SEATWARDEN__POLICY__SCOPE_GROUPS="Taskade Users,Contractors"`). Any other
 //! variable starting with `SEATWARDEN_` but the binary's own ([`OWN_VARIABLES`])
-//! is not read and is warned about (`SEATWARDEN_STATE_PATH`, one `_` for `__`).
+//! and its shipped scripts' ([`TOOL_VARIABLES`]) is not read and is warned about
+//! (`SEATWARDEN_STATE_PATH`, one `_` for `__`).
 //!
 //! Unknown keys and wrong types are errors naming the key and the file, an
 //! unknown or missing key with the keys or values accepted there: a number
@@ -116,6 +117,12 @@ pub struct Config {
     #[serde(skip)]
     pub relative_paths: std::collections::BTreeMap<&'static str, PathBuf>,
 }
+
+/// Variables the tools shipped beside the binary read, documented for operators
+/// to set (`systemd/seatwarden-admin`'s `SEATWARDEN_BIN`, `scripts/check-systemd.sh`'s
+/// `SEATWARDEN_MAX_EXPOSURE`, named in `systemd/README.md`): set in a shell for
+/// them, they are no misspelt override, so not warned about either.
+pub const TOOL_VARIABLES: [&str; 2] = ["SEATWARDEN_BIN", "SEATWARDEN_MAX_EXPOSURE"];
 
 /// The variables the binary reads itself (`--config`, the operator named in the
 /// audit trail, the sandbox's token): all others that start with `SEATWARDEN_`
@@ -3020,6 +3027,7 @@ fn is_unread_variable(name: &str) -> bool {
     upper.starts_with(&format!("{ENV_PREFIX}_"))
         && !name.starts_with(&format!("{ENV_PREFIX}__"))
         && !OWN_VARIABLES.contains(&name)
+        && !TOOL_VARIABLES.contains(&name)
 }
 
 /// `STATE_PATH` split at the tables of `table` it names: `STATE__PATH`,

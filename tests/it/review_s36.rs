@@ -439,3 +439,57 @@ fn a_time_zone_spelt_otherwise_names_the_zone_meant() {
         "{err}"
     );
 }
+
+/// `systemd/seatwarden-admin` documents `SEATWARDEN_BIN` for operators to set;
+/// exported in their shell, every `seatwarden` command warned that it "is not
+/// read: an override is spelt SEATWARDEN__SECTION__KEY". A variable the shipped
+/// deployment files name is not warned about; a misspelt override still is.
+#[test]
+fn a_variable_the_deployment_files_document_is_not_warned_about() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut named = std::collections::BTreeSet::new();
+    for file in [
+        "systemd/seatwarden-admin",
+        "systemd/seatwarden.service",
+        "systemd/README.md",
+        "Dockerfile",
+    ] {
+        let text = std::fs::read_to_string(root.join(file)).unwrap();
+        for (at, _) in text.match_indices("SEATWARDEN_") {
+            let name: String = text[at..]
+                .chars()
+                .take_while(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || *c == '_')
+                .collect();
+            if !name.starts_with("SEATWARDEN__") {
+                named.insert(name);
+            }
+        }
+    }
+    assert!(named.contains("SEATWARDEN_BIN"), "{named:?}");
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(
+        dir.path(),
+        "url = \"https://scim.example.com/scim/v2\"\ntoken = \"t\"",
+        "",
+    );
+    std::fs::write(dir.path().join("d.json"), r#"{"users": []}"#).unwrap();
+    for name in &named {
+        let output = seatwarden(
+            dir.path(),
+            &[(name.as_str(), "/usr/local/bin/seatwarden")],
+            &["--config", config.to_str().unwrap(), "check-config"],
+        );
+        let err = stderr(&output);
+        assert!(!err.contains("is not read"), "{name}: {err}");
+    }
+    let output = seatwarden(
+        dir.path(),
+        &[("SEATWARDEN_STATE_PATH", "x.db")],
+        &["--config", config.to_str().unwrap(), "check-config"],
+    );
+    assert!(
+        stderr(&output).contains("environment variable SEATWARDEN_STATE_PATH is not read"),
+        "{}",
+        stderr(&output)
+    );
+}
