@@ -994,6 +994,25 @@ impl Config {
         env.retain(|name, _| name.starts_with(&prefix));
         let variables: Vec<String> = env.keys().cloned().collect();
         let key_of = key_of_variable;
+        // `SEATWARDEN__POLICY__MAPPING__0__ROLE` reaches the `config` crate as a
+        // table where a list is, and its error, which names no origin, would
+        // blame the file: the variable is named here, as for
+        // `SEATWARDEN__POLICY__MAPPING` itself.
+        let mut mapping_variables: Vec<&String> = variables
+            .iter()
+            .filter(|name| {
+                let key = key_of(name);
+                key == "policy.mapping" || key.starts_with("policy.mapping.")
+            })
+            .collect();
+        mapping_variables.sort();
+        if let Some(name) = mapping_variables.first() {
+            return Err(ConfigError::Key {
+                path: PathBuf::from(format!("environment variable {name}")),
+                key: key_of(name),
+                message: MAPPING_FROM_FILE_ONLY.to_owned(),
+            });
+        }
         // Values stay text (no `try_parsing`): parsed, `0123456` would become the
         // number 123456 and a secret `true` a boolean, handed back as other text.
         // Numbers and booleans are read from text where a key wants them. Lists
@@ -3388,6 +3407,10 @@ fn parse_time_zone(zone: &str) -> Result<chrono_tz::Tz, String> {
     })
 }
 
+/// Why a `SEATWARDEN__POLICY__MAPPING…` variable is refused.
+const MAPPING_FROM_FILE_ONLY: &str = "the [[policy.mapping]] tables are read from the file \
+     only; no environment variable sets them: unset this one";
+
 /// The kinds of directory source `[directory]` takes, as its `kind` spells them.
 const DIRECTORY_KINDS: [&str; 5] = ["file", "okta", "entra", "ldap", "scim"];
 
@@ -3469,9 +3492,7 @@ fn in_plain_words(error: ConfigError) -> ConfigError {
             ConfigError::Key {
                 path,
                 key,
-                message: "the [[policy.mapping]] tables are read from the file only; no \
-                          environment variable sets them: unset this one"
-                    .to_owned(),
+                message: MAPPING_FROM_FILE_ONLY.to_owned(),
             }
         }
         // The `url` crate's words for a URL typed as one (the directory's `url`,

@@ -493,3 +493,59 @@ fn a_variable_the_deployment_files_document_is_not_warned_about() {
         stderr(&output)
     );
 }
+
+/// `SEATWARDEN__POLICY__MAPPING__0__ROLE=Owner` (an operator trying to override
+/// one mapping's role) was blamed on the file: "seatwarden.toml: key
+/// `policy.mapping`: expected a list, found a table", which sent them looking
+/// at a file that was right. It names the variable and why it cannot be now.
+#[test]
+fn a_variable_into_a_mapping_is_named_and_refused_as_such() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(
+        dir.path(),
+        "url = \"https://scim.example.com/scim/v2\"\ntoken = \"t\"",
+        "\n[[policy.mapping]]\ngroup = \"Eng\"\nworkspace_group = \"Eng\"\nrole = \"Editor\"\n",
+    );
+    let output = seatwarden(
+        dir.path(),
+        &[("SEATWARDEN__POLICY__MAPPING__0__ROLE", "Owner")],
+        &["--config", config.to_str().unwrap(), "check-config"],
+    );
+    let err = stderr(&output);
+    assert_eq!(output.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains(
+            "error: environment variable SEATWARDEN__POLICY__MAPPING__0__ROLE: key \
+             `policy.mapping.0.role`: the [[policy.mapping]] tables are read from the file only"
+        ),
+        "{err}"
+    );
+}
+
+/// `smtp_url = "mail.example.com"`, a host as mail clients take it, was refused
+/// with the `url` crate's "relative URL without a base"; it says now how to
+/// write it, as `workspace.url` does.
+#[test]
+fn an_smtp_host_without_a_scheme_is_told_how_to_write_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(
+        dir.path(),
+        "url = \"https://scim.example.com/scim/v2\"\ntoken = \"t\"",
+        "\n[report.email]\nsmtp_url = \"mail.example.com\"\nfrom = \"a@example.com\"\n\
+         to = [\"b@example.com\"]\n",
+    );
+    let output = seatwarden(
+        dir.path(),
+        &[],
+        &["--config", config.to_str().unwrap(), "check-config"],
+    );
+    let err = stderr(&output);
+    assert_eq!(output.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains(
+            "key `report.email.smtp_url`: not a URL: \"mail.example.com\" has no scheme; write \
+             it in full, such as \"smtps://mail.example.com:465\""
+        ),
+        "{err}"
+    );
+}
