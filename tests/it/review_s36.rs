@@ -549,3 +549,32 @@ fn an_smtp_host_without_a_scheme_is_told_how_to_write_it() {
         "{err}"
     );
 }
+
+/// A `state.path` whose folder does not exist failed `plan` with "cannot create
+/// the state database …: No such file or directory" alone (the warning before it
+/// said what to do, a log line a first run can miss); the error says it too.
+#[test]
+fn a_state_database_in_a_missing_folder_says_to_create_the_folder() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(
+        dir.path(),
+        "url = \"https://scim.example.com/scim/v2\"\ntoken = \"t\"",
+        "",
+    );
+    let output = seatwarden(
+        dir.path(),
+        &[("SEATWARDEN__STATE__PATH", "trial/state.db")],
+        &["--config", config.to_str().unwrap(), "plan"],
+    );
+    let err = stderr(&output);
+    assert_eq!(output.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains(&format!(
+            "cannot create the state database {}: No such file or directory (os error 2); its \
+             folder does not exist: create it",
+            dir.path().join("trial/state.db").display()
+        )),
+        "{err}"
+    );
+    assert!(!dir.path().join("trial").exists());
+}
