@@ -1466,12 +1466,15 @@ impl Config {
         for (key, secret) in self.inline_secrets() {
             if secret.expose_secret().trim().is_empty() {
                 let file = key.rsplit('.').next().unwrap_or(key);
+                // The error names where it came from: a variable set but empty (a
+                // shell's unset `$TOKEN`), or the file's `""`.
+                let what = match self.from_env.contains(key) {
+                    true => "is empty: the variable is set, to nothing",
+                    false => "is empty",
+                };
                 return Err(self.key_error(
                     key,
-                    format!(
-                        "is empty (an empty environment variable?): set the secret, or \
-                         {file}_file"
-                    ),
+                    format!("{what}; set the secret, or {file}_file instead of {file}"),
                 ));
             }
             if key == "directory.token"

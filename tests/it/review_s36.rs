@@ -578,3 +578,41 @@ fn a_state_database_in_a_missing_folder_says_to_create_the_folder() {
     );
     assert!(!dir.path().join("trial").exists());
 }
+
+/// An empty inline secret asked "(an empty environment variable?)" also when the
+/// file said `token = ""`: the message now tells the two apart.
+#[test]
+fn an_empty_inline_secret_says_whether_the_file_or_a_variable_emptied_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(
+        dir.path(),
+        "url = \"https://scim.example.com/scim/v2\"\ntoken = \"\"",
+        "",
+    );
+    let run = |env: &[(&str, &str)]| {
+        let output = seatwarden(
+            dir.path(),
+            env,
+            &["--config", config.to_str().unwrap(), "check-config"],
+        );
+        assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
+        stderr(&output)
+    };
+    let err = run(&[]);
+    assert!(
+        err.contains(&format!(
+            "{}: key `workspace.token`: is empty; set the secret, or token_file instead of token",
+            config.display()
+        )),
+        "{err}"
+    );
+    assert!(!err.contains("variable"), "{err}");
+    let err = run(&[("SEATWARDEN__WORKSPACE__TOKEN", "")]);
+    assert!(
+        err.contains(
+            "environment variable SEATWARDEN__WORKSPACE__TOKEN: key `workspace.token`: is empty: \
+             the variable is set, to nothing"
+        ),
+        "{err}"
+    );
+}
