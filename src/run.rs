@@ -88,7 +88,7 @@ pub enum RunError {
     /// A read of the run got no connection, or no answer in time, past its
     /// retries: a host or port mistyped in `workspace.url`, DNS, a firewall or a
     /// proxy, which the operator is told to check.
-    #[error("reading the workspace: {0}; {hint}", hint = CHECK_REACHABLE)]
+    #[error("reading the workspace: {0}; {hint}", hint = crate::workspace::CHECK_REACHABLE)]
     Unreachable(WorkspaceError),
     #[error("state database: {0}")]
     Store(#[from] StoreError),
@@ -185,10 +185,6 @@ impl RunError {
         }
     }
 }
-
-/// What an operator checks when the workspace cannot be reached at all.
-pub const CHECK_REACHABLE: &str = "check the host and port in workspace.url, and that this \
-     machine reaches that host: DNS, a firewall, or a proxy (HTTPS_PROXY)";
 
 /// A read's 401 or 403 is the token's fault, whichever read of the run met it; a
 /// read that reached nothing is the URL's or the network's.

@@ -51,6 +51,11 @@ fn write_config(dir: &Path, workspace: &str, rest: &str) -> std::path::PathBuf {
 /// An empty sandbox workspace taking `token`, served by the runtime returned
 /// with it (keep it alive as long as the sandbox is used).
 fn empty_sandbox(token: &str) -> (tokio::runtime::Runtime, Sandbox) {
+    seeded_sandbox(token, WorkspaceSnapshot::default())
+}
+
+/// A sandbox workspace holding `seed`, as [`empty_sandbox`].
+fn seeded_sandbox(token: &str, seed: WorkspaceSnapshot) -> (tokio::runtime::Runtime, Sandbox) {
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let sandbox = runtime.block_on(async {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -60,7 +65,7 @@ fn empty_sandbox(token: &str) -> (tokio::runtime::Runtime, Sandbox) {
                 token: token.into(),
                 ..SandboxOptions::default()
             },
-            WorkspaceSnapshot::default(),
+            seed,
         )
         .await
         .unwrap()
@@ -614,5 +619,77 @@ fn an_empty_inline_secret_says_whether_the_file_or_a_variable_emptied_it() {
              the variable is set, to nothing"
         ),
         "{err}"
+    );
+}
+
+/// `approve` re-reads the workspace before it applies anything; a token refused
+/// or a workspace out of reach failed it with the endpoint and status alone,
+/// where a run says what to check. It says the same now.
+#[test]
+fn approve_whose_workspace_read_fails_says_what_to_check() {
+    let dir = tempfile::tempdir().unwrap();
+    // An account nobody in the directory justifies, deactivated by policy, and
+    // held by a threshold of 0: run 1 holds one deprovision.
+    let (runtime, sandbox) = seeded_sandbox(
+        "t0ken",
+        WorkspaceSnapshot {
+            accounts: vec![seatwarden::model::Account {
+                id: "a-bob".into(),
+                user_name: "bob@example.com".into(),
+                external_id: None,
+                given_name: None,
+                family_name: None,
+                display_name: None,
+                email: Some("bob@example.com".into()),
+                active: true,
+                roles: vec!["Viewer".into()],
+            }],
+            groups: Vec::new(),
+        },
+    );
+    let config = write_config(
+        dir.path(),
+        &format!(
+            "url = \"{}\"\ntoken = \"t0ken\"\nretries = 0",
+            sandbox.base_url()
+        ),
+        "\n[policy]\nunmatched_accounts = \"deactivate\"\n\n[safety]\nmax_deprovisions = 0\nsettle = \"0s\"\n",
+    );
+    let config = config.to_str().unwrap();
+    let output = seatwarden(dir.path(), &[], &["--config", config, "reconcile"]);
+    assert_eq!(output.status.code(), Some(3), "{}", stderr(&output));
+    // A token the workspace refuses names the token keys.
+    let output = seatwarden(
+        dir.path(),
+        &[("SEATWARDEN__WORKSPACE__TOKEN", "wr0ng")],
+        &["--config", config, "approve", "1"],
+    );
+    let err = stderr(&output);
+    assert_eq!(output.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("HTTP 401") && err.contains("check workspace.token or the file"),
+        "{err}"
+    );
+    drop(sandbox);
+    drop(runtime);
+    let port = closed_port();
+    let output = seatwarden(
+        dir.path(),
+        &[(
+            "SEATWARDEN__WORKSPACE__URL",
+            &format!("http://127.0.0.1:{port}/scim/v2"),
+        )],
+        &["--config", config, "approve", "1"],
+    );
+    let err = stderr(&output);
+    assert_eq!(output.status.code(), Some(1), "{err}");
+    let line = err
+        .lines()
+        .find(|l| l.starts_with("error: "))
+        .unwrap_or_else(|| panic!("no error line: {err}"));
+    assert!(line.contains("connection failed"), "{line}");
+    assert!(
+        line.contains("check the host and port in workspace.url"),
+        "{line}"
     );
 }
