@@ -1912,7 +1912,7 @@ impl Config {
             (Some(password), _) => Some(password.clone()),
             (None, Some(file)) => {
                 let text = std::fs::read_to_string(file).map_err(|source| {
-                    self.secret_file_error("report.email.password_file", &file, source)
+                    self.secret_file_error("report.email.password_file", file, source)
                 })?;
                 let password = secret_in_file(&text).ok_or_else(|| {
                     self.key_error(
@@ -2902,7 +2902,7 @@ impl Config {
             return Ok(None);
         };
         let text = std::fs::read_to_string(file)
-            .map_err(|source| self.secret_file_error("http.trigger_token_file", &file, source))?;
+            .map_err(|source| self.secret_file_error("http.trigger_token_file", file, source))?;
         let token = token_in_file(&text).ok_or_else(|| {
             self.key_error(
                 "http.trigger_token_file",

@@ -77,7 +77,10 @@ pub enum RunError {
     /// file) could not be read: with what to do about it
     /// ([`Config::directory_file_hint`]).
     #[error("reading the directory: {error}{hint}")]
-    DirectoryFile { error: DirectoryError, hint: String },
+    DirectoryFile {
+        error: Box<DirectoryError>,
+        hint: String,
+    },
     #[error("reading the workspace: {0}")]
     Workspace(WorkspaceError),
     /// A read of the run was answered 401 or 403 (the first, discovery, or one
@@ -181,7 +184,10 @@ impl RunError {
         if hint.is_empty() {
             RunError::Directory(error)
         } else {
-            RunError::DirectoryFile { error, hint }
+            RunError::DirectoryFile {
+                error: Box::new(error),
+                hint,
+            }
         }
     }
 }
@@ -207,7 +213,8 @@ impl crate::retry::Transient for RunError {
             | RunError::Task(_)
             | RunError::Stopped { .. }
             | RunError::StoppedReading => false,
-            RunError::Directory(e) | RunError::DirectoryFile { error: e, .. } => e.is_transient(),
+            RunError::Directory(e) => e.is_transient(),
+            RunError::DirectoryFile { error, .. } => error.is_transient(),
             RunError::Workspace(e) | RunError::TokenRefused(e) | RunError::Unreachable(e) => {
                 e.is_transient()
             }
