@@ -57,13 +57,15 @@ pub mod exit {
 const AFTER_HELP: &str = "\
 Exit codes:
   0  success; for reconcile: every planned action was applied and verified
-  1  error (configuration, directory, workspace or state database)
+  1  error (configuration, directory, workspace or state database); healthcheck:
+     not healthy; send-mail: messages still wait (a transient failure)
   2  plan --detailed-exitcode: the plan has changes
   3  reconcile (also --dry-run), approve: actions were held by the guard
      (thresholds, incomplete directory, last Owner), or a leaver keeps access
      while their account is disputed (`link` settles it); plan exits 0 or 2
   4  some actions failed, or were not sent because the run's writes stopped (the
-     workspace stopped answering or refused the token); see `seatwarden report`
+     workspace stopped answering or refused the token); see `seatwarden report`.
+     send-mail: the mail server refused a message for good
   5  source fault: the directory was empty or shrank too much; nothing was planned
   6  the circuit breaker is open: writes stopped (see `seatwarden resume`)
   7  status: deprovisions are overdue (not verified within deprovision.sla)
@@ -79,8 +81,11 @@ Exit codes:
      keep their own code
 143  as 130, stopped by SIGTERM
 
-Every configuration key (but the [[policy.mapping]] tables) can be overridden with SEATWARDEN__SECTION__KEY,
+Every configuration key (but the [[policy.mapping]] tables) can be overridden with
+SEATWARDEN__SECTION__KEY (two underscores between the levels; lists comma-separated),
 e.g. SEATWARDEN__WORKSPACE__TOKEN_FILE=/run/credentials/seatwarden.service/workspace-token.
+A relative path, in the file or in a variable, is taken from the configuration
+file's folder, not from the working directory.
 
 Typical use:
   seatwarden check-config            validate and print the effective configuration
