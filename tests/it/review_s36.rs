@@ -693,3 +693,41 @@ fn approve_whose_workspace_read_fails_says_what_to_check() {
         "{line}"
     );
 }
+
+/// `https://` for a port that serves plain HTTP (the sandbox, a sidecar) failed
+/// with "TLS handshake failed …: received corrupt message of type
+/// InvalidContentType" after some 20 s of retries that could only meet it
+/// again. It fails at once now, saying the port does not speak TLS.
+#[test]
+fn https_to_a_plain_http_port_fails_at_once_saying_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_runtime, sandbox) = empty_sandbox("t0ken");
+    let url = sandbox
+        .base_url()
+        .to_string()
+        .replacen("http://", "https://", 1);
+    let config = write_config(
+        dir.path(),
+        &format!("url = \"{url}\"\ntoken = \"t0ken\""),
+        "",
+    );
+    let started = std::time::Instant::now();
+    let output = seatwarden(
+        dir.path(),
+        &[],
+        &["--config", config.to_str().unwrap(), "plan"],
+    );
+    let elapsed = started.elapsed();
+    let err = stderr(&output);
+    assert_eq!(output.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains(
+            "; the server on that port does not speak TLS: if it serves plain HTTP (a sandbox, \
+             a sidecar on loopback), the URL starts with http://"
+        ),
+        "{err}"
+    );
+    // The default retries wait about 20 s in all; none is made.
+    assert!(!err.contains("retrying"), "{err}");
+    assert!(elapsed < std::time::Duration::from_secs(10), "{elapsed:?}");
+}
