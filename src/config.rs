@@ -10,16 +10,19 @@
 //! (`SEATWARDEN_STATE_PATH`, one `_` for `__`).
 //!
 //! Unknown keys and wrong types are errors naming the key and the file, an
-//! unknown or missing key with the keys or values accepted there: a number
+//! unknown or missing key with the keys or values accepted there (a missing
+//! required key with what it holds and an example): a number
 //! or boolean written in quotes too, which the `config` crate would convert; a
 //! variable's text is read strictly as the key's type (`true`/`false`). Relative
 //! paths are relative to the directory holding the configuration file, so a unit
-//! file can point at `/etc/seatwarden/seatwarden.toml` from anywhere. Secrets (the
+//! file can point at `/etc/seatwarden/seatwarden.toml` from anywhere; a file that
+//! cannot be read says what to do ([`Config::unreadable_file_hint`]), and where a
+//! relative path was taken from. Secrets (the
 //! workspace `token`, the SMTP `password`) can be given inline or as `token_file` /
 //! `password_file` (systemd credentials, container secrets); they are held as
 //! `SecretString` and print as `[redacted]`. A secret file (every `*_file` key
 //! but certificates and CAs) is taken as it is but for the line break(s) at its
-//! end (LF or CRLF): a password that begins or ends with a space keeps it, as it
+//! end (LF or CRLF) and a byte order mark at its start: a password that begins or ends with a space keeps it, as it
 //! does inline ([`crate::directory::secret_in_file`]); tokens, client secrets and
 //! keys lose surrounding whitespace, which none has
 //! ([`crate::directory::token_in_file`]); the workspace token must then be one
