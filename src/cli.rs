@@ -535,7 +535,8 @@ looked at, so an edit breaking another key does not fail the check); the default
 
 Exit codes: 0 healthy, 1 not (no answer, or not 200).
 
-Example (the Dockerfile's HEALTHCHECK):
+Examples:
+  seatwarden healthcheck                          as the Dockerfile's HEALTHCHECK runs it
   seatwarden healthcheck --listen 127.0.0.1:9464")]
     Healthcheck {
         /// The daemon's listen address, e.g. 127.0.0.1:9464.
