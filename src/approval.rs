@@ -51,13 +51,25 @@ use crate::safety;
 use crate::store::{ActionState, Decision, JournalEntry, RunId, RunKind, Store, StoreError};
 use crate::workspace::{ScimClient, WorkspaceError};
 
+/// What to check after a workspace read that failed: the token (401, 403) or the
+/// URL and the network (nothing answered); nothing for the rest.
+fn workspace_hint(error: &WorkspaceError) -> String {
+    match error.status() {
+        Some(401 | 403) => format!("; {}", crate::workspace::CHECK_TOKEN),
+        _ if error.is_unreachable() => format!("; {}", crate::workspace::CHECK_REACHABLE),
+        _ => String::new(),
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum ApprovalError {
     #[error(transparent)]
     Config(#[from] ConfigError),
     #[error("state database: {0}")]
     Store(#[from] StoreError),
-    #[error("reading the workspace: {0}")]
+    /// A read of the re-check failed; a refused token or a workspace out of
+    /// reach says what to check, as a run's read does.
+    #[error("reading the workspace: {0}{hint}", hint = workspace_hint(.0))]
     Workspace(#[from] WorkspaceError),
     #[error("applying the approved actions: {0}")]
     Apply(#[from] ApplyError),

@@ -57,13 +57,15 @@ pub mod exit {
 const AFTER_HELP: &str = "\
 Exit codes:
   0  success; for reconcile: every planned action was applied and verified
-  1  error (configuration, directory, workspace or state database)
+  1  error (configuration, directory, workspace or state database); healthcheck:
+     not healthy; send-mail: messages still wait (a transient failure)
   2  plan --detailed-exitcode: the plan has changes
   3  reconcile (also --dry-run), approve: actions were held by the guard
      (thresholds, incomplete directory, last Owner), or a leaver keeps access
      while their account is disputed (`link` settles it); plan exits 0 or 2
   4  some actions failed, or were not sent because the run's writes stopped (the
-     workspace stopped answering or refused the token); see `seatwarden report`
+     workspace stopped answering or refused the token); see `seatwarden report`.
+     send-mail: the mail server refused a message for good
   5  source fault: the directory was empty or shrank too much; nothing was planned
   6  the circuit breaker is open: writes stopped (see `seatwarden resume`)
   7  status: deprovisions are overdue (not verified within deprovision.sla)
@@ -79,8 +81,11 @@ Exit codes:
      keep their own code
 143  as 130, stopped by SIGTERM
 
-Every configuration key (but the [[policy.mapping]] tables) can be overridden with SEATWARDEN__SECTION__KEY,
+Every configuration key (but the [[policy.mapping]] tables) can be overridden with
+SEATWARDEN__SECTION__KEY (two underscores between the levels; lists comma-separated),
 e.g. SEATWARDEN__WORKSPACE__TOKEN_FILE=/run/credentials/seatwarden.service/workspace-token.
+A relative path, in the file or in a variable, is taken from the configuration
+file's folder, not from the working directory.
 
 Typical use:
   seatwarden check-config            validate and print the effective configuration
@@ -271,6 +276,18 @@ pub enum Command {
     /// Validate the configuration, read every file it names (secrets, keys,
     /// certificates, the CA file, a directory export) as the service will, and
     /// print it, secrets redacted. Makes no network request.
+    #[command(after_help = "\
+Prints the effective configuration on stdout (defaults filled in, environment
+overrides applied, secrets as [redacted]); on stderr, any warnings, every file it
+uses as it will be used (relative paths are taken from the configuration file's
+folder), and the daemon's next runs in schedule.timezone. Writes nothing.
+
+Exit codes: 0 the configuration is valid (warnings do not fail it), 1 it is not: the
+error names the key and the file, or the SEATWARDEN__… variable that set it.
+
+Examples:
+  seatwarden --config /etc/seatwarden/seatwarden.toml check-config
+  SEATWARDEN__STATE__PATH=$HOME/seatwarden-trial/state.db seatwarden check-config")]
     CheckConfig,
     /// Read both sides and show what differs and why. Writes nothing to the workspace.
     #[command(after_help = "\
@@ -356,6 +373,9 @@ protect it (safety.protected, safety.protected_groups) or fix the directory.
 
 The audit trail names $SEATWARDEN_OPERATOR, else $SUDO_USER, else the OS user.
 
+Exit codes: 0 rejected, 1 an error (no such run, a run with nothing held left to
+decide on, a `plan` or dry run, which never applies anything).
+
 Examples:
   seatwarden reject 42                      drop everything run 42 held
   seatwarden reject 42 --only set_role      only its held role changes")]
@@ -375,6 +395,13 @@ Examples:
     /// Says what the next run does with the other accounts that matched the person:
     /// a leaver's are deactivated with the linked one, an active person's reported.
     /// Audited.
+    #[command(after_help = "\
+Exit codes: 0 linked, 1 an error (an id in neither stored snapshot, a link either
+side already has without --replace, no state database).
+
+Example:
+  seatwarden explain emma.novak@example.com     lists the candidate accounts
+  seatwarden link 00u1004 ws-0005")]
     Link {
         /// The directory identity id.
         identity: String,
@@ -388,7 +415,10 @@ Examples:
     #[command(after_help = "\
 Exit codes: those of reconcile (0 converged, 3 held for a human, 4 some actions failed,
 5 the directory was rejected, 6 the breaker opened again, 130 or 143 stopped by Ctrl-C or
-SIGTERM); with --no-run, 0.")]
+SIGTERM); with --no-run, 0.
+
+Example, once the failures `seatwarden report` shows are fixed:
+  seatwarden resume")]
     Resume {
         /// Only close the circuit breaker; no reconcile.
         #[arg(long)]
@@ -398,6 +428,16 @@ SIGTERM); with --no-run, 0.")]
     },
     /// Everything seatwarden knows and would do about one person: directory record,
     /// scope, role mapping, link, account, last actions, next run.
+    #[command(after_help = "\
+Reads the newest stored snapshots (nothing is sent unless --live) and writes
+nothing.
+
+Exit codes: 0 explained, 1 an error (nobody matches, several people share the
+userName or email given, no state database).
+
+Examples:
+  seatwarden explain ada@example.com
+  seatwarden explain 00u1004 --live")]
     Explain {
         /// A directory id, userName or email, or a workspace account id or userName.
         person: String,
@@ -408,6 +448,17 @@ SIGTERM); with --no-run, 0.")]
     /// Run the whole job on an embedded example: a sandbox workspace with realistic
     /// drift, 50 people; plan, apply, verify, report, plan again. Exit 0 only if the
     /// workspace converged.
+    #[command(after_help = "\
+Needs no configuration and nothing installed: it writes its own configuration,
+state database and sandbox seeds to --dir and prints the commands to run next.
+
+Exit codes: 0 the workspace converged and the second plan is empty; 4 or above
+(the reconcile's own code) when it did not; 1 an error.
+
+Examples:
+  seatwarden demo
+  seatwarden demo --dir /tmp/seatwarden-demo
+  seatwarden --config seatwarden-demo/seatwarden.toml report")]
     Demo {
         /// Where the demo keeps its state database and files (printed). Each demo
         /// replaces them; a directory the demo did not make must be new or empty,
@@ -417,6 +468,16 @@ SIGTERM); with --no-run, 0.")]
     },
     /// Serve an in-process SCIM 2.0 sandbox workspace, to rehearse a configuration
     /// against a copy of a workspace. Runs until interrupted (Ctrl-C, SIGTERM).
+    #[command(after_help = "\
+Serves on 127.0.0.1 only, keeps everything in memory (the seed file is only
+read) and prints its URL and token on stderr.
+
+Exit codes: 0 stopped by Ctrl-C or SIGTERM, 1 an error (the port is taken, the
+seed is refused).
+
+Examples:
+  seatwarden sandbox --seed seatwarden-demo/workspace.json --port 8089 --token demo-token
+  seatwarden sandbox --latency-ms 80 --rate-429 0.05 --retry-after 2")]
     Sandbox {
         /// Seed: JSON `{"users": [SCIM Users], "groups": [SCIM Groups]}` (other keys,
         /// or neither, are refused); an empty workspace if absent.
@@ -438,12 +499,26 @@ SIGTERM); with --no-run, 0.")]
     /// /healthz, /readyz, /metrics, /status and, with a trigger token, POST /reconcile.
     /// Notifies systemd (Type=notify, watchdog). SIGHUP reloads the configuration;
     /// SIGTERM lets running work finish (at most 30 s) and exits 0.
+    #[command(after_help = "\
+Exit codes: 0 stopped by SIGTERM or SIGINT; 1 it could not start (an invalid
+configuration or credential, the state database, the listener's address taken,
+or another daemon already running on the same state database).
+
+Example (systemd/seatwarden.service runs it so):
+  seatwarden --config /etc/seatwarden/seatwarden.toml --log-format json daemon")]
     Daemon,
     /// Deprovisions pending and overdue (due times in [report] timezone), recent
     /// verified ones with their latency, each daemon job's last run and, while a
     /// daemon runs, its next, the circuit breaker when not closed, and the last
     /// reconcile's actions by state. Reads the state database; exit 7 when any
     /// deprovision is overdue.
+    #[command(after_help = "\
+Exit codes: 0 nothing is overdue, 7 some deprovisions are overdue, 1 an error (no
+state database at state.path).
+
+Examples:
+  seatwarden status
+  seatwarden status --format json")]
     Status {
         #[arg(long, value_enum, default_value_t = StatusFormat::Text)]
         format: StatusFormat,
@@ -456,13 +531,29 @@ The address checked is the first of: --listen; SEATWARDEN__HTTP__LISTEN (the
 variable the daemon itself reads, so a container's environment answers for both);
 [http] listen read alone from the configuration file (the rest of the file is not
 looked at, so an edit breaking another key does not fail the check); the default
-127.0.0.1:9464. A wildcard address (0.0.0.0, [::]) is reached on loopback.")]
+127.0.0.1:9464. A wildcard address (0.0.0.0, [::]) is reached on loopback.
+
+Exit codes: 0 healthy, 1 not (no answer, or not 200).
+
+Examples:
+  seatwarden healthcheck                          as the Dockerfile's HEALTHCHECK runs it
+  seatwarden healthcheck --listen 127.0.0.1:9464")]
     Healthcheck {
         /// The daemon's listen address, e.g. 127.0.0.1:9464.
         #[arg(long, value_name = "ADDR")]
         listen: Option<std::net::SocketAddr>,
     },
     /// Print a stored drift report.
+    #[command(after_help = "\
+Reads the state database only; nothing is sent to the workspace or the directory.
+
+Exit codes: 0 printed (or, with --email, sent), 1 an error (no such run, a run
+without a report, no state database; with --email, no [report.email] or a message
+not sent yet, which `seatwarden send-mail` retries).
+
+Examples:
+  seatwarden report --format json
+  seatwarden report --run 42 --format markdown > run-42.md")]
     Report {
         /// `latest` (the newest run that has a report) or a run id.
         #[arg(long, default_value = "latest", value_parser = report_run)]
@@ -475,6 +566,13 @@ looked at, so an edit breaking another key does not fail the check); the default
     },
     /// Print (or email) the digest of a period: state, runs and actions, current
     /// drift with the people concerned, held actions, trend.
+    #[command(after_help = "\
+Exit codes: 0 printed (or, with --email, sent), 1 an error (no state database;
+with --email, no [report.email] or a message not sent yet).
+
+Examples:
+  seatwarden digest --period 7d
+  seatwarden digest --format html > digest.html")]
     Digest {
         /// The period ending now, e.g. `24h`, `7d`.
         #[arg(long, default_value = "24h", value_parser = period)]
@@ -489,6 +587,12 @@ looked at, so an edit breaking another key does not fail the check); the default
     /// from the latest stored snapshots (nothing is read from the directory or the
     /// workspace).
     #[command(after_help = "\
+Exit codes: 0 written, 1 an error (no stored snapshot yet: run `seatwarden plan`
+first; no state database).
+
+Example, the access review:
+  seatwarden export access > access-review.csv
+
 A rehearsal against a copy of the workspace, nothing of it written:
   seatwarden export workspace > workspace.json
   seatwarden sandbox --seed workspace.json --port 8089 --token rehearsal
@@ -507,7 +611,10 @@ service's state): `seatwarden --config rehearsal.toml plan`.")]
     /// Send the messages waiting in the outbox (retrying transient failures).
     #[command(after_help = "\
 Exit codes: 0 nothing left to send, 1 messages still wait (a transient failure: run it
-again later), 4 the mail server refused a message for good (fix [report.email]).")]
+again later), 4 the mail server refused a message for good (fix [report.email]).
+
+Example (the daemon's mail job does the same every minute):
+  seatwarden send-mail")]
     SendMail,
 }
 

@@ -6,19 +6,23 @@
 //! the levels, e.g. `SEATWARDEN__WORKSPACE__PAGE_SIZE=50`; lists take commas, e.g.
 //! `SEATWARDEN__POLICY__SCOPE_GROUPS="Taskade Users,Contractors"`). Any other
 //! variable starting with `SEATWARDEN_` but the binary's own ([`OWN_VARIABLES`])
-//! is not read and is warned about (`SEATWARDEN_STATE_PATH`, one `_` for `__`).
+//! and its shipped scripts' ([`TOOL_VARIABLES`]) is not read and is warned about
+//! (`SEATWARDEN_STATE_PATH`, one `_` for `__`).
 //!
 //! Unknown keys and wrong types are errors naming the key and the file, an
-//! unknown or missing key with the keys or values accepted there: a number
+//! unknown or missing key with the keys or values accepted there (a missing
+//! required key with what it holds and an example): a number
 //! or boolean written in quotes too, which the `config` crate would convert; a
 //! variable's text is read strictly as the key's type (`true`/`false`). Relative
 //! paths are relative to the directory holding the configuration file, so a unit
-//! file can point at `/etc/seatwarden/seatwarden.toml` from anywhere. Secrets (the
+//! file can point at `/etc/seatwarden/seatwarden.toml` from anywhere; a file that
+//! cannot be read says what to do ([`Config::unreadable_file_hint`]), and where a
+//! relative path was taken from. Secrets (the
 //! workspace `token`, the SMTP `password`) can be given inline or as `token_file` /
 //! `password_file` (systemd credentials, container secrets); they are held as
 //! `SecretString` and print as `[redacted]`. A secret file (every `*_file` key
 //! but certificates and CAs) is taken as it is but for the line break(s) at its
-//! end (LF or CRLF): a password that begins or ends with a space keeps it, as it
+//! end (LF or CRLF) and a byte order mark at its start: a password that begins or ends with a space keeps it, as it
 //! does inline ([`crate::directory::secret_in_file`]); tokens, client secrets and
 //! keys lose surrounding whitespace, which none has
 //! ([`crate::directory::token_in_file`]); the workspace token must then be one
@@ -61,12 +65,14 @@ pub enum ConfigError {
         key: String,
         message: String,
     },
-    #[error("{path}: key `{key}`: cannot read secret file {file}: {source}")]
+    #[error("{path}: key `{key}`: cannot read secret file {file}: {source}{hint}")]
     SecretFile {
         path: PathBuf,
         key: String,
         file: PathBuf,
         source: std::io::Error,
+        /// What to do about it ([`Config::unreadable_file_hint`]), or empty.
+        hint: String,
     },
 }
 
@@ -108,7 +114,18 @@ pub struct Config {
     /// one `_` for `__`), nor one of [`OWN_VARIABLES`]: not read, and warned about.
     #[serde(skip)]
     pub unread_variables: Vec<String>,
+    /// The keys whose path was relative as written (in the file or a variable),
+    /// with that text: they are taken from the configuration file's folder, which
+    /// a file not found there must say, as people expect the working directory.
+    #[serde(skip)]
+    pub relative_paths: std::collections::BTreeMap<&'static str, PathBuf>,
 }
+
+/// Variables the tools shipped beside the binary read, documented for operators
+/// to set (`systemd/seatwarden-admin`'s `SEATWARDEN_BIN`, `scripts/check-systemd.sh`'s
+/// `SEATWARDEN_MAX_EXPOSURE`, named in `systemd/README.md`): set in a shell for
+/// them, they are no misspelt override, so not warned about either.
+pub const TOOL_VARIABLES: [&str; 2] = ["SEATWARDEN_BIN", "SEATWARDEN_MAX_EXPOSURE"];
 
 /// The variables the binary reads itself (`--config`, the operator named in the
 /// audit trail, the sandbox's token): all others that start with `SEATWARDEN_`
@@ -980,6 +997,25 @@ impl Config {
         env.retain(|name, _| name.starts_with(&prefix));
         let variables: Vec<String> = env.keys().cloned().collect();
         let key_of = key_of_variable;
+        // `SEATWARDEN__POLICY__MAPPING__0__ROLE` reaches the `config` crate as a
+        // table where a list is, and its error, which names no origin, would
+        // blame the file: the variable is named here, as for
+        // `SEATWARDEN__POLICY__MAPPING` itself.
+        let mut mapping_variables: Vec<&String> = variables
+            .iter()
+            .filter(|name| {
+                let key = key_of(name);
+                key == "policy.mapping" || key.starts_with("policy.mapping.")
+            })
+            .collect();
+        mapping_variables.sort();
+        if let Some(name) = mapping_variables.first() {
+            return Err(ConfigError::Key {
+                path: PathBuf::from(format!("environment variable {name}")),
+                key: key_of(name),
+                message: MAPPING_FROM_FILE_ONLY.to_owned(),
+            });
+        }
         // Values stay text (no `try_parsing`): parsed, `0123456` would become the
         // number 123456 and a secret `true` a boolean, handed back as other text.
         // Numbers and booleans are read from text where a key wants them. Lists
@@ -1162,22 +1198,28 @@ impl Config {
 
     fn resolve_paths(&mut self) {
         let base = self.base_dir();
-        let resolve = |p: &mut PathBuf| {
+        let mut relative = std::collections::BTreeMap::new();
+        let mut resolve = |key: &'static str, p: &mut PathBuf| {
             if p.is_relative() {
+                relative.insert(key, p.clone());
                 *p = base.join(&*p);
             }
         };
         match &mut self.directory {
-            DirectoryConfig::File { path } => resolve(path),
+            DirectoryConfig::File { path } => resolve("directory.path", path),
             DirectoryConfig::Okta {
                 token_file,
                 private_key_file,
                 ca_file,
                 ..
             } => {
-                token_file.iter_mut().for_each(resolve);
-                private_key_file.iter_mut().for_each(resolve);
-                ca_file.iter_mut().for_each(resolve);
+                for (key, file) in [
+                    ("directory.token_file", token_file),
+                    ("directory.private_key_file", private_key_file),
+                    ("directory.ca_file", ca_file),
+                ] {
+                    file.iter_mut().for_each(|p| resolve(key, p));
+                }
             }
             DirectoryConfig::Entra {
                 client_secret_file,
@@ -1186,54 +1228,122 @@ impl Config {
                 ca_file,
                 ..
             } => {
-                client_secret_file.iter_mut().for_each(resolve);
-                certificate_file.iter_mut().for_each(resolve);
-                private_key_file.iter_mut().for_each(resolve);
-                ca_file.iter_mut().for_each(resolve);
+                for (key, file) in [
+                    ("directory.client_secret_file", client_secret_file),
+                    ("directory.certificate_file", certificate_file),
+                    ("directory.private_key_file", private_key_file),
+                    ("directory.ca_file", ca_file),
+                ] {
+                    file.iter_mut().for_each(|p| resolve(key, p));
+                }
             }
             DirectoryConfig::Ldap {
                 ca_file,
                 bind_password_file,
                 ..
             } => {
-                ca_file.iter_mut().for_each(resolve);
-                bind_password_file.iter_mut().for_each(resolve);
+                for (key, file) in [
+                    ("directory.ca_file", ca_file),
+                    ("directory.bind_password_file", bind_password_file),
+                ] {
+                    file.iter_mut().for_each(|p| resolve(key, p));
+                }
             }
             DirectoryConfig::Scim {
                 token_file,
                 ca_file,
                 ..
             } => {
-                token_file.iter_mut().for_each(resolve);
-                ca_file.iter_mut().for_each(resolve);
+                for (key, file) in [
+                    ("directory.token_file", token_file),
+                    ("directory.ca_file", ca_file),
+                ] {
+                    file.iter_mut().for_each(|p| resolve(key, p));
+                }
             }
         }
         if let Some(file) = &mut self.workspace.token_file {
-            resolve(file);
+            resolve("workspace.token_file", file);
         }
         if let Some(file) = &mut self.workspace.ca_file {
-            resolve(file);
+            resolve("workspace.ca_file", file);
         }
-        resolve(&mut self.state.path);
+        resolve("state.path", &mut self.state.path);
         if let Some(file) = &mut self.http.trigger_token_file {
-            resolve(file);
+            resolve("http.trigger_token_file", file);
         }
         if let Some(email) = &mut self.report.email {
             if let Some(file) = &mut email.password_file {
-                resolve(file);
+                resolve("report.email.password_file", file);
             }
             if let Some(file) = &mut email.ca_file {
-                resolve(file);
+                resolve("report.email.ca_file", file);
             }
+        }
+        self.relative_paths = relative;
+    }
+
+    /// What to do about a file `key` names that could not be read, after the
+    /// system's reason: where a relative path was taken from (the configuration
+    /// file's folder, not the working directory), what a missing file needs, and
+    /// who must be able to read one refused. Empty for other failures.
+    pub fn unreadable_file_hint(&self, key: &str, error: &std::io::Error) -> String {
+        use std::io::ErrorKind;
+        match (error.kind(), self.relative_paths.get(key)) {
+            (ErrorKind::NotFound, Some(written)) => format!(
+                "; {key} is the relative path {:?}, taken from the configuration file's \
+                 folder {}, not from the working directory: write it as an absolute path \
+                 if the file is elsewhere",
+                written.display().to_string(),
+                self.base_dir().display()
+            ),
+            (ErrorKind::NotFound, None) => {
+                format!("; create it, or point {key} at the right file")
+            }
+            // `read_to_string` refuses text that is not UTF-8: Windows PowerShell's
+            // `Out-File` and `>` write UTF-16.
+            (ErrorKind::InvalidData, _) => "; save it as UTF-8 text (Windows PowerShell's \
+                                            `Out-File` and `>` write UTF-16: use \
+                                            `Set-Content -Encoding ascii`)"
+                .to_owned(),
+            (ErrorKind::IsADirectory, _) => {
+                format!("; that is a folder: point {key} at the file in it")
+            }
+            (ErrorKind::PermissionDenied, _) => format!(
+                "; it must be readable by the user seatwarden runs as (the service's \
+                 user; for a secret, owned by it with mode 0600 or 0400), or point {key} \
+                 at a copy that is"
+            ),
+            _ => String::new(),
         }
     }
 
     /// The certificates of a `ca_file` key ([`crate::http::read_ca_file`]).
     fn ca_pem(&self, key: &str, file: Option<&Path>) -> Result<Option<Vec<u8>>, ConfigError> {
         file.map(|file| {
-            crate::http::read_ca_file(file).map_err(|e| self.key_error(key, e.to_string()))
+            crate::http::read_ca_file(file).map_err(|e| {
+                let hint = match &e {
+                    crate::http::CaFileError::Unreadable { source, .. } => {
+                        self.unreadable_file_hint(key, source)
+                    }
+                    _ => String::new(),
+                };
+                self.key_error(key, format!("{e}{hint}"))
+            })
         })
         .transpose()
+    }
+
+    /// A secret file `key` names could not be read: the error names the key, the
+    /// file and what to do ([`Config::unreadable_file_hint`]).
+    fn secret_file_error(&self, key: &str, file: &Path, source: std::io::Error) -> ConfigError {
+        ConfigError::SecretFile {
+            path: self.origin_of(key),
+            key: key.to_owned(),
+            file: file.to_owned(),
+            hint: self.unreadable_file_hint(key, &source),
+            source,
+        }
     }
 
     fn key_error(&self, key: &str, message: impl Into<String>) -> ConfigError {
@@ -1359,12 +1469,15 @@ impl Config {
         for (key, secret) in self.inline_secrets() {
             if secret.expose_secret().trim().is_empty() {
                 let file = key.rsplit('.').next().unwrap_or(key);
+                // The error names where it came from: a variable set but empty (a
+                // shell's unset `$TOKEN`), or the file's `""`.
+                let what = match self.from_env.contains(key) {
+                    true => "is empty: the variable is set, to nothing",
+                    false => "is empty",
+                };
                 return Err(self.key_error(
                     key,
-                    format!(
-                        "is empty (an empty environment variable?): set the secret, or \
-                         {file}_file"
-                    ),
+                    format!("{what}; set the secret, or {file}_file instead of {file}"),
                 ));
             }
             if key == "directory.token"
@@ -1731,14 +1844,7 @@ impl Config {
             Some(zone) => ("report.timezone", zone),
             None => ("schedule.timezone", &self.schedule.timezone),
         };
-        zone.parse().map_err(|_| {
-            self.key_error(
-                key,
-                format!(
-                    "unknown time zone {zone:?}; use an IANA name such as Europe/Berlin or UTC"
-                ),
-            )
-        })
+        parse_time_zone(zone).map_err(|e| self.key_error(key, e))
     }
 
     /// Reads every secret (never printing it) and parses every key, certificate and
@@ -1766,10 +1872,34 @@ impl Config {
             .map_err(|e| self.directory_error(e))
     }
 
+    /// [`Config::unreadable_file_hint`] for a directory error about a file the
+    /// configuration names (the export, a secret file); empty for any other.
+    pub fn directory_file_hint(&self, e: &crate::directory::DirectoryError) -> String {
+        use crate::directory::DirectoryError;
+        match e {
+            DirectoryError::Io { source, .. } => {
+                self.unreadable_file_hint("directory.path", source)
+            }
+            DirectoryError::SecretFile { key, source, .. } => {
+                self.unreadable_file_hint(key, source)
+            }
+            _ => String::new(),
+        }
+    }
+
     fn directory_error(&self, e: crate::directory::DirectoryError) -> ConfigError {
+        use crate::directory::DirectoryError;
+        // The file's error names the key; where its value came from (a variable)
+        // goes in front, as for every other key.
+        let path = match &e {
+            DirectoryError::Io { .. } => self.origin_of("directory.path"),
+            DirectoryError::SecretFile { key, .. } => self.origin_of(key),
+            _ => self.source.clone(),
+        };
+        let hint = self.directory_file_hint(&e);
         ConfigError::Invalid {
-            path: self.source.clone(),
-            message: format!("directory: {e}"),
+            path,
+            message: format!("directory: {e}{hint}"),
         }
     }
 
@@ -1784,13 +1914,9 @@ impl Config {
         let password = match (&email.password, &email.password_file) {
             (Some(password), _) => Some(password.clone()),
             (None, Some(file)) => {
-                let text =
-                    std::fs::read_to_string(file).map_err(|source| ConfigError::SecretFile {
-                        path: self.origin_of("report.email.password_file"),
-                        key: "report.email.password_file".into(),
-                        file: file.clone(),
-                        source,
-                    })?;
+                let text = std::fs::read_to_string(file).map_err(|source| {
+                    self.secret_file_error("report.email.password_file", file, source)
+                })?;
                 let password = secret_in_file(&text).ok_or_else(|| {
                     self.key_error(
                         "report.email.password_file",
@@ -2456,12 +2582,8 @@ impl Config {
             return Ok(token.clone());
         }
         let file = self.workspace.token_file.clone().unwrap_or_default();
-        let text = std::fs::read_to_string(&file).map_err(|source| ConfigError::SecretFile {
-            path: self.origin_of("workspace.token_file"),
-            key: "workspace.token_file".into(),
-            file: file.clone(),
-            source,
-        })?;
+        let text = std::fs::read_to_string(&file)
+            .map_err(|source| self.secret_file_error("workspace.token_file", &file, source))?;
         let token = token_in_file(&text).ok_or_else(|| {
             self.key_error(
                 "workspace.token_file",
@@ -2735,15 +2857,8 @@ impl Config {
         let cron = |key: &str, pattern: &str| {
             Schedule::parse(pattern).map_err(|e| self.key_error(key, e.to_string()))
         };
-        let timezone: chrono_tz::Tz = self.schedule.timezone.parse().map_err(|_| {
-            self.key_error(
-                "schedule.timezone",
-                format!(
-                    "unknown time zone {:?}: use an IANA name such as \"Europe/Berlin\" or \"UTC\"",
-                    self.schedule.timezone
-                ),
-            )
-        })?;
+        let timezone = parse_time_zone(&self.schedule.timezone)
+            .map_err(|e| self.key_error("schedule.timezone", e))?;
         let digest = match self.schedule.digest.trim() {
             "" => None,
             pattern => Some(cron("schedule.digest", pattern)?),
@@ -2789,12 +2904,8 @@ impl Config {
         let Some(file) = &self.http.trigger_token_file else {
             return Ok(None);
         };
-        let text = std::fs::read_to_string(file).map_err(|source| ConfigError::SecretFile {
-            path: self.origin_of("http.trigger_token_file"),
-            key: "http.trigger_token_file".into(),
-            file: file.clone(),
-            source,
-        })?;
+        let text = std::fs::read_to_string(file)
+            .map_err(|source| self.secret_file_error("http.trigger_token_file", file, source))?;
         let token = token_in_file(&text).ok_or_else(|| {
             self.key_error(
                 "http.trigger_token_file",
@@ -2941,6 +3052,7 @@ fn is_unread_variable(name: &str) -> bool {
     upper.starts_with(&format!("{ENV_PREFIX}_"))
         && !name.starts_with(&format!("{ENV_PREFIX}__"))
         && !OWN_VARIABLES.contains(&name)
+        && !TOOL_VARIABLES.contains(&name)
 }
 
 /// `STATE_PATH` split at the tables of `table` it names: `STATE__PATH`,
@@ -2983,7 +3095,7 @@ fn value_at<'a>(table: &'a toml::Table, key: &str) -> Option<&'a toml::Value> {
 
 /// Turns the `config` crate's errors into ones that name the file and the key.
 /// A value that came from the environment names the variable instead of the file.
-/// Where a value came from: the file, another file, or an environment variable.
+/// Where a value came from: the file or an environment variable.
 fn value_source(path: &Path, origin: Option<String>, key: Option<&str>) -> PathBuf {
     match origin.filter(|o| !o.is_empty()) {
         Some(o) if o == "the environment" => PathBuf::from(match key {
@@ -2993,8 +3105,10 @@ fn value_source(path: &Path, origin: Option<String>, key: Option<&str>) -> PathB
             ),
             None => "the environment".to_owned(),
         }),
-        Some(o) => PathBuf::from(o),
-        None => path.to_owned(),
+        // The file's own values: the `config` crate records the file as it
+        // opened it, relative to the working directory when under it, where every
+        // other error names the path given (`--config`).
+        Some(_) | None => path.to_owned(),
     }
 }
 
@@ -3216,6 +3330,93 @@ fn locate_in_directory_table(raw: &config::Config, file: &Path, error: ConfigErr
     }
 }
 
+/// What a required key holds, for the error that says it is missing: a first
+/// configuration written from scratch meets these before any other.
+fn what_a_required_key_holds(key: &str, directory_kind: Option<String>) -> Option<String> {
+    // `policy.mapping[2].role` is any mapping's `role`.
+    let general: String = match (key.find('['), key.find(']')) {
+        (Some(open), Some(close)) if open < close => {
+            format!("{}{}", &key[..open], &key[close + 1..])
+        }
+        _ => key.to_owned(),
+    };
+    Some(match general.as_str() {
+        "workspace.url" => "the workspace's SCIM base URL, up to and including the version, \
+                            such as url = \"https://www.taskade.com/scim/v2\""
+            .to_owned(),
+        "directory.path" => "the directory export, a .json or .csv file (README: Directory \
+                             file format), such as path = \"directory.json\""
+            .to_owned(),
+        "policy.mapping.group" => "the directory group whose members this mapping gives \
+                                   access, such as group = \"Engineering\""
+            .to_owned(),
+        "policy.mapping.workspace_group" => "the workspace group (the SCIM Group's \
+                                             displayName: a workspace or folder) they are put \
+                                             in, such as workspace_group = \"Engineering\""
+            .to_owned(),
+        "policy.mapping.role" => {
+            let roles: Vec<String> = Role::ALL.iter().rev().map(|r| format!("`{r}`")).collect();
+            format!("the role the mapping gives, one of {}", roles.join(", "))
+        }
+        "report.email.smtp_url" | "report.email.from" | "report.email.to" => {
+            "[report.email] needs smtp_url, from and to, such as smtp_url = \
+             \"smtp://127.0.0.1:25\", from = \"seatwarden@example.com\", to = \
+             [\"it-security@example.com\"]"
+                .to_owned()
+        }
+        other if other.starts_with("directory.") => match directory_kind.as_deref() {
+            Some(kind) if DIRECTORY_KINDS.contains(&kind) && kind != "file" => {
+                format!("config/{kind}.example.toml shows every key of a kind = {kind:?} directory")
+            }
+            _ => return None,
+        },
+        _ => return None,
+    })
+}
+
+/// An IANA time zone (`schedule.timezone`, `report.timezone`). Refused, the
+/// message names the zone meant when the name differs only in case
+/// (`europe/berlin`) or is a zone's city alone (`Berlin`), as people write them.
+fn parse_time_zone(zone: &str) -> Result<chrono_tz::Tz, String> {
+    if let Ok(tz) = zone.parse() {
+        return Ok(tz);
+    }
+    let typed = zone.trim();
+    let city = |name: &str| name.rsplit('/').next().unwrap_or(name).replace('_', " ");
+    let mut meant: Vec<&str> = chrono_tz::TZ_VARIANTS
+        .iter()
+        .map(|tz| tz.name())
+        .filter(|name| name.eq_ignore_ascii_case(typed))
+        .collect();
+    if meant.is_empty() && !typed.is_empty() {
+        meant = chrono_tz::TZ_VARIANTS
+            .iter()
+            .map(|tz| tz.name())
+            .filter(|name| {
+                name.contains('/') && city(name).eq_ignore_ascii_case(&typed.replace('_', " "))
+            })
+            .collect();
+    }
+    let names: Vec<String> = meant
+        .iter()
+        .take(3)
+        .map(|name| format!("{name:?}"))
+        .collect();
+    Err(match names.as_slice() {
+        [] => format!(
+            "unknown time zone {zone:?}: use an IANA name such as \"Europe/Berlin\" or \"UTC\""
+        ),
+        _ => format!(
+            "unknown time zone {zone:?}: IANA names are spelt exactly; did you mean {}?",
+            names.join(" or ")
+        ),
+    })
+}
+
+/// Why a `SEATWARDEN__POLICY__MAPPING…` variable is refused.
+const MAPPING_FROM_FILE_ONLY: &str = "the [[policy.mapping]] tables are read from the file \
+     only; no environment variable sets them: unset this one";
+
 /// The kinds of directory source `[directory]` takes, as its `kind` spells them.
 const DIRECTORY_KINDS: [&str; 5] = ["file", "okta", "entra", "ldap", "scim"];
 
@@ -3249,7 +3450,10 @@ fn name_what_is_accepted(error: ConfigError, directory_kind: Option<String>) -> 
                     } else if !key.contains('.') {
                         format!("missing: the file has no [{key}] section, which is required")
                     } else {
-                        "missing".to_owned()
+                        match what_a_required_key_holds(&full_key(key, ""), directory_kind) {
+                            Some(what) => format!("missing: {what}"),
+                            None => "missing".to_owned(),
+                        }
                     };
                     ConfigError::Key {
                         path,
@@ -3294,9 +3498,7 @@ fn in_plain_words(error: ConfigError) -> ConfigError {
             ConfigError::Key {
                 path,
                 key,
-                message: "the [[policy.mapping]] tables are read from the file only; no \
-                          environment variable sets them: unset this one"
-                    .to_owned(),
+                message: MAPPING_FROM_FILE_ONLY.to_owned(),
             }
         }
         // The `url` crate's words for a URL typed as one (the directory's `url`,
@@ -3694,7 +3896,10 @@ fn span(duration: chrono::Duration) -> String {
 #[cfg(unix)]
 fn loose_secret_file(key: &str, file: &Path) -> Option<String> {
     use std::os::unix::fs::PermissionsExt;
-    let mode = std::fs::metadata(file).ok()?.permissions().mode() & 0o777;
+    // A folder named where the file should be (the credentials folder itself) is
+    // refused when it is read; its 0755 is no secret's mode to warn about.
+    let metadata = std::fs::metadata(file).ok().filter(|m| m.is_file())?;
+    let mode = metadata.permissions().mode() & 0o777;
     let read_by_others = mode & 0o004 != 0;
     let changed_by_others = mode & 0o022 != 0;
     let exposure = match (read_by_others, changed_by_others) {
@@ -3913,7 +4118,11 @@ token = "s3cr3t-token-value"
             .unwrap_err()
             .to_string();
         assert!(
-            error.ends_with("seatwarden.toml: key `workspace.url`: missing"),
+            error.ends_with(
+                "seatwarden.toml: key `workspace.url`: missing: the workspace's SCIM base URL, \
+                 up to and including the version, such as url = \
+                 \"https://www.taskade.com/scim/v2\""
+            ),
             "{error}"
         );
         // The list is serde's own, as it words a kind it does not know.

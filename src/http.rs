@@ -307,6 +307,11 @@ pub fn status_is_transient(status: u16) -> bool {
     matches!(status, 408 | 429) || (status >= 500 && status != 501)
 }
 
+/// How [`describe_failure`] begins a request that got no connection, or no
+/// answer in time (the callers that tell the operator to check the URL match it).
+pub(crate) const CONNECTION_FAILED: &str = "connection failed";
+pub(crate) const TIMED_OUT: &str = "timed out";
+
 /// Why a request got no HTTP answer, with the cause chain ("timed out: …",
 /// "connection failed: …", "TLS certificate refused: …"), and whether another
 /// attempt may help. reqwest's own Display carries the URL, never headers;
@@ -325,13 +330,13 @@ pub fn describe_failure(e: &reqwest::Error) -> (String, bool) {
     });
     let to = server.map(|s| format!(" ({s})")).unwrap_or_default();
     let mut message = if e.is_timeout() {
-        format!("timed out{to}")
+        format!("{TIMED_OUT}{to}")
     } else if certificate {
         format!("TLS certificate refused{to}")
     } else if tls.is_some() {
         format!("TLS handshake failed{to}")
     } else if e.is_connect() {
-        format!("connection failed{to}")
+        format!("{CONNECTION_FAILED}{to}")
     } else {
         format!("request failed{to}")
     };
@@ -348,6 +353,13 @@ pub fn describe_failure(e: &reqwest::Error) -> (String, bool) {
              SSL_CERT_FILE) and name the host in the URL",
         );
     }
+    if tls.is_some_and(not_tls) {
+        message.push_str(
+            "; the server on that port does not speak TLS: if it serves plain HTTP (a \
+             sandbox, a sidecar on loopback), the URL starts with http://; else check \
+             the port",
+        );
+    }
     // A builder error (bad URL) will not fix itself, nor will a certificate this
     // host does not trust or a handshake the two sides cannot agree on: retrying
     // them only delays the error by the whole backoff. Everything else that failed
@@ -360,10 +372,22 @@ pub fn describe_failure(e: &reqwest::Error) -> (String, bool) {
 }
 
 /// A TLS failure that the next attempt meets again: a certificate this host does
-/// not accept, or protocol versions and ciphers the two sides do not share. Not an
-/// alert the server sent or a connection cut mid-handshake.
+/// not accept, protocol versions and ciphers the two sides do not share, or a
+/// server that does not speak TLS at all ([`not_tls`]). Not an alert the server
+/// sent or a connection cut mid-handshake.
 pub(crate) fn tls_fails_for_good(e: &rustls::Error) -> bool {
-    is_certificate_error(e) || matches!(e, rustls::Error::PeerIncompatible(_))
+    is_certificate_error(e) || matches!(e, rustls::Error::PeerIncompatible(_)) || not_tls(e)
+}
+
+/// The server answered the TLS hello with something that is no TLS record: a
+/// plain-HTTP (or plain SMTP) port asked with `https://` (`smtps://`), as a
+/// sandbox or a sidecar on loopback is. What it answers first is text, whose
+/// first byte is no TLS content type.
+pub(crate) fn not_tls(e: &rustls::Error) -> bool {
+    matches!(
+        e,
+        rustls::Error::InvalidMessage(rustls::InvalidMessage::InvalidContentType)
+    )
 }
 
 /// The rustls error behind a failure, if the TLS handshake is what failed.
@@ -437,13 +461,20 @@ mod tests {
     /// Only what the next attempt meets again stops the retries: an alert from the
     /// far side (a load balancer mid-rotation) is retried.
     #[test]
-    fn only_certificate_and_incompatibility_failures_are_final() {
+    fn only_certificate_incompatibility_and_non_tls_failures_are_final() {
         use rustls::{AlertDescription, CertificateError, Error, PeerIncompatible};
         assert!(tls_fails_for_good(&Error::InvalidCertificate(
             CertificateError::UnknownIssuer
         )));
         assert!(tls_fails_for_good(&Error::PeerIncompatible(
             PeerIncompatible::NoCipherSuitesInCommon
+        )));
+        // A plain-HTTP port answers text: the next attempt gets the same.
+        assert!(tls_fails_for_good(&Error::InvalidMessage(
+            rustls::InvalidMessage::InvalidContentType
+        )));
+        assert!(!tls_fails_for_good(&Error::InvalidMessage(
+            rustls::InvalidMessage::MessageTooShort
         )));
         assert!(!tls_fails_for_good(&Error::AlertReceived(
             AlertDescription::HandshakeFailure

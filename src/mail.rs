@@ -61,7 +61,18 @@ pub struct SmtpEndpoint {
 impl SmtpEndpoint {
     /// Parses `smtp://`, `smtp://…?tls=starttls` and `smtps://` URLs.
     pub fn parse(text: &str) -> Result<SmtpEndpoint, String> {
-        let url = url::Url::parse(text).map_err(|e| format!("not a URL: {e}"))?;
+        let url = url::Url::parse(text).map_err(|e| match e {
+            // A host alone (`mail.example.com`), as mail clients take it.
+            url::ParseError::RelativeUrlWithoutBase => {
+                let host = text.trim().trim_start_matches('/');
+                format!(
+                    "not a URL: {text:?} has no scheme; write it in full, such as \
+                     \"smtps://{host}:465\" (TLS), \"smtp://{host}:587?tls=starttls\" or, to \
+                     a local relay, \"smtp://{host}:25\""
+                )
+            }
+            e => format!("not a URL: {e}"),
+        })?;
         if !url.username().is_empty() || url.password().is_some() {
             return Err(
                 "credentials do not belong in the URL; set report.email.username and \

@@ -73,6 +73,14 @@ pub enum RunError {
     Config(#[from] ConfigError),
     #[error("reading the directory: {0}")]
     Directory(#[from] DirectoryError),
+    /// A file the configuration names for the directory (the export, a secret
+    /// file) could not be read: with what to do about it
+    /// ([`Config::directory_file_hint`]).
+    #[error("reading the directory: {error}{hint}")]
+    DirectoryFile {
+        error: Box<DirectoryError>,
+        hint: String,
+    },
     #[error("reading the workspace: {0}")]
     Workspace(WorkspaceError),
     /// A read of the run was answered 401 or 403 (the first, discovery, or one
@@ -80,6 +88,11 @@ pub enum RunError {
     /// later request can do better, and only a human can fix the token.
     #[error("reading the workspace: {0}; {hint}", hint = crate::workspace::CHECK_TOKEN)]
     TokenRefused(WorkspaceError),
+    /// A read of the run got no connection, or no answer in time, past its
+    /// retries: a host or port mistyped in `workspace.url`, DNS, a firewall or a
+    /// proxy, which the operator is told to check.
+    #[error("reading the workspace: {0}; {hint}", hint = crate::workspace::CHECK_REACHABLE)]
+    Unreachable(WorkspaceError),
     #[error("state database: {0}")]
     Store(#[from] StoreError),
     #[error("applying the plan: {0}")]
@@ -163,11 +176,29 @@ impl StoppedRun {
     }
 }
 
-/// A read's 401 or 403 is the token's fault, whichever read of the run met it.
+impl RunError {
+    /// A directory read's error, with what to do when it is about a file the
+    /// configuration names.
+    pub fn directory(config: &Config, error: DirectoryError) -> RunError {
+        let hint = config.directory_file_hint(&error);
+        if hint.is_empty() {
+            RunError::Directory(error)
+        } else {
+            RunError::DirectoryFile {
+                error: Box::new(error),
+                hint,
+            }
+        }
+    }
+}
+
+/// A read's 401 or 403 is the token's fault, whichever read of the run met it; a
+/// read that reached nothing is the URL's or the network's.
 impl From<WorkspaceError> for RunError {
     fn from(e: WorkspaceError) -> RunError {
         match e.status() {
             Some(401 | 403) => RunError::TokenRefused(e),
+            _ if e.is_unreachable() => RunError::Unreachable(e),
             _ => RunError::Workspace(e),
         }
     }
@@ -183,7 +214,10 @@ impl crate::retry::Transient for RunError {
             | RunError::Stopped { .. }
             | RunError::StoppedReading => false,
             RunError::Directory(e) => e.is_transient(),
-            RunError::Workspace(e) | RunError::TokenRefused(e) => e.is_transient(),
+            RunError::DirectoryFile { error, .. } => error.is_transient(),
+            RunError::Workspace(e) | RunError::TokenRefused(e) | RunError::Unreachable(e) => {
+                e.is_transient()
+            }
             RunError::AccountsUnread(unread) => unread.transient,
             // Tried again by the retry job in any case.
             RunError::DeprovisionsUnwritten(_) => true,
@@ -740,7 +774,12 @@ async fn pipeline(
     // directory snapshot is stored and the links are loaded on the blocking pool:
     // against a remote workspace that costs no time at all.
     let read_directory = async {
-        let snapshot = Arc::new(directory.snapshot().await?);
+        let snapshot = Arc::new(
+            directory
+                .snapshot()
+                .await
+                .map_err(|e| RunError::directory(config, e))?,
+        );
         tracing::info!(identities = snapshot.identities.len(), source = %directory.describe(), "directory read");
         let saving = {
             let store = Arc::clone(store);

@@ -297,7 +297,9 @@ pub async fn sweep(
     sla: Duration,
 ) -> Result<SweepOutcome, RunError> {
     let cursor = lock(store)?.state_value(CURSOR_KEY)?;
-    let changes = unless_stopped(directory.changes_since(cursor.as_deref())).await??;
+    let changes = unless_stopped(directory.changes_since(cursor.as_deref()))
+        .await?
+        .map_err(|e| RunError::directory(config, e))?;
     let links: HashMap<String, String> = lock(store)?
         .links()?
         .into_iter()

@@ -64,17 +64,26 @@ impl std::fmt::Debug for Secret {
 /// so a password may begin or end with a space as it may inline (an AD bind
 /// password trimmed of its space would fail, and repeated failures lock the
 /// account). `None` when nothing but whitespace is left, which is refused like an
-/// empty inline secret.
+/// empty inline secret. A byte order mark at the start (Notepad, PowerShell's
+/// `Set-Content -Encoding UTF8`) is no part of it: sent, it is a wrong password.
 pub fn secret_in_file(text: &str) -> Option<&str> {
-    let secret = text.trim_end_matches(['\r', '\n']);
+    let secret = without_bom(text).trim_end_matches(['\r', '\n']);
     (!secret.trim().is_empty()).then_some(secret)
 }
 
 /// The token (or client secret) a file holds, without surrounding whitespace: no
 /// token has any, and one pasted with a stray space would otherwise be sent with
-/// it (a trigger token's never matches, as HTTP trims header values).
+/// it (a trigger token's never matches, as HTTP trims header values); nor a
+/// byte order mark, which Windows editors put first and which is not whitespace:
+/// kept, the token is refused with a 401 that sends the operator looking at a
+/// token that is right.
 pub fn token_in_file(text: &str) -> Option<&str> {
-    Some(text.trim()).filter(|token| !token.is_empty())
+    Some(without_bom(text).trim()).filter(|token| !token.is_empty())
+}
+
+/// `text` without the UTF-8 byte order mark (U+FEFF) a file may start with.
+fn without_bom(text: &str) -> &str {
+    text.strip_prefix('\u{feff}').unwrap_or(text)
 }
 
 impl Secret {

@@ -8,6 +8,23 @@ use rusqlite::ErrorCode;
 
 use super::{ActionState, RunId, RunStatus};
 
+/// What to do when the database file could not be created: its folder is
+/// missing, or its user may not write there.
+fn create_hint(error: &std::io::Error) -> &'static str {
+    match error.kind() {
+        std::io::ErrorKind::NotFound => {
+            "; its folder does not exist: create it, writable by the user seatwarden runs \
+             as (systemd's StateDirectory= does for the service), or point state.path \
+             elsewhere"
+        }
+        std::io::ErrorKind::PermissionDenied => {
+            "; the user seatwarden runs as may not write to its folder: give it the folder \
+             (chown), or point state.path elsewhere"
+        }
+        _ => "",
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     /// The database file could not be opened or configured.
@@ -19,7 +36,10 @@ pub enum StoreError {
     },
 
     /// The database file could not be created (a missing directory, no permission).
-    #[error("cannot create the state database {path}: {source}")]
+    #[error(
+        "cannot create the state database {path}: {source}{}",
+        create_hint(source)
+    )]
     Create {
         path: PathBuf,
         #[source]

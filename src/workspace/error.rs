@@ -54,6 +54,19 @@ impl WorkspaceError {
         self.status() == Some(409)
     }
 
+    /// No connection was made, or none answered in time: a wrong host or port in
+    /// `workspace.url`, DNS, a firewall or a proxy, which only the operator can
+    /// check. Told by the words [`crate::http::describe_failure`] starts such a
+    /// message with; not a TLS failure (its message says what to set).
+    pub fn is_unreachable(&self) -> bool {
+        matches!(
+            self,
+            WorkspaceError::Transport { message, .. }
+                if message.starts_with(crate::http::CONNECTION_FAILED)
+                    || message.starts_with(crate::http::TIMED_OUT)
+        )
+    }
+
     pub fn status(&self) -> Option<u16> {
         match self {
             WorkspaceError::Status { status, .. } => Some(*status),

@@ -64,6 +64,10 @@ pub(crate) const WORKSPACE_URL_HINT: &str = "`workspace.url` must be the SCIM ba
 /// What to do about a token the workspace refuses (401, 403): whichever of the two
 /// keys holds it.
 pub(crate) const CHECK_TOKEN: &str = "check workspace.token or the file workspace.token_file names (revoked, expired, or short of a scope)";
+/// What to do about a workspace that cannot be reached at all
+/// ([`WorkspaceError::is_unreachable`]).
+pub(crate) const CHECK_REACHABLE: &str = "check the host and port in workspace.url, and that \
+     this machine reaches that host: DNS, a firewall, or a proxy (HTTPS_PROXY)";
 /// The key a redirect's error points at (the base URL is where it came from); a
 /// SCIM directory source names its own, like [`WORKSPACE_URL_HINT`].
 pub(crate) const WORKSPACE_URL_KEY: &str = "(workspace.url)";

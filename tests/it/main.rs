@@ -43,6 +43,7 @@ mod rename_chain;
 mod report;
 mod resume;
 mod review_s34;
+mod review_s36;
 mod role_groups;
 mod run_recovery;
 mod safety;
