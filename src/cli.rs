@@ -815,18 +815,17 @@ fn run_command(cli: Cli) -> anyhow::Result<u8> {
                     (crate::daemon::DIGEST, settings.digest.as_ref()),
                 ] {
                     let Some(schedule) = schedule else {
-                        eprintln!("  {name:<10} off");
+                        let pattern = config.schedule.digest.trim();
+                        if name == crate::daemon::DIGEST && !pattern.is_empty() {
+                            // Not scheduled: nowhere to send it.
+                            eprintln!(
+                                "  {name:<10} {pattern:<16} off: no [report.email] to send it to"
+                            );
+                        } else {
+                            eprintln!("  {name:<10} off");
+                        }
                         continue;
                     };
-                    // The daemon fires it, finds nowhere to send it and logs a
-                    // warning: next fires would read as digests to expect.
-                    if name == crate::daemon::DIGEST && config.report.email.is_none() {
-                        eprintln!(
-                            "  {name:<10} {:<16} off: no [report.email] to send it to",
-                            schedule.pattern()
-                        );
-                        continue;
-                    }
                     let mut at = now;
                     let mut fires = Vec::new();
                     for _ in 0..2 {

@@ -599,6 +599,7 @@ pub struct DaemonSettings {
     pub timezone: chrono_tz::Tz,
     pub reconcile: Schedule,
     pub sweep: Schedule,
+    /// `schedule.digest`; `None` when empty or when there is no `[report.email]`.
     pub digest: Option<Schedule>,
     pub retention: Duration,
     pub sla: Duration,
@@ -2859,10 +2860,13 @@ impl Config {
         };
         let timezone = parse_time_zone(&self.schedule.timezone)
             .map_err(|e| self.key_error("schedule.timezone", e))?;
+        // Checked either way; without `[report.email]` there is nowhere to send it,
+        // so the daemon does not schedule it (nor does `status` list its next fire).
         let digest = match self.schedule.digest.trim() {
             "" => None,
             pattern => Some(cron("schedule.digest", pattern)?),
-        };
+        }
+        .filter(|_| self.report.email.is_some());
         let positive = |key: &str, text: &str| {
             parse_duration(text)
                 .map_err(|e| self.key_error(key, e))

@@ -731,3 +731,48 @@ fn https_to_a_plain_http_port_fails_at_once_saying_so() {
     assert!(!err.contains("retrying"), "{err}");
     assert!(elapsed < std::time::Duration::from_secs(10), "{elapsed:?}");
 }
+
+/// Without `[report.email]` the digest has nowhere to go: the daemon does not
+/// schedule it (so `status` shows no next digest to expect), and `check-config`
+/// says it is off and why; with `[report.email]` it is scheduled. Before, the
+/// daemon fired it every weekday, logged a warning and recorded a success.
+#[test]
+fn a_digest_with_nowhere_to_go_is_not_scheduled() {
+    let dir = tempfile::tempdir().unwrap();
+    let workspace = "url = \"http://127.0.0.1:9/scim/v2\"\ntoken = \"t\"";
+    let path = write_config(dir.path(), workspace, "");
+    let load = |path: &Path| {
+        seatwarden::config::Config::load_with_env(path, Some(Default::default())).unwrap()
+    };
+    let settings = load(&path).daemon_settings().unwrap();
+    assert!(settings.digest.is_none());
+    let jobs: Vec<&str> = seatwarden::daemon::scheduled_jobs(&settings)
+        .into_iter()
+        .map(|(name, _)| name)
+        .collect();
+    assert!(!jobs.contains(&"digest"), "{jobs:?}");
+    let output = seatwarden(
+        dir.path(),
+        &[],
+        &["--config", path.to_str().unwrap(), "check-config"],
+    );
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert!(
+        stderr(&output)
+            .contains("  digest     0 8 * * 1-5      off: no [report.email] to send it to"),
+        "{}",
+        stderr(&output)
+    );
+
+    let path = write_config(
+        dir.path(),
+        workspace,
+        "\n[report.email]\nsmtp_url = \"smtp://127.0.0.1:25\"\nfrom = \"sw@example.com\"\n\
+         to = [\"it@example.com\"]\n",
+    );
+    let settings = load(&path).daemon_settings().unwrap();
+    assert_eq!(
+        settings.digest.map(|s| s.pattern().to_owned()).as_deref(),
+        Some("0 8 * * 1-5")
+    );
+}
