@@ -3575,7 +3575,7 @@ mod tests {
         assert!(!relist_is_cheaper(5_000, usize::MAX, 8, 8, None, None));
     }
 
-    /// A rename of account `id` from userName `from` to `to`.
+    /// A rename of account `a-{from}` from userName `from` to `to`.
     fn rename(seq: u32, from: &str, to: &str) -> crate::model::Action {
         use crate::model::{Action, ActionKind, Attribute, AttributeChange, DriftKind};
         Action {
