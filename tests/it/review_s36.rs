@@ -776,3 +776,58 @@ fn a_digest_with_nowhere_to_go_is_not_scheduled() {
         Some("0 8 * * 1-5")
     );
 }
+
+/// `SEATWARDEN__WORKSPACE_URL` (one `_` where the section meets the key) was
+/// refused as "unknown field `workspace_url`" with the nine sections, and
+/// nothing said which variable was meant. The error names the spelling meant
+/// now, found by loading the configuration with it: a key with `_` in its name
+/// (`token_file`) is not split, a nested one (`report.email.to`) is found, and
+/// a key that is no section's (`safety.page_size`) is suggested nothing.
+#[test]
+fn an_override_missing_an_underscore_names_the_variable_meant() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(
+        dir.path(),
+        "url = \"https://scim.example.com/scim/v2\"\ntoken = \"t\"",
+        "",
+    );
+    for (name, meant) in [
+        (
+            "SEATWARDEN__WORKSPACE_URL",
+            Some("SEATWARDEN__WORKSPACE__URL"),
+        ),
+        (
+            "SEATWARDEN__WORKSPACE_TOKEN_FILE",
+            Some("SEATWARDEN__WORKSPACE__TOKEN_FILE"),
+        ),
+        (
+            "SEATWARDEN__REPORT__EMAIL_TO",
+            Some("SEATWARDEN__REPORT__EMAIL__TO"),
+        ),
+        ("SEATWARDEN__SAFETY__PAGE_SIZE", None),
+        ("SEATWARDEN__WORKSPACE_URLS", None),
+        ("SEATWARDEN__STATE_PATH_X", None),
+    ] {
+        let output = seatwarden(
+            dir.path(),
+            &[(name, "a")],
+            &["--config", config.to_str().unwrap(), "check-config"],
+        );
+        let err = stderr(&output);
+        assert_eq!(output.status.code(), Some(1), "{name}: {err}");
+        assert!(
+            err.starts_with(&format!("error: environment variable {name}: key `")),
+            "{name}: {err}"
+        );
+        match meant {
+            Some(meant) => assert!(
+                err.trim_end().ends_with(&format!(
+                    "; an override is spelt SEATWARDEN__SECTION__KEY, with two underscores \
+                     between the levels: did you mean {meant}?"
+                )),
+                "{name}: {err}"
+            ),
+            None => assert!(!err.contains("did you mean"), "{name}: {err}"),
+        }
+    }
+}
