@@ -441,7 +441,9 @@ Examples:
     Explain {
         /// A directory id, userName or email, or a workspace account id or userName.
         person: String,
-        /// Also read the person's workspace account as it is now (one request).
+        /// Also read the person's workspace account as it is now (one request). A
+        /// failed read is shown in its place, with what to check for a refused token
+        /// or a workspace out of reach.
         #[arg(long)]
         live: bool,
     },

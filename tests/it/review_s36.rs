@@ -831,3 +831,57 @@ fn an_override_missing_an_underscore_names_the_variable_meant() {
         }
     }
 }
+
+/// `explain --live` against a workspace that refused the token, or that nothing
+/// answered at, showed the bare error ("HTTP 401 …", "connection failed …"),
+/// where a run's read of the same workspace says what to check. It says the same
+/// now, in the line that shows the live account.
+#[test]
+fn explain_live_whose_read_fails_says_what_to_check() {
+    let dir = tempfile::tempdir().unwrap();
+    let (runtime, sandbox) = empty_sandbox("t0ken");
+    let config = write_config(
+        dir.path(),
+        &format!(
+            "url = \"{}\"\ntoken = \"t0ken\"\nretries = 0",
+            sandbox.base_url()
+        ),
+        "",
+    );
+    let config = config.to_str().unwrap();
+    let output = seatwarden(dir.path(), &[], &["--config", config, "plan"]);
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    let explain = |env: &[(&str, &str)]| {
+        let output = seatwarden(
+            dir.path(),
+            env,
+            &["--config", config, "explain", "ada@example.com", "--live"],
+        );
+        assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+        let out = String::from_utf8_lossy(&output.stdout).into_owned();
+        let line = out
+            .lines()
+            .find(|l| l.contains("could not be read: "))
+            .unwrap_or_else(|| panic!("no failed live read: {out}"))
+            .to_owned();
+        line
+    };
+    let line = explain(&[("SEATWARDEN__WORKSPACE__TOKEN", "wr0ng")]);
+    assert!(line.contains("HTTP 401"), "{line}");
+    assert!(
+        line.ends_with(
+            "; check workspace.token or the file workspace.token_file names (revoked, \
+             expired, or short of a scope)"
+        ),
+        "{line}"
+    );
+    drop(sandbox);
+    drop(runtime);
+    let url = format!("http://127.0.0.1:{}/scim/v2", closed_port());
+    let line = explain(&[("SEATWARDEN__WORKSPACE__URL", &url)]);
+    assert!(line.contains("connection failed"), "{line}");
+    assert!(
+        line.contains("; check the host and port in workspace.url"),
+        "{line}"
+    );
+}
