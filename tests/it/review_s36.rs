@@ -885,3 +885,88 @@ fn explain_live_whose_read_fails_says_what_to_check() {
         "{line}"
     );
 }
+
+/// A reconcile's recovery of a cut-off run reads the workspace (`/Users`) after
+/// discovery: a provider that answers `/ServiceProviderConfig` to anyone (RFC
+/// 7644 lets it) but refuses the token on `/Users` failed the run with "applying
+/// the plan: reading the workspace: … HTTP 403 …", naming a plan that was never
+/// made and not the token. The recovery's read says what a run's read says now,
+/// and the row stays in flight for the next run.
+#[tokio::test]
+async fn a_recovery_read_refused_after_discovery_names_the_token() {
+    use seatwarden::model::{Action, ActionKind, DriftKind, Plan};
+    use seatwarden::store::{ActionState, RunKind, Store};
+    use wiremock::{Mock, MockServer, ResponseTemplate};
+
+    let server = MockServer::start().await;
+    Mock::given(wiremock::matchers::path("/ServiceProviderConfig"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(serde_json::json!({
+            "schemas": ["urn:ietf:params:scim:schemas:core:2.0:ServiceProviderConfig"],
+            "patch": {"supported": true},
+            "filter": {"supported": true, "maxResults": 100}
+        })))
+        .mount(&server)
+        .await;
+    Mock::given(wiremock::matchers::any())
+        .respond_with(ResponseTemplate::new(403).set_body_json(serde_json::json!({
+            "schemas": ["urn:ietf:params:scim:api:messages:2.0:Error"],
+            "status": "403",
+            "detail": "insufficient scope"
+        })))
+        .mount(&server)
+        .await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = crate::fixtures::ada_config(&server.uri(), dir.path(), "deprovisioned");
+    // A deactivation a reconcile sent and then died: in flight.
+    let crashed = {
+        let mut store = Store::open(&config.state.path).unwrap();
+        let run = store
+            .begin_run(RunKind::Reconcile, chrono::Utc::now())
+            .unwrap();
+        let plan = Plan {
+            actions: vec![Action {
+                seq: 0,
+                kind: ActionKind::Deactivate {
+                    account_id: "acc-1".into(),
+                },
+                reason: DriftKind::StaleAccess,
+                subject: "ada@example.com".into(),
+                identity_id: Some("00u1".into()),
+                detail: "identity is deprovisioned in the directory".into(),
+                held: None,
+            }],
+            ..Plan::default()
+        };
+        store.save_plan(run, &plan, chrono::Utc::now()).unwrap();
+        store.mark_in_flight(run, 0, chrono::Utc::now()).unwrap();
+        run
+    };
+    let client = seatwarden::workspace::ScimClient::new(config.scim_settings().unwrap()).unwrap();
+    let error = seatwarden::run::execute_with_options(
+        &config,
+        &seatwarden::run::directory_from_config(&config),
+        &client,
+        Store::open(&config.state.path).unwrap(),
+        seatwarden::run::Mode::Reconcile,
+        seatwarden::run::RunOptions::default(),
+    )
+    .await
+    .unwrap_err()
+    .to_string();
+
+    assert!(
+        error.starts_with("reading the workspace: GET /Users")
+            && error.contains("HTTP 403")
+            && error.contains("insufficient scope")
+            && error.ends_with(
+                "; check workspace.token or the file workspace.token_file names (revoked, \
+                 expired, or short of a scope)"
+            ),
+        "{error}"
+    );
+    let journal = Store::open(&config.state.path)
+        .unwrap()
+        .journal(crashed)
+        .unwrap();
+    assert_eq!(journal[0].state, ActionState::InFlight, "{error}");
+}
