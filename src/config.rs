@@ -2895,9 +2895,26 @@ impl Config {
         Ok(Some(SecretString::from(token.to_owned())))
     }
 
-    /// The effective configuration as TOML, secrets redacted.
+    /// The effective configuration as TOML, secrets redacted. No role groups
+    /// (`workspace.role_attribute` is not `groups`) print no empty
+    /// `[workspace.role_groups]` table, which would read as one left to fill in.
     pub fn to_redacted_toml(&self) -> String {
-        toml::to_string_pretty(self).unwrap_or_else(|e| format!("# cannot render: {e}\n"))
+        let rendered = toml::Table::try_from(self).map(|mut table| {
+            if let Some(toml::Value::Table(workspace)) = table.get_mut("workspace")
+                && workspace
+                    .get("role_groups")
+                    .and_then(toml::Value::as_table)
+                    .is_some_and(toml::Table::is_empty)
+            {
+                workspace.remove("role_groups");
+            }
+            toml::to_string_pretty(&table)
+        });
+        match rendered {
+            Ok(Ok(text)) => text,
+            Ok(Err(e)) => format!("# cannot render: {e}\n"),
+            Err(e) => format!("# cannot render: {e}\n"),
+        }
     }
 }
 

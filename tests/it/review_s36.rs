@@ -970,3 +970,42 @@ async fn a_recovery_read_refused_after_discovery_names_the_token() {
         .unwrap();
     assert_eq!(journal[0].state, ActionState::InFlight, "{error}");
 }
+
+/// `check-config` printed an empty `[workspace.role_groups]` table under every
+/// configuration, role groups or not, which read as a section left to fill in.
+/// It is left out when empty, and printed with its groups when there are some.
+#[test]
+fn check_config_prints_role_groups_only_when_there_are_some() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(
+        dir.path(),
+        "url = \"https://scim.example.com/scim/v2\"\ntoken = \"t\"",
+        "",
+    );
+    let output = seatwarden(
+        dir.path(),
+        &[],
+        &["--config", config.to_str().unwrap(), "check-config"],
+    );
+    let out = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    assert!(out.contains("[workspace]\n"), "{out}");
+    assert!(!out.contains("role_groups"), "{out}");
+    let config = write_config(
+        dir.path(),
+        "url = \"https://scim.example.com/scim/v2\"\ntoken = \"t\"\nrole_attribute = \"groups\"\n\
+         [workspace.role_groups]\nViewer = \"Taskade Viewers\"",
+        "",
+    );
+    let output = seatwarden(
+        dir.path(),
+        &[],
+        &["--config", config.to_str().unwrap(), "check-config"],
+    );
+    let out = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    assert!(
+        out.contains("[workspace.role_groups]\nViewer = \"Taskade Viewers\"\n"),
+        "{out}"
+    );
+}
