@@ -1867,9 +1867,14 @@ impl Config {
     fn directory_error(&self, e: crate::directory::DirectoryError) -> ConfigError {
         use crate::directory::DirectoryError;
         // The file's error names the key; where its value came from (a variable)
-        // goes in front, as for every other key.
+        // goes in front, as for every other key. An export that cannot be read,
+        // does not parse, or is neither JSON nor CSV is the file `directory.path`
+        // names, wherever that was set.
         let path = match &e {
-            DirectoryError::Io { .. } => self.origin_of("directory.path"),
+            DirectoryError::Io { .. }
+            | DirectoryError::Invalid { .. }
+            | DirectoryError::UnsupportedFormat { .. }
+            | DirectoryError::Task { .. } => self.origin_of("directory.path"),
             DirectoryError::SecretFile { key, .. } => self.origin_of(key),
             _ => self.source.clone(),
         };

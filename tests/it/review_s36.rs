@@ -1009,3 +1009,52 @@ fn check_config_prints_role_groups_only_when_there_are_some() {
         "{out}"
     );
 }
+
+/// `check-config` with `SEATWARDEN__DIRECTORY__PATH` naming an export that does
+/// not parse (or is neither JSON nor CSV) blamed the configuration file
+/// ("seatwarden.toml: directory: invalid directory file …"), which does not name
+/// that export. The error is put on the variable now, as an unreadable export's
+/// already was; with the path in the file, the file is still named.
+#[test]
+fn a_bad_directory_export_set_by_a_variable_names_the_variable() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(
+        dir.path(),
+        "url = \"https://scim.example.com/scim/v2\"\ntoken = \"t\"",
+        "",
+    );
+    let config = config.to_str().unwrap();
+    std::fs::write(dir.path().join("bad.json"), "{\"users\": [").unwrap();
+    std::fs::write(dir.path().join("directory.txt"), "{\"users\": []}").unwrap();
+    for (file, says) in [
+        ("bad.json", ": directory: invalid directory file "),
+        ("directory.txt", ": directory: directory file "),
+    ] {
+        let output = seatwarden(
+            dir.path(),
+            &[("SEATWARDEN__DIRECTORY__PATH", file)],
+            &["--config", config, "check-config"],
+        );
+        let err = stderr(&output);
+        assert_eq!(output.status.code(), Some(1), "{err}");
+        assert!(
+            err.contains(&format!(
+                "error: environment variable SEATWARDEN__DIRECTORY__PATH{says}"
+            )),
+            "{file}: {err}"
+        );
+    }
+    let text = std::fs::read_to_string(config)
+        .unwrap()
+        .replace("path = \"directory.json\"", "path = \"bad.json\"");
+    std::fs::write(config, text).unwrap();
+    let output = seatwarden(dir.path(), &[], &["--config", config, "check-config"]);
+    let err = stderr(&output);
+    assert_eq!(output.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains(&format!(
+            "error: {config}: directory: invalid directory file "
+        )),
+        "{err}"
+    );
+}
