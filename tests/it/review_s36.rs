@@ -859,12 +859,10 @@ fn explain_live_whose_read_fails_says_what_to_check() {
         );
         assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
         let out = String::from_utf8_lossy(&output.stdout).into_owned();
-        let line = out
-            .lines()
+        out.lines()
             .find(|l| l.contains("could not be read: "))
             .unwrap_or_else(|| panic!("no failed live read: {out}"))
-            .to_owned();
-        line
+            .to_owned()
     };
     let line = explain(&[("SEATWARDEN__WORKSPACE__TOKEN", "wr0ng")]);
     assert!(line.contains("HTTP 401"), "{line}");
