@@ -278,12 +278,14 @@ pub enum Command {
     /// print it, secrets redacted. Makes no network request.
     #[command(after_help = "\
 Prints the effective configuration on stdout (defaults filled in, environment
-overrides applied, secrets as [redacted]); on stderr, any warnings, every file it
-uses as it will be used (relative paths are taken from the configuration file's
-folder), and the daemon's next runs in schedule.timezone. Writes nothing.
+overrides applied, secrets as [redacted]; [workspace.role_groups] only when role
+groups are configured); on stderr, any warnings, every file it uses as it will be
+used (relative paths are taken from the configuration file's folder), and the
+daemon's next runs in schedule.timezone. Writes nothing.
 
 Exit codes: 0 the configuration is valid (warnings do not fail it), 1 it is not: the
-error names the key and the file, or the SEATWARDEN__… variable that set it.
+error names the key and the file, or the SEATWARDEN__… variable that set it (and,
+for one spelt with `_` for `__`, the variable meant).
 
 Examples:
   seatwarden --config /etc/seatwarden/seatwarden.toml check-config
@@ -441,7 +443,9 @@ Examples:
     Explain {
         /// A directory id, userName or email, or a workspace account id or userName.
         person: String,
-        /// Also read the person's workspace account as it is now (one request).
+        /// Also read the person's workspace account as it is now (one request). A
+        /// failed read is shown in its place, with what to check for a refused token
+        /// or a workspace out of reach.
         #[arg(long)]
         live: bool,
     },

@@ -7,7 +7,9 @@
 //! `SEATWARDEN__POLICY__SCOPE_GROUPS="Taskade Users,Contractors"`). Any other
 //! variable starting with `SEATWARDEN_` but the binary's own ([`OWN_VARIABLES`])
 //! and its shipped scripts' ([`TOOL_VARIABLES`]) is not read and is warned about
-//! (`SEATWARDEN_STATE_PATH`, one `_` for `__`).
+//! (`SEATWARDEN_STATE_PATH`, one `_` for `__`); one `_` for `__` further on
+//! (`SEATWARDEN__WORKSPACE_URL`) sets an unknown key, and that error names the
+//! variable meant when one is: a spelling the configuration takes.
 //!
 //! Unknown keys and wrong types are errors naming the key and the file, an
 //! unknown or missing key with the keys or values accepted there (a missing
@@ -1017,42 +1019,16 @@ impl Config {
                 message: MAPPING_FROM_FILE_ONLY.to_owned(),
             });
         }
-        // Values stay text (no `try_parsing`): parsed, `0123456` would become the
-        // number 123456 and a secret `true` a boolean, handed back as other text.
-        // Numbers and booleans are read from text where a key wants them. Lists
-        // are split here, as only `try_parsing` would split them.
-        let mut builder = config::Config::builder()
-            .add_source(config::File::from(path).format(config::FileFormat::Toml));
-        let lists: Vec<(String, String)> = variables
-            .iter()
-            .filter(|name| ENV_LIST_KEYS.contains(&key_of(name).as_str()))
-            .filter_map(|name| Some((key_of(name), env.remove(name)?)))
-            .collect();
-        let mut scalars: Vec<(String, String)> = env.clone().into_iter().collect();
-        scalars.sort();
-        builder = builder.add_source(
-            config::Environment::with_prefix(ENV_PREFIX)
-                .prefix_separator("__")
-                .separator("__")
-                .source(Some(env)),
-        );
-        for (key, value) in lists {
-            let items: Vec<String> = value.split(',').map(str::to_owned).collect();
-            builder = builder
-                .set_override(key.as_str(), items)
-                .map_err(|e| describe_config_error(path, e))?;
-        }
-        let raw = builder
-            .build()
-            .map_err(|e| describe_config_error(path, e))?;
+        let (raw, scalars) = layered(path, env.clone())?;
         let mut config: Config = raw.clone().try_deserialize().map_err(|e| {
             let error = locate_in_directory_table(&raw, path, describe_config_error(path, e));
             let error = name_what_is_accepted(error, raw.get_string("directory.kind").ok());
-            in_plain_words(blame_the_override(
+            let error = in_plain_words(blame_the_override(
                 blame_the_variable(error, path, &variables),
                 path,
                 &variables,
-            ))
+            ));
+            suggest_the_spelling(error, path, &env)
         })?;
         config.source = path.to_owned();
         config.from_env = variables.iter().map(|name| key_of(name)).collect();
@@ -1891,9 +1867,14 @@ impl Config {
     fn directory_error(&self, e: crate::directory::DirectoryError) -> ConfigError {
         use crate::directory::DirectoryError;
         // The file's error names the key; where its value came from (a variable)
-        // goes in front, as for every other key.
+        // goes in front, as for every other key. An export that cannot be read,
+        // does not parse, or is neither JSON nor CSV is the file `directory.path`
+        // names, wherever that was set.
         let path = match &e {
-            DirectoryError::Io { .. } => self.origin_of("directory.path"),
+            DirectoryError::Io { .. }
+            | DirectoryError::Invalid { .. }
+            | DirectoryError::UnsupportedFormat { .. }
+            | DirectoryError::Task { .. } => self.origin_of("directory.path"),
             DirectoryError::SecretFile { key, .. } => self.origin_of(key),
             _ => self.source.clone(),
         };
@@ -2919,9 +2900,26 @@ impl Config {
         Ok(Some(SecretString::from(token.to_owned())))
     }
 
-    /// The effective configuration as TOML, secrets redacted.
+    /// The effective configuration as TOML, secrets redacted. No role groups
+    /// (`workspace.role_attribute` is not `groups`) print no empty
+    /// `[workspace.role_groups]` table, which would read as one left to fill in.
     pub fn to_redacted_toml(&self) -> String {
-        toml::to_string_pretty(self).unwrap_or_else(|e| format!("# cannot render: {e}\n"))
+        let rendered = toml::Table::try_from(self).map(|mut table| {
+            if let Some(toml::Value::Table(workspace)) = table.get_mut("workspace")
+                && workspace
+                    .get("role_groups")
+                    .and_then(toml::Value::as_table)
+                    .is_some_and(toml::Table::is_empty)
+            {
+                workspace.remove("role_groups");
+            }
+            toml::to_string_pretty(&table)
+        });
+        match rendered {
+            Ok(Ok(text)) => text,
+            Ok(Err(e)) => format!("# cannot render: {e}\n"),
+            Err(e) => format!("# cannot render: {e}\n"),
+        }
     }
 }
 
@@ -3085,6 +3083,138 @@ fn key_of_variable(name: &str) -> String {
         .collect::<Vec<_>>()
         .join(".")
         .to_lowercase()
+}
+
+/// The file with the `SEATWARDEN__…` variables of `env` over it, as the `config`
+/// crate reads them, and those variables that are no list (their text is checked
+/// against the type of their key once loaded).
+fn layered(
+    path: &Path,
+    mut env: std::collections::HashMap<String, String>,
+) -> Result<(config::Config, Vec<(String, String)>), ConfigError> {
+    // Values stay text (no `try_parsing`): parsed, `0123456` would become the
+    // number 123456 and a secret `true` a boolean, handed back as other text.
+    // Numbers and booleans are read from text where a key wants them. Lists
+    // are split here, as only `try_parsing` would split them.
+    let mut builder = config::Config::builder()
+        .add_source(config::File::from(path).format(config::FileFormat::Toml));
+    let mut lists: Vec<(String, String)> = env
+        .keys()
+        .filter(|name| ENV_LIST_KEYS.contains(&key_of_variable(name).as_str()))
+        .cloned()
+        .collect::<Vec<_>>()
+        .into_iter()
+        .filter_map(|name| Some((key_of_variable(&name), env.remove(&name)?)))
+        .collect();
+    lists.sort();
+    let mut scalars: Vec<(String, String)> = env.clone().into_iter().collect();
+    scalars.sort();
+    builder = builder.add_source(
+        config::Environment::with_prefix(ENV_PREFIX)
+            .prefix_separator("__")
+            .separator("__")
+            .source(Some(env)),
+    );
+    for (key, value) in lists {
+        let items: Vec<String> = value.split(',').map(str::to_owned).collect();
+        builder = builder
+            .set_override(key.as_str(), items)
+            .map_err(|e| describe_config_error(path, e))?;
+    }
+    let raw = builder
+        .build()
+        .map_err(|e| describe_config_error(path, e))?;
+    Ok((raw, scalars))
+}
+
+/// An unknown key a `SEATWARDEN__…` variable set, where one `_` of its name
+/// spelt as `__` names a key that is there (`SEATWARDEN__WORKSPACE_URL` for
+/// `SEATWARDEN__WORKSPACE__URL`): the error says which variable was meant. Each
+/// such spelling is tried by loading the configuration with it instead, so a key
+/// is "there" exactly when the configuration takes it.
+fn suggest_the_spelling(
+    error: ConfigError,
+    file: &Path,
+    env: &std::collections::HashMap<String, String>,
+) -> ConfigError {
+    let ConfigError::Key { path, key, message } = &error else {
+        return error;
+    };
+    let Some(name) = path
+        .to_str()
+        .and_then(|origin| origin.strip_prefix("environment variable "))
+    else {
+        return error;
+    };
+    let Some(value) = env.get(name) else {
+        return error;
+    };
+    if !message.contains("unknown field `") {
+        return error;
+    }
+    let prefix = format!("{ENV_PREFIX}__");
+    let Some(rest) = name.strip_prefix(&prefix) else {
+        return error;
+    };
+    let bytes = rest.as_bytes();
+    let meant = (0..bytes.len())
+        // A lone `_`, between two other characters.
+        .filter(|&i| {
+            i > 0
+                && bytes[i] == b'_'
+                && bytes[i - 1] != b'_'
+                && bytes.get(i + 1).is_some_and(|&next| next != b'_')
+        })
+        .map(|i| format!("{prefix}{}_{}", &rest[..i], &rest[i..]))
+        .find(|candidate| {
+            let wanted = key_of_variable(candidate);
+            if wanted == "policy.mapping" || wanted.starts_with("policy.mapping.") {
+                return false;
+            }
+            let mut env = env.clone();
+            env.remove(name);
+            env.insert(candidate.clone(), value.clone());
+            let Ok((raw, _)) = layered(file, env) else {
+                return false;
+            };
+            match raw.try_deserialize::<Config>() {
+                Ok(_) => true,
+                Err(e) => !names_unknown_key(&describe_config_error(file, e), &wanted),
+            }
+        });
+    match meant {
+        Some(meant) => ConfigError::Key {
+            path: path.clone(),
+            key: key.clone(),
+            message: format!(
+                "{message}; an override is spelt {ENV_PREFIX}__SECTION__KEY, with two \
+                 underscores between the levels: did you mean {meant}?"
+            ),
+        },
+        None => error,
+    }
+}
+
+/// Whether `error` refuses `key` (`workspace.url`), or a table on its way
+/// (`workspace_token` of `workspace_token.file`), as an unknown field.
+fn names_unknown_key(error: &ConfigError, key: &str) -> bool {
+    let (ConfigError::Key { message, .. } | ConfigError::Invalid { message, .. }) = error else {
+        return false;
+    };
+    let Some(field) = message
+        .split_once("unknown field `")
+        .and_then(|(_, rest)| rest.split_once('`'))
+        .map(|(field, _)| field.to_lowercase())
+    else {
+        return false;
+    };
+    let unknown = match error {
+        ConfigError::Key { key, .. } => key.to_lowercase(),
+        _ => field,
+    };
+    unknown == key
+        || key.starts_with(&format!("{unknown}."))
+        || unknown.starts_with(&format!("{key}."))
 }
 
 /// The value at a dotted key (`report.email.allow_cleartext`) of a table.

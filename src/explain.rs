@@ -8,7 +8,8 @@
 //! plan matches to them (its new links: matching itself is the plan's, not
 //! copied here); a disputed match shows none, and its candidates. With `--live`
 //! ([`explain_with`]) the account is also read from the workspace as it is now
-//! (one request). The view is built from the newest run that stored both
+//! (one request; a refused token or a workspace out of reach says what to check,
+//! as a run's read does). The view is built from the newest run that stored both
 //! snapshots, but not one whose directory was refused as a source fault (it says
 //! which and when), the stored links and the action journal; the
 //! "next run" section re-plans from those snapshots through policy, plan, guard
@@ -374,13 +375,17 @@ pub fn live_target(
     })
 }
 
-/// Reads the live account for [`explain_with`].
+/// Reads the live account for [`explain_with`]. A read that failed for a refused
+/// token or a workspace out of reach says what to check, as a run's read does.
 pub async fn read_live(client: &crate::workspace::ScimClient, target: &LiveTarget) -> LiveAccount {
     match target {
         LiveTarget::Id(id) => client.get_account(id).await,
         LiveTarget::UserName(user_name) => client.find_account_by_user_name(user_name).await,
     }
-    .map_err(|e| e.to_string())
+    .map_err(|e| match e.what_to_check() {
+        Some(hint) => format!("{e}; {hint}"),
+        None => e.to_string(),
+    })
 }
 
 /// The explanation as text, judged at `now` (for the 24 h counts), offline.

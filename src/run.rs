@@ -688,6 +688,17 @@ async fn execute_until(
 }
 
 /// [`ScimClient::discover`], a 401 or 403 told apart: the token is at fault.
+/// A recovery's read that failed is a read of the run, before any plan: a refused
+/// token (a provider may answer `/ServiceProviderConfig` to anyone, so discovery
+/// passes and `/Users` refuses) or a workspace out of reach says what to check,
+/// as the run's own reads do, not "applying the plan".
+fn recovery_error(error: ApplyError) -> RunError {
+    match error {
+        ApplyError::Workspace(e) => RunError::from(e),
+        other => RunError::Apply(other),
+    }
+}
+
 async fn discover(client: &ScimClient) -> Result<(), RunError> {
     Ok(client.discover().await?)
 }
@@ -751,7 +762,8 @@ async fn pipeline(
             recovered
         } else {
             recovering.await
-        }?;
+        }
+        .map_err(recovery_error)?;
         cut_off.extend(recovered.runs.iter().copied());
         let latencies = crate::sweep::record_recovered(
             &mut *lock(store)?,

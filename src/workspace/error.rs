@@ -67,6 +67,18 @@ impl WorkspaceError {
         )
     }
 
+    /// What the operator should check after a read that failed so: the token
+    /// (401, 403), or the URL and the network when nothing answered
+    /// ([`WorkspaceError::is_unreachable`]); `None` for the rest. A run's reads
+    /// say it through `RunError`, `explain --live` with the error it shows.
+    pub fn what_to_check(&self) -> Option<&'static str> {
+        match self.status() {
+            Some(401 | 403) => Some(super::CHECK_TOKEN),
+            _ if self.is_unreachable() => Some(super::CHECK_REACHABLE),
+            _ => None,
+        }
+    }
+
     pub fn status(&self) -> Option<u16> {
         match self {
             WorkspaceError::Status { status, .. } => Some(*status),

@@ -776,3 +776,283 @@ fn a_digest_with_nowhere_to_go_is_not_scheduled() {
         Some("0 8 * * 1-5")
     );
 }
+
+/// `SEATWARDEN__WORKSPACE_URL` (one `_` where the section meets the key) was
+/// refused as "unknown field `workspace_url`" with the nine sections, and
+/// nothing said which variable was meant. The error names the spelling meant
+/// now, found by loading the configuration with it: a key with `_` in its name
+/// (`token_file`) is not split, a nested one (`report.email.to`) is found, and
+/// a key that is no section's (`safety.page_size`) is suggested nothing.
+#[test]
+fn an_override_missing_an_underscore_names_the_variable_meant() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(
+        dir.path(),
+        "url = \"https://scim.example.com/scim/v2\"\ntoken = \"t\"",
+        "",
+    );
+    for (name, meant) in [
+        (
+            "SEATWARDEN__WORKSPACE_URL",
+            Some("SEATWARDEN__WORKSPACE__URL"),
+        ),
+        (
+            "SEATWARDEN__WORKSPACE_TOKEN_FILE",
+            Some("SEATWARDEN__WORKSPACE__TOKEN_FILE"),
+        ),
+        (
+            "SEATWARDEN__REPORT__EMAIL_TO",
+            Some("SEATWARDEN__REPORT__EMAIL__TO"),
+        ),
+        ("SEATWARDEN__SAFETY__PAGE_SIZE", None),
+        ("SEATWARDEN__WORKSPACE_URLS", None),
+        ("SEATWARDEN__STATE_PATH_X", None),
+    ] {
+        let output = seatwarden(
+            dir.path(),
+            &[(name, "a")],
+            &["--config", config.to_str().unwrap(), "check-config"],
+        );
+        let err = stderr(&output);
+        assert_eq!(output.status.code(), Some(1), "{name}: {err}");
+        assert!(
+            err.starts_with(&format!("error: environment variable {name}: key `")),
+            "{name}: {err}"
+        );
+        match meant {
+            Some(meant) => assert!(
+                err.trim_end().ends_with(&format!(
+                    "; an override is spelt SEATWARDEN__SECTION__KEY, with two underscores \
+                     between the levels: did you mean {meant}?"
+                )),
+                "{name}: {err}"
+            ),
+            None => assert!(!err.contains("did you mean"), "{name}: {err}"),
+        }
+    }
+}
+
+/// `explain --live` against a workspace that refused the token, or that nothing
+/// answered at, showed the bare error ("HTTP 401 …", "connection failed …"),
+/// where a run's read of the same workspace says what to check. It says the same
+/// now, in the line that shows the live account.
+#[test]
+fn explain_live_whose_read_fails_says_what_to_check() {
+    let dir = tempfile::tempdir().unwrap();
+    let (runtime, sandbox) = empty_sandbox("t0ken");
+    let config = write_config(
+        dir.path(),
+        &format!(
+            "url = \"{}\"\ntoken = \"t0ken\"\nretries = 0",
+            sandbox.base_url()
+        ),
+        "",
+    );
+    let config = config.to_str().unwrap();
+    let output = seatwarden(dir.path(), &[], &["--config", config, "plan"]);
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    let explain = |env: &[(&str, &str)]| {
+        let output = seatwarden(
+            dir.path(),
+            env,
+            &["--config", config, "explain", "ada@example.com", "--live"],
+        );
+        assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+        let out = String::from_utf8_lossy(&output.stdout).into_owned();
+        out.lines()
+            .find(|l| l.contains("could not be read: "))
+            .unwrap_or_else(|| panic!("no failed live read: {out}"))
+            .to_owned()
+    };
+    let line = explain(&[("SEATWARDEN__WORKSPACE__TOKEN", "wr0ng")]);
+    assert!(line.contains("HTTP 401"), "{line}");
+    assert!(
+        line.ends_with(
+            "; check workspace.token or the file workspace.token_file names (revoked, \
+             expired, or short of a scope)"
+        ),
+        "{line}"
+    );
+    drop(sandbox);
+    drop(runtime);
+    let url = format!("http://127.0.0.1:{}/scim/v2", closed_port());
+    let line = explain(&[("SEATWARDEN__WORKSPACE__URL", &url)]);
+    assert!(line.contains("connection failed"), "{line}");
+    assert!(
+        line.contains("; check the host and port in workspace.url"),
+        "{line}"
+    );
+}
+
+/// A reconcile's recovery of a cut-off run reads the workspace (`/Users`) after
+/// discovery: a provider that answers `/ServiceProviderConfig` to anyone (RFC
+/// 7644 lets it) but refuses the token on `/Users` failed the run with "applying
+/// the plan: reading the workspace: … HTTP 403 …", naming a plan that was never
+/// made and not the token. The recovery's read says what a run's read says now,
+/// and the row stays in flight for the next run.
+#[tokio::test]
+async fn a_recovery_read_refused_after_discovery_names_the_token() {
+    use seatwarden::model::{Action, ActionKind, DriftKind, Plan};
+    use seatwarden::store::{ActionState, RunKind, Store};
+    use wiremock::{Mock, MockServer, ResponseTemplate};
+
+    let server = MockServer::start().await;
+    Mock::given(wiremock::matchers::path("/ServiceProviderConfig"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(serde_json::json!({
+            "schemas": ["urn:ietf:params:scim:schemas:core:2.0:ServiceProviderConfig"],
+            "patch": {"supported": true},
+            "filter": {"supported": true, "maxResults": 100}
+        })))
+        .mount(&server)
+        .await;
+    Mock::given(wiremock::matchers::any())
+        .respond_with(ResponseTemplate::new(403).set_body_json(serde_json::json!({
+            "schemas": ["urn:ietf:params:scim:api:messages:2.0:Error"],
+            "status": "403",
+            "detail": "insufficient scope"
+        })))
+        .mount(&server)
+        .await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = crate::fixtures::ada_config(&server.uri(), dir.path(), "deprovisioned");
+    // A deactivation a reconcile sent and then died: in flight.
+    let crashed = {
+        let mut store = Store::open(&config.state.path).unwrap();
+        let run = store
+            .begin_run(RunKind::Reconcile, chrono::Utc::now())
+            .unwrap();
+        let plan = Plan {
+            actions: vec![Action {
+                seq: 0,
+                kind: ActionKind::Deactivate {
+                    account_id: "acc-1".into(),
+                },
+                reason: DriftKind::StaleAccess,
+                subject: "ada@example.com".into(),
+                identity_id: Some("00u1".into()),
+                detail: "identity is deprovisioned in the directory".into(),
+                held: None,
+            }],
+            ..Plan::default()
+        };
+        store.save_plan(run, &plan, chrono::Utc::now()).unwrap();
+        store.mark_in_flight(run, 0, chrono::Utc::now()).unwrap();
+        run
+    };
+    let client = seatwarden::workspace::ScimClient::new(config.scim_settings().unwrap()).unwrap();
+    let error = seatwarden::run::execute_with_options(
+        &config,
+        &seatwarden::run::directory_from_config(&config),
+        &client,
+        Store::open(&config.state.path).unwrap(),
+        seatwarden::run::Mode::Reconcile,
+        seatwarden::run::RunOptions::default(),
+    )
+    .await
+    .unwrap_err()
+    .to_string();
+
+    assert!(
+        error.starts_with("reading the workspace: GET /Users")
+            && error.contains("HTTP 403")
+            && error.contains("insufficient scope")
+            && error.ends_with(
+                "; check workspace.token or the file workspace.token_file names (revoked, \
+                 expired, or short of a scope)"
+            ),
+        "{error}"
+    );
+    let journal = Store::open(&config.state.path)
+        .unwrap()
+        .journal(crashed)
+        .unwrap();
+    assert_eq!(journal[0].state, ActionState::InFlight, "{error}");
+}
+
+/// `check-config` printed an empty `[workspace.role_groups]` table under every
+/// configuration, role groups or not, which read as a section left to fill in.
+/// It is left out when empty, and printed with its groups when there are some.
+#[test]
+fn check_config_prints_role_groups_only_when_there_are_some() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(
+        dir.path(),
+        "url = \"https://scim.example.com/scim/v2\"\ntoken = \"t\"",
+        "",
+    );
+    let output = seatwarden(
+        dir.path(),
+        &[],
+        &["--config", config.to_str().unwrap(), "check-config"],
+    );
+    let out = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    assert!(out.contains("[workspace]\n"), "{out}");
+    assert!(!out.contains("role_groups"), "{out}");
+    let config = write_config(
+        dir.path(),
+        "url = \"https://scim.example.com/scim/v2\"\ntoken = \"t\"\nrole_attribute = \"groups\"\n\
+         [workspace.role_groups]\nViewer = \"Taskade Viewers\"",
+        "",
+    );
+    let output = seatwarden(
+        dir.path(),
+        &[],
+        &["--config", config.to_str().unwrap(), "check-config"],
+    );
+    let out = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    assert!(
+        out.contains("[workspace.role_groups]\nViewer = \"Taskade Viewers\"\n"),
+        "{out}"
+    );
+}
+
+/// `check-config` with `SEATWARDEN__DIRECTORY__PATH` naming an export that does
+/// not parse (or is neither JSON nor CSV) blamed the configuration file
+/// ("seatwarden.toml: directory: invalid directory file …"), which does not name
+/// that export. The error is put on the variable now, as an unreadable export's
+/// already was; with the path in the file, the file is still named.
+#[test]
+fn a_bad_directory_export_set_by_a_variable_names_the_variable() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(
+        dir.path(),
+        "url = \"https://scim.example.com/scim/v2\"\ntoken = \"t\"",
+        "",
+    );
+    let config = config.to_str().unwrap();
+    std::fs::write(dir.path().join("bad.json"), "{\"users\": [").unwrap();
+    std::fs::write(dir.path().join("directory.txt"), "{\"users\": []}").unwrap();
+    for (file, says) in [
+        ("bad.json", ": directory: invalid directory file "),
+        ("directory.txt", ": directory: directory file "),
+    ] {
+        let output = seatwarden(
+            dir.path(),
+            &[("SEATWARDEN__DIRECTORY__PATH", file)],
+            &["--config", config, "check-config"],
+        );
+        let err = stderr(&output);
+        assert_eq!(output.status.code(), Some(1), "{err}");
+        assert!(
+            err.contains(&format!(
+                "error: environment variable SEATWARDEN__DIRECTORY__PATH{says}"
+            )),
+            "{file}: {err}"
+        );
+    }
+    let text = std::fs::read_to_string(config)
+        .unwrap()
+        .replace("path = \"directory.json\"", "path = \"bad.json\"");
+    std::fs::write(config, text).unwrap();
+    let output = seatwarden(dir.path(), &[], &["--config", config, "check-config"]);
+    let err = stderr(&output);
+    assert_eq!(output.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains(&format!(
+            "error: {config}: directory: invalid directory file "
+        )),
+        "{err}"
+    );
+}
