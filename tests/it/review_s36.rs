@@ -24,6 +24,15 @@ fn seatwarden(cwd: &Path, env: &[(&str, &str)], args: &[&str]) -> Output {
     command.output().unwrap()
 }
 
+/// `seatwarden --config CONFIG check-config` in `cwd`, as [`seatwarden`].
+fn check_config(cwd: &Path, env: &[(&str, &str)], config: &Path) -> Output {
+    seatwarden(
+        cwd,
+        env,
+        &["--config", config.to_str().unwrap(), "check-config"],
+    )
+}
+
 fn stderr(output: &Output) -> String {
     String::from_utf8_lossy(&output.stderr).into_owned()
 }
@@ -127,10 +136,10 @@ fn a_relative_secret_path_not_found_says_where_it_was_looked_for() {
     // The token is where the operator stands, not next to the configuration.
     std::fs::write(home.join("token"), "t0ken\n").unwrap();
     let config = write_config(&etc, "url = \"https://scim.example.com/scim/v2\"", "");
-    let output = seatwarden(
+    let output = check_config(
         &home,
         &[("SEATWARDEN__WORKSPACE__TOKEN_FILE", "token")],
-        &["--config", config.to_str().unwrap(), "check-config"],
+        &config,
     );
     let err = stderr(&output);
     assert_eq!(output.status.code(), Some(1), "{err}");
@@ -150,13 +159,13 @@ fn a_relative_secret_path_not_found_says_where_it_was_looked_for() {
     );
 
     // An absolute path that is not there gets the plain advice.
-    let output = seatwarden(
+    let output = check_config(
         &home,
         &[(
             "SEATWARDEN__WORKSPACE__TOKEN_FILE",
             home.join("typo").to_str().unwrap(),
         )],
-        &["--config", config.to_str().unwrap(), "check-config"],
+        &config,
     );
     let err = stderr(&output);
     assert_eq!(output.status.code(), Some(1), "{err}");
@@ -213,11 +222,7 @@ fn a_missing_required_key_says_what_goes_there() {
     let check = |body: &str| -> String {
         let config = dir.path().join("seatwarden.toml");
         std::fs::write(&config, body).unwrap();
-        let output = seatwarden(
-            dir.path(),
-            &[],
-            &["--config", config.to_str().unwrap(), "check-config"],
-        );
+        let output = check_config(dir.path(), &[], &config);
         assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
         stderr(&output)
     };
@@ -329,11 +334,7 @@ fn a_token_file_with_a_byte_order_mark_is_read_without_it() {
         .chain("t0ken\r\n".encode_utf16().flat_map(u16::to_le_bytes))
         .collect();
     std::fs::write(&token, utf16).unwrap();
-    let output = seatwarden(
-        dir.path(),
-        &[],
-        &["--config", config.to_str().unwrap(), "check-config"],
-    );
+    let output = check_config(dir.path(), &[], &config);
     let err = stderr(&output);
     assert_eq!(output.status.code(), Some(1), "{err}");
     assert!(err.contains("; save it as UTF-8 text"), "{err}");
@@ -354,11 +355,7 @@ fn every_configuration_error_names_the_file_as_it_was_given() {
         "url = \"https://scim.example.com/scim/v2\"\ntoken = \"t\"\npage_size = -1",
         "",
     );
-    let output = seatwarden(
-        dir.path(),
-        &[],
-        &["--config", config.to_str().unwrap(), "check-config"],
-    );
+    let output = check_config(dir.path(), &[], &config);
     let err = stderr(&output);
     assert_eq!(output.status.code(), Some(1), "{err}");
     assert!(
@@ -389,11 +386,7 @@ fn a_secret_path_that_is_a_folder_is_not_warned_about_as_a_loose_secret() {
         "url = \"https://scim.example.com/scim/v2\"\ntoken_file = \"credentials\"",
         "",
     );
-    let output = seatwarden(
-        dir.path(),
-        &[],
-        &["--config", config.to_str().unwrap(), "check-config"],
-    );
+    let output = check_config(dir.path(), &[], &config);
     let err = stderr(&output);
     assert_eq!(output.status.code(), Some(1), "{err}");
     assert!(!err.contains("can be read by every user"), "{err}");
@@ -416,11 +409,7 @@ fn a_time_zone_spelt_otherwise_names_the_zone_meant() {
             "url = \"https://scim.example.com/scim/v2\"\ntoken = \"t\"",
             rest,
         );
-        let output = seatwarden(
-            dir.path(),
-            &[],
-            &["--config", config.to_str().unwrap(), "check-config"],
-        );
+        let output = check_config(dir.path(), &[], &config);
         assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
         stderr(&output)
     };
@@ -479,19 +468,15 @@ fn a_variable_the_deployment_files_document_is_not_warned_about() {
     );
     std::fs::write(dir.path().join("d.json"), r#"{"users": []}"#).unwrap();
     for name in &named {
-        let output = seatwarden(
+        let output = check_config(
             dir.path(),
             &[(name.as_str(), "/usr/local/bin/seatwarden")],
-            &["--config", config.to_str().unwrap(), "check-config"],
+            &config,
         );
         let err = stderr(&output);
         assert!(!err.contains("is not read"), "{name}: {err}");
     }
-    let output = seatwarden(
-        dir.path(),
-        &[("SEATWARDEN_STATE_PATH", "x.db")],
-        &["--config", config.to_str().unwrap(), "check-config"],
-    );
+    let output = check_config(dir.path(), &[("SEATWARDEN_STATE_PATH", "x.db")], &config);
     assert!(
         stderr(&output).contains("environment variable SEATWARDEN_STATE_PATH is not read"),
         "{}",
@@ -511,10 +496,10 @@ fn a_variable_into_a_mapping_is_named_and_refused_as_such() {
         "url = \"https://scim.example.com/scim/v2\"\ntoken = \"t\"",
         "\n[[policy.mapping]]\ngroup = \"Eng\"\nworkspace_group = \"Eng\"\nrole = \"Editor\"\n",
     );
-    let output = seatwarden(
+    let output = check_config(
         dir.path(),
         &[("SEATWARDEN__POLICY__MAPPING__0__ROLE", "Owner")],
-        &["--config", config.to_str().unwrap(), "check-config"],
+        &config,
     );
     let err = stderr(&output);
     assert_eq!(output.status.code(), Some(1), "{err}");
@@ -539,11 +524,7 @@ fn an_smtp_host_without_a_scheme_is_told_how_to_write_it() {
         "\n[report.email]\nsmtp_url = \"mail.example.com\"\nfrom = \"a@example.com\"\n\
          to = [\"b@example.com\"]\n",
     );
-    let output = seatwarden(
-        dir.path(),
-        &[],
-        &["--config", config.to_str().unwrap(), "check-config"],
-    );
+    let output = check_config(dir.path(), &[], &config);
     let err = stderr(&output);
     assert_eq!(output.status.code(), Some(1), "{err}");
     assert!(
@@ -751,11 +732,7 @@ fn a_digest_with_nowhere_to_go_is_not_scheduled() {
         .map(|(name, _)| name)
         .collect();
     assert!(!jobs.contains(&"digest"), "{jobs:?}");
-    let output = seatwarden(
-        dir.path(),
-        &[],
-        &["--config", path.to_str().unwrap(), "check-config"],
-    );
+    let output = check_config(dir.path(), &[], &path);
     assert!(output.status.success(), "{}", stderr(&output));
     assert!(
         stderr(&output)
@@ -808,11 +785,7 @@ fn an_override_missing_an_underscore_names_the_variable_meant() {
         ("SEATWARDEN__WORKSPACE_URLS", None),
         ("SEATWARDEN__STATE_PATH_X", None),
     ] {
-        let output = seatwarden(
-            dir.path(),
-            &[(name, "a")],
-            &["--config", config.to_str().unwrap(), "check-config"],
-        );
+        let output = check_config(dir.path(), &[(name, "a")], &config);
         let err = stderr(&output);
         assert_eq!(output.status.code(), Some(1), "{name}: {err}");
         assert!(
@@ -980,11 +953,7 @@ fn check_config_prints_role_groups_only_when_there_are_some() {
         "url = \"https://scim.example.com/scim/v2\"\ntoken = \"t\"",
         "",
     );
-    let output = seatwarden(
-        dir.path(),
-        &[],
-        &["--config", config.to_str().unwrap(), "check-config"],
-    );
+    let output = check_config(dir.path(), &[], &config);
     let out = String::from_utf8_lossy(&output.stdout).into_owned();
     assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
     assert!(out.contains("[workspace]\n"), "{out}");
@@ -995,11 +964,7 @@ fn check_config_prints_role_groups_only_when_there_are_some() {
          [workspace.role_groups]\nViewer = \"Taskade Viewers\"",
         "",
     );
-    let output = seatwarden(
-        dir.path(),
-        &[],
-        &["--config", config.to_str().unwrap(), "check-config"],
-    );
+    let output = check_config(dir.path(), &[], &config);
     let out = String::from_utf8_lossy(&output.stdout).into_owned();
     assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
     assert!(
