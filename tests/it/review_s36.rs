@@ -865,8 +865,7 @@ fn explain_live_whose_read_fails_says_what_to_check() {
 /// and the row stays in flight for the next run.
 #[tokio::test]
 async fn a_recovery_read_refused_after_discovery_names_the_token() {
-    use seatwarden::model::{Action, ActionKind, DriftKind, Plan};
-    use seatwarden::store::{ActionState, RunKind, Store};
+    use seatwarden::store::{ActionState, Store};
     use wiremock::{Mock, MockServer, ResponseTemplate};
 
     let server = MockServer::start().await;
@@ -889,29 +888,7 @@ async fn a_recovery_read_refused_after_discovery_names_the_token() {
     let dir = tempfile::tempdir().unwrap();
     let config = crate::fixtures::ada_config(&server.uri(), dir.path(), "deprovisioned");
     // A deactivation a reconcile sent and then died: in flight.
-    let crashed = {
-        let mut store = Store::open(&config.state.path).unwrap();
-        let run = store
-            .begin_run(RunKind::Reconcile, chrono::Utc::now())
-            .unwrap();
-        let plan = Plan {
-            actions: vec![Action {
-                seq: 0,
-                kind: ActionKind::Deactivate {
-                    account_id: "acc-1".into(),
-                },
-                reason: DriftKind::StaleAccess,
-                subject: "ada@example.com".into(),
-                identity_id: Some("00u1".into()),
-                detail: "identity is deprovisioned in the directory".into(),
-                held: None,
-            }],
-            ..Plan::default()
-        };
-        store.save_plan(run, &plan, chrono::Utc::now()).unwrap();
-        store.mark_in_flight(run, 0, chrono::Utc::now()).unwrap();
-        run
-    };
+    let crashed = crate::run_recovery::crashed_deactivation(&config);
     let client = seatwarden::workspace::ScimClient::new(config.scim_settings().unwrap()).unwrap();
     let error = seatwarden::run::execute_with_options(
         &config,

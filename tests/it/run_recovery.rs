@@ -19,7 +19,7 @@ fn config_for(url: &str, dir: &std::path::Path) -> Config {
 
 /// Journals a deactivation of Ada's account and leaves it `in_flight`, as a
 /// reconcile that died after sending it would. Returns that run's id.
-fn crashed_deactivation(config: &Config) -> i64 {
+pub(crate) fn crashed_deactivation(config: &Config) -> i64 {
     let mut store = Store::open(&config.state.path).unwrap();
     let run = store.begin_run(RunKind::Reconcile, Utc::now()).unwrap();
     let plan = Plan {
