@@ -687,7 +687,6 @@ async fn execute_until(
     }
 }
 
-/// [`ScimClient::discover`], a 401 or 403 told apart: the token is at fault.
 /// A recovery's read that failed is a read of the run, before any plan: a refused
 /// token (a provider may answer `/ServiceProviderConfig` to anyone, so discovery
 /// passes and `/Users` refuses) or a workspace out of reach says what to check,
@@ -699,6 +698,7 @@ fn recovery_error(error: ApplyError) -> RunError {
     }
 }
 
+/// [`ScimClient::discover`], a 401 or 403 told apart: the token is at fault.
 async fn discover(client: &ScimClient) -> Result<(), RunError> {
     Ok(client.discover().await?)
 }
