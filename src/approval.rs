@@ -54,11 +54,10 @@ use crate::workspace::{ScimClient, WorkspaceError};
 /// What to check after a workspace read that failed: the token (401, 403) or the
 /// URL and the network (nothing answered); nothing for the rest.
 fn workspace_hint(error: &WorkspaceError) -> String {
-    match error.status() {
-        Some(401 | 403) => format!("; {}", crate::workspace::CHECK_TOKEN),
-        _ if error.is_unreachable() => format!("; {}", crate::workspace::CHECK_REACHABLE),
-        _ => String::new(),
-    }
+    error
+        .what_to_check()
+        .map(|hint| format!("; {hint}"))
+        .unwrap_or_default()
 }
 
 #[derive(Debug, thiserror::Error)]
