@@ -4576,9 +4576,10 @@ async fn a_rejected_sweep_hold_is_held_again_naming_the_rejection() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn post_reconcile_while_the_daemon_stops_answers_503_stopping() {
     // Slow enough that the reconcile's write in flight keeps the stop (and so the
-    // HTTP server) going for a good while after the signal.
+    // HTTP server) going for a good while after the signal: at 500 ms a full
+    // `cargo test` on two busy cores once missed the window.
     let sandbox = demo_sandbox(Faults {
-        latency: Duration::from_millis(500),
+        latency: Duration::from_millis(1000),
         ..Faults::default()
     })
     .await;
