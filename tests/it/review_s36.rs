@@ -9,6 +9,9 @@ use std::process::{Command, Output};
 use seatwarden::model::WorkspaceSnapshot;
 use seatwarden::sandbox::{Sandbox, SandboxOptions};
 
+/// A `[workspace]` body that loads (nothing is sent to it).
+const WORKSPACE: &str = "url = \"https://scim.example.com/scim/v2\"\ntoken = \"t\"";
+
 /// `seatwarden ARGS` in `cwd`, with no `SEATWARDEN_…` variable but `env`.
 fn seatwarden(cwd: &Path, env: &[(&str, &str)], args: &[&str]) -> Output {
     let mut command = Command::new(env!("CARGO_BIN_EXE_seatwarden"));
@@ -404,11 +407,7 @@ fn a_secret_path_that_is_a_folder_is_not_warned_about_as_a_loose_secret() {
 fn a_time_zone_spelt_otherwise_names_the_zone_meant() {
     let dir = tempfile::tempdir().unwrap();
     let check = |rest: &str| -> String {
-        let config = write_config(
-            dir.path(),
-            "url = \"https://scim.example.com/scim/v2\"\ntoken = \"t\"",
-            rest,
-        );
+        let config = write_config(dir.path(), WORKSPACE, rest);
         let output = check_config(dir.path(), &[], &config);
         assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
         stderr(&output)
@@ -461,11 +460,7 @@ fn a_variable_the_deployment_files_document_is_not_warned_about() {
     }
     assert!(named.contains("SEATWARDEN_BIN"), "{named:?}");
     let dir = tempfile::tempdir().unwrap();
-    let config = write_config(
-        dir.path(),
-        "url = \"https://scim.example.com/scim/v2\"\ntoken = \"t\"",
-        "",
-    );
+    let config = write_config(dir.path(), WORKSPACE, "");
     std::fs::write(dir.path().join("d.json"), r#"{"users": []}"#).unwrap();
     for name in &named {
         let output = check_config(
@@ -493,7 +488,7 @@ fn a_variable_into_a_mapping_is_named_and_refused_as_such() {
     let dir = tempfile::tempdir().unwrap();
     let config = write_config(
         dir.path(),
-        "url = \"https://scim.example.com/scim/v2\"\ntoken = \"t\"",
+        WORKSPACE,
         "\n[[policy.mapping]]\ngroup = \"Eng\"\nworkspace_group = \"Eng\"\nrole = \"Editor\"\n",
     );
     let output = check_config(
@@ -520,7 +515,7 @@ fn an_smtp_host_without_a_scheme_is_told_how_to_write_it() {
     let dir = tempfile::tempdir().unwrap();
     let config = write_config(
         dir.path(),
-        "url = \"https://scim.example.com/scim/v2\"\ntoken = \"t\"",
+        WORKSPACE,
         "\n[report.email]\nsmtp_url = \"mail.example.com\"\nfrom = \"a@example.com\"\n\
          to = [\"b@example.com\"]\n",
     );
@@ -542,11 +537,7 @@ fn an_smtp_host_without_a_scheme_is_told_how_to_write_it() {
 #[test]
 fn a_state_database_in_a_missing_folder_says_to_create_the_folder() {
     let dir = tempfile::tempdir().unwrap();
-    let config = write_config(
-        dir.path(),
-        "url = \"https://scim.example.com/scim/v2\"\ntoken = \"t\"",
-        "",
-    );
+    let config = write_config(dir.path(), WORKSPACE, "");
     let output = seatwarden(
         dir.path(),
         &[("SEATWARDEN__STATE__PATH", "trial/state.db")],
@@ -763,11 +754,7 @@ fn a_digest_with_nowhere_to_go_is_not_scheduled() {
 #[test]
 fn an_override_missing_an_underscore_names_the_variable_meant() {
     let dir = tempfile::tempdir().unwrap();
-    let config = write_config(
-        dir.path(),
-        "url = \"https://scim.example.com/scim/v2\"\ntoken = \"t\"",
-        "",
-    );
+    let config = write_config(dir.path(), WORKSPACE, "");
     for (name, meant) in [
         (
             "SEATWARDEN__WORKSPACE_URL",
@@ -866,25 +853,8 @@ fn explain_live_whose_read_fails_says_what_to_check() {
 #[tokio::test]
 async fn a_recovery_read_refused_after_discovery_names_the_token() {
     use seatwarden::store::{ActionState, Store};
-    use wiremock::{Mock, MockServer, ResponseTemplate};
 
-    let server = MockServer::start().await;
-    Mock::given(wiremock::matchers::path("/ServiceProviderConfig"))
-        .respond_with(ResponseTemplate::new(200).set_body_json(serde_json::json!({
-            "schemas": ["urn:ietf:params:scim:schemas:core:2.0:ServiceProviderConfig"],
-            "patch": {"supported": true},
-            "filter": {"supported": true, "maxResults": 100}
-        })))
-        .mount(&server)
-        .await;
-    Mock::given(wiremock::matchers::any())
-        .respond_with(ResponseTemplate::new(403).set_body_json(serde_json::json!({
-            "schemas": ["urn:ietf:params:scim:api:messages:2.0:Error"],
-            "status": "403",
-            "detail": "insufficient scope"
-        })))
-        .mount(&server)
-        .await;
+    let server = crate::run_recovery::discovery_passes_then_403().await;
     let dir = tempfile::tempdir().unwrap();
     let config = crate::fixtures::ada_config(&server.uri(), dir.path(), "deprovisioned");
     // A deactivation a reconcile sent and then died: in flight.
@@ -925,11 +895,7 @@ async fn a_recovery_read_refused_after_discovery_names_the_token() {
 #[test]
 fn check_config_prints_role_groups_only_when_there_are_some() {
     let dir = tempfile::tempdir().unwrap();
-    let config = write_config(
-        dir.path(),
-        "url = \"https://scim.example.com/scim/v2\"\ntoken = \"t\"",
-        "",
-    );
+    let config = write_config(dir.path(), WORKSPACE, "");
     let output = check_config(dir.path(), &[], &config);
     let out = String::from_utf8_lossy(&output.stdout).into_owned();
     assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
@@ -958,11 +924,7 @@ fn check_config_prints_role_groups_only_when_there_are_some() {
 #[test]
 fn a_bad_directory_export_set_by_a_variable_names_the_variable() {
     let dir = tempfile::tempdir().unwrap();
-    let config = write_config(
-        dir.path(),
-        "url = \"https://scim.example.com/scim/v2\"\ntoken = \"t\"",
-        "",
-    );
+    let config = write_config(dir.path(), WORKSPACE, "");
     let config = config.to_str().unwrap();
     std::fs::write(dir.path().join("bad.json"), "{\"users\": [").unwrap();
     std::fs::write(dir.path().join("directory.txt"), "{\"users\": []}").unwrap();

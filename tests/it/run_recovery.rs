@@ -106,10 +106,9 @@ async fn a_workspace_that_is_down_fails_the_reconcile_before_its_recovery_reads(
     assert_eq!(state_of(&config, crashed), ActionState::InFlight);
 }
 
-/// A token that discovery passes but a listing refuses (revoked mid-run, or short
-/// of the scope one endpoint needs) is named as the cause too.
-#[tokio::test]
-async fn a_listing_refused_403_after_discovery_names_the_token() {
+/// A workspace that answers `/ServiceProviderConfig` to anyone (RFC 7644 lets
+/// it) and refuses the token (403, insufficient scope) on everything else.
+pub(crate) async fn discovery_passes_then_403() -> MockServer {
     let server = MockServer::start().await;
     Mock::given(wiremock::matchers::path("/ServiceProviderConfig"))
         .respond_with(ResponseTemplate::new(200).set_body_json(json!({
@@ -127,6 +126,14 @@ async fn a_listing_refused_403_after_discovery_names_the_token() {
         })))
         .mount(&server)
         .await;
+    server
+}
+
+/// A token that discovery passes but a listing refuses (revoked mid-run, or short
+/// of the scope one endpoint needs) is named as the cause too.
+#[tokio::test]
+async fn a_listing_refused_403_after_discovery_names_the_token() {
+    let server = discovery_passes_then_403().await;
     let dir = tempfile::tempdir().unwrap();
     let config = config_for(&server.uri(), dir.path());
 
