@@ -2913,6 +2913,27 @@ impl Config {
             {
                 workspace.remove("role_groups");
             }
+            // Unset, these keys print as an empty `[report]`: what they come to is
+            // shown instead, as for every other key with a default.
+            if let toml::Value::Table(report) = table
+                .entry("report")
+                .or_insert_with(|| toml::Value::Table(toml::Table::new()))
+            {
+                let timezone = self
+                    .report
+                    .timezone
+                    .clone()
+                    .unwrap_or_else(|| self.schedule.timezone.clone());
+                for (key, value) in [
+                    ("name", self.report_name()),
+                    ("timezone", timezone),
+                    ("admin_command", self.admin_command()),
+                ] {
+                    report
+                        .entry(key)
+                        .or_insert_with(|| toml::Value::String(value));
+                }
+            }
             toml::to_string_pretty(&table)
         });
         match rendered {

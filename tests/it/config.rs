@@ -401,6 +401,37 @@ fn token_file_is_read_trimmed_and_never_printed() {
 }
 
 #[test]
+fn the_effective_config_shows_what_unset_report_keys_come_to() {
+    let printed = load(MINIMAL, &[]).unwrap().to_redacted_toml();
+    let table: toml::Table = printed.parse().unwrap();
+    let report = table["report"].as_table().unwrap();
+    assert_eq!(
+        report["name"].as_str(),
+        Some("scim.example.com"),
+        "{printed}"
+    );
+    assert_eq!(report["timezone"].as_str(), Some("UTC"), "{printed}");
+    assert_eq!(
+        report["admin_command"].as_str(),
+        Some("seatwarden"),
+        "{printed}"
+    );
+
+    // What is set stays as it is; an unset report zone follows the schedule's.
+    let text = format!(
+        "{MINIMAL}\n[report]\nname = \"Acme\"\n\n[schedule]\ntimezone = \"Europe/Berlin\"\n"
+    );
+    let printed = load(&text, &[]).unwrap().to_redacted_toml();
+    let table: toml::Table = printed.parse().unwrap();
+    assert_eq!(table["report"]["name"].as_str(), Some("Acme"), "{printed}");
+    assert_eq!(
+        table["report"]["timezone"].as_str(),
+        Some("Europe/Berlin"),
+        "{printed}"
+    );
+}
+
+#[test]
 fn inline_token_is_redacted_in_the_effective_config_and_debug_output() {
     let config = load(MINIMAL, &[]).unwrap();
     let printed = config.to_redacted_toml();
