@@ -1132,7 +1132,15 @@ async fn recover_cut_off(
     }
     client.discover().await?;
     let store = Mutex::new(store);
-    let recovered = apply::recover(client, &store).await?;
+    // Its read failing is a read of the workspace, as the re-check's would be (a
+    // provider may answer discovery to anyone and refuse `/Users`): said so, with
+    // what to check, not as "applying the approved actions".
+    let recovered = apply::recover(client, &store)
+        .await
+        .map_err(|error| match error {
+            ApplyError::Workspace(e) => ApprovalError::Workspace(e),
+            other => ApprovalError::Apply(other),
+        })?;
     let mut store = store.into_inner().map_err(|_| ApprovalError::Poisoned)?;
     if recovered.resolved > 0 {
         tracing::info!(

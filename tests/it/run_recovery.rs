@@ -198,3 +198,37 @@ async fn a_workspace_refusing_connections_fails_the_reconcile_before_its_recover
     assert_eq!(requests, 3, "{error}");
     assert_eq!(state_of(&config, crashed), ActionState::InFlight);
 }
+
+/// `approve` resolves a cut-off run's rows first, as a reconcile does: a token
+/// that discovery passes and `/Users` refuses failed it with "applying the
+/// approved actions: reading the workspace: … HTTP 403", naming actions it never
+/// got to and not the token. It says what a run's recovery says now, and the row
+/// stays in flight.
+#[tokio::test]
+async fn an_approvals_recovery_read_refused_after_discovery_names_the_token() {
+    let server = discovery_passes_then_403().await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = config_for(&server.uri(), dir.path());
+    let crashed = crashed_deactivation(&config);
+    let client = seatwarden::workspace::ScimClient::new(config.scim_settings().unwrap()).unwrap();
+
+    let error = seatwarden::approval::approve(
+        &config,
+        &client,
+        Store::open(&config.state.path).unwrap(),
+        crashed,
+        &seatwarden::approval::Only::All,
+        Utc::now(),
+    )
+    .await
+    .unwrap_err()
+    .to_string();
+
+    assert!(
+        error.starts_with("reading the workspace: GET /Users")
+            && error.contains("HTTP 403")
+            && error.contains("check workspace.token or the file workspace.token_file names"),
+        "{error}"
+    );
+    assert_eq!(state_of(&config, crashed), ActionState::InFlight, "{error}");
+}
