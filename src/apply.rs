@@ -549,6 +549,7 @@ impl Executor<'_> {
             ActionKind::Delete {
                 account_id,
                 deactivated_since,
+                ..
             } => {
                 // A deletion after the retention period is for a deactivated
                 // account only: one re-enabled since the plan is kept.
@@ -911,33 +912,46 @@ enum Executed {
     NotSent,
 }
 
-/// Renames and creates that want a userName another rename of the plan gives up.
-/// The plan makes a chain of renames whole (Cy takes Bob's old userName while Bob
-/// takes a new one), so Bob's rename must have been accepted before Cy's is sent:
-/// each link of a chain is written after the one it waits on ([`Self::link`]), and
-/// one whose rename failed is not sent. The plan never makes a swap, but a cycle
-/// is cut (at any point) rather than followed forever.
+/// Renames and creates that want a userName another action of the plan gives up:
+/// a rename, or a delete ([`ActionKind::Delete`]'s `frees_user_name`). The plan
+/// makes a chain of renames whole (Cy takes Bob's old userName while Bob takes a
+/// new one), so Bob's rename must have been accepted before Cy's is sent: each
+/// link of a chain is written after the one it waits on ([`Self::link`]), and one
+/// whose rename failed is not sent. Deletes go in an earlier phase than any
+/// rename or create, so only their outcome is waited on. The plan never makes a
+/// swap, but a cycle is cut (at any point) rather than followed forever.
 struct FreedUserNames<'p> {
-    /// Folded userName → the runnable rename that gives it up.
-    by_name: FxHashMap<String, &'p Action>,
+    /// Folded userName → the runnable action that gives it up, and the userName
+    /// as the account has it.
+    by_name: FxHashMap<String, (&'p Action, &'p str)>,
     /// A rename's place in its chain: 0 waits on no rename.
     links: FxHashMap<u32, u32>,
 }
 
 impl<'p> FreedUserNames<'p> {
     fn new(plan: &'p Plan) -> Self {
-        let by_name: FxHashMap<String, &Action> = plan
+        let by_name: FxHashMap<String, (&Action, &str)> = plan
             .runnable()
             .filter_map(|action| {
-                let (from, _) = action.kind.user_name_change()?;
-                Some((fold_case(from?), action))
+                let freed = match &action.kind {
+                    ActionKind::Delete {
+                        frees_user_name, ..
+                    } => frees_user_name.as_deref(),
+                    kind => kind.user_name_change()?.0,
+                }?;
+                Some((fold_case(freed), (action, freed)))
             })
             .collect();
         let mut freed = FreedUserNames {
             by_name,
             links: FxHashMap::default(),
         };
-        let renames: Vec<&Action> = freed.by_name.values().copied().collect();
+        let renames: Vec<&Action> = freed
+            .by_name
+            .values()
+            .map(|(action, _)| *action)
+            .filter(|action| action.kind.renames())
+            .collect();
         for start in renames {
             if freed.links.contains_key(&start.seq) {
                 continue;
@@ -950,8 +964,7 @@ impl<'p> FreedUserNames<'p> {
             let mut current = start;
             let first = loop {
                 match freed.waits_on(current) {
-                    None => break 0,
-                    Some((earlier, _)) => {
+                    Some((earlier, _)) if earlier.kind.renames() => {
                         if let Some(link) = freed.links.get(&earlier.seq) {
                             break link + 1;
                         }
@@ -961,6 +974,8 @@ impl<'p> FreedUserNames<'p> {
                         chain.push(earlier.seq);
                         current = earlier;
                     }
+                    // A delete is written in an earlier phase.
+                    _ => break 0,
                 }
             };
             for (offset, seq) in chain.iter().rev().enumerate() {
@@ -971,15 +986,15 @@ impl<'p> FreedUserNames<'p> {
         freed
     }
 
-    /// The rename (another action) that gives up the userName `action` wants.
+    /// The other action (a rename or a delete) that gives up the userName
+    /// `action` wants, and that userName as the account has it.
     fn waits_on(&self, action: &Action) -> Option<(&'p Action, &'p str)> {
         if self.by_name.is_empty() {
             return None;
         }
         let wanted = fold_case(action.kind.wanted_user_name()?);
-        let rename = *self.by_name.get(&wanted)?;
-        let (from, _) = rename.kind.user_name_change()?;
-        (rename.seq != action.seq).then_some((rename, from?))
+        let &(freeing, name) = self.by_name.get(&wanted)?;
+        (freeing.seq != action.seq).then_some((freeing, name))
     }
 
     /// Where `seq` comes in its phase: renames by their place in a chain, every
@@ -1008,18 +1023,24 @@ fn write_order<'p>(plan: &'p Plan, freed: &FreedUserNames<'p>) -> Vec<Vec<&'p Ac
     batches.into_values().collect()
 }
 
-/// Why a create or rename was not sent: the rename that was to free its userName
-/// failed, so the userName is still taken.
-fn not_sent_behind_rename(name: &str, rename: &Action) -> String {
+/// Why a create or rename was not sent: the rename or delete that was to free its
+/// userName failed, so the userName is still taken.
+fn not_sent_behind(name: &str, freeing: &Action) -> String {
+    let what = match &freeing.kind {
+        ActionKind::Delete { account_id, .. } => {
+            format!("the delete of account {account_id} ({})", freeing.subject)
+        }
+        _ => format!("the rename of {}", freeing.subject),
+    };
     format!(
-        "{NOT_SENT_BEHIND_RENAME} {name:?} is still taken: the rename of {} (action {}) \
-         that gives it up failed earlier in this run; the next run plans both again",
-        rename.subject, rename.seq
+        "{NOT_SENT_BEHIND_RENAME} {name:?} is still taken: {what} (action {}) that gives it \
+         up failed earlier in this run; the next run plans both again",
+        freeing.seq
     )
 }
 
-/// How a create or rename not sent because the rename that frees its userName
-/// failed begins its journal error.
+/// How a create or rename not sent because the rename or delete that frees its
+/// userName failed begins its journal error.
 pub const NOT_SENT_BEHIND_RENAME: &str = "not sent: userName";
 
 /// The order the executor writes in: an approval re-checks held actions in it
@@ -1126,15 +1147,15 @@ pub async fn apply_with_breaker(
         // never sent fail verification in `recover` and the next plan redoes them.
         let seqs: Vec<u32> = actions.iter().map(|a| a.seq).collect();
         executor.with_store(|s| s.batch(|s| s.mark_all_in_flight(run, &seqs, Utc::now())))?;
-        // A create or rename whose userName a failed rename kept would only meet a
-        // 409: not sent, and not a failed write for the breaker, which counted the
-        // rename already.
+        // A create or rename whose userName a failed rename or delete kept would
+        // only meet a 409: not sent, and not a failed write for the breaker, which
+        // counted the rename or delete already.
         let blocked: Vec<(u32, String)> = actions
             .iter()
             .filter_map(|action| {
-                let (rename, name) = freed.waits_on(action)?;
-                (executed.get(&rename.seq) != Some(&Executed::ToVerify))
-                    .then(|| (action.seq, not_sent_behind_rename(name, rename)))
+                let (freeing, name) = freed.waits_on(action)?;
+                (executed.get(&freeing.seq) != Some(&Executed::ToVerify))
+                    .then(|| (action.seq, not_sent_behind(name, freeing)))
             })
             .collect();
         if !blocked.is_empty() {

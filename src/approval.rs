@@ -278,6 +278,7 @@ pub fn recheck(
         ActionKind::Delete {
             account_id,
             deactivated_since,
+            ..
         } => match find(account_id) {
             None => Recheck::Obsolete("already deleted".to_owned()),
             // Held a while ago: the person may be back, the account re-enabled or
@@ -1774,6 +1775,7 @@ mod tests {
             action(ActionKind::Delete {
                 account_id: id.into(),
                 deactivated_since: Some(since),
+                frees_user_name: None,
             })
         };
         let none = Protected::default();
@@ -1803,6 +1805,7 @@ mod tests {
         let at_once = action(ActionKind::Delete {
             account_id: "on".into(),
             deactivated_since: None,
+            frees_user_name: None,
         });
         assert_eq!(
             recheck(&at_once, &workspace, &none, &BTreeMap::new()),
@@ -2174,6 +2177,7 @@ mod tests {
         assert!(deprovisions.admits(&ActionKind::Delete {
             account_id: "a".into(),
             deactivated_since: None,
+            frees_user_name: None,
         }));
         assert!(!deprovisions.admits(&ActionKind::Reactivate {
             account_id: "a".into()

@@ -968,6 +968,7 @@ mod tests {
             ActionKind::Delete {
                 account_id: "2".into(),
                 deactivated_since: None,
+                frees_user_name: None,
             },
             ActionKind::RemoveMembers {
                 group: group.clone(),
@@ -1134,6 +1135,7 @@ mod tests {
             .map(|i| ActionKind::Delete {
                 account_id: format!("old{i}"),
                 deactivated_since: Some(since),
+                frees_user_name: None,
             })
             .collect();
         kinds.push(deactivate("leaver"));
@@ -1182,6 +1184,7 @@ mod tests {
         let delete = |id: &str, since| ActionKind::Delete {
             account_id: id.into(),
             deactivated_since: since,
+            frees_user_name: None,
         };
         let plan = plan_of(vec![
             delete("old", Some(since)),
@@ -1267,6 +1270,7 @@ mod tests {
             ActionKind::Delete {
                 account_id: "3".into(),
                 deactivated_since: None,
+                frees_user_name: None,
             },
             ActionKind::CreateGroup {
                 display_name: "g".into(),
@@ -1870,6 +1874,7 @@ mod tests {
             ActionKind::Delete {
                 account_id: "lv".into(),
                 deactivated_since: None,
+                frees_user_name: None,
             },
             deactivate("other-leaver"),
             create("new", "LV@ex.com"),
@@ -1944,6 +1949,7 @@ mod tests {
             ActionKind::Delete {
                 account_id: "lv".into(),
                 deactivated_since: None,
+                frees_user_name: None,
             },
             rename("a", "ann@ex.com", "lv@EX.com"),
             create("new", "Ann@ex.com"),
@@ -2031,6 +2037,7 @@ mod tests {
             ActionKind::Delete {
                 account_id: "o1".into(),
                 deactivated_since: None,
+                frees_user_name: None,
             },
             ActionKind::Reactivate {
                 account_id: "o3".into(),

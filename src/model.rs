@@ -488,6 +488,12 @@ pub enum ActionKind {
         /// access by this delete.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         deactivated_since: Option<chrono::DateTime<chrono::Utc>>,
+        /// The account's userName, set when a create or rename of the same plan
+        /// takes it: the plan counted it as freed by this delete, so the executor
+        /// sends that write only once the delete was accepted (a failed delete
+        /// leaves the name taken, and the write would only meet 409).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        frees_user_name: Option<String>,
     },
     CreateGroup {
         display_name: String,

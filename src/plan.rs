@@ -102,7 +102,9 @@
 //! changes go ahead. Two people wanting one userName are both
 //! reported: which of them it belongs to the plan cannot tell. An account the plan
 //! deletes, or renames by a change that is made, frees its userName: deprovisions
-//! run before renames, and renames before creates. So a chain of renames is made
+//! run before renames, and renames before creates. Such a delete names the
+//! userName it frees (`frees_user_name`), and the executor sends nothing behind
+//! one that failed. So a chain of renames is made
 //! whole (the executor sends each link once the rename it waits on was accepted,
 //! and none behind one that failed) and a swap is not. One
 //! map of the wanted userNames and one pass over the accounts, after the identities.
@@ -185,6 +187,7 @@ impl PlanSettings {
             ActionKind::Delete {
                 account_id,
                 deactivated_since: None,
+                frees_user_name: None,
             }
         } else {
             ActionKind::Deactivate { account_id }
@@ -2004,6 +2007,7 @@ impl<'p, 'a: 'p> Planner<'p, 'a> {
                 ActionKind::Delete {
                     account_id,
                     deactivated_since: None,
+                    frees_user_name: None,
                 },
                 format!("{why}; account is deactivated and deprovisioning deletes"),
             )
@@ -2024,6 +2028,7 @@ impl<'p, 'a: 'p> Planner<'p, 'a> {
                 ActionKind::Delete {
                     account_id,
                     deactivated_since: Some(since),
+                    frees_user_name: None,
                 },
                 detail,
             )
@@ -2178,6 +2183,31 @@ impl<'p, 'a: 'p> Planner<'p, 'a> {
             }
         }
 
+        // The deletes a claim made relies on say so: the executor holds the claim
+        // back if its delete fails.
+        if !deleted.is_empty() {
+            let freed: FxHashMap<&str, &str> = claims
+                .iter()
+                .zip(&made)
+                .filter(|&(_, &done)| done)
+                .filter_map(|(claim, _)| wanted.get(fold(claim.target).as_ref()))
+                .flat_map(|w| w.holders.as_slice().iter())
+                .filter(|&h| deleted.contains_key(h))
+                .filter_map(|&h| m.at(h))
+                .map(|account| (account.id.as_str(), account.user_name.as_str()))
+                .collect();
+            for action in &mut self.out.actions {
+                if let ActionKind::Delete {
+                    account_id,
+                    frees_user_name,
+                    ..
+                } = &mut action.kind
+                    && let Some(name) = freed.get(account_id.as_str())
+                {
+                    *frees_user_name = Some((*name).to_owned());
+                }
+            }
+        }
         // The accounts renamed by a claim made: they hold their userName no more.
         let moved: FxHashMap<u32, ()> = claims
             .iter()
@@ -3106,6 +3136,7 @@ mod tests {
             [&ActionKind::Delete {
                 account_id: "1".into(),
                 deactivated_since: None,
+                frees_user_name: None,
             }]
         );
         assert!(fx.replan().is_empty());
@@ -3162,6 +3193,7 @@ mod tests {
             [&ActionKind::Delete {
                 account_id: "1".into(),
                 deactivated_since: Some(since),
+                frees_user_name: None,
             }]
         );
         assert_eq!(plan.actions[0].reason, DriftKind::RetentionExpired);
@@ -3218,6 +3250,7 @@ mod tests {
                 &ActionKind::Delete {
                     account_id: "1".into(),
                     deactivated_since: Some(long_ago),
+                    frees_user_name: None,
                 },
                 &ActionKind::Reactivate {
                     account_id: "3".into()

@@ -2017,6 +2017,7 @@ mod hold_tests {
                 kind: ActionKind::Delete {
                     account_id: "acc-1".into(),
                     deactivated_since: None,
+                    frees_user_name: None,
                 },
                 reason: DriftKind::StaleAccess,
                 subject: "ada@example.com".into(),

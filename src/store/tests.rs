@@ -1043,6 +1043,7 @@ fn deletions_after_retention_are_counted_apart_from_deprovisions() {
                 ActionKind::Delete {
                     account_id: "a0".into(),
                     deactivated_since: Some(t(-86_400 * 31)),
+                    frees_user_name: None,
                 },
                 None,
             ),
@@ -1051,6 +1052,7 @@ fn deletions_after_retention_are_counted_apart_from_deprovisions() {
                 ActionKind::Delete {
                     account_id: "a1".into(),
                     deactivated_since: None,
+                    frees_user_name: None,
                 },
                 None,
             ),

@@ -472,7 +472,7 @@ proptest! {
             prop_assert!(plan.retained.is_empty());
         }
         for action in &plan.actions {
-            let ActionKind::Delete { account_id, deactivated_since } = &action.kind else {
+            let ActionKind::Delete { account_id, deactivated_since, .. } = &action.kind else {
                 continue;
             };
             if !retaining {

@@ -341,3 +341,79 @@ async fn approving_the_create_alone_sends_nothing_behind_held_renames() {
     assert_eq!(accounts(&workspace), renamed());
     workspace.shutdown().await;
 }
+
+/// A leaver's account is deleted (`deprovision.action = "delete"`) and a new
+/// hire is given its userName in the same run: IT renamed the leaver in the
+/// directory to free the address. The plan counts the name as freed by the
+/// delete; when the delete fails, the create is not sent (it would only meet
+/// 409, and count as a second failed write), and the next run makes both.
+#[tokio::test]
+async fn no_create_is_sent_behind_a_delete_that_failed() {
+    let dir = tempfile::tempdir().unwrap();
+    let workspace = crate::fixtures::sandbox(TOKEN, WorkspaceSnapshot::default()).await;
+    let config = config(
+        dir.path(),
+        workspace.base_url().as_ref(),
+        100,
+        "\n[deprovision]\naction = \"delete\"\ndelete_after = \"0s\"\n",
+    );
+    write_directory(dir.path(), &[("p-old", "bob@example.com")]);
+    crate::fixtures::assert_clean_reconcile(&reconcile(&config).await.report);
+    let people = serde_json::json!({ "users": [
+        {"id": "p-old", "userName": "bob.old@example.com", "email": "bob.old@example.com",
+         "status": "DEPROVISIONED", "groups": []},
+        {"id": "p-new", "userName": "bob@example.com", "email": "bob@example.com",
+         "status": "ACTIVE", "groups": []},
+    ]});
+    std::fs::write(dir.path().join("directory.json"), people.to_string()).unwrap();
+    workspace.set_faults(Faults {
+        rate_5xx: 1.0,
+        writes_only: true,
+        seed: 1,
+        ..Faults::default()
+    });
+
+    let outcome = reconcile(&config).await;
+
+    let delete = outcome
+        .plan
+        .actions
+        .iter()
+        .find(|a| matches!(a.kind, ActionKind::Delete { .. }))
+        .unwrap();
+    assert!(
+        matches!(&delete.kind, ActionKind::Delete { frees_user_name: Some(name), .. } if name == "bob@example.com"),
+        "{:#?}",
+        outcome.plan
+    );
+    // Only the delete was sent.
+    assert_eq!(workspace.stats().faults_5xx, 1, "{:#?}", outcome.report);
+    let journal = journal(&config, outcome.run_id);
+    let (_, state, error) = journal
+        .iter()
+        .find(|(subject, ..)| subject == "bob@example.com")
+        .unwrap();
+    assert_eq!(*state, ActionState::Failed);
+    let account = &workspace.snapshot().accounts[0];
+    assert_eq!(
+        error,
+        &format!(
+            "not sent: userName \"bob@example.com\" is still taken: the delete of account {} \
+             ({}) (action {}) that gives it up failed earlier in this run; the next run plans \
+             both again",
+            account.id, delete.subject, delete.seq
+        )
+    );
+    assert_eq!(
+        accounts(&workspace),
+        [("bob@example.com".to_owned(), "p-old".to_owned())]
+    );
+
+    workspace.set_faults(Faults::default());
+    crate::fixtures::assert_converges(&config).await;
+    assert_eq!(
+        accounts(&workspace),
+        [("bob@example.com".to_owned(), "p-new".to_owned())]
+    );
+    workspace.shutdown().await;
+}

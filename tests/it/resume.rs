@@ -568,6 +568,7 @@ async fn a_recovered_delete_forgets_the_link_to_the_deleted_account() {
         ActionKind::Delete {
             account_id: ada.id.clone(),
             deactivated_since: None,
+            frees_user_name: None,
         },
     );
     let client = seatwarden::workspace::ScimClient::new(config.scim_settings().unwrap()).unwrap();

@@ -3142,6 +3142,7 @@ async fn deletion_waits_for_the_retention_period_and_opens_no_ledger_episode() {
                 .map(|(account, since)| ActionKind::Delete {
                     account_id: (*account).clone(),
                     deactivated_since: Some(*since),
+                    frees_user_name: None,
                 })
                 .collect(),
         )
