@@ -597,6 +597,33 @@ proptest! {
         }
     }
 
+    /// A create or rename of the plan that takes the userName of an account the
+    /// plan deletes is announced by that delete (`frees_user_name`), which is
+    /// how the executor knows to send nothing behind it if it fails; a delete
+    /// whose userName nothing takes announces none.
+    #[test]
+    fn a_delete_names_the_user_name_it_frees_for_a_create_or_rename(s in scenario()) {
+        let plan = s.plan();
+        let fold = seatwarden::model::fold_case;
+        let wanted: BTreeSet<String> = plan
+            .runnable()
+            .chain(plan.held())
+            .filter_map(|a| a.kind.wanted_user_name().map(fold))
+            .collect();
+        for action in &plan.actions {
+            let ActionKind::Delete { account_id, frees_user_name, .. } = &action.kind else {
+                continue;
+            };
+            let Some(account) = s.workspace.accounts.iter().find(|a| &a.id == account_id) else {
+                continue;
+            };
+            let expected = wanted
+                .contains(&fold(&account.user_name))
+                .then(|| account.user_name.clone());
+            prop_assert_eq!(frees_user_name, &expected, "{:#?}", plan.actions);
+        }
+    }
+
     /// Protected accounts never appear in any action.
     #[test]
     fn protected_accounts_are_never_touched(
