@@ -468,7 +468,7 @@ pub fn render_text(status: &Status) -> String {
     }
     let _ = writeln!(
         out,
-        "Jobs{}:",
+        "Daemon jobs{}:",
         match status.daemon_running {
             Some(true) => " (the daemon is running)",
             Some(false) => " (no daemon is running on this state database)",

@@ -637,7 +637,7 @@ fn status_tells_a_cut_off_job_and_shows_next_runs_while_a_daemon_runs() {
 
     let stopped = status("text");
     assert!(
-        stopped.contains("Jobs (no daemon is running on this state database):"),
+        stopped.contains("Daemon jobs (no daemon is running on this state database):"),
         "{stopped}"
     );
     let sweep_line = stopped.lines().find(|l| l.contains("sweep")).unwrap();
@@ -689,7 +689,7 @@ fn status_tells_a_cut_off_job_and_shows_next_runs_while_a_daemon_runs() {
     let before = Utc::now();
     let running = status("text");
     assert!(
-        running.contains("Jobs (the daemon is running):"),
+        running.contains("Daemon jobs (the daemon is running):"),
         "{running}"
     );
     let sweep_line = running.lines().find(|l| l.contains("sweep")).unwrap();
