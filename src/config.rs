@@ -3148,9 +3148,10 @@ fn layered(
     Ok((raw, scalars))
 }
 
-/// An unknown key a `SEATWARDEN__…` variable set, where one `_` of its name
-/// spelt as `__` names a key that is there (`SEATWARDEN__WORKSPACE_URL` for
-/// `SEATWARDEN__WORKSPACE__URL`): the error says which variable was meant. Each
+/// An unknown key a `SEATWARDEN__…` variable set, where one or two `_` of its
+/// name spelt as `__` name a key that is there (`SEATWARDEN__WORKSPACE_URL` for
+/// `SEATWARDEN__WORKSPACE__URL`, `SEATWARDEN__REPORT_EMAIL_FROM` for
+/// `SEATWARDEN__REPORT__EMAIL__FROM`): the error says which variable was meant. Each
 /// such spelling is tried by loading the configuration with it instead, so a key
 /// is "there" exactly when the configuration takes it.
 fn suggest_the_spelling(
@@ -3178,15 +3179,37 @@ fn suggest_the_spelling(
         return error;
     };
     let bytes = rest.as_bytes();
-    let meant = (0..bytes.len())
-        // A lone `_`, between two other characters.
+    // Each lone `_`, between two other characters.
+    let lone: Vec<usize> = (0..bytes.len())
         .filter(|&i| {
             i > 0
                 && bytes[i] == b'_'
                 && bytes[i - 1] != b'_'
                 && bytes.get(i + 1).is_some_and(|&next| next != b'_')
         })
-        .map(|i| format!("{prefix}{}_{}", &rest[..i], &rest[i..]))
+        .collect();
+    let doubled = |at: &[usize]| {
+        let mut spelt = prefix.clone();
+        let mut from = 0;
+        for &i in at {
+            spelt.push_str(&rest[from..i]);
+            spelt.push('_');
+            from = i;
+        }
+        spelt.push_str(&rest[from..]);
+        spelt
+    };
+    // One level missed (`WORKSPACE_URL`), then two (`REPORT_EMAIL_SMTP_URL`
+    // for `REPORT__EMAIL__SMTP_URL`).
+    let singles = lone.iter().map(|&i| doubled(&[i]));
+    let pairs = lone.iter().enumerate().flat_map(|(n, &i)| {
+        lone.iter()
+            .skip(n + 1)
+            .map(move |&j| [i, j])
+            .collect::<Vec<_>>()
+    });
+    let meant = singles
+        .chain(pairs.map(|at| doubled(&at)))
         .find(|candidate| {
             let wanted = key_of_variable(candidate);
             if wanted == "policy.mapping" || wanted.starts_with("policy.mapping.") {
@@ -3200,7 +3223,14 @@ fn suggest_the_spelling(
             };
             match raw.try_deserialize::<Config>() {
                 Ok(_) => true,
-                Err(e) => !names_unknown_key(&describe_config_error(file, e), &wanted),
+                Err(e) => {
+                    let error = describe_config_error(file, e);
+                    // `STATE__PATH__X` makes the text `state.path` a table:
+                    // refused at `state.path`, so no `x` is there.
+                    let at_a_parent = matches!(&error, ConfigError::Key { key, .. }
+                        if wanted.starts_with(&format!("{key}.")));
+                    !at_a_parent && !names_unknown_key(&error, &wanted)
+                }
             }
         });
     match meant {

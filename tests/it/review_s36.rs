@@ -749,8 +749,9 @@ fn a_digest_with_nowhere_to_go_is_not_scheduled() {
 /// refused as "unknown field `workspace_url`" with the nine sections, and
 /// nothing said which variable was meant. The error names the spelling meant
 /// now, found by loading the configuration with it: a key with `_` in its name
-/// (`token_file`) is not split, a nested one (`report.email.to`) is found, and
-/// a key that is no section's (`safety.page_size`) is suggested nothing.
+/// (`token_file`) is not split, a nested one (`report.email.to`) is found, also
+/// with both levels missed, and a key that is no section's (`safety.page_size`)
+/// is suggested nothing.
 #[test]
 fn an_override_missing_an_underscore_names_the_variable_meant() {
     let dir = tempfile::tempdir().unwrap();
@@ -767,6 +768,15 @@ fn an_override_missing_an_underscore_names_the_variable_meant() {
         (
             "SEATWARDEN__REPORT__EMAIL_TO",
             Some("SEATWARDEN__REPORT__EMAIL__TO"),
+        ),
+        // Two levels missed.
+        (
+            "SEATWARDEN__REPORT_EMAIL_TO",
+            Some("SEATWARDEN__REPORT__EMAIL__TO"),
+        ),
+        (
+            "SEATWARDEN__SAFETY_CIRCUIT_WINDOW",
+            Some("SEATWARDEN__SAFETY__CIRCUIT__WINDOW"),
         ),
         ("SEATWARDEN__SAFETY__PAGE_SIZE", None),
         ("SEATWARDEN__WORKSPACE_URLS", None),
