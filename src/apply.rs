@@ -1033,7 +1033,7 @@ fn not_sent_behind(name: &str, freeing: &Action) -> String {
         _ => format!("the rename of {}", freeing.subject),
     };
     format!(
-        "{NOT_SENT_BEHIND_RENAME} {name:?} is still taken: {what} (action {}) that gives it \
+        "{NOT_SENT_WHILE_TAKEN} {name:?} is still taken: {what} (action {}) that gives it \
          up failed earlier in this run; the next run plans both again",
         freeing.seq
     )
@@ -1041,7 +1041,7 @@ fn not_sent_behind(name: &str, freeing: &Action) -> String {
 
 /// How a create or rename not sent because the rename or delete that frees its
 /// userName failed begins its journal error.
-pub const NOT_SENT_BEHIND_RENAME: &str = "not sent: userName";
+pub const NOT_SENT_WHILE_TAKEN: &str = "not sent: userName";
 
 /// The order the executor writes in: an approval re-checks held actions in it
 /// too, so that a create's decision is known before the memberships that need it.
