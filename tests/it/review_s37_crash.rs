@@ -137,6 +137,12 @@ async fn scenario(people: usize, env: &[(&str, &str)]) -> Scenario {
         TOKEN,
         CONCURRENCY,
     );
+    // Its inline token would be warned about on every run's stderr.
+    std::fs::set_permissions(
+        dir.path().join("seatwarden.toml"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o600),
+    )
+    .unwrap();
     let env: Vec<(String, String)> = env
         .iter()
         .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
@@ -807,5 +813,44 @@ async fn a_second_reconcile_waits_for_the_first() {
     );
     assert!(store.journal(newest.id).unwrap().is_empty());
     drop(store);
+    assert_crash_safe(&s, &[]).await;
+}
+
+/// The same, the first killed while the second waits for it: its lock goes with
+/// its process, and the second recovers what the first left in flight and
+/// finishes the work. Which requests were the dead one's is not told apart here
+/// (the second starts the moment the first dies), so its rows are not checked
+/// one by one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reconcile_waiting_for_one_that_is_killed_finishes_its_work() {
+    let s = scenario(400, &[]).await;
+    let first = s.spawn(&["reconcile"], "first");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while count(&s.sandbox.requests_seen(), "POST", "/Users") < 30 {
+        assert!(Instant::now() < deadline, "the first run never created");
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    let run = s.newest_reconcile();
+    let second = s.spawn(&["reconcile"], "second");
+    let waiting = s.stderr_path("second");
+    while !std::fs::read_to_string(&waiting)
+        .unwrap_or_default()
+        .contains("waiting: another seatwarden process holds")
+    {
+        assert!(Instant::now() < deadline, "the second run never waited");
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    s.kill_when(first, "first", |_| true).await;
+    let second = exit_of(second, "second").await;
+    assert_eq!(second.code(), Some(0), "{}", s.stderr("second"));
+    let record = s.store().run(run).unwrap().unwrap();
+    assert_eq!(record.status, RunStatus::Failed, "{record:?}");
+    assert!(
+        s.store()
+            .journal(run)
+            .unwrap()
+            .iter()
+            .all(|row| row.state != ActionState::InFlight)
+    );
     assert_crash_safe(&s, &[]).await;
 }
