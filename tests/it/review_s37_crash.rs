@@ -854,3 +854,95 @@ async fn a_reconcile_waiting_for_one_that_is_killed_finishes_its_work() {
     );
     assert_crash_safe(&s, &[]).await;
 }
+
+/// An approval cut off after its deactivations were verified and journaled
+/// applied, before it recorded them in the ledger. That window lies between two
+/// commits of one process, too narrow to kill in from outside: the state it
+/// leaves is made here as `approve` makes it (decisions, rows released, in
+/// flight, the writes, applied). Approving the run again finds nothing left to
+/// decide on, and records those deprovisions: without it their episodes stayed
+/// open (a reconcile plans nothing for inactive accounts, and no recovery sees
+/// applied rows), went overdue an hour later and alerted about people with no
+/// access left.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_approval_cut_off_before_its_ledger_is_recorded_by_the_next() {
+    let s = scenario(400, &[("SEATWARDEN__SAFETY__MAX_DEPROVISIONS", "5")]).await;
+    let code = s.run(&["reconcile"], "held").await;
+    assert_eq!(code, 3, "{}", s.stderr("held"));
+    let run = s.newest_reconcile();
+    let held: Vec<(u32, String, String)> = s
+        .store()
+        .journal(run)
+        .unwrap()
+        .into_iter()
+        .filter(|row| row.state == ActionState::Held)
+        .map(|row| match row.action.kind {
+            ActionKind::Deactivate { account_id } => {
+                (row.action.seq, account_id, row.action.identity_id.unwrap())
+            }
+            other => panic!("held: {other:?}"),
+        })
+        .collect();
+    let open = |s: &Scenario| -> Vec<String> {
+        s.store()
+            .current_deprovisions()
+            .unwrap()
+            .into_iter()
+            .filter(|e| e.is_open())
+            .map(|e| e.identity_id)
+            .collect()
+    };
+    let mut leavers: Vec<String> = held
+        .iter()
+        .map(|(_, _, identity)| identity.clone())
+        .collect();
+    leavers.sort();
+    let mut waiting = open(&s);
+    waiting.sort();
+    assert_eq!(waiting, leavers, "the held leavers' episodes are open");
+
+    let seqs: Vec<u32> = held.iter().map(|(seq, _, _)| *seq).collect();
+    let now = chrono::Utc::now();
+    {
+        let mut store = s.store();
+        let approved: Vec<_> = seqs
+            .iter()
+            .map(|seq| (*seq, seatwarden::store::Decision::Approved, None))
+            .collect();
+        store
+            .record_decisions(run, &approved, "crash-test", now)
+            .unwrap();
+        store.release_held(run, &seqs, now).unwrap();
+        store.mark_all_in_flight(run, &seqs, now).unwrap();
+    }
+    let client = seatwarden::workspace::ScimClient::new(s.config.scim_settings().unwrap()).unwrap();
+    for (_, account, _) in &held {
+        client.set_active(account, false).await.unwrap();
+    }
+    s.store()
+        .mark_all_applied(run, &seqs, chrono::Utc::now())
+        .unwrap();
+    // The process dies here, before the ledger.
+
+    let code = s.run(&["approve", &run.to_string()], "approve").await;
+    let said = s.stderr("approve");
+    assert_eq!(code, 1, "{said}");
+    assert!(said.contains("has no held actions"), "{said}");
+    assert_eq!(open(&s), Vec::<String>::new(), "episodes left open");
+    let verified = s
+        .store()
+        .current_deprovisions()
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.verified_at.is_some())
+        .count();
+    assert_eq!(verified, held.len());
+    // Once: approving again changes nothing more.
+    assert_eq!(s.run(&["approve", &run.to_string()], "again").await, 1);
+    assert_eq!(
+        s.store().current_deprovisions().unwrap().len(),
+        held.len(),
+        "no episode opened or recorded twice"
+    );
+    assert_crash_safe(&s, &[]).await;
+}
