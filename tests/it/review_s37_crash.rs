@@ -8,8 +8,11 @@
 //! twice, and the killed run's journal ends with nothing in flight, each row as
 //! the workspace showed it when the process died.
 //!
-//! Two reconciles started on one state database at once: the second waits for
-//! the first (the writer lock), says so, and plans nothing once it runs.
+//! Two reconciles on one state database (started together on a fresh one, or the
+//! second while the first writes, or while the first is killed): the second waits
+//! for the writer lock, says so, and plans nothing once it runs, or finishes what
+//! the killed one left. An approval cut off between its verified writes and the
+//! ledger is settled by the next approval of the run.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::collections::{HashMap, HashSet};
@@ -107,6 +110,11 @@ fn drifted(data: &Synth) -> (WorkspaceSnapshot, usize) {
 /// `people` of the synthetic directory in 12 groups, the workspace [`drifted`]
 /// from it, and `env` on top of the usual configuration (no thresholds in the way).
 async fn scenario(people: usize, env: &[(&str, &str)]) -> Scenario {
+    scenario_with(people, env, LATENCY).await
+}
+
+/// [`scenario`], each request taking `latency`.
+async fn scenario_with(people: usize, env: &[(&str, &str)], latency: Duration) -> Scenario {
     let data = synth::generate(&SynthSpec {
         people,
         groups: 12,
@@ -120,7 +128,7 @@ async fn scenario(people: usize, env: &[(&str, &str)]) -> Scenario {
         SandboxOptions {
             token: TOKEN.to_owned(),
             faults: Faults {
-                latency: LATENCY,
+                latency,
                 ..Faults::default()
             },
             ..SandboxOptions::default()
@@ -568,6 +576,44 @@ async fn killed_during_the_creates() {
     killed_then_finished("creates", |seen| count(seen, "POST", "/Users") >= 40).await;
 }
 
+/// Killed during the creates just after a batch of them was committed (links and
+/// results, once a second): the recovery finds accounts both linked and not yet,
+/// and claims each for its person once. Requests take 60 ms, so the phase of 127
+/// creates, four at a time, lasts about two seconds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_during_the_creates_after_a_batch_was_recorded() {
+    let s = scenario_with(400, &[], Duration::from_millis(60)).await;
+    let child = s.spawn(&["reconcile"], "creates");
+    let recorded = || -> usize {
+        let Ok(conn) = rusqlite::Connection::open_with_flags(
+            &s.config.state.path,
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+        ) else {
+            return 0;
+        };
+        conn.query_row(
+            "SELECT count(*) FROM actions WHERE kind = 'create_account' AND result IS NOT NULL",
+            [],
+            |row| row.get::<_, i64>(0),
+        )
+        .map_or(0, |n| usize::try_from(n).unwrap())
+    };
+    let cut = s.kill_when(child, "creates", |_| recorded() > 0).await;
+    let seen = s.sandbox.requests_seen();
+    let (recorded, created) = (recorded(), count(&seen[..cut], "POST", "/Users"));
+    assert!(
+        0 < recorded && recorded < created,
+        "{recorded} of {created} creates recorded when killed"
+    );
+    let run = s.newest_reconcile();
+    s.sandbox.set_faults(Faults {
+        latency: LATENCY,
+        ..Faults::default()
+    });
+    s.reconcile_to_the_end("creates-next").await;
+    assert_crash_safe(&s, &[Killed { run, cut }]).await;
+}
+
 /// Killed as the phase of groups ends and the creates begin: the group made,
 /// its id perhaps not journaled yet.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -812,6 +858,32 @@ async fn a_second_reconcile_waits_for_the_first() {
         "the second run began before the first ended: {earlier:?} {newest:?}"
     );
     assert!(store.journal(newest.id).unwrap().is_empty());
+    drop(store);
+    assert_crash_safe(&s, &[]).await;
+}
+
+/// Two reconciles started in the same instant on a state database that does not
+/// exist yet: one takes the writer lock (which one is a race), the other waits,
+/// and once it runs finds nothing to do. Both exit 0; nothing is written twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_reconciles_started_at_once_on_a_fresh_database() {
+    let s = scenario(400, &[]).await;
+    assert!(!s.config.state.path.exists());
+    let one = s.spawn(&["reconcile"], "one");
+    let other = s.spawn(&["reconcile"], "other");
+    let (one, other) = tokio::join!(exit_of(one, "one"), exit_of(other, "other"));
+    assert_eq!(one.code(), Some(0), "{}", s.stderr("one"));
+    assert_eq!(other.code(), Some(0), "{}", s.stderr("other"));
+    let store = s.store();
+    let second = store.latest_run(&[RunKind::Reconcile]).unwrap().unwrap();
+    let first = store.run(second.id - 1).unwrap().unwrap();
+    assert_eq!(first.status, RunStatus::Succeeded);
+    assert!(!store.journal(first.id).unwrap().is_empty());
+    assert!(
+        second.started_at >= first.finished_at.unwrap(),
+        "{first:?} {second:?}"
+    );
+    assert!(store.journal(second.id).unwrap().is_empty());
     drop(store);
     assert_crash_safe(&s, &[]).await;
 }
