@@ -1017,4 +1017,29 @@ async fn an_approval_cut_off_before_its_ledger_is_recorded_by_the_next() {
         "no episode opened or recorded twice"
     );
     assert_crash_safe(&s, &[]).await;
+
+    // Six of them active again (an admin, say), deactivations held again by a
+    // newer run: new episodes, opened after the old rows were applied, which
+    // those old writes do not settle.
+    let again: Vec<&(u32, String, String)> = held.iter().take(6).collect();
+    for (_, account, _) in &again {
+        client.set_active(account, true).await.unwrap();
+    }
+    let code = s.run(&["reconcile"], "held-again").await;
+    assert_eq!(code, 3, "{}", s.stderr("held-again"));
+    let mut leaving: Vec<String> = again
+        .iter()
+        .map(|(_, _, identity)| identity.clone())
+        .collect();
+    leaving.sort();
+    let mut waiting = open(&s);
+    waiting.sort();
+    assert_eq!(waiting, leaving);
+    assert_eq!(s.run(&["approve", &run.to_string()], "old").await, 1);
+    let mut waiting = open(&s);
+    waiting.sort();
+    assert_eq!(
+        waiting, leaving,
+        "the old approval settled the new episodes"
+    );
 }
