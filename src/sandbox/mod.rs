@@ -298,6 +298,9 @@ struct Shared {
     /// Requests being handled (waiting out their latency included): once a
     /// client is gone, zero means none of its requests can still change state.
     in_progress: AtomicU64,
+    /// Set by [`Sandbox::record_requests`]: unset, no request takes `seen`'s lock
+    /// (the benchmarks serve thousands of requests a second from this process).
+    recording: AtomicBool,
     /// `Some` while [`Sandbox::record_requests`] is on.
     seen: Mutex<Option<Vec<SeenRequest>>>,
 }
@@ -422,6 +425,7 @@ impl Sandbox {
             puts: AtomicU64::new(0),
             changes_after_reads: Mutex::new(HashMap::new()),
             in_progress: AtomicU64::new(0),
+            recording: AtomicBool::new(false),
             seen: Mutex::new(None),
         });
         let app = Router::new()
@@ -481,6 +485,7 @@ impl Sandbox {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .get_or_insert_with(Vec::new);
+        self.shared.recording.store(true, Ordering::SeqCst);
     }
 
     /// The requests recorded since [`Sandbox::record_requests`], in the order they
@@ -877,11 +882,12 @@ async fn handle(
     if write && response.status().is_success() {
         shared.writes.fetch_add(1, Ordering::Relaxed);
     }
-    if let Some(seen) = shared
-        .seen
-        .lock()
-        .unwrap_or_else(PoisonError::into_inner)
-        .as_mut()
+    if shared.recording.load(Ordering::Relaxed)
+        && let Some(seen) = shared
+            .seen
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .as_mut()
     {
         seen.push(SeenRequest {
             method: method.to_string(),
