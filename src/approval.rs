@@ -27,7 +27,10 @@
 //! An approval cut off before it sent what it approved (a crash, Ctrl-C, an error,
 //! a breaker that opened before a later phase) is finished by approving the run
 //! again: those actions are taken with the held ones, re-checked and applied (or,
-//! refused, held again); their decision stays the first approval's. A stop
+//! refused, held again); their decision stays the first approval's. One cut off after
+//! its deprovisions were verified and before the ledger heard of them has them
+//! recorded by the next approval of the run (`record_cut_off_approval`), which
+//! then finds nothing left to decide on. A stop
 //! (Ctrl-C, SIGTERM) while it still re-checks, before anything is decided or sent,
 //! gives it up at once ([`ApprovalError::StoppedReading`]): its held actions stay
 //! held, undecided.
@@ -751,10 +754,11 @@ pub async fn approve(
     // Every read before the first write is given up at a stop: nothing was decided
     // or sent yet (see `apply::read_unless_stopped`). What a recovery cut off
     // mid-read leaves in flight stays for the next command, as after a crash.
-    let (store, discovered) =
+    let (mut store, discovered) =
         apply::read_unless_stopped(recover_cut_off(config, client, store, now))
             .await
             .ok_or(ApprovalError::StoppedReading)??;
+    record_cut_off_approval(config, &mut store, run)?;
     let admin_command = config.admin_command();
     let (held, waiting) = undecided(&store, run, only, true, &admin_command)?;
     // Renames `only` leaves held: the userNames they would give up stay taken, and
@@ -1117,6 +1121,71 @@ pub async fn approve(
     }
     refresh_report(&mut store, run, &admin_command)?;
     Ok(approval)
+}
+
+/// The deprovisions of `run` an earlier approval applied and verified, then was
+/// cut off (killed, the machine lost) before it recorded them in the ledger: they
+/// are recorded now, verified when their rows were marked applied. Nothing else
+/// would: their rows are not in flight, so no recovery sees them; the run is not
+/// left running, so no reconcile takes it for cut off
+/// ([`crate::sweep::record_cut_off_applied`]); and no run plans the deactivations
+/// again (the accounts are inactive). Their episodes stayed open, went overdue,
+/// and alerted about people who had no access left. Only an episode still open
+/// and detected before its row was applied: one detected later is a new leave,
+/// which that old write does not settle.
+fn record_cut_off_approval(
+    config: &Config,
+    store: &mut Store,
+    run: RunId,
+) -> Result<(), ApprovalError> {
+    let approved: HashSet<u32> = store
+        .decisions(run)?
+        .into_iter()
+        .filter(|(_, decision)| *decision == Decision::Approved)
+        .map(|(seq, _)| seq)
+        .collect();
+    if approved.is_empty() {
+        return Ok(());
+    }
+    let open: HashMap<String, DateTime<Utc>> = store
+        .current_deprovisions()?
+        .into_iter()
+        .filter(crate::sla::LedgerEntry::is_open)
+        .map(|entry| (entry.identity_id, entry.detected_at))
+        .collect();
+    let applied: Vec<JournalEntry> = store
+        .journal_deprovisions(run)?
+        .into_iter()
+        .filter(|row| row.state == ActionState::Applied && approved.contains(&row.action.seq))
+        .filter(|row| {
+            row.action
+                .identity_id
+                .as_ref()
+                .and_then(|identity| open.get(identity))
+                .is_some_and(|detected| *detected <= row.updated_at)
+        })
+        .collect();
+    let Some(verified_at) = applied.iter().map(|row| row.updated_at).max() else {
+        return Ok(());
+    };
+    tracing::warn!(
+        run,
+        deprovisions = applied.len(),
+        "an approval of this run was cut off after its deprovisions were verified and before \
+         the ledger recorded them; recording them now"
+    );
+    let recovered = apply::Recovered {
+        applied: BTreeMap::from([(run, applied.iter().map(|row| row.action.seq).collect())]),
+        ..apply::Recovered::default()
+    };
+    crate::sweep::record_recovered(
+        store,
+        &recovered,
+        verified_at,
+        crate::sweep::configured_sla(config),
+        &config.admin_command(),
+    )?;
+    Ok(())
 }
 
 /// Resolves the rows a dead process left in flight ([`apply::recover`]) and records

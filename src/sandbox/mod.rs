@@ -45,6 +45,9 @@
 //!   indexes; the other supported attributes
 //!   (displayName, name.*, emails, roles, active on Users) scan.
 //! - A write that changes nothing (re-adding a member) keeps the version/ETag.
+//! - Requests can be recorded ([`Sandbox::record_requests`]), in the order they
+//!   were handled, with their status and a write's body: crash tests count what
+//!   reached the workspace, and which write was made twice.
 //! - A concurrent writer can be staged ([`Sandbox::change_after_reads`]): a
 //!   resource changes right after it was read by id, so the reader's version is
 //!   stale when it writes.
@@ -171,6 +174,19 @@ pub struct SandboxStats {
     pub puts: u64,
 }
 
+/// A request the sandbox handled while [`Sandbox::record_requests`] was on:
+/// authorized and past its faults, so a write with a 2xx `status` changed the
+/// workspace.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SeenRequest {
+    pub method: String,
+    /// Below the `/scim/v2` prefix, without the query: `/Users/{id}`.
+    pub path: String,
+    pub status: u16,
+    /// A write's body as sent (`Null` for a read, or a body that is not JSON).
+    pub body: Value,
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum SandboxError {
     #[error("sandbox listener: {0}")]
@@ -279,6 +295,31 @@ struct Shared {
     /// Staged concurrent changes: (collection, id) → PATCH operations to apply
     /// after each of the next reads of that resource, in order.
     changes_after_reads: Mutex<HashMap<(String, String), VecDeque<Value>>>,
+    /// Requests being handled (waiting out their latency included): once a
+    /// client is gone, zero means none of its requests can still change state.
+    in_progress: AtomicU64,
+    /// Set by [`Sandbox::record_requests`]: unset, no request takes `seen`'s lock
+    /// (the benchmarks serve thousands of requests a second from this process).
+    recording: AtomicBool,
+    /// `Some` while [`Sandbox::record_requests`] is on.
+    seen: Mutex<Option<Vec<SeenRequest>>>,
+}
+
+/// Counts a request in [`Shared::in_progress`] until it is answered or dropped (its
+/// client went away during its latency).
+struct InProgress<'a>(&'a AtomicU64);
+
+impl<'a> InProgress<'a> {
+    fn new(count: &'a AtomicU64) -> Self {
+        count.fetch_add(1, Ordering::SeqCst);
+        InProgress(count)
+    }
+}
+
+impl Drop for InProgress<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 impl Shared {
@@ -383,6 +424,9 @@ impl Sandbox {
             patches: AtomicU64::new(0),
             puts: AtomicU64::new(0),
             changes_after_reads: Mutex::new(HashMap::new()),
+            in_progress: AtomicU64::new(0),
+            recording: AtomicBool::new(false),
+            seen: Mutex::new(None),
         });
         let app = Router::new()
             .fallback(handle)
@@ -432,6 +476,33 @@ impl Sandbox {
             patches: s.patches.load(Ordering::Relaxed),
             puts: s.puts.load(Ordering::Relaxed),
         }
+    }
+
+    /// Records every request handled from now on ([`SeenRequest`]), in order.
+    pub fn record_requests(&self) {
+        self.shared
+            .seen
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get_or_insert_with(Vec::new);
+        self.shared.recording.store(true, Ordering::SeqCst);
+    }
+
+    /// The requests recorded since [`Sandbox::record_requests`], in the order they
+    /// were handled.
+    pub fn requests_seen(&self) -> Vec<SeenRequest> {
+        self.shared
+            .seen
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+            .unwrap_or_default()
+    }
+
+    /// How many requests are being handled now, those waiting out their latency
+    /// included.
+    pub fn requests_in_progress(&self) -> u64 {
+        self.shared.in_progress.load(Ordering::SeqCst)
     }
 
     /// Turns PATCH support ([`SandboxOptions::patch_supported`]) on or off while
@@ -729,6 +800,7 @@ async fn handle(
     body: Bytes,
 ) -> Response {
     shared.requests.fetch_add(1, Ordering::Relaxed);
+    let _in_progress = InProgress::new(&shared.in_progress);
     let write = matches!(
         method,
         Method::POST | Method::PUT | Method::PATCH | Method::DELETE
@@ -809,6 +881,28 @@ async fn handle(
     };
     if write && response.status().is_success() {
         shared.writes.fetch_add(1, Ordering::Relaxed);
+    }
+    if shared.recording.load(Ordering::Relaxed)
+        && let Some(seen) = shared
+            .seen
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .as_mut()
+    {
+        seen.push(SeenRequest {
+            method: method.to_string(),
+            path: uri
+                .path()
+                .strip_prefix(PREFIX)
+                .unwrap_or(uri.path())
+                .to_owned(),
+            status: response.status().as_u16(),
+            body: if write {
+                serde_json::from_slice(&body).unwrap_or(Value::Null)
+            } else {
+                Value::Null
+            },
+        });
     }
     response
 }
