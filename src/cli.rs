@@ -1050,6 +1050,27 @@ fn why_no_report(config: &Config, store: &Store, run_id: RunId) -> anyhow::Resul
     if cut_off && !sweep {
         why.push_str("; it has no report");
     }
+    // A reconcile killed mid-apply and resolved since by the next one's recovery
+    // (or failed after writing) has no report, but its journal says what reached
+    // the workspace: the question a person asks after a crash.
+    if run.kind == RunKind::Reconcile && run.status != RunStatus::Running {
+        let mut by_state = store.journal_state_counts(run_id, &crate::apply::NOT_SENT)?;
+        // Failed by the recovery as never having reached the workspace: not a
+        // write the workspace refused.
+        let not_reached = store
+            .journal_state_counts(run_id, &[crate::apply::NOT_REACHED_INTERRUPTED])?
+            .get("not_sent")
+            .copied()
+            .unwrap_or(0);
+        if let Some(failed) = by_state.get_mut(crate::store::ActionState::Failed.as_str()) {
+            *failed = failed.saturating_sub(not_reached);
+            by_state.insert("not_reached".to_owned(), not_reached);
+        }
+        if !by_state.is_empty() {
+            why.push_str(". ");
+            why.push_str(&sweep_writes(&by_state, &config.admin_command(), run_id));
+        }
+    }
     if sweep {
         why.push_str("; a sweep stores no report. ");
         why.push_str(&sweep_writes(
@@ -1084,6 +1105,12 @@ fn sweep_writes(
             .get("not_sent")
             .filter(|n| **n > 0)
             .map(|n| format!("{n} kept back unsent (a stop, the circuit breaker, the workspace down or its token refused)")),
+    )
+    .chain(
+        by_state
+            .get("not_reached")
+            .filter(|n| **n > 0)
+            .map(|n| format!("{n} cut off before the workspace took them (the next run plans them again)")),
     )
     .collect();
     if parts.is_empty() {

@@ -576,6 +576,102 @@ async fn killed_during_the_creates() {
     killed_then_finished("creates", |seen| count(seen, "POST", "/Users") >= 40).await;
 }
 
+/// `status` after a reconcile killed mid-apply whose rows a recovery resolved
+/// (here `approve`'s, with no reconcile since): the rows that never reached the
+/// workspace are "not sent", not "failed" writes the workspace refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_counts_a_killed_reconciles_unreached_rows_as_not_sent() {
+    let s = scenario(400, &[]).await;
+    let child = s.spawn(&["reconcile"], "killed");
+    s.kill_when(child, "killed", |seen| count(seen, "POST", "/Users") >= 40)
+        .await;
+    let run = s.newest_reconcile();
+    // Its recovery resolves the rows; there is nothing held to approve.
+    s.run(&["approve", &run.to_string()], "approve").await;
+    assert!(s.store().interrupted().unwrap().is_empty());
+    let cut_off = s
+        .store()
+        .journal(run)
+        .unwrap()
+        .iter()
+        .filter(|row| {
+            row.last_error
+                .as_deref()
+                .is_some_and(|e| e.starts_with(NOT_REACHED_INTERRUPTED))
+        })
+        .count();
+    assert!(cut_off > 0);
+
+    let output = Command::new(env!("CARGO_BIN_EXE_seatwarden"))
+        .arg("--config")
+        .arg(s.dir.path().join("seatwarden.toml"))
+        .arg("status")
+        .env_remove("SEATWARDEN_CONFIG")
+        .output()
+        .unwrap();
+
+    let out = String::from_utf8_lossy(&output.stdout);
+    let line = out
+        .lines()
+        .find(|l| l.starts_with("Last reconcile:"))
+        .unwrap_or_else(|| panic!("{out}"));
+    assert!(
+        line.starts_with(&format!(
+            "Last reconcile: run {run} cut off (its process stopped before it finished): "
+        )) && line.contains(" not sent (kept back, never reached the workspace")
+            && !line.contains(" failed,")
+            && !line.contains(" failed;"),
+        "{line}"
+    );
+}
+
+/// `report --run N` for a reconcile killed mid-apply (no report stored) said only
+/// that it failed; it says from the journal what reached the workspace now, once
+/// the next run's recovery has resolved its rows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_report_of_a_killed_reconcile_says_what_it_wrote() {
+    let s = scenario(400, &[]).await;
+    let child = s.spawn(&["reconcile"], "killed");
+    s.kill_when(child, "killed", |seen| count(seen, "POST", "/Users") >= 40)
+        .await;
+    let run = s.newest_reconcile();
+    s.reconcile_to_the_end("next").await;
+    let journal = s.store().journal(run).unwrap();
+    let applied = journal
+        .iter()
+        .filter(|row| row.state == ActionState::Applied)
+        .count();
+    let cut_off = journal
+        .iter()
+        .filter(|row| {
+            row.state == ActionState::Failed
+                && row
+                    .last_error
+                    .as_deref()
+                    .is_some_and(|e| e.starts_with(NOT_REACHED_INTERRUPTED))
+        })
+        .count();
+    assert!(applied >= 40 && cut_off > 0, "{applied} {cut_off}");
+
+    let code = s
+        .run(&["report", "--run", &run.to_string()], "report")
+        .await;
+
+    let err = s.stderr("report");
+    assert_ne!(code, 0, "{err}");
+    assert!(
+        err.contains(&format!("run {run} (reconcile) failed at "))
+            && err.contains("interrupted")
+            && err.contains(&format!(". Its writes: {applied} applied, "))
+            && err.contains(&format!(
+                ", {cut_off} cut off before the workspace took them (the next run plans them again)"
+            ))
+            // Those are not writes the workspace refused.
+            && !err.contains(" failed,"),
+        "{err}"
+    );
+}
+
 /// Killed during the creates just after a batch of them was committed (links and
 /// results, once a second): the recovery finds accounts both linked and not yet,
 /// and claims each for its person once. Requests take 60 ms, so the phase of 127
