@@ -44,6 +44,7 @@ mod report;
 mod resume;
 mod review_s34;
 mod review_s36;
+mod review_s37_deprov;
 mod role_groups;
 mod run_recovery;
 mod safety;
