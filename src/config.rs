@@ -3975,16 +3975,18 @@ fn not_a_url(text: &str, scheme: &str, error: url::ParseError) -> String {
 /// When sweeps and reconciles can be further apart than `deprovision.sla`: a
 /// leaver's SLA clock starts when one of them first sees the person leave, so
 /// someone who leaves just after one keeps access for the whole gap without any
-/// deadline running. Business-hours patterns hide a weekend gap a glance misses.
+/// deadline running. Business-hours patterns hide a weekend gap a glance misses;
+/// a clock change hides one in its own week only, so the weeks of the year's
+/// changes are looked at too, not just the coming one.
 fn sweeps_too_far_apart(
     settings: &DaemonSettings,
     now: chrono::DateTime<chrono::Utc>,
 ) -> Option<String> {
-    let (from, gap) = crate::schedule::longest_gap(
-        &[&settings.sweep, &settings.reconcile],
-        settings.timezone,
-        now,
-    )?;
+    let schedules = [&settings.sweep, &settings.reconcile];
+    let (from, gap) = std::iter::once(now)
+        .chain(crate::schedule::offset_changes(settings.timezone, now))
+        .filter_map(|from| crate::schedule::longest_gap(&schedules, settings.timezone, from))
+        .max_by_key(|(_, gap)| *gap)?;
     let sla = chrono::Duration::from_std(settings.sla).ok()?;
     (gap > sla).then(|| {
         format!(
@@ -4346,6 +4348,42 @@ token = "s3cr3t-token-value"
         .unwrap();
         assert_eq!(
             sweeps_too_far_apart(&within.daemon_settings().unwrap(), wednesday),
+            None
+        );
+    }
+
+    /// Lord Howe Island moves its clocks by half an hour: an hourly sweep there
+    /// leaves 90 minutes without one on both change days, past a one-hour SLA.
+    /// The warning must not depend on whether `check-config` happens to run in
+    /// the week of a change; New York's hourly sweep stays within the hour.
+    #[test]
+    fn a_gap_only_a_clock_change_makes_is_warned_about_in_any_week() {
+        use chrono::TimeZone;
+        let june = chrono::Utc.with_ymd_and_hms(2026, 6, 17, 12, 0, 0).unwrap();
+        let hourly = |zone: &str| {
+            load(
+                "",
+                &format!(
+                    "[schedule]\ntimezone = \"{zone}\"\nsweep = \"0 * * * *\"\n\
+                     reconcile = \"0 3 * * *\"\n[deprovision]\nsla = \"1h\"\n"
+                ),
+                &[],
+            )
+            .unwrap()
+            .daemon_settings()
+            .unwrap()
+        };
+        let warning = sweeps_too_far_apart(&hourly("Australia/Lord_Howe"), june).unwrap();
+        assert!(
+            warning.contains("for up to 1h30m") && warning.contains("deprovision.sla (1h)"),
+            "{warning}"
+        );
+        assert_eq!(
+            sweeps_too_far_apart(&hourly("America/New_York"), june),
+            None
+        );
+        assert_eq!(
+            sweeps_too_far_apart(&hourly("Pacific/Kiritimati"), june),
             None
         );
     }
