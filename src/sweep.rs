@@ -25,7 +25,9 @@
 //!
 //! An account that reads as 404 is gone (its episode verified without a write) only
 //! once a `/Users` listing page has answered in the same pass: a base URL that
-//! answers 404 to everything must not close every episode.
+//! answers 404 to everything must not close every episode. Nor while an account
+//! under the person's userName names them by `externalId` (theirs, made again
+//! under a new id): the episode moves to it, and it is deactivated.
 //!
 //! Only linked identities are considered (links are made by full reconciles), so
 //! the sweep never has to match; a linked account whose `externalId` names
@@ -642,9 +644,51 @@ pub async fn enforce(
                 // Until the account was read, a deleted person's episode carries
                 // their directory id in place of a userName.
                 let user_name = Some(entry.user_name.as_str()).filter(|u| *u != entry.identity_id);
-                match unless_stopped(outage.watch(client.find_account_elsewhere(&id, user_name)))
-                    .await?
+                let found = match unless_stopped(
+                    outage.watch(client.find_account_elsewhere(&id, user_name)),
+                )
+                .await?
                 {
+                    // Gone by its id, yet an account under the same userName
+                    // names the person by externalId (made again under a new id,
+                    // by a push or by hand): taken for gone, it would keep them in
+                    // while the ledger said they were out.
+                    // A workspace that refuses the filter (400, 501) has no answer
+                    // to give: gone, as before the question.
+                    Ok(None) if let Some(user_name) = user_name => {
+                        match unless_stopped(
+                            outage.watch(client.find_account_by_user_name(user_name)),
+                        )
+                        .await?
+                        {
+                            Ok(found) => Ok(found.filter(|a| {
+                                a.external_id.as_deref() == Some(entry.identity_id.as_str())
+                            })),
+                            Err(Unread::Failed(e)) if matches!(e.status(), Some(400 | 501)) => {
+                                Ok(None)
+                            }
+                            Err(e) => Err(e),
+                        }
+                    }
+                    other => other,
+                };
+                match found {
+                    Ok(Some(successor)) if successor.id != id => {
+                        tracing::warn!(
+                            person = %entry.user_name,
+                            linked = %id,
+                            account = %successor.id,
+                            "the leaver's linked account is gone, and another account names them                              by externalId under the same userName: deprovisioning that one"
+                        );
+                        lock(store)?.deprovision_account(
+                            entry.id,
+                            Some(&successor.id),
+                            &entry.user_name,
+                        )?;
+                        let mut entry = entry;
+                        entry.account_id = Some(successor.id.clone());
+                        accounts.push((entry, Some(successor)));
+                    }
                     Ok(found) => accounts.push((entry, found)),
                     Err(e) => {
                         if let Unread::Skipped(_) = e {

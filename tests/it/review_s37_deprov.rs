@@ -334,3 +334,174 @@ async fn a_deactivation_answered_200_that_does_not_hold_is_retried_and_escalated
         .unwrap();
     assert!(again.escalated.is_empty(), "{again:?}");
 }
+
+/// An account spec for `user_name` naming `external_id`.
+fn spec(user_name: &str, external_id: &str) -> AccountSpec {
+    AccountSpec {
+        user_name: user_name.into(),
+        external_id: external_id.into(),
+        given_name: Some("Some".into()),
+        family_name: Some("One".into()),
+        display_name: None,
+        email: Some(user_name.into()),
+        role: None,
+    }
+}
+
+/// Nia's linked account was deleted and made again under the same userName and
+/// her directory id as externalId (an IdP's push re-creating it, an admin
+/// repairing it): a new id the link does not know. She then leaves. The sweep
+/// reads her linked account as gone — but she is not without access: the
+/// account that is hers by externalId is deactivated, and the episode verified
+/// only then, on that account. Ona's account was made again too, for a new hire
+/// given her address (another externalId): hers is gone, the new hire's stays.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leavers_account_made_again_under_a_new_id_is_deactivated_not_taken_for_gone() {
+    let (sandbox, dir, config) = reconciled_demo(&[]).await;
+    let client = ScimClient::new(config.scim_settings().unwrap()).unwrap();
+    edit_person(dir.path(), "00u9991", |user| {
+        *user = serde_json::json!({
+            "id": "00u9991", "userName": "ona@example.com", "email": "ona@example.com",
+            "status": "active", "groups": ["Taskade Users"],
+        });
+    });
+    let ona = client
+        .create_account(&spec("ona@example.com", "00u9991"))
+        .await
+        .unwrap();
+    let (own, duplicate) = nia_with_a_duplicate(dir.path(), &config, &client).await;
+    // Only her own account matters here.
+    client.delete_account(&duplicate).await.unwrap();
+    client.delete_account(&own).await.unwrap();
+    client.delete_account(&ona.id).await.unwrap();
+    let again = client
+        .create_account(&spec("nia@example.com", "00u9990"))
+        .await
+        .unwrap();
+    let new_hire = client
+        .create_account(&spec("ona@example.com", "new-hire-7"))
+        .await
+        .unwrap();
+    let store = shared_store(&config);
+    let links = store.lock().unwrap().links().unwrap();
+    for (person, account) in [("00u9990", &own), ("00u9991", &ona.id)] {
+        assert!(
+            links
+                .iter()
+                .any(|l| l.identity_id == person && &l.account_id == account),
+            "{links:?}"
+        );
+    }
+
+    for person in ["00u9990", "00u9991"] {
+        edit_person(dir.path(), person, |user| {
+            user["status"] = "suspended".into()
+        });
+    }
+    let t0 = Utc::now();
+    let directory = config.sweep_directory();
+    let swept =
+        seatwarden::sweep::sweep(&config, &directory, &client, &store, t0, Duration::hours(1))
+            .await
+            .unwrap();
+    assert!(!is_active(&sandbox, &again.id), "{swept:?}");
+    assert!(is_active(&sandbox, &new_hire.id), "{swept:?}");
+    assert_eq!(swept.enforced, 1, "{swept:?}");
+    let history = store
+        .lock()
+        .unwrap()
+        .deprovision_history("00u9990", 5)
+        .unwrap();
+    assert_eq!(history.len(), 1, "{history:#?}");
+    assert_eq!(history[0].account_id.as_deref(), Some(again.id.as_str()));
+    assert!(history[0].verified_at.is_some() && history[0].enforced_at.is_some());
+    let history = store
+        .lock()
+        .unwrap()
+        .deprovision_history("00u9991", 5)
+        .unwrap();
+    assert_eq!(history[0].account_id.as_deref(), Some(ona.id.as_str()));
+    assert!(history[0].found_without_access(), "{history:#?}");
+    sandbox.shutdown().await;
+}
+
+/// A workspace that refuses filters (400 invalidFilter, as some providers do)
+/// cannot say whether another account names a leaver whose linked account reads
+/// as gone: the listing page that answers confirms it gone, as before the
+/// question was asked, and the episode ends instead of failing at every pass.
+#[tokio::test]
+async fn a_gone_account_on_a_workspace_that_refuses_filters_is_still_gone() {
+    use seatwarden::sla::{self, Leaver, LossReason};
+    use wiremock::matchers::{method, path, query_param_is_missing};
+    use wiremock::{Mock, MockServer, ResponseTemplate};
+
+    let workspace = MockServer::start().await;
+    Mock::given(method("GET"))
+        .and(path("/ServiceProviderConfig"))
+        .respond_with(ResponseTemplate::new(404))
+        .mount(&workspace)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/Users/gone"))
+        .respond_with(ResponseTemplate::new(404))
+        .mount(&workspace)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/Users"))
+        .and(query_param_is_missing("filter"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(serde_json::json!({
+            "schemas": ["urn:ietf:params:scim:api:messages:2.0:ListResponse"],
+            "totalResults": 0, "startIndex": 1, "itemsPerPage": 0, "Resources": [],
+        })))
+        .mount(&workspace)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/Users"))
+        .respond_with(ResponseTemplate::new(400).set_body_json(serde_json::json!({
+            "schemas": ["urn:ietf:params:scim:api:messages:2.0:Error"],
+            "status": "400", "scimType": "invalidFilter", "detail": "no filters here",
+        })))
+        .mount(&workspace)
+        .await;
+
+    let (_dir, config, store) = against_mock(&workspace);
+    let detected = Utc::now() - Duration::minutes(10);
+    let opened = sla::observe(
+        &[],
+        &[Leaver {
+            identity_id: "id-gone".into(),
+            account_id: Some("gone".into()),
+            user_name: "gone@example.com".into(),
+            reason: LossReason::Deprovisioned,
+        }],
+        &[],
+        detected,
+        Duration::hours(1),
+    );
+    store
+        .lock()
+        .unwrap()
+        .update_ledger(&opened, detected)
+        .unwrap();
+    let mut settings = config.scim_settings().unwrap();
+    settings.retry = seatwarden::retry::RetryPolicy::immediate(1);
+    let client = ScimClient::new(settings).unwrap();
+    let outcome = seatwarden::sweep::enforce(&config, &client, &store, Utc::now())
+        .await
+        .unwrap()
+        .checked()
+        .unwrap();
+    assert_eq!(
+        (outcome.already_done, outcome.failed),
+        (1, 0),
+        "{outcome:?}"
+    );
+    assert!(
+        store
+            .lock()
+            .unwrap()
+            .open_deprovisions()
+            .unwrap()
+            .is_empty()
+    );
+}
