@@ -505,3 +505,65 @@ async fn a_gone_account_on_a_workspace_that_refuses_filters_is_still_gone() {
             .is_empty()
     );
 }
+
+/// The circuit breaker opened with a three-hour cool-down (the workspace failed
+/// most writes), and then Ada left. Nothing is sent while it is open, and her
+/// next attempt waits for the cool-down — but her deprovision is overdue an hour
+/// after it was seen, and escalated then by the retry job, not three hours later
+/// when it is next tried.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leaver_kept_back_by_an_open_breaker_is_escalated_at_her_due_time() {
+    let (sandbox, dir, config) =
+        reconciled_demo(&[("SEATWARDEN__SAFETY__CIRCUIT__COOL_DOWN", "3h")]).await;
+    let client = ScimClient::new(config.scim_settings().unwrap()).unwrap();
+    let store = shared_store(&config);
+    let t0 = Utc::now();
+    store
+        .lock()
+        .unwrap()
+        .set_circuit(&seatwarden::circuit::CircuitRecord {
+            opened_at: Some(t0),
+            reason: Some("16 of the last 20 writes failed".into()),
+            failures: Vec::new(),
+        })
+        .unwrap();
+    // Ada: the demo's first active person whose account is active.
+    let workspace = sandbox.snapshot();
+    let ada = workspace
+        .accounts
+        .iter()
+        .find(|a| a.active && !a.roles.iter().any(|r| r == "Owner"))
+        .and_then(|a| a.external_id.clone())
+        .unwrap();
+    edit_person(dir.path(), &ada, |user| user["status"] = "suspended".into());
+    let directory = config.sweep_directory();
+    let hour = Duration::hours(1);
+    let swept = seatwarden::sweep::sweep(&config, &directory, &client, &store, t0, hour)
+        .await
+        .unwrap();
+    assert_eq!((swept.not_sent, swept.enforced), (1, 0), "{swept:?}");
+    let episode = store
+        .lock()
+        .unwrap()
+        .open_deprovisions()
+        .unwrap()
+        .into_iter()
+        .find(|e| e.identity_id == ada)
+        .unwrap();
+    let next = episode.next_attempt_at.unwrap();
+    assert!(next >= t0 + Duration::hours(3), "{episode:?}");
+
+    let writes = sandbox.stats().writes;
+    let late = t0 + hour + Duration::minutes(1);
+    let retried = seatwarden::sweep::enforce(&config, &client, &store, late)
+        .await
+        .unwrap();
+    assert_eq!(sandbox.stats().writes, writes, "nothing sent: {retried:?}");
+    let escalated: Vec<&str> = retried
+        .escalated
+        .iter()
+        .map(|e| e.identity_id.as_str())
+        .collect();
+    assert_eq!(escalated, [ada.as_str()], "{retried:?}");
+    sandbox.shutdown().await;
+}
