@@ -567,3 +567,59 @@ async fn a_leaver_kept_back_by_an_open_breaker_is_escalated_at_her_due_time() {
     assert_eq!(escalated, [ada.as_str()], "{retried:?}");
     sandbox.shutdown().await;
 }
+
+/// Ada is suspended, and the workspace fails the deactivation; within the hour
+/// she is active again in the directory (a mistaken suspension undone). The next
+/// sweep ends her episode, cancelled, so it is neither escalated nor retried
+/// once her due time passes — and her account, never deactivated, stays active.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leaver_back_before_her_due_time_is_cancelled_not_escalated() {
+    let (sandbox, dir, config) = reconciled_demo(QUICK_RETRIES).await;
+    let client = ScimClient::new(config.scim_settings().unwrap()).unwrap();
+    let store = shared_store(&config);
+    let workspace = sandbox.snapshot();
+    let account = workspace
+        .accounts
+        .iter()
+        .find(|a| a.active && !a.roles.iter().any(|r| r == "Owner"))
+        .unwrap()
+        .clone();
+    let ada = account.external_id.clone().unwrap();
+    let directory = config.sweep_directory();
+    let hour = Duration::hours(1);
+    let t0 = Utc::now();
+
+    edit_person(dir.path(), &ada, |user| user["status"] = "suspended".into());
+    sandbox.set_faults(Faults {
+        rate_5xx: 1.0,
+        writes_only: true,
+        ..Faults::default()
+    });
+    let swept = seatwarden::sweep::sweep(&config, &directory, &client, &store, t0, hour)
+        .await
+        .unwrap();
+    assert_eq!(swept.failed, 1, "{swept:?}");
+
+    edit_person(dir.path(), &ada, |user| user["status"] = "active".into());
+    sandbox.set_faults(Faults::default());
+    let back = t0 + Duration::minutes(20);
+    let swept = seatwarden::sweep::sweep(&config, &directory, &client, &store, back, hour)
+        .await
+        .unwrap();
+    assert_eq!((swept.cancelled, swept.enforced), (1, 0), "{swept:?}");
+
+    let late = t0 + hour + Duration::minutes(5);
+    let retried = seatwarden::sweep::enforce(&config, &client, &store, late)
+        .await
+        .unwrap();
+    assert!(retried.escalated.is_empty(), "{retried:?}");
+    assert_eq!(retried.run_id, None, "nothing planned: {retried:?}");
+    assert!(is_active(&sandbox, &account.id));
+    let history = store.lock().unwrap().deprovision_history(&ada, 5).unwrap();
+    assert_eq!(history.len(), 1, "{history:#?}");
+    assert_eq!(
+        history[0].state(late),
+        seatwarden::sla::EntryState::Cancelled
+    );
+    sandbox.shutdown().await;
+}
