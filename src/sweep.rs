@@ -984,6 +984,12 @@ pub async fn enforce(
             let Some(entry) = pending.get(&row.action.seq) else {
                 continue;
             };
+            // Planned this pass and not held: a hold an earlier pass recorded is
+            // over, and must not stand beside what stops the deprovision now (its
+            // advice, such as `link … --replace`, would no longer fit).
+            if row.state != ActionState::Held && entry.held.is_some() {
+                store.deprovision_hold_over(entry.id)?;
+            }
             match row.state {
                 ActionState::Applied => {
                     store.deprovision_enforced(entry.id, now)?;

@@ -518,6 +518,16 @@ impl Store {
         )
     }
 
+    /// No longer held, its next attempt left as it is: a pass found the hold
+    /// over and tried (or kept back) the deprovision.
+    pub fn deprovision_hold_over(&mut self, id: i64) -> Result<(), StoreError> {
+        self.ledger_update(
+            "UPDATE deprovisions SET held = NULL WHERE id = ?1",
+            params![id],
+            id,
+        )
+    }
+
     /// No longer held, and due at once: what the hold waited for was done.
     pub fn deprovision_released(&mut self, id: i64) -> Result<(), StoreError> {
         self.ledger_update(

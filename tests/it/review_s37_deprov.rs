@@ -623,3 +623,84 @@ async fn a_leaver_back_before_her_due_time_is_cancelled_not_escalated() {
     );
     sandbox.shutdown().await;
 }
+
+/// Ada's account names a colleague by externalId, so the sweep holds her
+/// deprovision ("disputed link"). An admin puts her own id back; the next pass
+/// is no longer held, but the workspace fails the write. Her episode must then
+/// say what stops it now — the failure — not the hold that is over, whose advice
+/// (`link … --replace`) would hand her account to the colleague.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hold_that_is_over_is_not_shown_once_the_write_fails() {
+    use seatwarden::model::{Attribute, AttributeChange};
+
+    let (sandbox, dir, config) = reconciled_demo(QUICK_RETRIES).await;
+    let client = ScimClient::new(config.scim_settings().unwrap()).unwrap();
+    let store = shared_store(&config);
+    let workspace = sandbox.snapshot();
+    let mut active = workspace
+        .accounts
+        .iter()
+        .filter(|a| a.active && !a.roles.iter().any(|r| r == "Owner"));
+    let account = active.next().unwrap().clone();
+    let colleague = active.next().unwrap().external_id.clone().unwrap();
+    let ada = account.external_id.clone().unwrap();
+    let set_external_id = |from: &str, to: &str| AttributeChange {
+        attribute: Attribute::ExternalId,
+        from: Some(from.to_owned()),
+        to: Some(to.to_owned()),
+    };
+    client
+        .update_attributes(&account.id, &[set_external_id(&ada, &colleague)])
+        .await
+        .unwrap();
+    edit_person(dir.path(), &ada, |user| user["status"] = "suspended".into());
+    let directory = config.sweep_directory();
+    let t0 = Utc::now();
+    let hour = Duration::hours(1);
+    let swept = seatwarden::sweep::sweep(&config, &directory, &client, &store, t0, hour)
+        .await
+        .unwrap();
+    assert_eq!(swept.held, 1, "{swept:?}");
+    let episode = |store: &Arc<Mutex<Store>>| {
+        store
+            .lock()
+            .unwrap()
+            .open_deprovisions()
+            .unwrap()
+            .into_iter()
+            .find(|e| e.identity_id == ada)
+            .unwrap()
+    };
+    let held = episode(&store);
+    assert!(
+        held.held
+            .as_deref()
+            .is_some_and(|h| h.starts_with(seatwarden::sweep::CONTRADICTED_LINK_HOLD)),
+        "{held:?}"
+    );
+
+    client
+        .update_attributes(&account.id, &[set_external_id(&colleague, &ada)])
+        .await
+        .unwrap();
+    sandbox.set_faults(Faults {
+        rate_5xx: 1.0,
+        writes_only: true,
+        ..Faults::default()
+    });
+    let later = held.next_attempt_at.unwrap();
+    let retried = seatwarden::sweep::enforce(&config, &client, &store, later)
+        .await
+        .unwrap();
+    assert_eq!((retried.held, retried.failed), (0, 1), "{retried:?}");
+    let failing = episode(&store);
+    assert_eq!(failing.held, None, "{failing:?}");
+    assert!(
+        failing
+            .last_error
+            .as_deref()
+            .is_some_and(|e| e.contains("503")),
+        "{failing:?}"
+    );
+    sandbox.shutdown().await;
+}
