@@ -1717,10 +1717,16 @@ impl Config {
         if let Some(warning) = loose_config_with_secrets(&self.source, &inline_in_file) {
             warnings.push(warning);
         }
-        if let Ok(settings) = self.daemon_settings()
-            && let Some(warning) = sweeps_too_far_apart(&settings, chrono::Utc::now())
-        {
-            warnings.push(warning);
+        if let Ok(settings) = self.daemon_settings() {
+            let now = chrono::Utc::now();
+            if let Some(warning) = sweeps_too_far_apart(&settings, now) {
+                warnings.push(warning);
+            }
+            if let DirectoryConfig::Okta { app_id: None, .. } = &self.directory
+                && let Some(warning) = okta_deletions_wait_for_reconciles(&settings, now)
+            {
+                warnings.push(warning);
+            }
         }
         if let Some(warning) = missing_state_folder(&self.state.path) {
             warnings.push(warning);
@@ -4026,12 +4032,14 @@ fn not_a_url(text: &str, scheme: &str, error: url::ParseError) -> String {
 /// When sweeps and reconciles can be further apart than `deprovision.sla`: a
 /// leaver's SLA clock starts when one of them first sees the person leave, so
 /// someone who leaves just after one keeps access for the whole gap without any
-/// deadline running. Business-hours patterns hide a weekend gap a glance misses.
+/// deadline running. Business-hours patterns hide a weekend gap a glance misses;
+/// a clock change hides one in its own week only, so the weeks of the year's
+/// changes are looked at too, not just the coming one.
 fn sweeps_too_far_apart(
     settings: &DaemonSettings,
     now: chrono::DateTime<chrono::Utc>,
 ) -> Option<String> {
-    let (from, gap) = crate::schedule::longest_gap(
+    let (from, gap) = longest_gap_in_a_year(
         &[&settings.sweep, &settings.reconcile],
         settings.timezone,
         now,
@@ -4043,6 +4051,46 @@ fn sweeps_too_far_apart(
              deprovision.sla ({}): a person who leaves just after one keeps their access that \
              long before seatwarden sees them leave, and their SLA clock only starts then; \
              sweep more often (the default is every 5 minutes, \"*/5 * * * *\")",
+            span(gap),
+            from.with_timezone(&settings.timezone).format("%a %H:%M %Z"),
+            span(sla)
+        )
+    })
+}
+
+/// The longest time without a fire of any of `schedules`, in the coming week or
+/// in the week of one of the year's clock changes (see [`sweeps_too_far_apart`]).
+fn longest_gap_in_a_year(
+    schedules: &[&Schedule],
+    tz: chrono_tz::Tz,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Option<(chrono::DateTime<chrono::Utc>, chrono::Duration)> {
+    std::iter::once(now)
+        .chain(crate::schedule::offset_changes(tz, now))
+        .filter_map(|from| crate::schedule::longest_gap(schedules, tz, from))
+        .max_by_key(|(_, gap)| *gap)
+}
+
+/// Okta's delta lists users changed since the cursor, and a deleted user is in no
+/// listing: someone deactivated *and* deleted between two sweeps is seen gone only
+/// by a full read, a reconcile's (the sweep reads in full only with `app_id`, or
+/// when a group of interest changed). With reconciles further apart than
+/// `deprovision.sla`, such a leaver keeps access that long, no deadline running.
+fn okta_deletions_wait_for_reconciles(
+    settings: &DaemonSettings,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Option<String> {
+    let (from, gap) = longest_gap_in_a_year(&[&settings.reconcile], settings.timezone, now)?;
+    let sla = chrono::Duration::from_std(settings.sla).ok()?;
+    (gap > sla).then(|| {
+        format!(
+            "schedule.reconcile: with an Okta directory, a person deactivated and deleted \
+             between two sweeps is seen gone only by a reconcile (Okta's delta lists no \
+             deleted user), and no reconcile runs for up to {} (from {}), longer than \
+             deprovision.sla ({}): such a leaver keeps their access that long before their SLA \
+             clock starts; reconcile more often (the default is every 30 minutes, \
+             \"*/30 * * * *\"), or set directory.app_id (the sweep then reads the directory \
+             whole)",
             span(gap),
             from.with_timezone(&settings.timezone).format("%a %H:%M %Z"),
             span(sla)
@@ -4399,6 +4447,83 @@ token = "s3cr3t-token-value"
             sweeps_too_far_apart(&within.daemon_settings().unwrap(), wednesday),
             None
         );
+    }
+
+    /// Lord Howe Island moves its clocks by half an hour: an hourly sweep there
+    /// leaves 90 minutes without one on both change days, past a one-hour SLA.
+    /// The warning must not depend on whether `check-config` happens to run in
+    /// the week of a change; New York's hourly sweep stays within the hour.
+    #[test]
+    fn a_gap_only_a_clock_change_makes_is_warned_about_in_any_week() {
+        use chrono::TimeZone;
+        let june = chrono::Utc.with_ymd_and_hms(2026, 6, 17, 12, 0, 0).unwrap();
+        let hourly = |zone: &str| {
+            load(
+                "",
+                &format!(
+                    "[schedule]\ntimezone = \"{zone}\"\nsweep = \"0 * * * *\"\n\
+                     reconcile = \"0 3 * * *\"\n[deprovision]\nsla = \"1h\"\n"
+                ),
+                &[],
+            )
+            .unwrap()
+            .daemon_settings()
+            .unwrap()
+        };
+        let warning = sweeps_too_far_apart(&hourly("Australia/Lord_Howe"), june).unwrap();
+        assert!(
+            warning.contains("for up to 1h30m") && warning.contains("deprovision.sla (1h)"),
+            "{warning}"
+        );
+        assert_eq!(
+            sweeps_too_far_apart(&hourly("America/New_York"), june),
+            None
+        );
+        assert_eq!(
+            sweeps_too_far_apart(&hourly("Pacific/Kiritimati"), june),
+            None
+        );
+    }
+
+    /// An Okta delta cannot see someone deactivated and deleted between two
+    /// sweeps; only a reconcile does. A daily reconcile with a one-hour SLA is
+    /// warned about, naming the gap; the default half-hourly one, and an Okta
+    /// directory read whole at every sweep (`app_id`), are not; nor is a file.
+    #[test]
+    fn okta_deletions_seen_only_by_rare_reconciles_are_warned_about() {
+        let okta = |app_id: &str, reconcile: &str| {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("seatwarden.toml");
+            let workspace = BASE.split_once("[workspace]").unwrap().1;
+            std::fs::write(
+                &path,
+                format!(
+                    "[directory]\nkind = \"okta\"\nurl = \"https://acme.okta.com\"\n\
+                     token = \"t0ken-value\"\n{app_id}\n[workspace]{workspace}\n\
+                     [schedule]\nreconcile = \"{reconcile}\"\n"
+                ),
+            )
+            .unwrap();
+            Config::load_with_env(&path, Some(HashMap::new())).unwrap()
+        };
+        let about_okta = |config: &Config| -> Vec<String> {
+            config
+                .warnings()
+                .into_iter()
+                .filter(|w| w.contains("Okta's delta"))
+                .collect()
+        };
+        let daily = okta("", "0 2 * * *");
+        let warned = about_okta(&daily);
+        assert_eq!(warned.len(), 1, "{warned:?}");
+        assert!(
+            warned[0].contains("for up to 1d") && warned[0].contains("deprovision.sla (1h)"),
+            "{warned:?}"
+        );
+        assert!(about_okta(&okta("", "*/30 * * * *")).is_empty());
+        assert!(about_okta(&okta("app_id = \"0oa1\"", "0 2 * * *")).is_empty());
+        let file = load("", "[schedule]\nreconcile = \"0 2 * * *\"\n", &[]).unwrap();
+        assert!(about_okta(&file).is_empty());
     }
 
     #[test]

@@ -268,6 +268,26 @@ pub fn longest_gap(
     longest
 }
 
+/// The days, within a year after `from`, on which `tz`'s offset from UTC changes
+/// (daylight saving, by an hour or Lord Howe's half hour), each as the instant a
+/// day before the change at most: a wall-clock schedule's longest gap may lie in
+/// such a week and nowhere else.
+pub fn offset_changes(tz: Tz, from: DateTime<Utc>) -> Vec<DateTime<Utc>> {
+    use chrono::Offset;
+    let offset = |at: DateTime<Utc>| at.with_timezone(&tz).offset().fix();
+    let day = chrono::Duration::days(1);
+    let mut changes = Vec::new();
+    let mut at = from;
+    for _ in 0..366 {
+        let next = at + day;
+        if offset(next) != offset(at) {
+            changes.push(at);
+        }
+        at = next;
+    }
+    changes
+}
+
 /// Whether a job last started at `last_started` missed a fire before `now`.
 pub fn missed(
     schedule: &Schedule,

@@ -495,6 +495,153 @@ mod tests {
         assert_eq!(next_attempt(40, t(0)), t(15));
     }
 
+    /// One step of a simulated ledger: minutes on, who the directory shows gone
+    /// and who back (bit sets over four people), and of the open episodes, whose
+    /// accounts a pass then deactivates and verifies, and whose deactivation it
+    /// sends without verifying it yet.
+    #[derive(Debug, Clone)]
+    struct Step {
+        minutes: i64,
+        gone: u8,
+        back: u8,
+        deactivated: u8,
+        sent: u8,
+    }
+
+    fn steps() -> impl proptest::strategy::Strategy<Value = Vec<Step>> {
+        use proptest::prelude::*;
+        proptest::collection::vec(
+            (0_i64..120, 0_u8..16, 0_u8..16, 0_u8..16, 0_u8..16).prop_map(
+                |(minutes, gone, back, deactivated, sent)| Step {
+                    minutes,
+                    // Nobody is both gone and back in one observation.
+                    back: back & !gone,
+                    gone,
+                    deactivated,
+                    sent,
+                },
+            ),
+            1..40,
+        )
+    }
+
+    /// What `Store::update_ledger` does with `changes`, on a vector.
+    fn apply(ledger: &mut Vec<LedgerEntry>, changes: &LedgerChanges, at: DateTime<Utc>) {
+        for new in &changes.open {
+            if ledger
+                .iter()
+                .any(|e| e.identity_id == new.identity_id && e.is_open())
+            {
+                continue;
+            }
+            let mut e = entry(ledger.len() as i64 + 1, &new.identity_id, 0);
+            e.detected_at = new.detected_at;
+            e.due_at = new.due_at;
+            ledger.push(e);
+        }
+        for e in ledger.iter_mut() {
+            if changes.cancel.contains(&e.id) && e.is_open() {
+                e.closed_at = Some(at);
+            }
+            if changes.returned.contains(&e.id) && e.closed_at.is_none() && e.returned_at.is_none()
+            {
+                e.returned_at = Some(at);
+            }
+        }
+    }
+
+    proptest::proptest! {
+        /// Whatever the directory does over time: every leaver has an episode
+        /// that stands for them (open, or verified and not back since) — an open
+        /// one if they were back after their last verified one (their account is
+        /// enabled again) — at most one open per person, due exactly one SLA
+        /// after it was detected; an enforced deactivation is never cancelled;
+        /// and every open episode past its due time is escalated exactly once.
+        #[test]
+        fn no_leaver_goes_without_an_episode_and_every_miss_is_escalated_once(
+            steps in steps(),
+            sla_minutes in 1_i64..180,
+        ) {
+            let sla = Duration::minutes(sla_minutes);
+            let people = ["a", "b", "c", "d"];
+            let mut ledger: Vec<LedgerEntry> = Vec::new();
+            let mut now = t(0);
+            let mut escalations: std::collections::HashMap<i64, usize> = Default::default();
+            let mut reenabled: std::collections::HashSet<String> = Default::default();
+            for step in steps {
+                now += Duration::minutes(step.minutes);
+                let pick = |bits: u8| -> Vec<&str> {
+                    people.iter().enumerate().filter(|(i, _)| bits & (1 << i) != 0).map(|(_, p)| *p).collect()
+                };
+                let leavers: Vec<Leaver> = pick(step.gone).into_iter().map(leaver).collect();
+                let returned: Vec<String> = pick(step.back).into_iter().map(String::from).collect();
+                let current: Vec<LedgerEntry> = ledger
+                    .iter()
+                    .filter(|e| e.closed_at.is_none() && e.returned_at.is_none())
+                    .cloned()
+                    .collect();
+                let changes = observe(&current, &leavers, &returned, now, sla);
+                for new in &changes.open {
+                    proptest::prop_assert_eq!(new.detected_at, now);
+                    proptest::prop_assert_eq!(new.due_at - new.detected_at, sla);
+                }
+                for id in &changes.cancel {
+                    let e = ledger.iter().find(|e| e.id == *id).unwrap();
+                    proptest::prop_assert!(e.enforced_at.is_none(), "cancelled after enforcement: {:?}", e);
+                }
+                for person in &returned {
+                    if ledger.iter().any(|e| &e.identity_id == person
+                        && e.verified_at.is_some()
+                        && e.returned_at.is_none())
+                    {
+                        reenabled.insert(person.clone());
+                    }
+                }
+                apply(&mut ledger, &changes, now);
+                for leaver in &leavers {
+                    if reenabled.remove(&leaver.identity_id) {
+                        proptest::prop_assert!(
+                            ledger.iter().any(|e| e.identity_id == leaver.identity_id && e.is_open()),
+                            "{} left again after coming back, and no episode is open: {:?}",
+                            leaver.identity_id, ledger
+                        );
+                    }
+                    proptest::prop_assert!(
+                        ledger.iter().any(|e| e.identity_id == leaver.identity_id
+                            && e.closed_at.is_none()
+                            && e.returned_at.is_none()),
+                        "{} left with no episode standing for it: {:?}", leaver.identity_id, ledger
+                    );
+                }
+                for person in people {
+                    let open = ledger.iter().filter(|e| e.identity_id == person && e.is_open()).count();
+                    proptest::prop_assert!(open <= 1, "{} has {} open episodes", person, open);
+                }
+                // A pass: some open episodes' accounts are deactivated now.
+                for e in ledger.iter_mut().filter(|e| e.is_open()) {
+                    let i = people.iter().position(|p| *p == e.identity_id).unwrap();
+                    if step.deactivated & (1 << i) != 0 {
+                        e.enforced_at = Some(now);
+                        e.verified_at = Some(now);
+                    } else if step.sent & (1 << i) != 0 {
+                        e.enforced_at = Some(now);
+                    }
+                }
+                let due: Vec<i64> = to_escalate(&ledger, now).iter().map(|e| e.id).collect();
+                for e in ledger.iter_mut().filter(|e| due.contains(&e.id)) {
+                    e.escalated_at = Some(now);
+                    *escalations.entry(e.id).or_default() += 1;
+                }
+                for e in &ledger {
+                    if e.is_open() && now >= e.due_at {
+                        proptest::prop_assert!(e.escalated_at.is_some(), "overdue, not escalated: {:?}", e);
+                    }
+                }
+            }
+            proptest::prop_assert!(escalations.values().all(|n| *n == 1), "{:?}", escalations);
+        }
+    }
+
     #[test]
     fn quantiles_use_the_nearest_rank() {
         let mut l: Vec<Duration> = (1..=100).map(Duration::seconds).collect();

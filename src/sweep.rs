@@ -25,7 +25,9 @@
 //!
 //! An account that reads as 404 is gone (its episode verified without a write) only
 //! once a `/Users` listing page has answered in the same pass: a base URL that
-//! answers 404 to everything must not close every episode.
+//! answers 404 to everything must not close every episode. Nor while an account
+//! under the person's userName names them by `externalId` (theirs, made again
+//! under a new id): the episode moves to it, and it is deactivated.
 //!
 //! Only linked identities are considered (links are made by full reconciles), so
 //! the sweep never has to match; a linked account whose `externalId` names
@@ -642,9 +644,51 @@ pub async fn enforce(
                 // Until the account was read, a deleted person's episode carries
                 // their directory id in place of a userName.
                 let user_name = Some(entry.user_name.as_str()).filter(|u| *u != entry.identity_id);
-                match unless_stopped(outage.watch(client.find_account_elsewhere(&id, user_name)))
-                    .await?
+                let found = match unless_stopped(
+                    outage.watch(client.find_account_elsewhere(&id, user_name)),
+                )
+                .await?
                 {
+                    // Gone by its id, yet an account under the same userName
+                    // names the person by externalId (made again under a new id,
+                    // by a push or by hand): taken for gone, it would keep them in
+                    // while the ledger said they were out.
+                    // A workspace that refuses the filter (400, 501) has no answer
+                    // to give: gone, as before the question.
+                    Ok(None) if let Some(user_name) = user_name => {
+                        match unless_stopped(
+                            outage.watch(client.find_account_by_user_name(user_name)),
+                        )
+                        .await?
+                        {
+                            Ok(found) => Ok(found.filter(|a| {
+                                a.external_id.as_deref() == Some(entry.identity_id.as_str())
+                            })),
+                            Err(Unread::Failed(e)) if matches!(e.status(), Some(400 | 501)) => {
+                                Ok(None)
+                            }
+                            Err(e) => Err(e),
+                        }
+                    }
+                    other => other,
+                };
+                match found {
+                    Ok(Some(successor)) if successor.id != id => {
+                        tracing::warn!(
+                            person = %entry.user_name,
+                            linked = %id,
+                            account = %successor.id,
+                            "the leaver's linked account is gone, and another account names them                              by externalId under the same userName: deprovisioning that one"
+                        );
+                        lock(store)?.deprovision_account(
+                            entry.id,
+                            Some(&successor.id),
+                            &entry.user_name,
+                        )?;
+                        let mut entry = entry;
+                        entry.account_id = Some(successor.id.clone());
+                        accounts.push((entry, Some(successor)));
+                    }
                     Ok(found) => accounts.push((entry, found)),
                     Err(e) => {
                         if let Unread::Skipped(_) = e {
@@ -940,6 +984,12 @@ pub async fn enforce(
             let Some(entry) = pending.get(&row.action.seq) else {
                 continue;
             };
+            // Planned this pass and not held: a hold an earlier pass recorded is
+            // over, and must not stand beside what stops the deprovision now (its
+            // advice, such as `link … --replace`, would no longer fit).
+            if row.state != ActionState::Held && entry.held.is_some() {
+                store.deprovision_hold_over(entry.id)?;
+            }
             match row.state {
                 ActionState::Applied => {
                     store.deprovision_enforced(entry.id, now)?;
@@ -1465,9 +1515,10 @@ fn accountless(entries: &[LedgerEntry]) -> HashSet<String> {
 }
 
 /// What [`record_reconcile`] does, for any writer of `run_id`'s journal: its
-/// deprovisions join the ledger, the applied ones are verified at `now` and the
-/// held ones wait for the next hold re-check (except those held for an incomplete
-/// directory, which open no episode). `seatwarden approve` calls it after
+/// deprovisions join the ledger, the applied ones are verified at `now` (unless
+/// another account of the same person was not: the episode then follows that
+/// one) and the held ones wait for the next hold re-check (except those held for
+/// an incomplete directory, which open no episode). `seatwarden approve` calls it after
 /// applying, so an approved deprovision is verified in the ledger at once.
 /// `only`: the journal rows (seqs) to record, for `approve`, which must not record
 /// again what the run itself recorded (a deactivation verified then would read as
@@ -1496,12 +1547,7 @@ pub fn record_deprovisions(
     let mut leavers: Vec<(bool, Leaver)> = deprovisions
         .iter()
         .filter_map(|row| {
-            let account_id = match &row.action.kind {
-                ActionKind::Deactivate { account_id } | ActionKind::Delete { account_id, .. } => {
-                    Some(account_id.clone())
-                }
-                _ => None,
-            };
+            let account_id = revoked_account(&row.action).map(str::to_owned);
             Some((
                 plan::is_duplicate_deprovision(&row.action),
                 Leaver {
@@ -1550,11 +1596,37 @@ pub fn record_deprovisions(
         .filter(|e| e.is_open() && known_only_by_id(&e.user_name, &e.identity_id))
         .map(|e| (e.identity_id.as_str(), e.id))
         .collect();
+    // Each person's accounts this run was to take away and did not (held, failed,
+    // not sent): while one of them is active the person keeps access, whichever
+    // of their accounts went, so their episode is not verified. A leaver's
+    // duplicate left active after the sweep verified the linked account's
+    // deactivation would otherwise be in no open episode: never overdue, never
+    // escalated.
+    let mut unfinished: HashMap<&str, Vec<(&str, &crate::store::JournalEntry)>> = HashMap::new();
+    for row in &deprovisions {
+        if row.state == ActionState::Applied {
+            continue;
+        }
+        if let (Some(identity), Some(account)) = (
+            row.action.identity_id.as_deref(),
+            revoked_account(&row.action),
+        ) {
+            unfinished
+                .entry(identity)
+                .or_default()
+                .push((account, *row));
+        }
+    }
+    let account_of: HashMap<i64, (Option<&str>, &str)> = current
+        .iter()
+        .map(|e| (e.id, (e.account_id.as_deref(), e.user_name.as_str())))
+        .collect();
     store.batch(|store| {
         let mut verified = Vec::new();
         let mut counted = HashSet::new();
-        for row in deprovisions {
+        for row in &deprovisions {
             let identity = row.action.identity_id.as_deref();
+            let left_active = identity.is_some_and(|i| unfinished.contains_key(i));
             // A duplicate's subject is its own account's userName, not the person's.
             if !plan::is_duplicate_deprovision(&row.action)
                 && let Some(&entry) = identity.and_then(|identity| unnamed.get(identity))
@@ -1574,6 +1646,8 @@ pub fn record_deprovisions(
                 continue;
             };
             match row.state {
+                // Another of their accounts is still active: see below.
+                ActionState::Applied if left_active => {}
                 ActionState::Applied => {
                     store.deprovision_enforced(entry, now)?;
                     store.deprovision_verified(entry, now)?;
@@ -1589,8 +1663,40 @@ pub fn record_deprovisions(
                 _ => {}
             }
         }
+        for (identity, accounts) in &unfinished {
+            let Some(&(account, row)) = accounts.first() else {
+                continue;
+            };
+            if let Some(&(entry, _)) = open.get(identity) {
+                // The episode goes on with an account still active, so the retry
+                // job deactivates that one rather than find the other gone.
+                if let Some(&(current, user_name)) = account_of.get(&entry)
+                    && !accounts.iter().any(|(a, _)| Some(*a) == current)
+                {
+                    store.deprovision_account(entry, Some(account), user_name)?;
+                }
+            } else if let Some(&entry) = verified_before.get(identity) {
+                // Verified when their linked account went (by a sweep, which
+                // knows only the link), yet this one still gives them access.
+                store.deprovision_reopened(entry, account)?;
+                if row.state == ActionState::Held {
+                    let why = hold_reason(&row.action, admin_command);
+                    store.deprovision_held(entry, &why, now + HOLD_RECHECK)?;
+                }
+            }
+        }
         Ok(verified)
     })
+}
+
+/// The account a deprovision deactivates or deletes.
+fn revoked_account(action: &Action) -> Option<&str> {
+    match &action.kind {
+        ActionKind::Deactivate { account_id } | ActionKind::Delete { account_id, .. } => {
+            Some(account_id)
+        }
+        _ => None,
+    }
 }
 
 /// The ledger after [`apply::recover`]: [`record_recovered`], then
@@ -1964,6 +2070,84 @@ mod ledger_name_tests {
         assert_eq!(history[0].user_name, "ada@example.com");
         assert_eq!(history[0].detected_at, seen);
         assert!(history[0].verified_at.is_some(), "{history:?}");
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+mod duplicate_tests {
+    use crate::model::{Action, ActionKind, DriftKind, Plan};
+    use crate::store::{RunKind, Store};
+    use chrono::{DateTime, Duration, Utc};
+
+    fn at(rfc3339: &str) -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339(rfc3339).unwrap().to_utc()
+    }
+
+    fn deactivate(seq: u32, account: &str, subject: &str, detail: &str) -> Action {
+        Action {
+            seq,
+            kind: ActionKind::Deactivate {
+                account_id: account.into(),
+            },
+            reason: DriftKind::StaleAccess,
+            subject: subject.into(),
+            identity_id: Some("00u1".into()),
+            detail: detail.into(),
+            held: None,
+        }
+    }
+
+    /// One reconcile deactivates a leaver's linked account and fails to
+    /// deactivate her duplicate (in either order): she still has access through
+    /// the account left active, so her episode stays open, on that account, and
+    /// goes overdue — never verified while an account of hers is active.
+    #[test]
+    fn an_episode_is_not_verified_while_a_deprovision_of_the_same_run_failed() {
+        for (linked_applied, dup_applied) in [(true, false), (false, true)] {
+            let mut store = Store::open_in_memory().unwrap();
+            let hour = Duration::hours(1);
+            let t0 = at("2026-12-01T09:00:00Z");
+            let run = store.begin_run(RunKind::Reconcile, t0).unwrap();
+            let plan = Plan {
+                actions: vec![
+                    deactivate(0, "acc-1", "ada@example.com", "identity is suspended"),
+                    deactivate(
+                        1,
+                        "acc-2",
+                        "ada.alias@example.com",
+                        &format!(
+                            "{}ada@example.com (identity 00u1)",
+                            crate::plan::DUPLICATE_OF
+                        ),
+                    ),
+                ],
+                ..Plan::default()
+            };
+            store.save_plan(run, &plan, t0).unwrap();
+            for (seq, applied) in [(0, linked_applied), (1, dup_applied)] {
+                store.mark_in_flight(run, seq, t0).unwrap();
+                if applied {
+                    store.mark_applied(run, seq, t0, None).unwrap();
+                } else {
+                    store.mark_failed(run, seq, t0, "HTTP 503").unwrap();
+                }
+            }
+            let latencies =
+                super::record_deprovisions(&mut store, run, None, t0, t0, hour, "seatwarden")
+                    .unwrap();
+            assert!(latencies.is_empty(), "{latencies:?}");
+            let open = store.open_deprovisions().unwrap();
+            assert_eq!(open.len(), 1, "{open:#?}");
+            let left = if linked_applied { "acc-2" } else { "acc-1" };
+            assert_eq!(open[0].account_id.as_deref(), Some(left), "{open:#?}");
+            assert_eq!(open[0].user_name, "ada@example.com");
+            assert_eq!(
+                open[0].state(t0 + hour),
+                crate::sla::EntryState::Overdue,
+                "{open:#?}"
+            );
+        }
     }
 }
 

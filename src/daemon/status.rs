@@ -735,4 +735,74 @@ mod tests {
             "{text}"
         );
     }
+
+    /// A leaver seen at 23:50 on the configured clock is due an SLA later in
+    /// absolute time — the next local day — and `status` shows that due time on
+    /// the zone's own clock with its abbreviation: far from UTC (Kiritimati +14,
+    /// Pago Pago -11), across a half-hour change (Lord Howe), and in the hour a
+    /// fall-back repeats (Berlin), where only the abbreviation tells 02:30 from
+    /// 02:30. Overdue from that instant, not from a local midnight.
+    #[test]
+    fn a_due_time_reads_on_the_zones_own_clock_across_midnight_and_clock_changes() {
+        use crate::sla::{EntryState, LedgerEntry, LossReason};
+        let cases: [(Tz, DateTime<Utc>, &str); 4] = [
+            (
+                chrono_tz::Pacific::Kiritimati,
+                Utc.with_ymd_and_hms(2026, 12, 1, 9, 50, 0).unwrap(),
+                "2026-12-02 00:50 +14",
+            ),
+            (
+                chrono_tz::Pacific::Pago_Pago,
+                Utc.with_ymd_and_hms(2026, 12, 2, 10, 50, 0).unwrap(),
+                "2026-12-02 00:50 SST",
+            ),
+            // 2026-10-04 02:00 LHST (+10:30) became 02:30 LHDT (+11): 23:50 on
+            // the 3rd is 13:20 UTC, and an hour later is 00:50 on the 4th.
+            (
+                chrono_tz::Australia::Lord_Howe,
+                Utc.with_ymd_and_hms(2026, 10, 3, 13, 20, 0).unwrap(),
+                "2026-10-04 00:50 +1030",
+            ),
+            // 2026-10-25: 02:30 CEST (00:30 UTC) and, an hour later, 02:30 CET.
+            (
+                chrono_tz::Europe::Berlin,
+                Utc.with_ymd_and_hms(2026, 10, 25, 0, 30, 0).unwrap(),
+                "2026-10-25 02:30 CET",
+            ),
+        ];
+        for (tz, detected, due_local) in cases {
+            let entry = LedgerEntry {
+                id: 1,
+                identity_id: "00u1".into(),
+                account_id: Some("acc-1".into()),
+                user_name: "ada@example.com".into(),
+                reason: LossReason::Suspended,
+                detected_at: detected,
+                due_at: detected + chrono::Duration::hours(1),
+                enforced_at: None,
+                verified_at: None,
+                closed_at: None,
+                escalated_at: None,
+                attempts: 0,
+                next_attempt_at: None,
+                last_error: None,
+                held: None,
+                returned_at: None,
+            };
+            let due = entry.due_at;
+            let shown = line(
+                &entry,
+                due - chrono::Duration::seconds(1),
+                tz,
+                &HashMap::new(),
+            );
+            assert_eq!(shown.due_local, due_local, "{tz}");
+            assert_eq!(shown.state, EntryState::Pending.as_str(), "{tz}");
+            assert_eq!(
+                line(&entry, due, tz, &HashMap::new()).state,
+                EntryState::Overdue.as_str(),
+                "{tz}"
+            );
+        }
+    }
 }

@@ -408,6 +408,19 @@ impl Store {
         )
     }
 
+    /// A verified episode open again: `account_id`, another of the person's
+    /// accounts, still gives them access. Due as before (the loss is the same),
+    /// and escalated afresh once overdue; not enforced, so a return cancels it.
+    pub fn deprovision_reopened(&mut self, id: i64, account_id: &str) -> Result<(), StoreError> {
+        self.ledger_update(
+            "UPDATE deprovisions SET verified_at = NULL, enforced_at = NULL, account_id = ?2,
+                 escalated_at = NULL, next_attempt_at = NULL
+             WHERE id = ?1 AND closed_at IS NULL AND returned_at IS NULL",
+            params![id, account_id],
+            id,
+        )
+    }
+
     /// A re-read showed the account inactive or gone at `at`. An account found
     /// already inactive counts as enforced at the same moment.
     pub fn deprovision_verified(&mut self, id: i64, at: DateTime<Utc>) -> Result<(), StoreError> {
@@ -501,6 +514,16 @@ impl Store {
         self.ledger_update(
             "UPDATE deprovisions SET held = ?2, next_attempt_at = ?3 WHERE id = ?1",
             params![id, reason, ts(recheck_at)],
+            id,
+        )
+    }
+
+    /// No longer held, its next attempt left as it is: a pass found the hold
+    /// over and tried (or kept back) the deprovision.
+    pub fn deprovision_hold_over(&mut self, id: i64) -> Result<(), StoreError> {
+        self.ledger_update(
+            "UPDATE deprovisions SET held = NULL WHERE id = ?1",
+            params![id],
             id,
         )
     }

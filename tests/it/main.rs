@@ -45,6 +45,7 @@ mod resume;
 mod review_s34;
 mod review_s36;
 mod review_s37_crash;
+mod review_s37_deprov;
 mod role_groups;
 mod run_recovery;
 mod safety;
