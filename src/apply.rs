@@ -2551,6 +2551,23 @@ async fn resolve_interrupted(
                 None => Err(format!("no account with userName {:?}", spec.user_name)),
             }
         }
+        // One whose answer was lost before its id was journaled: the group exists
+        // if the server took it, found by its name as the create looks it up
+        // before it POSTs. Else it would be failed "not reached" and the next
+        // plan, finding the group, would correct the journal only by doing nothing.
+        ActionKind::CreateGroup { display_name }
+            if reader
+                .group_id(&GroupRef::Created {
+                    display_name: display_name.clone(),
+                })
+                .is_none() =>
+        {
+            let found = reader.answered(reader.client().find_group_by_name(display_name).await)?;
+            match found {
+                Some(_) => Ok(None),
+                None => Err(format!("group {display_name:?} was not created")),
+            }
+        }
         _ => verify_effect(action, reader).await.map(|()| None),
     }
 }
@@ -2617,7 +2634,8 @@ fn created_in(store: &Store, run: RunId) -> Result<Created, StoreError> {
 
 /// The object whose re-read decides an interrupted action, when it is known
 /// without a search: a create is looked for by its userName (see
-/// [`resolve_interrupted`]); created groups come from the journal's results.
+/// [`resolve_interrupted`]); created groups come from the journal's results (a
+/// group whose id never reached the journal is looked for by its name).
 fn recovery_object(action: &Action, created: &Created) -> Option<Object> {
     match &action.kind {
         ActionKind::Deactivate { account_id }

@@ -232,3 +232,58 @@ async fn an_approvals_recovery_read_refused_after_discovery_names_the_token() {
     );
     assert_eq!(state_of(&config, crashed), ActionState::InFlight, "{error}");
 }
+
+/// A group create whose process died after the workspace made the group and
+/// before the journal recorded its id: the recovery found no id to read and
+/// failed the row "not reached" although the group exists. It looks the group
+/// up by its displayName now, as a create of an account is looked up by its
+/// userName, and records the create applied.
+#[tokio::test]
+async fn a_group_create_cut_off_before_its_id_was_journaled_is_found_by_name() {
+    use seatwarden::model::{WorkspaceGroup, WorkspaceSnapshot};
+
+    let workspace = crate::fixtures::sandbox(
+        "t0ken",
+        WorkspaceSnapshot {
+            groups: vec![WorkspaceGroup {
+                id: "g-fin".into(),
+                display_name: "Finance".into(),
+                members: vec![],
+            }],
+            ..WorkspaceSnapshot::default()
+        },
+    )
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = config_for(workspace.base_url().as_str(), dir.path());
+    let crashed = {
+        let mut store = Store::open(&config.state.path).unwrap();
+        let run = store.begin_run(RunKind::Reconcile, Utc::now()).unwrap();
+        let plan = Plan {
+            actions: vec![Action {
+                seq: 0,
+                kind: ActionKind::CreateGroup {
+                    display_name: "finance".into(),
+                },
+                reason: DriftKind::GroupDrift,
+                subject: "finance".into(),
+                identity_id: None,
+                detail: "workspace group finance does not exist".into(),
+                held: None,
+            }],
+            ..Plan::default()
+        };
+        store.save_plan(run, &plan, Utc::now()).unwrap();
+        store.mark_in_flight(run, 0, Utc::now()).unwrap();
+        run
+    };
+
+    crate::fixtures::reconcile(&config).await;
+
+    let row = &Store::open(&config.state.path)
+        .unwrap()
+        .journal(crashed)
+        .unwrap()[0];
+    assert_eq!(row.state, ActionState::Applied, "{row:?}");
+    workspace.shutdown().await;
+}
