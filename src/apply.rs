@@ -362,6 +362,33 @@ pub fn not_sent(last_error: Option<&str>) -> bool {
 /// finished by approving again (`approval::approve` recognises it by this).
 pub const NOT_REACHED_INTERRUPTED: &str = "interrupted; the workspace does not show it";
 
+/// `run`'s journal rows by state, as `status` and `report --run` count them: the
+/// failed ones kept back unsent ([`NOT_SENT`]) as `not_sent`, those a recovery
+/// found the workspace never took ([`NOT_REACHED_INTERRUPTED`]: their process was
+/// killed with them in flight) as `cut_off`, neither being a write the workspace
+/// refused.
+pub fn journal_outcomes(
+    store: &Store,
+    run: RunId,
+) -> Result<std::collections::BTreeMap<String, usize>, StoreError> {
+    let mut counts = store.journal_state_counts(run, &NOT_SENT)?;
+    let cut_off = store
+        .journal_state_counts(run, &[NOT_REACHED_INTERRUPTED])?
+        .get("not_sent")
+        .copied()
+        .unwrap_or(0);
+    if cut_off > 0
+        && let Some(failed) = counts.get_mut(crate::store::ActionState::Failed.as_str())
+    {
+        *failed = failed.saturating_sub(cut_off);
+        if *failed == 0 {
+            counts.remove(crate::store::ActionState::Failed.as_str());
+        }
+        counts.insert("cut_off".to_owned(), cut_off);
+    }
+    Ok(counts)
+}
+
 /// The stop this task's apply watches, if any: the workspace client gives it to
 /// the retries of a write (never of a read: a read cut short would leave a plan or
 /// a verification to make do with part of the workspace).

@@ -1054,18 +1054,7 @@ fn why_no_report(config: &Config, store: &Store, run_id: RunId) -> anyhow::Resul
     // (or failed after writing) has no report, but its journal says what reached
     // the workspace: the question a person asks after a crash.
     if run.kind == RunKind::Reconcile && run.status != RunStatus::Running {
-        let mut by_state = store.journal_state_counts(run_id, &crate::apply::NOT_SENT)?;
-        // Failed by the recovery as never having reached the workspace: not a
-        // write the workspace refused.
-        let not_reached = store
-            .journal_state_counts(run_id, &[crate::apply::NOT_REACHED_INTERRUPTED])?
-            .get("not_sent")
-            .copied()
-            .unwrap_or(0);
-        if let Some(failed) = by_state.get_mut(crate::store::ActionState::Failed.as_str()) {
-            *failed = failed.saturating_sub(not_reached);
-            by_state.insert("not_reached".to_owned(), not_reached);
-        }
+        let by_state = crate::apply::journal_outcomes(store, run_id)?;
         if !by_state.is_empty() {
             why.push_str(". ");
             why.push_str(&sweep_writes(&by_state, &config.admin_command(), run_id));
@@ -1108,7 +1097,7 @@ fn sweep_writes(
     )
     .chain(
         by_state
-            .get("not_reached")
+            .get("cut_off")
             .filter(|n| **n > 0)
             .map(|n| format!("{n} cut off before the workspace took them (the next run plans them again)")),
     )

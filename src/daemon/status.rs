@@ -258,14 +258,7 @@ pub fn collect(
     let breaker = store.circuit()?;
     let last_reconcile_actions = match &last_reconcile {
         Some(run) => {
-            // Rows a recovery found never reached the workspace (the run was
-            // killed before they were sent or answered) are not sent either: no
-            // write the workspace refused.
-            let not_sent: Vec<&str> = crate::apply::NOT_SENT
-                .into_iter()
-                .chain([crate::apply::NOT_REACHED_INTERRUPTED])
-                .collect();
-            let counts = store.journal_state_counts(run.id, &not_sent)?;
+            let counts = crate::apply::journal_outcomes(store, run.id)?;
             over_run_counts(
                 counts,
                 run.status != RunStatus::Running || last_reconcile_cut_off,
@@ -522,13 +515,13 @@ pub fn render_text(status: &Status) -> String {
                 .copied()
                 .unwrap_or(0)
         };
-        let (failed, not_sent) = (count("failed"), count("not_sent"));
+        let (failed, not_sent, cut_off) = (count("failed"), count("not_sent"), count("cut_off"));
         let state = if status.last_reconcile_cut_off && count("in_flight") > 0 {
             "cut off (its process stopped before it finished; the next reconcile recovers its writes)"
         } else if status.last_reconcile_cut_off {
             // An approval's or a sweep's recovery resolved its writes already.
             "cut off (its process stopped before it finished)"
-        } else if run.status == RunStatus::Succeeded && failed + not_sent > 0 {
+        } else if run.status == RunStatus::Succeeded && failed + not_sent + cut_off > 0 {
             // The run came to its end, but "succeeded: 70 failed" contradicts itself.
             "finished"
         } else {
@@ -546,6 +539,12 @@ pub fn render_text(status: &Status) -> String {
         }
         if failed > 0 {
             attention.push(format!("{failed} failed"));
+        }
+        if cut_off > 0 {
+            attention.push(format!(
+                "{cut_off} cut off before the workspace took them (the next reconcile plans \
+                 them again)"
+            ));
         }
         if not_sent > 0 {
             attention.push(format!(

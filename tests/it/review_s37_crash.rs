@@ -577,10 +577,10 @@ async fn killed_during_the_creates() {
 }
 
 /// `status` after a reconcile killed mid-apply whose rows a recovery resolved
-/// (here `approve`'s, with no reconcile since): the rows that never reached the
-/// workspace are "not sent", not "failed" writes the workspace refused.
+/// (here `approve`'s, with no reconcile since): the rows the workspace never took
+/// are "cut off", not "failed" writes the workspace refused.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn status_counts_a_killed_reconciles_unreached_rows_as_not_sent() {
+async fn status_counts_a_killed_reconciles_unreached_rows_as_cut_off() {
     let s = scenario(400, &[]).await;
     let child = s.spawn(&["reconcile"], "killed");
     s.kill_when(child, "killed", |seen| count(seen, "POST", "/Users") >= 40)
@@ -618,7 +618,10 @@ async fn status_counts_a_killed_reconciles_unreached_rows_as_not_sent() {
     assert!(
         line.starts_with(&format!(
             "Last reconcile: run {run} cut off (its process stopped before it finished): "
-        )) && line.contains(" not sent (kept back, never reached the workspace")
+        )) && line.contains(&format!(
+            ": {cut_off} cut off before the workspace took them (the next reconcile plans them \
+             again), "
+        )) && line.contains(&format!(", {cut_off} cut off"))
             && !line.contains(" failed,")
             && !line.contains(" failed;"),
         "{line}"
