@@ -399,6 +399,16 @@ fn naming(plan: &Plan, id: &str) -> Vec<String> {
                 .iter()
                 .any(|m| m == id)
                 .then(|| format!("remove from {group:?} ({:?})", action.reason)),
+            // Which other write a delete frees a userName for says what happens
+            // to another person, not to this account.
+            ActionKind::Delete {
+                account_id,
+                deactivated_since,
+                ..
+            } if account_id == id => Some(format!(
+                "delete, deactivated since {deactivated_since:?} ({:?}, {})",
+                action.reason, action.subject
+            )),
             kind if kind.account_id() == Some(id) => Some(format!(
                 "{kind:?} ({:?}, {})",
                 action.reason, action.subject
