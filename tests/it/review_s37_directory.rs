@@ -1,0 +1,99 @@
+//! Adversarial review of the directory connectors (session 37): ways a read could
+//! miss people, or report someone gone who is not, without an error.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use seatwarden::directory::{DirectoryChanges, EntraSource};
+use serde_json::json;
+use wiremock::MockServer;
+
+use crate::entra::{cursor, mount_delta, secret, settings, small_tenant};
+
+/// Graph may return one object more than once in a delta round, and its last
+/// occurrence is its state: a user soft-deleted (`@removed`, reason "changed")
+/// and restored from the recycle bin before the round was read comes first as
+/// removed, then as a user. The user exists and is read back: reported as removed
+/// too, the sweep would deprovision them.
+#[tokio::test]
+async fn an_entra_user_removed_then_restored_in_one_delta_round_is_not_removed() {
+    let server = MockServer::start().await;
+    small_tenant().mount(&server).await;
+    mount_delta(
+        &server,
+        "users",
+        "U1",
+        vec![
+            vec![json!({
+                "@odata.type": "#microsoft.graph.user",
+                "id": "a1",
+                "@removed": {"reason": "changed"}
+            })],
+            vec![
+                json!({"@odata.type": "#microsoft.graph.user", "id": "a1", "accountEnabled": true}),
+            ],
+        ],
+    )
+    .await;
+    mount_delta(&server, "groups", "G1", vec![vec![]]).await;
+    let source = EntraSource::new(settings(&server, secret()));
+    let changes = source
+        .changes_since(Some(&cursor(&server, "U1", "G1")))
+        .await
+        .unwrap();
+    let DirectoryChanges::Delta {
+        changed, removed, ..
+    } = changes
+    else {
+        panic!("expected a delta, got {changes:?}");
+    };
+    assert!(
+        removed.is_empty(),
+        "a1 exists but is reported removed: {removed:?}"
+    );
+    assert_eq!(
+        changed.iter().map(|i| i.id.as_str()).collect::<Vec<_>>(),
+        vec!["a1"]
+    );
+}
+
+/// The other order: a user changed, then deleted, in one round. The last state
+/// is gone, and the user is not found when read back: removed.
+#[tokio::test]
+async fn an_entra_user_changed_then_deleted_in_one_delta_round_is_removed() {
+    let server = MockServer::start().await;
+    let mut tenant = small_tenant();
+    tenant.users.retain(|u| u["id"] != "a2");
+    for (_, members) in &mut tenant.groups {
+        members.retain(|m| m != "a2");
+    }
+    tenant.mount(&server).await;
+    mount_delta(
+        &server,
+        "users",
+        "U1",
+        vec![
+            vec![
+                json!({"@odata.type": "#microsoft.graph.user", "id": "a2", "accountEnabled": true}),
+            ],
+            vec![json!({
+                "@odata.type": "#microsoft.graph.user",
+                "id": "a2",
+                "@removed": {"reason": "deleted"}
+            })],
+        ],
+    )
+    .await;
+    mount_delta(&server, "groups", "G1", vec![vec![]]).await;
+    let source = EntraSource::new(settings(&server, secret()));
+    let changes = source
+        .changes_since(Some(&cursor(&server, "U1", "G1")))
+        .await
+        .unwrap();
+    let DirectoryChanges::Delta {
+        changed, removed, ..
+    } = changes
+    else {
+        panic!("expected a delta, got {changes:?}");
+    };
+    assert_eq!(removed, vec!["a2".to_owned()]);
+    assert!(changed.is_empty(), "{changed:?}");
+}
