@@ -97,3 +97,27 @@ async fn an_entra_user_changed_then_deleted_in_one_delta_round_is_removed() {
     assert_eq!(removed, vec!["a2".to_owned()]);
     assert!(changed.is_empty(), "{changed:?}");
 }
+
+/// RFC 2696 paging: each page ends with its own SearchResultDone. A page that a
+/// server cut short (timeLimitExceeded, adminLimitExceeded, sizeLimitExceeded)
+/// while still handing out a cookie must fail the search: ldap3's paged adapter
+/// follows the cookie without looking at the page's result code, and the last
+/// page's success made a listing that missed Ben look whole.
+#[tokio::test]
+async fn an_ldap_page_cut_short_with_an_error_code_fails_the_snapshot() {
+    for code in [3, 4, 11] {
+        let (port, _) = crate::ldap_ad::start_fake(crate::ldap_ad::cutting_first_page(code)).await;
+        let result = crate::ldap_ad::source(port).snapshot().await;
+        match result {
+            Err(seatwarden::directory::DirectoryError::Ldap {
+                code: got,
+                endpoint,
+                ..
+            }) => {
+                assert_eq!(got, code as u32);
+                assert!(endpoint.contains("search users"), "{endpoint}");
+            }
+            other => panic!("result code {code}: expected an LDAP error, got {other:?}"),
+        }
+    }
+}
