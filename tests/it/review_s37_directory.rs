@@ -121,3 +121,60 @@ async fn an_ldap_page_cut_short_with_an_error_code_fails_the_snapshot() {
         }
     }
 }
+
+/// A Graph page that answers 200 with an error object instead of a collection
+/// (a gateway's or a throttled shard's): it has no `value` and no
+/// `@odata.nextLink`, and taken as the last page it would end the user listing
+/// there, everyone after it looking deleted.
+#[tokio::test]
+async fn an_entra_page_answering_200_with_an_error_object_fails_the_snapshot() {
+    use wiremock::matchers::{method, path, query_param};
+    use wiremock::{Mock, ResponseTemplate};
+    let server = MockServer::start().await;
+    small_tenant().mount(&server).await;
+    Mock::given(method("GET"))
+        .and(path("/v1.0/users"))
+        .and(query_param("$skiptoken", "2"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+            "error": {"code": "UnknownError", "message": "", "innerError": {}}
+        })))
+        .with_priority(1)
+        .mount(&server)
+        .await;
+    let source = EntraSource::new(settings(&server, secret()));
+    let error = source.snapshot().await.unwrap_err().to_string();
+    assert!(
+        error.contains("/v1.0/users") && error.contains("no \"value\" array"),
+        "{error}"
+    );
+}
+
+/// A delta page that is neither followed by another (`@odata.nextLink`) nor the
+/// last (`@odata.deltaLink`): taken as the end, the round's later pages, and the
+/// removals on them, would be lost, and the next cursor could not be stored.
+#[tokio::test]
+async fn an_entra_delta_page_without_either_link_fails_the_sweep_read() {
+    use wiremock::matchers::{method, path, query_param};
+    use wiremock::{Mock, ResponseTemplate};
+    let server = MockServer::start().await;
+    small_tenant().mount(&server).await;
+    Mock::given(method("GET"))
+        .and(path("/v1.0/users/delta"))
+        .and(query_param("$deltatoken", "U1"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+            "value": [{"@odata.type": "#microsoft.graph.user", "id": "a2", "accountEnabled": true}]
+        })))
+        .mount(&server)
+        .await;
+    mount_delta(&server, "groups", "G1", vec![vec![]]).await;
+    let source = EntraSource::new(settings(&server, secret()));
+    let error = source
+        .changes_since(Some(&cursor(&server, "U1", "G1")))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        error.contains("/v1.0/users/delta") && error.contains("neither @odata.nextLink"),
+        "{error}"
+    );
+}
