@@ -178,3 +178,34 @@ async fn an_entra_delta_page_without_either_link_fails_the_sweep_read() {
         "{error}"
     );
 }
+
+/// An Okta page may come back empty with a `Link: rel="next"` (a search or a
+/// filtered listing whose page held only what the caller may not see): only
+/// the absence of a next link ends a listing. Taken as the end, every user
+/// after it would look deleted.
+#[tokio::test]
+async fn an_empty_okta_page_with_a_next_link_does_not_end_the_listing() {
+    use crate::okta::{LinkStyle, expected_small_org, small_org, ssws, statuses};
+    use wiremock::matchers::{method, path, query_param_is_missing};
+    use wiremock::{Mock, ResponseTemplate};
+    let server = MockServer::start().await;
+    small_org(LinkStyle::SeparateLines).mount(&server).await;
+    let next = format!("{}/api/v1/users?limit=200&after=0", server.uri());
+    Mock::given(method("GET"))
+        .and(path("/api/v1/users"))
+        .and(query_param_is_missing("after"))
+        .and(query_param_is_missing("search"))
+        .and(query_param_is_missing("filter"))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .set_body_json(json!([]))
+                .append_header("link", format!("<{next}>; rel=\"next\"").as_str()),
+        )
+        .with_priority(1)
+        .mount(&server)
+        .await;
+    let source = seatwarden::directory::OktaSource::new(crate::okta::settings(&server, ssws()));
+    let snapshot = source.snapshot().await.unwrap();
+    assert!(snapshot.complete);
+    assert_eq!(statuses(&snapshot), expected_small_org());
+}
