@@ -22,7 +22,8 @@
 //! - Throttling: 429 and 503 are retried after `Retry-After`; a request-rate limit
 //!   (`requests_per_second`) keeps a snapshot inside the directory read budget.
 //! - `changes_since`: `users/delta` and `groups/delta` from stored delta links;
-//!   `@removed` users are removed; a group spread over several pages is merged by
+//!   `@removed` users are removed (a user listed twice in a round, say removed and
+//!   then restored, counts as their last occurrence); a group spread over several pages is merged by
 //!   id. Asked with `Prefer: return=minimal`, so a group carries `displayName` only
 //!   when it was renamed or created. A group of interest renamed or deleted (its id
 //!   is in the cursor, from the last full read), or any group given a name of
@@ -454,13 +455,18 @@ impl EntraSource {
         };
         let mut removed = BTreeSet::new();
         let mut affected = BTreeSet::new();
+        // A round may carry one user more than once, and the last occurrence is
+        // their state: one soft-deleted and restored meanwhile comes as removed,
+        // then as a user, and counted as removed would be deprovisioned.
         for u in &user_items {
             let id = required_str(u, "id", "GET /v1.0/users/delta")?;
             if u.get("@removed").is_some() {
                 // reason "changed" = soft-deleted (restorable), "deleted" = gone;
                 // either way the person no longer has an account.
+                affected.remove(id);
                 removed.insert(id.to_owned());
             } else {
+                removed.remove(id);
                 affected.insert(id.to_owned());
             }
         }

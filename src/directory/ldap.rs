@@ -56,8 +56,9 @@
 //!   `Mueller`), the first in alphabetical order (ignoring case) is taken, whatever
 //!   order the server sends them in.
 //! - Anything wrong fails the whole snapshot, never a partial directory: a search
-//!   that ends with an error, an entry that cannot be decoded, a user without an
-//!   id or a userName (narrow `user_filter`, e.g. `(mail=*)`, to leave such entries
+//!   that ends with an error (or any page of it: a server may cut a page short,
+//!   say at a time limit, and still hand out a cookie for the next), an entry
+//!   that cannot be decoded, a user without an id or a userName (narrow `user_filter`, e.g. `(mail=*)`, to leave such entries
 //!   out), two users with one id, a `scope_groups` name no group has.
 //! - No `changes_since` delta: the daemon's sweep reads the whole directory (a
 //!   deleted entry is only seen as absent without access to tombstones).
@@ -68,8 +69,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use ldap3::adapters::PagedResults;
-use ldap3::{Ldap, LdapConnAsync, LdapConnSettings, LdapError, ResultEntry, Scope, SearchEntry};
+use ldap3::adapters::{Adapter, PagedResults};
+use ldap3::{
+    Ldap, LdapConnAsync, LdapConnSettings, LdapError, ResultEntry, Scope, SearchEntry, SearchStream,
+};
 use secrecy::ExposeSecret;
 use serde::{Deserialize, Serialize};
 
@@ -808,14 +811,14 @@ impl LdapSource {
         let operation = format!("search {what} under {base:?} with {filter}");
         let page_size = i32::try_from(self.settings.page_size).unwrap_or(i32::MAX);
         ldap.with_timeout(self.settings.timeout);
+        // Closer to the server than the paging adapter: each page's result is
+        // seen before the paging adapter follows its cookie.
+        let adapters: Vec<Box<dyn Adapter<'_, String, Vec<String>>>> = vec![
+            Box::new(PagedResults::new(page_size)),
+            Box::new(EveryPageSucceeds),
+        ];
         let mut stream = ldap
-            .streaming_search_with(
-                PagedResults::new(page_size),
-                base,
-                Scope::Subtree,
-                filter,
-                attributes,
-            )
+            .streaming_search_with(adapters, base, Scope::Subtree, filter, attributes)
             .await
             .map_err(|e| self.failure(&operation, e))?;
         let mut entries = Vec::new();
@@ -866,6 +869,74 @@ impl LdapSource {
 
     fn failure(&self, operation: &str, e: LdapError) -> DirectoryError {
         ldap_failure(&self.settings.url, operation, e)
+    }
+}
+
+/// A search adapter that fails the search at the first page whose
+/// SearchResultDone is not a success. ldap3's paging adapter follows a page's
+/// cookie whatever the page's result code, and only the last page's reaches
+/// `finish`: a page a server cut short (timeLimitExceeded, adminLimitExceeded)
+/// but handed a cookie for would leave its missing entries out of a search that
+/// ends in success, and the people in them would look deleted.
+#[derive(Debug, Clone)]
+struct EveryPageSucceeds;
+
+type AdapterFuture<'f, T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + 'f>>;
+
+impl<'a> Adapter<'a, String, Vec<String>> for EveryPageSucceeds {
+    fn start<'s, 'st, 'b, 'f, 'fut>(
+        &'s mut self,
+        stream: &'st mut SearchStream<'a, String, Vec<String>>,
+        base: &'b str,
+        scope: Scope,
+        filter: &'f str,
+        attrs: Vec<String>,
+    ) -> AdapterFuture<'fut, ldap3::result::Result<()>>
+    where
+        'a: 'fut,
+        's: 'fut,
+        'st: 'fut,
+        'b: 'fut,
+        'f: 'fut,
+        Self: 'fut,
+    {
+        Box::pin(async move { stream.start(base, scope, filter, attrs).await })
+    }
+
+    fn next<'s, 'st, 'fut>(
+        &'s mut self,
+        stream: &'st mut SearchStream<'a, String, Vec<String>>,
+    ) -> AdapterFuture<'fut, ldap3::result::Result<Option<ResultEntry>>>
+    where
+        'a: 'fut,
+        's: 'fut,
+        'st: 'fut,
+        Self: 'fut,
+    {
+        Box::pin(async move {
+            let item = stream.next().await?;
+            if item.is_none()
+                && let Some(result) = stream.res.as_ref().filter(|result| result.rc != 0)
+            {
+                return Err(LdapError::LdapResult {
+                    result: result.clone(),
+                });
+            }
+            Ok(item)
+        })
+    }
+
+    fn finish<'s, 'st, 'fut>(
+        &'s mut self,
+        stream: &'st mut SearchStream<'a, String, Vec<String>>,
+    ) -> AdapterFuture<'fut, ldap3::LdapResult>
+    where
+        'a: 'fut,
+        's: 'fut,
+        'st: 'fut,
+        Self: 'fut,
+    {
+        Box::pin(async move { stream.finish().await })
     }
 }
 

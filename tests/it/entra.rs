@@ -355,7 +355,7 @@ pub fn settings(server: &MockServer, auth: EntraAuth) -> EntraSettings {
     }
 }
 
-fn secret() -> EntraAuth {
+pub(crate) fn secret() -> EntraAuth {
     EntraAuth::ClientSecret(Secret::Inline(SECRET.to_owned().into()))
 }
 
@@ -765,7 +765,12 @@ async fn certificate_credentials_send_a_signed_assertion_with_the_thumbprint() {
 }
 
 /// A delta round: pages of `value`, the last with `@odata.deltaLink`.
-async fn mount_delta(server: &MockServer, resource: &str, token: &str, pages: Vec<Vec<Value>>) {
+pub(crate) async fn mount_delta(
+    server: &MockServer,
+    resource: &str,
+    token: &str,
+    pages: Vec<Vec<Value>>,
+) {
     let base = server.uri();
     let n = pages.len();
     for (i, items) in pages.into_iter().enumerate() {
@@ -810,7 +815,7 @@ async fn since_u1_g1(
         .await
 }
 
-fn cursor(server: &MockServer, users: &str, groups: &str) -> String {
+pub(crate) fn cursor(server: &MockServer, users: &str, groups: &str) -> String {
     let base = server.uri();
     format!(
         "entra-v1:{}",

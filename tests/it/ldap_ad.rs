@@ -249,12 +249,16 @@ enum Churn {
 
 /// How the fake answers.
 #[derive(Clone, Copy, Default)]
-struct Fake {
+pub(crate) struct Fake {
     /// A user attribute left out of every user entry, as a server that does not
     /// hold it (or may not show it) answers; `uSNChanged`, left out of group
     /// entries; or [`LOOKALIKE`].
     withheld: Option<&'static str>,
     churn: Churn,
+    /// The first page of users ends after Ada with this result code, yet with a
+    /// cookie for the next page, as a server that stopped a page at a time or
+    /// administrative limit may.
+    cut_first_page: Option<i64>,
 }
 
 /// All Staff's members as they are now, and its `uSNChanged`.
@@ -429,7 +433,7 @@ fn matches(filter: &Tlv<'_>, attributes: &[(&str, &str)]) -> bool {
 
 /// What the fake was asked, for the assertions.
 #[derive(Default)]
-struct Asked {
+pub(crate) struct Asked {
     binds: Vec<String>,
     /// (base DN, attributes, paged cookie)
     searches: Vec<(String, Vec<String>, Option<Vec<u8>>)>,
@@ -483,11 +487,18 @@ async fn serve(
                     cookie.clone(),
                 ));
                 let mut done_controls = None;
+                let mut code = 0;
                 if base == USERS_BASE {
                     // Two pages: Ada and Ben, then Cy.
                     let page: Vec<_> = match cookie.as_deref() {
                         Some(b"page-2") => users().into_iter().skip(2).collect(),
-                        _ => users().into_iter().take(2).collect(),
+                        _ => match fake.cut_first_page {
+                            Some(cut) => {
+                                code = cut;
+                                users().into_iter().take(1).collect()
+                            }
+                            None => users().into_iter().take(2).collect(),
+                        },
                     };
                     for (dn, guid, upn, control, expires) in page {
                         let primary = if upn.starts_with("dee") {
@@ -555,7 +566,7 @@ async fn serve(
                         out.extend(message(id, group_entry(group, &attributes), None));
                     }
                 }
-                out.extend(message(id, result(0x65, 0), done_controls));
+                out.extend(message(id, result(0x65, code), done_controls));
             }
             // Abandon and anything else: no answer.
             _ => {}
@@ -567,7 +578,7 @@ async fn serve(
 }
 
 /// The fake on a local port.
-async fn start_fake(fake: Fake) -> (u16, Arc<Mutex<Asked>>) {
+pub(crate) async fn start_fake(fake: Fake) -> (u16, Arc<Mutex<Asked>>) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
     let asked = Arc::new(Mutex::new(Asked::default()));
@@ -586,6 +597,15 @@ async fn start_fake(fake: Fake) -> (u16, Arc<Mutex<Asked>>) {
     (port, asked)
 }
 
+/// A fake whose first page of users ends after Ada with result `code`, and a
+/// cookie for the next.
+pub(crate) fn cutting_first_page(code: i64) -> Fake {
+    Fake {
+        cut_first_page: Some(code),
+        ..Fake::default()
+    }
+}
+
 /// A fake leaving `withheld` out of user entries.
 fn withholding(withheld: &'static str) -> Fake {
     Fake {
@@ -595,7 +615,7 @@ fn withholding(withheld: &'static str) -> Fake {
 }
 
 /// The Active Directory defaults, reading the fake at `port`.
-fn source(port: u16) -> LdapSource {
+pub(crate) fn source(port: u16) -> LdapSource {
     let flavor = LdapFlavor::ActiveDirectory;
     LdapSource::new(LdapSettings {
         url: format!("ldap://127.0.0.1:{port}"),

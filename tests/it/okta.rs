@@ -422,7 +422,7 @@ pub fn settings(server: &MockServer, auth: OktaAuth) -> OktaSettings {
     }
 }
 
-fn ssws() -> OktaAuth {
+pub(crate) fn ssws() -> OktaAuth {
     OktaAuth::Ssws(Secret::Inline(TOKEN.to_owned().into()))
 }
 
@@ -467,7 +467,7 @@ async fn small_org_cursor() -> String {
     .await
 }
 
-fn statuses(
+pub(crate) fn statuses(
     snapshot: &seatwarden::model::DirectorySnapshot,
 ) -> Vec<(String, IdentityStatus, Vec<String>)> {
     snapshot
@@ -477,7 +477,7 @@ fn statuses(
         .collect()
 }
 
-fn expected_small_org() -> Vec<(String, IdentityStatus, Vec<String>)> {
+pub(crate) fn expected_small_org() -> Vec<(String, IdentityStatus, Vec<String>)> {
     let groups = |g: &[&str]| g.iter().map(|s| s.to_string()).collect::<Vec<_>>();
     vec![
         (
