@@ -775,17 +775,39 @@ impl ScimClient {
         if (200..500).contains(&status) && !matches!(status, 401 | 403 | 408 | 429) {
             inner.served_answers.fetch_add(1, Ordering::Relaxed);
         }
-        if (200..300).contains(&status) {
-            return Ok(Answer {
-                status,
-                etag,
-                body: text,
-            });
-        }
+        let claimed = if (200..300).contains(&status) {
+            match parse::error_in_success(&text) {
+                None => {
+                    return Ok(Answer {
+                        status,
+                        etag,
+                        body: text,
+                    });
+                }
+                Some(None) => {
+                    let (_, detail) = parse::error_body(&text, &|s| self.redact(s).into_owned());
+                    return Err(WorkspaceError::malformed(
+                        endpoint,
+                        format!(
+                            "HTTP {status} with a SCIM Error body and no error status in it: {detail}"
+                        ),
+                    ));
+                }
+                Some(Some(claimed)) => Some(claimed),
+            }
+        } else {
+            None
+        };
+        // The error a 2xx body claims is the answer: a 409 in it is a conflict.
+        let answered = status;
+        let status = claimed.unwrap_or(status);
         // Belt and braces: a provider echoing the Authorization header must not
         // smuggle the token into an error message. Redacted before the detail is
         // cut to length, which would leave a piece of it that no longer matches.
-        let (scim_type, detail) = parse::error_body(&text, &|s| self.redact(s).into_owned());
+        let (scim_type, mut detail) = parse::error_body(&text, &|s| self.redact(s).into_owned());
+        if claimed.is_some() {
+            detail = format!("{detail} (sent in a SCIM Error body with HTTP {answered})");
+        }
         let error = WorkspaceError::Status {
             endpoint: endpoint.to_owned(),
             status,

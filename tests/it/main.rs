@@ -46,6 +46,7 @@ mod review_s34;
 mod review_s36;
 mod review_s37_crash;
 mod review_s37_deprov;
+mod review_s37_scim;
 mod role_groups;
 mod run_recovery;
 mod safety;

@@ -1,0 +1,99 @@
+//! Adversarial review (s37) of the workspace SCIM client against answers that are
+//! valid HTTP but not what RFC 7644 prescribes.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::time::Duration;
+
+use seatwarden::model::{AccountSpec, Role};
+use seatwarden::retry::RetryPolicy;
+use seatwarden::workspace::{RoleAttribute, ScimClient, ScimSettings};
+use serde_json::json;
+use wiremock::matchers::{method, path};
+use wiremock::{Mock, MockServer, ResponseTemplate};
+
+fn client(server: &MockServer) -> ScimClient {
+    ScimClient::new(ScimSettings {
+        base_url: format!("{}/scim/v2", server.uri()).parse().unwrap(),
+        token: "t0ken".to_owned().into(),
+        role_attribute: RoleAttribute::Roles,
+        page_size: 100,
+        pagination: seatwarden::workspace::Pagination::Auto,
+        max_concurrency: 2,
+        requests_per_second: 0,
+        timeout: Duration::from_secs(10),
+        retry: RetryPolicy::immediate(3),
+        managed_groups: Vec::new(),
+        group_members: seatwarden::workspace::GroupMembers::Listed,
+        ca_pem: None,
+    })
+    .unwrap()
+}
+
+fn error_in_200(status: serde_json::Value, scim_type: Option<&str>) -> ResponseTemplate {
+    let mut body = json!({
+        "schemas": ["urn:ietf:params:scim:api:messages:2.0:Error"],
+        "status": status,
+        "detail": "refused, said with a 200",
+    });
+    if let Some(t) = scim_type {
+        body["scimType"] = t.into();
+    }
+    ResponseTemplate::new(200).set_body_json(body)
+}
+
+/// A provider that answers a refused write with 200 and a SCIM Error body: the
+/// write did not happen, and must not be counted as made.
+#[tokio::test]
+async fn a_scim_error_body_in_a_200_is_a_failed_write() {
+    let server = MockServer::start().await;
+    Mock::given(method("PATCH"))
+        .and(path("/scim/v2/Users/u1"))
+        .respond_with(error_in_200(json!("400"), Some("mutability")))
+        .mount(&server)
+        .await;
+    let err = client(&server).set_active("u1", false).await.unwrap_err();
+    assert_eq!(err.status(), Some(400), "{err}");
+    let text = err.to_string();
+    assert!(text.contains("PATCH /Users/u1"), "{text}");
+    assert!(text.contains("mutability"), "{text}");
+    assert!(text.contains("refused, said with a 200"), "{text}");
+    assert!(text.contains("with HTTP 200"), "{text}");
+}
+
+/// The same, on a create answered with a uniqueness error as a number: a conflict,
+/// so the executor looks for the account rather than recording a creation.
+#[tokio::test]
+async fn a_uniqueness_error_in_a_200_on_create_is_a_conflict() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/scim/v2/Users"))
+        .respond_with(error_in_200(json!(409), Some("uniqueness")))
+        .mount(&server)
+        .await;
+    let spec = AccountSpec {
+        user_name: "ada@example.com".into(),
+        external_id: "okta-1".into(),
+        given_name: None,
+        family_name: None,
+        display_name: None,
+        email: Some("ada@example.com".into()),
+        role: Some(Role::Editor),
+    };
+    let err = client(&server).create_account(&spec).await.unwrap_err();
+    assert!(err.is_conflict(), "{err}");
+}
+
+/// An Error body in a 2xx whose `status` says nothing usable is still no success.
+#[tokio::test]
+async fn an_error_body_without_a_status_in_a_204_or_200_fails_the_write() {
+    let server = MockServer::start().await;
+    Mock::given(method("DELETE"))
+        .and(path("/scim/v2/Users/u1"))
+        .respond_with(error_in_200(json!("OK"), None))
+        .mount(&server)
+        .await;
+    let err = client(&server).delete_account("u1").await.unwrap_err();
+    let text = err.to_string();
+    assert!(text.contains("DELETE /Users/u1"), "{text}");
+    assert!(text.contains("SCIM Error"), "{text}");
+}
