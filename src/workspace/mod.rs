@@ -1903,23 +1903,30 @@ impl ScimClient {
         body["schemas"] = Value::Array(schemas);
         let endpoint = endpoint_name(&Method::POST, "/Users", &[]);
         let answer = self.send(Method::POST, "/Users", &[], Some(&body)).await?;
-        if answer.body.trim().is_empty() {
-            // A 201 without the resource: read it back.
-            return self
-                .find_by_user_name_unfilled(&spec.user_name)
-                .await?
-                .ok_or_else(|| {
-                    WorkspaceError::malformed(
-                        &endpoint,
-                        format!(
-                            "HTTP {} without a body, and userName {:?} is not found afterwards",
-                            answer.status, spec.user_name
-                        ),
-                    )
-                });
-        }
-        let user: parse::UserBody = self.json_answer(&endpoint, &answer.body)?;
-        parse::account(&endpoint, &user.0, &self.inner.role_attribute)
+        let unusable = if answer.body.trim().is_empty() {
+            "without a body".to_owned()
+        } else {
+            let user: parse::UserBody = self.json_answer(&endpoint, &answer.body)?;
+            match parse::account(&endpoint, &user.0, &self.inner.role_attribute) {
+                Ok(account) => return Ok(account),
+                // A stub (`{"id": …}`) rather than the User: the 2xx says the
+                // account was made, and failing the create would count it as not.
+                Err(WorkspaceError::Malformed { what, .. }) => format!("with {what}"),
+                Err(e) => return Err(e),
+            }
+        };
+        // A 2xx without the resource: read it back.
+        self.find_by_user_name_unfilled(&spec.user_name)
+            .await?
+            .ok_or_else(|| {
+                WorkspaceError::malformed(
+                    &endpoint,
+                    format!(
+                        "HTTP {} {unusable}, and userName {:?} is not found afterwards",
+                        answer.status, spec.user_name
+                    ),
+                )
+            })
     }
 
     /// One PATCH for all `changes`. `emails` is multi-valued and a PATCH replaces

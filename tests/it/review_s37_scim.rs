@@ -8,7 +8,7 @@ use seatwarden::model::{AccountSpec, Role};
 use seatwarden::retry::RetryPolicy;
 use seatwarden::workspace::{RoleAttribute, ScimClient, ScimSettings};
 use serde_json::json;
-use wiremock::matchers::{method, path};
+use wiremock::matchers::{method, path, query_param};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
 fn client(server: &MockServer) -> ScimClient {
@@ -96,4 +96,65 @@ async fn an_error_body_without_a_status_in_a_204_or_200_fails_the_write() {
     let text = err.to_string();
     assert!(text.contains("DELETE /Users/u1"), "{text}");
     assert!(text.contains("SCIM Error"), "{text}");
+}
+
+fn ada() -> AccountSpec {
+    AccountSpec {
+        user_name: "ada@example.com".into(),
+        external_id: "okta-1".into(),
+        given_name: None,
+        family_name: None,
+        display_name: None,
+        email: Some("ada@example.com".into()),
+        role: None,
+    }
+}
+
+/// A create answered 200 (not 201), without `Location`, with a stub body that is
+/// not the whole User (`{"id": …}` only): the account was made, so it is read back
+/// by userName rather than the create reported failed (which would count a made
+/// account as a failed write and trip the breaker).
+#[tokio::test]
+async fn a_create_answered_with_a_stub_body_is_read_back() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/scim/v2/Users"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"id": "new-1"})))
+        .expect(1)
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/scim/v2/Users"))
+        .and(query_param("filter", "userName eq \"ada@example.com\""))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+            "schemas": ["urn:ietf:params:scim:api:messages:2.0:ListResponse"],
+            "totalResults": 1,
+            "Resources": [{"id": "new-1", "userName": "ada@example.com", "active": "true"}],
+        })))
+        .mount(&server)
+        .await;
+    let account = client(&server).create_account(&ada()).await.unwrap();
+    assert_eq!(account.id, "new-1");
+    assert!(account.active);
+}
+
+/// The same stub, and the read-back finds nobody: a clear error naming the POST.
+#[tokio::test]
+async fn a_stub_create_answer_not_found_afterwards_says_so() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/scim/v2/Users"))
+        .respond_with(ResponseTemplate::new(201).set_body_json(json!({"id": "new-1"})))
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/scim/v2/Users"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"totalResults": 0})))
+        .mount(&server)
+        .await;
+    let err = client(&server).create_account(&ada()).await.unwrap_err();
+    let text = err.to_string();
+    assert!(text.contains("POST /Users"), "{text}");
+    assert!(text.contains("without userName"), "{text}");
+    assert!(text.contains("not found afterwards"), "{text}");
 }
