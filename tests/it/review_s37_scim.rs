@@ -158,3 +158,29 @@ async fn a_stub_create_answer_not_found_afterwards_says_so() {
     assert!(text.contains("without userName"), "{text}");
     assert!(text.contains("not found afterwards"), "{text}");
 }
+
+/// A listing answered 200 with a SCIM Error body (a gateway's throttle, a
+/// provider's "try later"): read as a ListResponse it held nothing, an empty and
+/// whole workspace, and every person would be planned a create. It fails the read.
+#[tokio::test]
+async fn a_listing_answered_200_with_an_error_body_fails_the_snapshot() {
+    let server = MockServer::start().await;
+    Mock::given(method("GET"))
+        .and(path("/scim/v2/Users"))
+        .respond_with(error_in_200(json!(503), None))
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/scim/v2/Groups"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"totalResults": 0})))
+        .mount(&server)
+        .await;
+    let no_progress = |_: seatwarden::workspace::Progress| {};
+    let err = client(&server)
+        .snapshot_whole(&no_progress)
+        .await
+        .unwrap_err();
+    let text = err.to_string();
+    assert!(text.contains("GET /Users"), "{text}");
+    assert_eq!(err.status(), Some(503), "{text}");
+}
