@@ -13,7 +13,9 @@
 //! is not retried once the stop is set, nor sent after a provider's pause
 //! (`Retry-After`) it was held in: it fails with [`WorkspaceError::is_stopped`].
 //! Reads are not stopped (a plan or a verification must not make do with part of
-//! the workspace).
+//! the workspace). A 2xx whose body is a SCIM Error (RFC 7644 §3.12) is that error,
+//! with the status the body claims: taken as success, a refused write would be
+//! recorded as made, and a refused listing read as an empty workspace.
 
 mod error;
 mod outage;
