@@ -2302,7 +2302,25 @@ impl ScimClient {
         for chunk in account_ids.chunks(MEMBER_CHUNK) {
             let members: Vec<Value> = chunk.iter().map(|id| json!({"value": id})).collect();
             let op = json!({"op": "add", "path": "members", "value": members});
-            self.patch_group_members(&path, vec![op]).await?;
+            match self.patch_group_members(&path, vec![op]).await {
+                Err(e) if e.is_conflict() && chunk.len() > 1 => {
+                    // PATCH is atomic (RFC 7644 §3.5.2): one member already in
+                    // (push SCIM got there first, or a retried attempt whose answer
+                    // was lost) fails the whole batch with 409 where a provider
+                    // enforces membership uniqueness. Added one by one, the ones
+                    // already in are what was wanted; verification reads the group.
+                    tracing::debug!(error = %e, "a member add met 409; adding one by one");
+                    for id in chunk {
+                        let op = json!({"op": "add", "path": "members", "value": [{"value": id}]});
+                        match self.patch_group_members(&path, vec![op]).await {
+                            Err(e) if e.is_conflict() => {}
+                            other => other?,
+                        }
+                    }
+                }
+                Err(e) if e.is_conflict() => {}
+                other => other?,
+            }
         }
         Ok(())
     }

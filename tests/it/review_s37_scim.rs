@@ -184,3 +184,43 @@ async fn a_listing_answered_200_with_an_error_body_fails_the_snapshot() {
     assert!(text.contains("GET /Users"), "{text}");
     assert_eq!(err.status(), Some(503), "{text}");
 }
+
+/// Adding members one of whom is already in the group (push SCIM got there first,
+/// or a retried PATCH whose first answer was lost) is answered 409 by providers
+/// that enforce membership uniqueness; PATCH is atomic, so the others were not
+/// added either. Like a `remove` meeting `noTarget`, the chunk is added again one
+/// by one, and the member already there is what was wanted.
+#[tokio::test]
+async fn an_add_of_members_meeting_409_for_one_already_there_adds_the_rest() {
+    use std::sync::{Arc, Mutex};
+    let server = MockServer::start().await;
+    let added = Arc::new(Mutex::new(Vec::<String>::new()));
+    let seen = Arc::clone(&added);
+    Mock::given(method("PATCH"))
+        .and(path("/scim/v2/Groups/g1"))
+        .respond_with(move |req: &wiremock::Request| {
+            let body: serde_json::Value = serde_json::from_slice(&req.body).unwrap();
+            let values: Vec<String> = body["Operations"][0]["value"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|m| m["value"].as_str().unwrap().to_owned())
+                .collect();
+            if values.iter().any(|v| v == "u1") {
+                return ResponseTemplate::new(409).set_body_json(json!({
+                    "schemas": ["urn:ietf:params:scim:api:messages:2.0:Error"],
+                    "status": 409,
+                    "detail": "u1 is already a member",
+                }));
+            }
+            seen.lock().unwrap().extend(values);
+            ResponseTemplate::new(204)
+        })
+        .mount(&server)
+        .await;
+    client(&server)
+        .add_members("g1", &["u1".to_owned(), "u2".to_owned(), "u3".to_owned()])
+        .await
+        .unwrap();
+    assert_eq!(*added.lock().unwrap(), ["u2", "u3"]);
+}
