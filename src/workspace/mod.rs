@@ -13,7 +13,9 @@
 //! is not retried once the stop is set, nor sent after a provider's pause
 //! (`Retry-After`) it was held in: it fails with [`WorkspaceError::is_stopped`].
 //! Reads are not stopped (a plan or a verification must not make do with part of
-//! the workspace).
+//! the workspace). A 2xx whose body is a SCIM Error (RFC 7644 §3.12) is that error,
+//! with the status the body claims: taken as success, a refused write would be
+//! recorded as made, and a refused listing read as an empty workspace.
 
 mod error;
 mod outage;
@@ -775,17 +777,39 @@ impl ScimClient {
         if (200..500).contains(&status) && !matches!(status, 401 | 403 | 408 | 429) {
             inner.served_answers.fetch_add(1, Ordering::Relaxed);
         }
-        if (200..300).contains(&status) {
-            return Ok(Answer {
-                status,
-                etag,
-                body: text,
-            });
-        }
+        let claimed = if (200..300).contains(&status) {
+            match parse::error_in_success(&text) {
+                None => {
+                    return Ok(Answer {
+                        status,
+                        etag,
+                        body: text,
+                    });
+                }
+                Some(None) => {
+                    let (_, detail) = parse::error_body(&text, &|s| self.redact(s).into_owned());
+                    return Err(WorkspaceError::malformed(
+                        endpoint,
+                        format!(
+                            "HTTP {status} with a SCIM Error body and no error status in it: {detail}"
+                        ),
+                    ));
+                }
+                Some(Some(claimed)) => Some(claimed),
+            }
+        } else {
+            None
+        };
+        // The error a 2xx body claims is the answer: a 409 in it is a conflict.
+        let answered = status;
+        let status = claimed.unwrap_or(status);
         // Belt and braces: a provider echoing the Authorization header must not
         // smuggle the token into an error message. Redacted before the detail is
         // cut to length, which would leave a piece of it that no longer matches.
-        let (scim_type, detail) = parse::error_body(&text, &|s| self.redact(s).into_owned());
+        let (scim_type, mut detail) = parse::error_body(&text, &|s| self.redact(s).into_owned());
+        if claimed.is_some() {
+            detail = format!("{detail} (sent in a SCIM Error body with HTTP {answered})");
+        }
         let error = WorkspaceError::Status {
             endpoint: endpoint.to_owned(),
             status,
@@ -1881,23 +1905,30 @@ impl ScimClient {
         body["schemas"] = Value::Array(schemas);
         let endpoint = endpoint_name(&Method::POST, "/Users", &[]);
         let answer = self.send(Method::POST, "/Users", &[], Some(&body)).await?;
-        if answer.body.trim().is_empty() {
-            // A 201 without the resource: read it back.
-            return self
-                .find_by_user_name_unfilled(&spec.user_name)
-                .await?
-                .ok_or_else(|| {
-                    WorkspaceError::malformed(
-                        &endpoint,
-                        format!(
-                            "HTTP {} without a body, and userName {:?} is not found afterwards",
-                            answer.status, spec.user_name
-                        ),
-                    )
-                });
-        }
-        let user: parse::UserBody = self.json_answer(&endpoint, &answer.body)?;
-        parse::account(&endpoint, &user.0, &self.inner.role_attribute)
+        let unusable = if answer.body.trim().is_empty() {
+            "without a body".to_owned()
+        } else {
+            let user: parse::UserBody = self.json_answer(&endpoint, &answer.body)?;
+            match parse::account(&endpoint, &user.0, &self.inner.role_attribute) {
+                Ok(account) => return Ok(account),
+                // A stub (`{"id": …}`) rather than the User: the 2xx says the
+                // account was made, and failing the create would count it as not.
+                Err(WorkspaceError::Malformed { what, .. }) => format!("with {what}"),
+                Err(e) => return Err(e),
+            }
+        };
+        // A 2xx without the resource: read it back.
+        self.find_by_user_name_unfilled(&spec.user_name)
+            .await?
+            .ok_or_else(|| {
+                WorkspaceError::malformed(
+                    &endpoint,
+                    format!(
+                        "HTTP {} {unusable}, and userName {:?} is not found afterwards",
+                        answer.status, spec.user_name
+                    ),
+                )
+            })
     }
 
     /// One PATCH for all `changes`. `emails` is multi-valued and a PATCH replaces
@@ -2271,7 +2302,25 @@ impl ScimClient {
         for chunk in account_ids.chunks(MEMBER_CHUNK) {
             let members: Vec<Value> = chunk.iter().map(|id| json!({"value": id})).collect();
             let op = json!({"op": "add", "path": "members", "value": members});
-            self.patch_group_members(&path, vec![op]).await?;
+            match self.patch_group_members(&path, vec![op]).await {
+                Err(e) if e.is_conflict() && chunk.len() > 1 => {
+                    // PATCH is atomic (RFC 7644 §3.5.2): one member already in
+                    // (push SCIM got there first, or a retried attempt whose answer
+                    // was lost) fails the whole batch with 409 where a provider
+                    // enforces membership uniqueness. Added one by one, the ones
+                    // already in are what was wanted; verification reads the group.
+                    tracing::debug!(error = %e, "a member add met 409; adding one by one");
+                    for id in chunk {
+                        let op = json!({"op": "add", "path": "members", "value": [{"value": id}]});
+                        match self.patch_group_members(&path, vec![op]).await {
+                            Err(e) if e.is_conflict() => {}
+                            other => other?,
+                        }
+                    }
+                }
+                Err(e) if e.is_conflict() => {}
+                other => other?,
+            }
         }
         Ok(())
     }

@@ -386,6 +386,29 @@ pub(crate) fn error_body(text: &str, redact: &dyn Fn(&str) -> String) -> (Option
     }
 }
 
+/// The error status a 2xx body claims when it is a SCIM Error (RFC 7644 §3.12):
+/// some providers answer a refused write with 200 and the error in the body, and
+/// taking that for success records a change that was never made. `Some(None)`
+/// when the body is an Error without a usable 4xx/5xx `status`.
+pub(crate) fn error_in_success(text: &str) -> Option<Option<u16>> {
+    let v = serde_json::from_str::<Value>(text).ok()?;
+    let is_error = attr(&v, "schemas")?
+        .as_array()?
+        .iter()
+        .filter_map(Value::as_str)
+        .any(|s| s.trim().eq_ignore_ascii_case(ERROR_SCHEMA));
+    if !is_error {
+        return None;
+    }
+    Some(
+        attr_str(&v, "status")
+            .and_then(|s| s.trim().parse::<u16>().ok())
+            .filter(|s| (400..600).contains(s)),
+    )
+}
+
+const ERROR_SCHEMA: &str = "urn:ietf:params:scim:api:messages:2.0:Error";
+
 /// Quotes a filter value as a JSON string (RFC 7644 §3.4.2.2, RFC 8259 §7): `"`,
 /// `\` and control characters (a tab pasted into an HR export) are escaped, so a
 /// strict server does not refuse the filter.

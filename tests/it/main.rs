@@ -47,6 +47,7 @@ mod review_s36;
 mod review_s37_crash;
 mod review_s37_deprov;
 mod review_s37_directory;
+mod review_s37_scim;
 mod role_groups;
 mod run_recovery;
 mod safety;
