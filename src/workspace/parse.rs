@@ -391,6 +391,11 @@ pub(crate) fn error_body(text: &str, redact: &dyn Fn(&str) -> String) -> (Option
 /// taking that for success records a change that was never made. `Some(None)`
 /// when the body is an Error without a usable 4xx/5xx `status`.
 pub(crate) fn error_in_success(text: &str) -> Option<Option<u16>> {
+    // An Error is a few fields; a listing page is up to megabytes, parsed once
+    // already by its own reader. Parsed here as a `Value` it would be parsed twice.
+    if text.len() > MAX_ERROR_BODY || !contains_ignoring_ascii_case(text, "messages:2.0:error") {
+        return None;
+    }
     let v = serde_json::from_str::<Value>(text).ok()?;
     let is_error = attr(&v, "schemas")?
         .as_array()?
@@ -408,6 +413,15 @@ pub(crate) fn error_in_success(text: &str) -> Option<Option<u16>> {
 }
 
 const ERROR_SCHEMA: &str = "urn:ietf:params:scim:api:messages:2.0:Error";
+
+/// The largest 2xx body looked at for a SCIM Error in it.
+const MAX_ERROR_BODY: usize = 64 * 1024;
+
+fn contains_ignoring_ascii_case(text: &str, needle: &str) -> bool {
+    text.as_bytes()
+        .windows(needle.len())
+        .any(|window| window.eq_ignore_ascii_case(needle.as_bytes()))
+}
 
 /// Quotes a filter value as a JSON string (RFC 7644 §3.4.2.2, RFC 8259 §7): `"`,
 /// `\` and control characters (a tab pasted into an HR export) are escaped, so a
@@ -852,6 +866,41 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
     use serde_json::json;
+
+    #[test]
+    fn an_error_in_a_2xx_body_is_found_whatever_the_schema_case() {
+        let error = |schema: &str, status: Value| {
+            json!({"schemas": [schema], "status": status, "detail": "no"}).to_string()
+        };
+        assert_eq!(
+            error_in_success(&error(
+                "urn:ietf:params:scim:api:messages:2.0:Error",
+                json!("409")
+            )),
+            Some(Some(409))
+        );
+        assert_eq!(
+            error_in_success(&error(
+                "URN:IETF:PARAMS:SCIM:API:MESSAGES:2.0:ERROR",
+                json!(400)
+            )),
+            Some(Some(400))
+        );
+        assert_eq!(
+            error_in_success(&error(
+                "urn:ietf:params:scim:api:messages:2.0:Error",
+                json!("200")
+            )),
+            Some(None)
+        );
+        // A listing that only mentions the schema (a user named after it) is no error.
+        let listing = json!({
+            "schemas": ["urn:ietf:params:scim:api:messages:2.0:ListResponse"],
+            "totalResults": 1,
+            "Resources": [{"id": "1", "userName": "urn:ietf:params:scim:api:messages:2.0:Error"}]
+        });
+        assert_eq!(error_in_success(&listing.to_string()), None);
+    }
 
     #[test]
     fn account_tolerates_string_booleans_and_picks_emails() {
