@@ -576,30 +576,41 @@ async fn killed_during_the_creates() {
     killed_then_finished("creates", |seen| count(seen, "POST", "/Users") >= 40).await;
 }
 
+/// A reconcile of a fresh [`scenario`] killed after 40 creates; its run.
+async fn killed_after_40_creates(s: &Scenario) -> RunId {
+    let child = s.spawn(&["reconcile"], "killed");
+    s.kill_when(child, "killed", |seen| count(seen, "POST", "/Users") >= 40)
+        .await;
+    s.newest_reconcile()
+}
+
+/// How many of `run`'s rows a recovery failed as never taken by the workspace.
+fn cut_off_rows(s: &Scenario, run: RunId) -> usize {
+    s.store()
+        .journal(run)
+        .unwrap()
+        .iter()
+        .filter(|row| {
+            row.state == ActionState::Failed
+                && row
+                    .last_error
+                    .as_deref()
+                    .is_some_and(|e| e.starts_with(NOT_REACHED_INTERRUPTED))
+        })
+        .count()
+}
+
 /// `status` after a reconcile killed mid-apply whose rows a recovery resolved
 /// (here `approve`'s, with no reconcile since): the rows the workspace never took
 /// are "cut off", not "failed" writes the workspace refused.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn status_counts_a_killed_reconciles_unreached_rows_as_cut_off() {
     let s = scenario(400, &[]).await;
-    let child = s.spawn(&["reconcile"], "killed");
-    s.kill_when(child, "killed", |seen| count(seen, "POST", "/Users") >= 40)
-        .await;
-    let run = s.newest_reconcile();
+    let run = killed_after_40_creates(&s).await;
     // Its recovery resolves the rows; there is nothing held to approve.
     s.run(&["approve", &run.to_string()], "approve").await;
     assert!(s.store().interrupted().unwrap().is_empty());
-    let cut_off = s
-        .store()
-        .journal(run)
-        .unwrap()
-        .iter()
-        .filter(|row| {
-            row.last_error
-                .as_deref()
-                .is_some_and(|e| e.starts_with(NOT_REACHED_INTERRUPTED))
-        })
-        .count();
+    let cut_off = cut_off_rows(&s, run);
     assert!(cut_off > 0);
 
     let output = Command::new(env!("CARGO_BIN_EXE_seatwarden"))
@@ -634,26 +645,16 @@ async fn status_counts_a_killed_reconciles_unreached_rows_as_cut_off() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_report_of_a_killed_reconcile_says_what_it_wrote() {
     let s = scenario(400, &[]).await;
-    let child = s.spawn(&["reconcile"], "killed");
-    s.kill_when(child, "killed", |seen| count(seen, "POST", "/Users") >= 40)
-        .await;
-    let run = s.newest_reconcile();
+    let run = killed_after_40_creates(&s).await;
     s.reconcile_to_the_end("next").await;
-    let journal = s.store().journal(run).unwrap();
-    let applied = journal
+    let applied = s
+        .store()
+        .journal(run)
+        .unwrap()
         .iter()
         .filter(|row| row.state == ActionState::Applied)
         .count();
-    let cut_off = journal
-        .iter()
-        .filter(|row| {
-            row.state == ActionState::Failed
-                && row
-                    .last_error
-                    .as_deref()
-                    .is_some_and(|e| e.starts_with(NOT_REACHED_INTERRUPTED))
-        })
-        .count();
+    let cut_off = cut_off_rows(&s, run);
     assert!(applied >= 40 && cut_off > 0, "{applied} {cut_off}");
 
     let code = s
