@@ -678,7 +678,8 @@ pub async fn enforce(
                             person = %entry.user_name,
                             linked = %id,
                             account = %successor.id,
-                            "the leaver's linked account is gone, and another account names them                              by externalId under the same userName: deprovisioning that one"
+                            "the leaver's linked account is gone, and another account names them \
+                             by externalId under the same userName: deprovisioning that one"
                         );
                         lock(store)?.deprovision_account(
                             entry.id,
