@@ -29,7 +29,7 @@ use seatwarden::model::{
 };
 use seatwarden::run::{self, Mode};
 use seatwarden::sandbox::{Faults, Sandbox, SandboxOptions, SeenRequest};
-use seatwarden::store::{ActionState, RunId, RunKind, RunStatus, Store};
+use seatwarden::store::{ActionState, RunId, RunKind, RunRecord, RunStatus, Store};
 use seatwarden::synth::{self, Synth, SynthSpec};
 
 const TOKEN: &str = "crash-token";
@@ -949,17 +949,23 @@ async fn a_second_reconcile_waits_for_the_first() {
             .contains("waiting: another seatwarden process holds the state database's writer lock"),
         "{waited}"
     );
-    let store = s.store();
-    let newest = store.latest_run(&[RunKind::Reconcile]).unwrap().unwrap();
-    let earlier = store.run(newest.id - 1).unwrap().unwrap();
-    assert_eq!(earlier.status, RunStatus::Succeeded);
-    assert!(
-        newest.started_at >= earlier.finished_at.unwrap(),
-        "the second run began before the first ended: {earlier:?} {newest:?}"
-    );
-    assert!(store.journal(newest.id).unwrap().is_empty());
-    drop(store);
+    ran_one_after_the_other(&s);
     assert_crash_safe(&s, &[]).await;
+}
+
+/// The last two reconciles ran one after the other: the first succeeded, the
+/// second began once it had ended and found nothing to write. The first's run.
+fn ran_one_after_the_other(s: &Scenario) -> RunRecord {
+    let store = s.store();
+    let second = store.latest_run(&[RunKind::Reconcile]).unwrap().unwrap();
+    let first = store.run(second.id - 1).unwrap().unwrap();
+    assert_eq!(first.status, RunStatus::Succeeded);
+    assert!(
+        second.started_at >= first.finished_at.unwrap(),
+        "the second run began before the first ended: {first:?} {second:?}"
+    );
+    assert!(store.journal(second.id).unwrap().is_empty());
+    first
 }
 
 /// Two reconciles started in the same instant on a state database that does not
@@ -974,17 +980,8 @@ async fn two_reconciles_started_at_once_on_a_fresh_database() {
     let (one, other) = tokio::join!(exit_of(one, "one"), exit_of(other, "other"));
     assert_eq!(one.code(), Some(0), "{}", s.stderr("one"));
     assert_eq!(other.code(), Some(0), "{}", s.stderr("other"));
-    let store = s.store();
-    let second = store.latest_run(&[RunKind::Reconcile]).unwrap().unwrap();
-    let first = store.run(second.id - 1).unwrap().unwrap();
-    assert_eq!(first.status, RunStatus::Succeeded);
-    assert!(!store.journal(first.id).unwrap().is_empty());
-    assert!(
-        second.started_at >= first.finished_at.unwrap(),
-        "{first:?} {second:?}"
-    );
-    assert!(store.journal(second.id).unwrap().is_empty());
-    drop(store);
+    let first = ran_one_after_the_other(&s);
+    assert!(!s.store().journal(first.id).unwrap().is_empty());
     assert_crash_safe(&s, &[]).await;
 }
 
