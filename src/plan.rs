@@ -69,7 +69,13 @@
 //!   userName and email compare case-insensitively (a case change alone is not drift),
 //!   the rest exactly.
 //! - Roles: when `manage_roles` and the spec has a role; an account whose single role
-//!   value names the desired role (in any case) is in line.
+//!   value names the desired role (in any case) is in line. One holding several
+//!   role values (a provider's multi-valued `roles`, two role groups) has no single
+//!   role: it is set to the desired one, which replaces them all, and its item
+//!   says it holds several. The `SetRole` lists them known roles highest first,
+//!   whatever order the workspace sent, so its settle key does not change between
+//!   reads; it counts as a downgrade when one of them ranks above the desired role
+//!   or is a value no role parses from.
 //! - Groups: only groups a mapping names (matched to workspace groups by display name,
 //!   case-insensitively). A name several workspace groups share is a disputed match:
 //!   none of them is touched, nor is another created.
@@ -1960,21 +1966,22 @@ impl<'p, 'a: 'p> Planner<'p, 'a> {
         if let Some(role) = spec.role.filter(|_| self.settings.manage_roles)
             && account.role() != Some(role)
         {
-            let from = if account.roles.is_empty() {
-                "none".to_owned()
-            } else {
-                account.roles.join(", ")
+            let from = ranked_roles(&account.roles);
+            let detail = match from.as_slice() {
+                [] => format!("role is none, policy gives {role}"),
+                [one] => format!("role is {one}, policy gives {role}"),
+                several => format!(
+                    "holds several roles ({}), where an account has one: policy gives {role}",
+                    several.join(", ")
+                ),
             };
             self.act(
                 ActionKind::SetRole {
                     account_id: account.id.clone(),
-                    from: account.roles.clone(),
+                    from,
                     to: role,
                 },
-                item(
-                    DriftKind::RoleDrift,
-                    format!("role is {from}, policy gives {role}"),
-                ),
+                item(DriftKind::RoleDrift, detail),
             );
         }
     }
@@ -2705,6 +2712,22 @@ pub fn created_account_id(identity_id: &str) -> String {
 /// The group id [`simulate`] gives a group created as `display_name`.
 pub fn created_group_id(display_name: &str) -> String {
     format!("new:{display_name}")
+}
+
+/// An account's role values in one order whatever order the workspace sent them
+/// in: known roles highest first, then values no role parses from, ties by
+/// their text. A `SetRole`'s `from` is part of its settle key
+/// ([`crate::guard::settle_keys`]): a provider that lists an account's several
+/// roles in another order on each read would otherwise restart the settle window
+/// every run, and the account would never be given its one role.
+fn ranked_roles(roles: &[String]) -> Vec<String> {
+    let mut ranked = roles.to_vec();
+    ranked.sort_by(|a, b| {
+        let rank = |r: &String| r.parse::<crate::model::Role>().ok();
+        let (ra, rb) = (rank(a), rank(b));
+        rb.cmp(&ra).then_with(|| a.cmp(b))
+    });
+    ranked
 }
 
 /// Pure model of applying a plan's runnable (not held) actions to a workspace:
