@@ -323,9 +323,9 @@ fn hold_owner_demotions(plan: &mut Plan) {
         }
         if let ActionKind::SetRole { from, to, .. } = &action.kind
             && *to != Role::Owner
-            && from
-                .iter()
-                .any(|r| r.eq_ignore_ascii_case(Role::Owner.as_str()))
+            // As `Account::is_owner` reads it (the last-Owner rule): case and
+            // surrounding spaces aside.
+            && from.iter().any(|r| r.parse::<Role>() == Ok(Role::Owner))
         {
             action.held = Some(HoldReason::OwnerWithoutMapping);
         }

@@ -7,8 +7,8 @@ use std::collections::HashMap;
 use chrono::{DateTime, Duration, Utc};
 use seatwarden::guard::{GuardInput, GuardSettings, guard, hold_unsettled, settle_keys};
 use seatwarden::model::{
-    Account, ActionClass, ActionKind, DirectorySnapshot, DriftKind, Identity, IdentityStatus, Link,
-    Plan, Role, WorkspaceSnapshot,
+    Account, ActionClass, ActionKind, DirectorySnapshot, DriftKind, HoldReason, Identity,
+    IdentityStatus, Link, Plan, Role, WorkspaceSnapshot,
 };
 use seatwarden::plan::{DeprovisionAction, PlanSettings, plan, simulate};
 use seatwarden::policy::{Mapping, PolicySettings, Protected, UnmatchedAccounts, desired_state};
@@ -231,4 +231,69 @@ fn several_roles_become_the_desired_one_whatever_order_the_workspace_lists_them(
     let again = plan_of(&directory, &after, &links);
     assert!(again.actions.is_empty(), "{:#?}", again.actions);
     assert!(again.drift.is_empty(), "{:#?}", again.drift);
+}
+
+/// Without a mapping to Owner every demotion of an Owner waits for a human; a
+/// role value the workspace sends with spaces around it (`" Owner"`) is an Owner
+/// to the plan and to the last-Owner rule, and so it is to this rule too.
+#[test]
+fn an_owner_value_with_spaces_is_still_an_owner_whose_demotion_waits() {
+    let mut policy = policy();
+    policy.mappings.retain(|m| m.role != Role::Owner);
+    let directory = directory();
+    let ws = workspace(vec![
+        account("1", "ann", &["Owner "]),
+        account("2", "bob", &[" owner"]),
+        account("3", "olga", &["Owner"]),
+    ]);
+    let planned = plan(
+        &desired_state(&directory, &policy),
+        &directory,
+        &ws,
+        &[],
+        &[],
+        &settings(),
+    );
+    assert_eq!(
+        planned
+            .actions
+            .iter()
+            .filter(|a| matches!(a.kind, ActionKind::SetRole { .. }))
+            .count(),
+        3,
+        "{:#?}",
+        planned.actions
+    );
+    let guarded = guard(
+        planned,
+        &ws,
+        &GuardSettings {
+            owner_mapped: false,
+            ..GuardSettings::unlimited()
+        },
+        &GuardInput {
+            directory_complete: true,
+            managed_accounts: 3,
+            ..GuardInput::default()
+        },
+    );
+    for action in &guarded.actions {
+        assert!(
+            matches!(
+                action.held,
+                Some(HoldReason::OwnerWithoutMapping | HoldReason::LastOwner)
+            ),
+            "an Owner demoted without a human: {action:#?}"
+        );
+    }
+    assert_eq!(
+        guarded
+            .actions
+            .iter()
+            .filter(|a| a.held == Some(HoldReason::OwnerWithoutMapping))
+            .count(),
+        3,
+        "{:#?}",
+        guarded.actions
+    );
 }
