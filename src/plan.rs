@@ -1,7 +1,10 @@
 //! The diff: desired state against the workspace as it is, giving an ordered list of
 //! actions, each with the drift that caused it (design brief, pipeline step 3).
 //!
-//! Pure: no I/O, no clock. The same inputs always give the same plan, byte for byte.
+//! Pure: no I/O, no clock. The same inputs always give the same plan, byte for byte,
+//! whatever order the directory, the workspace and the store list them in (a
+//! provider need not keep its order between reads; a changed action would restart
+//! its settle window, a changed detail reads as new drift).
 //! Independent parts run on two threads (the account index beside the links'
 //! identity lookups, the managed groups' members beside the identities, the two
 //! sorts); each part's result lands in a fixed place, so the plan never depends on
@@ -888,6 +891,9 @@ impl<'a> Matching<'a> {
         // one under a userName that account holds). One whose own link stands keeps
         // it: a leaver's account is not kept active by another account's claim.
         let mut contested: FxHashMap<u32, [(u32, Via); 2]> = FxHashMap::default();
+        // By account id, not listing order: of several, the item names the same
+        // account in every run.
+        claimed_elsewhere.sort_unstable_by(|a, b| (a.0, a.2, a.1).cmp(&(b.0, b.2, b.1)));
         for (named, slot, account, linked) in claimed_elsewhere {
             if primary.get(named as usize).is_some_and(|&p| p == NONE) {
                 let linked_id = id_of(linked);
@@ -2131,6 +2137,21 @@ impl<'p, 'a: 'p> Planner<'p, 'a> {
                 w.holders.push(slot);
             }
         }
+        // Named by account id and person id, not in the order the workspace and
+        // the directory listed them (which a provider need not keep between
+        // reads): the same conflict reads the same in every run's report.
+        for w in wanted.values_mut() {
+            w.holders
+                .sort_dedup_by_key(|&h| (m.at(h).map(|a| a.id.as_str()), h));
+            w.claims.sort_dedup_by_key(|&c| {
+                let claim = claims.get(c as usize);
+                (
+                    claim.and_then(|c| c.action.identity_id.as_deref()),
+                    claim.and_then(|c| c.account_id.as_deref()),
+                    c,
+                )
+            });
+        }
         let deleted: FxHashMap<u32, ()> = self
             .out
             .actions
@@ -2230,7 +2251,7 @@ impl<'p, 'a: 'p> Planner<'p, 'a> {
             let Some(w) = wanted.get(fold(claim.target).as_ref()) else {
                 continue;
             };
-            // In workspace and directory order; a few named, the rest counted.
+            // By account and person id; a few named, the rest counted.
             let in_place = |&&h: &&u32| in_the_way(claim, h) && !moved.contains_key(&h);
             let mut holders: Vec<String> = w
                 .holders

@@ -34,12 +34,17 @@ fn email() -> impl Strategy<Value = Option<String>> {
 }
 
 /// `userN`, and now and then with an accent written composed (`usérN`) or as `e`
-/// and a combining accent, which name the same account.
+/// and a combining accent, which name the same account; with a Turkish dotted
+/// capital I or a Kelvin sign in front (look-alikes of `iuserN`, `kuserN` that
+/// name no ASCII account), or with a trailing space (another name).
 fn user_name() -> impl Strategy<Value = String> {
     let stem = prop_oneof![
         6 => Just("user"),
         1 => Just("us\u{e9}r"),
         1 => Just("use\u{301}r"),
+        1 => Just("\u{130}user"),
+        1 => Just("\u{212A}user"),
+        1 => Just("user "),
     ];
     (stem, 0..40usize, any::<bool>()).prop_map(|(stem, n, up)| cased(format!("{stem}{n}"), up))
 }
@@ -47,6 +52,8 @@ fn user_name() -> impl Strategy<Value = String> {
 /// An account's userName: mostly a directory-style `userN`, sometimes one of the
 /// addresses identities carry as their email (an account matched, or protected,
 /// by an identity's email rather than its userName).
+/// Identities draw their userNames the same way, so one person's userName can
+/// be another's email.
 fn account_user_name() -> impl Strategy<Value = String> {
     prop_oneof![
         2 => user_name(),
@@ -93,7 +100,7 @@ fn small_name(prefix: &'static str) -> impl Strategy<Value = Option<String>> {
 
 fn identity(index: usize) -> impl Strategy<Value = Identity> {
     (
-        user_name(),
+        account_user_name(),
         email(),
         small_name("G"),
         small_name("F"),
@@ -120,14 +127,20 @@ fn identity(index: usize) -> impl Strategy<Value = Identity> {
         )
 }
 
+/// An account's role values: mostly one, in any case; sometimes several known
+/// ones in any order (an account in two role groups, a multi-valued `roles`),
+/// an unknown one beside a known one, or an Owner written with spaces around.
 fn roles() -> impl Strategy<Value = Vec<String>> {
     let role = (proptest::sample::select(Role::ALL.to_vec()), any::<bool>())
         .prop_map(|(r, up)| cased(r.as_str().to_owned(), up));
     prop_oneof![
         1 => Just(vec![]),
-        6 => role.prop_map(|r| vec![r]),
+        6 => role.clone().prop_map(|r| vec![r]),
         1 => Just(vec!["Owner".to_owned(), "Viewer".to_owned()]),
         1 => Just(vec!["bogus".to_owned()]),
+        2 => proptest::collection::vec(role.clone(), 2..4),
+        1 => role.prop_map(|r| vec!["bogus".to_owned(), r]),
+        1 => Just(vec![" owner ".to_owned()]),
     ]
 }
 
@@ -895,7 +908,8 @@ proptest! {
         if !owner_mapped {
             let demoted = guarded.runnable().any(|a| {
                 matches!(&a.kind, seatwarden::model::ActionKind::SetRole { from, to, .. }
-                    if *to != seatwarden::model::Role::Owner && from.iter().any(|r| r == "Owner"))
+                    if *to != seatwarden::model::Role::Owner
+                        && from.iter().any(|r| r.parse() == Ok(seatwarden::model::Role::Owner)))
             });
             prop_assert!(!demoted);
         }
@@ -1097,5 +1111,151 @@ proptest! {
                 && (d.account_id.as_ref() == Some(&link.account_id)
                     || (d.account_id.is_none() && d.identity_id.as_ref() == Some(&link.identity_id)))));
         }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    /// No account is deprovisioned that someone who should have access claims by
+    /// the rule that decides it, as the matching order documents it: a stored
+    /// link or an `externalId` naming someone in the directory, else the
+    /// userName, else (no userName match) the email, case and composition aside.
+    #[test]
+    fn no_account_someone_should_keep_is_deprovisioned(s in scenario()) {
+        let plan = s.plan();
+        let desired = s.desired();
+        let fold = seatwarden::model::fold_case;
+        let ids: BTreeSet<&str> = s.directory.identities.iter().map(|i| i.id.as_str()).collect();
+        for action in &plan.actions {
+            let (ActionKind::Deactivate { account_id } | ActionKind::Delete { account_id, .. }) =
+                &action.kind
+            else {
+                continue;
+            };
+            let Some(account) = s.workspace.accounts.iter().find(|a| &a.id == account_id) else {
+                continue;
+            };
+            let mut claimants: Vec<&str> = s
+                .links
+                .iter()
+                .filter(|l| &l.account_id == account_id)
+                .map(|l| l.identity_id.as_str())
+                .collect();
+            claimants.extend(account.external_id.as_deref().filter(|e| ids.contains(e)));
+            if claimants.is_empty() {
+                let by = |same: &dyn Fn(&Identity) -> bool| -> Vec<&str> {
+                    s.directory.identities.iter().filter(|i| same(i)).map(|i| i.id.as_str()).collect()
+                };
+                claimants = by(&|i| fold(&i.user_name) == fold(&account.user_name));
+                if claimants.is_empty() {
+                    claimants = by(&|i| {
+                        i.email.is_some() && i.email.as_deref().map(fold) == account.email.as_deref().map(fold)
+                    });
+                }
+            }
+            for claimant in claimants {
+                prop_assert!(
+                    !desired.active.contains_key(claimant),
+                    "{} deprovisioned, but {} should have access and claims it: {:#?}",
+                    account_id, claimant, action
+                );
+            }
+        }
+    }
+
+    /// A leaver plainly linked to an active account (one link each way, its
+    /// `externalId` naming nobody else in the directory, neither side protected)
+    /// has that account deprovisioned: no rule lets a leaver slip through.
+    #[test]
+    fn a_plainly_linked_leaver_is_deprovisioned(s in scenario()) {
+        let plan = s.plan();
+        let desired = s.desired();
+        let ids: BTreeSet<&str> = s.directory.identities.iter().map(|i| i.id.as_str()).collect();
+        let deprovisioned: BTreeSet<&str> = plan
+            .actions
+            .iter()
+            .filter_map(|a| match &a.kind {
+                ActionKind::Deactivate { account_id } | ActionKind::Delete { account_id, .. } => {
+                    Some(account_id.as_str())
+                }
+                _ => None,
+            })
+            .collect();
+        for link in &s.links {
+            let leaver = link.identity_id.as_str();
+            if desired.active.contains_key(leaver)
+                || s.links
+                    .iter()
+                    .filter(|l| l.identity_id == link.identity_id || l.account_id == link.account_id)
+                    .count()
+                    != 1
+            {
+                continue;
+            }
+            let Some(account) = s.workspace.accounts.iter().find(|a| a.id == link.account_id) else {
+                continue;
+            };
+            let names_another = account
+                .external_id
+                .as_deref()
+                .is_some_and(|e| e != leaver && ids.contains(e));
+            let protected = s.settings.protected.matches(&account.user_name)
+                || s
+                    .directory
+                    .identities
+                    .iter()
+                    .find(|i| i.id == leaver)
+                    .is_some_and(|i| s.settings.protected.matches(&i.user_name));
+            if !account.active || names_another || protected {
+                continue;
+            }
+            prop_assert!(
+                deprovisioned.contains(account.id.as_str()),
+                "leaver {} keeps {}: {:#?}",
+                leaver, account.id, plan.actions
+            );
+        }
+    }
+
+    /// The order in which the directory lists people, the workspace lists
+    /// accounts, groups and members, and the store returns links changes nothing
+    /// in the plan; the order of an account's several role values changes none
+    /// of its settle keys (a provider need not keep either order between reads,
+    /// and a changed key restarts the settle window).
+    #[test]
+    fn the_plan_does_not_depend_on_listing_order(
+        s in scenario(),
+        reverse in proptest::array::uniform4(any::<bool>()),
+        rotate in 0..7usize,
+    ) {
+        let plan = s.plan();
+        let mut shuffled = s.clone();
+        if reverse[0] {
+            shuffled.workspace.accounts.reverse();
+        }
+        let n = shuffled.workspace.accounts.len();
+        if n > 0 {
+            shuffled.workspace.accounts.rotate_left(rotate % n);
+        }
+        if reverse[1] {
+            shuffled.workspace.groups.reverse();
+            for group in &mut shuffled.workspace.groups {
+                group.members.reverse();
+            }
+        }
+        if reverse[2] {
+            shuffled.directory.identities.reverse();
+        }
+        if reverse[3] {
+            shuffled.links.reverse();
+        }
+        prop_assert_eq!(&plan, &shuffled.plan());
+        let mut reordered = s.clone();
+        for account in &mut reordered.workspace.accounts {
+            account.roles.reverse();
+        }
+        let keys = |p: &Plan| p.actions.iter().flat_map(seatwarden::guard::settle_keys).collect::<Vec<_>>();
+        prop_assert_eq!(keys(&plan), keys(&reordered.plan()));
     }
 }
