@@ -13,6 +13,9 @@ use seatwarden::model::{
 use seatwarden::plan::{DeprovisionAction, PlanSettings, plan, simulate};
 use seatwarden::policy::{Mapping, PolicySettings, Protected, UnmatchedAccounts, desired_state};
 
+/// A `SetRole` as the test reads it: account, from, to, threshold class, detail.
+type RoleChange<'a> = (&'a str, &'a [String], Role, Option<ActionClass>, &'a str);
+
 fn person(id: &str, groups: &[&str]) -> Identity {
     Identity {
         id: id.into(),
@@ -137,7 +140,7 @@ fn several_roles_become_the_desired_one_whatever_order_the_workspace_lists_them(
         account("3", "olga", &["Owner"]),
     ]);
     let first = plan_of(&directory, &first_read, &[]);
-    let roles: Vec<(&str, &[String], Role, Option<ActionClass>, &str)> = first
+    let roles: Vec<RoleChange<'_>> = first
         .actions
         .iter()
         .filter_map(|a| match &a.kind {
