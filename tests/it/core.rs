@@ -44,9 +44,10 @@ fn user_name() -> impl Strategy<Value = String> {
         1 => Just("use\u{301}r"),
         1 => Just("\u{130}user"),
         1 => Just("\u{212A}user"),
-        1 => Just("user "),
     ];
-    (stem, 0..40usize, any::<bool>()).prop_map(|(stem, n, up)| cased(format!("{stem}{n}"), up))
+    let tail = prop_oneof![12 => Just(""), 1 => Just(" ")];
+    (stem, 0..40usize, any::<bool>(), tail)
+        .prop_map(|(stem, n, up, tail)| cased(format!("{stem}{n}{tail}"), up))
 }
 
 /// An account's userName: mostly a directory-style `userN`, sometimes one of the
