@@ -910,7 +910,7 @@ impl Protected {
             patterns: patterns
                 .iter()
                 .map(|p| {
-                    let chars: Vec<char> = crate::model::compose(p)
+                    let chars: Vec<char> = crate::model::compose(p.trim())
                         .chars()
                         .flat_map(char::to_lowercase)
                         .collect();
@@ -949,10 +949,12 @@ impl Protected {
         self
     }
 
-    /// Case-insensitive (full Unicode lower-casing, character by character) and
-    /// composed (NFC, [`crate::model::compose`]); an ASCII name is matched
-    /// without allocating.
+    /// Case-insensitive (full Unicode lower-casing, character by character),
+    /// composed (NFC, [`crate::model::compose`]) and without leading or trailing
+    /// white space (a workspace account `"admin@x.com "` is the protected
+    /// `admin@x.com`); an ASCII name is matched without allocating.
     pub fn matches(&self, user_name: &str) -> bool {
+        let user_name = user_name.trim();
         if !self.names.is_empty() && self.names.contains(&fold_name(user_name)) {
             return true;
         }
@@ -982,11 +984,11 @@ impl Protected {
     }
 }
 
-/// A name folded the way [`Protected`] compares it: composed (NFC), then full
-/// Unicode lower-casing, character by character. Both steps make more names match,
-/// which is the safe side for protection.
+/// A name folded the way [`Protected`] compares it: trimmed, composed (NFC), then
+/// full Unicode lower-casing, character by character. Each step makes more names
+/// match, which is the safe side for protection.
 fn fold_name(name: &str) -> String {
-    crate::model::compose(name)
+    crate::model::compose(name.trim())
         .chars()
         .flat_map(char::to_lowercase)
         .collect()
@@ -1357,5 +1359,27 @@ mod tests {
         };
         let by_group = Protected::default().with_members_of(&["IT Admins".into()], &directory);
         assert!(by_group.matches("zo\u{eb}@example.com"));
+    }
+
+    /// A workspace account whose userName carries white space at either end is
+    /// the protected person's account all the same: matching trims both sides
+    /// (with `unmatched_accounts = "deactivate"` it was an orphan to deactivate).
+    #[test]
+    fn protected_names_match_with_white_space_at_either_end() {
+        let patterns = Protected::new(&["admin@example.com".to_owned(), " ops-* ".to_owned()]);
+        assert!(patterns.matches("admin@example.com "));
+        assert!(patterns.matches("\tAdmin@Example.com"));
+        assert!(patterns.matches("ops-1@example.com "));
+        assert!(Protected::new(&["jos\u{e9}@*".to_owned()]).matches(" JOS\u{c9}@example.com "));
+        assert!(!patterns.matches("admin @example.com"));
+        let mut zoe = identity("zoe", IdentityStatus::Active, &["IT Admins"]);
+        zoe.user_name = " zoe@example.com".into();
+        let directory = DirectorySnapshot {
+            identities: vec![zoe],
+            complete: true,
+        };
+        let by_group = Protected::default().with_members_of(&["IT Admins".into()], &directory);
+        assert!(by_group.matches("ZOE@example.com  "));
+        assert!(by_group.matches("zoe@example.com"));
     }
 }
