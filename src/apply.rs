@@ -973,10 +973,14 @@ impl<'p> FreedUserNames<'p> {
             by_name,
             links: FxHashMap::default(),
         };
-        let renames: Vec<&Action> = freed
-            .by_name
-            .values()
-            .map(|(action, _)| *action)
+        if freed.by_name.is_empty() {
+            return freed;
+        }
+        // Every rename, not only those `by_name` kept: two accounts holding one
+        // userName (a case-sensitive workspace) free one key, and the rename left
+        // out of the map must still be placed after the rename it waits on.
+        let renames: Vec<&Action> = plan
+            .runnable()
             .filter(|action| action.kind.renames())
             .collect();
         for start in renames {
@@ -3714,5 +3718,26 @@ mod tests {
         let mut links: Vec<u32> = (0..3).map(|seq| freed.link(seq)).collect();
         links.sort_unstable();
         assert_eq!(links, [0, 1, 2]);
+    }
+
+    /// Two accounts holding one userName in different case (a case-sensitive
+    /// workspace) both give it up: the rename the lookup by name does not keep
+    /// still waits for the rename that frees the userName it wants (a proptest
+    /// seed sent both in one batch, and the workspace answered 409).
+    #[test]
+    fn a_rename_of_a_duplicate_user_name_still_waits_its_turn() {
+        let plan = crate::model::Plan {
+            actions: vec![
+                rename(0, "mail19", "USER0"),
+                rename(1, "USER0", "user14"),
+                rename(2, "MAIL19", "other"),
+            ],
+            ..crate::model::Plan::default()
+        };
+        let batches: Vec<Vec<u32>> = super::write_batches(&plan)
+            .iter()
+            .map(|batch| batch.iter().map(|a| a.seq).collect())
+            .collect();
+        assert_eq!(batches, [vec![1, 2], vec![0]]);
     }
 }
