@@ -8,6 +8,12 @@
 //! "Oldest unresolved drift" looks back over the two periods loaded: an item present
 //! in every report since the first one loaded is reported as seen "since at least"
 //! that report.
+//!
+//! Runs without a report (the sweep's; reconciles stopped, failed or cut off) are
+//! counted from their journal as `status` counts them ([`crate::apply::journal_outcomes`]):
+//! rows a recovery found the workspace never took are "cut off", not failed; a
+//! reconcile or sweep recorded as running while nobody holds the writer lock was
+//! killed, and is a failed run of the current period until the next writer closes it.
 
 use std::collections::BTreeMap;
 use std::fmt::Write;
@@ -123,6 +129,12 @@ pub struct SweepActions {
     /// `not_sent` by why, in a few words ([`crate::apply::KeptBack::reason`]).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub not_sent_by_reason: BTreeMap<String, usize>,
+    /// Writes in flight when their process was killed that a recovery found the
+    /// workspace never took ([`crate::apply::NOT_REACHED_INTERRUPTED`]): no write
+    /// the workspace refused; the next run plans them again. `status` and
+    /// `report --run` count them so ([`crate::apply::journal_outcomes`]).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub cut_off: usize,
 }
 
 impl SweepActions {
@@ -145,6 +157,10 @@ impl SweepActions {
                 ActionState::Failed => {
                     match crate::apply::KeptBack::of(row.last_error.as_deref()) {
                         Some(why) => Some(why.reason()),
+                        None if cut_off(row.last_error.as_deref()) => {
+                            self.cut_off += 1;
+                            None
+                        }
                         None => {
                             self.failed += 1;
                             None
@@ -160,6 +176,13 @@ impl SweepActions {
             }
         }
     }
+}
+
+/// Whether a row journaled failed with `last_error` was cut off: in flight when
+/// its process was killed, and found by a recovery not to have reached the
+/// workspace ([`crate::apply::journal_outcomes`] counts these the same way).
+fn cut_off(last_error: Option<&str>) -> bool {
+    last_error.is_some_and(|e| e.starts_with(crate::apply::NOT_REACHED_INTERRUPTED))
 }
 
 /// What the digest is built from.
@@ -180,7 +203,8 @@ pub struct DigestInput<'a> {
     /// drift). `None` when no run ever stored one, unless `reports` or `previous`
     /// hold a newer one, which is taken instead.
     pub latest: Option<&'a Report>,
-    /// Runs in the period that failed before producing a report.
+    /// Runs in the period that failed before producing a report, those cut off
+    /// (killed) included, recorded as running still or closed as failed since.
     pub failed_runs: usize,
     pub failed_runs_previous: usize,
     pub deprovisions: &'a [DigestDeprovision],
@@ -212,7 +236,7 @@ pub struct VerifiedLine {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PeriodSummary {
     pub runs: usize,
-    /// Runs that could not complete (no report).
+    /// Runs that could not complete (no report), those cut off (killed) included.
     pub failed_runs: usize,
     /// Applied actions by operation (`deactivate`, `create_account`, …), the
     /// sweep's included.
@@ -229,6 +253,11 @@ pub struct PeriodSummary {
     /// `actions_not_sent` by why, in a few words.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub actions_not_sent_by_reason: BTreeMap<String, usize>,
+    /// Writes of runs killed mid-apply that never reached the workspace
+    /// ([`SweepActions::cut_off`]): neither applied nor failed, planned again by
+    /// the next run.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub actions_cut_off: usize,
     /// The part of `actions_applied` the sweep applied (its runs have no report
     /// and are not in `runs`).
     pub sweep_actions_applied: usize,
@@ -370,6 +399,7 @@ impl Digest {
             actions_failed: input.sweeps.failed + input.unreported.failed,
             actions_not_sent: input.sweeps.not_sent + input.unreported.not_sent,
             actions_not_sent_by_reason: BTreeMap::new(),
+            actions_cut_off: input.sweeps.cut_off + input.unreported.cut_off,
             sweep_actions_applied: input.sweeps.applied(),
             sweep_actions_by_kind: input.sweeps.applied_by_kind.clone(),
             retries: 0,
@@ -686,6 +716,8 @@ impl Digest {
                 .join(", "),
             sweep_actions_by_kind: by_kind(&self.period.sweep_actions_by_kind),
             not_sent_why: not_sent_why(&self.period),
+            cut_off: (self.period.actions_cut_off > 0)
+                .then(|| cut_off_words(self.period.actions_cut_off)),
         }
     }
 
@@ -705,12 +737,13 @@ impl Digest {
         let p = &self.period;
         let _ = writeln!(
             out,
-            "  {} ({} failed), {} applied{}, {} failed{}, {}",
+            "  {} ({} failed), {} applied{}, {} failed{}{}, {}",
             plural(p.runs, "run", "runs"),
             p.failed_runs,
             plural(p.actions_applied, "action", "actions"),
             by_the_sweep(p.sweep_actions_applied),
             p.actions_failed,
+            cut_off_text(p),
             not_sent(p),
             plural(p.retries as usize, "retry", "retries")
         );
@@ -819,6 +852,21 @@ fn by_the_sweep(applied: usize) -> String {
     }
 }
 
+/// `, 3 cut off before the workspace took them (the next run plans them again)`,
+/// or nothing: writes of a run killed mid-apply, as `status` says them.
+fn cut_off_text(period: &PeriodSummary) -> String {
+    if period.actions_cut_off == 0 {
+        String::new()
+    } else {
+        format!(", {}", cut_off_words(period.actions_cut_off))
+    }
+}
+
+/// `3 cut off before the workspace took them (the next run plans them again)`.
+fn cut_off_words(n: usize) -> String {
+    format!("{n} cut off before the workspace took them (the next run plans them again)")
+}
+
 /// `, 2 not sent (seatwarden was stopping)`, `, 7 not sent (5 because …, 2
 /// because …)`, or nothing.
 fn not_sent(period: &PeriodSummary) -> String {
@@ -880,6 +928,8 @@ struct DigestView<'a> {
     sweep_actions_by_kind: String,
     /// Why the period's actions were not sent ([`not_sent_why`]).
     not_sent_why: String,
+    /// The period's writes cut off by a killed run, in words ([`cut_off_words`]).
+    cut_off: Option<String>,
 }
 
 /// `4 deactivate, 1 create_account`.
@@ -1009,7 +1059,26 @@ pub fn collect(
         }
         Ok(loaded)
     };
-    let current = load(now - length, now)?;
+    let mut current = load(now - length, now)?;
+    // A reconcile or sweep recorded as running while nobody holds the writer lock
+    // was cut off (killed): `status` says so, and the next writer closes it as
+    // failed. Until then it has no finish to fall in a period by, yet it is a
+    // failed run now, with what its journal says it wrote.
+    for run in store.running_runs()? {
+        if run.started_at >= now
+            || !matches!(run.kind, RunKind::Reconcile | RunKind::Sweep)
+            || !store
+                .run_and_whether_cut_off(run.id)?
+                .is_some_and(|(_, cut_off)| cut_off)
+        {
+            continue;
+        }
+        match run.kind {
+            RunKind::Sweep => current.sweeps.add(&store.journal(run.id)?, true),
+            _ => current.unreported.add(&store.journal(run.id)?, true),
+        }
+        current.failed += 1;
+    }
     let before = load(now - length - length, now - length)?;
     let latest = match store.latest_report()? {
         Some((run, json)) => {
