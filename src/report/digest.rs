@@ -358,6 +358,35 @@ pub struct Digest {
     pub held: Vec<HeldRun>,
     pub oldest_drift: Option<OldestDrift>,
     pub trend: Trend,
+    /// How people run seatwarden's commands here, for the lines that say where
+    /// the rest of a long list is. Not part of the JSON.
+    #[serde(skip)]
+    pub admin_command: String,
+}
+
+/// How many entries of each list (drift of one kind, overdue, pending and
+/// verified deprovisions, one run's held actions) the text, Markdown and HTML
+/// forms show; the rest are counted, with the command that lists them. A first
+/// run over thousands of people, or a mass deprovision held by the guard, would
+/// otherwise make an email of megabytes that relays refuse (552) and nobody
+/// reads. The JSON form lists everything.
+pub const LISTED: usize = 50;
+
+/// The first [`LISTED`] of `items`.
+fn first<T>(items: &[T]) -> &[T] {
+    items.get(..LISTED).unwrap_or(items)
+}
+
+/// `… and 950 more: `seatwarden status` lists every one.`, when `total` is over
+/// [`LISTED`].
+fn more_line(total: usize, hint: Option<String>) -> Option<String> {
+    (total > LISTED).then(|| {
+        let more = total - LISTED;
+        match hint {
+            Some(hint) => format!("… and {more} more: {hint}."),
+            None => format!("… and {more} more."),
+        }
+    })
 }
 
 /// A name or message from the directory, the workspace or a provider, as one
@@ -688,6 +717,7 @@ impl Digest {
             held,
             oldest_drift,
             trend,
+            admin_command: input.admin_command.to_owned(),
         }
     }
 
@@ -703,8 +733,59 @@ impl Digest {
         render("digest.html", &self.view())
     }
 
+    /// Where the rest of the current drift is listed.
+    fn drift_hint(&self) -> Option<String> {
+        self.latest_run.map(|run| {
+            format!(
+                "`{} report --run {run}` lists every one",
+                self.admin_command
+            )
+        })
+    }
+
+    /// Where every open deprovision is listed.
+    fn open_hint(&self) -> Option<String> {
+        Some(format!(
+            "`{} status` lists every open deprovision",
+            self.admin_command
+        ))
+    }
+
     fn view(&self) -> DigestView<'_> {
         DigestView {
+            overdue: first(&self.overdue),
+            overdue_more: more_line(self.overdue.len(), self.open_hint()),
+            pending: first(&self.pending),
+            pending_more: more_line(self.pending.len(), self.open_hint()),
+            deprovisioned: first(&self.deprovisioned),
+            deprovisioned_more: more_line(self.deprovisioned.len(), None),
+            drift: self
+                .drift
+                .iter()
+                .map(|kind| KindView {
+                    title: &kind.title,
+                    count: kind.count,
+                    people: first(&kind.people),
+                    more: more_line(kind.people.len(), self.drift_hint()),
+                })
+                .collect(),
+            held: self
+                .held
+                .iter()
+                .map(|run| HeldView {
+                    run_id: run.run_id,
+                    count: run.actions.len(),
+                    approve_command: &run.approve_command,
+                    actions: first(&run.actions),
+                    more: more_line(
+                        run.actions.len(),
+                        Some(format!(
+                            "`{} report --run {}` lists every one",
+                            self.admin_command, run.run_id
+                        )),
+                    ),
+                })
+                .collect(),
             digest: self,
             accent: accent(self.state),
             actions_by_kind: self
@@ -767,17 +848,25 @@ impl Digest {
             plural(t.actions_applied_before, "action", "actions"),
             plural(t.failures_before, "failure", "failures")
         );
+        let view = self.view();
+        let more = |out: &mut String, line: &Option<String>| {
+            if let Some(line) = line {
+                let _ = writeln!(out, "  {line}");
+            }
+        };
         if !self.overdue.is_empty() {
             let _ = writeln!(out, "\nOverdue deprovisions ({}):", self.overdue.len());
-            for d in &self.overdue {
+            for d in view.overdue {
                 let _ = writeln!(out, "  - {}", deprovision_text(d));
             }
+            more(&mut out, &view.overdue_more);
         }
         if !self.pending.is_empty() {
             let _ = writeln!(out, "\nPending deprovisions ({}):", self.pending.len());
-            for d in &self.pending {
+            for d in view.pending {
                 let _ = writeln!(out, "  - {}", deprovision_text(d));
             }
+            more(&mut out, &view.pending_more);
         }
         if !self.deprovisioned.is_empty() {
             let _ = writeln!(
@@ -785,25 +874,25 @@ impl Digest {
                 "\nDeprovisioned in this period ({}):",
                 self.deprovisioned.len()
             );
-            for d in &self.deprovisioned {
+            for d in view.deprovisioned {
                 let _ = writeln!(
                     out,
                     "  - {} ({}): verified {}, {} after detection",
                     d.user_name, d.reason, d.verified, d.took
                 );
             }
+            more(&mut out, &view.deprovisioned_more);
         }
-        for run in &self.held {
+        for run in &view.held {
             let _ = writeln!(
                 out,
                 "\nHeld by the guard in run {} ({}); approve with: {}",
-                run.run_id,
-                run.actions.len(),
-                run.approve_command
+                run.run_id, run.count, run.approve_command
             );
-            for a in &run.actions {
+            for a in run.actions {
                 let _ = writeln!(out, "  - {} {} — {}", a.op, a.subject, a.why);
             }
+            more(&mut out, &run.more);
         }
         if let Some(why) = &self.drift_not_computed {
             let _ = writeln!(out, "\n{why}");
@@ -813,11 +902,12 @@ impl Digest {
             let _ = writeln!(out, "\nNo drift.");
         } else {
             let _ = writeln!(out, "\nCurrent drift ({}):", self.drift_total);
-            for kind in &self.drift {
+            for kind in &view.drift {
                 let _ = writeln!(out, "\n{} ({})", kind.title, kind.count);
-                for person in &kind.people {
+                for person in kind.people {
                     let _ = writeln!(out, "  - {person}");
                 }
+                more(&mut out, &kind.more);
             }
         }
         if let Some(oldest) = &self.oldest_drift {
@@ -923,6 +1013,16 @@ fn deprovision_text(d: &DeprovisionLine) -> String {
 #[derive(Serialize)]
 struct DigestView<'a> {
     digest: &'a Digest,
+    /// The lists as the email shows them: the first [`LISTED`] of each, and a
+    /// line counting the rest.
+    overdue: &'a [DeprovisionLine],
+    overdue_more: Option<String>,
+    pending: &'a [DeprovisionLine],
+    pending_more: Option<String>,
+    deprovisioned: &'a [VerifiedLine],
+    deprovisioned_more: Option<String>,
+    drift: Vec<KindView<'a>>,
+    held: Vec<HeldView<'a>>,
     accent: &'static str,
     actions_by_kind: String,
     sweep_actions_by_kind: String,
@@ -930,6 +1030,25 @@ struct DigestView<'a> {
     not_sent_why: String,
     /// The period's writes cut off by a killed run, in words ([`cut_off_words`]).
     cut_off: Option<String>,
+}
+
+/// One drift kind as the email lists it.
+#[derive(Serialize)]
+struct KindView<'a> {
+    title: &'a str,
+    count: usize,
+    people: &'a [String],
+    more: Option<String>,
+}
+
+/// One run's held actions as the email lists them.
+#[derive(Serialize)]
+struct HeldView<'a> {
+    run_id: i64,
+    count: usize,
+    approve_command: &'a str,
+    actions: &'a [HeldAction],
+    more: Option<String>,
 }
 
 /// `4 deactivate, 1 create_account`.

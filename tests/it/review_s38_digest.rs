@@ -93,3 +93,150 @@ async fn the_digest_counts_a_closed_killed_reconciles_rows_as_cut_off() {
     );
     assert_cut_off_in_every_form(&s, cut_off);
 }
+
+mod huge {
+    //! A digest over thousands of people: a first run over a big workspace, or a
+    //! mass deprovision the guard held.
+
+    use std::time::Duration;
+
+    use chrono::{DateTime, TimeZone, Utc};
+    use seatwarden::model::{DriftItem, DriftKind};
+    use seatwarden::report::digest::{
+        DeprovisionHold, Digest, DigestDeprovision, DigestInput, LISTED, SweepActions,
+    };
+    use seatwarden::report::{ActionOutcome, Outcome, Report, SCHEMA_VERSION, Summary};
+
+    fn at(hour: u32) -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2026, 12, 3, hour, 0, 0).unwrap()
+    }
+
+    const PEOPLE: usize = 10_000;
+    const HELD: usize = 3_000;
+    const OVERDUE: usize = 400;
+
+    /// Run 7 found `PEOPLE` leavers still active and the guard held `HELD` of
+    /// their deactivations (over the threshold); `OVERDUE` of them are overdue.
+    fn digest() -> Digest {
+        let leaver = |i: usize| format!("leaver{i:05}@example.com");
+        let report = Report {
+            schema_version: SCHEMA_VERSION,
+            run_id: 7,
+            mode: "reconcile".into(),
+            started_at: at(6),
+            finished_at: at(6) + chrono::Duration::minutes(3),
+            directory: "file /etc/seatwarden/directory.json".into(),
+            workspace: "https://example.com/scim/v2".into(),
+            summary: Summary {
+                drift_total: PEOPLE,
+                actions_planned: HELD,
+                actions_held: HELD,
+                ..Summary::default()
+            },
+            drift: (0..PEOPLE)
+                .map(|i| DriftItem {
+                    kind: DriftKind::StaleAccess,
+                    identity_id: Some(format!("u{i}")),
+                    account_id: Some(format!("acc{i}")),
+                    user_name: leaver(i),
+                    detail: "identity is deprovisioned in the directory".into(),
+                    conflict: None,
+                })
+                .collect(),
+            actions: (0..HELD)
+                .map(|i| ActionOutcome {
+                    seq: u32::try_from(i).unwrap(),
+                    op: "deactivate".into(),
+                    reason: DriftKind::StaleAccess,
+                    subject: leaver(i),
+                    detail: "identity is deprovisioned in the directory".into(),
+                    outcome: Outcome::Held,
+                    attempts: 0,
+                    error: Some("deprovisions: 3000 in this run, over the limit of 10".into()),
+                    waiting: false,
+                    settle_window: None,
+                    deactivated_since: None,
+                })
+                .collect(),
+            safety: Default::default(),
+        };
+        let ledger: Vec<DigestDeprovision> = (0..OVERDUE)
+            .map(|i| DigestDeprovision {
+                user_name: leaver(i),
+                identity_id: format!("u{i}"),
+                reason: "deprovisioned in the directory".into(),
+                detected_at: at(6),
+                due_at: at(7),
+                held: Some(DeprovisionHold::Guard),
+                hold_run: Some(7),
+            })
+            .collect();
+        let reports = [report];
+        Digest::build(&DigestInput {
+            name: "acme",
+            admin_command: "sudo seatwarden-admin",
+            timezone: chrono_tz::UTC,
+            now: at(8),
+            period: Duration::from_secs(24 * 3600),
+            reports: &reports,
+            previous: &[],
+            latest: None,
+            failed_runs: 0,
+            failed_runs_previous: 0,
+            deprovisions: &ledger,
+            verified: &[],
+            sweeps: &SweepActions::default(),
+            sweeps_previous: &SweepActions::default(),
+            unreported: &SweepActions::default(),
+            stopped_runs: 0,
+        })
+    }
+
+    /// Each of its lists was printed whole: 10,000 drift lines and 3,000 held
+    /// actions made an HTML email of megabytes (relays refuse such with 552, and
+    /// the digest was then failed for good) that nobody could read. Each list
+    /// now shows its first `LISTED`, counts the rest and says which command
+    /// lists them; the totals stay; the JSON keeps everything.
+    #[test]
+    fn a_digest_of_thousands_stays_short_and_says_the_totals() {
+        let digest = digest();
+        let text = digest.render_text();
+        let markdown = digest.render_markdown().unwrap();
+        let html = digest.render_html().unwrap();
+        for (form, out) in [("text", &text), ("markdown", &markdown), ("html", &html)] {
+            assert!(out.len() < 100_000, "{form}: {} bytes", out.len());
+            // The totals, and where the rest is.
+            assert!(out.contains(&format!("({PEOPLE})")), "{form}");
+            assert!(out.contains(&format!("run 7 ({HELD})")), "{form}");
+            assert!(
+                out.replace('`', "").contains(&format!(
+                    "… and {} more: sudo seatwarden-admin report --run 7 lists every one.",
+                    PEOPLE - LISTED
+                )),
+                "{form}"
+            );
+            assert!(
+                out.contains(&format!("… and {} more", HELD - LISTED)),
+                "{form}"
+            );
+            assert!(
+                out.contains(&format!("… and {} more", OVERDUE - LISTED)),
+                "{form}"
+            );
+            assert!(
+                out.replace('`', "")
+                    .contains("sudo seatwarden-admin status lists every open deprovision"),
+                "{form}"
+            );
+            // The first ones are named, the 51st is not.
+            assert!(out.contains("leaver00049@example.com"), "{form}");
+            assert!(!out.contains("leaver00050@example.com"), "{form}");
+        }
+        assert!(text.contains(&format!("Overdue deprovisions ({OVERDUE}):")));
+        assert_eq!(digest.drift_total, PEOPLE);
+        let json: serde_json::Value = serde_json::from_str(&digest.to_json()).unwrap();
+        assert_eq!(json["drift"][0]["people"].as_array().unwrap().len(), PEOPLE);
+        assert_eq!(json["held"][0]["actions"].as_array().unwrap().len(), HELD);
+        assert_eq!(json["overdue"].as_array().unwrap().len(), OVERDUE);
+    }
+}
