@@ -219,6 +219,10 @@ pub struct DigestInput<'a> {
     pub unreported: &'a SweepActions,
     /// Reconciles in the period that SIGTERM stopped (no report, not failed).
     pub stopped_runs: usize,
+    /// [`DigestInput::unreported`] and [`DigestInput::stopped_runs`] of the
+    /// previous period, for the trend: it counts that period as its own digest did.
+    pub unreported_previous: &'a SweepActions,
+    pub stopped_runs_previous: usize,
     /// How people run seatwarden's commands here (`report.admin_command`).
     pub admin_command: &'a str,
 }
@@ -572,15 +576,19 @@ impl Digest {
                 Some(before) if drift_now > before => format!("+{}", drift_now - before),
                 Some(before) => format!("-{}", before - drift_now),
             },
-            runs_before: input.previous.len() + input.failed_runs_previous,
+            runs_before: input.previous.len()
+                + input.failed_runs_previous
+                + input.stopped_runs_previous,
             actions_applied_before: input
                 .previous
                 .iter()
                 .map(|r| r.summary.actions_applied)
                 .sum::<usize>()
-                + input.sweeps_previous.applied(),
+                + input.sweeps_previous.applied()
+                + input.unreported_previous.applied(),
             failures_before: failures(input.previous, input.failed_runs_previous)
-                + input.sweeps_previous.failed,
+                + input.sweeps_previous.failed
+                + input.unreported_previous.failed,
         };
 
         let held_count: usize = held.iter().map(|h| h.actions.len()).sum();
@@ -1132,6 +1140,8 @@ pub struct StoredPeriods {
     /// From the journal of the period's reconciles that stored no report.
     pub unreported: SweepActions,
     pub stopped_runs: usize,
+    pub unreported_previous: SweepActions,
+    pub stopped_runs_previous: usize,
     /// The newest stored report, whatever its period.
     pub latest: Option<Report>,
     pub failed_runs: usize,
@@ -1212,6 +1222,8 @@ pub fn collect(
         sweeps_previous: before.sweeps,
         unreported: current.unreported,
         stopped_runs: current.stopped,
+        unreported_previous: before.unreported,
+        stopped_runs_previous: before.stopped,
         latest,
         failed_runs: current.failed,
         failed_runs_previous: before.failed,
@@ -1270,6 +1282,8 @@ pub fn build_from_store(
         sweeps_previous: &stored.sweeps_previous,
         unreported: &stored.unreported,
         stopped_runs: stored.stopped_runs,
+        unreported_previous: &stored.unreported_previous,
+        stopped_runs_previous: stored.stopped_runs_previous,
         admin_command,
     }))
 }

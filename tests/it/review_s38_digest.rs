@@ -189,6 +189,8 @@ mod huge {
             sweeps_previous: &SweepActions::default(),
             unreported: &SweepActions::default(),
             stopped_runs: 0,
+            unreported_previous: &SweepActions::default(),
+            stopped_runs_previous: 0,
         })
     }
 
@@ -239,4 +241,80 @@ mod huge {
         assert_eq!(json["held"][0]["actions"].as_array().unwrap().len(), HELD);
         assert_eq!(json["overdue"].as_array().unwrap().len(), OVERDUE);
     }
+}
+
+/// The trend's "previous period" counts that period as its own digest did: a
+/// reconcile stopped (SIGTERM) or killed after writing has no report, and its
+/// runs, writes and failures were left out of the trend (yesterday's digest said
+/// "1 run, 5 applied, 2 failed", today's trend "0 runs, 0 applied, 0 failures").
+#[test]
+fn the_trend_counts_the_previous_period_as_its_digest_did() {
+    use chrono::TimeZone;
+    use seatwarden::model::{Action, ActionKind, DriftKind, Plan};
+    use seatwarden::store::{RunKind, RunStatus, Store};
+    let at = |day: u32, hour: u32| {
+        chrono::Utc
+            .with_ymd_and_hms(2026, 12, day, hour, 0, 0)
+            .unwrap()
+    };
+    let mut store = Store::open_in_memory().unwrap();
+    let deactivate = |seq: u32| Action {
+        seq,
+        kind: ActionKind::Deactivate {
+            account_id: format!("acc{seq}"),
+        },
+        reason: DriftKind::StaleAccess,
+        subject: format!("leaver{seq}@example.com"),
+        identity_id: Some(format!("u{seq}")),
+        detail: "deprovisioned in the directory".into(),
+        held: None,
+    };
+    let mut journaled = |started, status| {
+        let run = store.begin_run(RunKind::Reconcile, started).unwrap();
+        let plan = Plan {
+            actions: (0..8).map(deactivate).collect(),
+            ..Plan::default()
+        };
+        store.save_plan(run, &plan, started).unwrap();
+        for seq in 0..7 {
+            store.mark_in_flight(run, seq, started).unwrap();
+        }
+        for seq in 0..5 {
+            store.mark_applied(run, seq, started, None).unwrap();
+        }
+        store.mark_failed(run, 5, started, "HTTP 500").unwrap();
+        store.mark_failed(run, 6, started, "HTTP 500").unwrap();
+        store.finish_run(run, started, status, None).unwrap();
+    };
+    // Yesterday: one reconcile stopped after its writes, one that failed.
+    journaled(at(2, 10), RunStatus::Stopped);
+    journaled(at(2, 12), RunStatus::Failed);
+    let digest = |now| {
+        seatwarden::report::digest::build_from_store(
+            &store,
+            "acme",
+            chrono_tz::UTC,
+            now,
+            std::time::Duration::from_secs(86_400),
+            &[],
+            "seatwarden",
+        )
+        .unwrap()
+    };
+    let yesterday = digest(at(3, 8));
+    let today = digest(at(4, 8));
+    let p = &yesterday.period;
+    assert_eq!((p.runs, p.actions_applied, p.actions_failed), (2, 10, 4));
+    let t = &today.trend;
+    assert_eq!(t.runs_before, p.runs);
+    assert_eq!(t.actions_applied_before, p.actions_applied);
+    // Failures: the failed writes and the failed run.
+    assert_eq!(t.failures_before, p.actions_failed + p.failed_runs);
+    assert!(
+        today
+            .render_text()
+            .contains("previous period: 2 runs, 10 actions applied, 5 failures"),
+        "{}",
+        today.render_text()
+    );
 }
