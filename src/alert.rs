@@ -368,9 +368,12 @@ fn message(
     })
 }
 
-/// The subject of an alert saying `summary`.
+/// The subject of an alert saying `summary`. A summary names a person by their
+/// userName, a directory value: a line break, a control character or a bidi
+/// override in it would break or reorder the subject line people scan
+/// ("… is overdue" shown reversed), so those show as U+FFFD, as in the body.
 fn alert_subject(context: &AlertContext<'_>, summary: &str) -> String {
-    format!("[seatwarden] {}: {summary}", context.name)
+    report::printable_field(&format!("[seatwarden] {}: {summary}", context.name))
 }
 
 /// The subject of the resolution of the alert that said `summary`: that alert's
@@ -1274,6 +1277,32 @@ mod tests {
         assert!(
             text.contains("mallory@example.com\u{fffd}\u{fffd}Resolved"),
             "{text}"
+        );
+    }
+
+    /// The subject line names the person too: a bidi override in a userName
+    /// showed the rest of the subject reversed ("… si eudrevo"), a line break
+    /// split it. Both show as U+FFFD, in the alert's and its resolution's subject.
+    #[test]
+    fn directory_values_cannot_reorder_or_break_an_alert_subject() {
+        let mut store = Store::open_in_memory().unwrap();
+        let mail = settings();
+        let context = context(&mail);
+        let forged = AlertCondition::OverdueDeprovision {
+            identity_id: "00u1".into(),
+            user_name: "mallory\u{202e}@example.com\r\nall clear".into(),
+            due_at: at(8, 0),
+        };
+        raise(&mut store, &context, &forged, at(9, 0)).unwrap();
+        resolve(&mut store, &context, &forged.key(), at(10, 0)).unwrap();
+        assert_eq!(
+            subjects(&store),
+            [
+                "[seatwarden] acme: deprovision of mallory\u{fffd}@example.com\u{fffd}\u{fffd}all \
+                 clear is overdue",
+                "Resolved: [seatwarden] acme: deprovision of mallory\u{fffd}@example.com\
+                 \u{fffd}\u{fffd}all clear is overdue",
+            ]
         );
     }
 
