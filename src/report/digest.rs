@@ -794,6 +794,7 @@ impl Digest {
                     ),
                 })
                 .collect(),
+            admin_command: &self.admin_command,
             digest: self,
             accent: accent(self.state),
             actions_by_kind: self
@@ -1038,6 +1039,8 @@ struct DigestView<'a> {
     not_sent_why: String,
     /// The period's writes cut off by a killed run, in words ([`cut_off_words`]).
     cut_off: Option<String>,
+    /// For the footer's command ([`Digest::admin_command`] is not serialised).
+    admin_command: &'a str,
 }
 
 /// One drift kind as the email lists it.

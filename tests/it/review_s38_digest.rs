@@ -118,9 +118,12 @@ mod huge {
 
     /// Run 7 found `PEOPLE` leavers still active and the guard held `HELD` of
     /// their deactivations (over the threshold); `OVERDUE` of them are overdue.
-    fn digest() -> Digest {
-        let leaver = |i: usize| format!("leaver{i:05}@example.com");
-        let report = Report {
+    fn leaver(i: usize) -> String {
+        format!("leaver{i:05}@example.com")
+    }
+
+    pub(super) fn report() -> Report {
+        Report {
             schema_version: SCHEMA_VERSION,
             run_id: 7,
             mode: "reconcile".into(),
@@ -160,7 +163,11 @@ mod huge {
                 })
                 .collect(),
             safety: Default::default(),
-        };
+        }
+    }
+
+    fn digest() -> Digest {
+        let report = report();
         let ledger: Vec<DigestDeprovision> = (0..OVERDUE)
             .map(|i| DigestDeprovision {
                 user_name: leaver(i),
@@ -236,6 +243,11 @@ mod huge {
             assert!(!out.contains("leaver00050@example.com"), "{form}");
         }
         assert!(text.contains(&format!("Overdue deprovisions ({OVERDUE}):")));
+        // The footer's command is the configured one, as everywhere else.
+        assert!(
+            html.contains(">sudo seatwarden-admin report --run 7</code>"),
+            "{html}"
+        );
         assert_eq!(digest.drift_total, PEOPLE);
         let json: serde_json::Value = serde_json::from_str(&digest.to_json()).unwrap();
         assert_eq!(json["drift"][0]["people"].as_array().unwrap().len(), PEOPLE);
@@ -317,5 +329,19 @@ fn the_trend_counts_the_previous_period_as_its_digest_did() {
             .contains("previous period: 2 runs, 10 actions applied, 5 failures"),
         "{}",
         today.render_text()
+    );
+}
+
+/// The HTML report's and digest's footers named `seatwarden report --run N`
+/// whatever `report.admin_command` said (`sudo seatwarden-admin` under systemd),
+/// unlike every other command the emails give.
+#[test]
+fn the_html_report_footer_uses_the_admin_command() {
+    let html =
+        seatwarden::report::render_html(&huge::report(), chrono_tz::UTC, "sudo seatwarden-admin")
+            .unwrap();
+    assert!(
+        html.contains(">sudo seatwarden-admin report --run 7</code> prints this report."),
+        "{html}"
     );
 }
