@@ -14,6 +14,8 @@
 //! rows a recovery found the workspace never took are "cut off", not failed; a
 //! reconcile or sweep recorded as running while nobody holds the writer lock was
 //! killed, and is a failed run of the current period until the next writer closes it.
+//! A stored report that cannot be read (another version's, or damaged) is named,
+//! its run counted from its journal; it does not stop the digest.
 
 use std::collections::BTreeMap;
 use std::fmt::Write;
@@ -223,6 +225,9 @@ pub struct DigestInput<'a> {
     /// previous period, for the trend: it counts that period as its own digest did.
     pub unreported_previous: &'a SweepActions,
     pub stopped_runs_previous: usize,
+    /// Runs whose stored report could not be read (another version's, or
+    /// damaged), with why: counted from their journal, and named.
+    pub unreadable: &'a [(i64, String)],
     /// How people run seatwarden's commands here (`report.admin_command`).
     pub admin_command: &'a str,
 }
@@ -355,6 +360,9 @@ pub struct Digest {
     /// snapshot (a source fault) and so computed no drift.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub drift_not_computed: Option<String>,
+    /// `run 12's stored report cannot be read (…): …`, one per such run.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub unreadable_reports: Vec<String>,
     pub overdue: Vec<DeprovisionLine>,
     pub pending: Vec<DeprovisionLine>,
     /// Deprovisions verified in the period, oldest first.
@@ -425,7 +433,10 @@ impl Digest {
         let latest = newest(input);
 
         let mut summary = PeriodSummary {
-            runs: input.reports.len() + input.failed_runs + input.stopped_runs,
+            runs: input.reports.len()
+                + input.failed_runs
+                + input.stopped_runs
+                + input.unreadable.len(),
             failed_runs: input.failed_runs,
             actions_by_kind: BTreeMap::new(),
             actions_applied: input.sweeps.applied() + input.unreported.applied(),
@@ -616,6 +627,7 @@ impl Digest {
             || held_pending > 0
             || failed_now > 0
             || not_sent_now > 0
+            || !input.unreadable.is_empty()
         {
             State::NeedsAttention
         } else if latest.is_none() {
@@ -647,6 +659,13 @@ impl Digest {
         }
         if input.failed_runs > 0 {
             parts.push(plural(input.failed_runs, "failed run", "failed runs"));
+        }
+        if !input.unreadable.is_empty() {
+            parts.push(plural(
+                input.unreadable.len(),
+                "stored report unreadable",
+                "stored reports unreadable",
+            ));
         }
         if !overdue.is_empty() {
             parts.push(plural(
@@ -719,6 +738,17 @@ impl Digest {
                     r.run_id
                 )
             }),
+            unreadable_reports: input
+                .unreadable
+                .iter()
+                .map(|(run, why)| {
+                    clean(&format!(
+                        "run {run}'s stored report cannot be read ({why}); written by \
+                         another seatwarden version, or damaged: its writes are counted from \
+                         its journal"
+                    ))
+                })
+                .collect(),
             overdue,
             pending,
             deprovisioned,
@@ -863,6 +893,9 @@ impl Digest {
                 let _ = writeln!(out, "  {line}");
             }
         };
+        for line in &self.unreadable_reports {
+            let _ = writeln!(out, "  {line}");
+        }
         if !self.overdue.is_empty() {
             let _ = writeln!(out, "\nOverdue deprovisions ({}):", self.overdue.len());
             for d in view.overdue {
@@ -1119,12 +1152,6 @@ fn oldest_unresolved(
 pub enum DigestError {
     #[error("reading reports for the digest: {0}")]
     Store(#[from] StoreError),
-    #[error("the stored report of run {run} cannot be read: {source}")]
-    Corrupt {
-        run: i64,
-        #[source]
-        source: serde_json::Error,
-    },
 }
 
 impl crate::retry::Transient for DigestError {
@@ -1149,6 +1176,9 @@ pub struct StoredPeriods {
     pub latest: Option<Report>,
     pub failed_runs: usize,
     pub failed_runs_previous: usize,
+    /// Runs of the period (or the newest report) whose stored report could not
+    /// be read, with why.
+    pub unreadable: Vec<(i64, String)>,
 }
 
 /// Loads the reports of `[now - period, now)` and of the period before it, and
@@ -1163,14 +1193,19 @@ pub fn collect(
         let mut loaded = Loaded::default();
         for (run, json) in store.reports_between(from, to)? {
             match json {
-                Some(json) => loaded
-                    .reports
-                    .push(
-                        Report::from_json(&json).map_err(|source| DigestError::Corrupt {
-                            run: run.id,
-                            source,
-                        })?,
-                    ),
+                Some(json) => match Report::from_json(&json) {
+                    Ok(report) => loaded.reports.push(report),
+                    // Written by another version (a downgrade), or damaged: one
+                    // such row must not stop every digest until it is pruned. The
+                    // run is counted from its journal, as one without a report,
+                    // and named.
+                    Err(e) => {
+                        if run.kind == RunKind::Reconcile {
+                            loaded.unreported.add(&store.journal(run.id)?, true);
+                        }
+                        loaded.unreadable.push((run.id, e.to_string()));
+                    }
+                },
                 None => {
                     // A run recorded as running may still send its planned rows.
                     let over = run.status != RunStatus::Running;
@@ -1212,10 +1247,18 @@ pub fn collect(
         current.failed += 1;
     }
     let before = load(now - length - length, now - length)?;
+    // Unreadable, the newest readable report of the periods stands in for it
+    // (`newest`), and the digest says which run it could not read.
     let latest = match store.latest_report()? {
-        Some((run, json)) => {
-            Some(Report::from_json(&json).map_err(|source| DigestError::Corrupt { run, source })?)
-        }
+        Some((run, json)) => match Report::from_json(&json) {
+            Ok(report) => Some(report),
+            Err(e) => {
+                if !current.unreadable.iter().any(|(id, _)| *id == run) {
+                    current.unreadable.push((run, e.to_string()));
+                }
+                None
+            }
+        },
         None => None,
     };
     Ok(StoredPeriods {
@@ -1230,6 +1273,7 @@ pub fn collect(
         latest,
         failed_runs: current.failed,
         failed_runs_previous: before.failed,
+        unreadable: current.unreadable,
     })
 }
 
@@ -1241,6 +1285,8 @@ struct Loaded {
     stopped: usize,
     sweeps: SweepActions,
     unreported: SweepActions,
+    /// Runs whose stored report could not be read, with why.
+    unreadable: Vec<(i64, String)>,
 }
 
 /// Reads the stored periods and builds the digest.
@@ -1287,6 +1333,7 @@ pub fn build_from_store(
         stopped_runs: stored.stopped_runs,
         unreported_previous: &stored.unreported_previous,
         stopped_runs_previous: stored.stopped_runs_previous,
+        unreadable: &stored.unreadable,
         admin_command,
     }))
 }

@@ -1143,6 +1143,7 @@ mod digest {
             stopped_runs: 0,
             unreported_previous: &SweepActions::default(),
             stopped_runs_previous: 0,
+            unreadable: &[],
         })
     }
 
@@ -1176,6 +1177,7 @@ mod digest {
                 stopped_runs: 0,
                 unreported_previous: &SweepActions::default(),
                 stopped_runs_previous: 0,
+                unreadable: &[],
             })
         };
         let digest = build(std::slice::from_ref(&rejected), 0);
@@ -1285,6 +1287,7 @@ mod digest {
             stopped_runs: 0,
             unreported_previous: &SweepActions::default(),
             stopped_runs_previous: 0,
+            unreadable: &[],
         });
         let text = digest.render_text();
         let line = |who: &str| {
@@ -1356,6 +1359,7 @@ mod digest {
             stopped_runs: 0,
             unreported_previous: &SweepActions::default(),
             stopped_runs_previous: 0,
+            unreadable: &[],
         });
         let text = digest.render_text();
         assert!(!text.contains("\n  - ceo@example.com"), "{text}");
@@ -1413,6 +1417,7 @@ mod digest {
             stopped_runs: 0,
             unreported_previous: &SweepActions::default(),
             stopped_runs_previous: 0,
+            unreadable: &[],
         });
         let runs: Vec<i64> = digest.held.iter().map(|h| h.run_id).collect();
         assert_eq!(runs, [6]);
@@ -1462,6 +1467,7 @@ mod digest {
             stopped_runs: 0,
             unreported_previous: &SweepActions::default(),
             stopped_runs_previous: 0,
+            unreadable: &[],
         });
         assert_eq!(digest.state, State::Drift);
         assert_eq!(digest.subject, "[seatwarden] acme: 3 drift items");

@@ -199,6 +199,7 @@ mod huge {
             stopped_runs: 0,
             unreported_previous: &SweepActions::default(),
             stopped_runs_previous: 0,
+            unreadable: &[],
         })
     }
 
@@ -344,4 +345,92 @@ fn the_html_report_footer_uses_the_admin_command() {
         html.contains(">sudo seatwarden-admin report --run 7</code> prints this report."),
         "{html}"
     );
+}
+
+/// One stored report another version wrote (a drift kind this one does not
+/// know, after a downgrade) or a damaged row failed the whole digest ("the
+/// stored report of run N cannot be read"), every day until it was pruned:
+/// nobody got a digest. It is now counted from its journal and named, and the
+/// newest readable report gives the drift.
+#[test]
+fn an_unreadable_stored_report_is_named_not_fatal() {
+    use chrono::TimeZone;
+    use seatwarden::model::{Action, ActionKind, DriftKind, Plan};
+    use seatwarden::store::{RunKind, RunStatus, Store};
+    let at = |hour: u32| {
+        chrono::Utc
+            .with_ymd_and_hms(2026, 12, 3, hour, 0, 0)
+            .unwrap()
+    };
+    let mut store = Store::open_in_memory().unwrap();
+    let mut readable = huge::report();
+    readable.drift.truncate(2);
+    readable.actions.clear();
+    readable.summary = seatwarden::report::Summary {
+        drift_total: 2,
+        ..Default::default()
+    };
+    let old = store.begin_run(RunKind::Reconcile, at(6)).unwrap();
+    readable.run_id = old;
+    store.save_report(old, &readable.to_json()).unwrap();
+    store
+        .finish_run(old, at(6), RunStatus::Succeeded, None)
+        .unwrap();
+
+    let newer = store.begin_run(RunKind::Reconcile, at(7)).unwrap();
+    let plan = Plan {
+        actions: (0..3)
+            .map(|seq| Action {
+                seq,
+                kind: ActionKind::Deactivate {
+                    account_id: format!("acc{seq}"),
+                },
+                reason: DriftKind::StaleAccess,
+                subject: format!("leaver{seq}@example.com"),
+                identity_id: Some(format!("u{seq}")),
+                detail: "deprovisioned in the directory".into(),
+                held: None,
+            })
+            .collect(),
+        ..Plan::default()
+    };
+    store.save_plan(newer, &plan, at(7)).unwrap();
+    for seq in 0..3 {
+        store.mark_in_flight(newer, seq, at(7)).unwrap();
+        store.mark_applied(newer, seq, at(7), None).unwrap();
+    }
+    let mut foreign: serde_json::Value = serde_json::from_str(&readable.to_json()).unwrap();
+    foreign["run_id"] = newer.into();
+    foreign["drift"][0]["kind"] = "a_kind_of_a_later_version".into();
+    store.save_report(newer, &foreign.to_string()).unwrap();
+    store
+        .finish_run(newer, at(7), RunStatus::Succeeded, None)
+        .unwrap();
+
+    let digest = seatwarden::report::digest::build_from_store(
+        &store,
+        "acme",
+        chrono_tz::UTC,
+        at(8),
+        std::time::Duration::from_secs(86_400),
+        &[],
+        "seatwarden",
+    )
+    .unwrap();
+    assert_eq!(digest.state, seatwarden::report::State::NeedsAttention);
+    assert!(
+        digest.headline.contains("1 stored report unreadable"),
+        "{}",
+        digest.headline
+    );
+    assert_eq!(digest.period.runs, 2);
+    assert_eq!(digest.period.actions_applied, 3, "from its journal");
+    assert_eq!(digest.latest_run, Some(old), "the newest readable report");
+    assert_eq!(digest.drift_total, 2);
+    let line = format!("run {newer}'s stored report cannot be read (");
+    assert!(digest.render_text().contains(&line));
+    assert!(digest.render_markdown().unwrap().contains(&line));
+    assert!(digest.render_html().unwrap().contains(&format!(
+        "run {newer}&#x27;s stored report cannot be read ("
+    )));
 }
