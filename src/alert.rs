@@ -1,7 +1,8 @@
 //! Alerts: conditions that need a human now, sent at once instead of waiting for
 //! the digest. Each condition has a key; raising the same key again inside the quiet
-//! period sends nothing (the store counts it), after the quiet period a reminder goes
-//! out, and [`resolve`] sends the resolution once, its subject the alert's (as last
+//! period sends nothing (the store counts it) unless a hold grew
+//! ([`AlertCondition::grew_from`]: more held, or someone new held by the sweep,
+//! is news), after the quiet period a reminder goes out, and [`resolve`] sends the resolution once, its subject the alert's (as last
 //! sent) behind "Resolved: ". Reminders and the resolution reply to the alert's
 //! first mail (`In-Reply-To` and `References` with its Message-ID, kept as the
 //! alert's `thread_root`), so mail clients show them as one thread; the subjects
@@ -148,6 +149,36 @@ impl AlertCondition {
         }
     }
 
+    /// Whether this condition holds more than `last_sent` (the same key's, as
+    /// last sent) told: a bigger hold, or a sweep hold naming someone the last
+    /// message did not. Whoever read "3 actions held" must not learn of 300 only
+    /// at the next reminder; nor approve a run that does not hold the newcomer.
+    pub fn grew_from(&self, last_sent: &AlertCondition) -> bool {
+        match (self, last_sent) {
+            (
+                AlertCondition::PlanHeld { held, .. },
+                AlertCondition::PlanHeld { held: before, .. },
+            ) => held > before,
+            (
+                AlertCondition::SweepHeld { held, people, .. },
+                AlertCondition::SweepHeld {
+                    held: before,
+                    people: named,
+                    ..
+                },
+            ) => {
+                // A list the last message cut short may have left the person out.
+                let named_all = *before <= named.len();
+                held > before
+                    || (named_all
+                        && people
+                            .iter()
+                            .any(|p| !named.iter().any(|n| n.identity_id == p.identity_id)))
+            }
+            _ => false,
+        }
+    }
+
     /// The body: what happened, and what to do.
     pub fn details(&self, timezone: Tz, admin: &str) -> Vec<String> {
         match self {
@@ -257,6 +288,10 @@ pub enum RaiseDecision {
     Reminder,
     /// Active and sent within the quiet period: send nothing.
     Quiet,
+    /// Active and sent within the quiet period, but a hold grew since: more is
+    /// held than the last message said (a layoff on top of a held handful), or
+    /// the sweep holds someone it did not name. Sent at once, as news.
+    Grew,
 }
 
 /// Whether raising a condition now sends a message.
@@ -333,9 +368,12 @@ fn message(
     })
 }
 
-/// The subject of an alert saying `summary`.
+/// The subject of an alert saying `summary`. A summary names a person by their
+/// userName, a directory value: a line break, a control character or a bidi
+/// override in it would break or reorder the subject line people scan
+/// ("… is overdue" shown reversed), so those show as U+FFFD, as in the body.
 fn alert_subject(context: &AlertContext<'_>, summary: &str) -> String {
-    format!("[seatwarden] {}: {summary}", context.name)
+    report::printable_field(&format!("[seatwarden] {}: {summary}", context.name))
 }
 
 /// The subject of the resolution of the alert that said `summary`: that alert's
@@ -428,7 +466,15 @@ fn decide_raise_write(
 ) -> Result<Decided<RaiseDecision>, AlertError> {
     let key = condition.key();
     let existing = store.alert(&key)?;
-    let decision = decide_raise(existing.as_ref(), now, context.mail.quiet_period);
+    let last_sent = existing
+        .as_ref()
+        .and_then(|old| serde_json::from_str::<AlertCondition>(&old.condition).ok());
+    let decision = match decide_raise(existing.as_ref(), now, context.mail.quiet_period) {
+        RaiseDecision::Quiet if last_sent.as_ref().is_some_and(|l| condition.grew_from(l)) => {
+            RaiseDecision::Grew
+        }
+        decision => decision,
+    };
     let condition_json = serde_json::to_string(condition)?;
     let record = match (&existing, decision) {
         // The condition as last sent stays: its resolution's subject is that
@@ -437,7 +483,7 @@ fn decide_raise_write(
             suppressed: old.suppressed.saturating_add(1),
             ..old.clone()
         },
-        (Some(old), RaiseDecision::Reminder) => AlertRecord {
+        (Some(old), RaiseDecision::Reminder | RaiseDecision::Grew) => AlertRecord {
             condition: condition_json,
             last_sent_at: now,
             suppressed: 0,
@@ -456,7 +502,7 @@ fn decide_raise_write(
     };
     let outgoing = match decision {
         RaiseDecision::Quiet => None,
-        RaiseDecision::New | RaiseDecision::Reminder => {
+        RaiseDecision::New | RaiseDecision::Reminder | RaiseDecision::Grew => {
             let summary = condition.summary();
             let subject = alert_subject(
                 context,
@@ -470,6 +516,16 @@ fn decide_raise_write(
                 ),
             );
             let mut lines = condition.details(context.timezone, context.admin_command);
+            if let (RaiseDecision::Grew, Some(old), Some(last)) = (decision, &existing, &last_sent)
+            {
+                lines.push(format!(
+                    "More than the last alert said ({}, sent {}).",
+                    last.summary(),
+                    old.last_sent_at
+                        .with_timezone(&context.timezone)
+                        .format("%Y-%m-%d %H:%M %Z")
+                ));
+            }
             if let Some(old) = existing
                 .as_ref()
                 .filter(|_| decision == RaiseDecision::Reminder)
@@ -1123,6 +1179,86 @@ mod tests {
         );
     }
 
+    /// A hold that grows within the quiet period is news: "3 actions held" was
+    /// the last word for up to six hours while the guard held 300, and a sweep
+    /// holding someone new named a run to approve that did not hold them. The
+    /// same hold again, or a smaller one, stays quiet.
+    #[test]
+    fn a_hold_that_grows_alerts_again_within_the_quiet_period() {
+        let mut store = Store::open_in_memory().unwrap();
+        let mail = settings();
+        let context = context(&mail);
+        let plan = |run_id, held| AlertCondition::PlanHeld {
+            run_id,
+            held,
+            reason: "deprovisions: over the limit of 10".into(),
+        };
+        let decision = |store: &mut Store, condition: &AlertCondition, minute| {
+            raise(store, &context, condition, at(8, minute))
+                .unwrap()
+                .decision
+        };
+        assert_eq!(decision(&mut store, &plan(7, 11), 0), RaiseDecision::New);
+        assert_eq!(decision(&mut store, &plan(8, 11), 30), RaiseDecision::Quiet);
+        assert_eq!(decision(&mut store, &plan(9, 300), 59), RaiseDecision::Grew);
+        assert_eq!(
+            decision(&mut store, &plan(10, 12), 59),
+            RaiseDecision::Quiet
+        );
+        let subjects = subjects(&store);
+        assert_eq!(
+            subjects,
+            [
+                "[seatwarden] acme: 11 actions held by the guard in run 7",
+                "[seatwarden] acme: 300 actions held by the guard in run 9",
+            ]
+        );
+        let grew = &store.outbox().unwrap()[1];
+        assert!(
+            grew.message.text.contains(
+                "More than the last alert said (11 actions held by the guard in run 7, sent \
+                 2026-11-30 09:00 CET)."
+            ),
+            "{}",
+            grew.message.text
+        );
+        // In the alert's thread.
+        assert_eq!(
+            grew.message.in_reply_to,
+            Some(store.outbox().unwrap()[0].message_id())
+        );
+
+        let person = |id: &str| HeldPerson {
+            user_name: format!("{id}@example.com"),
+            identity_id: id.to_owned(),
+            rejected: None,
+        };
+        let sweep = |run_id, ids: &[&str]| AlertCondition::SweepHeld {
+            run_id,
+            held: ids.len(),
+            reason: "deprovisions: over the limit of 10".into(),
+            people: ids.iter().map(|id| person(id)).collect(),
+            rejected_before: 0,
+        };
+        assert_eq!(
+            decision(&mut store, &sweep(20, &["u1", "u2"]), 0),
+            RaiseDecision::New
+        );
+        assert_eq!(
+            decision(&mut store, &sweep(21, &["u1", "u2"]), 5),
+            RaiseDecision::Quiet
+        );
+        // u1 approved, u3 newly held: as many as before, but u3 is news.
+        assert_eq!(
+            decision(&mut store, &sweep(22, &["u2", "u3"]), 10),
+            RaiseDecision::Grew
+        );
+        assert_eq!(
+            decision(&mut store, &sweep(23, &["u3"]), 15),
+            RaiseDecision::Quiet
+        );
+    }
+
     /// A userName is a directory value: a line break in it cannot forge lines in
     /// the text part of the mail.
     #[test]
@@ -1141,6 +1277,32 @@ mod tests {
         assert!(
             text.contains("mallory@example.com\u{fffd}\u{fffd}Resolved"),
             "{text}"
+        );
+    }
+
+    /// The subject line names the person too: a bidi override in a userName
+    /// showed the rest of the subject reversed ("… si eudrevo"), a line break
+    /// split it. Both show as U+FFFD, in the alert's and its resolution's subject.
+    #[test]
+    fn directory_values_cannot_reorder_or_break_an_alert_subject() {
+        let mut store = Store::open_in_memory().unwrap();
+        let mail = settings();
+        let context = context(&mail);
+        let forged = AlertCondition::OverdueDeprovision {
+            identity_id: "00u1".into(),
+            user_name: "mallory\u{202e}@example.com\r\nall clear".into(),
+            due_at: at(8, 0),
+        };
+        raise(&mut store, &context, &forged, at(9, 0)).unwrap();
+        resolve(&mut store, &context, &forged.key(), at(10, 0)).unwrap();
+        assert_eq!(
+            subjects(&store),
+            [
+                "[seatwarden] acme: deprovision of mallory\u{fffd}@example.com\u{fffd}\u{fffd}all \
+                 clear is overdue",
+                "Resolved: [seatwarden] acme: deprovision of mallory\u{fffd}@example.com\
+                 \u{fffd}\u{fffd}all clear is overdue",
+            ]
         );
     }
 

@@ -8,6 +8,14 @@
 //! "Oldest unresolved drift" looks back over the two periods loaded: an item present
 //! in every report since the first one loaded is reported as seen "since at least"
 //! that report.
+//!
+//! Runs without a report (the sweep's; reconciles stopped, failed or cut off) are
+//! counted from their journal as `status` counts them ([`crate::apply::journal_outcomes`]):
+//! rows a recovery found the workspace never took are "cut off", not failed; a
+//! reconcile or sweep recorded as running while nobody holds the writer lock was
+//! killed, and is a failed run of the current period until the next writer closes it.
+//! A stored report that cannot be read (another version's, or damaged) is named,
+//! its run counted from its journal; it does not stop the digest.
 
 use std::collections::BTreeMap;
 use std::fmt::Write;
@@ -123,6 +131,12 @@ pub struct SweepActions {
     /// `not_sent` by why, in a few words ([`crate::apply::KeptBack::reason`]).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub not_sent_by_reason: BTreeMap<String, usize>,
+    /// Writes in flight when their process was killed that a recovery found the
+    /// workspace never took ([`crate::apply::NOT_REACHED_INTERRUPTED`]): no write
+    /// the workspace refused; the next run plans them again. `status` and
+    /// `report --run` count them so ([`crate::apply::journal_outcomes`]).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub cut_off: usize,
 }
 
 impl SweepActions {
@@ -145,6 +159,10 @@ impl SweepActions {
                 ActionState::Failed => {
                     match crate::apply::KeptBack::of(row.last_error.as_deref()) {
                         Some(why) => Some(why.reason()),
+                        None if cut_off(row.last_error.as_deref()) => {
+                            self.cut_off += 1;
+                            None
+                        }
                         None => {
                             self.failed += 1;
                             None
@@ -160,6 +178,13 @@ impl SweepActions {
             }
         }
     }
+}
+
+/// Whether a row journaled failed with `last_error` was cut off: in flight when
+/// its process was killed, and found by a recovery not to have reached the
+/// workspace ([`crate::apply::journal_outcomes`] counts these the same way).
+fn cut_off(last_error: Option<&str>) -> bool {
+    last_error.is_some_and(|e| e.starts_with(crate::apply::NOT_REACHED_INTERRUPTED))
 }
 
 /// What the digest is built from.
@@ -180,7 +205,8 @@ pub struct DigestInput<'a> {
     /// drift). `None` when no run ever stored one, unless `reports` or `previous`
     /// hold a newer one, which is taken instead.
     pub latest: Option<&'a Report>,
-    /// Runs in the period that failed before producing a report.
+    /// Runs in the period that failed before producing a report, those cut off
+    /// (killed) included, recorded as running still or closed as failed since.
     pub failed_runs: usize,
     pub failed_runs_previous: usize,
     pub deprovisions: &'a [DigestDeprovision],
@@ -195,6 +221,13 @@ pub struct DigestInput<'a> {
     pub unreported: &'a SweepActions,
     /// Reconciles in the period that SIGTERM stopped (no report, not failed).
     pub stopped_runs: usize,
+    /// [`DigestInput::unreported`] and [`DigestInput::stopped_runs`] of the
+    /// previous period, for the trend: it counts that period as its own digest did.
+    pub unreported_previous: &'a SweepActions,
+    pub stopped_runs_previous: usize,
+    /// Runs whose stored report could not be read (another version's, or
+    /// damaged), with why: counted from their journal, and named.
+    pub unreadable: &'a [(i64, String)],
     /// How people run seatwarden's commands here (`report.admin_command`).
     pub admin_command: &'a str,
 }
@@ -212,7 +245,7 @@ pub struct VerifiedLine {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PeriodSummary {
     pub runs: usize,
-    /// Runs that could not complete (no report).
+    /// Runs that could not complete (no report), those cut off (killed) included.
     pub failed_runs: usize,
     /// Applied actions by operation (`deactivate`, `create_account`, …), the
     /// sweep's included.
@@ -229,6 +262,11 @@ pub struct PeriodSummary {
     /// `actions_not_sent` by why, in a few words.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub actions_not_sent_by_reason: BTreeMap<String, usize>,
+    /// Writes of runs killed mid-apply that never reached the workspace
+    /// ([`SweepActions::cut_off`]): neither applied nor failed, planned again by
+    /// the next run.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub actions_cut_off: usize,
     /// The part of `actions_applied` the sweep applied (its runs have no report
     /// and are not in `runs`).
     pub sweep_actions_applied: usize,
@@ -322,6 +360,9 @@ pub struct Digest {
     /// snapshot (a source fault) and so computed no drift.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub drift_not_computed: Option<String>,
+    /// `run 12's stored report cannot be read (…): …`, one per such run.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub unreadable_reports: Vec<String>,
     pub overdue: Vec<DeprovisionLine>,
     pub pending: Vec<DeprovisionLine>,
     /// Deprovisions verified in the period, oldest first.
@@ -329,6 +370,35 @@ pub struct Digest {
     pub held: Vec<HeldRun>,
     pub oldest_drift: Option<OldestDrift>,
     pub trend: Trend,
+    /// How people run seatwarden's commands here, for the lines that say where
+    /// the rest of a long list is. Not part of the JSON.
+    #[serde(skip)]
+    pub admin_command: String,
+}
+
+/// How many entries of each list (drift of one kind, overdue, pending and
+/// verified deprovisions, one run's held actions) the text, Markdown and HTML
+/// forms show; the rest are counted, with the command that lists them. A first
+/// run over thousands of people, or a mass deprovision held by the guard, would
+/// otherwise make an email of megabytes that relays refuse (552) and nobody
+/// reads. The JSON form lists everything.
+pub const LISTED: usize = 50;
+
+/// The first [`LISTED`] of `items`.
+fn first<T>(items: &[T]) -> &[T] {
+    items.get(..LISTED).unwrap_or(items)
+}
+
+/// `… and 950 more: `seatwarden status` lists every one.`, when `total` is over
+/// [`LISTED`].
+fn more_line(total: usize, hint: Option<String>) -> Option<String> {
+    (total > LISTED).then(|| {
+        let more = total - LISTED;
+        match hint {
+            Some(hint) => format!("… and {more} more: {hint}."),
+            None => format!("… and {more} more."),
+        }
+    })
 }
 
 /// A name or message from the directory, the workspace or a provider, as one
@@ -363,13 +433,17 @@ impl Digest {
         let latest = newest(input);
 
         let mut summary = PeriodSummary {
-            runs: input.reports.len() + input.failed_runs + input.stopped_runs,
+            runs: input.reports.len()
+                + input.failed_runs
+                + input.stopped_runs
+                + input.unreadable.len(),
             failed_runs: input.failed_runs,
             actions_by_kind: BTreeMap::new(),
             actions_applied: input.sweeps.applied() + input.unreported.applied(),
             actions_failed: input.sweeps.failed + input.unreported.failed,
             actions_not_sent: input.sweeps.not_sent + input.unreported.not_sent,
             actions_not_sent_by_reason: BTreeMap::new(),
+            actions_cut_off: input.sweeps.cut_off + input.unreported.cut_off,
             sweep_actions_applied: input.sweeps.applied(),
             sweep_actions_by_kind: input.sweeps.applied_by_kind.clone(),
             retries: 0,
@@ -513,15 +587,19 @@ impl Digest {
                 Some(before) if drift_now > before => format!("+{}", drift_now - before),
                 Some(before) => format!("-{}", before - drift_now),
             },
-            runs_before: input.previous.len() + input.failed_runs_previous,
+            runs_before: input.previous.len()
+                + input.failed_runs_previous
+                + input.stopped_runs_previous,
             actions_applied_before: input
                 .previous
                 .iter()
                 .map(|r| r.summary.actions_applied)
                 .sum::<usize>()
-                + input.sweeps_previous.applied(),
+                + input.sweeps_previous.applied()
+                + input.unreported_previous.applied(),
             failures_before: failures(input.previous, input.failed_runs_previous)
-                + input.sweeps_previous.failed,
+                + input.sweeps_previous.failed
+                + input.unreported_previous.failed,
         };
 
         let held_count: usize = held.iter().map(|h| h.actions.len()).sum();
@@ -549,6 +627,7 @@ impl Digest {
             || held_pending > 0
             || failed_now > 0
             || not_sent_now > 0
+            || !input.unreadable.is_empty()
         {
             State::NeedsAttention
         } else if latest.is_none() {
@@ -580,6 +659,13 @@ impl Digest {
         }
         if input.failed_runs > 0 {
             parts.push(plural(input.failed_runs, "failed run", "failed runs"));
+        }
+        if !input.unreadable.is_empty() {
+            parts.push(plural(
+                input.unreadable.len(),
+                "stored report unreadable",
+                "stored reports unreadable",
+            ));
         }
         if !overdue.is_empty() {
             parts.push(plural(
@@ -652,12 +738,24 @@ impl Digest {
                     r.run_id
                 )
             }),
+            unreadable_reports: input
+                .unreadable
+                .iter()
+                .map(|(run, why)| {
+                    clean(&format!(
+                        "run {run}'s stored report cannot be read ({why}); written by \
+                         another seatwarden version, or damaged: its writes are counted from \
+                         its journal"
+                    ))
+                })
+                .collect(),
             overdue,
             pending,
             deprovisioned,
             held,
             oldest_drift,
             trend,
+            admin_command: input.admin_command.to_owned(),
         }
     }
 
@@ -673,8 +771,60 @@ impl Digest {
         render("digest.html", &self.view())
     }
 
+    /// Where the rest of the current drift is listed.
+    fn drift_hint(&self) -> Option<String> {
+        self.latest_run.map(|run| {
+            format!(
+                "`{} report --run {run}` lists every one",
+                self.admin_command
+            )
+        })
+    }
+
+    /// Where every open deprovision is listed.
+    fn open_hint(&self) -> Option<String> {
+        Some(format!(
+            "`{} status` lists every open deprovision",
+            self.admin_command
+        ))
+    }
+
     fn view(&self) -> DigestView<'_> {
         DigestView {
+            overdue: first(&self.overdue),
+            overdue_more: more_line(self.overdue.len(), self.open_hint()),
+            pending: first(&self.pending),
+            pending_more: more_line(self.pending.len(), self.open_hint()),
+            deprovisioned: first(&self.deprovisioned),
+            deprovisioned_more: more_line(self.deprovisioned.len(), None),
+            drift: self
+                .drift
+                .iter()
+                .map(|kind| KindView {
+                    title: &kind.title,
+                    count: kind.count,
+                    people: first(&kind.people),
+                    more: more_line(kind.people.len(), self.drift_hint()),
+                })
+                .collect(),
+            held: self
+                .held
+                .iter()
+                .map(|run| HeldView {
+                    run_id: run.run_id,
+                    count: run.actions.len(),
+                    approve_command: &run.approve_command,
+                    actions: first(&run.actions),
+                    more: more_line(
+                        run.actions.len(),
+                        Some(format!(
+                            "`{} report --run {}` lists every one",
+                            self.admin_command, run.run_id
+                        )),
+                    ),
+                })
+                .collect(),
+            admin_command: &self.admin_command,
             digest: self,
             accent: accent(self.state),
             actions_by_kind: self
@@ -686,6 +836,8 @@ impl Digest {
                 .join(", "),
             sweep_actions_by_kind: by_kind(&self.period.sweep_actions_by_kind),
             not_sent_why: not_sent_why(&self.period),
+            cut_off: (self.period.actions_cut_off > 0)
+                .then(|| cut_off_words(self.period.actions_cut_off)),
         }
     }
 
@@ -705,12 +857,13 @@ impl Digest {
         let p = &self.period;
         let _ = writeln!(
             out,
-            "  {} ({} failed), {} applied{}, {} failed{}, {}",
+            "  {} ({} failed), {} applied{}, {} failed{}{}, {}",
             plural(p.runs, "run", "runs"),
             p.failed_runs,
             plural(p.actions_applied, "action", "actions"),
             by_the_sweep(p.sweep_actions_applied),
             p.actions_failed,
+            cut_off_text(p),
             not_sent(p),
             plural(p.retries as usize, "retry", "retries")
         );
@@ -734,17 +887,28 @@ impl Digest {
             plural(t.actions_applied_before, "action", "actions"),
             plural(t.failures_before, "failure", "failures")
         );
+        let view = self.view();
+        let more = |out: &mut String, line: &Option<String>| {
+            if let Some(line) = line {
+                let _ = writeln!(out, "  {line}");
+            }
+        };
+        for line in &self.unreadable_reports {
+            let _ = writeln!(out, "  {line}");
+        }
         if !self.overdue.is_empty() {
             let _ = writeln!(out, "\nOverdue deprovisions ({}):", self.overdue.len());
-            for d in &self.overdue {
+            for d in view.overdue {
                 let _ = writeln!(out, "  - {}", deprovision_text(d));
             }
+            more(&mut out, &view.overdue_more);
         }
         if !self.pending.is_empty() {
             let _ = writeln!(out, "\nPending deprovisions ({}):", self.pending.len());
-            for d in &self.pending {
+            for d in view.pending {
                 let _ = writeln!(out, "  - {}", deprovision_text(d));
             }
+            more(&mut out, &view.pending_more);
         }
         if !self.deprovisioned.is_empty() {
             let _ = writeln!(
@@ -752,25 +916,25 @@ impl Digest {
                 "\nDeprovisioned in this period ({}):",
                 self.deprovisioned.len()
             );
-            for d in &self.deprovisioned {
+            for d in view.deprovisioned {
                 let _ = writeln!(
                     out,
                     "  - {} ({}): verified {}, {} after detection",
                     d.user_name, d.reason, d.verified, d.took
                 );
             }
+            more(&mut out, &view.deprovisioned_more);
         }
-        for run in &self.held {
+        for run in &view.held {
             let _ = writeln!(
                 out,
                 "\nHeld by the guard in run {} ({}); approve with: {}",
-                run.run_id,
-                run.actions.len(),
-                run.approve_command
+                run.run_id, run.count, run.approve_command
             );
-            for a in &run.actions {
+            for a in run.actions {
                 let _ = writeln!(out, "  - {} {} — {}", a.op, a.subject, a.why);
             }
+            more(&mut out, &run.more);
         }
         if let Some(why) = &self.drift_not_computed {
             let _ = writeln!(out, "\n{why}");
@@ -780,11 +944,12 @@ impl Digest {
             let _ = writeln!(out, "\nNo drift.");
         } else {
             let _ = writeln!(out, "\nCurrent drift ({}):", self.drift_total);
-            for kind in &self.drift {
+            for kind in &view.drift {
                 let _ = writeln!(out, "\n{} ({})", kind.title, kind.count);
-                for person in &kind.people {
+                for person in kind.people {
                     let _ = writeln!(out, "  - {person}");
                 }
+                more(&mut out, &kind.more);
             }
         }
         if let Some(oldest) = &self.oldest_drift {
@@ -817,6 +982,21 @@ fn by_the_sweep(applied: usize) -> String {
     } else {
         format!(" ({applied} by the deprovisioning sweep)")
     }
+}
+
+/// `, 3 cut off before the workspace took them (the next run plans them again)`,
+/// or nothing: writes of a run killed mid-apply, as `status` says them.
+fn cut_off_text(period: &PeriodSummary) -> String {
+    if period.actions_cut_off == 0 {
+        String::new()
+    } else {
+        format!(", {}", cut_off_words(period.actions_cut_off))
+    }
+}
+
+/// `3 cut off before the workspace took them (the next run plans them again)`.
+fn cut_off_words(n: usize) -> String {
+    format!("{n} cut off before the workspace took them (the next run plans them again)")
 }
 
 /// `, 2 not sent (seatwarden was stopping)`, `, 7 not sent (5 because …, 2
@@ -875,11 +1055,44 @@ fn deprovision_text(d: &DeprovisionLine) -> String {
 #[derive(Serialize)]
 struct DigestView<'a> {
     digest: &'a Digest,
+    /// The lists as the email shows them: the first [`LISTED`] of each, and a
+    /// line counting the rest.
+    overdue: &'a [DeprovisionLine],
+    overdue_more: Option<String>,
+    pending: &'a [DeprovisionLine],
+    pending_more: Option<String>,
+    deprovisioned: &'a [VerifiedLine],
+    deprovisioned_more: Option<String>,
+    drift: Vec<KindView<'a>>,
+    held: Vec<HeldView<'a>>,
     accent: &'static str,
     actions_by_kind: String,
     sweep_actions_by_kind: String,
     /// Why the period's actions were not sent ([`not_sent_why`]).
     not_sent_why: String,
+    /// The period's writes cut off by a killed run, in words ([`cut_off_words`]).
+    cut_off: Option<String>,
+    /// For the footer's command ([`Digest::admin_command`] is not serialised).
+    admin_command: &'a str,
+}
+
+/// One drift kind as the email lists it.
+#[derive(Serialize)]
+struct KindView<'a> {
+    title: &'a str,
+    count: usize,
+    people: &'a [String],
+    more: Option<String>,
+}
+
+/// One run's held actions as the email lists them.
+#[derive(Serialize)]
+struct HeldView<'a> {
+    run_id: i64,
+    count: usize,
+    approve_command: &'a str,
+    actions: &'a [HeldAction],
+    more: Option<String>,
 }
 
 /// `4 deactivate, 1 create_account`.
@@ -939,12 +1152,6 @@ fn oldest_unresolved(
 pub enum DigestError {
     #[error("reading reports for the digest: {0}")]
     Store(#[from] StoreError),
-    #[error("the stored report of run {run} cannot be read: {source}")]
-    Corrupt {
-        run: i64,
-        #[source]
-        source: serde_json::Error,
-    },
 }
 
 impl crate::retry::Transient for DigestError {
@@ -963,10 +1170,15 @@ pub struct StoredPeriods {
     /// From the journal of the period's reconciles that stored no report.
     pub unreported: SweepActions,
     pub stopped_runs: usize,
+    pub unreported_previous: SweepActions,
+    pub stopped_runs_previous: usize,
     /// The newest stored report, whatever its period.
     pub latest: Option<Report>,
     pub failed_runs: usize,
     pub failed_runs_previous: usize,
+    /// Runs of the period (or the newest report) whose stored report could not
+    /// be read, with why.
+    pub unreadable: Vec<(i64, String)>,
 }
 
 /// Loads the reports of `[now - period, now)` and of the period before it, and
@@ -981,14 +1193,19 @@ pub fn collect(
         let mut loaded = Loaded::default();
         for (run, json) in store.reports_between(from, to)? {
             match json {
-                Some(json) => loaded
-                    .reports
-                    .push(
-                        Report::from_json(&json).map_err(|source| DigestError::Corrupt {
-                            run: run.id,
-                            source,
-                        })?,
-                    ),
+                Some(json) => match Report::from_json(&json) {
+                    Ok(report) => loaded.reports.push(report),
+                    // Written by another version (a downgrade), or damaged: one
+                    // such row must not stop every digest until it is pruned. The
+                    // run is counted from its journal, as one without a report,
+                    // and named.
+                    Err(e) => {
+                        if run.kind == RunKind::Reconcile {
+                            loaded.unreported.add(&store.journal(run.id)?, true);
+                        }
+                        loaded.unreadable.push((run.id, e.to_string()));
+                    }
+                },
                 None => {
                     // A run recorded as running may still send its planned rows.
                     let over = run.status != RunStatus::Running;
@@ -1009,12 +1226,39 @@ pub fn collect(
         }
         Ok(loaded)
     };
-    let current = load(now - length, now)?;
-    let before = load(now - length - length, now - length)?;
-    let latest = match store.latest_report()? {
-        Some((run, json)) => {
-            Some(Report::from_json(&json).map_err(|source| DigestError::Corrupt { run, source })?)
+    let mut current = load(now - length, now)?;
+    // A reconcile or sweep recorded as running while nobody holds the writer lock
+    // was cut off (killed): `status` says so, and the next writer closes it as
+    // failed. Until then it has no finish to fall in a period by, yet it is a
+    // failed run now, with what its journal says it wrote.
+    for run in store.running_runs()? {
+        if run.started_at >= now
+            || !matches!(run.kind, RunKind::Reconcile | RunKind::Sweep)
+            || !store
+                .run_and_whether_cut_off(run.id)?
+                .is_some_and(|(_, cut_off)| cut_off)
+        {
+            continue;
         }
+        match run.kind {
+            RunKind::Sweep => current.sweeps.add(&store.journal(run.id)?, true),
+            _ => current.unreported.add(&store.journal(run.id)?, true),
+        }
+        current.failed += 1;
+    }
+    let before = load(now - length - length, now - length)?;
+    // Unreadable, the newest readable report of the periods stands in for it
+    // (`newest`), and the digest says which run it could not read.
+    let latest = match store.latest_report()? {
+        Some((run, json)) => match Report::from_json(&json) {
+            Ok(report) => Some(report),
+            Err(e) => {
+                if !current.unreadable.iter().any(|(id, _)| *id == run) {
+                    current.unreadable.push((run, e.to_string()));
+                }
+                None
+            }
+        },
         None => None,
     };
     Ok(StoredPeriods {
@@ -1024,9 +1268,12 @@ pub fn collect(
         sweeps_previous: before.sweeps,
         unreported: current.unreported,
         stopped_runs: current.stopped,
+        unreported_previous: before.unreported,
+        stopped_runs_previous: before.stopped,
         latest,
         failed_runs: current.failed,
         failed_runs_previous: before.failed,
+        unreadable: current.unreadable,
     })
 }
 
@@ -1038,6 +1285,8 @@ struct Loaded {
     stopped: usize,
     sweeps: SweepActions,
     unreported: SweepActions,
+    /// Runs whose stored report could not be read, with why.
+    unreadable: Vec<(i64, String)>,
 }
 
 /// Reads the stored periods and builds the digest.
@@ -1082,6 +1331,9 @@ pub fn build_from_store(
         sweeps_previous: &stored.sweeps_previous,
         unreported: &stored.unreported,
         stopped_runs: stored.stopped_runs,
+        unreported_previous: &stored.unreported_previous,
+        stopped_runs_previous: stored.stopped_runs_previous,
+        unreadable: &stored.unreadable,
         admin_command,
     }))
 }

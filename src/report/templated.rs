@@ -172,6 +172,8 @@ struct ReportView<'a> {
     attention: Vec<ActionRow<'a>>,
     actions: Vec<ActionRow<'a>>,
     safety: Vec<super::SafetyFinding>,
+    /// How people run seatwarden's commands here, for the footer's command.
+    admin_command: String,
 }
 
 fn action_row<'a>(report: &Report, action: &'a ActionOutcome, tz: chrono_tz::Tz) -> ActionRow<'a> {
@@ -202,6 +204,7 @@ fn report_view<'a>(
         .collect();
     attention.sort_by_key(|a| (a.outcome != Outcome::Failed, a.seq));
     ReportView {
+        admin_command: admin_command.to_owned(),
         state,
         state_label: state.label(),
         accent: accent(state),

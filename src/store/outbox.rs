@@ -623,6 +623,18 @@ impl Store {
             .context(|| "reading runs and reports for a period from runs".to_owned())
     }
 
+    /// Runs still recorded as running, oldest first: the digest counts those a
+    /// killed process left (no writer holds the lock, [`Store::run_and_whether_cut_off`])
+    /// until the next writer closes them as failed.
+    pub fn running_runs(&self) -> Result<Vec<RunRecord>, StoreError> {
+        self.conn
+            .prepare_cached(&format!(
+                "SELECT {RUN_COLUMNS} FROM runs WHERE status = 'running' ORDER BY id"
+            ))
+            .and_then(|mut stmt| stmt.query_map([], run_record)?.collect())
+            .context(|| "reading the runs recorded as running from runs".to_owned())
+    }
+
     /// The latest run of any kind that has a stored report.
     pub fn latest_report(&self) -> Result<Option<(RunId, String)>, StoreError> {
         self.conn

@@ -1141,6 +1141,9 @@ mod digest {
             },
             unreported: &SweepActions::default(),
             stopped_runs: 0,
+            unreported_previous: &SweepActions::default(),
+            stopped_runs_previous: 0,
+            unreadable: &[],
         })
     }
 
@@ -1172,6 +1175,9 @@ mod digest {
                 sweeps_previous: &SweepActions::default(),
                 unreported: &SweepActions::default(),
                 stopped_runs: 0,
+                unreported_previous: &SweepActions::default(),
+                stopped_runs_previous: 0,
+                unreadable: &[],
             })
         };
         let digest = build(std::slice::from_ref(&rejected), 0);
@@ -1279,6 +1285,9 @@ mod digest {
             sweeps_previous: &SweepActions::default(),
             unreported: &SweepActions::default(),
             stopped_runs: 0,
+            unreported_previous: &SweepActions::default(),
+            stopped_runs_previous: 0,
+            unreadable: &[],
         });
         let text = digest.render_text();
         let line = |who: &str| {
@@ -1348,6 +1357,9 @@ mod digest {
             sweeps_previous: &SweepActions::default(),
             unreported: &SweepActions::default(),
             stopped_runs: 0,
+            unreported_previous: &SweepActions::default(),
+            stopped_runs_previous: 0,
+            unreadable: &[],
         });
         let text = digest.render_text();
         assert!(!text.contains("\n  - ceo@example.com"), "{text}");
@@ -1403,6 +1415,9 @@ mod digest {
             sweeps_previous: &SweepActions::default(),
             unreported: &SweepActions::default(),
             stopped_runs: 0,
+            unreported_previous: &SweepActions::default(),
+            stopped_runs_previous: 0,
+            unreadable: &[],
         });
         let runs: Vec<i64> = digest.held.iter().map(|h| h.run_id).collect();
         assert_eq!(runs, [6]);
@@ -1450,6 +1465,9 @@ mod digest {
             sweeps_previous: &SweepActions::default(),
             unreported: &SweepActions::default(),
             stopped_runs: 0,
+            unreported_previous: &SweepActions::default(),
+            stopped_runs_previous: 0,
+            unreadable: &[],
         });
         assert_eq!(digest.state, State::Drift);
         assert_eq!(digest.subject, "[seatwarden] acme: 3 drift items");

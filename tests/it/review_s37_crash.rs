@@ -43,8 +43,8 @@ const CONCURRENCY: usize = 4;
 
 /// A workspace a few hundred writes from converged, a configuration for it, and
 /// the sandbox serving it, recording every request.
-struct Scenario {
-    dir: tempfile::TempDir,
+pub(crate) struct Scenario {
+    pub(crate) dir: tempfile::TempDir,
     sandbox: Sandbox,
     config: Config,
     /// `SEATWARDEN__…` overrides, for the binary and `config` alike.
@@ -109,7 +109,7 @@ fn drifted(data: &Synth) -> (WorkspaceSnapshot, usize) {
 
 /// `people` of the synthetic directory in 12 groups, the workspace [`drifted`]
 /// from it, and `env` on top of the usual configuration (no thresholds in the way).
-async fn scenario(people: usize, env: &[(&str, &str)]) -> Scenario {
+pub(crate) async fn scenario(people: usize, env: &[(&str, &str)]) -> Scenario {
     scenario_with(people, env, LATENCY).await
 }
 
@@ -193,23 +193,23 @@ impl Scenario {
         self.dir.path().join(format!("{name}.stderr"))
     }
 
-    fn stderr(&self, name: &str) -> String {
+    pub(crate) fn stderr(&self, name: &str) -> String {
         std::fs::read_to_string(self.stderr_path(name)).unwrap_or_default()
     }
 
-    fn store(&self) -> Store {
+    pub(crate) fn store(&self) -> Store {
         Store::open(&self.config.state.path).unwrap()
     }
 
     /// Runs the binary with `args` to its end; its exit code.
-    async fn run(&self, args: &[&str], name: &str) -> i32 {
+    pub(crate) async fn run(&self, args: &[&str], name: &str) -> i32 {
         let child = self.spawn(args, name);
         let status = exit_of(child, name).await;
         status.code().unwrap_or(-1)
     }
 
     /// `reconcile` to its end, which must be a clean one (exit 0).
-    async fn reconcile_to_the_end(&self, name: &str) {
+    pub(crate) async fn reconcile_to_the_end(&self, name: &str) {
         let code = self.run(&["reconcile"], name).await;
         assert_eq!(code, 0, "{name}: {}", self.stderr(name));
     }
@@ -577,7 +577,7 @@ async fn killed_during_the_creates() {
 }
 
 /// A reconcile of a fresh [`scenario`] killed after 40 creates; its run.
-async fn killed_after_40_creates(s: &Scenario) -> RunId {
+pub(crate) async fn killed_after_40_creates(s: &Scenario) -> RunId {
     let child = s.spawn(&["reconcile"], "killed");
     s.kill_when(child, "killed", |seen| count(seen, "POST", "/Users") >= 40)
         .await;
@@ -585,7 +585,7 @@ async fn killed_after_40_creates(s: &Scenario) -> RunId {
 }
 
 /// How many of `run`'s rows a recovery failed as never taken by the workspace.
-fn cut_off_rows(s: &Scenario, run: RunId) -> usize {
+pub(crate) fn cut_off_rows(s: &Scenario, run: RunId) -> usize {
     s.store()
         .journal(run)
         .unwrap()
