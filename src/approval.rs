@@ -20,6 +20,13 @@
 //! (`--only` left it out): refused and held, naming the rename to approve with it,
 //! rather than sent onto the account that still has the name.
 //!
+//! `approve` holds the writer lock and resolves first what a dead process left in
+//! flight; a reconcile or sweep that process left recorded as running is closed
+//! then (as the next reconcile would close it), so `status` and `report --run`
+//! stop telling it as cut off, waiting for a recovery that has happened. A
+//! reconcile cut off mid-apply stored no report: what it held is approved all the
+//! same, and `status` counts it from the journal ([`awaiting_decision`]).
+//!
 //! Actions that only wait for the settle window are nobody's to approve, `--only`
 //! naming their kind or not: they stay held, and the first reconcile after the
 //! window applies them (planned again from the directory as it is then).
@@ -736,6 +743,19 @@ fn undecided(
     Ok((held, waiting.len()))
 }
 
+/// How many of `run`'s held actions wait for a person (`approve RUN` or `reject
+/// RUN`), from its journal: held, undecided, not only waiting for the settle
+/// window. What its stored report counts ([`crate::report::awaiting_approval_in`]),
+/// for a run that stored none: a reconcile cut off mid-apply held its
+/// deprovisions all the same, and they can be approved.
+pub fn awaiting_decision(store: &Store, run: RunId) -> Result<usize, StoreError> {
+    match undecided(store, run, &Only::All, true, "") {
+        Ok((held, _)) => Ok(held.iter().filter(|e| e.state == ActionState::Held).count()),
+        Err(ApprovalError::Store(e)) => Err(e),
+        Err(_) => Ok(0),
+    }
+}
+
 /// `seatwarden approve RUN [--only KIND]`.
 pub async fn approve(
     config: &Config,
@@ -760,6 +780,16 @@ pub async fn approve(
             .ok_or(ApprovalError::StoppedReading)??;
     record_cut_off_approval(config, &mut store, run)?;
     let admin_command = config.admin_command();
+    // Under the writer lock a run recorded as running is a dead process's, and
+    // its rows are resolved now: it is closed as a reconcile closes it, or
+    // `status` and `report --run` kept calling it cut off, waiting for a
+    // recovery that had happened, until the next reconcile (hours, perhaps).
+    crate::run::close_interrupted_runs(
+        &mut store,
+        now,
+        crate::sweep::configured_sla(config),
+        &admin_command,
+    )?;
     let (held, waiting) = undecided(&store, run, only, true, &admin_command)?;
     // Renames `only` leaves held: the userNames they would give up stay taken, and
     // a create or rename approved without them would only meet 409.

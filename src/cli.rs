@@ -1035,6 +1035,12 @@ fn why_no_report(config: &Config, store: &Store, run_id: RunId) -> anyhow::Resul
         (RunStatus::Running, _) if cut_off => {
             format!("was cut off: the process stopped before it finished (started {started})")
         }
+        // Closed by the next writer, as `status` tells it: "failed at" gave the
+        // time it was closed as the time it stopped.
+        _ if run.closed_as_interrupted() => format!(
+            "was interrupted: the process stopped before it finished (started {started}; \
+             closed at {ended})"
+        ),
         (RunStatus::Running, _) if sweep => format!("is still running (started {started})"),
         (RunStatus::Running, _) if run.kind == RunKind::Reconcile => {
             format!("is still running (started {started}): its report is stored when it finishes")
@@ -1047,13 +1053,14 @@ fn why_no_report(config: &Config, store: &Store, run_id: RunId) -> anyhow::Resul
         (status, None) => format!("has no report ({status})"),
     };
     let mut why = format!("run {run_id} ({}) {state}", run.kind);
-    if cut_off && !sweep {
+    if (cut_off || run.closed_as_interrupted()) && !sweep {
         why.push_str("; it has no report");
     }
-    // A reconcile killed mid-apply and resolved since by the next one's recovery
-    // (or failed after writing) has no report, but its journal says what reached
-    // the workspace: the question a person asks after a crash.
-    if run.kind == RunKind::Reconcile && run.status != RunStatus::Running {
+    // A reconcile killed mid-apply (resolved since by the next writer's recovery,
+    // or not yet), or failed after writing, has no report, but its journal says
+    // what reached the workspace and what it holds: the questions a person asks
+    // after a crash.
+    if run.kind == RunKind::Reconcile && (run.status != RunStatus::Running || cut_off) {
         let by_state = crate::apply::journal_outcomes(store, run_id)?;
         if !by_state.is_empty() {
             why.push_str(". ");
@@ -1132,6 +1139,9 @@ fn latest_reported_run(store: &Store) -> anyhow::Result<RunId> {
             .run_and_whether_cut_off(newest.id)?
             .unwrap_or((newest, false));
         let why = match (newest.status, &newest.error) {
+            _ if newest.closed_as_interrupted() => {
+                "was interrupted: the process stopped before it finished".to_owned()
+            }
             (crate::store::RunStatus::Failed, Some(error)) => format!("failed: {error}"),
             (crate::store::RunStatus::Stopped, Some(error)) => format!("was stopped: {error}"),
             (crate::store::RunStatus::Running, _) if cut_off => {

@@ -1,0 +1,119 @@
+//! Session 38's review of what an operator does after a run: a reconcile killed
+//! mid-apply with deprovisions held, as `status` and `report --run` tell it
+//! before and after `approve RUN` (whose recovery resolves its rows).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::process::Command;
+
+use seatwarden::store::{ActionState, RunStatus};
+
+use crate::review_s37_crash::{Scenario, count, scenario};
+
+/// The binary with `args`, to its end: exit code, stdout, stderr.
+fn cli(s: &Scenario, args: &[&str]) -> (i32, String, String) {
+    let output = Command::new(env!("CARGO_BIN_EXE_seatwarden"))
+        .arg("--config")
+        .arg(s.dir.path().join("seatwarden.toml"))
+        .args(args)
+        .env_remove("SEATWARDEN_CONFIG")
+        .env("SEATWARDEN_OPERATOR", "review")
+        .output()
+        .unwrap();
+    (
+        output.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+/// `status`'s "Last reconcile:" line.
+fn last_reconcile_line(s: &Scenario) -> String {
+    let (code, out, err) = cli(s, &["status"]);
+    assert_eq!(code, 0, "{err}");
+    out.lines()
+        .find(|l| l.starts_with("Last reconcile:"))
+        .unwrap_or_else(|| panic!("{out}"))
+        .to_owned()
+}
+
+/// A reconcile holding its deactivations (over the limit) killed after 40
+/// creates: before `approve`, `status` and `report --run` say what it holds and
+/// the command that approves it (there is no report to count them from); after
+/// `approve RUN` resolved its rows and applied the held ones, the run is closed,
+/// not "cut off" waiting for a recovery that happened, and `report --run` says
+/// what it wrote, as `status` counts it, with the times it started and closed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_reconcile_with_held_deprovisions_before_and_after_approve() {
+    let s = scenario(400, &[("SEATWARDEN__SAFETY__MAX_DEPROVISIONS", "5")]).await;
+    let child = s.spawn(&["reconcile"], "killed");
+    s.kill_when(child, "killed", |seen| count(seen, "POST", "/Users") >= 40)
+        .await;
+    let run = s.newest_reconcile();
+    let held = s
+        .store()
+        .journal(run)
+        .unwrap()
+        .iter()
+        .filter(|row| row.state == ActionState::Held)
+        .count();
+    assert!(held > 5, "{held}");
+
+    let line = last_reconcile_line(&s);
+    assert!(
+        line.starts_with(&format!("Last reconcile: run {run} cut off (")),
+        "{line}"
+    );
+    assert!(
+        line.contains(&format!(
+            ": {held} actions held for approval (`seatwarden approve {run}`)"
+        )),
+        "{line}"
+    );
+    let (code, _, err) = cli(&s, &["report", "--run", &run.to_string()]);
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains(&format!("run {run} (reconcile) was cut off: "))
+            && err.contains(&format!("Its writes: {held} held for a human, "))
+            && err.contains(&format!("then `seatwarden approve {run}`")),
+        "{err}"
+    );
+
+    let code = s.run(&["approve", &run.to_string()], "approve").await;
+    assert_eq!(code, 0, "{}", s.stderr("approve"));
+    let record = s.store().run(run).unwrap().unwrap();
+    assert_eq!(record.status, RunStatus::Failed, "{record:?}");
+    assert!(record.closed_as_interrupted(), "{record:?}");
+    let applied = s
+        .store()
+        .journal(run)
+        .unwrap()
+        .iter()
+        .filter(|row| row.state == ActionState::Applied)
+        .count();
+    assert!(applied >= 40 + held, "{applied}");
+
+    let line = last_reconcile_line(&s);
+    assert!(
+        line.starts_with(&format!(
+            "Last reconcile: run {run} interrupted (its process stopped before it finished; \
+             its writes resolved since): "
+        )) && line.contains(&format!("actions: {applied} applied, "))
+            && !line.contains("held for approval"),
+        "{line}"
+    );
+    let (code, _, err) = cli(&s, &["report", "--run", &run.to_string()]);
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains(&format!(
+            "run {run} (reconcile) was interrupted: the process stopped before it finished \
+             (started "
+        )) && err.contains("; closed at ")
+            && err.contains(&format!("Its writes: {applied} applied, "))
+            && !err.contains("held for a human"),
+        "{err}"
+    );
+    let (_, json, _) = cli(&s, &["status", "--format", "json"]);
+    let json: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(json["last_reconcile"]["status"], "failed", "{json}");
+    assert_eq!(json["last_reconcile_cut_off"], false, "{json}");
+}
