@@ -423,12 +423,32 @@ pub fn access(store: &Store, config: &Config) -> Result<AccessExport, ExportErro
 /// chosen by workspace members, and a cell starting with `=`, `+`, `-`, `@`, a tab or
 /// a carriage return is a formula to Excel and LibreOffice (`=HYPERLINK(…)` would
 /// run when an auditor opens the export); such a cell is prefixed with `'`, as
-/// OWASP advises. The JSON export carries every value unchanged.
+/// OWASP advises. So is every part of it after a `;`: where the list separator is
+/// `;` (Excel in much of Europe opens a `.csv` so), the file is split there and
+/// the commas' quoting means nothing, so a folder named `Team;=HYPERLINK(…)`, or
+/// a second folder name in the `;`-joined list, would start a cell of its own.
+/// The JSON export carries every value unchanged.
 fn inert(value: &str) -> Cow<'_, str> {
-    match value.chars().next() {
-        Some('=' | '+' | '-' | '@' | '\t' | '\r') => Cow::Owned(format!("'{value}")),
-        _ => Cow::Borrowed(value),
+    let formula = |part: &str| {
+        matches!(
+            part.chars().next(),
+            Some('=' | '+' | '-' | '@' | '\t' | '\r')
+        )
+    };
+    if !value.split(';').any(formula) {
+        return Cow::Borrowed(value);
     }
+    let parts: Vec<Cow<'_, str>> = value
+        .split(';')
+        .map(|part| {
+            if formula(part) {
+                Cow::Owned(format!("'{part}"))
+            } else {
+                Cow::Borrowed(part)
+            }
+        })
+        .collect();
+    Cow::Owned(parts.join(";"))
 }
 
 impl AccessExport {
@@ -586,6 +606,23 @@ mod tests {
     use super::*;
     use crate::model::{AccountSpec, Action, Attribute, AttributeChange, DriftKind, GroupRef};
     use crate::store::ActionState;
+
+    /// Where `;` separates cells (Excel in a European locale), each part of a
+    /// cell after a `;` starts a cell of its own: none may start a formula.
+    #[test]
+    fn no_part_of_a_cell_after_a_semicolon_starts_a_formula() {
+        assert_eq!(inert("Finance"), "Finance");
+        assert!(matches!(inert("Finance;Legal"), Cow::Borrowed(_)));
+        assert_eq!(inert("=1+1"), "'=1+1");
+        assert_eq!(
+            inert("Team;=HYPERLINK(\"https://evil.example\")"),
+            "Team;'=HYPERLINK(\"https://evil.example\")"
+        );
+        assert_eq!(inert("=a;@b;c;+d;-e"), "'=a;'@b;c;'+d;'-e");
+        assert_eq!(inert("a;;\tb"), "a;;'\tb");
+        // A space first is no formula: a mapping's justification joins with "; ".
+        assert_eq!(inert("Eng → ws as Editor; Ops"), "Eng → ws as Editor; Ops");
+    }
 
     fn applied(seq: u32, kind: ActionKind) -> JournalEntry {
         JournalEntry {
