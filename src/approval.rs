@@ -11,6 +11,11 @@
 //! and applied through the same journaled executor and circuit breaker as a run.
 //! The run's stored report is brought up to date afterwards.
 //!
+//! What a run held because its directory read was incomplete
+//! ([`HoldReason::IncompleteDirectory`]) is refused, whatever the workspace shows:
+//! the person may only be missing from the read, and an approval reads no
+//! directory (design invariant 3); the next reconcile from a whole read decides.
+//!
 //! A create or rename held behind a held delete ([`HoldReason::WaitsForDelete`])
 //! is never sent while the workspace still shows that account, not even with its
 //! delete approved beside it (a delete that failed would leave it meeting 409):
@@ -912,6 +917,22 @@ pub async fn approve(
     let mut still: Vec<Action> = Vec::new();
     for entry in held {
         let mut action = entry.action;
+        // Planned from a directory read that was not whole (design invariant 3):
+        // the person may only be missing from it, and this re-check reads the
+        // workspace, not the directory. No approval takes access away on it; a
+        // reconcile from a complete read plans what is really due.
+        if action.held == Some(HoldReason::IncompleteDirectory) {
+            approval.refused.push((
+                action.seq,
+                format!(
+                    "planned from run {run}'s incomplete directory read, in which someone \
+                     only missing looks gone: no approval takes access away on it. Run \
+                     `{admin_command} reconcile` once the directory reads whole; it plans \
+                     what is really due"
+                ),
+            ));
+            continue;
+        }
         // Behind a held delete (`guard`, `HoldReason::WaitsForDelete`): never sent
         // while the account is there, not even after the delete approved with it,
         // which may fail and leave it meeting 409. Once the workspace shows the

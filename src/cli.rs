@@ -1640,7 +1640,22 @@ fn exit_with_hint(config: &Config, mode: Mode, outcome: &run::RunOutcome) -> u8 
         let admin = config.admin_command();
         let run = outcome.run_id;
         let report = &outcome.report;
-        if report.summary.actions_held > report.safety.actions_waiting {
+        // What an incomplete directory read held, `approve` refuses: the next
+        // reconcile from a whole read decides.
+        let incomplete = outcome
+            .plan
+            .held()
+            .filter(|a| a.held == Some(crate::model::HoldReason::IncompleteDirectory))
+            .count();
+        if incomplete > 0 {
+            eprintln!(
+                "{} held because the directory read was incomplete (someone only missing \
+                 from it looks gone): no approval sends them; `{admin} reconcile` again once \
+                 the directory reads whole",
+                report::plural(incomplete, "action", "actions")
+            );
+        }
+        if report.summary.actions_held > report.safety.actions_waiting + incomplete {
             eprintln!(
                 "held for a human: review with `{admin} report --run {run}` or `{admin} \
                  explain PERSON`, then `{admin} approve {run}` (or `{admin} reject {run}`)"

@@ -117,3 +117,70 @@ async fn a_killed_reconcile_with_held_deprovisions_before_and_after_approve() {
     assert_eq!(json["last_reconcile"]["status"], "failed", "{json}");
     assert_eq!(json["last_reconcile_cut_off"], false, "{json}");
 }
+
+/// A directory listing that ended short of its `totalResults` holds the
+/// deactivation of the person it left out (they are not known to be gone):
+/// `approve RUN`, which reads no directory, refuses it, saying why and what
+/// decides it, and the account stays active. Before, the approval sent it: a
+/// person merely missing from a partial read lost their access. The reconcile
+/// that held it says so, rather than pointing at `approve`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn approve_refuses_a_deprovision_held_for_an_incomplete_directory() {
+    use crate::scim_directory::{THREE, mount_people, three_provisioned};
+    let idp = wiremock::MockServer::start().await;
+    let (workspace, dir, _config) = three_provisioned(&idp).await;
+    mount_people(&idp, &THREE[..2], 3).await;
+    let binary = |args: &[&str]| {
+        let config = dir.path().join("seatwarden.toml");
+        let args: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
+        async move {
+            tokio::task::spawn_blocking(move || {
+                Command::new(env!("CARGO_BIN_EXE_seatwarden"))
+                    .arg("--config")
+                    .arg(config)
+                    .args(args)
+                    .env_remove("SEATWARDEN_CONFIG")
+                    .env("SEATWARDEN_OPERATOR", "review")
+                    .output()
+                    .unwrap()
+            })
+            .await
+            .unwrap()
+        }
+    };
+
+    let out = binary(&["reconcile", "--format", "json"]).await;
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{err}");
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let run = report["run_id"].as_i64().unwrap().to_string();
+    assert!(
+        err.contains(
+            "1 action held because the directory read was incomplete (someone only missing \
+             from it looks gone): no approval sends them; `seatwarden reconcile` again once \
+             the directory reads whole"
+        ) && !err.contains("approve"),
+        "{err}"
+    );
+
+    let out = binary(&["approve", &run]).await;
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(3), "{said}");
+    assert!(
+        said.contains("0 approved (0 applied, 0 failed), 0 obsolete, 1 refused")
+            && said.contains(&format!(
+                "planned from run {run}'s incomplete directory read, in which someone only \
+                 missing looks gone: no approval takes access away on it. Run `seatwarden \
+                 reconcile` once the directory reads whole"
+            )),
+        "{said}"
+    );
+    let cy = workspace
+        .snapshot()
+        .accounts
+        .into_iter()
+        .find(|a| a.user_name == "cy@example.com")
+        .unwrap();
+    assert!(cy.active, "{said}");
+    workspace.shutdown().await;
+}
