@@ -1436,6 +1436,71 @@ pub fn reject(
     })
 }
 
+/// [`link`], as `seatwarden link` runs it: first, an account the plan matches to
+/// someone else by a rule (externalId, userName, email) with no stored link yet
+/// (after a first `plan`, or matched since the last reconcile) is refused
+/// without `replace`, as a stored link of theirs is: linked to this person, the
+/// next reconcile would rename that account to this person's userName and give
+/// its owner a new, empty account (their projects on someone else's). A typed
+/// account id one character off did exactly that, silently.
+pub fn link_checked(
+    config: &Config,
+    store: &mut Store,
+    identity_id: &str,
+    account_id: &str,
+    replace: bool,
+    now: DateTime<Utc>,
+) -> Result<Vec<crate::store::StoredLink>, ApprovalError> {
+    let admin_command = config.admin_command();
+    if !replace
+        && let Some(run) = store.latest_snapshot_run()?
+        && let Some(directory) = store.load_directory_snapshot(run)?
+        && let Some(workspace) = store.load_workspace_snapshot(run)?
+    {
+        let links = store.links()?;
+        let remembered = store.disputed_candidates()?;
+        let matched =
+            crate::export::matched_unlinked(config, &directory, &workspace, &links, &remembered);
+        if let Some(other) = matched
+            .iter()
+            .find(|l| l.account_id == account_id && l.identity_id != identity_id)
+        {
+            let user_name = |id: &str| {
+                directory
+                    .identities
+                    .iter()
+                    .find(|i| i.id == id)
+                    .map(|i| format!(" ({})", i.user_name))
+                    .unwrap_or_default()
+            };
+            let account_name = workspace
+                .accounts
+                .iter()
+                .find(|a| a.id == account_id)
+                .map(|a| format!(" ({})", a.user_name))
+                .unwrap_or_default();
+            let by = match other.method {
+                crate::model::LinkMethod::ExternalId => "externalId",
+                crate::model::LinkMethod::UserName => "userName",
+                crate::model::LinkMethod::Email => "email",
+                method => method.as_str(),
+            };
+            return Err(ApprovalError::Link(format!(
+                "account {account_id}{account_name} matches identity {}{} by {by} (not \
+                 linked yet): linked to {identity_id}{}, the next reconcile would rename it \
+                 to their userName and give {} a new, empty account. Check the account id \
+                 (`{admin_command} explain {identity_id}` shows the accounts that may be \
+                 theirs); if it is {identity_id}'s all the same, pass --replace",
+                other.identity_id,
+                user_name(&other.identity_id),
+                user_name(identity_id),
+                other.identity_id,
+            )));
+        }
+    }
+    link(store, identity_id, account_id, replace, &admin_command, now)
+}
+
 /// `seatwarden link IDENTITY ACCOUNT`: a person's decision that workspace account
 /// ACCOUNT belongs to directory identity IDENTITY. The way to resolve a disputed
 /// match (an identity several accounts match, or an account several identities

@@ -399,7 +399,8 @@ Examples:
     /// Audited.
     #[command(after_help = "\
 Exit codes: 0 linked, 1 an error (an id in neither stored snapshot, a link either
-side already has without --replace, no state database).
+side already has without --replace, an account the plan matches to someone else
+without --replace, no state database).
 
 Example:
   seatwarden explain emma.novak@example.com     lists the candidate accounts
@@ -409,7 +410,8 @@ Example:
         identity: String,
         /// The workspace account (SCIM) id.
         account: String,
-        /// Move a link either of them already has to someone else.
+        /// Move a link either of them already has to someone else (or take an
+        /// account the plan matches to someone else).
         #[arg(long)]
         replace: bool,
     },
@@ -921,12 +923,12 @@ fn run_command(cli: Cli) -> anyhow::Result<u8> {
             ensure_store_exists(&config)?;
             let _writer = writer_lock(&config)?;
             let mut store = open_store(&config)?;
-            let replaced = crate::approval::link(
+            let replaced = crate::approval::link_checked(
+                &config,
                 &mut store,
                 &identity,
                 &account,
                 replace,
-                &config.admin_command(),
                 chrono::Utc::now(),
             )?;
             outln!("identity {identity} is linked to account {account}")?;

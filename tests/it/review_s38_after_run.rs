@@ -184,3 +184,56 @@ async fn approve_refuses_a_deprovision_held_for_an_incomplete_directory() {
     assert!(cy.active, "{said}");
     workspace.shutdown().await;
 }
+
+/// `link` of an account the plan matches to someone else (here by userName,
+/// after a first `plan`, so no link is stored yet) was taken silently: the next
+/// reconcile would have renamed Ben's account to Ada's userName and created Ben
+/// an empty one. It is refused without --replace, naming whose it is and what
+/// would follow; the right link, and the same with --replace, go through.
+#[test]
+fn link_refuses_an_account_the_plan_matches_to_someone_else() {
+    use crate::qa_cli::{account, first_plan_stored, person, seatwarden};
+    let dir = tempfile::tempdir().unwrap();
+    let mut adas = account("w1", "ada.old@example.com", "ada.old@example.com");
+    adas.external_id = Some("00u1".into());
+    let config = first_plan_stored(
+        dir.path(),
+        vec![
+            person("00u1", "ada@example.com", "ada@example.com"),
+            person("00u2", "ben@example.com", "ben@example.com"),
+        ],
+        vec![adas, account("w2", "ben@example.com", "ben@example.com")],
+    );
+    let links = || {
+        seatwarden::store::Store::open(&dir.path().join("state.db"))
+            .unwrap()
+            .links()
+            .unwrap()
+            .into_iter()
+            .map(|l| (l.identity_id, l.account_id))
+            .collect::<Vec<_>>()
+    };
+
+    let (ok, out, err) = seatwarden(&config, &["link", "00u1", "w2"]);
+    assert!(!ok, "{out}");
+    assert!(
+        err.contains(
+            "account w2 (ben@example.com) matches identity 00u2 (ben@example.com) by userName \
+             (not linked yet): linked to 00u1 (ada@example.com), the next reconcile would \
+             rename it to their userName and give 00u2 a new, empty account. Check the \
+             account id (`seatwarden explain 00u1` shows the accounts that may be theirs); if \
+             it is 00u1's all the same, pass --replace"
+        ),
+        "{err}"
+    );
+    assert!(links().is_empty());
+
+    let (ok, out, err) = seatwarden(&config, &["link", "00u2", "w2"]);
+    assert!(ok, "{out}{err}");
+    assert_eq!(links(), vec![("00u2".to_owned(), "w2".to_owned())]);
+    let (ok, out, err) = seatwarden(&config, &["link", "00u1", "w1"]);
+    assert!(ok, "{out}{err}");
+    let (ok, out, err) = seatwarden(&config, &["link", "00u1", "w2", "--replace"]);
+    assert!(ok, "{out}{err}");
+    assert!(links().contains(&("00u1".to_owned(), "w2".to_owned())));
+}
