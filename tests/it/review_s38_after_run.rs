@@ -237,3 +237,29 @@ fn link_refuses_an_account_the_plan_matches_to_someone_else() {
     assert!(ok, "{out}{err}");
     assert!(links().contains(&("00u1".to_owned(), "w2".to_owned())));
 }
+
+/// `explain` of someone no stored snapshot has (added to the directory since the
+/// last run, say) said only that they matched nothing in run N's snapshots: it
+/// says when those were read and the command that reads both sides again.
+#[test]
+fn explain_of_someone_in_no_snapshot_says_when_they_were_read_and_what_reads_again() {
+    use crate::qa_cli::{account, first_plan_stored, person, seatwarden};
+    let dir = tempfile::tempdir().unwrap();
+    let config = first_plan_stored(
+        dir.path(),
+        vec![person("00u1", "ada@example.com", "ada@example.com")],
+        vec![account("w1", "ada@example.com", "ada@example.com")],
+    );
+    let (ok, out, err) = seatwarden(&config, &["explain", "new.hire@example.com"]);
+    assert!(!ok, "{out}");
+    assert!(
+        err.contains(
+            "\"new.hire@example.com\" matches no directory identity (id, userName, email) and \
+             no workspace account (id, userName) in the snapshots of run 1 (read 20"
+        ) && err.contains(
+            " UTC); someone added or renamed since is found once `seatwarden plan` has read \
+             both sides again"
+        ),
+        "{err}"
+    );
+}
