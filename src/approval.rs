@@ -93,7 +93,7 @@ pub enum ApprovalError {
     #[error("{0}")]
     Link(String),
     #[error(
-        "run {run} has no held actions{only} left to decide on{}",
+        "run {run} has no held actions{only} left to decide on{}{decided}",
         settle_window_note(*.waiting)
     )]
     NothingHeld {
@@ -101,6 +101,10 @@ pub enum ApprovalError {
         only: String,
         /// Held actions it selects that only wait for the settle window.
         waiting: usize,
+        /// Who decided on its held actions already, and when (`; decided
+        /// already: …`), or nothing: a second person paged for the same hold is
+        /// told a colleague's approval did it, not left to wonder.
+        decided: String,
     },
     #[error(
         "run {run} was a `{admin_command} {command}`: it was never meant to apply anything, so \
@@ -743,9 +747,38 @@ fn undecided(
             run,
             only: only.describe(),
             waiting: waiting.len(),
+            decided: decided_already(store, run)?,
         });
     }
     Ok((held, waiting.len()))
+}
+
+/// `; decided already: 18 approved by alice (last 2026-12-04 14:02:11 UTC), …`
+/// for [`ApprovalError::NothingHeld`], or nothing when nobody decided. Obsolete
+/// ones (the re-check found them done) are an approval's too.
+fn decided_already(store: &Store, run: RunId) -> Result<String, StoreError> {
+    let decided: Vec<String> = store
+        .decision_summary(run)?
+        .into_iter()
+        .map(|d| {
+            format!(
+                "{} {} by {} (last {})",
+                d.count,
+                match d.decision {
+                    Decision::Approved => "approved",
+                    Decision::Rejected => "rejected",
+                    Decision::Obsolete => "found done when approved",
+                },
+                crate::report::printable(&d.user, false),
+                d.last_at.format("%Y-%m-%d %H:%M:%S UTC")
+            )
+        })
+        .collect();
+    Ok(if decided.is_empty() {
+        String::new()
+    } else {
+        format!("; decided already: {}", decided.join(", "))
+    })
 }
 
 /// How many of `run`'s held actions wait for a person (`approve RUN` or `reject

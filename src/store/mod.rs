@@ -58,7 +58,7 @@ pub use outbox::{
     AlertRecord, AlertRecordState, AlertsSeen, NewMessage, OutboxEntry, OutboxId, OutboxKind,
     OutboxState,
 };
-pub use safety::{AuditEntry, Decision};
+pub use safety::{AuditEntry, Decision, DecisionSummary};
 pub use writer::{WriterLock, lock_file_path, lock_is_held};
 
 pub type RunId = i64;

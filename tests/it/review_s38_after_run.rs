@@ -263,3 +263,60 @@ fn explain_of_someone_in_no_snapshot_says_when_they_were_read_and_what_reads_aga
         "{err}"
     );
 }
+
+/// Two people paged for the same hold approve it at once: one waits for the
+/// other's writer lock, then finds nothing left, and is told who approved how
+/// many and when, not only "no held actions left to decide on" (did someone
+/// reject them? were there none?). Every deprovision is sent once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_approval_at_once_names_who_approved_the_run() {
+    let s = scenario(400, &[("SEATWARDEN__SAFETY__MAX_DEPROVISIONS", "5")]).await;
+    let code = s.run(&["reconcile"], "held").await;
+    assert_eq!(code, 3, "{}", s.stderr("held"));
+    let run = s.newest_reconcile().to_string();
+    let held = s
+        .store()
+        .journal(run.parse().unwrap())
+        .unwrap()
+        .iter()
+        .filter(|row| row.state == ActionState::Held)
+        .count();
+    let before = s.sandbox.requests_seen().len();
+    let first = s.spawn(&["approve", &run], "first");
+    let second = s.spawn(&["approve", &run], "second");
+    let (first, second) = tokio::task::spawn_blocking(move || {
+        let (mut first, mut second) = (first, second);
+        (first.wait().unwrap(), second.wait().unwrap())
+    })
+    .await
+    .unwrap();
+    let mut codes = [first.code(), second.code()];
+    codes.sort();
+    assert_eq!(
+        codes,
+        [Some(0), Some(1)],
+        "{} {}",
+        s.stderr("first"),
+        s.stderr("second")
+    );
+    let told = if first.code() == Some(1) {
+        s.stderr("first")
+    } else {
+        s.stderr("second")
+    };
+    assert!(
+        told.contains(&format!(
+            "run {run} has no held actions left to decide on; decided already: {held} approved \
+             by crash-test"
+        )) && told.contains(" (last 20")
+            && told.contains(" UTC)"),
+        "{told}"
+    );
+    let deactivations = s.sandbox.requests_seen()[before..]
+        .iter()
+        .filter(|r| {
+            r.method == "PATCH" && r.path.starts_with("/Users/") && (200..300).contains(&r.status)
+        })
+        .count();
+    assert_eq!(deactivations, held);
+}
