@@ -47,7 +47,8 @@ pub struct AccessRow {
     /// `…: account deactivated (no access)` once it is not — so, too, for an
     /// active person whose account is deactivated), or, for an account linked to
     /// nobody, why: `protected` (`safety.protected` or `protected_groups`:
-    /// seatwarden never touches it), `disputed: …` (it may be the account of the
+    /// seatwarden never touches it; a linked one says so after its reason, and
+    /// its removal, when due, is one to make by hand), `disputed: …` (it may be the account of the
     /// person named; `link`, run as `report.admin_command`, settles it) or
     /// `orphaned` (no directory identity matches it).
     pub justification: String,
@@ -308,13 +309,15 @@ pub fn access(store: &Store, config: &Config) -> Result<AccessExport, ExportErro
         .collect();
     let mut current = workspace.accounts.clone();
     apply_since(&mut current, &mut groups_of, &applied, &created);
-    let unlinked = |account: &Account| -> String {
-        if protected.matches(&account.user_name)
+    let is_protected = |account: &Account| {
+        protected.matches(&account.user_name)
             || account
                 .email
                 .as_deref()
                 .is_some_and(|email| protected.matches(email))
-        {
+    };
+    let unlinked = |account: &Account| -> String {
+        if is_protected(account) {
             return "protected".to_owned();
         }
         let mut claimed_by: Vec<&str> = disputes
@@ -356,6 +359,16 @@ pub fn access(store: &Store, config: &Config) -> Result<AccessExport, ExportErro
                 .map(|l| l.identity_id.as_str())
                 .or_else(|| matched.get(account.id.as_str()).copied());
             let identity = identity_id.and_then(|id| identities.get(id).copied());
+            // A protected account is never written to: a removal "due" would never
+            // come, and a reviewer must know it is theirs to take away.
+            let removal = |active: bool| {
+                if active && is_protected(account) {
+                    "access due to be removed by hand: the account is protected \
+                     (safety.protected / protected_groups), which seatwarden never changes"
+                } else {
+                    removal(active)
+                }
+            };
             let justification = match (identity_id, identity) {
                 (None, _) => unlinked(account),
                 (Some(id), None) => format!(
@@ -390,6 +403,17 @@ pub fn access(store: &Store, config: &Config) -> Result<AccessExport, ExportErro
                         mappings.join("; ")
                     }
                 }
+            };
+            let justification = if identity_id.is_some()
+                && is_protected(account)
+                && !justification.contains("protected")
+            {
+                format!(
+                    "{justification}; protected (safety.protected / protected_groups): \
+                     seatwarden never changes it"
+                )
+            } else {
+                justification
             };
             let mut workspace_groups = groups_of.remove(account.id.as_str()).unwrap_or_default();
             workspace_groups.sort();

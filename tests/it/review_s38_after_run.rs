@@ -320,3 +320,61 @@ async fn a_second_approval_at_once_names_who_approved_the_run() {
         .count();
     assert_eq!(deactivations, held);
 }
+
+/// The access review of a protected account linked to a person: it said
+/// "access due to be removed" for a leaver's, a removal seatwarden never makes
+/// (it never writes to a protected account), and nothing for an active
+/// person's. It says the removal is a person's to make, and that it is
+/// protected.
+#[test]
+fn the_export_says_a_protected_accounts_removal_is_by_hand() {
+    use crate::qa_cli::{account, first_plan_stored, person, seatwarden};
+    let dir = tempfile::tempdir().unwrap();
+    let mut gone = person("00u3", "root.cy@example.com", "root.cy@example.com");
+    gone.status = seatwarden::model::IdentityStatus::Deprovisioned;
+    let config = first_plan_stored(
+        dir.path(),
+        vec![
+            person("00u1", "root.ada@example.com", "root.ada@example.com"),
+            gone,
+            person("00u4", "bo@example.com", "bo@example.com"),
+        ],
+        vec![
+            account("w1", "root.ada@example.com", "root.ada@example.com"),
+            account("w3", "root.cy@example.com", "root.cy@example.com"),
+            account("w4", "bo@example.com", "bo@example.com"),
+        ],
+    );
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(
+        &config,
+        format!("{text}\n[safety]\nprotected = [\"root.*@example.com\"]\n"),
+    )
+    .unwrap();
+    let (ok, out, err) = seatwarden(&config, &["export", "access", "--format", "json"]);
+    assert!(ok, "{err}");
+    let export: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let why = |id: &str| {
+        export["accounts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["account_id"] == id)
+            .unwrap()["justification"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    assert_eq!(
+        why("w3"),
+        "identity is deprovisioned in the directory: access due to be removed by hand: the \
+         account is protected (safety.protected / protected_groups), which seatwarden never \
+         changes"
+    );
+    assert_eq!(
+        why("w1"),
+        "in scope: default role Viewer; protected (safety.protected / protected_groups): \
+         seatwarden never changes it"
+    );
+    assert_eq!(why("w4"), "in scope: default role Viewer");
+}
