@@ -667,19 +667,46 @@ impl View<'_> {
                 );
             }
             None => {
+                // The rule the next run's plan matches by: an externalId naming the
+                // person is evidence, a userName or an email only a likeness, and
+                // the one to check when the account looks like someone else's.
+                let rule = match (self.identity_id(), self.account_id()) {
+                    (Some(identity), Some(account)) => self
+                        .next
+                        .new_links
+                        .iter()
+                        .find(|l| l.identity_id == identity && l.account_id == account)
+                        .map(|l| match l.method {
+                            crate::model::LinkMethod::ExternalId => "its externalId",
+                            crate::model::LinkMethod::UserName => "its userName",
+                            crate::model::LinkMethod::Email => "its email",
+                            crate::model::LinkMethod::Adopted => "adoption",
+                            crate::model::LinkMethod::Created
+                            | crate::model::LinkMethod::Manual => "a link",
+                        }),
+                    _ => None,
+                };
+                let candidate = match rule {
+                    Some(rule) => Cow::Owned(format!(
+                        " (the account below is a match candidate by {rule}, not linked yet)"
+                    )),
+                    None => {
+                        Cow::Borrowed(" (the account below is a match candidate, not linked yet)")
+                    }
+                };
                 let _ = writeln!(
                     out,
                     "  no stored link{}",
                     if self.account.is_some() && !self.disputes().is_empty() {
-                        " (the account below is one of the disputed candidates)"
+                        Cow::Borrowed(" (the account below is one of the disputed candidates)")
                     } else if self.account.is_some() && self.identity.is_none() {
-                        " (no directory identity matches the account below)"
+                        Cow::Borrowed(" (no directory identity matches the account below)")
                     } else if self.account.is_some() {
-                        " (the account below is a match candidate, not linked yet)"
+                        candidate
                     } else if !self.disputes().is_empty() {
-                        " (the match is disputed: the candidates are below)"
+                        Cow::Borrowed(" (the match is disputed: the candidates are below)")
                     } else {
-                        ""
+                        Cow::Borrowed("")
                     }
                 );
             }

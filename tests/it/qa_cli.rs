@@ -228,7 +228,7 @@ fn explain_of_an_account_nobody_matches_does_not_call_it_a_match_candidate() {
     let (ok, stdout, stderr) = seatwarden(&config, &["explain", "w1"]);
     assert!(ok, "{stderr}");
     assert!(
-        stdout.contains("(the account below is a match candidate, not linked yet)"),
+        stdout.contains("(the account below is a match candidate by its userName, not linked yet)"),
         "{stdout}"
     );
 }

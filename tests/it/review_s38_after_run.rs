@@ -123,7 +123,8 @@ async fn a_killed_reconcile_with_held_deprovisions_before_and_after_approve() {
 /// `approve RUN`, which reads no directory, refuses it, saying why and what
 /// decides it, and the account stays active. Before, the approval sent it: a
 /// person merely missing from a partial read lost their access. The reconcile
-/// that held it says so, rather than pointing at `approve`.
+/// that held it says so, rather than pointing at `approve`; the refusal names
+/// the action and whom it is about, not only its number.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn approve_refuses_a_deprovision_held_for_an_incomplete_directory() {
     use crate::scim_directory::{THREE, mount_people, three_provisioned};
@@ -169,9 +170,9 @@ async fn approve_refuses_a_deprovision_held_for_an_incomplete_directory() {
     assert!(
         said.contains("0 approved (0 applied, 0 failed), 0 obsolete, 1 refused")
             && said.contains(&format!(
-                "planned from run {run}'s incomplete directory read, in which someone only \
-                 missing looks gone: no approval takes access away on it. Run `seatwarden \
-                 reconcile` once the directory reads whole"
+                " deactivate cy@example.com: planned from run {run}'s incomplete directory \
+                 read, in which someone only missing looks gone: no approval takes access \
+                 away on it. Run `seatwarden reconcile` once the directory reads whole"
             )),
         "{said}"
     );
@@ -377,4 +378,43 @@ fn the_export_says_a_protected_accounts_removal_is_by_hand() {
          seatwarden never changes it"
     );
     assert_eq!(why("w4"), "in scope: default role Viewer");
+}
+
+/// `explain` of a person the next run matches to an account with no link stored
+/// yet says by which rule: an externalId naming them, or only a userName or an
+/// email alike (what to check when the account looks like someone else's).
+#[test]
+fn explain_says_by_which_rule_an_unlinked_account_matches() {
+    use crate::qa_cli::{account, first_plan_stored, person, seatwarden};
+    let dir = tempfile::tempdir().unwrap();
+    let mut adas = account("w1", "ada.old@example.com", "ada.old@example.com");
+    adas.external_id = Some("00u1".into());
+    let config = first_plan_stored(
+        dir.path(),
+        vec![
+            person("00u1", "ada@example.com", "ada@example.com"),
+            person("00u2", "ben@example.com", "ben@example.com"),
+            person("00u3", "cy@example.com", "cy@example.com"),
+        ],
+        vec![
+            adas,
+            account("w2", "ben@example.com", "ben.b@example.com"),
+            account("w3", "cy.c@example.com", "cy@example.com"),
+        ],
+    );
+    for (who, rule) in [
+        ("00u1", "its externalId"),
+        ("00u2", "its userName"),
+        ("00u3", "its email"),
+    ] {
+        let (ok, out, err) = seatwarden(&config, &["explain", who]);
+        assert!(ok, "{err}");
+        assert!(
+            out.contains(&format!(
+                "\nLink\n  no stored link (the account below is a match candidate by {rule}, \
+                 not linked yet)\n"
+            )),
+            "{who}: {out}"
+        );
+    }
 }
