@@ -1475,7 +1475,8 @@ pub fn reject(
 /// without `replace`, as a stored link of theirs is: linked to this person, the
 /// next reconcile would rename that account to this person's userName and give
 /// its owner a new, empty account (their projects on someone else's). A typed
-/// account id one character off did exactly that, silently.
+/// account id one character off did exactly that, silently. A protected account
+/// is linked only to a protected person, `replace` or not.
 pub fn link_checked(
     config: &Config,
     store: &mut Store,
@@ -1485,6 +1486,35 @@ pub fn link_checked(
     now: DateTime<Utc>,
 ) -> Result<Vec<crate::store::StoredLink>, ApprovalError> {
     let admin_command = config.admin_command();
+    // A protected account (a break-glass admin, say) linked to someone who is not
+    // protected made that person's access one seatwarden never takes away: their
+    // leaving deactivated nothing, and their own account became a duplicate.
+    if let Some(run) = store.latest_snapshot_run()?
+        && let Some(directory) = store.load_directory_snapshot(run)?
+        && let Some(workspace) = store.load_workspace_snapshot(run)?
+        && let Some(account) = workspace.accounts.iter().find(|a| a.id == account_id)
+    {
+        let protected = safety::plan_settings(config, &directory).protected;
+        let is_protected = |user_name: &str, email: Option<&str>| {
+            protected.matches(user_name) || email.is_some_and(|e| protected.matches(e))
+        };
+        let person = directory.identities.iter().find(|i| i.id == identity_id);
+        if is_protected(&account.user_name, account.email.as_deref())
+            && !person.is_some_and(|p| is_protected(&p.user_name, p.email.as_deref()))
+        {
+            let named = person
+                .map(|p| format!(" ({})", p.user_name))
+                .unwrap_or_default();
+            return Err(ApprovalError::Link(format!(
+                "account {account_id} ({}) is protected (safety.protected / protected_groups) \
+                 and identity {identity_id}{named} is not: linked, their access would be one \
+                 seatwarden never takes away, not even when they leave. If the account is \
+                 theirs, protect them too (or take the account out of safety.protected), then \
+                 run `{admin_command} link {identity_id} {account_id}` again",
+                account.user_name
+            )));
+        }
+    }
     if !replace
         && let Some(run) = store.latest_snapshot_run()?
         && let Some(directory) = store.load_directory_snapshot(run)?

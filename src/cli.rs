@@ -400,7 +400,7 @@ Examples:
     #[command(after_help = "\
 Exit codes: 0 linked, 1 an error (an id in neither stored snapshot, a link either
 side already has without --replace, an account the plan matches to someone else
-without --replace, no state database).
+without --replace, a protected account for a person who is not, no state database).
 
 Example:
   seatwarden explain emma.novak@example.com     lists the candidate accounts

@@ -418,3 +418,52 @@ fn explain_says_by_which_rule_an_unlinked_account_matches() {
         );
     }
 }
+
+/// `link` of a protected account (a break-glass admin nobody in the directory
+/// is) to an ordinary person went through: the person read "protected: seatwarden
+/// never touches it" from then on, and leaving would take none of that access
+/// away. It is refused, saying what to change first; a protected person's link
+/// to a protected account goes through.
+#[test]
+fn link_refuses_a_protected_account_for_a_person_who_is_not() {
+    use crate::qa_cli::{account, first_plan_stored, person, seatwarden};
+    let dir = tempfile::tempdir().unwrap();
+    let config = first_plan_stored(
+        dir.path(),
+        vec![
+            person("00u2", "ben@example.com", "ben@example.com"),
+            person("00u5", "admin.eve@example.com", "eve@example.com"),
+        ],
+        vec![
+            account("w2", "ben@example.com", "ben@example.com"),
+            account("w5", "root@example.com", "root@example.com"),
+        ],
+    );
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(
+        &config,
+        format!("{text}\n[safety]\nprotected = [\"root@example.com\", \"admin.*@example.com\"]\n"),
+    )
+    .unwrap();
+    for replace in [false, true] {
+        let args: &[&str] = if replace {
+            &["link", "00u2", "w5", "--replace"]
+        } else {
+            &["link", "00u2", "w5"]
+        };
+        let (ok, out, err) = seatwarden(&config, args);
+        assert!(!ok, "{out}");
+        assert!(
+            err.contains(
+                "account w5 (root@example.com) is protected (safety.protected / \
+                 protected_groups) and identity 00u2 (ben@example.com) is not: linked, their \
+                 access would be one seatwarden never takes away, not even when they leave. If \
+                 the account is theirs, protect them too (or take the account out of \
+                 safety.protected), then run `seatwarden link 00u2 w5` again"
+            ),
+            "{err}"
+        );
+    }
+    let (ok, out, err) = seatwarden(&config, &["link", "00u5", "w5"]);
+    assert!(ok, "{out}{err}");
+}
