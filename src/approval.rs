@@ -11,6 +11,11 @@
 //! and applied through the same journaled executor and circuit breaker as a run.
 //! The run's stored report is brought up to date afterwards.
 //!
+//! What a run held because its directory read was incomplete
+//! ([`HoldReason::IncompleteDirectory`]) is refused, whatever the workspace shows:
+//! the person may only be missing from the read, and an approval reads no
+//! directory (design invariant 3); the next reconcile from a whole read decides.
+//!
 //! A create or rename held behind a held delete ([`HoldReason::WaitsForDelete`])
 //! is never sent while the workspace still shows that account, not even with its
 //! delete approved beside it (a delete that failed would leave it meeting 409):
@@ -19,6 +24,13 @@
 //! a create or rename approved while a rename that gives up its userName stays held
 //! (`--only` left it out): refused and held, naming the rename to approve with it,
 //! rather than sent onto the account that still has the name.
+//!
+//! `approve` holds the writer lock and resolves first what a dead process left in
+//! flight; a reconcile or sweep that process left recorded as running is closed
+//! then (as the next reconcile would close it), so `status` and `report --run`
+//! stop telling it as cut off, waiting for a recovery that has happened. A
+//! reconcile cut off mid-apply stored no report: what it held is approved all the
+//! same, and `status` counts it from the journal ([`awaiting_decision`]).
 //!
 //! Actions that only wait for the settle window are nobody's to approve, `--only`
 //! naming their kind or not: they stay held, and the first reconcile after the
@@ -81,7 +93,7 @@ pub enum ApprovalError {
     #[error("{0}")]
     Link(String),
     #[error(
-        "run {run} has no held actions{only} left to decide on{}",
+        "run {run} has no held actions{only} left to decide on{}{decided}",
         settle_window_note(*.waiting)
     )]
     NothingHeld {
@@ -89,6 +101,10 @@ pub enum ApprovalError {
         only: String,
         /// Held actions it selects that only wait for the settle window.
         waiting: usize,
+        /// Who decided on its held actions already, and when (`; decided
+        /// already: …`), or nothing: a second person paged for the same hold is
+        /// told a colleague's approval did it, not left to wonder.
+        decided: String,
     },
     #[error(
         "run {run} was a `{admin_command} {command}`: it was never meant to apply anything, so \
@@ -731,9 +747,51 @@ fn undecided(
             run,
             only: only.describe(),
             waiting: waiting.len(),
+            decided: decided_already(store, run)?,
         });
     }
     Ok((held, waiting.len()))
+}
+
+/// `; decided already: 18 approved by alice (last 2026-12-04 14:02:11 UTC), …`
+/// for [`ApprovalError::NothingHeld`], or nothing when nobody decided. Obsolete
+/// ones (the re-check found them done) are an approval's too.
+fn decided_already(store: &Store, run: RunId) -> Result<String, StoreError> {
+    let decided: Vec<String> = store
+        .decision_summary(run)?
+        .into_iter()
+        .map(|d| {
+            format!(
+                "{} {} by {} (last {})",
+                d.count,
+                match d.decision {
+                    Decision::Approved => "approved",
+                    Decision::Rejected => "rejected",
+                    Decision::Obsolete => "found done when approved",
+                },
+                crate::report::printable(&d.user, false),
+                d.last_at.format("%Y-%m-%d %H:%M:%S UTC")
+            )
+        })
+        .collect();
+    Ok(if decided.is_empty() {
+        String::new()
+    } else {
+        format!("; decided already: {}", decided.join(", "))
+    })
+}
+
+/// How many of `run`'s held actions wait for a person (`approve RUN` or `reject
+/// RUN`), from its journal: held, undecided, not only waiting for the settle
+/// window. What its stored report counts ([`crate::report::awaiting_approval_in`]),
+/// for a run that stored none: a reconcile cut off mid-apply held its
+/// deprovisions all the same, and they can be approved.
+pub fn awaiting_decision(store: &Store, run: RunId) -> Result<usize, StoreError> {
+    match undecided(store, run, &Only::All, true, "") {
+        Ok((held, _)) => Ok(held.iter().filter(|e| e.state == ActionState::Held).count()),
+        Err(ApprovalError::Store(e)) => Err(e),
+        Err(_) => Ok(0),
+    }
 }
 
 /// `seatwarden approve RUN [--only KIND]`.
@@ -760,6 +818,16 @@ pub async fn approve(
             .ok_or(ApprovalError::StoppedReading)??;
     record_cut_off_approval(config, &mut store, run)?;
     let admin_command = config.admin_command();
+    // Under the writer lock a run recorded as running is a dead process's, and
+    // its rows are resolved now: it is closed as a reconcile closes it, or
+    // `status` and `report --run` kept calling it cut off, waiting for a
+    // recovery that had happened, until the next reconcile (hours, perhaps).
+    crate::run::close_interrupted_runs(
+        &mut store,
+        now,
+        crate::sweep::configured_sla(config),
+        &admin_command,
+    )?;
     let (held, waiting) = undecided(&store, run, only, true, &admin_command)?;
     // Renames `only` leaves held: the userNames they would give up stay taken, and
     // a create or rename approved without them would only meet 409.
@@ -882,6 +950,22 @@ pub async fn approve(
     let mut still: Vec<Action> = Vec::new();
     for entry in held {
         let mut action = entry.action;
+        // Planned from a directory read that was not whole (design invariant 3):
+        // the person may only be missing from it, and this re-check reads the
+        // workspace, not the directory. No approval takes access away on it; a
+        // reconcile from a complete read plans what is really due.
+        if action.held == Some(HoldReason::IncompleteDirectory) {
+            approval.refused.push((
+                action.seq,
+                format!(
+                    "planned from run {run}'s incomplete directory read, in which someone \
+                     only missing looks gone: no approval takes access away on it. Run \
+                     `{admin_command} reconcile` once the directory reads whole; it plans \
+                     what is really due"
+                ),
+            ));
+            continue;
+        }
         // Behind a held delete (`guard`, `HoldReason::WaitsForDelete`): never sent
         // while the account is there, not even after the delete approved with it,
         // which may fail and leave it meeting 409. Once the workspace shows the
@@ -1383,6 +1467,101 @@ pub fn reject(
             .count(),
         admin_command: admin_command.to_owned(),
     })
+}
+
+/// [`link`], as `seatwarden link` runs it: first, an account the plan matches to
+/// someone else by a rule (externalId, userName, email) with no stored link yet
+/// (after a first `plan`, or matched since the last reconcile) is refused
+/// without `replace`, as a stored link of theirs is: linked to this person, the
+/// next reconcile would rename that account to this person's userName and give
+/// its owner a new, empty account (their projects on someone else's). A typed
+/// account id one character off did exactly that, silently. A protected account
+/// is linked only to a protected person, `replace` or not.
+pub fn link_checked(
+    config: &Config,
+    store: &mut Store,
+    identity_id: &str,
+    account_id: &str,
+    replace: bool,
+    now: DateTime<Utc>,
+) -> Result<Vec<crate::store::StoredLink>, ApprovalError> {
+    let admin_command = config.admin_command();
+    // A protected account (a break-glass admin, say) linked to someone who is not
+    // protected made that person's access one seatwarden never takes away: their
+    // leaving deactivated nothing, and their own account became a duplicate.
+    if let Some(run) = store.latest_snapshot_run()?
+        && let Some(directory) = store.load_directory_snapshot(run)?
+        && let Some(workspace) = store.load_workspace_snapshot(run)?
+        && let Some(account) = workspace.accounts.iter().find(|a| a.id == account_id)
+    {
+        let protected = safety::plan_settings(config, &directory).protected;
+        let is_protected = |user_name: &str, email: Option<&str>| {
+            protected.matches(user_name) || email.is_some_and(|e| protected.matches(e))
+        };
+        let person = directory.identities.iter().find(|i| i.id == identity_id);
+        if is_protected(&account.user_name, account.email.as_deref())
+            && !person.is_some_and(|p| is_protected(&p.user_name, p.email.as_deref()))
+        {
+            let named = person
+                .map(|p| format!(" ({})", p.user_name))
+                .unwrap_or_default();
+            return Err(ApprovalError::Link(format!(
+                "account {account_id} ({}) is protected (safety.protected / protected_groups) \
+                 and identity {identity_id}{named} is not: linked, their access would be one \
+                 seatwarden never takes away, not even when they leave. If the account is \
+                 theirs, protect them too (or take the account out of safety.protected), then \
+                 run `{admin_command} link {identity_id} {account_id}` again",
+                account.user_name
+            )));
+        }
+    }
+    if !replace
+        && let Some(run) = store.latest_snapshot_run()?
+        && let Some(directory) = store.load_directory_snapshot(run)?
+        && let Some(workspace) = store.load_workspace_snapshot(run)?
+    {
+        let links = store.links()?;
+        let remembered = store.disputed_candidates()?;
+        let matched =
+            crate::export::matched_unlinked(config, &directory, &workspace, &links, &remembered);
+        if let Some(other) = matched
+            .iter()
+            .find(|l| l.account_id == account_id && l.identity_id != identity_id)
+        {
+            let user_name = |id: &str| {
+                directory
+                    .identities
+                    .iter()
+                    .find(|i| i.id == id)
+                    .map(|i| format!(" ({})", i.user_name))
+                    .unwrap_or_default()
+            };
+            let account_name = workspace
+                .accounts
+                .iter()
+                .find(|a| a.id == account_id)
+                .map(|a| format!(" ({})", a.user_name))
+                .unwrap_or_default();
+            let by = match other.method {
+                crate::model::LinkMethod::ExternalId => "externalId",
+                crate::model::LinkMethod::UserName => "userName",
+                crate::model::LinkMethod::Email => "email",
+                method => method.as_str(),
+            };
+            return Err(ApprovalError::Link(format!(
+                "account {account_id}{account_name} matches identity {}{} by {by} (not \
+                 linked yet): linked to {identity_id}{}, the next reconcile would rename it \
+                 to their userName and give {} a new, empty account. Check the account id \
+                 (`{admin_command} explain {identity_id}` shows the accounts that may be \
+                 theirs); if it is {identity_id}'s all the same, pass --replace",
+                other.identity_id,
+                user_name(&other.identity_id),
+                user_name(identity_id),
+                other.identity_id,
+            )));
+        }
+    }
+    link(store, identity_id, account_id, replace, &admin_command, now)
 }
 
 /// `seatwarden link IDENTITY ACCOUNT`: a person's decision that workspace account

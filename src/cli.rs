@@ -399,7 +399,8 @@ Examples:
     /// Audited.
     #[command(after_help = "\
 Exit codes: 0 linked, 1 an error (an id in neither stored snapshot, a link either
-side already has without --replace, no state database).
+side already has without --replace, an account the plan matches to someone else
+without --replace, a protected account for a person who is not, no state database).
 
 Example:
   seatwarden explain emma.novak@example.com     lists the candidate accounts
@@ -409,7 +410,8 @@ Example:
         identity: String,
         /// The workspace account (SCIM) id.
         account: String,
-        /// Move a link either of them already has to someone else.
+        /// Move a link either of them already has to someone else (or take an
+        /// account the plan matches to someone else).
         #[arg(long)]
         replace: bool,
     },
@@ -921,12 +923,12 @@ fn run_command(cli: Cli) -> anyhow::Result<u8> {
             ensure_store_exists(&config)?;
             let _writer = writer_lock(&config)?;
             let mut store = open_store(&config)?;
-            let replaced = crate::approval::link(
+            let replaced = crate::approval::link_checked(
+                &config,
                 &mut store,
                 &identity,
                 &account,
                 replace,
-                &config.admin_command(),
                 chrono::Utc::now(),
             )?;
             outln!("identity {identity} is linked to account {account}")?;
@@ -1035,6 +1037,12 @@ fn why_no_report(config: &Config, store: &Store, run_id: RunId) -> anyhow::Resul
         (RunStatus::Running, _) if cut_off => {
             format!("was cut off: the process stopped before it finished (started {started})")
         }
+        // Closed by the next writer, as `status` tells it: "failed at" gave the
+        // time it was closed as the time it stopped.
+        _ if run.closed_as_interrupted() => format!(
+            "was interrupted: the process stopped before it finished (started {started}; \
+             closed at {ended})"
+        ),
         (RunStatus::Running, _) if sweep => format!("is still running (started {started})"),
         (RunStatus::Running, _) if run.kind == RunKind::Reconcile => {
             format!("is still running (started {started}): its report is stored when it finishes")
@@ -1047,13 +1055,14 @@ fn why_no_report(config: &Config, store: &Store, run_id: RunId) -> anyhow::Resul
         (status, None) => format!("has no report ({status})"),
     };
     let mut why = format!("run {run_id} ({}) {state}", run.kind);
-    if cut_off && !sweep {
+    if (cut_off || run.closed_as_interrupted()) && !sweep {
         why.push_str("; it has no report");
     }
-    // A reconcile killed mid-apply and resolved since by the next one's recovery
-    // (or failed after writing) has no report, but its journal says what reached
-    // the workspace: the question a person asks after a crash.
-    if run.kind == RunKind::Reconcile && run.status != RunStatus::Running {
+    // A reconcile killed mid-apply (resolved since by the next writer's recovery,
+    // or not yet), or failed after writing, has no report, but its journal says
+    // what reached the workspace and what it holds: the questions a person asks
+    // after a crash.
+    if run.kind == RunKind::Reconcile && (run.status != RunStatus::Running || cut_off) {
         let by_state = crate::apply::journal_outcomes(store, run_id)?;
         if !by_state.is_empty() {
             why.push_str(". ");
@@ -1132,6 +1141,9 @@ fn latest_reported_run(store: &Store) -> anyhow::Result<RunId> {
             .run_and_whether_cut_off(newest.id)?
             .unwrap_or((newest, false));
         let why = match (newest.status, &newest.error) {
+            _ if newest.closed_as_interrupted() => {
+                "was interrupted: the process stopped before it finished".to_owned()
+            }
             (crate::store::RunStatus::Failed, Some(error)) => format!("failed: {error}"),
             (crate::store::RunStatus::Stopped, Some(error)) => format!("was stopped: {error}"),
             (crate::store::RunStatus::Running, _) if cut_off => {
@@ -1630,7 +1642,22 @@ fn exit_with_hint(config: &Config, mode: Mode, outcome: &run::RunOutcome) -> u8 
         let admin = config.admin_command();
         let run = outcome.run_id;
         let report = &outcome.report;
-        if report.summary.actions_held > report.safety.actions_waiting {
+        // What an incomplete directory read held, `approve` refuses: the next
+        // reconcile from a whole read decides.
+        let incomplete = outcome
+            .plan
+            .held()
+            .filter(|a| a.held == Some(crate::model::HoldReason::IncompleteDirectory))
+            .count();
+        if incomplete > 0 {
+            eprintln!(
+                "{} held because the directory read was incomplete (someone only missing \
+                 from it looks gone): no approval sends them; `{admin} reconcile` again once \
+                 the directory reads whole",
+                report::plural(incomplete, "action", "actions")
+            );
+        }
+        if report.summary.actions_held > report.safety.actions_waiting + incomplete {
             eprintln!(
                 "held for a human: review with `{admin} report --run {run}` or `{admin} \
                  explain PERSON`, then `{admin} approve {run}` (or `{admin} reject {run}`)"
@@ -2124,6 +2151,22 @@ fn approve(config: &Config, run: RunId, only: Option<crate::approval::Only>) -> 
         }
         Err(e) => return Err(e.into()),
     };
+    // Who each obsolete or refused action is about: a seq alone sends the person
+    // deciding to the report to find out.
+    let about: std::collections::HashMap<u32, String> =
+        if result.obsolete.is_empty() && result.refused.is_empty() {
+            std::collections::HashMap::new()
+        } else {
+            open_store(config)?
+                .journal(run)?
+                .into_iter()
+                .map(|row| {
+                    let what = format!(" {} {}", row.action.kind.name(), row.action.subject);
+                    (row.action.seq, report::printable(&what, false).into_owned())
+                })
+                .collect()
+        };
+    let about = |seq: &u32| about.get(seq).map_or("", String::as_str);
     let print = || -> anyhow::Result<()> {
         let not_sent = if result.not_sent.is_empty() {
             String::new()
@@ -2148,10 +2191,10 @@ fn approve(config: &Config, run: RunId, only: Option<crate::approval::Only>) -> 
             )?;
         }
         for (seq, why) in &result.obsolete {
-            outln!("  obsolete #{seq}: {why}")?;
+            outln!("  obsolete #{seq}{}: {why}", about(seq))?;
         }
         for (seq, why) in &result.refused {
-            outln!("  refused  #{seq}: {why} (still held)")?;
+            outln!("  refused  #{seq}{}: {why} (still held)", about(seq))?;
         }
         if result.waiting > 0 {
             outln!(

@@ -71,10 +71,22 @@ pub enum ExplainError {
         run: RunId,
         admin_command: String,
     },
+    /// Someone added to the directory (or an account made) since that run is
+    /// not in its snapshots: the message says when they were read, and what
+    /// reads them again.
     #[error(
-        "{0:?} matches no directory identity (id, userName, email) and no workspace account (id, userName) in the snapshots of run {1}"
+        "{person:?} matches no directory identity (id, userName, email) and no workspace \
+         account (id, userName) in the snapshots of run {run} (read {read_at}); someone \
+         added or renamed since is found once `{admin_command} plan` has read both sides again"
     )]
-    NotFound(String, RunId),
+    NotFound {
+        person: String,
+        run: RunId,
+        /// When the run read its snapshots, on the report's clock.
+        read_at: String,
+        /// `report.admin_command`, which the message tells to run.
+        admin_command: String,
+    },
     #[error(
         "{person:?} is the {field} of several directory identities: {identities}; explain one by its id"
     )]
@@ -423,7 +435,16 @@ pub fn explain_with(
         })
     });
     if identity.is_none() && account.is_none() {
-        return Err(ExplainError::NotFound(person.to_owned(), loaded.run));
+        let tz = config.report_timezone()?;
+        return Err(ExplainError::NotFound {
+            person: person.to_owned(),
+            run: loaded.run,
+            read_at: loaded.record.as_ref().map_or_else(
+                || "at an unknown time".to_owned(),
+                |record| crate::report::local_time(record.started_at, tz),
+            ),
+            admin_command: config.admin_command(),
+        });
     }
     let view = View {
         next: &next,
@@ -646,19 +667,46 @@ impl View<'_> {
                 );
             }
             None => {
+                // The rule the next run's plan matches by: an externalId naming the
+                // person is evidence, a userName or an email only a likeness, and
+                // the one to check when the account looks like someone else's.
+                let rule = match (self.identity_id(), self.account_id()) {
+                    (Some(identity), Some(account)) => self
+                        .next
+                        .new_links
+                        .iter()
+                        .find(|l| l.identity_id == identity && l.account_id == account)
+                        .map(|l| match l.method {
+                            crate::model::LinkMethod::ExternalId => "its externalId",
+                            crate::model::LinkMethod::UserName => "its userName",
+                            crate::model::LinkMethod::Email => "its email",
+                            crate::model::LinkMethod::Adopted => "adoption",
+                            crate::model::LinkMethod::Created
+                            | crate::model::LinkMethod::Manual => "a link",
+                        }),
+                    _ => None,
+                };
+                let candidate = match rule {
+                    Some(rule) => Cow::Owned(format!(
+                        " (the account below is a match candidate by {rule}, not linked yet)"
+                    )),
+                    None => {
+                        Cow::Borrowed(" (the account below is a match candidate, not linked yet)")
+                    }
+                };
                 let _ = writeln!(
                     out,
                     "  no stored link{}",
                     if self.account.is_some() && !self.disputes().is_empty() {
-                        " (the account below is one of the disputed candidates)"
+                        Cow::Borrowed(" (the account below is one of the disputed candidates)")
                     } else if self.account.is_some() && self.identity.is_none() {
-                        " (no directory identity matches the account below)"
+                        Cow::Borrowed(" (no directory identity matches the account below)")
                     } else if self.account.is_some() {
-                        " (the account below is a match candidate, not linked yet)"
+                        candidate
                     } else if !self.disputes().is_empty() {
-                        " (the match is disputed: the candidates are below)"
+                        Cow::Borrowed(" (the match is disputed: the candidates are below)")
                     } else {
-                        ""
+                        Cow::Borrowed("")
                     }
                 );
             }

@@ -47,7 +47,8 @@ pub struct AccessRow {
     /// `…: account deactivated (no access)` once it is not — so, too, for an
     /// active person whose account is deactivated), or, for an account linked to
     /// nobody, why: `protected` (`safety.protected` or `protected_groups`:
-    /// seatwarden never touches it), `disputed: …` (it may be the account of the
+    /// seatwarden never touches it; a linked one says so after its reason, and
+    /// its removal, when due, is one to make by hand), `disputed: …` (it may be the account of the
     /// person named; `link`, run as `report.admin_command`, settles it) or
     /// `orphaned` (no directory identity matches it).
     pub justification: String,
@@ -308,13 +309,15 @@ pub fn access(store: &Store, config: &Config) -> Result<AccessExport, ExportErro
         .collect();
     let mut current = workspace.accounts.clone();
     apply_since(&mut current, &mut groups_of, &applied, &created);
-    let unlinked = |account: &Account| -> String {
-        if protected.matches(&account.user_name)
+    let is_protected = |account: &Account| {
+        protected.matches(&account.user_name)
             || account
                 .email
                 .as_deref()
                 .is_some_and(|email| protected.matches(email))
-        {
+    };
+    let unlinked = |account: &Account| -> String {
+        if is_protected(account) {
             return "protected".to_owned();
         }
         let mut claimed_by: Vec<&str> = disputes
@@ -356,6 +359,16 @@ pub fn access(store: &Store, config: &Config) -> Result<AccessExport, ExportErro
                 .map(|l| l.identity_id.as_str())
                 .or_else(|| matched.get(account.id.as_str()).copied());
             let identity = identity_id.and_then(|id| identities.get(id).copied());
+            // A protected account is never written to: a removal "due" would never
+            // come, and a reviewer must know it is theirs to take away.
+            let removal = |active: bool| {
+                if active && is_protected(account) {
+                    "access due to be removed by hand: the account is protected \
+                     (safety.protected / protected_groups), which seatwarden never changes"
+                } else {
+                    removal(active)
+                }
+            };
             let justification = match (identity_id, identity) {
                 (None, _) => unlinked(account),
                 (Some(id), None) => format!(
@@ -391,6 +404,17 @@ pub fn access(store: &Store, config: &Config) -> Result<AccessExport, ExportErro
                     }
                 }
             };
+            let justification = if identity_id.is_some()
+                && is_protected(account)
+                && !justification.contains("protected")
+            {
+                format!(
+                    "{justification}; protected (safety.protected / protected_groups): \
+                     seatwarden never changes it"
+                )
+            } else {
+                justification
+            };
             let mut workspace_groups = groups_of.remove(account.id.as_str()).unwrap_or_default();
             workspace_groups.sort();
             AccessRow {
@@ -423,12 +447,32 @@ pub fn access(store: &Store, config: &Config) -> Result<AccessExport, ExportErro
 /// chosen by workspace members, and a cell starting with `=`, `+`, `-`, `@`, a tab or
 /// a carriage return is a formula to Excel and LibreOffice (`=HYPERLINK(…)` would
 /// run when an auditor opens the export); such a cell is prefixed with `'`, as
-/// OWASP advises. The JSON export carries every value unchanged.
+/// OWASP advises. So is every part of it after a `;`: where the list separator is
+/// `;` (Excel in much of Europe opens a `.csv` so), the file is split there and
+/// the commas' quoting means nothing, so a folder named `Team;=HYPERLINK(…)`, or
+/// a second folder name in the `;`-joined list, would start a cell of its own.
+/// The JSON export carries every value unchanged.
 fn inert(value: &str) -> Cow<'_, str> {
-    match value.chars().next() {
-        Some('=' | '+' | '-' | '@' | '\t' | '\r') => Cow::Owned(format!("'{value}")),
-        _ => Cow::Borrowed(value),
+    let formula = |part: &str| {
+        matches!(
+            part.chars().next(),
+            Some('=' | '+' | '-' | '@' | '\t' | '\r')
+        )
+    };
+    if !value.split(';').any(formula) {
+        return Cow::Borrowed(value);
     }
+    let parts: Vec<Cow<'_, str>> = value
+        .split(';')
+        .map(|part| {
+            if formula(part) {
+                Cow::Owned(format!("'{part}"))
+            } else {
+                Cow::Borrowed(part)
+            }
+        })
+        .collect();
+    Cow::Owned(parts.join(";"))
 }
 
 impl AccessExport {
@@ -586,6 +630,23 @@ mod tests {
     use super::*;
     use crate::model::{AccountSpec, Action, Attribute, AttributeChange, DriftKind, GroupRef};
     use crate::store::ActionState;
+
+    /// Where `;` separates cells (Excel in a European locale), each part of a
+    /// cell after a `;` starts a cell of its own: none may start a formula.
+    #[test]
+    fn no_part_of_a_cell_after_a_semicolon_starts_a_formula() {
+        assert_eq!(inert("Finance"), "Finance");
+        assert!(matches!(inert("Finance;Legal"), Cow::Borrowed(_)));
+        assert_eq!(inert("=1+1"), "'=1+1");
+        assert_eq!(
+            inert("Team;=HYPERLINK(\"https://evil.example\")"),
+            "Team;'=HYPERLINK(\"https://evil.example\")"
+        );
+        assert_eq!(inert("=a;@b;c;+d;-e"), "'=a;'@b;c;'+d;'-e");
+        assert_eq!(inert("a;;\tb"), "a;;'\tb");
+        // A space first is no formula: a mapping's justification joins with "; ".
+        assert_eq!(inert("Eng → ws as Editor; Ops"), "Eng → ws as Editor; Ops");
+    }
 
     fn applied(seq: u32, kind: ActionKind) -> JournalEntry {
         JournalEntry {

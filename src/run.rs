@@ -438,9 +438,8 @@ pub struct RunOptions {
     pub stop: apply::StopSignal,
 }
 
-/// [`execute_with`] with [`RunOptions`].
-/// Under the writer lock, before a writing run begins: see
-/// [`Store::close_interrupted_runs`].
+/// Under the writer lock, before a writing run begins, and in `approve` after its
+/// recovery: see [`Store::close_interrupted_runs`].
 /// A reconcile cut off after its deprovisions were verified and before it
 /// recorded them in the ledger has them recorded now
 /// ([`crate::sweep::record_cut_off_applied`]): its rows are applied, not in
@@ -450,7 +449,7 @@ pub(crate) fn close_interrupted_runs(
     at: DateTime<Utc>,
     sla: chrono::Duration,
     admin_command: &str,
-) -> Result<(), RunError> {
+) -> Result<(), StoreError> {
     let closed = store.close_interrupted_runs(at)?;
     if !closed.is_empty() {
         tracing::warn!(
@@ -467,6 +466,7 @@ pub(crate) fn close_interrupted_runs(
     Ok(())
 }
 
+/// [`execute_with`] with [`RunOptions`].
 pub async fn execute_with_options(
     config: &Config,
     directory: &Directory,

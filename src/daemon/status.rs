@@ -271,7 +271,9 @@ pub fn collect(
             // An unreadable report: what the journal holds, rather than nothing.
             Some(json) => crate::report::awaiting_approval_in(&json)
                 .unwrap_or_else(|_| last_reconcile_actions.get("held").copied().unwrap_or(0)),
-            None => 0,
+            // Cut off before its report (killed mid-apply): what it held waits all
+            // the same, and `approve RUN` takes it.
+            None => crate::approval::awaiting_decision(store, run.id)?,
         },
         None => 0,
     };
@@ -519,8 +521,16 @@ pub fn render_text(status: &Status) -> String {
         let state = if status.last_reconcile_cut_off && count("in_flight") > 0 {
             "cut off (its process stopped before it finished; the next reconcile recovers its writes)"
         } else if status.last_reconcile_cut_off {
-            // An approval's or a sweep's recovery resolved its writes already.
+            // A sweep's recovery resolved its writes already.
             "cut off (its process stopped before it finished)"
+        } else if run.closed_as_interrupted() && count("in_flight") > 0 {
+            // Closed by a writer whose recovery could not read them all.
+            "interrupted (its process stopped before it finished; the next reconcile recovers \
+             its writes)"
+        } else if run.closed_as_interrupted() {
+            // Closed by the next writer (an `approve`, a sweep), which resolved its
+            // writes: nothing of it waits for a recovery any more.
+            "interrupted (its process stopped before it finished; its writes resolved since)"
         } else if run.status == RunStatus::Succeeded && failed + not_sent + cut_off > 0 {
             // The run came to its end, but "succeeded: 70 failed" contradicts itself.
             "finished"

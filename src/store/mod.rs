@@ -58,7 +58,7 @@ pub use outbox::{
     AlertRecord, AlertRecordState, AlertsSeen, NewMessage, OutboxEntry, OutboxId, OutboxKind,
     OutboxState,
 };
-pub use safety::{AuditEntry, Decision};
+pub use safety::{AuditEntry, Decision, DecisionSummary};
 pub use writer::{WriterLock, lock_file_path, lock_is_held};
 
 pub type RunId = i64;
@@ -133,6 +133,17 @@ pub struct RunRecord {
     pub started_at: DateTime<Utc>,
     pub finished_at: Option<DateTime<Utc>>,
     pub error: Option<String>,
+}
+
+/// The error [`Store::close_interrupted_runs`] records on a run it closes.
+pub const INTERRUPTED_RUN_ERROR: &str = "interrupted: the process stopped before the run finished";
+
+impl RunRecord {
+    /// Cut off, and closed since by [`Store::close_interrupted_runs`] (a later
+    /// writer, whose recovery resolved what it left in flight).
+    pub fn closed_as_interrupted(&self) -> bool {
+        self.status == RunStatus::Failed && self.error.as_deref() == Some(INTERRUPTED_RUN_ERROR)
+    }
 }
 
 /// Where one journaled action stands.
@@ -529,14 +540,15 @@ impl Store {
         let mut stmt = self
             .conn
             .prepare_cached(
-                "UPDATE runs SET status = 'failed', finished_at = ?1,
-                     error = 'interrupted: the process stopped before the run finished'
+                "UPDATE runs SET status = 'failed', finished_at = ?1, error = ?2
                  WHERE status = 'running' AND kind IN ('reconcile', 'sweep')
                  RETURNING id, kind",
             )
             .context(context)?;
         let closed = stmt
-            .query_map(params![ts(at)], |row| Ok((row.get(0)?, row.get(1)?)))
+            .query_map(params![ts(at), INTERRUPTED_RUN_ERROR], |row| {
+                Ok((row.get(0)?, row.get(1)?))
+            })
             .context(context)?
             .collect::<Result<Vec<(RunId, RunKind)>, _>>()
             .context(context)?;

@@ -57,6 +57,18 @@ impl Decision {
     }
 }
 
+/// Decisions of one kind one person recorded on a run's held actions
+/// ([`Store::decision_summary`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DecisionSummary {
+    pub decision: Decision,
+    /// Who (`$SEATWARDEN_OPERATOR`, else `$SUDO_USER`, else the OS user).
+    pub user: String,
+    pub count: usize,
+    /// When the last of them was recorded.
+    pub last_at: DateTime<Utc>,
+}
+
 impl Store {
     // ---- source sanity ----------------------------------------------------------
 
@@ -311,6 +323,36 @@ impl Store {
         Ok(rows
             .into_iter()
             .filter_map(|(seq, d, detail)| Decision::parse(&d).map(|d| (seq, (d, detail))))
+            .collect())
+    }
+
+    /// Who decided on `run`'s held actions: per decision and person, how many and
+    /// when the last of them was recorded, oldest first. What `approve` and
+    /// `reject` name when nothing is left to decide on (someone else decided).
+    pub fn decision_summary(&self, run: RunId) -> Result<Vec<DecisionSummary>, StoreError> {
+        let rows: Vec<(String, String, i64, Ts)> = self
+            .conn
+            .prepare_cached(
+                "SELECT decision, user, count(*), max(at) FROM held_decisions WHERE run_id = ?1
+                 GROUP BY decision, user ORDER BY max(at), decision, user",
+            )
+            .and_then(|mut stmt| {
+                stmt.query_map([run], |row| {
+                    Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?))
+                })?
+                .collect()
+            })
+            .context(|| format!("reading who decided on the held actions of run {run}"))?;
+        Ok(rows
+            .into_iter()
+            .filter_map(|(decision, user, count, at)| {
+                Some(DecisionSummary {
+                    decision: Decision::parse(&decision)?,
+                    user,
+                    count: usize::try_from(count).unwrap_or(0),
+                    last_at: at.0,
+                })
+            })
             .collect())
     }
 

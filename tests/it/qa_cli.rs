@@ -14,7 +14,7 @@ use seatwarden::model::{
 };
 use seatwarden::store::{RunKind, Store};
 
-fn person(id: &str, user_name: &str, email: &str) -> Identity {
+pub(crate) fn person(id: &str, user_name: &str, email: &str) -> Identity {
     Identity {
         id: id.into(),
         user_name: user_name.into(),
@@ -28,7 +28,7 @@ fn person(id: &str, user_name: &str, email: &str) -> Identity {
     }
 }
 
-fn account(id: &str, user_name: &str, email: &str) -> Account {
+pub(crate) fn account(id: &str, user_name: &str, email: &str) -> Account {
     Account {
         id: id.into(),
         user_name: user_name.into(),
@@ -45,7 +45,11 @@ fn account(id: &str, user_name: &str, email: &str) -> Account {
 /// A configuration in `dir` (every active person in scope, default role Viewer)
 /// and a state database holding one run's snapshots of `people` and `accounts`,
 /// and no links: the state a first `plan` leaves. Returns the configuration path.
-fn first_plan_stored(dir: &Path, people: Vec<Identity>, accounts: Vec<Account>) -> PathBuf {
+pub(crate) fn first_plan_stored(
+    dir: &Path,
+    people: Vec<Identity>,
+    accounts: Vec<Account>,
+) -> PathBuf {
     std::fs::write(dir.join("directory.json"), r#"{"users": []}"#).unwrap();
     let config = dir.join("seatwarden.toml");
     std::fs::write(
@@ -78,7 +82,7 @@ fn first_plan_stored(dir: &Path, people: Vec<Identity>, accounts: Vec<Account>) 
     config
 }
 
-fn seatwarden(config: &Path, args: &[&str]) -> (bool, String, String) {
+pub(crate) fn seatwarden(config: &Path, args: &[&str]) -> (bool, String, String) {
     let output = Command::new(env!("CARGO_BIN_EXE_seatwarden"))
         .arg("--config")
         .arg(config)
@@ -224,7 +228,7 @@ fn explain_of_an_account_nobody_matches_does_not_call_it_a_match_candidate() {
     let (ok, stdout, stderr) = seatwarden(&config, &["explain", "w1"]);
     assert!(ok, "{stderr}");
     assert!(
-        stdout.contains("(the account below is a match candidate, not linked yet)"),
+        stdout.contains("(the account below is a match candidate by its userName, not linked yet)"),
         "{stdout}"
     );
 }

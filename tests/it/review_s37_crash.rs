@@ -45,8 +45,8 @@ const CONCURRENCY: usize = 4;
 /// the sandbox serving it, recording every request.
 pub(crate) struct Scenario {
     pub(crate) dir: tempfile::TempDir,
-    sandbox: Sandbox,
-    config: Config,
+    pub(crate) sandbox: Sandbox,
+    pub(crate) config: Config,
     /// `SEATWARDEN__…` overrides, for the binary and `config` alike.
     env: Vec<(String, String)>,
     /// Accounts the seed lacks: the creates the runs must make, once each.
@@ -173,7 +173,7 @@ async fn scenario_with(people: usize, env: &[(&str, &str)], latency: Duration) -
 impl Scenario {
     /// The binary with `args`, in the scenario's folder; its stderr goes to
     /// `<name>.stderr` there.
-    fn spawn(&self, args: &[&str], name: &str) -> Child {
+    pub(crate) fn spawn(&self, args: &[&str], name: &str) -> Child {
         Command::new(env!("CARGO_BIN_EXE_seatwarden"))
             .arg("--config")
             .arg(self.dir.path().join("seatwarden.toml"))
@@ -217,7 +217,7 @@ impl Scenario {
     /// Kills `child` (SIGKILL) once `point` holds for the requests recorded,
     /// then waits until the sandbox handles none of its requests any more.
     /// Returns how many requests were recorded by then: all the dead process's.
-    async fn kill_when(
+    pub(crate) async fn kill_when(
         &self,
         mut child: Child,
         name: &str,
@@ -273,7 +273,7 @@ impl Scenario {
 
     /// The newest reconcile run, which must be running (a process killed
     /// mid-run left it so) or `status`.
-    fn newest_reconcile(&self) -> RunId {
+    pub(crate) fn newest_reconcile(&self) -> RunId {
         self.store()
             .latest_run(&[RunKind::Reconcile])
             .unwrap()
@@ -315,7 +315,7 @@ fn writes(seen: &[SeenRequest]) -> impl Iterator<Item = &SeenRequest> {
     seen.iter().filter(|r| is_write(r) && ok(r))
 }
 
-fn count(seen: &[SeenRequest], method: &str, prefix: &str) -> usize {
+pub(crate) fn count(seen: &[SeenRequest], method: &str, prefix: &str) -> usize {
     writes(seen)
         .filter(|r| r.method == method && r.path.starts_with(prefix))
         .count()
@@ -601,8 +601,9 @@ pub(crate) fn cut_off_rows(s: &Scenario, run: RunId) -> usize {
 }
 
 /// `status` after a reconcile killed mid-apply whose rows a recovery resolved
-/// (here `approve`'s, with no reconcile since): the rows the workspace never took
-/// are "cut off", not "failed" writes the workspace refused.
+/// (here `approve`'s, with no reconcile since, which closed the run): the rows
+/// the workspace never took are "cut off", not "failed" writes the workspace
+/// refused.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn status_counts_a_killed_reconciles_unreached_rows_as_cut_off() {
     let s = scenario(400, &[]).await;
@@ -628,7 +629,8 @@ async fn status_counts_a_killed_reconciles_unreached_rows_as_cut_off() {
         .unwrap_or_else(|| panic!("{out}"));
     assert!(
         line.starts_with(&format!(
-            "Last reconcile: run {run} cut off (its process stopped before it finished): "
+            "Last reconcile: run {run} interrupted (its process stopped before it finished; \
+             its writes resolved since): "
         )) && line.contains(&format!(
             ": {cut_off} cut off before the workspace took them (the next reconcile plans them \
              again), "
@@ -664,8 +666,10 @@ async fn the_report_of_a_killed_reconcile_says_what_it_wrote() {
     let err = s.stderr("report");
     assert_ne!(code, 0, "{err}");
     assert!(
-        err.contains(&format!("run {run} (reconcile) failed at "))
-            && err.contains("interrupted")
+        err.contains(&format!(
+            "run {run} (reconcile) was interrupted: the process stopped before it finished \
+             (started "
+        )) && err.contains("; closed at ")
             && err.contains(&format!(". Its writes: {applied} applied, "))
             && err.contains(&format!(
                 ", {cut_off} cut off before the workspace took them (the next run plans them again)"

@@ -2387,7 +2387,7 @@ fn explain_shows_one_person_from_directory_to_next_run() {
     assert!(protected.contains("protected: yes"), "{protected}");
     assert!(matches!(
         seatwarden::explain::explain(&config, &store, "nobody", t0),
-        Err(seatwarden::explain::ExplainError::NotFound(..))
+        Err(seatwarden::explain::ExplainError::NotFound { .. })
     ));
 }
 

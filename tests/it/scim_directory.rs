@@ -337,7 +337,7 @@ fn small_config(
 
 /// Answers `/Users` with `people` in pages of two, announcing `announced` as
 /// `totalResults`, and `/Groups` with everyone in "Taskade Users".
-async fn mount_people(idp: &MockServer, people: &[(&str, &str)], announced: usize) {
+pub(crate) async fn mount_people(idp: &MockServer, people: &[(&str, &str)], announced: usize) {
     idp.reset().await;
     let list = |start: usize, resources: Vec<serde_json::Value>| {
         ResponseTemplate::new(200).set_body_json(json!({
@@ -375,7 +375,7 @@ async fn mount_people(idp: &MockServer, people: &[(&str, &str)], announced: usiz
         .await;
 }
 
-const THREE: [(&str, &str); 3] = [
+pub(crate) const THREE: [(&str, &str); 3] = [
     ("p1", "ada@example.com"),
     ("p2", "ben@example.com"),
     ("p3", "cy@example.com"),
@@ -393,7 +393,7 @@ async fn reconcile(config: &Config) -> run::RunOutcome {
 
 /// Where the short-listing tests start: `idp` lists ada, ben and cy in pages of
 /// two, and an empty workspace was reconciled from it once.
-async fn three_provisioned(idp: &MockServer) -> (Sandbox, tempfile::TempDir, Config) {
+pub(crate) async fn three_provisioned(idp: &MockServer) -> (Sandbox, tempfile::TempDir, Config) {
     mount_people(idp, &THREE, 3).await;
     let workspace = workspace(WorkspaceSnapshot::default()).await;
     let dir = tempfile::tempdir().unwrap();
