@@ -88,11 +88,12 @@ fn glob(pattern: &[char], text: &[char]) -> bool {
     }
 }
 
+/// Both sides trimmed: `"admin@x.com "` is the protected `admin@x.com`.
 fn glob_protects(patterns: &[String], user_name: &str) -> bool {
-    let text: Vec<char> = user_name.chars().collect();
+    let text: Vec<char> = user_name.trim().chars().collect();
     patterns
         .iter()
-        .any(|p| glob(&p.chars().collect::<Vec<_>>(), &text))
+        .any(|p| glob(&p.trim().chars().collect::<Vec<_>>(), &text))
 }
 
 fn small_name(prefix: &'static str) -> impl Strategy<Value = Option<String>> {

@@ -60,23 +60,37 @@ fn assert_cut_off_in_every_form(s: &Scenario, cut_off: usize) {
 
 /// A reconcile killed after 40 creates: its rows a recovery found the workspace
 /// never took were counted as failed writes by the digest (`status` and `report
-/// --run` call them cut off), and the killed run itself, still recorded as
-/// running until the next writer closes it, was no failed run: the digest could
-/// read "in sync" the morning after a crash.
+/// --run` call them cut off), and the killed run itself was no failed run: the
+/// digest could read "in sync" the morning after a crash. Here `approve`
+/// recovers the rows and closes the run.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_digest_counts_a_killed_reconciles_unreached_rows_as_cut_off() {
     let s = scenario(400, &[]).await;
     let run = killed_after_40_creates(&s).await;
-    // `approve` recovers the rows and leaves the run recorded as running.
     s.run(&["approve", &run.to_string()], "approve").await;
     assert!(s.store().interrupted().unwrap().is_empty());
     let cut_off = cut_off_rows(&s, run);
     assert!(cut_off > 0);
     assert_eq!(
         s.store().run(run).unwrap().unwrap().status,
-        seatwarden::store::RunStatus::Running
+        seatwarden::store::RunStatus::Failed
     );
     assert_cut_off_in_every_form(&s, cut_off);
+}
+
+/// Before anyone recovers it, the killed run is still recorded as running; with
+/// nobody holding the writer lock it is a failed run all the same.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_reconcile_nobody_has_recovered_yet_is_a_failed_run() {
+    let s = scenario(400, &[]).await;
+    let run = killed_after_40_creates(&s).await;
+    assert_eq!(
+        s.store().run(run).unwrap().unwrap().status,
+        seatwarden::store::RunStatus::Running
+    );
+    let json: Value = serde_json::from_str(&digest(&s, "json")).unwrap();
+    assert_eq!(json["period"]["failed_runs"], 1, "{json}");
+    assert_eq!(json["state"], "needs_attention", "{json}");
 }
 
 /// The same once the next reconcile has closed the killed run as failed (it
