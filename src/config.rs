@@ -4099,7 +4099,7 @@ fn okta_deletions_wait_for_reconciles(
 }
 
 /// `duration` in the configuration's own syntax (`2d16h`, `1h30m`, `45s`).
-fn span(duration: chrono::Duration) -> String {
+pub(crate) fn span(duration: chrono::Duration) -> String {
     let mut seconds = duration.num_seconds().max(0);
     let mut out = String::new();
     for (unit, size) in [("d", 86_400), ("h", 3_600), ("m", 60), ("s", 1)] {

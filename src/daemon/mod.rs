@@ -601,10 +601,13 @@ async fn run_job(shared: Arc<Shared>, name: &'static str) {
     // visible in `status`, not a silent skip of every writing job.
     let (_writer_lock, lock_failure) = match name {
         DIGEST | MAIL => (None, None),
-        _ => match WriterLock::acquire(&database, |path| {
+        _ => match WriterLock::acquire(&database, &format!("the daemon's {name} job"), |path, holder| {
+            // The holder's clock: it wrote when it took the lock on the system's.
+            let now = Utc::now();
             tracing::info!(
                 job = name,
                 lock = %path.display(),
+                holder = holder.map_or_else(|| "unknown".to_owned(), |holder| holder.describe(now)),
                 "waiting for a seatwarden command run by hand to finish"
             );
         })

@@ -48,6 +48,7 @@ mod review_s37_crash;
 mod review_s37_deprov;
 mod review_s37_directory;
 mod review_s37_scim;
+mod review_s38_ops;
 mod role_groups;
 mod run_recovery;
 mod safety;
