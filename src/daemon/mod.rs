@@ -19,6 +19,10 @@
 //! sweep never races a reconcile over the same accounts or journal rows; a job
 //! still running at its next fire is skipped and counted.
 //!
+//! Every job first checks that the state database is still the file opened at
+//! start ([`DatabaseFile`]): one deleted or replaced under the daemon fails the
+//! jobs and `/readyz`, rather than be made again empty by the next job's open.
+//!
 //! The process: one instance per state database (a lock file next to it), an HTTP
 //! listener ([`http`]) for `/healthz`, `/readyz`, `/metrics`, `/status` and the
 //! optional `POST /reconcile`, systemd notifications (READY after the database and
@@ -94,6 +98,11 @@ pub enum DaemonError {
     },
     #[error("installing signal handlers: {0}")]
     Signals(std::io::Error),
+    #[error("cannot look at the state database {}: {source}", .path.display())]
+    DatabaseFile {
+        path: PathBuf,
+        source: std::io::Error,
+    },
 }
 
 /// Holds the single-instance lock for as long as it lives.
@@ -185,6 +194,63 @@ pub struct Shared {
     start: RwLock<Option<StartJob>>,
     /// Failed runs in a row, per job (for the repeated-failures alert).
     failures: Mutex<BTreeMap<&'static str, u32>>,
+    /// The state database as opened at start ([`Shared::database_lost`]).
+    database: DatabaseFile,
+}
+
+/// The state database file the daemon opened at start, by device and inode.
+///
+/// The daemon's own connection keeps a deleted file alive, so it alone would
+/// notice nothing, while every job opens the path afresh: a database deleted
+/// (a cleanup, a volume swapped) or replaced (`mv backup.db state.db`) under a
+/// running daemon would have the next job make a new empty one, or work on
+/// another file than `/status` and the job records, silently losing the open
+/// deprovisions, held approvals, links, the 24 h threshold counts and an open
+/// circuit breaker. So jobs and `/readyz` compare first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DatabaseFile {
+    device: u64,
+    inode: u64,
+}
+
+impl DatabaseFile {
+    /// The file at `path` now (symlinks followed, as SQLite opens it).
+    pub fn of(path: &Path) -> Result<DatabaseFile, DaemonError> {
+        DatabaseFile::look(path).map_err(|source| DaemonError::DatabaseFile {
+            path: path.to_owned(),
+            source,
+        })
+    }
+
+    fn look(path: &Path) -> std::io::Result<DatabaseFile> {
+        use std::os::unix::fs::MetadataExt;
+        let metadata = std::fs::metadata(path)?;
+        Ok(DatabaseFile {
+            device: metadata.dev(),
+            inode: metadata.ino(),
+        })
+    }
+
+    /// Why the file at `path` is no longer this one, if it is not: gone, or
+    /// another file in its place.
+    pub fn lost_at(&self, path: &Path) -> Option<String> {
+        match DatabaseFile::look(path) {
+            Err(e) => Some(format!(
+                "the state database {} is gone since the daemon started ({e}): no job runs, \
+                 rather than begin again from an empty one that knows no open deprovision, \
+                 held action or link; put it back (from a backup) and restart the daemon, \
+                 or restart it to begin anew",
+                path.display()
+            )),
+            Ok(now) if now != *self => Some(format!(
+                "the state database {} is another file than the one the daemon opened at \
+                 start (replaced, or moved and made again): no job runs on it; restart the \
+                 daemon to use the new file",
+                path.display()
+            )),
+            Ok(_) => None,
+        }
+    }
 }
 
 impl Shared {
@@ -228,6 +294,12 @@ impl Shared {
     /// Milliseconds since the daemon started, on the monotonic clock.
     fn uptime_ms(&self) -> i64 {
         i64::try_from(self.started.elapsed().as_millis()).unwrap_or(i64::MAX)
+    }
+
+    /// Why the state database at `state.path` is no longer the one opened at
+    /// start, if it is not ([`DatabaseFile`]).
+    pub fn database_lost(&self) -> Option<String> {
+        self.database.lost_at(&self.config().state.path)
     }
 
     /// Alive: the scheduler loop ran within three ticks.
@@ -344,6 +416,9 @@ pub async fn run(
     tracing::debug!(lock = %lock.path().display(), "instance lock taken");
     let mut db = Store::open(&config.state.path)?;
     db.check_writable()?;
+    // The file this daemon keeps its state in: one deleted or replaced under it
+    // must stop the jobs, not be made again empty by the next one's open.
+    let database = DatabaseFile::of(&config.state.path)?;
     // Only one daemon runs per database (the instance lock): a job still marked
     // running was cut off when the last one stopped.
     let interrupted = db.close_interrupted_jobs(clock.now())?;
@@ -412,6 +487,7 @@ pub async fn run(
         trigger_token: RwLock::new(trigger_token),
         start: RwLock::new(None),
         failures: Mutex::new(BTreeMap::new()),
+        database,
     });
     let start: StartJob = {
         let shared = Arc::clone(&shared);
@@ -621,13 +697,17 @@ async fn run_job(shared: Arc<Shared>, name: &'static str) {
     if shared.stopping.is_stopped() {
         return;
     }
+    // Every job opens the database by its path, which would make a new empty one
+    // where it is gone: it fails instead, without a notifier (that would open it too).
+    let lost = shared.database_lost();
+    let lock_failure = lock_failure.or(lost.clone());
     let started = shared.now();
     let timer = std::time::Instant::now();
     if let Err(e) = shared.with_db(|db| db.job_started(name, started)) {
         tracing::error!(job = name, error = %e, "cannot record the job start");
     }
     tracing::info!(job = name, "job started");
-    let notifier = notify::Notifier::from_config(&shared.config());
+    let notifier = notify::Notifier::from_config(&shared.config()).filter(|_| lost.is_none());
     let end = match (lock_failure, name) {
         (Some(failure), _) => JobEnd::Failed(failure),
         (None, RECONCILE) => JobEnd::of(reconcile_job(&shared, notifier.as_ref()).await),
@@ -1119,6 +1199,30 @@ mod tests {
             );
             drop(held);
         }
+    }
+
+    /// The state database is told apart from one deleted or replaced under the
+    /// daemon by its inode, not its path.
+    #[test]
+    fn a_database_deleted_or_replaced_since_the_start_is_lost() {
+        let dir = tempfile::tempdir().unwrap();
+        let database = dir.path().join("state.db");
+        std::fs::write(&database, b"one").unwrap();
+        let opened = DatabaseFile::of(&database).unwrap();
+        assert_eq!(opened.lost_at(&database), None);
+        std::fs::write(&database, b"written in place").unwrap();
+        assert_eq!(opened.lost_at(&database), None, "the same file, written to");
+        let backup = dir.path().join("backup.db");
+        std::fs::write(&backup, b"two").unwrap();
+        std::fs::rename(&backup, &database).unwrap();
+        let replaced = opened.lost_at(&database).expect("replaced");
+        assert!(
+            replaced.contains("is another file than the one"),
+            "{replaced}"
+        );
+        std::fs::remove_file(&database).unwrap();
+        let gone = opened.lost_at(&database).expect("gone");
+        assert!(gone.contains("is gone since the daemon started"), "{gone}");
     }
 
     /// Consecutive digests cover consecutive periods, however often they run.

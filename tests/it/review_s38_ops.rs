@@ -277,3 +277,120 @@ async fn a_daemon_job_waiting_for_a_command_names_it() {
     }
     assert_eq!(daemon.stop().await, Some(0));
 }
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// `seatwarden daemon` on the configuration in `dir` with `env` and `more`
+/// overrides, listening on `port`, logging at info to `daemon.log` in `dir`.
+fn spawn_daemon(
+    dir: &Path,
+    env: &[(String, String)],
+    more: &[(&str, &str)],
+    port: u16,
+) -> (Running, std::path::PathBuf) {
+    let log = dir.join("daemon.log");
+    let child = Command::new(env!("CARGO_BIN_EXE_seatwarden"))
+        .arg("--config")
+        .arg(dir.join("seatwarden.toml"))
+        .arg("daemon")
+        .env_remove("SEATWARDEN_CONFIG")
+        .envs(env.iter().map(|(k, v)| (k, v)))
+        .env("SEATWARDEN__SCHEDULE__RECONCILE", "0 0 1 1 *")
+        .env("SEATWARDEN__SCHEDULE__SWEEP", "0 0 1 1 *")
+        .env("SEATWARDEN__HTTP__LISTEN", format!("127.0.0.1:{port}"))
+        .envs(more.iter().copied())
+        .env("RUST_LOG", "warn,seatwarden=info")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    (Running(Some(child)), log)
+}
+
+/// `GET path` on the daemon at `port`: the status and the body (0 when nothing
+/// answers).
+fn get(port: u16, path: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let Ok(mut stream) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+        return (0, String::new());
+    };
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut answer = String::new();
+    let _ = stream.read_to_string(&mut answer);
+    let code = answer
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = answer
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    (code, body)
+}
+
+async fn wait_for(what: &str, log: &Path, mut ok: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !ok() {
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting for {what}; the daemon logged:\n{}",
+            std::fs::read_to_string(log).unwrap_or_default()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// A state database deleted under a running daemon (a cleanup script, a volume
+/// swapped): the daemon's own connection kept the deleted file alive, so
+/// `/readyz` stayed 200, and the next job opened the path and made a new, empty
+/// database, forgetting the open deprovisions, held actions, links, 24 h counts
+/// and an open breaker without a word. `/readyz` now says it is gone, and jobs
+/// fail rather than make it again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_state_database_deleted_under_the_daemon_is_not_made_again_empty() {
+    let (_sandbox, dir, env) = demo(Duration::ZERO).await;
+    let port = free_port();
+    // A sweep every 2 s: jobs keep coming after the database is gone.
+    let (daemon, log) = spawn_daemon(
+        dir.path(),
+        &env,
+        &[("SEATWARDEN__SCHEDULE__SWEEP", "*/2 * * * * *")],
+        port,
+    );
+    wait_for("/readyz to answer 200", &log, || {
+        get(port, "/readyz").0 == 200
+    })
+    .await;
+    let database = dir.path().join("state.db");
+    for suffix in ["", "-wal", "-shm"] {
+        let mut path = database.clone().into_os_string();
+        path.push(suffix);
+        let _ = std::fs::remove_file(path);
+    }
+    wait_for("/readyz to say the database is gone", &log, || {
+        let (code, body) = get(port, "/readyz");
+        code == 503 && body.contains("is gone since the daemon started")
+    })
+    .await;
+    let logged = || std::fs::read_to_string(&log).unwrap_or_default();
+    wait_for("a sweep to fail on it", &log, || {
+        let log = logged();
+        log.contains("job failed") && log.contains("is gone since the daemon started")
+    })
+    .await;
+    assert!(!database.exists(), "made again:\n{}", logged());
+    // Liveness is not readiness: a restart would begin a new database.
+    assert_eq!(get(port, "/healthz").0, 200);
+    assert_eq!(daemon.stop().await, Some(0));
+}
