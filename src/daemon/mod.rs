@@ -28,7 +28,8 @@
 //! optional `POST /reconcile`, systemd notifications (READY after the database and
 //! listener are up, WATCHDOG from the scheduler loop, RELOADING/STOPPING), SIGHUP
 //! to reload the configuration (an invalid one is logged and the old one kept), and
-//! SIGTERM/SIGINT to stop: no new job starts, a running reconcile or sweep starts
+//! SIGTERM/SIGINT to stop: no new job starts (one still waiting for the writer
+//! locks gives up at once), a running reconcile or sweep starts
 //! no further write (those sent finish and are verified and journaled; the run
 //! and its job are recorded `stopped`, neither success nor failure; a reconcile's
 //! next run plans the rest again, and a sweep's or retry's leavers not reached
@@ -661,38 +662,15 @@ async fn run_job(shared: Arc<Shared>, name: &'static str) {
         return;
     }
     let waiting = shared.counters.get(name).map(|c| c.waiting());
-    // Jobs that write to the workspace or prune take the writer lock; mail and the
-    // digest only read and queue, so an alert is not stuck behind a long reconcile.
-    let _writer = match name {
-        DIGEST | MAIL => None,
-        // An owned guard: a borrowed one held across the job's awaits trips the
-        // compiler's Send inference for the spawned future (rust-lang/rust#102211).
-        _ => Some(Arc::clone(&shared.writer).lock_owned().await),
+    // A job still waiting for its turn at SIGTERM has begun nothing: it gives up
+    // at once, rather than hold the stop for its whole grace (a command run by
+    // hand can hold the writer lock for as long as it likes).
+    let locked = tokio::select! {
+        biased;
+        () = shared.stopping.stopped() => return,
+        locked = take_writer_locks(&shared, name) => locked,
     };
-    // And the lock shared with commands run by hand (`seatwarden reconcile`,
-    // `approve`, `resume`): one writer at a time through this database.
-    let database = shared.config().state.path.clone();
-    // A lock that cannot be taken (a lock file a root-run command left with the
-    // wrong owner) fails the job like any other error: counted, alerted on, and
-    // visible in `status`, not a silent skip of every writing job.
-    let (_writer_lock, lock_failure) = match name {
-        DIGEST | MAIL => (None, None),
-        _ => match WriterLock::acquire(&database, &format!("the daemon's {name} job"), |path, holder| {
-            // The holder's clock: it wrote when it took the lock on the system's.
-            let now = Utc::now();
-            tracing::info!(
-                job = name,
-                lock = %path.display(),
-                holder = holder.map_or_else(|| "unknown".to_owned(), |holder| holder.describe(now)),
-                "waiting for a seatwarden command run by hand to finish"
-            );
-        })
-        .await
-        {
-            Ok(lock) => (Some(lock), None),
-            Err(e) => (None, Some(format!("cannot take the writer lock: {e}"))),
-        },
-    };
+    let (_writer, _writer_lock, lock_failure) = locked;
     drop(waiting);
     if shared.stopping.is_stopped() {
         return;
@@ -792,6 +770,50 @@ async fn run_job(shared: Arc<Shared>, name: &'static str) {
         }
         JobEnd::Stopped(why) => tracing::warn!(job = name, reason = %why, "job stopped"),
         JobEnd::Failed(error) => tracing::error!(job = name, error = %error, "job failed"),
+    }
+}
+
+/// The locks `name` runs under, waiting for them: the daemon's own (one job
+/// writes at a time) and the writer lock shared with commands run by hand. Mail
+/// and the digest only read and queue, and take neither, so an alert is not stuck
+/// behind a long reconcile. A writer lock that cannot be taken (a lock file a
+/// root-run command left with the wrong owner) is the job's failure, returned:
+/// counted, alerted on and visible in `status`, not a silent skip of every
+/// writing job.
+async fn take_writer_locks(
+    shared: &Arc<Shared>,
+    name: &'static str,
+) -> (
+    Option<tokio::sync::OwnedMutexGuard<()>>,
+    Option<WriterLock>,
+    Option<String>,
+) {
+    if matches!(name, DIGEST | MAIL) {
+        return (None, None, None);
+    }
+    // An owned guard: a borrowed one held across the job's awaits trips the
+    // compiler's Send inference for the spawned future (rust-lang/rust#102211).
+    let writer = Arc::clone(&shared.writer).lock_owned().await;
+    let database = shared.config().state.path.clone();
+    let what = format!("the daemon's {name} job");
+    let taken = WriterLock::acquire(&database, &what, |path, holder| {
+        // The holder's clock: it wrote when it took the lock, on the system's.
+        let now = Utc::now();
+        tracing::info!(
+            job = name,
+            lock = %path.display(),
+            holder = holder.map_or_else(|| "unknown".to_owned(), |holder| holder.describe(now)),
+            "waiting for a seatwarden command run by hand to finish"
+        );
+    })
+    .await;
+    match taken {
+        Ok(lock) => (Some(writer), Some(lock), None),
+        Err(e) => (
+            Some(writer),
+            None,
+            Some(format!("cannot take the writer lock: {e}")),
+        ),
     }
 }
 

@@ -394,3 +394,43 @@ async fn a_state_database_deleted_under_the_daemon_is_not_made_again_empty() {
     assert_eq!(get(port, "/healthz").0, 200);
     assert_eq!(daemon.stop().await, Some(0));
 }
+
+/// SIGTERM while a daemon job waits for a command run by hand to let the writer
+/// lock go (`seatwarden approve` at a terminal during a restart): the waiting
+/// job used to keep the daemon for the whole 30 s grace, then have it warn that
+/// "a write already sent may be cut off", which sends an operator looking for
+/// damage that is not there. A job that has not begun stops at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_while_a_job_waits_for_the_writer_lock_stops_at_once() {
+    let (sandbox, dir, env) = demo(Duration::ZERO).await;
+    let database = dir.path().join("state.db");
+    let Acquired::Taken(held) = WriterLock::acquire_within(
+        &database,
+        "the command `seatwarden approve`",
+        None,
+        |_, _| panic!("nobody else holds it"),
+    )
+    .unwrap() else {
+        panic!("nobody else holds it")
+    };
+    let (daemon, log) = spawn_daemon(dir.path(), &env, &[], free_port());
+    let logged = || std::fs::read_to_string(&log).unwrap_or_default();
+    wait_for("the reconcile to wait for the lock", &log, || {
+        logged().contains("waiting for a seatwarden command run by hand to finish")
+    })
+    .await;
+    let stopping = Instant::now();
+    assert_eq!(daemon.stop().await, Some(0));
+    let took = stopping.elapsed();
+    let log = logged();
+    assert!(took < Duration::from_secs(10), "took {took:?}:\n{log}");
+    assert!(
+        !log.contains("still running after the grace period"),
+        "{log}"
+    );
+    assert_eq!(sandbox.stats().requests, 0, "nothing sent");
+    drop(held);
+    // Nothing begun, nothing recorded as cut off.
+    let store = Store::open(&database).unwrap();
+    assert_eq!(store.latest_run(&[]).unwrap(), None);
+}
