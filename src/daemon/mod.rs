@@ -34,7 +34,8 @@
 //! and its job are recorded `stopped`, neither success nor failure; a reconcile's
 //! next run plans the rest again, and a sweep's or retry's leavers not reached
 //! stay open in the ledger, due at once), running jobs get
-//! [`STOP_GRACE`] to finish, and the journal stays consistent either way because
+//! [`STOP_GRACE`] to finish (a second signal ends the wait), and the journal
+//! stays consistent either way because
 //! every write was journaled before it was sent.
 
 pub mod catalog;
@@ -555,7 +556,14 @@ pub async fn run(
 
     shared.stopping.stop();
     notify(&[sd_notify::NotifyState::Stopping]);
-    if !schedule::wait_idle(&counters, STOP_GRACE).await {
+    // A second SIGTERM or SIGINT (Ctrl-C twice in a terminal) does not wait out
+    // the grace, as a second Ctrl-C quits a `seatwarden reconcile` at once.
+    let idle = tokio::select! {
+        idle = schedule::wait_idle(&counters, STOP_GRACE) => idle,
+        _ = terminate.recv() => false,
+        _ = interrupt.recv() => false,
+    };
+    if !idle {
         let running: Vec<&str> = counters
             .iter()
             .filter(|(_, c)| c.is_running())
@@ -563,9 +571,9 @@ pub async fn run(
             .collect();
         tracing::warn!(
             jobs = ?running,
-            "jobs still running after the grace period; stopping anyway: a write already \
-             sent may be cut off before its result is recorded, and the next start recovers \
-             the actions left in flight"
+            "jobs still running after the grace period or a second signal; stopping anyway: \
+             a write already sent may be cut off before its result is recorded, and the next \
+             start recovers the actions left in flight"
         );
     }
     let _ = http_stop.send(true);

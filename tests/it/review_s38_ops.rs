@@ -434,3 +434,54 @@ async fn sigterm_while_a_job_waits_for_the_writer_lock_stops_at_once() {
     let store = Store::open(&database).unwrap();
     assert_eq!(store.latest_run(&[]).unwrap(), None);
 }
+
+/// `kill -INT` (or `-TERM`) to the daemon `child`.
+fn signal(child: &Child, name: &str) {
+    let status = Command::new("kill")
+        .args([&format!("-{name}"), &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+/// Ctrl-C twice on a daemon run in a terminal: the first stops it cleanly (the
+/// writes sent finish and are verified), the second quits at once, as a second
+/// Ctrl-C quits `seatwarden reconcile`. It used to be swallowed: the daemon sat
+/// out its writes' verification, up to the 30 s grace, whatever the operator did.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_signal_stops_the_daemon_at_once() {
+    // Every request takes 3 s: the first stop waits at least one verification read.
+    let (_sandbox, dir, env) = demo(Duration::from_secs(3)).await;
+    let (mut daemon, log) = spawn_daemon(dir.path(), &env, &[], free_port());
+    let database = dir.path().join("state.db");
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let writing = Store::open(&database)
+            .ok()
+            .and_then(|store| store.interrupted().ok())
+            .is_some_and(|rows| !rows.is_empty());
+        if writing {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the reconcile never wrote: {}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let child = daemon.0.take().unwrap();
+    signal(&child, "INT");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    signal(&child, "INT");
+    let second = Instant::now();
+    let status = crate::fixtures::exit_of(child, "the daemon").await;
+    let took = second.elapsed();
+    let log = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(
+        took < Duration::from_secs(2),
+        "took {took:?} after the second Ctrl-C:\n{log}"
+    );
+    assert_eq!(status.code(), Some(0), "{log}");
+    assert!(log.contains("stopping anyway"), "{log}");
+}
