@@ -129,12 +129,13 @@ pub struct Config {
 /// them, they are no misspelt override, so not warned about either.
 pub const TOOL_VARIABLES: [&str; 2] = ["SEATWARDEN_BIN", "SEATWARDEN_MAX_EXPOSURE"];
 
-/// The variables the binary reads itself (`--config`, the operator named in the
-/// audit trail, the sandbox's token): all others that start with `SEATWARDEN_`
+/// The variables the binary reads itself (`--config`, `--lock-timeout`, the
+/// operator named in the audit trail, the sandbox's token): all others that start with `SEATWARDEN_`
 /// and are not `SEATWARDEN__…` overrides are misspelt ones. A unit test keeps this
 /// list in step with the names the sources read.
-pub const OWN_VARIABLES: [&str; 3] = [
+pub const OWN_VARIABLES: [&str; 4] = [
     "SEATWARDEN_CONFIG",
+    "SEATWARDEN_LOCK_TIMEOUT",
     "SEATWARDEN_OPERATOR",
     "SEATWARDEN_SANDBOX_TOKEN",
 ];
