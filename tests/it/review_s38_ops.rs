@@ -485,3 +485,55 @@ async fn a_second_signal_stops_the_daemon_at_once() {
     assert_eq!(status.code(), Some(0), "{log}");
     assert!(log.contains("stopping anyway"), "{log}");
 }
+
+/// `seatwarden status` (and `/status`) says who holds the writer lock now: an
+/// operator whose command or daemon job waits can see for whom without reading
+/// the lock file, and a line a `kill -9`ed holder left names nobody.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_names_the_writer_locks_holder() {
+    let (_sandbox, dir, env) = demo(Duration::ZERO).await;
+    let database = dir.path().join("state.db");
+    drop(Store::open(&database).unwrap());
+    let status = |format: &str| {
+        let out = Command::new(env!("CARGO_BIN_EXE_seatwarden"))
+            .arg("--config")
+            .arg(dir.path().join("seatwarden.toml"))
+            .args(["status", "--format", format])
+            .env_remove("SEATWARDEN_CONFIG")
+            .envs(env.iter().map(|(k, v)| (k, v)))
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(0), "{out:?}");
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let Acquired::Taken(held) = WriterLock::acquire_within(
+        &database,
+        "the command `seatwarden approve`",
+        None,
+        |_, _| panic!("nobody else holds it"),
+    )
+    .unwrap() else {
+        panic!("nobody else holds it")
+    };
+    let text = status("text");
+    assert!(
+        text.contains(&format!(
+            "Writer lock: held by the command `seatwarden approve` (pid {}), since ",
+            std::process::id()
+        )),
+        "{text}"
+    );
+    let json: serde_json::Value = serde_json::from_str(&status("json")).unwrap();
+    assert_eq!(json["writer_lock"]["pid"], std::process::id());
+    assert_eq!(
+        json["writer_lock"]["what"],
+        "the command `seatwarden approve`"
+    );
+    // A holder that died without letting go of its line holds nothing.
+    let line = std::fs::read(WriterLock::path(&database)).unwrap();
+    drop(held);
+    std::fs::write(WriterLock::path(&database), line).unwrap();
+    assert!(!status("text").contains("Writer lock"));
+    let json: serde_json::Value = serde_json::from_str(&status("json")).unwrap();
+    assert!(json.get("writer_lock").is_none(), "{json}");
+}
