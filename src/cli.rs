@@ -52,6 +52,11 @@ pub mod exit {
     /// Stdout was closed by its reader (`seatwarden plan | head`): what a shell
     /// reports for a process stopped by SIGPIPE (128 + 13).
     pub const STDOUT_CLOSED: u8 = 141;
+    /// `reconcile`, `approve`, `reject`, `link`, `resume`: another writer (a
+    /// daemon job, another command) still held the state database's writer lock
+    /// when `--lock-timeout` ran out; nothing was done. `EX_TEMPFAIL` of
+    /// sysexits.h: try again later.
+    pub const BUSY: u8 = 75;
 }
 
 const AFTER_HELP: &str = "\
@@ -70,6 +75,9 @@ Exit codes:
   6  the circuit breaker is open: writes stopped (see `seatwarden resume`)
   7  status: deprovisions are overdue (not verified within deprovision.sla)
  64  the command line could not be parsed
+ 75  reconcile, approve, reject, link, resume: another writer (a daemon job, another
+     command) still held the state database's writer lock after --lock-timeout
+     (default 10m); nothing was done, run it again later
 130  reconcile, resume, approve: stopped by SIGINT (Ctrl-C) before every write was
      sent; those sent were finished and recorded, the rest not sent, and running
      the command again finishes the work (a second Ctrl-C quits at once: the next
@@ -316,7 +324,8 @@ circuit breaker is open; 4 some actions failed; 3 some are held for `seatwarden 
 because which account is theirs is disputed (`seatwarden link`); 0 converged; 1 an error;
 130 (143) Ctrl-C (SIGTERM) stopped it before every write was sent: those sent were
 finished and recorded, the rest not sent; run it again to finish (a second Ctrl-C quits
-at once).
+at once); 75 another writer (a daemon job, another command) still held the state
+database's writer lock after --lock-timeout: nothing was done.
 
 Examples:
   seatwarden reconcile --dry-run
@@ -338,6 +347,8 @@ Examples:
         /// --dry-run: shows the plan made from it, and accepts nothing.
         #[arg(long)]
         accept_directory: bool,
+        #[command(flatten)]
+        wait: LockWait,
     },
     /// Apply the held actions of a run, after re-checking each against the
     /// workspace as it is now. Audited.
@@ -346,7 +357,8 @@ Exit codes: 0 everything approved was applied, 3 some were refused by the re-che
 4 some failed, or were not sent because the writes stopped (the workspace stopped
 answering or refused the token; the same `approve` sends them), 6 the circuit breaker
 is (or went) open, 1 an error, 130 (143) Ctrl-C (SIGTERM) stopped it before every
-write was sent: the same `approve` finishes it.
+write was sent: the same `approve` finishes it, 75 another writer still held the writer
+lock after --lock-timeout: nothing was done.
 
 Actions that only wait for the settle window (safety.settle) are never approved,
 with or without --only: they stay held, and the first reconcile after the window
@@ -365,6 +377,8 @@ Examples:
         /// or class (deprovision, membership_removal, role_downgrade, deletion, rename).
         #[arg(long, value_parser = only_kind)]
         only: Option<crate::approval::Only>,
+        #[command(flatten)]
+        wait: LockWait,
     },
     /// Drop the held actions of a run: that run never applies them. Audited.
     #[command(after_help = "\
@@ -376,7 +390,8 @@ protect it (safety.protected, safety.protected_groups) or fix the directory.
 The audit trail names $SEATWARDEN_OPERATOR, else $SUDO_USER, else the OS user.
 
 Exit codes: 0 rejected, 1 an error (no such run, a run with nothing held left to
-decide on, a `plan` or dry run, which never applies anything).
+decide on, a `plan` or dry run, which never applies anything), 75 another writer still
+held the writer lock after --lock-timeout: nothing was done.
 
 Examples:
   seatwarden reject 42                      drop everything run 42 held
@@ -389,6 +404,8 @@ Examples:
         /// or class (deprovision, membership_removal, role_downgrade, deletion, rename).
         #[arg(long, value_parser = only_kind)]
         only: Option<crate::approval::Only>,
+        #[command(flatten)]
+        wait: LockWait,
     },
     /// Link directory identity IDENTITY to workspace account ACCOUNT, by hand: how a
     /// disputed match is resolved (a stored link comes first in matching). Both
@@ -400,7 +417,8 @@ Examples:
     #[command(after_help = "\
 Exit codes: 0 linked, 1 an error (an id in neither stored snapshot, a link either
 side already has without --replace, an account the plan matches to someone else
-without --replace, a protected account for a person who is not, no state database).
+without --replace, a protected account for a person who is not, no state database),
+75 another writer still held the writer lock after --lock-timeout: nothing was done.
 
 Example:
   seatwarden explain emma.novak@example.com     lists the candidate accounts
@@ -414,12 +432,16 @@ Example:
         /// account the plan matches to someone else).
         #[arg(long)]
         replace: bool,
+        #[command(flatten)]
+        wait: LockWait,
     },
     /// Close the circuit breaker and run a reconcile to finish the work. Audited.
     #[command(after_help = "\
 Exit codes: those of reconcile (0 converged, 3 held for a human, 4 some actions failed,
 5 the directory was rejected, 6 the breaker opened again, 130 or 143 stopped by Ctrl-C or
-SIGTERM); with --no-run, 0.
+SIGTERM); with --no-run, 0; 75 another writer still held the writer lock after
+--lock-timeout: nothing further was done (stderr says whether the breaker was closed
+before the reconcile had to wait).
 
 Example, once the failures `seatwarden report` shows are fixed:
   seatwarden resume")]
@@ -429,6 +451,8 @@ Example, once the failures `seatwarden report` shows are fixed:
         no_run: bool,
         #[arg(long, value_enum, default_value_t = Format::Text)]
         format: Format,
+        #[command(flatten)]
+        wait: LockWait,
     },
     /// Everything seatwarden knows and would do about one person: directory record,
     /// scope, role mapping, link, account, last actions, next run.
@@ -670,7 +694,11 @@ pub fn main() -> ExitCode {
             } else {
                 eprintln!("error: {}", describe(&error));
             }
-            ExitCode::from(exit::ERROR)
+            if error.downcast_ref::<WriterLockBusy>().is_some() {
+                ExitCode::from(exit::BUSY)
+            } else {
+                ExitCode::from(exit::ERROR)
+            }
         }
     }
 }
@@ -882,6 +910,7 @@ fn run_command(cli: Cli) -> anyhow::Result<u8> {
             format,
             allow_over_threshold,
             accept_directory,
+            wait,
         } => {
             let options = run::RunOptions {
                 allow_over_threshold,
@@ -889,7 +918,7 @@ fn run_command(cli: Cli) -> anyhow::Result<u8> {
                 ..run::RunOptions::default()
             };
             if !dry_run {
-                return reconcile(&config, options, format);
+                return reconcile(&config, options, format, wait);
             }
             let outcome = match preview(&config, Mode::DryRun, options)? {
                 Preview::Finished(outcome) => *outcome,
@@ -898,12 +927,12 @@ fn run_command(cli: Cli) -> anyhow::Result<u8> {
             after_writes(print_report(&outcome.report, format, &config))?;
             Ok(exit_with_hint(&config, Mode::DryRun, &outcome))
         }
-        Command::Approve { run, only } => approve(&config, run, only),
-        Command::Reject { run, only } => {
+        Command::Approve { run, only, wait } => approve(&config, run, only, wait),
+        Command::Reject { run, only, wait } => {
             let only = only.unwrap_or(crate::approval::Only::All);
             // It rewrites the run's stored report, as approve does: one at a time.
             ensure_store_exists(&config)?;
-            let _writer = writer_lock(&config)?;
+            let _writer = writer_lock(&config, "reject", wait)?;
             let mut store = open_store(&config)?;
             let rejection = crate::approval::reject(
                 &mut store,
@@ -919,9 +948,10 @@ fn run_command(cli: Cli) -> anyhow::Result<u8> {
             identity,
             account,
             replace,
+            wait,
         } => {
             ensure_store_exists(&config)?;
-            let _writer = writer_lock(&config)?;
+            let _writer = writer_lock(&config, "link", wait)?;
             let mut store = open_store(&config)?;
             let replaced = crate::approval::link_checked(
                 &config,
@@ -954,9 +984,13 @@ fn run_command(cli: Cli) -> anyhow::Result<u8> {
             }
             Ok(exit::OK)
         }
-        Command::Resume { no_run, format } => {
+        Command::Resume {
+            no_run,
+            format,
+            wait,
+        } => {
             // A job writing now records its breaker when it ends, over this.
-            let writer = writer_lock(&config)?;
+            let writer = writer_lock(&config, "resume", wait)?;
             let mut store = open_store(&config)?;
             let was_open = crate::approval::resume(&mut store, chrono::Utc::now())?;
             eprintln!(
@@ -973,7 +1007,7 @@ fn run_command(cli: Cli) -> anyhow::Result<u8> {
             if no_run {
                 return Ok(exit::OK);
             }
-            reconcile(&config, run::RunOptions::default(), format)
+            reconcile(&config, run::RunOptions::default(), format, wait)
         }
         Command::Explain { person, live } => {
             use crate::explain;
@@ -1675,24 +1709,118 @@ fn exit_with_hint(config: &Config, mode: Mode, outcome: &run::RunOutcome) -> u8 
     code
 }
 
-/// The lock every writer through this database holds (see [`WriterLock`]): a
-/// command run by hand waits for whoever is writing, and says so. All that is
-/// known is that some other process holds the lock: a daemon job, or another
-/// `reconcile`, `approve`, `reject`, `link` or `resume` run by hand.
-fn writer_lock(config: &Config) -> anyhow::Result<WriterLock> {
-    WriterLock::acquire_blocking(&config.state.path, |path| {
-        eprintln!("{}", writer_lock_wait_message(path));
-    })
-    .context("taking the writer lock")
+/// How long a command run by hand waits for the writer lock unless told:
+/// longer than a sweep or an `approve`, and than most reconciles.
+const LOCK_TIMEOUT_DEFAULT: &str = "10m";
+
+/// `--lock-timeout` of the commands that take the writer lock.
+#[derive(Debug, Clone, Copy, clap::Args)]
+pub struct LockWait {
+    /// How long to wait for another writer through the state database (a daemon
+    /// job, another command) before giving up with exit 75, nothing done; 0 gives
+    /// up at once. Who holds the lock is shown as soon as the command waits.
+    #[arg(
+        long,
+        value_name = "DURATION",
+        env = "SEATWARDEN_LOCK_TIMEOUT",
+        default_value = LOCK_TIMEOUT_DEFAULT,
+        value_parser = lock_timeout
+    )]
+    pub lock_timeout: std::time::Duration,
 }
 
-/// What a command says while it waits for the writer lock at `path`.
-fn writer_lock_wait_message(path: &std::path::Path) -> String {
+fn lock_timeout(value: &str) -> Result<std::time::Duration, String> {
+    if value.trim() == "0" {
+        return Ok(std::time::Duration::ZERO);
+    }
+    crate::config::parse_duration(value)
+}
+
+/// The writer lock still held when `--lock-timeout` ran out: exit 75
+/// ([`exit::BUSY`]), nothing done.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct WriterLockBusy(String);
+
+/// The lock every writer through this database holds (see [`WriterLock`]): a
+/// command run by hand waits for whoever is writing (a daemon job, or another
+/// `reconcile`, `approve`, `reject`, `link` or `resume`), says at once who that
+/// is (the holder writes itself into the lock file), and gives up after
+/// `--lock-timeout` ([`WriterLockBusy`]). `command` names it to whoever waits next.
+fn writer_lock(config: &Config, command: &str, wait: LockWait) -> anyhow::Result<WriterLock> {
+    let what = format!("the command `seatwarden {command}`");
+    let patience = wait.lock_timeout;
+    let acquired =
+        WriterLock::acquire_within(&config.state.path, &what, Some(patience), |path, holder| {
+            eprintln!(
+                "{}",
+                writer_lock_wait_message(path, holder, patience, chrono::Utc::now())
+            );
+        })
+        .context("taking the writer lock")?;
+    match acquired {
+        crate::store::Acquired::Taken(lock) => Ok(lock),
+        crate::store::Acquired::Busy { holder } => Err(WriterLockBusy(writer_lock_busy_message(
+            holder.as_ref(),
+            patience,
+            chrono::Utc::now(),
+        ))
+        .into()),
+    }
+}
+
+/// Who holds the writer lock, for a message: as the lock file names it, else
+/// what it can be.
+fn writer_lock_holder_text(
+    holder: Option<&crate::store::LockHolder>,
+    now: chrono::DateTime<chrono::Utc>,
+) -> String {
+    holder.map_or_else(
+        || "the daemon or another command writing through this database".to_owned(),
+        |holder| holder.describe(now),
+    )
+}
+
+fn lock_timeout_text(patience: std::time::Duration) -> String {
+    crate::config::span(chrono::Duration::from_std(patience).unwrap_or(chrono::Duration::MAX))
+}
+
+/// What a command says as it starts to wait for the writer lock at `path`, and
+/// again when another holder takes over.
+fn writer_lock_wait_message(
+    path: &std::path::Path,
+    holder: Option<&crate::store::LockHolder>,
+    patience: std::time::Duration,
+    now: chrono::DateTime<chrono::Utc>,
+) -> String {
+    let limit = if patience.is_zero() {
+        "not waiting (--lock-timeout 0)".to_owned()
+    } else {
+        format!(
+            "going on once it is released; giving up after {} (--lock-timeout)",
+            lock_timeout_text(patience)
+        )
+    };
     format!(
         "waiting: another seatwarden process holds the state database's writer lock ({}): \
-         the daemon or another command writing through this database; going on once it \
-         is released",
-        path.display()
+         {}; {limit}",
+        path.display(),
+        writer_lock_holder_text(holder, now)
+    )
+}
+
+/// The error of a command that gave up waiting for the writer lock.
+fn writer_lock_busy_message(
+    holder: Option<&crate::store::LockHolder>,
+    patience: std::time::Duration,
+    now: chrono::DateTime<chrono::Utc>,
+) -> String {
+    format!(
+        "the state database's writer lock is still held after {} (--lock-timeout), by {}; \
+         nothing was done: run the command again once that is finished, or wait longer \
+         (e.g. --lock-timeout 1h)",
+        lock_timeout_text(patience),
+        writer_lock_holder_text(holder, now)
     )
 }
 
@@ -1821,8 +1949,13 @@ where
 /// Stopped while still reading, before its plan was stored, it gives up at once
 /// (its reads dropped; see [`run::RunOptions::stop`]), says so in one line and
 /// exits the same.
-fn reconcile(config: &Config, options: run::RunOptions, format: Format) -> anyhow::Result<u8> {
-    let _writer = writer_lock(config)?;
+fn reconcile(
+    config: &Config,
+    options: run::RunOptions,
+    format: Format,
+    wait: LockWait,
+) -> anyhow::Result<u8> {
+    let _writer = writer_lock(config, "reconcile", wait)?;
     let store = open_store(config)?;
     let client = crate::workspace::ScimClient::new(config.scim_settings()?)?;
     let directory = run::directory_from_config(config);
@@ -2111,11 +2244,16 @@ fn period(value: &str) -> Result<std::time::Duration, String> {
 /// SIGINT or SIGTERM stopped it before it sent everything it approved (see
 /// [`run_interruptible`]; while it still re-checked, it gives up at once, nothing
 /// approved). On a terminal it shows the apply's progress line.
-fn approve(config: &Config, run: RunId, only: Option<crate::approval::Only>) -> anyhow::Result<u8> {
+fn approve(
+    config: &Config,
+    run: RunId,
+    only: Option<crate::approval::Only>,
+    wait: LockWait,
+) -> anyhow::Result<u8> {
     use crate::approval;
     let only = only.unwrap_or(approval::Only::All);
     ensure_store_exists(config)?;
-    let _writer = writer_lock(config)?;
+    let _writer = writer_lock(config, "approve", wait)?;
     let store = open_store(config)?;
     let client = crate::workspace::ScimClient::new(config.scim_settings()?)?;
     let stop = crate::apply::StopSignal::new();

@@ -129,12 +129,13 @@ pub struct Config {
 /// them, they are no misspelt override, so not warned about either.
 pub const TOOL_VARIABLES: [&str; 2] = ["SEATWARDEN_BIN", "SEATWARDEN_MAX_EXPOSURE"];
 
-/// The variables the binary reads itself (`--config`, the operator named in the
-/// audit trail, the sandbox's token): all others that start with `SEATWARDEN_`
+/// The variables the binary reads itself (`--config`, `--lock-timeout`, the
+/// operator named in the audit trail, the sandbox's token): all others that start with `SEATWARDEN_`
 /// and are not `SEATWARDEN__…` overrides are misspelt ones. A unit test keeps this
 /// list in step with the names the sources read.
-pub const OWN_VARIABLES: [&str; 3] = [
+pub const OWN_VARIABLES: [&str; 4] = [
     "SEATWARDEN_CONFIG",
+    "SEATWARDEN_LOCK_TIMEOUT",
     "SEATWARDEN_OPERATOR",
     "SEATWARDEN_SANDBOX_TOKEN",
 ];
@@ -4099,7 +4100,7 @@ fn okta_deletions_wait_for_reconciles(
 }
 
 /// `duration` in the configuration's own syntax (`2d16h`, `1h30m`, `45s`).
-fn span(duration: chrono::Duration) -> String {
+pub(crate) fn span(duration: chrono::Duration) -> String {
     let mut seconds = duration.num_seconds().max(0);
     let mut out = String::new();
     for (unit, size) in [("d", 86_400), ("h", 3_600), ("m", 60), ("s", 1)] {

@@ -1,9 +1,10 @@
 //! The daemon's HTTP listener.
 //!
 //! - `GET /healthz` — 200 while the scheduler loop is ticking (liveness).
-//! - `GET /readyz` — 200 when the state database is writable and a reconcile
-//!   succeeded since the last two scheduled fires, with one more interval of grace
-//!   (readiness); else 503 and why.
+//! - `GET /readyz` — 200 when the state database is the file the daemon opened
+//!   at start (not deleted or replaced since: [`super::DatabaseFile`]) and
+//!   writable, and a reconcile succeeded since the last two scheduled fires, with
+//!   one more interval of grace (readiness); else 503 and why.
 //! - `GET /metrics` — Prometheus text format (the metrics: [`super::catalog`]);
 //!   the ledger, circuit, running-job and awaiting-approval gauges are read fresh
 //!   at each scrape.
@@ -232,11 +233,15 @@ async fn readyz(State(shared): State<Arc<Shared>>) -> Response {
     }
 }
 
-/// Ready: the database takes writes and no reconcile is overdue (see
-/// [`reconcile_overdue`]).
+/// Ready: the database is still the one opened at start and takes writes, and
+/// no reconcile is overdue (see [`reconcile_overdue`]).
 fn readiness(shared: &Shared) -> Result<(), String> {
     let now = shared.now();
     let settings = shared.settings();
+    // Its own connection still writes to a deleted file: look at the path.
+    if let Some(lost) = shared.database_lost() {
+        return Err(lost);
+    }
     shared
         .with_db(|db| db.probe_writable())
         .map_err(|e| format!("state database not writable: {e}"))?;

@@ -19,17 +19,23 @@
 //! sweep never races a reconcile over the same accounts or journal rows; a job
 //! still running at its next fire is skipped and counted.
 //!
+//! Every job first checks that the state database is still the file opened at
+//! start ([`DatabaseFile`]): one deleted or replaced under the daemon fails the
+//! jobs and `/readyz`, rather than be made again empty by the next job's open.
+//!
 //! The process: one instance per state database (a lock file next to it), an HTTP
 //! listener ([`http`]) for `/healthz`, `/readyz`, `/metrics`, `/status` and the
 //! optional `POST /reconcile`, systemd notifications (READY after the database and
 //! listener are up, WATCHDOG from the scheduler loop, RELOADING/STOPPING), SIGHUP
 //! to reload the configuration (an invalid one is logged and the old one kept), and
-//! SIGTERM/SIGINT to stop: no new job starts, a running reconcile or sweep starts
+//! SIGTERM/SIGINT to stop: no new job starts (one still waiting for the writer
+//! locks gives up at once), a running reconcile or sweep starts
 //! no further write (those sent finish and are verified and journaled; the run
 //! and its job are recorded `stopped`, neither success nor failure; a reconcile's
 //! next run plans the rest again, and a sweep's or retry's leavers not reached
 //! stay open in the ledger, due at once), running jobs get
-//! [`STOP_GRACE`] to finish, and the journal stays consistent either way because
+//! [`STOP_GRACE`] to finish (a second signal ends the wait), and the journal
+//! stays consistent either way because
 //! every write was journaled before it was sent.
 
 pub mod catalog;
@@ -94,6 +100,11 @@ pub enum DaemonError {
     },
     #[error("installing signal handlers: {0}")]
     Signals(std::io::Error),
+    #[error("cannot look at the state database {}: {source}", .path.display())]
+    DatabaseFile {
+        path: PathBuf,
+        source: std::io::Error,
+    },
 }
 
 /// Holds the single-instance lock for as long as it lives.
@@ -185,6 +196,63 @@ pub struct Shared {
     start: RwLock<Option<StartJob>>,
     /// Failed runs in a row, per job (for the repeated-failures alert).
     failures: Mutex<BTreeMap<&'static str, u32>>,
+    /// The state database as opened at start ([`Shared::database_lost`]).
+    database: DatabaseFile,
+}
+
+/// The state database file the daemon opened at start, by device and inode.
+///
+/// The daemon's own connection keeps a deleted file alive, so it alone would
+/// notice nothing, while every job opens the path afresh: a database deleted
+/// (a cleanup, a volume swapped) or replaced (`mv backup.db state.db`) under a
+/// running daemon would have the next job make a new empty one, or work on
+/// another file than `/status` and the job records, silently losing the open
+/// deprovisions, held approvals, links, the 24 h threshold counts and an open
+/// circuit breaker. So jobs and `/readyz` compare first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DatabaseFile {
+    device: u64,
+    inode: u64,
+}
+
+impl DatabaseFile {
+    /// The file at `path` now (symlinks followed, as SQLite opens it).
+    pub fn of(path: &Path) -> Result<DatabaseFile, DaemonError> {
+        DatabaseFile::look(path).map_err(|source| DaemonError::DatabaseFile {
+            path: path.to_owned(),
+            source,
+        })
+    }
+
+    fn look(path: &Path) -> std::io::Result<DatabaseFile> {
+        use std::os::unix::fs::MetadataExt;
+        let metadata = std::fs::metadata(path)?;
+        Ok(DatabaseFile {
+            device: metadata.dev(),
+            inode: metadata.ino(),
+        })
+    }
+
+    /// Why the file at `path` is no longer this one, if it is not: gone, or
+    /// another file in its place.
+    pub fn lost_at(&self, path: &Path) -> Option<String> {
+        match DatabaseFile::look(path) {
+            Err(e) => Some(format!(
+                "the state database {} is gone since the daemon started ({e}): no job runs, \
+                 rather than begin again from an empty one that knows no open deprovision, \
+                 held action or link; put it back (from a backup) and restart the daemon, \
+                 or restart it to begin anew",
+                path.display()
+            )),
+            Ok(now) if now != *self => Some(format!(
+                "the state database {} is another file than the one the daemon opened at \
+                 start (replaced, or moved and made again): no job runs on it; restart the \
+                 daemon to use the new file",
+                path.display()
+            )),
+            Ok(_) => None,
+        }
+    }
 }
 
 impl Shared {
@@ -228,6 +296,12 @@ impl Shared {
     /// Milliseconds since the daemon started, on the monotonic clock.
     fn uptime_ms(&self) -> i64 {
         i64::try_from(self.started.elapsed().as_millis()).unwrap_or(i64::MAX)
+    }
+
+    /// Why the state database at `state.path` is no longer the one opened at
+    /// start, if it is not ([`DatabaseFile`]).
+    pub fn database_lost(&self) -> Option<String> {
+        self.database.lost_at(&self.config().state.path)
     }
 
     /// Alive: the scheduler loop ran within three ticks.
@@ -344,6 +418,9 @@ pub async fn run(
     tracing::debug!(lock = %lock.path().display(), "instance lock taken");
     let mut db = Store::open(&config.state.path)?;
     db.check_writable()?;
+    // The file this daemon keeps its state in: one deleted or replaced under it
+    // must stop the jobs, not be made again empty by the next one's open.
+    let database = DatabaseFile::of(&config.state.path)?;
     // Only one daemon runs per database (the instance lock): a job still marked
     // running was cut off when the last one stopped.
     let interrupted = db.close_interrupted_jobs(clock.now())?;
@@ -412,6 +489,7 @@ pub async fn run(
         trigger_token: RwLock::new(trigger_token),
         start: RwLock::new(None),
         failures: Mutex::new(BTreeMap::new()),
+        database,
     });
     let start: StartJob = {
         let shared = Arc::clone(&shared);
@@ -478,7 +556,14 @@ pub async fn run(
 
     shared.stopping.stop();
     notify(&[sd_notify::NotifyState::Stopping]);
-    if !schedule::wait_idle(&counters, STOP_GRACE).await {
+    // A second SIGTERM or SIGINT (Ctrl-C twice in a terminal) does not wait out
+    // the grace, as a second Ctrl-C quits a `seatwarden reconcile` at once.
+    let idle = tokio::select! {
+        idle = schedule::wait_idle(&counters, STOP_GRACE) => idle,
+        _ = terminate.recv() => false,
+        _ = interrupt.recv() => false,
+    };
+    if !idle {
         let running: Vec<&str> = counters
             .iter()
             .filter(|(_, c)| c.is_running())
@@ -486,9 +571,9 @@ pub async fn run(
             .collect();
         tracing::warn!(
             jobs = ?running,
-            "jobs still running after the grace period; stopping anyway: a write already \
-             sent may be cut off before its result is recorded, and the next start recovers \
-             the actions left in flight"
+            "jobs still running after the grace period or a second signal; stopping anyway: \
+             a write already sent may be cut off before its result is recorded, and the next \
+             start recovers the actions left in flight"
         );
     }
     let _ = http_stop.send(true);
@@ -585,46 +670,30 @@ async fn run_job(shared: Arc<Shared>, name: &'static str) {
         return;
     }
     let waiting = shared.counters.get(name).map(|c| c.waiting());
-    // Jobs that write to the workspace or prune take the writer lock; mail and the
-    // digest only read and queue, so an alert is not stuck behind a long reconcile.
-    let _writer = match name {
-        DIGEST | MAIL => None,
-        // An owned guard: a borrowed one held across the job's awaits trips the
-        // compiler's Send inference for the spawned future (rust-lang/rust#102211).
-        _ => Some(Arc::clone(&shared.writer).lock_owned().await),
+    // A job still waiting for its turn at SIGTERM has begun nothing: it gives up
+    // at once, rather than hold the stop for its whole grace (a command run by
+    // hand can hold the writer lock for as long as it likes).
+    let locked = tokio::select! {
+        biased;
+        () = shared.stopping.stopped() => return,
+        locked = take_writer_locks(&shared, name) => locked,
     };
-    // And the lock shared with commands run by hand (`seatwarden reconcile`,
-    // `approve`, `resume`): one writer at a time through this database.
-    let database = shared.config().state.path.clone();
-    // A lock that cannot be taken (a lock file a root-run command left with the
-    // wrong owner) fails the job like any other error: counted, alerted on, and
-    // visible in `status`, not a silent skip of every writing job.
-    let (_writer_lock, lock_failure) = match name {
-        DIGEST | MAIL => (None, None),
-        _ => match WriterLock::acquire(&database, |path| {
-            tracing::info!(
-                job = name,
-                lock = %path.display(),
-                "waiting for a seatwarden command run by hand to finish"
-            );
-        })
-        .await
-        {
-            Ok(lock) => (Some(lock), None),
-            Err(e) => (None, Some(format!("cannot take the writer lock: {e}"))),
-        },
-    };
+    let (_writer, _writer_lock, lock_failure) = locked;
     drop(waiting);
     if shared.stopping.is_stopped() {
         return;
     }
+    // Every job opens the database by its path, which would make a new empty one
+    // where it is gone: it fails instead, without a notifier (that would open it too).
+    let lost = shared.database_lost();
+    let lock_failure = lock_failure.or(lost.clone());
     let started = shared.now();
     let timer = std::time::Instant::now();
     if let Err(e) = shared.with_db(|db| db.job_started(name, started)) {
         tracing::error!(job = name, error = %e, "cannot record the job start");
     }
     tracing::info!(job = name, "job started");
-    let notifier = notify::Notifier::from_config(&shared.config());
+    let notifier = notify::Notifier::from_config(&shared.config()).filter(|_| lost.is_none());
     let end = match (lock_failure, name) {
         (Some(failure), _) => JobEnd::Failed(failure),
         (None, RECONCILE) => JobEnd::of(reconcile_job(&shared, notifier.as_ref()).await),
@@ -709,6 +778,50 @@ async fn run_job(shared: Arc<Shared>, name: &'static str) {
         }
         JobEnd::Stopped(why) => tracing::warn!(job = name, reason = %why, "job stopped"),
         JobEnd::Failed(error) => tracing::error!(job = name, error = %error, "job failed"),
+    }
+}
+
+/// The locks `name` runs under, waiting for them: the daemon's own (one job
+/// writes at a time) and the writer lock shared with commands run by hand. Mail
+/// and the digest only read and queue, and take neither, so an alert is not stuck
+/// behind a long reconcile. A writer lock that cannot be taken (a lock file a
+/// root-run command left with the wrong owner) is the job's failure, returned:
+/// counted, alerted on and visible in `status`, not a silent skip of every
+/// writing job.
+async fn take_writer_locks(
+    shared: &Arc<Shared>,
+    name: &'static str,
+) -> (
+    Option<tokio::sync::OwnedMutexGuard<()>>,
+    Option<WriterLock>,
+    Option<String>,
+) {
+    if matches!(name, DIGEST | MAIL) {
+        return (None, None, None);
+    }
+    // An owned guard: a borrowed one held across the job's awaits trips the
+    // compiler's Send inference for the spawned future (rust-lang/rust#102211).
+    let writer = Arc::clone(&shared.writer).lock_owned().await;
+    let database = shared.config().state.path.clone();
+    let what = format!("the daemon's {name} job");
+    let taken = WriterLock::acquire(&database, &what, |path, holder| {
+        // The holder's clock: it wrote when it took the lock, on the system's.
+        let now = Utc::now();
+        tracing::info!(
+            job = name,
+            lock = %path.display(),
+            holder = holder.map_or_else(|| "unknown".to_owned(), |holder| holder.describe(now)),
+            "waiting for a seatwarden command run by hand to finish"
+        );
+    })
+    .await;
+    match taken {
+        Ok(lock) => (Some(writer), Some(lock), None),
+        Err(e) => (
+            Some(writer),
+            None,
+            Some(format!("cannot take the writer lock: {e}")),
+        ),
     }
 }
 
@@ -1116,6 +1229,30 @@ mod tests {
             );
             drop(held);
         }
+    }
+
+    /// The state database is told apart from one deleted or replaced under the
+    /// daemon by its inode, not its path.
+    #[test]
+    fn a_database_deleted_or_replaced_since_the_start_is_lost() {
+        let dir = tempfile::tempdir().unwrap();
+        let database = dir.path().join("state.db");
+        std::fs::write(&database, b"one").unwrap();
+        let opened = DatabaseFile::of(&database).unwrap();
+        assert_eq!(opened.lost_at(&database), None);
+        std::fs::write(&database, b"written in place").unwrap();
+        assert_eq!(opened.lost_at(&database), None, "the same file, written to");
+        let backup = dir.path().join("backup.db");
+        std::fs::write(&backup, b"two").unwrap();
+        std::fs::rename(&backup, &database).unwrap();
+        let replaced = opened.lost_at(&database).expect("replaced");
+        assert!(
+            replaced.contains("is another file than the one"),
+            "{replaced}"
+        );
+        std::fs::remove_file(&database).unwrap();
+        let gone = opened.lost_at(&database).expect("gone");
+        assert!(gone.contains("is gone since the daemon started"), "{gone}");
     }
 
     /// Consecutive digests cover consecutive periods, however often they run.

@@ -1,6 +1,7 @@
 //! What `seatwarden status` prints and `GET /status` returns: the deprovisioning
-//! ledger (pending and overdue, due times in the configured zone), the jobs, and
-//! the latest full run.
+//! ledger (pending and overdue, due times in the configured zone), the jobs, who
+//! holds the writer lock now (a daemon job or a command run by hand), and the
+//! latest full run.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
@@ -30,6 +31,11 @@ pub struct Status {
     pub daemon_running: Option<bool>,
     /// The scheduled jobs in the order of the schedule, then any others recorded.
     pub jobs: Vec<JobLine>,
+    /// Who holds the state database's writer lock now, as the holder named itself
+    /// in the lock file (a daemon job, or a command run by hand, which the jobs
+    /// then wait for); absent when nobody holds it, or the holder is not named.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub writer_lock: Option<crate::store::LockHolder>,
     /// The workspace circuit breaker now: while open, no run writes.
     pub circuit: CircuitState,
     /// Why it last opened (kept while it is half-open).
@@ -194,6 +200,18 @@ impl<'a> Settings<'a> {
     }
 }
 
+/// The holder of `database`'s writer lock, if it is held and names itself: a
+/// line left by a holder that died (`kill -9`) names nobody who holds it.
+fn writer_lock_holder(
+    database: &std::path::Path,
+) -> Result<Option<crate::store::LockHolder>, StoreError> {
+    let path = crate::store::WriterLock::path(database);
+    if !crate::store::lock_is_held(&path)? {
+        return Ok(None);
+    }
+    Ok(crate::store::lock_holder(&path))
+}
+
 pub fn collect(
     store: &Store,
     now: DateTime<Utc>,
@@ -255,6 +273,10 @@ pub fn collect(
         _ => None,
     };
     let daemon_running = database.map(super::is_running).transpose()?;
+    let writer_lock = match database {
+        Some(database) => writer_lock_holder(database)?,
+        None => None,
+    };
     let breaker = store.circuit()?;
     let last_reconcile_actions = match &last_reconcile {
         Some(run) => {
@@ -295,6 +317,7 @@ pub fn collect(
         deletions,
         daemon_running,
         jobs,
+        writer_lock,
         circuit: crate::circuit::state(&breaker, now, cool_down),
         circuit_reason: breaker.reason,
         last_reconcile_actions,
@@ -482,6 +505,13 @@ pub fn render_text(status: &Status) -> String {
     }
     for job in &status.jobs {
         let _ = writeln!(out, "  {}", job_text(job, tz));
+    }
+    if let Some(holder) = &status.writer_lock {
+        let _ = writeln!(
+            out,
+            "Writer lock: held by {}; the jobs and commands that write wait for it",
+            crate::report::printable_field(&holder.describe(status.now))
+        );
     }
     let why = status
         .circuit_reason

@@ -59,7 +59,7 @@ pub use outbox::{
     OutboxState,
 };
 pub use safety::{AuditEntry, Decision, DecisionSummary};
-pub use writer::{WriterLock, lock_file_path, lock_is_held};
+pub use writer::{Acquired, LockHolder, WriterLock, lock_file_path, lock_holder, lock_is_held};
 
 pub type RunId = i64;
 

@@ -9,6 +9,11 @@
 //! interrupted would fail them under it and send them a second time. The lock is the operating system's
 //! (`flock`), so it is released when its holder dies, however it dies.
 //!
+//! The holder writes one line into the file while it holds it ([`LockHolder`]:
+//! pid, what it is, since when), so a writer that has to wait says at once whom
+//! it waits for; a command run by hand waits a bounded time
+//! ([`WriterLock::acquire_within`]), a daemon job as long as it takes.
+//!
 //! Lock files sit next to the database as it resolves ([`lock_file_path`]), not as
 //! `state.path` spells it: two spellings of one database (a symlink to the file or
 //! to its folder, `..`) must share one lock.
@@ -17,13 +22,71 @@ use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use chrono::{DateTime, Utc};
+
 use super::StoreError;
 
-/// Held for as long as it lives.
+/// Held for as long as it lives. Its holder is written into the lock file while
+/// it is held ([`LockHolder`]), so a writer that has to wait can say who it waits
+/// for, and emptied again when it is let go.
 #[derive(Debug)]
 pub struct WriterLock {
     /// `None` only from [`WriterLock::try_acquire`] where no lock file exists yet.
     _file: Option<File>,
+    /// Whether this lock wrote its holder into the file (and so empties it at
+    /// the end): [`WriterLock::try_acquire`] (`status`) writes nothing.
+    wrote_holder: bool,
+}
+
+/// Who holds the writer lock, as its holder wrote it into the lock file: what a
+/// waiting command shows at once, rather than seeming to hang.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct LockHolder {
+    pub pid: u32,
+    /// What holds it, for people: "the daemon's reconcile job",
+    /// "`seatwarden approve` run by hand".
+    pub what: String,
+    pub since: DateTime<Utc>,
+}
+
+impl LockHolder {
+    /// This process, holding the lock as `what` from now on.
+    pub fn this_process(what: &str) -> LockHolder {
+        LockHolder {
+            pid: std::process::id(),
+            what: what.to_owned(),
+            since: Utc::now(),
+        }
+    }
+
+    /// `the daemon's reconcile job (pid 4242), since 2026-12-04 13:40:05 UTC (12 min ago)`.
+    pub fn describe(&self, now: DateTime<Utc>) -> String {
+        format!(
+            "{} (pid {}), since {} ({} ago)",
+            self.what,
+            self.pid,
+            self.since.format("%Y-%m-%d %H:%M:%S UTC"),
+            crate::sla::latency_text(now - self.since)
+        )
+    }
+}
+
+/// The holder the lock file at `path` names, if it names one: an older version
+/// wrote none, `status` writes none, and a holder caught while it writes its line
+/// reads as none.
+pub fn lock_holder(path: &Path) -> Option<LockHolder> {
+    let text = std::fs::read_to_string(path).ok()?;
+    serde_json::from_str(text.lines().next()?).ok()
+}
+
+/// How a bounded wait for the writer lock ended ([`WriterLock::acquire_within`]).
+#[derive(Debug)]
+pub enum Acquired {
+    Taken(WriterLock),
+    /// Still held when the patience ran out, by the holder the lock file names.
+    Busy {
+        holder: Option<LockHolder>,
+    },
 }
 
 /// How often a waiting writer looks again.
@@ -41,15 +104,87 @@ impl WriterLock {
         database: &Path,
         waiting: impl FnOnce(&Path),
     ) -> Result<WriterLock, StoreError> {
+        let mut waiting = Some(waiting);
+        let acquired =
+            WriterLock::acquire_within(database, "a seatwarden process", None, |path, _| {
+                if let Some(waiting) = waiting.take() {
+                    waiting(path);
+                }
+            })?;
+        match acquired {
+            Acquired::Taken(lock) => Ok(lock),
+            // Without a limit the wait only ends with the lock.
+            Acquired::Busy { .. } => Err(lock_error(
+                &Self::path(database),
+                std::io::Error::from(std::io::ErrorKind::WouldBlock),
+            )),
+        }
+    }
+
+    /// Takes the lock as `what` (written into the lock file for whoever waits
+    /// next), waiting at most `patience` (`None`: as long as it takes) while
+    /// another writer holds it. `waiting` is called when it has to wait, with the
+    /// holder the lock file names, and again whenever another holder takes over
+    /// (the daemon's reconcile is done, its queued sweep goes first). For the
+    /// command line, outside a runtime.
+    pub fn acquire_within(
+        database: &Path,
+        what: &str,
+        patience: Option<Duration>,
+        mut waiting: impl FnMut(&Path, Option<&LockHolder>),
+    ) -> Result<Acquired, StoreError> {
         let path = Self::path(database);
         let file = open(&path)?;
         match file.try_lock() {
-            Ok(()) => return Ok(WriterLock { _file: Some(file) }),
-            Err(std::fs::TryLockError::WouldBlock) => waiting(&path),
+            Ok(()) => return Ok(Acquired::Taken(WriterLock::holding(file, what))),
+            Err(std::fs::TryLockError::WouldBlock) => {}
             Err(std::fs::TryLockError::Error(source)) => return Err(lock_error(&path, source)),
         }
-        file.lock().map_err(|source| lock_error(&path, source))?;
-        Ok(WriterLock { _file: Some(file) })
+        let mut shown = lock_holder(&path);
+        waiting(&path, shown.as_ref());
+        if patience.is_some_and(|patience| patience.is_zero()) {
+            return Ok(Acquired::Busy { holder: shown });
+        }
+        let deadline = patience.map(|patience| std::time::Instant::now() + patience);
+        // Parked in the kernel's queue (`flock`), not polling: free, it is ours at
+        // once. Through a second descriptor of the same open file, so the lock it
+        // takes is `file`'s; after a timeout the thread keeps waiting, and lets the
+        // lock go as soon as it has it, as it then holds the last descriptor.
+        let parked = file
+            .try_clone()
+            .map_err(|source| lock_error(&path, source))?;
+        let (sender, taken) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = sender.send(parked.lock());
+        });
+        loop {
+            let pause = deadline.map_or(POLL, |deadline| {
+                deadline
+                    .saturating_duration_since(std::time::Instant::now())
+                    .min(POLL)
+            });
+            match taken.recv_timeout(pause) {
+                Ok(Ok(())) => return Ok(Acquired::Taken(WriterLock::holding(file, what))),
+                Ok(Err(source)) => return Err(lock_error(&path, source)),
+                Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+                    return Err(lock_error(
+                        &path,
+                        std::io::Error::other("the thread waiting for the lock ended"),
+                    ));
+                }
+                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+            }
+            let holder = lock_holder(&path);
+            if deadline.is_some_and(|deadline| std::time::Instant::now() >= deadline) {
+                return Ok(Acquired::Busy {
+                    holder: holder.or(shown),
+                });
+            }
+            if is_news(shown.as_ref(), holder.as_ref()) {
+                waiting(&path, holder.as_ref());
+                shown = holder;
+            }
+        }
     }
 
     /// Takes the lock only if no writer holds it. `status` holds it while it reads
@@ -64,31 +199,41 @@ impl WriterLock {
         let file = match File::open(&path) {
             Ok(file) => file,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                return Ok(Some(WriterLock { _file: None }));
+                return Ok(Some(WriterLock {
+                    _file: None,
+                    wrote_holder: false,
+                }));
             }
             Err(source) => return Err(lock_error(&path, source)),
         };
         match file.try_lock() {
-            Ok(()) => Ok(Some(WriterLock { _file: Some(file) })),
+            Ok(()) => Ok(Some(WriterLock {
+                _file: Some(file),
+                wrote_holder: false,
+            })),
             Err(std::fs::TryLockError::WouldBlock) => Ok(None),
             Err(std::fs::TryLockError::Error(source)) => Err(lock_error(&path, source)),
         }
     }
 
-    /// [`WriterLock::acquire_blocking`] without blocking a runtime worker.
+    /// [`WriterLock::acquire_within`] without blocking a runtime worker and without
+    /// a limit: the daemon's jobs wait for a command run by hand (the scheduler
+    /// counts the fires skipped meanwhile). `waiting` is called once, when it has
+    /// to wait, with the holder the lock file names.
     pub async fn acquire(
         database: &Path,
-        waiting: impl FnOnce(&Path),
+        what: &str,
+        waiting: impl FnOnce(&Path, Option<&LockHolder>),
     ) -> Result<WriterLock, StoreError> {
         let path = Self::path(database);
         let file = open(&path)?;
         let mut waiting = Some(waiting);
         loop {
             match file.try_lock() {
-                Ok(()) => return Ok(WriterLock { _file: Some(file) }),
+                Ok(()) => return Ok(WriterLock::holding(file, what)),
                 Err(std::fs::TryLockError::WouldBlock) => {
                     if let Some(waiting) = waiting.take() {
-                        waiting(&path);
+                        waiting(&path, lock_holder(&path).as_ref());
                     }
                     tokio::time::sleep(POLL).await;
                 }
@@ -98,6 +243,55 @@ impl WriterLock {
             }
         }
     }
+
+    /// The lock just taken on `file`, its holder written into it. Best effort: a
+    /// holder that cannot be written only leaves a waiter saying less.
+    fn holding(file: File, what: &str) -> WriterLock {
+        let line = serde_json::to_string(&LockHolder::this_process(what))
+            .map(|mut line| {
+                line.push('\n');
+                line
+            })
+            .unwrap_or_default();
+        let wrote_holder = file.set_len(0).is_ok() && write_at_start(&file, line.as_bytes());
+        WriterLock {
+            _file: Some(file),
+            wrote_holder,
+        }
+    }
+}
+
+impl Drop for WriterLock {
+    /// Empties the holder line before the lock goes (the file closes after this):
+    /// a line left behind would name a process that no longer holds it.
+    fn drop(&mut self) {
+        if let (true, Some(file)) = (self.wrote_holder, &self._file) {
+            let _ = file.set_len(0);
+        }
+    }
+}
+
+/// Whether `holder`, read now, is worth saying after `shown`: another holder
+/// than the one last shown (one that could not be read, say caught while it
+/// writes its line, is no news).
+fn is_news(shown: Option<&LockHolder>, holder: Option<&LockHolder>) -> bool {
+    match (shown, holder) {
+        (_, None) => false,
+        (None, Some(_)) => true,
+        (Some(shown), Some(holder)) => (shown.pid, shown.since) != (holder.pid, holder.since),
+    }
+}
+
+#[cfg(unix)]
+fn write_at_start(file: &File, bytes: &[u8]) -> bool {
+    use std::os::unix::fs::FileExt;
+    file.write_all_at(bytes, 0).is_ok()
+}
+
+#[cfg(not(unix))]
+fn write_at_start(mut file: &File, bytes: &[u8]) -> bool {
+    use std::io::{Seek, Write};
+    file.rewind().is_ok() && file.write_all(bytes).is_ok()
 }
 
 /// Whether a process holds the lock on `path` (a writer's or a daemon's lock
@@ -186,7 +380,7 @@ mod tests {
         let first =
             WriterLock::acquire_blocking(&database, |_| panic!("free")).expect("first writer");
         let mut waited = false;
-        let second = WriterLock::acquire(&database, |path| {
+        let second = WriterLock::acquire(&database, "the daemon's sweep job", |path, _| {
             assert!(path.ends_with("state.db.writer"));
             waited = true;
         });
@@ -194,9 +388,11 @@ mod tests {
         assert!(second.is_err(), "the second writer must wait");
         drop(first);
         let mut waited_again = false;
-        WriterLock::acquire(&database, |_| waited_again = true)
-            .await
-            .unwrap();
+        WriterLock::acquire(&database, "the daemon's sweep job", |_, _| {
+            waited_again = true
+        })
+        .await
+        .unwrap();
         assert!(!waited_again, "free once the first is gone");
         assert!(waited);
     }
@@ -250,6 +446,120 @@ mod tests {
             WriterLock::path(&database),
             dir.path().join("missing").join("state.db.writer")
         );
+    }
+
+    /// The holder writes who it is into the lock file, so a writer that has to
+    /// wait says who holds it (a command seeming to hang was all an operator had);
+    /// the line goes with the lock.
+    #[test]
+    fn the_holder_names_itself_in_the_lock_file_while_it_holds_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let database = dir.path().join("state.db");
+        let path = WriterLock::path(&database);
+        let before = Utc::now();
+        let Acquired::Taken(lock) = WriterLock::acquire_within(
+            &database,
+            "the daemon's reconcile job",
+            Some(Duration::ZERO),
+            |_, _| panic!("free"),
+        )
+        .unwrap() else {
+            panic!("free")
+        };
+        let holder = lock_holder(&path).expect("a holder line");
+        assert_eq!(holder.pid, std::process::id());
+        assert_eq!(holder.what, "the daemon's reconcile job");
+        assert!(holder.since >= before - chrono::Duration::seconds(1));
+        let said = holder.describe(holder.since + chrono::Duration::minutes(12));
+        assert!(
+            said.starts_with(&format!(
+                "the daemon's reconcile job (pid {}), since ",
+                std::process::id()
+            )) && said.ends_with(" UTC (12 min ago)"),
+            "{said}"
+        );
+        drop(lock);
+        assert_eq!(
+            lock_holder(&path),
+            None,
+            "no holder named once it is let go"
+        );
+        // `status` looks without naming itself, and leaves the file as it is.
+        let looked = WriterLock::try_acquire(&database).unwrap().unwrap();
+        drop(looked);
+        assert_eq!(std::fs::read(&path).unwrap(), b"");
+    }
+
+    /// A bounded wait gives up with the holder the lock file names, having said
+    /// at once who holds it (not only after the wait), and takes the lock once it
+    /// is free.
+    #[test]
+    fn a_bounded_wait_names_the_holder_at_once_and_gives_up_in_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let database = dir.path().join("state.db");
+        let held = WriterLock::acquire_within(
+            &database,
+            "the command `seatwarden approve`",
+            None,
+            |_, _| panic!("free"),
+        )
+        .unwrap();
+        let mut said = Vec::new();
+        let started = std::time::Instant::now();
+        let acquired = WriterLock::acquire_within(
+            &database,
+            "the command `seatwarden reconcile`",
+            Some(Duration::from_millis(600)),
+            |_, holder| said.push((started.elapsed(), holder.cloned())),
+        )
+        .unwrap();
+        let waited = started.elapsed();
+        let Acquired::Busy { holder } = acquired else {
+            panic!("taken while held")
+        };
+        assert_eq!(
+            holder.map(|h| h.what).as_deref(),
+            Some("the command `seatwarden approve`")
+        );
+        assert!(waited >= Duration::from_millis(600), "{waited:?}");
+        assert!(waited < Duration::from_secs(5), "{waited:?}");
+        assert_eq!(said.len(), 1, "said once for one holder: {said:?}");
+        assert!(
+            said[0].0 < Duration::from_millis(100),
+            "said at once: {said:?}"
+        );
+        drop(held);
+        // The thread the timed-out wait left parked takes the lock for an instant.
+        let free = WriterLock::acquire_within(
+            &database,
+            "the command `seatwarden reconcile`",
+            Some(Duration::from_secs(5)),
+            |_, _| {},
+        )
+        .unwrap();
+        assert!(matches!(free, Acquired::Taken(_)));
+    }
+
+    /// Another holder taking over while one waits is news; the same one, or a
+    /// line caught half-written, is not.
+    #[test]
+    fn only_another_holder_is_news() {
+        let at = DateTime::from_timestamp(1_800_000_000, 0).unwrap();
+        let a = LockHolder {
+            pid: 10,
+            what: "the daemon's reconcile job".into(),
+            since: at,
+        };
+        let b = LockHolder {
+            what: "the daemon's sweep job".into(),
+            since: at + chrono::Duration::seconds(90),
+            ..a.clone()
+        };
+        assert!(!is_news(None, None));
+        assert!(is_news(None, Some(&a)));
+        assert!(!is_news(Some(&a), Some(&a)));
+        assert!(!is_news(Some(&a), None));
+        assert!(is_news(Some(&a), Some(&b)));
     }
 
     #[test]

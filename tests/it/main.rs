@@ -51,6 +51,7 @@ mod review_s37_scim;
 mod review_s38_after_run;
 mod review_s38_core;
 mod review_s38_digest;
+mod review_s38_ops;
 mod role_groups;
 mod run_recovery;
 mod safety;
