@@ -88,6 +88,49 @@ fn glob(pattern: &[char], text: &[char]) -> bool {
     }
 }
 
+/// The first create or rename of `plan`'s write batches that wants a userName
+/// an account of `workspace` (as the batches before it leave it) still has.
+fn user_name_taken_in_a_batch(workspace: &WorkspaceSnapshot, plan: &Plan) -> Option<String> {
+    let fold = seatwarden::model::fold_case;
+    let mut names: BTreeMap<String, String> = workspace
+        .accounts
+        .iter()
+        .map(|a| (a.id.clone(), fold(&a.user_name)))
+        .collect();
+    for batch in seatwarden::apply::write_batches(plan) {
+        for action in &batch {
+            let Some(target) = action.kind.wanted_user_name().map(fold) else {
+                continue;
+            };
+            let own = action.kind.account_id();
+            if let Some(holder) = names
+                .iter()
+                .find(|(id, name)| **name == target && Some(id.as_str()) != own)
+            {
+                return Some(format!("{target} still {holder:?}'s: {:#?}", plan.actions));
+            }
+        }
+        for action in &batch {
+            match &action.kind {
+                ActionKind::Delete { account_id, .. } => {
+                    names.remove(account_id);
+                }
+                ActionKind::CreateAccount { identity_id, spec } => {
+                    names.insert(format!("created {identity_id}"), fold(&spec.user_name));
+                }
+                kind => {
+                    if let (Some(id), Some((_, Some(to)))) =
+                        (kind.account_id(), kind.user_name_change())
+                    {
+                        names.insert(id.to_owned(), fold(to));
+                    }
+                }
+            }
+        }
+    }
+    None
+}
+
 /// Both sides trimmed: `"admin@x.com "` is the protected `admin@x.com`.
 fn glob_protects(patterns: &[String], user_name: &str) -> bool {
     let text: Vec<char> = user_name.trim().chars().collect();
@@ -584,42 +627,8 @@ proptest! {
     #[test]
     fn no_write_batch_sends_a_user_name_an_account_still_has(s in scenario()) {
         let plan = s.plan();
-        let fold = seatwarden::model::fold_case;
-        let mut names: BTreeMap<String, String> = s
-            .workspace
-            .accounts
-            .iter()
-            .map(|a| (a.id.clone(), fold(&a.user_name)))
-            .collect();
-        for batch in seatwarden::apply::write_batches(&plan) {
-            for action in &batch {
-                let Some(target) = action.kind.wanted_user_name().map(fold) else {
-                    continue;
-                };
-                let own = action.kind.account_id();
-                let holder = names
-                    .iter()
-                    .find(|(id, name)| **name == target && Some(id.as_str()) != own);
-                prop_assert!(holder.is_none(), "{target} still {holder:?}'s: {:#?}", plan.actions);
-            }
-            for action in &batch {
-                match &action.kind {
-                    ActionKind::Delete { account_id, .. } => {
-                        names.remove(account_id);
-                    }
-                    ActionKind::CreateAccount { identity_id, spec } => {
-                        names.insert(format!("created {identity_id}"), fold(&spec.user_name));
-                    }
-                    kind => {
-                        if let (Some(id), Some((_, Some(to)))) =
-                            (kind.account_id(), kind.user_name_change())
-                        {
-                            names.insert(id.to_owned(), fold(to));
-                        }
-                    }
-                }
-            }
-        }
+        let taken = user_name_taken_in_a_batch(&s.workspace, &plan);
+        prop_assert!(taken.is_none(), "{}", taken.unwrap_or_default());
     }
 
     /// A create or rename of the plan that takes the userName of an account the
@@ -1360,42 +1369,8 @@ proptest! {
         settled in proptest::collection::vec(any::<bool>(), 64),
     ) {
         let held = held_as_a_run_holds(&s, &limits, &settled);
-        let fold = seatwarden::model::fold_case;
-        let mut names: BTreeMap<String, String> = s
-            .workspace
-            .accounts
-            .iter()
-            .map(|a| (a.id.clone(), fold(&a.user_name)))
-            .collect();
-        for batch in seatwarden::apply::write_batches(&held) {
-            for action in &batch {
-                let Some(target) = action.kind.wanted_user_name().map(fold) else {
-                    continue;
-                };
-                let own = action.kind.account_id();
-                let holder = names
-                    .iter()
-                    .find(|(id, name)| **name == target && Some(id.as_str()) != own);
-                prop_assert!(holder.is_none(), "{target} still {holder:?}'s: {:#?}", held.actions);
-            }
-            for action in &batch {
-                match &action.kind {
-                    ActionKind::Delete { account_id, .. } => {
-                        names.remove(account_id);
-                    }
-                    ActionKind::CreateAccount { identity_id, spec } => {
-                        names.insert(format!("created {identity_id}"), fold(&spec.user_name));
-                    }
-                    kind => {
-                        if let (Some(id), Some((_, Some(to)))) =
-                            (kind.account_id(), kind.user_name_change())
-                        {
-                            names.insert(id.to_owned(), fold(to));
-                        }
-                    }
-                }
-            }
-        }
+        let taken = user_name_taken_in_a_batch(&s.workspace, &held);
+        prop_assert!(taken.is_none(), "{}", taken.unwrap_or_default());
         let (workspace, links) = simulate(&s.workspace, &s.links, &held);
         let next = s.plan_against(&workspace, &links);
         let was_held = atoms(&held, true);
