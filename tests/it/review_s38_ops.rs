@@ -85,6 +85,17 @@ impl Drop for Running {
     }
 }
 
+/// The writer lock of `database`, taken at once as `what` (a command run by
+/// hand); nobody else may hold it.
+fn hold_writer_lock(database: &Path, what: &str) -> WriterLock {
+    match WriterLock::acquire_within(database, what, None, |_, _| panic!("nobody else holds it"))
+        .unwrap()
+    {
+        Acquired::Taken(held) => held,
+        Acquired::Busy { .. } => panic!("nobody else holds it"),
+    }
+}
+
 fn all(lines: &[(Duration, String)]) -> String {
     lines
         .iter()
@@ -173,15 +184,7 @@ async fn an_approve_with_no_patience_gives_up_at_once() {
     let (_sandbox, dir, mut env) = demo(Duration::ZERO).await;
     let database = dir.path().join("state.db");
     drop(Store::open(&database).unwrap());
-    let Acquired::Taken(held) = WriterLock::acquire_within(
-        &database,
-        "the command `seatwarden reconcile`",
-        None,
-        |_, _| panic!("nobody else holds it"),
-    )
-    .unwrap() else {
-        panic!("nobody else holds it")
-    };
+    let held = hold_writer_lock(&database, "the command `seatwarden reconcile`");
     env.push(("SEATWARDEN_LOCK_TIMEOUT".into(), "0".into()));
     let started = Instant::now();
     let child = seatwarden(dir.path(), &env, &["approve", "1"]);
@@ -236,15 +239,7 @@ async fn a_command_run_while_the_daemon_reconciles_names_the_daemons_job() {
 async fn a_daemon_job_waiting_for_a_command_names_it() {
     let (_sandbox, dir, env) = demo(Duration::ZERO).await;
     let database = dir.path().join("state.db");
-    let Acquired::Taken(held) = WriterLock::acquire_within(
-        &database,
-        "the command `seatwarden approve`",
-        None,
-        |_, _| panic!("nobody else holds it"),
-    )
-    .unwrap() else {
-        panic!("nobody else holds it")
-    };
+    let held = hold_writer_lock(&database, "the command `seatwarden approve`");
     let (daemon, log) = crate::fixtures::spawn_daemon_once(dir.path(), &env);
     let daemon = Running(Some(daemon));
     let logged = |text: &str| {
@@ -404,15 +399,7 @@ async fn a_state_database_deleted_under_the_daemon_is_not_made_again_empty() {
 async fn sigterm_while_a_job_waits_for_the_writer_lock_stops_at_once() {
     let (sandbox, dir, env) = demo(Duration::ZERO).await;
     let database = dir.path().join("state.db");
-    let Acquired::Taken(held) = WriterLock::acquire_within(
-        &database,
-        "the command `seatwarden approve`",
-        None,
-        |_, _| panic!("nobody else holds it"),
-    )
-    .unwrap() else {
-        panic!("nobody else holds it")
-    };
+    let held = hold_writer_lock(&database, "the command `seatwarden approve`");
     let (daemon, log) = spawn_daemon(dir.path(), &env, &[], free_port());
     let logged = || std::fs::read_to_string(&log).unwrap_or_default();
     wait_for("the reconcile to wait for the lock", &log, || {
@@ -506,15 +493,7 @@ async fn status_names_the_writer_locks_holder() {
         assert_eq!(out.status.code(), Some(0), "{out:?}");
         String::from_utf8(out.stdout).unwrap()
     };
-    let Acquired::Taken(held) = WriterLock::acquire_within(
-        &database,
-        "the command `seatwarden approve`",
-        None,
-        |_, _| panic!("nobody else holds it"),
-    )
-    .unwrap() else {
-        panic!("nobody else holds it")
-    };
+    let held = hold_writer_lock(&database, "the command `seatwarden approve`");
     let text = status("text");
     assert!(
         text.contains(&format!(
