@@ -1,6 +1,8 @@
 //! The daemon's HTTP listener.
 //!
-//! - `GET /healthz` — 200 while the scheduler loop is ticking (liveness).
+//! - `GET /healthz` — 200 while the scheduler loop is ticking (liveness), and
+//!   through a stop while the running jobs finish their writes (at most
+//!   [`super::STOP_GRACE`]): a probe must not kill a daemon stopping cleanly.
 //! - `GET /readyz` — 200 when the state database is the file the daemon opened
 //!   at start (not deleted or replaced since: [`super::DatabaseFile`]) and
 //!   writable, and a reconcile succeeded since the last two scheduled fires, with
@@ -210,7 +212,12 @@ fn json(status: StatusCode, body: &impl serde::Serialize) -> Response {
 }
 
 async fn healthz(State(shared): State<Arc<Shared>>) -> Response {
-    if shared.alive() {
+    if shared.alive() && shared.stopping.is_stopped() {
+        text(
+            StatusCode::OK,
+            "ok: stopping, finishing the writes already sent\n",
+        )
+    } else if shared.alive() {
         text(StatusCode::OK, "ok\n")
     } else {
         text(

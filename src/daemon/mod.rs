@@ -558,10 +558,21 @@ pub async fn run(
     notify(&[sd_notify::NotifyState::Stopping]);
     // A second SIGTERM or SIGINT (Ctrl-C twice in a terminal) does not wait out
     // the grace, as a second Ctrl-C quits a `seatwarden reconcile` at once.
+    // Meanwhile the process is alive and finishing its writes: /healthz goes on
+    // answering 200 (the loop's ticks stopped with it), else a liveness probe
+    // (Kubernetes, a container's HEALTHCHECK) would kill a daemon finishing
+    // cleanly once the stop takes longer than three ticks.
+    let finishing = async {
+        loop {
+            shared.last_tick.store(shared.uptime_ms(), Ordering::SeqCst);
+            tokio::time::sleep(tick).await;
+        }
+    };
     let idle = tokio::select! {
         idle = schedule::wait_idle(&counters, STOP_GRACE) => idle,
         _ = terminate.recv() => false,
         _ = interrupt.recv() => false,
+        () = finishing => false,
     };
     if !idle {
         let running: Vec<&str> = counters

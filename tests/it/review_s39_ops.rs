@@ -1,0 +1,156 @@
+//! Session 39's review of what the IT engineer who installs seatwarden under
+//! systemd or in a container relies on: the health endpoint through a stop, the
+//! exit codes scripts read, the configuration's errors and the prune's clock.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use seatwarden::sandbox::Faults;
+use seatwarden::store::{RunKind, RunStatus, Store};
+
+const TOKEN: &str = "review-s39-token";
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// `GET path` on the daemon's listener: the status (0 when nothing answered)
+/// and the body.
+fn get(port: u16, path: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let Ok(mut stream) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+        return (0, String::new());
+    };
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut answer = String::new();
+    let _ = stream.read_to_string(&mut answer);
+    let code = answer
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = answer
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    (code, body)
+}
+
+/// A daemon killed when the test ends, however it ends.
+struct Running(Option<Child>);
+
+impl Running {
+    fn child(&mut self) -> &mut Child {
+        self.0.as_mut().unwrap()
+    }
+
+    /// Its exit status, once it has exited of itself (within a minute).
+    async fn exit(mut self) -> std::process::ExitStatus {
+        crate::fixtures::exit_of(self.0.take().unwrap(), "the daemon").await
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Some(child) = &mut self.0 {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// The daemon's stop takes as long as its running jobs need to finish the
+/// writes already sent (at most 30 s). Through it the process is alive and
+/// finishing cleanly: `/healthz` must go on answering 200, or a liveness probe
+/// (Kubernetes, a container HEALTHCHECK) kills it mid-journal. Here the
+/// workspace turns slow as the reconcile writes (each answer takes 12 s), so the
+/// stop lasts past three scheduler ticks (a watchdog of 1 s makes a tick 0.5 s:
+/// liveness was judged lost 6.5 s after the loop's last tick).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn healthz_answers_200_through_a_long_stop() {
+    let sandbox = crate::fixtures::demo_sandbox(
+        TOKEN,
+        Faults {
+            // Slow enough that the run is still writing when the test sees it write.
+            latency: Duration::from_millis(300),
+            ..Faults::default()
+        },
+    )
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let (env, _) = crate::fixtures::demo_env(
+        dir.path(),
+        &sandbox,
+        TOKEN,
+        &[("SEATWARDEN__WORKSPACE__MAX_CONCURRENCY", "1")],
+    );
+    let port = free_port();
+    let log = dir.path().join("daemon.log");
+    let mut daemon = Running(Some(
+        Command::new(env!("CARGO_BIN_EXE_seatwarden"))
+            .arg("--config")
+            .arg(dir.path().join("seatwarden.toml"))
+            .arg("daemon")
+            .env_remove("SEATWARDEN_CONFIG")
+            .envs(env.iter().map(|(k, v)| (k, v)))
+            .env("SEATWARDEN__SCHEDULE__RECONCILE", "0 0 1 1 *")
+            .env("SEATWARDEN__SCHEDULE__SWEEP", "0 0 1 1 *")
+            .env("SEATWARDEN__HTTP__LISTEN", format!("127.0.0.1:{port}"))
+            // As systemd sets it (WatchdogSec=1s), without a NOTIFY_SOCKET.
+            .env("WATCHDOG_USEC", "1000000")
+            .env_remove("WATCHDOG_PID")
+            .env_remove("NOTIFY_SOCKET")
+            .env("RUST_LOG", "warn,seatwarden=info")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap(),
+    ));
+    let logged = || std::fs::read_to_string(&log).unwrap_or_default();
+    let deadline = Instant::now() + Duration::from_secs(90);
+    while sandbox.stats().writes == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the reconcile never wrote: {}",
+            logged()
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    // From now on every answer (the write in flight's verification) takes 12 s.
+    sandbox.set_faults(Faults {
+        latency: Duration::from_secs(12),
+        ..Faults::default()
+    });
+    assert_eq!(get(port, "/healthz").0, 200, "{}", logged());
+    crate::fixtures::sigterm(daemon.child());
+    let signalled = Instant::now();
+    // Past three ticks and the 5 s allowance, well before the answers come.
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    assert!(
+        daemon.child().try_wait().unwrap().is_none(),
+        "the stop was over within 8 s, so this tested nothing: {}",
+        logged()
+    );
+    let (code, body) = get(port, "/healthz");
+    assert_eq!(
+        (code, body.as_str()),
+        (200, "ok: stopping, finishing the writes already sent\n"),
+        "{:?} after SIGTERM: {}",
+        signalled.elapsed(),
+        logged()
+    );
+    let status = daemon.exit().await;
+    assert_eq!(status.code(), Some(0), "{}", logged());
+    let store = Store::open(&dir.path().join("state.db")).unwrap();
+    let run = store.latest_run(&[RunKind::Reconcile]).unwrap().unwrap();
+    assert_eq!(run.status, RunStatus::Stopped, "{}", logged());
+}
