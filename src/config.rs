@@ -1023,7 +1023,15 @@ impl Config {
         let (raw, scalars) = layered(path, env.clone())?;
         let mut config: Config = raw.clone().try_deserialize().map_err(|e| {
             let error = locate_in_directory_table(&raw, path, describe_config_error(path, e));
-            let error = name_what_is_accepted(error, raw.get_string("directory.kind").ok());
+            let kind_variable = variables
+                .iter()
+                .find(|name| key_of_variable(name) == "directory.kind");
+            let error = name_what_is_accepted(
+                error,
+                raw.get_string("directory.kind").ok(),
+                kind_variable.map(String::as_str),
+            );
+            let error = blame_the_table_maker(error, path, &variables);
             let error = in_plain_words(blame_the_override(
                 blame_the_variable(error, path, &variables),
                 path,
@@ -1337,12 +1345,13 @@ impl Config {
     pub fn origin_of(&self, key: &str) -> PathBuf {
         // `report.email.to[1]` came from the variable of `report.email.to`.
         let whole = key.split('[').next().unwrap_or(key);
+        let from_env =
+            |key: &str| value_source(&self.source, Some("the environment".to_owned()), Some(key));
         if self.from_env.contains(whole) {
-            value_source(
-                &self.source,
-                Some("the environment".to_owned()),
-                Some(whole),
-            )
+            from_env(whole)
+        } else if let Some(variable) = table_made_by_a_variable(whole, &self.source, &self.from_env)
+        {
+            from_env(&variable)
         } else {
             self.source.clone()
         }
@@ -3113,6 +3122,55 @@ fn key_of_variable(name: &str) -> String {
         .to_lowercase()
 }
 
+/// The key a variable set that made `key`'s table, when `file` has no such
+/// table: `workspace.role_groups` that `SEATWARDEN__WORKSPACE__ROLE_GROUPS__OWNER`
+/// made, or the `[report.email]` that `SEATWARDEN__REPORT__EMAIL__TO` made and
+/// that misses its `from`. Blamed on the file, the error would send people to
+/// look in it for a table it does not have. `set` holds the keys the variables
+/// set (`report.email.to`). Reads the file again: only for an error.
+fn table_made_by_a_variable<'a>(
+    key: &str,
+    file: &Path,
+    set: impl IntoIterator<Item = &'a String> + Clone,
+) -> Option<String> {
+    let text = std::fs::read_to_string(file).ok()?;
+    let file = toml::from_str::<toml::Table>(&text).ok()?;
+    let mut table = Some(key);
+    while let Some(at) = table {
+        if value_at(&file, at).is_some() {
+            return None;
+        }
+        let under = format!("{at}.");
+        if let Some(variable) = set.clone().into_iter().find(|set| set.starts_with(&under)) {
+            return Some(variable.clone());
+        }
+        table = at.rsplit_once('.').map(|(parent, _)| parent);
+    }
+    None
+}
+
+/// A required key missing from a table only variables made (see
+/// [`table_made_by_a_variable`]): the error names the variable, not the file.
+fn blame_the_table_maker(error: ConfigError, file: &Path, variables: &[String]) -> ConfigError {
+    match error {
+        ConfigError::Key { path, key, message }
+            if path == file && message.starts_with("missing") =>
+        {
+            // Sorted: the same variable is named whatever order the environment lists them in.
+            let set: std::collections::BTreeSet<String> =
+                variables.iter().map(|name| key_of_variable(name)).collect();
+            let path = match table_made_by_a_variable(&key, file, &set) {
+                Some(variable) => {
+                    value_source(file, Some("the environment".to_owned()), Some(&variable))
+                }
+                None => path,
+            };
+            ConfigError::Key { path, key, message }
+        }
+        other => other,
+    }
+}
+
 /// The file with the `SEATWARDEN__…` variables of `env` over it, as the `config`
 /// crate reads them, and those variables that are no list (their text is checked
 /// against the type of their key once loaded).
@@ -3620,7 +3678,13 @@ const DIRECTORY_KINDS: [&str; 5] = ["file", "okta", "entra", "ldap", "scim"];
 ///   lists only that variant's other keys (`expected `path``), so `kind` is added
 ///   and the list is said to be the one of that kind;
 /// - a missing key becomes a key error, and a missing `kind` lists the kinds.
-fn name_what_is_accepted(error: ConfigError, directory_kind: Option<String>) -> ConfigError {
+/// `kind_variable`: the variable that set `directory.kind`, if one did (the
+/// file's own `kind` is then not the one the keys are checked against).
+fn name_what_is_accepted(
+    error: ConfigError,
+    directory_kind: Option<String>,
+    kind_variable: Option<&str>,
+) -> ConfigError {
     match error {
         ConfigError::Invalid { path, message } => {
             if let Some(field) = unknown_field(&message) {
@@ -3665,8 +3729,12 @@ fn name_what_is_accepted(error: ConfigError, directory_kind: Option<String>) -> 
                         .chain(expected.split('`').skip(1).step_by(2))
                         .map(|name| format!("`{name}`"))
                         .collect();
+                    let set_by = kind_variable
+                        .map(|name| format!(", as environment variable {name} sets it"))
+                        .unwrap_or_default();
                     format!(
-                        "{unknown}, expected one of {} (the keys of a `kind = {kind:?}` directory)",
+                        "{unknown}, expected one of {} (the keys of a `kind = {kind:?}` \
+                         directory{set_by})",
                         accepted.join(", ")
                     )
                 }

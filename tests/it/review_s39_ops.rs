@@ -154,3 +154,88 @@ async fn healthz_answers_200_through_a_long_stop() {
     let run = store.latest_run(&[RunKind::Reconcile]).unwrap().unwrap();
     assert_eq!(run.status, RunStatus::Stopped, "{}", logged());
 }
+
+/// The configuration `text` (written as `seatwarden.toml`) under the
+/// environment `env`: its error, as `check-config` prints it after `error: `.
+fn config_error(text: &str, env: &[(&str, &str)]) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("seatwarden.toml");
+    std::fs::write(&path, text).unwrap();
+    std::fs::write(dir.path().join("directory.json"), r#"{"users":[]}"#).unwrap();
+    let env = env
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect();
+    match seatwarden::config::Config::load_with_env(&path, Some(env)) {
+        Ok(_) => panic!("loaded"),
+        Err(e) => e.to_string().replace(&path.display().to_string(), "FILE"),
+    }
+}
+
+/// A file without `[report.email]` or `[workspace.role_groups]`, as a container
+/// ships it, its email and role groups set by `SEATWARDEN__…` variables.
+const CONTAINER_FILE: &str = r#"
+[directory]
+kind = "file"
+path = "directory.json"
+
+[workspace]
+url = "https://scim.example.com/scim/v2"
+token = "s3cr3t-token-value"
+"#;
+
+/// In a container the configuration comes from the file and from
+/// `SEATWARDEN__…` variables. A table only variables made (`[report.email]`
+/// without its `from`, a role group where roles do not travel by group), or a
+/// directory whose `kind` a variable changed, was blamed on the file: people
+/// looked there for a table or a `kind` it does not have. The error names the
+/// variable.
+#[test]
+fn an_error_about_a_table_only_variables_made_names_a_variable() {
+    let missing_from = config_error(
+        CONTAINER_FILE,
+        &[
+            ("SEATWARDEN__REPORT__EMAIL__SMTP_URL", "smtp://127.0.0.1:25"),
+            ("SEATWARDEN__REPORT__EMAIL__TO", "it@example.com"),
+        ],
+    );
+    assert!(
+        missing_from.starts_with(
+            "environment variable SEATWARDEN__REPORT__EMAIL__SMTP_URL: key `report.email.from`: \
+             missing"
+        ),
+        "{missing_from}"
+    );
+    let role_group = config_error(
+        CONTAINER_FILE,
+        &[(
+            "SEATWARDEN__WORKSPACE__ROLE_GROUPS__OWNER",
+            "Taskade Owners",
+        )],
+    );
+    assert!(
+        role_group.starts_with(
+            "environment variable SEATWARDEN__WORKSPACE__ROLE_GROUPS__OWNER: key \
+             `workspace.role_groups`: only used with workspace.role_attribute = \"groups\""
+        ),
+        "{role_group}"
+    );
+    let kind = config_error(CONTAINER_FILE, &[("SEATWARDEN__DIRECTORY__KIND", "okta")]);
+    assert!(
+        kind.starts_with("FILE: key `directory.path`: unknown field `path`")
+            && kind.ends_with(
+                "(the keys of a `kind = \"okta\"` directory, as environment variable \
+                 SEATWARDEN__DIRECTORY__KIND sets it)"
+            ),
+        "{kind}"
+    );
+    // The file's own tables stay the file's.
+    let in_the_file = config_error(
+        &format!("{CONTAINER_FILE}\n[report.email]\nsmtp_url = \"smtp://127.0.0.1:25\"\n"),
+        &[("SEATWARDEN__REPORT__EMAIL__TO", "it@example.com")],
+    );
+    assert!(
+        in_the_file.starts_with("FILE: key `report.email.from`: missing"),
+        "{in_the_file}"
+    );
+}
