@@ -5,7 +5,9 @@
 //! - `sweep` — the deprovisioning fast path ([`crate::sweep`]);
 //! - `retry` — every minute, ledger episodes whose next attempt is due;
 //! - `prune` — daily, retention of runs, reports and closed episodes, then VACUUM
-//!   (snapshots of all but the newest few runs are dropped after every reconcile);
+//!   (snapshots of all but the newest few runs are dropped after every reconcile),
+//!   never counted from a wall clock stepped ahead while the daemon ran
+//!   ([`pruning_as_of`]);
 //! - `digest` — the drift digest email on `schedule.digest` (with `[report.email]`);
 //! - `mail` — every minute, delivery of the outbox (alerts, digests) with backoff.
 //!
@@ -188,6 +190,10 @@ pub struct Shared {
     started: std::time::Instant,
     /// Milliseconds after `started` of the scheduler loop's last pass (liveness).
     last_tick: AtomicI64,
+    /// The wall clock at start, and when that was on tokio's clock (the monotonic
+    /// one, or a test's paused one that its `TokioClock` follows): the prune
+    /// deletes nothing the time since could not have aged ([`pruning_as_of`]).
+    wall_started: (DateTime<Utc>, tokio::time::Instant),
     /// Set at SIGTERM/SIGINT: no job starts, and a running reconcile starts no
     /// further write.
     stopping: StopSignal,
@@ -484,6 +490,7 @@ pub async fn run(
         tick,
         started: std::time::Instant::now(),
         last_tick: AtomicI64::new(0),
+        wall_started: (clock.now(), tokio::time::Instant::now()),
         stopping: StopSignal::new(),
         metrics,
         trigger_token: RwLock::new(trigger_token),
@@ -1133,7 +1140,24 @@ fn prune_job(shared: &Shared) -> Result<(), RunError> {
     let config = shared.config();
     let settings = shared.settings();
     let retention = chrono::Duration::from_std(settings.retention).unwrap_or(chrono::Duration::MAX);
-    let before = shared.now() - retention;
+    let (wall_started, at) = shared.wall_started;
+    let as_of = match pruning_as_of(shared.now(), wall_started, at.elapsed()) {
+        Ok(now) => now,
+        Err((seen, ahead)) => {
+            tracing::warn!(
+                clock = %schedule::log_time(shared.now()),
+                pruning_as_of = %schedule::log_time(seen),
+                "the wall clock moved {} further than this daemon has run since it started: \
+                 a clock set ahead would prune history still within schedule.retention, so \
+                 the prune counts the retention from the time the daemon has seen pass; \
+                 if the clock is right (the machine was suspended), a restart lets the \
+                 prune catch up",
+                crate::config::span(ahead)
+            );
+            seen
+        }
+    };
+    let before = as_of - retention;
     let mut store = Store::open(&config.state.path)?;
     let pruned = store.prune_before(before)?;
     let snapshots = store.prune_snapshots(SNAPSHOTS_KEPT)?;
@@ -1148,6 +1172,30 @@ fn prune_job(shared: &Shared) -> Result<(), RunError> {
         "pruned"
     );
     Ok(())
+}
+
+/// The time a prune counts `schedule.retention` back from: `now`, unless the wall
+/// clock has moved more than a day further since the daemon started at
+/// `wall_started` than the monotonic clock (`running_for`): a clock stepped years
+/// ahead (a bad time server, a restored VM) would otherwise have the prune delete
+/// every run, report and closed episode at once, and the clock set right again
+/// brings none back. Then `Err` with the time the daemon has seen pass (its start
+/// on the wall clock, plus how long it has run, plus that day) and how far the
+/// clock moved beyond how long the daemon has run. A clock already wrong when the daemon started is not
+/// seen so (it looks like downtime).
+fn pruning_as_of(
+    now: DateTime<Utc>,
+    wall_started: DateTime<Utc>,
+    running_for: Duration,
+) -> Result<DateTime<Utc>, (DateTime<Utc>, chrono::Duration)> {
+    let running_for = chrono::Duration::from_std(running_for).unwrap_or(chrono::Duration::MAX);
+    let Some(passed) = wall_started.checked_add_signed(running_for) else {
+        return Ok(now);
+    };
+    match passed.checked_add_signed(chrono::Duration::days(1)) {
+        Some(seen) if now > seen => Err((seen, now - passed)),
+        _ => Ok(now),
+    }
 }
 
 /// The key in `daemon_state` of the instant the last digest covered up to.
@@ -1264,6 +1312,123 @@ mod tests {
         std::fs::remove_file(&database).unwrap();
         let gone = opened.lost_at(&database).expect("gone");
         assert!(gone.contains("is gone since the daemon started"), "{gone}");
+    }
+
+    /// A prune counts the retention from the wall clock, unless that clock moved
+    /// more than a day further than the daemon has run since its start: stepped
+    /// five years ahead after two days' running, the prune counts from the start
+    /// plus those two days plus one (and deletes nothing younger than that less
+    /// the retention); a clock that ran true, or a little ahead, is taken as is.
+    #[test]
+    fn a_clock_stepped_ahead_while_the_daemon_runs_does_not_age_the_history() {
+        let started = DateTime::parse_from_rfc3339("2026-12-01T09:00:00Z")
+            .unwrap()
+            .to_utc();
+        let days = chrono::Duration::days;
+        let two_days = std::time::Duration::from_secs(2 * 86_400);
+        let now = started + days(2);
+        assert_eq!(pruning_as_of(now, started, two_days), Ok(now));
+        let a_little_ahead = now + chrono::Duration::hours(20);
+        assert_eq!(
+            pruning_as_of(a_little_ahead, started, two_days),
+            Ok(a_little_ahead)
+        );
+        let years_ahead = now + days(5 * 365);
+        assert_eq!(
+            pruning_as_of(years_ahead, started, two_days),
+            Err((started + days(3), days(5 * 365)))
+        );
+        // Stepped back: the wall clock is what it is.
+        let behind = started - days(1);
+        assert_eq!(pruning_as_of(behind, started, two_days), Ok(behind));
+    }
+
+    /// A clock that reads what a test sets.
+    struct SetClock(Mutex<DateTime<Utc>>);
+
+    impl Clock for SetClock {
+        fn now(&self) -> DateTime<Utc> {
+            *self.0.lock().unwrap()
+        }
+    }
+
+    /// The daemon's shared state on the configuration in `dir` (a file directory,
+    /// `state.db`), on `clock`, as `run` makes it at start.
+    fn shared_in(dir: &Path, clock: Arc<SetClock>) -> Shared {
+        std::fs::write(dir.join("directory.json"), r#"{"users":[]}"#).unwrap();
+        let path = dir.join("seatwarden.toml");
+        std::fs::write(
+            &path,
+            "[directory]\nkind = \"file\"\npath = \"directory.json\"\n\
+             [workspace]\nurl = \"https://scim.example.com/scim/v2\"\ntoken = \"t\"\n\
+             [state]\npath = \"state.db\"\n",
+        )
+        .unwrap();
+        let config = Config::load_with_env(&path, Some(Default::default())).unwrap();
+        let settings = config.daemon_settings().unwrap();
+        let db = Store::open(&config.state.path).unwrap();
+        let database = DatabaseFile::of(&config.state.path).unwrap();
+        let clock: Arc<dyn Clock> = clock;
+        Shared {
+            config: RwLock::new(Arc::new(config)),
+            settings: RwLock::new(Arc::new(settings)),
+            db: Mutex::new(db),
+            counters: BTreeMap::new(),
+            writer: Arc::new(tokio::sync::Mutex::new(())),
+            tick: Duration::from_secs(5),
+            started: std::time::Instant::now(),
+            last_tick: AtomicI64::new(0),
+            wall_started: (clock.now(), tokio::time::Instant::now()),
+            clock,
+            stopping: StopSignal::new(),
+            metrics: None,
+            trigger_token: RwLock::new(None),
+            start: RwLock::new(None),
+            failures: Mutex::new(BTreeMap::new()),
+            database,
+        }
+    }
+
+    /// The daemon's prune, its wall clock stepped five years ahead moments after
+    /// it started, deletes none of the week-old runs (retention 30 days): it
+    /// counts from the time the daemon has seen pass. With the clock right, 40
+    /// days on, they go.
+    #[test]
+    fn the_prune_keeps_the_history_when_the_clock_is_stepped_years_ahead() {
+        let dir = tempfile::tempdir().unwrap();
+        let started = DateTime::parse_from_rfc3339("2026-12-01T09:00:00Z")
+            .unwrap()
+            .to_utc();
+        let clock = Arc::new(SetClock(Mutex::new(started)));
+        let shared = shared_in(dir.path(), Arc::clone(&clock));
+        let mut store = Store::open(&shared.config().state.path).unwrap();
+        let week_ago = started - chrono::Duration::days(7);
+        let runs: Vec<_> = (0..3)
+            .map(|_| {
+                let run = store
+                    .begin_run(crate::store::RunKind::Plan, week_ago)
+                    .unwrap();
+                store
+                    .finish_run(run, week_ago, RunStatus::Succeeded, None)
+                    .unwrap();
+                run
+            })
+            .collect();
+        let stored = |store: &Store| {
+            runs.iter()
+                .filter(|run| store.run(**run).unwrap().is_some())
+                .count()
+        };
+
+        *clock.0.lock().unwrap() = started + chrono::Duration::days(5 * 365);
+        prune_job(&shared).unwrap();
+        assert_eq!(stored(&store), 3, "pruned on a clock five years ahead");
+
+        // The same prune on a daemon started with the clock right, 40 days on.
+        let later = Arc::new(SetClock(Mutex::new(started + chrono::Duration::days(40))));
+        let shared = shared_in(dir.path(), later);
+        prune_job(&shared).unwrap();
+        assert_eq!(stored(&store), 0, "older than the retention");
     }
 
     /// Consecutive digests cover consecutive periods, however often they run.
