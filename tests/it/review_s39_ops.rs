@@ -3,6 +3,7 @@
 //! exit codes scripts read, the configuration's errors and the prune's clock.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -237,5 +238,43 @@ fn an_error_about_a_table_only_variables_made_names_a_variable() {
     assert!(
         in_the_file.starts_with("FILE: key `report.email.from`: missing"),
         "{in_the_file}"
+    );
+}
+
+/// `seatwarden-admin` without a command is a usage error: exit 64 (`EX_USAGE`),
+/// as seatwarden's own. It exited 2, which `seatwarden-admin plan
+/// --detailed-exitcode` uses for "the plan has changes": a script running
+/// `seatwarden-admin $COMMAND` with the variable empty read a plan with changes.
+#[cfg(unix)]
+#[test]
+fn the_admin_helper_without_a_command_exits_64() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    // `id -u` says root, as under sudo.
+    let id = dir.path().join("id");
+    std::fs::write(&id, "#!/bin/sh\necho 0\n").unwrap();
+    std::fs::set_permissions(&id, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let out = Command::new("sh")
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("systemd/seatwarden-admin"))
+        .env(
+            "PATH",
+            format!(
+                "{}:{}",
+                dir.path().display(),
+                std::env::var("PATH").unwrap_or_default()
+            ),
+        )
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        out.status.code(),
+        Some(i32::from(seatwarden::cli::exit::USAGE)),
+        "{stderr}"
+    );
+    assert!(
+        stderr.starts_with("usage: seatwarden-admin COMMAND"),
+        "{stderr}"
     );
 }
