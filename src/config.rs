@@ -3678,6 +3678,7 @@ const DIRECTORY_KINDS: [&str; 5] = ["file", "okta", "entra", "ldap", "scim"];
 ///   lists only that variant's other keys (`expected `path``), so `kind` is added
 ///   and the list is said to be the one of that kind;
 /// - a missing key becomes a key error, and a missing `kind` lists the kinds.
+///
 /// `kind_variable`: the variable that set `directory.kind`, if one did (the
 /// file's own `kind` is then not the one the keys are checked against).
 fn name_what_is_accepted(
