@@ -278,3 +278,58 @@ fn the_admin_helper_without_a_command_exits_64() {
         "{stderr}"
     );
 }
+
+/// `seatwarden ARGS` on the demo configuration in `dir` with `env`: its exit
+/// code and stderr.
+fn seatwarden(dir: &Path, env: &[(String, String)], args: &[&str]) -> (Option<i32>, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_seatwarden"))
+        .arg("--config")
+        .arg(dir.join("seatwarden.toml"))
+        .args(args)
+        .env_remove("SEATWARDEN_CONFIG")
+        .env_remove("SEATWARDEN_LOCK_TIMEOUT")
+        .envs(env.iter().map(|(k, v)| (k, v)))
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// The exit codes a monitoring script reads, from the binary: a reconcile whose
+/// deprovision the guard held exits 3; `status` exits 7 once that deprovision is
+/// overdue, as text and as JSON; once `approve` applied it (exit 0), `status`
+/// exits 0.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn held_then_overdue_then_approved_exit_3_7_0_from_the_binary() {
+    let sandbox = crate::fixtures::demo_sandbox(TOKEN, Faults::default()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (env, _) = crate::fixtures::demo_env(
+        dir.path(),
+        &sandbox,
+        TOKEN,
+        &[
+            ("SEATWARDEN__SAFETY__MAX_DEPROVISIONS", "0"),
+            ("SEATWARDEN__DEPROVISION__SLA", "1s"),
+        ],
+    );
+    let run = |args: &'static [&'static str]| {
+        let dir = dir.path().to_owned();
+        let env = env.clone();
+        tokio::task::spawn_blocking(move || seatwarden(&dir, &env, args))
+    };
+    let (code, stderr) = run(&["reconcile"]).await.unwrap();
+    assert_eq!(code, Some(3), "{stderr}");
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    for args in [&["status"][..], &["status", "--format", "json"][..]] {
+        let args: &'static [&'static str] = args;
+        let (code, stderr) = run(args).await.unwrap();
+        assert_eq!(code, Some(7), "{args:?}: {stderr}");
+    }
+    let (code, stderr) = run(&["approve", "1"]).await.unwrap();
+    assert_eq!(code, Some(0), "{stderr}");
+    let (code, stderr) = run(&["status"]).await.unwrap();
+    assert_eq!(code, Some(0), "{stderr}");
+}
