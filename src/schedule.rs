@@ -40,6 +40,23 @@ pub struct ScheduleError {
 
 impl Schedule {
     pub fn parse(pattern: &str) -> Result<Schedule, ScheduleError> {
+        // croner's word for another nickname (`@reboot`, `@every 5m`) is "must have
+        // between 5 and 7 fields", and a seventh field is refused below.
+        let nickname = pattern.trim();
+        if nickname.starts_with('@')
+            && !NICKNAMES
+                .iter()
+                .any(|known| known.eq_ignore_ascii_case(nickname))
+        {
+            return Err(ScheduleError {
+                pattern: pattern.to_owned(),
+                message: format!(
+                    "the nicknames are {}; else expected {FIELD_LAYOUTS} (a job the daemon \
+                     has not run yet, or missed while stopped, runs at its start anyway)",
+                    NICKNAMES.join(", ")
+                ),
+            });
+        }
         let fields: Vec<&str> = pattern.split_whitespace().collect();
         if !(5..=6).contains(&fields.len()) && !pattern.trim_start().starts_with('@') {
             // Quartz and some crontabs take a seventh field, the year.
@@ -140,6 +157,16 @@ impl Schedule {
 pub fn log_time(at: DateTime<Utc>) -> String {
     at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
 }
+
+/// The nicknames croner reads (`@weekly` is Sunday 00:00, `@daily` midnight).
+const NICKNAMES: [&str; 6] = [
+    "@yearly",
+    "@annually",
+    "@monthly",
+    "@weekly",
+    "@daily",
+    "@hourly",
+];
 
 /// The field layouts [`Schedule::parse`] takes, for its errors.
 const FIELD_LAYOUTS: &str = "5 fields (minute hour day-of-month month day-of-week) or 6 \
@@ -837,6 +864,25 @@ mod tests {
         );
         assert!(Schedule::parse("*/59 */23 */30 */11 */6").is_ok());
         assert!(Schedule::parse("0-30/15 * * * *").is_ok());
+    }
+
+    /// A nickname croner does not read is refused listing those it does, not with
+    /// croner's "between 5 and 7 fields" (a seventh field is refused too).
+    #[test]
+    fn an_unknown_nickname_is_refused_naming_those_known() {
+        for unknown in ["@reboot", "@every 5m", "@midnight"] {
+            let err = Schedule::parse(unknown).unwrap_err();
+            assert!(
+                err.message.starts_with(
+                    "the nicknames are @yearly, @annually, @monthly, @weekly, @daily, @hourly; \
+                     else expected 5 fields"
+                ),
+                "{unknown}: {err}"
+            );
+        }
+        for known in NICKNAMES.iter().copied().chain([" @HOURLY ", "@Daily"]) {
+            assert!(Schedule::parse(known).is_ok(), "{known}");
+        }
     }
 
     #[test]
