@@ -1729,11 +1729,18 @@ pub struct LockWait {
     pub lock_timeout: std::time::Duration,
 }
 
+/// clap names the flag in its error even when the value came from
+/// `SEATWARDEN_LOCK_TIMEOUT`, which a script sets and which its author then looks
+/// for in vain among the command's flags: the error names both.
 fn lock_timeout(value: &str) -> Result<std::time::Duration, String> {
     if value.trim() == "0" {
         return Ok(std::time::Duration::ZERO);
     }
-    crate::config::parse_duration(value)
+    crate::config::parse_duration(value).map_err(|e| {
+        format!(
+            "{e}, or 0 to give up at once (given with --lock-timeout or SEATWARDEN_LOCK_TIMEOUT)"
+        )
+    })
 }
 
 /// The writer lock still held when `--lock-timeout` ran out: exit 75

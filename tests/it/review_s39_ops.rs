@@ -333,3 +333,27 @@ async fn held_then_overdue_then_approved_exit_3_7_0_from_the_binary() {
     let (code, stderr) = run(&["status"]).await.unwrap();
     assert_eq!(code, Some(0), "{stderr}");
 }
+
+/// A script that sets `SEATWARDEN_LOCK_TIMEOUT` wrong is told so by name: clap's
+/// error named only `--lock-timeout`, a flag the script does not pass. Exit 64.
+#[test]
+fn a_bad_lock_timeout_from_the_environment_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let env = [(
+        "SEATWARDEN_LOCK_TIMEOUT".to_owned(),
+        "10 minutes".to_owned(),
+    )];
+    let (code, stderr) = seatwarden(dir.path(), &env, &["reconcile"]);
+    assert_eq!(
+        code,
+        Some(i32::from(seatwarden::cli::exit::USAGE)),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains(
+            "invalid duration \"10 minutes\"; use e.g. 30s, 10m, 1h30m, 7d, or 0 to give up at \
+             once (given with --lock-timeout or SEATWARDEN_LOCK_TIMEOUT)"
+        ),
+        "{stderr}"
+    );
+}
