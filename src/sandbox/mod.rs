@@ -573,7 +573,10 @@ impl Drop for Sandbox {
 
 /// Reads a seed file: `{"users": [SCIM User…], "groups": [SCIM Group…]}`, the shape
 /// of a SCIM `ListResponse.Resources`, so a workspace exported over SCIM can be
-/// rehearsed against. Resources without an `id` get `seed-user-N`/`seed-group-N`.
+/// rehearsed against. Resources without an `id` get `seed-user-N`/`seed-group-N`;
+/// numeric ids are kept, as strings. What the workspace could not hold (two records
+/// with one id, userName or group name, a member that is no user of the file) is
+/// refused, naming the file and both records.
 pub fn load_seed(path: &Path) -> Result<WorkspaceSnapshot, SandboxError> {
     let text = std::fs::read_to_string(path).map_err(|source| SandboxError::SeedRead {
         path: path.to_owned(),

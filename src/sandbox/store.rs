@@ -2356,23 +2356,54 @@ pub(crate) fn seed_from_json(v: &Value) -> std::result::Result<WorkspaceSnapshot
         }
     };
     let mut snapshot = WorkspaceSnapshot::default();
+    // What the workspace keeps unique, checked here so that a refusal names the
+    // records (`users[7]`), not only the value the sandbox would refuse at start.
+    let mut user_ids: HashMap<String, (usize, bool)> = HashMap::new();
+    let mut user_names: HashMap<String, usize> = HashMap::new();
     for (i, u) in list("users")?.iter().enumerate() {
-        let id = u
-            .as_object()
-            .and_then(|o| attr(o, "id"))
-            .and_then(Value::as_str)
-            .map_or_else(|| format!("seed-user-{}", i + 1), str::to_owned);
+        let given = seed_id(u);
+        let made_up = given.is_none();
+        let id = given.unwrap_or_else(|| format!("seed-user-{}", i + 1));
         let user = User::from_json(id, u).map_err(|e| format!("users[{i}]: {}", e.detail))?;
+        if let Some(earlier) = user_ids.insert(user.id.clone(), (i, made_up)) {
+            return Err(duplicate_id("users", (i, made_up), earlier, &user.id));
+        }
+        if let Some(j) = user_names.insert(user.user_name.to_lowercase(), i) {
+            return Err(format!(
+                "users[{i}] (id {:?}) has userName {:?}, as users[{j}] (id {:?}) has: \
+                 userNames are unique case-insensitively",
+                user.id,
+                user.user_name,
+                snapshot.accounts.get(j).map_or("", |a| a.id.as_str()),
+            ));
+        }
         snapshot.accounts.push(user.to_account());
     }
+    let mut group_ids: HashMap<String, (usize, bool)> = HashMap::new();
+    let mut group_names: HashMap<String, usize> = HashMap::new();
     for (i, g) in list("groups")?.iter().enumerate() {
-        let id = g
-            .as_object()
-            .and_then(|o| attr(o, "id"))
-            .and_then(Value::as_str)
-            .map_or_else(|| format!("seed-group-{}", i + 1), str::to_owned);
+        let given = seed_id(g);
+        let made_up = given.is_none();
+        let id = given.unwrap_or_else(|| format!("seed-group-{}", i + 1));
         let (group, members) =
             Group::from_json(id, g).map_err(|e| format!("groups[{i}]: {}", e.detail))?;
+        if let Some(earlier) = group_ids.insert(group.id.clone(), (i, made_up)) {
+            return Err(duplicate_id("groups", (i, made_up), earlier, &group.id));
+        }
+        if let Some(j) = group_names.insert(group.display_name.to_lowercase(), i) {
+            return Err(format!(
+                "groups[{i}] (id {:?}) has displayName {:?}, as groups[{j}] has: group \
+                 names are unique case-insensitively",
+                group.id, group.display_name
+            ));
+        }
+        if let Some(m) = members.iter().find(|m| !user_ids.contains_key(*m)) {
+            return Err(format!(
+                "groups[{i}] ({:?}) has member {m:?}, which is the id of no user in \
+                 \"users\": a member's value is the id of a User of the same seed",
+                group.display_name
+            ));
+        }
         snapshot.groups.push(WorkspaceGroup {
             id: group.id,
             display_name: group.display_name,
@@ -2380,6 +2411,36 @@ pub(crate) fn seed_from_json(v: &Value) -> std::result::Result<WorkspaceSnapshot
         });
     }
     Ok(snapshot)
+}
+
+/// Two records of a seed's `users` (or `groups`) with one id: `i` has it, or had
+/// it made up (`seed-user-N`) because it has none; so did `j`, the earlier one.
+fn duplicate_id(
+    list: &str,
+    (i, made_up): (usize, bool),
+    (j, earlier_made_up): (usize, bool),
+    id: &str,
+) -> String {
+    match (made_up, earlier_made_up) {
+        (true, _) => format!(
+            "{list}[{i}] has no id, and the one made up for it, {id:?}, is {list}[{j}]'s: \
+             give {list}[{i}] an id"
+        ),
+        (false, true) => format!(
+            "{list}[{i}] has id {id:?}, the id made up for {list}[{j}], which has none: \
+             give {list}[{j}] an id"
+        ),
+        (false, false) => format!("{list}[{i}] has id {id:?}, as {list}[{j}] has: ids are unique"),
+    }
+}
+
+/// A seed resource's `id`, a string or (as some exports write it) a number.
+fn seed_id(resource: &Value) -> Option<String> {
+    match resource.as_object().and_then(|o| attr(o, "id"))? {
+        Value::String(s) if !s.trim().is_empty() => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        _ => None,
+    }
 }
 
 #[cfg(test)]

@@ -1,0 +1,135 @@
+//! Session 39 review of issue 3's own deliverables: the sandbox workspace,
+//! `seatwarden sandbox` and `seatwarden demo`, judged as an operator rehearsing a
+//! configuration against a copy of their workspace would meet them.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use seatwarden::sandbox::load_seed;
+use serde_json::json;
+
+/// A seed the workspace could not hold (two records with one userName, one id or
+/// one group name; a member that is no user of the seed) is refused naming the
+/// file and both records, so the person can find them in a file of thousands.
+/// Before, these were found only when the sandbox started, as `sandbox seed:
+/// userName "X" appears twice`, naming neither the file nor a record.
+#[test]
+fn a_seed_the_workspace_could_not_hold_is_refused_naming_the_file_and_the_records() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("rehearsal-seed.json");
+    for (seed, needles) in [
+        (
+            json!({"users": [
+                {"id": "u1", "userName": "alice@example.com"},
+                {"id": "u2", "userName": "bob@example.com"},
+                {"id": "u3", "userName": "ALICE@example.com"},
+            ]}),
+            vec![
+                "users[2] (id \"u3\") has userName \"ALICE@example.com\"",
+                "users[0] (id \"u1\")",
+                "unique case-insensitively",
+            ],
+        ),
+        (
+            json!({"users": [
+                {"id": "u1", "userName": "a@example.com"},
+                {"id": "u1", "userName": "b@example.com"},
+            ]}),
+            vec!["users[1] has id \"u1\", as users[0] has"],
+        ),
+        (
+            // The first has no id and is given seed-user-1, which the second has.
+            json!({"users": [
+                {"userName": "a@example.com"},
+                {"id": "seed-user-1", "userName": "b@example.com"},
+            ]}),
+            vec!["users[1] has id \"seed-user-1\", the id made up for users[0], which has none"],
+        ),
+        (
+            json!({"users": [
+                {"id": "seed-user-2", "userName": "a@example.com"},
+                {"userName": "b@example.com"},
+            ]}),
+            vec!["users[1] has no id, and the one made up for it, \"seed-user-2\", is users[0]'s"],
+        ),
+        (
+            json!({"users": [], "groups": [
+                {"id": "g1", "displayName": "Design"},
+                {"id": "g2", "displayName": "design"},
+            ]}),
+            vec!["groups[1] (id \"g2\") has displayName \"design\", as groups[0] has"],
+        ),
+        (
+            json!({"users": [], "groups": [
+                {"id": "g1", "displayName": "A"},
+                {"id": "g1", "displayName": "B"},
+            ]}),
+            vec!["groups[1] has id \"g1\", as groups[0] has"],
+        ),
+        (
+            json!({"users": [{"id": "u1", "userName": "a@example.com"}], "groups": [
+                {"id": "g1", "displayName": "Design", "members": [{"value": "u1"}, {"value": "u9"}]},
+            ]}),
+            vec!["groups[0] (\"Design\") has member \"u9\", which is the id of no user"],
+        ),
+    ] {
+        std::fs::write(&path, seed.to_string()).unwrap();
+        let err = load_seed(&path).unwrap_err().to_string();
+        assert!(
+            err.contains(&path.display().to_string()),
+            "names the file: {err}"
+        );
+        for needle in needles {
+            assert!(err.contains(needle), "{seed}: {err}\nwanted: {needle}");
+        }
+    }
+}
+
+/// Numeric ids, as some exports write them, are kept: a group's members name them
+/// by the same number, and a made-up id would leave those members pointing at no
+/// user (the seed refused, or a rehearsal planning the wrong memberships).
+#[test]
+fn numeric_seed_ids_are_kept_so_members_still_name_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("seed.json");
+    std::fs::write(
+        &path,
+        json!({
+            "users": [{"id": 101, "userName": "a@example.com"}],
+            "groups": [{"id": 7, "displayName": "Design", "members": [{"value": 101}]}],
+        })
+        .to_string(),
+    )
+    .unwrap();
+    let seed = load_seed(&path).unwrap();
+    assert_eq!(seed.accounts[0].id, "101");
+    assert_eq!(seed.groups[0].id, "7");
+    assert_eq!(seed.groups[0].members, vec!["101".to_owned()]);
+}
+
+/// `seatwarden sandbox --seed` says so and exits 1, before binding its port.
+#[test]
+fn the_sandbox_command_refuses_a_duplicate_user_name_naming_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("copy-of-workspace.json");
+    std::fs::write(
+        &path,
+        json!({"users": [
+            {"id": "u1", "userName": "alice@example.com"},
+            {"id": "u2", "userName": "Alice@Example.com"},
+        ]})
+        .to_string(),
+    )
+    .unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_seatwarden"))
+        .args(["sandbox", "--port", "0", "--token", "t", "--seed"])
+        .arg(&path)
+        .env_remove("SEATWARDEN_CONFIG")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains(&path.display().to_string())
+            && stderr.contains("users[1] (id \"u2\") has userName \"Alice@Example.com\""),
+        "{stderr}"
+    );
+}
