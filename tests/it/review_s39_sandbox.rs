@@ -133,3 +133,27 @@ fn the_sandbox_command_refuses_a_duplicate_user_name_naming_the_file() {
         "{stderr}"
     );
 }
+
+/// A port already taken (a sandbox still serving, or the port the demo printed
+/// taken by another program since) is said so with what to do, not only the
+/// operating system's "Address already in use".
+#[test]
+fn the_sandbox_command_says_what_to_do_when_its_port_is_taken() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port().to_string();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_seatwarden"))
+        .args(["sandbox", "--token", "t", "--port", &port])
+        .env_remove("SEATWARDEN_CONFIG")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains(&format!("binding 127.0.0.1:{port}"))
+            && stderr.contains("another program listens on that port")
+            && stderr.contains("another --port (0 picks a free one)")
+            && stderr.contains("workspace.url"),
+        "{stderr}"
+    );
+    drop(taken);
+}
