@@ -39,8 +39,9 @@
 //!   (hex) and when it was issued, so pages by cursor neither skip nor repeat a
 //!   resource when others are created or deleted meanwhile; past
 //!   `cursor_timeout` it is 400 `expiredCursor`.
-//! - `excludedAttributes` is honoured (top-level and `a.b`); `attributes` is
-//!   ignored (the full resource is returned, which RFC 7644 clients tolerate).
+//! - `excludedAttributes` is honoured (top-level and `a.b`) on listings and reads
+//!   by id, and `members` on a Group PATCH's answer; `attributes` is ignored (the
+//!   full resource is returned, which RFC 7644 clients tolerate).
 //!   Filters on userName, externalId, id and (Groups) displayName and members use
 //!   indexes; the other supported attributes
 //!   (displayName, name.*, emails, roles, active on Users) scan.
@@ -1012,7 +1013,8 @@ fn route(
         },
         ["Users", id] => match m {
             Method::GET => {
-                let r = shared.store_read().get_user(id)?;
+                let excluded = list_query(uri, shared.max_results)?.0.excluded;
+                let r = store::without_excluded(shared.store_read().get_user(id)?, &excluded)?;
                 shared.change_after_read("Users", id, now);
                 Ok(resource_response(200, r, false))
             }
@@ -1048,14 +1050,12 @@ fn route(
             _ => Err(not_allowed()),
         },
         ["Groups", id] => {
-            let with_members = !list_query(uri, shared.max_results)?
-                .0
-                .excluded
-                .iter()
-                .any(|e| e.eq_ignore_ascii_case("members"));
+            let excluded = list_query(uri, shared.max_results)?.0.excluded;
+            let with_members = !excluded.iter().any(|e| e.eq_ignore_ascii_case("members"));
             match m {
                 Method::GET => {
                     let r = shared.store_read().get_group(id, with_members)?;
+                    let r = store::without_excluded(r, &excluded)?;
                     shared.change_after_read("Groups", id, now);
                     Ok(resource_response(200, r, false))
                 }

@@ -3,8 +3,8 @@
 //! configuration against a copy of their workspace would meet them.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use seatwarden::sandbox::load_seed;
-use serde_json::json;
+use seatwarden::sandbox::{Sandbox, SandboxOptions, load_seed};
+use serde_json::{Value, json};
 
 /// A seed the workspace could not hold (two records with one userName, one id or
 /// one group name; a member that is no user of the seed) is refused naming the
@@ -156,4 +156,89 @@ fn the_sandbox_command_says_what_to_do_when_its_port_is_taken() {
         "{stderr}"
     );
     drop(taken);
+}
+
+/// GET with the sandbox's default token; the status and the body.
+async fn get(sandbox: &Sandbox, path: &str) -> (u16, Value) {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let http = reqwest::Client::builder()
+        .tls_backend_rustls()
+        .build()
+        .unwrap();
+    let base = sandbox.base_url().as_str().trim_end_matches('/').to_owned();
+    let answer = http
+        .get(format!("{base}{path}"))
+        .bearer_auth(SandboxOptions::default().token)
+        .send()
+        .await
+        .unwrap();
+    let status = answer.status().as_u16();
+    (status, answer.json().await.unwrap())
+}
+
+/// `excludedAttributes` on a read by id leaves those attributes out (RFC 7644
+/// §3.4.1, §3.9), as the module documents it does: before, a User read by id
+/// ignored it and a Group read dropped `members` only; and an excluded
+/// sub-attribute of a multi-valued attribute (`emails.type`) stayed in listings.
+#[tokio::test]
+async fn excluded_attributes_are_left_out_of_reads_by_id_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("seed.json");
+    std::fs::write(
+        &path,
+        json!({
+            "users": [{"id": "u1", "userName": "ada@example.com", "externalId": "p1",
+                       "name": {"givenName": "Ada", "familyName": "Lovelace"},
+                       "emails": [{"value": "ada@example.com", "type": "work", "primary": true}],
+                       "roles": [{"value": "Editor", "primary": true}]}],
+            "groups": [{"id": "g1", "displayName": "Design", "externalId": "d1",
+                        "members": [{"value": "u1"}]}],
+        })
+        .to_string(),
+    )
+    .unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let sandbox = Sandbox::start(
+        listener,
+        SandboxOptions::default(),
+        load_seed(&path).unwrap(),
+    )
+    .await
+    .unwrap();
+
+    let (status, user) = get(
+        &sandbox,
+        "/Users/u1?excludedAttributes=emails,name.givenName,externalId,roles.primary",
+    )
+    .await;
+    assert_eq!(status, 200, "{user}");
+    assert_eq!(user["id"], "u1", "id is always returned");
+    assert_eq!(user["userName"], "ada@example.com");
+    assert!(user.get("emails").is_none(), "{user}");
+    assert!(user.get("externalId").is_none(), "{user}");
+    assert_eq!(user["name"], json!({"familyName": "Lovelace"}));
+    assert_eq!(user["roles"], json!([{"value": "Editor"}]));
+    assert!(user["schemas"].is_array());
+
+    let (status, group) = get(&sandbox, "/Groups/g1?excludedAttributes=externalId").await;
+    assert_eq!(status, 200, "{group}");
+    assert!(group.get("externalId").is_none(), "{group}");
+    assert_eq!(group["members"][0]["value"], "u1", "{group}");
+    let (_, group) = get(&sandbox, "/Groups/g1?excludedAttributes=members,meta").await;
+    assert!(
+        group.get("members").is_none() && group.get("meta").is_none(),
+        "{group}"
+    );
+    assert_eq!(group["displayName"], "Design");
+
+    let (_, list) = get(&sandbox, "/Users?excludedAttributes=emails.type").await;
+    assert_eq!(
+        list["Resources"][0]["emails"],
+        json!([{"value": "ada@example.com", "primary": true}])
+    );
+    // Without the parameter, a read by id is the whole resource.
+    let (_, user) = get(&sandbox, "/Users/u1").await;
+    assert_eq!(user["emails"][0]["type"], "work");
+    assert_eq!(user["externalId"], "p1");
+    sandbox.shutdown().await;
 }
