@@ -242,3 +242,35 @@ async fn excluded_attributes_are_left_out_of_reads_by_id_too() {
     assert_eq!(user["externalId"], "p1");
     sandbox.shutdown().await;
 }
+
+/// The demo's reconcile report lists the drift as that run found it, before its
+/// writes ("account is still active" right under "converged"): the demo says so
+/// where it prints it, so a newcomer does not read the fixed drift as left over.
+#[test]
+fn the_demo_says_its_reconcile_lists_the_drift_found_before_writing() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_seatwarden"))
+        .args(["demo", "--dir"])
+        .arg(dir.path().join("demo"))
+        .env_remove("SEATWARDEN_CONFIG")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}");
+    let step2 = stdout.find("━━ 2. reconcile").unwrap();
+    let report = stdout
+        .find("seatwarden run 2 (reconcile): converged")
+        .unwrap();
+    let note = stdout[step2..report].to_owned();
+    assert!(
+        note.contains("The drift it lists is what it found before writing anything")
+            && note.contains("step 3 shows what is left"),
+        "{note}"
+    );
+    // And the reconcile's report does list drift its own actions fixed.
+    let step3 = stdout.find("━━ 3.").unwrap();
+    assert!(
+        stdout[report..step3]
+            .contains("olivia.haddad@example.com: identity is deprovisioned in the directory; account is still active")
+    );
+}
