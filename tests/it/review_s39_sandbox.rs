@@ -274,3 +274,73 @@ fn the_demo_says_its_reconcile_lists_the_drift_found_before_writing() {
             .contains("olivia.haddad@example.com: identity is deprovisioned in the directory; account is still active")
     );
 }
+
+/// An attribute name with a character across its fourth byte (`aéé`: é is two
+/// bytes) panicked the sandbox's request task: a list filter naming one got its
+/// connection dropped instead of `400 invalidFilter`, and a PATCH whose
+/// path-less operation named one after an operation adding a member left the
+/// group changed (the member added: PATCH was not atomic) with its version and
+/// membership index not, so `members[value eq …]` filters answered wrong from
+/// then on.
+#[tokio::test]
+async fn a_non_ascii_attribute_name_is_answered_not_a_panic_leaving_a_group_half_changed() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("seed.json");
+    std::fs::write(
+        &path,
+        json!({
+            "users": [{"id": "u1", "userName": "ada@example.com"}],
+            "groups": [{"id": "g1", "displayName": "Design"}],
+        })
+        .to_string(),
+    )
+    .unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let sandbox = Sandbox::start(
+        listener,
+        SandboxOptions::default(),
+        load_seed(&path).unwrap(),
+    )
+    .await
+    .unwrap();
+
+    let (status, body) = get(&sandbox, "/Users?filter=a%C3%A9%C3%A9%20eq%20%22x%22").await;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(body["scimType"], "invalidFilter");
+
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let http = reqwest::Client::builder()
+        .tls_backend_rustls()
+        .build()
+        .unwrap();
+    let base = sandbox.base_url().as_str().trim_end_matches('/').to_owned();
+    // The first operation is applied in place before the second's path-less
+    // keys are read: the panic came after the member was added.
+    let answer = http
+        .patch(format!("{base}/Groups/g1"))
+        .bearer_auth(SandboxOptions::default().token)
+        .json(&json!({
+            "schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"],
+            "Operations": [
+                {"op": "add", "path": "members", "value": [{"value": "u1"}]},
+                {"op": "add", "value": {"zéé": 1}},
+            ],
+        }))
+        .send()
+        .await
+        .expect("an answer, not a dropped connection");
+    assert_eq!(answer.status().as_u16(), 200);
+    let (_, group) = get(&sandbox, "/Groups/g1").await;
+    assert_eq!(group["members"][0]["value"], "u1", "{group}");
+    assert_eq!(group["meta"]["version"], "W/\"2\"", "{group}");
+    let (_, found) = get(
+        &sandbox,
+        "/Groups?filter=members%5Bvalue%20eq%20%22u1%22%5D",
+    )
+    .await;
+    assert_eq!(
+        found["totalResults"], 1,
+        "the index agrees with the group: {found}"
+    );
+    sandbox.shutdown().await;
+}
