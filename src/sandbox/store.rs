@@ -2347,6 +2347,9 @@ fn excluded(mut v: Value, excluded: &[String]) -> Value {
 /// Only `users` and `groups` are read, and at least one must be there: a file of
 /// another shape (a SCIM ListResponse, a directory export) would otherwise seed an
 /// empty workspace, and a rehearsal against it would plan to create everyone.
+/// What the workspace keeps unique (ids, userNames and group names, the names
+/// case-insensitively) and members that are no user of the seed are refused
+/// here, naming both records, rather than by [`Store::new`] naming neither.
 pub(crate) fn seed_from_json(v: &Value) -> std::result::Result<WorkspaceSnapshot, String> {
     const KEYS: [&str; 2] = ["users", "groups"];
     let o = v.as_object().ok_or("the seed must be a JSON object")?;
