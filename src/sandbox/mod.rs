@@ -23,8 +23,10 @@
 //!   Identity Center hides them: `"members": []` in every answer, found only by
 //!   `members.value eq "<user>"` or `id eq "<group>" and members eq "<user>"`
 //!   filters, and 404 for such a filter naming a User that does not exist.
-//! - **Group displayNames are unique** (case-insensitively), like userNames: 409
-//!   `uniqueness`.
+//! - **Group displayNames are unique** (case-insensitively), like userNames: a
+//!   create or rename to a taken name is 409 `uniqueness`. A seed may still give
+//!   several groups one name, as a copy of a workspace whose folders share one
+//!   (seatwarden plans such a match as disputed); those groups take other writes.
 //! - **Faults** ([`Faults`]) are decided before auth and handling, from one seeded
 //!   splitmix64 draw per request in arrival order, so a faulted request never
 //!   changes state. Latency applies to every request. A *reset* answers with a body
@@ -576,8 +578,8 @@ impl Drop for Sandbox {
 /// of a SCIM `ListResponse.Resources`, so a workspace exported over SCIM can be
 /// rehearsed against. Resources without an `id` get `seed-user-N`/`seed-group-N`;
 /// numeric ids are kept, as strings. What the workspace could not hold (two records
-/// with one id, userName or group name, a member that is no user of the file) is
-/// refused, naming the file and both records.
+/// with one id or userName, a member that is no user of the file) is refused,
+/// naming the file and both records. Groups may share a name.
 pub fn load_seed(path: &Path) -> Result<WorkspaceSnapshot, SandboxError> {
     let text = std::fs::read_to_string(path).map_err(|source| SandboxError::SeedRead {
         path: path.to_owned(),

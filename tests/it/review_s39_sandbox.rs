@@ -52,13 +52,6 @@ fn a_seed_the_workspace_could_not_hold_is_refused_naming_the_file_and_the_record
         ),
         (
             json!({"users": [], "groups": [
-                {"id": "g1", "displayName": "Design"},
-                {"id": "g2", "displayName": "design"},
-            ]}),
-            vec!["groups[1] (id \"g2\") has displayName \"design\", as groups[0] has"],
-        ),
-        (
-            json!({"users": [], "groups": [
                 {"id": "g1", "displayName": "A"},
                 {"id": "g1", "displayName": "B"},
             ]}),
@@ -342,5 +335,103 @@ async fn a_non_ascii_attribute_name_is_answered_not_a_panic_leaving_a_group_half
         found["totalResults"], 1,
         "the index agrees with the group: {found}"
     );
+    sandbox.shutdown().await;
+}
+
+/// A copy of a workspace whose folders share a name (two "Design" folders in two
+/// workspaces) can be rehearsed against: the seed loads (it was refused, "group
+/// displayName appears twice", so such a workspace could not be rehearsed at
+/// all, nor the disputed group match seatwarden plans for it), a `displayName eq`
+/// filter finds both, and both still take writes; only a create or a rename to a
+/// taken name is 409 `uniqueness`.
+#[tokio::test]
+async fn a_seed_whose_groups_share_a_name_loads_and_its_groups_take_writes() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("seed.json");
+    std::fs::write(
+        &path,
+        json!({
+            "users": [{"id": "u1", "userName": "ada@example.com"}],
+            "groups": [
+                {"id": "g1", "displayName": "Design"},
+                {"id": "g2", "displayName": "design", "members": [{"value": "u1"}]},
+                {"id": "g3", "displayName": "Sales"},
+            ],
+        })
+        .to_string(),
+    )
+    .unwrap();
+    let seed = load_seed(&path).unwrap();
+    assert_eq!(seed.groups.len(), 3);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let sandbox = Sandbox::start(listener, SandboxOptions::default(), seed)
+        .await
+        .unwrap();
+
+    let (status, found) = get(&sandbox, "/Groups?filter=displayName%20eq%20%22DESIGN%22").await;
+    assert_eq!(status, 200, "{found}");
+    assert_eq!(found["totalResults"], 2, "{found}");
+
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let http = reqwest::Client::builder()
+        .tls_backend_rustls()
+        .build()
+        .unwrap();
+    let base = sandbox.base_url().as_str().trim_end_matches('/').to_owned();
+    let token = SandboxOptions::default().token;
+    let patch = |id: &str, operations: Value| {
+        http.patch(format!("{base}/Groups/{id}"))
+            .bearer_auth(&token)
+            .json(&json!({
+                "schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"],
+                "Operations": operations,
+            }))
+            .send()
+    };
+    let add = json!([{"op": "add", "path": "members", "value": [{"value": "u1"}]}]);
+    assert_eq!(patch("g1", add).await.unwrap().status().as_u16(), 200);
+    let remove = json!([{"op": "remove", "path": "members[value eq \"u1\"]"}]);
+    assert_eq!(patch("g2", remove).await.unwrap().status().as_u16(), 200);
+    // A change of case only is no new name.
+    let recase = json!([{"op": "replace", "path": "displayName", "value": "DESIGN"}]);
+    assert_eq!(patch("g2", recase).await.unwrap().status().as_u16(), 200);
+    let put = http
+        .put(format!("{base}/Groups/g1"))
+        .bearer_auth(&token)
+        .json(&json!({"displayName": "Design", "members": []}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(put.status().as_u16(), 200);
+
+    // A taken name is still refused to a create or a rename.
+    let rename = patch(
+        "g3",
+        json!([{"op": "replace", "path": "displayName", "value": "design"}]),
+    )
+    .await
+    .unwrap();
+    assert_eq!(rename.status().as_u16(), 409);
+    let created = http
+        .post(format!("{base}/Groups"))
+        .bearer_auth(&token)
+        .json(&json!({"displayName": "Design"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status().as_u16(), 409);
+
+    // Renamed away, a name is free for the other to keep and for the index.
+    let away = json!([{"op": "replace", "path": "displayName", "value": "Design (old)"}]);
+    assert_eq!(patch("g1", away).await.unwrap().status().as_u16(), 200);
+    let (_, found) = get(&sandbox, "/Groups?filter=displayName%20eq%20%22design%22").await;
+    assert_eq!(found["totalResults"], 1, "{found}");
+    assert_eq!(found["Resources"][0]["id"], "g2");
+    let (_, found) = get(
+        &sandbox,
+        "/Groups?filter=displayName%20eq%20%22Design%20(old)%22",
+    )
+    .await;
+    assert_eq!(found["Resources"][0]["id"], "g1", "{found}");
     sandbox.shutdown().await;
 }
