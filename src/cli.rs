@@ -1550,9 +1550,19 @@ fn serve_sandbox(
             None => crate::model::WorkspaceSnapshot::default(),
         };
         let (users, groups) = (seed.accounts.len(), seed.groups.len());
-        let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
-            .await
-            .with_context(|| format!("binding 127.0.0.1:{port}"))?;
+        let listener = match tokio::net::TcpListener::bind(("127.0.0.1", port)).await {
+            Ok(listener) => listener,
+            // Most often a sandbox still serving, or the demo's port (the demo's
+            // closing text names it) taken by something else since.
+            Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => anyhow::bail!(
+                "binding 127.0.0.1:{port}: {e}: another program listens on that port \
+                 (a sandbox still running?). Stop it, or choose another --port (0 picks a \
+                 free one) and set workspace.url to the URL this command prints"
+            ),
+            Err(e) => {
+                return Err(anyhow::Error::new(e).context(format!("binding 127.0.0.1:{port}")));
+            }
+        };
         let sandbox = Sandbox::start(
             listener,
             SandboxOptions {

@@ -387,6 +387,12 @@ async fn steps(config: &Config, colour: bool) -> Result<(Report, Report, Report)
     out!("{}", report::render_text(&first.report, tz, &admin, colour))?;
 
     outln!("\n━━ 2. reconcile: apply (journaled), verify, report ━━\n")?;
+    // Its report lists the drift as the run found it, before its writes: read
+    // after "converged", "account is still active" would look like a failure.
+    outln!(
+        "(The drift it lists is what it found before writing anything; its actions \
+         say what it applied, and step 3 shows what is left.)\n"
+    )?;
     let reconcile = run::execute(config, Store::open(&config.state.path)?, Mode::Reconcile).await?;
     out!(
         "{}",

@@ -126,7 +126,13 @@ fn tokenize(s: &str) -> Result<Vec<Token>, FilterError> {
 /// Lowercases an attribute path and drops a schema URN prefix
 /// (`urn:ietf:params:scim:schemas:core:2.0:User:userName` → `username`).
 pub(crate) fn normalize_attr(attr: &str) -> String {
-    let attr = if attr.len() > 4 && attr[..4].eq_ignore_ascii_case("urn:") {
+    // `get`, not `[..4]`: a name whose fourth byte is inside a character (`aéé`)
+    // would panic the request's task, and in a PATCH leave a group half-changed.
+    let urn = attr.len() > 4
+        && attr
+            .get(..4)
+            .is_some_and(|p| p.eq_ignore_ascii_case("urn:"));
+    let attr = if urn {
         attr.rsplit_once(':').map_or(attr, |(_, a)| a)
     } else {
         attr
@@ -454,6 +460,20 @@ mod tests {
         // Far past any stack: refused as soon as the limit is passed.
         assert!(parse_filter(&"(".repeat(200_000)).is_err());
         assert!(parse_path(&format!("members[{}", "(".repeat(200_000))).is_err());
+    }
+
+    #[test]
+    fn a_name_with_a_character_across_its_fourth_byte_is_no_panic() {
+        // é is two bytes: the fourth byte of each is inside one.
+        for name in ["aéé", "zéé", "ünïcode"] {
+            assert_eq!(normalize_attr(name), name.to_lowercase());
+            assert_eq!(
+                parse_filter(&format!("{name} eq \"x\"")).unwrap(),
+                vec![vec![eq(&name.to_lowercase(), "x")]]
+            );
+            assert_eq!(parse_path(name).unwrap().attr, name.to_lowercase());
+        }
+        assert_eq!(normalize_attr("URN:x:userName"), "username");
     }
 
     #[test]

@@ -23,8 +23,10 @@
 //!   Identity Center hides them: `"members": []` in every answer, found only by
 //!   `members.value eq "<user>"` or `id eq "<group>" and members eq "<user>"`
 //!   filters, and 404 for such a filter naming a User that does not exist.
-//! - **Group displayNames are unique** (case-insensitively), like userNames: 409
-//!   `uniqueness`.
+//! - **Group displayNames are unique** (case-insensitively), like userNames: a
+//!   create or rename to a taken name is 409 `uniqueness`. A seed may still give
+//!   several groups one name, as a copy of a workspace whose folders share one
+//!   (seatwarden plans such a match as disputed); those groups take other writes.
 //! - **Faults** ([`Faults`]) are decided before auth and handling, from one seeded
 //!   splitmix64 draw per request in arrival order, so a faulted request never
 //!   changes state. Latency applies to every request. A *reset* answers with a body
@@ -39,8 +41,9 @@
 //!   (hex) and when it was issued, so pages by cursor neither skip nor repeat a
 //!   resource when others are created or deleted meanwhile; past
 //!   `cursor_timeout` it is 400 `expiredCursor`.
-//! - `excludedAttributes` is honoured (top-level and `a.b`); `attributes` is
-//!   ignored (the full resource is returned, which RFC 7644 clients tolerate).
+//! - `excludedAttributes` is honoured (top-level and `a.b`) on listings and reads
+//!   by id, and `members` on a Group PATCH's answer; `attributes` is ignored (the
+//!   full resource is returned, which RFC 7644 clients tolerate).
 //!   Filters on userName, externalId, id and (Groups) displayName and members use
 //!   indexes; the other supported attributes
 //!   (displayName, name.*, emails, roles, active on Users) scan.
@@ -573,7 +576,10 @@ impl Drop for Sandbox {
 
 /// Reads a seed file: `{"users": [SCIM User…], "groups": [SCIM Group…]}`, the shape
 /// of a SCIM `ListResponse.Resources`, so a workspace exported over SCIM can be
-/// rehearsed against. Resources without an `id` get `seed-user-N`/`seed-group-N`.
+/// rehearsed against. Resources without an `id` get `seed-user-N`/`seed-group-N`;
+/// numeric ids are kept, as strings. What the workspace could not hold (two records
+/// with one id or userName, a member that is no user of the file) is refused,
+/// naming the file and both records. Groups may share a name.
 pub fn load_seed(path: &Path) -> Result<WorkspaceSnapshot, SandboxError> {
     let text = std::fs::read_to_string(path).map_err(|source| SandboxError::SeedRead {
         path: path.to_owned(),
@@ -1009,7 +1015,8 @@ fn route(
         },
         ["Users", id] => match m {
             Method::GET => {
-                let r = shared.store_read().get_user(id)?;
+                let excluded = list_query(uri, shared.max_results)?.0.excluded;
+                let r = store::without_excluded(shared.store_read().get_user(id)?, &excluded)?;
                 shared.change_after_read("Users", id, now);
                 Ok(resource_response(200, r, false))
             }
@@ -1045,14 +1052,12 @@ fn route(
             _ => Err(not_allowed()),
         },
         ["Groups", id] => {
-            let with_members = !list_query(uri, shared.max_results)?
-                .0
-                .excluded
-                .iter()
-                .any(|e| e.eq_ignore_ascii_case("members"));
+            let excluded = list_query(uri, shared.max_results)?.0.excluded;
+            let with_members = !excluded.iter().any(|e| e.eq_ignore_ascii_case("members"));
             match m {
                 Method::GET => {
                     let r = shared.store_read().get_group(id, with_members)?;
+                    let r = store::without_excluded(r, &excluded)?;
                     shared.change_after_read("Groups", id, now);
                     Ok(resource_response(200, r, false))
                 }

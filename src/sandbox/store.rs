@@ -255,8 +255,10 @@ pub(crate) struct Store {
     /// Lowercased userName → id: uniqueness and `userName eq`.
     user_names: HashMap<String, String>,
     external_ids: HashMap<String, BTreeSet<String>>,
-    /// Lowercased displayName → group id: uniqueness and `displayName eq`.
-    group_names: HashMap<String, String>,
+    /// Lowercased displayName → the groups of that name: uniqueness and
+    /// `displayName eq`. More than one only from a seed: a copy of a workspace
+    /// whose folders share a name (seatwarden calls such a match disputed).
+    group_names: HashMap<String, BTreeSet<String>>,
     /// User id → the groups it is a member of: `members[value eq]` and cleanup on delete.
     memberships: HashMap<String, BTreeSet<String>>,
     ids: IdGen,
@@ -1035,15 +1037,6 @@ impl Store {
             if store.groups.items.contains_key(&group.id) {
                 return Err(format!("group id {:?} appears twice", group.id));
             }
-            if store
-                .group_names
-                .contains_key(&group.display_name.to_lowercase())
-            {
-                return Err(format!(
-                    "group displayName {:?} appears twice",
-                    group.display_name
-                ));
-            }
             for m in &group.members {
                 if !store.users.items.contains_key(m) {
                     return Err(format!(
@@ -1133,10 +1126,9 @@ impl Store {
         let empty = BTreeSet::new();
         let old_members = old.map_or(&empty, |g| &g.members);
         if let Some(old) = old {
-            self.group_names.remove(&old.display_name.to_lowercase());
+            unname(&mut self.group_names, &old.display_name, &old.id);
         }
-        self.group_names
-            .insert(new.display_name.to_lowercase(), new.id.clone());
+        name(&mut self.group_names, &new.display_name, &new.id);
         for gone in old_members.difference(&new.members) {
             if let Some(set) = self.memberships.get_mut(gone) {
                 set.remove(&new.id);
@@ -1405,15 +1397,17 @@ impl Store {
         self.group_rendered(id, with_members)
     }
 
-    fn check_group(&self, group: &Group, members: &BTreeSet<String>) -> Result<()> {
-        if let Some(other) = self.group_names.get(&group.display_name.to_lowercase())
-            && *other != group.id
-        {
-            return Err(ScimError::new(
-                409,
-                Some("uniqueness"),
-                format!("a group named {:?} already exists", group.display_name),
-            ));
+    /// `old_name`: the group's name before this write (`None`: a new group). A
+    /// name is checked when it is given or changed, so groups a seed gave one
+    /// name can still be written to.
+    fn check_group(
+        &self,
+        group: &Group,
+        old_name: Option<&str>,
+        members: &BTreeSet<String>,
+    ) -> Result<()> {
+        if old_name.is_none_or(|old| !old.eq_ignore_ascii_case(&group.display_name)) {
+            name_free(&self.group_names, &group.display_name, &group.id)?;
         }
         // Referential integrity, as a real workspace keeps it: members must be
         // existing Users (groups do not nest in Taskade).
@@ -1432,7 +1426,7 @@ impl Store {
         let id = self.fresh_id();
         let (mut group, members) = Group::from_json(id.clone(), body)?;
         group.members = members.into_iter().collect();
-        self.check_group(&group, &group.members)?;
+        self.check_group(&group, None, &group.members)?;
         self.index_group(&group, None);
         self.groups.insert(
             id.clone(),
@@ -1462,7 +1456,7 @@ impl Store {
         check_if_match(if_match, meta)?;
         if *old != new {
             let added: BTreeSet<String> = new.members.difference(&old.members).cloned().collect();
-            self.check_group(&new, &added)?;
+            self.check_group(&new, Some(&old.display_name), &added)?;
             let old = old.clone();
             let meta = bump(meta, now);
             self.index_group(&new, Some(&old));
@@ -1519,13 +1513,10 @@ impl Store {
             users: &users.items,
         };
         let outcome = apply_group_ops(&mut edit, ops).and_then(|()| {
-            match group_names.get(&edit.display_name.to_lowercase()) {
-                Some(other) if other != id => Err(ScimError::new(
-                    409,
-                    Some("uniqueness"),
-                    format!("a group named {:?} already exists", edit.display_name),
-                )),
-                _ => Ok(()),
+            if edit.display_name.eq_ignore_ascii_case(&group.display_name) {
+                Ok(())
+            } else {
+                name_free(group_names, &edit.display_name, id)
             }
         });
         if let Err(e) = outcome {
@@ -1541,8 +1532,8 @@ impl Store {
         let renamed = display_name != group.display_name;
         if renamed || external_id != group.external_id || !journal.is_empty() {
             if renamed {
-                group_names.remove(&group.display_name.to_lowercase());
-                group_names.insert(display_name.to_lowercase(), id.to_owned());
+                unname(group_names, &group.display_name, id);
+                name(group_names, &display_name, id);
             }
             group.display_name = display_name;
             group.external_id = external_id;
@@ -1574,7 +1565,7 @@ impl Store {
             .ok_or_else(|| ScimError::not_found("Group", id))?;
         check_if_match(if_match, meta)?;
         if let Some((group, _)) = self.groups.remove(id) {
-            self.group_names.remove(&group.display_name.to_lowercase());
+            unname(&mut self.group_names, &group.display_name, id);
             for m in &group.members {
                 if let Some(set) = self.memberships.get_mut(m) {
                     set.remove(id);
@@ -1627,9 +1618,8 @@ impl Store {
                 "displayname" => Some(
                     self.group_names
                         .get(&v.to_lowercase())
-                        .cloned()
-                        .into_iter()
-                        .collect(),
+                        .map(|ids| ids.iter().cloned().collect())
+                        .unwrap_or_default(),
                 ),
                 "members" | "members.value" => Some(
                     self.memberships
@@ -1749,6 +1739,38 @@ impl Store {
         };
         list.map(|list| list.paged_by(q, page.more_after))
     }
+}
+
+/// Group `id` is named `display_name` in the name index.
+fn name(names: &mut HashMap<String, BTreeSet<String>>, display_name: &str, id: &str) {
+    names
+        .entry(display_name.to_lowercase())
+        .or_default()
+        .insert(id.to_owned());
+}
+
+/// Group `id` is no longer named `display_name`.
+fn unname(names: &mut HashMap<String, BTreeSet<String>>, display_name: &str, id: &str) {
+    unlink(names, &display_name.to_lowercase(), id);
+}
+
+/// 409 `uniqueness` when a group other than `id` is named `display_name`.
+fn name_free(
+    names: &HashMap<String, BTreeSet<String>>,
+    display_name: &str,
+    id: &str,
+) -> Result<()> {
+    let taken = names
+        .get(&display_name.to_lowercase())
+        .is_some_and(|ids| ids.iter().any(|other| other != id));
+    if taken {
+        return Err(ScimError::new(
+            409,
+            Some("uniqueness"),
+            format!("a group named {display_name:?} already exists"),
+        ));
+    }
+    Ok(())
 }
 
 fn unlink(memberships: &mut HashMap<String, BTreeSet<String>>, member: &str, group: &str) {
@@ -2285,6 +2307,22 @@ impl serde::Serialize for MembersView<'_> {
     }
 }
 
+/// A resource read by id without its `excludedAttributes` (see [`excluded`]).
+/// Rendered again as a `Value` only when some are named: reads without them, the
+/// ones the benchmarks make, keep the straight serialisation.
+pub(crate) fn without_excluded(mut r: Rendered, excluded_attrs: &[String]) -> Result<Rendered> {
+    // `members` is left out while rendering (`with_members`), not here.
+    if excluded_attrs
+        .iter()
+        .all(|e| e.eq_ignore_ascii_case("members"))
+    {
+        return Ok(r);
+    }
+    let value: Value = serde_json::from_slice(&r.json).map_err(unrenderable)?;
+    r.json = serde_json::to_vec(&excluded(value, excluded_attrs)).map_err(unrenderable)?;
+    Ok(r)
+}
+
 /// Drops `excludedAttributes` (top-level, or `name.givenName`-style sub-attributes);
 /// `id` and `schemas` are always returned.
 fn excluded(mut v: Value, excluded: &[String]) -> Value {
@@ -2303,12 +2341,21 @@ fn excluded(mut v: Value, excluded: &[String]) -> Value {
                     None => {
                         o.remove(&key);
                     }
+                    // `name.givenName`, or `emails.type` from every element.
                     Some(sub) => {
-                        if let Some(Value::Object(inner)) = o.get_mut(&key) {
+                        let drop_sub = |inner: &mut Map<String, Value>| {
                             let sk = inner.keys().find(|k| k.eq_ignore_ascii_case(sub)).cloned();
                             if let Some(sk) = sk {
                                 inner.remove(&sk);
                             }
+                        };
+                        match o.get_mut(&key) {
+                            Some(Value::Object(inner)) => drop_sub(inner),
+                            Some(Value::Array(items)) => items
+                                .iter_mut()
+                                .filter_map(Value::as_object_mut)
+                                .for_each(drop_sub),
+                            _ => {}
                         }
                     }
                 }
@@ -2322,6 +2369,10 @@ fn excluded(mut v: Value, excluded: &[String]) -> Value {
 /// Only `users` and `groups` are read, and at least one must be there: a file of
 /// another shape (a SCIM ListResponse, a directory export) would otherwise seed an
 /// empty workspace, and a rehearsal against it would plan to create everyone.
+/// What the workspace keeps unique (ids, and userNames case-insensitively) and
+/// members that are no user of the seed are refused here, naming both records,
+/// rather than by [`Store::new`] naming neither. Groups may share a name: folders
+/// in a real workspace do, and seatwarden's plan calls such a match disputed.
 pub(crate) fn seed_from_json(v: &Value) -> std::result::Result<WorkspaceSnapshot, String> {
     const KEYS: [&str; 2] = ["users", "groups"];
     let o = v.as_object().ok_or("the seed must be a JSON object")?;
@@ -2356,23 +2407,46 @@ pub(crate) fn seed_from_json(v: &Value) -> std::result::Result<WorkspaceSnapshot
         }
     };
     let mut snapshot = WorkspaceSnapshot::default();
+    // What the workspace keeps unique, checked here so that a refusal names the
+    // records (`users[7]`), not only the value the sandbox would refuse at start.
+    let mut user_ids: HashMap<String, (usize, bool)> = HashMap::new();
+    let mut user_names: HashMap<String, usize> = HashMap::new();
     for (i, u) in list("users")?.iter().enumerate() {
-        let id = u
-            .as_object()
-            .and_then(|o| attr(o, "id"))
-            .and_then(Value::as_str)
-            .map_or_else(|| format!("seed-user-{}", i + 1), str::to_owned);
+        let given = seed_id(u);
+        let made_up = given.is_none();
+        let id = given.unwrap_or_else(|| format!("seed-user-{}", i + 1));
         let user = User::from_json(id, u).map_err(|e| format!("users[{i}]: {}", e.detail))?;
+        if let Some(earlier) = user_ids.insert(user.id.clone(), (i, made_up)) {
+            return Err(duplicate_id("users", (i, made_up), earlier, &user.id));
+        }
+        if let Some(j) = user_names.insert(user.user_name.to_lowercase(), i) {
+            return Err(format!(
+                "users[{i}] (id {:?}) has userName {:?}, as users[{j}] (id {:?}) has: \
+                 userNames are unique case-insensitively",
+                user.id,
+                user.user_name,
+                snapshot.accounts.get(j).map_or("", |a| a.id.as_str()),
+            ));
+        }
         snapshot.accounts.push(user.to_account());
     }
+    let mut group_ids: HashMap<String, (usize, bool)> = HashMap::new();
     for (i, g) in list("groups")?.iter().enumerate() {
-        let id = g
-            .as_object()
-            .and_then(|o| attr(o, "id"))
-            .and_then(Value::as_str)
-            .map_or_else(|| format!("seed-group-{}", i + 1), str::to_owned);
+        let given = seed_id(g);
+        let made_up = given.is_none();
+        let id = given.unwrap_or_else(|| format!("seed-group-{}", i + 1));
         let (group, members) =
             Group::from_json(id, g).map_err(|e| format!("groups[{i}]: {}", e.detail))?;
+        if let Some(earlier) = group_ids.insert(group.id.clone(), (i, made_up)) {
+            return Err(duplicate_id("groups", (i, made_up), earlier, &group.id));
+        }
+        if let Some(m) = members.iter().find(|m| !user_ids.contains_key(*m)) {
+            return Err(format!(
+                "groups[{i}] ({:?}) has member {m:?}, which is the id of no user in \
+                 \"users\": a member's value is the id of a User of the same seed",
+                group.display_name
+            ));
+        }
         snapshot.groups.push(WorkspaceGroup {
             id: group.id,
             display_name: group.display_name,
@@ -2380,6 +2454,36 @@ pub(crate) fn seed_from_json(v: &Value) -> std::result::Result<WorkspaceSnapshot
         });
     }
     Ok(snapshot)
+}
+
+/// Two records of a seed's `users` (or `groups`) with one id: `i` has it, or had
+/// it made up (`seed-user-N`) because it has none; so did `j`, the earlier one.
+fn duplicate_id(
+    list: &str,
+    (i, made_up): (usize, bool),
+    (j, earlier_made_up): (usize, bool),
+    id: &str,
+) -> String {
+    match (made_up, earlier_made_up) {
+        (true, _) => format!(
+            "{list}[{i}] has no id, and the one made up for it, {id:?}, is {list}[{j}]'s: \
+             give {list}[{i}] an id"
+        ),
+        (false, true) => format!(
+            "{list}[{i}] has id {id:?}, the id made up for {list}[{j}], which has none: \
+             give {list}[{j}] an id"
+        ),
+        (false, false) => format!("{list}[{i}] has id {id:?}, as {list}[{j}] has: ids are unique"),
+    }
+}
+
+/// A seed resource's `id`, a string or (as some exports write it) a number.
+fn seed_id(resource: &Value) -> Option<String> {
+    match resource.as_object().and_then(|o| attr(o, "id"))? {
+        Value::String(s) if !s.trim().is_empty() => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        _ => None,
+    }
 }
 
 #[cfg(test)]

@@ -53,6 +53,7 @@ mod review_s38_core;
 mod review_s38_digest;
 mod review_s38_ops;
 mod review_s39_ops;
+mod review_s39_sandbox;
 mod role_groups;
 mod run_recovery;
 mod safety;
