@@ -297,7 +297,11 @@ impl Notifier {
             let reason = report
                 .actions
                 .iter()
-                .find(|a| a.outcome == crate::report::Outcome::Held && !a.waiting)
+                .find(|a| {
+                    a.outcome == crate::report::Outcome::Held
+                        && !a.waiting
+                        && !a.held_incomplete_directory()
+                })
                 .and_then(|a| a.error.clone())
                 .unwrap_or_else(|| "held by the guard".to_owned());
             self.raise(
@@ -311,6 +315,21 @@ impl Notifier {
             );
         } else {
             self.resolve(store, "plan_held", now);
+        }
+        // Not `plan_held`: nobody can approve these, and a leaver among them keeps
+        // access until a reconcile reads the directory whole.
+        let incomplete = report.held_incomplete_directory();
+        if incomplete > 0 {
+            self.raise(
+                store,
+                &AlertCondition::DirectoryIncomplete {
+                    run_id: report.run_id,
+                    held: incomplete,
+                },
+                now,
+            );
+        } else {
+            self.resolve(store, "directory_incomplete", now);
         }
         match &report.safety.source_fault {
             Some(fault) => self.raise(

@@ -55,6 +55,11 @@ pub struct Status {
     /// `reject`), as its stored report counts them: held, less those only waiting
     /// for the settle window and those decided since. What `/metrics` counts for it.
     pub last_reconcile_awaiting_approval: usize,
+    /// The last reconcile's held actions that its incomplete directory read held
+    /// ([`crate::model::HoldReason::IncompleteDirectory`]): nothing for a human to
+    /// approve (`approve` refuses them); the next reconcile from a whole read
+    /// decides. Not in `last_reconcile_awaiting_approval`.
+    pub last_reconcile_held_incomplete_directory: usize,
     /// The last reconcile is recorded as running, but no writer holds the lock:
     /// its process stopped before it finished, and the next writing run closes
     /// it and recovers its in-flight writes. Told as `report --run` tells it
@@ -288,16 +293,23 @@ pub fn collect(
         }
         None => BTreeMap::new(),
     };
-    let last_reconcile_awaiting_approval = match &last_reconcile {
+    let held = match &last_reconcile {
         Some(run) => match store.report(run.id)? {
             // An unreadable report: what the journal holds, rather than nothing.
-            Some(json) => crate::report::awaiting_approval_in(&json)
-                .unwrap_or_else(|_| last_reconcile_actions.get("held").copied().unwrap_or(0)),
+            Some(json) => crate::report::held_in(&json).unwrap_or_else(|_| {
+                crate::report::HeldCounts {
+                    awaiting_approval: last_reconcile_actions.get("held").copied().unwrap_or(0),
+                    incomplete_directory: 0,
+                }
+            }),
             // Cut off before its report (killed mid-apply): what it held waits all
             // the same, and `approve RUN` takes it.
-            None => crate::approval::awaiting_decision(store, run.id)?,
+            None => crate::report::HeldCounts {
+                awaiting_approval: crate::approval::awaiting_decision(store, run.id)?,
+                incomplete_directory: crate::approval::held_on_incomplete_read(store, run.id)?,
+            },
         },
-        None => 0,
+        None => crate::report::HeldCounts::default(),
     };
     let jobs = job_lines(store.jobs()?, daemon_running, schedule, now, tz);
     Ok(Status {
@@ -321,7 +333,8 @@ pub fn collect(
         circuit: crate::circuit::state(&breaker, now, cool_down),
         circuit_reason: breaker.reason,
         last_reconcile_actions,
-        last_reconcile_awaiting_approval,
+        last_reconcile_awaiting_approval: held.awaiting_approval,
+        last_reconcile_held_incomplete_directory: held.incomplete_directory,
         last_reconcile_cut_off,
         last_reconcile,
         admin_command,
@@ -575,6 +588,18 @@ pub fn render_text(status: &Status) -> String {
                 crate::report::plural(status.last_reconcile_awaiting_approval, "action", "actions"),
                 status.admin_command,
                 run.id
+            ));
+        }
+        if status.last_reconcile_held_incomplete_directory > 0 {
+            attention.push(format!(
+                "{} held because its directory read was incomplete (nothing to approve: `{} \
+                 reconcile` again once the directory reads whole)",
+                crate::report::plural(
+                    status.last_reconcile_held_incomplete_directory,
+                    "action",
+                    "actions"
+                ),
+                status.admin_command,
             ));
         }
         if failed > 0 {
