@@ -580,6 +580,7 @@ pub async fn enforce(
         Some(_) => Ok(apply::Recovered::default()),
         None => unless_stopped(apply::recover(client, store)).await?,
     };
+    let resolved = recovered.is_ok();
     match recovered {
         Ok(recovered) if recovered.resolved == 0 => {}
         Ok(recovered) => {
@@ -606,6 +607,20 @@ pub async fn enforce(
              the 24 h limits until the next pass resolves them"
         ),
         Err(e) => return Err(e.into()),
+    }
+    // Under the writer lock a run recorded as running is a dead process's, and
+    // what it left in flight is resolved by now: it is closed, as `approve` and
+    // the next reconcile close it (after their recovery, as here). Else a pass
+    // with nothing to deactivate (no run of its own to begin, which closes them
+    // too) left it `cut off` in `status` and `report --run`, waiting for a
+    // recovery that had happened, until the next reconcile.
+    if resolved && outage.down().is_none() {
+        crate::run::close_interrupted_runs(
+            &mut *lock(store)?,
+            now,
+            configured_sla(config),
+            &config.admin_command(),
+        )?;
     }
     let open = lock(store)?.open_deprovisions()?;
     let cool_down =

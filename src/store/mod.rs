@@ -555,6 +555,29 @@ impl Store {
         Ok(closed)
     }
 
+    /// The reconciles before `run` closed as interrupted
+    /// ([`RunRecord::closed_as_interrupted`]) since the last reconcile before it
+    /// that was not (one that finished, failed or stopped by itself), oldest first:
+    /// cut off, and recorded nothing in the ledger, whoever closed them since (an
+    /// `approve`, a sweep, `run` itself as it began).
+    pub fn interrupted_reconciles_before(&self, run: RunId) -> Result<Vec<RunId>, StoreError> {
+        self.conn
+            .prepare_cached(
+                "SELECT id FROM runs
+                 WHERE kind = 'reconcile' AND id < ?1 AND status = 'failed' AND error = ?2
+                   AND id > coalesce((SELECT max(id) FROM runs
+                                      WHERE kind = 'reconcile' AND id < ?1
+                                        AND status != 'running'
+                                        AND NOT (status = 'failed' AND error IS ?2)), 0)
+                 ORDER BY id",
+            )
+            .and_then(|mut stmt| {
+                stmt.query_map(params![run, INTERRUPTED_RUN_ERROR], |row| row.get(0))?
+                    .collect()
+            })
+            .context(|| format!("reading the reconciles interrupted before run {run} from runs"))
+    }
+
     /// Ends a running run. `status` must be final; a run is finished once.
     pub fn finish_run(
         &mut self,

@@ -84,3 +84,106 @@ async fn what_an_incomplete_directory_read_held_is_not_told_as_awaiting_approval
     assert_eq!(json["last_reconcile_held_incomplete_directory"], 1, "{json}");
     workspace.shutdown().await;
 }
+
+/// A reconcile holding its deactivations (over the limit) and its role
+/// downgrades, killed mid-apply; `approve RUN --only role_downgrade` recovers
+/// its rows, closes it and applies the downgrades; the deactivations stay held.
+/// The next reconcile holds them again: the leavers' episodes open then, and
+/// must count from the killed run's start, when it saw them lose access (the
+/// same-day SLA), as they do when that reconcile's own recovery finds the
+/// killed run. Before, the approval's recovery left the reconcile nothing to
+/// find, and their deadlines restarted at its start.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_runs_leavers_count_from_its_start_after_approve_recovered_it() {
+    use crate::review_s37_crash::{count, scenario};
+    use seatwarden::store::ActionState;
+    let s = scenario(
+        400,
+        &[
+            ("SEATWARDEN__SAFETY__MAX_DEPROVISIONS", "5"),
+            ("SEATWARDEN__SAFETY__MAX_ROLE_DOWNGRADES", "1"),
+        ],
+    )
+    .await;
+    let child = s.spawn(&["reconcile"], "killed");
+    s.kill_when(child, "killed", |seen| count(seen, "POST", "/Users") >= 40)
+        .await;
+    let killed = s.newest_reconcile();
+    let started = s.store().run(killed).unwrap().unwrap().started_at;
+    let journal = s.store().journal(killed).unwrap();
+    let held = |op: &str| {
+        journal
+            .iter()
+            .filter(|row| row.state == ActionState::Held && row.action.kind.name() == op)
+            .count()
+    };
+    assert!(held("deactivate") > 5 && held("set_role") > 1, "{journal:?}");
+    let leavers: Vec<String> = journal
+        .iter()
+        .filter(|row| row.state == ActionState::Held && row.action.kind.name() == "deactivate")
+        .filter_map(|row| row.action.identity_id.clone())
+        .collect();
+
+    let code = s
+        .run(&["approve", &killed.to_string(), "--only", "role_downgrade"], "approve")
+        .await;
+    assert_eq!(code, 0, "{}", s.stderr("approve"));
+    assert!(
+        s.store().run(killed).unwrap().unwrap().closed_as_interrupted(),
+        "{}",
+        s.stderr("approve")
+    );
+
+    let code = s.run(&["reconcile"], "next").await;
+    assert_eq!(code, 3, "{}", s.stderr("next"));
+    let next = s.newest_reconcile();
+    assert_ne!(next, killed);
+    let store = s.store();
+    for leaver in &leavers {
+        let episode = store.deprovision_history(leaver, 1).unwrap();
+        let episode = episode.first().unwrap_or_else(|| panic!("{leaver}: no episode"));
+        assert!(episode.verified_at.is_none(), "{episode:?}");
+        assert_eq!(episode.detected_at, started, "{leaver}: {episode:?}");
+    }
+}
+
+/// A sweep pass whose recovery resolves a killed reconcile's rows in flight,
+/// with nothing of its own to deactivate (so no run of its own begins), closes
+/// that run: it stayed `running`, told as cut off in `status` and `report --run`
+/// until the next reconcile, though nothing of it waited for a recovery any more.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sweep_with_nothing_to_deactivate_closes_the_killed_run_it_recovered() {
+    use crate::review_s37_crash::{count, scenario};
+    use seatwarden::store::{ActionState, RunStatus};
+    use std::sync::{Arc, Mutex};
+    let s = scenario(400, &[]).await;
+    let child = s.spawn(&["reconcile"], "killed");
+    s.kill_when(child, "killed", |seen| count(seen, "POST", "/Users") >= 40)
+        .await;
+    let killed = s.newest_reconcile();
+    let in_flight = |store: &seatwarden::store::Store| {
+        store
+            .journal(killed)
+            .unwrap()
+            .iter()
+            .filter(|row| row.state == ActionState::InFlight)
+            .count()
+    };
+    assert!(in_flight(&s.store()) > 0);
+    assert_eq!(
+        s.store().run(killed).unwrap().unwrap().status,
+        RunStatus::Running
+    );
+
+    let client =
+        seatwarden::workspace::ScimClient::new(s.config.scim_settings().unwrap()).unwrap();
+    let store = Arc::new(Mutex::new(s.store()));
+    let outcome = seatwarden::sweep::enforce(&s.config, &client, &store, chrono::Utc::now())
+        .await
+        .unwrap();
+    assert_eq!(outcome.run_id, None, "{outcome:?}");
+    let store = store.lock().unwrap();
+    assert_eq!(in_flight(&store), 0);
+    let record = store.run(killed).unwrap().unwrap();
+    assert!(record.closed_as_interrupted(), "{record:?}");
+}
