@@ -296,12 +296,12 @@ pub fn collect(
     let held = match &last_reconcile {
         Some(run) => match store.report(run.id)? {
             // An unreadable report: what the journal holds, rather than nothing.
-            Some(json) => crate::report::held_in(&json).unwrap_or_else(|_| {
-                crate::report::HeldCounts {
+            Some(json) => {
+                crate::report::held_in(&json).unwrap_or_else(|_| crate::report::HeldCounts {
                     awaiting_approval: last_reconcile_actions.get("held").copied().unwrap_or(0),
                     incomplete_directory: 0,
-                }
-            }),
+                })
+            }
             // Cut off before its report (killed mid-apply): what it held waits all
             // the same, and `approve RUN` takes it.
             None => crate::report::HeldCounts {

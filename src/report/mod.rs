@@ -770,7 +770,10 @@ pub fn headline(report: &Report, admin_command: &str) -> (Tone, String) {
     let actions = |n| plural(n, "action", "actions");
     let waiting = report.safety.actions_waiting;
     let incomplete = report.held_incomplete_directory();
-    let awaiting = s.actions_held.saturating_sub(waiting).saturating_sub(incomplete);
+    let awaiting = s
+        .actions_held
+        .saturating_sub(waiting)
+        .saturating_sub(incomplete);
     // A plan or a dry run holds nothing: it shows what the guard would hold, and
     // nothing of it waits for a human (`approve` refuses such a run).
     let preview = report.mode != "reconcile";
@@ -1238,7 +1241,10 @@ mod tests {
         let incomplete = crate::model::HoldReason::IncompleteDirectory.to_string();
         report.actions = vec![
             held(0, incomplete.clone()),
-            held(1, format!("{incomplete}; planned from run 7's incomplete directory read")),
+            held(
+                1,
+                format!("{incomplete}; planned from run 7's incomplete directory read"),
+            ),
         ];
         report.summary.actions_planned = 2;
         report.summary.actions_held = 2;
@@ -1263,7 +1269,9 @@ mod tests {
         assert_eq!(State::of(&report), State::NeedsAttention);
 
         // Beside a threshold's hold, only that one waits for a human.
-        report.actions.push(held(2, "the per-run limit is 5".into()));
+        report
+            .actions
+            .push(held(2, "the per-run limit is 5".into()));
         report.summary.actions_held = 3;
         assert_eq!(report.awaiting_approval(), 1);
         assert_eq!(awaiting_approval_in(&report.to_stored_json()).unwrap(), 1);

@@ -5,8 +5,8 @@
 //! sweep trips alerts at once; `report --email` is capped as the digest is.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::process::{Command, Output};
 use std::path::PathBuf;
+use std::process::{Command, Output};
 
 /// The binary with `args` against the configuration `config`, to its end.
 async fn binary(config: PathBuf, args: &[&str]) -> Output {
@@ -58,7 +58,10 @@ async fn what_an_incomplete_directory_read_held_is_not_told_as_awaiting_approval
     let out = binary(config.clone(), &["status", "--format", "json"]).await;
     let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(json["last_reconcile_awaiting_approval"], 0, "{json}");
-    assert_eq!(json["last_reconcile_held_incomplete_directory"], 1, "{json}");
+    assert_eq!(
+        json["last_reconcile_held_incomplete_directory"], 1,
+        "{json}"
+    );
     let out = binary(config.clone(), &["status"]).await;
     let text = String::from_utf8_lossy(&out.stdout);
     let line = text
@@ -81,7 +84,10 @@ async fn what_an_incomplete_directory_read_held_is_not_told_as_awaiting_approval
     let out = binary(config.clone(), &["status", "--format", "json"]).await;
     let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(json["last_reconcile_awaiting_approval"], 0, "{json}");
-    assert_eq!(json["last_reconcile_held_incomplete_directory"], 1, "{json}");
+    assert_eq!(
+        json["last_reconcile_held_incomplete_directory"], 1,
+        "{json}"
+    );
     workspace.shutdown().await;
 }
 
@@ -117,7 +123,10 @@ async fn a_killed_runs_leavers_count_from_its_start_after_approve_recovered_it()
             .filter(|row| row.state == ActionState::Held && row.action.kind.name() == op)
             .count()
     };
-    assert!(held("deactivate") > 5 && held("set_role") > 1, "{journal:?}");
+    assert!(
+        held("deactivate") > 5 && held("set_role") > 1,
+        "{journal:?}"
+    );
     let leavers: Vec<String> = journal
         .iter()
         .filter(|row| row.state == ActionState::Held && row.action.kind.name() == "deactivate")
@@ -125,11 +134,18 @@ async fn a_killed_runs_leavers_count_from_its_start_after_approve_recovered_it()
         .collect();
 
     let code = s
-        .run(&["approve", &killed.to_string(), "--only", "role_downgrade"], "approve")
+        .run(
+            &["approve", &killed.to_string(), "--only", "role_downgrade"],
+            "approve",
+        )
         .await;
     assert_eq!(code, 0, "{}", s.stderr("approve"));
     assert!(
-        s.store().run(killed).unwrap().unwrap().closed_as_interrupted(),
+        s.store()
+            .run(killed)
+            .unwrap()
+            .unwrap()
+            .closed_as_interrupted(),
         "{}",
         s.stderr("approve")
     );
@@ -141,7 +157,9 @@ async fn a_killed_runs_leavers_count_from_its_start_after_approve_recovered_it()
     let store = s.store();
     for leaver in &leavers {
         let episode = store.deprovision_history(leaver, 1).unwrap();
-        let episode = episode.first().unwrap_or_else(|| panic!("{leaver}: no episode"));
+        let episode = episode
+            .first()
+            .unwrap_or_else(|| panic!("{leaver}: no episode"));
         assert!(episode.verified_at.is_none(), "{episode:?}");
         assert_eq!(episode.detected_at, started, "{leaver}: {episode:?}");
     }
@@ -175,8 +193,7 @@ async fn a_sweep_with_nothing_to_deactivate_closes_the_killed_run_it_recovered()
         RunStatus::Running
     );
 
-    let client =
-        seatwarden::workspace::ScimClient::new(s.config.scim_settings().unwrap()).unwrap();
+    let client = seatwarden::workspace::ScimClient::new(s.config.scim_settings().unwrap()).unwrap();
     let store = Arc::new(Mutex::new(s.store()));
     let outcome = seatwarden::sweep::enforce(&s.config, &client, &store, chrono::Utc::now())
         .await
@@ -186,4 +203,80 @@ async fn a_sweep_with_nothing_to_deactivate_closes_the_killed_run_it_recovered()
     assert_eq!(in_flight(&store), 0);
     let record = store.run(killed).unwrap().unwrap();
     assert!(record.closed_as_interrupted(), "{record:?}");
+}
+
+/// A notifier with email configured (a relay nobody answers at) and the
+/// directory its configuration is in.
+fn alerting_notifier() -> (tempfile::TempDir, seatwarden::daemon::notify::Notifier) {
+    let dir = tempfile::tempdir().unwrap();
+    let config_path = dir.path().join("seatwarden.toml");
+    std::fs::write(
+        &config_path,
+        "[directory]\nkind = \"file\"\npath = \"d.json\"\n\
+         [workspace]\nurl = \"https://acme.example/scim/v2\"\ntoken = \"t\"\n\
+         [report.email]\nsmtp_url = \"smtp://127.0.0.1:9\"\nfrom = \"sw@example.com\"\n\
+         to = [\"sec@example.com\"]\nquiet_period = \"6h\"\n",
+    )
+    .unwrap();
+    let config = seatwarden::config::Config::load_with_env(
+        &config_path,
+        Some(std::collections::HashMap::new()),
+    )
+    .unwrap();
+    let notifier =
+        seatwarden::daemon::notify::Notifier::from_config(&config).expect("email configured");
+    (dir, notifier)
+}
+
+/// Whether the alert `key` is raised (active) in `store`.
+fn active(store: &seatwarden::store::Store, key: &str) -> bool {
+    store
+        .alert(key)
+        .unwrap()
+        .is_some_and(|a| a.state == seatwarden::store::AlertRecordState::Active)
+}
+
+/// A circuit breaker a sweep or retry pass tripped (or found open, sending
+/// nothing) alerts after that pass, not at the next reconcile, hours away
+/// perhaps, while every pass in between writes nothing; a pass that finds it
+/// closed again resolves the alert.
+#[test]
+fn a_breaker_open_after_a_sweep_alerts_at_once() {
+    let (_config_dir, notifier) = alerting_notifier();
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = seatwarden::store::Store::open(&dir.path().join("state.db")).unwrap();
+    let now = chrono::Utc::now();
+    let pass = seatwarden::sweep::SweepOutcome::default();
+    notifier.after_sweep(&mut store, &pass, now);
+    assert!(!active(&store, "circuit_breaker_open"));
+
+    store
+        .set_circuit(&seatwarden::circuit::CircuitRecord {
+            opened_at: Some(now - chrono::Duration::minutes(1)),
+            reason: Some("3 of the last 3 writes failed".into()),
+            failures: Vec::new(),
+        })
+        .unwrap();
+    notifier.after_sweep(&mut store, &pass, now);
+    assert!(active(&store, "circuit_breaker_open"));
+    let alert = store
+        .outbox()
+        .unwrap()
+        .into_iter()
+        .find(|e| e.message.kind == seatwarden::store::OutboxKind::Alert)
+        .unwrap();
+    assert!(
+        alert
+            .message
+            .text
+            .contains("Why: 3 of the last 3 writes failed"),
+        "{}",
+        alert.message.text
+    );
+
+    store
+        .set_circuit(&seatwarden::circuit::CircuitRecord::default())
+        .unwrap();
+    notifier.after_sweep(&mut store, &pass, now + chrono::Duration::minutes(1));
+    assert!(!active(&store, "circuit_breaker_open"));
 }
