@@ -404,7 +404,7 @@ fn first<T>(items: &[T]) -> &[T] {
 
 /// `… and 950 more: `seatwarden status` lists every one.`, when `total` is over
 /// [`LISTED`].
-fn more_line(total: usize, hint: Option<String>) -> Option<String> {
+pub(super) fn more_line(total: usize, hint: Option<String>) -> Option<String> {
     (total > LISTED).then(|| {
         let more = total - LISTED;
         match hint {

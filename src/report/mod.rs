@@ -20,8 +20,10 @@ use crate::guard::SourceFault;
 use crate::model::{DriftItem, DriftKind};
 use crate::store::ActionState;
 
-pub use templated::{RenderError, render_alert_html, render_html, render_markdown};
-pub use text::render_text;
+pub use templated::{
+    RenderError, render_alert_html, render_html, render_html_for_email, render_markdown,
+};
+pub use text::{render_text, render_text_for_email};
 
 /// Bumped on any incompatible change of the JSON shape.
 pub const SCHEMA_VERSION: u32 = 1;

@@ -280,3 +280,114 @@ fn a_breaker_open_after_a_sweep_alerts_at_once() {
     notifier.after_sweep(&mut store, &pass, now + chrono::Duration::minutes(1));
     assert!(!active(&store, "circuit_breaker_open"));
 }
+
+/// `report --email` of a run over thousands of people mailed every drift item
+/// and every action: megabytes a relay refuses, or an inbox nobody reads. Each
+/// list is capped as the digest's are (its first 50), with "… and N more" and
+/// the command that prints them all; the headline and counts still say all.
+#[test]
+fn an_emailed_report_lists_the_first_50_of_each_list_and_says_where_the_rest_is() {
+    use seatwarden::model::{DriftItem, DriftKind};
+    use seatwarden::report::{ActionOutcome, Outcome, Report, SafetyReport, Summary};
+    let at = chrono::DateTime::parse_from_rfc3339("2026-12-01T09:00:00Z")
+        .unwrap()
+        .to_utc();
+    let people = 1200;
+    let drift: Vec<DriftItem> = (0..people)
+        .map(|n| DriftItem {
+            kind: DriftKind::MissingAccount,
+            identity_id: Some(format!("u{n}")),
+            account_id: None,
+            user_name: format!("person{n:04}@example.com"),
+            detail: "in scope, no account".into(),
+            conflict: None,
+        })
+        .collect();
+    let actions: Vec<ActionOutcome> = (0..people)
+        .map(|n| ActionOutcome {
+            seq: u32::try_from(n).unwrap(),
+            op: "create_account".into(),
+            reason: DriftKind::MissingAccount,
+            subject: format!("person{n:04}@example.com"),
+            detail: "Viewer".into(),
+            outcome: if n % 2 == 0 {
+                Outcome::Applied
+            } else {
+                Outcome::Failed
+            },
+            attempts: 1,
+            error: (n % 2 == 1).then(|| "HTTP 500".to_owned()),
+            waiting: false,
+            settle_window: None,
+            deactivated_since: None,
+        })
+        .collect();
+    let report = Report {
+        schema_version: seatwarden::report::SCHEMA_VERSION,
+        run_id: 7,
+        mode: "reconcile".into(),
+        started_at: at,
+        finished_at: at,
+        directory: "file directory.json".into(),
+        workspace: "https://ws.example/scim/v2".into(),
+        summary: Summary {
+            drift_total: people,
+            drift_by_kind: [(DriftKind::MissingAccount, people)].into(),
+            actions_planned: people,
+            actions_applied: people / 2,
+            actions_failed: people / 2,
+            ..Summary::default()
+        },
+        drift,
+        actions,
+        safety: SafetyReport::default(),
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = seatwarden::store::Store::open(&dir.path().join("state.db")).unwrap();
+    let settings = crate::fixtures::plain_mail_settings(9);
+    let id = seatwarden::mail::queue_report(
+        &mut store,
+        &settings,
+        "acme",
+        &report,
+        chrono_tz::UTC,
+        "seatwarden",
+        at,
+    )
+    .unwrap();
+    let message = store
+        .outbox()
+        .unwrap()
+        .into_iter()
+        .find(|e| e.id == id)
+        .unwrap()
+        .message;
+    for body in [&message.text, &message.html] {
+        assert!(body.contains("person0049@example.com"), "the first 50");
+        assert!(!body.contains("person0050@example.com"), "none after them");
+        assert!(body.contains("1150 more"), "the drift and the actions");
+        assert!(body.contains("550 more"), "the failed actions (600)");
+        assert!(body.contains("report --run 7"));
+        assert!(body.len() < 100_000, "{}", body.len());
+    }
+    assert!(
+        message
+            .text
+            .contains("  … and 1150 more: `seatwarden report --run 7` lists every one."),
+        "{}",
+        message.text
+    );
+    assert!(
+        message
+            .html
+            .contains("Missing accounts (in scope, never provisioned) (1200)")
+    );
+    assert!(
+        message.subject.contains("600 failed actions"),
+        "{}",
+        message.subject
+    );
+    // Printed, the report still lists every one.
+    let printed = seatwarden::report::render_text(&report, chrono_tz::UTC, "seatwarden", false);
+    assert!(printed.contains("person1199@example.com") && !printed.contains("more:"));
+}
