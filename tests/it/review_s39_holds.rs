@@ -35,7 +35,7 @@ async fn binary(config: PathBuf, args: &[&str]) -> Output {
 async fn what_an_incomplete_directory_read_held_is_not_told_as_awaiting_approval() {
     use crate::scim_directory::{THREE, mount_people, three_provisioned};
     let idp = wiremock::MockServer::start().await;
-    let (workspace, dir, _config) = three_provisioned(&idp).await;
+    let (workspace, dir, loaded) = three_provisioned(&idp).await;
     mount_people(&idp, &THREE[..2], 3).await;
     let config = dir.path().join("seatwarden.toml");
 
@@ -76,6 +76,33 @@ async fn what_an_incomplete_directory_read_held_is_not_told_as_awaiting_approval
             ),
         "{line}"
     );
+
+    // The digest lists it apart from what `approve` takes, and the alert is not
+    // the "approve" one.
+    let out = binary(config.clone(), &["digest", "--format", "json"]).await;
+    let digest: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(digest["held"], serde_json::json!([]), "{digest}");
+    assert_eq!(digest["held_incomplete"]["count"], 1, "{digest}");
+    let subject = digest["subject"].as_str().unwrap();
+    assert!(
+        subject.contains("1 held action (directory read incomplete)"),
+        "{subject}"
+    );
+    let out = binary(config.clone(), &["digest"]).await;
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        !text.contains("approve with") && text.contains("nothing to approve"),
+        "{text}"
+    );
+    let run_id = json["last_reconcile"]["id"].as_i64().unwrap();
+    let (_config_dir, notifier) = alerting_notifier();
+    let mut store = seatwarden::store::Store::open(&loaded.state.path).unwrap();
+    let report =
+        seatwarden::report::Report::from_json(&store.report(run_id).unwrap().unwrap()).unwrap();
+    notifier.after_reconcile(&mut store, &report, chrono::Utc::now());
+    assert!(!active(&store, "plan_held"));
+    assert!(active(&store, "directory_incomplete"));
+    drop(store);
 
     // Refused by `approve`, it is still no approval's.
     let run = json["last_reconcile"]["id"].as_i64().unwrap().to_string();
