@@ -418,3 +418,107 @@ fn an_emailed_report_lists_the_first_50_of_each_list_and_says_where_the_rest_is(
     let printed = seatwarden::report::render_text(&report, chrono_tz::UTC, "seatwarden", false);
     assert!(printed.contains("person1199@example.com") && !printed.contains("more:"));
 }
+
+/// As [`a_killed_runs_leavers_count_from_its_start_after_approve_recovered_it`],
+/// with a sweep (not the next reconcile) the first to see the leavers again
+/// after the killed run was closed by another writer (`approve`, whose recovery
+/// left the sweep nothing to find): the episodes it opens, held by its guard
+/// (over the limit), count from the killed run's start. Before, from the sweep's
+/// time: the overdue alert came as late as the gap.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_runs_leavers_count_from_its_start_when_a_sweep_sees_them_first() {
+    use crate::review_s37_crash::scenario;
+    use seatwarden::model::{Action, ActionKind, DriftKind, HoldReason, Plan};
+    use seatwarden::store::RunKind;
+    use std::sync::{Arc, Mutex};
+    let s = scenario(400, &[("SEATWARDEN__SAFETY__MAX_DEPROVISIONS", "5")]).await;
+    // A whole reconcile first: the links the sweep goes by.
+    assert_eq!(
+        s.run(&["reconcile"], "first").await,
+        3,
+        "{}",
+        s.stderr("first")
+    );
+
+    // Eight people leave; a reconcile sees them, holds their deactivations and
+    // is killed; another writer closes it.
+    let path = s.dir.path().join("directory.json");
+    let mut directory: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    let ledger = s.store();
+    let links = ledger.links().unwrap();
+    let workspace = s.sandbox.snapshot();
+    let users = directory["users"].as_array_mut().unwrap();
+    let mut leavers: Vec<(String, String, String)> = Vec::new();
+    users.retain(|user| {
+        let id = user["id"].as_str().unwrap();
+        let account = links
+            .iter()
+            .find(|l| l.identity_id == id)
+            .and_then(|l| workspace.accounts.iter().find(|a| a.id == l.account_id));
+        match account {
+            Some(a)
+                if leavers.len() < 8
+                    && a.active
+                    && !a.is_owner()
+                    && user["status"] == "active"
+                    && ledger.deprovision_history(id, 1).unwrap().is_empty() =>
+            {
+                leavers.push((id.to_owned(), a.id.clone(), a.user_name.clone()));
+                false
+            }
+            _ => true,
+        }
+    });
+    assert_eq!(leavers.len(), 8);
+    std::fs::write(&path, directory.to_string()).unwrap();
+    let mut store = s.store();
+    let seen = chrono::Utc::now();
+    let killed = store.begin_run(RunKind::Reconcile, seen).unwrap();
+    let plan = Plan {
+        actions: leavers
+            .iter()
+            .enumerate()
+            .map(|(seq, (identity, account, user_name))| Action {
+                seq: u32::try_from(seq).unwrap(),
+                kind: ActionKind::Deactivate {
+                    account_id: account.clone(),
+                },
+                reason: DriftKind::StaleAccess,
+                subject: user_name.clone(),
+                identity_id: Some(identity.clone()),
+                detail: "no longer in the directory".into(),
+                held: Some(HoldReason::LastOwner),
+            })
+            .collect(),
+        ..Plan::default()
+    };
+    store.save_plan(killed, &plan, seen).unwrap();
+    store
+        .close_interrupted_runs(seen + chrono::Duration::seconds(1))
+        .unwrap();
+    drop(store);
+
+    let client = seatwarden::workspace::ScimClient::new(s.config.scim_settings().unwrap()).unwrap();
+    let store = Arc::new(Mutex::new(s.store()));
+    let outcome = seatwarden::sweep::sweep(
+        &s.config,
+        &s.config.sweep_directory(),
+        &client,
+        &store,
+        seen + chrono::Duration::minutes(30),
+        chrono::Duration::hours(1),
+    )
+    .await
+    .unwrap();
+    assert!(outcome.held >= 8, "{outcome:?}");
+    let store = store.lock().unwrap();
+    for (leaver, ..) in &leavers {
+        let episode = store.deprovision_history(leaver, 1).unwrap();
+        let episode = episode
+            .first()
+            .unwrap_or_else(|| panic!("{leaver}: no episode"));
+        assert!(episode.verified_at.is_none(), "{episode:?}");
+        assert_eq!(episode.detected_at, seen, "{leaver}: {episode:?}");
+    }
+}
