@@ -808,6 +808,25 @@ mod tests {
         );
     }
 
+    /// The run an overdue alert, `status` and the digest tell to approve for a held
+    /// deprovision is never one that held it for its incomplete directory read:
+    /// `approve` refuses that hold. The sweep's hold of the same person is the one.
+    #[test]
+    fn the_run_to_approve_is_not_one_holding_for_an_incomplete_read() {
+        let mut store = Store::open_in_memory().unwrap();
+        let sweep = held_run(&mut store, RunKind::Sweep, 0, &["ann"]);
+        held_run_by(
+            &mut store,
+            RunKind::Reconcile,
+            30,
+            &["ann", "bob"],
+            &HoldReason::IncompleteDirectory,
+        );
+        let waiting = store.held_for_approval().unwrap();
+        assert_eq!(waiting.get("00u-ann"), Some(&sweep));
+        assert_eq!(waiting.get("00u-bob"), None);
+    }
+
     /// A stop's, an open breaker's and a workspace found down's unsent rows are not
     /// failed writes, whatever the error goes on to say after its beginning.
     #[test]
