@@ -681,6 +681,24 @@ impl Store {
             .context(context)
     }
 
+    /// The newest reconcile that stored its plan (journal rows, drift) or its
+    /// report: the one whose held actions wait for a decision. A newer one that
+    /// failed or was stopped before it planned (the directory unreachable, say)
+    /// replaced none of them, and must not hide them.
+    pub fn latest_planned_reconcile(&self) -> Result<Option<RunRecord>, StoreError> {
+        self.conn
+            .prepare_cached(&format!(
+                "SELECT {RUN_COLUMNS} FROM runs AS r
+                 WHERE r.kind = 'reconcile'
+                   AND (EXISTS (SELECT 1 FROM reports WHERE run_id = r.id)
+                        OR EXISTS (SELECT 1 FROM actions WHERE run_id = r.id)
+                        OR EXISTS (SELECT 1 FROM plan_drift WHERE run_id = r.id))
+                 ORDER BY r.id DESC LIMIT 1"
+            ))
+            .and_then(|mut stmt| stmt.query_row([], run_record).optional())
+            .context(|| "finding the latest reconcile that planned in runs".to_owned())
+    }
+
     /// Deletes runs older than `run` (lower ids) and, by cascade, their snapshots,
     /// journal, drift items and reports. Runs with actions still in flight are kept:
     /// a restart must be able to resume them. Returns how many runs were deleted.

@@ -522,3 +522,56 @@ async fn a_killed_runs_leavers_count_from_its_start_when_a_sweep_sees_them_first
         assert_eq!(episode.detected_at, seen, "{leaver}: {episode:?}");
     }
 }
+
+/// A reconcile holds deactivations (over the limit); the next one fails before
+/// it plans (the directory export unreadable). `status` counted the held actions
+/// of the last reconcile only: none, so yesterday's holds, still waiting and
+/// still approvable, vanished from it (and from `/metrics`, which read the same
+/// run) until a reconcile succeeded. The failed run replaced no hold: they are
+/// counted, with the run that holds them and its `approve` command.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn holds_of_the_last_planned_reconcile_still_wait_after_one_that_failed_to_read() {
+    use crate::review_s37_crash::scenario;
+    let s = scenario(400, &[("SEATWARDEN__SAFETY__MAX_DEPROVISIONS", "5")]).await;
+    assert_eq!(
+        s.run(&["reconcile"], "holds").await,
+        3,
+        "{}",
+        s.stderr("holds")
+    );
+    let holding = s.newest_reconcile();
+    let config = s.dir.path().join("seatwarden.toml");
+    let status = || async {
+        let out = binary(config.clone(), &["status", "--format", "json"]).await;
+        serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()
+    };
+    let before = status().await;
+    let held = before["last_reconcile_awaiting_approval"].as_u64().unwrap();
+    assert!(held > 5, "{before}");
+
+    std::fs::write(s.dir.path().join("directory.json"), "{ not json").unwrap();
+    assert_eq!(
+        s.run(&["reconcile"], "fails").await,
+        1,
+        "{}",
+        s.stderr("fails")
+    );
+    let failed = s.newest_reconcile();
+    assert_ne!(failed, holding);
+    let after = status().await;
+    assert_eq!(after["last_reconcile"]["id"], failed, "{after}");
+    assert_eq!(after["last_reconcile_awaiting_approval"], held, "{after}");
+    assert_eq!(after["held_by_run"], holding, "{after}");
+    let out = binary(config.clone(), &["status"]).await;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("Last reconcile:"))
+        .unwrap_or_else(|| panic!("{text}"));
+    assert!(
+        line.contains(&format!(
+            "{held} actions held for approval by run {holding} (`seatwarden approve {holding}`)"
+        )),
+        "{line}"
+    );
+}
