@@ -53,7 +53,9 @@ pub struct Status {
     pub last_reconcile_actions: BTreeMap<String, usize>,
     /// The last reconcile's held actions that wait for a human (`approve` or
     /// `reject`), as its stored report counts them: held, less those only waiting
-    /// for the settle window and those decided since. What `/metrics` counts for it.
+    /// for the settle window, what its incomplete directory read held, and those
+    /// decided since. Of the newest reconcile that planned when the last did not
+    /// ([`Status::held_by_run`]). What `/metrics` counts for it.
     pub last_reconcile_awaiting_approval: usize,
     /// The last reconcile's held actions that its incomplete directory read held
     /// ([`crate::model::HoldReason::IncompleteDirectory`]): nothing for a human to
