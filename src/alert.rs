@@ -83,6 +83,10 @@ pub enum AlertCondition {
     },
     /// A directory snapshot was rejected as a source fault (empty, shrunk, partial).
     DirectorySnapshotRejected { reason: String },
+    /// A reconcile's directory read was incomplete, and what would take access away
+    /// was held: nothing for a human to approve (`approve` refuses it), and no
+    /// leaver among them loses access until a reconcile reads the directory whole.
+    DirectoryIncomplete { run_id: i64, held: usize },
     /// The workspace failed most writes; writing stopped.
     CircuitBreakerOpen { reason: String },
     /// A job failed several times in a row.
@@ -108,6 +112,7 @@ impl AlertCondition {
             AlertCondition::DirectorySnapshotRejected { .. } => {
                 "directory_snapshot_rejected".to_owned()
             }
+            AlertCondition::DirectoryIncomplete { .. } => "directory_incomplete".to_owned(),
             AlertCondition::CircuitBreakerOpen { .. } => "circuit_breaker_open".to_owned(),
             AlertCondition::RepeatedFailures { job, .. } => format!("repeated_failures:{job}"),
         }
@@ -140,6 +145,10 @@ impl AlertCondition {
             AlertCondition::DirectorySnapshotRejected { .. } => {
                 "directory snapshot rejected".to_owned()
             }
+            AlertCondition::DirectoryIncomplete { run_id, held } => format!(
+                "{} held in run {run_id}: the directory read was incomplete",
+                report::plural(*held, "action", "actions")
+            ),
             AlertCondition::CircuitBreakerOpen { .. } => {
                 "circuit breaker open: workspace writes stopped".to_owned()
             }
@@ -158,6 +167,10 @@ impl AlertCondition {
             (
                 AlertCondition::PlanHeld { held, .. },
                 AlertCondition::PlanHeld { held: before, .. },
+            ) => held > before,
+            (
+                AlertCondition::DirectoryIncomplete { held, .. },
+                AlertCondition::DirectoryIncomplete { held: before, .. },
             ) => held > before,
             (
                 AlertCondition::SweepHeld { held, people, .. },
@@ -257,6 +270,19 @@ impl AlertCondition {
             AlertCondition::DirectorySnapshotRejected { reason } => vec![
                 format!("Why: {reason}"),
                 "No deprovisioning is planned from a rejected snapshot; check the directory export or connector.".to_owned(),
+            ],
+            AlertCondition::DirectoryIncomplete { run_id, .. } => vec![
+                format!(
+                    "Run {run_id} read the directory incomplete (its listing ended short of the \
+                     total it announced, twice), so what would take access away was held: \
+                     someone only missing from the read looks gone."
+                ),
+                format!(
+                    "Nothing to approve: `{admin} approve {run_id}` refuses these. Check the \
+                     directory, then `{admin} reconcile`: a reconcile from a whole read plans \
+                     what is really due. Until then the leavers among them keep their access."
+                ),
+                format!("`{admin} report --run {run_id}` lists them."),
             ],
             AlertCondition::CircuitBreakerOpen { reason } => vec![
                 format!("Why: {reason}"),

@@ -786,11 +786,36 @@ fn decided_already(store: &Store, run: RunId) -> Result<String, StoreError> {
 /// window. What its stored report counts ([`crate::report::awaiting_approval_in`]),
 /// for a run that stored none: a reconcile cut off mid-apply held its
 /// deprovisions all the same, and they can be approved.
+/// What an incomplete directory read held is not counted: `approve` refuses it
+/// ([`held_on_incomplete_read`] counts it).
 pub fn awaiting_decision(store: &Store, run: RunId) -> Result<usize, StoreError> {
+    Ok(held_undecided(store, run)?
+        .iter()
+        .filter(|e| e.action.held != Some(HoldReason::IncompleteDirectory))
+        .count())
+}
+
+/// How many of `run`'s held actions were held because its directory read was
+/// incomplete, from its journal: nothing for a person to approve (`approve`
+/// refuses them); the next reconcile from a whole read decides. Those rejected
+/// since are not counted.
+pub fn held_on_incomplete_read(store: &Store, run: RunId) -> Result<usize, StoreError> {
+    Ok(held_undecided(store, run)?
+        .iter()
+        .filter(|e| e.action.held == Some(HoldReason::IncompleteDirectory))
+        .count())
+}
+
+/// `run`'s journal rows still held that nobody decided on (an approval cut off
+/// after deciding included), settle-window waits left out.
+fn held_undecided(store: &Store, run: RunId) -> Result<Vec<JournalEntry>, StoreError> {
     match undecided(store, run, &Only::All, true, "") {
-        Ok((held, _)) => Ok(held.iter().filter(|e| e.state == ActionState::Held).count()),
+        Ok((held, _)) => Ok(held
+            .into_iter()
+            .filter(|e| e.state == ActionState::Held)
+            .collect()),
         Err(ApprovalError::Store(e)) => Err(e),
-        Err(_) => Ok(0),
+        Err(_) => Ok(Vec::new()),
     }
 }
 

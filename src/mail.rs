@@ -503,7 +503,8 @@ pub enum QueueError {
 }
 
 /// Queues a drift report (text and HTML, subject with its state), times in `tz`
-/// and commands run as `admin_command`.
+/// and commands run as `admin_command`; each list shows its first
+/// [`crate::report::digest::LISTED`] and names the command that prints the rest.
 pub fn queue_report(
     store: &mut Store,
     settings: &MailSettings,
@@ -513,8 +514,10 @@ pub fn queue_report(
     admin_command: &str,
     now: DateTime<Utc>,
 ) -> Result<OutboxId, QueueError> {
-    let html = crate::report::render_html(report, tz, admin_command)?;
-    let text = crate::report::render_text(report, tz, admin_command, false);
+    // Each list capped as the digest's are, saying which command prints the rest:
+    // a first run's report lists every account, megabytes no mail relay takes.
+    let html = crate::report::render_html_for_email(report, tz, admin_command)?;
+    let text = crate::report::render_text_for_email(report, tz, admin_command);
     let subject = crate::report::subject(name, report);
     Ok(queue(
         store,

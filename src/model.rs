@@ -832,6 +832,13 @@ impl HoldReason {
     }
 }
 
+/// How [`HoldReason::IncompleteDirectory`] reads: the `error` of such a held
+/// action in a stored report begins with it, in reports of every version (one an
+/// approval refused goes on with why), which is how a report stored before
+/// [`crate::report::ActionOutcome::incomplete_directory`] is read.
+pub const INCOMPLETE_DIRECTORY_HOLD: &str =
+    "the directory snapshot was incomplete; nothing that takes access away is done from it";
+
 /// How seatwarden's commands are run when `report.admin_command` is not set.
 pub const DEFAULT_ADMIN_COMMAND: &str = "seatwarden";
 
@@ -852,11 +859,7 @@ impl fmt::Display for HoldDescription<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let admin = self.admin_command;
         match self.reason {
-            HoldReason::IncompleteDirectory => {
-                f.write_str(
-                "the directory snapshot was incomplete; nothing that takes access away is done from it",
-            )
-            }
+            HoldReason::IncompleteDirectory => f.write_str(INCOMPLETE_DIRECTORY_HOLD),
             HoldReason::DeprovisionThreshold {
                 planned,
                 limit,

@@ -582,11 +582,18 @@ async fn execute_until(
     let result = if mode == Mode::Reconcile {
         let sla = crate::sweep::configured_sla(config);
         // Then the deprovisions a cut-off run held, or did not get to apply,
-        // that this run saw again count from when that run saw them.
+        // that this run saw again count from when that run saw them: the runs
+        // this run's recovery found cut off, and those closed as interrupted since
+        // the last reconcile that was not, whose rows another writer (`approve`,
+        // a sweep) recovered first. Else an `approve` in between restarted the
+        // leavers' SLA at this run's start.
         let recorded =
             crate::sweep::record_reconcile(config, &store, run_id, started_at, Utc::now(), sla)
                 .and_then(|latencies| {
-                    crate::sweep::backdate_cut_off(&mut *lock(&store)?, &cut_off)?;
+                    let mut store = lock(&store)?;
+                    let mut cut_off = cut_off.clone();
+                    cut_off.extend(store.interrupted_reconciles_before(run_id)?);
+                    crate::sweep::backdate_cut_off(&mut store, &cut_off)?;
                     Ok(latencies)
                 });
         tracing::debug!(

@@ -19,9 +19,12 @@
 //! deactivations are being sent, the stop sends no more ("not sent").
 //!
 //! Before anything is counted or sent, actions a cut-off writer left `in_flight`
-//! are resolved ([`apply::recover`]): the 24 h limits count them as sent. The
-//! deprovisions a cut-off reconcile held or did not apply count from when it saw
-//! them, once an observation opens their episodes ([`backdate_cut_off`]).
+//! are resolved ([`apply::recover`]): the 24 h limits count them as sent, and
+//! the runs such a writer left recorded as running are closed. The deprovisions a
+//! cut-off reconcile held or did not apply count from when it saw them, once an
+//! observation opens their episodes ([`backdate_cut_off`]), whoever recovered
+//! that reconcile first (every reconcile closed as interrupted since the last
+//! one that was not).
 //!
 //! An account that reads as 404 is gone (its episode verified without a write) only
 //! once a `/Users` listing page has answered in the same pass: a base URL that
@@ -580,6 +583,7 @@ pub async fn enforce(
         Some(_) => Ok(apply::Recovered::default()),
         None => unless_stopped(apply::recover(client, store)).await?,
     };
+    let resolved = recovered.is_ok();
     match recovered {
         Ok(recovered) if recovered.resolved == 0 => {}
         Ok(recovered) => {
@@ -606,6 +610,29 @@ pub async fn enforce(
              the 24 h limits until the next pass resolves them"
         ),
         Err(e) => return Err(e.into()),
+    }
+    // Under the writer lock a run recorded as running is a dead process's, and
+    // what it left in flight is resolved by now: it is closed, as `approve` and
+    // the next reconcile close it (after their recovery, as here). Else a pass
+    // with nothing to deactivate (no run of its own to begin, which closes them
+    // too) left it `cut off` in `status` and `report --run`, waiting for a
+    // recovery that had happened, until the next reconcile.
+    if resolved && outage.down().is_none() {
+        let mut store = lock(store)?;
+        crate::run::close_interrupted_runs(
+            &mut store,
+            now,
+            configured_sla(config),
+            &config.admin_command(),
+        )?;
+        // The episodes the observation opened of people a killed reconcile saw
+        // lose access count from its start, also when another writer (`approve`)
+        // recovered it first, as the next reconcile counts them.
+        let cut_off: BTreeSet<RunId> = store
+            .interrupted_reconciles_before(RunId::MAX)?
+            .into_iter()
+            .collect();
+        backdate_cut_off(&mut store, &cut_off)?;
     }
     let open = lock(store)?.open_deprovisions()?;
     let cool_down =

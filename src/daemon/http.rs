@@ -361,28 +361,35 @@ fn refresh_gauges(shared: &Shared) {
 }
 
 /// Actions that wait for a human's `approve` or `reject`, whichever job held them:
-/// the last reconcile's ([`Report::awaiting_approval`](crate::report::Report::awaiting_approval),
+/// the newest planned reconcile's ([`Report::awaiting_approval`](crate::report::Report::awaiting_approval),
 /// read from its stored report, which `approve` and `reject` bring up to date, so a
-/// decided action stops counting at once) and those the sweeps held since
+/// decided action stops counting at once; from its journal while it has none:
+/// still applying, or killed) and those the sweeps held since
 /// ([`Store::sweep_actions_awaiting_approval`](crate::store::Store::sweep_actions_awaiting_approval)).
-/// `None` while the last reconcile has no report (still running, or failed before
-/// it): the gauge keeps the value it had. The report is parsed after the database
+/// A newer reconcile that failed or was stopped before its plan (the directory
+/// unreachable, say) replaced no hold ([`Store::latest_planned_reconcile`]): a
+/// daemon restarted into a directory outage counts what still waits, rather than
+/// nothing until a reconcile succeeds. The report is parsed after the database
 /// is let go.
 fn awaiting_approval(shared: &Shared) -> Option<usize> {
     let read = shared.with_db(|db| -> Result<_, StoreError> {
-        let last = db.latest_run(&[RunKind::Reconcile])?;
-        let report = match &last {
-            Some(run) => Some(db.report(run.id)?),
-            None => None,
+        let planned = db.latest_planned_reconcile()?;
+        let (report, journaled) = match &planned {
+            Some(run) => match db.report(run.id)? {
+                Some(json) => (Some(json), 0),
+                None => (None, crate::approval::awaiting_decision(db, run.id)?),
+            },
+            None => (None, 0),
         };
-        let swept = db.sweep_actions_awaiting_approval(last.map_or(0, |run| run.id))?;
-        Ok((report, swept))
+        let swept = db.sweep_actions_awaiting_approval(planned.map_or(0, |run| run.id))?;
+        Ok((report, journaled, swept))
     });
-    let (report, swept) = read.ok()?;
+    let (report, journaled, swept) = read.ok()?;
     let reconciled = match report {
-        // No reconcile yet: only the sweeps' holds wait.
-        None => 0,
-        Some(json) => crate::report::awaiting_approval_in(&json?).ok()?,
+        // No report: what its journal holds (none without a planned reconcile:
+        // only the sweeps' holds wait).
+        None => journaled,
+        Some(json) => crate::report::awaiting_approval_in(&json).ok()?,
     };
     Some(reconciled + swept)
 }

@@ -186,6 +186,8 @@ pub struct Notifier {
     timezone: Tz,
     mail: MailSettings,
     admin_command: String,
+    /// `safety.circuit.cool_down`: how long an opened breaker stays open.
+    cool_down: std::time::Duration,
 }
 
 impl Notifier {
@@ -204,6 +206,7 @@ impl Notifier {
             timezone,
             mail,
             admin_command: config.admin_command(),
+            cool_down: config.circuit_settings().cool_down,
         })
     }
 
@@ -297,7 +300,11 @@ impl Notifier {
             let reason = report
                 .actions
                 .iter()
-                .find(|a| a.outcome == crate::report::Outcome::Held && !a.waiting)
+                .find(|a| {
+                    a.outcome == crate::report::Outcome::Held
+                        && !a.waiting
+                        && !a.held_incomplete_directory()
+                })
                 .and_then(|a| a.error.clone())
                 .unwrap_or_else(|| "held by the guard".to_owned());
             self.raise(
@@ -311,6 +318,21 @@ impl Notifier {
             );
         } else {
             self.resolve(store, "plan_held", now);
+        }
+        // Not `plan_held`: nobody can approve these, and a leaver among them keeps
+        // access until a reconcile reads the directory whole.
+        let incomplete = report.held_incomplete_directory();
+        if incomplete > 0 {
+            self.raise(
+                store,
+                &AlertCondition::DirectoryIncomplete {
+                    run_id: report.run_id,
+                    held: incomplete,
+                },
+                now,
+            );
+        } else {
+            self.resolve(store, "directory_incomplete", now);
         }
         match &report.safety.source_fault {
             Some(fault) => self.raise(
@@ -339,8 +361,20 @@ impl Notifier {
 
     /// Raises the sweep's hold alert when this sweep or retry pass's guard held
     /// deprovisions, at once rather than at the next reconcile; otherwise resolves
-    /// it once the run it names holds nobody any more (see [`still_held`]).
+    /// it once the run it names holds nobody any more (see [`still_held`]). Then
+    /// the circuit breaker's alert, from its stored state ([`Notifier::after_sweep_circuit`]).
     pub fn after_sweep(&self, store: &mut Store, outcome: &SweepOutcome, now: DateTime<Utc>) {
+        self.after_sweep_holds(store, outcome, now);
+        match store.circuit() {
+            Ok(record) => {
+                let state = crate::circuit::state(&record, now, self.cool_down);
+                self.after_sweep_circuit(store, &state, record, now);
+            }
+            Err(e) => tracing::error!(error = %e, "cannot read the circuit breaker's state"),
+        }
+    }
+
+    fn after_sweep_holds(&self, store: &mut Store, outcome: &SweepOutcome, now: DateTime<Utc>) {
         match sweep_holds(store, outcome, &self.admin_command) {
             Ok(Some(condition)) => self.raise(store, &condition, now),
             Ok(None) => match sweep_hold_over(store) {
@@ -349,6 +383,36 @@ impl Notifier {
                 Err(e) => tracing::error!(error = %e, "cannot read what the sweep holds"),
             },
             Err(e) => tracing::error!(error = %e, "cannot read what the sweep held"),
+        }
+    }
+
+    /// The breaker's alert after a sweep or retry pass, from its stored state
+    /// (`state`, `record`): raised while it is open (the pass tripped it, or
+    /// found it open and sent nothing), at once rather than at the next
+    /// reconcile, hours away perhaps, while every pass in between sends nothing;
+    /// resolved once it is closed. Half-open, it is left as the last reconcile's
+    /// report has it.
+    fn after_sweep_circuit(
+        &self,
+        store: &mut Store,
+        state: &crate::circuit::CircuitState,
+        record: crate::circuit::CircuitRecord,
+        now: DateTime<Utc>,
+    ) {
+        match state {
+            crate::circuit::CircuitState::Open { .. } => self.raise(
+                store,
+                &AlertCondition::CircuitBreakerOpen {
+                    reason: record
+                        .reason
+                        .unwrap_or_else(|| format!("circuit breaker {}", state.as_str())),
+                },
+                now,
+            ),
+            crate::circuit::CircuitState::Closed => {
+                self.resolve(store, "circuit_breaker_open", now)
+            }
+            crate::circuit::CircuitState::HalfOpen { .. } => {}
         }
     }
 

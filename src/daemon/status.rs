@@ -53,8 +53,20 @@ pub struct Status {
     pub last_reconcile_actions: BTreeMap<String, usize>,
     /// The last reconcile's held actions that wait for a human (`approve` or
     /// `reject`), as its stored report counts them: held, less those only waiting
-    /// for the settle window and those decided since. What `/metrics` counts for it.
+    /// for the settle window, what its incomplete directory read held, and those
+    /// decided since. Of the newest reconcile that planned when the last did not
+    /// ([`Status::held_by_run`]). What `/metrics` counts for it.
     pub last_reconcile_awaiting_approval: usize,
+    /// The last reconcile's held actions that its incomplete directory read held
+    /// ([`crate::model::HoldReason::IncompleteDirectory`]): nothing for a human to
+    /// approve (`approve` refuses them); the next reconcile from a whole read
+    /// decides. Not in `last_reconcile_awaiting_approval`.
+    pub last_reconcile_held_incomplete_directory: usize,
+    /// The reconcile the two counts above are of: the last one, or, when it
+    /// planned nothing (it failed or was stopped before its plan: the directory
+    /// unreachable, say), the newest one that did, whose held actions still wait.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub held_by_run: Option<RunId>,
     /// The last reconcile is recorded as running, but no writer holds the lock:
     /// its process stopped before it finished, and the next writing run closes
     /// it and recovers its in-flight writes. Told as `report --run` tells it
@@ -288,16 +300,44 @@ pub fn collect(
         }
         None => BTreeMap::new(),
     };
-    let last_reconcile_awaiting_approval = match &last_reconcile {
+    // A reconcile that planned nothing (failed or stopped before its plan)
+    // replaced no hold: the newest one that planned holds what waits.
+    let held_by: Option<RunRecord> = match &last_reconcile {
+        Some(run) => Some(
+            store
+                .latest_planned_reconcile()?
+                .unwrap_or_else(|| run.clone()),
+        ),
+        None => None,
+    };
+    let held = match &held_by {
         Some(run) => match store.report(run.id)? {
             // An unreadable report: what the journal holds, rather than nothing.
-            Some(json) => crate::report::awaiting_approval_in(&json)
-                .unwrap_or_else(|_| last_reconcile_actions.get("held").copied().unwrap_or(0)),
+            Some(json) => match crate::report::held_in(&json) {
+                Ok(held) => held,
+                Err(_)
+                    if last_reconcile
+                        .as_ref()
+                        .is_some_and(|last| last.id == run.id) =>
+                {
+                    crate::report::HeldCounts {
+                        awaiting_approval: last_reconcile_actions.get("held").copied().unwrap_or(0),
+                        incomplete_directory: 0,
+                    }
+                }
+                Err(_) => crate::report::HeldCounts {
+                    awaiting_approval: crate::approval::awaiting_decision(store, run.id)?,
+                    incomplete_directory: 0,
+                },
+            },
             // Cut off before its report (killed mid-apply): what it held waits all
             // the same, and `approve RUN` takes it.
-            None => crate::approval::awaiting_decision(store, run.id)?,
+            None => crate::report::HeldCounts {
+                awaiting_approval: crate::approval::awaiting_decision(store, run.id)?,
+                incomplete_directory: crate::approval::held_on_incomplete_read(store, run.id)?,
+            },
         },
-        None => 0,
+        None => crate::report::HeldCounts::default(),
     };
     let jobs = job_lines(store.jobs()?, daemon_running, schedule, now, tz);
     Ok(Status {
@@ -321,7 +361,9 @@ pub fn collect(
         circuit: crate::circuit::state(&breaker, now, cool_down),
         circuit_reason: breaker.reason,
         last_reconcile_actions,
-        last_reconcile_awaiting_approval,
+        last_reconcile_awaiting_approval: held.awaiting_approval,
+        last_reconcile_held_incomplete_directory: held.incomplete_directory,
+        held_by_run: held_by.map(|run| run.id),
         last_reconcile_cut_off,
         last_reconcile,
         admin_command,
@@ -569,12 +611,30 @@ pub fn render_text(status: &Status) -> String {
         };
         // What waits for the operator, first: "succeeded" alone reads as done.
         let mut attention = Vec::new();
+        let held_by = status.held_by_run.unwrap_or(run.id);
+        // Held by an earlier reconcile: this one planned nothing to replace them.
+        let earlier = if held_by == run.id {
+            String::new()
+        } else {
+            format!(" by run {held_by}")
+        };
         if status.last_reconcile_awaiting_approval > 0 {
             attention.push(format!(
-                "{} held for approval (`{} approve {}`)",
+                "{} held for approval{earlier} (`{} approve {held_by}`)",
                 crate::report::plural(status.last_reconcile_awaiting_approval, "action", "actions"),
                 status.admin_command,
-                run.id
+            ));
+        }
+        if status.last_reconcile_held_incomplete_directory > 0 {
+            attention.push(format!(
+                "{} held{earlier} because its directory read was incomplete (nothing to \
+                 approve: `{} reconcile` again once the directory reads whole)",
+                crate::report::plural(
+                    status.last_reconcile_held_incomplete_directory,
+                    "action",
+                    "actions"
+                ),
+                status.admin_command,
             ));
         }
         if failed > 0 {

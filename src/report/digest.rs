@@ -317,6 +317,16 @@ pub struct HeldRun {
     pub approve_command: String,
 }
 
+/// What the latest applying run held because its directory read was incomplete:
+/// not in [`Digest::held`], as no approval releases it (`approve` refuses it).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IncompleteHeld {
+    pub run_id: i64,
+    pub count: usize,
+    /// What it means and what releases it, as the digest says it.
+    pub note: String,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OldestDrift {
     pub kind: DriftKind,
@@ -368,6 +378,9 @@ pub struct Digest {
     /// Deprovisions verified in the period, oldest first.
     pub deprovisioned: Vec<VerifiedLine>,
     pub held: Vec<HeldRun>,
+    /// Held because the directory read was incomplete: nothing to approve.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub held_incomplete: Option<IncompleteHeld>,
     pub oldest_drift: Option<OldestDrift>,
     pub trend: Trend,
     /// How people run seatwarden's commands here, for the lines that say where
@@ -391,7 +404,7 @@ fn first<T>(items: &[T]) -> &[T] {
 
 /// `… and 950 more: `seatwarden status` lists every one.`, when `total` is over
 /// [`LISTED`].
-fn more_line(total: usize, hint: Option<String>) -> Option<String> {
+pub(super) fn more_line(total: usize, hint: Option<String>) -> Option<String> {
     (total > LISTED).then(|| {
         let more = total - LISTED;
         match hint {
@@ -556,7 +569,9 @@ impl Digest {
                 let actions: Vec<HeldAction> = report
                     .actions
                     .iter()
-                    .filter(|a| a.outcome == Outcome::Held && !a.waiting)
+                    .filter(|a| {
+                        a.outcome == Outcome::Held && !a.waiting && !a.held_incomplete_directory()
+                    })
                     .map(|a| HeldAction {
                         op: a.op.clone(),
                         subject: clean(&a.subject),
@@ -574,6 +589,22 @@ impl Digest {
             .into_iter()
             .collect();
 
+        let held_incomplete = latest_applying
+            .map(|report| (report.run_id, report.held_incomplete_directory()))
+            .filter(|(_, count)| *count > 0)
+            .map(|(run_id, count)| IncompleteHeld {
+                run_id,
+                count,
+                note: format!(
+                    "{} held in run {run_id} because its directory read was incomplete \
+                     (someone only missing from it looks gone): nothing to approve, `{admin} \
+                     approve` refuses them. Check the directory, then `{admin} reconcile`: a \
+                     whole read plans what is really due; `{admin} report --run {run_id}` \
+                     lists them.",
+                    plural(count, "action", "actions"),
+                    admin = input.admin_command
+                ),
+            });
         let oldest_drift = oldest_unresolved(input, &current, tz);
 
         let drift_before = input.previous.last().map(|r| residual_drift(r).len());
@@ -624,6 +655,7 @@ impl Digest {
             || input.failed_runs > 0
             || !overdue.is_empty()
             || held_count > 0
+            || held_incomplete.is_some()
             || held_pending > 0
             || failed_now > 0
             || not_sent_now > 0
@@ -676,6 +708,12 @@ impl Digest {
         }
         if held_count > 0 {
             parts.push(plural(held_count, "held action", "held actions"));
+        }
+        if let Some(incomplete) = &held_incomplete {
+            parts.push(format!(
+                "{} (directory read incomplete)",
+                plural(incomplete.count, "held action", "held actions")
+            ));
         }
         if failed_now > 0 {
             parts.push(plural(failed_now, "failed action", "failed actions"));
@@ -753,6 +791,7 @@ impl Digest {
             pending,
             deprovisioned,
             held,
+            held_incomplete,
             oldest_drift,
             trend,
             admin_command: input.admin_command.to_owned(),
@@ -935,6 +974,9 @@ impl Digest {
                 let _ = writeln!(out, "  - {} {} — {}", a.op, a.subject, a.why);
             }
             more(&mut out, &run.more);
+        }
+        if let Some(incomplete) = &self.held_incomplete {
+            let _ = writeln!(out, "\n{}", incomplete.note);
         }
         if let Some(why) = &self.drift_not_computed {
             let _ = writeln!(out, "\n{why}");

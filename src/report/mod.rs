@@ -20,8 +20,10 @@ use crate::guard::SourceFault;
 use crate::model::{DriftItem, DriftKind};
 use crate::store::ActionState;
 
-pub use templated::{RenderError, render_alert_html, render_html, render_markdown};
-pub use text::render_text;
+pub use templated::{
+    RenderError, render_alert_html, render_html, render_html_for_email, render_markdown,
+};
+pub use text::{render_text, render_text_for_email};
 
 /// Bumped on any incompatible change of the JSON shape.
 pub const SCHEMA_VERSION: u32 = 1;
@@ -369,11 +371,37 @@ impl Report {
     }
 
     /// Held actions that wait for a human: held, less those only waiting for the
-    /// settle window.
+    /// settle window and those held because the directory read was incomplete
+    /// ([`Report::held_incomplete_directory`]), which `approve` refuses.
     pub fn awaiting_approval(&self) -> usize {
         self.summary
             .actions_held
             .saturating_sub(self.safety.actions_waiting)
+            .saturating_sub(self.held_incomplete_directory())
+    }
+
+    /// Held actions planned from an incomplete directory read
+    /// ([`crate::model::HoldReason::IncompleteDirectory`]): nothing for a human to
+    /// approve (`approve` refuses them, as someone only missing from the read looks
+    /// gone); the next reconcile from a whole read decides. Told by their hold's
+    /// text, which reports of every version carry.
+    pub fn held_incomplete_directory(&self) -> usize {
+        self.actions
+            .iter()
+            .filter(|a| a.held_incomplete_directory())
+            .count()
+    }
+}
+
+impl ActionOutcome {
+    /// Held because its run's directory read was incomplete: see
+    /// [`Report::held_incomplete_directory`].
+    pub fn held_incomplete_directory(&self) -> bool {
+        self.outcome == Outcome::Held
+            && self
+                .error
+                .as_deref()
+                .is_some_and(|e| e.starts_with(crate::model::INCOMPLETE_DIRECTORY_HOLD))
     }
 }
 
@@ -425,6 +453,22 @@ pub fn not_sent_text<S: AsRef<str>>(by_reason: &[(S, usize)]) -> String {
 /// `/metrics` asks at every scrape, and the report of a run that provisioned a
 /// whole workspace lists every action (megabytes).
 pub fn awaiting_approval_in(json: &str) -> Result<usize, serde_json::Error> {
+    Ok(held_in(json)?.awaiting_approval)
+}
+
+/// A stored report's held actions by what releases them, read without building
+/// the report ([`awaiting_approval_in`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct HeldCounts {
+    /// [`Report::awaiting_approval`].
+    pub awaiting_approval: usize,
+    /// [`Report::held_incomplete_directory`].
+    pub incomplete_directory: usize,
+}
+
+/// [`HeldCounts`] of a stored report. The actions are looked at only when
+/// something is held beyond the settle window's waits.
+pub fn held_in(json: &str) -> Result<HeldCounts, serde_json::Error> {
     #[derive(Deserialize)]
     struct Headline {
         summary: Held,
@@ -440,11 +484,40 @@ pub fn awaiting_approval_in(json: &str) -> Result<usize, serde_json::Error> {
         #[serde(default)]
         actions_waiting: usize,
     }
+    #[derive(Deserialize)]
+    struct Actions<'a> {
+        #[serde(borrow)]
+        actions: Vec<Row<'a>>,
+    }
+    #[derive(Deserialize)]
+    struct Row<'a> {
+        outcome: Outcome,
+        #[serde(default, borrow)]
+        error: Option<Cow<'a, str>>,
+    }
     let headline: Headline = serde_json::from_str(json)?;
-    Ok(headline
+    let beyond_waiting = headline
         .summary
         .actions_held
-        .saturating_sub(headline.safety.actions_waiting))
+        .saturating_sub(headline.safety.actions_waiting);
+    if beyond_waiting == 0 {
+        return Ok(HeldCounts::default());
+    }
+    let incomplete = serde_json::from_str::<Actions<'_>>(json)?
+        .actions
+        .iter()
+        .filter(|row| {
+            row.outcome == Outcome::Held
+                && row
+                    .error
+                    .as_deref()
+                    .is_some_and(|e| e.starts_with(crate::model::INCOMPLETE_DIRECTORY_HOLD))
+        })
+        .count();
+    Ok(HeldCounts {
+        awaiting_approval: beyond_waiting.saturating_sub(incomplete),
+        incomplete_directory: incomplete,
+    })
 }
 
 /// `text` safe for a terminal or a plain-text email: control characters become
@@ -673,6 +746,20 @@ pub fn safety_findings(
             details: Vec::new(),
         });
     }
+    let incomplete = report.held_incomplete_directory();
+    if incomplete > 0 {
+        findings.push(finding(
+            "INCOMPLETE DIRECTORY",
+            Tone::Warn,
+            format!(
+                "{} held because the directory read was incomplete: someone only missing from \
+                 it looks gone, so no approval sends {}; `{admin_command} reconcile` again once \
+                 the directory reads whole, and it plans what is really due",
+                plural(incomplete, "action", "actions"),
+                if incomplete == 1 { "it" } else { "them" }
+            ),
+        ));
+    }
     findings
 }
 
@@ -684,6 +771,11 @@ pub fn headline(report: &Report, admin_command: &str) -> (Tone, String) {
     let s = &report.summary;
     let actions = |n| plural(n, "action", "actions");
     let waiting = report.safety.actions_waiting;
+    let incomplete = report.held_incomplete_directory();
+    let awaiting = s
+        .actions_held
+        .saturating_sub(waiting)
+        .saturating_sub(incomplete);
     // A plan or a dry run holds nothing: it shows what the guard would hold, and
     // nothing of it waits for a human (`approve` refuses such a run).
     let preview = report.mode != "reconcile";
@@ -728,20 +820,34 @@ pub fn headline(report: &Report, admin_command: &str) -> (Tone, String) {
                 planned_again(not_sent_count)
             )),
         )
-    } else if s.actions_held > waiting && preview {
+    } else if awaiting > 0 && preview {
         (
             Tone::Warn,
             format!(
-                "{} would be held by the guard: a reconcile would wait for `{admin_command} approve`",
-                actions(s.actions_held - waiting)
+                "{} would be held by the guard: a reconcile would wait for `{admin_command} approve`{}",
+                actions(awaiting),
+                incomplete_too(incomplete)
             ),
         )
-    } else if s.actions_held > waiting {
+    } else if awaiting > 0 {
         (
             Tone::Warn,
             applied_then(format!(
-                "{} held by the guard — needs a human",
-                actions(s.actions_held - waiting)
+                "{} held by the guard — needs a human{}",
+                actions(awaiting),
+                incomplete_too(incomplete)
+            )),
+        )
+    } else if incomplete > 0 {
+        // Nothing to approve (`approve` refuses them): what releases them is a
+        // reconcile from a whole read, and what needs looking at is the directory.
+        (
+            Tone::Warn,
+            applied_then(format!(
+                "{} {} because the directory read was incomplete — nothing to approve; \
+                 `{admin_command} reconcile` again once the directory reads whole",
+                actions(incomplete),
+                if preview { "would be held" } else { "held" }
             )),
         )
     } else if !report.safety.disputed_leavers.is_empty() {
@@ -802,6 +908,19 @@ pub fn headline(report: &Report, admin_command: &str) -> (Tone, String) {
                 plural(s.drift_total, "drift item", "drift items"),
                 actions(s.actions_planned)
             ),
+        )
+    }
+}
+
+/// `; 2 more held because the directory read was incomplete (nothing to approve)`
+/// after the count of held actions that wait for a human, or nothing.
+fn incomplete_too(incomplete: usize) -> String {
+    if incomplete == 0 {
+        String::new()
+    } else {
+        format!(
+            "; {incomplete} more held because the directory read was incomplete (nothing to \
+             approve: the next reconcile from a whole read decides)"
         )
     }
 }
@@ -948,6 +1067,13 @@ pub fn subject(name: &str, report: &Report) -> String {
     if held > 0 {
         parts.push(plural(held, "held action", "held actions"));
     }
+    let incomplete = report.held_incomplete_directory();
+    if incomplete > 0 {
+        parts.push(format!(
+            "{} (directory read incomplete)",
+            plural(incomplete, "held action", "held actions")
+        ));
+    }
     if report.safety.source_fault.is_some() {
         return format!(
             "[seatwarden] {name} run {}: {}",
@@ -1091,6 +1217,79 @@ mod tests {
         report.actions[1].subject = "cy@ex.com".into();
         report.summary.actions_planned = 2;
         assert!(unfixed_drift(&report).contains(&&conflict));
+    }
+
+    /// What an incomplete directory read held is no approval's: `approve` refuses
+    /// it. It is counted apart from what waits for a human, in the report, the
+    /// headline, the subject and the count `status` and `/metrics` read from a
+    /// stored report, also one whose hold an approval refused since (its text
+    /// goes on with why) or one an older version stored (the text is the same).
+    #[test]
+    fn what_an_incomplete_directory_read_held_is_not_awaiting_approval() {
+        let mut report = reconcile_report(SafetyReport::default());
+        let held = |seq, error: String| ActionOutcome {
+            seq,
+            op: "deactivate".into(),
+            reason: DriftKind::StaleAccess,
+            subject: format!("leaver{seq}@example.com"),
+            detail: String::new(),
+            outcome: Outcome::Held,
+            attempts: 0,
+            error: Some(error),
+            waiting: false,
+            settle_window: None,
+            deactivated_since: None,
+        };
+        let incomplete = crate::model::HoldReason::IncompleteDirectory.to_string();
+        report.actions = vec![
+            held(0, incomplete.clone()),
+            held(
+                1,
+                format!("{incomplete}; planned from run 7's incomplete directory read"),
+            ),
+        ];
+        report.summary.actions_planned = 2;
+        report.summary.actions_held = 2;
+        assert_eq!(report.held_incomplete_directory(), 2);
+        assert_eq!(report.awaiting_approval(), 0);
+        let stored = report.to_stored_json();
+        assert_eq!(awaiting_approval_in(&stored).unwrap(), 0);
+        assert_eq!(held_in(&stored).unwrap().incomplete_directory, 2);
+        let (tone, headline) = super::headline(&report, ADMIN);
+        assert_eq!(tone, Tone::Warn);
+        assert_eq!(
+            headline,
+            format!(
+                "2 actions held because the directory read was incomplete — nothing to approve; \
+                 `{ADMIN} reconcile` again once the directory reads whole"
+            )
+        );
+        assert_eq!(
+            subject("acme", &report),
+            "[seatwarden] acme run 7: 2 held actions (directory read incomplete), 0 drift items"
+        );
+        assert_eq!(State::of(&report), State::NeedsAttention);
+
+        // Beside a threshold's hold, only that one waits for a human.
+        report
+            .actions
+            .push(held(2, "the per-run limit is 5".into()));
+        report.summary.actions_held = 3;
+        assert_eq!(report.awaiting_approval(), 1);
+        assert_eq!(awaiting_approval_in(&report.to_stored_json()).unwrap(), 1);
+        assert!(
+            super::headline(&report, ADMIN)
+                .1
+                .starts_with("1 action held by the guard — needs a human; 2 more held because"),
+            "{:?}",
+            super::headline(&report, ADMIN)
+        );
+        assert!(
+            subject("acme", &report)
+                .contains("1 held action, 2 held actions (directory read incomplete)"),
+            "{}",
+            subject("acme", &report)
+        );
     }
 
     /// Writes kept back read as not sent, never as failed: a stop's (the

@@ -124,16 +124,25 @@ pub(super) struct DriftGroup<'a> {
     pub kind: DriftKind,
     pub title: &'static str,
     pub items: Vec<&'a DriftItem>,
+    /// How many there are, when `items` lists only the first of them.
+    pub count: usize,
+    /// `… and N more: …`, when `items` lists only the first of them.
+    pub more: Option<String>,
 }
 
 /// Drift grouped by kind in the order every renderer uses; empty kinds left out.
 pub(super) fn drift_groups(drift: &[DriftItem]) -> Vec<DriftGroup<'_>> {
     DriftKind::ALL
         .into_iter()
-        .map(|kind| DriftGroup {
-            kind,
-            title: kind_title(kind),
-            items: drift.iter().filter(|d| d.kind == kind).collect(),
+        .map(|kind| {
+            let items: Vec<&DriftItem> = drift.iter().filter(|d| d.kind == kind).collect();
+            DriftGroup {
+                kind,
+                title: kind_title(kind),
+                count: items.len(),
+                items,
+                more: None,
+            }
         })
         .filter(|group| !group.items.is_empty())
         .collect()
@@ -170,7 +179,11 @@ struct ReportView<'a> {
     /// Said instead of "No drift." (see [`super::drift_not_computed`]).
     drift_not_computed: Option<&'static str>,
     attention: Vec<ActionRow<'a>>,
+    /// `… and N more: …` when `attention` lists only the first of them (email).
+    attention_more: Option<String>,
     actions: Vec<ActionRow<'a>>,
+    /// `… and N more: …` when `actions` lists only the first of them (email).
+    actions_more: Option<String>,
     safety: Vec<super::SafetyFinding>,
     /// How people run seatwarden's commands here, for the footer's command.
     admin_command: String,
@@ -189,12 +202,36 @@ fn action_row<'a>(report: &Report, action: &'a ActionOutcome, tz: chrono_tz::Tz)
 
 /// `drift` is the report's, on `tz`'s clock ([`Report::drift_on`]); commands are
 /// run as `admin_command`.
+/// The line that says where the rest of a list cut at `listed` is: the whole
+/// report, printed.
+pub(super) fn rest_of(
+    total: usize,
+    listed: Option<usize>,
+    admin_command: &str,
+    run_id: i64,
+) -> Option<String> {
+    let listed = listed?;
+    (total > listed).then(|| {
+        format!(
+            "… and {} more: `{admin_command} report --run {run_id}` lists every one.",
+            total - listed
+        )
+    })
+}
+
+/// The report's view; with `listed`, each list (drift of one kind, what needs
+/// attention, the actions) shows only its first `listed`, and says where the rest
+/// is: an email of a run over thousands of people must stay readable and
+/// deliverable, as the digest's does.
 fn report_view<'a>(
     report: &'a Report,
     drift: &'a [DriftItem],
     tz: chrono_tz::Tz,
     admin_command: &str,
+    listed: Option<usize>,
 ) -> ReportView<'a> {
+    let first = |n: usize| listed.map_or(n, |listed| n.min(listed));
+    let rest = |total: usize| rest_of(total, listed, admin_command, report.run_id);
     let state = State::of(report);
     let (tone, headline) = headline(report, admin_command);
     let mut attention: Vec<&ActionOutcome> = report
@@ -232,15 +269,26 @@ fn report_view<'a>(
             })
             .filter(|c| c.count > 0)
             .collect(),
-        drift_groups: drift_groups(drift),
-        drift_not_computed: super::drift_not_computed(report),
-        attention: attention
+        drift_groups: drift_groups(drift)
             .into_iter()
+            .map(|mut group| {
+                group.items.truncate(first(group.count));
+                group.more = rest(group.count);
+                group
+            })
+            .collect(),
+        drift_not_computed: super::drift_not_computed(report),
+        attention_more: rest(attention.len()),
+        attention: attention
+            .iter()
+            .take(first(attention.len()))
             .map(|a| action_row(report, a, tz))
             .collect(),
+        actions_more: rest(report.actions.len()),
         actions: report
             .actions
             .iter()
+            .take(first(report.actions.len()))
             .map(|a| action_row(report, a, tz))
             .collect(),
         safety: super::safety_findings(report, tz, admin_command),
@@ -256,7 +304,7 @@ pub fn render_markdown(
 ) -> Result<String, RenderError> {
     render(
         "report.md",
-        &report_view(report, &report.drift_on(tz), tz, admin_command),
+        &report_view(report, &report.drift_on(tz), tz, admin_command, None),
     )
 }
 
@@ -270,7 +318,26 @@ pub fn render_html(
 ) -> Result<String, RenderError> {
     render(
         "report.html",
-        &report_view(report, &report.drift_on(tz), tz, admin_command),
+        &report_view(report, &report.drift_on(tz), tz, admin_command, None),
+    )
+}
+
+/// [`render_html`] for an email: each list shows its first
+/// [`super::digest::LISTED`] and says which command prints the rest.
+pub fn render_html_for_email(
+    report: &Report,
+    tz: chrono_tz::Tz,
+    admin_command: &str,
+) -> Result<String, RenderError> {
+    render(
+        "report.html",
+        &report_view(
+            report,
+            &report.drift_on(tz),
+            tz,
+            admin_command,
+            Some(super::digest::LISTED),
+        ),
     )
 }
 

@@ -55,6 +55,35 @@ pub fn render_text(
     admin_command: &str,
     colour: bool,
 ) -> String {
+    render_listing(report, tz, admin_command, colour, None)
+}
+
+/// [`render_text`] for an email: each list (drift of one kind, what needs
+/// attention, the actions) shows its first [`super::digest::LISTED`] and says
+/// which command prints the rest, as the digest does.
+pub fn render_text_for_email(report: &Report, tz: chrono_tz::Tz, admin_command: &str) -> String {
+    render_listing(
+        report,
+        tz,
+        admin_command,
+        false,
+        Some(super::digest::LISTED),
+    )
+}
+
+fn render_listing(
+    report: &Report,
+    tz: chrono_tz::Tz,
+    admin_command: &str,
+    colour: bool,
+    listed: Option<usize>,
+) -> String {
+    let first = |n: usize| listed.map_or(n, |listed| n.min(listed));
+    let more = |out: &mut String, total: usize| {
+        if let Some(line) = super::templated::rest_of(total, listed, admin_command, report.run_id) {
+            let _ = writeln!(out, "  {line}");
+        }
+    };
     let cleaned = super::printable_report(report);
     let report = &cleaned;
     let style = Style { colour };
@@ -124,9 +153,10 @@ pub fn render_text(
                 continue;
             }
             let _ = writeln!(out, "\n{} ({})", style.bold(kind_title(kind)), items.len());
-            for item in items {
+            for item in items.iter().take(first(items.len())) {
                 let _ = writeln!(out, "  - {}: {}", item.user_name, item.detail);
             }
+            more(&mut out, items.len());
         }
     }
 
@@ -138,7 +168,8 @@ pub fn render_text(
     attention.sort_by_key(|a| (a.outcome != Outcome::Failed, a.seq));
     if !attention.is_empty() {
         let _ = writeln!(out, "\n{}", style.bold("Needs attention"));
-        for action in attention {
+        let total = attention.len();
+        for action in attention.into_iter().take(first(total)) {
             let label = match action.outcome {
                 Outcome::Failed => style.red("FAILED"),
                 _ => style.yellow("HELD"),
@@ -152,11 +183,12 @@ pub fn render_text(
                 action.error.as_deref().unwrap_or("")
             );
         }
+        more(&mut out, total);
     }
 
     if !report.actions.is_empty() {
         let _ = writeln!(out, "\nActions:");
-        for action in &report.actions {
+        for action in report.actions.iter().take(first(report.actions.len())) {
             // An action waiting for the settle window is not under "Needs
             // attention": here it says until when it waits; one not run says why
             // (rejected, not sent after the circuit breaker opened).
@@ -175,6 +207,7 @@ pub fn render_text(
                 action.detail_on(tz)
             );
         }
+        more(&mut out, report.actions.len());
     }
     out
 }

@@ -232,15 +232,19 @@ impl Store {
     /// and undecided (or approved and not yet sent), one per action kind and subject,
     /// judged by the newest sweep row for it (a held deprovision is held again at
     /// every re-check, each time in a new run), and not one of those `after` itself
-    /// holds awaiting a decision (counted there).
+    /// holds awaiting a decision (counted there; what its incomplete directory read
+    /// held is not, as no approval releases it).
     pub fn sweep_actions_awaiting_approval(&self, after: RunId) -> Result<usize, StoreError> {
         self.conn
             .prepare_cached(
                 "WITH awaiting AS (
                      SELECT a.run_id, a.kind, a.subject FROM actions AS a
                      LEFT JOIN held_decisions AS d ON d.run_id = a.run_id AND d.seq = a.seq
-                     WHERE (a.state = 'held' AND (d.decision IS NULL OR d.decision = 'approved'))
-                        OR (a.state = 'planned' AND d.decision = 'approved')
+                     WHERE ((a.state = 'held' AND (d.decision IS NULL OR d.decision = 'approved'))
+                            OR (a.state = 'planned' AND d.decision = 'approved'))
+                       -- No approval releases it: `approve` refuses it, and the
+                       -- reconcile's report does not count it.
+                       AND (a.payload ->> '$.held.rule') IS NOT 'incomplete_directory'
                  ),
                  newest AS (
                      SELECT a.kind, a.subject, max(a.run_id) AS run_id FROM actions AS a
@@ -719,6 +723,17 @@ mod tests {
 
     /// A run of `kind` deactivating each of `people`'s accounts, every one held.
     fn held_run(store: &mut Store, kind: RunKind, minute: i64, people: &[&str]) -> RunId {
+        held_run_by(store, kind, minute, people, &HoldReason::LastOwner)
+    }
+
+    /// [`held_run`], each held for `hold`.
+    fn held_run_by(
+        store: &mut Store,
+        kind: RunKind,
+        minute: i64,
+        people: &[&str],
+        hold: &HoldReason,
+    ) -> RunId {
         let run = store.begin_run(kind, at(minute)).unwrap();
         let plan = Plan {
             actions: people
@@ -733,7 +748,7 @@ mod tests {
                     subject: (*person).to_owned(),
                     identity_id: Some(format!("00u-{person}")),
                     detail: "identity is deprovisioned in the directory".into(),
-                    held: Some(HoldReason::LastOwner),
+                    held: Some(hold.clone()),
                 })
                 .collect(),
             ..Plan::default()
@@ -776,6 +791,40 @@ mod tests {
             1,
             "approved and not sent yet still waits"
         );
+        // A reconcile whose directory read was incomplete holding eve: its report
+        // does not count her (no approval releases that hold), so the sweep's
+        // hold of her, which an approval does release, counts here.
+        let incomplete = held_run_by(
+            &mut store,
+            RunKind::Reconcile,
+            60,
+            &["eve"],
+            &HoldReason::IncompleteDirectory,
+        );
+        held_run(&mut store, RunKind::Sweep, 75, &["eve"]);
+        assert_eq!(
+            store.sweep_actions_awaiting_approval(incomplete).unwrap(),
+            1
+        );
+    }
+
+    /// The run an overdue alert, `status` and the digest tell to approve for a held
+    /// deprovision is never one that held it for its incomplete directory read:
+    /// `approve` refuses that hold. The sweep's hold of the same person is the one.
+    #[test]
+    fn the_run_to_approve_is_not_one_holding_for_an_incomplete_read() {
+        let mut store = Store::open_in_memory().unwrap();
+        let sweep = held_run(&mut store, RunKind::Sweep, 0, &["ann"]);
+        held_run_by(
+            &mut store,
+            RunKind::Reconcile,
+            30,
+            &["ann", "bob"],
+            &HoldReason::IncompleteDirectory,
+        );
+        let waiting = store.held_for_approval().unwrap();
+        assert_eq!(waiting.get("00u-ann"), Some(&sweep));
+        assert_eq!(waiting.get("00u-bob"), None);
     }
 
     /// A stop's, an open breaker's and a workspace found down's unsent rows are not

@@ -555,6 +555,29 @@ impl Store {
         Ok(closed)
     }
 
+    /// The reconciles before `run` closed as interrupted
+    /// ([`RunRecord::closed_as_interrupted`]) since the last reconcile before it
+    /// that was not (one that finished, failed or stopped by itself), oldest first:
+    /// cut off, and recorded nothing in the ledger, whoever closed them since (an
+    /// `approve`, a sweep, `run` itself as it began).
+    pub fn interrupted_reconciles_before(&self, run: RunId) -> Result<Vec<RunId>, StoreError> {
+        self.conn
+            .prepare_cached(
+                "SELECT id FROM runs
+                 WHERE kind = 'reconcile' AND id < ?1 AND status = 'failed' AND error = ?2
+                   AND id > coalesce((SELECT max(id) FROM runs
+                                      WHERE kind = 'reconcile' AND id < ?1
+                                        AND status != 'running'
+                                        AND NOT (status = 'failed' AND error IS ?2)), 0)
+                 ORDER BY id",
+            )
+            .and_then(|mut stmt| {
+                stmt.query_map(params![run, INTERRUPTED_RUN_ERROR], |row| row.get(0))?
+                    .collect()
+            })
+            .context(|| format!("reading the reconciles interrupted before run {run} from runs"))
+    }
+
     /// Ends a running run. `status` must be final; a run is finished once.
     pub fn finish_run(
         &mut self,
@@ -656,6 +679,24 @@ impl Store {
                     .optional()
             })
             .context(context)
+    }
+
+    /// The newest reconcile that stored its plan (journal rows, drift) or its
+    /// report: the one whose held actions wait for a decision. A newer one that
+    /// failed or was stopped before it planned (the directory unreachable, say)
+    /// replaced none of them, and must not hide them.
+    pub fn latest_planned_reconcile(&self) -> Result<Option<RunRecord>, StoreError> {
+        self.conn
+            .prepare_cached(&format!(
+                "SELECT {RUN_COLUMNS} FROM runs AS r
+                 WHERE r.kind = 'reconcile'
+                   AND (EXISTS (SELECT 1 FROM reports WHERE run_id = r.id)
+                        OR EXISTS (SELECT 1 FROM actions WHERE run_id = r.id)
+                        OR EXISTS (SELECT 1 FROM plan_drift WHERE run_id = r.id))
+                 ORDER BY r.id DESC LIMIT 1"
+            ))
+            .and_then(|mut stmt| stmt.query_row([], run_record).optional())
+            .context(|| "finding the latest reconcile that planned in runs".to_owned())
     }
 
     /// Deletes runs older than `run` (lower ids) and, by cascade, their snapshots,

@@ -493,7 +493,8 @@ impl Store {
 
     /// For each person with a held deactivation or deletion nobody approved or
     /// rejected yet, the newest reconcile or sweep run that holds it: what an
-    /// overdue alert names for `seatwarden approve RUN`.
+    /// overdue alert names for `seatwarden approve RUN`. Not one held because its
+    /// run's directory read was incomplete: `approve` refuses those.
     pub fn held_for_approval(
         &self,
     ) -> Result<std::collections::HashMap<String, RunId>, StoreError> {
@@ -505,6 +506,7 @@ impl Store {
                                          AND held_decisions.seq = actions.seq
                  WHERE actions.state = 'held' AND held_decisions.run_id IS NULL
                    AND actions.kind IN ('deactivate', 'delete')
+                   AND (actions.payload ->> '$.held.rule') IS NOT 'incomplete_directory'
                    AND actions.identity_id IS NOT NULL
                    AND runs.kind IN ('reconcile', 'sweep')
                  GROUP BY actions.identity_id",

@@ -1027,7 +1027,9 @@ fn a_mass_hold_sends_one_overdue_alert_not_one_per_person() {
 }
 
 /// Two leavers whose deprovisions the guard held in a sweep run (as a sweep pass
-/// journals them), their episodes open from `t0`; returns the run.
+/// journals them: held for the last-Owner check, which `approve` re-checks; not
+/// for an incomplete directory, which no sweep holds for and no approval
+/// releases), their episodes open from `t0`; returns the run.
 fn sweep_held_two(store: &mut Store, t0: chrono::DateTime<chrono::Utc>) -> i64 {
     use seatwarden::model::{Action, ActionKind, DriftKind, HoldReason, Plan};
     use seatwarden::sla::{self, Leaver, LossReason};
@@ -1058,7 +1060,7 @@ fn sweep_held_two(store: &mut Store, t0: chrono::DateTime<chrono::Utc>) -> i64 {
                 subject: l.user_name.clone(),
                 identity_id: Some(l.identity_id.clone()),
                 detail: "deleted from the directory".into(),
-                held: Some(HoldReason::IncompleteDirectory),
+                held: Some(HoldReason::LastOwner),
             })
             .collect(),
         ..Plan::default()

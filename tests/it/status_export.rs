@@ -7,7 +7,9 @@ use chrono::{DateTime, TimeZone, Utc};
 use seatwarden::store::{RunKind, Store};
 
 /// A leaver whose deprovision the guard held in a sweep run (as a sweep pass
-/// journals it), the episode open from `t0`; returns the run.
+/// journals it: held for the last-Owner check, which `approve` re-checks; not for
+/// an incomplete directory, which no sweep holds for and no approval releases),
+/// the episode open from `t0`; returns the run.
 fn sweep_held_one(store: &mut Store, t0: DateTime<Utc>) -> i64 {
     use seatwarden::model::{Action, ActionKind, DriftKind, HoldReason, Plan};
     use seatwarden::sla::{self, Leaver, LossReason};
@@ -38,7 +40,7 @@ fn sweep_held_one(store: &mut Store, t0: DateTime<Utc>) -> i64 {
             subject: leaver.user_name.clone(),
             identity_id: Some(leaver.identity_id.clone()),
             detail: "deleted from the directory".into(),
-            held: Some(HoldReason::IncompleteDirectory),
+            held: Some(HoldReason::LastOwner),
         }],
         ..Plan::default()
     };
