@@ -52,6 +52,7 @@ mod review_s38_after_run;
 mod review_s38_core;
 mod review_s38_digest;
 mod review_s38_ops;
+mod review_s39_scim;
 mod role_groups;
 mod run_recovery;
 mod safety;

@@ -1,0 +1,243 @@
+//! Adversarial review (s39) of the SCIM client, as the workspace and as the
+//! directory (`kind = "scim"`), against odd but legal answers (RFC 7644) and the
+//! provider quirks of /work/shared/reference/apis.md.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::time::Duration;
+
+use seatwarden::retry::RetryPolicy;
+use seatwarden::run::{self, Mode};
+use seatwarden::store::Store;
+use seatwarden::workspace::{Progress, RoleAttribute, ScimClient, ScimSettings};
+use serde_json::{Value, json};
+use wiremock::matchers::{method, path};
+use wiremock::{Mock, MockServer, Request, ResponseTemplate};
+
+fn settings(server: &MockServer) -> ScimSettings {
+    ScimSettings {
+        base_url: format!("{}/scim/v2", server.uri()).parse().unwrap(),
+        token: "t0ken".to_owned().into(),
+        role_attribute: RoleAttribute::Roles,
+        page_size: 100,
+        pagination: seatwarden::workspace::Pagination::Auto,
+        max_concurrency: 2,
+        requests_per_second: 0,
+        timeout: Duration::from_secs(10),
+        retry: RetryPolicy::immediate(3),
+        managed_groups: Vec::new(),
+        group_members: seatwarden::workspace::GroupMembers::Listed,
+        ca_pem: None,
+    }
+}
+
+fn client_with(server: &MockServer, tweak: impl FnOnce(&mut ScimSettings)) -> ScimClient {
+    let mut s = settings(server);
+    tweak(&mut s);
+    ScimClient::new(s).unwrap()
+}
+
+#[allow(dead_code)]
+fn client(server: &MockServer) -> ScimClient {
+    client_with(server, |_| {})
+}
+
+fn user(i: usize) -> Value {
+    json!({
+        "schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"],
+        "id": format!("u{i}"),
+        "userName": format!("user{i}@example.com"),
+        "active": true,
+        "meta": {"resourceType": "User"},
+    })
+}
+
+/// An RFC 7644 §3.4.2 ListResponse; `total` None leaves `totalResults` out.
+fn list(total: Option<usize>, start: usize, resources: Vec<Value>) -> ResponseTemplate {
+    let mut body = json!({
+        "schemas": ["urn:ietf:params:scim:api:messages:2.0:ListResponse"],
+        "startIndex": start,
+        "itemsPerPage": resources.len(),
+        "Resources": resources,
+    });
+    if let Some(total) = total {
+        body["totalResults"] = total.into();
+    }
+    ResponseTemplate::new(200)
+        .insert_header("content-type", "application/scim+json")
+        .set_body_json(body)
+}
+
+fn scim_error(status: u16, scim_type: Option<&str>, detail: &str) -> ResponseTemplate {
+    let mut body = json!({
+        "schemas": ["urn:ietf:params:scim:api:messages:2.0:Error"],
+        "status": status.to_string(),
+        "detail": detail,
+    });
+    if let Some(t) = scim_type {
+        body["scimType"] = t.into();
+    }
+    ResponseTemplate::new(status)
+        .insert_header("content-type", "application/scim+json")
+        .set_body_json(body)
+}
+
+fn start_of(req: &Request) -> usize {
+    req.url
+        .query_pairs()
+        .find(|(k, _)| k == "startIndex")
+        .map_or(1, |(_, v)| v.parse().unwrap())
+}
+
+async fn mount_empty_groups(server: &MockServer) {
+    Mock::given(method("GET"))
+        .and(path("/scim/v2/Groups"))
+        .respond_with(list(Some(0), 1, vec![]))
+        .mount(server)
+        .await;
+}
+
+fn no_progress(_: Progress) {}
+
+fn ids(accounts: &[seatwarden::model::Account]) -> Vec<String> {
+    let mut ids: Vec<String> = accounts.iter().map(|a| a.id.clone()).collect();
+    ids.sort();
+    ids
+}
+
+// ------------------------------------------------- listings and their ends
+
+/// A provider that pages by 2 whatever `count` asks, announces the page's length
+/// as `totalResults` (apis.md: "totalResults equal to the page size"), and fails
+/// the third page with 503 past its retries. Six accounts exist. Once a second
+/// full page has proven the total wrong, the failed page is a real one: the
+/// listing is not whole, and taking it so would leave u5 and u6 out (their
+/// people planned as missing, a leaver among them never deprovisioned).
+#[tokio::test]
+async fn a_failed_page_after_the_total_was_proven_wrong_fails_the_listing() {
+    let server = MockServer::start().await;
+    Mock::given(method("GET"))
+        .and(path("/scim/v2/Users"))
+        .respond_with(|req: &Request| {
+            let start = start_of(req);
+            if start >= 5 {
+                return scim_error(503, None, "try again later");
+            }
+            list(Some(2), start, (start..start + 2).map(user).collect())
+        })
+        .mount(&server)
+        .await;
+    mount_empty_groups(&server).await;
+    let client = client_with(&server, |s| s.page_size = 5);
+    let err = match client.snapshot_whole(&no_progress).await {
+        Ok((snapshot, whole)) => panic!(
+            "a listing cut by a 503 was taken (whole: {whole}): {:?}",
+            ids(&snapshot.accounts)
+        ),
+        Err(e) => e,
+    };
+    assert_eq!(err.status(), Some(503), "{err}");
+    assert!(
+        err.to_string().contains("GET /Users?startIndex=5&count=5"),
+        "{err}"
+    );
+}
+
+/// The control: an honest listing of two, shorter than the page asked, whose
+/// check for a page past its total fails with 503, is whole by its own count.
+#[tokio::test]
+async fn a_failed_check_past_an_honest_total_keeps_the_listing() {
+    let server = MockServer::start().await;
+    Mock::given(method("GET"))
+        .and(path("/scim/v2/Users"))
+        .respond_with(|req: &Request| match start_of(req) {
+            1 => list(Some(2), 1, (1..=2).map(user).collect()),
+            _ => scim_error(503, None, "no such page"),
+        })
+        .mount(&server)
+        .await;
+    mount_empty_groups(&server).await;
+    let client = client_with(&server, |s| s.page_size = 5);
+    let (snapshot, whole) = client.snapshot_whole(&no_progress).await.unwrap();
+    assert_eq!(ids(&snapshot.accounts), ["u1", "u2"]);
+    assert!(whole);
+}
+
+/// A provider that sends no `totalResults` and ignores `startIndex`: every page
+/// is the first. Only two of its five users are ever seen; the listing must not
+/// end there as if it were whole, nor loop: it fails, naming the endpoint.
+#[tokio::test]
+async fn a_provider_repeating_its_first_page_without_a_total_fails_the_listing() {
+    let server = MockServer::start().await;
+    Mock::given(method("GET"))
+        .and(path("/scim/v2/Users"))
+        .respond_with(list(None, 1, (1..=2).map(user).collect()))
+        .mount(&server)
+        .await;
+    mount_empty_groups(&server).await;
+    let client = client_with(&server, |s| s.page_size = 2);
+    let err = client.snapshot_whole(&no_progress).await.err().unwrap();
+    let text = err.to_string();
+    assert!(text.contains("GET /Users?startIndex=3&count=2"), "{text}");
+    assert!(text.contains("ignore startIndex"), "{text}");
+    let asked = server.received_requests().await.unwrap();
+    assert_eq!(
+        asked
+            .iter()
+            .filter(|r| r.url.path() == "/scim/v2/Users")
+            .count(),
+        2,
+        "one page, then the repeat that ends it"
+    );
+}
+
+/// The same provider as the directory (`kind = "scim"`): ada, ben and cy were
+/// provisioned from it; now it ignores `startIndex` and sends no total, so only
+/// ada and ben are ever listed. The run fails naming the endpoint, and cy, whom
+/// the listing never reached, is not deprovisioned as a leaver.
+#[tokio::test]
+async fn a_scim_directory_repeating_its_first_page_fails_the_run_and_deprovisions_nobody() {
+    let idp = MockServer::start().await;
+    let (workspace, _dir, config) = crate::scim_directory::three_provisioned(&idp).await;
+    idp.reset().await;
+    let people = json!([
+        {"id": "p1", "userName": "ada@example.com", "active": true},
+        {"id": "p2", "userName": "ben@example.com", "active": true},
+    ]);
+    Mock::given(method("GET"))
+        .and(path("/scim/v2/Users"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+            "schemas": ["urn:ietf:params:scim:api:messages:2.0:ListResponse"],
+            "Resources": people,
+        })))
+        .mount(&idp)
+        .await;
+    let members: Vec<Value> = ["p1", "p2", "p3"]
+        .iter()
+        .map(|id| json!({"value": id}))
+        .collect();
+    Mock::given(method("GET"))
+        .and(path("/scim/v2/Groups"))
+        .respond_with(list(
+            Some(1),
+            1,
+            vec![json!({"id": "g1", "displayName": "Taskade Users", "members": members})],
+        ))
+        .mount(&idp)
+        .await;
+    let err = run::execute(
+        &config,
+        Store::open(&config.state.path).unwrap(),
+        Mode::Reconcile,
+    )
+    .await
+    .err()
+    .expect("the run must fail");
+    let text = err.to_string();
+    assert!(text.starts_with("reading the directory: "), "{text}");
+    assert!(text.contains("GET /Users?startIndex=3&count=2"), "{text}");
+    assert!(text.contains("ignore startIndex"), "{text}");
+    let accounts = workspace.snapshot().accounts;
+    assert_eq!(accounts.len(), 3);
+    assert!(accounts.iter().all(|a| a.active), "{accounts:?}");
+    workspace.shutdown().await;
+}
