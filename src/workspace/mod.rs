@@ -2989,8 +2989,11 @@ fn attribute_op(change: &AttributeChange, emails_now: Option<&[Value]>) -> Value
     }
 }
 
-/// `emails` with `email` in the entry seatwarden reads, every other entry as it
-/// was; a single work email when there is none to keep.
+/// `emails` with `email` in the entry seatwarden reads, made the `primary` one
+/// (and no other: RFC 7643 §2.4 allows one), every other entry as it was; a
+/// single work email when there is none to keep. Marked primary, the entry is
+/// the one read back whatever its new value: among several unmarked ones the
+/// smallest is read ([`parse::email_index`]), which a new value may not be.
 fn emails_with(emails_now: Option<&[Value]>, email: &str) -> Value {
     let Some(emails) = emails_now.filter(|e| e.iter().all(Value::is_object)) else {
         return email_value(email);
@@ -2999,10 +3002,26 @@ fn emails_with(emails_now: Option<&[Value]>, email: &str) -> Value {
         return email_value(email);
     };
     let mut emails = emails.to_vec();
-    if let Some(Value::Object(entry)) = emails.get_mut(index) {
-        // Attribute names are case-insensitive (RFC 7643 §2.1): one `value` stays.
-        entry.retain(|k, _| !k.eq_ignore_ascii_case("value"));
-        entry.insert("value".to_owned(), email.into());
+    for (i, entry) in emails.iter_mut().enumerate() {
+        let Value::Object(entry) = entry else {
+            continue;
+        };
+        // Attribute names are case-insensitive (RFC 7643 §2.1): one of each stays.
+        let primary = entry
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case("primary"))
+            .and_then(|(_, v)| parse::loose_bool(v))
+            == Some(true);
+        if i == index {
+            entry.retain(|k, _| {
+                !k.eq_ignore_ascii_case("value") && !k.eq_ignore_ascii_case("primary")
+            });
+            entry.insert("value".to_owned(), email.into());
+            entry.insert("primary".to_owned(), true.into());
+        } else if primary {
+            entry.retain(|k, _| !k.eq_ignore_ascii_case("primary"));
+            entry.insert("primary".to_owned(), false.into());
+        }
     }
     Value::Array(emails)
 }
@@ -3011,6 +3030,34 @@ fn emails_with(emails_now: Option<&[Value]>, email: &str) -> Value {
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
     use super::*;
+
+    /// An email written into the entry read is the one read back, whatever its
+    /// value: the smallest of several unmarked entries is read, and a new value
+    /// may not be the smallest; marked primary (and no other), it is read.
+    #[test]
+    fn an_email_written_is_the_one_read_back() {
+        let read_back = |emails: Value| {
+            let user = json!({"id": "1", "userName": "a", "emails": emails});
+            parse::account("GET /Users/1", &user, &RoleAttribute::None)
+                .unwrap()
+                .email
+        };
+        for emails in [
+            json!([{"value": "m@x.example", "type": "other"}, {"value": "b@x.example"}]),
+            json!([{"value": "m@x.example", "primary": true}, {"value": "b@x.example", "Primary": "true"}]),
+            json!([{"value": "a@x.example", "type": "work"}, {"value": "b@x.example", "type": "work"}]),
+        ] {
+            let now = emails.as_array().unwrap().clone();
+            let written = emails_with(Some(&now), "z@x.example");
+            assert_eq!(
+                read_back(written.clone()).as_deref(),
+                Some("z@x.example"),
+                "{written}"
+            );
+            // The other entry is kept, its value as it was.
+            assert_eq!(written.as_array().unwrap().len(), 2, "{written}");
+        }
+    }
 
     #[test]
     fn role_attribute_parses() {
