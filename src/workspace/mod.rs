@@ -2471,6 +2471,7 @@ impl ScimClient {
             replaced_group(endpoint, group, add, remove)
         })
         .await
+        .map_err(too_large_to_put)
     }
 
     /// The resource at `path` read, changed by `change` and PUT back whole.
@@ -2737,6 +2738,32 @@ impl Transient for CreateFailure {
             CreateFailure::Post(e) => e.retry_after(),
             CreateFailure::Lookup(_) => None,
         }
+    }
+}
+
+/// A group PUT refused with 413 (Content Too Large; Miro refuses groups past about
+/// 8,000 members): said in words, as it cannot be helped by sending it again or in
+/// parts. Not transient (`crate::http::status_is_transient`), so not retried.
+fn too_large_to_put(error: WorkspaceError) -> WorkspaceError {
+    match error {
+        WorkspaceError::Status {
+            endpoint,
+            status: 413,
+            scim_type,
+            detail,
+            retry_after,
+        } => WorkspaceError::Status {
+            endpoint,
+            status: 413,
+            scim_type,
+            detail: format!(
+                "{detail} (without PATCH a group is written whole, every member in one PUT, \
+                 and the provider refuses one this large: it cannot be sent in parts; \
+                 change the membership in the workspace, or have its PATCH enabled)"
+            ),
+            retry_after,
+        },
+        other => other,
     }
 }
 

@@ -36,7 +36,6 @@ fn client_with(server: &MockServer, tweak: impl FnOnce(&mut ScimSettings)) -> Sc
     ScimClient::new(s).unwrap()
 }
 
-#[allow(dead_code)]
 fn client(server: &MockServer) -> ScimClient {
     client_with(server, |_| {})
 }
@@ -240,4 +239,84 @@ async fn a_scim_directory_repeating_its_first_page_fails_the_run_and_deprovision
     assert_eq!(accounts.len(), 3);
     assert!(accounts.iter().all(|a| a.active), "{accounts:?}");
     workspace.shutdown().await;
+}
+
+// ------------------------------------------------------ 413 on member writes
+
+/// A workspace without PATCH writes a group whole (PUT, RFC 7644 §3.5.1); a group
+/// past the provider's size limit (Miro: about 8,000 members) is refused with 413.
+/// A PUT cannot be split (each one is the whole member list): the write fails at
+/// once, said so, never sent again identically and never taken as made.
+#[tokio::test]
+async fn a_put_of_a_group_refused_413_fails_once_and_says_why() {
+    let server = MockServer::start().await;
+    Mock::given(method("GET"))
+        .and(path("/scim/v2/ServiceProviderConfig"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+            "schemas": ["urn:ietf:params:scim:schemas:core:2.0:ServiceProviderConfig"],
+            "patch": {"supported": false},
+            "etag": {"supported": false},
+            "filter": {"supported": true, "maxResults": 100},
+        })))
+        .mount(&server)
+        .await;
+    let members: Vec<Value> = (1..=8000)
+        .map(|i| json!({"value": format!("u{i}")}))
+        .collect();
+    Mock::given(method("GET"))
+        .and(path("/scim/v2/Groups/g1"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+            "schemas": ["urn:ietf:params:scim:schemas:core:2.0:Group"],
+            "id": "g1", "displayName": "Everyone", "members": members,
+        })))
+        .mount(&server)
+        .await;
+    Mock::given(method("PUT"))
+        .and(path("/scim/v2/Groups/g1"))
+        .respond_with(
+            scim_error(413, None, "group exceeds 8000 members").insert_header("Retry-After", "1"),
+        )
+        .mount(&server)
+        .await;
+    let client = client(&server);
+    client.discover().await.unwrap();
+    for write in ["add", "remove"] {
+        let err = match write {
+            "add" => client.add_members("g1", &["u9001".to_owned()]).await,
+            _ => client.remove_members("g1", &["u1".to_owned()]).await,
+        }
+        .unwrap_err();
+        assert_eq!(err.status(), Some(413), "{err}");
+        assert!(!seatwarden::retry::Transient::is_transient(&err), "{err}");
+        let text = err.to_string();
+        assert!(text.contains("PUT /Groups/g1"), "{text}");
+        assert!(text.contains("group exceeds 8000 members"), "{text}");
+        assert!(text.contains("written whole"), "{text}");
+    }
+    let puts = server
+        .received_requests()
+        .await
+        .unwrap()
+        .iter()
+        .filter(|r| r.method.as_str() == "PUT")
+        .count();
+    assert_eq!(puts, 2, "one PUT per write, none repeated");
+}
+
+/// With PATCH, members go 100 a request; a 413 on one of them (the group is at
+/// the provider's limit) fails the write, not retried, and the requests after it
+/// are not sent.
+#[tokio::test]
+async fn a_member_patch_refused_413_fails_the_write_once() {
+    let server = MockServer::start().await;
+    Mock::given(method("PATCH"))
+        .and(path("/scim/v2/Groups/g1"))
+        .respond_with(scim_error(413, None, "group exceeds 8000 members"))
+        .mount(&server)
+        .await;
+    let ids: Vec<String> = (1..=250).map(|i| format!("u{i}")).collect();
+    let err = client(&server).add_members("g1", &ids).await.unwrap_err();
+    assert_eq!(err.status(), Some(413), "{err}");
+    let patches = server.received_requests().await.unwrap().len();
+    assert_eq!(patches, 1, "not retried, nothing sent after it");
 }
