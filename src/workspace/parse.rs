@@ -134,7 +134,16 @@ pub(crate) fn page<R>(
         Resources::Items(items) => items,
         Resources::Absent => {
             // RFC 7644 §3.4.2: Resources is required when totalResults is non-zero;
-            // a page past the end may leave it out.
+            // a page past the end may leave it out. A first page with neither
+            // (`{}` from a gateway, a stub) says nothing: taken as an empty
+            // listing, it would be a workspace with nobody in it (everyone planned
+            // as missing) or a directory that lost everyone.
+            if total_results.is_none() && start_index <= 1 {
+                return Err(WorkspaceError::malformed(
+                    endpoint,
+                    "ListResponse has neither totalResults nor Resources: not a listing",
+                ));
+            }
             if total_results.is_some_and(|t| t > 0 && start_index <= t) {
                 return Err(WorkspaceError::malformed(
                     endpoint,

@@ -320,3 +320,158 @@ async fn a_member_patch_refused_413_fails_the_write_once() {
     let patches = server.received_requests().await.unwrap().len();
     assert_eq!(patches, 1, "not retried, nothing sent after it");
 }
+
+// ------------------------------------------------ odd but legal list answers
+
+/// RFC 7644 §3.4.2: `Resources` is required only when `totalResults` is not zero:
+/// `{"totalResults": 0}` is an empty workspace. A first page with neither (`{}`,
+/// a gateway's or a stub's 200) is no listing at all, and must not read as a
+/// workspace with nobody in it, where every person would be planned as missing.
+#[tokio::test]
+async fn a_list_without_resources_is_empty_only_when_its_total_says_so() {
+    for (body, empty) in [
+        (
+            json!({"schemas": ["urn:ietf:params:scim:api:messages:2.0:ListResponse"], "totalResults": 0}),
+            true,
+        ),
+        (json!({}), false),
+        (
+            json!({"schemas": ["urn:ietf:params:scim:api:messages:2.0:ListResponse"]}),
+            false,
+        ),
+    ] {
+        let server = MockServer::start().await;
+        Mock::given(method("GET"))
+            .and(path("/scim/v2/Users"))
+            .respond_with(ResponseTemplate::new(200).set_body_json(body.clone()))
+            .mount(&server)
+            .await;
+        mount_empty_groups(&server).await;
+        match client(&server).snapshot_whole(&no_progress).await {
+            Ok((snapshot, whole)) => {
+                assert!(empty, "{body} was read as an empty workspace");
+                assert!(snapshot.accounts.is_empty() && whole);
+            }
+            Err(e) => {
+                assert!(!empty, "{body}: {e}");
+                let text = e.to_string();
+                assert!(text.contains("GET /Users?startIndex=1&count=100"), "{text}");
+                assert!(
+                    text.contains("neither totalResults nor Resources"),
+                    "{text}"
+                );
+            }
+        }
+    }
+}
+
+/// `itemsPerPage` smaller than the `count` asked (a provider capping pages at 3):
+/// the pages asked concurrently follow the size it sends, and every account is
+/// read once, the listing whole.
+#[tokio::test]
+async fn pages_smaller_than_asked_are_followed_by_the_size_sent() {
+    let server = MockServer::start().await;
+    Mock::given(method("GET"))
+        .and(path("/scim/v2/Users"))
+        .respond_with(|req: &Request| {
+            let start = start_of(req);
+            list(Some(8), start, (start..=8).take(3).map(user).collect())
+        })
+        .mount(&server)
+        .await;
+    mount_empty_groups(&server).await;
+    let client = client_with(&server, |s| {
+        s.page_size = 5;
+        s.max_concurrency = 4;
+    });
+    let (snapshot, whole) = client.snapshot_whole(&no_progress).await.unwrap();
+    assert_eq!(
+        ids(&snapshot.accounts),
+        ["u1", "u2", "u3", "u4", "u5", "u6", "u7", "u8"]
+    );
+    assert!(whole);
+}
+
+/// `Retry-After` as an HTTP date (RFC 9110 §10.2.3), as a 503 may send it: the
+/// retry waits until then, not the backoff's few milliseconds.
+#[tokio::test]
+async fn a_retry_after_given_as_an_http_date_is_waited_for() {
+    let server = MockServer::start().await;
+    let at = std::time::SystemTime::now() + Duration::from_secs(2);
+    Mock::given(method("PATCH"))
+        .and(path("/scim/v2/Users/u1"))
+        .respond_with(
+            scim_error(503, None, "maintenance")
+                .insert_header("Retry-After", httpdate::fmt_http_date(at)),
+        )
+        .up_to_n_times(1)
+        .mount(&server)
+        .await;
+    Mock::given(method("PATCH"))
+        .and(path("/scim/v2/Users/u1"))
+        .respond_with(ResponseTemplate::new(204))
+        .mount(&server)
+        .await;
+    let client = client_with(&server, |s| {
+        s.retry = RetryPolicy {
+            max_retry_after: Duration::from_secs(10),
+            ..RetryPolicy::immediate(3)
+        };
+    });
+    let started = std::time::Instant::now();
+    client.set_active("u1", false).await.unwrap();
+    let waited = started.elapsed();
+    // The date has a one-second resolution: at least a second is left of two.
+    assert!(waited >= Duration::from_millis(900), "{waited:?}");
+    assert!(waited < Duration::from_secs(5), "{waited:?}");
+}
+
+/// A token that expires mid-listing: the second page answers 401. The read
+/// fails at once (another attempt cannot do better), names the page, and says
+/// to check the token; no listing is taken from the first page alone.
+#[tokio::test]
+async fn a_token_expiring_mid_listing_fails_the_read_at_once() {
+    let server = MockServer::start().await;
+    Mock::given(method("GET"))
+        .and(path("/scim/v2/Users"))
+        .respond_with(|req: &Request| match start_of(req) {
+            1 => list(Some(4), 1, (1..=2).map(user).collect()),
+            _ => scim_error(401, None, "token expired"),
+        })
+        .mount(&server)
+        .await;
+    mount_empty_groups(&server).await;
+    let client = client_with(&server, |s| {
+        s.page_size = 2;
+        s.max_concurrency = 1;
+    });
+    let err = client.snapshot_whole(&no_progress).await.err().unwrap();
+    assert_eq!(err.status(), Some(401), "{err}");
+    assert!(
+        err.to_string().contains("GET /Users?startIndex=3&count=2"),
+        "{err}"
+    );
+    assert!(err.what_to_check().is_some(), "{err}");
+    let asked = server.received_requests().await.unwrap();
+    let users = asked
+        .iter()
+        .filter(|r| r.url.path() == "/scim/v2/Users")
+        .count();
+    assert_eq!(users, 2, "a 401 is not retried");
+}
+
+/// A deactivation PATCH of an account deleted meanwhile answers 404: the write
+/// says so as a 404 (the executor then lets verification decide by a read,
+/// `apply::write`), and is not retried.
+#[tokio::test]
+async fn a_patch_of_an_account_deleted_meanwhile_is_a_404_not_retried() {
+    let server = MockServer::start().await;
+    Mock::given(method("PATCH"))
+        .and(path("/scim/v2/Users/u1"))
+        .respond_with(scim_error(404, None, "Resource u1 not found"))
+        .mount(&server)
+        .await;
+    let err = client(&server).set_active("u1", false).await.unwrap_err();
+    assert!(err.is_not_found(), "{err}");
+    assert_eq!(server.received_requests().await.unwrap().len(), 1);
+}
