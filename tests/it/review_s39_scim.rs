@@ -223,14 +223,15 @@ async fn a_scim_directory_repeating_its_first_page_fails_the_run_and_deprovision
         ))
         .mount(&idp)
         .await;
-    let err = run::execute(
+    let Err(err) = run::execute(
         &config,
         Store::open(&config.state.path).unwrap(),
         Mode::Reconcile,
     )
     .await
-    .err()
-    .expect("the run must fail");
+    else {
+        panic!("the run must fail");
+    };
     let text = err.to_string();
     assert!(text.starts_with("reading the directory: "), "{text}");
     assert!(text.contains("GET /Users?startIndex=3&count=2"), "{text}");
