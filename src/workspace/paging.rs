@@ -5,9 +5,11 @@
 //! `startIndex` passes `totalResults` (unless the pages keep coming full and new,
 //! which is how a `totalResults` equal to the page size shows itself; full is the
 //! size asked, or the first page's when the provider pages by a smaller one), and
-//! after an iteration cap. Without `totalResults` only an empty page ends it: a page
-//! of objects all read already is a provider ignoring `startIndex` (every page the
-//! first), and fails the listing, since nothing then says where it ends. A page
+//! after an iteration cap. Without `totalResults` an empty page ends it, and so does
+//! a page of objects all read already after a first page shorter than asked (a
+//! provider that sends everything whatever it is asked); after a first page as long
+//! as asked, such a page is a provider ignoring `startIndex` (every page the first),
+//! and fails the listing, since nothing then says where it ends. A page
 //! that fails past its retries fails the listing, except the one asked only to
 //! check that a short page as long as `totalResults` was the last (not once more
 //! objects came than announced: the total is then wrong, the page a real one).
@@ -582,18 +584,21 @@ where
         let new = collector.add(&endpoint, page.resources, &parse_one)?;
         total = page.total_results.or(total);
         collector.report(progress, what, total);
-        if len > 0 && new == 0 && total.is_none() {
+        if len > 0 && new == 0 && total.is_none() && stride >= requested {
             // Nothing says where the listing ends, and the provider answered a
             // startIndex past what it sent with objects already read: it ignores
             // `startIndex` (every page is the first), and what was read is no proof
-            // that nobody else exists.
+            // that nobody else exists. Its first page was as long as asked, so
+            // there may be more. (One shorter than asked, sent again, is a provider
+            // that sends everything it has whatever it is asked: that was all.)
             return Err(WorkspaceError::malformed(
                 &endpoint,
                 format!(
                     "the provider answered startIndex={} with {len} {what} already read on \
                      an earlier page, and sends no totalResults: it seems to ignore \
                      startIndex, and the listing cannot tell where it ends ({} {what} read \
-                     so far)",
+                     so far; a provider that sends everything at once is read whole with a \
+                     page_size above that)",
                     last.next,
                     collector.items.len()
                 ),

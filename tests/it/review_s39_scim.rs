@@ -476,3 +476,32 @@ async fn a_patch_of_an_account_deleted_meanwhile_is_a_404_not_retried() {
     assert!(err.is_not_found(), "{err}");
     assert_eq!(server.received_requests().await.unwrap().len(), 1);
 }
+
+/// The control for a provider that repeats its first page without a total: one
+/// that sends everything it has whatever it is asked (no paging at all), fewer
+/// than a page, is read whole; so is one sending more than asked, with a
+/// `page_size` above its size.
+#[tokio::test]
+async fn a_provider_sending_everything_at_once_without_a_total_is_read_whole() {
+    let server = MockServer::start().await;
+    Mock::given(method("GET"))
+        .and(path("/scim/v2/Users"))
+        .respond_with(list(None, 1, (1..=3).map(user).collect()))
+        .mount(&server)
+        .await;
+    mount_empty_groups(&server).await;
+    for (page_size, read) in [(5, true), (3, false), (2, false)] {
+        let client = client_with(&server, |s| s.page_size = page_size);
+        match client.snapshot_whole(&no_progress).await {
+            Ok((snapshot, whole)) => {
+                assert!(read, "page_size {page_size}");
+                assert_eq!(ids(&snapshot.accounts), ["u1", "u2", "u3"]);
+                assert!(whole);
+            }
+            Err(e) => {
+                assert!(!read, "page_size {page_size}: {e}");
+                assert!(e.to_string().contains("page_size above"), "{e}");
+            }
+        }
+    }
+}
