@@ -505,3 +505,48 @@ async fn a_provider_sending_everything_at_once_without_a_total_is_read_whole() {
         }
     }
 }
+
+// --------------------------------------------- userNames with white space
+
+/// A workspace account whose userName carries a trailing space (typed by hand,
+/// pasted from a sheet), no externalId and no email: Ada's all the same. The
+/// reconcile links it and corrects its userName; before, it was an orphan and a
+/// second account was created beside it (this sandbox, unlike a strict provider,
+/// took the create: a duplicate seat with none of her projects).
+#[tokio::test]
+async fn an_account_with_a_trailing_space_in_its_user_name_is_matched_and_corrected() {
+    let seed = seatwarden::model::WorkspaceSnapshot {
+        accounts: vec![seatwarden::model::Account {
+            id: "u1".into(),
+            user_name: "ada@example.com ".into(),
+            external_id: None,
+            given_name: Some("Ada".into()),
+            family_name: Some("Lovelace".into()),
+            display_name: Some("Ada Lovelace".into()),
+            email: None,
+            active: true,
+            roles: vec!["Viewer".into()],
+        }],
+        groups: Vec::new(),
+    };
+    let workspace = crate::fixtures::sandbox("t0ken", seed).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = crate::fixtures::ada_config(workspace.base_url().as_str(), dir.path(), "active");
+    let outcome = crate::fixtures::reconcile(&config).await;
+    let accounts = workspace.snapshot().accounts;
+    assert_eq!(accounts.len(), 1, "{accounts:#?}");
+    assert_eq!(accounts[0].id, "u1");
+    assert_eq!(accounts[0].user_name, "ada@example.com");
+    assert_eq!(accounts[0].external_id.as_deref(), Some("00u1"));
+    assert!(accounts[0].active);
+    assert_eq!(outcome.report.summary.actions_failed, 0);
+    let again = run::execute(
+        &config,
+        Store::open(&config.state.path).unwrap(),
+        Mode::Plan,
+    )
+    .await
+    .unwrap();
+    assert!(again.plan.is_empty(), "{:#?}", again.plan.actions);
+    workspace.shutdown().await;
+}
