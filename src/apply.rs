@@ -966,7 +966,8 @@ impl<'p> FreedUserNames<'p> {
                     } => frees_user_name.as_deref(),
                     kind => kind.user_name_change()?.0,
                 }?;
-                Some((fold_case(freed), (action, freed)))
+                // Trimmed, as the plan compares userNames (`plan::name_key`).
+                Some((fold_case(freed.trim()), (action, freed)))
             })
             .collect();
         let mut freed = FreedUserNames {
@@ -1023,7 +1024,7 @@ impl<'p> FreedUserNames<'p> {
         if self.by_name.is_empty() {
             return None;
         }
-        let wanted = fold_case(action.kind.wanted_user_name()?);
+        let wanted = fold_case(action.kind.wanted_user_name()?.trim());
         let &(freeing, name) = self.by_name.get(&wanted)?;
         (freeing.seq != action.seq).then_some((freeing, name))
     }
