@@ -3741,4 +3741,20 @@ mod tests {
             .collect();
         assert_eq!(batches, [vec![1, 2], vec![0]]);
     }
+
+    /// The plan takes `user9 ` (a trailing space) and `user9` for one userName:
+    /// the rename onto `user9` waits for the rename of `user9 ` away, or a
+    /// workspace that trims would answer it 409.
+    #[test]
+    fn a_rename_waits_for_the_user_name_it_wants_held_with_white_space() {
+        let plan = crate::model::Plan {
+            actions: vec![rename(0, "q", "user9"), rename(1, "user9 ", "z")],
+            ..crate::model::Plan::default()
+        };
+        let batches: Vec<Vec<u32>> = super::write_batches(&plan)
+            .iter()
+            .map(|batch| batch.iter().map(|a| a.seq).collect())
+            .collect();
+        assert_eq!(batches, [vec![1], vec![0]]);
+    }
 }
