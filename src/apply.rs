@@ -966,7 +966,8 @@ impl<'p> FreedUserNames<'p> {
                     } => frees_user_name.as_deref(),
                     kind => kind.user_name_change()?.0,
                 }?;
-                Some((fold_case(freed), (action, freed)))
+                // Trimmed, as the plan compares userNames (`plan::name_key`).
+                Some((fold_case(freed.trim()), (action, freed)))
             })
             .collect();
         let mut freed = FreedUserNames {
@@ -1023,7 +1024,7 @@ impl<'p> FreedUserNames<'p> {
         if self.by_name.is_empty() {
             return None;
         }
-        let wanted = fold_case(action.kind.wanted_user_name()?);
+        let wanted = fold_case(action.kind.wanted_user_name()?.trim());
         let &(freeing, name) = self.by_name.get(&wanted)?;
         (freeing.seq != action.seq).then_some((freeing, name))
     }
@@ -3739,5 +3740,21 @@ mod tests {
             .map(|batch| batch.iter().map(|a| a.seq).collect())
             .collect();
         assert_eq!(batches, [vec![1, 2], vec![0]]);
+    }
+
+    /// The plan takes `user9 ` (a trailing space) and `user9` for one userName:
+    /// the rename onto `user9` waits for the rename of `user9 ` away, or a
+    /// workspace that trims would answer it 409.
+    #[test]
+    fn a_rename_waits_for_the_user_name_it_wants_held_with_white_space() {
+        let plan = crate::model::Plan {
+            actions: vec![rename(0, "q", "user9"), rename(1, "user9 ", "z")],
+            ..crate::model::Plan::default()
+        };
+        let batches: Vec<Vec<u32>> = super::write_batches(&plan)
+            .iter()
+            .map(|batch| batch.iter().map(|a| a.seq).collect())
+            .collect();
+        assert_eq!(batches, [vec![1], vec![0]]);
     }
 }

@@ -138,7 +138,9 @@ pub struct Account {
     pub given_name: Option<String>,
     pub family_name: Option<String>,
     pub display_name: Option<String>,
-    /// The primary (else the first work, else the first) email value.
+    /// The primary (else a work, else any) email value; among several alike the
+    /// smallest, so that the order a provider lists them in does not matter
+    /// (`workspace::parse::email_index`).
     pub email: Option<String>,
     pub active: bool,
     /// Role values exactly as the workspace reports them (`roles[].value`, or the

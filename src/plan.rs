@@ -18,9 +18,11 @@
 //! 1. a stored link (a link whose account no longer exists is ignored; a link to an
 //!    identity absent from the directory means that identity was *deleted*);
 //! 2. `externalId` equal to the identity id;
-//! 3. `userName` equal to the identity's, case-insensitively and composed (NFC)
-//!    ([`crate::model::fold_case`]: a character outside ASCII never folds into an
-//!    ASCII one, so look-alikes differ);
+//! 3. `userName` equal to the identity's, trimmed, case-insensitively and
+//!    composed (NFC) ([`crate::model::fold_case`]: a character outside ASCII never
+//!    folds into an ASCII one, so look-alikes differ); an account matched so whose
+//!    userName differs beyond case (white space at an end) is renamed to the
+//!    directory's, trimmed;
 //! 4. primary email equal to the identity's, the same way.
 //!
 //! The first heuristic rule (2–4) that yields any candidate decides. Matches found
@@ -653,6 +655,13 @@ fn fold(s: &str) -> Cow<'_, str> {
     }
 }
 
+/// A userName or email as matching and the userName checks compare it: trimmed
+/// (white space at either end is a typo, never part of the name; protection
+/// compares names trimmed too), then [`fold`]ed.
+fn name_key(s: &str) -> Cow<'_, str> {
+    fold(s.trim())
+}
+
 /// How a retention delete's detail states since when the account has been
 /// deactivated. The plan knows no time zone; the report renders the same time on
 /// its own clock by replacing this text (see [`crate::report::ActionOutcome`]).
@@ -688,7 +697,7 @@ fn slot_of(index: usize) -> Option<u32> {
 
 fn found<'x>(index: &'x FxHashMap<Cow<'_, str>, Few<u32>>, key: &str) -> Option<&'x [u32]> {
     index
-        .get(fold(key).as_ref())
+        .get(name_key(key).as_ref())
         .map(Few::as_slice)
         .filter(|keys| !keys.is_empty())
 }
@@ -935,10 +944,12 @@ impl<'a> Matching<'a> {
         for (_, account) in unlinked() {
             if by_external_id(account).is_none() {
                 if key_worthy(&account.user_name.as_str()) {
-                    by_user_name.entry(fold(&account.user_name)).or_default();
+                    by_user_name
+                        .entry(name_key(&account.user_name))
+                        .or_default();
                 }
                 if let Some(email) = account.email.as_deref().filter(key_worthy) {
-                    by_email.entry(fold(email)).or_default();
+                    by_email.entry(name_key(email)).or_default();
                 }
             }
         }
@@ -948,13 +959,13 @@ impl<'a> Matching<'a> {
                     continue;
                 };
                 let first = || index.position(&identity.id) == Some(key);
-                if let Some(keys) = by_user_name.get_mut(fold(&identity.user_name).as_ref())
+                if let Some(keys) = by_user_name.get_mut(name_key(&identity.user_name).as_ref())
                     && first()
                 {
                     keys.push(key);
                 }
                 if let Some(email) = &identity.email
-                    && let Some(keys) = by_email.get_mut(fold(email).as_ref())
+                    && let Some(keys) = by_email.get_mut(name_key(email).as_ref())
                     && first()
                 {
                     keys.push(key);
@@ -2124,14 +2135,14 @@ impl<'p, 'a: 'p> Planner<'p, 'a> {
         for (index, claim) in claims.iter().enumerate() {
             if let Some(index) = slot_of(index) {
                 wanted
-                    .entry(fold(claim.target))
+                    .entry(name_key(claim.target))
                     .or_default()
                     .claims
                     .push(index);
             }
         }
         for (slot, account) in m.accounts.iter().enumerate() {
-            if let Some(w) = wanted.get_mut(fold(&account.user_name).as_ref())
+            if let Some(w) = wanted.get_mut(name_key(&account.user_name).as_ref())
                 && let Some(slot) = slot_of(slot)
             {
                 w.holders.push(slot);
@@ -2197,7 +2208,7 @@ impl<'p, 'a: 'p> Planner<'p, 'a> {
             let Some(account) = claims.get(index as usize).and_then(|c| m.at(c.slot)) else {
                 continue;
             };
-            let Some(w) = wanted.get(fold(&account.user_name).as_ref()) else {
+            let Some(w) = wanted.get(name_key(&account.user_name).as_ref()) else {
                 continue;
             };
             if let &[next] = w.claims.as_slice()
@@ -2218,7 +2229,7 @@ impl<'p, 'a: 'p> Planner<'p, 'a> {
                 .iter()
                 .zip(&made)
                 .filter(|&(_, &done)| done)
-                .filter_map(|(claim, _)| wanted.get(fold(claim.target).as_ref()))
+                .filter_map(|(claim, _)| wanted.get(name_key(claim.target).as_ref()))
                 .flat_map(|w| w.holders.as_slice().iter())
                 .filter(|&h| deleted.contains_key(h))
                 .filter_map(|&h| m.at(h))
@@ -2248,7 +2259,7 @@ impl<'p, 'a: 'p> Planner<'p, 'a> {
             if made.get(index).copied().unwrap_or(false) {
                 continue;
             }
-            let Some(w) = wanted.get(fold(claim.target).as_ref()) else {
+            let Some(w) = wanted.get(name_key(claim.target).as_ref()) else {
                 continue;
             };
             // By account and person id; a few named, the rest counted.
@@ -3797,6 +3808,96 @@ mod tests {
             "{:#?}",
             plan.actions
         );
+    }
+
+    /// White space at either end of a workspace userName (a typo some tools let
+    /// through) hides no one: the account is Alice's, matched by userName and
+    /// renamed to the directory's userName, not an orphan (deactivated under
+    /// `unmatched_accounts = "deactivate"`) beside a second account created for
+    /// her, which the workspace would refuse with 409 or take as a look-alike.
+    #[test]
+    fn a_user_name_with_white_space_at_an_end_matches_and_is_corrected() {
+        for stored in ["alice@ex.com ", " Alice@ex.com\t"] {
+            let mut fx = Fx::new();
+            fx.identities = vec![active("alice", &[])];
+            let mut account = acct("1", "alice");
+            account.external_id = None;
+            account.user_name = stored.into();
+            fx.accounts = vec![account];
+            fx.settings.unmatched_accounts = UnmatchedAccounts::Deactivate;
+            let plan = fx.plan();
+            assert_eq!(plan.new_links.len(), 1, "{stored:?}: {:#?}", plan.actions);
+            assert_eq!(plan.new_links[0].method, LinkMethod::UserName);
+            assert!(created(&plan).is_empty(), "{stored:?}: {:#?}", plan.actions);
+            assert!(
+                drift_of(&plan, DriftKind::OrphanedAccount).is_empty(),
+                "{stored:?}"
+            );
+            let renames: Vec<&AttributeChange> = plan
+                .actions
+                .iter()
+                .filter_map(|a| match &a.kind {
+                    ActionKind::UpdateAttributes {
+                        account_id,
+                        changes,
+                    } if account_id == "1" => Some(changes),
+                    ActionKind::Deactivate { .. } => panic!("{stored:?}: {:#?}", plan.actions),
+                    _ => None,
+                })
+                .flatten()
+                .filter(|c| c.attribute == Attribute::UserName)
+                .collect();
+            assert_eq!(renames.len(), 1, "{stored:?}: {:#?}", plan.actions);
+            assert_eq!(renames[0].to.as_deref(), Some("alice@ex.com"));
+            assert!(fx.replan().is_empty(), "{stored:?}");
+        }
+    }
+
+    /// The other way round: a directory that keeps white space around a userName
+    /// (no connector of its own trims it) matches the account without it, renames
+    /// nothing, and creates an account for a new hire under the name trimmed. A
+    /// userName held with white space around it is held all the same.
+    #[test]
+    fn a_directory_user_name_with_white_space_is_matched_and_created_trimmed() {
+        let mut fx = Fx::new();
+        fx.identities = vec![
+            with_user_name(active("bob", &[]), " bob@ex.com "),
+            with_user_name(active("cy", &[]), "cy@ex.com\n"),
+            with_user_name(active("dee", &[]), "ann@ex.com"),
+            ident("ann", IdentityStatus::Suspended, &[]),
+        ];
+        let mut bob = acct("1", "bob");
+        bob.external_id = None;
+        // Ann left; her deactivated account keeps her userName.
+        let mut ann = acct("2", "ann");
+        ann.user_name = "ann@ex.com ".into();
+        ann.active = false;
+        fx.accounts = vec![bob, ann];
+        fx.links = vec![link("ann", "2")];
+        let plan = fx.plan();
+        assert_eq!(plan.new_links.len(), 1, "{:#?}", plan.new_links);
+        assert_eq!(plan.new_links[0].method, LinkMethod::UserName);
+        assert!(
+            !plan.actions.iter().any(|a| matches!(
+                &a.kind,
+                ActionKind::UpdateAttributes { changes, .. }
+                    if changes.iter().any(|c| c.attribute == Attribute::UserName)
+            )),
+            "{:#?}",
+            plan.actions
+        );
+        let specs: Vec<&str> = plan
+            .actions
+            .iter()
+            .filter_map(|a| match &a.kind {
+                ActionKind::CreateAccount { spec, .. } => Some(spec.user_name.as_str()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(specs, ["cy@ex.com"], "{:#?}", plan.actions);
+        let reported = conflicts(&plan);
+        assert_eq!(reported.len(), 1, "{reported:?}");
+        assert_eq!(reported[0].0, "dee");
     }
 
     /// U+212A KELVIN SIGN lower-cases to `k` in Unicode, and an account named with

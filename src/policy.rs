@@ -436,7 +436,9 @@ impl<'a> Inner<'a> {
 
 fn spec_of<'a>(identity: &'a Identity, grant: &Grant, manage_roles: bool) -> DesiredSpec<'a> {
     DesiredSpec {
-        user_name: &identity.user_name,
+        // White space at an end is a typo (some directories keep it): never
+        // created or renamed to, and matched without it.
+        user_name: identity.user_name.trim(),
         external_id: &identity.id,
         given_name: identity.given_name.as_deref(),
         family_name: identity.family_name.as_deref(),

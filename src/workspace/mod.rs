@@ -2471,6 +2471,7 @@ impl ScimClient {
             replaced_group(endpoint, group, add, remove)
         })
         .await
+        .map_err(too_large_to_put)
     }
 
     /// The resource at `path` read, changed by `change` and PUT back whole.
@@ -2740,6 +2741,32 @@ impl Transient for CreateFailure {
     }
 }
 
+/// A group PUT refused with 413 (Content Too Large; Miro refuses groups past about
+/// 8,000 members): said in words, as it cannot be helped by sending it again or in
+/// parts. Not transient (`crate::http::status_is_transient`), so not retried.
+fn too_large_to_put(error: WorkspaceError) -> WorkspaceError {
+    match error {
+        WorkspaceError::Status {
+            endpoint,
+            status: 413,
+            scim_type,
+            detail,
+            retry_after,
+        } => WorkspaceError::Status {
+            endpoint,
+            status: 413,
+            scim_type,
+            detail: format!(
+                "{detail} (without PATCH a group is written whole, every member in one PUT, \
+                 and the provider refuses one this large: it cannot be sent in parts; \
+                 change the membership in the workspace, or have its PATCH enabled)"
+            ),
+            retry_after,
+        },
+        other => other,
+    }
+}
+
 fn id_clause(id: &str) -> String {
     format!("id eq {}", parse::filter_string(id))
 }
@@ -2989,8 +3016,11 @@ fn attribute_op(change: &AttributeChange, emails_now: Option<&[Value]>) -> Value
     }
 }
 
-/// `emails` with `email` in the entry seatwarden reads, every other entry as it
-/// was; a single work email when there is none to keep.
+/// `emails` with `email` in the entry seatwarden reads, made the `primary` one
+/// (and no other: RFC 7643 §2.4 allows one), every other entry as it was; a
+/// single work email when there is none to keep. Marked primary, the entry is
+/// the one read back whatever its new value: among several unmarked ones the
+/// smallest is read ([`parse::email_index`]), which a new value may not be.
 fn emails_with(emails_now: Option<&[Value]>, email: &str) -> Value {
     let Some(emails) = emails_now.filter(|e| e.iter().all(Value::is_object)) else {
         return email_value(email);
@@ -2999,10 +3029,26 @@ fn emails_with(emails_now: Option<&[Value]>, email: &str) -> Value {
         return email_value(email);
     };
     let mut emails = emails.to_vec();
-    if let Some(Value::Object(entry)) = emails.get_mut(index) {
-        // Attribute names are case-insensitive (RFC 7643 §2.1): one `value` stays.
-        entry.retain(|k, _| !k.eq_ignore_ascii_case("value"));
-        entry.insert("value".to_owned(), email.into());
+    for (i, entry) in emails.iter_mut().enumerate() {
+        let Value::Object(entry) = entry else {
+            continue;
+        };
+        // Attribute names are case-insensitive (RFC 7643 §2.1): one of each stays.
+        let primary = entry
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case("primary"))
+            .and_then(|(_, v)| parse::loose_bool(v))
+            == Some(true);
+        if i == index {
+            entry.retain(|k, _| {
+                !k.eq_ignore_ascii_case("value") && !k.eq_ignore_ascii_case("primary")
+            });
+            entry.insert("value".to_owned(), email.into());
+            entry.insert("primary".to_owned(), true.into());
+        } else if primary {
+            entry.retain(|k, _| !k.eq_ignore_ascii_case("primary"));
+            entry.insert("primary".to_owned(), false.into());
+        }
     }
     Value::Array(emails)
 }
@@ -3011,6 +3057,34 @@ fn emails_with(emails_now: Option<&[Value]>, email: &str) -> Value {
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
     use super::*;
+
+    /// An email written into the entry read is the one read back, whatever its
+    /// value: the smallest of several unmarked entries is read, and a new value
+    /// may not be the smallest; marked primary (and no other), it is read.
+    #[test]
+    fn an_email_written_is_the_one_read_back() {
+        let read_back = |emails: Value| {
+            let user = json!({"id": "1", "userName": "a", "emails": emails});
+            parse::account("GET /Users/1", &user, &RoleAttribute::None)
+                .unwrap()
+                .email
+        };
+        for emails in [
+            json!([{"value": "m@x.example", "type": "other"}, {"value": "b@x.example"}]),
+            json!([{"value": "m@x.example", "primary": true}, {"value": "b@x.example", "Primary": "true"}]),
+            json!([{"value": "a@x.example", "type": "work"}, {"value": "b@x.example", "type": "work"}]),
+        ] {
+            let now = emails.as_array().unwrap().clone();
+            let written = emails_with(Some(&now), "z@x.example");
+            assert_eq!(
+                read_back(written.clone()).as_deref(),
+                Some("z@x.example"),
+                "{written}"
+            );
+            // The other entry is kept, its value as it was.
+            assert_eq!(written.as_array().unwrap().len(), 2, "{written}");
+        }
+    }
 
     #[test]
     fn role_attribute_parses() {

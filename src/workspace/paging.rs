@@ -5,8 +5,16 @@
 //! `startIndex` passes `totalResults` (unless the pages keep coming full and new,
 //! which is how a `totalResults` equal to the page size shows itself; full is the
 //! size asked, or the first page's when the provider pages by a smaller one), and
-//! after an iteration cap. Without `totalResults` only an empty or stale page ends it. When the first page announces more than one page, the rest are
-//! fetched concurrently (bounded by `max_concurrency`) and the sequential loop
+//! after an iteration cap. Without `totalResults` an empty page ends it, and so does
+//! a page of objects all read already after a first page shorter than asked (a
+//! provider that sends everything whatever it is asked); after a first page as long
+//! as asked, such a page is a provider ignoring `startIndex` (every page the first),
+//! and fails the listing, since nothing then says where it ends. A page
+//! that fails past its retries fails the listing, except the one asked only to
+//! check that a short page as long as `totalResults` was the last (not once more
+//! objects came than announced: the total is then wrong, the page a real one).
+//! When the first page announces more than one page, the rest are fetched
+//! concurrently (bounded by `max_concurrency`) and the sequential loop
 //! takes over if the last of them was still full, or from the first of them that
 //! held fewer than the first page before the end.
 //!
@@ -554,7 +562,13 @@ where
             // for a provider announcing its page size as the total: a provider that
             // fails it in some other way (416, 422, a 5xx) has not shown a page
             // more, and must not fail a listing that is whole by its own count.
-            Err(e) if total.is_some_and(|t| last.next > t) && last.len < requested => {
+            // Not once more objects came than it announced: the total is then
+            // proven wrong, the pages past it were real ones, and a failure says
+            // nothing about where the listing ends.
+            Err(e)
+                if total.is_some_and(|t| last.next > t && collector.items.len() as u64 <= t)
+                    && last.len < requested =>
+            {
                 tracing::warn!(
                     error = %e,
                     "the check for a page past totalResults failed; the listing is taken as whole"
@@ -570,6 +584,26 @@ where
         let new = collector.add(&endpoint, page.resources, &parse_one)?;
         total = page.total_results.or(total);
         collector.report(progress, what, total);
+        if len > 0 && new == 0 && total.is_none() && stride >= requested {
+            // Nothing says where the listing ends, and the provider answered a
+            // startIndex past what it sent with objects already read: it ignores
+            // `startIndex` (every page is the first), and what was read is no proof
+            // that nobody else exists. Its first page was as long as asked, so
+            // there may be more. (One shorter than asked, sent again, is a provider
+            // that sends everything it has whatever it is asked: that was all.)
+            return Err(WorkspaceError::malformed(
+                &endpoint,
+                format!(
+                    "the provider answered startIndex={} with {len} {what} already read on \
+                     an earlier page, and sends no totalResults: it seems to ignore \
+                     startIndex, and the listing cannot tell where it ends ({} {what} read \
+                     so far; a provider that sends everything at once is read whole with a \
+                     page_size above that)",
+                    last.next,
+                    collector.items.len()
+                ),
+            ));
+        }
         last = Last {
             len,
             new,

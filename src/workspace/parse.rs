@@ -42,7 +42,7 @@ fn loose_u64(v: &Value) -> Option<u64> {
 }
 
 /// Reads a boolean that a provider may send as `true`, `"true"` or `"False"`.
-fn loose_bool(v: &Value) -> Option<bool> {
+pub(crate) fn loose_bool(v: &Value) -> Option<bool> {
     match v {
         Value::Bool(b) => Some(*b),
         Value::String(s) if s.trim().eq_ignore_ascii_case("true") => Some(true),
@@ -134,7 +134,16 @@ pub(crate) fn page<R>(
         Resources::Items(items) => items,
         Resources::Absent => {
             // RFC 7644 §3.4.2: Resources is required when totalResults is non-zero;
-            // a page past the end may leave it out.
+            // a page past the end may leave it out. A first page with neither
+            // (`{}` from a gateway, a stub) says nothing: taken as an empty
+            // listing, it would be a workspace with nobody in it (everyone planned
+            // as missing) or a directory that lost everyone.
+            if total_results.is_none() && start_index <= 1 {
+                return Err(WorkspaceError::malformed(
+                    endpoint,
+                    "ListResponse has neither totalResults nor Resources: not a listing",
+                ));
+            }
             if total_results.is_some_and(|t| t > 0 && start_index <= t) {
                 return Err(WorkspaceError::malformed(
                     endpoint,
@@ -265,13 +274,12 @@ pub(crate) fn department(v: &Value) -> Option<String> {
 
 const ENTERPRISE_USER: &str = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User";
 
-/// The primary email, else the first of type work, else the first.
+/// The email seatwarden reads: see [`email_index`].
 fn email(v: &Value) -> Option<String> {
     let emails = emails(v)?;
     attr_str(emails.get(email_index(emails)?)?, "value")
 }
 
-/// A User's `emails`, when it is an array.
 /// `meta.version`: the resource's ETag, for an answer without an `ETag` header.
 pub(crate) fn version(v: &Value) -> Option<String> {
     attr(attr(v, "meta")?, "version")?
@@ -281,30 +289,37 @@ pub(crate) fn version(v: &Value) -> Option<String> {
         .map(str::to_owned)
 }
 
+/// A User's `emails`, when it is an array.
 pub(crate) fn emails(v: &Value) -> Option<&Vec<Value>> {
     attr(v, "emails")?.as_array()
 }
 
-/// Where in `emails` the email seatwarden reads and writes is (see [`email`]):
-/// the primary one, else the first of type work, else the first with a value.
+/// Where in `emails` the email seatwarden reads and writes is: the primary one,
+/// else one of type work, else any with a value; among several alike (two
+/// marked primary, two work addresses, none marked) the smallest value, compared
+/// case-insensitively, then as written. Never the first by position: a provider
+/// may list a User's emails in any order (RFC 7643 §2.4: multi-valued attributes
+/// are unordered), and an email that changed with the order would be drift, an
+/// update written, and a different match by email, from one read to the next.
 pub(crate) fn email_index(emails: &[Value]) -> Option<usize> {
-    let with_value: Vec<(usize, &Value)> = emails
+    let tier = |e: &Value| {
+        if attr(e, "primary").and_then(loose_bool) == Some(true) {
+            0
+        } else if attr_str(e, "type").is_some_and(|t| t.eq_ignore_ascii_case("work")) {
+            1
+        } else {
+            2
+        }
+    };
+    emails
         .iter()
         .enumerate()
-        .filter(|(_, e)| attr_str(e, "value").is_some())
-        .collect();
-    let primary = with_value
-        .iter()
-        .find(|(_, e)| attr(e, "primary").and_then(loose_bool) == Some(true));
-    let work = || {
-        with_value
-            .iter()
-            .find(|(_, e)| attr_str(e, "type").is_some_and(|t| t.eq_ignore_ascii_case("work")))
-    };
-    primary
-        .or_else(work)
-        .or_else(|| with_value.first())
-        .map(|(i, _)| *i)
+        .filter_map(|(i, e)| {
+            let value = attr_str(e, "value")?;
+            Some((tier(e), crate::model::fold_case(&value), value, i))
+        })
+        .min()
+        .map(|(_, _, _, i)| i)
 }
 
 fn role_values(v: &Value) -> Vec<String> {
@@ -918,6 +933,79 @@ mod tests {
         let a = account("GET /Users/1", &v, &RoleAttribute::Roles).unwrap();
         assert!(a.active, "absent active means active");
         assert_eq!(a.email.as_deref(), Some("p@o"));
+    }
+
+    /// The email read does not depend on the order the provider lists a User's
+    /// emails in (RFC 7643 §2.4: multi-valued attributes are unordered): a
+    /// reordering would otherwise be drift, an email update, and another match.
+    #[test]
+    fn the_email_read_is_the_same_in_every_order() {
+        let cases: [(&[Value], &str); 4] = [
+            // Neither primary nor work: the smallest value, not the first.
+            (
+                &[
+                    json!({"value": "zed@home.example", "type": "home"}),
+                    json!({"value": "Ada@other.example", "type": "other"}),
+                    json!({"value": "bea@other.example"}),
+                ],
+                "Ada@other.example",
+            ),
+            // Two of type work, one without a value.
+            (
+                &[
+                    json!({"value": "old@corp.example", "type": "work"}),
+                    json!({"value": "new@corp.example", "type": "Work"}),
+                    json!({"type": "work"}),
+                    json!({"value": "a@home.example", "type": "home"}),
+                ],
+                "new@corp.example",
+            ),
+            // Two marked primary (a provider's bug): still one answer.
+            (
+                &[
+                    json!({"value": "y@corp.example", "primary": true}),
+                    json!({"value": "x@corp.example", "primary": "true"}),
+                    json!({"value": "a@corp.example", "type": "work"}),
+                ],
+                "x@corp.example",
+            ),
+            // One primary beats work.
+            (
+                &[
+                    json!({"value": "w@corp.example", "type": "work"}),
+                    json!({"value": "p@home.example", "type": "home", "primary": true}),
+                    json!({"value": "a@corp.example", "type": "work", "primary": false}),
+                ],
+                "p@home.example",
+            ),
+        ];
+        for (emails, expected) in cases {
+            let mut order: Vec<usize> = (0..emails.len()).collect();
+            // Every permutation (Heap's algorithm, iteratively).
+            let mut c = vec![0; order.len()];
+            let mut seen = 0;
+            let mut check = |order: &[usize]| {
+                let listed: Vec<Value> = order.iter().map(|&i| emails[i].clone()).collect();
+                let v = json!({"id": "1", "userName": "a", "emails": listed});
+                let a = account("GET /Users/1", &v, &RoleAttribute::None).unwrap();
+                assert_eq!(a.email.as_deref(), Some(expected), "{listed:?}");
+                seen += 1;
+            };
+            check(&order);
+            let mut i = 0;
+            while i < order.len() {
+                if c[i] < i {
+                    order.swap(if i % 2 == 0 { 0 } else { c[i] }, i);
+                    check(&order);
+                    c[i] += 1;
+                    i = 0;
+                } else {
+                    c[i] = 0;
+                    i += 1;
+                }
+            }
+            assert_eq!(seen, (1..=emails.len()).product::<usize>());
+        }
     }
 
     /// Roles not managed (`role_attribute = "none"`) are still read, so the guard

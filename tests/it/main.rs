@@ -55,6 +55,7 @@ mod review_s38_ops;
 mod review_s39_ops;
 mod review_s39_sandbox;
 mod review_s39_holds;
+mod review_s39_scim;
 mod role_groups;
 mod run_recovery;
 mod safety;
