@@ -54,6 +54,7 @@ mod review_s38_digest;
 mod review_s38_ops;
 mod review_s39_ops;
 mod review_s39_sandbox;
+mod review_s39_workspace;
 mod role_groups;
 mod run_recovery;
 mod safety;
