@@ -347,6 +347,12 @@ Examples:
         /// --dry-run: shows the plan made from it, and accepts nothing.
         #[arg(long)]
         accept_directory: bool,
+        /// The workspace this state database belongs to moved to workspace.url
+        /// (its provider changed the SCIM base URL): record the new URL and go on.
+        /// Without it, a state database used with another URL is refused, so a
+        /// rehearsal against a sandbox cannot spend production's state. Audited.
+        #[arg(long, conflicts_with = "dry_run")]
+        workspace_moved: bool,
         #[command(flatten)]
         wait: LockWait,
     },
@@ -910,11 +916,13 @@ fn run_command(cli: Cli) -> anyhow::Result<u8> {
             format,
             allow_over_threshold,
             accept_directory,
+            workspace_moved,
             wait,
         } => {
             let options = run::RunOptions {
                 allow_over_threshold,
                 accept_directory,
+                workspace_moved,
                 ..run::RunOptions::default()
             };
             if !dry_run {
@@ -2271,8 +2279,9 @@ fn approve(
     let only = only.unwrap_or(approval::Only::All);
     ensure_store_exists(config)?;
     let _writer = writer_lock(config, "approve", wait)?;
-    let store = open_store(config)?;
+    let mut store = open_store(config)?;
     let client = crate::workspace::ScimClient::new(config.scim_settings()?)?;
+    run::same_workspace(&mut store, config, &client, false, chrono::Utc::now())?;
     let stop = crate::apply::StopSignal::new();
     let finish = approve_command(&config.admin_command(), run, &only);
     let approving = crate::apply::until_stopped(

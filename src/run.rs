@@ -146,6 +146,23 @@ pub enum RunError {
          and nothing was planned"
     )]
     StoppedReading,
+    /// The state database's runs were made against another workspace
+    /// ([`same_workspace`]).
+    #[error(
+        "{} holds the links, journal, holds and deprovisioning ledger of the workspace at \
+         {recorded}, but workspace.url is now {configured}: nothing was read or written. \
+         Acting on one workspace with another's state would record leavers as verified \
+         that it still has, and spend its thresholds and circuit breaker. Give a \
+         rehearsal or a second workspace its own state.path; if this workspace itself \
+         moved to {configured}, run `{command} reconcile --workspace-moved` once",
+        state.display()
+    )]
+    OtherWorkspace {
+        state: std::path::PathBuf,
+        recorded: String,
+        configured: String,
+        command: String,
+    },
 }
 
 /// Which run a stop cut short: what its unsent writes wait for.
@@ -212,7 +229,8 @@ impl crate::retry::Transient for RunError {
             | RunError::Notify(_)
             | RunError::Task(_)
             | RunError::Stopped { .. }
-            | RunError::StoppedReading => false,
+            | RunError::StoppedReading
+            | RunError::OtherWorkspace { .. } => false,
             RunError::Directory(e) => e.is_transient(),
             RunError::DirectoryFile { error, .. } => error.is_transient(),
             RunError::Workspace(e) | RunError::TokenRefused(e) | RunError::Unreachable(e) => {
@@ -436,6 +454,9 @@ pub struct RunOptions {
     /// again), lets those sent finish and be journaled, the run stores its report
     /// (the actions not sent as not run) and ends with [`RunError::Stopped`].
     pub stop: apply::StopSignal,
+    /// `reconcile --workspace-moved`: the workspace this state database belongs
+    /// to is now at `workspace.url` ([`same_workspace`]). Audited.
+    pub workspace_moved: bool,
 }
 
 /// Under the writer lock, before a writing run begins, and in `approve` after its
@@ -464,6 +485,49 @@ pub(crate) fn close_interrupted_runs(
         .collect();
     crate::sweep::record_cut_off_applied(store, &reconciles, sla, admin_command)?;
     Ok(())
+}
+
+/// The `daemon_state` key of the SCIM base URL the state database's runs were
+/// made against.
+pub const WORKSPACE_KEY: &str = "workspace_url";
+
+/// Refuses a state database whose runs were made against another workspace than
+/// `client`'s ([`RunError::OtherWorkspace`]): its links, journal, holds, 24 h
+/// counts, circuit breaker and deprovisioning ledger are that workspace's. A
+/// rehearsal against a sandbox with the production `state.path` would mark
+/// leavers verified that production still has active, and spend its thresholds.
+/// The first contact records the URL; `moved` (`reconcile --workspace-moved`,
+/// audited) records the new one.
+pub fn same_workspace(
+    store: &mut Store,
+    config: &Config,
+    client: &ScimClient,
+    moved: bool,
+    now: DateTime<Utc>,
+) -> Result<(), RunError> {
+    let url = client.base_url();
+    match store.state_value(WORKSPACE_KEY)? {
+        Some(recorded) if recorded == url => Ok(()),
+        Some(recorded) if moved => {
+            tracing::warn!(from = %recorded, to = %url, "the workspace moved: this state database now belongs to the new URL");
+            store.set_state_value(WORKSPACE_KEY, Some(url))?;
+            safety::audit(
+                store,
+                "workspace_moved",
+                None,
+                format!("workspace moved from {recorded} to {url}"),
+                now,
+            )?;
+            Ok(())
+        }
+        Some(recorded) => Err(RunError::OtherWorkspace {
+            state: config.state.path.clone(),
+            recorded,
+            configured: url.to_owned(),
+            command: config.admin_command(),
+        }),
+        None => Ok(store.set_state_value(WORKSPACE_KEY, Some(url))?),
+    }
 }
 
 /// [`execute_with`] with [`RunOptions`].
@@ -521,6 +585,13 @@ async fn execute_until(
     let started_at = Utc::now();
     let run_id = {
         let mut store = lock(&store)?;
+        same_workspace(
+            &mut store,
+            config,
+            client,
+            options.workspace_moved,
+            started_at,
+        )?;
         if mode == Mode::Reconcile {
             close_interrupted_runs(
                 &mut store,

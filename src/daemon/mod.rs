@@ -1014,8 +1014,10 @@ async fn sweep_job(
 ) -> Result<PassReach, RunError> {
     let config = shared.config();
     let settings = shared.settings();
-    let store = Arc::new(Mutex::new(Store::open(&config.state.path)?));
+    let mut opened = Store::open(&config.state.path)?;
     let client = ScimClient::new(config.scim_settings()?)?;
+    run::same_workspace(&mut opened, &config, &client, false, shared.now())?;
+    let store = Arc::new(Mutex::new(opened));
     // The sweep discovers the workspace itself, once the directory is read and
     // its leavers are recorded: a workspace that is down must not delay that.
     let now = shared.now();

@@ -952,6 +952,12 @@ impl ScimClient {
     /// (without any credentials in it) and what `workspace.url` must be. A base URL
     /// that stops short of `/scim/v2` is the usual first mistake, and the 404 page
     /// or web app answering it says nothing about SCIM.
+    /// The SCIM base URL this client talks to (without a trailing `/`): what the
+    /// state database records as its workspace ([`crate::run::same_workspace`]).
+    pub fn base_url(&self) -> &str {
+        &self.inner.base
+    }
+
     fn base_url_hint(&self, path: &str) -> String {
         let asked = match url::Url::parse(&format!("{}{path}", self.inner.base)) {
             Ok(mut url) => {

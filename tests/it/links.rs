@@ -86,6 +86,13 @@ async fn a_state_database_reused_against_swapped_ids_touches_neither_account() {
     drop(first);
     let second = sandbox(swapped.clone()).await;
     let config = synth_config(dir.path(), &data, second.base_url().as_ref(), TOKEN, 4);
+    // The same workspace restored: at the same URL, which a second sandbox is not.
+    open()
+        .set_state_value(
+            run::WORKSPACE_KEY,
+            Some(second.base_url().as_str().trim_end_matches('/')),
+        )
+        .unwrap();
 
     let outcome = run::execute(&config, open(), Mode::Reconcile)
         .await

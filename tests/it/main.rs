@@ -56,6 +56,7 @@ mod review_s39_ops;
 mod review_s39_sandbox;
 mod review_s39_holds;
 mod review_s39_scim;
+mod review_s39_workspace;
 mod role_groups;
 mod run_recovery;
 mod safety;
