@@ -1391,6 +1391,38 @@ mod tests {
         }
     }
 
+    /// A sweep (and the retry pass, the same job) on a state database whose runs
+    /// were made against another workspace sends nothing and reads nothing: it
+    /// fails naming both URLs, as a reconcile does.
+    #[tokio::test]
+    async fn a_sweep_refuses_the_state_of_another_workspace() {
+        let dir = tempfile::tempdir().unwrap();
+        let now = DateTime::parse_from_rfc3339("2026-12-01T09:00:00Z")
+            .unwrap()
+            .to_utc();
+        let shared = shared_in(dir.path(), Arc::new(SetClock(Mutex::new(now))));
+        Store::open(&shared.config().state.path)
+            .unwrap()
+            .set_state_value(
+                run::WORKSPACE_KEY,
+                Some("http://127.0.0.1:9/rehearsal/scim/v2"),
+            )
+            .unwrap();
+        for read_directory in [true, false] {
+            match sweep_job(&shared, read_directory, None).await {
+                Err(RunError::OtherWorkspace {
+                    recorded,
+                    configured,
+                    ..
+                }) => {
+                    assert_eq!(recorded, "http://127.0.0.1:9/rehearsal/scim/v2");
+                    assert_eq!(configured, "https://scim.example.com/scim/v2");
+                }
+                other => panic!("{read_directory}: {other:?}"),
+            }
+        }
+    }
+
     /// The daemon's prune, its wall clock stepped five years ahead moments after
     /// it started, deletes none of the week-old runs (retention 30 days): it
     /// counts from the time the daemon has seen pass. With the clock right, 40
