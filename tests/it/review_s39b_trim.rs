@@ -125,3 +125,60 @@ async fn a_held_create_waits_for_the_rename_that_frees_its_user_name_with_white_
     );
     sandbox.shutdown().await;
 }
+
+/// A provider that compares userNames without the white space at their ends
+/// answers `userName eq "alice@ex.com"` with the account it stored as
+/// "alice@ex.com ": the client took that answer for no account (it compared the
+/// names untrimmed), so a 409's look-up, a recovery, or `explain` found nothing
+/// where matching sees the person's account.
+#[tokio::test]
+async fn a_user_name_filter_answered_with_white_space_at_an_end_finds_the_account() {
+    use wiremock::matchers::{method, path};
+    use wiremock::{Mock, MockServer, ResponseTemplate};
+    let server = MockServer::start().await;
+    Mock::given(method("GET"))
+        .and(path("/scim/v2/Users"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(serde_json::json!({
+            "schemas": ["urn:ietf:params:scim:api:messages:2.0:ListResponse"],
+            "totalResults": 1,
+            "Resources": [{
+                "schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"],
+                "id": "a1",
+                "userName": "Alice@ex.com ",
+                "active": true,
+            }],
+        })))
+        .mount(&server)
+        .await;
+    let client = ScimClient::new(seatwarden::workspace::ScimSettings {
+        base_url: format!("{}/scim/v2", server.uri()).parse().unwrap(),
+        token: "t0ken".to_owned().into(),
+        role_attribute: seatwarden::workspace::RoleAttribute::Roles,
+        page_size: 100,
+        pagination: seatwarden::workspace::Pagination::Auto,
+        max_concurrency: 1,
+        requests_per_second: 0,
+        timeout: std::time::Duration::from_secs(10),
+        retry: seatwarden::retry::RetryPolicy::immediate(0),
+        managed_groups: Vec::new(),
+        group_members: seatwarden::workspace::GroupMembers::Listed,
+        ca_pem: None,
+    })
+    .unwrap();
+    let found = client
+        .find_account_by_user_name("alice@ex.com")
+        .await
+        .unwrap();
+    assert_eq!(found.map(|a| a.id).as_deref(), Some("a1"));
+    let found = client
+        .accounts_by_user_name(&["alice@ex.com".to_owned(), "bob@ex.com".to_owned()])
+        .await
+        .unwrap();
+    assert_eq!(
+        found
+            .iter()
+            .map(|(name, a)| (name.as_str(), a.id.as_str()))
+            .collect::<Vec<_>>(),
+        [("alice@ex.com", "a1")]
+    );
+}
