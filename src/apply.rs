@@ -2170,7 +2170,7 @@ async fn verify_effect(action: &Action, reader: &impl Reader) -> Result<(), Stri
                     if reader.roles_by_group()
                         && spec.role.is_some()
                         && account.role() != spec.role
-                        && crate::model::same_ci(&account.user_name, &spec.user_name) =>
+                        && crate::model::same_name(&account.user_name, &spec.user_name) =>
                 {
                     Err(format!(
                         "account {} was created, but its roles (by role group) are {:?}, \
@@ -2182,7 +2182,7 @@ async fn verify_effect(action: &Action, reader: &impl Reader) -> Result<(), Stri
                             .unwrap_or_default()
                     ))
                 }
-                Some(account) if crate::model::same_ci(&account.user_name, &spec.user_name) => {
+                Some(account) if crate::model::same_name(&account.user_name, &spec.user_name) => {
                     Ok(())
                 }
                 Some(account) => Err(format!(
@@ -2849,7 +2849,7 @@ async fn read_by_user_names(
 }
 
 /// Settles `user_names` from one listing of `/Users` into `found`: a name an
-/// account holds (the same but for case, as
+/// account holds (the same but for case and white space at an end, as
 /// [`ScimClient::find_account_by_user_name`] matches) is found; a name no
 /// account holds is absent only when the listing reached its `totalResults`
 /// (objects moved between pages, or the provider stopped early: what a short
@@ -2887,12 +2887,12 @@ async fn read_by_listing(
     let mut by_name: HashMap<String, Account> = HashMap::with_capacity(accounts.len());
     for account in accounts {
         by_name
-            .entry(fold_case(&account.user_name))
+            .entry(fold_case(account.user_name.trim()))
             .or_insert(account);
     }
     let mut listed = Vec::new();
     for name in user_names {
-        match by_name.get(&fold_case(name)) {
+        match by_name.get(&fold_case(name.trim())) {
             Some(account) => {
                 found.found(name.clone(), account.clone());
                 listed.push(name.clone());
@@ -3037,6 +3037,64 @@ mod tests {
         assert!(!not_sent(None));
     }
 
+    /// A create journaled with "alice@ex.com " (planned before userNames were
+    /// created trimmed) that the workspace stored as "Alice@ex.com": the
+    /// recovery's listing finds it (a name it does not find in a whole listing
+    /// is absent, and approving again would send the create a second time).
+    #[tokio::test]
+    #[allow(clippy::unwrap_used)]
+    async fn the_recovery_listing_finds_a_created_account_stored_trimmed() {
+        use crate::model::{Account, WorkspaceSnapshot};
+        use crate::sandbox::{Sandbox, SandboxOptions};
+        use crate::workspace::{GroupMembers, Pagination, RoleAttribute, ScimSettings};
+        let stored = Account {
+            id: "a1".into(),
+            user_name: "Alice@ex.com".into(),
+            external_id: Some("00u1".into()),
+            given_name: None,
+            family_name: None,
+            display_name: None,
+            email: None,
+            active: true,
+            roles: Vec::new(),
+        };
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let sandbox = Sandbox::start(
+            listener,
+            SandboxOptions {
+                token: "t".into(),
+                ..SandboxOptions::default()
+            },
+            WorkspaceSnapshot {
+                accounts: vec![stored],
+                groups: Vec::new(),
+            },
+        )
+        .await
+        .unwrap();
+        let client = crate::workspace::ScimClient::new(ScimSettings {
+            base_url: sandbox.base_url(),
+            token: secrecy::SecretString::from("t"),
+            role_attribute: RoleAttribute::Roles,
+            page_size: 100,
+            pagination: Pagination::Auto,
+            max_concurrency: 1,
+            requests_per_second: 0,
+            timeout: std::time::Duration::from_secs(10),
+            retry: crate::retry::RetryPolicy::default(),
+            managed_groups: Vec::new(),
+            group_members: GroupMembers::Listed,
+            ca_pem: None,
+        })
+        .unwrap();
+        let found = super::ReadOnce::<Account>::default();
+        let name = "alice@ex.com ".to_owned();
+        let listed = super::read_by_listing(&client, std::slice::from_ref(&name), &found).await;
+        sandbox.shutdown().await;
+        assert_eq!(listed, std::slice::from_ref(&name));
+        assert!(found.present(&name));
+    }
+
     /// Every write is reported, counted up to the plan's runnable actions, then the
     /// verification's start; a run on a terminal prints them (see `run`).
     #[tokio::test]
@@ -3103,7 +3161,7 @@ mod tests {
             Ok(self
                 .account
                 .clone()
-                .filter(|a| crate::model::same_ci(&a.user_name, user_name)))
+                .filter(|a| crate::model::same_name(&a.user_name, user_name)))
         }
         async fn account_elsewhere(
             &self,
@@ -3317,6 +3375,50 @@ mod tests {
         assert_eq!(verify(&["Editor"]).await, Ok(()));
         assert!(verify(&["Viewer"]).await.is_err());
         assert!(verify(&["Editor", "Viewer"]).await.is_err());
+    }
+
+    /// A create approved from a plan made before userNames were created trimmed
+    /// ("ada@ex.com "), stored trimmed by the workspace: done, not "account a1
+    /// has userName \"ada@ex.com\", expected \"ada@ex.com \"" (a failed
+    /// write, counted against the circuit breaker).
+    #[tokio::test]
+    async fn a_create_stored_trimmed_is_verified() {
+        use crate::model::{Account, AccountSpec, Action, ActionKind, DriftKind};
+        let reader = Fixed {
+            account: Some(Account {
+                id: "a1".into(),
+                user_name: "Ada@ex.com".into(),
+                external_id: Some("i1".into()),
+                given_name: None,
+                family_name: None,
+                display_name: None,
+                email: None,
+                active: true,
+                roles: Vec::new(),
+            }),
+            ..Fixed::default()
+        };
+        let action = Action {
+            seq: 0,
+            kind: ActionKind::CreateAccount {
+                identity_id: "i1".into(),
+                spec: AccountSpec {
+                    user_name: "ada@ex.com ".into(),
+                    external_id: "i1".into(),
+                    given_name: None,
+                    family_name: None,
+                    display_name: None,
+                    email: None,
+                    role: None,
+                },
+            },
+            reason: DriftKind::MissingAccount,
+            subject: "ada@ex.com".into(),
+            identity_id: Some("i1".into()),
+            detail: String::new(),
+            held: None,
+        };
+        assert_eq!(super::verify_effect(&action, &reader).await, Ok(()));
     }
 
     /// With the role given by a role group, a write after the POST, a create is

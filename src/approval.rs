@@ -58,7 +58,7 @@ use crate::config::{Config, ConfigError};
 use crate::guard::{self, GuardInput, GuardSettings};
 use crate::model::{
     Account, AccountRef, Action, ActionClass, ActionKind, Attribute, AttributeChange, GroupRef,
-    HoldReason, NewLink, Plan, WorkspaceSnapshot, same_ci,
+    HoldReason, NewLink, Plan, WorkspaceSnapshot, same_ci, same_name,
 };
 use crate::policy::Protected;
 use crate::report::{Outcome, Report, plural};
@@ -370,7 +370,7 @@ pub fn recheck(
             if workspace
                 .accounts
                 .iter()
-                .any(|a| same_ci(&a.user_name, &spec.user_name))
+                .any(|a| same_name(&a.user_name, &spec.user_name))
             {
                 Recheck::Obsolete(format!("an account {} exists now", spec.user_name))
             } else {
@@ -1018,11 +1018,11 @@ pub async fn approve(
         if let Some((name, account)) = action.kind.wanted_user_name().and_then(|wanted| {
             renames_left_held
                 .iter()
-                .find(|(name, _)| same_ci(name, wanted))
+                .find(|(name, _)| same_name(name, wanted))
         }) && workspace
             .accounts
             .iter()
-            .any(|a| a.id == *account && same_ci(&a.user_name, name))
+            .any(|a| a.id == *account && same_name(&a.user_name, name))
         {
             if let ActionKind::CreateAccount { identity_id, .. } = &action.kind {
                 made.held_back(identity_id);
@@ -1041,13 +1041,13 @@ pub async fn approve(
             continue;
         }
         if let ActionKind::CreateAccount { identity_id, spec } = &action.kind {
-            if freed.iter().any(|name| same_ci(name, &spec.user_name)) {
+            if freed.iter().any(|name| same_name(name, &spec.user_name)) {
                 made.creating(&action.kind);
                 action.held = None;
                 still.push(action);
                 continue;
             }
-            if kept.iter().any(|name| same_ci(name, &spec.user_name)) {
+            if kept.iter().any(|name| same_name(name, &spec.user_name)) {
                 made.held_back(identity_id);
                 approval.refused.push((
                     action.seq,
@@ -1845,6 +1845,35 @@ mod tests {
             detail: String::new(),
             held: None,
         }
+    }
+
+    /// An account the plan would take for the person (its userName the same
+    /// but for case and white space at an end) makes a held create obsolete: sent,
+    /// it would give them a second account.
+    #[test]
+    fn a_held_create_is_obsolete_when_an_account_matching_takes_for_it_exists() {
+        let mut held = account("x", true, "Viewer");
+        held.user_name = "Alice@ex.com ".into();
+        let workspace = WorkspaceSnapshot {
+            accounts: vec![held],
+            groups: Vec::new(),
+        };
+        let create = action(ActionKind::CreateAccount {
+            identity_id: "00u1".into(),
+            spec: crate::model::AccountSpec {
+                user_name: "alice@ex.com".into(),
+                external_id: "00u1".into(),
+                given_name: None,
+                family_name: None,
+                display_name: None,
+                email: None,
+                role: None,
+            },
+        });
+        assert!(matches!(
+            recheck(&create, &workspace, &Protected::default(), &BTreeMap::new()),
+            Recheck::Obsolete(_)
+        ));
     }
 
     #[test]

@@ -177,7 +177,7 @@ pub fn ledger_lines(
 }
 
 /// The identity `person` names: by id, else by userName, else by email, compared as
-/// matching compares them (`model::same_ci`). A userName or email several people
+/// matching compares them (`model::same_name`: white space at an end and case aside). A userName or email several people
 /// share is refused with their ids: explaining the first would hide the others.
 fn find_identity<'a>(
     directory: &'a DirectorySnapshot,
@@ -186,11 +186,11 @@ fn find_identity<'a>(
     if let Some(identity) = directory.identities.iter().find(|i| i.id == person) {
         return Ok(Some(identity));
     }
-    let by_user_name = |i: &Identity| crate::model::same_ci(&i.user_name, person);
+    let by_user_name = |i: &Identity| crate::model::same_name(&i.user_name, person);
     let by_email = |i: &Identity| {
         i.email
             .as_deref()
-            .is_some_and(|e| crate::model::same_ci(e, person))
+            .is_some_and(|e| crate::model::same_name(e, person))
     };
     for (field, named) in [
         ("userName", &by_user_name as &dyn Fn(&Identity) -> bool),
@@ -294,7 +294,7 @@ impl Loaded {
             .iter()
             .find(|c| {
                 c.identity_id == person
-                    || crate::model::same_ci(&c.user_name, person)
+                    || crate::model::same_name(&c.user_name, person)
                     || account.is_some_and(|a| a.id == c.account_id)
             })
             .map(|c| c.identity_id.as_str())
@@ -331,7 +331,7 @@ impl Loaded {
         }
         let Some(account) = accounts
             .iter()
-            .find(|a| a.id == person || crate::model::same_ci(&a.user_name, person))
+            .find(|a| a.id == person || crate::model::same_name(&a.user_name, person))
         else {
             return Ok((None, None, None));
         };
@@ -1556,6 +1556,32 @@ mod tests {
             active: true,
             roles: vec![],
         }
+    }
+
+    /// A person the directory holds as "ada@example.com " (white space kept) is
+    /// found by the userName an operator types, as matching finds them: it said
+    /// no such person, and an account named so was found by neither.
+    #[test]
+    fn a_person_and_an_account_with_white_space_at_an_end_are_found() {
+        let mut ada = person("p1", "Ada@example.com ", IdentityStatus::Active);
+        ada.email = Some(" ada@example.com".into());
+        let directory = DirectorySnapshot {
+            identities: vec![ada],
+            complete: true,
+        };
+        assert_eq!(
+            find_identity(&directory, "ada@example.com")
+                .unwrap()
+                .map(|i| i.id.as_str()),
+            Some("p1")
+        );
+        let (_dir, config) = stored(
+            vec![],
+            vec![account("a1", "bo@example.com ", "bo@example.com")],
+        );
+        let store = Store::open(&config.state.path).unwrap();
+        let text = explain(&config, &store, "bo@example.com", t0()).unwrap();
+        assert!(text.contains("a1"), "{text}");
     }
 
     /// The scope groups named are those that brought the person in, compared as

@@ -351,6 +351,11 @@ fn hold_removals_from_groups_granted_to_nobody(plan: &mut Plan, groups: &BTreeSe
     }
 }
 
+/// A userName as matching compares it (`plan::name_key`): trimmed, then folded.
+fn name_key(user_name: &str) -> String {
+    crate::model::fold_case(user_name.trim())
+}
+
 /// Holds the deletion of a deactivated account (after the retention period, or at
 /// once with `delete_after = "0s"`) when a create in the same plan wants the
 /// account's userName: a person re-hired under a new directory id, whose create
@@ -362,10 +367,9 @@ fn hold_wanted_user_names(plan: &mut Plan, workspace: &WorkspaceSnapshot) {
         .actions
         .iter()
         .filter_map(|a| match &a.kind {
-            ActionKind::CreateAccount { identity_id, spec } => Some((
-                crate::model::fold_case(&spec.user_name),
-                identity_id.as_str(),
-            )),
+            ActionKind::CreateAccount { identity_id, spec } => {
+                Some((name_key(&spec.user_name), identity_id.as_str()))
+            }
             _ => None,
         })
         .collect();
@@ -392,7 +396,7 @@ fn hold_wanted_user_names(plan: &mut Plan, workspace: &WorkspaceSnapshot) {
             && action.held.is_none()
             && inactive.contains(account_id.as_str())
             && let Some(user_name) = user_names.get(account_id.as_str())
-            && let Some(identity_id) = wanted.get(&crate::model::fold_case(user_name))
+            && let Some(identity_id) = wanted.get(&name_key(user_name))
         {
             holds.push((
                 index,
@@ -416,7 +420,6 @@ fn hold_wanted_user_names(plan: &mut Plan, workspace: &WorkspaceSnapshot) {
 /// account keeps it, and the write would meet 409 every run. A rename held so
 /// frees nothing either: what waits on it is held too (chains of renames).
 fn hold_claims_behind_held_deletes(plan: &mut Plan, workspace: &WorkspaceSnapshot) {
-    use crate::model::fold_case;
     let held_deletes: FxHashMap<&str, &HoldReason> = plan
         .held()
         .filter_map(|a| match (&a.kind, &a.held) {
@@ -435,7 +438,7 @@ fn hold_claims_behind_held_deletes(plan: &mut Plan, workspace: &WorkspaceSnapsho
         .filter_map(|account| {
             let reason = held_deletes.get(account.id.as_str())?;
             Some((
-                fold_case(&account.user_name),
+                name_key(&account.user_name),
                 HoldReason::WaitsForDelete {
                     account_id: account.id.clone(),
                     held: Box::new((*reason).clone()),
@@ -462,7 +465,7 @@ fn hold_claims_on(plan: &mut Plan, occupied: &FxHashMap<String, HoldReason>) -> 
         if let Some(reason) = action
             .kind
             .wanted_user_name()
-            .and_then(|name| occupied.get(&crate::model::fold_case(name)))
+            .and_then(|name| occupied.get(&name_key(name)))
         {
             action.held = Some(reason.clone());
             held_any = true;
@@ -796,7 +799,6 @@ pub fn hold_dependents(mut plan: Plan) -> Plan {
 /// held rename still occupies; a rename held so frees nothing either, so this
 /// repeats until nothing more is held (chains of renames).
 fn hold_creates_behind_renames(plan: &mut Plan) {
-    use crate::model::fold_case;
     let mut given_up: FxHashMap<String, HoldReason> = FxHashMap::default();
     loop {
         for action in plan.held() {
@@ -804,7 +806,7 @@ fn hold_creates_behind_renames(plan: &mut Plan) {
                 (action.kind.user_name_change(), &action.held)
             {
                 given_up
-                    .entry(fold_case(from))
+                    .entry(name_key(from))
                     .or_insert_with(|| reason.clone());
             }
         }
@@ -1231,6 +1233,42 @@ mod tests {
         );
         let why = out.actions[0].held.as_ref().unwrap().to_string();
         assert!(why.contains("seatwarden link n1 old --replace"), "{why}");
+    }
+
+    /// The old account's userName kept white space at an end: matching takes
+    /// it for the name the create wants all the same, and the delete is held.
+    #[test]
+    fn a_delete_whose_user_name_a_create_wants_is_held_with_white_space_at_an_end() {
+        let since = chrono::DateTime::from_timestamp(1_800_000_000, 0).unwrap();
+        let plan = plan_of(vec![
+            ActionKind::Delete {
+                account_id: "old".into(),
+                deactivated_since: Some(since),
+                frees_user_name: None,
+            },
+            create("n1", "old@ex.com"),
+        ]);
+        let mut old = account("old", "Viewer", false);
+        old.user_name = " Old@ex.com ".into();
+        let workspace = WorkspaceSnapshot {
+            accounts: vec![old],
+            groups: Vec::new(),
+        };
+        let out = guard(plan, &workspace, &generous(), &COMPLETE);
+        let wanted = HoldReason::UserNameWanted {
+            identity_id: "n1".into(),
+            account_id: "old".into(),
+        };
+        assert_eq!(
+            held(&out),
+            [
+                Some(wanted.clone()),
+                Some(HoldReason::WaitsForDelete {
+                    account_id: "old".into(),
+                    held: Box::new(wanted),
+                }),
+            ]
+        );
     }
 
     #[test]

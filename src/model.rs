@@ -1085,6 +1085,12 @@ pub fn same_ci(a: &str, b: &str) -> bool {
     a == b || fold_case(a) == fold_case(b)
 }
 
+/// The same userName or email as matching takes it (`plan::name_key`): white
+/// space at either end aside (a typo, never part of the name), then [`same_ci`].
+pub fn same_name(a: &str, b: &str) -> bool {
+    same_ci(a.trim(), b.trim())
+}
+
 /// Lower-cased as SCIM providers compare userNames (`É` and `é` are one letter),
 /// and composed (Unicode NFC), so `e` followed by U+0301 COMBINING ACUTE ACCENT is
 /// the `é` it renders as: directories on macOS and some HR exports decompose names

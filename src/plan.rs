@@ -3900,6 +3900,39 @@ mod tests {
         assert_eq!(reported[0].0, "dee");
     }
 
+    /// A directory email with white space at an end is the workspace's email
+    /// trimmed: no attribute drift against an account that has it trimmed (a
+    /// provider that stores it so was sent the same update every run, and its
+    /// verification failed), and a create sends it trimmed.
+    #[test]
+    fn a_directory_email_with_white_space_is_no_drift_and_is_created_trimmed() {
+        let mut fx = Fx::new();
+        let mut bob = active("bob", &[]);
+        bob.email = Some("Bob@ex.com ".into());
+        let mut cy = active("cy", &[]);
+        cy.email = Some(" cy@ex.com".into());
+        fx.identities = vec![bob, cy];
+        fx.accounts = vec![acct("1", "bob")];
+        let plan = fx.plan();
+        assert!(
+            !plan
+                .actions
+                .iter()
+                .any(|a| matches!(a.kind, ActionKind::UpdateAttributes { .. })),
+            "{:#?}",
+            plan.actions
+        );
+        let emails: Vec<Option<&str>> = plan
+            .actions
+            .iter()
+            .filter_map(|a| match &a.kind {
+                ActionKind::CreateAccount { spec, .. } => Some(spec.email.as_deref()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(emails, [Some("cy@ex.com")], "{:#?}", plan.actions);
+    }
+
     /// U+212A KELVIN SIGN lower-cases to `k` in Unicode, and an account named with
     /// it would otherwise be matched to (and given the role of) the person it
     /// imitates. A plain case difference still matches, accented letters too.

@@ -443,7 +443,13 @@ fn spec_of<'a>(identity: &'a Identity, grant: &Grant, manage_roles: bool) -> Des
         given_name: identity.given_name.as_deref(),
         family_name: identity.family_name.as_deref(),
         display_name: identity.display_name.as_deref(),
-        email: identity.email.as_deref(),
+        // Trimmed as the userName is: a provider that stores it trimmed would
+        // otherwise show attribute drift, and be sent the same update, every run.
+        email: identity
+            .email
+            .as_deref()
+            .map(str::trim)
+            .filter(|e| !e.is_empty()),
         role: manage_roles.then_some(grant.role),
     }
 }

@@ -443,30 +443,46 @@ async fn recheck_shrunken_workspace(
     if recheck.current >= recheck.previous {
         return recheck;
     }
-    let seen_before: HashSet<String> = previous
-        .accounts
-        .iter()
-        .map(|a| crate::model::fold_case(&a.user_name))
-        .collect();
-    let present: HashSet<String> = workspace.accounts.iter().map(|a| a.id.clone()).collect();
+    // Keyed trimmed, as the plan matches userNames (`plan::name_key`), and read
+    // by the userName the previous snapshot had: a listing that missed
+    // "alice@x.com " is re-checked for the create of alice@x.com, and a filter
+    // for "alice@x.com" would not find it (white space is part of the value a
+    // provider compares).
+    let mut seen_before: HashMap<String, Vec<&str>> = HashMap::new();
+    for account in &previous.accounts {
+        let spellings = seen_before
+            .entry(crate::model::fold_case(account.user_name.trim()))
+            .or_default();
+        if !spellings
+            .iter()
+            .any(|s| crate::model::same_ci(s, &account.user_name))
+        {
+            spellings.push(&account.user_name);
+        }
+    }
+    let mut present: HashSet<String> = workspace.accounts.iter().map(|a| a.id.clone()).collect();
     for action in &plan.actions {
         let ActionKind::CreateAccount { identity_id, spec } = &action.kind else {
             continue;
         };
-        if !seen_before.contains(&crate::model::fold_case(&spec.user_name)) {
+        let Some(spellings) = seen_before.get(&crate::model::fold_case(spec.user_name.trim()))
+        else {
             continue;
-        }
-        match client.find_account_by_user_name(&spec.user_name).await {
-            Ok(Some(account)) => {
-                if !present.contains(&account.id) {
-                    workspace.accounts.push(account);
-                    recheck.found += 1;
+        };
+        for user_name in spellings {
+            match client.find_account_by_user_name(user_name).await {
+                Ok(Some(account)) => {
+                    if present.insert(account.id.clone()) {
+                        workspace.accounts.push(account);
+                        recheck.found += 1;
+                    }
                 }
-            }
-            Ok(None) => {}
-            Err(e) => {
-                tracing::warn!(error = %e, "workspace sanity: filter read failed; holding the create");
-                recheck.unconfirmed.insert(identity_id.clone());
+                Ok(None) => {}
+                Err(e) => {
+                    tracing::warn!(error = %e, "workspace sanity: filter read failed; holding the create");
+                    recheck.unconfirmed.insert(identity_id.clone());
+                    break;
+                }
             }
         }
     }
@@ -699,6 +715,66 @@ mod tests {
             active,
             roles: Vec::new(),
         }
+    }
+
+    /// The listing missed "alice@x.com " (white space kept by the provider):
+    /// the create of alice@x.com, which matching takes for that account, is
+    /// re-checked, and by the previous snapshot's userName, so the filter finds
+    /// it and the plan is made again with it instead of creating her twice.
+    #[tokio::test]
+    async fn the_shrunken_workspace_recheck_compares_user_names_trimmed() {
+        use crate::sandbox::{Sandbox, SandboxOptions};
+        use crate::workspace::{GroupMembers, Pagination, RoleAttribute, ScimSettings};
+        let mut held = account("a1", true);
+        held.user_name = "Alice@ex.com ".into();
+        let other = account("b1", true);
+        let seed = WorkspaceSnapshot {
+            accounts: vec![held.clone(), other.clone()],
+            groups: Vec::new(),
+        };
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let sandbox = Sandbox::start(
+            listener,
+            SandboxOptions {
+                token: "t".into(),
+                ..SandboxOptions::default()
+            },
+            seed.clone(),
+        )
+        .await
+        .unwrap();
+        let client = ScimClient::new(ScimSettings {
+            base_url: sandbox.base_url(),
+            token: secrecy::SecretString::from("t"),
+            role_attribute: RoleAttribute::Roles,
+            page_size: 100,
+            pagination: Pagination::Auto,
+            max_concurrency: 1,
+            requests_per_second: 0,
+            timeout: std::time::Duration::from_secs(10),
+            retry: crate::retry::RetryPolicy::default(),
+            managed_groups: Vec::new(),
+            group_members: GroupMembers::Listed,
+            ca_pem: None,
+        })
+        .unwrap();
+        let mut workspace = WorkspaceSnapshot {
+            accounts: vec![other],
+            groups: Vec::new(),
+        };
+        let mut alice = create("alice");
+        if let ActionKind::CreateAccount { spec, .. } = &mut alice {
+            spec.user_name = "alice@ex.com".into();
+        }
+        let plan = Plan {
+            actions: vec![action(1, alice)],
+            ..Plan::default()
+        };
+        let recheck = recheck_shrunken_workspace(&client, Some(&seed), &mut workspace, &plan).await;
+        sandbox.shutdown().await;
+        assert_eq!(recheck.found, 1, "{recheck:?}");
+        assert!(recheck.unconfirmed.is_empty());
+        assert!(workspace.accounts.iter().any(|a| a.id == "a1"));
     }
 
     /// Forgetting a clock is always safe; starting or keeping one needs a

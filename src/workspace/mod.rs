@@ -46,7 +46,7 @@ use crate::apply::StopSignal;
 use crate::http::encode_component;
 use crate::model::{
     Account, AccountSpec, Attribute, AttributeChange, Role, WorkspaceGroup, WorkspaceSnapshot,
-    same_ci,
+    same_ci, same_name,
 };
 use crate::retry::{RetryPolicy, Transient};
 use parse::ListBody;
@@ -1695,7 +1695,7 @@ impl ScimClient {
             .filter_map(|name| {
                 found
                     .iter()
-                    .find(|a| same_ci(&a.user_name, name))
+                    .find(|a| same_name(&a.user_name, name))
                     .map(|a| (name.clone(), a.clone()))
             })
             .unzip();
@@ -1809,7 +1809,8 @@ impl ScimClient {
     }
 
     /// `filter=userName eq "…"`; userName is not case-exact, so among several
-    /// results the exact (case-insensitive) match wins.
+    /// results the exact (case-insensitive) match wins, white space at an end
+    /// aside as matching compares userNames ([`same_name`]).
     pub async fn find_account_by_user_name(
         &self,
         user_name: &str,
@@ -1825,7 +1826,9 @@ impl ScimClient {
         user_name: &str,
     ) -> Result<Option<Account>, WorkspaceError> {
         let found = self.find_users(user_name_clause(user_name)).await?;
-        Ok(pick(found, |a: &Account| same_ci(&a.user_name, user_name)))
+        Ok(pick(found, |a: &Account| {
+            same_name(&a.user_name, user_name)
+        }))
     }
 
     /// The accounts `filter` finds on `/Users`, roles not filled.
