@@ -54,8 +54,8 @@ pub mod exit {
     pub const STDOUT_CLOSED: u8 = 141;
     /// `reconcile`, `approve`, `reject`, `link`, `resume`: another writer (a
     /// daemon job, another command) still held the state database's writer lock
-    /// when `--lock-timeout` ran out; nothing was done. `EX_TEMPFAIL` of
-    /// sysexits.h: try again later.
+    /// when `--lock-timeout` ran out; nothing was done. `demo`: another demo is
+    /// using its directory. `EX_TEMPFAIL` of sysexits.h: try again later.
     pub const BUSY: u8 = 75;
 }
 
@@ -77,7 +77,8 @@ Exit codes:
  64  the command line could not be parsed
  75  reconcile, approve, reject, link, resume: another writer (a daemon job, another
      command) still held the state database's writer lock after --lock-timeout
-     (default 10m); nothing was done, run it again later
+     (default 10m); demo: another demo is using its --dir. Nothing was done, run it
+     again later
 130  reconcile, resume, approve: stopped by SIGINT (Ctrl-C) before every write was
      sent; those sent were finished and recorded, the rest not sent, and running
      the command again finishes the work (a second Ctrl-C quits at once: the next
@@ -489,7 +490,8 @@ Needs no configuration and nothing installed: it writes its own configuration,
 state database and sandbox seeds to --dir and prints the commands to run next.
 
 Exit codes: 0 the workspace converged and the second plan is empty; 4 or above
-(the reconcile's own code) when it did not; 1 an error.
+(the reconcile's own code) when it did not; 75 another demo is using --dir
+(nothing was done); 1 an error.
 
 Examples:
   seatwarden demo
@@ -524,7 +526,8 @@ Examples:
         port: u16,
         /// Bearer token clients must send. Without one, a random token is made and
         /// printed with the URL (a fixed default would let any local process, or a web
-        /// page, read a sandbox seeded with a copy of a real workspace).
+        /// page, read a sandbox seeded with a copy of a real workspace). Surrounding
+        /// spaces and newlines are ignored.
         #[arg(long, env = "SEATWARDEN_SANDBOX_TOKEN")]
         token: Option<String>,
         #[command(flatten)]
@@ -700,7 +703,11 @@ pub fn main() -> ExitCode {
             } else {
                 eprintln!("error: {}", describe(&error));
             }
-            if error.downcast_ref::<WriterLockBusy>().is_some() {
+            let demo_busy = matches!(
+                error.downcast_ref::<crate::demo::DemoError>(),
+                Some(crate::demo::DemoError::Busy { .. })
+            );
+            if demo_busy || error.downcast_ref::<WriterLockBusy>().is_some() {
                 ExitCode::from(exit::BUSY)
             } else {
                 ExitCode::from(exit::ERROR)
@@ -1544,8 +1551,18 @@ fn serve_sandbox(
     use crate::sandbox::{Sandbox, SandboxOptions};
     let faults = behaviour.faults();
     let (token, token_note) = match token {
+        // Trimmed, as a token read from a file is (a quoted " T ", or a value with
+        // its newline from an env file or `printf '%s\n'`): the sandbox trims the
+        // bearer token each client sends, so surrounding spaces could never match.
+        Some(token) if token.trim().is_empty() => anyhow::bail!(
+            "--token (or SEATWARDEN_SANDBOX_TOKEN) is empty: give the bearer token clients \
+             must send, or leave it out for a random one"
+        ),
         // Not echoed: it may be a real secret from the environment.
-        Some(token) => (token.to_owned(), "bearer token from --token".to_owned()),
+        Some(token) => (
+            token.trim().to_owned(),
+            "bearer token from --token".to_owned(),
+        ),
         None => {
             let token = random_token()?;
             let note = format!("bearer token {token} (random; --token to choose one)");

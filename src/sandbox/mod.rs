@@ -8,7 +8,8 @@
 //! and `or`, PATCH add/replace/remove (200 with the resource; or, switched off by
 //! [`SandboxOptions::patch_supported`] or `--no-patch`, announced unsupported and
 //! answered 501),
-//! PUT (replace, 200 with the resource), SCIM error bodies,
+//! PUT (replace, 200 with the resource), SCIM error bodies, 501 for `/Me` and
+//! `/Bulk` (RFC 7644 §3.11, §3.7; `bulk.supported: false`),
 //! discovery endpoints and bearer auth, for requests whose `Host` is `localhost` or
 //! a loopback address only (421 otherwise: DNS rebinding). State lives in memory
 //! (the private `store` module) behind a read-write lock: reads share it, writes
@@ -1080,6 +1081,19 @@ fn route(
                 _ => Err(not_allowed()),
             }
         }
+        // RFC 7644 §3.11 and §3.7: a provider without `/Me` or bulk answers 501,
+        // and `/ServiceProviderConfig` says `bulk.supported: false`.
+        ["Me", ..] => Err(ScimError::new(
+            501,
+            None,
+            "/Me is not supported: read the User by its id under /Users",
+        )),
+        ["Bulk", ..] => Err(ScimError::new(
+            501,
+            None,
+            "bulk operations are not supported (bulk.supported is false): send each \
+             request on its own",
+        )),
         _ => Err(ScimError::new(404, None, format!("no endpoint {path}"))),
     }
 }

@@ -57,6 +57,7 @@ mod review_s39_ops;
 mod review_s39_sandbox;
 mod review_s39_scim;
 mod review_s39_workspace;
+mod review_s39b_sandbox;
 mod review_s39b_trim;
 mod role_groups;
 mod run_recovery;
