@@ -416,3 +416,49 @@ pub async fn exit_of(
     .await
     .unwrap()
 }
+
+/// `GET path` on a daemon's listener at `port`: the status (0 when nothing
+/// answered) and the body.
+pub fn http_get(port: u16, path: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let Ok(mut stream) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+        return (0, String::new());
+    };
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut answer = String::new();
+    let _ = stream.read_to_string(&mut answer);
+    let code = answer
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = answer
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    (code, body)
+}
+
+/// `seatwarden ARGS` on the configuration `seatwarden.toml` in `dir` with `env`
+/// (no `SEATWARDEN_CONFIG` or `SEATWARDEN_LOCK_TIMEOUT` from the test's own): its
+/// exit code and stderr.
+pub fn seatwarden_in(dir: &Path, env: &[(String, String)], args: &[&str]) -> (Option<i32>, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_seatwarden"))
+        .arg("--config")
+        .arg(dir.join("seatwarden.toml"))
+        .args(args)
+        .env_remove("SEATWARDEN_CONFIG")
+        .env_remove("SEATWARDEN_LOCK_TIMEOUT")
+        .envs(env.iter().map(|(k, v)| (k, v)))
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}

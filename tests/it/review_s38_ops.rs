@@ -13,6 +13,8 @@ use std::time::{Duration, Instant};
 use seatwarden::sandbox::{Faults, Sandbox};
 use seatwarden::store::{Acquired, Store, WriterLock, lock_holder};
 
+use crate::fixtures::http_get as get;
+
 const TOKEN: &str = "review-s38-token";
 
 /// `seatwarden ARGS` on the configuration in `dir` with `env`, its stderr piped.
@@ -306,32 +308,6 @@ fn spawn_daemon(
         .spawn()
         .unwrap();
     (Running(Some(child)), log)
-}
-
-/// `GET path` on the daemon at `port`: the status and the body (0 when nothing
-/// answers).
-fn get(port: u16, path: &str) -> (u16, String) {
-    use std::io::{Read, Write};
-    let Ok(mut stream) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
-        return (0, String::new());
-    };
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut answer = String::new();
-    let _ = stream.read_to_string(&mut answer);
-    let code = answer
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    let body = answer
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_owned())
-        .unwrap_or_default();
-    (code, body)
 }
 
 async fn wait_for(what: &str, log: &Path, mut ok: impl FnMut() -> bool) {

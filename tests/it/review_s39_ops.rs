@@ -10,6 +10,8 @@ use std::time::{Duration, Instant};
 use seatwarden::sandbox::Faults;
 use seatwarden::store::{RunKind, RunStatus, Store};
 
+use crate::fixtures::{http_get as get, seatwarden_in as seatwarden};
+
 const TOKEN: &str = "review-s39-token";
 
 fn free_port() -> u16 {
@@ -18,32 +20,6 @@ fn free_port() -> u16 {
         .local_addr()
         .unwrap()
         .port()
-}
-
-/// `GET path` on the daemon's listener: the status (0 when nothing answered)
-/// and the body.
-fn get(port: u16, path: &str) -> (u16, String) {
-    use std::io::{Read, Write};
-    let Ok(mut stream) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
-        return (0, String::new());
-    };
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut answer = String::new();
-    let _ = stream.read_to_string(&mut answer);
-    let code = answer
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    let body = answer
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_owned())
-        .unwrap_or_default();
-    (code, body)
 }
 
 /// A daemon killed when the test ends, however it ends.
@@ -277,25 +253,6 @@ fn the_admin_helper_without_a_command_exits_64() {
         stderr.starts_with("usage: seatwarden-admin COMMAND"),
         "{stderr}"
     );
-}
-
-/// `seatwarden ARGS` on the demo configuration in `dir` with `env`: its exit
-/// code and stderr.
-fn seatwarden(dir: &Path, env: &[(String, String)], args: &[&str]) -> (Option<i32>, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_seatwarden"))
-        .arg("--config")
-        .arg(dir.join("seatwarden.toml"))
-        .args(args)
-        .env_remove("SEATWARDEN_CONFIG")
-        .env_remove("SEATWARDEN_LOCK_TIMEOUT")
-        .envs(env.iter().map(|(k, v)| (k, v)))
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    (
-        out.status.code(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
 }
 
 /// The exit codes a monitoring script reads, from the binary: a reconcile whose

@@ -4,31 +4,11 @@
 //! spent) as production's, nor send approved production holds to the sandbox.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::path::Path;
-use std::process::{Command, Stdio};
-
 use seatwarden::sandbox::Faults;
 
-const TOKEN: &str = "review-s39-workspace";
+use crate::fixtures::seatwarden_in as seatwarden;
 
-/// `seatwarden ARGS` on the demo configuration in `dir` with `env`: its exit
-/// code and stderr.
-fn seatwarden(dir: &Path, env: &[(String, String)], args: &[&str]) -> (Option<i32>, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_seatwarden"))
-        .arg("--config")
-        .arg(dir.join("seatwarden.toml"))
-        .args(args)
-        .env_remove("SEATWARDEN_CONFIG")
-        .env_remove("SEATWARDEN_LOCK_TIMEOUT")
-        .envs(env.iter().map(|(k, v)| (k, v)))
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    (
-        out.status.code(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
+const TOKEN: &str = "review-s39-workspace";
 
 /// Production's reconcile holds its deprovisions (threshold 0). The same
 /// configuration pointed at a rehearsal sandbox is refused by `reconcile`,
