@@ -24,7 +24,7 @@ pub struct AuditEntry {
     pub at: DateTime<Utc>,
     /// The OS user who ran the command.
     pub user: String,
-    /// `approve`, `reject`, `resume`, `allow_over_threshold`.
+    /// `approve`, `reject`, `resume`, `allow_over_threshold`, `workspace_moved`.
     pub command: String,
     pub run: Option<RunId>,
     /// What was done, e.g. "approved 30 held actions (deactivate)".

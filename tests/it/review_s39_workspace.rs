@@ -92,6 +92,19 @@ async fn a_state_database_is_refused_with_another_workspace_until_told_it_moved(
         .unwrap();
     assert_eq!(code, Some(3), "{stderr}");
     assert!(!rehearsal.requests_seen().is_empty());
+    let audit = seatwarden::store::Store::open(&dir.path().join("state.db"))
+        .unwrap()
+        .audit()
+        .unwrap();
+    let moved: Vec<_> = audit
+        .iter()
+        .filter(|e| e.command == "workspace_moved")
+        .collect();
+    assert_eq!(moved.len(), 1, "{audit:?}");
+    assert_eq!(
+        moved[0].detail,
+        format!("workspace moved from {production_url} to {rehearsal_url}")
+    );
     let (code, stderr) = run(elsewhere, &["plan"]).await.unwrap();
     assert_eq!(code, Some(0), "{stderr}");
     let (code, stderr) = run(env, &["plan"]).await.unwrap();
