@@ -1359,13 +1359,13 @@ fn matched_by(links: &[StoredLink], identity: &Identity, account: &Account) -> O
         "stored link"
     } else if account.external_id.as_deref() == Some(identity.id.as_str()) {
         "externalId"
-    } else if crate::model::same_ci(account.user_name.trim(), identity.user_name.trim()) {
+    } else if crate::model::same_name(&account.user_name, &identity.user_name) {
         "userName"
     } else if account
         .email
         .as_deref()
         .zip(identity.email.as_deref())
-        .is_some_and(|(a, i)| !a.trim().is_empty() && crate::model::same_ci(a.trim(), i.trim()))
+        .is_some_and(|(a, i)| !a.trim().is_empty() && crate::model::same_name(a, i))
     {
         "email"
     } else {

@@ -190,12 +190,12 @@ fn apply_since(
 /// the userName, the email.
 fn may_be_theirs(identity: &Identity, account: &Account) -> bool {
     account.external_id.as_deref() == Some(identity.id.as_str())
-        || crate::model::same_ci(account.user_name.trim(), identity.user_name.trim())
+        || crate::model::same_name(&account.user_name, &identity.user_name)
         || account
             .email
             .as_deref()
             .zip(identity.email.as_deref())
-            .is_some_and(|(a, i)| !a.trim().is_empty() && crate::model::same_ci(a.trim(), i.trim()))
+            .is_some_and(|(a, i)| !a.trim().is_empty() && crate::model::same_name(a, i))
 }
 
 /// The matches the plan finds that no stored link records yet: after a first

@@ -510,7 +510,7 @@ pub fn same_workspace(
         Some(recorded) if recorded == url => Ok(()),
         Some(recorded) if moved => {
             tracing::warn!(from = %recorded, to = %url, "the workspace moved: this state database now belongs to the new URL");
-            store.set_state_value(WORKSPACE_KEY, Some(url))?;
+            // Audited first: a move is never recorded without its audit entry.
             safety::audit(
                 store,
                 "workspace_moved",
@@ -518,7 +518,7 @@ pub fn same_workspace(
                 format!("workspace moved from {recorded} to {url}"),
                 now,
             )?;
-            Ok(())
+            Ok(store.set_state_value(WORKSPACE_KEY, Some(url))?)
         }
         Some(recorded) => Err(RunError::OtherWorkspace {
             state: config.state.path.clone(),
