@@ -433,7 +433,7 @@ fn renamed_from(kind: &ActionKind) -> Option<String> {
 /// account is linked to someone else. One whose create this approval refused
 /// stays held with it.
 struct MadeSince {
-    /// Lower-cased displayName → the group's id and name.
+    /// displayName as [`group_key`] folds it → the group's id and name.
     groups: HashMap<String, (String, String)>,
     /// Identity → the account its run's create asked for, or why it is not theirs.
     accounts: HashMap<String, Result<String, String>>,
@@ -468,7 +468,7 @@ impl MadeSince {
             .iter()
             .map(|g| {
                 (
-                    g.display_name.to_lowercase(),
+                    group_key(&g.display_name),
                     (g.id.clone(), g.display_name.clone()),
                 )
             })
@@ -479,10 +479,10 @@ impl MadeSince {
         let by_user_name: HashMap<String, &Account> = workspace
             .accounts
             .iter()
-            .map(|a| (crate::model::fold_case(&a.user_name), a))
+            .map(|a| (user_name_key(&a.user_name), a))
             .collect();
         for (identity_id, user_name) in creates {
-            let Some(account) = by_user_name.get(&crate::model::fold_case(&user_name)) else {
+            let Some(account) = by_user_name.get(&user_name_key(&user_name)) else {
                 continue;
             };
             let theirs = match store.identity_linked_to(&account.id)? {
@@ -505,7 +505,7 @@ impl MadeSince {
                 self.creating_accounts.insert(identity_id.clone());
             }
             ActionKind::CreateGroup { display_name } => {
-                self.creating_groups.insert(display_name.to_lowercase());
+                self.creating_groups.insert(group_key(display_name));
             }
             _ => {}
         }
@@ -516,7 +516,7 @@ impl MadeSince {
     }
 
     fn held_back_group(&mut self, display_name: &str) {
-        self.held_back_groups.insert(display_name.to_lowercase());
+        self.held_back_groups.insert(group_key(display_name));
     }
 
     /// Points a membership change at the workspace's group and accounts where this
@@ -528,7 +528,7 @@ impl MadeSince {
             _ => return Ok(()),
         };
         if let GroupRef::Created { display_name } = group {
-            let key = display_name.to_lowercase();
+            let key = group_key(display_name);
             if self.held_back_groups.contains(&key) {
                 return Err(format!(
                     "the group {display_name} is not created: the re-check refused its create"
@@ -572,6 +572,18 @@ impl MadeSince {
         }
         Ok(())
     }
+}
+
+/// A userName as the plan matches it (trimmed, case-folded): an account a person
+/// made since as `Ann@x.com ` is the one the plan takes for `ann@x.com`'s.
+fn user_name_key(user_name: &str) -> String {
+    crate::model::fold_case(user_name.trim())
+}
+
+/// A group name as the plan matches the workspace's groups (case-folded and
+/// composed, so `Équipe` typed decomposed is the group it renders as).
+fn group_key(display_name: &str) -> String {
+    crate::model::fold_case(display_name)
 }
 
 fn same_roles(account: &Account, from: &[String]) -> bool {

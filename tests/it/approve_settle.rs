@@ -338,6 +338,50 @@ async fn held_memberships_of_an_account_made_since_are_rechecked_not_failed() {
     env.sandbox.shutdown().await;
 }
 
+/// As above, with the account made by hand as `Noah.Muller@example.com ` (capitals,
+/// a trailing space): the plan takes it for Noah's (userNames match trimmed and
+/// case-folded), and so must the approval that points the held membership at it.
+#[tokio::test]
+async fn a_held_membership_finds_the_account_made_since_under_a_trimmed_user_name() {
+    let env = demo_env(&[]).await;
+    env.regroup(NOAH, &["Taskade Users", "Design"]);
+    env.noah_out_of_sight();
+    let outcome = env.reconcile_at(Utc::now()).await;
+    assert_eq!(
+        outcome
+            .plan
+            .held()
+            .filter(|a| matches!(a.kind, ActionKind::AddMembers { .. }))
+            .count(),
+        1,
+        "{:#?}",
+        outcome.plan.actions
+    );
+
+    let admin = env.client();
+    admin.discover().await.unwrap();
+    let typed = AccountSpec {
+        user_name: "Noah.Muller@example.com ".into(),
+        ..noah_spec()
+    };
+    let noah = admin.create_account(&typed).await.unwrap();
+
+    let approval = env.approve(outcome.run_id, &Only::All).await.unwrap();
+    assert_eq!(approval.applied.failed, 0, "{approval:?}");
+    assert!(approval.refused.is_empty(), "{approval:?}");
+    assert_eq!(approval.applied.applied, 1, "Design: {approval:?}");
+    assert!(env.members_of("Design").contains(&noah.id));
+    let noahs = env
+        .sandbox
+        .snapshot()
+        .accounts
+        .into_iter()
+        .filter(|a| a.user_name.trim().eq_ignore_ascii_case(NOAH_NAME))
+        .count();
+    assert_eq!(noahs, 1, "no second account");
+    env.sandbox.shutdown().await;
+}
+
 /// Two runs hold the same renames (over `max_renames`); `approve` of the newer
 /// applies them, and `approve` of the older finds each already as planned in
 /// the workspace read now: obsolete, not sent again.
