@@ -84,8 +84,15 @@ fn attribute(name: &str, kind: &str, multi: bool, required: bool, case_exact: bo
         "caseExact": case_exact,
         "mutability": "readWrite",
         "returned": "default",
-        "uniqueness": if name == "userName" { "server" } else { "none" },
+        "uniqueness": "none",
     })
+}
+
+/// `attribute` as one the sandbox keeps unique case-insensitively (a create or
+/// rename to a taken value is 409 `uniqueness`).
+fn unique_on_server(mut attribute: Value) -> Value {
+    attribute["uniqueness"] = json!("server");
+    attribute
 }
 
 fn with_subs(mut attribute: Value, subs: Vec<Value>) -> Value {
@@ -109,7 +116,7 @@ pub(crate) fn schemas(base: &str) -> Vec<Value> {
         "name": "User",
         "description": "User Account",
         "attributes": [
-            attribute("userName", "string", false, true, false),
+            unique_on_server(attribute("userName", "string", false, true, false)),
             attribute("externalId", "string", false, false, true),
             attribute("displayName", "string", false, false, false),
             with_subs(attribute("name", "complex", false, false, false), vec![
@@ -129,7 +136,7 @@ pub(crate) fn schemas(base: &str) -> Vec<Value> {
         "name": "Group",
         "description": "Group (a Taskade workspace or folder)",
         "attributes": [
-            attribute("displayName", "string", false, true, false),
+            unique_on_server(attribute("displayName", "string", false, true, false)),
             attribute("externalId", "string", false, false, true),
             with_subs(attribute("members", "complex", true, false, false), vec![
                 attribute("value", "string", false, false, true),

@@ -309,7 +309,28 @@ async fn sandbox_creates_gets_and_pages_with_correct_totals() {
     assert_eq!(spc.body["patch"]["supported"], true);
     assert_eq!(spc.body["etag"]["supported"], true);
     assert_eq!(raw.get("/ResourceTypes").await.body["totalResults"], 2);
-    assert_eq!(raw.get("/Schemas").await.body["totalResults"], 2);
+    let schemas = raw.get("/Schemas").await.body;
+    assert_eq!(schemas["totalResults"], 2);
+    // What /Schemas says is unique is what a create or rename to a taken name
+    // meets with 409 `uniqueness` (userNames, and group names as in Taskade).
+    let uniqueness = |schema: &str, attribute: &str| -> String {
+        let schema = schemas["Resources"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["name"] == schema)
+            .unwrap();
+        let found = schema["attributes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|a| a["name"] == attribute)
+            .unwrap();
+        found["uniqueness"].as_str().unwrap().to_owned()
+    };
+    assert_eq!(uniqueness("User", "userName"), "server");
+    assert_eq!(uniqueness("User", "displayName"), "none");
+    assert_eq!(uniqueness("Group", "displayName"), "server");
     assert_eq!(
         raw.get("/ResourceTypes/User").await.body["endpoint"],
         "/Users"
