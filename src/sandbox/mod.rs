@@ -36,7 +36,8 @@
 //!   before message completed" (reqwest/hyper `IncompleteMessage`), as when a load
 //!   balancer drops it. The request is not applied.
 //! - Attributes the sandbox does not model are ignored on POST/PUT; a PATCH `path`
-//!   naming one is 400 `invalidPath` (path-less PATCH values skip them). PUT
+//!   naming one is 400 `invalidPath`, one naming `id` or `meta` 400 `mutability`
+//!   (path-less PATCH values skip all of them). PUT
 //!   replaces every modelled attribute; an absent `active` means `true`.
 //! - Lists are in id order. A cursor stands for the last id of the page before
 //!   (hex) and when it was issued, so pages by cursor neither skip nor repeat a

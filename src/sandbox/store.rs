@@ -856,7 +856,20 @@ fn patch_multi(
     Ok(())
 }
 
+/// A PATCH path at `id` or `meta` (read-only, RFC 7643 §3.1) is a `mutability`
+/// error (RFC 7644 §3.5.2): the attribute exists, and cannot be changed.
+fn writable(path: &Path) -> Result<()> {
+    match path.attr.as_str() {
+        "id" | "meta" => Err(ScimError::bad(
+            "mutability",
+            format!("{} is read-only", path.attr),
+        )),
+        _ => Ok(()),
+    }
+}
+
 fn patch_user_attr(user: &mut User, op: Op, path: &Path, value: Option<&Value>) -> Result<()> {
+    writable(path)?;
     match path.attr.as_str() {
         "username" => {
             no_filter(path)?;
@@ -1870,6 +1883,7 @@ fn patch_group_attr(
     path: &Path,
     value: Option<&Value>,
 ) -> Result<()> {
+    writable(path)?;
     match path.attr.as_str() {
         "displayname" => {
             no_filter(path)?;

@@ -736,6 +736,16 @@ async fn sandbox_patches_users_and_groups() {
             json!([{"op": "replace", "path": "active", "value": "maybe"}]),
             "invalidValue",
         ),
+        // Read-only attributes exist: changing one is a mutability error
+        // (RFC 7644 §3.5.2), not a path the server does not know.
+        (
+            json!([{"op": "replace", "path": "id", "value": "u9999"}]),
+            "mutability",
+        ),
+        (
+            json!([{"op": "replace", "path": "meta.version", "value": "W/\"1\""}]),
+            "mutability",
+        ),
         (
             json!([{"op": "replace", "path": "active", "value": false},
                    {"op": "remove", "path": "userName"}]),
