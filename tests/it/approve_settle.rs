@@ -133,6 +133,21 @@ impl Env {
             .unwrap();
     }
 
+    /// Noah in `groups`, his create held out of sight: the reconcile holds
+    /// `memberships` of his group additions with it.
+    async fn noah_held_with_memberships(&self, groups: &[&str], memberships: usize) -> RunOutcome {
+        self.regroup(NOAH, groups);
+        self.noah_out_of_sight();
+        let outcome = self.reconcile_at(Utc::now()).await;
+        let held = outcome
+            .plan
+            .held()
+            .filter(|a| matches!(a.kind, ActionKind::AddMembers { .. }))
+            .count();
+        assert_eq!(held, memberships, "{:#?}", outcome.plan.actions);
+        outcome
+    }
+
     fn account_id(&self, user_name: &str) -> Option<String> {
         self.sandbox
             .snapshot()
@@ -296,19 +311,9 @@ async fn an_approved_membership_finds_the_group_its_run_created_earlier() {
 #[tokio::test]
 async fn held_memberships_of_an_account_made_since_are_rechecked_not_failed() {
     let env = demo_env(&[]).await;
-    env.regroup(NOAH, &["Taskade Users", "Design", "Marketing"]);
-    env.noah_out_of_sight();
-    let outcome = env.reconcile_at(Utc::now()).await;
-    assert_eq!(
-        outcome
-            .plan
-            .held()
-            .filter(|a| matches!(a.kind, ActionKind::AddMembers { .. }))
-            .count(),
-        2,
-        "{:#?}",
-        outcome.plan.actions
-    );
+    let outcome = env
+        .noah_held_with_memberships(&["Taskade Users", "Design", "Marketing"], 2)
+        .await;
 
     // Someone makes the account, and adds it to Marketing themselves.
     let admin = env.client();
@@ -344,19 +349,9 @@ async fn held_memberships_of_an_account_made_since_are_rechecked_not_failed() {
 #[tokio::test]
 async fn a_held_membership_finds_the_account_made_since_under_a_trimmed_user_name() {
     let env = demo_env(&[]).await;
-    env.regroup(NOAH, &["Taskade Users", "Design"]);
-    env.noah_out_of_sight();
-    let outcome = env.reconcile_at(Utc::now()).await;
-    assert_eq!(
-        outcome
-            .plan
-            .held()
-            .filter(|a| matches!(a.kind, ActionKind::AddMembers { .. }))
-            .count(),
-        1,
-        "{:#?}",
-        outcome.plan.actions
-    );
+    let outcome = env
+        .noah_held_with_memberships(&["Taskade Users", "Design"], 1)
+        .await;
 
     let admin = env.client();
     admin.discover().await.unwrap();
