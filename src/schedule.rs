@@ -10,7 +10,10 @@
 //! The loop never overlaps a job with itself (a job still running at its next fire
 //! is skipped, logged and counted; the log tells a job at work from one still
 //! waiting for its turn behind another, see [`JobCounters::waiting`]), and after
-//! downtime a missed job runs once at start, not once per missed slot. Time comes from a [`Clock`], so tests drive the
+//! downtime a missed job runs once at start, not once per missed slot. A wall
+//! clock stepped back re-plans each job from the new time, but never fires again
+//! the slot it fired last (an NTP step or a leap second just after 08:00 sends no
+//! second 08:00 digest). Time comes from a [`Clock`], so tests drive the
 //! loop on tokio's paused clock.
 
 use std::collections::BTreeMap;
@@ -518,28 +521,36 @@ impl Scheduler {
                 Some(now)
             })
             .collect();
+        // The slot each job last fired for.
+        let mut fired: Vec<Option<DateTime<Utc>>> = vec![None; self.jobs.len()];
         loop {
             if *shutdown.borrow() {
                 return;
             }
             let now = self.clock.now();
             on_tick(now);
-            for (job, due) in self.jobs.iter().zip(next.iter_mut()) {
+            for ((job, due), fired) in self.jobs.iter().zip(next.iter_mut()).zip(fired.iter_mut()) {
                 // After the wall clock stepped back (NTP correcting a clock that
                 // ran ahead, a restored VM), the fire computed before the step
                 // is too far off: every job would wait for the clock to catch up.
-                // On a clock that only moves forward this changes nothing.
+                // On a clock that only moves forward this changes nothing. The
+                // slot just fired is not fired again: a step back of a second
+                // (NTP, a leap second) just after 08:00 would otherwise send the
+                // 08:00 digest twice, or skip a reconcile still at work as if it
+                // had overrun its interval.
                 if let Some(at) = *due
                     && let Some(sooner) = next_fire(&job.schedule, self.tz, now)
                     && sooner < at
+                    && Some(sooner) != *fired
                 {
                     *due = Some(sooner);
                 }
-                if due.is_none_or(|at| at > now) {
+                let Some(slot) = due.filter(|at| *at <= now) else {
                     continue;
-                }
+                };
                 // The next slot after now: slots missed while busy are not replayed.
                 *due = next_fire(&job.schedule, self.tz, now);
+                *fired = Some(slot);
                 self.fire(job.name, &start);
             }
             let sleep = next
@@ -1059,6 +1070,68 @@ mod tests {
         // Run until 11:12 by the stepped clock: fires at 11:05 and 11:10, not a
         // wait until 12:05.
         assert_eq!(times, ["11:05", "11:10"]);
+    }
+
+    /// A step back of a few seconds just after a fire (an NTP correction, a leap
+    /// second) fires no slot twice: the 08:00 digest goes out once, the sweep
+    /// fires once per slot. A step back past an earlier slot fires the slots
+    /// from there (the sweep must not wait for the clock to catch up).
+    #[tokio::test(start_paused = true)]
+    async fn a_small_backward_step_after_a_fire_does_not_fire_the_slot_again() {
+        let clock = Arc::new(SteppedClock {
+            inner: TokioClock::starting_at(utc(2026, 5, 1, 7, 59) + chrono::Duration::seconds(50)),
+            back: Mutex::new(chrono::Duration::zero()),
+        });
+        let jobs = vec![
+            JobSpec {
+                name: "digest",
+                schedule: Schedule::parse("0 8 * * *").unwrap(),
+                last_started: Some(utc(2026, 4, 30, 8, 0)),
+            },
+            JobSpec {
+                name: "sweep",
+                schedule: Schedule::parse("*/5 * * * *").unwrap(),
+                last_started: Some(utc(2026, 5, 1, 7, 55)),
+            },
+        ];
+        let as_clock: Arc<dyn Clock> = clock.clone();
+        let scheduler =
+            Scheduler::new(jobs, Tz::UTC, Arc::clone(&as_clock), Duration::from_secs(5));
+        let log: Log = Arc::default();
+        let start = recording(as_clock, Arc::clone(&log), Duration::from_secs(1));
+        let stepper = {
+            let clock = Arc::clone(&clock);
+            tokio::spawn(async move {
+                // At 08:00:02 the clock is set back 3 s, to 07:59:59.
+                tokio::time::sleep(Duration::from_secs(12)).await;
+                *clock.back.lock().unwrap() = chrono::Duration::seconds(3);
+                // At 08:06:00 (by the stepped clock) it is set back 8 min, to
+                // 07:58:00: past the sweep's 08:05 slot and its 08:00 one, which
+                // fire again as after any longer step; the digest's slot is still
+                // the one it fired last.
+                tokio::time::sleep(Duration::from_secs(6 * 60 - 2)).await;
+                *clock.back.lock().unwrap() = chrono::Duration::seconds(8 * 60 + 3);
+            })
+        };
+        run_for(&scheduler, start, Duration::from_secs(16 * 60)).await;
+        stepper.await.unwrap();
+        let fires = |name: &str| -> Vec<String> {
+            log.lock()
+                .unwrap()
+                .iter()
+                .filter(|(n, _)| *n == name)
+                .map(|(_, at)| at.format("%H:%M:%S").to_string())
+                .collect()
+        };
+        assert_eq!(fires("digest"), ["08:00:00"]);
+        assert_eq!(
+            fires("sweep"),
+            ["08:00:00", "08:05:00", "08:00:00", "08:05:00"]
+        );
+        assert_eq!(
+            scheduler.counters()["sweep"].skipped.load(Ordering::SeqCst),
+            0
+        );
     }
 
     #[tokio::test(start_paused = true)]
