@@ -10,7 +10,8 @@
 //! The loop never overlaps a job with itself (a job still running at its next fire
 //! is skipped, logged and counted; the log tells a job at work from one still
 //! waiting for its turn behind another, see [`JobCounters::waiting`]), and after
-//! downtime a missed job runs once at start, not once per missed slot. A wall
+//! downtime a missed job runs once at start, not once per missed slot, and so
+//! does one whose last run was stopped before it finished ([`JobSpec::stopped`]). A wall
 //! clock stepped back re-plans each job from the new time, but never fires again
 //! the slot it fired last (an NTP step or a leap second just after 08:00 sends no
 //! second 08:00 digest). Time comes from a [`Clock`], so tests drive the
@@ -392,6 +393,11 @@ pub struct JobSpec {
     pub schedule: Schedule,
     /// When it last started (from the state database), to detect a missed fire.
     pub last_started: Option<DateTime<Utc>>,
+    /// Its last run was stopped before it finished (SIGTERM: a restart, an
+    /// upgrade): it runs at start, as a missed one does. Else a daily reconcile
+    /// cut short by a restart just after its slot would not run again until the
+    /// next day.
+    pub stopped: bool,
 }
 
 /// Counters the loop keeps per job, shared with metrics and tests.
@@ -503,6 +509,13 @@ impl Scheduler {
             .iter()
             .map(|job| {
                 let next = next_fire(&job.schedule, self.tz, now);
+                if job.stopped {
+                    tracing::info!(
+                        job = job.name,
+                        "its last run was stopped before it finished: running it now"
+                    );
+                    return Some(now);
+                }
                 if !missed(&job.schedule, self.tz, job.last_started, now) {
                     return next;
                 }
@@ -995,11 +1008,13 @@ mod tests {
                 schedule: Schedule::parse("*/5 * * * *").unwrap(),
                 // Down for hours: many slots missed, one catch-up run.
                 last_started: Some(utc(2026, 5, 1, 7, 0)),
+                stopped: false,
             },
             JobSpec {
                 name: "reconcile",
                 schedule: Schedule::parse("0 * * * *").unwrap(),
                 last_started: Some(utc(2026, 5, 1, 12, 0)),
+                stopped: false,
             },
         ];
         let scheduler = Scheduler::new(jobs, Tz::UTC, Arc::clone(&clock), Duration::from_secs(5));
@@ -1021,6 +1036,27 @@ mod tests {
             .map(|(_, at)| *at)
             .collect();
         assert_eq!(reconciles, vec![utc(2026, 5, 1, 13, 0)]);
+    }
+
+    /// A daily job whose last run was stopped just after its slot (a restart)
+    /// runs again at start; one that finished waits for its next slot.
+    #[tokio::test(start_paused = true)]
+    async fn a_job_stopped_before_it_finished_runs_again_at_start() {
+        let origin = utc(2026, 5, 1, 2, 3);
+        let clock: Arc<dyn Clock> = Arc::new(TokioClock::starting_at(origin));
+        let nightly = |name, stopped| JobSpec {
+            name,
+            schedule: Schedule::parse("0 2 * * *").unwrap(),
+            last_started: Some(utc(2026, 5, 1, 2, 0)),
+            stopped,
+        };
+        let jobs = vec![nightly("reconcile", true), nightly("digest", false)];
+        let scheduler = Scheduler::new(jobs, Tz::UTC, Arc::clone(&clock), Duration::from_secs(5));
+        let log: Log = Arc::default();
+        let start = recording(Arc::clone(&clock), Arc::clone(&log), Duration::from_secs(1));
+        run_for(&scheduler, start, Duration::from_secs(60 * 60)).await;
+        let log = log.lock().unwrap();
+        assert_eq!(*log, [("reconcile", origin)]);
     }
 
     /// A clock that follows tokio's paused time, and can be stepped back.
@@ -1045,6 +1081,7 @@ mod tests {
             name: "sweep",
             schedule: Schedule::parse("*/5 * * * *").unwrap(),
             last_started: Some(utc(2026, 5, 1, 12, 0)),
+            stopped: false,
         }];
         let as_clock: Arc<dyn Clock> = clock.clone();
         let scheduler =
@@ -1087,11 +1124,13 @@ mod tests {
                 name: "digest",
                 schedule: Schedule::parse("0 8 * * *").unwrap(),
                 last_started: Some(utc(2026, 4, 30, 8, 0)),
+                stopped: false,
             },
             JobSpec {
                 name: "sweep",
                 schedule: Schedule::parse("*/5 * * * *").unwrap(),
                 last_started: Some(utc(2026, 5, 1, 7, 55)),
+                stopped: false,
             },
         ];
         let as_clock: Arc<dyn Clock> = clock.clone();
@@ -1141,6 +1180,7 @@ mod tests {
             name: "prune",
             schedule: Schedule::parse("* * * * *").unwrap(),
             last_started: Some(utc(2026, 5, 1, 12, 0)),
+            stopped: false,
         }];
         let scheduler = Scheduler::new(jobs, Tz::UTC, Arc::clone(&clock), Duration::from_secs(5));
         let start: StartJob = Arc::new(|_| Box::pin(async { panic!("a bug in the job") }));
@@ -1159,6 +1199,7 @@ mod tests {
             name,
             schedule: Schedule::parse("* * * * *").unwrap(),
             last_started: Some(utc(2026, 5, 1, 12, 0)),
+            stopped: false,
         };
         let jobs = vec![every_minute("reconcile"), every_minute("sweep")];
         let scheduler = Scheduler::new(jobs, Tz::UTC, clock, Duration::from_secs(5));
@@ -1205,6 +1246,7 @@ mod tests {
             name: "reconcile",
             schedule: Schedule::parse("* * * * *").unwrap(),
             last_started: Some(utc(2026, 5, 1, 12, 0)),
+            stopped: false,
         }];
         let scheduler = Scheduler::new(jobs, Tz::UTC, Arc::clone(&clock), Duration::from_secs(5));
         let log: Log = Arc::default();

@@ -369,10 +369,15 @@ fn job_specs(
     db: &Store,
     now: DateTime<Utc>,
 ) -> Result<Vec<JobSpec>, StoreError> {
-    let last: BTreeMap<String, DateTime<Utc>> = db
-        .jobs()?
-        .into_iter()
-        .filter_map(|j| j.last_started_at.map(|at| (j.name, at)))
+    let records = db.jobs()?;
+    let last: BTreeMap<&str, DateTime<Utc>> = records
+        .iter()
+        .filter_map(|j| j.last_started_at.map(|at| (j.name.as_str(), at)))
+        .collect();
+    let stopped: Vec<&str> = records
+        .iter()
+        .filter(|j| j.last_status == Some(RunStatus::Stopped))
+        .map(|j| j.name.as_str())
         .collect();
     Ok(scheduled_jobs(settings)
         .into_iter()
@@ -383,6 +388,7 @@ fn job_specs(
                 .get(name)
                 .copied()
                 .or_else(|| matches!(name, DIGEST | PRUNE).then_some(now)),
+            stopped: stopped.contains(&name),
         })
         .collect())
 }
@@ -537,6 +543,7 @@ pub async fn run(
                     .into_iter()
                     .map(|job| JobSpec {
                         last_started: Some(now),
+                        stopped: false,
                         ..job
                     })
                     .collect()
@@ -1565,6 +1572,50 @@ mod tests {
         assert!(missed(SWEEP));
         assert!(!missed(DIGEST));
         assert!(!missed(PRUNE));
+    }
+
+    /// A job whose last run was stopped (SIGTERM) is marked so, and runs at
+    /// start; one that failed, or was cut off by a crash, waits for its slot (a
+    /// reconcile that kills the daemon must not run again at every restart).
+    #[test]
+    fn a_job_stopped_by_the_last_daemon_runs_at_start() {
+        let every = |pattern: &str| Schedule::parse(pattern).unwrap();
+        let settings = DaemonSettings {
+            timezone: chrono_tz::UTC,
+            reconcile: every("0 2 * * *"),
+            sweep: every("*/5 * * * *"),
+            digest: None,
+            retention: std::time::Duration::from_secs(86_400),
+            sla: std::time::Duration::from_secs(3_600),
+            listen: "127.0.0.1:0".parse().unwrap(),
+        };
+        let mut db = Store::open_in_memory().unwrap();
+        let started = DateTime::parse_from_rfc3339("2026-12-01T02:00:00Z")
+            .unwrap()
+            .to_utc();
+        let minute = chrono::Duration::minutes(1);
+        db.job_started(RECONCILE, started).unwrap();
+        db.job_finished(
+            RECONCILE,
+            started + minute,
+            RunStatus::Stopped,
+            Some("SIGTERM"),
+        )
+        .unwrap();
+        db.job_started(SWEEP, started).unwrap();
+        db.job_started(RETRY, started).unwrap();
+        db.job_finished(RETRY, started + minute, RunStatus::Failed, Some("HTTP 503"))
+            .unwrap();
+        // The last daemon was killed with the sweep running.
+        assert_eq!(
+            db.close_interrupted_jobs(started + minute).unwrap(),
+            [SWEEP]
+        );
+        let jobs = job_specs(&settings, &db, started + minute * 2).unwrap();
+        let stopped: Vec<&str> = jobs.iter().filter(|j| j.stopped).map(|j| j.name).collect();
+        assert_eq!(stopped, [RECONCILE]);
+        let reconcile = jobs.iter().find(|j| j.name == RECONCILE).unwrap();
+        assert_eq!(reconcile.last_started, Some(started));
     }
 
     /// A sweep or retry pass that got no answer from the workspace (down, with
