@@ -395,20 +395,17 @@ pub async fn execute(config: &Config, store: Store, mode: Mode) -> Result<RunOut
     execute_with(config, &directory, &client, store, mode).await
 }
 
-/// [`execute`] for the daemon: once `stop` is set, the apply starts no further
-/// write (see [`RunOptions::stop`]).
+/// [`execute`] for the daemon, with its `options`: once `options.stop` is set,
+/// the apply starts no further write (see [`RunOptions::stop`]), and
+/// [`RunOptions::retention_as_of`] bounds the retention clocks.
 pub async fn execute_until_stopped(
     config: &Config,
     store: Store,
     mode: Mode,
-    stop: apply::StopSignal,
+    options: RunOptions,
 ) -> Result<RunOutcome, RunError> {
     let client = ScimClient::new(config.scim_settings()?)?;
     let directory = directory_from_config(config);
-    let options = RunOptions {
-        stop,
-        ..RunOptions::default()
-    };
     execute_with_options(config, &directory, &client, store, mode, options).await
 }
 
@@ -457,6 +454,14 @@ pub struct RunOptions {
     /// `reconcile --workspace-moved`: the workspace this state database belongs
     /// to is now at `workspace.url` ([`same_workspace`]). Audited.
     pub workspace_moved: bool,
+    /// The latest time the retention clocks of `deprovision.delete_after` are
+    /// judged at (`None`: `now`). The daemon sets it when its wall clock moved
+    /// more than a day further than the time it has seen pass
+    /// (`daemon::pruning_as_of`): a clock stepped weeks ahead would otherwise have
+    /// deactivated accounts deleted before their retention ran out, and a
+    /// deletion is not undone by setting the clock right. Clocks started by such a
+    /// run start at `now` (later, never earlier: a deletion only waits longer).
+    pub retention_as_of: Option<DateTime<Utc>>,
 }
 
 /// Under the writer lock, before a writing run begins, and in `approve` after its
@@ -945,7 +950,9 @@ async fn pipeline(
     )?;
 
     // Read before the snapshot is stored: that holds the store meanwhile.
-    let plan_settings = safety::plan_settings_at(config, &directory_snapshot, &*lock(store)?, now)?;
+    let retention_now = options.retention_as_of.map_or(now, |as_of| as_of.min(now));
+    let plan_settings =
+        safety::plan_settings_at(config, &directory_snapshot, &*lock(store)?, retention_now)?;
     // The workspace snapshot is stored on the blocking pool while the plan is made
     // from it: on a first run over 100k accounts each takes a few hundred ms.
     let workspace_snapshot = Arc::new(workspace_snapshot);

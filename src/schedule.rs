@@ -10,7 +10,11 @@
 //! The loop never overlaps a job with itself (a job still running at its next fire
 //! is skipped, logged and counted; the log tells a job at work from one still
 //! waiting for its turn behind another, see [`JobCounters::waiting`]), and after
-//! downtime a missed job runs once at start, not once per missed slot. Time comes from a [`Clock`], so tests drive the
+//! downtime a missed job runs once at start, not once per missed slot, and so
+//! does one whose last run was stopped before it finished ([`JobSpec::stopped`]). A wall
+//! clock stepped back re-plans each job from the new time, but never fires again
+//! the slot it fired last (an NTP step or a leap second just after 08:00 sends no
+//! second 08:00 digest). Time comes from a [`Clock`], so tests drive the
 //! loop on tokio's paused clock.
 
 use std::collections::BTreeMap;
@@ -389,6 +393,11 @@ pub struct JobSpec {
     pub schedule: Schedule,
     /// When it last started (from the state database), to detect a missed fire.
     pub last_started: Option<DateTime<Utc>>,
+    /// Its last run was stopped before it finished (SIGTERM: a restart, an
+    /// upgrade): it runs at start, as a missed one does. Else a daily reconcile
+    /// cut short by a restart just after its slot would not run again until the
+    /// next day.
+    pub stopped: bool,
 }
 
 /// Counters the loop keeps per job, shared with metrics and tests.
@@ -500,6 +509,13 @@ impl Scheduler {
             .iter()
             .map(|job| {
                 let next = next_fire(&job.schedule, self.tz, now);
+                if job.stopped {
+                    tracing::info!(
+                        job = job.name,
+                        "its last run was stopped before it finished: running it now"
+                    );
+                    return Some(now);
+                }
                 if !missed(&job.schedule, self.tz, job.last_started, now) {
                     return next;
                 }
@@ -518,28 +534,36 @@ impl Scheduler {
                 Some(now)
             })
             .collect();
+        // The slot each job last fired for.
+        let mut fired: Vec<Option<DateTime<Utc>>> = vec![None; self.jobs.len()];
         loop {
             if *shutdown.borrow() {
                 return;
             }
             let now = self.clock.now();
             on_tick(now);
-            for (job, due) in self.jobs.iter().zip(next.iter_mut()) {
+            for ((job, due), fired) in self.jobs.iter().zip(next.iter_mut()).zip(fired.iter_mut()) {
                 // After the wall clock stepped back (NTP correcting a clock that
                 // ran ahead, a restored VM), the fire computed before the step
                 // is too far off: every job would wait for the clock to catch up.
-                // On a clock that only moves forward this changes nothing.
+                // On a clock that only moves forward this changes nothing. The
+                // slot just fired is not fired again: a step back of a second
+                // (NTP, a leap second) just after 08:00 would otherwise send the
+                // 08:00 digest twice, or skip a reconcile still at work as if it
+                // had overrun its interval.
                 if let Some(at) = *due
                     && let Some(sooner) = next_fire(&job.schedule, self.tz, now)
                     && sooner < at
+                    && Some(sooner) != *fired
                 {
                     *due = Some(sooner);
                 }
-                if due.is_none_or(|at| at > now) {
+                let Some(slot) = due.filter(|at| *at <= now) else {
                     continue;
-                }
+                };
                 // The next slot after now: slots missed while busy are not replayed.
                 *due = next_fire(&job.schedule, self.tz, now);
+                *fired = Some(slot);
                 self.fire(job.name, &start);
             }
             let sleep = next
@@ -984,11 +1008,13 @@ mod tests {
                 schedule: Schedule::parse("*/5 * * * *").unwrap(),
                 // Down for hours: many slots missed, one catch-up run.
                 last_started: Some(utc(2026, 5, 1, 7, 0)),
+                stopped: false,
             },
             JobSpec {
                 name: "reconcile",
                 schedule: Schedule::parse("0 * * * *").unwrap(),
                 last_started: Some(utc(2026, 5, 1, 12, 0)),
+                stopped: false,
             },
         ];
         let scheduler = Scheduler::new(jobs, Tz::UTC, Arc::clone(&clock), Duration::from_secs(5));
@@ -1010,6 +1036,27 @@ mod tests {
             .map(|(_, at)| *at)
             .collect();
         assert_eq!(reconciles, vec![utc(2026, 5, 1, 13, 0)]);
+    }
+
+    /// A daily job whose last run was stopped just after its slot (a restart)
+    /// runs again at start; one that finished waits for its next slot.
+    #[tokio::test(start_paused = true)]
+    async fn a_job_stopped_before_it_finished_runs_again_at_start() {
+        let origin = utc(2026, 5, 1, 2, 3);
+        let clock: Arc<dyn Clock> = Arc::new(TokioClock::starting_at(origin));
+        let nightly = |name, stopped| JobSpec {
+            name,
+            schedule: Schedule::parse("0 2 * * *").unwrap(),
+            last_started: Some(utc(2026, 5, 1, 2, 0)),
+            stopped,
+        };
+        let jobs = vec![nightly("reconcile", true), nightly("digest", false)];
+        let scheduler = Scheduler::new(jobs, Tz::UTC, Arc::clone(&clock), Duration::from_secs(5));
+        let log: Log = Arc::default();
+        let start = recording(Arc::clone(&clock), Arc::clone(&log), Duration::from_secs(1));
+        run_for(&scheduler, start, Duration::from_secs(60 * 60)).await;
+        let log = log.lock().unwrap();
+        assert_eq!(*log, [("reconcile", origin)]);
     }
 
     /// A clock that follows tokio's paused time, and can be stepped back.
@@ -1034,6 +1081,7 @@ mod tests {
             name: "sweep",
             schedule: Schedule::parse("*/5 * * * *").unwrap(),
             last_started: Some(utc(2026, 5, 1, 12, 0)),
+            stopped: false,
         }];
         let as_clock: Arc<dyn Clock> = clock.clone();
         let scheduler =
@@ -1061,6 +1109,70 @@ mod tests {
         assert_eq!(times, ["11:05", "11:10"]);
     }
 
+    /// A step back of a few seconds just after a fire (an NTP correction, a leap
+    /// second) fires no slot twice: the 08:00 digest goes out once, the sweep
+    /// fires once per slot. A step back past an earlier slot fires the slots
+    /// from there (the sweep must not wait for the clock to catch up).
+    #[tokio::test(start_paused = true)]
+    async fn a_small_backward_step_after_a_fire_does_not_fire_the_slot_again() {
+        let clock = Arc::new(SteppedClock {
+            inner: TokioClock::starting_at(utc(2026, 5, 1, 7, 59) + chrono::Duration::seconds(50)),
+            back: Mutex::new(chrono::Duration::zero()),
+        });
+        let jobs = vec![
+            JobSpec {
+                name: "digest",
+                schedule: Schedule::parse("0 8 * * *").unwrap(),
+                last_started: Some(utc(2026, 4, 30, 8, 0)),
+                stopped: false,
+            },
+            JobSpec {
+                name: "sweep",
+                schedule: Schedule::parse("*/5 * * * *").unwrap(),
+                last_started: Some(utc(2026, 5, 1, 7, 55)),
+                stopped: false,
+            },
+        ];
+        let as_clock: Arc<dyn Clock> = clock.clone();
+        let scheduler =
+            Scheduler::new(jobs, Tz::UTC, Arc::clone(&as_clock), Duration::from_secs(5));
+        let log: Log = Arc::default();
+        let start = recording(as_clock, Arc::clone(&log), Duration::from_secs(1));
+        let stepper = {
+            let clock = Arc::clone(&clock);
+            tokio::spawn(async move {
+                // At 08:00:02 the clock is set back 3 s, to 07:59:59.
+                tokio::time::sleep(Duration::from_secs(12)).await;
+                *clock.back.lock().unwrap() = chrono::Duration::seconds(3);
+                // At 08:06:00 (by the stepped clock) it is set back 8 min, to
+                // 07:58:00: past the sweep's 08:05 slot and its 08:00 one, which
+                // fire again as after any longer step; the digest's slot is still
+                // the one it fired last.
+                tokio::time::sleep(Duration::from_secs(6 * 60 - 2)).await;
+                *clock.back.lock().unwrap() = chrono::Duration::seconds(8 * 60 + 3);
+            })
+        };
+        run_for(&scheduler, start, Duration::from_secs(16 * 60)).await;
+        stepper.await.unwrap();
+        let fires = |name: &str| -> Vec<String> {
+            log.lock()
+                .unwrap()
+                .iter()
+                .filter(|(n, _)| *n == name)
+                .map(|(_, at)| at.format("%H:%M:%S").to_string())
+                .collect()
+        };
+        assert_eq!(fires("digest"), ["08:00:00"]);
+        assert_eq!(
+            fires("sweep"),
+            ["08:00:00", "08:05:00", "08:00:00", "08:05:00"]
+        );
+        assert_eq!(
+            scheduler.counters()["sweep"].skipped.load(Ordering::SeqCst),
+            0
+        );
+    }
+
     #[tokio::test(start_paused = true)]
     async fn a_job_that_panicked_runs_again_at_its_next_fire() {
         let clock: Arc<dyn Clock> = Arc::new(TokioClock::starting_at(utc(2026, 5, 1, 12, 0)));
@@ -1068,6 +1180,7 @@ mod tests {
             name: "prune",
             schedule: Schedule::parse("* * * * *").unwrap(),
             last_started: Some(utc(2026, 5, 1, 12, 0)),
+            stopped: false,
         }];
         let scheduler = Scheduler::new(jobs, Tz::UTC, Arc::clone(&clock), Duration::from_secs(5));
         let start: StartJob = Arc::new(|_| Box::pin(async { panic!("a bug in the job") }));
@@ -1086,6 +1199,7 @@ mod tests {
             name,
             schedule: Schedule::parse("* * * * *").unwrap(),
             last_started: Some(utc(2026, 5, 1, 12, 0)),
+            stopped: false,
         };
         let jobs = vec![every_minute("reconcile"), every_minute("sweep")];
         let scheduler = Scheduler::new(jobs, Tz::UTC, clock, Duration::from_secs(5));
@@ -1132,6 +1246,7 @@ mod tests {
             name: "reconcile",
             schedule: Schedule::parse("* * * * *").unwrap(),
             last_started: Some(utc(2026, 5, 1, 12, 0)),
+            stopped: false,
         }];
         let scheduler = Scheduler::new(jobs, Tz::UTC, Arc::clone(&clock), Duration::from_secs(5));
         let log: Log = Arc::default();

@@ -1,7 +1,9 @@
 //! `seatwarden daemon`: the long-running worker.
 //!
 //! Jobs on the configured schedule (see [`crate::schedule`]):
-//! - `reconcile` — the full run; its deprovisions join the SLA ledger;
+//! - `reconcile` — the full run; its deprovisions join the SLA ledger; the
+//!   retention of `deprovision.delete_after` is never judged by a wall clock
+//!   stepped ahead while the daemon ran ([`retention_as_of`]);
 //! - `sweep` — the deprovisioning fast path ([`crate::sweep`]);
 //! - `retry` — every minute, ledger episodes whose next attempt is due;
 //! - `prune` — daily, retention of runs, reports and closed episodes, then VACUUM
@@ -367,10 +369,15 @@ fn job_specs(
     db: &Store,
     now: DateTime<Utc>,
 ) -> Result<Vec<JobSpec>, StoreError> {
-    let last: BTreeMap<String, DateTime<Utc>> = db
-        .jobs()?
-        .into_iter()
-        .filter_map(|j| j.last_started_at.map(|at| (j.name, at)))
+    let records = db.jobs()?;
+    let last: BTreeMap<&str, DateTime<Utc>> = records
+        .iter()
+        .filter_map(|j| j.last_started_at.map(|at| (j.name.as_str(), at)))
+        .collect();
+    let stopped: Vec<&str> = records
+        .iter()
+        .filter(|j| j.last_status == Some(RunStatus::Stopped))
+        .map(|j| j.name.as_str())
         .collect();
     Ok(scheduled_jobs(settings)
         .into_iter()
@@ -381,6 +388,7 @@ fn job_specs(
                 .get(name)
                 .copied()
                 .or_else(|| matches!(name, DIGEST | PRUNE).then_some(now)),
+            stopped: stopped.contains(&name),
         })
         .collect())
 }
@@ -535,6 +543,7 @@ pub async fn run(
                     .into_iter()
                     .map(|job| JobSpec {
                         last_started: Some(now),
+                        stopped: false,
                         ..job
                     })
                     .collect()
@@ -937,9 +946,12 @@ async fn reconcile_job(
 ) -> Result<(), RunError> {
     let config = shared.config();
     let store = Store::open(&config.state.path)?;
-    let outcome =
-        run::execute_until_stopped(&config, store, Mode::Reconcile, shared.stopping.clone())
-            .await?;
+    let options = run::RunOptions {
+        stop: shared.stopping.clone(),
+        retention_as_of: retention_as_of(shared, config.delete_after()),
+        ..run::RunOptions::default()
+    };
+    let outcome = run::execute_until_stopped(&config, store, Mode::Reconcile, options).await?;
     let summary = &outcome.report.summary;
     metrics::histogram!("seatwarden_run_duration_seconds")
         .record((outcome.report.finished_at - outcome.report.started_at).as_seconds_f64());
@@ -1198,6 +1210,30 @@ fn pruning_as_of(
         Some(seen) if now > seen => Err((seen, now - passed)),
         _ => Ok(now),
     }
+}
+
+/// The latest time a reconcile judges the retention clocks of
+/// `deprovision.delete_after` at ([`run::RunOptions::retention_as_of`]): `None`
+/// while the wall clock agrees with the time this daemon has seen pass, else
+/// that time, as for the prune ([`pruning_as_of`]). Stepped weeks ahead, the clock
+/// would have deactivated accounts deleted before their retention ran out; a
+/// deletion is not undone by setting the clock right. Only with a retention
+/// period (`delete_after`): nothing else is judged by it.
+fn retention_as_of(shared: &Shared, delete_after: Option<Duration>) -> Option<DateTime<Utc>> {
+    delete_after.filter(|period| !period.is_zero())?;
+    let now = shared.now();
+    let (wall_started, at) = shared.wall_started;
+    let (seen, ahead) = pruning_as_of(now, wall_started, at.elapsed()).err()?;
+    tracing::warn!(
+        clock = %schedule::log_time(now),
+        retention_as_of = %schedule::log_time(seen),
+        "the wall clock moved {} further than this daemon has run since it started: \
+         deactivated accounts are deleted (deprovision.delete_after) only once their \
+         retention has run out by the time the daemon has seen pass; if the clock is \
+         right (the machine was suspended), a restart lets the deletions catch up",
+        crate::config::span(ahead)
+    );
+    Some(seen)
 }
 
 /// The key in `daemon_state` of the instant the last digest covered up to.
@@ -1465,6 +1501,35 @@ mod tests {
         assert_eq!(stored(&store), 0, "older than the retention");
     }
 
+    /// A reconcile judges the retention of `deprovision.delete_after` by the time
+    /// the daemon has seen pass once its wall clock was stepped weeks ahead (a
+    /// deletion is not undone by setting the clock right), and by the clock while
+    /// it runs true; without a retention period nothing is bounded.
+    #[test]
+    fn a_clock_stepped_weeks_ahead_does_not_age_the_retention_clocks() {
+        let dir = tempfile::tempdir().unwrap();
+        let started = DateTime::parse_from_rfc3339("2026-12-01T09:00:00Z")
+            .unwrap()
+            .to_utc();
+        let clock = Arc::new(SetClock(Mutex::new(started)));
+        let shared = shared_in(dir.path(), Arc::clone(&clock));
+        let thirty_days = Some(Duration::from_secs(30 * 86_400));
+        let hour = chrono::Duration::hours(1);
+        *clock.0.lock().unwrap() = started + hour;
+        assert_eq!(retention_as_of(&shared, thirty_days), None, "a true clock");
+
+        *clock.0.lock().unwrap() = started + chrono::Duration::weeks(6);
+        let as_of = retention_as_of(&shared, thirty_days).expect("bounded");
+        let day = started + chrono::Duration::days(1);
+        assert!(day <= as_of && as_of < day + hour, "{as_of}");
+        assert_eq!(retention_as_of(&shared, None), None, "deactivates only");
+        assert_eq!(
+            retention_as_of(&shared, Some(Duration::ZERO)),
+            None,
+            "deletes at once: no clock to age"
+        );
+    }
+
     /// Consecutive digests cover consecutive periods, however often they run.
     #[test]
     fn a_digest_covers_the_time_since_the_last_one() {
@@ -1507,6 +1572,50 @@ mod tests {
         assert!(missed(SWEEP));
         assert!(!missed(DIGEST));
         assert!(!missed(PRUNE));
+    }
+
+    /// A job whose last run was stopped (SIGTERM) is marked so, and runs at
+    /// start; one that failed, or was cut off by a crash, waits for its slot (a
+    /// reconcile that kills the daemon must not run again at every restart).
+    #[test]
+    fn a_job_stopped_by_the_last_daemon_runs_at_start() {
+        let every = |pattern: &str| Schedule::parse(pattern).unwrap();
+        let settings = DaemonSettings {
+            timezone: chrono_tz::UTC,
+            reconcile: every("0 2 * * *"),
+            sweep: every("*/5 * * * *"),
+            digest: None,
+            retention: std::time::Duration::from_secs(86_400),
+            sla: std::time::Duration::from_secs(3_600),
+            listen: "127.0.0.1:0".parse().unwrap(),
+        };
+        let mut db = Store::open_in_memory().unwrap();
+        let started = DateTime::parse_from_rfc3339("2026-12-01T02:00:00Z")
+            .unwrap()
+            .to_utc();
+        let minute = chrono::Duration::minutes(1);
+        db.job_started(RECONCILE, started).unwrap();
+        db.job_finished(
+            RECONCILE,
+            started + minute,
+            RunStatus::Stopped,
+            Some("SIGTERM"),
+        )
+        .unwrap();
+        db.job_started(SWEEP, started).unwrap();
+        db.job_started(RETRY, started).unwrap();
+        db.job_finished(RETRY, started + minute, RunStatus::Failed, Some("HTTP 503"))
+            .unwrap();
+        // The last daemon was killed with the sweep running.
+        assert_eq!(
+            db.close_interrupted_jobs(started + minute).unwrap(),
+            [SWEEP]
+        );
+        let jobs = job_specs(&settings, &db, started + minute * 2).unwrap();
+        let stopped: Vec<&str> = jobs.iter().filter(|j| j.stopped).map(|j| j.name).collect();
+        assert_eq!(stopped, [RECONCILE]);
+        let reconcile = jobs.iter().find(|j| j.name == RECONCILE).unwrap();
+        assert_eq!(reconcile.last_started, Some(started));
     }
 
     /// A sweep or retry pass that got no answer from the workspace (down, with
