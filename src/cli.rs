@@ -1774,16 +1774,26 @@ fn exit_with_hint(config: &Config, mode: Mode, outcome: &run::RunOutcome) -> u8 
                  explain PERSON`, then `{admin} approve {run}` (or `{admin} reject {run}`)"
             );
         }
-        if !report.safety.disputed_leavers.is_empty() {
-            eprintln!(
-                "a leaver keeps access until someone says which account is theirs ({}): \
-                 `{admin} explain PERSON` compares the accounts, `{admin} link IDENTITY \
-                 ACCOUNT` settles it",
-                report.safety.disputed_leavers.join(", ")
-            );
+        if let Some(hint) = disputed_leavers_hint(report, &admin) {
+            eprintln!("{hint}");
         }
     }
     code
+}
+
+/// What a reconcile that leaves a disputed leaver with access says on stderr.
+/// Their userNames are the directory's: made [`report::printable`], so one typed
+/// with an escape sequence or a bidi override cannot drive the operator's
+/// terminal or reorder the line.
+fn disputed_leavers_hint(report: &Report, admin: &str) -> Option<String> {
+    (!report.safety.disputed_leavers.is_empty()).then(|| {
+        format!(
+            "a leaver keeps access until someone says which account is theirs ({}): \
+             `{admin} explain PERSON` compares the accounts, `{admin} link IDENTITY \
+             ACCOUNT` settles it",
+            report::printable(&report.safety.disputed_leavers.join(", "), false)
+        )
+    })
 }
 
 /// How long a command run by hand waits for the writer lock unless told:
@@ -2500,7 +2510,36 @@ fn print_report(report: &Report, format: Format, config: &Config) -> anyhow::Res
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
-    use super::{describe, store_exists};
+    use super::{describe, disputed_leavers_hint, store_exists};
+
+    /// The hint a reconcile prints for a disputed leaver names them by their
+    /// directory userName: an escape sequence or a bidi override in it shows as
+    /// U+FFFD on the operator's terminal.
+    #[test]
+    fn the_disputed_leavers_hint_cannot_drive_the_terminal() {
+        let at = chrono::Utc::now();
+        let report = crate::report::Report {
+            schema_version: crate::report::SCHEMA_VERSION,
+            run_id: 7,
+            mode: "reconcile".into(),
+            started_at: at,
+            finished_at: at,
+            directory: "file directory.json".into(),
+            workspace: "https://ws.example/scim/v2".into(),
+            summary: crate::report::Summary::default(),
+            drift: Vec::new(),
+            actions: Vec::new(),
+            safety: crate::report::SafetyReport {
+                disputed_leavers: vec!["ada\u{1b}]0;pwned\u{7}\u{202e}x".into()],
+                ..Default::default()
+            },
+        };
+        let hint = disputed_leavers_hint(&report, "seatwarden").unwrap();
+        assert!(
+            hint.contains("(ada\u{fffd}]0;pwned\u{fffd}\u{fffd}x)"),
+            "{hint:?}"
+        );
+    }
 
     /// A state path that cannot be looked at is not "no database, run plan
     /// first": the OS error is given with the path.

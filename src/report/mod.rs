@@ -561,6 +561,10 @@ fn printable_report(report: &Report) -> Report {
             field(error);
         }
     }
+    // Directory userNames, listed under the DISPUTED LEAVERS finding.
+    for leaver in &mut report.safety.disputed_leavers {
+        field(leaver);
+    }
     if let Some(circuit) = &mut report.safety.circuit {
         if let Some(reason) = &mut circuit.reason {
             field(reason);
@@ -1373,6 +1377,32 @@ mod tests {
         );
         // HTML escapes the command's slashes.
         assert!(html.contains("sw.toml link IDENTITY ACCOUNT"), "{html}");
+    }
+
+    /// A disputed leaver's userName is the directory's, typed by whoever edits
+    /// it: in the text report (a terminal, the plain-text part of an email) an
+    /// escape sequence in it drove the reader's terminal, a bidi override
+    /// reordered the line and a line break forged one. They show as U+FFFD, as
+    /// every other directory value of the text does.
+    #[test]
+    fn a_disputed_leavers_user_name_cannot_drive_the_terminal_or_forge_lines() {
+        let report = reconcile_report(SafetyReport {
+            disputed_leavers: vec!["ada\u{1b}[2J\u{202e}moc.elpmaxe@\nOK: in sync".into()],
+            ..SafetyReport::default()
+        });
+        for text in [
+            render_text(&report, chrono_tz::UTC, ADMIN, false),
+            render_text_for_email(&report, chrono_tz::UTC, ADMIN),
+        ] {
+            assert!(
+                !text.contains('\u{1b}') && !text.contains('\u{202e}'),
+                "{text:?}"
+            );
+            assert!(
+                text.contains("ada\u{fffd}[2J\u{fffd}moc.elpmaxe@\u{fffd}OK: in sync"),
+                "{text:?}"
+            );
+        }
     }
 
     /// A directory that shrank past the limit is told the command that accepts it.
