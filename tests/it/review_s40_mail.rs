@@ -131,3 +131,133 @@ fn a_killed_reconciles_incomplete_directory_holds_are_not_told_as_held_for_a_hum
         "{err}"
     );
 }
+
+/// A relay that accepts connections and never says a word (a firewall that
+/// lets the handshake through, a hung MTA): its port.
+fn silent_relay() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for stream in listener.incoming() {
+            let Ok(stream) = stream else { return };
+            held.push(stream);
+        }
+    });
+    port
+}
+
+/// A sender holds a message while it sends it; another sender (`send-mail` from
+/// a shell beside the daemon's mail job) leaves it alone until that claim lapses.
+/// The claim was a fixed ten minutes, while a send to a relay gone silent, with
+/// `report.email.timeout = "60s"` and the configured retries, takes about 16:
+/// the other sender took the message at minute ten and both sent it. The claim
+/// now covers the whole send, and the send stops before the claim lapses.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_send_keeps_its_claim_so_no_other_sender_sends_it_too() {
+    use chrono::TimeZone;
+    use seatwarden::mail::{self, Mailer};
+    use seatwarden::store::OutboxKind;
+    let dir = tempfile::tempdir().unwrap();
+    let database = dir.path().join("state.db");
+    let at = |minute: u32| {
+        chrono::Utc
+            .with_ymd_and_hms(2026, 12, 4, 8, minute, 0)
+            .unwrap()
+    };
+    let mut settings = crate::fixtures::plain_mail_settings(silent_relay());
+    settings.timeout = std::time::Duration::from_secs(60);
+    // As `Config::mail_settings` sets it.
+    settings.retry = seatwarden::retry::RetryPolicy {
+        max_retries: 3,
+        min_delay: std::time::Duration::from_millis(500),
+        max_delay: std::time::Duration::from_secs(5),
+        max_retry_after: std::time::Duration::from_secs(5),
+    };
+    let mut store = Store::open(&database).unwrap();
+    let id = mail::queue(
+        &mut store,
+        &settings,
+        OutboxKind::Alert,
+        "deprovision of ada@example.com is overdue",
+        "text",
+        "<p>html</p>",
+        at(0),
+    )
+    .unwrap();
+    let sender = tokio::spawn(async move {
+        let mailer = Mailer::new(&settings).unwrap();
+        mail::deliver_due(&mut store, &mailer, settings.retry, at(0)).await
+    });
+
+    let other = Store::open(&database).unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while other.outbox().unwrap()[0].next_attempt_at == at(0) {
+        assert!(std::time::Instant::now() < deadline, "never claimed");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let mut other = other;
+    assert!(
+        other.due_messages(at(11), 10).unwrap().is_empty(),
+        "due to another sender while the first still sends it"
+    );
+    assert!(!other.claim_message(id, at(11), at(21)).unwrap());
+    // Not held for ever either: due again once a whole send could have ended.
+    assert_eq!(other.due_messages(at(18), 10).unwrap().len(), 1);
+    sender.abort();
+}
+
+/// However long `report.email.timeout` is, a send ends before its claim (at
+/// most an hour) lapses: an attempt still under way then is given up, the
+/// message kept for a later call. (Time paused: the relay's silence costs no
+/// wall-clock time.)
+#[tokio::test(start_paused = true)]
+async fn a_send_ends_before_its_claim_lapses_whatever_the_timeout() {
+    use chrono::TimeZone;
+    use seatwarden::mail::{self, Mailer};
+    use seatwarden::store::{OutboxKind, OutboxState};
+    let at = |minute: u32| {
+        chrono::Utc
+            .with_ymd_and_hms(2026, 12, 4, 8, minute, 0)
+            .unwrap()
+    };
+    let mut settings = crate::fixtures::plain_mail_settings(silent_relay());
+    settings.timeout = std::time::Duration::from_secs(30 * 60);
+    settings.retry = seatwarden::retry::RetryPolicy {
+        max_retries: 3,
+        min_delay: std::time::Duration::from_millis(500),
+        max_delay: std::time::Duration::from_secs(5),
+        max_retry_after: std::time::Duration::from_secs(5),
+    };
+    let mut store = Store::open_in_memory().unwrap();
+    mail::queue(
+        &mut store,
+        &settings,
+        OutboxKind::Alert,
+        "subject",
+        "text",
+        "<p>html</p>",
+        at(0),
+    )
+    .unwrap();
+    let mailer = Mailer::new(&settings).unwrap();
+    let started = tokio::time::Instant::now();
+    let delivery = mail::deliver_due(&mut store, &mailer, settings.retry, at(0))
+        .await
+        .unwrap();
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(60 * 60),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!((delivery.sent, delivery.retrying), (0, 1), "{delivery:?}");
+    let entry = store.outbox().unwrap().remove(0);
+    assert_eq!(entry.state, OutboxState::Pending);
+    assert!(
+        entry
+            .last_error
+            .as_deref()
+            .is_some_and(|e| e.contains("the time the message was claimed for")),
+        "{entry:?}"
+    );
+}
