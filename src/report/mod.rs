@@ -1067,15 +1067,24 @@ pub fn subject(name: &str, report: &Report) -> String {
     if not_sent > 0 {
         parts.push(plural(not_sent, "action not sent", "actions not sent"));
     }
+    // A plan or a dry run holds nothing (`approve` refuses its run): it tells
+    // what a reconcile would hold, as its headline does.
+    let held_text = |n| {
+        if report.mode == "reconcile" {
+            plural(n, "held action", "held actions")
+        } else {
+            format!("{} would be held", plural(n, "action", "actions"))
+        }
+    };
     let held = report.awaiting_approval();
     if held > 0 {
-        parts.push(plural(held, "held action", "held actions"));
+        parts.push(held_text(held));
     }
     let incomplete = report.held_incomplete_directory();
     if incomplete > 0 {
         parts.push(format!(
             "{} (directory read incomplete)",
-            plural(incomplete, "held action", "held actions")
+            held_text(incomplete)
         ));
     }
     if report.safety.source_fault.is_some() {
@@ -1163,6 +1172,29 @@ mod tests {
             super::headline(&report, ADMIN).1,
             "2 actions wait for the settle window"
         );
+    }
+
+    /// A plan's or a dry run's report (`report --email` sends the latest, which
+    /// may be one) holds nothing: its subject said "2 held actions", and whoever
+    /// scanned the inbox went to approve a run `approve` refuses. It says what a
+    /// reconcile would hold, as the headline does.
+    #[test]
+    fn a_previews_subject_says_what_a_reconcile_would_hold() {
+        let mut report = reconcile_report(SafetyReport::default());
+        report.summary.actions_planned = 3;
+        report.summary.actions_held = 2;
+        assert_eq!(
+            subject("acme", &report),
+            "[seatwarden] acme run 7: 2 held actions, 0 drift items"
+        );
+        for mode in ["plan", "dry_run"] {
+            report.mode = mode.into();
+            assert_eq!(
+                subject("acme", &report),
+                "[seatwarden] acme run 7: 2 actions would be held, 0 drift items",
+                "{mode}"
+            );
+        }
     }
 
     /// A rename not made because another account holds the userName has no
