@@ -207,11 +207,13 @@ pub fn validate_address(address: &str) -> Result<(), String> {
 /// about the relay or about the message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Phase {
-    /// Greeting, EHLO, STARTTLS, AUTH, MAIL FROM, and RCPT when every recipient
-    /// was refused: about the relay, our sender or our connection. Every message
-    /// would meet the same answer, so none is given up for it.
+    /// Greeting, EHLO, STARTTLS, AUTH, MAIL FROM: about the relay, our sender or
+    /// our connection. Every message would meet the same answer, so none is given
+    /// up for it.
     Session,
-    /// DATA and the message's final ".": the server refused this message.
+    /// RCPT when every recipient was refused (the recipients are the message's
+    /// own, on its row), DATA and the message's final ".": the server refused
+    /// this message.
     Content,
 }
 
@@ -339,7 +341,8 @@ impl Mailer {
     /// returned to be recorded and logged. Keeping it instead would stop the whole
     /// outbox on one mistyped or departed address, since every message goes to the
     /// same recipients; when every recipient is refused, nobody gets it, and the
-    /// message is kept like any refusal of the session.
+    /// message fails for good (its recipients are its own, on its row: kept, it
+    /// would stand first in the queue for ever).
     async fn transact(
         &self,
         conn: &mut AsyncSmtpConnection,
@@ -667,8 +670,8 @@ pub fn retry_notice(error: &MailError, delay: Duration, next: usize, attempts: u
 
 /// Sends every message due at `now`, oldest first, until one fails and is kept for
 /// a later call (the others stay due): a transient failure, or a relay that
-/// refuses the session (login, sender, every recipient; see [`relay_refused`]).
-/// Only a message the server refused itself (a 5xx to DATA or to its content) is
+/// refuses the session (login, sender; see [`relay_refused`]). Only a message the
+/// server refused itself (a 5xx to every recipient, to DATA or to its content) is
 /// failed for good, and the next one is tried. Store errors stop the call; delivery errors are recorded
 /// on their rows.
 pub async fn deliver_due(
