@@ -631,16 +631,15 @@ const CLAIM_MARGIN: Duration = Duration::from_secs(60);
 /// stops) then took the message, and both sent it.
 fn claim_for(timeout: Duration, policy: RetryPolicy) -> (Duration, Duration) {
     let attempts = u32::try_from(policy.max_retries.saturating_add(1)).unwrap_or(u32::MAX);
-    let waits = u32::try_from(policy.max_retries).unwrap_or(u32::MAX);
+    let retries = u32::try_from(policy.max_retries).unwrap_or(u32::MAX);
+    // The backoff with its jitter, or a server's `Retry-After` at its cap.
+    let waits = policy
+        .longest_backoff()
+        .max(policy.max_retry_after.saturating_mul(retries));
     let send = timeout
         .saturating_mul(SESSION_TIMEOUTS)
         .saturating_mul(attempts)
-        .saturating_add(
-            policy
-                .max_delay
-                .max(policy.max_retry_after)
-                .saturating_mul(waits),
-        );
+        .saturating_add(waits);
     let claim = send
         .saturating_add(CLAIM_MARGIN)
         .clamp(CLAIM_AT_LEAST, CLAIM_AT_MOST);
