@@ -140,7 +140,7 @@ impl AlertCondition {
                 }
             ),
             AlertCondition::OverdueDeprovision { user_name, .. } => {
-                format!("deprovision of {user_name} is overdue")
+                format!("deprovision of {} is overdue", subject_name(user_name))
             }
             AlertCondition::DirectorySnapshotRejected { .. } => {
                 "directory snapshot rejected".to_owned()
@@ -292,6 +292,21 @@ impl AlertCondition {
                 vec![format!("Last error: {last_error}")]
             }
         }
+    }
+}
+
+/// How many characters of a userName a subject line shows. A directory value has
+/// no length limit of its own, and a subject is one header line: a long name
+/// without a space to fold at made it longer than the 998 characters a mail
+/// line may have, which relays refuse (the alert failed for good) or cut. The
+/// body names the person in full.
+const SUBJECT_NAME_CHARS: usize = 100;
+
+/// `name` cut to [`SUBJECT_NAME_CHARS`], with `…` when cut.
+fn subject_name(name: &str) -> std::borrow::Cow<'_, str> {
+    match name.char_indices().nth(SUBJECT_NAME_CHARS) {
+        Some((at, _)) => std::borrow::Cow::Owned(format!("{}…", &name[..at])),
+        None => std::borrow::Cow::Borrowed(name),
     }
 }
 
@@ -1330,6 +1345,44 @@ mod tests {
                  \u{fffd}\u{fffd}all clear is overdue",
             ]
         );
+    }
+
+    /// A userName as long as the directory lets someone type it made an alert's
+    /// subject one header line of thousands of characters (nothing to fold at),
+    /// past the 998 a mail line may have: relays refuse such a message, and the
+    /// alert failed for good. The subject shows the name's start; the body, the
+    /// whole name. The resolution's subject is still the alert's behind
+    /// "Resolved: ".
+    #[test]
+    fn a_very_long_user_name_keeps_the_alert_subject_within_a_mail_line() {
+        let mut store = Store::open_in_memory().unwrap();
+        let mail = settings();
+        let context = context(&mail);
+        let name = format!("{}@example.com", "a".repeat(3000));
+        let overdue = AlertCondition::OverdueDeprovision {
+            identity_id: "00u1".into(),
+            user_name: name.clone(),
+            due_at: at(8, 0),
+        };
+        raise(&mut store, &context, &overdue, at(9, 0)).unwrap();
+        resolve(&mut store, &context, &overdue.key(), at(10, 0)).unwrap();
+        let outbox = store.outbox().unwrap();
+        let cut = format!("{}…", "a".repeat(SUBJECT_NAME_CHARS));
+        assert_eq!(
+            outbox[0].message.subject,
+            format!("[seatwarden] acme: deprovision of {cut} is overdue")
+        );
+        assert_eq!(
+            outbox[1].message.subject,
+            format!("Resolved: {}", outbox[0].message.subject)
+        );
+        assert!(outbox[0].message.text.contains(&name));
+        for entry in &outbox {
+            let formatted = crate::mail::build_message(entry).unwrap().formatted();
+            let text = String::from_utf8(formatted).unwrap();
+            let longest = text.split("\r\n").map(str::len).max().unwrap();
+            assert!(longest <= 998, "a line of {longest} characters");
+        }
     }
 
     #[test]

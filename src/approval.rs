@@ -818,6 +818,52 @@ pub fn held_on_incomplete_read(store: &Store, run: RunId) -> Result<usize, Store
         .count())
 }
 
+/// `run`'s journal rows still held, by what releases them: what `report --run`
+/// says of a run that stored no report (a reconcile cut off, a sweep). Only
+/// `awaiting_decision` is a person's to approve or reject.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct HeldRows {
+    /// [`awaiting_decision`]: `approve RUN` or `reject RUN`.
+    pub awaiting_decision: usize,
+    /// [`held_on_incomplete_read`]: `approve` refuses them; the next reconcile
+    /// from a whole read decides.
+    pub incomplete_directory: usize,
+    /// Only waiting for the settle window: the first reconcile after it decides.
+    pub settle_window: usize,
+    /// Decided already (rejected): never sent from this run.
+    pub decided: usize,
+}
+
+impl HeldRows {
+    pub fn total(&self) -> usize {
+        self.awaiting_decision + self.incomplete_directory + self.settle_window + self.decided
+    }
+}
+
+/// [`HeldRows`] of `run`, from its journal, judged as [`awaiting_decision`] and
+/// [`held_on_incomplete_read`] judge them.
+pub fn held_rows(store: &Store, run: RunId) -> Result<HeldRows, StoreError> {
+    let decisions = store.decisions(run)?;
+    let mut rows = HeldRows::default();
+    for entry in store
+        .journal(run)?
+        .iter()
+        .filter(|e| e.state == ActionState::Held)
+    {
+        let decision = decisions.get(&entry.action.seq);
+        let count = match decision {
+            Some(Decision::Rejected | Decision::Obsolete) => &mut rows.decided,
+            _ if waits_for_settle_window(entry, decision.is_some()) => &mut rows.settle_window,
+            _ if entry.action.held == Some(HoldReason::IncompleteDirectory) => {
+                &mut rows.incomplete_directory
+            }
+            _ => &mut rows.awaiting_decision,
+        };
+        *count += 1;
+    }
+    Ok(rows)
+}
+
 /// `run`'s journal rows still held that nobody decided on (an approval cut off
 /// after deciding included), settle-window waits left out.
 fn held_undecided(store: &Store, run: RunId) -> Result<Vec<JournalEntry>, StoreError> {

@@ -1115,13 +1115,19 @@ fn why_no_report(config: &Config, store: &Store, run_id: RunId) -> anyhow::Resul
         let by_state = crate::apply::journal_outcomes(store, run_id)?;
         if !by_state.is_empty() {
             why.push_str(". ");
-            why.push_str(&sweep_writes(&by_state, &config.admin_command(), run_id));
+            why.push_str(&sweep_writes(
+                &by_state,
+                crate::approval::held_rows(store, run_id)?,
+                &config.admin_command(),
+                run_id,
+            ));
         }
     }
     if sweep {
         why.push_str("; a sweep stores no report. ");
         why.push_str(&sweep_writes(
             &store.journal_state_counts(run_id, &crate::apply::NOT_SENT)?,
+            crate::approval::held_rows(store, run_id)?,
             &config.admin_command(),
             run_id,
         ));
@@ -1129,24 +1135,53 @@ fn why_no_report(config: &Config, store: &Store, run_id: RunId) -> anyhow::Resul
     Ok(why)
 }
 
-/// What a sweep run wrote, from its journal's rows by state.
+/// What a run that stored no report (a sweep, a reconcile cut off) wrote, from
+/// its journal's rows by state; its held rows by what releases them (`held`):
+/// only those awaiting a decision are a human's (what an incomplete directory
+/// read held, `approve` refuses; a settle-window wait, the next reconcile sends).
 fn sweep_writes(
     by_state: &std::collections::BTreeMap<String, usize>,
+    held: crate::approval::HeldRows,
     admin: &str,
     run_id: RunId,
 ) -> String {
     use crate::store::ActionState;
     let count = |state: ActionState| by_state.get(state.as_str()).copied().unwrap_or(0);
-    let parts: Vec<String> = [
-        (ActionState::Applied, "applied"),
-        (ActionState::Failed, "failed"),
-        (ActionState::Held, "held for a human"),
-        (ActionState::InFlight, "in flight"),
-        (ActionState::Planned, "planned, not sent"),
+    let state_parts = |states: &[(ActionState, &str)]| -> Vec<String> {
+        states
+            .iter()
+            .filter(|(state, _)| count(*state) > 0)
+            .map(|(state, what)| format!("{} {what}", count(*state)))
+            .collect()
+    };
+    let held_parts = [
+        (held.awaiting_decision, "held for a human".to_owned()),
+        (
+            held.incomplete_directory,
+            "held because the directory read was incomplete (nothing to approve)".to_owned(),
+        ),
+        (
+            held.settle_window,
+            "waiting for the settle window".to_owned(),
+        ),
+        (
+            held.decided,
+            "held and rejected (never sent from this run)".to_owned(),
+        ),
     ]
     .into_iter()
-    .filter(|(state, _)| count(*state) > 0)
-    .map(|(state, what)| format!("{} {what}", count(state)))
+    .filter(|(n, _)| *n > 0)
+    .map(|(n, what)| format!("{n} {what}"));
+    let parts: Vec<String> = state_parts(&[
+        (ActionState::Applied, "applied"),
+        (ActionState::Failed, "failed"),
+    ])
+    .into_iter()
+    .chain(held_parts)
+    .chain(state_parts(&[
+        (ActionState::InFlight, "in flight"),
+        (ActionState::Planned, "planned, not sent"),
+    ]))
     .chain(
         by_state
             .get("not_sent")
@@ -1164,10 +1199,17 @@ fn sweep_writes(
         return "It wrote nothing.".to_owned();
     }
     let mut writes = format!("Its writes: {}.", parts.join(", "));
-    if count(ActionState::Held) > 0 {
+    if held.awaiting_decision > 0 {
         writes.push_str(&format!(
             " Review with `{admin} explain PERSON`, then `{admin} approve {run_id}` \
              (or `{admin} reject {run_id}`)."
+        ));
+    }
+    if held.incomplete_directory > 0 {
+        writes.push_str(&format!(
+            " What the incomplete directory read held, no approval sends (someone only \
+             missing from it looks gone): `{admin} reconcile` again once the directory \
+             reads whole."
         ));
     }
     writes
@@ -1732,16 +1774,26 @@ fn exit_with_hint(config: &Config, mode: Mode, outcome: &run::RunOutcome) -> u8 
                  explain PERSON`, then `{admin} approve {run}` (or `{admin} reject {run}`)"
             );
         }
-        if !report.safety.disputed_leavers.is_empty() {
-            eprintln!(
-                "a leaver keeps access until someone says which account is theirs ({}): \
-                 `{admin} explain PERSON` compares the accounts, `{admin} link IDENTITY \
-                 ACCOUNT` settles it",
-                report.safety.disputed_leavers.join(", ")
-            );
+        if let Some(hint) = disputed_leavers_hint(report, &admin) {
+            eprintln!("{hint}");
         }
     }
     code
+}
+
+/// What a reconcile that leaves a disputed leaver with access says on stderr.
+/// Their userNames are the directory's: made [`report::printable`], so one typed
+/// with an escape sequence or a bidi override cannot drive the operator's
+/// terminal or reorder the line.
+fn disputed_leavers_hint(report: &Report, admin: &str) -> Option<String> {
+    (!report.safety.disputed_leavers.is_empty()).then(|| {
+        format!(
+            "a leaver keeps access until someone says which account is theirs ({}): \
+             `{admin} explain PERSON` compares the accounts, `{admin} link IDENTITY \
+             ACCOUNT` settles it",
+            report::printable(&report.safety.disputed_leavers.join(", "), false)
+        )
+    })
 }
 
 /// How long a command run by hand waits for the writer lock unless told:
@@ -2458,7 +2510,36 @@ fn print_report(report: &Report, format: Format, config: &Config) -> anyhow::Res
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
-    use super::{describe, store_exists};
+    use super::{describe, disputed_leavers_hint, store_exists};
+
+    /// The hint a reconcile prints for a disputed leaver names them by their
+    /// directory userName: an escape sequence or a bidi override in it shows as
+    /// U+FFFD on the operator's terminal.
+    #[test]
+    fn the_disputed_leavers_hint_cannot_drive_the_terminal() {
+        let at = chrono::Utc::now();
+        let report = crate::report::Report {
+            schema_version: crate::report::SCHEMA_VERSION,
+            run_id: 7,
+            mode: "reconcile".into(),
+            started_at: at,
+            finished_at: at,
+            directory: "file directory.json".into(),
+            workspace: "https://ws.example/scim/v2".into(),
+            summary: crate::report::Summary::default(),
+            drift: Vec::new(),
+            actions: Vec::new(),
+            safety: crate::report::SafetyReport {
+                disputed_leavers: vec!["ada\u{1b}]0;pwned\u{7}\u{202e}x".into()],
+                ..Default::default()
+            },
+        };
+        let hint = disputed_leavers_hint(&report, "seatwarden").unwrap();
+        assert!(
+            hint.contains("(ada\u{fffd}]0;pwned\u{fffd}\u{fffd}x)"),
+            "{hint:?}"
+        );
+    }
 
     /// A state path that cannot be looked at is not "no database, run plan
     /// first": the OS error is given with the path.

@@ -10,7 +10,9 @@
 //! is rescheduled the same way but not retried inside the call, and given up after
 //! [`REFUSED_FOR_AT_MOST`]; a permanent refusal of the message (a 5xx to DATA, to
 //! its content, or to every recipient) is kept as `failed` with the server's answer.
-//! A whole session is bounded by a few `timeout`s. A crash between the
+//! A whole session is bounded by a few `timeout`s, and a message's send, retries
+//! included, by the claim its sender holds on it (ten minutes to an hour, as
+//! long as the attempts may take), so no other sender takes it meanwhile. A crash between the
 //! server's acceptance and the `sent` mark sends that one message again on restart
 //! (at least once); its Message-ID is derived from the outbox row, so it is the same
 //! message both times and mail clients show it once. An alert's reminders and its
@@ -205,11 +207,13 @@ pub fn validate_address(address: &str) -> Result<(), String> {
 /// about the relay or about the message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Phase {
-    /// Greeting, EHLO, STARTTLS, AUTH, MAIL FROM, and RCPT when every recipient
-    /// was refused: about the relay, our sender or our connection. Every message
-    /// would meet the same answer, so none is given up for it.
+    /// Greeting, EHLO, STARTTLS, AUTH, MAIL FROM: about the relay, our sender or
+    /// our connection. Every message would meet the same answer, so none is given
+    /// up for it.
     Session,
-    /// DATA and the message's final ".": the server refused this message.
+    /// RCPT when every recipient was refused (the recipients are the message's
+    /// own, on its row), DATA and the message's final ".": the server refused
+    /// this message.
     Content,
 }
 
@@ -337,7 +341,8 @@ impl Mailer {
     /// returned to be recorded and logged. Keeping it instead would stop the whole
     /// outbox on one mistyped or departed address, since every message goes to the
     /// same recipients; when every recipient is refused, nobody gets it, and the
-    /// message is kept like any refusal of the session.
+    /// message fails for good (its recipients are its own, on its row: kept, it
+    /// would stand first in the queue for ever).
     async fn transact(
         &self,
         conn: &mut AsyncSmtpConnection,
@@ -607,8 +612,39 @@ pub fn redelivery_delay(attempts: u32) -> Duration {
     Duration::from_secs((minutes * 60).min(3600))
 }
 
-/// How long a sender holds a message it is sending (see [`Store::claim_message`]).
-const CLAIM: chrono::Duration = chrono::Duration::minutes(10);
+/// The shortest a sender holds a message it is sending (see [`Store::claim_message`]).
+const CLAIM_AT_LEAST: Duration = Duration::from_secs(10 * 60);
+
+/// The longest: within `store::outbox::LONGEST_WAIT`, so that a claim never reads
+/// as an attempt scheduled by a clock since stepped back (due at once).
+const CLAIM_AT_MOST: Duration = Duration::from_secs(60 * 60);
+
+/// A claim outlasts the send it covers by this much: the row is marked after it.
+const CLAIM_MARGIN: Duration = Duration::from_secs(60);
+
+/// How long a sender holds a message, and how long sending it, retries included,
+/// may take (the claim less [`CLAIM_MARGIN`]): every attempt's session bound
+/// ([`SESSION_TIMEOUTS`] × `timeout`) and the waits between attempts, within
+/// [`CLAIM_AT_LEAST`] and [`CLAIM_AT_MOST`]. A fixed ten minutes let a send with
+/// a `timeout` over about 37 s outlast its claim against a relay gone silent:
+/// another sender (`send-mail` from a shell, a job's delivery while the daemon
+/// stops) then took the message, and both sent it.
+fn claim_for(timeout: Duration, policy: RetryPolicy) -> (Duration, Duration) {
+    let attempts = u32::try_from(policy.max_retries.saturating_add(1)).unwrap_or(u32::MAX);
+    let retries = u32::try_from(policy.max_retries).unwrap_or(u32::MAX);
+    // The backoff with its jitter, or a server's `Retry-After` at its cap.
+    let waits = policy
+        .longest_backoff()
+        .max(policy.max_retry_after.saturating_mul(retries));
+    let send = timeout
+        .saturating_mul(SESSION_TIMEOUTS)
+        .saturating_mul(attempts)
+        .saturating_add(waits);
+    let claim = send
+        .saturating_add(CLAIM_MARGIN)
+        .clamp(CLAIM_AT_LEAST, CLAIM_AT_MOST);
+    (claim, claim.saturating_sub(CLAIM_MARGIN))
+}
 
 /// One SMTP session may take this many `timeout`s (connect, greeting, login,
 /// envelope, message) before it is abandoned as a silent relay.
@@ -633,8 +669,8 @@ pub fn retry_notice(error: &MailError, delay: Duration, next: usize, attempts: u
 
 /// Sends every message due at `now`, oldest first, until one fails and is kept for
 /// a later call (the others stay due): a transient failure, or a relay that
-/// refuses the session (login, sender, every recipient; see [`relay_refused`]).
-/// Only a message the server refused itself (a 5xx to DATA or to its content) is
+/// refuses the session (login, sender; see [`relay_refused`]). Only a message the
+/// server refused itself (a 5xx to every recipient, to DATA or to its content) is
 /// failed for good, and the next one is tried. Store errors stop the call; delivery errors are recorded
 /// on their rows.
 pub async fn deliver_due(
@@ -644,10 +680,12 @@ pub async fn deliver_due(
     now: DateTime<Utc>,
 ) -> Result<Delivery, StoreError> {
     let mut delivery = Delivery::default();
+    let (claim, budget) = claim_for(mailer.timeout, policy);
+    let claim = chrono::Duration::from_std(claim).unwrap_or(chrono::Duration::minutes(10));
     // `now` moved on by the time spent sending: a hundred slow sends outlast one
     // claim, and a claim made at the call's `now` would be stale when taken.
     let started = std::time::Instant::now();
-    let at = || now + chrono::Duration::from_std(started.elapsed()).unwrap_or(CLAIM);
+    let at = || now + chrono::Duration::from_std(started.elapsed()).unwrap_or(claim);
     // Each message's backoff is its own: after an outage of the relay a
     // resolution queued late can be due before the alert it resolves, which
     // failed more often. Mail threads go out in order, or people would read
@@ -663,12 +701,12 @@ pub async fn deliver_due(
             continue;
         }
         let claimed_at = at();
-        // Longer than a send with all its retries can take.
-        if !store.claim_message(entry.id, claimed_at, claimed_at + CLAIM)? {
+        // Longer than a send with all its retries may take (`budget`).
+        if !store.claim_message(entry.id, claimed_at, claimed_at + claim)? {
             continue;
         }
         let mut failed_attempts = 0;
-        let outcome = retry::retry(
+        let sending = retry::retry(
             policy,
             || mailer.send(&entry),
             |error, delay| {
@@ -681,8 +719,21 @@ pub async fn deliver_due(
                     retry_notice(error, delay, failed_attempts + 1, policy.max_retries + 1)
                 );
             },
-        )
-        .await;
+        );
+        // Never past the claim: another sender may take the message then.
+        let outcome = match tokio::time::timeout(budget, sending).await {
+            Ok(outcome) => outcome,
+            Err(_) => Err(MailError::Smtp {
+                host: mailer.host.clone(),
+                port: mailer.port,
+                message: format!(
+                    "sending did not finish within {budget:?}, the time the message was \
+                     claimed for"
+                ),
+                transient: true,
+                relay_refused: false,
+            }),
+        };
         match outcome {
             Ok(sent) if sent.refused.is_empty() => {
                 store.mark_message_sent(entry.id, at())?;

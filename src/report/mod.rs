@@ -561,6 +561,10 @@ fn printable_report(report: &Report) -> Report {
             field(error);
         }
     }
+    // Directory userNames, listed under the DISPUTED LEAVERS finding.
+    for leaver in &mut report.safety.disputed_leavers {
+        field(leaver);
+    }
     if let Some(circuit) = &mut report.safety.circuit {
         if let Some(reason) = &mut circuit.reason {
             field(reason);
@@ -1063,15 +1067,24 @@ pub fn subject(name: &str, report: &Report) -> String {
     if not_sent > 0 {
         parts.push(plural(not_sent, "action not sent", "actions not sent"));
     }
+    // A plan or a dry run holds nothing (`approve` refuses its run): it tells
+    // what a reconcile would hold, as its headline does.
+    let held_text = |n| {
+        if report.mode == "reconcile" {
+            plural(n, "held action", "held actions")
+        } else {
+            format!("{} would be held", plural(n, "action", "actions"))
+        }
+    };
     let held = report.awaiting_approval();
     if held > 0 {
-        parts.push(plural(held, "held action", "held actions"));
+        parts.push(held_text(held));
     }
     let incomplete = report.held_incomplete_directory();
     if incomplete > 0 {
         parts.push(format!(
             "{} (directory read incomplete)",
-            plural(incomplete, "held action", "held actions")
+            held_text(incomplete)
         ));
     }
     if report.safety.source_fault.is_some() {
@@ -1159,6 +1172,29 @@ mod tests {
             super::headline(&report, ADMIN).1,
             "2 actions wait for the settle window"
         );
+    }
+
+    /// A plan's or a dry run's report (`report --email` sends the latest, which
+    /// may be one) holds nothing: its subject said "2 held actions", and whoever
+    /// scanned the inbox went to approve a run `approve` refuses. It says what a
+    /// reconcile would hold, as the headline does.
+    #[test]
+    fn a_previews_subject_says_what_a_reconcile_would_hold() {
+        let mut report = reconcile_report(SafetyReport::default());
+        report.summary.actions_planned = 3;
+        report.summary.actions_held = 2;
+        assert_eq!(
+            subject("acme", &report),
+            "[seatwarden] acme run 7: 2 held actions, 0 drift items"
+        );
+        for mode in ["plan", "dry_run"] {
+            report.mode = mode.into();
+            assert_eq!(
+                subject("acme", &report),
+                "[seatwarden] acme run 7: 2 actions would be held, 0 drift items",
+                "{mode}"
+            );
+        }
     }
 
     /// A rename not made because another account holds the userName has no
@@ -1373,6 +1409,32 @@ mod tests {
         );
         // HTML escapes the command's slashes.
         assert!(html.contains("sw.toml link IDENTITY ACCOUNT"), "{html}");
+    }
+
+    /// A disputed leaver's userName is the directory's, typed by whoever edits
+    /// it: in the text report (a terminal, the plain-text part of an email) an
+    /// escape sequence in it drove the reader's terminal, a bidi override
+    /// reordered the line and a line break forged one. They show as U+FFFD, as
+    /// every other directory value of the text does.
+    #[test]
+    fn a_disputed_leavers_user_name_cannot_drive_the_terminal_or_forge_lines() {
+        let report = reconcile_report(SafetyReport {
+            disputed_leavers: vec!["ada\u{1b}[2J\u{202e}moc.elpmaxe@\nOK: in sync".into()],
+            ..SafetyReport::default()
+        });
+        for text in [
+            render_text(&report, chrono_tz::UTC, ADMIN, false),
+            render_text_for_email(&report, chrono_tz::UTC, ADMIN),
+        ] {
+            assert!(
+                !text.contains('\u{1b}') && !text.contains('\u{202e}'),
+                "{text:?}"
+            );
+            assert!(
+                text.contains("ada\u{fffd}[2J\u{fffd}moc.elpmaxe@\u{fffd}OK: in sync"),
+                "{text:?}"
+            );
+        }
     }
 
     /// A directory that shrank past the limit is told the command that accepts it.

@@ -23,8 +23,9 @@ pub type OutboxId = i64;
 
 /// The furthest ahead a pending message's next attempt is ever set by a clock that
 /// kept time: the redelivery backoff stops at an hour (`mail::redelivery_delay`)
-/// and a sender's claim holds a message for ten minutes (`mail::deliver_due`); an
-/// hour of margin on top, as `sla::longest_wait` allows. Further ahead than this,
+/// and a sender's claim holds a message for ten minutes to an hour, as long as
+/// its send may take (`mail::deliver_due`); an hour of margin on top of the
+/// backoff, as `sla::longest_wait` allows. Further ahead than this,
 /// the attempt was scheduled before the clock was stepped back (NTP, a restored
 /// VM): it is due now, not once the clock has caught up, with an alert waiting.
 pub(crate) const LONGEST_WAIT: chrono::Duration = chrono::Duration::minutes(60 + 10 + 60);

@@ -1388,7 +1388,8 @@ async fn a_message_refused_after_its_content_fails_and_the_next_is_sent() {
 
 /// One recipient the server does not know (`550 user unknown`) does not hold the
 /// message from the others: it is sent to them, and the refusal is recorded on
-/// the row and reported. When every recipient is refused nobody got it: kept.
+/// the row and reported. When every recipient is refused nobody got it: the
+/// message fails for good (its recipients are its own).
 /// A temporary answer about one recipient (greylisting, 452 too many recipients)
 /// is no refusal: the whole message is kept for later, so that recipient gets it.
 #[tokio::test]
