@@ -29,8 +29,10 @@
 //!
 //! Status mapping: ACTIVE, PROVISIONED (activation pending; Okta provisions apps to
 //! them), RECOVERY, PASSWORD_EXPIRED, LOCKED_OUT → active; STAGED (never activated)
-//! and SUSPENDED → suspended; DEPROVISIONED → deprovisioned; a deleted user is absent.
-//! An unknown status is read as suspended (no access) and logged.
+//! and SUSPENDED → suspended; DEPROVISIONED, or a deactivation under way
+//! (`transitioningToStatus: DEPROVISIONED`, whatever `status` still says) →
+//! deprovisioned; a deleted user is absent. An unknown status is read as suspended
+//! (no access) and logged.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -175,6 +177,14 @@ impl std::fmt::Debug for OktaSource {
 struct RawUser {
     id: String,
     status: String,
+    /// The status an asynchronous transition under way leads to: `DEPROVISIONED`
+    /// while a deactivation is still deprovisioning the user's apps.
+    #[serde(
+        default,
+        rename = "transitioningToStatus",
+        deserialize_with = "lenient_string"
+    )]
+    transitioning_to_status: Option<String>,
     #[serde(default, rename = "lastUpdated")]
     last_updated: Option<String>,
     #[serde(default)]
@@ -1185,7 +1195,18 @@ fn error_body(body: &str) -> (Option<String>, String) {
 }
 
 /// Okta user status → normalised status (see the module comment).
-pub fn map_status(status: &str) -> IdentityStatus {
+///
+/// A user whose deactivation is under way (`transitioningToStatus:
+/// DEPROVISIONED`) is deprovisioned whatever `status` still says: Okta
+/// deactivates asynchronously, the user stays ACTIVE (and out of the
+/// DEPROVISIONED search) until every app is deprovisioned, which can take a
+/// while, and a deactivation cannot be undone. Read as active, the leaver would
+/// keep the workspace for as long. Other transitions (an activation) wait for
+/// their outcome.
+pub fn map_status(status: &str, transitioning_to: Option<&str>) -> IdentityStatus {
+    if transitioning_to.is_some_and(|t| t.trim() == "DEPROVISIONED") {
+        return IdentityStatus::Deprovisioned;
+    }
     match status {
         "ACTIVE" | "PROVISIONED" | "RECOVERY" | "PASSWORD_EXPIRED" | "LOCKED_OUT" => {
             IdentityStatus::Active
@@ -1239,7 +1260,7 @@ fn parse_user(
         given_name: clean(profile.first_name),
         family_name: clean(profile.last_name),
         display_name: clean(profile.display_name),
-        status: map_status(&raw.status),
+        status: map_status(&raw.status, raw.transitioning_to_status.as_deref()),
         department: clean(profile.department),
         groups: Vec::new(),
     })
@@ -1430,12 +1451,38 @@ mod tests {
             "PASSWORD_EXPIRED",
             "LOCKED_OUT",
         ] {
-            assert_eq!(map_status(s), IdentityStatus::Active, "{s}");
+            assert_eq!(map_status(s, None), IdentityStatus::Active, "{s}");
         }
-        assert_eq!(map_status("STAGED"), IdentityStatus::Suspended);
-        assert_eq!(map_status("SUSPENDED"), IdentityStatus::Suspended);
-        assert_eq!(map_status("DEPROVISIONED"), IdentityStatus::Deprovisioned);
-        assert_eq!(map_status("SOMETHING_NEW"), IdentityStatus::Suspended);
+        assert_eq!(map_status("STAGED", None), IdentityStatus::Suspended);
+        assert_eq!(map_status("SUSPENDED", None), IdentityStatus::Suspended);
+        assert_eq!(
+            map_status("DEPROVISIONED", None),
+            IdentityStatus::Deprovisioned
+        );
+        assert_eq!(map_status("SOMETHING_NEW", None), IdentityStatus::Suspended);
+    }
+
+    /// Okta's deactivation is asynchronous: until it has deprovisioned every app,
+    /// the user is still ACTIVE (or whatever they were) with
+    /// `transitioningToStatus: DEPROVISIONED`. It cannot be undone, so they are a
+    /// leaver now; an activation under way waits for its outcome.
+    #[test]
+    fn a_deactivation_under_way_is_deprovisioned_already() {
+        for status in ["ACTIVE", "LOCKED_OUT", "PASSWORD_EXPIRED", "SUSPENDED"] {
+            assert_eq!(
+                map_status(status, Some("DEPROVISIONED")),
+                IdentityStatus::Deprovisioned,
+                "{status}"
+            );
+        }
+        assert_eq!(
+            map_status("DEPROVISIONED", Some("ACTIVE")),
+            IdentityStatus::Deprovisioned
+        );
+        assert_eq!(
+            map_status("PROVISIONED", Some("ACTIVE")),
+            IdentityStatus::Active
+        );
     }
 
     #[test]
