@@ -1,7 +1,9 @@
 //! Okta (`kind = "okta"`): the Management API, read-only.
 //!
 //! - Auth: an API token (`Authorization: SSWS …`) or an OAuth 2.0 service app with
-//!   `private_key_jwt` (scopes `okta.users.read okta.groups.read okta.apps.read`);
+//!   `private_key_jwt` (scopes `okta.users.read okta.groups.read`, and
+//!   `okta.apps.read` with `app_id` only: Okta refuses a token request naming a
+//!   scope the app was not granted);
 //!   the access token is cached and refreshed five minutes before it expires, and
 //!   once more if the API answers 401 mid-snapshot.
 //! - Users: `GET /api/v1/users?limit=200` plus `search=status eq "DEPROVISIONED"`,
@@ -62,8 +64,13 @@ const GROUPS_LIMIT: u32 = 200;
 const MEMBERS_LIMIT: u32 = 1000;
 const APP_USERS_LIMIT: u32 = 500;
 const APP_GROUPS_LIMIT: u32 = 200;
-/// The OAuth scopes a service app needs (read-only).
-pub const OAUTH_SCOPES: &str = "okta.users.read okta.groups.read okta.apps.read";
+/// The OAuth scopes a service app asks for (read-only), without `app_id`.
+pub const OAUTH_SCOPES: &str = "okta.users.read okta.groups.read";
+/// [`OAUTH_SCOPES`] and the app assignments', with `app_id`. Okta's org
+/// authorization server refuses a token request naming any scope not granted to
+/// the service app (`invalid_scope`): asked for always, `okta.apps.read` would
+/// make a least-privilege grant without it fail every read.
+pub const OAUTH_SCOPES_WITH_APP: &str = "okta.users.read okta.groups.read okta.apps.read";
 /// A cursor: Okta's time when the read started and the groups of interest (JSON).
 const CURSOR_PREFIX: &str = "okta-v2:";
 /// A cursor from before the groups of interest were recorded: the time alone.
@@ -939,7 +946,13 @@ impl OktaSource {
             &token_url,
             &[
                 ("grant_type", "client_credentials"),
-                ("scope", OAUTH_SCOPES),
+                (
+                    "scope",
+                    match self.inner.settings.app_id {
+                        Some(_) => OAUTH_SCOPES_WITH_APP,
+                        None => OAUTH_SCOPES,
+                    },
+                ),
                 (
                     "client_assertion_type",
                     "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",

@@ -60,3 +60,99 @@ async fn an_okta_user_whose_deactivation_is_under_way_is_deprovisioned() {
     };
     assert_eq!(status_of(&changed, "00u2"), IdentityStatus::Deprovisioned);
 }
+
+/// An Okta token endpoint that, like the org authorization server, grants only
+/// the scopes the service app was granted (`granted`), refusing a request that
+/// names any other with 400 `invalid_scope`; records each asked scope.
+async fn mount_okta_token_endpoint(
+    server: &MockServer,
+    granted: &'static [&'static str],
+) -> std::sync::Arc<std::sync::Mutex<Vec<String>>> {
+    use wiremock::matchers::{method, path};
+    use wiremock::{Mock, Request, ResponseTemplate};
+    let asked = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen = asked.clone();
+    Mock::given(method("POST"))
+        .and(path("/oauth2/v1/token"))
+        .respond_with(move |req: &Request| {
+            let scope = crate::okta::form(req)["scope"].clone();
+            seen.lock().unwrap().push(scope.clone());
+            let refused: Vec<&str> = scope
+                .split(' ')
+                .filter(|s| !granted.contains(s))
+                .collect();
+            if refused.is_empty() {
+                ResponseTemplate::new(200).set_body_json(serde_json::json!({
+                    "token_type": "Bearer",
+                    "expires_in": 3600,
+                    "access_token": "access-token-1",
+                    "scope": scope
+                }))
+            } else {
+                ResponseTemplate::new(400).set_body_json(serde_json::json!({
+                    "error": "invalid_scope",
+                    "error_description":
+                        format!("The following scopes are not allowed: {}", refused.join(", "))
+                }))
+            }
+        })
+        .mount(server)
+        .await;
+    asked
+}
+
+fn service_app() -> seatwarden::directory::OktaAuth {
+    seatwarden::directory::OktaAuth::PrivateKeyJwt {
+        client_id: "0oa-service-app".into(),
+        key_id: None,
+        private_key: seatwarden::directory::Secret::File {
+            key: "directory.private_key_file",
+            path: std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("tests/fixtures/keys/test-rsa-pkcs8.pem"),
+        },
+    }
+}
+
+/// Okta's org authorization server refuses a token request that names a scope
+/// the service app was not granted. Without `app_id` nothing needs
+/// `okta.apps.read`, and a security team granting the least privilege leaves it
+/// out: asked for anyway, every read failed with `invalid_scope`. With `app_id`
+/// it is asked for, since the app assignments need it.
+#[tokio::test]
+async fn an_okta_service_app_asks_only_for_the_scopes_its_reads_need() {
+    let server = MockServer::start().await;
+    small_org(LinkStyle::SeparateLines).mount(&server).await;
+    let asked = mount_okta_token_endpoint(&server, &["okta.users.read", "okta.groups.read"]).await;
+    let snapshot = OktaSource::new(settings(&server, service_app()))
+        .snapshot()
+        .await
+        .unwrap();
+    assert_eq!(
+        crate::okta::statuses(&snapshot),
+        crate::okta::expected_small_org()
+    );
+    assert_eq!(
+        asked.lock().unwrap().clone(),
+        vec!["okta.users.read okta.groups.read".to_owned()]
+    );
+
+    let server = MockServer::start().await;
+    let mut org = small_org(LinkStyle::SeparateLines);
+    org.app_users = vec!["00u6".into()];
+    org.app_groups = vec!["00g2".into()];
+    org.mount(&server).await;
+    let asked = mount_okta_token_endpoint(
+        &server,
+        &["okta.users.read", "okta.groups.read", "okta.apps.read"],
+    )
+    .await;
+    let mut s = settings(&server, service_app());
+    s.app_id = Some("0oa1app".into());
+    let snapshot = OktaSource::new(s).snapshot().await.unwrap();
+    let ids: Vec<&str> = snapshot.identities.iter().map(|i| i.id.as_str()).collect();
+    assert_eq!(ids, vec!["00u1", "00u6"]);
+    assert_eq!(
+        asked.lock().unwrap().clone(),
+        vec!["okta.users.read okta.groups.read okta.apps.read".to_owned()]
+    );
+}
