@@ -30,7 +30,9 @@
 //!   interest, reads the whole directory (its members' group names changed); other
 //!   groups' renames, creations and deletions, and membership changes of devices,
 //!   service principals and contacts, cost nothing. An expired delta token (400/410 `syncStateNotFound`, `resyncRequired`)
-//!   falls back to a full snapshot.
+//!   falls back to a full snapshot, as do delta links stored under another
+//!   `graph_url` or `tenant_id` (the cursor records the tenant), which are never
+//!   followed.
 //!
 //! Status mapping: `accountEnabled: true` → active, `false` → suspended; a deleted
 //! user (in the recycle bin or gone) is absent from `/users`, and `@removed` in a
@@ -179,6 +181,12 @@ struct Cursor {
     /// a reload that names other groups, the ids say nothing.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     names: Option<Vec<String>>,
+    /// `directory.tenant_id` when the links were taken: a delta link does not name
+    /// its tenant, and followed with another tenant's token it says nothing about
+    /// this one. Absent (a cursor from before), the links are taken as this
+    /// tenant's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    tenant: Option<String>,
 }
 
 /// What a delta round said.
@@ -388,6 +396,15 @@ impl EntraSource {
         }
         match parsed {
             Some(links) if self.inner.settings.app_id.is_none() => {
+                if let Some(why) = self.taken_elsewhere(&links) {
+                    // Links stored under another `graph_url` or `tenant_id` (a
+                    // stand-in used while setting up, a tenant moved to): following
+                    // them would send the token elsewhere or read another tenant,
+                    // and refusing them would fail every sweep until the state
+                    // database is edited by hand.
+                    tracing::warn!("{why}; reading the whole directory");
+                    return self.full_with_cursor().await;
+                }
                 match self.delta(&links).await? {
                     DeltaOutcome::Done(changes) => Ok(changes),
                     DeltaOutcome::Expired => {
@@ -423,6 +440,7 @@ impl EntraSource {
         Ok(DirectoryChanges::Full {
             snapshot,
             cursor: Some(links_of(
+                &self.inner.settings.tenant_id,
                 &users,
                 &groups,
                 self.worth_keeping(&interest)
@@ -431,17 +449,32 @@ impl EntraSource {
         })
     }
 
+    /// Why the stored delta links are not this configuration's to follow: they
+    /// point outside `graph_url`, or were taken for another `tenant_id`.
+    fn taken_elsewhere(&self, links: &Cursor) -> Option<String> {
+        if [&links.users, &links.groups]
+            .iter()
+            .any(|link| !same_origin(&self.inner.graph, link))
+        {
+            return Some(format!(
+                "the stored Entra delta links point outside graph_url {}",
+                self.inner.graph
+            ));
+        }
+        let tenant = &self.inner.settings.tenant_id;
+        match &links.tenant {
+            Some(taken) if !taken.eq_ignore_ascii_case(tenant) => Some(format!(
+                "the stored Entra delta links were taken for tenant {taken:?}, not \
+                 directory.tenant_id {tenant:?}"
+            )),
+            _ => None,
+        }
+    }
+
     async fn delta(
         &self,
         links: &Cursor,
     ) -> Result<DeltaOutcome<DirectoryChanges>, DirectoryError> {
-        for link in [&links.users, &links.groups] {
-            if !same_origin(&self.inner.graph, link) {
-                return Err(DirectoryError::Settings(
-                    "stored delta link points outside graph_url".into(),
-                ));
-            }
-        }
         let (users, groups) = futures::try_join!(
             self.delta_pages(links.users.clone()),
             self.delta_pages(links.groups.clone()),
@@ -550,6 +583,7 @@ impl EntraSource {
         removed.extend(guests);
         let configured = self.configured_names();
         let cursor = links_of(
+            &self.inner.settings.tenant_id,
             &users_link,
             &groups_link,
             known.map(|ids| (ids.as_slice(), configured.as_slice())),
@@ -573,6 +607,7 @@ impl EntraSource {
         Ok(DeltaOutcome::Done(DirectoryChanges::Full {
             snapshot,
             cursor: Some(links_of(
+                &self.inner.settings.tenant_id,
                 users_link,
                 groups_link,
                 self.worth_keeping(&interest)
@@ -1019,6 +1054,7 @@ fn segment(id: &str, endpoint: &str) -> Result<String, DirectoryError> {
 /// The cursor: both delta links, and the ids of the groups of interest with the
 /// configured names they were taken for, when worth keeping.
 fn links_of(
+    tenant: &str,
     users: &str,
     groups: &str,
     interest: Option<(&[String], &[String])>,
@@ -1028,6 +1064,7 @@ fn links_of(
         groups: groups.to_owned(),
         interest: interest.map(|(ids, _)| ids.to_vec()),
         names: interest.map(|(_, names)| names.to_vec()),
+        tenant: Some(tenant.to_owned()),
     })
     .map_err(|e| DirectoryError::Malformed {
         endpoint: "delta cursor".into(),

@@ -156,3 +156,69 @@ async fn an_okta_service_app_asks_only_for_the_scopes_its_reads_need() {
         vec!["okta.users.read okta.groups.read okta.apps.read".to_owned()]
     );
 }
+
+/// Delta links stored under another `graph_url` (a local stand-in used while
+/// setting up, then the real Graph with the same state database) or another
+/// `tenant_id` are not this configuration's to follow. Refused, they failed every
+/// sweep ("stored delta link points outside graph_url") until someone edited the
+/// state database; followed with this tenant's token, another tenant's link says
+/// nothing about this one. Either way the sweep reads the whole directory and
+/// stores links of its own, which the next sweep follows.
+#[tokio::test]
+async fn entra_delta_links_stored_for_another_graph_or_tenant_read_in_full() {
+    use crate::entra::{cursor, mount_delta, secret, settings, small_tenant};
+    use seatwarden::directory::EntraSource;
+    let server = MockServer::start().await;
+    small_tenant().mount(&server).await;
+    mount_delta(&server, "users", "latest", vec![vec![]]).await;
+    mount_delta(&server, "groups", "latest", vec![vec![]]).await;
+    mount_delta(&server, "users", "U1", vec![vec![]]).await;
+    mount_delta(&server, "groups", "G1", vec![vec![]]).await;
+    mount_delta(&server, "users", "latest-next", vec![vec![]]).await;
+    mount_delta(&server, "groups", "latest-next", vec![vec![]]).await;
+    let source = EntraSource::new(settings(&server, secret()));
+
+    let elsewhere = format!(
+        "entra-v1:{}",
+        serde_json::json!({
+            "users": "https://graph.stand-in.invalid/v1.0/users/delta?$deltatoken=U1",
+            "groups": "https://graph.stand-in.invalid/v1.0/groups/delta?$deltatoken=G1",
+        })
+    );
+    let other_tenant = {
+        let mut json: serde_json::Value =
+            serde_json::from_str(cursor(&server, "U1", "G1").strip_prefix("entra-v1:").unwrap())
+                .unwrap();
+        json["tenant"] = "11111111-0000-4000-8000-00000000bbbb".into();
+        format!("entra-v1:{json}")
+    };
+    for stored in [elsewhere, other_tenant] {
+        let changes = source.changes_since(Some(&stored)).await.unwrap();
+        let DirectoryChanges::Full {
+            snapshot,
+            cursor: Some(fresh),
+        } = changes
+        else {
+            panic!("{stored}: expected a full read with a cursor, got {changes:?}");
+        };
+        assert_eq!(snapshot.identities.len(), 4, "{stored}");
+        assert!(
+            fresh.contains(&server.uri()) && fresh.contains("latest-next"),
+            "{fresh}"
+        );
+        // Links of its own, which the next sweep follows as a delta.
+        let next = source.changes_since(Some(&fresh)).await.unwrap();
+        assert!(
+            matches!(next, DirectoryChanges::Delta { .. }),
+            "{next:?}"
+        );
+    }
+    // The other tenant's links were never followed.
+    let requests = server.received_requests().await.unwrap();
+    assert!(
+        !requests
+            .iter()
+            .any(|r| r.url.query().is_some_and(|q| q.contains("deltatoken=U1"))),
+        "another tenant's delta link was followed"
+    );
+}
