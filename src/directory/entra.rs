@@ -852,8 +852,18 @@ impl EntraSource {
                 Err(e) => return Err(e),
             };
             pages += 1;
-            if let Some(Value::Array(values)) = page.get_mut("value").map(Value::take) {
-                items.extend(values);
+            // Every delta page carries `value`, the last one too (empty when
+            // nothing changed). A page without it that names the next or the
+            // delta link would drop its changes (a leaver's `accountEnabled:
+            // false`, a removal) while the stored link moves past them.
+            match page.get_mut("value").map(Value::take) {
+                Some(Value::Array(values)) => items.extend(values),
+                _ => {
+                    return Err(DirectoryError::Malformed {
+                        endpoint,
+                        what: "a delta page without a \"value\" array".into(),
+                    });
+                }
             }
             if let Some(next) = page.get("@odata.nextLink").and_then(Value::as_str) {
                 url = self.checked_next(next, &endpoint, &mut visited)?;

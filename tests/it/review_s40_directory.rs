@@ -222,3 +222,50 @@ async fn entra_delta_links_stored_for_another_graph_or_tenant_read_in_full() {
         "another tenant's delta link was followed"
     );
 }
+
+/// A delta page that names the next page (or the delta link) but carries no
+/// `value` array (`null`, or left out by a gateway): taken as "no changes on this
+/// page", its changes (a leaver's `accountEnabled: false`) were lost while the
+/// stored link moved past them, so no sweep saw them until a full reconcile.
+/// The read fails instead, naming the endpoint, and the cursor stays.
+#[tokio::test]
+async fn an_entra_delta_page_without_a_value_array_fails_the_sweep_read() {
+    use crate::entra::{cursor, mount_delta, secret, settings, small_tenant};
+    use seatwarden::directory::EntraSource;
+    use wiremock::matchers::{method, path, query_param};
+    use wiremock::{Mock, ResponseTemplate};
+    let server = MockServer::start().await;
+    small_tenant().mount(&server).await;
+    let base = server.uri();
+    Mock::given(method("GET"))
+        .and(path("/v1.0/users/delta"))
+        .and(query_param("$deltatoken", "U1"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(serde_json::json!({
+            "@odata.context": format!("{base}/v1.0/$metadata#users"),
+            "@odata.nextLink": format!("{base}/v1.0/users/delta?$skiptoken=U1-page1"),
+            "value": null
+        })))
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/v1.0/users/delta"))
+        .and(query_param("$skiptoken", "U1-page1"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(serde_json::json!({
+            "@odata.context": format!("{base}/v1.0/$metadata#users"),
+            "@odata.deltaLink": format!("{base}/v1.0/users/delta?$deltatoken=U1-next"),
+            "value": []
+        })))
+        .mount(&server)
+        .await;
+    mount_delta(&server, "groups", "G1", vec![vec![]]).await;
+    let source = EntraSource::new(settings(&server, secret()));
+    let error = source
+        .changes_since(Some(&cursor(&server, "U1", "G1")))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        error.contains("/v1.0/users/delta") && error.contains("without a \"value\" array"),
+        "{error}"
+    );
+}
