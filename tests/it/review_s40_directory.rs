@@ -77,10 +77,7 @@ async fn mount_okta_token_endpoint(
         .respond_with(move |req: &Request| {
             let scope = crate::okta::form(req)["scope"].clone();
             seen.lock().unwrap().push(scope.clone());
-            let refused: Vec<&str> = scope
-                .split(' ')
-                .filter(|s| !granted.contains(s))
-                .collect();
+            let refused: Vec<&str> = scope.split(' ').filter(|s| !granted.contains(s)).collect();
             if refused.is_empty() {
                 ResponseTemplate::new(200).set_body_json(serde_json::json!({
                     "token_type": "Bearer",
@@ -186,9 +183,12 @@ async fn entra_delta_links_stored_for_another_graph_or_tenant_read_in_full() {
         })
     );
     let other_tenant = {
-        let mut json: serde_json::Value =
-            serde_json::from_str(cursor(&server, "U1", "G1").strip_prefix("entra-v1:").unwrap())
-                .unwrap();
+        let mut json: serde_json::Value = serde_json::from_str(
+            cursor(&server, "U1", "G1")
+                .strip_prefix("entra-v1:")
+                .unwrap(),
+        )
+        .unwrap();
         json["tenant"] = "11111111-0000-4000-8000-00000000bbbb".into();
         format!("entra-v1:{json}")
     };
@@ -208,10 +208,7 @@ async fn entra_delta_links_stored_for_another_graph_or_tenant_read_in_full() {
         );
         // Links of its own, which the next sweep follows as a delta.
         let next = source.changes_since(Some(&fresh)).await.unwrap();
-        assert!(
-            matches!(next, DirectoryChanges::Delta { .. }),
-            "{next:?}"
-        );
+        assert!(matches!(next, DirectoryChanges::Delta { .. }), "{next:?}");
     }
     // The other tenant's links were never followed.
     let requests = server.received_requests().await.unwrap();
