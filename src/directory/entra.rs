@@ -19,6 +19,9 @@
 //!   users the app's service principal is assigned to (`appRoleAssignedTo`): users
 //!   assigned directly, and the direct members (`/groups/{id}/members`) of assigned
 //!   groups, as Entra does not cascade an assignment to nested groups.
+//! - Permissions (application, admin-consented): `User.Read.All`,
+//!   `GroupMember.Read.All`, and `Application.Read.All` with `app_id`; a 403
+//!   names the one the refused read needs.
 //! - Throttling: 429 and 503 are retried after `Retry-After`; a request-rate limit
 //!   (`requests_per_second`) keeps a snapshot inside the directory read budget.
 //! - `changes_since`: `users/delta` and `groups/delta` from stored delta links;
@@ -975,7 +978,16 @@ impl EntraSource {
                 refreshed = true;
                 continue;
             }
-            let (code, detail) = error_body(&reply.body);
+            let (code, mut detail) = error_body(&reply.body);
+            if reply.status == 403 {
+                // Graph's "Insufficient privileges to complete the operation."
+                // names no permission; say which this read needs.
+                detail = format!(
+                    "{}; {}",
+                    detail.chars().take(120).collect::<String>(),
+                    permission_hint(url)
+                );
+            }
             let wait = remote::retry_after(&reply.headers);
             return Err(status_error(
                 endpoint,
@@ -1100,6 +1112,25 @@ fn is_never_an_identity(member: &Value) -> bool {
                 | "#microsoft.graph.servicePrincipal"
                 | "#microsoft.graph.orgContact"
         )
+    )
+}
+
+/// What a 403 from Graph for `url` asks of the app registration: the application
+/// permission that read needs (README, "Microsoft Entra ID"), admin-consented.
+fn permission_hint(url: &str) -> String {
+    let path = url::Url::parse(url)
+        .map(|u| u.path().to_owned())
+        .unwrap_or_default();
+    let permission = if path.contains("/servicePrincipals") {
+        "Application.Read.All (directory.app_id)"
+    } else if path.contains("/groups") || path.contains("/transitiveMemberOf") {
+        "GroupMember.Read.All"
+    } else {
+        "User.Read.All"
+    };
+    format!(
+        "the app registration (directory.client_id) needs the Microsoft Graph application \
+         permission {permission}, with admin consent"
     )
 }
 

@@ -266,3 +266,71 @@ async fn an_entra_delta_page_without_a_value_array_fails_the_sweep_read() {
         "{error}"
     );
 }
+
+/// An app registration missing a Graph permission gets 403
+/// `Authorization_RequestDenied`, "Insufficient privileges to complete the
+/// operation.", which names no permission: the engineer setting it up was left
+/// to guess which of the three the failing read needs. The error says it.
+#[tokio::test]
+async fn an_entra_403_names_the_graph_permission_the_read_needs() {
+    use crate::entra::{secret, settings, small_tenant};
+    use seatwarden::directory::EntraSource;
+    use wiremock::matchers::{method, path, path_regex};
+    use wiremock::{Mock, ResponseTemplate};
+    let denied = || {
+        ResponseTemplate::new(403).set_body_json(serde_json::json!({"error": {
+            "code": "Authorization_RequestDenied",
+            "message": "Insufficient privileges to complete the operation.",
+            "innerError": {
+                "date": "2026-12-04T18:00:00",
+                "request-id": "5b3a1c2e-0000-4000-8000-000000000001",
+                "client-request-id": "5b3a1c2e-0000-4000-8000-000000000001"
+            }
+        }}))
+    };
+    for (denied_path, permission) in [
+        (
+            r"^/v1\.0/groups/[^/]+/transitiveMembers$",
+            "GroupMember.Read.All",
+        ),
+        (r"^/v1\.0/users$", "User.Read.All"),
+    ] {
+        let server = MockServer::start().await;
+        Mock::given(method("GET"))
+            .and(path_regex(denied_path))
+            .respond_with(denied())
+            .with_priority(1)
+            .mount(&server)
+            .await;
+        small_tenant().mount(&server).await;
+        let error = EntraSource::new(settings(&server, secret()))
+            .snapshot()
+            .await
+            .unwrap_err();
+        assert!(!error.is_transient());
+        let text = error.to_string();
+        assert!(
+            text.contains("HTTP 403")
+                && text.contains("Insufficient privileges")
+                && text.contains(&format!("application permission {permission}")),
+            "{denied_path}: {text}"
+        );
+    }
+    // With app_id, the service principal's assignments need Application.Read.All.
+    let server = MockServer::start().await;
+    Mock::given(method("GET"))
+        .and(path("/v1.0/servicePrincipals"))
+        .respond_with(denied())
+        .with_priority(1)
+        .mount(&server)
+        .await;
+    small_tenant().mount(&server).await;
+    let mut s = settings(&server, secret());
+    s.app_id = Some("00000000-0000-4000-8000-0000000000a1".into());
+    let text = EntraSource::new(s)
+        .snapshot()
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(text.contains("Application.Read.All"), "{text}");
+}
