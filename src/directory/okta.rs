@@ -24,6 +24,8 @@
 //!   of each group of interest as the last full read found them: one renamed or
 //!   deleted since (`GET /api/v1/groups/{id}`) reads in full, as does a cursor
 //!   without them (`okta-v1:`, from an older version).
+//! - A 403 (`E0000006`) names what the refused read needs: the scope and an
+//!   admin role for a service app, an admin role for an API token.
 //! - Rate limits: every answer's `X-Rate-Limit-Remaining`/`X-Rate-Limit-Reset` are
 //!   kept per endpoint family; when few requests remain, requests wait for the reset
 //!   instead of running into 429. A 429 waits until `X-Rate-Limit-Reset`. At most
@@ -868,7 +870,16 @@ impl OktaSource {
                 refreshed = true;
                 continue;
             }
-            let (code, detail) = error_body(&reply.body);
+            let (code, mut detail) = error_body(&reply.body);
+            if reply.status == 403 {
+                // E0000006 "You do not have permission to perform the requested
+                // action" names neither the scope nor the role that is missing.
+                detail = format!(
+                    "{}; {}",
+                    detail.chars().take(120).collect::<String>(),
+                    permission_hint(url, token.is_some())
+                );
+            }
             let wait = if reply.status == 429 {
                 reset_delay(&reply.headers).or_else(|| remote::retry_after(&reply.headers))
             } else {
@@ -1048,6 +1059,33 @@ fn segment(id: &str, endpoint: &str) -> Result<String, DirectoryError> {
         endpoint: endpoint.to_owned(),
         what: e.to_string(),
     })
+}
+
+/// What a 403 from Okta for `url` asks of the credential: a service app
+/// (`oauth`) needs the read's scope granted and an admin role that may read it;
+/// an API token acts with the role of the admin who created it.
+fn permission_hint(url: &str, oauth: bool) -> String {
+    let path = url::Url::parse(url)
+        .map(|u| u.path().to_owned())
+        .unwrap_or_default();
+    let (scope, what) = if path.starts_with("/api/v1/apps") {
+        ("okta.apps.read", "app assignments (directory.app_id)")
+    } else if path.starts_with("/api/v1/groups") {
+        ("okta.groups.read", "groups and their members")
+    } else {
+        ("okta.users.read", "users")
+    };
+    if oauth {
+        format!(
+            "the service app (directory.client_id) needs the scope {scope} granted and an \
+             admin role that can read {what} (Read-only Administrator can)"
+        )
+    } else {
+        format!(
+            "the API token acts with the admin role of whoever created it, which must be \
+             able to read {what} (Read-only Administrator can)"
+        )
+    }
 }
 
 /// The endpoint family an Okta rate limit applies to: `/api/v1/users`,

@@ -334,3 +334,64 @@ async fn an_entra_403_names_the_graph_permission_the_read_needs() {
         .to_string();
     assert!(text.contains("Application.Read.All"), "{text}");
 }
+
+/// Okta refuses a read the credential may not make with 403 `E0000006`, "You do
+/// not have permission to perform the requested action", which names neither
+/// scope nor role. The error says what the refused read needs: for a service
+/// app its scope and an admin role, for an API token its creator's admin role.
+#[tokio::test]
+async fn an_okta_403_says_what_the_refused_read_needs() {
+    use wiremock::matchers::{method, path_regex};
+    use wiremock::{Mock, ResponseTemplate};
+    let denied = || {
+        ResponseTemplate::new(403).set_body_json(serde_json::json!({
+            "errorCode": "E0000006",
+            "errorSummary": "You do not have permission to perform the requested action",
+            "errorLink": "E0000006",
+            "errorId": "oae-sample",
+            "errorCauses": []
+        }))
+    };
+    // A service app without okta.groups.read: the group members are refused.
+    let server = MockServer::start().await;
+    Mock::given(method("GET"))
+        .and(path_regex(r"^/api/v1/groups/[^/]+/users$"))
+        .respond_with(denied())
+        .with_priority(1)
+        .mount(&server)
+        .await;
+    small_org(LinkStyle::SeparateLines).mount(&server).await;
+    mount_okta_token_endpoint(&server, &["okta.users.read", "okta.groups.read"]).await;
+    let text = OktaSource::new(settings(&server, service_app()))
+        .snapshot()
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        text.contains("HTTP 403 (E0000006)")
+            && text.contains("scope okta.groups.read")
+            && text.contains("admin role"),
+        "{text}"
+    );
+    // An API token whose admin may not list users.
+    let server = MockServer::start().await;
+    Mock::given(method("GET"))
+        .and(path_regex(r"^/api/v1/users$"))
+        .respond_with(denied())
+        .with_priority(1)
+        .mount(&server)
+        .await;
+    small_org(LinkStyle::SeparateLines).mount(&server).await;
+    let error = OktaSource::new(settings(&server, ssws()))
+        .snapshot()
+        .await
+        .unwrap_err();
+    assert!(!error.is_transient());
+    let text = error.to_string();
+    assert!(
+        text.contains("HTTP 403 (E0000006)")
+            && text.contains("API token")
+            && text.contains("read users"),
+        "{text}"
+    );
+}
