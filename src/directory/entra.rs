@@ -19,6 +19,9 @@
 //!   users the app's service principal is assigned to (`appRoleAssignedTo`): users
 //!   assigned directly, and the direct members (`/groups/{id}/members`) of assigned
 //!   groups, as Entra does not cascade an assignment to nested groups.
+//! - Permissions (application, admin-consented): `User.Read.All`,
+//!   `GroupMember.Read.All`, and `Application.Read.All` with `app_id`; a 403
+//!   names the one the refused read needs.
 //! - Throttling: 429 and 503 are retried after `Retry-After`; a request-rate limit
 //!   (`requests_per_second`) keeps a snapshot inside the directory read budget.
 //! - `changes_since`: `users/delta` and `groups/delta` from stored delta links;
@@ -30,7 +33,9 @@
 //!   interest, reads the whole directory (its members' group names changed); other
 //!   groups' renames, creations and deletions, and membership changes of devices,
 //!   service principals and contacts, cost nothing. An expired delta token (400/410 `syncStateNotFound`, `resyncRequired`)
-//!   falls back to a full snapshot.
+//!   falls back to a full snapshot, as do delta links stored under another
+//!   `graph_url` or `tenant_id` (the cursor records the tenant), which are never
+//!   followed.
 //!
 //! Status mapping: `accountEnabled: true` → active, `false` → suspended; a deleted
 //! user (in the recycle bin or gone) is absent from `/users`, and `@removed` in a
@@ -179,6 +184,12 @@ struct Cursor {
     /// a reload that names other groups, the ids say nothing.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     names: Option<Vec<String>>,
+    /// `directory.tenant_id` when the links were taken: a delta link does not name
+    /// its tenant, and followed with another tenant's token it says nothing about
+    /// this one. Absent (a cursor from before), the links are taken as this
+    /// tenant's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    tenant: Option<String>,
 }
 
 /// What a delta round said.
@@ -388,6 +399,15 @@ impl EntraSource {
         }
         match parsed {
             Some(links) if self.inner.settings.app_id.is_none() => {
+                if let Some(why) = self.taken_elsewhere(&links) {
+                    // Links stored under another `graph_url` or `tenant_id` (a
+                    // stand-in used while setting up, a tenant moved to): following
+                    // them would send the token elsewhere or read another tenant,
+                    // and refusing them would fail every sweep until the state
+                    // database is edited by hand.
+                    tracing::warn!("{why}; reading the whole directory");
+                    return self.full_with_cursor().await;
+                }
                 match self.delta(&links).await? {
                     DeltaOutcome::Done(changes) => Ok(changes),
                     DeltaOutcome::Expired => {
@@ -423,6 +443,7 @@ impl EntraSource {
         Ok(DirectoryChanges::Full {
             snapshot,
             cursor: Some(links_of(
+                &self.inner.settings.tenant_id,
                 &users,
                 &groups,
                 self.worth_keeping(&interest)
@@ -431,17 +452,32 @@ impl EntraSource {
         })
     }
 
+    /// Why the stored delta links are not this configuration's to follow: they
+    /// point outside `graph_url`, or were taken for another `tenant_id`.
+    fn taken_elsewhere(&self, links: &Cursor) -> Option<String> {
+        if [&links.users, &links.groups]
+            .iter()
+            .any(|link| !same_origin(&self.inner.graph, link))
+        {
+            return Some(format!(
+                "the stored Entra delta links point outside graph_url {}",
+                self.inner.graph
+            ));
+        }
+        let tenant = &self.inner.settings.tenant_id;
+        match &links.tenant {
+            Some(taken) if !taken.eq_ignore_ascii_case(tenant) => Some(format!(
+                "the stored Entra delta links were taken for tenant {taken:?}, not \
+                 directory.tenant_id {tenant:?}"
+            )),
+            _ => None,
+        }
+    }
+
     async fn delta(
         &self,
         links: &Cursor,
     ) -> Result<DeltaOutcome<DirectoryChanges>, DirectoryError> {
-        for link in [&links.users, &links.groups] {
-            if !same_origin(&self.inner.graph, link) {
-                return Err(DirectoryError::Settings(
-                    "stored delta link points outside graph_url".into(),
-                ));
-            }
-        }
         let (users, groups) = futures::try_join!(
             self.delta_pages(links.users.clone()),
             self.delta_pages(links.groups.clone()),
@@ -550,6 +586,7 @@ impl EntraSource {
         removed.extend(guests);
         let configured = self.configured_names();
         let cursor = links_of(
+            &self.inner.settings.tenant_id,
             &users_link,
             &groups_link,
             known.map(|ids| (ids.as_slice(), configured.as_slice())),
@@ -573,6 +610,7 @@ impl EntraSource {
         Ok(DeltaOutcome::Done(DirectoryChanges::Full {
             snapshot,
             cursor: Some(links_of(
+                &self.inner.settings.tenant_id,
                 users_link,
                 groups_link,
                 self.worth_keeping(&interest)
@@ -817,8 +855,18 @@ impl EntraSource {
                 Err(e) => return Err(e),
             };
             pages += 1;
-            if let Some(Value::Array(values)) = page.get_mut("value").map(Value::take) {
-                items.extend(values);
+            // Every delta page carries `value`, the last one too (empty when
+            // nothing changed). A page without it that names the next or the
+            // delta link would drop its changes (a leaver's `accountEnabled:
+            // false`, a removal) while the stored link moves past them.
+            match page.get_mut("value").map(Value::take) {
+                Some(Value::Array(values)) => items.extend(values),
+                _ => {
+                    return Err(DirectoryError::Malformed {
+                        endpoint,
+                        what: "a delta page without a \"value\" array".into(),
+                    });
+                }
             }
             if let Some(next) = page.get("@odata.nextLink").and_then(Value::as_str) {
                 url = self.checked_next(next, &endpoint, &mut visited)?;
@@ -930,7 +978,16 @@ impl EntraSource {
                 refreshed = true;
                 continue;
             }
-            let (code, detail) = error_body(&reply.body);
+            let (code, mut detail) = error_body(&reply.body);
+            if reply.status == 403 {
+                // Graph's "Insufficient privileges to complete the operation."
+                // names no permission; say which this read needs.
+                detail = format!(
+                    "{}; {}",
+                    detail.chars().take(120).collect::<String>(),
+                    permission_hint(url)
+                );
+            }
             let wait = remote::retry_after(&reply.headers);
             return Err(status_error(
                 endpoint,
@@ -1019,6 +1076,7 @@ fn segment(id: &str, endpoint: &str) -> Result<String, DirectoryError> {
 /// The cursor: both delta links, and the ids of the groups of interest with the
 /// configured names they were taken for, when worth keeping.
 fn links_of(
+    tenant: &str,
     users: &str,
     groups: &str,
     interest: Option<(&[String], &[String])>,
@@ -1028,6 +1086,7 @@ fn links_of(
         groups: groups.to_owned(),
         interest: interest.map(|(ids, _)| ids.to_vec()),
         names: interest.map(|(_, names)| names.to_vec()),
+        tenant: Some(tenant.to_owned()),
     })
     .map_err(|e| DirectoryError::Malformed {
         endpoint: "delta cursor".into(),
@@ -1053,6 +1112,25 @@ fn is_never_an_identity(member: &Value) -> bool {
                 | "#microsoft.graph.servicePrincipal"
                 | "#microsoft.graph.orgContact"
         )
+    )
+}
+
+/// What a 403 from Graph for `url` asks of the app registration: the application
+/// permission that read needs (README, "Microsoft Entra ID"), admin-consented.
+fn permission_hint(url: &str) -> String {
+    let path = url::Url::parse(url)
+        .map(|u| u.path().to_owned())
+        .unwrap_or_default();
+    let permission = if path.contains("/servicePrincipals") {
+        "Application.Read.All (directory.app_id)"
+    } else if path.contains("/groups") || path.contains("/transitiveMemberOf") {
+        "GroupMember.Read.All"
+    } else {
+        "User.Read.All"
+    };
+    format!(
+        "the app registration (directory.client_id) needs the Microsoft Graph application \
+         permission {permission}, with admin consent"
     )
 }
 

@@ -1,7 +1,9 @@
 //! Okta (`kind = "okta"`): the Management API, read-only.
 //!
 //! - Auth: an API token (`Authorization: SSWS …`) or an OAuth 2.0 service app with
-//!   `private_key_jwt` (scopes `okta.users.read okta.groups.read okta.apps.read`);
+//!   `private_key_jwt` (scopes `okta.users.read okta.groups.read`, and
+//!   `okta.apps.read` with `app_id` only: Okta refuses a token request naming a
+//!   scope the app was not granted);
 //!   the access token is cached and refreshed five minutes before it expires, and
 //!   once more if the API answers 401 mid-snapshot.
 //! - Users: `GET /api/v1/users?limit=200` plus `search=status eq "DEPROVISIONED"`,
@@ -22,6 +24,8 @@
 //!   of each group of interest as the last full read found them: one renamed or
 //!   deleted since (`GET /api/v1/groups/{id}`) reads in full, as does a cursor
 //!   without them (`okta-v1:`, from an older version).
+//! - A 403 (`E0000006`) names what the refused read needs: the scope and an
+//!   admin role for a service app, an admin role for an API token.
 //! - Rate limits: every answer's `X-Rate-Limit-Remaining`/`X-Rate-Limit-Reset` are
 //!   kept per endpoint family; when few requests remain, requests wait for the reset
 //!   instead of running into 429. A 429 waits until `X-Rate-Limit-Reset`. At most
@@ -29,8 +33,10 @@
 //!
 //! Status mapping: ACTIVE, PROVISIONED (activation pending; Okta provisions apps to
 //! them), RECOVERY, PASSWORD_EXPIRED, LOCKED_OUT → active; STAGED (never activated)
-//! and SUSPENDED → suspended; DEPROVISIONED → deprovisioned; a deleted user is absent.
-//! An unknown status is read as suspended (no access) and logged.
+//! and SUSPENDED → suspended; DEPROVISIONED, or a deactivation under way
+//! (`transitioningToStatus: DEPROVISIONED`, whatever `status` still says) →
+//! deprovisioned; a deleted user is absent. An unknown status is read as suspended
+//! (no access) and logged.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -60,8 +66,13 @@ const GROUPS_LIMIT: u32 = 200;
 const MEMBERS_LIMIT: u32 = 1000;
 const APP_USERS_LIMIT: u32 = 500;
 const APP_GROUPS_LIMIT: u32 = 200;
-/// The OAuth scopes a service app needs (read-only).
-pub const OAUTH_SCOPES: &str = "okta.users.read okta.groups.read okta.apps.read";
+/// The OAuth scopes a service app asks for (read-only), without `app_id`.
+pub const OAUTH_SCOPES: &str = "okta.users.read okta.groups.read";
+/// [`OAUTH_SCOPES`] and the app assignments', with `app_id`. Okta's org
+/// authorization server refuses a token request naming any scope not granted to
+/// the service app (`invalid_scope`): asked for always, `okta.apps.read` would
+/// make a least-privilege grant without it fail every read.
+pub const OAUTH_SCOPES_WITH_APP: &str = "okta.users.read okta.groups.read okta.apps.read";
 /// A cursor: Okta's time when the read started and the groups of interest (JSON).
 const CURSOR_PREFIX: &str = "okta-v2:";
 /// A cursor from before the groups of interest were recorded: the time alone.
@@ -175,6 +186,14 @@ impl std::fmt::Debug for OktaSource {
 struct RawUser {
     id: String,
     status: String,
+    /// The status an asynchronous transition under way leads to: `DEPROVISIONED`
+    /// while a deactivation is still deprovisioning the user's apps.
+    #[serde(
+        default,
+        rename = "transitioningToStatus",
+        deserialize_with = "lenient_string"
+    )]
+    transitioning_to_status: Option<String>,
     #[serde(default, rename = "lastUpdated")]
     last_updated: Option<String>,
     #[serde(default)]
@@ -851,7 +870,16 @@ impl OktaSource {
                 refreshed = true;
                 continue;
             }
-            let (code, detail) = error_body(&reply.body);
+            let (code, mut detail) = error_body(&reply.body);
+            if reply.status == 403 {
+                // E0000006 "You do not have permission to perform the requested
+                // action" names neither the scope nor the role that is missing.
+                detail = format!(
+                    "{}; {}",
+                    detail.chars().take(120).collect::<String>(),
+                    permission_hint(url, token.is_some())
+                );
+            }
             let wait = if reply.status == 429 {
                 reset_delay(&reply.headers).or_else(|| remote::retry_after(&reply.headers))
             } else {
@@ -929,7 +957,13 @@ impl OktaSource {
             &token_url,
             &[
                 ("grant_type", "client_credentials"),
-                ("scope", OAUTH_SCOPES),
+                (
+                    "scope",
+                    match self.inner.settings.app_id {
+                        Some(_) => OAUTH_SCOPES_WITH_APP,
+                        None => OAUTH_SCOPES,
+                    },
+                ),
                 (
                     "client_assertion_type",
                     "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
@@ -1025,6 +1059,33 @@ fn segment(id: &str, endpoint: &str) -> Result<String, DirectoryError> {
         endpoint: endpoint.to_owned(),
         what: e.to_string(),
     })
+}
+
+/// What a 403 from Okta for `url` asks of the credential: a service app
+/// (`oauth`) needs the read's scope granted and an admin role that may read it;
+/// an API token acts with the role of the admin who created it.
+fn permission_hint(url: &str, oauth: bool) -> String {
+    let path = url::Url::parse(url)
+        .map(|u| u.path().to_owned())
+        .unwrap_or_default();
+    let (scope, what) = if path.starts_with("/api/v1/apps") {
+        ("okta.apps.read", "app assignments (directory.app_id)")
+    } else if path.starts_with("/api/v1/groups") {
+        ("okta.groups.read", "groups and their members")
+    } else {
+        ("okta.users.read", "users")
+    };
+    if oauth {
+        format!(
+            "the service app (directory.client_id) needs the scope {scope} granted and an \
+             admin role that can read {what} (Read-only Administrator can)"
+        )
+    } else {
+        format!(
+            "the API token acts with the admin role of whoever created it, which must be \
+             able to read {what} (Read-only Administrator can)"
+        )
+    }
 }
 
 /// The endpoint family an Okta rate limit applies to: `/api/v1/users`,
@@ -1185,7 +1246,18 @@ fn error_body(body: &str) -> (Option<String>, String) {
 }
 
 /// Okta user status → normalised status (see the module comment).
-pub fn map_status(status: &str) -> IdentityStatus {
+///
+/// A user whose deactivation is under way (`transitioningToStatus:
+/// DEPROVISIONED`) is deprovisioned whatever `status` still says: Okta
+/// deactivates asynchronously, the user stays ACTIVE (and out of the
+/// DEPROVISIONED search) until every app is deprovisioned, which can take a
+/// while, and a deactivation cannot be undone. Read as active, the leaver would
+/// keep the workspace for as long. Other transitions (an activation) wait for
+/// their outcome.
+pub fn map_status(status: &str, transitioning_to: Option<&str>) -> IdentityStatus {
+    if transitioning_to.is_some_and(|t| t.trim() == "DEPROVISIONED") {
+        return IdentityStatus::Deprovisioned;
+    }
     match status {
         "ACTIVE" | "PROVISIONED" | "RECOVERY" | "PASSWORD_EXPIRED" | "LOCKED_OUT" => {
             IdentityStatus::Active
@@ -1239,7 +1311,7 @@ fn parse_user(
         given_name: clean(profile.first_name),
         family_name: clean(profile.last_name),
         display_name: clean(profile.display_name),
-        status: map_status(&raw.status),
+        status: map_status(&raw.status, raw.transitioning_to_status.as_deref()),
         department: clean(profile.department),
         groups: Vec::new(),
     })
@@ -1430,12 +1502,38 @@ mod tests {
             "PASSWORD_EXPIRED",
             "LOCKED_OUT",
         ] {
-            assert_eq!(map_status(s), IdentityStatus::Active, "{s}");
+            assert_eq!(map_status(s, None), IdentityStatus::Active, "{s}");
         }
-        assert_eq!(map_status("STAGED"), IdentityStatus::Suspended);
-        assert_eq!(map_status("SUSPENDED"), IdentityStatus::Suspended);
-        assert_eq!(map_status("DEPROVISIONED"), IdentityStatus::Deprovisioned);
-        assert_eq!(map_status("SOMETHING_NEW"), IdentityStatus::Suspended);
+        assert_eq!(map_status("STAGED", None), IdentityStatus::Suspended);
+        assert_eq!(map_status("SUSPENDED", None), IdentityStatus::Suspended);
+        assert_eq!(
+            map_status("DEPROVISIONED", None),
+            IdentityStatus::Deprovisioned
+        );
+        assert_eq!(map_status("SOMETHING_NEW", None), IdentityStatus::Suspended);
+    }
+
+    /// Okta's deactivation is asynchronous: until it has deprovisioned every app,
+    /// the user is still ACTIVE (or whatever they were) with
+    /// `transitioningToStatus: DEPROVISIONED`. It cannot be undone, so they are a
+    /// leaver now; an activation under way waits for its outcome.
+    #[test]
+    fn a_deactivation_under_way_is_deprovisioned_already() {
+        for status in ["ACTIVE", "LOCKED_OUT", "PASSWORD_EXPIRED", "SUSPENDED"] {
+            assert_eq!(
+                map_status(status, Some("DEPROVISIONED")),
+                IdentityStatus::Deprovisioned,
+                "{status}"
+            );
+        }
+        assert_eq!(
+            map_status("DEPROVISIONED", Some("ACTIVE")),
+            IdentityStatus::Deprovisioned
+        );
+        assert_eq!(
+            map_status("PROVISIONED", Some("ACTIVE")),
+            IdentityStatus::Active
+        );
     }
 
     #[test]

@@ -60,6 +60,7 @@ mod review_s39_workspace;
 mod review_s39b_sandbox;
 mod review_s39b_trim;
 mod review_s40_daemon;
+mod review_s40_directory;
 mod review_s40_mail;
 mod role_groups;
 mod run_recovery;

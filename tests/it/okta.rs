@@ -1075,10 +1075,8 @@ async fn oauth_service_app_signs_a_client_assertion_caches_the_token_and_refresh
     assert_eq!(issued.load(Ordering::SeqCst), 2);
     let forms = forms.lock().unwrap().clone();
     assert_eq!(forms[0]["grant_type"], "client_credentials");
-    assert_eq!(
-        forms[0]["scope"],
-        "okta.users.read okta.groups.read okta.apps.read"
-    );
+    // No app_id: okta.apps.read is not asked for.
+    assert_eq!(forms[0]["scope"], "okta.users.read okta.groups.read");
     assert_eq!(
         forms[0]["client_assertion_type"],
         "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
