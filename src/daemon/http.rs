@@ -269,7 +269,8 @@ fn readiness(shared: &Shared) -> Result<(), String> {
 /// the last success have passed, and one more interval for the second run to
 /// finish. Measured on the schedule itself, so business hours (`*/30 8-18 * * 1-5`)
 /// are not overdue overnight, and a run longer than its interval (the next fire is
-/// skipped) is not either. A schedule with no next fire (the configuration
+/// skipped) is not either, as long as it ends within two intervals of its start:
+/// one that takes longer is reported overdue until it succeeds. A schedule with no next fire (the configuration
 /// refuses one that never fires) runs no more reconciles: not ready.
 fn reconcile_overdue(
     schedule: &crate::schedule::Schedule,
