@@ -5,7 +5,10 @@
 //! zone (croner on chrono-tz), so a job at 08:00 Europe/Berlin stays at 08:00 across
 //! daylight-saving changes — the failure of schedulers that fix a zone's UTC offset
 //! when a job is created. A time skipped by a spring-forward runs right after the
-//! gap; a time repeated by a fall-back runs once.
+//! gap; a time repeated by a fall-back runs once, as in Vixie cron for every
+//! pattern whose seconds, minutes and hours have no wildcard or step (`30 1,13`,
+//! not only `30 1`); a pattern with one there is an interval and keeps its
+//! spacing through the change.
 //!
 //! The loop never overlaps a job with itself (a job still running at its next fire
 //! is skipped, logged and counted; the log tells a job at work from one still
@@ -33,6 +36,11 @@ use futures::future::BoxFuture;
 pub struct Schedule {
     pattern: String,
     cron: Cron,
+    /// For a pattern that lists several fixed times of day ([`fixed_times_of_day`]):
+    /// one schedule per time, which croner treats as fixed-time jobs (once in a
+    /// fall-back's repeated hour, right after a spring-forward gap), where the
+    /// whole pattern would be an interval to it. Empty otherwise.
+    times_of_day: Vec<Cron>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -108,17 +116,25 @@ impl Schedule {
 
     /// The expression as croner reads it, without the checks `parse` adds.
     fn parse_syntax(pattern: &str) -> Result<Schedule, ScheduleError> {
-        let cron = CronParser::builder()
-            .seconds(Seconds::Optional)
-            .build()
-            .parse(pattern)
-            .map_err(|e| ScheduleError {
-                pattern: pattern.to_owned(),
-                message: e.to_string(),
-            })?;
+        let parse = |pattern: &str| {
+            CronParser::builder()
+                .seconds(Seconds::Optional)
+                .build()
+                .parse(pattern)
+                .map_err(|e| ScheduleError {
+                    pattern: pattern.to_owned(),
+                    message: e.to_string(),
+                })
+        };
+        let cron = parse(pattern)?;
+        let times_of_day = fixed_times_of_day(pattern)
+            .iter()
+            .map(|single| parse(single))
+            .collect::<Result<_, _>>()?;
         Ok(Schedule {
             pattern: pattern.to_owned(),
             cron,
+            times_of_day,
         })
     }
 
@@ -255,11 +271,74 @@ fn check_steps(pattern: &str) -> Result<(), ScheduleError> {
 /// [`Schedule::parse`] refuses.
 pub fn next_fire(schedule: &Schedule, tz: Tz, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
     let local = now.with_timezone(&tz);
-    schedule
-        .cron
-        .find_next_occurrence(&local, false)
-        .ok()
-        .map(|at| at.with_timezone(&Utc))
+    let next = |cron: &Cron| {
+        cron.find_next_occurrence(&local, false)
+            .ok()
+            .map(|at| at.with_timezone(&Utc))
+    };
+    if schedule.times_of_day.is_empty() {
+        next(&schedule.cron)
+    } else {
+        schedule.times_of_day.iter().filter_map(next).min()
+    }
+}
+
+/// The most times of day [`fixed_times_of_day`] splits a pattern into; a pattern
+/// listing more keeps croner's interval handling at DST changes.
+const MAX_TIMES_OF_DAY: usize = 64;
+
+/// `pattern` split into one pattern per time of day it names, when it names
+/// several and each is fixed: no wildcard or step in its seconds, minutes and
+/// hours, only values, lists and ranges (`30 1,13 * * *`, `0,30 2 * * 1-5`).
+/// Vixie cron runs such times once when a fall-back repeats them and right after
+/// a spring-forward gap skips them; croner does so only for a single value, and
+/// would run `30 1,13` twice on a fall-back day (a second digest) and skip
+/// `0,30 2` on a spring-forward day. Empty when the pattern has a wildcard or
+/// step there (an interval: it keeps running through a repeated hour), names one
+/// time only, or more than [`MAX_TIMES_OF_DAY`].
+fn fixed_times_of_day(pattern: &str) -> Vec<String> {
+    let fields: Vec<&str> = pattern.split_whitespace().collect();
+    let (time, date) = match fields.len() {
+        5 => fields.split_at(2),
+        6 => fields.split_at(3),
+        _ => return Vec::new(),
+    };
+    let values = |field: &str| -> Option<Vec<u32>> {
+        let mut values = Vec::new();
+        for part in field.split(',') {
+            let (first, last) = part.split_once('-').unwrap_or((part, part));
+            let (first, last) = (first.parse::<u32>().ok()?, last.parse::<u32>().ok()?);
+            // No field has more than 60 values ([`check_steps`] refuses the rest).
+            if last.checked_sub(first)? >= 60 {
+                return None;
+            }
+            values.extend(first..=last);
+        }
+        Some(values)
+    };
+    let Some(time) = time
+        .iter()
+        .map(|field| values(field))
+        .collect::<Option<Vec<_>>>()
+    else {
+        return Vec::new();
+    };
+    let count: usize = time.iter().map(Vec::len).product();
+    if count < 2 || count > MAX_TIMES_OF_DAY {
+        return Vec::new();
+    }
+    let mut patterns = vec![String::new()];
+    for field in &time {
+        patterns = patterns
+            .iter()
+            .flat_map(|prefix| field.iter().map(move |value| format!("{prefix}{value} ")))
+            .collect();
+    }
+    let date = date.join(" ");
+    patterns
+        .into_iter()
+        .map(|time| format!("{time}{date}"))
+        .collect()
 }
 
 /// The longest time without a fire of any of `schedules` (merged), from the first
@@ -821,6 +900,75 @@ mod tests {
         );
         assert_eq!(got[0], utc(2026, 11, 1, 5, 30), "01:30 EDT");
         assert_eq!(got[1], utc(2026, 11, 2, 6, 30), "01:30 EST the next day");
+    }
+
+    /// Vixie cron's rule, which croner applies only to single values: a pattern
+    /// without a wildcard or step in its seconds, minutes and hours names fixed
+    /// times of day, each run once on a fall-back day and right after a
+    /// spring-forward gap, however many it lists.
+    #[test]
+    fn listed_times_of_day_run_once_across_both_changes() {
+        // New York, 2026-11-01: 01:30 happens twice (EDT, then EST).
+        let got = fires(
+            "30 1,13 * * *",
+            chrono_tz::America::New_York,
+            utc(2026, 10, 31, 20, 0),
+            3,
+        );
+        assert_eq!(
+            got,
+            vec![
+                utc(2026, 11, 1, 5, 30),
+                utc(2026, 11, 1, 18, 30),
+                utc(2026, 11, 2, 6, 30)
+            ],
+            "01:30 EDT only, then 13:30 EST"
+        );
+        // Berlin, 2026-03-29: 02:00–03:00 does not exist.
+        let got = fires(
+            "0,30 2 * * *",
+            chrono_tz::Europe::Berlin,
+            utc(2026, 3, 28, 12, 0),
+            3,
+        );
+        assert_eq!(
+            got,
+            vec![
+                utc(2026, 3, 29, 1, 0),
+                utc(2026, 3, 30, 0, 0),
+                utc(2026, 3, 30, 0, 30)
+            ],
+            "once right after the gap (03:00 CEST), then 02:00 and 02:30 CEST"
+        );
+        // A range is fixed times too; seconds count as the other two fields.
+        let got = fires(
+            "0 30 1-2 * * *",
+            chrono_tz::America::New_York,
+            utc(2026, 11, 1, 4, 0),
+            2,
+        );
+        assert_eq!(got, vec![utc(2026, 11, 1, 5, 30), utc(2026, 11, 1, 7, 30)]);
+    }
+
+    /// A step or wildcard makes an interval: it keeps running through the
+    /// repeated hour (the sweep every 5 minutes must not pause for an hour).
+    #[test]
+    fn a_stepped_hour_keeps_running_through_the_repeated_hour() {
+        let got = fires(
+            "0 */1 * * *",
+            chrono_tz::America::New_York,
+            utc(2026, 11, 1, 4, 30),
+            3,
+        );
+        assert_eq!(
+            got,
+            vec![
+                utc(2026, 11, 1, 5, 0),
+                utc(2026, 11, 1, 6, 0),
+                utc(2026, 11, 1, 7, 0)
+            ],
+            "01:00 EDT, 01:00 EST, 02:00 EST"
+        );
     }
 
     #[test]
