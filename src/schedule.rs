@@ -324,7 +324,7 @@ fn fixed_times_of_day(pattern: &str) -> Vec<String> {
         return Vec::new();
     };
     let count: usize = time.iter().map(Vec::len).product();
-    if count < 2 || count > MAX_TIMES_OF_DAY {
+    if !(2..=MAX_TIMES_OF_DAY).contains(&count) {
         return Vec::new();
     }
     let mut patterns = vec![String::new()];
