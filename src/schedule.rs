@@ -950,6 +950,28 @@ mod tests {
         assert_eq!(got, vec![utc(2026, 11, 1, 5, 30), utc(2026, 11, 1, 7, 30)]);
     }
 
+    #[test]
+    fn fixed_times_of_day_are_split_only_when_several_and_few() {
+        assert_eq!(
+            fixed_times_of_day("0,30 2 * * 1-5"),
+            ["0 2 * * 1-5", "30 2 * * 1-5"]
+        );
+        assert_eq!(
+            fixed_times_of_day("0 30 1-2 * * *"),
+            ["0 30 1 * * *", "0 30 2 * * *"]
+        );
+        assert_eq!(fixed_times_of_day("0-59 1 * * *").len(), 60);
+        for interval in [
+            "30 2 * * *",
+            "*/5 * * * *",
+            "0 */2 * * *",
+            "0-59 1-2 * * *",
+            "@daily",
+        ] {
+            assert!(fixed_times_of_day(interval).is_empty(), "{interval}");
+        }
+    }
+
     /// A step or wildcard makes an interval: it keeps running through the
     /// repeated hour (the sweep every 5 minutes must not pause for an hour).
     #[test]
