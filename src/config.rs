@@ -32,7 +32,8 @@
 //! refused at load, as an empty or blank secret file is at use. A secret file that
 //! other users can read, or others than its owner change, is allowed (containers
 //! mount secrets 0444) but warned about ([`Config::warnings`]); group read is not,
-//! as systemd's credentials show as 0440.
+//! as systemd's credentials show as 0440. A syntax error quotes the file's line
+//! it is on, but not the value of a secret key there ([`without_secret_lines`]).
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -3492,10 +3493,50 @@ fn describe_config_error(path: &Path, error: config::ConfigError) -> ConfigError
             };
             ConfigError::Invalid {
                 path: path.to_owned(),
-                message,
+                message: without_secret_lines(&message),
             }
         }
     }
+}
+
+/// The keys whose values are secrets when given inline.
+const SECRET_KEYS: [&str; 4] = ["token", "password", "client_secret", "bind_password"];
+
+/// A TOML syntax error's message with the file's line it quotes (`7 | token =
+/// "s3cr…`) shown only where it cannot hold a secret: the error goes to the
+/// terminal, the journal and the daemon's reload log, and a line that fails to
+/// parse is often the one being edited, a token or password half pasted. A line
+/// that names a secret key (`token`, not `token_file`), even in a comment, keeps
+/// its key and loses its value; a line that is neither a key, a table header nor
+/// a comment (the inside of a string over several lines) is not shown. The
+/// line and column, and what is wrong, stay.
+fn without_secret_lines(message: &str) -> String {
+    message
+        .lines()
+        .map(|line| {
+            let Some((gutter, text)) = line.split_once('|') else {
+                return line.to_owned();
+            };
+            let number = gutter.trim();
+            if number.is_empty() || !number.bytes().all(|b| b.is_ascii_digit()) {
+                return line.to_owned();
+            }
+            let names_secret = text
+                .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == '-'))
+                .any(|word| SECRET_KEYS.iter().any(|key| word.eq_ignore_ascii_case(key)));
+            let trimmed = text.trim_start();
+            let plain = trimmed.is_empty()
+                || trimmed.starts_with('#')
+                || trimmed.starts_with('[')
+                || text.contains('=');
+            match (names_secret, text.split_once('=')) {
+                (false, _) if plain => line.to_owned(),
+                (_, Some((key, _))) => format!("{gutter}|{key}= [redacted]"),
+                (_, None) => format!("{gutter}| [redacted]"),
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 /// The key an error is about, spelled as in the file: the `config` crate joins a
@@ -4678,6 +4719,57 @@ role = "Editor"
             .map(|(_, name)| name)
             .collect();
         assert_eq!(viewers, ["Readers"]);
+    }
+
+    /// `text` as the whole configuration file, loaded: the error's text.
+    fn syntax_error(text: &str) -> String {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("seatwarden.toml");
+        std::fs::write(&path, text).unwrap();
+        Config::load_with_env(&path, Some(HashMap::new()))
+            .unwrap_err()
+            .to_string()
+    }
+
+    /// A syntax error quotes the line it is on, but not a secret's value: a token
+    /// half pasted (its closing quote lost) stays out of the terminal and the
+    /// journal; the key, the line and what is wrong are still said.
+    #[test]
+    fn a_syntax_error_on_a_secret_line_does_not_quote_the_secret() {
+        let workspace = "[workspace]\nurl = \"https://scim.example.com/scim/v2\"\n";
+        let error = syntax_error(&format!("{workspace}token = \"s3cr3t-half-pasted\n"));
+        assert!(!error.contains("s3cr3t"), "{error}");
+        assert!(error.contains("TOML parse error at line 3"), "{error}");
+        assert!(error.contains("3 | token = [redacted]"), "{error}");
+        assert!(error.contains("invalid basic string"), "{error}");
+        // Inline in a table, in a multi-line string, in a comment beside a mistake.
+        for (text, secret) in [
+            (
+                "[report]\nemail = { password = \"hunter2\" smtp_url = \"smtp://x\" }\n",
+                "hunter2",
+            ),
+            (
+                "[directory]\nkind = \"ldap\"\nbind_password = '''pa55\nw0rd-rest\n",
+                "w0rd-rest",
+            ),
+            ("[workspace]\n\"token\" = \"old-t0ken\" 1\n", "old-t0ken"),
+        ] {
+            let error = syntax_error(text);
+            assert!(!error.contains(secret), "{error}");
+            assert!(error.contains("TOML parse error"), "{error}");
+        }
+    }
+
+    /// A line that holds no secret is still quoted, to show the mistake.
+    #[test]
+    fn a_syntax_error_elsewhere_quotes_its_line() {
+        let error = syntax_error("[workspace]\nurl = \"https://scim.example.com\nx = 1\n");
+        assert!(
+            error.contains("2 | url = \"https://scim.example.com"),
+            "{error}"
+        );
+        let error = syntax_error("[workspace]\ntoken_file = \"/run/credentials/tok\" 1\n");
+        assert!(error.contains("/run/credentials/tok"), "{error}");
     }
 
     /// Two keys in the file for one role, in two spellings, are refused.
