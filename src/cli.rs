@@ -527,8 +527,8 @@ Examples:
         /// Bearer token clients must send. Without one, a random token is made and
         /// printed with the URL (a fixed default would let any local process, or a web
         /// page, read a sandbox seeded with a copy of a real workspace). Surrounding
-        /// spaces and newlines are ignored.
-        #[arg(long, env = "SEATWARDEN_SANDBOX_TOKEN")]
+        /// spaces and newlines are ignored. `--help` names the variable, not its value.
+        #[arg(long, env = "SEATWARDEN_SANDBOX_TOKEN", hide_env_values = true)]
         token: Option<String>,
         #[command(flatten)]
         behaviour: SandboxBehaviour,

@@ -59,6 +59,7 @@ mod review_s39_scim;
 mod review_s39_workspace;
 mod review_s39b_sandbox;
 mod review_s39b_trim;
+mod review_s40_secrets;
 mod role_groups;
 mod run_recovery;
 mod safety;
