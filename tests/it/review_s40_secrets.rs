@@ -79,3 +79,54 @@ async fn an_export_written_to_a_file_others_can_read_is_kept_from_them() {
         "{output:?}"
     );
 }
+
+/// A private key seatwarden cannot use (encrypted with a passphrase, here)
+/// fails `check-config` naming the key, its file and why, for Okta's service app
+/// and Entra's certificate alike.
+#[cfg(unix)]
+#[test]
+fn an_unusable_private_key_names_its_file_and_why() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("directory-key.pem");
+    std::fs::write(
+        &key,
+        "-----BEGIN ENCRYPTED PRIVATE KEY-----\nMIIFHzBJBgkqhkiG9w0BBQ0wPDAbBgkqhkiG9w0BBQwwDgQI\n\
+         -----END ENCRYPTED PRIVATE KEY-----\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+    std::fs::write(dir.path().join("token"), "t0ken\n").unwrap();
+    let certificate =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/keys/test-cert.pem");
+    for directory in [
+        "kind = \"okta\"\nurl = \"https://acme.okta.com\"\nclient_id = \"0oa1\"\n\
+         private_key_file = \"directory-key.pem\"\n"
+            .to_owned(),
+        format!(
+            "kind = \"entra\"\ntenant_id = \"t1\"\nclient_id = \"c1\"\n\
+             certificate_file = \"{}\"\nprivate_key_file = \"directory-key.pem\"\n",
+            certificate.display()
+        ),
+    ] {
+        std::fs::write(
+            dir.path().join("seatwarden.toml"),
+            format!(
+                "[directory]\n{directory}\n[workspace]\nurl = \"https://scim.example.com/scim/v2\"\n\
+                 token_file = \"token\"\n"
+            ),
+        )
+        .unwrap();
+        let config = seatwarden::config::Config::load_with_env(
+            &dir.path().join("seatwarden.toml"),
+            Some(Default::default()),
+        )
+        .unwrap();
+        let error = config.check_files().unwrap_err().to_string();
+        assert!(
+            error.contains(&format!("directory.private_key_file {}", key.display())),
+            "{error}"
+        );
+        assert!(error.contains("encrypted with a passphrase"), "{error}");
+    }
+}
