@@ -33,7 +33,9 @@
 //! other users can read, or others than its owner change, is allowed (containers
 //! mount secrets 0444) but warned about ([`Config::warnings`]); group read is not,
 //! as systemd's credentials show as 0440. A syntax error quotes the file's line
-//! it is on, but not the value of a secret key there ([`without_secret_lines`]).
+//! it is on, but not the value of a secret key there ([`without_secret_lines`]);
+//! an error about a URL key quotes it without a login or a query
+//! ([`without_url_credentials`]).
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -1038,7 +1040,14 @@ impl Config {
                 path,
                 &variables,
             ));
-            suggest_the_spelling(error, path, &env)
+            match suggest_the_spelling(error, path, &env) {
+                ConfigError::Key { path, key, message } => ConfigError::Key {
+                    path,
+                    message: without_url_credentials(&key, &message),
+                    key,
+                },
+                other => other,
+            }
         })?;
         config.source = path.to_owned();
         config.from_env = variables.iter().map(|name| key_of(name)).collect();
@@ -1334,10 +1343,11 @@ impl Config {
     }
 
     fn key_error(&self, key: &str, message: impl Into<String>) -> ConfigError {
+        let message = message.into();
         ConfigError::Key {
             path: self.origin_of(key),
+            message: without_url_credentials(key, &message),
             key: key.to_owned(),
-            message: message.into(),
         }
     }
 
@@ -4128,6 +4138,66 @@ fn refuse_core_schema(schema: &str, attribute: &str) -> Result<(), String> {
     ))
 }
 
+/// The keys that hold a URL.
+const URL_KEYS: [&str; 5] = [
+    "workspace.url",
+    "directory.url",
+    "directory.graph_url",
+    "directory.login_url",
+    "report.email.smtp_url",
+];
+
+/// An error about a URL key as it may be shown: each text it quotes (`"…"`)
+/// without a login (`svc:pw@`) or a query (`?token=…`). Such a URL is refused,
+/// but the error that refuses it, or one about another mistake in it (a port out
+/// of range, no scheme), goes to the terminal, the journal and the reload log.
+fn without_url_credentials(key: &str, message: &str) -> String {
+    if !URL_KEYS.contains(&key) {
+        return message.to_owned();
+    }
+    message
+        .split('"')
+        .enumerate()
+        .map(|(i, part)| match i % 2 {
+            1 => url_without_credentials(part),
+            _ => part.to_owned(),
+        })
+        .collect::<Vec<_>>()
+        .join("\"")
+}
+
+/// `text`, a URL or what was meant as one, with its login and its query
+/// replaced by `[redacted]`.
+fn url_without_credentials(text: &str) -> String {
+    let start = match text.find("://") {
+        Some(i) => i + 3,
+        None => text.len() - text.trim_start_matches('/').len(),
+    };
+    let (head, rest) = text.split_at(start);
+    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let (authority, after) = rest.split_at(end);
+    let mut shown = head.to_owned();
+    match authority.rfind('@') {
+        Some(at) => {
+            shown.push_str("[redacted]");
+            shown.push_str(&authority[at..]);
+        }
+        None => shown.push_str(authority),
+    }
+    match after.split_once('?') {
+        Some((path, query)) => {
+            shown.push_str(path);
+            shown.push_str("?[redacted]");
+            if let Some((_, fragment)) = query.split_once('#') {
+                shown.push('#');
+                shown.push_str(fragment);
+            }
+        }
+        None => shown.push_str(after),
+    }
+    shown
+}
+
 /// Why `text` is not a URL, with the fix for the usual cause: a host without its
 /// scheme (`scim.example.com/scim/v2`), shown with `scheme`.
 fn not_a_url(text: &str, scheme: &str, error: url::ParseError) -> String {
@@ -4758,6 +4828,61 @@ role = "Editor"
             assert!(!error.contains(secret), "{error}");
             assert!(error.contains("TOML parse error"), "{error}");
         }
+    }
+
+    /// An error about a URL key shows the text it quotes without a login or a
+    /// query, whatever the mistake: a port out of range (the `url` crate's
+    /// words), no scheme, an endpoint copied with the base URL.
+    #[test]
+    fn an_error_about_a_url_quotes_it_without_login_or_query() {
+        let okta = |url: &str| {
+            load_directory(&format!(
+                "kind = \"okta\"\nurl = \"{url}\"\ntoken = \"t0ken\"\n"
+            ))
+            .unwrap_err()
+        };
+        let workspace = |url: &str| {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("seatwarden.toml");
+            std::fs::write(
+                &path,
+                format!(
+                    "[directory]\nkind = \"file\"\npath = \"d.json\"\n\
+                     [workspace]\nurl = \"{url}\"\ntoken = \"t0ken\"\n"
+                ),
+            )
+            .unwrap();
+            Config::load_with_env(&path, Some(HashMap::new()))
+                .unwrap_err()
+                .to_string()
+        };
+        for (error, shown) in [
+            (
+                okta("https://svc:pa55@acme.okta.com:99999"),
+                "https://[redacted]@acme.okta.com:99999",
+            ),
+            (okta("svc_r:pa55@acme.okta.com"), "[redacted]@acme.okta.com"),
+            (
+                workspace("scim.example.com/scim/v2?token=pa55"),
+                "scim.example.com/scim/v2?[redacted]",
+            ),
+            (
+                workspace("https://svc:pa55@scim.example.com/scim/v2/Users"),
+                "https://[redacted]@scim.example.com/scim/v2",
+            ),
+        ] {
+            assert!(!error.contains("pa55"), "{error}");
+            assert!(error.contains(shown), "{error}");
+        }
+        // Other keys' quotes are left alone: an address is no login.
+        let error = load(
+            "",
+            "[report.email]\nsmtp_url = \"smtp://127.0.0.1\"\nfrom = \"a@\"\nto = [\"b@x\"]\n",
+            &[],
+        )
+        .unwrap_err();
+        assert!(error.contains("a@"), "{error}");
+        assert!(!error.contains("[redacted]"), "{error}");
     }
 
     /// A line that holds no secret is still quoted, to show the mistake.
