@@ -27,7 +27,8 @@
 //! end (LF or CRLF) and a byte order mark at its start: a password that begins or ends with a space keeps it, as it
 //! does inline ([`crate::directory::secret_in_file`]); tokens, client secrets and
 //! keys lose surrounding whitespace, which none has
-//! ([`crate::directory::token_in_file`]); the workspace token must then be one
+//! ([`crate::directory::token_in_file`]), and so do inline tokens and client
+//! secrets (a variable keeps its file's line break); the workspace token must then be one
 //! word, not `Bearer …` nor two lines. An empty or blank inline secret is
 //! refused at load, as an empty or blank secret file is at use. A secret file that
 //! other users can read, or others than its owner change, is allowed (containers
@@ -1055,6 +1056,7 @@ impl Config {
         config.check_value_types(&scalars)?;
         config.resolve_paths();
         config.trim_lists();
+        config.trim_inline_tokens();
         config.compose_group_names();
         config.validate()?;
         Ok(config)
@@ -1174,6 +1176,32 @@ impl Config {
                 *to = to.trim().to_owned();
             }
         }
+    }
+
+    /// Inline tokens and client secrets without surrounding whitespace, as their
+    /// files are read ([`token_in_file`]): none has any, and a variable set from a
+    /// file keeps its line break (a Kubernetes secret made with `--from-file`
+    /// and passed by `secretKeyRef`, a Docker `--env-file` saved with CRLF). Sent
+    /// with it, the token failed every request as "failed to parse header
+    /// value", naming no key. Passwords keep their spaces, as in their files.
+    fn trim_inline_tokens(&mut self) {
+        use secrecy::ExposeSecret;
+        let trim = |secret: &mut Option<SecretString>| {
+            if let Some(value) = secret.as_mut() {
+                let trimmed = value.expose_secret().trim();
+                if trimmed.len() != value.expose_secret().len() {
+                    *value = SecretString::from(trimmed.to_owned());
+                }
+            }
+        };
+        match &mut self.directory {
+            DirectoryConfig::Okta { token, .. } | DirectoryConfig::Scim { token, .. } => {
+                trim(token)
+            }
+            DirectoryConfig::Entra { client_secret, .. } => trim(client_secret),
+            DirectoryConfig::File { .. } | DirectoryConfig::Ldap { .. } => {}
+        }
+        trim(&mut self.workspace.token);
     }
 
     /// Directory group names composed ([`crate::model::compose_name`]: `e` + U+0301 is `é`), as every
@@ -4883,6 +4911,57 @@ role = "Editor"
         .unwrap_err();
         assert!(error.contains("a@"), "{error}");
         assert!(!error.contains("[redacted]"), "{error}");
+    }
+
+    /// An inline token set from a variable that kept its file's line break (a
+    /// Kubernetes `secretKeyRef`, a CRLF env file) is the token alone, as from a
+    /// token file; an inline password keeps its spaces.
+    #[test]
+    fn inline_tokens_lose_the_line_break_a_variable_kept() {
+        use secrecy::ExposeSecret;
+        // `BASE` sets `token`: the variable replaces it.
+        let config = load("", "", &[("SEATWARDEN__WORKSPACE__TOKEN", "t0ken\n")]).unwrap();
+        assert_eq!(config.workspace_token().unwrap().expose_secret(), "t0ken");
+        let config = load_directory(
+            "kind = \"okta\"\nurl = \"https://acme.okta.com\"\ntoken = \" 00aBc\\r\\n\"\n",
+        )
+        .unwrap();
+        let DirectoryConfig::Okta {
+            token: Some(token), ..
+        } = &config.directory
+        else {
+            panic!("an Okta token");
+        };
+        assert_eq!(token.expose_secret(), "00aBc");
+        let config = load_directory(
+            "kind = \"entra\"\ntenant_id = \"t\"\nclient_id = \"c\"\n\
+             client_secret = \"s3cret\\n\"\n",
+        )
+        .unwrap();
+        let DirectoryConfig::Entra {
+            client_secret: Some(secret),
+            ..
+        } = &config.directory
+        else {
+            panic!("an Entra secret");
+        };
+        assert_eq!(secret.expose_secret(), "s3cret");
+        let config = load(
+            "",
+            "[report.email]\nsmtp_url = \"smtp://127.0.0.1\"\nfrom = \"a@x.com\"\n\
+             to = [\"b@x.com\"]\nusername = \"u\"\npassword = \" pass \"\n",
+            &[],
+        )
+        .unwrap();
+        let password = config
+            .report
+            .email
+            .as_ref()
+            .unwrap()
+            .password
+            .as_ref()
+            .unwrap();
+        assert_eq!(password.expose_secret(), " pass ");
     }
 
     /// A line that holds no secret is still quoted, to show the mistake.
