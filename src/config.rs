@@ -27,8 +27,8 @@
 //! end (LF or CRLF) and a byte order mark at its start: a password that begins or ends with a space keeps it, as it
 //! does inline ([`crate::directory::secret_in_file`]); tokens, client secrets and
 //! keys lose surrounding whitespace, which none has
-//! ([`crate::directory::token_in_file`]), and so do inline tokens and client
-//! secrets (a variable keeps its file's line break); the workspace token must then be one
+//! ([`crate::directory::token_in_file`]); inline secrets are read alike, as a
+//! variable keeps its file's line break ([`Config::trim_inline_secrets`]); the workspace token must then be one
 //! word, not `Bearer …` nor two lines. An empty or blank inline secret is
 //! refused at load, as an empty or blank secret file is at use. A secret file that
 //! other users can read, or others than its owner change, is allowed (containers
@@ -1056,7 +1056,7 @@ impl Config {
         config.check_value_types(&scalars)?;
         config.resolve_paths();
         config.trim_lists();
-        config.trim_inline_tokens();
+        config.trim_inline_secrets();
         config.compose_group_names();
         config.validate()?;
         Ok(config)
@@ -1178,30 +1178,40 @@ impl Config {
         }
     }
 
-    /// Inline tokens and client secrets without surrounding whitespace, as their
-    /// files are read ([`token_in_file`]): none has any, and a variable set from a
-    /// file keeps its line break (a Kubernetes secret made with `--from-file`
-    /// and passed by `secretKeyRef`, a Docker `--env-file` saved with CRLF). Sent
-    /// with it, the token failed every request as "failed to parse header
-    /// value", naming no key. Passwords keep their spaces, as in their files.
-    fn trim_inline_tokens(&mut self) {
+    /// Inline secrets as their files are read: tokens and client secrets without
+    /// surrounding whitespace ([`token_in_file`]: none has any), passwords
+    /// without the line break(s) at their end ([`secret_in_file`]: a space is
+    /// kept). A variable set from a file keeps its line break (a Kubernetes
+    /// secret made with `--from-file` and passed by `secretKeyRef`, a Docker
+    /// `--env-file` saved with CRLF): sent with it, a token failed every request
+    /// as "failed to parse header value", naming no key, and an LDAP bind
+    /// password failed every bind, which locks the service account.
+    fn trim_inline_secrets(&mut self) {
         use secrecy::ExposeSecret;
-        let trim = |secret: &mut Option<SecretString>| {
+        let trim = |secret: &mut Option<SecretString>, password: bool| {
             if let Some(value) = secret.as_mut() {
-                let trimmed = value.expose_secret().trim();
-                if trimmed.len() != value.expose_secret().len() {
+                let text = value.expose_secret();
+                let trimmed = match password {
+                    true => text.trim_end_matches(['\r', '\n']),
+                    false => text.trim(),
+                };
+                if trimmed.len() != text.len() {
                     *value = SecretString::from(trimmed.to_owned());
                 }
             }
         };
         match &mut self.directory {
             DirectoryConfig::Okta { token, .. } | DirectoryConfig::Scim { token, .. } => {
-                trim(token)
+                trim(token, false)
             }
-            DirectoryConfig::Entra { client_secret, .. } => trim(client_secret),
-            DirectoryConfig::File { .. } | DirectoryConfig::Ldap { .. } => {}
+            DirectoryConfig::Entra { client_secret, .. } => trim(client_secret, false),
+            DirectoryConfig::Ldap { bind_password, .. } => trim(bind_password, true),
+            DirectoryConfig::File { .. } => {}
         }
-        trim(&mut self.workspace.token);
+        trim(&mut self.workspace.token, false);
+        if let Some(email) = &mut self.report.email {
+            trim(&mut email.password, true);
+        }
     }
 
     /// Directory group names composed ([`crate::model::compose_name`]: `e` + U+0301 is `é`), as every
@@ -4913,11 +4923,11 @@ role = "Editor"
         assert!(!error.contains("[redacted]"), "{error}");
     }
 
-    /// An inline token set from a variable that kept its file's line break (a
-    /// Kubernetes `secretKeyRef`, a CRLF env file) is the token alone, as from a
-    /// token file; an inline password keeps its spaces.
+    /// An inline secret set from a variable that kept its file's line break (a
+    /// Kubernetes `secretKeyRef`, a CRLF env file) is read as from its file: a
+    /// token alone, a password without the line break but with its spaces.
     #[test]
-    fn inline_tokens_lose_the_line_break_a_variable_kept() {
+    fn inline_secrets_lose_the_line_break_a_variable_kept() {
         use secrecy::ExposeSecret;
         // `BASE` sets `token`: the variable replaces it.
         let config = load("", "", &[("SEATWARDEN__WORKSPACE__TOKEN", "t0ken\n")]).unwrap();
@@ -4949,8 +4959,8 @@ role = "Editor"
         let config = load(
             "",
             "[report.email]\nsmtp_url = \"smtp://127.0.0.1\"\nfrom = \"a@x.com\"\n\
-             to = [\"b@x.com\"]\nusername = \"u\"\npassword = \" pass \"\n",
-            &[],
+             to = [\"b@x.com\"]\nusername = \"u\"\n",
+            &[("SEATWARDEN__REPORT__EMAIL__PASSWORD", " pass \r\n")],
         )
         .unwrap();
         let password = config
@@ -4962,6 +4972,20 @@ role = "Editor"
             .as_ref()
             .unwrap();
         assert_eq!(password.expose_secret(), " pass ");
+        let config = load_directory(
+            "kind = \"ldap\"\nurl = \"ldaps://dc01.example.com\"\n\
+             bind_dn = \"CN=svc,DC=example,DC=com\"\nbase_dn = \"DC=example,DC=com\"\n\
+             bind_password = \"pa55 \\n\"\n",
+        )
+        .unwrap();
+        let DirectoryConfig::Ldap {
+            bind_password: Some(password),
+            ..
+        } = &config.directory
+        else {
+            panic!("an LDAP password");
+        };
+        assert_eq!(password.expose_secret(), "pa55 ");
     }
 
     /// A line that holds no secret is still quoted, to show the mistake.
