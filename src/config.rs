@@ -1323,6 +1323,11 @@ impl Config {
     /// who must be able to read one refused. Empty for other failures.
     pub fn unreadable_file_hint(&self, key: &str, error: &std::io::Error) -> String {
         use std::io::ErrorKind;
+        if error.kind() == ErrorKind::NotFound
+            && let Some(hint) = self.unexpanded_path_hint(key)
+        {
+            return hint;
+        }
         match (error.kind(), self.relative_paths.get(key)) {
             (ErrorKind::NotFound, Some(written)) => format!(
                 "; {key} is the relative path {:?}, taken from the configuration file's \
@@ -1350,6 +1355,39 @@ impl Config {
             ),
             _ => String::new(),
         }
+    }
+
+    /// The hint for a path `key` names as written with a variable (`$CREDENTIALS_DIRECTORY`,
+    /// `${…}`) or systemd's `%d`, which nothing expands in the configuration (nor in
+    /// a unit's `Environment=` for `$…`): the file is looked for under that literal
+    /// name. systemd's credentials are the usual case, so the hint says where they
+    /// are and how a unit passes the folder.
+    fn unexpanded_path_hint(&self, key: &str) -> Option<String> {
+        let written = match self.relative_paths.get(key) {
+            Some(written) => written.clone(),
+            None => self
+                .files()
+                .into_iter()
+                .find(|(k, _)| *k == key)
+                .map(|(_, file)| file.to_path_buf())?,
+        };
+        let written = written.to_string_lossy();
+        if !written.contains('$') && !written.starts_with("%d") {
+            return None;
+        }
+        let file = written.rsplit('/').next().unwrap_or("ID");
+        let variable = format!("{ENV_PREFIX}__{}", key.to_uppercase().replace('.', "__"));
+        let here = std::env::var("CREDENTIALS_DIRECTORY")
+            .map(|dir| format!(" (here {dir})"))
+            .unwrap_or_default();
+        Some(format!(
+            "; {key} is written {:?}, but seatwarden expands no variable nor systemd's %d \
+             in it: write the folder in full, such as \
+             \"/run/credentials/seatwarden.service/{file}\" for a systemd credential{here}, \
+             or set it in the unit, where systemd expands %d: \
+             Environment={variable}=%d/{file}",
+            written.as_ref()
+        ))
     }
 
     /// The certificates of a `ca_file` key ([`crate::http::read_ca_file`]).
@@ -4986,6 +5024,47 @@ role = "Editor"
             panic!("an LDAP password");
         };
         assert_eq!(password.expose_secret(), "pa55 ");
+    }
+
+    /// A secret file written with `$CREDENTIALS_DIRECTORY` or systemd's `%d`,
+    /// which nothing expands in the configuration, is refused saying so, with the
+    /// folder written in full and the unit's way to pass it.
+    #[test]
+    fn a_secret_path_with_an_unexpanded_variable_says_how_to_write_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("seatwarden.toml");
+        for written in [
+            "$CREDENTIALS_DIRECTORY/workspace-token",
+            "%d/workspace-token",
+            "/run/credentials/${UNIT}/workspace-token",
+        ] {
+            std::fs::write(
+                &path,
+                format!(
+                    "[directory]\nkind = \"file\"\npath = \"d.json\"\n\
+                     [workspace]\nurl = \"https://scim.example.com/scim/v2\"\n\
+                     token_file = \"{written}\"\n"
+                ),
+            )
+            .unwrap();
+            let config = Config::load_with_env(&path, Some(HashMap::new())).unwrap();
+            let error = config.workspace_token().unwrap_err().to_string();
+            assert!(
+                error.contains(&format!(
+                    "workspace.token_file is written {written:?}, but seatwarden expands no \
+                     variable nor systemd's %d"
+                )),
+                "{error}"
+            );
+            assert!(
+                error.contains("/run/credentials/seatwarden.service/workspace-token"),
+                "{error}"
+            );
+            assert!(
+                error.ends_with("Environment=SEATWARDEN__WORKSPACE__TOKEN_FILE=%d/workspace-token"),
+                "{error}"
+            );
+        }
     }
 
     /// A line that holds no secret is still quoted, to show the mistake.
