@@ -1775,8 +1775,9 @@ impl Config {
     /// What is allowed but worth a warning, each naming its key: logged when the
     /// configuration is loaded (and reloaded), printed by `check-config`. A
     /// `SEATWARDEN_…` variable that is not read, plain
-    /// SMTP to a remote relay, and each secret file that other users can read or
-    /// change ([`loose_secret_file`] says which modes, and why group read passes).
+    /// SMTP to a remote relay, each secret file that other users can read or
+    /// change ([`loose_secret_file`] says which modes, and why group read passes),
+    /// and a configuration file others can change ([`config_changed_by_others`]).
     pub fn warnings(&self) -> Vec<String> {
         let mut warnings: Vec<String> = self
             .unread_variables
@@ -1812,6 +1813,9 @@ impl Config {
             .filter(|key| !self.from_env.contains(*key))
             .collect();
         if let Some(warning) = loose_config_with_secrets(&self.source, &inline_in_file) {
+            warnings.push(warning);
+        }
+        if let Some(warning) = config_changed_by_others(&self.source) {
             warnings.push(warning);
         }
         if let Ok(settings) = self.daemon_settings() {
@@ -4440,6 +4444,32 @@ fn loose_config_with_secrets(_file: &Path, _keys: &[&str]) -> Option<String> {
     None
 }
 
+/// The warning for a configuration file that users other than its owner can
+/// change (group or world write, as for secret files): whoever changes it can
+/// point `workspace.url`, the directory or the SMTP relay at a host of theirs
+/// (with `allow_cleartext`, or a `ca_file` of theirs) and receive the
+/// credentials, however private the secret files are, or switch the safety
+/// limits off.
+#[cfg(unix)]
+fn config_changed_by_others(file: &Path) -> Option<String> {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(file).ok()?.permissions().mode() & 0o777;
+    (mode & 0o022 != 0).then(|| {
+        format!(
+            "{}: can be changed by users other than its owner (mode {mode:04o}): whoever \
+             changes it can send the credentials to a server of theirs (workspace.url, \
+             directory.url, report.email.smtp_url) or lift the safety limits; chmod go-w it \
+             (0644, or 0640 with secrets inline)",
+            file.display()
+        )
+    })
+}
+
+#[cfg(not(unix))]
+fn config_changed_by_others(_file: &Path) -> Option<String> {
+    None
+}
+
 /// A quiet period: alerts are judged again after every daemon job (the retry job
 /// runs every minute), so a shorter one would repeat each open alert about that
 /// often.
@@ -5064,6 +5094,42 @@ role = "Editor"
                 error.ends_with("Environment=SEATWARDEN__WORKSPACE__TOKEN_FILE=%d/workspace-token"),
                 "{error}"
             );
+        }
+    }
+
+    /// A configuration file others can change is warned about, secrets inline or
+    /// not: whoever changes it can send the credentials elsewhere.
+    #[cfg(unix)]
+    #[test]
+    fn a_configuration_file_others_can_change_is_warned_about() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("seatwarden.toml");
+        std::fs::write(
+            &path,
+            "[directory]\nkind = \"file\"\npath = \"d.json\"\n\
+             [workspace]\nurl = \"https://scim.example.com/scim/v2\"\n\
+             token_file = \"/run/credentials/seatwarden.service/workspace-token\"\n",
+        )
+        .unwrap();
+        let warned = |mode: u32| {
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
+            let config = Config::load_with_env(&path, Some(HashMap::new())).unwrap();
+            config
+                .warnings()
+                .into_iter()
+                .find(|w| w.contains("can be changed by users other than its owner"))
+        };
+        for mode in [0o666, 0o664, 0o646] {
+            let warning = warned(mode).unwrap_or_else(|| panic!("{mode:o} is warned about"));
+            assert!(
+                warning.starts_with(&path.display().to_string()),
+                "{warning}"
+            );
+            assert!(warning.contains(&format!("(mode {mode:04o})")), "{warning}");
+        }
+        for mode in [0o644, 0o640, 0o600] {
+            assert_eq!(warned(mode), None, "{mode:o}");
         }
     }
 
