@@ -3615,14 +3615,21 @@ fn without_secret_lines(message: &str) -> String {
                 .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == '-'))
                 .any(|word| SECRET_KEYS.iter().any(|key| word.eq_ignore_ascii_case(key)));
             let trimmed = text.trim_start();
+            // `key = …`: what is left of the first `=` reads as a key (bare or
+            // quoted, dotted), not as the inside of a string (`AbC+/dEf==`).
+            let assigns = text.split_once('=').is_some_and(|(key, _)| {
+                key.chars().all(|c| {
+                    c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | '"' | '\'' | ' ')
+                })
+            });
             let plain = trimmed.is_empty()
                 || trimmed.starts_with('#')
                 || trimmed.starts_with('[')
-                || text.contains('=');
+                || assigns;
             match (names_secret, text.split_once('=')) {
                 (false, _) if plain => line.to_owned(),
-                (_, Some((key, _))) => format!("{gutter}|{key}= [redacted]"),
-                (_, None) => format!("{gutter}| [redacted]"),
+                (_, Some((key, _))) if assigns => format!("{gutter}|{key}= [redacted]"),
+                _ => format!("{gutter}| [redacted]"),
             }
         })
         .collect::<Vec<_>>()
@@ -4929,6 +4936,10 @@ role = "Editor"
                 "w0rd-rest",
             ),
             ("[workspace]\n\"token\" = \"old-t0ken\" 1\n", "old-t0ken"),
+            (
+                "[workspace]\ntoken = \"\"\"\nAbC+/dEf\\q==\n\"\"\"\n",
+                "AbC+/dEf",
+            ),
         ] {
             let error = syntax_error(text);
             assert!(!error.contains(secret), "{error}");
