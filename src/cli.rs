@@ -527,8 +527,8 @@ Examples:
         /// Bearer token clients must send. Without one, a random token is made and
         /// printed with the URL (a fixed default would let any local process, or a web
         /// page, read a sandbox seeded with a copy of a real workspace). Surrounding
-        /// spaces and newlines are ignored.
-        #[arg(long, env = "SEATWARDEN_SANDBOX_TOKEN")]
+        /// spaces and newlines are ignored. `--help` names the variable, not its value.
+        #[arg(long, env = "SEATWARDEN_SANDBOX_TOKEN", hide_env_values = true)]
         token: Option<String>,
         #[command(flatten)]
         behaviour: SandboxBehaviour,
@@ -1499,6 +1499,9 @@ fn export(config: &Config, kind: ExportKind, format: Option<ExportFormat>) -> an
         );
     }
     let store = open_existing_store(config)?;
+    if let Some(note) = keep_stdout_file_from_others() {
+        eprintln!("{note}");
+    }
     match kind {
         ExportKind::Access => {
             let export = crate::export::access(&store, config)?;
@@ -1518,6 +1521,44 @@ fn export(config: &Config, kind: ExportKind, format: Option<ExportFormat>) -> an
         }
     }
     Ok(exit::OK)
+}
+
+/// An export holds every account's personal data (names, addresses, roles and
+/// groups), and `export access > review.csv` from a shell (umask 022) makes a file
+/// every user of the machine can read. When stdout is a regular file that others
+/// (not the owner, not its group) can read or write, their access is taken away
+/// before anything is written, as the state database is made private on open; a
+/// group the file is shared with keeps it. What was done, or could not be, is
+/// returned to be said on stderr. A pipe or a terminal is left as it is.
+#[cfg(unix)]
+fn keep_stdout_file_from_others() -> Option<String> {
+    use std::os::fd::AsFd;
+    use std::os::unix::fs::PermissionsExt;
+    let stdout = std::fs::File::from(std::io::stdout().as_fd().try_clone_to_owned().ok()?);
+    let metadata = stdout.metadata().ok().filter(std::fs::Metadata::is_file)?;
+    let mode = metadata.permissions().mode() & 0o7777;
+    if mode & 0o007 == 0 {
+        return None;
+    }
+    let private = mode & !0o007;
+    Some(
+        match stdout.set_permissions(std::fs::Permissions::from_mode(private)) {
+            Ok(()) => format!(
+                "the export holds personal data: the file it is written to was open to every \
+                 user of this machine (mode {mode:04o}), and is now mode {private:04o}"
+            ),
+            Err(e) => format!(
+                "warning: the export holds personal data, and the file it is written to is \
+                 open to every user of this machine (mode {mode:04o}), which cannot be \
+                 changed ({e}): chmod o-rwx it"
+            ),
+        },
+    )
+}
+
+#[cfg(not(unix))]
+fn keep_stdout_file_from_others() -> Option<String> {
+    None
 }
 
 fn send_mail(config: &Config) -> anyhow::Result<u8> {

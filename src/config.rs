@@ -27,12 +27,16 @@
 //! end (LF or CRLF) and a byte order mark at its start: a password that begins or ends with a space keeps it, as it
 //! does inline ([`crate::directory::secret_in_file`]); tokens, client secrets and
 //! keys lose surrounding whitespace, which none has
-//! ([`crate::directory::token_in_file`]); the workspace token must then be one
+//! ([`crate::directory::token_in_file`]); inline secrets are read alike, as a
+//! variable keeps its file's line break ([`Config::trim_inline_secrets`]); the workspace token must then be one
 //! word, not `Bearer …` nor two lines. An empty or blank inline secret is
 //! refused at load, as an empty or blank secret file is at use. A secret file that
 //! other users can read, or others than its owner change, is allowed (containers
 //! mount secrets 0444) but warned about ([`Config::warnings`]); group read is not,
-//! as systemd's credentials show as 0440.
+//! as systemd's credentials show as 0440. A syntax error quotes the file's line
+//! it is on, but not the value of a secret key there ([`without_secret_lines`]);
+//! an error about a URL key quotes it without a login or a query
+//! ([`without_url_credentials`]).
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -1037,7 +1041,14 @@ impl Config {
                 path,
                 &variables,
             ));
-            suggest_the_spelling(error, path, &env)
+            match suggest_the_spelling(error, path, &env) {
+                ConfigError::Key { path, key, message } => ConfigError::Key {
+                    path,
+                    message: without_url_credentials(&key, &message),
+                    key,
+                },
+                other => other,
+            }
         })?;
         config.source = path.to_owned();
         config.from_env = variables.iter().map(|name| key_of(name)).collect();
@@ -1045,6 +1056,7 @@ impl Config {
         config.check_value_types(&scalars)?;
         config.resolve_paths();
         config.trim_lists();
+        config.trim_inline_secrets();
         config.compose_group_names();
         config.validate()?;
         Ok(config)
@@ -1166,6 +1178,42 @@ impl Config {
         }
     }
 
+    /// Inline secrets as their files are read: tokens and client secrets without
+    /// surrounding whitespace ([`token_in_file`]: none has any), passwords
+    /// without the line break(s) at their end ([`secret_in_file`]: a space is
+    /// kept). A variable set from a file keeps its line break (a Kubernetes
+    /// secret made with `--from-file` and passed by `secretKeyRef`, a Docker
+    /// `--env-file` saved with CRLF): sent with it, a token failed every request
+    /// as "failed to parse header value", naming no key, and an LDAP bind
+    /// password failed every bind, which locks the service account.
+    fn trim_inline_secrets(&mut self) {
+        use secrecy::ExposeSecret;
+        let trim = |secret: &mut Option<SecretString>, password: bool| {
+            if let Some(value) = secret.as_mut() {
+                let text = value.expose_secret();
+                let trimmed = match password {
+                    true => text.trim_end_matches(['\r', '\n']),
+                    false => text.trim(),
+                };
+                if trimmed.len() != text.len() {
+                    *value = SecretString::from(trimmed.to_owned());
+                }
+            }
+        };
+        match &mut self.directory {
+            DirectoryConfig::Okta { token, .. } | DirectoryConfig::Scim { token, .. } => {
+                trim(token, false)
+            }
+            DirectoryConfig::Entra { client_secret, .. } => trim(client_secret, false),
+            DirectoryConfig::Ldap { bind_password, .. } => trim(bind_password, true),
+            DirectoryConfig::File { .. } => {}
+        }
+        trim(&mut self.workspace.token, false);
+        if let Some(email) = &mut self.report.email {
+            trim(&mut email.password, true);
+        }
+    }
+
     /// Directory group names composed ([`crate::model::compose_name`]: `e` + U+0301 is `é`), as every
     /// directory's are once read ([`crate::directory::Directory::snapshot`]): a
     /// configuration typed on macOS, or pasted from an export, spells accents
@@ -1275,6 +1323,11 @@ impl Config {
     /// who must be able to read one refused. Empty for other failures.
     pub fn unreadable_file_hint(&self, key: &str, error: &std::io::Error) -> String {
         use std::io::ErrorKind;
+        if error.kind() == ErrorKind::NotFound
+            && let Some(hint) = self.unexpanded_path_hint(key)
+        {
+            return hint;
+        }
         match (error.kind(), self.relative_paths.get(key)) {
             (ErrorKind::NotFound, Some(written)) => format!(
                 "; {key} is the relative path {:?}, taken from the configuration file's \
@@ -1302,6 +1355,39 @@ impl Config {
             ),
             _ => String::new(),
         }
+    }
+
+    /// The hint for a path `key` names as written with a variable (`$CREDENTIALS_DIRECTORY`,
+    /// `${…}`) or systemd's `%d`, which nothing expands in the configuration (nor in
+    /// a unit's `Environment=` for `$…`): the file is looked for under that literal
+    /// name. systemd's credentials are the usual case, so the hint says where they
+    /// are and how a unit passes the folder.
+    fn unexpanded_path_hint(&self, key: &str) -> Option<String> {
+        let written = match self.relative_paths.get(key) {
+            Some(written) => written.clone(),
+            None => self
+                .files()
+                .into_iter()
+                .find(|(k, _)| *k == key)
+                .map(|(_, file)| file.to_path_buf())?,
+        };
+        let written = written.to_string_lossy();
+        if !written.contains('$') && !written.starts_with("%d") {
+            return None;
+        }
+        let file = written.rsplit('/').next().unwrap_or("ID");
+        let variable = format!("{ENV_PREFIX}__{}", key.to_uppercase().replace('.', "__"));
+        let here = std::env::var("CREDENTIALS_DIRECTORY")
+            .map(|dir| format!(" (here {dir})"))
+            .unwrap_or_default();
+        Some(format!(
+            "; {key} is written {:?}, but seatwarden expands no variable nor systemd's %d \
+             in it: write the folder in full, such as \
+             \"/run/credentials/seatwarden.service/{file}\" for a systemd credential{here}, \
+             or set it in the unit, where systemd expands %d: \
+             Environment={variable}=%d/{file}",
+            written.as_ref()
+        ))
     }
 
     /// The certificates of a `ca_file` key ([`crate::http::read_ca_file`]).
@@ -1333,10 +1419,11 @@ impl Config {
     }
 
     fn key_error(&self, key: &str, message: impl Into<String>) -> ConfigError {
+        let message = message.into();
         ConfigError::Key {
             path: self.origin_of(key),
+            message: without_url_credentials(key, &message),
             key: key.to_owned(),
-            message: message.into(),
         }
     }
 
@@ -1688,8 +1775,9 @@ impl Config {
     /// What is allowed but worth a warning, each naming its key: logged when the
     /// configuration is loaded (and reloaded), printed by `check-config`. A
     /// `SEATWARDEN_…` variable that is not read, plain
-    /// SMTP to a remote relay, and each secret file that other users can read or
-    /// change ([`loose_secret_file`] says which modes, and why group read passes).
+    /// SMTP to a remote relay, each secret file that other users can read or
+    /// change ([`loose_secret_file`] says which modes, and why group read passes),
+    /// and a configuration file others can change ([`config_changed_by_others`]).
     pub fn warnings(&self) -> Vec<String> {
         let mut warnings: Vec<String> = self
             .unread_variables
@@ -1725,6 +1813,9 @@ impl Config {
             .filter(|key| !self.from_env.contains(*key))
             .collect();
         if let Some(warning) = loose_config_with_secrets(&self.source, &inline_in_file) {
+            warnings.push(warning);
+        }
+        if let Some(warning) = config_changed_by_others(&self.source) {
             warnings.push(warning);
         }
         if let Ok(settings) = self.daemon_settings() {
@@ -3492,10 +3583,57 @@ fn describe_config_error(path: &Path, error: config::ConfigError) -> ConfigError
             };
             ConfigError::Invalid {
                 path: path.to_owned(),
-                message,
+                message: without_secret_lines(&message),
             }
         }
     }
+}
+
+/// The keys whose values are secrets when given inline.
+const SECRET_KEYS: [&str; 4] = ["token", "password", "client_secret", "bind_password"];
+
+/// A TOML syntax error's message with the file's line it quotes (`7 | token =
+/// "s3cr…`) shown only where it cannot hold a secret: the error goes to the
+/// terminal, the journal and the daemon's reload log, and a line that fails to
+/// parse is often the one being edited, a token or password half pasted. A line
+/// that names a secret key (`token`, not `token_file`), even in a comment, keeps
+/// its key and loses its value; a line that is neither a key, a table header nor
+/// a comment (the inside of a string over several lines) is not shown. The
+/// line and column, and what is wrong, stay.
+fn without_secret_lines(message: &str) -> String {
+    message
+        .lines()
+        .map(|line| {
+            let Some((gutter, text)) = line.split_once('|') else {
+                return line.to_owned();
+            };
+            let number = gutter.trim();
+            if number.is_empty() || !number.bytes().all(|b| b.is_ascii_digit()) {
+                return line.to_owned();
+            }
+            let names_secret = text
+                .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == '-'))
+                .any(|word| SECRET_KEYS.iter().any(|key| word.eq_ignore_ascii_case(key)));
+            let trimmed = text.trim_start();
+            // `key = …`: what is left of the first `=` reads as a key (bare or
+            // quoted, dotted), not as the inside of a string (`AbC+/dEf==`).
+            let assigns = text.split_once('=').is_some_and(|(key, _)| {
+                key.chars().all(|c| {
+                    c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | '"' | '\'' | ' ')
+                })
+            });
+            let plain = trimmed.is_empty()
+                || trimmed.starts_with('#')
+                || trimmed.starts_with('[')
+                || assigns;
+            match (names_secret, text.split_once('=')) {
+                (false, _) if plain => line.to_owned(),
+                (_, Some((key, _))) if assigns => format!("{gutter}|{key}= [redacted]"),
+                _ => format!("{gutter}| [redacted]"),
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 /// The key an error is about, spelled as in the file: the `config` crate joins a
@@ -4087,6 +4225,66 @@ fn refuse_core_schema(schema: &str, attribute: &str) -> Result<(), String> {
     ))
 }
 
+/// The keys that hold a URL.
+const URL_KEYS: [&str; 5] = [
+    "workspace.url",
+    "directory.url",
+    "directory.graph_url",
+    "directory.login_url",
+    "report.email.smtp_url",
+];
+
+/// An error about a URL key as it may be shown: each text it quotes (`"…"`)
+/// without a login (`svc:pw@`) or a query (`?token=…`). Such a URL is refused,
+/// but the error that refuses it, or one about another mistake in it (a port out
+/// of range, no scheme), goes to the terminal, the journal and the reload log.
+fn without_url_credentials(key: &str, message: &str) -> String {
+    if !URL_KEYS.contains(&key) {
+        return message.to_owned();
+    }
+    message
+        .split('"')
+        .enumerate()
+        .map(|(i, part)| match i % 2 {
+            1 => url_without_credentials(part),
+            _ => part.to_owned(),
+        })
+        .collect::<Vec<_>>()
+        .join("\"")
+}
+
+/// `text`, a URL or what was meant as one, with its login and its query
+/// replaced by `[redacted]`.
+fn url_without_credentials(text: &str) -> String {
+    let start = match text.find("://") {
+        Some(i) => i + 3,
+        None => text.len() - text.trim_start_matches('/').len(),
+    };
+    let (head, rest) = text.split_at(start);
+    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let (authority, after) = rest.split_at(end);
+    let mut shown = head.to_owned();
+    match authority.rfind('@') {
+        Some(at) => {
+            shown.push_str("[redacted]");
+            shown.push_str(&authority[at..]);
+        }
+        None => shown.push_str(authority),
+    }
+    match after.split_once('?') {
+        Some((path, query)) => {
+            shown.push_str(path);
+            shown.push_str("?[redacted]");
+            if let Some((_, fragment)) = query.split_once('#') {
+                shown.push('#');
+                shown.push_str(fragment);
+            }
+        }
+        None => shown.push_str(after),
+    }
+    shown
+}
+
 /// Why `text` is not a URL, with the fix for the usual cause: a host without its
 /// scheme (`scim.example.com/scim/v2`), shown with `scheme`.
 fn not_a_url(text: &str, scheme: &str, error: url::ParseError) -> String {
@@ -4250,6 +4448,32 @@ fn loose_config_with_secrets(file: &Path, keys: &[&str]) -> Option<String> {
 
 #[cfg(not(unix))]
 fn loose_config_with_secrets(_file: &Path, _keys: &[&str]) -> Option<String> {
+    None
+}
+
+/// The warning for a configuration file that users other than its owner can
+/// change (group or world write, as for secret files): whoever changes it can
+/// point `workspace.url`, the directory or the SMTP relay at a host of theirs
+/// (with `allow_cleartext`, or a `ca_file` of theirs) and receive the
+/// credentials, however private the secret files are, or switch the safety
+/// limits off.
+#[cfg(unix)]
+fn config_changed_by_others(file: &Path) -> Option<String> {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(file).ok()?.permissions().mode() & 0o777;
+    (mode & 0o022 != 0).then(|| {
+        format!(
+            "{}: can be changed by users other than its owner (mode {mode:04o}): whoever \
+             changes it can send the credentials to a server of theirs (workspace.url, \
+             directory.url, report.email.smtp_url) or lift the safety limits; chmod go-w it \
+             (0644, or 0640 with secrets inline)",
+            file.display()
+        )
+    })
+}
+
+#[cfg(not(unix))]
+fn config_changed_by_others(_file: &Path) -> Option<String> {
     None
 }
 
@@ -4678,6 +4902,258 @@ role = "Editor"
             .map(|(_, name)| name)
             .collect();
         assert_eq!(viewers, ["Readers"]);
+    }
+
+    /// `text` as the whole configuration file, loaded: the error's text.
+    fn syntax_error(text: &str) -> String {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("seatwarden.toml");
+        std::fs::write(&path, text).unwrap();
+        Config::load_with_env(&path, Some(HashMap::new()))
+            .unwrap_err()
+            .to_string()
+    }
+
+    /// A syntax error quotes the line it is on, but not a secret's value: a token
+    /// half pasted (its closing quote lost) stays out of the terminal and the
+    /// journal; the key, the line and what is wrong are still said.
+    #[test]
+    fn a_syntax_error_on_a_secret_line_does_not_quote_the_secret() {
+        let workspace = "[workspace]\nurl = \"https://scim.example.com/scim/v2\"\n";
+        let error = syntax_error(&format!("{workspace}token = \"s3cr3t-half-pasted\n"));
+        assert!(!error.contains("s3cr3t"), "{error}");
+        assert!(error.contains("TOML parse error at line 3"), "{error}");
+        assert!(error.contains("3 | token = [redacted]"), "{error}");
+        assert!(error.contains("invalid basic string"), "{error}");
+        // Inline in a table, in a multi-line string, in a comment beside a mistake.
+        for (text, secret) in [
+            (
+                "[report]\nemail = { password = \"hunter2\" smtp_url = \"smtp://x\" }\n",
+                "hunter2",
+            ),
+            (
+                "[directory]\nkind = \"ldap\"\nbind_password = '''pa55\nw0rd-rest\n",
+                "w0rd-rest",
+            ),
+            ("[workspace]\n\"token\" = \"old-t0ken\" 1\n", "old-t0ken"),
+            (
+                "[workspace]\ntoken = \"\"\"\nAbC+/dEf\\q==\n\"\"\"\n",
+                "AbC+/dEf",
+            ),
+        ] {
+            let error = syntax_error(text);
+            assert!(!error.contains(secret), "{error}");
+            assert!(error.contains("TOML parse error"), "{error}");
+        }
+    }
+
+    /// An error about a URL key shows the text it quotes without a login or a
+    /// query, whatever the mistake: a port out of range (the `url` crate's
+    /// words), no scheme, an endpoint copied with the base URL.
+    #[test]
+    fn an_error_about_a_url_quotes_it_without_login_or_query() {
+        let okta = |url: &str| {
+            load_directory(&format!(
+                "kind = \"okta\"\nurl = \"{url}\"\ntoken = \"t0ken\"\n"
+            ))
+            .unwrap_err()
+        };
+        let workspace = |url: &str| {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("seatwarden.toml");
+            std::fs::write(
+                &path,
+                format!(
+                    "[directory]\nkind = \"file\"\npath = \"d.json\"\n\
+                     [workspace]\nurl = \"{url}\"\ntoken = \"t0ken\"\n"
+                ),
+            )
+            .unwrap();
+            Config::load_with_env(&path, Some(HashMap::new()))
+                .unwrap_err()
+                .to_string()
+        };
+        for (error, shown) in [
+            (
+                okta("https://svc:pa55@acme.okta.com:99999"),
+                "https://[redacted]@acme.okta.com:99999",
+            ),
+            (okta("svc_r:pa55@acme.okta.com"), "[redacted]@acme.okta.com"),
+            (
+                workspace("scim.example.com/scim/v2?token=pa55"),
+                "scim.example.com/scim/v2?[redacted]",
+            ),
+            (
+                workspace("https://svc:pa55@scim.example.com/scim/v2/Users"),
+                "https://[redacted]@scim.example.com/scim/v2",
+            ),
+        ] {
+            assert!(!error.contains("pa55"), "{error}");
+            assert!(error.contains(shown), "{error}");
+        }
+        // Other keys' quotes are left alone: an address is no login.
+        let error = load(
+            "",
+            "[report.email]\nsmtp_url = \"smtp://127.0.0.1\"\nfrom = \"a@\"\nto = [\"b@x\"]\n",
+            &[],
+        )
+        .unwrap_err();
+        assert!(error.contains("a@"), "{error}");
+        assert!(!error.contains("[redacted]"), "{error}");
+    }
+
+    /// An inline secret set from a variable that kept its file's line break (a
+    /// Kubernetes `secretKeyRef`, a CRLF env file) is read as from its file: a
+    /// token alone, a password without the line break but with its spaces.
+    #[test]
+    fn inline_secrets_lose_the_line_break_a_variable_kept() {
+        use secrecy::ExposeSecret;
+        // `BASE` sets `token`: the variable replaces it.
+        let config = load("", "", &[("SEATWARDEN__WORKSPACE__TOKEN", "t0ken\n")]).unwrap();
+        assert_eq!(config.workspace_token().unwrap().expose_secret(), "t0ken");
+        let config = load_directory(
+            "kind = \"okta\"\nurl = \"https://acme.okta.com\"\ntoken = \" 00aBc\\r\\n\"\n",
+        )
+        .unwrap();
+        let DirectoryConfig::Okta {
+            token: Some(token), ..
+        } = &config.directory
+        else {
+            panic!("an Okta token");
+        };
+        assert_eq!(token.expose_secret(), "00aBc");
+        let config = load_directory(
+            "kind = \"entra\"\ntenant_id = \"t\"\nclient_id = \"c\"\n\
+             client_secret = \"s3cret\\n\"\n",
+        )
+        .unwrap();
+        let DirectoryConfig::Entra {
+            client_secret: Some(secret),
+            ..
+        } = &config.directory
+        else {
+            panic!("an Entra secret");
+        };
+        assert_eq!(secret.expose_secret(), "s3cret");
+        let config = load(
+            "",
+            "[report.email]\nsmtp_url = \"smtp://127.0.0.1\"\nfrom = \"a@x.com\"\n\
+             to = [\"b@x.com\"]\nusername = \"u\"\n",
+            &[("SEATWARDEN__REPORT__EMAIL__PASSWORD", " pass \r\n")],
+        )
+        .unwrap();
+        let password = config
+            .report
+            .email
+            .as_ref()
+            .unwrap()
+            .password
+            .as_ref()
+            .unwrap();
+        assert_eq!(password.expose_secret(), " pass ");
+        let config = load_directory(
+            "kind = \"ldap\"\nurl = \"ldaps://dc01.example.com\"\n\
+             bind_dn = \"CN=svc,DC=example,DC=com\"\nbase_dn = \"DC=example,DC=com\"\n\
+             bind_password = \"pa55 \\n\"\n",
+        )
+        .unwrap();
+        let DirectoryConfig::Ldap {
+            bind_password: Some(password),
+            ..
+        } = &config.directory
+        else {
+            panic!("an LDAP password");
+        };
+        assert_eq!(password.expose_secret(), "pa55 ");
+    }
+
+    /// A secret file written with `$CREDENTIALS_DIRECTORY` or systemd's `%d`,
+    /// which nothing expands in the configuration, is refused saying so, with the
+    /// folder written in full and the unit's way to pass it.
+    #[test]
+    fn a_secret_path_with_an_unexpanded_variable_says_how_to_write_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("seatwarden.toml");
+        for written in [
+            "$CREDENTIALS_DIRECTORY/workspace-token",
+            "%d/workspace-token",
+            "/run/credentials/${UNIT}/workspace-token",
+        ] {
+            std::fs::write(
+                &path,
+                format!(
+                    "[directory]\nkind = \"file\"\npath = \"d.json\"\n\
+                     [workspace]\nurl = \"https://scim.example.com/scim/v2\"\n\
+                     token_file = \"{written}\"\n"
+                ),
+            )
+            .unwrap();
+            let config = Config::load_with_env(&path, Some(HashMap::new())).unwrap();
+            let error = config.workspace_token().unwrap_err().to_string();
+            assert!(
+                error.contains(&format!(
+                    "workspace.token_file is written {written:?}, but seatwarden expands no \
+                     variable nor systemd's %d"
+                )),
+                "{error}"
+            );
+            assert!(
+                error.contains("/run/credentials/seatwarden.service/workspace-token"),
+                "{error}"
+            );
+            assert!(
+                error.ends_with("Environment=SEATWARDEN__WORKSPACE__TOKEN_FILE=%d/workspace-token"),
+                "{error}"
+            );
+        }
+    }
+
+    /// A configuration file others can change is warned about, secrets inline or
+    /// not: whoever changes it can send the credentials elsewhere.
+    #[cfg(unix)]
+    #[test]
+    fn a_configuration_file_others_can_change_is_warned_about() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("seatwarden.toml");
+        std::fs::write(
+            &path,
+            "[directory]\nkind = \"file\"\npath = \"d.json\"\n\
+             [workspace]\nurl = \"https://scim.example.com/scim/v2\"\n\
+             token_file = \"/run/credentials/seatwarden.service/workspace-token\"\n",
+        )
+        .unwrap();
+        let warned = |mode: u32| {
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
+            let config = Config::load_with_env(&path, Some(HashMap::new())).unwrap();
+            config
+                .warnings()
+                .into_iter()
+                .find(|w| w.contains("can be changed by users other than its owner"))
+        };
+        for mode in [0o666, 0o664, 0o646] {
+            let warning = warned(mode).unwrap_or_else(|| panic!("{mode:o} is warned about"));
+            assert!(
+                warning.starts_with(&path.display().to_string()),
+                "{warning}"
+            );
+            assert!(warning.contains(&format!("(mode {mode:04o})")), "{warning}");
+        }
+        for mode in [0o644, 0o640, 0o600] {
+            assert_eq!(warned(mode), None, "{mode:o}");
+        }
+    }
+
+    /// A line that holds no secret is still quoted, to show the mistake.
+    #[test]
+    fn a_syntax_error_elsewhere_quotes_its_line() {
+        let error = syntax_error("[workspace]\nurl = \"https://scim.example.com\nx = 1\n");
+        assert!(
+            error.contains("2 | url = \"https://scim.example.com"),
+            "{error}"
+        );
+        let error = syntax_error("[workspace]\ntoken_file = \"/run/credentials/tok\" 1\n");
+        assert!(error.contains("/run/credentials/tok"), "{error}");
     }
 
     /// Two keys in the file for one role, in two spellings, are refused.

@@ -74,6 +74,23 @@ pub enum CaFileError {
         .file.display()
     )]
     NoCertificate { file: std::path::PathBuf },
+    /// PEM of other kinds only (`found`: their labels, such as `PRIVATE KEY` when
+    /// the server's key was named for its CA): converting, as for DER, is no fix.
+    #[error(
+        "{} holds no certificate, only {}: a ca_file holds the PEM certificate(s) of the CA \
+         that issued the server's certificate (-----BEGIN CERTIFICATE-----){}",
+        .file.display(),
+        .found.join(", "),
+        if .found.iter().any(|label| label.contains("PRIVATE KEY")) {
+            "; a private key does not belong there: keep it out of files shared as public"
+        } else {
+            ""
+        }
+    )]
+    OtherPem {
+        file: std::path::PathBuf,
+        found: Vec<String>,
+    },
 }
 
 /// Reads a `ca_file` (PEM, one or more CA certificates) and checks that it holds
@@ -94,8 +111,25 @@ pub fn read_ca_file(file: &std::path::Path) -> Result<Vec<u8>, CaFileError> {
         certificates += 1;
     }
     if certificates == 0 {
-        return Err(CaFileError::NoCertificate {
-            file: file.to_owned(),
+        let text = String::from_utf8_lossy(&pem);
+        let mut found: Vec<String> = text
+            .lines()
+            .filter_map(|line| {
+                line.trim()
+                    .strip_prefix("-----BEGIN ")?
+                    .strip_suffix("-----")
+            })
+            .map(str::to_owned)
+            .collect();
+        found.dedup();
+        return Err(match found.is_empty() {
+            true => CaFileError::NoCertificate {
+                file: file.to_owned(),
+            },
+            false => CaFileError::OtherPem {
+                file: file.to_owned(),
+                found,
+            },
         });
     }
     Ok(pem)
@@ -457,6 +491,34 @@ pub fn host_is_loopback(host: &str) -> bool {
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
     use super::*;
+
+    /// A `ca_file` that holds a private key (the server's, named for its CA) is
+    /// refused saying what it holds, not with the DER conversion, which would not
+    /// help; a file with no PEM at all still gets that.
+    #[test]
+    fn a_ca_file_holding_a_key_says_so() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = dir.path().join("server-key.pem");
+        std::fs::write(
+            &key,
+            "-----BEGIN PRIVATE KEY-----\nMIIEvQ==\n-----END PRIVATE KEY-----\n",
+        )
+        .unwrap();
+        let error = read_ca_file(&key).unwrap_err().to_string();
+        assert!(
+            error.contains("holds no certificate, only PRIVATE KEY"),
+            "{error}"
+        );
+        assert!(
+            error.contains("a private key does not belong there"),
+            "{error}"
+        );
+        assert!(!error.contains("-inform der"), "{error}");
+        let der = dir.path().join("ca.cer");
+        std::fs::write(&der, [0x30, 0x82, 0x01, 0x0a]).unwrap();
+        let error = read_ca_file(&der).unwrap_err().to_string();
+        assert!(error.contains("-inform der"), "{error}");
+    }
 
     /// Only what the next attempt meets again stops the retries: an alert from the
     /// far side (a load balancer mid-rotation) is retried.

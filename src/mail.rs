@@ -93,9 +93,13 @@ impl SmtpEndpoint {
         for (key, value) in url.query_pairs() {
             match (key.as_ref(), value.as_ref()) {
                 ("tls", "starttls") => starttls = true,
-                _ => {
+                ("tls", other) => {
+                    return Err(format!("tls={other}: the only choice is tls=starttls"));
+                }
+                // Not the value: a credential may have been put there.
+                (key, _) => {
                     return Err(format!(
-                        "unknown URL parameter {key}={value}; the only one is tls=starttls"
+                        "unknown URL parameter {key}; the only one is tls=starttls"
                     ));
                 }
             }
@@ -808,6 +812,14 @@ mod tests {
     fn smtp_urls_refuse_credentials_and_unknown_options() {
         let with_password = SmtpEndpoint::parse("smtp://u:hunter2@host").unwrap_err();
         assert!(!with_password.contains("hunter2"), "{with_password}");
+        // A parameter is named, not its value, which may be a credential.
+        let in_query =
+            SmtpEndpoint::parse("smtp://host?tls=starttls&password=hunter2").unwrap_err();
+        assert!(!in_query.contains("hunter2"), "{in_query}");
+        assert!(
+            in_query.contains("unknown URL parameter password"),
+            "{in_query}"
+        );
         assert!(SmtpEndpoint::parse("smtp://host?tls=maybe").is_err());
         assert!(SmtpEndpoint::parse("smtps://host?tls=starttls").is_err());
         assert!(SmtpEndpoint::parse("http://host").is_err());

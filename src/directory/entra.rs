@@ -243,12 +243,12 @@ impl EntraSource {
                 let cert = certificate.read()?;
                 jwt::certificate_thumbprint(
                     cert.expose_secret().as_bytes(),
-                    "directory.certificate_file",
+                    &certificate.named("directory.certificate_file"),
                 )?;
                 let pem = private_key.read()?;
                 jwt::SigningKey::from_pem(
                     pem.expose_secret().as_bytes(),
-                    "directory.private_key_file",
+                    &private_key.named("directory.private_key_file"),
                 )
                 .map(drop)
             }
@@ -1032,11 +1032,11 @@ impl EntraSource {
                 let pem = private_key.read()?;
                 let thumbprint = jwt::certificate_thumbprint(
                     cert.expose_secret().as_bytes(),
-                    "directory.certificate_file",
+                    &certificate.named("directory.certificate_file"),
                 )?;
                 let key = jwt::SigningKey::from_pem(
                     pem.expose_secret().as_bytes(),
-                    "directory.private_key_file",
+                    &private_key.named("directory.private_key_file"),
                 )?;
                 let mut header = serde_json::Map::new();
                 header.insert("x5t".into(), thumbprint.into());

@@ -22,20 +22,40 @@ pub(crate) struct SigningKey {
 }
 
 impl SigningKey {
-    /// `what` names the key for errors (`directory.private_key_file /etc/…`).
+    /// `what` names the key and its file for errors
+    /// (`directory.private_key_file /etc/…`: [`super::Secret::named`]).
+    ///
+    /// A key encrypted with a passphrase (`BEGIN ENCRYPTED PRIVATE KEY`, or a
+    /// PKCS#1 key with a `Proc-Type: 4,ENCRYPTED` header) is said to be one:
+    /// the PEM reader skips it as no key at all. So is a key of another
+    /// algorithm in PKCS#8 (EC, Ed25519), which ring calls `WrongAlgorithm`.
     pub fn from_pem(pem: &[u8], what: &str) -> Result<SigningKey, DirectoryError> {
-        let der = PrivateKeyDer::from_pem_slice(pem)
-            .map_err(|e| DirectoryError::Settings(format!("{what}: not a PEM private key: {e}")))?;
+        const RSA_NEEDED: &str = "an RSA key is needed (PKCS#8 or PKCS#1 PEM) for RS256";
+        let text = String::from_utf8_lossy(pem);
+        if text.contains("ENCRYPTED PRIVATE KEY") || text.contains("Proc-Type: 4,ENCRYPTED") {
+            return Err(DirectoryError::Settings(format!(
+                "{what}: the key is encrypted with a passphrase, which seatwarden cannot \
+                 enter: store it unencrypted (`openssl pkey -in KEY -out KEY.plain`), \
+                 readable by the service's user only"
+            )));
+        }
+        let der = PrivateKeyDer::from_pem_slice(pem).map_err(|e| {
+            DirectoryError::Settings(format!(
+                "{what}: not a PEM private key (-----BEGIN PRIVATE KEY----- or \
+                 -----BEGIN RSA PRIVATE KEY-----): {e}"
+            ))
+        })?;
         let pair = match &der {
             PrivateKeyDer::Pkcs8(key) => RsaKeyPair::from_pkcs8(key.secret_pkcs8_der()),
             PrivateKeyDer::Pkcs1(key) => RsaKeyPair::from_der(key.secret_pkcs1_der()),
-            _ => {
-                return Err(DirectoryError::Settings(format!(
-                    "{what}: an RSA key is needed (PKCS#8 or PKCS#1 PEM) for RS256"
-                )));
-            }
+            _ => return Err(DirectoryError::Settings(format!("{what}: {RSA_NEEDED}"))),
         }
-        .map_err(|e| DirectoryError::Settings(format!("{what}: unusable RSA key: {e}")))?;
+        .map_err(|e| {
+            DirectoryError::Settings(match e.to_string().as_str() {
+                "WrongAlgorithm" => format!("{what}: {RSA_NEEDED}; this key is of another kind"),
+                _ => format!("{what}: unusable RSA key: {e}"),
+            })
+        })?;
         Ok(SigningKey { pair })
     }
 
@@ -125,6 +145,64 @@ pub(crate) fn unix_now() -> u64 {
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
     use super::*;
+
+    /// `der` as PEM with `label`.
+    fn pem(label: &str, der: &[u8]) -> String {
+        let body = base64::engine::general_purpose::STANDARD.encode(der);
+        let lines: Vec<&str> = body
+            .as_bytes()
+            .chunks(64)
+            .map(|c| std::str::from_utf8(c).unwrap())
+            .collect();
+        format!(
+            "-----BEGIN {label}-----\n{}\n-----END {label}-----\n",
+            lines.join("\n")
+        )
+    }
+
+    /// A key encrypted with a passphrase is said to be one, naming the key and
+    /// its file, and not as "no items found".
+    #[test]
+    fn an_encrypted_key_is_named_as_encrypted() {
+        let what = "directory.private_key_file /etc/seatwarden/key.pem";
+        for text in [
+            pem("ENCRYPTED PRIVATE KEY", b"not really a key"),
+            "-----BEGIN RSA PRIVATE KEY-----\nProc-Type: 4,ENCRYPTED\nDEK-Info: AES-256-CBC,00\n\n\
+             AAAA\n-----END RSA PRIVATE KEY-----\n"
+                .to_owned(),
+        ] {
+            let Err(error) = SigningKey::from_pem(text.as_bytes(), what) else {
+                panic!("an encrypted key is refused");
+            };
+            let error = error.to_string();
+            assert!(error.contains(what), "{error}");
+            assert!(error.contains("encrypted with a passphrase"), "{error}");
+        }
+        let Err(error) = SigningKey::from_pem(b"just text", what) else {
+            panic!("text is refused");
+        };
+        assert!(
+            error.to_string().contains("not a PEM private key"),
+            "{error}"
+        );
+    }
+
+    /// An EC key in PKCS#8 (ring: `WrongAlgorithm`) is refused as not RSA.
+    #[test]
+    fn a_key_of_another_algorithm_is_refused_as_not_rsa() {
+        use ring::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair};
+        let pkcs8 =
+            EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &SystemRandom::new())
+                .unwrap();
+        let text = pem("PRIVATE KEY", pkcs8.as_ref());
+        let Err(error) = SigningKey::from_pem(text.as_bytes(), "directory.private_key_file") else {
+            panic!("an EC key is refused");
+        };
+        assert!(
+            error.to_string().contains("an RSA key is needed"),
+            "{error}"
+        );
+    }
 
     #[test]
     fn an_assertion_is_valid_from_a_minute_back_for_five_minutes_ahead() {

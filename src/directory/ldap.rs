@@ -978,11 +978,9 @@ fn tls_config(ca_file: &std::path::Path) -> Result<Arc<rustls::ClientConfig>, Di
     let settings = |what: String| {
         DirectoryError::Settings(format!("directory.ca_file {}: {what}", ca_file.display()))
     };
-    let pem = std::fs::read(ca_file).map_err(|source| DirectoryError::SecretFile {
-        key: "directory.ca_file",
-        file: ca_file.to_owned(),
-        source,
-    })?;
+    // Read and checked as every connection's `ca_file` is: what it holds instead
+    // of certificates (DER, a key) is said the same way.
+    let pem = super::remote::ca_pem(Some(ca_file))?.unwrap_or_default();
     let mut roots = rustls::RootCertStore::empty();
     for certificate in CertificateDer::pem_slice_iter(&pem) {
         let certificate = certificate.map_err(|e| settings(e.to_string()))?;

@@ -290,7 +290,7 @@ impl OktaSource {
                 let pem = private_key.read()?;
                 jwt::SigningKey::from_pem(
                     pem.expose_secret().as_bytes(),
-                    "directory.private_key_file",
+                    &private_key.named("directory.private_key_file"),
                 )
                 .map(drop)
             }
@@ -944,7 +944,7 @@ impl OktaSource {
         let pem = private_key.read()?;
         let key = jwt::SigningKey::from_pem(
             pem.expose_secret().as_bytes(),
-            "directory.private_key_file",
+            &private_key.named("directory.private_key_file"),
         )?;
         let mut header = serde_json::Map::new();
         if let Some(kid) = key_id {

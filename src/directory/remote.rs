@@ -87,6 +87,15 @@ fn without_bom(text: &str) -> &str {
 }
 
 impl Secret {
+    /// `key` and, for a file, its path (`directory.private_key_file /etc/…`): how
+    /// an error about what the secret holds names it, never showing it.
+    pub fn named(&self, key: &str) -> String {
+        match self {
+            Secret::Inline(_) => key.to_owned(),
+            Secret::File { path, .. } => format!("{key} {}", path.display()),
+        }
+    }
+
     /// The secret: from a `*password_file`, [`secret_in_file`]; from any other
     /// file (tokens, client secrets, keys), [`token_in_file`]. A `*token_file`'s
     /// token is refused as [`crate::config::token_mistake`] finds it wrong (`SSWS`

@@ -62,6 +62,7 @@ mod review_s39b_trim;
 mod review_s40_daemon;
 mod review_s40_directory;
 mod review_s40_mail;
+mod review_s40_secrets;
 mod role_groups;
 mod run_recovery;
 mod safety;
