@@ -30,7 +30,9 @@
 //! ([`crate::directory::token_in_file`]); inline secrets are read alike, as a
 //! variable keeps its file's line break ([`Config::trim_inline_secrets`]); the workspace token must then be one
 //! word, not `Bearer …` nor two lines. An empty or blank inline secret is
-//! refused at load, as an empty or blank secret file is at use. A secret file that
+//! refused at load, as an empty or blank secret file is at use, and so is one
+//! written in the file as a bare number or boolean, which the `config` crate would
+//! turn into other text ([`Config::check_value_types`]). A secret file that
 //! other users can read, or others than its owner change, is allowed (containers
 //! mount secrets 0444) but warned about ([`Config::warnings`]); group read is not,
 //! as systemd's credentials show as 0440. A syntax error quotes the file's line
@@ -1097,6 +1099,27 @@ impl Config {
         let Ok(file) = toml::from_str::<toml::Table>(&text) else {
             return Ok(());
         };
+        // A secret the `config` crate read from a bare number or boolean is its
+        // text, not what was typed (`1.50` is "1.5", `0x1F` is "31"), and would
+        // fail at the provider or, for a bind password, lock the account.
+        for (key, _) in self.inline_secrets() {
+            let what = match value_at(&file, key) {
+                _ if self.from_env.contains(key) => continue,
+                Some(toml::Value::String(_)) | None => continue,
+                Some(toml::Value::Boolean(_)) => "a boolean",
+                Some(toml::Value::Integer(_) | toml::Value::Float(_)) => "a number",
+                Some(_) => "no text",
+            };
+            let name = key.rsplit('.').next().unwrap_or(key);
+            return Err(self.key_error(
+                key,
+                format!(
+                    "is written as {what}, not text, and would be sent as other text than \
+                     typed (a number loses its leading and trailing zeros); quote it, as \
+                     {name} = \"…\""
+                ),
+            ));
+        }
         let mut mistyped = Vec::new();
         mistyped_values(&file, &loaded, "", &mut mistyped);
         match mistyped
@@ -5065,6 +5088,74 @@ role = "Editor"
             panic!("an LDAP password");
         };
         assert_eq!(password.expose_secret(), "pa55 ");
+    }
+
+    /// A secret written as a bare number or boolean is refused, naming the key
+    /// and the file and saying to quote it: the `config` crate would hand back
+    /// other text (`1.50` as "1.5", `0x1F` as "31"), which fails at the provider
+    /// or, for an LDAP password, locks the account. A variable is always text.
+    #[test]
+    fn a_secret_written_as_a_number_or_boolean_is_refused() {
+        for (keys, key) in [
+            ("password = 1.50", "report.email.password"),
+            ("password = true", "report.email.password"),
+        ] {
+            let error = load(
+                "",
+                &format!(
+                    "[report.email]\nsmtp_url = \"smtp://127.0.0.1\"\nfrom = \"a@x.com\"\n\
+                     to = [\"b@x.com\"]\nusername = \"u\"\n{keys}\n"
+                ),
+                &[],
+            )
+            .unwrap_err();
+            assert!(
+                error.contains(&format!("seatwarden.toml: key `{key}`")),
+                "{error}"
+            );
+            assert!(error.contains("quote"), "{error}");
+            assert!(!error.contains("1.5") && !error.contains("true"), "{error}");
+        }
+        let error =
+            load_directory("kind = \"okta\"\nurl = \"https://acme.okta.com\"\ntoken = 0x1F\n")
+                .unwrap_err();
+        assert!(
+            error.contains("seatwarden.toml: key `directory.token`"),
+            "{error}"
+        );
+        assert!(error.contains("quote"), "{error}");
+        let error = load_directory(
+            "kind = \"entra\"\ntenant_id = \"t\"\nclient_id = \"c\"\nclient_secret = 12345\n",
+        )
+        .unwrap_err();
+        assert!(error.contains("key `directory.client_secret`"), "{error}");
+        let error = load_directory(
+            "kind = \"ldap\"\nurl = \"ldaps://dc01.example.com\"\n\
+             bind_dn = \"CN=svc,DC=example,DC=com\"\nbase_dn = \"DC=example,DC=com\"\n\
+             bind_password = 2024\n",
+        )
+        .unwrap_err();
+        assert!(error.contains("key `directory.bind_password`"), "{error}");
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("seatwarden.toml");
+        std::fs::write(
+            &path,
+            "[directory]\nkind = \"file\"\npath = \"d.json\"\n\
+             [workspace]\nurl = \"https://scim.example.com/scim/v2\"\ntoken = 1234567\n",
+        )
+        .unwrap();
+        let error = Config::load_with_env(&path, Some(HashMap::new()))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains("seatwarden.toml: key `workspace.token`"),
+            "{error}"
+        );
+        assert!(!error.contains("1234567"), "{error}");
+        // A variable's digits are text, kept as written.
+        use secrecy::ExposeSecret;
+        let config = load("", "", &[("SEATWARDEN__WORKSPACE__TOKEN", "0123")]).unwrap();
+        assert_eq!(config.workspace_token().unwrap().expose_secret(), "0123");
     }
 
     /// A secret file written with `$CREDENTIALS_DIRECTORY` or systemd's `%d`,
