@@ -29,7 +29,8 @@
 //! keys lose surrounding whitespace, which none has
 //! ([`crate::directory::token_in_file`]); inline secrets are read alike, as a
 //! variable keeps its file's line break ([`Config::trim_inline_secrets`]); the workspace token must then be one
-//! word, not `Bearer …` nor two lines. An empty or blank inline secret is
+//! word, not `Bearer …` nor two lines, and an Entra client secret has no space
+//! inside ([`client_secret_mistake`]). An empty or blank inline secret is
 //! refused at load, as an empty or blank secret file is at use, and so is one
 //! written in the file as a bare number or boolean, which the `config` crate would
 //! turn into other text ([`Config::check_value_types`]). A secret file that
@@ -1579,6 +1580,11 @@ impl Config {
             }
             if key == "directory.token"
                 && let Some(mistake) = token_mistake(secret.expose_secret())
+            {
+                return Err(self.key_error(key, mistake));
+            }
+            if key == "directory.client_secret"
+                && let Some(mistake) = client_secret_mistake(secret.expose_secret())
             {
                 return Err(self.key_error(key, mistake));
             }
@@ -4222,6 +4228,22 @@ pub(crate) fn token_mistake(token: &str) -> Option<String> {
         })
 }
 
+/// What is wrong with an Entra client secret, trimmed: white space or a control
+/// character inside it. Entra generates secrets from letters, digits and `-_.~`
+/// (older ones also `+/=` and a few more), never a space: one inside is a paste
+/// of more than the secret (the portal's row with its Secret ID, two secrets on
+/// two lines), which Entra refuses as AADSTS7000215, naming no key.
+pub(crate) fn client_secret_mistake(secret: &str) -> Option<String> {
+    secret
+        .trim()
+        .contains(|c: char| c.is_whitespace() || c.is_control())
+        .then(|| {
+            "has a space, line break or control character inside it: keep the secret's \
+             Value alone, on one line, with nothing else (Entra's secrets have none)"
+                .to_owned()
+        })
+}
+
 /// The core User schema's attributes are not extensions: written as one
 /// (`urn:ietf:params:scim:schemas:core:2.0:User:roles`, the full path RFC 7643
 /// allows), the role would be read from and written to an object of that name,
@@ -5156,6 +5178,45 @@ role = "Editor"
         use secrecy::ExposeSecret;
         let config = load("", "", &[("SEATWARDEN__WORKSPACE__TOKEN", "0123")]).unwrap();
         assert_eq!(config.workspace_token().unwrap().expose_secret(), "0123");
+    }
+
+    /// An Entra client secret with white space inside (a paste of the portal's
+    /// row, two secrets on two lines) is refused as a token is, inline at load
+    /// and from its file at the check: Entra generates its secrets from letters,
+    /// digits and `-_.~`, and would refuse it naming no key.
+    #[test]
+    fn an_entra_client_secret_with_space_inside_is_refused() {
+        let entra = "kind = \"entra\"\ntenant_id = \"t\"\nclient_id = \"c\"\n";
+        for secret in ["abc8Q~def ghi", "abc8Q~def\\nold8Q~ghi", "abc8Q~def\\tghi"] {
+            let error =
+                load_directory(&format!("{entra}client_secret = \"{secret}\"\n")).unwrap_err();
+            assert!(
+                error.contains("seatwarden.toml: key `directory.client_secret`: has a space"),
+                "{error}"
+            );
+            assert!(!error.contains("abc8Q"), "{error}");
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("entra-secret");
+        std::fs::write(&file, "abc8Q~defghi\nold8Q~jklmno\n").unwrap();
+        let config = load_directory(&format!(
+            "{entra}client_secret_file = \"{}\"\n",
+            file.display()
+        ))
+        .unwrap();
+        let error = config.check_files().unwrap_err().to_string();
+        assert!(
+            error.contains(&format!(
+                "directory.client_secret_file {}: the client secret has a space",
+                file.display()
+            )),
+            "{error}"
+        );
+        assert!(!error.contains("abc8Q"), "{error}");
+        // Surrounding white space is no mistake: it is trimmed.
+        std::fs::write(&file, " abc8Q~defghi\r\n").unwrap();
+        config.check_files().unwrap();
+        load_directory(&format!("{entra}client_secret = \" abc8Q~defghi\\n\"\n")).unwrap();
     }
 
     /// A secret file written with `$CREDENTIALS_DIRECTORY` or systemd's `%d`,
