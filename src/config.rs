@@ -3929,6 +3929,34 @@ fn in_plain_words(error: ConfigError) -> ConfigError {
                 message: MAPPING_FROM_FILE_ONLY.to_owned(),
             }
         }
+        // A variable that names a table (`SEATWARDEN__WORKSPACE`) set to text: most
+        // often a secret meant for one of its keys (`SEATWARDEN__WORKSPACE__TOKEN`),
+        // so the text is not shown.
+        ConfigError::Key { path, key, message }
+            if path.to_string_lossy().starts_with("environment variable ")
+                && message.starts_with("invalid type: string ")
+                && message
+                    .rsplit_once(", expected ")
+                    .is_some_and(|(_, expected)| {
+                        expected.starts_with("struct ")
+                            || expected.starts_with("internally tagged enum ")
+                            || expected == "a map"
+                    }) =>
+        {
+            let variable = path
+                .to_string_lossy()
+                .trim_start_matches("environment variable ")
+                .to_owned();
+            ConfigError::Key {
+                message: format!(
+                    "names a table (`[{key}]`), not a key, so it cannot be set to text: set \
+                     one of its keys, as {variable}__<KEY> (the value is not shown: it may be \
+                     a secret meant for one of them)"
+                ),
+                path,
+                key,
+            }
+        }
         // The `url` crate's words for a URL typed as one (the directory's `url`,
         // `graph_url`, `login_url`): a host without its scheme gets the fix the
         // workspace URL's gets.
@@ -5217,6 +5245,26 @@ role = "Editor"
         std::fs::write(&file, " abc8Q~defghi\r\n").unwrap();
         config.check_files().unwrap();
         load_directory(&format!("{entra}client_secret = \" abc8Q~defghi\\n\"\n")).unwrap();
+    }
+
+    /// A variable that names a table, set to text (a token pasted into
+    /// `SEATWARDEN__WORKSPACE` for `SEATWARDEN__WORKSPACE__TOKEN`), is refused
+    /// naming the variable and saying it names a table, without its value.
+    #[test]
+    fn a_variable_naming_a_table_does_not_quote_its_value() {
+        for (name, value) in [
+            ("SEATWARDEN__WORKSPACE", "s3cr3t-pasted-token"),
+            ("SEATWARDEN__DIRECTORY", "s3cr3t-pasted-token"),
+            ("SEATWARDEN__REPORT__EMAIL", "s3cr3t-pasted-token"),
+        ] {
+            let error = load("", "", &[(name, value)]).unwrap_err();
+            assert!(!error.contains("s3cr3t"), "{error}");
+            assert!(
+                error.contains(&format!("environment variable {name}")),
+                "{error}"
+            );
+            assert!(error.contains("names a table"), "{error}");
+        }
     }
 
     /// A secret file written with `$CREDENTIALS_DIRECTORY` or systemd's `%d`,
