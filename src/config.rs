@@ -29,8 +29,11 @@
 //! keys lose surrounding whitespace, which none has
 //! ([`crate::directory::token_in_file`]); inline secrets are read alike, as a
 //! variable keeps its file's line break ([`Config::trim_inline_secrets`]); the workspace token must then be one
-//! word, not `Bearer …` nor two lines. An empty or blank inline secret is
-//! refused at load, as an empty or blank secret file is at use. A secret file that
+//! word, not `Bearer …` nor two lines, and an Entra client secret has no space
+//! inside ([`client_secret_mistake`]). An empty or blank inline secret is
+//! refused at load, as an empty or blank secret file is at use, and so is one
+//! written in the file as a bare number or boolean, which the `config` crate would
+//! turn into other text ([`Config::check_value_types`]). A secret file that
 //! other users can read, or others than its owner change, is allowed (containers
 //! mount secrets 0444) but warned about ([`Config::warnings`]); group read is not,
 //! as systemd's credentials show as 0440. A syntax error quotes the file's line
@@ -1097,6 +1100,27 @@ impl Config {
         let Ok(file) = toml::from_str::<toml::Table>(&text) else {
             return Ok(());
         };
+        // A secret the `config` crate read from a bare number or boolean is its
+        // text, not what was typed (`1.50` is "1.5", `0x1F` is "31"), and would
+        // fail at the provider or, for a bind password, lock the account.
+        for (key, _) in self.inline_secrets() {
+            let what = match value_at(&file, key) {
+                _ if self.from_env.contains(key) => continue,
+                Some(toml::Value::String(_)) | None => continue,
+                Some(toml::Value::Boolean(_)) => "a boolean",
+                Some(toml::Value::Integer(_) | toml::Value::Float(_)) => "a number",
+                Some(_) => "no text",
+            };
+            let name = key.rsplit('.').next().unwrap_or(key);
+            return Err(self.key_error(
+                key,
+                format!(
+                    "is written as {what}, not text, and would be sent as other text than \
+                     typed (a number loses its leading and trailing zeros); quote it, as \
+                     {name} = \"…\""
+                ),
+            ));
+        }
         let mut mistyped = Vec::new();
         mistyped_values(&file, &loaded, "", &mut mistyped);
         match mistyped
@@ -1556,6 +1580,11 @@ impl Config {
             }
             if key == "directory.token"
                 && let Some(mistake) = token_mistake(secret.expose_secret())
+            {
+                return Err(self.key_error(key, mistake));
+            }
+            if key == "directory.client_secret"
+                && let Some(mistake) = client_secret_mistake(secret.expose_secret())
             {
                 return Err(self.key_error(key, mistake));
             }
@@ -3900,6 +3929,34 @@ fn in_plain_words(error: ConfigError) -> ConfigError {
                 message: MAPPING_FROM_FILE_ONLY.to_owned(),
             }
         }
+        // A variable that names a table (`SEATWARDEN__WORKSPACE`) set to text: most
+        // often a secret meant for one of its keys (`SEATWARDEN__WORKSPACE__TOKEN`),
+        // so the text is not shown.
+        ConfigError::Key { path, key, message }
+            if path.to_string_lossy().starts_with("environment variable ")
+                && message.starts_with("invalid type: string ")
+                && message
+                    .rsplit_once(", expected ")
+                    .is_some_and(|(_, expected)| {
+                        expected.starts_with("struct ")
+                            || expected.starts_with("internally tagged enum ")
+                            || expected == "a map"
+                    }) =>
+        {
+            let variable = path
+                .to_string_lossy()
+                .trim_start_matches("environment variable ")
+                .to_owned();
+            ConfigError::Key {
+                message: format!(
+                    "names a table (`[{key}]`), not a key, so it cannot be set to text: set \
+                     one of its keys, as {variable}__<KEY> (the value is not shown: it may be \
+                     a secret meant for one of them)"
+                ),
+                path,
+                key,
+            }
+        }
         // The `url` crate's words for a URL typed as one (the directory's `url`,
         // `graph_url`, `login_url`): a host without its scheme gets the fix the
         // workspace URL's gets.
@@ -4195,6 +4252,22 @@ pub(crate) fn token_mistake(token: &str) -> Option<String> {
         .then(|| {
             "has a space, line break or control character inside it: keep the token alone, \
              on one line, with nothing else"
+                .to_owned()
+        })
+}
+
+/// What is wrong with an Entra client secret, trimmed: white space or a control
+/// character inside it. Entra generates secrets from letters, digits and `-_.~`
+/// (older ones also `+/=` and a few more), never a space: one inside is a paste
+/// of more than the secret (the portal's row with its Secret ID, two secrets on
+/// two lines), which Entra refuses as AADSTS7000215, naming no key.
+pub(crate) fn client_secret_mistake(secret: &str) -> Option<String> {
+    secret
+        .trim()
+        .contains(|c: char| c.is_whitespace() || c.is_control())
+        .then(|| {
+            "has a space, line break or control character inside it: keep the secret's \
+             Value alone, on one line, with nothing else (Entra's secrets have none)"
                 .to_owned()
         })
 }
@@ -5065,6 +5138,133 @@ role = "Editor"
             panic!("an LDAP password");
         };
         assert_eq!(password.expose_secret(), "pa55 ");
+    }
+
+    /// A secret written as a bare number or boolean is refused, naming the key
+    /// and the file and saying to quote it: the `config` crate would hand back
+    /// other text (`1.50` as "1.5", `0x1F` as "31"), which fails at the provider
+    /// or, for an LDAP password, locks the account. A variable is always text.
+    #[test]
+    fn a_secret_written_as_a_number_or_boolean_is_refused() {
+        for (keys, key) in [
+            ("password = 1.50", "report.email.password"),
+            ("password = true", "report.email.password"),
+        ] {
+            let error = load(
+                "",
+                &format!(
+                    "[report.email]\nsmtp_url = \"smtp://127.0.0.1\"\nfrom = \"a@x.com\"\n\
+                     to = [\"b@x.com\"]\nusername = \"u\"\n{keys}\n"
+                ),
+                &[],
+            )
+            .unwrap_err();
+            assert!(
+                error.contains(&format!("seatwarden.toml: key `{key}`")),
+                "{error}"
+            );
+            assert!(error.contains("quote"), "{error}");
+            assert!(!error.contains("1.5") && !error.contains("true"), "{error}");
+        }
+        let error =
+            load_directory("kind = \"okta\"\nurl = \"https://acme.okta.com\"\ntoken = 0x1F\n")
+                .unwrap_err();
+        assert!(
+            error.contains("seatwarden.toml: key `directory.token`"),
+            "{error}"
+        );
+        assert!(error.contains("quote"), "{error}");
+        let error = load_directory(
+            "kind = \"entra\"\ntenant_id = \"t\"\nclient_id = \"c\"\nclient_secret = 12345\n",
+        )
+        .unwrap_err();
+        assert!(error.contains("key `directory.client_secret`"), "{error}");
+        let error = load_directory(
+            "kind = \"ldap\"\nurl = \"ldaps://dc01.example.com\"\n\
+             bind_dn = \"CN=svc,DC=example,DC=com\"\nbase_dn = \"DC=example,DC=com\"\n\
+             bind_password = 2024\n",
+        )
+        .unwrap_err();
+        assert!(error.contains("key `directory.bind_password`"), "{error}");
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("seatwarden.toml");
+        std::fs::write(
+            &path,
+            "[directory]\nkind = \"file\"\npath = \"d.json\"\n\
+             [workspace]\nurl = \"https://scim.example.com/scim/v2\"\ntoken = 1234567\n",
+        )
+        .unwrap();
+        let error = Config::load_with_env(&path, Some(HashMap::new()))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains("seatwarden.toml: key `workspace.token`"),
+            "{error}"
+        );
+        assert!(!error.contains("1234567"), "{error}");
+        // A variable's digits are text, kept as written.
+        use secrecy::ExposeSecret;
+        let config = load("", "", &[("SEATWARDEN__WORKSPACE__TOKEN", "0123")]).unwrap();
+        assert_eq!(config.workspace_token().unwrap().expose_secret(), "0123");
+    }
+
+    /// An Entra client secret with white space inside (a paste of the portal's
+    /// row, two secrets on two lines) is refused as a token is, inline at load
+    /// and from its file at the check: Entra generates its secrets from letters,
+    /// digits and `-_.~`, and would refuse it naming no key.
+    #[test]
+    fn an_entra_client_secret_with_space_inside_is_refused() {
+        let entra = "kind = \"entra\"\ntenant_id = \"t\"\nclient_id = \"c\"\n";
+        for secret in ["abc8Q~def ghi", "abc8Q~def\\nold8Q~ghi", "abc8Q~def\\tghi"] {
+            let error =
+                load_directory(&format!("{entra}client_secret = \"{secret}\"\n")).unwrap_err();
+            assert!(
+                error.contains("seatwarden.toml: key `directory.client_secret`: has a space"),
+                "{error}"
+            );
+            assert!(!error.contains("abc8Q"), "{error}");
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("entra-secret");
+        std::fs::write(&file, "abc8Q~defghi\nold8Q~jklmno\n").unwrap();
+        let config = load_directory(&format!(
+            "{entra}client_secret_file = \"{}\"\n",
+            file.display()
+        ))
+        .unwrap();
+        let error = config.check_files().unwrap_err().to_string();
+        assert!(
+            error.contains(&format!(
+                "directory.client_secret_file {}: the client secret has a space",
+                file.display()
+            )),
+            "{error}"
+        );
+        assert!(!error.contains("abc8Q"), "{error}");
+        // Surrounding white space is no mistake: it is trimmed.
+        std::fs::write(&file, " abc8Q~defghi\r\n").unwrap();
+        config.check_files().unwrap();
+        load_directory(&format!("{entra}client_secret = \" abc8Q~defghi\\n\"\n")).unwrap();
+    }
+
+    /// A variable that names a table, set to text (a token pasted into
+    /// `SEATWARDEN__WORKSPACE` for `SEATWARDEN__WORKSPACE__TOKEN`), is refused
+    /// naming the variable and saying it names a table, without its value.
+    #[test]
+    fn a_variable_naming_a_table_does_not_quote_its_value() {
+        for (name, value) in [
+            ("SEATWARDEN__WORKSPACE", "s3cr3t-pasted-token"),
+            ("SEATWARDEN__DIRECTORY", "s3cr3t-pasted-token"),
+            ("SEATWARDEN__REPORT__EMAIL", "s3cr3t-pasted-token"),
+        ] {
+            let error = load("", "", &[(name, value)]).unwrap_err();
+            assert!(!error.contains("s3cr3t"), "{error}");
+            assert!(
+                error.contains(&format!("environment variable {name}")),
+                "{error}"
+            );
+            assert!(error.contains("names a table"), "{error}");
+        }
     }
 
     /// A secret file written with `$CREDENTIALS_DIRECTORY` or systemd's `%d`,

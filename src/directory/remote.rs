@@ -99,7 +99,8 @@ impl Secret {
     /// The secret: from a `*password_file`, [`secret_in_file`]; from any other
     /// file (tokens, client secrets, keys), [`token_in_file`]. A `*token_file`'s
     /// token is refused as [`crate::config::token_mistake`] finds it wrong (`SSWS`
-    /// copied with an Okta token would be sent as `SSWS SSWS …`).
+    /// copied with an Okta token would be sent as `SSWS SSWS …`); a
+    /// `*client_secret_file`'s as [`crate::config::client_secret_mistake`] does.
     pub fn read(&self) -> Result<SecretString, DirectoryError> {
         match self {
             Secret::Inline(secret) => Ok(secret.clone()),
@@ -123,6 +124,14 @@ impl Secret {
                 {
                     return Err(DirectoryError::Settings(format!(
                         "{key} {}: the token {mistake}",
+                        path.display()
+                    )));
+                }
+                if key.ends_with("client_secret_file")
+                    && let Some(mistake) = crate::config::client_secret_mistake(secret)
+                {
+                    return Err(DirectoryError::Settings(format!(
+                        "{key} {}: the client secret {mistake}",
                         path.display()
                     )));
                 }
