@@ -3046,7 +3046,7 @@ mod tests {
     async fn the_recovery_listing_finds_a_created_account_stored_trimmed() {
         use crate::model::{Account, WorkspaceSnapshot};
         use crate::sandbox::{Sandbox, SandboxOptions};
-        use crate::workspace::{GroupMembers, Pagination, RoleAttribute, ScimSettings};
+        use crate::workspace::ScimSettings;
         let stored = Account {
             id: "a1".into(),
             user_name: "Alice@ex.com".into(),
@@ -3072,21 +3072,8 @@ mod tests {
         )
         .await
         .unwrap();
-        let client = crate::workspace::ScimClient::new(ScimSettings {
-            base_url: sandbox.base_url(),
-            token: secrecy::SecretString::from("t"),
-            role_attribute: RoleAttribute::Roles,
-            page_size: 100,
-            pagination: Pagination::Auto,
-            max_concurrency: 1,
-            requests_per_second: 0,
-            timeout: std::time::Duration::from_secs(10),
-            retry: crate::retry::RetryPolicy::default(),
-            managed_groups: Vec::new(),
-            group_members: GroupMembers::Listed,
-            ca_pem: None,
-        })
-        .unwrap();
+        let client =
+            crate::workspace::ScimClient::new(ScimSettings::for_test(sandbox.base_url())).unwrap();
         let found = super::ReadOnce::<Account>::default();
         let name = "alice@ex.com ".to_owned();
         let listed = super::read_by_listing(&client, std::slice::from_ref(&name), &found).await;

@@ -724,7 +724,7 @@ mod tests {
     #[tokio::test]
     async fn the_shrunken_workspace_recheck_compares_user_names_trimmed() {
         use crate::sandbox::{Sandbox, SandboxOptions};
-        use crate::workspace::{GroupMembers, Pagination, RoleAttribute, ScimSettings};
+        use crate::workspace::ScimSettings;
         let mut held = account("a1", true);
         held.user_name = "Alice@ex.com ".into();
         let other = account("b1", true);
@@ -743,21 +743,7 @@ mod tests {
         )
         .await
         .unwrap();
-        let client = ScimClient::new(ScimSettings {
-            base_url: sandbox.base_url(),
-            token: secrecy::SecretString::from("t"),
-            role_attribute: RoleAttribute::Roles,
-            page_size: 100,
-            pagination: Pagination::Auto,
-            max_concurrency: 1,
-            requests_per_second: 0,
-            timeout: std::time::Duration::from_secs(10),
-            retry: crate::retry::RetryPolicy::default(),
-            managed_groups: Vec::new(),
-            group_members: GroupMembers::Listed,
-            ca_pem: None,
-        })
-        .unwrap();
+        let client = ScimClient::new(ScimSettings::for_test(sandbox.base_url())).unwrap();
         let mut workspace = WorkspaceSnapshot {
             accounts: vec![other],
             groups: Vec::new(),

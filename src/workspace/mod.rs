@@ -228,6 +228,28 @@ pub struct ScimSettings {
     pub ca_pem: Option<Vec<u8>>,
 }
 
+#[cfg(test)]
+impl ScimSettings {
+    /// A unit test's client of `base_url`: token `t`, roles in `roles`, one
+    /// request at a time, pages of 100, a 10 s timeout.
+    pub(crate) fn for_test(base_url: url::Url) -> ScimSettings {
+        ScimSettings {
+            base_url,
+            token: SecretString::from("t"),
+            role_attribute: RoleAttribute::Roles,
+            page_size: 100,
+            pagination: Pagination::Auto,
+            max_concurrency: 1,
+            requests_per_second: 0,
+            timeout: Duration::from_secs(10),
+            retry: RetryPolicy::default(),
+            managed_groups: Vec::new(),
+            group_members: GroupMembers::Listed,
+            ca_pem: None,
+        }
+    }
+}
+
 /// Reported after each page of a listing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Progress {
@@ -3116,18 +3138,9 @@ mod tests {
 
     fn client_with_pages_of(page_size: u32) -> ScimClient {
         ScimClient::new(ScimSettings {
-            base_url: "http://127.0.0.1:9/scim/v2".parse().unwrap(),
-            token: SecretString::from("t"),
-            role_attribute: RoleAttribute::Roles,
             page_size,
-            pagination: Pagination::Auto,
-            max_concurrency: 1,
-            requests_per_second: 0,
             timeout: Duration::from_secs(1),
-            retry: RetryPolicy::default(),
-            managed_groups: Vec::new(),
-            group_members: GroupMembers::Listed,
-            ca_pem: None,
+            ..ScimSettings::for_test("http://127.0.0.1:9/scim/v2".parse().unwrap())
         })
         .unwrap()
     }
