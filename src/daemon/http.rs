@@ -6,7 +6,9 @@
 //! - `GET /readyz` — 200 when the state database is the file the daemon opened
 //!   at start (not deleted or replaced since: [`super::DatabaseFile`]) and
 //!   writable, and a reconcile succeeded since the last two scheduled fires, with
-//!   one more interval of grace (readiness); else 503 and why.
+//!   one more interval of grace (readiness), counted on the time the daemon has
+//!   seen pass when the wall clock was stepped back after that success
+//!   ([`success_as_of`]); else 503 and why.
 //! - `GET /metrics` — Prometheus text format (the metrics: [`super::catalog`]);
 //!   the ledger, circuit, running-job and awaiting-approval gauges are read fresh
 //!   at each scrape.
@@ -242,7 +244,7 @@ async fn readyz(State(shared): State<Arc<Shared>>) -> Response {
 
 /// Ready: the database is still the one opened at start and takes writes, and
 /// no reconcile is overdue (see [`reconcile_overdue`]).
-fn readiness(shared: &Shared) -> Result<(), String> {
+pub(super) fn readiness(shared: &Shared) -> Result<(), String> {
     let now = shared.now();
     let settings = shared.settings();
     // Its own connection still writes to a deleted file: look at the path.
@@ -259,9 +261,42 @@ fn readiness(shared: &Shared) -> Result<(), String> {
         .find(|j| j.name == RECONCILE)
         .and_then(|j| j.last_success_at)
         .ok_or("no reconcile has succeeded yet")?;
+    let (wall_started, at) = shared.wall_started;
+    let last = success_as_of(last, now, wall_started, at.elapsed());
     match reconcile_overdue(&settings.reconcile, settings.timezone, last, now) {
         Some(why) => Err(why),
         None => Ok(()),
+    }
+}
+
+/// The last success `last` as the wall clock reads at `now`. One recorded after
+/// `now` was recorded before the clock stepped back (a VM restored, NTP correcting
+/// a clock that ran ahead): taken as it stands, it would keep the daemon ready
+/// while every reconcile fails, until the clock caught up with it. It is moved
+/// back by as far as the clock now lags the time the daemon has seen pass (its
+/// start on the wall clock, `wall_started`, plus how long it has run,
+/// `running_for`, as for [`super::pruning_as_of`]), which puts it where the
+/// stepped clock would have read it; one still after `now` (recorded before this
+/// daemon started, by a clock set back since) counts as at the daemon's start.
+/// On a clock that only moves forward nothing is recorded after `now`.
+fn success_as_of(
+    last: chrono::DateTime<chrono::Utc>,
+    now: chrono::DateTime<chrono::Utc>,
+    wall_started: chrono::DateTime<chrono::Utc>,
+    running_for: std::time::Duration,
+) -> chrono::DateTime<chrono::Utc> {
+    if last <= now {
+        return last;
+    }
+    let running_for = chrono::Duration::from_std(running_for).unwrap_or(chrono::Duration::MAX);
+    // The daemon's start as the clock now reads.
+    let Some(started) = now.checked_sub_signed(running_for) else {
+        return now;
+    };
+    let behind = (wall_started - started).max(chrono::Duration::zero());
+    match last.checked_sub_signed(behind) {
+        Some(moved) if moved <= now => moved,
+        _ => started,
     }
 }
 
@@ -620,7 +655,7 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 mod tests {
-    use super::{constant_time_eq, reconcile_overdue, status_refused};
+    use super::{constant_time_eq, reconcile_overdue, status_refused, success_as_of};
     use crate::http::host_is_loopback;
     use crate::schedule::Schedule;
     use axum::http::StatusCode;
@@ -654,6 +689,18 @@ mod tests {
         let never = Schedule::parse_unchecked("0 9 31 2 *").unwrap();
         let why = reconcile_overdue(&never, tz, friday, at(27, 18, 31)).unwrap();
         assert!(why.contains("no run after"), "{why}");
+    }
+
+    /// A last success the clock reads in the future, from before this daemon
+    /// started (a clock set back since), counts as at the daemon's start; one in
+    /// the past is as recorded.
+    #[test]
+    fn a_success_recorded_before_the_start_in_the_clocks_future_counts_at_the_start() {
+        let at = |h: u32| chrono::Utc.with_ymd_and_hms(2026, 12, 1, h, 0, 0).unwrap();
+        let hour = std::time::Duration::from_secs(3600);
+        // Started 09:00 on a clock already right; the last success read 15:00.
+        assert_eq!(success_as_of(at(15), at(10), at(9), hour), at(9));
+        assert_eq!(success_as_of(at(8), at(10), at(9), hour), at(8));
     }
 
     /// `/status` names leavers: with a token only with it; without one only on

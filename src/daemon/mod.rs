@@ -1427,6 +1427,52 @@ mod tests {
         }
     }
 
+    /// `/readyz` after the wall clock is stepped back three hours (reconcile every
+    /// 30 minutes): a success recorded before the step, now in the clock's
+    /// future, keeps the daemon ready only as long as the time passed since it
+    /// allows, not until the clock catches up with it; one just before the step
+    /// keeps it ready, as on a true clock.
+    #[tokio::test(start_paused = true)]
+    async fn readiness_after_the_clock_steps_back_counts_the_time_passed() {
+        let dir = tempfile::tempdir().unwrap();
+        let at = |t: &str| {
+            DateTime::parse_from_rfc3339(&format!("2026-12-01T{t}:00Z"))
+                .unwrap()
+                .to_utc()
+        };
+        let clock = Arc::new(SetClock(Mutex::new(at("10:00"))));
+        let shared = shared_in(dir.path(), Arc::clone(&clock));
+        let succeeded = |when| {
+            let mut db = Store::open(&shared.config().state.path).unwrap();
+            db.job_started(RECONCILE, when).unwrap();
+            db.job_finished(RECONCILE, when, RunStatus::Succeeded, None)
+                .unwrap();
+        };
+        let minutes = |m: u64| tokio::time::advance(Duration::from_secs(m * 60));
+        // 10:30 the last success; at 13:00 the clock is set back three hours to
+        // 10:00, and the runs since 10:30 have failed.
+        succeeded(at("10:30"));
+        minutes(180).await;
+        *clock.0.lock().unwrap() = at("10:00");
+        let why = http::readiness(&shared).unwrap_err();
+        assert!(why.contains("have passed"), "{why}");
+        // A success ten minutes before the step (12:50, which the clock reads
+        // 09:50 now): ready, and 50 minutes on still.
+        succeeded(at("12:50"));
+        assert_eq!(http::readiness(&shared), Ok(()));
+        minutes(50).await;
+        *clock.0.lock().unwrap() = at("10:50");
+        assert_eq!(http::readiness(&shared), Ok(()));
+        // The 13:00 and 13:30 runs failed: overdue at 14:40 (the clock 11:40).
+        minutes(50).await;
+        *clock.0.lock().unwrap() = at("11:40");
+        let why = http::readiness(&shared).unwrap_err();
+        assert!(why.contains("have passed"), "{why}");
+        // A true clock reads the same: ready 10 minutes after that success.
+        *clock.0.lock().unwrap() = at("13:00");
+        assert_eq!(http::readiness(&shared), Ok(()));
+    }
+
     /// A sweep (and the retry pass, the same job) on a state database whose runs
     /// were made against another workspace sends nothing and reads nothing: it
     /// fails naming both URLs, as a reconcile does.
