@@ -17,7 +17,9 @@
 //! does one whose last run was stopped before it finished ([`JobSpec::stopped`]). A wall
 //! clock stepped back re-plans each job from the new time, but never fires again
 //! the slot it fired last (an NTP step or a leap second just after 08:00 sends no
-//! second 08:00 digest). Time comes from a [`Clock`], so tests drive the
+//! second 08:00 digest), nor does the new loop a configuration reload builds
+//! (the slot is kept in the [`JobCounters`] the loops share). Time comes from a
+//! [`Clock`], so tests drive the
 //! loop on tokio's paused clock.
 
 use std::collections::BTreeMap;
@@ -486,9 +488,27 @@ pub struct JobCounters {
     pub skipped: AtomicU64,
     running: AtomicBool,
     waiting: AtomicBool,
+    /// The slot the loop fired last, kept here so that a configuration reload's
+    /// new loop, which shares these counters, does not fire it again after a
+    /// wall clock stepped back either (see [`Scheduler::run`]).
+    fired: std::sync::Mutex<Option<DateTime<Utc>>>,
 }
 
 impl JobCounters {
+    fn fired(&self) -> Option<DateTime<Utc>> {
+        *self
+            .fired
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn set_fired(&self, slot: DateTime<Utc>) {
+        *self
+            .fired
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(slot);
+    }
+
     pub fn is_running(&self) -> bool {
         self.running.load(Ordering::SeqCst)
     }
@@ -613,8 +633,13 @@ impl Scheduler {
                 Some(now)
             })
             .collect();
-        // The slot each job last fired for.
-        let mut fired: Vec<Option<DateTime<Utc>>> = vec![None; self.jobs.len()];
+        // The slot each job last fired for, by this loop or the one before a
+        // reload (they share the counters).
+        let mut fired: Vec<Option<DateTime<Utc>>> = self
+            .jobs
+            .iter()
+            .map(|job| self.counters.get(job.name).and_then(|c| c.fired()))
+            .collect();
         loop {
             if *shutdown.borrow() {
                 return;
@@ -643,6 +668,9 @@ impl Scheduler {
                 // The next slot after now: slots missed while busy are not replayed.
                 *due = next_fire(&job.schedule, self.tz, now);
                 *fired = Some(slot);
+                if let Some(counters) = self.counters.get(job.name) {
+                    counters.set_fired(slot);
+                }
                 self.fire(job.name, &start);
             }
             let sleep = next
@@ -1277,6 +1305,62 @@ mod tests {
         // Run until 11:12 by the stepped clock: fires at 11:05 and 11:10, not a
         // wait until 12:05.
         assert_eq!(times, ["11:05", "11:10"]);
+    }
+
+    /// A reload just after the 08:00 digest fired, then a step back of ten
+    /// seconds: the reload's new loop (sharing the counters, as the daemon's
+    /// does) does not fire the 08:00 slot again either.
+    #[tokio::test(start_paused = true)]
+    async fn a_reload_then_a_small_backward_step_does_not_fire_the_slot_again() {
+        let clock = Arc::new(SteppedClock {
+            inner: TokioClock::starting_at(utc(2026, 5, 1, 7, 59) + chrono::Duration::seconds(50)),
+            back: Mutex::new(chrono::Duration::zero()),
+        });
+        let digest = |last_started| {
+            vec![JobSpec {
+                name: "digest",
+                schedule: Schedule::parse("0 8 * * *").unwrap(),
+                last_started: Some(last_started),
+                stopped: false,
+            }]
+        };
+        let as_clock: Arc<dyn Clock> = clock.clone();
+        let log: Log = Arc::default();
+        let start = recording(
+            Arc::clone(&as_clock),
+            Arc::clone(&log),
+            Duration::from_secs(1),
+        );
+        let before = Scheduler::new(
+            digest(utc(2026, 4, 30, 8, 0)),
+            Tz::UTC,
+            Arc::clone(&as_clock),
+            Duration::from_secs(5),
+        );
+        // Fires at 08:00:00; the reload comes at 08:00:02.
+        run_for(&before, Arc::clone(&start), Duration::from_secs(12)).await;
+        assert_eq!(log.lock().unwrap().len(), 1);
+        // The new loop reads the digest's start from the database: 08:00:00.
+        let after = Scheduler::with_counters(
+            digest(utc(2026, 5, 1, 8, 0)),
+            Tz::UTC,
+            Arc::clone(&as_clock),
+            Duration::from_secs(5),
+            before.counters(),
+        );
+        let stepper = {
+            let clock = Arc::clone(&clock);
+            tokio::spawn(async move {
+                // At 08:00:04 the clock is set back 10 s, to 07:59:54: the loop
+                // looks again (every 5 s) before it reads 08:00 again.
+                tokio::time::sleep(Duration::from_secs(2)).await;
+                *clock.back.lock().unwrap() = chrono::Duration::seconds(10);
+            })
+        };
+        run_for(&after, start, Duration::from_secs(60)).await;
+        stepper.await.unwrap();
+        let fires: Vec<DateTime<Utc>> = log.lock().unwrap().iter().map(|(_, at)| *at).collect();
+        assert_eq!(fires, [utc(2026, 5, 1, 8, 0)]);
     }
 
     /// A step back of a few seconds just after a fire (an NTP correction, a leap
