@@ -379,18 +379,69 @@ fn job_specs(
         .filter(|j| j.last_status == Some(RunStatus::Stopped))
         .map(|j| j.name.as_str())
         .collect();
-    Ok(scheduled_jobs(settings)
+    scheduled_jobs(settings)
         .into_iter()
-        .map(|(name, schedule)| JobSpec {
-            name,
-            schedule,
-            last_started: last
-                .get(name)
-                .copied()
-                .or_else(|| matches!(name, DIGEST | PRUNE).then_some(now)),
-            stopped: stopped.contains(&name),
+        .map(|(name, schedule)| {
+            Ok(JobSpec {
+                name,
+                schedule,
+                last_started: last
+                    .get(name)
+                    .copied()
+                    .or_else(|| matches!(name, DIGEST | PRUNE).then_some(now)),
+                stopped: stopped.contains(&name),
+                fired: fired_slot(db, name)?,
+            })
         })
-        .collect())
+        .collect()
+}
+
+/// The key in `daemon_state` of the slot `job` fired last (UTC, RFC 3339).
+fn fired_slot_key(job: &str) -> String {
+    format!("fired_slot.{job}")
+}
+
+/// The slot `job` fired last, as [`record_fired_slot`] kept it. One that does
+/// not read as a time (edited by hand) is logged and taken as none: it must
+/// not keep the daemon from starting.
+fn fired_slot(db: &Store, job: &str) -> Result<Option<DateTime<Utc>>, StoreError> {
+    let key = fired_slot_key(job);
+    let Some(text) = db.state_value(&key)? else {
+        return Ok(None);
+    };
+    match DateTime::parse_from_rfc3339(&text) {
+        Ok(at) => Ok(Some(at.to_utc())),
+        Err(e) => {
+            tracing::warn!(
+                job,
+                key,
+                value = text,
+                error = %e,
+                "daemon_state holds no time for the slot this job fired last: ignored"
+            );
+            Ok(None)
+        }
+    }
+}
+
+/// Keeps the slot `job` fired in `daemon_state`, so that a daemon started on a
+/// clock set back since does not fire it again ([`schedule::FiredSlot`]). Off
+/// the scheduler loop's task: a prune's VACUUM can hold the database for seconds.
+fn record_fired_slot(shared: &Arc<Shared>, job: &'static str, slot: DateTime<Utc>) {
+    let shared = Arc::clone(shared);
+    tokio::task::spawn_blocking(move || {
+        let key = fired_slot_key(job);
+        let value = slot.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true);
+        if let Err(e) = shared.with_db(|db| db.set_state_value(&key, Some(&value))) {
+            tracing::warn!(
+                job,
+                slot = %schedule::log_time(slot),
+                error = %e,
+                "cannot keep the slot this job fired in the state database: a restart on a \
+                 clock set back before it may fire it again"
+            );
+        }
+    });
 }
 
 /// Every job the daemon runs with these settings, with its schedule (evaluated on
@@ -557,7 +608,11 @@ pub async fn run(
             Arc::clone(&clock),
             tick,
             counters.clone(),
-        );
+        )
+        .on_fire({
+            let shared = Arc::clone(&shared);
+            Arc::new(move |job, slot| record_fired_slot(&shared, job, slot))
+        });
         let on_tick = |_now: DateTime<Utc>| {
             shared.last_tick.store(shared.uptime_ms(), Ordering::SeqCst);
             notify(&[sd_notify::NotifyState::Watchdog]);
@@ -1662,6 +1717,36 @@ mod tests {
         assert_eq!(stopped, [RECONCILE]);
         let reconcile = jobs.iter().find(|j| j.name == RECONCILE).unwrap();
         assert_eq!(reconcile.last_started, Some(started));
+    }
+
+    /// The slot each job fired last, kept in `daemon_state`, comes back with its
+    /// job at the next start; one that does not read as a time is none.
+    #[test]
+    fn the_slot_a_job_fired_last_comes_back_at_the_next_start() {
+        let every = |pattern: &str| Schedule::parse(pattern).unwrap();
+        let settings = DaemonSettings {
+            timezone: chrono_tz::UTC,
+            reconcile: every("0 2 * * *"),
+            sweep: every("*/5 * * * *"),
+            digest: Some(every("0 8 * * *")),
+            retention: std::time::Duration::from_secs(86_400),
+            sla: std::time::Duration::from_secs(3_600),
+            listen: "127.0.0.1:0".parse().unwrap(),
+        };
+        let mut db = Store::open_in_memory().unwrap();
+        let eight = DateTime::parse_from_rfc3339("2026-12-01T08:00:00Z")
+            .unwrap()
+            .to_utc();
+        let key = fired_slot_key(DIGEST);
+        db.set_state_value(&key, Some(&eight.to_rfc3339())).unwrap();
+        db.set_state_value(&fired_slot_key(SWEEP), Some("yesterday"))
+            .unwrap();
+        let now = eight - chrono::Duration::seconds(2);
+        let jobs = job_specs(&settings, &db, now).unwrap();
+        let fired = |name: &str| jobs.iter().find(|j| j.name == name).unwrap().fired;
+        assert_eq!(fired(DIGEST), Some(eight));
+        assert_eq!(fired(SWEEP), None);
+        assert_eq!(fired(RECONCILE), None);
     }
 
     /// A sweep or retry pass that got no answer from the workspace (down, with
