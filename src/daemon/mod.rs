@@ -13,6 +13,10 @@
 //! - `digest` — the drift digest email on `schedule.digest` (with `[report.email]`);
 //! - `mail` — every minute, delivery of the outbox (alerts, digests) with backoff.
 //!
+//! Each slot the scheduler fires is kept in `daemon_state` (`fired_slot.<job>`)
+//! and handed back at the next start, so a restart on a clock set back since does
+//! not fire it again ([`schedule::FiredSlot`]).
+//!
 //! Alerts (plan held, sweep held, source fault, circuit open, overdue deprovision,
 //! repeated job failures) are raised and resolved by [`notify`] from what the jobs
 //! saw. A mail job whose due messages could none be sent fails; a sweep or retry
