@@ -208,6 +208,11 @@ pub struct Shared {
     start: RwLock<Option<StartJob>>,
     /// Failed runs in a row, per job (for the repeated-failures alert).
     failures: Mutex<BTreeMap<&'static str, u32>>,
+    /// The last success this daemon recorded per job: the wall time it wrote to
+    /// `jobs`, and when that was on tokio's clock. `/readyz` places a success the
+    /// wall clock now reads in its future by the time passed since (a clock
+    /// stepped ahead, then back), which the wall times alone cannot tell.
+    successes: Mutex<BTreeMap<&'static str, (DateTime<Utc>, tokio::time::Instant)>>,
     /// The state database as opened at start ([`Shared::database_lost`]).
     database: DatabaseFile,
 }
@@ -559,6 +564,7 @@ pub async fn run(
         trigger_token: RwLock::new(trigger_token),
         start: RwLock::new(None),
         failures: Mutex::new(BTreeMap::new()),
+        successes: Mutex::new(BTreeMap::new()),
         database,
     });
     let start: StartJob = {
@@ -828,11 +834,7 @@ async fn run_job(shared: Arc<Shared>, name: &'static str) {
             Err(e) => tracing::error!(error = %e, "cannot open the state database for email"),
         }
     }
-    if let Err(e) =
-        shared.with_db(|db| db.job_finished(name, finished, end.status(), end.message()))
-    {
-        tracing::error!(job = name, error = %e, "cannot record the job end");
-    }
+    record_job_end(&shared, name, finished, &end);
     // Whatever this job queued goes out now, from the mail job's own task: a relay
     // that does not answer (minutes of timeouts and retries) then delays only mail,
     // not this job's next runs (the every-minute deprovision retry above all). A mail
@@ -864,6 +866,22 @@ async fn run_job(shared: Arc<Shared>, name: &'static str) {
         }
         JobEnd::Stopped(why) => tracing::warn!(job = name, reason = %why, "job stopped"),
         JobEnd::Failed(error) => tracing::error!(job = name, error = %error, "job failed"),
+    }
+}
+
+/// Records how `name` ended at `finished` in `jobs`, and a success also in
+/// [`Shared::successes`] (with the time on tokio's clock).
+fn record_job_end(shared: &Shared, name: &'static str, finished: DateTime<Utc>, end: &JobEnd) {
+    if let Err(e) =
+        shared.with_db(|db| db.job_finished(name, finished, end.status(), end.message()))
+    {
+        tracing::error!(job = name, error = %e, "cannot record the job end");
+        return;
+    }
+    if end.status() == RunStatus::Succeeded
+        && let Ok(mut successes) = shared.successes.lock()
+    {
+        successes.insert(name, (finished, tokio::time::Instant::now()));
     }
 }
 
@@ -1482,6 +1500,7 @@ mod tests {
             trigger_token: RwLock::new(None),
             start: RwLock::new(None),
             failures: Mutex::new(BTreeMap::new()),
+            successes: Mutex::new(BTreeMap::new()),
             database,
         }
     }
@@ -1530,6 +1549,46 @@ mod tests {
         // A true clock reads the same: ready 10 minutes after that success.
         *clock.0.lock().unwrap() = at("13:00");
         assert_eq!(http::readiness(&shared), Ok(()));
+    }
+
+    /// `/readyz` after the wall clock is stepped six hours ahead and, a quarter
+    /// of an hour later, back again, two days after the daemon started: the
+    /// reconcile that succeeded in between, recorded in the clock's future, counts
+    /// when it was by the time passed since, not at the daemon's start two days
+    /// ago (not ready until the next success).
+    #[tokio::test(start_paused = true)]
+    async fn readiness_after_a_step_ahead_and_back_counts_a_success_when_it_was() {
+        let dir = tempfile::tempdir().unwrap();
+        let at = |day: u32, t: &str| {
+            DateTime::parse_from_rfc3339(&format!("2026-12-{day:02}T{t}:00Z"))
+                .unwrap()
+                .to_utc()
+        };
+        let clock = Arc::new(SetClock(Mutex::new(at(1, "10:00"))));
+        let shared = shared_in(dir.path(), Arc::clone(&clock));
+        let minutes = |m: u64| tokio::time::advance(Duration::from_secs(m * 60));
+        // Two days on, at 10:10, the clock jumps to 16:10; the reconcile succeeds
+        // at 16:20 by it; at 16:25 it is set right, to 10:25.
+        minutes(2 * 24 * 60 + 10).await;
+        *clock.0.lock().unwrap() = at(3, "16:10");
+        minutes(10).await;
+        *clock.0.lock().unwrap() = at(3, "16:20");
+        shared
+            .with_db(|db| db.job_started(RECONCILE, at(3, "16:19")))
+            .unwrap();
+        record_job_end(&shared, RECONCILE, at(3, "16:20"), &JobEnd::Succeeded);
+        minutes(5).await;
+        *clock.0.lock().unwrap() = at(3, "10:25");
+        assert_eq!(http::readiness(&shared), Ok(()));
+        // It counts at 10:20: the 10:30 and 11:00 runs failing, overdue after
+        // 11:30.
+        minutes(60).await;
+        *clock.0.lock().unwrap() = at(3, "11:25");
+        assert_eq!(http::readiness(&shared), Ok(()));
+        minutes(10).await;
+        *clock.0.lock().unwrap() = at(3, "11:35");
+        let why = http::readiness(&shared).unwrap_err();
+        assert!(why.contains("have passed"), "{why}");
     }
 
     /// A sweep (and the retry pass, the same job) on a state database whose runs
