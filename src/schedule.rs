@@ -486,7 +486,8 @@ pub struct JobSpec {
     /// The slot it fired last as the state database keeps it (written by the
     /// [`Scheduler::on_fire`] hook, so it outlives the process): a clock that
     /// reads before it at start (stepped back across a restart) does not fire it
-    /// again ([`fired_slot_ahead`]).
+    /// again ([`fired_slot_ahead`]), if the job started for it (`last_started`
+    /// is not before it).
     pub fired: Option<DateTime<Utc>>,
 }
 
@@ -691,10 +692,17 @@ impl Scheduler {
             .jobs
             .iter()
             .map(|job| {
+                // A kept slot the job never started for (it fired while the job
+                // still ran, or the job was stopped while waiting for its turn) is
+                // no run to hold back: after a restart on a true clock it would
+                // count as missed and run.
+                let started_for = job
+                    .fired
+                    .filter(|slot| job.last_started.is_some_and(|at| at >= *slot));
                 self.counters
                     .get(job.name)
                     .and_then(|c| c.fired())
-                    .or(job.fired)
+                    .or(started_for)
             })
             .collect();
         // Such a slot still ahead of the clock (stepped back since it fired) is
@@ -1582,10 +1590,11 @@ mod tests {
     }
 
     /// A fresh loop (a restarted daemon: no counters shared) on a clock set back
-    /// across the restart: the digest's 08:00, kept as fired, is not fired again
+    /// across the restart: the digest's 02:00, kept as fired, is not fired again
     /// (the next is the day after); a reconcile stopped by the restart runs at
     /// start, as ever, but not again at the 02:00 it fired before; a sweep whose
-    /// slot lies more than an interval ahead fires from the clock. The hook is
+    /// slot lies more than an interval ahead fires from the clock; a prune that
+    /// never started for its kept slot fires it. The hook is
     /// told the slot to keep: the one before the restart while the clock is
     /// behind it.
     #[tokio::test(start_paused = true)]
@@ -1614,6 +1623,16 @@ mod tests {
                 stopped: false,
                 fired: Some(utc(2026, 5, 1, 2, 5)),
             },
+            // Fired at 02:00 but stopped while waiting for the writer lock: it
+            // never started, so 02:00 fires (on a true clock it would be missed,
+            // and run at start).
+            JobSpec {
+                name: "prune",
+                schedule: Schedule::parse("0 2 * * *").unwrap(),
+                last_started: Some(utc(2026, 4, 30, 2, 0)),
+                stopped: false,
+                fired: Some(utc(2026, 5, 1, 2, 0)),
+            },
         ];
         let kept: Log = Arc::default();
         let scheduler = Scheduler::new(jobs, Tz::UTC, Arc::clone(&clock), Duration::from_secs(5))
@@ -1634,6 +1653,7 @@ mod tests {
         };
         assert_eq!(fires("digest"), Vec::<DateTime<Utc>>::new());
         assert_eq!(fires("reconcile"), [origin]);
+        assert_eq!(fires("prune"), [utc(2026, 5, 1, 2, 0)]);
         assert_eq!(
             fires("sweep"),
             [
