@@ -535,6 +535,35 @@ pub fn fired_slot_ahead(
     }
 }
 
+/// `fired`, the slot a job fired last as kept across a restart, if the job
+/// started for it (`last_started` not before it). One it never started for (it
+/// fired while the job still ran, or the job was stopped while waiting for its
+/// turn) is no run to hold back: after a restart on a true clock it would count
+/// as missed and run.
+fn started_for(
+    fired: Option<DateTime<Utc>>,
+    last_started: Option<DateTime<Utc>>,
+) -> Option<DateTime<Utc>> {
+    fired.filter(|slot| last_started.is_some_and(|at| at >= *slot))
+}
+
+/// The next fire after `now` of a job, as a loop started at `now` plans it
+/// when it is not run at once (`seatwarden status`): the slot kept as fired last
+/// (`fired`, with the job's `last_started`), when it holds, is passed over.
+pub fn next_fire_after_kept(
+    schedule: &Schedule,
+    tz: Tz,
+    now: DateTime<Utc>,
+    fired: Option<DateTime<Utc>>,
+    last_started: Option<DateTime<Utc>>,
+) -> Option<DateTime<Utc>> {
+    let floor = match fired_slot_ahead(schedule, tz, started_for(fired, last_started), now) {
+        FiredSlot::Holds(slot) => Some(slot),
+        FiredSlot::Behind | FiredSlot::TooFarAhead(_) => None,
+    };
+    after_floor(schedule, tz, next_fire(schedule, tz, now), floor)
+}
+
 /// `due`, or when it is at or before `floor` (a slot fired already), the first
 /// slot after `floor`.
 fn after_floor(
@@ -692,17 +721,10 @@ impl Scheduler {
             .jobs
             .iter()
             .map(|job| {
-                // A kept slot the job never started for (it fired while the job
-                // still ran, or the job was stopped while waiting for its turn) is
-                // no run to hold back: after a restart on a true clock it would
-                // count as missed and run.
-                let started_for = job
-                    .fired
-                    .filter(|slot| job.last_started.is_some_and(|at| at >= *slot));
                 self.counters
                     .get(job.name)
                     .and_then(|c| c.fired())
-                    .or(started_for)
+                    .or(started_for(job.fired, job.last_started))
             })
             .collect();
         // Such a slot still ahead of the clock (stepped back since it fired) is
