@@ -843,8 +843,8 @@ impl Scheduler {
                     *floor,
                 );
                 // A catch-up at start on a clock behind the slot fired last
-                // (before `floor`) leaves that slot the one to keep: a reload or
-                // restart before the clock passes it must not fire it either.
+                // (before `floor`) leaves that slot the one to keep: a reload
+                // before the clock passes it must not fire it either.
                 let mark = floor.map_or(slot, |at| at.max(slot));
                 *fired = Some(mark);
                 if let Some(counters) = self.counters.get(job.name) {
