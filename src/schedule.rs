@@ -18,9 +18,13 @@
 //! clock stepped back re-plans each job from the new time, but never fires again
 //! the slot it fired last (an NTP step or a leap second just after 08:00 sends no
 //! second 08:00 digest), nor does the new loop a configuration reload builds
-//! (the slot is kept in the [`JobCounters`] the loops share). Time comes from a
-//! [`Clock`], so tests drive the
-//! loop on tokio's paused clock.
+//! (the slot is kept in the [`JobCounters`] the loops share), nor a loop started
+//! after a restart: the daemon keeps each slot fired in the state database
+//! ([`Scheduler::on_fire`], [`JobSpec::fired`]). A kept slot ahead of the clock
+//! at start holds only while it is the job's next slot and within a day
+//! ([`FiredSlot`]); further ahead it is logged and ignored, so a clock that was
+//! wrong when it fired does not stop the job. Time comes from a [`Clock`], so
+//! tests drive the loop on tokio's paused clock.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -479,6 +483,99 @@ pub struct JobSpec {
     /// cut short by a restart just after its slot would not run again until the
     /// next day.
     pub stopped: bool,
+    /// The slot it fired last as the state database keeps it (written by the
+    /// [`Scheduler::on_fire`] hook, so it outlives the process): a clock that
+    /// reads before it at start (stepped back across a restart) does not fire it
+    /// again ([`fired_slot_ahead`]), if the job started for it (`last_started`
+    /// is not before it).
+    pub fired: Option<DateTime<Utc>>,
+}
+
+/// How far ahead of the clock at start the slot a job fired last may be and
+/// still be held ([`fired_slot_ahead`]).
+const FIRED_AHEAD_LIMIT: chrono::Duration = chrono::Duration::days(1);
+
+/// The slot a job fired last, as the loop finds it at its start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FiredSlot {
+    /// None, or not after the clock: nothing to hold back.
+    Behind,
+    /// After the clock, and no later than the job's next slot, within a day of
+    /// the clock (a clock stepped back across a restart, a reload or a reboot
+    /// just after the fire): the loop fires no slot up to it, so the job waits
+    /// for the slot after it (an 08:00 digest sent, then a restart on a clock
+    /// reading 07:59:58, sends no second one).
+    Holds(DateTime<Utc>),
+    /// Further ahead: a whole slot of the job, or more than a day, lies between
+    /// the clock and it. More likely a clock that was wrong when it fired (years
+    /// ahead, a restored VM) than one stepped back now: held, it would stop the
+    /// job for as long, so it is ignored (and logged) and the job fires from the
+    /// clock as after any longer step back.
+    TooFarAhead(DateTime<Utc>),
+}
+
+/// What the slot `fired` (the one a job fired last, by this process or one
+/// before a restart) is to the loop starting at `now`: see [`FiredSlot`].
+pub fn fired_slot_ahead(
+    schedule: &Schedule,
+    tz: Tz,
+    fired: Option<DateTime<Utc>>,
+    now: DateTime<Utc>,
+) -> FiredSlot {
+    let Some(fired) = fired.filter(|at| *at > now) else {
+        return FiredSlot::Behind;
+    };
+    // A slot no longer the schedule's (the pattern changed since) that lies
+    // before the next one holds nothing back either: that next one comes after it.
+    let next_is_it = next_fire(schedule, tz, now).is_some_and(|next| next >= fired);
+    if next_is_it && fired - now <= FIRED_AHEAD_LIMIT {
+        FiredSlot::Holds(fired)
+    } else {
+        FiredSlot::TooFarAhead(fired)
+    }
+}
+
+/// `fired`, the slot a job fired last as kept across a restart, if the job
+/// started for it (`last_started` not before it). One it never started for (it
+/// fired while the job still ran, or the job was stopped while waiting for its
+/// turn) is no run to hold back: after a restart on a true clock it would count
+/// as missed and run.
+fn started_for(
+    fired: Option<DateTime<Utc>>,
+    last_started: Option<DateTime<Utc>>,
+) -> Option<DateTime<Utc>> {
+    fired.filter(|slot| last_started.is_some_and(|at| at >= *slot))
+}
+
+/// The next fire after `now` of a job, as a loop started at `now` plans it
+/// when it is not run at once (`seatwarden status`): the slot kept as fired last
+/// (`fired`, with the job's `last_started`), when it holds, is passed over.
+pub fn next_fire_after_kept(
+    schedule: &Schedule,
+    tz: Tz,
+    now: DateTime<Utc>,
+    fired: Option<DateTime<Utc>>,
+    last_started: Option<DateTime<Utc>>,
+) -> Option<DateTime<Utc>> {
+    let floor = match fired_slot_ahead(schedule, tz, started_for(fired, last_started), now) {
+        FiredSlot::Holds(slot) => Some(slot),
+        FiredSlot::Behind | FiredSlot::TooFarAhead(_) => None,
+    };
+    after_floor(schedule, tz, next_fire(schedule, tz, now), floor)
+}
+
+/// `due`, or when it is at or before `floor` (a slot fired already), the first
+/// slot after `floor`.
+fn after_floor(
+    schedule: &Schedule,
+    tz: Tz,
+    due: Option<DateTime<Utc>>,
+    floor: Option<DateTime<Utc>>,
+) -> Option<DateTime<Utc>> {
+    match (due, floor) {
+        (Some(at), Some(floor)) if at <= floor => next_fire(schedule, tz, floor),
+        _ => due,
+    }
 }
 
 /// Counters the loop keeps per job, shared with metrics and tests.
@@ -548,6 +645,12 @@ pub enum Busy {
 /// Starts a job's work; the future runs on its own task.
 pub type StartJob = Arc<dyn Fn(&'static str) -> BoxFuture<'static, ()> + Send + Sync>;
 
+/// Told each slot the loop fires, with the job's name, as it fires it (or the
+/// slot fired before it kept as the last, see [`FiredSlot::Holds`]; the
+/// daemon keeps it in the state database: [`JobSpec::fired`] at the next start).
+/// Called on the loop's task: it must not block.
+pub type OnFire = Arc<dyn Fn(&'static str, DateTime<Utc>) + Send + Sync>;
+
 /// The scheduling loop.
 pub struct Scheduler {
     jobs: Vec<JobSpec>,
@@ -557,6 +660,7 @@ pub struct Scheduler {
     /// a wall-clock jump, and paces `on_tick` (watchdog, liveness).
     tick: Duration,
     counters: BTreeMap<&'static str, Arc<JobCounters>>,
+    on_fire: Option<OnFire>,
 }
 
 impl Scheduler {
@@ -586,7 +690,14 @@ impl Scheduler {
             clock,
             tick: tick.max(Duration::from_millis(10)),
             counters,
+            on_fire: None,
         }
+    }
+
+    /// Calls `hook` with each slot the loop fires ([`OnFire`]).
+    pub fn on_fire(mut self, hook: OnFire) -> Scheduler {
+        self.on_fire = Some(hook);
+        self
     }
 
     pub fn counters(&self) -> BTreeMap<&'static str, Arc<JobCounters>> {
@@ -603,11 +714,64 @@ impl Scheduler {
         on_tick: impl Fn(DateTime<Utc>),
     ) {
         let now = self.clock.now();
-        let mut next: Vec<Option<DateTime<Utc>>> = self
+        // The slot each job last fired for: by this loop or the one before a
+        // reload (they share the counters), else by the process before a restart
+        // (the state database's).
+        let mut fired: Vec<Option<DateTime<Utc>>> = self
             .jobs
             .iter()
             .map(|job| {
-                let next = next_fire(&job.schedule, self.tz, now);
+                self.counters
+                    .get(job.name)
+                    .and_then(|c| c.fired())
+                    .or(started_for(job.fired, job.last_started))
+            })
+            .collect();
+        // Such a slot still ahead of the clock (stepped back since it fired) is
+        // not fired a second time: not planned at start, nor after a catch-up.
+        let mut floor: Vec<Option<DateTime<Utc>>> = self
+            .jobs
+            .iter()
+            .zip(&fired)
+            .map(
+                |(job, fired)| match fired_slot_ahead(&job.schedule, self.tz, *fired, now) {
+                    FiredSlot::Behind => None,
+                    FiredSlot::Holds(slot) => {
+                        tracing::info!(
+                            job = job.name,
+                            fired = %log_time(slot),
+                            clock = %log_time(now),
+                            "the slot it fired last is ahead of the clock (set back since): \
+                             that slot does not fire again"
+                        );
+                        Some(slot)
+                    }
+                    FiredSlot::TooFarAhead(slot) => {
+                        tracing::warn!(
+                            job = job.name,
+                            fired = %log_time(slot),
+                            clock = %log_time(now),
+                            "the slot it fired last is more than a day, or more than one of \
+                             its intervals, ahead of the clock: the clock was wrong when it \
+                             fired, or is wrong now; it is not waited for, and the job runs \
+                             on schedule by the clock"
+                        );
+                        None
+                    }
+                },
+            )
+            .collect();
+        let mut next: Vec<Option<DateTime<Utc>>> = self
+            .jobs
+            .iter()
+            .zip(&floor)
+            .map(|(job, floor)| {
+                let next = after_floor(
+                    &job.schedule,
+                    self.tz,
+                    next_fire(&job.schedule, self.tz, now),
+                    *floor,
+                );
                 if job.stopped {
                     tracing::info!(
                         job = job.name,
@@ -633,20 +797,24 @@ impl Scheduler {
                 Some(now)
             })
             .collect();
-        // The slot each job last fired for, by this loop or the one before a
-        // reload (they share the counters).
-        let mut fired: Vec<Option<DateTime<Utc>>> = self
-            .jobs
-            .iter()
-            .map(|job| self.counters.get(job.name).and_then(|c| c.fired()))
-            .collect();
         loop {
             if *shutdown.borrow() {
                 return;
             }
             let now = self.clock.now();
             on_tick(now);
-            for ((job, due), fired) in self.jobs.iter().zip(next.iter_mut()).zip(fired.iter_mut()) {
+            for (((job, due), fired), floor) in self
+                .jobs
+                .iter()
+                .zip(next.iter_mut())
+                .zip(fired.iter_mut())
+                .zip(floor.iter_mut())
+            {
+                // Once the clock has passed it, a slot fired before the start
+                // holds nothing back: a later step back is handled as below.
+                if floor.is_some_and(|at| at < now) {
+                    *floor = None;
+                }
                 // After the wall clock stepped back (NTP correcting a clock that
                 // ran ahead, a restored VM), the fire computed before the step
                 // is too far off: every job would wait for the clock to catch up.
@@ -666,10 +834,24 @@ impl Scheduler {
                     continue;
                 };
                 // The next slot after now: slots missed while busy are not replayed.
-                *due = next_fire(&job.schedule, self.tz, now);
-                *fired = Some(slot);
+                // After a catch-up at start on a clock behind the slot fired last,
+                // that is the slot after it.
+                *due = after_floor(
+                    &job.schedule,
+                    self.tz,
+                    next_fire(&job.schedule, self.tz, now),
+                    *floor,
+                );
+                // A catch-up at start on a clock behind the slot fired last
+                // (before `floor`) leaves that slot the one to keep: a reload
+                // before the clock passes it must not fire it either.
+                let mark = floor.map_or(slot, |at| at.max(slot));
+                *fired = Some(mark);
                 if let Some(counters) = self.counters.get(job.name) {
-                    counters.set_fired(slot);
+                    counters.set_fired(mark);
+                }
+                if let Some(on_fire) = &self.on_fire {
+                    on_fire(job.name, mark);
                 }
                 self.fire(job.name, &start);
             }
@@ -1207,12 +1389,14 @@ mod tests {
                 // Down for hours: many slots missed, one catch-up run.
                 last_started: Some(utc(2026, 5, 1, 7, 0)),
                 stopped: false,
+                fired: None,
             },
             JobSpec {
                 name: "reconcile",
                 schedule: Schedule::parse("0 * * * *").unwrap(),
                 last_started: Some(utc(2026, 5, 1, 12, 0)),
                 stopped: false,
+                fired: None,
             },
         ];
         let scheduler = Scheduler::new(jobs, Tz::UTC, Arc::clone(&clock), Duration::from_secs(5));
@@ -1247,6 +1431,7 @@ mod tests {
             schedule: Schedule::parse("0 2 * * *").unwrap(),
             last_started: Some(utc(2026, 5, 1, 2, 0)),
             stopped,
+            fired: None,
         };
         let jobs = vec![nightly("reconcile", true), nightly("digest", false)];
         let scheduler = Scheduler::new(jobs, Tz::UTC, Arc::clone(&clock), Duration::from_secs(5));
@@ -1280,6 +1465,7 @@ mod tests {
             schedule: Schedule::parse("*/5 * * * *").unwrap(),
             last_started: Some(utc(2026, 5, 1, 12, 0)),
             stopped: false,
+            fired: None,
         }];
         let as_clock: Arc<dyn Clock> = clock.clone();
         let scheduler =
@@ -1322,6 +1508,7 @@ mod tests {
                 schedule: Schedule::parse("0 8 * * *").unwrap(),
                 last_started: Some(last_started),
                 stopped: false,
+                fired: None,
             }]
         };
         let as_clock: Arc<dyn Clock> = clock.clone();
@@ -1363,6 +1550,197 @@ mod tests {
         assert_eq!(fires, [utc(2026, 5, 1, 8, 0)]);
     }
 
+    /// The slot a job fired last, kept across a restart, holds when the clock at
+    /// start reads before it by less than the job's interval and a day; further
+    /// ahead it is ignored, and at or before the clock it holds nothing.
+    #[test]
+    fn a_fired_slot_ahead_of_the_clock_holds_only_up_to_one_interval_and_a_day() {
+        let daily = Schedule::parse("0 8 * * *").unwrap();
+        let sweep = Schedule::parse("*/5 * * * *").unwrap();
+        let weekly = Schedule::parse("0 8 * * 1").unwrap();
+        let eight = utc(2026, 5, 1, 8, 0);
+        let seconds = chrono::Duration::seconds;
+        let ahead =
+            |schedule: &Schedule, fired, now| fired_slot_ahead(schedule, Tz::UTC, Some(fired), now);
+        // Restarted on a clock two seconds before the 08:00 it fired.
+        assert_eq!(
+            ahead(&daily, eight, eight - seconds(2)),
+            FiredSlot::Holds(eight)
+        );
+        assert_eq!(
+            ahead(&daily, eight, eight - chrono::Duration::hours(23)),
+            FiredSlot::Holds(eight)
+        );
+        // At or after it: nothing to hold.
+        assert_eq!(ahead(&daily, eight, eight), FiredSlot::Behind);
+        assert_eq!(ahead(&daily, eight, eight + seconds(30)), FiredSlot::Behind);
+        assert_eq!(
+            fired_slot_ahead(&daily, Tz::UTC, None, eight),
+            FiredSlot::Behind
+        );
+        // A whole slot between (yesterday's 08:00 still to come), or more than a
+        // day: ignored.
+        assert_eq!(
+            ahead(&daily, eight, eight - chrono::Duration::hours(25)),
+            FiredSlot::TooFarAhead(eight)
+        );
+        let five_past = utc(2026, 5, 1, 8, 5);
+        assert_eq!(
+            ahead(&sweep, five_past, utc(2026, 5, 1, 8, 1)),
+            FiredSlot::Holds(five_past)
+        );
+        assert_eq!(
+            ahead(&sweep, five_past, utc(2026, 5, 1, 7, 58)),
+            FiredSlot::TooFarAhead(five_past)
+        );
+        // 2026-05-04 is a Monday: two days ahead is its next slot, but further
+        // than a day.
+        let monday = utc(2026, 5, 4, 8, 0);
+        assert_eq!(
+            ahead(&weekly, monday, monday - chrono::Duration::hours(20)),
+            FiredSlot::Holds(monday)
+        );
+        assert_eq!(
+            ahead(&weekly, monday, monday - chrono::Duration::days(2)),
+            FiredSlot::TooFarAhead(monday)
+        );
+        // A clock years ahead when it fired.
+        assert_eq!(
+            ahead(&sweep, utc(2036, 5, 1, 8, 5), five_past),
+            FiredSlot::TooFarAhead(utc(2036, 5, 1, 8, 5))
+        );
+    }
+
+    /// A fresh loop (a restarted daemon: no counters shared) on a clock set back
+    /// across the restart: the digest's 02:00, kept as fired, is not fired again
+    /// (the next is the day after); a reconcile stopped by the restart runs at
+    /// start, as ever, but not again at the 02:00 it fired before; a sweep whose
+    /// slot lies more than an interval ahead fires from the clock; a prune that
+    /// never started for its kept slot fires it. The hook is
+    /// told the slot to keep: the one before the restart while the clock is
+    /// behind it.
+    #[tokio::test(start_paused = true)]
+    async fn a_restart_on_a_clock_set_back_does_not_fire_the_kept_slot_again() {
+        let origin = utc(2026, 5, 1, 1, 59) + chrono::Duration::seconds(30);
+        let clock: Arc<dyn Clock> = Arc::new(TokioClock::starting_at(origin));
+        let jobs = vec![
+            JobSpec {
+                name: "digest",
+                schedule: Schedule::parse("0 2 * * *").unwrap(),
+                last_started: Some(utc(2026, 5, 1, 2, 0)),
+                stopped: false,
+                fired: Some(utc(2026, 5, 1, 2, 0)),
+            },
+            JobSpec {
+                name: "reconcile",
+                schedule: Schedule::parse("0 2 * * *").unwrap(),
+                last_started: Some(utc(2026, 5, 1, 2, 0)),
+                stopped: true,
+                fired: Some(utc(2026, 5, 1, 2, 0)),
+            },
+            JobSpec {
+                name: "sweep",
+                schedule: Schedule::parse("*/5 * * * *").unwrap(),
+                last_started: Some(utc(2026, 5, 1, 2, 5)),
+                stopped: false,
+                fired: Some(utc(2026, 5, 1, 2, 5)),
+            },
+            // Fired at 02:00 but stopped while waiting for the writer lock: it
+            // never started, so 02:00 fires (on a true clock it would be missed,
+            // and run at start).
+            JobSpec {
+                name: "prune",
+                schedule: Schedule::parse("0 2 * * *").unwrap(),
+                last_started: Some(utc(2026, 4, 30, 2, 0)),
+                stopped: false,
+                fired: Some(utc(2026, 5, 1, 2, 0)),
+            },
+        ];
+        let kept: Log = Arc::default();
+        let scheduler = Scheduler::new(jobs, Tz::UTC, Arc::clone(&clock), Duration::from_secs(5))
+            .on_fire({
+                let kept = Arc::clone(&kept);
+                Arc::new(move |name, slot| kept.lock().unwrap().push((name, slot)))
+            });
+        let log: Log = Arc::default();
+        let start = recording(Arc::clone(&clock), Arc::clone(&log), Duration::from_secs(1));
+        run_for(&scheduler, start, Duration::from_secs(11 * 60)).await;
+        let fires = |name: &str| -> Vec<DateTime<Utc>> {
+            log.lock()
+                .unwrap()
+                .iter()
+                .filter(|(n, _)| *n == name)
+                .map(|(_, at)| *at)
+                .collect()
+        };
+        assert_eq!(fires("digest"), Vec::<DateTime<Utc>>::new());
+        assert_eq!(fires("reconcile"), [origin]);
+        assert_eq!(fires("prune"), [utc(2026, 5, 1, 2, 0)]);
+        assert_eq!(
+            fires("sweep"),
+            [
+                utc(2026, 5, 1, 2, 0),
+                utc(2026, 5, 1, 2, 5),
+                utc(2026, 5, 1, 2, 10)
+            ]
+        );
+        let kept = kept.lock().unwrap();
+        let reconcile: Vec<_> = kept.iter().filter(|(n, _)| *n == "reconcile").collect();
+        assert_eq!(reconcile, [&("reconcile", utc(2026, 5, 1, 2, 0))]);
+        assert_eq!(
+            scheduler.counters()["reconcile"].fired(),
+            Some(utc(2026, 5, 1, 2, 0))
+        );
+    }
+
+    /// A reload after the clock was set back past the slot just fired: the new
+    /// loop's first plan does not fire it again either (the step came first,
+    /// then the SIGHUP).
+    #[tokio::test(start_paused = true)]
+    async fn a_backward_step_then_a_reload_does_not_fire_the_slot_again() {
+        let clock = Arc::new(SteppedClock {
+            inner: TokioClock::starting_at(utc(2026, 5, 1, 7, 59) + chrono::Duration::seconds(50)),
+            back: Mutex::new(chrono::Duration::zero()),
+        });
+        let digest = |last_started| {
+            vec![JobSpec {
+                name: "digest",
+                schedule: Schedule::parse("0 8 * * *").unwrap(),
+                last_started: Some(last_started),
+                stopped: false,
+                fired: None,
+            }]
+        };
+        let as_clock: Arc<dyn Clock> = clock.clone();
+        let log: Log = Arc::default();
+        let start = recording(
+            Arc::clone(&as_clock),
+            Arc::clone(&log),
+            Duration::from_secs(1),
+        );
+        let before = Scheduler::new(
+            digest(utc(2026, 4, 30, 8, 0)),
+            Tz::UTC,
+            Arc::clone(&as_clock),
+            Duration::from_secs(5),
+        );
+        // Fires at 08:00:00; at 08:00:02 the clock is set back 10 s, to 07:59:52,
+        // and the reload comes before the old loop looks again.
+        run_for(&before, Arc::clone(&start), Duration::from_secs(12)).await;
+        assert_eq!(log.lock().unwrap().len(), 1);
+        *clock.back.lock().unwrap() = chrono::Duration::seconds(10);
+        let after = Scheduler::with_counters(
+            digest(utc(2026, 5, 1, 8, 0)),
+            Tz::UTC,
+            Arc::clone(&as_clock),
+            Duration::from_secs(5),
+            before.counters(),
+        );
+        run_for(&after, start, Duration::from_secs(60)).await;
+        let fires: Vec<DateTime<Utc>> = log.lock().unwrap().iter().map(|(_, at)| *at).collect();
+        assert_eq!(fires, [utc(2026, 5, 1, 8, 0)]);
+    }
+
     /// A step back of a few seconds just after a fire (an NTP correction, a leap
     /// second) fires no slot twice: the 08:00 digest goes out once, the sweep
     /// fires once per slot. A step back past an earlier slot fires the slots
@@ -1379,12 +1757,14 @@ mod tests {
                 schedule: Schedule::parse("0 8 * * *").unwrap(),
                 last_started: Some(utc(2026, 4, 30, 8, 0)),
                 stopped: false,
+                fired: None,
             },
             JobSpec {
                 name: "sweep",
                 schedule: Schedule::parse("*/5 * * * *").unwrap(),
                 last_started: Some(utc(2026, 5, 1, 7, 55)),
                 stopped: false,
+                fired: None,
             },
         ];
         let as_clock: Arc<dyn Clock> = clock.clone();
@@ -1435,6 +1815,7 @@ mod tests {
             schedule: Schedule::parse("* * * * *").unwrap(),
             last_started: Some(utc(2026, 5, 1, 12, 0)),
             stopped: false,
+            fired: None,
         }];
         let scheduler = Scheduler::new(jobs, Tz::UTC, Arc::clone(&clock), Duration::from_secs(5));
         let start: StartJob = Arc::new(|_| Box::pin(async { panic!("a bug in the job") }));
@@ -1454,6 +1835,7 @@ mod tests {
             schedule: Schedule::parse("* * * * *").unwrap(),
             last_started: Some(utc(2026, 5, 1, 12, 0)),
             stopped: false,
+            fired: None,
         };
         let jobs = vec![every_minute("reconcile"), every_minute("sweep")];
         let scheduler = Scheduler::new(jobs, Tz::UTC, clock, Duration::from_secs(5));
@@ -1501,6 +1883,7 @@ mod tests {
             schedule: Schedule::parse("* * * * *").unwrap(),
             last_started: Some(utc(2026, 5, 1, 12, 0)),
             stopped: false,
+            fired: None,
         }];
         let scheduler = Scheduler::new(jobs, Tz::UTC, Arc::clone(&clock), Duration::from_secs(5));
         let log: Log = Arc::default();

@@ -262,7 +262,15 @@ pub(super) fn readiness(shared: &Shared) -> Result<(), String> {
         .and_then(|j| j.last_success_at)
         .ok_or("no reconcile has succeeded yet")?;
     let (wall_started, at) = shared.wall_started;
-    let last = success_as_of(last, now, wall_started, at.elapsed());
+    // This daemon's own record of it, if it recorded it: how long ago.
+    let recorded_ago = shared
+        .successes
+        .lock()
+        .ok()
+        .and_then(|successes| successes.get(RECONCILE).copied())
+        .filter(|(wall, _)| *wall == last)
+        .map(|(_, recorded)| recorded.elapsed());
+    let last = success_as_of(last, now, wall_started, at.elapsed(), recorded_ago);
     match reconcile_overdue(&settings.reconcile, settings.timezone, last, now) {
         Some(why) => Err(why),
         None => Ok(()),
@@ -278,15 +286,26 @@ pub(super) fn readiness(shared: &Shared) -> Result<(), String> {
 /// `running_for`, as for [`super::pruning_as_of`]), which puts it where the
 /// stepped clock would have read it; one still after `now` (recorded before this
 /// daemon started, by a clock set back since) counts as at the daemon's start.
+/// One this daemon recorded `recorded_ago` (on the monotonic clock) is placed
+/// that long before `now`: a clock stepped ahead and then back by as much
+/// leaves it in the clock's future with no net step to move it by, and it would
+/// count at the daemon's start (days ago, say: not ready until the next success).
 /// On a clock that only moves forward nothing is recorded after `now`.
 fn success_as_of(
     last: chrono::DateTime<chrono::Utc>,
     now: chrono::DateTime<chrono::Utc>,
     wall_started: chrono::DateTime<chrono::Utc>,
     running_for: std::time::Duration,
+    recorded_ago: Option<std::time::Duration>,
 ) -> chrono::DateTime<chrono::Utc> {
     if last <= now {
         return last;
+    }
+    if let Some(at) = recorded_ago
+        .and_then(|ago| chrono::Duration::from_std(ago).ok())
+        .and_then(|ago| now.checked_sub_signed(ago))
+    {
+        return at;
     }
     let running_for = chrono::Duration::from_std(running_for).unwrap_or(chrono::Duration::MAX);
     // The daemon's start as the clock now reads.
@@ -699,8 +718,20 @@ mod tests {
         let at = |h: u32| chrono::Utc.with_ymd_and_hms(2026, 12, 1, h, 0, 0).unwrap();
         let hour = std::time::Duration::from_secs(3600);
         // Started 09:00 on a clock already right; the last success read 15:00.
-        assert_eq!(success_as_of(at(15), at(10), at(9), hour), at(9));
-        assert_eq!(success_as_of(at(8), at(10), at(9), hour), at(8));
+        assert_eq!(success_as_of(at(15), at(10), at(9), hour, None), at(9));
+        assert_eq!(success_as_of(at(8), at(10), at(9), hour, None), at(8));
+        // Stepped six hours ahead and back: the 15:00 success this daemon
+        // recorded twenty minutes ago (on the monotonic clock) was at 09:40.
+        let twenty = std::time::Duration::from_secs(20 * 60);
+        assert_eq!(
+            success_as_of(at(15), at(10), at(9), hour, Some(twenty)),
+            at(9) + chrono::Duration::minutes(40)
+        );
+        // One in the past is as recorded, whoever recorded it.
+        assert_eq!(
+            success_as_of(at(8), at(10), at(9), hour, Some(twenty)),
+            at(8)
+        );
     }
 
     /// `/status` names leavers: with a token only with it; without one only on

@@ -13,6 +13,10 @@
 //! - `digest` — the drift digest email on `schedule.digest` (with `[report.email]`);
 //! - `mail` — every minute, delivery of the outbox (alerts, digests) with backoff.
 //!
+//! Each slot the scheduler fires is kept in `daemon_state` (`fired_slot.<job>`)
+//! and handed back at the next start, so a restart on a clock set back since does
+//! not fire it again ([`schedule::FiredSlot`]).
+//!
 //! Alerts (plan held, sweep held, source fault, circuit open, overdue deprovision,
 //! repeated job failures) are raised and resolved by [`notify`] from what the jobs
 //! saw. A mail job whose due messages could none be sent fails; a sweep or retry
@@ -204,6 +208,11 @@ pub struct Shared {
     start: RwLock<Option<StartJob>>,
     /// Failed runs in a row, per job (for the repeated-failures alert).
     failures: Mutex<BTreeMap<&'static str, u32>>,
+    /// The last success this daemon recorded per job: the wall time it wrote to
+    /// `jobs`, and when that was on tokio's clock. `/readyz` places a success the
+    /// wall clock now reads in its future by the time passed since (a clock
+    /// stepped ahead, then back), which the wall times alone cannot tell.
+    successes: Mutex<BTreeMap<&'static str, (DateTime<Utc>, tokio::time::Instant)>>,
     /// The state database as opened at start ([`Shared::database_lost`]).
     database: DatabaseFile,
 }
@@ -379,18 +388,69 @@ fn job_specs(
         .filter(|j| j.last_status == Some(RunStatus::Stopped))
         .map(|j| j.name.as_str())
         .collect();
-    Ok(scheduled_jobs(settings)
+    scheduled_jobs(settings)
         .into_iter()
-        .map(|(name, schedule)| JobSpec {
-            name,
-            schedule,
-            last_started: last
-                .get(name)
-                .copied()
-                .or_else(|| matches!(name, DIGEST | PRUNE).then_some(now)),
-            stopped: stopped.contains(&name),
+        .map(|(name, schedule)| {
+            Ok(JobSpec {
+                name,
+                schedule,
+                last_started: last
+                    .get(name)
+                    .copied()
+                    .or_else(|| matches!(name, DIGEST | PRUNE).then_some(now)),
+                stopped: stopped.contains(&name),
+                fired: fired_slot(db, name)?,
+            })
         })
-        .collect())
+        .collect()
+}
+
+/// The key in `daemon_state` of the slot `job` fired last (UTC, RFC 3339).
+fn fired_slot_key(job: &str) -> String {
+    format!("fired_slot.{job}")
+}
+
+/// The slot `job` fired last, as [`record_fired_slot`] kept it. One that does
+/// not read as a time (edited by hand) is logged and taken as none: it must
+/// not keep the daemon from starting.
+fn fired_slot(db: &Store, job: &str) -> Result<Option<DateTime<Utc>>, StoreError> {
+    let key = fired_slot_key(job);
+    let Some(text) = db.state_value(&key)? else {
+        return Ok(None);
+    };
+    match DateTime::parse_from_rfc3339(&text) {
+        Ok(at) => Ok(Some(at.to_utc())),
+        Err(e) => {
+            tracing::warn!(
+                job,
+                key,
+                value = text,
+                error = %e,
+                "daemon_state holds no time for the slot this job fired last: ignored"
+            );
+            Ok(None)
+        }
+    }
+}
+
+/// Keeps the slot `job` fired in `daemon_state`, so that a daemon started on a
+/// clock set back since does not fire it again ([`schedule::FiredSlot`]). Off
+/// the scheduler loop's task: a prune's VACUUM can hold the database for seconds.
+fn record_fired_slot(shared: &Arc<Shared>, job: &'static str, slot: DateTime<Utc>) {
+    let shared = Arc::clone(shared);
+    tokio::task::spawn_blocking(move || {
+        let key = fired_slot_key(job);
+        let value = slot.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true);
+        if let Err(e) = shared.with_db(|db| db.set_state_value(&key, Some(&value))) {
+            tracing::warn!(
+                job,
+                slot = %schedule::log_time(slot),
+                error = %e,
+                "cannot keep the slot this job fired in the state database: a restart on a \
+                 clock set back before it may fire it again"
+            );
+        }
+    });
 }
 
 /// Every job the daemon runs with these settings, with its schedule (evaluated on
@@ -504,6 +564,7 @@ pub async fn run(
         trigger_token: RwLock::new(trigger_token),
         start: RwLock::new(None),
         failures: Mutex::new(BTreeMap::new()),
+        successes: Mutex::new(BTreeMap::new()),
         database,
     });
     let start: StartJob = {
@@ -557,7 +618,11 @@ pub async fn run(
             Arc::clone(&clock),
             tick,
             counters.clone(),
-        );
+        )
+        .on_fire({
+            let shared = Arc::clone(&shared);
+            Arc::new(move |job, slot| record_fired_slot(&shared, job, slot))
+        });
         let on_tick = |_now: DateTime<Utc>| {
             shared.last_tick.store(shared.uptime_ms(), Ordering::SeqCst);
             notify(&[sd_notify::NotifyState::Watchdog]);
@@ -769,11 +834,7 @@ async fn run_job(shared: Arc<Shared>, name: &'static str) {
             Err(e) => tracing::error!(error = %e, "cannot open the state database for email"),
         }
     }
-    if let Err(e) =
-        shared.with_db(|db| db.job_finished(name, finished, end.status(), end.message()))
-    {
-        tracing::error!(job = name, error = %e, "cannot record the job end");
-    }
+    record_job_end(&shared, name, finished, &end);
     // Whatever this job queued goes out now, from the mail job's own task: a relay
     // that does not answer (minutes of timeouts and retries) then delays only mail,
     // not this job's next runs (the every-minute deprovision retry above all). A mail
@@ -805,6 +866,22 @@ async fn run_job(shared: Arc<Shared>, name: &'static str) {
         }
         JobEnd::Stopped(why) => tracing::warn!(job = name, reason = %why, "job stopped"),
         JobEnd::Failed(error) => tracing::error!(job = name, error = %error, "job failed"),
+    }
+}
+
+/// Records how `name` ended at `finished` in `jobs`, and a success also in
+/// [`Shared::successes`] (with the time on tokio's clock).
+fn record_job_end(shared: &Shared, name: &'static str, finished: DateTime<Utc>, end: &JobEnd) {
+    if let Err(e) =
+        shared.with_db(|db| db.job_finished(name, finished, end.status(), end.message()))
+    {
+        tracing::error!(job = name, error = %e, "cannot record the job end");
+        return;
+    }
+    if end.status() == RunStatus::Succeeded
+        && let Ok(mut successes) = shared.successes.lock()
+    {
+        successes.insert(name, (finished, tokio::time::Instant::now()));
     }
 }
 
@@ -1423,6 +1500,7 @@ mod tests {
             trigger_token: RwLock::new(None),
             start: RwLock::new(None),
             failures: Mutex::new(BTreeMap::new()),
+            successes: Mutex::new(BTreeMap::new()),
             database,
         }
     }
@@ -1471,6 +1549,46 @@ mod tests {
         // A true clock reads the same: ready 10 minutes after that success.
         *clock.0.lock().unwrap() = at("13:00");
         assert_eq!(http::readiness(&shared), Ok(()));
+    }
+
+    /// `/readyz` after the wall clock is stepped six hours ahead and, a quarter
+    /// of an hour later, back again, two days after the daemon started: the
+    /// reconcile that succeeded in between, recorded in the clock's future, counts
+    /// when it was by the time passed since, not at the daemon's start two days
+    /// ago (not ready until the next success).
+    #[tokio::test(start_paused = true)]
+    async fn readiness_after_a_step_ahead_and_back_counts_a_success_when_it_was() {
+        let dir = tempfile::tempdir().unwrap();
+        let at = |day: u32, t: &str| {
+            DateTime::parse_from_rfc3339(&format!("2026-12-{day:02}T{t}:00Z"))
+                .unwrap()
+                .to_utc()
+        };
+        let clock = Arc::new(SetClock(Mutex::new(at(1, "10:00"))));
+        let shared = shared_in(dir.path(), Arc::clone(&clock));
+        let minutes = |m: u64| tokio::time::advance(Duration::from_secs(m * 60));
+        // Two days on, at 10:10, the clock jumps to 16:10; the reconcile succeeds
+        // at 16:20 by it; at 16:25 it is set right, to 10:25.
+        minutes(2 * 24 * 60 + 10).await;
+        *clock.0.lock().unwrap() = at(3, "16:10");
+        minutes(10).await;
+        *clock.0.lock().unwrap() = at(3, "16:20");
+        shared
+            .with_db(|db| db.job_started(RECONCILE, at(3, "16:19")))
+            .unwrap();
+        record_job_end(&shared, RECONCILE, at(3, "16:20"), &JobEnd::Succeeded);
+        minutes(5).await;
+        *clock.0.lock().unwrap() = at(3, "10:25");
+        assert_eq!(http::readiness(&shared), Ok(()));
+        // It counts at 10:20: the 10:30 and 11:00 runs failing, overdue after
+        // 11:30.
+        minutes(60).await;
+        *clock.0.lock().unwrap() = at(3, "11:25");
+        assert_eq!(http::readiness(&shared), Ok(()));
+        minutes(10).await;
+        *clock.0.lock().unwrap() = at(3, "11:35");
+        let why = http::readiness(&shared).unwrap_err();
+        assert!(why.contains("have passed"), "{why}");
     }
 
     /// A sweep (and the retry pass, the same job) on a state database whose runs
@@ -1662,6 +1780,36 @@ mod tests {
         assert_eq!(stopped, [RECONCILE]);
         let reconcile = jobs.iter().find(|j| j.name == RECONCILE).unwrap();
         assert_eq!(reconcile.last_started, Some(started));
+    }
+
+    /// The slot each job fired last, kept in `daemon_state`, comes back with its
+    /// job at the next start; one that does not read as a time is none.
+    #[test]
+    fn the_slot_a_job_fired_last_comes_back_at_the_next_start() {
+        let every = |pattern: &str| Schedule::parse(pattern).unwrap();
+        let settings = DaemonSettings {
+            timezone: chrono_tz::UTC,
+            reconcile: every("0 2 * * *"),
+            sweep: every("*/5 * * * *"),
+            digest: Some(every("0 8 * * *")),
+            retention: std::time::Duration::from_secs(86_400),
+            sla: std::time::Duration::from_secs(3_600),
+            listen: "127.0.0.1:0".parse().unwrap(),
+        };
+        let mut db = Store::open_in_memory().unwrap();
+        let eight = DateTime::parse_from_rfc3339("2026-12-01T08:00:00Z")
+            .unwrap()
+            .to_utc();
+        let key = fired_slot_key(DIGEST);
+        db.set_state_value(&key, Some(&eight.to_rfc3339())).unwrap();
+        db.set_state_value(&fired_slot_key(SWEEP), Some("yesterday"))
+            .unwrap();
+        let now = eight - chrono::Duration::seconds(2);
+        let jobs = job_specs(&settings, &db, now).unwrap();
+        let fired = |name: &str| jobs.iter().find(|j| j.name == name).unwrap().fired;
+        assert_eq!(fired(DIGEST), Some(eight));
+        assert_eq!(fired(SWEEP), None);
+        assert_eq!(fired(RECONCILE), None);
     }
 
     /// A sweep or retry pass that got no answer from the workspace (down, with

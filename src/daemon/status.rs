@@ -339,7 +339,14 @@ pub fn collect(
         },
         None => crate::report::HeldCounts::default(),
     };
-    let jobs = job_lines(store.jobs()?, daemon_running, schedule, now, tz);
+    let kept = match schedule {
+        Some(settings) => super::scheduled_jobs(settings)
+            .into_iter()
+            .map(|(name, _)| Ok((name, super::fired_slot(store, name)?)))
+            .collect::<Result<_, StoreError>>()?,
+        None => BTreeMap::new(),
+    };
+    let jobs = job_lines(store.jobs()?, daemon_running, schedule, &kept, now, tz);
     Ok(Status {
         now,
         timezone: tz.name().to_owned(),
@@ -371,11 +378,14 @@ pub fn collect(
 }
 
 /// The scheduled jobs first, in the schedule's order (those never run too, whether
-/// a daemon runs or not), then any other recorded job.
+/// a daemon runs or not), then any other recorded job. A job's next run passes
+/// over the slot it fired last (`kept`, by name) while that holds (a clock set
+/// back since: [`crate::schedule::FiredSlot`]), as the daemon's loop does.
 fn job_lines(
     mut recorded: Vec<JobRecord>,
     daemon_running: Option<bool>,
     schedule: Option<&DaemonSettings>,
+    kept: &BTreeMap<&str, Option<DateTime<Utc>>>,
     now: DateTime<Utc>,
     tz: Tz,
 ) -> Vec<JobLine> {
@@ -402,9 +412,13 @@ fn job_lines(
             },
         };
         let next_run = match (schedule, daemon_running) {
-            (Some(settings), Some(true) | None) => {
-                crate::schedule::next_fire(job_schedule, settings.timezone, now)
-            }
+            (Some(settings), Some(true) | None) => crate::schedule::next_fire_after_kept(
+                job_schedule,
+                settings.timezone,
+                now,
+                kept.get(name).copied().flatten(),
+                record.last_started_at,
+            ),
             _ => None,
         };
         lines.push(line(record, next_run.map(|at| (at, job_schedule))));
@@ -739,6 +753,7 @@ mod tests {
                 vec![record(RECONCILE_NAME, Some(RunStatus::Succeeded))],
                 daemon_running,
                 Some(&settings),
+                &BTreeMap::new(),
                 at(9, 10),
                 chrono_tz::UTC,
             );
@@ -755,6 +770,40 @@ mod tests {
                 "{daemon_running:?}"
             );
         }
+    }
+
+    /// A daemon restarted on a clock set back: the reconcile's 09:00, kept as
+    /// fired (and started for) and ahead of the clock at 08:59, is not its next
+    /// run, as the daemon will not fire it; 09:30 is. The sweep's kept 09:00,
+    /// which it never started for (last started 08:55), does not hold.
+    #[test]
+    fn the_next_run_passes_over_a_kept_slot_ahead_of_the_clock() {
+        let settings = settings();
+        let mut reconcile = record(RECONCILE_NAME, Some(RunStatus::Succeeded));
+        reconcile.last_started_at = Some(at(9, 0) + chrono::Duration::seconds(1));
+        let mut sweep = record("sweep", Some(RunStatus::Succeeded));
+        sweep.last_started_at = Some(at(8, 55));
+        let kept: BTreeMap<&str, Option<DateTime<Utc>>> =
+            [(RECONCILE_NAME, Some(at(9, 0))), ("sweep", Some(at(9, 0)))].into();
+        let now = at(8, 59);
+        let lines = job_lines(
+            vec![reconcile, sweep],
+            Some(true),
+            Some(&settings),
+            &kept,
+            now,
+            chrono_tz::UTC,
+        );
+        let next = |name: &str| {
+            lines
+                .iter()
+                .find(|l| l.record.name == name)
+                .unwrap()
+                .next_run
+        };
+        assert_eq!(next(RECONCILE_NAME), Some(at(9, 30)));
+        assert_eq!(next("sweep"), Some(at(9, 0)));
+        assert_eq!(next("retry"), Some(at(9, 0)));
     }
 
     const RECONCILE_NAME: &str = "reconcile";

@@ -367,6 +367,25 @@ pub fn spawn_daemon_once(
         .local_addr()
         .unwrap()
         .port();
+    let mut env = env.to_vec();
+    env.extend(
+        [
+            ("SEATWARDEN__SCHEDULE__RECONCILE", "0 0 1 1 *".to_owned()),
+            ("SEATWARDEN__SCHEDULE__SWEEP", "0 0 1 1 *".to_owned()),
+            ("SEATWARDEN__HTTP__LISTEN", format!("127.0.0.1:{port}")),
+        ]
+        .map(|(name, value)| (name.to_owned(), value)),
+    );
+    spawn_daemon_with(dir, &env)
+}
+
+/// `seatwarden daemon` on the configuration in `dir` with `env` alone (its
+/// schedules and listener as they say), logging at info to `daemon.log` in
+/// `dir`: the child and the log's path.
+pub fn spawn_daemon_with(
+    dir: &Path,
+    env: &[(String, String)],
+) -> (std::process::Child, std::path::PathBuf) {
     let log = dir.join("daemon.log");
     let child = std::process::Command::new(env!("CARGO_BIN_EXE_seatwarden"))
         .arg("--config")
@@ -374,9 +393,6 @@ pub fn spawn_daemon_once(
         .arg("daemon")
         .env_remove("SEATWARDEN_CONFIG")
         .envs(env.iter().map(|(k, v)| (k, v)))
-        .env("SEATWARDEN__SCHEDULE__RECONCILE", "0 0 1 1 *")
-        .env("SEATWARDEN__SCHEDULE__SWEEP", "0 0 1 1 *")
-        .env("SEATWARDEN__HTTP__LISTEN", format!("127.0.0.1:{port}"))
         .env("RUST_LOG", "warn,seatwarden=info")
         .stdout(std::process::Stdio::null())
         .stderr(std::fs::File::create(&log).unwrap())
