@@ -27,8 +27,8 @@ const COUNTERS: &[(&str, &str)] = &[
     ),
     (
         "seatwarden_retries_total",
-        "Workspace requests retried after a transient failure (reconciles and \
-         deprovisioning passes).",
+        "Workspace requests retried after a transient failure (reconciles, those that \
+         then failed included, and deprovisioning passes).",
     ),
     (
         "seatwarden_deprovisions_escalated_total",

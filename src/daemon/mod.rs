@@ -951,8 +951,22 @@ async fn reconcile_job(
         retention_as_of: retention_as_of(shared, config.delete_after()),
         ..run::RunOptions::default()
     };
-    let outcome = run::execute_until_stopped(&config, store, Mode::Reconcile, options).await?;
-    let summary = &outcome.report.summary;
+    // The client is the job's, not the run's: the retries a failed run made (a
+    // workspace that is down, answering 503) are counted too. They are the ones an
+    // alert on `rate(seatwarden_retries_total)` is there for.
+    let client = ScimClient::new(config.scim_settings()?)?;
+    let directory = run::directory_from_config(&config);
+    let result = run::execute_with_options(
+        &config,
+        &directory,
+        &client,
+        store,
+        Mode::Reconcile,
+        options,
+    )
+    .await;
+    metrics::counter!("seatwarden_retries_total").increment(client.stats().retries);
+    let outcome = result?;
     metrics::histogram!("seatwarden_run_duration_seconds")
         .record((outcome.report.finished_at - outcome.report.started_at).as_seconds_f64());
     // A rejected directory plans nothing: its zeros would clear every drift alert
@@ -985,7 +999,6 @@ async fn reconcile_job(
         )
         .increment(1);
     }
-    metrics::counter!("seatwarden_retries_total").increment(summary.retries);
     // Leavers the sweep did not reach first (blocked behind this run, or only
     // matched by it) are the slow ones: without them the histogram flatters.
     for latency in &outcome.deprovision_latencies {

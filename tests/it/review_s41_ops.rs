@@ -1,0 +1,139 @@
+//! Session 41's review of what an SRE running seatwarden as a service reads:
+//! the metrics an outage shows.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::path::Path;
+use std::process::Child;
+use std::time::{Duration, Instant};
+
+use chrono::Timelike;
+use seatwarden::daemon::{DIGEST, MAIL, PRUNE, RETRY, SWEEP};
+use seatwarden::store::{RunStatus, Store};
+
+use crate::fixtures::http_get as get;
+
+/// A daemon killed when the test ends, however it ends.
+struct Running(Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The value of the sample `series` (name and labels, as rendered) in a
+/// `/metrics` answer.
+fn sample(metrics: &str, series: &str) -> Option<f64> {
+    metrics
+        .lines()
+        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
+        .and_then(|value| value.trim().parse().ok())
+}
+
+/// The port the daemon logging to `log` listens on, once it has started.
+async fn port_of(log: &Path) -> u16 {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let text = std::fs::read_to_string(log).unwrap_or_default();
+        if let Some(port) = text
+            .lines()
+            .find(|line| line.contains("daemon started"))
+            .and_then(|line| line.split("listen=127.0.0.1:").nth(1))
+            .and_then(|rest| rest.split_whitespace().next())
+            .and_then(|port| port.parse().ok())
+        {
+            return port;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the daemon did not start: {text}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A workspace that is down: the reconcile's reads are retried, then the run
+/// fails. Those retries are what `seatwarden_retries_total` is there to show,
+/// yet they were counted only from a run that finished (from its report's
+/// summary): during an outage the counter stood still, and every failed
+/// reconcile's retries were lost. The other workspace jobs (sweep, retry) are
+/// recorded as just run, so the reconcile is the only job that asks the
+/// workspace anything.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_reconciles_retries_are_counted() {
+    let dir = tempfile::tempdir().unwrap();
+    crate::fixtures::copy_demo_files(dir.path());
+    // Nothing listens there: every request is refused, and retried.
+    let down = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    // The retry job fires every minute: start well before the next one.
+    while chrono::Utc::now().second() >= 30 {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    {
+        let mut store = Store::open(&dir.path().join("state.db")).unwrap();
+        let now = chrono::Utc::now();
+        for job in [SWEEP, RETRY, PRUNE, DIGEST, MAIL] {
+            store.job_started(job, now).unwrap();
+            store
+                .job_finished(job, now, RunStatus::Succeeded, None)
+                .unwrap();
+        }
+    }
+    let env: Vec<(String, String)> = [
+        (
+            "SEATWARDEN__WORKSPACE__URL",
+            format!("http://127.0.0.1:{down}/scim/v2"),
+        ),
+        (
+            "SEATWARDEN__WORKSPACE__TOKEN",
+            "review-s41-token".to_owned(),
+        ),
+        ("SEATWARDEN__WORKSPACE__RETRIES", "2".to_owned()),
+        ("SEATWARDEN__WORKSPACE__RETRY_DELAY", "10ms".to_owned()),
+        ("SEATWARDEN__STATE__PATH", "state.db".to_owned()),
+    ]
+    .into_iter()
+    .map(|(name, value)| (name.to_owned(), value))
+    .collect();
+    let (child, log) = crate::fixtures::spawn_daemon_once(dir.path(), &env);
+    let _daemon = Running(child);
+    let logged = || std::fs::read_to_string(&log).unwrap_or_default();
+    let port = port_of(&log).await;
+    let failed = r#"seatwarden_job_runs_total{job="reconcile",status="failed"}"#;
+    let deadline = Instant::now() + Duration::from_secs(25);
+    let metrics = loop {
+        let (code, metrics) = get(port, "/metrics");
+        if code == 200 && sample(&metrics, failed) == Some(1.0) {
+            break metrics;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the reconcile did not fail: {metrics}\n{}",
+            logged()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    for job in [SWEEP, RETRY] {
+        for status in ["succeeded", "failed", "stopped"] {
+            let series = format!(r#"seatwarden_job_runs_total{{job="{job}",status="{status}"}}"#);
+            assert_eq!(
+                sample(&metrics, &series),
+                Some(0.0),
+                "{series}: another job asked the workspace too\n{}",
+                logged()
+            );
+        }
+    }
+    let retries = sample(&metrics, "seatwarden_retries_total").unwrap();
+    assert!(
+        retries >= 2.0,
+        "seatwarden_retries_total is {retries} after a reconcile that failed after its \
+         retries\n{}",
+        logged()
+    );
+}
