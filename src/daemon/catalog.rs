@@ -14,7 +14,9 @@ use metrics::Unit;
 const COUNTERS: &[(&str, &str)] = &[
     (
         "seatwarden_job_runs_total",
-        "Job runs finished, by job and status (succeeded: ran to the end; failed).",
+        "Job runs finished, by job and status (succeeded: ran to the end; failed; \
+         stopped: the daemon was stopping (SIGTERM) while it ran, neither a success nor a \
+         failure).",
     ),
     (
         "seatwarden_job_skipped_total",
@@ -188,6 +190,20 @@ pub fn names() -> impl Iterator<Item = &'static str> {
 mod tests {
     use std::collections::BTreeSet;
     use std::path::Path;
+
+    /// The help of `seatwarden_job_runs_total` names every status it counts: one
+    /// it leaves out (`stopped`) reads, on a dashboard, as a status that cannot be.
+    #[test]
+    fn the_job_runs_help_names_every_status() {
+        let help = super::COUNTERS
+            .iter()
+            .find(|(name, _)| *name == "seatwarden_job_runs_total")
+            .map(|(_, help)| *help)
+            .unwrap();
+        for status in super::JOB_STATUSES {
+            assert!(help.contains(status), "{status} is not in {help:?}");
+        }
+    }
 
     /// Every `metrics::counter!` / `gauge!` / `histogram!` in the crate's source
     /// names a metric described here: a new metric without help text fails.
