@@ -605,6 +605,17 @@ pub async fn run(
     }
     let _ = http_stop.send(true);
     let _ = server.await;
+    // The job starter refers back to `shared`, which keeps it: until it is let go
+    // the daemon's own connection to the state database is never closed, and a
+    // clean stop left the committed data in `state.db-wal` (a copy of `state.db`
+    // alone, as a backup, lacked it). Let go, the last connection closes with
+    // `shared` (or with a job cut off by the stop, when the runtime ends), and
+    // SQLite folds the `-wal` file into the database.
+    match shared.start.write() {
+        Ok(mut slot) => *slot = None,
+        Err(poisoned) => *poisoned.into_inner() = None,
+    }
+    drop(start);
     tracing::info!("daemon stopped");
     Ok(())
 }

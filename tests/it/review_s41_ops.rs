@@ -137,3 +137,79 @@ async fn a_failed_reconciles_retries_are_counted() {
         logged()
     );
 }
+
+/// A clean stop (SIGTERM, nothing running) closes the state database: SQLite
+/// then folds the `-wal` file into `state.db` and removes it. The daemon's own
+/// connection was never closed (the job starter it keeps refers back to the
+/// state that holds the connection), so the committed data stayed in
+/// `state.db-wal`: the systemd README's "after a clean stop it holds only
+/// `state.db`" was not so, and a copy of `state.db` alone, taken after a stop
+/// as a backup, lacked what the daemon had written.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_clean_stop_leaves_the_state_in_the_database_file() {
+    let token = "review-s41-token";
+    let sandbox =
+        crate::fixtures::demo_sandbox(token, seatwarden::sandbox::Faults::default()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (env, _) = crate::fixtures::demo_env(dir.path(), &sandbox, token, &[]);
+    let (child, log) = crate::fixtures::spawn_daemon_once(dir.path(), &env);
+    let mut daemon = Running(child);
+    let logged = || std::fs::read_to_string(&log).unwrap_or_default();
+    let port = port_of(&log).await;
+    let succeeded = r#"seatwarden_job_runs_total{job="reconcile",status="succeeded"}"#;
+    let idle = |metrics: &str| {
+        ["reconcile", "sweep", "retry", "mail"].iter().all(|job| {
+            sample(
+                metrics,
+                &format!(r#"seatwarden_job_running{{job="{job}"}}"#),
+            ) == Some(0.0)
+        })
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (code, metrics) = get(port, "/metrics");
+        if code == 200 && sample(&metrics, succeeded) == Some(1.0) && idle(&metrics) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the first jobs did not finish: {metrics}\n{}",
+            logged()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    crate::fixtures::sigterm(&daemon.0);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        if let Some(status) = daemon.0.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the daemon did not stop: {}",
+            logged()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(status.code(), Some(0), "{}", logged());
+    let wal = dir.path().join("state.db-wal");
+    let left = std::fs::metadata(&wal).map(|m| m.len()).unwrap_or(0);
+    assert_eq!(
+        left,
+        0,
+        "{} holds {left} bytes after a clean stop\n{}",
+        wal.display(),
+        logged()
+    );
+    // `state.db` alone, as a backup copies it, holds the run.
+    let copy = dir.path().join("backup.db");
+    std::fs::copy(dir.path().join("state.db"), &copy).unwrap();
+    let store = Store::open(&copy).unwrap();
+    assert!(
+        store
+            .latest_run(&[seatwarden::store::RunKind::Reconcile])
+            .unwrap()
+            .is_some(),
+        "a copy of state.db has no reconcile"
+    );
+}
