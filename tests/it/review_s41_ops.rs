@@ -213,3 +213,54 @@ async fn a_clean_stop_leaves_the_state_in_the_database_file() {
         "a copy of state.db has no reconcile"
     );
 }
+
+/// A sweep with nothing due, the workspace down: the outage is warned about
+/// once, without "0 of 0 due accounts were not read; their deprovisions are
+/// tried again later", which sent people looking for deprovisions that were
+/// not there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_outage_with_nothing_due_names_no_deprovisions() {
+    let dir = tempfile::tempdir().unwrap();
+    crate::fixtures::copy_demo_files(dir.path());
+    let down = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let env: Vec<(String, String)> = [
+        (
+            "SEATWARDEN__WORKSPACE__URL",
+            format!("http://127.0.0.1:{down}/scim/v2"),
+        ),
+        (
+            "SEATWARDEN__WORKSPACE__TOKEN",
+            "review-s41-token".to_owned(),
+        ),
+        ("SEATWARDEN__WORKSPACE__RETRIES", "0".to_owned()),
+        ("SEATWARDEN__STATE__PATH", "state.db".to_owned()),
+    ]
+    .into_iter()
+    .map(|(name, value)| (name.to_owned(), value))
+    .collect();
+    let (child, log) = crate::fixtures::spawn_daemon_once(dir.path(), &env);
+    let _daemon = Running(child);
+    let logged = || std::fs::read_to_string(&log).unwrap_or_default();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !logged().contains("stopped answering") {
+        assert!(
+            Instant::now() < deadline,
+            "no sweep found the workspace down: {}",
+            logged()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let log = logged();
+    let line = log
+        .lines()
+        .find(|line| line.contains("stopped answering"))
+        .unwrap();
+    assert!(
+        line.contains("no due account was left unread") && !line.contains("0 of 0"),
+        "{line}"
+    );
+}
