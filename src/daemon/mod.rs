@@ -31,7 +31,8 @@
 //! listener ([`http`]) for `/healthz`, `/readyz`, `/metrics`, `/status` and the
 //! optional `POST /reconcile`, systemd notifications (READY after the database and
 //! listener are up, WATCHDOG from the scheduler loop, RELOADING/STOPPING), SIGHUP
-//! to reload the configuration (an invalid one is logged and the old one kept), and
+//! to reload the configuration (an invalid one is logged, shown as the unit's
+//! `STATUS=` until a reload succeeds, and the old one kept), and
 //! SIGTERM/SIGINT to stop: no new job starts (one still waiting for the writer
 //! locks gives up at once), a running reconcile or sweep starts
 //! no further write (those sent finish and are verified and journaled; the run
@@ -662,6 +663,11 @@ fn reload(shared: &Shared, path: &Path) {
             for warning in shared.config().warnings() {
                 tracing::warn!("{warning}");
             }
+            // Clears what a failed reload showed.
+            notify(&[
+                sd_notify::NotifyState::Status(""),
+                sd_notify::NotifyState::Ready,
+            ]);
         }
         Err(e) => {
             // Until a reload succeeds: the file on disk is not what runs, and the
@@ -672,9 +678,25 @@ fn reload(shared: &Shared, path: &Path) {
                 error = %e,
                 "configuration reload failed; keeping the running configuration"
             );
+            // `systemctl reload` succeeds all the same (its `kill -HUP` did):
+            // `systemctl status` is where the person who ran it looks next.
+            let status = reload_failed_status(&e.to_string());
+            notify(&[
+                sd_notify::NotifyState::Status(&status),
+                sd_notify::NotifyState::Ready,
+            ]);
         }
     }
-    notify(&[sd_notify::NotifyState::Ready]);
+}
+
+/// The `STATUS=` of a failed reload (`error`): on one line, as the notification
+/// protocol takes one assignment a line.
+fn reload_failed_status(error: &str) -> String {
+    let error = error.split_whitespace().collect::<Vec<_>>().join(" ");
+    format!(
+        "configuration reload failed, the configuration loaded before still runs \
+         (seatwarden_config_reload_failed is 1 until a reload succeeds): {error}"
+    )
 }
 
 /// What a reload keeps as started, of the keys that changed (`running` and

@@ -264,3 +264,74 @@ async fn an_outage_with_nothing_due_names_no_deprovisions() {
         "{line}"
     );
 }
+
+/// The notifications read from `socket` until one has `READY=1` (within 30 s).
+fn until_ready(socket: &std::os::unix::net::UnixDatagram) -> Vec<String> {
+    let mut seen = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut buffer = [0u8; 4096];
+    while Instant::now() < deadline {
+        let Ok(length) = socket.recv(&mut buffer) else {
+            continue;
+        };
+        let message = String::from_utf8_lossy(&buffer[..length]).into_owned();
+        let ready = message.lines().any(|line| line == "READY=1");
+        seen.push(message);
+        if ready {
+            return seen;
+        }
+    }
+    panic!("no READY=1 within 30 s: {seen:?}");
+}
+
+/// `systemctl reload` with an invalid configuration succeeds (its `kill -HUP`
+/// did), and the daemon goes on with the configuration it had: the person who
+/// reloaded had nothing in `systemctl status` to tell them, only a log line and
+/// a gauge. The failed reload is the unit's `STATUS=` until a reload succeeds,
+/// which clears it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_reload_shows_in_systemctl_status_until_one_succeeds() {
+    let token = "review-s41-token";
+    let sandbox =
+        crate::fixtures::demo_sandbox(token, seatwarden::sandbox::Faults::default()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (mut env, _) = crate::fixtures::demo_env(dir.path(), &sandbox, token, &[]);
+    let path = dir.path().join("notify.sock");
+    let socket = std::os::unix::net::UnixDatagram::bind(&path).unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    env.push(("NOTIFY_SOCKET".to_owned(), path.display().to_string()));
+    let (child, log) = crate::fixtures::spawn_daemon_once(dir.path(), &env);
+    let daemon = Running(child);
+    let logged = || std::fs::read_to_string(&log).unwrap_or_default();
+    until_ready(&socket);
+    let hangup = || {
+        let status = std::process::Command::new("kill")
+            .args(["-HUP", &daemon.0.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    };
+    let config = dir.path().join("seatwarden.toml");
+    let good = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(&config, format!("{good}\n[nonsense]\nkey = 1\n")).unwrap();
+    hangup();
+    let failed = until_ready(&socket).join("");
+    let status = failed
+        .lines()
+        .find_map(|line| line.strip_prefix("STATUS="))
+        .unwrap_or_else(|| panic!("no STATUS= after a failed reload: {failed:?}\n{}", logged()));
+    assert!(
+        status.starts_with("configuration reload failed") && status.contains("nonsense"),
+        "{status}"
+    );
+    std::fs::write(&config, good).unwrap();
+    hangup();
+    let reloaded = until_ready(&socket).join("");
+    assert!(
+        reloaded.lines().any(|line| line == "STATUS="),
+        "the failed reload's status is not cleared: {reloaded:?}\n{}",
+        logged()
+    );
+}
