@@ -89,7 +89,10 @@ pub enum DaemonError {
         .database.display(), .lock.display()
     )]
     AlreadyRunning { database: PathBuf, lock: PathBuf },
-    #[error("cannot open lock file {}: {source}", .path.display())]
+    #[error(
+        "cannot open lock file {}: {source}{}",
+        .path.display(), crate::store::read_only_hint(source)
+    )]
     LockFile {
         path: PathBuf,
         source: std::io::Error,
@@ -1785,5 +1788,47 @@ mod tests {
             restart_only_changes((db, listen), (moved, other)).as_deref(),
             Some("state.path and http.listen changed: the changes take effect at the next restart")
         );
+    }
+
+    /// A state database (or its lock file) on a file system that is read-only
+    /// to seatwarden, as everything but /var/lib/seatwarden is under the
+    /// shipped unit's `ProtectSystem=strict`: the error says so and what to do,
+    /// where "Read-only file system (os error 30)" alone named neither.
+    #[test]
+    fn a_read_only_state_folder_names_the_sandbox_and_the_way_out() {
+        let read_only = || std::io::Error::from_raw_os_error(30);
+        let path = PathBuf::from("/srv/seatwarden/state.db.lock");
+        let errors = [
+            DaemonError::LockFile {
+                path: path.clone(),
+                source: read_only(),
+            }
+            .to_string(),
+            StoreError::LockFile {
+                path: path.clone(),
+                source: read_only(),
+            }
+            .to_string(),
+            StoreError::Create {
+                path: PathBuf::from("/srv/seatwarden/state.db"),
+                source: read_only(),
+            }
+            .to_string(),
+        ];
+        for error in errors {
+            assert!(
+                error.contains("ProtectSystem=strict")
+                    && error.contains("/var/lib/seatwarden")
+                    && error.contains("ReadWritePaths="),
+                "{error}"
+            );
+        }
+        // Other failures keep their own words.
+        let denied = DaemonError::LockFile {
+            path,
+            source: std::io::Error::from_raw_os_error(13),
+        }
+        .to_string();
+        assert!(!denied.contains("ProtectSystem"), "{denied}");
     }
 }

@@ -53,7 +53,7 @@ use crate::model::{Action, LinkMethod, NewLink};
 use codec::{Ts, ts};
 pub use daemon::{JobRecord, OutboxBacklog, Pruned};
 use error::Context;
-pub use error::StoreError;
+pub use error::{StoreError, read_only_hint};
 pub use outbox::{
     AlertRecord, AlertRecordState, AlertsSeen, NewMessage, OutboxEntry, OutboxId, OutboxKind,
     OutboxState,
