@@ -5,7 +5,8 @@
 //!
 //! Gauges whose value only a reconcile knows (`seatwarden_drift_items`,
 //! `seatwarden_safety_finding`) appear after the first one; a zero before it would
-//! claim an answer nobody has. `seatwarden_actions_total{kind,outcome}` has too many
+//! claim an answer nobody has. At a later start they come back from the last
+//! reconcile's stored report, so a restart resolves no alert on them. `seatwarden_actions_total{kind,outcome}` has too many
 //! label sets to list, and appears at its first action.
 
 use metrics::Unit;

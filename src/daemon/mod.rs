@@ -481,6 +481,7 @@ pub async fn run(
         metrics::counter!("seatwarden_job_runs_total", "job" => name, "status" => "failed")
             .increment(1);
     }
+    restore_reconcile_gauges(&db);
     // After a restart the last successes are in the database: an alert on their age
     // need not wait for each job's next run. (A job that never succeeded has none.)
     for job in db.jobs()? {
@@ -1010,23 +1011,9 @@ async fn reconcile_job(
     // The drift left after the run, not the drift it found and fixed: an alert on
     // stale access must clear once the leaver's deactivation is verified.
     if outcome.report.safety.source_fault.is_none() {
-        for (kind, count) in
-            crate::report::count_by_kind_of(&crate::report::unfixed_drift(&outcome.report))
-        {
-            metrics::gauge!("seatwarden_drift_items", "kind" => kind.as_str()).set(count as f64);
-        }
+        drift_gauges(&outcome.report);
     }
-    // The last reconcile's safety findings, 1 or 0, to alert on (the circuit
-    // breaker has its own gauge).
-    let safety = &outcome.report.safety;
-    for (finding, found) in [
-        ("source_fault", safety.source_fault.is_some()),
-        ("workspace_listing_short", safety.workspace_listing_short),
-        ("allow_over_threshold", safety.allow_over_threshold),
-    ] {
-        metrics::gauge!("seatwarden_safety_finding", "finding" => finding)
-            .set(f64::from(u8::from(found)));
-    }
+    safety_gauges(&outcome.report);
     for action in &outcome.report.actions {
         metrics::counter!(
             "seatwarden_actions_total",
@@ -1054,6 +1041,58 @@ async fn reconcile_job(
         tracing::warn!(error = %e, "cannot prune old snapshots; the daily prune tries again");
     }
     Ok(())
+}
+
+/// `seatwarden_drift_items`: the drift `report`'s reconcile left.
+fn drift_gauges(report: &crate::report::Report) {
+    for (kind, count) in crate::report::count_by_kind_of(&crate::report::unfixed_drift(report)) {
+        metrics::gauge!("seatwarden_drift_items", "kind" => kind.as_str()).set(count as f64);
+    }
+}
+
+/// `seatwarden_safety_finding`: the reconcile's safety findings, 1 or 0, to alert
+/// on (the circuit breaker has its own gauge).
+fn safety_gauges(report: &crate::report::Report) {
+    let safety = &report.safety;
+    for (finding, found) in [
+        ("source_fault", safety.source_fault.is_some()),
+        ("workspace_listing_short", safety.workspace_listing_short),
+        ("allow_over_threshold", safety.allow_over_threshold),
+    ] {
+        metrics::gauge!("seatwarden_safety_finding", "finding" => finding)
+            .set(f64::from(u8::from(found)));
+    }
+}
+
+/// The reconcile gauges as the last reconciles stored them, at start: absent
+/// until the next reconcile ends (up to an interval after a restart), they
+/// resolved every alert on them at each restart, which fired again later.
+fn restore_reconcile_gauges(db: &Store) {
+    let report = |trusted| match db.latest_reconcile_report(trusted) {
+        Ok(Some(json)) => match serde_json::from_str::<crate::report::Report>(&json) {
+            Ok(report) => Some(report),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the latest reconcile's report; its gauges wait for the next reconcile");
+                None
+            }
+        },
+        Ok(None) => None,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read the latest reconcile's report; its gauges wait for the next reconcile");
+            None
+        }
+    };
+    if let Some(report) = report(false) {
+        safety_gauges(&report);
+        // The newest is the trusted one unless it rejected its directory.
+        if report.safety.source_fault.is_none() {
+            drift_gauges(&report);
+            return;
+        }
+    }
+    if let Some(report) = report(true) {
+        drift_gauges(&report);
+    }
 }
 
 /// How far a sweep or retry pass got with the workspace.

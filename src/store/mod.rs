@@ -856,6 +856,21 @@ impl Store {
         Ok(())
     }
 
+    /// The report of the newest reconcile that succeeded, or, `trusted`, of the
+    /// newest such one that rejected no directory (no `safety.source_fault`): what
+    /// the daemon's reconcile gauges showed before a restart.
+    pub fn latest_reconcile_report(&self, trusted: bool) -> Result<Option<String>, StoreError> {
+        self.conn
+            .prepare_cached(
+                "SELECT reports.json FROM reports JOIN runs ON runs.id = reports.run_id
+                 WHERE runs.kind = 'reconcile' AND runs.status = 'succeeded'
+                   AND (NOT ?1 OR json_extract(reports.json, '$.safety.source_fault') IS NULL)
+                 ORDER BY reports.run_id DESC LIMIT 1",
+            )
+            .and_then(|mut stmt| stmt.query_row([trusted], |row| row.get(0)).optional())
+            .context(|| "reading the latest reconcile's report from reports".to_owned())
+    }
+
     pub fn report(&self, run: RunId) -> Result<Option<String>, StoreError> {
         self.conn
             .prepare_cached("SELECT json FROM reports WHERE run_id = ?1")

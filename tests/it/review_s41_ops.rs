@@ -335,3 +335,64 @@ async fn a_failed_reload_shows_in_systemctl_status_until_one_succeeds() {
         logged()
     );
 }
+
+/// The gauges only a reconcile knows (`seatwarden_drift_items`,
+/// `seatwarden_safety_finding`) come back at start from the last reconcile's
+/// stored report. They were absent after every restart until the next
+/// reconcile ended, up to an interval later: each alert on them (stale access
+/// left, a source fault) resolved at the restart and fired again afterwards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_keeps_the_last_reconciles_gauges() {
+    let token = "review-s41-token";
+    let sandbox =
+        crate::fixtures::demo_sandbox(token, seatwarden::sandbox::Faults::default()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (env, _) = crate::fixtures::demo_env(dir.path(), &sandbox, token, &[]);
+    let series = [
+        r#"seatwarden_drift_items{kind="orphaned_account"}"#,
+        r#"seatwarden_drift_items{kind="disputed_match"}"#,
+        r#"seatwarden_drift_items{kind="stale_access"}"#,
+        r#"seatwarden_safety_finding{finding="source_fault"}"#,
+    ];
+    let succeeded = r#"seatwarden_job_runs_total{job="reconcile",status="succeeded"}"#;
+
+    let (child, log) = crate::fixtures::spawn_daemon_once(dir.path(), &env);
+    let mut first = Running(child);
+    let port = port_of(&log).await;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let before = loop {
+        let (code, metrics) = get(port, "/metrics");
+        if code == 200 && sample(&metrics, succeeded) == Some(1.0) {
+            break metrics;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the first reconcile did not succeed: {}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let values: Vec<Option<f64>> = series.iter().map(|s| sample(&before, s)).collect();
+    assert!(values.iter().all(Option::is_some), "{values:?}\n{before}");
+    // The demo leaves an orphaned account and a disputed match to a human.
+    assert!(
+        values[0].unwrap() > 0.0 && values[1].unwrap() > 0.0,
+        "{values:?}"
+    );
+    crate::fixtures::sigterm(&first.0);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while first.0.try_wait().unwrap().is_none() {
+        assert!(Instant::now() < deadline, "the first daemon did not stop");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // Its reconcile ran today: the next start waits for the slot (1 January).
+    let (child, log) = crate::fixtures::spawn_daemon_once(dir.path(), &env);
+    let _second = Running(child);
+    let port = port_of(&log).await;
+    let (code, after) = get(port, "/metrics");
+    assert_eq!(code, 200, "{after}");
+    assert_eq!(sample(&after, succeeded), Some(0.0), "{after}");
+    let restored: Vec<Option<f64>> = series.iter().map(|s| sample(&after, s)).collect();
+    assert_eq!(restored, values, "{after}");
+}
