@@ -1,5 +1,6 @@
 //! Session 41's review of what an SRE running seatwarden as a service reads:
-//! the metrics an outage shows.
+//! the metrics an outage and a restart show, the unit's status after a reload,
+//! the state database a clean stop leaves, and the log of an outage.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::path::Path;
