@@ -395,20 +395,6 @@ pub async fn execute(config: &Config, store: Store, mode: Mode) -> Result<RunOut
     execute_with(config, &directory, &client, store, mode).await
 }
 
-/// [`execute`] for the daemon, with its `options`: once `options.stop` is set,
-/// the apply starts no further write (see [`RunOptions::stop`]), and
-/// [`RunOptions::retention_as_of`] bounds the retention clocks.
-pub async fn execute_until_stopped(
-    config: &Config,
-    store: Store,
-    mode: Mode,
-    options: RunOptions,
-) -> Result<RunOutcome, RunError> {
-    let client = ScimClient::new(config.scim_settings()?)?;
-    let directory = directory_from_config(config);
-    execute_with_options(config, &directory, &client, store, mode, options).await
-}
-
 /// [`execute`] with the connectors supplied (tests, demo).
 pub async fn execute_with(
     config: &Config,

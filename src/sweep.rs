@@ -771,6 +771,15 @@ pub async fn enforce(
         down,
         outage_news(&config.workspace.url, down.map(|_| skipped)),
     ) {
+        // Nothing due was left unread (most often: nothing was due): "0 of 0 due
+        // accounts were not read; their deprovisions are tried again later" sent
+        // people looking for deprovisions that are not there.
+        (Some(why), OutageNews::Started | OutageNews::Grew) if skipped == 0 => tracing::warn!(
+            error = why,
+            due = due_count,
+            "the workspace stopped answering; no due account was left unread by it (logged \
+             at debug while it stays down, unless due accounts are left unread)"
+        ),
         (Some(why), OutageNews::Started | OutageNews::Grew) => tracing::warn!(
             error = why,
             skipped,

@@ -5,7 +5,8 @@
 //!
 //! Gauges whose value only a reconcile knows (`seatwarden_drift_items`,
 //! `seatwarden_safety_finding`) appear after the first one; a zero before it would
-//! claim an answer nobody has. `seatwarden_actions_total{kind,outcome}` has too many
+//! claim an answer nobody has. At a later start they come back from the last
+//! reconcile's stored report, so a restart resolves no alert on them. `seatwarden_actions_total{kind,outcome}` has too many
 //! label sets to list, and appears at its first action.
 
 use metrics::Unit;
@@ -14,7 +15,9 @@ use metrics::Unit;
 const COUNTERS: &[(&str, &str)] = &[
     (
         "seatwarden_job_runs_total",
-        "Job runs finished, by job and status (succeeded: ran to the end; failed).",
+        "Job runs finished, by job and status (succeeded: ran to the end; failed; \
+         stopped: the daemon was stopping (SIGTERM) while it ran, neither a success nor a \
+         failure).",
     ),
     (
         "seatwarden_job_skipped_total",
@@ -27,8 +30,8 @@ const COUNTERS: &[(&str, &str)] = &[
     ),
     (
         "seatwarden_retries_total",
-        "Workspace requests retried after a transient failure (reconciles and \
-         deprovisioning passes).",
+        "Workspace requests retried after a transient failure (reconciles, those that \
+         then failed included, and deprovisioning passes).",
     ),
     (
         "seatwarden_deprovisions_escalated_total",
@@ -188,6 +191,20 @@ pub fn names() -> impl Iterator<Item = &'static str> {
 mod tests {
     use std::collections::BTreeSet;
     use std::path::Path;
+
+    /// The help of `seatwarden_job_runs_total` names every status it counts: one
+    /// it leaves out (`stopped`) reads, on a dashboard, as a status that cannot be.
+    #[test]
+    fn the_job_runs_help_names_every_status() {
+        let help = super::COUNTERS
+            .iter()
+            .find(|(name, _)| *name == "seatwarden_job_runs_total")
+            .map(|(_, help)| *help)
+            .unwrap();
+        for status in super::JOB_STATUSES {
+            assert!(help.contains(status), "{status} is not in {help:?}");
+        }
+    }
 
     /// Every `metrics::counter!` / `gauge!` / `histogram!` in the crate's source
     /// names a metric described here: a new metric without help text fails.

@@ -35,7 +35,8 @@
 //! listener ([`http`]) for `/healthz`, `/readyz`, `/metrics`, `/status` and the
 //! optional `POST /reconcile`, systemd notifications (READY after the database and
 //! listener are up, WATCHDOG from the scheduler loop, RELOADING/STOPPING), SIGHUP
-//! to reload the configuration (an invalid one is logged and the old one kept), and
+//! to reload the configuration (an invalid one is logged, shown as the unit's
+//! `STATUS=` until a reload succeeds, and the old one kept), and
 //! SIGTERM/SIGINT to stop: no new job starts (one still waiting for the writer
 //! locks gives up at once), a running reconcile or sweep starts
 //! no further write (those sent finish and are verified and journaled; the run
@@ -92,7 +93,10 @@ pub enum DaemonError {
         .database.display(), .lock.display()
     )]
     AlreadyRunning { database: PathBuf, lock: PathBuf },
-    #[error("cannot open lock file {}: {source}", .path.display())]
+    #[error(
+        "cannot open lock file {}: {source}{}",
+        .path.display(), crate::store::read_only_hint(source)
+    )]
     LockFile {
         path: PathBuf,
         source: std::io::Error,
@@ -537,6 +541,7 @@ pub async fn run(
         metrics::counter!("seatwarden_job_runs_total", "job" => name, "status" => "failed")
             .increment(1);
     }
+    restore_reconcile_gauges(&db);
     // After a restart the last successes are in the database: an alert on their age
     // need not wait for each job's next run. (A job that never succeeded has none.)
     for job in db.jobs()? {
@@ -670,6 +675,17 @@ pub async fn run(
     }
     let _ = http_stop.send(true);
     let _ = server.await;
+    // The job starter refers back to `shared`, which keeps it: until it is let go
+    // the daemon's own connection to the state database is never closed, and a
+    // clean stop left the committed data in `state.db-wal` (a copy of `state.db`
+    // alone, as a backup, lacked it). Let go, the last connection closes with
+    // `shared` (or with a job cut off by the stop, when the runtime ends), and
+    // SQLite folds the `-wal` file into the database.
+    match shared.start.write() {
+        Ok(mut slot) => *slot = None,
+        Err(poisoned) => *poisoned.into_inner() = None,
+    }
+    drop(start);
     tracing::info!("daemon stopped");
     Ok(())
 }
@@ -716,6 +732,11 @@ fn reload(shared: &Shared, path: &Path) {
             for warning in shared.config().warnings() {
                 tracing::warn!("{warning}");
             }
+            // Clears what a failed reload showed.
+            notify(&[
+                sd_notify::NotifyState::Status(""),
+                sd_notify::NotifyState::Ready,
+            ]);
         }
         Err(e) => {
             // Until a reload succeeds: the file on disk is not what runs, and the
@@ -726,9 +747,25 @@ fn reload(shared: &Shared, path: &Path) {
                 error = %e,
                 "configuration reload failed; keeping the running configuration"
             );
+            // `systemctl reload` succeeds all the same (its `kill -HUP` did):
+            // `systemctl status` is where the person who ran it looks next.
+            let status = reload_failed_status(&e.to_string());
+            notify(&[
+                sd_notify::NotifyState::Status(&status),
+                sd_notify::NotifyState::Ready,
+            ]);
         }
     }
-    notify(&[sd_notify::NotifyState::Ready]);
+}
+
+/// The `STATUS=` of a failed reload (`error`): on one line, as the notification
+/// protocol takes one assignment a line.
+fn reload_failed_status(error: &str) -> String {
+    let error = error.split_whitespace().collect::<Vec<_>>().join(" ");
+    format!(
+        "configuration reload failed, the configuration loaded before still runs \
+         (seatwarden_config_reload_failed is 1 until a reload succeeds): {error}"
+    )
 }
 
 /// What a reload keeps as started, of the keys that changed (`running` and
@@ -1028,8 +1065,22 @@ async fn reconcile_job(
         retention_as_of: retention_as_of(shared, config.delete_after()),
         ..run::RunOptions::default()
     };
-    let outcome = run::execute_until_stopped(&config, store, Mode::Reconcile, options).await?;
-    let summary = &outcome.report.summary;
+    // The client is the job's, not the run's: the retries a failed run made (a
+    // workspace that is down, answering 503) are counted too. They are the ones an
+    // alert on `rate(seatwarden_retries_total)` is there for.
+    let client = ScimClient::new(config.scim_settings()?)?;
+    let directory = run::directory_from_config(&config);
+    let result = run::execute_with_options(
+        &config,
+        &directory,
+        &client,
+        store,
+        Mode::Reconcile,
+        options,
+    )
+    .await;
+    metrics::counter!("seatwarden_retries_total").increment(client.stats().retries);
+    let outcome = result?;
     metrics::histogram!("seatwarden_run_duration_seconds")
         .record((outcome.report.finished_at - outcome.report.started_at).as_seconds_f64());
     // A rejected directory plans nothing: its zeros would clear every drift alert
@@ -1037,23 +1088,9 @@ async fn reconcile_job(
     // The drift left after the run, not the drift it found and fixed: an alert on
     // stale access must clear once the leaver's deactivation is verified.
     if outcome.report.safety.source_fault.is_none() {
-        for (kind, count) in
-            crate::report::count_by_kind_of(&crate::report::unfixed_drift(&outcome.report))
-        {
-            metrics::gauge!("seatwarden_drift_items", "kind" => kind.as_str()).set(count as f64);
-        }
+        drift_gauges(&outcome.report);
     }
-    // The last reconcile's safety findings, 1 or 0, to alert on (the circuit
-    // breaker has its own gauge).
-    let safety = &outcome.report.safety;
-    for (finding, found) in [
-        ("source_fault", safety.source_fault.is_some()),
-        ("workspace_listing_short", safety.workspace_listing_short),
-        ("allow_over_threshold", safety.allow_over_threshold),
-    ] {
-        metrics::gauge!("seatwarden_safety_finding", "finding" => finding)
-            .set(f64::from(u8::from(found)));
-    }
+    safety_gauges(&outcome.report);
     for action in &outcome.report.actions {
         metrics::counter!(
             "seatwarden_actions_total",
@@ -1062,7 +1099,6 @@ async fn reconcile_job(
         )
         .increment(1);
     }
-    metrics::counter!("seatwarden_retries_total").increment(summary.retries);
     // Leavers the sweep did not reach first (blocked behind this run, or only
     // matched by it) are the slow ones: without them the histogram flatters.
     for latency in &outcome.deprovision_latencies {
@@ -1082,6 +1118,58 @@ async fn reconcile_job(
         tracing::warn!(error = %e, "cannot prune old snapshots; the daily prune tries again");
     }
     Ok(())
+}
+
+/// `seatwarden_drift_items`: the drift `report`'s reconcile left.
+fn drift_gauges(report: &crate::report::Report) {
+    for (kind, count) in crate::report::count_by_kind_of(&crate::report::unfixed_drift(report)) {
+        metrics::gauge!("seatwarden_drift_items", "kind" => kind.as_str()).set(count as f64);
+    }
+}
+
+/// `seatwarden_safety_finding`: the reconcile's safety findings, 1 or 0, to alert
+/// on (the circuit breaker has its own gauge).
+fn safety_gauges(report: &crate::report::Report) {
+    let safety = &report.safety;
+    for (finding, found) in [
+        ("source_fault", safety.source_fault.is_some()),
+        ("workspace_listing_short", safety.workspace_listing_short),
+        ("allow_over_threshold", safety.allow_over_threshold),
+    ] {
+        metrics::gauge!("seatwarden_safety_finding", "finding" => finding)
+            .set(f64::from(u8::from(found)));
+    }
+}
+
+/// The reconcile gauges as the last reconciles stored them, at start: absent
+/// until the next reconcile ends (up to an interval after a restart), they
+/// resolved every alert on them at each restart, which fired again later.
+fn restore_reconcile_gauges(db: &Store) {
+    let report = |trusted| match db.latest_reconcile_report(trusted) {
+        Ok(Some(json)) => match serde_json::from_str::<crate::report::Report>(&json) {
+            Ok(report) => Some(report),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the latest reconcile's report; its gauges wait for the next reconcile");
+                None
+            }
+        },
+        Ok(None) => None,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read the latest reconcile's report; its gauges wait for the next reconcile");
+            None
+        }
+    };
+    if let Some(report) = report(false) {
+        safety_gauges(&report);
+        // The newest is the trusted one unless it rejected its directory.
+        if report.safety.source_fault.is_none() {
+            drift_gauges(&report);
+            return;
+        }
+    }
+    if let Some(report) = report(true) {
+        drift_gauges(&report);
+    }
 }
 
 /// How far a sweep or retry pass got with the workspace.
@@ -1887,5 +1975,47 @@ mod tests {
             restart_only_changes((db, listen), (moved, other)).as_deref(),
             Some("state.path and http.listen changed: the changes take effect at the next restart")
         );
+    }
+
+    /// A state database (or its lock file) on a file system that is read-only
+    /// to seatwarden, as everything but /var/lib/seatwarden is under the
+    /// shipped unit's `ProtectSystem=strict`: the error says so and what to do,
+    /// where "Read-only file system (os error 30)" alone named neither.
+    #[test]
+    fn a_read_only_state_folder_names_the_sandbox_and_the_way_out() {
+        let read_only = || std::io::Error::from_raw_os_error(30);
+        let path = PathBuf::from("/srv/seatwarden/state.db.lock");
+        let errors = [
+            DaemonError::LockFile {
+                path: path.clone(),
+                source: read_only(),
+            }
+            .to_string(),
+            StoreError::LockFile {
+                path: path.clone(),
+                source: read_only(),
+            }
+            .to_string(),
+            StoreError::Create {
+                path: PathBuf::from("/srv/seatwarden/state.db"),
+                source: read_only(),
+            }
+            .to_string(),
+        ];
+        for error in errors {
+            assert!(
+                error.contains("ProtectSystem=strict")
+                    && error.contains("/var/lib/seatwarden")
+                    && error.contains("ReadWritePaths="),
+                "{error}"
+            );
+        }
+        // Other failures keep their own words.
+        let denied = DaemonError::LockFile {
+            path,
+            source: std::io::Error::from_raw_os_error(13),
+        }
+        .to_string();
+        assert!(!denied.contains("ProtectSystem"), "{denied}");
     }
 }

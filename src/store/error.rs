@@ -9,7 +9,8 @@ use rusqlite::ErrorCode;
 use super::{ActionState, RunId, RunStatus};
 
 /// What to do when the database file could not be created: its folder is
-/// missing, or its user may not write there.
+/// missing, its user may not write there, or the file system is read-only to
+/// seatwarden ([`read_only_hint`]).
 fn create_hint(error: &std::io::Error) -> &'static str {
     match error.kind() {
         std::io::ErrorKind::NotFound => {
@@ -20,6 +21,23 @@ fn create_hint(error: &std::io::Error) -> &'static str {
         std::io::ErrorKind::PermissionDenied => {
             "; the user seatwarden runs as may not write to its folder: give it the folder \
              (chown), or point state.path elsewhere"
+        }
+        _ => read_only_hint(error),
+    }
+}
+
+/// What to do when the state database or a lock file next to it cannot be
+/// written because the file system is read-only there: the shipped unit's
+/// `ProtectSystem=strict` makes everything but its StateDirectory read-only, as
+/// `docker run --read-only` does all but the volume, and "Read-only file system"
+/// alone names neither. Empty for any other error.
+pub fn read_only_hint(error: &std::io::Error) -> &'static str {
+    match error.kind() {
+        std::io::ErrorKind::ReadOnlyFilesystem => {
+            "; the file system is read-only there, as seatwarden sees it: under the \
+             systemd unit (ProtectSystem=strict) only /var/lib/seatwarden (its \
+             StateDirectory) is writable, in a container only the volume: keep state.path \
+             there, or make the folder writable (ReadWritePaths= in a drop-in)"
         }
         _ => "",
     }
@@ -124,7 +142,7 @@ pub enum StoreError {
 
     /// A lock file next to the database (the writer's or the daemon's) could not
     /// be opened or locked.
-    #[error("the lock file {path}: {source}")]
+    #[error("the lock file {path}: {source}{}", read_only_hint(source))]
     LockFile {
         path: PathBuf,
         #[source]

@@ -53,7 +53,7 @@ use crate::model::{Action, LinkMethod, NewLink};
 use codec::{Ts, ts};
 pub use daemon::{JobRecord, OutboxBacklog, Pruned};
 use error::Context;
-pub use error::StoreError;
+pub use error::{StoreError, read_only_hint};
 pub use outbox::{
     AlertRecord, AlertRecordState, AlertsSeen, NewMessage, OutboxEntry, OutboxId, OutboxKind,
     OutboxState,
@@ -854,6 +854,21 @@ impl Store {
             .and_then(|mut stmt| stmt.execute(params![run, report_json]))
             .context(|| format!("saving the report of run {run} in reports"))?;
         Ok(())
+    }
+
+    /// The report of the newest reconcile that succeeded, or, `trusted`, of the
+    /// newest such one that rejected no directory (no `safety.source_fault`): what
+    /// the daemon's reconcile gauges showed before a restart.
+    pub fn latest_reconcile_report(&self, trusted: bool) -> Result<Option<String>, StoreError> {
+        self.conn
+            .prepare_cached(
+                "SELECT reports.json FROM reports JOIN runs ON runs.id = reports.run_id
+                 WHERE runs.kind = 'reconcile' AND runs.status = 'succeeded'
+                   AND (NOT ?1 OR json_extract(reports.json, '$.safety.source_fault') IS NULL)
+                 ORDER BY reports.run_id DESC LIMIT 1",
+            )
+            .and_then(|mut stmt| stmt.query_row([trusted], |row| row.get(0)).optional())
+            .context(|| "reading the latest reconcile's report from reports".to_owned())
     }
 
     pub fn report(&self, run: RunId) -> Result<Option<String>, StoreError> {

@@ -2559,3 +2559,33 @@ fn remembered_disputes_are_replaced_whole() {
     assert!(!store.remembers_disputed("p1").unwrap());
     assert!(store.remembers_disputed("p2").unwrap());
 }
+
+/// The report the daemon restores its reconcile gauges from: the newest
+/// succeeded reconcile's, and for the drift the newest of those that rejected
+/// no directory; a failed or stopped reconcile's report, and a sweep's, are not.
+#[test]
+fn the_latest_reconcile_report_skips_what_set_no_gauge() {
+    let mut store = Store::open_in_memory().unwrap();
+    assert_eq!(store.latest_reconcile_report(false).unwrap(), None);
+    let mut run = |kind, status, json: &str| {
+        let run = store.begin_run(kind, t(0)).unwrap();
+        store.save_report(run, json).unwrap();
+        store.finish_run(run, t(1), status, None).unwrap();
+    };
+    run(RunKind::Reconcile, RunStatus::Succeeded, r#"{"n": 1}"#);
+    run(
+        RunKind::Reconcile,
+        RunStatus::Succeeded,
+        r#"{"n": 2, "safety": {"source_fault": {"reason": "shrank"}}}"#,
+    );
+    run(RunKind::Reconcile, RunStatus::Failed, r#"{"n": 3}"#);
+    run(RunKind::Reconcile, RunStatus::Stopped, r#"{"n": 4}"#);
+    run(RunKind::Sweep, RunStatus::Succeeded, r#"{"n": 5}"#);
+    run(RunKind::DryRun, RunStatus::Succeeded, r#"{"n": 6}"#);
+    let n = |trusted| {
+        let json = store.latest_reconcile_report(trusted).unwrap().unwrap();
+        serde_json::from_str::<serde_json::Value>(&json).unwrap()["n"].clone()
+    };
+    assert_eq!(n(false), json!(2));
+    assert_eq!(n(true), json!(1));
+}
