@@ -26,7 +26,7 @@ use std::collections::{HashMap, HashSet};
 use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use futures::StreamExt;
 use governor::clock::DefaultClock;
@@ -758,11 +758,7 @@ impl ScimClient {
             .await
             .map_err(|e| transport_error(endpoint, &e))?;
         let status = response.status().as_u16();
-        let retry_after = response
-            .headers()
-            .get(reqwest::header::RETRY_AFTER)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| crate::retry::parse_retry_after(v, SystemTime::now()));
+        let retry_after = crate::http::retry_after(response.headers());
         let etag = response
             .headers()
             .get(reqwest::header::ETAG)
