@@ -4,7 +4,12 @@
 
 use std::time::{Duration, SystemTime};
 
+use seatwarden::directory::{Directory, OktaAuth, OktaSource, Secret};
 use seatwarden::retry::RetryPolicy;
+use seatwarden::run::{self, Mode};
+use seatwarden::sandbox::{Sandbox, SandboxOptions};
+use seatwarden::store::Store;
+use seatwarden::synth::{self, SynthSpec};
 use seatwarden::workspace::{RoleAttribute, ScimClient, ScimSettings};
 use serde_json::json;
 use wiremock::matchers::{method, path};
@@ -78,4 +83,180 @@ async fn a_retry_after_date_counts_from_the_servers_clock_not_ours() {
     assert!(waited >= Duration::from_millis(1900), "{waited:?}");
     assert!(waited < Duration::from_secs(8), "{waited:?}");
     assert_eq!(client.stats().retries, 1);
+}
+
+/// Okta's documented 429 (`E0000047`), its window reset a second ago so that the
+/// retry need not wait.
+fn okta_rate_limited() -> ResponseTemplate {
+    let reset = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        - 1;
+    ResponseTemplate::new(429)
+        .insert_header("x-rate-limit-limit", "600")
+        .insert_header("x-rate-limit-remaining", "0")
+        .insert_header("x-rate-limit-reset", reset.to_string().as_str())
+        .set_body_json(json!({
+            "errorCode": "E0000047",
+            "errorSummary": "API call exceeded rate limit due to too many requests.",
+            "errorLink": "E0000047",
+            "errorId": "oae-s41",
+            "errorCauses": []
+        }))
+}
+
+/// A run whose Okta read was throttled twice reports those two retries: the
+/// report's `retries` counted the workspace client's alone, and said 0 of a run
+/// that spent its time waiting on the directory.
+#[tokio::test]
+async fn the_report_counts_the_directorys_retries() {
+    let data = synth::generate(&SynthSpec {
+        people: 30,
+        groups: 2,
+        drift_percent: 10.0,
+        seed: 41,
+    });
+    let okta = MockServer::start().await;
+    Mock::given(method("GET"))
+        .and(path("/api/v1/groups"))
+        .respond_with(okta_rate_limited())
+        .up_to_n_times(2)
+        .with_priority(1)
+        .mount(&okta)
+        .await;
+    crate::connectors::okta_org(&data, 25).mount(&okta).await;
+    let mut settings = crate::okta::settings(
+        &okta,
+        OktaAuth::Ssws(Secret::Inline("s41-okta-token".to_owned().into())),
+    );
+    settings.other_groups = data.group_names.clone();
+    let directory = Directory::Okta(OktaSource::new(settings));
+
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let sandbox = Sandbox::start(
+        listener,
+        SandboxOptions {
+            token: "s41-scim-token".to_owned(),
+            ..SandboxOptions::default()
+        },
+        data.workspace.clone(),
+    )
+    .await
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let config = crate::fixtures::synth_config(
+        dir.path(),
+        &data,
+        sandbox.base_url().as_ref(),
+        "s41-scim-token",
+        4,
+    );
+    let client = ScimClient::new(config.scim_settings().unwrap()).unwrap();
+    let outcome = run::execute_with(
+        &config,
+        &directory,
+        &client,
+        Store::open(&config.state.path).unwrap(),
+        Mode::Plan,
+    )
+    .await
+    .unwrap();
+    assert_eq!(client.stats().retries, 0);
+    assert_eq!(outcome.report.summary.retries, 2);
+    sandbox.shutdown().await;
+}
+
+/// A SCIM directory read through a `/Groups` answered 503 once counts the retry
+/// it made: its client is the read's own, dropped with its counts.
+#[tokio::test]
+async fn a_scim_directory_counts_the_retries_of_its_reads() {
+    let idp = MockServer::start().await;
+    let list = |resources: serde_json::Value| {
+        let n = resources.as_array().map_or(0, Vec::len);
+        ResponseTemplate::new(200).set_body_json(json!({
+            "schemas": ["urn:ietf:params:scim:api:messages:2.0:ListResponse"],
+            "totalResults": n, "startIndex": 1, "itemsPerPage": n, "Resources": resources,
+        }))
+    };
+    Mock::given(method("GET"))
+        .and(path("/scim/v2/Users"))
+        .respond_with(list(json!([{"id": "p1", "userName": "ada@example.com"}])))
+        .mount(&idp)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/scim/v2/Groups"))
+        .respond_with(scim_error(503, "busy"))
+        .up_to_n_times(1)
+        .with_priority(1)
+        .mount(&idp)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/scim/v2/Groups"))
+        .respond_with(list(json!([
+            {"id": "g1", "displayName": "Taskade Users", "members": [{"value": "p1"}]}
+        ])))
+        .mount(&idp)
+        .await;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("seatwarden.toml"),
+        format!(
+            "[directory]\nkind = \"scim\"\nurl = \"{}/scim/v2\"\ntoken = \"idp-token\"\n\
+             requests_per_second = 0\n\n\
+             [workspace]\nurl = \"http://127.0.0.1:9/scim/v2\"\ntoken = \"t0ken\"\n\n\
+             [policy]\nscope_groups = [\"Taskade Users\"]\n",
+            idp.uri()
+        ),
+    )
+    .unwrap();
+    let config = seatwarden::config::Config::load_with_env(
+        &dir.path().join("seatwarden.toml"),
+        Some(Default::default()),
+    )
+    .unwrap();
+    let directory = config.directory();
+    assert_eq!(directory.retries(), 0);
+    let snapshot = directory.snapshot().await.unwrap();
+    assert_eq!(snapshot.identities.len(), 1);
+    assert_eq!(directory.retries(), 1);
+}
+
+/// An LDAP server that refuses the connection is retried, and the retries are
+/// counted like an HTTP connector's.
+#[tokio::test]
+async fn an_ldap_directory_counts_its_retries() {
+    // A port nothing listens on any more.
+    let port = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.local_addr().unwrap().port()
+    };
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("seatwarden.toml"),
+        format!(
+            "[directory]\nkind = \"ldap\"\nurl = \"ldap://127.0.0.1:{port}\"\n\
+             bind_dn = \"cn=seatwarden,dc=example,dc=com\"\nbind_password = \"pw\"\n\
+             base_dn = \"dc=example,dc=com\"\n\n\
+             [workspace]\nurl = \"http://127.0.0.1:9/scim/v2\"\ntoken = \"t0ken\"\n"
+        ),
+    )
+    .unwrap();
+    let config = seatwarden::config::Config::load_with_env(
+        &dir.path().join("seatwarden.toml"),
+        Some(Default::default()),
+    )
+    .unwrap();
+    let Directory::Ldap(source) = config.directory() else {
+        panic!("not LDAP");
+    };
+    let directory = Directory::Ldap(seatwarden::directory::LdapSource::new(
+        seatwarden::directory::LdapSettings {
+            retry: RetryPolicy::immediate(2),
+            ..source.settings().clone()
+        },
+    ));
+    let refused = directory.snapshot().await.unwrap_err();
+    assert!(refused.is_transient(), "{refused}");
+    assert_eq!(directory.retries(), 2);
 }
