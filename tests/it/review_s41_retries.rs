@@ -260,3 +260,60 @@ async fn an_ldap_directory_counts_its_retries() {
     assert!(refused.is_transient(), "{refused}");
     assert_eq!(directory.retries(), 2);
 }
+
+/// A server that sends its headers at once and then its body a byte at a time,
+/// never finishing: the per-request timeout covers the body too, so a read gives
+/// up after `timeout` per attempt instead of hanging the run.
+#[tokio::test]
+async fn a_body_that_never_ends_times_out_like_no_answer() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    let accepting = tokio::spawn(async move {
+        loop {
+            let Ok((mut socket, _)) = listener.accept().await else {
+                return;
+            };
+            tokio::spawn(async move {
+                let mut request = [0u8; 4096];
+                let _ = socket.read(&mut request).await;
+                let head = "HTTP/1.1 200 OK\r\ncontent-type: application/scim+json\r\n\
+                            content-length: 100000\r\n\r\n{";
+                if socket.write_all(head.as_bytes()).await.is_err() {
+                    return;
+                }
+                loop {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    if socket.write_all(b" ").await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    let client = ScimClient::new(ScimSettings {
+        base_url: format!("http://{address}/scim/v2").parse().unwrap(),
+        token: "t0ken".to_owned().into(),
+        role_attribute: RoleAttribute::Roles,
+        page_size: 100,
+        pagination: seatwarden::workspace::Pagination::Auto,
+        max_concurrency: 2,
+        requests_per_second: 0,
+        timeout: Duration::from_millis(700),
+        retry: RetryPolicy::immediate(1),
+        managed_groups: Vec::new(),
+        group_members: seatwarden::workspace::GroupMembers::Listed,
+        ca_pem: None,
+    })
+    .unwrap();
+    let started = std::time::Instant::now();
+    let error = tokio::time::timeout(Duration::from_secs(20), client.get_account("u1"))
+        .await
+        .expect("a dripping body hung the read")
+        .unwrap_err();
+    let took = started.elapsed();
+    assert!(error.to_string().contains("timed out"), "{error}");
+    assert!(took < Duration::from_secs(5), "{took:?}");
+    assert_eq!(client.stats().retries, 1);
+    accepting.abort();
+}
