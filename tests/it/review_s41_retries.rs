@@ -317,3 +317,42 @@ async fn a_body_that_never_ends_times_out_like_no_answer() {
     assert_eq!(client.stats().retries, 1);
     accepting.abort();
 }
+
+/// Graph throttling with `Retry-After` as an HTTP-date from a server whose clock
+/// is an hour behind this host's: the directory connectors count the date from
+/// the answer's `Date` too, and wait the two seconds asked.
+#[tokio::test]
+async fn a_graph_retry_after_date_counts_from_the_servers_clock() {
+    let server = MockServer::start().await;
+    let server_now = SystemTime::now() - Duration::from_secs(3600);
+    Mock::given(method("GET"))
+        .and(path("/v1.0/users"))
+        .respond_with(
+            ResponseTemplate::new(429)
+                .insert_header("date", httpdate::fmt_http_date(server_now).as_str())
+                .insert_header(
+                    "retry-after",
+                    httpdate::fmt_http_date(server_now + Duration::from_secs(2)).as_str(),
+                )
+                .set_body_json(json!({"error": {
+                    "code": "TooManyRequests", "message": "Too many requests."
+                }})),
+        )
+        .up_to_n_times(1)
+        .with_priority(1)
+        .mount(&server)
+        .await;
+    crate::entra::small_tenant().mount(&server).await;
+    let mut settings = crate::entra::settings(&server, crate::entra::secret());
+    settings.retry = RetryPolicy {
+        max_retry_after: Duration::from_secs(10),
+        ..RetryPolicy::immediate(3)
+    };
+    let source = seatwarden::directory::EntraSource::new(settings);
+    let started = std::time::Instant::now();
+    source.snapshot().await.unwrap();
+    let waited = started.elapsed();
+    assert!(waited >= Duration::from_millis(1900), "{waited:?}");
+    assert!(waited < Duration::from_secs(8), "{waited:?}");
+    assert_eq!(source.stats().retries, 1);
+}
