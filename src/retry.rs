@@ -225,9 +225,12 @@ where
     Fut: Future<Output = Result<T, E>>,
     E: Transient,
 {
+    // backon caps only the delays after the first: a `min_delay` above `max_delay`
+    // (`workspace.retry_delay = "5m"`) made the first wait up to twice that, past
+    // the "at most 30 s" a retry waits and the longest wait the log announces.
     let mut delays = ExponentialBuilder::default()
         .with_jitter()
-        .with_min_delay(policy.min_delay)
+        .with_min_delay(policy.min_delay.min(policy.max_delay))
         .with_max_delay(policy.max_delay)
         .with_max_times(policy.max_retries)
         .build();
@@ -556,6 +559,40 @@ mod tests {
         assert_eq!(delays.len(), 3);
         assert!(
             delays.iter().all(|d| *d >= Duration::from_millis(200)),
+            "{delays:?}"
+        );
+    }
+
+    /// A first delay configured above `max_delay` is cut to it like every later
+    /// one, so no wait is longer than the policy's longest (jitter included), and
+    /// the total stays within `longest_backoff`.
+    #[tokio::test(start_paused = true)]
+    async fn a_first_delay_above_the_longest_is_cut_to_it() {
+        let policy = RetryPolicy {
+            max_retries: 3,
+            min_delay: Duration::from_secs(300),
+            max_delay: Duration::from_secs(30),
+            max_retry_after: Duration::from_secs(120),
+        };
+        let mut delays = Vec::new();
+        let _: Result<(), Failure> = retry(
+            policy,
+            || async {
+                Err(Failure {
+                    transient: true,
+                    retry_after: None,
+                })
+            },
+            |_, d| delays.push(d),
+        )
+        .await;
+        assert_eq!(delays.len(), 3);
+        assert!(
+            delays.iter().all(|d| *d <= Duration::from_secs(60)),
+            "{delays:?}"
+        );
+        assert!(
+            delays.iter().sum::<Duration>() <= policy.longest_backoff(),
             "{delays:?}"
         );
     }
