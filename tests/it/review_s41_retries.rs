@@ -356,3 +356,28 @@ async fn a_graph_retry_after_date_counts_from_the_servers_clock() {
     assert!(waited < Duration::from_secs(8), "{waited:?}");
     assert_eq!(source.stats().retries, 1);
 }
+
+/// A `/ServiceProviderConfig` answered 429 (or 408) past the retries is the
+/// provider pacing us, not a provider without the endpoint: the discovery fails,
+/// as for a 503. Taken as "no ServiceProviderConfig", the run went on with
+/// defaults (its PUTs without `If-Match` on a provider with ETags) to spend the
+/// retries again on `/Users`. A 500 stays tolerated (a path some providers do
+/// not serve).
+#[tokio::test]
+async fn discovery_fails_on_a_throttle_that_outlasts_the_retries() {
+    for (status, fails) in [(429, true), (408, true), (500, false)] {
+        let server = MockServer::start().await;
+        Mock::given(method("GET"))
+            .and(path("/scim/v2/ServiceProviderConfig"))
+            .respond_with(scim_error(status, "slow down").insert_header("retry-after", "0"))
+            .mount(&server)
+            .await;
+        let client = client_with(&server, RetryPolicy::immediate(2));
+        let discovered = client.discover().await;
+        assert_eq!(discovered.is_err(), fails, "{status}: {discovered:?}");
+        if let Err(e) = discovered {
+            assert_eq!(e.status(), Some(status), "{e}");
+        }
+        assert_eq!(client.stats().retries, 2, "{status}");
+    }
+}
