@@ -381,3 +381,106 @@ async fn discovery_fails_on_a_throttle_that_outlasts_the_retries() {
         assert_eq!(client.stats().retries, 2, "{status}");
     }
 }
+
+/// The value of `name` (a whole series name) in Prometheus text.
+fn metric(metrics: &str, name: &str) -> Option<f64> {
+    metrics
+        .lines()
+        .find(|l| l.starts_with(name) && l[name.len()..].starts_with(' '))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
+
+/// `GET /metrics` from a daemon on `port`; empty while it does not listen.
+fn scrape(port: u16) -> String {
+    use std::io::{Read, Write};
+    let Ok(mut stream) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+        return String::new();
+    };
+    let request = "GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n";
+    if stream.write_all(request.as_bytes()).is_err() {
+        return String::new();
+    }
+    let mut answer = String::new();
+    let _ = stream.read_to_string(&mut answer);
+    answer
+}
+
+/// A daemon whose SCIM directory answers 503 to everything: its first reconcile
+/// and its first sweep each fail after the directory read's six retries, and
+/// `seatwarden_retries_total` counts all twelve. It counted a reconcile's retries
+/// only from the report of one that succeeded, and a sweep's only when the pass
+/// did (and then the workspace's alone): 0 for a directory down or throttled
+/// until the jobs gave up, which is when the counter matters.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_retry_metric_counts_the_retries_of_jobs_that_failed() {
+    let idp = MockServer::start().await;
+    Mock::given(wiremock::matchers::any())
+        .respond_with(scim_error(503, "down for maintenance"))
+        .mount(&idp)
+        .await;
+    let workspace = crate::fixtures::sandbox(
+        "s41-daemon-token",
+        seatwarden::model::WorkspaceSnapshot::default(),
+    )
+    .await;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("seatwarden.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[directory]\nkind = \"scim\"\nurl = \"{}/scim/v2\"\ntoken = \"idp-token\"\n\
+             requests_per_second = 0\n\n\
+             [workspace]\nurl = \"{}\"\ntoken = \"s41-daemon-token\"\n\n\
+             [policy]\nscope_groups = [\"Taskade Users\"]\n\n\
+             [state]\npath = \"state.db\"\n\n\
+             [schedule]\nreconcile = \"0 0 1 1 *\"\nsweep = \"0 0 1 1 *\"\n\n\
+             [http]\nlisten = \"127.0.0.1:{port}\"\n",
+            idp.uri(),
+            workspace.base_url()
+        ),
+    )
+    .unwrap();
+    let mut daemon = std::process::Command::new(env!("CARGO_BIN_EXE_seatwarden"))
+        .args(["--config", config.to_str().unwrap(), "daemon"])
+        .env("RUST_LOG", "error")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let failed = |metrics: &str, job: &str| {
+        metric(
+            metrics,
+            &format!("seatwarden_job_runs_total{{job=\"{job}\",status=\"failed\"}}"),
+        )
+        .unwrap_or(0.0)
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(150);
+    let metrics = loop {
+        let metrics = scrape(port);
+        if failed(&metrics, "reconcile") >= 1.0 && failed(&metrics, "sweep") >= 1.0 {
+            break metrics;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = daemon.kill();
+            panic!("the reconcile and the sweep did not both fail: {metrics}");
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    let _ = daemon.kill();
+    let _ = daemon.wait();
+    // Each job's directory read: one request and its six retries, then given up.
+    let asked = idp.received_requests().await.unwrap().len();
+    assert_eq!(asked, 14, "{metrics}");
+    assert_eq!(
+        metric(&metrics, "seatwarden_retries_total"),
+        Some(12.0),
+        "{metrics}"
+    );
+    workspace.shutdown().await;
+}
