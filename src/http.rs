@@ -341,6 +341,28 @@ pub fn status_is_transient(status: u16) -> bool {
     matches!(status, 408 | 429) || (status >= 500 && status != 501)
 }
 
+/// An answer's `Retry-After` as a delay: delay-seconds, or an HTTP-date measured
+/// against the answer's own `Date` (RFC 9110 §6.6.1) when it has one, as both
+/// come from the server's clock; this host's clock only without a `Date`. Taken
+/// against this host's clock, a date 60 s ahead of a server whose clock is
+/// behind ours read as already past, and the retries came at the backoff's
+/// pace, a few seconds for all of them, into the throttle; one ahead of ours
+/// read as far longer than asked. `Date` has one-second resolution and is set
+/// before the answer is read, which can only lengthen the wait.
+pub fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
+    let value = headers.get(reqwest::header::RETRY_AFTER)?.to_str().ok()?;
+    crate::retry::parse_retry_after(value, server_time(headers))
+}
+
+/// When the server dated an answer (its `Date` header), else this host's now.
+pub fn server_time(headers: &reqwest::header::HeaderMap) -> std::time::SystemTime {
+    headers
+        .get(reqwest::header::DATE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| httpdate::parse_http_date(v).ok())
+        .unwrap_or_else(std::time::SystemTime::now)
+}
+
 /// How [`describe_failure`] begins a request that got no connection, or no
 /// answer in time (the callers that tell the operator to check the URL match it).
 pub(crate) const CONNECTION_FAILED: &str = "connection failed";
@@ -734,6 +756,47 @@ mod tests {
         for status in [400, 401, 403, 404, 409, 501] {
             assert!(!status_is_transient(status), "{status}");
         }
+    }
+
+    /// A `Retry-After` date is measured against the answer's `Date`, both the
+    /// server's clock: a server an hour behind this host (or this host an hour
+    /// ahead) asking for 60 s gets 60 s, not an immediate retry; one an hour
+    /// ahead, 60 s and not the cap. Without a `Date`, against this host's clock.
+    #[test]
+    fn a_retry_after_date_is_measured_against_the_answers_date() {
+        use reqwest::header::{DATE, HeaderMap, HeaderValue, RETRY_AFTER};
+        let answer = |dated: std::time::SystemTime, retry_at: std::time::SystemTime| {
+            let mut headers = HeaderMap::new();
+            let date = httpdate::fmt_http_date(dated);
+            let retry_at = httpdate::fmt_http_date(retry_at);
+            headers.insert(DATE, HeaderValue::from_str(&date).unwrap());
+            headers.insert(RETRY_AFTER, HeaderValue::from_str(&retry_at).unwrap());
+            headers
+        };
+        let hour = Duration::from_secs(3600);
+        let minute = Duration::from_secs(60);
+        let now = std::time::SystemTime::now();
+        for server_now in [now - hour, now + hour] {
+            let asked = retry_after(&answer(server_now, server_now + minute));
+            assert_eq!(
+                asked,
+                Some(minute),
+                "{:?}",
+                httpdate::fmt_http_date(server_now)
+            );
+        }
+        // Seconds need no clock.
+        let mut headers = answer(now - hour, now);
+        headers.insert(RETRY_AFTER, HeaderValue::from_static("7"));
+        assert_eq!(retry_after(&headers), Some(Duration::from_secs(7)));
+        // No `Date`: this host's clock.
+        headers.remove(DATE);
+        headers.insert(
+            RETRY_AFTER,
+            HeaderValue::from_str(&httpdate::fmt_http_date(now - minute)).unwrap(),
+        );
+        assert_eq!(retry_after(&headers), Some(Duration::ZERO));
+        assert_eq!(retry_after(&HeaderMap::new()), None);
     }
 
     #[test]

@@ -3,7 +3,9 @@
 //! than the server asked with `Retry-After`.
 //!
 //! Retrying is never silent: [`RetryLog`] logs the first failure of a request at
-//! warn with its endpoint, its error and how long the retries may wait, later
+//! warn with its endpoint, its error and how long the retries may wait (or the
+//! wait the server's `Retry-After` sets, and that it was cut to
+//! [`RetryPolicy::max_retry_after`] when it asked for more), later
 //! ones at debug, and a request that runs out of retries at warn. Against a
 //! workspace that is down or a wrong port, the operator sees at once what the
 //! next 20 s are spent on. The callers log from their `on_retry` closures and
@@ -94,16 +96,20 @@ pub struct RetryLog {
 impl RetryLog {
     /// A transient failure of the request to `endpoint` that will be retried in
     /// `delay`.
-    pub fn retrying(
+    pub fn retrying<E: Transient + Display>(
         &mut self,
         endpoint: &str,
         policy: &RetryPolicy,
-        error: &dyn Display,
+        error: &E,
         delay: Duration,
     ) {
         self.retries += 1;
         if self.retries == 1 {
-            tracing::warn!(endpoint, "{}", first_failure_message(policy, error));
+            tracing::warn!(
+                endpoint,
+                "{}",
+                first_failure_message(policy, error, delay, error.retry_after())
+            );
         } else {
             tracing::debug!(
                 endpoint,
@@ -134,14 +140,48 @@ impl RetryLog {
 }
 
 // The callers' errors name their endpoint ("GET /Users: …"); the `endpoint` field
-// carries it for log searches.
-fn first_failure_message(policy: &RetryPolicy, error: &dyn Display) -> String {
-    // Rounded up: "at most 0 s" would read as no wait at all.
-    let longest = policy.longest_backoff().as_secs_f64().ceil();
-    format!(
-        "{error}; retrying up to {} times, waiting at most {longest:.0} s in all",
-        policy.max_retries
-    )
+// carries it for log searches. A `Retry-After` that sets the wait (`asked`, as the
+// server sent it) is said instead of the backoff's total, which it may stretch to
+// minutes: "at most 26 s in all" over a 60 s wait sent the operator looking for a
+// hang; and one past `max_retry_after` is said to be cut short.
+fn first_failure_message(
+    policy: &RetryPolicy,
+    error: &dyn Display,
+    delay: Duration,
+    asked: Option<Duration>,
+) -> String {
+    let retries = policy.max_retries;
+    match asked {
+        Some(asked) if asked.min(policy.max_retry_after) >= delay => {
+            let first = seconds(delay);
+            if asked > policy.max_retry_after {
+                format!(
+                    "{error}; retrying up to {retries} times, the first in {first} s: the \
+                     server asked for {} s (Retry-After), longer than the {} s seatwarden \
+                     waits for it",
+                    seconds(asked),
+                    seconds(policy.max_retry_after)
+                )
+            } else {
+                format!(
+                    "{error}; retrying up to {retries} times, the first in {first} s as the \
+                     server asked (Retry-After)"
+                )
+            }
+        }
+        _ => {
+            // Rounded up: "at most 0 s" would read as no wait at all.
+            let longest = policy.longest_backoff().as_secs_f64().ceil();
+            format!(
+                "{error}; retrying up to {retries} times, waiting at most {longest:.0} s in all"
+            )
+        }
+    }
+}
+
+/// Whole seconds, rounded up ("0 s" would read as no wait).
+fn seconds(delay: Duration) -> u64 {
+    delay.as_secs() + u64::from(delay.subsec_nanos() > 0)
 }
 
 fn given_up_message(retries: usize, error: &dyn Display) -> String {
@@ -185,9 +225,12 @@ where
     Fut: Future<Output = Result<T, E>>,
     E: Transient,
 {
+    // backon caps only the delays after the first: a `min_delay` above `max_delay`
+    // (`workspace.retry_delay = "5m"`) made the first wait up to twice that, past
+    // the "at most 30 s" a retry waits and the longest wait the log announces.
     let mut delays = ExponentialBuilder::default()
         .with_jitter()
-        .with_min_delay(policy.min_delay)
+        .with_min_delay(policy.min_delay.min(policy.max_delay))
         .with_max_delay(policy.max_delay)
         .with_max_times(policy.max_retries)
         .build();
@@ -306,7 +349,12 @@ mod tests {
     fn the_retry_messages_name_the_endpoint_the_error_and_the_longest_wait() {
         let refused = "GET /Users: error sending request: connection refused";
         assert_eq!(
-            first_failure_message(&RetryPolicy::default(), &refused),
+            first_failure_message(
+                &RetryPolicy::default(),
+                &refused,
+                Duration::from_millis(300),
+                None
+            ),
             "GET /Users: error sending request: connection refused; retrying up to 6 times, \
              waiting at most 26 s in all"
         );
@@ -359,6 +407,62 @@ mod tests {
                 && lines[3].contains("connection refused; giving up after 4 attempts"),
             "{text}"
         );
+    }
+
+    /// The first warning says the wait a `Retry-After` sets, and that one longer
+    /// than `max_retry_after` is cut to it; it said "at most 26 s in all" over
+    /// waits of two minutes each. A `Retry-After` the backoff outlasts changes
+    /// nothing.
+    #[tokio::test(start_paused = true)]
+    async fn the_first_warning_says_the_wait_a_retry_after_sets_and_its_cap() {
+        let policy = RetryPolicy {
+            max_retries: 2,
+            ..RetryPolicy::default()
+        };
+        let warning = |asked: Option<Duration>| async move {
+            let mut log = RetryLog::default();
+            let (_, text) = logged(async {
+                let outcome: Result<(), Failure> = retry(
+                    policy,
+                    || async {
+                        Err(Failure {
+                            transient: true,
+                            retry_after: asked,
+                        })
+                    },
+                    |e, delay| log.retrying("GET /Users", &policy, e, delay),
+                )
+                .await;
+                log.finished("GET /Users", &outcome);
+            })
+            .await;
+            text.lines()
+                .find(|line| line.contains("WARN"))
+                .unwrap_or_default()
+                .to_owned()
+        };
+        let hour = warning(Some(Duration::from_secs(3600))).await;
+        assert!(
+            hour.contains(
+                "retrying up to 2 times, the first in 120 s: the server asked for 3600 s \
+                 (Retry-After), longer than the 120 s seatwarden waits for it"
+            ),
+            "{hour}"
+        );
+        let minute = warning(Some(Duration::from_secs(60))).await;
+        assert!(
+            minute.contains(
+                "retrying up to 2 times, the first in 60 s as the server asked (Retry-After)"
+            ),
+            "{minute}"
+        );
+        for asked in [None, Some(Duration::ZERO)] {
+            let backoff = warning(asked).await;
+            assert!(
+                backoff.contains("retrying up to 2 times, waiting at most 2 s in all"),
+                "{backoff}"
+            );
+        }
     }
 
     /// A request that fails for good at once has no retry to tell.
@@ -455,6 +559,40 @@ mod tests {
         assert_eq!(delays.len(), 3);
         assert!(
             delays.iter().all(|d| *d >= Duration::from_millis(200)),
+            "{delays:?}"
+        );
+    }
+
+    /// A first delay configured above `max_delay` is cut to it like every later
+    /// one, so no wait is longer than the policy's longest (jitter included), and
+    /// the total stays within `longest_backoff`.
+    #[tokio::test(start_paused = true)]
+    async fn a_first_delay_above_the_longest_is_cut_to_it() {
+        let policy = RetryPolicy {
+            max_retries: 3,
+            min_delay: Duration::from_secs(300),
+            max_delay: Duration::from_secs(30),
+            max_retry_after: Duration::from_secs(120),
+        };
+        let mut delays = Vec::new();
+        let _: Result<(), Failure> = retry(
+            policy,
+            || async {
+                Err(Failure {
+                    transient: true,
+                    retry_after: None,
+                })
+            },
+            |_, d| delays.push(d),
+        )
+        .await;
+        assert_eq!(delays.len(), 3);
+        assert!(
+            delays.iter().all(|d| *d <= Duration::from_secs(60)),
+            "{delays:?}"
+        );
+        assert!(
+            delays.iter().sum::<Duration>() <= policy.longest_backoff(),
             "{delays:?}"
         );
     }

@@ -795,6 +795,9 @@ async fn pipeline(
     plan_stored: &AtomicBool,
 ) -> Result<RunOutcome, RunError> {
     let now = options.now.unwrap_or(started_at);
+    // The directory's retries are counted in the report beside the workspace's;
+    // a source handed to several runs counts from here.
+    let directory_retries = directory.retries();
     // Role groups read for checks last one pass: a client handed to several runs
     // must not carry one run's reads into the next.
     client.forget_role_groups();
@@ -1098,7 +1101,10 @@ async fn pipeline(
             identities: directory_snapshot.identities.len(),
             accounts: workspace_snapshot.accounts.len(),
             managed_accounts: managed,
-            retries: client.stats().retries,
+            retries: client
+                .stats()
+                .retries
+                .saturating_add(directory.retries().saturating_sub(directory_retries)),
             recovered,
         },
         &guarded,

@@ -30,8 +30,8 @@ const COUNTERS: &[(&str, &str)] = &[
     ),
     (
         "seatwarden_retries_total",
-        "Workspace requests retried after a transient failure (reconciles, those that \
-         then failed included, and deprovisioning passes).",
+        "Workspace and directory requests retried after a transient failure \
+         (reconciles, those that then failed included, and deprovisioning passes).",
     ),
     (
         "seatwarden_deprovisions_escalated_total",

@@ -1065,12 +1065,12 @@ async fn reconcile_job(
         retention_as_of: retention_as_of(shared, config.delete_after()),
         ..run::RunOptions::default()
     };
-    // The client is the job's, not the run's: the retries a failed run made (a
-    // workspace that is down, answering 503) are counted too. They are the ones an
-    // alert on `rate(seatwarden_retries_total)` is there for.
+    // The connectors are made here, not in the run, so that the retries of a
+    // run that failed are counted too: a directory or workspace throttled or down
+    // until the run gave up is what the counter is for.
     let client = ScimClient::new(config.scim_settings()?)?;
     let directory = run::directory_from_config(&config);
-    let result = run::execute_with_options(
+    let outcome = run::execute_with_options(
         &config,
         &directory,
         &client,
@@ -1079,8 +1079,9 @@ async fn reconcile_job(
         options,
     )
     .await;
-    metrics::counter!("seatwarden_retries_total").increment(client.stats().retries);
-    let outcome = result?;
+    metrics::counter!("seatwarden_retries_total")
+        .increment(client.stats().retries.saturating_add(directory.retries()));
+    let outcome = outcome?;
     metrics::histogram!("seatwarden_run_duration_seconds")
         .record((outcome.report.finished_at - outcome.report.started_at).as_seconds_f64());
     // A rejected directory plans nothing: its zeros would clear every drift alert
@@ -1201,6 +1202,7 @@ async fn sweep_job(
     // As a reconcile: after SIGTERM no further deactivation is sent; those not
     // sent stay open in the ledger ("not sent"), and the retry job sends them.
     let stop = shared.stopping.clone();
+    let mut directory_retries = 0;
     let (outcome, unsent) = if read_directory {
         let directory = config.sweep_directory();
         let sweeping = sweep::sweep(
@@ -1211,10 +1213,16 @@ async fn sweep_job(
             now,
             chrono_sla(&settings),
         );
-        apply::until_stopped(stop, sweeping).await
+        let swept = apply::until_stopped(stop, sweeping).await;
+        directory_retries = directory.retries();
+        swept
     } else {
         apply::until_stopped(stop, sweep::enforce(&config, &client, &store, now)).await
     };
+    // Counted whether the pass succeeded or not, the directory's with the
+    // workspace's: a read throttled until it failed is what the counter is for.
+    metrics::counter!("seatwarden_retries_total")
+        .increment(client.stats().retries.saturating_add(directory_retries));
     let outcome = outcome?;
     // What the pass did is counted and alerted on before a failure is returned.
     for latency in &outcome.latencies {
@@ -1232,7 +1240,6 @@ async fn sweep_job(
             .increment(1);
         }
     }
-    metrics::counter!("seatwarden_retries_total").increment(client.stats().retries);
     if let (Some(notifier), Some(fault), Ok(mut store)) =
         (notifier, &outcome.source_fault, store.lock())
     {

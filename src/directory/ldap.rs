@@ -66,6 +66,7 @@
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -214,13 +215,21 @@ pub struct LdapSettings {
 #[derive(Debug, Clone)]
 pub struct LdapSource {
     settings: Arc<LdapSettings>,
+    /// Reads retried after a transient failure ([`Self::retries`]).
+    retries: Arc<AtomicU64>,
 }
 
 impl LdapSource {
     pub fn new(settings: LdapSettings) -> LdapSource {
         LdapSource {
             settings: Arc::new(settings),
+            retries: Arc::default(),
         }
+    }
+
+    /// Reads retried after a transient failure so far.
+    pub fn retries(&self) -> u64 {
+        self.retries.load(Ordering::Relaxed)
     }
 
     /// Reads the bind password file and parses the CA file: what `check-config`
@@ -250,7 +259,10 @@ impl LdapSource {
         let outcome = crate::retry::retry(
             self.settings.retry,
             || self.read(),
-            |e, delay| log.retrying(url, &self.settings.retry, e, delay),
+            |e, delay| {
+                self.retries.fetch_add(1, Ordering::Relaxed);
+                log.retrying(url, &self.settings.retry, e, delay);
+            },
         )
         .await;
         log.finished(url, &outcome);

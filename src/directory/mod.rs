@@ -551,6 +551,20 @@ impl Directory {
         }
     }
 
+    /// Requests to the directory retried after a transient failure (429, 5xx, no
+    /// answer) so far: a run's report and the retry metric count them with the
+    /// workspace's, as a throttled directory read is what a slow run spent its
+    /// time on. A file is never retried.
+    pub fn retries(&self) -> u64 {
+        match self {
+            Directory::File(_) => 0,
+            Directory::Okta(source) => source.stats().retries,
+            Directory::Entra(source) => source.stats().retries,
+            Directory::Ldap(source) => source.retries(),
+            Directory::Scim(source) => source.retries(),
+        }
+    }
+
     /// One line for logs and reports, e.g. `file /etc/seatwarden/directory.json`.
     pub fn describe(&self) -> String {
         match self {

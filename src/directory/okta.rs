@@ -40,7 +40,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, UNIX_EPOCH};
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use futures::{StreamExt, TryStreamExt};
@@ -1116,11 +1116,7 @@ fn reset_delay(headers: &HeaderMap) -> Option<Duration> {
         .trim()
         .parse()
         .ok()?;
-    let server_now = headers
-        .get(reqwest::header::DATE)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| httpdate::parse_http_date(v).ok())
-        .unwrap_or_else(SystemTime::now);
+    let server_now = crate::http::server_time(headers);
     // Okta's windows are a minute long: a reset further away than this is a
     // broken header, and must neither overflow the clock arithmetic nor park a run.
     let reset_at = UNIX_EPOCH.checked_add(Duration::from_secs(reset))?;

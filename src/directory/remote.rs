@@ -18,7 +18,7 @@ use std::collections::{BTreeSet, HashMap, HashSet};
 use std::num::NonZeroU32;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use governor::clock::DefaultClock;
 use governor::middleware::NoOpMiddleware;
@@ -302,12 +302,9 @@ impl Transport {
     }
 }
 
-/// The `Retry-After` header as a delay.
+/// The `Retry-After` header as a delay ([`crate::http::retry_after`]).
 pub(crate) fn retry_after(headers: &HeaderMap) -> Option<Duration> {
-    headers
-        .get(reqwest::header::RETRY_AFTER)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| crate::retry::parse_retry_after(v, SystemTime::now()))
+    crate::http::retry_after(headers)
 }
 
 /// An error for a non-success answer. `code` and `detail` come from the provider's

@@ -24,6 +24,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use crate::model::{Account, DirectorySnapshot, Identity, IdentityStatus, WorkspaceGroup};
@@ -66,13 +67,21 @@ pub struct ScimDirectorySettings {
 pub struct ScimDirectorySource {
     // Shared: a `Directory` is cloned into the daemon's jobs.
     settings: Arc<ScimDirectorySettings>,
+    /// Retries of the clients each read made and dropped ([`Self::retries`]).
+    retries: Arc<AtomicU64>,
 }
 
 impl ScimDirectorySource {
     pub fn new(settings: ScimDirectorySettings) -> ScimDirectorySource {
         ScimDirectorySource {
             settings: Arc::new(settings),
+            retries: Arc::default(),
         }
+    }
+
+    /// Requests retried after a transient failure by this source's reads so far.
+    pub fn retries(&self) -> u64 {
+        self.retries.load(Ordering::Relaxed)
     }
 
     pub fn url(&self) -> &url::Url {
@@ -102,6 +111,14 @@ impl ScimDirectorySource {
             ca_pem: super::remote::ca_pem(settings.ca_file.as_deref())?,
         })
         .map_err(directory_error)?;
+        let read = self.read(&client).await;
+        self.retries
+            .fetch_add(client.stats().retries, Ordering::Relaxed);
+        read
+    }
+
+    async fn read(&self, client: &ScimClient) -> Result<DirectorySnapshot, DirectoryError> {
+        let settings = &self.settings;
         client.discover().await.map_err(directory_error)?;
         let progress = |progress: crate::workspace::Progress| {
             tracing::debug!(
@@ -122,7 +139,7 @@ impl ScimDirectorySource {
             );
             people = client.people(&progress).await.map_err(directory_error)?;
         }
-        self.check_named_groups(&client, &mut people.groups).await?;
+        self.check_named_groups(client, &mut people.groups).await?;
         refuse_blank_user_names(&settings.url, &people.users)?;
         // A short listing is people missing, who must not look like leavers.
         Ok(DirectorySnapshot {

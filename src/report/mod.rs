@@ -121,7 +121,8 @@ pub struct Summary {
     /// kept back unsent ([`Report::not_sent`]: never reached the workspace, and
     /// the next run plans them again). Never counted in `actions_failed`.
     pub actions_not_run: usize,
-    /// Request-level retries after transient failures (429, 5xx, timeouts).
+    /// Request-level retries after transient failures (429, 5xx, timeouts): the
+    /// workspace's and the directory's.
     pub retries: u64,
     /// Actions from an earlier, interrupted run that this run resolved.
     pub recovered: usize,

@@ -26,7 +26,7 @@ use std::collections::{HashMap, HashSet};
 use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use futures::StreamExt;
 use governor::clock::DefaultClock;
@@ -758,11 +758,7 @@ impl ScimClient {
             .await
             .map_err(|e| transport_error(endpoint, &e))?;
         let status = response.status().as_u16();
-        let retry_after = response
-            .headers()
-            .get(reqwest::header::RETRY_AFTER)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| crate::retry::parse_retry_after(v, SystemTime::now()));
+        let retry_after = crate::http::retry_after(response.headers());
         let etag = response
             .headers()
             .get(reqwest::header::ETAG)
@@ -999,14 +995,17 @@ impl ScimClient {
     /// listing, which names it too).
     /// Authentication failures and unreachable servers are errors, and so is a
     /// 502, 503 or 504 that outlasted the retries: a gateway with no service
-    /// behind it, not a provider without the endpoint. Tolerated, it would send
-    /// the run on to spend the retries again on its first real read.
+    /// behind it, not a provider without the endpoint; and a 429 or 408 that did:
+    /// a provider pacing us, or timing us out, whose answer is still to come.
+    /// Tolerated, any of them would send the run on to spend the retries again on
+    /// its first real read, and a throttled discovery would leave the run without
+    /// the provider's ETags (its read-modify-writes then sent without `If-Match`).
     pub async fn discover(&self) -> Result<(), WorkspaceError> {
         let (_, config) = match self.get_json::<Value>("/ServiceProviderConfig", &[]).await {
             Ok(found) => found,
             Err(
                 e @ WorkspaceError::Status {
-                    status: 401 | 403 | 502 | 503 | 504,
+                    status: 401 | 403 | 408 | 429 | 502 | 503 | 504,
                     ..
                 },
             ) => return Err(e),

@@ -65,6 +65,7 @@ mod review_s40_mail;
 mod review_s40_secrets;
 mod review_s41_ops;
 mod review_s41_restart;
+mod review_s41_retries;
 mod role_groups;
 mod run_recovery;
 mod safety;
