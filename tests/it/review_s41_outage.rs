@@ -334,3 +334,56 @@ async fn a_sweep_records_its_leavers_before_it_asks_the_workspace() {
     assert_eq!(outcome.detected, 1, "{outcome:?}");
     assert_eq!(outcome.idle, None, "the sweep always asks: {outcome:?}");
 }
+
+/// The daemon's first retry pass (every job runs once at start) against a
+/// workspace answering 503, on a state database with or without an episode
+/// waiting for its next attempt: the log line that ends it.
+async fn first_retry_end(waiting: bool) -> String {
+    let workspace = answering_503().await;
+    let dir = tempfile::tempdir().unwrap();
+    let (_config, store) = config_for(&workspace.uri(), dir.path());
+    if waiting {
+        waiting_episode(&store, chrono::Duration::minutes(5));
+    }
+    drop(store);
+    let env: Vec<(String, String)> = [
+        ("SEATWARDEN__WORKSPACE__RETRIES", "1"),
+        ("SEATWARDEN__WORKSPACE__RETRY_DELAY", "10ms"),
+    ]
+    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+    .to_vec();
+    let (child, log) = crate::fixtures::spawn_daemon_once(dir.path(), &env);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let end = loop {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        if let Some(line) = text.lines().find(|l| {
+            l.contains("job=\"retry\"") && (l.contains("job finished") || l.contains("job failed"))
+        }) {
+            break line.to_owned();
+        }
+        assert!(Instant::now() < deadline, "no retry pass ended: {text}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    crate::fixtures::sigterm(&child);
+    let status = crate::fixtures::exit_of(child, "the daemon").await;
+    assert!(status.success(), "{status:?}");
+    end
+}
+
+/// The daemon counts a retry pass with nothing open as a success (there is
+/// nothing to retry: its failures in a row end), and one whose episode waits
+/// for its next attempt as a pass that reached nothing (its failures in a row
+/// stand, as during the back-off of an outage), not a success.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_daemon_ends_an_idle_retry_pass_by_whether_anything_waits() {
+    let nothing_open = first_retry_end(false).await;
+    assert!(
+        nothing_open.contains("job finished") && !nothing_open.contains("without an answer"),
+        "{nothing_open}"
+    );
+    let waiting = first_retry_end(true).await;
+    assert!(
+        waiting.contains("job finished without an answer from the workspace"),
+        "{waiting}"
+    );
+}
