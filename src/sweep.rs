@@ -8,7 +8,11 @@
 //! nothing ([`crate::workspace::Outage`]), the due accounts after it are not read:
 //! their episodes are tried again later, as after a failed read. An outage is
 //! warned about when it starts and when the accounts it leaves unread double, not
-//! at every pass while it lasts ([`outage_news`]).
+//! at every pass while it lasts ([`outage_news`]). The retry job's pass
+//! ([`enforce`]) asks the workspace nothing when no episode is due for an attempt
+//! and no action is in flight: run every minute under the writer lock, it would
+//! spend the retries on `/ServiceProviderConfig` while the workspace is down and
+//! keep the sweep waiting; such a pass is no news of the workspace either way.
 //!
 //! The daemon stopping (its SIGTERM, seen through [`apply::until_stopped`]) gives
 //! a pass up at whichever read it is in before its first deactivation: the
@@ -237,6 +241,10 @@ pub struct SweepOutcome {
     /// Deactivations sent and not done (the workspace refused them, or answered
     /// 5xx past the retries): the pass failed too, once everything was tried.
     pub unwritten: Option<UnwrittenDeprovisions>,
+    /// A retry pass ([`enforce`]) that asked the workspace nothing: no episode was
+    /// due for an attempt and no action was left in flight. How many open
+    /// episodes with an account wait for a later attempt (none: nothing to retry).
+    pub idle: Option<usize>,
 }
 
 /// Due deprovisions whose write failed in one pass.
@@ -321,7 +329,7 @@ pub async fn sweep(
             config.safety.max_directory_shrink_percent,
         ) {
             tracing::error!(fault = %fault, "directory snapshot rejected: nothing observed from it");
-            let mut outcome = enforce(config, client, store, now).await?;
+            let mut outcome = enforce_pass(config, client, store, now, Asking::Always).await?;
             outcome.source_fault = Some(fault.to_string());
             return Ok(outcome);
         }
@@ -353,7 +361,7 @@ pub async fn sweep(
             "lost access in the directory: deprovision episode opened"
         );
     }
-    let enforced = enforce(config, client, store, now).await;
+    let enforced = enforce_pass(config, client, store, now, Asking::Always).await;
     // The cursor moves only once the ledger holds what it covered: after a crash
     // the same changes are read again. It holds it now, whatever enforcing did.
     let next_cursor = match &changes {
@@ -531,12 +539,52 @@ fn observe(
 /// Enforces the open ledger episodes whose attempt is due: reads each linked
 /// account, deactivates (or deletes) the active ones through the journal and the
 /// guard, verifies, and escalates what passed its due time. The daemon's `retry`
-/// job calls this alone, without reading the directory.
+/// job calls this alone, without reading the directory. A pass with no episode
+/// due for an attempt and no action left in flight asks the workspace nothing
+/// ([`SweepOutcome::idle`]): it still closes the runs a cut-off writer left
+/// running and escalates what is overdue, which take only the store. Run every
+/// minute under the writer lock, it would otherwise spend the client's retries
+/// (about 20 s) on `/ServiceProviderConfig` while the workspace is down, and the
+/// sweeps that record leavers would wait for it.
 pub async fn enforce(
     config: &Config,
     client: &ScimClient,
     store: &Arc<Mutex<Store>>,
     now: DateTime<Utc>,
+) -> Result<SweepOutcome, RunError> {
+    enforce_pass(config, client, store, now, Asking::WhenNeeded).await
+}
+
+/// Whether a pass asks the workspace (its `/ServiceProviderConfig` first) when
+/// it has nothing to read or write there.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Asking {
+    /// The sweep: its answer (or a 401) is what tells the daemon that the pass
+    /// reached the workspace, so its job's failures in a row end (or grow).
+    Always,
+    /// The retry job: only with an episode due for an attempt or an action in
+    /// flight.
+    WhenNeeded,
+}
+
+/// The open episodes whose attempt is due at `now` and that have an account to
+/// read (people whose episode has none are observed for their return alone).
+fn due_for_attempt(config: &Config, open: &[LedgerEntry], now: DateTime<Utc>) -> Vec<LedgerEntry> {
+    let cool_down =
+        Duration::from_std(config.circuit_settings().cool_down).unwrap_or(Duration::MAX);
+    sla::due_for_attempt(open, now, sla::longest_wait(cool_down))
+        .into_iter()
+        .filter(|e| e.account_id.is_some())
+        .cloned()
+        .collect()
+}
+
+async fn enforce_pass(
+    config: &Config,
+    client: &ScimClient,
+    store: &Arc<Mutex<Store>>,
+    now: DateTime<Utc>,
+    asking: Asking,
 ) -> Result<SweepOutcome, RunError> {
     let mut outcome = SweepOutcome::default();
     // A pass with slow reads can outlast an episode's due time: escalation is
@@ -549,29 +597,40 @@ pub async fn enforce(
     // read: each would spend a whole retry cycle learning the same thing.
     let outage = Outage::new(client);
     let outage = &outage;
+    // Discovery serves the recovery of rows in flight and the reads and writes of
+    // due accounts; with neither, the retry job's pass has nothing to ask. Under
+    // the writer lock nothing adds either before the pass is over.
+    let idle = asking == Asking::WhenNeeded && {
+        let store = lock(store)?;
+        store.interrupted()?.is_empty()
+            && due_for_attempt(config, &store.open_deprovisions()?, now).is_empty()
+    };
     // What the provider supports decides how a deactivation is written (PATCH,
     // or read and PUT without it; `If-Match` where ETags are announced), as in a
     // reconcile. A workspace that does not answer it is down for this pass: no
     // account is read (their episodes are tried again later, as after a failed
     // read), where each read would spend the retries again.
-    let discovered = unless_stopped(outage.watch(client.discover())).await?;
-    // Every pass (each minute's retry among them) asks again while the workspace is
-    // down: warned once when it goes, then at debug until it answers again.
-    let changed = reachability_changed(&config.workspace.url, discovered.is_ok());
-    match (discovered, changed) {
-        (Err(e), Some(Reachability::Lost)) => tracing::warn!(
-            error = %e,
-            "cannot read the workspace's /ServiceProviderConfig; writing by PATCH (logged \
-             at debug from now on, until the workspace answers again)"
-        ),
-        (Err(e), _) => tracing::debug!(
-            error = %e,
-            "cannot read the workspace's /ServiceProviderConfig, still; writing by PATCH"
-        ),
-        (Ok(()), Some(Reachability::Regained)) => {
-            tracing::info!("workspace reachable again: its /ServiceProviderConfig answered")
+    if !idle {
+        let discovered = unless_stopped(outage.watch(client.discover())).await?;
+        // Every pass that asks (each minute's retry with something due among them)
+        // asks again while the workspace is down: warned once when it goes, then at
+        // debug until it answers again. An idle pass observed nothing either way.
+        let changed = reachability_changed(&config.workspace.url, discovered.is_ok());
+        match (discovered, changed) {
+            (Err(e), Some(Reachability::Lost)) => tracing::warn!(
+                error = %e,
+                "cannot read the workspace's /ServiceProviderConfig; writing by PATCH (logged \
+                 at debug from now on, until the workspace answers again)"
+            ),
+            (Err(e), _) => tracing::debug!(
+                error = %e,
+                "cannot read the workspace's /ServiceProviderConfig, still; writing by PATCH"
+            ),
+            (Ok(()), Some(Reachability::Regained)) => {
+                tracing::info!("workspace reachable again: its /ServiceProviderConfig answered")
+            }
+            (Ok(()), _) => {}
         }
-        (Ok(()), _) => {}
     }
     // A sweep or retry that died mid-write left its deactivations `in_flight`, and
     // the 24 h counts take in-flight rows as sent: the same leavers, planned again
@@ -635,13 +694,12 @@ pub async fn enforce(
         backdate_cut_off(&mut store, &cut_off)?;
     }
     let open = lock(store)?.open_deprovisions()?;
-    let cool_down =
-        Duration::from_std(config.circuit_settings().cool_down).unwrap_or(Duration::MAX);
-    let due: Vec<LedgerEntry> = sla::due_for_attempt(&open, now, sla::longest_wait(cool_down))
-        .into_iter()
-        .filter(|e| e.account_id.is_some())
-        .cloned()
-        .collect();
+    let due = due_for_attempt(config, &open, now);
+    // Nothing the closing of cut-off runs records is due for an attempt; were it
+    // so, it is read with the client's defaults, as after a discovery that failed.
+    if idle && due.is_empty() {
+        outcome.idle = Some(open.iter().filter(|e| e.account_id.is_some()).count());
+    }
     let concurrency = config.workspace.max_concurrency.max(1);
     let reads: Vec<(LedgerEntry, Result<Option<Account>, _>)> = unless_stopped(
         futures::stream::iter(due.into_iter().map(|entry| async move {
@@ -767,10 +825,13 @@ pub async fn enforce(
     // when it starts and when the leavers left unread behind it pile up, at debug
     // while it merely lasts, at info when it ends.
     let down = outage.down();
-    match (
-        down,
-        outage_news(&config.workspace.url, down.map(|_| skipped)),
-    ) {
+    // An idle pass asked nothing: it is no news of an outage's start or end.
+    let news = if idle {
+        OutageNews::Quiet
+    } else {
+        outage_news(&config.workspace.url, down.map(|_| skipped))
+    };
+    match (down, news) {
         // Nothing due was left unread (most often: nothing was due): "0 of 0 due
         // accounts were not read; their deprovisions are tried again later" sent
         // people looking for deprovisions that are not there.

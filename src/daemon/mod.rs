@@ -5,7 +5,8 @@
 //!   retention of `deprovision.delete_after` is never judged by a wall clock
 //!   stepped ahead while the daemon ran ([`retention_as_of`]);
 //! - `sweep` — the deprovisioning fast path ([`crate::sweep`]);
-//! - `retry` — every minute, ledger episodes whose next attempt is due;
+//! - `retry` — every minute, ledger episodes whose next attempt is due (and what
+//!   a cut-off writer left in flight); with neither it asks the workspace nothing;
 //! - `prune` — daily, retention of runs, reports and closed episodes, then VACUUM
 //!   (snapshots of all but the newest few runs are dropped after every reconcile),
 //!   never counted from a wall clock stepped ahead while the daemon ran
@@ -20,8 +21,10 @@
 //! Alerts (plan held, sweep held, source fault, circuit open, overdue deprovision,
 //! repeated job failures) are raised and resolved by [`notify`] from what the jobs
 //! saw. A mail job whose due messages could none be sent fails; a sweep or retry
-//! pass that got no answer from the workspace, and a mail job with nothing due,
-//! neither end nor add to their job's failures in a row.
+//! pass that got no answer from the workspace (a retry pass whose episodes wait
+//! for their next attempt among them), and a mail job with nothing due, neither
+//! end nor add to their job's failures in a row; a retry pass with nothing open
+//! succeeds.
 //!
 //! Workspace writers (reconcile, sweep, retry, prune) take one async lock, so a
 //! sweep never races a reconcile over the same accounts or journal rows; a job
@@ -974,8 +977,9 @@ fn unreached_log(job: &str) -> &'static str {
         "job finished: no message was due (the outbox is empty, or each message waits \
          for its next attempt); its failures in a row stand"
     } else {
-        "job finished without an answer from the workspace (nothing due could be read); \
-         its failures in a row stand"
+        "job finished without an answer from the workspace (nothing due could be read, \
+         or nothing was due: the episodes wait for their next attempt); its failures in \
+         a row stand"
     }
 }
 
@@ -1012,7 +1016,7 @@ impl JobEnd {
     /// A sweep or retry pass's end.
     fn of_pass(result: Result<PassReach, RunError>) -> JobEnd {
         match result {
-            Ok(PassReach::Served) => JobEnd::Succeeded,
+            Ok(PassReach::Served | PassReach::NothingToRetry) => JobEnd::Succeeded,
             Ok(PassReach::Unreached) => JobEnd::Unreached,
             Ok(PassReach::Refused(message)) => JobEnd::Failed(message),
             Err(e) => JobEnd::of(Err(e)),
@@ -1180,6 +1184,10 @@ enum PassReach {
     Served,
     /// Nothing was served, nor refused: down, or nothing asked ([`JobEnd::Unreached`]).
     Unreached,
+    /// A retry pass with nothing to retry: no episode open (with an account), no
+    /// action in flight, so nothing was asked ([`crate::sweep::SweepOutcome::idle`]).
+    /// The job did all it had to: a success, which ends its failures in a row.
+    NothingToRetry,
     /// Nothing was served and the token was refused (401/403): a configuration
     /// fault no later pass can get past, so the pass fails, with this message.
     Refused(String),
@@ -1269,6 +1277,10 @@ async fn sweep_job(
     // A 401 or 403 is an answer, and the outage rule counts it so (the workspace is
     // up), but it proves nothing works: a revoked token must neither end the job's
     // failures in a row nor pass for a success while nothing is due.
+    // A retry pass that asked nothing because nothing is open is done; one whose
+    // episodes wait for their next attempt (a back-off during an outage) reached
+    // nothing, and its failures in a row stand as the last attempt left them.
+    let nothing_open = outcome.idle == Some(0);
     let checked = outcome.checked();
     // Cut short by the stop, the pass is recorded as a stopped reconcile is (its
     // run is, by the sweep): not a success, nor a failure. A pass that failed
@@ -1281,6 +1293,9 @@ async fn sweep_job(
     }
     if client.served_answers() > 0 {
         return checked.map(|_| PassReach::Served);
+    }
+    if nothing_open {
+        return checked.map(|_| PassReach::NothingToRetry);
     }
     if let Some(refusal) = client.auth_refusal() {
         let mut message = format!(
@@ -1914,6 +1929,10 @@ mod tests {
     fn a_pass_that_did_not_reach_the_workspace_keeps_the_failures_in_a_row() {
         assert_eq!(JobEnd::of_pass(Ok(PassReach::Unreached)), JobEnd::Unreached);
         assert_eq!(JobEnd::of_pass(Ok(PassReach::Served)), JobEnd::Succeeded);
+        assert_eq!(
+            JobEnd::of_pass(Ok(PassReach::NothingToRetry)),
+            JobEnd::Succeeded
+        );
         assert_eq!(
             JobEnd::of_pass(Ok(PassReach::Refused("HTTP 401".into()))),
             JobEnd::Failed("HTTP 401".into())

@@ -4379,9 +4379,11 @@ async fn a_workspace_that_stays_down_is_warned_about_once() {
 }
 
 /// A token the workspace refuses (revoked, say) makes every request a 401: an
-/// answer, but no sign the workspace can be used. A pass with nothing due that
+/// answer, but no sign the workspace can be used. A sweep with nothing due that
 /// was refused everything fails, naming the request and the status, so its
-/// failures in a row grow and alert, where it used to pass for a success.
+/// failures in a row grow and alert, where it used to pass for a success. The
+/// retry job with nothing due asks the workspace nothing: it neither fails on
+/// the token it did not use nor passes for having reached the workspace.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pass_whose_token_is_refused_fails_naming_the_refusal() {
     let (sandbox, dir, _config) = reconciled_demo().await;
@@ -4394,15 +4396,40 @@ async fn a_pass_whose_token_is_refused_fails_naming_the_refusal() {
         }
     }
     let daemon = start_daemon(dir.path(), env, port);
-    wait_for_sweep_passes(&daemon, 2).await;
+    let sweep_ends = |log: &str| {
+        log.lines()
+            .filter(|l| {
+                l.contains("job=\"sweep\"")
+                    && (l.contains("job finished") || l.contains("job failed"))
+            })
+            .count()
+    };
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while sweep_ends(&daemon.log.lock().unwrap()) < 2 {
+        assert!(
+            Instant::now() < deadline,
+            "not 2 sweeps: {}",
+            daemon.log.lock().unwrap()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     let (code, log) = daemon.terminate();
     assert_eq!(code, Some(0), "{log}");
     sandbox.shutdown().await;
+    let retries: Vec<&str> = log
+        .lines()
+        .filter(|l| {
+            l.contains("job=\"retry\"") && (l.contains("job finished") || l.contains("job failed"))
+        })
+        .collect();
+    assert!(!retries.is_empty(), "{log}");
+    for end in retries {
+        assert!(end.contains("job finished"), "{end}\n{log}");
+    }
     let ends: Vec<&str> = log
         .lines()
         .filter(|l| {
-            (l.contains("job=\"sweep\"") || l.contains("job=\"retry\""))
-                && (l.contains("job finished") || l.contains("job failed"))
+            l.contains("job=\"sweep\"") && (l.contains("job finished") || l.contains("job failed"))
         })
         .collect();
     assert!(ends.len() >= 2, "{log}");

@@ -64,6 +64,7 @@ mod review_s40_directory;
 mod review_s40_mail;
 mod review_s40_secrets;
 mod review_s41_ops;
+mod review_s41_outage;
 mod review_s41_restart;
 mod review_s41_retries;
 mod role_groups;
