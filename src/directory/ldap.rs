@@ -1022,15 +1022,27 @@ fn ldap_failure(url: &str, operation: &str, e: LdapError) -> DirectoryError {
             code: result.rc,
             detail: describe_result(result.rc, &result.text),
         },
-        // rustls reports a certificate it refuses as InvalidData.
+        // The TLS handshake's failures come as InvalidData, the rustls error inside.
         LdapError::Io { source } if source.kind() == std::io::ErrorKind::InvalidData => {
+            let tls = crate::http::tls_error(&source);
+            let message = if tls.is_some_and(crate::http::not_tls) {
+                // `ldaps://dc1:389`: the domain controller answers the TLS hello in
+                // LDAP. No CA file would help.
+                format!(
+                    "TLS handshake failed: {source}; the server on that port does not speak \
+                     TLS (ldaps:// to a plain LDAP port such as 389?): use its LDAPS port \
+                     (636), or ldap:// with start_tls = true"
+                )
+            } else {
+                format!(
+                    "TLS: {source}; if a private CA signed the server's certificate, \
+                     set directory.ca_file to it"
+                )
+            };
             DirectoryError::Transport {
                 endpoint,
                 transient: false,
-                message: format!(
-                    "TLS: {source}; if a private CA signed the server's certificate, \
-                     set directory.ca_file to it"
-                ),
+                message,
             }
         }
         LdapError::Io { source } => DirectoryError::Transport {
