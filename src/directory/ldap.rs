@@ -1131,7 +1131,9 @@ fn describe_result(code: u32, text: &str) -> String {
         48 => ("inappropriateAuthentication", ""),
         49 => (
             "invalidCredentials",
-            "; check directory.bind_dn and its password (directory.bind_password_file or bind_password)",
+            active_directory_bind_refusal(text).unwrap_or(
+                "; check directory.bind_dn and its password (directory.bind_password_file or bind_password)",
+            ),
         ),
         50 => (
             "insufficientAccessRights",
@@ -1154,6 +1156,46 @@ fn describe_result(code: u32, text: &str) -> String {
     } else {
         format!("{name} ({code}){server}{hint}")
     }
+}
+
+/// Why Active Directory refused a bind whose password may well be right: its
+/// invalidCredentials text carries the Windows reason as `data 532`
+/// (`80090308: LdapErr: DSID-…, comment: AcceptSecurityContext error, data 532,
+/// v4563`). A service account's password that expired, or an account disabled or
+/// locked out, is not fixed by checking the password file.
+fn active_directory_bind_refusal(text: &str) -> Option<&'static str> {
+    let data = text
+        .split(',')
+        .find_map(|part| part.trim().strip_prefix("data "))?
+        .trim()
+        .to_ascii_lowercase();
+    Some(match data.as_str() {
+        "525" => "; Active Directory: no such user (data 525): check directory.bind_dn",
+        "530" | "531" | "534" => {
+            "; Active Directory: the bind account may not log on from here or at this time \
+             (logon hours, workstations or logon type restrictions): check its account options"
+        }
+        "532" => {
+            "; Active Directory: the bind account's password has expired (data 532): set a new \
+             one in Active Directory and in directory.bind_password_file (or bind_password)"
+        }
+        "533" => "; Active Directory: the bind account is disabled (data 533): enable it",
+        "701" => {
+            "; Active Directory: the bind account has expired (data 701, accountExpires): \
+             extend it"
+        }
+        "773" => {
+            "; Active Directory: the bind account must change its password at next logon \
+             (data 773): set a new one in Active Directory and in \
+             directory.bind_password_file (or bind_password)"
+        }
+        "775" => {
+            "; Active Directory: the bind account is locked out (data 775) after wrong \
+             passwords: unlock it, and check directory.bind_password_file (or bind_password) \
+             and anything else still binding with an old password"
+        }
+        _ => return None,
+    })
 }
 
 /// The values of an attribute that Active Directory may send in ranges
@@ -1897,10 +1939,43 @@ mod tests {
 
     use super::{
         Duration, Group, LdapFlavor, LdapSettings, Person, RangedValues, RetryPolicy, Secret,
-        account_expired, any_group_filter, domain_root, entry_id, guid_text, identities,
-        is_ad_partition, member_dn, normalize_dn, parenthesized, primary_group_sid,
+        account_expired, any_group_filter, describe_result, domain_root, entry_id, guid_text,
+        identities, is_ad_partition, member_dn, normalize_dn, parenthesized, primary_group_sid,
         sends_password_in_clear, sid_text, status,
     };
+
+    #[test]
+    fn an_active_directory_bind_refusal_says_why_when_the_password_may_be_right() {
+        let text = |data: &str| {
+            format!(
+                "80090308: LdapErr: DSID-0C09044E, comment: AcceptSecurityContext error, \
+                 data {data}, v4563\u{0}"
+            )
+        };
+        let expired = describe_result(49, &text("532"));
+        assert!(
+            expired.starts_with("invalidCredentials (49): 80090308"),
+            "{expired}"
+        );
+        assert!(expired.contains("password has expired"), "{expired}");
+        assert!(!expired.contains("check directory.bind_dn"), "{expired}");
+        assert!(describe_result(49, &text("533")).contains("is disabled"));
+        assert!(describe_result(49, &text("701")).contains("has expired (data 701"));
+        assert!(describe_result(49, &text("773")).contains("must change its password"));
+        assert!(describe_result(49, &text("775")).contains("locked out"));
+        assert!(describe_result(49, &text("525")).contains("no such user"));
+        // A wrong password (52e), another server's text, or none: the usual hint.
+        for text in [text("52e"), "invalid credentials".to_owned(), String::new()] {
+            let detail = describe_result(49, &text);
+            assert!(
+                detail.ends_with(
+                    "check directory.bind_dn and its password \
+                     (directory.bind_password_file or bind_password)"
+                ),
+                "{detail}"
+            );
+        }
+    }
 
     #[test]
     fn nested_groups_are_listed_whatever_a_narrowed_group_filter_says() {
