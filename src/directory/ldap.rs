@@ -1114,12 +1114,22 @@ fn describe_result(code: u32, text: &str) -> String {
             "sizeLimitExceeded",
             "; the server limits results: is the paged results control allowed?",
         ),
+        // Active Directory requiring LDAP signing, OpenLDAP a security strength
+        // factor: a simple bind over plain ldap:// is refused.
+        8 => (
+            "strongerAuthRequired",
+            "; the server wants the connection encrypted: use ldaps:// or start_tls = true",
+        ),
         10 => (
             "referral",
             "; the base DN is held by another server (another domain?): point directory.url at it",
         ),
         11 => ("adminLimitExceeded", ""),
         12 => ("unavailableCriticalExtension", ""),
+        13 => (
+            "confidentialityRequired",
+            "; the server wants the connection encrypted: use ldaps:// or start_tls = true",
+        ),
         32 => (
             "noSuchObject",
             "; check directory.base_dn and directory.group_base_dn",
@@ -1975,6 +1985,28 @@ mod tests {
                 "{detail}"
             );
         }
+    }
+
+    #[test]
+    fn a_bind_refused_over_plain_ldap_says_to_encrypt() {
+        // Active Directory with "LDAP server signing requirements: Require signing".
+        let signing = describe_result(
+            8,
+            "00002028: LdapErr: DSID-0C090259, comment: The server requires binds to turn on \
+             integrity checking if SSL\\TLS are not already active on the connection",
+        );
+        assert!(
+            signing.starts_with("strongerAuthRequired (8): 00002028"),
+            "{signing}"
+        );
+        assert!(
+            signing.ends_with("use ldaps:// or start_tls = true"),
+            "{signing}"
+        );
+        // OpenLDAP with `security ssf=…`.
+        let ssf = describe_result(13, "confidentiality required");
+        assert!(ssf.starts_with("confidentialityRequired (13)"), "{ssf}");
+        assert!(ssf.ends_with("use ldaps:// or start_tls = true"), "{ssf}");
     }
 
     #[test]
