@@ -1017,11 +1017,19 @@ fn decode(raw: ResultEntry, url: &str, operation: &str) -> Result<SearchEntry, D
 fn ldap_failure(url: &str, operation: &str, e: LdapError) -> DirectoryError {
     let endpoint = format!("{url} {operation}");
     match e {
-        LdapError::LdapResult { result } => DirectoryError::Ldap {
-            endpoint,
-            code: result.rc,
-            detail: describe_result(result.rc, &result.text),
-        },
+        LdapError::LdapResult { result } => {
+            let mut detail = describe_result(result.rc, &result.text);
+            // A referral's URLs name the server that holds the base (OpenLDAP's
+            // text is empty; Active Directory's names only a host).
+            if !result.refs.is_empty() {
+                detail.push_str(&format!("; referred to {}", result.refs.join(", ")));
+            }
+            DirectoryError::Ldap {
+                endpoint,
+                code: result.rc,
+                detail,
+            }
+        }
         // The TLS handshake's failures come as InvalidData, the rustls error inside.
         LdapError::Io { source } if source.kind() == std::io::ErrorKind::InvalidData => {
             let tls = crate::http::tls_error(&source);
@@ -1950,8 +1958,8 @@ mod tests {
     use super::{
         Duration, Group, LdapFlavor, LdapSettings, Person, RangedValues, RetryPolicy, Secret,
         account_expired, any_group_filter, describe_result, domain_root, entry_id, guid_text,
-        identities, is_ad_partition, member_dn, normalize_dn, parenthesized, primary_group_sid,
-        sends_password_in_clear, sid_text, status,
+        identities, is_ad_partition, ldap_failure, member_dn, normalize_dn, parenthesized,
+        primary_group_sid, sends_password_in_clear, sid_text, status,
     };
 
     #[test]
@@ -2007,6 +2015,33 @@ mod tests {
         let ssf = describe_result(13, "confidentiality required");
         assert!(ssf.starts_with("confidentialityRequired (13)"), "{ssf}");
         assert!(ssf.ends_with("use ldaps:// or start_tls = true"), "{ssf}");
+    }
+
+    #[test]
+    fn a_referral_names_the_server_it_refers_to() {
+        let referred = "ldap://emea.corp.example.com/OU=Staff,DC=emea,DC=corp,DC=example,DC=com";
+        let error = ldap_failure(
+            "ldap://dc1.corp.example.com",
+            "search users",
+            ldap3::LdapError::LdapResult {
+                result: ldap3::LdapResult {
+                    rc: 10,
+                    matched: String::new(),
+                    text: String::new(),
+                    refs: vec![referred.to_owned()],
+                    ctrls: Vec::new(),
+                },
+            },
+        )
+        .to_string();
+        assert!(
+            error.starts_with("ldap://dc1.corp.example.com search users: referral (10)"),
+            "{error}"
+        );
+        assert!(
+            error.ends_with(&format!("referred to {referred}")),
+            "{error}"
+        );
     }
 
     #[test]
