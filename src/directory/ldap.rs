@@ -1041,6 +1041,15 @@ fn ldap_failure(url: &str, operation: &str, e: LdapError) -> DirectoryError {
                      TLS (ldaps:// to a plain LDAP port such as 389?): use its LDAPS port \
                      (636), or ldap:// with start_tls = true"
                 )
+            } else if tls.is_some_and(not_valid_for_name) {
+                // `ldaps://10.0.0.5`: the certificate is trusted but names the
+                // domain controller's DNS name. No CA file would help.
+                format!(
+                    "TLS certificate refused: {source}; the certificate must name the host \
+                     in directory.url: write the name it was issued for (a domain \
+                     controller's is its DNS name, e.g. dc1.corp.example.com, seldom an IP \
+                     address)"
+                )
             } else {
                 format!(
                     "TLS: {source}; if a private CA signed the server's certificate, \
@@ -1075,6 +1084,17 @@ fn ldap_failure(url: &str, operation: &str, e: LdapError) -> DirectoryError {
             transient: false,
         },
     }
+}
+
+/// A certificate refused because it does not name the host the URL does.
+fn not_valid_for_name(e: &rustls::Error) -> bool {
+    matches!(
+        e,
+        rustls::Error::InvalidCertificate(
+            rustls::CertificateError::NotValidForName
+                | rustls::CertificateError::NotValidForNameContext { .. }
+        )
+    )
 }
 
 /// The URLs of a search result reference (RFC 4511 §4.5.3), without trusting the

@@ -62,3 +62,71 @@ async fn ldaps_to_a_plain_ldap_port_says_the_port_does_not_speak_tls() {
     assert!(message.contains("start_tls = true"), "{message}");
     assert!(!message.contains("ca_file"), "{message}");
 }
+
+/// An LDAPS port on 127.0.0.2 whose certificate (tests/fixtures/tls, signed by
+/// its CA) names localhost and 127.0.0.1 only: a trusted certificate for another
+/// name, as a domain controller's is when directory.url gives its IP address.
+fn ldaps_port_on_another_address() -> u16 {
+    use rustls_pki_types::pem::PemObject;
+    use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+    use std::io::Read;
+    use std::sync::Arc;
+    let tls = std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/tls"));
+    let cert = CertificateDer::from_pem_file(tls.join("server.pem")).unwrap();
+    let key = PrivateKeyDer::from_pem_file(tls.join("server-key.pem")).unwrap();
+    let config = Arc::new(
+        rustls::ServerConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(vec![cert], key)
+        .unwrap(),
+    );
+    let listener = std::net::TcpListener::bind("127.0.0.2:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(stream) = stream else { return };
+            let connection = rustls::ServerConnection::new(config.clone()).unwrap();
+            let mut tls = rustls::StreamOwned::new(connection, stream);
+            let _ = tls.read(&mut [0; 1]);
+        }
+    });
+    port
+}
+
+/// `ldaps://10.0.0.5` with the CA trusted: the certificate names the domain
+/// controller's DNS name, not the address. The error advised `directory.ca_file`,
+/// already set; it says the certificate must name the host in the URL.
+#[tokio::test]
+async fn a_certificate_for_another_name_says_to_use_the_name_it_was_issued_for() {
+    let port = ldaps_port_on_another_address();
+    let url = format!("ldaps://127.0.0.2:{port}");
+    let mut settings = source_at(url.clone()).settings().clone();
+    settings.ca_file = Some(
+        std::path::Path::new(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/fixtures/tls/ca.pem"
+        ))
+        .to_owned(),
+    );
+    let error = LdapSource::new(settings).snapshot().await.unwrap_err();
+    let DirectoryError::Transport {
+        endpoint,
+        message,
+        transient,
+    } = &error
+    else {
+        panic!("expected a transport error, got {error:?}");
+    };
+    assert!(endpoint.starts_with(&url), "{endpoint}");
+    assert!(!transient, "{error}");
+    assert!(message.starts_with("TLS certificate refused"), "{message}");
+    assert!(
+        message.contains("the certificate must name the host in directory.url"),
+        "{message}"
+    );
+    assert!(!message.contains("ca_file"), "{message}");
+}
