@@ -360,7 +360,7 @@ impl LdapSource {
         );
         super::check_scope_groups("ldap", &present, &s.scope_groups, &what)?;
         super::check_named_groups("ldap", &present, &s.other_groups, &s.required_groups, &what)?;
-        identities(people, &groups).map(|identities| DirectorySnapshot {
+        identities(people, &groups, &s.url).map(|identities| DirectorySnapshot {
             identities,
             complete: true,
         })
@@ -1883,8 +1883,12 @@ fn one_rdn(parts: &mut Vec<String>) -> String {
 }
 
 /// The identities with their groups, nested groups expanded. Fails on two users
-/// with one id.
-fn identities(people: Vec<Person>, groups: &[Group]) -> Result<Vec<Identity>, DirectoryError> {
+/// with one id, naming the server at `url`.
+fn identities(
+    people: Vec<Person>,
+    groups: &[Group],
+    url: &str,
+) -> Result<Vec<Identity>, DirectoryError> {
     let person_at: HashMap<&str, usize> = people
         .iter()
         .enumerate()
@@ -1944,7 +1948,7 @@ fn identities(people: Vec<Person>, groups: &[Group]) -> Result<Vec<Identity>, Di
     for person in &people {
         if let Some(other) = by_id.insert(&person.identity.id, &person.dn) {
             return Err(DirectoryError::Malformed {
-                endpoint: "ldap users".to_owned(),
+                endpoint: format!("{url} users"),
                 what: format!(
                     "{:?} and {other:?} have the same id {:?}; set directory.id_attribute to \
                      an attribute unique to each user",
@@ -2408,11 +2412,13 @@ mod tests {
                 "uid=ann+cn=Ann,ou=people",
             ],
         )];
-        let identities = identities(people, &groups).unwrap();
+        let identities = identities(people, &groups, URL).unwrap();
         for identity in &identities {
             assert_eq!(identity.groups, ["Users"], "{}", identity.id);
         }
     }
+
+    const URL: &str = "ldaps://dc1.corp.example.com";
 
     fn person(dn: &str, id: &str) -> Person {
         Person {
@@ -2462,7 +2468,7 @@ mod tests {
             group("Loop A", &["cn=Loop B,ou=groups", "uid=dee,ou=people"]),
             group("Loop B", &["cn=Loop A,ou=groups"]),
         ];
-        let identities = identities(people, &groups).unwrap();
+        let identities = identities(people, &groups, URL).unwrap();
         assert_eq!(identities[0].groups, ["Users"]);
         assert_eq!(
             identities[1].groups,
@@ -2510,7 +2516,7 @@ mod tests {
             contractors,
             group("Everyone", &["cn=Contractors,ou=groups"]),
         ];
-        let identities = identities(vec![dee, eve], &groups).unwrap();
+        let identities = identities(vec![dee, eve], &groups, URL).unwrap();
         assert_eq!(identities[0].groups, ["Contractors", "Everyone"]);
         assert!(identities[1].groups.is_empty());
     }
@@ -2524,7 +2530,7 @@ mod tests {
         let mut developers = group("developers", &[]);
         developers.member_uids = vec!["ada".to_owned(), "nobody".to_owned()];
         let groups = vec![developers, group("Staff", &["cn=developers,ou=groups"])];
-        let identities = identities(vec![ada, bob], &groups).unwrap();
+        let identities = identities(vec![ada, bob], &groups, URL).unwrap();
         assert_eq!(identities[0].groups, ["Staff", "developers"]);
         assert!(identities[1].groups.is_empty());
     }
@@ -2745,7 +2751,9 @@ mod tests {
             person("uid=a,ou=people", "same"),
             person("uid=b,ou=people", "same"),
         ];
-        let error = identities(people, &[]).unwrap_err().to_string();
+        let error = identities(people, &[], URL).unwrap_err().to_string();
         assert!(error.contains("the same id \"same\""), "{error}");
+        // Which server: a fleet may read several.
+        assert!(error.starts_with(&format!("{URL} users: ")), "{error}");
     }
 }
