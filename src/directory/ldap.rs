@@ -286,7 +286,7 @@ impl LdapSource {
         }
         let (driver, mut ldap) = LdapConnAsync::with_settings(connection, &s.url)
             .await
-            .map_err(|e| self.failure("connect", e))?;
+            .map_err(|e| self.first_message_failure("connect", e))?;
         tokio::spawn(async move {
             if let Err(e) = driver.drive().await {
                 tracing::debug!(error = %e, "LDAP connection ended");
@@ -297,8 +297,28 @@ impl LdapSource {
         ldap.simple_bind(&s.bind_dn, password.expose_secret())
             .await
             .and_then(|result| result.success())
-            .map_err(|e| self.failure(&format!("bind as {:?}", s.bind_dn), e))?;
+            .map_err(|e| self.first_message_failure(&format!("bind as {:?}", s.bind_dn), e))?;
         Ok(ldap)
+    }
+
+    /// The failure of the first LDAP message over `ldap://` (the StartTLS request,
+    /// else the bind). A server that hangs up on it is most often a TLS port (636,
+    /// LDAPS) asked in plain LDAP, which no retry mends: the message says so. Still
+    /// transient, as a connection cut in passing is.
+    fn first_message_failure(&self, operation: &str, e: LdapError) -> DirectoryError {
+        let plain = url::Url::parse(&self.settings.url).is_ok_and(|url| url.scheme() == "ldap");
+        let hung_up = matches!(e, LdapError::ResultRecv { .. } | LdapError::EndOfStream);
+        let mut error = self.failure(operation, e);
+        if plain
+            && hung_up
+            && let DirectoryError::Transport { message, .. } = &mut error
+        {
+            message.push_str(
+                "; the server hung up on the first LDAP message: if that port speaks TLS \
+                 (LDAPS, usually 636), write ldaps:// in directory.url",
+            );
+        }
+        error
     }
 
     async fn read_connected(&self, ldap: &mut Ldap) -> Result<DirectorySnapshot, DirectoryError> {

@@ -130,3 +130,29 @@ async fn a_certificate_for_another_name_says_to_use_the_name_it_was_issued_for()
     );
     assert!(!message.contains("ca_file"), "{message}");
 }
+
+/// `ldap://dc1:636` (with `start_tls` or without): the TLS port hangs up on the
+/// first LDAP message, and the error said only "channel closed", after every
+/// retry. It says the port may speak TLS and to write ldaps://.
+#[tokio::test]
+async fn ldap_to_a_tls_port_says_to_write_ldaps() {
+    let (url, _) = crate::fixtures::untrusted_tls_server();
+    let url = url.replace("https://", "ldap://");
+    for start_tls in [false, true] {
+        let mut settings = source_at(url.clone()).settings().clone();
+        settings.start_tls = start_tls;
+        let error = LdapSource::new(settings).snapshot().await.unwrap_err();
+        let DirectoryError::Transport {
+            endpoint, message, ..
+        } = &error
+        else {
+            panic!("start_tls = {start_tls}: expected a transport error, got {error:?}");
+        };
+        assert!(endpoint.starts_with(&url), "{endpoint}");
+        assert!(
+            message.contains("the server hung up on the first LDAP message"),
+            "start_tls = {start_tls}: {message}"
+        );
+        assert!(message.contains("write ldaps://"), "{message}");
+    }
+}
