@@ -4,7 +4,12 @@
 //!   plain `ldap://`; a simple bind as `bind_dn` with the password from
 //!   `bind_password_file`. TLS trusts the system's roots, or only `ca_file` when it
 //!   is set (a private CA). One connection per snapshot; every operation, and every
-//!   entry of a search, is bounded by `timeout`.
+//!   entry of a search, is bounded by `timeout`. Errors name the server and the
+//!   operation, and what to check where the cause is known: `ldaps://` to a port
+//!   that answers in plain LDAP, `ldap://` to one that hangs up on it (a TLS port),
+//!   a certificate issued to another name, a bind Active Directory refuses for a
+//!   reason a right password does not fix (`data 532`, expired), a bind that wants
+//!   encryption, a referral (with the URLs it refers to).
 //! - Users: one subtree search of `base_dn` with `user_filter` (by default the
 //!   flavor's people that have the userName attribute), in pages of
 //!   `page_size` (Simple Paged Results, RFC 2696; Active Directory answers at most
