@@ -1208,7 +1208,16 @@ fn describe_result(code: u32, text: &str) -> String {
         80 => ("other", ""),
         _ => ("", ""),
     };
-    let text = text.trim();
+    // One line without control characters: Active Directory ends its text with a
+    // NUL (`…, data 52e, v4563\0`), which a terminal hides and journald takes for
+    // a line break (the hint after it logged as a line of its own), and breaks a
+    // referral's text into lines (`1 access points\n\tref 1: 'emea…'\n`).
+    let text = text
+        .split(char::is_control)
+        .map(str::trim)
+        .filter(|part| !part.is_empty())
+        .collect::<Vec<_>>()
+        .join(" ");
     let server = if text.is_empty() {
         String::new()
     } else {
@@ -2026,6 +2035,26 @@ mod tests {
         );
         assert!(expired.contains("password has expired"), "{expired}");
         assert!(!expired.contains("check directory.bind_dn"), "{expired}");
+        // Active Directory's trailing NUL is not passed on.
+        assert!(
+            expired.starts_with(
+                "invalidCredentials (49): 80090308: LdapErr: DSID-0C09044E, comment: \
+                 AcceptSecurityContext error, data 532, v4563; Active Directory:"
+            ),
+            "{expired:?}"
+        );
+        let referral = describe_result(
+            10,
+            "0000202B: RefErr: DSID-0310082F, data 0, 1 access points\n\tref 1: \
+             'emea.corp.example.com'\n\u{0}",
+        );
+        assert!(
+            referral.starts_with(
+                "referral (10): 0000202B: RefErr: DSID-0310082F, data 0, 1 access points \
+                 ref 1: 'emea.corp.example.com'; the base DN"
+            ),
+            "{referral:?}"
+        );
         assert!(describe_result(49, &text("533")).contains("is disabled"));
         assert!(describe_result(49, &text("701")).contains("has expired (data 701"));
         assert!(describe_result(49, &text("773")).contains("must change its password"));
