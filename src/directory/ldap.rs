@@ -4,7 +4,12 @@
 //!   plain `ldap://`; a simple bind as `bind_dn` with the password from
 //!   `bind_password_file`. TLS trusts the system's roots, or only `ca_file` when it
 //!   is set (a private CA). One connection per snapshot; every operation, and every
-//!   entry of a search, is bounded by `timeout`.
+//!   entry of a search, is bounded by `timeout`. Errors name the server and the
+//!   operation, and what to check where the cause is known: `ldaps://` to a port
+//!   that answers in plain LDAP, `ldap://` to one that hangs up on it (a TLS port),
+//!   a certificate issued to another name, a bind Active Directory refuses for a
+//!   reason a right password does not fix (`data 532`, expired), a bind that wants
+//!   encryption, a referral (with the URLs it refers to).
 //! - Users: one subtree search of `base_dn` with `user_filter` (by default the
 //!   flavor's people that have the userName attribute), in pages of
 //!   `page_size` (Simple Paged Results, RFC 2696; Active Directory answers at most
@@ -298,7 +303,7 @@ impl LdapSource {
         }
         let (driver, mut ldap) = LdapConnAsync::with_settings(connection, &s.url)
             .await
-            .map_err(|e| self.failure("connect", e))?;
+            .map_err(|e| self.first_message_failure("connect", e))?;
         tokio::spawn(async move {
             if let Err(e) = driver.drive().await {
                 tracing::debug!(error = %e, "LDAP connection ended");
@@ -309,8 +314,28 @@ impl LdapSource {
         ldap.simple_bind(&s.bind_dn, password.expose_secret())
             .await
             .and_then(|result| result.success())
-            .map_err(|e| self.failure(&format!("bind as {:?}", s.bind_dn), e))?;
+            .map_err(|e| self.first_message_failure(&format!("bind as {:?}", s.bind_dn), e))?;
         Ok(ldap)
+    }
+
+    /// The failure of the first LDAP message over `ldap://` (the StartTLS request,
+    /// else the bind). A server that hangs up on it is most often a TLS port (636,
+    /// LDAPS) asked in plain LDAP, which no retry mends: the message says so. Still
+    /// transient, as a connection cut in passing is.
+    fn first_message_failure(&self, operation: &str, e: LdapError) -> DirectoryError {
+        let plain = url::Url::parse(&self.settings.url).is_ok_and(|url| url.scheme() == "ldap");
+        let hung_up = matches!(e, LdapError::ResultRecv { .. } | LdapError::EndOfStream);
+        let mut error = self.failure(operation, e);
+        if plain
+            && hung_up
+            && let DirectoryError::Transport { message, .. } = &mut error
+        {
+            message.push_str(
+                "; the server hung up on the first LDAP message: if that port speaks TLS \
+                 (LDAPS, usually 636), write ldaps:// in directory.url",
+            );
+        }
+        error
     }
 
     async fn read_connected(&self, ldap: &mut Ldap) -> Result<DirectorySnapshot, DirectoryError> {
@@ -372,7 +397,7 @@ impl LdapSource {
         );
         super::check_scope_groups("ldap", &present, &s.scope_groups, &what)?;
         super::check_named_groups("ldap", &present, &s.other_groups, &s.required_groups, &what)?;
-        identities(people, &groups).map(|identities| DirectorySnapshot {
+        identities(people, &groups, &s.url).map(|identities| DirectorySnapshot {
             identities,
             complete: true,
         })
@@ -1029,20 +1054,49 @@ fn decode(raw: ResultEntry, url: &str, operation: &str) -> Result<SearchEntry, D
 fn ldap_failure(url: &str, operation: &str, e: LdapError) -> DirectoryError {
     let endpoint = format!("{url} {operation}");
     match e {
-        LdapError::LdapResult { result } => DirectoryError::Ldap {
-            endpoint,
-            code: result.rc,
-            detail: describe_result(result.rc, &result.text),
-        },
-        // rustls reports a certificate it refuses as InvalidData.
+        LdapError::LdapResult { result } => {
+            let mut detail = describe_result(result.rc, &result.text);
+            // A referral's URLs name the server that holds the base (OpenLDAP's
+            // text is empty; Active Directory's names only a host).
+            if !result.refs.is_empty() {
+                detail.push_str(&format!("; referred to {}", result.refs.join(", ")));
+            }
+            DirectoryError::Ldap {
+                endpoint,
+                code: result.rc,
+                detail,
+            }
+        }
+        // The TLS handshake's failures come as InvalidData, the rustls error inside.
         LdapError::Io { source } if source.kind() == std::io::ErrorKind::InvalidData => {
+            let tls = crate::http::tls_error(&source);
+            let message = if tls.is_some_and(crate::http::not_tls) {
+                // `ldaps://dc1:389`: the domain controller answers the TLS hello in
+                // LDAP. No CA file would help.
+                format!(
+                    "TLS handshake failed: {source}; the server on that port does not speak \
+                     TLS (ldaps:// to a plain LDAP port such as 389?): use its LDAPS port \
+                     (636), or ldap:// with start_tls = true"
+                )
+            } else if tls.is_some_and(not_valid_for_name) {
+                // `ldaps://10.0.0.5`: the certificate is trusted but names the
+                // domain controller's DNS name. No CA file would help.
+                format!(
+                    "TLS certificate refused: {source}; the certificate must name the host \
+                     in directory.url: write the name it was issued for (a domain \
+                     controller's is its DNS name, e.g. dc1.corp.example.com, seldom an IP \
+                     address)"
+                )
+            } else {
+                format!(
+                    "TLS: {source}; if a private CA signed the server's certificate, \
+                     set directory.ca_file to it"
+                )
+            };
             DirectoryError::Transport {
                 endpoint,
                 transient: false,
-                message: format!(
-                    "TLS: {source}; if a private CA signed the server's certificate, \
-                     set directory.ca_file to it"
-                ),
+                message,
             }
         }
         LdapError::Io { source } => DirectoryError::Transport {
@@ -1067,6 +1121,17 @@ fn ldap_failure(url: &str, operation: &str, e: LdapError) -> DirectoryError {
             transient: false,
         },
     }
+}
+
+/// A certificate refused because it does not name the host the URL does.
+fn not_valid_for_name(e: &rustls::Error) -> bool {
+    matches!(
+        e,
+        rustls::Error::InvalidCertificate(
+            rustls::CertificateError::NotValidForName
+                | rustls::CertificateError::NotValidForNameContext { .. }
+        )
+    )
 }
 
 /// The URLs of a search result reference (RFC 4511 §4.5.3), without trusting the
@@ -1114,12 +1179,22 @@ fn describe_result(code: u32, text: &str) -> String {
             "sizeLimitExceeded",
             "; the server limits results: is the paged results control allowed?",
         ),
+        // Active Directory requiring LDAP signing, OpenLDAP a security strength
+        // factor: a simple bind over plain ldap:// is refused.
+        8 => (
+            "strongerAuthRequired",
+            "; the server wants the connection encrypted: use ldaps:// or start_tls = true",
+        ),
         10 => (
             "referral",
             "; the base DN is held by another server (another domain?): point directory.url at it",
         ),
         11 => ("adminLimitExceeded", ""),
         12 => ("unavailableCriticalExtension", ""),
+        13 => (
+            "confidentialityRequired",
+            "; the server wants the connection encrypted: use ldaps:// or start_tls = true",
+        ),
         32 => (
             "noSuchObject",
             "; check directory.base_dn and directory.group_base_dn",
@@ -1131,7 +1206,9 @@ fn describe_result(code: u32, text: &str) -> String {
         48 => ("inappropriateAuthentication", ""),
         49 => (
             "invalidCredentials",
-            "; check directory.bind_dn and its password (directory.bind_password_file or bind_password)",
+            active_directory_bind_refusal(text).unwrap_or(
+                "; check directory.bind_dn and its password (directory.bind_password_file or bind_password)",
+            ),
         ),
         50 => (
             "insufficientAccessRights",
@@ -1143,7 +1220,16 @@ fn describe_result(code: u32, text: &str) -> String {
         80 => ("other", ""),
         _ => ("", ""),
     };
-    let text = text.trim();
+    // One line without control characters: Active Directory ends its text with a
+    // NUL (`…, data 52e, v4563\0`), which a terminal hides and journald takes for
+    // a line break (the hint after it logged as a line of its own), and breaks a
+    // referral's text into lines (`1 access points\n\tref 1: 'emea…'\n`).
+    let text = text
+        .split(char::is_control)
+        .map(str::trim)
+        .filter(|part| !part.is_empty())
+        .collect::<Vec<_>>()
+        .join(" ");
     let server = if text.is_empty() {
         String::new()
     } else {
@@ -1154,6 +1240,46 @@ fn describe_result(code: u32, text: &str) -> String {
     } else {
         format!("{name} ({code}){server}{hint}")
     }
+}
+
+/// Why Active Directory refused a bind whose password may well be right: its
+/// invalidCredentials text carries the Windows reason as `data 532`
+/// (`80090308: LdapErr: DSID-…, comment: AcceptSecurityContext error, data 532,
+/// v4563`). A service account's password that expired, or an account disabled or
+/// locked out, is not fixed by checking the password file.
+fn active_directory_bind_refusal(text: &str) -> Option<&'static str> {
+    let data = text
+        .split(',')
+        .find_map(|part| part.trim().strip_prefix("data "))?
+        .trim()
+        .to_ascii_lowercase();
+    Some(match data.as_str() {
+        "525" => "; Active Directory: no such user (data 525): check directory.bind_dn",
+        "530" | "531" | "534" => {
+            "; Active Directory: the bind account may not log on from here or at this time \
+             (logon hours, workstations or logon type restrictions): check its account options"
+        }
+        "532" => {
+            "; Active Directory: the bind account's password has expired (data 532): set a new \
+             one in Active Directory and in directory.bind_password_file (or bind_password)"
+        }
+        "533" => "; Active Directory: the bind account is disabled (data 533): enable it",
+        "701" => {
+            "; Active Directory: the bind account has expired (data 701, accountExpires): \
+             extend it"
+        }
+        "773" => {
+            "; Active Directory: the bind account must change its password at next logon \
+             (data 773): set a new one in Active Directory and in \
+             directory.bind_password_file (or bind_password)"
+        }
+        "775" => {
+            "; Active Directory: the bind account is locked out (data 775) after wrong \
+             passwords: unlock it, and check directory.bind_password_file (or bind_password) \
+             and anything else still binding with an old password"
+        }
+        _ => return None,
+    })
 }
 
 /// The values of an attribute that Active Directory may send in ranges
@@ -1803,8 +1929,12 @@ fn one_rdn(parts: &mut Vec<String>) -> String {
 }
 
 /// The identities with their groups, nested groups expanded. Fails on two users
-/// with one id.
-fn identities(people: Vec<Person>, groups: &[Group]) -> Result<Vec<Identity>, DirectoryError> {
+/// with one id, naming the server at `url`.
+fn identities(
+    people: Vec<Person>,
+    groups: &[Group],
+    url: &str,
+) -> Result<Vec<Identity>, DirectoryError> {
     let person_at: HashMap<&str, usize> = people
         .iter()
         .enumerate()
@@ -1864,7 +1994,7 @@ fn identities(people: Vec<Person>, groups: &[Group]) -> Result<Vec<Identity>, Di
     for person in &people {
         if let Some(other) = by_id.insert(&person.identity.id, &person.dn) {
             return Err(DirectoryError::Malformed {
-                endpoint: "ldap users".to_owned(),
+                endpoint: format!("{url} users"),
                 what: format!(
                     "{:?} and {other:?} have the same id {:?}; set directory.id_attribute to \
                      an attribute unique to each user",
@@ -1897,10 +2027,112 @@ mod tests {
 
     use super::{
         Duration, Group, LdapFlavor, LdapSettings, Person, RangedValues, RetryPolicy, Secret,
-        account_expired, any_group_filter, domain_root, entry_id, guid_text, identities,
-        is_ad_partition, member_dn, normalize_dn, parenthesized, primary_group_sid,
-        sends_password_in_clear, sid_text, status,
+        account_expired, any_group_filter, describe_result, domain_root, entry_id, guid_text,
+        identities, is_ad_partition, ldap_failure, member_dn, normalize_dn, parenthesized,
+        primary_group_sid, sends_password_in_clear, sid_text, status,
     };
+
+    #[test]
+    fn an_active_directory_bind_refusal_says_why_when_the_password_may_be_right() {
+        let text = |data: &str| {
+            format!(
+                "80090308: LdapErr: DSID-0C09044E, comment: AcceptSecurityContext error, \
+                 data {data}, v4563\u{0}"
+            )
+        };
+        let expired = describe_result(49, &text("532"));
+        assert!(
+            expired.starts_with("invalidCredentials (49): 80090308"),
+            "{expired}"
+        );
+        assert!(expired.contains("password has expired"), "{expired}");
+        assert!(!expired.contains("check directory.bind_dn"), "{expired}");
+        // Active Directory's trailing NUL is not passed on.
+        assert!(
+            expired.starts_with(
+                "invalidCredentials (49): 80090308: LdapErr: DSID-0C09044E, comment: \
+                 AcceptSecurityContext error, data 532, v4563; Active Directory:"
+            ),
+            "{expired:?}"
+        );
+        let referral = describe_result(
+            10,
+            "0000202B: RefErr: DSID-0310082F, data 0, 1 access points\n\tref 1: \
+             'emea.corp.example.com'\n\u{0}",
+        );
+        assert!(
+            referral.starts_with(
+                "referral (10): 0000202B: RefErr: DSID-0310082F, data 0, 1 access points \
+                 ref 1: 'emea.corp.example.com'; the base DN"
+            ),
+            "{referral:?}"
+        );
+        assert!(describe_result(49, &text("533")).contains("is disabled"));
+        assert!(describe_result(49, &text("701")).contains("has expired (data 701"));
+        assert!(describe_result(49, &text("773")).contains("must change its password"));
+        assert!(describe_result(49, &text("775")).contains("locked out"));
+        assert!(describe_result(49, &text("525")).contains("no such user"));
+        // A wrong password (52e), another server's text, or none: the usual hint.
+        for text in [text("52e"), "invalid credentials".to_owned(), String::new()] {
+            let detail = describe_result(49, &text);
+            assert!(
+                detail.ends_with(
+                    "check directory.bind_dn and its password \
+                     (directory.bind_password_file or bind_password)"
+                ),
+                "{detail}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_bind_refused_over_plain_ldap_says_to_encrypt() {
+        // Active Directory with "LDAP server signing requirements: Require signing".
+        let signing = describe_result(
+            8,
+            "00002028: LdapErr: DSID-0C090259, comment: The server requires binds to turn on \
+             integrity checking if SSL\\TLS are not already active on the connection",
+        );
+        assert!(
+            signing.starts_with("strongerAuthRequired (8): 00002028"),
+            "{signing}"
+        );
+        assert!(
+            signing.ends_with("use ldaps:// or start_tls = true"),
+            "{signing}"
+        );
+        // OpenLDAP with `security ssf=…`.
+        let ssf = describe_result(13, "confidentiality required");
+        assert!(ssf.starts_with("confidentialityRequired (13)"), "{ssf}");
+        assert!(ssf.ends_with("use ldaps:// or start_tls = true"), "{ssf}");
+    }
+
+    #[test]
+    fn a_referral_names_the_server_it_refers_to() {
+        let referred = "ldap://emea.corp.example.com/OU=Staff,DC=emea,DC=corp,DC=example,DC=com";
+        let error = ldap_failure(
+            "ldap://dc1.corp.example.com",
+            "search users",
+            ldap3::LdapError::LdapResult {
+                result: ldap3::LdapResult {
+                    rc: 10,
+                    matched: String::new(),
+                    text: String::new(),
+                    refs: vec![referred.to_owned()],
+                    ctrls: Vec::new(),
+                },
+            },
+        )
+        .to_string();
+        assert!(
+            error.starts_with("ldap://dc1.corp.example.com search users: referral (10)"),
+            "{error}"
+        );
+        assert!(
+            error.ends_with(&format!("referred to {referred}")),
+            "{error}"
+        );
+    }
 
     #[test]
     fn nested_groups_are_listed_whatever_a_narrowed_group_filter_says() {
@@ -2246,11 +2478,13 @@ mod tests {
                 "uid=ann+cn=Ann,ou=people",
             ],
         )];
-        let identities = identities(people, &groups).unwrap();
+        let identities = identities(people, &groups, URL).unwrap();
         for identity in &identities {
             assert_eq!(identity.groups, ["Users"], "{}", identity.id);
         }
     }
+
+    const URL: &str = "ldaps://dc1.corp.example.com";
 
     fn person(dn: &str, id: &str) -> Person {
         Person {
@@ -2300,7 +2534,7 @@ mod tests {
             group("Loop A", &["cn=Loop B,ou=groups", "uid=dee,ou=people"]),
             group("Loop B", &["cn=Loop A,ou=groups"]),
         ];
-        let identities = identities(people, &groups).unwrap();
+        let identities = identities(people, &groups, URL).unwrap();
         assert_eq!(identities[0].groups, ["Users"]);
         assert_eq!(
             identities[1].groups,
@@ -2348,7 +2582,7 @@ mod tests {
             contractors,
             group("Everyone", &["cn=Contractors,ou=groups"]),
         ];
-        let identities = identities(vec![dee, eve], &groups).unwrap();
+        let identities = identities(vec![dee, eve], &groups, URL).unwrap();
         assert_eq!(identities[0].groups, ["Contractors", "Everyone"]);
         assert!(identities[1].groups.is_empty());
     }
@@ -2362,7 +2596,7 @@ mod tests {
         let mut developers = group("developers", &[]);
         developers.member_uids = vec!["ada".to_owned(), "nobody".to_owned()];
         let groups = vec![developers, group("Staff", &["cn=developers,ou=groups"])];
-        let identities = identities(vec![ada, bob], &groups).unwrap();
+        let identities = identities(vec![ada, bob], &groups, URL).unwrap();
         assert_eq!(identities[0].groups, ["Staff", "developers"]);
         assert!(identities[1].groups.is_empty());
     }
@@ -2583,7 +2817,9 @@ mod tests {
             person("uid=a,ou=people", "same"),
             person("uid=b,ou=people", "same"),
         ];
-        let error = identities(people, &[]).unwrap_err().to_string();
+        let error = identities(people, &[], URL).unwrap_err().to_string();
         assert!(error.contains("the same id \"same\""), "{error}");
+        // Which server: a fleet may read several.
+        assert!(error.starts_with(&format!("{URL} users: ")), "{error}");
     }
 }

@@ -63,6 +63,7 @@ mod review_s40_daemon;
 mod review_s40_directory;
 mod review_s40_mail;
 mod review_s40_secrets;
+mod review_s41_ldap;
 mod review_s41_ops;
 mod review_s41_outage;
 mod review_s41_restart;
