@@ -495,6 +495,19 @@ pub(crate) async fn fetch_token(
     form: &[(&str, &str)],
     secrets: &[&str],
 ) -> Result<(SecretString, Duration), DirectoryError> {
+    let reply = request_token(transport, token_url, form).await?;
+    let wait = retry_after(&reply.headers);
+    token_from(token_url, &reply, secrets, wait)
+}
+
+/// Sends one token request (client credentials) with `form`; any status is an
+/// answer, read by [`token_from`]. For a provider that paces by other headers
+/// than `Retry-After` (Okta's `X-Rate-Limit-Reset`).
+pub(crate) async fn request_token(
+    transport: &Transport,
+    token_url: &str,
+    form: &[(&str, &str)],
+) -> Result<Reply, DirectoryError> {
     let endpoint = endpoint_of("POST", token_url);
     let body = form_body(form);
     let request = transport
@@ -506,7 +519,18 @@ pub(crate) async fn fetch_token(
         )
         .header(reqwest::header::ACCEPT, "application/json")
         .body(body);
-    let reply = transport.send(request, &endpoint).await?;
+    transport.send(request, &endpoint).await
+}
+
+/// The token and its lifetime in the token endpoint's `reply`, or an error whose
+/// retry waits at least `wait`; `secrets` never appear in it.
+pub(crate) fn token_from(
+    token_url: &str,
+    reply: &Reply,
+    secrets: &[&str],
+    wait: Option<Duration>,
+) -> Result<(SecretString, Duration), DirectoryError> {
+    let endpoint = endpoint_of("POST", token_url);
     if !reply.is_success() {
         // RFC 6749 §5.2: {"error": "invalid_client", "error_description": "…"}.
         let parsed: Value = serde_json::from_str(&reply.body).unwrap_or(Value::Null);
@@ -519,8 +543,7 @@ pub(crate) async fn fetch_token(
             .and_then(Value::as_str)
             .map(str::to_owned)
             .unwrap_or_else(|| body_excerpt(&reply.body));
-        let wait = retry_after(&reply.headers);
-        return Err(status_error(&endpoint, &reply, code, detail, wait, secrets));
+        return Err(status_error(&endpoint, reply, code, detail, wait, secrets));
     }
     let value = reply.json(&endpoint)?;
     let token = value

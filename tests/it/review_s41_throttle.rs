@@ -7,13 +7,14 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use seatwarden::directory::EntraSource;
+use seatwarden::directory::{EntraSource, OktaAuth, OktaSource, Secret};
 use seatwarden::retry::RetryPolicy;
 use serde_json::json;
-use wiremock::matchers::{method, path_regex};
+use wiremock::matchers::{method, path, path_regex};
 use wiremock::{Mock, MockServer, Request, ResponseTemplate};
 
 use crate::entra::{FakeGraph, graph_group, graph_page, graph_user};
+use crate::okta::{LinkStyle, expected_small_org, small_org, statuses};
 
 /// Microsoft Graph throttles an app in a tenant, not a request: while one member
 /// read waits out a 429's `Retry-After`, the other member reads (run
@@ -102,4 +103,75 @@ async fn a_graph_429_pauses_every_concurrent_read_for_its_retry_after() {
         .filter(|(_, at)| *at >= refused + Duration::from_millis(1900))
         .count();
     assert!(after >= 9, "{after} reads after the pause: {arrivals:?}");
+}
+
+/// Okta's token endpoint has its own rate limit, and answers a 429 as the API
+/// does: `X-Rate-Limit-Reset`, no `Retry-After`. The token request waits for
+/// the reset as API calls do; before, it was retried on the plain backoff, whose
+/// retries ran out within seconds of a window that resets up to a minute later.
+#[tokio::test]
+async fn an_okta_token_endpoint_429_waits_for_its_rate_limit_reset() {
+    let server = MockServer::start().await;
+    let arrivals: Arc<Mutex<Vec<Instant>>> = Arc::default();
+    {
+        let arrivals = arrivals.clone();
+        Mock::given(method("POST"))
+            .and(path("/oauth2/v1/token"))
+            .respond_with(move |_: &Request| {
+                let mut arrivals = arrivals.lock().unwrap();
+                arrivals.push(Instant::now());
+                if arrivals.len() == 1 {
+                    let now = std::time::SystemTime::now();
+                    let epoch = now.duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+                    return ResponseTemplate::new(429)
+                        .insert_header("date", httpdate::fmt_http_date(now).as_str())
+                        .insert_header("x-rate-limit-limit", "600")
+                        .insert_header("x-rate-limit-remaining", "0")
+                        .insert_header("x-rate-limit-reset", (epoch + 2).to_string().as_str())
+                        .set_body_json(json!({
+                            "errorCode": "E0000047",
+                            "errorSummary": "API call exceeded rate limit due to too many requests.",
+                            "errorLink": "E0000047",
+                            "errorId": "oae-s41-token",
+                            "errorCauses": []
+                        }));
+                }
+                ResponseTemplate::new(200).set_body_json(json!({
+                    "token_type": "Bearer",
+                    "expires_in": 3600,
+                    "access_token": "access-token-s41",
+                    "scope": "okta.users.read okta.groups.read"
+                }))
+            })
+            .mount(&server)
+            .await;
+    }
+    small_org(LinkStyle::SeparateLines).mount(&server).await;
+    let auth = OktaAuth::PrivateKeyJwt {
+        client_id: "0oa-service-app".into(),
+        key_id: Some("key-1".into()),
+        private_key: Secret::File {
+            key: "directory.private_key_file",
+            path: std::path::Path::new(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/tests/fixtures/keys/test-rsa-pkcs8.pem"
+            ))
+            .to_owned(),
+        },
+    };
+    let mut settings = crate::okta::settings(&server, auth);
+    settings.retry = RetryPolicy {
+        max_retry_after: Duration::from_secs(10),
+        ..RetryPolicy::immediate(3)
+    };
+    let source = OktaSource::new(settings);
+    let snapshot = source.snapshot().await.unwrap();
+    assert_eq!(statuses(&snapshot), expected_small_org());
+    let arrivals = arrivals.lock().unwrap().clone();
+    assert_eq!(arrivals.len(), 2, "one 429, then the token");
+    let waited = arrivals[1] - arrivals[0];
+    assert!(
+        waited >= Duration::from_millis(1800),
+        "asked again after {waited:?}"
+    );
 }
