@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use seatwarden::directory::{EntraSource, OktaAuth, OktaSource, Secret};
+use seatwarden::directory::{EntraSource, LdapSource, OktaAuth, OktaSource, Secret};
 use seatwarden::retry::RetryPolicy;
 use serde_json::json;
 use wiremock::matchers::{method, path, path_regex};
@@ -174,4 +174,62 @@ async fn an_okta_token_endpoint_429_waits_for_its_rate_limit_reset() {
         waited >= Duration::from_millis(1800),
         "asked again after {waited:?}"
     );
+}
+
+/// A domain controller without a certificate: it answers the StartTLS request
+/// (RFC 4511 §4.14) with `unavailable` (52), Active Directory's text, then waits.
+/// Counts the connections it is asked for.
+async fn dc_without_a_certificate() -> (u16, Arc<AtomicUsize>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let connections = Arc::new(AtomicUsize::new(0));
+    let counted = connections.clone();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            counted.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(async move {
+                let mut request = [0u8; 256];
+                let n = stream.read(&mut request).await.unwrap_or(0);
+                // 30 len 02 01 <id> 77 …: the ExtendedRequest and its message id.
+                assert!(
+                    n > 5 && request[2..4] == [0x02, 0x01],
+                    "{:02x?}",
+                    &request[..n]
+                );
+                let id = request[4];
+                let text = b"00000000: LdapErr: DSID-0C09120C, comment: Error initializing SSL/TLS, data 0, v4563";
+                let mut response = vec![0x0a, 0x01, 52, 0x04, 0x00, 0x04, text.len() as u8];
+                response.extend_from_slice(text);
+                let mut message = vec![0x02, 0x01, id, 0x78, response.len() as u8];
+                message.extend(response);
+                let mut out = vec![0x30, message.len() as u8];
+                out.extend(message);
+                let _ = stream.write_all(&out).await;
+                let _ = stream.read(&mut request).await;
+            });
+        }
+    });
+    (port, connections)
+}
+
+/// StartTLS refused as `unavailable` (52) by a server that has no certificate
+/// fails at once, saying so: it was taken for a busy server's 52 and retried,
+/// which no retry mends.
+#[tokio::test]
+async fn a_start_tls_refused_for_want_of_a_certificate_fails_at_once() {
+    let (port, connections) = dc_without_a_certificate().await;
+    let mut settings = crate::ldap_ad::source(0).settings().clone();
+    settings.url = format!("ldap://127.0.0.1:{port}");
+    settings.start_tls = true;
+    settings.retry = RetryPolicy::immediate(3);
+    let error = LdapSource::new(settings).snapshot().await.unwrap_err();
+    assert!(!error.is_transient(), "{error}");
+    let text = error.to_string();
+    assert!(text.contains("unavailable (52)"), "{text}");
+    assert!(
+        text.contains("the server has no certificate for StartTLS"),
+        "{text}"
+    );
+    assert_eq!(connections.load(Ordering::SeqCst), 1, "{text}");
 }
