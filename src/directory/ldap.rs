@@ -9,7 +9,9 @@
 //!   that answers in plain LDAP, `ldap://` to one that hangs up on it (a TLS port),
 //!   a certificate issued to another name, a bind Active Directory refuses for a
 //!   reason a right password does not fix (`data 532`, expired), a bind that wants
-//!   encryption, a referral (with the URLs it refers to).
+//!   encryption, a referral (with the URLs it refers to), a StartTLS the server
+//!   refuses as `unavailable` (52: it has no certificate; failed at once, not
+//!   retried as a busy server's 52 is).
 //! - Users: one subtree search of `base_dn` with `user_filter` (by default the
 //!   flavor's people that have the userName attribute), in pages of
 //!   `page_size` (Simple Paged Results, RFC 2696; Active Directory answers at most
@@ -303,7 +305,10 @@ impl LdapSource {
         }
         let (driver, mut ldap) = LdapConnAsync::with_settings(connection, &s.url)
             .await
-            .map_err(|e| self.first_message_failure("connect", e))?;
+            .map_err(|e| match start_tls_unavailable(&s.url, s.start_tls, &e) {
+                Some(refused) => refused,
+                None => self.first_message_failure("connect", e),
+            })?;
         tokio::spawn(async move {
             if let Err(e) = driver.drive().await {
                 tracing::debug!(error = %e, "LDAP connection ended");
@@ -1121,6 +1126,28 @@ fn ldap_failure(url: &str, operation: &str, e: LdapError) -> DirectoryError {
             transient: false,
         },
     }
+}
+
+/// The StartTLS request answered `unavailable` (52): a server with no certificate
+/// to offer (Active Directory: "Error initializing SSL/TLS", a domain controller
+/// without a server-authentication certificate; OpenLDAP: "TLS not configured").
+/// Not transient, unlike a busy server's 52: no retry gives it a certificate.
+/// Only StartTLS answers with a result while connecting (an `ldaps://` handshake
+/// has none), so any result there is StartTLS's.
+fn start_tls_unavailable(url: &str, start_tls: bool, e: &LdapError) -> Option<DirectoryError> {
+    let LdapError::LdapResult { result } = e else {
+        return None;
+    };
+    (start_tls && result.rc == 52).then(|| DirectoryError::Transport {
+        endpoint: format!("{url} StartTLS"),
+        transient: false,
+        message: format!(
+            "{}; the server has no certificate for StartTLS: install one on it (a domain \
+             controller needs a server-authentication certificate in its computer store), \
+             or point directory.url at a server that has one",
+            describe_result(result.rc, &result.text)
+        ),
+    })
 }
 
 /// A certificate refused because it does not name the host the URL does.
@@ -2029,7 +2056,7 @@ mod tests {
         Duration, Group, LdapFlavor, LdapSettings, Person, RangedValues, RetryPolicy, Secret,
         account_expired, any_group_filter, describe_result, domain_root, entry_id, guid_text,
         identities, is_ad_partition, ldap_failure, member_dn, normalize_dn, parenthesized,
-        primary_group_sid, sends_password_in_clear, sid_text, status,
+        primary_group_sid, sends_password_in_clear, sid_text, start_tls_unavailable, status,
     };
 
     #[test]
@@ -2105,6 +2132,43 @@ mod tests {
         let ssf = describe_result(13, "confidentiality required");
         assert!(ssf.starts_with("confidentialityRequired (13)"), "{ssf}");
         assert!(ssf.ends_with("use ldaps:// or start_tls = true"), "{ssf}");
+    }
+
+    /// A domain controller without a certificate answers StartTLS with
+    /// `unavailable` (52), which elsewhere is a server that may come back: here it
+    /// fails at once and says why, instead of being retried for nothing.
+    #[test]
+    fn a_start_tls_refused_as_unavailable_says_the_server_has_no_certificate() {
+        let refused = |rc: u32, text: &str| ldap3::LdapError::LdapResult {
+            result: ldap3::LdapResult {
+                rc,
+                matched: String::new(),
+                text: text.to_owned(),
+                refs: Vec::new(),
+                ctrls: Vec::new(),
+            },
+        };
+        let ad = refused(
+            52,
+            "00000000: LdapErr: DSID-0C09120C, comment: Error initializing SSL/TLS, data 0, v4563\0",
+        );
+        let error = start_tls_unavailable("ldap://dc1.corp.example.com", true, &ad).unwrap();
+        assert!(!error.is_transient(), "{error}");
+        let text = error.to_string();
+        assert!(
+            text.starts_with("ldap://dc1.corp.example.com StartTLS: unavailable (52): 00000000"),
+            "{text}"
+        );
+        assert!(
+            text.contains("the server has no certificate for StartTLS"),
+            "{text}"
+        );
+        // Without StartTLS, or another result, it is not this refusal.
+        assert!(start_tls_unavailable("ldap://dc1", false, &ad).is_none());
+        assert!(start_tls_unavailable("ldap://dc1", true, &refused(51, "busy")).is_none());
+        assert!(
+            start_tls_unavailable("ldap://dc1", true, &ldap3::LdapError::EndOfStream).is_none()
+        );
     }
 
     #[test]

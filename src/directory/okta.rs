@@ -28,7 +28,8 @@
 //!   admin role for a service app, an admin role for an API token.
 //! - Rate limits: every answer's `X-Rate-Limit-Remaining`/`X-Rate-Limit-Reset` are
 //!   kept per endpoint family; when few requests remain, requests wait for the reset
-//!   instead of running into 429. A 429 waits until `X-Rate-Limit-Reset`. At most
+//!   instead of running into 429. A 429 waits until `X-Rate-Limit-Reset`; so does
+//!   the token request of a service app (`/oauth2/v1/token` is a family too). At most
 //!   `max_concurrency` requests are in flight (Okta's org-wide limit is 75).
 //!
 //! Status mapping: ACTIVE, PROVISIONED (activation pending; Okta provisions apps to
@@ -880,11 +881,7 @@ impl OktaSource {
                     permission_hint(url, token.is_some())
                 );
             }
-            let wait = if reply.status == 429 {
-                reset_delay(&reply.headers).or_else(|| remote::retry_after(&reply.headers))
-            } else {
-                remote::retry_after(&reply.headers)
-            };
+            let wait = wait_before_retry(&reply);
             let secret = token
                 .as_ref()
                 .map(|t| t.expose_secret().to_owned())
@@ -952,7 +949,14 @@ impl OktaSource {
         }
         let claims = jwt::assertion_claims(client_id, &token_url, jwt::unix_now())?;
         let assertion = key.sign(header, &claims)?;
-        remote::fetch_token(
+        // The token endpoint has its own rate limit (`/oauth2/v1/token`), with
+        // the same headers as the API's: paced, and a 429 waited out until its
+        // `X-Rate-Limit-Reset` (it sends no `Retry-After`), as API calls are.
+        // On the plain backoff, the retries ran out within seconds of a
+        // window that resets up to a minute later.
+        let bucket = bucket_of(&token_url);
+        self.pace(&bucket).await;
+        let reply = remote::request_token(
             transport,
             &token_url,
             &[
@@ -970,9 +974,10 @@ impl OktaSource {
                 ),
                 ("client_assertion", &assertion),
             ],
-            &[&assertion],
         )
-        .await
+        .await?;
+        self.record_limits(&bucket, &reply.headers);
+        remote::token_from(&token_url, &reply, &[&assertion], wait_before_retry(&reply))
     }
 
     /// Waits for the rate-limit window to reset when the endpoint family has
@@ -1102,6 +1107,17 @@ fn bucket_of(url: &str) -> String {
         .map(|(i, s)| if i >= 3 && i % 2 == 1 { "*" } else { s })
         .collect::<Vec<_>>()
         .join("/")
+}
+
+/// The least wait before an answer that is not a success is asked again: a 429
+/// until `X-Rate-Limit-Reset` (Okta sends no `Retry-After` with it), else the
+/// `Retry-After` there is.
+fn wait_before_retry(reply: &Reply) -> Option<Duration> {
+    if reply.status == 429 {
+        reset_delay(&reply.headers).or_else(|| remote::retry_after(&reply.headers))
+    } else {
+        remote::retry_after(&reply.headers)
+    }
 }
 
 /// How long until `X-Rate-Limit-Reset` (UTC epoch seconds). Measured against the

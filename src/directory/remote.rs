@@ -1,7 +1,9 @@
 //! What the directory connectors share. Every one with a credential (Okta, Entra,
 //! LDAP, SCIM) takes it as a [`Secret`], read at use. The Okta and Entra connectors
 //! also share one HTTP transport (concurrency permit, optional request-rate limit,
-//! per-request timeout, request counters), OAuth 2.0 client-credentials tokens
+//! per-request timeout, request counters, and a pause after a 429 or 503 with
+//! `Retry-After` that holds every request of the connector, as the workspace
+//! client's does), OAuth 2.0 client-credentials tokens
 //! cached until shortly before they expire, and error construction that never
 //! carries a secret; the SCIM directory talks through the workspace's client, and
 //! LDAP through its own connection.
@@ -18,6 +20,7 @@ use std::collections::{BTreeSet, HashMap, HashSet};
 use std::num::NonZeroU32;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
 use governor::clock::DefaultClock;
@@ -181,6 +184,12 @@ pub(crate) struct Transport {
     /// The most one answer's body may hold.
     max_body_bytes: usize,
     pub retry: RetryPolicy,
+    /// Set by a 429 or 503 with `Retry-After`: no request leaves before then.
+    /// Microsoft Graph throttles the app in the tenant, not the request, and asks
+    /// that nothing be sent until `Retry-After` has passed; the reads running
+    /// concurrently (`max_concurrency`) would otherwise each be refused in turn,
+    /// prolonging the throttling and spending their own retries.
+    paused_until: Mutex<Option<tokio::time::Instant>>,
     requests: AtomicU64,
     retries: AtomicU64,
 }
@@ -226,6 +235,7 @@ impl Transport {
             timeout,
             max_body_bytes,
             retry,
+            paused_until: Mutex::new(None),
             requests: AtomicU64::new(0),
             retries: AtomicU64::new(0),
         })
@@ -254,7 +264,9 @@ impl Transport {
         log.retrying(endpoint, &self.retry, error, delay);
     }
 
-    /// One attempt: permit, rate limit, timeout. Any status is an answer.
+    /// One attempt: permit, the provider's last pause, rate limit, timeout. Any
+    /// status is an answer; a 429 or 503 with `Retry-After` pauses every request
+    /// of this connector for that long (at most `retry.max_retry_after`).
     pub async fn send(
         &self,
         request: reqwest::RequestBuilder,
@@ -265,6 +277,7 @@ impl Transport {
             .acquire()
             .await
             .map_err(|_| DirectoryError::Settings("connector is shut down".to_owned()))?;
+        self.wait_out_pause().await;
         if let Some(limiter) = &self.limiter {
             limiter.until_ready().await;
         }
@@ -284,6 +297,11 @@ impl Transport {
             .map_err(transport)?;
         let status = response.status().as_u16();
         let headers = response.headers().clone();
+        if matches!(status, 429 | 503)
+            && let Some(asked) = retry_after(&headers)
+        {
+            self.pause_for(asked.min(self.retry.max_retry_after), endpoint, status);
+        }
         let body = crate::http::body_text(response, self.max_body_bytes)
             .await
             .map_err(|e| match e {
@@ -299,6 +317,45 @@ impl Transport {
             headers,
             body,
         })
+    }
+}
+
+impl Transport {
+    /// Holds the caller until the provider's last `Retry-After` has passed.
+    async fn wait_out_pause(&self) {
+        loop {
+            let until = *self
+                .paused_until
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            match until {
+                // Looked at again after the sleep: another 429 may have moved it.
+                Some(until) if until > tokio::time::Instant::now() => {
+                    tokio::time::sleep_until(until).await;
+                }
+                _ => return,
+            }
+        }
+    }
+
+    fn pause_for(&self, pause: Duration, endpoint: &str, status: u16) {
+        if pause.is_zero() {
+            return;
+        }
+        let until = tokio::time::Instant::now() + pause;
+        let mut guard = self
+            .paused_until
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if guard.is_none_or(|current| current < until) {
+            *guard = Some(until);
+            tracing::warn!(
+                endpoint,
+                status,
+                pause_ms = u64::try_from(pause.as_millis()).unwrap_or(u64::MAX),
+                "the directory asked to slow down: every request waits"
+            );
+        }
     }
 }
 
@@ -438,6 +495,19 @@ pub(crate) async fn fetch_token(
     form: &[(&str, &str)],
     secrets: &[&str],
 ) -> Result<(SecretString, Duration), DirectoryError> {
+    let reply = request_token(transport, token_url, form).await?;
+    let wait = retry_after(&reply.headers);
+    token_from(token_url, &reply, secrets, wait)
+}
+
+/// Sends one token request (client credentials) with `form`; any status is an
+/// answer, read by [`token_from`]. For a provider that paces by other headers
+/// than `Retry-After` (Okta's `X-Rate-Limit-Reset`).
+pub(crate) async fn request_token(
+    transport: &Transport,
+    token_url: &str,
+    form: &[(&str, &str)],
+) -> Result<Reply, DirectoryError> {
     let endpoint = endpoint_of("POST", token_url);
     let body = form_body(form);
     let request = transport
@@ -449,7 +519,18 @@ pub(crate) async fn fetch_token(
         )
         .header(reqwest::header::ACCEPT, "application/json")
         .body(body);
-    let reply = transport.send(request, &endpoint).await?;
+    transport.send(request, &endpoint).await
+}
+
+/// The token and its lifetime in the token endpoint's `reply`, or an error whose
+/// retry waits at least `wait`; `secrets` never appear in it.
+pub(crate) fn token_from(
+    token_url: &str,
+    reply: &Reply,
+    secrets: &[&str],
+    wait: Option<Duration>,
+) -> Result<(SecretString, Duration), DirectoryError> {
+    let endpoint = endpoint_of("POST", token_url);
     if !reply.is_success() {
         // RFC 6749 §5.2: {"error": "invalid_client", "error_description": "…"}.
         let parsed: Value = serde_json::from_str(&reply.body).unwrap_or(Value::Null);
@@ -462,8 +543,7 @@ pub(crate) async fn fetch_token(
             .and_then(Value::as_str)
             .map(str::to_owned)
             .unwrap_or_else(|| body_excerpt(&reply.body));
-        let wait = retry_after(&reply.headers);
-        return Err(status_error(&endpoint, &reply, code, detail, wait, secrets));
+        return Err(status_error(&endpoint, reply, code, detail, wait, secrets));
     }
     let value = reply.json(&endpoint)?;
     let token = value

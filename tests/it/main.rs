@@ -68,6 +68,7 @@ mod review_s41_ops;
 mod review_s41_outage;
 mod review_s41_restart;
 mod review_s41_retries;
+mod review_s41_throttle;
 mod role_groups;
 mod run_recovery;
 mod safety;
