@@ -1454,6 +1454,29 @@ mod tests {
         }
     }
 
+    impl SteppedClock {
+        /// At 2026-05-01 07:59:50 UTC, not stepped yet.
+        fn ten_seconds_before_eight() -> Arc<SteppedClock> {
+            Arc::new(SteppedClock {
+                inner: TokioClock::starting_at(
+                    utc(2026, 5, 1, 7, 59) + chrono::Duration::seconds(50),
+                ),
+                back: Mutex::new(chrono::Duration::zero()),
+            })
+        }
+    }
+
+    /// A digest at 08:00 every day, last started at `last_started`.
+    fn daily_digest_at_eight(last_started: DateTime<Utc>) -> Vec<JobSpec> {
+        vec![JobSpec {
+            name: "digest",
+            schedule: Schedule::parse("0 8 * * *").unwrap(),
+            last_started: Some(last_started),
+            stopped: false,
+            fired: None,
+        }]
+    }
+
     #[tokio::test(start_paused = true)]
     async fn a_backward_clock_step_does_not_stall_the_jobs() {
         let clock = Arc::new(SteppedClock {
@@ -1498,19 +1521,8 @@ mod tests {
     /// does) does not fire the 08:00 slot again either.
     #[tokio::test(start_paused = true)]
     async fn a_reload_then_a_small_backward_step_does_not_fire_the_slot_again() {
-        let clock = Arc::new(SteppedClock {
-            inner: TokioClock::starting_at(utc(2026, 5, 1, 7, 59) + chrono::Duration::seconds(50)),
-            back: Mutex::new(chrono::Duration::zero()),
-        });
-        let digest = |last_started| {
-            vec![JobSpec {
-                name: "digest",
-                schedule: Schedule::parse("0 8 * * *").unwrap(),
-                last_started: Some(last_started),
-                stopped: false,
-                fired: None,
-            }]
-        };
+        let clock = SteppedClock::ten_seconds_before_eight();
+        let digest = daily_digest_at_eight;
         let as_clock: Arc<dyn Clock> = clock.clone();
         let log: Log = Arc::default();
         let start = recording(
@@ -1698,19 +1710,8 @@ mod tests {
     /// then the SIGHUP).
     #[tokio::test(start_paused = true)]
     async fn a_backward_step_then_a_reload_does_not_fire_the_slot_again() {
-        let clock = Arc::new(SteppedClock {
-            inner: TokioClock::starting_at(utc(2026, 5, 1, 7, 59) + chrono::Duration::seconds(50)),
-            back: Mutex::new(chrono::Duration::zero()),
-        });
-        let digest = |last_started| {
-            vec![JobSpec {
-                name: "digest",
-                schedule: Schedule::parse("0 8 * * *").unwrap(),
-                last_started: Some(last_started),
-                stopped: false,
-                fired: None,
-            }]
-        };
+        let clock = SteppedClock::ten_seconds_before_eight();
+        let digest = daily_digest_at_eight;
         let as_clock: Arc<dyn Clock> = clock.clone();
         let log: Log = Arc::default();
         let start = recording(
@@ -1747,10 +1748,7 @@ mod tests {
     /// from there (the sweep must not wait for the clock to catch up).
     #[tokio::test(start_paused = true)]
     async fn a_small_backward_step_after_a_fire_does_not_fire_the_slot_again() {
-        let clock = Arc::new(SteppedClock {
-            inner: TokioClock::starting_at(utc(2026, 5, 1, 7, 59) + chrono::Duration::seconds(50)),
-            back: Mutex::new(chrono::Duration::zero()),
-        });
+        let clock = SteppedClock::ten_seconds_before_eight();
         let jobs = vec![
             JobSpec {
                 name: "digest",
