@@ -2,8 +2,9 @@
 //!
 //! - Connection: `ldaps://`, or `ldap://` upgraded with StartTLS (`start_tls`), or
 //!   plain `ldap://`; a simple bind as `bind_dn` with the password from
-//!   `bind_password_file`. TLS trusts the system's roots, or only `ca_file` when it
-//!   is set (a private CA). One connection per snapshot; every operation, and every
+//!   `bind_password_file`. TLS trusts the system's roots (every one that loads:
+//!   ldap3's own loading trusted none when one file failed), or only `ca_file` when
+//!   it is set (a private CA). One connection per snapshot; every operation, and every
 //!   entry of a search, is bounded by `timeout`. Errors name the server and the
 //!   operation, and what to check where the cause is known: `ldaps://` to a port
 //!   that answers in plain LDAP, `ldap://` to one that hangs up on it (a TLS port),
@@ -296,6 +297,8 @@ impl LdapSource {
             .set_starttls(s.start_tls);
         if let Some(ca_file) = &s.ca_file {
             connection = connection.set_config(tls_config(ca_file)?);
+        } else if uses_tls(&s.url, s.start_tls) {
+            connection = connection.set_config(system_tls_config()?);
         }
         if sends_password_in_clear(&s.url, s.start_tls) {
             tracing::warn!(
@@ -1013,6 +1016,72 @@ fn sends_password_in_clear(url: &str, start_tls: bool) -> bool {
     url.scheme() == "ldap" && !start_tls && !crate::config::host_is_loopback(&url)
 }
 
+/// Whether a connection to `url` speaks TLS: `ldaps://`, or StartTLS.
+fn uses_tls(url: &str, start_tls: bool) -> bool {
+    start_tls || url::Url::parse(url).is_ok_and(|url| url.scheme().eq_ignore_ascii_case("ldaps"))
+}
+
+/// The client TLS configuration trusting the system's CA certificates, for a
+/// connection without `ca_file`; loaded once. ldap3 loads them itself, but trusts
+/// none at all when any one fails to load (a file in `/etc/ssl/certs` that is not
+/// PEM, or that this user may not read): every `ldaps://` and StartTLS connection
+/// then failed as "UnknownIssuer". Here the certificates that load are trusted, and
+/// those that did not are logged.
+fn system_tls_config() -> Result<Arc<rustls::ClientConfig>, DirectoryError> {
+    static CONFIG: std::sync::OnceLock<Result<Arc<rustls::ClientConfig>, String>> =
+        std::sync::OnceLock::new();
+    CONFIG
+        .get_or_init(|| {
+            let roots = system_roots(rustls_native_certs::load_native_certs())?;
+            client_config(roots).map_err(|e| format!("LDAP over TLS: {e}"))
+        })
+        .clone()
+        .map_err(DirectoryError::Settings)
+}
+
+/// The trusted roots among the system's certificates as `loaded`: every one that
+/// loaded, whatever failed beside it (logged).
+fn system_roots(
+    loaded: rustls_native_certs::CertificateResult,
+) -> Result<rustls::RootCertStore, String> {
+    for error in &loaded.errors {
+        tracing::warn!(
+            error = %error,
+            "a system CA certificate could not be loaded; LDAP over TLS trusts the others"
+        );
+    }
+    let mut roots = rustls::RootCertStore::empty();
+    let (_, unusable) = roots.add_parsable_certificates(loaded.certs);
+    if roots.is_empty() {
+        let mut why: Vec<String> = loaded.errors.iter().map(ToString::to_string).collect();
+        if unusable > 0 {
+            why.push(format!(
+                "{unusable} certificate(s) found but not usable as roots"
+            ));
+        }
+        let why = if why.is_empty() {
+            "none found".to_owned()
+        } else {
+            why.join("; ")
+        };
+        return Err(format!(
+            "LDAP over TLS: no system CA certificate could be loaded ({why}): set \
+             directory.ca_file to the PEM file of the CA that issued the server's certificate"
+        ));
+    }
+    Ok(roots)
+}
+
+fn client_config(roots: rustls::RootCertStore) -> Result<Arc<rustls::ClientConfig>, rustls::Error> {
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()?
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    Ok(Arc::new(config))
+}
+
 /// The client TLS configuration trusting only the CA certificates in `ca_file`.
 fn tls_config(ca_file: &std::path::Path) -> Result<Arc<rustls::ClientConfig>, DirectoryError> {
     use rustls_pki_types::CertificateDer;
@@ -1033,14 +1102,7 @@ fn tls_config(ca_file: &std::path::Path) -> Result<Arc<rustls::ClientConfig>, Di
     if roots.is_empty() {
         return Err(settings("no PEM certificate in the file".to_owned()));
     }
-    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .map_err(|e| settings(e.to_string()))?
-    .with_root_certificates(roots)
-    .with_no_client_auth();
-    Ok(Arc::new(config))
+    client_config(roots).map_err(|e| settings(e.to_string()))
 }
 
 /// Decodes a search result entry. ldap3 panics on an entry that is not valid BER;
@@ -2885,5 +2947,57 @@ mod tests {
         assert!(error.contains("the same id \"same\""), "{error}");
         // Which server: a fleet may read several.
         assert!(error.starts_with(&format!("{URL} users: ")), "{error}");
+    }
+
+    /// ldap3 trusted no system root at all when any one failed to load: a file
+    /// in the certificate folder that is not PEM made every `ldaps://` fail as
+    /// "UnknownIssuer". The roots that load are trusted; the others are logged.
+    #[test]
+    fn system_roots_keep_the_certificates_that_load_beside_one_that_does_not() {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/tls"))
+            .join("ca.pem");
+        std::fs::copy(&ca, dir.path().join("test-ca.pem")).unwrap();
+        std::fs::write(
+            dir.path().join("broken.pem"),
+            "-----BEGIN CERTIFICATE-----\nnot base64 at all!\n-----END CERTIFICATE-----\n",
+        )
+        .unwrap();
+        let loaded = rustls_native_certs::load_certs_from_paths(None, Some(dir.path()));
+        assert_eq!(loaded.certs.len(), 1, "{:?}", loaded.errors);
+        assert_eq!(loaded.errors.len(), 1, "the broken file is an error");
+        let roots = super::system_roots(loaded).unwrap();
+        assert_eq!(roots.len(), 1);
+    }
+
+    #[test]
+    fn no_system_root_at_all_says_to_set_the_ca_file() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("broken.pem"),
+            "-----BEGIN CERTIFICATE-----\nnot base64 at all!\n-----END CERTIFICATE-----\n",
+        )
+        .unwrap();
+        let loaded = rustls_native_certs::load_certs_from_paths(None, Some(dir.path()));
+        let error = super::system_roots(loaded).unwrap_err();
+        assert!(
+            error.contains("no system CA certificate could be loaded"),
+            "{error}"
+        );
+        assert!(
+            error.contains("failed to read PEM"),
+            "says what failed: {error}"
+        );
+        assert!(error.contains("set directory.ca_file"), "{error}");
+        let empty = super::system_roots(rustls_native_certs::CertificateResult::default());
+        assert!(empty.unwrap_err().contains("(none found)"));
+    }
+
+    #[test]
+    fn tls_is_ldaps_or_start_tls() {
+        assert!(super::uses_tls("ldaps://dc1.example.com", false));
+        assert!(super::uses_tls("LDAPS://dc1.example.com:636", false));
+        assert!(super::uses_tls("ldap://dc1.example.com", true));
+        assert!(!super::uses_tls("ldap://dc1.example.com", false));
     }
 }
