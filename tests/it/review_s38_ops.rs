@@ -376,7 +376,8 @@ async fn sigterm_while_a_job_waits_for_the_writer_lock_stops_at_once() {
     let (sandbox, dir, env) = demo(Duration::ZERO).await;
     let database = dir.path().join("state.db");
     let held = hold_writer_lock(&database, "the command `seatwarden approve`");
-    let (daemon, log) = spawn_daemon(dir.path(), &env, &[], free_port());
+    // No HTTP request is made: port 0, which no other test can take first.
+    let (daemon, log) = spawn_daemon(dir.path(), &env, &[], 0);
     let logged = || std::fs::read_to_string(&log).unwrap_or_default();
     wait_for("the reconcile to wait for the lock", &log, || {
         logged().contains("waiting for a seatwarden command run by hand to finish")
@@ -415,10 +416,17 @@ fn signal(child: &Child, name: &str) {
 async fn a_second_signal_stops_the_daemon_at_once() {
     // Every request takes 3 s: the first stop waits at least one verification read.
     let (_sandbox, dir, env) = demo(Duration::from_secs(3)).await;
-    let (mut daemon, log) = spawn_daemon(dir.path(), &env, &[], free_port());
+    // No HTTP request is made: port 0, which no other test can take first.
+    let (mut daemon, log) = spawn_daemon(dir.path(), &env, &[], 0);
     let database = dir.path().join("state.db");
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
+        if let Some(exited) = daemon.0.as_mut().and_then(|c| c.try_wait().unwrap()) {
+            panic!(
+                "the daemon exited ({exited}) before it wrote: {}",
+                std::fs::read_to_string(&log).unwrap_or_default()
+            );
+        }
         let writing = Store::open(&database)
             .ok()
             .and_then(|store| store.interrupted().ok())
