@@ -256,6 +256,25 @@ pub fn private_file() -> std::fs::OpenOptions {
 /// The largest `-wal` file kept after a checkpoint (`PRAGMA journal_size_limit`).
 const JOURNAL_SIZE_LIMIT: i64 = 64 * 1024 * 1024;
 
+/// `PRAGMA journal_mode = wal`, tried again while another connection holds the
+/// file: SQLite answers the change `SQLITE_BUSY` at once, without waiting as the
+/// busy timeout does for other statements, when another process opens the same
+/// new database at that moment (a daemon's first start, a command beside it).
+fn enable_wal(conn: &Connection) -> rusqlite::Result<String> {
+    let deadline = std::time::Instant::now() + BUSY_TIMEOUT;
+    loop {
+        match conn.pragma_update_and_check(None, "journal_mode", "wal", |row| row.get(0)) {
+            Err(rusqlite::Error::SqliteFailure(e, _))
+                if e.code == rusqlite::ErrorCode::DatabaseBusy
+                    && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            answer => return answer,
+        }
+    }
+}
+
 /// Refuses another program's database: schema version 0 (seatwarden's migrations
 /// set it in the transaction that creates the tables, so none of its databases
 /// has tables at 0) with tables in it. An empty file, or a new one, is migrated.
@@ -264,14 +283,15 @@ fn refuse_foreign(conn: &Connection, path: &Path) -> Result<(), StoreError> {
         path: path.to_owned(),
         source,
     };
-    let version: i64 = conn
-        .pragma_query_value(None, "user_version", |row| row.get(0))
-        .map_err(error)?;
-    if version != 0 {
-        return Ok(());
-    }
+    // One statement, so one snapshot: read apart, the version could be read
+    // before another process's migration committed and the tables after it, and
+    // seatwarden's own new database looked like another program's.
     let mut statement = conn
-        .prepare("SELECT name FROM sqlite_schema WHERE type = 'table' ORDER BY name LIMIT 4")
+        .prepare(
+            "SELECT name FROM sqlite_schema WHERE type = 'table'
+               AND (SELECT user_version FROM pragma_user_version) = 0
+             ORDER BY name LIMIT 4",
+        )
         .map_err(error)?;
     let tables: Vec<String> = statement
         .query_map([], |row| row.get(0))
@@ -362,6 +382,10 @@ impl Store {
             }
         }
         let conn = Connection::open(path).map_err(open_error)?;
+        // Before the first read: another process creating or migrating the same
+        // new file (a daemon's first start, `seatwarden status` beside it) holds
+        // its lock for a moment, which is waited for, not an error.
+        conn.busy_timeout(BUSY_TIMEOUT).map_err(open_error)?;
         refuse_foreign(&conn, path)?;
         restrict_permissions(path);
         let mut store = Store {
@@ -369,10 +393,7 @@ impl Store {
             path: Some(path.to_owned()),
         };
         store.configure().map_err(open_error)?;
-        let mode: String = store
-            .conn
-            .pragma_update_and_check(None, "journal_mode", "wal", |row| row.get(0))
-            .map_err(open_error)?;
+        let mode = enable_wal(&store.conn).map_err(open_error)?;
         if !mode.eq_ignore_ascii_case("wal") {
             return Err(StoreError::NoWal {
                 path: path.to_owned(),
