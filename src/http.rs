@@ -3,7 +3,9 @@
 //! (trusting the system's roots, or a `ca_file`'s instead: [`read_ca_file`]), one
 //! query encoder, one way to put an id in a path ([`path_segment`]), one body
 //! reader with a size limit ([`body_text`]), the limits a listing and an answer
-//! must keep to ([`Limits`]), and one description of a failed exchange. Retries
+//! must keep to ([`Limits`]), one description of a failed exchange, and the pause
+//! a 429 or 503 with `Retry-After` puts on every request of a client
+//! ([`ProviderPause`]). Retries
 //! live in [`crate::retry`]; rate limits and auth are each connector's own business.
 
 use std::time::Duration;
@@ -828,5 +830,53 @@ mod tests {
             assert_eq!(url.path_segments().unwrap().count(), 4, "{id}");
         }
         assert_eq!(path_segment("a/..").unwrap(), "a%2F..");
+    }
+}
+
+/// Set by a 429 or 503 with `Retry-After`: no request of the client that holds it
+/// leaves before then. Providers (Microsoft Graph, SCIM services) throttle the
+/// app, not the request, and ask that nothing be sent until `Retry-After` has
+/// passed; requests running concurrently would otherwise each be refused in turn.
+#[derive(Debug, Default)]
+pub struct ProviderPause(std::sync::Mutex<Option<tokio::time::Instant>>);
+
+impl ProviderPause {
+    /// When requests may go again, if that is still ahead.
+    pub fn until(&self) -> Option<tokio::time::Instant> {
+        let until = *self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        until.filter(|until| *until > tokio::time::Instant::now())
+    }
+
+    /// Holds the caller until the last pause has passed (looked at again after
+    /// each sleep: another 429 may have moved it).
+    pub async fn wait_out(&self) {
+        while let Some(until) = self.until() {
+            tokio::time::sleep_until(until).await;
+        }
+    }
+
+    /// Pauses every request for `pause` from now, unless a longer pause is on;
+    /// `provider` names who asked ("the workspace", "the directory") in the log.
+    pub fn pause_for(&self, pause: Duration, provider: &str, endpoint: &str, status: u16) {
+        if pause.is_zero() {
+            return;
+        }
+        let until = tokio::time::Instant::now() + pause;
+        let mut guard = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if guard.is_none_or(|current| current < until) {
+            *guard = Some(until);
+            tracing::warn!(
+                endpoint,
+                status,
+                pause_ms = u64::try_from(pause.as_millis()).unwrap_or(u64::MAX),
+                "{provider} asked to slow down: every request waits"
+            );
+        }
     }
 }

@@ -20,7 +20,6 @@ use std::collections::{BTreeSet, HashMap, HashSet};
 use std::num::NonZeroU32;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
 use governor::clock::DefaultClock;
@@ -189,7 +188,7 @@ pub(crate) struct Transport {
     /// that nothing be sent until `Retry-After` has passed; the reads running
     /// concurrently (`max_concurrency`) would otherwise each be refused in turn,
     /// prolonging the throttling and spending their own retries.
-    paused_until: Mutex<Option<tokio::time::Instant>>,
+    paused_until: crate::http::ProviderPause,
     requests: AtomicU64,
     retries: AtomicU64,
 }
@@ -235,7 +234,7 @@ impl Transport {
             timeout,
             max_body_bytes,
             retry,
-            paused_until: Mutex::new(None),
+            paused_until: crate::http::ProviderPause::default(),
             requests: AtomicU64::new(0),
             retries: AtomicU64::new(0),
         })
@@ -277,7 +276,7 @@ impl Transport {
             .acquire()
             .await
             .map_err(|_| DirectoryError::Settings("connector is shut down".to_owned()))?;
-        self.wait_out_pause().await;
+        self.paused_until.wait_out().await;
         if let Some(limiter) = &self.limiter {
             limiter.until_ready().await;
         }
@@ -300,7 +299,12 @@ impl Transport {
         if matches!(status, 429 | 503)
             && let Some(asked) = retry_after(&headers)
         {
-            self.pause_for(asked.min(self.retry.max_retry_after), endpoint, status);
+            self.paused_until.pause_for(
+                asked.min(self.retry.max_retry_after),
+                "the directory",
+                endpoint,
+                status,
+            );
         }
         let body = crate::http::body_text(response, self.max_body_bytes)
             .await
@@ -317,45 +321,6 @@ impl Transport {
             headers,
             body,
         })
-    }
-}
-
-impl Transport {
-    /// Holds the caller until the provider's last `Retry-After` has passed.
-    async fn wait_out_pause(&self) {
-        loop {
-            let until = *self
-                .paused_until
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner);
-            match until {
-                // Looked at again after the sleep: another 429 may have moved it.
-                Some(until) if until > tokio::time::Instant::now() => {
-                    tokio::time::sleep_until(until).await;
-                }
-                _ => return,
-            }
-        }
-    }
-
-    fn pause_for(&self, pause: Duration, endpoint: &str, status: u16) {
-        if pause.is_zero() {
-            return;
-        }
-        let until = tokio::time::Instant::now() + pause;
-        let mut guard = self
-            .paused_until
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        if guard.is_none_or(|current| current < until) {
-            *guard = Some(until);
-            tracing::warn!(
-                endpoint,
-                status,
-                pause_ms = u64::try_from(pause.as_millis()).unwrap_or(u64::MAX),
-                "the directory asked to slow down: every request waits"
-            );
-        }
     }
 }
 

@@ -313,7 +313,7 @@ struct Inner {
     /// Set by a 429 or 503 with `Retry-After`: no request leaves before then. The
     /// provider throttles the token, not the request, so every request in flight
     /// would otherwise be refused in turn and spend its own retries.
-    paused_until: Mutex<Option<tokio::time::Instant>>,
+    paused_until: crate::http::ProviderPause,
     discovered: Mutex<Discovered>,
     requests: AtomicU64,
     retries: AtomicU64,
@@ -492,7 +492,7 @@ impl ScimClient {
                 retry: settings.retry,
                 permits: Semaphore::new(settings.max_concurrency),
                 limiter,
-                paused_until: Mutex::new(None),
+                paused_until: crate::http::ProviderPause::default(),
                 discovered: Mutex::new(Discovered::default()),
                 requests: AtomicU64::new(0),
                 retries: AtomicU64::new(0),
@@ -778,7 +778,12 @@ impl ScimClient {
         if matches!(status, 429 | 503)
             && let Some(asked) = retry_after
         {
-            self.pause_for(asked.min(inner.retry.max_retry_after), endpoint, status);
+            inner.paused_until.pause_for(
+                asked.min(inner.retry.max_retry_after),
+                "the workspace",
+                endpoint,
+                status,
+            );
         }
         let text = crate::http::body_text(response, inner.max_body_bytes)
             .await
@@ -852,43 +857,17 @@ impl ScimClient {
             if stop.is_some_and(StopSignal::is_stopped) {
                 return false;
             }
-            let until = *self
-                .inner
-                .paused_until
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner);
-            match until {
+            match self.inner.paused_until.until() {
                 // Looked at again after the sleep: another 429 may have moved it.
-                Some(until) if until > tokio::time::Instant::now() => match stop {
+                Some(until) => match stop {
                     None => tokio::time::sleep_until(until).await,
                     Some(stop) => tokio::select! {
                         () = stop.stopped() => return false,
                         () = tokio::time::sleep_until(until) => {}
                     },
                 },
-                _ => return true,
+                None => return true,
             }
-        }
-    }
-
-    fn pause_for(&self, pause: Duration, endpoint: &str, status: u16) {
-        if pause.is_zero() {
-            return;
-        }
-        let until = tokio::time::Instant::now() + pause;
-        let mut guard = self
-            .inner
-            .paused_until
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        if guard.is_none_or(|current| current < until) {
-            *guard = Some(until);
-            tracing::warn!(
-                endpoint,
-                status,
-                pause_ms = u64::try_from(pause.as_millis()).unwrap_or(u64::MAX),
-                "the workspace asked to slow down: every request waits"
-            );
         }
     }
 
