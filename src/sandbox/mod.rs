@@ -35,6 +35,11 @@
 //!   without flushing the response head, and the client sees "connection closed
 //!   before message completed" (reqwest/hyper `IncompleteMessage`), as when a load
 //!   balancer drops it. The request is not applied.
+//! - **Lost answers** ([`Sandbox::lose_answers`]) are staged, not drawn: the
+//!   next requests of a method on a collection are handled as usual (a write is
+//!   applied) and then their connection is dropped as a reset drops it, so the
+//!   client sees a failure for a write the workspace made: a timeout or a load
+//!   balancer cutting the answer after the provider committed.
 //! - Attributes the sandbox does not model are ignored on POST/PUT; a PATCH `path`
 //!   naming one is 400 `invalidPath`, one naming `id` or `meta` 400 `mutability`
 //!   (path-less PATCH values skip all of them). PUT
@@ -308,6 +313,9 @@ struct Shared {
     recording: AtomicBool,
     /// `Some` while [`Sandbox::record_requests`] is on.
     seen: Mutex<Option<Vec<SeenRequest>>>,
+    /// Staged by [`Sandbox::lose_answers`]: (method, collection) → how many of
+    /// the next such requests are handled and then not answered.
+    lost_answers: Mutex<HashMap<(String, String), usize>>,
 }
 
 /// Counts a request in [`Shared::in_progress`] until it is answered or dropped (its
@@ -334,6 +342,36 @@ impl Shared {
 
     fn store_read(&self) -> RwLockReadGuard<'_, Store> {
         self.store.read().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Whether the answer to this request, already handled, is to be lost
+    /// ([`Sandbox::lose_answers`]); counts it off if so.
+    fn loses_answer(&self, method: &Method, uri: &Uri) -> bool {
+        let mut lost = self
+            .lost_answers
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if lost.is_empty() {
+            return false;
+        }
+        let collection = uri
+            .path()
+            .strip_prefix(PREFIX)
+            .unwrap_or(uri.path())
+            .split('/')
+            .find(|s| !s.is_empty())
+            .unwrap_or_default();
+        let key = (method.as_str().to_owned(), collection.to_owned());
+        match lost.get_mut(&key) {
+            Some(left) if *left > 0 => {
+                *left -= 1;
+                if *left == 0 {
+                    lost.remove(&key);
+                }
+                true
+            }
+            _ => false,
+        }
     }
 
     /// After resource `id` of `collection` was read: the next change staged for
@@ -432,6 +470,7 @@ impl Sandbox {
             in_progress: AtomicU64::new(0),
             recording: AtomicBool::new(false),
             seen: Mutex::new(None),
+            lost_answers: Mutex::new(HashMap::new()),
         });
         let app = Router::new()
             .fallback(handle)
@@ -531,6 +570,22 @@ impl Sandbox {
             .entry((collection.to_owned(), id.to_owned()))
             .or_default()
             .extend(changes);
+    }
+
+    /// Stages lost answers: the next `count` requests by `method` (`"POST"`,
+    /// `"PATCH"`, …) on `collection` (`"Users"`, `"Groups"`; the collection or
+    /// one of its resources) are handled as usual, a write applied, and then
+    /// their connection is dropped before the answer leaves, as a reset drops it.
+    /// The client sees a failed write the workspace made. Recorded requests
+    /// ([`Sandbox::record_requests`]) show them with the status they were given.
+    pub fn lose_answers(&self, method: &str, collection: &str, count: usize) {
+        *self
+            .shared
+            .lost_answers
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .entry((method.to_ascii_uppercase(), collection.to_owned()))
+            .or_default() += count;
     }
 
     /// Replaces the bearer token while serving: clients holding the old one are
@@ -827,13 +882,7 @@ async fn handle(
     match fault {
         Some(Fault::Reset) => {
             shared.resets.fetch_add(1, Ordering::Relaxed);
-            let failing = futures::stream::once(async {
-                Err::<Bytes, std::io::Error>(std::io::Error::new(
-                    std::io::ErrorKind::ConnectionReset,
-                    "sandbox fault: connection dropped",
-                ))
-            });
-            return Response::new(Body::from_stream(failing));
+            return dropped();
         }
         Some(Fault::TooMany) => {
             shared.faults_429.fetch_add(1, Ordering::Relaxed);
@@ -912,7 +961,22 @@ async fn handle(
             },
         });
     }
+    if shared.loses_answer(&method, &uri) {
+        return dropped();
+    }
     response
+}
+
+/// A response whose body fails before its first byte: hyper aborts the
+/// connection without the response head, and the client sees it dropped.
+fn dropped() -> Response {
+    let failing = futures::stream::once(async {
+        Err::<Bytes, std::io::Error>(std::io::Error::new(
+            std::io::ErrorKind::ConnectionReset,
+            "sandbox fault: connection dropped",
+        ))
+    });
+    Response::new(Body::from_stream(failing))
 }
 
 /// The `first_page_only` fault: an unfiltered listing claims its first page is all.
