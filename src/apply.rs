@@ -647,7 +647,9 @@ impl Executor<'_> {
                     Ok(account) => (account, LinkMethod::Created),
                     // The account exists (push SCIM got there first, or our earlier
                     // attempt timed out after the server had created it): link it.
-                    Err(e) if e.is_conflict() => {
+                    // The client found one before a retry that may not be the one
+                    // it made: judged the same way.
+                    Err(e) if e.is_conflict() || e.is_taken_after_lost_answer() => {
                         match client
                             .find_account_by_user_name(&spec.user_name)
                             .await

@@ -213,6 +213,11 @@ where
 /// error into the one returned. An attempt under way is never cut (a write may
 /// have reached the server): it ends as it would have, and only the retry it
 /// would have earned is not made. Without a `stop`, exactly [`retry`].
+///
+/// `on_retry` is told before the wait (the log says at once what the wait is
+/// for), so a stop that ends the wait withdraws a retry it was told of: retries
+/// are counted where `op` makes them, not in `on_retry`. Counted there, every
+/// write a stop cut short counted one retry too many.
 pub async fn retry_unless_stopped<T, E, F, Fut>(
     policy: RetryPolicy,
     stop: Option<&StopSignal>,

@@ -13,7 +13,9 @@
 //! is not retried once the stop is set, nor sent after a provider's pause
 //! (`Retry-After`) it was held in: it fails with [`WorkspaceError::is_stopped`].
 //! Reads are not stopped (a plan or a verification must not make do with part of
-//! the workspace). A 2xx whose body is a SCIM Error (RFC 7644 §3.12) is that error,
+//! the workspace). A create (`POST /Users`, `POST /Groups`) looks up what it
+//! makes before each retry, rather than send it again blind after an attempt
+//! whose answer was lost (`ScimClient::post_unless_made`). A 2xx whose body is a SCIM Error (RFC 7644 §3.12) is that error,
 //! with the status the body claims: taken as success, a refused write would be
 //! recorded as made, and a refused listing read as an empty workspace.
 
@@ -681,10 +683,16 @@ impl ScimClient {
         let inner = &self.inner;
         let stop = writes_stop(&method);
         let mut log = crate::retry::RetryLog::default();
+        // Counted as each retry is made, not when it is announced (`on_retry`): a
+        // stop that ends the wait before it withdraws it.
+        let mut tried = false;
         let outcome = crate::retry::retry_unless_stopped(
             inner.retry,
             stop.as_ref(),
             || {
+                if std::mem::replace(&mut tried, true) {
+                    inner.retries.fetch_add(1, Ordering::Relaxed);
+                }
                 self.attempt(
                     &method,
                     &url,
@@ -694,10 +702,7 @@ impl ScimClient {
                     stop.as_ref(),
                 )
             },
-            |e, delay| {
-                inner.retries.fetch_add(1, Ordering::Relaxed);
-                log.retrying(&endpoint, &inner.retry, e, delay);
-            },
+            |e, delay| log.retrying(&endpoint, &inner.retry, e, delay),
             |last| WorkspaceError::stopped(&endpoint, Some(&last)),
         )
         .await;
@@ -1878,6 +1883,12 @@ impl ScimClient {
         Ok(account)
     }
 
+    /// The POST of [`ScimClient::create_account`]. Before a retry the account is
+    /// looked up by userName ([`ScimClient::post_unless_made`]): a provider that
+    /// does not enforce userName uniqueness made a second account of a POST sent
+    /// again after one whose answer was lost. What the lookup finds is taken as
+    /// this create's only when its `externalId` names the person
+    /// ([`lost_answer_account`]).
     async fn post_account(&self, spec: &AccountSpec) -> Result<Account, WorkspaceError> {
         let mut schemas = vec![Value::from(SCHEMA_USER)];
         let mut body = json!({
@@ -1913,7 +1924,15 @@ impl ScimClient {
         }
         body["schemas"] = Value::Array(schemas);
         let endpoint = endpoint_name(&Method::POST, "/Users", &[]);
-        let answer = self.send(Method::POST, "/Users", &[], Some(&body)).await?;
+        let answer = match self
+            .post_unless_made("/Users", &body, || {
+                self.find_by_user_name_unfilled(&spec.user_name)
+            })
+            .await?
+        {
+            Posted::Answered(answer) => answer,
+            Posted::Found(account) => return lost_answer_account(&endpoint, spec, account),
+        };
         let unusable = if answer.body.trim().is_empty() {
             "without a body".to_owned()
         } else {
@@ -2167,17 +2186,10 @@ impl ScimClient {
     /// shifted can skip a group that exists, and the plan then creates it. An
     /// existing group is used; several already answering to the name are refused
     /// (the plan would call that a disputed match, and another would add to it).
-    ///
-    /// The lookup is a GET that [`ScimClient::send`] already retries; this loop
-    /// retries only the POST, and gives up when a lookup still fails. Retrying the
-    /// lookup here as well made a provider answering 503 take a whole round of
-    /// lookups for every POST retry.
+    /// The retries are [`ScimClient::post_unless_made`]'s.
     pub async fn create_group(&self, display_name: &str) -> Result<WorkspaceGroup, WorkspaceError> {
         let body = json!({"schemas": [SCHEMA_GROUP], "displayName": display_name});
         let endpoint = endpoint_name(&Method::POST, "/Groups", &[]);
-        let url = format!("{}/Groups", self.inner.base);
-        let bytes = serde_json::to_vec(&body)
-            .map_err(|e| WorkspaceError::malformed(&endpoint, format!("request body: {e}")))?;
         let existing = match self.groups_named(display_name).await {
             Ok(found) => found,
             // A provider that refuses the filter (400 invalidFilter, 501, 403)
@@ -2220,51 +2232,18 @@ impl ScimClient {
                 });
             }
         }
-        let tried = std::sync::atomic::AtomicBool::new(false);
-        let inner = &self.inner;
-        let stop = writes_stop(&Method::POST);
-        let mut log = crate::retry::RetryLog::default();
-        let answer = crate::retry::retry_unless_stopped(
-            inner.retry,
-            stop.as_ref(),
-            || async {
-                if tried.swap(true, Ordering::Relaxed)
-                    && let Some(group) = self
-                        .find_group_by_name(display_name)
-                        .await
-                        .map_err(CreateFailure::Lookup)?
-                {
-                    return Ok(Err(group));
-                }
-                self.attempt(
-                    &Method::POST,
-                    &url,
-                    &endpoint,
-                    Some(bytes.clone()),
-                    None,
-                    stop.as_ref(),
-                )
-                .await
-                .map(Ok)
-                .map_err(CreateFailure::Post)
-            },
-            |e, delay| {
-                inner.retries.fetch_add(1, Ordering::Relaxed);
-                log.retrying(&endpoint, &inner.retry, e.error(), delay);
-            },
-            |last| CreateFailure::Post(WorkspaceError::stopped(&endpoint, Some(last.error()))),
-        )
-        .await;
-        log.finished(&endpoint, &answer);
-        let answer = answer.map_err(CreateFailure::into_error)?;
-        let answer = match answer {
-            Ok(answer) => answer,
-            Err(found) => {
+        let answer = match self
+            .post_unless_made("/Groups", &body, || self.find_group_by_name(display_name))
+            .await?
+        {
+            Posted::Answered(answer) => answer,
+            Posted::Found(group) => {
                 tracing::info!(
                     group = display_name,
+                    id = %group.id,
                     "the group was created by an attempt whose answer was lost"
                 );
-                return Ok(found);
+                return Ok(group);
             }
         };
         if answer.body.trim().is_empty() {
@@ -2284,6 +2263,72 @@ impl ScimClient {
         }
         let body = self.json_answer(&endpoint, &answer.body)?;
         parse::group(&endpoint, body)
+    }
+
+    /// `POST {collection}` with `body`, retried like any write, except that before
+    /// each retry `lookup` is asked whether an attempt whose answer was lost (the
+    /// connection dropped after the request left, a timeout, a 5xx the provider
+    /// sent after it had made the resource) made it: what it finds is
+    /// [`Posted::Found`], and no further POST is sent. A blind second POST makes
+    /// a duplicate wherever nothing keeps the name unique: a Group's
+    /// `displayName` never is (RFC 7643 §4.2), and a provider may not enforce
+    /// (or may compare case-sensitively) the uniqueness of `userName`.
+    ///
+    /// The lookup is a GET that [`ScimClient::send`] already retries; this loop
+    /// retries only the POST, and gives up with the lookup's error when a lookup
+    /// still fails: one more POST might make a duplicate, and the next run lists
+    /// the workspace before it plans the create again. Retrying the lookup here
+    /// as well made a provider answering 503 take a whole round of lookups for
+    /// every POST retry.
+    ///
+    /// The retries counted ([`ClientStats::retries`]) are the POSTs sent again:
+    /// a stop that ends the wait before one, or a lookup that finds the
+    /// resource, leaves it uncounted.
+    async fn post_unless_made<T, Fut>(
+        &self,
+        collection: &str,
+        body: &Value,
+        lookup: impl Fn() -> Fut,
+    ) -> Result<Posted<T>, WorkspaceError>
+    where
+        Fut: Future<Output = Result<Option<T>, WorkspaceError>>,
+    {
+        let endpoint = endpoint_name(&Method::POST, collection, &[]);
+        let url = format!("{}{collection}", self.inner.base);
+        let bytes = serde_json::to_vec(body)
+            .map_err(|e| WorkspaceError::malformed(&endpoint, format!("request body: {e}")))?;
+        let tried = std::sync::atomic::AtomicBool::new(false);
+        let inner = &self.inner;
+        let stop = writes_stop(&Method::POST);
+        let mut log = crate::retry::RetryLog::default();
+        let answer = crate::retry::retry_unless_stopped(
+            inner.retry,
+            stop.as_ref(),
+            || async {
+                if tried.swap(true, Ordering::Relaxed) {
+                    if let Some(found) = lookup().await.map_err(CreateFailure::Lookup)? {
+                        return Ok(Posted::Found(found));
+                    }
+                    inner.retries.fetch_add(1, Ordering::Relaxed);
+                }
+                self.attempt(
+                    &Method::POST,
+                    &url,
+                    &endpoint,
+                    Some(bytes.clone()),
+                    None,
+                    stop.as_ref(),
+                )
+                .await
+                .map(Posted::Answered)
+                .map_err(CreateFailure::Post)
+            },
+            |e, delay| log.retrying(&endpoint, &inner.retry, e.error(), delay),
+            |last| CreateFailure::Post(WorkspaceError::stopped(&endpoint, Some(last.error()))),
+        )
+        .await;
+        log.finished(&endpoint, &answer);
+        answer.map_err(CreateFailure::into_error)
     }
 
     /// `add members [{value}]`, at most 100 members per request; without PATCH,
@@ -2705,10 +2750,71 @@ impl WorkspaceError {
     pub fn is_stopped(&self) -> bool {
         matches!(self, WorkspaceError::NotSent { reason, .. } if reason.starts_with(STOPPING))
     }
+
+    /// Whether a create was not sent again because its userName was found taken
+    /// by an account it may not have made, after an attempt whose answer was
+    /// lost: a 409 in all but name, which the executor handles as one.
+    pub fn is_taken_after_lost_answer(&self) -> bool {
+        matches!(
+            self,
+            WorkspaceError::NotSent { reason, .. } if reason.starts_with(TAKEN_AFTER_LOST_ANSWER)
+        )
+    }
 }
 
-/// What failed in one attempt of [`ScimClient::create_group`]: its POST, which
-/// that loop retries, or the lookup before it, which `send` has retried already.
+/// Why a create was not sent again: its userName was found taken after an
+/// attempt whose answer was lost, by an account whose `externalId` does not
+/// name the person. [`WorkspaceError::is_taken_after_lost_answer`] knows it by
+/// this.
+const TAKEN_AFTER_LOST_ANSWER: &str =
+    "again after an attempt whose answer was lost: the userName is taken";
+
+/// The account a create's lookup found before a retry
+/// ([`ScimClient::post_account`]). One whose `externalId` is the person's is
+/// the one an attempt whose answer was lost made. Any other (another
+/// `externalId`, or none: a provider that keeps none, or an account made
+/// meanwhile by someone else) is not taken as made: the create fails as one
+/// answered 409 fails, and the executor decides whether the account may be the
+/// person's as it decides after a 409 (`apply::claimable`), so that the two
+/// paths agree.
+fn lost_answer_account(
+    endpoint: &str,
+    spec: &AccountSpec,
+    account: Account,
+) -> Result<Account, WorkspaceError> {
+    if account.external_id.as_deref() == Some(spec.external_id.as_str()) {
+        tracing::info!(
+            user_name = %spec.user_name,
+            id = %account.id,
+            "the account was created by an attempt whose answer was lost"
+        );
+        return Ok(account);
+    }
+    Err(WorkspaceError::NotSent {
+        endpoint: endpoint.to_owned(),
+        reason: format!(
+            "{TAKEN_AFTER_LOST_ANSWER} by account {} ({}), which this create may not have \
+             made",
+            account.id,
+            match account.external_id.as_deref() {
+                Some(other) => format!("externalId {other:?}"),
+                None => "no externalId".to_owned(),
+            }
+        ),
+    })
+}
+
+/// What one attempt of [`ScimClient::post_unless_made`] came to.
+enum Posted<T> {
+    /// The POST was answered (2xx).
+    Answered(Answer),
+    /// The lookup before a retry found what an attempt whose answer was lost made.
+    Found(T),
+}
+
+/// What failed in one attempt of [`ScimClient::post_unless_made`]: its POST,
+/// which that loop retries, or the lookup before it, which `send` has retried
+/// already.
 enum CreateFailure {
     Post(WorkspaceError),
     Lookup(WorkspaceError),
