@@ -300,3 +300,73 @@ async fn a_run_links_the_account_found_after_a_lost_answer_as_after_a_409() {
     assert_eq!(links[0].account_id, "u7");
     assert_eq!(links[0].method, LinkMethod::UserName);
 }
+
+/// The other writes, each of whose first answer is lost after the sandbox made
+/// it, end as done, with no error for the executor to journal: a PUT built from
+/// a read (no PATCH) carries `If-Match`, so its retry is refused 412 (the
+/// first attempt changed the version), which reads again and writes once more;
+/// a membership add and removal are sent again and taken; a DELETE sent again
+/// is answered 404, which the executor leaves to verification.
+#[tokio::test]
+async fn the_other_writes_end_done_after_a_lost_answer() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let sandbox = seatwarden::sandbox::Sandbox::start(
+        listener,
+        seatwarden::sandbox::SandboxOptions {
+            token: "t0ken".to_owned(),
+            patch_supported: false,
+            ..Default::default()
+        },
+        WorkspaceSnapshot::default(),
+    )
+    .await
+    .unwrap();
+    let client = client_at(sandbox.base_url(), RetryPolicy::immediate(3));
+    client.discover().await.unwrap();
+    let account = client.create_account(&ada()).await.unwrap();
+    let group = client.create_group("Design").await.unwrap();
+    sandbox.record_requests();
+
+    sandbox.lose_answers("PUT", "Users", 1);
+    client.set_active(&account.id, false).await.unwrap();
+    let puts: Vec<u16> = sandbox
+        .requests_seen()
+        .iter()
+        .filter(|r| r.method == "PUT")
+        .map(|r| r.status)
+        .collect();
+    assert_eq!(puts, vec![200, 412, 200]);
+    assert!(!sandbox.snapshot().accounts[0].active);
+
+    let members = [account.id.clone()];
+    sandbox.lose_answers("PUT", "Groups", 1);
+    client.add_members(&group.id, &members).await.unwrap();
+    assert_eq!(sandbox.snapshot().groups[0].members, members.to_vec());
+    let group_puts: Vec<u16> = sandbox
+        .requests_seen()
+        .iter()
+        .filter(|r| r.method == "PUT" && r.path.starts_with("/Groups"))
+        .map(|r| r.status)
+        .collect();
+    assert_eq!(group_puts, vec![200, 412, 200]);
+
+    // By PATCH, where the provider has it.
+    sandbox.set_patch_supported(true);
+    let patching = client_at(sandbox.base_url(), RetryPolicy::immediate(3));
+    sandbox.lose_answers("PATCH", "Groups", 2);
+    patching.remove_members(&group.id, &members).await.unwrap();
+    assert!(sandbox.snapshot().groups[0].members.is_empty());
+    patching.add_members(&group.id, &members).await.unwrap();
+    assert_eq!(sandbox.snapshot().groups[0].members, members.to_vec());
+    let patches = sandbox
+        .requests_seen()
+        .iter()
+        .filter(|r| r.method == "PATCH" && r.status == 200)
+        .count();
+    assert_eq!(patches, 4);
+
+    sandbox.lose_answers("DELETE", "Users", 1);
+    let deleted = client.delete_account(&account.id).await.unwrap_err();
+    assert!(deleted.is_not_found(), "{deleted}");
+    assert!(sandbox.snapshot().accounts.is_empty());
+}
