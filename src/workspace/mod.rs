@@ -15,9 +15,10 @@
 //! Reads are not stopped (a plan or a verification must not make do with part of
 //! the workspace). A create (`POST /Users`, `POST /Groups`) looks up what it
 //! makes before each retry, rather than send it again blind after an attempt
-//! whose answer was lost (`ScimClient::post_unless_made`). A 2xx whose body is a SCIM Error (RFC 7644 §3.12) is that error,
-//! with the status the body claims: taken as success, a refused write would be
-//! recorded as made, and a refused listing read as an empty workspace.
+//! whose answer was lost (`ScimClient::post_unless_made`). A 2xx whose body is
+//! a SCIM Error (RFC 7644 §3.12) is that error, with the status the body
+//! claims: taken as success, a refused write would be recorded as made, and a
+//! refused listing read as an empty workspace.
 
 mod error;
 mod outage;
