@@ -3,7 +3,8 @@
 //! also share one HTTP transport (concurrency permit, optional request-rate limit,
 //! per-request timeout, request counters, and a pause after a 429 or 503 with
 //! `Retry-After` that holds every request of the connector, as the workspace
-//! client's does), OAuth 2.0 client-credentials tokens
+//! client's does, and after a 429 without it for the refused request's backoff),
+//! OAuth 2.0 client-credentials tokens
 //! cached until shortly before they expire, and error construction that never
 //! carries a secret; the SCIM directory talks through the workspace's client, and
 //! LDAP through its own connection.
@@ -252,6 +253,13 @@ impl Transport {
     }
 
     /// Counts a retry of the request to `endpoint` and tells `log` of it.
+    ///
+    /// A 429 that says nothing of when to come back (no `Retry-After`, and for
+    /// Okta no `X-Rate-Limit-Reset`: a proxy's, or a limit whose headers were
+    /// stripped) pauses every request of the connector for the refused request's
+    /// own backoff `delay`, as a `Retry-After` of that length would: the limit is
+    /// the app's or the org's, not the request's, and the concurrent reads would
+    /// otherwise go on into it, each refused in turn and spending its retries.
     pub fn note_retry(
         &self,
         log: &mut crate::retry::RetryLog,
@@ -260,6 +268,10 @@ impl Transport {
         delay: Duration,
     ) {
         self.retries.fetch_add(1, Ordering::Relaxed);
+        if error.status() == Some(429) && crate::retry::Transient::retry_after(error).is_none() {
+            self.paused_until
+                .pause_for(delay, "the directory", endpoint, 429);
+        }
         log.retrying(endpoint, &self.retry, error, delay);
     }
 
