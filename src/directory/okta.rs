@@ -788,11 +788,9 @@ impl OktaSource {
             let endpoint = endpoint_of("GET", &url);
             let reply = self.get(&url, &endpoint).await?;
             pages += 1;
-            let page: Vec<T> =
-                serde_json::from_str(&reply.body).map_err(|e| DirectoryError::Malformed {
-                    endpoint: endpoint.clone(),
-                    what: format!("expected a JSON array of objects: {e}"),
-                })?;
+            let page: Vec<T> = serde_json::from_str(&reply.body).map_err(|e| {
+                reply.not_json(&endpoint, format!("expected a JSON array of objects: {e}"))
+            })?;
             items.extend(page);
             let next = next_link(&reply.headers).map_err(|what| DirectoryError::Malformed {
                 endpoint: endpoint.clone(),

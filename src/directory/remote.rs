@@ -169,11 +169,59 @@ impl Reply {
 
     /// The parsed JSON body of a success.
     pub fn json(&self, endpoint: &str) -> Result<Value, DirectoryError> {
-        serde_json::from_str(&self.body).map_err(|e| DirectoryError::Malformed {
-            endpoint: endpoint.to_owned(),
-            what: format!("body is not JSON: {e}"),
-        })
+        serde_json::from_str(&self.body)
+            .map_err(|e| self.not_json(endpoint, format!("body is not JSON: {e}")))
     }
+
+    /// The error for a success whose body could not be read as expected (`what`),
+    /// or, when it is a web page, for what answered instead of the provider.
+    pub fn not_json(&self, endpoint: &str, what: String) -> DirectoryError {
+        let what = match html_title(self) {
+            Some(title) => format!(
+                "an HTML page{}, not the provider's JSON: something other than the provider \
+                 answered (a proxy that wants a login or blocks the host, or a directory.url \
+                 that reaches a website): check directory.url, and HTTPS_PROXY/NO_PROXY for \
+                 this service",
+                match title {
+                    "" => String::new(),
+                    title => format!(" ({title:?})"),
+                }
+            ),
+            None => what,
+        };
+        DirectoryError::Malformed {
+            endpoint: endpoint.to_owned(),
+            what,
+        }
+    }
+}
+
+/// The `<title>` of a body that is a web page (it starts with `<`, as JSON never
+/// does, or is served as `text/html`), at most 100 characters of it, on one line;
+/// empty when it has none; `None` when the body is no web page. Only the title
+/// is quoted: a proxy's page may echo the request, credential included.
+fn html_title(reply: &Reply) -> Option<&str> {
+    let html_type = reply
+        .headers
+        .get(reqwest::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.trim_start().to_ascii_lowercase().starts_with("text/html"));
+    if !html_type && !reply.body.trim_start().starts_with('<') {
+        return None;
+    }
+    let lower = reply.body.to_ascii_lowercase();
+    let title = lower
+        .find("<title")
+        .and_then(|start| Some(start + lower[start..].find('>')? + 1))
+        .and_then(|start| Some(&reply.body[start..start + lower[start..].find("</title")?]))
+        .map(str::trim)
+        .unwrap_or_default();
+    let end = title
+        .char_indices()
+        .take_while(|(i, c)| *i < 100 && !c.is_control())
+        .last()
+        .map_or(0, |(i, c)| i + c.len_utf8());
+    Some(&title[..end])
 }
 
 pub(crate) struct Transport {
@@ -768,6 +816,39 @@ mod tests {
         assert!(!same_origin(base, "https://evil.example/api/v1/users"));
         assert!(!same_origin(base, "http://acme.okta.com/api/v1/users"));
         assert!(!same_origin(base, "not a url"));
+    }
+
+    #[test]
+    fn a_web_page_is_known_by_its_start_or_type_and_quoted_by_its_title_only() {
+        let reply = |content_type: Option<&str>, body: &str| {
+            let mut headers = HeaderMap::new();
+            if let Some(t) = content_type {
+                headers.insert(reqwest::header::CONTENT_TYPE, t.parse().unwrap());
+            }
+            Reply {
+                status: 200,
+                headers,
+                body: body.to_owned(),
+            }
+        };
+        let title = |content_type, body| html_title(&reply(content_type, body)).map(str::to_owned);
+        assert_eq!(title(None, "[]"), None);
+        assert_eq!(title(Some("application/json"), "{\"value\": []}"), None);
+        assert_eq!(
+            title(None, "  <html><head><title> Blocked </title>token=s3cret"),
+            Some("Blocked".to_owned())
+        );
+        assert_eq!(
+            title(Some("Text/HTML; charset=utf-8"), "Denied"),
+            Some(String::new())
+        );
+        assert_eq!(
+            title(None, "<TITLE>Zugriff verweigert \u{e9}\nline two</TITLE>"),
+            Some("Zugriff verweigert \u{e9}".to_owned())
+        );
+        let long = format!("<title>{}</title>", "\u{e9}".repeat(300));
+        assert!(title(None, &long).unwrap().chars().count() <= 100);
+        assert_eq!(title(None, "<title>unterminated"), Some(String::new()));
     }
 
     #[tokio::test(start_paused = true)]

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use seatwarden::directory::OktaSource;
+use seatwarden::directory::{EntraSource, OktaSource};
 use seatwarden::retry::RetryPolicy;
 use serde_json::json;
 use wiremock::matchers::{method, path_regex};
@@ -101,5 +101,70 @@ async fn an_okta_429_without_rate_headers_pauses_every_concurrent_read_for_its_b
     assert!(
         during_pause.is_empty(),
         "sent during the pause: {during_pause:?} of {arrivals:?}"
+    );
+}
+
+/// A proxy's login page, as Zscaler or a captive portal serve it: 200, HTML,
+/// echoing the request it stopped (credential included).
+fn proxy_login_page(echo: &str) -> ResponseTemplate {
+    ResponseTemplate::new(200).set_body_raw(
+        format!(
+            "<!DOCTYPE html>\n<html><head>\n<TITLE>\n  Internet Access: Authentication Required\n</TITLE>\n\
+             </head><body><p>Sign in to continue.</p><pre>{echo}</pre></body></html>"
+        ),
+        "text/html; charset=utf-8",
+    )
+}
+
+/// A 200 with a web page from a proxy in front of Okta or Graph fails the read
+/// saying what answered and what to check, quoting the page's title and nothing
+/// else of it; it said only "expected value at line 1 column 1".
+#[tokio::test]
+async fn a_proxy_page_answered_with_200_is_named_for_what_it_is() {
+    let server = MockServer::start().await;
+    Mock::given(method("GET"))
+        .and(path_regex(r"^/api/v1/users$"))
+        .respond_with(proxy_login_page(
+            "GET /api/v1/users\nAuthorization: SSWS 00a-ssws-test-token-value",
+        ))
+        .with_priority(1)
+        .mount(&server)
+        .await;
+    crate::okta::small_org(LinkStyle::SeparateLines)
+        .mount(&server)
+        .await;
+    let okta = OktaSource::new(crate::okta::settings(&server, crate::okta::ssws()));
+    let error = okta.snapshot().await.unwrap_err();
+    assert!(!error.is_transient(), "{error}");
+    let text = error.to_string();
+    assert!(text.starts_with("GET /api/v1/users?limit=200"), "{text}");
+    assert!(
+        text.contains(
+            "an HTML page (\"Internet Access: Authentication Required\"), not the provider's JSON"
+        ),
+        "{text}"
+    );
+    assert!(
+        text.contains("check directory.url, and HTTPS_PROXY"),
+        "{text}"
+    );
+    assert!(!text.contains("00a-ssws-test-token-value"), "{text}");
+
+    let server = MockServer::start().await;
+    Mock::given(method("GET"))
+        .and(path_regex(r"^/v1.0/users$"))
+        .respond_with(proxy_login_page("GET /v1.0/users"))
+        .with_priority(1)
+        .mount(&server)
+        .await;
+    crate::entra::small_tenant().mount(&server).await;
+    let entra = EntraSource::new(crate::entra::settings(&server, crate::entra::secret()));
+    let text = entra.snapshot().await.unwrap_err().to_string();
+    assert!(text.starts_with("GET /v1.0/users?"), "{text}");
+    assert!(
+        text.contains(
+            "an HTML page (\"Internet Access: Authentication Required\"), not the provider's JSON"
+        ),
+        "{text}"
     );
 }
