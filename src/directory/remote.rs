@@ -176,24 +176,26 @@ impl Reply {
     /// The error for a success whose body could not be read as expected (`what`),
     /// or, when it is a web page, for what answered instead of the provider.
     pub fn not_json(&self, endpoint: &str, what: String) -> DirectoryError {
-        let what = match html_title(self) {
-            Some(title) => format!(
-                "an HTML page{}, not the provider's JSON: something other than the provider \
-                 answered (a proxy that wants a login or blocks the host, or a directory.url \
-                 that reaches a website): check directory.url, and HTTPS_PROXY/NO_PROXY for \
-                 this service",
-                match title {
-                    "" => String::new(),
-                    title => format!(" ({title:?})"),
-                }
-            ),
-            None => what,
-        };
         DirectoryError::Malformed {
             endpoint: endpoint.to_owned(),
-            what,
+            what: html_title(self).map_or(what, web_page),
         }
     }
+}
+
+/// What to say of a web page (its `<title>`) that answered instead of the
+/// provider's API, which answers in JSON, errors too.
+fn web_page(title: &str) -> String {
+    format!(
+        "an HTML page{}, not the provider's JSON: something other than the provider \
+         answered (a proxy that wants a login or blocks the host, or a directory.url \
+         that reaches a website): check directory.url, and HTTPS_PROXY/NO_PROXY for \
+         this service",
+        match title {
+            "" => String::new(),
+            title => format!(" ({title:?})"),
+        }
+    )
 }
 
 /// The `<title>` of a body that is a web page (it starts with `<`, as JSON never
@@ -400,7 +402,11 @@ pub(crate) fn status_error(
     retry_after: Option<Duration>,
     secrets: &[&str],
 ) -> DirectoryError {
-    let mut detail = crate::http::redirect_detail(reply.status, &reply.headers).unwrap_or(detail);
+    // A web page is no provider's error: a proxy's 403 block page taken for
+    // Okta's or Graph's sent the operator after an admin role or a permission.
+    let mut detail = crate::http::redirect_detail(reply.status, &reply.headers)
+        .or_else(|| html_title(reply).map(web_page))
+        .unwrap_or(detail);
     for secret in secrets.iter().filter(|s| !s.is_empty()) {
         detail = detail.replace(secret, "[redacted]");
     }

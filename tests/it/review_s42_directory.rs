@@ -168,3 +168,38 @@ async fn a_proxy_page_answered_with_200_is_named_for_what_it_is() {
         "{text}"
     );
 }
+
+/// A proxy that blocks the provider answers 403 with its own page. Taken for
+/// Okta's 403, it sent the operator to check the token's admin role ("Read-only
+/// Administrator can"), quoting 120 characters of markup; it is named for what
+/// it is, with its title, and the credential it echoes stays out.
+#[tokio::test]
+async fn a_proxy_block_page_is_not_taken_for_the_providers_refusal() {
+    let server = MockServer::start().await;
+    Mock::given(method("GET"))
+        .and(path_regex(r"^/api/v1/groups$"))
+        .respond_with(ResponseTemplate::new(403).set_body_raw(
+            "<html><head><title>Access Denied: Web Filter</title></head><body>\
+                 <p>The site acme.okta.com is blocked by policy.</p>\
+                 <pre>Authorization: SSWS 00a-ssws-test-token-value</pre></body></html>",
+            "text/html",
+        ))
+        .with_priority(1)
+        .mount(&server)
+        .await;
+    crate::okta::small_org(LinkStyle::SeparateLines)
+        .mount(&server)
+        .await;
+    let okta = OktaSource::new(crate::okta::settings(&server, crate::okta::ssws()));
+    let error = okta.snapshot().await.unwrap_err();
+    assert_eq!(error.status(), Some(403), "{error}");
+    let text = error.to_string();
+    assert!(
+        text.contains(
+            "HTTP 403: an HTML page (\"Access Denied: Web Filter\"), not the provider's JSON"
+        ),
+        "{text}"
+    );
+    assert!(!text.contains("Read-only Administrator"), "{text}");
+    assert!(!text.contains("00a-ssws-test-token-value"), "{text}");
+}
