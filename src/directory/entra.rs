@@ -24,7 +24,8 @@
 //!   names the one the refused read needs.
 //! - Throttling: 429 and 503 are retried after `Retry-After`, and no other request
 //!   leaves before then (Graph throttles the app in the tenant, and the concurrent
-//!   reads would each be refused in turn); a request-rate limit
+//!   reads would each be refused in turn; a 429 without `Retry-After` holds them
+//!   for the refused read's backoff); a request-rate limit
 //!   (`requests_per_second`) keeps a snapshot inside the directory read budget.
 //! - `changes_since`: `users/delta` and `groups/delta` from stored delta links;
 //!   `@removed` users are removed (a user listed twice in a round, say removed and

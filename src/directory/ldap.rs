@@ -3,7 +3,8 @@
 //! - Connection: `ldaps://`, or `ldap://` upgraded with StartTLS (`start_tls`), or
 //!   plain `ldap://`; a simple bind as `bind_dn` with the password from
 //!   `bind_password_file`. TLS trusts the system's roots (every one that loads:
-//!   ldap3's own loading trusted none when one file failed), or only `ca_file` when
+//!   ldap3's own loading trusted none when one file failed; each that does not is
+//!   logged with its file), or only `ca_file` when
 //!   it is set (a private CA). One connection per snapshot; every operation, and every
 //!   entry of a search, is bounded by `timeout`. Errors name the server and the
 //!   operation, and what to check where the cause is known: `ldaps://` to a port
@@ -1026,25 +1027,170 @@ fn uses_tls(url: &str, start_tls: bool) -> bool {
 /// none at all when any one fails to load (a file in `/etc/ssl/certs` that is not
 /// PEM, or that this user may not read): every `ldaps://` and StartTLS connection
 /// then failed as "UnknownIssuer". Here the certificates that load are trusted, and
-/// those that did not are logged.
+/// those that did not are logged, each with its file.
 fn system_tls_config() -> Result<Arc<rustls::ClientConfig>, DirectoryError> {
     static CONFIG: std::sync::OnceLock<Result<Arc<rustls::ClientConfig>, String>> =
         std::sync::OnceLock::new();
     CONFIG
         .get_or_init(|| {
-            let roots = system_roots(rustls_native_certs::load_native_certs())?;
+            let roots = system_roots(
+                rustls_native_certs::load_native_certs(),
+                &CertLocations::of_this_host(),
+            )?;
             client_config(roots).map_err(|e| format!("LDAP over TLS: {e}"))
         })
         .clone()
         .map_err(DirectoryError::Settings)
 }
 
-/// The trusted roots among the system's certificates as `loaded`: every one that
-/// loaded, whatever failed beside it (logged).
+/// Where rustls-native-certs reads the system's CA certificates from on this host.
+#[derive(Debug, Default)]
+struct CertLocations {
+    files: Vec<PathBuf>,
+    dirs: Vec<PathBuf>,
+}
+
+impl CertLocations {
+    /// `SSL_CERT_FILE` and `SSL_CERT_DIR` (`:`-separated) when either is set, else
+    /// the first bundle file and every certificate folder of those openssl-probe
+    /// 0.2 (rustls-native-certs' prober) looks for, that exist.
+    fn of_this_host() -> CertLocations {
+        let file = std::env::var_os("SSL_CERT_FILE").map(PathBuf::from);
+        let dirs: Vec<PathBuf> = std::env::var_os("SSL_CERT_DIR")
+            .map(|dirs| {
+                std::env::split_paths(&dirs)
+                    .filter(|dir| !dir.as_os_str().is_empty())
+                    .collect()
+            })
+            .unwrap_or_default();
+        if file.is_some() || !dirs.is_empty() {
+            return CertLocations {
+                files: file.into_iter().collect(),
+                dirs,
+            };
+        }
+        #[cfg(target_os = "linux")]
+        const FILES: &[&str] = &[
+            "/etc/ssl/certs/ca-certificates.crt",
+            "/etc/pki/ca-trust/extracted/pem/tls-ca-bundle.pem",
+            "/etc/pki/tls/certs/ca-bundle.crt",
+            "/etc/ssl/ca-bundle.pem",
+            "/etc/pki/tls/cacert.pem",
+            "/etc/ssl/cert.pem",
+            "/opt/etc/ssl/certs/ca-certificates.crt",
+            "/etc/ssl/certs/cacert.pem",
+        ];
+        #[cfg(target_os = "linux")]
+        const DIRS: &[&str] = &[
+            "/etc/ssl/certs",
+            "/etc/pki/tls/certs",
+            "/etc/security/certificates",
+        ];
+        #[cfg(not(target_os = "linux"))]
+        const FILES: &[&str] = &["/etc/ssl/cert.pem"];
+        #[cfg(not(target_os = "linux"))]
+        const DIRS: &[&str] = &["/etc/ssl/certs"];
+        let existing = |paths: &[&str]| -> Vec<PathBuf> {
+            paths
+                .iter()
+                .map(PathBuf::from)
+                .filter(|path| path.exists())
+                .collect()
+        };
+        CertLocations {
+            files: existing(FILES).into_iter().take(1).collect(),
+            dirs: existing(DIRS),
+        }
+    }
+
+    /// The locations, for an error that cannot name its file.
+    fn describe(&self) -> String {
+        let all: Vec<String> = self
+            .files
+            .iter()
+            .chain(&self.dirs)
+            .map(|path| path.display().to_string())
+            .collect();
+        if all.is_empty() {
+            "SSL_CERT_FILE or SSL_CERT_DIR".to_owned()
+        } else {
+            all.join(", ")
+        }
+    }
+
+    /// Every file whose PEM does not parse, each once (by its real path, not the
+    /// hash-named links `c_rehash` leaves beside it), with each error it gave.
+    fn malformed_pem(&self) -> Vec<(PathBuf, String)> {
+        use rustls_pki_types::CertificateDer;
+        use rustls_pki_types::pem::PemObject;
+        let mut seen = HashSet::new();
+        let mut candidates: Vec<PathBuf> = self.files.clone();
+        for dir in &self.dirs {
+            if let Ok(entries) = std::fs::read_dir(dir) {
+                let mut found: Vec<PathBuf> = entries
+                    .filter_map(Result::ok)
+                    .map(|entry| entry.path())
+                    .collect();
+                found.sort();
+                candidates.extend(found);
+            }
+        }
+        let mut malformed = Vec::new();
+        for path in candidates {
+            let real = std::fs::canonicalize(&path).unwrap_or(path);
+            if !real.is_file() || !seen.insert(real.clone()) {
+                continue;
+            }
+            match CertificateDer::pem_file_iter(&real) {
+                Err(e) => malformed.push((real, e.to_string())),
+                Ok(items) => malformed.extend(
+                    items
+                        .filter_map(Result::err)
+                        .map(|e| (real.clone(), e.to_string())),
+                ),
+            }
+        }
+        malformed
+    }
+}
+
+/// Each of `errors` as said to an operator, naming its file. rustls-native-certs
+/// names the file of an I/O error, not of malformed PEM (a truncated or mangled
+/// certificate, say one an admin added to the system's store): that file is
+/// found again in `locations` by its error.
+fn describe_load_errors(
+    errors: &[rustls_native_certs::Error],
+    locations: &CertLocations,
+) -> Vec<String> {
+    let mut malformed: Option<Vec<(PathBuf, String)>> = None;
+    errors
+        .iter()
+        .map(|error| match &error.kind {
+            rustls_native_certs::ErrorKind::Pem(pem) => {
+                let pem = pem.to_string();
+                let malformed = malformed.get_or_insert_with(|| locations.malformed_pem());
+                match malformed.iter().position(|(_, e)| *e == pem) {
+                    Some(i) => {
+                        let (file, _) = malformed.remove(i);
+                        format!("{} {}: {pem}", error.context, file.display())
+                    }
+                    None => format!("{error} (a file under {})", locations.describe()),
+                }
+            }
+            _ => error.to_string(),
+        })
+        .collect()
+}
+
+/// The trusted roots among the system's certificates as `loaded` from
+/// `locations`: every one that loaded, whatever failed beside it (logged, naming
+/// the file).
 fn system_roots(
     loaded: rustls_native_certs::CertificateResult,
+    locations: &CertLocations,
 ) -> Result<rustls::RootCertStore, String> {
-    for error in &loaded.errors {
+    let errors = describe_load_errors(&loaded.errors, locations);
+    for error in &errors {
         tracing::warn!(
             error = %error,
             "a system CA certificate could not be loaded; LDAP over TLS trusts the others"
@@ -1053,7 +1199,7 @@ fn system_roots(
     let mut roots = rustls::RootCertStore::empty();
     let (_, unusable) = roots.add_parsable_certificates(loaded.certs);
     if roots.is_empty() {
-        let mut why: Vec<String> = loaded.errors.iter().map(ToString::to_string).collect();
+        let mut why = errors;
         if unusable > 0 {
             why.push(format!(
                 "{unusable} certificate(s) found but not usable as roots"
@@ -2966,8 +3112,73 @@ mod tests {
         let loaded = rustls_native_certs::load_certs_from_paths(None, Some(dir.path()));
         assert_eq!(loaded.certs.len(), 1, "{:?}", loaded.errors);
         assert_eq!(loaded.errors.len(), 1, "the broken file is an error");
-        let roots = super::system_roots(loaded).unwrap();
+        let roots = super::system_roots(loaded, &in_dir(dir.path())).unwrap();
         assert_eq!(roots.len(), 1);
+    }
+
+    fn in_dir(dir: &std::path::Path) -> super::CertLocations {
+        super::CertLocations {
+            files: Vec::new(),
+            dirs: vec![dir.to_owned()],
+        }
+    }
+
+    /// rustls-native-certs names no file for malformed PEM ("failed to read PEM
+    /// from file: base64 decode error"): which of the hundreds in the folder? The
+    /// log and the error name it, as they do a file that cannot be read; the
+    /// hash-named link `c_rehash` made to it is the same file, named once.
+    #[test]
+    fn a_system_certificate_that_does_not_load_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/tls"))
+            .join("ca.pem");
+        std::fs::copy(&ca, dir.path().join("test-ca.pem")).unwrap();
+        let broken = dir.path().join("corp-proxy-ca.pem");
+        std::fs::write(
+            &broken,
+            "-----BEGIN CERTIFICATE-----\nMIIB not base64 at all!\n-----END CERTIFICATE-----\n",
+        )
+        .unwrap();
+        std::os::unix::fs::symlink(&broken, dir.path().join("5e2f1a0b.0")).unwrap();
+        let truncated = dir.path().join("truncated.crt");
+        std::fs::write(&truncated, "-----BEGIN CERTIFICATE-----\nMIIB\n").unwrap();
+        let broken = std::fs::canonicalize(&broken).unwrap();
+        let truncated = std::fs::canonicalize(&truncated).unwrap();
+        let loaded = rustls_native_certs::load_certs_from_paths(None, Some(dir.path()));
+        assert_eq!(loaded.errors.len(), 2, "{:?}", loaded.errors);
+        // What the log says of each (tested apart from the log: another test
+        // sharing the callsite can race tracing's interest cache).
+        let said = super::describe_load_errors(&loaded.errors, &in_dir(dir.path())).join("\n");
+        for file in [&broken, &truncated] {
+            assert_eq!(
+                said.matches(&file.display().to_string()).count(),
+                1,
+                "{file:?}: {said}"
+            );
+        }
+        assert!(!said.contains("5e2f1a0b.0"), "{said}");
+        let roots = super::system_roots(loaded, &in_dir(dir.path())).unwrap();
+        assert_eq!(roots.len(), 1);
+        std::fs::remove_file(dir.path().join("test-ca.pem")).unwrap();
+        let loaded = rustls_native_certs::load_certs_from_paths(None, Some(dir.path()));
+        let error = super::system_roots(loaded, &in_dir(dir.path())).unwrap_err();
+        assert!(
+            error.contains(&format!(
+                "failed to read PEM from file {}: base64 decode error",
+                broken.display()
+            )),
+            "{error}"
+        );
+        // Not found again (it changed since): the error says where to look.
+        let loaded = rustls_native_certs::load_certs_from_paths(None, Some(dir.path()));
+        std::fs::write(&truncated, "").unwrap();
+        let elsewhere = super::describe_load_errors(&loaded.errors, &in_dir(dir.path()));
+        assert!(
+            elsewhere
+                .iter()
+                .any(|e| e.ends_with(&format!("(a file under {})", dir.path().display()))),
+            "{elsewhere:?}"
+        );
     }
 
     #[test]
@@ -2979,7 +3190,7 @@ mod tests {
         )
         .unwrap();
         let loaded = rustls_native_certs::load_certs_from_paths(None, Some(dir.path()));
-        let error = super::system_roots(loaded).unwrap_err();
+        let error = super::system_roots(loaded, &in_dir(dir.path())).unwrap_err();
         assert!(
             error.contains("no system CA certificate could be loaded"),
             "{error}"
@@ -2989,7 +3200,10 @@ mod tests {
             "says what failed: {error}"
         );
         assert!(error.contains("set directory.ca_file"), "{error}");
-        let empty = super::system_roots(rustls_native_certs::CertificateResult::default());
+        let empty = super::system_roots(
+            rustls_native_certs::CertificateResult::default(),
+            &super::CertLocations::default(),
+        );
         assert!(empty.unwrap_err().contains("(none found)"));
     }
 

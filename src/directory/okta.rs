@@ -29,7 +29,9 @@
 //! - Rate limits: every answer's `X-Rate-Limit-Remaining`/`X-Rate-Limit-Reset` are
 //!   kept per endpoint family; when few requests remain, requests wait for the reset
 //!   instead of running into 429. A 429 waits until `X-Rate-Limit-Reset`; so does
-//!   the token request of a service app (`/oauth2/v1/token` is a family too). At most
+//!   the token request of a service app (`/oauth2/v1/token` is a family too). A 429
+//!   with neither `X-Rate-Limit-Reset` nor `Retry-After` (a proxy's, or headers
+//!   stripped on the way) pauses every request for the refused one's backoff. At most
 //!   `max_concurrency` requests are in flight (Okta's org-wide limit is 75).
 //!
 //! Status mapping: ACTIVE, PROVISIONED (activation pending; Okta provisions apps to
@@ -786,11 +788,9 @@ impl OktaSource {
             let endpoint = endpoint_of("GET", &url);
             let reply = self.get(&url, &endpoint).await?;
             pages += 1;
-            let page: Vec<T> =
-                serde_json::from_str(&reply.body).map_err(|e| DirectoryError::Malformed {
-                    endpoint: endpoint.clone(),
-                    what: format!("expected a JSON array of objects: {e}"),
-                })?;
+            let page: Vec<T> = serde_json::from_str(&reply.body).map_err(|e| {
+                reply.not_json(&endpoint, format!("expected a JSON array of objects: {e}"))
+            })?;
             items.extend(page);
             let next = next_link(&reply.headers).map_err(|what| DirectoryError::Malformed {
                 endpoint: endpoint.clone(),

@@ -3,7 +3,8 @@
 //! also share one HTTP transport (concurrency permit, optional request-rate limit,
 //! per-request timeout, request counters, and a pause after a 429 or 503 with
 //! `Retry-After` that holds every request of the connector, as the workspace
-//! client's does), OAuth 2.0 client-credentials tokens
+//! client's does, and after a 429 without it for the refused request's backoff),
+//! OAuth 2.0 client-credentials tokens
 //! cached until shortly before they expire, and error construction that never
 //! carries a secret; the SCIM directory talks through the workspace's client, and
 //! LDAP through its own connection.
@@ -168,11 +169,61 @@ impl Reply {
 
     /// The parsed JSON body of a success.
     pub fn json(&self, endpoint: &str) -> Result<Value, DirectoryError> {
-        serde_json::from_str(&self.body).map_err(|e| DirectoryError::Malformed {
-            endpoint: endpoint.to_owned(),
-            what: format!("body is not JSON: {e}"),
-        })
+        serde_json::from_str(&self.body)
+            .map_err(|e| self.not_json(endpoint, format!("body is not JSON: {e}")))
     }
+
+    /// The error for a success whose body could not be read as expected (`what`),
+    /// or, when it is a web page, for what answered instead of the provider.
+    pub fn not_json(&self, endpoint: &str, what: String) -> DirectoryError {
+        DirectoryError::Malformed {
+            endpoint: endpoint.to_owned(),
+            what: html_title(self).map_or(what, web_page),
+        }
+    }
+}
+
+/// What to say of a web page (its `<title>`) that answered instead of the
+/// provider's API, which answers in JSON, errors too.
+fn web_page(title: &str) -> String {
+    format!(
+        "an HTML page{}, not the provider's JSON: something other than the provider \
+         answered (a proxy that wants a login or blocks the host, or a directory.url \
+         that reaches a website): check directory.url, and HTTPS_PROXY/NO_PROXY for \
+         this service",
+        match title {
+            "" => String::new(),
+            title => format!(" ({title:?})"),
+        }
+    )
+}
+
+/// The `<title>` of a body that is a web page (it starts with `<`, as JSON never
+/// does, or is served as `text/html`), at most 100 characters of it, on one line;
+/// empty when it has none; `None` when the body is no web page. Only the title
+/// is quoted: a proxy's page may echo the request, credential included.
+fn html_title(reply: &Reply) -> Option<&str> {
+    let html_type = reply
+        .headers
+        .get(reqwest::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.trim_start().to_ascii_lowercase().starts_with("text/html"));
+    if !html_type && !reply.body.trim_start().starts_with('<') {
+        return None;
+    }
+    let lower = reply.body.to_ascii_lowercase();
+    let title = lower
+        .find("<title")
+        .and_then(|start| Some(start + lower[start..].find('>')? + 1))
+        .and_then(|start| Some(&reply.body[start..start + lower[start..].find("</title")?]))
+        .map(str::trim)
+        .unwrap_or_default();
+    let end = title
+        .char_indices()
+        .take_while(|(i, c)| *i < 100 && !c.is_control())
+        .last()
+        .map_or(0, |(i, c)| i + c.len_utf8());
+    Some(&title[..end])
 }
 
 pub(crate) struct Transport {
@@ -252,6 +303,13 @@ impl Transport {
     }
 
     /// Counts a retry of the request to `endpoint` and tells `log` of it.
+    ///
+    /// A 429 that says nothing of when to come back (no `Retry-After`, and for
+    /// Okta no `X-Rate-Limit-Reset`: a proxy's, or a limit whose headers were
+    /// stripped) pauses every request of the connector for the refused request's
+    /// own backoff `delay`, as a `Retry-After` of that length would: the limit is
+    /// the app's or the org's, not the request's, and the concurrent reads would
+    /// otherwise go on into it, each refused in turn and spending its retries.
     pub fn note_retry(
         &self,
         log: &mut crate::retry::RetryLog,
@@ -260,6 +318,10 @@ impl Transport {
         delay: Duration,
     ) {
         self.retries.fetch_add(1, Ordering::Relaxed);
+        if error.status() == Some(429) && crate::retry::Transient::retry_after(error).is_none() {
+            self.paused_until
+                .pause_for(delay, "the directory", endpoint, 429);
+        }
         log.retrying(endpoint, &self.retry, error, delay);
     }
 
@@ -340,7 +402,11 @@ pub(crate) fn status_error(
     retry_after: Option<Duration>,
     secrets: &[&str],
 ) -> DirectoryError {
-    let mut detail = crate::http::redirect_detail(reply.status, &reply.headers).unwrap_or(detail);
+    // A web page is no provider's error: a proxy's 403 block page taken for
+    // Okta's or Graph's sent the operator after an admin role or a permission.
+    let mut detail = crate::http::redirect_detail(reply.status, &reply.headers)
+        .or_else(|| html_title(reply).map(web_page))
+        .unwrap_or(detail);
     for secret in secrets.iter().filter(|s| !s.is_empty()) {
         detail = detail.replace(secret, "[redacted]");
     }
@@ -756,6 +822,39 @@ mod tests {
         assert!(!same_origin(base, "https://evil.example/api/v1/users"));
         assert!(!same_origin(base, "http://acme.okta.com/api/v1/users"));
         assert!(!same_origin(base, "not a url"));
+    }
+
+    #[test]
+    fn a_web_page_is_known_by_its_start_or_type_and_quoted_by_its_title_only() {
+        let reply = |content_type: Option<&str>, body: &str| {
+            let mut headers = HeaderMap::new();
+            if let Some(t) = content_type {
+                headers.insert(reqwest::header::CONTENT_TYPE, t.parse().unwrap());
+            }
+            Reply {
+                status: 200,
+                headers,
+                body: body.to_owned(),
+            }
+        };
+        let title = |content_type, body| html_title(&reply(content_type, body)).map(str::to_owned);
+        assert_eq!(title(None, "[]"), None);
+        assert_eq!(title(Some("application/json"), "{\"value\": []}"), None);
+        assert_eq!(
+            title(None, "  <html><head><title> Blocked </title>token=s3cret"),
+            Some("Blocked".to_owned())
+        );
+        assert_eq!(
+            title(Some("Text/HTML; charset=utf-8"), "Denied"),
+            Some(String::new())
+        );
+        assert_eq!(
+            title(None, "<TITLE>Zugriff verweigert \u{e9}\nline two</TITLE>"),
+            Some("Zugriff verweigert \u{e9}".to_owned())
+        );
+        let long = format!("<title>{}</title>", "\u{e9}".repeat(300));
+        assert!(title(None, &long).unwrap().chars().count() <= 100);
+        assert_eq!(title(None, "<title>unterminated"), Some(String::new()));
     }
 
     #[tokio::test(start_paused = true)]
