@@ -25,7 +25,7 @@ const EMMAS_ACCOUNT: &str = "ws-0005";
 /// `at` as the reports show times in Europe/Berlin.
 fn berlin(at: DateTime<Utc>) -> String {
     at.with_timezone(&chrono_tz::Europe::Berlin)
-        .format("%Y-%m-%d %H:%M:%S %Z")
+        .format("%Y-%m-%d %H:%M:%S %:z (%Z)")
         .to_string()
 }
 
