@@ -1321,4 +1321,27 @@ mod tests {
             "2026-01-02 10:00:00 +02:00 (IST)"
         );
     }
+
+    proptest::proptest! {
+        /// Whatever the zone and the instant (clock changes, half-hour and
+        /// 45-minute offsets, zones whose abbreviation is a number), the time as
+        /// shown, read back with its offset, is the instant it shows: the text
+        /// alone names it, as an ambiguous abbreviation does not.
+        #[test]
+        fn a_clock_time_read_back_is_the_instant_it_shows(
+            zone in 0..chrono_tz::TZ_VARIANTS.len(),
+            seconds in 0_i64..4_102_444_800,
+        ) {
+            let tz = chrono_tz::TZ_VARIANTS[zone];
+            let at = chrono::DateTime::from_timestamp(seconds, 0).unwrap_or_default();
+            let shown = clock_time(at, tz, "%Y-%m-%d %H:%M:%S");
+            // `… UTC` is UTC's own way of showing its offset.
+            let text = shown.strip_suffix(" UTC").map_or_else(
+                || shown.split(" (").next().unwrap_or_default().to_owned(),
+                |utc| format!("{utc} +00:00"),
+            );
+            let read = chrono::DateTime::parse_from_str(&text, "%Y-%m-%d %H:%M:%S %:z");
+            proptest::prop_assert_eq!(read.map(|t| t.to_utc()), Ok(at), "{}: {}", tz, shown);
+        }
+    }
 }
