@@ -111,7 +111,7 @@ pub struct JobLine {
     /// By the schedule in the configuration; `None` when no daemon runs, or the
     /// job is not scheduled any more.
     pub next_run: Option<DateTime<Utc>>,
-    /// `next_run` on the configured zone's wall clock.
+    /// `next_run` on the configured zone's wall clock, for people ([`crate::model::clock_time`]).
     pub next_run_local: Option<String>,
 }
 
@@ -133,7 +133,7 @@ pub struct Line {
     pub state: &'static str,
     pub detected_at: DateTime<Utc>,
     pub due_at: DateTime<Utc>,
-    /// `due_at` on the configured zone's wall clock.
+    /// `due_at` on the configured zone's wall clock, for people ([`crate::model::clock_time`]).
     pub due_local: String,
     pub verified_at: Option<DateTime<Utc>>,
     /// Why it is held, in the words the hold was recorded with.
