@@ -950,6 +950,7 @@ fn run_command(cli: Cli) -> anyhow::Result<u8> {
                 run,
                 &only,
                 &config.admin_command(),
+                config.report_timezone()?,
                 chrono::Utc::now(),
             )?;
             outln!("{rejection}")?;

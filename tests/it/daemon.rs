@@ -4553,6 +4553,7 @@ async fn a_rejected_sweep_hold_is_held_again_naming_the_rejection() {
         run,
         &seatwarden::approval::Only::All,
         "seatwarden",
+        chrono_tz::UTC,
         chrono::Utc::now(),
     )
     .unwrap();
@@ -4853,6 +4854,7 @@ async fn the_alert_for_a_rejected_sweep_hold_held_again_names_the_rejection() {
         run,
         &seatwarden::approval::Only::All,
         "seatwarden",
+        chrono_tz::UTC,
         chrono::Utc::now(),
     )
     .unwrap();
