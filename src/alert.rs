@@ -260,7 +260,7 @@ impl AlertCondition {
             } => vec![
                 format!(
                     "{user_name} (directory id {identity_id}) should have lost access by {}.",
-                    due_at.with_timezone(&timezone).format("%Y-%m-%d %H:%M %Z")
+                    report::local_minute(*due_at, timezone)
                 ),
                 format!(
                     "`{admin} status` shows why it is still open (held, or the last error of its \
@@ -562,9 +562,7 @@ fn decide_raise_write(
                 lines.push(format!(
                     "More than the last alert said ({}, sent {}).",
                     last.summary(),
-                    old.last_sent_at
-                        .with_timezone(&context.timezone)
-                        .format("%Y-%m-%d %H:%M %Z")
+                    report::local_minute(old.last_sent_at, context.timezone)
                 ));
             }
             if let Some(old) = existing
@@ -573,9 +571,7 @@ fn decide_raise_write(
             {
                 lines.push(format!(
                     "First raised {}.",
-                    old.first_raised_at
-                        .with_timezone(&context.timezone)
-                        .format("%Y-%m-%d %H:%M %Z")
+                    report::local_minute(old.first_raised_at, context.timezone)
                 ));
             }
             Some(message(
@@ -629,14 +625,10 @@ fn decide_resolve_write(
         .map(|c| c.summary())
         .unwrap_or_else(|_| key.to_owned());
     let subject = resolution_subject(context, &summary);
-    let since = old
-        .first_raised_at
-        .with_timezone(&context.timezone)
-        .format("%Y-%m-%d %H:%M %Z");
+    let since = report::local_minute(old.first_raised_at, context.timezone);
     let lines = vec![format!(
         "Raised {since}, resolved {}.",
-        now.with_timezone(&context.timezone)
-            .format("%Y-%m-%d %H:%M %Z")
+        report::local_minute(now, context.timezone)
     )];
     let outgoing = message(
         context,
@@ -1140,7 +1132,7 @@ mod tests {
             lines[1..4],
             [
                 "Held: leaver1@example.com (directory id 00u1); rejected before, in run 41 by \
-                 alice at 2026-11-30 09:05 CET"
+                 alice at 2026-11-30 09:05 +01:00 (CET)"
                     .to_owned(),
                 "Held: leaver2@example.com (directory id 00u2)".to_owned(),
                 "Rejected before, held again: a rejection binds only its run. While the \
@@ -1216,7 +1208,7 @@ mod tests {
             entries[1]
                 .message
                 .text
-                .contains("First raised 2026-11-30 09:00 CET")
+                .contains("First raised 2026-11-30 09:00 +01:00 (CET)")
         );
     }
 
@@ -1258,7 +1250,7 @@ mod tests {
         assert!(
             grew.message.text.contains(
                 "More than the last alert said (11 actions held by the guard in run 7, sent \
-                 2026-11-30 09:00 CET)."
+                 2026-11-30 09:00 +01:00 (CET))."
             ),
             "{}",
             grew.message.text

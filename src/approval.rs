@@ -707,6 +707,7 @@ fn undecided(
     only: &Only,
     approving: bool,
     admin_command: &str,
+    tz: chrono_tz::Tz,
 ) -> Result<(Vec<JournalEntry>, usize), ApprovalError> {
     match store.run(run)? {
         None => return Err(ApprovalError::UnknownRun(run)),
@@ -759,16 +760,17 @@ fn undecided(
             run,
             only: only.describe(),
             waiting: waiting.len(),
-            decided: decided_already(store, run)?,
+            decided: decided_already(store, run, tz)?,
         });
     }
     Ok((held, waiting.len()))
 }
 
-/// `; decided already: 18 approved by alice (last 2026-12-04 14:02:11 UTC), …`
-/// for [`ApprovalError::NothingHeld`], or nothing when nobody decided. Obsolete
-/// ones (the re-check found them done) are an approval's too.
-fn decided_already(store: &Store, run: RunId) -> Result<String, StoreError> {
+/// `; decided already: 18 approved by alice (last 2026-12-04 15:02:11 +01:00
+/// (CET)), …` for [`ApprovalError::NothingHeld`], on `tz`'s clock as the other
+/// refusals are, or nothing when nobody decided. Obsolete ones (the re-check
+/// found them done) are an approval's too.
+fn decided_already(store: &Store, run: RunId, tz: chrono_tz::Tz) -> Result<String, StoreError> {
     let decided: Vec<String> = store
         .decision_summary(run)?
         .into_iter()
@@ -782,7 +784,7 @@ fn decided_already(store: &Store, run: RunId) -> Result<String, StoreError> {
                     Decision::Obsolete => "found done when approved",
                 },
                 crate::report::printable(&d.user, false),
-                d.last_at.format("%Y-%m-%d %H:%M:%S UTC")
+                crate::report::local_time(d.last_at, tz)
             )
         })
         .collect();
@@ -867,7 +869,8 @@ pub fn held_rows(store: &Store, run: RunId) -> Result<HeldRows, StoreError> {
 /// `run`'s journal rows still held that nobody decided on (an approval cut off
 /// after deciding included), settle-window waits left out.
 fn held_undecided(store: &Store, run: RunId) -> Result<Vec<JournalEntry>, StoreError> {
-    match undecided(store, run, &Only::All, true, "") {
+    // Only the rows are wanted: a refusal's words (and their clock) are dropped.
+    match undecided(store, run, &Only::All, true, "", chrono_tz::UTC) {
         Ok((held, _)) => Ok(held
             .into_iter()
             .filter(|e| e.state == ActionState::Held)
@@ -911,14 +914,14 @@ pub async fn approve(
         crate::sweep::configured_sla(config),
         &admin_command,
     )?;
-    let (held, waiting) = undecided(&store, run, only, true, &admin_command)?;
+    let (held, waiting) = undecided(&store, run, only, true, &admin_command, tz)?;
     // Renames `only` leaves held: the userNames they would give up stay taken, and
     // a create or rename approved without them would only meet 409.
     let renames_left_held: Vec<(String, String)> = if *only == Only::All {
         Vec::new()
     } else {
         let selected: HashSet<u32> = held.iter().map(|e| e.action.seq).collect();
-        undecided(&store, run, &Only::All, true, &admin_command)?
+        undecided(&store, run, &Only::All, true, &admin_command, tz)?
             .0
             .into_iter()
             .filter(|e| !selected.contains(&e.action.seq))
@@ -1497,19 +1500,21 @@ impl std::fmt::Display for Rejection {
 /// still asks for again (see [`Rejection`]); a sweep that holds a deprovision
 /// again names the rejection in the hold.
 ///
-/// Commands it names are run as `admin_command` (`report.admin_command`).
+/// Commands it names are run as `admin_command` (`report.admin_command`), and
+/// the times a refusal names are on `tz`'s clock (`report.timezone`).
 pub fn reject(
     store: &mut Store,
     run: RunId,
     only: &Only,
     admin_command: &str,
+    tz: chrono_tz::Tz,
     now: DateTime<Utc>,
 ) -> Result<Rejection, ApprovalError> {
     let kind = store
         .run(run)?
         .map(|record| record.kind)
         .ok_or(ApprovalError::UnknownRun(run))?;
-    let (held, _) = undecided(store, run, only, false, admin_command)?;
+    let (held, _) = undecided(store, run, only, false, admin_command, tz)?;
     let decisions: Vec<(u32, Decision, Option<String>)> = held
         .iter()
         .map(|e| (e.action.seq, Decision::Rejected, None))
@@ -2398,15 +2403,55 @@ mod tests {
         // Seq 2 is still in flight: `approve` leaves it to recovery, `reject`
         // takes it back.
         let seqs = |approving: bool| -> Vec<u32> {
-            undecided(&store, run, &Only::All, approving, "seatwarden")
-                .unwrap()
-                .0
-                .iter()
-                .map(|e| e.action.seq)
-                .collect()
+            undecided(
+                &store,
+                run,
+                &Only::All,
+                approving,
+                "seatwarden",
+                chrono_tz::UTC,
+            )
+            .unwrap()
+            .0
+            .iter()
+            .map(|e| e.action.seq)
+            .collect()
         };
         assert_eq!(seqs(true), vec![0]);
         assert_eq!(seqs(false), vec![0, 2]);
+    }
+
+    /// A second `reject` (or `approve`) of a run decided already names who
+    /// decided and when on `report.timezone`'s clock, as every other refusal of
+    /// theirs does, not in UTC.
+    #[test]
+    fn a_refusal_names_the_earlier_decision_on_the_reports_clock() {
+        let mut store = Store::open_in_memory().unwrap();
+        // 2027-01-15 08:00:00 UTC, 09:00 in Berlin.
+        let at = chrono::DateTime::from_timestamp(1_800_000_000, 0).unwrap();
+        let run = store
+            .begin_run(crate::store::RunKind::Reconcile, at)
+            .unwrap();
+        let plan = Plan {
+            actions: vec![Action {
+                held: Some(crate::model::HoldReason::LastOwner),
+                ..action(ActionKind::Deactivate {
+                    account_id: "a".into(),
+                })
+            }],
+            ..Plan::default()
+        };
+        store.save_plan(run, &plan, at).unwrap();
+        let berlin = chrono_tz::Europe::Berlin;
+        reject(&mut store, run, &Only::All, "seatwarden", berlin, at).unwrap();
+        let again = reject(&mut store, run, &Only::All, "seatwarden", berlin, at)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            again.contains("decided already: 1 rejected by ")
+                && again.contains(" (last 2027-01-15 09:00:00 +01:00 (CET))"),
+            "{again}"
+        );
     }
 
     /// One held action (one leaver's alert, one `reject`) is "1 held action …
@@ -2429,9 +2474,16 @@ mod tests {
         };
         store.save_plan(run, &plan, at).unwrap();
 
-        let said = reject(&mut store, run, &Only::All, "seatwarden", at)
-            .unwrap()
-            .to_string();
+        let said = reject(
+            &mut store,
+            run,
+            &Only::All,
+            "seatwarden",
+            chrono_tz::UTC,
+            at,
+        )
+        .unwrap()
+        .to_string();
         assert!(
             said.starts_with(&format!(
                 "rejected 1 held action of reconcile run {run}; that run will not apply it.\n"

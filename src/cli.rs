@@ -881,12 +881,8 @@ fn run_command(cli: Cli) -> anyhow::Result<u8> {
                         else {
                             break;
                         };
-                        let format = format!("%a %Y-%m-%d {} %Z", schedule.time_of_day_format());
-                        fires.push(
-                            next.with_timezone(&settings.timezone)
-                                .format(&format)
-                                .to_string(),
-                        );
+                        let layout = format!("%a %Y-%m-%d {}", schedule.time_of_day_format());
+                        fires.push(crate::model::clock_time(next, settings.timezone, &layout));
                         at = next;
                     }
                     eprintln!(
@@ -954,6 +950,7 @@ fn run_command(cli: Cli) -> anyhow::Result<u8> {
                 run,
                 &only,
                 &config.admin_command(),
+                config.report_timezone()?,
                 chrono::Utc::now(),
             )?;
             outln!("{rejection}")?;
@@ -1076,9 +1073,7 @@ fn why_no_report(config: &Config, store: &Store, run_id: RunId) -> anyhow::Resul
         return Ok(format!("there is no run {run_id}"));
     };
     let tz = config.report_timezone()?;
-    let at = |time: chrono::DateTime<chrono::Utc>| {
-        time.with_timezone(&tz).format("%Y-%m-%d %H:%M:%S %Z")
-    };
+    let at = |time: chrono::DateTime<chrono::Utc>| report::local_time(time, tz);
     let started = at(run.started_at);
     let ended = at(run.finished_at.unwrap_or(run.started_at));
     let sweep = run.kind == RunKind::Sweep;

@@ -4393,7 +4393,7 @@ fn sweeps_too_far_apart(
              long before seatwarden sees them leave, and their SLA clock only starts then; \
              sweep more often (the default is every 5 minutes, \"*/5 * * * *\")",
             span(gap),
-            from.with_timezone(&settings.timezone).format("%a %H:%M %Z"),
+            crate::model::clock_time(from, settings.timezone, "%a %H:%M"),
             span(sla)
         )
     })
@@ -4433,7 +4433,7 @@ fn okta_deletions_wait_for_reconciles(
              \"*/30 * * * *\"), or set directory.app_id (the sweep then reads the directory \
              whole)",
             span(gap),
-            from.with_timezone(&settings.timezone).format("%a %H:%M %Z"),
+            crate::model::clock_time(from, settings.timezone, "%a %H:%M"),
             span(sla)
         )
     })
@@ -4800,7 +4800,7 @@ token = "s3cr3t-token-value"
         // Friday 17:00, then only the daily reconcile until Monday 09:00: the
         // longest gap is Saturday's 12:30 to Sunday's.
         assert!(
-            warning.contains("for up to 1d (from Sat 12:30 CET)")
+            warning.contains("for up to 1d (from Sat 12:30 +01:00 (CET))")
                 && warning.contains("deprovision.sla (4h)"),
             "{warning}"
         );

@@ -501,7 +501,7 @@ struct View<'a> {
 }
 
 impl View<'_> {
-    /// `42 (reconcile, 2026-11-29 09:00:00 CET; times in Europe/Berlin)`.
+    /// `42 (reconcile, 2026-11-29 09:00:00 +01:00 (CET); times in Europe/Berlin)`.
     fn run_described(&self) -> String {
         let record = self.loaded.record.as_ref();
         format!(
@@ -1803,11 +1803,11 @@ mod tests {
             text.lines()
                 .next()
                 .unwrap()
-                .ends_with("(plan, 2026-11-29 09:00:00 CET; times in Europe/Berlin)"),
+                .ends_with("(plan, 2026-11-29 09:00:00 +01:00 (CET); times in Europe/Berlin)"),
             "{text}"
         );
         assert!(
-            text.contains("matched by user_name at 2026-11-29 09:00:00 CET"),
+            text.contains("matched by user_name at 2026-11-29 09:00:00 +01:00 (CET)"),
             "{text}"
         );
         assert!(!text.contains("UTC") && !text.contains(":00Z"), "{text}");
@@ -1857,7 +1857,7 @@ mod tests {
         assert!(
             next.contains(
                 "  delete — identity is deprovisioned in the directory; account deactivated \
-                 since 2026-10-20 10:00:00 CEST, past the retention of 30 days"
+                 since 2026-10-20 10:00:00 +02:00 (CEST), past the retention of 30 days"
             ),
             "{next}"
         );

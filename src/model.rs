@@ -1178,6 +1178,28 @@ fn compose_keeping_non_ascii(s: &str) -> std::borrow::Cow<'_, str> {
     std::borrow::Cow::Owned(kept)
 }
 
+/// A time for people to read, on `tz`'s clock: `layout` (a `chrono` format of the
+/// date and time of day), then the UTC offset, then the zone's abbreviation:
+/// `2026-12-04 09:00 +05:30 (IST)`. The abbreviation alone does not name an
+/// instant (IST is India's, Ireland's and Israel's; CST the US's and China's), the
+/// offset does. Zones whose abbreviation is only a number (`+04`) get no second
+/// copy of it: `2026-12-04 09:00 +04:00`; UTC itself is its own offset:
+/// `2026-12-04 03:30 UTC`. Reports, the digest, alerts, `status` and
+/// configuration messages all show times so; logs and JSON instants stay
+/// RFC 3339 in UTC.
+pub fn clock_time(at: chrono::DateTime<chrono::Utc>, tz: chrono_tz::Tz, layout: &str) -> String {
+    let local = at.with_timezone(&tz);
+    let abbreviation = local.format("%Z").to_string();
+    let offset = local.format("%:z");
+    if abbreviation == "UTC" {
+        format!("{} UTC", local.format(layout))
+    } else if abbreviation.starts_with(['+', '-']) {
+        format!("{} {offset}", local.format(layout))
+    } else {
+        format!("{} {offset} ({abbreviation})", local.format(layout))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1269,6 +1291,57 @@ mod tests {
                 reason.describe(DEFAULT_ADMIN_COMMAND).to_string()
             );
             assert!(reason.to_string().contains("`seatwarden "), "{reason}");
+        }
+    }
+
+    /// Three zones abbreviate to IST; the offset tells the instants apart. A zone
+    /// whose abbreviation is a number shows it once.
+    #[test]
+    #[allow(clippy::unwrap_used)]
+    fn clock_time_names_the_offset_beside_an_ambiguous_abbreviation() {
+        let at = chrono::DateTime::parse_from_rfc3339("2026-07-01T08:00:00Z")
+            .unwrap()
+            .with_timezone(&chrono::Utc);
+        let cases = [
+            (chrono_tz::Asia::Kolkata, "2026-07-01 13:30 +05:30 (IST)"),
+            (chrono_tz::Europe::Dublin, "2026-07-01 09:00 +01:00 (IST)"),
+            (chrono_tz::Asia::Jerusalem, "2026-07-01 11:00 +03:00 (IDT)"),
+            (chrono_tz::America::Chicago, "2026-07-01 03:00 -05:00 (CDT)"),
+            (chrono_tz::Asia::Dubai, "2026-07-01 12:00 +04:00"),
+            (chrono_tz::America::Sao_Paulo, "2026-07-01 05:00 -03:00"),
+            (chrono_tz::UTC, "2026-07-01 08:00 UTC"),
+            (chrono_tz::Europe::London, "2026-07-01 09:00 +01:00 (BST)"),
+        ];
+        for (tz, shown) in cases {
+            assert_eq!(clock_time(at, tz, "%Y-%m-%d %H:%M"), shown, "{tz}");
+        }
+        let winter = at - chrono::Duration::days(180);
+        assert_eq!(
+            clock_time(winter, chrono_tz::Asia::Jerusalem, "%Y-%m-%d %H:%M:%S"),
+            "2026-01-02 10:00:00 +02:00 (IST)"
+        );
+    }
+
+    proptest::proptest! {
+        /// Whatever the zone and the instant (clock changes, half-hour and
+        /// 45-minute offsets, zones whose abbreviation is a number), the time as
+        /// shown, read back with its offset, is the instant it shows: the text
+        /// alone names it, as an ambiguous abbreviation does not.
+        #[test]
+        fn a_clock_time_read_back_is_the_instant_it_shows(
+            zone in 0..chrono_tz::TZ_VARIANTS.len(),
+            seconds in 0_i64..4_102_444_800,
+        ) {
+            let tz = chrono_tz::TZ_VARIANTS[zone];
+            let at = chrono::DateTime::from_timestamp(seconds, 0).unwrap_or_default();
+            let shown = clock_time(at, tz, "%Y-%m-%d %H:%M:%S");
+            // `… UTC` is UTC's own way of showing its offset.
+            let text = shown.strip_suffix(" UTC").map_or_else(
+                || shown.split(" (").next().unwrap_or_default().to_owned(),
+                |utc| format!("{utc} +00:00"),
+            );
+            let read = chrono::DateTime::parse_from_str(&text, "%Y-%m-%d %H:%M:%S %:z");
+            proptest::prop_assert_eq!(read.map(|t| t.to_utc()), Ok(at), "{}: {}", tz, shown);
         }
     }
 }

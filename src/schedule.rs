@@ -170,11 +170,11 @@ impl Schedule {
         }
     }
 
-    /// A fire time on `tz`'s wall clock for people: `2026-03-02 08:00 CET`, to the
+    /// A fire time on `tz`'s wall clock for people: `2026-03-02 08:00 +01:00 (CET)`, to the
     /// second when the schedule has seconds.
     pub fn wall_clock(&self, at: DateTime<Utc>, tz: Tz) -> String {
-        let format = format!("%Y-%m-%d {} %Z", self.time_of_day_format());
-        at.with_timezone(&tz).format(&format).to_string()
+        let layout = format!("%Y-%m-%d {}", self.time_of_day_format());
+        crate::model::clock_time(at, tz, &layout)
     }
 }
 
@@ -988,8 +988,14 @@ mod tests {
         let seconds = Schedule::parse("*/30 * * * * *").unwrap();
         assert!(!minutes.has_seconds() && seconds.has_seconds());
         assert!(!Schedule::parse("@hourly").unwrap().has_seconds());
-        assert_eq!(minutes.wall_clock(at, berlin), "2026-03-02 08:00 CET");
-        assert_eq!(seconds.wall_clock(at, berlin), "2026-03-02 08:00:30 CET");
+        assert_eq!(
+            minutes.wall_clock(at, berlin),
+            "2026-03-02 08:00 +01:00 (CET)"
+        );
+        assert_eq!(
+            seconds.wall_clock(at, berlin),
+            "2026-03-02 08:00:30 +01:00 (CET)"
+        );
     }
 
     #[test]

@@ -99,9 +99,9 @@ pub struct EarlierRejection {
 
 impl EarlierRejection {
     /// As the ledger's hold keeps it, before [`HELD_AGAIN`]: "rejected in run N by
-    /// USER at T", T on the clock of `tz` (`report.timezone`) with the zone's
-    /// abbreviation: `status`, the digest and the overdue alert show the stored
-    /// hold as it is.
+    /// USER at T", T on the clock of `tz` (`report.timezone`) with its UTC offset
+    /// and the zone's abbreviation ([`crate::model::clock_time`]): `status`, the
+    /// digest and the overdue alert show the stored hold as it is.
     pub fn on_clock(&self, tz: chrono_tz::Tz) -> String {
         format!(
             "rejected in run {} by {} at {}",
@@ -2347,7 +2347,7 @@ mod hold_tests {
         };
         assert_eq!(
             rejection.on_clock(chrono_tz::Europe::Berlin),
-            "rejected in run 41 by ada at 2026-12-01 10:00:00 CET"
+            "rejected in run 41 by ada at 2026-12-01 10:00:00 +01:00 (CET)"
         );
         assert_eq!(
             rejection.to_string(),

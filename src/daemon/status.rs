@@ -111,7 +111,7 @@ pub struct JobLine {
     /// By the schedule in the configuration; `None` when no daemon runs, or the
     /// job is not scheduled any more.
     pub next_run: Option<DateTime<Utc>>,
-    /// `next_run` on the configured zone's wall clock.
+    /// `next_run` on the configured zone's wall clock, for people ([`crate::model::clock_time`]).
     pub next_run_local: Option<String>,
 }
 
@@ -133,7 +133,7 @@ pub struct Line {
     pub state: &'static str,
     pub detected_at: DateTime<Utc>,
     pub due_at: DateTime<Utc>,
-    /// `due_at` on the configured zone's wall clock.
+    /// `due_at` on the configured zone's wall clock, for people ([`crate::model::clock_time`]).
     pub due_local: String,
     pub verified_at: Option<DateTime<Utc>>,
     /// Why it is held, in the words the hold was recorded with.
@@ -148,9 +148,7 @@ pub struct Line {
 }
 
 fn local(at: DateTime<Utc>, tz: Tz) -> String {
-    at.with_timezone(&tz)
-        .format("%Y-%m-%d %H:%M %Z")
-        .to_string()
+    crate::report::local_minute(at, tz)
 }
 
 /// `waiting`: [`Store::held_for_approval`], for the run holding a guard's hold.
@@ -886,9 +884,9 @@ mod tests {
 
     /// A leaver seen at 23:50 on the configured clock is due an SLA later in
     /// absolute time — the next local day — and `status` shows that due time on
-    /// the zone's own clock with its abbreviation: far from UTC (Kiritimati +14,
+    /// the zone's own clock with its UTC offset: far from UTC (Kiritimati +14,
     /// Pago Pago -11), across a half-hour change (Lord Howe), and in the hour a
-    /// fall-back repeats (Berlin), where only the abbreviation tells 02:30 from
+    /// fall-back repeats (Berlin), where only the offset tells 02:30 from
     /// 02:30. Overdue from that instant, not from a local midnight.
     #[test]
     fn a_due_time_reads_on_the_zones_own_clock_across_midnight_and_clock_changes() {
@@ -897,25 +895,25 @@ mod tests {
             (
                 chrono_tz::Pacific::Kiritimati,
                 Utc.with_ymd_and_hms(2026, 12, 1, 9, 50, 0).unwrap(),
-                "2026-12-02 00:50 +14",
+                "2026-12-02 00:50 +14:00",
             ),
             (
                 chrono_tz::Pacific::Pago_Pago,
                 Utc.with_ymd_and_hms(2026, 12, 2, 10, 50, 0).unwrap(),
-                "2026-12-02 00:50 SST",
+                "2026-12-02 00:50 -11:00 (SST)",
             ),
             // 2026-10-04 02:00 LHST (+10:30) became 02:30 LHDT (+11): 23:50 on
             // the 3rd is 13:20 UTC, and an hour later is 00:50 on the 4th.
             (
                 chrono_tz::Australia::Lord_Howe,
                 Utc.with_ymd_and_hms(2026, 10, 3, 13, 20, 0).unwrap(),
-                "2026-10-04 00:50 +1030",
+                "2026-10-04 00:50 +10:30",
             ),
             // 2026-10-25: 02:30 CEST (00:30 UTC) and, an hour later, 02:30 CET.
             (
                 chrono_tz::Europe::Berlin,
                 Utc.with_ymd_and_hms(2026, 10, 25, 0, 30, 0).unwrap(),
-                "2026-10-25 02:30 CET",
+                "2026-10-25 02:30 +01:00 (CET)",
             ),
         ];
         for (tz, detected, due_local) in cases {

@@ -621,18 +621,17 @@ pub struct SafetyFinding {
     pub details: Vec<String>,
 }
 
-/// `at` on `tz`'s wall clock with the zone's abbreviation (`2026-11-29 10:00:00
-/// CET`), as the reports show every time.
+/// `at` on `tz`'s wall clock with its UTC offset and the zone's abbreviation
+/// (`2026-11-29 10:00:00 +01:00 (CET)`, [`crate::model::clock_time`]), as the
+/// reports show every time.
 pub(crate) fn local_time(at: DateTime<Utc>, tz: chrono_tz::Tz) -> String {
     templated::timestamp(at, tz)
 }
 
-/// [`local_time`] to the minute (`2026-11-29 10:00 CET`), as digests and alerts
+/// [`local_time`] to the minute (`2026-11-29 10:00 +01:00 (CET)`), as digests and alerts
 /// show times in their prose.
 pub(crate) fn local_minute(at: DateTime<Utc>, tz: chrono_tz::Tz) -> String {
-    at.with_timezone(&tz)
-        .format("%Y-%m-%d %H:%M %Z")
-        .to_string()
+    crate::model::clock_time(at, tz, "%Y-%m-%d %H:%M")
 }
 
 /// The breaker's state with its times on `tz`'s clock (its `Display` is UTC, for logs).

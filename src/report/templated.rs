@@ -105,11 +105,9 @@ pub(super) fn tone_colour(tone: Tone) -> &'static str {
 }
 
 /// On the wall clock of `report.timezone`, as digests and alerts are, with the
-/// zone's abbreviation.
+/// UTC offset and the zone's abbreviation ([`crate::model::clock_time`]).
 pub(super) fn timestamp(at: chrono::DateTime<chrono::Utc>, tz: chrono_tz::Tz) -> String {
-    at.with_timezone(&tz)
-        .format("%Y-%m-%d %H:%M:%S %Z")
-        .to_string()
+    crate::model::clock_time(at, tz, "%Y-%m-%d %H:%M:%S")
 }
 
 #[derive(Debug, Serialize)]

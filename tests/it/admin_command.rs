@@ -25,7 +25,7 @@ const EMMAS_ACCOUNT: &str = "ws-0005";
 /// `at` as the reports show times in Europe/Berlin.
 fn berlin(at: DateTime<Utc>) -> String {
     at.with_timezone(&chrono_tz::Europe::Berlin)
-        .format("%Y-%m-%d %H:%M:%S %Z")
+        .format("%Y-%m-%d %H:%M:%S %:z (%Z)")
         .to_string()
 }
 
@@ -222,8 +222,15 @@ async fn approve_and_reject_name_the_configured_command_and_the_reports_clock() 
         "{not_applying}"
     );
     let mut store = Store::open(&config.state.path).unwrap();
-    let not_applying =
-        approval::reject(&mut store, plan.run_id, &Only::All, ADMIN, Utc::now()).unwrap_err();
+    let not_applying = approval::reject(
+        &mut store,
+        plan.run_id,
+        &Only::All,
+        ADMIN,
+        chrono_tz::UTC,
+        Utc::now(),
+    )
+    .unwrap_err();
     assert!(
         not_applying
             .to_string()
@@ -339,6 +346,7 @@ async fn a_rejected_sweep_hold_names_the_rejection_on_the_reports_clock() {
         run,
         &Only::All,
         ADMIN,
+        chrono_tz::UTC,
         Utc::now(),
     )
     .unwrap();

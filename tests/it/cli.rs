@@ -702,7 +702,7 @@ fn status_tells_a_cut_off_job_and_shows_next_runs_while_a_daemon_runs() {
     assert!(
         running
             .lines()
-            .any(|l| l.starts_with("  reconcile  never run; next ") && l.ends_with(" IST")),
+            .any(|l| l.starts_with("  reconcile  never run; next ") && l.ends_with(" +05:30 (IST)")),
         "{running}"
     );
     assert!(
@@ -731,7 +731,7 @@ fn status_tells_a_cut_off_job_and_shows_next_runs_while_a_daemon_runs() {
     assert!(
         reconcile["next_run_local"]
             .as_str()
-            .is_some_and(|at| at.ends_with("02:30 IST")),
+            .is_some_and(|at| at.ends_with("02:30 +05:30 (IST)")),
         "{reconcile}"
     );
     drop(daemon);
@@ -772,13 +772,13 @@ fn status_shows_the_next_run_of_a_schedule_with_seconds_to_the_second() {
         at.unwrap_or_else(|| panic!("no next run in {line}"))
             .to_owned()
     };
-    // `2026-12-03 08:00:20 IST` and `2026-12-04 02:30 IST`.
+    // `2026-12-03 08:00:20 +05:30 (IST)` and `2026-12-04 02:30 +05:30 (IST)`.
     let shape = |at: &str| at.split([' ', ':']).count();
     let sweep = next("sweep");
-    assert_eq!(shape(&sweep), 5, "{sweep}");
-    assert!(sweep.ends_with(" IST"), "{sweep}");
+    assert_eq!(shape(&sweep), 7, "{sweep}");
+    assert!(sweep.ends_with(" +05:30 (IST)"), "{sweep}");
     let reconcile = next("reconcile");
-    assert_eq!(shape(&reconcile), 4, "{reconcile}");
+    assert_eq!(shape(&reconcile), 6, "{reconcile}");
 }
 
 #[test]

@@ -4553,6 +4553,7 @@ async fn a_rejected_sweep_hold_is_held_again_naming_the_rejection() {
         run,
         &seatwarden::approval::Only::All,
         "seatwarden",
+        chrono_tz::UTC,
         chrono::Utc::now(),
     )
     .unwrap();
@@ -4853,6 +4854,7 @@ async fn the_alert_for_a_rejected_sweep_hold_held_again_names_the_rejection() {
         run,
         &seatwarden::approval::Only::All,
         "seatwarden",
+        chrono_tz::UTC,
         chrono::Utc::now(),
     )
     .unwrap();
@@ -4902,7 +4904,7 @@ async fn the_alert_for_a_rejected_sweep_hold_held_again_names_the_rejection() {
     let rejected_at = rejection
         .at
         .with_timezone(&chrono_tz::Europe::Berlin)
-        .format("%Y-%m-%d %H:%M %Z");
+        .format("%Y-%m-%d %H:%M %:z (%Z)");
     for line in [
         format!(
             "(directory id {leaver_id}); rejected before, in run {run} by {} at {rejected_at}",

@@ -1006,8 +1006,8 @@ fn send_mail_says_when_it_retries() {
     assert!(
         last.starts_with(
             "error: 1 message is still waiting in the outbox: the next attempt is due at 20"
-        ) && (last.contains(" CET (its last error: SMTP server 127.0.0.1:")
-            || last.contains(" CEST (its last error: SMTP server 127.0.0.1:"))
+        ) && (last.contains(" +01:00 (CET) (its last error: SMTP server 127.0.0.1:")
+            || last.contains(" +02:00 (CEST) (its last error: SMTP server 127.0.0.1:"))
             && last.ends_with(
                 "; the daemon's mail job sends them when due, or run `send-mail` again then"
             ),

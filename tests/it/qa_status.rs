@@ -89,6 +89,7 @@ async fn status_says_a_held_action_waits_for_approval_until_decided() {
         run,
         &seatwarden::approval::Only::All,
         "seatwarden",
+        chrono_tz::UTC,
         chrono::Utc::now(),
     )
     .unwrap();

@@ -634,7 +634,7 @@ fn reconcile_report_html() {
 #[test]
 fn report_times_are_shown_in_the_report_time_zone() {
     let report = failure_and_hold();
-    let run = "2026-11-29 09:00:00 CET → 2026-11-29 09:00:03 CET";
+    let run = "2026-11-29 09:00:00 +01:00 (CET) → 2026-11-29 09:00:03 +01:00 (CET)";
     let berlin = chrono_tz::Europe::Berlin;
     let markdown = report::render_markdown(&report, berlin, "seatwarden").unwrap();
     assert!(markdown.contains(&format!("- Run: {run}")), "{markdown}");
@@ -813,7 +813,7 @@ fn settle_window_and_circuit_breaker_times_are_in_the_report_time_zone() {
     let window = report.actions.iter().find_map(|a| a.settle_window).unwrap();
     let local = |t: DateTime<Utc>| {
         t.with_timezone(&berlin)
-            .format("%Y-%m-%d %H:%M:%S %Z")
+            .format("%Y-%m-%d %H:%M:%S %:z (%Z)")
             .to_string()
     };
     let text = report::render_text(&report, berlin, "seatwarden", false);
@@ -823,7 +823,8 @@ fn settle_window_and_circuit_breaker_times_are_in_the_report_time_zone() {
         local(window.settles_at)
     );
     assert!(text.contains(&waits), "{text}");
-    let breaker = "open since 2026-12-01 09:00:00 CET until 2026-12-01 10:00:00 CET";
+    let breaker =
+        "open since 2026-12-01 09:00:00 +01:00 (CET) until 2026-12-01 10:00:00 +01:00 (CET)";
     for out in rendered(&report, berlin) {
         assert!(out.contains(breaker), "{out}");
         assert!(
@@ -856,9 +857,9 @@ fn retention_delete_times_are_in_the_report_time_zone() {
     let berlin = chrono_tz::Europe::Berlin;
     let local = deactivated_at()
         .with_timezone(&berlin)
-        .format("%Y-%m-%d %H:%M:%S %Z")
+        .format("%Y-%m-%d %H:%M:%S %:z (%Z)")
         .to_string();
-    assert!(local.ends_with("CEST"), "{local}");
+    assert!(local.ends_with("+02:00 (CEST)"), "{local}");
     let says = format!("account deactivated since {local}, past the retention of 30 days");
     let utc = deactivated_at().format("%Y-%m-%d %H:%M UTC").to_string();
     for out in rendered(&report, berlin) {
@@ -1374,13 +1375,13 @@ mod digest {
             "[seatwarden] acme: 1 failed run, 1 overdue deprovision, 2 held actions, \
              2 failed actions, 1 pending deprovision, 12 drift items"
         );
-        assert_eq!(digest.overdue[0].due, "2026-11-30 07:00 CET");
+        assert_eq!(digest.overdue[0].due, "2026-11-30 07:00 +01:00 (CET)");
         assert_eq!(digest.held[0].approve_command, "seatwarden approve 6");
         assert_eq!(digest.period.runs, 2, "the failed run counts");
         assert_eq!(digest.trend.drift_change, "±0");
         let oldest = digest.oldest_drift.as_ref().unwrap();
         assert!(oldest.at_least, "seen since the first report loaded");
-        assert_eq!(oldest.since, "2026-11-28 11:00 CET");
+        assert_eq!(oldest.since, "2026-11-28 11:00 +01:00 (CET)");
     }
 
     /// A `plan` after the last reconcile holds nothing anyone can approve: the

@@ -743,6 +743,7 @@ async fn an_interrupted_approval_can_still_be_rejected() {
         outcome.run_id,
         &Only::All,
         "seatwarden",
+        chrono_tz::UTC,
         Utc::now(),
     )
     .unwrap();
@@ -998,6 +999,7 @@ async fn a_killed_approval_can_still_be_rejected() {
         outcome.run_id,
         &Only::All,
         "seatwarden",
+        chrono_tz::UTC,
         Utc::now(),
     )
     .unwrap();
@@ -1321,6 +1323,7 @@ async fn a_released_action_the_next_approval_refuses_is_held_again_with_the_reas
         outcome.run_id,
         &Only::All,
         "seatwarden",
+        chrono_tz::UTC,
         Utc::now(),
     )
     .unwrap();
@@ -1410,6 +1413,7 @@ async fn the_held_actions_of_a_plan_or_a_dry_run_cannot_be_decided_on() {
             held.run_id,
             &Only::All,
             "seatwarden",
+            chrono_tz::UTC,
             Utc::now(),
         )
         .unwrap_err();
@@ -1434,6 +1438,7 @@ async fn reject_and_the_override_are_audited() {
         held.run_id,
         &Only::All,
         "seatwarden",
+        chrono_tz::UTC,
         Utc::now(),
     )
     .unwrap();
