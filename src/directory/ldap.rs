@@ -1052,8 +1052,8 @@ struct CertLocations {
 
 impl CertLocations {
     /// `SSL_CERT_FILE` and `SSL_CERT_DIR` (`:`-separated) when either is set, else
-    /// the first bundle file and every certificate folder of those openssl-probe
-    /// 0.2 (rustls-native-certs' prober) looks for, that exist.
+    /// what openssl-probe finds: rustls-native-certs' own choice on Unix, made the
+    /// same way, so the files searched are the files it read.
     fn of_this_host() -> CertLocations {
         let file = std::env::var_os("SSL_CERT_FILE").map(PathBuf::from);
         let dirs: Vec<PathBuf> = std::env::var_os("SSL_CERT_DIR")
@@ -1069,37 +1069,10 @@ impl CertLocations {
                 dirs,
             };
         }
-        #[cfg(target_os = "linux")]
-        const FILES: &[&str] = &[
-            "/etc/ssl/certs/ca-certificates.crt",
-            "/etc/pki/ca-trust/extracted/pem/tls-ca-bundle.pem",
-            "/etc/pki/tls/certs/ca-bundle.crt",
-            "/etc/ssl/ca-bundle.pem",
-            "/etc/pki/tls/cacert.pem",
-            "/etc/ssl/cert.pem",
-            "/opt/etc/ssl/certs/ca-certificates.crt",
-            "/etc/ssl/certs/cacert.pem",
-        ];
-        #[cfg(target_os = "linux")]
-        const DIRS: &[&str] = &[
-            "/etc/ssl/certs",
-            "/etc/pki/tls/certs",
-            "/etc/security/certificates",
-        ];
-        #[cfg(not(target_os = "linux"))]
-        const FILES: &[&str] = &["/etc/ssl/cert.pem"];
-        #[cfg(not(target_os = "linux"))]
-        const DIRS: &[&str] = &["/etc/ssl/certs"];
-        let existing = |paths: &[&str]| -> Vec<PathBuf> {
-            paths
-                .iter()
-                .map(PathBuf::from)
-                .filter(|path| path.exists())
-                .collect()
-        };
+        let probed = openssl_probe::probe();
         CertLocations {
-            files: existing(FILES).into_iter().take(1).collect(),
-            dirs: existing(DIRS),
+            files: probed.cert_file.into_iter().collect(),
+            dirs: probed.cert_dir,
         }
     }
 
