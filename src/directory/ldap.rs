@@ -66,7 +66,9 @@
 //!   order the server sends them in.
 //! - Anything wrong fails the whole snapshot, never a partial directory: a search
 //!   that ends with an error (or any page of it: a server may cut a page short,
-//!   say at a time limit, and still hand out a cookie for the next), an entry
+//!   say at a time limit, and still hand out a cookie for the next), a paged
+//!   search that would never end (a cookie handed back with no entry since it
+//!   was last handed out, or an entry sent twice: a page replayed), an entry
 //!   that cannot be decoded, a user without an id or a userName (narrow `user_filter`, e.g. `(mail=*)`, to leave such entries
 //!   out), two users with one id, a `scope_groups` name no group has.
 //! - No `changes_since` delta: the daemon's sweep reads the whole directory (a
@@ -861,6 +863,7 @@ impl LdapSource {
         // seen before the paging adapter follows its cookie.
         let adapters: Vec<Box<dyn Adapter<'_, String, Vec<String>>>> = vec![
             Box::new(PagedResults::new(page_size)),
+            Box::new(CookiesMoveOn::default()),
             Box::new(EveryPageSucceeds),
         ];
         let mut stream = ldap
@@ -868,6 +871,9 @@ impl LdapSource {
             .await
             .map_err(|e| self.failure(&operation, e))?;
         let mut entries = Vec::new();
+        // No search answers an entry twice (RFC 4511 §4.5.2): one that comes again
+        // came from a page handed out again under a cookie already followed.
+        let mut dns: HashSet<String> = HashSet::new();
         let mut references = 0_usize;
         let mut elsewhere: BTreeSet<String> = BTreeSet::new();
         loop {
@@ -881,8 +887,25 @@ impl LdapSource {
                     );
                 }
                 Ok(Some(raw)) if raw.is_intermediate() => references += 1,
-                Ok(Some(raw)) => entries.push(decode(raw, &self.settings.url, &operation)?),
+                Ok(Some(raw)) => {
+                    let entry = decode(raw, &self.settings.url, &operation)?;
+                    if !dns.insert(entry.dn.clone()) {
+                        return Err(self.paging_loop(
+                            &operation,
+                            format!(
+                                "the server sent {:?} twice in one search: a page of a paged \
+                                 search (RFC 2696) came again under a cookie already followed",
+                                entry.dn
+                            ),
+                        ));
+                    }
+                    entries.push(entry);
+                }
                 Ok(None) => break,
+                Err(LdapError::AdapterInit(what)) => {
+                    // Only [`CookiesMoveOn`] fails a search under way so.
+                    return Err(self.paging_loop(&operation, what));
+                }
                 Err(e) => return Err(self.failure(&operation, e)),
             }
         }
@@ -916,6 +939,157 @@ impl LdapSource {
     fn failure(&self, operation: &str, e: LdapError) -> DirectoryError {
         ldap_failure(&self.settings.url, operation, e)
     }
+
+    /// A paged search the server would keep going for ever: a failure, never
+    /// followed on. Not transient: a directory or proxy that replays a page does
+    /// so again; the next run reads again.
+    fn paging_loop(&self, operation: &str, what: String) -> DirectoryError {
+        DirectoryError::Malformed {
+            endpoint: format!("{} {operation}", self.settings.url),
+            what: format!(
+                "{what}; the search is given up rather than followed for ever (a proxy \
+                 between seatwarden and the directory replaying answers, or a fault of the \
+                 directory server)"
+            ),
+        }
+    }
+}
+
+/// A search adapter that fails a paged search whose server hands back a cookie
+/// it already handed out when no entry has come since: followed, the same page
+/// would be asked for again and again, for ever (ldap3's paging adapter follows
+/// any cookie that is not empty). A cookie that comes back after entries did is
+/// no loop: 389 Directory Server (and FreeIPA) hand out the same cookie for every
+/// page of a search; a page that comes again with its entries is caught by
+/// [`LdapSource::search`] as an entry sent twice.
+#[derive(Debug, Clone, Default)]
+struct CookiesMoveOn {
+    /// The entries passed on so far.
+    entries: usize,
+    /// Each cookie handed out, with [`Self::entries`] when it last was.
+    cookies: HashMap<Vec<u8>, usize>,
+}
+
+impl CookiesMoveOn {
+    /// Takes note of the cookie a page ended with; what repeated when the
+    /// search would loop on it.
+    fn page_ended(&mut self, cookie: &[u8]) -> Result<(), String> {
+        if cookie.is_empty() {
+            return Ok(());
+        }
+        match self.cookies.insert(cookie.to_vec(), self.entries) {
+            Some(then) if then == self.entries => Err(format!(
+                "the server handed back the paged-results cookie {} again with no entry \
+                 since it last handed it out (RFC 2696): following it would ask for the same \
+                 page for ever",
+                cookie_text(cookie)
+            )),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// A cookie for an error message: its text when it is printable ASCII (short),
+/// else its bytes in hex; at most 64 bytes of it.
+fn cookie_text(cookie: &[u8]) -> String {
+    let shown = &cookie[..cookie.len().min(64)];
+    let more = if shown.len() < cookie.len() {
+        "…"
+    } else {
+        ""
+    };
+    if shown.iter().all(|b| b.is_ascii_graphic()) {
+        format!("{:?}{more}", String::from_utf8_lossy(shown))
+    } else {
+        let hex: String = shown.iter().map(|b| format!("{b:02x}")).collect();
+        format!("0x{hex}{more}")
+    }
+}
+
+impl<'a> Adapter<'a, String, Vec<String>> for CookiesMoveOn {
+    fn start<'s, 'st, 'b, 'f, 'fut>(
+        &'s mut self,
+        stream: &'st mut SearchStream<'a, String, Vec<String>>,
+        base: &'b str,
+        scope: Scope,
+        filter: &'f str,
+        attrs: Vec<String>,
+    ) -> AdapterFuture<'fut, ldap3::result::Result<()>>
+    where
+        'a: 'fut,
+        's: 'fut,
+        'st: 'fut,
+        'b: 'fut,
+        'f: 'fut,
+        Self: 'fut,
+    {
+        Box::pin(async move { stream.start(base, scope, filter, attrs).await })
+    }
+
+    fn next<'s, 'st, 'fut>(
+        &'s mut self,
+        stream: &'st mut SearchStream<'a, String, Vec<String>>,
+    ) -> AdapterFuture<'fut, ldap3::result::Result<Option<ResultEntry>>>
+    where
+        'a: 'fut,
+        's: 'fut,
+        'st: 'fut,
+        Self: 'fut,
+    {
+        Box::pin(async move {
+            let item = stream.next().await?;
+            match &item {
+                Some(entry) if !entry.is_ref() && !entry.is_intermediate() => self.entries += 1,
+                Some(_) => {}
+                None => {
+                    for control in stream.res.iter().flat_map(|result| &result.ctrls) {
+                        let Some(cookie) = paged_results_cookie(control) else {
+                            continue;
+                        };
+                        self.page_ended(&cookie?).map_err(LdapError::AdapterInit)?;
+                    }
+                }
+            }
+            Ok(item)
+        })
+    }
+
+    fn finish<'s, 'st, 'fut>(
+        &'s mut self,
+        stream: &'st mut SearchStream<'a, String, Vec<String>>,
+    ) -> AdapterFuture<'fut, ldap3::LdapResult>
+    where
+        'a: 'fut,
+        's: 'fut,
+        'st: 'fut,
+        Self: 'fut,
+    {
+        Box::pin(async move { stream.finish().await })
+    }
+}
+
+/// The cookie of a paged-results response control; `None` for another control.
+/// ldap3's parser panics on a value that is not valid BER: a server's bytes must
+/// not take the daemon down, so that is an error here, before the paging adapter
+/// parses it.
+fn paged_results_cookie(
+    control: &ldap3::controls::Control,
+) -> Option<ldap3::result::Result<Vec<u8>>> {
+    use ldap3::controls::{Control, ControlType, PagedResults as PagedControl};
+    let Control(Some(ControlType::PagedResults), raw) = control else {
+        return None;
+    };
+    let parsed = raw.val.as_ref().and_then(|_| {
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            raw.parse::<PagedControl>().cookie
+        }))
+        .ok()
+    });
+    Some(parsed.ok_or_else(|| {
+        LdapError::AdapterInit(
+            "the server's paged-results control (RFC 2696) is not valid BER".to_owned(),
+        )
+    }))
 }
 
 /// A search adapter that fails the search at the first page whose
@@ -2261,10 +2435,11 @@ mod tests {
     use ldap3::SearchEntry;
 
     use super::{
-        Duration, Group, LdapFlavor, LdapSettings, Person, RangedValues, RetryPolicy, Secret,
-        account_expired, any_group_filter, describe_result, domain_root, entry_id, guid_text,
-        identities, is_ad_partition, ldap_failure, member_dn, normalize_dn, parenthesized,
-        primary_group_sid, sends_password_in_clear, sid_text, start_tls_unavailable, status,
+        CookiesMoveOn, Duration, Group, LdapFlavor, LdapSettings, Person, RangedValues,
+        RetryPolicy, Secret, account_expired, any_group_filter, describe_result, domain_root,
+        entry_id, guid_text, identities, is_ad_partition, ldap_failure, member_dn, normalize_dn,
+        parenthesized, primary_group_sid, sends_password_in_clear, sid_text, start_tls_unavailable,
+        status,
     };
 
     #[test]
@@ -3205,6 +3380,30 @@ mod tests {
             &super::CertLocations::default(),
         );
         assert!(empty.unwrap_err().contains("(none found)"));
+    }
+
+    #[test]
+    fn a_cookie_handed_back_loops_only_when_no_entry_came_since() {
+        // 389 Directory Server: one cookie for every page of a search.
+        let mut constant = CookiesMoveOn::default();
+        for _ in 0..3 {
+            constant.entries += 2;
+            assert_eq!(constant.page_ended(b"1"), Ok(()));
+        }
+        // The last page's empty cookie ends the search, whatever came before.
+        assert_eq!(constant.page_ended(b""), Ok(()));
+        assert_eq!(constant.page_ended(b""), Ok(()));
+        // A cookie handed back with nothing since, also after another one.
+        let mut looping = CookiesMoveOn::default();
+        looping.entries = 2;
+        assert_eq!(looping.page_ended(b"a"), Ok(()));
+        assert_eq!(looping.page_ended(b"b"), Ok(()));
+        let error = looping.page_ended(b"a").unwrap_err();
+        assert!(error.contains("cookie \"a\" again"), "{error}");
+        let mut binary = CookiesMoveOn::default();
+        assert_eq!(binary.page_ended(&[0, 0xff]), Ok(()));
+        let error = binary.page_ended(&[0, 0xff]).unwrap_err();
+        assert!(error.contains("cookie 0x00ff again"), "{error}");
     }
 
     #[test]

@@ -259,6 +259,18 @@ pub(crate) struct Fake {
     /// cookie for the next page, as a server that stopped a page at a time or
     /// administrative limit may.
     cut_first_page: Option<i64>,
+    /// The page asked for with the cookie `page-2` hands `page-2` back again,
+    /// as a buggy directory or proxy may, with this page.
+    cookie_loop: Option<CookieLoop>,
+}
+
+/// What a page that hands its own cookie back again holds.
+#[derive(Clone, Copy, PartialEq)]
+pub(crate) enum CookieLoop {
+    /// Cy, each time again.
+    SameEntries,
+    /// No entry at all.
+    NoEntries,
 }
 
 /// All Staff's members as they are now, and its `uSNChanged`.
@@ -491,6 +503,9 @@ async fn serve(
                 if base == USERS_BASE {
                     // Two pages: Ada and Ben, then Cy.
                     let page: Vec<_> = match cookie.as_deref() {
+                        Some(b"page-2") if fake.cookie_loop == Some(CookieLoop::NoEntries) => {
+                            Vec::new()
+                        }
                         Some(b"page-2") => users().into_iter().skip(2).collect(),
                         _ => match fake.cut_first_page {
                             Some(cut) => {
@@ -521,11 +536,12 @@ async fn serve(
                         .collect();
                         out.extend(message(id, entry(&dn, &attributes), None));
                     }
-                    let next: &[u8] = if cookie.as_deref() == Some(b"page-2") {
-                        b""
-                    } else {
-                        b"page-2"
-                    };
+                    let next: &[u8] =
+                        if cookie.as_deref() == Some(b"page-2") && fake.cookie_loop.is_none() {
+                            b""
+                        } else {
+                            b"page-2"
+                        };
                     done_controls = Some(paged_control(next));
                 } else if base == GROUPS_BASE || base == DOMAIN_ROOT {
                     // The groups under the base that the filter matches.
@@ -602,6 +618,15 @@ pub(crate) async fn start_fake(fake: Fake) -> (u16, Arc<Mutex<Asked>>) {
 pub(crate) fn cutting_first_page(code: i64) -> Fake {
     Fake {
         cut_first_page: Some(code),
+        ..Fake::default()
+    }
+}
+
+/// A fake whose page of users asked for with the cookie `page-2` hands that
+/// cookie back again, with `page` each time.
+pub(crate) fn looping_cookie(page: CookieLoop) -> Fake {
+    Fake {
+        cookie_loop: Some(page),
         ..Fake::default()
     }
 }
