@@ -14,7 +14,8 @@
 //!   none). With `app_id`, the snapshot keeps only the users assigned to the app,
 //!   directly or through an assigned group (`/api/v1/apps/{id}/users`, `/groups`).
 //! - Paging: the `Link: <…>; rel="next"` header, as several header lines or one
-//!   comma-joined line; a link to another origin or a repeated link is an error, and
+//!   comma-joined line; a link to another origin or to a page already read (the
+//!   first one too) is an error, and
 //!   so is a listing longer than [`Limits::max_pages`] or an answer longer than
 //!   [`Limits::max_body_bytes`]. An id that is empty or a dot segment is never put
 //!   in a path.
@@ -781,8 +782,8 @@ impl OktaSource {
         let max_pages = self.inner.limits.max_pages;
         let listing = endpoint_of("GET", &first);
         let mut items = Vec::new();
+        let mut visited = remote::PagesRead::starting_at(&first);
         let mut url = first;
-        let mut visited = HashSet::new();
         let mut pages: u64 = 0;
         loop {
             let endpoint = endpoint_of("GET", &url);
@@ -805,7 +806,7 @@ impl OktaSource {
                     what: "Link rel=\"next\" points to another origin".to_owned(),
                 });
             }
-            if !visited.insert(next.clone()) {
+            if !visited.is_new(&next) {
                 return Err(DirectoryError::Malformed {
                     endpoint,
                     what: "Link rel=\"next\" repeats a page already read".to_owned(),

@@ -461,6 +461,28 @@ pub(crate) fn same_origin(base: &str, next: &str) -> bool {
     }
 }
 
+/// The pages a listing has read, by URL as `url` parses it (host case, default
+/// port and the like aside), the first page's among them: a next link back to
+/// any, the first too, would read it again, and the listing loop.
+#[derive(Default)]
+pub(crate) struct PagesRead(HashSet<String>);
+
+impl PagesRead {
+    /// A listing that starts at `first`.
+    pub(crate) fn starting_at(first: &str) -> PagesRead {
+        PagesRead(HashSet::from([page_key(first)]))
+    }
+
+    /// Takes note of `next`; false when it was read already.
+    pub(crate) fn is_new(&mut self, next: &str) -> bool {
+        self.0.insert(page_key(next))
+    }
+}
+
+fn page_key(url: &str) -> String {
+    url::Url::parse(url).map_or_else(|_| url.to_owned(), String::from)
+}
+
 /// An access token and when to stop using it.
 struct CachedToken {
     token: SecretString,
