@@ -325,6 +325,14 @@ impl Transport {
         log.retrying(endpoint, &self.retry, error, delay);
     }
 
+    /// Pauses every request of the connector for `delay`, as a `Retry-After` of
+    /// that length would: for a limit the provider says in its own way (Okta's
+    /// org-wide concurrency limit).
+    pub fn pause(&self, delay: Duration, endpoint: &str, status: u16) {
+        self.paused_until
+            .pause_for(delay, "the directory", endpoint, status);
+    }
+
     /// One attempt: permit, the provider's last pause, rate limit, timeout. Any
     /// status is an answer; a 429 or 503 with `Retry-After` pauses every request
     /// of this connector for that long (at most `retry.max_retry_after`).

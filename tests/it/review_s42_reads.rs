@@ -1,18 +1,21 @@
 //! Review (s42) of directory reads that could loop or see too little: an LDAP
 //! server that hands back a paged-results cookie it already gave; an Okta or
-//! Graph next link back to a listing's first page.
+//! Graph next link back to a listing's first page; an Okta 429 for the org's
+//! concurrency limit, which must hold every request of the connector.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use seatwarden::directory::{EntraSource, OktaSource};
-use serde_json::json;
-use wiremock::matchers::{method, path};
+use seatwarden::retry::RetryPolicy;
+use serde_json::{Value, json};
+use wiremock::matchers::{method, path, query_param};
 use wiremock::{Mock, MockServer, Request, ResponseTemplate};
 
 use crate::entra::{graph_group, small_tenant};
 use crate::ldap_ad::{CookieLoop, looping_cookie, source, start_fake};
-use crate::okta::{LinkStyle, okta_group, small_org};
+use crate::okta::{LinkStyle, okta_group, okta_user, page, small_org};
 
 /// Reads the fake, failing the test if the read has not ended within 20 s (a
 /// loop reads for ever).
@@ -121,4 +124,186 @@ async fn a_graph_next_link_back_to_the_first_page_is_caught_before_reading_it_ag
     assert!(error.contains("repeats a page already read"), "{error}");
     assert!(error.contains("/v1.0/groups"), "{error}");
     assert_eq!(asked_for(&server, "/v1.0/groups").await, 1, "{error}");
+}
+
+/// Okta's 429 for its concurrency limit (shared by every app of the org)
+/// carries that limit's `X-Rate-Limit-*` values instead of the endpoint
+/// family's. Refused on the group listing, after that family answered with its
+/// own limit (600), it must hold the user listing too, still paging; before,
+/// only the group family waited, and the others kept sending into the limit.
+#[tokio::test]
+async fn an_okta_concurrency_429_pauses_every_endpoint_family() {
+    let server = MockServer::start().await;
+    let mut org = small_org(LinkStyle::SeparateLines);
+    org.users.extend((7..=24).map(|i| {
+        okta_user(
+            &format!("00u{i}"),
+            &format!("user{i}@example.com"),
+            "ACTIVE",
+        )
+    }));
+    let arrivals: Arc<Mutex<Vec<Instant>>> = Arc::default();
+    {
+        // The user listing, each page a moment in coming, every request noted.
+        let (arrivals, users, base) = (arrivals.clone(), org.users.clone(), server.uri());
+        Mock::given(method("GET"))
+            .and(path("/api/v1/users"))
+            .respond_with(move |req: &Request| {
+                arrivals.lock().unwrap().push(Instant::now());
+                let deprovisioned = req.url.query_pairs().any(|(k, _)| k == "search");
+                let selected: Vec<Value> = users
+                    .iter()
+                    .filter(|u| (u["status"] == "DEPROVISIONED") == deprovisioned)
+                    .cloned()
+                    .collect();
+                page(req, &base, &selected, 2, LinkStyle::SeparateLines)
+                    .set_delay(Duration::from_millis(150))
+            })
+            .with_priority(1)
+            .mount(&server)
+            .await;
+    }
+    let refused: Arc<Mutex<Option<Instant>>> = Arc::default();
+    {
+        let refused = refused.clone();
+        Mock::given(method("GET"))
+            .and(path("/api/v1/groups"))
+            .and(query_param("after", "2"))
+            .respond_with(move |_: &Request| {
+                *refused.lock().unwrap() = Some(Instant::now());
+                let now = SystemTime::now();
+                let epoch = now.duration_since(UNIX_EPOCH).unwrap().as_secs();
+                ResponseTemplate::new(429)
+                    .insert_header("date", httpdate::fmt_http_date(now).as_str())
+                    .insert_header("x-rate-limit-limit", "75")
+                    .insert_header("x-rate-limit-remaining", "0")
+                    .insert_header("x-rate-limit-reset", (epoch + 2).to_string().as_str())
+                    .set_body_json(json!({
+                        "errorCode": "E0000047",
+                        "errorSummary": "API call exceeded rate limit due to too many requests.",
+                        "errorLink": "E0000047",
+                        "errorId": "oae-s42-concurrency",
+                        "errorCauses": []
+                    }))
+            })
+            .up_to_n_times(1)
+            .with_priority(1)
+            .mount(&server)
+            .await;
+    }
+    org.mount(&server).await;
+    let mut settings = crate::okta::settings(&server, crate::okta::ssws());
+    settings.retry = RetryPolicy {
+        max_retry_after: Duration::from_secs(10),
+        ..RetryPolicy::immediate(3)
+    };
+    let snapshot = OktaSource::new(settings).snapshot().await.unwrap();
+    assert_eq!(snapshot.identities.len(), 24);
+
+    let refused = refused
+        .lock()
+        .unwrap()
+        .expect("the group listing was refused");
+    let arrivals = arrivals.lock().unwrap().clone();
+    let during_pause: Vec<Duration> = arrivals
+        .iter()
+        .filter(|at| **at > refused + Duration::from_millis(100))
+        .filter(|at| **at < refused + Duration::from_millis(1800))
+        .map(|at| *at - refused)
+        .collect();
+    assert!(
+        during_pause.is_empty(),
+        "user pages asked for during the pause, after: {during_pause:?}"
+    );
+    let after = arrivals
+        .iter()
+        .filter(|at| **at >= refused + Duration::from_millis(1800))
+        .count();
+    assert!(after >= 5, "{after} user pages after the pause");
+}
+
+/// A 429 that carries the family's own limit is that family's window: the
+/// other families go on (the family itself waits for its reset).
+#[tokio::test]
+async fn an_okta_rate_limit_429_of_one_family_holds_only_that_family() {
+    let server = MockServer::start().await;
+    let mut org = small_org(LinkStyle::SeparateLines);
+    org.users.extend((7..=24).map(|i| {
+        okta_user(
+            &format!("00u{i}"),
+            &format!("user{i}@example.com"),
+            "ACTIVE",
+        )
+    }));
+    let arrivals: Arc<Mutex<Vec<Instant>>> = Arc::default();
+    {
+        let (arrivals, users, base) = (arrivals.clone(), org.users.clone(), server.uri());
+        Mock::given(method("GET"))
+            .and(path("/api/v1/users"))
+            .respond_with(move |req: &Request| {
+                arrivals.lock().unwrap().push(Instant::now());
+                let deprovisioned = req.url.query_pairs().any(|(k, _)| k == "search");
+                let selected: Vec<Value> = users
+                    .iter()
+                    .filter(|u| (u["status"] == "DEPROVISIONED") == deprovisioned)
+                    .cloned()
+                    .collect();
+                page(req, &base, &selected, 2, LinkStyle::SeparateLines)
+                    .set_delay(Duration::from_millis(150))
+            })
+            .with_priority(1)
+            .mount(&server)
+            .await;
+    }
+    let refused: Arc<Mutex<Option<Instant>>> = Arc::default();
+    {
+        let refused = refused.clone();
+        Mock::given(method("GET"))
+            .and(path("/api/v1/groups"))
+            .and(query_param("after", "2"))
+            .respond_with(move |_: &Request| {
+                *refused.lock().unwrap() = Some(Instant::now());
+                let now = SystemTime::now();
+                let epoch = now.duration_since(UNIX_EPOCH).unwrap().as_secs();
+                ResponseTemplate::new(429)
+                    .insert_header("date", httpdate::fmt_http_date(now).as_str())
+                    .insert_header("x-rate-limit-limit", "600")
+                    .insert_header("x-rate-limit-remaining", "0")
+                    .insert_header("x-rate-limit-reset", (epoch + 2).to_string().as_str())
+                    .set_body_json(json!({
+                        "errorCode": "E0000047",
+                        "errorSummary": "API call exceeded rate limit due to too many requests.",
+                        "errorLink": "E0000047",
+                        "errorId": "oae-s42-rate",
+                        "errorCauses": []
+                    }))
+            })
+            .up_to_n_times(1)
+            .with_priority(1)
+            .mount(&server)
+            .await;
+    }
+    org.mount(&server).await;
+    let mut settings = crate::okta::settings(&server, crate::okta::ssws());
+    settings.retry = RetryPolicy {
+        max_retry_after: Duration::from_secs(10),
+        ..RetryPolicy::immediate(3)
+    };
+    let snapshot = OktaSource::new(settings).snapshot().await.unwrap();
+    assert_eq!(snapshot.identities.len(), 24);
+
+    let refused = refused
+        .lock()
+        .unwrap()
+        .expect("the group listing was refused");
+    let arrivals = arrivals.lock().unwrap().clone();
+    let during_wait = arrivals
+        .iter()
+        .filter(|at| **at > refused + Duration::from_millis(100))
+        .filter(|at| **at < refused + Duration::from_millis(1800))
+        .count();
+    assert!(
+        during_wait >= 3,
+        "{during_wait} user pages while the group family waited"
+    );
 }
