@@ -41,7 +41,10 @@
 //!   (computers, contacts, people outside `base_dn`) are left out. A group's
 //!   name is its `cn`; of several `cn` values (OpenLDAP allows aliases), the one
 //!   its DN is named by, else the first in alphabetical order, never the first
-//!   the server sends. Membership through Active Directory's primary group
+//!   the server sends. A group in use that shows no members, yet a user's
+//!   `memberOf` names (one search each), fails the snapshot: its `member` is
+//!   not readable by the bind account (left out, as from an empty group).
+//!   Membership through Active Directory's primary group
 //!   (`primaryGroupID`, usually "Domain Users"), which is not in `member`, counts:
 //!   the user is a member of the group whose `objectSid` is the user's own domain
 //!   SID with that RID.
@@ -388,6 +391,12 @@ impl LdapSource {
         }
         let user_dns: HashSet<String> = users.iter().map(|e| normalize_dn(&e.dn)).collect();
         let groups = self.groups_in_use(ldap, groups, &user_dns).await?;
+        for group in groups
+            .iter()
+            .filter(|g| g.members.is_empty() && g.member_uids.is_empty())
+        {
+            self.check_members_readable(ldap, group).await?;
+        }
         let disabled = self.disabled_ids(ldap).await?;
         let now = Utc::now();
         let mut people = Vec::with_capacity(users.len());
@@ -444,6 +453,68 @@ impl LdapSource {
                 })
             })
             .collect()
+    }
+
+    /// Fails the snapshot when `group`, which shows no members, is named by a
+    /// user's `memberOf`: the bind account may then not read the group's member
+    /// attribute, which a server leaves out of the answer without a word (Active
+    /// Directory and OpenLDAP alike), and everyone in the group would lose what
+    /// it gives. One search for one user of the user search whose `memberOf` is
+    /// the group (Active Directory's back link; OpenLDAP's memberof overlay).
+    /// Where `memberOf` is not there to tell (no overlay, not readable either),
+    /// nothing comes back and the group is taken as empty: the README says which
+    /// read permission the bind account needs.
+    async fn check_members_readable(
+        &self,
+        ldap: &mut Ldap,
+        group: &Group,
+    ) -> Result<(), DirectoryError> {
+        let s = &self.settings;
+        let filter = format!(
+            "(&{}(memberOf={}))",
+            parenthesized(&s.user_filter),
+            ldap3::ldap_escape(&group.raw_dn)
+        );
+        let operation = format!("search a user of {:?} under {:?}", group.raw_dn, s.base_dn);
+        ldap.with_timeout(s.timeout);
+        ldap.with_search_options(ldap3::SearchOptions::new().sizelimit(1));
+        let answer = ldap
+            .search(&s.base_dn, Scope::Subtree, &filter, vec!["1.1"])
+            .await
+            .map_err(|e| self.failure(&operation, e))?;
+        let ldap3::SearchResult(entries, result) = answer;
+        let member = entries
+            .into_iter()
+            .find(|raw| !raw.is_ref() && !raw.is_intermediate())
+            .map(|raw| decode(raw, &s.url, &operation))
+            .transpose()?;
+        match member {
+            Some(member) => Err(self.malformed_group(
+                &group.raw_dn,
+                format!(
+                    "the group shows no members, yet the memberOf of {:?} names it: the bind \
+                     account ({:?}) may not read the group's members; grant it read access to \
+                     the member attribute of groups (Active Directory: Read Members), as read \
+                     the group is empty and everyone in it would lose what it gives",
+                    member.dn, s.bind_dn
+                ),
+            )),
+            None => {
+                // Success, sizeLimitExceeded (4) with an entry is handled above;
+                // an error (memberOf unknown to the server, say) only means it
+                // cannot tell.
+                if result.rc != 0 {
+                    tracing::debug!(
+                        group = %group.raw_dn,
+                        rc = result.rc,
+                        text = %result.text,
+                        "memberOf could not be searched to tell an empty group from one whose \
+                         members may not be read"
+                    );
+                }
+                Ok(())
+            }
+        }
     }
 
     /// What a group is read with: its name, its members (the first range of a

@@ -1,20 +1,23 @@
 //! Review (s42) of directory reads that could loop or see too little: an LDAP
 //! server that hands back a paged-results cookie it already gave; an Okta or
 //! Graph next link back to a listing's first page; an Okta 429 for the org's
-//! concurrency limit, which must hold every request of the connector.
+//! concurrency limit, which must hold every request of the connector; an LDAP
+//! group whose members the bind account may not read.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use seatwarden::directory::{EntraSource, OktaSource};
+use seatwarden::directory::{EntraSource, LdapSource, OktaSource};
 use seatwarden::retry::RetryPolicy;
 use serde_json::{Value, json};
 use wiremock::matchers::{method, path, query_param};
 use wiremock::{Mock, MockServer, Request, ResponseTemplate};
 
 use crate::entra::{graph_group, small_tenant};
-use crate::ldap_ad::{CookieLoop, looping_cookie, source, start_fake};
+use crate::ldap_ad::{
+    BACKEND, CookieLoop, IT_ADMINS, looping_cookie, source, start_fake, withholding_members_of,
+};
 use crate::okta::{LinkStyle, okta_group, okta_user, page, small_org};
 
 /// Reads the fake, failing the test if the read has not ended within 20 s (a
@@ -305,5 +308,48 @@ async fn an_okta_rate_limit_429_of_one_family_holds_only_that_family() {
     assert!(
         during_wait >= 3,
         "{during_wait} user pages while the group family waited"
+    );
+}
+
+/// A group whose `member` the bind account may not read comes back without
+/// it, as an empty group does. A user's `memberOf` naming it tells the two
+/// apart: the read fails naming the group, instead of taking everyone in it
+/// out of what it maps to (a small group slips under the mass-change guards).
+#[tokio::test]
+async fn an_ldap_group_whose_members_may_not_be_read_fails_naming_it() {
+    let (port, _) = start_fake(withholding_members_of(BACKEND)).await;
+    let mut settings = source(port).settings().clone();
+    settings.other_groups = vec!["Backend".to_owned()];
+    let error = LdapSource::new(settings).snapshot().await.unwrap_err();
+    assert!(!error.is_transient(), "{error}");
+    let text = error.to_string();
+    assert!(text.contains(BACKEND), "{text}");
+    assert!(text.contains("CN=Ben Wong"), "{text}");
+    assert!(text.contains("may not read the group's members"), "{text}");
+    assert!(text.contains("svc-seatwarden"), "{text}");
+}
+
+/// Where no user's `memberOf` names a group that shows no members (a group
+/// whose only member is another group), there is nothing to tell it from an
+/// empty group by: it reads as empty, as before.
+#[tokio::test]
+async fn an_ldap_group_without_members_no_memberof_names_reads_as_empty() {
+    let (port, _) = start_fake(withholding_members_of(IT_ADMINS)).await;
+    let mut settings = source(port).settings().clone();
+    settings.other_groups = vec!["IT Admins".to_owned(), "Backend".to_owned()];
+    let snapshot = LdapSource::new(settings).snapshot().await.unwrap();
+    let ben = snapshot
+        .identities
+        .iter()
+        .find(|i| i.user_name.starts_with("ben"))
+        .unwrap();
+    assert!(ben.groups.contains(&"Backend".to_owned()), "{ben:?}");
+    assert!(
+        snapshot
+            .identities
+            .iter()
+            .all(|i| !i.groups.contains(&"IT Admins".to_owned())),
+        "{:?}",
+        snapshot.identities
     );
 }
