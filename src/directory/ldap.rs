@@ -3465,8 +3465,10 @@ mod tests {
         assert_eq!(constant.page_ended(b""), Ok(()));
         assert_eq!(constant.page_ended(b""), Ok(()));
         // A cookie handed back with nothing since, also after another one.
-        let mut looping = CookiesMoveOn::default();
-        looping.entries = 2;
+        let mut looping = CookiesMoveOn {
+            entries: 2,
+            ..CookiesMoveOn::default()
+        };
         assert_eq!(looping.page_ended(b"a"), Ok(()));
         assert_eq!(looping.page_ended(b"b"), Ok(()));
         let error = looping.page_ended(b"a").unwrap_err();
