@@ -7,7 +7,9 @@
 //!   after a 401.
 //! - Users: `GET /users?$select=…&$top=999`; `accountEnabled` is only returned when
 //!   selected. Paging follows `@odata.nextLink` until it is absent, for at most
-//!   [`Limits::max_pages`] pages (a delta round too); an answer longer than
+//!   [`Limits::max_pages`] pages (a delta round too); a link to another origin or
+//!   back to a page already read (the first one too) is an error, never read
+//!   again; an answer longer than
 //!   [`Limits::max_body_bytes`] is an error, and an id that is empty or a dot
 //!   segment is never put in a path.
 //! - Groups: `GET /groups`; members from `/groups/{id}/transitiveMembers` (nested
@@ -54,7 +56,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::remote::{
-    self, Reply, Secret, TokenCache, Transport, endpoint_of, required_str, same_origin,
+    self, PagesRead, Reply, Secret, TokenCache, Transport, endpoint_of, required_str, same_origin,
     status_error,
 };
 use super::{DirectoryChanges, DirectoryError, GroupInterest, RemoteStats, jwt};
@@ -808,8 +810,8 @@ impl EntraSource {
     async fn list(&self, first: String) -> Result<Vec<Value>, DirectoryError> {
         let listing = endpoint_of("GET", &first);
         let mut items = Vec::new();
+        let mut visited = PagesRead::starting_at(&first);
         let mut url = first;
-        let mut visited = HashSet::new();
         let mut pages: u64 = 0;
         loop {
             let endpoint = endpoint_of("GET", &url);
@@ -841,8 +843,8 @@ impl EntraSource {
     ) -> Result<DeltaOutcome<(Vec<Value>, String)>, DirectoryError> {
         let listing = endpoint_of("GET", &first);
         let mut items = Vec::new();
+        let mut visited = PagesRead::starting_at(&first);
         let mut url = first;
-        let mut visited = HashSet::new();
         let mut pages: u64 = 0;
         loop {
             let endpoint = endpoint_of("GET", &url);
@@ -878,7 +880,7 @@ impl EntraSource {
             }
             return match page.get("@odata.deltaLink").and_then(Value::as_str) {
                 Some(link) => {
-                    self.checked_next(link, &endpoint, &mut HashSet::new())?;
+                    self.checked_next(link, &endpoint, &mut PagesRead::default())?;
                     Ok(DeltaOutcome::Done((items, link.to_owned())))
                 }
                 None => Err(DirectoryError::Malformed {
@@ -911,7 +913,7 @@ impl EntraSource {
         &self,
         next: &str,
         endpoint: &str,
-        visited: &mut HashSet<String>,
+        visited: &mut PagesRead,
     ) -> Result<String, DirectoryError> {
         if !same_origin(&self.inner.graph, next) {
             return Err(DirectoryError::Malformed {
@@ -919,7 +921,7 @@ impl EntraSource {
                 what: "@odata.nextLink points to another origin".into(),
             });
         }
-        if !visited.insert(next.to_owned()) {
+        if !visited.is_new(next) {
             return Err(DirectoryError::Malformed {
                 endpoint: endpoint.to_owned(),
                 what: "@odata.nextLink repeats a page already read".into(),

@@ -41,7 +41,10 @@
 //!   (computers, contacts, people outside `base_dn`) are left out. A group's
 //!   name is its `cn`; of several `cn` values (OpenLDAP allows aliases), the one
 //!   its DN is named by, else the first in alphabetical order, never the first
-//!   the server sends. Membership through Active Directory's primary group
+//!   the server sends. A group in use that shows no members, yet a user's
+//!   `memberOf` names (one search each), fails the snapshot: its `member` is
+//!   not readable by the bind account (left out, as from an empty group).
+//!   Membership through Active Directory's primary group
 //!   (`primaryGroupID`, usually "Domain Users"), which is not in `member`, counts:
 //!   the user is a member of the group whose `objectSid` is the user's own domain
 //!   SID with that RID.
@@ -66,7 +69,9 @@
 //!   order the server sends them in.
 //! - Anything wrong fails the whole snapshot, never a partial directory: a search
 //!   that ends with an error (or any page of it: a server may cut a page short,
-//!   say at a time limit, and still hand out a cookie for the next), an entry
+//!   say at a time limit, and still hand out a cookie for the next), a paged
+//!   search that would never end (a cookie handed back with no entry since it
+//!   was last handed out, or an entry sent twice: a page replayed), an entry
 //!   that cannot be decoded, a user without an id or a userName (narrow `user_filter`, e.g. `(mail=*)`, to leave such entries
 //!   out), two users with one id, a `scope_groups` name no group has.
 //! - No `changes_since` delta: the daemon's sweep reads the whole directory (a
@@ -386,6 +391,12 @@ impl LdapSource {
         }
         let user_dns: HashSet<String> = users.iter().map(|e| normalize_dn(&e.dn)).collect();
         let groups = self.groups_in_use(ldap, groups, &user_dns).await?;
+        for group in groups
+            .iter()
+            .filter(|g| g.members.is_empty() && g.member_uids.is_empty())
+        {
+            self.check_members_readable(ldap, group).await?;
+        }
         let disabled = self.disabled_ids(ldap).await?;
         let now = Utc::now();
         let mut people = Vec::with_capacity(users.len());
@@ -442,6 +453,68 @@ impl LdapSource {
                 })
             })
             .collect()
+    }
+
+    /// Fails the snapshot when `group`, which shows no members, is named by a
+    /// user's `memberOf`: the bind account may then not read the group's member
+    /// attribute, which a server leaves out of the answer without a word (Active
+    /// Directory and OpenLDAP alike), and everyone in the group would lose what
+    /// it gives. One search for one user of the user search whose `memberOf` is
+    /// the group (Active Directory's back link; OpenLDAP's memberof overlay).
+    /// Where `memberOf` is not there to tell (no overlay, not readable either),
+    /// nothing comes back and the group is taken as empty: the README says which
+    /// read permission the bind account needs.
+    async fn check_members_readable(
+        &self,
+        ldap: &mut Ldap,
+        group: &Group,
+    ) -> Result<(), DirectoryError> {
+        let s = &self.settings;
+        let filter = format!(
+            "(&{}(memberOf={}))",
+            parenthesized(&s.user_filter),
+            ldap3::ldap_escape(&group.raw_dn)
+        );
+        let operation = format!("search a user of {:?} under {:?}", group.raw_dn, s.base_dn);
+        ldap.with_timeout(s.timeout);
+        ldap.with_search_options(ldap3::SearchOptions::new().sizelimit(1));
+        let answer = ldap
+            .search(&s.base_dn, Scope::Subtree, &filter, vec!["1.1"])
+            .await
+            .map_err(|e| self.failure(&operation, e))?;
+        let ldap3::SearchResult(entries, result) = answer;
+        let member = entries
+            .into_iter()
+            .find(|raw| !raw.is_ref() && !raw.is_intermediate())
+            .map(|raw| decode(raw, &s.url, &operation))
+            .transpose()?;
+        match member {
+            Some(member) => Err(self.malformed_group(
+                &group.raw_dn,
+                format!(
+                    "the group shows no members, yet the memberOf of {:?} names it: the bind \
+                     account ({:?}) may not read the group's members; grant it read access to \
+                     the member attribute of groups (Active Directory: Read Members), as read \
+                     the group is empty and everyone in it would lose what it gives",
+                    member.dn, s.bind_dn
+                ),
+            )),
+            None => {
+                // Success, sizeLimitExceeded (4) with an entry is handled above;
+                // an error (memberOf unknown to the server, say) only means it
+                // cannot tell.
+                if result.rc != 0 {
+                    tracing::debug!(
+                        group = %group.raw_dn,
+                        rc = result.rc,
+                        text = %result.text,
+                        "memberOf could not be searched to tell an empty group from one whose \
+                         members may not be read"
+                    );
+                }
+                Ok(())
+            }
+        }
     }
 
     /// What a group is read with: its name, its members (the first range of a
@@ -861,6 +934,7 @@ impl LdapSource {
         // seen before the paging adapter follows its cookie.
         let adapters: Vec<Box<dyn Adapter<'_, String, Vec<String>>>> = vec![
             Box::new(PagedResults::new(page_size)),
+            Box::new(CookiesMoveOn::default()),
             Box::new(EveryPageSucceeds),
         ];
         let mut stream = ldap
@@ -868,6 +942,9 @@ impl LdapSource {
             .await
             .map_err(|e| self.failure(&operation, e))?;
         let mut entries = Vec::new();
+        // No search answers an entry twice (RFC 4511 §4.5.2): one that comes again
+        // came from a page handed out again under a cookie already followed.
+        let mut dns: HashSet<String> = HashSet::new();
         let mut references = 0_usize;
         let mut elsewhere: BTreeSet<String> = BTreeSet::new();
         loop {
@@ -881,8 +958,25 @@ impl LdapSource {
                     );
                 }
                 Ok(Some(raw)) if raw.is_intermediate() => references += 1,
-                Ok(Some(raw)) => entries.push(decode(raw, &self.settings.url, &operation)?),
+                Ok(Some(raw)) => {
+                    let entry = decode(raw, &self.settings.url, &operation)?;
+                    if !dns.insert(entry.dn.clone()) {
+                        return Err(self.paging_loop(
+                            &operation,
+                            format!(
+                                "the server sent {:?} twice in one search: a page of a paged \
+                                 search (RFC 2696) came again under a cookie already followed",
+                                entry.dn
+                            ),
+                        ));
+                    }
+                    entries.push(entry);
+                }
                 Ok(None) => break,
+                Err(LdapError::AdapterInit(what)) => {
+                    // Only [`CookiesMoveOn`] fails a search under way so.
+                    return Err(self.paging_loop(&operation, what));
+                }
                 Err(e) => return Err(self.failure(&operation, e)),
             }
         }
@@ -916,6 +1010,157 @@ impl LdapSource {
     fn failure(&self, operation: &str, e: LdapError) -> DirectoryError {
         ldap_failure(&self.settings.url, operation, e)
     }
+
+    /// A paged search the server would keep going for ever: a failure, never
+    /// followed on. Not transient: a directory or proxy that replays a page does
+    /// so again; the next run reads again.
+    fn paging_loop(&self, operation: &str, what: String) -> DirectoryError {
+        DirectoryError::Malformed {
+            endpoint: format!("{} {operation}", self.settings.url),
+            what: format!(
+                "{what}; the search is given up rather than followed for ever (a proxy \
+                 between seatwarden and the directory replaying answers, or a fault of the \
+                 directory server)"
+            ),
+        }
+    }
+}
+
+/// A search adapter that fails a paged search whose server hands back a cookie
+/// it already handed out when no entry has come since: followed, the same page
+/// would be asked for again and again, for ever (ldap3's paging adapter follows
+/// any cookie that is not empty). A cookie that comes back after entries did is
+/// no loop: 389 Directory Server (and FreeIPA) hand out the same cookie for every
+/// page of a search; a page that comes again with its entries is caught by
+/// [`LdapSource::search`] as an entry sent twice.
+#[derive(Debug, Clone, Default)]
+struct CookiesMoveOn {
+    /// The entries passed on so far.
+    entries: usize,
+    /// Each cookie handed out, with [`Self::entries`] when it last was.
+    cookies: HashMap<Vec<u8>, usize>,
+}
+
+impl CookiesMoveOn {
+    /// Takes note of the cookie a page ended with; what repeated when the
+    /// search would loop on it.
+    fn page_ended(&mut self, cookie: &[u8]) -> Result<(), String> {
+        if cookie.is_empty() {
+            return Ok(());
+        }
+        match self.cookies.insert(cookie.to_vec(), self.entries) {
+            Some(then) if then == self.entries => Err(format!(
+                "the server handed back the paged-results cookie {} again with no entry \
+                 since it last handed it out (RFC 2696): following it would ask for the same \
+                 page for ever",
+                cookie_text(cookie)
+            )),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// A cookie for an error message: its text when it is printable ASCII (short),
+/// else its bytes in hex; at most 64 bytes of it.
+fn cookie_text(cookie: &[u8]) -> String {
+    let shown = &cookie[..cookie.len().min(64)];
+    let more = if shown.len() < cookie.len() {
+        "…"
+    } else {
+        ""
+    };
+    if shown.iter().all(|b| b.is_ascii_graphic()) {
+        format!("{:?}{more}", String::from_utf8_lossy(shown))
+    } else {
+        let hex: String = shown.iter().map(|b| format!("{b:02x}")).collect();
+        format!("0x{hex}{more}")
+    }
+}
+
+impl<'a> Adapter<'a, String, Vec<String>> for CookiesMoveOn {
+    fn start<'s, 'st, 'b, 'f, 'fut>(
+        &'s mut self,
+        stream: &'st mut SearchStream<'a, String, Vec<String>>,
+        base: &'b str,
+        scope: Scope,
+        filter: &'f str,
+        attrs: Vec<String>,
+    ) -> AdapterFuture<'fut, ldap3::result::Result<()>>
+    where
+        'a: 'fut,
+        's: 'fut,
+        'st: 'fut,
+        'b: 'fut,
+        'f: 'fut,
+        Self: 'fut,
+    {
+        Box::pin(async move { stream.start(base, scope, filter, attrs).await })
+    }
+
+    fn next<'s, 'st, 'fut>(
+        &'s mut self,
+        stream: &'st mut SearchStream<'a, String, Vec<String>>,
+    ) -> AdapterFuture<'fut, ldap3::result::Result<Option<ResultEntry>>>
+    where
+        'a: 'fut,
+        's: 'fut,
+        'st: 'fut,
+        Self: 'fut,
+    {
+        Box::pin(async move {
+            let item = stream.next().await?;
+            match &item {
+                Some(entry) if !entry.is_ref() && !entry.is_intermediate() => self.entries += 1,
+                Some(_) => {}
+                None => {
+                    for control in stream.res.iter().flat_map(|result| &result.ctrls) {
+                        let Some(cookie) = paged_results_cookie(control) else {
+                            continue;
+                        };
+                        self.page_ended(&cookie?).map_err(LdapError::AdapterInit)?;
+                    }
+                }
+            }
+            Ok(item)
+        })
+    }
+
+    fn finish<'s, 'st, 'fut>(
+        &'s mut self,
+        stream: &'st mut SearchStream<'a, String, Vec<String>>,
+    ) -> AdapterFuture<'fut, ldap3::LdapResult>
+    where
+        'a: 'fut,
+        's: 'fut,
+        'st: 'fut,
+        Self: 'fut,
+    {
+        Box::pin(async move { stream.finish().await })
+    }
+}
+
+/// The cookie of a paged-results response control; `None` for another control.
+/// ldap3's parser panics on a value that is not valid BER: a server's bytes must
+/// not take the daemon down, so that is an error here, before the paging adapter
+/// parses it.
+fn paged_results_cookie(
+    control: &ldap3::controls::Control,
+) -> Option<ldap3::result::Result<Vec<u8>>> {
+    use ldap3::controls::{Control, ControlType, PagedResults as PagedControl};
+    let Control(Some(ControlType::PagedResults), raw) = control else {
+        return None;
+    };
+    let parsed = raw.val.as_ref().and_then(|_| {
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            raw.parse::<PagedControl>().cookie
+        }))
+        .ok()
+    });
+    Some(parsed.ok_or_else(|| {
+        LdapError::AdapterInit(
+            "the server's paged-results control (RFC 2696) is not valid BER".to_owned(),
+        )
+    }))
 }
 
 /// A search adapter that fails the search at the first page whose
@@ -2234,10 +2479,11 @@ mod tests {
     use ldap3::SearchEntry;
 
     use super::{
-        Duration, Group, LdapFlavor, LdapSettings, Person, RangedValues, RetryPolicy, Secret,
-        account_expired, any_group_filter, describe_result, domain_root, entry_id, guid_text,
-        identities, is_ad_partition, ldap_failure, member_dn, normalize_dn, parenthesized,
-        primary_group_sid, sends_password_in_clear, sid_text, start_tls_unavailable, status,
+        CookiesMoveOn, Duration, Group, LdapFlavor, LdapSettings, Person, RangedValues,
+        RetryPolicy, Secret, account_expired, any_group_filter, describe_result, domain_root,
+        entry_id, guid_text, identities, is_ad_partition, ldap_failure, member_dn, normalize_dn,
+        parenthesized, primary_group_sid, sends_password_in_clear, sid_text, start_tls_unavailable,
+        status,
     };
 
     #[test]
@@ -3178,6 +3424,32 @@ mod tests {
             &super::CertLocations::default(),
         );
         assert!(empty.unwrap_err().contains("(none found)"));
+    }
+
+    #[test]
+    fn a_cookie_handed_back_loops_only_when_no_entry_came_since() {
+        // 389 Directory Server: one cookie for every page of a search.
+        let mut constant = CookiesMoveOn::default();
+        for _ in 0..3 {
+            constant.entries += 2;
+            assert_eq!(constant.page_ended(b"1"), Ok(()));
+        }
+        // The last page's empty cookie ends the search, whatever came before.
+        assert_eq!(constant.page_ended(b""), Ok(()));
+        assert_eq!(constant.page_ended(b""), Ok(()));
+        // A cookie handed back with nothing since, also after another one.
+        let mut looping = CookiesMoveOn {
+            entries: 2,
+            ..CookiesMoveOn::default()
+        };
+        assert_eq!(looping.page_ended(b"a"), Ok(()));
+        assert_eq!(looping.page_ended(b"b"), Ok(()));
+        let error = looping.page_ended(b"a").unwrap_err();
+        assert!(error.contains("cookie \"a\" again"), "{error}");
+        let mut binary = CookiesMoveOn::default();
+        assert_eq!(binary.page_ended(&[0, 0xff]), Ok(()));
+        let error = binary.page_ended(&[0, 0xff]).unwrap_err();
+        assert!(error.contains("cookie 0x00ff again"), "{error}");
     }
 
     #[test]

@@ -14,7 +14,8 @@
 //!   none). With `app_id`, the snapshot keeps only the users assigned to the app,
 //!   directly or through an assigned group (`/api/v1/apps/{id}/users`, `/groups`).
 //! - Paging: the `Link: <…>; rel="next"` header, as several header lines or one
-//!   comma-joined line; a link to another origin or a repeated link is an error, and
+//!   comma-joined line; a link to another origin or to a page already read (the
+//!   first one too) is an error, and
 //!   so is a listing longer than [`Limits::max_pages`] or an answer longer than
 //!   [`Limits::max_body_bytes`]. An id that is empty or a dot segment is never put
 //!   in a path.
@@ -32,7 +33,12 @@
 //!   the token request of a service app (`/oauth2/v1/token` is a family too). A 429
 //!   with neither `X-Rate-Limit-Reset` nor `Retry-After` (a proxy's, or headers
 //!   stripped on the way) pauses every request for the refused one's backoff. At most
-//!   `max_concurrency` requests are in flight (Okta's org-wide limit is 75).
+//!   `max_concurrency` requests are in flight (Okta's org-wide limit is 75, shared
+//!   by every app of the org): a 429 for that limit carries its values in
+//!   `X-Rate-Limit-*` (an `X-Rate-Limit-Limit` other than the family's, or from a
+//!   family not heard from yet), which are not recorded as the family's, and
+//!   pauses every request for the refused one's wait (until that reset, or its
+//!   backoff).
 //!
 //! Status mapping: ACTIVE, PROVISIONED (activation pending; Okta provisions apps to
 //! them), RECOVERY, PASSWORD_EXPIRED, LOCKED_OUT → active; STAGED (never activated)
@@ -146,6 +152,8 @@ pub enum OktaUserName {
 /// The last `X-Rate-Limit-*` an endpoint family answered with.
 #[derive(Debug, Clone, Copy)]
 struct Bucket {
+    /// `X-Rate-Limit-Limit`, when sent: the family's own ceiling.
+    limit: Option<u64>,
     remaining: u64,
     /// `X-Rate-Limit-Reset` as sent (epoch seconds), to order windows.
     reset: u64,
@@ -781,8 +789,8 @@ impl OktaSource {
         let max_pages = self.inner.limits.max_pages;
         let listing = endpoint_of("GET", &first);
         let mut items = Vec::new();
+        let mut visited = remote::PagesRead::starting_at(&first);
         let mut url = first;
-        let mut visited = HashSet::new();
         let mut pages: u64 = 0;
         loop {
             let endpoint = endpoint_of("GET", &url);
@@ -805,7 +813,7 @@ impl OktaSource {
                     what: "Link rel=\"next\" points to another origin".to_owned(),
                 });
             }
-            if !visited.insert(next.clone()) {
+            if !visited.is_new(&next) {
                 return Err(DirectoryError::Malformed {
                     endpoint,
                     what: "Link rel=\"next\" repeats a page already read".to_owned(),
@@ -826,10 +834,19 @@ impl OktaSource {
         let transport = self.transport().await?;
         let bucket = bucket_of(url);
         let mut log = crate::retry::RetryLog::default();
+        // Set by an attempt refused for the org's concurrency limit.
+        let org_wide = std::sync::atomic::AtomicBool::new(false);
         let outcome = crate::retry::retry(
             transport.retry,
-            || self.attempt(transport, url, endpoint, &bucket),
-            |e, delay| transport.note_retry(&mut log, endpoint, e, delay),
+            || self.attempt(transport, url, endpoint, &bucket, &org_wide),
+            |e, delay| {
+                if org_wide.swap(false, std::sync::atomic::Ordering::Relaxed) {
+                    // The limit is the org's, not the family's: every request of
+                    // the connector waits as long as the refused one.
+                    transport.pause(delay, endpoint, 429);
+                }
+                transport.note_retry(&mut log, endpoint, e, delay);
+            },
         )
         .await;
         log.finished(endpoint, &outcome);
@@ -842,6 +859,7 @@ impl OktaSource {
         url: &str,
         endpoint: &str,
         bucket: &str,
+        org_wide: &std::sync::atomic::AtomicBool,
     ) -> Result<Reply, DirectoryError> {
         let mut refreshed = false;
         loop {
@@ -856,7 +874,20 @@ impl OktaSource {
                 )
                 .header(reqwest::header::ACCEPT, "application/json");
             let reply = transport.send(request, endpoint).await?;
-            self.record_limits(bucket, &reply.headers);
+            let concurrency = reply.status == 429 && self.is_concurrency_refusal(bucket, &reply);
+            org_wide.store(concurrency, std::sync::atomic::Ordering::Relaxed);
+            if concurrency {
+                // Its `X-Rate-Limit-*` are the concurrency limit's, not the
+                // family's window: kept there, they would pace the family on the
+                // wrong numbers and hide the next such 429.
+                tracing::info!(
+                    endpoint,
+                    "Okta refused a request for the org's concurrency limit (shared with \
+                     every other app of the org): every request of the connector waits"
+                );
+            } else {
+                self.record_limits(bucket, &reply.headers);
+            }
             self.record_clock(&reply.headers);
             if reply.is_success() {
                 return Ok(reply);
@@ -1021,13 +1052,26 @@ impl OktaSource {
         }
     }
 
-    fn record_limits(&self, bucket: &str, headers: &HeaderMap) {
-        let number = |name: &str| {
-            headers
-                .get(name)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.trim().parse::<u64>().ok())
+    /// Whether a 429 is for the org's concurrency limit rather than the endpoint
+    /// family's rate limit. Okta sends the same `X-Rate-Limit-*` headers with
+    /// both, but with the concurrency limit's values in place of the family's
+    /// window: an `X-Rate-Limit-Limit` that is not the one the family answered
+    /// with before is taken for it, and so is one from a family not heard from
+    /// yet (the concurrency limit refuses the first requests of many at once).
+    fn is_concurrency_refusal(&self, bucket: &str, reply: &Reply) -> bool {
+        let Some(limit) = header_number(&reply.headers, "x-rate-limit-limit") else {
+            return false;
         };
+        let buckets = self
+            .inner
+            .buckets
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        buckets.get(bucket).and_then(|b| b.limit) != Some(limit)
+    }
+
+    fn record_limits(&self, bucket: &str, headers: &HeaderMap) {
+        let number = |name: &str| header_number(headers, name);
         let (Some(remaining), Some(reset), Some(wait)) = (
             number("x-rate-limit-remaining"),
             number("x-rate-limit-reset"),
@@ -1036,6 +1080,7 @@ impl OktaSource {
             return;
         };
         let fresh = Bucket {
+            limit: number("x-rate-limit-limit"),
             remaining,
             reset,
             reset_at: tokio::time::Instant::now() + wait,
@@ -1054,6 +1099,14 @@ impl OktaSource {
             entry.remaining = entry.remaining.min(remaining);
         }
     }
+}
+
+/// A header holding a whole number (`X-Rate-Limit-*`).
+fn header_number(headers: &HeaderMap, name: &str) -> Option<u64> {
+    headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok())
 }
 
 /// `id` as one path segment of `endpoint`, or a malformed answer: an id Okta

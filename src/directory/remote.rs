@@ -325,6 +325,14 @@ impl Transport {
         log.retrying(endpoint, &self.retry, error, delay);
     }
 
+    /// Pauses every request of the connector for `delay`, as a `Retry-After` of
+    /// that length would: for a limit the provider says in its own way (Okta's
+    /// org-wide concurrency limit).
+    pub fn pause(&self, delay: Duration, endpoint: &str, status: u16) {
+        self.paused_until
+            .pause_for(delay, "the directory", endpoint, status);
+    }
+
     /// One attempt: permit, the provider's last pause, rate limit, timeout. Any
     /// status is an answer; a 429 or 503 with `Retry-After` pauses every request
     /// of this connector for that long (at most `retry.max_retry_after`).
@@ -459,6 +467,28 @@ pub(crate) fn same_origin(base: &str, next: &str) -> bool {
         (Ok(base), Ok(next)) => next.origin() == base.origin(),
         _ => false,
     }
+}
+
+/// The pages a listing has read, by URL as `url` parses it (host case, default
+/// port and the like aside), the first page's among them: a next link back to
+/// any, the first too, would read it again, and the listing loop.
+#[derive(Default)]
+pub(crate) struct PagesRead(HashSet<String>);
+
+impl PagesRead {
+    /// A listing that starts at `first`.
+    pub(crate) fn starting_at(first: &str) -> PagesRead {
+        PagesRead(HashSet::from([page_key(first)]))
+    }
+
+    /// Takes note of `next`; false when it was read already.
+    pub(crate) fn is_new(&mut self, next: &str) -> bool {
+        self.0.insert(page_key(next))
+    }
+}
+
+fn page_key(url: &str) -> String {
+    url::Url::parse(url).map_or_else(|_| url.to_owned(), String::from)
 }
 
 /// An access token and when to stop using it.

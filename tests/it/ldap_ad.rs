@@ -23,7 +23,7 @@ const BIG_GROUP: &str = "CN=All Staff,OU=Groups,DC=corp,DC=example,DC=com";
 const DOMAIN_ROOT: &str = "DC=corp,DC=example,DC=com";
 /// A protected group whose only member is Domain Admins, a group outside
 /// `group_base_dn` (in `CN=Users`, where Active Directory keeps it).
-const IT_ADMINS: &str = "CN=IT Admins,OU=Groups,DC=corp,DC=example,DC=com";
+pub(crate) const IT_ADMINS: &str = "CN=IT Admins,OU=Groups,DC=corp,DC=example,DC=com";
 const DOMAIN_ADMINS: &str = "CN=Domain Admins,CN=Users,DC=corp,DC=example,DC=com";
 /// Passed as `withheld`: the fake names its group outside the group search
 /// "it admins", a look-alike of the configured "IT Admins".
@@ -230,7 +230,7 @@ fn big_group_member(n: usize) -> String {
 /// `Taskade-Users` holds Backend, which `(cn=Taskade-*)` leaves out; Backend
 /// holds Ben and Platform, Platform holds Cy and Backend (a cycle).
 const TASKADE_USERS: &str = "CN=Taskade-Users,OU=Groups,DC=corp,DC=example,DC=com";
-const BACKEND: &str = "CN=Backend,OU=Groups,DC=corp,DC=example,DC=com";
+pub(crate) const BACKEND: &str = "CN=Backend,OU=Groups,DC=corp,DC=example,DC=com";
 const PLATFORM: &str = "CN=Platform,OU=Groups,DC=corp,DC=example,DC=com";
 const NARROWED_GROUP_FILTER: &str = "(&(objectClass=group)(cn=Taskade-*))";
 
@@ -259,6 +259,21 @@ pub(crate) struct Fake {
     /// cookie for the next page, as a server that stopped a page at a time or
     /// administrative limit may.
     cut_first_page: Option<i64>,
+    /// The page asked for with the cookie `page-2` hands `page-2` back again,
+    /// as a buggy directory or proxy may, with this page.
+    cookie_loop: Option<CookieLoop>,
+    /// The DN of a group whose `member` values are left out, as a server answers
+    /// a bind account that may not read them; users' `memberOf` still names it.
+    members_withheld: Option<&'static str>,
+}
+
+/// What a page that hands its own cookie back again holds.
+#[derive(Clone, Copy, PartialEq)]
+pub(crate) enum CookieLoop {
+    /// Cy, each time again.
+    SameEntries,
+    /// No entry at all.
+    NoEntries,
 }
 
 /// All Staff's members as they are now, and its `uSNChanged`.
@@ -287,6 +302,8 @@ struct FakeGroup {
     usn: u64,
     /// `uSNChanged` is not sent (the bind account may not read it).
     usn_withheld: bool,
+    /// `member` is not sent (the bind account may not read it).
+    members_withheld: bool,
 }
 
 fn groups(fake: Fake, all_staff: &AllStaff) -> Vec<FakeGroup> {
@@ -305,6 +322,7 @@ fn groups(fake: Fake, all_staff: &AllStaff) -> Vec<FakeGroup> {
         members,
         usn: 20_000 + u64::from(rid),
         usn_withheld: fake.withheld == Some("uSNChanged"),
+        members_withheld: fake.members_withheld == Some(dn),
     };
     vec![
         FakeGroup {
@@ -346,6 +364,9 @@ fn group_entry(group: &FakeGroup, attributes: &[String]) -> Vec<u8> {
     let members = &group.members;
     for asked in attributes {
         let lower = asked.to_ascii_lowercase();
+        if group.members_withheld && lower.starts_with("member") {
+            continue;
+        }
         let start = match lower.as_str() {
             "cn" => {
                 out.push(("cn".to_owned(), vec![group.cn.as_bytes().to_vec()]));
@@ -431,6 +452,21 @@ fn matches(filter: &Tlv<'_>, attributes: &[(&str, &str)]) -> bool {
     }
 }
 
+/// The group DN a filter asks `memberOf` to equal, anywhere in an and or an or.
+fn member_of(filter: &Tlv<'_>) -> Option<String> {
+    match filter.tag {
+        0xa0 | 0xa1 => children(filter.content).iter().find_map(member_of),
+        0xa3 => {
+            let parts = children(filter.content);
+            parts[0]
+                .content
+                .eq_ignore_ascii_case(b"memberOf")
+                .then(|| String::from_utf8(parts[1].content.to_vec()).unwrap())
+        }
+        _ => None,
+    }
+}
+
 /// What the fake was asked, for the assertions.
 #[derive(Default)]
 pub(crate) struct Asked {
@@ -488,9 +524,28 @@ async fn serve(
                 ));
                 let mut done_controls = None;
                 let mut code = 0;
-                if base == USERS_BASE {
+                if base == USERS_BASE
+                    && let Some(group) = member_of(filter)
+                {
+                    // Users by memberOf, Active Directory's back link of the
+                    // groups' `member`: the group's direct members, by DN alone.
+                    let all_staff = all_staff.lock().unwrap();
+                    let members = groups(fake, &all_staff)
+                        .into_iter()
+                        .find(|g| g.dn.eq_ignore_ascii_case(&group))
+                        .map(|g| g.members)
+                        .unwrap_or_default();
+                    for (dn, ..) in users() {
+                        if members.iter().any(|m| m.eq_ignore_ascii_case(&dn)) {
+                            out.extend(message(id, entry(&dn, &[]), None));
+                        }
+                    }
+                } else if base == USERS_BASE {
                     // Two pages: Ada and Ben, then Cy.
                     let page: Vec<_> = match cookie.as_deref() {
+                        Some(b"page-2") if fake.cookie_loop == Some(CookieLoop::NoEntries) => {
+                            Vec::new()
+                        }
                         Some(b"page-2") => users().into_iter().skip(2).collect(),
                         _ => match fake.cut_first_page {
                             Some(cut) => {
@@ -521,11 +576,12 @@ async fn serve(
                         .collect();
                         out.extend(message(id, entry(&dn, &attributes), None));
                     }
-                    let next: &[u8] = if cookie.as_deref() == Some(b"page-2") {
-                        b""
-                    } else {
-                        b"page-2"
-                    };
+                    let next: &[u8] =
+                        if cookie.as_deref() == Some(b"page-2") && fake.cookie_loop.is_none() {
+                            b""
+                        } else {
+                            b"page-2"
+                        };
                     done_controls = Some(paged_control(next));
                 } else if base == GROUPS_BASE || base == DOMAIN_ROOT {
                     // The groups under the base that the filter matches.
@@ -602,6 +658,23 @@ pub(crate) async fn start_fake(fake: Fake) -> (u16, Arc<Mutex<Asked>>) {
 pub(crate) fn cutting_first_page(code: i64) -> Fake {
     Fake {
         cut_first_page: Some(code),
+        ..Fake::default()
+    }
+}
+
+/// A fake whose page of users asked for with the cookie `page-2` hands that
+/// cookie back again, with `page` each time.
+pub(crate) fn looping_cookie(page: CookieLoop) -> Fake {
+    Fake {
+        cookie_loop: Some(page),
+        ..Fake::default()
+    }
+}
+
+/// A fake that leaves out the `member` values of the group at `dn`.
+pub(crate) fn withholding_members_of(dn: &'static str) -> Fake {
+    Fake {
+        members_withheld: Some(dn),
         ..Fake::default()
     }
 }
