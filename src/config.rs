@@ -569,6 +569,10 @@ pub struct ScheduleConfig {
     /// Runs, reports and closed ledger entries older than this are pruned.
     #[serde(default = "defaults::retention")]
     pub retention: String,
+    /// How long the daemon's reconcile may run before it is stopped as SIGTERM
+    /// stops it, so that the sweeps waiting behind its lock run; empty: no limit.
+    #[serde(default)]
+    pub reconcile_max_duration: String,
 }
 
 impl Default for ScheduleConfig {
@@ -579,6 +583,7 @@ impl Default for ScheduleConfig {
             sweep: defaults::sweep_cron(),
             digest: defaults::digest_cron(),
             retention: defaults::retention(),
+            reconcile_max_duration: String::new(),
         }
     }
 }
@@ -612,6 +617,8 @@ pub struct DaemonSettings {
     /// `schedule.digest`; `None` when empty or when there is no `[report.email]`.
     pub digest: Option<Schedule>,
     pub retention: Duration,
+    /// `schedule.reconcile_max_duration`; `None` when empty (no limit).
+    pub reconcile_max_duration: Option<Duration>,
     pub sla: Duration,
     pub listen: std::net::SocketAddr,
 }
@@ -3007,6 +3014,10 @@ impl Config {
                 "the rolling 24 h safety limits count the actions of the runs still stored",
             )
             .map_err(|e| self.key_error("schedule.retention", e))?,
+            reconcile_max_duration: match self.schedule.reconcile_max_duration.trim() {
+                "" => None,
+                text => Some(positive("schedule.reconcile_max_duration", text)?),
+            },
             sla: positive("deprovision.sla", &self.deprovision.sla)?,
             listen: self.http.listen.parse().map_err(|_| {
                 self.key_error(

@@ -828,7 +828,7 @@ async fn run_job(shared: Arc<Shared>, name: &'static str) {
     let notifier = notify::Notifier::from_config(&shared.config()).filter(|_| lost.is_none());
     let end = match (lock_failure, name) {
         (Some(failure), _) => JobEnd::Failed(failure),
-        (None, RECONCILE) => JobEnd::of(reconcile_job(&shared, notifier.as_ref()).await),
+        (None, RECONCILE) => reconcile_job(&shared, notifier.as_ref()).await,
         (None, SWEEP) => JobEnd::of_pass(sweep_job(&shared, true, notifier.as_ref()).await),
         (None, RETRY) => JobEnd::of_pass(sweep_job(&shared, false, notifier.as_ref()).await),
         (None, PRUNE) => off_the_workers(&shared, prune_job).await,
@@ -1058,14 +1058,32 @@ impl JobEnd {
     }
 }
 
-async fn reconcile_job(
+/// The reconcile job, under `schedule.reconcile_max_duration` ([`time_limited`]),
+/// its time counted from now, under the writer lock the sweeps wait for. A
+/// reconcile it stopped is recorded `stopped` with the limit as its cause.
+async fn reconcile_job(shared: &Shared, notifier: Option<&notify::Notifier>) -> JobEnd {
+    let (stop, _limit) = time_limited(&shared.stopping, shared.settings().reconcile_max_duration);
+    match (
+        JobEnd::of(reconcile_run(shared, notifier, stop.clone()).await),
+        stop.cause(),
+    ) {
+        // Given up while reading, the run's error does not say why.
+        (JobEnd::Stopped(message), Some(cause)) if !message.contains(&cause) => {
+            JobEnd::Stopped(format!("{cause}: {message}"))
+        }
+        (end, _) => end,
+    }
+}
+
+async fn reconcile_run(
     shared: &Shared,
     notifier: Option<&notify::Notifier>,
+    stop: StopSignal,
 ) -> Result<(), RunError> {
     let config = shared.config();
     let store = Store::open(&config.state.path)?;
     let options = run::RunOptions {
-        stop: shared.stopping.clone(),
+        stop,
         retention_as_of: retention_as_of(shared, config.delete_after()),
         ..run::RunOptions::default()
     };
@@ -1123,6 +1141,75 @@ async fn reconcile_job(
         tracing::warn!(error = %e, "cannot prune old snapshots; the daily prune tries again");
     }
     Ok(())
+}
+
+/// The stop a reconcile runs under: the daemon's `stopping`, and with a `limit`
+/// (`schedule.reconcile_max_duration`) also that time from now, after which the
+/// run is stopped as SIGTERM stops it (a run still reading is given up, one
+/// applying sends no further write, those sent finish and are journaled; the run
+/// is recorded `stopped` with the limit as its cause, and the next reconcile plans
+/// the rest), so that the sweeps waiting behind its writer lock run: a leaver
+/// disabled after its directory snapshot is only deactivated by a sweep. The
+/// watch ends when the returned guard drops.
+fn time_limited(
+    stopping: &StopSignal,
+    limit: Option<Duration>,
+) -> (StopSignal, Option<AbortOnDrop>) {
+    let Some(limit) = limit else {
+        return (stopping.clone(), None);
+    };
+    let stop = StopSignal::new();
+    let watch = {
+        let (stopping, stop) = (stopping.clone(), stop.clone());
+        tokio::spawn(async move {
+            tokio::select! {
+                () = stopping.stopped() => stop.stop(),
+                () = tokio::time::sleep(limit) => {
+                    let cause = over_time_cause(limit);
+                    tracing::warn!(
+                        job = RECONCILE,
+                        limit = %spoken_duration(limit),
+                        "{cause}: stopping it as SIGTERM would (no further write; those sent \
+                         finish and are journaled; the next reconcile plans the rest)"
+                    );
+                    stop.stop_for(cause);
+                }
+            }
+        })
+    };
+    (stop, Some(AbortOnDrop(watch)))
+}
+
+/// Why a reconcile past `limit` was stopped, as its run and job record it.
+fn over_time_cause(limit: Duration) -> String {
+    format!(
+        "the reconcile ran longer than schedule.reconcile_max_duration ({}), which lets \
+         the deprovisioning sweeps waiting behind it run",
+        spoken_duration(limit)
+    )
+}
+
+/// `d` as a configuration would write it: `2h`, `90m`, `45s`.
+fn spoken_duration(d: Duration) -> String {
+    let secs = d.as_secs();
+    if secs > 0 && secs % 3600 == 0 {
+        format!("{}h", secs / 3600)
+    } else if secs > 0 && secs % 60 == 0 {
+        format!("{}m", secs / 60)
+    } else if d.subsec_millis() == 0 {
+        format!("{secs}s")
+    } else {
+        format!("{}ms", d.as_millis())
+    }
+}
+
+/// Aborts its task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 /// `seatwarden_drift_items`: the drift `report`'s reconcile left.
@@ -1289,6 +1376,7 @@ async fn sweep_job(
         return Err(RunError::Stopped {
             unsent,
             run: run::StoppedRun::Deprovisioning,
+            cause: None,
         });
     }
     if client.served_answers() > 0 {
@@ -1830,6 +1918,7 @@ mod tests {
             sweep: every("*/5 * * * *"),
             digest: Some(every("0 8 * * 1-5")),
             retention: std::time::Duration::from_secs(86_400),
+            reconcile_max_duration: None,
             sla: std::time::Duration::from_secs(3_600),
             listen: "127.0.0.1:0".parse().unwrap(),
         };
@@ -1860,6 +1949,7 @@ mod tests {
             sweep: every("*/5 * * * *"),
             digest: None,
             retention: std::time::Duration::from_secs(86_400),
+            reconcile_max_duration: None,
             sla: std::time::Duration::from_secs(3_600),
             listen: "127.0.0.1:0".parse().unwrap(),
         };
@@ -1903,6 +1993,7 @@ mod tests {
             sweep: every("*/5 * * * *"),
             digest: Some(every("0 8 * * *")),
             retention: std::time::Duration::from_secs(86_400),
+            reconcile_max_duration: None,
             sla: std::time::Duration::from_secs(3_600),
             listen: "127.0.0.1:0".parse().unwrap(),
         };
