@@ -802,6 +802,7 @@ async fn run_job(shared: Arc<Shared>, name: &'static str) {
         return;
     }
     let waiting = shared.counters.get(name).map(|c| c.waiting());
+    let asked = std::time::Instant::now();
     // A job still waiting for its turn at SIGTERM has begun nothing: it gives up
     // at once, rather than hold the stop for its whole grace (a command run by
     // hand can hold the writer lock for as long as it likes).
@@ -812,6 +813,7 @@ async fn run_job(shared: Arc<Shared>, name: &'static str) {
     };
     let (_writer, _writer_lock, lock_failure) = locked;
     drop(waiting);
+    let waited = asked.elapsed();
     if shared.stopping.is_stopped() {
         return;
     }
@@ -824,7 +826,11 @@ async fn run_job(shared: Arc<Shared>, name: &'static str) {
     if let Err(e) = shared.with_db(|db| db.job_started(name, started)) {
         tracing::error!(job = name, error = %e, "cannot record the job start");
     }
-    tracing::info!(job = name, "job started");
+    log_start(name, waited);
+    if !matches!(name, DIGEST | MAIL) {
+        metrics::histogram!("seatwarden_job_lock_wait_seconds", "job" => name)
+            .record(waited.as_secs_f64());
+    }
     let notifier = notify::Notifier::from_config(&shared.config()).filter(|_| lost.is_none());
     let end = match (lock_failure, name) {
         (Some(failure), _) => JobEnd::Failed(failure),
@@ -906,6 +912,34 @@ async fn run_job(shared: Arc<Shared>, name: &'static str) {
         }
         JobEnd::Stopped(why) => tracing::warn!(job = name, reason = %why, "job stopped"),
         JobEnd::Failed(error) => tracing::error!(job = name, error = %error, "job failed"),
+    }
+}
+
+/// How long a job may wait for the writer locks before its start is a warning.
+/// A sweep held off this long (behind a long reconcile, or a command run by
+/// hand) deactivates the leavers it finds that much later, and their SLA clocks
+/// start only when it reads the directory: nothing else tells of the wait.
+pub const LONG_LOCK_WAIT: Duration = Duration::from_secs(60);
+
+/// The log line of `name` starting after `waited` for the writer locks.
+fn log_start(name: &'static str, waited: Duration) {
+    let waited_secs = waited.as_secs();
+    if waited >= LONG_LOCK_WAIT {
+        tracing::warn!(
+            job = name,
+            waited_secs,
+            "job started after waiting {waited_secs}s for the writer lock, held by another \
+             job (a long reconcile: see schedule.reconcile_max_duration) or a seatwarden \
+             command run by hand"
+        );
+    } else if waited >= Duration::from_secs(1) {
+        tracing::info!(
+            job = name,
+            waited_secs,
+            "job started after waiting for the writer lock"
+        );
+    } else {
+        tracing::info!(job = name, "job started");
     }
 }
 

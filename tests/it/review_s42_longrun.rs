@@ -133,6 +133,16 @@ async fn a_reconcile_past_its_time_limit_stops_and_the_waiting_sweep_deactivates
     })
     .await;
     let took = disabled.elapsed();
+    // The wait shows: the sweep's start says how long it waited, and the
+    // histogram counts it.
+    let (code, metrics) = fixtures::http_get(port, "/metrics");
+    assert_eq!(code, 200, "{metrics}");
+    let waits = metrics
+        .lines()
+        .find(|l| l.starts_with("seatwarden_job_lock_wait_seconds_sum{job=\"sweep\"}"))
+        .and_then(|l| l.split_whitespace().last())
+        .and_then(|v| v.parse::<f64>().ok());
+    assert!(waits.is_some_and(|s| s >= 1.0), "{waits:?}\n{metrics}");
     fixtures::sigterm(&daemon);
     fixtures::exit_of(daemon, "the daemon").await;
     let log = log_text();
@@ -163,6 +173,14 @@ async fn a_reconcile_past_its_time_limit_stops_and_the_waiting_sweep_deactivates
     assert_eq!(job.last_status, Some(RunStatus::Stopped), "{job:?}");
     assert!(
         log.contains("ran longer than schedule.reconcile_max_duration (5s)"),
+        "{log}"
+    );
+    assert!(
+        log.lines().any(
+            |l| l.contains("job started after waiting for the writer lock")
+                && l.contains("job=\"sweep\"")
+                && l.contains("waited_secs=")
+        ),
         "{log}"
     );
 }
