@@ -28,7 +28,13 @@
 //!
 //! Workspace writers (reconcile, sweep, retry, prune) take one async lock, so a
 //! sweep never races a reconcile over the same accounts or journal rows; a job
-//! still running at its next fire is skipped and counted.
+//! still running at its next fire is skipped and counted. Each writer's wait for
+//! the lock is logged as it starts and counted (`seatwarden_job_lock_wait_seconds`,
+//! [`LONG_LOCK_WAIT`]). A sweep waiting behind a reconcile is the only one to see
+//! a leaver disabled after that reconcile read the directory, so
+//! `schedule.reconcile_max_duration` bounds a reconcile ([`time_limited`]): past
+//! it, the run is stopped as SIGTERM stops it (below), recorded `stopped` with
+//! the limit as its cause, and the waiting sweep runs.
 //!
 //! Every job first checks that the state database is still the file opened at
 //! start ([`DatabaseFile`]): one deleted or replaced under the daemon fails the
