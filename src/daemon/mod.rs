@@ -1611,6 +1611,24 @@ fn chrono_sla(settings: &DaemonSettings) -> chrono::Duration {
 mod tests {
     use super::*;
 
+    /// The limit in a stopped run's cause reads as the configuration writes it.
+    #[test]
+    fn a_time_limit_is_spoken_as_configured() {
+        for (secs, millis, spoken) in [
+            (7_200, 0, "2h"),
+            (5_400, 0, "90m"),
+            (45, 0, "45s"),
+            (0, 500, "500ms"),
+        ] {
+            let limit = Duration::from_secs(secs) + Duration::from_millis(millis);
+            assert_eq!(spoken_duration(limit), spoken);
+        }
+        assert!(
+            over_time_cause(Duration::from_secs(7_200))
+                .contains("schedule.reconcile_max_duration (2h)")
+        );
+    }
+
     /// Two spellings of one database, through a symlink to the file or to its
     /// folder, share one instance lock: a second daemon on it is refused.
     #[cfg(unix)]

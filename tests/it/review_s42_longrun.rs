@@ -211,3 +211,46 @@ fn a_reconcile_time_limit_that_is_no_duration_names_the_key_and_the_file() {
         );
     }
 }
+
+/// A reconcile whose stop has a cause (the daemon's time limit) and that is given
+/// up while still reading records the cause with its run: "stopped while
+/// reading" alone reads as a SIGTERM nobody sent.
+#[tokio::test]
+async fn a_reconcile_given_up_while_reading_records_its_stops_cause() {
+    let sandbox = fixtures::sandbox("t0ken", WorkspaceSnapshot::default()).await;
+    let dir = tempfile::tempdir().unwrap();
+    write_directory(dir.path(), 0, "active");
+    let config = config_for(sandbox.base_url().as_str(), dir.path());
+    let stop = seatwarden::apply::StopSignal::new();
+    stop.stop_for("the reconcile ran longer than its limit".to_owned());
+    let outcome = seatwarden::run::execute_with_options(
+        &config,
+        &seatwarden::run::directory_from_config(&config),
+        &seatwarden::workspace::ScimClient::new(config.scim_settings().unwrap()).unwrap(),
+        Store::open(&config.state.path).unwrap(),
+        seatwarden::run::Mode::Reconcile,
+        seatwarden::run::RunOptions {
+            stop,
+            ..seatwarden::run::RunOptions::default()
+        },
+    )
+    .await;
+    assert!(
+        matches!(outcome, Err(seatwarden::run::RunError::StoppedReading)),
+        "{outcome:?}"
+    );
+    let store = Store::open(&config.state.path).unwrap();
+    let run = store.latest_run(&[RunKind::Reconcile]).unwrap().unwrap();
+    assert_eq!(run.status, RunStatus::Stopped, "{run:?}");
+    assert_eq!(
+        run.error.as_deref(),
+        Some(
+            format!(
+                "the reconcile ran longer than its limit: {}",
+                seatwarden::run::RunError::StoppedReading
+            )
+            .as_str()
+        ),
+    );
+    assert!(sandbox.snapshot().accounts.is_empty());
+}
