@@ -1859,6 +1859,9 @@ impl Config {
             if let Some(warning) = sweeps_too_far_apart(&settings, now) {
                 warnings.push(warning);
             }
+            if let Some(warning) = reconcile_limit_past_sla(&settings) {
+                warnings.push(warning);
+            }
             if let DirectoryConfig::Okta { app_id: None, .. } = &self.directory
                 && let Some(warning) = okta_deletions_wait_for_reconciles(&settings, now)
             {
@@ -4410,6 +4413,24 @@ fn sweeps_too_far_apart(
     })
 }
 
+/// A sweep fired while a reconcile runs waits for it, and is the only one to see
+/// a leaver disabled after the reconcile read the directory: a time limit on the
+/// reconcile no shorter than `deprovision.sla` lets such a leaver go overdue
+/// before the sweep runs.
+fn reconcile_limit_past_sla(settings: &DaemonSettings) -> Option<String> {
+    let limit = settings.reconcile_max_duration?;
+    (limit >= settings.sla).then(|| {
+        format!(
+            "schedule.reconcile_max_duration ({}) is not shorter than deprovision.sla ({}): \
+             a sweep waits behind a running reconcile, so a person disabled after the \
+             reconcile read the directory can keep their access past the SLA before the \
+             sweep sees them; set it well under the SLA",
+            span(chrono::Duration::from_std(limit).unwrap_or(chrono::Duration::MAX)),
+            span(chrono::Duration::from_std(settings.sla).unwrap_or(chrono::Duration::MAX))
+        )
+    })
+}
+
 /// The longest time without a fire of any of `schedules`, in the coming week or
 /// in the week of one of the year's clock changes (see [`sweeps_too_far_apart`]).
 fn longest_gap_in_a_year(
@@ -4787,6 +4808,27 @@ token = "s3cr3t-token-value"
         assert!(
             error.contains("workspace.retry_delay") && error.contains("longer than zero"),
             "{error}"
+        );
+    }
+
+    #[test]
+    fn a_reconcile_time_limit_not_under_the_sla_is_warned_about() {
+        let warned = |rest: &str| {
+            load("", rest, &[])
+                .unwrap()
+                .warnings()
+                .into_iter()
+                .find(|w| w.starts_with("schedule.reconcile_max_duration"))
+        };
+        assert_eq!(warned(""), None);
+        assert_eq!(
+            warned("[schedule]\nreconcile_max_duration = \"20m\"\n"),
+            None
+        );
+        let warning = warned("[schedule]\nreconcile_max_duration = \"2h\"\n").unwrap();
+        assert!(
+            warning.contains("(2h) is not shorter than deprovision.sla (1h)"),
+            "{warning}"
         );
     }
 

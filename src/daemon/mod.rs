@@ -1229,18 +1229,9 @@ fn over_time_cause(limit: Duration) -> String {
     )
 }
 
-/// `d` as a configuration would write it: `2h`, `90m`, `45s`.
+/// `d` as a configuration would write it: `2h`, `1h30m`, `45s`.
 fn spoken_duration(d: Duration) -> String {
-    let secs = d.as_secs();
-    if secs > 0 && secs % 3600 == 0 {
-        format!("{}h", secs / 3600)
-    } else if secs > 0 && secs % 60 == 0 {
-        format!("{}m", secs / 60)
-    } else if d.subsec_millis() == 0 {
-        format!("{secs}s")
-    } else {
-        format!("{}ms", d.as_millis())
-    }
+    crate::config::span(chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX))
 }
 
 /// Aborts its task when dropped.
@@ -1614,12 +1605,7 @@ mod tests {
     /// The limit in a stopped run's cause reads as the configuration writes it.
     #[test]
     fn a_time_limit_is_spoken_as_configured() {
-        for (secs, millis, spoken) in [
-            (7_200, 0, "2h"),
-            (5_400, 0, "90m"),
-            (45, 0, "45s"),
-            (0, 500, "500ms"),
-        ] {
+        for (secs, millis, spoken) in [(7_200, 0, "2h"), (5_400, 0, "1h30m"), (45, 0, "45s")] {
             let limit = Duration::from_secs(secs) + Duration::from_millis(millis);
             assert_eq!(spoken_duration(limit), spoken);
         }
