@@ -198,9 +198,11 @@ pub fn progress_is_heard() -> bool {
     PROGRESS.try_with(|_| ()).is_ok()
 }
 
-/// Set once the process is stopping: an apply watching it (see [`until_stopped`])
-/// starts no further write, and retries none of those under way (the client's
-/// wait between two attempts ends at once). Clones share the one flag.
+/// Set once the process is stopping, or a run must end for another reason (the
+/// daemon's `schedule.reconcile_max_duration`, given as [`StopSignal::stop_for`]'s
+/// cause): an apply watching it (see [`until_stopped`]) starts no further write,
+/// and retries none of those under way (the client's wait between two attempts
+/// ends at once). Clones share the one flag.
 #[derive(Debug, Clone, Default)]
 pub struct StopSignal(Arc<StopFlag>);
 
@@ -209,6 +211,8 @@ struct StopFlag {
     stopped: AtomicBool,
     /// Wakes those waiting in [`StopSignal::stopped`].
     woken: tokio::sync::Notify,
+    /// Why it was set, when not because the process is stopping.
+    cause: std::sync::OnceLock<String>,
 }
 
 impl StopSignal {
@@ -219,6 +223,18 @@ impl StopSignal {
     pub fn stop(&self) {
         self.0.stopped.store(true, Ordering::SeqCst);
         self.0.woken.notify_waiters();
+    }
+
+    /// [`StopSignal::stop`] for `cause` (the first cause given is kept), which a
+    /// run cut short records in place of "seatwarden was stopping".
+    pub fn stop_for(&self, cause: String) {
+        let _ = self.0.cause.set(cause);
+        self.stop();
+    }
+
+    /// Why the signal was set, when [`StopSignal::stop_for`] set it.
+    pub fn cause(&self) -> Option<String> {
+        self.0.cause.get().cloned()
     }
 
     pub fn is_stopped(&self) -> bool {

@@ -569,6 +569,10 @@ pub struct ScheduleConfig {
     /// Runs, reports and closed ledger entries older than this are pruned.
     #[serde(default = "defaults::retention")]
     pub retention: String,
+    /// How long the daemon's reconcile may run before it is stopped as SIGTERM
+    /// stops it, so that the sweeps waiting behind its lock run; empty: no limit.
+    #[serde(default)]
+    pub reconcile_max_duration: String,
 }
 
 impl Default for ScheduleConfig {
@@ -579,6 +583,7 @@ impl Default for ScheduleConfig {
             sweep: defaults::sweep_cron(),
             digest: defaults::digest_cron(),
             retention: defaults::retention(),
+            reconcile_max_duration: String::new(),
         }
     }
 }
@@ -612,6 +617,8 @@ pub struct DaemonSettings {
     /// `schedule.digest`; `None` when empty or when there is no `[report.email]`.
     pub digest: Option<Schedule>,
     pub retention: Duration,
+    /// `schedule.reconcile_max_duration`; `None` when empty (no limit).
+    pub reconcile_max_duration: Option<Duration>,
     pub sla: Duration,
     pub listen: std::net::SocketAddr,
 }
@@ -1852,6 +1859,9 @@ impl Config {
             if let Some(warning) = sweeps_too_far_apart(&settings, now) {
                 warnings.push(warning);
             }
+            if let Some(warning) = reconcile_limit_past_sla(&settings) {
+                warnings.push(warning);
+            }
             if let DirectoryConfig::Okta { app_id: None, .. } = &self.directory
                 && let Some(warning) = okta_deletions_wait_for_reconciles(&settings, now)
             {
@@ -3007,6 +3017,10 @@ impl Config {
                 "the rolling 24 h safety limits count the actions of the runs still stored",
             )
             .map_err(|e| self.key_error("schedule.retention", e))?,
+            reconcile_max_duration: match self.schedule.reconcile_max_duration.trim() {
+                "" => None,
+                text => Some(positive("schedule.reconcile_max_duration", text)?),
+            },
             sla: positive("deprovision.sla", &self.deprovision.sla)?,
             listen: self.http.listen.parse().map_err(|_| {
                 self.key_error(
@@ -4399,6 +4413,24 @@ fn sweeps_too_far_apart(
     })
 }
 
+/// A sweep fired while a reconcile runs waits for it, and is the only one to see
+/// a leaver disabled after the reconcile read the directory: a time limit on the
+/// reconcile no shorter than `deprovision.sla` lets such a leaver go overdue
+/// before the sweep runs.
+fn reconcile_limit_past_sla(settings: &DaemonSettings) -> Option<String> {
+    let limit = settings.reconcile_max_duration?;
+    (limit >= settings.sla).then(|| {
+        format!(
+            "schedule.reconcile_max_duration ({}) is not shorter than deprovision.sla ({}): \
+             a sweep waits behind a running reconcile, so a person disabled after the \
+             reconcile read the directory can keep their access past the SLA before the \
+             sweep sees them; set it well under the SLA",
+            span(chrono::Duration::from_std(limit).unwrap_or(chrono::Duration::MAX)),
+            span(chrono::Duration::from_std(settings.sla).unwrap_or(chrono::Duration::MAX))
+        )
+    })
+}
+
 /// The longest time without a fire of any of `schedules`, in the coming week or
 /// in the week of one of the year's clock changes (see [`sweeps_too_far_apart`]).
 fn longest_gap_in_a_year(
@@ -4776,6 +4808,27 @@ token = "s3cr3t-token-value"
         assert!(
             error.contains("workspace.retry_delay") && error.contains("longer than zero"),
             "{error}"
+        );
+    }
+
+    #[test]
+    fn a_reconcile_time_limit_not_under_the_sla_is_warned_about() {
+        let warned = |rest: &str| {
+            load("", rest, &[])
+                .unwrap()
+                .warnings()
+                .into_iter()
+                .find(|w| w.starts_with("schedule.reconcile_max_duration"))
+        };
+        assert_eq!(warned(""), None);
+        assert_eq!(
+            warned("[schedule]\nreconcile_max_duration = \"20m\"\n"),
+            None
+        );
+        let warning = warned("[schedule]\nreconcile_max_duration = \"2h\"\n").unwrap();
+        assert!(
+            warning.contains("(2h) is not shorter than deprovision.sla (1h)"),
+            "{warning}"
         );
     }
 

@@ -126,16 +126,22 @@ pub enum RunError {
         .0.first
     )]
     DeprovisionsUnwritten(crate::sweep::UnwrittenDeprovisions),
-    /// The process was stopping: the writes already sent were finished and
-    /// verified, the rest not sent. What becomes of those depends on the run
-    /// ([`StoppedRun`]).
+    /// The process was stopping, or the stop had another `cause` (a reconcile
+    /// past `schedule.reconcile_max_duration`, [`apply::StopSignal::stop_for`]):
+    /// the writes already sent were finished and verified, the rest not sent.
+    /// What becomes of those depends on the run ([`StoppedRun`]).
     #[error(
-        "stopped before {}: seatwarden was stopping; {} not sent, {}",
+        "stopped before {}: {}; {} not sent, {}",
         .run.whole(),
+        .cause.as_deref().unwrap_or("seatwarden was stopping"),
         crate::report::plural(*.unsent, "action was", "actions were"),
         .run.what_next()
     )]
-    Stopped { unsent: usize, run: StoppedRun },
+    Stopped {
+        unsent: usize,
+        run: StoppedRun,
+        cause: Option<String>,
+    },
     /// A run given up while it was still reading, before its plan was stored: a
     /// `plan` or `reconcile --dry-run` by a signal (see [`preview_until`]), a
     /// reconcile by [`RunOptions::stop`] before its apply began, a sweep or retry
@@ -731,7 +737,12 @@ async fn execute_until(
             Ok(outcome)
         }
         Err(error) => {
-            let message = error.to_string();
+            let mut message = error.to_string();
+            // A reconcile given up while reading by a stop with a cause (its time
+            // limit) records why: "stopped while reading" alone reads as SIGTERM.
+            if let (RunError::StoppedReading, Some(cause)) = (&error, stop.cause()) {
+                message = format!("{cause}: {message}");
+            }
             let status = if matches!(error, RunError::Stopped { .. }) {
                 tracing::warn!(run = run_id, error = %message, "run stopped");
                 RunStatus::Stopped
@@ -1134,6 +1145,7 @@ async fn pipeline(
         return Err(RunError::Stopped {
             unsent: stopped_unsent,
             run: StoppedRun::Reconcile,
+            cause: options.stop.cause(),
         });
     }
     // Freeing both snapshots and the links took about 8 ms at 10k people (perf); the

@@ -1047,6 +1047,7 @@ async fn enforce_pass(
                 let stopped = RunError::Stopped {
                     unsent: stopped_unsent,
                     run: StoppedRun::Deprovisioning,
+                    cause: None,
                 };
                 guard.finish_run(
                     run_id,

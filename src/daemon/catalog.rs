@@ -16,12 +16,13 @@ const COUNTERS: &[(&str, &str)] = &[
     (
         "seatwarden_job_runs_total",
         "Job runs finished, by job and status (succeeded: ran to the end; failed; \
-         stopped: the daemon was stopping (SIGTERM) while it ran, neither a success nor a \
-         failure).",
+         stopped: the daemon was stopping (SIGTERM) while it ran, or a reconcile ran past \
+         schedule.reconcile_max_duration; neither a success nor a failure).",
     ),
     (
         "seatwarden_job_skipped_total",
-        "Scheduled fires skipped because the job was still running.",
+        "Scheduled fires skipped because the job was still running, or still waiting \
+         for the writer lock (a sweep behind a long reconcile).",
     ),
     (
         "seatwarden_actions_total",
@@ -124,6 +125,12 @@ const HISTOGRAMS: &[(&str, &str)] = &[
         "Duration of job runs, by job.",
     ),
     (
+        "seatwarden_job_lock_wait_seconds",
+        "How long each run of a workspace writer (reconcile, sweep, retry, prune) waited \
+         for the writer lock before it started, by job: a sweep held off behind a long \
+         reconcile deactivates its leavers that much later.",
+    ),
+    (
         "seatwarden_deprovision_latency_seconds",
         "Time from detecting a leaver to verifying their deactivation (sweeps and \
          reconciles).",
@@ -165,6 +172,10 @@ pub fn register(jobs: &[&'static str]) {
         metrics::counter!("seatwarden_job_skipped_total", "job" => job).increment(0);
         // Registered, a histogram renders with a count of 0.
         let _ = metrics::histogram!("seatwarden_job_duration_seconds", "job" => job);
+        // The writers only: mail and the digest take no lock.
+        if !matches!(job, super::DIGEST | super::MAIL) {
+            let _ = metrics::histogram!("seatwarden_job_lock_wait_seconds", "job" => job);
+        }
     }
     metrics::counter!("seatwarden_retries_total").increment(0);
     metrics::counter!("seatwarden_deprovisions_escalated_total").increment(0);

@@ -28,7 +28,13 @@
 //!
 //! Workspace writers (reconcile, sweep, retry, prune) take one async lock, so a
 //! sweep never races a reconcile over the same accounts or journal rows; a job
-//! still running at its next fire is skipped and counted.
+//! still running at its next fire is skipped and counted. Each writer's wait for
+//! the lock is logged as it starts and counted (`seatwarden_job_lock_wait_seconds`,
+//! [`LONG_LOCK_WAIT`]). A sweep waiting behind a reconcile is the only one to see
+//! a leaver disabled after that reconcile read the directory, so
+//! `schedule.reconcile_max_duration` bounds a reconcile ([`time_limited`]): past
+//! it, the run is stopped as SIGTERM stops it (below), recorded `stopped` with
+//! the limit as its cause, and the waiting sweep runs.
 //!
 //! Every job first checks that the state database is still the file opened at
 //! start ([`DatabaseFile`]): one deleted or replaced under the daemon fails the
@@ -802,6 +808,7 @@ async fn run_job(shared: Arc<Shared>, name: &'static str) {
         return;
     }
     let waiting = shared.counters.get(name).map(|c| c.waiting());
+    let asked = std::time::Instant::now();
     // A job still waiting for its turn at SIGTERM has begun nothing: it gives up
     // at once, rather than hold the stop for its whole grace (a command run by
     // hand can hold the writer lock for as long as it likes).
@@ -812,6 +819,7 @@ async fn run_job(shared: Arc<Shared>, name: &'static str) {
     };
     let (_writer, _writer_lock, lock_failure) = locked;
     drop(waiting);
+    let waited = asked.elapsed();
     if shared.stopping.is_stopped() {
         return;
     }
@@ -824,11 +832,15 @@ async fn run_job(shared: Arc<Shared>, name: &'static str) {
     if let Err(e) = shared.with_db(|db| db.job_started(name, started)) {
         tracing::error!(job = name, error = %e, "cannot record the job start");
     }
-    tracing::info!(job = name, "job started");
+    log_start(name, waited);
+    if !matches!(name, DIGEST | MAIL) {
+        metrics::histogram!("seatwarden_job_lock_wait_seconds", "job" => name)
+            .record(waited.as_secs_f64());
+    }
     let notifier = notify::Notifier::from_config(&shared.config()).filter(|_| lost.is_none());
     let end = match (lock_failure, name) {
         (Some(failure), _) => JobEnd::Failed(failure),
-        (None, RECONCILE) => JobEnd::of(reconcile_job(&shared, notifier.as_ref()).await),
+        (None, RECONCILE) => reconcile_job(&shared, notifier.as_ref()).await,
         (None, SWEEP) => JobEnd::of_pass(sweep_job(&shared, true, notifier.as_ref()).await),
         (None, RETRY) => JobEnd::of_pass(sweep_job(&shared, false, notifier.as_ref()).await),
         (None, PRUNE) => off_the_workers(&shared, prune_job).await,
@@ -906,6 +918,34 @@ async fn run_job(shared: Arc<Shared>, name: &'static str) {
         }
         JobEnd::Stopped(why) => tracing::warn!(job = name, reason = %why, "job stopped"),
         JobEnd::Failed(error) => tracing::error!(job = name, error = %error, "job failed"),
+    }
+}
+
+/// How long a job may wait for the writer locks before its start is a warning.
+/// A sweep held off this long (behind a long reconcile, or a command run by
+/// hand) deactivates the leavers it finds that much later, and their SLA clocks
+/// start only when it reads the directory: nothing else tells of the wait.
+pub const LONG_LOCK_WAIT: Duration = Duration::from_secs(60);
+
+/// The log line of `name` starting after `waited` for the writer locks.
+fn log_start(name: &'static str, waited: Duration) {
+    let waited_secs = waited.as_secs();
+    if waited >= LONG_LOCK_WAIT {
+        tracing::warn!(
+            job = name,
+            waited_secs,
+            "job started after waiting {waited_secs}s for the writer lock, held by another \
+             job (a long reconcile: see schedule.reconcile_max_duration) or a seatwarden \
+             command run by hand"
+        );
+    } else if waited >= Duration::from_secs(1) {
+        tracing::info!(
+            job = name,
+            waited_secs,
+            "job started after waiting for the writer lock"
+        );
+    } else {
+        tracing::info!(job = name, "job started");
     }
 }
 
@@ -1058,14 +1098,32 @@ impl JobEnd {
     }
 }
 
-async fn reconcile_job(
+/// The reconcile job, under `schedule.reconcile_max_duration` ([`time_limited`]),
+/// its time counted from now, under the writer lock the sweeps wait for. A
+/// reconcile it stopped is recorded `stopped` with the limit as its cause.
+async fn reconcile_job(shared: &Shared, notifier: Option<&notify::Notifier>) -> JobEnd {
+    let (stop, _limit) = time_limited(&shared.stopping, shared.settings().reconcile_max_duration);
+    match (
+        JobEnd::of(reconcile_run(shared, notifier, stop.clone()).await),
+        stop.cause(),
+    ) {
+        // Given up while reading, the run's error does not say why.
+        (JobEnd::Stopped(message), Some(cause)) if !message.contains(&cause) => {
+            JobEnd::Stopped(format!("{cause}: {message}"))
+        }
+        (end, _) => end,
+    }
+}
+
+async fn reconcile_run(
     shared: &Shared,
     notifier: Option<&notify::Notifier>,
+    stop: StopSignal,
 ) -> Result<(), RunError> {
     let config = shared.config();
     let store = Store::open(&config.state.path)?;
     let options = run::RunOptions {
-        stop: shared.stopping.clone(),
+        stop,
         retention_as_of: retention_as_of(shared, config.delete_after()),
         ..run::RunOptions::default()
     };
@@ -1123,6 +1181,66 @@ async fn reconcile_job(
         tracing::warn!(error = %e, "cannot prune old snapshots; the daily prune tries again");
     }
     Ok(())
+}
+
+/// The stop a reconcile runs under: the daemon's `stopping`, and with a `limit`
+/// (`schedule.reconcile_max_duration`) also that time from now, after which the
+/// run is stopped as SIGTERM stops it (a run still reading is given up, one
+/// applying sends no further write, those sent finish and are journaled; the run
+/// is recorded `stopped` with the limit as its cause, and the next reconcile plans
+/// the rest), so that the sweeps waiting behind its writer lock run: a leaver
+/// disabled after its directory snapshot is only deactivated by a sweep. The
+/// watch ends when the returned guard drops.
+fn time_limited(
+    stopping: &StopSignal,
+    limit: Option<Duration>,
+) -> (StopSignal, Option<AbortOnDrop>) {
+    let Some(limit) = limit else {
+        return (stopping.clone(), None);
+    };
+    let stop = StopSignal::new();
+    let watch = {
+        let (stopping, stop) = (stopping.clone(), stop.clone());
+        tokio::spawn(async move {
+            tokio::select! {
+                () = stopping.stopped() => stop.stop(),
+                () = tokio::time::sleep(limit) => {
+                    let cause = over_time_cause(limit);
+                    tracing::warn!(
+                        job = RECONCILE,
+                        limit = %spoken_duration(limit),
+                        "{cause}: stopping it as SIGTERM would (no further write; those sent \
+                         finish and are journaled; the next reconcile plans the rest)"
+                    );
+                    stop.stop_for(cause);
+                }
+            }
+        })
+    };
+    (stop, Some(AbortOnDrop(watch)))
+}
+
+/// Why a reconcile past `limit` was stopped, as its run and job record it.
+fn over_time_cause(limit: Duration) -> String {
+    format!(
+        "the reconcile ran longer than schedule.reconcile_max_duration ({}), which lets \
+         the deprovisioning sweeps waiting behind it run",
+        spoken_duration(limit)
+    )
+}
+
+/// `d` as a configuration would write it: `2h`, `1h30m`, `45s`.
+fn spoken_duration(d: Duration) -> String {
+    crate::config::span(chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX))
+}
+
+/// Aborts its task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 /// `seatwarden_drift_items`: the drift `report`'s reconcile left.
@@ -1289,6 +1407,7 @@ async fn sweep_job(
         return Err(RunError::Stopped {
             unsent,
             run: run::StoppedRun::Deprovisioning,
+            cause: None,
         });
     }
     if client.served_answers() > 0 {
@@ -1482,6 +1601,19 @@ fn chrono_sla(settings: &DaemonSettings) -> chrono::Duration {
 #[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 mod tests {
     use super::*;
+
+    /// The limit in a stopped run's cause reads as the configuration writes it.
+    #[test]
+    fn a_time_limit_is_spoken_as_configured() {
+        for (secs, millis, spoken) in [(7_200, 0, "2h"), (5_400, 0, "1h30m"), (45, 0, "45s")] {
+            let limit = Duration::from_secs(secs) + Duration::from_millis(millis);
+            assert_eq!(spoken_duration(limit), spoken);
+        }
+        assert!(
+            over_time_cause(Duration::from_secs(7_200))
+                .contains("schedule.reconcile_max_duration (2h)")
+        );
+    }
 
     /// Two spellings of one database, through a symlink to the file or to its
     /// folder, share one instance lock: a second daemon on it is refused.
@@ -1830,6 +1962,7 @@ mod tests {
             sweep: every("*/5 * * * *"),
             digest: Some(every("0 8 * * 1-5")),
             retention: std::time::Duration::from_secs(86_400),
+            reconcile_max_duration: None,
             sla: std::time::Duration::from_secs(3_600),
             listen: "127.0.0.1:0".parse().unwrap(),
         };
@@ -1860,6 +1993,7 @@ mod tests {
             sweep: every("*/5 * * * *"),
             digest: None,
             retention: std::time::Duration::from_secs(86_400),
+            reconcile_max_duration: None,
             sla: std::time::Duration::from_secs(3_600),
             listen: "127.0.0.1:0".parse().unwrap(),
         };
@@ -1903,6 +2037,7 @@ mod tests {
             sweep: every("*/5 * * * *"),
             digest: Some(every("0 8 * * *")),
             retention: std::time::Duration::from_secs(86_400),
+            reconcile_max_duration: None,
             sla: std::time::Duration::from_secs(3_600),
             listen: "127.0.0.1:0".parse().unwrap(),
         };

@@ -719,6 +719,7 @@ mod tests {
             sweep: every("*/5 * * * *"),
             digest: None,
             retention: std::time::Duration::from_secs(86_400),
+            reconcile_max_duration: None,
             sla: std::time::Duration::from_secs(3_600),
             listen: "127.0.0.1:0".parse().unwrap(),
         }

@@ -71,6 +71,7 @@ mod review_s41_retries;
 mod review_s41_throttle;
 mod review_s42_directory;
 mod review_s42_reads;
+mod review_s42_longrun;
 mod review_s42_writes;
 mod role_groups;
 mod run_recovery;
