@@ -187,19 +187,49 @@ fn cut_off(last_error: Option<&str>) -> bool {
     last_error.is_some_and(|e| e.starts_with(crate::apply::NOT_REACHED_INTERRUPTED))
 }
 
+/// A span of time a digest covers: `[start, end)`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Span {
+    pub start: DateTime<Utc>,
+    pub end: DateTime<Utc>,
+}
+
+impl Span {
+    /// What the previous digest covered, when `covered` records it (`start` before
+    /// `end`); else the span of this period's length just before it, the best
+    /// guess for a first digest (or one whose predecessor recorded only its end).
+    pub fn previous(covered: Option<Span>, now: DateTime<Utc>, period: chrono::Duration) -> Span {
+        let start = now - period;
+        covered
+            .filter(|span| span.start < span.end)
+            .unwrap_or(Span {
+                start: start - period,
+                end: start,
+            })
+    }
+}
+
 /// What the digest is built from.
 #[derive(Debug, Clone)]
 pub struct DigestInput<'a> {
     /// The organisation or workspace name for the subject and title.
     pub name: &'a str,
     pub timezone: Tz,
-    /// The period is `[now - period, now)`; the previous one is the period before.
+    /// The period is `[now - period, now)`.
     pub now: DateTime<Utc>,
     pub period: Duration,
-    /// Reports of runs started in the period, oldest first.
+    /// What the previous digest covered, for the trend: the period compared with,
+    /// as that digest reported it (after a DST change, a stop or a new schedule it
+    /// is not this period's length). `None`: the period of this one's length just
+    /// before it ([`Span::previous`]).
+    pub previous_span: Option<Span>,
+    /// Reports of runs finished in the period, oldest first.
     pub reports: &'a [Report],
     /// Reports of the previous period, oldest first.
     pub previous: &'a [Report],
+    /// The newest report finished before the previous period ended, when that
+    /// period stored none: the drift the previous digest showed at its end.
+    pub previous_latest: Option<&'a Report>,
     /// The newest stored report, whatever its period: the current drift and the
     /// state come from it (a quiet period changes nothing in the workspace's
     /// drift). `None` when no run ever stored one, unless `reports` or `previous`
@@ -341,8 +371,15 @@ pub struct OldestDrift {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Trend {
     pub drift_now: usize,
-    /// Drift at the end of the previous period; `None` without a report then.
+    /// Drift at the end of the previous period (from the newest report by then,
+    /// as the previous digest showed it); `None` without a report then.
     pub drift_before: Option<usize>,
+    /// The previous period compared with, as its digest covered it, in the
+    /// configured zone.
+    #[serde(default)]
+    pub previous_start: String,
+    #[serde(default)]
+    pub previous_end: String,
     /// `+3`, `-2`, `±0`, or `n/a`.
     pub drift_change: String,
     pub runs_before: usize,
@@ -607,11 +644,18 @@ impl Digest {
             });
         let oldest_drift = oldest_unresolved(input, &current, tz);
 
-        let drift_before = input.previous.last().map(|r| residual_drift(r).len());
+        let previous_span = Span::previous(input.previous_span, input.now, period);
+        let drift_before = input
+            .previous
+            .last()
+            .or(input.previous_latest)
+            .map(|r| residual_drift(r).len());
         let drift_now = current.len();
         let trend = Trend {
             drift_now,
             drift_before,
+            previous_start: super::local_minute(previous_span.start, tz),
+            previous_end: super::local_minute(previous_span.end, tz),
             drift_change: match drift_before {
                 None => "n/a".to_owned(),
                 Some(before) if before == drift_now => "±0".to_owned(),
@@ -917,11 +961,13 @@ impl Digest {
         let t = &self.trend;
         let _ = writeln!(
             out,
-            "  trend: {} now, {} at the end of the previous period ({}); previous period: {}, {} applied, {}",
+            "  trend: {} now, {} at the end of the previous period ({}); previous period ({} to {}): {}, {} applied, {}",
             plural(t.drift_now, "drift item", "drift items"),
             t.drift_before
                 .map_or_else(|| "unknown".to_owned(), |n| n.to_string()),
             t.drift_change,
+            t.previous_start,
+            t.previous_end,
             plural(t.runs_before, "run", "runs"),
             plural(t.actions_applied_before, "action", "actions"),
             plural(t.failures_before, "failure", "failures")
@@ -1206,6 +1252,9 @@ impl crate::retry::Transient for DigestError {
 pub struct StoredPeriods {
     pub reports: Vec<Report>,
     pub previous: Vec<Report>,
+    /// The newest readable report finished before the previous period ended, when
+    /// that period stored none ([`DigestInput::previous_latest`]).
+    pub previous_latest: Option<Report>,
     /// From the journal of the sweep's runs, which store no report.
     pub sweeps: SweepActions,
     pub sweeps_previous: SweepActions,
@@ -1223,14 +1272,26 @@ pub struct StoredPeriods {
     pub unreadable: Vec<(i64, String)>,
 }
 
-/// Loads the reports of `[now - period, now)` and of the period before it, and
-/// the newest stored report.
+/// Loads the reports of `[now - period, now)` and of the period of that length
+/// before it, and the newest stored report.
 pub fn collect(
     store: &Store,
     now: DateTime<Utc>,
     period: Duration,
 ) -> Result<StoredPeriods, DigestError> {
+    collect_after(store, now, period, None)
+}
+
+/// [`collect`], with the previous period the one the previous digest covered
+/// (`previous`, when recorded: [`Span::previous`]).
+pub fn collect_after(
+    store: &Store,
+    now: DateTime<Utc>,
+    period: Duration,
+    previous: Option<Span>,
+) -> Result<StoredPeriods, DigestError> {
     let length = chrono::Duration::from_std(period).unwrap_or_else(|_| chrono::Duration::days(1));
+    let previous = Span::previous(previous, now, length);
     let load = |from, to| -> Result<Loaded, DigestError> {
         let mut loaded = Loaded::default();
         for (run, json) in store.reports_between(from, to)? {
@@ -1288,7 +1349,16 @@ pub fn collect(
         }
         current.failed += 1;
     }
-    let before = load(now - length - length, now - length)?;
+    let before = load(previous.start, previous.end)?;
+    // A previous period without a report showed the drift of the newest one
+    // before it; unreadable, it showed none.
+    let previous_latest = if before.reports.is_empty() {
+        store
+            .latest_report_finished_before(previous.end)?
+            .and_then(|(_, json)| Report::from_json(&json).ok())
+    } else {
+        None
+    };
     // Unreadable, the newest readable report of the periods stands in for it
     // (`newest`), and the digest says which run it could not read.
     let latest = match store.latest_report()? {
@@ -1306,6 +1376,7 @@ pub fn collect(
     Ok(StoredPeriods {
         reports: current.reports,
         previous: before.reports,
+        previous_latest,
         sweeps: current.sweeps,
         sweeps_previous: before.sweeps,
         unreported: current.unreported,
@@ -1331,7 +1402,8 @@ struct Loaded {
     unreadable: Vec<(i64, String)>,
 }
 
-/// Reads the stored periods and builds the digest.
+/// Reads the stored periods and builds the digest, its trend against the period
+/// of the same length just before.
 pub fn build_from_store(
     store: &Store,
     name: &str,
@@ -1341,7 +1413,32 @@ pub fn build_from_store(
     deprovisions: &[DigestDeprovision],
     admin_command: &str,
 ) -> Result<Digest, DigestError> {
-    let stored = collect(store, now, period)?;
+    build_from_store_after(
+        store,
+        name,
+        timezone,
+        now,
+        period,
+        None,
+        deprovisions,
+        admin_command,
+    )
+}
+
+/// [`build_from_store`], its trend against what the previous digest covered
+/// (`previous`, as the daemon records it), when known.
+#[allow(clippy::too_many_arguments)]
+pub fn build_from_store_after(
+    store: &Store,
+    name: &str,
+    timezone: Tz,
+    now: DateTime<Utc>,
+    period: Duration,
+    previous: Option<Span>,
+    deprovisions: &[DigestDeprovision],
+    admin_command: &str,
+) -> Result<Digest, DigestError> {
+    let stored = collect_after(store, now, period, previous)?;
     let length = chrono::Duration::from_std(period).unwrap_or_else(|_| chrono::Duration::days(1));
     let verified: Vec<DigestVerified> = store
         .verified_deprovisions_since(now - length)?
@@ -1362,8 +1459,10 @@ pub fn build_from_store(
         timezone,
         now,
         period,
+        previous_span: previous,
         reports: &stored.reports,
         previous: &stored.previous,
+        previous_latest: stored.previous_latest.as_ref(),
         latest: stored.latest.as_ref(),
         failed_runs: stored.failed_runs,
         failed_runs_previous: stored.failed_runs_previous,

@@ -202,6 +202,8 @@ mod huge {
             period: Duration::from_secs(24 * 3600),
             reports: &reports,
             previous: &[],
+            previous_span: None,
+            previous_latest: None,
             latest: None,
             failed_runs: 0,
             failed_runs_previous: 0,
@@ -339,9 +341,9 @@ fn the_trend_counts_the_previous_period_as_its_digest_did() {
     // Failures: the failed writes and the failed run.
     assert_eq!(t.failures_before, p.actions_failed + p.failed_runs);
     assert!(
-        today
-            .render_text()
-            .contains("previous period: 2 runs, 10 actions applied, 5 failures"),
+        today.render_text().contains(
+            "(2026-12-02 08:00 UTC to 2026-12-03 08:00 UTC): 2 runs, 10 actions applied, 5 failures"
+        ),
         "{}",
         today.render_text()
     );

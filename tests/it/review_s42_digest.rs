@@ -1,0 +1,193 @@
+//! Session 42's review of the digest, read as the on-call engineer does on a
+//! Monday morning: its trend must compare with what the previous digest said,
+//! and its times must be on the report clock.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use seatwarden::model::{Action, ActionKind, DriftItem, DriftKind, Plan};
+use seatwarden::report::digest::{Digest, Span, build_from_store_after};
+use seatwarden::report::{Report, SCHEMA_VERSION, Summary};
+use seatwarden::store::{RunKind, RunStatus, Store};
+
+fn at(text: &str) -> DateTime<Utc> {
+    DateTime::parse_from_rfc3339(text).unwrap().to_utc()
+}
+
+fn hours(n: u64) -> Duration {
+    Duration::from_secs(n * 3600)
+}
+
+/// A reconcile at `started` that stored no report (stopped after its writes):
+/// 5 deactivations applied, 2 failed.
+fn journaled(store: &mut Store, started: DateTime<Utc>) {
+    let run = store.begin_run(RunKind::Reconcile, started).unwrap();
+    let plan = Plan {
+        actions: (0..7)
+            .map(|seq| Action {
+                seq,
+                kind: ActionKind::Deactivate {
+                    account_id: format!("acc{seq}"),
+                },
+                reason: DriftKind::StaleAccess,
+                subject: format!("leaver{seq}@example.com"),
+                identity_id: Some(format!("u{seq}")),
+                detail: "deprovisioned in the directory".into(),
+                held: None,
+            })
+            .collect(),
+        ..Plan::default()
+    };
+    store.save_plan(run, &plan, started).unwrap();
+    for seq in 0..7 {
+        store.mark_in_flight(run, seq, started).unwrap();
+    }
+    for seq in 0..5 {
+        store.mark_applied(run, seq, started, None).unwrap();
+    }
+    store.mark_failed(run, 5, started, "HTTP 500").unwrap();
+    store.mark_failed(run, 6, started, "HTTP 500").unwrap();
+    store
+        .finish_run(run, started, RunStatus::Stopped, None)
+        .unwrap();
+}
+
+/// A reconcile at `started` whose stored report shows `drift` stale accounts.
+fn reported(store: &mut Store, started: DateTime<Utc>, drift: usize) {
+    let run = store.begin_run(RunKind::Reconcile, started).unwrap();
+    let report = Report {
+        schema_version: SCHEMA_VERSION,
+        run_id: run,
+        mode: "reconcile".into(),
+        started_at: started,
+        finished_at: started,
+        directory: "file /etc/seatwarden/directory.json".into(),
+        workspace: "https://example.com/scim/v2".into(),
+        summary: Summary {
+            drift_total: drift,
+            ..Summary::default()
+        },
+        drift: (0..drift)
+            .map(|i| DriftItem {
+                kind: DriftKind::StaleAccess,
+                identity_id: Some(format!("u{i}")),
+                account_id: Some(format!("acc{i}")),
+                user_name: format!("leaver{i}@example.com"),
+                detail: "identity is deprovisioned in the directory".into(),
+                conflict: None,
+            })
+            .collect(),
+        actions: Vec::new(),
+        safety: Default::default(),
+    };
+    store.save_report(run, &report.to_json()).unwrap();
+    store
+        .finish_run(run, started, RunStatus::Succeeded, None)
+        .unwrap();
+}
+
+fn digest(store: &Store, now: DateTime<Utc>, period: Duration, previous: Option<Span>) -> Digest {
+    build_from_store_after(
+        store,
+        "acme",
+        chrono_tz::Europe::Berlin,
+        now,
+        period,
+        previous,
+        &[],
+        "seatwarden",
+    )
+    .unwrap()
+}
+
+/// A daily 08:00 digest on Berlin's clock covers 25 hours across the end of
+/// summer time. The next one compared itself with the 24 hours before its own
+/// period, leaving out the run Sunday's digest counted first thing on Saturday:
+/// "previous period: 0 runs" where that digest had said 1 run and 5 actions.
+#[test]
+fn the_trend_compares_with_what_the_previous_digest_covered() {
+    let mut store = Store::open_in_memory().unwrap();
+    // Saturday 08:30 CEST, half an hour into the period Sunday's digest covered.
+    journaled(&mut store, at("2026-10-24T06:30:00Z"));
+    let sunday = digest(&store, at("2026-10-25T07:00:00Z"), hours(25), None);
+    assert_eq!(
+        (sunday.period.runs, sunday.period.actions_applied),
+        (1, 5),
+        "{:?}",
+        sunday.period
+    );
+
+    let covered = Span {
+        start: at("2026-10-24T06:00:00Z"),
+        end: at("2026-10-25T07:00:00Z"),
+    };
+    let monday = digest(&store, at("2026-10-26T07:00:00Z"), hours(24), Some(covered));
+    let t = &monday.trend;
+    assert_eq!(t.runs_before, sunday.period.runs, "{t:?}");
+    assert_eq!(t.actions_applied_before, sunday.period.actions_applied);
+    assert_eq!(
+        t.failures_before,
+        sunday.period.actions_failed + sunday.period.failed_runs
+    );
+    // It says which period it compares with, on the report clock.
+    let span = "previous period (2026-10-24 08:00 +02:00 (CEST) to 2026-10-25 08:00 +01:00 (CET))";
+    let text = monday.render_text();
+    assert!(
+        text.contains(&format!("{span}: 1 run, 5 actions applied, 2 failures")),
+        "{text}"
+    );
+    assert!(monday.render_markdown().unwrap().contains(span));
+    let html = monday.render_html().unwrap();
+    assert!(
+        html.contains(
+            "Previous period (2026-10-24 08:00 +02:00 (CEST) to 2026-10-25 08:00 +01:00 (CET))"
+        ),
+        "{html}"
+    );
+}
+
+/// Without a record of the previous digest (the first one, or after an upgrade)
+/// the period of the same length just before is compared with, as before.
+#[test]
+fn without_a_record_the_trend_takes_the_period_of_the_same_length_before() {
+    let mut store = Store::open_in_memory().unwrap();
+    journaled(&mut store, at("2026-10-24T06:30:00Z"));
+    let monday = digest(&store, at("2026-10-26T07:00:00Z"), hours(24), None);
+    assert_eq!(monday.trend.runs_before, 0, "{:?}", monday.trend);
+    assert!(
+        monday.render_text().contains(
+            "previous period (2026-10-24 09:00 +02:00 (CEST) to 2026-10-25 08:00 +01:00 (CET))"
+        ),
+        "{}",
+        monday.render_text()
+    );
+}
+
+/// A previous period without a run (the schedule was stopped over the weekend)
+/// had its digest show the drift of the newest report before it; the trend said
+/// "unknown at the end of the previous period (n/a)" instead of that number.
+#[test]
+fn a_quiet_previous_period_keeps_the_drift_its_digest_showed() {
+    let mut store = Store::open_in_memory().unwrap();
+    // Friday's last reconcile: 3 leavers still active.
+    reported(&mut store, at("2026-10-23T15:00:00Z"), 3);
+    let covered = Span {
+        start: at("2026-10-23T16:00:00Z"),
+        end: at("2026-10-26T07:00:00Z"),
+    };
+    let before = digest(&store, covered.end, hours(63), None);
+    assert_eq!(before.drift_total, 3);
+    // Monday morning's reconcile: one of them is still there.
+    reported(&mut store, at("2026-10-26T07:30:00Z"), 1);
+    let tuesday = digest(&store, at("2026-10-27T07:00:00Z"), hours(24), Some(covered));
+    assert_eq!(tuesday.trend.drift_before, Some(before.drift_total));
+    assert_eq!(tuesday.trend.drift_change, "-2");
+    assert!(
+        tuesday
+            .render_text()
+            .contains("trend: 1 drift item now, 3 at the end of the previous period (-2)"),
+        "{}",
+        tuesday.render_text()
+    );
+}
