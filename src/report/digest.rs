@@ -1,6 +1,12 @@
 //! The scheduled digest: where the workspace stands and what needs a human, over a
 //! period, from the reports stored in that period and the one before it.
 //!
+//! The period before is what the previous digest covered ([`Span`]; the daemon
+//! records each digest's span in `daemon_state`), so the trend compares with what
+//! that digest said even when the periods differ in length (a DST change, a
+//! daemon that was down, a new schedule); without a record (a digest by hand, the
+//! first one) it is the period of the same length just before.
+//!
 //! [`Digest::build`] is pure (reports, the deprovisioning ledger and `now` are
 //! passed in); [`collect`] reads the reports from the store. The digest renders as
 //! text, Markdown, HTML and JSON; times are shown in the configured time zone.
