@@ -954,7 +954,11 @@ async fn take_writer_locks(
         tracing::info!(
             job = name,
             lock = %path.display(),
-            holder = holder.map_or_else(|| "unknown".to_owned(), |holder| holder.describe(now)),
+            // A log line: in UTC, as logs are.
+            holder = holder.map_or_else(
+                || "unknown".to_owned(),
+                |holder| holder.describe(now, chrono_tz::UTC)
+            ),
             "waiting for a seatwarden command run by hand to finish"
         );
     })

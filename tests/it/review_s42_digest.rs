@@ -191,3 +191,53 @@ fn a_quiet_previous_period_keeps_the_drift_its_digest_showed() {
         tuesday.render_text()
     );
 }
+
+/// A command waiting for the writer lock said since when its holder held it in
+/// UTC only ("since 2026-12-04 13:40:05 UTC"), where every other time it prints
+/// is on `report.timezone`'s clock: an engineer in Bangalore read the daemon's
+/// job as five and a half hours older or newer than it was.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_writer_lock_holder_is_named_with_its_time_on_the_report_clock() {
+    use seatwarden::store::{Acquired, WriterLock};
+    let sandbox = crate::fixtures::demo_sandbox("review-s42-token", Default::default()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (mut env, _) = crate::fixtures::demo_env(
+        dir.path(),
+        &sandbox,
+        "review-s42-token",
+        &[("SEATWARDEN__REPORT__TIMEZONE", "Asia/Kolkata")],
+    );
+    let database = dir.path().join("state.db");
+    drop(Store::open(&database).unwrap());
+    let Acquired::Taken(held) =
+        WriterLock::acquire_within(&database, "the daemon's reconcile job", None, |_, _| {
+            panic!("nobody else holds it")
+        })
+        .unwrap()
+    else {
+        panic!("nobody else holds it")
+    };
+    let since = seatwarden::store::lock_holder(&WriterLock::path(&database))
+        .unwrap()
+        .since;
+    env.push(("SEATWARDEN_LOCK_TIMEOUT".into(), "0".into()));
+    let (code, stderr) = crate::fixtures::seatwarden_in(dir.path(), &env, &["approve", "1"]);
+    assert_eq!(code, Some(75), "{stderr}");
+    let on_the_clock =
+        seatwarden::model::clock_time(since, chrono_tz::Asia::Kolkata, "%Y-%m-%d %H:%M:%S");
+    assert!(on_the_clock.ends_with("+05:30 (IST)"), "{on_the_clock}");
+    for said in ["waiting: ", "writer lock is still held after"] {
+        let line = stderr
+            .lines()
+            .find(|line| line.contains(said))
+            .unwrap_or_else(|| panic!("no {said:?} line: {stderr}"));
+        assert!(
+            line.contains(&format!(
+                "the daemon's reconcile job (pid {}), since {on_the_clock} (",
+                std::process::id()
+            )),
+            "{line}"
+        );
+    }
+    drop(held);
+}
