@@ -39,6 +39,12 @@ pub fn digest_deprovisions(store: &Store) -> Result<Vec<DigestDeprovision>, Stor
                 due_at: e.due_at,
                 held,
                 hold_run: hold_run(held, &e.identity_id, &waiting),
+                // A hold says what it waits for; otherwise the attempts' last error.
+                why_open: e
+                    .held
+                    .is_none()
+                    .then(|| crate::alert::why_open(e))
+                    .flatten(),
             }
         })
         .collect())

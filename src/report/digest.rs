@@ -52,6 +52,11 @@ pub struct DigestDeprovision {
     /// `seatwarden approve` (or `reject`) needs, since it takes no `latest`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hold_run: Option<crate::store::RunId>,
+    /// Why it is still open while nothing holds it, from the ledger (the
+    /// sweep's and the retry job's runs store no report): what the attempts to
+    /// deactivate it last met, e.g. `2 attempts failed: HTTP 503 …`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub why_open: Option<String>,
 }
 
 /// What holds an open deprovision: each waits for a different step.
@@ -336,6 +341,10 @@ pub struct DeprovisionLine {
     /// The run `seatwarden approve` takes, when the guard holds it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hold_run: Option<crate::store::RunId>,
+    /// For an overdue one nothing holds: why it is still open, as far as the
+    /// ledger says, and where to look next.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_step: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -583,6 +592,8 @@ impl Digest {
                 .held
                 .map(|h| clean(&h.waiting_for(input.admin_command, &d.identity_id, d.hold_run))),
             hold_run: d.hold_run,
+            next_step: (d.due_at <= input.now && d.held.is_none())
+                .then(|| clean(&overdue_next_step(d, input.admin_command))),
         };
         let (overdue, pending): (Vec<DeprovisionLine>, Vec<DeprovisionLine>) =
             deprovisions.into_iter().map(line).partition(|l| l.overdue);
@@ -1141,8 +1152,23 @@ fn deprovision_text(d: &DeprovisionLine) -> String {
         d.due,
         d.hold
             .as_deref()
-            .map(|hold| format!(" — {hold}"))
+            .or(d.next_step.as_deref())
+            .map(|note| format!(" — {note}"))
             .unwrap_or_default()
+    )
+}
+
+/// Why an overdue deprovision nothing holds is still open, and where to look:
+/// nothing waits for a human's decision, so something failed or did not run.
+fn overdue_next_step(d: &DigestDeprovision, admin: &str) -> String {
+    let why = d.why_open.as_deref().map_or_else(
+        || "still open: no attempt to deactivate it is recorded".to_owned(),
+        |why| format!("still open: {why}"),
+    );
+    format!(
+        "{why}; `{admin} status` shows whether the sweep and retry jobs run, \
+         `{admin} explain {}` tells the whole story",
+        d.identity_id
     )
 }
 

@@ -1094,6 +1094,7 @@ mod digest {
                 due_at: at(30, 6),
                 held: Some(DeprovisionHold::Guard),
                 hold_run: Some(41),
+                why_open: None,
             },
             DigestDeprovision {
                 user_name: "fay.leaving@example.com".into(),
@@ -1103,6 +1104,7 @@ mod digest {
                 due_at: at(30, 8) + chrono::Duration::minutes(30),
                 held: None,
                 hold_run: None,
+                why_open: None,
             },
         ]
     }
@@ -1262,6 +1264,7 @@ mod digest {
                 due_at: at(30, 9),
                 held: Some(DeprovisionHold::DisputedMatch),
                 hold_run: None,
+                why_open: None,
             },
             DigestDeprovision {
                 user_name: "bob.leaver@example.com".into(),
@@ -1271,6 +1274,7 @@ mod digest {
                 due_at: at(30, 9),
                 held: Some(DeprovisionHold::Guard),
                 hold_run: Some(8),
+                why_open: None,
             },
         ];
         let digest = Digest::build(&DigestInput {

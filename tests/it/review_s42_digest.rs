@@ -241,3 +241,89 @@ async fn the_writer_lock_holder_is_named_with_its_time_on_the_report_clock() {
     }
     drop(held);
 }
+
+/// An overdue leaver nothing holds was listed with its due time and nothing
+/// else: no hold, so no command, and not why it was still open. The ledger knows
+/// (the sweep's attempts and their last error; the alert says it); the digest
+/// now says it too, with where to look next, in every form.
+#[test]
+fn an_overdue_deprovision_nothing_holds_says_why_and_what_to_run() {
+    use seatwarden::model::LossReason;
+    use seatwarden::sla::{LedgerChanges, NewEntry};
+    let mut store = Store::open_in_memory().unwrap();
+    let detected = at("2026-11-28T08:00:00Z");
+    let episode = |id: &str, name: &str| NewEntry {
+        identity_id: id.into(),
+        account_id: Some(format!("acc-{id}")),
+        user_name: name.into(),
+        reason: LossReason::Deprovisioned,
+        detected_at: detected,
+        due_at: detected + chrono::Duration::hours(1),
+    };
+    store
+        .update_ledger(
+            &LedgerChanges {
+                open: vec![
+                    episode("u1", "bob.leaver@example.com"),
+                    episode("u2", "cy.leaver@example.com"),
+                ],
+                ..LedgerChanges::default()
+            },
+            detected,
+        )
+        .unwrap();
+    let bob = store
+        .open_deprovisions()
+        .unwrap()
+        .into_iter()
+        .find(|e| e.identity_id == "u1")
+        .unwrap();
+    for _ in 0..2 {
+        store
+            .deprovision_failed(
+                bob.id,
+                "HTTP 503 from PATCH /Users/acc-u1",
+                detected + chrono::Duration::hours(2),
+            )
+            .unwrap();
+    }
+    let deprovisions = seatwarden::daemon::notify::digest_deprovisions(&store).unwrap();
+    let monday = build_from_store_after(
+        &store,
+        "acme",
+        chrono_tz::UTC,
+        at("2026-11-30T08:00:00Z"),
+        hours(72),
+        None,
+        &deprovisions,
+        "sudo seatwarden-admin",
+    )
+    .unwrap();
+    assert_eq!(monday.overdue.len(), 2, "{:?}", monday.overdue);
+    let bob_says = "still open: 2 attempts failed: HTTP 503 from PATCH /Users/acc-u1; \
+                    `sudo seatwarden-admin status` shows whether the sweep and retry jobs run, \
+                    `sudo seatwarden-admin explain u1` tells the whole story";
+    let cy_says = "still open: no attempt to deactivate it is recorded; \
+                   `sudo seatwarden-admin status` shows whether the sweep and retry jobs run, \
+                   `sudo seatwarden-admin explain u2` tells the whole story";
+    let text = monday.render_text();
+    for (who, says) in [("bob.leaver", bob_says), ("cy.leaver", cy_says)] {
+        let line = text
+            .lines()
+            .find(|l| l.contains(who))
+            .unwrap_or_else(|| panic!("{who} missing: {text}"));
+        assert!(line.ends_with(&format!(" — {says}")), "{line}");
+    }
+    let markdown = monday.render_markdown().unwrap();
+    assert!(
+        markdown.contains("(still open: 2 attempts failed: HTTP 503 from PATCH /Users/acc-u1; \\`"),
+        "{markdown}"
+    );
+    let html = monday.render_html().unwrap();
+    assert!(
+        html.contains("OVERDUE, still open: 2 attempts failed: HTTP 503 from PATCH"),
+        "{html}"
+    );
+    let json: serde_json::Value = serde_json::from_str(&monday.to_json()).unwrap();
+    assert_eq!(json["overdue"][0]["next_step"], bob_says, "{json}");
+}
