@@ -249,6 +249,8 @@ pub struct DigestInput<'a> {
     /// Runs in the period that failed before producing a report, those cut off
     /// (killed) included, recorded as running still or closed as failed since.
     pub failed_runs: usize,
+    /// Those runs, to name with their error (may be fewer than `failed_runs`).
+    pub failed: &'a [crate::store::RunRecord],
     pub failed_runs_previous: usize,
     pub deprovisions: &'a [DigestDeprovision],
     /// Deprovisions verified in the period: most leavers are deactivated by the
@@ -347,6 +349,19 @@ pub struct DeprovisionLine {
     pub next_step: Option<String>,
 }
 
+/// A run of the period that failed before its report, named with its error: the
+/// headline's "failed run" says no more, and `status` shows only each job's last.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FailedRun {
+    pub run_id: i64,
+    /// `reconcile`, `sweep`.
+    pub kind: String,
+    /// When it ended (started, for one cut off that nobody has closed yet), in
+    /// the configured zone.
+    pub at: String,
+    pub error: String,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HeldAction {
     pub op: String,
@@ -425,6 +440,9 @@ pub struct Digest {
     /// `run 12's stored report cannot be read (…): …`, one per such run.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub unreadable_reports: Vec<String>,
+    /// The period's runs that failed before their report, oldest first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub failed_runs: Vec<FailedRun>,
     pub overdue: Vec<DeprovisionLine>,
     pub pending: Vec<DeprovisionLine>,
     /// Deprovisions verified in the period, oldest first.
@@ -848,6 +866,19 @@ impl Digest {
                     ))
                 })
                 .collect(),
+            failed_runs: input
+                .failed
+                .iter()
+                .map(|run| FailedRun {
+                    run_id: run.id,
+                    kind: run.kind.to_string(),
+                    at: super::local_minute(run.finished_at.unwrap_or(run.started_at), tz),
+                    error: clean(run.error.as_deref().unwrap_or(
+                        "cut off (killed): still recorded as running while no process holds \
+                         the writer lock",
+                    )),
+                })
+                .collect(),
             overdue,
             pending,
             deprovisioned,
@@ -897,6 +928,8 @@ impl Digest {
             pending_more: more_line(self.pending.len(), self.open_hint()),
             deprovisioned: first(&self.deprovisioned),
             deprovisioned_more: more_line(self.deprovisioned.len(), None),
+            failed_runs: first(&self.failed_runs),
+            failed_runs_more: more_line(self.failed_runs.len(), None),
             drift: self
                 .drift
                 .iter()
@@ -1026,6 +1059,21 @@ impl Digest {
                 );
             }
             more(&mut out, &view.deprovisioned_more);
+        }
+        if !self.failed_runs.is_empty() {
+            let _ = writeln!(
+                out,
+                "\nFailed runs in this period ({}):",
+                self.failed_runs.len()
+            );
+            for run in view.failed_runs {
+                let _ = writeln!(
+                    out,
+                    "  - run {} ({}), {}: {}",
+                    run.run_id, run.kind, run.at, run.error
+                );
+            }
+            more(&mut out, &view.failed_runs_more);
         }
         for run in &view.held {
             let _ = writeln!(
@@ -1183,6 +1231,8 @@ struct DigestView<'a> {
     pending_more: Option<String>,
     deprovisioned: &'a [VerifiedLine],
     deprovisioned_more: Option<String>,
+    failed_runs: &'a [FailedRun],
+    failed_runs_more: Option<String>,
     drift: Vec<KindView<'a>>,
     held: Vec<HeldView<'a>>,
     accent: &'static str,
@@ -1298,6 +1348,8 @@ pub struct StoredPeriods {
     /// The newest stored report, whatever its period.
     pub latest: Option<Report>,
     pub failed_runs: usize,
+    /// The period's failed runs (no report), to name.
+    pub failed: Vec<crate::store::RunRecord>,
     pub failed_runs_previous: usize,
     /// Runs of the period (or the newest report) whose stored report could not
     /// be read, with why.
@@ -1352,7 +1404,10 @@ pub fn collect_after(
                         RunKind::Plan | RunKind::DryRun => {}
                     }
                     match run.status {
-                        RunStatus::Failed => loaded.failed += 1,
+                        RunStatus::Failed => {
+                            loaded.failed += 1;
+                            loaded.failed_runs.push(run);
+                        }
                         RunStatus::Stopped => loaded.stopped += 1,
                         RunStatus::Running | RunStatus::Succeeded => {}
                     }
@@ -1380,6 +1435,7 @@ pub fn collect_after(
             _ => current.unreported.add(&store.journal(run.id)?, true),
         }
         current.failed += 1;
+        current.failed_runs.push(run);
     }
     let before = load(previous.start, previous.end)?;
     // A previous period without a report showed the drift of the newest one
@@ -1417,6 +1473,7 @@ pub fn collect_after(
         stopped_runs_previous: before.stopped,
         latest,
         failed_runs: current.failed,
+        failed: current.failed_runs,
         failed_runs_previous: before.failed,
         unreadable: current.unreadable,
     })
@@ -1427,6 +1484,8 @@ pub fn collect_after(
 struct Loaded {
     reports: Vec<Report>,
     failed: usize,
+    /// The failed runs themselves, to name.
+    failed_runs: Vec<crate::store::RunRecord>,
     stopped: usize,
     sweeps: SweepActions,
     unreported: SweepActions,
@@ -1497,6 +1556,7 @@ pub fn build_from_store_after(
         previous_latest: stored.previous_latest.as_ref(),
         latest: stored.latest.as_ref(),
         failed_runs: stored.failed_runs,
+        failed: &stored.failed,
         failed_runs_previous: stored.failed_runs_previous,
         deprovisions,
         verified: &verified,

@@ -207,6 +207,7 @@ mod huge {
             previous_latest: None,
             latest: None,
             failed_runs: 0,
+            failed: &[],
             failed_runs_previous: 0,
             deprovisions: &ledger,
             verified: &[],

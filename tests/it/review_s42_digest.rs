@@ -327,3 +327,74 @@ fn an_overdue_deprovision_nothing_holds_says_why_and_what_to_run() {
     let json: serde_json::Value = serde_json::from_str(&monday.to_json()).unwrap();
     assert_eq!(json["overdue"][0]["next_step"], bob_says, "{json}");
 }
+
+/// A weekend of failed runs read "2 failed runs" in the headline and nothing
+/// more: not which, when or why, and `status` shows only each job's last run
+/// (a success by Monday). The digest names each with its error, in every form.
+#[test]
+fn the_digest_names_the_failed_runs_with_their_error() {
+    let mut store = Store::open_in_memory().unwrap();
+    let failed = |store: &mut Store, kind, started: DateTime<Utc>, error: &str| {
+        let run = store.begin_run(kind, started).unwrap();
+        store
+            .finish_run(
+                run,
+                started + chrono::Duration::minutes(1),
+                RunStatus::Failed,
+                Some(error),
+            )
+            .unwrap();
+        run
+    };
+    let reconcile = failed(
+        &mut store,
+        RunKind::Reconcile,
+        at("2026-11-28T02:00:00Z"),
+        "reading the directory: HTTP 401 from https://acme.okta.com/api/v1/users",
+    );
+    let sweep = failed(
+        &mut store,
+        RunKind::Sweep,
+        at("2026-11-29T14:30:00Z"),
+        "1 account could not be read",
+    );
+    let monday = build_from_store_after(
+        &store,
+        "acme",
+        chrono_tz::Europe::Berlin,
+        at("2026-11-30T07:00:00Z"),
+        hours(72),
+        None,
+        &[],
+        "seatwarden",
+    )
+    .unwrap();
+    assert_eq!(monday.period.failed_runs, 2);
+    let lines = [
+        format!(
+            "run {reconcile} (reconcile), 2026-11-28 03:01 +01:00 (CET): reading the directory: \
+             HTTP 401 from https://acme.okta.com/api/v1/users"
+        ),
+        format!("run {sweep} (sweep), 2026-11-29 15:31 +01:00 (CET): 1 account could not be read"),
+    ];
+    let text = monday.render_text();
+    assert!(
+        text.contains("\nFailed runs in this period (2):\n"),
+        "{text}"
+    );
+    let markdown = monday.render_markdown().unwrap();
+    assert!(
+        markdown.contains("## Failed runs in this period (2)"),
+        "{markdown}"
+    );
+    let html = monday.render_html().unwrap();
+    for line in &lines {
+        assert!(text.contains(&format!("\n  - {line}\n")), "{text}");
+        assert!(markdown.contains(&format!("\n- {line}\n")), "{markdown}");
+        let (head, error) = line.split_once(": ").unwrap();
+        assert!(html.contains(&format!("{head}: <span")), "{html}");
+        assert!(html.contains(&error.replace('/', "&#x2f;")), "{html}");
+    }
+    let json: serde_json::Value = serde_json::from_str(&monday.to_json()).unwrap();
+    assert_eq!(json["failed_runs"][1]["kind"], "sweep", "{json}");
+}
