@@ -779,7 +779,7 @@ fn overdue_lines(
 /// Why an overdue episode is still open, from the ledger: the sweep and the
 /// retry job store no report, so `seatwarden report` cannot say. `None` when
 /// nothing was tried yet.
-fn why_open(entry: &LedgerEntry) -> Option<String> {
+pub(crate) fn why_open(entry: &LedgerEntry) -> Option<String> {
     let clean = crate::report::printable_field;
     match (&entry.held, &entry.last_error) {
         (Some(held), _) => Some(format!("it is held: {}", clean(held))),

@@ -1880,11 +1880,14 @@ pub struct WriterLockBusy(String);
 fn writer_lock(config: &Config, command: &str, wait: LockWait) -> anyhow::Result<WriterLock> {
     let what = format!("the command `seatwarden {command}`");
     let patience = wait.lock_timeout;
+    // The holder's time on the report clock, as every time people read; a zone
+    // the configuration cannot name is refused where it is used, not here.
+    let tz = config.report_timezone().unwrap_or(chrono_tz::UTC);
     let acquired =
         WriterLock::acquire_within(&config.state.path, &what, Some(patience), |path, holder| {
             eprintln!(
                 "{}",
-                writer_lock_wait_message(path, holder, patience, chrono::Utc::now())
+                writer_lock_wait_message(path, holder, patience, chrono::Utc::now(), tz)
             );
         })
         .context("taking the writer lock")?;
@@ -1894,6 +1897,7 @@ fn writer_lock(config: &Config, command: &str, wait: LockWait) -> anyhow::Result
             holder.as_ref(),
             patience,
             chrono::Utc::now(),
+            tz,
         ))
         .into()),
     }
@@ -1904,10 +1908,11 @@ fn writer_lock(config: &Config, command: &str, wait: LockWait) -> anyhow::Result
 fn writer_lock_holder_text(
     holder: Option<&crate::store::LockHolder>,
     now: chrono::DateTime<chrono::Utc>,
+    tz: chrono_tz::Tz,
 ) -> String {
     holder.map_or_else(
         || "the daemon or another command writing through this database".to_owned(),
-        |holder| holder.describe(now),
+        |holder| holder.describe(now, tz),
     )
 }
 
@@ -1922,6 +1927,7 @@ fn writer_lock_wait_message(
     holder: Option<&crate::store::LockHolder>,
     patience: std::time::Duration,
     now: chrono::DateTime<chrono::Utc>,
+    tz: chrono_tz::Tz,
 ) -> String {
     let limit = if patience.is_zero() {
         "not waiting (--lock-timeout 0)".to_owned()
@@ -1935,7 +1941,7 @@ fn writer_lock_wait_message(
         "waiting: another seatwarden process holds the state database's writer lock ({}): \
          {}; {limit}",
         path.display(),
-        writer_lock_holder_text(holder, now)
+        writer_lock_holder_text(holder, now, tz)
     )
 }
 
@@ -1944,13 +1950,14 @@ fn writer_lock_busy_message(
     holder: Option<&crate::store::LockHolder>,
     patience: std::time::Duration,
     now: chrono::DateTime<chrono::Utc>,
+    tz: chrono_tz::Tz,
 ) -> String {
     format!(
         "the state database's writer lock is still held after {} (--lock-timeout), by {}; \
          nothing was done: run the command again once that is finished, or wait longer \
          (e.g. --lock-timeout 1h)",
         lock_timeout_text(patience),
-        writer_lock_holder_text(holder, now)
+        writer_lock_holder_text(holder, now, tz)
     )
 }
 

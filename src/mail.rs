@@ -550,18 +550,18 @@ pub fn queue_digest(
     Ok(store.enqueue_message(&message, now)?)
 }
 
-/// Queues a digest and sets `key` to `value` in the store's `daemon_state` in the
-/// same transaction (the daemon's digest job: the period it covers advances
-/// exactly when its digest is queued).
+/// Queues a digest and sets `state`'s keys to their values in the store's
+/// `daemon_state` in the same transaction (the daemon's digest job: the period it
+/// covers is recorded exactly when its digest is queued).
 pub fn queue_digest_setting_state(
     store: &mut Store,
     settings: &MailSettings,
     digest: &crate::report::digest::Digest,
     now: DateTime<Utc>,
-    (key, value): (&str, &str),
+    state: &[(&str, &str)],
 ) -> Result<OutboxId, QueueError> {
     let message = digest_message(settings, digest)?;
-    Ok(store.enqueue_message_setting_state(&message, now, key, value)?)
+    Ok(store.enqueue_message_setting_state(&message, now, state)?)
 }
 
 fn digest_message(

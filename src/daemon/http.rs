@@ -271,7 +271,12 @@ pub(super) fn readiness(shared: &Shared) -> Result<(), String> {
         .filter(|(wall, _)| *wall == last)
         .map(|(_, recorded)| recorded.elapsed());
     let last = success_as_of(last, now, wall_started, at.elapsed(), recorded_ago);
-    match reconcile_overdue(&settings.reconcile, settings.timezone, last, now) {
+    // Its times are for the person who asks why: on the report clock.
+    let shown_in = shared
+        .config()
+        .report_timezone()
+        .unwrap_or(settings.timezone);
+    match reconcile_overdue(&settings.reconcile, settings.timezone, shown_in, last, now) {
         Some(why) => Err(why),
         None => Ok(()),
     }
@@ -325,18 +330,23 @@ fn success_as_of(
 /// are not overdue overnight, and a run longer than its interval (the next fire is
 /// skipped) is not either, as long as it ends within two intervals of its start:
 /// one that takes longer is reported overdue until it succeeds. A schedule with no next fire (the configuration
-/// refuses one that never fires) runs no more reconciles: not ready.
+/// refuses one that never fires) runs no more reconciles: not ready. The times
+/// in the answer are on `shown_in`'s clock (`report.timezone`), the schedule's
+/// on `tz`'s.
 fn reconcile_overdue(
     schedule: &crate::schedule::Schedule,
     tz: chrono_tz::Tz,
+    shown_in: chrono_tz::Tz,
     last_success: chrono::DateTime<chrono::Utc>,
     now: chrono::DateTime<chrono::Utc>,
 ) -> Option<String> {
+    let shown = |at| crate::model::clock_time(at, shown_in, "%Y-%m-%d %H:%M");
     let never = || {
         format!(
-            "the reconcile schedule {:?} has no run after the last success ({last_success}): \
+            "the reconcile schedule {:?} has no run after the last success ({}): \
              no reconcile will run",
-            schedule.pattern()
+            schedule.pattern(),
+            shown(last_success)
         )
     };
     let Some(first) = next_fire(schedule, tz, last_success) else {
@@ -348,10 +358,12 @@ fn reconcile_overdue(
     let deadline = second + (second - first);
     (now > deadline).then(|| {
         format!(
-            "no successful reconcile since {} ({} minutes ago); the scheduled runs at {first} \
-             and {second} have passed",
-            last_success,
-            (now - last_success).num_minutes()
+            "no successful reconcile since {} ({} minutes ago); the scheduled runs at {} \
+             and {} have passed",
+            shown(last_success),
+            (now - last_success).num_minutes(),
+            shown(first),
+            shown(second)
         )
     })
 }
@@ -693,21 +705,62 @@ mod tests {
         let hours = Schedule::parse("*/30 8-18 * * 1-5").unwrap();
         // Friday 27 November 18:30 the last success.
         let friday = at(27, 18, 30);
-        assert_eq!(reconcile_overdue(&hours, tz, friday, at(28, 12, 0)), None);
-        assert_eq!(reconcile_overdue(&hours, tz, friday, at(30, 8, 59)), None);
-        let late = reconcile_overdue(&hours, tz, friday, at(30, 9, 1)).unwrap();
+        assert_eq!(
+            reconcile_overdue(&hours, tz, tz, friday, at(28, 12, 0)),
+            None
+        );
+        assert_eq!(
+            reconcile_overdue(&hours, tz, tz, friday, at(30, 8, 59)),
+            None
+        );
+        let late = reconcile_overdue(&hours, tz, tz, friday, at(30, 9, 1)).unwrap();
         assert!(late.contains("have passed"), "{late}");
         // Every 30 minutes: overdue 90 minutes after the last success.
         let every = Schedule::parse("0 */30 * * * *").unwrap();
         assert_eq!(
-            reconcile_overdue(&every, tz, at(30, 10, 0), at(30, 11, 29)),
+            reconcile_overdue(&every, tz, tz, at(30, 10, 0), at(30, 11, 29)),
             None
         );
-        assert!(reconcile_overdue(&every, tz, at(30, 10, 0), at(30, 11, 31)).is_some());
+        assert!(reconcile_overdue(&every, tz, tz, at(30, 10, 0), at(30, 11, 31)).is_some());
         // A schedule with no next fire is not "never overdue": no reconcile comes.
         let never = Schedule::parse_unchecked("0 9 31 2 *").unwrap();
-        let why = reconcile_overdue(&never, tz, friday, at(27, 18, 31)).unwrap();
+        let why = reconcile_overdue(&never, tz, tz, friday, at(27, 18, 31)).unwrap();
         assert!(why.contains("no run after"), "{why}");
+    }
+
+    /// Why /readyz is not ready is read by the person who asks: its times are on
+    /// the report clock with their offset (they were UTC alone, and the
+    /// scheduled runs' were chrono's `2026-11-30 07:00:00 UTC`), while the schedule
+    /// keeps its own zone.
+    #[test]
+    fn the_readiness_text_shows_its_times_on_the_report_clock() {
+        let tz = chrono_tz::Europe::Berlin;
+        let at = |d: u32, h: u32, m: u32| {
+            tz.with_ymd_and_hms(2026, 11, d, h, m, 0)
+                .unwrap()
+                .with_timezone(&chrono::Utc)
+        };
+        let hours = Schedule::parse("*/30 8-18 * * 1-5").unwrap();
+        let late = reconcile_overdue(
+            &hours,
+            tz,
+            chrono_tz::Asia::Kolkata,
+            at(27, 18, 30),
+            at(30, 9, 1),
+        )
+        .unwrap();
+        assert_eq!(
+            late,
+            "no successful reconcile since 2026-11-27 23:00 +05:30 (IST) (3751 minutes ago); \
+             the scheduled runs at 2026-11-30 12:30 +05:30 (IST) and 2026-11-30 13:00 +05:30 \
+             (IST) have passed"
+        );
+        let never = Schedule::parse_unchecked("0 9 31 2 *").unwrap();
+        let why = reconcile_overdue(&never, tz, tz, at(27, 18, 30), at(27, 18, 31)).unwrap();
+        assert!(
+            why.contains("after the last success (2026-11-27 18:30 +01:00 (CET))"),
+            "{why}"
+        );
     }
 
     /// A last success the clock reads in the future, from before this daemon

@@ -994,7 +994,11 @@ async fn take_writer_locks(
         tracing::info!(
             job = name,
             lock = %path.display(),
-            holder = holder.map_or_else(|| "unknown".to_owned(), |holder| holder.describe(now)),
+            // A log line: in UTC, as logs are.
+            holder = holder.map_or_else(
+                || "unknown".to_owned(),
+                |holder| holder.describe(now, chrono_tz::UTC)
+            ),
             "waiting for a seatwarden command run by hand to finish"
         );
     })
@@ -1544,6 +1548,9 @@ fn retention_as_of(shared: &Shared, delete_after: Option<Duration>) -> Option<Da
 
 /// The key in `daemon_state` of the instant the last digest covered up to.
 const DIGEST_COVERED_UNTIL: &str = "digest_covered_until";
+/// The key in `daemon_state` of the instant the last digest's period started:
+/// with [`DIGEST_COVERED_UNTIL`], the period the next digest's trend compares with.
+const DIGEST_COVERED_FROM: &str = "digest_covered_from";
 
 /// The digest covers the time since the last one ended (a day the first time; at
 /// most a week, after a long stop). It starts where the last one's period ended,
@@ -1557,10 +1564,36 @@ fn digest_job(shared: &Shared, notifier: Option<&notify::Notifier>) -> Result<()
     let config = shared.config();
     let now = shared.now();
     let mut store = Store::open(&config.state.path)?;
-    let covered_until = store
-        .state_value(DIGEST_COVERED_UNTIL)?
-        .and_then(|text| DateTime::parse_from_rfc3339(&text).ok())
-        .map(|at| at.with_timezone(&Utc));
+    let (period, covered) = digest_periods(&store, now)?;
+    // One transaction: a digest queued without its period advanced would be
+    // followed by a second one covering the same period.
+    let state = digest_state(now, period);
+    let state: Vec<(&str, &str)> = state.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    notifier
+        .queue_digest(&mut store, now, period, covered, &state)
+        .map_err(|e| RunError::Notify(format!("building the digest: {e}")))?;
+    Ok(())
+}
+
+/// The period a digest built at `now` covers (the time since the last one
+/// ended), and what the last one covered, which its trend compares with: as the
+/// last digest recorded it ([`digest_state`]), `None` before any did.
+fn digest_periods(
+    store: &Store,
+    now: DateTime<Utc>,
+) -> Result<(chrono::Duration, Option<crate::report::digest::Span>), RunError> {
+    let instant = |key| -> Result<Option<DateTime<Utc>>, RunError> {
+        Ok(store
+            .state_value(key)?
+            .and_then(|text| DateTime::parse_from_rfc3339(&text).ok())
+            .map(|at| at.with_timezone(&Utc)))
+    };
+    let covered_until = instant(DIGEST_COVERED_UNTIL)?;
+    // Recorded since this key was; before, the trend takes the period of this
+    // one's length just before it.
+    let covered = instant(DIGEST_COVERED_FROM)?
+        .zip(covered_until)
+        .map(|(start, end)| crate::report::digest::Span { start, end });
     // Before this key existed: the last digest job's success.
     let last = match covered_until {
         Some(at) => Some(at),
@@ -1570,18 +1603,16 @@ fn digest_job(shared: &Shared, notifier: Option<&notify::Notifier>) -> Result<()
             .find(|j| j.name == DIGEST)
             .and_then(|j| j.last_success_at),
     };
-    let period = digest_period(last, now);
-    // One transaction: a digest queued without its period advanced would be
-    // followed by a second one covering the same period.
-    notifier
-        .queue_digest(
-            &mut store,
-            now,
-            period,
-            (DIGEST_COVERED_UNTIL, &now.to_rfc3339()),
-        )
-        .map_err(|e| RunError::Notify(format!("building the digest: {e}")))?;
-    Ok(())
+    Ok((digest_period(last, now), covered))
+}
+
+/// The `daemon_state` a digest built at `now` over `period` records with its
+/// message: the span it covered, for the next one's period and trend.
+fn digest_state(now: DateTime<Utc>, period: chrono::Duration) -> [(&'static str, String); 2] {
+    [
+        (DIGEST_COVERED_FROM, (now - period).to_rfc3339()),
+        (DIGEST_COVERED_UNTIL, now.to_rfc3339()),
+    ]
 }
 
 /// The period a digest built at `now` covers after one that covered up to `last`:
@@ -1948,6 +1979,47 @@ mod tests {
             chrono::Duration::days(7)
         );
         assert_eq!(digest_period(Some(now), now), minutes(1));
+    }
+
+    /// Each digest records what it covered, and the next one's trend compares
+    /// with exactly that: across the end of summer time a daily 08:00 digest
+    /// covered 25 hours, and the one after it is compared with those 25 hours,
+    /// not with a window of its own 24 that no digest ever reported.
+    #[test]
+    fn the_next_digest_compares_with_what_the_last_one_covered() {
+        use crate::report::digest::Span;
+        let at = |text: &str| DateTime::parse_from_rfc3339(text).unwrap().to_utc();
+        let mut store = Store::open_in_memory().unwrap();
+        let mut digest = |now| {
+            let (period, covered) = digest_periods(&store, now).unwrap();
+            for (key, value) in digest_state(now, period) {
+                store.set_state_value(key, Some(&value)).unwrap();
+            }
+            (period, covered)
+        };
+        // Saturday 08:00 CEST: the first digest, nothing recorded before it.
+        let (period, covered) = digest(at("2026-10-24T06:00:00Z"));
+        assert_eq!((period, covered), (chrono::Duration::days(1), None));
+        // Sunday 08:00 CET: 25 hours, compared with Saturday's day.
+        let (period, covered) = digest(at("2026-10-25T07:00:00Z"));
+        assert_eq!(period, chrono::Duration::hours(25));
+        assert_eq!(
+            covered,
+            Some(Span {
+                start: at("2026-10-23T06:00:00Z"),
+                end: at("2026-10-24T06:00:00Z"),
+            })
+        );
+        // Monday 08:00 CET: 24 hours, compared with Sunday's 25.
+        let (period, covered) = digest(at("2026-10-26T07:00:00Z"));
+        assert_eq!(period, chrono::Duration::hours(24));
+        assert_eq!(
+            covered,
+            Some(Span {
+                start: at("2026-10-24T06:00:00Z"),
+                end: at("2026-10-25T07:00:00Z"),
+            })
+        );
     }
 
     /// On a fresh state database the reconcile and the sweep run at once; the

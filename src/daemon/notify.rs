@@ -39,6 +39,12 @@ pub fn digest_deprovisions(store: &Store) -> Result<Vec<DigestDeprovision>, Stor
                 due_at: e.due_at,
                 held,
                 hold_run: hold_run(held, &e.identity_id, &waiting),
+                // A hold says what it waits for; otherwise the attempts' last error.
+                why_open: e
+                    .held
+                    .is_none()
+                    .then(|| crate::alert::why_open(e))
+                    .flatten(),
             }
         })
         .collect())
@@ -231,22 +237,25 @@ impl Notifier {
         }
     }
 
-    /// The digest of the period up to `now`, queued in one transaction with
-    /// `state` (a `daemon_state` key and value: the period it covers).
+    /// The digest of the period up to `now`, its trend against `previous` (what
+    /// the last digest covered, when recorded), queued in one transaction with
+    /// `state` (`daemon_state` keys and values: the period it covers).
     pub fn queue_digest(
         &self,
         store: &mut Store,
         now: DateTime<Utc>,
         period: chrono::Duration,
-        state: (&str, &str),
+        previous: Option<digest::Span>,
+        state: &[(&str, &str)],
     ) -> Result<(), String> {
         let deprovisions = digest_deprovisions(store).map_err(|e| e.to_string())?;
-        let digest = digest::build_from_store(
+        let digest = digest::build_from_store_after(
             store,
             &self.name,
             self.timezone,
             now,
             period.to_std().unwrap_or_default(),
+            previous,
             &deprovisions,
             &self.admin_command,
         )

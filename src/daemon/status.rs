@@ -564,7 +564,7 @@ pub fn render_text(status: &Status) -> String {
         let _ = writeln!(
             out,
             "Writer lock: held by {}; the jobs and commands that write wait for it",
-            crate::report::printable_field(&holder.describe(status.now))
+            crate::report::printable_field(&holder.describe(status.now, tz))
         );
     }
     let why = status

@@ -1,6 +1,12 @@
 //! The scheduled digest: where the workspace stands and what needs a human, over a
 //! period, from the reports stored in that period and the one before it.
 //!
+//! The period before is what the previous digest covered ([`Span`]; the daemon
+//! records each digest's span in `daemon_state`), so the trend compares with what
+//! that digest said even when the periods differ in length (a DST change, a
+//! daemon that was down, a new schedule); without a record (a digest by hand, the
+//! first one) it is the period of the same length just before.
+//!
 //! [`Digest::build`] is pure (reports, the deprovisioning ledger and `now` are
 //! passed in); [`collect`] reads the reports from the store. The digest renders as
 //! text, Markdown, HTML and JSON; times are shown in the configured time zone.
@@ -46,6 +52,11 @@ pub struct DigestDeprovision {
     /// `seatwarden approve` (or `reject`) needs, since it takes no `latest`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hold_run: Option<crate::store::RunId>,
+    /// Why it is still open while nothing holds it, from the ledger (the
+    /// sweep's and the retry job's runs store no report): what the attempts to
+    /// deactivate it last met, e.g. `2 attempts failed: HTTP 503 …`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub why_open: Option<String>,
 }
 
 /// What holds an open deprovision: each waits for a different step.
@@ -187,19 +198,49 @@ fn cut_off(last_error: Option<&str>) -> bool {
     last_error.is_some_and(|e| e.starts_with(crate::apply::NOT_REACHED_INTERRUPTED))
 }
 
+/// A span of time a digest covers: `[start, end)`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Span {
+    pub start: DateTime<Utc>,
+    pub end: DateTime<Utc>,
+}
+
+impl Span {
+    /// What the previous digest covered, when `covered` records it (`start` before
+    /// `end`); else the span of this period's length just before it, the best
+    /// guess for a first digest (or one whose predecessor recorded only its end).
+    pub fn previous(covered: Option<Span>, now: DateTime<Utc>, period: chrono::Duration) -> Span {
+        let start = now - period;
+        covered
+            .filter(|span| span.start < span.end)
+            .unwrap_or(Span {
+                start: start - period,
+                end: start,
+            })
+    }
+}
+
 /// What the digest is built from.
 #[derive(Debug, Clone)]
 pub struct DigestInput<'a> {
     /// The organisation or workspace name for the subject and title.
     pub name: &'a str,
     pub timezone: Tz,
-    /// The period is `[now - period, now)`; the previous one is the period before.
+    /// The period is `[now - period, now)`.
     pub now: DateTime<Utc>,
     pub period: Duration,
-    /// Reports of runs started in the period, oldest first.
+    /// What the previous digest covered, for the trend: the period compared with,
+    /// as that digest reported it (after a DST change, a stop or a new schedule it
+    /// is not this period's length). `None`: the period of this one's length just
+    /// before it ([`Span::previous`]).
+    pub previous_span: Option<Span>,
+    /// Reports of runs finished in the period, oldest first.
     pub reports: &'a [Report],
     /// Reports of the previous period, oldest first.
     pub previous: &'a [Report],
+    /// The newest report finished before the previous period ended, when that
+    /// period stored none: the drift the previous digest showed at its end.
+    pub previous_latest: Option<&'a Report>,
     /// The newest stored report, whatever its period: the current drift and the
     /// state come from it (a quiet period changes nothing in the workspace's
     /// drift). `None` when no run ever stored one, unless `reports` or `previous`
@@ -208,6 +249,8 @@ pub struct DigestInput<'a> {
     /// Runs in the period that failed before producing a report, those cut off
     /// (killed) included, recorded as running still or closed as failed since.
     pub failed_runs: usize,
+    /// Those runs, to name with their error (may be fewer than `failed_runs`).
+    pub failed: &'a [crate::store::RunRecord],
     pub failed_runs_previous: usize,
     pub deprovisions: &'a [DigestDeprovision],
     /// Deprovisions verified in the period: most leavers are deactivated by the
@@ -300,6 +343,23 @@ pub struct DeprovisionLine {
     /// The run `seatwarden approve` takes, when the guard holds it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hold_run: Option<crate::store::RunId>,
+    /// For an overdue one nothing holds: why it is still open, as far as the
+    /// ledger says, and where to look next.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_step: Option<String>,
+}
+
+/// A run of the period that failed before its report, named with its error: the
+/// headline's "failed run" says no more, and `status` shows only each job's last.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FailedRun {
+    pub run_id: i64,
+    /// `reconcile`, `sweep`.
+    pub kind: String,
+    /// When it ended (started, for one cut off that nobody has closed yet), in
+    /// the configured zone.
+    pub at: String,
+    pub error: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -341,8 +401,15 @@ pub struct OldestDrift {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Trend {
     pub drift_now: usize,
-    /// Drift at the end of the previous period; `None` without a report then.
+    /// Drift at the end of the previous period (from the newest report by then,
+    /// as the previous digest showed it); `None` without a report then.
     pub drift_before: Option<usize>,
+    /// The previous period compared with, as its digest covered it, in the
+    /// configured zone.
+    #[serde(default)]
+    pub previous_start: String,
+    #[serde(default)]
+    pub previous_end: String,
     /// `+3`, `-2`, `±0`, or `n/a`.
     pub drift_change: String,
     pub runs_before: usize,
@@ -373,6 +440,9 @@ pub struct Digest {
     /// `run 12's stored report cannot be read (…): …`, one per such run.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub unreadable_reports: Vec<String>,
+    /// The period's runs that failed before their report, oldest first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub failed_runs: Vec<FailedRun>,
     pub overdue: Vec<DeprovisionLine>,
     pub pending: Vec<DeprovisionLine>,
     /// Deprovisions verified in the period, oldest first.
@@ -540,6 +610,8 @@ impl Digest {
                 .held
                 .map(|h| clean(&h.waiting_for(input.admin_command, &d.identity_id, d.hold_run))),
             hold_run: d.hold_run,
+            next_step: (d.due_at <= input.now && d.held.is_none())
+                .then(|| clean(&overdue_next_step(d, input.admin_command))),
         };
         let (overdue, pending): (Vec<DeprovisionLine>, Vec<DeprovisionLine>) =
             deprovisions.into_iter().map(line).partition(|l| l.overdue);
@@ -607,11 +679,18 @@ impl Digest {
             });
         let oldest_drift = oldest_unresolved(input, &current, tz);
 
-        let drift_before = input.previous.last().map(|r| residual_drift(r).len());
+        let previous_span = Span::previous(input.previous_span, input.now, period);
+        let drift_before = input
+            .previous
+            .last()
+            .or(input.previous_latest)
+            .map(|r| residual_drift(r).len());
         let drift_now = current.len();
         let trend = Trend {
             drift_now,
             drift_before,
+            previous_start: super::local_minute(previous_span.start, tz),
+            previous_end: super::local_minute(previous_span.end, tz),
             drift_change: match drift_before {
                 None => "n/a".to_owned(),
                 Some(before) if before == drift_now => "±0".to_owned(),
@@ -787,6 +866,19 @@ impl Digest {
                     ))
                 })
                 .collect(),
+            failed_runs: input
+                .failed
+                .iter()
+                .map(|run| FailedRun {
+                    run_id: run.id,
+                    kind: run.kind.to_string(),
+                    at: super::local_minute(run.finished_at.unwrap_or(run.started_at), tz),
+                    error: clean(run.error.as_deref().unwrap_or(
+                        "cut off (killed): still recorded as running while no process holds \
+                         the writer lock",
+                    )),
+                })
+                .collect(),
             overdue,
             pending,
             deprovisioned,
@@ -836,6 +928,8 @@ impl Digest {
             pending_more: more_line(self.pending.len(), self.open_hint()),
             deprovisioned: first(&self.deprovisioned),
             deprovisioned_more: more_line(self.deprovisioned.len(), None),
+            failed_runs: first(&self.failed_runs),
+            failed_runs_more: more_line(self.failed_runs.len(), None),
             drift: self
                 .drift
                 .iter()
@@ -917,11 +1011,13 @@ impl Digest {
         let t = &self.trend;
         let _ = writeln!(
             out,
-            "  trend: {} now, {} at the end of the previous period ({}); previous period: {}, {} applied, {}",
+            "  trend: {} now, {} at the end of the previous period ({}); previous period ({} to {}): {}, {} applied, {}",
             plural(t.drift_now, "drift item", "drift items"),
             t.drift_before
                 .map_or_else(|| "unknown".to_owned(), |n| n.to_string()),
             t.drift_change,
+            t.previous_start,
+            t.previous_end,
             plural(t.runs_before, "run", "runs"),
             plural(t.actions_applied_before, "action", "actions"),
             plural(t.failures_before, "failure", "failures")
@@ -963,6 +1059,21 @@ impl Digest {
                 );
             }
             more(&mut out, &view.deprovisioned_more);
+        }
+        if !self.failed_runs.is_empty() {
+            let _ = writeln!(
+                out,
+                "\nFailed runs in this period ({}):",
+                self.failed_runs.len()
+            );
+            for run in view.failed_runs {
+                let _ = writeln!(
+                    out,
+                    "  - run {} ({}), {}: {}",
+                    run.run_id, run.kind, run.at, run.error
+                );
+            }
+            more(&mut out, &view.failed_runs_more);
         }
         for run in &view.held {
             let _ = writeln!(
@@ -1089,8 +1200,23 @@ fn deprovision_text(d: &DeprovisionLine) -> String {
         d.due,
         d.hold
             .as_deref()
-            .map(|hold| format!(" — {hold}"))
+            .or(d.next_step.as_deref())
+            .map(|note| format!(" — {note}"))
             .unwrap_or_default()
+    )
+}
+
+/// Why an overdue deprovision nothing holds is still open, and where to look:
+/// nothing waits for a human's decision, so something failed or did not run.
+fn overdue_next_step(d: &DigestDeprovision, admin: &str) -> String {
+    let why = d.why_open.as_deref().map_or_else(
+        || "still open: no attempt to deactivate it is recorded".to_owned(),
+        |why| format!("still open: {why}"),
+    );
+    format!(
+        "{why}; `{admin} status` shows whether the sweep and retry jobs run, \
+         `{admin} explain {}` tells the whole story",
+        d.identity_id
     )
 }
 
@@ -1105,6 +1231,8 @@ struct DigestView<'a> {
     pending_more: Option<String>,
     deprovisioned: &'a [VerifiedLine],
     deprovisioned_more: Option<String>,
+    failed_runs: &'a [FailedRun],
+    failed_runs_more: Option<String>,
     drift: Vec<KindView<'a>>,
     held: Vec<HeldView<'a>>,
     accent: &'static str,
@@ -1206,6 +1334,9 @@ impl crate::retry::Transient for DigestError {
 pub struct StoredPeriods {
     pub reports: Vec<Report>,
     pub previous: Vec<Report>,
+    /// The newest readable report finished before the previous period ended, when
+    /// that period stored none ([`DigestInput::previous_latest`]).
+    pub previous_latest: Option<Report>,
     /// From the journal of the sweep's runs, which store no report.
     pub sweeps: SweepActions,
     pub sweeps_previous: SweepActions,
@@ -1217,20 +1348,34 @@ pub struct StoredPeriods {
     /// The newest stored report, whatever its period.
     pub latest: Option<Report>,
     pub failed_runs: usize,
+    /// The period's failed runs (no report), to name.
+    pub failed: Vec<crate::store::RunRecord>,
     pub failed_runs_previous: usize,
     /// Runs of the period (or the newest report) whose stored report could not
     /// be read, with why.
     pub unreadable: Vec<(i64, String)>,
 }
 
-/// Loads the reports of `[now - period, now)` and of the period before it, and
-/// the newest stored report.
+/// Loads the reports of `[now - period, now)` and of the period of that length
+/// before it, and the newest stored report.
 pub fn collect(
     store: &Store,
     now: DateTime<Utc>,
     period: Duration,
 ) -> Result<StoredPeriods, DigestError> {
+    collect_after(store, now, period, None)
+}
+
+/// [`collect`], with the previous period the one the previous digest covered
+/// (`previous`, when recorded: [`Span::previous`]).
+pub fn collect_after(
+    store: &Store,
+    now: DateTime<Utc>,
+    period: Duration,
+    previous: Option<Span>,
+) -> Result<StoredPeriods, DigestError> {
     let length = chrono::Duration::from_std(period).unwrap_or_else(|_| chrono::Duration::days(1));
+    let previous = Span::previous(previous, now, length);
     let load = |from, to| -> Result<Loaded, DigestError> {
         let mut loaded = Loaded::default();
         for (run, json) in store.reports_between(from, to)? {
@@ -1259,7 +1404,10 @@ pub fn collect(
                         RunKind::Plan | RunKind::DryRun => {}
                     }
                     match run.status {
-                        RunStatus::Failed => loaded.failed += 1,
+                        RunStatus::Failed => {
+                            loaded.failed += 1;
+                            loaded.failed_runs.push(run);
+                        }
                         RunStatus::Stopped => loaded.stopped += 1,
                         RunStatus::Running | RunStatus::Succeeded => {}
                     }
@@ -1287,8 +1435,18 @@ pub fn collect(
             _ => current.unreported.add(&store.journal(run.id)?, true),
         }
         current.failed += 1;
+        current.failed_runs.push(run);
     }
-    let before = load(now - length - length, now - length)?;
+    let before = load(previous.start, previous.end)?;
+    // A previous period without a report showed the drift of the newest one
+    // before it; unreadable, it showed none.
+    let previous_latest = if before.reports.is_empty() {
+        store
+            .latest_report_finished_before(previous.end)?
+            .and_then(|(_, json)| Report::from_json(&json).ok())
+    } else {
+        None
+    };
     // Unreadable, the newest readable report of the periods stands in for it
     // (`newest`), and the digest says which run it could not read.
     let latest = match store.latest_report()? {
@@ -1306,6 +1464,7 @@ pub fn collect(
     Ok(StoredPeriods {
         reports: current.reports,
         previous: before.reports,
+        previous_latest,
         sweeps: current.sweeps,
         sweeps_previous: before.sweeps,
         unreported: current.unreported,
@@ -1314,6 +1473,7 @@ pub fn collect(
         stopped_runs_previous: before.stopped,
         latest,
         failed_runs: current.failed,
+        failed: current.failed_runs,
         failed_runs_previous: before.failed,
         unreadable: current.unreadable,
     })
@@ -1324,6 +1484,8 @@ pub fn collect(
 struct Loaded {
     reports: Vec<Report>,
     failed: usize,
+    /// The failed runs themselves, to name.
+    failed_runs: Vec<crate::store::RunRecord>,
     stopped: usize,
     sweeps: SweepActions,
     unreported: SweepActions,
@@ -1331,7 +1493,8 @@ struct Loaded {
     unreadable: Vec<(i64, String)>,
 }
 
-/// Reads the stored periods and builds the digest.
+/// Reads the stored periods and builds the digest, its trend against the period
+/// of the same length just before.
 pub fn build_from_store(
     store: &Store,
     name: &str,
@@ -1341,7 +1504,32 @@ pub fn build_from_store(
     deprovisions: &[DigestDeprovision],
     admin_command: &str,
 ) -> Result<Digest, DigestError> {
-    let stored = collect(store, now, period)?;
+    build_from_store_after(
+        store,
+        name,
+        timezone,
+        now,
+        period,
+        None,
+        deprovisions,
+        admin_command,
+    )
+}
+
+/// [`build_from_store`], its trend against what the previous digest covered
+/// (`previous`, as the daemon records it), when known.
+#[allow(clippy::too_many_arguments)]
+pub fn build_from_store_after(
+    store: &Store,
+    name: &str,
+    timezone: Tz,
+    now: DateTime<Utc>,
+    period: Duration,
+    previous: Option<Span>,
+    deprovisions: &[DigestDeprovision],
+    admin_command: &str,
+) -> Result<Digest, DigestError> {
+    let stored = collect_after(store, now, period, previous)?;
     let length = chrono::Duration::from_std(period).unwrap_or_else(|_| chrono::Duration::days(1));
     let verified: Vec<DigestVerified> = store
         .verified_deprovisions_since(now - length)?
@@ -1362,10 +1550,13 @@ pub fn build_from_store(
         timezone,
         now,
         period,
+        previous_span: previous,
         reports: &stored.reports,
         previous: &stored.previous,
+        previous_latest: stored.previous_latest.as_ref(),
         latest: stored.latest.as_ref(),
         failed_runs: stored.failed_runs,
+        failed: &stored.failed,
         failed_runs_previous: stored.failed_runs_previous,
         deprovisions,
         verified: &verified,

@@ -38,6 +38,7 @@ fn environment() -> Result<Environment<'static>, RenderError> {
     env.set_lstrip_blocks(true);
     env.set_keep_trailing_newline(true);
     env.add_filter("md", escape_markdown);
+    env.add_filter("counted", counted);
     for (name, source) in TEMPLATES {
         env.add_template(name, source)
             .map_err(|source| RenderError {
@@ -46,6 +47,15 @@ fn environment() -> Result<Environment<'static>, RenderError> {
             })?;
     }
     Ok(env)
+}
+
+/// `{{ n | counted("action", "actions") }}`: `1 action`, `3 actions`.
+fn counted(n: u64, one: String, many: String) -> String {
+    if n == 1 {
+        format!("1 {one}")
+    } else {
+        format!("{n} {many}")
+    }
 }
 
 /// Renders one of the compiled-in templates with `context`.

@@ -324,28 +324,29 @@ impl Store {
         insert_message(&self.conn, message, now)
     }
 
-    /// Queues a message and sets a `daemon_state` value in one IMMEDIATE
-    /// transaction: both are written or neither. The digest job queues its digest
-    /// and advances the period it covers so; written one after the other, a crash
-    /// or a busy database between them would have the next digest cover the same
-    /// period again (a second message, counts doubled).
+    /// Queues a message and sets `daemon_state` values (`(key, value)` pairs) in
+    /// one IMMEDIATE transaction: all are written or none. The digest job queues
+    /// its digest and records the period it covers so; written one after the
+    /// other, a crash or a busy database between them would have the next digest
+    /// cover the same period again (a second message, counts doubled).
     pub fn enqueue_message_setting_state(
         &mut self,
         message: &NewMessage,
         now: DateTime<Utc>,
-        key: &str,
-        value: &str,
+        state: &[(&str, &str)],
     ) -> Result<OutboxId, StoreError> {
         let tx = self.write_tx(|| format!("queueing a {} message", message.kind))?;
         let id = insert_message(&tx, message, now)?;
-        tx.prepare_cached(
-            "INSERT INTO daemon_state (key, value) VALUES (?1, ?2)
-             ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-        )
-        .and_then(|mut stmt| stmt.execute(params![key, value]))
-        .context(|| format!("writing {key:?} to daemon_state"))?;
+        for (key, value) in state {
+            tx.prepare_cached(
+                "INSERT INTO daemon_state (key, value) VALUES (?1, ?2)
+                 ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            )
+            .and_then(|mut stmt| stmt.execute(params![key, value]))
+            .context(|| format!("writing {key:?} to daemon_state"))?;
+        }
         tx.commit()
-            .context(|| format!("committing a {} message and {key:?}", message.kind))?;
+            .context(|| format!("committing a {} message and its daemon_state", message.kind))?;
         Ok(id)
     }
 
@@ -648,6 +649,28 @@ impl Store {
             })
             .context(|| "reading the latest report from reports".to_owned())
     }
+
+    /// The latest run finished before `at` that has a stored report: the drift a
+    /// digest built at `at` showed, when no run of its period stored one.
+    pub fn latest_report_finished_before(
+        &self,
+        at: DateTime<Utc>,
+    ) -> Result<Option<(RunId, String)>, StoreError> {
+        self.conn
+            .prepare_cached(
+                "SELECT reports.run_id, reports.json FROM reports
+                 JOIN runs ON runs.id = reports.run_id
+                 WHERE runs.finished_at < ?1
+                 ORDER BY reports.run_id DESC LIMIT 1",
+            )
+            .and_then(|mut stmt| {
+                stmt.query_row([ts(at)], |row| Ok((row.get(0)?, row.get(1)?)))
+                    .optional()
+            })
+            .context(|| {
+                "reading the latest report finished before an instant from reports".to_owned()
+            })
+    }
 }
 
 #[cfg(test)]
@@ -683,7 +706,7 @@ mod tests {
             )
             .unwrap();
         let refused =
-            store.enqueue_message_setting_state(&digest_message(), now, "covered", "8:00");
+            store.enqueue_message_setting_state(&digest_message(), now, &[("covered", "8:00")]);
         assert!(refused.is_err(), "{refused:?}");
         assert!(
             store.outbox().unwrap().is_empty(),
@@ -696,7 +719,7 @@ mod tests {
             .execute_batch("DROP TRIGGER refuse_state")
             .unwrap();
         let id = store
-            .enqueue_message_setting_state(&digest_message(), now, "covered", "8:00")
+            .enqueue_message_setting_state(&digest_message(), now, &[("covered", "8:00")])
             .unwrap();
         assert_eq!(store.outbox().unwrap()[0].id, id);
         assert_eq!(

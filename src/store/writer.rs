@@ -59,13 +59,14 @@ impl LockHolder {
         }
     }
 
-    /// `the daemon's reconcile job (pid 4242), since 2026-12-04 13:40:05 UTC (12 min ago)`.
-    pub fn describe(&self, now: DateTime<Utc>) -> String {
+    /// `the daemon's reconcile job (pid 4242), since 2026-12-04 14:40:05 +01:00 (CET)
+    /// (12 min ago)`: on `tz`'s clock (`report.timezone` for people, UTC for logs).
+    pub fn describe(&self, now: DateTime<Utc>, tz: chrono_tz::Tz) -> String {
         format!(
             "{} (pid {}), since {} ({} ago)",
             self.what,
             self.pid,
-            self.since.format("%Y-%m-%d %H:%M:%S UTC"),
+            crate::model::clock_time(self.since, tz, "%Y-%m-%d %H:%M:%S"),
             crate::sla::latency_text(now - self.since)
         )
     }
@@ -470,7 +471,7 @@ mod tests {
         assert_eq!(holder.pid, std::process::id());
         assert_eq!(holder.what, "the daemon's reconcile job");
         assert!(holder.since >= before - chrono::Duration::seconds(1));
-        let said = holder.describe(holder.since + chrono::Duration::minutes(12));
+        let said = holder.describe(holder.since + chrono::Duration::minutes(12), chrono_tz::UTC);
         assert!(
             said.starts_with(&format!(
                 "the daemon's reconcile job (pid {}), since ",
@@ -488,6 +489,29 @@ mod tests {
         let looked = WriterLock::try_acquire(&database).unwrap().unwrap();
         drop(looked);
         assert_eq!(std::fs::read(&path).unwrap(), b"");
+    }
+
+    /// Since when the holder holds the lock is a time people read: on the report
+    /// clock with its offset, as every other one, not in UTC alone.
+    #[test]
+    fn the_holder_is_described_on_the_report_clock() {
+        let holder = LockHolder {
+            pid: 4242,
+            what: "the daemon's reconcile job".into(),
+            since: DateTime::parse_from_rfc3339("2026-12-04T13:40:05Z")
+                .unwrap()
+                .to_utc(),
+        };
+        let now = holder.since + chrono::Duration::minutes(12);
+        assert_eq!(
+            holder.describe(now, chrono_tz::Asia::Kolkata),
+            "the daemon's reconcile job (pid 4242), since 2026-12-04 19:10:05 +05:30 (IST) \
+             (12 min ago)"
+        );
+        assert_eq!(
+            holder.describe(now, chrono_tz::UTC),
+            "the daemon's reconcile job (pid 4242), since 2026-12-04 13:40:05 UTC (12 min ago)"
+        );
     }
 
     /// A bounded wait gives up with the holder the lock file names, having said

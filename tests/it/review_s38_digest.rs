@@ -191,6 +191,7 @@ mod huge {
                 due_at: at(7),
                 held: Some(DeprovisionHold::Guard),
                 hold_run: Some(7),
+                why_open: None,
             })
             .collect();
         let reports = [report];
@@ -202,8 +203,11 @@ mod huge {
             period: Duration::from_secs(24 * 3600),
             reports: &reports,
             previous: &[],
+            previous_span: None,
+            previous_latest: None,
             latest: None,
             failed_runs: 0,
+            failed: &[],
             failed_runs_previous: 0,
             deprovisions: &ledger,
             verified: &[],
@@ -339,9 +343,9 @@ fn the_trend_counts_the_previous_period_as_its_digest_did() {
     // Failures: the failed writes and the failed run.
     assert_eq!(t.failures_before, p.actions_failed + p.failed_runs);
     assert!(
-        today
-            .render_text()
-            .contains("previous period: 2 runs, 10 actions applied, 5 failures"),
+        today.render_text().contains(
+            "(2026-12-02 08:00 UTC to 2026-12-03 08:00 UTC): 2 runs, 10 actions applied, 5 failures"
+        ),
         "{}",
         today.render_text()
     );
