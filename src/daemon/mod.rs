@@ -34,7 +34,8 @@
 //! a leaver disabled after that reconcile read the directory, so
 //! `schedule.reconcile_max_duration` bounds a reconcile ([`time_limited`]): past
 //! it, the run is stopped as SIGTERM stops it (below), recorded `stopped` with
-//! the limit as its cause, and the waiting sweep runs.
+//! the limit as its cause (the job `failed`: it did not converge), and the
+//! waiting sweep runs.
 //!
 //! Every job first checks that the state database is still the file opened at
 //! start ([`DatabaseFile`]): one deleted or replaced under the daemon fails the
@@ -1104,7 +1105,10 @@ impl JobEnd {
 
 /// The reconcile job, under `schedule.reconcile_max_duration` ([`time_limited`]),
 /// its time counted from now, under the writer lock the sweeps wait for. A
-/// reconcile it stopped is recorded `stopped` with the limit as its cause.
+/// reconcile it stopped is recorded `stopped` with the limit as its cause (the
+/// run was cut short as SIGTERM cuts it), and the job `failed`: unlike a
+/// restart, a reconcile that cannot finish within its limit never converges the
+/// workspace, and each one counts towards the repeated-failure alert.
 async fn reconcile_job(shared: &Shared, notifier: Option<&notify::Notifier>) -> JobEnd {
     let (stop, _limit) = time_limited(&shared.stopping, shared.settings().reconcile_max_duration);
     match (
@@ -1113,8 +1117,9 @@ async fn reconcile_job(shared: &Shared, notifier: Option<&notify::Notifier>) -> 
     ) {
         // Given up while reading, the run's error does not say why.
         (JobEnd::Stopped(message), Some(cause)) if !message.contains(&cause) => {
-            JobEnd::Stopped(format!("{cause}: {message}"))
+            JobEnd::Failed(format!("{cause}: {message}"))
         }
+        (JobEnd::Stopped(message), Some(_)) => JobEnd::Failed(message),
         (end, _) => end,
     }
 }
