@@ -275,12 +275,36 @@ async fn a_daemon_job_waiting_for_a_command_names_it() {
     assert_eq!(daemon.stop().await, Some(0));
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+/// The port `daemon`, started on port 0, says it listens on (its "daemon
+/// started" line). A port picked free and released before the daemon binds it
+/// can be taken by another test first: the daemon then exited, and its waits
+/// timed out a minute later under a loaded machine.
+async fn listening_port(daemon: &mut Running, log: &Path) -> u16 {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let logged = std::fs::read_to_string(log).unwrap_or_default();
+        let port = logged
+            .lines()
+            .filter(|line| line.contains("daemon started"))
+            .find_map(|line| line.split("listen=127.0.0.1:").nth(1))
+            .and_then(|rest| {
+                rest.split(|c: char| !c.is_ascii_digit())
+                    .next()?
+                    .parse()
+                    .ok()
+            });
+        if let Some(port) = port {
+            return port;
+        }
+        if let Some(exited) = daemon.0.as_mut().and_then(|c| c.try_wait().unwrap()) {
+            panic!("the daemon exited ({exited}) before it listened:\n{logged}");
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the daemon never said where it listens:\n{logged}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 /// `seatwarden daemon` on the configuration in `dir` with `env` and `more`
@@ -331,14 +355,14 @@ async fn wait_for(what: &str, log: &Path, mut ok: impl FnMut() -> bool) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_state_database_deleted_under_the_daemon_is_not_made_again_empty() {
     let (_sandbox, dir, env) = demo(Duration::ZERO).await;
-    let port = free_port();
     // A sweep every 2 s: jobs keep coming after the database is gone.
-    let (daemon, log) = spawn_daemon(
+    let (mut daemon, log) = spawn_daemon(
         dir.path(),
         &env,
         &[("SEATWARDEN__SCHEDULE__SWEEP", "*/2 * * * * *")],
-        port,
+        0,
     );
+    let port = listening_port(&mut daemon, &log).await;
     wait_for("/readyz to answer 200", &log, || {
         get(port, "/readyz").0 == 200
     })
@@ -376,7 +400,7 @@ async fn sigterm_while_a_job_waits_for_the_writer_lock_stops_at_once() {
     let (sandbox, dir, env) = demo(Duration::ZERO).await;
     let database = dir.path().join("state.db");
     let held = hold_writer_lock(&database, "the command `seatwarden approve`");
-    // No HTTP request is made: port 0, which no other test can take first.
+    // Port 0, which no other test can take first.
     let (daemon, log) = spawn_daemon(dir.path(), &env, &[], 0);
     let logged = || std::fs::read_to_string(&log).unwrap_or_default();
     wait_for("the reconcile to wait for the lock", &log, || {
@@ -416,7 +440,7 @@ fn signal(child: &Child, name: &str) {
 async fn a_second_signal_stops_the_daemon_at_once() {
     // Every request takes 3 s: the first stop waits at least one verification read.
     let (_sandbox, dir, env) = demo(Duration::from_secs(3)).await;
-    // No HTTP request is made: port 0, which no other test can take first.
+    // Port 0, which no other test can take first.
     let (mut daemon, log) = spawn_daemon(dir.path(), &env, &[], 0);
     let database = dir.path().join("state.db");
     let deadline = Instant::now() + Duration::from_secs(120);
