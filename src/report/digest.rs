@@ -9,7 +9,9 @@
 //!
 //! [`Digest::build`] is pure (reports, the deprovisioning ledger and `now` are
 //! passed in); [`collect`] reads the reports from the store. The digest renders as
-//! text, Markdown, HTML and JSON; times are shown in the configured time zone.
+//! text, Markdown, HTML and JSON; times are shown in the configured time zone. The
+//! JSON gives each shown time also as an RFC 3339 UTC instant beside it
+//! (`period_start` and `period_start_at`, `due` and `due_at`, …), for scripts.
 //!
 //! "Oldest unresolved drift" looks back over the two periods loaded: an item present
 //! in every report since the first one loaded is reported as seen "since at least"
@@ -280,7 +282,11 @@ pub struct VerifiedLine {
     pub user_name: String,
     pub reason: String,
     pub detected: String,
+    /// `detected` as an RFC 3339 UTC instant, for scripts (to the second: the
+    /// display string shows the minute).
+    pub detected_at: DateTime<Utc>,
     pub verified: String,
+    pub verified_at: DateTime<Utc>,
     /// From detection to verification, e.g. `4 min`.
     pub took: String,
 }
@@ -334,7 +340,11 @@ pub struct DeprovisionLine {
     pub reason: String,
     /// In the configured zone, e.g. `2026-11-30 09:00 CET`.
     pub detected: String,
+    /// `detected` as an RFC 3339 UTC instant, for scripts (to the second: the
+    /// display string shows the minute).
+    pub detected_at: DateTime<Utc>,
     pub due: String,
+    pub due_at: DateTime<Utc>,
     pub overdue: bool,
     pub held: bool,
     /// What holds it and the command that releases it, when `held`.
@@ -359,6 +369,8 @@ pub struct FailedRun {
     /// When it ended (started, for one cut off that nobody has closed yet), in
     /// the configured zone.
     pub at: String,
+    /// `at` as an RFC 3339 UTC instant, for scripts.
+    pub ended_at: DateTime<Utc>,
     pub error: String,
 }
 
@@ -394,6 +406,8 @@ pub struct OldestDrift {
     pub detail: String,
     /// When the first report showing it (within the periods loaded) started.
     pub since: String,
+    /// `since` as an RFC 3339 UTC instant, for scripts.
+    pub since_at: DateTime<Utc>,
     /// True when it was already in the earliest report loaded: it may be older.
     pub at_least: bool,
 }
@@ -410,6 +424,11 @@ pub struct Trend {
     pub previous_start: String,
     #[serde(default)]
     pub previous_end: String,
+    /// `previous_start` and `previous_end` as RFC 3339 UTC instants, for scripts.
+    #[serde(default)]
+    pub previous_start_at: DateTime<Utc>,
+    #[serde(default)]
+    pub previous_end_at: DateTime<Utc>,
     /// `+3`, `-2`, `±0`, or `n/a`.
     pub drift_change: String,
     pub runs_before: usize,
@@ -422,8 +441,14 @@ pub struct Trend {
 pub struct Digest {
     pub name: String,
     pub timezone: String,
+    /// The period on the configured zone's wall clock, for people
+    /// ([`crate::model::clock_time`]).
     pub period_start: String,
     pub period_end: String,
+    /// The same as RFC 3339 UTC instants (`…_at`, as in `status --format json`),
+    /// for scripts; so is every display time of the digest beside it.
+    pub period_start_at: DateTime<Utc>,
+    pub period_end_at: DateTime<Utc>,
     pub state: State,
     pub state_label: String,
     pub headline: String,
@@ -603,7 +628,9 @@ impl Digest {
             identity_id: clean(&d.identity_id),
             reason: clean(&d.reason),
             detected: super::local_minute(d.detected_at, tz),
+            detected_at: d.detected_at,
             due: super::local_minute(d.due_at, tz),
+            due_at: d.due_at,
             overdue: d.due_at <= input.now,
             held: d.held.is_some(),
             hold: d
@@ -624,7 +651,9 @@ impl Digest {
                 user_name: clean(&v.user_name),
                 reason: clean(&v.reason),
                 detected: super::local_minute(v.detected_at, tz),
+                detected_at: v.detected_at,
                 verified: super::local_minute(v.verified_at, tz),
+                verified_at: v.verified_at,
                 took: crate::sla::latency_text(v.verified_at - v.detected_at),
             })
             .collect();
@@ -691,6 +720,8 @@ impl Digest {
             drift_before,
             previous_start: super::local_minute(previous_span.start, tz),
             previous_end: super::local_minute(previous_span.end, tz),
+            previous_start_at: previous_span.start,
+            previous_end_at: previous_span.end,
             drift_change: match drift_before {
                 None => "n/a".to_owned(),
                 Some(before) if before == drift_now => "±0".to_owned(),
@@ -840,6 +871,8 @@ impl Digest {
             timezone: tz.name().to_owned(),
             period_start: super::local_minute(start, tz),
             period_end: super::local_minute(input.now, tz),
+            period_start_at: start,
+            period_end_at: input.now,
             state,
             state_label: state.label().to_owned(),
             headline,
@@ -869,14 +902,18 @@ impl Digest {
             failed_runs: input
                 .failed
                 .iter()
-                .map(|run| FailedRun {
-                    run_id: run.id,
-                    kind: run.kind.to_string(),
-                    at: super::local_minute(run.finished_at.unwrap_or(run.started_at), tz),
-                    error: clean(run.error.as_deref().unwrap_or(
-                        "cut off (killed): still recorded as running while no process holds \
+                .map(|run| {
+                    let ended_at = run.finished_at.unwrap_or(run.started_at);
+                    FailedRun {
+                        run_id: run.id,
+                        kind: run.kind.to_string(),
+                        at: super::local_minute(ended_at, tz),
+                        ended_at,
+                        error: clean(run.error.as_deref().unwrap_or(
+                            "cut off (killed): still recorded as running while no process holds \
                          the writer lock",
-                    )),
+                        )),
+                    }
                 })
                 .collect(),
             overdue,
@@ -1314,6 +1351,7 @@ fn oldest_unresolved(
         user_name: clean(&item.user_name),
         detail: clean(&latest.map_or_else(|| item.detail.clone(), |r| r.item_on(item, tz).detail)),
         since: super::local_minute(at, tz),
+        since_at: at,
         at_least: Some(run) == first_loaded,
     })
 }

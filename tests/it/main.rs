@@ -70,6 +70,7 @@ mod review_s41_restart;
 mod review_s41_retries;
 mod review_s41_throttle;
 mod review_s42_digest;
+mod review_s42_digestjson;
 mod review_s42_directory;
 mod review_s42_longrun;
 mod review_s42_reads;
