@@ -934,8 +934,7 @@ impl LdapSource {
         // seen before the paging adapter follows its cookie.
         let adapters: Vec<Box<dyn Adapter<'_, String, Vec<String>>>> = vec![
             Box::new(PagedResults::new(page_size)),
-            Box::new(CookiesMoveOn::default()),
-            Box::new(EveryPageSucceeds),
+            Box::new(PageChecks::default()),
         ];
         let mut stream = ldap
             .streaming_search_with(adapters, base, Scope::Subtree, filter, attributes)
@@ -974,7 +973,8 @@ impl LdapSource {
                 }
                 Ok(None) => break,
                 Err(LdapError::AdapterInit(what)) => {
-                    // Only [`CookiesMoveOn`] fails a search under way so.
+                    // Only [`PageChecks`] fails a search under way so (a looping cookie,
+                    // or a paged-results control that is not valid BER).
                     return Err(self.paging_loop(&operation, what));
                 }
                 Err(e) => return Err(self.failure(&operation, e)),
@@ -1026,22 +1026,31 @@ impl LdapSource {
     }
 }
 
-/// A search adapter that fails a paged search whose server hands back a cookie
-/// it already handed out when no entry has come since: followed, the same page
+type AdapterFuture<'f, T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + 'f>>;
+
+/// The search adapter that checks each page as it ends, before the paging
+/// adapter follows its cookie. It fails the search at the first page whose
+/// SearchResultDone is not a success: ldap3's paging adapter follows a page's
+/// cookie whatever the page's result code, and only the last page's reaches
+/// `finish`, so a page a server cut short (timeLimitExceeded,
+/// adminLimitExceeded) but handed a cookie for would leave its missing entries
+/// out of a search that ends in success, and the people in them would look
+/// deleted. And it fails a paged search whose server hands back a cookie it
+/// already handed out when no entry has come since: followed, the same page
 /// would be asked for again and again, for ever (ldap3's paging adapter follows
 /// any cookie that is not empty). A cookie that comes back after entries did is
 /// no loop: 389 Directory Server (and FreeIPA) hand out the same cookie for every
 /// page of a search; a page that comes again with its entries is caught by
 /// [`LdapSource::search`] as an entry sent twice.
 #[derive(Debug, Clone, Default)]
-struct CookiesMoveOn {
+struct PageChecks {
     /// The entries passed on so far.
     entries: usize,
     /// Each cookie handed out, with [`Self::entries`] when it last was.
     cookies: HashMap<Vec<u8>, usize>,
 }
 
-impl CookiesMoveOn {
+impl PageChecks {
     /// Takes note of the cookie a page ended with; what repeated when the
     /// search would loop on it.
     fn page_ended(&mut self, cookie: &[u8]) -> Result<(), String> {
@@ -1077,7 +1086,7 @@ fn cookie_text(cookie: &[u8]) -> String {
     }
 }
 
-impl<'a> Adapter<'a, String, Vec<String>> for CookiesMoveOn {
+impl<'a> Adapter<'a, String, Vec<String>> for PageChecks {
     fn start<'s, 'st, 'b, 'f, 'fut>(
         &'s mut self,
         stream: &'st mut SearchStream<'a, String, Vec<String>>,
@@ -1113,6 +1122,11 @@ impl<'a> Adapter<'a, String, Vec<String>> for CookiesMoveOn {
                 Some(entry) if !entry.is_ref() && !entry.is_intermediate() => self.entries += 1,
                 Some(_) => {}
                 None => {
+                    if let Some(result) = stream.res.as_ref().filter(|result| result.rc != 0) {
+                        return Err(LdapError::LdapResult {
+                            result: result.clone(),
+                        });
+                    }
                     for control in stream.res.iter().flat_map(|result| &result.ctrls) {
                         let Some(cookie) = paged_results_cookie(control) else {
                             continue;
@@ -1161,74 +1175,6 @@ fn paged_results_cookie(
             "the server's paged-results control (RFC 2696) is not valid BER".to_owned(),
         )
     }))
-}
-
-/// A search adapter that fails the search at the first page whose
-/// SearchResultDone is not a success. ldap3's paging adapter follows a page's
-/// cookie whatever the page's result code, and only the last page's reaches
-/// `finish`: a page a server cut short (timeLimitExceeded, adminLimitExceeded)
-/// but handed a cookie for would leave its missing entries out of a search that
-/// ends in success, and the people in them would look deleted.
-#[derive(Debug, Clone)]
-struct EveryPageSucceeds;
-
-type AdapterFuture<'f, T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + 'f>>;
-
-impl<'a> Adapter<'a, String, Vec<String>> for EveryPageSucceeds {
-    fn start<'s, 'st, 'b, 'f, 'fut>(
-        &'s mut self,
-        stream: &'st mut SearchStream<'a, String, Vec<String>>,
-        base: &'b str,
-        scope: Scope,
-        filter: &'f str,
-        attrs: Vec<String>,
-    ) -> AdapterFuture<'fut, ldap3::result::Result<()>>
-    where
-        'a: 'fut,
-        's: 'fut,
-        'st: 'fut,
-        'b: 'fut,
-        'f: 'fut,
-        Self: 'fut,
-    {
-        Box::pin(async move { stream.start(base, scope, filter, attrs).await })
-    }
-
-    fn next<'s, 'st, 'fut>(
-        &'s mut self,
-        stream: &'st mut SearchStream<'a, String, Vec<String>>,
-    ) -> AdapterFuture<'fut, ldap3::result::Result<Option<ResultEntry>>>
-    where
-        'a: 'fut,
-        's: 'fut,
-        'st: 'fut,
-        Self: 'fut,
-    {
-        Box::pin(async move {
-            let item = stream.next().await?;
-            if item.is_none()
-                && let Some(result) = stream.res.as_ref().filter(|result| result.rc != 0)
-            {
-                return Err(LdapError::LdapResult {
-                    result: result.clone(),
-                });
-            }
-            Ok(item)
-        })
-    }
-
-    fn finish<'s, 'st, 'fut>(
-        &'s mut self,
-        stream: &'st mut SearchStream<'a, String, Vec<String>>,
-    ) -> AdapterFuture<'fut, ldap3::LdapResult>
-    where
-        'a: 'fut,
-        's: 'fut,
-        'st: 'fut,
-        Self: 'fut,
-    {
-        Box::pin(async move { stream.finish().await })
-    }
 }
 
 /// How many times in a row a group whose members changed while they were read
@@ -2479,9 +2425,9 @@ mod tests {
     use ldap3::SearchEntry;
 
     use super::{
-        CookiesMoveOn, Duration, Group, LdapFlavor, LdapSettings, Person, RangedValues,
-        RetryPolicy, Secret, account_expired, any_group_filter, describe_result, domain_root,
-        entry_id, guid_text, identities, is_ad_partition, ldap_failure, member_dn, normalize_dn,
+        Duration, Group, LdapFlavor, LdapSettings, PageChecks, Person, RangedValues, RetryPolicy,
+        Secret, account_expired, any_group_filter, describe_result, domain_root, entry_id,
+        guid_text, identities, is_ad_partition, ldap_failure, member_dn, normalize_dn,
         parenthesized, primary_group_sid, sends_password_in_clear, sid_text, start_tls_unavailable,
         status,
     };
@@ -3429,7 +3375,7 @@ mod tests {
     #[test]
     fn a_cookie_handed_back_loops_only_when_no_entry_came_since() {
         // 389 Directory Server: one cookie for every page of a search.
-        let mut constant = CookiesMoveOn::default();
+        let mut constant = PageChecks::default();
         for _ in 0..3 {
             constant.entries += 2;
             assert_eq!(constant.page_ended(b"1"), Ok(()));
@@ -3438,15 +3384,15 @@ mod tests {
         assert_eq!(constant.page_ended(b""), Ok(()));
         assert_eq!(constant.page_ended(b""), Ok(()));
         // A cookie handed back with nothing since, also after another one.
-        let mut looping = CookiesMoveOn {
+        let mut looping = PageChecks {
             entries: 2,
-            ..CookiesMoveOn::default()
+            ..PageChecks::default()
         };
         assert_eq!(looping.page_ended(b"a"), Ok(()));
         assert_eq!(looping.page_ended(b"b"), Ok(()));
         let error = looping.page_ended(b"a").unwrap_err();
         assert!(error.contains("cookie \"a\" again"), "{error}");
-        let mut binary = CookiesMoveOn::default();
+        let mut binary = PageChecks::default();
         assert_eq!(binary.page_ended(&[0, 0xff]), Ok(()));
         let error = binary.page_ended(&[0, 0xff]).unwrap_err();
         assert!(error.contains("cookie 0x00ff again"), "{error}");
