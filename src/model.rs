@@ -1190,7 +1190,13 @@ fn compose_keeping_non_ascii(s: &str) -> std::borrow::Cow<'_, str> {
 pub fn clock_time(at: chrono::DateTime<chrono::Utc>, tz: chrono_tz::Tz, layout: &str) -> String {
     let local = at.with_timezone(&tz);
     let abbreviation = local.format("%Z").to_string();
-    let offset = local.format("%:z");
+    // Offsets with seconds (Monrovia kept −00:44:30 until 1972) are shown whole:
+    // cut to minutes, the text would name another instant.
+    let offset = if chrono::Offset::fix(local.offset()).local_minus_utc() % 60 == 0 {
+        local.format("%:z")
+    } else {
+        local.format("%::z")
+    };
     if abbreviation == "UTC" {
         format!("{} UTC", local.format(layout))
     } else if abbreviation.starts_with(['+', '-']) {
@@ -1203,6 +1209,15 @@ pub fn clock_time(at: chrono::DateTime<chrono::Utc>, tz: chrono_tz::Tz, layout: 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_offset_with_seconds_is_shown_with_them() {
+        let at = chrono::DateTime::from_timestamp(0, 0).unwrap_or_default();
+        assert_eq!(
+            clock_time(at, chrono_tz::Africa::Monrovia, "%Y-%m-%d %H:%M:%S"),
+            "1969-12-31 23:15:30 -00:44:30 (MMT)"
+        );
+    }
 
     #[test]
     fn names_are_composed_but_a_look_alike_of_ascii_stays() {
@@ -1340,7 +1355,8 @@ mod tests {
                 || shown.split(" (").next().unwrap_or_default().to_owned(),
                 |utc| format!("{utc} +00:00"),
             );
-            let read = chrono::DateTime::parse_from_str(&text, "%Y-%m-%d %H:%M:%S %:z");
+            let read = chrono::DateTime::parse_from_str(&text, "%Y-%m-%d %H:%M:%S %:z")
+                .or_else(|_| chrono::DateTime::parse_from_str(&text, "%Y-%m-%d %H:%M:%S %::z"));
             proptest::prop_assert_eq!(read.map(|t| t.to_utc()), Ok(at), "{}: {}", tz, shown);
         }
     }
