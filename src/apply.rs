@@ -985,7 +985,15 @@ impl<'p> FreedUserNames<'p> {
                     kind => kind.user_name_change()?.0,
                 }?;
                 // Trimmed, as the plan compares userNames (`plan::name_key`).
-                Some((fold_case(freed.trim()), (action, freed)))
+                let key = fold_case(freed.trim());
+                // A rename in case or spacing only ("USER18 " → "user18") keeps its
+                // key: it frees nothing, and must wait like any other taker when
+                // another account has the name too (a case-sensitive workspace).
+                let keeps_key = action
+                    .kind
+                    .wanted_user_name()
+                    .is_some_and(|wanted| fold_case(wanted.trim()) == key);
+                (!keeps_key).then_some((key, (action, freed)))
             })
             .collect();
         let mut freed = FreedUserNames {
@@ -3847,6 +3855,30 @@ mod tests {
             .map(|batch| batch.iter().map(|a| a.seq).collect())
             .collect();
         assert_eq!(batches, [vec![1, 2], vec![0]]);
+    }
+
+    /// A rename in spacing or case only keeps its userName's key, so it frees
+    /// nothing: when another account holds that name too (`USER18 ` and `USER18`
+    /// in a case-sensitive workspace), the rename onto `user18` waits for the
+    /// other's rename away (a proptest seed sent both in one batch: 409).
+    #[test]
+    fn a_rename_in_spacing_only_waits_for_the_other_holder_of_its_name() {
+        for actions in [
+            vec![rename(0, "USER18", "mail0"), rename(1, "USER18 ", "user18")],
+            vec![rename(0, "USER18 ", "user18"), rename(1, "USER18", "mail0")],
+        ] {
+            let taker = u32::from(actions[1].subject == "user18");
+            let other = 1 - taker;
+            let plan = crate::model::Plan {
+                actions,
+                ..crate::model::Plan::default()
+            };
+            let batches: Vec<Vec<u32>> = super::write_batches(&plan)
+                .iter()
+                .map(|batch| batch.iter().map(|a| a.seq).collect())
+                .collect();
+            assert_eq!(batches, [vec![other], vec![taker]]);
+        }
     }
 
     /// The plan takes `user9 ` (a trailing space) and `user9` for one userName:
