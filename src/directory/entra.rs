@@ -24,6 +24,10 @@
 //! - Permissions (application, admin-consented): `User.Read.All`,
 //!   `GroupMember.Read.All`, and `Application.Read.All` with `app_id`; a 403
 //!   names the one the refused read needs.
+//! - A refused request's error ends with what a Microsoft support case needs,
+//!   never cut with a long message: Graph's `request-id` and `date` (the error
+//!   body's `innerError`, else the answer's headers), or the token endpoint's
+//!   `correlation_id`, `trace_id` and `timestamp`.
 //! - Throttling: 429 and 503 are retried after `Retry-After`, and no other request
 //!   leaves before then (Graph throttles the app in the tenant, and the concurrent
 //!   reads would each be refused in turn; a 429 without `Retry-After` holds them
@@ -994,14 +998,15 @@ impl EntraSource {
                 );
             }
             let wait = remote::retry_after(&reply.headers);
-            return Err(status_error(
+            let error = status_error(
                 endpoint,
                 &reply,
                 code,
                 detail,
                 wait,
                 &[token.expose_secret()],
-            ));
+            );
+            return Err(with_reference(error, graph_reference(&reply)));
         }
     }
 
@@ -1016,7 +1021,7 @@ impl EntraSource {
         match &s.auth {
             EntraAuth::ClientSecret(secret) => {
                 let secret = secret.read()?;
-                remote::fetch_token(
+                token_request(
                     transport,
                     &token_url,
                     &[
@@ -1047,7 +1052,7 @@ impl EntraSource {
                 header.insert("x5t".into(), thumbprint.into());
                 let claims = jwt::assertion_claims(&s.client_id, &token_url, jwt::unix_now())?;
                 let assertion = key.sign(header, &claims)?;
-                remote::fetch_token(
+                token_request(
                     transport,
                     &token_url,
                     &[
@@ -1065,6 +1070,111 @@ impl EntraSource {
                 .await
             }
         }
+    }
+}
+
+/// One token request ([`remote::request_token`]); a refusal carries what
+/// Microsoft support asks for to find it ([`token_reference`]).
+async fn token_request(
+    transport: &Transport,
+    token_url: &str,
+    form: &[(&str, &str)],
+    secrets: &[&str],
+) -> Result<(SecretString, Duration), DirectoryError> {
+    let reply = remote::request_token(transport, token_url, form).await?;
+    let wait = remote::retry_after(&reply.headers);
+    remote::token_from(token_url, &reply, secrets, wait)
+        .map_err(|e| with_reference(e, token_reference(&reply)))
+}
+
+/// Graph's identifiers of a refused request, which a Microsoft support case
+/// needs: `request-id` and `date` from the error's `innerError`
+/// (`{"error":{"code","message","innerError":{"request-id","date"}}}`), else
+/// from the answer's `request-id` and `Date` headers (a gateway's answer
+/// without Graph's error body).
+fn graph_reference(reply: &Reply) -> Option<String> {
+    let parsed: Value = serde_json::from_str(&reply.body).unwrap_or(Value::Null);
+    let inner = parsed.get("error").and_then(|e| {
+        e.get("innerError").or_else(|| e.get("innererror"))
+    });
+    let field = |name: &str| inner.and_then(|i| i.get(name)).and_then(Value::as_str);
+    let header = |name: &str| {
+        reply
+            .headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::trim)
+    };
+    let request_id = field("request-id")
+        .or_else(|| header("request-id"))
+        .filter(|id| !id.is_empty())?;
+    let date = field("date").or_else(|| header("date"));
+    Some(reference_text(&[("request-id", Some(request_id)), ("date", date)]))
+}
+
+/// The Microsoft identity platform's identifiers of a refused token request
+/// (RFC 6749 error body with `trace_id`, `correlation_id` and `timestamp`),
+/// which its `error_description` repeats at its end, past where a long one is
+/// cut.
+fn token_reference(reply: &Reply) -> Option<String> {
+    let parsed: Value = serde_json::from_str(&reply.body).ok()?;
+    let field = |name: &str| {
+        parsed
+            .get(name)
+            .and_then(Value::as_str)
+            .filter(|v| !v.is_empty())
+    };
+    let correlation = field("correlation_id")?;
+    Some(reference_text(&[
+        ("correlation-id", Some(correlation)),
+        ("trace-id", field("trace_id")),
+        ("timestamp", field("timestamp")),
+    ]))
+}
+
+fn reference_text(parts: &[(&str, Option<&str>)]) -> String {
+    parts
+        .iter()
+        .filter_map(|(name, value)| {
+            value.map(|v| {
+                // One line, and no longer than an identifier or a date needs.
+                let v: String = v.chars().filter(|c| !c.is_control()).take(64).collect();
+                format!("{name} {v}")
+            })
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// `error` with `reference` after its detail, which [`status_error`] cut to
+/// length first: the reference is never what is cut. The identity platform's
+/// own copy of it (`Trace ID: … Correlation ID: … Timestamp: …`, on lines of
+/// their own at the end of `error_description`) is left out.
+fn with_reference(error: DirectoryError, reference: Option<String>) -> DirectoryError {
+    match (error, reference) {
+        (
+            DirectoryError::Status {
+                endpoint,
+                status,
+                code,
+                detail,
+                retry_after,
+            },
+            Some(reference),
+        ) => {
+            let detail = match detail.find("Trace ID:") {
+                Some(at) if at > 0 => detail[..at].trim_end().to_owned(),
+                _ => detail,
+            };
+            DirectoryError::Status {
+                endpoint,
+                status,
+                code,
+                detail: format!("{detail} (Microsoft {reference})"),
+                retry_after,
+            }
+        }
+        (error, _) => error,
     }
 }
 
