@@ -23,7 +23,11 @@
 //!   groups, as Entra does not cascade an assignment to nested groups.
 //! - Permissions (application, admin-consented): `User.Read.All`,
 //!   `GroupMember.Read.All`, and `Application.Read.All` with `app_id`; a 403
-//!   names the one the refused read needs.
+//!   names the one the refused read needs. A Microsoft 365 group with hidden
+//!   membership (`visibility` HiddenMembership, selected in the group listing)
+//!   lists its members only with `Member.Read.Hidden`: one the configuration
+//!   names, or assigned to the app, listed with no user fails the read naming
+//!   that permission (its members would look out of scope), as does a 403.
 //! - A refused request's error ends with what a Microsoft support case needs,
 //!   never cut with a long message: Graph's `request-id` and `date` (the error
 //!   body's `innerError`, else the answer's headers), or the token endpoint's
@@ -318,8 +322,15 @@ impl EntraSource {
         let people = self.list(format!("{api}/users?$select={select}&$top={TOP}"));
         let memberships = async {
             let groups = self
-                .list(format!("{api}/groups?$select=id,displayName&$top={TOP}"))
+                .list(format!(
+                    "{api}/groups?$select=id,displayName,visibility&$top={TOP}"
+                ))
                 .await?;
+            let hidden: HashSet<String> = groups
+                .iter()
+                .filter(|g| has_hidden_membership(g))
+                .filter_map(|g| g.get("id").and_then(Value::as_str).map(str::to_owned))
+                .collect();
             let groups = groups
                 .iter()
                 .map(|g| parse_group(g, "GET /v1.0/groups"))
@@ -354,9 +365,12 @@ impl EntraSource {
                 .filter(|(id, _)| is_assigned(id))
                 .cloned()
                 .collect();
+            // With no group named, every group is read for its name alone: a
+            // hidden one listed empty takes nobody out of scope.
+            let named_scope = !self.interest_names().is_everything();
             let (transitive, direct) = futures::try_join!(
-                self.members(&named, Membership::Transitive),
-                self.members(&assigned, Membership::Direct),
+                self.members(&named, Membership::Transitive, &hidden, named_scope),
+                self.members(&assigned, Membership::Direct, &hidden, true),
             )?;
             let (mut transitive, mut direct) = (transitive.into_iter(), direct.into_iter());
             let mut members = Vec::with_capacity(to_read.len());
@@ -774,10 +788,20 @@ impl EntraSource {
     }
 
     /// The user ids in each of `groups`, through nested groups or directly.
+    ///
+    /// A group with hidden membership (`visibility` HiddenMembership, a Microsoft
+    /// 365 group's setting) lists its members only to an app with
+    /// `Member.Read.Hidden`: read as nobody, every member would look out of
+    /// scope (or lose a mapped role) and be deprovisioned, so a group of
+    /// `hidden` listed with no user fails the read when its members give scope
+    /// or roles (`gives_scope`), naming the permission; a 403 for one names it
+    /// too.
     async fn members(
         &self,
         groups: &[(String, String)],
         membership: Membership,
+        hidden: &HashSet<String>,
+        gives_scope: bool,
     ) -> Result<Vec<Vec<String>>, DirectoryError> {
         let relation = match membership {
             Membership::Transitive => "transitiveMembers",
@@ -788,19 +812,41 @@ impl EntraSource {
         // the compiler's Send inference in spawned callers (rust-lang/rust#102211).
         let pending: Vec<_> = groups
             .iter()
-            .map(|(id, _)| async move {
+            .map(|(id, name)| async move {
                 let endpoint = format!("GET /v1.0/groups/{{id}}/{relation}");
                 let url = format!(
                     "{}/groups/{}/{relation}?$select=id&$top={TOP}",
                     self.inner.api,
                     segment(id, &endpoint)?
                 );
-                let members = self.list(url).await?;
-                members
+                let is_hidden = hidden.contains(id);
+                let members = match self.list(url).await {
+                    Ok(members) => members,
+                    Err(e) if is_hidden && e.status() == Some(403) => {
+                        return Err(with_detail(e, |detail| {
+                            format!("{detail}; {}", hidden_membership_hint(name))
+                        }));
+                    }
+                    Err(e) => return Err(e),
+                };
+                let users = members
                     .iter()
                     .filter(|m| !of_another_type(m, "user"))
                     .map(|m| required_str(m, "id", &endpoint).map(str::to_owned))
-                    .collect::<Result<Vec<_>, _>>()
+                    .collect::<Result<Vec<_>, _>>()?;
+                if is_hidden && gives_scope && users.is_empty() {
+                    return Err(DirectoryError::Scope {
+                        provider: PROVIDER,
+                        message: format!(
+                            "{endpoint} listed no user of group {name:?}, whose membership \
+                             is hidden (visibility HiddenMembership): {}; if the group is \
+                             really empty, add its members or take it out of the \
+                             configuration",
+                            hidden_membership_hint(name)
+                        ),
+                    });
+                }
+                Ok(users)
             })
             .collect();
         futures::stream::iter(pending)
@@ -1094,9 +1140,9 @@ async fn token_request(
 /// without Graph's error body).
 fn graph_reference(reply: &Reply) -> Option<String> {
     let parsed: Value = serde_json::from_str(&reply.body).unwrap_or(Value::Null);
-    let inner = parsed.get("error").and_then(|e| {
-        e.get("innerError").or_else(|| e.get("innererror"))
-    });
+    let inner = parsed
+        .get("error")
+        .and_then(|e| e.get("innerError").or_else(|| e.get("innererror")));
     let field = |name: &str| inner.and_then(|i| i.get(name)).and_then(Value::as_str);
     let header = |name: &str| {
         reply
@@ -1109,7 +1155,10 @@ fn graph_reference(reply: &Reply) -> Option<String> {
         .or_else(|| header("request-id"))
         .filter(|id| !id.is_empty())?;
     let date = field("date").or_else(|| header("date"));
-    Some(reference_text(&[("request-id", Some(request_id)), ("date", date)]))
+    Some(reference_text(&[
+        ("request-id", Some(request_id)),
+        ("date", date),
+    ]))
 }
 
 /// The Microsoft identity platform's identifiers of a refused token request
@@ -1151,31 +1200,16 @@ fn reference_text(parts: &[(&str, Option<&str>)]) -> String {
 /// own copy of it (`Trace ID: … Correlation ID: … Timestamp: …`, on lines of
 /// their own at the end of `error_description`) is left out.
 fn with_reference(error: DirectoryError, reference: Option<String>) -> DirectoryError {
-    match (error, reference) {
-        (
-            DirectoryError::Status {
-                endpoint,
-                status,
-                code,
-                detail,
-                retry_after,
-            },
-            Some(reference),
-        ) => {
-            let detail = match detail.find("Trace ID:") {
-                Some(at) if at > 0 => detail[..at].trim_end().to_owned(),
-                _ => detail,
-            };
-            DirectoryError::Status {
-                endpoint,
-                status,
-                code,
-                detail: format!("{detail} (Microsoft {reference})"),
-                retry_after,
-            }
-        }
-        (error, _) => error,
-    }
+    let Some(reference) = reference else {
+        return error;
+    };
+    with_detail(error, |detail| {
+        let detail = match detail.find("Trace ID:") {
+            Some(at) if at > 0 => detail[..at].trim_end(),
+            _ => detail,
+        };
+        format!("{detail} (Microsoft {reference})")
+    })
 }
 
 /// `id` as one path segment of `endpoint`, or a malformed answer: an id Graph
@@ -1208,6 +1242,44 @@ fn links_of(
         what: e.to_string(),
     })?;
     Ok(format!("{CURSOR_PREFIX}{json}"))
+}
+
+/// A group whose members only an app with `Member.Read.Hidden` may list:
+/// `visibility` HiddenMembership (set on a Microsoft 365 group at creation).
+fn has_hidden_membership(group: &Value) -> bool {
+    group
+        .get("visibility")
+        .and_then(Value::as_str)
+        .is_some_and(|v| v.eq_ignore_ascii_case("HiddenMembership"))
+}
+
+/// What reading the members of hidden-membership group `name` needs.
+fn hidden_membership_hint(name: &str) -> String {
+    format!(
+        "the members of {name:?} (hidden membership) are listed only to an app with the \
+         Microsoft Graph application permission Member.Read.Hidden: grant it to the app \
+         registration (directory.client_id), with admin consent"
+    )
+}
+
+/// `error` with its provider detail rewritten by `rewrite` (a status error only).
+fn with_detail(error: DirectoryError, rewrite: impl FnOnce(&str) -> String) -> DirectoryError {
+    match error {
+        DirectoryError::Status {
+            endpoint,
+            status,
+            code,
+            detail,
+            retry_after,
+        } => DirectoryError::Status {
+            endpoint,
+            status,
+            code,
+            detail: rewrite(&detail),
+            retry_after,
+        },
+        other => other,
+    }
 }
 
 /// A B2B guest: `userType` Guest (a member of another organisation invited in).

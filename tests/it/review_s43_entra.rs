@@ -36,7 +36,11 @@ async fn a_graph_error_names_its_request_id_and_date() {
     small_tenant().mount(&server).await;
     let mut s = settings(&server, secret());
     s.app_id = Some("00000000-0000-4000-8000-0000000000a1".into());
-    let text = EntraSource::new(s).snapshot().await.unwrap_err().to_string();
+    let text = EntraSource::new(s)
+        .snapshot()
+        .await
+        .unwrap_err()
+        .to_string();
     assert!(
         text.contains("Application.Read.All")
             && text.contains(&format!("request-id {REQUEST_ID}"))
@@ -121,4 +125,115 @@ async fn a_refused_token_request_names_its_correlation_id_and_timestamp() {
         "{text}"
     );
     assert!(!text.contains('\r') && !text.contains('\n'), "{text:?}");
+}
+
+/// `small_tenant` with "Taskade Users" (g1) a Microsoft 365 group with hidden
+/// membership, whose transitive members are `members`.
+fn hidden_scope_group(members: &[&str]) -> crate::entra::FakeGraph {
+    let mut tenant = small_tenant();
+    for (group, ids) in &mut tenant.groups {
+        if group["id"] == "g1" {
+            group["visibility"] = json!("HiddenMembership");
+            group["groupTypes"] = json!(["Unified"]);
+            *ids = members.iter().map(|id| id.to_string()).collect();
+        } else {
+            group["visibility"] = serde_json::Value::Null;
+        }
+    }
+    tenant
+}
+
+/// Graph lists the members of a hidden-membership group (a Microsoft 365 group
+/// created with `visibility` HiddenMembership) only to an app granted
+/// `Member.Read.Hidden`, which the permissions README names did not include. Read
+/// as nobody, a hidden scope group put every member out of scope: deprovisioned
+/// on the strength of a read that looked whole. The read fails instead, naming
+/// the group and the permission; with the permission (members listed) it reads as
+/// any group.
+#[tokio::test]
+async fn a_hidden_membership_group_listed_empty_fails_the_read_naming_member_read_hidden() {
+    let server = MockServer::start().await;
+    hidden_scope_group(&[]).mount(&server).await;
+    let error = EntraSource::new(settings(&server, secret()))
+        .snapshot()
+        .await
+        .unwrap_err();
+    assert!(!error.is_transient());
+    let text = error.to_string();
+    assert!(
+        text.contains("Member.Read.Hidden")
+            && text.contains("\"Taskade Users\"")
+            && text.contains("transitiveMembers"),
+        "{text}"
+    );
+    // Graph returns only the properties `$select` names.
+    let requests = server.received_requests().await.unwrap();
+    let listing = requests
+        .iter()
+        .find(|r| r.url.path() == "/v1.0/groups")
+        .unwrap();
+    let select = listing
+        .url
+        .query_pairs()
+        .find(|(k, _)| k == "$select")
+        .map(|(_, v)| v.into_owned())
+        .unwrap_or_default();
+    assert!(select.split(',').any(|f| f == "visibility"), "{select}");
+
+    let server = MockServer::start().await;
+    hidden_scope_group(&["a1", "a2", "a3"]).mount(&server).await;
+    let snapshot = EntraSource::new(settings(&server, secret()))
+        .snapshot()
+        .await
+        .unwrap();
+    let in_scope: Vec<&str> = snapshot
+        .identities
+        .iter()
+        .filter(|i| i.groups.iter().any(|g| g == "Taskade Users"))
+        .map(|i| i.id.as_str())
+        .collect();
+    assert_eq!(in_scope, ["a1", "a2", "a3"]);
+}
+
+/// Refused with 403 instead, the member read of a hidden-membership group named
+/// GroupMember.Read.All, which the app has: the error names Member.Read.Hidden.
+#[tokio::test]
+async fn a_403_for_a_hidden_membership_group_names_member_read_hidden() {
+    let server = MockServer::start().await;
+    Mock::given(method("GET"))
+        .and(path("/v1.0/groups/g1/transitiveMembers"))
+        .respond_with(ResponseTemplate::new(403).set_body_json(json!({"error": {
+            "code": "Authorization_RequestDenied",
+            "message": "Insufficient privileges to complete the operation.",
+            "innerError": {"date": "2026-12-05T01:40:12", "request-id": REQUEST_ID}
+        }})))
+        .with_priority(1)
+        .mount(&server)
+        .await;
+    hidden_scope_group(&["a1"]).mount(&server).await;
+    let text = EntraSource::new(settings(&server, secret()))
+        .snapshot()
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        text.contains("HTTP 403")
+            && text.contains("Member.Read.Hidden")
+            && text.contains("\"Taskade Users\""),
+        "{text}"
+    );
+}
+
+/// With no group named in the configuration every group is read for its name
+/// alone, and scope is everyone: a hidden-membership group listed empty takes
+/// nobody out of scope, and does not fail the read.
+#[tokio::test]
+async fn with_no_group_named_a_hidden_membership_group_listed_empty_is_read() {
+    let server = MockServer::start().await;
+    hidden_scope_group(&[]).mount(&server).await;
+    let mut s = settings(&server, secret());
+    s.scope_groups.clear();
+    s.other_groups.clear();
+    let snapshot = EntraSource::new(s).snapshot().await.unwrap();
+    assert_eq!(snapshot.identities.len(), 4);
 }
