@@ -237,3 +237,28 @@ async fn with_no_group_named_a_hidden_membership_group_listed_empty_is_read() {
     let snapshot = EntraSource::new(s).snapshot().await.unwrap();
     assert_eq!(snapshot.identities.len(), 4);
 }
+
+/// With `app_id`, a hidden-membership group assigned to the app (not named in the
+/// configuration) listed with no direct member would take everyone it brings
+/// into scope out of it: the read fails the same way.
+#[tokio::test]
+async fn an_app_assigned_hidden_membership_group_listed_empty_fails_the_read() {
+    let server = MockServer::start().await;
+    let mut tenant = hidden_scope_group(&[]);
+    tenant.assignments = vec![("g1".into(), "Group"), ("a4".into(), "User")];
+    tenant.mount(&server).await;
+    let mut s = settings(&server, secret());
+    s.app_id = Some("app-client-id".into());
+    s.scope_groups.clear();
+    let text = EntraSource::new(s)
+        .snapshot()
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        text.contains("Member.Read.Hidden")
+            && text.contains("\"Taskade Users\"")
+            && text.contains("/members"),
+        "{text}"
+    );
+}
