@@ -1871,6 +1871,15 @@ impl Config {
         if let Some(warning) = missing_state_folder(&self.state.path) {
             warnings.push(warning);
         }
+        if let DirectoryConfig::Entra {
+            graph_url,
+            login_url,
+            ..
+        } = &self.directory
+            && let Some(warning) = entra_clouds_differ(graph_url.as_ref(), login_url.as_ref())
+        {
+            warnings.push(warning);
+        }
         warnings
     }
 
@@ -4128,6 +4137,93 @@ pub(crate) fn host_is_loopback(url: &url::Url) -> bool {
     }
 }
 
+/// The Microsoft cloud a Graph or sign-in host belongs to (national clouds have
+/// their own of both), by the hosts Microsoft documents; `None` for any other
+/// host (a stand-in, a proxy).
+fn microsoft_cloud(host: &str) -> Option<&'static str> {
+    let host = host.trim_end_matches('.').to_ascii_lowercase();
+    match host.as_str() {
+        "graph.microsoft.com"
+        | "login.microsoftonline.com"
+        | "login.microsoft.com"
+        | "login.windows.net" => Some("the global Microsoft cloud"),
+        "graph.microsoft.us" | "dod-graph.microsoft.us" | "login.microsoftonline.us" => {
+            Some("the US Government cloud")
+        }
+        "microsoftgraph.chinacloudapi.cn"
+        | "login.chinacloudapi.cn"
+        | "login.partner.microsoftonline.cn" => Some("the China cloud (21Vianet)"),
+        _ => None,
+    }
+}
+
+/// When Entra's `graph_url` and `login_url` (either left at its global default)
+/// belong to different Microsoft clouds: a token from one cloud's sign-in is
+/// never one the other's Graph takes, and the identity platform refuses the
+/// request with an AADSTS error about the tenant or the scope, which does not say
+/// that the other URL is the one to set.
+fn entra_clouds_differ(
+    graph_url: Option<&url::Url>,
+    login_url: Option<&url::Url>,
+) -> Option<String> {
+    let host = |url: Option<&url::Url>, default: &'static str| -> Option<String> {
+        match url {
+            Some(url) => url.host_str().map(str::to_owned),
+            None => Some(default.to_owned()),
+        }
+    };
+    let graph = host(graph_url, "graph.microsoft.com")?;
+    let login = host(login_url, "login.microsoftonline.com")?;
+    let (graph_cloud, login_cloud) = (microsoft_cloud(&graph)?, microsoft_cloud(&login)?);
+    if graph_cloud == login_cloud {
+        return None;
+    }
+    // The URL to change: the one left at its default, else login_url.
+    let (key, set, cloud, other, other_cloud, fix) = match (graph_url, login_url) {
+        (None, Some(_)) => (
+            "graph_url",
+            None,
+            graph_cloud,
+            "login_url",
+            login_cloud,
+            graph_cloud_url(login_cloud),
+        ),
+        _ => (
+            "login_url",
+            login_url,
+            login_cloud,
+            "graph_url",
+            graph_cloud,
+            login_cloud_url(graph_cloud),
+        ),
+    };
+    let set = set.map_or_else(|| "unset".to_owned(), url::Url::to_string);
+    Some(format!(
+        "directory.{key} ({set}) is {cloud}'s, but directory.{other} is {other_cloud}'s: \
+         a token from one cloud's sign-in never works with another's Graph (the token \
+         request fails with an AADSTS error about the tenant or the scope); set \
+         directory.{key} = \"{fix}\""
+    ))
+}
+
+/// The sign-in URL of the cloud [`microsoft_cloud`] names.
+fn login_cloud_url(cloud: &str) -> &'static str {
+    match cloud {
+        "the US Government cloud" => "https://login.microsoftonline.us",
+        "the China cloud (21Vianet)" => "https://login.chinacloudapi.cn",
+        _ => "https://login.microsoftonline.com",
+    }
+}
+
+/// The Graph URL of the cloud [`microsoft_cloud`] names.
+fn graph_cloud_url(cloud: &str) -> &'static str {
+    match cloud {
+        "the US Government cloud" => "https://graph.microsoft.us",
+        "the China cloud (21Vianet)" => "https://microsoftgraph.chinacloudapi.cn",
+        _ => "https://graph.microsoft.com",
+    }
+}
+
 /// When the state database's folder does not exist: every command that records a
 /// run would fail there ("cannot create the state database") after reading both
 /// sides. Not an error: systemd's `StateDirectory=` creates the folder only when
@@ -4667,6 +4763,58 @@ mod tests {
     use std::collections::HashMap;
 
     use super::*;
+
+    /// A national cloud's graph_url with the global sign-in left as the default
+    /// (or the other way round) is warned about, naming the URL to set; matching
+    /// clouds, and hosts that are no Microsoft cloud's, are not.
+    #[test]
+    fn entra_urls_of_different_microsoft_clouds_are_warned_about() {
+        let url = |u: &str| url::Url::parse(u).unwrap();
+        let us_graph = url("https://graph.microsoft.us");
+        let warning = entra_clouds_differ(Some(&us_graph), None).unwrap();
+        assert!(
+            warning.starts_with("directory.login_url (unset)")
+                && warning.contains("US Government")
+                && warning.contains("\"https://login.microsoftonline.us\""),
+            "{warning}"
+        );
+        let cn_login = url("https://login.chinacloudapi.cn");
+        let warning = entra_clouds_differ(None, Some(&cn_login)).unwrap();
+        assert!(
+            warning.starts_with("directory.graph_url (unset)")
+                && warning.contains("\"https://microsoftgraph.chinacloudapi.cn\""),
+            "{warning}"
+        );
+        let dod = url("https://dod-graph.microsoft.us/");
+        let us_login = url("https://login.microsoftonline.us/");
+        assert_eq!(entra_clouds_differ(Some(&dod), Some(&us_login)), None);
+        assert_eq!(entra_clouds_differ(None, None), None);
+        let stand_in = url("http://127.0.0.1:8080");
+        assert_eq!(entra_clouds_differ(Some(&stand_in), None), None);
+        assert_eq!(entra_clouds_differ(Some(&stand_in), Some(&us_login)), None);
+        let global = url("https://login.microsoftonline.com");
+        assert!(entra_clouds_differ(Some(&us_graph), Some(&global)).is_some());
+        // `check-config` and every load say it.
+        let entra = |urls: &str| {
+            load_directory(&format!(
+                "kind = \"entra\"\ntenant_id = \"t\"\nclient_id = \"c\"\n\
+                 client_secret = \"s\"\n{urls}"
+            ))
+            .unwrap()
+            .warnings()
+            .into_iter()
+            .filter(|w| w.contains("directory.login_url"))
+            .count()
+        };
+        assert_eq!(entra("graph_url = \"https://graph.microsoft.us\""), 1);
+        assert_eq!(
+            entra(
+                "graph_url = \"https://graph.microsoft.us\"\n\
+                 login_url = \"https://login.microsoftonline.us\""
+            ),
+            0
+        );
+    }
 
     const BASE: &str = r#"
 [directory]

@@ -23,7 +23,15 @@
 //!   groups, as Entra does not cascade an assignment to nested groups.
 //! - Permissions (application, admin-consented): `User.Read.All`,
 //!   `GroupMember.Read.All`, and `Application.Read.All` with `app_id`; a 403
-//!   names the one the refused read needs.
+//!   names the one the refused read needs. A Microsoft 365 group with hidden
+//!   membership (`visibility` HiddenMembership, selected in the group listing)
+//!   lists its members only with `Member.Read.Hidden`: one the configuration
+//!   names, or assigned to the app, listed with no user fails the read naming
+//!   that permission (its members would look out of scope), as does a 403.
+//! - A refused request's error ends with what a Microsoft support case needs,
+//!   never cut with a long message: Graph's `request-id` and `date` (the error
+//!   body's `innerError`, else the answer's headers), or the token endpoint's
+//!   `correlation_id`, `trace_id` and `timestamp`.
 //! - Throttling: 429 and 503 are retried after `Retry-After`, and no other request
 //!   leaves before then (Graph throttles the app in the tenant, and the concurrent
 //!   reads would each be refused in turn; a 429 without `Retry-After` holds them
@@ -314,8 +322,15 @@ impl EntraSource {
         let people = self.list(format!("{api}/users?$select={select}&$top={TOP}"));
         let memberships = async {
             let groups = self
-                .list(format!("{api}/groups?$select=id,displayName&$top={TOP}"))
+                .list(format!(
+                    "{api}/groups?$select=id,displayName,visibility&$top={TOP}"
+                ))
                 .await?;
+            let hidden: HashSet<String> = groups
+                .iter()
+                .filter(|g| has_hidden_membership(g))
+                .filter_map(|g| g.get("id").and_then(Value::as_str).map(str::to_owned))
+                .collect();
             let groups = groups
                 .iter()
                 .map(|g| parse_group(g, "GET /v1.0/groups"))
@@ -350,9 +365,12 @@ impl EntraSource {
                 .filter(|(id, _)| is_assigned(id))
                 .cloned()
                 .collect();
+            // With no group named, every group is read for its name alone: a
+            // hidden one listed empty takes nobody out of scope.
+            let named_scope = !self.interest_names().is_everything();
             let (transitive, direct) = futures::try_join!(
-                self.members(&named, Membership::Transitive),
-                self.members(&assigned, Membership::Direct),
+                self.members(&named, Membership::Transitive, &hidden, named_scope),
+                self.members(&assigned, Membership::Direct, &hidden, true),
             )?;
             let (mut transitive, mut direct) = (transitive.into_iter(), direct.into_iter());
             let mut members = Vec::with_capacity(to_read.len());
@@ -770,10 +788,20 @@ impl EntraSource {
     }
 
     /// The user ids in each of `groups`, through nested groups or directly.
+    ///
+    /// A group with hidden membership (`visibility` HiddenMembership, a Microsoft
+    /// 365 group's setting) lists its members only to an app with
+    /// `Member.Read.Hidden`: read as nobody, every member would look out of
+    /// scope (or lose a mapped role) and be deprovisioned, so a group of
+    /// `hidden` listed with no user fails the read when its members give scope
+    /// or roles (`gives_scope`), naming the permission; a 403 for one names it
+    /// too.
     async fn members(
         &self,
         groups: &[(String, String)],
         membership: Membership,
+        hidden: &HashSet<String>,
+        gives_scope: bool,
     ) -> Result<Vec<Vec<String>>, DirectoryError> {
         let relation = match membership {
             Membership::Transitive => "transitiveMembers",
@@ -784,19 +812,41 @@ impl EntraSource {
         // the compiler's Send inference in spawned callers (rust-lang/rust#102211).
         let pending: Vec<_> = groups
             .iter()
-            .map(|(id, _)| async move {
+            .map(|(id, name)| async move {
                 let endpoint = format!("GET /v1.0/groups/{{id}}/{relation}");
                 let url = format!(
                     "{}/groups/{}/{relation}?$select=id&$top={TOP}",
                     self.inner.api,
                     segment(id, &endpoint)?
                 );
-                let members = self.list(url).await?;
-                members
+                let is_hidden = hidden.contains(id);
+                let members = match self.list(url).await {
+                    Ok(members) => members,
+                    Err(e) if is_hidden && e.status() == Some(403) => {
+                        return Err(with_detail(e, |detail| {
+                            format!("{detail}; {}", hidden_membership_hint(name))
+                        }));
+                    }
+                    Err(e) => return Err(e),
+                };
+                let users = members
                     .iter()
                     .filter(|m| !of_another_type(m, "user"))
                     .map(|m| required_str(m, "id", &endpoint).map(str::to_owned))
-                    .collect::<Result<Vec<_>, _>>()
+                    .collect::<Result<Vec<_>, _>>()?;
+                if is_hidden && gives_scope && users.is_empty() {
+                    return Err(DirectoryError::Scope {
+                        provider: PROVIDER,
+                        message: format!(
+                            "{endpoint} listed no user of group {name:?}, whose membership \
+                             is hidden (visibility HiddenMembership): {}; if the group is \
+                             really empty, add its members or take it out of the \
+                             configuration",
+                            hidden_membership_hint(name)
+                        ),
+                    });
+                }
+                Ok(users)
             })
             .collect();
         futures::stream::iter(pending)
@@ -994,14 +1044,15 @@ impl EntraSource {
                 );
             }
             let wait = remote::retry_after(&reply.headers);
-            return Err(status_error(
+            let error = status_error(
                 endpoint,
                 &reply,
                 code,
                 detail,
                 wait,
                 &[token.expose_secret()],
-            ));
+            );
+            return Err(with_reference(error, graph_reference(&reply)));
         }
     }
 
@@ -1016,7 +1067,7 @@ impl EntraSource {
         match &s.auth {
             EntraAuth::ClientSecret(secret) => {
                 let secret = secret.read()?;
-                remote::fetch_token(
+                token_request(
                     transport,
                     &token_url,
                     &[
@@ -1047,7 +1098,7 @@ impl EntraSource {
                 header.insert("x5t".into(), thumbprint.into());
                 let claims = jwt::assertion_claims(&s.client_id, &token_url, jwt::unix_now())?;
                 let assertion = key.sign(header, &claims)?;
-                remote::fetch_token(
+                token_request(
                     transport,
                     &token_url,
                     &[
@@ -1066,6 +1117,99 @@ impl EntraSource {
             }
         }
     }
+}
+
+/// One token request ([`remote::request_token`]); a refusal carries what
+/// Microsoft support asks for to find it ([`token_reference`]).
+async fn token_request(
+    transport: &Transport,
+    token_url: &str,
+    form: &[(&str, &str)],
+    secrets: &[&str],
+) -> Result<(SecretString, Duration), DirectoryError> {
+    let reply = remote::request_token(transport, token_url, form).await?;
+    let wait = remote::retry_after(&reply.headers);
+    remote::token_from(token_url, &reply, secrets, wait)
+        .map_err(|e| with_reference(e, token_reference(&reply)))
+}
+
+/// Graph's identifiers of a refused request, which a Microsoft support case
+/// needs: `request-id` and `date` from the error's `innerError`
+/// (`{"error":{"code","message","innerError":{"request-id","date"}}}`), else
+/// from the answer's `request-id` and `Date` headers (a gateway's answer
+/// without Graph's error body).
+fn graph_reference(reply: &Reply) -> Option<String> {
+    let parsed: Value = serde_json::from_str(&reply.body).unwrap_or(Value::Null);
+    let inner = parsed
+        .get("error")
+        .and_then(|e| e.get("innerError").or_else(|| e.get("innererror")));
+    let field = |name: &str| inner.and_then(|i| i.get(name)).and_then(Value::as_str);
+    let header = |name: &str| {
+        reply
+            .headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::trim)
+    };
+    let request_id = field("request-id")
+        .or_else(|| header("request-id"))
+        .filter(|id| !id.is_empty())?;
+    let date = field("date").or_else(|| header("date"));
+    Some(reference_text(&[
+        ("request-id", Some(request_id)),
+        ("date", date),
+    ]))
+}
+
+/// The Microsoft identity platform's identifiers of a refused token request
+/// (RFC 6749 error body with `trace_id`, `correlation_id` and `timestamp`),
+/// which its `error_description` repeats at its end, past where a long one is
+/// cut.
+fn token_reference(reply: &Reply) -> Option<String> {
+    let parsed: Value = serde_json::from_str(&reply.body).ok()?;
+    let field = |name: &str| {
+        parsed
+            .get(name)
+            .and_then(Value::as_str)
+            .filter(|v| !v.is_empty())
+    };
+    let correlation = field("correlation_id")?;
+    Some(reference_text(&[
+        ("correlation-id", Some(correlation)),
+        ("trace-id", field("trace_id")),
+        ("timestamp", field("timestamp")),
+    ]))
+}
+
+fn reference_text(parts: &[(&str, Option<&str>)]) -> String {
+    parts
+        .iter()
+        .filter_map(|(name, value)| {
+            value.map(|v| {
+                // One line, and no longer than an identifier or a date needs.
+                let v: String = v.chars().filter(|c| !c.is_control()).take(64).collect();
+                format!("{name} {v}")
+            })
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// `error` with `reference` after its detail, which [`status_error`] cut to
+/// length first: the reference is never what is cut. The identity platform's
+/// own copy of it (`Trace ID: … Correlation ID: … Timestamp: …`, on lines of
+/// their own at the end of `error_description`) is left out.
+fn with_reference(error: DirectoryError, reference: Option<String>) -> DirectoryError {
+    let Some(reference) = reference else {
+        return error;
+    };
+    with_detail(error, |detail| {
+        let detail = match detail.find("Trace ID:") {
+            Some(at) if at > 0 => detail[..at].trim_end(),
+            _ => detail,
+        };
+        format!("{detail} (Microsoft {reference})")
+    })
 }
 
 /// `id` as one path segment of `endpoint`, or a malformed answer: an id Graph
@@ -1098,6 +1242,44 @@ fn links_of(
         what: e.to_string(),
     })?;
     Ok(format!("{CURSOR_PREFIX}{json}"))
+}
+
+/// A group whose members only an app with `Member.Read.Hidden` may list:
+/// `visibility` HiddenMembership (set on a Microsoft 365 group at creation).
+fn has_hidden_membership(group: &Value) -> bool {
+    group
+        .get("visibility")
+        .and_then(Value::as_str)
+        .is_some_and(|v| v.eq_ignore_ascii_case("HiddenMembership"))
+}
+
+/// What reading the members of hidden-membership group `name` needs.
+fn hidden_membership_hint(name: &str) -> String {
+    format!(
+        "the members of {name:?} (hidden membership) are listed only to an app with the \
+         Microsoft Graph application permission Member.Read.Hidden: grant it to the app \
+         registration (directory.client_id), with admin consent"
+    )
+}
+
+/// `error` with its provider detail rewritten by `rewrite` (a status error only).
+fn with_detail(error: DirectoryError, rewrite: impl FnOnce(&str) -> String) -> DirectoryError {
+    match error {
+        DirectoryError::Status {
+            endpoint,
+            status,
+            code,
+            detail,
+            retry_after,
+        } => DirectoryError::Status {
+            endpoint,
+            status,
+            code,
+            detail: rewrite(&detail),
+            retry_after,
+        },
+        other => other,
+    }
 }
 
 /// A B2B guest: `userType` Guest (a member of another organisation invited in).

@@ -544,26 +544,14 @@ impl TokenCache {
     }
 }
 
-/// Requests an OAuth 2.0 token (client credentials) with `form`, once. Returns the
-/// token and its lifetime.
+/// Sends one token request (client credentials) with `form`, once; any status is
+/// an answer, read by [`token_from`] (Okta paces by other headers than
+/// `Retry-After`, its `X-Rate-Limit-Reset`; Entra adds the identity platform's
+/// correlation id to a refusal).
 ///
-/// Not retried here: it is fetched inside a connector's retried attempt, and a
-/// retry loop here as well made a token endpoint that answers 503 take
+/// Not retried here: a token is fetched inside a connector's retried attempt, and
+/// a retry loop here as well made a token endpoint that answers 503 take
 /// attempts² requests for one API call (49 under the default policy).
-pub(crate) async fn fetch_token(
-    transport: &Transport,
-    token_url: &str,
-    form: &[(&str, &str)],
-    secrets: &[&str],
-) -> Result<(SecretString, Duration), DirectoryError> {
-    let reply = request_token(transport, token_url, form).await?;
-    let wait = retry_after(&reply.headers);
-    token_from(token_url, &reply, secrets, wait)
-}
-
-/// Sends one token request (client credentials) with `form`; any status is an
-/// answer, read by [`token_from`]. For a provider that paces by other headers
-/// than `Retry-After` (Okta's `X-Rate-Limit-Reset`).
 pub(crate) async fn request_token(
     transport: &Transport,
     token_url: &str,

@@ -1418,7 +1418,7 @@ async fn a_listing_that_never_ends_fails_at_the_page_cap() {
         ("/v1.0/users", "GET /v1.0/users?$select="),
         (
             "/v1.0/groups",
-            "GET /v1.0/groups?$select=id,displayName&$top=999",
+            "GET /v1.0/groups?$select=id,displayName,visibility&$top=999",
         ),
         (
             "/v1.0/groups/g1/transitiveMembers",
