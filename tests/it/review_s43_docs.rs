@@ -1,0 +1,336 @@
+//! Session 43: the README against the code, where a statement of it can be
+//! checked mechanically. The configuration key table names every key the code
+//! knows, and no key it does not; its literal defaults are the code's; each
+//! directory connector's paragraph names every key of its `kind`.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use seatwarden::config::Config;
+
+use crate::troubleshooting::{code_spans, readme, rows, section};
+
+/// A minimal valid configuration with every optional section present, so each
+/// section's keys can be asked for; `extra` is TOML appended to the table named
+/// `section` (written last, so it can add to it).
+fn config_text(directory: &str, section: &str, extra: &str) -> String {
+    let mut text = format!(
+        "[directory]\n{directory}\n\n[workspace]\nurl = \"https://scim.example.com/scim/v2\"\ntoken = \"t\"\n\n[policy]\n\n[deprovision]\n\n[safety]\n\n[safety.circuit]\n\n[state]\n\n[schedule]\n\n[http]\n\n[report]\n\n[report.email]\nsmtp_url = \"smtps://mail.example.com:465\"\nfrom = \"a@example.com\"\nto = [\"b@example.com\"]\n"
+    );
+    // Move the extra key into its table: TOML allows a table's keys only under
+    // its own header, so the header is repeated by splitting the text there.
+    let header = format!("[{section}]\n");
+    let at = text
+        .find(&header)
+        .unwrap_or_else(|| panic!("no {header:?}"))
+        + header.len();
+    text.insert_str(at, &format!("{extra}\n"));
+    text
+}
+
+fn load(text: &str) -> Result<Config, String> {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("seatwarden.toml");
+    std::fs::write(&path, text).unwrap();
+    std::fs::write(dir.path().join("directory.json"), r#"{"users":[]}"#).unwrap();
+    Config::load_with_env(&path, Some(HashMap::new())).map_err(|e| e.to_string())
+}
+
+/// The keys serde knows in `section` of a configuration with `directory`: the
+/// list its "unknown field" error gives for a key no table has.
+fn known_keys(directory: &str, section: &str) -> BTreeSet<String> {
+    let error = load(&config_text(directory, section, "zz_not_a_key = 1"))
+        .err()
+        .unwrap_or_else(|| panic!("an unknown key in [{section}] loaded"));
+    let (_, expected) = error
+        .split_once("expected")
+        .unwrap_or_else(|| panic!("no list of keys in {error:?}"));
+    let keys: BTreeSet<String> = code_spans(expected).into_iter().collect();
+    assert!(!keys.is_empty(), "no keys in {error:?}");
+    keys
+}
+
+const FILE: &str = "kind = \"file\"\npath = \"directory.json\"";
+
+/// Every key of the configuration, `section.key`, but the directory's (each
+/// kind has its own) and the subtables.
+fn code_keys() -> BTreeSet<String> {
+    let tables = [
+        "workspace",
+        "policy",
+        "deprovision",
+        "safety",
+        "safety.circuit",
+        "state",
+        "schedule",
+        "http",
+        "report",
+        "report.email",
+    ];
+    let mut keys = BTreeSet::new();
+    for table in tables {
+        for key in known_keys(FILE, table) {
+            let path = format!("{table}.{key}");
+            if !tables.contains(&path.as_str()) {
+                keys.insert(path);
+            }
+        }
+    }
+    keys
+}
+
+/// The README's configuration table: each key of a row's first cell with the
+/// row's default cell for it. `a.b.c` / `d` / `e` is shorthand for `a.b.c`,
+/// `a.b.d`, `a.b.e`; a default cell of as many `/`-separated code spans gives
+/// one to each key, else the whole cell is every key's.
+fn table() -> BTreeMap<String, String> {
+    let readme = readme();
+    let lines = section(&readme, "## Configuration");
+    let mut keys = BTreeMap::new();
+    for row in rows(&lines) {
+        if !row[0].starts_with('`') {
+            continue;
+        }
+        let names = code_spans(&row[0]);
+        let prefix = names[0]
+            .trim_start_matches("[[")
+            .trim_end_matches("]]")
+            .rsplit_once('.')
+            .map(|(p, _)| p.to_owned())
+            .unwrap_or_default();
+        let defaults: Vec<&str> = row[1].split(" / ").collect();
+        for (i, name) in names.iter().enumerate() {
+            let name = name.trim_start_matches("[[").trim_end_matches("]]");
+            let key = if name.contains('.') {
+                name.to_owned()
+            } else {
+                format!("{prefix}.{name}")
+            };
+            let default = if defaults.len() == names.len() {
+                defaults[i]
+            } else {
+                row[1].as_str()
+            };
+            keys.insert(key, default.to_owned());
+        }
+    }
+    assert!(keys.len() > 40, "the configuration table was not found");
+    keys
+}
+
+#[test]
+fn the_configuration_table_names_every_key_the_code_knows_and_no_other() {
+    let code = code_keys();
+    let table = table();
+    let missing: Vec<&String> = code.iter().filter(|k| !table.contains_key(*k)).collect();
+    let unknown: Vec<&String> = table
+        .keys()
+        .filter(|k| !k.starts_with("directory.") && !code.contains(*k))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "keys the code knows that README's configuration table lacks: {missing:?}"
+    );
+    assert!(
+        unknown.is_empty(),
+        "keys README's configuration table names that the code does not know: {unknown:?}"
+    );
+}
+
+/// A value as the configuration holds it, written as the table writes it.
+fn shown(value: &serde_json::Value) -> String {
+    match value {
+        serde_json::Value::String(s) => s.clone(),
+        serde_json::Value::Number(n) => match n.as_f64() {
+            Some(f) if f.fract() == 0.0 => format!("{}", f as i64),
+            _ => n.to_string(),
+        },
+        other => other.to_string(),
+    }
+}
+
+#[test]
+fn the_configuration_tables_literal_defaults_are_the_codes() {
+    let config = load(&config_text(FILE, "workspace", "")).unwrap();
+    let json = serde_json::to_value(&config).unwrap();
+    let mut checked = 0;
+    let mut wrong = Vec::new();
+    for (key, default) in table() {
+        // Only a default that is one code span is a value: `—`, `none`, prose
+        // ("workspace URL host") and another key's name (`schedule.timezone`) are not.
+        let spans = code_spans(&default);
+        if spans.len() != 1
+            || format!("`{}`", spans[0]) != default
+            || spans[0].contains('.') && !spans[0].ends_with(".db")
+        {
+            continue;
+        }
+        let mut value = &json;
+        for part in key.split('.') {
+            value = &value[part];
+        }
+        if value.is_null() {
+            continue;
+        }
+        let actual = shown(value);
+        // A relative default path is held resolved against the configuration's folder.
+        let same = actual == spans[0] || actual.ends_with(&format!("/{}", spans[0]));
+        if !same {
+            wrong.push(format!("{key}: README `{}`, code {actual:?}", spans[0]));
+        }
+        checked += 1;
+    }
+    assert!(checked > 30, "only {checked} defaults were compared");
+    assert!(wrong.is_empty(), "README's defaults differ: {wrong:#?}");
+}
+
+/// Each connector's paragraph in "Directory connectors": from its bold heading
+/// (`kind = "…"`) to the next one.
+fn connector_text(kind: &str) -> String {
+    let readme = readme();
+    let lines = section(&readme, "## Directory connectors");
+    let marker = format!("(`kind = \"{kind}\"`)");
+    let mut out = String::new();
+    let mut inside = false;
+    for line in lines {
+        if line.starts_with("**") {
+            inside = line.contains(&marker);
+        }
+        if inside {
+            out.push_str(line);
+            out.push('\n');
+        }
+    }
+    assert!(
+        !out.is_empty(),
+        "README has no paragraph for kind = {kind:?}"
+    );
+    out
+}
+
+#[test]
+fn each_directory_connectors_paragraph_names_every_key_of_its_kind() {
+    let readme = readme();
+    let intro: Vec<String> = section(&readme, "## Directory connectors")
+        .into_iter()
+        .take_while(|l| !l.starts_with("**"))
+        .flat_map(code_spans)
+        .collect();
+    let configuration = table();
+    let kinds = [
+        (
+            "okta",
+            "kind = \"okta\"\nurl = \"https://acme.okta.com\"\ntoken = \"t\"",
+        ),
+        (
+            "entra",
+            "kind = \"entra\"\ntenant_id = \"t\"\nclient_id = \"c\"\nclient_secret = \"s\"",
+        ),
+        (
+            "ldap",
+            "kind = \"ldap\"\nurl = \"ldaps://dc.example.com\"\nbind_dn = \"CN=a,DC=example,DC=com\"\nbind_password = \"p\"\nbase_dn = \"DC=example,DC=com\"",
+        ),
+        (
+            "scim",
+            "kind = \"scim\"\nurl = \"https://idp.example.com/scim/v2\"\ntoken = \"t\"",
+        ),
+    ];
+    let mut missing = Vec::new();
+    for (kind, directory) in kinds {
+        let spans: BTreeSet<String> = code_spans(&connector_text(kind)).into_iter().collect();
+        for key in known_keys(directory, "directory") {
+            let named = key == "kind"
+                || spans.contains(&key)
+                || spans.iter().any(|s| {
+                    s.starts_with(&format!("{key} "))
+                        || s.starts_with(&format!("{key}/"))
+                        || s.ends_with(&format!("/{key}"))
+                })
+                || intro.contains(&key)
+                || configuration.contains_key(&format!("directory.{key}"))
+                || readme.contains(&format!("`directory.{key}`"));
+            if !named {
+                missing.push(format!("{kind}: {key}"));
+            }
+        }
+    }
+    assert!(
+        missing.is_empty(),
+        "directory keys README's \"Directory connectors\" does not name: {missing:?}"
+    );
+}
+
+/// "`max_concurrency` (8)", "`pagination` (`auto`, …)": the value a connector's
+/// paragraph gives in brackets right after a key, when it is a plain value.
+fn bracketed_defaults(text: &str) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    let mut rest = text;
+    while let Some(at) = rest.find("` (") {
+        let before = &rest[..at];
+        let key = before.rsplit('`').next().unwrap_or_default().to_owned();
+        let after = &rest[at + 3..];
+        let value: String = match after.strip_prefix('`') {
+            Some(code) => code.split('`').next().unwrap_or_default().to_owned(),
+            None => after
+                .split(|c: char| c == ')' || c == ';' || c == ',' || c.is_whitespace())
+                .next()
+                .unwrap_or_default()
+                .to_owned(),
+        };
+        let is_key = !key.is_empty() && key.chars().all(|c| c.is_ascii_lowercase() || c == '_');
+        // A plain value is a number or a duration ("8", "30s"); prose is not one.
+        let is_value = after.starts_with('`') || value.starts_with(|c: char| c.is_ascii_digit());
+        if is_key && is_value && !value.is_empty() && !value.contains(' ') {
+            out.push((key, value));
+        }
+        rest = after;
+    }
+    out
+}
+
+#[test]
+fn the_defaults_each_directory_connectors_paragraph_gives_are_the_codes() {
+    let kinds = [
+        (
+            "okta",
+            "kind = \"okta\"\nurl = \"https://acme.okta.com\"\ntoken = \"t\"",
+        ),
+        (
+            "entra",
+            "kind = \"entra\"\ntenant_id = \"t\"\nclient_id = \"c\"\nclient_secret = \"s\"",
+        ),
+        (
+            "ldap",
+            "kind = \"ldap\"\nurl = \"ldaps://dc.example.com\"\nbind_dn = \"CN=a,DC=example,DC=com\"\nbind_password = \"p\"\nbase_dn = \"DC=example,DC=com\"",
+        ),
+        (
+            "scim",
+            "kind = \"scim\"\nurl = \"https://idp.example.com/scim/v2\"\ntoken = \"t\"",
+        ),
+    ];
+    let mut checked = 0;
+    let mut wrong = Vec::new();
+    for (kind, directory) in kinds {
+        let config = load(&config_text(directory, "workspace", "")).unwrap();
+        let json = serde_json::to_value(&config).unwrap();
+        for (key, value) in bracketed_defaults(&connector_text(kind)) {
+            let actual = &json["directory"][key.as_str()];
+            // A key the configuration sets is no default.
+            let set = directory
+                .lines()
+                .any(|l| l.starts_with(&format!("{key} =")));
+            if actual.is_null() || set {
+                continue;
+            }
+            checked += 1;
+            if shown(actual) != value {
+                wrong.push(format!("{kind}: {key}: README ({value}), code {actual}"));
+            }
+        }
+    }
+    assert!(checked >= 12, "only {checked} defaults were compared");
+    assert!(
+        wrong.is_empty(),
+        "README's connector defaults differ: {wrong:#?}"
+    );
+}
