@@ -121,7 +121,7 @@ SQLite database first.",
     after_help = AFTER_HELP
 )]
 pub struct Cli {
-    /// Configuration file.
+    /// Configuration file (`demo` and `sandbox` read none, and refuse it).
     #[arg(
         long,
         short,

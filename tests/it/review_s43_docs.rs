@@ -334,3 +334,41 @@ fn the_defaults_each_directory_connectors_paragraph_gives_are_the_codes() {
         "README's connector defaults differ: {wrong:#?}"
     );
 }
+
+/// `demo` and `sandbox` refuse `--config` (exit 64, as README's "Upgrading"
+/// says); their `--help` lists the global option all the same, so it must say so.
+#[test]
+fn the_help_of_demo_and_sandbox_says_they_refuse_the_config_it_lists() {
+    for (command, other) in [("demo", "--dir"), ("sandbox", "--seed")] {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_seatwarden"))
+            .args([command, "--help"])
+            .env_remove("SEATWARDEN_CONFIG")
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(0));
+        let help = String::from_utf8_lossy(&out.stdout);
+        let lines: Vec<&str> = help.lines().collect();
+        let at = lines
+            .iter()
+            .position(|l| l.contains("--config <CONFIG>"))
+            .unwrap_or_else(|| panic!("{command} --help lists no --config:\n{help}"));
+        // The option's text, wrapped onto the next line or not.
+        let line = lines[at..(at + 2).min(lines.len())].join(" ");
+        assert!(
+            line.contains(&format!("`{command}`")) && line.contains("refuse"),
+            "{command} --help offers --config without saying {command} refuses it: {line:?}"
+        );
+        let refused = std::process::Command::new(env!("CARGO_BIN_EXE_seatwarden"))
+            .args([
+                command,
+                "--config",
+                "seatwarden.toml",
+                other,
+                "/nonexistent/x",
+            ])
+            .env_remove("SEATWARDEN_CONFIG")
+            .output()
+            .unwrap();
+        assert_eq!(refused.status.code(), Some(64), "{command} --config");
+    }
+}
