@@ -372,3 +372,56 @@ fn the_help_of_demo_and_sandbox_says_they_refuse_the_config_it_lists() {
         assert_eq!(refused.status.code(), Some(64), "{command} --config");
     }
 }
+
+/// The codes of `cli::exit`, as its source declares them.
+fn declared_exit_codes() -> BTreeSet<u8> {
+    let source = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src/cli.rs"),
+    )
+    .unwrap();
+    let module = source
+        .split("pub mod exit {")
+        .nth(1)
+        .and_then(|rest| rest.split("\n}").next())
+        .expect("src/cli.rs has no `pub mod exit`");
+    module
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("pub const "))
+        .filter_map(|l| l.split_once(": u8 = "))
+        .map(|(_, n)| n.trim_end_matches(';').parse().unwrap())
+        .collect()
+}
+
+#[test]
+fn readmes_exit_codes_are_the_codes_the_binary_declares_and_its_help_lists() {
+    let readme = readme();
+    let documented: BTreeSet<u8> = rows(&section(&readme, "## Exit codes"))
+        .iter()
+        .filter_map(|row| row[0].parse().ok())
+        .collect();
+    let declared = declared_exit_codes();
+    assert!(declared.len() >= 10, "{declared:?}");
+    assert_eq!(
+        documented, declared,
+        "README's exit code table against cli::exit"
+    );
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_seatwarden"))
+        .arg("--help")
+        .env_remove("SEATWARDEN_CONFIG")
+        .output()
+        .unwrap();
+    let help = String::from_utf8_lossy(&out.stdout);
+    let listed: BTreeSet<u8> = help
+        .split("Exit codes:")
+        .nth(1)
+        .unwrap()
+        .lines()
+        .take_while(|l| !l.starts_with(|c: char| c.is_alphabetic()))
+        .filter_map(|l| l.split_whitespace().next())
+        .filter_map(|w| w.parse().ok())
+        .collect();
+    assert_eq!(
+        listed, declared,
+        "seatwarden --help's exit codes against cli::exit"
+    );
+}
