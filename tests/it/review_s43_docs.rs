@@ -425,3 +425,26 @@ fn readmes_exit_codes_are_the_codes_the_binary_declares_and_its_help_lists() {
         "seatwarden --help's exit codes against cli::exit"
     );
 }
+
+/// The minutes README's "Interop suite" gives `.ci/run`'s outer limits are the
+/// `within SECONDS` of its interop and render steps.
+#[test]
+fn readmes_ci_step_limits_are_the_ones_ci_run_sets() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let ci = std::fs::read_to_string(root.join(".ci/run")).unwrap();
+    let limit = |script: &str| -> u64 {
+        ci.lines()
+            .filter_map(|l| l.trim().strip_prefix("within "))
+            .find(|l| l.contains(script))
+            .and_then(|l| l.split_whitespace().next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!(".ci/run runs {script} within no limit"))
+    };
+    let readme = readme().replace('\n', " ");
+    let claim = format!(
+        "`.ci/run` cuts off the whole interop step after {} and the render check after {}.",
+        limit("scripts/interop.sh") / 60,
+        limit("scripts/render-html-check.sh") / 60
+    );
+    assert!(readme.contains(&claim), "README does not say {claim:?}");
+}
