@@ -448,3 +448,59 @@ fn readmes_ci_step_limits_are_the_ones_ci_run_sets() {
     );
     assert!(readme.contains(&claim), "README does not say {claim:?}");
 }
+
+/// `config/seatwarden.example.toml` says "commented keys show their defaults":
+/// each `# key = value` line outside `[directory]` (whose kinds it sketches)
+/// whose key has a default gives that default.
+#[test]
+fn the_production_examples_commented_keys_show_the_codes_defaults() {
+    let path =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config/seatwarden.example.toml");
+    let example = std::fs::read_to_string(&path).unwrap();
+    assert!(example.contains("commented keys show their defaults"));
+    let config = load(&config_text(FILE, "workspace", "")).unwrap();
+    let defaults = serde_json::to_value(&config).unwrap();
+    let mut table = String::new();
+    let (mut checked, mut wrong) = (0, Vec::new());
+    for line in example.lines() {
+        let bare = line.trim_start_matches("# ").trim();
+        if bare.starts_with('[') && bare.ends_with(']') {
+            table = bare.trim_matches(['[', ']']).to_owned();
+            continue;
+        }
+        let Some(commented) = line.strip_prefix("# ") else {
+            continue;
+        };
+        let Some((key, rest)) = commented.split_once(" = ") else {
+            continue;
+        };
+        if table == "directory" || !key.chars().all(|c| c.is_ascii_lowercase() || c == '_') {
+            continue;
+        }
+        let value = rest.split("  #").next().unwrap().trim();
+        let parsed: toml::Table = toml::from_str(&format!("v = {value}")).unwrap();
+        let given = serde_json::to_value(&parsed["v"]).unwrap();
+        let mut default = &defaults;
+        for part in table.split('.').chain([key]) {
+            default = &default[part];
+        }
+        // A key the test's own configuration sets (a required one) has no default.
+        let set = config_text(FILE, "workspace", "").contains(&format!("\n{key} = "));
+        if default.is_null() || set {
+            continue;
+        }
+        checked += 1;
+        let same = match (given.as_f64(), default.as_f64()) {
+            (Some(a), Some(b)) => a == b,
+            _ => &given == default,
+        };
+        if !same {
+            wrong.push(format!("{table}.{key}: example {given}, default {default}"));
+        }
+    }
+    assert!(checked >= 15, "only {checked} commented keys compared");
+    assert!(
+        wrong.is_empty(),
+        "commented keys that are no default: {wrong:#?}"
+    );
+}
