@@ -504,3 +504,52 @@ fn the_production_examples_commented_keys_show_the_codes_defaults() {
         "commented keys that are no default: {wrong:#?}"
     );
 }
+
+/// A reconcile whose writes all failed has nothing to verify: it must not warn
+/// that "the workspace stopped answering during verification: 0 of 0 changes
+/// were not read" (the outage was the writes', which their own lines report).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_verification_outage_is_reported_when_nothing_was_verified() {
+    const TOKEN: &str = "s43-docs-token";
+    let sandbox = crate::fixtures::demo_sandbox(
+        TOKEN,
+        seatwarden::sandbox::Faults {
+            rate_5xx: 1.0,
+            writes_only: true,
+            ..seatwarden::sandbox::Faults::default()
+        },
+    )
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    crate::fixtures::copy_demo_files(dir.path());
+    let (config, url) = (
+        dir.path().join("seatwarden.toml"),
+        sandbox.base_url().to_string(),
+    );
+    let output = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_seatwarden"))
+            .arg("--config")
+            .arg(&config)
+            .arg("reconcile")
+            .env_remove("SEATWARDEN_CONFIG")
+            .env("SEATWARDEN__WORKSPACE__URL", url)
+            .env("SEATWARDEN__WORKSPACE__TOKEN", TOKEN)
+            .env("SEATWARDEN__WORKSPACE__RETRIES", "0")
+            .env("SEATWARDEN__STATE__PATH", "state.db")
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        matches!(output.status.code(), Some(4 | 6)),
+        "{:?}: {stderr}",
+        output.status.code()
+    );
+    assert!(stderr.contains("action failed"), "{stderr}");
+    assert!(
+        !stderr.contains("during verification"),
+        "a verification outage reported for a run that verified nothing: {stderr}"
+    );
+}
