@@ -553,3 +553,42 @@ async fn no_verification_outage_is_reported_when_nothing_was_verified() {
         "a verification outage reported for a run that verified nothing: {stderr}"
     );
 }
+
+/// The metrics README's "Running as a service" names are those the daemon's
+/// catalog describes (`src/daemon/catalog.rs`, every metric's `# HELP`).
+#[test]
+fn readmes_metrics_are_the_ones_the_daemon_describes() {
+    let catalog = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src/daemon/catalog.rs"),
+    )
+    .unwrap();
+    let described: BTreeSet<String> = catalog
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix('"')?.strip_suffix("\","))
+        .filter(|name| name.starts_with("seatwarden_"))
+        .map(str::to_owned)
+        .collect();
+    assert!(described.len() >= 20, "{described:?}");
+    let readme = readme();
+    let text = section(&readme, "## Running as a service: `seatwarden daemon`").join("\n");
+    let named: BTreeSet<String> = code_spans(&text)
+        .into_iter()
+        .filter_map(|span| {
+            let name: String = span
+                .chars()
+                .take_while(|c| c.is_ascii_lowercase() || *c == '_')
+                .collect();
+            (name.starts_with("seatwarden_") && !name.contains("__")).then_some(name)
+        })
+        .collect();
+    let undocumented: Vec<_> = described.difference(&named).collect();
+    let unknown: Vec<_> = named.difference(&described).collect();
+    assert!(
+        undocumented.is_empty(),
+        "metrics README does not name: {undocumented:?}"
+    );
+    assert!(
+        unknown.is_empty(),
+        "metrics README names that the daemon does not describe: {unknown:?}"
+    );
+}
