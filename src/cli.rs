@@ -1639,7 +1639,7 @@ fn serve_sandbox(
         // Not echoed: it may be a real secret from the environment.
         Some(token) => (
             token.trim().to_owned(),
-            "bearer token from --token".to_owned(),
+            "bearer token from --token or SEATWARDEN_SANDBOX_TOKEN".to_owned(),
         ),
         None => {
             let token = random_token()?;

@@ -592,3 +592,30 @@ fn readmes_metrics_are_the_ones_the_daemon_describes() {
         "metrics README names that the daemon does not describe: {unknown:?}"
     );
 }
+
+/// README: "`--token T` or `SEATWARDEN_SANDBOX_TOKEN` sets one". A token from
+/// the variable must not be announced as "from --token", which no one gave.
+#[test]
+fn the_sandbox_names_the_variable_its_token_may_come_from() {
+    use std::io::BufRead;
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_seatwarden"))
+        .args(["sandbox", "--port", "0"])
+        .env_remove("SEATWARDEN_CONFIG")
+        .env("SEATWARDEN_SANDBOX_TOKEN", "from-the-variable")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(child.stderr.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(line.contains("sandbox SCIM 2.0 workspace at"), "{line}");
+    assert!(
+        !line.contains("from-the-variable"),
+        "the token is echoed: {line}"
+    );
+    assert!(line.contains("SEATWARDEN_SANDBOX_TOKEN"), "{line}");
+}
