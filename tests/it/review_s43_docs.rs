@@ -619,3 +619,30 @@ fn the_sandbox_names_the_variable_its_token_may_come_from() {
     );
     assert!(line.contains("SEATWARDEN_SANDBOX_TOKEN"), "{line}");
 }
+
+/// Every file README links to, or names as a path of the repository in code
+/// (`scripts/…`, `config/…`), is there.
+#[test]
+fn every_repository_path_readme_names_exists() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let readme = readme();
+    let mut paths: BTreeSet<String> = readme
+        .split("](")
+        .skip(1)
+        .filter_map(|rest| rest.split(')').next())
+        .filter(|target| !target.starts_with("http") && !target.starts_with('#'))
+        .map(|target| target.split('#').next().unwrap_or_default().to_owned())
+        .collect();
+    paths.extend(code_spans(&readme).into_iter().filter(|span| {
+        ["scripts/", "config/", "systemd/", "src/", "tests/"]
+            .iter()
+            .any(|dir| span.starts_with(dir))
+            && !span.contains(char::is_whitespace)
+    }));
+    assert!(paths.len() > 10, "{paths:?}");
+    let missing: Vec<&String> = paths.iter().filter(|p| !root.join(p).exists()).collect();
+    assert!(
+        missing.is_empty(),
+        "README names paths that are not there: {missing:?}"
+    );
+}
