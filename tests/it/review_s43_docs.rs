@@ -646,3 +646,52 @@ fn every_repository_path_readme_names_exists() {
         "README names paths that are not there: {missing:?}"
     );
 }
+
+/// The quickstart's first `plan` against a mistyped `workspace.url` fails before
+/// reading anything; once the URL is fixed, `plan` runs. The state database held
+/// nothing of the URL it recorded, so there is nothing to protect, and an
+/// operator is not sent to `reconcile --workspace-moved` (which writes) to get
+/// past their typo. One that holds a run's snapshot stays bound to its URL.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_state_database_that_never_read_its_workspace_follows_the_fixed_url() {
+    const TOKEN: &str = "s43-docs-moved";
+    let sandbox =
+        crate::fixtures::demo_sandbox(TOKEN, seatwarden::sandbox::Faults::default()).await;
+    let closed = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.local_addr().unwrap().port()
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let (env, _) = crate::fixtures::demo_env(
+        dir.path(),
+        &sandbox,
+        TOKEN,
+        &[("SEATWARDEN__WORKSPACE__RETRIES", "0")],
+    );
+    let with_url = |url: String| -> Vec<(String, String)> {
+        env.iter()
+            .map(|(k, v)| match k.as_str() {
+                "SEATWARDEN__WORKSPACE__URL" => (k.clone(), url.clone()),
+                _ => (k.clone(), v.clone()),
+            })
+            .collect()
+    };
+    let run = |env: Vec<(String, String)>| {
+        let dir = dir.path().to_owned();
+        tokio::task::spawn_blocking(move || crate::fixtures::seatwarden_in(&dir, &env, &["plan"]))
+    };
+    let typo = format!("http://127.0.0.1:{closed}/scim/v2");
+    let (code, stderr) = run(with_url(typo.clone())).await.unwrap();
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(
+        stderr.contains("check the host and port in workspace.url"),
+        "{stderr}"
+    );
+    let fixed = sandbox.base_url().to_string();
+    let (code, stderr) = run(with_url(fixed)).await.unwrap();
+    assert_eq!(code, Some(0), "the fixed URL is refused: {stderr}");
+    // Now the database holds the sandbox's snapshot: another URL is refused.
+    let (code, stderr) = run(with_url(typo)).await.unwrap();
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(stderr.contains("reconcile --workspace-moved"), "{stderr}");
+}
