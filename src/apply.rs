@@ -1359,11 +1359,15 @@ pub async fn apply_with_breaker(
     }
     summary.applied += verified.len();
     summary.failed += not_verified.len();
-    if let Some(why) = verifier.outage.down() {
-        let unread = not_verified
-            .iter()
-            .filter(|(_, message)| message.contains(NOT_READ))
-            .count();
+    let unread = not_verified
+        .iter()
+        .filter(|(_, message)| message.contains(NOT_READ))
+        .count();
+    // The outage may be the writes' (reported with them): said here only when it
+    // left changes unread, not for a verification that had nothing to read.
+    if let Some(why) = verifier.outage.down()
+        && unread > 0
+    {
         tracing::warn!(
             error = why,
             unread,

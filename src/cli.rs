@@ -121,7 +121,7 @@ SQLite database first.",
     after_help = AFTER_HELP
 )]
 pub struct Cli {
-    /// Configuration file.
+    /// Configuration file (`demo` and `sandbox` read none, and refuse it).
     #[arg(
         long,
         short,
@@ -1639,7 +1639,7 @@ fn serve_sandbox(
         // Not echoed: it may be a real secret from the environment.
         Some(token) => (
             token.trim().to_owned(),
-            "bearer token from --token".to_owned(),
+            "bearer token from --token or SEATWARDEN_SANDBOX_TOKEN".to_owned(),
         ),
         None => {
             let token = random_token()?;

@@ -494,7 +494,8 @@ pub const WORKSPACE_KEY: &str = "workspace_url";
 /// rehearsal against a sandbox with the production `state.path` would mark
 /// leavers verified that production still has active, and spend its thresholds.
 /// The first contact records the URL; `moved` (`reconcile --workspace-moved`,
-/// audited) records the new one.
+/// audited) records the new one, and so does a run on a database that holds
+/// nothing of the recorded workspace ([`Store::holds_workspace_state`]).
 pub fn same_workspace(
     store: &mut Store,
     config: &Config,
@@ -515,6 +516,12 @@ pub fn same_workspace(
                 format!("workspace moved from {recorded} to {url}"),
                 now,
             )?;
+            Ok(store.set_state_value(WORKSPACE_KEY, Some(url))?)
+        }
+        // Runs that never read the recorded workspace (its URL was mistyped, say)
+        // left nothing of it to protect: the database takes the URL now given.
+        Some(recorded) if !store.holds_workspace_state()? => {
+            tracing::info!(from = %recorded, to = %url, "the state database holds nothing of the workspace it recorded: it now belongs to the new URL");
             Ok(store.set_state_value(WORKSPACE_KEY, Some(url))?)
         }
         Some(recorded) => Err(RunError::OtherWorkspace {

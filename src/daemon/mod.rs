@@ -1879,13 +1879,26 @@ mod tests {
             .unwrap()
             .to_utc();
         let shared = shared_in(dir.path(), Arc::new(SetClock(Mutex::new(now))));
-        Store::open(&shared.config().state.path)
-            .unwrap()
+        let mut store = Store::open(&shared.config().state.path).unwrap();
+        store
             .set_state_value(
                 run::WORKSPACE_KEY,
                 Some("http://127.0.0.1:9/rehearsal/scim/v2"),
             )
             .unwrap();
+        // That workspace's state: a link (a database that holds nothing of it
+        // takes the configured URL instead).
+        store
+            .upsert_links(
+                &[crate::model::NewLink {
+                    identity_id: "00u1".to_owned(),
+                    account_id: "ws-1".to_owned(),
+                    method: crate::model::LinkMethod::Manual,
+                }],
+                now,
+            )
+            .unwrap();
+        drop(store);
         for read_directory in [true, false] {
             match sweep_job(&shared, read_directory, None).await {
                 Err(RunError::OtherWorkspace {

@@ -112,6 +112,21 @@ impl Store {
             .context(|| format!("reading {key:?} from daemon_state"))
     }
 
+    /// Whether the database holds anything of a workspace: a workspace snapshot, a
+    /// link, a journal row or a deprovisioning episode. One whose runs all failed
+    /// before reading the workspace (a mistyped `workspace.url`) holds none.
+    pub fn holds_workspace_state(&self) -> Result<bool, StoreError> {
+        self.conn
+            .prepare_cached(
+                "SELECT EXISTS (SELECT 1 FROM workspace_snapshots)
+                     OR EXISTS (SELECT 1 FROM links)
+                     OR EXISTS (SELECT 1 FROM actions)
+                     OR EXISTS (SELECT 1 FROM deprovisions)",
+            )
+            .and_then(|mut stmt| stmt.query_row([], |row| row.get(0)))
+            .context(|| "looking for a workspace's snapshots, links, journal and ledger".to_owned())
+    }
+
     pub fn set_state_value(&mut self, key: &str, value: Option<&str>) -> Result<(), StoreError> {
         let result = match value {
             Some(value) => self

@@ -76,6 +76,7 @@ mod review_s42_longrun;
 mod review_s42_reads;
 mod review_s42_writes;
 mod review_s43_entra;
+mod review_s43_docs;
 mod role_groups;
 mod run_recovery;
 mod safety;

@@ -9,13 +9,13 @@ use std::path::Path;
 
 const SECTION: &str = "## When something goes wrong";
 
-fn readme() -> String {
+pub(crate) fn readme() -> String {
     std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap()
 }
 
 /// The lines of the `## ` section headed `heading`, up to the next `## ` heading
 /// (the heading excluded). Fenced code is not looked into.
-fn section<'a>(readme: &'a str, heading: &str) -> Vec<&'a str> {
+pub(crate) fn section<'a>(readme: &'a str, heading: &str) -> Vec<&'a str> {
     let mut lines = readme.lines().skip_while(|l| *l != heading);
     assert!(lines.next().is_some(), "README.md has no {heading:?}");
     lines.take_while(|l| !l.starts_with("## ")).collect()
@@ -24,7 +24,7 @@ fn section<'a>(readme: &'a str, heading: &str) -> Vec<&'a str> {
 /// The code spans of Markdown text: a run of backticks opens one, the next run
 /// of the same length closes it (CommonMark); the content is trimmed of one
 /// space on each side when it has both, as CommonMark strips it.
-fn code_spans(text: &str) -> Vec<String> {
+pub(crate) fn code_spans(text: &str) -> Vec<String> {
     let bytes = text.as_bytes();
     let mut spans = Vec::new();
     let mut i = 0;
@@ -64,7 +64,7 @@ fn code_spans(text: &str) -> Vec<String> {
 }
 
 /// The cells of a table row, split at `|` outside code spans (`\|` is a pipe).
-fn cells(row: &str) -> Vec<String> {
+pub(crate) fn cells(row: &str) -> Vec<String> {
     let row = row.trim();
     let row = row.strip_prefix('|').unwrap_or(row);
     let row = row.strip_suffix('|').unwrap_or(row);
@@ -90,7 +90,7 @@ fn cells(row: &str) -> Vec<String> {
 
 /// The body rows of the section's table(s), as cells: header and delimiter rows
 /// left out.
-fn rows(lines: &[&str]) -> Vec<Vec<String>> {
+pub(crate) fn rows(lines: &[&str]) -> Vec<Vec<String>> {
     let mut rows = Vec::new();
     let mut previous_was_row = false;
     for line in lines {
